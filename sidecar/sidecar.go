@@ -1,0 +1,142 @@
+package sidecar
+
+import (
+	"context"
+	"time"
+)
+
+// Delegation modes, as injected in x-deputy-mode and seen by policy.
+const (
+	ModeImpersonation = "impersonation"
+	ModePartner       = "partner"
+	ModeReseller      = "reseller"
+)
+
+// Identity is a verified caller: the claims of a bearer token after
+// signature, issuer, audience and time checks, mapped to Deputy's names.
+type Identity struct {
+	Subject    string         `json:"sub"`
+	Name       string         `json:"name,omitempty"`
+	Email      string         `json:"email,omitempty"`
+	Roles      []string       `json:"roles,omitempty"`
+	Privileges []string       `json:"privileges,omitempty"`
+	Org        string         `json:"org,omitempty"`
+	Domain     string         `json:"domain,omitempty"`
+	Issuer     string         `json:"iss,omitempty"`
+	ExpiresAt  time.Time      `json:"exp,omitzero"`
+	Claims     map[string]any `json:"claims,omitempty"` // all verified claims, as issued
+}
+
+// HasRole reports whether the identity carries the role.
+func (id *Identity) HasRole(role string) bool {
+	if id == nil {
+		return false
+	}
+	for _, r := range id.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// Delegation is the acting-on-behalf that applies to one request: a live
+// impersonation session, a partner grant or a reseller assignment.
+type Delegation struct {
+	Mode        string    `json:"mode"`
+	ID          string    `json:"id"`                // session or grant id
+	Actor       string    `json:"actor"`             // the real person
+	ActorName   string    `json:"actor_name,omitempty"`
+	ActorOrg    string    `json:"actor_org,omitempty"`
+	Subject     string    `json:"subject"` // customer or customer org acted for
+	SubjectName string    `json:"subject_name,omitempty"`
+	Level       string    `json:"level,omitempty"` // partner level
+	Scope       string    `json:"scope,omitempty"` // partner grant scope: organisation or individual
+	StoreView   string    `json:"store_view,omitempty"`
+	Domain      string    `json:"domain,omitempty"` // reseller domain
+	Reason      string    `json:"reason,omitempty"`
+	Ticket      string    `json:"ticket,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+	// Attributes are extra facts a resolver found (e.g. resources shared
+	// with a cc-level partner); they reach policy unchanged.
+	Attributes map[string]any `json:"attributes,omitempty"`
+}
+
+// Request is the part of an incoming check that identity verification and
+// delegation resolution look at. Header names are lower case.
+type Request struct {
+	Method  string
+	Host    string
+	Path    string // without query
+	Headers map[string]string
+}
+
+// Header returns the value of a lower-case header name.
+func (r *Request) Header(name string) string { return r.Headers[name] }
+
+// IdentityVerifier turns the credentials of a request into an Identity.
+// It returns (nil, nil) when the request presents no credentials, and an
+// error (EUNAUTHORIZED with the reason) when it presents bad ones.
+type IdentityVerifier interface {
+	Verify(ctx context.Context, r *Request) (*Identity, error)
+}
+
+// DelegationResolver finds the delegation a request asks for. It returns
+// (nil, nil) when the request does not act on anyone's behalf. Errors with
+// EUNAVAILABLE mean state could not be read: the check fails closed.
+type DelegationResolver interface {
+	Resolve(ctx context.Context, r *Request, id *Identity) (*Delegation, error)
+}
+
+// DelegationResolverFunc adapts a function to DelegationResolver.
+type DelegationResolverFunc func(ctx context.Context, r *Request, id *Identity) (*Delegation, error)
+
+func (f DelegationResolverFunc) Resolve(ctx context.Context, r *Request, id *Identity) (*Delegation, error) {
+	return f(ctx, r, id)
+}
+
+// ActorTokenSigner mints the short-lived JWT injected as x-deputy-token.
+type ActorTokenSigner interface {
+	Sign(d *Delegation) (string, error)
+}
+
+// Decision is what a check decided and why, as logged and counted.
+type Decision struct {
+	ID         string
+	Time       time.Time
+	Allowed    bool
+	HTTPStatus int
+	Reason     string
+	Error      string // evaluation or resolution error, if any
+	DryRun     bool   // decided with dry run on: the client was allowed regardless
+
+	Method  string
+	Host    string
+	Path    string
+	TraceID string
+
+	Identity   *Identity
+	Delegation *Delegation
+
+	Revision string // policy bundle revision
+	Latency  time.Duration
+	Stages   Stages
+
+	// Input is the policy input, for decision logs that keep it (masked).
+	Input any
+}
+
+// Stages are the time spent in each stage of a check.
+type Stages struct {
+	Identity time.Duration
+	State    time.Duration
+	Policy   time.Duration
+}
+
+// DecisionLogger receives every decision. Log must not block: it queues.
+type DecisionLogger interface {
+	Log(d *Decision)
+}
+
+// Clock returns the current time; injected so tests control expiry.
+type Clock func() time.Time
