@@ -1,0 +1,395 @@
+// Package api owns Deputy's management HTTP API under /deputy/v1/: routing,
+// bearer authentication, authorization of every action through
+// data.deputy.manage.decision, strict JSON bodies, pagination and the JSON
+// error shape. Resource handlers (impersonation, partner, reseller) register
+// their routes through Routes; they never parse bodies or write errors
+// themselves.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// Prefix is where the management API is mounted.
+const Prefix = "/deputy/v1/"
+
+// Evaluator is the part of the policy engine the API needs;
+// *policy.Engine satisfies it.
+type Evaluator interface {
+	Eval(ctx context.Context, query string, input ast.Value) (policy.Result, error)
+}
+
+// engineEvaluator adapts *policy.Engine, whose Eval takes variadic options.
+type engineEvaluator struct{ e *policy.Engine }
+
+func (a engineEvaluator) Eval(ctx context.Context, q string, in ast.Value) (policy.Result, error) {
+	return a.e.Eval(ctx, q, in)
+}
+
+// Routes is implemented by each resource area of the API.
+type Routes interface {
+	Register(r *Router)
+}
+
+// RoutesFunc adapts a function to Routes.
+type RoutesFunc func(r *Router)
+
+// Register calls f(r).
+func (f RoutesFunc) Register(r *Router) { f(r) }
+
+// Handler serves one authenticated (or public) call. A returned error is
+// written as the JSON error body with the status of its code.
+type Handler func(c *Call) error
+
+// Server is the management API. It implements http.Handler.
+type Server struct {
+	cfg        Config
+	verifier   sidecar.IdentityVerifier
+	eval       Evaluator
+	query      string
+	logger     *slog.Logger
+	clock      sidecar.Clock
+	middleware []func(http.Handler) http.Handler
+	routes     []Routes
+
+	mux     *http.ServeMux
+	handler http.Handler
+	paths   map[string]bool
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithConfig sets limits and page sizes; zero fields take defaults.
+func WithConfig(c Config) Option { return func(s *Server) { s.cfg = c } }
+
+// WithVerifier sets how bearer tokens are verified.
+func WithVerifier(v sidecar.IdentityVerifier) Option { return func(s *Server) { s.verifier = v } }
+
+// WithEngine authorizes actions with the policy engine.
+func WithEngine(e *policy.Engine) Option {
+	return func(s *Server) { s.eval = engineEvaluator{e} }
+}
+
+// WithEvaluator authorizes actions with any Evaluator.
+func WithEvaluator(e Evaluator) Option { return func(s *Server) { s.eval = e } }
+
+// WithQuery overrides the manage query (default data.deputy.manage.decision).
+func WithQuery(q string) Option { return func(s *Server) { s.query = q } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.logger = l } }
+
+// WithClock sets the clock.
+func WithClock(c sidecar.Clock) Option { return func(s *Server) { s.clock = c } }
+
+// WithMiddleware wraps the whole API (metrics, access logs). The first
+// middleware is the outermost.
+func WithMiddleware(m ...func(http.Handler) http.Handler) Option {
+	return func(s *Server) { s.middleware = append(s.middleware, m...) }
+}
+
+// WithRoutes adds resource areas.
+func WithRoutes(r ...Routes) Option { return func(s *Server) { s.routes = append(s.routes, r...) } }
+
+// New builds the API. Without a verifier every authenticated call is 401;
+// without an evaluator every action is 503.
+func New(opts ...Option) *Server {
+	s := &Server{
+		query:  policy.DefaultManageQuery,
+		logger: slog.Default(),
+		clock:  time.Now,
+		mux:    http.NewServeMux(),
+		paths:  map[string]bool{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.cfg = s.cfg.withDefaults()
+	r := &Router{s: s}
+	for _, rs := range s.routes {
+		rs.Register(r)
+	}
+	s.mux.HandleFunc(Prefix, func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, s.logger, sidecar.Errorf(sidecar.ENOTFOUND, "no such resource: %s", req.URL.Path))
+	})
+	var h http.Handler = s.mux
+	for i := len(s.middleware) - 1; i >= 0; i-- {
+		h = s.middleware[i](h)
+	}
+	s.handler = h
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Router registers endpoints under Prefix.
+type Router struct{ s *Server }
+
+// Handle registers an authenticated endpoint. path is relative to Prefix
+// and may use http.ServeMux wildcards, e.g. "impersonation/sessions/{id}".
+func (rt *Router) Handle(method, path string, h Handler) { rt.handle(method, path, h, true) }
+
+// HandlePublic registers an endpoint that authenticates by other means
+// (e.g. a single-use code); the caller's identity is still read when a
+// bearer token is present.
+func (rt *Router) HandlePublic(method, path string, h Handler) { rt.handle(method, path, h, false) }
+
+func (rt *Router) handle(method, path string, h Handler, auth bool) {
+	s := rt.s
+	full := Prefix + strings.TrimPrefix(path, "/")
+	s.mux.HandleFunc(method+" "+full, func(w http.ResponseWriter, r *http.Request) {
+		s.serve(w, r, h, auth)
+	})
+	if !s.paths[full] {
+		s.paths[full] = true
+		// A known path with another method: 405 in the API's error shape.
+		s.mux.HandleFunc(full, func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, s.logger, &sidecar.Error{Code: codeMethodNotAllowed, Message: "method " + r.Method + " not allowed"})
+		})
+	}
+}
+
+// codeMethodNotAllowed is local to the API: no other surface needs it.
+const codeMethodNotAllowed = "method_not_allowed"
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth bool) {
+	c := &Call{Request: r, w: w, s: s}
+	id, err := s.authenticate(r)
+	if err != nil && auth {
+		writeError(w, s.logger, err)
+		return
+	}
+	c.Identity = id
+	if auth && id == nil {
+		writeError(w, s.logger, sidecar.Errorf(sidecar.EUNAUTHORIZED, "missing bearer token"))
+		return
+	}
+	if err := h(c); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			err = &sidecar.Error{Code: sidecar.ETOOLARGE, Field: "body", Message: "request body too large", Err: err}
+		}
+		if c.wrote {
+			s.logger.Error("api handler failed after writing", "path", r.URL.Path, "error", err)
+			return
+		}
+		writeError(w, s.logger, err)
+	}
+}
+
+func (s *Server) authenticate(r *http.Request) (*sidecar.Identity, error) {
+	authz := r.Header.Get("Authorization")
+	if authz == "" {
+		return nil, nil
+	}
+	if s.verifier == nil {
+		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "bearer tokens are not accepted: no verifier configured")
+	}
+	req := &sidecar.Request{
+		Method:  r.Method,
+		Host:    r.Host,
+		Path:    r.URL.Path,
+		Headers: map[string]string{"authorization": authz},
+	}
+	id, err := s.verifier.Verify(r.Context(), req)
+	if err != nil {
+		if sidecar.ErrorCode(err) == sidecar.EINTERNAL {
+			return nil, &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "invalid bearer token", Err: err}
+		}
+		return nil, err
+	}
+	return id, nil
+}
+
+// Authorization is the manage policy's answer for one action.
+type Authorization struct {
+	Allowed bool
+	Reason  string
+	// Result is the whole decision object, for policies that return more
+	// than allowed/reason (e.g. computed limits).
+	Result map[string]any
+}
+
+// Authorize asks data.deputy.manage.decision whether identity may perform
+// action on target. extra adds top-level input fields. A denial is an
+// EFORBIDDEN error whose message is the policy's reason.
+func (s *Server) Authorize(ctx context.Context, id *sidecar.Identity, action string, target map[string]any, extra map[string]any) (*Authorization, error) {
+	if s.eval == nil {
+		return nil, sidecar.Errorf(sidecar.EUNAVAILABLE, "no policy engine")
+	}
+	in := make(map[string]any, len(extra)+3)
+	for k, v := range extra {
+		in[k] = v
+	}
+	in["action"] = action
+	if target == nil {
+		target = map[string]any{}
+	}
+	in["target"] = target
+	if id != nil {
+		in["identity"] = identityInput(id)
+	}
+	v, err := ast.InterfaceToValue(in)
+	if err != nil {
+		return nil, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "build policy input", Err: err}
+	}
+	res, err := s.eval.Eval(ctx, s.query, v)
+	if err != nil {
+		return nil, err
+	}
+	a := &Authorization{Reason: "no_rule"}
+	if res.Value != nil {
+		switch x := res.Value.Value.(type) {
+		case ast.Boolean:
+			a.Allowed = bool(x)
+			a.Reason = ""
+		case ast.Object:
+			var m map[string]any
+			if err := ast.As(x, &m); err == nil {
+				a.Result = m
+				a.Allowed, _ = m["allowed"].(bool)
+				a.Reason, _ = m["reason"].(string)
+			}
+		}
+	}
+	if !a.Allowed {
+		if a.Reason == "" {
+			a.Reason = "denied"
+		}
+		return a, sidecar.Errorf(sidecar.EFORBIDDEN, "%s", a.Reason)
+	}
+	return a, nil
+}
+
+// identityInput is the identity as policy sees it: the JSON names of
+// sidecar.Identity, exp as seconds since the epoch.
+func identityInput(id *sidecar.Identity) map[string]any {
+	m := map[string]any{"sub": id.Subject}
+	put := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	put("name", id.Name)
+	put("email", id.Email)
+	put("org", id.Org)
+	put("domain", id.Domain)
+	put("iss", id.Issuer)
+	m["roles"] = strs(id.Roles)
+	m["privileges"] = strs(id.Privileges)
+	if !id.ExpiresAt.IsZero() {
+		m["exp"] = id.ExpiresAt.Unix()
+	}
+	if id.Claims != nil {
+		m["claims"] = id.Claims
+	}
+	return m
+}
+
+func strs(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+// Call is one API request as a handler sees it.
+type Call struct {
+	Request  *http.Request
+	Identity *sidecar.Identity // nil only on public endpoints without a token
+	w        http.ResponseWriter
+	s        *Server
+	wrote    bool
+}
+
+// Context returns the request's context.
+func (c *Call) Context() context.Context { return c.Request.Context() }
+
+// Now returns the server clock's time.
+func (c *Call) Now() time.Time { return c.s.clock() }
+
+// ResponseWriter gives direct access for handlers that redirect or set
+// cookies; writing through it marks the call as answered.
+func (c *Call) ResponseWriter() http.ResponseWriter { c.wrote = true; return c.w }
+
+// Authorize authorizes the caller for action on target (see Server.Authorize).
+func (c *Call) Authorize(action string, target map[string]any, extra map[string]any) (*Authorization, error) {
+	return c.s.Authorize(c.Context(), c.Identity, action, target, extra)
+}
+
+// Decode reads the request body strictly into v (see Decode).
+func (c *Call) Decode(v any) error { return Decode(c.w, c.Request, c.s.cfg.MaxBodyBytes, v) }
+
+// Page reads ?limit=&cursor= with the server's page sizes.
+func (c *Call) Page() (Page, error) {
+	return ParsePage(c.Request.URL.Query(), c.s.cfg.PageSize, c.s.cfg.MaxPageSize)
+}
+
+// JSON writes v with the status.
+func (c *Call) JSON(status int, v any) error {
+	c.wrote = true
+	writeJSON(c.w, status, v)
+	return nil
+}
+
+// NoContent answers 204.
+func (c *Call) NoContent() error {
+	c.wrote = true
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// ErrorBody is the JSON shape of every error answer.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail names what went wrong; Field is set for invalid input.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, logger *slog.Logger, err error) {
+	status := sidecar.HTTPStatus(err)
+	code := sidecar.ErrorCode(err)
+	var e *sidecar.Error
+	msg := "internal error"
+	field := ""
+	if errors.As(err, &e) {
+		msg, field = e.Message, e.Field
+		if e.Code == codeMethodNotAllowed {
+			status = http.StatusMethodNotAllowed
+		}
+	}
+	if status >= 500 {
+		logger.Error("api error", "code", code, "error", err)
+	}
+	if code == sidecar.EUNAUTHORIZED {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="deputy"`)
+	}
+	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Field: field}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
