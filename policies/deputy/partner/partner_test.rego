@@ -1,0 +1,152 @@
+package deputy.partner_test
+
+import data.deputy.partner
+
+_request(method, path, delegation) := {
+	"attributes": {"request": {"http": {"method": method, "path": concat("/", ["", path]), "headers": {}}}},
+	"parsed_path": split(path, "/"),
+	"delegation": delegation,
+}
+
+_grant(level) := {
+	"mode": "partner",
+	"id": "g1",
+	"actor": "pat",
+	"actor_org": "partnerco",
+	"subject": "acme",
+	"level": level,
+	"scope": "organisation",
+	"expires_at": "2099-01-01T00:00:00Z",
+}
+
+_cc_grant(shared) := object.union(_grant("cc"), {"attributes": {"shared_resources": shared}})
+
+test_route_levels[note] if {
+	cases := [
+		{"note": "look lists service requests", "method": "GET", "path": "service-requests", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "look reads a service request", "method": "GET", "path": "service-requests/sr-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "look reads comments of a service request", "method": "GET", "path": "service-requests/sr-1/comments", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "look cannot update", "method": "PATCH", "path": "service-requests/sr-1", "level": "look", "allowed": false, "reason": "level_too_low:update"},
+		{"note": "update updates", "method": "PATCH", "path": "service-requests/sr-1", "level": "update", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "update comments", "method": "POST", "path": "service-requests/sr-1/comments", "level": "update", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "update cannot create", "method": "POST", "path": "service-requests", "level": "update", "allowed": false, "reason": "level_too_low:create"},
+		{"note": "create creates", "method": "POST", "path": "service-requests", "level": "create", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "create cannot administer the site", "method": "PUT", "path": "site/config", "level": "create", "allowed": false, "reason": "level_too_low:service_admin"},
+		{"note": "service_admin administers the site", "method": "PUT", "path": "site/config", "level": "service_admin", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "service_admin handles access requests", "method": "POST", "path": "access-requests/ar-1", "level": "service_admin", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "service_admin cannot manage contacts", "method": "POST", "path": "contacts", "level": "service_admin", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "full_admin manages contacts", "method": "DELETE", "path": "contacts/c-9", "level": "full_admin", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "look sees the dashboard", "method": "GET", "path": "dashboard", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "look subscribes to notifications", "method": "PUT", "path": "notifications/subscription", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "cc cannot see the dashboard", "method": "GET", "path": "dashboard", "level": "cc", "allowed": false, "reason": "cc_resource_not_shared"},
+		{"note": "unmapped route", "method": "GET", "path": "billing/invoices", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "unmapped method", "method": "DELETE", "path": "service-requests", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "unknown level", "method": "GET", "path": "service-requests", "level": "owner", "allowed": false, "reason": "unknown_level"},
+	]
+	some tc in cases
+	note := tc.note
+	d := partner.decision with input as _request(tc.method, tc.path, _grant(tc.level))
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+test_cc_shared_resources[note] if {
+	cases := [
+		{"note": "cc reads a shared request", "method": "GET", "path": "service-requests/sr-1", "shared": ["sr-1"], "allowed": true, "reason": "partner_cc_shared_resource"},
+		{"note": "cc reads comments of a shared request", "method": "GET", "path": "service-requests/sr-1/comments", "shared": ["sr-1"], "allowed": true, "reason": "partner_cc_shared_resource"},
+		{"note": "cc on an unshared request", "method": "GET", "path": "service-requests/sr-2", "shared": ["sr-1"], "allowed": false, "reason": "cc_resource_not_shared"},
+		{"note": "cc with nothing shared", "method": "GET", "path": "service-requests/sr-1", "shared": [], "allowed": false, "reason": "cc_resource_not_shared"},
+		{"note": "cc cannot list all requests", "method": "GET", "path": "service-requests", "shared": ["sr-1"], "allowed": false, "reason": "cc_resource_not_shared"},
+		{"note": "cc cannot update a shared request", "method": "PATCH", "path": "service-requests/sr-1", "shared": ["sr-1"], "allowed": false, "reason": "cc_resource_not_shared"},
+	]
+	some tc in cases
+	note := tc.note
+	d := partner.decision with input as _request(tc.method, tc.path, _cc_grant(tc.shared))
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+test_cc_without_attributes if {
+	d := partner.decision with input as _request("GET", "service-requests/sr-1", _grant("cc"))
+	not d.allowed
+	d.reason == "cc_resource_not_shared"
+}
+
+test_path_template[note] if {
+	cases := [
+		{"note": "customer named in the path", "path": "customers/acme/service-requests/sr-1", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "another customer in the path", "path": "customers/globex/service-requests/sr-1", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "bare customer path", "path": "customers/acme", "allowed": false, "reason": "route_not_mapped"},
+	]
+	some tc in cases
+	note := tc.note
+	d := partner.decision with input as _request("GET", tc.path, _grant("look"))
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+test_not_partner[note] if {
+	cases := {
+		"no delegation": {"attributes": {"request": {"http": {"method": "GET"}}}, "parsed_path": ["service-requests"]},
+		"impersonation": _request("GET", "service-requests", object.union(_grant("look"), {"mode": "impersonation"})),
+		"reseller": _request("GET", "service-requests", object.union(_grant("look"), {"mode": "reseller"})),
+	}
+	some note, req in cases
+	d := partner.decision with input as req
+	not d.allowed
+	d.reason == "not_partner_delegation"
+	d.http_status == 403
+}
+
+test_expiry[note] if {
+	cases := [
+		{"note": "expired a second ago", "expires_at": "2030-01-01T00:00:00Z", "now": "2030-01-01T00:00:01Z", "allowed": false},
+		{"note": "expires exactly now", "expires_at": "2030-01-01T00:00:00Z", "now": "2030-01-01T00:00:00Z", "allowed": false},
+		{"note": "live with fractional seconds", "expires_at": "2030-01-01T00:00:00.5Z", "now": "2030-01-01T00:00:00Z", "allowed": true},
+	]
+	some tc in cases
+	note := tc.note
+	req := _request("GET", "service-requests", object.union(_grant("look"), {"expires_at": tc.expires_at}))
+	d := partner.decision with input as req with time.now_ns as time.parse_rfc3339_ns(tc.now)
+	d.allowed == tc.allowed
+}
+
+# The pipeline strips x-deputy-* request headers before evaluation; even if one
+# reached the input, policy reads the level only from input.delegation.
+test_forged_level_header_is_ignored[note] if {
+	cases := {
+		"forged higher level": {"x-deputy-level": "full_admin", "x-deputy-mode": "partner"},
+		"forged with capitals": {"X-Deputy-Level": "full_admin"},
+	}
+	some note, headers in cases
+	base := _request("POST", "service-requests", _grant("look"))
+	req := json.patch(base, [{"op": "add", "path": "/attributes/request/http/headers", "value": headers}])
+	d := partner.decision with input as req
+	not d.allowed
+	d.reason == "level_too_low:create"
+}
+
+# Precedence is decided when resolving: a live individual grant reaches policy
+# even when the organisation's grant is higher, so the lower level decides.
+test_lower_individual_grant_decides if {
+	individual := object.union(_grant("cc"), {"scope": "individual", "attributes": {"shared_resources": [], "precedence": "individual"}})
+	d := partner.decision with input as _request("GET", "service-requests", individual)
+	not d.allowed
+	d.reason == "cc_resource_not_shared"
+}
+
+test_at_least[note] if {
+	cases := [
+		{"note": "equal", "a": "look", "b": "look", "want": true},
+		{"note": "higher", "a": "full_admin", "b": "look", "want": true},
+		{"note": "lower", "a": "cc", "b": "look", "want": false},
+		{"note": "unknown", "a": "owner", "b": "look", "want": false},
+	]
+	some tc in cases
+	note := tc.note
+	_at_least(tc.a, tc.b) == tc.want
+}
+
+_at_least(a, b) if partner.at_least(a, b)
+
+else := false

@@ -1,0 +1,74 @@
+package deputy.reseller_test
+
+import data.deputy.reseller
+
+_request(identity, delegation) := {
+	"attributes": {"request": {"http": {"method": "GET", "path": "/cases"}}},
+	"parsed_path": ["cases"],
+	"identity": identity,
+	"delegation": delegation,
+}
+
+_staff(roles, privileges) := {"sub": "rita", "org": "resellerco", "domain": "shop-a.example", "roles": roles, "privileges": privileges}
+
+_assigned(domain) := {"mode": "reseller", "actor": "rita", "subject": "acme", "domain": domain}
+
+test_roles_and_privileges[note] if {
+	cases := [
+		{"note": "reseller_admin", "roles": ["reseller_admin"], "privileges": [], "allowed": true, "reason": "reseller_domain_customer"},
+		{"note": "legacy enterprise support", "roles": ["legacy_enterprise_support"], "privileges": [], "allowed": true, "reason": "reseller_domain_customer"},
+		{"note": "legacy reseller enterprise support", "roles": ["legacy_reseller_enterprise_support"], "privileges": [], "allowed": true, "reason": "reseller_domain_customer"},
+		{"note": "both privileges in the token", "roles": ["custom"], "privileges": ["view_customers", "access_support_cases"], "allowed": true, "reason": "reseller_domain_customer"},
+		{"note": "custom role granting both privileges", "roles": ["reseller_support"], "privileges": [], "allowed": true, "reason": "reseller_domain_customer"},
+		{"note": "privileges split across role and token", "roles": ["reseller_viewer"], "privileges": ["access_support_cases"], "allowed": true, "reason": "reseller_domain_customer"},
+		{"note": "only view_customers", "roles": ["reseller_viewer"], "privileges": [], "allowed": false, "reason": "missing_privilege:access_support_cases"},
+		{"note": "only access_support_cases", "roles": [], "privileges": ["access_support_cases"], "allowed": false, "reason": "missing_privilege:view_customers"},
+		{"note": "nothing", "roles": ["customer"], "privileges": [], "allowed": false, "reason": "missing_privilege:access_support_cases,view_customers"},
+		{"note": "super admin alone does not act for customers", "roles": ["reseller_super_admin"], "privileges": [], "allowed": false, "reason": "missing_privilege:access_support_cases,view_customers"},
+	]
+	some tc in cases
+	note := tc.note
+	d := reseller.decision with input as _request(_staff(tc.roles, tc.privileges), _assigned("shop-a.example"))
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+test_domain_isolation[note] if {
+	cases := {
+		"customer of another domain of the same reseller": {"delegation": _assigned("shop-b.example"), "reason": "customer_not_in_domain"},
+		"delegation without a domain": {"delegation": {"mode": "reseller", "subject": "acme"}, "reason": "customer_not_in_domain"},
+		"partner delegation": {"delegation": object.union(_assigned("shop-a.example"), {"mode": "partner"}), "reason": "not_reseller_delegation"},
+	}
+	some note, tc in cases
+	d := reseller.decision with input as _request(_staff(["reseller_admin"], []), tc.delegation)
+	not d.allowed
+	d.reason == tc.reason
+	d.http_status == 403
+}
+
+test_identity_without_domain if {
+	identity := object.remove(_staff(["reseller_admin"], []), ["domain"])
+	d := reseller.decision with input as _request(identity, _assigned("shop-a.example"))
+	not d.allowed
+	d.reason == "customer_not_in_domain"
+}
+
+test_anonymous if {
+	d := reseller.decision with input as {"delegation": _assigned("shop-a.example")}
+	not d.allowed
+	d.reason == "missing_privilege:access_support_cases,view_customers"
+}
+
+test_super_admin[note] if {
+	cases := [
+		{"note": "super admin", "roles": ["reseller_super_admin"], "want": true},
+		{"note": "reseller admin is not super admin", "roles": ["reseller_admin"], "want": false},
+	]
+	some tc in cases
+	note := tc.note
+	_super_admin(_staff(tc.roles, [])) == tc.want
+}
+
+_super_admin(identity) if reseller.super_admin with input as {"identity": identity}
+
+else := false
