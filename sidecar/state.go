@@ -1,0 +1,520 @@
+package sidecar
+
+import (
+	"context"
+	"time"
+)
+
+// This file holds the delegation state Deputy keeps — customers, consent,
+// impersonation sessions, partner requests and grants, shares,
+// subscriptions, reseller assignments, events and audit — and the small
+// store interfaces the lifecycle code (sidecar/delegation) and the
+// management API (sidecar/api) consume. sidecar/memory and sidecar/redis
+// implement all of them; sidecar/storetest is their shared contract.
+//
+// Conventions every store follows:
+//   - A missing record is an *Error with ENOTFOUND; a state store that cannot
+//     be reached returns EUNAVAILABLE. Expired records (grants, consent,
+//     redeem codes, pending requests past their expiry) count as missing: the
+//     store checks expiry on read against its injected Clock, so the clock,
+//     not Redis TTLs, governs.
+//   - Callers pass fully formed records; the store assigns nothing but
+//     stream ids (events, audit).
+//   - Every write to delegation state publishes the matching invalidation key
+//     (SessionKey, ConsentKey, GrantKey, ShareKey, AssignmentKey,
+//     CustomerKey) on the store's Invalidator, from inside the store method,
+//     so every replica's cache drops the entry. Lifecycle code never needs to
+//     call Invalidate for store writes; it may for changes of its own.
+
+// Partner access levels, lowest to highest.
+type Level string
+
+const (
+	LevelCC           Level = "cc"
+	LevelLook         Level = "look"
+	LevelUpdate       Level = "update"
+	LevelCreate       Level = "create"
+	LevelServiceAdmin Level = "service_admin"
+	LevelFullAdmin    Level = "full_admin"
+)
+
+// Levels lists every level from lowest to highest.
+var Levels = []Level{LevelCC, LevelLook, LevelUpdate, LevelCreate, LevelServiceAdmin, LevelFullAdmin}
+
+// Rank orders levels: cc is 1, full_admin 6, an unknown level 0.
+func (l Level) Rank() int {
+	for i, v := range Levels {
+		if v == l {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// Valid reports whether l is one of the known levels.
+func (l Level) Valid() bool { return l.Rank() > 0 }
+
+// AtLeast reports whether l is a known level not lower than min.
+func (l Level) AtLeast(min Level) bool { return l.Valid() && l.Rank() >= min.Rank() }
+
+// Customer is the profile the host application upserts through the API.
+type Customer struct {
+	ID               string    `json:"id"`
+	Name             string    `json:"name,omitempty"` // display name for the storefront banner
+	Org              string    `json:"org,omitempty"`
+	DefaultStoreView string    `json:"default_store_view,omitempty"`
+	StoreViews       []string  `json:"store_views,omitempty"` // allowed store views
+	Protected        bool      `json:"protected,omitempty"`   // cannot be impersonated (e.g. staff accounts)
+	UpdatedAt        time.Time `json:"updated_at,omitzero"`
+}
+
+// AllowsStoreView reports whether the customer may be impersonated in view.
+func (c *Customer) AllowsStoreView(view string) bool {
+	if view == "" {
+		return false
+	}
+	if view == c.DefaultStoreView {
+		return true
+	}
+	for _, v := range c.StoreViews {
+		if v == view {
+			return true
+		}
+	}
+	return false
+}
+
+// Consent is a customer's "allow remote shopping assistance" setting.
+type Consent struct {
+	Customer  string    `json:"customer"`
+	Allowed   bool      `json:"allowed"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: no expiry
+	SetBy     string    `json:"set_by"`              // the customer or the staff member
+	SetAt     time.Time `json:"set_at"`
+}
+
+// Granted reports whether the consent allows impersonation at now.
+func (c *Consent) Granted(now time.Time) bool {
+	return c != nil && c.Allowed && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
+}
+
+// Reasons an impersonation session ended.
+const (
+	EndEnded            = "ended"
+	EndExpired          = "expired"
+	EndIdle             = "idle"
+	EndReplaced         = "replaced"
+	EndConsentWithdrawn = "consent_withdrawn"
+	EndRevoked          = "revoked"
+)
+
+// Session is one impersonation session. The cookie token is never stored:
+// only its SHA-256 hash (hex), set when the redeem link is used.
+type Session struct {
+	ID           string        `json:"id"`
+	TokenHash    string        `json:"token_hash,omitempty"`
+	Actor        string        `json:"actor"`
+	ActorName    string        `json:"actor_name,omitempty"`
+	Customer     string        `json:"customer"`
+	CustomerName string        `json:"customer_name,omitempty"`
+	StoreView    string        `json:"store_view,omitempty"`
+	Reason       string        `json:"reason,omitempty"`
+	Ticket       string        `json:"ticket,omitempty"`
+	StartedAt    time.Time     `json:"started_at"`
+	ExpiresAt    time.Time     `json:"expires_at"`             // min(start+max session, staff token expiry)
+	IdleTimeout  time.Duration `json:"idle_timeout,omitempty"` // zero: none
+	LastSeen     time.Time     `json:"last_seen,omitzero"`
+	EndedAt      time.Time     `json:"ended_at,omitzero"`
+	EndedBy      string        `json:"ended_by,omitempty"`
+	EndReason    string        `json:"end_reason,omitempty"`
+}
+
+// Live reports whether the session may be used at now: not ended, not
+// past its expiry, not idle longer than its idle timeout.
+func (s *Session) Live(now time.Time) bool { return s != nil && s.EndState(now) == "" }
+
+// EndState says why the session is not live at now ("" when it is): its
+// recorded end reason, or EndExpired / EndIdle.
+func (s *Session) EndState(now time.Time) string {
+	switch {
+	case !s.EndedAt.IsZero():
+		return s.EndReason
+	case !now.Before(s.ExpiresAt):
+		return EndExpired
+	case s.IdleTimeout > 0 && !now.Before(s.lastActive().Add(s.IdleTimeout)):
+		return EndIdle
+	}
+	return ""
+}
+
+func (s *Session) lastActive() time.Time {
+	if s.LastSeen.After(s.StartedAt) {
+		return s.LastSeen
+	}
+	return s.StartedAt
+}
+
+// Partner grant scopes.
+const (
+	ScopeOrganisation = "organisation"
+	ScopeIndividual   = "individual"
+)
+
+// Access request statuses.
+const (
+	RequestPending  = "pending"
+	RequestApproved = "approved"
+	RequestRejected = "rejected"
+	RequestExpired  = "expired"
+)
+
+// AccessRequest is a partner user's request for access to a customer org.
+type AccessRequest struct {
+	ID               string    `json:"id"`
+	PartnerOrg       string    `json:"partner_org"`
+	RequestedBy      string    `json:"requested_by"`
+	Customer         string    `json:"customer"` // the customer organisation
+	ContactEmail     string    `json:"contact_email"`
+	Level            Level     `json:"level"`
+	ExpiryDays       int       `json:"expiry_days"`
+	Scope            string    `json:"scope"`           // ScopeOrganisation or ScopeIndividual
+	Users            []string  `json:"users,omitempty"` // for ScopeIndividual
+	Status           string    `json:"status"`
+	CreatedAt        time.Time `json:"created_at"`
+	PendingExpiresAt time.Time `json:"pending_expires_at"`
+	DecidedBy        string    `json:"decided_by,omitempty"`
+	DecidedAt        time.Time `json:"decided_at,omitzero"`
+}
+
+// StatusAt is the request's status at now: a pending request past its
+// pending expiry reads as RequestExpired.
+func (r *AccessRequest) StatusAt(now time.Time) string {
+	if r.Status == RequestPending && !now.Before(r.PendingExpiresAt) {
+		return RequestExpired
+	}
+	return r.Status
+}
+
+// Grant is live partner access to a customer org. User "" is the grant for
+// the whole partner organisation; otherwise it is an individual grant.
+type Grant struct {
+	ID         string    `json:"id"`
+	Customer   string    `json:"customer"`
+	PartnerOrg string    `json:"partner_org"`
+	User       string    `json:"user,omitempty"`
+	Level      Level     `json:"level"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	ApprovedBy string    `json:"approved_by,omitempty"`
+	ApprovedAt time.Time `json:"approved_at,omitzero"`
+	RequestID  string    `json:"request_id,omitempty"`
+}
+
+// Scope is ScopeIndividual for a user's grant, ScopeOrganisation otherwise.
+func (g *Grant) Scope() string {
+	if g.User != "" {
+		return ScopeIndividual
+	}
+	return ScopeOrganisation
+}
+
+// Live reports whether the grant has not expired at now.
+func (g *Grant) Live(now time.Time) bool { return g != nil && now.Before(g.ExpiresAt) }
+
+// EffectiveGrants are the live grants that may apply to one partner user
+// for one customer. Effective applies the precedence rule.
+type EffectiveGrants struct {
+	Individual   *Grant // the user's own grant, nil if none
+	Organisation *Grant // the partner organisation's grant, nil if none
+}
+
+// Effective is the individual grant when there is one — even when it is
+// lower than the organisation's — else the organisation grant, else nil.
+func (e EffectiveGrants) Effective() *Grant {
+	if e.Individual != nil {
+		return e.Individual
+	}
+	return e.Organisation
+}
+
+// Share makes one of a customer's resources (a service request) visible to
+// a partner user holding the cc level.
+type Share struct {
+	Customer   string    `json:"customer"`
+	Resource   string    `json:"resource"`
+	User       string    `json:"user"`
+	PartnerOrg string    `json:"partner_org,omitempty"`
+	SharedBy   string    `json:"shared_by,omitempty"`
+	SharedAt   time.Time `json:"shared_at,omitzero"`
+}
+
+// Subscription is a partner user's subscription to a customer's
+// notifications (or dashboard). Whether it still counts depends on the
+// user's effective grant when it is read.
+type Subscription struct {
+	User      string    `json:"user"`
+	Customer  string    `json:"customer"`
+	Kind      string    `json:"kind"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// Assignment puts a customer in exactly one reseller domain.
+type Assignment struct {
+	Customer  string    `json:"customer"`
+	Reseller  string    `json:"reseller"`
+	Domain    string    `json:"domain"`
+	UpdatedBy string    `json:"updated_by,omitempty"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// Event types appended to the events stream for the host's mailer.
+const (
+	EventGrantRequested       = "grant.requested"
+	EventGrantApproved        = "grant.approved"
+	EventGrantRejected        = "grant.rejected"
+	EventGrantRevoked         = "grant.revoked"
+	EventGrantExpiring        = "grant.expiring"
+	EventImpersonationStarted = "impersonation.started"
+	EventImpersonationEnded   = "impersonation.ended"
+	EventConsentChanged       = "consent.changed"
+	EventAssignmentChanged    = "assignment.changed"
+)
+
+// Event is one entry of the events stream. ID is assigned on append and
+// orders the stream; Data carries type-specific fields as strings.
+type Event struct {
+	ID       string            `json:"id"`
+	Type     string            `json:"type"`
+	Time     time.Time         `json:"time"`
+	Customer string            `json:"customer,omitempty"`
+	Actor    string            `json:"actor,omitempty"`
+	Data     map[string]string `json:"data,omitempty"`
+}
+
+// AuditEntry is one entry of the audit stream: a management action, who
+// did it, to what, and how it ended. Kept apart from events, with its own
+// retention.
+type AuditEntry struct {
+	ID       string            `json:"id"`
+	Time     time.Time         `json:"time"`
+	Actor    string            `json:"actor"`
+	Action   string            `json:"action"`
+	Customer string            `json:"customer,omitempty"`
+	Target   string            `json:"target,omitempty"`
+	Outcome  string            `json:"outcome,omitempty"` // e.g. "ok", or an error code
+	Data     map[string]string `json:"data,omitempty"`
+}
+
+// Page asks for one page of a list. Cursor is opaque: pass the next cursor
+// a previous page returned; "" starts at the beginning. Limit <= 0 means
+// DefaultPageLimit; larger than MaxPageLimit is capped.
+type Page struct {
+	Cursor string
+	Limit  int
+}
+
+// Page limits.
+const (
+	DefaultPageLimit = 50
+	MaxPageLimit     = 500
+)
+
+// N is the effective limit of the page.
+func (p Page) N() int {
+	switch {
+	case p.Limit <= 0:
+		return DefaultPageLimit
+	case p.Limit > MaxPageLimit:
+		return MaxPageLimit
+	}
+	return p.Limit
+}
+
+// SessionFilter selects sessions for the session log and live lists.
+// Empty fields match everything; From/To bound StartedAt (To exclusive).
+// Results are newest first.
+type SessionFilter struct {
+	Actor    string
+	Customer string
+	LiveOnly bool // only sessions live at the store's now
+	From, To time.Time
+	Page
+}
+
+// RequestFilter selects access requests. At least one of Customer and
+// PartnerOrg must be set. Status compares with StatusAt(now). Newest first.
+type RequestFilter struct {
+	Customer   string
+	PartnerOrg string
+	Status     string
+	Page
+}
+
+// StreamFilter selects events or audit entries. Empty fields match
+// everything; From/To bound Time (To exclusive). Oldest first, so a
+// consumer can follow the stream with the returned cursor.
+type StreamFilter struct {
+	Type     string // event type or audit action
+	Customer string
+	Actor    string
+	From, To time.Time
+	Page
+}
+
+// CustomerStore keeps customer profiles.
+type CustomerStore interface {
+	PutCustomer(ctx context.Context, c *Customer) error
+	GetCustomer(ctx context.Context, id string) (*Customer, error)
+	DeleteCustomer(ctx context.Context, id string) error
+}
+
+// ConsentStore keeps each customer's consent and its history.
+type ConsentStore interface {
+	// SetConsent replaces the customer's consent and appends it to history.
+	SetConsent(ctx context.Context, c *Consent) error
+	// GetConsent returns the current consent; ENOTFOUND when never set or
+	// past its expiry.
+	GetConsent(ctx context.Context, customer string) (*Consent, error)
+	// ConsentHistory lists past settings, newest first.
+	ConsentHistory(ctx context.Context, customer string, p Page) ([]Consent, string, error)
+}
+
+// SessionStore keeps impersonation sessions, retained after they end (for
+// the session log) for the store's session retention, and redeem codes.
+type SessionStore interface {
+	// CreateSession stores a new session; ECONFLICT if the id exists.
+	CreateSession(ctx context.Context, s *Session) error
+	// GetSession returns the session by id, live or not.
+	GetSession(ctx context.Context, id string) (*Session, error)
+	// SetSessionToken attaches the cookie token's hash; ECONFLICT if the
+	// session already has one, or is no longer live.
+	SetSessionToken(ctx context.Context, id, tokenHash string) error
+	// SessionByToken returns the session whose token hashes to tokenHash,
+	// live or not (callers check Live); ENOTFOUND for unknown hashes.
+	SessionByToken(ctx context.Context, tokenHash string) (*Session, error)
+	// TouchSession records activity for the idle timeout.
+	TouchSession(ctx context.Context, id string, at time.Time) error
+	// EndSession ends a session and returns it. Ending an ended session is
+	// not an error: it returns the session with its first end unchanged.
+	EndSession(ctx context.Context, id, by, reason string, at time.Time) (*Session, error)
+	// ListSessions returns one page of sessions, newest first.
+	ListSessions(ctx context.Context, f SessionFilter) ([]Session, string, error)
+
+	// PutRedeemCode stores a single-use code (by hash) for a session.
+	PutRedeemCode(ctx context.Context, codeHash, sessionID string, expiresAt time.Time) error
+	// TakeRedeemCode returns the session id and deletes the code, atomically:
+	// of concurrent takers exactly one succeeds. ENOTFOUND when unknown,
+	// used or expired.
+	TakeRedeemCode(ctx context.Context, codeHash string) (string, error)
+}
+
+// PartnerStore keeps partner access requests and grants.
+type PartnerStore interface {
+	// CreateRequest stores a new request; ECONFLICT if the id exists.
+	CreateRequest(ctx context.Context, r *AccessRequest) error
+	GetRequest(ctx context.Context, id string) (*AccessRequest, error)
+	// DecideRequest moves a pending request to status (approved or
+	// rejected) atomically; ECONFLICT if it is no longer pending (decided
+	// already, or past its pending expiry).
+	DecideRequest(ctx context.Context, id, status, by string, at time.Time) (*AccessRequest, error)
+	ListRequests(ctx context.Context, f RequestFilter) ([]AccessRequest, string, error)
+
+	// PutGrant stores a grant, replacing any grant for the same customer,
+	// partner org and user (a re-approved request replaces level and expiry).
+	PutGrant(ctx context.Context, g *Grant) error
+	// GetGrant returns a live grant by customer and id.
+	GetGrant(ctx context.Context, customer, id string) (*Grant, error)
+	// RevokeGrant deletes a grant and returns it; ENOTFOUND if absent.
+	RevokeGrant(ctx context.Context, customer, id string) (*Grant, error)
+	// EffectiveGrants returns the user's individual and the org's live
+	// grants for the customer, in one read.
+	EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (EffectiveGrants, error)
+	// GrantsByCustomer lists a customer's live grants ("My Partners").
+	GrantsByCustomer(ctx context.Context, customer string) ([]Grant, error)
+	// GrantsByPartner lists the live grants a partner user may act under:
+	// the user's individual grants and their organisation's grants ("My
+	// Customers"; precedence per customer is the caller's).
+	GrantsByPartner(ctx context.Context, partnerOrg, user string) ([]Grant, error)
+	// GrantsExpiringBefore lists live grants expiring before t, soonest
+	// first, for "expiring soon" events.
+	GrantsExpiringBefore(ctx context.Context, t time.Time, limit int) ([]Grant, error)
+}
+
+// ShareStore keeps resources shared with cc-level partner users.
+type ShareStore interface {
+	PutShare(ctx context.Context, s *Share) error
+	DeleteShare(ctx context.Context, customer, resource, user string) error
+	IsShared(ctx context.Context, customer, resource, user string) (bool, error)
+	// SharesFor lists the resource ids of customer shared with user.
+	SharesFor(ctx context.Context, customer, user string) ([]string, error)
+	ListShares(ctx context.Context, customer string) ([]Share, error)
+}
+
+// SubscriptionStore keeps partner users' notification subscriptions.
+type SubscriptionStore interface {
+	PutSubscription(ctx context.Context, s *Subscription) error
+	DeleteSubscription(ctx context.Context, user, customer, kind string) error
+	SubscriptionsByUser(ctx context.Context, user string) ([]Subscription, error)
+	SubscriptionsByCustomer(ctx context.Context, customer string) ([]Subscription, error)
+}
+
+// AssignmentStore keeps reseller domain assignments.
+type AssignmentStore interface {
+	GetAssignment(ctx context.Context, customer string) (*Assignment, error)
+	// PutAssignment assigns the customer, moving it out of any other domain.
+	PutAssignment(ctx context.Context, a *Assignment) error
+	DeleteAssignment(ctx context.Context, customer string) error
+	// PutAssignments is a bulk load; it stops at the first error and
+	// returns how many were stored.
+	PutAssignments(ctx context.Context, as []Assignment) (int, error)
+	// AssignmentsByDomain lists a domain's assignments, ordered by customer.
+	AssignmentsByDomain(ctx context.Context, domain string, p Page) ([]Assignment, string, error)
+}
+
+// EventLog is the events stream the host application's mailer consumes.
+type EventLog interface {
+	// AppendEvent assigns e.ID and appends e.
+	AppendEvent(ctx context.Context, e *Event) error
+	ReadEvents(ctx context.Context, f StreamFilter) ([]Event, string, error)
+}
+
+// AuditLog is the audit stream.
+type AuditLog interface {
+	// AppendAudit assigns a.ID and appends a.
+	AppendAudit(ctx context.Context, a *AuditEntry) error
+	ReadAudit(ctx context.Context, f StreamFilter) ([]AuditEntry, string, error)
+}
+
+// Invalidator carries narrowing changes between replicas: a key published
+// on one reaches the subscribers on every replica (including itself).
+// Delivery is best effort; cache TTLs bound staleness if a message is lost.
+type Invalidator interface {
+	Invalidate(ctx context.Context, keys ...string) error
+	// Subscribe calls fn for every key published from now on, from one
+	// goroutine, until cancel is called. fn must not block.
+	Subscribe(fn func(key string)) (cancel func())
+}
+
+// Invalidation keys, one per cached lookup on the check path.
+func SessionKey(tokenHash string) string   { return "session:" + tokenHash }
+func ConsentKey(customer string) string    { return "consent:" + customer }
+func CustomerKey(customer string) string   { return "customer:" + customer }
+func GrantKey(customer string) string      { return "grant:" + customer }
+func ShareKey(customer string) string      { return "share:" + customer }
+func AssignmentKey(customer string) string { return "assign:" + customer }
+
+// Store is all of Deputy's state, as both implementations provide it.
+type Store interface {
+	CustomerStore
+	ConsentStore
+	SessionStore
+	PartnerStore
+	ShareStore
+	SubscriptionStore
+	AssignmentStore
+	EventLog
+	AuditLog
+	Invalidator
+	// Ping reports whether the store is reachable, for /readyz.
+	Ping(ctx context.Context) error
+	Close() error
+}
