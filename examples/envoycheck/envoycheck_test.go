@@ -1,0 +1,185 @@
+package envoycheck_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/deputyhq/deputy/examples/envoycheck"
+)
+
+func TestShippedConfigs(t *testing.T) {
+	tests := []struct {
+		file string
+		grpc bool // ext_authz over gRPC rather than http_service
+	}{
+		{file: "envoy.yaml", grpc: true},
+		{file: "envoy-http.yaml", grpc: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			doc, err := os.ReadFile(filepath.Join("..", "envoy", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := envoycheck.Bootstrap(doc)
+			if err != nil {
+				t.Fatalf("shipped config rejected: %v", err)
+			}
+			authz := extAuthz(t, b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().GetValue())
+			// Deputy unreachable must never mean allowed.
+			if authz.GetFailureModeAllow() {
+				t.Error("failure_mode_allow is true")
+			}
+			if got := authz.GetStatusOnError().GetCode(); got != 503 {
+				t.Errorf("status_on_error = %v, want 503", got)
+			}
+			if got := authz.GetTransportApiVersion().String(); got != "V3" {
+				t.Errorf("transport_api_version = %s", got)
+			}
+			if (authz.GetGrpcService() != nil) != tc.grpc || (authz.GetHttpService() != nil) == tc.grpc {
+				t.Errorf("grpc_service=%v http_service=%v, want gRPC %v", authz.GetGrpcService() != nil, authz.GetHttpService() != nil, tc.grpc)
+			}
+		})
+	}
+}
+
+func extAuthz(t *testing.T, hcmBytes []byte) *extauthzv3.ExtAuthz {
+	t.Helper()
+	var hcm hcmv3.HttpConnectionManager
+	if err := protoUnmarshal(hcmBytes, &hcm); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range hcm.GetHttpFilters() {
+		if f.GetName() == "envoy.filters.http.ext_authz" {
+			var a extauthzv3.ExtAuthz
+			if err := f.GetTypedConfig().UnmarshalTo(&a); err != nil {
+				t.Fatal(err)
+			}
+			return &a
+		}
+	}
+	t.Fatal("no ext_authz filter")
+	return nil
+}
+
+// Deputy's own routes bypass ext_authz, the application's do not.
+func TestRoutesToDeputy(t *testing.T) {
+	for _, file := range []string{"envoy.yaml", "envoy-http.yaml"} {
+		t.Run(file, func(t *testing.T) {
+			doc, err := os.ReadFile(filepath.Join("..", "envoy", file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := envoycheck.Bootstrap(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hcm hcmv3.HttpConnectionManager
+			if err := protoUnmarshal(b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().GetValue(), &hcm); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]struct {
+				cluster  string
+				disabled bool
+			}{
+				"/.well-known/": {"deputy_http", true},
+				"/deputy/":      {"deputy_http", true},
+				"/":             {"app", false},
+			}
+			for _, r := range hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes() {
+				p := r.GetMatch().GetPrefix()
+				w, ok := want[p]
+				if !ok {
+					t.Errorf("unexpected route %q", p)
+					continue
+				}
+				delete(want, p)
+				if got := r.GetRoute().GetCluster(); got != w.cluster {
+					t.Errorf("route %q goes to %q, want %q", p, got, w.cluster)
+				}
+				disabled := false
+				if pr, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; ok {
+					var per extauthzv3.ExtAuthzPerRoute
+					if err := pr.UnmarshalTo(&per); err != nil {
+						t.Fatal(err)
+					}
+					disabled = per.GetDisabled()
+				}
+				if disabled != w.disabled {
+					t.Errorf("route %q: ext_authz disabled = %v, want %v", p, disabled, w.disabled)
+				}
+			}
+			for p := range want {
+				t.Errorf("missing route %q", p)
+			}
+		})
+	}
+}
+
+func TestRejectsBrokenConfigs(t *testing.T) {
+	tests := []struct {
+		file string
+		want string // in the error
+	}{
+		{"misspelled-bootstrap-field.yaml", "static_resource"},
+		{"misspelled-ext-authz-field.yaml", "failure_mode_alow"},
+		{"misspelled-http-service-field.yaml", "allowed_upstream_header"},
+		{"wrong-type-port.yaml", "portValue"},
+		{"wrong-type-duration.yaml", "Duration"},
+		{"wrong-type-per-route.yaml", "disabled"},
+		{"unknown-extension-type.yaml", "routr"},
+		{"unknown-status-enum.yaml", "NoSuchStatus"},
+		{"empty-stat-prefix.yaml", "StatPrefix"},
+		{"port-out-of-range.yaml", "PortValue"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSuffix(tc.file, ".yaml"), func(t *testing.T) {
+			doc, err := os.ReadFile(filepath.Join("testdata", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = envoycheck.Bootstrap(doc)
+			if err == nil {
+				t.Fatal("broken config accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRejectsMalformedYAML(t *testing.T) {
+	tests := map[string]string{
+		"empty":        "",
+		"not yaml":     "admin: [",
+		"scalar":       "42",
+		"list":         "- a\n- b",
+		"null section": "static_resources: {listeners: [{name: x, address: 7}]}",
+	}
+	for name, doc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if _, err := envoycheck.Bootstrap([]byte(doc)); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func FuzzBootstrap(f *testing.F) {
+	for _, p := range []string{"../envoy/envoy.yaml", "../envoy/envoy-http.yaml", "testdata/unknown-extension-type.yaml"} {
+		doc, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(doc)
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		_, _ = envoycheck.Bootstrap(doc) // must not panic
+	})
+}
