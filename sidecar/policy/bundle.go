@@ -1,0 +1,318 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/keys"
+	"github.com/open-policy-agent/opa/v1/loader"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// DefaultRoots are the data roots a Deputy bundle owns: its own rules and
+// OPA's system tree (data.system.log.mask).
+var DefaultRoots = []string{"deputy", "system"}
+
+// Signing algorithms Deputy documents; OPA accepts more.
+const (
+	AlgES256 = "ES256"
+	AlgRS256 = "RS256"
+)
+
+// DefaultKeyID names the verification key when a single public key is
+// configured; tokens without a kid are checked against it.
+const DefaultKeyID = "deputy"
+
+// BuildOptions describe a bundle build.
+type BuildOptions struct {
+	Revision     string   // manifest revision, usually the commit
+	Roots        []string // manifest roots; DefaultRoots when empty
+	IncludeTests bool     // keep *_test.rego modules in the bundle
+}
+
+// BuildBundle loads Rego and data from paths, compiles them strictly and
+// returns an OPA bundle whose manifest carries the revision and roots. Test
+// modules are left out unless asked for: a serving Deputy never runs them.
+func BuildBundle(paths []string, opts BuildOptions) (*bundle.Bundle, error) {
+	roots := opts.Roots
+	if len(roots) == 0 {
+		roots = DefaultRoots
+	}
+	filter := func(abspath string, info fs.FileInfo, depth int) bool {
+		if hidden(abspath, info, depth) {
+			return true
+		}
+		return !opts.IncludeTests && !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+	}
+	res, err := loader.NewFileLoader().
+		WithProcessAnnotation(true).
+		WithRegoVersion(ast.RegoV1).
+		Filtered(paths, filter)
+	if err != nil {
+		return nil, sidecar.Invalid("paths", "load %s: %v", strings.Join(paths, ","), err)
+	}
+	if len(res.Modules) == 0 {
+		return nil, sidecar.Invalid("paths", "no Rego modules under %s", strings.Join(paths, ","))
+	}
+	b := &bundle.Bundle{Data: res.Documents}
+	b.SetRegoVersion(ast.RegoV1)
+	b.Manifest.Revision = opts.Revision
+	b.Manifest.Roots = &roots
+	b.Manifest.Init()
+	names := make([]string, 0, len(res.Modules))
+	for name := range res.Modules {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		m := res.Modules[name]
+		p := "/" + strings.TrimPrefix(filepath.ToSlash(relativeTo(paths, m.Name)), "/")
+		b.Modules = append(b.Modules, bundle.ModuleFile{URL: p, Path: p, Raw: m.Raw, Parsed: m.Parsed})
+	}
+	if err := strictCompile(b.ParsedModules("")); err != nil {
+		return nil, err
+	}
+	// Round-trip through the reader so a bundle that would be refused at
+	// load (data or packages outside the roots) is refused at build time.
+	var buf bytes.Buffer
+	if err := WriteBundle(&buf, b); err != nil {
+		return nil, err
+	}
+	if _, err := ReadBundle(&buf, ReadOptions{Roots: roots}); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// relativeTo strips the directory given on the command line, so a module
+// read from policies/deputy/authz.rego sits at /deputy/authz.rego in the
+// bundle, as `opa build -b` would place it.
+func relativeTo(paths []string, name string) string {
+	for _, p := range paths {
+		if rel, err := filepath.Rel(p, name); err == nil && !strings.HasPrefix(rel, "..") && rel != "." {
+			return rel
+		}
+	}
+	return name
+}
+
+// WriteBundle writes b as a gzipped tarball in OPA's bundle format.
+func WriteBundle(w io.Writer, b *bundle.Bundle) error {
+	if err := bundle.NewWriter(w).DisableFormat(true).Write(*b); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	return nil
+}
+
+// SignOptions describe how a bundle is signed.
+type SignOptions struct {
+	Key       string // private key: a PEM file path or the PEM itself
+	Algorithm string // ES256, RS256, ...; ES256 when empty
+	KeyID     string // kid of the signing key; optional
+	Scope     string // scope claim checked by verifiers; optional
+}
+
+// SignBundle adds (or replaces) the .signatures.json of b, signing every
+// file of the bundle with OPA's bundle signing.
+func SignBundle(b *bundle.Bundle, opts SignOptions) error {
+	if opts.Key == "" {
+		return sidecar.Invalid("key", "a signing key is required")
+	}
+	alg := opts.Algorithm
+	if alg == "" {
+		alg = AlgES256
+	}
+	if !keys.IsSupportedAlgorithm(alg) {
+		return sidecar.Invalid("alg", "unsupported algorithm %q", alg)
+	}
+	key := opts.Key
+	if bs, err := os.ReadFile(key); err == nil {
+		key = string(bs)
+	} else if !strings.Contains(key, "-----BEGIN") {
+		return sidecar.Invalid("key", "read %s: %v", opts.Key, err)
+	}
+	sc := bundle.NewSigningConfig(key, alg, "")
+	if opts.Scope != "" {
+		// OPA takes extra claims only from a file.
+		dir, err := os.MkdirTemp("", "deputy-claims")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		claims, _ := json.Marshal(map[string]string{"scope": opts.Scope})
+		sc.ClaimsPath = filepath.Join(dir, "claims.json")
+		if err := os.WriteFile(sc.ClaimsPath, claims, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := b.GenerateSignature(sc, opts.KeyID, false); err != nil {
+		return sidecar.Invalid("key", "sign bundle: %v", err)
+	}
+	return nil
+}
+
+// ReadOptions describe how a bundle is read and checked.
+type ReadOptions struct {
+	PublicKey string   // PEM file path or PEM; when set, a valid signature is required
+	Algorithm string   // of the public key; ES256 when empty
+	Scope     string   // required scope claim, if any
+	Roots     []string // roots the manifest may claim; DefaultRoots when empty
+	Etag      string
+	SizeLimit int64 // per file; OPA's default when zero
+}
+
+// ReadBundle reads a bundle tarball, verifies its signature when a public
+// key is configured and checks that its manifest stays inside the allowed
+// roots. Any failure is an EINVALID error saying what is wrong.
+func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
+	return readBundle(bundle.NewReader(r), opts)
+}
+
+// ReadBundleDir reads a bundle laid out as a directory (with .manifest).
+func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
+	return readBundle(bundle.NewCustomReader(bundle.NewDirectoryLoader(dir)).WithBaseDir(dir), opts)
+}
+
+func readBundle(rd *bundle.Reader, opts ReadOptions) (*bundle.Bundle, error) {
+	rd = rd.WithRegoVersion(ast.RegoV1).WithProcessAnnotations(true).WithBundleEtag(opts.Etag)
+	if opts.SizeLimit > 0 {
+		rd = rd.WithSizeLimitBytes(opts.SizeLimit)
+	}
+	if opts.PublicKey != "" {
+		vc, err := verificationConfig(opts)
+		if err != nil {
+			return nil, err
+		}
+		rd = rd.WithBundleVerificationConfig(vc)
+	} else {
+		// Without a key, a signed bundle is accepted unchecked rather than
+		// refused: verification is the key holder's choice.
+		rd = rd.WithSkipBundleVerification(true)
+	}
+	b, err := rd.Read()
+	if err != nil {
+		return nil, sidecar.Invalid("bundle", "%v", err)
+	}
+	if err := checkRoots(b.Manifest, opts.Roots); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+func verificationConfig(opts ReadOptions) (*bundle.VerificationConfig, error) {
+	alg := opts.Algorithm
+	if alg == "" {
+		alg = AlgES256
+	}
+	kc, err := keys.NewKeyConfig(opts.PublicKey, alg, opts.Scope)
+	if err != nil {
+		return nil, sidecar.Invalid("public_key", "%v", err)
+	}
+	if !strings.Contains(kc.Key, "-----BEGIN") {
+		return nil, sidecar.Invalid("public_key", "%s is neither a readable PEM file nor a PEM key", opts.PublicKey)
+	}
+	return bundle.NewVerificationConfig(map[string]*bundle.KeyConfig{DefaultKeyID: kc}, DefaultKeyID, opts.Scope, nil), nil
+}
+
+// checkRoots refuses a bundle whose manifest claims data outside the roots
+// Deputy owns, or claims the whole tree by declaring no roots at all.
+func checkRoots(m bundle.Manifest, allowed []string) error {
+	if len(allowed) == 0 {
+		allowed = DefaultRoots
+	}
+	if m.Roots == nil || len(*m.Roots) == 0 {
+		return sidecar.Invalid("bundle.roots", "manifest declares no roots; want roots within %v", allowed)
+	}
+	var outside []string
+	for _, r := range *m.Roots {
+		if r == "" || !bundle.RootPathsContain(allowed, r) {
+			outside = append(outside, fmt.Sprintf("%q", r))
+		}
+	}
+	if len(outside) > 0 {
+		return sidecar.Invalid("bundle.roots", "manifest roots %s are outside %v", strings.Join(outside, ", "), allowed)
+	}
+	return nil
+}
+
+// SetFromBundle turns a read bundle into a policy set for Engine.Activate.
+func SetFromBundle(b *bundle.Bundle, source string) *Set {
+	data := b.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	return &Set{Modules: b.ParsedModules("bundle"), Data: data, Revision: b.Manifest.Revision, Source: source}
+}
+
+// ReadBundleFile reads a bundle from a .tar.gz file or a bundle directory.
+func ReadBundleFile(path string, opts ReadOptions) (*bundle.Bundle, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, sidecar.Invalid("bundle_file", "%v", err)
+	}
+	if info.IsDir() {
+		return ReadBundleDir(path, opts)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, sidecar.Invalid("bundle_file", "%v", err)
+	}
+	defer f.Close()
+	return ReadBundle(f, opts)
+}
+
+// WriteBundleFile writes b to path through a temporary file, so a reader
+// (a file source watching it, a bundle server) never sees half a bundle.
+func WriteBundleFile(path string, b *bundle.Bundle) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".bundle-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := WriteBundle(tmp, b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+var errNoSignature = errors.New("bundle is not signed")
+
+// VerifyBundleFile reads and verifies a signed bundle file; an unsigned
+// bundle is an error even though ReadBundle alone would say so too, so the
+// message names the actual problem.
+func VerifyBundleFile(path string, opts ReadOptions) (*bundle.Bundle, error) {
+	if opts.PublicKey == "" {
+		return nil, sidecar.Invalid("public_key", "a public key is required to verify")
+	}
+	b, err := ReadBundleFile(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Signatures.Signatures) == 0 {
+		return nil, sidecar.Invalid("bundle", "%v", errNoSignature)
+	}
+	return b, nil
+}

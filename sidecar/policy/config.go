@@ -1,0 +1,105 @@
+package policy
+
+import (
+	"net/url"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/keys"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults of the policy section.
+const (
+	DefaultPolicyPath    = "policies"
+	DefaultPollInterval  = 30 * time.Second // bundle server polling
+	DefaultWatchInterval = 2 * time.Second  // local file watching
+	MinPollInterval      = 100 * time.Millisecond
+)
+
+// Config is the `policy` section: where policies come from and how they
+// are checked before they serve. Exactly one of Paths, BundleFile and
+// BundleURL names the source.
+type Config struct {
+	Paths         []string      `yaml:"paths"`          // Rego and data files or directories
+	BundleFile    string        `yaml:"bundle_file"`    // a bundle .tar.gz or bundle directory
+	BundleURL     string        `yaml:"bundle_url"`     // a bundle server URL, polled with ETag
+	PollInterval  time.Duration `yaml:"poll_interval"`  // bundle server polling, or watching with Watch
+	BearerToken   string        `yaml:"bearer_token"`   // sent to the bundle server
+	PublicKey     string        `yaml:"public_key"`     // PEM or PEM file; bundles must then be signed by it
+	KeyAlgorithm  string        `yaml:"key_algorithm"`  // of PublicKey; ES256 by default
+	Scope         string        `yaml:"scope"`          // required signature scope, if any
+	Roots         []string      `yaml:"roots"`          // roots a bundle may claim; deputy and system by default
+	Watch         bool          `yaml:"watch"`          // reload Paths or BundleFile when they change
+	DecisionQuery string        `yaml:"decision_query"` // the check's query
+	DryRun        bool          `yaml:"dry_run"`        // evaluate and log, but always allow
+}
+
+// Defaults fills the unset fields.
+func (c *Config) Defaults() {
+	if len(c.Paths) == 0 && c.BundleFile == "" && c.BundleURL == "" {
+		c.Paths = []string{DefaultPolicyPath}
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+		if c.BundleURL == "" {
+			c.PollInterval = DefaultWatchInterval
+		}
+	}
+	if c.KeyAlgorithm == "" {
+		c.KeyAlgorithm = AlgES256
+	}
+	if len(c.Roots) == 0 {
+		c.Roots = append([]string(nil), DefaultRoots...)
+	}
+	if c.DecisionQuery == "" {
+		c.DecisionQuery = DefaultDecisionQuery
+	}
+}
+
+// Validate checks a defaulted config, naming the offending field.
+func (c *Config) Validate() error {
+	n := 0
+	for _, set := range []bool{len(c.Paths) > 0, c.BundleFile != "", c.BundleURL != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return sidecar.Invalid("policy.paths", "set exactly one of paths, bundle_file and bundle_url")
+	}
+	if c.BundleURL != "" {
+		u, err := url.Parse(c.BundleURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return sidecar.Invalid("policy.bundle_url", "want an http(s) URL, got %q", c.BundleURL)
+		}
+		if c.Watch {
+			return sidecar.Invalid("policy.watch", "watch applies to paths and bundle_file; a bundle_url is polled")
+		}
+	}
+	if c.BearerToken != "" && c.BundleURL == "" {
+		return sidecar.Invalid("policy.bearer_token", "only used with bundle_url")
+	}
+	if c.PublicKey != "" && len(c.Paths) > 0 {
+		return sidecar.Invalid("policy.public_key", "signatures are checked on bundles (bundle_file or bundle_url), not on paths")
+	}
+	if c.Scope != "" && c.PublicKey == "" {
+		return sidecar.Invalid("policy.scope", "requires public_key")
+	}
+	if c.PollInterval < MinPollInterval {
+		return sidecar.Invalid("policy.poll_interval", "must be at least %s", MinPollInterval)
+	}
+	if !keys.IsSupportedAlgorithm(c.KeyAlgorithm) {
+		return sidecar.Invalid("policy.key_algorithm", "unsupported algorithm %q", c.KeyAlgorithm)
+	}
+	for _, r := range c.Roots {
+		if r == "" {
+			return sidecar.Invalid("policy.roots", "a root may not be empty (that would be the whole data tree)")
+		}
+	}
+	if _, err := ast.ParseRef(c.DecisionQuery); err != nil {
+		return sidecar.Invalid("policy.decision_query", "not a reference: %v", err)
+	}
+	return nil
+}

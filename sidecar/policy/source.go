@@ -1,0 +1,324 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Status is what a Source reports about its last attempts, for /readyz
+// details, logs and metrics.
+type Status struct {
+	Source      string    `json:"source"`   // where policies come from
+	Revision    string    `json:"revision"` // of the set now serving
+	Ready       bool      `json:"ready"`    // a set is serving
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"` // last activation
+	LastError   string    `json:"last_error,omitempty"`  // of the last attempt; empty when it succeeded
+	Failures    int       `json:"failures,omitempty"`    // consecutive failed attempts
+}
+
+// Source feeds an Engine from a directory, a bundle file or a bundle
+// server. Every new revision is checked whole before it activates; a bad one
+// is refused and the last good set keeps serving.
+type Source struct {
+	cfg    Config
+	engine *Engine
+	logger *slog.Logger
+	clock  sidecar.Clock
+	client *http.Client
+	hooks  []func(Status, error)
+
+	fetch    func(ctx context.Context) (*Set, error)
+	interval time.Duration // 0: load once
+
+	// State of the fetchers, touched only under attemptMu.
+	attemptMu sync.Mutex
+	etag      string
+	seen      string // fingerprint of the files last tried
+
+	mu     sync.Mutex
+	status Status
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// errNotModified tells the loop that nothing changed since the last attempt.
+var errNotModified = errors.New("not modified")
+
+// SourceOption configures a Source.
+type SourceOption func(*Source)
+
+// WithSourceLogger sets the logger.
+func WithSourceLogger(l *slog.Logger) SourceOption { return func(s *Source) { s.logger = l } }
+
+// WithSourceClock sets the clock stamped on attempts.
+func WithSourceClock(c sidecar.Clock) SourceOption { return func(s *Source) { s.clock = c } }
+
+// WithHTTPClient sets the client used for the bundle server.
+func WithHTTPClient(c *http.Client) SourceOption { return func(s *Source) { s.client = c } }
+
+// OnAttempt registers a hook called after every attempt that found
+// something new, with the resulting status and the attempt's error (nil on
+// activation). Metrics count failures here: a bundle refused for its
+// signature never reaches the engine's OnActivate.
+func OnAttempt(f func(Status, error)) SourceOption {
+	return func(s *Source) { s.hooks = append(s.hooks, f) }
+}
+
+// NewSource returns a source for cfg feeding engine. cfg is defaulted and
+// validated here.
+func NewSource(cfg Config, engine *Engine, opts ...SourceOption) (*Source, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Source{
+		cfg:    cfg,
+		engine: engine,
+		logger: slog.Default(),
+		clock:  time.Now,
+		client: &http.Client{Timeout: 30 * time.Second},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	switch {
+	case cfg.BundleURL != "":
+		s.status.Source = cfg.BundleURL
+		s.fetch = s.fetchURL
+		s.interval = cfg.PollInterval
+	case cfg.BundleFile != "":
+		s.status.Source = cfg.BundleFile
+		s.fetch = s.fetchBundleFile
+	default:
+		s.status.Source = strings.Join(cfg.Paths, ",")
+		s.fetch = s.fetchPaths
+	}
+	if cfg.Watch {
+		s.interval = cfg.PollInterval
+	}
+	return s, nil
+}
+
+// Start loads the policies once and, for a bundle server or a watched
+// source, keeps polling until Stop. A local source that fails its first
+// load is an error (a typo in a path should stop the process); a bundle
+// server that fails is retried, and the engine stays unready meanwhile.
+func (s *Source) Start(ctx context.Context) error {
+	err := s.Reload(ctx)
+	if err != nil && s.cfg.BundleURL == "" {
+		return err
+	}
+	if s.interval <= 0 {
+		return nil
+	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.done = make(chan struct{})
+	go s.loop(lctx)
+	return nil
+}
+
+// Stop ends polling and waits for an attempt in progress, up to ctx.
+func (s *Source) Stop(ctx context.Context) error {
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Source) loop(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = s.Reload(ctx) // recorded in the status and logged
+		}
+	}
+}
+
+// Status returns the current status.
+func (s *Source) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	if a := s.engine.Current(); a != nil {
+		st.Ready = true
+		st.Revision = a.Revision
+	}
+	return st
+}
+
+// Reload makes one attempt now: fetch, check, activate. It returns nil
+// when nothing changed since the last attempt.
+func (s *Source) Reload(ctx context.Context) error {
+	s.attemptMu.Lock()
+	defer s.attemptMu.Unlock()
+	now := s.clock()
+	set, err := s.fetch(ctx)
+	if errors.Is(err, errNotModified) {
+		s.mu.Lock()
+		s.status.LastAttempt = now
+		s.mu.Unlock()
+		return nil
+	}
+	if err == nil {
+		err = s.engine.Activate(ctx, set)
+	} else {
+		s.logger.Error("policy update refused", "source", s.status.Source, "error", err)
+	}
+	s.mu.Lock()
+	s.status.LastAttempt = now
+	if err == nil {
+		s.status.LastSuccess = now
+		s.status.LastError = ""
+		s.status.Failures = 0
+	} else {
+		s.status.LastError = err.Error()
+		s.status.Failures++
+	}
+	s.mu.Unlock()
+	st := s.Status()
+	for _, h := range s.hooks {
+		h(st, err)
+	}
+	return err
+}
+
+func (s *Source) readOptions() ReadOptions {
+	return ReadOptions{PublicKey: s.cfg.PublicKey, Algorithm: s.cfg.KeyAlgorithm, Scope: s.cfg.Scope, Roots: s.cfg.Roots}
+}
+
+func (s *Source) fetchPaths(context.Context) (*Set, error) {
+	fp, err := fingerprint(s.cfg.Paths)
+	if err != nil {
+		return nil, sidecar.Invalid("policy.paths", "%v", err)
+	}
+	if fp == s.seen {
+		return nil, errNotModified
+	}
+	s.seen = fp
+	set, err := LoadPaths(s.cfg.Paths)
+	if err != nil {
+		return nil, err
+	}
+	// Local files have no manifest; the fingerprint tells revisions apart
+	// in logs and in input.deputy.revision.
+	set.Revision = "local-" + fp[:12]
+	return set, nil
+}
+
+func (s *Source) fetchBundleFile(context.Context) (*Set, error) {
+	fp, err := fingerprint([]string{s.cfg.BundleFile})
+	if err != nil {
+		return nil, sidecar.Invalid("policy.bundle_file", "%v", err)
+	}
+	if fp == s.seen {
+		return nil, errNotModified
+	}
+	s.seen = fp
+	b, err := ReadBundleFile(s.cfg.BundleFile, s.readOptions())
+	if err != nil {
+		return nil, err
+	}
+	return SetFromBundle(b, s.cfg.BundleFile), nil
+}
+
+func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.BundleURL, nil)
+	if err != nil {
+		return nil, sidecar.Invalid("policy.bundle_url", "%v", err)
+	}
+	req.Header.Set("Accept", "application/gzip, application/octet-stream")
+	if s.etag != "" {
+		req.Header.Set("If-None-Match", s.etag)
+	}
+	if s.cfg.BearerToken != "" {
+		req.Header.Set("Authorization", "Bearer "+s.cfg.BearerToken)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, sidecar.Unavailable("bundle server unreachable", err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotModified:
+		return nil, errNotModified
+	default:
+		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.cfg.BundleURL, resp.Status))
+	}
+	etag := resp.Header.Get("ETag")
+	opts := s.readOptions()
+	opts.Etag = etag
+	b, err := ReadBundle(resp.Body, opts)
+	if err != nil {
+		return nil, err
+	}
+	// The ETag is remembered before activation: a bundle that reads fine
+	// but fails to compile is not fetched again until the server changes it.
+	// A bundle that failed to read is retried, as the failure may be the
+	// transfer's (a truncated body).
+	s.etag = etag
+	return SetFromBundle(b, s.cfg.BundleURL), nil
+}
+
+// fingerprint summarises names, sizes and modification times of the
+// non-hidden files under paths, so a poll notices edits without reading
+// every file.
+func fingerprint(paths []string) (string, error) {
+	h := sha256.New()
+	for _, root := range paths {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if p != root && strings.HasPrefix(d.Name(), ".") && d.Name() != ".manifest" && d.Name() != ".signatures.json" {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if d.IsDir() {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%s\x00%d\x00%d\n", p, info.Size(), info.ModTime().UnixNano())
+			return nil
+		})
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return "", fmt.Errorf("%s does not exist", root)
+			}
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
