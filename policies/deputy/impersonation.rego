@@ -1,0 +1,82 @@
+# METADATA
+# title: Login as Customer
+# description: |
+#   Storefront requests made inside a live impersonation session. Switches,
+#   role permissions and staff-forbidden routes are data in
+#   impersonation/data.json so security teams change them without code.
+package deputy.impersonation
+
+# METADATA
+# description: |
+#   The decision for a request carrying a live impersonation session, in
+#   OPA-Envoy result shape. The pipeline adds the x-deputy-* headers and the
+#   actor token itself.
+# entrypoint: true
+default decision := {"allowed": false, "reason": "not_impersonating", "http_status": 403}
+
+decision := {"allowed": false, "reason": "impersonation_disabled", "http_status": 403} if {
+	_impersonating
+	not data.deputy.impersonation.enabled
+}
+
+decision := {"allowed": false, "reason": _forbidden_reason, "http_status": 403} if {
+	_impersonating
+	data.deputy.impersonation.enabled
+	_forbidden_reason
+}
+
+decision := _allow if {
+	_impersonating
+	data.deputy.impersonation.enabled
+	not _forbidden_reason
+}
+
+# METADATA
+# description: Permissions the caller's roles grant (roles → permissions in data).
+permissions contains p if {
+	some role in input.identity.roles
+	some p in data.deputy.impersonation.role_permissions[role]
+}
+
+_impersonating if input.delegation.mode == "impersonation"
+
+_method := upper(object.get(input, ["attributes", "request", "http", "method"], ""))
+
+_path := p if {
+	raw := input.attributes.request.http.path
+	p := split(raw, "?")[0]
+} else := concat("", ["/", concat("/", input.parsed_path)]) if {
+	input.parsed_path
+} else := ""
+
+# The first forbidden route that matches, in data order, so the reason is stable.
+_forbidden_reason := reasons[0] if {
+	reasons := [r.reason |
+		some r in data.deputy.impersonation.forbidden_routes
+		_route_matches(r)
+	]
+	count(reasons) > 0
+}
+
+_route_matches(r) if {
+	_under(_path, r.prefix)
+	not r.methods
+}
+
+_route_matches(r) if {
+	_under(_path, r.prefix)
+	_method in r.methods
+}
+
+_under(path, prefix) if path == prefix
+
+_under(path, prefix) if startswith(path, concat("", [trim_suffix(prefix, "/"), "/"]))
+
+_allow := {
+	"allowed": true,
+	"reason": "impersonation",
+	"headers": {"cache-control": "no-cache"},
+	"response_headers_to_add": {"cache-control": "private, no-store"},
+} if {
+	data.deputy.impersonation.disable_page_cache
+} else := {"allowed": true, "reason": "impersonation"}

@@ -1,0 +1,81 @@
+package deputy.impersonation_test
+
+import data.deputy.impersonation
+
+_session := {"mode": "impersonation", "id": "s1", "actor": "alice", "subject": "c42", "store_view": "default"}
+
+_req(method, path) := {
+	"attributes": {"request": {"http": {"method": method, "path": path}}},
+	"delegation": _session,
+}
+
+test_storefront_requests[note] if {
+	some note, tc in {
+		"browse catalogue": {"method": "GET", "path": "/catalog/shoes?page=2", "allowed": true, "reason": "impersonation"},
+		"view cart": {"method": "GET", "path": "/checkout/cart", "allowed": true, "reason": "impersonation"},
+		"place order": {"method": "POST", "path": "/checkout/order", "allowed": true, "reason": "impersonation"},
+		"change password": {"method": "POST", "path": "/customer/account/password", "allowed": false, "reason": "password_change_forbidden"},
+		"password page": {"method": "GET", "path": "/customer/account/password/", "allowed": false, "reason": "password_change_forbidden"},
+		"view account edit": {"method": "GET", "path": "/customer/account/edit", "allowed": true, "reason": "impersonation"},
+		"submit account edit": {"method": "post", "path": "/customer/account/edit", "allowed": false, "reason": "account_change_forbidden"},
+		"saved cards": {"method": "GET", "path": "/vault/cards/list", "allowed": false, "reason": "payment_method_change_forbidden"},
+		"add payment method": {"method": "PUT", "path": "/customer/payment/method", "allowed": false, "reason": "payment_method_change_forbidden"},
+		"prefix is not a path segment": {"method": "GET", "path": "/vault/cardsharing", "allowed": true, "reason": "impersonation"},
+	}
+	d := impersonation.decision with input as _req(tc.method, tc.path)
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+test_cache_bypass[note] if {
+	some note, tc in {
+		"on by default": {"switch": true, "headers": {"cache-control": "no-cache"}, "response": {"cache-control": "private, no-store"}},
+		"off": {"switch": false, "headers": null, "response": null},
+	}
+	d := impersonation.decision with input as _req("GET", "/")
+		with data.deputy.impersonation.disable_page_cache as tc.switch
+	d.allowed
+	object.get(d, "headers", null) == tc.headers
+	object.get(d, "response_headers_to_add", null) == tc.response
+}
+
+test_not_allowed_outside_sessions[note] if {
+	some note, tc in {
+		"feature off": {"input": _req("GET", "/"), "enabled": false, "reason": "impersonation_disabled"},
+		"no delegation": {"input": {"attributes": {"request": {"http": {"method": "GET", "path": "/"}}}}, "enabled": true, "reason": "not_impersonating"},
+		"partner delegation": {"input": object.union(_req("GET", "/"), {"delegation": {"mode": "partner"}}), "enabled": true, "reason": "not_impersonating"},
+	}
+	d := impersonation.decision with input as tc.input
+		with data.deputy.impersonation.enabled as tc.enabled
+	d.allowed == false
+	d.reason == tc.reason
+	d.http_status == 403
+}
+
+test_parsed_path_fallback if {
+	d := impersonation.decision with input as {"parsed_path": ["customer", "account", "password"], "delegation": _session}
+	d.reason == "password_change_forbidden"
+}
+
+test_custom_forbidden_routes if {
+	d := impersonation.decision with input as _req("GET", "/wishlist/share")
+		with data.deputy.impersonation.forbidden_routes as [{"prefix": "/wishlist/share", "reason": "sharing_forbidden"}]
+	d.reason == "sharing_forbidden"
+}
+
+test_permissions[note] if {
+	some note, tc in {
+		"agent": {"roles": ["support_agent"], "want": {"login_as_customer"}},
+		"lead": {"roles": ["support_lead"], "want": {"login_as_customer", "view_login_as_customer_log", "allow_remote_shopping_assistance"}},
+		"unknown role": {"roles": ["shopper"], "want": set()},
+		"several roles": {"roles": ["support_agent", "customer_sync"], "want": {"login_as_customer", "manage_customers"}},
+	}
+	got := impersonation.permissions with input as {"identity": {"sub": "x", "roles": tc.roles}}
+	got == tc.want
+}
+
+test_custom_role_from_data if {
+	got := impersonation.permissions with input as {"identity": {"sub": "x", "roles": ["night_shift"]}}
+		with data.deputy.impersonation.role_permissions as {"night_shift": ["login_as_customer"]}
+	got == {"login_as_customer"}
+}
