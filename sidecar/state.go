@@ -489,8 +489,8 @@ type AuditLog interface {
 // Delivery is best effort; cache TTLs bound staleness if a message is lost.
 type Invalidator interface {
 	Invalidate(ctx context.Context, keys ...string) error
-	// Subscribe calls fn for every key published from now on, from one
-	// goroutine, until cancel is called. fn must not block.
+	// Subscribe calls fn for every key published from now on, one call at
+	// a time, until cancel is called. fn must not block.
 	Subscribe(fn func(key string)) (cancel func())
 }
 

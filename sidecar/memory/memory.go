@@ -1,0 +1,1054 @@
+// Package memory is Deputy's embedded state store: every sidecar.Store
+// method on mutex-protected maps in this process, expiries decided by the
+// injected clock, streams as bounded slices and invalidations delivered
+// locally. It is the default for a single replica and for trying Deputy
+// out; state does not survive a restart.
+package memory
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults.
+const (
+	DefaultRetention     = 90 * 24 * time.Hour // ended sessions and decided requests
+	DefaultEventsMaxLen  = 100_000
+	DefaultAuditMaxLen   = 100_000
+	DefaultConsentMaxLen = 100 // history entries kept per customer
+)
+
+// scanLimit bounds how many stream entries one read examines, so a
+// selective filter cannot make a read walk the whole stream.
+const scanLimit = 10 * sidecar.MaxPageLimit
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock that decides expiry.
+func WithClock(c sidecar.Clock) Option { return func(s *Store) { s.now = c } }
+
+// WithRetention sets how long ended sessions and decided or expired
+// access requests are kept for the logs.
+func WithRetention(d time.Duration) Option { return func(s *Store) { s.retention = d } }
+
+// WithStreamMaxLen bounds the events and audit streams; the oldest entries
+// are dropped first.
+func WithStreamMaxLen(events, audit int) Option {
+	return func(s *Store) { s.eventsMax, s.auditMax = events, audit }
+}
+
+// Store is the in-process sidecar.Store.
+type Store struct {
+	now       sidecar.Clock
+	retention time.Duration
+	eventsMax int
+	auditMax  int
+
+	mu         sync.RWMutex
+	customers  map[string]*sidecar.Customer
+	consent    map[string]*sidecar.Consent
+	history    map[string][]sidecar.Consent // oldest first
+	sessions   map[string]*sidecar.Session
+	tokens     map[string]string // token hash → session id
+	sessionLog []string          // logKey(started, id), ascending
+	redeem     map[string]redeemCode
+	requests   map[string]*sidecar.AccessRequest
+	requestLog []string                             // logKey(created, id), ascending
+	grants     map[string]map[string]*sidecar.Grant // customer → org\x00user → grant
+	shares     map[string]map[string]*sidecar.Share // customer → user\x00resource → share
+	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
+	assign     map[string]*sidecar.Assignment
+	events     []sidecar.Event
+	audit      []sidecar.AuditEntry
+	lastID     streamID
+
+	subMu  sync.Mutex
+	subs2  map[int]func(string)
+	nextID int
+	closed bool
+}
+
+type redeemCode struct {
+	session string
+	expires time.Time
+}
+
+var _ sidecar.Store = (*Store)(nil)
+
+// New returns an empty store.
+func New(opts ...Option) *Store {
+	s := &Store{
+		now:       time.Now,
+		retention: DefaultRetention,
+		eventsMax: DefaultEventsMaxLen,
+		auditMax:  DefaultAuditMaxLen,
+		customers: map[string]*sidecar.Customer{},
+		consent:   map[string]*sidecar.Consent{},
+		history:   map[string][]sidecar.Consent{},
+		sessions:  map[string]*sidecar.Session{},
+		tokens:    map[string]string{},
+		redeem:    map[string]redeemCode{},
+		requests:  map[string]*sidecar.AccessRequest{},
+		grants:    map[string]map[string]*sidecar.Grant{},
+		shares:    map[string]map[string]*sidecar.Share{},
+		subs:      map[string]*sidecar.Subscription{},
+		assign:    map[string]*sidecar.Assignment{},
+		subs2:     map[int]func(string){},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Ping always succeeds: the store is this process.
+func (s *Store) Ping(context.Context) error { return nil }
+
+// Close drops all subscribers.
+func (s *Store) Close() error {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	s.closed = true
+	clear(s.subs2)
+	return nil
+}
+
+// Invalidate delivers keys to this process's subscribers.
+func (s *Store) Invalidate(_ context.Context, keys ...string) error {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for _, k := range keys {
+		for _, fn := range s.subs2 {
+			fn(k)
+		}
+	}
+	return nil
+}
+
+// Subscribe registers fn for every key invalidated from now on.
+func (s *Store) Subscribe(fn func(key string)) (cancel func()) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.closed {
+		return func() {}
+	}
+	id := s.nextID
+	s.nextID++
+	s.subs2[id] = fn
+	return func() {
+		s.subMu.Lock()
+		defer s.subMu.Unlock()
+		delete(s.subs2, id)
+	}
+}
+
+func (s *Store) publish(keys ...string) { _ = s.Invalidate(context.Background(), keys...) }
+
+func notFound(what string) error { return sidecar.Errorf(sidecar.ENOTFOUND, "%s not found", what) }
+
+// ---- customers -------------------------------------------------------------
+
+func (s *Store) PutCustomer(_ context.Context, c *sidecar.Customer) error {
+	if c.ID == "" {
+		return sidecar.Invalid("id", "customer id is required")
+	}
+	cp := *c
+	cp.StoreViews = slices.Clone(c.StoreViews)
+	s.mu.Lock()
+	s.customers[c.ID] = &cp
+	s.mu.Unlock()
+	s.publish(sidecar.CustomerKey(c.ID))
+	return nil
+}
+
+func (s *Store) GetCustomer(_ context.Context, id string) (*sidecar.Customer, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c, ok := s.customers[id]
+	if !ok {
+		return nil, notFound("customer")
+	}
+	cp := *c
+	cp.StoreViews = slices.Clone(c.StoreViews)
+	return &cp, nil
+}
+
+func (s *Store) DeleteCustomer(_ context.Context, id string) error {
+	s.mu.Lock()
+	_, ok := s.customers[id]
+	delete(s.customers, id)
+	s.mu.Unlock()
+	if !ok {
+		return notFound("customer")
+	}
+	s.publish(sidecar.CustomerKey(id))
+	return nil
+}
+
+// ---- consent ---------------------------------------------------------------
+
+func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) error {
+	if c.Customer == "" {
+		return sidecar.Invalid("customer", "customer is required")
+	}
+	cp := *c
+	s.mu.Lock()
+	s.consent[c.Customer] = &cp
+	h := append(s.history[c.Customer], cp)
+	if len(h) > DefaultConsentMaxLen {
+		h = slices.Clone(h[len(h)-DefaultConsentMaxLen:])
+	}
+	s.history[c.Customer] = h
+	s.mu.Unlock()
+	s.publish(sidecar.ConsentKey(c.Customer))
+	return nil
+}
+
+func (s *Store) GetConsent(_ context.Context, customer string) (*sidecar.Consent, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c, ok := s.consent[customer]
+	if !ok || (!c.ExpiresAt.IsZero() && !s.now().Before(c.ExpiresAt)) {
+		return nil, notFound("consent")
+	}
+	cp := *c
+	return &cp, nil
+}
+
+func (s *Store) ConsentHistory(_ context.Context, customer string, p sidecar.Page) ([]sidecar.Consent, string, error) {
+	start, err := offsetCursor(p.Cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	h := s.history[customer]
+	var out []sidecar.Consent
+	i := start
+	for ; i < len(h) && len(out) < p.N(); i++ {
+		out = append(out, h[len(h)-1-i])
+	}
+	next := ""
+	if i < len(h) {
+		next = strconv.Itoa(i)
+	}
+	return out, next, nil
+}
+
+func offsetCursor(c string) (int, error) {
+	if c == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(c)
+	if err != nil || n < 0 {
+		return 0, sidecar.Invalid("cursor", "malformed cursor")
+	}
+	return n, nil
+}
+
+// ---- sessions --------------------------------------------------------------
+
+// logKey orders records by time, then id, as fixed-width text so that the
+// string order is the time order (the same layout the Redis store uses).
+func logKey(t time.Time, id string) string {
+	return fmt.Sprintf("%020d:%s", t.UnixNano(), id)
+}
+
+func logID(key string) string {
+	_, id, _ := strings.Cut(key, ":")
+	return id
+}
+
+func insertSorted(list []string, k string) []string {
+	i := sort.SearchStrings(list, k)
+	return slices.Insert(list, i, k)
+}
+
+func removeSorted(list []string, k string) []string {
+	i := sort.SearchStrings(list, k)
+	if i < len(list) && list[i] == k {
+		return slices.Delete(list, i, i+1)
+	}
+	return list
+}
+
+func cloneSession(ss *sidecar.Session) *sidecar.Session { cp := *ss; return &cp }
+
+func (s *Store) CreateSession(_ context.Context, ss *sidecar.Session) error {
+	if ss.ID == "" {
+		return sidecar.Invalid("id", "session id is required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneSessions()
+	if _, ok := s.sessions[ss.ID]; ok {
+		return sidecar.Errorf(sidecar.ECONFLICT, "session %s exists", ss.ID)
+	}
+	if ss.TokenHash != "" {
+		if _, ok := s.tokens[ss.TokenHash]; ok {
+			return sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
+		}
+		s.tokens[ss.TokenHash] = ss.ID
+	}
+	s.sessions[ss.ID] = cloneSession(ss)
+	s.sessionLog = insertSorted(s.sessionLog, logKey(ss.StartedAt, ss.ID))
+	return nil
+}
+
+// pruneSessions forgets sessions that ended (or expired) longer than the
+// retention ago. Sessions started earlier end earlier, so walking the log
+// from its oldest end finds them.
+func (s *Store) pruneSessions() {
+	now := s.now()
+	n := 0
+	for _, k := range s.sessionLog {
+		ss := s.sessions[logID(k)]
+		end := ss.ExpiresAt
+		if !ss.EndedAt.IsZero() && ss.EndedAt.Before(end) {
+			end = ss.EndedAt
+		}
+		if now.Before(end.Add(s.retention)) {
+			break
+		}
+		delete(s.sessions, ss.ID)
+		if ss.TokenHash != "" {
+			delete(s.tokens, ss.TokenHash)
+		}
+		n++
+	}
+	s.sessionLog = s.sessionLog[n:]
+}
+
+func (s *Store) GetSession(_ context.Context, id string) (*sidecar.Session, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ss, ok := s.sessions[id]
+	if !ok {
+		return nil, notFound("session")
+	}
+	return cloneSession(ss), nil
+}
+
+func (s *Store) SetSessionToken(_ context.Context, id, tokenHash string) error {
+	if tokenHash == "" {
+		return sidecar.Invalid("token_hash", "token hash is required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[id]
+	switch {
+	case !ok:
+		return notFound("session")
+	case ss.TokenHash != "":
+		return sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
+	case !ss.Live(s.now()):
+		return sidecar.Errorf(sidecar.ECONFLICT, "session is %s", ss.EndState(s.now()))
+	}
+	if _, taken := s.tokens[tokenHash]; taken {
+		return sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
+	}
+	ss.TokenHash = tokenHash
+	s.tokens[tokenHash] = id
+	return nil
+}
+
+func (s *Store) SessionByToken(_ context.Context, tokenHash string) (*sidecar.Session, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ss, ok := s.sessions[s.tokens[tokenHash]]
+	if !ok || tokenHash == "" {
+		return nil, notFound("session")
+	}
+	return cloneSession(ss), nil
+}
+
+func (s *Store) TouchSession(_ context.Context, id string, at time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[id]
+	if !ok {
+		return notFound("session")
+	}
+	if at.After(ss.LastSeen) {
+		ss.LastSeen = at
+	}
+	return nil
+}
+
+func (s *Store) EndSession(_ context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {
+	s.mu.Lock()
+	ss, ok := s.sessions[id]
+	if !ok {
+		s.mu.Unlock()
+		return nil, notFound("session")
+	}
+	ended := ss.EndedAt.IsZero()
+	if ended {
+		ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+	}
+	out := cloneSession(ss)
+	s.mu.Unlock()
+	if ended && out.TokenHash != "" {
+		s.publish(sidecar.SessionKey(out.TokenHash))
+	}
+	return out, nil
+}
+
+func (s *Store) ListSessions(_ context.Context, f sidecar.SessionFilter) ([]sidecar.Session, string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	hi := len(s.sessionLog)
+	if f.Cursor != "" {
+		hi = sort.SearchStrings(s.sessionLog, f.Cursor)
+	}
+	if !f.To.IsZero() {
+		hi = min(hi, sort.SearchStrings(s.sessionLog, logKey(f.To, "")))
+	}
+	lo := 0
+	if !f.From.IsZero() {
+		lo = sort.SearchStrings(s.sessionLog, logKey(f.From, ""))
+	}
+	var out []sidecar.Session
+	i := hi - 1
+	for ; i >= lo && len(out) < f.N(); i-- {
+		ss := s.sessions[logID(s.sessionLog[i])]
+		if (f.Actor != "" && ss.Actor != f.Actor) || (f.Customer != "" && ss.Customer != f.Customer) ||
+			(f.LiveOnly && !ss.Live(now)) {
+			continue
+		}
+		out = append(out, *ss)
+	}
+	next := ""
+	if i >= lo && len(out) > 0 {
+		next = s.sessionLog[i+1]
+	}
+	return out, next, nil
+}
+
+func (s *Store) PutRedeemCode(_ context.Context, codeHash, sessionID string, expiresAt time.Time) error {
+	if codeHash == "" {
+		return sidecar.Invalid("code_hash", "code hash is required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for h, c := range s.redeem {
+		if !now.Before(c.expires) {
+			delete(s.redeem, h)
+		}
+	}
+	if _, ok := s.redeem[codeHash]; ok {
+		return sidecar.Errorf(sidecar.ECONFLICT, "redeem code in use")
+	}
+	s.redeem[codeHash] = redeemCode{session: sessionID, expires: expiresAt}
+	return nil
+}
+
+func (s *Store) TakeRedeemCode(_ context.Context, codeHash string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.redeem[codeHash]
+	delete(s.redeem, codeHash)
+	if !ok || !s.now().Before(c.expires) {
+		return "", notFound("redeem code")
+	}
+	return c.session, nil
+}
+
+// ---- partner requests and grants --------------------------------------------
+
+func cloneRequest(r *sidecar.AccessRequest) *sidecar.AccessRequest {
+	cp := *r
+	cp.Users = slices.Clone(r.Users)
+	return &cp
+}
+
+func (s *Store) CreateRequest(_ context.Context, r *sidecar.AccessRequest) error {
+	if r.ID == "" {
+		return sidecar.Invalid("id", "request id is required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneRequests()
+	if _, ok := s.requests[r.ID]; ok {
+		return sidecar.Errorf(sidecar.ECONFLICT, "access request %s exists", r.ID)
+	}
+	s.requests[r.ID] = cloneRequest(r)
+	s.requestLog = insertSorted(s.requestLog, logKey(r.CreatedAt, r.ID))
+	return nil
+}
+
+// pruneRequests forgets requests decided or expired longer than the
+// retention ago.
+func (s *Store) pruneRequests() {
+	now := s.now()
+	s.requestLog = slices.DeleteFunc(s.requestLog, func(k string) bool {
+		r := s.requests[logID(k)]
+		end := r.PendingExpiresAt
+		if !r.DecidedAt.IsZero() {
+			end = r.DecidedAt
+		}
+		if now.Before(end.Add(s.retention)) {
+			return false
+		}
+		delete(s.requests, r.ID)
+		return true
+	})
+}
+
+func (s *Store) GetRequest(_ context.Context, id string) (*sidecar.AccessRequest, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.requests[id]
+	if !ok {
+		return nil, notFound("access request")
+	}
+	out := cloneRequest(r)
+	out.Status = r.StatusAt(s.now())
+	return out, nil
+}
+
+func (s *Store) DecideRequest(_ context.Context, id, status, by string, at time.Time) (*sidecar.AccessRequest, error) {
+	if status != sidecar.RequestApproved && status != sidecar.RequestRejected {
+		return nil, sidecar.Invalid("status", "must be %s or %s", sidecar.RequestApproved, sidecar.RequestRejected)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.requests[id]
+	if !ok {
+		return nil, notFound("access request")
+	}
+	if st := r.StatusAt(s.now()); st != sidecar.RequestPending {
+		return nil, sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
+	}
+	r.Status, r.DecidedBy, r.DecidedAt = status, by, at
+	return cloneRequest(r), nil
+}
+
+func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
+	if f.Customer == "" && f.PartnerOrg == "" {
+		return nil, "", sidecar.Invalid("customer", "customer or partner org is required")
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	hi := len(s.requestLog)
+	if f.Cursor != "" {
+		hi = sort.SearchStrings(s.requestLog, f.Cursor)
+	}
+	var out []sidecar.AccessRequest
+	i := hi - 1
+	for ; i >= 0 && len(out) < f.N(); i-- {
+		r := s.requests[logID(s.requestLog[i])]
+		st := r.StatusAt(now)
+		if (f.Customer != "" && r.Customer != f.Customer) || (f.PartnerOrg != "" && r.PartnerOrg != f.PartnerOrg) ||
+			(f.Status != "" && st != f.Status) {
+			continue
+		}
+		cp := cloneRequest(r)
+		cp.Status = st
+		out = append(out, *cp)
+	}
+	next := ""
+	if i >= 0 && len(out) > 0 {
+		next = s.requestLog[i+1]
+	}
+	return out, next, nil
+}
+
+func grantField(org, user string) string { return org + "\x00" + user }
+
+func (s *Store) PutGrant(_ context.Context, g *sidecar.Grant) error {
+	switch {
+	case g.ID == "":
+		return sidecar.Invalid("id", "grant id is required")
+	case g.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case g.PartnerOrg == "":
+		return sidecar.Invalid("partner_org", "partner org is required")
+	case !g.Level.Valid():
+		return sidecar.Invalid("level", "unknown level %q", g.Level)
+	}
+	cp := *g
+	s.mu.Lock()
+	m := s.grants[g.Customer]
+	if m == nil {
+		m = map[string]*sidecar.Grant{}
+		s.grants[g.Customer] = m
+	}
+	now := s.now()
+	for k, old := range m {
+		if !old.Live(now) {
+			delete(m, k)
+		}
+	}
+	m[grantField(g.PartnerOrg, g.User)] = &cp
+	s.mu.Unlock()
+	s.publish(sidecar.GrantKey(g.Customer))
+	return nil
+}
+
+func (s *Store) liveGrant(customer, field string) *sidecar.Grant {
+	g, ok := s.grants[customer][field]
+	if !ok || !g.Live(s.now()) {
+		return nil
+	}
+	cp := *g
+	return &cp
+}
+
+func (s *Store) GetGrant(_ context.Context, customer, id string) (*sidecar.Grant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for k, g := range s.grants[customer] {
+		if g.ID == id {
+			if live := s.liveGrant(customer, k); live != nil {
+				return live, nil
+			}
+		}
+	}
+	return nil, notFound("grant")
+}
+
+func (s *Store) RevokeGrant(_ context.Context, customer, id string) (*sidecar.Grant, error) {
+	s.mu.Lock()
+	var out *sidecar.Grant
+	for k, g := range s.grants[customer] {
+		if g.ID == id {
+			out = s.liveGrant(customer, k)
+			delete(s.grants[customer], k)
+		}
+	}
+	s.mu.Unlock()
+	if out == nil {
+		return nil, notFound("grant")
+	}
+	s.publish(sidecar.GrantKey(customer))
+	return out, nil
+}
+
+func (s *Store) EffectiveGrants(_ context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var e sidecar.EffectiveGrants
+	if user != "" {
+		e.Individual = s.liveGrant(customer, grantField(partnerOrg, user))
+	}
+	e.Organisation = s.liveGrant(customer, grantField(partnerOrg, ""))
+	return e, nil
+}
+
+func sortGrants(gs []sidecar.Grant) {
+	slices.SortFunc(gs, func(a, b sidecar.Grant) int {
+		return strings.Compare(a.Customer+"\x00"+a.PartnerOrg+"\x00"+a.User, b.Customer+"\x00"+b.PartnerOrg+"\x00"+b.User)
+	})
+}
+
+func (s *Store) GrantsByCustomer(_ context.Context, customer string) ([]sidecar.Grant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []sidecar.Grant
+	for k := range s.grants[customer] {
+		if g := s.liveGrant(customer, k); g != nil {
+			out = append(out, *g)
+		}
+	}
+	sortGrants(out)
+	return out, nil
+}
+
+func (s *Store) GrantsByPartner(_ context.Context, partnerOrg, user string) ([]sidecar.Grant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []sidecar.Grant
+	for c, m := range s.grants {
+		for k, g := range m {
+			if g.PartnerOrg == partnerOrg && (g.User == "" || g.User == user) {
+				if live := s.liveGrant(c, k); live != nil {
+					out = append(out, *live)
+				}
+			}
+		}
+	}
+	sortGrants(out)
+	return out, nil
+}
+
+func (s *Store) GrantsExpiringBefore(_ context.Context, t time.Time, limit int) ([]sidecar.Grant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []sidecar.Grant
+	for c, m := range s.grants {
+		for k, g := range m {
+			if g.ExpiresAt.Before(t) {
+				if live := s.liveGrant(c, k); live != nil {
+					out = append(out, *live)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b sidecar.Grant) int {
+		if c := a.ExpiresAt.Compare(b.ExpiresAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Customer+"\x00"+a.ID, b.Customer+"\x00"+b.ID)
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// ---- shares ----------------------------------------------------------------
+
+func shareField(user, resource string) string { return user + "\x00" + resource }
+
+func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
+	switch {
+	case sh.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case sh.Resource == "":
+		return sidecar.Invalid("resource", "resource is required")
+	case sh.User == "":
+		return sidecar.Invalid("user", "user is required")
+	}
+	cp := *sh
+	s.mu.Lock()
+	m := s.shares[sh.Customer]
+	if m == nil {
+		m = map[string]*sidecar.Share{}
+		s.shares[sh.Customer] = m
+	}
+	m[shareField(sh.User, sh.Resource)] = &cp
+	s.mu.Unlock()
+	s.publish(sidecar.ShareKey(sh.Customer))
+	return nil
+}
+
+func (s *Store) DeleteShare(_ context.Context, customer, resource, user string) error {
+	s.mu.Lock()
+	_, ok := s.shares[customer][shareField(user, resource)]
+	delete(s.shares[customer], shareField(user, resource))
+	s.mu.Unlock()
+	if !ok {
+		return notFound("share")
+	}
+	s.publish(sidecar.ShareKey(customer))
+	return nil
+}
+
+func (s *Store) IsShared(_ context.Context, customer, resource, user string) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.shares[customer][shareField(user, resource)]
+	return ok, nil
+}
+
+func (s *Store) SharesFor(_ context.Context, customer, user string) ([]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for _, sh := range s.shares[customer] {
+		if sh.User == user {
+			out = append(out, sh.Resource)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (s *Store) ListShares(_ context.Context, customer string) ([]sidecar.Share, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []sidecar.Share
+	for _, sh := range s.shares[customer] {
+		out = append(out, *sh)
+	}
+	slices.SortFunc(out, func(a, b sidecar.Share) int {
+		return strings.Compare(shareField(a.User, a.Resource), shareField(b.User, b.Resource))
+	})
+	return out, nil
+}
+
+// ---- subscriptions ---------------------------------------------------------
+
+func subKey(user, customer, kind string) string { return user + "\x00" + customer + "\x00" + kind }
+
+func (s *Store) PutSubscription(_ context.Context, sub *sidecar.Subscription) error {
+	switch {
+	case sub.User == "":
+		return sidecar.Invalid("user", "user is required")
+	case sub.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case sub.Kind == "":
+		return sidecar.Invalid("kind", "kind is required")
+	}
+	cp := *sub
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs[subKey(sub.User, sub.Customer, sub.Kind)] = &cp
+	return nil
+}
+
+func (s *Store) DeleteSubscription(_ context.Context, user, customer, kind string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := subKey(user, customer, kind)
+	if _, ok := s.subs[k]; !ok {
+		return notFound("subscription")
+	}
+	delete(s.subs, k)
+	return nil
+}
+
+func (s *Store) listSubs(match func(*sidecar.Subscription) bool) []sidecar.Subscription {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []sidecar.Subscription
+	for _, sub := range s.subs {
+		if match(sub) {
+			out = append(out, *sub)
+		}
+	}
+	slices.SortFunc(out, func(a, b sidecar.Subscription) int {
+		return strings.Compare(subKey(a.User, a.Customer, a.Kind), subKey(b.User, b.Customer, b.Kind))
+	})
+	return out
+}
+
+func (s *Store) SubscriptionsByUser(_ context.Context, user string) ([]sidecar.Subscription, error) {
+	return s.listSubs(func(sub *sidecar.Subscription) bool { return sub.User == user }), nil
+}
+
+func (s *Store) SubscriptionsByCustomer(_ context.Context, customer string) ([]sidecar.Subscription, error) {
+	return s.listSubs(func(sub *sidecar.Subscription) bool { return sub.Customer == customer }), nil
+}
+
+// ---- reseller assignments ----------------------------------------------------
+
+func validAssignment(a *sidecar.Assignment) error {
+	switch {
+	case a.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case a.Domain == "":
+		return sidecar.Invalid("domain", "domain is required")
+	case a.Reseller == "":
+		return sidecar.Invalid("reseller", "reseller is required")
+	}
+	return nil
+}
+
+func (s *Store) GetAssignment(_ context.Context, customer string) (*sidecar.Assignment, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.assign[customer]
+	if !ok {
+		return nil, notFound("assignment")
+	}
+	cp := *a
+	return &cp, nil
+}
+
+func (s *Store) PutAssignment(ctx context.Context, a *sidecar.Assignment) error {
+	_, err := s.PutAssignments(ctx, []sidecar.Assignment{*a})
+	return err
+}
+
+func (s *Store) PutAssignments(_ context.Context, as []sidecar.Assignment) (int, error) {
+	for i := range as {
+		if err := validAssignment(&as[i]); err != nil {
+			return 0, err
+		}
+	}
+	keys := make([]string, len(as))
+	s.mu.Lock()
+	for i := range as {
+		cp := as[i]
+		s.assign[cp.Customer] = &cp
+		keys[i] = sidecar.AssignmentKey(cp.Customer)
+	}
+	s.mu.Unlock()
+	s.publish(keys...)
+	return len(as), nil
+}
+
+func (s *Store) DeleteAssignment(_ context.Context, customer string) error {
+	s.mu.Lock()
+	_, ok := s.assign[customer]
+	delete(s.assign, customer)
+	s.mu.Unlock()
+	if !ok {
+		return notFound("assignment")
+	}
+	s.publish(sidecar.AssignmentKey(customer))
+	return nil
+}
+
+func (s *Store) AssignmentsByDomain(_ context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error) {
+	s.mu.RLock()
+	var all []sidecar.Assignment
+	for _, a := range s.assign {
+		if a.Domain == domain && a.Customer > p.Cursor {
+			all = append(all, *a)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(all, func(a, b sidecar.Assignment) int { return strings.Compare(a.Customer, b.Customer) })
+	next := ""
+	if len(all) > p.N() {
+		all = all[:p.N()]
+		next = all[len(all)-1].Customer
+	}
+	return all, next, nil
+}
+
+// ---- streams ---------------------------------------------------------------
+
+// streamID mirrors Redis stream ids (<ms>-<seq>) so cursors look alike in
+// both stores.
+type streamID struct{ ms, seq uint64 }
+
+func (id streamID) String() string {
+	return strconv.FormatUint(id.ms, 10) + "-" + strconv.FormatUint(id.seq, 10)
+}
+
+func (id streamID) less(o streamID) bool { return id.ms < o.ms || (id.ms == o.ms && id.seq < o.seq) }
+
+func parseStreamID(s string) (streamID, error) {
+	ms, seq, ok := strings.Cut(s, "-")
+	a, err1 := strconv.ParseUint(ms, 10, 64)
+	b, err2 := strconv.ParseUint(seq, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return streamID{}, sidecar.Invalid("cursor", "malformed cursor")
+	}
+	return streamID{a, b}, nil
+}
+
+// nextStreamID is monotonic even if the clock steps back.
+func (s *Store) nextStreamID() streamID {
+	ms := uint64(max(s.now().UnixMilli(), 0))
+	if ms > s.lastID.ms {
+		s.lastID = streamID{ms, 0}
+	} else {
+		s.lastID.seq++
+	}
+	return s.lastID
+}
+
+func (s *Store) AppendEvent(_ context.Context, e *sidecar.Event) error {
+	if e.Type == "" {
+		return sidecar.Invalid("type", "event type is required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	e.ID = s.nextStreamID().String()
+	cp := *e
+	cp.Data = cloneMap(e.Data)
+	s.events = appendBounded(s.events, cp, s.eventsMax)
+	return nil
+}
+
+func (s *Store) AppendAudit(_ context.Context, a *sidecar.AuditEntry) error {
+	if a.Action == "" {
+		return sidecar.Invalid("action", "audit action is required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.Time.IsZero() {
+		a.Time = s.now()
+	}
+	a.ID = s.nextStreamID().String()
+	cp := *a
+	cp.Data = cloneMap(a.Data)
+	s.audit = appendBounded(s.audit, cp, s.auditMax)
+	return nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func appendBounded[T any](list []T, v T, max int) []T {
+	list = append(list, v)
+	if max > 0 && len(list) > max {
+		// Drop a tenth at once so trimming is amortised, as XADD MAXLEN ~ does.
+		drop := len(list) - max + max/10
+		list = slices.Clone(list[min(drop, len(list)):])
+	}
+	return list
+}
+
+func (s *Store) ReadEvents(_ context.Context, f sidecar.StreamFilter) ([]sidecar.Event, string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return readStream(s.events, f, func(e *sidecar.Event) (string, time.Time, bool) {
+		return e.ID, e.Time, matchStream(f, e.Type, e.Customer, e.Actor, e.Time)
+	}, func(e sidecar.Event) sidecar.Event { e.Data = cloneMap(e.Data); return e })
+}
+
+func (s *Store) ReadAudit(_ context.Context, f sidecar.StreamFilter) ([]sidecar.AuditEntry, string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return readStream(s.audit, f, func(a *sidecar.AuditEntry) (string, time.Time, bool) {
+		return a.ID, a.Time, matchStream(f, a.Action, a.Customer, a.Actor, a.Time)
+	}, func(a sidecar.AuditEntry) sidecar.AuditEntry { a.Data = cloneMap(a.Data); return a })
+}
+
+func matchStream(f sidecar.StreamFilter, typ, customer, actor string, t time.Time) bool {
+	return (f.Type == "" || f.Type == typ) && (f.Customer == "" || f.Customer == customer) &&
+		(f.Actor == "" || f.Actor == actor) && (f.From.IsZero() || !t.Before(f.From)) &&
+		(f.To.IsZero() || t.Before(f.To))
+}
+
+// readStream returns up to f.N() matching entries after the cursor,
+// examining at most scanLimit; the next cursor is "" at the end of the
+// stream.
+func readStream[T any](list []T, f sidecar.StreamFilter, inspect func(*T) (string, time.Time, bool), clone func(T) T) ([]T, string, error) {
+	start := 0
+	if f.Cursor != "" {
+		after, err := parseStreamID(f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		start = sort.Search(len(list), func(i int) bool {
+			id, _, _ := inspect(&list[i])
+			sid, _ := parseStreamID(id)
+			return after.less(sid)
+		})
+	}
+	var out []T
+	i, scanned := start, 0
+	last := ""
+	for ; i < len(list) && len(out) < f.N() && scanned < scanLimit; i++ {
+		id, _, ok := inspect(&list[i])
+		scanned++
+		last = id
+		if ok {
+			out = append(out, clone(list[i]))
+		}
+	}
+	if i >= len(list) {
+		last = ""
+	}
+	return out, last, nil
+}
