@@ -1,0 +1,286 @@
+// Package decisionlog owns Deputy's decision log: every check becomes one
+// Record, masked so credentials and bodies never reach a sink, queued in a
+// bounded buffer off the request path, and written in batches to stdout or
+// a Redis stream. When the sink fails, records wait in the queue and are
+// written when it returns; only records past the queue bound are dropped,
+// and those are counted.
+package decisionlog
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Sink writes a batch of encoded records (one JSON object each). A sink
+// either writes the whole batch or returns an error; the batch is then
+// written again later, so a sink that fails half-way may repeat records
+// (decision_id tells them apart).
+type Sink interface {
+	Write(ctx context.Context, batch [][]byte) error
+}
+
+// Logger is the asynchronous decision logger. Start it once, Stop it on
+// shutdown to flush what is queued.
+type Logger struct {
+	cfg    Config
+	sink   Sink
+	masker *masker
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	ring     []*sidecar.Decision
+	head     int // index of the oldest queued decision
+	n        int // queued decisions
+	inflight int // taken by the worker, not yet written
+	stopped  bool
+
+	wake    chan struct{}
+	stopc   chan context.Context
+	done    chan struct{}
+	started atomic.Bool
+
+	dropped    atomic.Uint64
+	flushed    atomic.Uint64
+	sinkErrors atomic.Uint64
+	maskErrors atomic.Uint64
+
+	pending [][]byte // owned by the worker
+}
+
+var _ sidecar.DecisionLogger = (*Logger)(nil)
+
+// Option configures a Logger.
+type Option func(*Logger)
+
+// WithMaskPolicy makes the logger honour the policy's data.system.log.mask
+// rules, evaluated on the engine serving when a record is written.
+func WithMaskPolicy(ev Evaluator) Option { return func(l *Logger) { l.masker.eval = ev } }
+
+// WithLogger sets where the logger reports sink failures.
+func WithLogger(lg *slog.Logger) Option { return func(l *Logger) { l.log = lg } }
+
+// New returns a logger writing to sink. cfg must be valid.
+func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Logger{
+		cfg:    cfg,
+		sink:   sink,
+		masker: newMasker(cfg, nil),
+		log:    slog.Default(),
+		ring:   make([]*sidecar.Decision, cfg.QueueSize),
+		wake:   make(chan struct{}, 1),
+		stopc:  make(chan context.Context, 1),
+		done:   make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	return l, nil
+}
+
+// Log queues d and returns at once. The logger keeps d: the caller must
+// not change it afterwards. When the queue is full, d is dropped and
+// counted.
+func (l *Logger) Log(d *sidecar.Decision) {
+	if d == nil {
+		return
+	}
+	l.mu.Lock()
+	if l.stopped || l.n+l.inflight >= len(l.ring) {
+		l.mu.Unlock()
+		l.dropped.Add(1)
+		return
+	}
+	l.ring[(l.head+l.n)%len(l.ring)] = d
+	l.n++
+	full := l.n == l.cfg.BatchSize
+	l.mu.Unlock()
+	if full {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// QueueDepth is the number of records waiting to be written.
+func (l *Logger) QueueDepth() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n + l.inflight
+}
+
+// Flushed is the number of records written to the sink.
+func (l *Logger) Flushed() uint64 { return l.flushed.Load() }
+
+// Dropped is the number of records lost: past the queue bound, or still
+// queued when Stop's deadline ran out.
+func (l *Logger) Dropped() uint64 { return l.dropped.Load() }
+
+// SinkErrors is the number of failed writes to the sink.
+func (l *Logger) SinkErrors() uint64 { return l.sinkErrors.Load() }
+
+// MaskErrors is the number of records whose input was dropped because the
+// mask policy failed on it.
+func (l *Logger) MaskErrors() uint64 { return l.maskErrors.Load() }
+
+// Start runs the writer until Stop. Cancelling ctx also stops it, after
+// one last attempt to write what is queued.
+func (l *Logger) Start(ctx context.Context) error {
+	if !l.started.CompareAndSwap(false, true) {
+		return sidecar.Errorf(sidecar.EINTERNAL, "decision logger already started")
+	}
+	go l.run(ctx)
+	return nil
+}
+
+// Stop writes what is queued, retrying a failing sink until ctx ends, and
+// then stops the writer. It reports the records it could not write.
+func (l *Logger) Stop(ctx context.Context) error {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return nil
+	}
+	l.stopped = true
+	l.mu.Unlock()
+	if !l.started.Load() {
+		// Never started: nothing drains the queue, so drain it here.
+		l.started.Store(true)
+		go l.run(context.Background())
+	}
+	l.stopc <- ctx
+	<-l.done
+	if lost := l.QueueDepth(); lost > 0 {
+		return sidecar.Unavailable(fmt.Sprintf("decision log: %d records not written", lost), ctx.Err())
+	}
+	return nil
+}
+
+func (l *Logger) run(ctx context.Context) {
+	defer close(l.done)
+	tick := time.NewTicker(l.cfg.FlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case sctx := <-l.stopc:
+			l.drain(sctx, true)
+			return
+		case <-ctx.Done():
+			// Owner gone without Stop: one bounded last attempt.
+			fctx, cancel := context.WithTimeout(context.Background(), l.cfg.BackoffMax)
+			l.drain(fctx, true)
+			cancel()
+			return
+		case <-l.wake:
+		case <-tick.C:
+		}
+		l.drain(ctx, false)
+	}
+}
+
+// drain writes batches until the queue is empty. A failing sink is
+// retried with backoff; records stay queued meanwhile. When final, drain
+// gives up only when ctx ends, counting what is left as dropped.
+func (l *Logger) drain(ctx context.Context, final bool) {
+	backoff := l.cfg.BackoffMin
+	for {
+		if len(l.pending) == 0 && !l.take(ctx) {
+			return
+		}
+		err := l.sink.Write(ctx, l.pending)
+		if err == nil {
+			l.flushed.Add(uint64(len(l.pending)))
+			l.mu.Lock()
+			l.inflight -= len(l.pending)
+			l.mu.Unlock()
+			clear(l.pending)
+			l.pending = l.pending[:0]
+			backoff = l.cfg.BackoffMin
+			continue
+		}
+		l.sinkErrors.Add(1)
+		l.log.Warn("decision log sink failed; records stay queued", "queued", l.QueueDepth(), "retry_in", backoff, "error", err)
+		if !l.sleep(ctx, backoff, final) {
+			if final {
+				lost := l.QueueDepth()
+				l.dropped.Add(uint64(lost))
+				l.log.Error("decision log stopped with records not written", "lost", lost)
+			}
+			return
+		}
+		backoff = min(backoff*2, l.cfg.BackoffMax)
+	}
+}
+
+// sleep waits d; it reports false when the wait was cut short and the
+// drain should return (ctx ended, or Stop was asked while not final).
+func (l *Logger) sleep(ctx context.Context, d time.Duration, final bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	case sctx := <-l.stopc:
+		if final {
+			return true
+		}
+		// Stop arrived while retrying: hand it back to run.
+		l.stopc <- sctx
+		return false
+	}
+}
+
+// take moves up to one batch from the queue to pending, encoding it.
+func (l *Logger) take(ctx context.Context) bool {
+	l.mu.Lock()
+	k := min(l.n, l.cfg.BatchSize)
+	batch := make([]*sidecar.Decision, k)
+	for i := range k {
+		idx := (l.head + i) % len(l.ring)
+		batch[i] = l.ring[idx]
+		l.ring[idx] = nil
+	}
+	l.head = (l.head + k) % len(l.ring)
+	l.n -= k
+	l.inflight += k
+	l.mu.Unlock()
+	if k == 0 {
+		return false
+	}
+	for _, d := range batch {
+		b, err := l.encode(ctx, d)
+		if err != nil {
+			l.log.Error("decision log record not encodable", "decision_id", d.ID, "error", err)
+			l.mu.Lock()
+			l.inflight--
+			l.mu.Unlock()
+			l.dropped.Add(1)
+			continue
+		}
+		l.pending = append(l.pending, b)
+	}
+	return len(l.pending) > 0 || l.take(ctx)
+}
+
+func (l *Logger) encode(ctx context.Context, d *sidecar.Decision) ([]byte, error) {
+	rec := newRecord(d)
+	if l.cfg.IncludeInput && d.Input != nil {
+		l.masker.mask(ctx, rec, d.Input)
+		if rec.MaskError != "" {
+			l.maskErrors.Add(1)
+		}
+	}
+	return json.Marshal(rec)
+}

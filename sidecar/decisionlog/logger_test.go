@@ -1,0 +1,524 @@
+package decisionlog_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// lines is a concurrency-safe writer that collects JSON lines.
+type lines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lines) records(t *testing.T) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("line is not JSON: %q: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func testConfig() decisionlog.Config {
+	cfg := decisionlog.Defaults()
+	cfg.FlushInterval = 10 * time.Millisecond
+	cfg.BackoffMin = 10 * time.Millisecond
+	cfg.BackoffMax = 50 * time.Millisecond
+	return cfg
+}
+
+func requestInput(t testing.TB) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile("testdata/request.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in map[string]any
+	if err := json.Unmarshal(b, &in); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func impersonationDecision(id string, input any) *sidecar.Decision {
+	return &sidecar.Decision{
+		ID:         id,
+		Time:       time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
+		Allowed:    true,
+		HTTPStatus: 200,
+		Reason:     "impersonation_session",
+		Method:     "POST",
+		Host:       "shop.example.com",
+		Path:       "/search",
+		TraceID:    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		Identity:   &sidecar.Identity{Subject: "staff-17"},
+		Delegation: &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "sess-9", Actor: "staff-17", Subject: "cust-42"},
+		Revision:   "rev-abc",
+		Latency:    1500 * time.Microsecond,
+		Input:      input,
+	}
+}
+
+func startLogger(t *testing.T, cfg decisionlog.Config, sink decisionlog.Sink, opts ...decisionlog.Option) *decisionlog.Logger {
+	t.Helper()
+	l, err := decisionlog.New(cfg, sink, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Stop(context.Background()) })
+	return l
+}
+
+func TestStdoutRecordShape(t *testing.T) {
+	var out lines
+	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out))
+	l.Log(impersonationDecision("d-1", requestInput(t)))
+	l.Log(&sidecar.Decision{ID: "d-2", Time: time.Unix(0, 0), HTTPStatus: 401, Reason: "no_identity", Method: "GET", Path: "/"})
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	recs := out.records(t)
+	if len(recs) != 2 {
+		t.Fatalf("got %d lines, want 2", len(recs))
+	}
+	want := map[string]any{
+		"decision_id": "d-1", "time": "2026-03-01T12:00:00Z", "actor": "staff-17", "subject": "cust-42",
+		"mode": "impersonation", "session_id": "sess-9", "method": "POST", "host": "shop.example.com",
+		"path": "/search", "result": "allow", "reason": "impersonation_session", "http_status": 200.0,
+		"bundle_revision": "rev-abc", "latency_ms": 1.5, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+	}
+	for k, v := range want {
+		t.Run(k, func(t *testing.T) {
+			if recs[0][k] != v {
+				t.Errorf("%s = %v, want %v", k, recs[0][k], v)
+			}
+		})
+	}
+	t.Run("deny without identity", func(t *testing.T) {
+		if recs[1]["result"] != "deny" || recs[1]["http_status"] != 401.0 || recs[1]["actor"] != nil {
+			t.Errorf("record = %v", recs[1])
+		}
+	})
+}
+
+func TestDefaultMasking(t *testing.T) {
+	var out lines
+	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out))
+	in := requestInput(t)
+	astIn, err := ast.InterfaceToValue(requestInput(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(impersonationDecision("map", in))
+	l.Log(impersonationDecision("ast", astIn))
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{"eyJhbGciOiJFUzI1NiJ9", "s3cr3t", "4111111111111111", "eyJjYXJkIjoiNDExMSJ9"}
+	for _, rec := range out.records(t) {
+		t.Run(rec["decision_id"].(string), func(t *testing.T) {
+			b, _ := json.Marshal(rec)
+			for _, s := range secrets {
+				if strings.Contains(string(b), s) {
+					t.Errorf("secret %q reached the sink: %s", s, b)
+				}
+			}
+			headers := rec["input"].(map[string]any)["attributes"].(map[string]any)["request"].(map[string]any)["http"].(map[string]any)["headers"].(map[string]any)
+			if headers["x-request-id"] != "r-1" {
+				t.Errorf("harmless header lost: %v", headers)
+			}
+			erased := fmt.Sprint(rec["erased"])
+			for _, p := range []string{"/headers/Authorization", "/headers/cookie", "/headers/x-deputy-token", "/http/body", "/http/raw_body", "/input/parsed_body"} {
+				if !strings.Contains(erased, p) {
+					t.Errorf("erased %s does not list %s", erased, p)
+				}
+			}
+		})
+	}
+	t.Run("caller input untouched", func(t *testing.T) {
+		h := in["attributes"].(map[string]any)["request"].(map[string]any)["http"].(map[string]any)["headers"].(map[string]any)
+		if h["Authorization"] == nil {
+			t.Error("masking changed the caller's input")
+		}
+	})
+}
+
+func TestExtraMaskHeadersAndInputOff(t *testing.T) {
+	cases := []struct {
+		name     string
+		cfg      func(*decisionlog.Config)
+		absent   []string
+		hasInput bool
+	}{
+		{"mask_headers", func(c *decisionlog.Config) { c.MaskHeaders = []string{"X-Request-Id"} }, []string{"r-1"}, true},
+		{"include_input off", func(c *decisionlog.Config) { c.IncludeInput = false }, []string{"staff-17@", "boots"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out lines
+			cfg := testConfig()
+			tc.cfg(&cfg)
+			l := startLogger(t, cfg, decisionlog.NewWriterSink(&out))
+			l.Log(impersonationDecision("d", requestInput(t)))
+			if err := l.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rec := out.records(t)[0]
+			b, _ := json.Marshal(rec)
+			for _, s := range tc.absent {
+				if strings.Contains(string(b), s) {
+					t.Errorf("%q logged: %s", s, b)
+				}
+			}
+			if _, ok := rec["input"]; ok != tc.hasInput {
+				t.Errorf("input present = %v, want %v", ok, tc.hasInput)
+			}
+		})
+	}
+}
+
+func engineWith(t testing.TB, dir string) *policy.Engine {
+	t.Helper()
+	set, err := policy.LoadPaths([]string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := policy.New()
+	if err := e.Activate(context.Background(), set); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestMaskPolicy(t *testing.T) {
+	eng := engineWith(t, "testdata/mask")
+	if err := decisionlog.ValidateMask(context.Background(), eng); err != nil {
+		t.Fatalf("valid mask policy refused: %v", err)
+	}
+	var out lines
+	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy(eng))
+	search := requestInput(t)
+	other := requestInput(t)
+	other["parsed_path"] = []any{"cart"}
+	l.Log(impersonationDecision("search", search))
+	l.Log(impersonationDecision("cart", other))
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	recs := out.records(t)
+	cases := []struct {
+		name       string
+		rec        map[string]any
+		queryShown bool
+	}{
+		{"search request", recs[0], false},
+		{"cart request", recs[1], true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.rec["input"].(map[string]any)
+			headers := in["attributes"].(map[string]any)["request"].(map[string]any)["http"].(map[string]any)["headers"].(map[string]any)
+			if _, ok := headers["x-api-key"]; ok {
+				t.Error("x-api-key not erased by the policy")
+			}
+			if got := in["identity"].(map[string]any)["email"]; got != "***" {
+				t.Errorf("email = %v, want upserted ***", got)
+			}
+			if _, ok := in["parsed_query"]; ok != tc.queryShown {
+				t.Errorf("parsed_query present = %v, want %v", ok, tc.queryShown)
+			}
+			if fmt.Sprint(tc.rec["masked"]) != "[/input/identity/email]" {
+				t.Errorf("masked = %v", tc.rec["masked"])
+			}
+			if _, ok := headers["Authorization"]; ok {
+				t.Error("policy mask disabled the default masking")
+			}
+		})
+	}
+}
+
+func TestInvalidMaskPolicy(t *testing.T) {
+	t.Run("refused at start naming the rules", func(t *testing.T) {
+		err := decisionlog.ValidateMask(context.Background(), engineWith(t, "testdata/badmask"))
+		if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != decisionlog.MaskField {
+			t.Fatalf("err = %v, want EINVALID on %s", err, decisionlog.MaskField)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "/result/allowed") && !strings.Contains(msg, "rename") {
+			t.Errorf("error does not name the bad rule: %v", msg)
+		}
+	})
+	t.Run("failing on an input drops that input", func(t *testing.T) {
+		eng := engineWith(t, "testdata/inputmask")
+		if err := decisionlog.ValidateMask(context.Background(), eng); err != nil {
+			t.Fatalf("mask valid on empty input refused: %v", err)
+		}
+		var out lines
+		l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy(eng))
+		in := requestInput(t)
+		in["ticket"] = "T-1"
+		l.Log(impersonationDecision("d", in))
+		if err := l.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		rec := out.records(t)[0]
+		if _, ok := rec["input"]; ok {
+			t.Error("input logged although its mask failed")
+		}
+		if !strings.Contains(fmt.Sprint(rec["mask_error"]), "42") {
+			t.Errorf("mask_error = %v, want the bad rule named", rec["mask_error"])
+		}
+		if l.MaskErrors() != 1 {
+			t.Errorf("MaskErrors = %d, want 1", l.MaskErrors())
+		}
+	})
+}
+
+func TestParseMask(t *testing.T) {
+	cases := []struct {
+		name    string
+		rego    string
+		wantErr string
+	}{
+		{"erase strings", `{"/input/a", "/input/b~1c"}`, ""},
+		{"upsert and remove objects", `[{"op": "upsert", "path": "/input/a", "value": 1}, {"op": "remove", "path": "/input/b"}]`, ""},
+		{"whole input", `{"/input"}`, ""},
+		{"not a collection", `"/input/a"`, "set or array"},
+		{"number", `{1}`, "path string or an operation"},
+		{"outside input", `{"/result/allowed"}`, "start with /input"},
+		{"prefix lookalike", `{"/inputs/a"}`, "start with /input"},
+		{"unknown op", `[{"op": "rename", "path": "/input/a"}]`, "op must be"},
+		{"missing path", `[{"op": "remove"}]`, "missing path"},
+		{"upsert without value", `[{"op": "upsert", "path": "/input/a"}]`, "needs a value"},
+		{"unknown field", `[{"op": "remove", "path": "/input/a", "when": true}]`, "unknown field"},
+		{"empty segment", `{"/input//a"}`, "empty segment"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			term, err := ast.ParseTerm(tc.rego)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = decisionlog.ParseMask(term.Value)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("unexpected error %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("err = %v, want it to say %q", err, tc.wantErr)
+			case tc.wantErr != "" && sidecar.ErrorField(err) != decisionlog.MaskField:
+				t.Errorf("error field = %q", sidecar.ErrorField(err))
+			}
+		})
+	}
+}
+
+func FuzzParseMask(f *testing.F) {
+	for _, s := range []string{`{"/input/a"}`, `[{"op": "upsert", "path": "/input/a", "value": 1}]`, `{1, "x"}`, `[{"op": 1}]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		term, err := ast.ParseTerm(s)
+		if err != nil {
+			return
+		}
+		rules, err := decisionlog.ParseMask(term.Value)
+		if err == nil {
+			for _, r := range rules {
+				if !strings.HasPrefix(r.Path, "/input") {
+					t.Fatalf("accepted path %q", r.Path)
+				}
+			}
+		}
+	})
+}
+
+func TestTraceID(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"bare id", "4BF92F3577B34DA6A3CE929D0E0E4736", "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"future version with extra field", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz", "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"version 00 with extra field", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz", ""},
+		{"version ff", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""},
+		{"all zero", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""},
+		{"not hex", "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01", ""},
+		{"short", "4bf92f35", ""},
+		{"empty", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decisionlog.TraceID(tc.in); got != tc.want {
+				t.Errorf("TraceID(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzTraceID(f *testing.F) {
+	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	f.Add("4bf92f3577b34da6a3ce929d0e0e4736")
+	f.Fuzz(func(t *testing.T, s string) {
+		id := decisionlog.TraceID(s)
+		if id != "" && (len(id) != 32 || strings.ToLower(id) != id) {
+			t.Fatalf("TraceID(%q) = %q", s, id)
+		}
+	})
+}
+
+// failingSink fails until healed, like a sink whose server is away.
+type failingSink struct {
+	mu     sync.Mutex
+	broken bool
+	out    lines
+}
+
+func (s *failingSink) set(broken bool) { s.mu.Lock(); s.broken = broken; s.mu.Unlock() }
+
+func (s *failingSink) Write(ctx context.Context, batch [][]byte) error {
+	s.mu.Lock()
+	broken := s.broken
+	s.mu.Unlock()
+	if broken {
+		return errors.New("sink away")
+	}
+	return decisionlog.NewWriterSink(&s.out).Write(ctx, batch)
+}
+
+func TestStop(t *testing.T) {
+	t.Run("flushes a partial batch at once", func(t *testing.T) {
+		var out lines
+		cfg := testConfig()
+		cfg.FlushInterval = time.Hour
+		l := startLogger(t, cfg, decisionlog.NewWriterSink(&out))
+		for i := range 7 {
+			l.Log(impersonationDecision(fmt.Sprint(i), nil))
+		}
+		if err := l.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(out.records(t)); n != 7 {
+			t.Errorf("flushed %d records, want 7", n)
+		}
+	})
+	t.Run("retries a failing sink until the deadline and reports the loss", func(t *testing.T) {
+		sink := &failingSink{broken: true}
+		l := startLogger(t, testConfig(), sink)
+		for i := range 5 {
+			l.Log(impersonationDecision(fmt.Sprint(i), nil))
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		waitFor(t, "a failed write", func() bool { return l.SinkErrors() > 0 })
+		cancel()
+		err := l.Stop(ctx)
+		if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE || !strings.Contains(err.Error(), "5 records") {
+			t.Errorf("Stop = %v, want 5 records reported", err)
+		}
+		if l.Dropped() != 5 {
+			t.Errorf("Dropped = %d, want 5", l.Dropped())
+		}
+	})
+	t.Run("sink back during stop gets everything", func(t *testing.T) {
+		sink := &failingSink{broken: true}
+		l := startLogger(t, testConfig(), sink)
+		for i := range 5 {
+			l.Log(impersonationDecision(fmt.Sprint(i), nil))
+		}
+		waitFor(t, "a failed write", func() bool { return l.SinkErrors() > 0 })
+		go func() {
+			time.Sleep(30 * time.Millisecond)
+			sink.set(false)
+		}()
+		if err := l.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(sink.out.records(t)); n != 5 || l.Dropped() != 0 {
+			t.Errorf("written %d, dropped %d; want 5 and 0", n, l.Dropped())
+		}
+	})
+	t.Run("log after stop is counted as dropped", func(t *testing.T) {
+		l := startLogger(t, testConfig(), decisionlog.DiscardSink{})
+		_ = l.Stop(context.Background())
+		l.Log(impersonationDecision("late", nil))
+		if l.Dropped() != 1 {
+			t.Errorf("Dropped = %d, want 1", l.Dropped())
+		}
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		edit  func(*decisionlog.Config)
+		field string
+	}{
+		{"defaults", func(*decisionlog.Config) {}, ""},
+		{"sink", func(c *decisionlog.Config) { c.Sink = "kafka" }, "decision_log.sink"},
+		{"queue", func(c *decisionlog.Config) { c.QueueSize = 0 }, "decision_log.queue_size"},
+		{"batch over queue", func(c *decisionlog.Config) { c.QueueSize = 10; c.BatchSize = 11 }, "decision_log.batch_size"},
+		{"flush", func(c *decisionlog.Config) { c.FlushInterval = 0 }, "decision_log.flush_interval"},
+		{"stream", func(c *decisionlog.Config) { c.Stream = "" }, "decision_log.stream"},
+		{"max_len", func(c *decisionlog.Config) { c.MaxLen = -1 }, "decision_log.max_len"},
+		{"mask header", func(c *decisionlog.Config) { c.MaskHeaders = []string{""} }, "decision_log.mask_headers"},
+		{"backoff", func(c *decisionlog.Config) { c.BackoffMax = time.Millisecond }, "decision_log.backoff_max"},
+		{"audit same stream", func(c *decisionlog.Config) { c.AuditStream = c.Stream }, "decision_log.audit_stream"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := decisionlog.Defaults()
+			tc.edit(&c)
+			if got := sidecar.ErrorField(c.Validate()); got != tc.field {
+				t.Errorf("field = %q, want %q (%v)", got, tc.field, c.Validate())
+			}
+		})
+	}
+}
+
+func BenchmarkLog(b *testing.B) {
+	cfg := decisionlog.Defaults()
+	cfg.QueueSize = 1 << 16
+	cfg.BatchSize = 512
+	l, err := decisionlog.New(cfg, decisionlog.DiscardSink{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = l.Start(context.Background())
+	defer l.Stop(context.Background())
+	d := impersonationDecision("bench", nil)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.Log(d)
+		}
+	})
+}

@@ -1,0 +1,287 @@
+package decisionlog
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// MaskField is the name invalid mask rules are reported under.
+const MaskField = "data.system.log.mask"
+
+// Evaluator evaluates a prepared query; *policy.Engine is one.
+type Evaluator interface {
+	Eval(ctx context.Context, query string, input ast.Value, opts ...rego.EvalOption) (policy.Result, error)
+}
+
+// Mask operations of OPA's data.system.log.mask convention.
+const (
+	OpRemove = "remove"
+	OpUpsert = "upsert"
+)
+
+// MaskRule is one entry of a mask decision: erase or replace what a
+// JSON pointer into the logged event names.
+type MaskRule struct {
+	Op    string
+	Path  string
+	Value any
+	parts []string // unescaped pointer segments, "input" first
+}
+
+// ParseMask turns the value of data.system.log.mask (a set or array of
+// "/input/..." strings and {"op", "path", "value"} objects) into rules.
+// An invalid entry is an EINVALID error naming it.
+func ParseMask(v ast.Value) ([]MaskRule, error) {
+	var elems []*ast.Term
+	switch c := v.(type) {
+	case ast.Set:
+		elems = c.Slice()
+	case *ast.Array:
+		for i := 0; i < c.Len(); i++ {
+			elems = append(elems, c.Elem(i))
+		}
+	default:
+		return nil, sidecar.Invalid(MaskField, "must be a set or array of paths and operations, got %s", ast.ValueName(v))
+	}
+	rules := make([]MaskRule, 0, len(elems))
+	for _, t := range elems {
+		r, err := parseMaskRule(t)
+		if err != nil {
+			return nil, sidecar.Invalid(MaskField, "rule %s: %s", t, err)
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
+func parseMaskRule(t *ast.Term) (MaskRule, error) {
+	var r MaskRule
+	switch e := t.Value.(type) {
+	case ast.String:
+		r.Op, r.Path = OpRemove, string(e)
+	case ast.Object:
+		var ok bool
+		for _, k := range e.Keys() {
+			switch k.Value {
+			case ast.String("op"), ast.String("path"), ast.String("value"):
+			default:
+				return r, fmt.Errorf("unknown field %s", k)
+			}
+		}
+		op := e.Get(ast.StringTerm("op"))
+		if op == nil {
+			return r, fmt.Errorf("missing op")
+		}
+		var s ast.String
+		if s, ok = op.Value.(ast.String); !ok || (s != OpRemove && s != OpUpsert) {
+			return r, fmt.Errorf("op must be %q or %q", OpRemove, OpUpsert)
+		}
+		r.Op = string(s)
+		p := e.Get(ast.StringTerm("path"))
+		if p == nil {
+			return r, fmt.Errorf("missing path")
+		}
+		if s, ok = p.Value.(ast.String); !ok {
+			return r, fmt.Errorf("path must be a string")
+		}
+		r.Path = string(s)
+		val := e.Get(ast.StringTerm("value"))
+		if r.Op == OpUpsert {
+			if val == nil {
+				return r, fmt.Errorf("upsert needs a value")
+			}
+			jv, err := ast.JSON(val.Value)
+			if err != nil {
+				return r, fmt.Errorf("value: %v", err)
+			}
+			r.Value = jv
+		}
+	default:
+		return r, fmt.Errorf("must be a path string or an operation object")
+	}
+	if r.Path != "/input" && !strings.HasPrefix(r.Path, "/input/") {
+		return r, fmt.Errorf("path must start with /input")
+	}
+	for _, seg := range strings.Split(r.Path[1:], "/") {
+		if seg == "" {
+			return r, fmt.Errorf("path has an empty segment")
+		}
+		r.parts = append(r.parts, strings.NewReplacer("~1", "/", "~0", "~").Replace(seg))
+	}
+	if r.Op == OpUpsert && len(r.parts) == 1 {
+		return r, fmt.Errorf("upsert cannot replace the whole input")
+	}
+	return r, nil
+}
+
+// ValidateMask evaluates the mask query once on an empty input so a bad
+// mask policy fails at start (or activation) with the rule named, rather
+// than on the first logged decision.
+func ValidateMask(ctx context.Context, ev Evaluator) error {
+	res, err := ev.Eval(ctx, policy.MaskQuery, ast.NewObject(ast.Item(ast.StringTerm("input"), ast.ObjectTerm())))
+	if err != nil {
+		return &sidecar.Error{Code: sidecar.EINVALID, Field: MaskField, Message: "evaluation failed", Err: err}
+	}
+	if !res.Defined() {
+		return nil
+	}
+	_, err = ParseMask(res.Value.Value)
+	return err
+}
+
+// masker applies Deputy's fixed masking and the policy's mask rules.
+type masker struct {
+	headers []string // lower case
+	eval    Evaluator
+}
+
+func newMasker(cfg Config, ev Evaluator) *masker {
+	hs := []string{"authorization", "proxy-authorization", "cookie", strings.ToLower(cfg.ActorTokenHeader)}
+	for _, h := range cfg.MaskHeaders {
+		hs = append(hs, strings.ToLower(h))
+	}
+	return &masker{headers: hs, eval: ev}
+}
+
+// bodyPaths are the places a request body can reach the input, in
+// OPA-Envoy's input shape.
+var bodyPaths = [][]string{
+	{"input", "attributes", "request", "http", "body"},
+	{"input", "attributes", "request", "http", "raw_body"},
+	{"input", "attributes", "request", "http", "rawBody"},
+	{"input", "parsed_body"},
+}
+
+// mask fills rec.Input with the masked copy of the decision's input. The
+// policy's rules run first; the fixed rules run last so no policy can
+// bring a credential back.
+func (m *masker) mask(ctx context.Context, rec *Record, in any) {
+	plain, err := plainInput(in)
+	if err != nil {
+		rec.MaskError = "input not loggable: " + err.Error()
+		return
+	}
+	if plain == nil {
+		return
+	}
+	event := map[string]any{"input": plain}
+	if m.eval != nil {
+		rules, err := m.policyRules(ctx, in, plain)
+		if err != nil {
+			// Never log what the policy wanted hidden: drop the input.
+			rec.MaskError = err.Error()
+			rec.Erased = append(rec.Erased, "/input")
+			return
+		}
+		for _, r := range rules {
+			if applyRule(event, r.parts, r.Op, r.Value) {
+				if r.Op == OpUpsert {
+					rec.Masked = append(rec.Masked, r.Path)
+				} else {
+					rec.Erased = append(rec.Erased, r.Path)
+				}
+			}
+		}
+	}
+	if h, ok := lookup(event, "input", "attributes", "request", "http", "headers").(map[string]any); ok {
+		var erased []string
+		for k := range h {
+			lk := strings.ToLower(k)
+			for _, name := range m.headers {
+				if lk == name {
+					delete(h, k)
+					erased = append(erased, "/input/attributes/request/http/headers/"+escape(k))
+					break
+				}
+			}
+		}
+		sort.Strings(erased)
+		rec.Erased = append(rec.Erased, erased...)
+	}
+	for _, p := range bodyPaths {
+		if applyRule(event, p, OpRemove, nil) {
+			rec.Erased = append(rec.Erased, "/"+strings.Join(p, "/"))
+		}
+	}
+	rec.Input = event["input"]
+}
+
+func (m *masker) policyRules(ctx context.Context, in, plain any) ([]MaskRule, error) {
+	var v ast.Value
+	switch x := in.(type) {
+	case ast.Value:
+		v = x
+	case *ast.Term:
+		v = x.Value
+	default:
+		var err error
+		if v, err = ast.InterfaceToValue(plain); err != nil {
+			return nil, sidecar.Invalid(MaskField, "input: %v", err)
+		}
+	}
+	res, err := m.eval.Eval(ctx, policy.MaskQuery, ast.NewObject(ast.Item(ast.StringTerm("input"), ast.NewTerm(v))))
+	if err != nil {
+		return nil, &sidecar.Error{Code: sidecar.EINVALID, Field: MaskField, Message: "evaluation failed", Err: err}
+	}
+	if !res.Defined() {
+		return nil, nil
+	}
+	return ParseMask(res.Value.Value)
+}
+
+func lookup(node any, parts ...string) any {
+	for _, p := range parts {
+		obj, ok := node.(map[string]any)
+		if !ok {
+			return nil
+		}
+		node = obj[p]
+	}
+	return node
+}
+
+// applyRule removes or upserts the value at parts and reports whether the
+// event changed. Upsert creates missing objects on the way, as OPA does;
+// remove of a missing path is a no-op.
+func applyRule(event map[string]any, parts []string, op string, value any) bool {
+	node := event
+	for i, p := range parts {
+		last := i == len(parts)-1
+		if last {
+			if op == OpUpsert {
+				node[p] = value
+				return true
+			}
+			if _, ok := node[p]; ok {
+				delete(node, p)
+				return true
+			}
+			return false
+		}
+		next, ok := node[p].(map[string]any)
+		if !ok {
+			if op != OpUpsert {
+				return false
+			}
+			if _, exists := node[p]; exists {
+				return false // never replace a non-object on the way
+			}
+			next = map[string]any{}
+			node[p] = next
+		}
+		node = next
+	}
+	return false
+}
+
+func escape(seg string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(seg)
+}

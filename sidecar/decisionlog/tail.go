@@ -1,0 +1,160 @@
+package decisionlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Filter selects records; empty fields match everything.
+type Filter struct {
+	Actor   string
+	Subject string
+	Result  string // allow or deny
+	Mode    string // impersonation, partner, reseller, or "none" for no delegation
+}
+
+// Validate checks the values an operator typed.
+func (f Filter) Validate() error {
+	switch f.Result {
+	case "", ResultAllow, ResultDeny:
+	default:
+		return sidecar.Invalid("result", "must be allow or deny, not %q", f.Result)
+	}
+	switch f.Mode {
+	case "", "none", sidecar.ModeImpersonation, sidecar.ModePartner, sidecar.ModeReseller:
+	default:
+		return sidecar.Invalid("mode", "must be impersonation, partner, reseller or none, not %q", f.Mode)
+	}
+	return nil
+}
+
+// Match reports whether r passes the filter.
+func (f Filter) Match(r *Record) bool {
+	switch {
+	case f.Actor != "" && r.Actor != f.Actor,
+		f.Subject != "" && r.Subject != f.Subject,
+		f.Result != "" && r.Result != f.Result,
+		f.Mode == "none" && r.Mode != "",
+		f.Mode != "" && f.Mode != "none" && r.Mode != f.Mode:
+		return false
+	}
+	return true
+}
+
+// TailOptions say which stream to follow and from where.
+type TailOptions struct {
+	Stream string
+	// From is the entry id to start after: "$" (default) for new entries
+	// only, "0" for the whole stream.
+	From   string
+	Filter Filter
+	// Block is how long one XREAD waits; the loop goes on until ctx ends.
+	Block time.Duration
+}
+
+// Tail follows the stream with XREAD BLOCK and calls fn for each record
+// that matches, in stream order, until ctx ends or fn returns an error.
+// Entries that are not decision records are skipped.
+func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn func(id string, r *Record) error) error {
+	if err := opt.Filter.Validate(); err != nil {
+		return err
+	}
+	last := opt.From
+	if last == "" {
+		last = "$"
+	}
+	block := opt.Block
+	if block <= 0 {
+		block = 5 * time.Second
+	}
+	for {
+		streams, err := client.XRead(ctx, &redis.XReadArgs{Streams: []string{opt.Stream, last}, Count: 100, Block: block}).Result()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return sidecar.Unavailable("read stream "+opt.Stream, err)
+		}
+		for _, s := range streams {
+			for _, m := range s.Messages {
+				last = m.ID
+				raw, ok := m.Values[RecordField].(string)
+				if !ok {
+					continue
+				}
+				var r Record
+				if json.Unmarshal([]byte(raw), &r) != nil || !opt.Filter.Match(&r) {
+					continue
+				}
+				if err := fn(m.ID, &r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// FormatLine renders a record as one line for a terminal:
+//
+//	time result status method host+path actor→subject mode/level session reason latency trace
+func FormatLine(r *Record) string {
+	var b strings.Builder
+	b.WriteString(r.Time.Format("2006-01-02T15:04:05.000Z07:00"))
+	b.WriteByte(' ')
+	b.WriteString(strings.ToUpper(r.Result))
+	if r.HTTPStatus != 0 {
+		b.WriteByte(' ')
+		b.WriteString(strconv.Itoa(r.HTTPStatus))
+	}
+	fmt.Fprintf(&b, " %s %s%s", orDash(r.Method), r.Host, r.Path)
+	if r.Actor != "" || r.Subject != "" {
+		if r.Mode != "" {
+			fmt.Fprintf(&b, " actor=%s subject=%s", orDash(r.Actor), orDash(r.Subject))
+		} else {
+			fmt.Fprintf(&b, " user=%s", orDash(r.Actor))
+		}
+	}
+	if r.Mode != "" {
+		fmt.Fprintf(&b, " mode=%s", r.Mode)
+	}
+	if r.Level != "" {
+		fmt.Fprintf(&b, " level=%s", r.Level)
+	}
+	if r.SessionID != "" {
+		fmt.Fprintf(&b, " session=%s", r.SessionID)
+	}
+	if r.Reason != "" {
+		fmt.Fprintf(&b, " reason=%s", r.Reason)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(&b, " error=%q", r.Error)
+	}
+	if r.DryRun {
+		b.WriteString(" dry_run")
+	}
+	fmt.Fprintf(&b, " %.3fms", r.LatencyMS)
+	if r.TraceID != "" {
+		fmt.Fprintf(&b, " trace=%s", r.TraceID)
+	}
+	fmt.Fprintf(&b, " id=%s", r.DecisionID)
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,7 @@
+package system.log
+
+mask contains "/input/ok"
+
+mask contains "/result/allowed"
+
+mask contains {"op": "rename", "path": "/input/x"}
