@@ -1,0 +1,28 @@
+// Command deputy is the authorization sidecar: `deputy serve` answers
+// Envoy's ext_authz checks; the other subcommands are the tools around it.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "deputy:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "deputy",
+		Short:         "Authorization sidecar for Envoy with delegated identity",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCmd())
+	return root
+}

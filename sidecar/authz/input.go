@@ -1,0 +1,347 @@
+package authz
+
+import (
+	"bytes"
+	"mime"
+	"mime/multipart"
+	"net/url"
+	"strconv"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Terms shared by every input. Input terms are never mutated by evaluation,
+// so one copy serves all checks and saves two allocations per key.
+var internedKeys = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, k := range []string{
+		"attributes", "source", "destination", "request", "http", "address", "socketAddress",
+		"portValue", "principal", "certificate", "labels", "service", "time", "id", "method",
+		"headers", "path", "host", "scheme", "query", "fragment", "size", "protocol", "body",
+		"rawBody", "contextExtensions", "metadataContext", "routeMetadataContext", "tlsSession",
+		"sni", "headerMap", "filterMetadata", "typedFilterMetadata",
+		"parsed_path", "parsed_query", "parsed_body", "truncated_body", "version", "identity",
+		"identity_error", "delegation", "delegation_error", "deputy", "encoding", "ext_authz",
+		"sub", "name", "email", "roles", "privileges", "org", "domain", "iss", "exp", "claims",
+		"mode", "actor", "actor_name", "actor_org", "subject", "subject_name", "level", "scope",
+		"store_view", "reason", "ticket", "expires_at", "revision", "dry_run", "stripped_headers",
+		// Headers Envoy and browsers send on almost every request.
+		":authority", ":method", ":path", ":scheme", "accept", "accept-encoding", "accept-language",
+		"authorization", "cache-control", "content-length", "content-type", "cookie", "host",
+		"origin", "referer", "user-agent", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+		"x-envoy-internal", "x-envoy-expected-rq-timeout-ms", "traceparent", "tracestate",
+		"sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site", "sec-ch-ua", "sec-ch-ua-mobile",
+		"sec-ch-ua-platform", "upgrade-insecure-requests", "if-none-match", "if-modified-since",
+		"x-on-behalf-of", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP/1.1",
+		"HTTP/2", "https", "http", "",
+	} {
+		m[k] = ast.StringTerm(k)
+	}
+	return m
+}()
+
+func keyTerm(s string) *ast.Term {
+	if t, ok := internedKeys[s]; ok {
+		return t
+	}
+	return ast.StringTerm(s)
+}
+
+var versionTerm = ast.NewTerm(ast.NewObject(
+	[2]*ast.Term{keyTerm("encoding"), ast.StringTerm("protojson")},
+	[2]*ast.Term{keyTerm("ext_authz"), ast.StringTerm("v3")},
+))
+
+// InputOptions control how a CheckRequest becomes policy input.
+type InputOptions struct {
+	// OwnedPrefix: request headers starting with it (lower case) are
+	// dropped from the input and from the upstream request.
+	OwnedPrefix string
+	// ActorTokenHeader is dropped too, whatever its prefix.
+	ActorTokenHeader string
+	// SkipBodyParsing leaves parsed_body undefined and never refuses a
+	// request for a malformed body.
+	SkipBodyParsing bool
+}
+
+// owned reports whether a lower-case header name is owned by Deputy.
+func (o *InputOptions) owned(name string) bool {
+	return (o.OwnedPrefix != "" && strings.HasPrefix(name, o.OwnedPrefix)) ||
+		(o.ActorTokenHeader != "" && name == o.ActorTokenHeader)
+}
+
+// request is one CheckRequest turned into what the pipeline needs: the
+// OPA-Envoy-compatible input object (without Deputy's slots yet) and the
+// plain view identity and delegation read.
+type request struct {
+	input    ast.Object
+	view     sidecar.Request
+	stripped []string // owned header names the client sent
+	rawPath  string
+	traceID  string
+}
+
+// buildInput converts a CheckRequest. The input is exactly what OPA-Envoy
+// builds (protojson of the request plus parsed_path, parsed_query,
+// parsed_body, truncated_body, version), minus Deputy-owned headers.
+// A malformed body is an EINVALID error, as OPA-Envoy refuses it too.
+func buildInput(req *authv3.CheckRequest, opts *InputOptions) (*request, error) {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	headers := httpReq.GetHeaders()
+	r := &request{}
+
+	// Owned headers are stripped before anything reads the request, so
+	// neither policy nor resolvers can mistake them for identity.
+	for k := range headers {
+		name := k
+		if hasUpper(k) {
+			name = strings.ToLower(k)
+		}
+		if opts.owned(name) {
+			r.stripped = append(r.stripped, k)
+		}
+	}
+	if len(r.stripped) > 0 {
+		clean := make(map[string]string, len(headers))
+		for k, v := range headers {
+			clean[k] = v
+		}
+		for _, k := range r.stripped {
+			delete(clean, k)
+		}
+		headers = clean
+	}
+
+	attrs, err := attributesToAST(req.GetAttributes(), headers)
+	if err != nil {
+		return nil, sidecar.Invalid("attributes", "cannot convert request: %v", err)
+	}
+
+	path := httpReq.GetPath()
+	r.rawPath = path
+	parsedPath, parsedQuery, pathOnly, err := parsePathAndQuery(path)
+	if err != nil {
+		return nil, sidecar.Invalid("path", "%v", err)
+	}
+
+	obj := ast.NewObjectWithCapacity(10)
+	obj.Insert(keyTerm("attributes"), ast.NewTerm(attrs))
+	obj.Insert(keyTerm("parsed_path"), parsedPath)
+	obj.Insert(keyTerm("parsed_query"), parsedQuery)
+	obj.Insert(keyTerm("version"), versionTerm)
+
+	if !opts.SkipBodyParsing {
+		body, truncated, err := parseBody(headers, httpReq.GetBody(), httpReq.GetRawBody())
+		if err != nil {
+			return nil, err
+		}
+		if body != nil {
+			obj.Insert(keyTerm("parsed_body"), body)
+		} else {
+			obj.Insert(keyTerm("parsed_body"), ast.InternedNullTerm)
+		}
+		obj.Insert(keyTerm("truncated_body"), ast.InternedTerm(truncated))
+	}
+
+	r.input = obj
+	r.view = sidecar.Request{
+		Method:  httpReq.GetMethod(),
+		Host:    httpReq.GetHost(),
+		Path:    pathOnly,
+		Headers: lowerHeaders(headers),
+	}
+	r.traceID = traceID(r.view.Headers["traceparent"])
+	return r, nil
+}
+
+// attributesToAST is protoToAST for the AttributeContext with the headers
+// map replaced by the cleaned one.
+func attributesToAST(a *authv3.AttributeContext, headers map[string]string) (ast.Value, error) {
+	if a == nil {
+		return ast.NewObject(), nil
+	}
+	obj, err := protoToAST(a.ProtoReflect())
+	if err != nil {
+		return nil, err
+	}
+	httpReq := a.GetRequest().GetHttp()
+	if httpReq == nil || len(headers) == len(httpReq.GetHeaders()) {
+		return obj, nil
+	}
+	// Rebuild request.http.headers from the cleaned map.
+	o := obj.(ast.Object)
+	reqObj := o.Get(keyTerm("request")).Value.(ast.Object)
+	httpObj := reqObj.Get(keyTerm("http")).Value.(ast.Object)
+	h := ast.NewObjectWithCapacity(len(headers))
+	for k, v := range headers {
+		h.Insert(keyTerm(k), ast.StringTerm(v))
+	}
+	if len(headers) == 0 {
+		// protojson omits an empty map.
+		httpObj = removeKey(httpObj, "headers")
+	} else {
+		httpObj.Insert(keyTerm("headers"), ast.NewTerm(h))
+	}
+	reqObj.Insert(keyTerm("http"), ast.NewTerm(httpObj))
+	return o, nil
+}
+
+func removeKey(o ast.Object, key string) ast.Object {
+	out := ast.NewObjectWithCapacity(o.Len())
+	o.Foreach(func(k, v *ast.Term) {
+		if s, ok := k.Value.(ast.String); !ok || string(s) != key {
+			out.Insert(k, v)
+		}
+	})
+	return out
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// lowerHeaders returns headers with lower-case names. Envoy already sends
+// lower case, so the common case returns the map as is.
+func lowerHeaders(h map[string]string) map[string]string {
+	for k := range h {
+		if hasUpper(k) {
+			out := make(map[string]string, len(h))
+			for k, v := range h {
+				out[strings.ToLower(k)] = v
+			}
+			return out
+		}
+	}
+	return h
+}
+
+// parsePathAndQuery mirrors OPA-Envoy: the path split on "/" after the
+// leading slashes, unescaped; the query as a map of string arrays.
+func parsePathAndQuery(path string) (*ast.Term, *ast.Term, string, error) {
+	u, err := url.Parse(path)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	parts := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+	terms := make([]*ast.Term, len(parts))
+	for i, p := range parts {
+		terms[i] = keyTerm(p)
+	}
+	q := ast.NewObject()
+	if u.RawQuery != "" {
+		for k, vs := range u.Query() {
+			vt := make([]*ast.Term, len(vs))
+			for i, v := range vs {
+				vt[i] = ast.StringTerm(v)
+			}
+			q.Insert(ast.StringTerm(k), ast.ArrayTerm(vt...))
+		}
+	}
+	return ast.ArrayTerm(terms...), ast.NewTerm(q), u.Path, nil
+}
+
+// parseBody mirrors OPA-Envoy for JSON bodies and adds form and multipart
+// bodies. A body shorter than its content-length was truncated by Envoy's
+// with_request_body limit: it is reported, not parsed.
+func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, bool, error) {
+	if body == "" && len(raw) > 0 {
+		body = string(raw)
+	}
+	if body == "" {
+		return nil, false, nil
+	}
+	ct := headers["content-type"]
+	if ct == "" {
+		return nil, false, nil
+	}
+	if cl, ok := headers["content-length"]; ok {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil {
+			return nil, false, sidecar.Invalid("content-length", "not a number: %q", cl)
+		}
+		if n != -1 && n > int64(len(body)) {
+			return nil, true, nil
+		}
+	}
+	mediaType, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return nil, false, nil
+	}
+	switch {
+	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
+		var x any
+		if err := util.UnmarshalJSON([]byte(body), &x); err != nil {
+			return nil, false, sidecar.Invalid("body", "malformed JSON body: %v", err)
+		}
+		v, err := ast.InterfaceToValue(x)
+		if err != nil {
+			return nil, false, sidecar.Invalid("body", "%v", err)
+		}
+		return ast.NewTerm(v), false, nil
+	case mediaType == "application/x-www-form-urlencoded":
+		vals, err := url.ParseQuery(body)
+		if err != nil {
+			return nil, false, sidecar.Invalid("body", "malformed form body: %v", err)
+		}
+		return valuesTerm(vals), false, nil
+	case mediaType == "multipart/form-data":
+		boundary := params["boundary"]
+		if boundary == "" {
+			return nil, false, sidecar.Invalid("body", "multipart body without boundary")
+		}
+		form, err := multipart.NewReader(bytes.NewReader([]byte(body)), boundary).ReadForm(int64(len(body)) + 1)
+		if err != nil {
+			return nil, false, sidecar.Invalid("body", "malformed multipart body: %v", err)
+		}
+		defer form.RemoveAll()
+		vals := url.Values(form.Value)
+		for name, files := range form.File {
+			for _, f := range files {
+				vals[name] = append(vals[name], f.Filename)
+			}
+		}
+		return valuesTerm(vals), false, nil
+	}
+	return nil, false, nil
+}
+
+func valuesTerm(vals map[string][]string) *ast.Term {
+	obj := ast.NewObjectWithCapacity(len(vals))
+	for k, vs := range vals {
+		vt := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			vt[i] = ast.StringTerm(v)
+		}
+		obj.Insert(ast.StringTerm(k), ast.ArrayTerm(vt...))
+	}
+	return ast.NewTerm(obj)
+}
+
+// traceID extracts the trace id of a W3C traceparent header.
+func traceID(tp string) string {
+	// version "-" trace-id(32) "-" parent-id(16) "-" flags(2)
+	if len(tp) < 55 || tp[2] != '-' || tp[35] != '-' {
+		return ""
+	}
+	id := tp[3:35]
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	if id == "00000000000000000000000000000000" {
+		return ""
+	}
+	return id
+}

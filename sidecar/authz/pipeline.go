@@ -1,0 +1,468 @@
+// Package authz is the check pipeline: strip owned headers, verify the
+// caller's identity, resolve the delegation the request asks for, evaluate
+// the prepared policy, and turn the result into a transport-neutral
+// Response with the delegated identity injected.
+package authz
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// Defaults.
+const (
+	DefaultOwnedPrefix = "x-deputy-"
+	DefaultErrorStatus = http.StatusForbidden
+)
+
+// Reasons the pipeline itself gives (policies give their own).
+const (
+	ReasonMalformedRequest = "malformed_request"
+	ReasonUndefined        = "undefined_decision"
+	ReasonEvalError        = "evaluation_error"
+	ReasonInvalidDecision  = "invalid_decision"
+	ReasonStateUnavailable = "state_unavailable"
+	ReasonNoPolicy         = "no_policy"
+	ReasonTokenError       = "actor_token_error"
+	ReasonAllowed          = "allowed"
+	ReasonDenied           = "denied"
+)
+
+// Evaluator evaluates a prepared query; *policy.Engine is one.
+type Evaluator interface {
+	Eval(ctx context.Context, query string, input ast.Value, opts ...rego.EvalOption) (policy.Result, error)
+}
+
+// Observer sees every decision (metrics).
+type Observer interface {
+	ObserveDecision(d *sidecar.Decision)
+}
+
+// Pipeline decides checks. It is safe for concurrent use.
+type Pipeline struct {
+	eval        Evaluator
+	query       string
+	verifier    sidecar.IdentityVerifier
+	resolvers   []sidecar.DelegationResolver
+	signer      sidecar.ActorTokenSigner
+	log         sidecar.DecisionLogger
+	observer    Observer
+	inputOpts   InputOptions
+	prefix      string
+	tokenHeader string
+	errorStatus int
+	dryRun      bool
+	keepInput   bool
+	clock       sidecar.Clock
+	facts       map[string]any
+}
+
+// Option configures a Pipeline.
+type Option func(*Pipeline)
+
+// WithQuery sets the decision query (default data.deputy.authz.decision).
+func WithQuery(q string) Option { return func(p *Pipeline) { p.query = q } }
+
+// WithVerifier sets the identity verifier.
+func WithVerifier(v sidecar.IdentityVerifier) Option { return func(p *Pipeline) { p.verifier = v } }
+
+// WithResolvers sets the delegation resolvers, tried in order; the first
+// that finds a delegation wins.
+func WithResolvers(r ...sidecar.DelegationResolver) Option {
+	return func(p *Pipeline) { p.resolvers = append(p.resolvers, r...) }
+}
+
+// WithActorTokenSigner sets the signer of the x-deputy-token header.
+func WithActorTokenSigner(s sidecar.ActorTokenSigner) Option { return func(p *Pipeline) { p.signer = s } }
+
+// WithDecisionLogger sets where decisions are logged.
+func WithDecisionLogger(l sidecar.DecisionLogger) Option { return func(p *Pipeline) { p.log = l } }
+
+// WithObserver sets the metrics observer.
+func WithObserver(o Observer) Option { return func(p *Pipeline) { p.observer = o } }
+
+// WithOwnedPrefix sets the owned header prefix (default x-deputy-).
+func WithOwnedPrefix(prefix string) Option {
+	return func(p *Pipeline) { p.prefix = strings.ToLower(prefix) }
+}
+
+// WithActorTokenHeader names the actor token header (default <prefix>token).
+func WithActorTokenHeader(h string) Option {
+	return func(p *Pipeline) { p.tokenHeader = strings.ToLower(h) }
+}
+
+// WithErrorStatus sets the status of denials caused by evaluation errors
+// and undefined decisions (default 403).
+func WithErrorStatus(code int) Option { return func(p *Pipeline) { p.errorStatus = code } }
+
+// WithBodyParsing switches parsing of request bodies (default on).
+func WithBodyParsing(on bool) Option { return func(p *Pipeline) { p.inputOpts.SkipBodyParsing = !on } }
+
+// WithDryRun makes every check allowed while still evaluating and logging
+// what the policy decided, for rolling out new policies.
+func WithDryRun(on bool) Option { return func(p *Pipeline) { p.dryRun = on } }
+
+// WithDecisionInput keeps the policy input on logged decisions (masked by
+// the decision log).
+func WithDecisionInput(on bool) Option { return func(p *Pipeline) { p.keepInput = on } }
+
+// WithClock sets the clock.
+func WithClock(c sidecar.Clock) Option { return func(p *Pipeline) { p.clock = c } }
+
+// WithFacts adds static sidecar facts to input.deputy (config switches).
+func WithFacts(f map[string]any) Option { return func(p *Pipeline) { p.facts = f } }
+
+// New returns a pipeline evaluating with eval.
+func New(eval Evaluator, opts ...Option) *Pipeline {
+	p := &Pipeline{
+		eval:        eval,
+		query:       policy.DefaultDecisionQuery,
+		prefix:      DefaultOwnedPrefix,
+		errorStatus: DefaultErrorStatus,
+		clock:       time.Now,
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	if p.tokenHeader == "" {
+		p.tokenHeader = p.prefix + "token"
+	}
+	p.inputOpts.OwnedPrefix = p.prefix
+	p.inputOpts.ActorTokenHeader = p.tokenHeader
+	return p
+}
+
+// OwnedPrefix returns the owned header prefix.
+func (p *Pipeline) OwnedPrefix() string { return p.prefix }
+
+// Check decides one request. It never returns an allow on an error path.
+func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Response {
+	start := p.clock()
+	d := &sidecar.Decision{ID: newDecisionID(), Time: start, DryRun: p.dryRun}
+	resp := p.decide(ctx, req, d)
+	resp.DecisionID = d.ID
+	d.Latency = p.clock().Sub(start)
+	if p.dryRun && !resp.Allowed {
+		// The policy's verdict is logged; the client is let through.
+		resp = &Response{Allowed: true, Reason: resp.Reason, DecisionID: d.ID, HeadersToRemove: resp.HeadersToRemove}
+	}
+	if resp.DynamicMetadata == nil {
+		resp.DynamicMetadata = map[string]any{}
+	}
+	resp.DynamicMetadata["decision_id"] = d.ID
+	if p.observer != nil {
+		p.observer.ObserveDecision(d)
+	}
+	if p.log != nil {
+		p.log.Log(d)
+	}
+	return resp
+}
+
+func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *sidecar.Decision) *Response {
+	r, err := buildInput(req, &p.inputOpts)
+	if http := req.GetAttributes().GetRequest().GetHttp(); http != nil {
+		d.Method, d.Host = http.GetMethod(), http.GetHost()
+		d.Path, _, _ = strings.Cut(http.GetPath(), "?")
+	}
+	if err != nil {
+		return p.deny(d, http.StatusBadRequest, ReasonMalformedRequest, err, sidecar.ErrorMessage(err))
+	}
+	d.TraceID = r.traceID
+	input := r.input
+	removeOwned := r.stripped
+
+	// Identity.
+	t := p.clock()
+	var id *sidecar.Identity
+	if p.verifier != nil {
+		id, err = p.verifier.Verify(ctx, &r.view)
+		if err != nil {
+			input.Insert(keyTerm("identity_error"), ast.StringTerm(sidecar.ErrorMessage(err)))
+			id = nil
+		} else if id != nil {
+			input.Insert(keyTerm("identity"), ast.NewTerm(identityToAST(id)))
+		}
+	}
+	d.Identity = id
+	t2 := p.clock()
+	d.Stages.Identity = t2.Sub(t)
+
+	// Delegation.
+	var del *sidecar.Delegation
+	var delErr error
+	for _, res := range p.resolvers {
+		dd, err := res.Resolve(ctx, &r.view, id)
+		if err != nil {
+			if sidecar.ErrorCode(err) == sidecar.EUNAVAILABLE {
+				d.Stages.State = p.clock().Sub(t2)
+				resp := p.deny(d, http.StatusServiceUnavailable, ReasonStateUnavailable, err, "")
+				resp.HeadersToRemove = removeOwned
+				return resp
+			}
+			if delErr == nil {
+				delErr = err
+			}
+			continue
+		}
+		if dd != nil {
+			del = dd
+			break
+		}
+	}
+	if del != nil {
+		input.Insert(keyTerm("delegation"), ast.NewTerm(delegationToAST(del)))
+	} else if delErr != nil {
+		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorMessage(delErr)))
+	}
+	d.Delegation = del
+	t3 := p.clock()
+	d.Stages.State = t3.Sub(t2)
+
+	input.Insert(keyTerm("deputy"), ast.NewTerm(p.deputyFacts(r.stripped)))
+	if p.keepInput {
+		d.Input = input
+	}
+
+	// Policy.
+	res, err := p.eval.Eval(ctx, p.query, input)
+	d.Stages.Policy = p.clock().Sub(t3)
+	d.Revision = res.Revision
+	if err != nil {
+		reason := ReasonEvalError
+		if errors.Is(err, policy.ErrNoPolicy) {
+			reason = ReasonNoPolicy
+		}
+		return p.withOwned(p.deny(d, p.errorStatus, reason, err, ""), removeOwned)
+	}
+	if !res.Defined() {
+		return p.withOwned(p.deny(d, p.errorStatus, ReasonUndefined, nil, ""), removeOwned)
+	}
+	pr, err := parseResult(res.Value)
+	if err != nil {
+		return p.withOwned(p.deny(d, p.errorStatus, ReasonInvalidDecision, err, ""), removeOwned)
+	}
+
+	resp := &Response{Allowed: pr.allowed, Reason: pr.reason, DynamicMetadata: pr.dynamicMetadata}
+	if !pr.allowed {
+		resp.HTTPStatus = http.StatusForbidden
+		if pr.hasStatus {
+			resp.HTTPStatus = pr.status
+		}
+		resp.Body = pr.body
+		resp.Headers = pr.headers
+		if resp.Reason == "" {
+			resp.Reason = ReasonDenied
+		}
+		d.Allowed, d.HTTPStatus, d.Reason = false, resp.HTTPStatus, resp.Reason
+		return p.withOwned(resp, removeOwned)
+	}
+
+	if resp.Reason == "" {
+		resp.Reason = ReasonAllowed
+	}
+	resp.ResponseHeadersToAdd = pr.responseHeadersToAdd
+	resp.QueryParamsToSet = pr.queryToSet
+	resp.QueryParamsToRemove = pr.queryToRemove
+	injected, err := p.delegationHeaders(del)
+	if err != nil {
+		return p.withOwned(p.deny(d, http.StatusInternalServerError, ReasonTokenError, err, ""), removeOwned)
+	}
+	resp.Headers = dropClashing(pr.headers, injected)
+	resp.Injected = injected
+	resp.HeadersToRemove = ownedRemovals(pr.headersToRemove, removeOwned, injected)
+	d.Allowed, d.HTTPStatus, d.Reason = true, http.StatusOK, resp.Reason
+	return resp
+}
+
+func (p *Pipeline) deny(d *sidecar.Decision, status int, reason string, err error, body string) *Response {
+	d.Allowed, d.HTTPStatus, d.Reason = false, status, reason
+	if err != nil {
+		d.Error = err.Error()
+	}
+	return &Response{Allowed: false, HTTPStatus: status, Reason: reason, Body: body}
+}
+
+// withOwned records the owned headers to strip. Denied requests never reach
+// the upstream, but the list keeps dry-run allows safe too.
+func (p *Pipeline) withOwned(r *Response, owned []string) *Response {
+	r.HeadersToRemove = append(r.HeadersToRemove, owned...)
+	return r
+}
+
+// delegationHeaders are the identity headers injected on an allowed
+// delegated request.
+func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) {
+	if del == nil {
+		return nil, nil
+	}
+	h := make([]Header, 0, 8)
+	add := func(name, v string) {
+		if v != "" {
+			h = append(h, Header{p.prefix + name, v})
+		}
+	}
+	add("subject", del.Subject)
+	add("actor", del.Actor)
+	add("mode", del.Mode)
+	add("level", del.Level)
+	add("session", del.ID)
+	add("store-view", del.StoreView)
+	if del.SubjectName != "" {
+		add("subject-name", url.PathEscape(del.SubjectName))
+	}
+	if p.signer != nil {
+		tok, err := p.signer.Sign(del)
+		if err != nil {
+			return nil, err
+		}
+		h = append(h, Header{p.tokenHeader, tok})
+	}
+	return h, nil
+}
+
+// dropClashing removes policy headers that Deputy injects itself: the
+// delegated identity is Deputy's to state.
+func dropClashing(policy, injected []Header) []Header {
+	if len(injected) == 0 {
+		return policy
+	}
+	out := make([]Header, 0, len(policy)+len(injected))
+	for _, ph := range policy {
+		clash := false
+		for _, ih := range injected {
+			if strings.EqualFold(ph.Key, ih.Key) {
+				clash = true
+				break
+			}
+		}
+		if !clash {
+			out = append(out, ph)
+		}
+	}
+	return out
+}
+
+// ownedRemovals lists the upstream headers to remove: what the policy asked,
+// plus every owned header the client sent that Deputy does not overwrite
+// (overwritten ones are replaced, not removed, so the order in which a
+// proxy applies removals and additions cannot drop the injected value).
+func ownedRemovals(policyRemovals, owned []string, set []Header) []string {
+	out := policyRemovals
+	for _, o := range owned {
+		lo := strings.ToLower(o)
+		replaced := false
+		for _, h := range set {
+			if strings.EqualFold(h.Key, lo) {
+				replaced = true
+				break
+			}
+		}
+		if !replaced {
+			out = append(out, lo)
+		}
+	}
+	return out
+}
+
+func (p *Pipeline) deputyFacts(stripped []string) ast.Value {
+	obj := ast.NewObjectWithCapacity(4)
+	obj.Insert(keyTerm("dry_run"), ast.InternedTerm(p.dryRun))
+	if len(stripped) > 0 {
+		terms := make([]*ast.Term, len(stripped))
+		for i, s := range stripped {
+			terms[i] = ast.StringTerm(strings.ToLower(s))
+		}
+		obj.Insert(keyTerm("stripped_headers"), ast.ArrayTerm(terms...))
+	}
+	for k, v := range p.facts {
+		if val, err := ast.InterfaceToValue(v); err == nil {
+			obj.Insert(ast.StringTerm(k), ast.NewTerm(val))
+		}
+	}
+	return obj
+}
+
+func identityToAST(id *sidecar.Identity) ast.Value {
+	obj := ast.NewObjectWithCapacity(10)
+	str := func(k, v string) {
+		if v != "" {
+			obj.Insert(keyTerm(k), ast.StringTerm(v))
+		}
+	}
+	str("sub", id.Subject)
+	str("name", id.Name)
+	str("email", id.Email)
+	str("org", id.Org)
+	str("domain", id.Domain)
+	str("iss", id.Issuer)
+	obj.Insert(keyTerm("roles"), stringsTerm(id.Roles))
+	obj.Insert(keyTerm("privileges"), stringsTerm(id.Privileges))
+	if !id.ExpiresAt.IsZero() {
+		obj.Insert(keyTerm("exp"), ast.IntNumberTerm(int(id.ExpiresAt.Unix())))
+	}
+	if len(id.Claims) > 0 {
+		if v, err := ast.InterfaceToValue(id.Claims); err == nil {
+			obj.Insert(keyTerm("claims"), ast.NewTerm(v))
+		}
+	}
+	return obj
+}
+
+func delegationToAST(d *sidecar.Delegation) ast.Value {
+	obj := ast.NewObjectWithCapacity(16)
+	str := func(k, v string) {
+		if v != "" {
+			obj.Insert(keyTerm(k), ast.StringTerm(v))
+		}
+	}
+	str("mode", d.Mode)
+	str("id", d.ID)
+	str("actor", d.Actor)
+	str("actor_name", d.ActorName)
+	str("actor_org", d.ActorOrg)
+	str("subject", d.Subject)
+	str("subject_name", d.SubjectName)
+	str("level", d.Level)
+	str("scope", d.Scope)
+	str("store_view", d.StoreView)
+	str("domain", d.Domain)
+	str("reason", d.Reason)
+	str("ticket", d.Ticket)
+	if !d.ExpiresAt.IsZero() {
+		obj.Insert(keyTerm("expires_at"), ast.StringTerm(d.ExpiresAt.UTC().Format(time.RFC3339)))
+	}
+	if len(d.Attributes) > 0 {
+		if v, err := ast.InterfaceToValue(d.Attributes); err == nil {
+			obj.Insert(ast.StringTerm("attributes"), ast.NewTerm(v))
+		}
+	}
+	return obj
+}
+
+func stringsTerm(ss []string) *ast.Term {
+	terms := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		terms[i] = keyTerm(s)
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+func newDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

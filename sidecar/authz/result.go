@@ -1,0 +1,244 @@
+package authz
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Header is one header name and value, in the order the policy gave them.
+type Header struct {
+	Key, Value string
+}
+
+// Response is a decision in transport-neutral form; the gRPC and HTTP
+// adapters render it.
+type Response struct {
+	Allowed    bool
+	HTTPStatus int    // for denials
+	Body       string // for denials
+	// Headers: on allow, added to the upstream request; on deny, sent to
+	// the client (OPA-Envoy's `headers`).
+	Headers []Header
+	// Injected are Deputy's delegated-identity headers; they overwrite any
+	// upstream request header of the same name.
+	Injected             []Header
+	HeadersToRemove      []string // upstream request headers to remove (always includes owned ones)
+	ResponseHeadersToAdd []Header // added to the upstream's response on allow
+	QueryParamsToSet     []Header
+	QueryParamsToRemove  []string
+	DynamicMetadata      map[string]any
+	Reason               string
+	DecisionID           string
+}
+
+// policyResult is the decision as the policy returned it.
+type policyResult struct {
+	allowed              bool
+	hasStatus            bool
+	status               int
+	body                 string
+	headers              []Header
+	headersToRemove      []string
+	responseHeadersToAdd []Header
+	queryToSet           []Header
+	queryToRemove        []string
+	dynamicMetadata      map[string]any
+	reason               string
+}
+
+// parseResult maps a decision exactly as OPA-Envoy does: a boolean, or an
+// object whose `allowed` is a boolean and whose other fields have the
+// documented types. Anything else is an error, and the caller denies.
+func parseResult(t *ast.Term) (policyResult, error) {
+	var r policyResult
+	switch v := t.Value.(type) {
+	case ast.Boolean:
+		r.allowed = bool(v)
+		return r, nil
+	case ast.Object:
+		return parseObject(v)
+	default:
+		return r, fmt.Errorf("illegal value for policy evaluation result: %s", ast.ValueName(t.Value))
+	}
+}
+
+func parseObject(obj ast.Object) (policyResult, error) {
+	var r policyResult
+	a := obj.Get(keyTerm("allowed"))
+	if a == nil {
+		return r, fmt.Errorf(`unable to determine evaluation result due to missing "allowed" key`)
+	}
+	b, ok := a.Value.(ast.Boolean)
+	if !ok {
+		return r, fmt.Errorf("type assertion error, expected allowed to be of type 'boolean' but got '%s'", ast.ValueName(a.Value))
+	}
+	r.allowed = bool(b)
+
+	var err error
+	if r.headers, err = headersField(obj, "headers"); err != nil {
+		return r, err
+	}
+	if r.responseHeadersToAdd, err = headersField(obj, "response_headers_to_add"); err != nil {
+		return r, err
+	}
+	if r.headersToRemove, err = stringsField(obj, "request_headers_to_remove"); err != nil {
+		return r, err
+	}
+	if r.queryToRemove, err = stringsField(obj, "query_parameters_to_remove"); err != nil {
+		return r, err
+	}
+	if r.queryToSet, err = queryToSet(obj); err != nil {
+		return r, err
+	}
+	if s := obj.Get(ast.StringTerm("http_status")); s != nil {
+		n, ok := s.Value.(ast.Number)
+		if !ok {
+			return r, fmt.Errorf("type assertion error, expected http_status to be of type 'number' but got '%s'", ast.ValueName(s.Value))
+		}
+		code, ok := n.Int()
+		if !ok || code < 100 || code > 599 || http.StatusText(code) == "" {
+			return r, fmt.Errorf("invalid HTTP status code %v", n)
+		}
+		r.hasStatus, r.status = true, code
+	}
+	if s := obj.Get(ast.StringTerm("body")); s != nil {
+		str, ok := s.Value.(ast.String)
+		if !ok {
+			return r, fmt.Errorf("type assertion error, expected body to be of type 'string' but got '%s'", ast.ValueName(s.Value))
+		}
+		r.body = string(str)
+	}
+	if s := obj.Get(ast.StringTerm("reason")); s != nil {
+		if str, ok := s.Value.(ast.String); ok {
+			r.reason = string(str)
+		} else {
+			return r, fmt.Errorf("type assertion error, expected reason to be of type 'string' but got '%s'", ast.ValueName(s.Value))
+		}
+	}
+	if s := obj.Get(ast.StringTerm("dynamic_metadata")); s != nil {
+		if _, ok := s.Value.(ast.Object); !ok {
+			return r, fmt.Errorf("type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", ast.ValueName(s.Value))
+		}
+		v, err := ast.JSON(s.Value)
+		if err != nil {
+			return r, err
+		}
+		r.dynamicMetadata = v.(map[string]any)
+	}
+	return r, nil
+}
+
+// headersField reads an object of name → string | [string], or an array of
+// such objects, as OPA-Envoy accepts.
+func headersField(obj ast.Object, field string) ([]Header, error) {
+	t := obj.Get(ast.StringTerm(field))
+	if t == nil {
+		return nil, nil
+	}
+	var out []Header
+	add := func(o ast.Object) error {
+		var err error
+		keys := o.Keys()
+		sort.Slice(keys, func(i, j int) bool { return keys[i].Value.Compare(keys[j].Value) < 0 })
+		for _, k := range keys {
+			ks, ok := k.Value.(ast.String)
+			if !ok {
+				return fmt.Errorf("type assertion error for header '%v'", k)
+			}
+			switch v := o.Get(k).Value.(type) {
+			case ast.String:
+				out = append(out, Header{string(ks), string(v)})
+			case *ast.Array:
+				v.Foreach(func(e *ast.Term) {
+					if s, ok := e.Value.(ast.String); ok {
+						out = append(out, Header{string(ks), string(s)})
+					} else if err == nil {
+						err = fmt.Errorf("invalid value type %s for header '%s'", ast.ValueName(e.Value), ks)
+					}
+				})
+			default:
+				return fmt.Errorf("type assertion error for header '%s'", ks)
+			}
+		}
+		return err
+	}
+	switch v := t.Value.(type) {
+	case ast.Object:
+		return out, add(v)
+	case *ast.Array:
+		for i := 0; i < v.Len(); i++ {
+			o, ok := v.Elem(i).Value.(ast.Object)
+			if !ok {
+				return nil, fmt.Errorf("type assertion error, expected headers to be of type 'object' but got '%s'", ast.ValueName(v.Elem(i).Value))
+			}
+			if err := add(o); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(t.Value))
+}
+
+func stringsField(obj ast.Object, field string) ([]string, error) {
+	t := obj.Get(ast.StringTerm(field))
+	if t == nil {
+		return nil, nil
+	}
+	var elems []*ast.Term
+	switch v := t.Value.(type) {
+	case *ast.Array:
+		for i := 0; i < v.Len(); i++ {
+			elems = append(elems, v.Elem(i))
+		}
+	case ast.Set:
+		elems = v.Slice()
+	default:
+		return nil, fmt.Errorf("type assertion error, expected %s to be of type '[]string' but got '%s'", field, ast.ValueName(t.Value))
+	}
+	out := make([]string, 0, len(elems))
+	for _, e := range elems {
+		s, ok := e.Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf("type assertion error, expected %s value to be of type 'string' but got '%s'", field, ast.ValueName(e.Value))
+		}
+		out = append(out, string(s))
+	}
+	return out, nil
+}
+
+func queryToSet(obj ast.Object) ([]Header, error) {
+	t := obj.Get(ast.StringTerm("query_parameters_to_set"))
+	if t == nil {
+		return nil, nil
+	}
+	o, ok := t.Value.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("type assertion error, expected query_parameters_to_set to be a map but got '%s'", ast.ValueName(t.Value))
+	}
+	var out []Header
+	for _, k := range o.Keys() {
+		ks, ok := k.Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf("query parameter names must be strings")
+		}
+		switch v := o.Get(k).Value.(type) {
+		case ast.String:
+			out = append(out, Header{string(ks), string(v)})
+		case *ast.Array:
+			for i := 0; i < v.Len(); i++ {
+				s, ok := v.Elem(i).Value.(ast.String)
+				if !ok {
+					return nil, fmt.Errorf("type assertion error: expected array element to be string but got '%s'", ast.ValueName(v.Elem(i).Value))
+				}
+				out = append(out, Header{string(ks), string(s)})
+			}
+		default:
+			return nil, fmt.Errorf("type assertion error, expected value to be string or array but got '%s'", ast.ValueName(v))
+		}
+	}
+	return out, nil
+}

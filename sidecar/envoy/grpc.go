@@ -1,0 +1,99 @@
+// Package envoy adapts the check pipeline to Envoy's ext_authz protocols:
+// the gRPC Authorization service (v3) and the HTTP service contract, which
+// nginx auth_request and Caddy forward_auth speak too.
+package envoy
+
+import (
+	"context"
+	"net/http"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+)
+
+// Checker decides a CheckRequest; *authz.Pipeline is one.
+type Checker interface {
+	Check(ctx context.Context, req *authv3.CheckRequest) *authz.Response
+}
+
+// GRPCServer implements envoy.service.auth.v3.Authorization.
+type GRPCServer struct {
+	authv3.UnimplementedAuthorizationServer
+	checker Checker
+}
+
+var _ authv3.AuthorizationServer = (*GRPCServer)(nil)
+
+// NewGRPCServer returns the ext_authz gRPC service for checker.
+func NewGRPCServer(checker Checker) *GRPCServer { return &GRPCServer{checker: checker} }
+
+// Check answers one ext_authz request. Denials are answers, not errors:
+// the gRPC call itself only fails when the request cannot be read.
+func (s *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return ToCheckResponse(s.checker.Check(ctx, req)), nil
+}
+
+// ToCheckResponse renders a pipeline response as OPA-Envoy would.
+func ToCheckResponse(r *authz.Response) *authv3.CheckResponse {
+	out := &authv3.CheckResponse{}
+	if len(r.DynamicMetadata) > 0 {
+		if md, err := structpb.NewStruct(r.DynamicMetadata); err == nil {
+			out.DynamicMetadata = md
+		}
+	}
+	if r.Allowed {
+		out.Status = &rpcstatus.Status{Code: int32(codes.OK)}
+		ok := &authv3.OkHttpResponse{
+			Headers:                 headerOptions(r.Headers, r.Injected),
+			HeadersToRemove:         r.HeadersToRemove,
+			ResponseHeadersToAdd:    headerOptions(r.ResponseHeadersToAdd, nil),
+			QueryParametersToRemove: r.QueryParamsToRemove,
+		}
+		for _, q := range r.QueryParamsToSet {
+			ok.QueryParametersToSet = append(ok.QueryParametersToSet, &corev3.QueryParameter{Key: q.Key, Value: q.Value})
+		}
+		out.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+		return out
+	}
+	code := int32(codes.PermissionDenied)
+	if r.HTTPStatus == http.StatusServiceUnavailable {
+		code = int32(codes.Unavailable)
+	}
+	out.Status = &rpcstatus.Status{Code: code, Message: r.Reason}
+	status := r.HTTPStatus
+	if _, known := typev3.StatusCode_name[int32(status)]; !known {
+		status = http.StatusForbidden
+	}
+	out.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+		Headers: headerOptions(r.Headers, nil),
+		Body:    r.Body,
+	}}
+	return out
+}
+
+// headerOptions renders policy headers as OPA-Envoy does (Envoy's default
+// action) and Deputy's injected headers with OVERWRITE, so a value a client
+// sent under the same name can never survive next to Deputy's.
+func headerOptions(policy, injected []authz.Header) []*corev3.HeaderValueOption {
+	if len(policy)+len(injected) == 0 {
+		return nil
+	}
+	out := make([]*corev3.HeaderValueOption, 0, len(policy)+len(injected))
+	for _, h := range policy {
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Key, Value: h.Value}})
+	}
+	for _, h := range injected {
+		out = append(out, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Key, Value: h.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return out
+}
