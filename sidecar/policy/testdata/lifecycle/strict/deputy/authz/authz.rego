@@ -1,0 +1,5 @@
+package deputy.authz
+
+import data.deputy.unused
+
+decision := {"allowed": true, "reason": data.deputy.authz.label}

@@ -1,0 +1,3 @@
+package deputy.authz
+
+decision := {"allowed": true,   "reason": data.deputy.authz.label}
