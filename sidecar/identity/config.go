@@ -1,0 +1,217 @@
+package identity
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults.
+const (
+	DefaultHeader             = "authorization"
+	DefaultLeeway             = 30 * time.Second
+	DefaultRefreshInterval    = 5 * time.Minute
+	DefaultMinRefreshInterval = 10 * time.Second
+	DefaultFetchTimeout       = 5 * time.Second
+	DefaultDevKeyFile         = ".deputy/dev/signing-key.json"
+
+	// DevIssuerName and DevAudience are what dev tokens carry and what the
+	// verifier expects of them in dev mode.
+	DevIssuerName = "deputy-dev"
+	DevAudience   = "deputy"
+
+	// MaxLeeway keeps a mistyped leeway from turning expiry off.
+	MaxLeeway = 5 * time.Minute
+)
+
+// DefaultAlgorithms are the signature algorithms accepted when none are
+// configured: asymmetric only, so a public key can never act as an HMAC secret.
+var DefaultAlgorithms = []string{"RS256", "ES256", "EdDSA"}
+
+// allowedAlgorithms are the algorithms that may be configured at all.
+var allowedAlgorithms = map[string]bool{
+	"RS256": true, "RS384": true, "RS512": true,
+	"PS256": true, "PS384": true, "PS512": true,
+	"ES256": true, "ES384": true, "ES512": true,
+	"EdDSA": true,
+}
+
+// Config is the `identity` section.
+type Config struct {
+	// Header carries the bearer token (lower case).
+	Header string `yaml:"header"`
+	// Issuers are the trusted token issuers, each with its own key set.
+	Issuers []IssuerConfig `yaml:"issuers"`
+	// Audiences accepted when an issuer names none; a token must carry at
+	// least one of them. Empty means the audience is not checked.
+	Audiences  []string      `yaml:"audiences"`
+	Algorithms []string      `yaml:"algorithms"`
+	Leeway     time.Duration `yaml:"leeway"`
+	// Claims maps Deputy's identity fields to claim names; dotted paths
+	// reach into nested objects (realm_access.roles).
+	Claims ClaimsConfig `yaml:"claims"`
+	// RefreshInterval re-reads every key set; MinRefreshInterval bounds how
+	// often an unknown kid may trigger a fetch.
+	RefreshInterval    time.Duration `yaml:"refresh_interval"`
+	MinRefreshInterval time.Duration `yaml:"min_refresh_interval"`
+	FetchTimeout       time.Duration `yaml:"fetch_timeout"`
+	Dev                DevConfig     `yaml:"dev"`
+}
+
+// IssuerConfig is one trusted issuer. Exactly one of JWKSFile and JWKSURL.
+type IssuerConfig struct {
+	Issuer    string        `yaml:"issuer"`
+	JWKSFile  string        `yaml:"jwks_file"`
+	JWKSURL   string        `yaml:"jwks_url"`
+	Audiences []string      `yaml:"audiences"` // overrides Config.Audiences
+	Claims    *ClaimsConfig `yaml:"claims"`    // overrides Config.Claims
+}
+
+// ClaimsConfig names the claim each identity field is read from.
+type ClaimsConfig struct {
+	Sub        string `yaml:"sub"`
+	Name       string `yaml:"name"`
+	Email      string `yaml:"email"`
+	Roles      string `yaml:"roles"`
+	Privileges string `yaml:"privileges"`
+	Org        string `yaml:"org"`
+	Domain     string `yaml:"domain"`
+}
+
+// DevConfig turns on the dev issuer: a local signing key that
+// `deputy dev token` mints tokens with.
+type DevConfig struct {
+	Enabled bool   `yaml:"enabled"`
+	KeyFile string `yaml:"key_file"`
+}
+
+// DefaultClaims maps every field to the claim of the same name.
+func DefaultClaims() ClaimsConfig {
+	return ClaimsConfig{Sub: "sub", Name: "name", Email: "email", Roles: "roles",
+		Privileges: "privileges", Org: "org", Domain: "domain"}
+}
+
+// Defaults returns the configuration with every default filled in.
+func Defaults() Config {
+	var c Config
+	c.applyDefaults()
+	return c
+}
+
+func (c *Config) applyDefaults() {
+	if c.Header == "" {
+		c.Header = DefaultHeader
+	}
+	c.Header = strings.ToLower(c.Header)
+	if len(c.Algorithms) == 0 {
+		c.Algorithms = append([]string(nil), DefaultAlgorithms...)
+	}
+	if c.Leeway == 0 {
+		c.Leeway = DefaultLeeway
+	}
+	if c.RefreshInterval == 0 {
+		c.RefreshInterval = DefaultRefreshInterval
+	}
+	if c.MinRefreshInterval == 0 {
+		c.MinRefreshInterval = DefaultMinRefreshInterval
+	}
+	if c.FetchTimeout == 0 {
+		c.FetchTimeout = DefaultFetchTimeout
+	}
+	c.Claims = c.Claims.withDefaults(DefaultClaims())
+	if c.Dev.KeyFile == "" {
+		c.Dev.KeyFile = DefaultDevKeyFile
+	}
+}
+
+func (cc ClaimsConfig) withDefaults(d ClaimsConfig) ClaimsConfig {
+	pick := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	return ClaimsConfig{
+		Sub: pick(cc.Sub, d.Sub), Name: pick(cc.Name, d.Name), Email: pick(cc.Email, d.Email),
+		Roles: pick(cc.Roles, d.Roles), Privileges: pick(cc.Privileges, d.Privileges),
+		Org: pick(cc.Org, d.Org), Domain: pick(cc.Domain, d.Domain),
+	}
+}
+
+// Validate fills defaults and reports the first invalid field.
+func (c *Config) Validate() error {
+	c.applyDefaults()
+	if strings.ContainsAny(c.Header, " :\t") {
+		return sidecar.Invalid("identity.header", "not a header name: %q", c.Header)
+	}
+	for i, a := range c.Algorithms {
+		if !allowedAlgorithms[a] {
+			return sidecar.Invalid("identity.algorithms", "algorithm %q (entry %d) is not allowed: use asymmetric algorithms (RS*, PS*, ES*, EdDSA); none and HMAC are refused", a, i)
+		}
+	}
+	if c.Leeway < 0 || c.Leeway > MaxLeeway {
+		return sidecar.Invalid("identity.leeway", "must be between 0 and %s", MaxLeeway)
+	}
+	if c.RefreshInterval < time.Second {
+		return sidecar.Invalid("identity.refresh_interval", "must be at least 1s")
+	}
+	if c.MinRefreshInterval < 0 || c.MinRefreshInterval > c.RefreshInterval {
+		return sidecar.Invalid("identity.min_refresh_interval", "must be between 0 and refresh_interval")
+	}
+	if c.FetchTimeout <= 0 {
+		return sidecar.Invalid("identity.fetch_timeout", "must be positive")
+	}
+	seen := map[string]bool{}
+	for i, is := range c.Issuers {
+		field := "identity.issuers[" + strconv.Itoa(i) + "]"
+		if is.Issuer == "" {
+			return sidecar.Invalid(field+".issuer", "required")
+		}
+		if seen[is.Issuer] {
+			return sidecar.Invalid(field+".issuer", "duplicate issuer %q", is.Issuer)
+		}
+		seen[is.Issuer] = true
+		if c.Dev.Enabled && is.Issuer == DevIssuerName {
+			return sidecar.Invalid(field+".issuer", "%q is reserved for dev mode", DevIssuerName)
+		}
+		switch {
+		case is.JWKSFile == "" && is.JWKSURL == "":
+			return sidecar.Invalid(field+".jwks_url", "one of jwks_url or jwks_file is required")
+		case is.JWKSFile != "" && is.JWKSURL != "":
+			return sidecar.Invalid(field+".jwks_url", "set jwks_url or jwks_file, not both")
+		case is.JWKSURL != "":
+			u, err := url.Parse(is.JWKSURL)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return sidecar.Invalid(field+".jwks_url", "not an http(s) URL: %q", is.JWKSURL)
+			}
+		}
+		if is.Claims != nil {
+			if err := is.Claims.validate(field + ".claims"); err != nil {
+				return err
+			}
+		}
+	}
+	if err := c.Claims.validate("identity.claims"); err != nil {
+		return err
+	}
+	if c.Dev.Enabled && c.Dev.KeyFile == "" {
+		return sidecar.Invalid("identity.dev.key_file", "required in dev mode")
+	}
+	return nil
+}
+
+func (cc ClaimsConfig) validate(field string) error {
+	for name, v := range map[string]string{"sub": cc.Sub, "name": cc.Name, "email": cc.Email,
+		"roles": cc.Roles, "privileges": cc.Privileges, "org": cc.Org, "domain": cc.Domain} {
+		if v == "" {
+			continue
+		}
+		if strings.HasPrefix(v, ".") || strings.HasSuffix(v, ".") || strings.Contains(v, "..") {
+			return sidecar.Invalid(field+"."+name, "bad claim path %q", v)
+		}
+	}
+	return nil
+}

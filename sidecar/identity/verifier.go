@@ -1,0 +1,500 @@
+// Package identity owns who a request comes from: it verifies bearer JWTs
+// against the trusted issuers' key sets (files or URLs, cached, refreshed
+// on an unknown kid at a bounded rate), maps their claims to
+// sidecar.Identity, and runs the dev issuer that mints local test tokens.
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Reasons a presented token is refused. They are the Message of the
+// EUNAUTHORIZED error and reach policy as input.identity_error.
+const (
+	ReasonMalformed     = "malformed_token"
+	ReasonAlgNotAllowed = "alg_not_allowed"
+	ReasonUnknownKid    = "unknown_kid"
+	ReasonBadSignature  = "bad_signature"
+	ReasonIssuer        = "issuer_mismatch"
+	ReasonAudience      = "audience_mismatch"
+	ReasonExpired       = "token_expired"
+	ReasonNotYetValid   = "token_not_yet_valid"
+	ReasonMissingExp    = "missing_exp"
+	ReasonMissingSub    = "missing_sub"
+)
+
+// MaxTokenSize refuses absurd tokens before any parsing.
+const MaxTokenSize = 16 << 10
+
+// DefaultCacheSize is how many verified tokens are remembered. A caller
+// presents the same token on every request of a page load, so a hit saves
+// the signature check, which dominates verification.
+const DefaultCacheSize = 4096
+
+// Verifier implements sidecar.IdentityVerifier for bearer JWTs.
+type Verifier struct {
+	header     string
+	algs       []jose.SignatureAlgorithm
+	leeway     time.Duration
+	refresh    time.Duration
+	minRefresh time.Duration
+	timeout    time.Duration
+	issuers    []*issuer
+	clock      sidecar.Clock
+	logger     *slog.Logger
+	cacheSize  int
+
+	index atomic.Pointer[keyIndex]
+
+	refreshMu   sync.Mutex // serialises loads; guards lastMiss and issuer.keys
+	lastMiss    time.Time
+	cacheMu     sync.RWMutex
+	cache       map[string]*cached
+	stop        context.CancelFunc
+	done        chan struct{}
+	startedOnce sync.Once
+}
+
+var _ sidecar.IdentityVerifier = (*Verifier)(nil)
+
+type issuer struct {
+	name      string
+	audiences []string
+	claims    claimPaths
+	src       source
+	keys      []jose.JSONWebKey
+	loadErr   error
+}
+
+type keyEntry struct {
+	key *jose.JSONWebKey
+	iss *issuer
+}
+
+// keyIndex is immutable; a refresh builds a new one.
+type keyIndex struct {
+	byKid map[string][]keyEntry
+	all   []keyEntry
+}
+
+type cached struct {
+	id  *sidecar.Identity
+	exp time.Time
+}
+
+// Option configures a Verifier.
+type Option func(*Verifier, *options)
+
+type options struct {
+	httpClient *http.Client
+	dev        *DevIssuer
+}
+
+// WithClock injects the clock used for exp/nbf checks.
+func WithClock(c sidecar.Clock) Option { return func(v *Verifier, _ *options) { v.clock = c } }
+
+// WithLogger injects the logger.
+func WithLogger(l *slog.Logger) Option { return func(v *Verifier, _ *options) { v.logger = l } }
+
+// WithHTTPClient sets the client used to fetch key sets.
+func WithHTTPClient(c *http.Client) Option {
+	return func(_ *Verifier, o *options) { o.httpClient = c }
+}
+
+// WithDevIssuer trusts the dev issuer's key for tokens with issuer
+// DevIssuerName and audience DevAudience.
+func WithDevIssuer(d *DevIssuer) Option { return func(_ *Verifier, o *options) { o.dev = d } }
+
+// WithCacheSize bounds the verified-token cache; 0 turns it off.
+func WithCacheSize(n int) Option { return func(v *Verifier, _ *options) { v.cacheSize = n } }
+
+// New validates cfg and builds a Verifier. Key set files are read now, so a
+// malformed file fails start-up; URLs are fetched by Start.
+func New(cfg Config, opts ...Option) (*Verifier, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	v := &Verifier{
+		header:     cfg.Header,
+		leeway:     cfg.Leeway,
+		refresh:    cfg.RefreshInterval,
+		minRefresh: cfg.MinRefreshInterval,
+		timeout:    cfg.FetchTimeout,
+		clock:      time.Now,
+		logger:     slog.Default(),
+		cacheSize:  DefaultCacheSize,
+		cache:      map[string]*cached{},
+	}
+	var o options
+	for _, opt := range opts {
+		opt(v, &o)
+	}
+	for _, a := range cfg.Algorithms {
+		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
+	}
+	client := o.httpClient
+	if client == nil {
+		client = &http.Client{Timeout: cfg.FetchTimeout}
+	}
+	for _, ic := range cfg.Issuers {
+		is := &issuer{name: ic.Issuer, audiences: ic.Audiences}
+		if len(is.audiences) == 0 {
+			is.audiences = cfg.Audiences
+		}
+		cc := cfg.Claims
+		if ic.Claims != nil {
+			cc = ic.Claims.withDefaults(cfg.Claims)
+		}
+		is.claims = compileClaims(cc)
+		if ic.JWKSFile != "" {
+			is.src = &fileSource{path: ic.JWKSFile}
+		} else {
+			is.src = &urlSource{url: ic.JWKSURL, client: client}
+		}
+		v.issuers = append(v.issuers, is)
+	}
+	if cfg.Dev.Enabled && o.dev == nil {
+		return nil, sidecar.Invalid("identity.dev.enabled", "dev mode needs the dev issuer's key")
+	}
+	if o.dev != nil {
+		v.issuers = append(v.issuers, &issuer{
+			name:      DevIssuerName,
+			audiences: []string{DevAudience},
+			claims:    compileClaims(DefaultClaims()),
+			src:       &staticSource{keys: []jose.JSONWebKey{o.dev.PublicKey()}, name: "dev issuer"},
+		})
+		v.addAlg(jose.ES256)
+	}
+	v.index.Store(&keyIndex{byKid: map[string][]keyEntry{}})
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	for _, is := range v.issuers {
+		if _, ok := is.src.(*urlSource); ok {
+			continue
+		}
+		if _, err := v.loadLocked(context.Background(), is); err != nil {
+			return nil, sidecar.Invalid("identity.issuers", "issuer %q: key set %s: %v", is.name, is.src, err)
+		}
+	}
+	v.rebuildLocked()
+	return v, nil
+}
+
+func (v *Verifier) addAlg(a jose.SignatureAlgorithm) {
+	for _, have := range v.algs {
+		if have == a {
+			return
+		}
+	}
+	v.algs = append(v.algs, a)
+}
+
+// Start fetches key set URLs once and refreshes every key set periodically
+// until Close. A URL that cannot be fetched at start is logged and retried:
+// tokens from that issuer are refused (unknown_kid) until it answers.
+func (v *Verifier) Start(ctx context.Context) error {
+	v.startedOnce.Do(func() {
+		v.Refresh(ctx)
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		v.stop = cancel
+		v.done = make(chan struct{})
+		go v.loop(ctx)
+	})
+	return nil
+}
+
+// Close stops the periodic refresh.
+func (v *Verifier) Close() error {
+	if v.stop != nil {
+		v.stop()
+		<-v.done
+	}
+	return nil
+}
+
+func (v *Verifier) loop(ctx context.Context) {
+	defer close(v.done)
+	t := time.NewTicker(v.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			v.Refresh(ctx)
+		}
+	}
+}
+
+// Refresh reloads every key set now.
+func (v *Verifier) Refresh(ctx context.Context) {
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	v.refreshAllLocked(ctx)
+}
+
+func (v *Verifier) refreshAllLocked(ctx context.Context) {
+	changed := false
+	for _, is := range v.issuers {
+		ok, err := v.loadLocked(ctx, is)
+		if err != nil {
+			v.logger.Warn("identity: key set refresh failed; keeping the previous keys",
+				"issuer", is.name, "source", is.src.String(), "err", err)
+			continue
+		}
+		changed = changed || ok
+	}
+	if changed {
+		v.rebuildLocked()
+	}
+}
+
+// loadLocked loads one issuer's keys; the previous keys stay on error.
+func (v *Verifier) loadLocked(ctx context.Context, is *issuer) (changed bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	keys, changed, err := is.src.load(ctx)
+	is.loadErr = err
+	if err != nil || !changed {
+		return false, err
+	}
+	is.keys = keys
+	return true, nil
+}
+
+func (v *Verifier) rebuildLocked() {
+	idx := &keyIndex{byKid: map[string][]keyEntry{}}
+	for _, is := range v.issuers {
+		for i := range is.keys {
+			e := keyEntry{key: &is.keys[i], iss: is}
+			idx.all = append(idx.all, e)
+			if kid := is.keys[i].KeyID; kid != "" {
+				idx.byKid[kid] = append(idx.byKid[kid], e)
+			}
+		}
+	}
+	v.index.Store(idx)
+	// A key that left the set must stop vouching for tokens at once.
+	v.cacheMu.Lock()
+	clear(v.cache)
+	v.cacheMu.Unlock()
+}
+
+// refreshOnMiss reloads key sets because a token named a kid nobody knows
+// (the issuer rotated). It fetches at most once per MinRefreshInterval so
+// forged kids cannot make Deputy hammer the identity provider.
+func (v *Verifier) refreshOnMiss(ctx context.Context) {
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	now := v.clock()
+	if !v.lastMiss.IsZero() && now.Sub(v.lastMiss) < v.minRefresh {
+		return
+	}
+	v.lastMiss = now
+	v.refreshAllLocked(ctx)
+}
+
+// Ready reports whether every issuer has keys.
+func (v *Verifier) Ready() error {
+	v.refreshMu.Lock()
+	defer v.refreshMu.Unlock()
+	for _, is := range v.issuers {
+		if len(is.keys) == 0 {
+			return sidecar.Unavailable("identity: no keys for issuer "+is.name, is.loadErr)
+		}
+	}
+	return nil
+}
+
+func unauthorized(reason string, cause error) error {
+	return &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: reason, Err: cause}
+}
+
+// Verify implements sidecar.IdentityVerifier. The returned Identity may be
+// shared with other requests presenting the same token: do not modify it.
+func (v *Verifier) Verify(ctx context.Context, r *sidecar.Request) (*sidecar.Identity, error) {
+	h := r.Headers[v.header]
+	if h == "" {
+		return nil, nil
+	}
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok && strings.EqualFold(scheme, "bearer") {
+		return nil, unauthorized(ReasonMalformed, errors.New("empty bearer token"))
+	}
+	if !strings.EqualFold(scheme, "bearer") {
+		return nil, nil // another scheme: not ours to judge
+	}
+	return v.VerifyToken(ctx, strings.TrimSpace(token))
+}
+
+// VerifyToken verifies a raw compact JWT.
+func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Identity, error) {
+	if token == "" || len(token) > MaxTokenSize {
+		return nil, unauthorized(ReasonMalformed, errors.New("empty or oversized token"))
+	}
+	now := v.clock()
+	if v.cacheSize > 0 {
+		v.cacheMu.RLock()
+		c := v.cache[token]
+		v.cacheMu.RUnlock()
+		if c != nil && now.Before(c.exp.Add(v.leeway)) {
+			return c.id, nil
+		}
+	}
+	jws, err := jose.ParseSignedCompact(token, v.algs)
+	if err != nil {
+		var algErr *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &algErr) && algErr.Got != "" {
+			return nil, unauthorized(ReasonAlgNotAllowed, err)
+		}
+		return nil, unauthorized(ReasonMalformed, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, unauthorized(ReasonMalformed, errors.New("want exactly one signature"))
+	}
+	hdr := jws.Signatures[0].Protected
+	alg, kid := hdr.Algorithm, hdr.KeyID
+
+	var candidates []keyEntry
+	if kid != "" {
+		candidates = v.index.Load().byKid[kid]
+		if len(candidates) == 0 {
+			v.refreshOnMiss(ctx)
+			candidates = v.index.Load().byKid[kid]
+		}
+		if len(candidates) == 0 {
+			return nil, unauthorized(ReasonUnknownKid, errors.New("kid "+kid))
+		}
+	} else {
+		candidates = v.index.Load().all
+	}
+
+	var payload []byte
+	var is *issuer
+	for _, c := range candidates {
+		if c.key.Algorithm != "" && c.key.Algorithm != alg {
+			continue
+		}
+		if p, err := jws.Verify(c.key); err == nil {
+			payload, is = p, c.iss
+			break
+		}
+	}
+	if is == nil {
+		return nil, unauthorized(ReasonBadSignature, nil)
+	}
+
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
+		return nil, unauthorized(ReasonMalformed, errors.New("claims are not a JSON object"))
+	}
+	exp, err := v.checkClaims(claims, is, now)
+	if err != nil {
+		return nil, err
+	}
+	id := is.claims.identity(claims)
+	if id.Subject == "" {
+		return nil, unauthorized(ReasonMissingSub, nil)
+	}
+	id.Issuer = is.name
+	id.ExpiresAt = exp
+	id.Claims = claims
+	if v.cacheSize > 0 {
+		v.remember(token, id, exp)
+	}
+	return id, nil
+}
+
+func (v *Verifier) remember(token string, id *sidecar.Identity, exp time.Time) {
+	v.cacheMu.Lock()
+	if len(v.cache) >= v.cacheSize {
+		// Drop an arbitrary half: cheap, bounded, and good enough for a
+		// cache whose entries expire within the hour anyway.
+		n := 0
+		for k := range v.cache {
+			delete(v.cache, k)
+			if n++; n >= v.cacheSize/2+1 {
+				break
+			}
+		}
+	}
+	v.cache[token] = &cached{id: id, exp: exp}
+	v.cacheMu.Unlock()
+}
+
+func (v *Verifier) checkClaims(claims map[string]any, is *issuer, now time.Time) (time.Time, error) {
+	if iss, _ := claims["iss"].(string); iss != is.name {
+		return time.Time{}, unauthorized(ReasonIssuer, errors.New("iss "+iss))
+	}
+	if len(is.audiences) > 0 && !audienceMatches(claims["aud"], is.audiences) {
+		return time.Time{}, unauthorized(ReasonAudience, nil)
+	}
+	raw, ok := claims["exp"]
+	if !ok {
+		return time.Time{}, unauthorized(ReasonMissingExp, nil)
+	}
+	exp, ok := numericDate(raw)
+	if !ok {
+		return time.Time{}, unauthorized(ReasonMalformed, errors.New("exp is not a number"))
+	}
+	if !now.Before(exp.Add(v.leeway)) {
+		return time.Time{}, unauthorized(ReasonExpired, nil)
+	}
+	for _, name := range [...]string{"nbf", "iat"} {
+		raw, ok := claims[name]
+		if !ok {
+			continue
+		}
+		t, ok := numericDate(raw)
+		if !ok {
+			return time.Time{}, unauthorized(ReasonMalformed, errors.New(name+" is not a number"))
+		}
+		if now.Add(v.leeway).Before(t) {
+			return time.Time{}, unauthorized(ReasonNotYetValid, errors.New(name+" in the future"))
+		}
+	}
+	return exp, nil
+}
+
+func numericDate(v any) (time.Time, bool) {
+	f, ok := v.(float64)
+	if !ok || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1<<40 {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+func audienceMatches(aud any, want []string) bool {
+	switch a := aud.(type) {
+	case string:
+		for _, w := range want {
+			if a == w {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range a {
+			s, _ := x.(string)
+			for _, w := range want {
+				if s == w {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

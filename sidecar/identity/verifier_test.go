@@ -1,0 +1,627 @@
+package identity_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+const (
+	testIssuer   = "https://login.example.com/"
+	testAudience = "storefront"
+)
+
+var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// fakeClock is a settable sidecar.Clock.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newClock(t time.Time) *fakeClock { c := &fakeClock{}; c.Set(t); return c }
+func (c *fakeClock) Now() time.Time   { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) Set(t time.Time)  { c.ns.Store(t.UnixNano()) }
+func (c *fakeClock) Add(d time.Duration) {
+	c.ns.Add(int64(d))
+}
+
+// testKey is a private signing key with its kid and algorithm.
+type testKey struct {
+	kid string
+	alg jose.SignatureAlgorithm
+	key crypto.Signer
+}
+
+func (k testKey) public() jose.JSONWebKey {
+	return jose.JSONWebKey{Key: k.key.Public(), KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"}
+}
+
+var (
+	keysOnce                      sync.Once
+	rsaKey, ecKey, edKey, otherEC testKey
+)
+
+func keys(t testing.TB) (rsaK, ecK, edK, other testKey) {
+	t.Helper()
+	keysOnce.Do(func() {
+		r, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		e, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		o, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		_, ed, _ := ed25519.GenerateKey(rand.Reader)
+		rsaKey = testKey{"rsa-1", jose.RS256, r}
+		ecKey = testKey{"ec-1", jose.ES256, e}
+		edKey = testKey{"ed-1", jose.EdDSA, ed}
+		otherEC = testKey{"ec-other", jose.ES256, o}
+	})
+	return rsaKey, ecKey, edKey, otherEC
+}
+
+func jwks(ks ...testKey) []byte {
+	var set jose.JSONWebKeySet
+	for _, k := range ks {
+		set.Keys = append(set.Keys, k.public())
+	}
+	b, err := json.Marshal(set)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// sign makes a compact JWS of claims with key k, naming kid in the header.
+func sign(t testing.TB, k testKey, kid string, claims map[string]any) string {
+	t.Helper()
+	opts := (&jose.SignerOptions{}).WithType("JWT")
+	if kid != "" {
+		opts = opts.WithHeader(jose.HeaderKey("kid"), kid)
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.key}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(claims)
+	obj, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func rawJWT(header, payload string, sig []byte) string {
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(sig)
+}
+
+func goodClaims(now time.Time) map[string]any {
+	return map[string]any{
+		"iss": testIssuer, "aud": testAudience, "sub": "alice",
+		"name": "Alice Example", "email": "alice@example.com",
+		"roles": []any{"support_agent", "viewer"}, "privileges": "view_customers access_support_cases",
+		"org": "acme", "domain": "shop.example.com",
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+	}
+}
+
+func with(m map[string]any, kv ...any) map[string]any {
+	out := map[string]any{}
+	for k, v := range m {
+		out[k] = v
+	}
+	for i := 0; i < len(kv); i += 2 {
+		if kv[i+1] == nil {
+			delete(out, kv[i].(string))
+			continue
+		}
+		out[kv[i].(string)] = kv[i+1]
+	}
+	return out
+}
+
+func writeFile(t testing.TB, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newFileVerifier(t testing.TB, clock *fakeClock, opts ...identity.Option) *identity.Verifier {
+	t.Helper()
+	rk, ek, dk, _ := keys(t)
+	cfg := identity.Config{
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: writeFile(t, "jwks.json", jwks(rk, ek, dk))}},
+		Audiences: []string{testAudience},
+	}
+	v, err := identity.New(cfg, append([]identity.Option{identity.WithClock(clock.Now)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+func bearer(tok string) *sidecar.Request {
+	return &sidecar.Request{Headers: map[string]string{"authorization": "Bearer " + tok}}
+}
+
+func reasonOf(t *testing.T, err error) string {
+	t.Helper()
+	if err == nil {
+		return ""
+	}
+	var e *sidecar.Error
+	if !errors.As(err, &e) || e.Code != sidecar.EUNAUTHORIZED {
+		t.Fatalf("want an EUNAUTHORIZED *sidecar.Error, got %#v", err)
+	}
+	return e.Message
+}
+
+func TestVerify(t *testing.T) {
+	rk, ek, dk, other := keys(t)
+	now := epoch
+	good := goodClaims(now)
+	pubPEM := func() []byte {
+		der, _ := x509.MarshalPKIXPublicKey(rk.key.Public())
+		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	}()
+	hmacWithPublicKey := func() string {
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: pubPEM},
+			(&jose.SignerOptions{}).WithHeader("kid", rk.kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := json.Marshal(good)
+		obj, _ := s.Sign(p)
+		out, _ := obj.CompactSerialize()
+		return out
+	}
+	goodPayload, _ := json.Marshal(good)
+
+	cases := []struct {
+		name    string
+		req     *sidecar.Request
+		reason  string // "" means accepted
+		none    bool   // no credentials: (nil, nil)
+		subject string
+	}{
+		{name: "RS256 accepted", req: bearer(sign(t, rk, rk.kid, good)), subject: "alice"},
+		{name: "ES256 accepted", req: bearer(sign(t, ek, ek.kid, good)), subject: "alice"},
+		{name: "EdDSA accepted", req: bearer(sign(t, dk, dk.kid, good)), subject: "alice"},
+		{name: "no kid: tries the issuer's keys", req: bearer(sign(t, ek, "", good)), subject: "alice"},
+		{name: "scheme is case-insensitive", req: &sidecar.Request{Headers: map[string]string{"authorization": "bearer " + sign(t, ek, ek.kid, good)}}, subject: "alice"},
+		{name: "audience in an array", req: bearer(sign(t, ek, ek.kid, with(good, "aud", []any{"other", testAudience}))), subject: "alice"},
+		{name: "expired within leeway", req: bearer(sign(t, ek, ek.kid, with(good, "exp", now.Add(-20*time.Second).Unix()))), subject: "alice"},
+		{name: "nbf within leeway", req: bearer(sign(t, ek, ek.kid, with(good, "nbf", now.Add(20*time.Second).Unix()))), subject: "alice"},
+
+		{name: "no header", req: &sidecar.Request{Headers: map[string]string{}}, none: true},
+		{name: "basic auth is not ours", req: &sidecar.Request{Headers: map[string]string{"authorization": "Basic YWxpY2U6c2VjcmV0"}}, none: true},
+
+		{name: "empty bearer", req: &sidecar.Request{Headers: map[string]string{"authorization": "Bearer"}}, reason: identity.ReasonMalformed},
+		{name: "garbage", req: bearer("not-a-token"), reason: identity.ReasonMalformed},
+		{name: "three dots of nothing", req: bearer(".."), reason: identity.ReasonMalformed},
+		{name: "too many parts", req: bearer("a.b.c.d"), reason: identity.ReasonMalformed},
+		{name: "header not base64", req: bearer("!!!.e30.AA"), reason: identity.ReasonMalformed},
+		{name: "header not JSON", req: bearer(rawJWT("nope", "{}", []byte{1})), reason: identity.ReasonMalformed},
+		{name: "oversized", req: bearer(string(make([]byte, identity.MaxTokenSize+1))), reason: identity.ReasonMalformed},
+		{name: "payload not an object", req: bearer(sign(t, ek, ek.kid, nil)), reason: identity.ReasonMalformed},
+		{name: "exp not a number", req: bearer(sign(t, ek, ek.kid, with(good, "exp", "tomorrow"))), reason: identity.ReasonMalformed},
+
+		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
+		{name: "alg none with kid", req: bearer(rawJWT(`{"alg":"none","kid":"rsa-1"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
+		{name: "HMAC signed with the public key", req: bearer(hmacWithPublicKey()), reason: identity.ReasonAlgNotAllowed},
+		{name: "unknown kid", req: bearer(sign(t, other, other.kid, good)), reason: identity.ReasonUnknownKid},
+		{name: "known kid, other key", req: bearer(sign(t, other, ek.kid, good)), reason: identity.ReasonBadSignature},
+		{name: "no kid, unknown key", req: bearer(sign(t, other, "", good)), reason: identity.ReasonBadSignature},
+		{name: "signature stripped", req: bearer(rawJWT(`{"alg":"ES256","kid":"ec-1"}`, string(goodPayload), nil)), reason: identity.ReasonBadSignature},
+
+		{name: "wrong issuer", req: bearer(sign(t, ek, ek.kid, with(good, "iss", "https://evil.example.com/"))), reason: identity.ReasonIssuer},
+		{name: "missing issuer", req: bearer(sign(t, ek, ek.kid, with(good, "iss", nil))), reason: identity.ReasonIssuer},
+		{name: "wrong audience", req: bearer(sign(t, ek, ek.kid, with(good, "aud", "billing"))), reason: identity.ReasonAudience},
+		{name: "missing audience", req: bearer(sign(t, ek, ek.kid, with(good, "aud", nil))), reason: identity.ReasonAudience},
+		{name: "expired beyond leeway", req: bearer(sign(t, ek, ek.kid, with(good, "exp", now.Add(-31*time.Second).Unix()))), reason: identity.ReasonExpired},
+		{name: "not yet valid", req: bearer(sign(t, ek, ek.kid, with(good, "nbf", now.Add(time.Minute).Unix()))), reason: identity.ReasonNotYetValid},
+		{name: "issued in the future", req: bearer(sign(t, ek, ek.kid, with(good, "iat", now.Add(time.Hour).Unix()))), reason: identity.ReasonNotYetValid},
+		{name: "no exp", req: bearer(sign(t, ek, ek.kid, with(good, "exp", nil))), reason: identity.ReasonMissingExp},
+		{name: "no sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", nil))), reason: identity.ReasonMissingSub},
+	}
+	v := newFileVerifier(t, newClock(now))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.Verify(context.Background(), tc.req)
+			if got := reasonOf(t, err); got != tc.reason {
+				t.Fatalf("reason = %q (%v), want %q", got, err, tc.reason)
+			}
+			switch {
+			case tc.reason != "" && id != nil:
+				t.Fatalf("refused token still produced identity %+v", id)
+			case tc.none && id != nil:
+				t.Fatalf("no credentials produced identity %+v", id)
+			case tc.subject != "" && (id == nil || id.Subject != tc.subject):
+				t.Fatalf("identity = %+v, want subject %q", id, tc.subject)
+			}
+		})
+	}
+}
+
+func TestVerifyFillsIdentity(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	v := newFileVerifier(t, newClock(epoch))
+	id, err := v.Verify(context.Background(), bearer(sign(t, ek, ek.kid, goodClaims(epoch))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sidecar.Identity{
+		Subject: "alice", Name: "Alice Example", Email: "alice@example.com",
+		Roles: []string{"support_agent", "viewer"}, Privileges: []string{"view_customers", "access_support_cases"},
+		Org: "acme", Domain: "shop.example.com", Issuer: testIssuer, ExpiresAt: epoch.Add(time.Hour),
+	}
+	if id.Subject != want.Subject || id.Name != want.Name || id.Email != want.Email || id.Org != want.Org ||
+		id.Domain != want.Domain || id.Issuer != want.Issuer || !id.ExpiresAt.Equal(want.ExpiresAt) ||
+		!slices.Equal(id.Roles, want.Roles) || !slices.Equal(id.Privileges, want.Privileges) {
+		t.Fatalf("identity = %+v\nwant       %+v", *id, want)
+	}
+	if id.Claims["email"] != "alice@example.com" || id.Claims["iss"] != testIssuer {
+		t.Fatalf("claims not kept as issued: %v", id.Claims)
+	}
+}
+
+func TestVerifyCachedTokenStillExpires(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	clock := newClock(epoch)
+	v := newFileVerifier(t, clock)
+	tok := sign(t, ek, ek.kid, goodClaims(epoch))
+	for _, step := range []struct {
+		name    string
+		advance time.Duration
+		reason  string
+	}{
+		{"first use", 0, ""},
+		{"cached use", time.Minute, ""},
+		{"after expiry", time.Hour, identity.ReasonExpired},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			clock.Add(step.advance)
+			_, err := v.Verify(context.Background(), bearer(tok))
+			if got := reasonOf(t, err); got != step.reason {
+				t.Fatalf("reason = %q, want %q", got, step.reason)
+			}
+		})
+	}
+}
+
+func TestClaimsMapping(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	base := map[string]any{"iss": testIssuer, "aud": testAudience, "exp": epoch.Add(time.Hour).Unix()}
+	cases := []struct {
+		name    string
+		mapping identity.ClaimsConfig
+		claims  map[string]any
+		want    sidecar.Identity
+	}{
+		{
+			name:    "nested paths (Keycloak realm roles)",
+			mapping: identity.ClaimsConfig{Sub: "preferred_username", Roles: "realm_access.roles", Org: "tenant.id"},
+			claims: with(base, "preferred_username", "bob", "realm_access", map[string]any{"roles": []any{"reseller_admin"}},
+				"tenant", map[string]any{"id": "acme"}),
+			want: sidecar.Identity{Subject: "bob", Roles: []string{"reseller_admin"}, Org: "acme"},
+		},
+		{
+			name:    "space-separated string list",
+			mapping: identity.ClaimsConfig{Privileges: "scope"},
+			claims:  with(base, "sub", "carol", "scope", "view_customers  access_support_cases"),
+			want:    sidecar.Identity{Subject: "carol", Privileges: []string{"view_customers", "access_support_cases"}},
+		},
+		{
+			name:   "array with non-strings keeps the strings",
+			claims: with(base, "sub", "dave", "roles", []any{"a", 3, nil, "b", ""}),
+			want:   sidecar.Identity{Subject: "dave", Roles: []string{"a", "b"}},
+		},
+		{
+			name:   "numeric subject",
+			claims: with(base, "sub", 12345),
+			want:   sidecar.Identity{Subject: "12345"},
+		},
+		{
+			name:    "claim literally named with dots wins over nesting",
+			mapping: identity.ClaimsConfig{Domain: "https://example.com/domain"},
+			claims:  with(base, "sub", "erin", "https://example.com/domain", "eu.shop"),
+			want:    sidecar.Identity{Subject: "erin", Domain: "eu.shop"},
+		},
+		{
+			name:    "path through a non-object yields nothing",
+			mapping: identity.ClaimsConfig{Roles: "realm_access.roles"},
+			claims:  with(base, "sub", "frank", "realm_access", "admin"),
+			want:    sidecar.Identity{Subject: "frank"},
+		},
+		{
+			name:   "wrong types are ignored, not trusted",
+			claims: with(base, "sub", "gina", "roles", map[string]any{"admin": true}, "org", []any{"acme"}),
+			want:   sidecar.Identity{Subject: "gina"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := identity.Config{
+				Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: writeFile(t, "jwks.json", jwks(ek))}},
+				Audiences: []string{testAudience},
+				Claims:    tc.mapping,
+			}
+			v, err := identity.New(cfg, identity.WithClock(newClock(epoch).Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := v.Verify(context.Background(), bearer(sign(t, ek, ek.kid, tc.claims)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id.Subject != tc.want.Subject || id.Org != tc.want.Org || id.Domain != tc.want.Domain ||
+				!slices.Equal(id.Roles, tc.want.Roles) || !slices.Equal(id.Privileges, tc.want.Privileges) {
+				t.Fatalf("identity = %+v, want %+v", *id, tc.want)
+			}
+		})
+	}
+}
+
+// jwksServer serves a key set that the test can change, counting fetches.
+type jwksServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	body    []byte
+	fetches atomic.Int32
+}
+
+func newJWKSServer(t *testing.T, body []byte) *jwksServer {
+	s := &jwksServer{body: body}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.fetches.Add(1)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(s.body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *jwksServer) set(body []byte) { s.mu.Lock(); s.body = body; s.mu.Unlock() }
+
+func TestRefreshOnUnknownKid(t *testing.T) {
+	_, ek, _, other := keys(t)
+	srv := newJWKSServer(t, jwks(ek))
+	clock := newClock(epoch)
+	v, err := identity.New(identity.Config{
+		Issuers:            []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: srv.URL + "/jwks.json"}},
+		Audiences:          []string{testAudience},
+		MinRefreshInterval: 10 * time.Second,
+	}, identity.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Ready(); err == nil {
+		t.Fatal("ready before the key set URL was fetched")
+	}
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.Ready(); err != nil {
+		t.Fatalf("not ready after start: %v", err)
+	}
+	rotated := sign(t, other, other.kid, goodClaims(epoch))
+	forged := func(kid string) string { return sign(t, other, kid, goodClaims(epoch)) }
+
+	steps := []struct {
+		name        string
+		do          func()
+		token       string
+		reason      string
+		wantFetches int32
+	}{
+		{name: "start fetched once", token: sign(t, ek, ek.kid, goodClaims(epoch)), wantFetches: 1},
+		{name: "unknown kid refetches", token: rotated, reason: identity.ReasonUnknownKid, wantFetches: 2},
+		{name: "issuer rotates; refresh is rate-bound", do: func() { srv.set(jwks(ek, other)) },
+			token: rotated, reason: identity.ReasonUnknownKid, wantFetches: 2},
+		{name: "forged kids do not cause fetches", token: forged("forged-1"), reason: identity.ReasonUnknownKid, wantFetches: 2},
+		{name: "after the bound the new key is fetched", do: func() { clock.Add(11 * time.Second) },
+			token: rotated, wantFetches: 3},
+		{name: "known kid needs no fetch", token: sign(t, other, other.kid, with(goodClaims(epoch), "sub", "zoe")), wantFetches: 3},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.do != nil {
+				st.do()
+			}
+			_, err := v.Verify(context.Background(), bearer(st.token))
+			if got := reasonOf(t, err); got != st.reason {
+				t.Fatalf("reason = %q (%v), want %q", got, err, st.reason)
+			}
+			if got := srv.fetches.Load(); got != st.wantFetches {
+				t.Fatalf("fetches = %d, want %d", got, st.wantFetches)
+			}
+		})
+	}
+}
+
+func TestRefreshDropsRemovedKeys(t *testing.T) {
+	_, ek, _, other := keys(t)
+	path := writeFile(t, "jwks.json", jwks(ek, other))
+	v, err := identity.New(identity.Config{
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: path}},
+		Audiences: []string{testAudience},
+	}, identity.WithClock(newClock(epoch).Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, other, other.kid, goodClaims(epoch))
+	if _, err := v.Verify(context.Background(), bearer(tok)); err != nil {
+		t.Fatalf("before removal: %v", err)
+	}
+	if err := os.WriteFile(path, jwks(ek), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.Refresh(context.Background())
+	_, err = v.Verify(context.Background(), bearer(tok))
+	if got := reasonOf(t, err); got != identity.ReasonUnknownKid {
+		t.Fatalf("token of a removed key: reason %q, want %q", got, identity.ReasonUnknownKid)
+	}
+}
+
+func TestRefreshKeepsKeysWhenSourceBreaks(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	srv := newJWKSServer(t, jwks(ek))
+	v, err := identity.New(identity.Config{
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: srv.URL}},
+		Audiences: []string{testAudience},
+	}, identity.WithClock(newClock(epoch).Now), identity.WithCacheSize(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Refresh(context.Background())
+	srv.set([]byte("<html>maintenance</html>"))
+	v.Refresh(context.Background())
+	if _, err := v.Verify(context.Background(), bearer(sign(t, ek, ek.kid, goodClaims(epoch)))); err != nil {
+		t.Fatalf("a broken refresh dropped good keys: %v", err)
+	}
+}
+
+func TestJWKSFileMalformed(t *testing.T) {
+	for _, name := range []string{"truncated.json", "array.json", "no-keys.json", "empty-keys.json", "only-unusable.json", "not-json.json", "missing.json"} {
+		t.Run(name, func(t *testing.T) {
+			_, err := identity.New(identity.Config{
+				Issuers: []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: filepath.Join("testdata", name)}},
+			})
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "identity.issuers" {
+				t.Fatalf("err = %v, want EINVALID naming identity.issuers", err)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := identity.IssuerConfig{Issuer: testIssuer, JWKSURL: "https://login.example.com/jwks"}
+	cases := []struct {
+		name  string
+		cfg   identity.Config
+		field string
+	}{
+		{name: "defaults", cfg: identity.Config{Issuers: []identity.IssuerConfig{ok}}},
+		{name: "no issuers", cfg: identity.Config{}},
+		{name: "alg none", cfg: identity.Config{Algorithms: []string{"ES256", "none"}}, field: "identity.algorithms"},
+		{name: "HMAC", cfg: identity.Config{Algorithms: []string{"HS256"}}, field: "identity.algorithms"},
+		{name: "negative leeway", cfg: identity.Config{Leeway: -time.Second}, field: "identity.leeway"},
+		{name: "huge leeway", cfg: identity.Config{Leeway: time.Hour}, field: "identity.leeway"},
+		{name: "min refresh above refresh", cfg: identity.Config{RefreshInterval: time.Minute, MinRefreshInterval: time.Hour}, field: "identity.min_refresh_interval"},
+		{name: "issuer without name", cfg: identity.Config{Issuers: []identity.IssuerConfig{{JWKSURL: ok.JWKSURL}}}, field: "identity.issuers[0].issuer"},
+		{name: "issuer without keys", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "a"}}}, field: "identity.issuers[0].jwks_url"},
+		{name: "issuer with both sources", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "a", JWKSURL: ok.JWKSURL, JWKSFile: "k.json"}}}, field: "identity.issuers[0].jwks_url"},
+		{name: "not a URL", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "a", JWKSURL: "ftp://x/jwks"}}}, field: "identity.issuers[0].jwks_url"},
+		{name: "duplicate issuer", cfg: identity.Config{Issuers: []identity.IssuerConfig{ok, ok}}, field: "identity.issuers[1].issuer"},
+		{name: "dev issuer name reserved", cfg: identity.Config{Dev: identity.DevConfig{Enabled: true}, Issuers: []identity.IssuerConfig{{Issuer: identity.DevIssuerName, JWKSURL: ok.JWKSURL}}}, field: "identity.issuers[0].issuer"},
+		{name: "bad claim path", cfg: identity.Config{Claims: identity.ClaimsConfig{Roles: "realm_access..roles"}}, field: "identity.claims.roles"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != tc.field {
+				t.Fatalf("err = %v, want EINVALID on %s", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	d := identity.Defaults()
+	if d.Leeway != 30*time.Second || !slices.Equal(d.Algorithms, []string{"RS256", "ES256", "EdDSA"}) ||
+		d.Header != "authorization" || d.Claims.Roles != "roles" || d.Dev.KeyFile != identity.DefaultDevKeyFile {
+		t.Fatalf("defaults = %+v", d)
+	}
+}
+
+func FuzzVerifyToken(f *testing.F) {
+	_, ek, _, _ := keys(f)
+	for _, seed := range []string{
+		sign(f, ek, ek.kid, goodClaims(epoch)),
+		sign(f, ek, "", map[string]any{"iss": testIssuer}),
+		rawJWT(`{"alg":"none"}`, `{"sub":"x"}`, nil),
+		rawJWT(`{"alg":"ES256","kid":"ec-1"}`, `[]`, []byte("sig")),
+		"", ".", "..", "a.b.c", "eyJ.eyJ.", "\x00\xff",
+	} {
+		f.Add(seed)
+	}
+	v := newFileVerifier(f, newClock(epoch))
+	f.Fuzz(func(t *testing.T, tok string) {
+		id, err := v.VerifyToken(context.Background(), tok)
+		if err == nil {
+			if id == nil || id.Subject == "" || id.Issuer != testIssuer {
+				t.Fatalf("accepted token without a verified identity: %+v", id)
+			}
+			return
+		}
+		if id != nil {
+			t.Fatalf("refused token produced identity %+v", id)
+		}
+		if sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED {
+			t.Fatalf("error code %q for %q", sidecar.ErrorCode(err), tok)
+		}
+	})
+}
+
+func BenchmarkVerify(b *testing.B) {
+	rk, ek, _, _ := keys(b)
+	for _, bc := range []struct {
+		name  string
+		key   testKey
+		cache int
+	}{
+		{"ES256/cached", ek, identity.DefaultCacheSize},
+		{"ES256/uncached", ek, 0},
+		{"RS256/uncached", rk, 0},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			v := newFileVerifier(b, newClock(epoch), identity.WithCacheSize(bc.cache))
+			req := bearer(sign(b, bc.key, bc.key.kid, goodClaims(epoch)))
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
