@@ -2,7 +2,6 @@ package decisionlog_test
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
@@ -99,5 +98,3 @@ func xlen(t testing.TB, c *redis.Client, stream string) func() int64 {
 		return n
 	}
 }
-
-var _ = fmt.Sprint

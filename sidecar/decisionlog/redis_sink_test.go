@@ -1,0 +1,227 @@
+package decisionlog_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+)
+
+func redisConfig(queue int) decisionlog.Config {
+	cfg := testConfig()
+	cfg.Sink = decisionlog.SinkRedis
+	cfg.QueueSize = queue
+	cfg.BatchSize = 50
+	return cfg
+}
+
+func streamIDs(t *testing.T, s *redisServer, stream string) []string {
+	t.Helper()
+	msgs, err := s.Client().XRange(context.Background(), stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		var r decisionlog.Record
+		if err := json.Unmarshal([]byte(m.Values[decisionlog.RecordField].(string)), &r); err != nil {
+			t.Fatalf("stream entry is not a record: %v", m.Values)
+		}
+		ids = append(ids, r.DecisionID)
+	}
+	return ids
+}
+
+func TestRedisSinkSurvivesOutage(t *testing.T) {
+	srv := startRedis(t)
+	cfg := redisConfig(1000)
+	sink, err := decisionlog.NewSink(cfg, srv.Client(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := startLogger(t, cfg, sink)
+
+	for i := range 200 {
+		l.Log(impersonationDecision(fmt.Sprintf("before-%03d", i), requestInput(t)))
+	}
+	waitFor(t, "200 records in the stream", func() bool { return xlen(t, srv.Client(), cfg.Stream)() == 200 })
+
+	srv.Stop()
+	var want []string
+	for i := range 300 {
+		id := fmt.Sprintf("during-%03d", i)
+		want = append(want, id)
+		l.Log(impersonationDecision(id, requestInput(t)))
+	}
+	waitFor(t, "a failed write while Redis is down", func() bool { return l.SinkErrors() > 0 })
+	if d := l.QueueDepth(); d != 300 {
+		t.Errorf("queue depth while Redis is down = %d, want 300", d)
+	}
+
+	srv.Start() // no persistence: the stream restarts empty
+	waitFor(t, "queued records after Redis returned", func() bool { return l.QueueDepth() == 0 })
+	got := streamIDs(t, srv, cfg.Stream)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("stream after restart holds %d records, want the 300 queued in order", len(got))
+	}
+	if l.Dropped() != 0 {
+		t.Errorf("Dropped = %d within the bound, want 0", l.Dropped())
+	}
+	if l.Flushed() != 500 {
+		t.Errorf("Flushed = %d, want 500", l.Flushed())
+	}
+}
+
+func TestRedisSinkDropsOnlyPastBound(t *testing.T) {
+	srv := startRedis(t)
+	cfg := redisConfig(100)
+	sink, _ := decisionlog.NewSink(cfg, srv.Client(), nil)
+	srv.Stop()
+	l := startLogger(t, cfg, sink)
+	for i := range 150 {
+		l.Log(impersonationDecision(fmt.Sprintf("d-%03d", i), nil))
+	}
+	if l.Dropped() != 50 {
+		t.Errorf("Dropped = %d, want the 50 past the bound of 100", l.Dropped())
+	}
+	srv.Start()
+	waitFor(t, "the queue to drain", func() bool { return l.QueueDepth() == 0 })
+	got := streamIDs(t, srv, cfg.Stream)
+	sort.Strings(got)
+	if len(got) != 100 || got[0] != "d-000" || got[99] != "d-099" {
+		t.Errorf("stream holds %d records (%v…), want the first 100", len(got), got[:min(3, len(got))])
+	}
+	if l.Dropped() != 50 {
+		t.Errorf("Dropped after recovery = %d, want still 50", l.Dropped())
+	}
+}
+
+func TestRedisStreamTrimmed(t *testing.T) {
+	srv := startRedis(t)
+	st := decisionlog.NewStream(srv.Client(), "deputy:audit", 10)
+	ctx := context.Background()
+	for i := range 500 {
+		if _, err := st.Append(ctx, map[string]any{"event": "session_started", "n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, _ := srv.Client().XLen(ctx, "deputy:audit").Result()
+	// MAXLEN ~ trims whole macro nodes: the stream stays near the bound.
+	if n >= 500 || n < 10 {
+		t.Errorf("XLEN = %d, want trimmed to about 10", n)
+	}
+	msgs, err := st.Range(ctx, "-", 1)
+	if err != nil || len(msgs) != 1 || msgs[0].Values["event"] != "session_started" {
+		t.Errorf("Range = %v, %v", msgs, err)
+	}
+	t.Run("unavailable when Redis is down", func(t *testing.T) {
+		srv.Stop()
+		_, err := st.Append(ctx, map[string]any{"event": "x"})
+		if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE {
+			t.Errorf("Append = %v, want EUNAVAILABLE", err)
+		}
+	})
+}
+
+func TestTail(t *testing.T) {
+	srv := startRedis(t)
+	cfg := redisConfig(100)
+	sink, _ := decisionlog.NewSink(cfg, srv.Client(), nil)
+	l := startLogger(t, cfg, sink)
+	partner := &sidecar.Decision{ID: "p-1", Allowed: false, HTTPStatus: 403, Reason: "level_too_low",
+		Method: "POST", Host: "support.example.com", Path: "/cases",
+		Identity:   &sidecar.Identity{Subject: "partner-ann"},
+		Delegation: &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g-1", Actor: "partner-ann", Subject: "org-7", Level: "look"}}
+	self := &sidecar.Decision{ID: "s-1", Allowed: true, HTTPStatus: 200, Method: "GET", Path: "/", Identity: &sidecar.Identity{Subject: "cust-42"}}
+	l.Log(impersonationDecision("i-1", nil))
+	l.Log(partner)
+	l.Log(self)
+	waitFor(t, "records in the stream", func() bool { return xlen(t, srv.Client(), cfg.Stream)() == 3 })
+	cases := []struct {
+		name   string
+		filter decisionlog.Filter
+		want   string
+	}{
+		{"all", decisionlog.Filter{}, "i-1,p-1,s-1"},
+		{"deny", decisionlog.Filter{Result: "deny"}, "p-1"},
+		{"mode partner", decisionlog.Filter{Mode: "partner"}, "p-1"},
+		{"no delegation", decisionlog.Filter{Mode: "none"}, "s-1"},
+		{"actor", decisionlog.Filter{Actor: "staff-17"}, "i-1"},
+		{"subject", decisionlog.Filter{Subject: "cust-42"}, "i-1,s-1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var got []string
+			err := decisionlog.Tail(ctx, srv.Client(), decisionlog.TailOptions{Stream: cfg.Stream, From: "0", Filter: tc.filter, Block: 50 * time.Millisecond},
+				func(_ string, r *decisionlog.Record) error {
+					got = append(got, r.DecisionID)
+					if r.DecisionID == "s-1" || len(got) == strings.Count(tc.want, ",")+1 {
+						cancel()
+					}
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got, ",") != tc.want {
+				t.Errorf("got %v, want %s", got, tc.want)
+			}
+		})
+	}
+	t.Run("follows new entries", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		go func() {
+			time.Sleep(100 * time.Millisecond)
+			l.Log(impersonationDecision("late", nil))
+		}()
+		var got string
+		_ = decisionlog.Tail(ctx, srv.Client(), decisionlog.TailOptions{Stream: cfg.Stream, Block: 50 * time.Millisecond},
+			func(_ string, r *decisionlog.Record) error { got = r.DecisionID; cancel(); return nil })
+		if got != "late" {
+			t.Errorf("followed %q, want the new record", got)
+		}
+	})
+	t.Run("bad filter", func(t *testing.T) {
+		err := decisionlog.Tail(context.Background(), srv.Client(), decisionlog.TailOptions{Stream: cfg.Stream, Filter: decisionlog.Filter{Result: "maybe"}}, nil)
+		if sidecar.ErrorField(err) != "result" {
+			t.Errorf("err = %v, want result named", err)
+		}
+	})
+}
+
+func TestFormatLine(t *testing.T) {
+	cases := []struct {
+		name string
+		d    *sidecar.Decision
+		want []string
+	}{
+		{"impersonation", impersonationDecision("i-1", nil), []string{"ALLOW 200 POST shop.example.com/search", "actor=staff-17 subject=cust-42", "mode=impersonation", "session=sess-9", "1.500ms", "trace=4bf92f35"}},
+		{"anonymous deny", &sidecar.Decision{ID: "a", HTTPStatus: 401, Reason: "no_identity", Method: "GET", Path: "/x"}, []string{"DENY 401 GET /x", "reason=no_identity", "id=a"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out lines
+			l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out))
+			l.Log(tc.d)
+			_ = l.Stop(context.Background())
+			b, _ := json.Marshal(out.records(t)[0])
+			var r decisionlog.Record
+			_ = json.Unmarshal(b, &r)
+			line := decisionlog.FormatLine(&r)
+			for _, w := range tc.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("line %q lacks %q", line, w)
+				}
+			}
+		})
+	}
+}
