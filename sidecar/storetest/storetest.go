@@ -1,0 +1,1099 @@
+// Package storetest is the contract every sidecar.Store implementation
+// meets. Run it from an implementation's tests:
+//
+//	storetest.Run(t, func(t *testing.T, now sidecar.Clock) sidecar.Store {
+//		return memory.New(memory.WithClock(now))
+//	})
+//
+// Each case gets a fresh store wired to a clock the suite controls, so
+// expiry is tested by moving the clock, not by waiting.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Epoch is where every case's clock starts.
+var Epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// Clock is a settable clock.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock at t.
+func NewClock(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the clock's time; pass it as a sidecar.Clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// NewStore builds a fresh, empty store using now as its clock. The store
+// is closed by the suite.
+type NewStore func(t *testing.T, now sidecar.Clock) sidecar.Store
+
+type env struct {
+	t     *testing.T
+	ctx   context.Context
+	clock *Clock
+	s     sidecar.Store
+}
+
+func (e *env) now() time.Time { return e.clock.Now() }
+
+// Run runs the whole contract.
+func Run(t *testing.T, newStore NewStore) {
+	groups := []struct {
+		name string
+		fn   func(*testing.T, func(*testing.T) *env)
+	}{
+		{"customers", testCustomers},
+		{"consent", testConsent},
+		{"sessions", testSessions},
+		{"session_log", testSessionLog},
+		{"redeem_codes", testRedeemCodes},
+		{"access_requests", testRequests},
+		{"grants", testGrants},
+		{"shares", testShares},
+		{"subscriptions", testSubscriptions},
+		{"assignments", testAssignments},
+		{"events", testEvents},
+		{"audit", testAudit},
+		{"invalidation", testInvalidation},
+		{"ping", testPing},
+	}
+	for _, g := range groups {
+		t.Run(g.name, func(t *testing.T) {
+			g.fn(t, func(t *testing.T) *env {
+				t.Helper()
+				c := NewClock(Epoch)
+				s := newStore(t, c.Now)
+				t.Cleanup(func() { _ = s.Close() })
+				return &env{t: t, ctx: context.Background(), clock: c, s: s}
+			})
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+func wantCode(t *testing.T, err error, code string) {
+	t.Helper()
+	if got := sidecar.ErrorCode(err); got != code {
+		t.Fatalf("error code = %q (%v), want %q", got, err, code)
+	}
+}
+
+// ---- customers -------------------------------------------------------------
+
+func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("put_get_update_delete", func(t *testing.T) {
+		e := newEnv(t)
+		c := &sidecar.Customer{ID: "c1", Name: "Ada Lovelace", Org: "acme", DefaultStoreView: "en",
+			StoreViews: []string{"en", "fr"}, Protected: false, UpdatedAt: e.now()}
+		must(t, e.s.PutCustomer(e.ctx, c))
+		got, err := e.s.GetCustomer(e.ctx, "c1")
+		must(t, err)
+		if got.Name != "Ada Lovelace" || got.Org != "acme" || !slices.Equal(got.StoreViews, []string{"en", "fr"}) ||
+			!got.UpdatedAt.Equal(c.UpdatedAt) {
+			t.Fatalf("got %+v", got)
+		}
+		c.Protected = true
+		must(t, e.s.PutCustomer(e.ctx, c))
+		got, err = e.s.GetCustomer(e.ctx, "c1")
+		must(t, err)
+		if !got.Protected {
+			t.Fatal("update did not replace the profile")
+		}
+		must(t, e.s.DeleteCustomer(e.ctx, "c1"))
+		_, err = e.s.GetCustomer(e.ctx, "c1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		wantCode(t, e.s.DeleteCustomer(e.ctx, "c1"), sidecar.ENOTFOUND)
+	})
+	t.Run("missing_id_rejected", func(t *testing.T) {
+		e := newEnv(t)
+		err := e.s.PutCustomer(e.ctx, &sidecar.Customer{Name: "x"})
+		wantCode(t, err, sidecar.EINVALID)
+		if sidecar.ErrorField(err) != "id" {
+			t.Fatalf("field = %q", sidecar.ErrorField(err))
+		}
+	})
+	t.Run("unknown_is_not_found", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.s.GetCustomer(e.ctx, "nobody")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+}
+
+// ---- consent ---------------------------------------------------------------
+
+func testConsent(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("never_set_is_not_found", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.s.GetConsent(e.ctx, "c1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("set_replace_and_history_newest_first", func(t *testing.T) {
+		e := newEnv(t)
+		for i, allowed := range []bool{true, false, true} {
+			must(t, e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: allowed,
+				SetBy: fmt.Sprintf("by%d", i), SetAt: e.now()}))
+			e.clock.Advance(time.Minute)
+		}
+		got, err := e.s.GetConsent(e.ctx, "c1")
+		must(t, err)
+		if !got.Allowed || got.SetBy != "by2" {
+			t.Fatalf("current = %+v", got)
+		}
+		page1, next, err := e.s.ConsentHistory(e.ctx, "c1", sidecar.Page{Limit: 2})
+		must(t, err)
+		if len(page1) != 2 || page1[0].SetBy != "by2" || page1[1].SetBy != "by1" || next == "" {
+			t.Fatalf("page1 = %+v next %q", page1, next)
+		}
+		page2, next, err := e.s.ConsentHistory(e.ctx, "c1", sidecar.Page{Limit: 2, Cursor: next})
+		must(t, err)
+		if len(page2) != 1 || page2[0].SetBy != "by0" || page2[0].Allowed != true || next != "" {
+			t.Fatalf("page2 = %+v next %q", page2, next)
+		}
+	})
+	t.Run("expired_consent_reads_as_absent", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1",
+			SetAt: e.now(), ExpiresAt: e.now().Add(time.Hour)}))
+		got, err := e.s.GetConsent(e.ctx, "c1")
+		must(t, err)
+		if !got.Granted(e.now()) {
+			t.Fatal("consent not granted before expiry")
+		}
+		e.clock.Advance(time.Hour)
+		_, err = e.s.GetConsent(e.ctx, "c1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("malformed_cursor", func(t *testing.T) {
+		e := newEnv(t)
+		_, _, err := e.s.ConsentHistory(e.ctx, "c1", sidecar.Page{Cursor: "not-a-cursor"})
+		wantCode(t, err, sidecar.EINVALID)
+	})
+}
+
+// ---- sessions --------------------------------------------------------------
+
+func newSession(e *env, id, actor, customer string) *sidecar.Session {
+	return &sidecar.Session{ID: id, Actor: actor, ActorName: "Staff " + actor, Customer: customer,
+		CustomerName: "Customer " + customer, StoreView: "en", Reason: "call", Ticket: "T-1",
+		StartedAt: e.now(), ExpiresAt: e.now().Add(time.Hour), IdleTimeout: 15 * time.Minute}
+}
+
+func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("create_get_and_conflict", func(t *testing.T) {
+		e := newEnv(t)
+		s := newSession(e, "s1", "alice", "c1")
+		must(t, e.s.CreateSession(e.ctx, s))
+		got, err := e.s.GetSession(e.ctx, "s1")
+		must(t, err)
+		if got.Actor != "alice" || got.Customer != "c1" || got.Ticket != "T-1" || got.IdleTimeout != 15*time.Minute ||
+			!got.ExpiresAt.Equal(s.ExpiresAt) || !got.Live(e.now()) {
+			t.Fatalf("got %+v", got)
+		}
+		wantCode(t, e.s.CreateSession(e.ctx, s), sidecar.ECONFLICT)
+		_, err = e.s.GetSession(e.ctx, "nope")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("token_attached_once_and_looked_up_by_hash", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+		_, err := e.s.SessionByToken(e.ctx, "h1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		must(t, e.s.SetSessionToken(e.ctx, "s1", "h1"))
+		wantCode(t, e.s.SetSessionToken(e.ctx, "s1", "h2"), sidecar.ECONFLICT)
+		got, err := e.s.SessionByToken(e.ctx, "h1")
+		must(t, err)
+		if got.ID != "s1" || got.TokenHash != "h1" {
+			t.Fatalf("got %+v", got)
+		}
+		wantCode(t, e.s.SetSessionToken(e.ctx, "missing", "h3"), sidecar.ENOTFOUND)
+	})
+	t.Run("ended_session_cannot_be_redeemed", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+		_, err := e.s.EndSession(e.ctx, "s1", "alice", sidecar.EndEnded, e.now())
+		must(t, err)
+		wantCode(t, e.s.SetSessionToken(e.ctx, "s1", "h1"), sidecar.ECONFLICT)
+	})
+	t.Run("end_is_recorded_once", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+		must(t, e.s.SetSessionToken(e.ctx, "s1", "h1"))
+		e.clock.Advance(time.Minute)
+		end := e.now()
+		got, err := e.s.EndSession(e.ctx, "s1", "bob", sidecar.EndRevoked, end)
+		must(t, err)
+		if got.EndReason != sidecar.EndRevoked || got.EndedBy != "bob" || !got.EndedAt.Equal(end) || got.Live(e.now()) {
+			t.Fatalf("ended = %+v", got)
+		}
+		e.clock.Advance(time.Minute)
+		again, err := e.s.EndSession(e.ctx, "s1", "carol", sidecar.EndEnded, e.now())
+		must(t, err)
+		if again.EndReason != sidecar.EndRevoked || again.EndedBy != "bob" {
+			t.Fatalf("second end overwrote the first: %+v", again)
+		}
+		byTok, err := e.s.SessionByToken(e.ctx, "h1")
+		must(t, err)
+		if byTok.Live(e.now()) || byTok.EndState(e.now()) != sidecar.EndRevoked {
+			t.Fatalf("cookie still live after end: %+v", byTok)
+		}
+		_, err = e.s.EndSession(e.ctx, "missing", "bob", sidecar.EndEnded, e.now())
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("expiry_and_idle_timeout_follow_the_clock", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+		e.clock.Advance(10 * time.Minute)
+		must(t, e.s.TouchSession(e.ctx, "s1", e.now()))
+		e.clock.Advance(10 * time.Minute) // 20 min since start, 10 since touch
+		got, err := e.s.GetSession(e.ctx, "s1")
+		must(t, err)
+		if !got.Live(e.now()) {
+			t.Fatalf("touched session went idle: %+v", got)
+		}
+		e.clock.Advance(5 * time.Minute)
+		got, _ = e.s.GetSession(e.ctx, "s1")
+		if got.EndState(e.now()) != sidecar.EndIdle {
+			t.Fatalf("state = %q, want idle", got.EndState(e.now()))
+		}
+		must(t, e.s.CreateSession(e.ctx, newSession(e, "s2", "bob", "c2")))
+		for range 5 {
+			e.clock.Advance(12 * time.Minute)
+			must(t, e.s.TouchSession(e.ctx, "s2", e.now()))
+		}
+		got, _ = e.s.GetSession(e.ctx, "s2")
+		if got.EndState(e.now()) != sidecar.EndExpired {
+			t.Fatalf("state = %q, want expired after max length", got.EndState(e.now()))
+		}
+		wantCode(t, e.s.TouchSession(e.ctx, "missing", e.now()), sidecar.ENOTFOUND)
+	})
+}
+
+func sessionIDs(ss []sidecar.Session) []string {
+	var ids []string
+	for _, s := range ss {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}
+
+func testSessionLog(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	type start struct{ id, actor, customer string }
+	starts := []start{{"s1", "alice", "c1"}, {"s2", "bob", "c1"}, {"s3", "alice", "c2"}, {"s4", "alice", "c3"}, {"s5", "bob", "c2"}}
+	times := map[string]time.Time{}
+	for _, st := range starts {
+		times[st.id] = e.now()
+		must(t, e.s.CreateSession(e.ctx, newSession(e, st.id, st.actor, st.customer)))
+		e.clock.Advance(time.Minute)
+	}
+	_, err := e.s.EndSession(e.ctx, "s3", "alice", sidecar.EndReplaced, e.now())
+	must(t, err)
+
+	cases := []struct {
+		name string
+		f    sidecar.SessionFilter
+		want []string
+	}{
+		{"all_newest_first", sidecar.SessionFilter{}, []string{"s5", "s4", "s3", "s2", "s1"}},
+		{"by_actor", sidecar.SessionFilter{Actor: "alice"}, []string{"s4", "s3", "s1"}},
+		{"by_customer", sidecar.SessionFilter{Customer: "c2"}, []string{"s5", "s3"}},
+		{"actor_and_customer", sidecar.SessionFilter{Actor: "bob", Customer: "c1"}, []string{"s2"}},
+		{"live_only", sidecar.SessionFilter{Actor: "alice", LiveOnly: true}, []string{"s4", "s1"}},
+		{"time_window", sidecar.SessionFilter{From: times["s2"], To: times["s4"]}, []string{"s3", "s2"}},
+		{"no_match", sidecar.SessionFilter{Actor: "mallory"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, next, err := e.s.ListSessions(e.ctx, tc.f)
+			must(t, err)
+			if !slices.Equal(sessionIDs(got), tc.want) || next != "" {
+				t.Fatalf("got %v next %q, want %v", sessionIDs(got), next, tc.want)
+			}
+		})
+	}
+	t.Run("pages_follow_the_cursor", func(t *testing.T) {
+		var all []string
+		p := sidecar.SessionFilter{Page: sidecar.Page{Limit: 2}}
+		for i := 0; ; i++ {
+			got, next, err := e.s.ListSessions(e.ctx, p)
+			must(t, err)
+			all = append(all, sessionIDs(got)...)
+			if next == "" {
+				break
+			}
+			if i > 5 {
+				t.Fatal("cursor does not advance")
+			}
+			p.Cursor = next
+		}
+		if !slices.Equal(all, []string{"s5", "s4", "s3", "s2", "s1"}) {
+			t.Fatalf("paged = %v", all)
+		}
+	})
+	t.Run("everything_expires_out_of_live", func(t *testing.T) {
+		e.clock.Advance(2 * time.Hour)
+		got, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{LiveOnly: true})
+		must(t, err)
+		if len(got) != 0 {
+			t.Fatalf("live after expiry: %v", sessionIDs(got))
+		}
+		got, _, err = e.s.ListSessions(e.ctx, sidecar.SessionFilter{})
+		must(t, err)
+		if len(got) != 5 {
+			t.Fatalf("log lost expired sessions: %v", sessionIDs(got))
+		}
+	})
+}
+
+func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("taken_once", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutRedeemCode(e.ctx, "code1", "s1", e.now().Add(30*time.Second)))
+		id, err := e.s.TakeRedeemCode(e.ctx, "code1")
+		must(t, err)
+		if id != "s1" {
+			t.Fatalf("session = %q", id)
+		}
+		_, err = e.s.TakeRedeemCode(e.ctx, "code1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("late_code_refused", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutRedeemCode(e.ctx, "code1", "s1", e.now().Add(30*time.Second)))
+		e.clock.Advance(30 * time.Second)
+		_, err := e.s.TakeRedeemCode(e.ctx, "code1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("unknown_code_refused", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.s.TakeRedeemCode(e.ctx, "nope")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("concurrent_takers_one_wins", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutRedeemCode(e.ctx, "code1", "s1", e.now().Add(30*time.Second)))
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := e.s.TakeRedeemCode(e.ctx, "code1"); err == nil {
+					wins.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Fatalf("%d takers redeemed the code", wins.Load())
+		}
+	})
+}
+
+// ---- partner requests and grants --------------------------------------------
+
+func newRequest(e *env, id, partner, customer string) *sidecar.AccessRequest {
+	return &sidecar.AccessRequest{ID: id, PartnerOrg: partner, RequestedBy: "pat", Customer: customer,
+		ContactEmail: "boss@" + customer, Level: sidecar.LevelLook, ExpiryDays: 30, Scope: sidecar.ScopeIndividual,
+		Users: []string{"pat", "sam"}, Status: sidecar.RequestPending, CreatedAt: e.now(),
+		PendingExpiresAt: e.now().Add(30 * 24 * time.Hour)}
+}
+
+func testRequests(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("create_get_conflict", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
+		got, err := e.s.GetRequest(e.ctx, "r1")
+		must(t, err)
+		if got.Status != sidecar.RequestPending || !slices.Equal(got.Users, []string{"pat", "sam"}) || got.Level != sidecar.LevelLook {
+			t.Fatalf("got %+v", got)
+		}
+		wantCode(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")), sidecar.ECONFLICT)
+		_, err = e.s.GetRequest(e.ctx, "nope")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("decided_once", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
+		got, err := e.s.DecideRequest(e.ctx, "r1", sidecar.RequestApproved, "boss", e.now())
+		must(t, err)
+		if got.Status != sidecar.RequestApproved || got.DecidedBy != "boss" {
+			t.Fatalf("got %+v", got)
+		}
+		_, err = e.s.DecideRequest(e.ctx, "r1", sidecar.RequestRejected, "boss", e.now())
+		wantCode(t, err, sidecar.ECONFLICT)
+		_, err = e.s.DecideRequest(e.ctx, "nope", sidecar.RequestRejected, "boss", e.now())
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("bad_decision_status", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
+		_, err := e.s.DecideRequest(e.ctx, "r1", sidecar.RequestPending, "boss", e.now())
+		wantCode(t, err, sidecar.EINVALID)
+	})
+	t.Run("pending_expiry", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
+		e.clock.Advance(30 * 24 * time.Hour)
+		got, err := e.s.GetRequest(e.ctx, "r1")
+		must(t, err)
+		if got.Status != sidecar.RequestExpired {
+			t.Fatalf("status = %q", got.Status)
+		}
+		_, err = e.s.DecideRequest(e.ctx, "r1", sidecar.RequestApproved, "boss", e.now())
+		wantCode(t, err, sidecar.ECONFLICT)
+	})
+	t.Run("lists", func(t *testing.T) {
+		e := newEnv(t)
+		for _, r := range []struct{ id, partner, customer string }{
+			{"r1", "p1", "acme"}, {"r2", "p2", "acme"}, {"r3", "p1", "globex"}, {"r4", "p1", "acme"},
+		} {
+			must(t, e.s.CreateRequest(e.ctx, newRequest(e, r.id, r.partner, r.customer)))
+			e.clock.Advance(time.Minute)
+		}
+		_, err := e.s.DecideRequest(e.ctx, "r4", sidecar.RequestRejected, "boss", e.now())
+		must(t, err)
+		cases := []struct {
+			name string
+			f    sidecar.RequestFilter
+			want []string
+		}{
+			{"by_customer", sidecar.RequestFilter{Customer: "acme"}, []string{"r4", "r2", "r1"}},
+			{"by_partner", sidecar.RequestFilter{PartnerOrg: "p1"}, []string{"r4", "r3", "r1"}},
+			{"both", sidecar.RequestFilter{Customer: "acme", PartnerOrg: "p1"}, []string{"r4", "r1"}},
+			{"pending", sidecar.RequestFilter{Customer: "acme", Status: sidecar.RequestPending}, []string{"r2", "r1"}},
+			{"rejected", sidecar.RequestFilter{PartnerOrg: "p1", Status: sidecar.RequestRejected}, []string{"r4"}},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				var ids []string
+				f := tc.f
+				f.Limit = 1
+				for i := 0; ; i++ {
+					got, next, err := e.s.ListRequests(e.ctx, f)
+					must(t, err)
+					for _, r := range got {
+						ids = append(ids, r.ID)
+					}
+					if next == "" {
+						break
+					}
+					if i > 10 {
+						t.Fatal("cursor does not advance")
+					}
+					f.Cursor = next
+				}
+				if !slices.Equal(ids, tc.want) {
+					t.Fatalf("got %v, want %v", ids, tc.want)
+				}
+			})
+		}
+		t.Run("no_owner_rejected", func(t *testing.T) {
+			_, _, err := e.s.ListRequests(e.ctx, sidecar.RequestFilter{})
+			wantCode(t, err, sidecar.EINVALID)
+		})
+	})
+}
+
+func grant(e *env, id, customer, org, user string, level sidecar.Level, ttl time.Duration) *sidecar.Grant {
+	return &sidecar.Grant{ID: id, Customer: customer, PartnerOrg: org, User: user, Level: level,
+		ExpiresAt: e.now().Add(ttl), ApprovedBy: "boss", ApprovedAt: e.now(), RequestID: "r-" + id}
+}
+
+func grantIDs(gs []sidecar.Grant) []string {
+	var ids []string
+	for _, g := range gs {
+		ids = append(ids, g.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
+	day := 24 * time.Hour
+	t.Run("individual_before_organisation_even_when_lower", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g-org", "acme", "p1", "", sidecar.LevelFullAdmin, 30*day)))
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g-pat", "acme", "p1", "pat", sidecar.LevelCC, 10*day)))
+		cases := []struct {
+			name, user string
+			want       string
+			level      sidecar.Level
+		}{
+			{"user_with_own_grant", "pat", "g-pat", sidecar.LevelCC},
+			{"other_user_gets_org_grant", "sam", "g-org", sidecar.LevelFullAdmin},
+			{"org_itself", "", "g-org", sidecar.LevelFullAdmin},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", tc.user)
+				must(t, err)
+				g := eg.Effective()
+				if g == nil || g.ID != tc.want || g.Level != tc.level {
+					t.Fatalf("effective = %+v", g)
+				}
+			})
+		}
+		t.Run("individual_expired_falls_back_to_org", func(t *testing.T) {
+			e.clock.Advance(10 * day)
+			eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", "pat")
+			must(t, err)
+			if eg.Individual != nil || eg.Effective() == nil || eg.Effective().ID != "g-org" {
+				t.Fatalf("effective = %+v", eg)
+			}
+		})
+		t.Run("all_expired_is_none", func(t *testing.T) {
+			e.clock.Advance(20 * day)
+			eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", "pat")
+			must(t, err)
+			if eg.Effective() != nil {
+				t.Fatalf("expired grant still effective: %+v", eg.Effective())
+			}
+			_, err = e.s.GetGrant(e.ctx, "acme", "g-org")
+			wantCode(t, err, sidecar.ENOTFOUND)
+		})
+	})
+	t.Run("other_partner_org_sees_nothing", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "", sidecar.LevelLook, day)))
+		eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p2", "pat")
+		must(t, err)
+		if eg.Effective() != nil {
+			t.Fatalf("p2 got %+v", eg.Effective())
+		}
+	})
+	t.Run("reapproval_replaces_level_and_expiry", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "pat", sidecar.LevelCreate, 30*day)))
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g2", "acme", "p1", "pat", sidecar.LevelLook, 5*day)))
+		eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", "pat")
+		must(t, err)
+		if g := eg.Individual; g == nil || g.ID != "g2" || g.Level != sidecar.LevelLook || !g.ExpiresAt.Equal(e.now().Add(5*day)) {
+			t.Fatalf("individual = %+v", g)
+		}
+		all, err := e.s.GrantsByCustomer(e.ctx, "acme")
+		must(t, err)
+		if !slices.Equal(grantIDs(all), []string{"g2"}) {
+			t.Fatalf("grants = %v", grantIDs(all))
+		}
+	})
+	t.Run("revoke", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "pat", sidecar.LevelLook, day)))
+		got, err := e.s.GetGrant(e.ctx, "acme", "g1")
+		must(t, err)
+		if got.User != "pat" || got.Scope() != sidecar.ScopeIndividual {
+			t.Fatalf("got %+v", got)
+		}
+		rev, err := e.s.RevokeGrant(e.ctx, "acme", "g1")
+		must(t, err)
+		if rev.ID != "g1" {
+			t.Fatalf("revoked %+v", rev)
+		}
+		eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", "pat")
+		must(t, err)
+		if eg.Effective() != nil {
+			t.Fatal("revoked grant still effective")
+		}
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("invalid_grants_rejected", func(t *testing.T) {
+		e := newEnv(t)
+		cases := []struct {
+			name, field string
+			g           *sidecar.Grant
+		}{
+			{"no_id", "id", grant(e, "", "acme", "p1", "", sidecar.LevelLook, day)},
+			{"no_customer", "customer", grant(e, "g", "", "p1", "", sidecar.LevelLook, day)},
+			{"no_partner", "partner_org", grant(e, "g", "acme", "", "", sidecar.LevelLook, day)},
+			{"bad_level", "level", grant(e, "g", "acme", "p1", "", "root", day)},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				err := e.s.PutGrant(e.ctx, tc.g)
+				wantCode(t, err, sidecar.EINVALID)
+				if sidecar.ErrorField(err) != tc.field {
+					t.Fatalf("field = %q", sidecar.ErrorField(err))
+				}
+			})
+		}
+	})
+	t.Run("lists_for_both_sides", func(t *testing.T) {
+		e := newEnv(t)
+		for _, g := range []*sidecar.Grant{
+			grant(e, "a-org", "acme", "p1", "", sidecar.LevelLook, 30*day),
+			grant(e, "a-pat", "acme", "p1", "pat", sidecar.LevelUpdate, 20*day),
+			grant(e, "g-sam", "globex", "p1", "sam", sidecar.LevelCreate, 3*day),
+			grant(e, "g-p2", "globex", "p2", "", sidecar.LevelLook, 2*day),
+			grant(e, "i-pat", "initech", "p1", "pat", sidecar.LevelCC, 1*day),
+		} {
+			must(t, e.s.PutGrant(e.ctx, g))
+		}
+		cases := []struct {
+			name string
+			list func() ([]sidecar.Grant, error)
+			want []string
+		}{
+			{"my_partners_acme", func() ([]sidecar.Grant, error) { return e.s.GrantsByCustomer(e.ctx, "acme") }, []string{"a-org", "a-pat"}},
+			{"my_partners_globex", func() ([]sidecar.Grant, error) { return e.s.GrantsByCustomer(e.ctx, "globex") }, []string{"g-p2", "g-sam"}},
+			{"my_customers_pat", func() ([]sidecar.Grant, error) { return e.s.GrantsByPartner(e.ctx, "p1", "pat") }, []string{"a-org", "a-pat", "i-pat"}},
+			{"my_customers_sam", func() ([]sidecar.Grant, error) { return e.s.GrantsByPartner(e.ctx, "p1", "sam") }, []string{"a-org", "g-sam"}},
+			{"my_customers_org_only", func() ([]sidecar.Grant, error) { return e.s.GrantsByPartner(e.ctx, "p2", "") }, []string{"g-p2"}},
+			{"expiring_within_3_days", func() ([]sidecar.Grant, error) {
+				return e.s.GrantsExpiringBefore(e.ctx, e.now().Add(3*day+time.Second), 0)
+			}, []string{"g-p2", "g-sam", "i-pat"}},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				got, err := tc.list()
+				must(t, err)
+				if !slices.Equal(grantIDs(got), tc.want) {
+					t.Fatalf("got %v, want %v", grantIDs(got), tc.want)
+				}
+			})
+		}
+		t.Run("expiring_soonest_first_and_limited", func(t *testing.T) {
+			got, err := e.s.GrantsExpiringBefore(e.ctx, e.now().Add(40*day), 2)
+			must(t, err)
+			if len(got) != 2 || got[0].ID != "i-pat" || got[1].ID != "g-p2" {
+				t.Fatalf("got %v", got)
+			}
+		})
+		t.Run("expired_drop_out_of_lists", func(t *testing.T) {
+			e.clock.Advance(3 * day)
+			got, err := e.s.GrantsByPartner(e.ctx, "p1", "pat")
+			must(t, err)
+			if !slices.Equal(grantIDs(got), []string{"a-org", "a-pat"}) {
+				t.Fatalf("got %v", grantIDs(got))
+			}
+			got, err = e.s.GrantsExpiringBefore(e.ctx, e.now().Add(day), 0)
+			must(t, err)
+			if len(got) != 0 {
+				t.Fatalf("expired grants listed as expiring: %v", grantIDs(got))
+			}
+		})
+		t.Run("revoked_drop_out_of_lists", func(t *testing.T) {
+			_, err := e.s.RevokeGrant(e.ctx, "acme", "a-org")
+			must(t, err)
+			got, err := e.s.GrantsByPartner(e.ctx, "p1", "sam")
+			must(t, err)
+			if len(got) != 0 {
+				t.Fatalf("got %v", grantIDs(got))
+			}
+		})
+	})
+}
+
+// ---- shares and subscriptions ----------------------------------------------
+
+func testShares(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	for _, sh := range []sidecar.Share{
+		{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.now()},
+		{Customer: "acme", Resource: "SR-2", User: "pat", PartnerOrg: "p1"},
+		{Customer: "acme", Resource: "SR-2", User: "sam", PartnerOrg: "p1"},
+		{Customer: "globex", Resource: "SR-9", User: "pat", PartnerOrg: "p1"},
+	} {
+		must(t, e.s.PutShare(e.ctx, &sh))
+	}
+	cases := []struct {
+		name, customer, resource, user string
+		want                           bool
+	}{
+		{"shared", "acme", "SR-1", "pat", true},
+		{"shared_with_other_user", "acme", "SR-1", "sam", false},
+		{"other_customer", "globex", "SR-1", "pat", false},
+		{"unknown_resource", "acme", "SR-404", "pat", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ok, err := e.s.IsShared(e.ctx, tc.customer, tc.resource, tc.user)
+			must(t, err)
+			if ok != tc.want {
+				t.Fatalf("IsShared = %v", ok)
+			}
+		})
+	}
+	t.Run("lists", func(t *testing.T) {
+		got, err := e.s.SharesFor(e.ctx, "acme", "pat")
+		must(t, err)
+		if !slices.Equal(got, []string{"SR-1", "SR-2"}) {
+			t.Fatalf("SharesFor = %v", got)
+		}
+		all, err := e.s.ListShares(e.ctx, "acme")
+		must(t, err)
+		if len(all) != 3 || all[0].SharedBy != "boss" {
+			t.Fatalf("ListShares = %+v", all)
+		}
+	})
+	t.Run("delete", func(t *testing.T) {
+		must(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat"))
+		ok, err := e.s.IsShared(e.ctx, "acme", "SR-1", "pat")
+		must(t, err)
+		if ok {
+			t.Fatal("still shared after delete")
+		}
+		wantCode(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat"), sidecar.ENOTFOUND)
+	})
+	t.Run("invalid", func(t *testing.T) {
+		wantCode(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat"}), sidecar.EINVALID)
+	})
+}
+
+func testSubscriptions(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	for _, s := range []sidecar.Subscription{
+		{User: "pat", Customer: "acme", Kind: "notifications", CreatedAt: e.now()},
+		{User: "pat", Customer: "acme", Kind: "dashboard"},
+		{User: "pat", Customer: "globex", Kind: "notifications"},
+		{User: "sam", Customer: "acme", Kind: "notifications"},
+	} {
+		must(t, e.s.PutSubscription(e.ctx, &s))
+	}
+	key := func(ss []sidecar.Subscription) []string {
+		var out []string
+		for _, s := range ss {
+			out = append(out, s.User+"/"+s.Customer+"/"+s.Kind)
+		}
+		slices.Sort(out)
+		return out
+	}
+	t.Run("by_user", func(t *testing.T) {
+		got, err := e.s.SubscriptionsByUser(e.ctx, "pat")
+		must(t, err)
+		if want := []string{"pat/acme/dashboard", "pat/acme/notifications", "pat/globex/notifications"}; !slices.Equal(key(got), want) {
+			t.Fatalf("got %v", key(got))
+		}
+	})
+	t.Run("by_customer", func(t *testing.T) {
+		got, err := e.s.SubscriptionsByCustomer(e.ctx, "acme")
+		must(t, err)
+		if want := []string{"pat/acme/dashboard", "pat/acme/notifications", "sam/acme/notifications"}; !slices.Equal(key(got), want) {
+			t.Fatalf("got %v", key(got))
+		}
+	})
+	t.Run("delete", func(t *testing.T) {
+		must(t, e.s.DeleteSubscription(e.ctx, "pat", "acme", "dashboard"))
+		got, err := e.s.SubscriptionsByUser(e.ctx, "pat")
+		must(t, err)
+		if len(got) != 2 {
+			t.Fatalf("got %v", key(got))
+		}
+		wantCode(t, e.s.DeleteSubscription(e.ctx, "pat", "acme", "dashboard"), sidecar.ENOTFOUND)
+	})
+	t.Run("invalid", func(t *testing.T) {
+		wantCode(t, e.s.PutSubscription(e.ctx, &sidecar.Subscription{User: "pat", Customer: "acme"}), sidecar.EINVALID)
+	})
+}
+
+// ---- assignments -------------------------------------------------------------
+
+func testAssignments(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("put_get_move_delete", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutAssignment(e.ctx, &sidecar.Assignment{Customer: "c1", Reseller: "r1", Domain: "eu.r1", UpdatedBy: "admin", UpdatedAt: e.now()}))
+		got, err := e.s.GetAssignment(e.ctx, "c1")
+		must(t, err)
+		if got.Domain != "eu.r1" || got.Reseller != "r1" || got.UpdatedBy != "admin" {
+			t.Fatalf("got %+v", got)
+		}
+		must(t, e.s.PutAssignment(e.ctx, &sidecar.Assignment{Customer: "c1", Reseller: "r1", Domain: "us.r1"}))
+		eu, _, err := e.s.AssignmentsByDomain(e.ctx, "eu.r1", sidecar.Page{})
+		must(t, err)
+		if len(eu) != 0 {
+			t.Fatalf("moved customer still listed in old domain: %+v", eu)
+		}
+		us, _, err := e.s.AssignmentsByDomain(e.ctx, "us.r1", sidecar.Page{})
+		must(t, err)
+		if len(us) != 1 || us[0].Customer != "c1" {
+			t.Fatalf("us = %+v", us)
+		}
+		must(t, e.s.DeleteAssignment(e.ctx, "c1"))
+		_, err = e.s.GetAssignment(e.ctx, "c1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		us, _, err = e.s.AssignmentsByDomain(e.ctx, "us.r1", sidecar.Page{})
+		must(t, err)
+		if len(us) != 0 {
+			t.Fatalf("deleted customer still listed: %+v", us)
+		}
+		wantCode(t, e.s.DeleteAssignment(e.ctx, "c1"), sidecar.ENOTFOUND)
+	})
+	t.Run("bulk_and_domain_isolation", func(t *testing.T) {
+		e := newEnv(t)
+		var as []sidecar.Assignment
+		for i := range 7 {
+			d := "eu.r1"
+			if i%2 == 1 {
+				d = "us.r1"
+			}
+			as = append(as, sidecar.Assignment{Customer: fmt.Sprintf("c%d", i), Reseller: "r1", Domain: d})
+		}
+		n, err := e.s.PutAssignments(e.ctx, as)
+		must(t, err)
+		if n != 7 {
+			t.Fatalf("stored %d", n)
+		}
+		var eu []string
+		p := sidecar.Page{Limit: 2}
+		for i := 0; ; i++ {
+			got, next, err := e.s.AssignmentsByDomain(e.ctx, "eu.r1", p)
+			must(t, err)
+			for _, a := range got {
+				if a.Domain != "eu.r1" {
+					t.Fatalf("%s listed in eu.r1 but assigned to %s", a.Customer, a.Domain)
+				}
+				eu = append(eu, a.Customer)
+			}
+			if next == "" {
+				break
+			}
+			if i > 10 {
+				t.Fatal("cursor does not advance")
+			}
+			p.Cursor = next
+		}
+		if !slices.Equal(eu, []string{"c0", "c2", "c4", "c6"}) {
+			t.Fatalf("eu = %v", eu)
+		}
+	})
+	t.Run("invalid", func(t *testing.T) {
+		e := newEnv(t)
+		cases := []struct {
+			name, field string
+			a           sidecar.Assignment
+		}{
+			{"no_customer", "customer", sidecar.Assignment{Reseller: "r1", Domain: "d"}},
+			{"no_domain", "domain", sidecar.Assignment{Customer: "c1", Reseller: "r1"}},
+			{"no_reseller", "reseller", sidecar.Assignment{Customer: "c1", Domain: "d"}},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				err := e.s.PutAssignment(e.ctx, &tc.a)
+				wantCode(t, err, sidecar.EINVALID)
+				if sidecar.ErrorField(err) != tc.field {
+					t.Fatalf("field = %q", sidecar.ErrorField(err))
+				}
+			})
+		}
+		_, err := e.s.PutAssignments(e.ctx, []sidecar.Assignment{{Customer: "ok", Reseller: "r", Domain: "d"}, {Customer: "bad"}})
+		wantCode(t, err, sidecar.EINVALID)
+		_, err = e.s.GetAssignment(e.ctx, "ok")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+}
+
+// ---- streams ---------------------------------------------------------------
+
+func testEvents(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	types := []string{sidecar.EventGrantRequested, sidecar.EventImpersonationStarted, sidecar.EventGrantApproved,
+		sidecar.EventImpersonationEnded, sidecar.EventConsentChanged}
+	for i, typ := range types {
+		ev := &sidecar.Event{Type: typ, Customer: []string{"acme", "globex"}[i%2], Actor: "alice",
+			Data: map[string]string{"n": fmt.Sprint(i)}}
+		must(t, e.s.AppendEvent(e.ctx, ev))
+		if ev.ID == "" || ev.Time.IsZero() {
+			t.Fatalf("append did not assign id and time: %+v", ev)
+		}
+		e.clock.Advance(time.Second)
+	}
+	cases := []struct {
+		name string
+		f    sidecar.StreamFilter
+		want []string
+	}{
+		{"all_oldest_first", sidecar.StreamFilter{}, []string{"0", "1", "2", "3", "4"}},
+		{"by_type", sidecar.StreamFilter{Type: sidecar.EventGrantApproved}, []string{"2"}},
+		{"by_customer", sidecar.StreamFilter{Customer: "globex"}, []string{"1", "3"}},
+		{"by_time", sidecar.StreamFilter{From: Epoch.Add(time.Second), To: Epoch.Add(3 * time.Second)}, []string{"1", "2"}},
+		{"by_actor_none", sidecar.StreamFilter{Actor: "bob"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := e.s.ReadEvents(e.ctx, tc.f)
+			must(t, err)
+			var ns []string
+			for _, ev := range got {
+				ns = append(ns, ev.Data["n"])
+			}
+			if !slices.Equal(ns, tc.want) {
+				t.Fatalf("got %v, want %v", ns, tc.want)
+			}
+		})
+	}
+	t.Run("follow_with_cursor", func(t *testing.T) {
+		var ns []string
+		f := sidecar.StreamFilter{Page: sidecar.Page{Limit: 2}}
+		for i := 0; ; i++ {
+			got, next, err := e.s.ReadEvents(e.ctx, f)
+			must(t, err)
+			for _, ev := range got {
+				ns = append(ns, ev.Data["n"])
+			}
+			if next == "" {
+				break
+			}
+			if i > 10 {
+				t.Fatal("cursor does not advance")
+			}
+			f.Cursor = next
+		}
+		if !slices.Equal(ns, []string{"0", "1", "2", "3", "4"}) {
+			t.Fatalf("got %v", ns)
+		}
+	})
+	t.Run("malformed_cursor", func(t *testing.T) {
+		_, _, err := e.s.ReadEvents(e.ctx, sidecar.StreamFilter{Page: sidecar.Page{Cursor: "x"}})
+		wantCode(t, err, sidecar.EINVALID)
+	})
+	t.Run("type_required", func(t *testing.T) {
+		wantCode(t, e.s.AppendEvent(e.ctx, &sidecar.Event{}), sidecar.EINVALID)
+	})
+}
+
+func testAudit(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	must(t, e.s.AppendEvent(e.ctx, &sidecar.Event{Type: sidecar.EventConsentChanged, Customer: "acme"}))
+	for i, action := range []string{"session.start", "grant.revoke", "session.start"} {
+		must(t, e.s.AppendAudit(e.ctx, &sidecar.AuditEntry{Actor: []string{"alice", "bob"}[i%2], Action: action,
+			Customer: "acme", Target: fmt.Sprintf("t%d", i), Outcome: "ok", Data: map[string]string{"ip": "10.0.0.1"}}))
+	}
+	t.Run("separate_from_events", func(t *testing.T) {
+		got, _, err := e.s.ReadAudit(e.ctx, sidecar.StreamFilter{})
+		must(t, err)
+		if len(got) != 3 || got[0].Target != "t0" || got[0].Data["ip"] != "10.0.0.1" || got[0].Outcome != "ok" {
+			t.Fatalf("audit = %+v", got)
+		}
+		evs, _, err := e.s.ReadEvents(e.ctx, sidecar.StreamFilter{})
+		must(t, err)
+		if len(evs) != 1 {
+			t.Fatalf("events = %+v", evs)
+		}
+	})
+	t.Run("filter", func(t *testing.T) {
+		got, _, err := e.s.ReadAudit(e.ctx, sidecar.StreamFilter{Type: "session.start", Actor: "alice"})
+		must(t, err)
+		if len(got) != 2 || got[1].Target != "t2" {
+			t.Fatalf("audit = %+v", got)
+		}
+	})
+	t.Run("action_required", func(t *testing.T) {
+		wantCode(t, e.s.AppendAudit(e.ctx, &sidecar.AuditEntry{Actor: "x"}), sidecar.EINVALID)
+	})
+}
+
+// ---- invalidation ------------------------------------------------------------
+
+// waitKey waits (bounded) for key on ch, skipping others.
+func waitKey(t *testing.T, ch <-chan string, key string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case k := <-ch:
+			if k == key {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("invalidation %q never arrived", key)
+		}
+	}
+}
+
+func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	ch := make(chan string, 1024)
+	cancel := e.s.Subscribe(func(k string) {
+		select {
+		case ch <- k:
+		default:
+		}
+	})
+	defer cancel()
+	must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+	must(t, e.s.SetSessionToken(e.ctx, "s1", "tok"))
+	must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "", sidecar.LevelLook, time.Hour)))
+	must(t, e.s.PutAssignment(e.ctx, &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d"}))
+	must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"}))
+
+	cases := []struct {
+		name  string
+		write func() error
+		key   string
+	}{
+		{"session_end", func() error { _, err := e.s.EndSession(e.ctx, "s1", "a", sidecar.EndEnded, e.now()); return err }, sidecar.SessionKey("tok")},
+		{"consent_withdrawn", func() error {
+			return e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: false, SetBy: "c1", SetAt: e.now()})
+		}, sidecar.ConsentKey("c1")},
+		{"grant_revoked", func() error { _, err := e.s.RevokeGrant(e.ctx, "acme", "g1"); return err }, sidecar.GrantKey("acme")},
+		{"grant_replaced", func() error {
+			return e.s.PutGrant(e.ctx, grant(e, "g2", "acme", "p1", "", sidecar.LevelCC, time.Hour))
+		}, sidecar.GrantKey("acme")},
+		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1")},
+		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat") }, sidecar.ShareKey("acme")},
+		{"customer_changed", func() error { return e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Protected: true}) }, sidecar.CustomerKey("c1")},
+		{"explicit", func() error { return e.s.Invalidate(e.ctx, "custom:1") }, "custom:1"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// A barrier: once it arrives, every earlier key has too, so the
+			// key waited for below comes from this case's write.
+			barrier := fmt.Sprintf("barrier:%d", i)
+			must(t, e.s.Invalidate(e.ctx, barrier))
+			waitKey(t, ch, barrier)
+			must(t, tc.write())
+			waitKey(t, ch, tc.key)
+		})
+	}
+	t.Run("cancel_stops_delivery", func(t *testing.T) {
+		cancel()
+		second := make(chan string, 16)
+		cancel2 := e.s.Subscribe(func(k string) { second <- k })
+		defer cancel2()
+		must(t, e.s.Invalidate(e.ctx, "after-cancel"))
+		waitKey(t, second, "after-cancel") // delivered to the live subscriber...
+		select {
+		case k := <-ch: // ...and by then not to the cancelled one
+			if k == "after-cancel" {
+				t.Fatal("cancelled subscriber still called")
+			}
+		default:
+		}
+	})
+}
+
+func testPing(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	must(t, e.s.Ping(e.ctx))
+}
