@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/envoy"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Answer Envoy ext_authz checks (gRPC and HTTP) and serve the management API",
+		Args:  cobra.NoArgs,
+	}
+	loader := newConfigLoader(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := loader.load()
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return serve(ctx, cfg, cmd.OutOrStdout())
+	}
+	return cmd
+}
+
+// server is everything `deputy serve` runs, wired from the config.
+type server struct {
+	cfg      *Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+	engine   *policy.Engine
+	pipeline *authz.Pipeline
+
+	grpc       *grpc.Server
+	health     *health.Server
+	httpSrv    *http.Server
+	metricsSrv *http.Server
+	ready      []readiness
+	closers    []func(context.Context) error
+}
+
+// readiness is one condition /readyz reports.
+type readiness struct {
+	name  string
+	check func(context.Context) error
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func serve(ctx context.Context, cfg *Config, out interface{ Write([]byte) (int, error) }) error {
+	s, err := build(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx, out)
+}
+
+// build wires the server; it fails, naming the cause, before any port opens.
+func build(ctx context.Context, cfg *Config) (*server, error) {
+	s := &server{cfg: cfg, log: newLogger(cfg.LogLevel), registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	s.engine = policy.New(
+		policy.WithQueries(cfg.Policy.DecisionQuery, policy.DefaultManageQuery),
+		policy.WithLogger(s.log),
+	)
+	set, err := policy.LoadPaths(cfg.Policy.Paths)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.engine.Activate(ctx, set); err != nil {
+		return nil, err
+	}
+	s.ready = append(s.ready, readiness{"policy", func(context.Context) error {
+		if !s.engine.Ready() {
+			return errors.New("no policy active")
+		}
+		return nil
+	}})
+
+	s.pipeline = authz.New(s.engine,
+		authz.WithQuery(cfg.Policy.DecisionQuery),
+		authz.WithOwnedPrefix(cfg.Check.OwnedPrefix),
+		authz.WithActorTokenHeader(cfg.Check.ActorTokenHeader),
+		authz.WithErrorStatus(cfg.Check.ErrorStatus),
+		authz.WithBodyParsing(cfg.Check.ParseBody),
+		authz.WithDryRun(cfg.Check.DryRun),
+	)
+
+	if err := s.buildGRPC(); err != nil {
+		return nil, err
+	}
+	s.buildHTTP()
+	return s, nil
+}
+
+func (s *server) buildGRPC() error {
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes)}
+	if s.cfg.GRPC.TLSCert != "" {
+		creds, err := serverTLS(s.cfg.GRPC)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(s.grpc, envoy.NewGRPCServer(s.pipeline))
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if s.cfg.GRPC.Reflection {
+		reflection.Register(s.grpc)
+	}
+	return nil
+}
+
+func serverTLS(c GRPCConfig) (credentials.TransportCredentials, error) {
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("grpc.tls_cert: %w", err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("grpc.client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("grpc.client_ca: no certificates in %s", c.ClientCA)
+		}
+		conf.ClientCAs = pool
+		conf.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(conf), nil
+}
+
+func (s *server) buildHTTP() {
+	mux := http.NewServeMux()
+	mux.Handle(s.cfg.HTTP.CheckPath, envoy.NewHTTPHandler(s.pipeline, envoy.WithForwardedRequest(), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
+	mux.Handle("/", envoy.NewHTTPHandler(s.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	mm := http.NewServeMux()
+	mm.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	mm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mm.HandleFunc("/readyz", s.readyz)
+	s.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// readyz reports each readiness condition; 503 when any fails.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	status := http.StatusOK
+	checks := map[string]string{}
+	for _, c := range s.ready {
+		if err := c.check(ctx); err != nil {
+			checks[c.name] = err.Error()
+			status = http.StatusServiceUnavailable
+		} else {
+			checks[c.name] = "ok"
+		}
+	}
+	body := map[string]any{"status": map[bool]string{true: "ready", false: "not ready"}[status == http.StatusOK], "checks": checks}
+	if a := s.engine.Current(); a != nil {
+		body["policy"] = map[string]any{"revision": a.Revision, "source": a.Source, "activated_at": a.ActivatedAt}
+	}
+	w.Header().Set("content-type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		_ = os.Remove(path)
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// run opens the listeners, serves until ctx ends, then shuts down
+// gracefully: in-flight checks finish, decision logs flush.
+func (s *server) run(ctx context.Context, out interface{ Write([]byte) (int, error) }) error {
+	gl, err := listen(s.cfg.GRPC.Addr)
+	if err != nil {
+		return fmt.Errorf("grpc.addr: %w", err)
+	}
+	hl, err := net.Listen("tcp", s.cfg.HTTP.Addr)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("http.addr: %w", err)
+	}
+	ml, err := net.Listen("tcp", s.cfg.Metrics.Addr)
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return fmt.Errorf("metrics.addr: %w", err)
+	}
+	errc := make(chan error, 3)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- s.grpc.Serve(gl) }()
+	go func() { defer wg.Done(); errc <- ignoreClosed(s.httpSrv.Serve(hl)) }()
+	go func() { defer wg.Done(); errc <- ignoreClosed(s.metricsSrv.Serve(ml)) }()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("deputy serving", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
+	if s.cfg.Dev {
+		printNextSteps(out, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	s.log.Info("deputy shutting down")
+	s.health.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	_ = s.httpSrv.Shutdown(sctx)
+	select {
+	case <-done:
+	case <-sctx.Done():
+		s.grpc.Stop()
+	}
+	_ = s.metricsSrv.Shutdown(sctx)
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](sctx); err != nil {
+			s.log.Error("shutdown", "error", err)
+		}
+	}
+	wg.Wait()
+	return runErr
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func printNextSteps(out interface{ Write([]byte) (int, error) }, grpcAddr, httpAddr, metricsAddr string) {
+	fmt.Fprintf(out, `
+Deputy is running in dev mode (embedded store, shipped policies).
+  gRPC ext_authz  %s
+  HTTP            %s   (HTTP ext_authz, /deputy/v1/ API, /.well-known/jwks.json)
+  metrics/health  %s   (/metrics, /healthz, /readyz)
+
+Try:
+  curl -i http://localhost%s/catalog/shoes            # public route: 200
+  curl -i http://localhost%s/customer/account         # needs a token: 401
+  TOKEN=$(bin/deputy dev token --sub alice --roles customer)
+  curl -i -H "authorization: Bearer $TOKEN" http://localhost%s/customer/account
+See README.md for the Login as Customer and partner walkthroughs.
+`, grpcAddr, httpAddr, metricsAddr, port(httpAddr), port(httpAddr), port(httpAddr))
+}
+
+func port(addr string) string {
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		return addr[i:]
+	}
+	return addr
+}
