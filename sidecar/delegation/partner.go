@@ -1,0 +1,751 @@
+package delegation
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/mail"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults of the partner config section. They mirror
+// policies/deputy/partner/data.json; the policy decides who may act, these
+// bound what a request may ask for.
+const (
+	DefaultPendingExpiryDays    = 30
+	DefaultMinGrantDays         = 1
+	DefaultMaxGrantDays         = 365
+	DefaultMaxGrantUsers        = 100
+	DefaultExpiringWithinDays   = 7
+	DefaultSubscriptionMinLevel = sidecar.LevelLook
+	DefaultOnBehalfOfHeader     = "x-on-behalf-of"
+)
+
+// Subscription kinds a partner user may subscribe to.
+const (
+	SubscriptionNotifications = "notifications"
+	SubscriptionDashboard     = "dashboard"
+)
+
+// PartnerConfig is the "partner" section of Deputy's configuration.
+type PartnerConfig struct {
+	// PendingExpiryDays is how long an access request waits for a decision.
+	PendingExpiryDays int `yaml:"pending_expiry_days"`
+	// MinGrantDays and MaxGrantDays bound the expiry a request may ask for.
+	MinGrantDays int `yaml:"min_grant_days"`
+	MaxGrantDays int `yaml:"max_grant_days"`
+	// MaxGrantUsers bounds the users named by one individual-scope request.
+	MaxGrantUsers int `yaml:"max_grant_users"`
+	// ExpiringWithinDays is when SweepExpiring announces a grant's end.
+	ExpiringWithinDays int `yaml:"expiring_within_days"`
+	// SubscriptionMinLevel is the level a subscription needs to count.
+	SubscriptionMinLevel sidecar.Level `yaml:"subscription_min_level"`
+	// OnBehalfOfHeader names the customer a request acts for.
+	OnBehalfOfHeader string `yaml:"on_behalf_of_header"`
+	// PathTemplate, when set, also names the customer in the path, e.g.
+	// "/customers/{customer}/". The header wins when both are present.
+	PathTemplate string `yaml:"path_template"`
+}
+
+// PartnerDefaults returns the partner section with every default set.
+func PartnerDefaults() PartnerConfig {
+	return PartnerConfig{
+		PendingExpiryDays:    DefaultPendingExpiryDays,
+		MinGrantDays:         DefaultMinGrantDays,
+		MaxGrantDays:         DefaultMaxGrantDays,
+		MaxGrantUsers:        DefaultMaxGrantUsers,
+		ExpiringWithinDays:   DefaultExpiringWithinDays,
+		SubscriptionMinLevel: DefaultSubscriptionMinLevel,
+		OnBehalfOfHeader:     DefaultOnBehalfOfHeader,
+	}
+}
+
+// WithDefaults fills zero fields with their defaults.
+func (c PartnerConfig) WithDefaults() PartnerConfig {
+	d := PartnerDefaults()
+	if c.PendingExpiryDays == 0 {
+		c.PendingExpiryDays = d.PendingExpiryDays
+	}
+	if c.MinGrantDays == 0 {
+		c.MinGrantDays = d.MinGrantDays
+	}
+	if c.MaxGrantDays == 0 {
+		c.MaxGrantDays = d.MaxGrantDays
+	}
+	if c.MaxGrantUsers == 0 {
+		c.MaxGrantUsers = d.MaxGrantUsers
+	}
+	if c.ExpiringWithinDays == 0 {
+		c.ExpiringWithinDays = d.ExpiringWithinDays
+	}
+	if c.SubscriptionMinLevel == "" {
+		c.SubscriptionMinLevel = d.SubscriptionMinLevel
+	}
+	if c.OnBehalfOfHeader == "" {
+		c.OnBehalfOfHeader = d.OnBehalfOfHeader
+	}
+	return c
+}
+
+// Validate checks the section; errors name the field.
+func (c PartnerConfig) Validate() error {
+	switch {
+	case c.PendingExpiryDays < 0:
+		return sidecar.Invalid("partner.pending_expiry_days", "must not be negative")
+	case c.MinGrantDays < 0:
+		return sidecar.Invalid("partner.min_grant_days", "must not be negative")
+	case c.MaxGrantDays < 0:
+		return sidecar.Invalid("partner.max_grant_days", "must not be negative")
+	case c.MinGrantDays > 0 && c.MaxGrantDays > 0 && c.MinGrantDays > c.MaxGrantDays:
+		return sidecar.Invalid("partner.min_grant_days", "must not exceed partner.max_grant_days (%d)", c.MaxGrantDays)
+	case c.MaxGrantUsers < 0:
+		return sidecar.Invalid("partner.max_grant_users", "must not be negative")
+	case c.ExpiringWithinDays < 0:
+		return sidecar.Invalid("partner.expiring_within_days", "must not be negative")
+	case c.SubscriptionMinLevel != "" && !c.SubscriptionMinLevel.Valid():
+		return sidecar.Invalid("partner.subscription_min_level", "unknown level %q", c.SubscriptionMinLevel)
+	case c.OnBehalfOfHeader != "" && !validHeaderName(c.OnBehalfOfHeader):
+		return sidecar.Invalid("partner.on_behalf_of_header", "not a valid header name: %q", c.OnBehalfOfHeader)
+	}
+	if c.PathTemplate != "" {
+		if _, err := parsePathTemplate(c.PathTemplate); err != nil {
+			return sidecar.Invalid("partner.path_template", "%s", sidecar.ErrorMessage(err))
+		}
+	}
+	return nil
+}
+
+// PartnerState is the part of the store partner access needs.
+type PartnerState interface {
+	sidecar.PartnerStore
+	sidecar.ShareStore
+	sidecar.SubscriptionStore
+	sidecar.CustomerStore
+	sidecar.EventLog
+}
+
+// Partners owns the partner access lifecycle: requests, decisions, grants,
+// revocation, shares for cc and subscriptions. It checks facts (ranges,
+// organisations, request state); who may call what is the manage policy's.
+type Partners struct {
+	store PartnerState
+	cfg   PartnerConfig
+	clock sidecar.Clock
+	newID func() string
+}
+
+// PartnerOption configures Partners.
+type PartnerOption func(*Partners)
+
+// WithPartnerClock sets the clock (default time.Now).
+func WithPartnerClock(c sidecar.Clock) PartnerOption { return func(p *Partners) { p.clock = c } }
+
+// WithPartnerIDs sets how request and grant ids are made (default: random).
+func WithPartnerIDs(f func() string) PartnerOption { return func(p *Partners) { p.newID = f } }
+
+// NewPartners returns the partner lifecycle on store.
+func NewPartners(store PartnerState, cfg PartnerConfig, opts ...PartnerOption) *Partners {
+	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Config returns the effective configuration.
+func (p *Partners) Config() PartnerConfig { return p.cfg }
+
+// AccessRequestInput is what a partner user asks for.
+type AccessRequestInput struct {
+	Customer     string        `json:"customer"`
+	ContactEmail string        `json:"contact_email"`
+	ExpiryDays   int           `json:"expiry_days"`
+	Level        sidecar.Level `json:"level"`
+	Scope        string        `json:"scope"`
+	Users        []string      `json:"users,omitempty"`
+}
+
+// CheckRequest validates input for caller, without storing anything, and
+// returns the request it would create. Users named for individual scope
+// must be the caller or have a profile (set by the host application)
+// whose org is the caller's organisation.
+func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, in AccessRequestInput) (*sidecar.AccessRequest, error) {
+	if caller == nil || caller.Org == "" {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
+	}
+	if err := validRef("customer", in.Customer); err != nil {
+		return nil, err
+	}
+	if in.Customer == caller.Org {
+		return nil, sidecar.Invalid("customer", "cannot request access to your own organisation")
+	}
+	if in.ContactEmail == "" {
+		return nil, sidecar.Invalid("contact_email", "required")
+	}
+	if a, err := mail.ParseAddress(in.ContactEmail); err != nil || a.Address != in.ContactEmail {
+		return nil, sidecar.Invalid("contact_email", "not a plain email address")
+	}
+	if in.ExpiryDays < p.cfg.MinGrantDays || in.ExpiryDays > p.cfg.MaxGrantDays {
+		return nil, sidecar.Invalid("expiry_days", "must be between %d and %d", p.cfg.MinGrantDays, p.cfg.MaxGrantDays)
+	}
+	if !in.Level.Valid() {
+		return nil, sidecar.Invalid("level", "must be one of %s", levelNames())
+	}
+	users := slices.Clone(in.Users)
+	switch in.Scope {
+	case sidecar.ScopeOrganisation:
+		if len(users) > 0 {
+			return nil, sidecar.Invalid("users", "must be empty for organisation scope")
+		}
+	case sidecar.ScopeIndividual:
+		if len(users) == 0 {
+			return nil, sidecar.Invalid("users", "individual scope needs at least one user")
+		}
+		if len(users) > p.cfg.MaxGrantUsers {
+			return nil, sidecar.Invalid("users", "at most %d users", p.cfg.MaxGrantUsers)
+		}
+		slices.Sort(users)
+		users = slices.Compact(users)
+		for _, u := range users {
+			if err := validRef("users", u); err != nil {
+				return nil, err
+			}
+			if err := p.checkMember(ctx, caller, u); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, sidecar.Invalid("scope", "must be %q or %q", sidecar.ScopeOrganisation, sidecar.ScopeIndividual)
+	}
+	now := p.clock()
+	return &sidecar.AccessRequest{
+		ID:               p.newID(),
+		PartnerOrg:       caller.Org,
+		RequestedBy:      caller.Subject,
+		Customer:         in.Customer,
+		ContactEmail:     in.ContactEmail,
+		Level:            in.Level,
+		ExpiryDays:       in.ExpiryDays,
+		Scope:            in.Scope,
+		Users:            users,
+		Status:           sidecar.RequestPending,
+		CreatedAt:        now,
+		PendingExpiresAt: now.Add(grantDays(p.cfg.PendingExpiryDays)),
+	}, nil
+}
+
+func (p *Partners) checkMember(ctx context.Context, caller *sidecar.Identity, user string) error {
+	if user == caller.Subject {
+		return nil
+	}
+	prof, err := p.store.GetCustomer(ctx, user)
+	switch {
+	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
+		return sidecar.Invalid("users", "%s is not a known member of %s", user, caller.Org)
+	case err != nil:
+		return err
+	case prof.Org != caller.Org:
+		return sidecar.Invalid("users", "%s is not a member of %s", user, caller.Org)
+	}
+	return nil
+}
+
+// Request stores a pending access request checked by CheckRequest and tells
+// the customer's contact manager.
+func (p *Partners) Request(ctx context.Context, r *sidecar.AccessRequest) error {
+	if err := p.store.CreateRequest(ctx, r); err != nil {
+		return err
+	}
+	return p.event(ctx, sidecar.EventGrantRequested, r.Customer, r.RequestedBy, map[string]string{
+		"to":          r.ContactEmail,
+		"request_id":  r.ID,
+		"partner_org": r.PartnerOrg,
+		"level":       string(r.Level),
+		"scope":       r.Scope,
+		"users":       strings.Join(r.Users, ","),
+		"expiry_days": strconv.Itoa(r.ExpiryDays),
+		"expires_at":  r.PendingExpiresAt.UTC().Format(time.RFC3339),
+	})
+}
+
+// GetRequest returns a request with its status as of now.
+func (p *Partners) GetRequest(ctx context.Context, id string) (*sidecar.AccessRequest, error) {
+	r, err := p.store.GetRequest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r.Status = r.StatusAt(p.clock())
+	return r, nil
+}
+
+// ListRequests lists requests with their status as of now.
+func (p *Partners) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
+	rs, next, err := p.store.ListRequests(ctx, f)
+	now := p.clock()
+	for i := range rs {
+		rs[i].Status = rs[i].StatusAt(now)
+	}
+	return rs, next, err
+}
+
+// Approve makes the request's grants live: one for the partner
+// organisation, or one per named user. A grant for the same partner,
+// customer and user is replaced with the new level and expiry.
+func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id string) (*sidecar.AccessRequest, []sidecar.Grant, error) {
+	r, err := p.decide(ctx, caller, id, sidecar.RequestApproved)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := p.clock()
+	users := r.Users
+	if r.Scope == sidecar.ScopeOrganisation {
+		users = []string{""}
+	}
+	grants := make([]sidecar.Grant, 0, len(users))
+	for _, u := range users {
+		g := sidecar.Grant{
+			ID:         p.newID(),
+			Customer:   r.Customer,
+			PartnerOrg: r.PartnerOrg,
+			User:       u,
+			Level:      r.Level,
+			ExpiresAt:  now.Add(grantDays(r.ExpiryDays)),
+			ApprovedBy: caller.Subject,
+			ApprovedAt: now,
+			RequestID:  r.ID,
+		}
+		if err := p.store.PutGrant(ctx, &g); err != nil {
+			return nil, nil, err
+		}
+		grants = append(grants, g)
+	}
+	err = p.event(ctx, sidecar.EventGrantApproved, r.Customer, caller.Subject, map[string]string{
+		"request_id":   r.ID,
+		"partner_org":  r.PartnerOrg,
+		"requested_by": r.RequestedBy,
+		"level":        string(r.Level),
+		"scope":        r.Scope,
+		"users":        strings.Join(r.Users, ","),
+		"expires_at":   now.Add(grantDays(r.ExpiryDays)).UTC().Format(time.RFC3339),
+	})
+	return r, grants, err
+}
+
+// Reject closes the request without a grant.
+func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id string) (*sidecar.AccessRequest, error) {
+	r, err := p.decide(ctx, caller, id, sidecar.RequestRejected)
+	if err != nil {
+		return nil, err
+	}
+	return r, p.event(ctx, sidecar.EventGrantRejected, r.Customer, caller.Subject, map[string]string{
+		"request_id":   r.ID,
+		"partner_org":  r.PartnerOrg,
+		"requested_by": r.RequestedBy,
+	})
+}
+
+func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, status string) (*sidecar.AccessRequest, error) {
+	r, err := p.store.GetRequest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if caller == nil || caller.Org != r.Customer {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_contact_manager")
+	}
+	now := p.clock()
+	if st := r.StatusAt(now); st != sidecar.RequestPending {
+		return nil, decidedError(st)
+	}
+	r, err = p.store.DecideRequest(ctx, id, status, caller.Subject, now)
+	if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
+		// Lost a race with another decision or the pending expiry.
+		if cur, gerr := p.store.GetRequest(ctx, id); gerr == nil {
+			return nil, decidedError(cur.StatusAt(now))
+		}
+	}
+	return r, err
+}
+
+func decidedError(status string) error {
+	if status == sidecar.RequestExpired {
+		return sidecar.Errorf(sidecar.ECONFLICT, "request_expired")
+	}
+	return sidecar.Errorf(sidecar.ECONFLICT, "request_already_%s", status)
+}
+
+// GetGrant returns a live grant.
+func (p *Partners) GetGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
+	return p.store.GetGrant(ctx, customer, id)
+}
+
+// Revoke ends a grant at once, from either side: the customer or the
+// partner organisation. The store publishes the eviction to every replica.
+func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, customer, id string) (*sidecar.Grant, error) {
+	g, err := p.store.GetGrant(ctx, customer, id)
+	if err != nil {
+		return nil, err
+	}
+	if caller == nil || caller.Org == "" || (caller.Org != g.Customer && caller.Org != g.PartnerOrg) {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_party_to_grant")
+	}
+	g, err = p.store.RevokeGrant(ctx, customer, id)
+	if err != nil {
+		return nil, err
+	}
+	return g, p.event(ctx, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
+		"grant_id":    g.ID,
+		"partner_org": g.PartnerOrg,
+		"user":        g.User,
+		"level":       string(g.Level),
+		"revoked_by":  caller.Org,
+	})
+}
+
+// CustomerAccess is one line of "My Customers": the grant that applies to
+// the caller for a customer after precedence.
+type CustomerAccess struct {
+	Customer  string        `json:"customer"`
+	Level     sidecar.Level `json:"level"`
+	Scope     string        `json:"scope"`
+	ExpiresAt time.Time     `json:"expires_at"`
+	GrantID   string        `json:"grant_id"`
+}
+
+// MyCustomers lists the customers caller may act for, sorted by customer,
+// each with the grant that wins: the caller's own grant, even when lower,
+// else the organisation's.
+func (p *Partners) MyCustomers(ctx context.Context, caller *sidecar.Identity) ([]CustomerAccess, error) {
+	if caller == nil || caller.Org == "" {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
+	}
+	gs, err := p.store.GrantsByPartner(ctx, caller.Org, caller.Subject)
+	if err != nil {
+		return nil, err
+	}
+	now := p.clock()
+	byCustomer := map[string]sidecar.EffectiveGrants{}
+	for i := range gs {
+		g := &gs[i]
+		if !g.Live(now) || g.PartnerOrg != caller.Org || (g.User != "" && g.User != caller.Subject) {
+			continue
+		}
+		e := byCustomer[g.Customer]
+		if g.User != "" {
+			e.Individual = g
+		} else {
+			e.Organisation = g
+		}
+		byCustomer[g.Customer] = e
+	}
+	out := make([]CustomerAccess, 0, len(byCustomer))
+	for c, e := range byCustomer {
+		g := e.Effective()
+		out = append(out, CustomerAccess{Customer: c, Level: g.Level, Scope: g.Scope(), ExpiresAt: g.ExpiresAt, GrantID: g.ID})
+	}
+	slices.SortFunc(out, func(a, b CustomerAccess) int { return strings.Compare(a.Customer, b.Customer) })
+	return out, nil
+}
+
+// MyPartners lists a customer's live grants, sorted by partner org, user
+// and id.
+func (p *Partners) MyPartners(ctx context.Context, customer string) ([]sidecar.Grant, error) {
+	gs, err := p.store.GrantsByCustomer(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	now := p.clock()
+	gs = slices.DeleteFunc(gs, func(g sidecar.Grant) bool { return !g.Live(now) })
+	slices.SortFunc(gs, func(a, b sidecar.Grant) int { return strings.Compare(GrantSortKey(a), GrantSortKey(b)) })
+	return gs, nil
+}
+
+// GrantSortKey orders "My Partners" and is its pagination cursor.
+func GrantSortKey(g sidecar.Grant) string { return g.PartnerOrg + "\x00" + g.User + "\x00" + g.ID }
+
+// Effective returns the grant that applies to user of partnerOrg for
+// customer at now, or nil.
+func (p *Partners) Effective(ctx context.Context, customer, partnerOrg, user string) (*sidecar.Grant, error) {
+	e, err := p.store.EffectiveGrants(ctx, customer, partnerOrg, user)
+	if err != nil {
+		return nil, err
+	}
+	return effectiveAt(e, p.clock()), nil
+}
+
+// effectiveAt applies precedence at now: a live individual grant wins even
+// when lower; an expired grant counts as absent.
+func effectiveAt(e sidecar.EffectiveGrants, now time.Time) *sidecar.Grant {
+	if e.Individual != nil && e.Individual.Live(now) {
+		return e.Individual
+	}
+	if e.Organisation != nil && e.Organisation.Live(now) {
+		return e.Organisation
+	}
+	return nil
+}
+
+// ShareInput is a resource the customer shares with a cc-level partner user.
+type ShareInput struct {
+	Resource   string `json:"resource"`
+	User       string `json:"user"`
+	PartnerOrg string `json:"partner_org"`
+}
+
+// Share makes resource of the caller's organisation readable by a cc-level
+// partner user. Sharing again is not an error.
+func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer string, in ShareInput) (*sidecar.Share, error) {
+	if caller == nil || caller.Org != customer {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_customer")
+	}
+	if err := validRef("resource", in.Resource); err != nil {
+		return nil, err
+	}
+	if err := validRef("user", in.User); err != nil {
+		return nil, err
+	}
+	if err := validRef("partner_org", in.PartnerOrg); err != nil {
+		return nil, err
+	}
+	s := &sidecar.Share{Customer: customer, Resource: in.Resource, User: in.User, PartnerOrg: in.PartnerOrg, SharedBy: caller.Subject, SharedAt: p.clock()}
+	return s, p.store.PutShare(ctx, s)
+}
+
+// Unshare withdraws a share; withdrawing an absent share is not an error.
+func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, customer, resource, user string) error {
+	if caller == nil || caller.Org != customer {
+		return sidecar.Errorf(sidecar.EFORBIDDEN, "not_customer")
+	}
+	err := p.store.DeleteShare(ctx, customer, resource, user)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return nil
+	}
+	return err
+}
+
+// Shares lists a customer's shares.
+func (p *Partners) Shares(ctx context.Context, customer string) ([]sidecar.Share, error) {
+	return p.store.ListShares(ctx, customer)
+}
+
+// SubscriptionView is a subscription with whether it counts now.
+type SubscriptionView struct {
+	Customer   string        `json:"customer"`
+	Kind       string        `json:"kind"`
+	User       string        `json:"user"`
+	PartnerOrg string        `json:"partner_org"`
+	Active     bool          `json:"active"`
+	Level      sidecar.Level `json:"level,omitempty"`
+	CreatedAt  time.Time     `json:"created_at,omitzero"`
+}
+
+// Subscriptions are stored under "org/user" because a subscription is only
+// as good as the grant of the user's organisation, and the record has no
+// organisation of its own.
+func subscriber(org, user string) string { return org + "/" + user }
+
+func splitSubscriber(s string) (org, user string) {
+	org, user, _ = strings.Cut(s, "/")
+	return org, user
+}
+
+// Subscribe records caller's subscription to kind for customer. It needs a
+// live grant of at least the configured level; the manage policy checks
+// the same with the grant in input.delegation.
+func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, customer, kind string) (*SubscriptionView, error) {
+	if caller == nil || caller.Org == "" {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
+	}
+	if strings.Contains(caller.Org, "/") {
+		return nil, sidecar.Invalid("org", "must not contain '/'")
+	}
+	if kind != SubscriptionNotifications && kind != SubscriptionDashboard {
+		return nil, sidecar.Invalid("kind", "must be %q or %q", SubscriptionNotifications, SubscriptionDashboard)
+	}
+	g, err := p.Effective(ctx, customer, caller.Org, caller.Subject)
+	if err != nil {
+		return nil, err
+	}
+	if g == nil {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_live_grant")
+	}
+	if !g.Level.AtLeast(p.cfg.SubscriptionMinLevel) {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "level_below_minimum:%s", p.cfg.SubscriptionMinLevel)
+	}
+	s := &sidecar.Subscription{User: subscriber(caller.Org, caller.Subject), Customer: customer, Kind: kind, CreatedAt: p.clock()}
+	if err := p.store.PutSubscription(ctx, s); err != nil {
+		return nil, err
+	}
+	return &SubscriptionView{Customer: customer, Kind: kind, User: caller.Subject, PartnerOrg: caller.Org, Active: true, Level: g.Level, CreatedAt: s.CreatedAt}, nil
+}
+
+// Unsubscribe removes caller's subscription; an absent one is not an error.
+func (p *Partners) Unsubscribe(ctx context.Context, caller *sidecar.Identity, customer, kind string) error {
+	err := p.store.DeleteSubscription(ctx, subscriber(caller.Org, caller.Subject), customer, kind)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return nil
+	}
+	return err
+}
+
+// MySubscriptions lists caller's subscriptions, each marked active only if
+// the caller's grant still reaches the minimum level now.
+func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity) ([]SubscriptionView, error) {
+	ss, err := p.store.SubscriptionsByUser(ctx, subscriber(caller.Org, caller.Subject))
+	if err != nil {
+		return nil, err
+	}
+	return p.views(ctx, ss)
+}
+
+// Subscribers lists the subscriptions to customer's kind that count now:
+// those whose user still holds a grant of the minimum level. The host's
+// mailer reads this instead of the raw records.
+func (p *Partners) Subscribers(ctx context.Context, customer, kind string) ([]SubscriptionView, error) {
+	ss, err := p.store.SubscriptionsByCustomer(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	ss = slices.DeleteFunc(ss, func(s sidecar.Subscription) bool { return kind != "" && s.Kind != kind })
+	vs, err := p.views(ctx, ss)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(vs, func(v SubscriptionView) bool { return !v.Active }), nil
+}
+
+func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]SubscriptionView, error) {
+	out := make([]SubscriptionView, 0, len(ss))
+	for _, s := range ss {
+		org, user := splitSubscriber(s.User)
+		v := SubscriptionView{Customer: s.Customer, Kind: s.Kind, User: user, PartnerOrg: org, CreatedAt: s.CreatedAt}
+		g, err := p.Effective(ctx, s.Customer, org, user)
+		if err != nil {
+			return nil, err
+		}
+		if g != nil {
+			v.Level = g.Level
+			v.Active = g.Level.AtLeast(p.cfg.SubscriptionMinLevel)
+		}
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b SubscriptionView) int {
+		return strings.Compare(a.Customer+"\x00"+a.Kind+"\x00"+a.PartnerOrg+"/"+a.User, b.Customer+"\x00"+b.Kind+"\x00"+b.PartnerOrg+"/"+b.User)
+	})
+	return out, nil
+}
+
+// SweepExpiring appends a grant.expiring event for every live grant that
+// ends within the configured window and has not been announced for its
+// current expiry. Call it periodically; calling it again, or from several
+// replicas, does not announce a grant twice (the events stream is the
+// record of what was announced). It returns how many it announced.
+func (p *Partners) SweepExpiring(ctx context.Context, limit int) (int, error) {
+	now := p.clock()
+	window := grantDays(p.cfg.ExpiringWithinDays)
+	gs, err := p.store.GrantsExpiringBefore(ctx, now.Add(window), limit)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range gs {
+		if !g.Live(now) {
+			continue
+		}
+		exp := g.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		done, err := p.announced(ctx, g, exp, now.Add(-window))
+		if err != nil {
+			return n, err
+		}
+		if done {
+			continue
+		}
+		err = p.event(ctx, sidecar.EventGrantExpiring, g.Customer, "", map[string]string{
+			"grant_id":    g.ID,
+			"partner_org": g.PartnerOrg,
+			"user":        g.User,
+			"level":       string(g.Level),
+			"expires_at":  exp,
+		})
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (p *Partners) announced(ctx context.Context, g sidecar.Grant, exp string, since time.Time) (bool, error) {
+	f := sidecar.StreamFilter{Type: sidecar.EventGrantExpiring, Customer: g.Customer, From: since, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}}
+	for {
+		es, next, err := p.store.ReadEvents(ctx, f)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range es {
+			if e.Data["grant_id"] == g.ID && e.Data["expires_at"] == exp {
+				return true, nil
+			}
+		}
+		if next == "" || len(es) == 0 {
+			return false, nil
+		}
+		f.Cursor = next
+	}
+}
+
+func (p *Partners) event(ctx context.Context, typ, customer, actor string, data map[string]string) error {
+	for k, v := range data {
+		if v == "" {
+			delete(data, k)
+		}
+	}
+	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: p.clock(), Customer: customer, Actor: actor, Data: data})
+}
+
+func grantDays(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }
+
+func levelNames() string {
+	names := make([]string, len(sidecar.Levels))
+	for i, l := range sidecar.Levels {
+		names[i] = string(l)
+	}
+	return strings.Join(names, ", ")
+}
+
+// validID accepts the identifiers Deputy stores and puts in keys: 1–256
+// printable characters without spaces, braces (Redis hash tags) or colons.
+func validRef(field, s string) error {
+	if s == "" {
+		return sidecar.Invalid(field, "required")
+	}
+	if len(s) > 256 {
+		return sidecar.Invalid(field, "at most 256 bytes")
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r == '{' || r == '}' || r == ':' {
+			return sidecar.Invalid(field, "must not contain spaces, control characters, braces or colons")
+		}
+	}
+	return nil
+}
+
+func validHeaderName(s string) bool {
+	for _, r := range s {
+		ok := r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+		if !ok {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func newGrantID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,404 @@
+package delegation
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults of the reseller config section. Roles and privileges mirror
+// policies/deputy/reseller/data.json: the resolver uses them to tell
+// reseller staff apart and to name what is missing; the policy decides.
+const (
+	DefaultMaxImportRows  = 10000
+	DefaultMaxImportBytes = 1 << 20
+)
+
+// ResellerConfig is the "reseller" section of Deputy's configuration.
+type ResellerConfig struct {
+	AdminRoles         []string            `yaml:"admin_roles"`
+	LegacyRoles        []string            `yaml:"legacy_roles"`
+	RequiredPrivileges []string            `yaml:"required_privileges"`
+	RolePrivileges     map[string][]string `yaml:"role_privileges"`
+	// MaxImportRows and MaxImportBytes bound one bulk import.
+	MaxImportRows  int   `yaml:"max_import_rows"`
+	MaxImportBytes int64 `yaml:"max_import_bytes"`
+}
+
+// ResellerDefaults returns the reseller section with every default set.
+func ResellerDefaults() ResellerConfig {
+	return ResellerConfig{
+		AdminRoles:         []string{"reseller_admin"},
+		LegacyRoles:        []string{"legacy_enterprise_support", "legacy_reseller_enterprise_support"},
+		RequiredPrivileges: []string{"access_support_cases", "view_customers"},
+		RolePrivileges: map[string][]string{
+			"reseller_support": {"view_customers", "access_support_cases"},
+			"reseller_viewer":  {"view_customers"},
+		},
+		MaxImportRows:  DefaultMaxImportRows,
+		MaxImportBytes: DefaultMaxImportBytes,
+	}
+}
+
+// WithDefaults fills unset fields with their defaults.
+func (c ResellerConfig) WithDefaults() ResellerConfig {
+	d := ResellerDefaults()
+	if c.AdminRoles == nil {
+		c.AdminRoles = d.AdminRoles
+	}
+	if c.LegacyRoles == nil {
+		c.LegacyRoles = d.LegacyRoles
+	}
+	if c.RequiredPrivileges == nil {
+		c.RequiredPrivileges = d.RequiredPrivileges
+	}
+	if c.RolePrivileges == nil {
+		c.RolePrivileges = d.RolePrivileges
+	}
+	if c.MaxImportRows == 0 {
+		c.MaxImportRows = d.MaxImportRows
+	}
+	if c.MaxImportBytes == 0 {
+		c.MaxImportBytes = d.MaxImportBytes
+	}
+	return c
+}
+
+// Validate checks the section; errors name the field.
+func (c ResellerConfig) Validate() error {
+	switch {
+	case c.MaxImportRows < 0:
+		return sidecar.Invalid("reseller.max_import_rows", "must not be negative")
+	case c.MaxImportBytes < 0:
+		return sidecar.Invalid("reseller.max_import_bytes", "must not be negative")
+	case c.MaxImportBytes > 64<<20:
+		return sidecar.Invalid("reseller.max_import_bytes", "must be at most 64 MiB")
+	}
+	for i, p := range c.RequiredPrivileges {
+		if p == "" {
+			return sidecar.Invalid(fmt.Sprintf("reseller.required_privileges[%d]", i), "must not be empty")
+		}
+	}
+	return nil
+}
+
+// MissingPrivileges returns the required privileges id lacks, sorted, or
+// nil when id is reseller staff: an admin or legacy role, or every
+// required privilege held directly or through a role.
+func (c ResellerConfig) MissingPrivileges(id *sidecar.Identity) []string {
+	if id == nil {
+		return sorted(c.RequiredPrivileges)
+	}
+	for _, r := range id.Roles {
+		if slices.Contains(c.AdminRoles, r) || slices.Contains(c.LegacyRoles, r) {
+			return nil
+		}
+	}
+	var missing []string
+	for _, p := range c.RequiredPrivileges {
+		if slices.Contains(id.Privileges, p) {
+			continue
+		}
+		held := false
+		for _, r := range id.Roles {
+			if slices.Contains(c.RolePrivileges[r], p) {
+				held = true
+				break
+			}
+		}
+		if !held {
+			missing = append(missing, p)
+		}
+	}
+	return sorted(missing)
+}
+
+func sorted(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// ResellerState is the part of the store reseller assignments need.
+type ResellerState interface {
+	sidecar.AssignmentStore
+	sidecar.EventLog
+}
+
+// Resellers owns reseller domain assignments: one customer, one domain.
+// Who may change which domain is the manage policy's; Resellers keeps the
+// records well formed and announces changes.
+type Resellers struct {
+	store ResellerState
+	cfg   ResellerConfig
+	clock sidecar.Clock
+}
+
+// ResellerOption configures Resellers.
+type ResellerOption func(*Resellers)
+
+// WithResellerClock sets the clock (default time.Now).
+func WithResellerClock(c sidecar.Clock) ResellerOption { return func(r *Resellers) { r.clock = c } }
+
+// NewResellers returns the assignment lifecycle on store.
+func NewResellers(store ResellerState, cfg ResellerConfig, opts ...ResellerOption) *Resellers {
+	r := &Resellers{store: store, cfg: cfg.WithDefaults(), clock: time.Now}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Config returns the effective configuration.
+func (r *Resellers) Config() ResellerConfig { return r.cfg }
+
+// Get returns the customer's assignment; ENOTFOUND when unassigned.
+func (r *Resellers) Get(ctx context.Context, customer string) (*sidecar.Assignment, error) {
+	if err := validRef("customer", customer); err != nil {
+		return nil, err
+	}
+	return r.store.GetAssignment(ctx, customer)
+}
+
+// Put assigns customer to domain on behalf of by's reseller organisation.
+func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, domain string) (*sidecar.Assignment, error) {
+	if err := validRef("customer", customer); err != nil {
+		return nil, err
+	}
+	if err := validRef("domain", domain); err != nil {
+		return nil, err
+	}
+	a := &sidecar.Assignment{Customer: customer, Reseller: by.Org, Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
+	if err := r.store.PutAssignment(ctx, a); err != nil {
+		return nil, err
+	}
+	return a, r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": domain, "change": "put"})
+}
+
+// Delete removes the customer from its domain; an absent assignment is
+// not an error (DELETE is idempotent).
+func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer string) error {
+	if err := validRef("customer", customer); err != nil {
+		return err
+	}
+	prev, err := r.store.GetAssignment(ctx, customer)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.store.DeleteAssignment(ctx, customer); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		return err
+	}
+	return r.event(ctx, customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"})
+}
+
+// List returns one page of a domain's assignments, ordered by customer.
+func (r *Resellers) List(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error) {
+	if err := validRef("domain", domain); err != nil {
+		return nil, "", err
+	}
+	return r.store.AssignmentsByDomain(ctx, domain, p)
+}
+
+// ImportRow is one assignment of a bulk import, with its line.
+type ImportRow struct {
+	Line     int    `json:"line"`
+	Customer string `json:"customer"`
+	Domain   string `json:"domain"`
+}
+
+// Import formats.
+const (
+	FormatCSV        = "csv"
+	FormatJSONLines  = "jsonl"
+	maxImportErrors  = 20
+	importHeaderLine = "customer,domain"
+)
+
+// ParseAssignments reads a bulk import: CSV "customer,domain" (an optional
+// header line of those names) or JSON lines {"customer": "...", "domain":
+// "..."}. Every malformed line is reported with its number, up to 20, in
+// one EINVALID error; nothing is returned unless every line is good. A
+// customer named twice is an error: the import would be ambiguous.
+func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, error) {
+	var (
+		rows []ImportRow
+		errs []string
+	)
+	fail := func(line int, format string, args ...any) {
+		if len(errs) < maxImportErrors {
+			errs = append(errs, fmt.Sprintf("line %d: ", line)+fmt.Sprintf(format, args...))
+		}
+	}
+	add := func(line int, customer, domain string) {
+		if err := validRef("customer", customer); err != nil {
+			fail(line, "%s", sidecar.ErrorMessage(err))
+			return
+		}
+		if err := validRef("domain", domain); err != nil {
+			fail(line, "%s", sidecar.ErrorMessage(err))
+			return
+		}
+		rows = append(rows, ImportRow{Line: line, Customer: customer, Domain: domain})
+	}
+	switch format {
+	case FormatCSV:
+		cr := csv.NewReader(bytes.NewReader(data))
+		cr.FieldsPerRecord = -1
+		cr.TrimLeadingSpace = true
+		cr.ReuseRecord = true
+		for {
+			rec, err := cr.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			line, _ := cr.FieldPos(0)
+			if err != nil {
+				var pe *csv.ParseError
+				if errors.As(err, &pe) {
+					fail(pe.Line, "%v", pe.Err)
+					if !errors.Is(pe.Err, csv.ErrFieldCount) {
+						return nil, importError(errs)
+					}
+					continue
+				}
+				return nil, sidecar.Invalid("body", "read CSV: %v", err)
+			}
+			if len(rec) != 2 {
+				fail(line, "want 2 fields (customer,domain), got %d", len(rec))
+				continue
+			}
+			c, d := strings.TrimSpace(rec[0]), strings.TrimSpace(rec[1])
+			if len(rows) == 0 && len(errs) == 0 && strings.EqualFold(c+","+d, importHeaderLine) {
+				continue
+			}
+			add(line, c, d)
+			if len(rows) > maxRows {
+				return nil, &sidecar.Error{Code: sidecar.ETOOLARGE, Field: "body", Message: fmt.Sprintf("more than %d rows", maxRows)}
+			}
+		}
+	case FormatJSONLines:
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		sc.Buffer(make([]byte, 0, 4096), len(data)+1)
+		line := 0
+		for sc.Scan() {
+			line++
+			b := bytes.TrimSpace(sc.Bytes())
+			if len(b) == 0 {
+				continue
+			}
+			var v struct {
+				Customer *string `json:"customer"`
+				Domain   *string `json:"domain"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&v); err != nil {
+				fail(line, "malformed JSON: %s", jsonProblem(err))
+				continue
+			}
+			if dec.More() {
+				fail(line, "more than one JSON value")
+				continue
+			}
+			if v.Customer == nil || v.Domain == nil {
+				fail(line, "customer and domain are required")
+				continue
+			}
+			add(line, *v.Customer, *v.Domain)
+			if len(rows) > maxRows {
+				return nil, &sidecar.Error{Code: sidecar.ETOOLARGE, Field: "body", Message: fmt.Sprintf("more than %d rows", maxRows)}
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, sidecar.Invalid("body", "read JSON lines: %v", err)
+		}
+	default:
+		return nil, sidecar.Invalid("format", "must be %q or %q", FormatCSV, FormatJSONLines)
+	}
+	seen := make(map[string]int, len(rows))
+	for _, r := range rows {
+		if first, ok := seen[r.Customer]; ok {
+			fail(r.Line, "customer %s already assigned on line %d", r.Customer, first)
+			continue
+		}
+		seen[r.Customer] = r.Line
+	}
+	if len(errs) > 0 {
+		return nil, importError(errs)
+	}
+	if len(rows) == 0 {
+		return nil, sidecar.Invalid("body", "no assignments")
+	}
+	return rows, nil
+}
+
+func importError(errs []string) error {
+	return sidecar.Invalid("body", "%s", strings.Join(errs, "; "))
+}
+
+func jsonProblem(err error) string {
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return "unknown field " + name
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field + " must be a string"
+	}
+	return err.Error()
+}
+
+// Import stores every row, or none: on a store failure part-way it puts
+// back what each customer had before. prev holds the current assignment of
+// each customer (as read for authorization); customers absent from prev
+// were unassigned.
+func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []ImportRow, prev map[string]*sidecar.Assignment) (int, error) {
+	now := r.clock()
+	as := make([]sidecar.Assignment, len(rows))
+	for i, row := range rows {
+		as[i] = sidecar.Assignment{Customer: row.Customer, Reseller: by.Org, Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}
+	}
+	n, err := r.store.PutAssignments(ctx, as)
+	if err != nil {
+		r.rollback(ctx, as[:min(n+1, len(as))], prev)
+		return 0, err
+	}
+	for _, a := range as {
+		if p := prev[a.Customer]; p != nil && p.Domain == a.Domain {
+			continue
+		}
+		if err := r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": a.Domain, "change": "import"}); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (r *Resellers) rollback(ctx context.Context, done []sidecar.Assignment, prev map[string]*sidecar.Assignment) {
+	for _, a := range done {
+		if p := prev[a.Customer]; p != nil {
+			_ = r.store.PutAssignment(ctx, p)
+		} else {
+			_ = r.store.DeleteAssignment(ctx, a.Customer)
+		}
+	}
+}
+
+func (r *Resellers) event(ctx context.Context, customer, actor string, data map[string]string) error {
+	return r.store.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: r.clock(), Customer: customer, Actor: actor, Data: data})
+}

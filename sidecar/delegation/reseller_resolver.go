@@ -1,0 +1,35 @@
+package delegation
+
+import (
+	"context"
+	"strings"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// resolveReseller hands over a customer only when it is assigned to the
+// exact domain the caller signed in through: another domain of the same
+// reseller is as foreign as another reseller's.
+func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
+	if missing := r.reseller.MissingPrivileges(id); len(missing) > 0 {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "%s%s", ReasonMissingPrivilegePref, strings.Join(missing, ","))
+	}
+	a, err := r.assignments.GetAssignment(ctx, customer)
+	switch {
+	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain)
+	case err != nil:
+		return nil, err
+	case a.Domain != id.Domain:
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain)
+	}
+	return &sidecar.Delegation{
+		Mode:      sidecar.ModeReseller,
+		ID:        a.Domain + "/" + a.Customer,
+		Actor:     id.Subject,
+		ActorName: id.Name,
+		ActorOrg:  id.Org,
+		Subject:   customer,
+		Domain:    id.Domain,
+	}, nil
+}
