@@ -3,7 +3,6 @@ package policy
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -88,6 +87,42 @@ type TestReport struct {
 	Failures                []string // package.test names that failed or errored
 }
 
+// count tallies a result as OPA's reporter does: the cases of a
+// table-driven test count one by one, so the numbers match the summary
+// line `opa test` prints.
+func (rep *TestReport) count(r *tester.Result) {
+	name := strings.TrimPrefix(r.Package, "data.") + "." + r.Name
+	switch {
+	case r.Skip:
+		rep.Skipped++
+		return
+	case r.Error != nil:
+		rep.Failed++
+		rep.Failures = append(rep.Failures, name)
+		return
+	}
+	if len(r.SubResults) == 0 {
+		if r.Pass() {
+			rep.Passed++
+		} else {
+			rep.Failed++
+			rep.Failures = append(rep.Failures, name)
+		}
+		return
+	}
+	for path, sr := range r.SubResults.Iter {
+		if len(sr.SubResults) > 0 {
+			continue
+		}
+		if sr.Fail {
+			rep.Failed++
+			rep.Failures = append(rep.Failures, name+"/"+strings.Join(path, "/"))
+		} else {
+			rep.Passed++
+		}
+	}
+}
+
 // RunTests runs every Rego test (rules named test_*) under paths with OPA's
 // tester, as `opa test` does, and reports to opts.Output in OPA's formats.
 // err is set when the tests could not run (load or compile failure); failing
@@ -139,15 +174,7 @@ func RunTests(ctx context.Context, paths []string, opts TestOptions) (TestReport
 	go func() {
 		defer close(counted)
 		for r := range ch {
-			switch {
-			case r.Skip:
-				rep.Skipped++
-			case r.Pass():
-				rep.Passed++
-			default:
-				rep.Failed++
-				rep.Failures = append(rep.Failures, fmt.Sprintf("%s.%s", strings.TrimPrefix(r.Package, "data."), r.Name))
-			}
+			rep.count(r)
 			counted <- r
 		}
 	}()

@@ -15,7 +15,7 @@ const (
 	DefaultPolicyPath    = "policies"
 	DefaultPollInterval  = 30 * time.Second // bundle server polling
 	DefaultWatchInterval = 2 * time.Second  // local file watching
-	MinPollInterval      = 100 * time.Millisecond
+	MinPollInterval      = 10 * time.Millisecond
 )
 
 // Config is the `policy` section: where policies come from and how they

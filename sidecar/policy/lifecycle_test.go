@@ -80,13 +80,18 @@ func build(t *testing.T, rev, label string, sign *policy.SignOptions) []byte {
 
 // rawBundle writes a bundle with one module given verbatim, bypassing the
 // checks of BuildBundle, to produce what a careless pipeline could ship.
-func rawBundle(t *testing.T, roots []string, src string) []byte {
+func rawBundle(t *testing.T, roots []string, src string, sign ...policy.SignOptions) []byte {
 	t.Helper()
 	b := bundle.Bundle{Data: map[string]any{}}
 	b.Manifest.Revision = "raw"
 	b.Manifest.Roots = &roots
 	b.Manifest.Init()
 	b.Modules = []bundle.ModuleFile{{URL: "/deputy/authz/authz.rego", Path: "/deputy/authz/authz.rego", Raw: []byte(src)}}
+	for _, o := range sign {
+		if err := policy.SignBundle(&b, o); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var buf bytes.Buffer
 	if err := policy.WriteBundle(&buf, &b); err != nil {
 		t.Fatal(err)
@@ -273,7 +278,7 @@ func TestBundleFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := policy.New()
+	e := policy.New(policy.WithLogger(quiet()))
 	if err := e.Activate(context.Background(), policy.SetFromBundle(got, path)); err != nil {
 		t.Fatal(err)
 	}
