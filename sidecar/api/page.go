@@ -11,8 +11,11 @@ import (
 // Page is a cursor window requested with ?limit=&cursor=.
 type Page struct {
 	Limit  int
-	Cursor string // decoded: the sort key of the last item already returned
+	Cursor string // opaque, as the previous page returned it
 }
+
+// maxCursor bounds what a client may send back as a cursor.
+const maxCursor = 1024
 
 // ParsePage reads limit and cursor. A missing limit is def; a limit above
 // max is refused rather than silently clipped, so clients notice.
@@ -29,11 +32,10 @@ func ParsePage(q url.Values, def, max int) (Page, error) {
 		p.Limit = n
 	}
 	if s := q.Get("cursor"); s != "" {
-		b, err := base64.RawURLEncoding.DecodeString(s)
-		if err != nil || len(b) == 0 {
+		if len(s) > maxCursor {
 			return p, sidecar.Invalid("cursor", "malformed cursor")
 		}
-		p.Cursor = string(b)
+		p.Cursor = s
 	}
 	return p, nil
 }
@@ -44,15 +46,21 @@ type List[T any] struct {
 	NextCursor string `json:"next_cursor,omitempty"`
 }
 
-// Paginate returns the window of items (sorted ascending by key) after the
-// page's cursor, and the cursor of the next window ("" on the last one).
-// Keys must be unique; a cursor stays valid when items are added or removed.
-func Paginate[T any](items []T, key func(T) string, p Page) List[T] {
+// Paginate returns the window of in-memory items (sorted ascending by key)
+// after the page's cursor, and the cursor of the next window ("" on the
+// last one). Keys must be unique; a cursor stays valid when items are added
+// or removed.
+func Paginate[T any](items []T, key func(T) string, p Page) (List[T], error) {
 	start := 0
 	if p.Cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(p.Cursor)
+		if err != nil || len(b) == 0 {
+			return List[T]{}, sidecar.Invalid("cursor", "malformed cursor")
+		}
+		last := string(b)
 		start = len(items)
 		for i, it := range items {
-			if key(it) > p.Cursor {
+			if key(it) > last {
 				start = i
 				break
 			}
@@ -66,5 +74,5 @@ func Paginate[T any](items []T, key func(T) string, p Page) List[T] {
 	if end < len(items) && end > start {
 		out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(key(items[end-1])))
 	}
-	return out
+	return out, nil
 }

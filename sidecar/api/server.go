@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -269,9 +270,28 @@ func (s *Server) Authorize(ctx context.Context, id *sidecar.Identity, action str
 		if a.Reason == "" {
 			a.Reason = "denied"
 		}
-		return a, sidecar.Errorf(sidecar.EFORBIDDEN, "%s", a.Reason)
+		return a, denial(a)
 	}
 	return a, nil
+}
+
+// denial turns a refusal into an error. Policy may name a status and a
+// field (reason_info in deputy.manage) so that, for example, a missing
+// reason reads as 400 on "reason" rather than a bare 403.
+func denial(a *Authorization) error {
+	code := sidecar.EFORBIDDEN
+	switch fmt.Sprint(a.Result["http_status"]) {
+	case "400":
+		code = sidecar.EINVALID
+	case "401":
+		code = sidecar.EUNAUTHORIZED
+	case "404":
+		code = sidecar.ENOTFOUND
+	case "409":
+		code = sidecar.ECONFLICT
+	}
+	field, _ := a.Result["field"].(string)
+	return &sidecar.Error{Code: code, Message: a.Reason, Field: field}
 }
 
 // identityInput is the identity as policy sees it: the JSON names of

@@ -1,0 +1,361 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+)
+
+// Impersonation serves Login as Customer: customer profiles, consent,
+// sessions, the redeem link and the session log.
+type Impersonation struct {
+	svc *delegation.Impersonation
+}
+
+var _ Routes = (*Impersonation)(nil)
+
+// NewImpersonation returns the routes over the lifecycle.
+func NewImpersonation(svc *delegation.Impersonation) *Impersonation {
+	return &Impersonation{svc: svc}
+}
+
+// Register mounts the routes.
+func (h *Impersonation) Register(r *Router) {
+	r.Handle("PUT", "customers/{id}", h.putCustomer)
+	r.Handle("GET", "customers/{id}/consent", h.getConsent)
+	r.Handle("PUT", "customers/{id}/consent", h.putConsent)
+	r.Handle("GET", "customers/{id}/consent/history", h.consentHistory)
+	r.Handle("POST", "impersonation/sessions", h.start)
+	r.Handle("GET", "impersonation/sessions", h.list)
+	r.Handle("GET", "impersonation/sessions/{id}", h.get)
+	r.Handle("DELETE", "impersonation/sessions/{id}", h.end)
+	r.Handle("GET", "impersonation/log", h.log)
+	r.HandlePublic("GET", "impersonation/redeem", h.redeem)
+}
+
+func authorizer(c *Call) delegation.Authorize {
+	return func(action string, target map[string]any) error {
+		_, err := c.Authorize(action, target, nil)
+		return err
+	}
+}
+
+// --- customers --------------------------------------------------------------
+
+type customerBody struct {
+	Name             string   `json:"name"`
+	Org              string   `json:"org"`
+	DefaultStoreView string   `json:"default_store_view"`
+	StoreViews       []string `json:"store_views"`
+	Protected        bool     `json:"protected"`
+}
+
+func (h *Impersonation) putCustomer(c *Call) error {
+	id := c.Request.PathValue("id")
+	if _, err := c.Authorize("customer.put", map[string]any{"customer_id": id}, nil); err != nil {
+		return err
+	}
+	var b customerBody
+	if err := c.Decode(&b); err != nil {
+		return err
+	}
+	cust := &sidecar.Customer{ID: id, Name: b.Name, Org: b.Org, DefaultStoreView: b.DefaultStoreView, StoreViews: b.StoreViews, Protected: b.Protected}
+	if err := h.svc.PutCustomer(c.Context(), c.Identity, cust); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, cust)
+}
+
+// --- consent ----------------------------------------------------------------
+
+type consentBody struct {
+	Allowed   *bool      `json:"allowed"`
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+type consentView struct {
+	Customer  string     `json:"customer_id"`
+	Allowed   bool       `json:"allowed"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	SetBy     string     `json:"set_by,omitempty"`
+	SetAt     *time.Time `json:"set_at,omitempty"`
+}
+
+func viewConsent(c *sidecar.Consent, now time.Time) consentView {
+	v := consentView{Customer: c.Customer, Allowed: c.Granted(now), SetBy: c.SetBy}
+	if !c.ExpiresAt.IsZero() {
+		t := c.ExpiresAt
+		v.ExpiresAt = &t
+	}
+	if !c.SetAt.IsZero() {
+		t := c.SetAt
+		v.SetAt = &t
+	}
+	return v
+}
+
+func (h *Impersonation) getConsent(c *Call) error {
+	id := c.Request.PathValue("id")
+	if _, err := c.Authorize("consent.get", map[string]any{"customer_id": id}, nil); err != nil {
+		return err
+	}
+	con, err := h.svc.GetConsent(c.Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewConsent(con, c.Now()))
+}
+
+func (h *Impersonation) putConsent(c *Call) error {
+	id := c.Request.PathValue("id")
+	action := "consent.set_for_customer"
+	if c.Identity.Subject == id {
+		action = "consent.set_self"
+	}
+	if _, err := c.Authorize(action, map[string]any{"customer_id": id}, nil); err != nil {
+		return err
+	}
+	var b consentBody
+	if err := c.Decode(&b); err != nil {
+		return err
+	}
+	if b.Allowed == nil {
+		return sidecar.Invalid("allowed", "required")
+	}
+	ch := delegation.ConsentChange{Customer: id, Allowed: *b.Allowed}
+	if b.ExpiresAt != nil {
+		ch.ExpiresAt = *b.ExpiresAt
+	}
+	con, ended, err := h.svc.SetConsent(c.Context(), c.Identity, ch)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, struct {
+		consentView
+		EndedSessions int `json:"ended_sessions"`
+	}{viewConsent(con, c.Now()), len(ended)})
+}
+
+func (h *Impersonation) consentHistory(c *Call) error {
+	id := c.Request.PathValue("id")
+	if _, err := c.Authorize("consent.get", map[string]any{"customer_id": id}, nil); err != nil {
+		return err
+	}
+	p, err := c.Page()
+	if err != nil {
+		return err
+	}
+	items, next, err := h.svc.ConsentHistory(c.Context(), id, sidecar.Page{Cursor: p.Cursor, Limit: p.Limit})
+	if err != nil {
+		return err
+	}
+	out := List[consentView]{Items: make([]consentView, 0, len(items)), NextCursor: next}
+	for i := range items {
+		v := viewConsent(&items[i], c.Now())
+		v.Allowed = items[i].Allowed // history shows what was set, not whether it still holds
+		out.Items = append(out.Items, v)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// --- sessions ---------------------------------------------------------------
+
+type startBody struct {
+	CustomerID string `json:"customer_id"`
+	StoreView  string `json:"store_view"`
+	Reason     string `json:"reason"`
+	Ticket     string `json:"ticket"`
+	Redirect   string `json:"redirect"`
+}
+
+// sessionView is a session as the API shows it: never the token hash.
+type sessionView struct {
+	ID           string     `json:"id"`
+	Actor        string     `json:"actor"`
+	ActorName    string     `json:"actor_name,omitempty"`
+	CustomerID   string     `json:"customer_id"`
+	CustomerName string     `json:"customer_name,omitempty"`
+	StoreView    string     `json:"store_view,omitempty"`
+	Reason       string     `json:"reason,omitempty"`
+	Ticket       string     `json:"ticket,omitempty"`
+	StartedAt    time.Time  `json:"started_at"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	IdleTimeout  string     `json:"idle_timeout,omitempty"`
+	LastSeen     *time.Time `json:"last_seen,omitempty"`
+	Redeemed     bool       `json:"redeemed"`
+	State        string     `json:"state"` // "live" or why it ended
+	EndedAt      *time.Time `json:"ended_at,omitempty"`
+	EndedBy      string     `json:"ended_by,omitempty"`
+}
+
+func viewSession(s *sidecar.Session, now time.Time) sessionView {
+	v := sessionView{
+		ID: s.ID, Actor: s.Actor, ActorName: s.ActorName, CustomerID: s.Customer, CustomerName: s.CustomerName,
+		StoreView: s.StoreView, Reason: s.Reason, Ticket: s.Ticket, StartedAt: s.StartedAt, ExpiresAt: s.ExpiresAt,
+		Redeemed: s.TokenHash != "", State: s.EndState(now), EndedBy: s.EndedBy,
+	}
+	if v.State == "" {
+		v.State = "live"
+	}
+	if s.IdleTimeout > 0 {
+		v.IdleTimeout = s.IdleTimeout.String()
+	}
+	if !s.LastSeen.IsZero() {
+		t := s.LastSeen
+		v.LastSeen = &t
+	}
+	if !s.EndedAt.IsZero() {
+		t := s.EndedAt
+		v.EndedAt = &t
+	}
+	return v
+}
+
+func (h *Impersonation) start(c *Call) error {
+	var b startBody
+	if err := c.Decode(&b); err != nil {
+		return err
+	}
+	// Refuse a bad redirect before anything is created.
+	if _, err := delegation.SafeRedirect(b.Redirect, h.svc.Config().RedirectHosts); err != nil {
+		return err
+	}
+	st, err := h.svc.Start(c.Context(), c.Identity, delegation.StartRequest{
+		Customer: b.CustomerID, StoreView: b.StoreView, Reason: b.Reason, Ticket: b.Ticket,
+	}, authorizer(c))
+	if err != nil {
+		return err
+	}
+	replaced := make([]string, 0, len(st.Replaced))
+	for _, s := range st.Replaced {
+		replaced = append(replaced, s.ID)
+	}
+	link := delegation.RedeemURL(Prefix, st.Code, b.Redirect)
+	c.ResponseWriter().Header().Set("Location", Prefix+"impersonation/sessions/"+url.PathEscape(st.Session.ID))
+	return c.JSON(http.StatusCreated, struct {
+		Session         sessionView `json:"session"`
+		RedeemURL       string      `json:"redeem_url"`
+		RedeemExpiresAt time.Time   `json:"redeem_expires_at"`
+		Replaced        []string    `json:"replaced_sessions"`
+	}{viewSession(st.Session, c.Now()), link, st.CodeUntil, replaced})
+}
+
+func (h *Impersonation) get(c *Call) error {
+	s, err := h.svc.GetSession(c.Context(), c.Request.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if _, err := c.Authorize("impersonation.list", map[string]any{"actor": s.Actor, "session": map[string]any{"id": s.ID, "actor": s.Actor, "subject": s.Customer}}, nil); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewSession(s, c.Now()))
+}
+
+func (h *Impersonation) end(c *Call) error {
+	s, err := h.svc.End(c.Context(), c.Identity, c.Request.PathValue("id"), authorizer(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewSession(s, c.Now()))
+}
+
+// list shows live sessions: the caller's own by default, anyone's with
+// ?actor=<sub>, everyone's with ?all=true.
+func (h *Impersonation) list(c *Call) error {
+	q := c.Request.URL.Query()
+	actor := c.Identity.Subject
+	if a := q.Get("actor"); a != "" {
+		actor = a
+	}
+	switch q.Get("all") {
+	case "", "false":
+	case "true":
+		actor = ""
+	default:
+		return sidecar.Invalid("all", "must be true or false")
+	}
+	if _, err := c.Authorize("impersonation.list", map[string]any{"actor": actor}, nil); err != nil {
+		return err
+	}
+	return h.sessions(c, sidecar.SessionFilter{Actor: actor, Customer: q.Get("customer_id"), LiveOnly: true})
+}
+
+// log is the session log: every session, live or ended, filterable.
+func (h *Impersonation) log(c *Call) error {
+	q := c.Request.URL.Query()
+	f := sidecar.SessionFilter{Actor: q.Get("actor"), Customer: q.Get("customer_id")}
+	var err error
+	if f.From, err = timeParam(q, "from"); err != nil {
+		return err
+	}
+	if f.To, err = timeParam(q, "to"); err != nil {
+		return err
+	}
+	if _, err := c.Authorize("impersonation.log", map[string]any{"actor": f.Actor, "customer_id": f.Customer}, nil); err != nil {
+		return err
+	}
+	return h.sessions(c, f)
+}
+
+func (h *Impersonation) sessions(c *Call, f sidecar.SessionFilter) error {
+	p, err := c.Page()
+	if err != nil {
+		return err
+	}
+	f.Page = sidecar.Page{Cursor: p.Cursor, Limit: p.Limit}
+	items, next, err := h.svc.List(c.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := List[sessionView]{Items: make([]sessionView, 0, len(items)), NextCursor: next}
+	for i := range items {
+		out.Items = append(out.Items, viewSession(&items[i], c.Now()))
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func timeParam(q url.Values, name string) (time.Time, error) {
+	s := q.Get(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, sidecar.Invalid(name, "must be an RFC 3339 time")
+	}
+	return t, nil
+}
+
+// redeem is opened by the staff member's browser on the storefront host:
+// the code is the credential. It sets the session cookie and redirects.
+func (h *Impersonation) redeem(c *Call) error {
+	if _, err := c.Authorize("impersonation.redeem", nil, nil); err != nil {
+		return err
+	}
+	q := c.Request.URL.Query()
+	rd, err := h.svc.Redeem(c.Context(), q.Get("code"), q.Get("redirect"))
+	if err != nil {
+		return err
+	}
+	maxAge := int(rd.Session.ExpiresAt.Sub(c.Now()) / time.Second)
+	if maxAge < 1 {
+		maxAge = 1
+	}
+	w := c.ResponseWriter()
+	http.SetCookie(w, &http.Cookie{
+		Name:     h.svc.Config().SessionCookie,
+		Value:    rd.Token,
+		Path:     "/",
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   true,
+		SameSite: http.SameSiteLaxMode,
+	})
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, c.Request, rd.Redirect, http.StatusFound)
+	return nil
+}

@@ -1,0 +1,136 @@
+// Package delegation owns the lifecycle rules of delegated access: Login as
+// Customer sessions (consent, start, redeem, end, log) and the check-path
+// resolver that turns a session cookie into a sidecar.Delegation. Which
+// actions are allowed is decided by policy; this package keeps state
+// consistent and secrets unguessable.
+package delegation
+
+import (
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults of the impersonation config section.
+const (
+	DefaultSessionCookie = "deputy_session"
+	DefaultRedeemTTL     = 30 * time.Second
+	DefaultTouchInterval = time.Minute
+	DefaultCacheTTL      = 30 * time.Second
+	DefaultCacheSize     = 100_000
+)
+
+// ImpersonationConfig is the "impersonation" section of Deputy's configuration: the
+// mechanics around sessions. The rules (switches, permissions, session
+// lengths) are policy data in policies/deputy/impersonation/data.json.
+type ImpersonationConfig struct {
+	// SessionCookie is the storefront cookie carrying the session token.
+	SessionCookie string `yaml:"session_cookie"`
+	// RedeemTTL is how long a redeem link is valid.
+	RedeemTTL time.Duration `yaml:"redeem_ttl"`
+	// RedirectHosts are the hosts a redeem link may redirect to besides
+	// relative paths on the storefront host.
+	RedirectHosts []string `yaml:"redirect_hosts"`
+	// TouchInterval bounds how often a session's last-seen time is written
+	// to the store; it must be well below the idle timeout.
+	TouchInterval time.Duration `yaml:"touch_interval"`
+	// CacheTTL bounds how stale a cached session may be when an eviction
+	// message is lost, and how long a cached entry counts as fresh while
+	// the store is down.
+	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// CacheSize bounds the number of cached sessions.
+	CacheSize int `yaml:"cache_size"`
+}
+
+// ImpersonationDefaults returns the section with every default set.
+func ImpersonationDefaults() ImpersonationConfig {
+	return ImpersonationConfig{
+		SessionCookie: DefaultSessionCookie,
+		RedeemTTL:     DefaultRedeemTTL,
+		TouchInterval: DefaultTouchInterval,
+		CacheTTL:      DefaultCacheTTL,
+		CacheSize:     DefaultCacheSize,
+	}
+}
+
+func (c ImpersonationConfig) withDefaults() ImpersonationConfig {
+	d := ImpersonationDefaults()
+	if c.SessionCookie == "" {
+		c.SessionCookie = d.SessionCookie
+	}
+	if c.RedeemTTL <= 0 {
+		c.RedeemTTL = d.RedeemTTL
+	}
+	if c.TouchInterval <= 0 {
+		c.TouchInterval = d.TouchInterval
+	}
+	if c.CacheTTL <= 0 {
+		c.CacheTTL = d.CacheTTL
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = d.CacheSize
+	}
+	return c
+}
+
+// Validate checks the section; errors name the field.
+func (c ImpersonationConfig) Validate() error {
+	if c.SessionCookie != "" && strings.ContainsAny(c.SessionCookie, " =;,\t\r\n\"") {
+		return sidecar.Invalid("impersonation.session_cookie", "not a valid cookie name")
+	}
+	if c.RedeemTTL < 0 || c.RedeemTTL > 5*time.Minute {
+		return sidecar.Invalid("impersonation.redeem_ttl", "must be between 0 and 5m")
+	}
+	if c.TouchInterval < 0 {
+		return sidecar.Invalid("impersonation.touch_interval", "must not be negative")
+	}
+	if c.CacheTTL < 0 {
+		return sidecar.Invalid("impersonation.cache_ttl", "must not be negative")
+	}
+	if c.CacheSize < 0 {
+		return sidecar.Invalid("impersonation.cache_size", "must not be negative")
+	}
+	for i, h := range c.RedirectHosts {
+		if h == "" || strings.ContainsAny(h, "/?#@ ") {
+			return sidecar.Invalid("impersonation.redirect_hosts", "entry %d: %q is not a host name", i, h)
+		}
+	}
+	return nil
+}
+
+// SafeRedirect returns the redirect target a redeem link may send the
+// browser to: a relative path on the same host, or an https URL on one of
+// hosts. Anything else (other hosts, scheme-relative "//evil", backslash
+// tricks, javascript:) is refused, so a redeem link is never an open
+// redirect.
+func SafeRedirect(target string, hosts []string) (string, error) {
+	if target == "" {
+		return "/", nil
+	}
+	bad := sidecar.Invalid("redirect", "must be a relative path or an https URL on an allowed host")
+	if len(target) > 2048 || strings.ContainsAny(target, "\\\r\n\t\x00") {
+		return "", bad
+	}
+	if strings.HasPrefix(target, "/") {
+		if strings.HasPrefix(target, "//") {
+			return "", bad
+		}
+		u, err := url.Parse(target)
+		if err != nil || u.Scheme != "" || u.Host != "" {
+			return "", bad
+		}
+		return target, nil
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "https" || u.User != nil || u.Host == "" {
+		return "", bad
+	}
+	for _, h := range hosts {
+		if strings.EqualFold(u.Host, h) {
+			return u.String(), nil
+		}
+	}
+	return "", bad
+}

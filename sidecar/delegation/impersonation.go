@@ -1,0 +1,529 @@
+package delegation
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Store is the state Login as Customer needs.
+type Store interface {
+	sidecar.CustomerStore
+	sidecar.ConsentStore
+	sidecar.SessionStore
+	sidecar.EventLog
+	sidecar.AuditLog
+}
+
+// Authorize asks policy whether the caller may perform action on target;
+// a denial is an error (EFORBIDDEN, or the status the policy names). The
+// API passes its manage-policy check; the lifecycle calls it once it has
+// gathered the facts policy judges (customer profile, consent).
+type Authorize func(action string, target map[string]any) error
+
+// Impersonation runs the Login as Customer lifecycle.
+type Impersonation struct {
+	store  Store
+	data   PolicyData
+	cfg    ImpersonationConfig
+	clock  sidecar.Clock
+	logger *slog.Logger
+}
+
+// ImpersonationOption configures Impersonation.
+type ImpersonationOption func(*Impersonation)
+
+// WithImpersonationConfig sets the impersonation config section.
+func WithImpersonationConfig(c ImpersonationConfig) ImpersonationOption {
+	return func(i *Impersonation) { i.cfg = c }
+}
+
+// WithImpersonationClock sets the clock.
+func WithImpersonationClock(c sidecar.Clock) ImpersonationOption {
+	return func(i *Impersonation) { i.clock = c }
+}
+
+// WithImpersonationLogger sets the logger.
+func WithImpersonationLogger(l *slog.Logger) ImpersonationOption {
+	return func(i *Impersonation) { i.logger = l }
+}
+
+// NewImpersonation returns the lifecycle on store, reading switches from
+// the active policy data.
+func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption) *Impersonation {
+	i := &Impersonation{store: store, data: data, clock: time.Now, logger: slog.Default()}
+	for _, o := range opts {
+		o(i)
+	}
+	i.cfg = i.cfg.withDefaults()
+	return i
+}
+
+// Config returns the effective config.
+func (i *Impersonation) Config() ImpersonationConfig { return i.cfg }
+
+// Switches returns the switches of the active policy data.
+func (i *Impersonation) Switches() (Switches, error) {
+	var d map[string]any
+	if i.data != nil {
+		d = i.data()
+	}
+	s, err := ReadSwitches(d)
+	if err != nil {
+		return s, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "impersonation switches in policy data are malformed", Err: err}
+	}
+	return s, nil
+}
+
+// Field limits for client-supplied text.
+const (
+	maxIDLen     = 256
+	maxReasonLen = 1000
+)
+
+func checkID(field, v string) error {
+	switch {
+	case v == "":
+		return sidecar.Invalid(field, "required")
+	case len(v) > maxIDLen:
+		return sidecar.Invalid(field, "longer than %d bytes", maxIDLen)
+	case strings.ContainsAny(v, "\x00\r\n"):
+		return sidecar.Invalid(field, "contains control characters")
+	}
+	return nil
+}
+
+func checkText(field, v string, max int) error {
+	if len(v) > max {
+		return sidecar.Invalid(field, "longer than %d bytes", max)
+	}
+	if strings.ContainsRune(v, 0) {
+		return sidecar.Invalid(field, "contains a NUL byte")
+	}
+	return nil
+}
+
+// PutCustomer upserts a customer profile synced by the host application.
+func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c *sidecar.Customer) error {
+	if err := checkID("id", c.ID); err != nil {
+		return err
+	}
+	if err := checkText("name", c.Name, maxIDLen); err != nil {
+		return err
+	}
+	for _, v := range c.StoreViews {
+		if err := checkID("store_views", v); err != nil {
+			return err
+		}
+	}
+	c.UpdatedAt = i.clock()
+	if err := i.store.PutCustomer(ctx, c); err != nil {
+		return err
+	}
+	i.audit(ctx, by, "customer.put", c.ID, c.ID, nil)
+	return nil
+}
+
+// GetCustomer returns a profile.
+func (i *Impersonation) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, error) {
+	return i.store.GetCustomer(ctx, id)
+}
+
+// ConsentChange is a request to set or withdraw consent.
+type ConsentChange struct {
+	Customer  string
+	Allowed   bool
+	ExpiresAt time.Time
+}
+
+// SetConsent records a customer's consent (history is kept by the store).
+// Withdrawing it — or setting an expiry already past — ends the customer's
+// live sessions at once.
+func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch ConsentChange) (*sidecar.Consent, []sidecar.Session, error) {
+	if err := checkID("customer_id", ch.Customer); err != nil {
+		return nil, nil, err
+	}
+	now := i.clock()
+	if ch.Allowed && !ch.ExpiresAt.IsZero() && !ch.ExpiresAt.After(now) {
+		return nil, nil, sidecar.Invalid("expires_at", "must be in the future")
+	}
+	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
+	if err := i.store.SetConsent(ctx, c); err != nil {
+		return nil, nil, err
+	}
+	data := map[string]string{"allowed": boolStr(c.Allowed), "set_by": by.Subject}
+	if !c.ExpiresAt.IsZero() {
+		data["expires_at"] = c.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	i.event(ctx, sidecar.EventConsentChanged, ch.Customer, by.Subject, data)
+	i.audit(ctx, by, "consent.set", ch.Customer, ch.Customer, data)
+	var ended []sidecar.Session
+	if !c.Allowed {
+		var err error
+		ended, err = i.endAll(ctx, sidecar.SessionFilter{Customer: ch.Customer, LiveOnly: true}, by.Subject, sidecar.EndConsentWithdrawn)
+		if err != nil {
+			return c, ended, err
+		}
+	}
+	return c, ended, nil
+}
+
+// GetConsent returns the customer's current consent; a customer who never
+// consented (or whose consent expired) reads as not allowed.
+func (i *Impersonation) GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error) {
+	if err := checkID("customer_id", customer); err != nil {
+		return nil, err
+	}
+	c, err := i.store.GetConsent(ctx, customer)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return &sidecar.Consent{Customer: customer}, nil
+	}
+	return c, err
+}
+
+// ConsentHistory lists past consent settings, newest first.
+func (i *Impersonation) ConsentHistory(ctx context.Context, customer string, p sidecar.Page) ([]sidecar.Consent, string, error) {
+	return i.store.ConsentHistory(ctx, customer, p)
+}
+
+// StartRequest asks for a session.
+type StartRequest struct {
+	Customer  string
+	StoreView string
+	Reason    string
+	Ticket    string
+}
+
+// Started is a new session and its single-use redeem code (shown once,
+// stored only as a hash).
+type Started struct {
+	Session   *sidecar.Session
+	Code      string
+	CodeUntil time.Time
+	Replaced  []sidecar.Session
+}
+
+// Start begins a session for staff on the customer, once policy has judged
+// the facts: customer profile, consent, store view, reason.
+func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req StartRequest, authorize Authorize) (*Started, error) {
+	if err := checkID("customer_id", req.Customer); err != nil {
+		return nil, err
+	}
+	if req.StoreView != "" {
+		if err := checkID("store_view", req.StoreView); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkText("reason", req.Reason, maxReasonLen); err != nil {
+		return nil, err
+	}
+	if err := checkText("ticket", req.Ticket, maxIDLen); err != nil {
+		return nil, err
+	}
+	sw, err := i.Switches()
+	if err != nil {
+		return nil, err
+	}
+	now := i.clock()
+	cust, err := i.store.GetCustomer(ctx, req.Customer)
+	if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		return nil, err
+	}
+	consent, err := i.store.GetConsent(ctx, req.Customer)
+	if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		return nil, err
+	}
+	target := map[string]any{
+		"customer_id": req.Customer,
+		"customer":    customerFacts(req.Customer, cust),
+		"consent":     map[string]any{"live": consent.Granted(now)},
+		"store_view":  req.StoreView,
+		"reason":      req.Reason,
+		"ticket":      req.Ticket,
+	}
+	if err := authorize("impersonation.start", target); err != nil {
+		return nil, err
+	}
+	if cust == nil { // policy allowed an unknown customer: still nobody to act as
+		return nil, &sidecar.Error{Code: sidecar.ENOTFOUND, Field: "customer_id", Message: "customer not found"}
+	}
+	view := req.StoreView
+	if view == "" {
+		view = cust.DefaultStoreView
+	}
+
+	var replaced []sidecar.Session
+	if sw.OneSessionPerStaff {
+		replaced, err = i.endAll(ctx, sidecar.SessionFilter{Actor: staff.Subject, LiveOnly: true}, staff.Subject, sidecar.EndReplaced)
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	expires := now.Add(sw.MaxSession)
+	if !staff.ExpiresAt.IsZero() && staff.ExpiresAt.Before(expires) {
+		expires = staff.ExpiresAt
+	}
+	if !expires.After(now) {
+		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "staff token expires now")
+	}
+	s := &sidecar.Session{
+		ID:           "imp_" + randomHex(16),
+		Actor:        staff.Subject,
+		ActorName:    staff.Name,
+		Customer:     cust.ID,
+		CustomerName: cust.Name,
+		StoreView:    view,
+		Reason:       req.Reason,
+		Ticket:       req.Ticket,
+		StartedAt:    now,
+		ExpiresAt:    expires,
+		IdleTimeout:  sw.IdleTimeout,
+	}
+	if err := i.store.CreateSession(ctx, s); err != nil {
+		return nil, err
+	}
+	code := randomToken()
+	until := now.Add(i.cfg.RedeemTTL)
+	if until.After(expires) {
+		until = expires
+	}
+	if err := i.store.PutRedeemCode(ctx, HashSecret(code), s.ID, until); err != nil {
+		return nil, err
+	}
+	data := sessionData(s)
+	i.event(ctx, sidecar.EventImpersonationStarted, s.Customer, s.Actor, data)
+	i.audit(ctx, staff, "impersonation.start", s.Customer, s.ID, data)
+	return &Started{Session: s, Code: code, CodeUntil: until, Replaced: replaced}, nil
+}
+
+func customerFacts(id string, c *sidecar.Customer) map[string]any {
+	if c == nil {
+		return map[string]any{"id": id, "exists": false}
+	}
+	views := make([]any, 0, len(c.StoreViews)+1)
+	seenDefault := false
+	for _, v := range c.StoreViews {
+		views = append(views, v)
+		seenDefault = seenDefault || v == c.DefaultStoreView
+	}
+	if !seenDefault && c.DefaultStoreView != "" {
+		views = append(views, c.DefaultStoreView)
+	}
+	return map[string]any{
+		"id":                 c.ID,
+		"exists":             true,
+		"protected":          c.Protected,
+		"org":                c.Org,
+		"store_views":        views,
+		"default_store_view": c.DefaultStoreView,
+	}
+}
+
+// Redeemed is a session whose redeem code was used: Token goes into the
+// cookie and is never stored.
+type Redeemed struct {
+	Session  *sidecar.Session
+	Token    string
+	Redirect string
+}
+
+// Redeem exchanges a single-use code for the session token. A used,
+// unknown or late code is refused the same way, so codes cannot be probed.
+func (i *Impersonation) Redeem(ctx context.Context, code, redirect string) (*Redeemed, error) {
+	if code == "" {
+		return nil, sidecar.Invalid("code", "required")
+	}
+	if len(code) > 128 {
+		return nil, sidecar.Invalid("code", "malformed")
+	}
+	target, err := SafeRedirect(redirect, i.cfg.RedirectHosts)
+	if err != nil {
+		return nil, err
+	}
+	sw, err := i.Switches()
+	if err != nil {
+		return nil, err
+	}
+	if !sw.Enabled {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "impersonation_disabled")
+	}
+	id, err := i.store.TakeRedeemCode(ctx, HashSecret(code))
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "redeem code unknown, already used or expired")
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, err := i.store.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if st := s.EndState(i.clock()); st != "" {
+		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "session_%s", st)
+	}
+	token := randomToken()
+	if err := i.store.SetSessionToken(ctx, s.ID, HashSecret(token)); err != nil {
+		if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
+			return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "session already redeemed or ended")
+		}
+		return nil, err
+	}
+	i.audit(ctx, &sidecar.Identity{Subject: s.Actor}, "impersonation.redeem", s.Customer, s.ID, nil)
+	return &Redeemed{Session: s, Token: token, Redirect: target}, nil
+}
+
+// End ends a session at staff's (or the customer's) request.
+func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) (*sidecar.Session, error) {
+	if err := checkID("id", id); err != nil {
+		return nil, err
+	}
+	s, err := i.store.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := authorize("impersonation.end", map[string]any{"session": map[string]any{
+		"id": s.ID, "actor": s.Actor, "subject": s.Customer,
+	}}); err != nil {
+		return nil, err
+	}
+	if st := s.EndState(i.clock()); st != "" {
+		return s, nil // idempotent: an ended session stays as it ended
+	}
+	reason := sidecar.EndEnded
+	if by.Subject != s.Actor {
+		reason = sidecar.EndRevoked
+	}
+	ended, err := i.store.EndSession(ctx, id, by.Subject, reason, i.clock())
+	if err != nil {
+		return nil, err
+	}
+	i.ended(ctx, by, ended)
+	return ended, nil
+}
+
+// GetSession returns a session by id.
+func (i *Impersonation) GetSession(ctx context.Context, id string) (*sidecar.Session, error) {
+	if err := checkID("id", id); err != nil {
+		return nil, err
+	}
+	return i.store.GetSession(ctx, id)
+}
+
+// List returns sessions (live or all) matching f.
+func (i *Impersonation) List(ctx context.Context, f sidecar.SessionFilter) ([]sidecar.Session, string, error) {
+	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
+		return nil, "", sidecar.Invalid("from", "must be before to")
+	}
+	return i.store.ListSessions(ctx, f)
+}
+
+func (i *Impersonation) endAll(ctx context.Context, f sidecar.SessionFilter, by, reason string) ([]sidecar.Session, error) {
+	var out []sidecar.Session
+	f.Limit = sidecar.MaxPageLimit
+	for {
+		page, next, err := i.store.ListSessions(ctx, f)
+		if err != nil {
+			return out, err
+		}
+		for _, s := range page {
+			ended, err := i.store.EndSession(ctx, s.ID, by, reason, i.clock())
+			if err != nil {
+				return out, err
+			}
+			i.ended(ctx, &sidecar.Identity{Subject: by}, ended)
+			out = append(out, *ended)
+		}
+		if next == "" {
+			return out, nil
+		}
+		f.Cursor = next
+	}
+}
+
+func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *sidecar.Session) {
+	data := sessionData(s)
+	data["ended_by"] = s.EndedBy
+	data["end_reason"] = s.EndReason
+	i.event(ctx, sidecar.EventImpersonationEnded, s.Customer, s.Actor, data)
+	i.audit(ctx, by, "impersonation.end", s.Customer, s.ID, data)
+}
+
+func sessionData(s *sidecar.Session) map[string]string {
+	d := map[string]string{
+		"session":    s.ID,
+		"actor":      s.Actor,
+		"store_view": s.StoreView,
+		"expires_at": s.ExpiresAt.UTC().Format(time.RFC3339),
+	}
+	if s.ActorName != "" {
+		d["actor_name"] = s.ActorName
+	}
+	if s.Reason != "" {
+		d["reason"] = s.Reason
+	}
+	if s.Ticket != "" {
+		d["ticket"] = s.Ticket
+	}
+	return d
+}
+
+// event and audit never fail the action they describe: the state change
+// already happened, so a lost stream entry is logged instead.
+func (i *Impersonation) event(ctx context.Context, typ, customer, actor string, data map[string]string) {
+	e := &sidecar.Event{Type: typ, Time: i.clock(), Customer: customer, Actor: actor, Data: data}
+	if err := i.store.AppendEvent(ctx, e); err != nil {
+		i.logger.Error("event not appended", "type", typ, "customer", customer, "error", err)
+	}
+}
+
+func (i *Impersonation) audit(ctx context.Context, by *sidecar.Identity, action, customer, target string, data map[string]string) {
+	a := &sidecar.AuditEntry{Time: i.clock(), Actor: by.Subject, Action: action, Customer: customer, Target: target, Outcome: "ok", Data: data}
+	if err := i.store.AppendAudit(ctx, a); err != nil {
+		i.logger.Error("audit entry not appended", "action", action, "customer", customer, "error", err)
+	}
+}
+
+// RedeemURL is the path of the redeem link for code.
+func RedeemURL(prefix, code, redirect string) string {
+	q := url.Values{"code": {code}}
+	if redirect != "" {
+		q.Set("redirect", redirect)
+	}
+	return prefix + "impersonation/redeem?" + q.Encode()
+}
+
+// HashSecret is how session tokens and redeem codes are stored: SHA-256,
+// hex. The secrets are 256-bit random, so no salt or stretching is needed.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// randomToken is 256 bits from crypto/rand, URL-safe.
+func randomToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics on broken systems)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}

@@ -1,0 +1,235 @@
+package delegation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// SessionState is what the check path reads: sessions by token hash, the
+// occasional last-seen write, and eviction messages from other replicas.
+type SessionState interface {
+	SessionByToken(ctx context.Context, tokenHash string) (*sidecar.Session, error)
+	TouchSession(ctx context.Context, id string, at time.Time) error
+	Subscribe(fn func(key string)) (cancel func())
+}
+
+// SessionResolver resolves the Login as Customer session cookie of a
+// storefront request into a delegation. Sessions are cached locally and
+// evicted by invalidation messages; at steady state a check costs no store
+// round trip except one refresh per CacheTTL and one last-seen write per
+// TouchInterval for each live session.
+//
+// A cookie that names no live session resolves to no delegation and an
+// EUNAUTHORIZED error whose Message is the reason for policy
+// (session_unknown, session_ended, session_expired, session_idle,
+// session_replaced, session_consent_withdrawn, session_revoked).
+type SessionResolver struct {
+	state      SessionState
+	cookie     string
+	cacheTTL   time.Duration
+	touchEvery time.Duration
+	maxEntries int
+	clock      sidecar.Clock
+	logger     *slog.Logger
+	cancel     func()
+
+	mu      sync.RWMutex
+	entries map[[sha256.Size]byte]*sessionEntry
+}
+
+type sessionEntry struct {
+	session   *sidecar.Session // never mutated once cached
+	deleg     sidecar.Delegation
+	fetchedAt time.Time
+	lastLocal atomic.Int64 // unix nanos of the last request seen here
+	lastTouch atomic.Int64 // unix nanos of the last last-seen write
+}
+
+var _ sidecar.DelegationResolver = (*SessionResolver)(nil)
+
+// NewSessionResolver returns a resolver on state with the impersonation
+// config section. Close stops its subscription.
+func NewSessionResolver(state SessionState, cfg ImpersonationConfig, clock sidecar.Clock, logger *slog.Logger) *SessionResolver {
+	cfg = cfg.withDefaults()
+	if clock == nil {
+		clock = time.Now
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	r := &SessionResolver{
+		state:      state,
+		cookie:     cfg.SessionCookie,
+		cacheTTL:   cfg.CacheTTL,
+		touchEvery: cfg.TouchInterval,
+		maxEntries: cfg.CacheSize,
+		clock:      clock,
+		logger:     logger,
+		entries:    map[[sha256.Size]byte]*sessionEntry{},
+	}
+	r.cancel = state.Subscribe(r.evict)
+	return r
+}
+
+// Close stops listening for evictions.
+func (r *SessionResolver) Close() error {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	return nil
+}
+
+func (r *SessionResolver) evict(key string) {
+	h, ok := strings.CutPrefix(key, "session:")
+	if !ok {
+		return
+	}
+	var k [sha256.Size]byte
+	if n, err := hex.Decode(k[:], []byte(h)); err != nil || n != sha256.Size {
+		return
+	}
+	r.mu.Lock()
+	delete(r.entries, k)
+	r.mu.Unlock()
+}
+
+// Resolve implements sidecar.DelegationResolver.
+func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, _ *sidecar.Identity) (*sidecar.Delegation, error) {
+	token := cookieValue(req.Headers["cookie"], r.cookie)
+	if token == "" {
+		return nil, nil
+	}
+	if len(token) > 128 {
+		return nil, sessionError("unknown")
+	}
+	key := sha256.Sum256([]byte(token))
+	now := r.clock()
+
+	r.mu.RLock()
+	e := r.entries[key]
+	r.mu.RUnlock()
+	if e == nil || now.Sub(e.fetchedAt) >= r.cacheTTL {
+		fresh, err := r.fetch(ctx, key, now)
+		if err != nil {
+			return nil, err
+		}
+		if fresh == nil {
+			return nil, sessionError("unknown")
+		}
+		e = fresh
+	}
+
+	if st := e.endState(now); st != "" {
+		return nil, sessionError(st)
+	}
+	nowNS := now.UnixNano()
+	e.lastLocal.Store(nowNS)
+	if last := e.lastTouch.Load(); nowNS-last >= int64(r.touchEvery) && e.lastTouch.CompareAndSwap(last, nowNS) {
+		if err := r.state.TouchSession(ctx, e.session.ID, now); err != nil {
+			r.logger.Warn("session last-seen not recorded", "session", e.session.ID, "error", err)
+		}
+	}
+	d := new(sidecar.Delegation)
+	*d = e.deleg
+	return d, nil
+}
+
+func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now time.Time) (*sessionEntry, error) {
+	s, err := r.state.SessionByToken(ctx, hex.EncodeToString(key[:]))
+	switch sidecar.ErrorCode(err) {
+	case "":
+	case sidecar.ENOTFOUND:
+		return nil, nil
+	case sidecar.EUNAVAILABLE:
+		return nil, sidecar.Unavailable("session_state_unavailable", err)
+	default:
+		return nil, &sidecar.Error{Code: sidecar.EUNAVAILABLE, Message: "session_state_unavailable", Err: err}
+	}
+	e := &sessionEntry{
+		session:   s,
+		fetchedAt: now,
+		deleg: sidecar.Delegation{
+			Mode:        sidecar.ModeImpersonation,
+			ID:          s.ID,
+			Actor:       s.Actor,
+			ActorName:   s.ActorName,
+			Subject:     s.Customer,
+			SubjectName: s.CustomerName,
+			StoreView:   s.StoreView,
+			Reason:      s.Reason,
+			Ticket:      s.Ticket,
+			ExpiresAt:   s.ExpiresAt,
+		},
+	}
+	// The store's last-seen counts as a touch, so a refreshed entry does
+	// not write again straight away.
+	e.lastTouch.Store(s.LastSeen.UnixNano())
+	r.mu.RLock()
+	if old := r.entries[key]; old != nil {
+		e.lastLocal.Store(old.lastLocal.Load())
+		if t := old.lastTouch.Load(); t > e.lastTouch.Load() {
+			e.lastTouch.Store(t)
+		}
+	}
+	r.mu.RUnlock()
+	r.mu.Lock()
+	if len(r.entries) >= r.maxEntries {
+		for k := range r.entries { // drop an arbitrary entry: the map is bounded, not an LRU
+			delete(r.entries, k)
+			break
+		}
+	}
+	r.entries[key] = e
+	r.mu.Unlock()
+	return e, nil
+}
+
+// endState is Session.EndState, counting requests this replica has seen
+// since the last write of last-seen.
+func (e *sessionEntry) endState(now time.Time) string {
+	s := e.session
+	switch {
+	case !s.EndedAt.IsZero():
+		return s.EndReason
+	case !now.Before(s.ExpiresAt):
+		return sidecar.EndExpired
+	case s.IdleTimeout > 0:
+		last := s.StartedAt
+		if s.LastSeen.After(last) {
+			last = s.LastSeen
+		}
+		if l := e.lastLocal.Load(); l > last.UnixNano() {
+			last = time.Unix(0, l)
+		}
+		if !now.Before(last.Add(s.IdleTimeout)) {
+			return sidecar.EndIdle
+		}
+	}
+	return ""
+}
+
+func sessionError(state string) error {
+	return &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_" + state}
+}
+
+// cookieValue finds name's value in a Cookie header without allocating.
+func cookieValue(header, name string) string {
+	for header != "" {
+		var part string
+		part, header, _ = strings.Cut(header, ";")
+		part = strings.TrimSpace(part)
+		k, v, ok := strings.Cut(part, "=")
+		if ok && k == name {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}
