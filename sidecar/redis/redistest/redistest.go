@@ -1,0 +1,255 @@
+// Package redistest starts real redis-server processes for tests: a single
+// node on a free loopback port, or a small Redis Cluster. The binaries are
+// found on PATH; when they are missing the test fails (make test installs
+// them), it never skips.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// startWait bounds how long a server may take to answer PING.
+const startWait = 15 * time.Second
+
+// Server is one redis-server process owned by a test.
+type Server struct {
+	Addr string
+	Port int
+
+	t    testing.TB
+	dir  string
+	args []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start starts a redis-server with no persistence on a free loopback port
+// and stops it when the test ends. Extra arguments go to redis-server.
+func Start(t testing.TB, args ...string) *Server {
+	t.Helper()
+	var lastErr error
+	for range 5 { // a free port can be taken between probing and binding
+		port, err := freePort(false)
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, dir: t.TempDir(), args: args}
+		if lastErr = s.start(); lastErr == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+	}
+	t.Fatalf("redistest: start redis-server: %v", lastErr)
+	return nil
+}
+
+func binary(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s not found on PATH (install redis-server; make test does): %w", name, err)
+	}
+	return p, nil
+}
+
+func (s *Server) start() error {
+	bin, err := binary("redis-server")
+	if err != nil {
+		s.t.Fatalf("redistest: %v", err)
+	}
+	argv := append([]string{
+		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--protected-mode", "no", "--logfile", "",
+	}, s.args...)
+	cmd := exec.Command(bin, argv...)
+	out, _ := os.Create(s.dir + "/redis.log")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); _ = out.Close(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer c.Close()
+	deadline := time.Now().Add(startWait)
+	for {
+		select {
+		case <-done:
+			log, _ := os.ReadFile(s.dir + "/redis.log")
+			return fmt.Errorf("redis-server exited: %s", lastLines(string(log), 5))
+		default:
+		}
+		if err := c.Ping(context.Background()).Err(); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			s.kill()
+			return fmt.Errorf("redis-server on %s not answering: %w", s.Addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func (s *Server) kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Stop kills the server (as a crash would). Calling it twice is fine.
+func (s *Server) Stop() { s.kill() }
+
+// Restart starts the server again on the same port, empty.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.kill()
+	var err error
+	for range 50 { // the port may linger briefly after the kill
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("redistest: restart on %s: %v", s.Addr, err)
+}
+
+// Client returns a go-redis client for the server, closed when the test ends.
+func (s *Server) Client() *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr})
+	s.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// freePort finds a free loopback port. For cluster nodes the bus port
+// (port+10000) must be free too.
+func freePort(cluster bool) (int, error) {
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if !cluster {
+			return port, nil
+		}
+		if port+10000 > 65535 {
+			continue
+		}
+		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+		if err != nil {
+			continue
+		}
+		_ = bus.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("no free port pair for a cluster node")
+}
+
+// Cluster is a Redis Cluster of master nodes on loopback.
+type Cluster struct {
+	Addrs []string
+	Nodes []*Server
+}
+
+// StartCluster starts n cluster-enabled nodes, joins them with
+// redis-cli --cluster create (no replicas) and waits for cluster_state:ok.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	cli, err := binary("redis-cli")
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	c := &Cluster{}
+	for range n {
+		var node *Server
+		for range 5 {
+			port, err := freePort(true)
+			if err != nil {
+				t.Fatalf("redistest: %v", err)
+			}
+			s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, dir: t.TempDir(),
+				args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"}}
+			if err = s.start(); err == nil {
+				node = s
+				break
+			}
+		}
+		if node == nil {
+			t.Fatalf("redistest: could not start cluster node")
+		}
+		t.Cleanup(node.Stop)
+		c.Nodes = append(c.Nodes, node)
+		c.Addrs = append(c.Addrs, node.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	out, err := exec.Command(cli, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(startWait)
+	for _, node := range c.Nodes {
+		cl := goredis.NewClient(&goredis.Options{Addr: node.Addr})
+		for {
+			info, err := cl.ClusterInfo(context.Background()).Result()
+			if err == nil && clusterOK(info) {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = cl.Close()
+				t.Fatalf("redistest: cluster not ok on %s: %v %s", node.Addr, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = cl.Close()
+	}
+	return c
+}
+
+func clusterOK(info string) bool {
+	sc := bufio.NewScanner(strings.NewReader(info))
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "cluster_state:ok" {
+			return true
+		}
+	}
+	return false
+}
+
+// Client returns a cluster client, closed when the test ends.
+func (c *Cluster) Client(t testing.TB) *goredis.ClusterClient {
+	cl := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs})
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
