@@ -181,7 +181,7 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 	if err := validRef("domain", domain); err != nil {
 		return nil, err
 	}
-	a := &sidecar.Assignment{Customer: customer, Reseller: by.Org, Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
+	a := &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
 	if err := r.store.PutAssignment(ctx, a); err != nil {
 		return nil, err
 	}
@@ -213,6 +213,15 @@ func (r *Resellers) List(ctx context.Context, domain string, p sidecar.Page) ([]
 		return nil, "", err
 	}
 	return r.store.AssignmentsByDomain(ctx, domain, p)
+}
+
+// resellerOf names the reseller an assignment belongs to: the caller's
+// organisation, or its domain when the token carries no organisation.
+func resellerOf(id *sidecar.Identity) string {
+	if id.Org != "" {
+		return id.Org
+	}
+	return id.Domain
 }
 
 // ImportRow is one assignment of a bulk import, with its line.
@@ -371,7 +380,7 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 	now := r.clock()
 	as := make([]sidecar.Assignment, len(rows))
 	for i, row := range rows {
-		as[i] = sidecar.Assignment{Customer: row.Customer, Reseller: by.Org, Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}
+		as[i] = sidecar.Assignment{Customer: row.Customer, Reseller: resellerOf(by), Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}
 	}
 	n, err := r.store.PutAssignments(ctx, as)
 	if err != nil {

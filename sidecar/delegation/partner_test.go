@@ -1,0 +1,437 @@
+package delegation_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+)
+
+func TestPartnerRequestValidation(t *testing.T) {
+	cases := []struct {
+		name   string
+		caller *sidecar.Identity
+		edit   func(in *delegation.AccessRequestInput)
+		code   string
+		field  string
+	}{
+		{name: "caller without org", caller: &sidecar.Identity{Subject: "x"}, code: sidecar.EFORBIDDEN},
+		{name: "missing customer", edit: func(in *delegation.AccessRequestInput) { in.Customer = "" }, code: sidecar.EINVALID, field: "customer"},
+		{name: "customer with a space", edit: func(in *delegation.AccessRequestInput) { in.Customer = "ac me" }, code: sidecar.EINVALID, field: "customer"},
+		{name: "own organisation", edit: func(in *delegation.AccessRequestInput) { in.Customer = "partnerco" }, code: sidecar.EINVALID, field: "customer"},
+		{name: "missing contact email", edit: func(in *delegation.AccessRequestInput) { in.ContactEmail = "" }, code: sidecar.EINVALID, field: "contact_email"},
+		{name: "contact email with a name", edit: func(in *delegation.AccessRequestInput) { in.ContactEmail = "Cora <cora@acme.example>" }, code: sidecar.EINVALID, field: "contact_email"},
+		{name: "contact email without domain", edit: func(in *delegation.AccessRequestInput) { in.ContactEmail = "cora" }, code: sidecar.EINVALID, field: "contact_email"},
+		{name: "expiry zero days", edit: func(in *delegation.AccessRequestInput) { in.ExpiryDays = 0 }, code: sidecar.EINVALID, field: "expiry_days"},
+		{name: "expiry negative", edit: func(in *delegation.AccessRequestInput) { in.ExpiryDays = -3 }, code: sidecar.EINVALID, field: "expiry_days"},
+		{name: "expiry above the maximum", edit: func(in *delegation.AccessRequestInput) { in.ExpiryDays = 366 }, code: sidecar.EINVALID, field: "expiry_days"},
+		{name: "unknown level", edit: func(in *delegation.AccessRequestInput) { in.Level = "owner" }, code: sidecar.EINVALID, field: "level"},
+		{name: "empty level", edit: func(in *delegation.AccessRequestInput) { in.Level = "" }, code: sidecar.EINVALID, field: "level"},
+		{name: "unknown scope", edit: func(in *delegation.AccessRequestInput) { in.Scope = "everyone" }, code: sidecar.EINVALID, field: "scope"},
+		{name: "organisation scope naming users", edit: func(in *delegation.AccessRequestInput) { in.Users = []string{"pat"} }, code: sidecar.EINVALID, field: "users"},
+		{name: "individual scope without users", edit: func(in *delegation.AccessRequestInput) { in.Scope = sidecar.ScopeIndividual }, code: sidecar.EINVALID, field: "users"},
+		{name: "individual user of another org", edit: func(in *delegation.AccessRequestInput) {
+			in.Scope, in.Users = sidecar.ScopeIndividual, []string{"pat", "mallory"}
+		}, code: sidecar.EINVALID, field: "users"},
+		{name: "individual user nobody knows", edit: func(in *delegation.AccessRequestInput) {
+			in.Scope, in.Users = sidecar.ScopeIndividual, []string{"ghost"}
+		}, code: sidecar.EINVALID, field: "users"},
+		{name: "individual self and a colleague", edit: func(in *delegation.AccessRequestInput) {
+			in.Scope, in.Users = sidecar.ScopeIndividual, []string{"pat", "paul", "pat"}
+		}},
+		{name: "longest expiry", edit: func(in *delegation.AccessRequestInput) { in.ExpiryDays = 365 }},
+		{name: "shortest expiry", edit: func(in *delegation.AccessRequestInput) { in.ExpiryDays = 1 }},
+	}
+	for _, ps := range partnerStores() {
+		for _, tc := range cases {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				env := newPartnerEnv(t, ps)
+				in := orgRequest(sidecar.LevelLook, 30)
+				if tc.edit != nil {
+					tc.edit(&in)
+				}
+				caller := tc.caller
+				if caller == nil {
+					caller = patUser
+				}
+				r, err := env.partners.CheckRequest(context.Background(), caller, in)
+				if tc.code == "" {
+					if err != nil {
+						t.Fatalf("unexpected error: %v", err)
+					}
+					if r.Status != sidecar.RequestPending || !r.PendingExpiresAt.Equal(env.clock.Now().Add(30*day)) {
+						t.Fatalf("request = %+v, want pending for 30 days", r)
+					}
+					if r.Scope == sidecar.ScopeIndividual && len(r.Users) != 2 {
+						t.Fatalf("users = %v, want pat and paul once each", r.Users)
+					}
+					return
+				}
+				wantCode(t, err, tc.code, "")
+				if got := sidecar.ErrorField(err); got != tc.field {
+					t.Fatalf("field = %q, want %q (%v)", got, tc.field, err)
+				}
+			})
+		}
+	}
+}
+
+func TestPartnerDecisions(t *testing.T) {
+	cases := []struct {
+		name   string
+		before func(env *partnerEnv, id string)
+		caller *sidecar.Identity
+		reject bool
+		code   string
+		msg    string
+	}{
+		{name: "contact manager approves", caller: cora},
+		{name: "contact manager rejects", caller: cora, reject: true},
+		{name: "partner approves its own request", caller: patUser, code: sidecar.EFORBIDDEN, msg: "not_contact_manager"},
+		{name: "another org approves", caller: otherOrgBob, code: sidecar.EFORBIDDEN, msg: "not_contact_manager"},
+		{name: "approve after the pending expiry", caller: cora, before: func(env *partnerEnv, _ string) { env.clock.Advance(30 * day) }, code: sidecar.ECONFLICT, msg: "request_expired"},
+		{name: "reject after the pending expiry", caller: cora, reject: true, before: func(env *partnerEnv, _ string) { env.clock.Advance(31 * day) }, code: sidecar.ECONFLICT, msg: "request_expired"},
+		{name: "approve an approved request", caller: cora, before: func(env *partnerEnv, id string) {
+			_, _, _ = env.partners.Approve(context.Background(), cora, id)
+		}, code: sidecar.ECONFLICT, msg: "request_already_approved"},
+		{name: "approve a rejected request", caller: cora, before: func(env *partnerEnv, id string) {
+			_, _ = env.partners.Reject(context.Background(), cora, id)
+		}, code: sidecar.ECONFLICT, msg: "request_already_rejected"},
+		{name: "reject an approved request", caller: cora, reject: true, before: func(env *partnerEnv, id string) {
+			_, _, _ = env.partners.Approve(context.Background(), cora, id)
+		}, code: sidecar.ECONFLICT, msg: "request_already_approved"},
+	}
+	for _, ps := range partnerStores() {
+		for _, tc := range cases {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				env := newPartnerEnv(t, ps)
+				r, err := env.partners.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelUpdate, 10))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := env.partners.Request(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+				if tc.before != nil {
+					tc.before(env, r.ID)
+				}
+				if tc.reject {
+					_, err = env.partners.Reject(ctx, tc.caller, r.ID)
+				} else {
+					_, _, err = env.partners.Approve(ctx, tc.caller, r.ID)
+				}
+				if tc.code != "" {
+					wantCode(t, err, tc.code, tc.msg)
+					if tc.before == nil {
+						if g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat"); g != nil {
+							t.Fatalf("refused decision left a grant: %+v", g)
+						}
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				g, err := env.partners.Effective(ctx, "acme", "partnerco", "pat")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.reject {
+					if g != nil {
+						t.Fatalf("rejected request made a grant: %+v", g)
+					}
+					if n := len(events(t, env.store, sidecar.EventGrantRejected)); n != 1 {
+						t.Fatalf("%d rejected events, want 1", n)
+					}
+					return
+				}
+				if g == nil || g.Level != sidecar.LevelUpdate || !g.ExpiresAt.Equal(env.clock.Now().Add(10*day)) {
+					t.Fatalf("grant = %+v, want update for 10 days", g)
+				}
+				req := events(t, env.store, sidecar.EventGrantRequested)
+				if len(req) != 1 || req[0].Data["to"] != "cora@acme.example" || req[0].Customer != "acme" {
+					t.Fatalf("requested events = %+v, want one to the contact manager", req)
+				}
+				if n := len(events(t, env.store, sidecar.EventGrantApproved)); n != 1 {
+					t.Fatalf("%d approved events, want 1", n)
+				}
+			})
+		}
+	}
+}
+
+func TestPartnerDecideUnknownRequest(t *testing.T) {
+	for _, ps := range partnerStores() {
+		t.Run(ps.name, func(t *testing.T) {
+			env := newPartnerEnv(t, ps)
+			_, _, err := env.partners.Approve(context.Background(), cora, "nope")
+			wantCode(t, err, sidecar.ENOTFOUND, "")
+		})
+	}
+}
+
+func TestPartnerApprovalReplacesEarlierGrant(t *testing.T) {
+	for _, ps := range partnerStores() {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			env.grant(t, patUser, orgRequest(sidecar.LevelFullAdmin, 90))
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 5))
+			gs, err := env.partners.MyPartners(ctx, "acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(gs) != 1 || gs[0].Level != sidecar.LevelLook || !gs[0].ExpiresAt.Equal(env.clock.Now().Add(5*day)) {
+				t.Fatalf("grants = %+v, want one look grant for 5 days", gs)
+			}
+		})
+	}
+}
+
+func TestPartnerRevoke(t *testing.T) {
+	cases := []struct {
+		name   string
+		caller *sidecar.Identity
+		code   string
+	}{
+		{name: "by the customer", caller: cora},
+		{name: "by the partner", caller: paulUser},
+		{name: "by a third org", caller: otherOrgBob, code: sidecar.EFORBIDDEN},
+	}
+	for _, ps := range partnerStores() {
+		for _, tc := range cases {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				env := newPartnerEnv(t, ps)
+				env.grant(t, patUser, orgRequest(sidecar.LevelCreate, 30))
+				g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat")
+				_, err := env.partners.Revoke(ctx, tc.caller, "acme", g.ID)
+				after, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat")
+				if tc.code != "" {
+					wantCode(t, err, tc.code, "")
+					if after == nil {
+						t.Fatal("refused revocation removed the grant")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if after != nil {
+					t.Fatalf("grant still live after revocation: %+v", after)
+				}
+				if n := len(events(t, env.store, sidecar.EventGrantRevoked)); n != 1 {
+					t.Fatalf("%d revoked events, want 1", n)
+				}
+				_, err = env.partners.Revoke(ctx, tc.caller, "acme", g.ID)
+				wantCode(t, err, sidecar.ENOTFOUND, "")
+			})
+		}
+	}
+}
+
+func TestPartnerMyCustomersPrecedence(t *testing.T) {
+	for _, ps := range partnerStores() {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			env.grant(t, patUser, orgRequest(sidecar.LevelFullAdmin, 60))
+			env.grant(t, patUser, individualRequest(sidecar.LevelCC, 3, "pat"))
+
+			mine, err := env.partners.MyCustomers(ctx, patUser)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(mine) != 1 || mine[0].Level != sidecar.LevelCC || mine[0].Scope != sidecar.ScopeIndividual {
+				t.Fatalf("pat's customers = %+v, want acme at cc (individual wins even when lower)", mine)
+			}
+			theirs, _ := env.partners.MyCustomers(ctx, paulUser)
+			if len(theirs) != 1 || theirs[0].Level != sidecar.LevelFullAdmin {
+				t.Fatalf("paul's customers = %+v, want acme at full_admin via the org", theirs)
+			}
+
+			env.clock.Advance(4 * day) // the individual grant lapses: the org grant applies
+			mine, _ = env.partners.MyCustomers(ctx, patUser)
+			if len(mine) != 1 || mine[0].Level != sidecar.LevelFullAdmin {
+				t.Fatalf("after the individual grant expired = %+v, want full_admin", mine)
+			}
+			partners, _ := env.partners.MyPartners(ctx, "acme")
+			if len(partners) != 1 || partners[0].PartnerOrg != "partnerco" {
+				t.Fatalf("acme's partners = %+v, want partnerco's org grant only", partners)
+			}
+		})
+	}
+}
+
+func TestPartnerSubscriptions(t *testing.T) {
+	for _, ps := range partnerStores() {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+
+			_, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications)
+			wantCode(t, err, sidecar.EFORBIDDEN, "no_live_grant")
+
+			env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
+			_, err = env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications)
+			wantCode(t, err, sidecar.EFORBIDDEN, "level_below_minimum:look")
+
+			_, err = env.partners.Subscribe(ctx, patUser, "acme", "sms")
+			wantCode(t, err, sidecar.EINVALID, "")
+
+			env.grant(t, patUser, individualRequest(sidecar.LevelLook, 30, "pat"))
+			if _, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications); err != nil {
+				t.Fatal(err)
+			}
+			subs, _ := env.partners.Subscribers(ctx, "acme", delegation.SubscriptionNotifications)
+			if len(subs) != 1 || subs[0].User != "pat" || subs[0].PartnerOrg != "partnerco" {
+				t.Fatalf("subscribers = %+v, want pat", subs)
+			}
+
+			// The level drops below the minimum: the subscription stops counting.
+			env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
+			if subs, _ := env.partners.Subscribers(ctx, "acme", delegation.SubscriptionNotifications); len(subs) != 0 {
+				t.Fatalf("subscribers after the level dropped = %+v, want none", subs)
+			}
+			mine, _ := env.partners.MySubscriptions(ctx, patUser)
+			if len(mine) != 1 || mine[0].Active || mine[0].Level != sidecar.LevelCC {
+				t.Fatalf("own subscriptions = %+v, want one inactive at cc", mine)
+			}
+
+			// Back to look, then the grant ends: it stops counting again.
+			env.grant(t, patUser, individualRequest(sidecar.LevelLook, 2, "pat"))
+			if subs, _ := env.partners.Subscribers(ctx, "acme", ""); len(subs) != 1 {
+				t.Fatalf("subscribers = %+v, want pat again", subs)
+			}
+			env.clock.Advance(2 * day)
+			if subs, _ := env.partners.Subscribers(ctx, "acme", ""); len(subs) != 0 {
+				t.Fatalf("subscribers after the grant ended = %+v, want none", subs)
+			}
+
+			if err := env.partners.Unsubscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications); err != nil {
+				t.Fatal(err)
+			}
+			if mine, _ := env.partners.MySubscriptions(ctx, patUser); len(mine) != 0 {
+				t.Fatalf("subscriptions after unsubscribing = %+v", mine)
+			}
+		})
+	}
+}
+
+func TestPartnerShares(t *testing.T) {
+	cases := []struct {
+		name   string
+		caller *sidecar.Identity
+		in     delegation.ShareInput
+		code   string
+		field  string
+	}{
+		{name: "customer shares", caller: cora, in: delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"}},
+		{name: "partner shares to itself", caller: patUser, in: delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"}, code: sidecar.EFORBIDDEN},
+		{name: "missing resource", caller: cora, in: delegation.ShareInput{User: "pat", PartnerOrg: "partnerco"}, code: sidecar.EINVALID, field: "resource"},
+		{name: "missing user", caller: cora, in: delegation.ShareInput{Resource: "sr-1", PartnerOrg: "partnerco"}, code: sidecar.EINVALID, field: "user"},
+		{name: "missing partner org", caller: cora, in: delegation.ShareInput{Resource: "sr-1", User: "pat"}, code: sidecar.EINVALID, field: "partner_org"},
+	}
+	for _, ps := range partnerStores() {
+		for _, tc := range cases {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				env := newPartnerEnv(t, ps)
+				_, err := env.partners.Share(ctx, tc.caller, "acme", tc.in)
+				if tc.code != "" {
+					wantCode(t, err, tc.code, "")
+					if sidecar.ErrorField(err) != tc.field {
+						t.Fatalf("field = %q, want %q", sidecar.ErrorField(err), tc.field)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				shared, _ := env.store.SharesFor(ctx, "acme", "pat")
+				if len(shared) != 1 || shared[0] != "sr-1" {
+					t.Fatalf("shared = %v, want sr-1", shared)
+				}
+				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat"); err != nil {
+					t.Fatal(err)
+				}
+				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat"); err != nil {
+					t.Fatalf("unsharing twice: %v", err)
+				}
+				if shared, _ := env.store.SharesFor(ctx, "acme", "pat"); len(shared) != 0 {
+					t.Fatalf("shared after unsharing = %v", shared)
+				}
+			})
+		}
+	}
+}
+
+func TestPartnerSweepExpiring(t *testing.T) {
+	for _, ps := range partnerStores() {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 10))
+			steps := []struct {
+				name    string
+				advance int
+				want    int
+			}{
+				{name: "ten days left", advance: 0, want: 0},
+				{name: "eight days left", advance: 2, want: 0},
+				{name: "seven days left", advance: 1, want: 0},
+				{name: "six days left", advance: 1, want: 1},
+				{name: "again the same day", advance: 0, want: 0},
+				{name: "a day later", advance: 1, want: 0},
+			}
+			for _, st := range steps {
+				env.clock.Advance(time.Duration(st.advance) * day)
+				n, err := env.partners.SweepExpiring(ctx, 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n != st.want {
+					t.Fatalf("%s: announced %d, want %d", st.name, n, st.want)
+				}
+			}
+			// Renewed and expiring again later: announced again.
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 3))
+			if n, _ := env.partners.SweepExpiring(ctx, 100); n != 1 {
+				t.Fatalf("renewed grant announced %d times, want 1", n)
+			}
+			es := events(t, env.store, sidecar.EventGrantExpiring)
+			if len(es) != 2 || es[0].Customer != "acme" || es[0].Data["partner_org"] != "partnerco" {
+				t.Fatalf("expiring events = %+v", es)
+			}
+		})
+	}
+}
+
+func TestPartnerConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		cfg   delegation.PartnerConfig
+		field string
+	}{
+		{name: "defaults", cfg: delegation.PartnerDefaults()},
+		{name: "zero value", cfg: delegation.PartnerConfig{}},
+		{name: "min above max", cfg: delegation.PartnerConfig{MinGrantDays: 10, MaxGrantDays: 5}, field: "partner.min_grant_days"},
+		{name: "negative pending expiry", cfg: delegation.PartnerConfig{PendingExpiryDays: -1}, field: "partner.pending_expiry_days"},
+		{name: "unknown subscription level", cfg: delegation.PartnerConfig{SubscriptionMinLevel: "gold"}, field: "partner.subscription_min_level"},
+		{name: "bad header", cfg: delegation.PartnerConfig{OnBehalfOfHeader: "x on behalf"}, field: "partner.on_behalf_of_header"},
+		{name: "template without customer", cfg: delegation.PartnerConfig{PathTemplate: "/customers/"}, field: "partner.path_template"},
+		{name: "relative template", cfg: delegation.PartnerConfig{PathTemplate: "customers/{customer}"}, field: "partner.path_template"},
+		{name: "good template", cfg: delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if got := sidecar.ErrorField(err); got != tc.field || (tc.field == "") != (err == nil) {
+				t.Fatalf("Validate() = %v, want field %q", err, tc.field)
+			}
+		})
+	}
+}
