@@ -494,6 +494,11 @@ type Invalidator interface {
 	Subscribe(fn func(key string)) (cancel func())
 }
 
+// InvalidateAll is delivered to subscribers when invalidations may have
+// been missed (the connection to the bus was lost and re-established):
+// drop every cached entry.
+const InvalidateAll = "*"
+
 // Invalidation keys, one per cached lookup on the check path.
 func SessionKey(tokenHash string) string   { return "session:" + tokenHash }
 func ConsentKey(customer string) string    { return "consent:" + customer }
