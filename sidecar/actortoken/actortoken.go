@@ -1,0 +1,282 @@
+// Package actortoken owns the signed delegated-identity JWT Deputy injects
+// upstream (x-deputy-token): RFC 8693 `act` claims, short lifetimes, key
+// rotation (the first key signs, every key is published) and the JWKS and
+// discovery documents upstreams verify it with.
+package actortoken
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults and bounds.
+const (
+	DefaultIssuer      = "deputy"
+	DefaultAudience    = "upstream"
+	DefaultTTL         = 30 * time.Second
+	MaxTTL             = 60 * time.Second
+	DefaultCacheMaxAge = 5 * time.Minute
+
+	JWKSPath      = "/.well-known/jwks.json"
+	DiscoveryPath = "/.well-known/openid-configuration"
+)
+
+// Config is the `actor_token` section.
+type Config struct {
+	Issuer   string        `yaml:"issuer"`
+	Audience string        `yaml:"audience"` // the upstream the token is meant for
+	TTL      time.Duration `yaml:"ttl"`
+	// KeyFiles are PEM or JWK private keys. The first signs; the others
+	// stay published so tokens signed before a rotation keep verifying.
+	// Empty is allowed only in dev mode, where a key is generated.
+	KeyFiles []string `yaml:"key_files"`
+	// JWKSURI is advertised in the discovery document. Empty: derived from
+	// the issuer when it is a URL, else from the request.
+	JWKSURI string `yaml:"jwks_uri"`
+	// CacheMaxAge is how long upstreams may cache the JWKS.
+	CacheMaxAge time.Duration `yaml:"cache_max_age"`
+	// MintPerRequest signs a fresh token for every request. By default a
+	// token is reused for the same delegation during the first half of its
+	// lifetime: signing dominates the cost of a delegated check, and an
+	// upstream still always receives a token with at least TTL/2 to live.
+	MintPerRequest bool `yaml:"mint_per_request"`
+}
+
+// reuseCacheSize bounds the reused-token cache (one entry per live delegation).
+const reuseCacheSize = 8192
+
+// Defaults returns the configuration with every default filled in.
+func Defaults() Config {
+	var c Config
+	c.applyDefaults()
+	return c
+}
+
+func (c *Config) applyDefaults() {
+	if c.Issuer == "" {
+		c.Issuer = DefaultIssuer
+	}
+	if c.Audience == "" {
+		c.Audience = DefaultAudience
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.CacheMaxAge == 0 {
+		c.CacheMaxAge = DefaultCacheMaxAge
+	}
+}
+
+// Validate fills defaults and reports the first invalid field.
+func (c *Config) Validate() error {
+	c.applyDefaults()
+	if c.TTL < time.Second || c.TTL > MaxTTL {
+		return sidecar.Invalid("actor_token.ttl", "must be between 1s and %s", MaxTTL)
+	}
+	if strings.ContainsAny(c.Audience, " \t\n") {
+		return sidecar.Invalid("actor_token.audience", "must not contain spaces")
+	}
+	if c.JWKSURI != "" {
+		u, err := url.Parse(c.JWKSURI)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return sidecar.Invalid("actor_token.jwks_uri", "not an http(s) URL: %q", c.JWKSURI)
+		}
+	}
+	if c.CacheMaxAge < 0 {
+		return sidecar.Invalid("actor_token.cache_max_age", "must not be negative")
+	}
+	for i, f := range c.KeyFiles {
+		if strings.TrimSpace(f) == "" {
+			return sidecar.Invalid("actor_token.key_files["+strconv.Itoa(i)+"]", "empty path")
+		}
+	}
+	return nil
+}
+
+// Signer implements sidecar.ActorTokenSigner.
+type Signer struct {
+	cfg    Config
+	keys   []Key
+	signer jose.Signer
+	clock  sidecar.Clock
+
+	jwks      []byte
+	jwksETag  string
+	discovery discoveryDoc
+
+	mu     sync.RWMutex
+	minted map[mintKey]minted
+}
+
+// mintKey is everything of a delegation that reaches the token.
+type mintKey struct {
+	mode, id, actor, subject, level, reason, ticket, storeView, domain string
+}
+
+type minted struct {
+	token    string
+	reuseTil int64 // unix seconds
+}
+
+var _ sidecar.ActorTokenSigner = (*Signer)(nil)
+
+// Option configures a Signer.
+type Option func(*Signer)
+
+// WithClock injects the clock used for iat/nbf/exp.
+func WithClock(c sidecar.Clock) Option { return func(s *Signer) { s.clock = c } }
+
+// WithKeys uses keys (the first signs) instead of Config.KeyFiles; dev mode
+// passes a GenerateKey() result.
+func WithKeys(keys ...Key) Option { return func(s *Signer) { s.keys = keys } }
+
+// New validates cfg, loads the keys and prepares the published documents.
+func New(cfg Config, opts ...Option) (*Signer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Signer{cfg: cfg, clock: time.Now, minted: map[mintKey]minted{}}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.keys == nil {
+		for i, f := range cfg.KeyFiles {
+			k, err := LoadKeyFile(f)
+			if err != nil {
+				return nil, sidecar.Invalid("actor_token.key_files["+strconv.Itoa(i)+"]", "%v", err)
+			}
+			s.keys = append(s.keys, k)
+		}
+	}
+	if len(s.keys) == 0 {
+		return nil, sidecar.Invalid("actor_token.key_files", "at least one signing key is required outside dev mode")
+	}
+	seen := map[string]bool{}
+	for _, k := range s.keys {
+		if seen[k.ID] {
+			return nil, sidecar.Invalid("actor_token.key_files", "two keys share kid %q", k.ID)
+		}
+		seen[k.ID] = true
+	}
+	first := s.keys[0]
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: first.Algorithm, Key: first.private},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), first.ID))
+	if err != nil {
+		return nil, sidecar.Invalid("actor_token.key_files", "signing key: %v", err)
+	}
+	s.signer = signer
+	if err := s.prepareDocuments(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Keys returns the keys, the signing key first.
+func (s *Signer) Keys() []Key { return append([]Key(nil), s.keys...) }
+
+// Claims is the payload of an actor token.
+type Claims struct {
+	Issuer    string       `json:"iss"`
+	Subject   string       `json:"sub"`
+	Audience  string       `json:"aud"`
+	IssuedAt  int64        `json:"iat"`
+	NotBefore int64        `json:"nbf"`
+	Expiry    int64        `json:"exp"`
+	ID        string       `json:"jti"`
+	Actor     Actor        `json:"act"`
+	Deputy    DeputyClaims `json:"deputy"`
+}
+
+// Actor is the RFC 8693 `act` claim: who is really acting.
+type Actor struct {
+	Subject string `json:"sub"`
+}
+
+// DeputyClaims describe the delegation the token was minted for.
+type DeputyClaims struct {
+	Mode      string `json:"mode"`
+	Level     string `json:"level,omitempty"`
+	SessionID string `json:"sid,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Ticket    string `json:"ticket,omitempty"`
+	StoreView string `json:"store_view,omitempty"`
+	Domain    string `json:"domain,omitempty"`
+}
+
+// Sign returns the actor token for a delegation, minting one unless a
+// token for the same delegation is still in its reuse window.
+func (s *Signer) Sign(d *sidecar.Delegation) (string, error) {
+	if d == nil || d.Subject == "" || d.Actor == "" {
+		return "", sidecar.Errorf(sidecar.EINTERNAL, "actor token needs a delegation with subject and actor")
+	}
+	now := s.clock().Unix()
+	if s.cfg.MintPerRequest {
+		return s.mint(d, now)
+	}
+	key := mintKey{d.Mode, d.ID, d.Actor, d.Subject, d.Level, d.Reason, d.Ticket, d.StoreView, d.Domain}
+	s.mu.RLock()
+	m, ok := s.minted[key]
+	s.mu.RUnlock()
+	if ok && now < m.reuseTil {
+		return m.token, nil
+	}
+	tok, err := s.mint(d, now)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	if len(s.minted) >= reuseCacheSize {
+		for k, v := range s.minted {
+			if now >= v.reuseTil {
+				delete(s.minted, k)
+			}
+		}
+		if len(s.minted) >= reuseCacheSize {
+			clear(s.minted)
+		}
+	}
+	s.minted[key] = minted{token: tok, reuseTil: now + int64(s.cfg.TTL/time.Second)/2}
+	s.mu.Unlock()
+	return tok, nil
+}
+
+func (s *Signer) mint(d *sidecar.Delegation, now int64) (string, error) {
+	var jti [16]byte
+	if _, err := rand.Read(jti[:]); err != nil {
+		return "", &sidecar.Error{Code: sidecar.EINTERNAL, Message: "actor token id", Err: err}
+	}
+	payload, err := json.Marshal(&Claims{
+		Issuer:    s.cfg.Issuer,
+		Subject:   d.Subject,
+		Audience:  s.cfg.Audience,
+		IssuedAt:  now,
+		NotBefore: now,
+		Expiry:    now + int64(s.cfg.TTL/time.Second),
+		ID:        base64.RawURLEncoding.EncodeToString(jti[:]),
+		Actor:     Actor{Subject: d.Actor},
+		Deputy: DeputyClaims{Mode: d.Mode, Level: d.Level, SessionID: d.ID, Reason: d.Reason,
+			Ticket: d.Ticket, StoreView: d.StoreView, Domain: d.Domain},
+	})
+	if err != nil {
+		return "", &sidecar.Error{Code: sidecar.EINTERNAL, Message: "actor token claims", Err: err}
+	}
+	obj, err := s.signer.Sign(payload)
+	if err != nil {
+		return "", &sidecar.Error{Code: sidecar.EINTERNAL, Message: "actor token signature", Err: err}
+	}
+	tok, err := obj.CompactSerialize()
+	if err != nil {
+		return "", &sidecar.Error{Code: sidecar.EINTERNAL, Message: "actor token serialization", Err: err}
+	}
+	return tok, nil
+}
