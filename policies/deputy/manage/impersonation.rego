@@ -56,9 +56,11 @@ deny contains "self_impersonation" if {
 	input.target.customer_id == input.identity.sub
 }
 
+# A protected account is refused as protected, whatever its consent says.
 deny contains "consent_required" if {
 	_starting
 	input.target.customer.exists
+	not _protected(input.target.customer)
 	not input.target.consent.live
 }
 

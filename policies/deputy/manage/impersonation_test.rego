@@ -25,6 +25,7 @@ test_start[note] if {
 		"unknown customer": {"id": _agent, "target": _start({"customer": {"exists": false}}), "reason": "customer_not_found"},
 		"no consent": {"id": _agent, "target": _start({"consent": {"live": false}}), "reason": "consent_required"},
 		"protected by flag": {"id": _agent, "target": _start({"customer": object.union(_profile, {"protected": true})}), "reason": "customer_protected"},
+		"protected without consent": {"id": _agent, "target": _start({"consent": {"live": false}, "customer": object.union(_profile, {"protected": true})}), "reason": "customer_protected"},
 		"protected by role": {"id": _agent, "target": _start({"customer": object.union(_profile, {"roles": ["admin"]})}), "reason": "customer_protected"},
 		"self": {"id": {"sub": "c42", "roles": ["support_agent"]}, "target": _start({}), "reason": "self_impersonation"},
 		"default store view given": {"id": _agent, "target": _start({"store_view": "default"}), "reason": "ok"},
