@@ -276,7 +276,6 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			line, _ := cr.FieldPos(0)
 			if err != nil {
 				var pe *csv.ParseError
 				if errors.As(err, &pe) {
@@ -288,6 +287,7 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 				}
 				return nil, sidecar.Invalid("body", "read CSV: %v", err)
 			}
+			line, _ := cr.FieldPos(0)
 			if len(rec) != 2 {
 				fail(line, "want 2 fields (customer,domain), got %d", len(rec))
 				continue
