@@ -24,5 +24,9 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCmd())
+	root.AddCommand(newPolicyCmd())
+	root.AddCommand(newBundleCmd())
+	root.AddCommand(newEvalCmd())
+	root.AddCommand(newDevCmd())
 	return root
 }
