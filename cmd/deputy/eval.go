@@ -116,7 +116,9 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 			return err
 		}
 		opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
-			func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) { return &d, nil })))
+			func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
+				return &d, nil
+			})))
 	}
 	var ev authz.Evaluator = engine
 	if f.explain {
@@ -335,4 +337,3 @@ func printEvalJSON(w io.Writer, r *authz.Response, d *sidecar.Decision) error {
 		"body":                    r.Body,
 	})
 }
-
