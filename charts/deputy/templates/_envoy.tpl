@@ -1,0 +1,138 @@
+{{/*
+The Envoy bootstrap of the pod: the same shape as examples/envoy/envoy.yaml
+(gRPC) and examples/envoy/envoy-http.yaml (http_service), with the ports
+and limits from values.
+*/}}
+{{- define "deputy.envoyConfig" -}}
+{{- $grpc := eq .Values.envoy.extAuthz.transport "grpc" -}}
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: {{ .Values.envoy.adminPort }} }
+static_resources:
+  listeners:
+    - name: ingress
+      address:
+        socket_address: { address: 0.0.0.0, port_value: {{ .Values.envoy.port }} }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: ingress_http
+                codec_type: AUTO
+                normalize_path: true
+                merge_slashes: true
+                path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT
+                use_remote_address: true
+                access_log:
+                  - name: envoy.access_loggers.stdout
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+                route_config:
+                  name: local_route
+                  virtual_hosts:
+                    - name: app
+                      domains: ["*"]
+                      routes:
+                        - match: { prefix: "/.well-known/" }
+                          route: { cluster: deputy_http }
+                          typed_per_filter_config:
+                            envoy.filters.http.ext_authz:
+                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                              disabled: true
+                        - match: { prefix: "/deputy/" }
+                          route: { cluster: deputy_http }
+                          typed_per_filter_config:
+                            envoy.filters.http.ext_authz:
+                              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                              disabled: true
+                        - match: { prefix: "/" }
+                          route: { cluster: app }
+                http_filters:
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      transport_api_version: V3
+                      failure_mode_allow: false
+                      status_on_error: { code: ServiceUnavailable }
+                      {{- if $grpc }}
+                      grpc_service:
+                        envoy_grpc: { cluster_name: deputy_grpc }
+                        timeout: {{ .Values.envoy.extAuthz.timeout }}
+                      include_peer_certificate: true
+                      {{- else }}
+                      http_service:
+                        server_uri:
+                          uri: http://127.0.0.1:{{ .Values.deputy.ports.http }}
+                          cluster: deputy_http
+                          timeout: {{ .Values.envoy.extAuthz.timeout }}
+                        authorization_response:
+                          allowed_upstream_headers:
+                            patterns:
+                              - prefix: x-deputy-
+                              - exact: cache-control
+                          allowed_client_headers:
+                            patterns:
+                              - exact: content-type
+                              - exact: www-authenticate
+                              - exact: location
+                              - exact: set-cookie
+                          allowed_client_headers_on_success:
+                            patterns:
+                              - exact: cache-control
+                      allowed_headers:
+                        patterns:
+                          - exact: authorization
+                          - exact: cookie
+                          - exact: x-on-behalf-of
+                          - exact: x-request-id
+                          - exact: traceparent
+                          - exact: user-agent
+                          - exact: x-forwarded-for
+                          - exact: x-forwarded-proto
+                      {{- end }}
+                      with_request_body:
+                        max_request_bytes: {{ .Values.envoy.extAuthz.maxRequestBytes }}
+                        allow_partial_message: {{ .Values.envoy.extAuthz.allowPartialMessage }}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    {{- if $grpc }}
+    - name: deputy_grpc
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {}
+      load_assignment:
+        cluster_name: deputy_grpc
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: { address: 127.0.0.1, port_value: {{ .Values.deputy.ports.grpc }} }
+    {{- end }}
+    - name: deputy_http
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: deputy_http
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: { address: 127.0.0.1, port_value: {{ .Values.deputy.ports.http }} }
+    - name: app
+      type: STATIC
+      connect_timeout: 1s
+      load_assignment:
+        cluster_name: app
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: { address: 127.0.0.1, port_value: {{ .Values.app.port }} }
+{{- end -}}

@@ -1,0 +1,207 @@
+{{/* Names and labels. */}}
+{{- define "deputy.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "deputy.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "deputy.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "deputy.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "deputy.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "deputy.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "deputy.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "deputy.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "deputy.keysSecretName" -}}
+{{- default (printf "%s-keys" (include "deputy.fullname" .)) .Values.signingKeys.existingSecret -}}
+{{- end -}}
+
+{{- define "deputy.redisSecretName" -}}
+{{- default (printf "%s-redis" (include "deputy.fullname" .)) .Values.redis.existingSecret -}}
+{{- end -}}
+
+{{- define "deputy.redisHasPassword" -}}
+{{- if and .Values.redis.enabled (or .Values.redis.password .Values.redis.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "deputy.monitoringAPI" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Deputy's config file. Chart values fill the sections they own; anything in
+.Values.deputy.config is merged over them.
+*/}}
+{{- define "deputy.config" -}}
+{{- $policy := dict -}}
+{{- if eq .Values.policies.source "bundle" -}}
+{{- $_ := set $policy "bundle_url" .Values.policies.bundle.url -}}
+{{- $_ := set $policy "poll_interval" .Values.policies.bundle.pollInterval -}}
+{{- $_ := set $policy "public_key" "/etc/deputy/bundle/public.pem" -}}
+{{- $_ := set $policy "key_algorithm" .Values.policies.bundle.keyAlgorithm -}}
+{{- else -}}
+{{- $_ := set $policy "paths" (list "/etc/deputy/policies") -}}
+{{- end -}}
+{{- $cfg := dict "policy" $policy "actor_token" (dict "key_dir" "/etc/deputy/keys") -}}
+{{- if .Values.redis.enabled -}}
+{{- $redis := dict "addrs" .Values.redis.addrs "db" .Values.redis.db "tls" .Values.redis.tls -}}
+{{- with .Values.redis.masterName }}{{ $_ := set $redis "master_name" . }}{{ end -}}
+{{- with .Values.redis.username }}{{ $_ := set $redis "username" . }}{{ end -}}
+{{- $_ := set $cfg "state" (dict "backend" "redis" "redis" $redis) -}}
+{{- end -}}
+{{- toYaml (mergeOverwrite $cfg (deepCopy .Values.deputy.config)) -}}
+{{- end -}}
+
+{{/* The Deputy container, shared by the Deployment and sidecar-only mode. */}}
+{{- define "deputy.container" -}}
+name: deputy
+image: {{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+args:
+  - serve
+  - --config=/etc/deputy/config.yaml
+  - --grpc-addr={{ if .Values.deputy.probes.grpc }}:{{ else }}127.0.0.1:{{ end }}{{ .Values.deputy.ports.grpc }}
+  - --http-addr=127.0.0.1:{{ .Values.deputy.ports.http }}
+  - --metrics-addr=:{{ .Values.deputy.ports.metrics }}
+  {{- if eq .Values.policies.source "files" }}
+  - --policies=/etc/deputy/policies
+  {{- end }}
+  {{- if .Values.deputy.dev }}
+  - --dev
+  {{- end }}
+  {{- with .Values.deputy.args }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+env:
+  - name: DEPUTY_LOG_LEVEL
+    value: {{ .Values.deputy.logLevel | quote }}
+  {{- if include "deputy.redisHasPassword" . }}
+  - name: DEPUTY_REDIS_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "deputy.redisSecretName" . }}
+        key: {{ .Values.redis.existingSecretKey }}
+  {{- end }}
+  {{- with .Values.policies.bundle.tokenSecret }}
+  - name: DEPUTY_POLICY_BEARER_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ . }}
+        key: token
+  {{- end }}
+  {{- with .Values.deputy.env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+ports:
+  - name: grpc-authz
+    containerPort: {{ .Values.deputy.ports.grpc }}
+    protocol: TCP
+  - name: metrics
+    containerPort: {{ .Values.deputy.ports.metrics }}
+    protocol: TCP
+startupProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  {{- if .Values.deputy.probes.grpc }}
+  grpc:
+    port: {{ .Values.deputy.ports.grpc }}
+  {{- else }}
+  httpGet:
+    path: /readyz
+    port: metrics
+  {{- end }}
+  periodSeconds: 5
+  failureThreshold: 2
+resources:
+  {{- toYaml .Values.deputy.resources | nindent 2 }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: deputy-config
+    mountPath: /etc/deputy/config.yaml
+    subPath: config.yaml
+    readOnly: true
+  {{- if eq .Values.policies.source "files" }}
+  - name: deputy-policies
+    mountPath: /etc/deputy/policies
+    readOnly: true
+  {{- else }}
+  - name: deputy-bundle-key
+    mountPath: /etc/deputy/bundle
+    readOnly: true
+  {{- end }}
+  - name: deputy-keys
+    mountPath: /etc/deputy/keys
+    readOnly: true
+  - name: deputy-tmp
+    mountPath: /tmp
+{{- end -}}
+
+{{/* The volumes the Deputy container mounts. */}}
+{{- define "deputy.volumes" -}}
+- name: deputy-config
+  configMap:
+    name: {{ include "deputy.fullname" . }}-config
+{{- if eq .Values.policies.source "files" }}
+- name: deputy-policies
+  configMap:
+    name: {{ include "deputy.fullname" . }}-policies
+    {{- /* ConfigMap keys cannot hold "/": mount each file back at its path,
+           since OPA wants package names to match directories. */}}
+    items:
+      {{- range $path, $_ := .Files.Glob "files/policies/**" }}
+      {{- if and (or (hasSuffix ".rego" $path) (hasSuffix ".json" $path)) (not (hasSuffix "_test.rego" $path)) }}
+      {{- $rel := trimPrefix "files/policies/" $path }}
+      - key: {{ $rel | replace "/" "__" }}
+        path: {{ $rel }}
+      {{- end }}
+      {{- end }}
+{{- else }}
+- name: deputy-bundle-key
+  configMap:
+    name: {{ include "deputy.fullname" . }}-config
+    items:
+      - key: bundle-public.pem
+        path: public.pem
+{{- end }}
+- name: deputy-keys
+  secret:
+    secretName: {{ include "deputy.keysSecretName" . }}
+- name: deputy-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}

@@ -1,0 +1,609 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/deputyhq/deputy/examples/envoycheck"
+)
+
+const chartDir = ".."
+
+// manifests are the decoded objects of one render, by kind then name.
+type manifests map[string]map[string]any
+
+func (m manifests) get(t *testing.T, kind, name string) any {
+	t.Helper()
+	o, ok := m[kind][name]
+	if !ok {
+		t.Fatalf("no %s %q; have %v", kind, name, m.names())
+	}
+	return o
+}
+
+func (m manifests) names() []string {
+	var out []string
+	for kind, byName := range m {
+		for name := range byName {
+			out = append(out, kind+"/"+name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func loadChart(t *testing.T) *chart.Chart {
+	t.Helper()
+	c, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatalf("load chart: %v", err)
+	}
+	return c
+}
+
+// capabilities of a cluster, with or without the Prometheus Operator.
+func capabilities(monitoring bool) *chartutil.Capabilities {
+	caps := chartutil.DefaultCapabilities.Copy()
+	if monitoring {
+		caps.APIVersions = append(caps.APIVersions, "monitoring.coreos.com/v1", "monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+	}
+	return caps
+}
+
+// render renders the chart with a values file as `helm template` would,
+// schema validation included.
+func render(t *testing.T, c *chart.Chart, valuesFile string, monitoring bool) (map[string]string, error) {
+	t.Helper()
+	vals := map[string]any{}
+	if valuesFile != "" {
+		v, err := chartutil.ReadValuesFile(valuesFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = v
+	}
+	opts := chartutil.ReleaseOptions{Name: "shop", Namespace: "storefront", Revision: 1, IsInstall: true}
+	rv, err := chartutil.ToRenderValues(c, vals, opts, capabilities(monitoring))
+	if err != nil {
+		return nil, err
+	}
+	return engine.Render(c, rv)
+}
+
+// decode strictly decodes every rendered manifest into its API type.
+func decode(t *testing.T, out map[string]string) manifests {
+	t.Helper()
+	m := manifests{}
+	files := make([]string, 0, len(out))
+	for f := range out {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	for _, file := range files {
+		if !strings.HasSuffix(file, ".yaml") {
+			continue
+		}
+		for i, doc := range strings.Split(out[file], "\n---") {
+			js, err := yaml.YAMLToJSON([]byte(doc))
+			if err != nil {
+				t.Fatalf("%s #%d: %v", file, i, err)
+			}
+			if string(js) == "null" {
+				continue // comments only
+			}
+			var head struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+				Metadata   struct {
+					Name string `json:"name"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(js, &head); err != nil {
+				t.Fatalf("%s #%d: %v", file, i, err)
+			}
+			obj := newObject(head.APIVersion, head.Kind)
+			if obj == nil {
+				t.Fatalf("%s #%d: unexpected %s %s", file, i, head.APIVersion, head.Kind)
+			}
+			dec := json.NewDecoder(bytes.NewReader(js))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(obj); err != nil {
+				t.Fatalf("%s #%d (%s %s): %v\n%s", file, i, head.Kind, head.Metadata.Name, err, doc)
+			}
+			if m[head.Kind] == nil {
+				m[head.Kind] = map[string]any{}
+			}
+			if _, dup := m[head.Kind][head.Metadata.Name]; dup {
+				t.Fatalf("%s %q rendered twice", head.Kind, head.Metadata.Name)
+			}
+			m[head.Kind][head.Metadata.Name] = obj
+		}
+	}
+	return m
+}
+
+func newObject(apiVersion, kind string) any {
+	switch apiVersion + "/" + kind {
+	case "v1/ConfigMap":
+		return &corev1.ConfigMap{}
+	case "v1/Secret":
+		return &corev1.Secret{}
+	case "v1/Service":
+		return &corev1.Service{}
+	case "v1/ServiceAccount":
+		return &corev1.ServiceAccount{}
+	case "apps/v1/Deployment":
+		return &appsv1.Deployment{}
+	case "policy/v1/PodDisruptionBudget":
+		return &policyv1.PodDisruptionBudget{}
+	case "networking.k8s.io/v1/NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}
+	case "autoscaling/v2/HorizontalPodAutoscaler":
+		return &autoscalingv2.HorizontalPodAutoscaler{}
+	case "monitoring.coreos.com/v1/ServiceMonitor":
+		return &monitoringv1.ServiceMonitor{}
+	case "monitoring.coreos.com/v1/PrometheusRule":
+		return &monitoringv1.PrometheusRule{}
+	}
+	return nil
+}
+
+func mustRender(t *testing.T, valuesFile string, monitoring bool) manifests {
+	t.Helper()
+	out, err := render(t, loadChart(t), valuesFile, monitoring)
+	if err != nil {
+		t.Fatalf("render %s: %v", valuesFile, err)
+	}
+	return decode(t, out)
+}
+
+func container(t *testing.T, pod corev1.PodSpec, name string) corev1.Container {
+	t.Helper()
+	for _, c := range pod.Containers {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no container %q", name)
+	return corev1.Container{}
+}
+
+// chartHas reports whether the chart ships a file matching the glob
+// (the dashboard and alert rules are maintained beside the templates).
+func chartHas(t *testing.T, glob string) bool {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(chartDir, glob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(m) > 0
+}
+
+// Every values file renders, and every manifest decodes strictly.
+func TestRenderValuesFiles(t *testing.T) {
+	tests := []struct {
+		values     string
+		monitoring bool
+		want       []string // kind/name that must be there
+		absent     []string // kinds that must not
+	}{
+		{
+			values:     "default.yaml",
+			monitoring: true,
+			want: []string{"Deployment/shop-deputy", "Service/shop-deputy", "ServiceAccount/shop-deputy",
+				"ConfigMap/shop-deputy-config", "ConfigMap/shop-deputy-policies", "ConfigMap/shop-deputy-envoy",
+				"Secret/shop-deputy-keys", "ServiceMonitor/shop-deputy", "PodDisruptionBudget/shop-deputy",
+				"NetworkPolicy/shop-deputy"},
+			absent: []string{"HorizontalPodAutoscaler"},
+		},
+		{
+			values:     "sidecar-only.yaml",
+			monitoring: true,
+			want:       []string{"ConfigMap/shop-deputy-sidecar", "ConfigMap/shop-deputy-config", "ConfigMap/shop-deputy-policies"},
+			absent:     []string{"Deployment", "Service", "ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler", "Secret"},
+		},
+		{
+			values:     "bundle-url.yaml",
+			monitoring: true,
+			want:       []string{"Deployment/shop-deputy", "ConfigMap/shop-deputy-config"},
+		},
+		{
+			values:     "redis.yaml",
+			monitoring: true,
+			want:       []string{"Deployment/shop-deputy", "HorizontalPodAutoscaler/shop-deputy", "Secret/shop-deputy-redis", "Secret/shop-deputy-keys"},
+		},
+		{
+			values:     "monitoring-off.yaml",
+			monitoring: true,
+			want:       []string{"Deployment/shop-deputy"},
+			absent:     []string{"ServiceMonitor", "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget"},
+		},
+		{
+			values:     "http-ext-authz.yaml",
+			monitoring: false,
+			want:       []string{"Deployment/shop-deputy", "ConfigMap/shop-deputy-envoy"},
+			absent:     []string{"ServiceMonitor", "PrometheusRule"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
+			m := mustRender(t, filepath.Join("testdata", tc.values), tc.monitoring)
+			for _, w := range tc.want {
+				kind, name, _ := strings.Cut(w, "/")
+				m.get(t, kind, name)
+			}
+			for _, kind := range tc.absent {
+				if len(m[kind]) > 0 {
+					t.Errorf("%s rendered: %v", kind, m.names())
+				}
+			}
+			if _, ok := m["ConfigMap"]["shop-deputy-policies"]; ok && tc.values == "bundle-url.yaml" {
+				t.Error("policies ConfigMap rendered with a bundle source")
+			}
+		})
+	}
+}
+
+// The monitoring objects appear only where the Prometheus Operator serves
+// their API, whatever the values say.
+func TestMonitoringNeedsOperatorAPI(t *testing.T) {
+	for _, withAPI := range []bool{true, false} {
+		t.Run(fmt.Sprintf("api=%v", withAPI), func(t *testing.T) {
+			m := mustRender(t, "testdata/default.yaml", withAPI)
+			if got := len(m["ServiceMonitor"]) > 0; got != withAPI {
+				t.Errorf("ServiceMonitor rendered = %v", got)
+			}
+			wantRule := withAPI && chartHas(t, "rules/*.yaml")
+			if got := len(m["PrometheusRule"]) > 0; got != wantRule {
+				t.Errorf("PrometheusRule rendered = %v, want %v", got, wantRule)
+			}
+			if wantRule {
+				r := m.get(t, "PrometheusRule", "shop-deputy").(*monitoringv1.PrometheusRule)
+				if len(r.Spec.Groups) == 0 || len(r.Spec.Groups[0].Rules) == 0 {
+					t.Error("PrometheusRule has no rules")
+				}
+			}
+			// The dashboard is a plain ConfigMap: rendered either way.
+			if chartHas(t, "dashboards/deputy.json") {
+				cm := m.get(t, "ConfigMap", "shop-deputy-dashboard-deputy").(*corev1.ConfigMap)
+				if !json.Valid([]byte(cm.Data["deputy.json"])) {
+					t.Error("dashboard is not valid JSON")
+				}
+				if cm.Labels["grafana_dashboard"] != "1" {
+					t.Errorf("dashboard labels %v", cm.Labels)
+				}
+			}
+		})
+	}
+}
+
+func TestPodHardening(t *testing.T) {
+	m := mustRender(t, "testdata/default.yaml", true)
+	d := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment)
+	pod := d.Spec.Template.Spec
+	if pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+		t.Error("pod may run as root")
+	}
+	names := []string{}
+	for _, c := range pod.Containers {
+		names = append(names, c.Name)
+		t.Run(c.Name, func(t *testing.T) {
+			sc := c.SecurityContext
+			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+				t.Error("root filesystem writable")
+			}
+			if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+				t.Error("privilege escalation allowed")
+			}
+			if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+				t.Error("capabilities not dropped")
+			}
+		})
+	}
+	if want := []string{"app", "envoy", "deputy"}; !slices.Equal(names, want) {
+		t.Errorf("containers %v, want %v", names, want)
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("service account token mounted: Deputy needs no Kubernetes API")
+	}
+}
+
+func TestDeputyProbes(t *testing.T) {
+	tests := []struct {
+		values        string
+		readinessGRPC bool
+		grpcAddr      string
+	}{
+		{"default.yaml", true, "--grpc-addr=:9191"},
+		{"http-ext-authz.yaml", false, "--grpc-addr=127.0.0.1:9191"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
+			m := mustRender(t, filepath.Join("testdata", tc.values), true)
+			d := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment)
+			c := container(t, d.Spec.Template.Spec, "deputy")
+			if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != "/healthz" || p.Port.String() != "metrics" {
+				t.Errorf("liveness %+v", c.LivenessProbe)
+			}
+			if p := c.StartupProbe.HTTPGet; p == nil || p.Path != "/readyz" {
+				t.Errorf("startup %+v", c.StartupProbe)
+			}
+			if tc.readinessGRPC {
+				if p := c.ReadinessProbe.GRPC; p == nil || p.Port != 9191 {
+					t.Errorf("readiness %+v, want gRPC health on 9191", c.ReadinessProbe)
+				}
+			} else if p := c.ReadinessProbe.HTTPGet; p == nil || p.Path != "/readyz" {
+				t.Errorf("readiness %+v, want /readyz", c.ReadinessProbe)
+			}
+			if !slices.Contains(c.Args, tc.grpcAddr) {
+				t.Errorf("args %v lack %s", c.Args, tc.grpcAddr)
+			}
+			if !slices.Contains(c.Args, "--http-addr=127.0.0.1:8181") {
+				t.Errorf("management API not on loopback: %v", c.Args)
+			}
+		})
+	}
+}
+
+// Every volume a container mounts exists in the pod.
+func TestMountsResolve(t *testing.T) {
+	for _, values := range []string{"default.yaml", "bundle-url.yaml", "redis.yaml", "http-ext-authz.yaml"} {
+		t.Run(strings.TrimSuffix(values, ".yaml"), func(t *testing.T) {
+			m := mustRender(t, filepath.Join("testdata", values), true)
+			pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
+			checkMounts(t, pod.Containers, pod.Volumes)
+		})
+	}
+}
+
+func checkMounts(t *testing.T, cs []corev1.Container, vols []corev1.Volume) {
+	t.Helper()
+	have := map[string]bool{}
+	for _, v := range vols {
+		have[v.Name] = true
+	}
+	for _, c := range cs {
+		for _, vm := range c.VolumeMounts {
+			if !have[vm.Name] {
+				t.Errorf("container %s mounts missing volume %q", c.Name, vm.Name)
+			}
+		}
+	}
+}
+
+// The shipped policies reach the pod at their paths (OPA wants package
+// names to match directories), without their tests.
+func TestPoliciesMountedAtTheirPaths(t *testing.T) {
+	m := mustRender(t, "testdata/default.yaml", true)
+	cm := m.get(t, "ConfigMap", "shop-deputy-policies").(*corev1.ConfigMap)
+	pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
+	var items []corev1.KeyToPath
+	for _, v := range pod.Volumes {
+		if v.Name == "deputy-policies" {
+			items = v.ConfigMap.Items
+		}
+	}
+	var shipped []string
+	err := filepath.WalkDir(filepath.Join(chartDir, "..", "..", "policies"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if strings.HasSuffix(p, "_test.rego") || !(strings.HasSuffix(p, ".rego") || strings.HasSuffix(p, ".json")) {
+			return nil
+		}
+		rel, _ := filepath.Rel(filepath.Join(chartDir, "..", "..", "policies"), p)
+		shipped = append(shipped, filepath.ToSlash(rel))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mounted []string
+	for _, it := range items {
+		mounted = append(mounted, it.Path)
+		if _, ok := cm.Data[it.Key]; !ok {
+			t.Errorf("item %s names missing key %s", it.Path, it.Key)
+		}
+		want, err := os.ReadFile(filepath.Join(chartDir, "..", "..", "policies", it.Path))
+		if err == nil && cm.Data[it.Key] != string(want) {
+			t.Errorf("%s differs from the shipped file", it.Path)
+		}
+	}
+	sort.Strings(shipped)
+	sort.Strings(mounted)
+	if len(shipped) == 0 || !slices.Equal(shipped, mounted) {
+		t.Errorf("mounted %v, shipped %v", mounted, shipped)
+	}
+	if len(cm.Data) != len(items) {
+		t.Errorf("%d keys, %d mounted", len(cm.Data), len(items))
+	}
+}
+
+// The Envoy config the pod runs passes the same strict check as the
+// shipped examples.
+func TestEnvoyConfigIsValid(t *testing.T) {
+	tests := []struct {
+		values  string
+		grpc    bool
+		appPort string
+	}{
+		{"default.yaml", true, "3000"},
+		{"http-ext-authz.yaml", false, "8000"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
+			m := mustRender(t, filepath.Join("testdata", tc.values), true)
+			cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
+			b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
+			if err != nil {
+				t.Fatalf("rendered Envoy config rejected: %v\n%s", err, cm.Data["envoy.yaml"])
+			}
+			var clusters []string
+			for _, c := range b.GetStaticResources().GetClusters() {
+				clusters = append(clusters, c.GetName())
+				if c.GetName() == "app" {
+					port := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetPortValue()
+					if fmt.Sprint(port) != tc.appPort {
+						t.Errorf("app cluster port %d, want %s", port, tc.appPort)
+					}
+				}
+			}
+			if got := slices.Contains(clusters, "deputy_grpc"); got != tc.grpc {
+				t.Errorf("clusters %v", clusters)
+			}
+		})
+	}
+}
+
+func TestSidecarOnlyContainer(t *testing.T) {
+	m := mustRender(t, "testdata/sidecar-only.yaml", true)
+	cm := m.get(t, "ConfigMap", "shop-deputy-sidecar").(*corev1.ConfigMap)
+	var c corev1.Container
+	strictYAML(t, cm.Data["container.yaml"], &c)
+	var vols []corev1.Volume
+	strictYAML(t, cm.Data["volumes.yaml"], &vols)
+	if c.Name != "deputy" || c.Image == "" || c.Args[0] != "serve" {
+		t.Errorf("container %+v", c)
+	}
+	checkMounts(t, []corev1.Container{c}, vols)
+	for _, v := range vols {
+		if v.Secret != nil && v.Secret.SecretName != "deputy-signing-keys" {
+			t.Errorf("signing keys from %q, want the existing Secret", v.Secret.SecretName)
+		}
+	}
+}
+
+func strictYAML(t *testing.T, doc string, into any) {
+	t.Helper()
+	js, err := yaml.YAMLToJSON([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		t.Fatalf("%v\n%s", err, doc)
+	}
+}
+
+func TestDeputyConfig(t *testing.T) {
+	tests := []struct {
+		values string
+		want   []string
+		absent []string
+		env    string
+	}{
+		{"default.yaml", []string{"paths:", "/etc/deputy/policies"}, []string{"bundle_url", "redis"}, ""},
+		{"bundle-url.yaml", []string{"bundle_url: https://bundles.example.com/deputy/bundle.tar.gz", "public_key: /etc/deputy/bundle/public.pem", "poll_interval: 30s"}, []string{"paths:"}, "DEPUTY_POLICY_BEARER_TOKEN"},
+		{"redis.yaml", []string{"master_name: deputy", "sentinel-0.sentinel:26379", "max_session: 30m"}, []string{"s3cret"}, "DEPUTY_REDIS_PASSWORD"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
+			m := mustRender(t, filepath.Join("testdata", tc.values), true)
+			cfg := m.get(t, "ConfigMap", "shop-deputy-config").(*corev1.ConfigMap).Data["config.yaml"]
+			for _, w := range tc.want {
+				if !strings.Contains(cfg, w) {
+					t.Errorf("config lacks %q:\n%s", w, cfg)
+				}
+			}
+			for _, a := range tc.absent {
+				if strings.Contains(cfg, a) {
+					t.Errorf("config has %q:\n%s", a, cfg)
+				}
+			}
+			if tc.env != "" {
+				c := container(t, m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec, "deputy")
+				found := false
+				for _, e := range c.Env {
+					if e.Name == tc.env {
+						found = e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil
+					}
+				}
+				if !found {
+					t.Errorf("no %s from a Secret in %+v", tc.env, c.Env)
+				}
+			}
+		})
+	}
+}
+
+// A generated signing key is an ECDSA key Deputy can sign with.
+func TestGeneratedSigningKey(t *testing.T) {
+	m := mustRender(t, "testdata/default.yaml", true)
+	s := m.get(t, "Secret", "shop-deputy-keys").(*corev1.Secret)
+	pem := string(s.Data["signing-key.pem"])
+	if !strings.HasPrefix(pem, "-----BEGIN EC PRIVATE KEY-----") {
+		t.Errorf("generated key %.40q", pem)
+	}
+	if s.Annotations["helm.sh/resource-policy"] != "keep" {
+		t.Error("signing keys would be deleted with the release")
+	}
+}
+
+func TestSchemaRejectsBadValues(t *testing.T) {
+	files, err := filepath.Glob("testdata/invalid/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no invalid values files: %v", err)
+	}
+	c := loadChart(t)
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".yaml"), func(t *testing.T) {
+			_, err := render(t, c, f, true)
+			if err == nil {
+				t.Fatal("values accepted")
+			}
+			if !strings.Contains(err.Error(), "schema") {
+				t.Errorf("rejected, but not by the schema: %v", err)
+			}
+		})
+	}
+}
+
+// Combinations the schema cannot express fail the render with a message
+// that says what to set.
+func TestRenderRefusesUnsafeCombinations(t *testing.T) {
+	tests := []struct {
+		name   string
+		values string
+		want   string
+	}{
+		{"no application image", "{}", "app.image.repository"},
+		{"replicas without redis", "{app: {image: {repository: x}}, replicaCount: 2}", "redis.enabled"},
+		{"autoscaling without redis", "{app: {image: {repository: x}}, autoscaling: {enabled: true}}", "redis.enabled"},
+		{"bundle without url", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {publicKey: k}}}", "policies.bundle.url"},
+		{"unsigned bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: 'https://b.example.com/b.tar.gz'}}}", "publicKey"},
+		{"redis without address", "{app: {image: {repository: x}}, redis: {enabled: true}}", "redis.addrs"},
+	}
+	c := loadChart(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "values.yaml")
+			if err := os.WriteFile(f, []byte(tc.values), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := render(t, c, f, true)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want mention of %s", err, tc.want)
+			}
+		})
+	}
+}
