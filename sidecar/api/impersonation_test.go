@@ -228,7 +228,9 @@ func TestRedeem(t *testing.T) {
 			{"unknown", func(e *env, _ string) string { return "/deputy/v1/impersonation/redeem?code=AAAA" }, 401, "", "redeem code unknown, already used or expired"},
 			{"missing code", func(e *env, _ string) string { return "/deputy/v1/impersonation/redeem" }, 400, "code", "required"},
 			{"open redirect", func(e *env, link string) string { return link + "&redirect=" + url.QueryEscape("//evil.example") }, 400, "redirect", ""},
-			{"foreign host", func(e *env, link string) string { return link + "&redirect=" + url.QueryEscape("https://evil.example/") }, 400, "redirect", ""},
+			{"foreign host", func(e *env, link string) string {
+				return link + "&redirect=" + url.QueryEscape("https://evil.example/")
+			}, 400, "redirect", ""},
 			{"javascript", func(e *env, link string) string { return link + "&redirect=" + url.QueryEscape("javascript:alert(1)") }, 400, "redirect", ""},
 			{"session ended before redeem", func(e *env, link string) string {
 				e.must(e.start(e.agent(), nil), 201) // replaces it

@@ -107,10 +107,13 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, _ *
 	if token == "" {
 		return nil, nil
 	}
-	if len(token) > 128 {
+	if len(token) > maxToken {
 		return nil, sessionError("unknown")
 	}
-	key := sha256.Sum256([]byte(token))
+	// Hash from a stack buffer: []byte(token) would allocate for tokens
+	// longer than 32 bytes, and this is every impersonated check.
+	var buf [maxToken]byte
+	key := sha256.Sum256(buf[:copy(buf[:], token)])
 	now := r.clock()
 
 	r.mu.RLock()
@@ -215,6 +218,9 @@ func (e *sessionEntry) endState(now time.Time) string {
 	}
 	return ""
 }
+
+// maxToken bounds the cookie value: real tokens are 43 bytes.
+const maxToken = 128
 
 func sessionError(state string) error {
 	return &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_" + state}

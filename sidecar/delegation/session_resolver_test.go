@@ -1,0 +1,194 @@
+package delegation_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+)
+
+func fieldOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return sidecar.ErrorField(err)
+}
+
+// countingState counts the store round trips the check path makes.
+type countingState struct {
+	*memory.Store
+	reads, touches atomic.Int64
+}
+
+func (c *countingState) SessionByToken(ctx context.Context, h string) (*sidecar.Session, error) {
+	c.reads.Add(1)
+	return c.Store.SessionByToken(ctx, h)
+}
+
+func (c *countingState) TouchSession(ctx context.Context, id string, at time.Time) error {
+	c.touches.Add(1)
+	return c.Store.TouchSession(ctx, id, at)
+}
+
+type resolverFixture struct {
+	now    atomic.Int64
+	state  *countingState
+	r      *delegation.SessionResolver
+	cookie string
+}
+
+func (f *resolverFixture) clock() time.Time       { return time.Unix(0, f.now.Load()) }
+func (f *resolverFixture) advance(d time.Duration) { f.now.Add(int64(d)) }
+
+// newResolverFixture stores one live, redeemed session for alice on c42.
+func newResolverFixture(tb testing.TB) *resolverFixture {
+	tb.Helper()
+	f := &resolverFixture{}
+	f.now.Store(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC).UnixNano())
+	f.state = &countingState{Store: memory.New(memory.WithClock(f.clock))}
+	ctx := context.Background()
+	s := &sidecar.Session{ID: "imp_1", Actor: "alice", ActorName: "Alice", Customer: "c42", CustomerName: "Chloé",
+		StoreView: "fr", Reason: "cart", Ticket: "SR-1", StartedAt: f.clock(), ExpiresAt: f.clock().Add(time.Hour), IdleTimeout: 15 * time.Minute}
+	if err := f.state.CreateSession(ctx, s); err != nil {
+		tb.Fatal(err)
+	}
+	f.cookie = strings.Repeat("k", 43)
+	if err := f.state.SetSessionToken(ctx, s.ID, delegation.HashSecret(f.cookie)); err != nil {
+		tb.Fatal(err)
+	}
+	f.r = delegation.NewSessionResolver(f.state, delegation.ImpersonationConfig{}, f.clock, nil)
+	tb.Cleanup(func() { f.r.Close() })
+	return f
+}
+
+func (f *resolverFixture) resolve(cookieHeader string) (*sidecar.Delegation, error) {
+	return f.r.Resolve(context.Background(), &sidecar.Request{Method: "GET", Path: "/", Headers: map[string]string{"cookie": cookieHeader}}, nil)
+}
+
+func TestSessionResolver(t *testing.T) {
+	f := newResolverFixture(t)
+	cases := []struct {
+		name    string
+		header  string
+		subject string
+		reason  string
+	}{
+		{"no cookie header", "", "", ""},
+		{"other cookies only", "theme=dark; lang=fr", "", ""},
+		{"session cookie", "theme=dark; deputy_session=" + f.cookie, "c42", ""},
+		{"quoted value", `deputy_session="` + f.cookie + `"`, "c42", ""},
+		{"first of several", "deputy_session=" + f.cookie + "; other=1", "c42", ""},
+		{"name is a suffix of another cookie", "xdeputy_session=" + f.cookie, "", ""},
+		{"unknown token", "deputy_session=forged", "", "session_unknown"},
+		{"oversized token", "deputy_session=" + strings.Repeat("a", 4096), "", "session_unknown"},
+		{"empty value", "deputy_session=", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := f.resolve(tc.header)
+			if tc.reason != "" {
+				if d != nil || sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED || sidecar.ErrorMessage(err) != tc.reason {
+					t.Fatalf("got %v, %v; want %s", d, err, tc.reason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.subject == "" {
+				if d != nil {
+					t.Fatalf("delegation %+v for a request without a session", d)
+				}
+				return
+			}
+			if d == nil || d.Mode != sidecar.ModeImpersonation || d.Subject != tc.subject || d.Actor != "alice" || d.ID != "imp_1" ||
+				d.StoreView != "fr" || d.SubjectName != "Chloé" || d.Reason != "cart" || d.Ticket != "SR-1" {
+				t.Fatalf("delegation = %+v", d)
+			}
+		})
+	}
+}
+
+// The returned delegation is the caller's: changing it does not change
+// what the next check sees.
+func TestSessionResolverCopies(t *testing.T) {
+	f := newResolverFixture(t)
+	d, _ := f.resolve("deputy_session=" + f.cookie)
+	d.Subject = "someone else"
+	d2, _ := f.resolve("deputy_session=" + f.cookie)
+	if d2.Subject != "c42" {
+		t.Fatalf("cached delegation was changed through a returned copy: %q", d2.Subject)
+	}
+}
+
+// At steady state a check reaches the store at most once per hundred
+// checks (one refresh per cache TTL and one last-seen write per touch
+// interval), and the session stays alive while it is used.
+func TestSessionResolverRoundTrips(t *testing.T) {
+	f := newResolverFixture(t)
+	const checks = 20_000
+	for i := range checks {
+		if _, err := f.resolve("deputy_session=" + f.cookie); err != nil {
+			t.Fatalf("check %d at %v: %v", i, f.clock(), err)
+		}
+		f.advance(5 * time.Millisecond) // 200 checks a second for 100 s
+	}
+	trips := f.state.reads.Load() + f.state.touches.Load()
+	if per := float64(trips) / checks; per > 0.01 {
+		t.Fatalf("%d store round trips for %d checks (%.4f per check)", trips, checks, per)
+	}
+	if f.state.touches.Load() == 0 {
+		t.Fatal("last-seen never written: other replicas would see the session idle")
+	}
+}
+
+// Ending a session in the store evicts it from the cache at once.
+func TestSessionResolverEviction(t *testing.T) {
+	f := newResolverFixture(t)
+	if _, err := f.resolve("deputy_session=" + f.cookie); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.state.EndSession(context.Background(), "imp_1", "lee", sidecar.EndRevoked, f.clock()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.resolve("deputy_session=" + f.cookie); sidecar.ErrorMessage(err) != "session_revoked" {
+		t.Fatalf("after revoke: %v", err)
+	}
+}
+
+func FuzzSessionCookie(f *testing.F) {
+	fx := newResolverFixture(f)
+	for _, s := range []string{"", "deputy_session=x", "a=b; deputy_session", ";;;=", "deputy_session=\"", "deputy_session=" + fx.cookie} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		d, err := fx.resolve(header)
+		if d != nil && (err != nil || d.Subject != "c42") {
+			t.Fatalf("%q → %+v, %v", header, d, err)
+		}
+		if err != nil && sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED {
+			t.Fatalf("%q → %v", header, err)
+		}
+	})
+}
+
+// BenchmarkResolve is the check path with the session in the local cache.
+func BenchmarkResolve(b *testing.B) {
+	f := newResolverFixture(b)
+	req := &sidecar.Request{Method: "GET", Path: "/", Headers: map[string]string{"cookie": "theme=dark; deputy_session=" + f.cookie}}
+	ctx := context.Background()
+	if _, err := f.r.Resolve(ctx, req, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.r.Resolve(ctx, req, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
