@@ -1,0 +1,266 @@
+package metrics_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+	"gopkg.in/yaml.v3"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/metrics"
+)
+
+const (
+	dashboardFile = "../../charts/deputy/dashboards/deputy.json"
+	rulesFile     = "../../charts/deputy/rules/deputy-rules.yaml"
+)
+
+// exported registers every collector the server registers, exercises each
+// metric once and returns the series names a scrape would show.
+func exported(t *testing.T) map[string]bool {
+	t.Helper()
+	m, reg := newMetrics(t)
+	l, err := decisionlog.New(decisionlog.Defaults(), decisionlog.DiscardSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterDecisionLog(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterLiveDelegations(func() map[string]int { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveDecision(&sidecar.Decision{Allowed: true, Latency: time.Millisecond,
+		Stages: sidecar.Stages{Identity: 1, State: 1, Policy: 1}})
+	m.CacheHit("session")
+	m.CacheEviction("session", "expired")
+	m.ObserveActivation("rev", time.Now(), nil)
+	m.ObserveActivation("", time.Time{}, errors.New("compile"))
+	h := m.InstrumentHTTP("check", http.NotFoundHandler())
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	c.AddHook(m.RedisHook())
+	_ = c.Ping(context.Background()).Err()
+	c.Close()
+	serveGRPC(t, m)
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		n := mf.GetName()
+		names[n] = true
+		switch mf.GetType() {
+		case dto.MetricType_HISTOGRAM:
+			names[n+"_bucket"], names[n+"_sum"], names[n+"_count"] = true, true, true
+		case dto.MetricType_SUMMARY:
+			names[n+"_sum"], names[n+"_count"] = true, true
+		}
+	}
+	return names
+}
+
+var (
+	knownPrefix = regexp.MustCompile(`\b(?:deputy|grpc|go|process)_[a-zA-Z0-9_:]+`)
+	selector    = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]`)
+	quoted      = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+	matchers    = regexp.MustCompile(`\{[^}]*\}`)
+	grouping    = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+)
+
+// metricNames returns the metric names a PromQL expression reads.
+func metricNames(t *testing.T, expr string) []string {
+	t.Helper()
+	e := grouping.ReplaceAllString(quoted.ReplaceAllString(expr, `""`), "")
+	for _, m := range selector.FindAllStringSubmatch(e, -1) {
+		if !knownPrefix.MatchString(m[1]) {
+			t.Errorf("%q selects %q, which no Deputy collector exports", expr, m[1])
+		}
+	}
+	return knownPrefix.FindAllString(matchers.ReplaceAllString(e, "{}"), -1)
+}
+
+type promRules struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []struct {
+			Alert       string            `yaml:"alert"`
+			Expr        string            `yaml:"expr"`
+			For         string            `yaml:"for"`
+			Labels      map[string]string `yaml:"labels"`
+			Annotations map[string]string `yaml:"annotations"`
+		} `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+func loadRules(t *testing.T) promRules {
+	t.Helper()
+	b, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r promRules
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("rules are not a groups list: %v", err)
+	}
+	return r
+}
+
+// dashboardExprs walks the dashboard JSON for every PromQL it runs:
+// panel targets and templating queries.
+func dashboardExprs(t *testing.T) (exprs []string, panels []map[string]any) {
+	t.Helper()
+	b, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]any
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, c := range x {
+				if s, ok := c.(string); ok && (k == "expr" || k == "definition") {
+					exprs = append(exprs, s)
+				}
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	walk(d)
+	for _, p := range d["panels"].([]any) {
+		panels = append(panels, p.(map[string]any))
+	}
+	return exprs, panels
+}
+
+func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
+	names := exported(t)
+	exprs, _ := dashboardExprs(t)
+	rules := loadRules(t)
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			exprs = append(exprs, r.Expr)
+		}
+	}
+	if len(exprs) < 20 {
+		t.Fatalf("found only %d queries; the walk is broken", len(exprs))
+	}
+	used := map[string]bool{}
+	for _, e := range exprs {
+		for _, n := range metricNames(t, e) {
+			used[n] = true
+		}
+	}
+	var missing []string
+	for n := range used {
+		if !names[n] {
+			missing = append(missing, n)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("queried but not exported: %v", missing)
+	}
+	t.Run("every Deputy metric has a panel", func(t *testing.T) {
+		dash, _ := dashboardExprs(t)
+		all := strings.Join(dash, "\n")
+		for n := range names {
+			if strings.HasPrefix(n, metrics.Namespace+"_") && !strings.HasSuffix(n, "_sum") && !strings.HasSuffix(n, "_count") {
+				base := strings.TrimSuffix(n, "_bucket")
+				if !strings.Contains(all, base) {
+					t.Errorf("%s is exported but no panel shows it", n)
+				}
+			}
+		}
+	})
+}
+
+func TestAlertRulesShape(t *testing.T) {
+	rules := loadRules(t)
+	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
+		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume"}
+	seen := map[string]bool{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			t.Run(r.Alert, func(t *testing.T) {
+				if seen[r.Alert] {
+					t.Error("alert defined twice")
+				}
+				seen[r.Alert] = true
+				switch r.Labels["severity"] {
+				case "warning", "critical":
+				default:
+					t.Errorf("severity %q, want warning or critical", r.Labels["severity"])
+				}
+				if r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+					t.Error("summary and description are what the on-call reads")
+				}
+				if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") {
+					t.Error("unbalanced parentheses")
+				}
+				if r.For != "" {
+					if _, err := time.ParseDuration(r.For); err != nil {
+						t.Errorf("for %q: %v", r.For, err)
+					}
+				}
+			})
+		}
+	}
+	for _, a := range want {
+		if !seen[a] {
+			t.Errorf("alert %s missing", a)
+		}
+	}
+}
+
+func TestDashboardShape(t *testing.T) {
+	_, panels := dashboardExprs(t)
+	ids := map[float64]bool{}
+	for _, p := range panels {
+		title, _ := p["title"].(string)
+		t.Run(title, func(t *testing.T) {
+			id := p["id"].(float64)
+			if ids[id] {
+				t.Errorf("panel id %v repeated", id)
+			}
+			ids[id] = true
+			if p["type"] == "row" {
+				return
+			}
+			targets, _ := p["targets"].([]any)
+			if len(targets) == 0 {
+				t.Error("panel has no query")
+			}
+			for _, tg := range targets {
+				expr := tg.(map[string]any)["expr"].(string)
+				if strings.Count(expr, "(") != strings.Count(expr, ")") || strings.Count(expr, "{") != strings.Count(expr, "}") {
+					t.Errorf("unbalanced query %q", expr)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,350 @@
+// Package metrics owns Deputy's Prometheus collectors. Everything is
+// registered on a Registerer the caller injects; nothing is global. The
+// check pipeline calls ObserveDecision once per check; other packages
+// reach the rest through small interfaces they define.
+package metrics
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Namespace prefixes every Deputy metric.
+const Namespace = "deputy"
+
+// Label values for results and for a check that acts on no one's behalf.
+const (
+	ResultAllow = "allow"
+	ResultDeny  = "deny"
+	ResultError = "error" // denied because evaluation or state failed
+	ModeNone    = "none"
+	Other       = "other" // any value past a label's bound
+)
+
+// Bounds on label values a policy or caller chooses.
+const (
+	maxReasons   = 64
+	maxReasonLen = 64
+	maxCommands  = 64
+	maxCaches    = 16
+	maxRoutes    = 64
+)
+
+// LatencyBuckets suit a check that costs tens of microseconds in process
+// and stays readable up to a second.
+var LatencyBuckets = []float64{.000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
+
+// Metrics holds Deputy's collectors.
+type Metrics struct {
+	reg prometheus.Registerer
+
+	decisions     *prometheus.CounterVec
+	decisionKids  sync.Map // decisionKey → prometheus.Counter
+	reasons       *bounded
+	checkDuration prometheus.Histogram
+	stageIdentity prometheus.Observer
+	stageState    prometheus.Observer
+	stagePolicy   prometheus.Observer
+
+	httpRequests *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+	routes       *bounded
+
+	cacheRequests  *prometheus.CounterVec
+	cacheEvictions *prometheus.CounterVec
+	caches         *bounded
+
+	redisErrors *prometheus.CounterVec
+	commands    *bounded
+
+	bundleInfo         *prometheus.GaugeVec
+	lastActivation     prometheus.Gauge
+	activationFailures prometheus.Counter
+	activations        prometheus.Counter
+	bundleMu           sync.Mutex
+
+	grpc *grpcprom.ServerMetrics
+}
+
+type decisionKey struct{ result, mode, reason string }
+
+// Option configures New.
+type Option func(*options)
+
+type options struct{ runtime bool }
+
+// WithoutRuntime leaves out the Go and process collectors, for a
+// registry that already has them.
+func WithoutRuntime() Option { return func(o *options) { o.runtime = false } }
+
+// New creates Deputy's collectors and registers them on reg.
+func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
+	o := options{runtime: true}
+	for _, f := range opts {
+		f(&o)
+	}
+	m := &Metrics{
+		reg: reg,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "decisions_total",
+			Help: "Checks decided, by result (allow, deny, error), delegation mode and policy reason.",
+		}, []string{"result", "mode", "reason"}),
+		reasons: newBounded(maxReasons),
+		checkDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "check_duration_seconds",
+			Help: "Time to decide one check, from request to decision.", Buckets: LatencyBuckets,
+		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "http_requests_total",
+			Help: "HTTP requests served, by server (check, api, admin), route pattern, method and status code.",
+		}, []string{"server", "route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "http_request_duration_seconds",
+			Help: "Time to serve an HTTP request, by server, route pattern and method.", Buckets: LatencyBuckets,
+		}, []string{"server", "route", "method"}),
+		routes: newBounded(maxRoutes),
+		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "state_cache_requests_total",
+			Help: "Lookups in the local delegation state cache, by cache and result (hit, miss).",
+		}, []string{"cache", "result"}),
+		cacheEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "state_cache_evictions_total",
+			Help: "Entries evicted from the local state cache, by cache and reason (expired, capacity, invalidated).",
+		}, []string{"cache", "reason"}),
+		caches: newBounded(maxCaches),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "redis_errors_total",
+			Help: "Redis commands that failed (a missing key is not a failure), by command.",
+		}, []string{"command"}),
+		commands: newBounded(maxCommands),
+		bundleInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "bundle_info",
+			Help: "The policy revision serving checks (value 1).",
+		}, []string{"revision"}),
+		lastActivation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "bundle_last_activation_timestamp_seconds",
+			Help: "When the serving policy set was activated, in Unix seconds.",
+		}),
+		activationFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "bundle_activation_failures_total",
+			Help: "Policy sets refused at activation; the previous set kept serving.",
+		}),
+		activations: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "bundle_activations_total",
+			Help: "Policy sets activated.",
+		}),
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(LatencyBuckets))),
+	}
+	stages := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "check_stage_duration_seconds",
+		Help: "Time spent in each stage of a check (identity, state, policy).", Buckets: LatencyBuckets,
+	}, []string{"stage"})
+	m.stageIdentity = stages.WithLabelValues("identity")
+	m.stageState = stages.WithLabelValues("state")
+	m.stagePolicy = stages.WithLabelValues("policy")
+
+	cs := []prometheus.Collector{
+		m.decisions, m.checkDuration, stages, m.httpRequests, m.httpDuration,
+		m.cacheRequests, m.cacheEvictions, m.redisErrors,
+		m.bundleInfo, m.lastActivation, m.activationFailures, m.activations, m.grpc,
+	}
+	if o.runtime {
+		cs = append(cs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, sidecar.Errorf(sidecar.EINTERNAL, "register metrics: %v", err)
+		}
+	}
+	return m, nil
+}
+
+// ObserveDecision counts one check and records its latency and stages.
+// It is on the check path: label children are cached after first use.
+func (m *Metrics) ObserveDecision(d *sidecar.Decision) {
+	k := decisionKey{result: ResultDeny, mode: modeLabel(d), reason: d.Reason}
+	switch {
+	case d.Error != "":
+		k.result = ResultError
+	case d.Allowed:
+		k.result = ResultAllow
+	}
+	if k.reason == "" {
+		k.reason = ModeNone
+	}
+	c, ok := m.decisionKids.Load(k)
+	if !ok {
+		reason := k.reason
+		if len(reason) > maxReasonLen || !m.reasons.admit(reason) {
+			reason = Other
+		}
+		c, _ = m.decisionKids.LoadOrStore(k, m.decisions.WithLabelValues(k.result, k.mode, reason))
+	}
+	c.(prometheus.Counter).Inc()
+	m.checkDuration.Observe(d.Latency.Seconds())
+	if d.Stages.Identity > 0 {
+		m.stageIdentity.Observe(d.Stages.Identity.Seconds())
+	}
+	if d.Stages.State > 0 {
+		m.stageState.Observe(d.Stages.State.Seconds())
+	}
+	if d.Stages.Policy > 0 {
+		m.stagePolicy.Observe(d.Stages.Policy.Seconds())
+	}
+}
+
+func modeLabel(d *sidecar.Decision) string {
+	if d.Delegation == nil || d.Delegation.Mode == "" {
+		return ModeNone
+	}
+	switch d.Delegation.Mode {
+	case sidecar.ModeImpersonation, sidecar.ModePartner, sidecar.ModeReseller:
+		return d.Delegation.Mode
+	}
+	return Other
+}
+
+// CacheHit counts a lookup the local state cache answered. cache names
+// the kind of entry (session, grant, assignment, consent).
+func (m *Metrics) CacheHit(cache string) {
+	m.cacheRequests.WithLabelValues(m.caches.label(cache), "hit").Inc()
+}
+
+// CacheMiss counts a lookup that went to the store.
+func (m *Metrics) CacheMiss(cache string) {
+	m.cacheRequests.WithLabelValues(m.caches.label(cache), "miss").Inc()
+}
+
+// CacheEviction counts an entry leaving the cache; reason is expired,
+// capacity or invalidated (a pub/sub narrowing message).
+func (m *Metrics) CacheEviction(cache, reason string) {
+	switch reason {
+	case "expired", "capacity", "invalidated":
+	default:
+		reason = Other
+	}
+	m.cacheEvictions.WithLabelValues(m.caches.label(cache), reason).Inc()
+}
+
+// ObserveActivation records a policy activation attempt: on success the
+// revision and time now serving, on failure one more failure.
+func (m *Metrics) ObserveActivation(revision string, at time.Time, err error) {
+	if err != nil {
+		m.activationFailures.Inc()
+		return
+	}
+	m.bundleMu.Lock()
+	defer m.bundleMu.Unlock()
+	m.activations.Inc()
+	m.bundleInfo.Reset()
+	m.bundleInfo.WithLabelValues(revision).Set(1)
+	m.lastActivation.Set(float64(at.UnixNano()) / 1e9)
+}
+
+// GRPC returns the gRPC server metrics: install its interceptors on the
+// ext_authz server and call InitializeMetrics once services are registered.
+func (m *Metrics) GRPC() *grpcprom.ServerMetrics { return m.grpc }
+
+// DecisionLogStats is what the decision logger reports;
+// *decisionlog.Logger is one.
+type DecisionLogStats interface {
+	QueueDepth() int
+	Flushed() uint64
+	Dropped() uint64
+	SinkErrors() uint64
+}
+
+// RegisterDecisionLog exports the decision logger's queue depth and
+// counters, read at scrape time.
+func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "decision_log_queue_depth",
+			Help: "Decision log records waiting for the sink."}, func() float64 { return float64(s.QueueDepth()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_flushed_total",
+			Help: "Decision log records written to the sink."}, func() float64 { return float64(s.Flushed()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_dropped_total",
+			Help: "Decision log records lost past the queue bound or at shutdown."}, func() float64 { return float64(s.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_sink_errors_total",
+			Help: "Failed writes to the decision log sink (records stay queued)."}, func() float64 { return float64(s.SinkErrors()) }),
+	}
+	return m.register(cs...)
+}
+
+// LiveFunc counts live delegations by mode (impersonation sessions,
+// partner grants, reseller assignments). It runs at scrape time.
+type LiveFunc func() map[string]int
+
+// RegisterLiveDelegations exports live sessions and grants by mode. Every
+// mode is reported, zero when fn leaves it out.
+func (m *Metrics) RegisterLiveDelegations(fn LiveFunc) error {
+	return m.register(&liveCollector{fn: fn, desc: prometheus.NewDesc(Namespace+"_live_delegations",
+		"Live impersonation sessions, partner grants and reseller assignments, by mode.", []string{"mode"}, nil)})
+}
+
+func (m *Metrics) register(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := m.reg.Register(c); err != nil {
+			return sidecar.Errorf(sidecar.EINTERNAL, "register metrics: %v", err)
+		}
+	}
+	return nil
+}
+
+type liveCollector struct {
+	fn   LiveFunc
+	desc *prometheus.Desc
+}
+
+func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.fn()
+	for _, mode := range []string{sidecar.ModeImpersonation, sidecar.ModePartner, sidecar.ModeReseller} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[mode]), mode)
+	}
+}
+
+// bounded admits the first n distinct values of a label; later ones are
+// reported as Other so a misbehaving caller cannot explode the series.
+type bounded struct {
+	mu   sync.RWMutex
+	n    int
+	seen map[string]struct{}
+}
+
+func newBounded(n int) *bounded { return &bounded{n: n, seen: make(map[string]struct{}, n)} }
+
+func (b *bounded) admit(v string) bool {
+	b.mu.RLock()
+	_, ok := b.seen[v]
+	b.mu.RUnlock()
+	if ok {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.seen[v]; ok {
+		return true
+	}
+	if len(b.seen) >= b.n {
+		return false
+	}
+	b.seen[v] = struct{}{}
+	return true
+}
+
+func (b *bounded) label(v string) string {
+	if v == "" || len(v) > maxReasonLen || !b.admit(v) {
+		return Other
+	}
+	return v
+}
+
+func lowerASCII(s string) string { return strings.ToLower(s) }

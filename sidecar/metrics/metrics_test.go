@@ -1,0 +1,409 @@
+package metrics_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/metrics"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+func newMetrics(t testing.TB) (*metrics.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, reg
+}
+
+// series returns the value of the series of name whose labels include want.
+func series(t testing.TB, reg *prometheus.Registry, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue next
+				}
+			}
+			return value(m), true
+		}
+	}
+	return 0, false
+}
+
+// labelValues joins every label value of the series of name.
+func labelValues(t testing.TB, reg *prometheus.Registry, name string) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					b.WriteString(lp.GetValue() + " ")
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	case m.Untyped != nil:
+		return m.Untyped.GetValue()
+	}
+	return 0
+}
+
+func TestObserveDecision(t *testing.T) {
+	m, reg := newMetrics(t)
+	imp := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, Actor: "staff-17", Subject: "cust-42", ID: "s-1"}
+	decisions := []*sidecar.Decision{
+		{Allowed: true, Reason: "impersonation_session", Delegation: imp, Latency: 40 * time.Microsecond,
+			Stages: sidecar.Stages{Identity: 5 * time.Microsecond, State: 10 * time.Microsecond, Policy: 20 * time.Microsecond}},
+		{Allowed: true, Reason: "impersonation_session", Delegation: imp, Latency: 40 * time.Microsecond},
+		{Allowed: false, Reason: "no_identity", Latency: 10 * time.Microsecond, Stages: sidecar.Stages{Identity: time.Microsecond}},
+		{Allowed: false, Reason: "state_unavailable", Error: "redis down", Delegation: &sidecar.Delegation{Mode: "partner"}},
+		{Allowed: false, Delegation: &sidecar.Delegation{Mode: "made-up"}},
+	}
+	for _, d := range decisions {
+		m.ObserveDecision(d)
+	}
+	cases := []struct {
+		name   string
+		metric string
+		labels map[string]string
+		want   float64
+	}{
+		{"allowed impersonation", "deputy_decisions_total", map[string]string{"result": "allow", "mode": "impersonation", "reason": "impersonation_session"}, 2},
+		{"deny without delegation", "deputy_decisions_total", map[string]string{"result": "deny", "mode": "none", "reason": "no_identity"}, 1},
+		{"error", "deputy_decisions_total", map[string]string{"result": "error", "mode": "partner", "reason": "state_unavailable"}, 1},
+		{"unknown mode bounded", "deputy_decisions_total", map[string]string{"result": "deny", "mode": "other", "reason": "none"}, 1},
+		{"latency observed per check", "deputy_check_duration_seconds", nil, 5},
+		{"identity stage only when spent", "deputy_check_stage_duration_seconds", map[string]string{"stage": "identity"}, 2},
+		{"state stage", "deputy_check_stage_duration_seconds", map[string]string{"stage": "state"}, 1},
+		{"policy stage", "deputy_check_stage_duration_seconds", map[string]string{"stage": "policy"}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := series(t, reg, tc.metric, tc.labels)
+			if !ok || got != tc.want {
+				t.Errorf("%s%v = %v (present %v), want %v", tc.metric, tc.labels, got, ok, tc.want)
+			}
+		})
+	}
+	t.Run("no user ids in labels", func(t *testing.T) {
+		out := labelValues(t, reg, "deputy_decisions_total")
+		for _, id := range []string{"staff-17", "cust-42", "s-1"} {
+			if strings.Contains(out, id) {
+				t.Errorf("label carries %q", id)
+			}
+		}
+	})
+}
+
+func TestReasonLabelBounded(t *testing.T) {
+	m, reg := newMetrics(t)
+	for i := range 500 {
+		m.ObserveDecision(&sidecar.Decision{Reason: fmt.Sprintf("reason-%d", i)})
+	}
+	m.ObserveDecision(&sidecar.Decision{Reason: strings.Repeat("x", 200)})
+	if n := testutil.CollectAndCount(reg, "deputy_decisions_total"); n > 70 {
+		t.Errorf("%d series for 501 reasons, want bounded", n)
+	}
+	if got, _ := series(t, reg, "deputy_decisions_total", map[string]string{"reason": "other"}); got != 501-64 {
+		t.Errorf("other = %v, want %d", got, 501-64)
+	}
+}
+
+func TestInstrumentHTTP(t *testing.T) {
+	m, reg := newMetrics(t)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /deputy/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+	})
+	mux.HandleFunc("POST /deputy/v1/sessions", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("{}")) })
+	srv := httptest.NewServer(m.InstrumentHTTP("api", mux))
+	defer srv.Close()
+	do := func(method, path string) {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	do("GET", "/deputy/v1/sessions/cust-42-secret")
+	do("GET", "/deputy/v1/sessions/another")
+	do("POST", "/deputy/v1/sessions")
+	do("BREW", "/deputy/v1/sessions")
+	cases := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"route is the pattern, not the path", map[string]string{"server": "api", "route": "GET /deputy/v1/sessions/{id}", "method": "GET", "code": "404"}, 2},
+		{"implicit 200", map[string]string{"route": "POST /deputy/v1/sessions", "method": "POST", "code": "200"}, 1},
+		{"unknown method bounded", map[string]string{"method": "other", "code": "405"}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := series(t, reg, "deputy_http_requests_total", tc.labels); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if strings.Contains(labelValues(t, reg, "deputy_http_requests_total"), "cust-42") {
+		t.Error("a request path reached a label")
+	}
+}
+
+func TestRedisHook(t *testing.T) {
+	m, reg := newMetrics(t)
+	srv := startRedis(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	c.AddHook(m.RedisHook())
+	ctx := context.Background()
+	c.Set(ctx, "s", "text", 0)
+	_ = c.Get(ctx, "missing").Err() // redis.Nil is an answer, not an error
+	_ = c.Incr(ctx, "s").Err()      // ERR value is not an integer
+	_, _ = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.LPush(ctx, "s", "x") // WRONGTYPE
+		p.Get(ctx, "s")
+		return nil
+	})
+	srv.Stop()
+	_ = c.Ping(ctx).Err()
+	cases := []struct {
+		command string
+		want    float64
+	}{{"incr", 1}, {"lpush", 1}, {"get", 0}, {"set", 0}, {"ping", 1}, {"dial", 1}}
+	for _, tc := range cases {
+		t.Run(tc.command, func(t *testing.T) {
+			got, _ := series(t, reg, "deputy_redis_errors_total", map[string]string{"command": tc.command})
+			if got < tc.want || (tc.want == 0 && got != 0) {
+				t.Errorf("errors for %s = %v, want %v", tc.command, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStateCache(t *testing.T) {
+	m, reg := newMetrics(t)
+	m.CacheHit("session")
+	m.CacheHit("session")
+	m.CacheMiss("session")
+	m.CacheEviction("grant", "invalidated")
+	m.CacheEviction("grant", "because")
+	cases := []struct {
+		name, metric string
+		labels       map[string]string
+		want         float64
+	}{
+		{"hits", "deputy_state_cache_requests_total", map[string]string{"cache": "session", "result": "hit"}, 2},
+		{"misses", "deputy_state_cache_requests_total", map[string]string{"cache": "session", "result": "miss"}, 1},
+		{"eviction", "deputy_state_cache_evictions_total", map[string]string{"cache": "grant", "reason": "invalidated"}, 1},
+		{"unknown reason bounded", "deputy_state_cache_evictions_total", map[string]string{"cache": "grant", "reason": "other"}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := series(t, reg, tc.metric, tc.labels); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPolicyActivation(t *testing.T) {
+	m, reg := newMetrics(t)
+	eng := policy.New(policy.OnActivate(func(a *policy.Activation, err error) {
+		if err != nil || a == nil {
+			m.ObserveActivation("", time.Time{}, err)
+			return
+		}
+		m.ObserveActivation(a.Revision, a.ActivatedAt, nil)
+	}), policy.WithClock(func() time.Time { return time.Unix(1700000000, 0) }))
+	good, err := policy.LoadPaths([]string{"testdata/policy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good.Revision = "rev-1"
+	if err := eng.Activate(context.Background(), good); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := policy.LoadPaths([]string{"testdata/policy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Revision = "rev-2"
+	bad.Modules["broken.rego"] = bad.Modules[firstKey(bad.Modules)].Copy()
+	bad.Modules["broken.rego"].Rules = append(bad.Modules["broken.rego"].Rules, bad.Modules["broken.rego"].Rules...)
+	if err := eng.Activate(context.Background(), bad); err == nil {
+		t.Fatal("conflicting rules activated")
+	}
+	cases := []struct {
+		name, metric string
+		labels       map[string]string
+		want         float64
+	}{
+		{"serving revision", "deputy_bundle_info", map[string]string{"revision": "rev-1"}, 1},
+		{"last activation", "deputy_bundle_last_activation_timestamp_seconds", nil, 1700000000},
+		{"failures", "deputy_bundle_activation_failures_total", nil, 1},
+		{"activations", "deputy_bundle_activations_total", nil, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := series(t, reg, tc.metric, tc.labels); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if _, ok := series(t, reg, "deputy_bundle_info", map[string]string{"revision": "rev-2"}); ok {
+		t.Error("a refused revision is reported as serving")
+	}
+}
+
+func firstKey[V any](m map[string]V) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}
+
+// serve starts a gRPC server instrumented as Deputy's ext_authz server is,
+// with the health service, and calls it once.
+func serveGRPC(t testing.TB, m *metrics.Metrics) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
+	)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	m.GRPC().InitializeMetrics(srv)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGRPCServerMetrics(t *testing.T) {
+	m, reg := newMetrics(t)
+	serveGRPC(t, m)
+	got, _ := series(t, reg, "grpc_server_handled_total", map[string]string{"grpc_method": "Check", "grpc_code": "OK"})
+	if got != 1 {
+		t.Errorf("grpc_server_handled_total{Check,OK} = %v, want 1", got)
+	}
+}
+
+func TestDecisionLogAndLiveDelegations(t *testing.T) {
+	m, reg := newMetrics(t)
+	cfg := decisionlog.Defaults()
+	cfg.QueueSize, cfg.BatchSize = 2, 1
+	l, err := decisionlog.New(cfg, decisionlog.DiscardSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterDecisionLog(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterLiveDelegations(func() map[string]int { return map[string]int{sidecar.ModeImpersonation: 3} }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		l.Log(&sidecar.Decision{ID: fmt.Sprint(i)})
+	}
+	cases := []struct {
+		name, metric string
+		labels       map[string]string
+		want         float64
+	}{
+		{"queue depth", "deputy_decision_log_queue_depth", nil, 2},
+		{"dropped past the bound", "deputy_decision_log_dropped_total", nil, 1},
+		{"impersonation sessions", "deputy_live_delegations", map[string]string{"mode": "impersonation"}, 3},
+		{"modes without any are zero", "deputy_live_delegations", map[string]string{"mode": "partner"}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := series(t, reg, tc.metric, tc.labels)
+			if !ok || got != tc.want {
+				t.Errorf("got %v (present %v), want %v", got, ok, tc.want)
+			}
+		})
+	}
+	_ = l.Start(context.Background())
+	_ = l.Stop(context.Background())
+	if got, _ := series(t, reg, "deputy_decision_log_flushed_total", nil); got != 2 {
+		t.Errorf("flushed = %v, want 2", got)
+	}
+}
+
+func TestNoGlobalRegistration(t *testing.T) {
+	before, _ := prometheus.DefaultGatherer.Gather()
+	newMetrics(t)
+	after, _ := prometheus.DefaultGatherer.Gather()
+	if len(before) != len(after) {
+		t.Errorf("New registered %d families on the default registry", len(after)-len(before))
+	}
+	t.Run("twice on one registry is an error", func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		if _, err := metrics.New(reg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := metrics.New(reg); err == nil {
+			t.Error("second registration accepted")
+		}
+	})
+}

@@ -1,0 +1,5 @@
+package deputy.authz
+
+default decision := false
+
+decision if input.identity.sub
