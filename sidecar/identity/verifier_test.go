@@ -625,3 +625,39 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+func TestPeriodicRefresh(t *testing.T) {
+	_, ek, _, other := keys(t)
+	srv := newJWKSServer(t, jwks(ek))
+	v, err := identity.New(identity.Config{
+		Issuers:            []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: srv.URL}},
+		Audiences:          []string{testAudience},
+		RefreshInterval:    time.Second,
+		MinRefreshInterval: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.set(jwks(ek, other))
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.fetches.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("key set was not refreshed periodically")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The key published since start verifies without an unknown-kid fetch.
+	before := srv.fetches.Load()
+	if _, err := v.Verify(context.Background(), bearer(sign(t, other, other.kid, goodClaims(time.Now())))); err != nil {
+		t.Fatal(err)
+	}
+	if srv.fetches.Load() != before {
+		t.Fatal("verification fetched the key set again")
+	}
+}
