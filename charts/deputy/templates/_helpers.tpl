@@ -40,6 +40,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-keys" (include "deputy.fullname" .)) .Values.signingKeys.existingSecret -}}
 {{- end -}}
 
+{{/* The signing key files, newest first (the first signs). */}}
+{{- define "deputy.signingKeyNames" -}}
+{{- if .Values.signingKeys.existingSecret -}}
+{{- if not .Values.signingKeys.existingSecretKeys -}}
+{{- fail "signingKeys.existingSecretKeys must name the key files in signingKeys.existingSecret, newest first" -}}
+{{- end -}}
+{{- toYaml .Values.signingKeys.existingSecretKeys -}}
+{{- else if .Values.signingKeys.keys -}}
+{{- $names := list -}}
+{{- range .Values.signingKeys.keys }}{{ $names = append $names .name }}{{ end -}}
+{{- toYaml $names -}}
+{{- else -}}
+{{- toYaml (list "signing-key.pem") -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "deputy.redisSecretName" -}}
 {{- default (printf "%s-redis" (include "deputy.fullname" .)) .Values.redis.existingSecret -}}
 {{- end -}}
@@ -66,12 +82,16 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- else -}}
 {{- $_ := set $policy "paths" (list "/etc/deputy/policies") -}}
 {{- end -}}
-{{- $cfg := dict "policy" $policy "actor_token" (dict "key_dir" "/etc/deputy/keys") -}}
+{{- $keyFiles := list -}}
+{{- range (include "deputy.signingKeyNames" . | fromYamlArray) -}}
+{{- $keyFiles = append $keyFiles (printf "/etc/deputy/keys/%s" .) -}}
+{{- end -}}
+{{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" (dict "key_files" $keyFiles) -}}
 {{- if .Values.redis.enabled -}}
-{{- $redis := dict "addrs" .Values.redis.addrs "db" .Values.redis.db "tls" .Values.redis.tls -}}
+{{- $redis := dict "addrs" .Values.redis.addrs "db" .Values.redis.db "tls" .Values.redis.tls "cluster" .Values.redis.cluster -}}
 {{- with .Values.redis.masterName }}{{ $_ := set $redis "master_name" . }}{{ end -}}
 {{- with .Values.redis.username }}{{ $_ := set $redis "username" . }}{{ end -}}
-{{- $_ := set $cfg "state" (dict "backend" "redis" "redis" $redis) -}}
+{{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy .Values.deputy.config)) -}}
 {{- end -}}
@@ -87,9 +107,6 @@ args:
   - --grpc-addr={{ if .Values.deputy.probes.grpc }}:{{ else }}127.0.0.1:{{ end }}{{ .Values.deputy.ports.grpc }}
   - --http-addr=127.0.0.1:{{ .Values.deputy.ports.http }}
   - --metrics-addr=:{{ .Values.deputy.ports.metrics }}
-  {{- if eq .Values.policies.source "files" }}
-  - --policies=/etc/deputy/policies
-  {{- end }}
   {{- if .Values.deputy.dev }}
   - --dev
   {{- end }}
@@ -97,8 +114,6 @@ args:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 env:
-  - name: DEPUTY_LOG_LEVEL
-    value: {{ .Values.deputy.logLevel | quote }}
   {{- if include "deputy.redisHasPassword" . }}
   - name: DEPUTY_REDIS_PASSWORD
     valueFrom:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -508,30 +509,75 @@ func strictYAML(t *testing.T, doc string, into any) {
 func TestDeputyConfig(t *testing.T) {
 	tests := []struct {
 		values string
-		want   []string
-		absent []string
-		env    string
+		want   map[string]any // dotted path in config.yaml → value
+		absent []string       // paths that must not be set
+		env    string         // set from a Secret
 	}{
-		{"default.yaml", []string{"paths:", "/etc/deputy/policies"}, []string{"bundle_url", "redis"}, ""},
-		{"bundle-url.yaml", []string{"bundle_url: https://bundles.example.com/deputy/bundle.tar.gz", "public_key: /etc/deputy/bundle/public.pem", "poll_interval: 30s"}, []string{"paths:"}, "DEPUTY_POLICY_BEARER_TOKEN"},
-		{"redis.yaml", []string{"master_name: deputy", "sentinel-0.sentinel:26379", "max_session: 30m"}, []string{"s3cret"}, "DEPUTY_REDIS_PASSWORD"},
+		{
+			values: "default.yaml",
+			want: map[string]any{
+				"policy.paths":          []any{"/etc/deputy/policies"},
+				"actor_token.key_files": []any{"/etc/deputy/keys/signing-key.pem"},
+			},
+			absent: []string{"policy.bundle_url", "redis"},
+		},
+		{
+			values: "bundle-url.yaml",
+			want: map[string]any{
+				"policy.bundle_url":    "https://bundles.example.com/deputy/bundle.tar.gz",
+				"policy.public_key":    "/etc/deputy/bundle/public.pem",
+				"policy.poll_interval": "30s",
+			},
+			absent: []string{"policy.paths"},
+			env:    "DEPUTY_POLICY_BEARER_TOKEN",
+		},
+		{
+			values: "redis.yaml",
+			want: map[string]any{
+				"redis.master_name":         "deputy",
+				"redis.addrs":               []any{"sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379", "sentinel-2.sentinel:26379"},
+				"impersonation.max_session": "30m",
+				// The newest key signs: the order of the values is kept.
+				"actor_token.key_files": []any{"/etc/deputy/keys/2026-11.pem", "/etc/deputy/keys/2026-08.pem"},
+			},
+			absent: []string{"redis.password"},
+			env:    "DEPUTY_REDIS_PASSWORD",
+		},
+		{
+			values: "sidecar-only.yaml",
+			want: map[string]any{
+				"actor_token.key_files": []any{"/etc/deputy/keys/current.pem", "/etc/deputy/keys/previous.pem"},
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
 			m := mustRender(t, filepath.Join("testdata", tc.values), true)
-			cfg := m.get(t, "ConfigMap", "shop-deputy-config").(*corev1.ConfigMap).Data["config.yaml"]
-			for _, w := range tc.want {
-				if !strings.Contains(cfg, w) {
-					t.Errorf("config lacks %q:\n%s", w, cfg)
+			raw := m.get(t, "ConfigMap", "shop-deputy-config").(*corev1.ConfigMap).Data["config.yaml"]
+			var cfg map[string]any
+			if err := yaml.Unmarshal([]byte(raw), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			for path, want := range tc.want {
+				got, ok := lookup(cfg, path)
+				if !ok || !reflect.DeepEqual(got, want) {
+					t.Errorf("%s = %#v, want %#v\n%s", path, got, want, raw)
 				}
 			}
-			for _, a := range tc.absent {
-				if strings.Contains(cfg, a) {
-					t.Errorf("config has %q:\n%s", a, cfg)
+			for _, path := range tc.absent {
+				if _, ok := lookup(cfg, path); ok {
+					t.Errorf("%s set:\n%s", path, raw)
 				}
+			}
+			if strings.Contains(raw, "s3cret") {
+				t.Error("Redis password in a ConfigMap")
 			}
 			if tc.env != "" {
-				c := container(t, m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec, "deputy")
+				var pod corev1.PodSpec
+				if d, ok := m["Deployment"]["shop-deputy"]; ok {
+					pod = d.(*appsv1.Deployment).Spec.Template.Spec
+				}
+				c := container(t, pod, "deputy")
 				found := false
 				for _, e := range c.Env {
 					if e.Name == tc.env {
@@ -544,6 +590,20 @@ func TestDeputyConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func lookup(m map[string]any, path string) (any, bool) {
+	var cur any = m
+	for _, k := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = mm[k]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
 }
 
 // A generated signing key is an ECDSA key Deputy can sign with.
@@ -592,6 +652,7 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"bundle without url", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {publicKey: k}}}", "policies.bundle.url"},
 		{"unsigned bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: 'https://b.example.com/b.tar.gz'}}}", "publicKey"},
 		{"redis without address", "{app: {image: {repository: x}}, redis: {enabled: true}}", "redis.addrs"},
+		{"existing secret without key names", "{app: {image: {repository: x}}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
