@@ -72,8 +72,8 @@ func (h *Impersonation) putCustomer(c *Call) error {
 // --- consent ----------------------------------------------------------------
 
 type consentBody struct {
-	Allowed   *bool      `json:"allowed"`
-	ExpiresAt *time.Time `json:"expires_at"`
+	Allowed   *bool  `json:"allowed"`
+	ExpiresAt string `json:"expires_at"` // RFC 3339; parsed here so the error names the field
 }
 
 type consentView struct {
@@ -126,8 +126,12 @@ func (h *Impersonation) putConsent(c *Call) error {
 		return sidecar.Invalid("allowed", "required")
 	}
 	ch := delegation.ConsentChange{Customer: id, Allowed: *b.Allowed}
-	if b.ExpiresAt != nil {
-		ch.ExpiresAt = *b.ExpiresAt
+	if b.ExpiresAt != "" {
+		t, err := time.Parse(time.RFC3339, b.ExpiresAt)
+		if err != nil {
+			return sidecar.Invalid("expires_at", "must be an RFC 3339 time")
+		}
+		ch.ExpiresAt = t
 	}
 	con, ended, err := h.svc.SetConsent(c.Context(), c.Identity, ch)
 	if err != nil {

@@ -66,7 +66,11 @@ func Paginate[T any](items []T, key func(T) string, p Page) (List[T], error) {
 			}
 		}
 	}
-	end := min(start+p.Limit, len(items))
+	limit := p.Limit
+	if limit <= 0 {
+		limit = DefaultPageSize
+	}
+	end := min(start+limit, len(items))
 	out := List[T]{Items: items[start:end]}
 	if out.Items == nil {
 		out.Items = []T{}

@@ -42,7 +42,7 @@ type resolverFixture struct {
 	cookie string
 }
 
-func (f *resolverFixture) clock() time.Time       { return time.Unix(0, f.now.Load()) }
+func (f *resolverFixture) clock() time.Time        { return time.Unix(0, f.now.Load()) }
 func (f *resolverFixture) advance(d time.Duration) { f.now.Add(int64(d)) }
 
 // newResolverFixture stores one live, redeemed session for alice on c42.
