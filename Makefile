@@ -1,0 +1,70 @@
+# Deputy — build, run and test. `make run` and `make test` are all a fresh
+# clone needs; both install what they lack.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/deputy
+GHZ_VERSION := v0.120.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := redis-server redis-tools nginx caddy
+
+.PHONY: all build run test test-go test-charts deps vet lint fmt-check bench fuzz bundle clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/deputy
+
+## run: Deputy on the embedded store, shipped policies, dev mode.
+run: build
+	$(BIN) serve --dev
+
+## deps: the servers the tests drive for real (Redis, nginx, Caddy).
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v caddy >/dev/null || missing="$$missing caddy"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# Tests start their own instances on free ports; stop the packaged services.
+	@-$(SUDO) service nginx stop >/dev/null 2>&1; $(SUDO) service redis-server stop >/dev/null 2>&1; true
+
+## test: everything — Go tests (unit, contract on memory and real Redis,
+## end-to-end through gRPC, nginx and Caddy), Rego tests, chart tests.
+test: deps vet test-go test-charts
+
+vet: fmt-check
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l cmd sidecar examples policies bundles 2>/dev/null); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test-go:
+	PATH="$$PATH:/usr/sbin" $(GO) test -count=1 -timeout 20m ./...
+
+test-charts:
+	@if [ -f charts/deputy/tests/go.mod ]; then \
+		cd charts/deputy/tests && $(GO) test -count=1 -timeout 10m ./...; \
+	fi
+
+## lint: Regal on the policies, go vet, gofmt.
+lint: vet
+	$(GO) tool regal lint policies/
+
+## bench: in-process benchmarks and a loopback load test against a
+## do-nothing ext_authz server built in the same run.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./sidecar/authz/ | tee .bench-check.txt
+	@command -v ghz >/dev/null || $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" ./bench/load.sh
+
+## fuzz: a short run of every fuzz target.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzBuildInput$$' -fuzztime 30s ./sidecar/authz/
+
+clean:
+	rm -rf bin .bench-*.txt

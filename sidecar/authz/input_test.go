@@ -1,0 +1,159 @@
+package authz
+
+import (
+	"strings"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// richRequest exercises every kind of field the conversion handles:
+// nested messages, maps, int64 and uint32 numbers, enums, bytes,
+// timestamps and Struct metadata.
+const richRequest = `{
+  "attributes": {
+    "source": {"address": {"socketAddress": {"address": "10.1.2.3", "portValue": 43210, "protocol": "UDP"}}, "principal": "spiffe://a/b", "labels": {"app": "shop"}},
+    "destination": {"address": {"pipe": {"path": "/run/x.sock", "mode": 420}}, "service": "storefront"},
+    "request": {
+      "time": "2026-03-04T05:06:07.123456Z",
+      "http": {"id": "r-1", "method": "POST", "path": "/cart/add?x=1&x=2", "host": "shop.example", "scheme": "https",
+        "protocol": "HTTP/2", "size": "9007199254740993", "body": "{\"sku\":1}", "rawBody": "AAEC",
+        "headers": {":authority": "shop.example", "content-type": "application/json", "cookie": "a=b", "X-Upper": "v"}}
+    },
+    "contextExtensions": {"route": "cart"},
+    "metadataContext": {"filterMetadata": {"envoy.filters.http.jwt_authn": {"payload": {"sub": "u1", "n": 1.5, "ok": true, "nil": null, "l": [1, "a"]}}}},
+    "routeMetadataContext": {"filterMetadata": {"x": {"y": "z"}}},
+    "tlsSession": {"sni": "shop.example"}
+  }
+}`
+
+// viaProtojson is OPA-Envoy's way: protojson, then JSON into AST.
+func viaProtojson(t testing.TB, req *authv3.CheckRequest) ast.Value {
+	bs, err := protojson.Marshal(req.GetAttributes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var x any
+	if err := util.UnmarshalJSON(bs, &x); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ast.InterfaceToValue(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestAttributesMatchProtojson(t *testing.T) {
+	cases := map[string]string{
+		"rich":          richRequest,
+		"empty":         `{}`,
+		"http only":     `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`,
+		"zero port":     `{"attributes":{"source":{"address":{"socketAddress":{"address":"::1"}}}}}`,
+		"empty headers": `{"attributes":{"request":{"http":{"headers":{}}}}}`,
+	}
+	for name, js := range cases {
+		t.Run(name, func(t *testing.T) {
+			var req authv3.CheckRequest
+			if err := protojson.Unmarshal([]byte(js), &req); err != nil {
+				t.Fatal(err)
+			}
+			got, err := attributesToAST(req.GetAttributes(), req.GetAttributes().GetRequest().GetHttp().GetHeaders())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := viaProtojson(t, &req)
+			if got.Compare(want) != 0 {
+				t.Errorf("attributes differ from protojson:\n got  %v\n want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestInputShape(t *testing.T) {
+	var req authv3.CheckRequest
+	if err := protojson.Unmarshal([]byte(richRequest), &req); err != nil {
+		t.Fatal(err)
+	}
+	r, err := buildInput(&req, &InputOptions{OwnedPrefix: "x-deputy-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"parsed_path":    `["cart", "add"]`,
+		"parsed_query":   `{"x": ["1", "2"]}`,
+		"parsed_body":    `{"sku": 1}`,
+		"truncated_body": `false`,
+		"version":        `{"encoding": "protojson", "ext_authz": "v3"}`,
+	} {
+		got := r.input.Get(ast.StringTerm(path))
+		if got == nil || got.Value.Compare(ast.MustParseTerm(want).Value) != 0 {
+			t.Errorf("input.%s = %v, want %s", path, got, want)
+		}
+	}
+	if r.view.Headers["x-upper"] != "v" || r.view.Path != "/cart/add" || r.view.Method != "POST" {
+		t.Errorf("request view = %+v", r.view)
+	}
+}
+
+func TestTraceID(t *testing.T) {
+	for tp, want := range map[string]string{
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": "4bf92f3577b34da6a3ce929d0e0e4736",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01": "",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01": "",
+		"garbage": "",
+		"":        "",
+	} {
+		if got := traceID(tp); got != want {
+			t.Errorf("traceID(%q) = %q, want %q", tp, got, want)
+		}
+	}
+}
+
+// FuzzBuildInput feeds arbitrary CheckRequests (binary protobuf) to the
+// conversion: it must never panic, and whenever it succeeds on a request
+// with no owned headers its attributes must equal what OPA-Envoy builds.
+func FuzzBuildInput(f *testing.F) {
+	for _, js := range []string{richRequest, `{}`, `{"attributes":{"request":{"http":{"path":"/%zz"}}}}`,
+		`{"attributes":{"request":{"http":{"headers":{"content-type":"multipart/form-data; boundary=x"},"body":"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--x--\r\n"}}}}`} {
+		var req authv3.CheckRequest
+		if err := protojson.Unmarshal([]byte(js), &req); err != nil {
+			f.Fatal(err)
+		}
+		bs, err := proto.Marshal(&req)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(bs)
+	}
+	opts := &InputOptions{OwnedPrefix: "x-deputy-", ActorTokenHeader: "x-deputy-token"}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req authv3.CheckRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			return
+		}
+		r, err := buildInput(&req, opts)
+		if err != nil {
+			return
+		}
+		if len(r.stripped) > 0 {
+			for k := range r.view.Headers {
+				if strings.HasPrefix(k, "x-deputy-") {
+					t.Fatalf("owned header %q survived", k)
+				}
+			}
+			return
+		}
+		if _, err := protojson.Marshal(req.GetAttributes()); err != nil {
+			return // not representable as JSON (e.g. invalid UTF-8): nothing to compare
+		}
+		want := viaProtojson(t, &req)
+		if got := r.input.Get(ast.StringTerm("attributes")).Value; got.Compare(want) != 0 {
+			t.Fatalf("attributes differ from protojson:\n got  %v\n want %v", got, want)
+		}
+	})
+}
