@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+func devKeys(t *testing.T) (private, public string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	dir := t.TempDir()
+	private, public = filepath.Join(dir, "private.pem"), filepath.Join(dir, "public.pem")
+	_ = os.WriteFile(private, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	_ = os.WriteFile(public, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
+	return private, public
+}
+
+func run(t *testing.T, cmd *cobra.Command, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+func TestBundleBuildSignVerify(t *testing.T) {
+	priv, pub := devKeys(t)
+	_, otherPub := devKeys(t)
+	out := filepath.Join(t.TempDir(), "deputy.tar.gz")
+	policies := "testdata/eval/policies"
+
+	if o, err := run(t, newBundleCmd(), "build", policies, "-o", out, "--revision", "rev-1"); err != nil {
+		t.Fatalf("build: %v\n%s", err, o)
+	}
+	if _, err := run(t, newBundleCmd(), "verify", out, "--public-key", pub); err == nil || !strings.Contains(err.Error(), "missing .signatures.json") {
+		t.Fatalf("verify of an unsigned bundle = %v, want it refused as not signed", err)
+	}
+	if o, err := run(t, newBundleCmd(), "sign", out, "--key", priv, "--scope", "prod"); err != nil {
+		t.Fatalf("sign: %v\n%s", err, o)
+	}
+	cases := []struct {
+		name    string
+		args    []string
+		wantErr string
+		wantOut string
+	}{
+		{name: "right key and scope", args: []string{"--public-key", pub, "--scope", "prod"}, wantOut: `revision "rev-1"`},
+		{name: "other key", args: []string{"--public-key", otherPub}, wantErr: "verif"},
+		{name: "other scope", args: []string{"--public-key", pub, "--scope", "staging"}, wantErr: "scope"},
+		{name: "no key", args: nil, wantErr: "public key is required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := run(t, newBundleCmd(), append([]string{"verify", out}, tc.args...)...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("verify = %v, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(o, tc.wantOut) {
+				t.Fatalf("verify = %v, output %q, want %q", err, o, tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestPolicyCommandsExitCodes(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "passing tests", args: []string{"test", "../../sidecar/policy/testdata/lifecycle/good"}},
+		{name: "failing test fails the command", args: []string{"test", "../../sidecar/policy/testdata/lifecycle/failing"}, wantErr: "1 of 2 tests failed"},
+		{name: "no tests fails the command", args: []string{"test", "testdata/eval/policies"}, wantErr: "no tests"},
+		{name: "check passes clean policies", args: []string{"check", "../../sidecar/policy/testdata/lifecycle/good"}},
+		{name: "check fails unformatted files", args: []string{"check", "../../sidecar/policy/testdata/lifecycle/unformatted"}, wantErr: "not formatted"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := run(t, newPolicyCmd(), tc.args...)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("%v\n%s", err, o)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want it to mention %q\n%s", err, tc.wantErr, o)
+			}
+		})
+	}
+}
