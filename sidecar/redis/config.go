@@ -1,0 +1,157 @@
+package redis
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults.
+const (
+	DefaultKeyPrefix    = "deputy"
+	DefaultDialTimeout  = 2 * time.Second
+	DefaultReadTimeout  = 500 * time.Millisecond
+	DefaultWriteTimeout = 500 * time.Millisecond
+	DefaultEventsMaxLen = 100_000
+	DefaultAuditMaxLen  = 1_000_000
+	DefaultRetention    = 90 * 24 * time.Hour
+)
+
+// Config is the `redis` section. Redis is used when Addrs is set; the
+// embedded memory store otherwise.
+type Config struct {
+	// Addrs: one address for a single node; the Sentinel addresses with
+	// MasterName; seed nodes with Cluster.
+	Addrs      []string `yaml:"addrs"`
+	MasterName string   `yaml:"master_name"`
+	Cluster    bool     `yaml:"cluster"`
+	Username   string   `yaml:"username"`
+	Password   string   `yaml:"password"`
+	DB         int      `yaml:"db"`
+
+	TLS                   bool   `yaml:"tls"`
+	TLSCAFile             string `yaml:"tls_ca_file"`
+	TLSServerName         string `yaml:"tls_server_name"`
+	TLSInsecureSkipVerify bool   `yaml:"tls_insecure_skip_verify"`
+
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	PoolSize     int           `yaml:"pool_size"` // 0: go-redis default (10 per CPU)
+
+	KeyPrefix    string        `yaml:"key_prefix"`
+	EventsMaxLen int64         `yaml:"events_maxlen"` // approximate (XADD MAXLEN ~)
+	AuditMaxLen  int64         `yaml:"audit_maxlen"`
+	Retention    time.Duration `yaml:"retention"` // ended sessions and decided requests
+}
+
+// Defaults returns the config with every unset field at its default.
+func (c Config) Defaults() Config {
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = DefaultKeyPrefix
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.EventsMaxLen == 0 {
+		c.EventsMaxLen = DefaultEventsMaxLen
+	}
+	if c.AuditMaxLen == 0 {
+		c.AuditMaxLen = DefaultAuditMaxLen
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	return c
+}
+
+// Enabled reports whether Redis is configured.
+func (c Config) Enabled() bool { return len(c.Addrs) > 0 }
+
+// Validate checks a defaulted config; errors name the field.
+func (c Config) Validate() error {
+	switch {
+	case !c.Enabled():
+		return sidecar.Invalid("redis.addrs", "at least one address is required")
+	case c.Cluster && c.MasterName != "":
+		return sidecar.Invalid("redis.master_name", "cannot be combined with redis.cluster")
+	case len(c.Addrs) > 1 && !c.Cluster && c.MasterName == "":
+		return sidecar.Invalid("redis.addrs", "several addresses need redis.cluster or redis.master_name")
+	case c.Cluster && c.DB != 0:
+		return sidecar.Invalid("redis.db", "Redis Cluster has only db 0")
+	case c.DB < 0:
+		return sidecar.Invalid("redis.db", "must not be negative")
+	case c.DialTimeout < 0:
+		return sidecar.Invalid("redis.dial_timeout", "must not be negative")
+	case c.ReadTimeout < 0:
+		return sidecar.Invalid("redis.read_timeout", "must not be negative")
+	case c.WriteTimeout < 0:
+		return sidecar.Invalid("redis.write_timeout", "must not be negative")
+	case c.PoolSize < 0:
+		return sidecar.Invalid("redis.pool_size", "must not be negative")
+	case c.EventsMaxLen < 0:
+		return sidecar.Invalid("redis.events_maxlen", "must not be negative")
+	case c.AuditMaxLen < 0:
+		return sidecar.Invalid("redis.audit_maxlen", "must not be negative")
+	case c.Retention < 0:
+		return sidecar.Invalid("redis.retention", "must not be negative")
+	case strings.ContainsAny(c.KeyPrefix, "{}"):
+		return sidecar.Invalid("redis.key_prefix", "must not contain hash tag braces")
+	case !c.TLS && (c.TLSCAFile != "" || c.TLSServerName != "" || c.TLSInsecureSkipVerify):
+		return sidecar.Invalid("redis.tls", "TLS options are set but redis.tls is false")
+	}
+	for _, a := range c.Addrs {
+		if a == "" || !strings.Contains(a, ":") {
+			return sidecar.Invalid("redis.addrs", "address %q is not host:port", a)
+		}
+	}
+	if c.TLSCAFile != "" {
+		if _, err := os.Stat(c.TLSCAFile); err != nil {
+			return sidecar.Invalid("redis.tls_ca_file", "%v", err)
+		}
+	}
+	return nil
+}
+
+func (c Config) options() (*goredis.UniversalOptions, error) {
+	o := &goredis.UniversalOptions{
+		Addrs:         c.Addrs,
+		MasterName:    c.MasterName,
+		IsClusterMode: c.Cluster,
+		Username:      c.Username,
+		Password:      c.Password,
+		DB:            c.DB,
+		DialTimeout:   c.DialTimeout,
+		ReadTimeout:   c.ReadTimeout,
+		WriteTimeout:  c.WriteTimeout,
+		PoolSize:      c.PoolSize,
+	}
+	if c.TLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecureSkipVerify} //nolint:gosec // opt-in, named in config
+		if c.TLSCAFile != "" {
+			pem, err := os.ReadFile(c.TLSCAFile)
+			if err != nil {
+				return nil, sidecar.Invalid("redis.tls_ca_file", "%v", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, sidecar.Invalid("redis.tls_ca_file", "no PEM certificates in %s", c.TLSCAFile)
+			}
+			tc.RootCAs = pool
+		}
+		o.TLSConfig = tc
+	}
+	return o, nil
+}

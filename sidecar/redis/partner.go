@@ -1,0 +1,588 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Partner keys:
+//
+//	{req:<id>}                 access request record
+//	{cust:C}:requests          log index of requests to C
+//	{porg:O}:requests          log index of requests from partner org O
+//	{cust:C}:grants            hash: "<org>\x00<user>" → grant (user "" = organisation)
+//	{cust:C}:grants:exp        sorted set: same fields by expiry (ms), to expire fields
+//	{porg:O}:grants            sorted set: "C\x00<user>" by expiry, for "My Customers"
+//	grants:expiry              sorted set: "C\x00<org>\x00<user>" by expiry, for "expiring soon"
+//	{cust:C}:shares            hash: "<user>\x00<resource>" → share
+//	{cust:C}:subs              hash: "<user>\x00<kind>" → subscription
+//	{puser:U}:subs             set: "C\x00<kind>"
+
+func (s *Store) reqKey(id string) string { return s.tagged("req", id, "") }
+func (s *Store) grantsExpiry() string    { return s.prefix + ":grants:expiry" }
+
+func field(a, b string) string { return a + "\x00" + b }
+
+// ---- access requests ---------------------------------------------------------
+
+func (s *Store) requestForgetAt(r *sidecar.AccessRequest) time.Time {
+	end := r.PendingExpiresAt
+	if !r.DecidedAt.IsZero() {
+		end = r.DecidedAt
+	}
+	return end.Add(s.cfg.Retention)
+}
+
+func (s *Store) CreateRequest(ctx context.Context, r *sidecar.AccessRequest) error {
+	switch {
+	case r.ID == "":
+		return sidecar.Invalid("id", "request id is required")
+	case r.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case r.PartnerOrg == "":
+		return sidecar.Invalid("partner_org", "partner org is required")
+	}
+	ok, err := s.c.SetNX(ctx, s.reqKey(r.ID), encode(r), s.ttl(s.requestForgetAt(r))).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if !ok {
+		return sidecar.Errorf(sidecar.ECONFLICT, "access request %s exists", r.ID)
+	}
+	member := logMember(r.CreatedAt, r.ID, r.Customer)
+	prune := "(" + logBound(s.now().Add(-2*s.cfg.Retention))
+	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, k := range []string{s.cust(r.Customer, "requests"), s.tagged("porg", r.PartnerOrg, "requests")} {
+			p.ZAdd(ctx, k, goredis.Z{Member: member})
+			p.ZRemRangeByLex(ctx, k, "-", prune)
+		}
+		return nil
+	})
+	return rerr(err, "access request")
+}
+
+func (s *Store) GetRequest(ctx context.Context, id string) (*sidecar.AccessRequest, error) {
+	raw, err := s.c.Get(ctx, s.reqKey(id)).Result()
+	if err != nil {
+		return nil, rerr(err, "access request")
+	}
+	r, err := decode[sidecar.AccessRequest](raw)
+	if err != nil {
+		return nil, err
+	}
+	r.Status = r.StatusAt(s.now())
+	return r, nil
+}
+
+func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at time.Time) (*sidecar.AccessRequest, error) {
+	if status != sidecar.RequestApproved && status != sidecar.RequestRejected {
+		return nil, sidecar.Invalid("status", "must be %s or %s", sidecar.RequestApproved, sidecar.RequestRejected)
+	}
+	key := s.reqKey(id)
+	var out *sidecar.AccessRequest
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		raw, err := tx.Get(ctx, key).Result()
+		if err != nil {
+			return rerr(err, "access request")
+		}
+		r, err := decode[sidecar.AccessRequest](raw)
+		if err != nil {
+			return err
+		}
+		if st := r.StatusAt(s.now()); st != sidecar.RequestPending {
+			return sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
+		}
+		r.Status, r.DecidedBy, r.DecidedAt = status, by, at
+		out = r
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Set(ctx, key, encode(r), s.ttl(s.requestForgetAt(r)))
+			return nil
+		})
+		return err
+	}, key)
+	if err != nil {
+		return nil, rerr(err, "access request")
+	}
+	return out, nil
+}
+
+func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
+	var index string
+	switch {
+	case f.Customer != "":
+		index = s.cust(f.Customer, "requests")
+	case f.PartnerOrg != "":
+		index = s.tagged("porg", f.PartnerOrg, "requests")
+	default:
+		return nil, "", sidecar.Invalid("customer", "customer or partner org is required")
+	}
+	now := s.now()
+	var out []sidecar.AccessRequest
+	next, err := s.scanIndex(ctx, index, f.Cursor, time.Time{}, time.Time{}, true, f.N(), func(members []string) (int, bool, error) {
+		keys := make([]string, len(members))
+		for i, m := range members {
+			id, _ := splitMember(m)
+			keys[i] = s.reqKey(id)
+		}
+		raws, err := s.getMany(ctx, keys)
+		if err != nil {
+			return 0, false, err
+		}
+		for i, raw := range raws {
+			if raw == "" {
+				s.c.ZRem(ctx, index, members[i])
+				continue
+			}
+			r, err := decode[sidecar.AccessRequest](raw)
+			if err != nil {
+				return 0, false, err
+			}
+			r.Status = r.StatusAt(now)
+			if (f.Customer != "" && r.Customer != f.Customer) || (f.PartnerOrg != "" && r.PartnerOrg != f.PartnerOrg) ||
+				(f.Status != "" && r.Status != f.Status) {
+				continue
+			}
+			out = append(out, *r)
+			if len(out) == f.N() {
+				return i + 1, true, nil
+			}
+		}
+		return len(members), false, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// ---- grants ----------------------------------------------------------------
+
+// putGrantScript stores a grant in the customer's hash, drops expired
+// fields and keeps the hash alive until its last grant expires.
+// KEYS: grants hash, expiry set. ARGV: field, grant JSON, expiry ms, now ms.
+var putGrantScript = goredis.NewScript(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+for _, f in ipairs(dead) do
+  redis.call('HDEL', KEYS[1], f)
+  redis.call('ZREM', KEYS[2], f)
+end
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if #top == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 0
+end
+local ttl = tonumber(top[2]) - tonumber(ARGV[4])
+if ttl < 1000 then ttl = 1000 end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return 1
+`)
+
+// revokeGrantScript deletes a grant field if it still holds the grant id.
+// KEYS: grants hash, expiry set. ARGV: field, grant id.
+var revokeGrantScript = goredis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return false end
+if cjson.decode(v)['id'] ~= ARGV[2] then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return v
+`)
+
+func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
+	switch {
+	case g.ID == "":
+		return sidecar.Invalid("id", "grant id is required")
+	case g.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case g.PartnerOrg == "":
+		return sidecar.Invalid("partner_org", "partner org is required")
+	case !g.Level.Valid():
+		return sidecar.Invalid("level", "unknown level %q", g.Level)
+	}
+	now := s.now()
+	f := field(g.PartnerOrg, g.User)
+	err := putGrantScript.Run(ctx, s.c, []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp")},
+		f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli()).Err()
+	if err != nil {
+		return unavailable(err)
+	}
+	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		porg := s.tagged("porg", g.PartnerOrg, "grants")
+		p.ZAdd(ctx, porg, goredis.Z{Score: ms(g.ExpiresAt), Member: field(g.Customer, g.User)})
+		p.ZRemRangeByScore(ctx, porg, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		p.ZAdd(ctx, s.grantsExpiry(), goredis.Z{Score: ms(g.ExpiresAt), Member: field(g.Customer, f)})
+		p.ZRemRangeByScore(ctx, s.grantsExpiry(), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("index grant", "customer", g.Customer, "grant", g.ID, "err", err)
+	}
+	s.publish(ctx, sidecar.GrantKey(g.Customer))
+	return nil
+}
+
+// customerGrants returns the live grants of a customer by field.
+func (s *Store) customerGrants(ctx context.Context, customer string) (map[string]*sidecar.Grant, error) {
+	all, err := s.c.HGetAll(ctx, s.cust(customer, "grants")).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	now := s.now()
+	out := make(map[string]*sidecar.Grant, len(all))
+	for f, raw := range all {
+		g, err := decode[sidecar.Grant](raw)
+		if err != nil {
+			return nil, err
+		}
+		if g.Live(now) {
+			out[f] = g
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) GetGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
+	gs, err := s.customerGrants(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range gs {
+		if g.ID == id {
+			return g, nil
+		}
+	}
+	return nil, notFound("grant")
+}
+
+func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
+	gs, err := s.customerGrants(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	for f, g := range gs {
+		if g.ID != id {
+			continue
+		}
+		raw, err := revokeGrantScript.Run(ctx, s.c, []string{s.cust(customer, "grants"), s.cust(customer, "grants:exp")}, f, id).Text()
+		if errors.Is(err, goredis.Nil) {
+			break // replaced or revoked meanwhile
+		}
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			p.ZRem(ctx, s.tagged("porg", g.PartnerOrg, "grants"), field(customer, g.User))
+			p.ZRem(ctx, s.grantsExpiry(), field(customer, f))
+			return nil
+		})
+		if err != nil {
+			s.log.Warn("unindex grant", "customer", customer, "grant", id, "err", err)
+		}
+		s.publish(ctx, sidecar.GrantKey(customer))
+		return decode[sidecar.Grant](raw)
+	}
+	return nil, notFound("grant")
+}
+
+func (s *Store) EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error) {
+	var e sidecar.EffectiveGrants
+	vals, err := s.c.HMGet(ctx, s.cust(customer, "grants"), field(partnerOrg, ""), field(partnerOrg, user)).Result()
+	if err != nil {
+		return e, unavailable(err)
+	}
+	now := s.now()
+	for i, v := range vals {
+		raw, ok := v.(string)
+		if !ok || (i == 1 && user == "") {
+			continue
+		}
+		g, err := decode[sidecar.Grant](raw)
+		if err != nil {
+			return e, err
+		}
+		if !g.Live(now) {
+			continue
+		}
+		if i == 0 {
+			e.Organisation = g
+		} else {
+			e.Individual = g
+		}
+	}
+	return e, nil
+}
+
+func sortGrants(gs []sidecar.Grant) {
+	slices.SortFunc(gs, func(a, b sidecar.Grant) int {
+		return strings.Compare(a.Customer+"\x00"+a.PartnerOrg+"\x00"+a.User, b.Customer+"\x00"+b.PartnerOrg+"\x00"+b.User)
+	})
+}
+
+func (s *Store) GrantsByCustomer(ctx context.Context, customer string) ([]sidecar.Grant, error) {
+	gs, err := s.customerGrants(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]sidecar.Grant, 0, len(gs))
+	for _, g := range gs {
+		out = append(out, *g)
+	}
+	sortGrants(out)
+	return out, nil
+}
+
+// grantsAt reads grant fields of several customers (any slots) and keeps
+// the live ones.
+func (s *Store) grantsAt(ctx context.Context, refs [][2]string) ([]sidecar.Grant, error) {
+	cmds := make([]*goredis.StringCmd, len(refs))
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, r := range refs {
+			cmds[i] = p.HGet(ctx, s.cust(r[0], "grants"), r[1])
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, unavailable(err)
+	}
+	now := s.now()
+	var out []sidecar.Grant
+	for _, c := range cmds {
+		raw, err := c.Result()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		g, err := decode[sidecar.Grant](raw)
+		if err != nil {
+			return nil, err
+		}
+		if g.Live(now) {
+			out = append(out, *g)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) GrantsByPartner(ctx context.Context, partnerOrg, user string) ([]sidecar.Grant, error) {
+	now := strconv.FormatInt(s.now().UnixMilli(), 10)
+	members, err := s.c.ZRangeByScore(ctx, s.tagged("porg", partnerOrg, "grants"), &goredis.ZRangeBy{Min: "(" + now, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var refs [][2]string
+	for _, m := range members {
+		c, u, _ := strings.Cut(m, "\x00")
+		if u == "" || u == user {
+			refs = append(refs, [2]string{c, field(partnerOrg, u)})
+		}
+	}
+	out, err := s.grantsAt(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	sortGrants(out)
+	return out, nil
+}
+
+func (s *Store) GrantsExpiringBefore(ctx context.Context, t time.Time, limit int) ([]sidecar.Grant, error) {
+	rb := &goredis.ZRangeBy{Min: "(" + strconv.FormatInt(s.now().UnixMilli(), 10), Max: "(" + strconv.FormatInt(t.UnixMilli(), 10)}
+	if limit > 0 {
+		rb.Count = int64(limit)
+	}
+	members, err := s.c.ZRangeByScore(ctx, s.grantsExpiry(), rb).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	refs := make([][2]string, 0, len(members))
+	for _, m := range members {
+		c, f, _ := strings.Cut(m, "\x00")
+		refs = append(refs, [2]string{c, f})
+	}
+	out, err := s.grantsAt(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	out = slices.DeleteFunc(out, func(g sidecar.Grant) bool { return !g.ExpiresAt.Before(t) })
+	slices.SortFunc(out, func(a, b sidecar.Grant) int {
+		if c := a.ExpiresAt.Compare(b.ExpiresAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Customer+"\x00"+a.ID, b.Customer+"\x00"+b.ID)
+	})
+	return out, nil
+}
+
+// ---- shares ----------------------------------------------------------------
+
+func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
+	switch {
+	case sh.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case sh.Resource == "":
+		return sidecar.Invalid("resource", "resource is required")
+	case sh.User == "":
+		return sidecar.Invalid("user", "user is required")
+	}
+	if err := s.c.HSet(ctx, s.cust(sh.Customer, "shares"), field(sh.User, sh.Resource), encode(sh)).Err(); err != nil {
+		return unavailable(err)
+	}
+	s.publish(ctx, sidecar.ShareKey(sh.Customer))
+	return nil
+}
+
+func (s *Store) DeleteShare(ctx context.Context, customer, resource, user string) error {
+	n, err := s.c.HDel(ctx, s.cust(customer, "shares"), field(user, resource)).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if n == 0 {
+		return notFound("share")
+	}
+	s.publish(ctx, sidecar.ShareKey(customer))
+	return nil
+}
+
+func (s *Store) IsShared(ctx context.Context, customer, resource, user string) (bool, error) {
+	ok, err := s.c.HExists(ctx, s.cust(customer, "shares"), field(user, resource)).Result()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return ok, nil
+}
+
+func (s *Store) ListShares(ctx context.Context, customer string) ([]sidecar.Share, error) {
+	all, err := s.c.HGetAll(ctx, s.cust(customer, "shares")).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]sidecar.Share, 0, len(all))
+	for _, raw := range all {
+		sh, err := decode[sidecar.Share](raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *sh)
+	}
+	slices.SortFunc(out, func(a, b sidecar.Share) int {
+		return strings.Compare(field(a.User, a.Resource), field(b.User, b.Resource))
+	})
+	return out, nil
+}
+
+func (s *Store) SharesFor(ctx context.Context, customer, user string) ([]string, error) {
+	all, err := s.ListShares(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, sh := range all {
+		if sh.User == user {
+			out = append(out, sh.Resource)
+		}
+	}
+	return out, nil
+}
+
+// ---- subscriptions ---------------------------------------------------------
+
+func (s *Store) PutSubscription(ctx context.Context, sub *sidecar.Subscription) error {
+	switch {
+	case sub.User == "":
+		return sidecar.Invalid("user", "user is required")
+	case sub.Customer == "":
+		return sidecar.Invalid("customer", "customer is required")
+	case sub.Kind == "":
+		return sidecar.Invalid("kind", "kind is required")
+	}
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.HSet(ctx, s.cust(sub.Customer, "subs"), field(sub.User, sub.Kind), encode(sub))
+		p.SAdd(ctx, s.tagged("puser", sub.User, "subs"), field(sub.Customer, sub.Kind))
+		return nil
+	})
+	return rerr(err, "subscription")
+}
+
+func (s *Store) DeleteSubscription(ctx context.Context, user, customer, kind string) error {
+	n, err := s.c.HDel(ctx, s.cust(customer, "subs"), field(user, kind)).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if err := s.c.SRem(ctx, s.tagged("puser", user, "subs"), field(customer, kind)).Err(); err != nil {
+		return unavailable(err)
+	}
+	if n == 0 {
+		return notFound("subscription")
+	}
+	return nil
+}
+
+func sortSubs(out []sidecar.Subscription) {
+	slices.SortFunc(out, func(a, b sidecar.Subscription) int {
+		return strings.Compare(a.User+"\x00"+a.Customer+"\x00"+a.Kind, b.User+"\x00"+b.Customer+"\x00"+b.Kind)
+	})
+}
+
+func (s *Store) SubscriptionsByUser(ctx context.Context, user string) ([]sidecar.Subscription, error) {
+	members, err := s.c.SMembers(ctx, s.tagged("puser", user, "subs")).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	cmds := make([]*goredis.StringCmd, len(members))
+	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, m := range members {
+			c, kind, _ := strings.Cut(m, "\x00")
+			cmds[i] = p.HGet(ctx, s.cust(c, "subs"), field(user, kind))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, unavailable(err)
+	}
+	var out []sidecar.Subscription
+	for _, c := range cmds {
+		raw, err := c.Result()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		sub, err := decode[sidecar.Subscription](raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *sub)
+	}
+	sortSubs(out)
+	return out, nil
+}
+
+func (s *Store) SubscriptionsByCustomer(ctx context.Context, customer string) ([]sidecar.Subscription, error) {
+	all, err := s.c.HGetAll(ctx, s.cust(customer, "subs")).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]sidecar.Subscription, 0, len(all))
+	for _, raw := range all {
+		sub, err := decode[sidecar.Subscription](raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *sub)
+	}
+	sortSubs(out)
+	return out, nil
+}

@@ -1,0 +1,410 @@
+// Package redis is Deputy's shared state store on Redis (go-redis v9
+// UniversalClient: single node, Sentinel or Cluster), for more than one
+// replica.
+//
+// Key layout. Everything that belongs to one customer carries the hash tag
+// {cust:<id>}, so the multi-key updates of one customer (a record and its
+// index, a grant hash and its expiry index) run in one slot, atomically.
+// Records looked up by something else than the customer live under their
+// own tag and point to the customer: {sid:<session id>}, {tok:<token
+// hash>}, {code:<redeem hash>}, {req:<request id>}. Secondary indexes are
+// tagged by their owner — {actor:<staff>}, {porg:<partner org>},
+// {puser:<partner user>}, {dom:<reseller domain>} — and are written with
+// single-key commands, so no operation ever spans slots. An index may
+// briefly point at a record that is gone or changed; readers verify the
+// record, which is the truth. TTLs mirror the domain expiries; reads also
+// check expiry against the injected clock.
+//
+// Every write that changes delegation state publishes its invalidation key
+// on one pub/sub channel (<prefix>:invalidate).
+package redis
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// scanLimit bounds how many stream entries or index members one read
+// examines, so a selective filter cannot make a read walk everything.
+const scanLimit = 10 * sidecar.MaxPageLimit
+
+// consentHistoryLen is how many consent settings are kept per customer.
+const consentHistoryLen = 100
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock that decides expiry.
+func WithClock(c sidecar.Clock) Option { return func(s *Store) { s.now = c } }
+
+// WithLogger sets the logger for background errors (the invalidation
+// subscription).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
+
+// Store is the Redis sidecar.Store.
+type Store struct {
+	c      goredis.UniversalClient
+	owned  bool // close c on Close
+	cfg    Config
+	now    sidecar.Clock
+	log    *slog.Logger
+	prefix string
+
+	subMu   sync.Mutex
+	subs    map[int]func(string)
+	nextSub int
+	ps      *goredis.PubSub
+	closed  bool
+}
+
+var _ sidecar.Store = (*Store)(nil)
+
+// New connects to Redis as configured. It does not wait for Redis: a
+// store that cannot be reached answers EUNAVAILABLE until it can.
+func New(cfg Config, opts ...Option) (*Store, error) {
+	cfg = cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o, err := cfg.options()
+	if err != nil {
+		return nil, err
+	}
+	s := NewFromClient(goredis.NewUniversalClient(o), cfg, opts...)
+	s.owned = true
+	return s, nil
+}
+
+// NewFromClient uses an existing client; Close does not close it. Only the
+// key prefix, stream lengths and retention of cfg are used.
+func NewFromClient(c goredis.UniversalClient, cfg Config, opts ...Option) *Store {
+	cfg = cfg.Defaults()
+	s := &Store{c: c, cfg: cfg, now: time.Now, log: slog.Default(), prefix: cfg.KeyPrefix, subs: map[int]func(string){}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Ping reports whether Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// Close stops the invalidation subscription and, when New made the
+// client, closes it.
+func (s *Store) Close() error {
+	s.subMu.Lock()
+	s.closed = true
+	ps := s.ps
+	s.ps = nil
+	clear(s.subs)
+	s.subMu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
+	if s.owned {
+		return s.c.Close()
+	}
+	return nil
+}
+
+// ---- errors and encoding ----------------------------------------------------
+
+func unavailable(err error) error {
+	return sidecar.Unavailable("state store unavailable", err)
+}
+
+func notFound(what string) error { return sidecar.Errorf(sidecar.ENOTFOUND, "%s not found", what) }
+
+// rerr maps a go-redis error: redis.Nil to ENOTFOUND for what, the rest to
+// EUNAVAILABLE.
+func rerr(err error, what string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, goredis.Nil):
+		return notFound(what)
+	case sidecar.ErrorCode(err) != sidecar.EINTERNAL:
+		return err // already a domain error (from inside a transaction)
+	}
+	return unavailable(err)
+}
+
+func encode(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only domain structs are encoded; they always marshal
+	}
+	return string(b)
+}
+
+func decode[T any](raw string) (*T, error) {
+	v := new(T)
+	if err := json.Unmarshal([]byte(raw), v); err != nil {
+		return nil, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "corrupt state record", Err: err}
+	}
+	return v, nil
+}
+
+// ttl is the Redis TTL for a record that may be forgotten at t, by the
+// store's clock. Never below a second: expiry is decided on read anyway.
+func (s *Store) ttl(t time.Time) time.Duration {
+	return max(t.Sub(s.now()), time.Second)
+}
+
+func ms(t time.Time) float64 { return float64(t.UnixMilli()) }
+
+// logMember orders index members by time, then id, as fixed-width text so
+// that lexicographic order is time order; the customer rides along so a
+// reader can find the record.
+func logMember(t time.Time, id, customer string) string {
+	return fmt.Sprintf("%020d:%s\x00%s", t.UnixNano(), id, customer)
+}
+
+func logBound(t time.Time) string { return fmt.Sprintf("%020d:", t.UnixNano()) }
+
+func splitMember(m string) (id, customer string) {
+	_, rest, _ := strings.Cut(m, ":")
+	id, customer, _ = strings.Cut(rest, "\x00")
+	return id, customer
+}
+
+func encodeCursor(member string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(member))
+}
+
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) < 21 || b[20] != ':' {
+		return "", sidecar.Invalid("cursor", "malformed cursor")
+	}
+	return string(b), nil
+}
+
+// ---- keys ------------------------------------------------------------------
+
+func (s *Store) cust(c, suffix string) string { return s.prefix + ":{cust:" + c + "}:" + suffix }
+func (s *Store) tagged(tag, v, suffix string) string {
+	k := s.prefix + ":{" + tag + ":" + v + "}"
+	if suffix != "" {
+		k += ":" + suffix
+	}
+	return k
+}
+func (s *Store) channel() string { return s.prefix + ":invalidate" }
+
+// ---- invalidation ------------------------------------------------------------
+
+// Invalidate publishes keys to every replica, this one included.
+func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, k := range keys {
+			p.Publish(ctx, s.channel(), k)
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// publish is Invalidate after a committed write: the write stands even if
+// the publish fails, and the cache TTL bounds the staleness, so the error
+// is logged rather than returned.
+func (s *Store) publish(ctx context.Context, keys ...string) {
+	if err := s.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
+		s.log.Warn("publish invalidation", "keys", keys, "err", err)
+	}
+}
+
+// Subscribe calls fn for every key published on the channel from now on.
+// The first call subscribes (waiting for Redis to confirm, bounded); when
+// the connection is lost and restored, subscribers get
+// sidecar.InvalidateAll since messages may have been missed.
+func (s *Store) Subscribe(fn func(key string)) (cancel func()) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.closed {
+		return func() {}
+	}
+	id := s.nextSub
+	s.nextSub++
+	s.subs[id] = fn
+	if s.ps == nil {
+		s.startSubscription()
+	}
+	return func() {
+		s.subMu.Lock()
+		defer s.subMu.Unlock()
+		delete(s.subs, id)
+	}
+}
+
+// startSubscription runs with subMu held.
+func (s *Store) startSubscription() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout+s.cfg.ReadTimeout)
+	defer cancel()
+	ps := s.c.Subscribe(ctx, s.channel())
+	if _, err := ps.Receive(ctx); err != nil {
+		// go-redis keeps retrying; the confirmation then arrives on the
+		// channel below and triggers a flush, which is what we want.
+		s.log.Warn("subscribe to invalidations", "channel", s.channel(), "err", err)
+	}
+	s.ps = ps
+	ch := ps.ChannelWithSubscriptions(goredis.WithChannelSize(1024))
+	go func() {
+		for m := range ch {
+			switch m := m.(type) {
+			case *goredis.Subscription:
+				if m.Kind == "subscribe" {
+					s.dispatch(sidecar.InvalidateAll)
+				}
+			case *goredis.Message:
+				s.dispatch(m.Payload)
+			}
+		}
+	}()
+}
+
+func (s *Store) dispatch(key string) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for _, fn := range s.subs {
+		fn(key)
+	}
+}
+
+// watch runs an optimistic transaction on keys (one slot), retrying when
+// another writer got there first.
+func (s *Store) watch(ctx context.Context, fn func(*goredis.Tx) error, keys ...string) error {
+	for range 20 {
+		err := s.c.Watch(ctx, fn, keys...)
+		if !errors.Is(err, goredis.TxFailedErr) {
+			return err
+		}
+	}
+	return sidecar.Errorf(sidecar.ECONFLICT, "too many concurrent updates, retry")
+}
+
+// ---- customers -------------------------------------------------------------
+
+func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer) error {
+	if c.ID == "" {
+		return sidecar.Invalid("id", "customer id is required")
+	}
+	if err := s.c.Set(ctx, s.cust(c.ID, "customer"), encode(c), 0).Err(); err != nil {
+		return unavailable(err)
+	}
+	s.publish(ctx, sidecar.CustomerKey(c.ID))
+	return nil
+}
+
+func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, error) {
+	raw, err := s.c.Get(ctx, s.cust(id, "customer")).Result()
+	if err != nil {
+		return nil, rerr(err, "customer")
+	}
+	return decode[sidecar.Customer](raw)
+}
+
+func (s *Store) DeleteCustomer(ctx context.Context, id string) error {
+	n, err := s.c.Del(ctx, s.cust(id, "customer")).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if n == 0 {
+		return notFound("customer")
+	}
+	s.publish(ctx, sidecar.CustomerKey(id))
+	return nil
+}
+
+// ---- consent ---------------------------------------------------------------
+
+func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) error {
+	if c.Customer == "" {
+		return sidecar.Invalid("customer", "customer is required")
+	}
+	raw := encode(c)
+	var ttl time.Duration
+	if !c.ExpiresAt.IsZero() {
+		ttl = s.ttl(c.ExpiresAt)
+	}
+	hist := s.cust(c.Customer, "consent:history")
+	_, err := s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Set(ctx, s.cust(c.Customer, "consent"), raw, ttl)
+		p.LPush(ctx, hist, raw)
+		p.LTrim(ctx, hist, 0, consentHistoryLen-1)
+		return nil
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	s.publish(ctx, sidecar.ConsentKey(c.Customer))
+	return nil
+}
+
+func (s *Store) GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error) {
+	raw, err := s.c.Get(ctx, s.cust(customer, "consent")).Result()
+	if err != nil {
+		return nil, rerr(err, "consent")
+	}
+	c, err := decode[sidecar.Consent](raw)
+	if err != nil {
+		return nil, err
+	}
+	if !c.ExpiresAt.IsZero() && !s.now().Before(c.ExpiresAt) {
+		return nil, notFound("consent")
+	}
+	return c, nil
+}
+
+func (s *Store) ConsentHistory(ctx context.Context, customer string, p sidecar.Page) ([]sidecar.Consent, string, error) {
+	start := 0
+	if p.Cursor != "" {
+		n, err := strconv.Atoi(p.Cursor)
+		if err != nil || n < 0 {
+			return nil, "", sidecar.Invalid("cursor", "malformed cursor")
+		}
+		start = n
+	}
+	// One extra tells whether another page follows.
+	raws, err := s.c.LRange(ctx, s.cust(customer, "consent:history"), int64(start), int64(start+p.N())).Result()
+	if err != nil {
+		return nil, "", unavailable(err)
+	}
+	next := ""
+	if len(raws) > p.N() {
+		raws = raws[:p.N()]
+		next = strconv.Itoa(start + p.N())
+	}
+	out := make([]sidecar.Consent, 0, len(raws))
+	for _, raw := range raws {
+		c, err := decode[sidecar.Consent](raw)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, *c)
+	}
+	return out, next, nil
+}

@@ -1,0 +1,40 @@
+package redis_test
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+var prefixes atomic.Int64
+
+// freshPrefix gives each store its own key space on a shared server, so
+// cases start empty without flushing.
+func freshPrefix() string { return fmt.Sprintf("t%d", prefixes.Add(1)) }
+
+func TestContractSingleNode(t *testing.T) {
+	srv := redistest.Start(t)
+	storetest.Run(t, func(t *testing.T, now sidecar.Clock) sidecar.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: freshPrefix()}, redis.WithClock(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+func TestContractCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	storetest.Run(t, func(t *testing.T, now sidecar.Clock) sidecar.Store {
+		s, err := redis.New(redis.Config{Addrs: cl.Addrs, Cluster: true, KeyPrefix: freshPrefix()}, redis.WithClock(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
