@@ -25,7 +25,7 @@ func NewReseller(svc *delegation.Resellers) *Reseller { return &Reseller{svc: sv
 // Register mounts the routes.
 func (h *Reseller) Register(r *Router) {
 	r.Handle("GET", "reseller/assignments", h.list)
-	r.Handle("POST", "reseller/assignments/import", h.importAssignments)
+	r.Handle("POST", "reseller/imports", h.importAssignments)
 	r.Handle("GET", "reseller/assignments/{customer}", h.get)
 	r.Handle("PUT", "reseller/assignments/{customer}", h.put)
 	r.Handle("DELETE", "reseller/assignments/{customer}", h.delete)

@@ -3,13 +3,17 @@ package delegation_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
 // partnerClock is a settable clock shared by the store and the lifecycle,
@@ -43,18 +47,29 @@ type partnerStore struct {
 	open func(t *testing.T, clock sidecar.Clock) sidecar.Store
 }
 
-// partnerStores lists the stores every partner and reseller test runs on.
-func partnerStores() []partnerStore {
-	return append([]partnerStore{{
-		name: "memory",
-		open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
-			return memory.New(memory.WithClock(clock))
-		},
-	}}, partnerExtraStores...)
+// partnerStores lists the stores every partner and reseller test runs on:
+// memory, and a real redis-server started for the calling test with a
+// fresh key prefix per store so cases start empty.
+func partnerStores(t *testing.T) []partnerStore {
+	srv := redistest.Start(t)
+	return []partnerStore{
+		{name: "memory", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+			s := memory.New(memory.WithClock(clock))
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}},
+		{name: "redis", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+			s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: fmt.Sprintf("pt%d", partnerPrefixes.Add(1))}, redis.WithClock(clock))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}},
+	}
 }
 
-// partnerExtraStores is filled by store-specific test files.
-var partnerExtraStores []partnerStore
+var partnerPrefixes atomic.Int64
 
 var (
 	patUser     = &sidecar.Identity{Subject: "pat", Name: "Pat Partner", Org: "partnerco", Roles: []string{"partner_user"}}

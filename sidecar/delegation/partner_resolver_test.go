@@ -106,7 +106,7 @@ func TestResolvePartner(t *testing.T) {
 		{name: "header with a hash tag", caller: patUser, req: onBehalf("{acme}"), reason: "invalid_on_behalf_of"},
 		{name: "malformed path escape", caller: patUser, req: &sidecar.Request{Path: "/customers/%zz/x", Headers: map[string]string{}}, none: true},
 	}
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				env := newPartnerEnv(t, ps)

@@ -44,7 +44,7 @@ func TestPartnerRequestValidation(t *testing.T) {
 		{name: "longest expiry", edit: func(in *delegation.AccessRequestInput) { in.ExpiryDays = 365 }},
 		{name: "shortest expiry", edit: func(in *delegation.AccessRequestInput) { in.ExpiryDays = 1 }},
 	}
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				env := newPartnerEnv(t, ps)
@@ -103,7 +103,7 @@ func TestPartnerDecisions(t *testing.T) {
 			_, _, _ = env.partners.Approve(context.Background(), cora, id)
 		}, code: sidecar.ECONFLICT, msg: "request_already_approved"},
 	}
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
@@ -164,7 +164,7 @@ func TestPartnerDecisions(t *testing.T) {
 }
 
 func TestPartnerDecideUnknownRequest(t *testing.T) {
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
 			env := newPartnerEnv(t, ps)
 			_, _, err := env.partners.Approve(context.Background(), cora, "nope")
@@ -174,7 +174,7 @@ func TestPartnerDecideUnknownRequest(t *testing.T) {
 }
 
 func TestPartnerApprovalReplacesEarlierGrant(t *testing.T) {
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
@@ -201,7 +201,7 @@ func TestPartnerRevoke(t *testing.T) {
 		{name: "by the partner", caller: paulUser},
 		{name: "by a third org", caller: otherOrgBob, code: sidecar.EFORBIDDEN},
 	}
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
@@ -234,7 +234,7 @@ func TestPartnerRevoke(t *testing.T) {
 }
 
 func TestPartnerMyCustomersPrecedence(t *testing.T) {
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
@@ -267,7 +267,7 @@ func TestPartnerMyCustomersPrecedence(t *testing.T) {
 }
 
 func TestPartnerSubscriptions(t *testing.T) {
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
@@ -335,7 +335,7 @@ func TestPartnerShares(t *testing.T) {
 		{name: "missing user", caller: cora, in: delegation.ShareInput{Resource: "sr-1", PartnerOrg: "partnerco"}, code: sidecar.EINVALID, field: "user"},
 		{name: "missing partner org", caller: cora, in: delegation.ShareInput{Resource: "sr-1", User: "pat"}, code: sidecar.EINVALID, field: "partner_org"},
 	}
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
@@ -370,7 +370,7 @@ func TestPartnerShares(t *testing.T) {
 }
 
 func TestPartnerSweepExpiring(t *testing.T) {
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)

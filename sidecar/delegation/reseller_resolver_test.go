@@ -31,7 +31,7 @@ func TestResolveReseller(t *testing.T) {
 		{name: "only the support privilege", caller: resellerStaff("shop-a.example", nil, []string{"access_support_cases"}), customer: "acme", reason: "missing_privilege:view_customers"},
 		{name: "no privileges", caller: resellerStaff("shop-a.example", []string{"customer"}, nil), customer: "acme", reason: "missing_privilege:access_support_cases,view_customers"},
 	}
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()

@@ -107,7 +107,7 @@ func FuzzParseAssignments(f *testing.F) {
 var superAdmin = &sidecar.Identity{Subject: "sam", Org: "resellerco", Domain: "shop-a.example", Roles: []string{"reseller_super_admin"}}
 
 func TestResellerAssignments(t *testing.T) {
-	for _, ps := range partnerStores() {
+	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
