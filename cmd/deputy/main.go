@@ -28,5 +28,6 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newBundleCmd())
 	root.AddCommand(newEvalCmd())
 	root.AddCommand(newDevCmd())
+	root.AddCommand(newDecisionsCmd())
 	return root
 }

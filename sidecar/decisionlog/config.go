@@ -22,8 +22,6 @@ const (
 	DefaultMaxLen        = 1_000_000
 	DefaultBackoffMin    = 100 * time.Millisecond
 	DefaultBackoffMax    = 5 * time.Second
-	DefaultAuditStream   = "deputy:audit"
-	DefaultAuditMaxLen   = 10_000_000
 )
 
 // Config is the decision_log section of Deputy's configuration.
@@ -50,10 +48,6 @@ type Config struct {
 	// BackoffMin and BackoffMax bound the wait between failed writes.
 	BackoffMin time.Duration `yaml:"backoff_min"`
 	BackoffMax time.Duration `yaml:"backoff_max"`
-	// AuditStream and AuditMaxLen name the audit trail stream and its
-	// retention, kept apart from decisions.
-	AuditStream string `yaml:"audit_stream"`
-	AuditMaxLen int64  `yaml:"audit_max_len"`
 }
 
 // Defaults returns the configuration Deputy starts with.
@@ -69,8 +63,6 @@ func Defaults() Config {
 		ActorTokenHeader: "x-deputy-token",
 		BackoffMin:       DefaultBackoffMin,
 		BackoffMax:       DefaultBackoffMax,
-		AuditStream:      DefaultAuditStream,
-		AuditMaxLen:      DefaultAuditMaxLen,
 	}
 }
 
@@ -109,15 +101,6 @@ func (c Config) Validate() error {
 	}
 	if c.BackoffMax < c.BackoffMin {
 		return sidecar.Invalid("decision_log.backoff_max", "must be at least backoff_min")
-	}
-	if c.AuditStream == "" {
-		return sidecar.Invalid("decision_log.audit_stream", "must not be empty")
-	}
-	if c.AuditStream == c.Stream {
-		return sidecar.Invalid("decision_log.audit_stream", "must differ from stream %q", c.Stream)
-	}
-	if c.AuditMaxLen < 0 {
-		return sidecar.Invalid("decision_log.audit_max_len", "must not be negative (0 keeps everything)")
 	}
 	return nil
 }

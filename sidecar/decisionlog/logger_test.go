@@ -491,7 +491,6 @@ func TestConfigValidate(t *testing.T) {
 		{"max_len", func(c *decisionlog.Config) { c.MaxLen = -1 }, "decision_log.max_len"},
 		{"mask header", func(c *decisionlog.Config) { c.MaskHeaders = []string{""} }, "decision_log.mask_headers"},
 		{"backoff", func(c *decisionlog.Config) { c.BackoffMax = time.Millisecond }, "decision_log.backoff_max"},
-		{"audit same stream", func(c *decisionlog.Config) { c.AuditStream = c.Stream }, "decision_log.audit_stream"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
 func redisConfig(queue int) decisionlog.Config {
@@ -21,7 +22,7 @@ func redisConfig(queue int) decisionlog.Config {
 	return cfg
 }
 
-func streamIDs(t *testing.T, s *redisServer, stream string) []string {
+func streamIDs(t *testing.T, s *redistest.Server, stream string) []string {
 	t.Helper()
 	msgs, err := s.Client().XRange(context.Background(), stream, "-", "+").Result()
 	if err != nil {
@@ -39,9 +40,10 @@ func streamIDs(t *testing.T, s *redisServer, stream string) []string {
 }
 
 func TestRedisSinkSurvivesOutage(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
+	rc := fastClient(t, srv.Addr)
 	cfg := redisConfig(1000)
-	sink, err := decisionlog.NewSink(cfg, srv.Client(), nil)
+	sink, err := decisionlog.NewSink(cfg, rc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +52,7 @@ func TestRedisSinkSurvivesOutage(t *testing.T) {
 	for i := range 200 {
 		l.Log(impersonationDecision(fmt.Sprintf("before-%03d", i), requestInput(t)))
 	}
-	waitFor(t, "200 records in the stream", func() bool { return xlen(t, srv.Client(), cfg.Stream)() == 200 })
+	waitFor(t, "200 records in the stream", func() bool { return xlen(rc, cfg.Stream)() == 200 })
 
 	srv.Stop()
 	var want []string
@@ -64,7 +66,7 @@ func TestRedisSinkSurvivesOutage(t *testing.T) {
 		t.Errorf("queue depth while Redis is down = %d, want 300", d)
 	}
 
-	srv.Start() // no persistence: the stream restarts empty
+	srv.Restart() // no persistence: the stream restarts empty
 	waitFor(t, "queued records after Redis returned", func() bool { return l.QueueDepth() == 0 })
 	got := streamIDs(t, srv, cfg.Stream)
 	if strings.Join(got, ",") != strings.Join(want, ",") {
@@ -79,9 +81,10 @@ func TestRedisSinkSurvivesOutage(t *testing.T) {
 }
 
 func TestRedisSinkDropsOnlyPastBound(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
+	rc := fastClient(t, srv.Addr)
 	cfg := redisConfig(100)
-	sink, _ := decisionlog.NewSink(cfg, srv.Client(), nil)
+	sink, _ := decisionlog.NewSink(cfg, rc, nil)
 	srv.Stop()
 	l := startLogger(t, cfg, sink)
 	for i := range 150 {
@@ -90,7 +93,7 @@ func TestRedisSinkDropsOnlyPastBound(t *testing.T) {
 	if l.Dropped() != 50 {
 		t.Errorf("Dropped = %d, want the 50 past the bound of 100", l.Dropped())
 	}
-	srv.Start()
+	srv.Restart()
 	waitFor(t, "the queue to drain", func() bool { return l.QueueDepth() == 0 })
 	got := streamIDs(t, srv, cfg.Stream)
 	sort.Strings(got)
@@ -102,16 +105,17 @@ func TestRedisSinkDropsOnlyPastBound(t *testing.T) {
 	}
 }
 
-func TestRedisStreamTrimmed(t *testing.T) {
-	srv := startRedis(t)
-	st := decisionlog.NewStream(srv.Client(), "deputy:audit", 10)
+func TestStreamTrimmed(t *testing.T) {
+	srv := redistest.Start(t)
+	rc := fastClient(t, srv.Addr)
+	st := decisionlog.NewStream(rc, "deputy:test", 10)
 	ctx := context.Background()
 	for i := range 500 {
 		if _, err := st.Append(ctx, map[string]any{"event": "session_started", "n": i}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	n, _ := srv.Client().XLen(ctx, "deputy:audit").Result()
+	n, _ := rc.XLen(ctx, "deputy:test").Result()
 	// MAXLEN ~ trims whole macro nodes: the stream stays near the bound.
 	if n >= 500 || n < 10 {
 		t.Errorf("XLEN = %d, want trimmed to about 10", n)
@@ -130,9 +134,10 @@ func TestRedisStreamTrimmed(t *testing.T) {
 }
 
 func TestTail(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
+	rc := fastClient(t, srv.Addr)
 	cfg := redisConfig(100)
-	sink, _ := decisionlog.NewSink(cfg, srv.Client(), nil)
+	sink, _ := decisionlog.NewSink(cfg, rc, nil)
 	l := startLogger(t, cfg, sink)
 	partner := &sidecar.Decision{ID: "p-1", Allowed: false, HTTPStatus: 403, Reason: "level_too_low",
 		Method: "POST", Host: "support.example.com", Path: "/cases",
@@ -142,7 +147,7 @@ func TestTail(t *testing.T) {
 	l.Log(impersonationDecision("i-1", nil))
 	l.Log(partner)
 	l.Log(self)
-	waitFor(t, "records in the stream", func() bool { return xlen(t, srv.Client(), cfg.Stream)() == 3 })
+	waitFor(t, "records in the stream", func() bool { return xlen(rc, cfg.Stream)() == 3 })
 	cases := []struct {
 		name   string
 		filter decisionlog.Filter
@@ -160,7 +165,7 @@ func TestTail(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			var got []string
-			err := decisionlog.Tail(ctx, srv.Client(), decisionlog.TailOptions{Stream: cfg.Stream, From: "0", Filter: tc.filter, Block: 50 * time.Millisecond},
+			err := decisionlog.Tail(ctx, rc, decisionlog.TailOptions{Stream: cfg.Stream, From: "0", Filter: tc.filter, Block: 50 * time.Millisecond},
 				func(_ string, r *decisionlog.Record) error {
 					got = append(got, r.DecisionID)
 					if r.DecisionID == "s-1" || len(got) == strings.Count(tc.want, ",")+1 {
@@ -184,14 +189,14 @@ func TestTail(t *testing.T) {
 			l.Log(impersonationDecision("late", nil))
 		}()
 		var got string
-		_ = decisionlog.Tail(ctx, srv.Client(), decisionlog.TailOptions{Stream: cfg.Stream, Block: 50 * time.Millisecond},
+		_ = decisionlog.Tail(ctx, rc, decisionlog.TailOptions{Stream: cfg.Stream, Block: 50 * time.Millisecond},
 			func(_ string, r *decisionlog.Record) error { got = r.DecisionID; cancel(); return nil })
 		if got != "late" {
 			t.Errorf("followed %q, want the new record", got)
 		}
 	})
 	t.Run("bad filter", func(t *testing.T) {
-		err := decisionlog.Tail(context.Background(), srv.Client(), decisionlog.TailOptions{Stream: cfg.Stream, Filter: decisionlog.Filter{Result: "maybe"}}, nil)
+		err := decisionlog.Tail(context.Background(), rc, decisionlog.TailOptions{Stream: cfg.Stream, Filter: decisionlog.Filter{Result: "maybe"}}, nil)
 		if sidecar.ErrorField(err) != "result" {
 			t.Errorf("err = %v, want result named", err)
 		}

@@ -43,7 +43,9 @@ func (DiscardSink) Write(context.Context, [][]byte) error { return nil }
 const RecordField = "record"
 
 // Stream appends entries to one Redis stream, trimmed to an approximate
-// length. Decision logs and the audit trail each get their own.
+// length. The decision log writes through one; the audit and events
+// streams belong to the state store (sidecar/redis), which keeps their
+// own retention.
 type Stream struct {
 	client redis.UniversalClient
 	name   string

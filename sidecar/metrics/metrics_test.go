@@ -23,6 +23,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/metrics"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
 func newMetrics(t testing.TB) (*metrics.Metrics, *prometheus.Registry) {
@@ -202,8 +203,8 @@ func TestInstrumentHTTP(t *testing.T) {
 
 func TestRedisHook(t *testing.T) {
 	m, reg := newMetrics(t)
-	srv := startRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
 	c.AddHook(m.RedisHook())
 	ctx := context.Background()
