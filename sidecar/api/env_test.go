@@ -274,3 +274,20 @@ func (e *env) live(token string) (string, string) {
 	}
 	return st.str("session", "id"), cookie
 }
+
+// denied waits (bounded) until the cookie is refused with reason: on Redis
+// the eviction reaches this replica's cache through pub/sub.
+func (e *env) denied(cookie, reason string) {
+	e.t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		d, err := e.check(cookie)
+		if d == nil && sidecar.ErrorCode(err) == sidecar.EUNAUTHORIZED && sidecar.ErrorMessage(err) == reason {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("check = %+v, %v; want %s", d, err, reason)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

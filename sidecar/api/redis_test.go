@@ -1,0 +1,83 @@
+package api_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+func redisStore(t *testing.T, now sidecar.Clock) sidecar.Store {
+	return redisStoreOn(t, redistest.Start(t), now)
+}
+
+func redisStoreOn(t *testing.T, srv *redistest.Server, now sidecar.Clock) sidecar.Store {
+	t.Helper()
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}}, redis.WithClock(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// With Redis down, management writes answer 503; a storefront request in a
+// session keeps working while its cached entry is fresh and is refused
+// (fail closed) after; all recover when Redis is back.
+func TestRedisDown(t *testing.T) {
+	// Durable like a production Redis, so the restart loses nothing.
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	e := newEnv(t, func(t *testing.T, now sidecar.Clock) sidecar.Store { return redisStoreOn(t, srv, now) })
+	e.seed()
+	id, cookie := e.live(e.agent())
+	if _, err := e.check(cookie); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop()
+	writes := []struct {
+		name, method, path string
+		token              func(*env) string
+		body               any
+	}{
+		{"set consent", "PUT", "/deputy/v1/customers/c42/consent", (*env).customer, map[string]any{"allowed": false}},
+		{"start", "POST", "/deputy/v1/impersonation/sessions", (*env).agent, map[string]any{"customer_id": "c42"}},
+		{"end", "DELETE", "/deputy/v1/impersonation/sessions/" + id, (*env).agent, nil},
+		{"sync customer", "PUT", "/deputy/v1/customers/c9", (*env).admin, map[string]any{"name": "x"}},
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			r := e.do(w.method, w.path, w.token(e), w.body)
+			if r.Status != 503 || r.errCode() != sidecar.EUNAVAILABLE {
+				t.Fatalf("got %d %s, want 503", r.Status, r.Raw)
+			}
+		})
+	}
+	if d, err := e.check(cookie); err != nil || d.Subject != "c42" {
+		t.Fatalf("fresh cached session refused while Redis is down: %v", err)
+	}
+	e.clock.Advance(31 * time.Second) // past the cache TTL
+	if d, err := e.check(cookie); d != nil || sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE {
+		t.Fatalf("stale session while Redis is down: %+v, %v; want unavailable", d, err)
+	}
+
+	srv.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := e.store.Ping(context.Background()); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("store did not come back after Redis restarted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := e.check(cookie); err != nil {
+		t.Fatalf("after Redis came back: %v", err)
+	}
+	e.must(e.do("DELETE", "/deputy/v1/impersonation/sessions/"+id, e.agent(), nil), 200)
+	e.denied(cookie, "session_ended")
+}
