@@ -40,6 +40,7 @@ type DevClaims struct {
 	Org        string
 	Domain     string
 	TTL        time.Duration
+	IssuedAt   time.Time      // zero: now; tests with a fake clock set it
 	Extra      map[string]any // further claims, e.g. for policy experiments
 }
 
@@ -144,7 +145,10 @@ func (d *DevIssuer) Mint(c DevClaims) (string, error) {
 	if c.TTL <= 0 {
 		return "", sidecar.Invalid("ttl", "must be positive")
 	}
-	now := d.clock()
+	now := c.IssuedAt
+	if now.IsZero() {
+		now = d.clock()
+	}
 	claims := map[string]any{}
 	for k, v := range c.Extra {
 		claims[k] = v

@@ -79,6 +79,7 @@ func TestDevIssuerRefusals(t *testing.T) {
 		reason string
 	}{
 		{"minted by another dev key", mint(stranger, identity.DevClaims{Subject: "mallory", TTL: time.Hour}), identity.ReasonUnknownKid},
+		{"expired dev token", mint(dev, identity.DevClaims{Subject: "a", TTL: time.Hour, IssuedAt: time.Now().Add(-2 * time.Hour)}), identity.ReasonExpired},
 		{"extra claims cannot override iss or aud", mint(dev, identity.DevClaims{Subject: "a", TTL: time.Hour, Extra: map[string]any{"aud": "x", "iss": "y"}}), ""},
 	}
 	v := devVerifier(t, dev)
