@@ -368,18 +368,20 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 	hdr := jws.Signatures[0].Protected
 	alg, kid := hdr.Algorithm, hdr.KeyID
 
+	idx := v.index.Load()
 	var candidates []keyEntry
 	if kid != "" {
-		candidates = v.index.Load().byKid[kid]
+		candidates = idx.byKid[kid]
 		if len(candidates) == 0 {
 			v.refreshOnMiss(ctx)
-			candidates = v.index.Load().byKid[kid]
+			idx = v.index.Load()
+			candidates = idx.byKid[kid]
 		}
 		if len(candidates) == 0 {
 			return nil, unauthorized(ReasonUnknownKid, errors.New("kid "+kid))
 		}
 	} else {
-		candidates = v.index.Load().all
+		candidates = idx.all
 	}
 
 	var payload []byte
@@ -413,13 +415,17 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 	id.ExpiresAt = exp
 	id.Claims = claims
 	if v.cacheSize > 0 {
-		v.remember(token, id, exp)
+		v.remember(idx, token, id, exp)
 	}
 	return id, nil
 }
 
-func (v *Verifier) remember(token string, id *sidecar.Identity, exp time.Time) {
+func (v *Verifier) remember(idx *keyIndex, token string, id *sidecar.Identity, exp time.Time) {
 	v.cacheMu.Lock()
+	defer v.cacheMu.Unlock()
+	if v.index.Load() != idx {
+		return // the keys changed while verifying: do not outlive them
+	}
 	if len(v.cache) >= v.cacheSize {
 		// Drop an arbitrary half: cheap, bounded, and good enough for a
 		// cache whose entries expire within the hour anyway.
@@ -432,7 +438,6 @@ func (v *Verifier) remember(token string, id *sidecar.Identity, exp time.Time) {
 		}
 	}
 	v.cache[token] = &cached{id: id, exp: exp}
-	v.cacheMu.Unlock()
 }
 
 func (v *Verifier) checkClaims(claims map[string]any, is *issuer, now time.Time) (time.Time, error) {
