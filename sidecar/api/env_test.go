@@ -122,7 +122,7 @@ func newEnv(t *testing.T, mk storeFactory, opts ...envOption) *env {
 	store := mk(t, ck.Now)
 	data := func() map[string]any { return engine.Current().Data() }
 	svc := delegation.NewImpersonation(store, data, delegation.WithImpersonationConfig(cfg), delegation.WithImpersonationClock(ck.Now))
-	resolver := delegation.NewSessionResolver(store, cfg, ck.Now, nil)
+	resolver := delegation.NewSessionResolver(store, cfg, delegation.WithSessionClock(ck.Now))
 	t.Cleanup(func() { resolver.Close() })
 	h := api.New(
 		api.WithVerifier(verifier),

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
@@ -80,4 +81,33 @@ func TestRedisDown(t *testing.T) {
 	}
 	e.must(e.do("DELETE", "/deputy/v1/impersonation/sessions/"+id, e.agent(), nil), 200)
 	e.denied(cookie, "session_ended")
+}
+
+// Two replicas share one Redis: a session ended through one is refused by
+// the other, whose cache held it, as soon as the eviction arrives.
+func TestEvictionReachesOtherReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	e := newEnv(t, func(t *testing.T, now sidecar.Clock) sidecar.Store { return redisStoreOn(t, srv, now) })
+	other := redisStoreOn(t, srv, e.clock.Now)
+	replica := delegation.NewSessionResolver(other, delegation.ImpersonationConfig{}, delegation.WithSessionClock(e.clock.Now))
+	t.Cleanup(func() { replica.Close() })
+	e.seed()
+	id, cookie := e.live(e.agent())
+	req := &sidecar.Request{Method: "GET", Path: "/", Headers: map[string]string{"cookie": delegation.DefaultSessionCookie + "=" + cookie}}
+	if d, err := replica.Resolve(context.Background(), req, nil); err != nil || d.Subject != "c42" {
+		t.Fatalf("other replica: %+v, %v", d, err)
+	}
+
+	e.must(e.do("DELETE", "/deputy/v1/impersonation/sessions/"+id, e.agent(), nil), 200)
+	deadline := time.Now().Add(5 * time.Second) // bounded wait for pub/sub, not a latency assertion
+	for {
+		_, err := replica.Resolve(context.Background(), req, nil)
+		if sidecar.ErrorMessage(err) == "session_ended" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("other replica still resolves the ended session: %v", err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

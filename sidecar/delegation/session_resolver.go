@@ -39,6 +39,7 @@ type SessionResolver struct {
 	maxEntries int
 	clock      sidecar.Clock
 	logger     *slog.Logger
+	obs        CacheObserver
 	cancel     func()
 
 	mu      sync.RWMutex
@@ -55,25 +56,45 @@ type sessionEntry struct {
 
 var _ sidecar.DelegationResolver = (*SessionResolver)(nil)
 
+// CacheSessions is the cache kind the session resolver reports to a
+// CacheObserver.
+const CacheSessions = "sessions"
+
+// SessionResolverOption configures a SessionResolver.
+type SessionResolverOption func(*SessionResolver)
+
+// WithSessionClock sets the clock.
+func WithSessionClock(c sidecar.Clock) SessionResolverOption {
+	return func(r *SessionResolver) { r.clock = c }
+}
+
+// WithSessionLogger sets the logger.
+func WithSessionLogger(l *slog.Logger) SessionResolverOption {
+	return func(r *SessionResolver) { r.logger = l }
+}
+
+// WithSessionObserver counts cache hits, misses and evictions.
+func WithSessionObserver(o CacheObserver) SessionResolverOption {
+	return func(r *SessionResolver) { r.obs = o }
+}
+
 // NewSessionResolver returns a resolver on state with the impersonation
 // config section. Close stops its subscription.
-func NewSessionResolver(state SessionState, cfg ImpersonationConfig, clock sidecar.Clock, logger *slog.Logger) *SessionResolver {
+func NewSessionResolver(state SessionState, cfg ImpersonationConfig, opts ...SessionResolverOption) *SessionResolver {
 	cfg = cfg.withDefaults()
-	if clock == nil {
-		clock = time.Now
-	}
-	if logger == nil {
-		logger = slog.Default()
-	}
 	r := &SessionResolver{
 		state:      state,
 		cookie:     cfg.SessionCookie,
 		cacheTTL:   cfg.CacheTTL,
 		touchEvery: cfg.TouchInterval,
 		maxEntries: cfg.CacheSize,
-		clock:      clock,
-		logger:     logger,
+		clock:      time.Now,
+		logger:     slog.Default(),
+		obs:        nopObserver{},
 		entries:    map[[sha256.Size]byte]*sessionEntry{},
+	}
+	for _, o := range opts {
+		o(r)
 	}
 	r.cancel = state.Subscribe(r.evict)
 	return r
@@ -88,6 +109,13 @@ func (r *SessionResolver) Close() error {
 }
 
 func (r *SessionResolver) evict(key string) {
+	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
+		r.mu.Lock()
+		clear(r.entries)
+		r.mu.Unlock()
+		r.obs.Evict(CacheSessions)
+		return
+	}
 	h, ok := strings.CutPrefix(key, "session:")
 	if !ok {
 		return
@@ -97,8 +125,12 @@ func (r *SessionResolver) evict(key string) {
 		return
 	}
 	r.mu.Lock()
+	_, had := r.entries[k]
 	delete(r.entries, k)
 	r.mu.Unlock()
+	if had {
+		r.obs.Evict(CacheSessions)
+	}
 }
 
 // Resolve implements sidecar.DelegationResolver.
@@ -119,7 +151,10 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, _ *
 	r.mu.RLock()
 	e := r.entries[key]
 	r.mu.RUnlock()
-	if e == nil || now.Sub(e.fetchedAt) >= r.cacheTTL {
+	if e != nil && now.Sub(e.fetchedAt) < r.cacheTTL {
+		r.obs.Hit(CacheSessions)
+	} else {
+		r.obs.Miss(CacheSessions)
 		fresh, err := r.fetch(ctx, key, now)
 		if err != nil {
 			return nil, err

@@ -61,7 +61,7 @@ func newResolverFixture(tb testing.TB) *resolverFixture {
 	if err := f.state.SetSessionToken(ctx, s.ID, delegation.HashSecret(f.cookie)); err != nil {
 		tb.Fatal(err)
 	}
-	f.r = delegation.NewSessionResolver(f.state, delegation.ImpersonationConfig{}, f.clock, nil)
+	f.r = delegation.NewSessionResolver(f.state, delegation.ImpersonationConfig{}, delegation.WithSessionClock(f.clock))
 	tb.Cleanup(func() { f.r.Close() })
 	return f
 }
@@ -190,5 +190,23 @@ func BenchmarkResolve(b *testing.B) {
 		if _, err := f.r.Resolve(ctx, req, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// After the invalidation bus reconnects, nothing cached is trusted.
+func TestSessionResolverInvalidateAll(t *testing.T) {
+	f := newResolverFixture(t)
+	if _, err := f.resolve("deputy_session=" + f.cookie); err != nil {
+		t.Fatal(err)
+	}
+	before := f.state.reads.Load()
+	if err := f.state.Invalidate(context.Background(), sidecar.InvalidateAll); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.resolve("deputy_session=" + f.cookie); err != nil {
+		t.Fatal(err)
+	}
+	if f.state.reads.Load() != before+1 {
+		t.Fatalf("store reads %d → %d: the cache was not dropped", before, f.state.reads.Load())
 	}
 }
