@@ -1,0 +1,368 @@
+package delegation
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Defaults of the state cache.
+const (
+	DefaultStateCacheTTL         = 10 * time.Second
+	DefaultStateCacheNegativeTTL = time.Second
+	DefaultStateCacheSize        = 100_000
+)
+
+// Cache kinds, as reported to a CacheObserver.
+const (
+	CacheGrants      = "grants"
+	CacheShares      = "shares"
+	CacheAssignments = "assignments"
+)
+
+// CacheConfig is the `state_cache` section: the local cache in front of the
+// grant, share and assignment lookups on the check path.
+type CacheConfig struct {
+	// TTL bounds how stale an entry may be if an invalidation is lost; an
+	// entry younger than TTL is also what keeps requests decided while
+	// the store is down.
+	TTL time.Duration `yaml:"ttl"`
+	// NegativeTTL is how long "nothing there" is remembered; short, since
+	// a missed widening change keeps a user out for that long.
+	NegativeTTL time.Duration `yaml:"negative_ttl"`
+	// Size bounds the entries of each kind.
+	Size int `yaml:"size"`
+}
+
+// Defaults fills unset fields.
+func (c CacheConfig) Defaults() CacheConfig {
+	if c.TTL == 0 {
+		c.TTL = DefaultStateCacheTTL
+	}
+	if c.NegativeTTL == 0 {
+		c.NegativeTTL = DefaultStateCacheNegativeTTL
+	}
+	if c.Size == 0 {
+		c.Size = DefaultStateCacheSize
+	}
+	return c
+}
+
+// Validate checks a defaulted config.
+func (c CacheConfig) Validate() error {
+	switch {
+	case c.TTL <= 0:
+		return sidecar.Invalid("state_cache.ttl", "must be positive")
+	case c.NegativeTTL <= 0:
+		return sidecar.Invalid("state_cache.negative_ttl", "must be positive")
+	case c.NegativeTTL > c.TTL:
+		return sidecar.Invalid("state_cache.negative_ttl", "must not exceed state_cache.ttl")
+	case c.Size <= 0:
+		return sidecar.Invalid("state_cache.size", "must be positive")
+	}
+	return nil
+}
+
+// CacheObserver counts cache traffic (the metrics package implements it).
+// Calls must be cheap and must not block.
+type CacheObserver interface {
+	Hit(kind string)
+	Miss(kind string)
+	Evict(kind string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Hit(string)   {}
+func (nopObserver) Miss(string)  {}
+func (nopObserver) Evict(string) {}
+
+const cacheShards = 32
+
+// Cache is a small, bounded, sharded cache of store lookups. Entries are
+// grouped by tag — the part of an invalidation key after the cache's
+// prefix, a customer id — so one invalidation ("grant:acme") drops every
+// entry of that customer. Get costs two map lookups under a read lock and
+// does not allocate.
+type Cache[K comparable, V any] struct {
+	kind     string
+	prefix   string // invalidation key prefix, e.g. "grant:"
+	ttl      time.Duration
+	negTTL   time.Duration
+	perShard int
+	now      sidecar.Clock
+	obs      CacheObserver
+	shards   [cacheShards]cacheShard[K, V]
+}
+
+type cacheShard[K comparable, V any] struct {
+	mu   sync.RWMutex
+	tags map[string]map[K]cacheEntry[V]
+	n    int
+	gen  uint64 // bumped by every eviction, so a load that raced one is not stored
+}
+
+type cacheEntry[V any] struct {
+	v       V
+	found   bool
+	expires int64 // unix nanos
+}
+
+// NewCache returns a cache reporting as kind and evicted by invalidation
+// keys starting with prefix.
+func NewCache[K comparable, V any](kind, prefix string, cfg CacheConfig, now sidecar.Clock, obs CacheObserver) *Cache[K, V] {
+	cfg = cfg.Defaults()
+	if now == nil {
+		now = time.Now
+	}
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	c := &Cache[K, V]{kind: kind, prefix: prefix, ttl: cfg.TTL, negTTL: cfg.NegativeTTL,
+		perShard: max(1, cfg.Size/cacheShards), now: now, obs: obs}
+	for i := range c.shards {
+		c.shards[i].tags = map[string]map[K]cacheEntry[V]{}
+	}
+	return c
+}
+
+func (c *Cache[K, V]) shard(tag string) *cacheShard[K, V] {
+	h := uint32(2166136261) // FNV-1a, inline so hashing does not allocate
+	for i := 0; i < len(tag); i++ {
+		h ^= uint32(tag[i])
+		h *= 16777619
+	}
+	return &c.shards[h%cacheShards]
+}
+
+// Get returns the cached value. hit is false when there is no entry or it
+// is older than its TTL; found is false for a cached "nothing there".
+func (c *Cache[K, V]) Get(tag string, k K) (v V, found, hit bool) {
+	s := c.shard(tag)
+	s.mu.RLock()
+	e, ok := s.tags[tag][k]
+	s.mu.RUnlock()
+	if !ok || c.now().UnixNano() >= e.expires {
+		c.obs.Miss(c.kind)
+		return v, false, false
+	}
+	c.obs.Hit(c.kind)
+	return e.v, e.found, true
+}
+
+// generation is read before a store lookup and handed to put, which drops
+// the result if an eviction happened in between.
+func (c *Cache[K, V]) generation(tag string) uint64 {
+	s := c.shard(tag)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gen
+}
+
+func (c *Cache[K, V]) put(tag string, k K, v V, found bool, gen uint64) {
+	ttl := c.ttl
+	if !found {
+		ttl = c.negTTL
+	}
+	e := cacheEntry[V]{v: v, found: found, expires: c.now().Add(ttl).UnixNano()}
+	s := c.shard(tag)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen {
+		return
+	}
+	m := s.tags[tag]
+	if m == nil {
+		m = map[K]cacheEntry[V]{}
+		s.tags[tag] = m
+	}
+	if _, exists := m[k]; !exists {
+		if s.n >= c.perShard {
+			s.dropOne()
+		}
+		s.n++
+	}
+	m[k] = e
+}
+
+// dropOne makes room by dropping an arbitrary entry (map order is random
+// enough for a cache whose entries all expire soon anyway).
+func (s *cacheShard[K, V]) dropOne() {
+	for tag, m := range s.tags {
+		for k := range m {
+			delete(m, k)
+			s.n--
+			if len(m) == 0 {
+				delete(s.tags, tag)
+			}
+			return
+		}
+	}
+}
+
+// Load returns the cached value or calls load and caches its answer
+// (found or not). Errors are returned and not cached: an entry younger
+// than its TTL is served without asking the store, which is what keeps
+// requests decided while the store is down; older ones need the store.
+func (c *Cache[K, V]) Load(ctx context.Context, tag string, k K, load func(context.Context) (V, bool, error)) (V, bool, error) {
+	if v, found, hit := c.Get(tag, k); hit {
+		return v, found, nil
+	}
+	gen := c.generation(tag)
+	v, found, err := load(ctx)
+	if err != nil {
+		return v, false, err
+	}
+	c.put(tag, k, v, found, gen)
+	return v, found, nil
+}
+
+// Evict handles an invalidation key: it drops the tag's entries when the
+// key has this cache's prefix, and everything on sidecar.InvalidateAll.
+func (c *Cache[K, V]) Evict(key string) {
+	if key == sidecar.InvalidateAll {
+		for i := range c.shards {
+			s := &c.shards[i]
+			s.mu.Lock()
+			clear(s.tags)
+			s.n = 0
+			s.gen++
+			s.mu.Unlock()
+		}
+		c.obs.Evict(c.kind)
+		return
+	}
+	tag, ok := strings.CutPrefix(key, c.prefix)
+	if !ok {
+		return
+	}
+	s := c.shard(tag)
+	s.mu.Lock()
+	s.n -= len(s.tags[tag])
+	delete(s.tags, tag)
+	s.gen++
+	s.mu.Unlock()
+	c.obs.Evict(c.kind)
+}
+
+// Len is the number of entries held, expired or not.
+func (c *Cache[K, V]) Len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		n += s.n
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// CachedSource is what CachedState reads through: the store's partner and
+// reseller lookups and its invalidations.
+type CachedSource interface {
+	EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error)
+	SharesFor(ctx context.Context, customer, user string) ([]string, error)
+	GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
+	Subscribe(fn func(key string)) (cancel func())
+}
+
+type grantCacheKey struct{ org, user string }
+
+// CachedState puts local caches in front of the grant, share and
+// assignment lookups of the check path, evicted on every replica by the
+// store's invalidations. It satisfies the lookups the on-behalf resolver
+// needs. Values it returns are shared: callers must not modify them.
+type CachedState struct {
+	src    CachedSource
+	now    sidecar.Clock
+	grants *Cache[grantCacheKey, sidecar.EffectiveGrants]
+	shares *Cache[string, []string]
+	assign *Cache[struct{}, *sidecar.Assignment]
+	cancel func()
+}
+
+// NewCachedState subscribes to src's invalidations; Close unsubscribes.
+func NewCachedState(src CachedSource, cfg CacheConfig, now sidecar.Clock, obs CacheObserver) *CachedState {
+	if now == nil {
+		now = time.Now
+	}
+	cs := &CachedState{
+		src:    src,
+		now:    now,
+		grants: NewCache[grantCacheKey, sidecar.EffectiveGrants](CacheGrants, sidecar.GrantKey(""), cfg, now, obs),
+		shares: NewCache[string, []string](CacheShares, sidecar.ShareKey(""), cfg, now, obs),
+		assign: NewCache[struct{}, *sidecar.Assignment](CacheAssignments, sidecar.AssignmentKey(""), cfg, now, obs),
+	}
+	cs.cancel = src.Subscribe(cs.Evict)
+	return cs
+}
+
+// Evict drops the entries an invalidation key names.
+func (cs *CachedState) Evict(key string) {
+	cs.grants.Evict(key)
+	cs.shares.Evict(key)
+	cs.assign.Evict(key)
+}
+
+// Close stops listening for invalidations.
+func (cs *CachedState) Close() error {
+	if cs.cancel != nil {
+		cs.cancel()
+	}
+	return nil
+}
+
+// EffectiveGrants is the store's EffectiveGrants through the cache. A
+// cached grant that expired meanwhile is dropped at read time, so expiry
+// never waits for the TTL.
+func (cs *CachedState) EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error) {
+	eg, _, err := cs.grants.Load(ctx, customer, grantCacheKey{partnerOrg, user}, func(ctx context.Context) (sidecar.EffectiveGrants, bool, error) {
+		eg, err := cs.src.EffectiveGrants(ctx, customer, partnerOrg, user)
+		return eg, eg.Individual != nil || eg.Organisation != nil, err
+	})
+	if err != nil {
+		return sidecar.EffectiveGrants{}, err
+	}
+	now := cs.now()
+	if !eg.Individual.Live(now) {
+		eg.Individual = nil
+	}
+	if !eg.Organisation.Live(now) {
+		eg.Organisation = nil
+	}
+	return eg, nil
+}
+
+// SharesFor is the store's SharesFor through the cache.
+func (cs *CachedState) SharesFor(ctx context.Context, customer, user string) ([]string, error) {
+	v, _, err := cs.shares.Load(ctx, customer, user, func(ctx context.Context) ([]string, bool, error) {
+		v, err := cs.src.SharesFor(ctx, customer, user)
+		return v, len(v) > 0, err
+	})
+	return v, err
+}
+
+// GetAssignment is the store's GetAssignment through the cache; an
+// unassigned customer is ENOTFOUND, as from the store.
+func (cs *CachedState) GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error) {
+	a, found, err := cs.assign.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.Assignment, bool, error) {
+		a, err := cs.src.GetAssignment(ctx, customer)
+		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+			return nil, false, nil
+		}
+		return a, a != nil, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, errNoAssignment
+	}
+	return a, nil
+}
+
+// errNoAssignment is shared so a cached negative answer does not allocate.
+var errNoAssignment = sidecar.Errorf(sidecar.ENOTFOUND, "assignment not found")
