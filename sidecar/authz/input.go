@@ -11,8 +11,10 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // Terms shared by every input. Input terms are never mutated by evaluation,
@@ -86,11 +88,12 @@ type request struct {
 	traceID  string
 }
 
-// buildInput converts a CheckRequest. The input is exactly what OPA-Envoy
-// builds (protojson of the request plus parsed_path, parsed_query,
-// parsed_body, truncated_body, version), minus Deputy-owned headers.
-// A malformed body is an EINVALID error, as OPA-Envoy refuses it too.
-func buildInput(req *authv3.CheckRequest, opts *InputOptions) (*request, error) {
+// buildInput converts a CheckRequest. The input is what OPA-Envoy builds
+// (protojson of the request plus parsed_path, parsed_query, parsed_body,
+// truncated_body, version), minus Deputy-owned headers, and limited to what
+// the policy can read (need). A malformed body is an EINVALID error, as
+// OPA-Envoy refuses it too, whether or not the policy reads the body.
+func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.InputNeeds) (*request, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	headers := httpReq.GetHeaders()
 	r := &request{}
@@ -107,98 +110,68 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions) (*request, error) 
 		}
 	}
 	if len(r.stripped) > 0 {
-		clean := make(map[string]string, len(headers))
-		for k, v := range headers {
-			clean[k] = v
-		}
+		req = proto.Clone(req).(*authv3.CheckRequest)
+		httpReq = req.GetAttributes().GetRequest().GetHttp()
 		for _, k := range r.stripped {
-			delete(clean, k)
+			delete(httpReq.Headers, k)
 		}
-		headers = clean
-	}
-
-	attrs, err := attributesToAST(req.GetAttributes(), headers)
-	if err != nil {
-		return nil, sidecar.Invalid("attributes", "cannot convert request: %v", err)
+		headers = httpReq.GetHeaders()
 	}
 
 	path := httpReq.GetPath()
 	r.rawPath = path
-	parsedPath, parsedQuery, pathOnly, err := parsePathAndQuery(path)
+	u, err := url.Parse(path)
 	if err != nil {
 		return nil, sidecar.Invalid("path", "%v", err)
 	}
-
-	obj := ast.NewObjectWithCapacity(10)
-	obj.Insert(keyTerm("attributes"), ast.NewTerm(attrs))
-	obj.Insert(keyTerm("parsed_path"), parsedPath)
-	obj.Insert(keyTerm("parsed_query"), parsedQuery)
-	obj.Insert(keyTerm("version"), versionTerm)
-
+	var body *ast.Term
+	var truncated bool
 	if !opts.SkipBodyParsing {
-		body, truncated, err := parseBody(headers, httpReq.GetBody(), httpReq.GetRawBody())
-		if err != nil {
+		if body, truncated, err = parseBody(headers, httpReq.GetBody(), httpReq.GetRawBody()); err != nil {
 			return nil, err
 		}
-		if body != nil {
-			obj.Insert(keyTerm("parsed_body"), body)
-		} else {
-			obj.Insert(keyTerm("parsed_body"), ast.InternedNullTerm)
+	}
+
+	obj := ast.NewObjectWithCapacity(10)
+	if n := need.Child("attributes"); n != nil {
+		var attrs ast.Value = ast.NewObject()
+		if req.GetAttributes() != nil {
+			if attrs, err = protoToAST(req.GetAttributes().ProtoReflect(), n); err != nil {
+				return nil, sidecar.Invalid("attributes", "cannot convert request: %v", err)
+			}
 		}
-		obj.Insert(keyTerm("truncated_body"), ast.InternedTerm(truncated))
+		obj.Insert(keyTerm("attributes"), ast.NewTerm(attrs))
+	}
+	if need.Child("parsed_path") != nil {
+		obj.Insert(keyTerm("parsed_path"), parsedPath(u))
+	}
+	if need.Child("parsed_query") != nil {
+		obj.Insert(keyTerm("parsed_query"), parsedQuery(u))
+	}
+	if need.Child("version") != nil {
+		obj.Insert(keyTerm("version"), versionTerm)
+	}
+	if !opts.SkipBodyParsing {
+		if need.Child("parsed_body") != nil {
+			if body == nil {
+				body = ast.InternedNullTerm
+			}
+			obj.Insert(keyTerm("parsed_body"), body)
+		}
+		if need.Child("truncated_body") != nil {
+			obj.Insert(keyTerm("truncated_body"), ast.InternedTerm(truncated))
+		}
 	}
 
 	r.input = obj
 	r.view = sidecar.Request{
 		Method:  httpReq.GetMethod(),
 		Host:    httpReq.GetHost(),
-		Path:    pathOnly,
+		Path:    u.Path,
 		Headers: lowerHeaders(headers),
 	}
 	r.traceID = traceID(r.view.Headers["traceparent"])
 	return r, nil
-}
-
-// attributesToAST is protoToAST for the AttributeContext with the headers
-// map replaced by the cleaned one.
-func attributesToAST(a *authv3.AttributeContext, headers map[string]string) (ast.Value, error) {
-	if a == nil {
-		return ast.NewObject(), nil
-	}
-	obj, err := protoToAST(a.ProtoReflect())
-	if err != nil {
-		return nil, err
-	}
-	httpReq := a.GetRequest().GetHttp()
-	if httpReq == nil || len(headers) == len(httpReq.GetHeaders()) {
-		return obj, nil
-	}
-	// Rebuild request.http.headers from the cleaned map.
-	o := obj.(ast.Object)
-	reqObj := o.Get(keyTerm("request")).Value.(ast.Object)
-	httpObj := reqObj.Get(keyTerm("http")).Value.(ast.Object)
-	h := ast.NewObjectWithCapacity(len(headers))
-	for k, v := range headers {
-		h.Insert(keyTerm(k), ast.StringTerm(v))
-	}
-	if len(headers) == 0 {
-		// protojson omits an empty map.
-		httpObj = removeKey(httpObj, "headers")
-	} else {
-		httpObj.Insert(keyTerm("headers"), ast.NewTerm(h))
-	}
-	reqObj.Insert(keyTerm("http"), ast.NewTerm(httpObj))
-	return o, nil
-}
-
-func removeKey(o ast.Object, key string) ast.Object {
-	out := ast.NewObjectWithCapacity(o.Len())
-	o.Foreach(func(k, v *ast.Term) {
-		if s, ok := k.Value.(ast.String); !ok || string(s) != key {
-			out.Insert(k, v)
-		}
-	})
-	return out
 }
 
 func hasUpper(s string) bool {
@@ -225,18 +198,19 @@ func lowerHeaders(h map[string]string) map[string]string {
 	return h
 }
 
-// parsePathAndQuery mirrors OPA-Envoy: the path split on "/" after the
-// leading slashes, unescaped; the query as a map of string arrays.
-func parsePathAndQuery(path string) (*ast.Term, *ast.Term, string, error) {
-	u, err := url.Parse(path)
-	if err != nil {
-		return nil, nil, "", err
-	}
+// parsedPath mirrors OPA-Envoy: the path split on "/" after the leading
+// slashes, unescaped.
+func parsedPath(u *url.URL) *ast.Term {
 	parts := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
 	terms := make([]*ast.Term, len(parts))
 	for i, p := range parts {
 		terms[i] = keyTerm(p)
 	}
+	return ast.ArrayTerm(terms...)
+}
+
+// parsedQuery mirrors OPA-Envoy: a map of string arrays.
+func parsedQuery(u *url.URL) *ast.Term {
 	q := ast.NewObject()
 	if u.RawQuery != "" {
 		for k, vs := range u.Query() {
@@ -247,7 +221,7 @@ func parsePathAndQuery(path string) (*ast.Term, *ast.Term, string, error) {
 			q.Insert(ast.StringTerm(k), ast.ArrayTerm(vt...))
 		}
 	}
-	return ast.ArrayTerm(terms...), ast.NewTerm(q), u.Path, nil
+	return ast.NewTerm(q)
 }
 
 // parseBody mirrors OPA-Envoy for JSON bodies and adds form and multipart

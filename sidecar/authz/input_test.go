@@ -9,6 +9,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // richRequest exercises every kind of field the conversion handles:
@@ -62,7 +64,7 @@ func TestAttributesMatchProtojson(t *testing.T) {
 			if err := protojson.Unmarshal([]byte(js), &req); err != nil {
 				t.Fatal(err)
 			}
-			got, err := attributesToAST(req.GetAttributes(), req.GetAttributes().GetRequest().GetHttp().GetHeaders())
+			got, err := protoToAST(req.GetAttributes().ProtoReflect(), policy.AllInput)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +81,7 @@ func TestInputShape(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(richRequest), &req); err != nil {
 		t.Fatal(err)
 	}
-	r, err := buildInput(&req, &InputOptions{OwnedPrefix: "x-deputy-"})
+	r, err := buildInput(&req, &InputOptions{OwnedPrefix: "x-deputy-"}, policy.AllInput)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +138,7 @@ func FuzzBuildInput(f *testing.F) {
 		if err := proto.Unmarshal(data, &req); err != nil {
 			return
 		}
-		r, err := buildInput(&req, opts)
+		r, err := buildInput(&req, opts, policy.AllInput)
 		if err != nil {
 			return
 		}

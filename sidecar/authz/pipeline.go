@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,7 +15,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/policy"
@@ -41,9 +39,11 @@ const (
 	ReasonDenied           = "denied"
 )
 
-// Evaluator evaluates a prepared query; *policy.Engine is one.
+// Evaluator hands out the serving policy activation; *policy.Engine is one.
+// A check builds its input for, and evaluates on, one activation, so a
+// policy swap mid-check cannot mix the two.
 type Evaluator interface {
-	Eval(ctx context.Context, query string, input ast.Value, opts ...rego.EvalOption) (policy.Result, error)
+	Current() *policy.Activation
 }
 
 // Observer sees every decision (metrics).
@@ -173,11 +173,16 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 }
 
 func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *sidecar.Decision) *Response {
-	r, err := buildInput(req, &p.inputOpts)
 	if http := req.GetAttributes().GetRequest().GetHttp(); http != nil {
 		d.Method, d.Host = http.GetMethod(), http.GetHost()
 		d.Path, _, _ = strings.Cut(http.GetPath(), "?")
 	}
+	act := p.eval.Current()
+	if act == nil {
+		return p.deny(d, p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy, "")
+	}
+	d.Revision = act.Revision
+	r, err := buildInput(req, &p.inputOpts, act.InputNeeds(p.query))
 	if err != nil {
 		return p.deny(d, http.StatusBadRequest, ReasonMalformedRequest, err, sidecar.ErrorMessage(err))
 	}
@@ -238,15 +243,10 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 	}
 
 	// Policy.
-	res, err := p.eval.Eval(ctx, p.query, input)
+	res, err := act.Eval(ctx, p.query, input)
 	d.Stages.Policy = p.clock().Sub(t3)
-	d.Revision = res.Revision
 	if err != nil {
-		reason := ReasonEvalError
-		if errors.Is(err, policy.ErrNoPolicy) {
-			reason = ReasonNoPolicy
-		}
-		return p.withOwned(p.deny(d, p.errorStatus, reason, err, ""), removeOwned)
+		return p.withOwned(p.deny(d, p.errorStatus, ReasonEvalError, err, ""), removeOwned)
 	}
 	if !res.Defined() {
 		return p.withOwned(p.deny(d, p.errorStatus, ReasonUndefined, nil, ""), removeOwned)

@@ -9,21 +9,42 @@ import (
 	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // protoToAST converts a message to the AST value protojson would produce
 // (camelCase names, unpopulated fields omitted, 64-bit integers as strings,
 // enums by name), without the JSON round trip OPA-Envoy pays on every
 // check. Well-known types take the slow, exact path through protojson.
-func protoToAST(m protoreflect.Message) (ast.Value, error) {
+//
+// need limits the conversion to what policy can read (see
+// policy.InputNeeds); nil need converts nothing.
+func protoToAST(m protoreflect.Message, need *policy.InputNeeds) (ast.Value, error) {
 	if isWellKnown(m.Descriptor().FullName()) {
 		return viaJSON(m)
+	}
+	if !need.All {
+		fields := m.Descriptor().Fields()
+		obj := ast.NewObjectWithCapacity(len(need.Children))
+		for key, child := range need.Children {
+			fd := fields.ByJSONName(key)
+			if fd == nil || !m.Has(fd) {
+				continue
+			}
+			val, err := fieldToAST(fd, m.Get(fd), child)
+			if err != nil {
+				return nil, err
+			}
+			obj.Insert(keyTerm(key), ast.NewTerm(val))
+		}
+		return obj, nil
 	}
 	obj := ast.NewObjectWithCapacity(m.Descriptor().Fields().Len())
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		var val ast.Value
-		val, err = fieldToAST(fd, v)
+		val, err = fieldToAST(fd, v, need)
 		if err != nil {
 			return false
 		}
@@ -36,19 +57,34 @@ func protoToAST(m protoreflect.Message) (ast.Value, error) {
 	return obj, nil
 }
 
-func fieldToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.Value, error) {
+func fieldToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value, need *policy.InputNeeds) (ast.Value, error) {
 	switch {
 	case fd.IsMap():
 		mp := v.Map()
+		if !need.All && fd.MapKey().Kind() == protoreflect.StringKind {
+			obj := ast.NewObjectWithCapacity(len(need.Children))
+			for key := range need.Children {
+				mv := mp.Get(protoreflect.ValueOfString(key).MapKey())
+				if !mv.IsValid() {
+					continue
+				}
+				val, err := singularToAST(fd.MapValue(), mv, policy.AllInput)
+				if err != nil {
+					return nil, err
+				}
+				obj.Insert(keyTerm(key), ast.NewTerm(val))
+			}
+			return obj, nil
+		}
 		obj := ast.NewObjectWithCapacity(mp.Len())
 		var err error
 		mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
 			var val ast.Value
-			val, err = singularToAST(fd.MapValue(), mv)
+			val, err = singularToAST(fd.MapValue(), mv, policy.AllInput)
 			if err != nil {
 				return false
 			}
-			obj.Insert(ast.StringTerm(k.String()), ast.NewTerm(val))
+			obj.Insert(keyTerm(k.String()), ast.NewTerm(val))
 			return true
 		})
 		return obj, err
@@ -56,7 +92,7 @@ func fieldToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.Valu
 		l := v.List()
 		terms := make([]*ast.Term, l.Len())
 		for i := range terms {
-			val, err := singularToAST(fd, l.Get(i))
+			val, err := singularToAST(fd, l.Get(i), policy.AllInput)
 			if err != nil {
 				return nil, err
 			}
@@ -64,11 +100,11 @@ func fieldToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.Valu
 		}
 		return ast.NewArray(terms...), nil
 	default:
-		return singularToAST(fd, v)
+		return singularToAST(fd, v, need)
 	}
 }
 
-func singularToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.Value, error) {
+func singularToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value, need *policy.InputNeeds) (ast.Value, error) {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		return ast.String(v.String()), nil
@@ -108,7 +144,7 @@ func singularToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value) (ast.V
 		}
 		return ast.Number(strconv.FormatInt(int64(v.Enum()), 10)), nil
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return protoToAST(v.Message())
+		return protoToAST(v.Message(), need)
 	}
 	return ast.Null{}, nil
 }

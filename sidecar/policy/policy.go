@@ -62,7 +62,16 @@ type Activation struct {
 	ActivatedAt time.Time
 	Compiler    *ast.Compiler
 	queries     map[string]*rego.PreparedEvalQuery
+	needs       map[string]*InputNeeds
 	data        map[string]any
+}
+
+// InputNeeds returns what part of input the query can read.
+func (a *Activation) InputNeeds(query string) *InputNeeds {
+	if n, ok := a.needs[query]; ok {
+		return n
+	}
+	return AllInput
 }
 
 // Data returns the base data of the activation (read-only).
@@ -143,6 +152,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		ActivatedAt: e.clock(),
 		Compiler:    comp,
 		queries:     make(map[string]*rego.PreparedEvalQuery, len(e.queries)+1),
+		needs:       make(map[string]*InputNeeds, len(e.queries)+1),
 		data:        data,
 	}
 	for _, q := range append(e.queries, MaskQuery) {
@@ -156,6 +166,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 			return nil, sidecar.Invalid("policies", "prepare %s: %v", q, err)
 		}
 		a.queries[q] = &pq
+		a.needs[q] = inputNeeds(comp, q)
 	}
 	return a, nil
 }
