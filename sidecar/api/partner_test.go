@@ -1,0 +1,640 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/api"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+// partnerAPI is the management API with the shipped partner, reseller and
+// manage policies over a real store, plus the check-path resolver and
+// policy decision, so a test walks what a user does end to end.
+type partnerAPI struct {
+	t         *testing.T
+	mu        sync.Mutex
+	now       time.Time
+	store     sidecar.Store
+	engine    *policy.Engine
+	handler   http.Handler
+	dev       *identity.DevIssuer
+	resolver  *delegation.OnBehalfResolver
+	resellers *delegation.Resellers
+}
+
+func (p *partnerAPI) clock() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.now
+}
+
+func (p *partnerAPI) advance(d time.Duration) {
+	p.mu.Lock()
+	p.now = p.now.Add(d)
+	p.mu.Unlock()
+}
+
+// partnerPolicyFiles are the shipped policy files the partner and
+// reseller API relies on, laid out as Deputy loads them.
+var partnerPolicyFiles = []string{
+	"manage/manage.rego", "manage/impersonation.rego", "manage/partner.rego", "manage/reseller.rego",
+	"impersonation.rego", "impersonation/data.json",
+	"partner/partner.rego", "partner/data.json",
+	"reseller/reseller.rego", "reseller/data.json",
+}
+
+func partnerPolicies(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range partnerPolicyFiles {
+		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "deputy", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(dir, "deputy", f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+type partnerBackend struct {
+	name string
+	open func(t *testing.T, now sidecar.Clock) sidecar.Store
+}
+
+var partnerAPIPrefixes atomic.Int64
+
+// partnerBackends are memory and a redis-server started for the calling
+// test; each store gets its own key prefix.
+func partnerBackends(t *testing.T) []partnerBackend {
+	srv := redistest.Start(t)
+	return []partnerBackend{
+		{name: "memory", open: func(t *testing.T, now sidecar.Clock) sidecar.Store {
+			s := memory.New(memory.WithClock(now))
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}},
+		{name: "redis", open: func(t *testing.T, now sidecar.Clock) sidecar.Store {
+			s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: fmt.Sprintf("api%d", partnerAPIPrefixes.Add(1))}, redis.WithClock(now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}},
+	}
+}
+
+func newPartnerAPI(t *testing.T, b partnerBackend) *partnerAPI {
+	t.Helper()
+	p := &partnerAPI{t: t, now: time.Now().Truncate(time.Second)}
+	set, err := policy.LoadPaths([]string{partnerPolicies(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.engine = policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)), policy.WithQueries(
+		policy.DefaultManageQuery, "data.deputy.partner.decision", "data.deputy.reseller.decision"))
+	if err := p.engine.Activate(context.Background(), set); err != nil {
+		t.Fatal(err)
+	}
+	if p.dev, err = identity.GenerateDevIssuer(); err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := identity.New(identity.Config{Dev: identity.DevConfig{Enabled: true}}, identity.WithDevIssuer(p.dev), identity.WithClock(p.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.store = b.open(t, p.clock)
+	partners := delegation.NewPartners(p.store, delegation.PartnerConfig{}, delegation.WithPartnerClock(p.clock))
+	p.resellers = delegation.NewResellers(p.store, delegation.ResellerConfig{MaxImportBytes: 2048}, delegation.WithResellerClock(p.clock))
+	p.resolver, err = delegation.NewOnBehalfResolver(p.store, p.store, delegation.PartnerConfig{}, delegation.ResellerConfig{}, delegation.WithResolverClock(p.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.handler = api.New(
+		api.WithVerifier(verifier),
+		api.WithEngine(p.engine),
+		api.WithClock(p.clock),
+		api.WithConfig(api.Config{MaxBodyBytes: 1024}),
+		api.WithRoutes(api.NewPartner(partners), api.NewReseller(p.resellers)),
+	)
+	// paul is a known member of partnerco; mallory is not.
+	for _, c := range []*sidecar.Customer{{ID: "paul", Org: "partnerco"}, {ID: "mallory", Org: "otherco"}} {
+		if err := p.store.PutCustomer(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// Callers.
+func (p *partnerAPI) pat() string { return p.tok(identity.DevClaims{Subject: "pat", Org: "partnerco"}) }
+func (p *partnerAPI) paul() string {
+	return p.tok(identity.DevClaims{Subject: "paul", Org: "partnerco"})
+}
+func (p *partnerAPI) cora() string {
+	return p.tok(identity.DevClaims{Subject: "cora", Org: "acme", Email: "cora@acme.example", Roles: []string{"contact_manager"}})
+}
+func (p *partnerAPI) eve() string { // acme employee without the contact manager role
+	return p.tok(identity.DevClaims{Subject: "eve", Org: "acme", Roles: []string{"support_agent"}})
+}
+func (p *partnerAPI) bob() string { return p.tok(identity.DevClaims{Subject: "bob", Org: "otherco"}) }
+
+func (p *partnerAPI) tok(c identity.DevClaims) string {
+	p.t.Helper()
+	c.TTL = 400 * 24 * time.Hour
+	tok, err := p.dev.Mint(c)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return tok
+}
+
+type pres struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (r pres) code() string  { s, _ := r.get("error", "code").(string); return s }
+func (r pres) msg() string   { s, _ := r.get("error", "message").(string); return s }
+func (r pres) field() string { s, _ := r.get("error", "field").(string); return s }
+func (r pres) items() []any  { l, _ := r.get("items").([]any); return l }
+func (r pres) str(path ...string) string {
+	s, _ := r.get(path...).(string)
+	return s
+}
+
+func (r pres) get(path ...string) any {
+	var cur any = r.body
+	for _, k := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}
+
+func (p *partnerAPI) call(method, path, token string, body any, contentType ...string) pres {
+	p.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req := httptest.NewRequest(method, "/deputy/v1/"+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if len(contentType) > 0 {
+		req.Header.Set("Content-Type", contentType[0])
+	} else if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	w := httptest.NewRecorder()
+	p.handler.ServeHTTP(w, req)
+	r := pres{status: w.Code, header: w.Header(), raw: w.Body.String()}
+	if strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(w.Body.Bytes(), &r.body); err != nil {
+			p.t.Fatalf("%s %s: body is not JSON: %v", method, path, err)
+		}
+	}
+	return r
+}
+
+func (p *partnerAPI) must(r pres, status int) pres {
+	p.t.Helper()
+	if r.status != status {
+		p.t.Fatalf("status %d, want %d: %s", r.status, status, r.raw)
+	}
+	return r
+}
+
+func accessBody(level string, days int, scope string, users ...string) map[string]any {
+	b := map[string]any{"customer": "acme", "contact_email": "cora@acme.example", "expiry_days": days, "level": level, "scope": scope}
+	if len(users) > 0 {
+		b["users"] = users
+	}
+	return b
+}
+
+// request creates an access request as pat and returns its id.
+func (p *partnerAPI) request(body map[string]any) string {
+	p.t.Helper()
+	r := p.must(p.call("POST", "partner/requests", p.pat(), body), 201)
+	return r.str("id")
+}
+
+// grant requests and approves.
+func (p *partnerAPI) grant(body map[string]any) string {
+	p.t.Helper()
+	id := p.request(body)
+	r := p.must(p.call("POST", "partner/requests/"+id+"/approve", p.cora(), nil), 200)
+	gs, _ := r.get("grants").([]any)
+	if len(gs) == 0 {
+		p.t.Fatalf("approval made no grant: %s", r.raw)
+	}
+	return gs[0].(map[string]any)["id"].(string)
+}
+
+// check resolves a request as the pipeline does and asks the policy of
+// the delegation's mode; it returns whether it is allowed and the reason.
+func (p *partnerAPI) check(caller identity.DevClaims, method, path string, headers map[string]string) (bool, string) {
+	p.t.Helper()
+	id := &sidecar.Identity{Subject: caller.Subject, Org: caller.Org, Domain: caller.Domain, Roles: caller.Roles, Privileges: caller.Privileges}
+	h := map[string]string{"x-on-behalf-of": "acme"}
+	for k, v := range headers {
+		h[k] = v
+	}
+	d, err := p.resolver.Resolve(context.Background(), &sidecar.Request{Method: method, Path: path, Headers: h}, id)
+	if err != nil {
+		if sidecar.ErrorCode(err) == sidecar.EUNAVAILABLE {
+			p.t.Fatalf("resolve: %v", err)
+		}
+		return false, sidecar.ErrorMessage(err)
+	}
+	if d == nil {
+		return false, "no_delegation"
+	}
+	var deleg map[string]any
+	b, _ := json.Marshal(d)
+	_ = json.Unmarshal(b, &deleg)
+	hdrs := map[string]any{}
+	for k, v := range h {
+		hdrs[k] = v
+	}
+	in := map[string]any{
+		"attributes":  map[string]any{"request": map[string]any{"http": map[string]any{"method": method, "path": path, "headers": hdrs}}},
+		"parsed_path": strings.Split(strings.TrimPrefix(path, "/"), "/"),
+		"identity":    map[string]any{"sub": id.Subject, "org": id.Org, "domain": id.Domain, "roles": id.Roles, "privileges": id.Privileges},
+		"delegation":  deleg,
+	}
+	v, err := ast.InterfaceToValue(in)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	res, err := p.engine.Eval(context.Background(), "data.deputy."+d.Mode+".decision", v)
+	if err != nil || res.Value == nil {
+		p.t.Fatalf("eval: %v (defined %v)", err, res.Value != nil)
+	}
+	var out map[string]any
+	if err := ast.As(res.Value.Value, &out); err != nil {
+		p.t.Fatal(err)
+	}
+	allowed, _ := out["allowed"].(bool)
+	reason, _ := out["reason"].(string)
+	return allowed, reason
+}
+
+func (p *partnerAPI) eventTypes() []string {
+	es, _, err := p.store.ReadEvents(context.Background(), sidecar.StreamFilter{Page: sidecar.Page{Limit: 100}})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+var (
+	patClaims  = identity.DevClaims{Subject: "pat", Org: "partnerco"}
+	paulClaims = identity.DevClaims{Subject: "paul", Org: "partnerco"}
+)
+
+// TestPartnerAPIWalk is the README flow: request → approve → act for the
+// customer at the granted level → revoke → denied.
+func TestPartnerAPIWalk(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			created := p.must(p.call("POST", "partner/requests", p.pat(), accessBody("update", 30, "organisation")), 201)
+			id := created.str("id")
+			if created.str("status") != "pending" || created.header.Get("Location") != "/deputy/v1/partner/requests/"+id {
+				t.Fatalf("created = %s (location %q)", created.raw, created.header.Get("Location"))
+			}
+			if l := p.must(p.call("GET", "partner/requests?customer=acme", p.cora(), nil), 200).items(); len(l) != 1 {
+				t.Fatalf("contact manager sees %d requests, want 1", len(l))
+			}
+			if l := p.must(p.call("GET", "partner/requests", p.pat(), nil), 200).items(); len(l) != 1 {
+				t.Fatalf("partner sees %d requests, want 1", len(l))
+			}
+			p.must(p.call("GET", "partner/requests/"+id, p.pat(), nil), 200)
+
+			approved := p.must(p.call("POST", "partner/requests/"+id+"/approve", p.cora(), nil), 200)
+			if approved.str("request", "status") != "approved" {
+				t.Fatalf("approved = %s", approved.raw)
+			}
+			grantID := approved.get("grants").([]any)[0].(map[string]any)["id"].(string)
+
+			mine := p.must(p.call("GET", "partner/customers", p.paul(), nil), 200).items()
+			if len(mine) != 1 || mine[0].(map[string]any)["customer"] != "acme" || mine[0].(map[string]any)["level"] != "update" || mine[0].(map[string]any)["scope"] != "organisation" {
+				t.Fatalf("My Customers = %v", mine)
+			}
+			theirs := p.must(p.call("GET", "partner/partners", p.cora(), nil), 200).items()
+			if len(theirs) != 1 || theirs[0].(map[string]any)["partner_org"] != "partnerco" {
+				t.Fatalf("My Partners = %v", theirs)
+			}
+
+			steps := []struct {
+				name, method, path string
+				allowed            bool
+				reason             string
+			}{
+				{"read", "GET", "/service-requests/sr-1", true, "partner_level_sufficient"},
+				{"update", "PATCH", "/service-requests/sr-1", true, "partner_level_sufficient"},
+				{"create needs more", "POST", "/service-requests", false, "level_too_low:create"},
+			}
+			for _, st := range steps {
+				if ok, why := p.check(paulClaims, st.method, st.path, nil); ok != st.allowed || why != st.reason {
+					t.Fatalf("%s: allowed=%v reason=%q, want %v %q", st.name, ok, why, st.allowed, st.reason)
+				}
+			}
+
+			p.must(p.call("DELETE", "partner/grants/acme/"+grantID, p.pat(), nil), 204)
+			if ok, why := p.check(paulClaims, "GET", "/service-requests/sr-1", nil); ok || why != "no_live_grant" {
+				t.Fatalf("after revocation: allowed=%v reason=%q", ok, why)
+			}
+			if l := p.must(p.call("GET", "partner/customers", p.paul(), nil), 200).items(); len(l) != 0 {
+				t.Fatalf("My Customers after revocation = %v", l)
+			}
+			want := []string{sidecar.EventGrantRequested, sidecar.EventGrantApproved, sidecar.EventGrantRevoked}
+			if got := p.eventTypes(); strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("events = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestPartnerAPIRefusals(t *testing.T) {
+	type setup struct {
+		p       *partnerAPI
+		request string // a pending organisation request at look for 30 days
+	}
+	cases := []struct {
+		name   string
+		before func(s *setup)
+		do     func(s *setup) pres
+		status int
+		code   string
+		msg    string
+		field  string
+	}{
+		{name: "no token", do: func(s *setup) pres { return s.p.call("GET", "partner/customers", "", nil) }, status: 401, code: "unauthorized"},
+		{name: "malformed body", do: func(s *setup) pres { return s.p.call("POST", "partner/requests", s.p.pat(), `{"customer": "acme",`) }, status: 400, code: "invalid", field: "body"},
+		{name: "unknown field", do: func(s *setup) pres {
+			b := accessBody("look", 30, "organisation")
+			b["level_override"] = "full_admin"
+			return s.p.call("POST", "partner/requests", s.p.pat(), b)
+		}, status: 400, code: "invalid", field: "level_override"},
+		{name: "expiry as a string", do: func(s *setup) pres {
+			b := accessBody("look", 30, "organisation")
+			b["expiry_days"] = "30"
+			return s.p.call("POST", "partner/requests", s.p.pat(), b)
+		}, status: 400, code: "invalid", field: "expiry_days"},
+		{name: "body too large", do: func(s *setup) pres {
+			b := accessBody("look", 30, "individual", strings.Repeat("u", 2000))
+			return s.p.call("POST", "partner/requests", s.p.pat(), b)
+		}, status: 413, code: "too_large", field: "body"},
+		{name: "expiry out of range", do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests", s.p.pat(), accessBody("look", 400, "organisation"))
+		}, status: 400, code: "invalid", field: "expiry_days"},
+		{name: "level out of range", do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests", s.p.pat(), accessBody("owner", 30, "organisation"))
+		}, status: 400, code: "invalid", field: "level"},
+		{name: "individual scope naming a user of another org", do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests", s.p.pat(), accessBody("look", 30, "individual", "pat", "mallory"))
+		}, status: 400, code: "invalid", field: "users"},
+		{name: "caller without an org", do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests", s.p.tok(identity.DevClaims{Subject: "x"}), accessBody("look", 30, "organisation"))
+		}, status: 403, code: "forbidden"},
+		{name: "partner approves its own request", do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests/"+s.request+"/approve", s.p.pat(), nil)
+		}, status: 403, code: "forbidden", msg: "not_permitted"},
+		{name: "customer employee without the role approves", do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests/"+s.request+"/approve", s.p.eve(), nil)
+		}, status: 403, code: "forbidden", msg: "not_permitted"},
+		{name: "another org's contact manager approves", do: func(s *setup) pres {
+			tok := s.p.tok(identity.DevClaims{Subject: "gil", Org: "globex", Roles: []string{"contact_manager"}})
+			return s.p.call("POST", "partner/requests/"+s.request+"/approve", tok, nil)
+		}, status: 403, code: "forbidden", msg: "not_permitted"},
+		{name: "approve an expired request", before: func(s *setup) { s.p.advance(30 * 24 * time.Hour) }, do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests/"+s.request+"/approve", s.p.cora(), nil)
+		}, status: 409, code: "conflict", msg: "request_expired"},
+		{name: "approve an approved request", before: func(s *setup) {
+			s.p.must(s.p.call("POST", "partner/requests/"+s.request+"/approve", s.p.cora(), nil), 200)
+		}, do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests/"+s.request+"/approve", s.p.cora(), nil)
+		}, status: 409, code: "conflict", msg: "request_already_approved"},
+		{name: "reject a rejected request", before: func(s *setup) {
+			s.p.must(s.p.call("POST", "partner/requests/"+s.request+"/reject", s.p.cora(), nil), 200)
+		}, do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests/"+s.request+"/reject", s.p.cora(), nil)
+		}, status: 409, code: "conflict", msg: "request_already_rejected"},
+		{name: "approve an unknown request", do: func(s *setup) pres {
+			return s.p.call("POST", "partner/requests/nope/approve", s.p.cora(), nil)
+		}, status: 404, code: "not_found"},
+		{name: "another org reads the request", do: func(s *setup) pres {
+			return s.p.call("GET", "partner/requests/"+s.request, s.p.bob(), nil)
+		}, status: 403, code: "forbidden"},
+		{name: "bad status filter", do: func(s *setup) pres {
+			return s.p.call("GET", "partner/requests?status=maybe", s.p.pat(), nil)
+		}, status: 400, code: "invalid", field: "status"},
+		{name: "third org revokes", before: func(s *setup) {
+			s.p.must(s.p.call("POST", "partner/requests/"+s.request+"/approve", s.p.cora(), nil), 200)
+		}, do: func(s *setup) pres {
+			g := s.p.must(s.p.call("GET", "partner/partners", s.p.cora(), nil), 200).items()[0].(map[string]any)
+			return s.p.call("DELETE", "partner/grants/acme/"+g["id"].(string), s.p.bob(), nil)
+		}, status: 403, code: "forbidden", msg: "not_permitted"},
+		{name: "revoke an unknown grant", do: func(s *setup) pres {
+			return s.p.call("DELETE", "partner/grants/acme/nope", s.p.cora(), nil)
+		}, status: 404, code: "not_found"},
+		{name: "partner lists the customer's partners", do: func(s *setup) pres {
+			return s.p.call("GET", "partner/partners?customer=acme", s.p.pat(), nil)
+		}, status: 403, code: "forbidden", msg: "not_permitted"},
+		{name: "partner shares a request with itself", do: func(s *setup) pres {
+			return s.p.call("PUT", "partner/shares/acme/pat/sr-1", s.p.pat(), map[string]any{"partner_org": "partnerco"})
+		}, status: 403, code: "forbidden", msg: "not_permitted"},
+		{name: "subscribe without a grant", do: func(s *setup) pres {
+			return s.p.call("PUT", "partner/subscriptions/acme/notifications", s.p.pat(), nil)
+		}, status: 403, code: "forbidden", msg: "no_live_grant"},
+		{name: "bad page limit", do: func(s *setup) pres {
+			return s.p.call("GET", "partner/customers?limit=0", s.p.pat(), nil)
+		}, status: 400, code: "invalid", field: "limit"},
+	}
+	for _, b := range partnerBackends(t) {
+		for _, tc := range cases {
+			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
+				s := &setup{p: newPartnerAPI(t, b)}
+				s.request = s.p.request(accessBody("look", 30, "organisation"))
+				if tc.before != nil {
+					tc.before(s)
+				}
+				r := tc.do(s)
+				if r.status != tc.status || r.code() != tc.code || (tc.msg != "" && r.msg() != tc.msg) || r.field() != tc.field {
+					t.Fatalf("got %d %s %q field %q, want %d %s %q field %q: %s", r.status, r.code(), r.msg(), r.field(), tc.status, tc.code, tc.msg, tc.field, r.raw)
+				}
+			})
+		}
+	}
+}
+
+// TestPartnerAPICheckPath covers what acting for a customer is decided on:
+// precedence, expiry, cc shares and forged level headers.
+func TestPartnerAPICheckPath(t *testing.T) {
+	cases := []struct {
+		name    string
+		before  func(p *partnerAPI)
+		caller  identity.DevClaims
+		method  string
+		path    string
+		headers map[string]string
+		allowed bool
+		reason  string
+	}{
+		{name: "lower individual grant wins", before: func(p *partnerAPI) {
+			p.grant(accessBody("full_admin", 30, "organisation"))
+			p.grant(accessBody("look", 30, "individual", "pat"))
+		}, caller: patClaims, method: "POST", path: "/service-requests", reason: "level_too_low:create"},
+		{name: "colleague keeps the organisation grant", before: func(p *partnerAPI) {
+			p.grant(accessBody("full_admin", 30, "organisation"))
+			p.grant(accessBody("look", 30, "individual", "pat"))
+		}, caller: paulClaims, method: "POST", path: "/service-requests", allowed: true, reason: "partner_level_sufficient"},
+		{name: "expired grant", before: func(p *partnerAPI) {
+			p.grant(accessBody("full_admin", 1, "organisation"))
+			p.advance(24 * time.Hour)
+		}, caller: patClaims, method: "GET", path: "/service-requests", reason: "no_live_grant"},
+		{name: "forged level header", before: func(p *partnerAPI) {
+			p.grant(accessBody("look", 30, "organisation"))
+		}, caller: patClaims, method: "POST", path: "/service-requests", headers: map[string]string{"x-deputy-level": "full_admin"}, reason: "level_too_low:create"},
+		{name: "cc on a shared request", before: func(p *partnerAPI) {
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": "partnerco"}), 200)
+		}, caller: patClaims, method: "GET", path: "/service-requests/sr-1", allowed: true, reason: "partner_cc_shared_resource"},
+		{name: "cc on an unshared request", before: func(p *partnerAPI) {
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": "partnerco"}), 200)
+		}, caller: patClaims, method: "GET", path: "/service-requests/sr-2", reason: "cc_resource_not_shared"},
+		{name: "cc after the share is withdrawn", before: func(p *partnerAPI) {
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": "partnerco"}), 200)
+			p.must(p.call("DELETE", "partner/shares/acme/pat/sr-1", p.cora(), nil), 204)
+		}, caller: patClaims, method: "GET", path: "/service-requests/sr-1", reason: "cc_resource_not_shared"},
+		{name: "revoked by the customer", before: func(p *partnerAPI) {
+			id := p.grant(accessBody("look", 30, "organisation"))
+			p.must(p.call("DELETE", "partner/grants/acme/"+id, p.cora(), nil), 204)
+		}, caller: patClaims, method: "GET", path: "/service-requests", reason: "no_live_grant"},
+	}
+	for _, b := range partnerBackends(t) {
+		for _, tc := range cases {
+			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
+				p := newPartnerAPI(t, b)
+				tc.before(p)
+				ok, why := p.check(tc.caller, tc.method, tc.path, tc.headers)
+				if ok != tc.allowed || why != tc.reason {
+					t.Fatalf("allowed=%v reason=%q, want %v %q", ok, why, tc.allowed, tc.reason)
+				}
+			})
+		}
+	}
+}
+
+func TestPartnerAPISubscriptions(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			r := p.call("PUT", "partner/subscriptions/acme/notifications", p.pat(), nil)
+			if r.status != 403 || r.msg() != "level_below_minimum:look" {
+				t.Fatalf("cc subscribes: %d %s", r.status, r.raw)
+			}
+			p.grant(accessBody("look", 30, "individual", "pat"))
+			p.must(p.call("PUT", "partner/subscriptions/acme/notifications", p.pat(), nil), 200)
+			p.must(p.call("PUT", "partner/subscriptions/acme/notifications", p.pat(), nil), 200) // idempotent
+			if r := p.call("PUT", "partner/subscriptions/acme/sms", p.pat(), nil); r.status != 400 || r.field() != "kind" {
+				t.Fatalf("unknown kind: %d %s", r.status, r.raw)
+			}
+			if l := p.must(p.call("GET", "partner/subscribers/acme", p.cora(), nil), 200).items(); len(l) != 1 {
+				t.Fatalf("subscribers = %v, want pat", l)
+			}
+			// The level drops: the subscription stops counting but stays listed as inactive.
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			if l := p.must(p.call("GET", "partner/subscribers/acme", p.cora(), nil), 200).items(); len(l) != 0 {
+				t.Fatalf("subscribers after the level dropped = %v", l)
+			}
+			mine := p.must(p.call("GET", "partner/subscriptions", p.pat(), nil), 200).items()
+			if len(mine) != 1 || mine[0].(map[string]any)["active"] != false {
+				t.Fatalf("own subscriptions = %v, want one inactive", mine)
+			}
+			p.must(p.call("DELETE", "partner/subscriptions/acme/notifications", p.pat(), nil), 204)
+			if l := p.must(p.call("GET", "partner/subscriptions", p.pat(), nil), 200).items(); len(l) != 0 {
+				t.Fatalf("after unsubscribing = %v", l)
+			}
+		})
+	}
+}
+
+func TestPartnerAPIPagination(t *testing.T) {
+	p := newPartnerAPI(t, partnerBackends(t)[0])
+	for _, c := range []string{"c1", "c2", "c3"} {
+		b := accessBody("look", 30, "organisation")
+		b["customer"] = c
+		id := p.request(b)
+		tok := p.tok(identity.DevClaims{Subject: "cm-" + c, Org: c, Roles: []string{"contact_manager"}})
+		p.must(p.call("POST", "partner/requests/"+id+"/approve", tok, nil), 200)
+	}
+	var seen []string
+	path := "partner/customers?limit=2"
+	for range 3 {
+		r := p.must(p.call("GET", path, p.pat(), nil), 200)
+		for _, it := range r.items() {
+			seen = append(seen, it.(map[string]any)["customer"].(string))
+		}
+		next := r.str("next_cursor")
+		if next == "" {
+			break
+		}
+		path = "partner/customers?limit=2&cursor=" + next
+	}
+	if strings.Join(seen, ",") != "c1,c2,c3" {
+		t.Fatalf("pages = %v, want c1,c2,c3", seen)
+	}
+}
