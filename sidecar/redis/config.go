@@ -21,6 +21,9 @@ const (
 	DefaultEventsMaxLen = 100_000
 	DefaultAuditMaxLen  = 1_000_000
 	DefaultRetention    = 90 * 24 * time.Hour
+	// One retry: a check that needs state while Redis is down should fail
+	// closed fast, not wait out go-redis's default retries and dial backoff.
+	DefaultMaxRetries = 1
 )
 
 // Config is the `redis` section. Redis is used when Addrs is set; the
@@ -43,7 +46,8 @@ type Config struct {
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
-	PoolSize     int           `yaml:"pool_size"` // 0: go-redis default (10 per CPU)
+	PoolSize     int           `yaml:"pool_size"`   // 0: go-redis default (10 per CPU)
+	MaxRetries   int           `yaml:"max_retries"` // -1: none
 
 	KeyPrefix    string        `yaml:"key_prefix"`
 	EventsMaxLen int64         `yaml:"events_maxlen"` // approximate (XADD MAXLEN ~)
@@ -74,6 +78,9 @@ func (c Config) Defaults() Config {
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = DefaultMaxRetries
+	}
 	return c
 }
 
@@ -99,6 +106,8 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("redis.read_timeout", "must not be negative")
 	case c.WriteTimeout < 0:
 		return sidecar.Invalid("redis.write_timeout", "must not be negative")
+	case c.MaxRetries < -1:
+		return sidecar.Invalid("redis.max_retries", "must be -1 (none) or more")
 	case c.PoolSize < 0:
 		return sidecar.Invalid("redis.pool_size", "must not be negative")
 	case c.EventsMaxLen < 0:
@@ -137,6 +146,10 @@ func (c Config) options() (*goredis.UniversalOptions, error) {
 		ReadTimeout:   c.ReadTimeout,
 		WriteTimeout:  c.WriteTimeout,
 		PoolSize:      c.PoolSize,
+		MaxRetries:    c.MaxRetries,
+		// One dial attempt per try: retries already cover a flaky dial.
+		DialerRetries:      1,
+		DialerRetryTimeout: 10 * time.Millisecond,
 	}
 	if c.TLS {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecureSkipVerify} //nolint:gosec // opt-in, named in config

@@ -1,0 +1,226 @@
+package redis_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		cfg   redis.Config
+		field string
+	}{
+		{"single_node", redis.Config{Addrs: []string{"127.0.0.1:6379"}}, ""},
+		{"sentinel", redis.Config{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster"}, ""},
+		{"cluster", redis.Config{Addrs: []string{"n1:6379", "n2:6379"}, Cluster: true}, ""},
+		{"no_address", redis.Config{}, "redis.addrs"},
+		{"address_without_port", redis.Config{Addrs: []string{"localhost"}}, "redis.addrs"},
+		{"several_addresses_no_mode", redis.Config{Addrs: []string{"a:1", "b:1"}}, "redis.addrs"},
+		{"cluster_and_sentinel", redis.Config{Addrs: []string{"a:1"}, Cluster: true, MasterName: "m"}, "redis.master_name"},
+		{"cluster_db", redis.Config{Addrs: []string{"a:1"}, Cluster: true, DB: 2}, "redis.db"},
+		{"negative_db", redis.Config{Addrs: []string{"a:1"}, DB: -1}, "redis.db"},
+		{"negative_timeout", redis.Config{Addrs: []string{"a:1"}, ReadTimeout: -time.Second}, "redis.read_timeout"},
+		{"negative_maxlen", redis.Config{Addrs: []string{"a:1"}, EventsMaxLen: -1}, "redis.events_maxlen"},
+		{"prefix_with_braces", redis.Config{Addrs: []string{"a:1"}, KeyPrefix: "x{y}"}, "redis.key_prefix"},
+		{"tls_options_without_tls", redis.Config{Addrs: []string{"a:1"}, TLSServerName: "redis"}, "redis.tls"},
+		{"missing_ca_file", redis.Config{Addrs: []string{"a:1"}, TLS: true, TLSCAFile: "testdata/none.pem"}, "redis.tls_ca_file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Defaults().Validate()
+			if got := sidecar.ErrorField(err); got != tc.field || (tc.field == "") != (err == nil) {
+				t.Fatalf("err = %v, want field %q", err, tc.field)
+			}
+			if _, err := redis.New(tc.cfg); (err == nil) != (tc.field == "") {
+				t.Fatalf("New err = %v", err)
+			}
+		})
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, DialTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	srv.Stop()
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"ping", func() error { return s.Ping(ctx) }},
+		{"read", func() error { _, err := s.SessionByToken(ctx, "h"); return err }},
+		{"grant_lookup", func() error { _, err := s.EffectiveGrants(ctx, "acme", "p1", "pat"); return err }},
+		{"write", func() error { return s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}) }},
+		{"append", func() error { return s.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventConsentChanged}) }},
+		{"redeem", func() error { _, err := s.TakeRedeemCode(ctx, "h"); return err }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE || sidecar.HTTPStatus(err) != 503 {
+				t.Fatalf("err = %v, want unavailable (503)", err)
+			}
+		})
+	}
+	t.Run("back_after_restart", func(t *testing.T) {
+		srv.Restart()
+		deadline := time.Now().Add(10 * time.Second)
+		for s.Ping(ctx) != nil {
+			if time.Now().After(deadline) {
+				t.Fatal("store never reachable again")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestResubscribeFlushesCaches(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, DialTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := make(chan string, 64)
+	defer s.Subscribe(func(k string) {
+		select {
+		case got <- k:
+		default:
+		}
+	})()
+	// Messages published while the subscription was down are lost, so a
+	// subscriber is told to drop everything once it is back.
+	srv.Restart()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case k := <-got:
+			if k == sidecar.InvalidateAll {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no flush after the subscription came back")
+		}
+	}
+}
+
+func TestTTLsMirrorExpiries(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	clock := storetest.NewClock(time.Now())
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "ttl", Retention: 24 * time.Hour}, redis.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := clock.Now()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.CreateSession(ctx, &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)}))
+	must(s.PutRedeemCode(ctx, "code", "s1", now.Add(30*time.Second)))
+	must(s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetAt: now, ExpiresAt: now.Add(2 * time.Hour)}))
+	must(s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(72 * time.Hour)}))
+	must(s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r1", Customer: "acme", PartnerOrg: "p1", CreatedAt: now,
+		Status: sidecar.RequestPending, PendingExpiresAt: now.Add(30 * 24 * time.Hour)}))
+	cases := []struct {
+		name, key string
+		want      time.Duration
+	}{
+		{"session_kept_for_retention_after_expiry", "ttl:{cust:acme}:session:s1", 25 * time.Hour},
+		{"session_pointer_likewise", "ttl:{sid:s1}", 25 * time.Hour},
+		{"redeem_code", "ttl:{code:code}", 30 * time.Second},
+		{"consent", "ttl:{cust:acme}:consent", 2 * time.Hour},
+		{"grants_until_last_expiry", "ttl:{cust:acme}:grants", 72 * time.Hour},
+		{"pending_request_until_retention_after_expiry", "ttl:{req:r1}", 31 * 24 * time.Hour},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ttl, err := c.PTTL(ctx, tc.key).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The TTL was computed a moment ago: within a minute below want.
+			if ttl > tc.want || ttl < tc.want-time.Minute {
+				t.Fatalf("TTL of %s = %v, want about %v", tc.key, ttl, tc.want)
+			}
+		})
+	}
+	t.Run("ending_shortens_the_session", func(t *testing.T) {
+		_, err := s.EndSession(ctx, "s1", "alice", sidecar.EndEnded, now)
+		must(err)
+		for _, k := range []string{"ttl:{cust:acme}:session:s1", "ttl:{sid:s1}"} {
+			ttl, _ := c.PTTL(ctx, k).Result()
+			if ttl > 24*time.Hour || ttl < 23*time.Hour {
+				t.Fatalf("TTL of %s after end = %v, want about the retention", k, ttl)
+			}
+		}
+	})
+}
+
+func TestClusterKeysOfACustomerShareASlot(t *testing.T) {
+	ctx := context.Background()
+	cl := redistest.StartCluster(t, 3)
+	c := cl.Client(t)
+	s, err := redis.New(redis.Config{Addrs: cl.Addrs, Cluster: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	_ = s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"})
+	_ = s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true})
+	_ = s.CreateSession(ctx, &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)})
+	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(time.Hour)})
+	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"})
+	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
+	var keys []string
+	err = c.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
+		ks, err := n.Keys(ctx, "deputy:{cust:acme}:*").Result()
+		keys = append(keys, ks...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) < 8 {
+		t.Fatalf("found only %v", keys)
+	}
+	slots := map[int64]bool{}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "deputy:{cust:acme}:") {
+			t.Fatalf("unexpected key %q", k)
+		}
+		slot, err := c.ClusterKeySlot(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slots[slot] = true
+	}
+	if len(slots) != 1 {
+		t.Fatalf("customer keys spread over %d slots: %v", len(slots), keys)
+	}
+}
