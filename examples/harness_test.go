@@ -1,0 +1,349 @@
+package examples_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// deputyBin is built once by TestMain from this checkout.
+var (
+	deputyBin string
+	buildErr  error
+	repoRoot  string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "deputy-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	repoRoot, _ = filepath.Abs("..")
+	// DEPUTY_BIN runs the tests against a binary built elsewhere (make
+	// builds bin/deputy first); by default they build this checkout.
+	if deputyBin = os.Getenv("DEPUTY_BIN"); deputyBin == "" {
+		deputyBin = filepath.Join(dir, "deputy")
+		cmd := exec.Command("go", "build", "-o", deputyBin, "./cmd/deputy")
+		cmd.Dir = repoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/deputy: %v\n%s", err, out)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freeAddr returns a loopback address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// process runs a command until the test ends, keeping its output for
+// failure messages.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, name string, env []string, dir string, args ...string) *process {
+	t.Helper()
+	p := &process{name: name, out: &syncBuffer{}}
+	p.cmd = exec.Command(args[0], args[1:]...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Dir = dir
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("--- %s output:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// waitHTTP polls url until it answers with want, for at most 30 s.
+func waitHTTP(t *testing.T, p *process, url string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+		}
+		if p.cmd.ProcessState != nil || time.Now().After(deadline) {
+			t.Fatalf("%s not answering %d on %s (last error %v):\n%s", p.name, want, url, err, p.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deputy is a running `deputy serve --dev` with the shipped policies.
+type deputy struct {
+	http, grpc, metrics string
+	devKey              string
+}
+
+func startDeputy(t *testing.T) *deputy {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	d := &deputy{http: freeAddr(t), grpc: freeAddr(t), metrics: freeAddr(t), devKey: filepath.Join(t.TempDir(), "dev-key.json")}
+	p := start(t, "deputy", []string{"DEPUTY_IDENTITY_DEV_KEY_FILE=" + d.devKey}, repoRoot,
+		deputyBin, "serve", "--dev",
+		"--grpc-addr", d.grpc, "--http-addr", d.http, "--metrics-addr", d.metrics,
+		// The shipped policies, decided through testdata/policies/e2e, which
+		// adds one denial with a body and headers of its own.
+		"--policy-paths", filepath.Join(repoRoot, "policies")+","+filepath.Join(repoRoot, "examples", "testdata", "policies"),
+		"--policy-decision-query", "data.e2e.decision")
+	waitHTTP(t, p, "http://"+d.metrics+"/readyz", http.StatusOK)
+	return d
+}
+
+// token mints a dev bearer token the running Deputy accepts.
+func (d *deputy) token(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(deputyBin, append([]string{"dev", "token", "--key-file", d.devKey}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("deputy dev token %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// direct asks Deputy's check endpoint the way nginx does, for comparing
+// what a proxy passed through with what Deputy answered.
+func (d *deputy) direct(t *testing.T, method, uri string, h http.Header) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.http+"/deputy/authz", nil)
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("X-Original-Method", method)
+	req.Header.Set("X-Original-URI", uri)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// seen is what the upstream application received.
+type seen struct {
+	Method  string      `json:"method"`
+	Path    string      `json:"path"`
+	Headers http.Header `json:"headers"`
+}
+
+// upstream is the application behind the proxy: it echoes the request it
+// received as JSON, and counts requests.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	hits int
+}
+
+func startUpstream(t *testing.T) *upstream {
+	t.Helper()
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.hits++
+		u.mu.Unlock()
+		w.Header().Set("content-type", "application/json")
+		w.Header().Set("x-upstream", "app")
+		_ = json.NewEncoder(w).Encode(seen{Method: r.Method, Path: r.URL.RequestURI(), Headers: r.Header})
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.hits
+}
+
+func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
+
+// rewrite replaces each old string of a shipped config, failing when one
+// is missing so the test never runs a config it did not mean to.
+func rewrite(t *testing.T, file string, pairs ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i < len(pairs); i += 2 {
+		if !strings.Contains(s, pairs[i]) {
+			t.Fatalf("%s: %q not found", file, pairs[i])
+		}
+		s = strings.ReplaceAll(s, pairs[i], pairs[i+1])
+	}
+	return s
+}
+
+func startNginx(t *testing.T, d *deputy, app *upstream) string {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		bin = "/usr/sbin/nginx" // Debian installs it outside a user's PATH
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatal("nginx is not installed: apt-get install -y nginx")
+		}
+	}
+	dir := t.TempDir()
+	// Workers may run as another user when the tests run as root.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	listen := freeAddr(t)
+	conf := rewrite(t, "nginx/nginx.conf",
+		"listen 8080;", "listen "+listen+";",
+		"127.0.0.1:8181", d.http,
+		"127.0.0.1:3000", app.addr())
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "nginx", nil, dir, bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"),
+		"-e", filepath.Join(dir, "error.log"),
+		"-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+";")
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("--- nginx error.log:\n%s", b)
+		}
+	})
+	waitHTTP(t, p, "http://"+listen+"/deputy/authz", http.StatusNotFound)
+	return "http://" + listen
+}
+
+func startCaddy(t *testing.T, d *deputy, app *upstream) string {
+	t.Helper()
+	bin, err := exec.LookPath("caddy")
+	if err != nil {
+		t.Fatal("caddy is not installed: apt-get install -y caddy")
+	}
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	conf := rewrite(t, "caddy/Caddyfile",
+		"http://:8080 {", "http://"+listen+" {",
+		"localhost:2019", freeAddr(t),
+		"127.0.0.1:8181", d.http,
+		"127.0.0.1:3000", app.addr())
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}
+	p := start(t, "caddy", env, dir, bin, "run", "--config", file, "--adapter", "caddyfile")
+	waitHTTP(t, p, "http://"+listen+"/deputy/authz", http.StatusNotFound)
+	return "http://" + listen
+}
+
+// call sends a request through the proxy without following redirects.
+func call(t *testing.T, method, url string, h http.Header, body any) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("content-type", "application/json")
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+func decodeSeen(t *testing.T, resp *http.Response, body []byte) seen {
+	t.Helper()
+	if resp.Header.Get("x-upstream") != "app" {
+		t.Fatalf("response did not come from the application: %d %s", resp.StatusCode, body)
+	}
+	var s seen
+	if err := json.Unmarshal(body, &s); err != nil {
+		t.Fatalf("upstream echo: %v: %s", err, body)
+	}
+	return s
+}

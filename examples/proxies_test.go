@@ -1,0 +1,123 @@
+package examples_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// A proxy in front of the application, configured from the shipped file.
+type proxy struct {
+	name  string
+	start func(t *testing.T, d *deputy, app *upstream) string
+	// stripsAll: the proxy drops every x-deputy-* header the client sent,
+	// not only the names Deputy injects (nginx can only replace names it
+	// lists).
+	stripsAll bool
+}
+
+var proxies = []proxy{
+	{name: "nginx", start: startNginx, stripsAll: false},
+	{name: "caddy", start: startCaddy, stripsAll: true},
+}
+
+// injected are the headers Deputy sets upstream; the proxies replace each.
+var injected = []string{
+	"X-Deputy-Subject", "X-Deputy-Actor", "X-Deputy-Mode", "X-Deputy-Level", "X-Deputy-Session",
+	"X-Deputy-Store-View", "X-Deputy-Subject-Name", "X-Deputy-Token",
+}
+
+func TestThroughProxy(t *testing.T) {
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t)
+			app := startUpstream(t)
+			base := px.start(t, d, app)
+
+			t.Run("public route reaches the application", func(t *testing.T) {
+				resp, body := call(t, "GET", base+"/catalog/shoes?size=42", nil, nil)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d: %s", resp.StatusCode, body)
+				}
+				s := decodeSeen(t, resp, body)
+				if s.Path != "/catalog/shoes?size=42" || s.Method != "GET" {
+					t.Errorf("application saw %s %s", s.Method, s.Path)
+				}
+			})
+
+			t.Run("protected route gets Deputy's denial", func(t *testing.T) {
+				before := app.count()
+				resp, body := call(t, "GET", base+"/customer/account", nil, nil)
+				wantStatus, wantBody := d.direct(t, "GET", "/customer/account", nil)
+				if wantStatus != http.StatusUnauthorized {
+					t.Fatalf("Deputy itself answered %d; the shipped policy wants a token here", wantStatus)
+				}
+				if resp.StatusCode != wantStatus || string(body) != wantBody {
+					t.Errorf("client got %d %q, Deputy answered %d %q", resp.StatusCode, body, wantStatus, wantBody)
+				}
+				if app.count() != before {
+					t.Error("denied request reached the application")
+				}
+			})
+
+			// A status nginx's auth_request cannot pass by itself, with a
+			// body and headers the policy chose.
+			t.Run("denial status, body and headers pass through", func(t *testing.T) {
+				before := app.count()
+				resp, body := call(t, "POST", base+"/throttled/cart", nil, map[string]any{"sku": "x"})
+				if resp.StatusCode != http.StatusTooManyRequests {
+					t.Errorf("status %d, want 429", resp.StatusCode)
+				}
+				if string(body) != `{"error":"slow down"}` {
+					t.Errorf("body %q", body)
+				}
+				if got := resp.Header.Get("Retry-After"); got != "7" {
+					t.Errorf("Retry-After %q", got)
+				}
+				if got := resp.Header.Get("Content-Type"); got != "application/json" {
+					t.Errorf("Content-Type %q", got)
+				}
+				if app.count() != before {
+					t.Error("denied request reached the application")
+				}
+			})
+
+			t.Run("forged identity headers never reach the application", func(t *testing.T) {
+				h := http.Header{}
+				for _, name := range injected {
+					h.Set(name, "forged")
+				}
+				h.Set("x-deputy-subject", "c42") // any spelling
+				h.Set("X-Deputy-Decision-Id", "forged")
+				h.Set("X-Deputy-Other", "forged")
+				resp, body := call(t, "GET", base+"/catalog/shoes", h, nil)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d: %s", resp.StatusCode, body)
+				}
+				s := decodeSeen(t, resp, body)
+				for name, vals := range s.Headers {
+					if !strings.HasPrefix(strings.ToLower(name), "x-deputy-") {
+						continue
+					}
+					lname := strings.ToLower(name)
+					if lname == "x-deputy-other" && !px.stripsAll {
+						continue // nginx: see docs/deploy.md
+					}
+					for _, v := range vals {
+						if v == "forged" || v == "c42" || strings.Contains(v, "{") {
+							t.Errorf("application received %s: %q", name, v)
+						}
+					}
+				}
+			})
+
+			t.Run("check endpoint is closed to clients", func(t *testing.T) {
+				h := http.Header{"X-Original-Uri": {"/catalog/shoes"}, "X-Forwarded-Uri": {"/catalog/shoes"}}
+				resp, body := call(t, "GET", base+"/deputy/authz", h, nil)
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("status %d: %s", resp.StatusCode, body)
+				}
+			})
+		})
+	}
+}
