@@ -1,0 +1,208 @@
+package api_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+var (
+	samClaims  = identity.DevClaims{Subject: "sam", Org: "resellerco", Domain: "shop-a.example", Roles: []string{"reseller_super_admin"}}
+	ritaClaims = identity.DevClaims{Subject: "rita", Org: "resellerco", Domain: "shop-a.example", Roles: []string{"reseller_admin"}}
+)
+
+func readFixture(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "reseller", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// seedDomains puts globex in the reseller's other domain and acme in shop-a.
+func seedDomains(t *testing.T, p *partnerAPI) {
+	t.Helper()
+	for c, d := range map[string]string{"acme": "shop-a.example", "globex": "shop-b.example"} {
+		if err := p.store.PutAssignment(context.Background(), &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestResellerAPI(t *testing.T) {
+	cases := []struct {
+		name   string
+		do     func(p *partnerAPI, sam string) pres
+		status int
+		code   string
+		msg    string
+		field  string
+		msgHas []string
+		after  func(t *testing.T, p *partnerAPI)
+	}{
+		{name: "get own domain's customer", status: 200, do: func(p *partnerAPI, sam string) pres {
+			return p.call("GET", "reseller/assignments/acme", sam, nil)
+		}},
+		{name: "get another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+			return p.call("GET", "reseller/assignments/globex", sam, nil)
+		}},
+		{name: "get an unassigned customer", status: 404, code: "not_found", do: func(p *partnerAPI, sam string) pres {
+			return p.call("GET", "reseller/assignments/initech", sam, nil)
+		}},
+		{name: "put into own domain", status: 200, do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/initech", sam, map[string]any{})
+		}, after: func(t *testing.T, p *partnerAPI) {
+			a, err := p.store.GetAssignment(context.Background(), "initech")
+			if err != nil || a.Domain != "shop-a.example" || a.UpdatedBy != "sam" {
+				t.Fatalf("assignment = %+v, %v", a, err)
+			}
+		}},
+		{name: "put into another domain", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/initech", sam, map[string]any{"domain": "shop-b.example"})
+		}},
+		{name: "take another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/globex", sam, map[string]any{"domain": "shop-a.example"})
+		}, after: func(t *testing.T, p *partnerAPI) {
+			if a, _ := p.store.GetAssignment(context.Background(), "globex"); a.Domain != "shop-b.example" {
+				t.Fatalf("globex moved to %s", a.Domain)
+			}
+		}},
+		{name: "delete another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+			return p.call("DELETE", "reseller/assignments/globex", sam, nil)
+		}},
+		{name: "delete own", status: 204, do: func(p *partnerAPI, sam string) pres {
+			return p.call("DELETE", "reseller/assignments/acme", sam, nil)
+		}},
+		{name: "malformed body", status: 400, code: "invalid", field: "body", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/acme", sam, `{"domain":`)
+		}},
+		{name: "unknown field", status: 400, code: "invalid", field: "reseller", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/acme", sam, map[string]any{"reseller": "evilco"})
+		}},
+		{name: "bad customer id", status: 400, code: "invalid", field: "customer", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/a:b", sam, map[string]any{})
+		}},
+		{name: "reseller admin is not a super admin", status: 403, code: "forbidden", msg: "not_permitted", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/initech", p.tok(ritaClaims), map[string]any{})
+		}},
+		{name: "partner user", status: 403, code: "forbidden", msg: "not_permitted", do: func(p *partnerAPI, sam string) pres {
+			return p.call("GET", "reseller/assignments", p.pat(), nil)
+		}},
+		{name: "import csv", status: 200, do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, readFixture(t, "import.csv"), "text/csv")
+		}, after: func(t *testing.T, p *partnerAPI) {
+			if a, err := p.store.GetAssignment(context.Background(), "c3"); err != nil || a.Domain != "shop-a.example" {
+				t.Fatalf("c3 = %+v, %v", a, err)
+			}
+		}},
+		{name: "import json lines", status: 200, do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports?format=jsonl", sam, readFixture(t, "import.jsonl"), "application/octet-stream")
+		}},
+		{name: "import naming another domain", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, readFixture(t, "other-domain.csv"), "text/csv")
+		}, after: noAssignment("c1")},
+		{name: "import moving another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, "c9,shop-a.example\nglobex,shop-a.example\n", "text/csv")
+		}, after: noAssignment("c9")},
+		{name: "import with malformed lines", status: 400, code: "invalid", field: "body", msgHas: []string{"line 2: want 2 fields", "line 3: "}, do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, readFixture(t, "malformed.csv"), "text/csv")
+		}, after: noAssignment("c1")},
+		{name: "import too large", status: 413, code: "too_large", field: "body", do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, strings.Repeat("c1,shop-a.example\n", 200), "text/csv")
+		}},
+		{name: "import without a format", status: 400, code: "invalid", field: "format", do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, "c1,shop-a.example\n", "text/plain")
+		}},
+	}
+	for _, b := range partnerBackends(t) {
+		for _, tc := range cases {
+			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
+				p := newPartnerAPI(t, b)
+				seedDomains(t, p)
+				r := tc.do(p, p.tok(samClaims))
+				if r.status != tc.status || r.code() != tc.code || (tc.msg != "" && r.msg() != tc.msg) || r.field() != tc.field {
+					t.Fatalf("got %d %s %q field %q, want %d %s %q field %q: %s", r.status, r.code(), r.msg(), r.field(), tc.status, tc.code, tc.msg, tc.field, r.raw)
+				}
+				for _, want := range tc.msgHas {
+					if !strings.Contains(r.msg(), want) {
+						t.Errorf("message %q does not mention %q", r.msg(), want)
+					}
+				}
+				if tc.after != nil {
+					tc.after(t, p)
+				}
+			})
+		}
+	}
+}
+
+func noAssignment(customer string) func(t *testing.T, p *partnerAPI) {
+	return func(t *testing.T, p *partnerAPI) {
+		t.Helper()
+		if a, err := p.store.GetAssignment(context.Background(), customer); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+			t.Fatalf("refused import stored %s: %+v, %v", customer, a, err)
+		}
+	}
+}
+
+func TestResellerAPIListsOnlyOwnDomain(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			seedDomains(t, p)
+			sam := p.tok(samClaims)
+			p.must(p.call("POST", "reseller/imports", sam, readFixture(t, "import.csv"), "text/csv"), 200)
+			var seen []string
+			path := "reseller/assignments?limit=3"
+			for range 5 {
+				r := p.must(p.call("GET", path, sam, nil), 200)
+				for _, it := range r.items() {
+					seen = append(seen, it.(map[string]any)["customer"].(string))
+				}
+				if r.str("next_cursor") == "" {
+					break
+				}
+				path = "reseller/assignments?limit=3&cursor=" + r.str("next_cursor")
+			}
+			if strings.Join(seen, ",") != "acme,c1,c2,c3" {
+				t.Fatalf("listed %v, want shop-a's customers only", seen)
+			}
+		})
+	}
+}
+
+// TestResellerCheckPath shows domain isolation where it matters: acting
+// for a customer on the customer-care portal.
+func TestResellerCheckPath(t *testing.T) {
+	cases := []struct {
+		name     string
+		caller   identity.DevClaims
+		customer string
+		allowed  bool
+		reason   string
+	}{
+		{name: "own domain's customer", caller: ritaClaims, customer: "acme", allowed: true, reason: "reseller_domain_customer"},
+		{name: "the reseller's other domain", caller: ritaClaims, customer: "globex", reason: "customer_not_in_domain"},
+		{name: "signed in through the other domain", caller: identity.DevClaims{Subject: "rita", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_admin"}}, customer: "acme", reason: "customer_not_in_domain"},
+		{name: "custom role with both privileges", caller: identity.DevClaims{Subject: "ray", Org: "resellerco", Domain: "shop-a.example", Privileges: []string{"view_customers", "access_support_cases"}}, customer: "acme", allowed: true, reason: "reseller_domain_customer"},
+		{name: "missing a privilege", caller: identity.DevClaims{Subject: "ray", Org: "resellerco", Domain: "shop-a.example", Privileges: []string{"view_customers"}}, customer: "acme", reason: "missing_privilege:access_support_cases"},
+	}
+	for _, b := range partnerBackends(t) {
+		for _, tc := range cases {
+			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
+				p := newPartnerAPI(t, b)
+				seedDomains(t, p)
+				ok, why := p.check(tc.caller, "GET", "/cases", map[string]string{"x-on-behalf-of": tc.customer})
+				if ok != tc.allowed || why != tc.reason {
+					t.Fatalf("allowed=%v reason=%q, want %v %q", ok, why, tc.allowed, tc.reason)
+				}
+			})
+		}
+	}
+}
