@@ -668,3 +668,76 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		})
 	}
 }
+
+// The alert rules and dashboard maintained beside the templates reach the
+// cluster: rule files in either format are merged into one PrometheusRule,
+// each dashboard becomes a ConfigMap the Grafana sidecar loads.
+func TestMonitoringFilesRendered(t *testing.T) {
+	c := loadChart(t)
+	var kept []*chart.File
+	for _, f := range c.Files {
+		if !strings.HasPrefix(f.Name, "rules/") && !strings.HasPrefix(f.Name, "dashboards/") {
+			kept = append(kept, f)
+		}
+	}
+	fixtures := map[string]string{
+		"rules/availability.yaml": "testdata/files/rules-file.yaml",
+		"rules/decisions.yaml":    "testdata/files/rules-object.yaml",
+		"dashboards/deputy.json":  "testdata/files/dashboard.json",
+	}
+	for name, path := range fixtures {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, &chart.File{Name: name, Data: b})
+	}
+	c.Files = kept
+
+	out, err := render(t, c, "testdata/default.yaml", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, out)
+	rule := m.get(t, "PrometheusRule", "shop-deputy").(*monitoringv1.PrometheusRule)
+	var groups []string
+	for _, g := range rule.Spec.Groups {
+		groups = append(groups, g.Name)
+		if len(g.Rules) == 0 {
+			t.Errorf("group %s has no rules", g.Name)
+		}
+	}
+	if want := []string{"deputy.availability", "deputy.decisions"}; !slices.Equal(groups, want) {
+		t.Errorf("groups %v, want %v", groups, want)
+	}
+	if r := rule.Spec.Groups[0].Rules[0]; r.Alert != "DeputyDown" || r.For == nil || string(*r.For) != "5m" {
+		t.Errorf("alert %+v", r)
+	}
+	cm := m.get(t, "ConfigMap", "shop-deputy-dashboard-deputy").(*corev1.ConfigMap)
+	want, _ := os.ReadFile(fixtures["dashboards/deputy.json"])
+	if strings.TrimSpace(cm.Data["deputy.json"]) != strings.TrimSpace(string(want)) {
+		t.Errorf("dashboard %q", cm.Data["deputy.json"])
+	}
+}
+
+// The packaged chart carries the policies but not this test module.
+func TestChartFiles(t *testing.T) {
+	c := loadChart(t)
+	var policies int
+	for _, f := range c.Files {
+		if strings.HasPrefix(f.Name, "tests/") {
+			t.Errorf("test file %s packaged with the chart", f.Name)
+		}
+		if strings.HasPrefix(f.Name, "files/policies/") {
+			policies++
+		}
+	}
+	for _, tpl := range c.Templates {
+		if strings.HasPrefix(tpl.Name, "tests/") {
+			t.Errorf("test file %s packaged with the chart", tpl.Name)
+		}
+	}
+	if policies == 0 {
+		t.Error("no policies packaged: files/policies must link to the repository's policies/")
+	}
+}
