@@ -400,6 +400,17 @@ func TestPartnerAPIWalk(t *testing.T) {
 			if got := p.eventTypes(); strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Fatalf("events = %v, want %v", got, want)
 			}
+			audit, _, err := p.store.ReadAudit(context.Background(), sidecar.StreamFilter{Page: sidecar.Page{Limit: 100}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var actions []string
+			for _, a := range audit {
+				actions = append(actions, a.Actor+":"+a.Action)
+			}
+			if got := strings.Join(actions, ","); got != "pat:partner.request,cora:partner.approve,pat:partner.revoke" {
+				t.Fatalf("audit = %s", got)
+			}
 		})
 	}
 }

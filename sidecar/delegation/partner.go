@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net/mail"
 	"slices"
 	"strconv"
@@ -127,16 +128,18 @@ type PartnerState interface {
 	sidecar.SubscriptionStore
 	sidecar.CustomerStore
 	sidecar.EventLog
+	sidecar.AuditLog
 }
 
 // Partners owns the partner access lifecycle: requests, decisions, grants,
 // revocation, shares for cc and subscriptions. It checks facts (ranges,
 // organisations, request state); who may call what is the manage policy's.
 type Partners struct {
-	store PartnerState
-	cfg   PartnerConfig
-	clock sidecar.Clock
-	newID func() string
+	store  PartnerState
+	cfg    PartnerConfig
+	clock  sidecar.Clock
+	newID  func() string
+	logger *slog.Logger
 }
 
 // PartnerOption configures Partners.
@@ -148,9 +151,12 @@ func WithPartnerClock(c sidecar.Clock) PartnerOption { return func(p *Partners) 
 // WithPartnerIDs sets how request and grant ids are made (default: random).
 func WithPartnerIDs(f func() string) PartnerOption { return func(p *Partners) { p.newID = f } }
 
+// WithPartnerLogger sets the logger for audit failures (default slog.Default()).
+func WithPartnerLogger(l *slog.Logger) PartnerOption { return func(p *Partners) { p.logger = l } }
+
 // NewPartners returns the partner lifecycle on store.
 func NewPartners(store PartnerState, cfg PartnerConfig, opts ...PartnerOption) *Partners {
-	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID}
+	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID, logger: slog.Default()}
 	for _, o := range opts {
 		o(p)
 	}
@@ -261,6 +267,7 @@ func (p *Partners) Request(ctx context.Context, r *sidecar.AccessRequest) error 
 	if err := p.store.CreateRequest(ctx, r); err != nil {
 		return err
 	}
+	p.audit(ctx, r.RequestedBy, "partner.request", r.Customer, r.ID, map[string]string{"level": string(r.Level), "scope": r.Scope, "partner_org": r.PartnerOrg})
 	return p.event(ctx, sidecar.EventGrantRequested, r.Customer, r.RequestedBy, map[string]string{
 		"to":          r.ContactEmail,
 		"request_id":  r.ID,
@@ -324,6 +331,7 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 		}
 		grants = append(grants, g)
 	}
+	p.audit(ctx, caller.Subject, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg})
 	err = p.event(ctx, sidecar.EventGrantApproved, r.Customer, caller.Subject, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
@@ -342,6 +350,7 @@ func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id stri
 	if err != nil {
 		return nil, err
 	}
+	p.audit(ctx, caller.Subject, "partner.reject", r.Customer, r.ID, map[string]string{"partner_org": r.PartnerOrg})
 	return r, p.event(ctx, sidecar.EventGrantRejected, r.Customer, caller.Subject, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
@@ -397,6 +406,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	if err != nil {
 		return nil, err
 	}
+	p.audit(ctx, caller.Subject, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
 	return g, p.event(ctx, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
 		"grant_id":    g.ID,
 		"partner_org": g.PartnerOrg,
@@ -512,7 +522,11 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 		return nil, err
 	}
 	s := &sidecar.Share{Customer: customer, Resource: in.Resource, User: in.User, PartnerOrg: in.PartnerOrg, SharedBy: caller.Subject, SharedAt: p.clock()}
-	return s, p.store.PutShare(ctx, s)
+	if err := p.store.PutShare(ctx, s); err != nil {
+		return nil, err
+	}
+	p.audit(ctx, caller.Subject, "share.put", customer, in.Resource, map[string]string{"user": in.User, "partner_org": in.PartnerOrg})
+	return s, nil
 }
 
 // Unshare withdraws a share; withdrawing an absent share is not an error.
@@ -523,6 +537,9 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 	err := p.store.DeleteShare(ctx, customer, resource, user)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		return nil
+	}
+	if err == nil {
+		p.audit(ctx, caller.Subject, "share.delete", customer, resource, map[string]string{"user": user})
 	}
 	return err
 }
@@ -705,6 +722,20 @@ func (p *Partners) event(ctx context.Context, typ, customer, actor string, data 
 		}
 	}
 	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: p.clock(), Customer: customer, Actor: actor, Data: data})
+}
+
+// audit records a management action; a failure is logged, not returned,
+// because the action itself has happened.
+func (p *Partners) audit(ctx context.Context, actor, action, customer, target string, data map[string]string) {
+	for k, v := range data {
+		if v == "" {
+			delete(data, k)
+		}
+	}
+	a := &sidecar.AuditEntry{Time: p.clock(), Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok", Data: data}
+	if err := p.store.AppendAudit(ctx, a); err != nil {
+		p.logger.Error("audit entry not appended", "action", action, "customer", customer, "error", err)
+	}
 }
 
 func grantDays(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -136,15 +137,17 @@ func sorted(s []string) []string {
 type ResellerState interface {
 	sidecar.AssignmentStore
 	sidecar.EventLog
+	sidecar.AuditLog
 }
 
 // Resellers owns reseller domain assignments: one customer, one domain.
 // Who may change which domain is the manage policy's; Resellers keeps the
 // records well formed and announces changes.
 type Resellers struct {
-	store ResellerState
-	cfg   ResellerConfig
-	clock sidecar.Clock
+	store  ResellerState
+	cfg    ResellerConfig
+	clock  sidecar.Clock
+	logger *slog.Logger
 }
 
 // ResellerOption configures Resellers.
@@ -153,9 +156,12 @@ type ResellerOption func(*Resellers)
 // WithResellerClock sets the clock (default time.Now).
 func WithResellerClock(c sidecar.Clock) ResellerOption { return func(r *Resellers) { r.clock = c } }
 
+// WithResellerLogger sets the logger for audit failures (default slog.Default()).
+func WithResellerLogger(l *slog.Logger) ResellerOption { return func(r *Resellers) { r.logger = l } }
+
 // NewResellers returns the assignment lifecycle on store.
 func NewResellers(store ResellerState, cfg ResellerConfig, opts ...ResellerOption) *Resellers {
-	r := &Resellers{store: store, cfg: cfg.WithDefaults(), clock: time.Now}
+	r := &Resellers{store: store, cfg: cfg.WithDefaults(), clock: time.Now, logger: slog.Default()}
 	for _, o := range opts {
 		o(r)
 	}
@@ -185,6 +191,7 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 	if err := r.store.PutAssignment(ctx, a); err != nil {
 		return nil, err
 	}
+	r.audit(ctx, by, "reseller.assignment.put", customer, map[string]string{"domain": domain})
 	return a, r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": domain, "change": "put"})
 }
 
@@ -204,6 +211,7 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 	if err := r.store.DeleteAssignment(ctx, customer); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
 		return err
 	}
+	r.audit(ctx, by, "reseller.assignment.delete", customer, map[string]string{"domain": prev.Domain})
 	return r.event(ctx, customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"})
 }
 
@@ -387,6 +395,7 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 		r.rollback(ctx, as[:min(n+1, len(as))], prev)
 		return 0, err
 	}
+	r.audit(ctx, by, "reseller.assignment.import", "", map[string]string{"rows": fmt.Sprint(n), "domain": by.Domain})
 	for _, a := range as {
 		if p := prev[a.Customer]; p != nil && p.Domain == a.Domain {
 			continue
@@ -405,6 +414,13 @@ func (r *Resellers) rollback(ctx context.Context, done []sidecar.Assignment, pre
 		} else {
 			_ = r.store.DeleteAssignment(ctx, a.Customer)
 		}
+	}
+}
+
+func (r *Resellers) audit(ctx context.Context, by *sidecar.Identity, action, customer string, data map[string]string) {
+	a := &sidecar.AuditEntry{Time: r.clock(), Actor: by.Subject, Action: action, Customer: customer, Target: customer, Outcome: "ok", Data: data}
+	if err := r.store.AppendAudit(ctx, a); err != nil {
+		r.logger.Error("audit entry not appended", "action", action, "customer", customer, "error", err)
 	}
 }
 
