@@ -58,6 +58,9 @@ decision, or the records as JSON lines with --json. Filters combine.`,
 			if err := client.Ping(ctx).Err(); err != nil {
 				return fmt.Errorf("redis %v: %w", addrs, err)
 			}
+			opt.OnError = func(err error) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "deputy: redis unreachable, retrying: %v\n", err)
+			}
 			out := cmd.OutOrStdout()
 			enc := json.NewEncoder(out)
 			n := 0

@@ -8,6 +8,8 @@ package decisionlog
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -276,11 +278,27 @@ func (l *Logger) take(ctx context.Context) bool {
 
 func (l *Logger) encode(ctx context.Context, d *sidecar.Decision) ([]byte, error) {
 	rec := newRecord(d)
+	if rec.DecisionID == "" {
+		// Sinks may repeat a batch after a failure; an id tells repeats apart.
+		rec.DecisionID = randomID()
+	}
+	if rec.Time.IsZero() {
+		rec.Time = time.Now().UTC()
+	}
 	if l.cfg.IncludeInput && d.Input != nil {
 		l.masker.mask(ctx, rec, d.Input)
 		if rec.MaskError != "" {
-			l.maskErrors.Add(1)
+			// Log the first failure and then every 1000th, not every record.
+			if n := l.maskErrors.Add(1); n%1000 == 1 {
+				l.log.Warn("decision log mask policy failed; input left out of the record", "failures", n, "error", rec.MaskError)
+			}
 		}
 	}
 	return json.Marshal(rec)
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

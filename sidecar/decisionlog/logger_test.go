@@ -270,6 +270,55 @@ func TestMaskPolicy(t *testing.T) {
 	}
 }
 
+func TestMaskPolicyAbsent(t *testing.T) {
+	cases := []struct {
+		name string
+		eng  *policy.Engine
+	}{
+		{"policy without system.log", engineWith(t, "testdata/nomask")},
+		{"no policy loaded yet", policy.New()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out lines
+			l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy(tc.eng))
+			l.Log(impersonationDecision("d", requestInput(t)))
+			if err := l.Stop(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rec := out.records(t)[0]
+			if rec["mask_error"] != nil || rec["input"] == nil {
+				t.Errorf("input = %v, mask_error = %v; want the input with the default masking only", rec["input"] != nil, rec["mask_error"])
+			}
+			if l.MaskErrors() != 0 {
+				t.Errorf("MaskErrors = %d", l.MaskErrors())
+			}
+		})
+	}
+}
+
+func TestRecordDefaults(t *testing.T) {
+	var out lines
+	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out))
+	l.Log(&sidecar.Decision{Allowed: true})
+	l.Log(&sidecar.Decision{Allowed: true})
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	recs := out.records(t)
+	t.Run("decision id generated", func(t *testing.T) {
+		a, b := recs[0]["decision_id"].(string), recs[1]["decision_id"].(string)
+		if len(a) != 32 || a == b {
+			t.Errorf("ids %q, %q; want distinct generated ids", a, b)
+		}
+	})
+	t.Run("time set", func(t *testing.T) {
+		if ts, _ := time.Parse(time.RFC3339, recs[0]["time"].(string)); ts.Year() < 2020 {
+			t.Errorf("time = %v", recs[0]["time"])
+		}
+	})
+}
+
 func TestInvalidMaskPolicy(t *testing.T) {
 	t.Run("refused at start naming the rules", func(t *testing.T) {
 		err := decisionlog.ValidateMask(context.Background(), engineWith(t, "testdata/badmask"))

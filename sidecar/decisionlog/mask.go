@@ -2,6 +2,7 @@ package decisionlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -228,6 +229,9 @@ func (m *masker) policyRules(ctx context.Context, in, plain any) ([]MaskRule, er
 		}
 	}
 	res, err := m.eval.Eval(ctx, policy.MaskQuery, ast.NewObject(ast.Item(ast.StringTerm("input"), ast.NewTerm(v))))
+	if errors.Is(err, policy.ErrNoPolicy) {
+		return nil, nil // no policy loaded yet, so no mask rules either
+	}
 	if err != nil {
 		return nil, &sidecar.Error{Code: sidecar.EINVALID, Field: MaskField, Message: "evaluation failed", Err: err}
 	}

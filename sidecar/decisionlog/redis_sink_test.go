@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
@@ -195,6 +198,32 @@ func TestTail(t *testing.T) {
 			t.Errorf("followed %q, want the new record", got)
 		}
 	})
+	t.Run("malformed entries skipped", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rc.XAdd(ctx, &redis.XAddArgs{Stream: cfg.Stream, Values: []any{decisionlog.RecordField, "{not json"}})
+		rc.XAdd(ctx, &redis.XAddArgs{Stream: cfg.Stream, Values: []any{"other", "field"}})
+		rc.XAdd(ctx, &redis.XAddArgs{Stream: cfg.Stream, Values: []any{decisionlog.RecordField, `{"decision_id":"after","result":"allow"}`}})
+		var got []string
+		err := decisionlog.Tail(ctx, rc, decisionlog.TailOptions{Stream: cfg.Stream, From: "0", Block: 50 * time.Millisecond},
+			func(_ string, r *decisionlog.Record) error {
+				got = append(got, r.DecisionID)
+				if r.DecisionID == "after" {
+					cancel()
+				}
+				return nil
+			})
+		if err != nil || strings.Join(got, ",") != "i-1,p-1,s-1,late,after" {
+			t.Errorf("got %v, %v; want the records around the malformed entries", got, err)
+		}
+	})
+	t.Run("wrong type ends the tail", func(t *testing.T) {
+		rc.Set(context.Background(), "not-a-stream", "x", 0)
+		err := decisionlog.Tail(context.Background(), rc, decisionlog.TailOptions{Stream: "not-a-stream", From: "0"}, nil)
+		if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE || !strings.Contains(err.Error(), "WRONGTYPE") {
+			t.Errorf("err = %v, want the server's WRONGTYPE", err)
+		}
+	})
 	t.Run("bad filter", func(t *testing.T) {
 		err := decisionlog.Tail(context.Background(), rc, decisionlog.TailOptions{Stream: cfg.Stream, Filter: decisionlog.Filter{Result: "maybe"}}, nil)
 		if sidecar.ErrorField(err) != "result" {
@@ -228,5 +257,36 @@ func TestFormatLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestTailFollowsThroughRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	rc := fastClient(t, srv.Addr)
+	cfg := redisConfig(100)
+	sink, _ := decisionlog.NewSink(cfg, rc, nil)
+	l := startLogger(t, cfg, sink)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := make(chan string, 1)
+	var retries atomic.Int64
+	go func() {
+		_ = decisionlog.Tail(ctx, rc, decisionlog.TailOptions{Stream: cfg.Stream, Block: 50 * time.Millisecond,
+			OnError: func(error) { retries.Add(1) }},
+			func(_ string, r *decisionlog.Record) error { got <- r.DecisionID; cancel(); return nil })
+	}()
+	time.Sleep(100 * time.Millisecond) // let the first XREAD block
+	srv.Stop()
+	waitFor(t, "the tail to notice Redis is gone", func() bool { return retries.Load() > 0 })
+	srv.Restart()
+	l.Log(impersonationDecision("after-restart", nil))
+	select {
+	case id := <-got:
+		if id != "after-restart" {
+			t.Errorf("tail printed %q", id)
+		}
+	case <-ctx.Done():
+		t.Fatal("tail did not resume after Redis returned")
 	}
 }

@@ -59,11 +59,14 @@ type TailOptions struct {
 	Filter Filter
 	// Block is how long one XREAD waits; the loop goes on until ctx ends.
 	Block time.Duration
+	// OnError hears of connection failures; Tail keeps retrying them.
+	OnError func(error)
 }
 
 // Tail follows the stream with XREAD BLOCK and calls fn for each record
 // that matches, in stream order, until ctx ends or fn returns an error.
-// Entries that are not decision records are skipped.
+// Entries that are not decision records are skipped. While Redis cannot be
+// reached Tail retries; an error Redis answers with ends it.
 func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn func(id string, r *Record) error) error {
 	if err := opt.Filter.Validate(); err != nil {
 		return err
@@ -76,6 +79,8 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 	if block <= 0 {
 		block = 5 * time.Second
 	}
+	retry := min(block, time.Second)
+	onErr := opt.OnError
 	for {
 		streams, err := client.XRead(ctx, &redis.XReadArgs{Streams: []string{opt.Stream, last}, Count: 100, Block: block}).Result()
 		if ctx.Err() != nil {
@@ -84,8 +89,23 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
-		if err != nil {
+		var rerr redis.Error
+		if errors.As(err, &rerr) {
+			// The server answered with an error (wrong type, no access):
+			// waiting will not fix it.
 			return sidecar.Unavailable("read stream "+opt.Stream, err)
+		}
+		if err != nil {
+			// Connection trouble: Redis may be restarting. Keep following.
+			if onErr != nil {
+				onErr(err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retry):
+			}
+			continue
 		}
 		for _, s := range streams {
 			for _, m := range s.Messages {

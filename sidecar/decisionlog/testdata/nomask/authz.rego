@@ -1,0 +1,3 @@
+package deputy.authz
+
+default decision := false
