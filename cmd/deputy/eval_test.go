@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -94,4 +95,28 @@ func TestEvalRefusesMalformedInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParseEvalInput: any bytes give either an error or exactly one
+// request to decide, never a panic.
+func FuzzParseEvalInput(f *testing.F) {
+	for _, name := range []string{"http_get", "checkrequest", "typo", "bad_checkrequest", "truncated", "array", "relative"} {
+		b, err := os.ReadFile("testdata/eval/" + name + ".json")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		req, httpReq, err := parseEvalInput(raw)
+		if err != nil {
+			if req != nil || httpReq != nil {
+				t.Fatal("a request came back with an error")
+			}
+			return
+		}
+		if (req == nil) == (httpReq == nil) {
+			t.Fatalf("want exactly one request form, got %v and %v", req, httpReq)
+		}
+	})
 }
