@@ -25,6 +25,7 @@ const (
 	DefaultExpiringWithinDays   = 7
 	DefaultSubscriptionMinLevel = sidecar.LevelLook
 	DefaultOnBehalfOfHeader     = "x-on-behalf-of"
+	DefaultSweepInterval        = time.Hour
 )
 
 // Subscription kinds a partner user may subscribe to.
@@ -44,6 +45,8 @@ type PartnerConfig struct {
 	MaxGrantUsers int `yaml:"max_grant_users"`
 	// ExpiringWithinDays is when SweepExpiring announces a grant's end.
 	ExpiringWithinDays int `yaml:"expiring_within_days"`
+	// SweepInterval is how often RunSweeper looks for expiring grants.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
 	// SubscriptionMinLevel is the level a subscription needs to count.
 	SubscriptionMinLevel sidecar.Level `yaml:"subscription_min_level"`
 	// OnBehalfOfHeader names the customer a request acts for.
@@ -63,6 +66,7 @@ func PartnerDefaults() PartnerConfig {
 		ExpiringWithinDays:   DefaultExpiringWithinDays,
 		SubscriptionMinLevel: DefaultSubscriptionMinLevel,
 		OnBehalfOfHeader:     DefaultOnBehalfOfHeader,
+		SweepInterval:        DefaultSweepInterval,
 	}
 }
 
@@ -90,6 +94,9 @@ func (c PartnerConfig) WithDefaults() PartnerConfig {
 	if c.OnBehalfOfHeader == "" {
 		c.OnBehalfOfHeader = d.OnBehalfOfHeader
 	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = d.SweepInterval
+	}
 	return c
 }
 
@@ -106,6 +113,8 @@ func (c PartnerConfig) Validate() error {
 		return sidecar.Invalid("partner.min_grant_days", "must not exceed partner.max_grant_days (%d)", c.MaxGrantDays)
 	case c.MaxGrantUsers < 0:
 		return sidecar.Invalid("partner.max_grant_users", "must not be negative")
+	case c.SweepInterval < 0:
+		return sidecar.Invalid("partner.sweep_interval", "must not be negative")
 	case c.ExpiringWithinDays < 0:
 		return sidecar.Invalid("partner.expiring_within_days", "must not be negative")
 	case c.SubscriptionMinLevel != "" && !c.SubscriptionMinLevel.Valid():
@@ -658,27 +667,25 @@ func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]Subs
 
 // SweepExpiring appends a grant.expiring event for every live grant that
 // ends within the configured window and has not been announced for its
-// current expiry. Call it periodically; calling it again, or from several
-// replicas, does not announce a grant twice (the events stream is the
-// record of what was announced). It returns how many it announced.
+// current expiry. Calling it again, or from several replicas, does not
+// announce a grant twice: the events stream is the record of what was
+// announced. limit bounds the grants examined (0: all). It returns how
+// many it announced.
 func (p *Partners) SweepExpiring(ctx context.Context, limit int) (int, error) {
 	now := p.clock()
 	window := grantDays(p.cfg.ExpiringWithinDays)
 	gs, err := p.store.GrantsExpiringBefore(ctx, now.Add(window), limit)
+	if err != nil || len(gs) == 0 {
+		return 0, err
+	}
+	done, err := p.announced(ctx, now.Add(-window))
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, g := range gs {
-		if !g.Live(now) {
-			continue
-		}
 		exp := g.ExpiresAt.UTC().Format(time.RFC3339Nano)
-		done, err := p.announced(ctx, g, exp, now.Add(-window))
-		if err != nil {
-			return n, err
-		}
-		if done {
+		if !g.Live(now) || done[g.ID+"\x00"+exp] {
 			continue
 		}
 		err = p.event(ctx, sidecar.EventGrantExpiring, g.Customer, "", map[string]string{
@@ -696,22 +703,40 @@ func (p *Partners) SweepExpiring(ctx context.Context, limit int) (int, error) {
 	return n, nil
 }
 
-func (p *Partners) announced(ctx context.Context, g sidecar.Grant, exp string, since time.Time) (bool, error) {
-	f := sidecar.StreamFilter{Type: sidecar.EventGrantExpiring, Customer: g.Customer, From: since, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}}
+// announced returns the grant id and expiry of every grant.expiring event
+// since the start of the window.
+func (p *Partners) announced(ctx context.Context, since time.Time) (map[string]bool, error) {
+	done := map[string]bool{}
+	f := sidecar.StreamFilter{Type: sidecar.EventGrantExpiring, From: since, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}}
 	for {
 		es, next, err := p.store.ReadEvents(ctx, f)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		for _, e := range es {
-			if e.Data["grant_id"] == g.ID && e.Data["expires_at"] == exp {
-				return true, nil
-			}
+			done[e.Data["grant_id"]+"\x00"+e.Data["expires_at"]] = true
 		}
 		if next == "" || len(es) == 0 {
-			return false, nil
+			return done, nil
 		}
 		f.Cursor = next
+	}
+}
+
+// RunSweeper calls SweepExpiring now and then every SweepInterval until
+// ctx ends. A failed sweep is logged and retried at the next tick.
+func (p *Partners) RunSweeper(ctx context.Context) {
+	t := time.NewTicker(p.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if _, err := p.SweepExpiring(ctx, 0); err != nil && ctx.Err() == nil {
+			p.logger.Warn("expiring-grant sweep failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -435,3 +435,26 @@ func TestPartnerConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestPartnerRunSweeper(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			env := newPartnerEnv(t, ps)
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 3))
+			p := delegation.NewPartners(env.store, delegation.PartnerConfig{SweepInterval: time.Millisecond}, delegation.WithPartnerClock(env.clock.Now))
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan struct{})
+			go func() { p.RunSweeper(ctx); close(stopped) }()
+			partnerEventually(t, "the expiring event", func() bool { return len(events(t, env.store, sidecar.EventGrantExpiring)) > 0 })
+			cancel()
+			select {
+			case <-stopped:
+			case <-time.After(5 * time.Second):
+				t.Fatal("sweeper did not stop with its context")
+			}
+			if n := len(events(t, env.store, sidecar.EventGrantExpiring)); n != 1 {
+				t.Fatalf("%d expiring events after many sweeps, want 1", n)
+			}
+		})
+	}
+}
