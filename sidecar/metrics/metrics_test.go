@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -388,6 +389,24 @@ func TestDecisionLogAndLiveDelegations(t *testing.T) {
 	_ = l.Stop(context.Background())
 	if got, _ := series(t, reg, "deputy_decision_log_flushed_total", nil); got != 2 {
 		t.Errorf("flushed = %v, want 2", got)
+	}
+}
+
+func TestHandlerServesScrape(t *testing.T) {
+	m, reg := newMetrics(t)
+	m.ObserveDecision(&sidecar.Decision{Allowed: true})
+	srv := httptest.NewServer(metrics.Handler(reg))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`deputy_decisions_total{mode="none",reason="none",result="allow"} 1`, "go_goroutines", "process_cpu_seconds_total"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("scrape lacks %s", want)
+		}
 	}
 }
 
