@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"gopkg.in/yaml.v3"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
@@ -556,6 +557,40 @@ func TestConfigValidate(t *testing.T) {
 // (nothing drains, the queue is sized to hold every record); "pipeline"
 // runs the writer with its masking and encoding on a discarding sink, as
 // the server does, so both cores are shared with the background work.
+func TestConfigFromYAML(t *testing.T) {
+	b, err := os.ReadFile("testdata/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := decisionlog.Defaults()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name      string
+		got, want any
+	}{
+		{"sink", cfg.Sink, decisionlog.SinkRedis},
+		{"flush_interval", cfg.FlushInterval, 100 * time.Millisecond},
+		{"backoff_max", cfg.BackoffMax, 10 * time.Second},
+		{"stream", cfg.Stream, "{deputy}:decisions"},
+		{"mask_headers", fmt.Sprint(cfg.MaskHeaders), "[x-api-key X-Session-Secret]"},
+		{"actor_token_header default kept", cfg.ActorTokenHeader, "x-deputy-token"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("got %v, want %v", tc.got, tc.want)
+			}
+		})
+	}
+}
+
 func BenchmarkLog(b *testing.B) {
 	d := impersonationDecision("bench", nil)
 	b.Run("enqueue", func(b *testing.B) {
