@@ -87,11 +87,13 @@ func (c Config) Defaults() Config {
 // Enabled reports whether Redis is configured.
 func (c Config) Enabled() bool { return len(c.Addrs) > 0 }
 
-// Validate checks a defaulted config; errors name the field.
+// Validate checks a defaulted config; errors name the field. A config
+// without addresses is valid: Redis is simply not used.
 func (c Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
 	switch {
-	case !c.Enabled():
-		return sidecar.Invalid("redis.addrs", "at least one address is required")
 	case c.Cluster && c.MasterName != "":
 		return sidecar.Invalid("redis.master_name", "cannot be combined with redis.cluster")
 	case len(c.Addrs) > 1 && !c.Cluster && c.MasterName == "":

@@ -75,6 +75,9 @@ var _ sidecar.Store = (*Store)(nil)
 // store that cannot be reached answers EUNAVAILABLE until it can.
 func New(cfg Config, opts ...Option) (*Store, error) {
 	cfg = cfg.Defaults()
+	if !cfg.Enabled() {
+		return nil, sidecar.Invalid("redis.addrs", "at least one address is required")
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ func TestConfigValidate(t *testing.T) {
 		{"single_node", redis.Config{Addrs: []string{"127.0.0.1:6379"}}, ""},
 		{"sentinel", redis.Config{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster"}, ""},
 		{"cluster", redis.Config{Addrs: []string{"n1:6379", "n2:6379"}, Cluster: true}, ""},
-		{"no_address", redis.Config{}, "redis.addrs"},
+		{"not_configured", redis.Config{}, ""},
 		{"address_without_port", redis.Config{Addrs: []string{"localhost"}}, "redis.addrs"},
 		{"several_addresses_no_mode", redis.Config{Addrs: []string{"a:1", "b:1"}}, "redis.addrs"},
 		{"cluster_and_sentinel", redis.Config{Addrs: []string{"a:1"}, Cluster: true, MasterName: "m"}, "redis.master_name"},
@@ -40,11 +40,17 @@ func TestConfigValidate(t *testing.T) {
 			if got := sidecar.ErrorField(err); got != tc.field || (tc.field == "") != (err == nil) {
 				t.Fatalf("err = %v, want field %q", err, tc.field)
 			}
-			if _, err := redis.New(tc.cfg); (err == nil) != (tc.field == "") {
+			if _, err := redis.New(tc.cfg); (err == nil) != (tc.field == "" && tc.cfg.Enabled()) {
 				t.Fatalf("New err = %v", err)
 			}
 		})
 	}
+	t.Run("new_needs_an_address", func(t *testing.T) {
+		_, err := redis.New(redis.Config{})
+		if sidecar.ErrorField(err) != "redis.addrs" {
+			t.Fatalf("err = %v", err)
+		}
+	})
 }
 
 func TestRedisDown(t *testing.T) {
