@@ -59,7 +59,10 @@ func decodeError(err error, limit int64) error {
 		return sidecar.Invalid(field, "must be %s, not %s", jsonType(typ.Type.Kind().String()), typ.Value)
 	}
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return sidecar.Invalid(strings.Trim(name, `"`), "unknown field")
+		if field := strings.Trim(name, `"`); field != "" {
+			return sidecar.Invalid(field, "unknown field")
+		}
+		return sidecar.Invalid("body", "unknown field %s", name)
 	}
 	var se *sidecar.Error
 	if errors.As(err, &se) {
