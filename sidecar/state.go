@@ -20,11 +20,17 @@ import (
 //     not Redis TTLs, governs.
 //   - Callers pass fully formed records; the store assigns nothing but
 //     stream ids (events, audit).
-//   - Every write to delegation state publishes the matching invalidation key
-//     (SessionKey, ConsentKey, GrantKey, ShareKey, AssignmentKey,
-//     CustomerKey) on the store's Invalidator, from inside the store method,
-//     so every replica's cache drops the entry. Lifecycle code never needs to
-//     call Invalidate for store writes; it may for changes of its own.
+//   - Writes that change what the check path reads publish the matching
+//     invalidation key on the store's Invalidator from inside the store
+//     method, so every replica's cache drops the entry: SetSessionToken and
+//     EndSession → SessionKey(token hash); SetConsent → ConsentKey;
+//     PutCustomer, DeleteCustomer → CustomerKey; PutGrant, RevokeGrant →
+//     GrantKey; PutShare, DeleteShare → ShareKey; PutAssignment(s),
+//     DeleteAssignment → AssignmentKey. Widening writes publish too, so a
+//     cached "nothing there" does not outlive the change. Lifecycle code
+//     never needs to call Invalidate for store writes; it may for changes of
+//     its own. A publish that fails after a committed write is logged, not
+//     returned: the cache TTL bounds the staleness.
 
 // Partner access levels, lowest to highest.
 type Level string

@@ -342,6 +342,14 @@ func (s *Store) SetSessionToken(_ context.Context, id, tokenHash string) error {
 	if tokenHash == "" {
 		return sidecar.Invalid("token_hash", "token hash is required")
 	}
+	if err := s.setSessionToken(id, tokenHash); err != nil {
+		return err
+	}
+	s.publish(sidecar.SessionKey(tokenHash))
+	return nil
+}
+
+func (s *Store) setSessionToken(id, tokenHash string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss, ok := s.sessions[id]

@@ -199,8 +199,10 @@ func (s *Store) SetSessionToken(ctx context.Context, id, tokenHash string) error
 	})
 	if err != nil {
 		s.c.Del(context.WithoutCancel(ctx), s.tokKey(tokenHash))
+		return err
 	}
-	return err
+	s.publish(ctx, sidecar.SessionKey(tokenHash))
+	return nil
 }
 
 func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {

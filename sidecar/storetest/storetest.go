@@ -1052,6 +1052,12 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 		write func() error
 		key   string
 	}{
+		{"session_redeemed", func() error {
+			if err := e.s.CreateSession(e.ctx, newSession(e, "s2", "bob", "c2")); err != nil {
+				return err
+			}
+			return e.s.SetSessionToken(e.ctx, "s2", "tok2")
+		}, sidecar.SessionKey("tok2")},
 		{"session_end", func() error { _, err := e.s.EndSession(e.ctx, "s1", "a", sidecar.EndEnded, e.now()); return err }, sidecar.SessionKey("tok")},
 		{"consent_withdrawn", func() error {
 			return e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: false, SetBy: "c1", SetAt: e.now()})
