@@ -2,6 +2,23 @@
 // registered on a Registerer the caller injects; nothing is global. The
 // check pipeline calls ObserveDecision once per check; other packages
 // reach the rest through small interfaces they define.
+//
+// What a scrape shows (labels in braces, all bounded):
+//
+//	deputy_decisions_total{result,mode,reason}       result: allow, deny, error
+//	deputy_check_duration_seconds                    histogram
+//	deputy_check_stage_duration_seconds{stage}       identity, state, policy
+//	deputy_http_requests_total{server,route,method,code}
+//	deputy_http_request_duration_seconds{server,route,method}
+//	deputy_state_cache_requests_total{cache,result}  hit, miss
+//	deputy_state_cache_evictions_total{cache,reason} expired, capacity, invalidated
+//	deputy_redis_errors_total{command}
+//	deputy_decision_log_queue_depth
+//	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total
+//	deputy_live_delegations{mode}
+//	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
+//	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
+//	grpc_server_* (go-grpc-middleware), go_*, process_*
 package metrics
 
 import (
