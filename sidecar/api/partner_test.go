@@ -132,7 +132,13 @@ func newPartnerAPI(t *testing.T, b partnerBackend) *partnerAPI {
 		t.Fatal(err)
 	}
 	p.store = b.open(t, p.clock)
-	partners := delegation.NewPartners(p.store, delegation.PartnerConfig{}, delegation.WithPartnerClock(p.clock))
+	data := func() map[string]any {
+		if a := p.engine.Current(); a != nil {
+			return a.Data()
+		}
+		return nil
+	}
+	partners := delegation.NewPartners(p.store, delegation.PartnerConfig{}, delegation.WithPartnerClock(p.clock), delegation.WithPartnerPolicyData(data))
 	p.resellers = delegation.NewResellers(p.store, delegation.ResellerConfig{MaxImportBytes: 2048}, delegation.WithResellerClock(p.clock))
 	p.resolver, err = delegation.NewOnBehalfResolver(p.store, p.store, delegation.PartnerConfig{}, delegation.ResellerConfig{}, delegation.WithResolverClock(p.clock))
 	if err != nil {

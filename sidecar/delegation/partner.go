@@ -149,6 +149,7 @@ type Partners struct {
 	clock  sidecar.Clock
 	newID  func() string
 	logger *slog.Logger
+	data   PolicyData
 }
 
 // PartnerOption configures Partners.
@@ -205,8 +206,9 @@ func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, i
 	if a, err := mail.ParseAddress(in.ContactEmail); err != nil || a.Address != in.ContactEmail {
 		return nil, sidecar.Invalid("contact_email", "not a plain email address")
 	}
-	if in.ExpiryDays < p.cfg.MinGrantDays || in.ExpiryDays > p.cfg.MaxGrantDays {
-		return nil, sidecar.Invalid("expiry_days", "must be between %d and %d", p.cfg.MinGrantDays, p.cfg.MaxGrantDays)
+	lim := p.limits()
+	if in.ExpiryDays < lim.minDays || in.ExpiryDays > lim.maxDays {
+		return nil, sidecar.Invalid("expiry_days", "must be between %d and %d", lim.minDays, lim.maxDays)
 	}
 	if !in.Level.Valid() {
 		return nil, sidecar.Invalid("level", "must be one of %s", levelNames())
@@ -250,7 +252,7 @@ func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, i
 		Users:            users,
 		Status:           sidecar.RequestPending,
 		CreatedAt:        now,
-		PendingExpiresAt: now.Add(grantDays(p.cfg.PendingExpiryDays)),
+		PendingExpiresAt: now.Add(grantDays(lim.pendingDays)),
 	}, nil
 }
 
@@ -599,8 +601,8 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	if g == nil {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_live_grant")
 	}
-	if !g.Level.AtLeast(p.cfg.SubscriptionMinLevel) {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "level_below_minimum:%s", p.cfg.SubscriptionMinLevel)
+	if min := p.limits().subMin; !g.Level.AtLeast(min) {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "level_below_minimum:%s", min)
 	}
 	s := &sidecar.Subscription{User: subscriber(caller.Org, caller.Subject), Customer: customer, Kind: kind, CreatedAt: p.clock()}
 	if err := p.store.PutSubscription(ctx, s); err != nil {
@@ -645,6 +647,7 @@ func (p *Partners) Subscribers(ctx context.Context, customer, kind string) ([]Su
 }
 
 func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]SubscriptionView, error) {
+	min := p.limits().subMin
 	out := make([]SubscriptionView, 0, len(ss))
 	for _, s := range ss {
 		org, user := splitSubscriber(s.User)
@@ -655,7 +658,7 @@ func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]Subs
 		}
 		if g != nil {
 			v.Level = g.Level
-			v.Active = g.Level.AtLeast(p.cfg.SubscriptionMinLevel)
+			v.Active = g.Level.AtLeast(min)
 		}
 		out = append(out, v)
 	}
