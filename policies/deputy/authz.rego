@@ -18,21 +18,21 @@ default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_ma
 decision := {"allowed": true, "reason": "deputy_route"} if {
 	# Deputy's own API and key endpoints authenticate and authorize callers
 	# themselves (data.deputy.manage).
-	_route_in(data.deputy.authz.deputy_routes)
+	_deputy_route
 } else := _delegated if {
 	input.delegation
 } else := {"allowed": true, "reason": "public_route"} if {
-	_route_in(data.deputy.authz.public_routes)
+	_public_route
 } else := {"allowed": false, "http_status": 403, "reason": input.delegation_error} if {
 	input.delegation_error
 } else := {"allowed": false, "http_status": 401, "reason": "identity_refused"} if {
 	input.identity_error
 } else := {"allowed": true, "reason": "authenticated_route"} if {
 	input.identity.sub
-	_route_in(data.deputy.authz.authenticated_routes)
+	_authenticated_route
 } else := {"allowed": false, "http_status": 401, "reason": "authentication_required"} if {
 	not input.identity
-	_route_in(data.deputy.authz.authenticated_routes)
+	_authenticated_route
 }
 
 # A delegated request is decided by the package of its mode; a mode with no
@@ -47,18 +47,30 @@ _delegated := data.deputy.reseller.decision if input.delegation.mode == "reselle
 
 _method := input.attributes.request.http.method
 
+# Routes are looked up, never scanned: by first path segment (a
+# storefront's sections: catalog, customer, checkout, ...) or exact path,
+# then by method or "*". Rules, not functions, so OPA caches each answer
+# and a check's cost stays flat however many routes data lists.
+_section := input.parsed_path[0]
+
 _path := split(input.attributes.request.http.path, "?")[0]
 
-_route_in(routes) if {
-	some route in routes
-	_method_matches(route)
-	_path_matches(route)
-}
+_deputy_route if data.deputy.authz.deputy.sections[_section][_method]
 
-_method_matches(route) if not route.methods
+_deputy_route if data.deputy.authz.deputy.sections[_section]["*"]
 
-_method_matches(route) if _method in route.methods
+_public_route if data.deputy.authz.public.sections[_section][_method]
 
-_path_matches(route) if _path == route.path
+_public_route if data.deputy.authz.public.sections[_section]["*"]
 
-_path_matches(route) if startswith(_path, route.prefix)
+_public_route if data.deputy.authz.public.paths[_path][_method]
+
+_public_route if data.deputy.authz.public.paths[_path]["*"]
+
+_authenticated_route if data.deputy.authz.authenticated.sections[_section][_method]
+
+_authenticated_route if data.deputy.authz.authenticated.sections[_section]["*"]
+
+_authenticated_route if data.deputy.authz.authenticated.paths[_path][_method]
+
+_authenticated_route if data.deputy.authz.authenticated.paths[_path]["*"]

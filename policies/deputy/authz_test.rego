@@ -2,7 +2,10 @@ package deputy.authz_test
 
 import data.deputy.authz
 
-_req(method, path) := {"attributes": {"request": {"http": {"method": method, "path": path}}}}
+_req(method, path) := {
+	"attributes": {"request": {"http": {"method": method, "path": path}}},
+	"parsed_path": split(trim_left(split(path, "?")[0], "/"), "/"),
+}
 
 test_routes[note] if {
 	some note, tc in {
@@ -10,6 +13,9 @@ test_routes[note] if {
 		"catalog is public": {"in": _req("GET", "/catalog/shoes?size=9"), "allowed": true, "reason": "public_route"},
 		"catalog POST is not": {"in": _req("POST", "/catalog/shoes"), "allowed": false, "reason": "no_rule_matched"},
 		"unknown path denied": {"in": _req("GET", "/admin"), "allowed": false, "reason": "no_rule_matched"},
+		"exact path is not a section": {"in": _req("GET", "/health/deep"), "allowed": false, "reason": "no_rule_matched"},
+		"exact path with query": {"in": _req("GET", "/health?verbose=1"), "allowed": true, "reason": "public_route"},
+		"JWKS is Deputy's": {"in": _req("GET", "/.well-known/jwks.json"), "allowed": true, "reason": "deputy_route"},
 		"account needs sign-in": {"in": _req("GET", "/customer/account"), "allowed": false, "reason": "authentication_required"},
 		"account with identity": {
 			"in": object.union(_req("GET", "/customer/account"), {"identity": {"sub": "c1"}}),
@@ -32,7 +38,7 @@ test_routes[note] if {
 
 test_data_switches_routes if {
 	d := authz.decision with input as _req("GET", "/admin")
-		with data.deputy.authz.public_routes as [{"prefix": "/admin"}]
+		with data.deputy.authz.public as {"paths": {}, "sections": {"admin": {"GET": true}}}
 	d.allowed
 }
 

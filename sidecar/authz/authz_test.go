@@ -118,8 +118,8 @@ func TestOPAEnvoyPolicies(t *testing.T) {
 						t.Errorf("case %d: dynamic metadata %s = %v, want %v", i, k, resp.DynamicMetadata[k], v)
 					}
 				}
-				if resp.DynamicMetadata["decision_id"] != resp.DecisionID || len(resp.DecisionID) != 32 {
-					t.Errorf("case %d: decision_id %v not in dynamic metadata", i, resp.DynamicMetadata["decision_id"])
+				if len(resp.DecisionID) != 32 {
+					t.Errorf("case %d: decision id %q", i, resp.DecisionID)
 				}
 			}
 		})

@@ -57,3 +57,10 @@ func BenchmarkCheck(b *testing.B) {
 		benchCheck(b, shippedPipeline(b), checkRequest(b, storefrontRequest), true)
 	})
 }
+
+// BenchmarkCheckFloor is the cost of the pipeline around the smallest
+// possible policy: what OPA and the pipeline cost before any rule runs.
+func BenchmarkCheckFloor(b *testing.B) {
+	p := authz.New(engineFor(b, "data.t.decision", "package t\n\ndecision := true\n", nil), authz.WithQuery("data.t.decision"))
+	benchCheck(b, p, checkRequest(b, storefrontRequest), true)
+}

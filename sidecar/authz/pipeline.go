@@ -68,6 +68,7 @@ type Pipeline struct {
 	keepInput   bool
 	clock       sidecar.Clock
 	facts       map[string]any
+	factsTerm   *ast.Term // input.deputy when no owned header was stripped
 }
 
 // Option configures a Pipeline.
@@ -142,6 +143,7 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	}
 	p.inputOpts.OwnedPrefix = p.prefix
 	p.inputOpts.ActorTokenHeader = p.tokenHeader
+	p.factsTerm = ast.NewTerm(p.deputyFacts(nil))
 	return p
 }
 
@@ -159,10 +161,6 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 		// The policy's verdict is logged; the client is let through.
 		resp = &Response{Allowed: true, Reason: resp.Reason, DecisionID: d.ID, HeadersToRemove: resp.HeadersToRemove}
 	}
-	if resp.DynamicMetadata == nil {
-		resp.DynamicMetadata = map[string]any{}
-	}
-	resp.DynamicMetadata["decision_id"] = d.ID
 	if p.observer != nil {
 		p.observer.ObserveDecision(d)
 	}
@@ -237,7 +235,11 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 	t3 := p.clock()
 	d.Stages.State = t3.Sub(t2)
 
-	input.Insert(keyTerm("deputy"), ast.NewTerm(p.deputyFacts(r.stripped)))
+	if len(r.stripped) == 0 {
+		input.Insert(keyTerm("deputy"), p.factsTerm)
+	} else {
+		input.Insert(keyTerm("deputy"), ast.NewTerm(p.deputyFacts(r.stripped)))
+	}
 	if p.keepInput {
 		d.Input = input
 	}

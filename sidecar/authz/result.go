@@ -29,7 +29,7 @@ type Response struct {
 	ResponseHeadersToAdd []Header // added to the upstream's response on allow
 	QueryParamsToSet     []Header
 	QueryParamsToRemove  []string
-	DynamicMetadata      map[string]any
+	DynamicMetadata      map[string]any // the policy's; adapters add decision_id
 	Reason               string
 	DecisionID           string
 }

@@ -41,12 +41,16 @@ func (s *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 
 // ToCheckResponse renders a pipeline response as OPA-Envoy would.
 func ToCheckResponse(r *authz.Response) *authv3.CheckResponse {
-	out := &authv3.CheckResponse{}
+	out := &authv3.CheckResponse{DynamicMetadata: &structpb.Struct{}}
 	if len(r.DynamicMetadata) > 0 {
 		if md, err := structpb.NewStruct(r.DynamicMetadata); err == nil {
 			out.DynamicMetadata = md
 		}
 	}
+	if out.DynamicMetadata.Fields == nil {
+		out.DynamicMetadata.Fields = map[string]*structpb.Value{}
+	}
+	out.DynamicMetadata.Fields["decision_id"] = structpb.NewStringValue(r.DecisionID)
 	if r.Allowed {
 		out.Status = &rpcstatus.Status{Code: int32(codes.OK)}
 		ok := &authv3.OkHttpResponse{

@@ -94,7 +94,9 @@ type Option func(*Engine)
 
 // WithQueries sets the queries prepared on every activation, in addition to
 // the defaults. The first query is the decision query.
-func WithQueries(q ...string) Option { return func(e *Engine) { e.queries = append([]string(nil), q...) } }
+func WithQueries(q ...string) Option {
+	return func(e *Engine) { e.queries = append([]string(nil), q...) }
+}
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.logger = l } }
@@ -134,12 +136,9 @@ func (e *Engine) Ready() bool { return e.current.Load() != nil }
 // Compile builds an activation without installing it, so a caller can
 // refuse a bad set while the last good one keeps serving.
 func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
-	comp := ast.NewCompiler().
-		WithEnablePrintStatements(false).
-		WithDefaultRegoVersion(ast.RegoV1)
-	comp.Compile(set.Modules)
-	if comp.Failed() {
-		return nil, sidecar.Invalid("policies", "compile: %v", comp.Errors)
+	comp, err := compileModules(set.Modules)
+	if err != nil {
+		return nil, err
 	}
 	data := set.Data
 	if data == nil {
@@ -156,12 +155,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		data:        data,
 	}
 	for _, q := range append(e.queries, MaskQuery) {
-		pq, err := rego.New(
-			rego.Query(q),
-			rego.Compiler(comp),
-			rego.Store(store),
-			rego.StoreReadAST(true),
-		).PrepareForEval(ctx)
+		pq, err := rego.New(rego.Query(q), rego.Compiler(comp), rego.Store(store), rego.StoreReadAST(true)).PrepareForEval(ctx)
 		if err != nil {
 			return nil, sidecar.Invalid("policies", "prepare %s: %v", q, err)
 		}
@@ -169,6 +163,17 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		a.needs[q] = inputNeeds(comp, q)
 	}
 	return a, nil
+}
+
+func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
+	comp := ast.NewCompiler().
+		WithEnablePrintStatements(false).
+		WithDefaultRegoVersion(ast.RegoV1)
+	comp.Compile(modules)
+	if comp.Failed() {
+		return nil, sidecar.Invalid("policies", "compile: %v", comp.Errors)
+	}
+	return comp, nil
 }
 
 // Activate compiles set and, when that succeeds, makes it the serving set.
