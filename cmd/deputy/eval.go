@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/spf13/cobra"
@@ -120,13 +119,12 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 				return &d, nil
 			})))
 	}
-	var ev authz.Evaluator = engine
 	if f.explain {
-		ev = tracingEvaluator{engine, tracer}
+		opts = append(opts, authz.WithEvalOptions(rego.EvalQueryTracer(tracer)))
 	}
 	var logged sidecar.Decision
 	opts = append(opts, authz.WithDecisionLogger(decisionCapture{&logged}))
-	pipeline := authz.New(ev, opts...)
+	pipeline := authz.New(engine, opts...)
 
 	var resp *authz.Response
 	if httpReq != nil {
@@ -245,15 +243,6 @@ type staticIdentity struct{ id *sidecar.Identity }
 
 func (s staticIdentity) Verify(context.Context, *sidecar.Request) (*sidecar.Identity, error) {
 	return s.id, nil
-}
-
-type tracingEvaluator struct {
-	e      *policy.Engine
-	tracer *topdown.BufferTracer
-}
-
-func (t tracingEvaluator) Eval(ctx context.Context, q string, in ast.Value, opts ...rego.EvalOption) (policy.Result, error) {
-	return t.e.Eval(ctx, q, in, append(opts, rego.EvalQueryTracer(t.tracer))...)
 }
 
 type decisionCapture struct{ d *sidecar.Decision }

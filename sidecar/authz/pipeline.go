@@ -15,6 +15,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/policy"
@@ -69,6 +70,7 @@ type Pipeline struct {
 	clock       sidecar.Clock
 	facts       map[string]any
 	factsTerm   *ast.Term // input.deputy when no owned header was stripped
+	evalOpts    []rego.EvalOption
 }
 
 // Option configures a Pipeline.
@@ -119,6 +121,12 @@ func WithDryRun(on bool) Option { return func(p *Pipeline) { p.dryRun = on } }
 // WithDecisionInput keeps the policy input on logged decisions (masked by
 // the decision log).
 func WithDecisionInput(on bool) Option { return func(p *Pipeline) { p.keepInput = on } }
+
+// WithEvalOptions passes options to every evaluation (e.g. a tracer for
+// `deputy eval --explain`).
+func WithEvalOptions(o ...rego.EvalOption) Option {
+	return func(p *Pipeline) { p.evalOpts = append(p.evalOpts, o...) }
+}
 
 // WithClock sets the clock.
 func WithClock(c sidecar.Clock) Option { return func(p *Pipeline) { p.clock = c } }
@@ -245,7 +253,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 	}
 
 	// Policy.
-	res, err := act.Eval(ctx, p.query, input)
+	res, err := act.Eval(ctx, p.query, input, p.evalOpts...)
 	d.Stages.Policy = p.clock().Sub(t3)
 	if err != nil {
 		return p.withOwned(p.deny(d, p.errorStatus, ReasonEvalError, err, ""), removeOwned)
