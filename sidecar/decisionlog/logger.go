@@ -160,9 +160,10 @@ func (l *Logger) Stop(ctx context.Context) error {
 		l.started.Store(true)
 		go l.run(context.Background())
 	}
+	before := l.dropped.Load()
 	l.stopc <- ctx
 	<-l.done
-	if lost := l.QueueDepth(); lost > 0 {
+	if lost := l.dropped.Load() - before; lost > 0 {
 		return sidecar.Unavailable(fmt.Sprintf("decision log: %d records not written", lost), ctx.Err())
 	}
 	return nil
@@ -179,6 +180,9 @@ func (l *Logger) run(ctx context.Context) {
 			return
 		case <-ctx.Done():
 			// Owner gone without Stop: one bounded last attempt.
+			l.mu.Lock()
+			l.stopped = true
+			l.mu.Unlock()
 			fctx, cancel := context.WithTimeout(context.Background(), l.cfg.BackoffMax)
 			l.drain(fctx, true)
 			cancel()
@@ -214,14 +218,25 @@ func (l *Logger) drain(ctx context.Context, final bool) {
 		l.log.Warn("decision log sink failed; records stay queued", "queued", l.QueueDepth(), "retry_in", backoff, "error", err)
 		if !l.sleep(ctx, backoff, final) {
 			if final {
-				lost := l.QueueDepth()
-				l.dropped.Add(uint64(lost))
-				l.log.Error("decision log stopped with records not written", "lost", lost)
+				l.discard()
 			}
 			return
 		}
 		backoff = min(backoff*2, l.cfg.BackoffMax)
 	}
+}
+
+// discard gives up on everything queued, counting it as dropped.
+func (l *Logger) discard() {
+	l.mu.Lock()
+	lost := l.n + l.inflight
+	clear(l.ring)
+	l.head, l.n, l.inflight = 0, 0, 0
+	l.mu.Unlock()
+	clear(l.pending)
+	l.pending = l.pending[:0]
+	l.dropped.Add(uint64(lost))
+	l.log.Error("decision log stopped with records not written", "lost", lost)
 }
 
 // sleep waits d; it reports false when the wait was cut short and the

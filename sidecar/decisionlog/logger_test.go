@@ -557,6 +557,42 @@ func TestConfigValidate(t *testing.T) {
 // (nothing drains, the queue is sized to hold every record); "pipeline"
 // runs the writer with its masking and encoding on a discarding sink, as
 // the server does, so both cores are shared with the background work.
+func TestNewSink(t *testing.T) {
+	cases := []struct {
+		sink  string
+		field string
+	}{
+		{decisionlog.SinkStdout, ""},
+		{decisionlog.SinkNone, ""},
+		{decisionlog.SinkRedis, "decision_log.sink"}, // no Redis configured
+	}
+	for _, tc := range cases {
+		t.Run(tc.sink, func(t *testing.T) {
+			cfg := decisionlog.Defaults()
+			cfg.Sink = tc.sink
+			_, err := decisionlog.NewSink(cfg, nil, &lines{})
+			if sidecar.ErrorField(err) != tc.field {
+				t.Errorf("err = %v, want field %q", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestStopWithoutStart(t *testing.T) {
+	var out lines
+	l, err := decisionlog.New(testConfig(), decisionlog.NewWriterSink(&out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(impersonationDecision("early", nil))
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if recs := out.records(t); len(recs) != 1 || recs[0]["decision_id"] != "early" {
+		t.Errorf("records logged before Start were not flushed by Stop: %v", recs)
+	}
+}
+
 func TestConfigFromYAML(t *testing.T) {
 	b, err := os.ReadFile("testdata/config.yaml")
 	if err != nil {
