@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,10 +204,15 @@ func TestClusterKeysOfACustomerShareASlot(t *testing.T) {
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(time.Hour)})
 	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"})
 	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
-	var keys []string
+	var (
+		mu   sync.Mutex // ForEachMaster visits the masters concurrently
+		keys []string
+	)
 	err = c.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
 		ks, err := n.Keys(ctx, "deputy:{cust:acme}:*").Result()
+		mu.Lock()
 		keys = append(keys, ks...)
+		mu.Unlock()
 		return err
 	})
 	if err != nil {
