@@ -236,3 +236,38 @@ func TestClusterKeysOfACustomerShareASlot(t *testing.T) {
 		t.Fatalf("customer keys spread over %d slots: %v", len(slots), keys)
 	}
 }
+
+func TestSubscribeWhileRedisDown(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	srv.Stop()
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, DialTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := make(chan string, 64)
+	defer s.Subscribe(func(k string) {
+		select {
+		case got <- k:
+		default:
+		}
+	})()
+	srv.Restart()
+	// Publish until the subscription is back: messages sent before it
+	// reconnects are lost, which is what the flush on resubscribe covers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_ = s.Invalidate(ctx, sidecar.GrantKey("acme"))
+		select {
+		case k := <-got:
+			if k == sidecar.GrantKey("acme") {
+				return
+			}
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("subscription made while Redis was down never delivered")
+		}
+	}
+}
