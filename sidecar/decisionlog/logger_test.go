@@ -465,6 +465,40 @@ func (s *failingSink) Write(ctx context.Context, batch [][]byte) error {
 	return decisionlog.NewWriterSink(&s.out).Write(ctx, batch)
 }
 
+// stuckSink never returns until released, like a Redis that accepted the
+// connection and stopped answering.
+type stuckSink struct{ release chan struct{} }
+
+func (s stuckSink) Write(ctx context.Context, _ [][]byte) error {
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func TestLogNeverWaitsOnTheSink(t *testing.T) {
+	cfg := testConfig()
+	cfg.QueueSize, cfg.BatchSize = 100, 10
+	sink := stuckSink{release: make(chan struct{})}
+	l := startLogger(t, cfg, sink)
+	for i := range 1000 { // would hang here if Log waited on the sink
+		l.Log(impersonationDecision(fmt.Sprint(i), nil))
+	}
+	if got := l.Dropped(); got != 900 {
+		t.Errorf("Dropped = %d, want the 900 past the bound", got)
+	}
+	if got := l.QueueDepth(); got != 100 {
+		t.Errorf("QueueDepth = %d, want 100", got)
+	}
+	close(sink.release)
+	waitFor(t, "the queue to drain once the sink answers", func() bool { return l.QueueDepth() == 0 })
+	if l.Flushed() != 100 {
+		t.Errorf("Flushed = %d, want 100", l.Flushed())
+	}
+}
+
 func TestStop(t *testing.T) {
 	t.Run("flushes a partial batch at once", func(t *testing.T) {
 		var out lines
