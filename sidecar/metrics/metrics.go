@@ -14,7 +14,7 @@
 //	deputy_state_cache_evictions_total{cache,reason} expired, capacity, invalidated
 //	deputy_redis_errors_total{command}
 //	deputy_decision_log_queue_depth
-//	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total
+//	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total, _mask_errors_total
 //	deputy_live_delegations{mode}
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
@@ -276,6 +276,7 @@ type DecisionLogStats interface {
 	Flushed() uint64
 	Dropped() uint64
 	SinkErrors() uint64
+	MaskErrors() uint64
 }
 
 // RegisterDecisionLog exports the decision logger's queue depth and
@@ -290,6 +291,8 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 			Help: "Decision log records lost past the queue bound or at shutdown."}, func() float64 { return float64(s.Dropped()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_sink_errors_total",
 			Help: "Failed writes to the decision log sink (records stay queued)."}, func() float64 { return float64(s.SinkErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_mask_errors_total",
+			Help: "Records logged without their input because the mask policy failed on it."}, func() float64 { return float64(s.MaskErrors()) }),
 	}
 	return m.register(cs...)
 }
