@@ -390,3 +390,15 @@ func BenchmarkCachedEffectiveGrants(b *testing.B) {
 		}
 	})
 }
+
+func BenchmarkCachedEffectiveGrantsSerial(b *testing.B) {
+	ctx := context.Background()
+	s := memory.New()
+	cs := delegation.NewCachedState(s, delegation.CacheConfig{TTL: time.Hour}, nil, nil)
+	defer cs.Close()
+	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: time.Now().Add(time.Hour)})
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = cs.EffectiveGrants(ctx, "acme", "p1", "pat")
+	}
+}
