@@ -241,11 +241,14 @@ func (c *Cache[K, V]) Evict(key string) {
 	}
 	s := c.shard(tag)
 	s.mu.Lock()
-	s.n -= len(s.tags[tag])
+	dropped := len(s.tags[tag])
+	s.n -= dropped
 	delete(s.tags, tag)
-	s.gen++
+	s.gen++ // even with nothing cached: a load may be in flight
 	s.mu.Unlock()
-	c.obs.Evict(c.kind)
+	if dropped > 0 {
+		c.obs.Evict(c.kind)
+	}
 }
 
 // Len is the number of entries held, expired or not.
