@@ -122,7 +122,7 @@ func TestCacheEvict(t *testing.T) {
 		}
 	}
 	cases := []struct {
-		name     string
+		name       string
 		key        string
 		wantLeft   map[string]bool // tag → still cached
 		wantEvicts int             // as counted by the observer
