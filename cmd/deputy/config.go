@@ -15,6 +15,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/actortoken"
+	"github.com/deputyhq/deputy/sidecar/api"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis"
 )
 
 // Defaults of the core settings (DESIGN §8).
@@ -25,7 +32,6 @@ const (
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultMaxBodyBytes    = 8 << 10
 	DefaultShutdownTimeout = 15 * time.Second
-	DefaultPolicyDir       = "policies"
 	DefaultCheckPath       = "/deputy/authz"
 )
 
@@ -41,7 +47,17 @@ type Config struct {
 	HTTP    HTTPConfig    `yaml:"http"`
 	Metrics MetricsConfig `yaml:"metrics"`
 	Check   CheckConfig   `yaml:"check"`
-	Policy  PolicyConfig  `yaml:"policy"`
+
+	Policy        policy.Config                  `yaml:"policy"`
+	Identity      identity.Config                `yaml:"identity"`
+	ActorToken    actortoken.Config              `yaml:"actor_token"`
+	Redis         redis.Config                   `yaml:"redis"`
+	StateCache    delegation.CacheConfig         `yaml:"state_cache"`
+	API           api.Config                     `yaml:"api"`
+	Impersonation delegation.ImpersonationConfig `yaml:"impersonation"`
+	Partner       delegation.PartnerConfig       `yaml:"partner"`
+	Reseller      delegation.ResellerConfig      `yaml:"reseller"`
+	DecisionLog   decisionlog.Config             `yaml:"decision_log"`
 }
 
 // GRPCConfig is the ext_authz gRPC listener.
@@ -73,13 +89,6 @@ type CheckConfig struct {
 	ActorTokenHeader string `yaml:"actor_token_header" usage:"header carrying the actor token (default <owned_prefix>token)"`
 	ErrorStatus      int    `yaml:"error_status" usage:"HTTP status of denials caused by policy errors or undefined decisions"`
 	ParseBody        bool   `yaml:"parse_body" usage:"parse JSON, form and multipart bodies into input.parsed_body"`
-	DryRun           bool   `yaml:"dry_run" usage:"evaluate and log, but allow every request"`
-}
-
-// PolicyConfig says where policies come from.
-type PolicyConfig struct {
-	Paths         []string `yaml:"paths" usage:"policy directories or files"`
-	DecisionQuery string   `yaml:"decision_query" usage:"query of the check decision"`
 }
 
 func defaultConfig() Config {
@@ -90,8 +99,23 @@ func defaultConfig() Config {
 		HTTP:            HTTPConfig{Addr: DefaultHTTPAddr, CheckPath: DefaultCheckPath, MaxBodyBytes: DefaultMaxBodyBytes},
 		Metrics:         MetricsConfig{Addr: DefaultMetricsAddr},
 		Check:           CheckConfig{OwnedPrefix: "x-deputy-", ErrorStatus: 403, ParseBody: true},
-		Policy:          PolicyConfig{Paths: []string{DefaultPolicyDir}, DecisionQuery: "data.deputy.authz.decision"},
+		Policy:          policyDefaults(),
+		Identity:        identity.Defaults(),
+		ActorToken:      actortoken.Defaults(),
+		Redis:           redis.Config{}.Defaults(),
+		StateCache:      delegation.CacheConfig{}.Defaults(),
+		API:             api.Defaults(),
+		Impersonation:   delegation.ImpersonationDefaults(),
+		Partner:         delegation.PartnerDefaults(),
+		Reseller:        delegation.ResellerDefaults(),
+		DecisionLog:     decisionlog.Defaults(),
 	}
+}
+
+func policyDefaults() policy.Config {
+	var c policy.Config
+	c.Defaults()
+	return c
 }
 
 // validate checks the core settings, then every section that can check
@@ -134,12 +158,6 @@ func (c *Config) validate() error {
 	}
 	if c.Check.ErrorStatus < 400 || c.Check.ErrorStatus > 599 {
 		return sidecar.Invalid("check.error_status", "must be a 4xx or 5xx status, not %d", c.Check.ErrorStatus)
-	}
-	if len(c.Policy.Paths) == 0 {
-		return sidecar.Invalid("policy.paths", "at least one policy path is needed")
-	}
-	if !strings.HasPrefix(c.Policy.DecisionQuery, "data.") {
-		return sidecar.Invalid("policy.decision_query", "must be a data reference like data.deputy.authz.decision")
 	}
 	return validateSections(reflect.ValueOf(c).Elem())
 }
@@ -209,7 +227,7 @@ func settings(v reflect.Value, prefix string, out *[]setting) {
 			continue
 		}
 		switch f.Kind() {
-		case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
+		case reflect.String, reflect.Bool, reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint32, reflect.Uint64, reflect.Float64:
 		case reflect.Slice:
 			if sf.Type.Elem().Kind() != reflect.String {
 				continue
@@ -242,25 +260,38 @@ func newConfigLoader(fs *pflag.FlagSet) *configLoader {
 	fs.StringVarP(&l.file, "config", "c", "", "YAML configuration file (env DEPUTY_CONFIG)")
 	settings(reflect.ValueOf(&l.cfg).Elem(), "", &l.settings)
 	for _, s := range l.settings {
-		name, usage := flagName(s.path), s.usage+" (env "+envName(s.path)+")"
-		switch p := s.field.Addr().Interface().(type) {
-		case *string:
-			fs.StringVar(p, name, *p, usage)
-		case *bool:
-			fs.BoolVar(p, name, *p, usage)
-		case *int:
-			fs.IntVar(p, name, *p, usage)
-		case *int64:
-			fs.Int64Var(p, name, *p, usage)
-		case *float64:
-			fs.Float64Var(p, name, *p, usage)
-		case *time.Duration:
-			fs.DurationVar(p, name, *p, usage)
-		case *[]string:
-			fs.StringSliceVar(p, name, *p, usage)
+		f := fs.VarPF(fieldValue{s.field}, flagName(s.path), "", s.usage+" (env "+envName(s.path)+")")
+		if s.field.Kind() == reflect.Bool {
+			f.NoOptDefVal = "true"
 		}
 	}
 	return l
+}
+
+// fieldValue exposes a config field as a flag value of any kind.
+type fieldValue struct{ v reflect.Value }
+
+func (f fieldValue) String() string {
+	if !f.v.IsValid() {
+		return ""
+	}
+	if f.v.Kind() == reflect.Slice {
+		parts := make([]string, f.v.Len())
+		for i := range parts {
+			parts[i] = fmt.Sprint(f.v.Index(i).Interface())
+		}
+		return strings.Join(parts, ",")
+	}
+	return fmt.Sprint(f.v.Interface())
+}
+
+func (f fieldValue) Set(s string) error { return setValue(f.v, s) }
+
+func (f fieldValue) Type() string {
+	if f.v.Type() == reflect.TypeOf(time.Duration(0)) {
+		return "duration"
+	}
+	return f.v.Kind().String()
 }
 
 // load applies, over the defaults: the YAML file, then DEPUTY_* variables,
@@ -297,11 +328,6 @@ func (l *configLoader) load() (*Config, error) {
 	}
 	for _, s := range ss {
 		if v, ok := given[flagName(s.path)]; ok {
-			f := l.flags.Lookup(flagName(s.path))
-			if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
-				s.field.Set(reflect.ValueOf(sv.GetSlice()))
-				continue
-			}
 			if err := setValue(s.field, v); err != nil {
 				return nil, sidecar.Invalid(s.path, "from --%s: %v", flagName(s.path), err)
 			}
@@ -314,47 +340,47 @@ func (l *configLoader) load() (*Config, error) {
 }
 
 func setValue(f reflect.Value, s string) error {
-	switch p := f.Addr().Interface().(type) {
-	case *string:
-		*p = s
-	case *bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return fmt.Errorf("not a boolean: %q", s)
-		}
-		*p = b
-	case *int:
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return fmt.Errorf("not an integer: %q", s)
-		}
-		*p = n
-	case *int64:
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return fmt.Errorf("not an integer: %q", s)
-		}
-		*p = n
-	case *float64:
-		n, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return fmt.Errorf("not a number: %q", s)
-		}
-		*p = n
-	case *time.Duration:
+	switch {
+	case f.Type() == reflect.TypeOf(time.Duration(0)):
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return fmt.Errorf("not a duration: %q", s)
 		}
-		*p = d
-	case *[]string:
-		var out []string
+		f.SetInt(int64(d))
+	case f.Kind() == reflect.String:
+		f.SetString(s)
+	case f.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", s)
+		}
+		f.SetBool(b)
+	case f.CanInt():
+		n, err := strconv.ParseInt(s, 10, f.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", s)
+		}
+		f.SetInt(n)
+	case f.CanUint():
+		n, err := strconv.ParseUint(s, 10, f.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("not a non-negative integer: %q", s)
+		}
+		f.SetUint(n)
+	case f.CanFloat():
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("not a number: %q", s)
+		}
+		f.SetFloat(n)
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+		out := reflect.MakeSlice(f.Type(), 0, 4)
 		for _, part := range strings.Split(s, ",") {
 			if part = strings.TrimSpace(part); part != "" {
-				out = append(out, part)
+				out = reflect.Append(out, reflect.ValueOf(part).Convert(f.Type().Elem()))
 			}
 		}
-		*p = out
+		f.Set(out)
 	default:
 		return fmt.Errorf("unsupported type %s", f.Type())
 	}

@@ -28,9 +28,16 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/actortoken"
+	"github.com/deputyhq/deputy/sidecar/api"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/envoy"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis"
 )
 
 func newServeCmd() *cobra.Command {
@@ -59,6 +66,10 @@ type server struct {
 	registry *prometheus.Registry
 	engine   *policy.Engine
 	pipeline *authz.Pipeline
+	source   *policy.Source
+
+	api       http.Handler
+	wellKnown http.Handler
 
 	grpc       *grpc.Server
 	health     *health.Server
@@ -92,39 +103,150 @@ func serve(ctx context.Context, cfg *Config, out interface{ Write([]byte) (int, 
 func build(ctx context.Context, cfg *Config) (*server, error) {
 	s := &server{cfg: cfg, log: newLogger(cfg.LogLevel), registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ok := false
+	defer func() {
+		if !ok {
+			s.close(context.Background())
+		}
+	}()
 
+	// Policy: the engine, fed by a directory, a bundle file or a bundle server.
 	s.engine = policy.New(
 		policy.WithQueries(cfg.Policy.DecisionQuery, policy.DefaultManageQuery),
 		policy.WithLogger(s.log),
 	)
-	set, err := policy.LoadPaths(cfg.Policy.Paths)
+	src, err := policy.NewSource(cfg.Policy, s.engine, policy.WithSourceLogger(s.log))
 	if err != nil {
 		return nil, err
 	}
-	if err := s.engine.Activate(ctx, set); err != nil {
+	if err := src.Start(ctx); err != nil {
 		return nil, err
 	}
+	s.source = src
+	s.closers = append(s.closers, src.Stop)
 	s.ready = append(s.ready, readiness{"policy", func(context.Context) error {
-		if !s.engine.Ready() {
+		if st := src.Status(); !st.Ready {
+			if st.LastError != "" {
+				return errors.New(st.LastError)
+			}
 			return errors.New("no policy active")
 		}
 		return nil
 	}})
 
+	// State: Redis when configured, else the embedded store.
+	var store sidecar.Store
+	if cfg.Redis.Enabled() {
+		rs, err := redis.New(cfg.Redis, redis.WithLogger(s.log))
+		if err != nil {
+			return nil, err
+		}
+		store = rs
+		s.ready = append(s.ready, readiness{"redis", rs.Ping})
+	} else {
+		if !cfg.Dev {
+			s.log.Warn("no redis configured: state lives in this process only; run a single replica")
+		}
+		store = memory.New()
+	}
+	s.closers = append(s.closers, func(context.Context) error { return store.Close() })
+
+	// Identity of callers, and the actor token for upstreams.
+	if cfg.Dev {
+		cfg.Identity.Dev.Enabled = true
+	}
+	idOpts := []identity.Option{identity.WithLogger(s.log)}
+	if cfg.Identity.Dev.Enabled {
+		dev, err := identity.LoadDevIssuer(cfg.Identity.Dev.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		idOpts = append(idOpts, identity.WithDevIssuer(dev))
+	}
+	verifier, err := identity.New(cfg.Identity, idOpts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifier.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func(context.Context) error { return verifier.Close() })
+	s.ready = append(s.ready, readiness{"identity", func(context.Context) error { return verifier.Ready() }})
+
+	var atOpts []actortoken.Option
+	if cfg.Dev && len(cfg.ActorToken.KeyFiles) == 0 {
+		k, err := actortoken.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		atOpts = append(atOpts, actortoken.WithKeys(k))
+	}
+	signer, err := actortoken.New(cfg.ActorToken, atOpts...)
+	if err != nil {
+		return nil, err
+	}
+
+	// Delegation: impersonation sessions, partner grants, reseller domains.
+	policyData := func() map[string]any {
+		if a := s.engine.Current(); a != nil {
+			return a.Data()
+		}
+		return nil
+	}
+	imp := delegation.NewImpersonation(store, policyData,
+		delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(s.log))
+	sessions := delegation.NewSessionResolver(store, cfg.Impersonation, delegation.WithSessionLogger(s.log))
+	s.closers = append(s.closers, func(context.Context) error { return sessions.Close() })
+	cached := delegation.NewCachedState(store, cfg.StateCache, time.Now, nil)
+	s.closers = append(s.closers, func(context.Context) error { return cached.Close() })
+	onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, cfg.Partner, cfg.Reseller)
+	if err != nil {
+		return nil, err
+	}
+	partners := delegation.NewPartners(store, cfg.Partner,
+		delegation.WithPartnerPolicyData(policyData), delegation.WithPartnerLogger(s.log))
+	resellers := delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(s.log))
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	go partners.RunSweeper(sweepCtx)
+	s.closers = append(s.closers, func(context.Context) error { stopSweep(); return nil })
+
 	s.pipeline = authz.New(s.engine,
 		authz.WithQuery(cfg.Policy.DecisionQuery),
+		authz.WithVerifier(verifier),
+		authz.WithResolvers(sessions, onBehalf),
+		authz.WithActorTokenSigner(signer),
 		authz.WithOwnedPrefix(cfg.Check.OwnedPrefix),
 		authz.WithActorTokenHeader(cfg.Check.ActorTokenHeader),
 		authz.WithErrorStatus(cfg.Check.ErrorStatus),
 		authz.WithBodyParsing(cfg.Check.ParseBody),
-		authz.WithDryRun(cfg.Check.DryRun),
+		authz.WithDryRun(cfg.Policy.DryRun),
 	)
+
+	s.api = api.New(
+		api.WithConfig(cfg.API),
+		api.WithVerifier(verifier),
+		api.WithEngine(s.engine),
+		api.WithLogger(s.log),
+		api.WithRoutes(api.NewImpersonation(imp), api.NewPartner(partners), api.NewReseller(resellers)),
+	)
+	s.wellKnown = signer.Handler()
 
 	if err := s.buildGRPC(); err != nil {
 		return nil, err
 	}
 	s.buildHTTP()
+	ok = true
 	return s, nil
+}
+
+// close runs the closers, last opened first.
+func (s *server) close(ctx context.Context) {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](ctx); err != nil {
+			s.log.Error("shutdown", "error", err)
+		}
+	}
+	s.closers = nil
 }
 
 func (s *server) buildGRPC() error {
@@ -169,6 +291,8 @@ func serverTLS(c GRPCConfig) (credentials.TransportCredentials, error) {
 
 func (s *server) buildHTTP() {
 	mux := http.NewServeMux()
+	mux.Handle(api.Prefix, s.api)
+	mux.Handle("/.well-known/", s.wellKnown)
 	mux.Handle(s.cfg.HTTP.CheckPath, envoy.NewHTTPHandler(s.pipeline, envoy.WithForwardedRequest(), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
 	mux.Handle("/", envoy.NewHTTPHandler(s.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -198,9 +322,7 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body := map[string]any{"status": map[bool]string{true: "ready", false: "not ready"}[status == http.StatusOK], "checks": checks}
-	if a := s.engine.Current(); a != nil {
-		body["policy"] = map[string]any{"revision": a.Revision, "source": a.Source, "activated_at": a.ActivatedAt}
-	}
+	body["policy"] = s.source.Status()
 	w.Header().Set("content-type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
@@ -263,11 +385,7 @@ func (s *server) run(ctx context.Context, out interface{ Write([]byte) (int, err
 		s.grpc.Stop()
 	}
 	_ = s.metricsSrv.Shutdown(sctx)
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		if err := s.closers[i](sctx); err != nil {
-			s.log.Error("shutdown", "error", err)
-		}
-	}
+	s.close(sctx)
 	wg.Wait()
 	return runErr
 }
