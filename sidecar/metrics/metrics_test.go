@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -217,12 +218,25 @@ func TestRedisHook(t *testing.T) {
 		p.Get(ctx, "s")
 		return nil
 	})
+	// A WATCH conflict is the optimistic lock working, not a failure.
+	err := c.Watch(ctx, func(tx *redis.Tx) error {
+		c.Set(ctx, "w", "changed", 0)
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error { p.Set(ctx, "w", "mine", 0); return nil })
+		return err
+	}, "w")
+	if !errors.Is(err, redis.TxFailedErr) {
+		t.Fatalf("Watch = %v, want the conflict", err)
+	}
+	// A caller that gave up is not Redis failing.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_ = c.XRead(cctx, &redis.XReadArgs{Streams: []string{"s2", "$"}, Block: time.Second}).Err()
 	srv.Stop()
 	_ = c.Ping(ctx).Err()
 	cases := []struct {
 		command string
 		want    float64
-	}{{"incr", 1}, {"lpush", 1}, {"get", 0}, {"set", 0}, {"ping", 1}, {"dial", 1}}
+	}{{"incr", 1}, {"lpush", 1}, {"get", 0}, {"set", 0}, {"exec", 0}, {"multi", 0}, {"xread", 0}, {"ping", 1}, {"dial", 1}}
 	for _, tc := range cases {
 		t.Run(tc.command, func(t *testing.T) {
 			got, _ := series(t, reg, "deputy_redis_errors_total", map[string]string{"command": tc.command})

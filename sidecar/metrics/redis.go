@@ -9,7 +9,8 @@ import (
 )
 
 // RedisHook returns a go-redis hook counting failed commands, pipelined
-// ones included, and failed dials. Install it with client.AddHook.
+// ones included, and failed dials. Install it with client.AddHook on every
+// client Deputy makes (state store, pub/sub, decision log).
 func (m *Metrics) RedisHook() redis.Hook { return redisHook{m} }
 
 type redisHook struct{ m *Metrics }
@@ -42,8 +43,10 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	}
 }
 
+// count records a failed command. A missing key, a WATCH conflict and a
+// caller that gave up are answers or choices, not Redis failures.
 func (h redisHook) count(cmd redis.Cmder, err error) {
-	if err == nil || errors.Is(err, redis.Nil) {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, redis.TxFailedErr) || errors.Is(err, context.Canceled) {
 		return
 	}
 	h.m.redisErrors.WithLabelValues(h.m.commands.label(lowerASCII(cmd.Name()))).Inc()
