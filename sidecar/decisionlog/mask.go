@@ -17,10 +17,17 @@ import (
 // MaskField is the name invalid mask rules are reported under.
 const MaskField = "data.system.log.mask"
 
-// Evaluator evaluates a prepared query; *policy.Engine is one.
+// Evaluator evaluates a prepared query: *policy.Engine (the serving set)
+// or *policy.Activation (a set compiled but not yet serving, so a bad mask
+// can be refused before it is activated).
 type Evaluator interface {
 	Eval(ctx context.Context, query string, input ast.Value, opts ...rego.EvalOption) (policy.Result, error)
 }
+
+var (
+	_ Evaluator = (*policy.Engine)(nil)
+	_ Evaluator = (*policy.Activation)(nil)
+)
 
 // Mask operations of OPA's data.system.log.mask convention.
 const (
