@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-
 )
 
 // Error codes. They are stable: clients, metrics and logs key on them.

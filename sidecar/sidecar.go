@@ -44,8 +44,8 @@ func (id *Identity) HasRole(role string) bool {
 // impersonation session, a partner grant or a reseller assignment.
 type Delegation struct {
 	Mode        string    `json:"mode"`
-	ID          string    `json:"id"`                // session or grant id
-	Actor       string    `json:"actor"`             // the real person
+	ID          string    `json:"id"`    // session or grant id
+	Actor       string    `json:"actor"` // the real person
 	ActorName   string    `json:"actor_name,omitempty"`
 	ActorOrg    string    `json:"actor_org,omitempty"`
 	Subject     string    `json:"subject"` // customer or customer org acted for

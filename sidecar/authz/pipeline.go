@@ -89,7 +89,9 @@ func WithResolvers(r ...sidecar.DelegationResolver) Option {
 }
 
 // WithActorTokenSigner sets the signer of the x-deputy-token header.
-func WithActorTokenSigner(s sidecar.ActorTokenSigner) Option { return func(p *Pipeline) { p.signer = s } }
+func WithActorTokenSigner(s sidecar.ActorTokenSigner) Option {
+	return func(p *Pipeline) { p.signer = s }
+}
 
 // WithDecisionLogger sets where decisions are logged.
 func WithDecisionLogger(l sidecar.DecisionLogger) Option { return func(p *Pipeline) { p.log = l } }

@@ -27,7 +27,9 @@ const (
 type HTTPOption func(*HTTPHandler)
 
 // WithPathPrefix strips Envoy http_service's path_prefix from the path.
-func WithPathPrefix(p string) HTTPOption { return func(h *HTTPHandler) { h.prefix = strings.TrimSuffix(p, "/") } }
+func WithPathPrefix(p string) HTTPOption {
+	return func(h *HTTPHandler) { h.prefix = strings.TrimSuffix(p, "/") }
+}
 
 // WithForwardedRequest makes the handler take the original method and URI
 // from the headers nginx (X-Original-Method, X-Original-URI) and Caddy
