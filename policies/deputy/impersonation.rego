@@ -40,7 +40,10 @@ permissions contains p if {
 
 _impersonating if input.delegation.mode == "impersonation"
 
-_method := upper(object.get(input, ["attributes", "request", "http", "method"], ""))
+default _method := ""
+
+# Read by name (not object.get on input) so Deputy builds only this field.
+_method := upper(input.attributes.request.http.method)
 
 _path := p if {
 	raw := input.attributes.request.http.path
