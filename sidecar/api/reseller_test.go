@@ -91,6 +91,12 @@ func TestResellerAPI(t *testing.T) {
 		{name: "reseller admin is not a super admin", status: 403, code: "forbidden", msg: "not_permitted", do: func(p *partnerAPI, sam string) pres {
 			return p.call("PUT", "reseller/assignments/initech", p.tok(ritaClaims), map[string]any{})
 		}},
+		{name: "reseller admin lists own domain", status: 200, do: func(p *partnerAPI, sam string) pres {
+			return p.call("GET", "reseller/assignments", p.tok(ritaClaims), nil)
+		}},
+		{name: "reseller admin reads another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+			return p.call("GET", "reseller/assignments/globex", p.tok(ritaClaims), nil)
+		}},
 		{name: "partner user", status: 403, code: "forbidden", msg: "not_permitted", do: func(p *partnerAPI, sam string) pres {
 			return p.call("GET", "reseller/assignments", p.pat(), nil)
 		}},

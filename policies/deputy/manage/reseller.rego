@@ -1,7 +1,8 @@
 # Reseller domain assignments
 # Reseller super admins manage which customers belong to the domain they
-# signed in through, and only that domain: a customer assigned to another
-# domain cannot be read, moved or deleted from here. The API passes the
+# signed in through, and only that domain; customer-care staff may read
+# them. A customer assigned to another domain cannot be read, moved or
+# deleted from here. The API passes the
 # domain the call is about as input.target.domain, the customer's current
 # domain as input.target.current_domain and, for imports, every domain the
 # file names as input.target.domains.
@@ -19,14 +20,23 @@ _reseller_actions := {
 	"reseller.assignment.import",
 }
 
-allow contains action if {
+allow contains action if some action in _reseller_permitted
+
+# Super admins manage their domain's assignments; customer-care staff may
+# read them, to list the customers they can act for.
+_reseller_permitted contains action if {
 	some action in _reseller_actions
 	_reseller_super_admin
 }
 
+_reseller_permitted contains action if {
+	some action in {"reseller.assignment.get", "reseller.assignment.list"}
+	input.identity.domain != ""
+	reseller.staff
+}
+
 deny contains "customer_not_in_domain" if {
-	input.action in _reseller_actions
-	_reseller_super_admin
+	input.action in _reseller_permitted
 	some domain in _reseller_target_domains
 	domain != input.identity.domain
 }

@@ -17,6 +17,11 @@ test_reseller_assignment_actions[note] if {
 		{"note": "super admin imports own domain", "action": "reseller.assignment.import", "identity": _super_admin, "target": {"domain": "shop-a.example", "domains": ["shop-a.example"]}, "allowed": true, "reason": "ok"},
 		{"note": "import naming another domain", "action": "reseller.assignment.import", "identity": _super_admin, "target": {"domain": "shop-a.example", "domains": ["shop-a.example", "shop-b.example"]}, "allowed": false, "reason": "customer_not_in_domain"},
 		{"note": "reseller admin is not a super admin", "action": "reseller.assignment.put", "identity": object.union(_super_admin, {"roles": ["reseller_admin"]}), "target": {"customer": "acme", "domain": "shop-a.example"}, "allowed": false, "reason": "not_permitted"},
+		{"note": "staff lists own domain", "action": "reseller.assignment.list", "identity": object.union(_super_admin, {"roles": ["reseller_admin"]}), "target": {"domain": "shop-a.example"}, "allowed": true, "reason": "ok"},
+		{"note": "staff with privileges reads own domain's customer", "action": "reseller.assignment.get", "identity": object.union(_super_admin, {"roles": [], "privileges": ["view_customers", "access_support_cases"]}), "target": {"customer": "acme", "current_domain": "shop-a.example"}, "allowed": true, "reason": "ok"},
+		{"note": "staff cannot read another domain's customer", "action": "reseller.assignment.get", "identity": object.union(_super_admin, {"roles": ["reseller_admin"]}), "target": {"customer": "acme", "current_domain": "shop-b.example"}, "allowed": false, "reason": "customer_not_in_domain"},
+		{"note": "staff cannot import", "action": "reseller.assignment.import", "identity": object.union(_super_admin, {"roles": ["reseller_admin"]}), "target": {"domain": "shop-a.example", "domains": ["shop-b.example"]}, "allowed": false, "reason": "not_permitted"},
+		{"note": "viewer without support privilege cannot list", "action": "reseller.assignment.list", "identity": object.union(_super_admin, {"roles": ["reseller_viewer"]}), "target": {"domain": "shop-a.example"}, "allowed": false, "reason": "not_permitted"},
 		{"note": "super admin without a domain", "action": "reseller.assignment.list", "identity": object.remove(_super_admin, ["domain"]), "target": {"domain": ""}, "allowed": false, "reason": "not_permitted"},
 	]
 	some tc in cases
