@@ -52,10 +52,14 @@ _path := p if {
 	input.parsed_path
 } else := ""
 
-# The first forbidden route that matches, in data order, so the reason is stable.
+_section := split(trim_left(_path, "/"), "/")[0]
+
+# The first forbidden route that matches, in data order, so the reason is
+# stable. Routes are grouped by first path segment, so a request only meets
+# the few routes of its own section (none, for most storefront pages).
 _forbidden_reason := reasons[0] if {
 	reasons := [r.reason |
-		some r in data.deputy.impersonation.forbidden_routes
+		some r in data.deputy.impersonation.forbidden_routes[_section]
 		_route_matches(r)
 	]
 	count(reasons) > 0

@@ -59,7 +59,7 @@ test_parsed_path_fallback if {
 
 test_custom_forbidden_routes if {
 	d := impersonation.decision with input as _req("GET", "/wishlist/share")
-		with data.deputy.impersonation.forbidden_routes as [{"prefix": "/wishlist/share", "reason": "sharing_forbidden"}]
+		with data.deputy.impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share", "reason": "sharing_forbidden"}]}
 	d.reason == "sharing_forbidden"
 }
 

@@ -4,10 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/actortoken"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -63,4 +69,101 @@ func BenchmarkCheck(b *testing.B) {
 func BenchmarkCheckFloor(b *testing.B) {
 	p := authz.New(engineFor(b, "data.t.decision", "package t\n\ndecision := true\n", nil), authz.WithQuery("data.t.decision"))
 	benchCheck(b, p, checkRequest(b, storefrontRequest), true)
+}
+
+// delegatedPipeline wires the real resolvers over the embedded store, a
+// real token verifier (dev issuer) and a real actor-token signer, as serve
+// does. Returns the pipeline and a token minter.
+func delegatedPipeline(b *testing.B, store sidecar.Store) (*authz.Pipeline, func(identity.DevClaims) string) {
+	b.Helper()
+	dev, err := identity.GenerateDevIssuer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	idCfg := identity.Defaults()
+	idCfg.Dev.Enabled = true
+	verifier, err := identity.New(idCfg, identity.WithDevIssuer(dev), identity.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := actortoken.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, err := actortoken.New(actortoken.Defaults(), actortoken.WithKeys(key))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sessions := delegation.NewSessionResolver(store, delegation.ImpersonationDefaults())
+	b.Cleanup(func() { sessions.Close() })
+	cached := delegation.NewCachedState(store, delegation.CacheConfig{}.Defaults(), time.Now, nil)
+	b.Cleanup(func() { cached.Close() })
+	onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, delegation.PartnerDefaults(), delegation.ResellerDefaults())
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := shippedPipeline(b, authz.WithVerifier(verifier), authz.WithResolvers(sessions, onBehalf), authz.WithActorTokenSigner(signer))
+	mint := func(c identity.DevClaims) string {
+		tok, err := dev.Mint(c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tok
+	}
+	return p, mint
+}
+
+func withHeaders(b *testing.B, path string, extra map[string]string) *authv3.CheckRequest {
+	req := checkRequest(b, storefrontRequest)
+	h := req.Attributes.Request.Http
+	h.Path = path
+	h.Headers[":path"] = path
+	for k, v := range extra {
+		h.Headers[k] = v
+	}
+	return req
+}
+
+// BenchmarkCheckDelegated covers the three ways of acting on behalf, with
+// the session, grant or assignment in the local cache (steady state).
+func BenchmarkCheckDelegated(b *testing.B) {
+	ctx := context.Background()
+	now := time.Now()
+
+	b.Run("impersonation", func(b *testing.B) {
+		store := memory.New()
+		token := "benchmark-session-token-0123456789abcdef"
+		if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9", Name: "Zoë Customer", DefaultStoreView: "en"}); err != nil {
+			b.Fatal(err)
+		}
+		if err := store.CreateSession(ctx, &sidecar.Session{ID: "imp_1", TokenHash: delegation.HashSecret(token), Actor: "staff-1",
+			Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+			b.Fatal(err)
+		}
+		p, _ := delegatedPipeline(b, store)
+		req := withHeaders(b, "/customer/account", map[string]string{"cookie": "cart=abc123; deputy_session=" + token})
+		benchCheck(b, p, req, true)
+	})
+
+	b.Run("partner", func(b *testing.B) {
+		store := memory.New()
+		if err := store.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "helpco", Level: sidecar.Level("update"), ExpiresAt: now.Add(24 * time.Hour)}); err != nil {
+			b.Fatal(err)
+		}
+		p, mint := delegatedPipeline(b, store)
+		tok := mint(identity.DevClaims{Subject: "pat", Org: "helpco", Roles: []string{"partner"}, TTL: time.Hour})
+		req := withHeaders(b, "/customers/acme/service-requests/42", map[string]string{"authorization": "Bearer " + tok, "x-on-behalf-of": "acme"})
+		benchCheck(b, p, req, true)
+	})
+
+	b.Run("reseller", func(b *testing.B) {
+		store := memory.New()
+		if err := store.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "resellco", Domain: "eu.resellco.example"}); err != nil {
+			b.Fatal(err)
+		}
+		p, mint := delegatedPipeline(b, store)
+		tok := mint(identity.DevClaims{Subject: "rita", Domain: "eu.resellco.example", Roles: []string{"reseller_admin"}, TTL: time.Hour})
+		req := withHeaders(b, "/support/cases", map[string]string{"authorization": "Bearer " + tok, "x-on-behalf-of": "acme"})
+		benchCheck(b, p, req, true)
+	})
 }
