@@ -1,0 +1,41 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+)
+
+// A partner organisation asks for access, the customer's contact manager
+// approves, and a partner user's request naming the customer resolves to
+// the grant the policy will decide on.
+func ExampleOnBehalfResolver() {
+	ctx := context.Background()
+	store := memory.New()
+	partners := delegation.NewPartners(store, delegation.PartnerConfig{})
+
+	pat := &sidecar.Identity{Subject: "pat", Org: "partnerco"}
+	cora := &sidecar.Identity{Subject: "cora", Org: "acme", Roles: []string{"contact_manager"}}
+	req, _ := partners.CheckRequest(ctx, pat, delegation.AccessRequestInput{
+		Customer: "acme", ContactEmail: "cora@acme.example", ExpiryDays: 30,
+		Level: sidecar.LevelUpdate, Scope: sidecar.ScopeOrganisation,
+	})
+	_ = partners.Request(ctx, req)
+	_, _, _ = partners.Approve(ctx, cora, req.ID)
+
+	cached := delegation.NewCachedState(store, delegation.CacheConfig{}, nil, nil)
+	defer cached.Close()
+	resolver, _ := delegation.NewOnBehalfResolver(cached, cached, delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."}, delegation.ResellerConfig{})
+
+	d, _ := resolver.Resolve(ctx, &sidecar.Request{Method: "PATCH", Path: "/customers/acme/service-requests/sr-1"}, pat)
+	fmt.Println(d.Mode, d.Subject, d.Actor, d.Level, d.Scope)
+
+	_, err := resolver.Resolve(ctx, &sidecar.Request{Headers: map[string]string{"x-on-behalf-of": "globex"}}, pat)
+	fmt.Println(sidecar.ErrorMessage(err))
+	// Output:
+	// partner acme pat update organisation
+	// no_live_grant
+}
