@@ -43,8 +43,10 @@ _denial := "not_partner_delegation" if {
 } else := sprintf("level_too_low:%s", [_required_level])
 
 # METADATA
-# description: Rank of each level, lowest first, for comparisons.
-rank := {level: i | some i, level in data.deputy.partner.levels}
+# description: |
+#   Rank of each level, lowest first, for comparisons. Kept in data beside
+#   levels (a test checks they agree) so a check does not rebuild it.
+rank := data.deputy.partner.level_rank
 
 # METADATA
 # description: Whether level a is at least level b (both must be known).
@@ -52,20 +54,20 @@ at_least(a, b) if rank[a] >= rank[b]
 
 _is_partner if input.delegation.mode == "partner"
 
-# The path relative to the customer: /customers/{customer}/x/y reads as x/y
-# when the path template names the customer acted for.
-_path := array.slice(input.parsed_path, 2, count(input.parsed_path)) if {
+# Where the path relative to the customer starts: /customers/{customer}/x/y
+# reads as x/y when the path template names the customer acted for.
+_offset := 2 if {
 	input.parsed_path[0] == data.deputy.partner.customer_path_prefix
 	input.parsed_path[1] == input.delegation.subject
-} else := input.parsed_path
+} else := 0
 
 _method := input.attributes.request.http.method
 
-_section := data.deputy.partner.sections[_path[0]]
+_section := data.deputy.partner.sections[input.parsed_path[_offset]]
 
-_kind := "collection" if count(_path) == 1
+_kind := "collection" if count(input.parsed_path) == _offset + 1
 
-_kind := "item" if count(_path) > 1
+_kind := "item" if count(input.parsed_path) > _offset + 1
 
 _required_level := level if {
 	level := _section[_kind][_method]
@@ -76,7 +78,7 @@ _required_level := level if {
 _cc_shared if {
 	_kind == "item"
 	_method in _section.cc_item_methods
-	_path[1] in input.delegation.attributes.shared_resources
+	input.parsed_path[_offset + 1] in input.delegation.attributes.shared_resources
 }
 
 _deny(reason) := {"allowed": false, "reason": reason, "http_status": 403}

@@ -137,3 +137,10 @@ test_at_least[note] if {
 _at_least(a, b) if partner.at_least(a, b)
 
 else := false
+
+test_level_rank_follows_levels if {
+	every i, level in data.deputy.partner.levels {
+		data.deputy.partner.level_rank[level] == i
+	}
+	count(data.deputy.partner.level_rank) == count(data.deputy.partner.levels)
+}
