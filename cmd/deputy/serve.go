@@ -19,8 +19,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -32,10 +31,12 @@ import (
 	"github.com/deputyhq/deputy/sidecar/actortoken"
 	"github.com/deputyhq/deputy/sidecar/api"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/envoy"
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/metrics"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
 )
@@ -64,6 +65,7 @@ type server struct {
 	cfg      *Config
 	log      *slog.Logger
 	registry *prometheus.Registry
+	metrics  *metrics.Metrics
 	engine   *policy.Engine
 	pipeline *authz.Pipeline
 	source   *policy.Source
@@ -102,7 +104,11 @@ func serve(ctx context.Context, cfg *Config, out interface{ Write([]byte) (int, 
 // build wires the server; it fails, naming the cause, before any port opens.
 func build(ctx context.Context, cfg *Config) (*server, error) {
 	s := &server{cfg: cfg, log: newLogger(cfg.LogLevel), registry: prometheus.NewRegistry()}
-	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := metrics.New(s.registry)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
 	ok := false
 	defer func() {
 		if !ok {
@@ -114,12 +120,23 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 	s.engine = policy.New(
 		policy.WithQueries(cfg.Policy.DecisionQuery, policy.DefaultManageQuery),
 		policy.WithLogger(s.log),
+		policy.OnActivate(func(a *policy.Activation, err error) {
+			rev, at := "", time.Time{}
+			if a != nil {
+				rev, at = a.Revision, a.ActivatedAt
+			}
+			m.ObserveActivation(rev, at, err)
+		}),
 	)
 	src, err := policy.NewSource(cfg.Policy, s.engine, policy.WithSourceLogger(s.log))
 	if err != nil {
 		return nil, err
 	}
 	if err := src.Start(ctx); err != nil {
+		return nil, err
+	}
+	// A mask policy that cannot run would log credentials or nothing: refuse it.
+	if err := decisionlog.ValidateMask(ctx, s.engine); err != nil {
 		return nil, err
 	}
 	s.source = src
@@ -136,11 +153,14 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 
 	// State: Redis when configured, else the embedded store.
 	var store sidecar.Store
+	var client goredis.UniversalClient
 	if cfg.Redis.Enabled() {
-		rs, err := redis.New(cfg.Redis, redis.WithLogger(s.log))
-		if err != nil {
+		if client, err = redis.NewClient(cfg.Redis); err != nil {
 			return nil, err
 		}
+		client.AddHook(m.RedisHook())
+		s.closers = append(s.closers, func(context.Context) error { return client.Close() })
+		rs := redis.NewFromClient(client, cfg.Redis, redis.WithLogger(s.log))
 		store = rs
 		s.ready = append(s.ready, readiness{"redis", rs.Ping})
 	} else {
@@ -150,6 +170,26 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 		store = memory.New()
 	}
 	s.closers = append(s.closers, func(context.Context) error { return store.Close() })
+	if err := m.RegisterLiveDelegations(liveDelegations(store)); err != nil {
+		return nil, err
+	}
+
+	// Decision log: asynchronous, bounded, masked; flushed on shutdown.
+	sink, err := decisionlog.NewSink(cfg.DecisionLog, client, os.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	dlog, err := decisionlog.New(cfg.DecisionLog, sink, decisionlog.WithMaskPolicy(s.engine), decisionlog.WithLogger(s.log))
+	if err != nil {
+		return nil, err
+	}
+	if err := m.RegisterDecisionLog(dlog); err != nil {
+		return nil, err
+	}
+	if err := dlog.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, dlog.Stop)
 
 	// Identity of callers, and the actor token for upstreams.
 	if cfg.Dev {
@@ -195,9 +235,10 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 	}
 	imp := delegation.NewImpersonation(store, policyData,
 		delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(s.log))
-	sessions := delegation.NewSessionResolver(store, cfg.Impersonation, delegation.WithSessionLogger(s.log))
+	sessions := delegation.NewSessionResolver(store, cfg.Impersonation,
+		delegation.WithSessionLogger(s.log), delegation.WithSessionObserver(cacheMetrics{m}))
 	s.closers = append(s.closers, func(context.Context) error { return sessions.Close() })
-	cached := delegation.NewCachedState(store, cfg.StateCache, time.Now, nil)
+	cached := delegation.NewCachedState(store, cfg.StateCache, time.Now, cacheMetrics{m})
 	s.closers = append(s.closers, func(context.Context) error { return cached.Close() })
 	onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, cfg.Partner, cfg.Reseller)
 	if err != nil {
@@ -220,6 +261,9 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 		authz.WithErrorStatus(cfg.Check.ErrorStatus),
 		authz.WithBodyParsing(cfg.Check.ParseBody),
 		authz.WithDryRun(cfg.Policy.DryRun),
+		authz.WithObserver(m),
+		authz.WithDecisionLogger(dlog),
+		authz.WithDecisionInput(cfg.DecisionLog.IncludeInput),
 	)
 
 	s.api = api.New(
@@ -227,6 +271,7 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 		api.WithVerifier(verifier),
 		api.WithEngine(s.engine),
 		api.WithLogger(s.log),
+		api.WithMiddleware(func(h http.Handler) http.Handler { return m.InstrumentHTTP("api", h) }),
 		api.WithRoutes(api.NewImpersonation(imp), api.NewPartner(partners), api.NewReseller(resellers)),
 	)
 	s.wellKnown = signer.Handler()
@@ -250,7 +295,11 @@ func (s *server) close(ctx context.Context) {
 }
 
 func (s *server) buildGRPC() error {
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes)}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes),
+		grpc.ChainUnaryInterceptor(s.metrics.GRPC().UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(s.metrics.GRPC().StreamServerInterceptor()),
+	}
 	if s.cfg.GRPC.TLSCert != "" {
 		creds, err := serverTLS(s.cfg.GRPC)
 		if err != nil {
@@ -265,6 +314,7 @@ func (s *server) buildGRPC() error {
 	if s.cfg.GRPC.Reflection {
 		reflection.Register(s.grpc)
 	}
+	s.metrics.GRPC().InitializeMetrics(s.grpc)
 	return nil
 }
 
@@ -294,17 +344,17 @@ func (s *server) buildHTTP() {
 	mux.Handle(api.Prefix, s.api)
 	mux.Handle("/.well-known/", s.wellKnown)
 	mux.Handle(s.cfg.HTTP.CheckPath, envoy.NewHTTPHandler(s.pipeline, envoy.WithForwardedRequest(), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
-	mux.Handle("/", envoy.NewHTTPHandler(s.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
+	mux.Handle("/", s.metrics.InstrumentHTTP("check", envoy.NewHTTPHandler(s.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))))
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	mm := http.NewServeMux()
-	mm.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	mm.Handle("/metrics", metrics.Handler(s.registry))
 	mm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mm.HandleFunc("/readyz", s.readyz)
-	s.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	s.metricsSrv = &http.Server{Handler: s.metrics.InstrumentHTTP("admin", mm), ReadHeaderTimeout: 10 * time.Second}
 }
 
 // readyz reports each readiness condition; 503 when any fails.
@@ -364,7 +414,7 @@ func (s *server) run(ctx context.Context, out interface{ Write([]byte) (int, err
 	s.health.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("deputy serving", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
 	if s.cfg.Dev {
-		printNextSteps(out, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
+		printNextSteps(os.Stderr, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
 	}
 
 	var runErr error
@@ -418,4 +468,30 @@ func port(addr string) string {
 		return addr[i:]
 	}
 	return addr
+}
+
+// cacheMetrics counts the delegation caches' traffic.
+type cacheMetrics struct{ m *metrics.Metrics }
+
+func (c cacheMetrics) Hit(kind string)   { c.m.CacheHit(kind) }
+func (c cacheMetrics) Miss(kind string)  { c.m.CacheMiss(kind) }
+func (c cacheMetrics) Evict(kind string) { c.m.CacheEviction(kind, "invalidated") }
+
+// liveDelegations counts live sessions and grants when Prometheus scrapes.
+// It reads the store, so its cost is per scrape, never per check.
+func liveDelegations(store sidecar.Store) metrics.LiveFunc {
+	return func() map[string]int {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		out := map[string]int{}
+		sessions, _, err := store.ListSessions(ctx, sidecar.SessionFilter{LiveOnly: true, From: time.Now().Add(-24 * time.Hour), Page: sidecar.Page{Limit: 10000}})
+		if err == nil {
+			out[sidecar.ModeImpersonation] = len(sessions)
+		}
+		grants, err := store.GrantsExpiringBefore(ctx, time.Now().AddDate(100, 0, 0), 100000)
+		if err == nil {
+			out[sidecar.ModePartner] = len(grants)
+		}
+		return out
+	}
 }

@@ -74,6 +74,19 @@ var _ sidecar.Store = (*Store)(nil)
 // New connects to Redis as configured. It does not wait for Redis: a
 // store that cannot be reached answers EUNAVAILABLE until it can.
 func New(cfg Config, opts ...Option) (*Store, error) {
+	c, err := NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := NewFromClient(c, cfg, opts...)
+	s.owned = true
+	return s, nil
+}
+
+// NewClient returns a go-redis client (single node, Sentinel or Cluster)
+// for cfg, for the parts of Deputy that share the store's Redis (decision
+// log stream, metrics hooks). It does not wait for Redis.
+func NewClient(cfg Config) (goredis.UniversalClient, error) {
 	cfg = cfg.Defaults()
 	if !cfg.Enabled() {
 		return nil, sidecar.Invalid("redis.addrs", "at least one address is required")
@@ -85,9 +98,7 @@ func New(cfg Config, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := NewFromClient(goredis.NewUniversalClient(o), cfg, opts...)
-	s.owned = true
-	return s, nil
+	return goredis.NewUniversalClient(o), nil
 }
 
 // NewFromClient uses an existing client; Close does not close it. Only the
