@@ -57,10 +57,11 @@ lint: vet
 
 ## bench: in-process benchmarks and a loopback load test against a
 ## do-nothing ext_authz server built in the same run.
-bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./sidecar/authz/ | tee .bench-check.txt
-	@command -v ghz >/dev/null || $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
-	PATH="$$PATH:$$($(GO) env GOPATH)/bin" ./bench/load.sh
+bench: build deps
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./sidecar/authz/ ./sidecar/decisionlog/
+	$(GO) build -o bin/noop-authz ./cmd/noop-authz
+	@PATH="$$PATH:$$($(GO) env GOPATH)/bin" command -v ghz >/dev/null || $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) run ./cmd/deputy-bench
 
 ## fuzz: a short run of every fuzz target.
 fuzz:
