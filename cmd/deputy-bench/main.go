@@ -299,7 +299,7 @@ func writePayload(dir, name string, extra map[string]string, path ...string) str
 		headers[k] = v
 	}
 	req := map[string]any{"attributes": map[string]any{
-		"source": map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": "10.0.3.17", "portValue": 51234}}},
+		"source":  map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": "10.0.3.17", "portValue": 51234}}},
 		"request": map[string]any{"http": map[string]any{"method": "GET", "path": p, "host": "shop.example.com", "scheme": "https", "protocol": "HTTP/2", "headers": headers}},
 	}}
 	raw, _ := json.Marshal(req)
