@@ -15,14 +15,26 @@ package deputy.authz
 # description: OPA-Envoy-shaped result object with a machine-readable reason.
 default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_matched"}
 
+# Routes are looked up, never scanned: by first path segment (a
+# storefront's sections: catalog, customer, checkout, ...) or by exact path,
+# then by method or "*". The lookups sit in the branches themselves: every
+# helper rule is one more evaluation on every check.
 decision := {"allowed": true, "reason": "deputy_route"} if {
 	# Deputy's own API and key endpoints authenticate and authorize callers
 	# themselves (data.deputy.manage).
-	_deputy_route
+	data.deputy.authz.deputy.sections[input.parsed_path[0]][input.attributes.request.http.method]
+} else := {"allowed": true, "reason": "deputy_route"} if {
+	data.deputy.authz.deputy.sections[input.parsed_path[0]]["*"]
 } else := _delegated if {
 	input.delegation
 } else := {"allowed": true, "reason": "public_route"} if {
-	_public_route
+	data.deputy.authz.public.sections[input.parsed_path[0]][input.attributes.request.http.method]
+} else := {"allowed": true, "reason": "public_route"} if {
+	data.deputy.authz.public.sections[input.parsed_path[0]]["*"]
+} else := {"allowed": true, "reason": "public_route"} if {
+	data.deputy.authz.public.paths[_path][input.attributes.request.http.method]
+} else := {"allowed": true, "reason": "public_route"} if {
+	data.deputy.authz.public.paths[_path]["*"]
 } else := {"allowed": false, "http_status": 403, "reason": input.delegation_error} if {
 	input.delegation_error
 } else := {"allowed": false, "http_status": 401, "reason": "identity_refused"} if {
@@ -45,27 +57,11 @@ _delegated := data.deputy.partner.decision if input.delegation.mode == "partner"
 
 _delegated := data.deputy.reseller.decision if input.delegation.mode == "reseller"
 
-_method := input.attributes.request.http.method
-
-# Routes are looked up, never scanned: by first path segment (a
-# storefront's sections: catalog, customer, checkout, ...) or exact path,
-# then by method or "*". Rules, not functions, so OPA caches each answer
-# and a check's cost stays flat however many routes data lists.
 _section := input.parsed_path[0]
 
+_method := input.attributes.request.http.method
+
 _path := split(input.attributes.request.http.path, "?")[0]
-
-_deputy_route if data.deputy.authz.deputy.sections[_section][_method]
-
-_deputy_route if data.deputy.authz.deputy.sections[_section]["*"]
-
-_public_route if data.deputy.authz.public.sections[_section][_method]
-
-_public_route if data.deputy.authz.public.sections[_section]["*"]
-
-_public_route if data.deputy.authz.public.paths[_path][_method]
-
-_public_route if data.deputy.authz.public.paths[_path]["*"]
 
 _authenticated_route if data.deputy.authz.authenticated.sections[_section][_method]
 
