@@ -56,28 +56,23 @@ _section := split(trim_left(_path, "/"), "/")[0]
 
 # The first forbidden route that matches, in data order, so the reason is
 # stable. Routes are grouped by first path segment, so a request only meets
-# the few routes of its own section (none, for most storefront pages).
+# the few routes of its own section (none, for most storefront pages), and
+# the method is only looked at once the path matched.
 _forbidden_reason := reasons[0] if {
 	reasons := [r.reason |
 		some r in data.deputy.impersonation.forbidden_routes[_section]
-		_route_matches(r)
+		startswith(_path_slash, concat("", [trim_suffix(r.prefix, "/"), "/"]))
+		_method_forbidden(r)
 	]
 	count(reasons) > 0
 }
 
-_route_matches(r) if {
-	_under(_path, r.prefix)
-	not r.methods
-}
+# The path with one trailing slash, so /a/b is under /a/b and /a, not /a/bc.
+_path_slash := concat("", [trim_suffix(_path, "/"), "/"])
 
-_route_matches(r) if {
-	_under(_path, r.prefix)
-	_method in r.methods
-}
+_method_forbidden(r) if not r.methods
 
-_under(path, prefix) if path == prefix
-
-_under(path, prefix) if startswith(path, concat("", [trim_suffix(prefix, "/"), "/"]))
+_method_forbidden(r) if _method in r.methods
 
 _allow := {
 	"allowed": true,
