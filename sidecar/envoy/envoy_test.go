@@ -1,0 +1,241 @@
+package envoy_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/envoy"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// testPolicy allows GET /ok (adding a header), denies /busy with a status,
+// body and header of its own, and denies everything else.
+const testPolicy = `package t
+
+default decision := {"allowed": false, "reason": "nope"}
+
+decision := {"allowed": true, "reason": "fine", "headers": {"x-app": "1"},
+	"response_headers_to_add": {"cache-control": "private"}} if {
+	input.attributes.request.http.path == "/ok"
+}
+
+decision := {"allowed": false, "http_status": 429, "body": "slow down", "headers": {"x-why": "busy"}, "reason": "busy"} if {
+	input.attributes.request.http.path == "/busy"
+}
+`
+
+type staticDelegation struct{ d *sidecar.Delegation }
+
+func (s staticDelegation) Resolve(_ context.Context, r *sidecar.Request, _ *sidecar.Identity) (*sidecar.Delegation, error) {
+	if r.Headers["cookie"] == "deputy_session=s1" {
+		return s.d, nil
+	}
+	return nil, nil
+}
+
+func pipeline(t testing.TB) *authz.Pipeline {
+	t.Helper()
+	mod := ast.MustParseModuleWithOpts(testPolicy, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
+	return authz.New(e, authz.WithQuery("data.t.decision"), authz.WithResolvers(staticDelegation{&sidecar.Delegation{
+		Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "cust-9",
+	}}))
+}
+
+// startGRPC serves the ext_authz and health services on a loopback port,
+// as `deputy serve` does, and returns a connected client.
+func startGRPC(t *testing.T, maxRecv int) (authv3.AuthorizationClient, healthpb.HealthClient) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxRecv))
+	authv3.RegisterAuthorizationServer(srv, envoy.NewGRPCServer(pipeline(t)))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return authv3.NewAuthorizationClient(conn), healthpb.NewHealthClient(conn)
+}
+
+func check(path string, headers map[string]string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Headers: headers},
+	}}}
+}
+
+func TestGRPCCheckOverLoopback(t *testing.T) {
+	client, healthClient := startGRPC(t, 64<<10)
+	ctx := context.Background()
+
+	t.Run("allow carries policy and injected headers", func(t *testing.T) {
+		resp, err := client.Check(ctx, check("/ok", map[string]string{"cookie": "deputy_session=s1", "x-deputy-actor": "forged", "x-deputy-level": "full_admin"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+			t.Fatalf("status %v", resp.GetStatus())
+		}
+		ok := resp.GetOkResponse()
+		got := map[string]*corev3.HeaderValueOption{}
+		for _, h := range ok.GetHeaders() {
+			got[h.GetHeader().GetKey()] = h
+		}
+		if got["x-app"].GetHeader().GetValue() != "1" {
+			t.Errorf("policy header missing: %v", ok.GetHeaders())
+		}
+		for name, want := range map[string]string{"x-deputy-actor": "staff-1", "x-deputy-subject": "cust-9", "x-deputy-mode": "impersonation", "x-deputy-session": "s1"} {
+			h := got[name]
+			if h.GetHeader().GetValue() != want || h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				t.Errorf("%s = %v, want %q overwriting", name, h, want)
+			}
+		}
+		if strings.Join(ok.GetHeadersToRemove(), ",") != "x-deputy-level" {
+			t.Errorf("headers to remove = %v, want the forged level", ok.GetHeadersToRemove())
+		}
+		if len(ok.GetResponseHeadersToAdd()) != 1 || ok.GetResponseHeadersToAdd()[0].GetHeader().GetValue() != "private" {
+			t.Errorf("response headers = %v", ok.GetResponseHeadersToAdd())
+		}
+		if id := resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); len(id) != 32 {
+			t.Errorf("decision_id = %q", id)
+		}
+	})
+
+	t.Run("denial passes status, body and headers", func(t *testing.T) {
+		resp, err := client.Check(ctx, check("/busy", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if codes.Code(resp.GetStatus().GetCode()) != codes.PermissionDenied {
+			t.Fatalf("status %v", resp.GetStatus())
+		}
+		d := resp.GetDeniedResponse()
+		if d.GetStatus().GetCode() != 429 || d.GetBody() != "slow down" || d.GetHeaders()[0].GetHeader().GetValue() != "busy" {
+			t.Errorf("denied = %v", d)
+		}
+	})
+
+	t.Run("default deny", func(t *testing.T) {
+		resp, err := client.Check(ctx, check("/other", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetDeniedResponse().GetStatus().GetCode() != 403 {
+			t.Errorf("got %v", resp)
+		}
+	})
+
+	t.Run("oversized message is refused by the gRPC limit", func(t *testing.T) {
+		_, err := client.Check(ctx, check("/ok", map[string]string{"x-big": strings.Repeat("a", 100<<10)}))
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("err = %v, want ResourceExhausted", err)
+		}
+	})
+
+	t.Run("health service answers", func(t *testing.T) {
+		resp, err := healthClient.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health = %v, %v", resp, err)
+		}
+	})
+}
+
+func TestHTTPCheck(t *testing.T) {
+	p := pipeline(t)
+	envoyHTTP := envoy.NewHTTPHandler(p, envoy.WithPathPrefix("/ext_authz"))
+	forwarded := envoy.NewHTTPHandler(p, envoy.WithForwardedRequest())
+
+	cases := []struct {
+		name        string
+		handler     http.Handler
+		method      string
+		target      string
+		headers     map[string]string
+		wantStatus  int
+		wantHeaders map[string]string
+		wantBody    string
+	}{
+		{name: "envoy http_service allow", handler: envoyHTTP, method: "GET", target: "/ext_authz/ok",
+			headers: map[string]string{"Cookie": "deputy_session=s1", "X-Deputy-Level": "full_admin"}, wantStatus: 200,
+			wantHeaders: map[string]string{"x-app": "1", "x-deputy-subject": "cust-9", "x-deputy-actor": "staff-1",
+				envoy.HeadersToRemoveHeader: "x-deputy-level", envoy.ResponseHeaderPrefix + "cache-control": "private"}},
+		{name: "envoy http_service deny passes status and body", handler: envoyHTTP, method: "GET", target: "/ext_authz/busy",
+			wantStatus: 429, wantBody: "slow down", wantHeaders: map[string]string{"x-why": "busy"}},
+		{name: "nginx auth_request original URI", handler: forwarded, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET"}, wantStatus: 200, wantHeaders: map[string]string{"x-app": "1"}},
+		{name: "caddy forward_auth forwarded URI", handler: forwarded, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/busy", "X-Forwarded-Method": "GET"}, wantStatus: 429},
+		{name: "envoy mode ignores forwarded URI headers", handler: envoyHTTP, method: "GET", target: "/ext_authz/other",
+			headers: map[string]string{"X-Original-URI": "/ok", "X-Forwarded-Uri": "/ok"}, wantStatus: 403},
+		{name: "malformed JSON body is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
+			headers: map[string]string{"Content-Type": "application/json", "X-Body": "{"}, wantStatus: 400},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var body *strings.Reader
+			if tc.headers["X-Body"] != "" {
+				body = strings.NewReader(tc.headers["X-Body"])
+			} else {
+				body = strings.NewReader("")
+			}
+			req := httptest.NewRequest(tc.method, tc.target, body)
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			tc.handler.ServeHTTP(rec, req)
+			if rec.Code != tc.wantStatus {
+				t.Fatalf("status %d, want %d (body %q)", rec.Code, tc.wantStatus, rec.Body.String())
+			}
+			for k, v := range tc.wantHeaders {
+				if got := rec.Header().Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if tc.wantBody != "" && rec.Body.String() != tc.wantBody {
+				t.Errorf("body %q, want %q", rec.Body.String(), tc.wantBody)
+			}
+			if rec.Header().Get("x-deputy-decision-id") == "" {
+				t.Errorf("no decision id")
+			}
+		})
+	}
+}
+
+// A status Envoy's StatusCode enum lacks cannot be sent over gRPC: it is
+// denied with 403 rather than producing a response Envoy rejects.
+func TestStatusOutsideEnvoyEnumFallsBackTo403(t *testing.T) {
+	resp := envoy.ToCheckResponse(&authz.Response{Allowed: false, HTTPStatus: 418, DecisionID: "d"})
+	if resp.GetDeniedResponse().GetStatus().GetCode() != 403 {
+		t.Fatalf("got %v", resp.GetDeniedResponse().GetStatus())
+	}
+	if resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() != "d" {
+		t.Fatalf("decision id lost")
+	}
+}
