@@ -1,0 +1,198 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// The pod the chart renders starts Deputy: its ConfigMaps and Secrets are
+// laid out as the kubelet would mount them, under a temporary root, and
+// the container's own command line runs the real binary until its probes
+// pass. This catches a config file the server refuses, a policy missing
+// from the ConfigMap or a key file named but not mounted.
+func TestRenderedPodStartsDeputy(t *testing.T) {
+	bin := deputyBinary(t)
+	tests := []struct {
+		values string
+	}{
+		{"default.yaml"},
+		{"http-ext-authz.yaml"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
+			m := mustRender(t, filepath.Join("testdata", tc.values), true)
+			pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
+			c := container(t, pod, "deputy")
+			root := t.TempDir()
+			mountVolumes(t, m, pod.Volumes, c.VolumeMounts, root)
+
+			metrics, grpc, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+			args := make([]string, 0, len(c.Args)+3)
+			for _, a := range c.Args {
+				args = append(args, strings.ReplaceAll(a, "/etc/deputy/", root+"/etc/deputy/"))
+			}
+			// The pod's ports, moved to free loopback ones (the last flag wins).
+			args = append(args, "--grpc-addr="+grpc, "--http-addr="+httpAddr, "--metrics-addr="+metrics)
+			cmd := exec.Command(bin, args...)
+			cmd.Dir = root
+			for _, e := range c.Env {
+				if e.ValueFrom == nil {
+					cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+				}
+			}
+			out := &strings.Builder{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Closed when Deputy exits, so every waiter sees it.
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Signal(os.Interrupt)
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					_ = cmd.Process.Kill()
+					<-done
+				}
+			})
+
+			for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
+				if p == nil || p.HTTPGet == nil {
+					continue
+				}
+				if p.HTTPGet.Port.String() != "metrics" {
+					t.Fatalf("probe on port %s", p.HTTPGet.Port.String())
+				}
+				url := "http://" + metrics + p.HTTPGet.Path
+				if err := poll(url, done); err != nil {
+					t.Fatalf("%s: %v\n%s", p.HTTPGet.Path, err, out.String())
+				}
+			}
+		})
+	}
+}
+
+// mountVolumes writes what each mount would show in the container.
+func mountVolumes(t *testing.T, m manifests, vols []corev1.Volume, mounts []corev1.VolumeMount, root string) {
+	t.Helper()
+	byName := map[string]corev1.Volume{}
+	for _, v := range vols {
+		byName[v.Name] = v
+	}
+	for _, vm := range mounts {
+		v := byName[vm.Name]
+		files := map[string]string{} // path in the volume → content
+		switch {
+		case v.ConfigMap != nil:
+			cm := m.get(t, "ConfigMap", v.ConfigMap.Name).(*corev1.ConfigMap)
+			project(files, cm.Data, v.ConfigMap.Items)
+		case v.Secret != nil:
+			s := m.get(t, "Secret", v.Secret.SecretName).(*corev1.Secret)
+			data := map[string]string{}
+			for k, b := range s.Data {
+				data[k] = string(b)
+			}
+			project(files, data, v.Secret.Items)
+		case v.EmptyDir != nil:
+		default:
+			t.Fatalf("volume %s: unexpected source", v.Name)
+		}
+		dst := filepath.Join(root, vm.MountPath)
+		if vm.SubPath != "" {
+			files = map[string]string{"": files[vm.SubPath]}
+		}
+		if err := os.MkdirAll(dst, 0o755); err != nil && vm.SubPath == "" {
+			t.Fatal(err)
+		}
+		for p, content := range files {
+			f := filepath.Join(dst, p)
+			if vm.SubPath != "" {
+				f = dst
+				_ = os.Remove(dst)
+			}
+			content = strings.ReplaceAll(content, "/etc/deputy/", root+"/etc/deputy/")
+			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func project(files, data map[string]string, items []corev1.KeyToPath) {
+	if len(items) == 0 {
+		for k, v := range data {
+			files[k] = v
+		}
+		return
+	}
+	for _, it := range items {
+		files[it.Path] = data[it.Key]
+	}
+}
+
+func poll(url string, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var last error
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		last = err
+		select {
+		case <-exited:
+			return fmt.Errorf("deputy exited")
+		case <-ctx.Done():
+			return fmt.Errorf("not ready: %v", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// deputyBinary builds the server from the repository (its own module), or
+// takes DEPUTY_BIN when the caller built it already.
+func deputyBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("DEPUTY_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "deputy")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/deputy")
+	cmd.Dir = filepath.Join(chartDir, "..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/deputy: %v\n%s", err, out)
+	}
+	return bin
+}
