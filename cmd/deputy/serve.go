@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,7 +56,7 @@ func newServeCmd() *cobra.Command {
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		return serve(ctx, cfg, cmd.OutOrStdout())
+		return serve(ctx, cfg)
 	}
 	return cmd
 }
@@ -93,12 +94,12 @@ func newLogger(level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
-func serve(ctx context.Context, cfg *Config, out interface{ Write([]byte) (int, error) }) error {
+func serve(ctx context.Context, cfg *Config) error {
 	s, err := build(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	return s.run(ctx, out)
+	return s.run(ctx)
 }
 
 // build wires the server; it fails, naming the cause, before any port opens.
@@ -388,7 +389,7 @@ func listen(addr string) (net.Listener, error) {
 
 // run opens the listeners, serves until ctx ends, then shuts down
 // gracefully: in-flight checks finish, decision logs flush.
-func (s *server) run(ctx context.Context, out interface{ Write([]byte) (int, error) }) error {
+func (s *server) run(ctx context.Context) error {
 	gl, err := listen(s.cfg.GRPC.Addr)
 	if err != nil {
 		return fmt.Errorf("grpc.addr: %w", err)
@@ -447,7 +448,7 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-func printNextSteps(out interface{ Write([]byte) (int, error) }, grpcAddr, httpAddr, metricsAddr string) {
+func printNextSteps(out io.Writer, grpcAddr, httpAddr, metricsAddr string) {
 	fmt.Fprintf(out, `
 Deputy is running in dev mode (embedded store, shipped policies).
   gRPC ext_authz  %s

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("%s never listened", addr)
+}
+
+// TestServeDrainsInFlightChecksOnShutdown starts the whole server, holds a
+// check inside policy evaluation (http.send to a slow local service), asks
+// the server to stop, and expects that check to complete normally.
+func TestServeDrainsInFlightChecksOnShutdown(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		w.Header().Set("content-type", "application/json")
+		io.WriteString(w, `{"ok": true}`)
+	}))
+	defer slow.Close()
+
+	dir := t.TempDir()
+	rego := `package deputy.authz
+
+default decision := {"allowed": false, "reason": "no"}
+
+decision := {"allowed": true, "reason": "slow_ok"} if {
+	input.attributes.request.http.path == "/slow"
+	http.send({"method": "GET", "url": "` + slow.URL + `", "timeout": "20s"}).body.ok
+}
+
+decision := {"allowed": true, "reason": "fast"} if input.attributes.request.http.path == "/fast"
+`
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultConfig()
+	cfg.Dev = true
+	cfg.LogLevel = "error"
+	cfg.GRPC.Addr, cfg.HTTP.Addr, cfg.Metrics.Addr = freePort(t), freePort(t), freePort(t)
+	cfg.Policy.Paths = []string{dir}
+	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "dev-key.json")
+	cfg.DecisionLog.Sink = "none"
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s, err := build(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	waitListening(t, cfg.GRPC.Addr)
+
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		resp, err := http.Get("http://" + cfg.Metrics.Addr + path)
+		if err != nil || resp.StatusCode != want {
+			t.Fatalf("%s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	req := func(path string) *authv3.CheckRequest {
+		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path}}}}
+	}
+	if resp, err := client.Check(context.Background(), req("/fast")); err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("fast check: %v %v", resp, err)
+	}
+	resp, err := http.Get("http://" + cfg.Metrics.Addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metricsText), `deputy_decisions_total{`) {
+		t.Errorf("no decision counted in /metrics")
+	}
+
+	type outcome struct {
+		resp *authv3.CheckResponse
+		err  error
+	}
+	inflight := make(chan outcome, 1)
+	go func() {
+		r, err := client.Check(context.Background(), req("/slow"))
+		inflight <- outcome{r, err}
+	}()
+	<-entered
+	stop() // SIGTERM
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+
+	got := <-inflight
+	if got.err != nil || codes.Code(got.resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("in-flight check did not finish: %v %v", got.resp, got.err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not stop")
+	}
+	if _, err := client.Check(context.Background(), req("/fast")); err == nil {
+		t.Fatal("server still answering after shutdown")
+	}
+}
+
+func TestBuildRefusesBadPolicyNamingIt(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.rego"), []byte("package deputy.authz\n\ndecision := {\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := defaultConfig()
+	cfg.Dev = true
+	cfg.Policy.Paths = []string{dir}
+	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "k.json")
+	cfg.DecisionLog.Sink = "none"
+	_, err := build(context.Background(), &cfg)
+	if err == nil || !strings.Contains(err.Error(), "bad.rego") {
+		t.Fatalf("err = %v, want the bad file named", err)
+	}
+}
