@@ -23,15 +23,26 @@ import (
 // from the ConfigMap or a key file named but not mounted.
 func TestRenderedPodStartsDeputy(t *testing.T) {
 	bin := deputyBinary(t)
+	redisAddr := startRedis(t, "s3cret")
 	tests := []struct {
-		values string
+		name   string
+		values string // a values file, or YAML values
 	}{
-		{"default.yaml"},
-		{"http-ext-authz.yaml"},
+		{"default", "testdata/default.yaml"},
+		{"http-ext-authz", "testdata/http-ext-authz.yaml"},
+		// Readiness needs Redis reachable with the password from the Secret.
+		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}}"},
 	}
 	for _, tc := range tests {
-		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
-			m := mustRender(t, filepath.Join("testdata", tc.values), true)
+		t.Run(tc.name, func(t *testing.T) {
+			values := tc.values
+			if !strings.HasSuffix(values, ".yaml") {
+				values = filepath.Join(t.TempDir(), "values.yaml")
+				if err := os.WriteFile(values, []byte(tc.values), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := mustRender(t, values, true)
 			pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
 			c := container(t, pod, "deputy")
 			root := t.TempDir()
@@ -47,8 +58,15 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 			cmd := exec.Command(bin, args...)
 			cmd.Dir = root
 			for _, e := range c.Env {
-				if e.ValueFrom == nil {
+				switch {
+				case e.ValueFrom == nil:
 					cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+				case e.ValueFrom.SecretKeyRef != nil:
+					ref := e.ValueFrom.SecretKeyRef
+					s := m.get(t, "Secret", ref.Name).(*corev1.Secret)
+					cmd.Env = append(cmd.Env, e.Name+"="+string(s.Data[ref.Key]))
+				default:
+					t.Fatalf("env %s: unexpected source", e.Name)
 				}
 			}
 			out := &strings.Builder{}
@@ -82,6 +100,35 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// startRedis runs a real redis-server with a password on a free port.
+func startRedis(t *testing.T, password string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server is not installed: apt-get install -y redis-server")
+	}
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--requirepass", password,
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server not listening on %s", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -652,6 +652,9 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"bundle without url", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {publicKey: k}}}", "policies.bundle.url"},
 		{"unsigned bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: 'https://b.example.com/b.tar.gz'}}}", "publicKey"},
 		{"redis without address", "{app: {image: {repository: x}}, redis: {enabled: true}}", "redis.addrs"},
+		{"several redis addresses, neither cluster nor sentinel", "{app: {image: {repository: x}}, redis: {enabled: true, addrs: ['a:6379', 'b:6379']}}", "redis.cluster"},
+		{"sentinel and cluster", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, masterName: m, addrs: ['a:6379']}}", "redis.masterName"},
+		{"cluster with a db", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, db: 2, addrs: ['a:6379']}}", "redis.db"},
 		{"existing secret without key names", "{app: {image: {repository: x}}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
 	}
 	c := loadChart(t)
