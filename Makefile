@@ -53,7 +53,13 @@ test-charts:
 
 ## lint: Regal on the policies, go vet, gofmt.
 lint: vet
-	$(GO) tool regal lint policies/
+	$(GO) tool -modfile=.regal/tools.mod regal lint policies/
+
+## bundle: a signed policy bundle (dev key generated into bundles/keys/, never committed).
+bundle: build
+	sh bundles/dev-keys.sh
+	$(BIN) bundle build policies/ -o bundles/deputy.tar.gz --key bundles/keys/private.pem
+	$(BIN) bundle verify bundles/deputy.tar.gz --public-key bundles/keys/public.pem
 
 ## bench: in-process benchmarks and a loopback load test against a
 ## do-nothing ext_authz server built in the same run.

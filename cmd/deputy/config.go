@@ -99,7 +99,7 @@ func defaultConfig() Config {
 		HTTP:            HTTPConfig{Addr: DefaultHTTPAddr, CheckPath: DefaultCheckPath, MaxBodyBytes: DefaultMaxBodyBytes},
 		Metrics:         MetricsConfig{Addr: DefaultMetricsAddr},
 		Check:           CheckConfig{OwnedPrefix: "x-deputy-", ErrorStatus: 403, ParseBody: true},
-		Policy:          policyDefaults(),
+		// Policy defaults depend on which source is set: applied after loading.
 		Identity:        identity.Defaults(),
 		ActorToken:      actortoken.Defaults(),
 		Redis:           redis.Config{}.Defaults(),
@@ -112,11 +112,7 @@ func defaultConfig() Config {
 	}
 }
 
-func policyDefaults() policy.Config {
-	var c policy.Config
-	c.Defaults()
-	return c
-}
+
 
 // validate checks the core settings, then every section that can check
 // itself, naming the field at fault.
@@ -333,6 +329,7 @@ func (l *configLoader) load() (*Config, error) {
 			}
 		}
 	}
+	cfg.Policy.Defaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

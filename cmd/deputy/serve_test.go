@@ -74,6 +74,7 @@ decision := {"allowed": true, "reason": "fast"} if input.attributes.request.http
 	cfg.LogLevel = "error"
 	cfg.GRPC.Addr, cfg.HTTP.Addr, cfg.Metrics.Addr = freePort(t), freePort(t), freePort(t)
 	cfg.Policy.Paths = []string{dir}
+	cfg.Policy.Defaults()
 	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "dev-key.json")
 	cfg.DecisionLog.Sink = "none"
 	if err := cfg.validate(); err != nil {
@@ -160,6 +161,7 @@ func TestBuildRefusesBadPolicyNamingIt(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.Dev = true
 	cfg.Policy.Paths = []string{dir}
+	cfg.Policy.Defaults()
 	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "k.json")
 	cfg.DecisionLog.Sink = "none"
 	_, err := build(context.Background(), &cfg)
