@@ -190,6 +190,9 @@ type seen struct {
 	Headers http.Header `json:"headers"`
 }
 
+// appCacheControl is what the application says about caching its pages.
+const appCacheControl = "public, max-age=60"
+
 // upstream is the application behind the proxy: it echoes the request it
 // received as JSON, and counts requests.
 type upstream struct {
@@ -207,6 +210,7 @@ func startUpstream(t *testing.T) *upstream {
 		u.mu.Unlock()
 		w.Header().Set("content-type", "application/json")
 		w.Header().Set("x-upstream", "app")
+		w.Header().Set("cache-control", appCacheControl)
 		_ = json.NewEncoder(w).Encode(seen{Method: r.Method, Path: r.URL.RequestURI(), Headers: r.Header})
 	}))
 	t.Cleanup(u.Close)

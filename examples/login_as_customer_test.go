@@ -89,6 +89,15 @@ func TestLoginAsCustomerThroughProxy(t *testing.T) {
 			}
 			verifyActorToken(t, base, s.Headers.Get("X-Deputy-Token"), "c42", "alice")
 
+			// A page rendered for the impersonated customer must not be
+			// cached, neither by the application nor on the way back.
+			if got := s.Headers.Get("Cache-Control"); got != "no-cache" {
+				t.Errorf("application received Cache-Control %q, want no-cache", got)
+			}
+			if got := resp.Header.Values("Cache-Control"); len(got) != 1 || got[0] != "private, no-store" {
+				t.Errorf("client received Cache-Control %q, want private, no-store", got)
+			}
+
 			// Ending the session ends the delegation at once.
 			mustStatus(t, base, "DELETE", "/deputy/v1/impersonation/sessions/"+started.Session.ID, agent, nil, http.StatusOK)
 			resp, body = call(t, "GET", base+"/customer/account", h, nil)

@@ -35,13 +35,21 @@ func TestThroughProxy(t *testing.T) {
 			base := px.start(t, d, app)
 
 			t.Run("public route reaches the application", func(t *testing.T) {
-				resp, body := call(t, "GET", base+"/catalog/shoes?size=42", nil, nil)
+				h := http.Header{"Cache-Control": {"max-age=0"}}
+				resp, body := call(t, "GET", base+"/catalog/shoes?size=42", h, nil)
 				if resp.StatusCode != http.StatusOK {
 					t.Fatalf("status %d: %s", resp.StatusCode, body)
 				}
 				s := decodeSeen(t, resp, body)
 				if s.Path != "/catalog/shoes?size=42" || s.Method != "GET" {
 					t.Errorf("application saw %s %s", s.Method, s.Path)
+				}
+				// Outside impersonation, caching is the application's business.
+				if got := s.Headers.Get("Cache-Control"); got != "max-age=0" {
+					t.Errorf("application received Cache-Control %q, want the client's", got)
+				}
+				if got := resp.Header.Values("Cache-Control"); len(got) != 1 || got[0] != appCacheControl {
+					t.Errorf("client received Cache-Control %q, want the application's", got)
 				}
 			})
 

@@ -77,9 +77,6 @@ static_resources:
                               - exact: www-authenticate
                               - exact: location
                               - exact: set-cookie
-                          allowed_client_headers_on_success:
-                            patterns:
-                              - exact: cache-control
                       allowed_headers:
                         patterns:
                           - exact: authorization
