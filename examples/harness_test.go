@@ -253,24 +253,31 @@ func startNginx(t *testing.T, d *deputy, app *upstream) string {
 		}
 	}
 	dir := t.TempDir()
-	// Workers may run as another user when the tests run as root.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.Mkdir(filepath.Join(dir, "logs"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	listen := freeAddr(t)
+	// Debian's nginx keeps temporary files under /var/lib/nginx: move them
+	// into the test's directory so the test runs as any user.
+	var temps strings.Builder
+	for _, kind := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		fmt.Fprintf(&temps, "\n    %s_temp_path %s;", kind, filepath.Join(dir, kind+"_temp"))
+	}
 	conf := rewrite(t, "nginx/nginx.conf",
 		"listen 8080;", "listen "+listen+";",
 		"127.0.0.1:8181", d.http,
-		"127.0.0.1:3000", app.addr())
+		"127.0.0.1:3000", app.addr(),
+		"\nhttp {", "\nhttp {"+temps.String())
+	global := "daemon off; pid " + filepath.Join(dir, "nginx.pid") + ";"
+	if os.Geteuid() == 0 {
+		global += " user root;" // workers would otherwise switch to a user who cannot read the test's files
+	}
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := start(t, "nginx", nil, dir, bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"),
 		"-e", filepath.Join(dir, "error.log"),
-		"-g", "daemon off; pid "+filepath.Join(dir, "nginx.pid")+";")
+		"-g", global)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
