@@ -11,10 +11,12 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/actortoken"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
 // storefrontRequest is what Envoy sends for a browser page view: 15 headers.
@@ -166,4 +168,30 @@ func BenchmarkCheckDelegated(b *testing.B) {
 		req := withHeaders(b, "/support/cases", map[string]string{"authorization": "Bearer " + tok, "x-on-behalf-of": "acme"})
 		benchCheck(b, p, req, true)
 	})
+}
+
+// BenchmarkCheckLogged is BenchmarkCheck/public with every decision logged
+// to a Redis stream by the real decision logger: the cost logging adds to
+// a check is the enqueue, never the write.
+func BenchmarkCheckLogged(b *testing.B) {
+	srv := redistest.Start(b)
+	cfg := decisionlog.Defaults()
+	cfg.Sink = "redis"
+	sink, err := decisionlog.NewSink(cfg, srv.Client(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := decisionlog.New(cfg, sink, decisionlog.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer l.Stop(context.Background())
+	benchCheck(b, shippedPipeline(b, authz.WithDecisionLogger(l)), checkRequest(b, storefrontRequest), true)
+	b.StopTimer()
+	if l.Dropped() > 0 {
+		b.ReportMetric(float64(l.Dropped())/float64(b.N), "dropped/op")
+	}
 }
