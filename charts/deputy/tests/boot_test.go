@@ -2,6 +2,11 @@ package tests
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -32,6 +37,9 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		{"http-ext-authz", "testdata/http-ext-authz.yaml"},
 		// Readiness needs Redis reachable with the password from the Secret.
 		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}}"},
+		// The container an operator pastes into an existing pod, with the
+		// signing keys from a Secret they created.
+		{"sidecar-only", "testdata/sidecar-only.yaml"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,10 +51,19 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 				}
 			}
 			m := mustRender(t, values, true)
-			pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
-			c := container(t, pod, "deputy")
+			var c corev1.Container
+			var vols []corev1.Volume
+			if d, ok := m["Deployment"]["shop-deputy"]; ok {
+				pod := d.(*appsv1.Deployment).Spec.Template.Spec
+				c, vols = container(t, pod, "deputy"), pod.Volumes
+			} else {
+				cm := m.get(t, "ConfigMap", "shop-deputy-sidecar").(*corev1.ConfigMap)
+				strictYAML(t, cm.Data["container.yaml"], &c)
+				strictYAML(t, cm.Data["volumes.yaml"], &vols)
+				m["Secret"] = map[string]any{"deputy-signing-keys": signingKeysSecret(t, "current.pem", "previous.pem")}
+			}
 			root := t.TempDir()
-			mountVolumes(t, m, pod.Volumes, c.VolumeMounts, root)
+			mountVolumes(t, m, vols, c.VolumeMounts, root)
 
 			metrics, grpc, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 			args := make([]string, 0, len(c.Args)+3)
@@ -101,6 +118,24 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// signingKeysSecret is a Secret an operator made with fresh ECDSA keys.
+func signingKeysSecret(t *testing.T, names ...string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{Data: map[string][]byte{}}
+	for _, n := range names {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Data[n] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	}
+	return s
 }
 
 // startRedis runs a real redis-server with a password on a free port.
