@@ -2,12 +2,9 @@ package metrics_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -15,11 +12,11 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
-	"gopkg.in/yaml.v3"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/metrics"
+	"github.com/deputyhq/deputy/sidecar/metrics/metricstest"
 )
 
 const (
@@ -74,93 +71,10 @@ func exported(t *testing.T) map[string]bool {
 	return names
 }
 
-var (
-	knownPrefix = regexp.MustCompile(`\b(?:deputy|grpc|go|process)_[a-zA-Z0-9_:]+`)
-	selector    = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]`)
-	quoted      = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
-	matchers    = regexp.MustCompile(`\{[^}]*\}`)
-	grouping    = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
-)
-
-// metricNames returns the metric names a PromQL expression reads.
-func metricNames(t *testing.T, expr string) []string {
-	t.Helper()
-	e := grouping.ReplaceAllString(quoted.ReplaceAllString(expr, `""`), "")
-	for _, m := range selector.FindAllStringSubmatch(e, -1) {
-		if !knownPrefix.MatchString(m[1]) {
-			t.Errorf("%q selects %q, which no Deputy collector exports", expr, m[1])
-		}
-	}
-	return knownPrefix.FindAllString(matchers.ReplaceAllString(e, "{}"), -1)
-}
-
-type promRules struct {
-	Groups []struct {
-		Name  string `yaml:"name"`
-		Rules []struct {
-			Alert       string            `yaml:"alert"`
-			Expr        string            `yaml:"expr"`
-			For         string            `yaml:"for"`
-			Labels      map[string]string `yaml:"labels"`
-			Annotations map[string]string `yaml:"annotations"`
-		} `yaml:"rules"`
-	} `yaml:"groups"`
-}
-
-func loadRules(t *testing.T) promRules {
-	t.Helper()
-	b, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r promRules
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&r); err != nil {
-		t.Fatalf("rules are not a groups list: %v", err)
-	}
-	return r
-}
-
-// dashboardExprs walks the dashboard JSON for every PromQL it runs:
-// panel targets and templating queries.
-func dashboardExprs(t *testing.T) (exprs []string, panels []map[string]any) {
-	t.Helper()
-	b, err := os.ReadFile(dashboardFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d map[string]any
-	if err := json.Unmarshal(b, &d); err != nil {
-		t.Fatalf("dashboard is not JSON: %v", err)
-	}
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, c := range x {
-				if s, ok := c.(string); ok && (k == "expr" || k == "definition") {
-					exprs = append(exprs, s)
-				}
-				walk(c)
-			}
-		case []any:
-			for _, c := range x {
-				walk(c)
-			}
-		}
-	}
-	walk(d)
-	for _, p := range d["panels"].([]any) {
-		panels = append(panels, p.(map[string]any))
-	}
-	return exprs, panels
-}
-
 func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 	names := exported(t)
-	exprs, _ := dashboardExprs(t)
-	rules := loadRules(t)
+	exprs, _ := metricstest.DashboardExprs(t, dashboardFile)
+	rules := metricstest.LoadRules(t, rulesFile)
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {
 			exprs = append(exprs, r.Expr)
@@ -171,7 +85,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 	}
 	used := map[string]bool{}
 	for _, e := range exprs {
-		for _, n := range metricNames(t, e) {
+		for _, n := range metricstest.MetricNames(t, e) {
 			used[n] = true
 		}
 	}
@@ -186,7 +100,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 		t.Errorf("queried but not exported: %v", missing)
 	}
 	t.Run("every Deputy metric has a panel", func(t *testing.T) {
-		dash, _ := dashboardExprs(t)
+		dash, _ := metricstest.DashboardExprs(t, dashboardFile)
 		all := strings.Join(dash, "\n")
 		for n := range names {
 			if strings.HasPrefix(n, metrics.Namespace+"_") && !strings.HasSuffix(n, "_sum") && !strings.HasSuffix(n, "_count") {
@@ -200,7 +114,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 }
 
 func TestAlertRulesShape(t *testing.T) {
-	rules := loadRules(t)
+	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
 		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume"}
 	seen := map[string]bool{}
@@ -238,7 +152,7 @@ func TestAlertRulesShape(t *testing.T) {
 }
 
 func TestDashboardShape(t *testing.T) {
-	_, panels := dashboardExprs(t)
+	_, panels := metricstest.DashboardExprs(t, dashboardFile)
 	ids := map[float64]bool{}
 	for _, p := range panels {
 		title, _ := p["title"].(string)

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/metrics/metricstest"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+// copyTree copies the shipped policies so the test can break them.
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), raw, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDashboardMetricsScrapedFromRunningServer runs Deputy on a real Redis,
+// walks what ops would see in a day (checks allowed and denied over gRPC
+// and HTTP, a Login as Customer session, a partner acting for a customer,
+// a Redis outage, a broken policy edit), scrapes /metrics and checks that
+// every metric the shipped dashboard and alert rules query is there.
+func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	copyTree(t, "../../policies", dir)
+
+	cfg := defaultConfig()
+	cfg.Dev = true
+	cfg.LogLevel = "error"
+	cfg.GRPC.Addr, cfg.HTTP.Addr, cfg.Metrics.Addr = freePort(t), freePort(t), freePort(t)
+	cfg.Policy.Paths = []string{dir}
+	cfg.Policy.Watch = true
+	cfg.Policy.PollInterval = 100 * time.Millisecond
+	cfg.Policy.Defaults()
+	keyFile := filepath.Join(t.TempDir(), "dev-key.json")
+	cfg.Identity.Dev.KeyFile = keyFile
+	cfg.Redis.Addrs = []string{rs.Addr}
+	cfg.DecisionLog.Sink = "redis"
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s, err := build(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	defer func() { stop(); <-done }()
+	waitListening(t, cfg.GRPC.Addr)
+	waitListening(t, cfg.HTTP.Addr)
+
+	dev, err := identity.LoadDevIssuer(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(c identity.DevClaims) string {
+		c.TTL = time.Hour
+		tok, err := dev.Mint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	base := "http://" + cfg.HTTP.Addr
+	api := func(method, path, tok, body string, wantStatus int) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("authorization", "Bearer "+tok)
+		req.Header.Set("content-type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != wantStatus {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+		}
+		var out map[string]any
+		_ = json.Unmarshal(raw, &out)
+		return out
+	}
+
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	check := func(path string, headers map[string]string) *authv3.CheckResponse {
+		t.Helper()
+		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Headers: headers}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	// Plain checks, both transports.
+	check("/catalog/shoes", nil)
+	check("/admin", nil)
+	if resp, err := http.Get(base + "/catalog/shoes"); err == nil {
+		resp.Body.Close()
+	}
+
+	// Login as Customer.
+	api("PUT", "/deputy/v1/customers/cust-9", token(identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}), `{"name":"Zoë"}`, 200)
+	api("PUT", "/deputy/v1/customers/cust-9/consent", token(identity.DevClaims{Subject: "cust-9"}), `{"allowed":true}`, 200)
+	started := api("POST", "/deputy/v1/impersonation/sessions", token(identity.DevClaims{Subject: "staff-1", Roles: []string{"support_lead"}}), `{"customer_id":"cust-9"}`, 201)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(base + started["redeem_url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cookie string
+	for _, c := range resp.Cookies() {
+		cookie = c.Value
+	}
+	for range 3 {
+		if r := check("/customer/account", map[string]string{"cookie": "deputy_session=" + cookie}); r.GetOkResponse() == nil {
+			t.Fatalf("impersonated check denied: %v", r)
+		}
+	}
+
+	// A partner acting for a customer.
+	pat := token(identity.DevClaims{Subject: "pat", Org: "partnerco"})
+	req := api("POST", "/deputy/v1/partner/requests", pat, `{"customer":"acme","contact_email":"c@acme.example","expiry_days":30,"level":"look","scope":"organisation"}`, 201)
+	api("POST", "/deputy/v1/partner/requests/"+req["id"].(string)+"/approve", token(identity.DevClaims{Subject: "cora", Org: "acme", Roles: []string{"contact_manager"}}), ``, 200)
+	for range 3 {
+		check("/customers/acme/service-requests", map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "acme"})
+	}
+
+	// A Redis outage: an API write fails (503), Redis errors are counted.
+	rs.Stop()
+	api("PUT", "/deputy/v1/customers/cust-9/consent", token(identity.DevClaims{Subject: "cust-9"}), `{"allowed":true}`, 503)
+	rs.Restart()
+
+	// A broken policy edit is refused and counted.
+	if err := os.WriteFile(filepath.Join(dir, "deputy", "broken.rego"), []byte("package deputy.broken\n\nx := {\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	scraped := map[string]bool{}
+	for i := 0; i < 100; i++ {
+		scraped = scrape(t, "http://"+cfg.Metrics.Addr+"/metrics")
+		if scraped["deputy_bundle_activation_failures_total"] && failures(t, "http://"+cfg.Metrics.Addr+"/metrics") > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	var missing []string
+	for name := range metricstest.Queried(t, "../../charts/deputy/dashboards/deputy.json", "../../charts/deputy/rules/deputy-rules.yaml") {
+		if !scraped[name] {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("the dashboard or rules query metrics a running Deputy does not export: %v", missing)
+	}
+}
+
+// scrape returns the series names of a Prometheus text exposition.
+func scrape(t *testing.T, url string) map[string]bool {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	names := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if i := strings.IndexAny(line, "{ "); i > 0 {
+			names[line[:i]] = true
+		}
+	}
+	return names
+}
+
+func failures(t *testing.T, url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "deputy_bundle_activation_failures_total ") && !strings.HasSuffix(line, " 0") {
+			return 1
+		}
+	}
+	return 0
+}
