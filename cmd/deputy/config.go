@@ -100,19 +100,17 @@ func defaultConfig() Config {
 		Metrics:         MetricsConfig{Addr: DefaultMetricsAddr},
 		Check:           CheckConfig{OwnedPrefix: "x-deputy-", ErrorStatus: 403, ParseBody: true},
 		// Policy defaults depend on which source is set: applied after loading.
-		Identity:        identity.Defaults(),
-		ActorToken:      actortoken.Defaults(),
-		Redis:           redis.Config{}.Defaults(),
-		StateCache:      delegation.CacheConfig{}.Defaults(),
-		API:             api.Defaults(),
-		Impersonation:   delegation.ImpersonationDefaults(),
-		Partner:         delegation.PartnerDefaults(),
-		Reseller:        delegation.ResellerDefaults(),
-		DecisionLog:     decisionlog.Defaults(),
+		Identity:      identity.Defaults(),
+		ActorToken:    actortoken.Defaults(),
+		Redis:         redis.Config{}.Defaults(),
+		StateCache:    delegation.CacheConfig{}.Defaults(),
+		API:           api.Defaults(),
+		Impersonation: delegation.ImpersonationDefaults(),
+		Partner:       delegation.PartnerDefaults(),
+		Reseller:      delegation.ResellerDefaults(),
+		DecisionLog:   decisionlog.Defaults(),
 	}
 }
-
-
 
 // validate checks the core settings, then every section that can check
 // itself, naming the field at fault.
