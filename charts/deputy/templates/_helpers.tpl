@@ -75,6 +75,8 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- define "deputy.config" -}}
 {{- $policy := dict -}}
 {{- if eq .Values.policies.source "bundle" -}}
+{{- /* Empty, not absent: the server's default paths would compete with the bundle. */ -}}
+{{- $_ := set $policy "paths" (list) -}}
 {{- $_ := set $policy "bundle_url" .Values.policies.bundle.url -}}
 {{- $_ := set $policy "poll_interval" .Values.policies.bundle.pollInterval -}}
 {{- $_ := set $policy "public_key" "/etc/deputy/bundle/public.pem" -}}

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +31,7 @@ import (
 func TestRenderedPodStartsDeputy(t *testing.T) {
 	bin := deputyBinary(t)
 	redisAddr := startRedis(t, "s3cret")
+	bundleURL, bundleKey := serveSignedBundle(t, bin)
 	tests := []struct {
 		name   string
 		values string // a values file, or YAML values
@@ -40,6 +43,9 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		// The container an operator pastes into an existing pod, with the
 		// signing keys from a Secret they created.
 		{"sidecar-only", "testdata/sidecar-only.yaml"},
+		// Policies from a bundle server, signed; readiness waits for the
+		// first activation.
+		{"bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', publicKey: " + strconv.Quote(bundleKey) + "}}}"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,6 +142,40 @@ func signingKeysSecret(t *testing.T, names ...string) *corev1.Secret {
 		s.Data[n] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 	}
 	return s
+}
+
+// serveSignedBundle builds the shipped policies into a bundle signed with a
+// fresh key, serves it, and returns its URL and the public key in PEM.
+func serveSignedBundle(t *testing.T, bin string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv := filepath.Join(dir, "signing.pem")
+	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(dir, "bundle.tar.gz")
+	cmd := exec.Command(bin, "bundle", "build", filepath.Join(chartDir, "..", "..", "policies"),
+		"-o", bundle, "--revision", "chart-test", "--key", priv)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("deputy bundle build: %v\n%s", err, out)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, bundle)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/deputy/bundle.tar.gz", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))
 }
 
 // startRedis runs a real redis-server with a password on a free port.

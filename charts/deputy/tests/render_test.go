@@ -527,9 +527,9 @@ func TestDeputyConfig(t *testing.T) {
 				"policy.bundle_url":    "https://bundles.example.com/deputy/bundle.tar.gz",
 				"policy.public_key":    "/etc/deputy/bundle/public.pem",
 				"policy.poll_interval": "30s",
+				"policy.paths":         []any{},
 			},
-			absent: []string{"policy.paths"},
-			env:    "DEPUTY_POLICY_BEARER_TOKEN",
+			env: "DEPUTY_POLICY_BEARER_TOKEN",
 		},
 		{
 			values: "redis.yaml",
