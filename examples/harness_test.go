@@ -134,6 +134,25 @@ func waitHTTP(t *testing.T, p *process, url string, want int) {
 type deputy struct {
 	http, grpc, metrics string
 	devKey              string
+	proc                *process
+}
+
+// stop ends Deputy and waits until it no longer answers.
+func (d *deputy) stop(t *testing.T) {
+	t.Helper()
+	_ = d.proc.cmd.Process.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", d.http)
+		if err != nil {
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("deputy still answering after kill")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func startDeputy(t *testing.T) *deputy {
@@ -150,6 +169,7 @@ func startDeputy(t *testing.T) *deputy {
 		"--policy-paths", filepath.Join(repoRoot, "policies")+","+filepath.Join(repoRoot, "examples", "testdata", "policies"),
 		"--policy-decision-query", "data.e2e.decision")
 	waitHTTP(t, p, "http://"+d.metrics+"/readyz", http.StatusOK)
+	d.proc = p
 	return d
 }
 

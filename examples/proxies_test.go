@@ -129,3 +129,29 @@ func TestThroughProxy(t *testing.T) {
 		})
 	}
 }
+
+// With Deputy gone, the proxy refuses every protected and public request
+// rather than letting it through unchecked.
+func TestDeputyDownFailsClosed(t *testing.T) {
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t)
+			app := startUpstream(t)
+			base := px.start(t, d, app)
+			if resp, body := call(t, "GET", base+"/catalog/shoes", nil, nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("before: %d %s", resp.StatusCode, body)
+			}
+			d.stop(t)
+			before := app.count()
+			for _, path := range []string{"/catalog/shoes", "/customer/account"} {
+				resp, body := call(t, "GET", base+path, nil, nil)
+				if resp.StatusCode < 500 {
+					t.Errorf("%s with Deputy down: %d %s, want a 5xx", path, resp.StatusCode, body)
+				}
+			}
+			if app.count() != before {
+				t.Error("a request reached the application while Deputy was down")
+			}
+		})
+	}
+}
