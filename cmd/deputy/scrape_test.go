@@ -55,21 +55,13 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 	dir := t.TempDir()
 	copyTree(t, "../../policies", dir)
 
-	cfg := defaultConfig()
-	cfg.Dev = true
-	cfg.LogLevel = "error"
-	cfg.GRPC.Addr, cfg.HTTP.Addr, cfg.Metrics.Addr = freePort(t), freePort(t), freePort(t)
-	cfg.Policy.Paths = []string{dir}
-	cfg.Policy.Watch = true
-	cfg.Policy.PollInterval = 100 * time.Millisecond
-	cfg.Policy.Defaults()
-	keyFile := filepath.Join(t.TempDir(), "dev-key.json")
-	cfg.Identity.Dev.KeyFile = keyFile
-	cfg.Redis.Addrs = []string{rs.Addr}
-	cfg.DecisionLog.Sink = "redis"
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, dir, func(c *Config) {
+		c.Policy.Watch = true
+		c.Policy.PollInterval = 100 * time.Millisecond
+		c.Redis.Addrs = []string{rs.Addr}
+		c.DecisionLog.Sink = "redis"
+	})
+	keyFile := cfg.Identity.Dev.KeyFile
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	s, err := build(ctx, &cfg)

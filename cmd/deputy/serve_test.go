@@ -28,6 +28,24 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// testConfig is a dev-mode config on free loopback ports serving the
+// policies in dir; change adjusts it before validation.
+func testConfig(t *testing.T, dir string, change func(*Config)) Config {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.Dev = true
+	cfg.LogLevel = "error"
+	cfg.GRPC.Addr, cfg.HTTP.Addr, cfg.Metrics.Addr = freePort(t), freePort(t), freePort(t)
+	cfg.Policy.Paths = []string{dir}
+	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "dev-key.json")
+	change(&cfg)
+	cfg.Policy.Defaults()
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func waitListening(t *testing.T, addr string) {
 	t.Helper()
 	for i := 0; i < 200; i++ {
@@ -69,17 +87,7 @@ decision := {"allowed": true, "reason": "fast"} if input.attributes.request.http
 	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(rego), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultConfig()
-	cfg.Dev = true
-	cfg.LogLevel = "error"
-	cfg.GRPC.Addr, cfg.HTTP.Addr, cfg.Metrics.Addr = freePort(t), freePort(t), freePort(t)
-	cfg.Policy.Paths = []string{dir}
-	cfg.Policy.Defaults()
-	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "dev-key.json")
-	cfg.DecisionLog.Sink = "none"
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, dir, func(c *Config) { c.DecisionLog.Sink = "none" })
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -408,13 +408,16 @@ func (p *Pipeline) deputyFacts(stripped []string) ast.Value {
 	return obj
 }
 
+// putString sets obj[k] = v, leaving empty values out as JSON omitempty would.
+func putString(obj ast.Object, k, v string) {
+	if v != "" {
+		obj.Insert(keyTerm(k), ast.StringTerm(v))
+	}
+}
+
 func identityToAST(id *sidecar.Identity) ast.Value {
 	obj := ast.NewObjectWithCapacity(10)
-	str := func(k, v string) {
-		if v != "" {
-			obj.Insert(keyTerm(k), ast.StringTerm(v))
-		}
-	}
+	str := func(k, v string) { putString(obj, k, v) }
 	str("sub", id.Subject)
 	str("name", id.Name)
 	str("email", id.Email)
@@ -436,11 +439,7 @@ func identityToAST(id *sidecar.Identity) ast.Value {
 
 func delegationToAST(d *sidecar.Delegation) ast.Value {
 	obj := ast.NewObjectWithCapacity(16)
-	str := func(k, v string) {
-		if v != "" {
-			obj.Insert(keyTerm(k), ast.StringTerm(v))
-		}
-	}
+	str := func(k, v string) { putString(obj, k, v) }
 	str("mode", d.Mode)
 	str("id", d.ID)
 	str("actor", d.Actor)
