@@ -39,7 +39,7 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		{"default", "testdata/default.yaml"},
 		{"http-ext-authz", "testdata/http-ext-authz.yaml"},
 		// Readiness needs Redis reachable with the password from the Secret.
-		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}}"},
+		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}"},
 		// The container an operator pastes into an existing pod, with the
 		// signing keys from a Secret they created.
 		{"sidecar-only", "testdata/sidecar-only.yaml"},
