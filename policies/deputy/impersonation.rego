@@ -15,20 +15,12 @@ package deputy.impersonation
 default decision := {"allowed": false, "reason": "not_impersonating", "http_status": 403}
 
 decision := {"allowed": false, "reason": "impersonation_disabled", "http_status": 403} if {
-	_impersonating
+	input.delegation.mode == "impersonation"
 	not data.deputy.impersonation.enabled
-}
-
-decision := {"allowed": false, "reason": _forbidden_reason, "http_status": 403} if {
-	_impersonating
-	data.deputy.impersonation.enabled
-	_forbidden_reason
-}
-
-decision := _allow if {
-	_impersonating
-	data.deputy.impersonation.enabled
-	not _forbidden_reason
+} else := {"allowed": false, "reason": _forbidden_reason, "http_status": 403} if {
+	input.delegation.mode == "impersonation"
+} else := _allow if {
+	input.delegation.mode == "impersonation"
 }
 
 # METADATA
@@ -37,8 +29,6 @@ permissions contains p if {
 	some role in input.identity.roles
 	some p in data.deputy.impersonation.role_permissions[role]
 }
-
-_impersonating if input.delegation.mode == "impersonation"
 
 default _method := ""
 
