@@ -534,9 +534,9 @@ func TestDeputyConfig(t *testing.T) {
 		{
 			values: "redis.yaml",
 			want: map[string]any{
-				"redis.master_name":         "deputy",
-				"redis.addrs":               []any{"sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379", "sentinel-2.sentinel:26379"},
-				"impersonation.max_session": "30m",
+				"redis.master_name":        "deputy",
+				"redis.addrs":              []any{"sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379", "sentinel-2.sentinel:26379"},
+				"impersonation.redeem_ttl": "20s",
 				// The newest key signs: the order of the values is kept.
 				"actor_token.key_files": []any{"/etc/deputy/keys/2026-11.pem", "/etc/deputy/keys/2026-08.pem"},
 			},
