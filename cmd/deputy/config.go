@@ -32,6 +32,8 @@ const (
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultMaxBodyBytes    = 8 << 10
 	DefaultShutdownTimeout = 15 * time.Second
+	DefaultGCPercent       = 200
+	DefaultStreamWorkers   = 16
 	DefaultCheckPath       = "/deputy/authz"
 )
 
@@ -42,6 +44,7 @@ type Config struct {
 	Dev             bool          `yaml:"dev" usage:"dev mode: generated signing keys, embedded store, tokens from 'deputy dev token'"`
 	LogLevel        string        `yaml:"log_level" usage:"debug, info, warn or error"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" usage:"how long in-flight checks may take to finish on SIGTERM"`
+	GCPercent       int           `yaml:"gc_percent" usage:"Go GC target percentage when GOGC is unset; a sidecar's heap is small, so trading memory for less GC pays"`
 
 	GRPC    GRPCConfig    `yaml:"grpc"`
 	HTTP    HTTPConfig    `yaml:"http"`
@@ -64,6 +67,7 @@ type Config struct {
 type GRPCConfig struct {
 	Addr            string `yaml:"addr" usage:"gRPC ext_authz address: host:port or unix:/path"`
 	MaxRecvMsgBytes int    `yaml:"max_recv_msg_bytes" usage:"largest CheckRequest accepted"`
+	StreamWorkers   int    `yaml:"stream_workers" usage:"goroutines kept to serve checks (their grown stacks are reused); 0 starts one per check"`
 	Reflection      bool   `yaml:"reflection" usage:"serve gRPC server reflection"`
 	TLSCert         string `yaml:"tls_cert" usage:"PEM certificate for gRPC TLS"`
 	TLSKey          string `yaml:"tls_key" usage:"PEM key for gRPC TLS"`
@@ -95,7 +99,8 @@ func defaultConfig() Config {
 	return Config{
 		LogLevel:        "info",
 		ShutdownTimeout: DefaultShutdownTimeout,
-		GRPC:            GRPCConfig{Addr: DefaultGRPCAddr, MaxRecvMsgBytes: DefaultMaxRecvMsgBytes},
+		GCPercent:       DefaultGCPercent,
+		GRPC:            GRPCConfig{Addr: DefaultGRPCAddr, MaxRecvMsgBytes: DefaultMaxRecvMsgBytes, StreamWorkers: DefaultStreamWorkers},
 		HTTP:            HTTPConfig{Addr: DefaultHTTPAddr, CheckPath: DefaultCheckPath, MaxBodyBytes: DefaultMaxBodyBytes},
 		Metrics:         MetricsConfig{Addr: DefaultMetricsAddr},
 		Check:           CheckConfig{OwnedPrefix: "x-deputy-", ErrorStatus: 403, ParseBody: true},
@@ -125,6 +130,12 @@ func (c *Config) validate() error {
 	}
 	if err := validAddr("grpc.addr", c.GRPC.Addr, true); err != nil {
 		return err
+	}
+	if c.GCPercent < -1 || c.GCPercent == 0 {
+		return sidecar.Invalid("gc_percent", "must be positive, or -1 to turn the GC off")
+	}
+	if c.GRPC.StreamWorkers < 0 {
+		return sidecar.Invalid("grpc.stream_workers", "must not be negative")
 	}
 	if c.GRPC.MaxRecvMsgBytes < 1024 {
 		return sidecar.Invalid("grpc.max_recv_msg_bytes", "must be at least 1024")

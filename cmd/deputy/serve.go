@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,6 +96,9 @@ func newLogger(level string) *slog.Logger {
 }
 
 func serve(ctx context.Context, cfg *Config) error {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	s, err := build(ctx, cfg)
 	if err != nil {
 		return err
@@ -136,9 +140,14 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 	if err := src.Start(ctx); err != nil {
 		return nil, err
 	}
-	// A mask policy that cannot run would log credentials or nothing: refuse it.
-	if err := decisionlog.ValidateMask(ctx, s.engine); err != nil {
-		return nil, err
+	// A mask policy that cannot run would log credentials or nothing: refuse
+	// it at start. (A bundle server that is down at start leaves no policy
+	// yet: Deputy then starts unready, and the decision log counts mask
+	// failures of later revisions.)
+	if s.engine.Ready() {
+		if err := decisionlog.ValidateMask(ctx, s.engine); err != nil {
+			return nil, err
+		}
 	}
 	s.source = src
 	s.closers = append(s.closers, src.Stop)
@@ -298,6 +307,9 @@ func (s *server) close(ctx context.Context) {
 func (s *server) buildGRPC() error {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes),
+		// Policy evaluation runs deep: a fresh goroutine per check would grow
+		// (copy) its stack every time. Workers keep theirs grown.
+		grpc.NumStreamWorkers(uint32(s.cfg.GRPC.StreamWorkers)),
 		grpc.ChainUnaryInterceptor(s.metrics.GRPC().UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(s.metrics.GRPC().StreamServerInterceptor()),
 	}

@@ -177,3 +177,40 @@ func TestBuildRefusesBadPolicyNamingIt(t *testing.T) {
 		t.Fatalf("err = %v, want the bad file named", err)
 	}
 }
+
+// A bundle server that is down at start leaves Deputy running but unready
+// (so Kubernetes waits) rather than exiting into a crash loop; checks are
+// denied meanwhile.
+func TestStartsUnreadyWhenBundleServerIsDown(t *testing.T) {
+	cfg := testConfig(t, "", func(c *Config) {
+		c.Policy.Paths = nil
+		c.Policy.BundleURL = "http://" + freePort(t) + "/bundle.tar.gz"
+		c.DecisionLog.Sink = "none"
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	s, err := build(ctx, &cfg)
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	defer func() { stop(); <-done }()
+	waitListening(t, cfg.Metrics.Addr)
+	resp, err := http.Get("http://" + cfg.Metrics.Addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d, want 503", resp.StatusCode)
+	}
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{})
+	if err != nil || r.GetOkResponse() != nil {
+		t.Fatalf("check without policy: %v %v", r, err)
+	}
+}
