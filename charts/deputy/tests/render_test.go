@@ -273,7 +273,8 @@ func TestMonitoringNeedsOperatorAPI(t *testing.T) {
 			if got := len(m["ServiceMonitor"]) > 0; got != withAPI {
 				t.Errorf("ServiceMonitor rendered = %v", got)
 			}
-			wantRule := withAPI && chartHas(t, "rules/*.yaml")
+			// The chart ships its alert rules and dashboard: both must render.
+			wantRule := withAPI
 			if got := len(m["PrometheusRule"]) > 0; got != wantRule {
 				t.Errorf("PrometheusRule rendered = %v, want %v", got, wantRule)
 			}
@@ -284,14 +285,12 @@ func TestMonitoringNeedsOperatorAPI(t *testing.T) {
 				}
 			}
 			// The dashboard is a plain ConfigMap: rendered either way.
-			if chartHas(t, "dashboards/deputy.json") {
-				cm := m.get(t, "ConfigMap", "shop-deputy-dashboard-deputy").(*corev1.ConfigMap)
-				if !json.Valid([]byte(cm.Data["deputy.json"])) {
-					t.Error("dashboard is not valid JSON")
-				}
-				if cm.Labels["grafana_dashboard"] != "1" {
-					t.Errorf("dashboard labels %v", cm.Labels)
-				}
+			cm := m.get(t, "ConfigMap", "shop-deputy-dashboard-deputy").(*corev1.ConfigMap)
+			if !json.Valid([]byte(cm.Data["deputy.json"])) {
+				t.Error("dashboard is not valid JSON")
+			}
+			if cm.Labels["grafana_dashboard"] != "1" {
+				t.Errorf("dashboard labels %v", cm.Labels)
 			}
 		})
 	}
