@@ -188,17 +188,6 @@ func container(t *testing.T, pod corev1.PodSpec, name string) corev1.Container {
 	return corev1.Container{}
 }
 
-// chartHas reports whether the chart ships a file matching the glob
-// (the dashboard and alert rules are maintained beside the templates).
-func chartHas(t *testing.T, glob string) bool {
-	t.Helper()
-	m, err := filepath.Glob(filepath.Join(chartDir, glob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(m) > 0
-}
-
 // Every values file renders, and every manifest decodes strictly.
 func TestRenderValuesFiles(t *testing.T) {
 	tests := []struct {
