@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -55,6 +56,7 @@ type result struct {
 	p50, p99      time.Duration
 	count         int
 	errors        int
+	errorCodes    []string
 	roundTrips    float64 // Redis commands per check, when measured
 	hasRoundTrips bool
 }
@@ -181,7 +183,12 @@ func run(o options) error {
 		if r.hasRoundTrips {
 			trips = fmt.Sprintf("%.4f", r.roundTrips)
 		}
-		fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%.0f%%\t%d\t%s\n", r.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), 100*r.rps/baseline, r.errors, trips)
+		errs := strconv.Itoa(r.errors)
+		if len(r.errorCodes) > 0 {
+			sort.Strings(r.errorCodes)
+			errs += " (" + strings.Join(r.errorCodes, " ") + ")"
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%.0f%%\t%s\t%s\n", r.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), 100*r.rps/baseline, errs, trips)
 	}
 	return w.Flush()
 }
@@ -337,6 +344,7 @@ func ghz(o options, name, addr, payload string) (result, error) {
 		// Calls still in flight when the run's time is up end Canceled.
 		if code != "OK" && code != "Canceled" {
 			r.errors += n
+			r.errorCodes = append(r.errorCodes, fmt.Sprintf("%s:%d", code, n))
 		}
 	}
 	for _, l := range rep.Latency {
