@@ -26,7 +26,7 @@ decision := {"allowed": true, "reason": "deputy_route"} if {
 } else := {"allowed": true, "reason": "deputy_route"} if {
 	data.deputy.authz.deputy.sections[input.parsed_path[0]]["*"]
 } else := _delegated if {
-	input.delegation
+	input.delegation.mode
 } else := {"allowed": true, "reason": "public_route"} if {
 	data.deputy.authz.public.sections[input.parsed_path[0]][input.attributes.request.http.method]
 } else := {"allowed": true, "reason": "public_route"} if {
@@ -43,7 +43,7 @@ decision := {"allowed": true, "reason": "deputy_route"} if {
 	input.identity.sub
 	_authenticated_route
 } else := {"allowed": false, "http_status": 401, "reason": "authentication_required"} if {
-	not input.identity
+	not input.identity.sub
 	_authenticated_route
 }
 

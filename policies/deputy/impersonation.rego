@@ -42,16 +42,19 @@ _path := p if {
 	input.parsed_path
 } else := ""
 
-_section := split(trim_left(_path, "/"), "/")[0]
+_section := s if {
+	s := input.parsed_path[0]
+} else := split(trim_left(_path, "/"), "/")[0]
 
 # The first forbidden route that matches, in data order, so the reason is
 # stable. Routes are grouped by first path segment, so a request only meets
 # the few routes of its own section (none, for most storefront pages), and
-# the method is only looked at once the path matched.
+# the method is only looked at once the path matched. A route's prefix ends
+# with "/": it forbids that path and everything under it.
 _forbidden_reason := reasons[0] if {
 	reasons := [r.reason |
 		some r in data.deputy.impersonation.forbidden_routes[_section]
-		startswith(_path_slash, concat("", [trim_suffix(r.prefix, "/"), "/"]))
+		startswith(_path_slash, r.prefix)
 		_method_forbidden(r)
 	]
 	count(reasons) > 0

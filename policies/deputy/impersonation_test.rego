@@ -59,7 +59,7 @@ test_parsed_path_fallback if {
 
 test_custom_forbidden_routes if {
 	d := impersonation.decision with input as _req("GET", "/wishlist/share")
-		with data.deputy.impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share", "reason": "sharing_forbidden"}]}
+		with data.deputy.impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share/", "reason": "sharing_forbidden"}]}
 	d.reason == "sharing_forbidden"
 }
 
@@ -78,4 +78,13 @@ test_custom_role_from_data if {
 	got := impersonation.permissions with input as {"identity": {"sub": "x", "roles": ["night_shift"]}}
 		with data.deputy.impersonation.role_permissions as {"night_shift": ["login_as_customer"]}
 	got == {"login_as_customer"}
+}
+
+test_forbidden_prefixes_end_with_a_slash if {
+	every section, routes in data.deputy.impersonation.forbidden_routes {
+		every r in routes {
+			endswith(r.prefix, "/")
+			startswith(r.prefix, concat("", ["/", section, "/"]))
+		}
+	}
 }

@@ -190,7 +190,8 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 		return p.deny(d, p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy, "")
 	}
 	d.Revision = act.Revision
-	r, err := buildInput(req, &p.inputOpts, act.InputNeeds(p.query))
+	need := act.InputNeeds(p.query)
+	r, err := buildInput(req, &p.inputOpts, need)
 	if err != nil {
 		return p.deny(d, http.StatusBadRequest, ReasonMalformedRequest, err, sidecar.ErrorMessage(err))
 	}
@@ -206,8 +207,8 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 		if err != nil {
 			input.Insert(keyTerm("identity_error"), ast.StringTerm(sidecar.ErrorMessage(err)))
 			id = nil
-		} else if id != nil {
-			input.Insert(keyTerm("identity"), ast.NewTerm(identityToAST(id)))
+		} else if n := need.Child("identity"); id != nil && n != nil {
+			input.Insert(keyTerm("identity"), ast.NewTerm(identityToAST(id, n)))
 		}
 	}
 	d.Identity = id
@@ -236,8 +237,8 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 			break
 		}
 	}
-	if del != nil {
-		input.Insert(keyTerm("delegation"), ast.NewTerm(delegationToAST(del)))
+	if n := need.Child("delegation"); del != nil && n != nil {
+		input.Insert(keyTerm("delegation"), ast.NewTerm(delegationToAST(del, n)))
 	} else if delErr != nil {
 		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorMessage(delErr)))
 	}
@@ -408,28 +409,34 @@ func (p *Pipeline) deputyFacts(stripped []string) ast.Value {
 	return obj
 }
 
-// putString sets obj[k] = v, leaving empty values out as JSON omitempty would.
-func putString(obj ast.Object, k, v string) {
-	if v != "" {
+// putString sets obj[k] = v when the policy can read k, leaving empty
+// values out as JSON omitempty would.
+func putString(obj ast.Object, need *policy.InputNeeds, k, v string) {
+	if v != "" && need.Child(k) != nil {
 		obj.Insert(keyTerm(k), ast.StringTerm(v))
 	}
 }
 
-func identityToAST(id *sidecar.Identity) ast.Value {
+// identityToAST builds input.identity with the fields need names.
+func identityToAST(id *sidecar.Identity, need *policy.InputNeeds) ast.Value {
 	obj := ast.NewObjectWithCapacity(10)
-	str := func(k, v string) { putString(obj, k, v) }
+	str := func(k, v string) { putString(obj, need, k, v) }
 	str("sub", id.Subject)
 	str("name", id.Name)
 	str("email", id.Email)
 	str("org", id.Org)
 	str("domain", id.Domain)
 	str("iss", id.Issuer)
-	obj.Insert(keyTerm("roles"), stringsTerm(id.Roles))
-	obj.Insert(keyTerm("privileges"), stringsTerm(id.Privileges))
-	if !id.ExpiresAt.IsZero() {
+	if need.Child("roles") != nil {
+		obj.Insert(keyTerm("roles"), stringsTerm(id.Roles))
+	}
+	if need.Child("privileges") != nil {
+		obj.Insert(keyTerm("privileges"), stringsTerm(id.Privileges))
+	}
+	if !id.ExpiresAt.IsZero() && need.Child("exp") != nil {
 		obj.Insert(keyTerm("exp"), ast.IntNumberTerm(int(id.ExpiresAt.Unix())))
 	}
-	if len(id.Claims) > 0 {
+	if len(id.Claims) > 0 && need.Child("claims") != nil {
 		if v, err := ast.InterfaceToValue(id.Claims); err == nil {
 			obj.Insert(keyTerm("claims"), ast.NewTerm(v))
 		}
@@ -437,9 +444,10 @@ func identityToAST(id *sidecar.Identity) ast.Value {
 	return obj
 }
 
-func delegationToAST(d *sidecar.Delegation) ast.Value {
+// delegationToAST builds input.delegation with the fields need names.
+func delegationToAST(d *sidecar.Delegation, need *policy.InputNeeds) ast.Value {
 	obj := ast.NewObjectWithCapacity(16)
-	str := func(k, v string) { putString(obj, k, v) }
+	str := func(k, v string) { putString(obj, need, k, v) }
 	str("mode", d.Mode)
 	str("id", d.ID)
 	str("actor", d.Actor)
@@ -453,10 +461,10 @@ func delegationToAST(d *sidecar.Delegation) ast.Value {
 	str("domain", d.Domain)
 	str("reason", d.Reason)
 	str("ticket", d.Ticket)
-	if !d.ExpiresAt.IsZero() {
+	if !d.ExpiresAt.IsZero() && need.Child("expires_at") != nil {
 		obj.Insert(keyTerm("expires_at"), ast.StringTerm(d.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
-	if len(d.Attributes) > 0 {
+	if len(d.Attributes) > 0 && need.Child("attributes") != nil {
 		if v, err := ast.InterfaceToValue(d.Attributes); err == nil {
 			obj.Insert(ast.StringTerm("attributes"), ast.NewTerm(v))
 		}
