@@ -282,7 +282,7 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 		api.WithEngine(s.engine),
 		api.WithLogger(s.log),
 		api.WithMiddleware(func(h http.Handler) http.Handler { return m.InstrumentHTTP("api", h) }),
-		api.WithRoutes(api.NewImpersonation(imp), api.NewPartner(partners), api.NewReseller(resellers)),
+		api.WithRoutes(api.NewImpersonation(imp), api.NewPartner(partners), api.NewReseller(resellers), api.NewStreams(store)),
 	)
 	s.wellKnown = signer.Handler()
 

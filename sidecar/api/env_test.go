@@ -45,6 +45,7 @@ func (c *clock) Advance(d time.Duration) {
 // env is Deputy's management API over a real store, the shipped Login as
 // Customer policies, a dev-mode identity verifier and a session resolver.
 type env struct {
+	idv      sidecar.IdentityVerifier
 	t        *testing.T
 	clock    *clock
 	store    sidecar.Store
@@ -78,7 +79,7 @@ func shippedPolicies(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join("..", "..", "policies", "deputy")
 	dir := t.TempDir()
-	for _, f := range []string{"impersonation.rego", "impersonation/data.json", "manage/manage.rego", "manage/impersonation.rego"} {
+	for _, f := range []string{"impersonation.rego", "impersonation/data.json", "manage/manage.rego", "manage/impersonation.rego", "manage/streams.rego"} {
 		b, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)
@@ -131,7 +132,7 @@ func newEnv(t *testing.T, mk storeFactory, opts ...envOption) *env {
 		api.WithConfig(api.Config{MaxBodyBytes: 4096}),
 		api.WithRoutes(api.NewImpersonation(svc)),
 	)
-	return &env{t: t, clock: ck, store: store, engine: engine, svc: svc, resolver: resolver, handler: h, dev: dev, tokens: map[string]string{}}
+	return &env{t: t, clock: ck, store: store, engine: engine, svc: svc, resolver: resolver, handler: h, dev: dev, idv: verifier, tokens: map[string]string{}}
 }
 
 // token mints (once) a dev token for sub with roles, valid for ttl.

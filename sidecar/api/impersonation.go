@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"time"
@@ -284,7 +285,7 @@ func (h *Impersonation) list(c *Call) error {
 	if _, err := c.Authorize("impersonation.list", map[string]any{"actor": actor}, nil); err != nil {
 		return err
 	}
-	return h.sessions(c, sidecar.SessionFilter{Actor: actor, Customer: q.Get("customer_id"), LiveOnly: true})
+	return h.sessions(c, sidecar.SessionFilter{Actor: actor, Customer: q.Get("customer_id"), LiveOnly: true}, h.svc.List)
 }
 
 // log is the session log: every session, live or ended, filterable.
@@ -301,16 +302,16 @@ func (h *Impersonation) log(c *Call) error {
 	if _, err := c.Authorize("impersonation.log", map[string]any{"actor": f.Actor, "customer_id": f.Customer}, nil); err != nil {
 		return err
 	}
-	return h.sessions(c, f)
+	return h.sessions(c, f, h.svc.Log)
 }
 
-func (h *Impersonation) sessions(c *Call, f sidecar.SessionFilter) error {
+func (h *Impersonation) sessions(c *Call, f sidecar.SessionFilter, list func(context.Context, sidecar.SessionFilter) ([]sidecar.Session, string, error)) error {
 	p, err := c.Page()
 	if err != nil {
 		return err
 	}
 	f.Page = sidecar.Page{Cursor: p.Cursor, Limit: p.Limit}
-	items, next, err := h.svc.List(c.Context(), f)
+	items, next, err := list(c.Context(), f)
 	if err != nil {
 		return err
 	}
