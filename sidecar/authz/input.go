@@ -39,7 +39,9 @@ var internedKeys = func() map[string]*ast.Term {
 		"x-envoy-internal", "x-envoy-expected-rq-timeout-ms", "traceparent", "tracestate",
 		"sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site", "sec-ch-ua", "sec-ch-ua-mobile",
 		"sec-ch-ua-platform", "upgrade-insecure-requests", "if-none-match", "if-modified-since",
-		"x-on-behalf-of", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP/1.1",
+		"x-on-behalf-of", "allowed", "headers", "response_headers_to_add", "request_headers_to_remove",
+		"query_parameters_to_set", "query_parameters_to_remove", "http_status", "body", "dynamic_metadata",
+		"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP/1.1",
 		"HTTP/2", "https", "http", "",
 	} {
 		m[k] = ast.StringTerm(k)

@@ -107,7 +107,7 @@ func fieldToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value, need *pol
 func singularToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value, need *policy.InputNeeds) (ast.Value, error) {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
-		return ast.String(v.String()), nil
+		return internedString(v.String()), nil
 	case protoreflect.BoolKind:
 		return ast.Boolean(v.Bool()), nil
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
@@ -163,4 +163,13 @@ func viaJSON(m protoreflect.Message) (ast.Value, error) {
 		return nil, err
 	}
 	return ast.InterfaceToValue(x)
+}
+
+// internedString returns the shared value of a common string (methods,
+// schemes, protocols), saving the allocation of boxing it.
+func internedString(s string) ast.Value {
+	if t, ok := internedKeys[s]; ok {
+		return t.Value
+	}
+	return ast.String(s)
 }

@@ -93,7 +93,7 @@ func parseObject(obj ast.Object) (policyResult, error) {
 	if r.queryToSet, err = queryToSet(obj); err != nil {
 		return r, err
 	}
-	if s := obj.Get(ast.StringTerm("http_status")); s != nil {
+	if s := obj.Get(keyTerm("http_status")); s != nil {
 		n, ok := s.Value.(ast.Number)
 		if !ok {
 			return r, fmt.Errorf("type assertion error, expected http_status to be of type 'number' but got '%s'", ast.ValueName(s.Value))
@@ -104,21 +104,21 @@ func parseObject(obj ast.Object) (policyResult, error) {
 		}
 		r.hasStatus, r.status = true, code
 	}
-	if s := obj.Get(ast.StringTerm("body")); s != nil {
+	if s := obj.Get(keyTerm("body")); s != nil {
 		str, ok := s.Value.(ast.String)
 		if !ok {
 			return r, fmt.Errorf("type assertion error, expected body to be of type 'string' but got '%s'", ast.ValueName(s.Value))
 		}
 		r.body = string(str)
 	}
-	if s := obj.Get(ast.StringTerm("reason")); s != nil {
+	if s := obj.Get(keyTerm("reason")); s != nil {
 		if str, ok := s.Value.(ast.String); ok {
 			r.reason = string(str)
 		} else {
 			return r, fmt.Errorf("type assertion error, expected reason to be of type 'string' but got '%s'", ast.ValueName(s.Value))
 		}
 	}
-	if s := obj.Get(ast.StringTerm("dynamic_metadata")); s != nil {
+	if s := obj.Get(keyTerm("dynamic_metadata")); s != nil {
 		if _, ok := s.Value.(ast.Object); !ok {
 			return r, fmt.Errorf("type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", ast.ValueName(s.Value))
 		}
@@ -134,7 +134,7 @@ func parseObject(obj ast.Object) (policyResult, error) {
 // headersField reads an object of name → string | [string], or an array of
 // such objects, as OPA-Envoy accepts.
 func headersField(obj ast.Object, field string) ([]Header, error) {
-	t := obj.Get(ast.StringTerm(field))
+	t := obj.Get(keyTerm(field))
 	if t == nil {
 		return nil, nil
 	}
@@ -184,7 +184,7 @@ func headersField(obj ast.Object, field string) ([]Header, error) {
 }
 
 func stringsField(obj ast.Object, field string) ([]string, error) {
-	t := obj.Get(ast.StringTerm(field))
+	t := obj.Get(keyTerm(field))
 	if t == nil {
 		return nil, nil
 	}
@@ -211,7 +211,7 @@ func stringsField(obj ast.Object, field string) ([]string, error) {
 }
 
 func queryToSet(obj ast.Object) ([]Header, error) {
-	t := obj.Get(ast.StringTerm("query_parameters_to_set"))
+	t := obj.Get(keyTerm("query_parameters_to_set"))
 	if t == nil {
 		return nil, nil
 	}
