@@ -224,7 +224,9 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 	if !ok {
 		return Result{Revision: a.Revision}, sidecar.Errorf(sidecar.EINTERNAL, "query %q is not prepared", query)
 	}
-	opts = append(opts, rego.EvalParsedInput(input), evalKeepTerm, evalNoMetrics)
+	vc := getVirtualCache()
+	defer vc.release()
+	opts = append(opts, rego.EvalParsedInput(input), rego.EvalVirtualCache(vc), evalKeepTerm, evalNoMetrics)
 	rs, err := pq.Eval(ctx, opts...)
 	if err != nil {
 		return Result{Revision: a.Revision}, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy evaluation failed", Err: err}

@@ -1,0 +1,96 @@
+package policy
+
+import (
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// virtualCache is topdown.VirtualCache (the per-evaluation cache of rule
+// values) kept in a pool: OPA builds a fresh one for every evaluation,
+// about twenty allocations that a check does not need to pay. Frames are
+// maps from a reference's hash to the entries with that hash.
+type virtualCache struct {
+	frames []map[int][]cacheEntry
+	depth  int
+}
+
+type cacheEntry struct {
+	ref       ast.Ref
+	value     *ast.Term
+	undefined bool
+}
+
+var _ topdown.VirtualCache = (*virtualCache)(nil)
+
+var virtualCaches = sync.Pool{New: func() any {
+	c := &virtualCache{}
+	c.Push()
+	return c
+}}
+
+func getVirtualCache() *virtualCache { return virtualCaches.Get().(*virtualCache) }
+
+// release empties the cache, dropping every reference to evaluation
+// results, and returns it to the pool.
+func (c *virtualCache) release() {
+	for i := 0; i < c.depth; i++ {
+		clear(c.frames[i])
+	}
+	c.depth = 1
+	virtualCaches.Put(c)
+}
+
+// Push starts an empty frame (OPA does this for `with` modifiers).
+func (c *virtualCache) Push() {
+	if c.depth == len(c.frames) {
+		c.frames = append(c.frames, map[int][]cacheEntry{})
+	}
+	c.depth++
+}
+
+// Pop drops the top frame and its entries.
+func (c *virtualCache) Pop() {
+	c.depth--
+	clear(c.frames[c.depth])
+}
+
+func (c *virtualCache) top() map[int][]cacheEntry { return c.frames[c.depth-1] }
+
+// Get follows topdown's contract: (value, false) when cached, (nil, true)
+// when cached as undefined, (nil, false) when not cached.
+func (c *virtualCache) Get(ref ast.Ref) (*ast.Term, bool) {
+	for _, e := range c.top()[ref.Hash()] {
+		if e.ref.Equal(ref) {
+			return e.value, e.undefined
+		}
+	}
+	return nil, false
+}
+
+// Put records the value of ref; a nil value records it as undefined.
+func (c *virtualCache) Put(ref ast.Ref, value *ast.Term) {
+	m, h := c.top(), ref.Hash()
+	entries := m[h]
+	for i := range entries {
+		if entries[i].ref.Equal(ref) {
+			entries[i].value, entries[i].undefined = value, value == nil
+			return
+		}
+	}
+	m[h] = append(entries, cacheEntry{ref: ref, value: value, undefined: value == nil})
+}
+
+// Keys returns the references with a value in the top frame.
+func (c *virtualCache) Keys() []ast.Ref {
+	var keys []ast.Ref
+	for _, entries := range c.top() {
+		for _, e := range entries {
+			if e.value != nil {
+				keys = append(keys, e.ref)
+			}
+		}
+	}
+	return keys
+}
