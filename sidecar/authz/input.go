@@ -201,12 +201,23 @@ func lowerHeaders(h map[string]string) map[string]string {
 }
 
 // parsedPath mirrors OPA-Envoy: the path split on "/" after the leading
-// slashes, unescaped.
+// slashes, unescaped. Its terms share one backing array.
 func parsedPath(u *url.URL) *ast.Term {
-	parts := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
-	terms := make([]*ast.Term, len(parts))
-	for i, p := range parts {
-		terms[i] = keyTerm(p)
+	p := strings.TrimLeft(u.Path, "/")
+	n := strings.Count(p, "/") + 1
+	terms := make([]*ast.Term, n)
+	backing := make([]ast.Term, n)
+	for i := 0; i < n; i++ {
+		seg := p
+		if j := strings.IndexByte(p, '/'); j >= 0 {
+			seg, p = p[:j], p[j+1:]
+		}
+		if t, ok := internedKeys[seg]; ok {
+			terms[i] = t
+			continue
+		}
+		backing[i].Value = ast.String(seg)
+		terms[i] = &backing[i]
 	}
 	return ast.ArrayTerm(terms...)
 }

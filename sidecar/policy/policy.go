@@ -224,10 +224,12 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 	if !ok {
 		return Result{Revision: a.Revision}, sidecar.Errorf(sidecar.EINTERNAL, "query %q is not prepared", query)
 	}
-	vc := getVirtualCache()
+	vc, bc := getVirtualCache(), getBaseCache()
 	defer vc.release()
-	opts = append(opts, rego.EvalParsedInput(input), rego.EvalVirtualCache(vc), evalKeepTerm, evalNoMetrics)
-	rs, err := pq.Eval(ctx, opts...)
+	defer bc.release()
+	var buf [8]rego.EvalOption
+	all := append(append(buf[:0], opts...), rego.EvalParsedInput(input), rego.EvalVirtualCache(vc), rego.EvalBaseCache(bc), evalKeepTerm, evalNoMetrics)
+	rs, err := pq.Eval(ctx, all...)
 	if err != nil {
 		return Result{Revision: a.Revision}, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy evaluation failed", Err: err}
 	}

@@ -7,6 +7,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
+// Per-evaluation caches of OPA, kept in pools. OPA builds fresh ones for
+// every evaluation: some thirty allocations a check does not need to pay.
+
 // virtualCache is topdown.VirtualCache (the per-evaluation cache of rule
 // values) kept in a pool: OPA builds a fresh one for every evaluation,
 // about twenty allocations that a check does not need to pay. Frames are
@@ -93,4 +96,61 @@ func (c *virtualCache) Keys() []ast.Ref {
 		}
 	}
 	return keys
+}
+
+// baseCache is topdown.BaseCache (data read from the store during one
+// evaluation), pooled. As OPA's, a lookup is answered by the shortest
+// cached prefix of the reference.
+type baseCache struct {
+	entries map[int][]baseEntry
+}
+
+type baseEntry struct {
+	ref   ast.Ref
+	value ast.Value
+}
+
+var _ topdown.BaseCache = (*baseCache)(nil)
+
+var baseCaches = sync.Pool{New: func() any { return &baseCache{entries: map[int][]baseEntry{}} }}
+
+func getBaseCache() *baseCache { return baseCaches.Get().(*baseCache) }
+
+func (c *baseCache) release() {
+	clear(c.entries)
+	baseCaches.Put(c)
+}
+
+// Get returns the value at ref, found under the shortest cached prefix.
+func (c *baseCache) Get(ref ast.Ref) ast.Value {
+	for i := 1; i <= len(ref); i++ {
+		prefix := ref[:i]
+		for _, e := range c.entries[prefix.Hash()] {
+			if !e.ref.Equal(prefix) {
+				continue
+			}
+			if i == len(ref) {
+				return e.value
+			}
+			v, err := e.value.Find(ref[i:])
+			if err != nil {
+				return nil
+			}
+			return v
+		}
+	}
+	return nil
+}
+
+// Put records the value read at ref.
+func (c *baseCache) Put(ref ast.Ref, value ast.Value) {
+	h := ref.Hash()
+	entries := c.entries[h]
+	for i := range entries {
+		if entries[i].ref.Equal(ref) {
+			entries[i].value = value
+			return
+		}
+	}
+	c.entries[h] = append(entries, baseEntry{ref: ref, value: value})
 }

@@ -74,3 +74,50 @@ decision := [x, y]
 	}
 	wg.Wait()
 }
+
+func TestBaseCacheContract(t *testing.T) {
+	c := getBaseCache()
+	defer c.release()
+	doc := ast.MustParseTerm(`{"sections": {"catalog": {"GET": true}}}`).Value
+	c.Put(ast.MustParseRef("data.deputy.authz"), doc)
+	cases := map[string]string{
+		"data.deputy.authz":                      `{"sections": {"catalog": {"GET": true}}}`,
+		"data.deputy.authz.sections.catalog.GET": `true`,
+		"data.deputy.authz.sections.catalog":     `{"GET": true}`,
+		"data.deputy.authz.sections.checkout":    ``,
+		"data.deputy.other":                      ``,
+		"data.deputy":                            ``,
+	}
+	for ref, want := range cases {
+		got := c.Get(ast.MustParseRef(ref))
+		switch {
+		case want == "" && got != nil:
+			t.Errorf("%s = %v, want nothing cached", ref, got)
+		case want != "" && (got == nil || got.Compare(ast.MustParseTerm(want).Value) != 0):
+			t.Errorf("%s = %v, want %s", ref, got, want)
+		}
+	}
+	c.Put(ast.MustParseRef("data.deputy.authz"), ast.String("replaced"))
+	if got := c.Get(ast.MustParseRef("data.deputy.authz")); got.Compare(ast.String("replaced")) != 0 {
+		t.Errorf("Put did not replace: %v", got)
+	}
+}
+
+// Evaluations that read data through pooled base caches see only their
+// own activation's data, one after another and side by side.
+func TestPooledBaseCacheAcrossActivations(t *testing.T) {
+	mod := ast.MustParseModuleWithOpts("package t\n\ndecision := data.cfg.value\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := New(WithQueries("data.t.decision"), WithLogger(slog.New(slog.DiscardHandler)))
+	for i := 0; i < 5; i++ {
+		if err := e.Activate(context.Background(), &Set{Modules: map[string]*ast.Module{"t.rego": mod},
+			Data: map[string]any{"cfg": map[string]any{"value": i}}}); err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < 3; j++ {
+			r, err := e.Eval(context.Background(), "data.t.decision", ast.NewObject())
+			if err != nil || r.Value.Value.Compare(ast.IntNumberTerm(i).Value) != 0 {
+				t.Fatalf("activation %d read %v (%v)", i, r.Value, err)
+			}
+		}
+	}
+}
