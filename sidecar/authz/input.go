@@ -134,7 +134,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 		}
 	}
 
-	obj := ast.NewObjectWithCapacity(10)
+	obj := ast.NewObjectWithCapacity(8)
 	if n := need.Child("attributes"); n != nil {
 		var attrs ast.Value = ast.NewObject()
 		if req.GetAttributes() != nil {

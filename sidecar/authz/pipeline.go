@@ -419,7 +419,7 @@ func putString(obj ast.Object, need *policy.InputNeeds, k, v string) {
 
 // identityToAST builds input.identity with the fields need names.
 func identityToAST(id *sidecar.Identity, need *policy.InputNeeds) ast.Value {
-	obj := ast.NewObjectWithCapacity(10)
+	obj := ast.NewObjectWithCapacity(8)
 	str := func(k, v string) { putString(obj, need, k, v) }
 	str("sub", id.Subject)
 	str("name", id.Name)
@@ -446,7 +446,7 @@ func identityToAST(id *sidecar.Identity, need *policy.InputNeeds) ast.Value {
 
 // delegationToAST builds input.delegation with the fields need names.
 func delegationToAST(d *sidecar.Delegation, need *policy.InputNeeds) ast.Value {
-	obj := ast.NewObjectWithCapacity(16)
+	obj := ast.NewObjectWithCapacity(8)
 	str := func(k, v string) { putString(obj, need, k, v) }
 	str("mode", d.Mode)
 	str("id", d.ID)

@@ -40,7 +40,7 @@ func protoToAST(m protoreflect.Message, need *policy.InputNeeds) (ast.Value, err
 		}
 		return obj, nil
 	}
-	obj := ast.NewObjectWithCapacity(m.Descriptor().Fields().Len())
+	obj := ast.NewObjectWithCapacity(min(m.Descriptor().Fields().Len(), 8))
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		var val ast.Value

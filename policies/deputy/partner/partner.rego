@@ -23,7 +23,7 @@ package deputy.partner
 decision := {"allowed": true, "reason": "partner_level_sufficient"} if {
 	_is_partner
 	input.delegation.level != "cc"
-	rank[input.delegation.level] >= rank[_required_level]
+	data.deputy.partner.level_rank[input.delegation.level] >= data.deputy.partner.level_rank[_required_level]
 } else := {"allowed": true, "reason": "partner_cc_shared_resource"} if {
 	_is_partner
 	input.delegation.level == "cc"
@@ -35,7 +35,7 @@ decision := {"allowed": true, "reason": "partner_level_sufficient"} if {
 _denial := "not_partner_delegation" if {
 	not _is_partner
 } else := "unknown_level" if {
-	not rank[input.delegation.level]
+	not data.deputy.partner.level_rank[input.delegation.level]
 } else := "route_not_mapped" if {
 	not _required_level
 } else := "cc_resource_not_shared" if {
@@ -50,7 +50,7 @@ rank := data.deputy.partner.level_rank
 
 # METADATA
 # description: Whether level a is at least level b (both must be known).
-at_least(a, b) if rank[a] >= rank[b]
+at_least(a, b) if data.deputy.partner.level_rank[a] >= data.deputy.partner.level_rank[b]
 
 _is_partner if input.delegation.mode == "partner"
 
@@ -65,9 +65,11 @@ _method := input.attributes.request.http.method
 
 _section := data.deputy.partner.sections[input.parsed_path[_offset]]
 
-_kind := "collection" if count(input.parsed_path) == _offset + 1
-
-_kind := "item" if count(input.parsed_path) > _offset + 1
+_kind := "collection" if {
+	count(input.parsed_path) == _offset + 1
+} else := "item" if {
+	count(input.parsed_path) > _offset + 1
+}
 
 _required_level := level if {
 	level := _section[_kind][_method]
