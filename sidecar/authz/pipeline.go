@@ -350,23 +350,28 @@ func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) 
 // dropClashing removes policy headers that Deputy injects itself: the
 // delegated identity is Deputy's to state.
 func dropClashing(policy, injected []Header) []Header {
-	if len(injected) == 0 {
+	if len(injected) == 0 || !clashes(policy, injected) {
 		return policy
 	}
-	out := make([]Header, 0, len(policy)+len(injected))
+	out := make([]Header, 0, len(policy))
 	for _, ph := range policy {
-		clash := false
-		for _, ih := range injected {
-			if strings.EqualFold(ph.Key, ih.Key) {
-				clash = true
-				break
-			}
-		}
-		if !clash {
+		if !clashes([]Header{ph}, injected) {
 			out = append(out, ph)
 		}
 	}
 	return out
+}
+
+// clashes reports whether any header of a has the name of one in b.
+func clashes(a, b []Header) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if strings.EqualFold(x.Key, y.Key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ownedRemovals lists the upstream headers to remove: what the policy asked,
