@@ -38,7 +38,7 @@ test_routes[note] if {
 
 test_data_switches_routes if {
 	d := authz.decision with input as _req("GET", "/admin")
-		with data.deputy.authz.public as {"paths": {}, "sections": {"admin": {"GET": true}}}
+		with authz.public as {"paths": {}, "sections": {"admin": {"GET": true}}}
 	d.allowed
 }
 

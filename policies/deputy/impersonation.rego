@@ -35,12 +35,14 @@ default _method := ""
 # Read by name (not object.get on input) so Deputy builds only this field.
 _method := upper(input.attributes.request.http.method)
 
+default _path := ""
+
 _path := p if {
 	raw := input.attributes.request.http.path
 	p := split(raw, "?")[0]
 } else := concat("", ["/", concat("/", input.parsed_path)]) if {
 	input.parsed_path
-} else := ""
+}
 
 _section := s if {
 	s := input.parsed_path[0]
@@ -67,6 +69,8 @@ _method_forbidden(r) if not r.methods
 
 _method_forbidden(r) if _method in r.methods
 
+default _allow := {"allowed": true, "reason": "impersonation"}
+
 _allow := {
 	"allowed": true,
 	"reason": "impersonation",
@@ -74,4 +78,4 @@ _allow := {
 	"response_headers_to_add": {"cache-control": "private, no-store"},
 } if {
 	data.deputy.impersonation.disable_page_cache
-} else := {"allowed": true, "reason": "impersonation"}
+}

@@ -33,7 +33,7 @@ test_cache_bypass[note] if {
 		"off": {"switch": false, "headers": null, "response": null},
 	}
 	d := impersonation.decision with input as _req("GET", "/")
-		with data.deputy.impersonation.disable_page_cache as tc.switch
+		with impersonation.disable_page_cache as tc.switch
 	d.allowed
 	object.get(d, "headers", null) == tc.headers
 	object.get(d, "response_headers_to_add", null) == tc.response
@@ -46,7 +46,7 @@ test_not_allowed_outside_sessions[note] if {
 		"partner delegation": {"input": object.union(_req("GET", "/"), {"delegation": {"mode": "partner"}}), "enabled": true, "reason": "not_impersonating"},
 	}
 	d := impersonation.decision with input as tc.input
-		with data.deputy.impersonation.enabled as tc.enabled
+		with impersonation.enabled as tc.enabled
 	d.allowed == false
 	d.reason == tc.reason
 	d.http_status == 403
@@ -59,7 +59,7 @@ test_parsed_path_fallback if {
 
 test_custom_forbidden_routes if {
 	d := impersonation.decision with input as _req("GET", "/wishlist/share")
-		with data.deputy.impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share/", "reason": "sharing_forbidden"}]}
+		with impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share/", "reason": "sharing_forbidden"}]}
 	d.reason == "sharing_forbidden"
 }
 
@@ -76,12 +76,12 @@ test_permissions[note] if {
 
 test_custom_role_from_data if {
 	got := impersonation.permissions with input as {"identity": {"sub": "x", "roles": ["night_shift"]}}
-		with data.deputy.impersonation.role_permissions as {"night_shift": ["login_as_customer"]}
+		with impersonation.role_permissions as {"night_shift": ["login_as_customer"]}
 	got == {"login_as_customer"}
 }
 
 test_forbidden_prefixes_end_with_a_slash if {
-	every section, routes in data.deputy.impersonation.forbidden_routes {
+	every section, routes in impersonation.forbidden_routes {
 		every r in routes {
 			endswith(r.prefix, "/")
 			startswith(r.prefix, concat("", ["/", section, "/"]))

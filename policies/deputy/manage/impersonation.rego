@@ -18,9 +18,47 @@ known_actions contains a if {
 	}
 }
 
-# --- impersonation.start ----------------------------------------------------
+# --- who may do what ---------------------------------------------------------
 
 allow contains "impersonation.start" if "login_as_customer" in _perms
+
+# impersonation.redeem: the code is the credential.
+allow contains "impersonation.redeem"
+
+allow contains "impersonation.end" if {
+	input.target.session.actor == input.identity.sub
+	"login_as_customer" in _perms
+}
+
+# The customer acted for may always end it.
+allow contains "impersonation.end" if input.target.session.subject == input.identity.sub
+
+allow contains "impersonation.end" if "end_any_login_as_customer" in _perms
+
+# impersonation.list: own sessions, or anyone's with the log permission.
+allow contains "impersonation.list" if {
+	input.target.actor == input.identity.sub
+	"login_as_customer" in _perms
+}
+
+allow contains "impersonation.list" if "view_login_as_customer_log" in _perms
+
+allow contains "impersonation.log" if "view_login_as_customer_log" in _perms
+
+allow contains "consent.set_self" if _self
+
+allow contains "consent.set_for_customer" if "allow_remote_shopping_assistance" in _perms
+
+allow contains "consent.get" if _self
+
+allow contains "consent.get" if "login_as_customer" in _perms
+
+allow contains "consent.get" if "allow_remote_shopping_assistance" in _perms
+
+# Customer profile sync from the host application.
+allow contains "customer.put" if "manage_customers" in _perms
+
+# --- why not -----------------------------------------------------------------
 
 deny contains "impersonation_disabled" if {
 	input.action in {"impersonation.start", "impersonation.redeem"}
@@ -32,14 +70,23 @@ deny contains "missing_permission" if {
 	not "login_as_customer" in _perms
 }
 
-# Facts about the customer are only judged for callers allowed to start
-# sessions at all, so nobody learns which customers exist.
-_starting if {
-	input.action == "impersonation.start"
-	_imp.enabled
-	"login_as_customer" in _perms
+deny contains "missing_permission" if {
+	input.action == "consent.set_for_customer"
+	not "allow_remote_shopping_assistance" in _perms
 }
 
+deny contains "missing_permission" if {
+	input.action in {"customer.put", "impersonation.log"}
+	not input.action in allow
+}
+
+deny contains "not_self" if {
+	input.action == "consent.set_self"
+	not _self
+}
+
+# Facts about the customer are only judged for callers allowed to start
+# sessions at all (see _starting), so nobody learns which customers exist.
 deny contains "customer_not_found" if {
 	_starting
 	not input.target.customer.exists
@@ -84,6 +131,12 @@ deny contains "store_view_not_allowed" if {
 	not _store_view_allowed(sv)
 }
 
+_starting if {
+	input.action == "impersonation.start"
+	_imp.enabled
+	"login_as_customer" in _perms
+}
+
 _protected(c) if c.protected == true
 
 _protected(c) if {
@@ -102,66 +155,6 @@ _store_view_allowed(sv) if {
 _store_view_allowed(sv) if {
 	_imp.store_view_selection != "manual"
 	sv == input.target.customer.default_store_view
-}
-
-# --- impersonation.redeem: the code is the credential -----------------------
-
-allow contains "impersonation.redeem"
-
-# --- impersonation.end ------------------------------------------------------
-
-allow contains "impersonation.end" if {
-	input.target.session.actor == input.identity.sub
-	"login_as_customer" in _perms
-}
-
-# The customer acted for may always end it.
-allow contains "impersonation.end" if input.target.session.subject == input.identity.sub
-
-allow contains "impersonation.end" if "end_any_login_as_customer" in _perms
-
-# --- impersonation.list: own sessions, or anyone's with the log permission -
-
-allow contains "impersonation.list" if {
-	input.target.actor == input.identity.sub
-	"login_as_customer" in _perms
-}
-
-allow contains "impersonation.list" if "view_login_as_customer_log" in _perms
-
-# --- impersonation.log ------------------------------------------------------
-
-allow contains "impersonation.log" if "view_login_as_customer_log" in _perms
-
-# --- consent ----------------------------------------------------------------
-
-allow contains "consent.set_self" if _self
-
-deny contains "not_self" if {
-	input.action == "consent.set_self"
-	not _self
-}
-
-allow contains "consent.set_for_customer" if "allow_remote_shopping_assistance" in _perms
-
-deny contains "missing_permission" if {
-	input.action == "consent.set_for_customer"
-	not "allow_remote_shopping_assistance" in _perms
-}
-
-allow contains "consent.get" if _self
-
-allow contains "consent.get" if "login_as_customer" in _perms
-
-allow contains "consent.get" if "allow_remote_shopping_assistance" in _perms
-
-# --- customer profile sync from the host application ------------------------
-
-allow contains "customer.put" if "manage_customers" in _perms
-
-deny contains "missing_permission" if {
-	input.action in {"customer.put", "impersonation.log"}
-	not input.action in allow
 }
 
 # --- how reasons surface through the API ------------------------------------

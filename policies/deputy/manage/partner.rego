@@ -32,16 +32,13 @@ allow contains "partner.request" if {
 	input.target.partner_org == input.identity.org
 }
 
-deny contains "cannot_request_own_org" if {
-	input.action == "partner.request"
-	_partner_member
-	input.identity.org == input.target.customer
-}
-
 # Only the customer's contact manager decides, sees its partners and shares.
 allow contains action if {
-	some action in {"partner.approve", "partner.reject", "partner.list_partners", "share.put", "share.delete", "share.list"}
 	_contact_manager
+	some action in {
+		"partner.approve", "partner.reject", "partner.list_partners",
+		"share.put", "share.delete", "share.list",
+	}
 }
 
 # Either side may revoke.
@@ -62,8 +59,14 @@ allow contains "partner.list_requests" if {
 allow contains "partner.list_customers" if _partner_member
 
 allow contains action if {
-	some action in {"subscription.put", "subscription.delete", "subscription.list"}
 	_partner_member
+	some action in {"subscription.put", "subscription.delete", "subscription.list"}
+}
+
+deny contains "cannot_request_own_org" if {
+	input.action == "partner.request"
+	_partner_member
+	input.identity.org == input.target.customer
 }
 
 deny contains "no_live_grant" if {
@@ -72,11 +75,11 @@ deny contains "no_live_grant" if {
 	not input.delegation.level
 }
 
-deny contains sprintf("level_below_minimum:%s", [data.deputy.partner.subscription_min_level]) if {
+deny contains sprintf("level_below_minimum:%s", [partner.subscription_min_level]) if {
 	input.action == "subscription.put"
 	_partner_member
 	input.delegation.level
-	not partner.at_least(input.delegation.level, data.deputy.partner.subscription_min_level)
+	not partner.at_least(input.delegation.level, partner.subscription_min_level)
 }
 
 _partner_member if input.identity.org != ""
@@ -85,5 +88,5 @@ _contact_manager if {
 	input.identity.org != ""
 	input.identity.org == input.target.customer
 	some role in input.identity.roles
-	role in data.deputy.partner.contact_manager_roles
+	role in partner.contact_manager_roles
 }

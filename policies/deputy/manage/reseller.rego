@@ -25,14 +25,14 @@ allow contains action if some action in _reseller_permitted
 # Super admins manage their domain's assignments; customer-care staff may
 # read them, to list the customers they can act for.
 _reseller_permitted contains action if {
-	some action in _reseller_actions
 	_reseller_super_admin
+	some action in _reseller_actions
 }
 
 _reseller_permitted contains action if {
-	some action in {"reseller.assignment.get", "reseller.assignment.list"}
 	input.identity.domain != ""
 	reseller.staff
+	some action in {"reseller.assignment.get", "reseller.assignment.list"}
 }
 
 deny contains "customer_not_in_domain" if {

@@ -56,10 +56,12 @@ _is_partner if input.delegation.mode == "partner"
 
 # Where the path relative to the customer starts: /customers/{customer}/x/y
 # reads as x/y when the path template names the customer acted for.
+default _offset := 0
+
 _offset := 2 if {
 	input.parsed_path[0] == data.deputy.partner.customer_path_prefix
 	input.parsed_path[1] == input.delegation.subject
-} else := 0
+}
 
 _method := input.attributes.request.http.method
 

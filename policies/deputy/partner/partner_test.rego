@@ -139,8 +139,8 @@ _at_least(a, b) if partner.at_least(a, b)
 else := false
 
 test_level_rank_follows_levels if {
-	every i, level in data.deputy.partner.levels {
-		data.deputy.partner.level_rank[level] == i
+	count(partner.level_rank) == count(partner.levels)
+	every i, level in partner.levels {
+		partner.level_rank[level] == i
 	}
-	count(data.deputy.partner.level_rank) == count(data.deputy.partner.levels)
 }

@@ -11,15 +11,20 @@ package deputy.reseller
 # METADATA
 # description: OPA-Envoy shaped result for reseller staff acting for a customer.
 # entrypoint: true
+default decision := {"allowed": false, "reason": "customer_not_in_domain", "http_status": 403}
+
+# Checked in this order; staff of the right mode whose customer is not in
+# their own domain get the default denial.
 decision := _deny(sprintf("missing_privilege:%s", [concat(",", missing_privileges)])) if {
 	not staff
 } else := _deny("not_reseller_delegation") if {
 	not input.delegation.mode == "reseller"
-} else := _deny("customer_not_in_domain") if {
-	not _same_domain
-} else := {"allowed": true, "reason": "reseller_domain_customer"}
+} else := {"allowed": true, "reason": "reseller_domain_customer"} if {
+	_same_domain
+}
 
 # METADATA
+# scope: document
 # description: Whether the caller is reseller customer-care staff.
 staff if {
 	some role in input.identity.roles

@@ -59,16 +59,10 @@ test_anonymous if {
 	d.reason == "missing_privilege:access_support_cases,view_customers"
 }
 
-test_super_admin[note] if {
-	cases := [
-		{"note": "super admin", "roles": ["reseller_super_admin"], "want": true},
-		{"note": "reseller admin is not super admin", "roles": ["reseller_admin"], "want": false},
-	]
-	some tc in cases
-	note := tc.note
-	_super_admin(_staff(tc.roles, [])) == tc.want
+test_super_admin if {
+	reseller.super_admin with input as {"identity": _staff(["reseller_super_admin"], [])}
 }
 
-_super_admin(identity) if reseller.super_admin with input as {"identity": identity}
-
-else := false
+test_reseller_admin_is_not_super_admin if {
+	not reseller.super_admin with input as {"identity": _staff(["reseller_admin"], [])}
+}
