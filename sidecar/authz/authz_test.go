@@ -309,3 +309,24 @@ func TestEmptyRequestIsDeniedNotPanicking(t *testing.T) {
 		}
 	}
 }
+
+// Policy sees the delegation attributes it reads, whether it names one
+// attribute or the whole object.
+func TestDelegationAttributesReachPolicy(t *testing.T) {
+	del := &sidecar.Delegation{Mode: sidecar.ModePartner, Subject: "acme", Level: "cc",
+		Attributes: map[string]any{"shared_resources": []any{"42"}, "precedence": "individual"}}
+	for name, src := range map[string]string{
+		"one attribute":  "package t\n\ndecision := \"42\" in input.delegation.attributes.shared_resources\n",
+		"whole object":   "package t\n\ndecision := input.delegation.attributes == {\"shared_resources\": [\"42\"], \"precedence\": \"individual\"}\n",
+		"dynamic key":    "package t\n\nk := \"precedence\"\n\ndecision := input.delegation.attributes[k] == \"individual\"\n",
+		"level and mode": "package t\n\ndecision := {input.delegation.mode, input.delegation.level} == {\"partner\", \"cc\"}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := authz.New(engineFor(t, "data.t.decision", src, nil), authz.WithQuery("data.t.decision"),
+				authz.WithResolvers(delegationFunc(func() (*sidecar.Delegation, error) { return del, nil })))
+			if resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`)); !resp.Allowed {
+				t.Fatalf("denied: %s", resp.Reason)
+			}
+		})
+	}
+}

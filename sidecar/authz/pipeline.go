@@ -469,9 +469,23 @@ func delegationToAST(d *sidecar.Delegation, need *policy.InputNeeds) ast.Value {
 	if !d.ExpiresAt.IsZero() && need.Child("expires_at") != nil {
 		obj.Insert(keyTerm("expires_at"), ast.StringTerm(d.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
-	if len(d.Attributes) > 0 && need.Child("attributes") != nil {
-		if v, err := ast.InterfaceToValue(d.Attributes); err == nil {
-			obj.Insert(ast.StringTerm("attributes"), ast.NewTerm(v))
+	if n := need.Child("attributes"); len(d.Attributes) > 0 && n != nil {
+		if attrs := attributesToAST(d.Attributes, n); attrs.Len() > 0 {
+			obj.Insert(keyTerm("attributes"), ast.NewTerm(attrs))
+		}
+	}
+	return obj
+}
+
+// attributesToAST converts the delegation attributes policy can read.
+func attributesToAST(attrs map[string]any, need *policy.InputNeeds) ast.Object {
+	obj := ast.NewObjectWithCapacity(len(attrs))
+	for k, v := range attrs {
+		if need.Child(k) == nil {
+			continue
+		}
+		if val, err := ast.InterfaceToValue(v); err == nil {
+			obj.Insert(keyTerm(k), ast.NewTerm(val))
 		}
 	}
 	return obj

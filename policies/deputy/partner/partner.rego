@@ -21,11 +21,11 @@ package deputy.partner
 #   shared with the partner user.
 # entrypoint: true
 decision := {"allowed": true, "reason": "partner_level_sufficient"} if {
-	_is_partner
+	input.delegation.mode == "partner"
 	input.delegation.level != "cc"
 	data.deputy.partner.level_rank[input.delegation.level] >= data.deputy.partner.level_rank[_required_level]
 } else := {"allowed": true, "reason": "partner_cc_shared_resource"} if {
-	_is_partner
+	input.delegation.mode == "partner"
 	input.delegation.level == "cc"
 	_cc_shared
 } else := _deny(_denial)
@@ -67,14 +67,17 @@ _method := input.attributes.request.http.method
 
 _section := data.deputy.partner.sections[input.parsed_path[_offset]]
 
+# Path segments after the section: none for a collection, an id for an item.
+_rest := count(input.parsed_path) - _offset
+
 _kind := "collection" if {
-	count(input.parsed_path) == _offset + 1
+	_rest == 1
 } else := "item" if {
-	count(input.parsed_path) > _offset + 1
+	_rest > 1
 }
 
 _required_level := level if {
-	level := _section[_kind][_method]
+	level := _section[_kind][input.attributes.request.http.method]
 } else := level if {
 	level := _section[_kind]["*"]
 }
