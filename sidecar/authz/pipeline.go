@@ -70,6 +70,7 @@ type Pipeline struct {
 	clock       sidecar.Clock
 	facts       map[string]any
 	factsTerm   *ast.Term // input.deputy when no owned header was stripped
+	names       headerNames
 	evalOpts    []rego.EvalOption
 }
 
@@ -154,6 +155,7 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	p.inputOpts.OwnedPrefix = p.prefix
 	p.inputOpts.ActorTokenHeader = p.tokenHeader
 	p.factsTerm = ast.NewTerm(p.deputyFacts(nil))
+	p.names = newHeaderNames(p.prefix)
 	return p
 }
 
@@ -322,20 +324,20 @@ func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) 
 	if del == nil {
 		return nil, nil
 	}
-	h := make([]Header, 0, 8)
-	add := func(name, v string) {
-		if v != "" {
-			h = append(h, Header{p.prefix + name, v})
+	h := make([]Header, 0, p.names.len()+1)
+	for _, f := range [...]struct {
+		name  *string
+		value string
+	}{
+		{&p.names.subject, del.Subject}, {&p.names.actor, del.Actor}, {&p.names.mode, del.Mode},
+		{&p.names.level, del.Level}, {&p.names.session, del.ID}, {&p.names.storeView, del.StoreView},
+	} {
+		if f.value != "" {
+			h = append(h, Header{*f.name, f.value})
 		}
 	}
-	add("subject", del.Subject)
-	add("actor", del.Actor)
-	add("mode", del.Mode)
-	add("level", del.Level)
-	add("session", del.ID)
-	add("store-view", del.StoreView)
 	if del.SubjectName != "" {
-		add("subject-name", url.PathEscape(del.SubjectName))
+		h = append(h, Header{p.names.subjectName, url.PathEscape(del.SubjectName)})
 	}
 	if p.signer != nil {
 		tok, err := p.signer.Sign(del)
@@ -345,6 +347,21 @@ func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) 
 		h = append(h, Header{p.tokenHeader, tok})
 	}
 	return h, nil
+}
+
+// headerNames are the injected header names under the owned prefix,
+// built once.
+type headerNames struct {
+	subject, actor, mode, level, session, storeView, subjectName string
+}
+
+func (n headerNames) len() int { return 7 }
+
+func newHeaderNames(prefix string) headerNames {
+	return headerNames{
+		subject: prefix + "subject", actor: prefix + "actor", mode: prefix + "mode", level: prefix + "level",
+		session: prefix + "session", storeView: prefix + "store-view", subjectName: prefix + "subject-name",
+	}
 }
 
 // dropClashing removes policy headers that Deputy injects itself: the
