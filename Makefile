@@ -34,7 +34,7 @@ deps:
 
 ## test: everything — Go tests (unit, contract on memory and real Redis,
 ## end-to-end through gRPC, nginx and Caddy), Rego tests, chart tests.
-test: deps vet test-go test-charts
+test: deps lint test-go test-charts
 
 vet: fmt-check
 	$(GO) vet ./...
@@ -50,9 +50,9 @@ test-go: build
 test-charts: build
 	cd charts/deputy/tests && PATH="$$PATH:/usr/sbin" DEPUTY_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m ./...
 
-## lint: Regal on the policies, go vet, gofmt.
+## lint: Regal on the policies (pinned in .regal/tools.mod), go vet, gofmt.
 lint: vet
-	$(GO) tool -modfile=.regal/tools.mod regal lint policies/
+	$(GO) tool -modfile=.regal/tools.mod regal lint --format compact policies/
 
 ## bundle: a signed policy bundle (dev key generated into bundles/keys/, never committed).
 bundle: build
