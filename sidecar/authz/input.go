@@ -86,7 +86,6 @@ type request struct {
 	input    ast.Object
 	view     sidecar.Request
 	stripped []string // owned header names the client sent
-	rawPath  string
 	traceID  string
 }
 
@@ -121,7 +120,6 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	}
 
 	path := httpReq.GetPath()
-	r.rawPath = path
 	u, err := url.Parse(path)
 	if err != nil {
 		return nil, sidecar.Invalid("path", "%v", err)

@@ -159,9 +159,6 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	return p
 }
 
-// OwnedPrefix returns the owned header prefix.
-func (p *Pipeline) OwnedPrefix() string { return p.prefix }
-
 // Check decides one request. It never returns an allow on an error path.
 func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Response {
 	start := p.clock()
@@ -324,7 +321,7 @@ func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) 
 	if del == nil {
 		return nil, nil
 	}
-	h := make([]Header, 0, p.names.len()+1)
+	h := make([]Header, 0, 8)
 	for _, f := range [...]struct {
 		name  *string
 		value string
@@ -354,8 +351,6 @@ func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) 
 type headerNames struct {
 	subject, actor, mode, level, session, storeView, subjectName string
 }
-
-func (n headerNames) len() int { return 7 }
 
 func newHeaderNames(prefix string) headerNames {
 	return headerNames{

@@ -125,9 +125,6 @@ func New(opts ...Option) *Engine {
 	return e
 }
 
-// Queries returns the prepared queries, the decision query first.
-func (e *Engine) Queries() []string { return e.queries }
-
 // Current returns the serving activation, or nil before the first one.
 func (e *Engine) Current() *Activation { return e.current.Load() }
 

@@ -464,17 +464,9 @@ func (s *Store) IsShared(ctx context.Context, customer, resource, user string) (
 }
 
 func (s *Store) ListShares(ctx context.Context, customer string) ([]sidecar.Share, error) {
-	all, err := s.c.HGetAll(ctx, s.cust(customer, "shares")).Result()
+	out, err := hashValues[sidecar.Share](ctx, s, s.cust(customer, "shares"))
 	if err != nil {
-		return nil, unavailable(err)
-	}
-	out := make([]sidecar.Share, 0, len(all))
-	for _, raw := range all {
-		sh, err := decode[sidecar.Share](raw)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *sh)
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b sidecar.Share) int {
 		return strings.Compare(field(a.User, a.Resource), field(b.User, b.Resource))
@@ -571,18 +563,27 @@ func (s *Store) SubscriptionsByUser(ctx context.Context, user string) ([]sidecar
 }
 
 func (s *Store) SubscriptionsByCustomer(ctx context.Context, customer string) ([]sidecar.Subscription, error) {
-	all, err := s.c.HGetAll(ctx, s.cust(customer, "subs")).Result()
+	out, err := hashValues[sidecar.Subscription](ctx, s, s.cust(customer, "subs"))
+	if err != nil {
+		return nil, err
+	}
+	sortSubs(out)
+	return out, nil
+}
+
+// hashValues decodes every value of a hash of JSON records.
+func hashValues[T any](ctx context.Context, s *Store, key string) ([]T, error) {
+	all, err := s.c.HGetAll(ctx, key).Result()
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	out := make([]sidecar.Subscription, 0, len(all))
+	out := make([]T, 0, len(all))
 	for _, raw := range all {
-		sub, err := decode[sidecar.Subscription](raw)
+		v, err := decode[T](raw)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, *sub)
+		out = append(out, *v)
 	}
-	sortSubs(out)
 	return out, nil
 }
