@@ -18,6 +18,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -224,8 +225,16 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 	vc, bc := getVirtualCache(), getBaseCache()
 	defer vc.release()
 	defer bc.release()
+	// OPA would start a goroutine per evaluation to watch ctx; a callback
+	// registered on ctx cancels the evaluation the same way for free.
+	cancel := topdown.NewCancel()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, cancel.Cancel)
+		defer stop()
+	}
 	var buf [8]rego.EvalOption
-	all := append(append(buf[:0], opts...), rego.EvalParsedInput(input), rego.EvalVirtualCache(vc), rego.EvalBaseCache(bc), evalKeepTerm, evalNoMetrics)
+	all := append(append(buf[:0], opts...), rego.EvalParsedInput(input), rego.EvalVirtualCache(vc), rego.EvalBaseCache(bc),
+		rego.EvalExternalCancel(cancel), evalKeepTerm, evalNoMetrics)
 	rs, err := pq.Eval(ctx, all...)
 	if err != nil {
 		return Result{Revision: a.Revision}, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy evaluation failed", Err: err}
