@@ -4,8 +4,11 @@ import data.deputy.impersonation
 
 _session := {"mode": "impersonation", "id": "s1", "actor": "alice", "subject": "c42", "store_view": "default"}
 
+# The input as Deputy builds it: OPA-Envoy's parsed_path is the decoded
+# path without the query, split on "/".
 _req(method, path) := {
 	"attributes": {"request": {"http": {"method": method, "path": path}}},
+	"parsed_path": split(trim_left(split(path, "?")[0], "/"), "/"),
 	"delegation": _session,
 }
 
@@ -52,8 +55,13 @@ test_not_allowed_outside_sessions[note] if {
 	d.http_status == 403
 }
 
-test_parsed_path_fallback if {
-	d := impersonation.decision with input as {"parsed_path": ["customer", "account", "password"], "delegation": _session}
+# Routes are matched on the decoded path, so an escaped slash does not
+# hide a forbidden route.
+test_forbidden_route_matched_on_decoded_path if {
+	d := impersonation.decision with input as object.union(
+		_req("GET", "/customer/account%2Fpassword"),
+		{"parsed_path": ["customer", "account", "password"]},
+	)
 	d.reason == "password_change_forbidden"
 }
 
