@@ -31,6 +31,7 @@ test_route_levels[note] if {
 		{"note": "update comments", "method": "POST", "path": "service-requests/sr-1/comments", "level": "update", "allowed": true, "reason": "partner_level_sufficient"},
 		{"note": "update cannot create", "method": "POST", "path": "service-requests", "level": "update", "allowed": false, "reason": "level_too_low:create"},
 		{"note": "create creates", "method": "POST", "path": "service-requests", "level": "create", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "a trailing slash is still the collection", "method": "POST", "path": "service-requests/", "level": "update", "allowed": false, "reason": "level_too_low:create"},
 		{"note": "create cannot administer the site", "method": "PUT", "path": "site/config", "level": "create", "allowed": false, "reason": "level_too_low:service_admin"},
 		{"note": "service_admin administers the site", "method": "PUT", "path": "site/config", "level": "service_admin", "allowed": true, "reason": "partner_level_sufficient"},
 		{"note": "service_admin handles access requests", "method": "POST", "path": "access-requests/ar-1", "level": "service_admin", "allowed": true, "reason": "partner_level_sufficient"},
