@@ -23,10 +23,11 @@ default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_ma
 # regal ignore:rule-length
 decision := {"allowed": true, "reason": "deputy_route"} if {
 	# Deputy's own API and key endpoints authenticate and authorize callers
-	# themselves (data.deputy.manage).
-	data.deputy.authz.deputy.sections[input.parsed_path[0]][input.attributes.request.http.method]
-} else := {"allowed": true, "reason": "deputy_route"} if {
-	data.deputy.authz.deputy.sections[input.parsed_path[0]]["*"]
+	# themselves (data.deputy.manage). Any other path fails at the first
+	# lookup, before the method is looked at.
+	methods := data.deputy.authz.deputy.sections[input.parsed_path[0]]
+	some method in [input.attributes.request.http.method, "*"]
+	methods[method]
 } else := data.deputy.impersonation.decision if {
 	# A delegated request is decided by the package of its mode.
 	input.delegation.mode == "impersonation"
@@ -39,13 +40,13 @@ decision := {"allowed": true, "reason": "deputy_route"} if {
 	# signed-in routes.
 	input.delegation.mode
 } else := {"allowed": true, "reason": "public_route"} if {
-	data.deputy.authz.public.sections[input.parsed_path[0]][input.attributes.request.http.method]
+	methods := data.deputy.authz.public.sections[input.parsed_path[0]]
+	some method in [input.attributes.request.http.method, "*"]
+	methods[method]
 } else := {"allowed": true, "reason": "public_route"} if {
-	data.deputy.authz.public.sections[input.parsed_path[0]]["*"]
-} else := {"allowed": true, "reason": "public_route"} if {
-	data.deputy.authz.public.paths[_path][input.attributes.request.http.method]
-} else := {"allowed": true, "reason": "public_route"} if {
-	data.deputy.authz.public.paths[_path]["*"]
+	methods := data.deputy.authz.public.paths[_path]
+	some method in [input.attributes.request.http.method, "*"]
+	methods[method]
 } else := {"allowed": false, "http_status": 403, "reason": input.delegation_error} if {
 	input.delegation_error
 } else := {"allowed": false, "http_status": 401, "reason": "identity_refused"} if {
@@ -58,16 +59,18 @@ decision := {"allowed": true, "reason": "deputy_route"} if {
 	_authenticated_route
 }
 
-_section := input.parsed_path[0]
-
-_method := input.attributes.request.http.method
-
 _path := split(input.attributes.request.http.path, "?")[0]
 
-_authenticated_route if data.deputy.authz.authenticated.sections[_section][_method]
+# Routes open to any signed-in caller, by section or exact path, for the
+# request's method or "*".
+_authenticated_route if {
+	methods := data.deputy.authz.authenticated.sections[input.parsed_path[0]]
+	some method in [input.attributes.request.http.method, "*"]
+	methods[method]
+}
 
-_authenticated_route if data.deputy.authz.authenticated.sections[_section]["*"]
-
-_authenticated_route if data.deputy.authz.authenticated.paths[_path][_method]
-
-_authenticated_route if data.deputy.authz.authenticated.paths[_path]["*"]
+_authenticated_route if {
+	methods := data.deputy.authz.authenticated.paths[_path]
+	some method in [input.attributes.request.http.method, "*"]
+	methods[method]
+}
