@@ -186,6 +186,22 @@ func TestSessionLifetime(t *testing.T) {
 				t.Fatalf("session lasts %v, longer than the staff token", d)
 			}
 		})
+		t.Run("bounded by the consent's expiry", func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			until := e.clock.Now().Add(20 * time.Minute).UTC().Truncate(time.Second)
+			e.must(e.do("PUT", "/deputy/v1/customers/c42/consent", e.customer(),
+				map[string]any{"allowed": true, "expires_at": until.Format(time.RFC3339)}), 200)
+			_, cookie := e.live(e.agent())
+			for _, step := range []time.Duration{10 * time.Minute, 9 * time.Minute} { // inside the idle timeout
+				e.clock.Advance(step)
+				if _, err := e.check(cookie); err != nil {
+					t.Fatalf("before the consent lapses: %v", err)
+				}
+			}
+			e.clock.Advance(time.Minute)
+			e.denied(cookie, "session_expired")
+		})
 		t.Run("switches from policy data", func(t *testing.T) {
 			e := newEnv(t, mk, withSwitch("max_session", "20m"), withSwitch("idle_timeout", "5m"))
 			e.seed()

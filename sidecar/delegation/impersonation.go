@@ -268,9 +268,14 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 		}
 	}
 
+	// The session ends with the first of: max_session, the staff member's
+	// token, and the customer's consent when it was given until a time.
 	expires := now.Add(sw.MaxSession)
 	if !staff.ExpiresAt.IsZero() && staff.ExpiresAt.Before(expires) {
 		expires = staff.ExpiresAt
+	}
+	if consent.Granted(now) && !consent.ExpiresAt.IsZero() && consent.ExpiresAt.Before(expires) {
+		expires = consent.ExpiresAt
 	}
 	if !expires.After(now) {
 		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "staff token expires now")
