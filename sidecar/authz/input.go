@@ -124,6 +124,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if err != nil {
 		return nil, sidecar.Invalid("path", "%v", err)
 	}
+	if hasDotSegment(u.Path) {
+		return nil, sidecar.Invalid("path", `dot segments ("." or "..", escaped or not) are refused: the path is decided as sent, and an upstream that resolves them would serve another one`)
+	}
 	var body *ast.Term
 	var truncated bool
 	if !opts.SkipBodyParsing {
@@ -172,6 +175,26 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	}
 	r.traceID = traceID(r.view.Headers["traceparent"])
 	return r, nil
+}
+
+// hasDotSegment reports whether a decoded path has a "." or ".." segment.
+// Route rules match path segments; "/catalog/../customer/x" would match
+// the catalog's rules while an upstream that resolves dot segments serves
+// /customer/x. Browsers resolve them before sending and Envoy's
+// normalize_path removes them, so only crafted requests carry them.
+func hasDotSegment(p string) bool {
+	for p != "" {
+		seg := p
+		if i := strings.IndexByte(p, '/'); i >= 0 {
+			seg, p = p[:i], p[i+1:]
+		} else {
+			p = ""
+		}
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func hasUpper(s string) bool {
