@@ -53,8 +53,10 @@ permissions contains p if {
 
 # The decoded path, from OPA-Envoy's parsed_path, with one leading and one
 # trailing slash, so a route prefix "/a/b/" matches /a/b and everything
-# under it, but not /a/bc. A route's prefix ends with "/".
-_path_slash := concat("", ["/", concat("/", input.parsed_path), "/"])
+# under it, but not /a/bc. A route's prefix ends with "/". Repeated slashes
+# count as one, as most upstreams read them: /a//b is /a/b. (Deputy refuses
+# dot segments before policy runs.)
+_path_slash := concat("", ["/", concat("/", [s | some s in input.parsed_path; s != ""]), "/"])
 
 _method_forbidden(r) if not r.methods
 

@@ -24,6 +24,8 @@ test_storefront_requests[note] if {
 		"saved cards": {"method": "GET", "path": "/vault/cards/list", "allowed": false, "reason": "payment_method_change_forbidden"},
 		"add payment method": {"method": "PUT", "path": "/customer/payment/method", "allowed": false, "reason": "payment_method_change_forbidden"},
 		"prefix is not a path segment": {"method": "GET", "path": "/vault/cardsharing", "allowed": true, "reason": "impersonation"},
+		"repeated slashes": {"method": "GET", "path": "/customer//account///password", "allowed": false, "reason": "password_change_forbidden"},
+		"repeated trailing slashes": {"method": "GET", "path": "/vault/cards//", "allowed": false, "reason": "payment_method_change_forbidden"},
 	}
 	d := impersonation.decision with input as _req(tc.method, tc.path)
 	d.allowed == tc.allowed
