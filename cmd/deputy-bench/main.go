@@ -3,6 +3,7 @@
 // with ghz at the same concurrency, and prints throughput, p50/p99 and the
 // ratio to the do-nothing server, measured in the same run. With Redis it
 // also reports Redis round trips per impersonated check at steady state.
+// Every scenario's request is checked to be allowed before its run.
 package main
 
 import (
@@ -23,7 +24,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	goredis "github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 type options struct {
@@ -125,6 +130,28 @@ func run(o options) error {
 			imp := writePayload(dir, "imp.json", map[string]string{"cookie": "deputy_session=" + cookie}, "/customer/account")
 			r, err := ghz(o, "deputy impersonation, embedded store", d.grpc, imp)
 			if err != nil {
+				return err
+			}
+			results = append(results, r)
+
+			// Partner and reseller users acting for a customer.
+			pat, err := d.partner(o.deputy, dir)
+			if err != nil {
+				return err
+			}
+			partner := writePayload(dir, "partner.json", map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "acme"},
+				"/customers/acme/service-requests/42")
+			if r, err = ghz(o, "deputy partner, embedded store", d.grpc, partner); err != nil {
+				return err
+			}
+			results = append(results, r)
+			rita, err := d.reseller(o.deputy, dir)
+			if err != nil {
+				return err
+			}
+			reseller := writePayload(dir, "reseller.json", map[string]string{"authorization": "Bearer " + rita, "x-on-behalf-of": "acme"},
+				"/support/cases")
+			if r, err = ghz(o, "deputy reseller, embedded store", d.grpc, reseller); err != nil {
 				return err
 			}
 			results = append(results, r)
@@ -230,48 +257,97 @@ func startDeputy(start func(string, ...string) error, o options, dir string, ext
 	return d, nil
 }
 
-// impersonate walks Login as Customer through the API and returns the
-// session cookie value.
-func (d *deputy) impersonate(bin, dir string) (string, error) {
-	token := func(args ...string) (string, error) {
-		out, err := exec.Command(bin, append([]string{"dev", "token", "--key-file", filepath.Join(dir, "dev-key.json")}, args...)...).Output()
-		return strings.TrimSpace(string(out)), err
-	}
-	staff, err := token("--sub", "staff-1", "--name", "Sam Staff", "--roles", "support_lead")
+// token mints a dev token for the running Deputy's dev issuer.
+func (d *deputy) token(bin, dir string, args ...string) (string, error) {
+	out, err := exec.Command(bin, append([]string{"dev", "token", "--key-file", filepath.Join(dir, "dev-key.json")}, args...)...).Output()
 	if err != nil {
 		return "", fmt.Errorf("mint token: %w", err)
 	}
-	customer, _ := token("--sub", "cust-9", "--name", "Zoë Customer", "--roles", "customer")
-	sync, _ := token("--sub", "shop", "--roles", "customer_sync")
-	base := "http://" + d.http + "/deputy/v1"
-	call := func(method, path, tok, body string, out any) error {
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("authorization", "Bearer "+tok)
-		req.Header.Set("content-type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode >= 300 {
-			return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-		}
-		if out != nil {
-			return json.Unmarshal(raw, out)
-		}
-		return nil
+	return strings.TrimSpace(string(out)), nil
+}
+
+// call makes one management API call and decodes the answer into out.
+func (d *deputy) call(method, path, tok, body string, out any) error {
+	req, _ := http.NewRequest(method, "http://"+d.http+"/deputy/v1"+path, strings.NewReader(body))
+	req.Header.Set("authorization", "Bearer "+tok)
+	req.Header.Set("content-type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
 	}
-	if err := call("PUT", "/customers/cust-9", sync, `{"name":"Zoë Customer","default_store_view":"en"}`, nil); err != nil {
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// partner has partner user pat ask customer acme for update access, has
+// acme's contact manager approve it, and returns pat's token.
+func (d *deputy) partner(bin, dir string) (string, error) {
+	pat, err := d.token(bin, dir, "--sub", "pat", "--org", "partnerco")
+	if err != nil {
 		return "", err
 	}
-	if err := call("PUT", "/customers/cust-9/consent", customer, `{"allowed":true}`, nil); err != nil {
+	cora, err := d.token(bin, dir, "--sub", "cora", "--org", "acme", "--roles", "contact_manager")
+	if err != nil {
+		return "", err
+	}
+	var req struct {
+		ID string `json:"id"`
+	}
+	if err := d.call("POST", "/partner/requests", pat,
+		`{"customer":"acme","contact_email":"cora@acme.example","expiry_days":30,"level":"update","scope":"organisation"}`, &req); err != nil {
+		return "", err
+	}
+	if err := d.call("POST", "/partner/requests/"+req.ID+"/approve", cora, "", nil); err != nil {
+		return "", err
+	}
+	return pat, nil
+}
+
+// reseller assigns customer acme to a reseller domain and returns the
+// token of a reseller admin signed in through it.
+func (d *deputy) reseller(bin, dir string) (string, error) {
+	super, err := d.token(bin, dir, "--sub", "sam", "--domain", "shop-a.example", "--roles", "reseller_super_admin")
+	if err != nil {
+		return "", err
+	}
+	if err := d.call("PUT", "/reseller/assignments/acme", super, `{}`, nil); err != nil {
+		return "", err
+	}
+	return d.token(bin, dir, "--sub", "rita", "--domain", "shop-a.example", "--roles", "reseller_admin")
+}
+
+// impersonate walks Login as Customer through the API and returns the
+// session cookie value.
+func (d *deputy) impersonate(bin, dir string) (string, error) {
+	staff, err := d.token(bin, dir, "--sub", "staff-1", "--name", "Sam Staff", "--roles", "support_lead")
+	if err != nil {
+		return "", err
+	}
+	customer, err := d.token(bin, dir, "--sub", "cust-9", "--name", "Zoë Customer", "--roles", "customer")
+	if err != nil {
+		return "", err
+	}
+	sync, err := d.token(bin, dir, "--sub", "shop", "--roles", "customer_sync")
+	if err != nil {
+		return "", err
+	}
+	if err := d.call("PUT", "/customers/cust-9", sync, `{"name":"Zoë Customer","default_store_view":"en"}`, nil); err != nil {
+		return "", err
+	}
+	if err := d.call("PUT", "/customers/cust-9/consent", customer, `{"allowed":true}`, nil); err != nil {
 		return "", err
 	}
 	var started struct {
 		RedeemURL string `json:"redeem_url"`
 	}
-	if err := call("POST", "/impersonation/sessions", staff, `{"customer_id":"cust-9","reason":"load test"}`, &started); err != nil {
+	if err := d.call("POST", "/impersonation/sessions", staff, `{"customer_id":"cust-9","reason":"load test"}`, &started); err != nil {
 		return "", err
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -316,6 +392,11 @@ func writePayload(dir, name string, extra map[string]string, path ...string) str
 }
 
 func ghz(o options, name, addr, payload string) (result, error) {
+	// A run of denials would measure the wrong path: one check first must
+	// be allowed.
+	if err := preflight(addr, payload); err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.duration+60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, o.ghz, "--insecure", "--call", "envoy.service.auth.v3.Authorization.Check",
@@ -356,6 +437,33 @@ func ghz(o options, name, addr, payload string) (result, error) {
 		}
 	}
 	return r, nil
+}
+
+// preflight sends the payload once over gRPC and fails unless it is allowed.
+func preflight(addr, payload string) error {
+	raw, err := os.ReadFile(payload)
+	if err != nil {
+		return err
+	}
+	var req authv3.CheckRequest
+	if err := protojson.Unmarshal(raw, &req); err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &req)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if code := resp.GetStatus().GetCode(); code != 0 {
+		return fmt.Errorf("check denied (code %d): %s", code, resp.GetDeniedResponse().GetBody())
+	}
+	return nil
 }
 
 // commandCalls sums the calls of every command Redis has served.
