@@ -39,8 +39,14 @@ decision := {"allowed": false, "reason": "impersonation_disabled", "http_status"
 	"response_headers_to_add": {"cache-control": "private, no-store"},
 } if {
 	input.delegation.mode == "impersonation"
+	input.parsed_path
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
+	input.delegation.mode == "impersonation"
+	input.parsed_path
+} else := {"allowed": false, "reason": "path_missing", "http_status": 403} if {
+	# Forbidden routes are matched on parsed_path: without it, deny rather
+	# than let every route through.
 	input.delegation.mode == "impersonation"
 }
 

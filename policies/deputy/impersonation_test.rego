@@ -57,6 +57,15 @@ test_not_allowed_outside_sessions[note] if {
 	d.http_status == 403
 }
 
+test_input_without_parsed_path_is_denied if {
+	d := impersonation.decision with input as {
+		"attributes": {"request": {"http": {"method": "GET", "path": "/customer/account/password"}}},
+		"delegation": _session,
+	}
+	not d.allowed
+	d.reason == "path_missing"
+}
+
 # Routes are matched on the decoded path, so an escaped slash does not
 # hide a forbidden route.
 test_forbidden_route_matched_on_decoded_path if {

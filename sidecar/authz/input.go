@@ -183,13 +183,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 // /customer/x. Browsers resolve them before sending and Envoy's
 // normalize_path removes them, so only crafted requests carry them.
 func hasDotSegment(p string) bool {
-	for p != "" {
-		seg := p
-		if i := strings.IndexByte(p, '/'); i >= 0 {
-			seg, p = p[:i], p[i+1:]
-		} else {
-			p = ""
-		}
+	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
 			return true
 		}
