@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 func TestServer(t *testing.T) {
@@ -53,4 +54,74 @@ func TestCluster(t *testing.T) {
 	if len(masters) != 3 {
 		t.Fatalf("keys spread over %d masters, want 3", len(masters))
 	}
+}
+
+func TestProxy(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	p := redistest.StartProxy(t, srv.Addr)
+	direct := srv.Client()
+	c := goredis.NewClient(&goredis.Options{Addr: p.Addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true, PoolSize: 1})
+	defer c.Close()
+
+	t.Run("counts_each_command", func(t *testing.T) {
+		if err := c.Ping(ctx).Err(); err != nil { // opens the connection
+			t.Fatal(err)
+		}
+		p.Reset()
+		if err := c.Set(ctx, "a", "1", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.TxPipelined(ctx, func(pl goredis.Pipeliner) error {
+			pl.Set(ctx, "b", "1", 0)
+			pl.Set(ctx, "c", "1", 0)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Commands(); got != 5 { // SET, MULTI, SET, SET, EXEC
+			t.Fatalf("commands = %d, want 5", got)
+		}
+	})
+	t.Run("cut_inside_a_transaction_discards_it", func(t *testing.T) {
+		p.Reset()
+		p.CutAfter(2) // MULTI and the first SET reach Redis, EXEC does not
+		_, err := c.TxPipelined(ctx, func(pl goredis.Pipeliner) error {
+			pl.Set(ctx, "x", "1", 0)
+			pl.Set(ctx, "y", "1", 0)
+			return nil
+		})
+		if err == nil {
+			t.Fatal("transaction succeeded through a cut connection")
+		}
+		if !p.WasCut() {
+			t.Fatal("proxy did not cut")
+		}
+		if n := direct.Exists(ctx, "x", "y").Val(); n != 0 {
+			t.Fatalf("%d keys of a cut transaction were written", n)
+		}
+	})
+	t.Run("stays_cut_until_reset", func(t *testing.T) {
+		if err := c.Ping(ctx).Err(); err == nil {
+			t.Fatal("ping through a cut proxy succeeded")
+		}
+		p.Reset()
+		if err := c.Ping(ctx).Err(); err != nil {
+			t.Fatalf("ping after reset: %v", err)
+		}
+	})
+	t.Run("cut_between_commands_keeps_the_first", func(t *testing.T) {
+		p.Reset()
+		p.CutAfter(1)
+		if err := c.Set(ctx, "first", "1", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Set(ctx, "second", "1", 0).Err(); err == nil {
+			t.Fatal("second command passed the cut")
+		}
+		if direct.Exists(ctx, "first").Val() != 1 || direct.Exists(ctx, "second").Val() != 0 {
+			t.Fatal("the cut did not fall between the two commands")
+		}
+	})
 }

@@ -1,0 +1,267 @@
+package redistest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Proxy is a TCP proxy in front of a real redis-server that counts the
+// commands clients send and can cut every connection at a chosen command,
+// to test what a management write leaves behind when Redis goes away in
+// the middle of it.
+//
+// Commands are counted as Redis reads them: each element of a pipeline,
+// and MULTI, every queued command and EXEC each count as one. The
+// connection handshake (HELLO, CLIENT SETINFO) counts too, so a test
+// sweeps every cut point of an operation rather than guessing one.
+type Proxy struct {
+	Addr string
+
+	t      testing.TB
+	target string
+	ln     net.Listener
+
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	count   int  // commands forwarded since the last Reset
+	cutAt   int  // forward this many commands, then cut; -1: never
+	cut     bool // cut happened: refuse connections until Reset
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// StartProxy listens on a free loopback port in front of target (host:port
+// of a redis-server) and stops when the test ends.
+func StartProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: proxy listen: %v", err)
+	}
+	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, cutAt: -1}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// CutAfter lets n more commands through (counted from the last Reset),
+// then closes every connection instead of forwarding the next one, and
+// refuses new connections until Reset: Redis is gone from the client's
+// point of view, after exactly n commands reached it.
+func (p *Proxy) CutAfter(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutAt = p.count + n
+	if n == 0 {
+		p.cutLocked()
+	}
+}
+
+// Reset heals the proxy: connections are accepted again, no cut is
+// planned and the command count starts from zero.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.count, p.cutAt, p.cut = 0, -1, false
+}
+
+// Commands is how many commands were forwarded since the last Reset.
+func (p *Proxy) Commands() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count
+}
+
+// WasCut reports whether the planned cut happened.
+func (p *Proxy) WasCut() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cut
+}
+
+// Stop closes the listener and every connection.
+func (p *Proxy) Stop() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	p.stopped = true
+	_ = p.ln.Close()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// cutLocked closes every open connection; p.mu is held.
+func (p *Proxy) cutLocked() {
+	p.cut = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+func (p *Proxy) accept() {
+	defer p.wg.Done()
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		refuse := p.cut || p.stopped
+		p.mu.Unlock()
+		if refuse {
+			_ = client.Close()
+			continue
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.stopped || p.cut {
+			p.mu.Unlock()
+			_ = client.Close()
+			_ = server.Close()
+			continue
+		}
+		p.conns[client], p.conns[server] = struct{}{}, struct{}{}
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.replies(client, server)
+		go p.commands(client, server)
+	}
+}
+
+func (p *Proxy) forget(conns ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// replies copies the server's answers back unchanged.
+func (p *Proxy) replies(client, server net.Conn) {
+	defer p.wg.Done()
+	_, _ = io.Copy(client, server)
+	p.forget(client, server)
+}
+
+// commands forwards the client's commands one at a time, counting them,
+// and cuts when the planned count is reached.
+func (p *Proxy) commands(client, server net.Conn) {
+	defer p.wg.Done()
+	defer p.forget(client, server)
+	r := bufio.NewReader(client)
+	for {
+		cmd, err := readCommand(r)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				p.t.Logf("redistest: proxy: %v", err)
+			}
+			return
+		}
+		handshake := isHandshake(cmd)
+		p.mu.Lock()
+		if p.cut || (!handshake && p.cutAt >= 0 && p.count >= p.cutAt) {
+			p.cutLocked()
+			p.mu.Unlock()
+			return
+		}
+		if !handshake {
+			p.count++
+		}
+		p.mu.Unlock()
+		if _, err := server.Write(cmd); err != nil {
+			return
+		}
+	}
+}
+
+// isHandshake reports whether cmd is one of the commands a client sends
+// when it opens a connection.
+func isHandshake(cmd []byte) bool {
+	name := commandName(cmd)
+	for _, h := range []string{"hello", "auth", "client", "select", "readonly"} {
+		if strings.EqualFold(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// commandName is the first word of a command read by readCommand.
+func commandName(cmd []byte) string {
+	if cmd[0] != '*' {
+		name, _, _ := strings.Cut(strings.TrimSpace(string(cmd)), " ")
+		return name
+	}
+	// *n\r\n$len\r\nname\r\n
+	_, rest, _ := strings.Cut(string(cmd), "\r\n")
+	_, rest, _ = strings.Cut(rest, "\r\n")
+	name, _, _ := strings.Cut(rest, "\r\n")
+	return name
+}
+
+// readCommand reads one client command in RESP: an array of bulk strings
+// (what every client library sends) or an inline command line.
+func readCommand(r *bufio.Reader) ([]byte, error) {
+	head, err := readLine(r)
+	if err != nil {
+		return nil, err
+	}
+	if head[0] != '*' {
+		return head, nil // inline command: one line
+	}
+	n, err := strconv.Atoi(string(head[1 : len(head)-2]))
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("malformed array header %q", head)
+	}
+	out := head
+	for range n {
+		line, err := readLine(r)
+		if err != nil {
+			return nil, err
+		}
+		if line[0] != '$' {
+			return nil, fmt.Errorf("expected a bulk string, got %q", line)
+		}
+		size, err := strconv.Atoi(string(line[1 : len(line)-2]))
+		if err != nil || size < 0 {
+			return nil, fmt.Errorf("malformed bulk header %q", line)
+		}
+		out = append(out, line...)
+		body := make([]byte, size+2)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return nil, err
+		}
+		out = append(out, body...)
+	}
+	return out, nil
+}
+
+// readLine reads up to and including "\r\n" (a copy, safe to keep).
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return nil, err
+	}
+	if len(line) < 3 || line[len(line)-2] != '\r' {
+		return nil, fmt.Errorf("malformed line %q", line)
+	}
+	return line, nil
+}
