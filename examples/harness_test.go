@@ -135,6 +135,7 @@ type deputy struct {
 	http, grpc, metrics string
 	devKey              string
 	proc                *process
+	checkProxy          string // --http-check-proxy: whose headers name the request
 }
 
 // stop ends Deputy and waits until it no longer answers.
@@ -155,15 +156,17 @@ func (d *deputy) stop(t *testing.T) {
 	}
 }
 
-func startDeputy(t *testing.T) *deputy {
+// startDeputy starts Deputy for the proxy named checkProxy (nginx, caddy).
+func startDeputy(t *testing.T, checkProxy string) *deputy {
 	t.Helper()
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	d := &deputy{http: freeAddr(t), grpc: freeAddr(t), metrics: freeAddr(t), devKey: filepath.Join(t.TempDir(), "dev-key.json")}
+	d := &deputy{http: freeAddr(t), grpc: freeAddr(t), metrics: freeAddr(t), devKey: filepath.Join(t.TempDir(), "dev-key.json"), checkProxy: checkProxy}
 	p := start(t, "deputy", []string{"DEPUTY_IDENTITY_DEV_KEY_FILE=" + d.devKey}, repoRoot,
 		deputyBin, "serve", "--dev",
 		"--grpc-addr", d.grpc, "--http-addr", d.http, "--metrics-addr", d.metrics,
+		"--http-check-proxy", checkProxy,
 		// The shipped policies, decided through testdata/policies/e2e, which
 		// adds one denial with a body and headers of its own.
 		"--policy-paths", filepath.Join(repoRoot, "policies")+","+filepath.Join(repoRoot, "examples", "testdata", "policies"),
@@ -184,16 +187,21 @@ func (d *deputy) token(t *testing.T, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// direct asks Deputy's check endpoint the way nginx does, for comparing
-// what a proxy passed through with what Deputy answered.
+// direct asks Deputy's check endpoint the way its proxy does, for
+// comparing what a proxy passed through with what Deputy answered.
 func (d *deputy) direct(t *testing.T, method, uri string, h http.Header) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, "http://"+d.http+"/deputy/authz", nil)
 	for k, v := range h {
 		req.Header[k] = v
 	}
-	req.Header.Set("X-Original-Method", method)
-	req.Header.Set("X-Original-URI", uri)
+	if d.checkProxy == "nginx" {
+		req.Header.Set("X-Original-Method", method)
+		req.Header.Set("X-Original-URI", uri)
+	} else {
+		req.Header.Set("X-Forwarded-Method", method)
+		req.Header.Set("X-Forwarded-Uri", uri)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 func TestLoginAsCustomerThroughProxy(t *testing.T) {
 	for _, px := range proxies {
 		t.Run(px.name, func(t *testing.T) {
-			d := startDeputy(t)
+			d := startDeputy(t, px.name)
 			app := startUpstream(t)
 			base := px.start(t, d, app)
 

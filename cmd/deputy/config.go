@@ -19,6 +19,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/api"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/envoy"
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
@@ -78,6 +79,7 @@ type GRPCConfig struct {
 type HTTPConfig struct {
 	Addr         string `yaml:"addr" usage:"HTTP address (HTTP ext_authz, management API, JWKS)"`
 	CheckPath    string `yaml:"check_path" usage:"path of the nginx auth_request / Caddy forward_auth endpoint"`
+	CheckProxy   string `yaml:"check_proxy" usage:"proxy calling check_path, whose headers name the request to decide: nginx, caddy, traefik, or envoy (no check_path endpoint)"`
 	PathPrefix   string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, stripped from checked paths"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes" usage:"request body bytes read into a check"`
 }
@@ -101,7 +103,7 @@ func defaultConfig() Config {
 		ShutdownTimeout: DefaultShutdownTimeout,
 		GCPercent:       DefaultGCPercent,
 		GRPC:            GRPCConfig{Addr: DefaultGRPCAddr, MaxRecvMsgBytes: DefaultMaxRecvMsgBytes, StreamWorkers: DefaultStreamWorkers},
-		HTTP:            HTTPConfig{Addr: DefaultHTTPAddr, CheckPath: DefaultCheckPath, MaxBodyBytes: DefaultMaxBodyBytes},
+		HTTP:            HTTPConfig{Addr: DefaultHTTPAddr, CheckPath: DefaultCheckPath, CheckProxy: string(envoy.DefaultProxy), MaxBodyBytes: DefaultMaxBodyBytes},
 		Metrics:         MetricsConfig{Addr: DefaultMetricsAddr},
 		Check:           CheckConfig{OwnedPrefix: "x-deputy-", ErrorStatus: 403, ParseBody: true},
 		// Policy defaults depend on which source is set: applied after loading.
@@ -151,6 +153,9 @@ func (c *Config) validate() error {
 	}
 	if !strings.HasPrefix(c.HTTP.CheckPath, "/") {
 		return sidecar.Invalid("http.check_path", "must start with /")
+	}
+	if _, err := envoy.ParseProxy(c.HTTP.CheckProxy); err != nil {
+		return sidecar.Invalid("http.check_proxy", "%v", err)
 	}
 	if c.HTTP.MaxBodyBytes < 0 {
 		return sidecar.Invalid("http.max_body_bytes", "must not be negative")

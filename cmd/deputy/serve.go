@@ -356,7 +356,9 @@ func (s *server) buildHTTP() {
 	mux := http.NewServeMux()
 	mux.Handle(api.Prefix, s.api)
 	mux.Handle("/.well-known/", s.wellKnown)
-	mux.Handle(s.cfg.HTTP.CheckPath, envoy.NewHTTPHandler(s.pipeline, envoy.WithForwardedRequest(), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
+	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
+		mux.Handle(s.cfg.HTTP.CheckPath, envoy.NewHTTPHandler(s.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(s.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
+	}
 	mux.Handle("/", s.metrics.InstrumentHTTP("check", envoy.NewHTTPHandler(s.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))))
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 

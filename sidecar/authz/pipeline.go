@@ -159,6 +159,13 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	return p
 }
 
+// Owned reports whether a request header name is Deputy's own (the
+// owned prefix or the actor-token header), compared case-insensitively
+// with "_" read as "-", as CGI upstreams merge the two.
+func (p *Pipeline) Owned(name string) bool {
+	return p.inputOpts.owned(strings.ReplaceAll(strings.ToLower(name), "_", "-"))
+}
+
 // Check decides one request. It never returns an allow on an error path.
 func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Response {
 	start := p.clock()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"testing"
 
@@ -169,7 +170,8 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 func TestHTTPCheck(t *testing.T) {
 	p := pipeline(t)
 	envoyHTTP := envoy.NewHTTPHandler(p, envoy.WithPathPrefix("/ext_authz"))
-	forwarded := envoy.NewHTTPHandler(p, envoy.WithForwardedRequest())
+	nginx := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyNginx), envoy.WithOwned(p.Owned))
+	caddy := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyCaddy), envoy.WithOwned(p.Owned))
 
 	cases := []struct {
 		name        string
@@ -180,6 +182,7 @@ func TestHTTPCheck(t *testing.T) {
 		wantStatus  int
 		wantHeaders map[string]string
 		wantBody    string
+		refused     string // refused before any decision, naming this header
 	}{
 		{name: "envoy http_service allow", handler: envoyHTTP, method: "GET", target: "/ext_authz/ok",
 			headers: map[string]string{"Cookie": "deputy_session=s1", "X-Deputy-Level": "full_admin"}, wantStatus: 200,
@@ -187,10 +190,38 @@ func TestHTTPCheck(t *testing.T) {
 				envoy.HeadersToRemoveHeader: "x-deputy-level", envoy.ResponseHeaderPrefix + "cache-control": "private"}},
 		{name: "envoy http_service deny passes status and body", handler: envoyHTTP, method: "GET", target: "/ext_authz/busy",
 			wantStatus: 429, wantBody: "slow down", wantHeaders: map[string]string{"x-why": "busy"}},
-		{name: "nginx auth_request original URI", handler: forwarded, method: "GET", target: "/deputy/authz",
+		{name: "nginx auth_request original URI", handler: nginx, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET"}, wantStatus: 200, wantHeaders: map[string]string{"x-app": "1"}},
-		{name: "caddy forward_auth forwarded URI", handler: forwarded, method: "GET", target: "/deputy/authz",
+		{name: "caddy forward_auth forwarded URI", handler: caddy, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Forwarded-Uri": "/busy", "X-Forwarded-Method": "GET"}, wantStatus: 429},
+		{name: "caddy forward_auth forwarded host", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/busy", "X-Forwarded-Method": "GET", "X-Forwarded-Host": "shop.example"}, wantStatus: 429},
+		// Caddy passes a client's X-Original-URI on to forward_auth: read
+		// first, it chose what was decided.
+		{name: "caddy: a client's X-Original-URI is refused", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/other", "X-Forwarded-Method": "POST", "X-Original-URI": "/ok"}, wantStatus: 400, refused: "X-Original-Uri"},
+		{name: "caddy: a client's X-Original-Method is refused", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/ok", "X-Forwarded-Method": "POST", "X-Original-Method": "GET"}, wantStatus: 400, refused: "X-Original-Method"},
+		{name: "nginx: a client's X-Forwarded-Uri is refused", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "/other", "X-Original-Method": "GET", "X-Forwarded-Uri": "/ok"}, wantStatus: 400, refused: "X-Forwarded-Uri"},
+		{name: "nginx: a client's X-Forwarded-Method is refused", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "POST", "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "X-Forwarded-Method"},
+		// Behind the wrong proxy nothing is decided, rather than the check
+		// endpoint's own path.
+		{name: "nginx convention without its headers", handler: nginx, method: "GET", target: "/deputy/authz",
+			wantStatus: 400, refused: "X-Original-Method"},
+		{name: "caddy convention without a method", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/ok"}, wantStatus: 400, refused: "X-Forwarded-Method"},
+		{name: "forwarded URI that is not a path", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "http://evil.example/ok", "X-Original-Method": "GET"}, wantStatus: 400, refused: "X-Original-Uri"},
+		{name: "forwarded endpoint refuses owned headers", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET", "X-Deputy-Role": "admin"}, wantStatus: 400, refused: "X-Deputy-Role"},
+		{name: "forwarded endpoint refuses owned headers with underscores", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/ok", "X-Forwarded-Method": "GET", "x_deputy_subject": "c1"}, wantStatus: 400, refused: "X_deputy_subject"},
+		{name: "forwarded endpoint refuses owned headers with mixed separators", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/ok", "X-Forwarded-Method": "GET", "X-DEPUTY_actor": "c1"}, wantStatus: 400, refused: "X-Deputy_actor"},
+		{name: "envoy mode lists owned headers for removal instead", handler: envoyHTTP, method: "GET", target: "/ext_authz/ok",
+			headers: map[string]string{"X-Deputy-Role": "admin"}, wantStatus: 200, wantHeaders: map[string]string{envoy.HeadersToRemoveHeader: "x-deputy-role"}},
 		{name: "envoy mode ignores forwarded URI headers", handler: envoyHTTP, method: "GET", target: "/ext_authz/other",
 			headers: map[string]string{"X-Original-URI": "/ok", "X-Forwarded-Uri": "/ok"}, wantStatus: 403},
 		{name: "malformed JSON body is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
@@ -206,7 +237,7 @@ func TestHTTPCheck(t *testing.T) {
 			}
 			req := httptest.NewRequest(tc.method, tc.target, body)
 			for k, v := range tc.headers {
-				req.Header.Set(k, v)
+				req.Header[textproto.CanonicalMIMEHeaderKey(k)] = []string{v}
 			}
 			rec := httptest.NewRecorder()
 			tc.handler.ServeHTTP(rec, req)
@@ -220,6 +251,12 @@ func TestHTTPCheck(t *testing.T) {
 			}
 			if tc.wantBody != "" && rec.Body.String() != tc.wantBody {
 				t.Errorf("body %q, want %q", rec.Body.String(), tc.wantBody)
+			}
+			if tc.refused != "" {
+				if !strings.Contains(rec.Body.String(), tc.refused) {
+					t.Errorf("refusal %q does not name %s", rec.Body.String(), tc.refused)
+				}
+				return
 			}
 			if rec.Header().Get("x-deputy-decision-id") == "" {
 				t.Errorf("no decision id")

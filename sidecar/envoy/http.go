@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -31,11 +32,78 @@ func WithPathPrefix(p string) HTTPOption {
 	return func(h *HTTPHandler) { h.prefix = strings.TrimSuffix(p, "/") }
 }
 
-// WithForwardedRequest makes the handler take the original method and URI
-// from the headers nginx (X-Original-Method, X-Original-URI) and Caddy
-// (X-Forwarded-Method, X-Forwarded-Uri, X-Forwarded-Host) set. Only mount
-// such a handler where the proxy, not the client, controls those headers.
-func WithForwardedRequest() HTTPOption { return func(h *HTTPHandler) { h.forwarded = true } }
+// Proxy names the proxy in front of the forwarded check endpoint
+// (nginx auth_request, Caddy forward_auth, Traefik forwardAuth), and so
+// the one header convention the endpoint reads the original request from.
+type Proxy string
+
+// The proxies the forwarded check knows.
+const (
+	// ProxyNginx: X-Original-Method and X-Original-URI, which nginx has no
+	// default for: the shipped config sets them with proxy_set_header,
+	// which replaces a client's copy.
+	ProxyNginx Proxy = "nginx"
+	// ProxyCaddy: X-Forwarded-Method and X-Forwarded-Uri, which
+	// forward_auth sets over a client's copy.
+	ProxyCaddy Proxy = "caddy"
+	// ProxyTraefik: the same headers as Caddy, set by forwardAuth.
+	ProxyTraefik Proxy = "traefik"
+	// ProxyEnvoy: Envoy's http_service sends the original request itself
+	// (under path_prefix); no forwarded endpoint is served.
+	ProxyEnvoy Proxy = "envoy"
+)
+
+// DefaultProxy is the convention of the forwarded endpoint when none is set.
+const DefaultProxy = ProxyNginx
+
+// ParseProxy checks a proxy name.
+func ParseProxy(s string) (Proxy, error) {
+	switch p := Proxy(s); p {
+	case ProxyNginx, ProxyCaddy, ProxyTraefik, ProxyEnvoy:
+		return p, nil
+	}
+	return "", fmt.Errorf("must be nginx, caddy, traefik or envoy, not %q", s)
+}
+
+// convention is where a proxy puts the original request.
+type convention struct{ method, uri string }
+
+func (p Proxy) convention() (convention, bool) {
+	switch p {
+	case ProxyNginx:
+		return convention{method: "X-Original-Method", uri: "X-Original-Uri"}, true
+	case ProxyCaddy, ProxyTraefik:
+		return convention{method: "X-Forwarded-Method", uri: "X-Forwarded-Uri"}, true
+	}
+	return convention{}, false
+}
+
+// originHeaders are the headers of every convention that name the request
+// to decide. Behind one proxy the others are plain client headers that
+// proxy passes on untouched, so the forwarded endpoint refuses them: read,
+// they would let a client choose what is decided; ignored, a proxy
+// configured under the wrong name would be decided on a client's header
+// without anyone noticing.
+var originHeaders = [...]string{"X-Original-Method", "X-Original-Uri", "X-Forwarded-Method", "X-Forwarded-Uri"}
+
+// WithTrustedProxy makes the handler a forwarded endpoint: it decides the
+// request named by the headers proxy p sets and overwrites (plus
+// X-Forwarded-Host and X-Forwarded-Proto), refuses the other conventions'
+// headers and any owned header (see WithOwned). Only mount such a handler
+// where p, not the client, reaches it. ProxyEnvoy leaves the handler as
+// Envoy's http_service endpoint.
+func WithTrustedProxy(p Proxy) HTTPOption {
+	return func(h *HTTPHandler) { h.conv, h.forwarded = p.convention() }
+}
+
+// WithOwned tells the forwarded endpoint which header names are Deputy's
+// own. A proxy can remove an upstream header on allow only when told its
+// name, and nginx, Caddy and Traefik are not told: an owned header that
+// reaches the forwarded endpoint would reach the application, so the
+// check refuses it.
+func WithOwned(owned func(name string) bool) HTTPOption {
+	return func(h *HTTPHandler) { h.owned = owned }
+}
 
 // WithMaxBody limits the request body read into the check (default 8 KiB).
 func WithMaxBody(n int64) HTTPOption { return func(h *HTTPHandler) { h.maxBody = n } }
@@ -45,6 +113,8 @@ type HTTPHandler struct {
 	checker   Checker
 	prefix    string
 	forwarded bool
+	conv      convention
+	owned     func(string) bool
 	maxBody   int64
 }
 
@@ -103,14 +173,9 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 		}
 	}
 	if h.forwarded {
-		if v := first(r.Header, "X-Original-Method", "X-Forwarded-Method"); v != "" {
-			method = v
-		}
-		if v := first(r.Header, "X-Original-URI", "X-Forwarded-Uri"); v != "" {
-			uri = v
-		}
-		if v := r.Header.Get("X-Forwarded-Host"); v != "" {
-			host = v
+		var err error
+		if method, uri, host, err = h.original(r); err != nil {
+			return nil, err
 		}
 	}
 	headers := make(map[string]string, len(r.Header)+3)
@@ -161,13 +226,47 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 	}}, nil
 }
 
-func first(h http.Header, names ...string) string {
-	for _, n := range names {
-		if v := h.Get(n); v != "" {
-			return v
+// original reads the request to decide from the trusted proxy's headers,
+// refusing what that proxy does not set or strip.
+func (h *HTTPHandler) original(r *http.Request) (method, uri, host string, err error) {
+	for _, name := range originHeaders {
+		if name != h.conv.method && name != h.conv.uri && len(r.Header.Values(name)) > 0 {
+			return "", "", "", fmt.Errorf("%s is not set by the proxy this check trusts (it reads %s and %s): refused", name, h.conv.method, h.conv.uri)
 		}
 	}
-	return ""
+	if h.owned != nil {
+		for name := range r.Header {
+			if h.owned(name) {
+				return "", "", "", fmt.Errorf("%s is a header only Deputy sets: the proxy must remove it from client requests", name)
+			}
+		}
+	}
+	if method, err = single(r.Header, h.conv.method); err != nil {
+		return "", "", "", err
+	}
+	if uri, err = single(r.Header, h.conv.uri); err != nil {
+		return "", "", "", err
+	}
+	if uri == "" || uri[0] != '/' {
+		return "", "", "", fmt.Errorf("%s: %q is not an origin-form request URI", h.conv.uri, uri)
+	}
+	host = r.Host
+	if len(r.Header.Values("X-Forwarded-Host")) > 0 {
+		if host, err = single(r.Header, "X-Forwarded-Host"); err != nil {
+			return "", "", "", err
+		}
+	}
+	return method, uri, host, nil
+}
+
+// single returns the one value of a header the proxy sets; none or
+// several mean the proxy did not set it, or a client added one.
+func single(h http.Header, name string) (string, error) {
+	vs := h.Values(name)
+	if len(vs) != 1 || vs[0] == "" {
+		return "", fmt.Errorf("%s: want exactly one value set by the proxy, got %d", name, len(vs))
+	}
+	return vs[0], nil
 }
 
 func peer(addr string) *authv3.AttributeContext_Peer {
