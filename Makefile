@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin/deputy
 GHZ_VERSION := v0.120.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server redis-tools nginx caddy
+APT_PACKAGES := redis-server redis-tools nginx libnginx-mod-http-headers-more-filter caddy
 
 .PHONY: all build run test test-go test-charts deps vet lint fmt-check bench fuzz bundle clean
 
@@ -18,19 +18,20 @@ build:
 run: build
 	$(BIN) serve --dev
 
-## deps: the servers the tests drive for real (Redis, nginx, Caddy).
+## deps: the servers the tests drive for real (Redis, nginx and its
+## headers-more module, Caddy). Tests start their own instances on free
+## ports; the machine's services are left as they are.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -f /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so ] || missing="$$missing libnginx-mod-http-headers-more-filter"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@# Tests start their own instances on free ports; stop the packaged services.
-	@-$(SUDO) service nginx stop >/dev/null 2>&1; $(SUDO) service redis-server stop >/dev/null 2>&1; true
 
 ## test: everything — Go tests (unit, contract on memory and real Redis,
 ## end-to-end through gRPC, nginx and Caddy), Rego tests, chart tests.
