@@ -353,14 +353,17 @@ func serverTLS(c GRPCConfig) (credentials.TransportCredentials, error) {
 }
 
 func (s *server) buildHTTP() {
-	mux := http.NewServeMux()
-	mux.Handle(api.Prefix, s.api)
-	mux.Handle("/.well-known/", s.wellKnown)
-	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
-		mux.Handle(s.cfg.HTTP.CheckPath, envoy.NewHTTPHandler(s.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(s.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
+	routes := &httpRoutes{
+		checkPath: s.cfg.HTTP.CheckPath,
+		api:       s.api,
+		apiPrefix: api.Prefix,
+		wellKnown: s.wellKnown,
+		check:     s.metrics.InstrumentHTTP("check", envoy.NewHTTPHandler(s.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))),
 	}
-	mux.Handle("/", s.metrics.InstrumentHTTP("check", envoy.NewHTTPHandler(s.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))))
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
+		routes.forwarded = envoy.NewHTTPHandler(s.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(s.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))
+	}
+	s.httpSrv = &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
 
 	mm := http.NewServeMux()
 	mm.Handle("/metrics", metrics.Handler(s.registry))

@@ -214,3 +214,72 @@ func TestStartsUnreadyWhenBundleServerIsDown(t *testing.T) {
 		t.Fatalf("check without policy: %v %v", r, err)
 	}
 }
+
+// The HTTP port decides "//" paths and refuses dot segments itself, as
+// the gRPC check does, instead of answering with a redirect to a cleaned
+// path that is no decision at all.
+func TestHTTPCheckDecidesUncleanPathsLikeGRPC(t *testing.T) {
+	dir := t.TempDir()
+	rego := `package deputy.authz
+
+default decision := {"allowed": false, "reason": "no"}
+
+decision := {"allowed": true, "reason": "seen_as_sent"} if input.attributes.request.http.path == "//x/y"
+`
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(rego), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, func(c *Config) { c.DecisionLog.Sink = "none" })
+	ctx, stop := context.WithCancel(context.Background())
+	s, err := build(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	waitListening(t, cfg.GRPC.Addr)
+	waitListening(t, cfg.HTTP.Addr)
+
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{path: "//x/y", want: http.StatusOK},
+		{path: "/x//y", want: http.StatusForbidden},
+		{path: "/x/../deputy/v1/", want: http.StatusBadRequest},
+		{path: "/x/./y", want: http.StatusBadRequest},
+		{path: "//deputy/authz", want: http.StatusForbidden},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, err := noRedirect.Get("http://" + cfg.HTTP.Addr + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want || resp.Header.Get("x-deputy-decision-id") == "" {
+				t.Errorf("HTTP: %d (Location %q, decision %q), want %d decided", resp.StatusCode, resp.Header.Get("Location"), resp.Header.Get("x-deputy-decision-id"), tc.want)
+			}
+			g, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+				Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: tc.path}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			grpcStatus := http.StatusOK
+			if d := g.GetDeniedResponse(); d != nil {
+				grpcStatus = int(d.GetStatus().GetCode())
+			}
+			if grpcStatus != resp.StatusCode {
+				t.Errorf("gRPC decided %d, HTTP %d", grpcStatus, resp.StatusCode)
+			}
+		})
+	}
+}

@@ -165,7 +165,12 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // checkRequest builds the CheckRequest Envoy would have sent over gRPC.
 func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error) {
-	method, uri, host := r.Method, r.URL.RequestURI(), r.Host
+	// The request line as sent, as Envoy's :path is: r.URL.RequestURI()
+	// re-escapes, and an absolute form is not what an upstream routes on.
+	method, uri, host := r.Method, r.RequestURI, r.Host
+	if uri == "" || uri[0] != '/' {
+		uri = r.URL.RequestURI()
+	}
 	if h.prefix != "" {
 		uri = strings.TrimPrefix(uri, h.prefix)
 		if uri == "" || uri[0] != '/' {
