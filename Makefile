@@ -61,13 +61,14 @@ bundle: build
 	$(BIN) bundle build policies/ -o bundles/deputy.tar.gz --key bundles/keys/private.pem
 	$(BIN) bundle verify bundles/deputy.tar.gz --public-key bundles/keys/public.pem
 
-## bench: in-process benchmarks and a loopback load test against a
-## do-nothing ext_authz server built in the same run.
+## bench: in-process benchmarks, then a loopback load test against a
+## do-nothing ext_authz server built in the same run, and, with
+## OPA_ENVOY=/path/to/opa-envoy-plugin, against OPA-Envoy on the same policies.
 bench: build deps
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./sidecar/authz/ ./sidecar/decisionlog/
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 3 ./sidecar/authz/ ./sidecar/decisionlog/ | tee .bench-inproc.txt
 	$(GO) build -o bin/noop-authz ./cmd/noop-authz
 	@PATH="$$PATH:$$($(GO) env GOPATH)/bin" command -v ghz >/dev/null || $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
-	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) run ./cmd/deputy-bench
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) run ./cmd/deputy-bench -inproc .bench-inproc.txt $(if $(OPA_ENVOY),-opa-envoy $(OPA_ENVOY))
 
 ## fuzz: a short run of every fuzz target.
 fuzz:

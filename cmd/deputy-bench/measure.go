@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// sample is what one run of one scenario measured.
+type sample struct {
+	rps        float64
+	p50, p99   time.Duration
+	count      int
+	errors     int
+	errorCodes []string
+	cpuUS      float64 // server CPU time per check, µs
+	rssMB      float64 // largest resident set sampled during the run
+	trips      float64 // Redis commands per check, when counted
+	hasTrips   bool
+}
+
+// median is the per-figure median over the rounds; errors are summed.
+func (s *scenario) median() sample {
+	pick := func(f func(sample) float64) float64 {
+		v := make([]float64, len(s.samples))
+		for i, r := range s.samples {
+			v[i] = f(r)
+		}
+		return median(v)
+	}
+	m := sample{
+		rps:   pick(func(r sample) float64 { return r.rps }),
+		p50:   time.Duration(pick(func(r sample) float64 { return float64(r.p50) })),
+		p99:   time.Duration(pick(func(r sample) float64 { return float64(r.p99) })),
+		cpuUS: pick(func(r sample) float64 { return r.cpuUS }),
+		rssMB: pick(func(r sample) float64 { return r.rssMB }),
+		trips: pick(func(r sample) float64 { return r.trips }),
+	}
+	for _, r := range s.samples {
+		m.count += r.count
+		m.errors += r.errors
+		m.errorCodes = append(m.errorCodes, r.errorCodes...)
+		m.hasTrips = m.hasTrips || r.hasTrips
+	}
+	return m
+}
+
+// measure drives s's server with ghz for one run and reads the server's
+// CPU time and RSS around it.
+func measure(o options, s *scenario) (sample, error) {
+	pid := s.srv.cmd.Process.Pid
+	cpu0, err := cpuTime(pid)
+	if err != nil {
+		return sample{}, err
+	}
+	var calls0 int64
+	if s.redis != nil {
+		if calls0, err = s.redis.calls(); err != nil {
+			return sample{}, err
+		}
+	}
+	stopRSS := sampleRSS(pid)
+	r, err := ghz(o, s.name, s.srv.grpc, s.payload)
+	peak := stopRSS()
+	if err != nil {
+		return sample{}, err
+	}
+	cpu1, err := cpuTime(pid)
+	if err != nil {
+		return sample{}, err
+	}
+	if r.count > 0 {
+		r.cpuUS = float64((cpu1 - cpu0).Microseconds()) / float64(r.count)
+	}
+	r.rssMB = float64(peak) / (1 << 20)
+	if s.redis != nil && r.count > 0 {
+		calls1, err := s.redis.calls()
+		if err != nil {
+			return sample{}, err
+		}
+		// One command is the first INFO call itself.
+		r.trips, r.hasTrips = float64(calls1-calls0-1)/float64(r.count), true
+	}
+	return r, nil
+}
+
+// userHZ is the unit of /proc/<pid>/stat's utime and stime (USER_HZ, 100
+// on every Linux architecture).
+const userHZ = 100
+
+// cpuTime is the CPU time (user + system) pid has used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; fields count from after its ')'.
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	// Fields 14 and 15 of stat(5); f[0] is field 3.
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return time.Duration(utime+stime) * time.Second / userHZ, nil
+}
+
+// rssBytes is pid's resident set size now.
+func rssBytes(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+}
+
+// sampleRSS samples pid's RSS until the returned stop is called, which
+// returns the largest sample.
+func sampleRSS(pid int) (stop func() int64) {
+	done := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() {
+		var m int64
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v, err := rssBytes(pid); err == nil {
+				m = max(m, v)
+			}
+			select {
+			case <-done:
+				peak <- m
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 { close(done); return <-peak }
+}
+
+// writePayload writes a CheckRequest as a browser page view with 15
+// headers, plus extra ones.
+func writePayload(dir, name string, extra map[string]string, path ...string) string {
+	p := "/catalog/shoes?size=42&color=red"
+	if len(path) > 0 {
+		p = path[0]
+	}
+	headers := map[string]string{
+		":authority": "shop.example.com", ":method": "GET", ":path": p, ":scheme": "https",
+		"accept": "text/html,application/xhtml+xml", "accept-encoding": "gzip, deflate, br", "accept-language": "en-GB,en;q=0.9",
+		"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0", "x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https",
+		"x-request-id": "8f4c1e2a-6b1d-4c3e-9a57-3f0e2d1c4b5a", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"sec-fetch-mode": "navigate", "x-envoy-expected-rq-timeout-ms": "15000", "cookie": "cart=abc123",
+	}
+	for k, v := range extra {
+		headers[k] = v
+	}
+	req := map[string]any{"attributes": map[string]any{
+		"source":  map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": "10.0.3.17", "portValue": 51234}}},
+		"request": map[string]any{"http": map[string]any{"method": "GET", "path": p, "host": "shop.example.com", "scheme": "https", "protocol": "HTTP/2", "headers": headers}},
+	}}
+	raw, _ := json.Marshal(req)
+	file := filepath.Join(dir, name)
+	_ = os.WriteFile(file, raw, 0o600)
+	return file
+}
+
+func ghz(o options, name, addr, payload string) (sample, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.duration+60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, o.ghz, "--insecure", "--call", "envoy.service.auth.v3.Authorization.Check",
+		"-D", payload, "-c", strconv.Itoa(o.concurrency), "--connections", strconv.Itoa(o.connections),
+		"-z", o.duration.String(), "-O", "json", addr)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return sample{}, fmt.Errorf("ghz %s: %v: %s", name, err, stderr.String())
+	}
+	var rep struct {
+		Count   int     `json:"count"`
+		RPS     float64 `json:"rps"`
+		Latency []struct {
+			Percentage int   `json:"percentage"`
+			Latency    int64 `json:"latency"`
+		} `json:"latencyDistribution"`
+		Errors map[string]int `json:"errorDistribution"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return sample{}, fmt.Errorf("ghz %s: report: %v", name, err)
+	}
+	r := sample{rps: rep.RPS, count: rep.Count}
+	cutOff := 0
+	for msg, n := range rep.Errors {
+		// When the run's time is up, ghz closes its connections under the
+		// calls still in flight: at most one per stream ends so.
+		if strings.Contains(msg, "code = Canceled") || strings.Contains(msg, "use of closed network connection") {
+			cutOff += n
+			continue
+		}
+		r.errors += n
+		r.errorCodes = append(r.errorCodes, fmt.Sprintf("%d× %s", n, msg))
+	}
+	if cutOff > o.concurrency {
+		r.errors += cutOff
+		r.errorCodes = append(r.errorCodes, fmt.Sprintf("%d calls cut off, more than one per stream", cutOff))
+	}
+	for _, l := range rep.Latency {
+		switch l.Percentage {
+		case 50:
+			r.p50 = time.Duration(l.Latency)
+		case 99:
+			r.p99 = time.Duration(l.Latency)
+		}
+	}
+	return r, nil
+}
+
+// preflight sends the payload once over gRPC and fails unless it is
+// allowed and, when header is set, that header is injected upstream.
+func preflight(addr, payload, header string) error {
+	raw, err := os.ReadFile(payload)
+	if err != nil {
+		return err
+	}
+	var req authv3.CheckRequest
+	if err := protojson.Unmarshal(raw, &req); err != nil {
+		return fmt.Errorf("payload %s: %w", payload, err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &req)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	if code := resp.GetStatus().GetCode(); code != 0 {
+		return fmt.Errorf("check denied (code %d): %s", code, resp.GetDeniedResponse().GetBody())
+	}
+	if header != "" && !slices.ContainsFunc(resp.GetOkResponse().GetHeaders(), func(h *corev3.HeaderValueOption) bool {
+		return strings.EqualFold(h.GetHeader().GetKey(), header)
+	}) {
+		return fmt.Errorf("check allowed without injecting %s", header)
+	}
+	return nil
+}

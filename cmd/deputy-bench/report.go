@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type row struct {
+	name string
+	m    sample
+}
+
+// throughputGoal: a shipped scenario's throughput at least goal × the floor's.
+type throughputGoal struct {
+	name string
+	m    sample
+	goal float64
+}
+
+// overheadGoal: Deputy's CPU per check above the floor at most ¼ of
+// OPA-Envoy's, on the same policy and request.
+type overheadGoal struct {
+	name        string
+	deputy      sample
+	opaEnvoy    sample
+	hasOPAEnvoy bool
+}
+
+const (
+	overheadGoalRatio = 0.25
+	rssGoalMB         = 48
+	inprocPublicGoal  = 2.0
+	inprocDelegGoal   = 4.0
+)
+
+type report struct {
+	floor      sample
+	rows       []row
+	throughput []throughputGoal
+	overhead   []overheadGoal
+	deputyRSS  float64
+	inproc     map[string]benchFigure
+}
+
+func (r report) print(out io.Writer, o options) {
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "\nLoad over loopback: ghz, %d streams on %d connections, %s per run, medians of %d interleaved rounds\n\n",
+		o.concurrency, o.connections, o.duration, o.rounds)
+	fmt.Fprintln(w, "scenario\tchecks/s\tp50\tp99\tCPU µs/check\tabove floor\tRSS MB\tvs do-nothing\terrors\tRedis trips/check")
+	for _, x := range r.rows {
+		m := x.m
+		trips := "-"
+		if m.hasTrips {
+			trips = fmt.Sprintf("%.4f", m.trips)
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%.1f\t%+.1f\t%.1f\t%.0f%%\t%d\t%s\n", x.name, m.rps,
+			m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond), m.cpuUS, m.cpuUS-r.floor.cpuUS, m.rssMB,
+			100*m.rps/r.floor.rps, m.errors, trips)
+	}
+	_ = w.Flush()
+	for _, x := range r.rows {
+		for _, e := range x.m.errorCodes {
+			fmt.Fprintf(out, "error in %s: %s\n", x.name, e)
+		}
+	}
+
+	fmt.Fprintf(w, "\nGoals (ratios from this run)\n\n")
+	fmt.Fprintln(w, "goal\tmeasured\ttarget\tmet\tfrom")
+	met := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "NO"
+	}
+	for _, g := range r.overhead {
+		name := "CPU above floor vs OPA-Envoy's, " + g.name
+		if !g.hasOPAEnvoy {
+			fmt.Fprintf(w, "%s\tnot measured\t≤ %.2f\t-\tno OPA-Envoy binary given (OPA_ENVOY=...)\n", name, overheadGoalRatio)
+			continue
+		}
+		dOver, eOver := g.deputy.cpuUS-r.floor.cpuUS, g.opaEnvoy.cpuUS-r.floor.cpuUS
+		ratio := dOver / eOver
+		fmt.Fprintf(w, "%s\t%.2f\t≤ %.2f\t%s\tDeputy +%.1f µs, OPA-Envoy +%.1f µs; CPU per check %.2f× OPA-Envoy's, throughput %.2f×\n",
+			name, ratio, overheadGoalRatio, met(eOver > 0 && ratio <= overheadGoalRatio), dOver, eOver,
+			g.deputy.cpuUS/g.opaEnvoy.cpuUS, g.deputy.rps/g.opaEnvoy.rps)
+	}
+	for _, g := range r.throughput {
+		ratio := g.m.rps / r.floor.rps
+		fmt.Fprintf(w, "throughput vs do-nothing, %s\t%.2f\t≥ %.2f\t%s\t%.0f vs %.0f checks/s\n",
+			g.name, ratio, g.goal, met(ratio >= g.goal), g.m.rps, r.floor.rps)
+	}
+	fmt.Fprintf(w, "RSS under load, largest Deputy process\t%.1f MB\t≤ %d MB\t%s\t\n", r.deputyRSS, rssGoalMB, met(r.deputyRSS <= rssGoalMB))
+
+	floor, ok := r.inproc["BenchmarkCheckFloor"]
+	if r.inproc == nil || !ok {
+		fmt.Fprintf(w, "in process (go test -bench)\tnot measured\t\t-\tno benchmark output given (-inproc)\n")
+	} else {
+		names := make([]string, 0, len(r.inproc))
+		for n := range r.inproc {
+			if n == "BenchmarkCheck/public" || strings.HasPrefix(n, "BenchmarkCheckDelegated/") {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			b := r.inproc[n]
+			goal := inprocDelegGoal
+			if n == "BenchmarkCheck/public" {
+				goal = inprocPublicGoal
+			}
+			ratio := b.ns / floor.ns
+			fmt.Fprintf(w, "in process, %s / BenchmarkCheckFloor\t%.2f×\t≤ %.0f×\t%s\t%.1f µs %d allocs vs %.1f µs %d allocs\n",
+				n, ratio, goal, met(ratio <= goal), b.ns/1e3, b.allocs, floor.ns/1e3, floor.allocs)
+		}
+	}
+	_ = w.Flush()
+}
+
+// benchFigure is the median of one benchmark's runs.
+type benchFigure struct {
+	ns     float64
+	allocs int64
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:.*?\s(\d+) allocs/op)?`)
+
+// readInProcess reads `go test -bench -benchmem` output: per benchmark,
+// the median ns/op and allocs/op of its runs.
+func readInProcess(path string) (map[string]benchFigure, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ns := map[string][]float64{}
+	allocs := map[string][]float64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		m := benchLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", path, sc.Text(), err)
+		}
+		ns[m[1]] = append(ns[m[1]], v)
+		if m[3] != "" {
+			a, _ := strconv.ParseFloat(m[3], 64)
+			allocs[m[1]] = append(allocs[m[1]], a)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	out := map[string]benchFigure{}
+	for n, v := range ns {
+		out[n] = benchFigure{ns: median(v), allocs: int64(median(allocs[n]))}
+	}
+	return out, nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
