@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/deputyhq/deputy/sidecar/buildinfo"
 )
 
 func main() {
@@ -22,12 +24,15 @@ func newRootCmd() *cobra.Command {
 		Short:         "Authorization sidecar for Envoy with delegated identity",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newPolicyCmd())
 	root.AddCommand(newBundleCmd())
 	root.AddCommand(newEvalCmd())
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newDecisionsCmd())
+	root.AddCommand(newVersionCmd())
 	return root
 }

@@ -175,6 +175,9 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	if !scraped["deputy_build_info"] {
+		t.Error("a running Deputy does not export deputy_build_info")
+	}
 	var missing []string
 	for name := range metricstest.Queried(t, "../../charts/deputy/dashboards/deputy.json", "../../charts/deputy/rules/deputy-rules.yaml") {
 		if !scraped[name] {

@@ -33,6 +33,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/actortoken"
 	"github.com/deputyhq/deputy/sidecar/api"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/buildinfo"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/envoy"
@@ -114,6 +115,10 @@ func build(ctx context.Context, cfg *Config) (*server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	bi := buildinfo.Get()
+	if err := m.RegisterBuildInfo(bi.Version, bi.Commit, bi.GoVersion); err != nil {
+		return nil, err
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -430,7 +435,7 @@ func (s *server) run(ctx context.Context) error {
 	go func() { defer wg.Done(); errc <- ignoreClosed(s.metricsSrv.Serve(ml)) }()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
-	s.log.Info("deputy serving", "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
+	s.log.Info("deputy serving", "version", buildinfo.Get().Version, "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
 	if s.cfg.Dev {
 		printNextSteps(os.Stderr, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
 	}

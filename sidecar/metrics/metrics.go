@@ -18,6 +18,7 @@
 //	deputy_live_delegations{mode}
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
+//	deputy_build_info{version,commit,go_version}
 //	grpc_server_* (go-grpc-middleware), go_*, process_*
 package metrics
 
@@ -306,6 +307,18 @@ type LiveFunc func() map[string]int
 func (m *Metrics) RegisterLiveDelegations(fn LiveFunc) error {
 	return m.register(&liveCollector{fn: fn, desc: prometheus.NewDesc(Namespace+"_live_delegations",
 		"Live impersonation sessions, partner grants and reseller assignments, by mode.", []string{"mode"}, nil)})
+}
+
+// RegisterBuildInfo exports the running build as deputy_build_info
+// (value 1), so a dashboard can tell which version each replica runs.
+func (m *Metrics) RegisterBuildInfo(version, commit, goVersion string) error {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help:        "The running Deputy build (value 1).",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "go_version": goVersion},
+	})
+	g.Set(1)
+	return m.register(g)
 }
 
 func (m *Metrics) register(cs ...prometheus.Collector) error {

@@ -441,3 +441,18 @@ func TestNoGlobalRegistration(t *testing.T) {
 		}
 	})
 }
+
+func TestBuildInfo(t *testing.T) {
+	m, reg := newMetrics(t)
+	if err := m.RegisterBuildInfo("v1.2.3", "abc123", "go1.26.0"); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP deputy_build_info The running Deputy build (value 1).
+# TYPE deputy_build_info gauge
+deputy_build_info{commit="abc123",go_version="go1.26.0",version="v1.2.3"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "deputy_build_info"); err != nil {
+		t.Fatal(err)
+	}
+}
