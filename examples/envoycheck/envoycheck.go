@@ -10,8 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -99,4 +102,39 @@ func walk(m protoreflect.Message, where string, errs *[]error) {
 		}
 		return true
 	})
+}
+
+// Matches applies a list of Envoy string matchers (allowed_headers and
+// kin) to s as Envoy does: any one matching is a match, ignore_case folds
+// ASCII case, and a safe_regex (RE2) must match the whole string.
+func Matches(list *matcherv3.ListStringMatcher, s string) (bool, error) {
+	for _, m := range list.GetPatterns() {
+		v, low := s, func(p string) string { return p }
+		if m.GetIgnoreCase() {
+			v, low = strings.ToLower(s), strings.ToLower
+		}
+		var ok bool
+		switch p := m.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			ok = v == low(p.Exact)
+		case *matcherv3.StringMatcher_Prefix:
+			ok = strings.HasPrefix(v, low(p.Prefix))
+		case *matcherv3.StringMatcher_Suffix:
+			ok = strings.HasSuffix(v, low(p.Suffix))
+		case *matcherv3.StringMatcher_Contains:
+			ok = strings.Contains(v, low(p.Contains))
+		case *matcherv3.StringMatcher_SafeRegex:
+			re, err := regexp.Compile(`^(?:` + p.SafeRegex.GetRegex() + `)$`)
+			if err != nil {
+				return false, err
+			}
+			ok = re.MatchString(s)
+		default:
+			return false, fmt.Errorf("string matcher %v not supported", m)
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -183,3 +183,36 @@ func FuzzBootstrap(f *testing.F) {
 		_, _ = envoycheck.Bootstrap(doc) // must not panic
 	})
 }
+
+// http_service sends Deputy only the headers it lists. Owned headers a
+// client forged must be among them in every spelling, or Deputy cannot
+// list them in x-envoy-auth-headers-to-remove and they reach the
+// application. Envoy lowercases header names before matching.
+func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "envoy", "envoy-http.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := envoycheck.Bootstrap(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz := extAuthz(t, b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().GetValue())
+	forwarded := func(name string) bool {
+		ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for _, name := range []string{"x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level", "cookie", "authorization", "x-on-behalf-of"} {
+		if !forwarded(name) {
+			t.Errorf("%s is not sent to Deputy", name)
+		}
+	}
+	for _, name := range []string{"x-deputyrole", "accept", "x-envoy-deputy-x"} {
+		if forwarded(name) {
+			t.Errorf("%s is sent to Deputy; the list grew wider than meant", name)
+		}
+	}
+}

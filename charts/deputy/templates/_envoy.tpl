@@ -79,6 +79,7 @@ static_resources:
                               - exact: set-cookie
                       allowed_headers:
                         patterns:
+                          - safe_regex: { regex: "x[-_]deputy[-_].*" }
                           - exact: authorization
                           - exact: cookie
                           - exact: x-on-behalf-of

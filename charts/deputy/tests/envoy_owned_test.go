@@ -1,0 +1,44 @@
+package tests
+
+import (
+	"path/filepath"
+	"testing"
+
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/deputyhq/deputy/examples/envoycheck"
+)
+
+// In http_service mode Envoy sends Deputy only the headers it lists; an
+// owned header a client forged, in any spelling, must be among them so
+// that Deputy lists it for removal instead of it reaching the application.
+func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
+	m := mustRender(t, filepath.Join("testdata", "http-ext-authz.yaml"), true)
+	cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
+	b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	var authz extauthzv3.ExtAuthz
+	for _, f := range hcm.GetHttpFilters() {
+		if f.GetName() == "envoy.filters.http.ext_authz" {
+			if err := f.GetTypedConfig().UnmarshalTo(&authz); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if authz.GetHttpService() == nil {
+		t.Fatal("no http_service ext_authz in the rendered config")
+	}
+	for _, name := range []string{"x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level", "cookie"} {
+		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
+			t.Errorf("%s is not sent to Deputy (%v)", name, err)
+		}
+	}
+}
