@@ -50,6 +50,7 @@ type Config struct {
 	GRPC    GRPCConfig    `yaml:"grpc"`
 	HTTP    HTTPConfig    `yaml:"http"`
 	Metrics MetricsConfig `yaml:"metrics"`
+	Pprof   PprofConfig   `yaml:"pprof"`
 	Check   CheckConfig   `yaml:"check"`
 
 	Policy        policy.Config                  `yaml:"policy"`

@@ -427,6 +427,16 @@ func (s *server) run(ctx context.Context) error {
 		hl.Close()
 		return fmt.Errorf("metrics.addr: %w", err)
 	}
+	if s.cfg.Pprof.Addr != "" {
+		stopPprof, err := startPprof(s.cfg.Pprof.Addr)
+		if err != nil {
+			gl.Close()
+			hl.Close()
+			ml.Close()
+			return err
+		}
+		s.closers = append(s.closers, stopPprof)
+	}
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(3)
