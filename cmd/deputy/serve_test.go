@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
 func freePort(t *testing.T) string {
@@ -60,7 +64,9 @@ func waitListening(t *testing.T, addr string) {
 
 // TestServeDrainsInFlightChecksOnShutdown starts the whole server, holds a
 // check inside policy evaluation (http.send to a slow local service), asks
-// the server to stop, and expects that check to complete normally.
+// the server to stop, and expects that check to complete normally and its
+// decision record to reach the Redis stream: the decision log flushes
+// after the listeners drained, not when the shutdown signal arrives.
 func TestServeDrainsInFlightChecksOnShutdown(t *testing.T) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
@@ -87,7 +93,12 @@ decision := {"allowed": true, "reason": "fast"} if input.attributes.request.http
 	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(rego), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, dir, func(c *Config) { c.DecisionLog.Sink = "none" })
+	rs := redistest.Start(t)
+	cfg := testConfig(t, dir, func(c *Config) {
+		c.Redis.Addrs = []string{rs.Addr}
+		c.DecisionLog.Sink = "redis"
+		c.DecisionLog.FlushInterval = time.Hour // only the shutdown flush writes
+	})
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -158,6 +169,21 @@ decision := {"allowed": true, "reason": "fast"} if input.attributes.request.http
 	}
 	if _, err := client.Check(context.Background(), req("/fast")); err == nil {
 		t.Fatal("server still answering after shutdown")
+	}
+	entries, err := rs.Client().XRange(context.Background(), cfg.DecisionLog.Stream, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, e := range entries {
+		var r decisionlog.Record
+		if err := json.Unmarshal([]byte(e.Values[decisionlog.RecordField].(string)), &r); err != nil {
+			t.Fatal(err)
+		}
+		reasons = append(reasons, r.Reason)
+	}
+	if strings.Join(reasons, ",") != "fast,slow_ok" {
+		t.Fatalf("decision records after shutdown = %v, want [fast slow_ok]", reasons)
 	}
 }
 

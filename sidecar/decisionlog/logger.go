@@ -135,13 +135,14 @@ func (l *Logger) SinkErrors() uint64 { return l.sinkErrors.Load() }
 // mask policy failed on it.
 func (l *Logger) MaskErrors() uint64 { return l.maskErrors.Load() }
 
-// Start runs the writer until Stop. Cancelling ctx also stops it, after
-// one last attempt to write what is queued.
-func (l *Logger) Start(ctx context.Context) error {
+// Start runs the writer until Stop. ctx is for start-up only: the writer
+// outlives it, because records keep arriving while in-flight checks
+// finish after the shutdown signal; only Stop ends it, after the flush.
+func (l *Logger) Start(context.Context) error {
 	if !l.started.CompareAndSwap(false, true) {
 		return sidecar.Errorf(sidecar.EINTERNAL, "decision logger already started")
 	}
-	go l.run(ctx)
+	go l.run()
 	return nil
 }
 
@@ -158,7 +159,7 @@ func (l *Logger) Stop(ctx context.Context) error {
 	if !l.started.Load() {
 		// Never started: nothing drains the queue, so drain it here.
 		l.started.Store(true)
-		go l.run(context.Background())
+		go l.run()
 	}
 	before := l.dropped.Load()
 	l.stopc <- ctx
@@ -169,23 +170,15 @@ func (l *Logger) Stop(ctx context.Context) error {
 	return nil
 }
 
-func (l *Logger) run(ctx context.Context) {
+func (l *Logger) run() {
 	defer close(l.done)
+	ctx := context.Background()
 	tick := time.NewTicker(l.cfg.FlushInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case sctx := <-l.stopc:
 			l.drain(sctx, true)
-			return
-		case <-ctx.Done():
-			// Owner gone without Stop: one bounded last attempt.
-			l.mu.Lock()
-			l.stopped = true
-			l.mu.Unlock()
-			fctx, cancel := context.WithTimeout(context.Background(), l.cfg.BackoffMax)
-			l.drain(fctx, true)
-			cancel()
 			return
 		case <-l.wake:
 		case <-tick.C:

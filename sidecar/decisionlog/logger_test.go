@@ -550,6 +550,27 @@ func TestStop(t *testing.T) {
 			t.Errorf("written %d, dropped %d; want 5 and 0", n, l.Dropped())
 		}
 	})
+	t.Run("the start context ending does not stop the writer", func(t *testing.T) {
+		// The shutdown signal ends the start context while in-flight checks
+		// still log; only Stop, after them, ends the writer.
+		var out lines
+		l, err := decisionlog.New(testConfig(), decisionlog.NewWriterSink(&out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := l.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		l.Log(impersonationDecision("after-signal", nil))
+		if err := l.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := out.records(t); len(got) != 1 || got[0]["decision_id"] != "after-signal" || l.Dropped() != 0 {
+			t.Errorf("records %v, dropped %d; want the one logged after the signal", got, l.Dropped())
+		}
+	})
 	t.Run("log after stop is counted as dropped", func(t *testing.T) {
 		l := startLogger(t, testConfig(), decisionlog.DiscardSink{})
 		_ = l.Stop(context.Background())

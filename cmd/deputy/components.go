@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/actortoken"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/metrics"
+	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis"
+)
+
+// component is one part of `deputy serve`, with the lifecycle of OPA's
+// plugins: Start uses ctx for start-up only (background work runs on a
+// context the component owns), Stop bounds shutdown by ctx. serve starts
+// components in order and stops them in reverse.
+type component interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+// readiness is one condition /readyz reports.
+type readiness struct {
+	name  string
+	check func(context.Context) error
+}
+
+// policyPart is the policy engine and the source that feeds it (a
+// directory, a bundle file or a bundle server).
+type policyPart struct {
+	engine *policy.Engine
+	source *policy.Source
+}
+
+func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*policyPart, error) {
+	engine := policy.New(
+		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
+		policy.WithLogger(log),
+		policy.OnActivate(func(a *policy.Activation, err error) {
+			rev, at := "", time.Time{}
+			if a != nil {
+				rev, at = a.Revision, a.ActivatedAt
+			}
+			m.ObserveActivation(rev, at, err)
+		}),
+	)
+	src, err := policy.NewSource(cfg, engine, policy.WithSourceLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	return &policyPart{engine: engine, source: src}, nil
+}
+
+func (p *policyPart) Start(ctx context.Context) error {
+	if err := p.source.Start(ctx); err != nil {
+		return err
+	}
+	// A mask policy that cannot run would log credentials or nothing: refuse
+	// it at start. (A bundle server that is down at start leaves no policy
+	// yet: Deputy then starts unready, and the decision log counts mask
+	// failures of later revisions.)
+	if p.engine.Ready() {
+		if err := decisionlog.ValidateMask(ctx, p.engine); err != nil {
+			_ = p.source.Stop(ctx)
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *policyPart) Stop(ctx context.Context) error { return p.source.Stop(ctx) }
+
+func (p *policyPart) ready(context.Context) error {
+	if st := p.source.Status(); !st.Ready {
+		if st.LastError != "" {
+			return errors.New(st.LastError)
+		}
+		return errors.New("no policy active")
+	}
+	return nil
+}
+
+// data is the active policy's data document (nil before the first
+// activation): business rules the delegation lifecycles read.
+func (p *policyPart) data() map[string]any {
+	if a := p.engine.Current(); a != nil {
+		return a.Data()
+	}
+	return nil
+}
+
+// statePart is the state store: Redis when configured, else the embedded
+// in-process store. It is stopped after the decision log, which may write
+// through the same Redis client.
+type statePart struct {
+	store  sidecar.Store
+	client goredis.UniversalClient // nil on the embedded store
+	ping   func(context.Context) error
+}
+
+func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart, error) {
+	if !cfg.Redis.Enabled() {
+		if !cfg.Dev {
+			log.Warn("no redis configured: state lives in this process only; run a single replica")
+		}
+		return &statePart{store: memory.New()}, nil
+	}
+	client, err := redis.NewClient(cfg.Redis)
+	if err != nil {
+		return nil, err
+	}
+	client.AddHook(m.RedisHook())
+	rs := redis.NewFromClient(client, cfg.Redis, redis.WithLogger(log))
+	return &statePart{store: rs, client: client, ping: rs.Ping}, nil
+}
+
+func (s *statePart) Start(context.Context) error { return nil }
+
+func (s *statePart) Stop(context.Context) error {
+	err := s.store.Close()
+	if s.client != nil {
+		err = errors.Join(err, s.client.Close())
+	}
+	return err
+}
+
+// newDecisionLog builds the asynchronous, bounded, masked decision logger.
+// Its writer runs until Stop, which flushes what is queued: it must not
+// end with the signal that starts the shutdown, while checks still run.
+func newDecisionLog(cfg decisionlog.Config, client goredis.UniversalClient, mask decisionlog.Evaluator, log *slog.Logger, m *metrics.Metrics) (*decisionlog.Logger, error) {
+	sink, err := decisionlog.NewSink(cfg, client, os.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	dlog, err := decisionlog.New(cfg, sink, decisionlog.WithMaskPolicy(mask), decisionlog.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	if err := m.RegisterDecisionLog(dlog); err != nil {
+		return nil, err
+	}
+	return dlog, nil
+}
+
+// identityPart verifies callers' tokens and signs the actor token
+// upstreams receive.
+type identityPart struct {
+	verifier *identity.Verifier
+	signer   *actortoken.Signer
+}
+
+func newIdentityPart(cfg *Config, log *slog.Logger) (*identityPart, error) {
+	if cfg.Dev {
+		cfg.Identity.Dev.Enabled = true
+	}
+	idOpts := []identity.Option{identity.WithLogger(log)}
+	if cfg.Identity.Dev.Enabled {
+		dev, err := identity.LoadDevIssuer(cfg.Identity.Dev.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		idOpts = append(idOpts, identity.WithDevIssuer(dev))
+	}
+	verifier, err := identity.New(cfg.Identity, idOpts...)
+	if err != nil {
+		return nil, err
+	}
+	var atOpts []actortoken.Option
+	if cfg.Dev && len(cfg.ActorToken.KeyFiles) == 0 {
+		k, err := actortoken.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		atOpts = append(atOpts, actortoken.WithKeys(k))
+	}
+	signer, err := actortoken.New(cfg.ActorToken, atOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return &identityPart{verifier: verifier, signer: signer}, nil
+}
+
+func (p *identityPart) Start(ctx context.Context) error { return p.verifier.Start(ctx) }
+func (p *identityPart) Stop(context.Context) error      { return p.verifier.Close() }
+func (p *identityPart) ready(context.Context) error     { return p.verifier.Ready() }
+
+// delegationPart is impersonation, partner grants and reseller domains:
+// their management lifecycles, the check path's resolvers and caches,
+// and the sweeper of expiring grants.
+type delegationPart struct {
+	imp       *delegation.Impersonation
+	sessions  *delegation.SessionResolver
+	cached    *delegation.CachedState
+	onBehalf  *delegation.OnBehalfResolver
+	partners  *delegation.Partners
+	resellers *delegation.Resellers
+
+	stopSweep context.CancelFunc
+	swept     chan struct{}
+}
+
+func newDelegationPart(cfg *Config, store sidecar.Store, policyData func() map[string]any, log *slog.Logger, m *metrics.Metrics) (*delegationPart, error) {
+	d := &delegationPart{
+		imp: delegation.NewImpersonation(store, policyData,
+			delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(log)),
+		sessions: delegation.NewSessionResolver(store, cfg.Impersonation,
+			delegation.WithSessionLogger(log), delegation.WithSessionObserver(cacheMetrics{m})),
+		cached: delegation.NewCachedState(store, cfg.StateCache, time.Now, cacheMetrics{m}),
+		partners: delegation.NewPartners(store, cfg.Partner,
+			delegation.WithPartnerPolicyData(policyData), delegation.WithPartnerLogger(log)),
+		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log)),
+	}
+	var err error
+	if d.onBehalf, err = delegation.NewOnBehalfResolver(d.cached, d.cached, cfg.Partner, cfg.Reseller); err != nil {
+		d.closeResolvers()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *delegationPart) Start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopSweep, d.swept = cancel, make(chan struct{})
+	go func() { defer close(d.swept); d.partners.RunSweeper(ctx) }()
+	return nil
+}
+
+func (d *delegationPart) Stop(ctx context.Context) error {
+	var err error
+	if d.stopSweep != nil {
+		d.stopSweep()
+		select {
+		case <-d.swept:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	return errors.Join(err, d.closeResolvers())
+}
+
+func (d *delegationPart) closeResolvers() error {
+	return errors.Join(d.sessions.Close(), d.cached.Close())
+}
+
+// cacheMetrics counts the delegation caches' traffic.
+type cacheMetrics struct{ m *metrics.Metrics }
+
+func (c cacheMetrics) Hit(kind string)   { c.m.CacheHit(kind) }
+func (c cacheMetrics) Miss(kind string)  { c.m.CacheMiss(kind) }
+func (c cacheMetrics) Evict(kind string) { c.m.CacheEviction(kind, "invalidated") }
+
+// liveDelegations counts live sessions and grants when Prometheus scrapes.
+// It reads the store, so its cost is per scrape, never per check.
+func liveDelegations(store sidecar.Store) metrics.LiveFunc {
+	return func() map[string]int {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		out := map[string]int{}
+		sessions, _, err := store.ListSessions(ctx, sidecar.SessionFilter{LiveOnly: true, From: time.Now().Add(-24 * time.Hour), Page: sidecar.Page{Limit: 10000}})
+		if err == nil {
+			out[sidecar.ModeImpersonation] = len(sessions)
+		}
+		grants, err := store.GrantsExpiringBefore(ctx, time.Now().AddDate(100, 0, 0), 100000)
+		if err == nil {
+			out[sidecar.ModePartner] = len(grants)
+		}
+		return out
+	}
+}

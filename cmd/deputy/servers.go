@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/deputyhq/deputy/sidecar/api"
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/buildinfo"
+	"github.com/deputyhq/deputy/sidecar/envoy"
+	"github.com/deputyhq/deputy/sidecar/metrics"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// servers is the listening part of Deputy: gRPC ext_authz, the HTTP
+// listener (HTTP ext_authz, management API, JWKS) and metrics/health. It
+// starts last and stops first: no new check or API call is accepted
+// while the rest shuts down.
+type servers struct {
+	cfg     *Config
+	log     *slog.Logger
+	grpc    *grpc.Server
+	health  *health.Server
+	http    *http.Server
+	metrics *http.Server
+
+	stopPprof func(context.Context) error // nil unless pprof.addr is set
+
+	errc chan error
+	wg   sync.WaitGroup
+}
+
+// handlers is what the servers serve.
+type handlers struct {
+	pipeline  *authz.Pipeline
+	api       http.Handler
+	wellKnown http.Handler
+	registry  *prometheus.Registry
+	ready     []readiness
+	policy    func() policy.Status
+}
+
+func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (*servers, error) {
+	s := &servers{cfg: cfg, log: log, errc: make(chan error, 3)}
+	if err := s.buildGRPC(m, h.pipeline); err != nil {
+		return nil, err
+	}
+	s.buildHTTP(m, h)
+	return s, nil
+}
+
+func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error {
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes),
+		// Policy evaluation runs deep: a fresh goroutine per check would grow
+		// (copy) its stack every time. Workers keep theirs grown.
+		grpc.NumStreamWorkers(uint32(s.cfg.GRPC.StreamWorkers)),
+		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
+	}
+	if s.cfg.GRPC.TLSCert != "" {
+		creds, err := serverTLS(s.cfg.GRPC)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(s.grpc, envoy.NewGRPCServer(pipeline))
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if s.cfg.GRPC.Reflection {
+		reflection.Register(s.grpc)
+	}
+	m.GRPC().InitializeMetrics(s.grpc)
+	return nil
+}
+
+func serverTLS(c GRPCConfig) (credentials.TransportCredentials, error) {
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("grpc.tls_cert: %w", err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("grpc.client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("grpc.client_ca: no certificates in %s", c.ClientCA)
+		}
+		conf.ClientCAs = pool
+		conf.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(conf), nil
+}
+
+func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
+	routes := &httpRoutes{
+		checkPath: s.cfg.HTTP.CheckPath,
+		api:       h.api,
+		apiPrefix: api.Prefix,
+		wellKnown: h.wellKnown,
+		check:     m.InstrumentHTTP("check", envoy.NewHTTPHandler(h.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))),
+	}
+	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
+		routes.forwarded = envoy.NewHTTPHandler(h.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(h.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))
+	}
+	s.http = &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
+
+	mm := http.NewServeMux()
+	mm.Handle("/metrics", metrics.Handler(h.registry))
+	mm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mm.HandleFunc("/readyz", readyz(h.ready, h.policy))
+	s.metrics = &http.Server{Handler: m.InstrumentHTTP("admin", mm), ReadHeaderTimeout: 10 * time.Second}
+}
+
+// readyz reports each readiness condition; 503 when any fails.
+func readyz(ready []readiness, policyStatus func() policy.Status) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		status := http.StatusOK
+		checks := map[string]string{}
+		for _, c := range ready {
+			if err := c.check(ctx); err != nil {
+				checks[c.name] = err.Error()
+				status = http.StatusServiceUnavailable
+			} else {
+				checks[c.name] = "ok"
+			}
+		}
+		body := map[string]any{"status": map[bool]string{true: "ready", false: "not ready"}[status == http.StatusOK], "checks": checks}
+		body["policy"] = policyStatus()
+		w.Header().Set("content-type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(body)
+	}
+}
+
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		_ = os.Remove(path)
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// Start opens the listeners and serves; a listener that cannot open fails
+// Start naming its setting.
+func (s *servers) Start(context.Context) error {
+	gl, err := listen(s.cfg.GRPC.Addr)
+	if err != nil {
+		return fmt.Errorf("grpc.addr: %w", err)
+	}
+	hl, err := net.Listen("tcp", s.cfg.HTTP.Addr)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("http.addr: %w", err)
+	}
+	ml, err := net.Listen("tcp", s.cfg.Metrics.Addr)
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return fmt.Errorf("metrics.addr: %w", err)
+	}
+	if s.cfg.Pprof.Addr != "" {
+		if s.stopPprof, err = startPprof(s.cfg.Pprof.Addr); err != nil {
+			gl.Close()
+			hl.Close()
+			ml.Close()
+			return err
+		}
+	}
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.errc <- s.grpc.Serve(gl) }()
+	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(s.http.Serve(hl)) }()
+	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(s.metrics.Serve(ml)) }()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("deputy serving", "version", buildinfo.Get().Version, "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
+	if s.cfg.Dev {
+		printNextSteps(os.Stderr, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
+	}
+	return nil
+}
+
+// failed delivers the first error a server stops with on its own.
+func (s *servers) failed() <-chan error { return s.errc }
+
+// Stop refuses new checks and API calls and lets in-flight ones finish,
+// up to ctx; then it cuts what is left.
+func (s *servers) Stop(ctx context.Context) error {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	err := s.http.Shutdown(ctx)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		err = errors.Join(err, fmt.Errorf("grpc: in-flight checks cut: %w", ctx.Err()))
+	}
+	err = errors.Join(err, s.metrics.Shutdown(ctx))
+	if s.stopPprof != nil {
+		err = errors.Join(err, s.stopPprof(ctx))
+	}
+	s.wg.Wait()
+	return err
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func printNextSteps(out io.Writer, grpcAddr, httpAddr, metricsAddr string) {
+	fmt.Fprintf(out, `
+Deputy is running in dev mode (embedded store, shipped policies).
+  gRPC ext_authz  %s
+  HTTP            %s   (HTTP ext_authz, /deputy/v1/ API, /.well-known/jwks.json)
+  metrics/health  %s   (/metrics, /healthz, /readyz)
+
+Try:
+  curl -i http://localhost%s/catalog/shoes            # public route: 200
+  curl -i http://localhost%s/customer/account         # needs a token: 401
+  TOKEN=$(bin/deputy dev token --sub alice --roles customer)
+  curl -i -H "authorization: Bearer $TOKEN" http://localhost%s/customer/account
+See README.md for the Login as Customer and partner walkthroughs.
+`, grpcAddr, httpAddr, metricsAddr, port(httpAddr), port(httpAddr), port(httpAddr))
+}
+
+func port(addr string) string {
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		return addr[i:]
+	}
+	return addr
+}
