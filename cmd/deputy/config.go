@@ -1,18 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/spf13/pflag"
-	"gopkg.in/yaml.v3"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/actortoken"
@@ -25,8 +17,10 @@ import (
 	"github.com/deputyhq/deputy/sidecar/redis"
 )
 
-// Defaults of the core settings (DESIGN §8).
+// Defaults of the core settings (DESIGN §8). The sections' defaults are
+// constants of the packages that own them.
 const (
+	DefaultLogLevel        = "info"
 	DefaultGRPCAddr        = "127.0.0.1:9191"
 	DefaultHTTPAddr        = ":8181"
 	DefaultMetricsAddr     = ":9090"
@@ -36,40 +30,50 @@ const (
 	DefaultGCPercent       = 200
 	DefaultStreamWorkers   = 16
 	DefaultCheckPath       = "/deputy/authz"
+	DefaultOwnedPrefix     = "x-deputy-"
+	DefaultErrorStatus     = 403
+	DefaultParseBody       = true
 )
 
 // Config is the whole configuration. Every leaf is settable from the YAML
 // file (its yaml path), the environment (DEPUTY_ + path in upper snake
-// case) and a flag (path in kebab case), in rising precedence.
+// case) and a flag (path in kebab case), in rising precedence; lists of
+// structs and maps are YAML only.
+//
+// Convention, for every section: the `usage` tag is the setting's one-line
+// description (flag help and docs/configuration.md are generated from it);
+// a `default` tag describes a default that depends on other settings.
+// Zero means "unset": SetDefaults fills it, so a setting whose zero value
+// means something else is a pointer. Validate never changes the config.
 type Config struct {
-	Dev             bool          `yaml:"dev" usage:"dev mode: generated signing keys, embedded store, tokens from 'deputy dev token'"`
+	Dev             bool          `yaml:"dev" usage:"dev mode: generated signing keys, embedded store unless redis is set, tokens from 'deputy dev token', listeners on loopback"`
 	LogLevel        string        `yaml:"log_level" usage:"debug, info, warn or error"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" usage:"how long in-flight checks may take to finish on SIGTERM"`
 	GCPercent       int           `yaml:"gc_percent" usage:"Go GC target percentage when GOGC is unset; a sidecar's heap is small, so trading memory for less GC pays"`
 
-	GRPC    GRPCConfig    `yaml:"grpc"`
-	HTTP    HTTPConfig    `yaml:"http"`
-	Metrics MetricsConfig `yaml:"metrics"`
-	Pprof   PprofConfig   `yaml:"pprof"`
-	Check   CheckConfig   `yaml:"check"`
+	GRPC    GRPCConfig    `yaml:"grpc" usage:"the ext_authz gRPC listener"`
+	HTTP    HTTPConfig    `yaml:"http" usage:"the HTTP listener: HTTP ext_authz, nginx and Caddy checks, management API, JWKS"`
+	Metrics MetricsConfig `yaml:"metrics" usage:"the metrics and health listener"`
+	Pprof   PprofConfig   `yaml:"pprof" usage:"the optional listener serving Go's runtime profiles, loopback only"`
+	Check   CheckConfig   `yaml:"check" usage:"what every check does whatever the policy says"`
 
-	Policy        policy.Config                  `yaml:"policy"`
-	Identity      identity.Config                `yaml:"identity"`
-	ActorToken    actortoken.Config              `yaml:"actor_token"`
-	Redis         redis.Config                   `yaml:"redis"`
-	StateCache    delegation.CacheConfig         `yaml:"state_cache"`
-	API           api.Config                     `yaml:"api"`
-	Impersonation delegation.ImpersonationConfig `yaml:"impersonation"`
-	Partner       delegation.PartnerConfig       `yaml:"partner"`
-	Reseller      delegation.ResellerConfig      `yaml:"reseller"`
-	DecisionLog   decisionlog.Config             `yaml:"decision_log"`
+	Policy        policy.Config                  `yaml:"policy" usage:"where policies come from and how they are checked before they serve"`
+	Identity      identity.Config                `yaml:"identity" usage:"how callers' bearer tokens are verified and read"`
+	ActorToken    actortoken.Config              `yaml:"actor_token" usage:"the signed delegated-identity token sent upstream"`
+	Redis         redis.Config                   `yaml:"redis" usage:"Redis, the shared state store (the embedded store when addrs is empty)"`
+	StateCache    delegation.CacheConfig         `yaml:"state_cache" usage:"the local cache in front of grant, share and assignment lookups"`
+	API           api.Config                     `yaml:"api" usage:"the management API under /deputy/v1/"`
+	Impersonation delegation.ImpersonationConfig `yaml:"impersonation" usage:"mechanics of Login as Customer sessions (the rules are policy data)"`
+	Partner       delegation.PartnerConfig       `yaml:"partner" usage:"bounds of partner access requests (the rules are policy data)"`
+	Reseller      delegation.ResellerConfig      `yaml:"reseller" usage:"who counts as reseller staff, and bulk import bounds"`
+	DecisionLog   decisionlog.Config             `yaml:"decision_log" usage:"the asynchronous, masked decision log"`
 }
 
 // GRPCConfig is the ext_authz gRPC listener.
 type GRPCConfig struct {
 	Addr            string `yaml:"addr" usage:"gRPC ext_authz address: host:port or unix:/path"`
-	MaxRecvMsgBytes int    `yaml:"max_recv_msg_bytes" usage:"largest CheckRequest accepted"`
-	StreamWorkers   int    `yaml:"stream_workers" usage:"goroutines kept to serve checks (their grown stacks are reused); 0 starts one per check"`
+	MaxRecvMsgBytes int    `yaml:"max_recv_msg_bytes" usage:"largest CheckRequest accepted, in bytes"`
+	StreamWorkers   *int   `yaml:"stream_workers" usage:"goroutines kept to serve checks (their grown stacks are reused); 0 starts one per check"`
 	Reflection      bool   `yaml:"reflection" usage:"serve gRPC server reflection"`
 	TLSCert         string `yaml:"tls_cert" usage:"PEM certificate for gRPC TLS"`
 	TLSKey          string `yaml:"tls_key" usage:"PEM key for gRPC TLS"`
@@ -93,36 +97,88 @@ type MetricsConfig struct {
 // CheckConfig shapes every check.
 type CheckConfig struct {
 	OwnedPrefix      string `yaml:"owned_prefix" usage:"request headers under this prefix are Deputy's: stripped, never trusted"`
-	ActorTokenHeader string `yaml:"actor_token_header" usage:"header carrying the actor token (default <owned_prefix>token)"`
+	ActorTokenHeader string `yaml:"actor_token_header" usage:"header carrying the actor token (default: <owned_prefix>token)"`
 	ErrorStatus      int    `yaml:"error_status" usage:"HTTP status of denials caused by policy errors or undefined decisions"`
-	ParseBody        bool   `yaml:"parse_body" usage:"parse JSON, form and multipart bodies into input.parsed_body"`
+	ParseBody        *bool  `yaml:"parse_body" usage:"parse JSON, form and multipart bodies into input.parsed_body"`
 }
 
-func defaultConfig() Config {
-	return Config{
-		LogLevel:        "info",
-		ShutdownTimeout: DefaultShutdownTimeout,
-		GCPercent:       DefaultGCPercent,
-		GRPC:            GRPCConfig{Addr: DefaultGRPCAddr, MaxRecvMsgBytes: DefaultMaxRecvMsgBytes, StreamWorkers: DefaultStreamWorkers},
-		HTTP:            HTTPConfig{Addr: DefaultHTTPAddr, CheckPath: DefaultCheckPath, CheckProxy: string(envoy.DefaultProxy), MaxBodyBytes: DefaultMaxBodyBytes},
-		Metrics:         MetricsConfig{Addr: DefaultMetricsAddr},
-		Check:           CheckConfig{OwnedPrefix: "x-deputy-", ErrorStatus: 403, ParseBody: true},
-		// Policy defaults depend on which source is set: applied after loading.
-		Identity:      identity.Defaults(),
-		ActorToken:    actortoken.Defaults(),
-		Redis:         redis.Config{}.Defaults(),
-		StateCache:    delegation.CacheConfig{}.Defaults(),
-		API:           api.Defaults(),
-		Impersonation: delegation.ImpersonationDefaults(),
-		Partner:       delegation.PartnerDefaults(),
-		Reseller:      delegation.ResellerDefaults(),
-		DecisionLog:   decisionlog.Defaults(),
+// SetDefaults fills every unset setting, core and sections, including the
+// defaults that follow from other settings.
+func (c *Config) SetDefaults() {
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
 	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.GCPercent == 0 {
+		c.GCPercent = DefaultGCPercent
+	}
+	if c.GRPC.Addr == "" {
+		c.GRPC.Addr = DefaultGRPCAddr
+	}
+	if c.GRPC.MaxRecvMsgBytes == 0 {
+		c.GRPC.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
+	}
+	if c.GRPC.StreamWorkers == nil {
+		c.GRPC.StreamWorkers = new(DefaultStreamWorkers)
+	}
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = DefaultHTTPAddr
+	}
+	if c.HTTP.CheckPath == "" {
+		c.HTTP.CheckPath = DefaultCheckPath
+	}
+	if c.HTTP.CheckProxy == "" {
+		c.HTTP.CheckProxy = string(envoy.DefaultProxy)
+	}
+	if c.HTTP.MaxBodyBytes == 0 {
+		c.HTTP.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.Metrics.Addr == "" {
+		c.Metrics.Addr = DefaultMetricsAddr
+	}
+	if c.Check.OwnedPrefix == "" {
+		c.Check.OwnedPrefix = DefaultOwnedPrefix
+	}
+	if c.Check.ActorTokenHeader == "" {
+		c.Check.ActorTokenHeader = c.Check.OwnedPrefix + "token"
+	}
+	if c.Check.ErrorStatus == 0 {
+		c.Check.ErrorStatus = DefaultErrorStatus
+	}
+	if c.Check.ParseBody == nil {
+		c.Check.ParseBody = new(DefaultParseBody)
+	}
+	// The decision log masks the header the checks actually use.
+	if c.DecisionLog.ActorTokenHeader == "" {
+		c.DecisionLog.ActorTokenHeader = c.Check.ActorTokenHeader
+	}
+	if c.Dev {
+		c.Identity.Dev.Enabled = true
+	}
+	c.Policy.SetDefaults()
+	c.Identity.SetDefaults()
+	c.ActorToken.SetDefaults()
+	c.Redis.SetDefaults()
+	c.StateCache.SetDefaults()
+	c.API.SetDefaults()
+	c.Impersonation.SetDefaults()
+	c.Partner.SetDefaults()
+	c.Reseller.SetDefaults()
+	c.DecisionLog.SetDefaults()
 }
 
-// validate checks the core settings, then every section that can check
-// itself, naming the field at fault.
-func (c *Config) validate() error {
+// defaultConfig is the configuration with nothing set.
+func defaultConfig() Config {
+	var c Config
+	c.SetDefaults()
+	return c
+}
+
+// Validate checks a defaulted config, core settings first, then every
+// section, naming the field at fault. It never changes c.
+func (c *Config) Validate() error {
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -137,7 +193,7 @@ func (c *Config) validate() error {
 	if c.GCPercent < -1 || c.GCPercent == 0 {
 		return sidecar.Invalid("gc_percent", "must be positive, or -1 to turn the GC off")
 	}
-	if c.GRPC.StreamWorkers < 0 {
+	if c.GRPC.StreamWorkers == nil || *c.GRPC.StreamWorkers < 0 {
 		return sidecar.Invalid("grpc.stream_workers", "must not be negative")
 	}
 	if c.GRPC.MaxRecvMsgBytes < 1024 {
@@ -169,6 +225,9 @@ func (c *Config) validate() error {
 	}
 	if c.Check.ErrorStatus < 400 || c.Check.ErrorStatus > 599 {
 		return sidecar.Invalid("check.error_status", "must be a 4xx or 5xx status, not %d", c.Check.ErrorStatus)
+	}
+	if c.Check.ActorTokenHeader == "" || strings.ContainsAny(c.Check.ActorTokenHeader, " :\t") {
+		return sidecar.Invalid("check.actor_token_header", "must be a header name")
 	}
 	return validateSections(reflect.ValueOf(c).Elem())
 }
@@ -203,198 +262,6 @@ func validAddr(field, addr string, unixOK bool) error {
 	port, err := strconv.Atoi(addr[i+1:])
 	if err != nil || port < 0 || port > 65535 {
 		return sidecar.Invalid(field, "bad port in %q", addr)
-	}
-	return nil
-}
-
-// setting is one leaf of Config, reachable by yaml path, env and flag.
-type setting struct {
-	path  string // yaml path, dotted
-	field reflect.Value
-	usage string
-}
-
-func settings(v reflect.Value, prefix string, out *[]setting) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		if !sf.IsExported() {
-			continue
-		}
-		name := strings.Split(sf.Tag.Get("yaml"), ",")[0]
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(sf.Name)
-		}
-		path := name
-		if prefix != "" {
-			path = prefix + "." + name
-		}
-		f := v.Field(i)
-		if sf.Type.Kind() == reflect.Struct && sf.Type != reflect.TypeOf(time.Time{}) {
-			settings(f, path, out)
-			continue
-		}
-		switch f.Kind() {
-		case reflect.String, reflect.Bool, reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint32, reflect.Uint64, reflect.Float64:
-		case reflect.Slice:
-			if sf.Type.Elem().Kind() != reflect.String {
-				continue
-			}
-		default:
-			continue // maps and the like: YAML only
-		}
-		*out = append(*out, setting{path: path, field: f, usage: sf.Tag.Get("usage")})
-	}
-}
-
-func flagName(path string) string {
-	return strings.NewReplacer(".", "-", "_", "-").Replace(path)
-}
-
-func envName(path string) string {
-	return "DEPUTY_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(path))
-}
-
-// configLoader binds Config to flags and resolves file, env and flags.
-type configLoader struct {
-	cfg      Config
-	file     string
-	settings []setting
-	flags    *pflag.FlagSet
-}
-
-func newConfigLoader(fs *pflag.FlagSet) *configLoader {
-	l := &configLoader{cfg: defaultConfig(), flags: fs}
-	fs.StringVarP(&l.file, "config", "c", "", "YAML configuration file (env DEPUTY_CONFIG)")
-	settings(reflect.ValueOf(&l.cfg).Elem(), "", &l.settings)
-	for _, s := range l.settings {
-		f := fs.VarPF(fieldValue{s.field}, flagName(s.path), "", s.usage+" (env "+envName(s.path)+")")
-		if s.field.Kind() == reflect.Bool {
-			f.NoOptDefVal = "true"
-		}
-	}
-	return l
-}
-
-// fieldValue exposes a config field as a flag value of any kind.
-type fieldValue struct{ v reflect.Value }
-
-func (f fieldValue) String() string {
-	if !f.v.IsValid() {
-		return ""
-	}
-	if f.v.Kind() == reflect.Slice {
-		parts := make([]string, f.v.Len())
-		for i := range parts {
-			parts[i] = fmt.Sprint(f.v.Index(i).Interface())
-		}
-		return strings.Join(parts, ",")
-	}
-	return fmt.Sprint(f.v.Interface())
-}
-
-func (f fieldValue) Set(s string) error { return setValue(f.v, s) }
-
-func (f fieldValue) Type() string {
-	if f.v.Type() == reflect.TypeOf(time.Duration(0)) {
-		return "duration"
-	}
-	return f.v.Kind().String()
-}
-
-// load applies, over the defaults: the YAML file, then DEPUTY_* variables,
-// then the flags given on the command line; then validates.
-func (l *configLoader) load() (*Config, error) {
-	// Flags were parsed into cfg already; remember them to reapply last.
-	given := map[string]string{}
-	l.flags.Visit(func(f *pflag.Flag) { given[f.Name] = f.Value.String() })
-
-	cfg := defaultConfig()
-	file := l.file
-	if file == "" {
-		file = os.Getenv("DEPUTY_CONFIG")
-	}
-	if file != "" {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			return nil, sidecar.Invalid("config", "read %s: %v", file, err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, sidecar.Invalid("config", "%s: %v", file, err)
-		}
-	}
-	var ss []setting
-	settings(reflect.ValueOf(&cfg).Elem(), "", &ss)
-	for _, s := range ss {
-		if v, ok := os.LookupEnv(envName(s.path)); ok {
-			if err := setValue(s.field, v); err != nil {
-				return nil, sidecar.Invalid(s.path, "from %s: %v", envName(s.path), err)
-			}
-		}
-	}
-	for _, s := range ss {
-		if v, ok := given[flagName(s.path)]; ok {
-			if err := setValue(s.field, v); err != nil {
-				return nil, sidecar.Invalid(s.path, "from --%s: %v", flagName(s.path), err)
-			}
-		}
-	}
-	cfg.Policy.Defaults()
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-func setValue(f reflect.Value, s string) error {
-	switch {
-	case f.Type() == reflect.TypeOf(time.Duration(0)):
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("not a duration: %q", s)
-		}
-		f.SetInt(int64(d))
-	case f.Kind() == reflect.String:
-		f.SetString(s)
-	case f.Kind() == reflect.Bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return fmt.Errorf("not a boolean: %q", s)
-		}
-		f.SetBool(b)
-	case f.CanInt():
-		n, err := strconv.ParseInt(s, 10, f.Type().Bits())
-		if err != nil {
-			return fmt.Errorf("not an integer: %q", s)
-		}
-		f.SetInt(n)
-	case f.CanUint():
-		n, err := strconv.ParseUint(s, 10, f.Type().Bits())
-		if err != nil {
-			return fmt.Errorf("not a non-negative integer: %q", s)
-		}
-		f.SetUint(n)
-	case f.CanFloat():
-		n, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return fmt.Errorf("not a number: %q", s)
-		}
-		f.SetFloat(n)
-	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
-		out := reflect.MakeSlice(f.Type(), 0, 4)
-		for _, part := range strings.Split(s, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				out = reflect.Append(out, reflect.ValueOf(part).Convert(f.Type().Elem()))
-			}
-		}
-		f.Set(out)
-	default:
-		return fmt.Errorf("unsupported type %s", f.Type())
 	}
 	return nil
 }

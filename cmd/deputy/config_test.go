@@ -3,8 +3,10 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -81,8 +83,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "env not a number", env: map[string]string{"DEPUTY_CHECK_ERROR_STATUS": "many"}, field: "check.error_status"},
 		{name: "env not a duration", env: map[string]string{"DEPUTY_SHUTDOWN_TIMEOUT": "soon"}, field: "shutdown_timeout"},
 		{name: "check path", args: []string{"--http-check-path", "authz"}, field: "http.check_path"},
-		{name: "unknown key in file", file: "grpc:\n  adress: x\n", field: "config"},
-		{name: "wrong type in file", file: "grpc:\n  max_recv_msg_bytes: lots\n", field: "config"},
+		{name: "unknown key in file", file: "grpc:\n  adress: x\n", field: "grpc.adress"},
+		{name: "wrong type in file", file: "grpc:\n  max_recv_msg_bytes: lots\n", field: "grpc.max_recv_msg_bytes"},
+		{name: "negative page size", args: []string{"--api-page-size", "-5"}, field: "api.page_size"},
 		{name: "actor token too long", args: []string{"--actor-token-ttl", "10m"}, field: "actor_token.ttl"},
 		{name: "partner grant days", args: []string{"--partner-max-grant-days", "-1"}, field: "partner."},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/deputy.yaml"}, field: "config"},
@@ -103,5 +106,135 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 func TestUnknownFlagFails(t *testing.T) {
 	if _, err := loadWith(t, []string{"--grpc-adress", "x"}, nil, ""); err == nil {
 		t.Fatal("unknown flag accepted")
+	}
+}
+
+func TestConfigFileErrorsNameTheKeyPath(t *testing.T) {
+	cases := []struct {
+		name, file, field, message string
+	}{
+		{"unknown key", "grpc:\n  adr: 127.0.0.1:1\n", "grpc.adr", "unknown key"},
+		{"unknown section", "grcp:\n  addr: x\n", "grcp", "unknown key"},
+		{"not an integer", "grpc:\n  max_recv_msg_bytes: lots\n", "grpc.max_recv_msg_bytes", `not an integer: "lots"`},
+		{"not a duration", "identity:\n  leeway: 30\n", "identity.leeway", "not a duration"},
+		{"not a boolean", "check:\n  parse_body: maybe\n", "check.parse_body", "not a boolean"},
+		{"list wanted", "redis:\n  addrs: 127.0.0.1:6379\n", "redis.addrs", "want a list"},
+		{"mapping wanted", "grpc: 127.0.0.1:1\n", "grpc", "want keys and values"},
+		{"key given twice", "grpc:\n  addr: 127.0.0.1:1\n  addr: 127.0.0.1:2\n", "grpc.addr", "set twice"},
+		{"unknown key in a list item", "identity:\n  issuers:\n    - issuer: a\n      jwks_ur: https://a/jwks\n", "identity.issuers[0].jwks_ur", "unknown key"},
+		{"unknown key in an item's claims", "identity:\n  issuers:\n    - issuer: a\n      jwks_url: https://a/jwks\n      claims: {rol: x}\n", "identity.issuers[0].claims.rol", "unknown key"},
+		{"map value of the wrong kind", "reseller:\n  role_privileges:\n    support: view_customers\n", "reseller.role_privileges.support", "want a list"},
+		{"whole file not a mapping", "- a\n- b\n", "config", "want keys and values"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadWith(t, nil, nil, tc.file)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if sidecar.ErrorField(err) != tc.field || !strings.Contains(err.Error(), tc.message) {
+				t.Fatalf("error %q (field %q), want field %q and %q", err, sidecar.ErrorField(err), tc.field, tc.message)
+			}
+			if strings.Contains(err.Error(), "main.") || strings.Contains(err.Error(), "type ") {
+				t.Fatalf("error names Go types: %q", err)
+			}
+			if !strings.Contains(err.Error(), "deputy.yaml:") {
+				t.Fatalf("error does not name the file and line: %q", err)
+			}
+		})
+	}
+}
+
+func TestConfigExplicitZeroValuesSurviveDefaults(t *testing.T) {
+	t.Run("explicit", func(t *testing.T) {
+		file := "check:\n  parse_body: false\nreseller:\n  admin_roles: []\n"
+		cfg, err := loadWith(t, []string{"--grpc-stream-workers", "0"}, map[string]string{"DEPUTY_DECISION_LOG_INCLUDE_INPUT": "false"}, file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *cfg.Check.ParseBody || *cfg.GRPC.StreamWorkers != 0 || cfg.DecisionLog.InputIncluded() || len(cfg.Reseller.AdminRoles) != 0 {
+			t.Fatalf("parse_body %v stream_workers %d include_input %v admin_roles %v: explicit values were overwritten by defaults",
+				*cfg.Check.ParseBody, *cfg.GRPC.StreamWorkers, cfg.DecisionLog.InputIncluded(), cfg.Reseller.AdminRoles)
+		}
+	})
+	d, err := loadWith(t, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !*d.Check.ParseBody || *d.GRPC.StreamWorkers != DefaultStreamWorkers || !d.DecisionLog.InputIncluded() || len(d.Reseller.AdminRoles) == 0 {
+		t.Fatalf("defaults missing: %+v", d)
+	}
+}
+
+func TestConfigDefaultsFollowOtherSettings(t *testing.T) {
+	cfg, err := loadWith(t, []string{"--check-owned-prefix", "x-acme-"}, nil, "policy:\n  bundle_url: https://bundles.example.com/deputy.tar.gz\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Policy.Paths) != 0 || cfg.Policy.PollInterval != 30*time.Second {
+		t.Errorf("bundle_url: paths %v poll %s, want none and 30s", cfg.Policy.Paths, cfg.Policy.PollInterval)
+	}
+	if cfg.Check.ActorTokenHeader != "x-acme-token" || cfg.DecisionLog.ActorTokenHeader != "x-acme-token" {
+		t.Errorf("actor token header %q, masked in logs %q: want x-acme-token for both", cfg.Check.ActorTokenHeader, cfg.DecisionLog.ActorTokenHeader)
+	}
+	d, err := loadWith(t, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(d.Policy.Paths, ",") != "policies" || d.Policy.PollInterval != 2*time.Second {
+		t.Errorf("no source: paths %v poll %s, want policies and 2s", d.Policy.Paths, d.Policy.PollInterval)
+	}
+}
+
+func TestRepeatedListFlagAdds(t *testing.T) {
+	cfg, err := loadWith(t, []string{"--redis-addrs", "127.0.0.1:1,127.0.0.1:2", "--redis-addrs", "127.0.0.1:3", "--redis-cluster"}, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Redis.Addrs, " "); got != "127.0.0.1:1 127.0.0.1:2 127.0.0.1:3" {
+		t.Fatalf("addrs = %s", got)
+	}
+}
+
+// Flag help is what operators read first: every flag says what it does,
+// shows the default it really gets, and names its type as it is written.
+func TestServeFlagsDescribedWithTrueDefaults(t *testing.T) {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	l := newConfigLoader(fs)
+	loaded, err := l.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := reflect.ValueOf(loaded).Elem()
+	n := 0
+	for _, s := range l.settings {
+		if s.usage == "" {
+			t.Errorf("%s has no usage tag", s.path)
+		}
+		if s.section || s.yamlOnly {
+			continue
+		}
+		n++
+		f := fs.Lookup(flagName(s.path))
+		if f == nil {
+			t.Fatalf("no flag for %s", s.path)
+		}
+		if typ := f.Value.Type(); typ != "string" && typ != "strings" && typ != "int" && typ != "bool" && typ != "duration" {
+			t.Errorf("--%s has type %q", f.Name, typ)
+		}
+		got := formatValue(root.FieldByIndex(s.index))
+		if _, computed := reflect.TypeOf(Config{}).FieldByIndex(s.index).Tag.Lookup("default"); computed {
+			continue
+		}
+		shown := f.DefValue
+		if shown == "" && (got == "" || got == "0" || got == "0s" || got == "false") {
+			continue
+		}
+		if shown != got {
+			t.Errorf("--%s shows default %q, but an empty config loads %q", f.Name, shown, got)
+		}
+	}
+	if n < 100 {
+		t.Fatalf("only %d flags: the settings walk lost some", n)
 	}
 }

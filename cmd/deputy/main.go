@@ -34,5 +34,6 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newDecisionsCmd())
 	root.AddCommand(newVersionCmd())
+	root.AddCommand(newConfigCmd())
 	return root
 }

@@ -149,11 +149,11 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		authz.WithOwnedPrefix(cfg.Check.OwnedPrefix),
 		authz.WithActorTokenHeader(cfg.Check.ActorTokenHeader),
 		authz.WithErrorStatus(cfg.Check.ErrorStatus),
-		authz.WithBodyParsing(cfg.Check.ParseBody),
+		authz.WithBodyParsing(*cfg.Check.ParseBody),
 		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithObserver(m),
 		authz.WithDecisionLogger(dlog),
-		authz.WithDecisionInput(cfg.DecisionLog.IncludeInput),
+		authz.WithDecisionInput(cfg.DecisionLog.InputIncluded()),
 	)
 	mgmt := api.New(
 		api.WithConfig(cfg.API),

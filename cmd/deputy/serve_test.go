@@ -36,15 +36,15 @@ func freePort(t *testing.T) string {
 // policies in dir; change adjusts it before validation.
 func testConfig(t *testing.T, dir string, change func(*Config)) Config {
 	t.Helper()
-	cfg := defaultConfig()
+	var cfg Config
 	cfg.Dev = true
 	cfg.LogLevel = "error"
 	cfg.GRPC.Addr, cfg.HTTP.Addr, cfg.Metrics.Addr = freePort(t), freePort(t), freePort(t)
 	cfg.Policy.Paths = []string{dir}
 	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "dev-key.json")
 	change(&cfg)
-	cfg.Policy.Defaults()
-	if err := cfg.validate(); err != nil {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
@@ -192,10 +192,10 @@ func TestBuildRefusesBadPolicyNamingIt(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "bad.rego"), []byte("package deputy.authz\n\ndecision := {\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultConfig()
+	var cfg Config
 	cfg.Dev = true
 	cfg.Policy.Paths = []string{dir}
-	cfg.Policy.Defaults()
+	cfg.SetDefaults()
 	cfg.Identity.Dev.KeyFile = filepath.Join(t.TempDir(), "k.json")
 	cfg.DecisionLog.Sink = "none"
 	_, err := build(context.Background(), &cfg)

@@ -74,7 +74,7 @@ func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error 
 		grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes),
 		// Policy evaluation runs deep: a fresh goroutine per check would grow
 		// (copy) its stack every time. Workers keep theirs grown.
-		grpc.NumStreamWorkers(uint32(s.cfg.GRPC.StreamWorkers)),
+		grpc.NumStreamWorkers(uint32(*s.cfg.GRPC.StreamWorkers)),
 		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
 	}

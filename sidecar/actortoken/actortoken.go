@@ -33,23 +33,19 @@ const (
 
 // Config is the `actor_token` section.
 type Config struct {
-	Issuer   string        `yaml:"issuer"`
-	Audience string        `yaml:"audience"` // the upstream the token is meant for
-	TTL      time.Duration `yaml:"ttl"`
-	// KeyFiles are PEM or JWK private keys. The first signs; the others
-	// stay published so tokens signed before a rotation keep verifying.
-	// Empty is allowed only in dev mode, where a key is generated.
-	KeyFiles []string `yaml:"key_files"`
-	// JWKSURI is advertised in the discovery document. Empty: derived from
-	// the issuer when it is a URL, else from the request.
-	JWKSURI string `yaml:"jwks_uri"`
-	// CacheMaxAge is how long upstreams may cache the JWKS.
-	CacheMaxAge time.Duration `yaml:"cache_max_age"`
-	// MintPerRequest signs a fresh token for every request. By default a
-	// token is reused for the same delegation during the first half of its
-	// lifetime: signing dominates the cost of a delegated check, and an
-	// upstream still always receives a token with at least TTL/2 to live.
-	MintPerRequest bool `yaml:"mint_per_request"`
+	Issuer   string        `yaml:"issuer" usage:"iss of the actor tokens Deputy signs"`
+	Audience string        `yaml:"audience" usage:"aud of the actor tokens: the upstream they are meant for"`
+	TTL      time.Duration `yaml:"ttl" usage:"actor token lifetime (1s to 60s)"`
+	// KeyFiles: the first signs; the others stay published so tokens
+	// signed before a rotation keep verifying.
+	KeyFiles    []string      `yaml:"key_files" usage:"PEM or JWK private keys, the first signs, the rest stay published (required outside dev mode)"`
+	JWKSURI     string        `yaml:"jwks_uri" usage:"jwks_uri advertised in the discovery document (empty: derived from the issuer URL or the request)"`
+	CacheMaxAge time.Duration `yaml:"cache_max_age" usage:"how long upstreams may cache the JWKS"`
+	// MintPerRequest: by default a token is reused for the same delegation
+	// during the first half of its lifetime: signing dominates the cost of
+	// a delegated check, and an upstream still always receives a token with
+	// at least TTL/2 to live.
+	MintPerRequest bool `yaml:"mint_per_request" usage:"sign a fresh token for every request instead of reusing one for half its lifetime"`
 }
 
 // reuseCacheSize bounds the reused-token cache (one entry per live delegation).
@@ -58,11 +54,12 @@ const reuseCacheSize = 8192
 // Defaults returns the configuration with every default filled in.
 func Defaults() Config {
 	var c Config
-	c.applyDefaults()
+	c.SetDefaults()
 	return c
 }
 
-func (c *Config) applyDefaults() {
+// SetDefaults fills every unset field with its default.
+func (c *Config) SetDefaults() {
 	if c.Issuer == "" {
 		c.Issuer = DefaultIssuer
 	}
@@ -77,9 +74,8 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// Validate fills defaults and reports the first invalid field.
+// Validate reports the first invalid field of a defaulted config.
 func (c *Config) Validate() error {
-	c.applyDefaults()
 	if c.TTL < time.Second || c.TTL > MaxTTL {
 		return sidecar.Invalid("actor_token.ttl", "must be between 1s and %s", MaxTTL)
 	}
@@ -142,6 +138,7 @@ func WithKeys(keys ...Key) Option { return func(s *Signer) { s.keys = keys } }
 
 // New validates cfg, loads the keys and prepares the published documents.
 func New(cfg Config, opts ...Option) (*Signer, error) {
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -286,6 +286,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.SetDefaults()
 			err := tc.cfg.Validate()
 			if tc.field == "" && err != nil {
 				t.Fatalf("unexpected error: %v", err)

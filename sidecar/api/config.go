@@ -11,28 +11,29 @@ const (
 
 // Config is the "api" section of Deputy's configuration.
 type Config struct {
-	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	PageSize     int   `yaml:"page_size"`
-	MaxPageSize  int   `yaml:"max_page_size"`
+	MaxBodyBytes int64 `yaml:"max_body_bytes" usage:"largest management API request body (at most 16 MiB)"`
+	PageSize     int   `yaml:"page_size" usage:"items per page when a list request names no limit"`
+	MaxPageSize  int   `yaml:"max_page_size" usage:"largest page a list request may ask for"`
 }
 
 // Defaults returns the config with every default set.
 func Defaults() Config {
-	return Config{MaxBodyBytes: DefaultMaxBodyBytes, PageSize: DefaultPageSize, MaxPageSize: DefaultMaxPageSize}
+	var c Config
+	c.SetDefaults()
+	return c
 }
 
-func (c Config) withDefaults() Config {
-	d := Defaults()
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = d.MaxBodyBytes
+// SetDefaults fills every unset field with its default.
+func (c *Config) SetDefaults() {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if c.PageSize <= 0 {
-		c.PageSize = d.PageSize
+	if c.PageSize == 0 {
+		c.PageSize = DefaultPageSize
 	}
-	if c.MaxPageSize <= 0 {
-		c.MaxPageSize = d.MaxPageSize
+	if c.MaxPageSize == 0 {
+		c.MaxPageSize = DefaultMaxPageSize
 	}
-	return c
 }
 
 // Validate checks the section; errors name the field.

@@ -117,7 +117,7 @@ func New(opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	s.cfg = s.cfg.withDefaults()
+	s.cfg.SetDefaults()
 	r := &Router{s: s}
 	for _, rs := range s.routes {
 		rs.Register(r)

@@ -22,49 +22,71 @@ const (
 	DefaultMaxLen        = 1_000_000
 	DefaultBackoffMin    = 100 * time.Millisecond
 	DefaultBackoffMax    = 5 * time.Second
+
+	DefaultActorTokenHeader = "x-deputy-token"
 )
 
 // Config is the decision_log section of Deputy's configuration.
 type Config struct {
-	// Sink is where records go: stdout (JSON lines), redis (a stream) or none.
-	Sink string `yaml:"sink"`
-	// QueueSize bounds the records waiting for the sink; past it new
-	// records are dropped and counted.
-	QueueSize int `yaml:"queue_size"`
-	// BatchSize is how many records one write to the sink carries.
-	BatchSize int `yaml:"batch_size"`
-	// FlushInterval is how long a partial batch waits for company.
-	FlushInterval time.Duration `yaml:"flush_interval"`
-	// Stream and MaxLen name the Redis stream and its approximate length.
-	Stream string `yaml:"stream"`
-	MaxLen int64  `yaml:"max_len"`
-	// IncludeInput keeps the (masked) policy input in each record.
-	IncludeInput bool `yaml:"include_input"`
-	// MaskHeaders are request headers erased from the logged input in
-	// addition to authorization, cookie and the actor-token header.
-	MaskHeaders []string `yaml:"mask_headers"`
-	// ActorTokenHeader is the header carrying Deputy's actor token.
-	ActorTokenHeader string `yaml:"actor_token_header"`
-	// BackoffMin and BackoffMax bound the wait between failed writes.
-	BackoffMin time.Duration `yaml:"backoff_min"`
-	BackoffMax time.Duration `yaml:"backoff_max"`
+	Sink string `yaml:"sink" usage:"where decision records go: stdout (JSON lines), redis (a stream) or none"`
+	// Past QueueSize new records are dropped and counted.
+	QueueSize     int           `yaml:"queue_size" usage:"records waiting for the sink; past it new records are dropped and counted"`
+	BatchSize     int           `yaml:"batch_size" usage:"records one write to the sink carries"`
+	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
+	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink"`
+	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (0 keeps everything)"`
+	// IncludeInput is a pointer so that an explicit false survives
+	// SetDefaults; read it with InputIncluded.
+	IncludeInput     *bool         `yaml:"include_input" usage:"keep the masked policy input in each record"`
+	MaskHeaders      []string      `yaml:"mask_headers" usage:"request headers erased from logged input, besides authorization, cookie and the actor token header"`
+	ActorTokenHeader string        `yaml:"actor_token_header" usage:"header carrying Deputy's actor token, erased from logged input (default: check.actor_token_header)"`
+	BackoffMin       time.Duration `yaml:"backoff_min" usage:"first wait after a failed write to the sink"`
+	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`
 }
 
 // Defaults returns the configuration Deputy starts with.
 func Defaults() Config {
-	return Config{
-		Sink:             SinkStdout,
-		QueueSize:        DefaultQueueSize,
-		BatchSize:        DefaultBatchSize,
-		FlushInterval:    DefaultFlushInterval,
-		Stream:           DefaultStream,
-		MaxLen:           DefaultMaxLen,
-		IncludeInput:     true,
-		ActorTokenHeader: "x-deputy-token",
-		BackoffMin:       DefaultBackoffMin,
-		BackoffMax:       DefaultBackoffMax,
+	var c Config
+	c.SetDefaults()
+	return c
+}
+
+// SetDefaults fills every unset field with its default.
+func (c *Config) SetDefaults() {
+	if c.Sink == "" {
+		c.Sink = SinkStdout
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.MaxLen == 0 {
+		c.MaxLen = DefaultMaxLen
+	}
+	if c.IncludeInput == nil {
+		c.IncludeInput = new(true)
+	}
+	if c.ActorTokenHeader == "" {
+		c.ActorTokenHeader = DefaultActorTokenHeader
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = DefaultBackoffMax
 	}
 }
+
+// InputIncluded reports whether records keep the policy input.
+func (c Config) InputIncluded() bool { return c.IncludeInput == nil || *c.IncludeInput }
 
 // Validate reports the first invalid field.
 func (c Config) Validate() error {

@@ -293,7 +293,7 @@ func (l *Logger) encode(ctx context.Context, d *sidecar.Decision) ([]byte, error
 	if rec.Time.IsZero() {
 		rec.Time = time.Now().UTC()
 	}
-	if l.cfg.IncludeInput && d.Input != nil {
+	if l.cfg.InputIncluded() && d.Input != nil {
 		l.masker.mask(ctx, rec, d.Input)
 		if rec.MaskError != "" {
 			// Log the first failure and then every 1000th, not every record.

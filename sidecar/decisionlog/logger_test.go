@@ -185,7 +185,7 @@ func TestExtraMaskHeadersAndInputOff(t *testing.T) {
 		hasInput bool
 	}{
 		{"mask_headers", func(c *decisionlog.Config) { c.MaskHeaders = []string{"X-Request-Id"} }, []string{"r-1"}, true},
-		{"include_input off", func(c *decisionlog.Config) { c.IncludeInput = false }, []string{"staff-17@", "boots"}, false},
+		{"include_input off", func(c *decisionlog.Config) { c.IncludeInput = new(false) }, []string{"staff-17@", "boots"}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,19 +26,23 @@ const (
 // CacheConfig is the `state_cache` section: the local cache in front of the
 // grant, share and assignment lookups on the check path.
 type CacheConfig struct {
-	// TTL bounds how stale an entry may be if an invalidation is lost; an
-	// entry younger than TTL is also what keeps requests decided while
+	// An entry younger than TTL is also what keeps requests decided while
 	// the store is down.
-	TTL time.Duration `yaml:"ttl"`
-	// NegativeTTL is how long "nothing there" is remembered; short, since
-	// a missed widening change keeps a user out for that long.
-	NegativeTTL time.Duration `yaml:"negative_ttl"`
-	// Size bounds the entries of each kind.
-	Size int `yaml:"size"`
+	TTL time.Duration `yaml:"ttl" usage:"how stale a cached grant, share or assignment may be when an invalidation is lost"`
+	// NegativeTTL is short: a missed widening change keeps a user out for
+	// that long.
+	NegativeTTL time.Duration `yaml:"negative_ttl" usage:"how long a lookup that found nothing is remembered"`
+	Size        int           `yaml:"size" usage:"entries cached of each kind"`
 }
 
 // Defaults fills unset fields.
 func (c CacheConfig) Defaults() CacheConfig {
+	c.SetDefaults()
+	return c
+}
+
+// SetDefaults fills every unset field with its default.
+func (c *CacheConfig) SetDefaults() {
 	if c.TTL == 0 {
 		c.TTL = DefaultStateCacheTTL
 	}
@@ -48,7 +52,6 @@ func (c CacheConfig) Defaults() CacheConfig {
 	if c.Size == 0 {
 		c.Size = DefaultStateCacheSize
 	}
-	return c
 }
 
 // Validate checks a defaulted config.

@@ -26,53 +26,41 @@ const (
 // mechanics around sessions. The rules (switches, permissions, session
 // lengths) are policy data in policies/deputy/impersonation/data.json.
 type ImpersonationConfig struct {
-	// SessionCookie is the storefront cookie carrying the session token.
-	SessionCookie string `yaml:"session_cookie"`
-	// RedeemTTL is how long a redeem link is valid.
-	RedeemTTL time.Duration `yaml:"redeem_ttl"`
-	// RedirectHosts are the hosts a redeem link may redirect to besides
-	// relative paths on the storefront host.
-	RedirectHosts []string `yaml:"redirect_hosts"`
-	// TouchInterval bounds how often a session's last-seen time is written
-	// to the store; it must be well below the idle timeout.
-	TouchInterval time.Duration `yaml:"touch_interval"`
-	// CacheTTL bounds how stale a cached session may be when an eviction
-	// message is lost, and how long a cached entry counts as fresh while
+	SessionCookie string        `yaml:"session_cookie" usage:"storefront cookie carrying the session token"`
+	RedeemTTL     time.Duration `yaml:"redeem_ttl" usage:"how long a redeem link is valid (at most 5m)"`
+	RedirectHosts []string      `yaml:"redirect_hosts" usage:"hosts a redeem link may redirect to, besides relative paths on the storefront host"`
+	// TouchInterval must be well below the idle timeout.
+	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time; keep it well below the idle timeout"`
+	// CacheTTL also bounds how long a cached entry counts as fresh while
 	// the store is down.
-	CacheTTL time.Duration `yaml:"cache_ttl"`
-	// CacheSize bounds the number of cached sessions.
-	CacheSize int `yaml:"cache_size"`
+	CacheTTL  time.Duration `yaml:"cache_ttl" usage:"how stale a cached session may be when an eviction message is lost"`
+	CacheSize int           `yaml:"cache_size" usage:"sessions kept in the local cache"`
 }
 
 // ImpersonationDefaults returns the section with every default set.
 func ImpersonationDefaults() ImpersonationConfig {
-	return ImpersonationConfig{
-		SessionCookie: DefaultSessionCookie,
-		RedeemTTL:     DefaultRedeemTTL,
-		TouchInterval: DefaultTouchInterval,
-		CacheTTL:      DefaultCacheTTL,
-		CacheSize:     DefaultCacheSize,
-	}
+	var c ImpersonationConfig
+	c.SetDefaults()
+	return c
 }
 
-func (c ImpersonationConfig) withDefaults() ImpersonationConfig {
-	d := ImpersonationDefaults()
+// SetDefaults fills every unset field with its default.
+func (c *ImpersonationConfig) SetDefaults() {
 	if c.SessionCookie == "" {
-		c.SessionCookie = d.SessionCookie
+		c.SessionCookie = DefaultSessionCookie
 	}
-	if c.RedeemTTL <= 0 {
-		c.RedeemTTL = d.RedeemTTL
+	if c.RedeemTTL == 0 {
+		c.RedeemTTL = DefaultRedeemTTL
 	}
-	if c.TouchInterval <= 0 {
-		c.TouchInterval = d.TouchInterval
+	if c.TouchInterval == 0 {
+		c.TouchInterval = DefaultTouchInterval
 	}
-	if c.CacheTTL <= 0 {
-		c.CacheTTL = d.CacheTTL
+	if c.CacheTTL == 0 {
+		c.CacheTTL = DefaultCacheTTL
 	}
-	if c.CacheSize <= 0 {
-		c.CacheSize = d.CacheSize
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
 	}
-	return c
 }
 
 // Validate checks the section; errors name the field.

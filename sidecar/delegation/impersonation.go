@@ -63,7 +63,7 @@ func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption)
 	for _, o := range opts {
 		o(i)
 	}
-	i.cfg = i.cfg.withDefaults()
+	i.cfg.SetDefaults()
 	return i
 }
 

@@ -36,68 +36,57 @@ const (
 
 // PartnerConfig is the "partner" section of Deputy's configuration.
 type PartnerConfig struct {
-	// PendingExpiryDays is how long an access request waits for a decision.
-	PendingExpiryDays int `yaml:"pending_expiry_days"`
-	// MinGrantDays and MaxGrantDays bound the expiry a request may ask for.
-	MinGrantDays int `yaml:"min_grant_days"`
-	MaxGrantDays int `yaml:"max_grant_days"`
-	// MaxGrantUsers bounds the users named by one individual-scope request.
-	MaxGrantUsers int `yaml:"max_grant_users"`
-	// ExpiringWithinDays is when SweepExpiring announces a grant's end.
-	ExpiringWithinDays int `yaml:"expiring_within_days"`
-	// SweepInterval is how often RunSweeper looks for expiring grants.
-	SweepInterval time.Duration `yaml:"sweep_interval"`
-	// SubscriptionMinLevel is the level a subscription needs to count.
-	SubscriptionMinLevel sidecar.Level `yaml:"subscription_min_level"`
-	// OnBehalfOfHeader names the customer a request acts for.
-	OnBehalfOfHeader string `yaml:"on_behalf_of_header"`
-	// PathTemplate, when set, also names the customer in the path, e.g.
-	// "/customers/{customer}/". The header wins when both are present.
-	PathTemplate string `yaml:"path_template"`
+	PendingExpiryDays    int           `yaml:"pending_expiry_days" usage:"days an access request waits for the customer's decision"`
+	MinGrantDays         int           `yaml:"min_grant_days" usage:"shortest expiry, in days, an access request may ask for"`
+	MaxGrantDays         int           `yaml:"max_grant_days" usage:"longest expiry, in days, an access request may ask for"`
+	MaxGrantUsers        int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
+	ExpiringWithinDays   int           `yaml:"expiring_within_days" usage:"days before its end a grant is announced as expiring"`
+	SweepInterval        time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
+	SubscriptionMinLevel sidecar.Level `yaml:"subscription_min_level" usage:"level a partner subscription needs to count: cc, look, update, create, service_admin or full_admin"`
+	OnBehalfOfHeader     string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for"`
+	// The header wins when both name a customer.
+	PathTemplate string `yaml:"path_template" usage:"path naming the customer a partner acts for, e.g. /customers/{customer}/ (the header wins)"`
 }
 
 // PartnerDefaults returns the partner section with every default set.
 func PartnerDefaults() PartnerConfig {
-	return PartnerConfig{
-		PendingExpiryDays:    DefaultPendingExpiryDays,
-		MinGrantDays:         DefaultMinGrantDays,
-		MaxGrantDays:         DefaultMaxGrantDays,
-		MaxGrantUsers:        DefaultMaxGrantUsers,
-		ExpiringWithinDays:   DefaultExpiringWithinDays,
-		SubscriptionMinLevel: DefaultSubscriptionMinLevel,
-		OnBehalfOfHeader:     DefaultOnBehalfOfHeader,
-		SweepInterval:        DefaultSweepInterval,
-	}
+	var c PartnerConfig
+	c.SetDefaults()
+	return c
 }
 
-// WithDefaults fills zero fields with their defaults.
+// WithDefaults returns c with every unset field at its default.
 func (c PartnerConfig) WithDefaults() PartnerConfig {
-	d := PartnerDefaults()
+	c.SetDefaults()
+	return c
+}
+
+// SetDefaults fills every unset field with its default.
+func (c *PartnerConfig) SetDefaults() {
 	if c.PendingExpiryDays == 0 {
-		c.PendingExpiryDays = d.PendingExpiryDays
+		c.PendingExpiryDays = DefaultPendingExpiryDays
 	}
 	if c.MinGrantDays == 0 {
-		c.MinGrantDays = d.MinGrantDays
+		c.MinGrantDays = DefaultMinGrantDays
 	}
 	if c.MaxGrantDays == 0 {
-		c.MaxGrantDays = d.MaxGrantDays
+		c.MaxGrantDays = DefaultMaxGrantDays
 	}
 	if c.MaxGrantUsers == 0 {
-		c.MaxGrantUsers = d.MaxGrantUsers
+		c.MaxGrantUsers = DefaultMaxGrantUsers
 	}
 	if c.ExpiringWithinDays == 0 {
-		c.ExpiringWithinDays = d.ExpiringWithinDays
+		c.ExpiringWithinDays = DefaultExpiringWithinDays
 	}
 	if c.SubscriptionMinLevel == "" {
-		c.SubscriptionMinLevel = d.SubscriptionMinLevel
+		c.SubscriptionMinLevel = DefaultSubscriptionMinLevel
 	}
 	if c.OnBehalfOfHeader == "" {
-		c.OnBehalfOfHeader = d.OnBehalfOfHeader
+		c.OnBehalfOfHeader = DefaultOnBehalfOfHeader
 	}
 	if c.SweepInterval == 0 {
-		c.SweepInterval = d.SweepInterval
+		c.SweepInterval = DefaultSweepInterval
 	}
-	return c
 }
 
 // Validate checks the section; errors name the field.

@@ -27,52 +27,51 @@ const (
 
 // ResellerConfig is the "reseller" section of Deputy's configuration.
 type ResellerConfig struct {
-	AdminRoles         []string            `yaml:"admin_roles"`
-	LegacyRoles        []string            `yaml:"legacy_roles"`
-	RequiredPrivileges []string            `yaml:"required_privileges"`
-	RolePrivileges     map[string][]string `yaml:"role_privileges"`
-	// MaxImportRows and MaxImportBytes bound one bulk import.
-	MaxImportRows  int   `yaml:"max_import_rows"`
-	MaxImportBytes int64 `yaml:"max_import_bytes"`
+	AdminRoles         []string            `yaml:"admin_roles" usage:"roles that make a user reseller staff"`
+	LegacyRoles        []string            `yaml:"legacy_roles" usage:"legacy roles that also make a user reseller staff"`
+	RequiredPrivileges []string            `yaml:"required_privileges" usage:"privileges that together make a user reseller staff"`
+	RolePrivileges     map[string][]string `yaml:"role_privileges" usage:"privileges each custom role holds, by role name"`
+	MaxImportRows      int                 `yaml:"max_import_rows" usage:"rows one bulk assignment import may carry"`
+	MaxImportBytes     int64               `yaml:"max_import_bytes" usage:"bytes one bulk assignment import may carry (at most 64 MiB)"`
 }
 
 // ResellerDefaults returns the reseller section with every default set.
 func ResellerDefaults() ResellerConfig {
-	return ResellerConfig{
-		AdminRoles:         []string{"reseller_admin"},
-		LegacyRoles:        []string{"legacy_enterprise_support", "legacy_reseller_enterprise_support"},
-		RequiredPrivileges: []string{"access_support_cases", "view_customers"},
-		RolePrivileges: map[string][]string{
-			"reseller_support": {"view_customers", "access_support_cases"},
-			"reseller_viewer":  {"view_customers"},
-		},
-		MaxImportRows:  DefaultMaxImportRows,
-		MaxImportBytes: DefaultMaxImportBytes,
-	}
+	var c ResellerConfig
+	c.SetDefaults()
+	return c
 }
 
-// WithDefaults fills unset fields with their defaults.
+// WithDefaults returns c with every unset field at its default.
 func (c ResellerConfig) WithDefaults() ResellerConfig {
-	d := ResellerDefaults()
+	c.SetDefaults()
+	return c
+}
+
+// SetDefaults fills every unset field with its default. An empty list
+// given on purpose stays empty: only nil is unset.
+func (c *ResellerConfig) SetDefaults() {
 	if c.AdminRoles == nil {
-		c.AdminRoles = d.AdminRoles
+		c.AdminRoles = []string{"reseller_admin"}
 	}
 	if c.LegacyRoles == nil {
-		c.LegacyRoles = d.LegacyRoles
+		c.LegacyRoles = []string{"legacy_enterprise_support", "legacy_reseller_enterprise_support"}
 	}
 	if c.RequiredPrivileges == nil {
-		c.RequiredPrivileges = d.RequiredPrivileges
+		c.RequiredPrivileges = []string{"access_support_cases", "view_customers"}
 	}
 	if c.RolePrivileges == nil {
-		c.RolePrivileges = d.RolePrivileges
+		c.RolePrivileges = map[string][]string{
+			"reseller_support": {"view_customers", "access_support_cases"},
+			"reseller_viewer":  {"view_customers"},
+		}
 	}
 	if c.MaxImportRows == 0 {
-		c.MaxImportRows = d.MaxImportRows
+		c.MaxImportRows = DefaultMaxImportRows
 	}
 	if c.MaxImportBytes == 0 {
-		c.MaxImportBytes = d.MaxImportBytes
+		c.MaxImportBytes = DefaultMaxImportBytes
 	}
-	return c
 }
 
 // Validate checks the section; errors name the field.

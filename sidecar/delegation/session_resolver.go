@@ -81,7 +81,7 @@ func WithSessionObserver(o CacheObserver) SessionResolverOption {
 // NewSessionResolver returns a resolver on state with the impersonation
 // config section. Close stops its subscription.
 func NewSessionResolver(state SessionState, cfg ImpersonationConfig, opts ...SessionResolverOption) *SessionResolver {
-	cfg = cfg.withDefaults()
+	cfg.SetDefaults()
 	r := &SessionResolver{
 		state:      state,
 		cookie:     cfg.SessionCookie,

@@ -39,53 +39,49 @@ var allowedAlgorithms = map[string]bool{
 	"EdDSA": true,
 }
 
-// Config is the `identity` section.
+// Config is the `identity` section. The usage tags are the settings'
+// one-line descriptions (flag help and docs/configuration.md).
 type Config struct {
-	// Header carries the bearer token (lower case).
-	Header string `yaml:"header"`
-	// Issuers are the trusted token issuers, each with its own key set.
-	Issuers []IssuerConfig `yaml:"issuers"`
-	// Audiences accepted when an issuer names none; a token must carry at
-	// least one of them. Empty means the audience is not checked.
-	Audiences  []string      `yaml:"audiences"`
-	Algorithms []string      `yaml:"algorithms"`
-	Leeway     time.Duration `yaml:"leeway"`
-	// Claims maps Deputy's identity fields to claim names; dotted paths
-	// reach into nested objects (realm_access.roles).
-	Claims ClaimsConfig `yaml:"claims"`
+	Header     string         `yaml:"header" usage:"request header carrying the bearer token"`
+	Issuers    []IssuerConfig `yaml:"issuers" usage:"trusted token issuers, each with its own key set"`
+	Audiences  []string       `yaml:"audiences" usage:"audiences accepted when an issuer names none; a token must carry one of them (empty: not checked)"`
+	Algorithms []string       `yaml:"algorithms" usage:"accepted signature algorithms: RS*, PS*, ES*, EdDSA (none and HMAC are refused)"`
+	Leeway     time.Duration  `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m)"`
+	Claims     ClaimsConfig   `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
 	// RefreshInterval re-reads every key set; MinRefreshInterval bounds how
 	// often an unknown kid may trigger a fetch.
-	RefreshInterval    time.Duration `yaml:"refresh_interval"`
-	MinRefreshInterval time.Duration `yaml:"min_refresh_interval"`
-	FetchTimeout       time.Duration `yaml:"fetch_timeout"`
-	Dev                DevConfig     `yaml:"dev"`
+	RefreshInterval    time.Duration `yaml:"refresh_interval" usage:"how often every key set is fetched again"`
+	MinRefreshInterval time.Duration `yaml:"min_refresh_interval" usage:"least time between key set fetches triggered by an unknown kid"`
+	FetchTimeout       time.Duration `yaml:"fetch_timeout" usage:"time allowed for one key set fetch"`
+	Dev                DevConfig     `yaml:"dev" usage:"the dev issuer, whose tokens 'deputy dev token' mints"`
 }
 
 // IssuerConfig is one trusted issuer. Exactly one of JWKSFile and JWKSURL.
 type IssuerConfig struct {
-	Issuer    string        `yaml:"issuer"`
-	JWKSFile  string        `yaml:"jwks_file"`
-	JWKSURL   string        `yaml:"jwks_url"`
-	Audiences []string      `yaml:"audiences"` // overrides Config.Audiences
-	Claims    *ClaimsConfig `yaml:"claims"`    // overrides Config.Claims
+	Issuer    string        `yaml:"issuer" usage:"the iss claim this issuer's tokens carry"`
+	JWKSFile  string        `yaml:"jwks_file" usage:"JWKS file with the issuer's public keys"`
+	JWKSURL   string        `yaml:"jwks_url" usage:"JWKS URL with the issuer's public keys"`
+	Audiences []string      `yaml:"audiences" usage:"audiences accepted from this issuer (default identity.audiences)"`
+	Claims    *ClaimsConfig `yaml:"claims" usage:"claim names in this issuer's tokens (default identity.claims)"`
 }
 
-// ClaimsConfig names the claim each identity field is read from.
+// ClaimsConfig names the claim each identity field is read from; dotted
+// paths reach into nested objects (realm_access.roles).
 type ClaimsConfig struct {
-	Sub        string `yaml:"sub"`
-	Name       string `yaml:"name"`
-	Email      string `yaml:"email"`
-	Roles      string `yaml:"roles"`
-	Privileges string `yaml:"privileges"`
-	Org        string `yaml:"org"`
-	Domain     string `yaml:"domain"`
+	Sub        string `yaml:"sub" usage:"claim holding the subject"`
+	Name       string `yaml:"name" usage:"claim holding the display name"`
+	Email      string `yaml:"email" usage:"claim holding the email address"`
+	Roles      string `yaml:"roles" usage:"claim holding the roles"`
+	Privileges string `yaml:"privileges" usage:"claim holding the privileges"`
+	Org        string `yaml:"org" usage:"claim holding the organisation"`
+	Domain     string `yaml:"domain" usage:"claim holding the reseller domain signed in through"`
 }
 
 // DevConfig turns on the dev issuer: a local signing key that
 // `deputy dev token` mints tokens with.
 type DevConfig struct {
-	Enabled bool   `yaml:"enabled"`
-	KeyFile string `yaml:"key_file"`
+	Enabled bool   `yaml:"enabled" usage:"trust tokens from 'deputy dev token' (on in dev mode)"`
+	KeyFile string `yaml:"key_file" usage:"dev issuer signing key, generated when missing"`
 }
 
 // DefaultClaims maps every field to the claim of the same name.
@@ -97,11 +93,12 @@ func DefaultClaims() ClaimsConfig {
 // Defaults returns the configuration with every default filled in.
 func Defaults() Config {
 	var c Config
-	c.applyDefaults()
+	c.SetDefaults()
 	return c
 }
 
-func (c *Config) applyDefaults() {
+// SetDefaults fills every unset field with its default.
+func (c *Config) SetDefaults() {
 	if c.Header == "" {
 		c.Header = DefaultHeader
 	}
@@ -141,9 +138,8 @@ func (cc ClaimsConfig) withDefaults(d ClaimsConfig) ClaimsConfig {
 	}
 }
 
-// Validate fills defaults and reports the first invalid field.
+// Validate reports the first invalid field of a defaulted config.
 func (c *Config) Validate() error {
-	c.applyDefaults()
 	if strings.ContainsAny(c.Header, " :\t") {
 		return sidecar.Invalid("identity.header", "not a header name: %q", c.Header)
 	}

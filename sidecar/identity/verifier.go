@@ -124,6 +124,7 @@ func WithCacheSize(n int) Option { return func(v *Verifier, _ *options) { v.cach
 // New validates cfg and builds a Verifier. Key set files are read now, so a
 // malformed file fails start-up; URLs are fetched by Start.
 func New(cfg Config, opts ...Option) (*Verifier, error) {
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

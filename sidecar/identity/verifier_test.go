@@ -550,6 +550,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.SetDefaults()
 			err := tc.cfg.Validate()
 			if tc.field == "" {
 				if err != nil {

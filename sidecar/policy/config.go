@@ -4,7 +4,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/keys"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -22,22 +21,22 @@ const (
 // are checked before they serve. Exactly one of Paths, BundleFile and
 // BundleURL names the source.
 type Config struct {
-	Paths         []string      `yaml:"paths"`          // Rego and data files or directories
-	BundleFile    string        `yaml:"bundle_file"`    // a bundle .tar.gz or bundle directory
-	BundleURL     string        `yaml:"bundle_url"`     // a bundle server URL, polled with ETag
-	PollInterval  time.Duration `yaml:"poll_interval"`  // bundle server polling, or watching with Watch
-	BearerToken   string        `yaml:"bearer_token"`   // sent to the bundle server
-	PublicKey     string        `yaml:"public_key"`     // PEM or PEM file; bundles must then be signed by it
-	KeyAlgorithm  string        `yaml:"key_algorithm"`  // of PublicKey; ES256 by default
-	Scope         string        `yaml:"scope"`          // required signature scope, if any
-	Roots         []string      `yaml:"roots"`          // roots a bundle may claim; deputy and system by default
-	Watch         bool          `yaml:"watch"`          // reload Paths or BundleFile when they change
-	DecisionQuery string        `yaml:"decision_query"` // the check's query
-	DryRun        bool          `yaml:"dry_run"`        // evaluate and log, but always allow
+	Paths         []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set)"`
+	BundleFile    string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
+	BundleURL     string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag"`
+	PollInterval  time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
+	BearerToken   string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server"`
+	PublicKey     string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
+	KeyAlgorithm  string        `yaml:"key_algorithm" usage:"algorithm of public_key"`
+	Scope         string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
+	Roots         []string      `yaml:"roots" usage:"data roots a bundle may claim"`
+	Watch         bool          `yaml:"watch" usage:"reload paths or bundle_file when they change"`
+	DecisionQuery string        `yaml:"decision_query" usage:"the check's decision: data.a.b.c, or OPA-Envoy's a/b/c"`
+	DryRun        bool          `yaml:"dry_run" usage:"evaluate and log every decision, but allow every request"`
 }
 
-// Defaults fills the unset fields.
-func (c *Config) Defaults() {
+// SetDefaults fills the unset fields.
+func (c *Config) SetDefaults() {
 	if len(c.Paths) == 0 && c.BundleFile == "" && c.BundleURL == "" {
 		c.Paths = []string{DefaultPolicyPath}
 	}
@@ -55,6 +54,9 @@ func (c *Config) Defaults() {
 	}
 	if c.DecisionQuery == "" {
 		c.DecisionQuery = DefaultDecisionQuery
+	}
+	if ref, err := DecisionRef(c.DecisionQuery); err == nil {
+		c.DecisionQuery = ref // OPA-Envoy's a/b/c form, as data.a.b.c
 	}
 }
 
@@ -98,8 +100,10 @@ func (c *Config) Validate() error {
 			return sidecar.Invalid("policy.roots", "a root may not be empty (that would be the whole data tree)")
 		}
 	}
-	if _, err := ast.ParseRef(c.DecisionQuery); err != nil {
-		return sidecar.Invalid("policy.decision_query", "not a reference: %v", err)
+	if ref, err := DecisionRef(c.DecisionQuery); err != nil {
+		return err
+	} else if ref != c.DecisionQuery {
+		return sidecar.Invalid("policy.decision_query", "%q is not in its data.a.b.c form: SetDefaults was not called", c.DecisionQuery)
 	}
 	return nil
 }

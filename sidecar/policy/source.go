@@ -82,7 +82,7 @@ func OnAttempt(f func(Status, error)) SourceOption {
 // NewSource returns a source for cfg feeding engine. cfg is defaulted and
 // validated here.
 func NewSource(cfg Config, engine *Engine, opts ...SourceOption) (*Source, error) {
-	cfg.Defaults()
+	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

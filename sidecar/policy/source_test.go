@@ -391,7 +391,7 @@ func TestConfigValidate(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
-			cfg.Defaults()
+			cfg.SetDefaults()
 			err := cfg.Validate()
 			if tc.wantField == "" {
 				if err != nil {

@@ -29,34 +29,38 @@ const (
 // Config is the `redis` section. Redis is used when Addrs is set; the
 // embedded memory store otherwise.
 type Config struct {
-	// Addrs: one address for a single node; the Sentinel addresses with
-	// MasterName; seed nodes with Cluster.
-	Addrs      []string `yaml:"addrs"`
-	MasterName string   `yaml:"master_name"`
-	Cluster    bool     `yaml:"cluster"`
-	Username   string   `yaml:"username"`
-	Password   string   `yaml:"password"`
-	DB         int      `yaml:"db"`
+	Addrs      []string `yaml:"addrs" usage:"Redis addresses: one node; Sentinel addresses with master_name; seed nodes with cluster (empty: embedded store)"`
+	MasterName string   `yaml:"master_name" usage:"Sentinel master name"`
+	Cluster    bool     `yaml:"cluster" usage:"addrs are Redis Cluster seed nodes"`
+	Username   string   `yaml:"username" usage:"Redis ACL user name"`
+	Password   string   `yaml:"password" usage:"Redis password (prefer the environment variable)"`
+	DB         int      `yaml:"db" usage:"Redis database number (single node and Sentinel only)"`
 
-	TLS                   bool   `yaml:"tls"`
-	TLSCAFile             string `yaml:"tls_ca_file"`
-	TLSServerName         string `yaml:"tls_server_name"`
-	TLSInsecureSkipVerify bool   `yaml:"tls_insecure_skip_verify"`
+	TLS                   bool   `yaml:"tls" usage:"connect to Redis over TLS"`
+	TLSCAFile             string `yaml:"tls_ca_file" usage:"PEM CA bundle that verifies the Redis server (default: the system roots)"`
+	TLSServerName         string `yaml:"tls_server_name" usage:"server name expected in the Redis certificate (default: the host of the address)"`
+	TLSInsecureSkipVerify bool   `yaml:"tls_insecure_skip_verify" usage:"do not verify the Redis certificate (tests only)"`
 
-	DialTimeout  time.Duration `yaml:"dial_timeout"`
-	ReadTimeout  time.Duration `yaml:"read_timeout"`
-	WriteTimeout time.Duration `yaml:"write_timeout"`
-	PoolSize     int           `yaml:"pool_size"`   // 0: go-redis default (10 per CPU)
-	MaxRetries   int           `yaml:"max_retries"` // -1: none
+	DialTimeout  time.Duration `yaml:"dial_timeout" usage:"time allowed to connect to Redis"`
+	ReadTimeout  time.Duration `yaml:"read_timeout" usage:"time allowed for a Redis reply"`
+	WriteTimeout time.Duration `yaml:"write_timeout" usage:"time allowed to send a Redis command"`
+	PoolSize     int           `yaml:"pool_size" usage:"connections per Redis node (0: 10 per CPU)"`
+	MaxRetries   int           `yaml:"max_retries" usage:"retries of a failed Redis command (-1: none)"`
 
-	KeyPrefix    string        `yaml:"key_prefix"`
-	EventsMaxLen int64         `yaml:"events_maxlen"` // approximate (XADD MAXLEN ~)
-	AuditMaxLen  int64         `yaml:"audit_maxlen"`
-	Retention    time.Duration `yaml:"retention"` // ended sessions and decided requests
+	KeyPrefix    string        `yaml:"key_prefix" usage:"prefix of every Redis key Deputy writes"`
+	EventsMaxLen int64         `yaml:"events_maxlen" usage:"approximate length the events stream is trimmed to"`
+	AuditMaxLen  int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream is trimmed to"`
+	Retention    time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
 }
 
 // Defaults returns the config with every unset field at its default.
 func (c Config) Defaults() Config {
+	c.SetDefaults()
+	return c
+}
+
+// SetDefaults fills every unset field with its default.
+func (c *Config) SetDefaults() {
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = DefaultKeyPrefix
 	}
@@ -81,7 +85,6 @@ func (c Config) Defaults() Config {
 	if c.MaxRetries == 0 {
 		c.MaxRetries = DefaultMaxRetries
 	}
-	return c
 }
 
 // Enabled reports whether Redis is configured.

@@ -1,0 +1,473 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// setting is one documented leaf of Config: a flag, an environment
+// variable and a YAML key, or a YAML key only (lists of structs, maps).
+type setting struct {
+	path     string // YAML path, dotted; list items as issuers[].issuer
+	typ      reflect.Type
+	usage    string
+	def      string // the default as the user writes it; "" when none
+	index    []int  // field index from Config; nil for YAML-only items
+	yamlOnly bool
+	section  bool // a struct or list heading, documented but not set
+}
+
+// settings lists every setting of Config in declaration order, with the
+// defaults of def (a defaulted Config).
+func settings(def Config) []setting {
+	var out []setting
+	walkSettings(reflect.TypeOf(def), reflect.ValueOf(def), "", nil, false, &out)
+	return out
+}
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	timeType     = reflect.TypeOf(time.Time{})
+)
+
+func walkSettings(t reflect.Type, v reflect.Value, prefix string, index []int, yamlOnly bool, out *[]setting) {
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name := strings.Split(sf.Tag.Get("yaml"), ",")[0]
+		if !sf.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(sf.Name)
+		}
+		path := name
+		if prefix != "" {
+			path = prefix + "." + name
+		}
+		idx := append(slices.Clone(index), i)
+		var fv reflect.Value
+		if v.IsValid() {
+			fv = v.Field(i)
+		}
+		s := setting{path: path, typ: sf.Type, usage: sf.Tag.Get("usage"), index: idx, yamlOnly: yamlOnly}
+		ft := sf.Type
+		switch {
+		case ft.Kind() == reflect.Struct && ft != timeType:
+			s.section = true
+			*out = append(*out, s)
+			walkSettings(ft, fv, path, idx, yamlOnly, out)
+			continue
+		case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct:
+			s.section, s.yamlOnly, s.index = true, true, nil
+			*out = append(*out, s)
+			walkSettings(ft.Elem(), reflect.Value{}, path, nil, true, out)
+			continue
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			s.section, s.yamlOnly = true, true
+			*out = append(*out, s)
+			walkSettings(ft.Elem(), reflect.Value{}, path+"[]", nil, true, out)
+			continue
+		case ft.Kind() == reflect.Map:
+			s.yamlOnly = true
+		case flaggable(ft):
+		default:
+			continue
+		}
+		if s.yamlOnly {
+			s.index = nil
+		}
+		if d, ok := sf.Tag.Lookup("default"); ok {
+			s.def = d
+		} else if fv.IsValid() {
+			s.def = formatValue(fv)
+		}
+		*out = append(*out, s)
+	}
+}
+
+// flaggable reports whether a field of type t is set by one flag value.
+func flaggable(t reflect.Type) bool {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint32, reflect.Uint64, reflect.Float64:
+		return true
+	case reflect.Slice:
+		return t.Elem().Kind() == reflect.String
+	}
+	return false
+}
+
+// typeName is the type as a user writes it, in flag help and the docs.
+func typeName(t reflect.Type) string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == durationType:
+		return "duration"
+	case t.Kind() == reflect.String:
+		return "string"
+	case t.Kind() == reflect.Bool:
+		return "bool"
+	case t.Kind() == reflect.Float64:
+		return "number"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "int"
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return "list"
+	case t.Kind() == reflect.Slice:
+		return "strings"
+	case t.Kind() == reflect.Map:
+		return "map"
+	}
+	return t.Kind().String()
+}
+
+// formatValue prints a value as a user would write it: 5m rather than
+// 5m0s, lists comma-separated, maps as key=a,b pairs.
+func formatValue(v reflect.Value) string {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return ""
+		}
+		v = v.Elem()
+	}
+	switch {
+	case v.Type() == durationType:
+		return formatDuration(time.Duration(v.Int()))
+	case v.Kind() == reflect.Slice:
+		parts := make([]string, v.Len())
+		for i := range parts {
+			parts[i] = fmt.Sprint(v.Index(i).Interface())
+		}
+		return strings.Join(parts, ",")
+	case v.Kind() == reflect.Map:
+		keys := make([]string, 0, v.Len())
+		for _, k := range v.MapKeys() {
+			keys = append(keys, k.String())
+		}
+		slices.Sort(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + "=" + formatValue(v.MapIndex(reflect.ValueOf(k)))
+		}
+		return strings.Join(parts, "; ")
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+func formatDuration(d time.Duration) string {
+	if d == 0 {
+		return "0s"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func flagName(path string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(path)
+}
+
+func envName(path string) string {
+	return "DEPUTY_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(path))
+}
+
+// configLoader binds Config to flags and resolves file, env and flags.
+type configLoader struct {
+	flagged  Config // what the flags parse into
+	file     string
+	settings []setting
+	flags    *pflag.FlagSet
+}
+
+func newConfigLoader(fs *pflag.FlagSet) *configLoader {
+	l := &configLoader{flags: fs, settings: settings(defaultConfig())}
+	fs.StringVarP(&l.file, "config", "c", "", "YAML configuration file (env DEPUTY_CONFIG)")
+	root := reflect.ValueOf(&l.flagged).Elem()
+	for _, s := range l.settings {
+		if s.section || s.yamlOnly {
+			continue
+		}
+		f := fs.VarPF(&fieldValue{v: root.FieldByIndex(s.index)}, flagName(s.path), "", s.usage+" (env "+envName(s.path)+")")
+		f.DefValue = s.def
+		if s.def == "0s" || s.def == "0" || s.def == "false" {
+			f.DefValue = "" // pflag would print a zero default
+		}
+		if typeName(s.typ) == "bool" {
+			f.NoOptDefVal = "true"
+		}
+	}
+	return l
+}
+
+// fieldValue exposes a config field as a flag value. A repeated list flag
+// adds to the list; a list flag also takes comma-separated values.
+type fieldValue struct {
+	v   reflect.Value
+	set bool
+}
+
+func (f *fieldValue) String() string {
+	if f == nil || !f.v.IsValid() {
+		return ""
+	}
+	return formatValue(f.v)
+}
+
+func (f *fieldValue) Set(s string) error {
+	if f.set && f.v.Kind() == reflect.Slice {
+		before := f.v.Len()
+		old := reflect.AppendSlice(reflect.MakeSlice(f.v.Type(), 0, before), f.v)
+		if err := setValue(f.v, s); err != nil {
+			return err
+		}
+		f.v.Set(reflect.AppendSlice(old, f.v))
+		return nil
+	}
+	f.set = true
+	return setValue(f.v, s)
+}
+
+func (f *fieldValue) Type() string { return typeName(f.v.Type()) }
+
+// load applies the YAML file, then DEPUTY_* variables, then the flags given
+// on the command line, over an empty config; then fills the defaults and
+// validates, once. Errors name the setting's YAML path.
+func (l *configLoader) load() (*Config, error) {
+	var cfg Config
+	file := l.file
+	if file == "" {
+		file = os.Getenv("DEPUTY_CONFIG")
+	}
+	if file != "" {
+		if err := loadYAMLFile(file, &cfg); err != nil {
+			return nil, err
+		}
+	}
+	root := reflect.ValueOf(&cfg).Elem()
+	for _, s := range l.settings {
+		if s.section || s.yamlOnly {
+			continue
+		}
+		if v, ok := os.LookupEnv(envName(s.path)); ok {
+			if err := setValue(root.FieldByIndex(s.index), v); err != nil {
+				return nil, sidecar.Invalid(s.path, "from %s: %v", envName(s.path), err)
+			}
+		}
+	}
+	flagged := reflect.ValueOf(&l.flagged).Elem()
+	for _, s := range l.settings {
+		if s.section || s.yamlOnly {
+			continue
+		}
+		if f := l.flags.Lookup(flagName(s.path)); f != nil && f.Changed {
+			root.FieldByIndex(s.index).Set(flagged.FieldByIndex(s.index))
+		}
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// loadYAMLFile decodes file into cfg strictly: an unknown key, a key given
+// twice or a value of the wrong kind is an error naming the key's path.
+func loadYAMLFile(file string, cfg *Config) error {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return sidecar.Invalid("config", "read %s: %v", file, err)
+	}
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return sidecar.Invalid("config", "%s: %v", file, err)
+	}
+	return decodeYAML(&doc, reflect.ValueOf(cfg).Elem(), "", file)
+}
+
+func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
+	for n.Kind == yaml.DocumentNode || n.Kind == yaml.AliasNode {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		} else if len(n.Content) == 0 {
+			return nil
+		} else {
+			n = n.Content[0]
+		}
+	}
+	bad := func(format string, args ...any) error {
+		field := path
+		if field == "" {
+			field = "config"
+		}
+		return sidecar.Invalid(field, "%s (%s:%d)", fmt.Sprintf(format, args...), file, n.Line)
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // "key:" with nothing: left unset
+	}
+	t := v.Type()
+	switch {
+	case t.Kind() == reflect.Struct && t != timeType:
+		if n.Kind != yaml.MappingNode {
+			return bad("want keys and values")
+		}
+		fields := map[string]int{}
+		for i := 0; i < t.NumField(); i++ {
+			name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			if t.Field(i).IsExported() && name != "-" && name != "" {
+				fields[name] = i
+			}
+		}
+		return decodeMapping(n, path, file, func(key string, val *yaml.Node, p string) error {
+			i, ok := fields[key]
+			if !ok {
+				return sidecar.Invalid(p, "unknown key (%s:%d)", file, val.Line)
+			}
+			return decodeYAML(val, v.Field(i), p, file)
+		})
+	case t.Kind() == reflect.Pointer:
+		elem := reflect.New(t.Elem())
+		if err := decodeYAML(n, elem.Elem(), path, file); err != nil {
+			return err
+		}
+		v.Set(elem)
+		return nil
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return bad("want a list")
+		}
+		out := reflect.MakeSlice(t, 0, len(n.Content))
+		for i, item := range n.Content {
+			ev := reflect.New(t.Elem()).Elem()
+			if err := decodeYAML(item, ev, fmt.Sprintf("%s[%d]", path, i), file); err != nil {
+				return err
+			}
+			out = reflect.Append(out, ev)
+		}
+		v.Set(out)
+		return nil
+	case t.Kind() == reflect.Map && t.Key().Kind() == reflect.String:
+		if n.Kind != yaml.MappingNode {
+			return bad("want keys and values")
+		}
+		m := reflect.MakeMap(t)
+		err := decodeMapping(n, path, file, func(key string, val *yaml.Node, p string) error {
+			ev := reflect.New(t.Elem()).Elem()
+			if err := decodeYAML(val, ev, p, file); err != nil {
+				return err
+			}
+			m.SetMapIndex(reflect.ValueOf(key).Convert(t.Key()), ev)
+			return nil
+		})
+		v.Set(m)
+		return err
+	}
+	if n.Kind != yaml.ScalarNode {
+		return bad("want a single %s", typeName(t))
+	}
+	if err := setValue(v, n.Value); err != nil {
+		return bad("%v", err)
+	}
+	return nil
+}
+
+// decodeMapping calls f for each key of a mapping node, refusing a key
+// given twice: with two values, which one counts is a guess.
+func decodeMapping(n *yaml.Node, path, file string, f func(key string, val *yaml.Node, path string) error) error {
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		p := k.Value
+		if path != "" {
+			p = path + "." + k.Value
+		}
+		if seen[k.Value] {
+			return sidecar.Invalid(p, "set twice (%s:%d)", file, k.Line)
+		}
+		seen[k.Value] = true
+		if err := f(k.Value, val, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setValue parses s, as written in an environment variable, a flag or a
+// YAML scalar, into f.
+func setValue(f reflect.Value, s string) error {
+	switch {
+	case f.Kind() == reflect.Pointer:
+		elem := reflect.New(f.Type().Elem())
+		if err := setValue(elem.Elem(), s); err != nil {
+			return err
+		}
+		f.Set(elem)
+	case f.Type() == durationType:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("not a duration (like 30s, 5m, 1h): %q", s)
+		}
+		f.SetInt(int64(d))
+	case f.Kind() == reflect.String:
+		f.SetString(s)
+	case f.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("not a boolean (true or false): %q", s)
+		}
+		f.SetBool(b)
+	case f.CanInt():
+		n, err := strconv.ParseInt(s, 10, f.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", s)
+		}
+		f.SetInt(n)
+	case f.CanUint():
+		n, err := strconv.ParseUint(s, 10, f.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("not a non-negative integer: %q", s)
+		}
+		f.SetUint(n)
+	case f.CanFloat():
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("not a number: %q", s)
+		}
+		f.SetFloat(n)
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+		out := reflect.MakeSlice(f.Type(), 0, 4)
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = reflect.Append(out, reflect.ValueOf(part).Convert(f.Type().Elem()))
+			}
+		}
+		f.Set(out)
+	default:
+		return fmt.Errorf("unsupported type %s", f.Type())
+	}
+	return nil
+}
