@@ -61,9 +61,10 @@ func freeAddr(t *testing.T) string {
 // process runs a command until the test ends, keeping its output for
 // failure messages.
 type process struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
+	name   string
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{} // closed when the process has exited
 }
 
 type syncBuffer struct {
@@ -94,15 +95,15 @@ func start(t *testing.T, name string, env []string, dir string, args ...string) 
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(exited) }()
+	p.exited = make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Signal(os.Interrupt)
 		select {
-		case <-exited:
+		case <-p.exited:
 		case <-time.After(10 * time.Second):
 			_ = p.cmd.Process.Kill()
-			<-exited
+			<-p.exited
 		}
 		if t.Failed() {
 			t.Logf("--- %s output:\n%s", name, p.out.String())
