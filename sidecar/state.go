@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -22,8 +23,10 @@ import (
 //     stream ids (events, audit).
 //   - Writes that change what the check path reads publish the matching
 //     invalidation key on the store's Invalidator from inside the store
-//     method, so every replica's cache drops the entry: SetSessionToken and
-//     EndSession → SessionKey(token hash); SetConsent → ConsentKey;
+//     method, so every replica's cache drops the entry: RedeemSession and
+//     EndSession → SessionKey(token hash); SetConsent → ConsentKey and the
+//     SessionKey of every session it ended; StartSession → the SessionKey
+//     of every session it replaced;
 //     PutCustomer, DeleteCustomer → CustomerKey; PutGrant, RevokeGrant →
 //     GrantKey; PutShare, DeleteShare → ShareKey; PutAssignment(s),
 //     DeleteAssignment → AssignmentKey. Widening writes publish too, so a
@@ -71,6 +74,7 @@ type Customer struct {
 	DefaultStoreView string    `json:"default_store_view,omitempty"`
 	StoreViews       []string  `json:"store_views,omitempty"` // allowed store views
 	Protected        bool      `json:"protected,omitempty"`   // cannot be impersonated (e.g. staff accounts)
+	Roles            []string  `json:"roles,omitempty"`       // as the storefront syncs them; policy's protected_roles apply
 	UpdatedAt        time.Time `json:"updated_at,omitzero"`
 }
 
@@ -104,6 +108,12 @@ func (c *Consent) Granted(now time.Time) bool {
 	return c != nil && c.Allowed && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
 }
 
+// Covers reports whether the consent, at now, allows the session for the
+// rest of its life: granted, and not ending before the session does.
+func (c *Consent) Covers(s *Session, now time.Time) bool {
+	return c.Granted(now) && (c.ExpiresAt.IsZero() || !s.ExpiresAt.After(c.ExpiresAt))
+}
+
 // Reasons an impersonation session ended.
 const (
 	EndEnded            = "ended"
@@ -111,28 +121,32 @@ const (
 	EndIdle             = "idle"
 	EndReplaced         = "replaced"
 	EndConsentWithdrawn = "consent_withdrawn"
+	EndConsentExpired   = "consent_expired"
 	EndRevoked          = "revoked"
 )
 
 // Session is one impersonation session. The cookie token is never stored:
 // only its SHA-256 hash (hex), set when the redeem link is used.
 type Session struct {
-	ID           string        `json:"id"`
-	TokenHash    string        `json:"token_hash,omitempty"`
-	Actor        string        `json:"actor"`
-	ActorName    string        `json:"actor_name,omitempty"`
-	Customer     string        `json:"customer"`
-	CustomerName string        `json:"customer_name,omitempty"`
-	StoreView    string        `json:"store_view,omitempty"`
-	Reason       string        `json:"reason,omitempty"`
-	Ticket       string        `json:"ticket,omitempty"`
-	StartedAt    time.Time     `json:"started_at"`
-	ExpiresAt    time.Time     `json:"expires_at"`             // min(start+max session, staff token expiry)
-	IdleTimeout  time.Duration `json:"idle_timeout,omitempty"` // zero: none
-	LastSeen     time.Time     `json:"last_seen,omitzero"`
-	EndedAt      time.Time     `json:"ended_at,omitzero"`
-	EndedBy      string        `json:"ended_by,omitempty"`
-	EndReason    string        `json:"end_reason,omitempty"`
+	ID           string    `json:"id"`
+	TokenHash    string    `json:"token_hash,omitempty"`
+	Actor        string    `json:"actor"`
+	ActorName    string    `json:"actor_name,omitempty"`
+	Customer     string    `json:"customer"`
+	CustomerName string    `json:"customer_name,omitempty"`
+	StoreView    string    `json:"store_view,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Ticket       string    `json:"ticket,omitempty"`
+	StartedAt    time.Time `json:"started_at"`
+	ExpiresAt    time.Time `json:"expires_at"` // min(start+max session, staff token expiry, consent expiry)
+	// ConsentExpiresAt is the expiry of the consent the session started
+	// under (zero: none); reaching it ends the session as consent_expired.
+	ConsentExpiresAt time.Time     `json:"consent_expires_at,omitzero"`
+	IdleTimeout      time.Duration `json:"idle_timeout,omitempty"` // zero: none
+	LastSeen         time.Time     `json:"last_seen,omitzero"`
+	EndedAt          time.Time     `json:"ended_at,omitzero"`
+	EndedBy          string        `json:"ended_by,omitempty"`
+	EndReason        string        `json:"end_reason,omitempty"`
 }
 
 // Live reports whether the session may be used at now: not ended, not
@@ -146,6 +160,9 @@ func (s *Session) EndState(now time.Time) string {
 	case !s.EndedAt.IsZero():
 		return s.EndReason
 	case !now.Before(s.ExpiresAt):
+		if !s.ConsentExpiresAt.IsZero() && !s.ConsentExpiresAt.After(s.ExpiresAt) {
+			return EndConsentExpired
+		}
 		return EndExpired
 	case s.IdleTimeout > 0 && !now.Before(s.lastActive().Add(s.IdleTimeout)):
 		return EndIdle
@@ -158,6 +175,46 @@ func (s *Session) lastActive() time.Time {
 		return s.LastSeen
 	}
 	return s.StartedAt
+}
+
+// SessionStart is a session to begin together with its redeem code, and
+// the rules that must still hold at the instant it is stored.
+type SessionStart struct {
+	Session        *Session
+	CodeHash       string    // the single-use redeem code, hashed
+	CodeExpiresAt  time.Time //
+	ProtectedRoles []string  // policy data's protected_roles
+	// ProtectedCustomers is policy data's protected_customers.
+	ProtectedCustomers []string
+	// ReplaceLive ends the actor's other live sessions (EndReplaced) in
+	// the same step: one live session per staff member.
+	ReplaceLive bool
+}
+
+// Check is the start rule, applied by the stores inside their atomic step
+// to the customer, consent and staff mark as they are at that instant
+// (policy judged the same facts earlier; this closes the window between).
+// A session whose expiry no longer matches the consent is ECONFLICT: the
+// caller reads again and retries.
+func (st *SessionStart) Check(now time.Time, c *Customer, consent *Consent, staff bool) error {
+	s := st.Session
+	switch {
+	case s == nil || s.ID == "" || s.Actor == "" || s.Customer == "":
+		return Invalid("session", "id, actor and customer are required")
+	case st.CodeHash == "":
+		return Invalid("code_hash", "redeem code hash is required")
+	case c == nil:
+		return &Error{Code: ENOTFOUND, Field: "customer_id", Message: "customer not found"}
+	case c.Protected || staff || slices.Contains(st.ProtectedCustomers, c.ID) || slices.ContainsFunc(c.Roles, func(r string) bool {
+		return slices.Contains(st.ProtectedRoles, r)
+	}):
+		return Errorf(EFORBIDDEN, "customer_protected")
+	case !consent.Granted(now):
+		return Errorf(EFORBIDDEN, "consent_required")
+	case !consent.ExpiresAt.Equal(s.ConsentExpiresAt) || !consent.Covers(s, now):
+		return Errorf(ECONFLICT, "consent changed while the session was starting")
+	}
+	return nil
 }
 
 // Partner grant scopes.
@@ -371,12 +428,18 @@ type CustomerStore interface {
 	PutCustomer(ctx context.Context, c *Customer) error
 	GetCustomer(ctx context.Context, id string) (*Customer, error)
 	DeleteCustomer(ctx context.Context, id string) error
+	// MarkStaff records that subject acted as staff; a subject so marked
+	// can never be impersonated (SessionStart.Check).
+	MarkStaff(ctx context.Context, subject string) error
 }
 
 // ConsentStore keeps each customer's consent and its history.
 type ConsentStore interface {
-	// SetConsent replaces the customer's consent and appends it to history.
-	SetConsent(ctx context.Context, c *Consent) error
+	// SetConsent replaces the customer's consent, appends it to history
+	// and, in the same atomic step, ends (EndConsentWithdrawn, by c.SetBy)
+	// every live session of the customer the new consent does not cover
+	// (Consent.Covers); it returns those sessions.
+	SetConsent(ctx context.Context, c *Consent) ([]Session, error)
 	// GetConsent returns the current consent; ENOTFOUND when never set or
 	// past its expiry.
 	GetConsent(ctx context.Context, customer string) (*Consent, error)
@@ -387,13 +450,20 @@ type ConsentStore interface {
 // SessionStore keeps impersonation sessions, retained after they end (for
 // the session log) for the store's session retention, and redeem codes.
 type SessionStore interface {
-	// CreateSession stores a new session; ECONFLICT if the id exists.
-	CreateSession(ctx context.Context, s *Session) error
+	// StartSession stores st.Session and its redeem code in one atomic
+	// step, provided st.Check passes on the customer, consent and staff
+	// mark as stored at that instant; with st.ReplaceLive the actor's
+	// other live sessions end (EndReplaced) in the same step and are
+	// returned. ECONFLICT if the id or the code hash exists.
+	StartSession(ctx context.Context, st SessionStart) ([]Session, error)
 	// GetSession returns the session by id, live or not.
 	GetSession(ctx context.Context, id string) (*Session, error)
-	// SetSessionToken attaches the cookie token's hash; ECONFLICT if the
-	// session already has one, or is no longer live.
-	SetSessionToken(ctx context.Context, id, tokenHash string) error
+	// RedeemSession takes the single-use redeem code and attaches the
+	// cookie token's hash to its session, in one atomic step: of
+	// concurrent redeemers exactly one succeeds. ENOTFOUND when the code
+	// is unknown, used or expired; ECONFLICT when the session already has
+	// a token or is no longer live (the code is used up either way).
+	RedeemSession(ctx context.Context, codeHash, tokenHash string) (*Session, error)
 	// SessionByToken returns the session whose token hashes to tokenHash,
 	// live or not (callers check Live); ENOTFOUND for unknown hashes.
 	SessionByToken(ctx context.Context, tokenHash string) (*Session, error)
@@ -404,13 +474,6 @@ type SessionStore interface {
 	EndSession(ctx context.Context, id, by, reason string, at time.Time) (*Session, error)
 	// ListSessions returns one page of sessions, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, string, error)
-
-	// PutRedeemCode stores a single-use code (by hash) for a session.
-	PutRedeemCode(ctx context.Context, codeHash, sessionID string, expiresAt time.Time) error
-	// TakeRedeemCode returns the session id and deletes the code, atomically:
-	// of concurrent takers exactly one succeeds. ENOTFOUND when unknown,
-	// used or expired.
-	TakeRedeemCode(ctx context.Context, codeHash string) (string, error)
 }
 
 // PartnerStore keeps partner access requests and grants.

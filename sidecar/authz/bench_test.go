@@ -17,6 +17,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // storefrontRequest is what Envoy sends for a browser page view: 15 headers.
@@ -138,8 +139,9 @@ func BenchmarkCheckDelegated(b *testing.B) {
 		if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9", Name: "Zoë Customer", DefaultStoreView: "en"}); err != nil {
 			b.Fatal(err)
 		}
-		if err := store.CreateSession(ctx, &sidecar.Session{ID: "imp_1", TokenHash: delegation.HashSecret(token), Actor: "staff-1",
-			Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1",
+			Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour)},
+			delegation.HashSecret(token)); err != nil {
 			b.Fatal(err)
 		}
 		p, _ := delegatedPipeline(b, store)

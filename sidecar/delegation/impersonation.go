@@ -156,7 +156,10 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		return nil, nil, sidecar.Invalid("expires_at", "must be in the future")
 	}
 	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
-	if err := i.store.SetConsent(ctx, c); err != nil {
+	// The store ends the sessions the new consent no longer covers in the
+	// same atomic step: no fault can leave a live session without consent.
+	ended, err := i.store.SetConsent(ctx, c)
+	if err != nil {
 		return nil, nil, err
 	}
 	data := map[string]string{"allowed": boolStr(c.Allowed), "set_by": by.Subject}
@@ -165,13 +168,8 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	}
 	i.event(ctx, sidecar.EventConsentChanged, ch.Customer, by.Subject, data)
 	i.audit(ctx, by, "consent.set", ch.Customer, ch.Customer, data)
-	var ended []sidecar.Session
-	if !c.Allowed {
-		var err error
-		ended, err = i.endAll(ctx, sidecar.SessionFilter{Customer: ch.Customer, LiveOnly: true}, by.Subject, sidecar.EndConsentWithdrawn)
-		if err != nil {
-			return c, ended, err
-		}
+	for k := range ended {
+		i.ended(ctx, by, &ended[k])
 	}
 	return c, ended, nil
 }
@@ -211,8 +209,13 @@ type Started struct {
 	Replaced  []sidecar.Session
 }
 
+// startAttempts bounds how often Start reads the facts again when the
+// consent changed between reading it and storing the session.
+const startAttempts = 3
+
 // Start begins a session for staff on the customer, once policy has judged
-// the facts: customer profile, consent, store view, reason.
+// the facts: customer profile, consent, store view, reason. The store
+// applies the same rules again in the atomic step that stores the session.
 func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req StartRequest, authorize Authorize) (*Started, error) {
 	if err := checkID("customer_id", req.Customer); err != nil {
 		return nil, err
@@ -232,6 +235,15 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 	if err != nil {
 		return nil, err
 	}
+	for attempt := 1; ; attempt++ {
+		st, err := i.start(ctx, staff, req, authorize, sw)
+		if sidecar.ErrorCode(err) != sidecar.ECONFLICT || attempt == startAttempts {
+			return st, err
+		}
+	}
+}
+
+func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req StartRequest, authorize Authorize, sw Switches) (*Started, error) {
 	now := i.clock()
 	cust, err := i.store.GetCustomer(ctx, req.Customer)
 	if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
@@ -255,17 +267,14 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 	if cust == nil { // policy allowed an unknown customer: still nobody to act as
 		return nil, &sidecar.Error{Code: sidecar.ENOTFOUND, Field: "customer_id", Message: "customer not found"}
 	}
+	// Policy let this subject start a session, so it is staff: from now on
+	// its own customer account (same subject) cannot be impersonated.
+	if err := i.store.MarkStaff(ctx, staff.Subject); err != nil {
+		return nil, err
+	}
 	view := req.StoreView
 	if view == "" {
 		view = cust.DefaultStoreView
-	}
-
-	var replaced []sidecar.Session
-	if sw.OneSessionPerStaff {
-		replaced, err = i.endAll(ctx, sidecar.SessionFilter{Actor: staff.Subject, LiveOnly: true}, staff.Subject, sidecar.EndReplaced)
-		if err != nil {
-			return nil, err
-		}
 	}
 
 	// The session ends with the first of: max_session, the staff member's
@@ -274,35 +283,48 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 	if !staff.ExpiresAt.IsZero() && staff.ExpiresAt.Before(expires) {
 		expires = staff.ExpiresAt
 	}
-	if consent.Granted(now) && !consent.ExpiresAt.IsZero() && consent.ExpiresAt.Before(expires) {
-		expires = consent.ExpiresAt
+	var consentUntil time.Time
+	if consent.Granted(now) {
+		consentUntil = consent.ExpiresAt
+	}
+	if !consentUntil.IsZero() && consentUntil.Before(expires) {
+		expires = consentUntil
 	}
 	if !expires.After(now) {
 		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "staff token expires now")
 	}
 	s := &sidecar.Session{
-		ID:           "imp_" + randomHex(16),
-		Actor:        staff.Subject,
-		ActorName:    staff.Name,
-		Customer:     cust.ID,
-		CustomerName: cust.Name,
-		StoreView:    view,
-		Reason:       req.Reason,
-		Ticket:       req.Ticket,
-		StartedAt:    now,
-		ExpiresAt:    expires,
-		IdleTimeout:  sw.IdleTimeout,
-	}
-	if err := i.store.CreateSession(ctx, s); err != nil {
-		return nil, err
+		ID:               "imp_" + randomHex(16),
+		Actor:            staff.Subject,
+		ActorName:        staff.Name,
+		Customer:         cust.ID,
+		CustomerName:     cust.Name,
+		StoreView:        view,
+		Reason:           req.Reason,
+		Ticket:           req.Ticket,
+		StartedAt:        now,
+		ExpiresAt:        expires,
+		ConsentExpiresAt: consentUntil,
+		IdleTimeout:      sw.IdleTimeout,
 	}
 	code := randomToken()
 	until := now.Add(i.cfg.RedeemTTL)
 	if until.After(expires) {
 		until = expires
 	}
-	if err := i.store.PutRedeemCode(ctx, HashSecret(code), s.ID, until); err != nil {
+	replaced, err := i.store.StartSession(ctx, sidecar.SessionStart{
+		Session:            s,
+		CodeHash:           HashSecret(code),
+		CodeExpiresAt:      until,
+		ProtectedRoles:     sw.ProtectedRoles,
+		ProtectedCustomers: sw.ProtectedCustomers,
+		ReplaceLive:        sw.OneSessionPerStaff,
+	})
+	if err != nil {
 		return nil, err
+	}
+	for k := range replaced {
+		i.ended(ctx, staff, &replaced[k])
 	}
 	data := sessionData(s)
 	i.event(ctx, sidecar.EventImpersonationStarted, s.Customer, s.Actor, data)
@@ -361,25 +383,15 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect string) (*Red
 	if !sw.Enabled {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "impersonation_disabled")
 	}
-	id, err := i.store.TakeRedeemCode(ctx, HashSecret(code))
-	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "redeem code unknown, already used or expired")
-	}
-	if err != nil {
-		return nil, err
-	}
-	s, err := i.store.GetSession(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if st := s.EndState(i.clock()); st != "" {
-		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "session_%s", st)
-	}
 	token := randomToken()
-	if err := i.store.SetSessionToken(ctx, s.ID, HashSecret(token)); err != nil {
-		if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
-			return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "session already redeemed or ended")
-		}
+	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token))
+	switch sidecar.ErrorCode(err) {
+	case "":
+	case sidecar.ENOTFOUND:
+		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "redeem code unknown, already used or expired")
+	case sidecar.ECONFLICT: // redeemed already, or ended (session_<state>)
+		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "%s", sidecar.ErrorMessage(err))
+	default:
 		return nil, err
 	}
 	i.audit(ctx, &sidecar.Identity{Subject: s.Actor}, "impersonation.redeem", s.Customer, s.ID, nil)
@@ -467,29 +479,6 @@ func sessionFromAudit(e sidecar.AuditEntry) sidecar.Session {
 	}
 	s.ExpiresAt, _ = time.Parse(time.RFC3339, e.Data["expires_at"])
 	return s
-}
-
-func (i *Impersonation) endAll(ctx context.Context, f sidecar.SessionFilter, by, reason string) ([]sidecar.Session, error) {
-	var out []sidecar.Session
-	f.Limit = sidecar.MaxPageLimit
-	for {
-		page, next, err := i.store.ListSessions(ctx, f)
-		if err != nil {
-			return out, err
-		}
-		for _, s := range page {
-			ended, err := i.store.EndSession(ctx, s.ID, by, reason, i.clock())
-			if err != nil {
-				return out, err
-			}
-			i.ended(ctx, &sidecar.Identity{Subject: by}, ended)
-			out = append(out, *ended)
-		}
-		if next == "" {
-			return out, nil
-		}
-		f.Cursor = next
-	}
 }
 
 func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *sidecar.Session) {

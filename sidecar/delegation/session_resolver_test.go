@@ -10,6 +10,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 func fieldOf(err error) string {
@@ -54,11 +55,8 @@ func newResolverFixture(tb testing.TB) *resolverFixture {
 	ctx := context.Background()
 	s := &sidecar.Session{ID: "imp_1", Actor: "alice", ActorName: "Alice", Customer: "c42", CustomerName: "Chloé",
 		StoreView: "fr", Reason: "cart", Ticket: "SR-1", StartedAt: f.clock(), ExpiresAt: f.clock().Add(time.Hour), IdleTimeout: 15 * time.Minute}
-	if err := f.state.CreateSession(ctx, s); err != nil {
-		tb.Fatal(err)
-	}
 	f.cookie = strings.Repeat("k", 43)
-	if err := f.state.SetSessionToken(ctx, s.ID, delegation.HashSecret(f.cookie)); err != nil {
+	if err := storetest.StartRedeemed(ctx, f.state, s, delegation.HashSecret(f.cookie)); err != nil {
 		tb.Fatal(err)
 	}
 	f.r = delegation.NewSessionResolver(f.state, delegation.ImpersonationConfig{}, delegation.WithSessionClock(f.clock))

@@ -28,6 +28,8 @@ type Switches struct {
 	IdleTimeout        time.Duration
 	OneSessionPerStaff bool
 	DisablePageCache   bool
+	ProtectedRoles     []string // accounts holding one cannot be impersonated
+	ProtectedCustomers []string // accounts that cannot be impersonated
 }
 
 // ReadSwitches reads data.deputy.impersonation. Missing keys take the
@@ -75,6 +77,26 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 	boolean("disable_page_cache", &s.DisablePageCache)
 	duration("max_session", &s.MaxSession)
 	duration("idle_timeout", &s.IdleTimeout)
+	strings := func(key string, dst *[]string) {
+		v, ok := imp[key]
+		if !ok {
+			return
+		}
+		list, isList := v.([]any)
+		for _, e := range list {
+			str, isStr := e.(string)
+			if !isStr {
+				isList = false
+				break
+			}
+			*dst = append(*dst, str)
+		}
+		if !isList && err == nil {
+			err = fmt.Errorf("data.deputy.impersonation.%s: want a list of strings, got %s", key, show(v))
+		}
+	}
+	strings("protected_roles", &s.ProtectedRoles)
+	strings("protected_customers", &s.ProtectedCustomers)
 	if v, ok := imp["store_view_selection"].(string); ok {
 		s.StoreViewSelection = v
 	}

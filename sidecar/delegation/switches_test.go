@@ -1,6 +1,7 @@
 package delegation_test
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -20,11 +21,15 @@ func TestReadSwitches(t *testing.T) {
 		{"no policy data: shipped defaults", nil, delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
 			IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true}, false},
 		{"security team's changes", imp(map[string]any{"enabled": false, "store_view_selection": "manual", "require_reason": true,
-			"max_session": "30m", "idle_timeout": "0s", "one_session_per_staff": false, "disable_page_cache": false}),
-			delegation.Switches{StoreViewSelection: "manual", RequireReason: true, MaxSession: 30 * time.Minute}, false},
+			"max_session": "30m", "idle_timeout": "0s", "one_session_per_staff": false, "disable_page_cache": false,
+			"protected_roles": []any{"staff", "vip"}, "protected_customers": []any{"c1"}}),
+			delegation.Switches{StoreViewSelection: "manual", RequireReason: true, MaxSession: 30 * time.Minute,
+				ProtectedRoles: []string{"staff", "vip"}, ProtectedCustomers: []string{"c1"}}, false},
 		{"malformed duration", imp(map[string]any{"max_session": "an hour"}), delegation.Switches{}, true},
 		{"number for a duration", imp(map[string]any{"idle_timeout": 900}), delegation.Switches{}, true},
 		{"string for a boolean", imp(map[string]any{"enabled": "yes"}), delegation.Switches{}, true},
+		{"protected roles not a list", imp(map[string]any{"protected_roles": "staff"}), delegation.Switches{}, true},
+		{"protected role not a string", imp(map[string]any{"protected_roles": []any{"staff", 7}}), delegation.Switches{}, true},
 		{"zero max session", imp(map[string]any{"max_session": "0s"}), delegation.Switches{}, true},
 	}
 	for _, tc := range cases {
@@ -36,7 +41,7 @@ func TestReadSwitches(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
 			}
 		})

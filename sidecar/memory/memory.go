@@ -55,6 +55,7 @@ type Store struct {
 
 	mu         sync.RWMutex
 	customers  map[string]*sidecar.Customer
+	staff      map[string]bool // subjects that acted as staff
 	consent    map[string]*sidecar.Consent
 	history    map[string][]sidecar.Consent // oldest first
 	sessions   map[string]*sidecar.Session
@@ -92,6 +93,7 @@ func New(opts ...Option) *Store {
 		eventsMax: DefaultEventsMaxLen,
 		auditMax:  DefaultAuditMaxLen,
 		customers: map[string]*sidecar.Customer{},
+		staff:     map[string]bool{},
 		consent:   map[string]*sidecar.Consent{},
 		history:   map[string][]sidecar.Consent{},
 		sessions:  map[string]*sidecar.Session{},
@@ -163,6 +165,7 @@ func (s *Store) PutCustomer(_ context.Context, c *sidecar.Customer) error {
 	}
 	cp := *c
 	cp.StoreViews = slices.Clone(c.StoreViews)
+	cp.Roles = slices.Clone(c.Roles)
 	s.mu.Lock()
 	s.customers[c.ID] = &cp
 	s.mu.Unlock()
@@ -179,7 +182,18 @@ func (s *Store) GetCustomer(_ context.Context, id string) (*sidecar.Customer, er
 	}
 	cp := *c
 	cp.StoreViews = slices.Clone(c.StoreViews)
+	cp.Roles = slices.Clone(c.Roles)
 	return &cp, nil
+}
+
+func (s *Store) MarkStaff(_ context.Context, subject string) error {
+	if subject == "" {
+		return sidecar.Invalid("subject", "subject is required")
+	}
+	s.mu.Lock()
+	s.staff[subject] = true
+	s.mu.Unlock()
+	return nil
 }
 
 func (s *Store) DeleteCustomer(_ context.Context, id string) error {
@@ -196,9 +210,9 @@ func (s *Store) DeleteCustomer(_ context.Context, id string) error {
 
 // ---- consent ---------------------------------------------------------------
 
-func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) error {
+func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Session, error) {
 	if c.Customer == "" {
-		return sidecar.Invalid("customer", "customer is required")
+		return nil, sidecar.Invalid("customer", "customer is required")
 	}
 	cp := *c
 	s.mu.Lock()
@@ -208,9 +222,34 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) error {
 		h = slices.Clone(h[len(h)-DefaultConsentMaxLen:])
 	}
 	s.history[c.Customer] = h
+	now := s.now()
+	ended := s.endLive(func(ss *sidecar.Session) bool {
+		return ss.Customer == c.Customer && !cp.Covers(ss, now)
+	}, c.SetBy, sidecar.EndConsentWithdrawn, now)
 	s.mu.Unlock()
 	s.publish(sidecar.ConsentKey(c.Customer))
-	return nil
+	s.publishEnded(ended)
+	return ended, nil
+}
+
+// endLive ends every live session that match selects, with s.mu held.
+func (s *Store) endLive(match func(*sidecar.Session) bool, by, reason string, at time.Time) []sidecar.Session {
+	var out []sidecar.Session
+	for _, ss := range s.sessions {
+		if ss.Live(at) && match(ss) {
+			ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+			out = append(out, *ss)
+		}
+	}
+	return out
+}
+
+func (s *Store) publishEnded(ended []sidecar.Session) {
+	for _, ss := range ended {
+		if ss.TokenHash != "" {
+			s.publish(sidecar.SessionKey(ss.TokenHash))
+		}
+	}
 }
 
 func (s *Store) GetConsent(_ context.Context, customer string) (*sidecar.Consent, error) {
@@ -283,25 +322,51 @@ func removeSorted(list []string, k string) []string {
 
 func cloneSession(ss *sidecar.Session) *sidecar.Session { cp := *ss; return &cp }
 
-func (s *Store) CreateSession(_ context.Context, ss *sidecar.Session) error {
-	if ss.ID == "" {
-		return sidecar.Invalid("id", "session id is required")
-	}
+func (s *Store) StartSession(_ context.Context, st sidecar.SessionStart) ([]sidecar.Session, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	now := s.now()
 	s.pruneSessions()
-	if _, ok := s.sessions[ss.ID]; ok {
-		return sidecar.Errorf(sidecar.ECONFLICT, "session %s exists", ss.ID)
+	var consent *sidecar.Consent
+	if st.Session != nil {
+		consent = s.consent[st.Session.Customer]
 	}
-	if ss.TokenHash != "" {
-		if _, ok := s.tokens[ss.TokenHash]; ok {
-			return sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
+	var cust *sidecar.Customer
+	if st.Session != nil {
+		cust = s.customers[st.Session.Customer]
+	}
+	err := st.Check(now, cust, consent, cust != nil && s.staff[cust.ID])
+	if err == nil {
+		_, idTaken := s.sessions[st.Session.ID]
+		c, codeTaken := s.redeem[st.CodeHash]
+		switch {
+		case idTaken:
+			err = sidecar.Errorf(sidecar.ECONFLICT, "session %s exists", st.Session.ID)
+		case codeTaken && now.Before(c.expires):
+			err = sidecar.Errorf(sidecar.ECONFLICT, "redeem code in use")
+		case st.Session.TokenHash != "":
+			err = sidecar.Invalid("token_hash", "a new session has no token until redeemed")
 		}
-		s.tokens[ss.TokenHash] = ss.ID
 	}
-	s.sessions[ss.ID] = cloneSession(ss)
-	s.sessionLog = insertSorted(s.sessionLog, logKey(ss.StartedAt, ss.ID))
-	return nil
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	var replaced []sidecar.Session
+	if st.ReplaceLive {
+		replaced = s.endLive(func(ss *sidecar.Session) bool { return ss.Actor == st.Session.Actor },
+			st.Session.Actor, sidecar.EndReplaced, now)
+	}
+	for h, c := range s.redeem {
+		if !now.Before(c.expires) {
+			delete(s.redeem, h)
+		}
+	}
+	s.redeem[st.CodeHash] = redeemCode{session: st.Session.ID, expires: st.CodeExpiresAt}
+	s.sessions[st.Session.ID] = cloneSession(st.Session)
+	s.sessionLog = insertSorted(s.sessionLog, logKey(st.Session.StartedAt, st.Session.ID))
+	s.mu.Unlock()
+	s.publishEnded(replaced)
+	return replaced, nil
 }
 
 // pruneSessions forgets sessions that ended (or expired) longer than the
@@ -338,35 +403,38 @@ func (s *Store) GetSession(_ context.Context, id string) (*sidecar.Session, erro
 	return cloneSession(ss), nil
 }
 
-func (s *Store) SetSessionToken(_ context.Context, id, tokenHash string) error {
+func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash string) (*sidecar.Session, error) {
 	if tokenHash == "" {
-		return sidecar.Invalid("token_hash", "token hash is required")
+		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
-	if err := s.setSessionToken(id, tokenHash); err != nil {
-		return err
-	}
-	s.publish(sidecar.SessionKey(tokenHash))
-	return nil
-}
-
-func (s *Store) setSessionToken(id, tokenHash string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	ss, ok := s.sessions[id]
+	now := s.now()
+	c, ok := s.redeem[codeHash]
+	delete(s.redeem, codeHash)
+	ss := s.sessions[c.session]
+	var err error
 	switch {
-	case !ok:
-		return notFound("session")
+	case !ok || !now.Before(c.expires) || ss == nil:
+		err = notFound("redeem code")
 	case ss.TokenHash != "":
-		return sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
-	case !ss.Live(s.now()):
-		return sidecar.Errorf(sidecar.ECONFLICT, "session is %s", ss.EndState(s.now()))
+		err = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
+	case !ss.Live(now):
+		err = sidecar.Errorf(sidecar.ECONFLICT, "session_%s", ss.EndState(now))
+	default:
+		if _, taken := s.tokens[tokenHash]; taken {
+			err = sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
+		}
 	}
-	if _, taken := s.tokens[tokenHash]; taken {
-		return sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
 	}
 	ss.TokenHash = tokenHash
-	s.tokens[tokenHash] = id
-	return nil
+	s.tokens[tokenHash] = ss.ID
+	out := cloneSession(ss)
+	s.mu.Unlock()
+	s.publish(sidecar.SessionKey(tokenHash))
+	return out, nil
 }
 
 func (s *Store) SessionByToken(_ context.Context, tokenHash string) (*sidecar.Session, error) {
@@ -441,36 +509,6 @@ func (s *Store) ListSessions(_ context.Context, f sidecar.SessionFilter) ([]side
 		next = s.sessionLog[i+1]
 	}
 	return out, next, nil
-}
-
-func (s *Store) PutRedeemCode(_ context.Context, codeHash, sessionID string, expiresAt time.Time) error {
-	if codeHash == "" {
-		return sidecar.Invalid("code_hash", "code hash is required")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	for h, c := range s.redeem {
-		if !now.Before(c.expires) {
-			delete(s.redeem, h)
-		}
-	}
-	if _, ok := s.redeem[codeHash]; ok {
-		return sidecar.Errorf(sidecar.ECONFLICT, "redeem code in use")
-	}
-	s.redeem[codeHash] = redeemCode{session: sessionID, expires: expiresAt}
-	return nil
-}
-
-func (s *Store) TakeRedeemCode(_ context.Context, codeHash string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.redeem[codeHash]
-	delete(s.redeem, codeHash)
-	if !ok || !s.now().Before(c.expires) {
-		return "", notFound("redeem code")
-	}
-	return c.session, nil
 }
 
 // ---- partner requests and grants --------------------------------------------

@@ -56,10 +56,18 @@ func TestEndedSessionsAreForgottenAfterRetention(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock(storetest.Epoch)
 	s := memory.New(memory.WithClock(clock.Now), memory.WithRetention(24*time.Hour))
+	if err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetConsent(ctx, &sidecar.Consent{Customer: "c", Allowed: true, SetBy: "c", SetAt: clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	start := func(id string) {
 		t.Helper()
 		now := clock.Now()
-		if err := s.CreateSession(ctx, &sidecar.Session{ID: id, Actor: "a", Customer: "c", StartedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		_, err := s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code-" + id, CodeExpiresAt: now.Add(30 * time.Second),
+			Session: &sidecar.Session{ID: id, Actor: "a", Customer: "c", StartedAt: now, ExpiresAt: now.Add(time.Hour)}})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}

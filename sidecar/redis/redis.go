@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -309,12 +310,20 @@ func (s *Store) dispatch(key string) {
 }
 
 // watch runs an optimistic transaction on keys (one slot), retrying when
-// another writer got there first.
+// another writer got there first, after a short random pause so that
+// writers contending for the same keys spread out instead of colliding
+// again.
 func (s *Store) watch(ctx context.Context, fn func(*goredis.Tx) error, keys ...string) error {
-	for range 20 {
+	for attempt := range 50 {
 		err := s.c.Watch(ctx, fn, keys...)
 		if !errors.Is(err, goredis.TxFailedErr) {
 			return err
+		}
+		pause := time.Duration(rand.Int64N(int64(time.Millisecond) * int64(min(attempt+1, 10))))
+		select {
+		case <-ctx.Done():
+			return unavailable(ctx.Err())
+		case <-time.After(pause):
 		}
 	}
 	return sidecar.Errorf(sidecar.ECONFLICT, "too many concurrent updates, retry")
@@ -326,7 +335,7 @@ func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer) error {
 	if c.ID == "" {
 		return sidecar.Invalid("id", "customer id is required")
 	}
-	if err := s.c.Set(ctx, s.cust(c.ID, "customer"), encode(c), 0).Err(); err != nil {
+	if err := s.c.Set(ctx, s.customerKey(c.ID), encode(c), 0).Err(); err != nil {
 		return unavailable(err)
 	}
 	s.publish(ctx, sidecar.CustomerKey(c.ID))
@@ -334,7 +343,7 @@ func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer) error {
 }
 
 func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, error) {
-	raw, err := s.c.Get(ctx, s.cust(id, "customer")).Result()
+	raw, err := s.c.Get(ctx, s.customerKey(id)).Result()
 	if err != nil {
 		return nil, rerr(err, "customer")
 	}
@@ -342,7 +351,7 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, 
 }
 
 func (s *Store) DeleteCustomer(ctx context.Context, id string) error {
-	n, err := s.c.Del(ctx, s.cust(id, "customer")).Result()
+	n, err := s.c.Del(ctx, s.customerKey(id)).Result()
 	if err != nil {
 		return unavailable(err)
 	}
@@ -355,31 +364,62 @@ func (s *Store) DeleteCustomer(ctx context.Context, id string) error {
 
 // ---- consent ---------------------------------------------------------------
 
-func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) error {
+func (s *Store) MarkStaff(ctx context.Context, subject string) error {
+	if subject == "" {
+		return sidecar.Invalid("subject", "subject is required")
+	}
+	return rerr(s.c.SAdd(ctx, s.staffKey(), subject).Err(), "staff")
+}
+
+// ---- consent ---------------------------------------------------------------
+
+func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.Session, error) {
 	if c.Customer == "" {
-		return sidecar.Invalid("customer", "customer is required")
+		return nil, sidecar.Invalid("customer", "customer is required")
 	}
 	raw := encode(c)
 	var ttl time.Duration
 	if !c.ExpiresAt.IsZero() {
 		ttl = s.ttl(c.ExpiresAt)
 	}
-	hist := s.cust(c.Customer, "consent:history")
-	_, err := s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.Set(ctx, s.cust(c.Customer, "consent"), raw, ttl)
-		p.LPush(ctx, hist, raw)
-		p.LTrim(ctx, hist, 0, consentHistoryLen-1)
-		return nil
-	})
+	key, hist, live := s.consentKey(c.Customer), s.consentHistKey(c.Customer), s.liveCustomerKey(c.Customer)
+	var ended []sidecar.Session
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		ended = ended[:0]
+		now := s.now()
+		sessions, stale, err := s.liveSessions(ctx, tx, live, now)
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Set(ctx, key, raw, ttl)
+			p.LPush(ctx, hist, raw)
+			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
+			for _, ss := range sessions {
+				if c.Covers(ss, now) {
+					continue
+				}
+				ss.EndedAt, ss.EndedBy, ss.EndReason = now, c.SetBy, sidecar.EndConsentWithdrawn
+				s.writeEnded(ctx, p, ss)
+				ended = append(ended, *ss)
+			}
+			if len(stale) > 0 {
+				p.SRem(ctx, live, stale)
+			}
+			return nil
+		})
+		return err
+	}, key, live)
 	if err != nil {
-		return unavailable(err)
+		return nil, rerr(err, "consent")
 	}
 	s.publish(ctx, sidecar.ConsentKey(c.Customer))
-	return nil
+	s.publishEnded(ctx, ended)
+	return ended, nil
 }
 
 func (s *Store) GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error) {
-	raw, err := s.c.Get(ctx, s.cust(customer, "consent")).Result()
+	raw, err := s.c.Get(ctx, s.consentKey(customer)).Result()
 	if err != nil {
 		return nil, rerr(err, "consent")
 	}
@@ -403,7 +443,7 @@ func (s *Store) ConsentHistory(ctx context.Context, customer string, p sidecar.P
 		start = n
 	}
 	// One extra tells whether another page follows.
-	raws, err := s.c.LRange(ctx, s.cust(customer, "consent:history"), int64(start), int64(start+p.N())).Result()
+	raws, err := s.c.LRange(ctx, s.consentHistKey(customer), int64(start), int64(start+p.N())).Result()
 	if err != nil {
 		return nil, "", unavailable(err)
 	}

@@ -10,24 +10,55 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 )
 
-// Session keys:
+// Impersonation keys. Every key of Login as Customer — customer
+// profiles, consent, sessions, their pointers, redeem codes and indexes —
+// carries the one hash tag {imp}, so that a session start (customer not
+// protected, consent granted, the staff member's old session ended, the new
+// session and its redeem code stored) and a consent change (consent
+// replaced, the sessions it no longer covers ended) are each one
+// WATCH/MULTI/EXEC transaction on one slot, also in Redis Cluster. A
+// per-customer tag cannot do this: a start touches the staff member's old
+// session, which may belong to another customer, and the consent of the
+// new one. The price is that this state lives on one Cluster node; it is
+// small (profiles and consent per customer, a session per staff member and
+// retention) and, on the check path, read through the local cache.
 //
-//	{cust:C}:session:<id>  the record (JSON)
-//	{cust:C}:sessions      log index of C's sessions (sorted set, by start)
-//	{sid:<id>}             → C
-//	{tok:<hash>}           → [C, id]
-//	{actor:A}:sessions     log index of A's sessions
-//	sessions               log index of all sessions
-//	{code:<hash>}          redeem code → [session id, expiry]
+//	{imp}:customer:C     profile (JSON)
+//	{imp}:staff          set of subjects that acted as staff
+//	{imp}:consent:C      consent (JSON), TTL its expiry
+//	{imp}:consenthist:C  consent history (list, newest first)
+//	{imp}:sess:<id>      session record (JSON)
+//	{imp}:tok:<hash>     → session id
+//	{imp}:code:<hash>    redeem code → [session id, expiry]
+//	{imp}:live           set of possibly live session ids (for the sweep)
+//	{imp}:live:a:A       set of A's possibly live session ids
+//	{imp}:live:c:C       set of C's possibly live session ids
+//	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes
 //
 // Records and pointers live until the session ended plus the retention;
-// index members whose record is gone are skipped and dropped on read.
+// live sets are pruned of ended members in the transactions that read
+// them; index members whose record is gone are skipped and dropped on read.
 
-func (s *Store) sessionKey(customer, id string) string { return s.cust(customer, "session:"+id) }
-func (s *Store) sidKey(id string) string               { return s.tagged("sid", id, "") }
-func (s *Store) tokKey(hash string) string             { return s.tagged("tok", hash, "") }
-func (s *Store) codeKey(hash string) string            { return s.tagged("code", hash, "") }
-func (s *Store) globalSessions() string                { return s.prefix + ":sessions" }
+func (s *Store) imp(suffix string) string        { return s.prefix + ":{imp}:" + suffix }
+func (s *Store) customerKey(c string) string     { return s.imp("customer:" + c) }
+func (s *Store) staffKey() string                { return s.imp("staff") }
+func (s *Store) consentKey(c string) string      { return s.imp("consent:" + c) }
+func (s *Store) consentHistKey(c string) string  { return s.imp("consenthist:" + c) }
+func (s *Store) sessionKey(id string) string     { return s.imp("sess:" + id) }
+func (s *Store) tokKey(hash string) string       { return s.imp("tok:" + hash) }
+func (s *Store) codeKey(hash string) string      { return s.imp("code:" + hash) }
+func (s *Store) liveKey() string                 { return s.imp("live") }
+func (s *Store) liveActorKey(a string) string    { return s.imp("live:a:" + a) }
+func (s *Store) liveCustomerKey(c string) string { return s.imp("live:c:" + c) }
+func (s *Store) sessionLogKey(actor, customer string) string {
+	switch {
+	case customer != "":
+		return s.imp("slog:c:" + customer)
+	case actor != "":
+		return s.imp("slog:a:" + actor)
+	}
+	return s.imp("slog")
+}
 
 // forgetAt is when an ended or expired session may be dropped.
 func (s *Store) forgetAt(ss *sidecar.Session) time.Time {
@@ -38,117 +69,194 @@ func (s *Store) forgetAt(ss *sidecar.Session) time.Time {
 	return end.Add(s.cfg.Retention)
 }
 
-type tokenRef struct {
-	Customer string `json:"c"`
-	ID       string `json:"id"`
+// getRecord reads a JSON record inside a transaction; nil when absent.
+func getRecord[T any](ctx context.Context, tx *goredis.Tx, key string) (*T, error) {
+	raw, err := tx.Get(ctx, key).Result()
+	switch {
+	case errors.Is(err, goredis.Nil):
+		return nil, nil
+	case err != nil:
+		return nil, unavailable(err)
+	}
+	return decode[T](raw)
 }
 
-func (s *Store) CreateSession(ctx context.Context, ss *sidecar.Session) error {
-	switch {
-	case ss.ID == "":
-		return sidecar.Invalid("id", "session id is required")
-	case ss.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
+// liveSessions reads the members of a live set inside a transaction,
+// watching their records: the sessions still live at now, and the ids to
+// drop from the set.
+func (s *Store) liveSessions(ctx context.Context, tx *goredis.Tx, set string, now time.Time) (live []*sidecar.Session, stale []string, err error) {
+	ids, err := tx.SMembers(ctx, set).Result()
+	if err != nil || len(ids) == 0 {
+		return nil, nil, rerr(err, "sessions")
 	}
-	ttl := s.ttl(s.forgetAt(ss))
-	ok, err := s.c.SetNX(ctx, s.sidKey(ss.ID), ss.Customer, ttl).Result()
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.sessionKey(id)
+	}
+	if err := tx.Watch(ctx, keys...).Err(); err != nil {
+		return nil, nil, unavailable(err)
+	}
+	raws, err := tx.MGet(ctx, keys...).Result()
 	if err != nil {
-		return unavailable(err)
+		return nil, nil, unavailable(err)
 	}
-	if !ok {
-		return sidecar.Errorf(sidecar.ECONFLICT, "session %s exists", ss.ID)
+	for i, raw := range raws {
+		str, ok := raw.(string)
+		if !ok {
+			stale = append(stale, ids[i])
+			continue
+		}
+		ss, err := decode[sidecar.Session](str)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ss.Live(now) {
+			live = append(live, ss)
+		} else {
+			stale = append(stale, ids[i])
+		}
+	}
+	return live, stale, nil
+}
+
+// writeEnded queues the writes that end ss (already marked ended).
+func (s *Store) writeEnded(ctx context.Context, p goredis.Pipeliner, ss *sidecar.Session) {
+	ttl := s.ttl(s.forgetAt(ss))
+	p.Set(ctx, s.sessionKey(ss.ID), encode(ss), ttl)
+	p.SRem(ctx, s.liveKey(), ss.ID)
+	p.SRem(ctx, s.liveActorKey(ss.Actor), ss.ID)
+	p.SRem(ctx, s.liveCustomerKey(ss.Customer), ss.ID)
+	if ss.TokenHash != "" {
+		p.Expire(ctx, s.tokKey(ss.TokenHash), ttl)
+	}
+}
+
+// publishEnded evicts the ended sessions from every replica's cache.
+func (s *Store) publishEnded(ctx context.Context, ended []sidecar.Session) {
+	var keys []string
+	for _, ss := range ended {
+		if ss.TokenHash != "" {
+			keys = append(keys, sidecar.SessionKey(ss.TokenHash))
+		}
+	}
+	if len(keys) > 0 {
+		s.publish(ctx, keys...)
+	}
+}
+
+func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]sidecar.Session, error) {
+	ss := st.Session
+	if ss == nil || ss.ID == "" || ss.Customer == "" || ss.Actor == "" || st.CodeHash == "" {
+		return nil, st.Check(s.now(), nil, nil, false)
 	}
 	if ss.TokenHash != "" {
-		ok, err := s.c.SetNX(ctx, s.tokKey(ss.TokenHash), encode(tokenRef{ss.Customer, ss.ID}), ttl).Result()
+		return nil, sidecar.Invalid("token_hash", "a new session has no token until redeemed")
+	}
+	var replaced []sidecar.Session
+	key, code, liveActor := s.sessionKey(ss.ID), s.codeKey(st.CodeHash), s.liveActorKey(ss.Actor)
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		replaced = replaced[:0]
+		now := s.now()
+		cust, err := getRecord[sidecar.Customer](ctx, tx, s.customerKey(ss.Customer))
+		if err != nil {
+			return err
+		}
+		consent, err := getRecord[sidecar.Consent](ctx, tx, s.consentKey(ss.Customer))
+		if err != nil {
+			return err
+		}
+		staff, err := tx.SIsMember(ctx, s.staffKey(), ss.Customer).Result()
 		if err != nil {
 			return unavailable(err)
 		}
-		if !ok {
-			s.c.Del(ctx, s.sidKey(ss.ID))
-			return sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
+		if err := st.Check(now, cust, consent, staff); err != nil {
+			return err
 		}
-	}
-	member := logMember(ss.StartedAt, ss.ID, ss.Customer)
-	prune := logBound(s.now().Add(-2 * s.cfg.Retention))
-	_, err = s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.Set(ctx, s.sessionKey(ss.Customer, ss.ID), encode(ss), ttl)
-		p.ZAdd(ctx, s.cust(ss.Customer, "sessions"), goredis.Z{Member: member})
-		p.ZRemRangeByLex(ctx, s.cust(ss.Customer, "sessions"), "-", "("+prune)
-		return nil
-	})
+		if n, err := tx.Exists(ctx, key, code).Result(); err != nil {
+			return unavailable(err)
+		} else if n > 0 {
+			return sidecar.Errorf(sidecar.ECONFLICT, "session id or redeem code in use")
+		}
+		var old []*sidecar.Session
+		var stale []string
+		if st.ReplaceLive {
+			if old, stale, err = s.liveSessions(ctx, tx, liveActor, now); err != nil {
+				return err
+			}
+		}
+		ttl := s.ttl(s.forgetAt(ss))
+		member := logMember(ss.StartedAt, ss.ID, ss.Customer)
+		prune := "(" + logBound(now.Add(-2*s.cfg.Retention))
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, o := range old {
+				o.EndedAt, o.EndedBy, o.EndReason = now, ss.Actor, sidecar.EndReplaced
+				s.writeEnded(ctx, p, o)
+				replaced = append(replaced, *o)
+			}
+			if len(stale) > 0 {
+				p.SRem(ctx, liveActor, stale)
+			}
+			p.Set(ctx, key, encode(ss), ttl)
+			p.Set(ctx, code, encode(redeemRef{ss.ID, st.CodeExpiresAt}), s.ttl(st.CodeExpiresAt))
+			p.SAdd(ctx, s.liveKey(), ss.ID)
+			p.SAdd(ctx, liveActor, ss.ID)
+			p.SAdd(ctx, s.liveCustomerKey(ss.Customer), ss.ID)
+			for _, k := range []string{s.sessionLogKey("", ""), s.sessionLogKey(ss.Actor, ""), s.sessionLogKey("", ss.Customer)} {
+				p.ZAdd(ctx, k, goredis.Z{Member: member})
+				p.ZRemRangeByLex(ctx, k, "-", prune)
+			}
+			return nil
+		})
+		return err
+	}, key, code, liveActor, s.customerKey(ss.Customer), s.consentKey(ss.Customer), s.staffKey())
 	if err != nil {
-		return unavailable(err)
+		return nil, rerr(err, "session")
 	}
-	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, k := range []string{s.tagged("actor", ss.Actor, "sessions"), s.globalSessions()} {
-			p.ZAdd(ctx, k, goredis.Z{Member: member})
-			p.ZRemRangeByLex(ctx, k, "-", "("+prune)
-		}
-		return nil
-	})
-	return rerr(err, "session")
+	s.publishEnded(ctx, replaced)
+	return replaced, nil
 }
 
-// locate finds the customer a session id belongs to.
-func (s *Store) locate(ctx context.Context, id string) (string, error) {
-	c, err := s.c.Get(ctx, s.sidKey(id)).Result()
-	return c, rerr(err, "session")
-}
-
-func (s *Store) readSession(ctx context.Context, customer, id string) (*sidecar.Session, error) {
-	raw, err := s.c.Get(ctx, s.sessionKey(customer, id)).Result()
+func (s *Store) GetSession(ctx context.Context, id string) (*sidecar.Session, error) {
+	raw, err := s.c.Get(ctx, s.sessionKey(id)).Result()
 	if err != nil {
 		return nil, rerr(err, "session")
 	}
 	return decode[sidecar.Session](raw)
 }
 
-func (s *Store) GetSession(ctx context.Context, id string) (*sidecar.Session, error) {
-	c, err := s.locate(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return s.readSession(ctx, c, id)
-}
-
 func (s *Store) SessionByToken(ctx context.Context, tokenHash string) (*sidecar.Session, error) {
 	if tokenHash == "" {
 		return nil, notFound("session")
 	}
-	raw, err := s.c.Get(ctx, s.tokKey(tokenHash)).Result()
+	id, err := s.c.Get(ctx, s.tokKey(tokenHash)).Result()
 	if err != nil {
 		return nil, rerr(err, "session")
 	}
-	ref, err := decode[tokenRef](raw)
-	if err != nil {
-		return nil, err
-	}
-	return s.readSession(ctx, ref.Customer, ref.ID)
+	return s.GetSession(ctx, id)
 }
 
 // updateSession applies change to the session record atomically and
-// returns the result.
-func (s *Store) updateSession(ctx context.Context, id string, change func(*sidecar.Session) error) (*sidecar.Session, error) {
-	c, err := s.locate(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	key := s.sessionKey(c, id)
+// returns the result; more queues writes that go with it.
+func (s *Store) updateSession(ctx context.Context, id string, change func(*sidecar.Session) error,
+	more func(goredis.Pipeliner, *sidecar.Session)) (*sidecar.Session, error) {
+	key := s.sessionKey(id)
 	var out *sidecar.Session
-	err = s.watch(ctx, func(tx *goredis.Tx) error {
-		raw, err := tx.Get(ctx, key).Result()
-		if err != nil {
-			return rerr(err, "session")
-		}
-		ss, err := decode[sidecar.Session](raw)
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		ss, err := getRecord[sidecar.Session](ctx, tx, key)
 		if err != nil {
 			return err
+		}
+		if ss == nil {
+			return notFound("session")
 		}
 		if err := change(ss); err != nil {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, encode(ss), s.ttl(s.forgetAt(ss)))
+			if more != nil {
+				more(p, ss)
+			}
 			return nil
 		})
 		out = ss
@@ -162,47 +270,69 @@ func (s *Store) updateSession(ctx context.Context, id string, change func(*sidec
 
 var errUnchanged = errors.New("unchanged")
 
-func (s *Store) SetSessionToken(ctx context.Context, id, tokenHash string) error {
+func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash string) (*sidecar.Session, error) {
 	if tokenHash == "" {
-		return sidecar.Invalid("token_hash", "token hash is required")
+		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
-	c, err := s.locate(ctx, id)
-	if err != nil {
-		return err
+	if codeHash == "" {
+		return nil, notFound("redeem code")
 	}
-	cur, err := s.readSession(ctx, c, id)
-	if err != nil {
-		return err
-	}
-	if cur.TokenHash != "" {
-		return sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
-	}
-	// Claim the token pointer first: a hash collision or a second redeem
-	// racing this one loses here.
-	ok, err := s.c.SetNX(ctx, s.tokKey(tokenHash), encode(tokenRef{c, id}), s.ttl(s.forgetAt(cur))).Result()
-	if err != nil {
-		return unavailable(err)
-	}
-	if !ok {
-		return sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
-	}
-	_, err = s.updateSession(ctx, id, func(ss *sidecar.Session) error {
+	code, tok := s.codeKey(codeHash), s.tokKey(tokenHash)
+	var out *sidecar.Session
+	var refused error
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		refused = nil
+		ref, err := getRecord[redeemRef](ctx, tx, code)
+		if err != nil {
+			return err
+		}
+		if ref == nil {
+			return notFound("redeem code")
+		}
+		key := s.sessionKey(ref.Session)
+		if err := tx.Watch(ctx, key).Err(); err != nil {
+			return unavailable(err)
+		}
+		ss, err := getRecord[sidecar.Session](ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		taken, err := tx.Exists(ctx, tok).Result()
+		if err != nil {
+			return unavailable(err)
+		}
 		now := s.now()
 		switch {
+		case !now.Before(ref.Expires) || ss == nil:
+			refused = notFound("redeem code")
 		case ss.TokenHash != "":
-			return sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
+			refused = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
 		case !ss.Live(now):
-			return sidecar.Errorf(sidecar.ECONFLICT, "session is %s", ss.EndState(now))
+			refused = sidecar.Errorf(sidecar.ECONFLICT, "session_%s", ss.EndState(now))
+		case taken > 0:
+			refused = sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
 		}
-		ss.TokenHash = tokenHash
-		return nil
-	})
-	if err != nil {
-		s.c.Del(context.WithoutCancel(ctx), s.tokKey(tokenHash))
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Del(ctx, code) // used up, whatever the outcome
+			if refused == nil {
+				ss.TokenHash = tokenHash
+				ttl := s.ttl(s.forgetAt(ss))
+				p.Set(ctx, key, encode(ss), ttl)
+				p.Set(ctx, tok, ss.ID, ttl)
+			}
+			return nil
+		})
+		out = ss
 		return err
+	}, code, tok)
+	if err != nil {
+		return nil, rerr(err, "redeem code")
+	}
+	if refused != nil {
+		return nil, refused
 	}
 	s.publish(ctx, sidecar.SessionKey(tokenHash))
-	return nil
+	return out, nil
 }
 
 func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {
@@ -212,7 +342,7 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 		}
 		ss.LastSeen = at
 		return nil
-	})
+	}, nil)
 	if errors.Is(err, errUnchanged) {
 		return nil
 	}
@@ -220,60 +350,43 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 }
 
 func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {
-	var already bool
+	var already *sidecar.Session
 	ss, err := s.updateSession(ctx, id, func(ss *sidecar.Session) error {
 		if !ss.EndedAt.IsZero() {
-			already = true
+			already = ss
 			return errUnchanged
 		}
 		ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
 		return nil
-	})
-	if already {
-		return s.GetSession(ctx, id)
+	}, func(p goredis.Pipeliner, ss *sidecar.Session) { s.writeEnded(ctx, p, ss) })
+	if already != nil {
+		return already, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	// The pointers now expire with the record.
-	ttl := s.ttl(s.forgetAt(ss))
-	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		p.Expire(ctx, s.sidKey(id), ttl)
-		if ss.TokenHash != "" {
-			p.Expire(ctx, s.tokKey(ss.TokenHash), ttl)
-		}
-		return nil
-	})
-	if err != nil {
-		s.log.Warn("shorten session pointers", "session", id, "err", err)
-	}
-	if ss.TokenHash != "" {
-		s.publish(ctx, sidecar.SessionKey(ss.TokenHash))
-	}
+	s.publishEnded(ctx, []sidecar.Session{*ss})
 	return ss, nil
 }
 
 func (s *Store) ListSessions(ctx context.Context, f sidecar.SessionFilter) ([]sidecar.Session, string, error) {
-	index := s.globalSessions()
-	switch {
-	case f.Customer != "":
-		index = s.cust(f.Customer, "sessions")
-	case f.Actor != "":
-		index = s.tagged("actor", f.Actor, "sessions")
-	}
+	index := s.sessionLogKey(f.Actor, f.Customer)
 	now := s.now()
 	var out []sidecar.Session
 	next, err := s.scanIndex(ctx, index, f.Cursor, f.From, f.To, true, f.N(), func(members []string) (int, bool, error) {
 		keys := make([]string, len(members))
 		for i, m := range members {
-			id, c := splitMember(m)
-			keys[i] = s.sessionKey(c, id)
+			id, _ := splitMember(m)
+			keys[i] = s.sessionKey(id)
 		}
-		raws, err := s.getMany(ctx, keys)
+		// One MGET (the keys share {imp}): a snapshot, so a live list never
+		// mixes a session from before a start with one from after it.
+		vals, err := s.c.MGet(ctx, keys...).Result()
 		if err != nil {
-			return 0, false, err
+			return 0, false, unavailable(err)
 		}
-		for i, raw := range raws {
+		for i, v := range vals {
+			raw, _ := v.(string)
 			if raw == "" {
 				s.c.ZRem(ctx, index, members[i]) // forgotten session
 				continue
@@ -398,33 +511,4 @@ func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to ti
 type redeemRef struct {
 	Session string    `json:"s"`
 	Expires time.Time `json:"exp"`
-}
-
-func (s *Store) PutRedeemCode(ctx context.Context, codeHash, sessionID string, expiresAt time.Time) error {
-	if codeHash == "" {
-		return sidecar.Invalid("code_hash", "code hash is required")
-	}
-	ok, err := s.c.SetNX(ctx, s.codeKey(codeHash), encode(redeemRef{sessionID, expiresAt}), s.ttl(expiresAt)).Result()
-	if err != nil {
-		return unavailable(err)
-	}
-	if !ok {
-		return sidecar.Errorf(sidecar.ECONFLICT, "redeem code in use")
-	}
-	return nil
-}
-
-func (s *Store) TakeRedeemCode(ctx context.Context, codeHash string) (string, error) {
-	raw, err := s.c.GetDel(ctx, s.codeKey(codeHash)).Result()
-	if err != nil {
-		return "", rerr(err, "redeem code")
-	}
-	ref, err := decode[redeemRef](raw)
-	if err != nil {
-		return "", err
-	}
-	if !s.now().Before(ref.Expires) {
-		return "", notFound("redeem code")
-	}
-	return ref.Session, nil
 }

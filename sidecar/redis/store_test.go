@@ -2,7 +2,6 @@ package redis_test
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,7 +74,7 @@ func TestRedisDown(t *testing.T) {
 		{"grant_lookup", func() error { _, err := s.EffectiveGrants(ctx, "acme", "p1", "pat"); return err }},
 		{"write", func() error { return s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}) }},
 		{"append", func() error { return s.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventConsentChanged}) }},
-		{"redeem", func() error { _, err := s.TakeRedeemCode(ctx, "h"); return err }},
+		{"redeem", func() error { _, err := s.RedeemSession(ctx, "c", "h"); return err }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,9 +146,19 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(s.CreateSession(ctx, &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)}))
-	must(s.PutRedeemCode(ctx, "code", "s1", now.Add(30*time.Second)))
-	must(s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetAt: now, ExpiresAt: now.Add(2 * time.Hour)}))
+	must(s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}))
+	_, err = s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetAt: now, ExpiresAt: now.Add(2 * time.Hour)})
+	must(err)
+	_, err = s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code", CodeExpiresAt: now.Add(30 * time.Second),
+		Session: &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour),
+			ConsentExpiresAt: now.Add(2 * time.Hour)}})
+	must(err)
+	_, err = s.RedeemSession(ctx, "code", "tok")
+	must(err)
+	_, err = s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code2", CodeExpiresAt: now.Add(30 * time.Second),
+		Session: &sidecar.Session{ID: "s2", Actor: "bob", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour),
+			ConsentExpiresAt: now.Add(2 * time.Hour)}})
+	must(err)
 	must(s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(72 * time.Hour)}))
 	must(s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r1", Customer: "acme", PartnerOrg: "p1", CreatedAt: now,
 		Status: sidecar.RequestPending, PendingExpiresAt: now.Add(30 * 24 * time.Hour)}))
@@ -157,10 +166,10 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 		name, key string
 		want      time.Duration
 	}{
-		{"session_kept_for_retention_after_expiry", "ttl:{cust:acme}:session:s1", 25 * time.Hour},
-		{"session_pointer_likewise", "ttl:{sid:s1}", 25 * time.Hour},
-		{"redeem_code", "ttl:{code:code}", 30 * time.Second},
-		{"consent", "ttl:{cust:acme}:consent", 2 * time.Hour},
+		{"session_kept_for_retention_after_expiry", "ttl:{imp}:sess:s1", 25 * time.Hour},
+		{"session_pointer_likewise", "ttl:{imp}:tok:tok", 25 * time.Hour},
+		{"redeem_code", "ttl:{imp}:code:code2", 30 * time.Second},
+		{"consent", "ttl:{imp}:consent:acme", 2 * time.Hour},
 		{"grants_until_last_expiry", "ttl:{cust:acme}:grants", 72 * time.Hour},
 		{"pending_request_until_retention_after_expiry", "ttl:{req:r1}", 31 * 24 * time.Hour},
 	}
@@ -179,7 +188,7 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 	t.Run("ending_shortens_the_session", func(t *testing.T) {
 		_, err := s.EndSession(ctx, "s1", "alice", sidecar.EndEnded, now)
 		must(err)
-		for _, k := range []string{"ttl:{cust:acme}:session:s1", "ttl:{sid:s1}"} {
+		for _, k := range []string{"ttl:{imp}:sess:s1", "ttl:{imp}:tok:tok"} {
 			ttl, _ := c.PTTL(ctx, k).Result()
 			if ttl > 24*time.Hour || ttl < 23*time.Hour {
 				t.Fatalf("TTL of %s after end = %v, want about the retention", k, ttl)
@@ -188,7 +197,7 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 	})
 }
 
-func TestClusterKeysOfACustomerShareASlot(t *testing.T) {
+func TestClusterKeysThatChangeTogetherShareASlot(t *testing.T) {
 	ctx := context.Background()
 	cl := redistest.StartCluster(t, 3)
 	c := cl.Client(t)
@@ -199,41 +208,52 @@ func TestClusterKeysOfACustomerShareASlot(t *testing.T) {
 	defer s.Close()
 	now := time.Now()
 	_ = s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"})
-	_ = s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true})
-	_ = s.CreateSession(ctx, &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)})
-	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(time.Hour)})
-	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"})
-	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
-	var (
-		mu   sync.Mutex // ForEachMaster visits the masters concurrently
-		keys []string
-	)
-	err = c.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
-		ks, err := n.Keys(ctx, "deputy:{cust:acme}:*").Result()
-		mu.Lock()
-		keys = append(keys, ks...)
-		mu.Unlock()
-		return err
-	})
+	_, _ = s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true})
+	_, err = s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code", CodeExpiresAt: now.Add(30 * time.Second),
+		Session: &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) < 8 {
-		t.Fatalf("found only %v", keys)
-	}
-	slots := map[int64]bool{}
-	for _, k := range keys {
-		if !strings.HasPrefix(k, "deputy:{cust:acme}:") {
-			t.Fatalf("unexpected key %q", k)
-		}
-		slot, err := c.ClusterKeySlot(ctx, k).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		slots[slot] = true
-	}
-	if len(slots) != 1 {
-		t.Fatalf("customer keys spread over %d slots: %v", len(slots), keys)
+	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(time.Hour)})
+	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"})
+	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
+	for _, tc := range []struct {
+		name, pattern string
+		least         int
+	}{
+		{"a_customers_partner_and_reseller_state", "deputy:{cust:acme}:*", 4},
+		{"impersonation_state", "deputy:{imp}:*", 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				mu   sync.Mutex // ForEachMaster visits the masters concurrently
+				keys []string
+			)
+			err := c.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error {
+				ks, err := n.Keys(ctx, tc.pattern).Result()
+				mu.Lock()
+				keys = append(keys, ks...)
+				mu.Unlock()
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) < tc.least {
+				t.Fatalf("found only %v", keys)
+			}
+			slots := map[int64]bool{}
+			for _, k := range keys {
+				slot, err := c.ClusterKeySlot(ctx, k).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				slots[slot] = true
+			}
+			if len(slots) != 1 {
+				t.Fatalf("keys spread over %d slots: %v", len(slots), keys)
+			}
+		})
 	}
 }
 

@@ -71,6 +71,9 @@ func Run(t *testing.T, newStore NewStore) {
 		{"sessions", testSessions},
 		{"session_log", testSessionLog},
 		{"redeem_codes", testRedeemCodes},
+		{"start_rules", testStartRules},
+		{"consent_ends_sessions", testConsentEndsSessions},
+		{"impersonation_races", testImpersonationRaces},
 		{"access_requests", testRequests},
 		{"grants", testGrants},
 		{"shares", testShares},
@@ -160,7 +163,7 @@ func testConsent(t *testing.T, newEnv func(*testing.T) *env) {
 	t.Run("set_replace_and_history_newest_first", func(t *testing.T) {
 		e := newEnv(t)
 		for i, allowed := range []bool{true, false, true} {
-			must(t, e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: allowed,
+			mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: allowed,
 				SetBy: fmt.Sprintf("by%d", i), SetAt: e.now()}))
 			e.clock.Advance(time.Minute)
 		}
@@ -182,7 +185,7 @@ func testConsent(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 	t.Run("expired_consent_reads_as_absent", func(t *testing.T) {
 		e := newEnv(t)
-		must(t, e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1",
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1",
 			SetAt: e.now(), ExpiresAt: e.now().Add(time.Hour)}))
 		got, err := e.s.GetConsent(e.ctx, "c1")
 		must(t, err)
@@ -209,45 +212,52 @@ func newSession(e *env, id, actor, customer string) *sidecar.Session {
 }
 
 func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
-	t.Run("create_get_and_conflict", func(t *testing.T) {
+	t.Run("start_get_and_conflict", func(t *testing.T) {
 		e := newEnv(t)
 		s := newSession(e, "s1", "alice", "c1")
-		must(t, e.s.CreateSession(e.ctx, s))
+		must(t, begin(e, s))
 		got, err := e.s.GetSession(e.ctx, "s1")
 		must(t, err)
 		if got.Actor != "alice" || got.Customer != "c1" || got.Ticket != "T-1" || got.IdleTimeout != 15*time.Minute ||
 			!got.ExpiresAt.Equal(s.ExpiresAt) || !got.Live(e.now()) {
 			t.Fatalf("got %+v", got)
 		}
-		wantCode(t, e.s.CreateSession(e.ctx, s), sidecar.ECONFLICT)
+		wantCode(t, begin(e, s), sidecar.ECONFLICT)
 		_, err = e.s.GetSession(e.ctx, "nope")
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 	t.Run("token_attached_once_and_looked_up_by_hash", func(t *testing.T) {
 		e := newEnv(t)
-		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
 		_, err := e.s.SessionByToken(e.ctx, "h1")
 		wantCode(t, err, sidecar.ENOTFOUND)
-		must(t, e.s.SetSessionToken(e.ctx, "s1", "h1"))
-		wantCode(t, e.s.SetSessionToken(e.ctx, "s1", "h2"), sidecar.ECONFLICT)
-		got, err := e.s.SessionByToken(e.ctx, "h1")
+		got, err := redeem(e, "s1", "h1")
+		must(t, err)
+		if got.ID != "s1" || got.TokenHash != "h1" {
+			t.Fatalf("redeemed %+v", got)
+		}
+		_, err = redeem(e, "s1", "h2")
+		wantCode(t, err, sidecar.ENOTFOUND) // the code is used up
+		got, err = e.s.SessionByToken(e.ctx, "h1")
 		must(t, err)
 		if got.ID != "s1" || got.TokenHash != "h1" {
 			t.Fatalf("got %+v", got)
 		}
-		wantCode(t, e.s.SetSessionToken(e.ctx, "missing", "h3"), sidecar.ENOTFOUND)
 	})
 	t.Run("ended_session_cannot_be_redeemed", func(t *testing.T) {
 		e := newEnv(t)
-		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
 		_, err := e.s.EndSession(e.ctx, "s1", "alice", sidecar.EndEnded, e.now())
 		must(t, err)
-		wantCode(t, e.s.SetSessionToken(e.ctx, "s1", "h1"), sidecar.ECONFLICT)
+		_, err = redeem(e, "s1", "h1")
+		wantCode(t, err, sidecar.ECONFLICT)
+		_, err = redeem(e, "s1", "h1")
+		wantCode(t, err, sidecar.ENOTFOUND) // refused, and the code used up
 	})
 	t.Run("end_is_recorded_once", func(t *testing.T) {
 		e := newEnv(t)
-		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
-		must(t, e.s.SetSessionToken(e.ctx, "s1", "h1"))
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+		must(t, ignore(redeem(e, "s1", "h1")))
 		e.clock.Advance(time.Minute)
 		end := e.now()
 		got, err := e.s.EndSession(e.ctx, "s1", "bob", sidecar.EndRevoked, end)
@@ -271,7 +281,7 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 	t.Run("expiry_and_idle_timeout_follow_the_clock", func(t *testing.T) {
 		e := newEnv(t)
-		must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
 		e.clock.Advance(10 * time.Minute)
 		must(t, e.s.TouchSession(e.ctx, "s1", e.now()))
 		e.clock.Advance(10 * time.Minute) // 20 min since start, 10 since touch
@@ -285,7 +295,7 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		if got.EndState(e.now()) != sidecar.EndIdle {
 			t.Fatalf("state = %q, want idle", got.EndState(e.now()))
 		}
-		must(t, e.s.CreateSession(e.ctx, newSession(e, "s2", "bob", "c2")))
+		must(t, begin(e, newSession(e, "s2", "bob", "c2")))
 		for range 5 {
 			e.clock.Advance(12 * time.Minute)
 			must(t, e.s.TouchSession(e.ctx, "s2", e.now()))
@@ -313,7 +323,7 @@ func testSessionLog(t *testing.T, newEnv func(*testing.T) *env) {
 	times := map[string]time.Time{}
 	for _, st := range starts {
 		times[st.id] = e.now()
-		must(t, e.s.CreateSession(e.ctx, newSession(e, st.id, st.actor, st.customer)))
+		must(t, begin(e, newSession(e, st.id, st.actor, st.customer)))
 		e.clock.Advance(time.Minute)
 	}
 	_, err := e.s.EndSession(e.ctx, "s3", "alice", sidecar.EndReplaced, e.now())
@@ -376,46 +386,35 @@ func testSessionLog(t *testing.T, newEnv func(*testing.T) *env) {
 }
 
 func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
-	t.Run("taken_once", func(t *testing.T) {
-		e := newEnv(t)
-		must(t, e.s.PutRedeemCode(e.ctx, "code1", "s1", e.now().Add(30*time.Second)))
-		id, err := e.s.TakeRedeemCode(e.ctx, "code1")
-		must(t, err)
-		if id != "s1" {
-			t.Fatalf("session = %q", id)
-		}
-		_, err = e.s.TakeRedeemCode(e.ctx, "code1")
-		wantCode(t, err, sidecar.ENOTFOUND)
-	})
 	t.Run("late_code_refused", func(t *testing.T) {
 		e := newEnv(t)
-		must(t, e.s.PutRedeemCode(e.ctx, "code1", "s1", e.now().Add(30*time.Second)))
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
 		e.clock.Advance(30 * time.Second)
-		_, err := e.s.TakeRedeemCode(e.ctx, "code1")
+		_, err := redeem(e, "s1", "h1")
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 	t.Run("unknown_code_refused", func(t *testing.T) {
 		e := newEnv(t)
-		_, err := e.s.TakeRedeemCode(e.ctx, "nope")
+		_, err := e.s.RedeemSession(e.ctx, "nope", "h1")
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
-	t.Run("concurrent_takers_one_wins", func(t *testing.T) {
+	t.Run("concurrent_redeemers_one_wins", func(t *testing.T) {
 		e := newEnv(t)
-		must(t, e.s.PutRedeemCode(e.ctx, "code1", "s1", e.now().Add(30*time.Second)))
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
 		var wins atomic.Int32
 		var wg sync.WaitGroup
-		for range 8 {
+		for i := range 8 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := e.s.TakeRedeemCode(e.ctx, "code1"); err == nil {
+				if _, err := redeem(e, "s1", fmt.Sprintf("h%d", i)); err == nil {
 					wins.Add(1)
 				}
 			}()
 		}
 		wg.Wait()
 		if wins.Load() != 1 {
-			t.Fatalf("%d takers redeemed the code", wins.Load())
+			t.Fatalf("%d redeemers got the session", wins.Load())
 		}
 	})
 }
@@ -1041,8 +1040,8 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 	})
 	defer cancel()
-	must(t, e.s.CreateSession(e.ctx, newSession(e, "s1", "alice", "c1")))
-	must(t, e.s.SetSessionToken(e.ctx, "s1", "tok"))
+	must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+	must(t, ignore(redeem(e, "s1", "tok")))
 	must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "", sidecar.LevelLook, time.Hour)))
 	must(t, e.s.PutAssignment(e.ctx, &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d"}))
 	must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"}))
@@ -1053,14 +1052,16 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 		key   string
 	}{
 		{"session_redeemed", func() error {
-			if err := e.s.CreateSession(e.ctx, newSession(e, "s2", "bob", "c2")); err != nil {
+			if err := begin(e, newSession(e, "s2", "bob", "c2")); err != nil {
 				return err
 			}
-			return e.s.SetSessionToken(e.ctx, "s2", "tok2")
+			_, err := redeem(e, "s2", "tok2")
+			return err
 		}, sidecar.SessionKey("tok2")},
 		{"session_end", func() error { _, err := e.s.EndSession(e.ctx, "s1", "a", sidecar.EndEnded, e.now()); return err }, sidecar.SessionKey("tok")},
 		{"consent_withdrawn", func() error {
-			return e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: false, SetBy: "c1", SetAt: e.now()})
+			_, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: false, SetBy: "c1", SetAt: e.now()})
+			return err
 		}, sidecar.ConsentKey("c1")},
 		{"grant_revoked", func() error { _, err := e.s.RevokeGrant(e.ctx, "acme", "g1"); return err }, sidecar.GrantKey("acme")},
 		{"grant_replaced", func() error {

@@ -1,0 +1,362 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// codeOf is the redeem code hash begin gives session id.
+func codeOf(id string) string { return "code-" + id }
+
+// begin starts s with StartSession after putting a profile and a consent
+// in place when the customer has none; its redeem code is codeOf(s.ID).
+func begin(e *env, s *sidecar.Session) error {
+	if _, err := e.s.GetCustomer(e.ctx, s.Customer); sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		if err := e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: s.Customer}); err != nil {
+			return err
+		}
+	}
+	if c, err := e.s.GetConsent(e.ctx, s.Customer); !c.Granted(e.now()) || err != nil {
+		if _, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: s.Customer, Allowed: true, SetBy: s.Customer, SetAt: e.now()}); err != nil {
+			return err
+		}
+	}
+	_, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: s, CodeHash: codeOf(s.ID), CodeExpiresAt: e.now().Add(30 * time.Second)})
+	return err
+}
+
+// redeem uses the redeem code begin gave session id, with token hash h.
+func redeem(e *env, id, h string) (*sidecar.Session, error) {
+	return e.s.RedeemSession(e.ctx, codeOf(id), h)
+}
+
+func ignore[T any](_ T, err error) error { return err }
+
+// mustEnd fails on the error of a call that also returns ended sessions.
+func mustEnd(t *testing.T) func([]sidecar.Session, error) {
+	return func(_ []sidecar.Session, err error) {
+		t.Helper()
+		must(t, err)
+	}
+}
+
+func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
+	allowed := func(e *env, c string) *sidecar.Consent {
+		return &sidecar.Consent{Customer: c, Allowed: true, SetBy: c, SetAt: e.now()}
+	}
+	cases := []struct {
+		name    string
+		setup   func(e *env)
+		start   func(st *sidecar.SessionStart)
+		code    string
+		message string
+	}{
+		{"unknown_customer", func(e *env) {}, nil, sidecar.ENOTFOUND, ""},
+		{"protected_profile", func(e *env) {
+			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Protected: true}))
+			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
+		}, nil, sidecar.EFORBIDDEN, "customer_protected"},
+		{"protected_role", func(e *env) {
+			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Roles: []string{"shopper", "admin"}}))
+			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
+		}, func(st *sidecar.SessionStart) { st.ProtectedRoles = []string{"staff", "admin"} }, sidecar.EFORBIDDEN, "customer_protected"},
+		{"protected_customer_in_data", func(e *env) {
+			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
+		}, func(st *sidecar.SessionStart) { st.ProtectedCustomers = []string{"c1"} }, sidecar.EFORBIDDEN, "customer_protected"},
+		{"known_staff", func(e *env) {
+			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
+			must(e.t, e.s.MarkStaff(e.ctx, "c1"))
+		}, nil, sidecar.EFORBIDDEN, "customer_protected"},
+		{"no_consent", func(e *env) {
+			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+		}, nil, sidecar.EFORBIDDEN, "consent_required"},
+		{"consent_withdrawn", func(e *env) {
+			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			mustEnd(e.t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", SetBy: "c1", SetAt: e.now()}))
+		}, nil, sidecar.EFORBIDDEN, "consent_required"},
+		{"consent_narrowed_since_read", func(e *env) {
+			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			c := allowed(e, "c1")
+			c.ExpiresAt = e.now().Add(10 * time.Minute)
+			mustEnd(e.t)(e.s.SetConsent(e.ctx, c))
+		}, nil, sidecar.ECONFLICT, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			tc.setup(e)
+			st := sidecar.SessionStart{Session: newSession(e, "s1", "alice", "c1"), CodeHash: codeOf("s1"),
+				CodeExpiresAt: e.now().Add(30 * time.Second)}
+			if tc.start != nil {
+				tc.start(&st)
+			}
+			_, err := e.s.StartSession(e.ctx, st)
+			wantCode(t, err, tc.code)
+			if tc.message != "" && err.(*sidecar.Error).Message != tc.message {
+				t.Fatalf("refused with %v, want %s", err, tc.message)
+			}
+			_, err = e.s.GetSession(e.ctx, "s1")
+			wantCode(t, err, sidecar.ENOTFOUND)
+			_, err = redeem(e, "s1", "h1")
+			wantCode(t, err, sidecar.ENOTFOUND) // no code left behind either
+		})
+	}
+	t.Run("replace_live_ends_the_actors_other_sessions", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+		must(t, ignore(redeem(e, "s1", "h1")))
+		must(t, begin(e, newSession(e, "s2", "bob", "c1")))
+		must(t, begin(e, newSession(e, "s3", "alice", "c2"))) // not replacing: two live
+		must(t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}))
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c3", Allowed: true, SetBy: "c3", SetAt: e.now()}))
+		e.clock.Advance(time.Minute)
+		replaced, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, "s4", "alice", "c3"),
+			CodeHash: codeOf("s4"), CodeExpiresAt: e.now().Add(30 * time.Second), ReplaceLive: true})
+		must(t, err)
+		slices.SortFunc(replaced, func(a, b sidecar.Session) int { return cmpStr(a.ID, b.ID) })
+		if !slices.Equal(sessionIDs(replaced), []string{"s1", "s3"}) {
+			t.Fatalf("replaced %v, want s1 s3", sessionIDs(replaced))
+		}
+		for _, r := range replaced {
+			if r.EndReason != sidecar.EndReplaced || r.EndedBy != "alice" || !r.EndedAt.Equal(e.now()) {
+				t.Fatalf("replaced session %+v", r)
+			}
+		}
+		live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{LiveOnly: true})
+		must(t, err)
+		if !slices.Equal(sessionIDs(live), []string{"s4", "s2"}) {
+			t.Fatalf("live %v, want s4 s2", sessionIDs(live))
+		}
+		byTok, err := e.s.SessionByToken(e.ctx, "h1")
+		must(t, err)
+		if byTok.EndState(e.now()) != sidecar.EndReplaced {
+			t.Fatalf("replaced cookie reads %q", byTok.EndState(e.now()))
+		}
+	})
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func testConsentEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
+	setup := func(t *testing.T) *env {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "s1", "alice", "c1"))) // ends in 1h
+		must(t, ignore(redeem(e, "s1", "h1")))
+		must(t, begin(e, newSession(e, "s2", "bob", "c2")))
+		e.clock.Advance(time.Minute)
+		return e
+	}
+	cases := []struct {
+		name    string
+		consent func(e *env) *sidecar.Consent
+		ended   []string
+	}{
+		{"withdrawn", func(e *env) *sidecar.Consent { return &sidecar.Consent{Allowed: false} }, []string{"s1"}},
+		{"narrowed_before_the_session_end", func(e *env) *sidecar.Consent {
+			return &sidecar.Consent{Allowed: true, ExpiresAt: e.now().Add(4 * time.Second)}
+		}, []string{"s1"}},
+		{"expiry_after_the_session_end", func(e *env) *sidecar.Consent {
+			return &sidecar.Consent{Allowed: true, ExpiresAt: e.now().Add(2 * time.Hour)}
+		}, nil},
+		{"granted_again", func(e *env) *sidecar.Consent { return &sidecar.Consent{Allowed: true} }, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t)
+			c := tc.consent(e)
+			c.Customer, c.SetBy, c.SetAt = "c1", "c1", e.now()
+			ended, err := e.s.SetConsent(e.ctx, c)
+			must(t, err)
+			if !slices.Equal(sessionIDs(ended), tc.ended) {
+				t.Fatalf("ended %v, want %v", sessionIDs(ended), tc.ended)
+			}
+			s1, err := e.s.SessionByToken(e.ctx, "h1")
+			must(t, err)
+			if want := len(tc.ended) == 0; s1.Live(e.now()) != want {
+				t.Fatalf("s1 live = %v, want %v (%+v)", !want, want, s1)
+			}
+			if len(tc.ended) > 0 && (s1.EndReason != sidecar.EndConsentWithdrawn || s1.EndedBy != "c1") {
+				t.Fatalf("s1 ended as %q by %q", s1.EndReason, s1.EndedBy)
+			}
+			s2, err := e.s.GetSession(e.ctx, "s2")
+			must(t, err)
+			if !s2.Live(e.now()) {
+				t.Fatal("another customer's session ended")
+			}
+		})
+	}
+}
+
+// Race test sizes: rounds × goroutines per test.
+const (
+	raceRounds     = 20
+	raceGoroutines = 12
+)
+
+func testImpersonationRaces(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("concurrent_starts_by_one_staff_member_leave_one_live", func(t *testing.T) {
+		e := newEnv(t)
+		for i := range 4 {
+			c := fmt.Sprintf("c%d", i)
+			must(t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c}))
+			mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: c, Allowed: true, SetBy: c, SetAt: e.now()}))
+		}
+		maxLive, started := 0, 0
+		for round := range raceRounds {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			stop := make(chan struct{})
+			observed := make(chan int, 1)
+			go func() { // watches the invariant while the starts run
+				most := 0
+				for {
+					// One page holds every session of the test, so the store
+					// reads them in one snapshot rather than page by page.
+					live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Actor: "alice", LiveOnly: true,
+						Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+					if err == nil {
+						most = max(most, len(live))
+					}
+					select {
+					case <-stop:
+						observed <- most
+						return
+					default:
+					}
+				}
+			}()
+			for g := range raceGoroutines {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					id := fmt.Sprintf("r%d-g%d", round, g)
+					s := newSession(e, id, "alice", fmt.Sprintf("c%d", g%4))
+					_, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: s, CodeHash: codeOf(id),
+						CodeExpiresAt: e.now().Add(30 * time.Second), ReplaceLive: true})
+					switch sidecar.ErrorCode(err) {
+					case "":
+						mu.Lock()
+						started++
+						mu.Unlock()
+					case sidecar.ECONFLICT: // gave up under contention: refused, never half-done
+					default:
+						t.Errorf("start: %v", err)
+					}
+				}()
+			}
+			wg.Wait()
+			close(stop)
+			maxLive = max(maxLive, <-observed)
+			live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Actor: "alice", LiveOnly: true})
+			must(t, err)
+			if len(live) != 1 {
+				t.Fatalf("round %d: %d live sessions of one staff member after concurrent starts: %v", round, len(live), sessionIDs(live))
+			}
+			maxLive = max(maxLive, len(live))
+		}
+		if maxLive > 1 {
+			t.Fatalf("observed %d live sessions of one staff member", maxLive)
+		}
+		t.Logf("%d rounds × %d goroutines: %d starts succeeded, at most %d live session observed", raceRounds, raceGoroutines, started, maxLive)
+	})
+	t.Run("starts_racing_a_withdrawal_leave_none_live", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+		startedBefore, refusedAfter := 0, 0
+		for round := range raceRounds {
+			mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1", SetAt: e.now()}))
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var started []string
+			for g := range raceGoroutines {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if g == raceGoroutines/2 {
+						if _, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", SetBy: "c1", SetAt: e.now()}); err != nil {
+							t.Errorf("withdraw: %v", err)
+						}
+						return
+					}
+					id := fmt.Sprintf("r%d-g%d", round, g)
+					_, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, id, fmt.Sprintf("staff%d", g), "c1"),
+						CodeHash: codeOf(id), CodeExpiresAt: e.now().Add(30 * time.Second), ReplaceLive: true})
+					mu.Lock()
+					defer mu.Unlock()
+					switch sidecar.ErrorCode(err) {
+					case "":
+						started = append(started, id)
+					case sidecar.EFORBIDDEN, sidecar.ECONFLICT:
+						refusedAfter++
+					default:
+						t.Errorf("start: %v", err)
+					}
+				}()
+			}
+			wg.Wait()
+			live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Customer: "c1", LiveOnly: true})
+			must(t, err)
+			if len(live) != 0 {
+				t.Fatalf("round %d: live sessions without consent: %v", round, sessionIDs(live))
+			}
+			for _, id := range started { // every start that won ended with the withdrawal
+				s, err := e.s.GetSession(e.ctx, id)
+				must(t, err)
+				if s.EndReason != sidecar.EndConsentWithdrawn {
+					t.Fatalf("round %d: %s ended as %q", round, id, s.EndReason)
+				}
+			}
+			startedBefore += len(started)
+		}
+		if startedBefore == 0 || refusedAfter == 0 {
+			t.Fatalf("no interleaving exercised: %d starts won, %d refused", startedBefore, refusedAfter)
+		}
+		t.Logf("%d rounds × %d goroutines: %d starts before the withdrawal (all ended by it), %d refused", raceRounds, raceGoroutines, startedBefore, refusedAfter)
+	})
+}
+
+// SessionSetup is what StartRedeemed needs of a store.
+type SessionSetup interface {
+	sidecar.CustomerStore
+	sidecar.ConsentStore
+	sidecar.SessionStore
+}
+
+// StartRedeemed stores ss as a live session redeemed with tokenHash, the
+// way the lifecycle does: it puts a profile and a lasting consent in place
+// when the customer has none, starts ss and redeems its code.
+func StartRedeemed(ctx context.Context, s SessionSetup, ss *sidecar.Session, tokenHash string) error {
+	if _, err := s.GetCustomer(ctx, ss.Customer); sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		if err := s.PutCustomer(ctx, &sidecar.Customer{ID: ss.Customer, Name: ss.CustomerName}); err != nil {
+			return err
+		}
+	}
+	if _, err := s.GetConsent(ctx, ss.Customer); sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		c := &sidecar.Consent{Customer: ss.Customer, Allowed: true, ExpiresAt: ss.ConsentExpiresAt, SetBy: ss.Customer, SetAt: ss.StartedAt}
+		if _, err := s.SetConsent(ctx, c); err != nil {
+			return err
+		}
+	}
+	code := "code-" + ss.ID
+	if _, err := s.StartSession(ctx, sidecar.SessionStart{Session: ss, CodeHash: code, CodeExpiresAt: ss.StartedAt.Add(30 * time.Second)}); err != nil {
+		return err
+	}
+	_, err := s.RedeemSession(ctx, code, tokenHash)
+	return err
+}
