@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin/deputy
 GHZ_VERSION := v0.120.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := redis-server redis-tools nginx libnginx-mod-http-headers-more-filter caddy
+APT_PACKAGES := redis-server redis-tools nginx libnginx-mod-http-headers-more-filter libnginx-mod-http-js caddy
 
 # Build info: `deputy version`, the deputy_build_info metric, image labels.
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo v0.1.0-dev)
@@ -46,8 +46,8 @@ test-image: image
 run: build
 	$(BIN) serve --dev
 
-## deps: the servers the tests drive for real (Redis, nginx and its
-## headers-more module, Caddy). Tests start their own instances on free
+## deps: the servers the tests drive for real (Redis, nginx with its
+## headers-more and njs modules, Caddy). Tests start their own instances on free
 ## ports; the machine's services are left as they are.
 deps:
 	@missing=""; \
@@ -55,6 +55,7 @@ deps:
 	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	[ -f /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so ] || missing="$$missing libnginx-mod-http-headers-more-filter"; \
+	[ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || missing="$$missing libnginx-mod-http-js"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

@@ -212,6 +212,32 @@ func (d *deputy) direct(t *testing.T, method, uri string, h http.Header) (int, s
 	return resp.StatusCode, string(b)
 }
 
+// decisions is how many checks Deputy has decided, from its metrics.
+func (d *deputy) decisions(t *testing.T) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for line := range strings.Lines(string(b)) {
+		if !strings.HasPrefix(line, "deputy_decisions_total{") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		n += v
+	}
+	return n
+}
+
 // seen is what the upstream application received.
 type seen struct {
 	Method  string      `json:"method"`
@@ -302,6 +328,13 @@ func startNginx(t *testing.T, d *deputy, app *upstream) string {
 		global += " user root;" // workers would otherwise switch to a user who cannot read the test's files
 	}
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	js, err := os.ReadFile("nginx/deputy.js") // js_import reads it beside nginx.conf
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "deputy.js"), js, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := start(t, "nginx", nil, dir, bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"),

@@ -62,8 +62,11 @@ func TestThroughProxy(t *testing.T) {
 			})
 
 			t.Run("protected route gets Deputy's denial", func(t *testing.T) {
-				before := app.count()
+				before, decided := app.count(), d.decisions(t)
 				resp, body := call(t, "GET", base+"/customer/account", nil, nil)
+				if n := d.decisions(t) - decided; n != 1 {
+					t.Errorf("the denial cost %v checks, want 1", n)
+				}
 				wantStatus, wantBody := d.direct(t, "GET", "/customer/account", nil)
 				if wantStatus != http.StatusUnauthorized {
 					t.Fatalf("Deputy itself answered %d; the shipped policy wants a token here", wantStatus)
@@ -79,8 +82,12 @@ func TestThroughProxy(t *testing.T) {
 			// A status nginx's auth_request cannot pass by itself, with a
 			// body and headers the policy chose.
 			t.Run("denial status, body and headers pass through", func(t *testing.T) {
-				before := app.count()
+				before, decided := app.count(), d.decisions(t)
 				resp, body := call(t, "POST", base+"/throttled/cart", nil, map[string]any{"sku": "x"})
+				// One request, one check: nginx once asked again for the body.
+				if n := d.decisions(t) - decided; n != 1 {
+					t.Errorf("the denial cost %v checks, want 1", n)
+				}
 				if resp.StatusCode != http.StatusTooManyRequests {
 					t.Errorf("status %d, want 429", resp.StatusCode)
 				}

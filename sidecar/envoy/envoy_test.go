@@ -2,11 +2,14 @@ package envoy_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/textproto"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -275,4 +278,69 @@ func TestStatusOutsideEnvoyEnumFallsBackTo403(t *testing.T) {
 	if resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() != "d" {
 		t.Fatalf("decision id lost")
 	}
+}
+
+// nginx's auth_request keeps only a denial's status: the nginx endpoint
+// sends the whole denial in one header for the config to render, so a
+// denial costs one check. Other endpoints do not.
+func TestDenialHeaderForNginx(t *testing.T) {
+	p := pipeline(t)
+	nginx := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyNginx), envoy.WithOwned(p.Owned))
+	caddy := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyCaddy), envoy.WithOwned(p.Owned))
+	type denial struct {
+		Status  int         `json:"status"`
+		Headers [][2]string `json:"headers"`
+		Body    string      `json:"body"`
+	}
+	decode := func(t *testing.T, rec *httptest.ResponseRecorder) denial {
+		t.Helper()
+		raw, err := base64.RawURLEncoding.DecodeString(rec.Header().Get(envoy.DenialHeader))
+		if err != nil {
+			t.Fatalf("%s: %v", envoy.DenialHeader, err)
+		}
+		var d denial
+		if err := json.Unmarshal(raw, &d); err != nil {
+			t.Fatalf("%s: %v: %s", envoy.DenialHeader, err, raw)
+		}
+		return d
+	}
+	ask := func(h http.Handler, headers map[string]string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/deputy/authz", nil)
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+
+	t.Run("policy denial", func(t *testing.T) {
+		rec := ask(nginx, map[string]string{"X-Original-URI": "/busy", "X-Original-Method": "GET"})
+		d := decode(t, rec)
+		want := denial{Status: 429, Body: "slow down", Headers: [][2]string{{"x-why", "busy"}, {"content-type", "text/plain; charset=utf-8"}}}
+		if !reflect.DeepEqual(d, want) {
+			t.Errorf("denial %+v, want %+v", d, want)
+		}
+		if rec.Code != 429 || rec.Body.String() != "slow down" {
+			t.Errorf("answer %d %q", rec.Code, rec.Body.String())
+		}
+	})
+	t.Run("refusal before policy", func(t *testing.T) {
+		d := decode(t, ask(nginx, map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET", "X-Deputy-Role": "admin"}))
+		if d.Status != 400 || !strings.Contains(d.Body, "X-Deputy-Role") {
+			t.Errorf("denial %+v", d)
+		}
+	})
+	t.Run("allow carries none", func(t *testing.T) {
+		rec := ask(nginx, map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET", "Cookie": "deputy_session=s1"})
+		if rec.Code != 200 || rec.Header().Get(envoy.DenialHeader) != "" {
+			t.Errorf("allow: %d %q", rec.Code, rec.Header().Get(envoy.DenialHeader))
+		}
+	})
+	t.Run("caddy passes the denial itself", func(t *testing.T) {
+		rec := ask(caddy, map[string]string{"X-Forwarded-Uri": "/busy", "X-Forwarded-Method": "GET"})
+		if rec.Code != 429 || rec.Header().Get(envoy.DenialHeader) != "" {
+			t.Errorf("caddy: %d %q", rec.Code, rec.Header().Get(envoy.DenialHeader))
+		}
+	})
 }

@@ -1,10 +1,13 @@
 package envoy
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +15,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
 // Headers of the HTTP contract.
@@ -93,7 +98,10 @@ var originHeaders = [...]string{"X-Original-Method", "X-Original-Uri", "X-Forwar
 // where p, not the client, reaches it. ProxyEnvoy leaves the handler as
 // Envoy's http_service endpoint.
 func WithTrustedProxy(p Proxy) HTTPOption {
-	return func(h *HTTPHandler) { h.conv, h.forwarded = p.convention() }
+	return func(h *HTTPHandler) {
+		h.conv, h.forwarded = p.convention()
+		h.denialHeader = p == ProxyNginx
+	}
 }
 
 // WithOwned tells the forwarded endpoint which header names are Deputy's
@@ -116,6 +124,8 @@ type HTTPHandler struct {
 	conv      convention
 	owned     func(string) bool
 	maxBody   int64
+	// denialHeader: answer denials with DenialHeader too (nginx).
+	denialHeader bool
 }
 
 // NewHTTPHandler returns the HTTP ext_authz handler.
@@ -130,7 +140,7 @@ func NewHTTPHandler(c Checker, opts ...HTTPOption) *HTTPHandler {
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req, err := h.checkRequest(r)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		h.deny(w, http.StatusBadRequest, []authz.Header{{Key: "content-type", Value: "text/plain; charset=utf-8"}}, err.Error()+"\n")
 		return
 	}
 	resp := h.checker.Check(r.Context(), req)
@@ -152,15 +162,53 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	for _, hd := range resp.Headers {
+	out.Set("x-deputy-decision-id", resp.DecisionID)
+	headers := resp.Headers
+	if resp.Body != "" && !hasHeader(headers, "content-type") {
+		headers = append(slices.Clip(headers), authz.Header{Key: "content-type", Value: "text/plain; charset=utf-8"})
+	}
+	h.deny(w, resp.HTTPStatus, headers, resp.Body)
+}
+
+// DenialHeader carries a denial's status, headers and body, for nginx, in
+// one header of the check's answer (base64url of JSON {"status",
+// "headers": [[name, value], ...], "body"}). auth_request keeps only the
+// status of its subrequest; the shipped config renders the rest from this
+// header (examples/nginx/deputy.js) instead of asking Deputy again.
+const DenialHeader = "x-deputy-denial"
+
+type denial struct {
+	Status  int         `json:"status"`
+	Headers [][2]string `json:"headers"`
+	Body    string      `json:"body"`
+}
+
+// deny writes a denial, and for nginx its DenialHeader copy.
+func (h *HTTPHandler) deny(w http.ResponseWriter, status int, headers []authz.Header, body string) {
+	out := w.Header()
+	for _, hd := range headers {
 		out.Add(hd.Key, hd.Value)
 	}
-	out.Set("x-deputy-decision-id", resp.DecisionID)
-	if resp.Body != "" && out.Get("content-type") == "" {
-		out.Set("content-type", "text/plain; charset=utf-8")
+	if h.denialHeader {
+		d := denial{Status: status, Headers: make([][2]string, len(headers)), Body: body}
+		for i, hd := range headers {
+			d.Headers[i] = [2]string{hd.Key, hd.Value}
+		}
+		if b, err := json.Marshal(d); err == nil {
+			out.Set(DenialHeader, base64.RawURLEncoding.EncodeToString(b))
+		}
 	}
-	w.WriteHeader(resp.HTTPStatus)
-	_, _ = io.WriteString(w, resp.Body)
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+func hasHeader(hs []authz.Header, name string) bool {
+	for _, h := range hs {
+		if strings.EqualFold(h.Key, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkRequest builds the CheckRequest Envoy would have sent over gRPC.

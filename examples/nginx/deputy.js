@@ -1,0 +1,44 @@
+// Renders Deputy's denial from the check's own answer: auth_request keeps
+// only the status of its subrequest, and asking Deputy again for the body
+// would decide (and log) every denial twice. Deputy sends the denial as
+// base64url JSON {"status", "headers": [[name, value], ...], "body"} in
+// x-deputy-denial, which nginx.conf captures with auth_request_set.
+function denied(r) {
+    var raw = r.variables.deputy_denial;
+    if (!raw) {
+        // No answer from Deputy (down, too slow, or not the nginx check):
+        // never let the request through, never invent a denial.
+        r.return(503, 'authorization unavailable\n');
+        return;
+    }
+    var d;
+    try {
+        d = JSON.parse(Buffer.from(raw, 'base64url').toString());
+    } catch (e) {
+        r.error('deputy: unreadable x-deputy-denial: ' + e);
+        r.return(503, 'authorization unavailable\n');
+        return;
+    }
+    var headers = {};
+    d.headers.forEach(function (kv) {
+        var name = kv[0].toLowerCase();
+        (headers[name] = headers[name] || []).push(kv[1]);
+    });
+    Object.keys(headers).forEach(function (name) {
+        var v = headers[name];
+        r.headersOut[name] = v.length == 1 ? v[0] : v;
+    });
+    // A denial is never a success, whatever the answer says.
+    var status = (d.status >= 400 && d.status <= 599) ? d.status : 403;
+    if (d.body) {
+        r.return(status, d.body);
+        return;
+    }
+    // r.return with no text would send nginx's own error page.
+    r.status = status;
+    r.headersOut['Content-Length'] = 0;
+    r.sendHeader();
+    r.finish();
+}
+
+export default { denied };
