@@ -1,0 +1,258 @@
+package delegation_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+func allowAll(string, map[string]any) error { return nil }
+
+// faultWorld is one case of the fault test: a key space on the real Redis,
+// a store that reaches it directly (setup and checks) and one that goes
+// through the cutting proxy (the operation under test).
+type faultWorld struct {
+	ctx     context.Context
+	prefix  string
+	now     time.Time
+	direct  sidecar.Store
+	cut     sidecar.Store
+	setup   *delegation.Impersonation // on direct
+	lc      *delegation.Impersonation // on cut
+	started map[string]*delegation.Started
+}
+
+var (
+	alice = &sidecar.Identity{Subject: "alice", Name: "Alice"}
+	bob   = &sidecar.Identity{Subject: "bob", Name: "Bob"}
+)
+
+func (w *faultWorld) consent(t *testing.T, customer string, allowed bool) {
+	t.Helper()
+	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: customer}, delegation.ConsentChange{Customer: customer, Allowed: allowed}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (w *faultWorld) start(t *testing.T, staff *sidecar.Identity, customer string, redeem bool) *delegation.Started {
+	t.Helper()
+	st, err := w.setup.Start(w.ctx, staff, delegation.StartRequest{Customer: customer}, allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if redeem {
+		if _, err := w.setup.Redeem(w.ctx, st.Code, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.started[staff.Subject+"@"+customer] = st
+	return st
+}
+
+// TestImpersonationWritesUnderFaults cuts the connection to a real Redis
+// after every possible number of commands of each impersonation write and
+// checks, once Redis is reachable again, what the write left behind: no
+// live session without consent, no live session that can never be
+// redeemed, at most one live session per staff member, and audit entries
+// only for what happened.
+func TestImpersonationWritesUnderFaults(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	raw := srv.Client()
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	n := 0
+	newWorld := func(t *testing.T) *faultWorld {
+		n++
+		prefix := fmt.Sprintf("fault%d", n)
+		open := func(addr string) sidecar.Store {
+			s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
+				DialTimeout: 200 * time.Millisecond}, redis.WithClock(clock.Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}
+		w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(), direct: open(srv.Addr), cut: open(proxy.Addr),
+			started: map[string]*delegation.Started{}}
+		w.setup = delegation.NewImpersonation(w.direct, nil, delegation.WithImpersonationClock(clock.Now))
+		w.lc = delegation.NewImpersonation(w.cut, nil, delegation.WithImpersonationClock(clock.Now))
+		for _, c := range []string{"c1", "c2"} {
+			if err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}); err != nil {
+				t.Fatal(err)
+			}
+			w.consent(t, c, true)
+		}
+		w.start(t, alice, "c1", true)
+		w.start(t, bob, "c2", true)
+		return w
+	}
+	ops := []struct {
+		name string
+		prep func(t *testing.T, w *faultWorld)
+		op   func(w *faultWorld) error
+	}{
+		{"consent_withdrawn", nil, func(w *faultWorld) error {
+			_, _, err := w.lc.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1"})
+			return err
+		}},
+		{"consent_narrowed", nil, func(w *faultWorld) error {
+			_, _, err := w.lc.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"},
+				delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: w.now.Add(4 * time.Second)})
+			return err
+		}},
+		{"session_start_replacing", nil, func(w *faultWorld) error {
+			st, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c2"}, allowAll)
+			if err == nil {
+				w.started["alice@c2"] = st
+			}
+			return err
+		}},
+		{"session_end", nil, func(w *faultWorld) error {
+			_, err := w.lc.End(w.ctx, alice, w.started["alice@c1"].Session.ID, allowAll)
+			return err
+		}},
+		{"session_redeem", func(t *testing.T, w *faultWorld) { w.start(t, alice, "c2", false) }, func(w *faultWorld) error {
+			_, err := w.lc.Redeem(w.ctx, w.started["alice@c2"].Code, "")
+			return err
+		}},
+	}
+	for _, tc := range ops {
+		t.Run(tc.name, func(t *testing.T) {
+			// First without a fault: how many commands the write takes.
+			w := newWorld(t)
+			if tc.prep != nil {
+				tc.prep(t, w)
+			}
+			proxy.Reset()
+			if err := tc.op(w); err != nil {
+				t.Fatalf("without a fault: %v", err)
+			}
+			total := proxy.Commands()
+			checkImpersonationState(t, w, raw, "no fault")
+			if total < 2 {
+				t.Fatalf("the write took %d commands: the proxy is not in its path", total)
+			}
+			failed := 0
+			for cut := range total {
+				w := newWorld(t)
+				if tc.prep != nil {
+					tc.prep(t, w)
+				}
+				proxy.Reset()
+				proxy.CutAfter(cut)
+				err := tc.op(w)
+				if !proxy.WasCut() {
+					t.Fatalf("cut after %d of %d commands never happened", cut, total)
+				}
+				proxy.Reset()
+				if err != nil {
+					failed++
+				}
+				checkImpersonationState(t, w, raw, fmt.Sprintf("cut after %d of %d commands (err %v)", cut, total, err))
+			}
+			if failed == 0 {
+				t.Fatalf("no cut point made the write fail")
+			}
+			t.Logf("%s: cut after each of 0..%d commands: %d failed, every state safe", tc.name, total-1, failed)
+		})
+	}
+}
+
+// checkImpersonationState checks the invariants on the state as Redis
+// holds it.
+func checkImpersonationState(t *testing.T, w *faultWorld, raw *goredis.Client, when string) {
+	t.Helper()
+	ctx := w.ctx
+	live, _, err := w.direct.ListSessions(ctx, sidecar.SessionFilter{LiveOnly: true, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	// Sessions that still have a redeem code waiting.
+	pending := map[string]bool{}
+	keys, err := raw.Keys(ctx, w.prefix+":{imp}:code:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		var ref struct {
+			Session string `json:"s"`
+		}
+		if err := json.Unmarshal([]byte(raw.Get(ctx, k).Val()), &ref); err != nil {
+			t.Fatal(err)
+		}
+		pending[ref.Session] = true
+	}
+	perActor := map[string]int{}
+	for _, s := range live {
+		consent, err := w.direct.GetConsent(ctx, s.Customer)
+		if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+			t.Fatal(err)
+		}
+		if !consent.Covers(&s, w.now) {
+			t.Fatalf("%s: live session %s of %s without consent (%+v)", when, s.ID, s.Customer, consent)
+		}
+		if s.TokenHash == "" && !pending[s.ID] {
+			t.Fatalf("%s: live session %s can never be redeemed", when, s.ID)
+		}
+		if perActor[s.Actor]++; perActor[s.Actor] > 1 {
+			t.Fatalf("%s: %s has two live sessions", when, s.Actor)
+		}
+	}
+	entries, _, err := w.direct.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		switch e.Action {
+		case "impersonation.start", "impersonation.end", "impersonation.redeem":
+			s, err := w.direct.GetSession(ctx, e.Target)
+			if err != nil {
+				t.Fatalf("%s: audit says %s of %s, which does not exist: %v", when, e.Action, e.Target, err)
+			}
+			if e.Action == "impersonation.end" && s.EndedAt.IsZero() {
+				t.Fatalf("%s: audit says %s ended, it is live", when, s.ID)
+			}
+			if e.Action == "impersonation.redeem" && s.TokenHash == "" {
+				t.Fatalf("%s: audit says %s was redeemed, it has no token", when, s.ID)
+			}
+		case "consent.set":
+			// An entry can be missing (the fault fell after the write, before
+			// the append: logged), but never describe a setting the store
+			// did not take.
+			hist, _, err := w.direct.ConsentHistory(ctx, e.Customer, sidecar.Page{Limit: sidecar.MaxPageLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, c := range hist {
+				found = found || (e.Data["allowed"] == fmt.Sprint(c.Allowed) && e.Data["expires_at"] == expiryText(c.ExpiresAt))
+			}
+			if !found {
+				t.Fatalf("%s: audit records consent %v of %s, the store never held it: %+v", when, e.Data, e.Customer, hist)
+			}
+		default:
+			if !strings.HasPrefix(e.Action, "customer.") {
+				t.Fatalf("%s: unexpected audit entry %+v", when, e)
+			}
+		}
+	}
+}
+
+func expiryText(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
