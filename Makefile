@@ -102,6 +102,7 @@ bench: build deps
 ## fuzz: a short run of every fuzz target.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzBuildInput$$' -fuzztime 30s ./sidecar/authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePath$$' -fuzztime 30s ./sidecar/authz/
 
 clean:
 	rm -rf bin .bench-*.txt

@@ -9,6 +9,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/actortoken"
 	"github.com/deputyhq/deputy/sidecar/api"
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/envoy"
@@ -100,6 +101,8 @@ type CheckConfig struct {
 	ActorTokenHeader string `yaml:"actor_token_header" usage:"header carrying the actor token (default: <owned_prefix>token)"`
 	ErrorStatus      int    `yaml:"error_status" usage:"HTTP status of denials caused by policy errors or undefined decisions"`
 	ParseBody        *bool  `yaml:"parse_body" usage:"parse JSON, form and multipart bodies into input.parsed_body"`
+	// MethodOverrides: nil takes the defaults, an empty list reads none.
+	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>); policy sees them in input.deputy.request.methods"`
 }
 
 // SetDefaults fills every unset setting, core and sections, including the
@@ -146,6 +149,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Check.ErrorStatus == 0 {
 		c.Check.ErrorStatus = DefaultErrorStatus
+	}
+	if c.Check.MethodOverrides == nil {
+		c.Check.MethodOverrides = authz.DefaultMethodOverrides()
 	}
 	if c.Check.ParseBody == nil {
 		c.Check.ParseBody = new(DefaultParseBody)
@@ -222,6 +228,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Check.OwnedPrefix == "" || strings.ContainsAny(c.Check.OwnedPrefix, " :\t") {
 		return sidecar.Invalid("check.owned_prefix", "must be a non-empty header name prefix")
+	}
+	if _, err := authz.ParseMethodOverrides(c.Check.MethodOverrides); err != nil {
+		return sidecar.Invalid("check.method_overrides", "%s", sidecar.ErrorMessage(err))
 	}
 	if c.Check.ErrorStatus < 400 || c.Check.ErrorStatus > 599 {
 		return sidecar.Invalid("check.error_status", "must be a 4xx or 5xx status, not %d", c.Check.ErrorStatus)

@@ -29,6 +29,7 @@ type evalFlags struct {
 	input, identity, delegation string
 	policies, data              []string
 	bundle, publicKey, query    string
+	methodOverrides             []string
 	explain, dryRun, asJSON     bool
 }
 
@@ -63,6 +64,7 @@ delegation that applied with --delegation.`,
 	fl.StringVar(&f.identity, "identity", "", "verified identity (JSON of input.identity)")
 	fl.StringVar(&f.delegation, "delegation", "", "delegation that applies (JSON of input.delegation)")
 	fl.StringVar(&f.query, "query", policy.DefaultDecisionQuery, "decision query")
+	fl.StringSliceVar(&f.methodOverrides, "method-overrides", authz.DefaultMethodOverrides(), "where a request may name another method, as check.method_overrides")
 	fl.BoolVar(&f.explain, "explain", false, "print the rule trace of the evaluation")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "decide as a server with dry run on")
 	fl.BoolVar(&f.asJSON, "json", false, "print the decision as JSON")
@@ -100,8 +102,11 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 		return err
 	}
 
+	if _, err := authz.ParseMethodOverrides(f.methodOverrides); err != nil {
+		return err
+	}
 	tracer := topdown.NewBufferTracer()
-	opts := []authz.Option{authz.WithQuery(f.query), authz.WithDryRun(f.dryRun)}
+	opts := []authz.Option{authz.WithQuery(f.query), authz.WithDryRun(f.dryRun), authz.WithMethodOverrides(f.methodOverrides)}
 	if f.identity != "" {
 		var id sidecar.Identity
 		if err := decodeFile(f.identity, &id); err != nil {

@@ -150,6 +150,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		authz.WithActorTokenHeader(cfg.Check.ActorTokenHeader),
 		authz.WithErrorStatus(cfg.Check.ErrorStatus),
 		authz.WithBodyParsing(*cfg.Check.ParseBody),
+		authz.WithMethodOverrides(cfg.Check.MethodOverrides),
 		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithObserver(m),
 		authz.WithDecisionLogger(dlog),

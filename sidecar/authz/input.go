@@ -29,6 +29,7 @@ var internedKeys = func() map[string]*ast.Term {
 		"sni", "headerMap", "filterMetadata", "typedFilterMetadata",
 		"parsed_path", "parsed_query", "parsed_body", "truncated_body", "version", "identity",
 		"identity_error", "delegation", "delegation_error", "deputy", "encoding", "ext_authz",
+		"segments", "methods", "lower_path", "lower_segments",
 		"sub", "name", "email", "roles", "privileges", "org", "domain", "iss", "exp", "claims",
 		"mode", "actor", "actor_name", "actor_org", "subject", "subject_name", "level", "scope",
 		"store_view", "reason", "ticket", "expires_at", "revision", "dry_run", "stripped_headers",
@@ -69,8 +70,10 @@ type InputOptions struct {
 	// ActorTokenHeader is dropped too, whatever its prefix.
 	ActorTokenHeader string
 	// SkipBodyParsing leaves parsed_body undefined and never refuses a
-	// request for a malformed body.
+	// request for a malformed body (body method overrides are still read).
 	SkipBodyParsing bool
+	// Methods are where a request may override its method.
+	Methods MethodOverrides
 }
 
 // owned reports whether a lower-case header name is owned by Deputy.
@@ -87,6 +90,8 @@ type request struct {
 	view     sidecar.Request
 	stripped []string // owned header names the client sent
 	traceID  string
+	// canonical is the path and methods the upstream acts on.
+	canonical canonicalRequest
 }
 
 // buildInput converts a CheckRequest. The input is what OPA-Envoy builds
@@ -119,18 +124,33 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 		headers = httpReq.GetHeaders()
 	}
 
-	path := httpReq.GetPath()
-	u, err := url.Parse(path)
+	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
+	rawQuery, _, _ = strings.Cut(rawQuery, "#")
+	cp, err := parsePath(rawPath)
 	if err != nil {
-		return nil, sidecar.Invalid("path", "%v", err)
+		return nil, err
 	}
-	if hasDotSegment(u.Path) {
-		return nil, sidecar.Invalid("path", `dot segments ("." or "..", escaped or not) are refused: the path is decided as sent, and an upstream that resolves them would serve another one`)
+	r.canonical.canonicalPath = cp
+	if httpReq.GetMethod() == "" {
+		return nil, sidecar.Invalid("method", "missing")
+	}
+	if err := r.canonical.methods.add(httpReq.GetMethod()); err != nil {
+		return nil, err
+	}
+	view := lowerHeaders(headers)
+	if err := opts.Methods.fromHeaders(view, &r.canonical.methods); err != nil {
+		return nil, err
+	}
+	query, err := opts.Methods.fromQuery(rawQuery, &r.canonical.methods)
+	if err != nil {
+		return nil, err
 	}
 	var body *ast.Term
 	var truncated bool
-	if !opts.SkipBodyParsing {
-		if body, truncated, err = parseBody(headers, httpReq.GetBody(), httpReq.GetRawBody()); err != nil {
+	if !opts.SkipBodyParsing || len(opts.Methods.body) > 0 {
+		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods}
+		body, truncated, err = pb.parse(headers, httpReq.GetBody(), httpReq.GetRawBody())
+		if err != nil && (!opts.SkipBodyParsing || sidecar.ErrorField(err) == "method") {
 			return nil, err
 		}
 	}
@@ -146,10 +166,10 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 		obj.Insert(keyTerm("attributes"), ast.NewTerm(attrs))
 	}
 	if need.Child("parsed_path") != nil {
-		obj.Insert(keyTerm("parsed_path"), parsedPath(u))
+		obj.Insert(keyTerm("parsed_path"), parsedPath(cp.decoded))
 	}
 	if need.Child("parsed_query") != nil {
-		obj.Insert(keyTerm("parsed_query"), parsedQuery(u))
+		obj.Insert(keyTerm("parsed_query"), parsedQuery(rawQuery, query))
 	}
 	if need.Child("version") != nil {
 		obj.Insert(keyTerm("version"), versionTerm)
@@ -168,27 +188,13 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 
 	r.input = obj
 	r.view = sidecar.Request{
-		Method:  httpReq.GetMethod(),
+		Method:  r.canonical.methods[0],
 		Host:    httpReq.GetHost(),
-		Path:    u.Path,
-		Headers: lowerHeaders(headers),
+		Path:    cp.path,
+		Headers: view,
 	}
 	r.traceID = traceID(r.view.Headers["traceparent"])
 	return r, nil
-}
-
-// hasDotSegment reports whether a decoded path has a "." or ".." segment.
-// Route rules match path segments; "/catalog/../customer/x" would match
-// the catalog's rules while an upstream that resolves dot segments serves
-// /customer/x. Browsers resolve them before sending and Envoy's
-// normalize_path removes them, so only crafted requests carry them.
-func hasDotSegment(p string) bool {
-	for seg := range strings.SplitSeq(p, "/") {
-		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
 }
 
 func hasUpper(s string) bool {
@@ -215,10 +221,12 @@ func lowerHeaders(h map[string]string) map[string]string {
 	return h
 }
 
-// parsedPath mirrors OPA-Envoy: the path split on "/" after the leading
-// slashes, unescaped. Its terms share one backing array.
-func parsedPath(u *url.URL) *ast.Term {
-	p := strings.TrimLeft(u.Path, "/")
+// parsedPath mirrors OPA-Envoy: the decoded path split on "/" after the
+// leading slashes. OPA-Envoy gets the path from url.Parse, which reads
+// "//a/b" as host "a" and path "/b"; here the path is only ever a path.
+// Its terms share one backing array.
+func parsedPath(decoded string) *ast.Term {
+	p := strings.TrimLeft(decoded, "/")
 	n := strings.Count(p, "/") + 1
 	terms := make([]*ast.Term, n)
 	backing := make([]ast.Term, n)
@@ -237,11 +245,16 @@ func parsedPath(u *url.URL) *ast.Term {
 	return ast.ArrayTerm(terms...)
 }
 
-// parsedQuery mirrors OPA-Envoy: a map of string arrays.
-func parsedQuery(u *url.URL) *ast.Term {
+// parsedQuery mirrors OPA-Envoy (url.Values of the query, invalid pairs
+// left out): a map of string arrays. parsed is the query when the method
+// overrides already parsed it.
+func parsedQuery(raw string, parsed url.Values) *ast.Term {
 	q := ast.NewObject()
-	if u.RawQuery != "" {
-		for k, vs := range u.Query() {
+	if raw != "" {
+		if parsed == nil {
+			parsed, _ = url.ParseQuery(raw)
+		}
+		for k, vs := range parsed {
 			vt := make([]*ast.Term, len(vs))
 			for i, v := range vs {
 				vt[i] = ast.StringTerm(v)
@@ -252,10 +265,17 @@ func parsedQuery(u *url.URL) *ast.Term {
 	return ast.NewTerm(q)
 }
 
-// parseBody mirrors OPA-Envoy for JSON bodies and adds form and multipart
+// bodyParse reads a body for parsed_body and for the method overrides it
+// may carry.
+type bodyParse struct {
+	overrides []string // body parameters naming a method
+	methods   *methodSet
+}
+
+// parse mirrors OPA-Envoy for JSON bodies and adds form and multipart
 // bodies. A body shorter than its content-length was truncated by Envoy's
 // with_request_body limit: it is reported, not parsed.
-func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, bool, error) {
+func (pb bodyParse) parse(headers map[string]string, body string, raw []byte) (*ast.Term, bool, error) {
 	if body == "" && len(raw) > 0 {
 		body = string(raw)
 	}
@@ -285,6 +305,15 @@ func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, b
 		if err := util.UnmarshalJSON([]byte(body), &x); err != nil {
 			return nil, false, sidecar.Invalid("body", "malformed JSON body: %v", err)
 		}
+		if obj, ok := x.(map[string]any); ok {
+			for _, name := range pb.overrides {
+				if m, ok := obj[name].(string); ok {
+					if err := pb.methods.add(m); err != nil {
+						return nil, false, err
+					}
+				}
+			}
+		}
 		v, err := ast.InterfaceToValue(x)
 		if err != nil {
 			return nil, false, sidecar.Invalid("body", "%v", err)
@@ -294,6 +323,9 @@ func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, b
 		vals, err := url.ParseQuery(body)
 		if err != nil {
 			return nil, false, sidecar.Invalid("body", "malformed form body: %v", err)
+		}
+		if err := pb.methods.addValues(vals, pb.overrides); err != nil {
+			return nil, false, err
 		}
 		return valuesTerm(vals), false, nil
 	case mediaType == "multipart/form-data":
@@ -311,6 +343,9 @@ func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, b
 			for _, f := range files {
 				vals[name] = append(vals[name], f.Filename)
 			}
+		}
+		if err := pb.methods.addValues(form.Value, pb.overrides); err != nil {
+			return nil, false, err
 		}
 		return valuesTerm(vals), false, nil
 	}

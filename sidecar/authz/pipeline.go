@@ -72,6 +72,7 @@ type Pipeline struct {
 	factsTerm   *ast.Term // input.deputy when no owned header was stripped
 	names       headerNames
 	evalOpts    []rego.EvalOption
+	overrides   []string
 }
 
 // Option configures a Pipeline.
@@ -117,6 +118,13 @@ func WithErrorStatus(code int) Option { return func(p *Pipeline) { p.errorStatus
 // WithBodyParsing switches parsing of request bodies (default on).
 func WithBodyParsing(on bool) Option { return func(p *Pipeline) { p.inputOpts.SkipBodyParsing = !on } }
 
+// WithMethodOverrides sets where a request may name another method for
+// the upstream to run (default DefaultMethodOverrides); each carrier was
+// checked with ParseMethodOverrides. An empty list reads none.
+func WithMethodOverrides(carriers []string) Option {
+	return func(p *Pipeline) { p.overrides = append([]string{}, carriers...) }
+}
+
 // WithDryRun makes every check allowed while still evaluating and logging
 // what the policy decided, for rolling out new policies.
 func WithDryRun(on bool) Option { return func(p *Pipeline) { p.dryRun = on } }
@@ -154,6 +162,10 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	}
 	p.inputOpts.OwnedPrefix = p.prefix
 	p.inputOpts.ActorTokenHeader = p.tokenHeader
+	if p.overrides == nil {
+		p.overrides = DefaultMethodOverrides()
+	}
+	p.inputOpts.Methods, _ = ParseMethodOverrides(p.overrides) // checked by the caller
 	p.factsTerm = ast.NewTerm(p.deputyFacts(nil))
 	p.names = newHeaderNames(p.prefix)
 	return p
@@ -252,10 +264,14 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 	t3 := p.clock()
 	d.Stages.State = t3.Sub(t2)
 
-	if len(r.stripped) == 0 {
+	if rn := need.Child("deputy").Child("request"); len(r.stripped) == 0 && rn == nil {
 		input.Insert(keyTerm("deputy"), p.factsTerm)
 	} else {
-		input.Insert(keyTerm("deputy"), ast.NewTerm(p.deputyFacts(r.stripped)))
+		facts := p.deputyFacts(r.stripped)
+		if rn != nil {
+			facts.Insert(keyTerm("request"), r.canonical.requestTerm(rn))
+		}
+		input.Insert(keyTerm("deputy"), ast.NewTerm(facts))
 	}
 	if p.keepInput {
 		d.Input = input
@@ -415,7 +431,7 @@ func ownedRemovals(policyRemovals, owned []string, set []Header) []string {
 	return out
 }
 
-func (p *Pipeline) deputyFacts(stripped []string) ast.Value {
+func (p *Pipeline) deputyFacts(stripped []string) ast.Object {
 	obj := ast.NewObjectWithCapacity(4)
 	obj.Insert(keyTerm("dry_run"), ast.InternedTerm(p.dryRun))
 	if len(stripped) > 0 {

@@ -1,0 +1,411 @@
+package authz
+
+import (
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// The canonical request is the path and the methods an upstream will act
+// on, derived once per check from the raw request, before anything decides
+// on it. Upstreams differ: some merge slashes, some decode before routing,
+// some drop ";params", some route case-insensitively, many honour method
+// overrides. Deputy decides on the form that covers all of them, and
+// refuses the forms where they would disagree with each other (dot
+// segments, encoded separators, double encoding): no honest client sends
+// those.
+
+// canonicalPath is a raw request path read as a path, never as a URL: a
+// leading "//" does not start a host.
+type canonicalPath struct {
+	// decoded is the raw path percent-decoded once and nothing else, the
+	// source of OPA-Envoy's parsed_path.
+	decoded string
+	// path is "/" + segments joined by "/", with a trailing "/" when the
+	// raw path ended in one: what a slash-merging, decoding upstream routes.
+	path string
+	// segments are the path's non-empty segments, decoded, without ";params".
+	segments []string
+}
+
+// Why a path is refused. Each is the message of an EINVALID error on field
+// "path", so the decision log carries it next to malformed_request.
+const (
+	refusedNotAbsolute    = `must start with "/"`
+	refusedControl        = "control characters and NUL are refused"
+	refusedBackslash      = `backslashes are refused: some upstreams read them as "/"`
+	refusedFragment       = `a fragment ("#") is refused: clients never send one`
+	refusedBadEscape      = "invalid percent-encoding"
+	refusedEncodedSep     = `encoded "/" or "\" (%2F, %5C) is refused: upstreams disagree on whether it separates segments`
+	refusedDoubleEncoding = "double percent-encoding is refused: an upstream that decodes twice would route another path"
+	refusedDotSegment     = `dot segments ("." or "..", escaped or not) are refused: an upstream that resolves them would serve another path`
+	refusedNotUTF8        = "the decoded path is not UTF-8"
+)
+
+func refusePath(msg string) error { return sidecar.Invalid("path", "%s", msg) }
+
+// parsePath canonicalises a raw path (without its query).
+func parsePath(raw string) (canonicalPath, error) {
+	var cp canonicalPath
+	if raw == "" || raw[0] != '/' {
+		return cp, refusePath(refusedNotAbsolute)
+	}
+	escaped, high, pct := false, false, false
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return cp, refusePath(refusedControl)
+		case c == '\\':
+			return cp, refusePath(refusedBackslash)
+		case c == '#':
+			return cp, refusePath(refusedFragment)
+		case c >= 0x80:
+			high = true
+		case c == '%':
+			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+				return cp, refusePath(refusedBadEscape)
+			}
+			switch d := unhex(raw[i+1])<<4 | unhex(raw[i+2]); {
+			case d == '/' || d == '\\':
+				return cp, refusePath(refusedEncodedSep)
+			case d < 0x20 || d == 0x7f:
+				return cp, refusePath(refusedControl)
+			case d == '%':
+				pct = true
+			case d >= 0x80:
+				high = true
+			}
+			escaped = true
+			i += 2
+		}
+	}
+	cp.decoded = raw
+	if escaped {
+		cp.decoded = unescape(raw)
+		if pct && hasEscape(cp.decoded) {
+			return cp, refusePath(refusedDoubleEncoding)
+		}
+	}
+	if high && !utf8.ValidString(cp.decoded) {
+		return cp, refusePath(refusedNotUTF8)
+	}
+
+	// Split on "/", drop ";params" and empty segments. The common path
+	// (no empty segment, no parameter) keeps the decoded string as is.
+	p := cp.decoded[1:]
+	cp.segments = make([]string, 0, strings.Count(p, "/")+1)
+	same, trailing := true, false
+	for {
+		seg, rest, more := strings.Cut(p, "/")
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg, same = seg[:i], false
+		}
+		if seg == "." || seg == ".." {
+			return cp, refusePath(refusedDotSegment)
+		}
+		if seg != "" {
+			cp.segments = append(cp.segments, seg)
+		} else if more {
+			same = false // an empty segment between two slashes
+		}
+		if !more {
+			trailing = seg == ""
+			break
+		}
+		p = rest
+	}
+	switch {
+	case len(cp.segments) == 0:
+		cp.path = "/"
+	case same:
+		cp.path = cp.decoded
+	default:
+		cp.path = "/" + strings.Join(cp.segments, "/")
+		if trailing {
+			cp.path += "/"
+		}
+	}
+	return cp, nil
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+// unescape decodes a path whose escapes were all checked valid.
+func unescape(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// hasEscape reports whether a decoded path still holds a valid escape: the
+// raw path encoded one twice ("%252e" decodes to "%2e").
+func hasEscape(s string) bool {
+	for i := strings.IndexByte(s, '%'); i >= 0 && i+2 < len(s); {
+		if isHex(s[i+1]) && isHex(s[i+2]) {
+			return true
+		}
+		j := strings.IndexByte(s[i+1:], '%')
+		if j < 0 {
+			return false
+		}
+		i += 1 + j
+	}
+	return false
+}
+
+// Method override carriers: where a request may name another method for
+// the upstream to run (Rails, Laravel, Symfony and Express middleware
+// honour them). A carrier is "header:<name>", "query:<param>" or
+// "body:<param>" (urlencoded, multipart and JSON bodies).
+const (
+	carrierHeader = "header:"
+	carrierQuery  = "query:"
+	carrierBody   = "body:"
+)
+
+// DefaultMethodOverrides are the carriers the common frameworks honour.
+func DefaultMethodOverrides() []string {
+	return []string{
+		"header:x-http-method-override", "header:x-http-method", "header:x-method-override",
+		"query:_method", "body:_method",
+	}
+}
+
+// MethodOverrides are the parsed carriers.
+type MethodOverrides struct {
+	headers []string // lower case
+	query   []string
+	body    []string
+}
+
+// ParseMethodOverrides reads carriers; an unknown kind or an empty name is
+// an EINVALID error.
+func ParseMethodOverrides(carriers []string) (MethodOverrides, error) {
+	var m MethodOverrides
+	for _, c := range carriers {
+		kind, name, _ := strings.Cut(c, ":")
+		kind += ":"
+		if name == "" || strings.ContainsAny(name, " \t,") {
+			return m, sidecar.Invalid("method_overrides", "%q: want header:<name>, query:<param> or body:<param>", c)
+		}
+		switch kind {
+		case carrierHeader:
+			m.headers = append(m.headers, strings.ToLower(name))
+		case carrierQuery:
+			m.query = append(m.query, name)
+		case carrierBody:
+			m.body = append(m.body, name)
+		default:
+			return m, sidecar.Invalid("method_overrides", "%q: want header:<name>, query:<param> or body:<param>", c)
+		}
+	}
+	return m, nil
+}
+
+// methodSet collects the request's method and the ones its overrides name,
+// upper-cased, each once, the request's own first.
+type methodSet []string
+
+func (s *methodSet) add(m string) error {
+	if m == "" {
+		return nil
+	}
+	if !isToken(m) {
+		return sidecar.Invalid("method", "%q is not a method name", m)
+	}
+	if hasLower(m) {
+		m = strings.ToUpper(m)
+	}
+	for _, x := range *s {
+		if x == m {
+			return nil
+		}
+	}
+	*s = append(*s, m)
+	return nil
+}
+
+func (s *methodSet) addValues(vals map[string][]string, names []string) error {
+	for _, name := range names {
+		for _, m := range vals[name] {
+			if err := s.add(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fromHeaders adds the methods override headers name (lower-case names).
+func (m *MethodOverrides) fromHeaders(headers map[string]string, s *methodSet) error {
+	for _, h := range m.headers {
+		if err := s.add(headers[h]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fromQuery adds the methods the query's override parameters name, and
+// returns the parsed query when it had to parse it. A query that cannot
+// name an override (no parameter name in it, no escape) is not parsed.
+func (m *MethodOverrides) fromQuery(raw string, s *methodSet) (url.Values, error) {
+	if raw == "" || len(m.query) == 0 {
+		return nil, nil
+	}
+	found := strings.IndexByte(raw, '%') >= 0
+	for _, name := range m.query {
+		found = found || strings.Contains(raw, name)
+	}
+	if !found {
+		return nil, nil
+	}
+	q, _ := url.ParseQuery(raw) // invalid pairs are left out, as OPA-Envoy does
+	return q, s.addValues(q, m.query)
+}
+
+// isToken reports whether s is an RFC 9110 token: a repeated override
+// header ("GET, DELETE") is refused rather than read as one strange method.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasLower(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' {
+			return true
+		}
+	}
+	return false
+}
+
+// canonicalRequest is what input.deputy.request holds.
+type canonicalRequest struct {
+	canonicalPath
+	methods methodSet
+}
+
+// requestTerm builds input.deputy.request with the fields need names:
+// path, segments, method, methods, and lower_path, lower_segments for
+// case-insensitive route tables. Terms are shared wherever two fields are
+// equal (a path without upper case, a request with one method), so the
+// common check pays for each value once.
+func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
+	obj := ast.NewObjectWithCapacity(6)
+	lp := lower(c.path)
+	var pathT, segsT *ast.Term
+	if need.Child("path") != nil || need.Child("lower_path") != nil && lp == c.path {
+		pathT = ast.StringTerm(c.path)
+		if need.Child("path") != nil {
+			obj.Insert(keyTerm("path"), pathT)
+		}
+	}
+	if need.Child("lower_path") != nil {
+		if lp != c.path {
+			pathT = ast.StringTerm(lp)
+		}
+		obj.Insert(keyTerm("lower_path"), pathT)
+	}
+	if need.Child("segments") != nil || need.Child("lower_segments") != nil && lp == c.path {
+		segsT = segmentsTerm(c.segments, false)
+		if need.Child("segments") != nil {
+			obj.Insert(keyTerm("segments"), segsT)
+		}
+	}
+	if need.Child("lower_segments") != nil {
+		if lp != c.path {
+			segsT = segmentsTerm(c.segments, true)
+		}
+		obj.Insert(keyTerm("lower_segments"), segsT)
+	}
+	if need.Child("method") != nil {
+		obj.Insert(keyTerm("method"), keyTerm(c.methods[0]))
+	}
+	if need.Child("methods") != nil {
+		obj.Insert(keyTerm("methods"), c.methods.term())
+	}
+	return ast.NewTerm(obj)
+}
+
+// singleMethods are the methods arrays of requests without an override.
+var singleMethods = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, k := range []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"} {
+		m[k] = ast.ArrayTerm(keyTerm(k))
+	}
+	return m
+}()
+
+func (s methodSet) term() *ast.Term {
+	if len(s) == 1 {
+		if t, ok := singleMethods[s[0]]; ok {
+			return t
+		}
+	}
+	terms := make([]*ast.Term, len(s))
+	for i, m := range s {
+		terms[i] = keyTerm(m)
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+// segmentsTerm is an array of strings sharing one backing array, with
+// common section names interned.
+func segmentsTerm(segs []string, lowered bool) *ast.Term {
+	terms := make([]*ast.Term, len(segs))
+	backing := make([]ast.Term, len(segs))
+	for i, s := range segs {
+		if lowered {
+			s = lower(s)
+		}
+		if t, ok := internedKeys[s]; ok {
+			terms[i] = t
+			continue
+		}
+		backing[i].Value = ast.String(s)
+		terms[i] = &backing[i]
+	}
+	return ast.ArrayTerm(terms...)
+}

@@ -1,0 +1,156 @@
+package authz_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+)
+
+// requestPolicy allows everything and returns what policy sees as the
+// canonical request, so tests read it from the response.
+const requestPolicy = `package t
+
+decision := {"allowed": true, "reason": json.marshal({
+	"r": input.deputy.request,
+	"parsed_path": input.parsed_path,
+	"parsed_query": input.parsed_query,
+})}
+`
+
+type seen struct {
+	R struct {
+		Path          string   `json:"path"`
+		Segments      []string `json:"segments"`
+		LowerPath     string   `json:"lower_path"`
+		LowerSegments []string `json:"lower_segments"`
+		Method        string   `json:"method"`
+		Methods       []string `json:"methods"`
+	} `json:"r"`
+	ParsedPath  []string            `json:"parsed_path"`
+	ParsedQuery map[string][]string `json:"parsed_query"`
+}
+
+func httpRequest(method, path string, headers map[string]string, body string) string {
+	h, _ := json.Marshal(headers)
+	b, _ := json.Marshal(body)
+	p, _ := json.Marshal(path)
+	return `{"attributes":{"request":{"http":{"method":"` + method + `","path":` + string(p) + `,"headers":` + string(h) + `,"body":` + string(b) + `}}}}`
+}
+
+func TestPolicySeesCanonicalRequest(t *testing.T) {
+	p := authz.New(engineFor(t, "data.t.decision", requestPolicy, nil), authz.WithQuery("data.t.decision"))
+	form := map[string]string{"content-type": "application/x-www-form-urlencoded"}
+	multipart := map[string]string{"content-type": "multipart/form-data; boundary=b"}
+	mpBody := "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\ndelete\r\n--b--\r\n"
+	for _, tc := range []struct {
+		name, method, path string
+		headers            map[string]string
+		body               string
+		wantPath           string
+		wantSegs           string
+		wantLower          string
+		wantMethods        string
+		wantParsedPath     string
+	}{
+		{name: "double slash is not a host", method: "POST", path: "//customer/account/password/?a=1",
+			wantPath: "/customer/account/password/", wantSegs: "customer,account,password", wantLower: "/customer/account/password/", wantMethods: "POST",
+			wantParsedPath: "customer,account,password,"},
+		{name: "case folded for routes", method: "get", path: "/Customer/Account/Password/",
+			wantPath: "/Customer/Account/Password/", wantSegs: "Customer,Account,Password", wantLower: "/customer/account/password/", wantMethods: "GET",
+			wantParsedPath: "Customer,Account,Password,"},
+		{name: "params and encoded letters", method: "GET", path: "/%63ustomer/account;x/password;y/",
+			wantPath: "/customer/account/password/", wantSegs: "customer,account,password", wantLower: "/customer/account/password/", wantMethods: "GET",
+			wantParsedPath: "customer,account;x,password;y,"},
+		{name: "override header", method: "GET", path: "/a", headers: map[string]string{"x-http-method-override": "post"},
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,POST", wantParsedPath: "a"},
+		{name: "override header, mixed-case name", method: "GET", path: "/a", headers: map[string]string{"X-HTTP-Method": "PUT"},
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,PUT", wantParsedPath: "a"},
+		{name: "every override header", method: "GET", path: "/a", headers: map[string]string{"x-http-method-override": "POST", "x-http-method": "PUT", "x-method-override": "DELETE"},
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,POST,PUT,DELETE", wantParsedPath: "a"},
+		{name: "same method once", method: "POST", path: "/a", headers: map[string]string{"x-http-method-override": "post"},
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST", wantParsedPath: "a"},
+		{name: "_method in query", method: "GET", path: "/a?x=1&_method=delete",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,DELETE", wantParsedPath: "a"},
+		{name: "_method in query, key encoded", method: "GET", path: "/a?%5Fmethod=PATCH",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,PATCH", wantParsedPath: "a"},
+		{name: "_method in form body", method: "POST", path: "/a", headers: form, body: "x=1&_method=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "_method in multipart body", method: "POST", path: "/a", headers: multipart, body: mpBody,
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "_method in JSON body", method: "POST", path: "/a", headers: map[string]string{"content-type": "application/json"}, body: `{"_method":"put"}`,
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,PUT", wantParsedPath: "a"},
+		{name: "root", method: "GET", path: "/", wantPath: "/", wantSegs: "", wantLower: "/", wantMethods: "GET", wantParsedPath: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := p.Check(context.Background(), checkRequest(t, httpRequest(tc.method, tc.path, tc.headers, tc.body)))
+			if !resp.Allowed {
+				t.Fatalf("denied: %s", resp.Reason)
+			}
+			var s seen
+			if err := json.Unmarshal([]byte(resp.Reason), &s); err != nil {
+				t.Fatal(err)
+			}
+			got := []string{s.R.Path, strings.Join(s.R.Segments, ","), s.R.LowerPath, strings.Join(s.R.Methods, ","), strings.Join(s.ParsedPath, ",")}
+			want := []string{tc.wantPath, tc.wantSegs, tc.wantLower, tc.wantMethods, tc.wantParsedPath}
+			for i, name := range []string{"path", "segments", "lower_path", "methods", "parsed_path"} {
+				if got[i] != want[i] {
+					t.Errorf("input.deputy.request %s = %q, want %q", name, got[i], want[i])
+				}
+			}
+			if s.R.Method != strings.Split(tc.wantMethods, ",")[0] {
+				t.Errorf("method = %q", s.R.Method)
+			}
+			if strings.Join(s.R.LowerSegments, "/") != strings.ToLower(strings.Join(s.R.Segments, "/")) {
+				t.Errorf("lower_segments = %q", s.R.LowerSegments)
+			}
+		})
+	}
+}
+
+func TestMethodOverridesAreConfigurable(t *testing.T) {
+	src := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", input.deputy.request.methods)}\n"
+	e := engineFor(t, "data.t.decision", src, nil)
+	req := httpRequest("GET", "/a?_method=DELETE&verb=PATCH", map[string]string{"x-http-method-override": "POST", "x-verb": "PUT"}, "")
+	for _, tc := range []struct {
+		name       string
+		carriers   []string
+		wantReason string
+	}{
+		{"defaults", nil, "GET,POST,DELETE"},
+		{"none", []string{}, "GET"},
+		{"own names", []string{"header:X-Verb", "query:verb"}, "GET,PUT,PATCH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := []authz.Option{authz.WithQuery("data.t.decision")}
+			if tc.carriers != nil {
+				opts = append(opts, authz.WithMethodOverrides(tc.carriers))
+			}
+			resp := authz.New(e, opts...).Check(context.Background(), checkRequest(t, req))
+			if !resp.Allowed || resp.Reason != tc.wantReason {
+				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.wantReason)
+			}
+		})
+	}
+}
+
+func TestMalformedMethodsAreRefused(t *testing.T) {
+	e := engineFor(t, "data.t.decision", "package t\n\ndecision := true\n", nil)
+	p := authz.New(e, authz.WithQuery("data.t.decision"))
+	for name, req := range map[string]string{
+		"repeated override header":    httpRequest("GET", "/a", map[string]string{"x-http-method-override": "GET, DELETE"}, ""),
+		"override with a space":       httpRequest("GET", "/a?_method=DE+LETE", nil, ""),
+		"override in body with a NUL": httpRequest("POST", "/a", map[string]string{"content-type": "application/x-www-form-urlencoded"}, "_method=DELETE%00"),
+		"no method":                   httpRequest("", "/a", nil, ""),
+		"path not a path":             httpRequest("GET", "http://shop/a", nil, ""),
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp := p.Check(context.Background(), checkRequest(t, req))
+			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+				t.Errorf("got allowed=%v %d %s, want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, authz.ReasonMalformedRequest)
+			}
+		})
+	}
+}

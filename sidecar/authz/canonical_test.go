@@ -1,0 +1,204 @@
+package authz
+
+import (
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+func TestParsePathCanonicalForm(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw, path string
+		segments        []string
+		decoded         string
+	}{
+		{"root", "/", "/", []string{}, "/"},
+		{"plain", "/catalog/shoes", "/catalog/shoes", []string{"catalog", "shoes"}, ""},
+		{"trailing slash kept", "/customer/account/", "/customer/account/", []string{"customer", "account"}, ""},
+		{"leading double slash is a path, not a host", "//customer/account/password/", "/customer/account/password/", []string{"customer", "account", "password"}, ""},
+		{"many leading slashes", "////customer//account", "/customer/account", []string{"customer", "account"}, ""},
+		{"inner and trailing slashes merge", "/customer//account///password//", "/customer/account/password/", []string{"customer", "account", "password"}, ""},
+		{"only slashes", "///", "/", []string{}, ""},
+		{"path parameter dropped", "/customer/account/password;x/", "/customer/account/password/", []string{"customer", "account", "password"}, ""},
+		{"parameter on every segment", "/customer;a=1/account;b/password;jsessionid=2", "/customer/account/password", []string{"customer", "account", "password"}, ""},
+		{"parameter-only segment merges", "/;x/customer/;y/password/;z", "/customer/password/", []string{"customer", "password"}, ""},
+		{"encoded parameter dropped too", "/customer%3Bx/account", "/customer/account", []string{"customer", "account"}, "/customer;x/account"},
+		{"encoded letters decoded once", "/%63ustomer/%61ccount/%70assword/", "/customer/account/password/", []string{"customer", "account", "password"}, "/customer/account/password/"},
+		{"upper-case escapes", "/%43USTOMER/%41ccount", "/CUSTOMER/Account", []string{"CUSTOMER", "Account"}, ""},
+		{"case kept (lower_* fold it)", "/Customer/Account/Password/", "/Customer/Account/Password/", []string{"Customer", "Account", "Password"}, ""},
+		{"single percent escape kept decoded", "/search/100%25", "/search/100%", []string{"search", "100%"}, "/search/100%"},
+		{"UTF-8 decoded", "/catalog/%C3%A9t%C3%A9", "/catalog/été", []string{"catalog", "été"}, ""},
+		{"raw UTF-8", "/catalog/été", "/catalog/été", []string{"catalog", "été"}, ""},
+		{"dots inside a segment are fine", "/static/app.min.js", "/static/app.min.js", []string{"static", "app.min.js"}, ""},
+		{"three dots are a name", "/a/.../b", "/a/.../b", []string{"a", "...", "b"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp, err := parsePath(tc.raw)
+			if err != nil {
+				t.Fatalf("parsePath(%q): %v", tc.raw, err)
+			}
+			if cp.path != tc.path || !slices.Equal(cp.segments, tc.segments) {
+				t.Errorf("parsePath(%q) = %q %q, want %q %q", tc.raw, cp.path, cp.segments, tc.path, tc.segments)
+			}
+			if tc.decoded != "" && cp.decoded != tc.decoded {
+				t.Errorf("decoded = %q, want %q", cp.decoded, tc.decoded)
+			}
+		})
+	}
+}
+
+func TestParsePathRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw, why string
+	}{
+		{"empty", "", refusedNotAbsolute},
+		{"relative", "customer/account", refusedNotAbsolute},
+		{"absolute URL", "http://shop/customer", refusedNotAbsolute},
+		{"asterisk", "*", refusedNotAbsolute},
+		{"dot", "/catalog/./customer", refusedDotSegment},
+		{"dot dot", "/catalog/../customer/account/password/", refusedDotSegment},
+		{"trailing dot dot", "/customer/..", refusedDotSegment},
+		{"encoded dot", "/catalog/%2e/customer", refusedDotSegment},
+		{"encoded dot dot upper", "/catalog/%2E%2E/customer", refusedDotSegment},
+		{"half-encoded dot dot", "/catalog/.%2e/customer", refusedDotSegment},
+		{"dot dot with parameter", "/catalog/..;x/customer", refusedDotSegment},
+		{"dot dot after double slash", "//catalog/../customer", refusedDotSegment},
+		{"double-encoded dot", "/catalog/%252e%252e/customer", refusedDoubleEncoding},
+		{"double-encoded dot upper", "/catalog/%252E%252E/customer", refusedDoubleEncoding},
+		{"double-encoded via encoded digits", "/catalog/%25%32%65/customer", refusedDoubleEncoding},
+		{"double-encoded slash", "/customer%252faccount", refusedDoubleEncoding},
+		{"double-encoded letter", "/%2563ustomer/account", refusedDoubleEncoding},
+		{"encoded slash", "/catalog%2f..%2fcustomer", refusedEncodedSep},
+		{"encoded slash upper", "/customer%2Faccount/password", refusedEncodedSep},
+		{"encoded backslash", "/customer%5caccount", refusedEncodedSep},
+		{"encoded backslash upper", "/customer%5Caccount", refusedEncodedSep},
+		{"backslash", "/catalog\\..\\customer", refusedBackslash},
+		{"leading backslash", "/\\customer/account", refusedBackslash},
+		{"NUL", "/customer\x00/account", refusedControl},
+		{"encoded NUL", "/customer%00/account", refusedControl},
+		{"tab", "/customer\t/account", refusedControl},
+		{"encoded newline", "/customer%0a/account", refusedControl},
+		{"encoded CR", "/customer%0D/account", refusedControl},
+		{"DEL", "/customer\x7f", refusedControl},
+		{"encoded DEL", "/customer%7F", refusedControl},
+		{"fragment", "/customer#x", refusedFragment},
+		{"bad escape", "/customer/%zz", refusedBadEscape},
+		{"truncated escape", "/customer/%2", refusedBadEscape},
+		{"lone percent", "/customer/%", refusedBadEscape},
+		{"overlong UTF-8 slash", "/customer%c0%afaccount", refusedNotUTF8},
+		{"invalid raw UTF-8", "/customer\xff", refusedNotUTF8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp, err := parsePath(tc.raw)
+			if err == nil {
+				t.Fatalf("parsePath(%q) = %q %q, want refused: %s", tc.raw, cp.path, cp.segments, tc.why)
+			}
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "path" || !strings.Contains(err.Error(), tc.why) {
+				t.Errorf("parsePath(%q) error = %v, want EINVALID path: %s", tc.raw, err, tc.why)
+			}
+		})
+	}
+}
+
+func TestParseMethodOverrides(t *testing.T) {
+	m, err := ParseMethodOverrides(DefaultMethodOverrides())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.headers, []string{"x-http-method-override", "x-http-method", "x-method-override"}) ||
+		!slices.Equal(m.query, []string{"_method"}) || !slices.Equal(m.body, []string{"_method"}) {
+		t.Errorf("defaults parsed as %+v", m)
+	}
+	if m, err := ParseMethodOverrides([]string{"header:X-Upper"}); err != nil || m.headers[0] != "x-upper" {
+		t.Errorf("header names are lower-cased: %+v %v", m, err)
+	}
+	for _, bad := range []string{"", "x-http-method-override", "cookie:_method", "header:", "query:a b", "body:a,b"} {
+		if _, err := ParseMethodOverrides([]string{bad}); sidecar.ErrorCode(err) != sidecar.EINVALID {
+			t.Errorf("ParseMethodOverrides(%q) = %v, want EINVALID", bad, err)
+		}
+	}
+}
+
+// FuzzParsePath checks the canonical path against an independent model of
+// a slash-merging, decoding upstream (net/url's decoder, then segments
+// split, ";params" cut and empties dropped), and that no form of a refused
+// class ever comes out.
+func FuzzParsePath(f *testing.F) {
+	for _, s := range []string{"/", "//customer/account/password/", "/a;b/c", "/%2e%2e/x", "/a%2Fb", "/%252e",
+		"/a\\b", "/a%00", "/%c3%a9", "/a//b//", "/Customer;x/%41", "/;/;/", "/a%3b/b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		cp, err := parsePath(raw)
+		if err != nil {
+			if sidecar.ErrorCode(err) != sidecar.EINVALID {
+				t.Fatalf("parsePath(%q): %v", raw, err)
+			}
+			return
+		}
+		// Nothing of a refused class survives.
+		if strings.ContainsAny(cp.decoded, "\\#\x7f") || hasEscape(cp.decoded) {
+			t.Fatalf("parsePath(%q) accepted %q", raw, cp.decoded)
+		}
+		for _, c := range []byte(cp.decoded) {
+			if c < 0x20 {
+				t.Fatalf("parsePath(%q) accepted a control character", raw)
+			}
+		}
+		for _, seg := range cp.segments {
+			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "/;") {
+				t.Fatalf("parsePath(%q): segment %q", raw, seg)
+			}
+		}
+		// The upstream's view: decode once, split, cut params, merge.
+		dec, err := url.PathUnescape(raw)
+		if err != nil {
+			t.Fatalf("parsePath(%q) accepted what net/url cannot decode: %v", raw, err)
+		}
+		if dec != cp.decoded {
+			t.Fatalf("decoded %q, net/url %q", cp.decoded, dec)
+		}
+		var want []string
+		pieces := strings.Split(dec, "/")
+		for _, p := range pieces {
+			p, _, _ = strings.Cut(p, ";")
+			if p != "" {
+				want = append(want, p)
+			}
+		}
+		wantPath := "/" + strings.Join(want, "/")
+		if last, _, _ := strings.Cut(pieces[len(pieces)-1], ";"); last == "" && len(want) > 0 {
+			wantPath += "/"
+		}
+		if cp.path != wantPath || !slices.Equal(cp.segments, want) && len(want)+len(cp.segments) > 0 {
+			t.Fatalf("parsePath(%q) = %q %q, upstream routes %q %q", raw, cp.path, cp.segments, wantPath, want)
+		}
+	})
+}
+
+// BenchmarkCanonical is the canonical request's own cost on a check: the
+// path, the method and its override carriers, and the input term policy
+// reads.
+func BenchmarkCanonical(b *testing.B) {
+	m, _ := ParseMethodOverrides(DefaultMethodOverrides())
+	headers := map[string]string{"accept": "text/html", "cookie": "a=b", "user-agent": "x"}
+	need := &policy.InputNeeds{All: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		var c canonicalRequest
+		rawPath, rawQuery, _ := strings.Cut("/catalog/shoes?size=42&color=red", "?")
+		cp, err := parsePath(rawPath)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.canonicalPath = cp
+		_ = c.methods.add("GET")
+		_ = m.fromHeaders(headers, &c.methods)
+		_, _ = m.fromQuery(rawQuery, &c.methods)
+		_ = c.requestTerm(need)
+	}
+}
