@@ -24,50 +24,12 @@ func TestLoginAsCustomerThroughProxy(t *testing.T) {
 			app := startUpstream(t)
 			base := px.start(t, d, app)
 
-			admin := bearer(d.token(t, "--sub", "ada", "--roles", "admin"))
-			customer := bearer(d.token(t, "--sub", "c42", "--name", "Chloé Martin", "--roles", "customer"))
-			agent := bearer(d.token(t, "--sub", "alice", "--name", "Alice", "--roles", "support_agent"))
-
-			mustStatus(t, base, "PUT", "/deputy/v1/customers/c42", admin, map[string]any{
-				"name": "Chloé Martin", "default_store_view": "default", "store_views": []string{"default", "fr"},
-			}, http.StatusOK)
-			mustStatus(t, base, "PUT", "/deputy/v1/customers/c42/consent", customer, map[string]any{"allowed": true}, http.StatusOK)
-
-			start := mustStatus(t, base, "POST", "/deputy/v1/impersonation/sessions", agent, map[string]any{
-				"customer_id": "c42", "reason": "cart issue", "ticket": "SR-7", "redirect": "/customer/account",
-			}, http.StatusCreated)
-			var started struct {
-				RedeemURL string `json:"redeem_url"`
-				Session   struct {
-					ID string `json:"id"`
-				} `json:"session"`
-			}
-			if err := json.Unmarshal(start, &started); err != nil || started.RedeemURL == "" {
-				t.Fatalf("start: %v: %s", err, start)
-			}
-			redeem := started.RedeemURL
-			if u, err := url.Parse(redeem); err == nil && u.IsAbs() {
-				redeem = u.RequestURI() // the link names the storefront host; follow it through the proxy
-			}
-
-			resp, body := call(t, "GET", base+redeem, nil, nil)
-			if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/customer/account" {
-				t.Fatalf("redeem: %d Location=%q %s", resp.StatusCode, resp.Header.Get("Location"), body)
-			}
-			var session *http.Cookie
-			for _, c := range resp.Cookies() {
-				if c.Name == "deputy_session" {
-					session = c
-				}
-			}
-			if session == nil || !session.HttpOnly || !session.Secure || session.SameSite != http.SameSiteLaxMode {
-				t.Fatalf("redeem cookie %+v (Set-Cookie %q)", session, resp.Header.Values("Set-Cookie"))
-			}
+			session, sessionID, agent := impersonate(t, d, base)
 
 			// The agent's browser now carries the cookie; a client also
 			// tries to forge who it is.
 			h := http.Header{"Cookie": {"deputy_session=" + session.Value}, "X-Deputy-Actor": {"mallory"}}
-			resp, body = call(t, "GET", base+"/customer/account", h, nil)
+			resp, body := call(t, "GET", base+"/customer/account", h, nil)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("storefront request in the session: %d %s", resp.StatusCode, body)
 			}
@@ -76,7 +38,7 @@ func TestLoginAsCustomerThroughProxy(t *testing.T) {
 				"X-Deputy-Subject":    "c42",
 				"X-Deputy-Actor":      "alice",
 				"X-Deputy-Mode":       "impersonation",
-				"X-Deputy-Session":    started.Session.ID,
+				"X-Deputy-Session":    sessionID,
 				"X-Deputy-Store-View": "default",
 			}
 			for name, v := range want {
@@ -99,7 +61,7 @@ func TestLoginAsCustomerThroughProxy(t *testing.T) {
 			}
 
 			// Ending the session ends the delegation at once.
-			mustStatus(t, base, "DELETE", "/deputy/v1/impersonation/sessions/"+started.Session.ID, agent, nil, http.StatusOK)
+			mustStatus(t, base, "DELETE", "/deputy/v1/impersonation/sessions/"+sessionID, agent, nil, http.StatusOK)
 			resp, body = call(t, "GET", base+"/customer/account", h, nil)
 			if resp.StatusCode == http.StatusOK && resp.Header.Get("x-upstream") == "app" {
 				if s := decodeSeen(t, resp, body); s.Headers.Get("X-Deputy-Subject") != "" {
@@ -108,6 +70,54 @@ func TestLoginAsCustomerThroughProxy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// impersonate runs the README's Login as Customer setup through the proxy
+// at base: customer c42 consents, agent alice starts a session, and the
+// redeem link sets the session cookie, returned with the session id and
+// the agent's credentials.
+func impersonate(t *testing.T, d *deputy, base string) (*http.Cookie, string, http.Header) {
+	t.Helper()
+	admin := bearer(d.token(t, "--sub", "ada", "--roles", "admin"))
+	customer := bearer(d.token(t, "--sub", "c42", "--name", "Chloé Martin", "--roles", "customer"))
+	agent := bearer(d.token(t, "--sub", "alice", "--name", "Alice", "--roles", "support_agent"))
+
+	mustStatus(t, base, "PUT", "/deputy/v1/customers/c42", admin, map[string]any{
+		"name": "Chloé Martin", "default_store_view": "default", "store_views": []string{"default", "fr"},
+	}, http.StatusOK)
+	mustStatus(t, base, "PUT", "/deputy/v1/customers/c42/consent", customer, map[string]any{"allowed": true}, http.StatusOK)
+
+	start := mustStatus(t, base, "POST", "/deputy/v1/impersonation/sessions", agent, map[string]any{
+		"customer_id": "c42", "reason": "cart issue", "ticket": "SR-7", "redirect": "/customer/account",
+	}, http.StatusCreated)
+	var started struct {
+		RedeemURL string `json:"redeem_url"`
+		Session   struct {
+			ID string `json:"id"`
+		} `json:"session"`
+	}
+	if err := json.Unmarshal(start, &started); err != nil || started.RedeemURL == "" {
+		t.Fatalf("start: %v: %s", err, start)
+	}
+	redeem := started.RedeemURL
+	if u, err := url.Parse(redeem); err == nil && u.IsAbs() {
+		redeem = u.RequestURI() // the link names the storefront host; follow it through the proxy
+	}
+
+	resp, body := call(t, "GET", base+redeem, nil, nil)
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/customer/account" {
+		t.Fatalf("redeem: %d Location=%q %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "deputy_session" {
+			session = c
+		}
+	}
+	if session == nil || !session.HttpOnly || !session.Secure || session.SameSite != http.SameSiteLaxMode {
+		t.Fatalf("redeem cookie %+v (Set-Cookie %q)", session, resp.Header.Values("Set-Cookie"))
+	}
+	return session, started.Session.ID, agent
 }
 
 func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }

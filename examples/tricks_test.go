@@ -1,0 +1,127 @@
+package examples_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+)
+
+// trick is one request a hostile client sends through the proxy: a
+// spelling of a route the policy forbids it, which an upstream that merges
+// slashes, routes case-insensitively, drops ;params, decodes, or honours a
+// method override serves as the forbidden route.
+type trick struct {
+	name, method, path string
+	header             http.Header
+}
+
+// impersonationTricks aim at the password page, forbidden to staff in an
+// impersonation session (for every method), and at account edits, for
+// which only writes are forbidden.
+var impersonationTricks = []trick{
+	{name: "as sent", method: "POST", path: "/customer/account/password/"},
+	{name: "percent-encoded letter", method: "POST", path: "/customer/account/p%61ssword/"},
+	{name: "percent-encoded first segment", method: "POST", path: "/%63ustomer/account/password/"},
+	{name: "repeated slash inside", method: "POST", path: "/customer//account/password/"},
+	{name: "client X-Original-URI", method: "POST", path: "/customer/account/password/",
+		header: http.Header{"X-Original-Uri": {"/catalog/shoes"}, "X-Original-Method": {"GET"}}},
+	{name: "client X-Forwarded-Uri", method: "POST", path: "/customer/account/password/",
+		header: http.Header{"X-Forwarded-Uri": {"/catalog/shoes"}, "X-Forwarded-Method": {"GET"}}},
+	{name: "write as sent", method: "POST", path: "/customer/account/edit/"},
+}
+
+// partnerTricks aim at contacts, which need full_admin, and at creating
+// service requests, which needs create, with a look grant.
+var partnerTricks = []trick{
+	{name: "as sent", method: "POST", path: "/customers/acme/contacts"},
+	{name: "read as sent", method: "GET", path: "/customers/acme/contacts"},
+	{name: "percent-encoded letter", method: "GET", path: "/customers/acme/c%6Fntacts"},
+	{name: "create as sent", method: "POST", path: "/customers/acme/service-requests"},
+	{name: "client X-Original-URI", method: "POST", path: "/customers/acme/service-requests",
+		header: http.Header{"X-Original-Uri": {"/customers/acme/service-requests/1"}, "X-Original-Method": {"GET"}}},
+	{name: "client X-Forwarded-Uri", method: "POST", path: "/customers/acme/service-requests",
+		header: http.Header{"X-Forwarded-Uri": {"/customers/acme/service-requests/1"}, "X-Forwarded-Method": {"GET"}}},
+	{name: "leading double slash", method: "GET", path: "//customers/acme/contacts"},
+	{name: "letter case", method: "GET", path: "/customers/acme/Contacts"},
+	{name: "path parameter", method: "GET", path: "/customers/acme/contacts;x"},
+}
+
+// Every trick is denied through the proxy, and never reaches the
+// application, while the genuine requests of the same caller pass.
+func TestTricksThroughProxy(t *testing.T) {
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t, px.name)
+			app := startUpstream(t)
+			base := px.start(t, d, app)
+
+			session, _, _ := impersonate(t, d, base)
+			staff := http.Header{"Cookie": {"deputy_session=" + session.Value}}
+			partner := partnerGrant(t, d, base, "look")
+
+			genuine := []struct {
+				name, method, path string
+				h                  http.Header
+			}{
+				{"impersonated account page", "GET", "/customer/account", staff},
+				{"impersonated account edit form", "GET", "/customer/account/edit/", staff},
+				{"partner reads a service request", "GET", "/customers/acme/service-requests/42", partner},
+				{"partner lists service requests", "GET", "/customers/acme/service-requests", partner},
+			}
+			for _, g := range genuine {
+				t.Run("genuine/"+g.name, func(t *testing.T) {
+					resp, body := call(t, g.method, base+g.path, g.h, nil)
+					if resp.StatusCode != http.StatusOK || resp.Header.Get("x-upstream") != "app" {
+						t.Fatalf("%s %s: %d %s", g.method, g.path, resp.StatusCode, body)
+					}
+				})
+			}
+			for _, set := range []struct {
+				name   string
+				h      http.Header
+				tricks []trick
+			}{
+				{"impersonation", staff, impersonationTricks},
+				{"partner-look", partner, partnerTricks},
+			} {
+				for _, tr := range set.tricks {
+					t.Run(set.name+"/"+tr.name, func(t *testing.T) {
+						h := http.Header{}
+						for k, v := range set.h {
+							h[k] = v
+						}
+						for k, v := range tr.header {
+							h[k] = v
+						}
+						before := app.count()
+						resp, body := call(t, tr.method, base+tr.path, h, nil)
+						if resp.StatusCode < 400 || app.count() != before {
+							t.Errorf("%s %s reached the application: %d %s", tr.method, tr.path, resp.StatusCode, body)
+						}
+					})
+				}
+			}
+		})
+	}
+}
+
+// partnerGrant has partner user pat (org partnerco) granted level over
+// customer acme by its contact manager, as in the README, and returns the
+// headers pat sends to act for acme.
+func partnerGrant(t *testing.T, d *deputy, base, level string) http.Header {
+	t.Helper()
+	pat := bearer(d.token(t, "--sub", "pat", "--org", "partnerco"))
+	cora := bearer(d.token(t, "--sub", "cora", "--org", "acme", "--roles", "contact_manager"))
+	b := mustStatus(t, base, "POST", "/deputy/v1/partner/requests", pat, map[string]any{
+		"customer": "acme", "contact_email": "cora@acme.example", "expiry_days": 30, "level": level, "scope": "organisation",
+	}, http.StatusCreated)
+	var req struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &req); err != nil || req.ID == "" {
+		t.Fatalf("partner request: %v: %s", err, b)
+	}
+	mustStatus(t, base, "POST", "/deputy/v1/partner/requests/"+req.ID+"/approve", cora, nil, http.StatusOK)
+	pat.Set("X-On-Behalf-Of", "acme")
+	return pat
+}
