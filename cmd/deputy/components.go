@@ -175,6 +175,9 @@ func newIdentityPart(cfg *Config, log *slog.Logger) (*identityPart, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !cfg.Identity.HasIssuer() && !cfg.Identity.Dev.Enabled {
+		log.Warn("identity.anonymous_only: no issuer is trusted, every bearer token is refused")
+	}
 	var atOpts []actortoken.Option
 	if cfg.Dev && len(cfg.ActorToken.KeyFiles) == 0 {
 		k, err := actortoken.GenerateKey()

@@ -238,7 +238,17 @@ func (c *Config) Validate() error {
 	if c.Check.ActorTokenHeader == "" || strings.ContainsAny(c.Check.ActorTokenHeader, " :\t") {
 		return sidecar.Invalid("check.actor_token_header", "must be a header name")
 	}
-	return validateSections(reflect.ValueOf(c).Elem())
+	if err := validateSections(reflect.ValueOf(c).Elem()); err != nil {
+		return err
+	}
+	// Without an issuer every bearer token is refused: a production
+	// install that forgot one would look healthy and sign nobody in.
+	if !c.Dev && !c.Identity.Dev.Enabled && !c.Identity.AnonymousOnly && !c.Identity.HasIssuer() {
+		return sidecar.Invalid("identity.issuer_urls", "no identity issuer configured: set identity.issuer_urls "+
+			"(--identity-issuer-urls, DEPUTY_IDENTITY_ISSUER_URLS) or identity.issuers; "+
+			"or identity.anonymous_only to serve anonymous requests only")
+	}
+	return nil
 }
 
 // validateSections calls Validate on every nested section that has one.

@@ -13,8 +13,14 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 )
 
+// loadWith loads a config from flags, env and a file. Outside dev mode
+// Deputy needs an issuer; tests about other settings run anonymous-only
+// unless their env says otherwise.
 func loadWith(t *testing.T, args []string, env map[string]string, file string) (*Config, error) {
 	t.Helper()
+	if _, ok := env["DEPUTY_IDENTITY_ANONYMOUS_ONLY"]; !ok {
+		t.Setenv("DEPUTY_IDENTITY_ANONYMOUS_ONLY", "true")
+	}
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
@@ -89,6 +95,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "actor token too long", args: []string{"--actor-token-ttl", "10m"}, field: "actor_token.ttl"},
 		{name: "partner grant days", args: []string{"--partner-max-grant-days", "-1"}, field: "partner."},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/deputy.yaml"}, field: "config"},
+		{name: "no identity issuer", env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}, field: "identity.issuer_urls"},
+		{name: "issuer URL not a URL", args: []string{"--identity-issuer-urls", "id.example.com"}, field: "identity.issuer_urls[0]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,6 +209,12 @@ func TestRepeatedListFlagAdds(t *testing.T) {
 func TestServeFlagsDescribedWithTrueDefaults(t *testing.T) {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	l := newConfigLoader(fs)
+	// An issuer, which Deputy needs outside dev mode, from a YAML-only
+	// setting so that no flag's loaded value moves.
+	l.file = filepath.Join(t.TempDir(), "deputy.yaml")
+	if err := os.WriteFile(l.file, []byte("identity:\n  issuers:\n    - issuer: https://id.example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	loaded, err := l.load()
 	if err != nil {
 		t.Fatal(err)
@@ -236,5 +250,36 @@ func TestServeFlagsDescribedWithTrueDefaults(t *testing.T) {
 	}
 	if n < 100 {
 		t.Fatalf("only %d flags: the settings walk lost some", n)
+	}
+}
+
+// An issuer by URL alone, from each source; outside dev mode one is
+// required unless anonymous-only serving is asked for.
+func TestConfigIdentityIssuers(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+		want []string
+	}{
+		{name: "flag repeated", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-issuer-urls", "https://b.example.com"},
+			want: []string{"https://a.example.com", "https://b.example.com"}},
+		{name: "env list", env: map[string]string{"DEPUTY_IDENTITY_ISSUER_URLS": "https://a.example.com,https://b.example.com"},
+			want: []string{"https://a.example.com", "https://b.example.com"}},
+		{name: "yaml", file: "identity:\n  issuer_urls: [https://a.example.com]\n  audiences: [shop]\n", want: []string{"https://a.example.com"}},
+		{name: "anonymous only", args: []string{"--identity-anonymous-only"}, env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}},
+		{name: "dev mode", args: []string{"--dev"}, env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadWith(t, tc.args, tc.env, tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(cfg.Identity.IssuerURLs, " ") != strings.Join(tc.want, " ") {
+				t.Fatalf("issuer_urls %q, want %q", cfg.Identity.IssuerURLs, tc.want)
+			}
+		})
 	}
 }

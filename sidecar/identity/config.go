@@ -44,10 +44,15 @@ var allowedAlgorithms = map[string]bool{
 type Config struct {
 	Header     string         `yaml:"header" usage:"request header carrying the bearer token"`
 	Issuers    []IssuerConfig `yaml:"issuers" usage:"trusted token issuers, each with its own key set"`
-	Audiences  []string       `yaml:"audiences" usage:"audiences accepted when an issuer names none; a token must carry one of them (empty: not checked)"`
-	Algorithms []string       `yaml:"algorithms" usage:"accepted signature algorithms: RS*, PS*, ES*, EdDSA (none and HMAC are refused)"`
-	Leeway     time.Duration  `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m)"`
-	Claims     ClaimsConfig   `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
+	IssuerURLs []string       `yaml:"issuer_urls" usage:"trusted issuers by URL alone: keys found by OIDC discovery (<issuer>/.well-known/openid-configuration)"`
+	// AnonymousOnly lets Deputy start outside dev mode with no issuer:
+	// every bearer token is then refused. Without it, no issuer is a
+	// start-up error.
+	AnonymousOnly bool          `yaml:"anonymous_only" usage:"start with no issuer outside dev mode: every bearer token is refused"`
+	Audiences     []string      `yaml:"audiences" usage:"audiences accepted when an issuer names none; a token must carry one of them (empty: not checked)"`
+	Algorithms    []string      `yaml:"algorithms" usage:"accepted signature algorithms: RS*, PS*, ES*, EdDSA (none and HMAC are refused)"`
+	Leeway        time.Duration `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m)"`
+	Claims        ClaimsConfig  `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
 	// RefreshInterval re-reads every key set; MinRefreshInterval bounds how
 	// often an unknown kid may trigger a fetch.
 	RefreshInterval    time.Duration `yaml:"refresh_interval" usage:"how often every key set is fetched again"`
@@ -56,7 +61,8 @@ type Config struct {
 	Dev                DevConfig     `yaml:"dev" usage:"the dev issuer, whose tokens 'deputy dev token' mints"`
 }
 
-// IssuerConfig is one trusted issuer. Exactly one of JWKSFile and JWKSURL.
+// IssuerConfig is one trusted issuer. Its keys come from JWKSFile, from
+// JWKSURL, or, with neither, from OIDC discovery at the Issuer URL.
 type IssuerConfig struct {
 	Issuer    string        `yaml:"issuer" usage:"the iss claim this issuer's tokens carry"`
 	JWKSFile  string        `yaml:"jwks_file" usage:"JWKS file with the issuer's public keys"`
@@ -161,6 +167,16 @@ func (c *Config) Validate() error {
 		return sidecar.Invalid("identity.fetch_timeout", "must be positive")
 	}
 	seen := map[string]bool{}
+	for i, u := range c.IssuerURLs {
+		field := "identity.issuer_urls[" + strconv.Itoa(i) + "]"
+		if !httpURL(u) {
+			return sidecar.Invalid(field, "not an http(s) issuer URL: %q", u)
+		}
+		if seen[u] {
+			return sidecar.Invalid(field, "duplicate issuer %q", u)
+		}
+		seen[u] = true
+	}
 	for i, is := range c.Issuers {
 		field := "identity.issuers[" + strconv.Itoa(i) + "]"
 		if is.Issuer == "" {
@@ -175,12 +191,13 @@ func (c *Config) Validate() error {
 		}
 		switch {
 		case is.JWKSFile == "" && is.JWKSURL == "":
-			return sidecar.Invalid(field+".jwks_url", "one of jwks_url or jwks_file is required")
+			if !httpURL(is.Issuer) {
+				return sidecar.Invalid(field+".issuer", "%q is not an http(s) URL, so its keys cannot be discovered: set jwks_url or jwks_file", is.Issuer)
+			}
 		case is.JWKSFile != "" && is.JWKSURL != "":
 			return sidecar.Invalid(field+".jwks_url", "set jwks_url or jwks_file, not both")
 		case is.JWKSURL != "":
-			u, err := url.Parse(is.JWKSURL)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			if !httpURL(is.JWKSURL) {
 				return sidecar.Invalid(field+".jwks_url", "not an http(s) URL: %q", is.JWKSURL)
 			}
 		}
@@ -197,6 +214,23 @@ func (c *Config) Validate() error {
 		return sidecar.Invalid("identity.dev.key_file", "required in dev mode")
 	}
 	return nil
+}
+
+// HasIssuer reports whether any issuer is trusted besides the dev issuer.
+func (c *Config) HasIssuer() bool { return len(c.Issuers)+len(c.IssuerURLs) > 0 }
+
+// allIssuers is Issuers followed by one discovered issuer per IssuerURLs.
+func (c *Config) allIssuers() []IssuerConfig {
+	out := append([]IssuerConfig(nil), c.Issuers...)
+	for _, u := range c.IssuerURLs {
+		out = append(out, IssuerConfig{Issuer: u})
+	}
+	return out
+}
+
+func httpURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
 }
 
 func (cc ClaimsConfig) validate(field string) error {

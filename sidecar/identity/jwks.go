@@ -62,6 +62,8 @@ type source interface {
 	// load returns the current keys; changed is false when the source
 	// reports nothing new (HTTP 304, same file contents).
 	load(ctx context.Context) (keys []jose.JSONWebKey, changed bool, err error)
+	// remote sources are fetched by Start, local ones read by New.
+	remote() bool
 	String() string
 }
 
@@ -78,6 +80,7 @@ func (s *staticSource) load(context.Context) ([]jose.JSONWebKey, bool, error) {
 }
 
 func (s *staticSource) String() string { return s.name }
+func (s *staticSource) remote() bool   { return false }
 
 type fileSource struct {
 	path string
@@ -90,12 +93,9 @@ func (s *fileSource) load(context.Context) ([]jose.JSONWebKey, bool, error) {
 		return nil, false, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxJWKSSize+1))
+	data, err := readBounded(f, "key set")
 	if err != nil {
 		return nil, false, err
-	}
-	if len(data) > MaxJWKSSize {
-		return nil, false, fmt.Errorf("key set larger than %d bytes", MaxJWKSSize)
 	}
 	if s.last != nil && bytes.Equal(data, s.last) {
 		return nil, false, nil
@@ -109,6 +109,7 @@ func (s *fileSource) load(context.Context) ([]jose.JSONWebKey, bool, error) {
 }
 
 func (s *fileSource) String() string { return s.path }
+func (s *fileSource) remote() bool   { return false }
 
 type urlSource struct {
 	url    string
@@ -136,12 +137,9 @@ func (s *urlSource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, false, fmt.Errorf("GET %s: %s", s.url, resp.Status)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxJWKSSize+1))
+	data, err := readBounded(resp.Body, "key set")
 	if err != nil {
 		return nil, false, err
-	}
-	if len(data) > MaxJWKSSize {
-		return nil, false, fmt.Errorf("key set larger than %d bytes", MaxJWKSSize)
 	}
 	keys, err := ParseJWKS(data)
 	if err != nil {
@@ -152,6 +150,19 @@ func (s *urlSource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
 }
 
 func (s *urlSource) String() string { return s.url }
+func (s *urlSource) remote() bool   { return true }
+
+// readBounded reads at most MaxJWKSSize bytes, refusing anything larger.
+func readBounded(r io.Reader, what string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxJWKSSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxJWKSSize {
+		return nil, fmt.Errorf("%s larger than %d bytes", what, MaxJWKSSize)
+	}
+	return data, nil
+}
 
 func isSymmetric(k *jose.JSONWebKey) bool {
 	_, ok := k.Key.([]byte)

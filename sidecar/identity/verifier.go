@@ -150,7 +150,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	if client == nil {
 		client = &http.Client{Timeout: cfg.FetchTimeout}
 	}
-	for _, ic := range cfg.Issuers {
+	for _, ic := range cfg.allIssuers() {
 		is := &issuer{name: ic.Issuer, audiences: ic.Audiences}
 		if len(is.audiences) == 0 {
 			is.audiences = cfg.Audiences
@@ -160,10 +160,13 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 			cc = ic.Claims.withDefaults(cfg.Claims)
 		}
 		is.claims = compileClaims(cc)
-		if ic.JWKSFile != "" {
+		switch {
+		case ic.JWKSFile != "":
 			is.src = &fileSource{path: ic.JWKSFile}
-		} else {
+		case ic.JWKSURL != "":
 			is.src = &urlSource{url: ic.JWKSURL, client: client}
+		default:
+			is.src = &discoverySource{issuer: ic.Issuer, client: client}
 		}
 		v.issuers = append(v.issuers, is)
 	}
@@ -183,7 +186,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
 	for _, is := range v.issuers {
-		if _, ok := is.src.(*urlSource); ok {
+		if is.src.remote() {
 			continue
 		}
 		if _, err := v.loadLocked(context.Background(), is); err != nil {

@@ -89,6 +89,11 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $keyFiles = append $keyFiles (printf "/etc/deputy/keys/%s" .) -}}
 {{- end -}}
 {{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" (dict "key_files" $keyFiles) -}}
+{{- $identity := dict -}}
+{{- with .Values.identity.issuerURLs }}{{ $_ := set $identity "issuer_urls" . }}{{ end -}}
+{{- with .Values.identity.audiences }}{{ $_ := set $identity "audiences" . }}{{ end -}}
+{{- if .Values.identity.anonymousOnly }}{{ $_ := set $identity "anonymous_only" true }}{{ end -}}
+{{- if $identity }}{{ $_ := set $cfg "identity" $identity }}{{ end -}}
 {{- if .Values.redis.enabled -}}
 {{- $redis := dict "addrs" .Values.redis.addrs "db" .Values.redis.db "tls" .Values.redis.tls "cluster" .Values.redis.cluster -}}
 {{- with .Values.redis.masterName }}{{ $_ := set $redis "master_name" . }}{{ end -}}

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -32,6 +33,7 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 	bin := deputyBinary(t)
 	redisAddr := startRedis(t, "s3cret")
 	bundleURL, bundleKey := serveSignedBundle(t, bin)
+	issuer := serveOIDCDiscovery(t)
 	tests := []struct {
 		name   string
 		values string // a values file, or YAML values
@@ -76,8 +78,11 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 			for _, a := range c.Args {
 				args = append(args, strings.ReplaceAll(a, "/etc/deputy/", root+"/etc/deputy/"))
 			}
-			// The pod's ports, moved to free loopback ones (the last flag wins).
-			args = append(args, "--grpc-addr="+grpc, "--http-addr="+httpAddr, "--metrics-addr="+metrics)
+			// The pod's ports, moved to free loopback ones (the last flag
+			// wins), and the identity provider, to one served here: readiness
+			// waits for its keys, found by discovery.
+			args = append(args, "--grpc-addr="+grpc, "--http-addr="+httpAddr, "--metrics-addr="+metrics,
+				"--identity-issuer-urls="+issuer)
 			cmd := exec.Command(bin, args...)
 			cmd.Dir = root
 			for _, e := range c.Env {
@@ -142,6 +147,38 @@ func signingKeysSecret(t *testing.T, names ...string) *corev1.Secret {
 		s.Data[n] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 	}
 	return s
+}
+
+// serveOIDCDiscovery is an identity provider as Deputy sees one: an OIDC
+// discovery document and the key set it names. It returns the issuer URL.
+func serveOIDCDiscovery(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := k.PublicKey.ECDH()
+	if err != nil {
+		t.Fatal(err)
+	}
+	point := pub.Bytes() // 0x04 || X || Y
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks := fmt.Sprintf(`{"keys":[{"kty":"EC","crv":"P-256","kid":"chart-test","alg":"ES256","use":"sig","x":%q,"y":%q}]}`,
+		b64(point[1:33]), b64(point[33:]))
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, srv.URL, srv.URL+"/keys")
+		case "/keys":
+			fmt.Fprint(w, jwks)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // serveSignedBundle builds the shipped policies into a bundle signed with a

@@ -506,8 +506,10 @@ func TestDeputyConfig(t *testing.T) {
 			want: map[string]any{
 				"policy.paths":          []any{"/etc/deputy/policies"},
 				"actor_token.key_files": []any{"/etc/deputy/keys/signing-key.pem"},
+				"identity.issuer_urls":  []any{"https://login.example.com/realms/shop"},
+				"identity.audiences":    []any{"storefront"},
 			},
-			absent: []string{"policy.bundle_url", "redis"},
+			absent: []string{"policy.bundle_url", "redis", "identity.anonymous_only"},
 		},
 		{
 			values: "bundle-url.yaml",

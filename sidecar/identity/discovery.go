@@ -1,0 +1,88 @@
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// DiscoveryPath is where an OIDC provider publishes its configuration,
+// relative to the issuer URL (OpenID Connect Discovery 1.0, section 4).
+const DiscoveryPath = "/.well-known/openid-configuration"
+
+// discoverySource finds an issuer's key set through OIDC discovery. The
+// discovery document is read at the first load and again only when the
+// key set it named cannot be fetched, so a provider that moves its keys is
+// followed, and rotation within one jwks_uri costs one request.
+type discoverySource struct {
+	issuer string
+	client *http.Client
+	jwks   *urlSource // nil until discovered
+}
+
+func (s *discoverySource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
+	if s.jwks == nil {
+		u, err := s.discover(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		s.jwks = &urlSource{url: u, client: s.client}
+	}
+	keys, changed, err := s.jwks.load(ctx)
+	if err != nil {
+		err = fmt.Errorf("jwks_uri %s: %w", s.jwks.url, err)
+		s.jwks = nil
+	}
+	return keys, changed, err
+}
+
+// discover reads the discovery document and returns its jwks_uri. The
+// document must name the configured issuer exactly (a provider answering
+// for another issuer is a mix-up, not a configuration), and an https
+// issuer's keys must come over https.
+func (s *discoverySource) discover(ctx context.Context) (string, error) {
+	docURL := strings.TrimSuffix(s.issuer, "/") + DiscoveryPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, docURL, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("discovery: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("discovery: GET %s: %s", docURL, resp.Status)
+	}
+	data, err := readBounded(resp.Body, "discovery document")
+	if err != nil {
+		return "", fmt.Errorf("discovery: %w", err)
+	}
+	var doc struct {
+		Issuer  string `json:"issuer"`
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return "", fmt.Errorf("discovery: %s is not a JSON object: %w", docURL, err)
+	}
+	if doc.Issuer != s.issuer {
+		return "", fmt.Errorf("discovery: %s names issuer %q, want %q", docURL, doc.Issuer, s.issuer)
+	}
+	u, err := url.Parse(doc.JWKSURI)
+	if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", fmt.Errorf("discovery: %s has no usable jwks_uri (%q)", docURL, doc.JWKSURI)
+	}
+	if strings.HasPrefix(s.issuer, "https:") && u.Scheme != "https" {
+		return "", fmt.Errorf("discovery: jwks_uri %s is not https while the issuer is", doc.JWKSURI)
+	}
+	return u.String(), nil
+}
+
+func (s *discoverySource) String() string { return s.issuer + DiscoveryPath }
+func (s *discoverySource) remote() bool   { return true }

@@ -1,0 +1,184 @@
+package identity_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+// oidcServer is a local OpenID provider: a discovery document and the key
+// set it names, over TLS, with the keys replaceable to rotate them.
+type oidcServer struct {
+	*httptest.Server
+	mu          sync.Mutex
+	jwks        []byte
+	doc         map[string]any // nil: the real document
+	discoveries atomic.Int32
+	jwksFetches atomic.Int32
+}
+
+func newOIDCServer(t *testing.T, jwks []byte) *oidcServer {
+	t.Helper()
+	s := &oidcServer{jwks: jwks}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		s.discoveries.Add(1)
+		s.mu.Lock()
+		doc := s.doc
+		s.mu.Unlock()
+		if doc == nil {
+			doc = map[string]any{"issuer": s.URL, "jwks_uri": s.URL + "/oauth2/keys",
+				"authorization_endpoint": s.URL + "/authorize", "id_token_signing_alg_values_supported": []string{"ES256", "RS256"}}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(doc)
+	})
+	mux.HandleFunc("GET /oauth2/keys", func(w http.ResponseWriter, r *http.Request) {
+		s.jwksFetches.Add(1)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		_, _ = w.Write(s.jwks)
+	})
+	s.Server = httptest.NewTLSServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *oidcServer) rotate(jwks []byte) { s.mu.Lock(); s.jwks = jwks; s.mu.Unlock() }
+
+func (s *oidcServer) setDoc(doc map[string]any) { s.mu.Lock(); s.doc = doc; s.mu.Unlock() }
+
+// An issuer configured by its URL alone: keys found by discovery, and a
+// rotation (a new kid) picked up on the first token that names it.
+func TestDiscoveryByIssuerURL(t *testing.T) {
+	_, ek, _, other := keys(t)
+	srv := newOIDCServer(t, jwks(ek))
+	clock := newClock(epoch)
+	v, err := identity.New(identity.Config{
+		IssuerURLs:         []string{srv.URL},
+		Audiences:          []string{testAudience},
+		MinRefreshInterval: 10 * time.Second,
+	}, identity.WithClock(clock.Now), identity.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Ready(); err == nil {
+		t.Fatal("ready before discovery")
+	}
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	if err := v.Ready(); err != nil {
+		t.Fatalf("not ready after discovery: %v", err)
+	}
+	claims := with(goodClaims(epoch), "iss", srv.URL)
+
+	steps := []struct {
+		name                     string
+		do                       func()
+		token                    string
+		reason                   string
+		discoveries, jwksFetches int32
+	}{
+		{name: "start discovers and fetches once", token: sign(t, ek, ek.kid, claims), discoveries: 1, jwksFetches: 1},
+		{name: "the issuer rotates to a new kid", do: func() { clock.Add(11 * time.Second); srv.rotate(jwks(other)) },
+			token: sign(t, other, other.kid, claims), discoveries: 1, jwksFetches: 2},
+		{name: "the retired key no longer verifies", token: sign(t, ek, ek.kid, with(claims, "sub", "bob")),
+			reason: identity.ReasonUnknownKid, discoveries: 1, jwksFetches: 2},
+		{name: "another issuer's token is refused", token: sign(t, other, other.kid, with(claims, "iss", "https://evil.example.com")),
+			reason: identity.ReasonIssuer, discoveries: 1, jwksFetches: 2},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.do != nil {
+				st.do()
+			}
+			id, err := v.Verify(context.Background(), bearer(st.token))
+			if got := reasonOf(t, err); got != st.reason {
+				t.Fatalf("reason = %q (%v), want %q", got, err, st.reason)
+			}
+			if err == nil && id.Issuer != srv.URL {
+				t.Fatalf("issuer %q, want %q", id.Issuer, srv.URL)
+			}
+			if d, j := srv.discoveries.Load(), srv.jwksFetches.Load(); d != st.discoveries || j != st.jwksFetches {
+				t.Fatalf("discoveries %d, key set fetches %d; want %d, %d", d, j, st.discoveries, st.jwksFetches)
+			}
+		})
+	}
+}
+
+// A provider that moves its key set is followed: a failed key set fetch
+// sends the next refresh back to the discovery document.
+func TestDiscoveryFollowsMovedKeySet(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	srv := newOIDCServer(t, jwks(ek))
+	v, err := identity.New(identity.Config{Issuers: []identity.IssuerConfig{{Issuer: srv.URL, Audiences: []string{testAudience}}}},
+		identity.WithClock(newClock(epoch).Now), identity.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Refresh(context.Background())
+	srv.setDoc(map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/moved"})
+	srv.rotate([]byte("gone"))
+	v.Refresh(context.Background()) // the old jwks_uri fails: keys kept, discovery forgotten
+	if _, err := v.Verify(context.Background(), bearer(sign(t, ek, ek.kid, with(goodClaims(epoch), "iss", srv.URL)))); err != nil {
+		t.Fatalf("a failed refresh dropped good keys: %v", err)
+	}
+	v.Refresh(context.Background())
+	if got := srv.discoveries.Load(); got != 2 {
+		t.Fatalf("discoveries = %d, want 2 (the first, and again after the key set failed)", got)
+	}
+}
+
+// A discovery document that does not vouch for the configured issuer, or
+// points its keys somewhere unusable, leaves the issuer without keys:
+// not ready, and the reason says why.
+func TestDiscoveryRefusesBadDocuments(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	cases := []struct {
+		name string
+		doc  func(srvURL string) map[string]any
+		want string
+	}{
+		{"issuer mix-up", func(u string) map[string]any {
+			return map[string]any{"issuer": "https://other.example.com", "jwks_uri": u + "/oauth2/keys"}
+		}, "names issuer"},
+		{"no jwks_uri", func(u string) map[string]any { return map[string]any{"issuer": u} }, "no usable jwks_uri"},
+		{"relative jwks_uri", func(u string) map[string]any { return map[string]any{"issuer": u, "jwks_uri": "/oauth2/keys"} }, "no usable jwks_uri"},
+		{"keys over plain http", func(u string) map[string]any {
+			return map[string]any{"issuer": u, "jwks_uri": strings.Replace(u, "https:", "http:", 1) + "/oauth2/keys"}
+		}, "not https"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newOIDCServer(t, jwks(ek))
+			srv.setDoc(tc.doc(srv.URL))
+			v, err := identity.New(identity.Config{IssuerURLs: []string{srv.URL}}, identity.WithHTTPClient(srv.Client()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.Refresh(context.Background())
+			err = v.Ready()
+			if err == nil || !strings.Contains(sidecar.ErrorMessage(err)+err.Error(), tc.want) {
+				t.Fatalf("Ready() = %v, want an error saying %q", err, tc.want)
+			}
+			if _, err := v.Verify(context.Background(), bearer(sign(t, ek, ek.kid, with(goodClaims(epoch), "iss", srv.URL)))); err == nil {
+				t.Fatal("a token verified against keys from a refused discovery document")
+			}
+			if got := srv.jwksFetches.Load(); got != 0 {
+				t.Fatalf("key set fetched %d times from a refused document", got)
+			}
+		})
+	}
+}
