@@ -28,6 +28,7 @@ var impersonationTricks = []trick{
 	{name: "client X-Forwarded-Uri", method: "POST", path: "/customer/account/password/",
 		header: http.Header{"X-Forwarded-Uri": {"/catalog/shoes"}, "X-Forwarded-Method": {"GET"}}},
 	{name: "write as sent", method: "POST", path: "/customer/account/edit/"},
+	{name: "leading double slash", method: "POST", path: "//customer/account/password/"},
 }
 
 // partnerTricks aim at contacts, which need full_admin, and at creating
@@ -42,6 +43,7 @@ var partnerTricks = []trick{
 	{name: "client X-Forwarded-Uri", method: "POST", path: "/customers/acme/service-requests",
 		header: http.Header{"X-Forwarded-Uri": {"/customers/acme/service-requests/1"}, "X-Forwarded-Method": {"GET"}}},
 	{name: "leading double slash", method: "GET", path: "//customers/acme/contacts"},
+	{name: "leading double slash naming a section", method: "GET", path: "//contacts/service-requests/1"},
 	{name: "letter case", method: "GET", path: "/customers/acme/Contacts"},
 	{name: "path parameter", method: "GET", path: "/customers/acme/contacts;x"},
 }
