@@ -5,9 +5,11 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
@@ -64,10 +66,10 @@ var versionTerm = ast.NewTerm(ast.NewObject(
 
 // InputOptions control how a CheckRequest becomes policy input.
 type InputOptions struct {
-	// OwnedPrefix: request headers starting with it (lower case) are
-	// dropped from the input and from the upstream request.
+	// OwnedPrefix: request headers starting with it are dropped from the
+	// input and from the upstream request. In ownedName form.
 	OwnedPrefix string
-	// ActorTokenHeader is dropped too, whatever its prefix.
+	// ActorTokenHeader is dropped too, whatever its prefix. In ownedName form.
 	ActorTokenHeader string
 	// SkipBodyParsing leaves parsed_body undefined and never refuses a
 	// request for a malformed body (body method overrides are still read).
@@ -76,10 +78,36 @@ type InputOptions struct {
 	Methods MethodOverrides
 }
 
-// owned reports whether a lower-case header name is owned by Deputy.
+// owned reports whether a header name is owned by Deputy: compared
+// case-insensitively with "_" read as "-", since CGI, PHP and WSGI
+// upstreams read both as HTTP_X_DEPUTY_... The options hold both names in
+// that form (ownedName).
 func (o *InputOptions) owned(name string) bool {
-	return (o.OwnedPrefix != "" && strings.HasPrefix(name, o.OwnedPrefix)) ||
-		(o.ActorTokenHeader != "" && name == o.ActorTokenHeader)
+	if n := len(o.OwnedPrefix); n > 0 && len(name) >= n && sameHeaderName(name[:n], o.OwnedPrefix) {
+		return true
+	}
+	return o.ActorTokenHeader != "" && len(name) == len(o.ActorTokenHeader) && sameHeaderName(name, o.ActorTokenHeader)
+}
+
+// sameHeaderName compares name with an ownedName form of the same length.
+func sameHeaderName(name, owned string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != owned[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// ownedName is the form owned compares against: lower case, "-" for "_".
+func ownedName(s string) string {
+	return strings.ReplaceAll(strings.ToLower(s), "_", "-")
 }
 
 // request is one CheckRequest turned into what the pipeline needs: the
@@ -105,21 +133,27 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	r := &request{}
 
 	// Owned headers are stripped before anything reads the request, so
-	// neither policy nor resolvers can mistake them for identity.
+	// neither policy nor resolvers can mistake them for identity: from
+	// headers and from header_map (Envoy's encode_raw_headers) alike.
 	for k := range headers {
-		name := k
-		if hasUpper(k) {
-			name = strings.ToLower(k)
-		}
-		if opts.owned(name) {
+		if opts.owned(k) {
 			r.stripped = append(r.stripped, k)
+		}
+	}
+	inMap := len(r.stripped)
+	for _, h := range httpReq.GetHeaderMap().GetHeaders() {
+		if opts.owned(h.GetKey()) {
+			r.stripped = append(r.stripped, h.GetKey())
 		}
 	}
 	if len(r.stripped) > 0 {
 		req = proto.Clone(req).(*authv3.CheckRequest)
 		httpReq = req.GetAttributes().GetRequest().GetHttp()
-		for _, k := range r.stripped {
+		for _, k := range r.stripped[:inMap] {
 			delete(httpReq.Headers, k)
+		}
+		if hm := httpReq.GetHeaderMap(); inMap < len(r.stripped) {
+			hm.Headers = slices.DeleteFunc(hm.Headers, func(h *corev3.HeaderValue) bool { return opts.owned(h.GetKey()) })
 		}
 		headers = httpReq.GetHeaders()
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -160,8 +161,8 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	if p.tokenHeader == "" {
 		p.tokenHeader = p.prefix + "token"
 	}
-	p.inputOpts.OwnedPrefix = p.prefix
-	p.inputOpts.ActorTokenHeader = p.tokenHeader
+	p.inputOpts.OwnedPrefix = ownedName(p.prefix)
+	p.inputOpts.ActorTokenHeader = ownedName(p.tokenHeader)
 	if p.overrides == nil {
 		p.overrides = DefaultMethodOverrides()
 	}
@@ -424,7 +425,7 @@ func ownedRemovals(policyRemovals, owned []string, set []Header) []string {
 				break
 			}
 		}
-		if !replaced {
+		if !replaced && !slices.Contains(out, lo) {
 			out = append(out, lo)
 		}
 	}
