@@ -103,6 +103,7 @@ bench: build deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzBuildInput$$' -fuzztime 30s ./sidecar/authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePath$$' -fuzztime 30s ./sidecar/authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeString$$' -fuzztime 30s ./sidecar/decisionlog/
 
 clean:
 	rm -rf bin .bench-*.txt

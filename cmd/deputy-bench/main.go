@@ -17,13 +17,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
 
 type options struct {
 	deputy, noop, ghz, redisServer, opaEnvoy string
-	testdata, inproc                         string
+	testdata, inproc, only                   string
 	concurrency, connections, rounds         int
 	duration                                 time.Duration
 }
@@ -37,6 +39,7 @@ func main() {
 	flag.StringVar(&o.opaEnvoy, "opa-envoy", "", "OPA-Envoy binary (opa-envoy-plugin), built per that project's instructions; empty: skip it")
 	flag.StringVar(&o.testdata, "testdata", "cmd/deputy-bench/testdata", "directory of the OPA-Envoy-style policies and requests")
 	flag.StringVar(&o.inproc, "inproc", "", "output of `go test -bench` to read the in-process ratios from")
+	flag.StringVar(&o.only, "run", "", "run only the scenarios whose name matches this regexp (and the floor)")
 	flag.IntVar(&o.concurrency, "c", 16, "concurrent streams")
 	flag.IntVar(&o.connections, "connections", 4, "gRPC connections")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; each figure is the median over them")
@@ -175,6 +178,13 @@ func run(o options) error {
 		}
 	}
 
+	if o.only != "" {
+		re, err := regexp.Compile(o.only)
+		if err != nil {
+			return fmt.Errorf("-run: %w", err)
+		}
+		scenarios = slices.DeleteFunc(scenarios, func(s *scenario) bool { return s != floor && !re.MatchString(s.name) })
+	}
 	for _, s := range scenarios {
 		// A run of denials would measure the wrong path: one check first
 		// must be decided as the scenario expects.
@@ -196,25 +206,28 @@ func run(o options) error {
 	rep := report{floor: floor.median()}
 	for _, s := range scenarios {
 		rep.rows = append(rep.rows, row{name: s.name, m: s.median()})
+		if strings.HasPrefix(s.srv.name, "deputy") {
+			rep.deputyRSS = max(rep.deputyRSS, s.median().rssMB)
+		}
 	}
 	for _, k := range []string{"public", "impersonation", "partner", "reseller"} {
 		goal := 0.75
 		if k == "public" {
 			goal = 0.85
 		}
-		rep.throughput = append(rep.throughput, throughputGoal{name: k, m: shipped[k].median(), goal: goal})
+		if len(shipped[k].samples) > 0 {
+			rep.throughput = append(rep.throughput, throughputGoal{name: k, m: shipped[k].median(), goal: goal})
+		}
 	}
 	for i, p := range styled {
+		if len(p.deputy.samples) == 0 {
+			continue
+		}
 		g := overheadGoal{name: envoyStyle[i].label, deputy: p.deputy.median()}
-		if p.opaEnvoy != nil {
+		if p.opaEnvoy != nil && len(p.opaEnvoy.samples) > 0 {
 			g.opaEnvoy, g.hasOPAEnvoy = p.opaEnvoy.median(), true
 		}
 		rep.overhead = append(rep.overhead, g)
-	}
-	for _, s := range scenarios {
-		if strings.HasPrefix(s.srv.name, "deputy") {
-			rep.deputyRSS = max(rep.deputyRSS, s.median().rssMB)
-		}
 	}
 	if o.inproc != "" {
 		if rep.inproc, err = readInProcess(o.inproc); err != nil {

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -93,7 +92,9 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 // not change it afterwards. When the queue is full, d is dropped and
 // counted.
 func (l *Logger) Log(d *sidecar.Decision) {
-	if d == nil {
+	if d == nil || l.cfg.Sink == SinkNone {
+		// Sink none: no queueing, masking or encoding for records no one
+		// will read.
 		return
 	}
 	l.mu.Lock()
@@ -302,7 +303,7 @@ func (l *Logger) encode(ctx context.Context, d *sidecar.Decision) ([]byte, error
 			}
 		}
 	}
-	return json.Marshal(rec)
+	return rec.encode()
 }
 
 func randomID() string {

@@ -2,8 +2,14 @@ package decisionlog
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -134,4 +140,303 @@ func plainInput(in any) (any, error) {
 	var out any
 	err = json.Unmarshal(b, &out)
 	return out, err
+}
+
+// encode is the record's JSON, byte for byte what encoding/json.Marshal
+// writes for it, built by appending into a pooled buffer instead of by
+// reflection: the decision log encodes one record per check.
+func (r *Record) encode() ([]byte, error) {
+	bp := encodeBuffers.Get().(*[]byte)
+	b, err := r.appendJSON((*bp)[:0])
+	var out []byte
+	if err == nil {
+		out = make([]byte, len(b))
+		copy(out, b)
+	}
+	if cap(b) <= maxPooledBuffer {
+		*bp = b[:0]
+		encodeBuffers.Put(bp)
+	}
+	return out, err
+}
+
+// maxPooledBuffer keeps one huge record from pinning its buffer forever.
+const maxPooledBuffer = 64 << 10
+
+var encodeBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4096)
+	return &b
+}}
+
+// appendJSON appends the record as encoding/json would write it: fields in
+// declaration order, omitempty honoured, strings HTML-escaped.
+func (r *Record) appendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"decision_id":`...)
+	b = appendString(b, r.DecisionID)
+	b = append(b, `,"time":`...)
+	if y := r.Time.Year(); y < 0 || y > 9999 {
+		return b, fmt.Errorf("json: error calling MarshalJSON for type time.Time: year %d outside of range [0,9999]", y)
+	}
+	b = append(b, '"')
+	b = r.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	b = appendField(b, "actor", r.Actor)
+	b = appendField(b, "subject", r.Subject)
+	b = appendField(b, "mode", r.Mode)
+	b = appendField(b, "level", r.Level)
+	b = appendField(b, "session_id", r.SessionID)
+	b = appendField(b, "method", r.Method)
+	b = appendField(b, "host", r.Host)
+	b = appendField(b, "path", r.Path)
+	b = append(b, `,"result":`...)
+	b = appendString(b, r.Result)
+	b = appendField(b, "reason", r.Reason)
+	if r.HTTPStatus != 0 {
+		b = append(b, `,"http_status":`...)
+		b = strconv.AppendInt(b, int64(r.HTTPStatus), 10)
+	}
+	b = appendField(b, "bundle_revision", r.BundleRevision)
+	b = append(b, `,"latency_ms":`...)
+	b, err := appendFloat(b, r.LatencyMS)
+	if err != nil {
+		return b, err
+	}
+	b = appendField(b, "trace_id", r.TraceID)
+	if r.DryRun {
+		b = append(b, `,"dry_run":true`...)
+	}
+	b = appendField(b, "error", r.Error)
+	if r.Input != nil {
+		b = append(b, `,"input":`...)
+		if b, err = appendValue(b, r.Input); err != nil {
+			return b, err
+		}
+	}
+	b = appendStrings(b, "erased", r.Erased)
+	b = appendStrings(b, "masked", r.Masked)
+	b = appendField(b, "mask_error", r.MaskError)
+	return append(b, '}'), nil
+}
+
+// appendField appends ,"name":"v" unless v is empty (omitempty).
+func appendField(b []byte, name, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendString(b, v)
+}
+
+func appendStrings(b []byte, name string, vs []string) []byte {
+	if len(vs) == 0 {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, `":[`...)
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, v)
+	}
+	return append(b, ']')
+}
+
+// appendValue appends a JSON-shaped Go value: what ast.JSON and
+// json.Unmarshal produce. Anything else goes through encoding/json.
+func appendValue(b []byte, v any) ([]byte, error) {
+	var err error
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case string:
+		return appendString(b, x), nil
+	case bool:
+		return strconv.AppendBool(b, x), nil
+	case json.Number:
+		if x == "" {
+			return append(b, '0'), nil
+		}
+		if !isNumber(string(x)) {
+			return b, fmt.Errorf("json: invalid number literal %q", x)
+		}
+		return append(b, x...), nil
+	case float64:
+		return appendFloat(b, x)
+	case map[string]any:
+		if x == nil {
+			return append(b, "null"...), nil
+		}
+		var small [16]string
+		keys := small[:0]
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			if b, err = appendValue(b, x[k]); err != nil {
+				return b, err
+			}
+		}
+		return append(b, '}'), nil
+	case []any:
+		if x == nil {
+			return append(b, "null"...), nil
+		}
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendValue(b, e); err != nil {
+				return b, err
+			}
+		}
+		return append(b, ']'), nil
+	case []string:
+		if x == nil {
+			return append(b, "null"...), nil
+		}
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, e)
+		}
+		return append(b, ']'), nil
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return b, err
+	}
+	return append(b, raw...), nil
+}
+
+// appendFloat writes f as encoding/json does: shortest form, exponent
+// only for very small or very large magnitudes, NaN and ±Inf refused.
+func appendFloat(b []byte, f float64) ([]byte, error) {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return b, fmt.Errorf("json: unsupported value: %s", strconv.FormatFloat(f, 'g', -1, 64))
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b, nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s quoted as encoding/json does by default: <, > and
+// & escaped for HTML, invalid UTF-8 as U+FFFD, U+2028 and U+2029 escaped.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// isNumber reports whether s is a valid JSON number literal.
+func isNumber(s string) bool {
+	if s == "" {
+		return false
+	}
+	if s[0] == '-' {
+		s = s[1:]
+		if s == "" {
+			return false
+		}
+	}
+	switch {
+	case s[0] == '0':
+		s = s[1:]
+	case '1' <= s[0] && s[0] <= '9':
+		s = s[1:]
+		for len(s) > 0 && '0' <= s[0] && s[0] <= '9' {
+			s = s[1:]
+		}
+	default:
+		return false
+	}
+	if len(s) >= 2 && s[0] == '.' && '0' <= s[1] && s[1] <= '9' {
+		s = s[2:]
+		for len(s) > 0 && '0' <= s[0] && s[0] <= '9' {
+			s = s[1:]
+		}
+	}
+	if len(s) >= 2 && (s[0] == 'e' || s[0] == 'E') {
+		s = s[1:]
+		if s[0] == '+' || s[0] == '-' {
+			s = s[1:]
+			if s == "" {
+				return false
+			}
+		}
+		for len(s) > 0 && '0' <= s[0] && s[0] <= '9' {
+			s = s[1:]
+		}
+	}
+	return s == ""
 }
