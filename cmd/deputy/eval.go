@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,8 +13,10 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/spf13/cobra"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/envoy"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
@@ -31,6 +35,8 @@ type evalFlags struct {
 	bundle, publicKey, query    string
 	methodOverrides             []string
 	explain, dryRun, asJSON     bool
+	fail, failDefined           bool
+	stdin                       io.Reader
 }
 
 // newEvalCmd decides one request offline through the same pipeline the
@@ -39,31 +45,44 @@ type evalFlags struct {
 func newEvalCmd() *cobra.Command {
 	var f evalFlags
 	cmd := &cobra.Command{
-		Use:   "eval --input request.json",
+		Use:   "eval --input examples/eval/request.json",
 		Short: "Decide one request offline, exactly as deputy serve would",
 		Long: `Decide one request offline through Deputy's check pipeline: the same
 input building, the same policy query and the same result mapping as
 deputy serve. The input is either a CheckRequest in protobuf JSON (as in
 OPA-Envoy decision logs: {"attributes": {...}}) or a plain HTTP request
-description: {"method", "path", "host", "headers", "body"}.
+description: {"method", "path", "host", "headers", "body"}, or a
+decision-log record, whose recorded input is decided again as it stands.
 
 Tokens are not verified offline: give the verified identity (the
 input.identity of a decision-log record) with --identity, and the
-delegation that applied with --delegation.`,
+delegation that applied with --delegation.
+
+--input, --identity and --delegation take inline JSON ('{"path": "/"}'),
+@file, a file name, or - (or @-) for stdin. With --fail the command exits
+1 when the decision is undefined, with --fail-defined when it is defined;
+an evaluation error fails either way, as with opa eval.`,
+		Example: `  deputy eval --input examples/eval/request.json --explain
+  deputy eval --input '{"method": "GET", "path": "/customer/account"}' --identity '{"sub": "alice", "roles": ["customer"]}'
+  deputy eval --input @examples/eval/record.json          # replay a decision-log record
+  deputy eval --input @examples/eval/request.json --query envoy/authz/allow --fail`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.stdin = cmd.InOrStdin()
 			return runEval(cmd.Context(), f, cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&f.input, "input", "i", "", "request to decide (JSON file, - for stdin)")
+	fl.StringVarP(&f.input, "input", "i", "", "request or decision-log record to decide: inline JSON, @file, a file, or - for stdin")
 	fl.StringSliceVarP(&f.policies, "policies", "p", []string{policy.DefaultPolicyPath}, "policy directories or files")
 	fl.StringSliceVarP(&f.data, "data", "d", nil, "extra data or policy files loaded with the policies")
 	fl.StringVarP(&f.bundle, "bundle", "b", "", "decide with this bundle file instead of --policies")
 	fl.StringVar(&f.publicKey, "public-key", "", "verify --bundle against this public key (PEM file)")
-	fl.StringVar(&f.identity, "identity", "", "verified identity (JSON of input.identity)")
-	fl.StringVar(&f.delegation, "delegation", "", "delegation that applies (JSON of input.delegation)")
-	fl.StringVar(&f.query, "query", policy.DefaultDecisionQuery, "decision query")
+	fl.StringVar(&f.identity, "identity", "", "verified identity (input.identity): inline JSON, @file or a file")
+	fl.StringVar(&f.delegation, "delegation", "", "delegation that applies (input.delegation): inline JSON, @file or a file")
+	fl.StringVar(&f.query, "query", policy.DefaultDecisionQuery, "decision query: data.a.b.c, or OPA-Envoy's a/b/c")
+	fl.BoolVar(&f.fail, "fail", false, "exit 1 when the decision is undefined (or evaluation fails)")
+	fl.BoolVar(&f.failDefined, "fail-defined", false, "exit 1 when the decision is defined (or evaluation fails)")
 	fl.StringSliceVar(&f.methodOverrides, "method-overrides", authz.DefaultMethodOverrides(), "where a request may name another method, as check.method_overrides")
 	fl.BoolVar(&f.explain, "explain", false, "print the rule trace of the evaluation")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "decide as a server with dry run on")
@@ -73,13 +92,25 @@ delegation that applied with --delegation.`,
 }
 
 func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
-	raw, err := readInput(f.input)
+	query, err := policy.DecisionRef(f.query)
+	if err != nil {
+		return sidecar.Invalid("query", "%s", sidecar.ErrorMessage(err))
+	}
+	f.query = query
+	raw, err := jsonArg("input", f.input, f.stdin)
 	if err != nil {
 		return err
 	}
-	req, httpReq, err := parseEvalInput(raw)
+	rec, err := parseRecord(raw)
 	if err != nil {
 		return err
+	}
+	var req *authv3.CheckRequest
+	var httpReq *http.Request
+	if rec == nil {
+		if req, httpReq, err = parseEvalInput(raw); err != nil {
+			return err
+		}
 	}
 
 	engine := policy.New(policy.WithQueries(f.query, policy.DefaultManageQuery),
@@ -108,16 +139,26 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 	tracer := topdown.NewBufferTracer()
 	opts := []authz.Option{authz.WithQuery(f.query), authz.WithDryRun(f.dryRun), authz.WithMethodOverrides(f.methodOverrides)}
 	if f.identity != "" {
-		var id sidecar.Identity
-		if err := decodeFile(f.identity, &id); err != nil {
+		id, err := decodeIdentity(f.identity, f.stdin)
+		if err != nil {
 			return err
 		}
-		opts = append(opts, authz.WithVerifier(staticIdentity{&id}))
+		opts = append(opts, authz.WithVerifier(staticIdentity{id}))
+		if rec != nil {
+			rec.input.Insert(ast.StringTerm("identity"), ast.NewTerm(identityValue(id)))
+		}
 	}
 	if f.delegation != "" {
 		var d sidecar.Delegation
-		if err := decodeFile(f.delegation, &d); err != nil {
+		if err := decodeArg("delegation", f.delegation, f.stdin, &d); err != nil {
 			return err
+		}
+		if rec != nil {
+			v, err := ast.InterfaceToValue(d)
+			if err != nil {
+				return sidecar.Invalid("delegation", "%v", err)
+			}
+			rec.input.Insert(ast.StringTerm("delegation"), ast.NewTerm(v))
 		}
 		opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
 			func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
@@ -132,7 +173,9 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 	pipeline := authz.New(engine, opts...)
 
 	var resp *authz.Response
-	if httpReq != nil {
+	if rec != nil {
+		resp = pipeline.Replay(ctx, rec.input)
+	} else if httpReq != nil {
 		// Through the HTTP ext_authz adapter, so the CheckRequest is the one
 		// the server would build from that HTTP request.
 		capture := &responseCapture{next: pipeline}
@@ -147,26 +190,103 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 	}
 
 	if f.asJSON {
-		err = printEvalJSON(out, resp, &logged)
+		err = printEvalJSON(out, resp, &logged, rec)
 	} else {
-		printEval(out, resp, &logged)
+		printEval(out, resp, &logged, rec)
 	}
 	if err == nil && f.explain {
 		fmt.Fprintln(out, "\ntrace:")
 		topdown.PrettyTrace(out, *tracer)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return failOn(f, resp.Reason)
 }
 
-func readInput(name string) ([]byte, error) {
-	if name == "-" {
-		return io.ReadAll(os.Stdin)
+// errFail is the exit status of --fail and --fail-defined, not a fault.
+var errFail = errors.New("eval failed")
+
+// failOn applies --fail and --fail-defined as opa eval does: an undefined
+// decision fails the first, a defined one the second, an error both.
+func failOn(f evalFlags, reason string) error {
+	switch reason {
+	case authz.ReasonEvalError, authz.ReasonInvalidDecision, authz.ReasonNoPolicy, authz.ReasonMalformedRequest, authz.ReasonTokenError:
+		if f.fail || f.failDefined {
+			return fmt.Errorf("%w: the decision could not be made (%s)", errFail, reason)
+		}
+	case authz.ReasonUndefined:
+		if f.fail {
+			return fmt.Errorf("%w: --fail: the decision is undefined", errFail)
+		}
+	default:
+		if f.failDefined {
+			return fmt.Errorf("%w: --fail-defined: the decision is defined (%s)", errFail, reason)
+		}
+	}
+	return nil
+}
+
+// jsonArg reads a JSON argument: inline JSON, @file, - or @- for stdin, or
+// a file name.
+func jsonArg(flag, v string, stdin io.Reader) ([]byte, error) {
+	t := strings.TrimSpace(v)
+	name := v
+	switch {
+	case t == "-" || t == "@-":
+		if stdin == nil {
+			stdin = os.Stdin
+		}
+		b, err := io.ReadAll(stdin)
+		if err != nil {
+			return nil, sidecar.Invalid(flag, "stdin: %v", err)
+		}
+		return b, nil
+	case strings.HasPrefix(t, "{") || strings.HasPrefix(t, "["):
+		return []byte(t), nil
+	case strings.HasPrefix(t, "@"):
+		name = t[1:]
 	}
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return nil, sidecar.Invalid("input", "%v", err)
+		return nil, sidecar.Invalid(flag, "%v", err)
 	}
 	return b, nil
+}
+
+// replay is a decision-log record to decide again.
+type replay struct {
+	record decisionlog.Record
+	input  ast.Object
+}
+
+// parseRecord returns the record raw holds, or nil when raw is not a
+// decision-log record (it has no decision_id).
+func parseRecord(raw []byte) (*replay, error) {
+	var probe map[string]json.RawMessage
+	if json.Unmarshal(raw, &probe) != nil {
+		return nil, nil // parseEvalInput names the error
+	}
+	if _, ok := probe["decision_id"]; !ok {
+		return nil, nil
+	}
+	var r replay
+	if err := json.Unmarshal(raw, &r.record); err != nil {
+		return nil, sidecar.Invalid("input", "decision-log record: %v", err)
+	}
+	if r.record.Input == nil {
+		return nil, sidecar.Invalid("input", "decision-log record %s has no input: it was logged with decision_log.include_input off", r.record.DecisionID)
+	}
+	v, err := ast.InterfaceToValue(r.record.Input)
+	if err != nil {
+		return nil, sidecar.Invalid("input", "decision-log record input: %v", err)
+	}
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return nil, sidecar.Invalid("input", "decision-log record input is not an object")
+	}
+	r.input = obj
+	return &r, nil
 }
 
 // httpDescription is the plain form of a request to decide.
@@ -231,17 +351,70 @@ func parseEvalInput(raw []byte) (*authv3.CheckRequest, *http.Request, error) {
 	return nil, r, nil
 }
 
-func decodeFile(name string, v any) error {
-	b, err := os.ReadFile(name)
+// decodeArg decodes a JSON argument strictly: a misspelt field must not
+// silently change the decision.
+func decodeArg(flag, v string, stdin io.Reader, out any) error {
+	b, err := jsonArg(flag, v, stdin)
 	if err != nil {
-		return sidecar.Invalid(name, "%v", err)
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return sidecar.Invalid(name, "%v", err)
+	if err := dec.Decode(out); err != nil {
+		return sidecar.Invalid(flag, "%v", err)
 	}
 	return nil
+}
+
+// decodeIdentity reads --identity. It takes input.identity as a record
+// holds it (exp in Unix seconds) as well as an RFC 3339 exp.
+func decodeIdentity(v string, stdin io.Reader) (*sidecar.Identity, error) {
+	var in struct {
+		sidecar.Identity
+		Exp json.RawMessage `json:"exp"`
+	}
+	if err := decodeArg("identity", v, stdin, &in); err != nil {
+		return nil, err
+	}
+	id := in.Identity
+	if len(in.Exp) > 0 && string(in.Exp) != "null" {
+		var secs int64
+		if err := json.Unmarshal(in.Exp, &id.ExpiresAt); err != nil {
+			if err := json.Unmarshal(in.Exp, &secs); err != nil {
+				return nil, sidecar.Invalid("identity.exp", "want Unix seconds or an RFC 3339 time, got %s", in.Exp)
+			}
+			id.ExpiresAt = time.Unix(secs, 0).UTC()
+		}
+	}
+	return &id, nil
+}
+
+// identityValue is input.identity as the pipeline builds it.
+func identityValue(id *sidecar.Identity) ast.Value {
+	m := map[string]any{"sub": id.Subject, "roles": nonNil(id.Roles), "privileges": nonNil(id.Privileges)}
+	for k, v := range map[string]string{"name": id.Name, "email": id.Email, "org": id.Org, "domain": id.Domain, "iss": id.Issuer} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	if !id.ExpiresAt.IsZero() {
+		m["exp"] = id.ExpiresAt.Unix()
+	}
+	if len(id.Claims) > 0 {
+		m["claims"] = id.Claims
+	}
+	v, err := ast.InterfaceToValue(m)
+	if err != nil {
+		return ast.NewObject()
+	}
+	return v
+}
+
+func nonNil(ss []string) []string {
+	if ss == nil {
+		return []string{}
+	}
+	return ss
 }
 
 type staticIdentity struct{ id *sidecar.Identity }
@@ -264,10 +437,18 @@ func (c *responseCapture) Check(ctx context.Context, req *authv3.CheckRequest) *
 	return c.resp
 }
 
-func printEval(w io.Writer, r *authz.Response, d *sidecar.Decision) {
+func printEval(w io.Writer, r *authz.Response, d *sidecar.Decision, rec *replay) {
 	verdict, status := "deny", r.HTTPStatus
 	if r.Allowed {
 		verdict, status = "allow", http.StatusOK
+	}
+	if rec != nil {
+		same := "same as recorded"
+		if rec.record.Result != verdict || rec.record.Reason != r.Reason {
+			same = "DIFFERS from the record"
+		}
+		fmt.Fprintf(w, "replayed: %s of %s, recorded %s (%s) with revision %s: %s\n", rec.record.DecisionID,
+			rec.record.Time.Format(time.RFC3339), rec.record.Result, rec.record.Reason, rec.record.BundleRevision, same)
 	}
 	fmt.Fprintf(w, "decision: %s\nstatus:   %d\nreason:   %s\nrevision: %s\n", verdict, status, r.Reason, d.Revision)
 	if d.DryRun {
@@ -301,7 +482,7 @@ func printEval(w io.Writer, r *authz.Response, d *sidecar.Decision) {
 	}
 }
 
-func printEvalJSON(w io.Writer, r *authz.Response, d *sidecar.Decision) error {
+func printEvalJSON(w io.Writer, r *authz.Response, d *sidecar.Decision, rec *replay) error {
 	headers := func(hs []authz.Header) map[string]string {
 		m := map[string]string{}
 		for _, h := range hs {
@@ -317,7 +498,13 @@ func printEvalJSON(w io.Writer, r *authz.Response, d *sidecar.Decision) error {
 	sort.Strings(remove)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	var recorded any
+	if rec != nil {
+		recorded = map[string]any{"decision_id": rec.record.DecisionID, "result": rec.record.Result,
+			"reason": rec.record.Reason, "bundle_revision": rec.record.BundleRevision}
+	}
 	return enc.Encode(map[string]any{
+		"recorded":                recorded,
 		"allowed":                 r.Allowed,
 		"http_status":             status,
 		"reason":                  r.Reason,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -10,10 +11,16 @@ import (
 
 func runEvalCmd(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	return runEvalStdin(t, "", args...)
+}
+
+func runEvalStdin(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
 	cmd := newEvalCmd()
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
+	cmd.SetIn(strings.NewReader(stdin))
 	cmd.SetArgs(append([]string{"--policies", "testdata/eval/policies"}, args...))
 	err := cmd.Execute()
 	return out.String(), err
@@ -37,6 +44,20 @@ func TestEvalDecides(t *testing.T) {
 			want: []string{"decision: allow", "reason:   no_identity", "dry run:  on"}},
 		{name: "explain prints the rule trace", args: []string{"--input", "testdata/eval/http_get.json", "--explain"},
 			want: []string{"trace:", "data.deputy.authz.decision"}},
+		{name: "inline JSON for input, identity and delegation", args: []string{"--input", `{"method": "GET", "path": "/account"}`,
+			"--identity", `{"sub": "staff-1"}`, "--delegation", `{"mode": "impersonation", "id": "s-1", "actor": "staff-1", "subject": "cust-2"}`},
+			want: []string{"decision: allow", "reason:   delegated", "x-deputy-subject: cust-2"}},
+		{name: "@file arguments", args: []string{"--input", "@testdata/eval/checkrequest.json",
+			"--identity", "@testdata/eval/identity.json", "--delegation", "@testdata/eval/delegation.json"},
+			want: []string{"decision: allow", "reason:   delegated"}},
+		{name: "OPA-Envoy's slash form of the query", args: []string{"--input", "testdata/eval/http_get.json", "--query", "deputy/authz/decision"},
+			want: []string{"decision: allow", "reason:   public"}},
+		{name: "a decision-log record is replayed on its recorded input", args: []string{"--input", "@testdata/eval/record.json"},
+			want: []string{"replayed: 5f0c1d9e2a7b4c3d8e6f1a2b3c4d5e6f", "recorded allow (delegated)", "same as recorded", "decision: allow", "reason:   delegated"}},
+		{name: "a replay that no longer matches says so", args: []string{"--input", "testdata/eval/record_changed.json"},
+			want: []string{"recorded deny (closed) with revision older: DIFFERS from the record", "decision: allow", "reason:   public"}},
+		{name: "a replay with another identity", args: []string{"--input", "testdata/eval/record.json", "--identity", `{"sub": "staff-2"}`},
+			want: []string{"DIFFERS from the record", "decision: deny", "reason:   no_identity"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,4 +140,108 @@ func FuzzParseEvalInput(f *testing.F) {
 			t.Fatalf("want exactly one request form, got %v and %v", req, httpReq)
 		}
 	})
+}
+
+func TestEvalReadsStdin(t *testing.T) {
+	for _, arg := range []string{"-", "@-"} {
+		out, err := runEvalStdin(t, `{"path": "/catalog/x"}`, "--input", arg)
+		if err != nil || !strings.Contains(out, "reason:   public") {
+			t.Fatalf("--input %s: %v\n%s", arg, err, out)
+		}
+	}
+}
+
+func TestEvalFailFlags(t *testing.T) {
+	cases := []struct {
+		name     string
+		args     []string
+		fails    bool
+		decision string
+	}{
+		{name: "undefined without --fail exits 0", args: []string{"--query", "deputy/authz/nothing"}, decision: "undefined_decision"},
+		{name: "undefined with --fail", args: []string{"--query", "data.deputy.authz.nothing", "--fail"}, fails: true, decision: "undefined_decision"},
+		{name: "undefined with --fail-defined", args: []string{"--query", "deputy/authz/nothing", "--fail-defined"}, decision: "undefined_decision"},
+		{name: "defined with --fail", args: []string{"--fail"}, decision: "reason:   public"},
+		{name: "defined with --fail-defined", args: []string{"--fail-defined"}, fails: true, decision: "reason:   public"},
+		{name: "a denial is defined", args: []string{"--input", "testdata/eval/checkrequest.json", "--fail-defined"}, fails: true, decision: "no_identity"},
+		{name: "an invalid decision fails --fail", args: []string{"--query", "deputy/authz/staff", "--fail"}, fails: true, decision: "invalid_decision"},
+		{name: "an invalid decision fails --fail-defined", args: []string{"--query", "deputy/authz/staff", "--fail-defined"}, fails: true, decision: "invalid_decision"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--input", "testdata/eval/http_get.json"}, tc.args...)
+			out, err := runEvalCmd(t, args...)
+			if tc.fails != (err != nil) {
+				t.Fatalf("err = %v, want failure %v\n%s", err, tc.fails, out)
+			}
+			if err != nil && !errors.Is(err, errFail) {
+				t.Fatalf("err = %v is not the --fail exit", err)
+			}
+			if !strings.Contains(out, tc.decision) {
+				t.Fatalf("decision not printed before exiting:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestEvalRefusesBadArguments(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "record logged without input", args: []string{"--input", "testdata/eval/record_no_input.json"}, want: "include_input off"},
+		{name: "identity with a typo", args: []string{"--input", "testdata/eval/http_get.json", "--identity", `{"sbu": "x"}`}, want: "sbu"},
+		{name: "identity exp of the wrong kind", args: []string{"--input", "testdata/eval/http_get.json", "--identity", `{"sub": "x", "exp": true}`}, want: "identity.exp"},
+		{name: "inline JSON cut short", args: []string{"--input", `{"path": "/a"`}, want: "not a JSON object"},
+		{name: "missing @file", args: []string{"--input", "@testdata/eval/nope.json"}, want: "no such file"},
+		{name: "query neither form", args: []string{"--input", "testdata/eval/http_get.json", "--query", "deputy.authz.decision"}, want: "data.deputy.authz.decision"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := runEvalCmd(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q\n%s", err, tc.want, out)
+			}
+			if strings.Contains(out, "decision:") {
+				t.Errorf("a decision was printed:\n%s", out)
+			}
+		})
+	}
+}
+
+// The README's eval commands, on examples/eval and the shipped policies.
+func TestEvalExamples(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{name: "no identity", args: []string{"--input", "../../examples/eval/request.json"},
+			want: []string{"decision: deny", "status:   401", "reason:   authentication_required"}},
+		{name: "customer", args: []string{"--input", "../../examples/eval/request.json", "--identity", "@../../examples/eval/identity.json"},
+			want: []string{"decision: allow", "reason:   authenticated_route"}},
+		{name: "staff acting as the customer", args: []string{"--input", "../../examples/eval/request.json",
+			"--identity", "@../../examples/eval/staff.json", "--delegation", "@../../examples/eval/delegation.json"},
+			want: []string{"decision: allow", "reason:   impersonation", "x-deputy-actor: staff-17", "x-deputy-subject: alice"}},
+		{name: "record replay", args: []string{"--input", "@../../examples/eval/record.json", "--fail"},
+			want: []string{"same as recorded", "decision: allow"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := newEvalCmd()
+			var out bytes.Buffer
+			cmd.SetOut(&out)
+			cmd.SetErr(&out)
+			cmd.SetArgs(append([]string{"--policies", "../../policies"}, tc.args...))
+			if err := cmd.Execute(); err != nil {
+				t.Fatalf("eval: %v\n%s", err, out.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
 }

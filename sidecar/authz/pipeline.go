@@ -181,9 +181,33 @@ func (p *Pipeline) Owned(name string) bool {
 
 // Check decides one request. It never returns an allow on an error path.
 func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Response {
+	return p.finish(func(d *sidecar.Decision) *Response { return p.decide(ctx, req, d) })
+}
+
+// Replay decides a recorded policy input as it stands, the input of a
+// decision-log record: no identity is verified, no delegation resolved and
+// nothing is derived from a request, so the policy sees what it saw then
+// (less what the log masked). No identity headers are injected.
+func (p *Pipeline) Replay(ctx context.Context, input ast.Object) *Response {
+	return p.finish(func(d *sidecar.Decision) *Response {
+		act := p.eval.Current()
+		if act == nil {
+			return p.deny(d, p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy, "")
+		}
+		d.Revision = act.Revision
+		if p.keepInput {
+			d.Input = input
+		}
+		return p.evaluate(ctx, act, input, nil, nil, d)
+	})
+}
+
+// finish is the one exit of every decision: decide builds the verdict,
+// finish applies dry run, observes and logs it.
+func (p *Pipeline) finish(decide func(*sidecar.Decision) *Response) *Response {
 	start := p.clock()
 	d := &sidecar.Decision{ID: newDecisionID(), Time: start, DryRun: p.dryRun}
-	resp := p.decide(ctx, req, d)
+	resp := decide(d)
 	resp.DecisionID = d.ID
 	d.Latency = p.clock().Sub(start)
 	if p.dryRun && !resp.Allowed {
@@ -262,8 +286,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorMessage(delErr)))
 	}
 	d.Delegation = del
-	t3 := p.clock()
-	d.Stages.State = t3.Sub(t2)
+	d.Stages.State = p.clock().Sub(t2)
 
 	if rn := need.Child("deputy").Child("request"); len(r.stripped) == 0 && rn == nil {
 		input.Insert(keyTerm("deputy"), p.factsTerm)
@@ -278,7 +301,12 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 		d.Input = input
 	}
 
-	// Policy.
+	return p.evaluate(ctx, act, input, del, removeOwned, d)
+}
+
+// evaluate runs the policy on input and maps its result to a response.
+func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input ast.Object, del *sidecar.Delegation, removeOwned []string, d *sidecar.Decision) *Response {
+	t3 := p.clock()
 	res, err := act.Eval(ctx, p.query, input, p.evalOpts...)
 	d.Stages.Policy = p.clock().Sub(t3)
 	if err != nil {
