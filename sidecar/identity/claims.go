@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -24,16 +26,25 @@ func compileClaims(c ClaimsConfig) claimPaths {
 		privileges: p(c.Privileges), org: p(c.Org), domain: p(c.Domain)}
 }
 
-func (cp claimPaths) identity(claims map[string]any) *sidecar.Identity {
-	return &sidecar.Identity{
-		Subject:    cp.sub.str(claims),
-		Name:       cp.name.str(claims),
-		Email:      cp.email.str(claims),
+// identity maps the claims. A claim that names someone (sub, org, domain,
+// ...) may be a JSON number, but only an integer a float64 holds exactly:
+// 2^53+1 read as a float is 2^53, another user's id.
+func (cp claimPaths) identity(claims map[string]any) (*sidecar.Identity, error) {
+	id := &sidecar.Identity{
 		Roles:      cp.roles.list(claims),
 		Privileges: cp.privileges.list(claims),
-		Org:        cp.org.str(claims),
-		Domain:     cp.domain.str(claims),
 	}
+	for _, f := range [...]struct {
+		p   claimPath
+		dst *string
+	}{{cp.sub, &id.Subject}, {cp.name, &id.Name}, {cp.email, &id.Email}, {cp.org, &id.Org}, {cp.domain, &id.Domain}} {
+		v, err := f.p.str(claims)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = v
+	}
+	return id, nil
 }
 
 // lookup prefers a claim literally named with dots (some providers use
@@ -53,14 +64,23 @@ func (p claimPath) lookup(claims map[string]any) any {
 	return cur
 }
 
-func (p claimPath) str(claims map[string]any) string {
+// maxExactInt is the largest integer above which float64 skips integers.
+const maxExactInt = 1<<53 - 1
+
+// str reads a string claim, or an integer claim (numeric ids) written as a
+// plain integer within ±(2^53-1); other numbers are refused, not rounded.
+func (p claimPath) str(claims map[string]any) (string, error) {
 	switch v := p.lookup(claims).(type) {
 	case string:
-		return v
-	case float64: // numeric subject ids
-		return strconv.FormatFloat(v, 'f', -1, 64)
+		return v, nil
+	case json.Number:
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil || n > maxExactInt || n < -maxExactInt {
+			return "", fmt.Errorf("claim %s: the number %s is not an integer within ±(2^53-1); send the id as a string", p.full, v)
+		}
+		return strconv.FormatInt(n, 10), nil
 	}
-	return ""
+	return "", nil
 }
 
 // list accepts an array of strings or a space-separated string (the OAuth

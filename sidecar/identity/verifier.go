@@ -5,6 +5,7 @@
 package identity
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -403,15 +404,22 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 		return nil, unauthorized(ReasonBadSignature, nil)
 	}
 
+	// Numbers stay as written (json.Number): a numeric id must not be
+	// rounded into someone else's, and policies see claims exactly.
 	var claims map[string]any
-	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if err := dec.Decode(&claims); err != nil || claims == nil || dec.More() {
 		return nil, unauthorized(ReasonMalformed, errors.New("claims are not a JSON object"))
 	}
 	exp, err := v.checkClaims(claims, is, now)
 	if err != nil {
 		return nil, err
 	}
-	id := is.claims.identity(claims)
+	id, err := is.claims.identity(claims)
+	if err != nil {
+		return nil, unauthorized(ReasonMalformed, err)
+	}
 	if id.Subject == "" {
 		return nil, unauthorized(ReasonMissingSub, nil)
 	}
@@ -479,8 +487,12 @@ func (v *Verifier) checkClaims(claims map[string]any, is *issuer, now time.Time)
 }
 
 func numericDate(v any) (time.Time, bool) {
-	f, ok := v.(float64)
-	if !ok || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1<<40 {
+	n, ok := v.(json.Number)
+	if !ok {
+		return time.Time{}, false
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1<<40 {
 		return time.Time{}, false
 	}
 	sec, frac := math.Modf(f)

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -664,5 +665,58 @@ func TestPeriodicRefresh(t *testing.T) {
 	}
 	if srv.fetches.Load() != before {
 		t.Fatal("verification fetched the key set again")
+	}
+}
+
+// A numeric id above 2^53 read as a float64 becomes a neighbour's id
+// (9007199254740993 is 9007199254740992): such claims are refused.
+func TestNumericIdClaimsAreExactOrRefused(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	base := map[string]any{"iss": testIssuer, "aud": testAudience, "exp": epoch.Add(time.Hour).Unix()}
+	cfg := identity.Config{
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: writeFile(t, "jwks.json", jwks(ek))}},
+		Audiences: []string{testAudience},
+	}
+	v, err := identity.New(cfg, identity.WithClock(newClock(epoch).Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		claims  map[string]any
+		want    string // the subject, or "" for refused
+		naming  string // the refusal names this claim
+		wantOrg string
+	}{
+		{name: "largest exact integer", claims: with(base, "sub", json.Number("9007199254740991")), want: "9007199254740991"},
+		{name: "negative integer", claims: with(base, "sub", json.Number("-42")), want: "-42"},
+		{name: "numeric org", claims: with(base, "sub", "ann", "org", json.Number("77")), want: "ann", wantOrg: "77"},
+		{name: "2^53+1", claims: with(base, "sub", json.Number("9007199254740993")), naming: "sub"},
+		{name: "2^53", claims: with(base, "sub", json.Number("9007199254740992")), naming: "sub"},
+		{name: "beyond int64", claims: with(base, "sub", json.Number("123456789012345678901234567890")), naming: "sub"},
+		{name: "fraction", claims: with(base, "sub", json.Number("1.5")), naming: "sub"},
+		{name: "integer written as a float", claims: with(base, "sub", json.Number("12.0")), naming: "sub"},
+		{name: "exponent", claims: with(base, "sub", json.Number("1e3")), naming: "sub"},
+		{name: "org above 2^53", claims: with(base, "sub", "ann", "org", json.Number("1152921504606846977")), naming: "org"},
+		{name: "domain above 2^53", claims: with(base, "sub", "ann", "domain", json.Number("-9007199254740993")), naming: "domain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.Verify(context.Background(), bearer(sign(t, ek, ek.kid, tc.claims)))
+			if tc.naming != "" {
+				if err == nil {
+					t.Fatalf("accepted as %+v", *id)
+				}
+				if reasonOf(t, err) != identity.ReasonMalformed || !strings.Contains(errors.Unwrap(err).Error(), "claim "+tc.naming) {
+					t.Fatalf("err = %v (%v), want %s naming %s", err, errors.Unwrap(err), identity.ReasonMalformed, tc.naming)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id.Subject != tc.want || id.Org != tc.wantOrg {
+				t.Fatalf("identity = %+v, want subject %q org %q", *id, tc.want, tc.wantOrg)
+			}
+		})
 	}
 }
