@@ -19,7 +19,7 @@ IMAGE_REPOSITORY ?= ghcr.io/deputyhq/deputy
 IMAGE := bin/deputy-image
 CA_CERTS := /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run test test-go test-charts test-image image deps vet lint fmt-check bench fuzz bundle clean
+.PHONY: all build run test test-go test-charts test-image image chart-policies deps vet lint fmt-check bench fuzz bundle clean
 
 all: build
 
@@ -79,6 +79,12 @@ test-go: build
 
 test-charts: build
 	cd charts/deputy/tests && PATH="$$PATH:/usr/sbin" DEPUTY_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m ./...
+
+## chart-policies: the chart's copy of the shipped policies (a Helm chart
+## cannot hold symlinks); the chart tests fail when it is stale.
+chart-policies:
+	rm -rf charts/deputy/files/policies && mkdir -p charts/deputy/files/policies
+	cd policies && find . \( -name '*.rego' ! -name '*_test.rego' -o -name '*.json' \) -exec cp --parents {} ../charts/deputy/files/policies/ \;
 
 ## lint: Regal on the policies (pinned in .regal/tools.mod), go vet, gofmt.
 lint: vet

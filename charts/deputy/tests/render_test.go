@@ -414,13 +414,13 @@ func TestPoliciesMountedAtTheirPaths(t *testing.T) {
 		}
 		want, err := os.ReadFile(filepath.Join(chartDir, "..", "..", "policies", it.Path))
 		if err == nil && cm.Data[it.Key] != string(want) {
-			t.Errorf("%s differs from the shipped file", it.Path)
+			t.Errorf("%s differs from the shipped file: run `make chart-policies`", it.Path)
 		}
 	}
 	sort.Strings(shipped)
 	sort.Strings(mounted)
 	if len(shipped) == 0 || !slices.Equal(shipped, mounted) {
-		t.Errorf("mounted %v, shipped %v", mounted, shipped)
+		t.Errorf("mounted %v, shipped %v: run `make chart-policies`", mounted, shipped)
 	}
 	if len(cm.Data) != len(items) {
 		t.Errorf("%d keys, %d mounted", len(cm.Data), len(items))
@@ -731,6 +731,23 @@ func TestChartFiles(t *testing.T) {
 		}
 	}
 	if policies == 0 {
-		t.Error("no policies packaged: files/policies must link to the repository's policies/")
+		t.Error("no policies packaged: run `make chart-policies`")
+	}
+}
+
+// Helm follows no symlink out of a chart (and warns on every command about
+// those inside): the chart holds real files only.
+func TestChartHasNoSymlinks(t *testing.T) {
+	err := filepath.WalkDir(chartDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&os.ModeSymlink != 0 {
+			t.Errorf("%s is a symlink", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

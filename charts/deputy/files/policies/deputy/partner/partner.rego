@@ -1,0 +1,91 @@
+# METADATA
+# title: Partner access
+# description: |
+#   Decides what a partner user acting for a customer organisation may do,
+#   from the effective grant level the resolver put in input.delegation.
+#   Precedence (individual grant before organisation grant, expired counts
+#   as absent) is decided when the grant is resolved; this policy sees only
+#   the effective grant and never reads x-deputy-* request headers, which
+#   the pipeline strips before evaluation. Expiry is enforced there too: an
+#   expired grant never reaches input.delegation (the resolver reports
+#   no_live_grant), so the check path does not pay for parsing times here.
+package deputy.partner
+
+# METADATA
+# description: |
+#   OPA-Envoy shaped result for a request made on behalf of a customer by a
+#   partner user. The minimum level is looked up, never scanned: by the
+#   path's first segment (a section of the support portal), whether the path
+#   names the section's collection or an item in it, and the method ("*"
+#   for any). cc may only read items listed in cc_item_methods that were
+#   shared with the partner user.
+# entrypoint: true
+decision := {"allowed": true, "reason": "partner_level_sufficient"} if {
+	input.delegation.mode == "partner"
+	input.delegation.level != "cc"
+	data.deputy.partner.level_rank[input.delegation.level] >= data.deputy.partner.level_rank[_required_level]
+} else := {"allowed": true, "reason": "partner_cc_shared_resource"} if {
+	input.delegation.mode == "partner"
+	input.delegation.level == "cc"
+	_cc_shared
+} else := _deny(_denial)
+
+# Why a request is denied, checked in this order. Only reached on denial,
+# so an allowed request pays for none of it.
+_denial := "not_partner_delegation" if {
+	not _is_partner
+} else := "unknown_level" if {
+	not data.deputy.partner.level_rank[input.delegation.level]
+} else := "route_not_mapped" if {
+	not _required_level
+} else := "cc_resource_not_shared" if {
+	input.delegation.level == "cc"
+} else := sprintf("level_too_low:%s", [_required_level])
+
+# METADATA
+# description: |
+#   Rank of each level, lowest first, for comparisons. Kept in data beside
+#   levels (a test checks they agree) so a check does not rebuild it.
+rank := data.deputy.partner.level_rank
+
+# METADATA
+# description: Whether level a is at least level b (both must be known).
+at_least(a, b) if data.deputy.partner.level_rank[a] >= data.deputy.partner.level_rank[b]
+
+_is_partner if input.delegation.mode == "partner"
+
+# Where the path relative to the customer starts: /customers/{customer}/x/y
+# reads as x/y when the path template names the customer acted for.
+default _offset := 0
+
+_offset := 2 if {
+	input.parsed_path[0] == data.deputy.partner.customer_path_prefix
+	input.parsed_path[1] == input.delegation.subject
+}
+
+_method := input.attributes.request.http.method
+
+_section := data.deputy.partner.sections[input.parsed_path[_offset]]
+
+# A path naming something after the section (an id) is an item; the
+# section alone, with or without a trailing slash, is the collection, so
+# "/service-requests/" cannot pass for an item to change the level needed.
+default _kind := "collection"
+
+_kind := "item" if input.parsed_path[_offset + 1] != ""
+
+# The lookups are inline rather than through _section: every helper rule
+# costs about a microsecond on every partner request.
+_required_level := level if {
+	level := data.deputy.partner.sections[input.parsed_path[_offset]][_kind][input.attributes.request.http.method]
+} else := level if {
+	level := data.deputy.partner.sections[input.parsed_path[_offset]][_kind]["*"]
+}
+
+_cc_shared if {
+	_kind == "item"
+	_method in _section.cc_item_methods
+	input.parsed_path[_offset + 1] in input.delegation.attributes.shared_resources
+}
+
+_deny(reason) := {"allowed": false, "reason": reason, "http_status": 403}

@@ -1,0 +1,67 @@
+# METADATA
+# title: Reseller access
+# description: |
+#   Decides whether reseller staff may act for a customer of their domain.
+#   Staff need an admin or legacy role, or both required privileges, held
+#   directly in the token or through a custom role in role_privileges.
+#   The resolver only hands over customers assigned to the caller's own
+#   domain; the policy checks that again so a resolver bug cannot cross domains.
+package deputy.reseller
+
+# METADATA
+# description: OPA-Envoy shaped result for reseller staff acting for a customer.
+# entrypoint: true
+default decision := {"allowed": false, "reason": "customer_not_in_domain", "http_status": 403}
+
+# Checked in this order; staff of the right mode whose customer is not in
+# their own domain get the default denial.
+decision := _deny(sprintf("missing_privilege:%s", [concat(",", missing_privileges)])) if {
+	not staff
+} else := _deny("not_reseller_delegation") if {
+	not input.delegation.mode == "reseller"
+} else := {"allowed": true, "reason": "reseller_domain_customer"} if {
+	_same_domain
+}
+
+# METADATA
+# scope: document
+# description: Whether the caller is reseller customer-care staff.
+staff if {
+	some role in input.identity.roles
+	role in data.deputy.reseller.admin_roles
+}
+
+staff if {
+	some role in input.identity.roles
+	role in data.deputy.reseller.legacy_roles
+}
+
+staff if count(missing_privileges) == 0
+
+# METADATA
+# description: The required privileges the caller lacks, sorted, for the denial reason.
+missing_privileges := sort([p |
+	some p in data.deputy.reseller.required_privileges
+	not p in _privileges
+])
+
+# METADATA
+# description: Whether the caller is a super admin who manages domain assignments.
+super_admin if {
+	some role in input.identity.roles
+	role in data.deputy.reseller.super_admin_roles
+}
+
+_privileges contains p if some p in input.identity.privileges
+
+_privileges contains p if {
+	some role in input.identity.roles
+	some p in data.deputy.reseller.role_privileges[role]
+}
+
+_same_domain if {
+	input.identity.domain != ""
+	input.delegation.domain == input.identity.domain
+}
+
+_deny(reason) := {"allowed": false, "reason": reason, "http_status": 403}
