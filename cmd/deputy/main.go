@@ -34,6 +34,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newDecisionsCmd())
 	root.AddCommand(newVersionCmd())
+	root.AddCommand(newKeysCmd())
 	root.AddCommand(newConfigCmd())
 	return root
 }

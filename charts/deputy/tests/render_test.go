@@ -82,6 +82,11 @@ func render(t *testing.T, c *chart.Chart, valuesFile string, monitoring bool) (m
 		}
 		vals = v
 	}
+	return renderValues(c, vals, monitoring)
+}
+
+// renderValues renders the chart with values given as a map.
+func renderValues(c *chart.Chart, vals map[string]any, monitoring bool) (map[string]string, error) {
 	opts := chartutil.ReleaseOptions{Name: "shop", Namespace: "storefront", Revision: 1, IsInstall: true}
 	rv, err := chartutil.ToRenderValues(c, vals, opts, capabilities(monitoring))
 	if err != nil {
@@ -646,6 +651,7 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"sentinel and cluster", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, masterName: m, addrs: ['a:6379']}}", "redis.masterName"},
 		{"cluster with a db", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, db: 2, addrs: ['a:6379']}}", "redis.db"},
 		{"existing secret without key names", "{app: {image: {repository: x}}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
+		{"no key and generation off", "{app: {image: {repository: x}}, signingKeys: {generate: false}}", "deputy keys generate"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
