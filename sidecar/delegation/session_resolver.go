@@ -14,9 +14,11 @@ import (
 )
 
 // SessionState is what the check path reads: sessions by token hash, the
-// occasional last-seen write, and eviction messages from other replicas.
+// customer's current consent, the occasional last-seen write, and eviction
+// messages from other replicas.
 type SessionState interface {
 	SessionByToken(ctx context.Context, tokenHash string) (*sidecar.Session, error)
+	GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error)
 	TouchSession(ctx context.Context, id string, at time.Time) error
 	Subscribe(fn func(key string)) (cancel func())
 }
@@ -27,10 +29,16 @@ type SessionState interface {
 // round trip except one refresh per CacheTTL and one last-seen write per
 // TouchInterval for each live session.
 //
+// Consent is part of every decision: the customer's current consent is
+// read through a second cache, evicted by the consent invalidation key, so
+// a withdrawal or a lapse denies the next request on every replica even if
+// the session itself were still cached as live.
+//
 // A cookie that names no live session resolves to no delegation and an
 // EUNAUTHORIZED error whose Message is the reason for policy
 // (session_unknown, session_ended, session_expired, session_idle,
-// session_replaced, session_consent_withdrawn, session_revoked).
+// session_replaced, session_consent_withdrawn, session_consent_expired,
+// session_revoked).
 type SessionResolver struct {
 	state      SessionState
 	cookie     string
@@ -44,6 +52,8 @@ type SessionResolver struct {
 
 	mu      sync.RWMutex
 	entries map[[sha256.Size]byte]*sessionEntry
+
+	consents *Cache[struct{}, *sidecar.Consent] // by customer
 }
 
 type sessionEntry struct {
@@ -56,9 +66,15 @@ type sessionEntry struct {
 
 var _ sidecar.DelegationResolver = (*SessionResolver)(nil)
 
-// CacheSessions is the cache kind the session resolver reports to a
-// CacheObserver.
-const CacheSessions = "sessions"
+// Cache kinds the session resolver reports to a CacheObserver.
+const (
+	CacheSessions = "sessions"
+	CacheConsents = "consents"
+)
+
+// consentNegativeTTL bounds how long "no consent" is remembered: a
+// customer granting consent publishes an eviction anyway.
+const consentNegativeTTL = time.Second
 
 // SessionResolverOption configures a SessionResolver.
 type SessionResolverOption func(*SessionResolver)
@@ -96,6 +112,8 @@ func NewSessionResolver(state SessionState, cfg ImpersonationConfig, opts ...Ses
 	for _, o := range opts {
 		o(r)
 	}
+	r.consents = NewCache[struct{}, *sidecar.Consent](CacheConsents, "consent:",
+		CacheConfig{TTL: r.cacheTTL, NegativeTTL: min(consentNegativeTTL, r.cacheTTL), Size: r.maxEntries}, r.clock, r.obs)
 	r.cancel = state.Subscribe(r.evict)
 	return r
 }
@@ -109,6 +127,7 @@ func (r *SessionResolver) Close() error {
 }
 
 func (r *SessionResolver) evict(key string) {
+	r.consents.Evict(key)
 	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
 		r.mu.Lock()
 		clear(r.entries)
@@ -167,6 +186,9 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, _ *
 
 	if st := e.endState(now); st != "" {
 		return nil, sessionError(st)
+	}
+	if err := r.checkConsent(ctx, e.session.Customer, now); err != nil {
+		return nil, err
 	}
 	nowNS := now.UnixNano()
 	e.lastLocal.Store(nowNS)
@@ -230,6 +252,35 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	return e, nil
 }
 
+// checkConsent denies when the customer's current consent does not allow
+// impersonation at now.
+func (r *SessionResolver) checkConsent(ctx context.Context, customer string, now time.Time) error {
+	c, found, hit := r.consents.Get(customer, struct{}{})
+	if !hit {
+		var err error
+		c, found, err = r.consents.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.Consent, bool, error) {
+			c, err := r.state.GetConsent(ctx, customer)
+			switch sidecar.ErrorCode(err) {
+			case "":
+				return c, true, nil
+			case sidecar.ENOTFOUND: // never given, or expired
+				return nil, false, nil
+			}
+			return nil, false, err
+		})
+		if err != nil {
+			return &sidecar.Error{Code: sidecar.EUNAVAILABLE, Message: "session_state_unavailable", Err: err}
+		}
+	}
+	switch {
+	case !found || !c.Allowed:
+		return sessionError(sidecar.EndConsentWithdrawn)
+	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
+		return sessionError(sidecar.EndConsentExpired)
+	}
+	return nil
+}
+
 // endState is Session.EndState, counting requests this replica has seen
 // since the last write of last-seen.
 func (e *sessionEntry) endState(now time.Time) string {
@@ -238,7 +289,7 @@ func (e *sessionEntry) endState(now time.Time) string {
 	case !s.EndedAt.IsZero():
 		return s.EndReason
 	case !now.Before(s.ExpiresAt):
-		return sidecar.EndExpired
+		return s.EndState(now) // expired, or consent_expired
 	case s.IdleTimeout > 0:
 		last := s.StartedAt
 		if s.LastSeen.After(last) {

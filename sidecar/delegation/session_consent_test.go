@@ -1,0 +1,158 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// lostSessionEvictions is a store whose session evictions never arrive (as
+// when a message is lost), so a resolver keeps the session cached as live:
+// only the consent lookup can stop it.
+type lostSessionEvictions struct{ *memory.Store }
+
+func (l lostSessionEvictions) Subscribe(fn func(string)) func() {
+	return l.Store.Subscribe(func(key string) {
+		if !strings.HasPrefix(key, "session:") {
+			fn(key)
+		}
+	})
+}
+
+// The consent lookup is the second line: even with the session cached as
+// live, a withdrawn or lapsed consent denies the next request.
+func TestSessionResolverChecksConsent(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock(storetest.Epoch)
+	cases := []struct {
+		name    string
+		consent func(now time.Time) *sidecar.Consent // written straight to the store
+		advance time.Duration
+		reason  string
+	}{
+		{"withdrawn", func(now time.Time) *sidecar.Consent { return &sidecar.Consent{Allowed: false} }, 0, "session_consent_withdrawn"},
+		{"lapsed", func(now time.Time) *sidecar.Consent {
+			return &sidecar.Consent{Allowed: true, ExpiresAt: now.Add(4 * time.Second)}
+		}, 4 * time.Second, "session_consent_expired"},
+		{"still_granted", func(now time.Time) *sidecar.Consent { return &sidecar.Consent{Allowed: true} }, time.Second, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			store := memory.New(memory.WithClock(clock.Now))
+			cookie := strings.Repeat("c", 43)
+			s := &sidecar.Session{ID: "imp_1", Actor: "alice", Customer: "c42", StartedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+			if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
+				t.Fatal(err)
+			}
+			r := delegation.NewSessionResolver(lostSessionEvictions{store}, delegation.ImpersonationConfig{CacheTTL: time.Hour},
+				delegation.WithSessionClock(clock.Now))
+			defer r.Close()
+			req := &sidecar.Request{Headers: map[string]string{"cookie": "deputy_session=" + cookie}}
+			if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil {
+				t.Fatalf("before: %v, %v", d, err)
+			}
+			c := tc.consent(clock.Now())
+			c.Customer, c.SetBy, c.SetAt = "c42", "c42", clock.Now()
+			if _, err := store.SetConsent(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			if tc.advance > 0 { // the new consent still holds until it lapses
+				if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil {
+					t.Fatalf("before the lapse: %v, %v", d, err)
+				}
+				clock.Advance(tc.advance)
+			}
+			d, err := r.Resolve(ctx, req, nil)
+			if tc.reason == "" {
+				if err != nil || d == nil {
+					t.Fatalf("after: %v, %v", d, err)
+				}
+				return
+			}
+			if d != nil || sidecar.ErrorMessage(err) != tc.reason {
+				t.Fatalf("after: %+v, %v; want %s", d, err, tc.reason)
+			}
+		})
+	}
+}
+
+// A customer narrows or withdraws consent through one replica; the staff
+// member's next request on another replica, whose caches hold the session
+// and the consent for an hour, is denied.
+func TestConsentChangeReachesEveryReplica(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clock := storetest.NewClock(storetest.Epoch)
+	cases := []struct {
+		name   string
+		change delegation.ConsentChange
+		reason string
+	}{
+		{"withdrawn", delegation.ConsentChange{Customer: "c42"}, "session_consent_withdrawn"},
+		{"narrowed", delegation.ConsentChange{Customer: "c42", Allowed: true, ExpiresAt: clock.Now().Add(4 * time.Second)}, "session_consent_withdrawn"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			replica := func() sidecar.Store {
+				s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: fmt.Sprintf("consent%d", i)}, redis.WithClock(clock.Now))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				return s
+			}
+			a, b := replica(), replica()
+			lc := delegation.NewImpersonation(a, nil, delegation.WithImpersonationClock(clock.Now))
+			if err := a.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
+				t.Fatal(err)
+			}
+			customer := &sidecar.Identity{Subject: "c42"}
+			if _, _, err := lc.SetConsent(ctx, customer, delegation.ConsentChange{Customer: "c42", Allowed: true}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, allowAll)
+			if err != nil {
+				t.Fatal(err)
+			}
+			red, err := lc.Redeem(ctx, st.Code, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resolvers := map[string]*delegation.SessionResolver{}
+			for name, s := range map[string]sidecar.Store{"a": a, "b": b} {
+				r := delegation.NewSessionResolver(s, delegation.ImpersonationConfig{CacheTTL: time.Hour}, delegation.WithSessionClock(clock.Now))
+				t.Cleanup(func() { _ = r.Close() })
+				resolvers[name] = r
+			}
+			req := &sidecar.Request{Headers: map[string]string{"cookie": "deputy_session=" + red.Token}}
+			for name, r := range resolvers {
+				if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil || d.Subject != "c42" {
+					t.Fatalf("replica %s before the change: %+v, %v", name, d, err)
+				}
+			}
+			if _, _, err := lc.SetConsent(ctx, customer, tc.change); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "replica b denies the session", func() bool {
+				_, err := resolvers["b"].Resolve(ctx, req, nil)
+				return sidecar.ErrorMessage(err) == tc.reason
+			})
+			s, err := b.GetSession(ctx, st.Session.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.EndReason != sidecar.EndConsentWithdrawn {
+				t.Fatalf("session ended as %q", s.EndReason)
+			}
+		})
+	}
+}
