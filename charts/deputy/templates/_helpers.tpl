@@ -117,7 +117,7 @@ args:
   {{- if .Values.deputy.dev }}
   - --dev
   {{- end }}
-  {{- with .Values.deputy.args }}
+  {{- with .Values.deputy.extraArgs }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 env:
@@ -135,7 +135,7 @@ env:
         name: {{ . }}
         key: token
   {{- end }}
-  {{- with .Values.deputy.env }}
+  {{- with .Values.deputy.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 ports:
@@ -191,6 +191,9 @@ volumeMounts:
     readOnly: true
   - name: deputy-tmp
     mountPath: /tmp
+  {{- with .Values.deputy.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
 {{/* The volumes the Deputy container mounts. */}}
@@ -226,4 +229,7 @@ volumeMounts:
 - name: deputy-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- with .Values.deputy.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}

@@ -213,8 +213,8 @@ func TestRenderValuesFiles(t *testing.T) {
 		{
 			values:     "sidecar-only.yaml",
 			monitoring: true,
-			want:       []string{"ConfigMap/shop-deputy-sidecar", "ConfigMap/shop-deputy-config", "ConfigMap/shop-deputy-policies"},
-			absent:     []string{"Deployment", "Service", "ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler", "Secret"},
+			want:       []string{"ConfigMap/shop-deputy-sidecar", "ConfigMap/shop-deputy-config", "ConfigMap/shop-deputy-policies", "NetworkPolicy/shop-deputy"},
+			absent:     []string{"Deployment", "Service", "ServiceMonitor", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret"},
 		},
 		{
 			values:     "bundle-url.yaml",
@@ -652,6 +652,9 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"cluster with a db", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, db: 2, addrs: ['a:6379']}}", "redis.db"},
 		{"existing secret without key names", "{app: {image: {repository: x}}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
 		{"no key and generation off", "{app: {image: {repository: x}}, signingKeys: {generate: false}}", "deputy keys generate"},
+		{"sidecar-only network policy without its pod", "{mode: sidecar-only}", "networkPolicy.podSelector"},
+		{"sidecar-only network policy without ports", "{mode: sidecar-only, networkPolicy: {podSelector: {app: shop}}}", "networkPolicy.ports"},
+		{"both disruption budgets", "{app: {image: {repository: x}}, podDisruptionBudget: {minAvailable: 1}}", "not both"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
