@@ -36,6 +36,9 @@ func TestStrictBodies(t *testing.T) {
 		{"oversized", `{"customer_id":"c42","reason":"` + strings.Repeat("x", 5000) + `"}`, 413, "body"},
 		{"reason too long for policy", `{"customer_id":"c42","reason":"` + strings.Repeat("x", 1001) + `"}`, 400, "reason"},
 		{"NUL in reason", `{"customer_id":"c42","reason":"a\u0000b"}`, 400, "reason"},
+		// encoding/json would store a stray byte as U+FFFD, another text.
+		{"invalid UTF-8 in reason", "{\"customer_id\":\"c42\",\"reason\":\"caf\xe9\"}", 400, "reason"},
+		{"invalid UTF-8 in the id", "{\"customer_id\":\"c4\xff2\"}", 400, "customer_id"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

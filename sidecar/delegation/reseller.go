@@ -13,8 +13,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/strictjson"
 )
 
 // Defaults of the reseller config section. Roles and privileges mirror
@@ -262,6 +264,12 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 		}
 	}
 	add := func(line int, customer, domain string) {
+		for _, f := range [...][2]string{{"customer", customer}, {"domain", domain}} {
+			if !utf8.ValidString(f[1]) {
+				fail(line, "%s: invalid UTF-8", f[0])
+				return
+			}
+		}
 		if err := validRef("customer", customer); err != nil {
 			fail(line, "%s", sidecar.ErrorMessage(err))
 			return
@@ -316,6 +324,10 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 			line++
 			b := bytes.TrimSpace(sc.Bytes())
 			if len(b) == 0 {
+				continue
+			}
+			if field, bad := strictjson.InvalidUTF8(b); bad {
+				fail(line, "%s: invalid UTF-8", field)
 				continue
 			}
 			var v struct {

@@ -36,6 +36,10 @@ func TestParseAssignments(t *testing.T) {
 		{name: "too many json rows", data: "{\"customer\":\"a\",\"domain\":\"d\"}\n{\"customer\":\"b\",\"domain\":\"d\"}\n", format: "jsonl", maxRows: 1, code: sidecar.ETOOLARGE},
 		{name: "two values on one line", data: "{\"customer\":\"a\",\"domain\":\"d\"} {}\n", format: "jsonl", code: sidecar.EINVALID, errHas: []string{"line 1: more than one JSON value"}},
 		{name: "unknown format", data: "a,d\n", format: "xml", code: sidecar.EINVALID},
+		{name: "csv invalid UTF-8", data: "acme,shop-a\ngl\xf6bex,shop-a\n", format: "csv", code: sidecar.EINVALID,
+			errHas: []string{"line 2: customer: invalid UTF-8"}},
+		{name: "json lines invalid UTF-8", data: "{\"customer\":\"acme\",\"domain\":\"sh\xf6p\"}\n", format: "jsonl", code: sidecar.EINVALID,
+			errHas: []string{"line 1: domain: invalid UTF-8"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
