@@ -52,6 +52,7 @@ type customerBody struct {
 	DefaultStoreView string   `json:"default_store_view"`
 	StoreViews       []string `json:"store_views"`
 	Protected        bool     `json:"protected"`
+	Roles            []string `json:"roles"` // as the storefront knows them; policy's protected_roles apply
 }
 
 func (h *Impersonation) putCustomer(c *Call) error {
@@ -63,7 +64,7 @@ func (h *Impersonation) putCustomer(c *Call) error {
 	if err := c.Decode(&b); err != nil {
 		return err
 	}
-	cust := &sidecar.Customer{ID: id, Name: b.Name, Org: b.Org, DefaultStoreView: b.DefaultStoreView, StoreViews: b.StoreViews, Protected: b.Protected}
+	cust := &sidecar.Customer{ID: id, Name: b.Name, Org: b.Org, DefaultStoreView: b.DefaultStoreView, StoreViews: b.StoreViews, Protected: b.Protected, Roles: b.Roles}
 	if err := h.svc.PutCustomer(c.Context(), c.Identity, cust); err != nil {
 		return err
 	}

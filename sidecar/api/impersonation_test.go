@@ -290,6 +290,7 @@ func TestStartRules(t *testing.T) {
 		{"unknown customer", nil, (*env).agent, map[string]any{"customer_id": "nobody"}, 404, "customer_not_found", "customer_id"},
 		{"protected account", nil, (*env).agent, map[string]any{"customer_id": "s1"}, 403, "customer_protected", ""},
 		{"no consent", nil, (*env).agent, map[string]any{"customer_id": "c7"}, 403, "consent_required", ""},
+		{"account holding a protected role", nil, (*env).agent, map[string]any{"customer_id": "c8"}, 403, "customer_protected", ""},
 		{"reason required", []envOption{withSwitch("require_reason", true)}, (*env).agent, map[string]any{"customer_id": "c42"}, 400, "reason_required", "reason"},
 		{"store view required", []envOption{withSwitch("store_view_selection", "manual")}, (*env).agent, map[string]any{"customer_id": "c42"}, 400, "store_view_required", "store_view"},
 		{"store view not the customer's", []envOption{withSwitch("store_view_selection", "manual")}, (*env).agent, map[string]any{"customer_id": "c42", "store_view": "de"}, 400, "store_view_not_allowed", "store_view"},
@@ -303,6 +304,9 @@ func TestStartRules(t *testing.T) {
 				e := newEnv(t, mk, tc.opts...)
 				e.seed()
 				e.must(e.do("PUT", "/deputy/v1/customers/c7", e.admin(), map[string]any{"default_store_view": "default"}), 200)
+				// c8 is an admin's own storefront account, synced with its roles.
+				e.must(e.do("PUT", "/deputy/v1/customers/c8", e.admin(), map[string]any{"default_store_view": "default", "roles": []string{"customer", "admin"}}), 200)
+				e.must(e.do("PUT", "/deputy/v1/customers/c8/consent", e.lead(), map[string]any{"allowed": true}), 200)
 				r := e.start(tc.token(e), tc.body)
 				if r.Status != tc.status || r.errMsg() != tc.reason || r.errField() != tc.field {
 					t.Fatalf("got %d %s; want %d %s field %q", r.Status, r.Raw, tc.status, tc.reason, tc.field)
@@ -313,6 +317,20 @@ func TestStartRules(t *testing.T) {
 				}
 			})
 		}
+		t.Run("account of a known staff member", func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			// alice's own storefront account, with consent and no staff role.
+			e.must(e.do("PUT", "/deputy/v1/customers/alice", e.admin(), map[string]any{"default_store_view": "default"}), 200)
+			e.must(e.do("PUT", "/deputy/v1/customers/alice/consent", e.lead(), map[string]any{"allowed": true}), 200)
+			e.must(e.start(e.lead(), map[string]any{"customer_id": "alice"}), 201) // not yet known as staff
+			// Once alice has started a session she is known as staff.
+			e.must(e.start(e.agent(), map[string]any{"customer_id": "c42"}), 201)
+			r := e.start(e.lead(), map[string]any{"customer_id": "alice"})
+			if r.Status != 403 || r.errMsg() != "customer_protected" {
+				t.Fatalf("start on a known staff member's account: %d %s", r.Status, r.Raw)
+			}
+		})
 		t.Run("manual store view", func(t *testing.T) {
 			e := newEnv(t, mk, withSwitch("store_view_selection", "manual"), withSwitch("require_reason", true))
 			e.seed()
@@ -403,3 +421,4 @@ func TestConsent(t *testing.T) {
 		})
 	})
 }
+

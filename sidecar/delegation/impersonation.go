@@ -124,6 +124,11 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 			return err
 		}
 	}
+	for _, r := range c.Roles {
+		if err := checkID("roles", r); err != nil {
+			return err
+		}
+	}
 	c.UpdatedAt = i.clock()
 	if err := i.store.PutCustomer(ctx, c); err != nil {
 		return err
@@ -345,10 +350,15 @@ func customerFacts(id string, c *sidecar.Customer) map[string]any {
 	if !seenDefault && c.DefaultStoreView != "" {
 		views = append(views, c.DefaultStoreView)
 	}
+	roles := make([]any, len(c.Roles))
+	for k, r := range c.Roles {
+		roles[k] = r
+	}
 	return map[string]any{
 		"id":                 c.ID,
 		"exists":             true,
 		"protected":          c.Protected,
+		"roles":              roles,
 		"org":                c.Org,
 		"store_views":        views,
 		"default_store_view": c.DefaultStoreView,
