@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/cache"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -66,6 +67,7 @@ type Activation struct {
 	queries     map[string]*rego.PreparedEvalQuery
 	needs       map[string]*InputNeeds
 	data        map[string]any
+	builtins    cache.InterQueryValueCache
 }
 
 // InputNeeds returns what part of input the query can read.
@@ -87,6 +89,11 @@ type Engine struct {
 
 	mu      sync.Mutex // serialises activations
 	current atomic.Pointer[Activation]
+
+	// OPA's inter-query value caches, shared by every activation (their
+	// entries depend only on builtin arguments): one that also keeps JWT
+	// checks, for policies where that is safe, and one that does not.
+	builtins, builtinsNoJWT cache.InterQueryValueCache
 
 	onActivate []func(*Activation, error)
 }
@@ -119,6 +126,9 @@ func New(opts ...Option) *Engine {
 		queries: []string{DefaultDecisionQuery, DefaultManageQuery},
 		logger:  slog.Default(),
 		clock:   time.Now,
+
+		builtins:      newBuiltinCache(true),
+		builtinsNoJWT: newBuiltinCache(false),
 	}
 	for _, o := range opts {
 		o(e)
@@ -152,6 +162,10 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		queries:     make(map[string]*rego.PreparedEvalQuery, len(e.queries)+1),
 		needs:       make(map[string]*InputNeeds, len(e.queries)+1),
 		data:        data,
+		builtins:    e.builtinsNoJWT,
+	}
+	if jwtCacheSafe(comp) {
+		a.builtins = e.builtins
 	}
 	for _, q := range append(e.queries, MaskQuery) {
 		pq, err := rego.New(rego.Query(q), rego.Compiler(comp), rego.Store(store), rego.StoreReadAST(true)).PrepareForEval(ctx)
@@ -232,9 +246,9 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 		stop := context.AfterFunc(ctx, cancel.Cancel)
 		defer stop()
 	}
-	var buf [8]rego.EvalOption
+	var buf [9]rego.EvalOption
 	all := append(append(buf[:0], opts...), rego.EvalParsedInput(input), rego.EvalVirtualCache(vc), rego.EvalBaseCache(bc),
-		rego.EvalExternalCancel(cancel), evalKeepTerm, evalNoMetrics)
+		rego.EvalExternalCancel(cancel), rego.EvalInterQueryBuiltinValueCache(a.builtins), evalKeepTerm, evalNoMetrics)
 	rs, err := pq.Eval(ctx, all...)
 	if err != nil {
 		return Result{Revision: a.Revision}, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy evaluation failed", Err: err}
