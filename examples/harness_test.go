@@ -238,6 +238,33 @@ func (d *deputy) decisions(t *testing.T) float64 {
 	return n
 }
 
+// record is the part of a decision-log line the tests read.
+type record struct {
+	Path   string `json:"path"`
+	Host   string `json:"host"`
+	Result string `json:"result"`
+	Reason string `json:"reason"`
+}
+
+// decisionFor waits (at most 10 s) for the decision on path in Deputy's
+// stdout decision log, failing when none comes.
+func (d *deputy) decisionFor(t *testing.T, path string) record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for line := range strings.Lines(d.proc.out.String()) {
+			var r record
+			if json.Unmarshal([]byte(line), &r) == nil && r.Path == path {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no decision logged for %s", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // seen is what the upstream application received.
 type seen struct {
 	Method  string      `json:"method"`

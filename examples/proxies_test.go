@@ -189,3 +189,24 @@ func TestDeputyDownFailsClosed(t *testing.T) {
 		})
 	}
 }
+
+// The host Deputy decides on is the one the client asked the proxy for,
+// not an X-Forwarded-Host the client sent along.
+func TestForwardedHostIsTheProxys(t *testing.T) {
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t, px.name)
+			app := startUpstream(t)
+			base := px.start(t, d, app)
+			path := "/catalog/host-probe-" + px.name
+			h := http.Header{"X-Forwarded-Host": {"evil.example"}}
+			if resp, body := call(t, "GET", base+path, h, nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			rec := d.decisionFor(t, path)
+			if rec.Host == "" || strings.Contains(rec.Host, "evil") {
+				t.Errorf("decided for host %q", rec.Host)
+			}
+		})
+	}
+}
