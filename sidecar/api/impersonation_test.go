@@ -200,7 +200,7 @@ func TestSessionLifetime(t *testing.T) {
 				}
 			}
 			e.clock.Advance(time.Minute)
-			e.denied(cookie, "session_expired")
+			e.denied(cookie, "session_consent_expired")
 		})
 		t.Run("switches from policy data", func(t *testing.T) {
 			e := newEnv(t, mk, withSwitch("max_session", "20m"), withSwitch("idle_timeout", "5m"))
