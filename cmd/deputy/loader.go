@@ -198,11 +198,20 @@ type configLoader struct {
 	flagged  Config // what the flags parse into
 	file     string
 	settings []setting
+	sections []string // when set, only these top-level sections
 	flags    *pflag.FlagSet
 }
 
-func newConfigLoader(fs *pflag.FlagSet) *configLoader {
-	l := &configLoader{flags: fs, settings: settings(defaultConfig())}
+// newConfigLoader binds every setting to a flag of fs; given sections, only
+// theirs: a tool such as `decisions tail` takes serve's Redis settings by
+// the same names, and reads the same file.
+func newConfigLoader(fs *pflag.FlagSet, sections ...string) *configLoader {
+	l := &configLoader{flags: fs, sections: sections}
+	for _, s := range settings(defaultConfig()) {
+		if l.covers(s.path) {
+			l.settings = append(l.settings, s)
+		}
+	}
 	fs.StringVarP(&l.file, "config", "c", "", "YAML configuration file (env DEPUTY_CONFIG)")
 	root := reflect.ValueOf(&l.flagged).Elem()
 	for _, s := range l.settings {
@@ -219,6 +228,18 @@ func newConfigLoader(fs *pflag.FlagSet) *configLoader {
 		}
 	}
 	return l
+}
+
+func (l *configLoader) covers(path string) bool {
+	if len(l.sections) == 0 {
+		return true
+	}
+	for _, sec := range l.sections {
+		if path == sec || strings.HasPrefix(path, sec+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // fieldValue exposes a config field as a flag value. A repeated list flag
@@ -286,8 +307,21 @@ func (l *configLoader) load() (*Config, error) {
 		}
 	}
 	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	if len(l.sections) == 0 {
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		return &cfg, nil
+	}
+	for _, s := range l.settings {
+		if !s.section || strings.Contains(s.path, ".") {
+			continue
+		}
+		if v, ok := root.FieldByIndex(s.index).Addr().Interface().(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return &cfg, nil
 }

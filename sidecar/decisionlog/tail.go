@@ -59,6 +59,9 @@ type TailOptions struct {
 	Filter Filter
 	// Block is how long one XREAD waits; the loop goes on until ctx ends.
 	Block time.Duration
+	// StopAtEnd returns once the stream holds nothing newer, instead of
+	// waiting for new entries: reading history.
+	StopAtEnd bool
 	// OnError hears of connection failures; Tail keeps retrying them.
 	OnError func(error)
 }
@@ -80,6 +83,9 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 		block = 5 * time.Second
 	}
 	retry := min(block, time.Second)
+	if opt.StopAtEnd {
+		block = -1 // XREAD without BLOCK: nil once nothing is newer
+	}
 	onErr := opt.OnError
 	for {
 		streams, err := client.XRead(ctx, &redis.XReadArgs{Streams: []string{opt.Stream, last}, Count: 100, Block: block}).Result()
@@ -87,6 +93,9 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 			return nil
 		}
 		if errors.Is(err, redis.Nil) {
+			if opt.StopAtEnd {
+				return nil
+			}
 			continue
 		}
 		var rerr redis.Error
