@@ -16,6 +16,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
@@ -174,12 +175,30 @@ func BenchmarkCheckDelegated(b *testing.B) {
 
 // BenchmarkCheckLogged is BenchmarkCheck/public with every decision logged
 // to a Redis stream by the real decision logger: the cost logging adds to
-// a check is the enqueue, never the write.
+// a check is the enqueue, never the write. The spool cases measure what an
+// on-disk spool costs a check: configured with Redis up (unused), and
+// taking every record while Redis is down.
 func BenchmarkCheckLogged(b *testing.B) {
+	b.Run("redis", func(b *testing.B) { benchLogged(b, false, false) })
+	b.Run("redis_spool", func(b *testing.B) { benchLogged(b, true, false) })
+	b.Run("redis_down_spool", func(b *testing.B) { benchLogged(b, true, true) })
+}
+
+func benchLogged(b *testing.B, spool, down bool) {
 	srv := redistest.Start(b)
 	cfg := decisionlog.Defaults()
 	cfg.Sink = "redis"
-	sink, err := decisionlog.NewSink(cfg, srv.Client(), nil)
+	if spool {
+		cfg.SpoolDir = b.TempDir()
+		cfg.SpoolMaxBytes = 4 << 30 // never the bound: measure the writes
+	}
+	// Deputy's own client settings: timeouts and retries shape an outage.
+	client, err := redis.NewClient(redis.Config{Addrs: []string{srv.Addr}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	sink, err := decisionlog.NewSink(cfg, client, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -190,10 +209,20 @@ func BenchmarkCheckLogged(b *testing.B) {
 	if err := l.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	defer l.Stop(context.Background())
+	if down {
+		srv.Stop()
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = l.Stop(ctx)
+	}()
 	benchCheck(b, shippedPipeline(b, authz.WithDecisionLogger(l)), checkRequest(b, storefrontRequest), true)
 	b.StopTimer()
 	if l.Dropped() > 0 {
 		b.ReportMetric(float64(l.Dropped())/float64(b.N), "dropped/op")
+	}
+	if down {
+		b.ReportMetric(float64(l.SpoolBytes())/float64(b.N), "spooled-B/op")
 	}
 }

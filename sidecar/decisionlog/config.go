@@ -22,6 +22,9 @@ const (
 	DefaultMaxLen        = 1_000_000
 	DefaultBackoffMin    = 100 * time.Millisecond
 	DefaultBackoffMax    = 5 * time.Second
+	DefaultSpoolMaxBytes = 256 << 20
+	// MinSpoolMaxBytes keeps a spool at least a few batches deep.
+	MinSpoolMaxBytes = 64 << 10
 
 	DefaultActorTokenHeader = "x-deputy-token"
 )
@@ -42,6 +45,8 @@ type Config struct {
 	ActorTokenHeader string        `yaml:"actor_token_header" usage:"header carrying Deputy's actor token, erased from logged input (default: check.actor_token_header)"`
 	BackoffMin       time.Duration `yaml:"backoff_min" usage:"first wait after a failed write to the sink"`
 	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`
+	SpoolDir         string        `yaml:"spool_dir" usage:"directory where records wait on disk while the sink is down, kept across restarts (empty: no spool)"`
+	SpoolMaxBytes    int64         `yaml:"spool_max_bytes" usage:"bound of the on-disk spool; past it records are dropped and counted"`
 }
 
 // Defaults returns the configuration Deputy starts with.
@@ -83,6 +88,9 @@ func (c *Config) SetDefaults() {
 	if c.BackoffMax == 0 {
 		c.BackoffMax = DefaultBackoffMax
 	}
+	if c.SpoolMaxBytes == 0 {
+		c.SpoolMaxBytes = DefaultSpoolMaxBytes
+	}
 }
 
 // InputIncluded reports whether records keep the policy input.
@@ -123,6 +131,9 @@ func (c Config) Validate() error {
 	}
 	if c.BackoffMax < c.BackoffMin {
 		return sidecar.Invalid("decision_log.backoff_max", "must be at least backoff_min")
+	}
+	if c.SpoolMaxBytes < MinSpoolMaxBytes {
+		return sidecar.Invalid("decision_log.spool_max_bytes", "must be at least %d", MinSpoolMaxBytes)
 	}
 	return nil
 }

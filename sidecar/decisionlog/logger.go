@@ -1,9 +1,10 @@
 // Package decisionlog owns Deputy's decision log: every check becomes one
 // Record, masked so credentials and bodies never reach a sink, queued in a
 // bounded buffer off the request path, and written in batches to stdout or
-// a Redis stream. When the sink fails, records wait in the queue and are
-// written when it returns; only records past the queue bound are dropped,
-// and those are counted.
+// a Redis stream. When the sink fails, records wait in the queue (and,
+// when a spool directory is set, on local disk, across restarts) and are
+// written, oldest first, as soon as a probe finds the sink back; only
+// records past those bounds are dropped, and those are counted.
 package decisionlog
 
 import (
@@ -25,6 +26,14 @@ import (
 // (decision_id tells them apart).
 type Sink interface {
 	Write(ctx context.Context, batch [][]byte) error
+}
+
+// Prober is a sink that can tell cheaply whether a write would succeed
+// now. After a failed write the logger probes it every backoff_min
+// instead of waiting out a growing backoff, so a sink that comes back is
+// written to at once.
+type Prober interface {
+	Probe(ctx context.Context) error
 }
 
 // Logger is the asynchronous decision logger. Start it once, Stop it on
@@ -52,7 +61,13 @@ type Logger struct {
 	sinkErrors atomic.Uint64
 	maskErrors atomic.Uint64
 
-	pending [][]byte // owned by the worker
+	// Owned by the worker.
+	pending   [][]byte
+	fromSpool bool   // pending was read from the spool
+	spool     *spool // nil unless cfg.SpoolDir is set
+	down      bool   // the last write failed
+
+	spooled atomic.Int64 // spool bytes, for QueueDepth's readers
 }
 
 var _ sidecar.DecisionLogger = (*Logger)(nil)
@@ -122,11 +137,14 @@ func (l *Logger) QueueDepth() int {
 	return l.n + l.inflight
 }
 
+// SpoolBytes is the size of the records waiting on disk.
+func (l *Logger) SpoolBytes() int64 { return l.spooled.Load() }
+
 // Flushed is the number of records written to the sink.
 func (l *Logger) Flushed() uint64 { return l.flushed.Load() }
 
-// Dropped is the number of records lost: past the queue bound, or still
-// queued when Stop's deadline ran out.
+// Dropped is the number of records lost: past the queue bound (or the
+// spool's), or still queued when Stop's deadline ran out with no spool.
 func (l *Logger) Dropped() uint64 { return l.dropped.Load() }
 
 // SinkErrors is the number of failed writes to the sink.
@@ -142,6 +160,18 @@ func (l *Logger) MaskErrors() uint64 { return l.maskErrors.Load() }
 func (l *Logger) Start(context.Context) error {
 	if !l.started.CompareAndSwap(false, true) {
 		return sidecar.Errorf(sidecar.EINTERNAL, "decision logger already started")
+	}
+	if l.cfg.SpoolDir != "" {
+		sp, err := openSpool(l.cfg.SpoolDir, l.cfg.SpoolMaxBytes)
+		if err != nil {
+			l.started.Store(false)
+			return sidecar.Invalid("decision_log.spool_dir", "%v", err)
+		}
+		l.spool = sp
+		l.spooled.Store(sp.size())
+		if !sp.empty() {
+			l.log.Info("decision log spool holds records of an earlier run; delivering them first", "bytes", sp.size())
+		}
 	}
 	go l.run()
 	return nil
@@ -173,6 +203,7 @@ func (l *Logger) Stop(ctx context.Context) error {
 
 func (l *Logger) run() {
 	defer close(l.done)
+	defer l.closeSpool()
 	ctx := context.Background()
 	tick := time.NewTicker(l.cfg.FlushInterval)
 	defer tick.Stop()
@@ -188,35 +219,121 @@ func (l *Logger) run() {
 	}
 }
 
-// drain writes batches until the queue is empty. A failing sink is
-// retried with backoff; records stay queued meanwhile. When final, drain
-// gives up only when ctx ends, counting what is left as dropped.
+// drain writes batches until nothing is queued or spooled. A failing
+// sink is waited for (probed when it can be); records stay queued, or
+// move to the spool, meanwhile. When final, drain gives up when ctx ends:
+// what is left goes to the spool, or is counted as dropped without one.
 func (l *Logger) drain(ctx context.Context, final bool) {
 	backoff := l.cfg.BackoffMin
 	for {
-		if len(l.pending) == 0 && !l.take(ctx) {
+		if len(l.pending) == 0 && !l.next(ctx) {
 			return
 		}
 		err := l.sink.Write(ctx, l.pending)
 		if err == nil {
-			l.flushed.Add(uint64(len(l.pending)))
-			l.mu.Lock()
-			l.inflight -= len(l.pending)
-			l.mu.Unlock()
-			clear(l.pending)
-			l.pending = l.pending[:0]
+			l.delivered()
 			backoff = l.cfg.BackoffMin
 			continue
 		}
 		l.sinkErrors.Add(1)
-		l.log.Warn("decision log sink failed; records stay queued", "queued", l.QueueDepth(), "retry_in", backoff, "error", err)
-		if !l.sleep(ctx, backoff, final) {
+		if !l.down {
+			l.down = true
+			l.log.Warn("decision log sink failed; records wait until it is back", "queued", l.QueueDepth(), "spooled_bytes", l.spooled.Load(), "error", err)
+		}
+		if l.spool != nil {
+			l.spill(ctx)
+			if final {
+				// They are on disk: the next start delivers them.
+				return
+			}
+		}
+		if !l.wait(ctx, backoff, final) {
 			if final {
 				l.discard()
 			}
 			return
 		}
 		backoff = min(backoff*2, l.cfg.BackoffMax)
+	}
+}
+
+// next fills pending with the oldest batch: from the spool while it holds
+// anything (what it holds is older than what is queued, so queued records
+// join it first), else from the queue.
+func (l *Logger) next(ctx context.Context) bool {
+	if l.spool == nil || l.spool.empty() {
+		l.fromSpool = false
+		return l.take(ctx)
+	}
+	l.spill(ctx)
+	batch, err := l.spool.read(l.cfg.BatchSize)
+	if err != nil {
+		l.log.Error("decision log spool unreadable", "error", err)
+	}
+	l.spooled.Store(l.spool.size())
+	l.pending, l.fromSpool = append(l.pending, batch...), true
+	return len(l.pending) > 0
+}
+
+// delivered accounts for pending, written to the sink.
+func (l *Logger) delivered() {
+	n := len(l.pending)
+	l.flushed.Add(uint64(n))
+	if l.fromSpool {
+		if err := l.spool.ack(); err != nil {
+			l.log.Error("decision log spool: delivered records may be written again", "error", err)
+		}
+		l.spooled.Store(l.spool.size())
+	} else {
+		l.mu.Lock()
+		l.inflight -= n
+		l.mu.Unlock()
+	}
+	if l.down {
+		l.down = false
+		l.log.Info("decision log sink is back", "queued", l.QueueDepth(), "spooled_bytes", l.spooled.Load())
+	}
+	l.clearPending()
+}
+
+// spill moves pending (unless it came from the spool, where it still is)
+// and everything queued to the spool, in order. Records past the spool's
+// bound are dropped and counted.
+func (l *Logger) spill(ctx context.Context) {
+	for {
+		if len(l.pending) > 0 && !l.fromSpool {
+			n := len(l.pending)
+			kept, err := l.spool.append(l.pending)
+			if err != nil {
+				l.log.Error("decision log spool write failed", "error", err)
+			}
+			if lost := n - kept; lost > 0 {
+				l.dropped.Add(uint64(lost))
+			}
+			l.mu.Lock()
+			l.inflight -= n
+			l.mu.Unlock()
+		}
+		l.clearPending()
+		l.fromSpool = false
+		if !l.take(ctx) {
+			break
+		}
+	}
+	l.spooled.Store(l.spool.size())
+}
+
+func (l *Logger) clearPending() {
+	clear(l.pending)
+	l.pending = l.pending[:0]
+}
+
+func (l *Logger) closeSpool() {
+	if l.spool == nil {
+		return
+	}
+	if err := l.spool.close(); err != nil {
+		l.log.Error("decision log spool close", "error", err)
 	}
 }
 
@@ -227,29 +344,63 @@ func (l *Logger) discard() {
 	clear(l.ring)
 	l.head, l.n, l.inflight = 0, 0, 0
 	l.mu.Unlock()
-	clear(l.pending)
-	l.pending = l.pending[:0]
+	l.clearPending()
 	l.dropped.Add(uint64(lost))
 	l.log.Error("decision log stopped with records not written", "lost", lost)
 }
 
-// sleep waits d; it reports false when the wait was cut short and the
-// drain should return (ctx ended, or Stop was asked while not final).
-func (l *Logger) sleep(ctx context.Context, d time.Duration, final bool) bool {
-	t := time.NewTimer(d)
+// wait pauses after a failed write until the sink is likely back. A sink
+// that can probe is probed every backoff_min and the wait ends at the
+// first probe that succeeds; another sink waits out backoff. With a
+// spool, queued records move to disk while waiting (also while a probe
+// is under way: one to a Redis that refuses connections takes its dial
+// retries), so the queue never fills. wait reports false when it was cut
+// short and the drain should return (ctx ended, or Stop was asked while
+// not final).
+func (l *Logger) wait(ctx context.Context, backoff time.Duration, final bool) bool {
+	prober, probes := l.sink.(Prober)
+	step := backoff
+	if probes {
+		step = l.cfg.BackoffMin
+	}
+	var wake chan struct{}
+	if l.spool != nil {
+		wake = l.wake
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends a probe still under way
+	var probed chan error
+	t := time.NewTimer(step)
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return ctx.Err() == nil
-	case <-ctx.Done():
-		return false
-	case sctx := <-l.stopc:
-		if final {
-			return true
+	for {
+		select {
+		case <-t.C:
+			if !probes {
+				return ctx.Err() == nil
+			}
+			probed = make(chan error, 1)
+			go func(c chan<- error) { c <- prober.Probe(pctx) }(probed)
+		case err := <-probed:
+			if err == nil {
+				return ctx.Err() == nil
+			}
+			probed = nil
+			t.Reset(step)
+		case <-wake:
+			l.spill(ctx)
+		case <-ctx.Done():
+			return false
+		case sctx := <-l.stopc:
+			if final {
+				return true
+			}
+			// Stop arrived while waiting: hand it back to run.
+			l.stopc <- sctx
+			return false
 		}
-		// Stop arrived while retrying: hand it back to run.
-		l.stopc <- sctx
-		return false
+		if l.spool != nil {
+			l.spill(ctx)
+		}
 	}
 }
 

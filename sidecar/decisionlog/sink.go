@@ -79,12 +79,14 @@ func (s *Stream) Append(ctx context.Context, values map[string]any) (string, err
 	return id, nil
 }
 
-// AppendJSON adds one entry per encoded record in a single pipeline.
+// AppendJSON adds one entry per encoded record in a single MULTI/EXEC:
+// a connection lost mid-batch leaves none of it in the stream, so the
+// retry repeats no record (only a reply lost after EXEC still can).
 func (s *Stream) AppendJSON(ctx context.Context, batch [][]byte) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, b := range batch {
 			p.XAdd(ctx, s.args([]any{RecordField, b}))
 		}
@@ -118,6 +120,17 @@ func NewRedisSink(client redis.UniversalClient, name string, maxLen int64) *Redi
 func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
 	return s.stream.AppendJSON(ctx, batch)
 }
+
+// Probe asks Redis for a PONG: cheaper than retrying a batch, and as
+// prompt.
+func (s *RedisSink) Probe(ctx context.Context) error {
+	if err := s.stream.client.Ping(ctx).Err(); err != nil {
+		return sidecar.Unavailable("ping the stream's Redis", err)
+	}
+	return nil
+}
+
+var _ Prober = (*RedisSink)(nil)
 
 // NewSink builds the sink cfg names. client may be nil unless the sink is
 // redis; w is where the stdout sink writes.

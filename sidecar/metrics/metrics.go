@@ -274,6 +274,7 @@ func (m *Metrics) GRPC() *grpcprom.ServerMetrics { return m.grpc }
 // *decisionlog.Logger is one.
 type DecisionLogStats interface {
 	QueueDepth() int
+	SpoolBytes() int64
 	Flushed() uint64
 	Dropped() uint64
 	SinkErrors() uint64
@@ -286,6 +287,8 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 	cs := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "decision_log_queue_depth",
 			Help: "Decision log records waiting for the sink."}, func() float64 { return float64(s.QueueDepth()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "decision_log_spool_bytes",
+			Help: "Decision log records waiting for the sink on local disk (decision_log.spool_dir)."}, func() float64 { return float64(s.SpoolBytes()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_flushed_total",
 			Help: "Decision log records written to the sink."}, func() float64 { return float64(s.Flushed()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_dropped_total",

@@ -1,0 +1,335 @@
+package decisionlog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// spool keeps encoded records on local disk while the sink is down, so
+// an outage longer than the queue, and a restart during it, lose none of
+// them. It is a FIFO of segment files of JSON lines (a record's JSON
+// never holds a raw newline) plus an ack file naming how far the oldest
+// segment was delivered. Only the logger's writer goroutine uses it.
+//
+// A crash between a delivery and its ack repeats that batch on the next
+// start: the sink contract allows repeats, which decision_id tells apart.
+type spool struct {
+	dir    string
+	max    int64 // bound on bytes not yet delivered
+	segMax int64 // a segment is closed once it reaches this size
+
+	segs    []segment // oldest first
+	readOff int64     // delivered (acked) bytes of segs[0]
+	nextOff int64     // where the lines handed out by read end, in segs[0]
+	bytes   int64     // bytes not yet delivered
+	w       *os.File  // the newest segment, open for appending
+}
+
+type segment struct {
+	seq  uint64
+	size int64
+}
+
+const (
+	segSuffix = ".seg"
+	ackFile   = "ack"
+	// readChunk bounds one read of a segment; a batch of records is far
+	// smaller.
+	readChunk = 1 << 20
+)
+
+// openSpool opens (creating it if needed) the spool in dir, bounded to
+// max bytes, and finds what a previous run left undelivered.
+func openSpool(dir string, max int64) (*spool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &spool{dir: dir, max: max, segMax: min(max/4, 16<<20)}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), segSuffix)
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		seq, err := strconv.ParseUint(name, 10, 64)
+		if err != nil {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil, err
+		}
+		s.segs = append(s.segs, segment{seq: seq, size: info.Size()})
+	}
+	slices.SortFunc(s.segs, func(a, b segment) int { return cmpUint(a.seq, b.seq) })
+	if err := s.readAck(); err != nil {
+		return nil, err
+	}
+	if err := s.trimTornTail(); err != nil {
+		return nil, err
+	}
+	for _, g := range s.segs {
+		s.bytes += g.size
+	}
+	s.bytes -= s.readOff
+	s.nextOff = s.readOff
+	return s, nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (s *spool) path(seq uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("%020d%s", seq, segSuffix))
+}
+
+// readAck restores the delivered position, removing segments a previous
+// run delivered but did not get to remove.
+func (s *spool) readAck() error {
+	raw, err := os.ReadFile(filepath.Join(s.dir, ackFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var seq uint64
+	var off int64
+	if _, err := fmt.Sscanf(string(raw), "%d %d", &seq, &off); err != nil {
+		return nil // unreadable: deliver from the start of the oldest segment
+	}
+	for len(s.segs) > 0 && s.segs[0].seq < seq {
+		if err := os.Remove(s.path(s.segs[0].seq)); err != nil {
+			return err
+		}
+		s.segs = s.segs[1:]
+	}
+	if len(s.segs) > 0 && s.segs[0].seq == seq {
+		s.readOff = min(max(off, 0), s.segs[0].size)
+	}
+	return nil
+}
+
+// trimTornTail cuts a partial last line a crash left behind, so appends
+// start on a line boundary.
+func (s *spool) trimTornTail() error {
+	if len(s.segs) == 0 {
+		return nil
+	}
+	last := &s.segs[len(s.segs)-1]
+	f, err := os.OpenFile(s.path(last.seq), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	from := max(last.size-readChunk, 0)
+	buf := make([]byte, last.size-from)
+	if _, err := f.ReadAt(buf, from); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if len(buf) == 0 || buf[len(buf)-1] == '\n' {
+		return nil
+	}
+	keep := from + int64(bytes.LastIndexByte(buf, '\n')+1)
+	if err := f.Truncate(keep); err != nil {
+		return err
+	}
+	last.size = keep
+	return nil
+}
+
+// empty reports whether every spooled record was delivered.
+func (s *spool) empty() bool { return s.bytes == 0 }
+
+// size is the spooled bytes not yet delivered.
+func (s *spool) size() int64 { return s.bytes }
+
+// append writes the records that fit within the bound, in order, and
+// returns how many it kept; the rest are the caller's to count as lost.
+func (s *spool) append(batch [][]byte) (int, error) {
+	var buf bytes.Buffer
+	kept := 0
+	for _, b := range batch {
+		if s.bytes+int64(buf.Len()+len(b)+1) > s.max {
+			break
+		}
+		buf.Write(b)
+		buf.WriteByte('\n')
+		kept++
+	}
+	if kept == 0 {
+		return 0, nil
+	}
+	if err := s.writable(int64(buf.Len())); err != nil {
+		return 0, err
+	}
+	last := &s.segs[len(s.segs)-1]
+	if _, err := s.w.Write(buf.Bytes()); err != nil {
+		// Keep the segment on a line boundary: a partial batch is lost whole.
+		_ = s.w.Truncate(last.size)
+		return 0, err
+	}
+	last.size += int64(buf.Len())
+	s.bytes += int64(buf.Len())
+	return kept, nil
+}
+
+// writable opens the segment the next n bytes go to: the newest one
+// while it has room (also one a previous run left), else a new one.
+func (s *spool) writable(n int64) error {
+	last := len(s.segs) - 1
+	if last >= 0 && s.segs[last].size > 0 && s.segs[last].size+n > s.segMax {
+		if s.w != nil {
+			if err := s.w.Close(); err != nil {
+				return err
+			}
+			s.w = nil
+		}
+	} else if s.w != nil {
+		return nil
+	} else if last >= 0 {
+		f, err := os.OpenFile(s.path(s.segs[last].seq), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		s.w = f
+		return nil
+	}
+	var seq uint64
+	if last >= 0 {
+		seq = s.segs[last].seq + 1
+	}
+	f, err := os.OpenFile(s.path(seq), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	s.w = f
+	s.segs = append(s.segs, segment{seq: seq})
+	return nil
+}
+
+// read returns up to n of the oldest undelivered records. Reading again
+// before ack returns the same records.
+func (s *spool) read(n int) ([][]byte, error) {
+	s.nextOff = s.readOff
+	for len(s.segs) > 0 {
+		seg := s.segs[0]
+		if s.readOff < seg.size {
+			return s.readSegment(seg, n)
+		}
+		if len(s.segs) == 1 {
+			return nil, nil
+		}
+		if err := s.dropOldest(); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+func (s *spool) readSegment(seg segment, n int) ([][]byte, error) {
+	f, err := os.Open(s.path(seg.seq))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, min(seg.size-s.readOff, readChunk))
+	if _, err := f.ReadAt(buf, s.readOff); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	var out [][]byte
+	used := 0
+	for len(out) < n {
+		i := bytes.IndexByte(buf[used:], '\n')
+		if i < 0 {
+			break
+		}
+		out = append(out, buf[used:used+i])
+		used += i + 1
+	}
+	if used == 0 {
+		// No whole line in a full chunk: a record past the chunk bound.
+		// It cannot be delivered; skip the segment rather than stall.
+		s.nextOff = seg.size
+		return nil, errors.Join(fmt.Errorf("spool segment %d: no record boundary within %d bytes; segment skipped", seg.seq, len(buf)), s.ack())
+	}
+	s.nextOff = s.readOff + int64(used)
+	return out, nil
+}
+
+// ack marks the records read last as delivered.
+func (s *spool) ack() error {
+	s.bytes -= s.nextOff - s.readOff
+	s.readOff = s.nextOff
+	if len(s.segs) == 1 && s.readOff == s.segs[0].size {
+		// Everything delivered: start over with an empty spool.
+		return s.dropOldest()
+	}
+	return s.writeAck()
+}
+
+func (s *spool) writeAck() error {
+	if len(s.segs) == 0 {
+		err := os.Remove(filepath.Join(s.dir, ackFile))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	tmp := filepath.Join(s.dir, ackFile+".tmp")
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %d\n", s.segs[0].seq, s.readOff), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(s.dir, ackFile))
+}
+
+// dropOldest removes the oldest segment, delivered whole.
+func (s *spool) dropOldest() error {
+	if len(s.segs) == 1 && s.w != nil {
+		if err := s.w.Close(); err != nil {
+			return err
+		}
+		s.w = nil
+	}
+	s.bytes -= s.segs[0].size - s.readOff
+	if err := os.Remove(s.path(s.segs[0].seq)); err != nil {
+		return err
+	}
+	s.segs = s.segs[1:]
+	s.readOff, s.nextOff = 0, 0
+	return s.writeAck()
+}
+
+// sync makes what was appended durable.
+func (s *spool) sync() error {
+	if s.w == nil {
+		return nil
+	}
+	return s.w.Sync()
+}
+
+func (s *spool) close() error {
+	if s.w == nil {
+		return nil
+	}
+	err := errors.Join(s.w.Sync(), s.w.Close())
+	s.w = nil
+	return err
+}
