@@ -2,19 +2,26 @@ package decisionlog
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // BenchmarkWriteRecord is the writer's work per check: the record built
-// from a decision, its input masked, the JSON encoded.
+// from a decision, its input masked, the JSON encoded; without a mask
+// policy, and with the shipped policies as the mask policy (as serve runs).
 func BenchmarkWriteRecord(b *testing.B) {
-	l, err := New(Defaults(), DiscardSink{})
+	set, err := policy.LoadPaths([]string{"../../policies"})
 	if err != nil {
+		b.Fatal(err)
+	}
+	engine := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := engine.Activate(context.Background(), set); err != nil {
 		b.Fatal(err)
 	}
 	input, err := ast.InterfaceToValue(benchRecord().Input)
@@ -26,12 +33,23 @@ func BenchmarkWriteRecord(b *testing.B) {
 		TraceID:    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		Delegation: &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "imp_1", Actor: "staff-1", Subject: "cust-9"},
 		Latency:    42 * time.Microsecond, Input: input}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := l.encode(ctx, d); err != nil {
-			b.Fatal(err)
-		}
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{{"no-mask-policy", nil}, {"shipped-policies", []Option{WithMaskPolicy(engine)}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			l, err := New(Defaults(), DiscardSink{}, tc.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := l.encode(ctx, d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -68,6 +68,7 @@ type Activation struct {
 	needs       map[string]*InputNeeds
 	data        map[string]any
 	builtins    cache.InterQueryValueCache
+	constant    map[string]Result // queries no rule can answer: their value from data alone
 }
 
 // InputNeeds returns what part of input the query can read.
@@ -174,8 +175,31 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		}
 		a.queries[q] = &pq
 		a.needs[q] = inputNeeds(comp, q)
+		if noRules(comp, q) {
+			// Base data of an activation never changes, so the answer
+			// is the same for every input: evaluate once, not per check
+			// (the mask query of a policy without mask rules, above all).
+			res, err := a.Eval(ctx, q, ast.NewObject())
+			if err != nil {
+				return nil, sidecar.Invalid("policies", "evaluate %s: %v", q, err)
+			}
+			if a.constant == nil {
+				a.constant = map[string]Result{}
+			}
+			a.constant[q] = res
+		}
 	}
 	return a, nil
+}
+
+// noRules reports whether query is a plain reference into data that no
+// rule can contribute to, so its value comes from base data alone.
+func noRules(c *ast.Compiler, query string) bool {
+	ref, err := ast.ParseRef(query)
+	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
+		return false
+	}
+	return len(c.GetRulesDynamicWithOpts(ref, ast.RulesOptions{IncludeHiddenModules: true})) == 0
 }
 
 func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
@@ -232,6 +256,9 @@ func (e *Engine) Eval(ctx context.Context, query string, input ast.Value, opts .
 
 // Eval evaluates query on this activation.
 func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, opts ...rego.EvalOption) (Result, error) {
+	if r, ok := a.constant[query]; ok && len(opts) == 0 {
+		return r, nil
+	}
 	pq, ok := a.queries[query]
 	if !ok {
 		return Result{Revision: a.Revision}, sidecar.Errorf(sidecar.EINTERNAL, "query %q is not prepared", query)
