@@ -46,7 +46,9 @@ deputy:
 		}) {
 			t.Errorf("mounts %v", c.VolumeMounts)
 		}
-		if !slices.ContainsFunc(vols, func(v corev1.Volume) bool { return v.Name == "redis-ca" && v.Secret != nil && v.Secret.SecretName == "redis-ca" }) {
+		if !slices.ContainsFunc(vols, func(v corev1.Volume) bool {
+			return v.Name == "redis-ca" && v.Secret != nil && v.Secret.SecretName == "redis-ca"
+		}) {
 			t.Errorf("volumes %v", vols)
 		}
 	}
