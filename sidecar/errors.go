@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"google.golang.org/grpc/codes"
 )
 
 // Error codes. They are stable: clients, metrics and logs key on them.
@@ -28,7 +30,10 @@ type Error struct {
 	Code    string
 	Message string
 	Field   string // for EINVALID: the offending field, as the client named it
-	Err     error  // cause, never shown to clients
+	// Reason is a machine-readable reason (e.g. session_ended) that policy
+	// reads as input.identity_error or input.delegation_error.
+	Reason string
+	Err    error // cause, never shown to clients
 }
 
 func (e *Error) Error() string {
@@ -83,6 +88,22 @@ func ErrorMessage(err error) string {
 	return "internal error"
 }
 
+// Refused returns an error with a machine-readable reason, which is also
+// its message.
+func Refused(code, reason string, cause error) *Error {
+	return &Error{Code: code, Reason: reason, Message: reason, Err: cause}
+}
+
+// ErrorReason returns the machine-readable reason of err: its Reason, or
+// its client-safe message when it has none.
+func ErrorReason(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Reason != "" {
+		return e.Reason
+	}
+	return ErrorMessage(err)
+}
+
 // ErrorField returns the field an EINVALID error names, if any.
 func ErrorField(err error) string {
 	var e *Error
@@ -92,29 +113,52 @@ func ErrorField(err error) string {
 	return ""
 }
 
-// HTTPStatus maps an error code to its HTTP status. This is the only place
-// that mapping lives.
+// The one error table: code → HTTP status → gRPC status → metric reason.
+// Every surface maps through it (the check pipeline and its gRPC and HTTP
+// adapters, the management API), in both directions.
+var codeTable = map[string]codeRow{
+	EINVALID:      {http.StatusBadRequest, codes.InvalidArgument, "malformed_request"},
+	EUNAUTHORIZED: {http.StatusUnauthorized, codes.Unauthenticated, "unauthorized"},
+	EFORBIDDEN:    {http.StatusForbidden, codes.PermissionDenied, "forbidden"},
+	ENOTFOUND:     {http.StatusNotFound, codes.NotFound, "not_found"},
+	ECONFLICT:     {http.StatusConflict, codes.AlreadyExists, "conflict"},
+	ETOOLARGE:     {http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "too_large"},
+	ERATELIMIT:    {http.StatusTooManyRequests, codes.ResourceExhausted, "rate_limited"},
+	EUNAVAILABLE:  {http.StatusServiceUnavailable, codes.Unavailable, "state_unavailable"},
+	EINTERNAL:     {http.StatusInternalServerError, codes.Internal, "internal"},
+}
+
+type codeRow struct {
+	http   int
+	grpc   codes.Code
+	reason string
+}
+
+// HTTPStatus maps an error to its HTTP status: 200 for nil, 500 for a
+// foreign error.
 func HTTPStatus(err error) int {
-	switch ErrorCode(err) {
-	case "":
+	if err == nil {
 		return http.StatusOK
-	case EINVALID:
-		return http.StatusBadRequest
-	case EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case EFORBIDDEN:
-		return http.StatusForbidden
-	case ENOTFOUND:
-		return http.StatusNotFound
-	case ECONFLICT:
-		return http.StatusConflict
-	case ETOOLARGE:
-		return http.StatusRequestEntityTooLarge
-	case ERATELIMIT:
-		return http.StatusTooManyRequests
-	case EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
 	}
+	return codeEntry(err).http
+}
+
+// ErrorMetricReason is the reason an error is counted and logged under.
+func ErrorMetricReason(err error) string { return codeEntry(err).reason }
+
+// codeEntry is the table's row for err; a code it does not know is internal.
+func codeEntry(err error) codeRow {
+	if e, ok := codeTable[ErrorCode(err)]; ok {
+		return e
+	}
+	return codeTable[EINTERNAL]
+}
+
+// GRPCCode is the gRPC status of an error code; PermissionDenied for a
+// code the table does not know.
+func GRPCCode(code string) codes.Code {
+	if e, ok := codeTable[code]; ok {
+		return e.grpc
+	}
+	return codes.PermissionDenied
 }

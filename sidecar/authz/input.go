@@ -114,15 +114,47 @@ func ownedName(s string) string {
 // OPA-Envoy-compatible input object (without Deputy's slots yet) and the
 // plain view identity and delegation read.
 type request struct {
-	input    ast.Object
-	view     sidecar.Request
-	stripped []string // owned header names the client sent
-	traceID  string
+	input   ast.Object
+	view    sidecar.Request
+	traceID string
 	// canonical is the path and methods the upstream acts on.
 	canonical canonicalRequest
 }
 
-// buildInput converts a CheckRequest. The input is what OPA-Envoy builds
+// stripOwned removes the owned headers a client sent, before anything
+// reads the request, so neither policy nor resolvers can mistake them for
+// identity: from headers and from header_map (Envoy's encode_raw_headers)
+// alike. It returns the request without them (a copy when there were any)
+// and their names as sent.
+func stripOwned(req *authv3.CheckRequest, opts *InputOptions) (*authv3.CheckRequest, []string) {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	var stripped []string
+	for k := range httpReq.GetHeaders() {
+		if opts.owned(k) {
+			stripped = append(stripped, k)
+		}
+	}
+	inMap := len(stripped)
+	for _, h := range httpReq.GetHeaderMap().GetHeaders() {
+		if opts.owned(h.GetKey()) {
+			stripped = append(stripped, h.GetKey())
+		}
+	}
+	if len(stripped) == 0 {
+		return req, nil
+	}
+	req = proto.Clone(req).(*authv3.CheckRequest)
+	httpReq = req.GetAttributes().GetRequest().GetHttp()
+	for _, k := range stripped[:inMap] {
+		delete(httpReq.Headers, k)
+	}
+	if hm := httpReq.GetHeaderMap(); inMap < len(stripped) {
+		hm.Headers = slices.DeleteFunc(hm.Headers, func(h *corev3.HeaderValue) bool { return opts.owned(h.GetKey()) })
+	}
+	return req, stripped
+}
+
+// buildInput converts a CheckRequest whose owned headers were stripped. The input is what OPA-Envoy builds
 // (protojson of the request plus parsed_path, parsed_query, parsed_body,
 // truncated_body, version), minus Deputy-owned headers, and limited to what
 // the policy can read (need). A malformed body is an EINVALID error, as
@@ -131,32 +163,6 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	headers := httpReq.GetHeaders()
 	r := &request{}
-
-	// Owned headers are stripped before anything reads the request, so
-	// neither policy nor resolvers can mistake them for identity: from
-	// headers and from header_map (Envoy's encode_raw_headers) alike.
-	for k := range headers {
-		if opts.owned(k) {
-			r.stripped = append(r.stripped, k)
-		}
-	}
-	inMap := len(r.stripped)
-	for _, h := range httpReq.GetHeaderMap().GetHeaders() {
-		if opts.owned(h.GetKey()) {
-			r.stripped = append(r.stripped, h.GetKey())
-		}
-	}
-	if len(r.stripped) > 0 {
-		req = proto.Clone(req).(*authv3.CheckRequest)
-		httpReq = req.GetAttributes().GetRequest().GetHttp()
-		for _, k := range r.stripped[:inMap] {
-			delete(httpReq.Headers, k)
-		}
-		if hm := httpReq.GetHeaderMap(); inMap < len(r.stripped) {
-			hm.Headers = slices.DeleteFunc(hm.Headers, func(h *corev3.HeaderValue) bool { return opts.owned(h.GetKey()) })
-		}
-		headers = httpReq.GetHeaders()
-	}
 
 	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
 	rawQuery, _, _ = strings.Cut(rawQuery, "#")

@@ -3,10 +3,13 @@ package authz_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"testing"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // ownedPolicy allows only when no header that an upstream could read as
@@ -79,4 +82,67 @@ func lowerASCII(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// Whatever path a check takes, the forged owned header is listed for
+// removal: a dry-run allow, or a proxy that forwards denied requests'
+// headers anywhere, must never carry it upstream.
+func TestOwnedHeadersRemovedOnEveryPath(t *testing.T) {
+	forged := `"headers":{"x-deputy-role":"admin","X_Deputy_Subject":"victim"}`
+	get := `{"attributes":{"request":{"http":{"method":"GET","path":"/a",` + forged + `}}}}`
+	malformed := `{"attributes":{"request":{"http":{"method":"GET","path":"//a/../b",` + forged + `}}}}`
+	unavailable := authz.WithResolvers(delegationFunc(func() (*sidecar.Delegation, error) {
+		return nil, sidecar.Unavailable("redis down", errors.New("dial"))
+	}))
+	for _, tc := range []struct {
+		name    string
+		eval    authz.Evaluator
+		policy  string
+		req     string
+		opts    []authz.Option
+		allowed bool
+		reason  string
+	}{
+		{name: "allowed", policy: "package t\n\ndecision := true\n", req: get, allowed: true, reason: authz.ReasonAllowed},
+		{name: "denied", policy: "package t\n\ndecision := false\n", req: get, reason: authz.ReasonDenied},
+		{name: "malformed", policy: "package t\n\ndecision := true\n", req: malformed, reason: authz.ReasonMalformedRequest},
+		{name: "malformed, dry run", policy: "package t\n\ndecision := true\n", req: malformed, opts: []authz.Option{authz.WithDryRun(true)}, allowed: true, reason: authz.ReasonMalformedRequest},
+		{name: "no policy", eval: policy.New(), req: get, reason: authz.ReasonNoPolicy},
+		{name: "no policy, dry run", eval: policy.New(), req: get, opts: []authz.Option{authz.WithDryRun(true)}, allowed: true, reason: authz.ReasonNoPolicy},
+		{name: "state unavailable", policy: "package t\n\ndecision := true\n", req: get, opts: []authz.Option{unavailable}, reason: authz.ReasonStateUnavailable},
+		{name: "evaluation error", policy: "package t\n\ndecision := true\n\ndecision := false if true\n", req: get, reason: authz.ReasonEvalError},
+		{name: "undefined", policy: "package t\n", req: get, reason: authz.ReasonUndefined},
+		{name: "dry run denial", policy: "package t\n\ndecision := false\n", req: get, opts: []authz.Option{authz.WithDryRun(true)}, allowed: true, reason: authz.ReasonDenied},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eval := tc.eval
+			if eval == nil {
+				eval = engineFor(t, "data.t.decision", tc.policy, nil)
+			}
+			logs := &logSink{}
+			p := authz.New(eval, append([]authz.Option{authz.WithQuery("data.t.decision"), authz.WithDecisionLogger(logs)}, tc.opts...)...)
+			resp := p.Check(context.Background(), checkRequest(t, tc.req))
+			if resp.Allowed != tc.allowed || resp.Reason != tc.reason {
+				t.Fatalf("allowed %v reason %q, want %v %q", resp.Allowed, resp.Reason, tc.allowed, tc.reason)
+			}
+			for _, h := range []string{"x-deputy-role", "x_deputy_subject"} {
+				if !slices.Contains(resp.HeadersToRemove, h) {
+					t.Errorf("%s not removed: %v", h, resp.HeadersToRemove)
+				}
+			}
+			if len(logs.got) != 1 || logs.got[0].Reason != tc.reason || logs.got[0].ID != resp.DecisionID {
+				t.Errorf("decision log %+v does not match the response", logs.got)
+			}
+		})
+	}
+}
+
+// The pipeline's own reasons are the error table's.
+func TestPipelineReasonsAreTheErrorTable(t *testing.T) {
+	if got := sidecar.ErrorMetricReason(sidecar.Invalid("path", "x")); got != authz.ReasonMalformedRequest {
+		t.Errorf("EINVALID counts as %q, pipeline says %q", got, authz.ReasonMalformedRequest)
+	}
+	if got := sidecar.ErrorMetricReason(sidecar.Unavailable("x", nil)); got != authz.ReasonStateUnavailable {
+		t.Errorf("EUNAVAILABLE counts as %q, pipeline says %q", got, authz.ReasonStateUnavailable)
+	}
 }

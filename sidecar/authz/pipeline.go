@@ -175,13 +175,12 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 // Owned reports whether a request header name is Deputy's own (the
 // owned prefix or the actor-token header), compared case-insensitively
 // with "_" read as "-", as CGI upstreams merge the two.
-func (p *Pipeline) Owned(name string) bool {
-	return p.inputOpts.owned(strings.ReplaceAll(strings.ToLower(name), "_", "-"))
-}
+func (p *Pipeline) Owned(name string) bool { return p.inputOpts.owned(name) }
 
 // Check decides one request. It never returns an allow on an error path.
 func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Response {
-	return p.finish(func(d *sidecar.Decision) *Response { return p.decide(ctx, req, d) })
+	req, owned := stripOwned(req, &p.inputOpts)
+	return p.finish(owned, func(d *sidecar.Decision) *Response { return p.decide(ctx, req, owned, d) })
 }
 
 // Replay decides a recorded policy input as it stands, the input of a
@@ -189,31 +188,41 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 // nothing is derived from a request, so the policy sees what it saw then
 // (less what the log masked). No identity headers are injected.
 func (p *Pipeline) Replay(ctx context.Context, input ast.Object) *Response {
-	return p.finish(func(d *sidecar.Decision) *Response {
+	return p.finish(nil, func(d *sidecar.Decision) *Response {
 		act := p.eval.Current()
 		if act == nil {
-			return p.deny(d, p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy, "")
+			return denial(p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy)
 		}
 		d.Revision = act.Revision
 		if p.keepInput {
 			d.Input = input
 		}
-		return p.evaluate(ctx, act, input, nil, nil, d)
+		return p.evaluate(ctx, act, input, nil, d)
 	})
 }
 
-// finish is the one exit of every decision: decide builds the verdict,
-// finish applies dry run, observes and logs it.
-func (p *Pipeline) finish(decide func(*sidecar.Decision) *Response) *Response {
+// finish is the one exit of every decision, whatever branch of decide
+// gave the verdict: it lists the owned headers the client sent for
+// removal, derives the decision record from the response, lets a dry run
+// through, and observes and logs.
+func (p *Pipeline) finish(owned []string, decide func(*sidecar.Decision) *Response) *Response {
 	start := p.clock()
 	d := &sidecar.Decision{ID: newDecisionID(), Time: start, DryRun: p.dryRun}
 	resp := decide(d)
+	resp.HeadersToRemove = ownedRemovals(resp.HeadersToRemove, owned, resp.Injected)
 	resp.DecisionID = d.ID
-	d.Latency = p.clock().Sub(start)
+	d.Allowed, d.HTTPStatus, d.Reason = resp.Allowed, resp.HTTPStatus, resp.Reason
+	if resp.Allowed {
+		d.HTTPStatus = http.StatusOK
+	}
+	if resp.cause != nil {
+		d.Error = resp.cause.Error()
+	}
 	if p.dryRun && !resp.Allowed {
 		// The policy's verdict is logged; the client is let through.
 		resp = &Response{Allowed: true, Reason: resp.Reason, DecisionID: d.ID, HeadersToRemove: resp.HeadersToRemove}
 	}
+	d.Latency = p.clock().Sub(start)
 	if p.observer != nil {
 		p.observer.ObserveDecision(d)
 	}
@@ -223,24 +232,26 @@ func (p *Pipeline) finish(decide func(*sidecar.Decision) *Response) *Response {
 	return resp
 }
 
-func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *sidecar.Decision) *Response {
+// decide returns the verdict of one branch; finish does the rest.
+func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned []string, d *sidecar.Decision) *Response {
 	if http := req.GetAttributes().GetRequest().GetHttp(); http != nil {
 		d.Method, d.Host = http.GetMethod(), http.GetHost()
 		d.Path, _, _ = strings.Cut(http.GetPath(), "?")
 	}
 	act := p.eval.Current()
 	if act == nil {
-		return p.deny(d, p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy, "")
+		return denial(p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy)
 	}
 	d.Revision = act.Revision
 	need := act.InputNeeds(p.query)
 	r, err := buildInput(req, &p.inputOpts, need)
 	if err != nil {
-		return p.deny(d, http.StatusBadRequest, ReasonMalformedRequest, err, sidecar.ErrorMessage(err))
+		resp := errorDenial(err)
+		resp.Body = sidecar.ErrorMessage(err)
+		return resp
 	}
 	d.TraceID = r.traceID
 	input := r.input
-	removeOwned := r.stripped
 
 	// Identity.
 	t := p.clock()
@@ -248,7 +259,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 	if p.verifier != nil {
 		id, err = p.verifier.Verify(ctx, &r.view)
 		if err != nil {
-			input.Insert(keyTerm("identity_error"), ast.StringTerm(sidecar.ErrorMessage(err)))
+			input.Insert(keyTerm("identity_error"), ast.StringTerm(sidecar.ErrorReason(err)))
 			id = nil
 		} else if n := need.Child("identity"); id != nil && n != nil {
 			input.Insert(keyTerm("identity"), ast.NewTerm(identityToAST(id, n)))
@@ -266,9 +277,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 		if err != nil {
 			if sidecar.ErrorCode(err) == sidecar.EUNAVAILABLE {
 				d.Stages.State = p.clock().Sub(t2)
-				resp := p.deny(d, http.StatusServiceUnavailable, ReasonStateUnavailable, err, "")
-				resp.HeadersToRemove = removeOwned
-				return resp
+				return errorDenial(err)
 			}
 			if delErr == nil {
 				delErr = err
@@ -283,15 +292,15 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 	if n := need.Child("delegation"); del != nil && n != nil {
 		input.Insert(keyTerm("delegation"), ast.NewTerm(delegationToAST(del, n)))
 	} else if delErr != nil {
-		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorMessage(delErr)))
+		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorReason(delErr)))
 	}
 	d.Delegation = del
 	d.Stages.State = p.clock().Sub(t2)
 
-	if rn := need.Child("deputy").Child("request"); len(r.stripped) == 0 && rn == nil {
+	if rn := need.Child("deputy").Child("request"); len(owned) == 0 && rn == nil {
 		input.Insert(keyTerm("deputy"), p.factsTerm)
 	} else {
-		facts := p.deputyFacts(r.stripped)
+		facts := p.deputyFacts(owned)
 		if rn != nil {
 			facts.Insert(keyTerm("request"), r.canonical.requestTerm(rn))
 		}
@@ -301,23 +310,23 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, d *side
 		d.Input = input
 	}
 
-	return p.evaluate(ctx, act, input, del, removeOwned, d)
+	return p.evaluate(ctx, act, input, del, d)
 }
 
 // evaluate runs the policy on input and maps its result to a response.
-func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input ast.Object, del *sidecar.Delegation, removeOwned []string, d *sidecar.Decision) *Response {
+func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input ast.Object, del *sidecar.Delegation, d *sidecar.Decision) *Response {
 	t3 := p.clock()
 	res, err := act.Eval(ctx, p.query, input, p.evalOpts...)
 	d.Stages.Policy = p.clock().Sub(t3)
 	if err != nil {
-		return p.withOwned(p.deny(d, p.errorStatus, ReasonEvalError, err, ""), removeOwned)
+		return denial(p.errorStatus, ReasonEvalError, err)
 	}
 	if !res.Defined() {
-		return p.withOwned(p.deny(d, p.errorStatus, ReasonUndefined, nil, ""), removeOwned)
+		return denial(p.errorStatus, ReasonUndefined, nil)
 	}
 	pr, err := parseResult(res.Value)
 	if err != nil {
-		return p.withOwned(p.deny(d, p.errorStatus, ReasonInvalidDecision, err, ""), removeOwned)
+		return denial(p.errorStatus, ReasonInvalidDecision, err)
 	}
 
 	resp := &Response{Allowed: pr.allowed, Reason: pr.reason, DynamicMetadata: pr.dynamicMetadata}
@@ -331,8 +340,7 @@ func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input a
 		if resp.Reason == "" {
 			resp.Reason = ReasonDenied
 		}
-		d.Allowed, d.HTTPStatus, d.Reason = false, resp.HTTPStatus, resp.Reason
-		return p.withOwned(resp, removeOwned)
+		return resp
 	}
 
 	if resp.Reason == "" {
@@ -343,27 +351,25 @@ func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input a
 	resp.QueryParamsToRemove = pr.queryToRemove
 	injected, err := p.delegationHeaders(del)
 	if err != nil {
-		return p.withOwned(p.deny(d, http.StatusInternalServerError, ReasonTokenError, err, ""), removeOwned)
+		return denial(http.StatusInternalServerError, ReasonTokenError, err)
 	}
 	resp.Headers = dropClashing(pr.headers, injected)
 	resp.Injected = injected
-	resp.HeadersToRemove = ownedRemovals(pr.headersToRemove, removeOwned, injected)
-	d.Allowed, d.HTTPStatus, d.Reason = true, http.StatusOK, resp.Reason
+	resp.HeadersToRemove = pr.headersToRemove
 	return resp
 }
 
-func (p *Pipeline) deny(d *sidecar.Decision, status int, reason string, err error, body string) *Response {
-	d.Allowed, d.HTTPStatus, d.Reason = false, status, reason
-	if err != nil {
-		d.Error = err.Error()
-	}
-	return &Response{Allowed: false, HTTPStatus: status, Reason: reason, Body: body}
+// denial is a verdict the pipeline gives itself; cause goes to the
+// decision log, never to the client.
+func denial(status int, reason string, cause error) *Response {
+	return &Response{Allowed: false, HTTPStatus: status, Reason: reason, cause: cause}
 }
 
-// withOwned records the owned headers to strip. Denied requests never reach
-// the upstream, but the list keeps dry-run allows safe too.
-func (p *Pipeline) withOwned(r *Response, owned []string) *Response {
-	r.HeadersToRemove = append(r.HeadersToRemove, owned...)
+// errorDenial is the denial for an error, with status and reason from the
+// error table.
+func errorDenial(err error) *Response {
+	r := denial(sidecar.HTTPStatus(err), sidecar.ErrorMetricReason(err), err)
+	r.Code = sidecar.ErrorCode(err)
 	return r
 }
 

@@ -32,6 +32,10 @@ type Response struct {
 	DynamicMetadata      map[string]any // the policy's; adapters add decision_id
 	Reason               string
 	DecisionID           string
+	// Code is the error code (sidecar.E*) of a denial the pipeline gave
+	// itself for an error; "" for the policy's verdicts.
+	Code  string
+	cause error // why the pipeline itself denied, for the decision log
 }
 
 // policyResult is the decision as the policy returned it.

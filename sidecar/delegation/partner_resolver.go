@@ -89,7 +89,7 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, partn
 func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	if v := strings.TrimSpace(req.Header(r.header)); v != "" {
 		if validRef(r.header, v) != nil {
-			return "", sidecar.Errorf(sidecar.EINVALID, ReasonInvalidOnBehalfOf)
+			return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
 		}
 		return v, nil
 	}
@@ -101,7 +101,7 @@ func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 		return "", nil
 	}
 	if validRef("customer", c) != nil {
-		return "", sidecar.Errorf(sidecar.EINVALID, ReasonInvalidOnBehalfOf)
+		return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
 	}
 	return c, nil
 }
@@ -113,7 +113,7 @@ func (r *OnBehalfResolver) Resolve(ctx context.Context, req *sidecar.Request, id
 		return nil, err
 	}
 	if id == nil {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonIdentityRequired)
+		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonIdentityRequired, nil)
 	}
 	if id.Domain != "" {
 		return r.resolveReseller(ctx, customer, id)
@@ -123,7 +123,7 @@ func (r *OnBehalfResolver) Resolve(ctx context.Context, req *sidecar.Request, id
 
 func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
 	if id.Org == "" {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonNoPartnerOrg)
+		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonNoPartnerOrg, nil)
 	}
 	if id.Org == customer {
 		return nil, nil
@@ -131,7 +131,7 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 	e, err := r.grants.EffectiveGrants(ctx, customer, id.Org, id.Subject)
 	if err != nil {
 		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-			return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonNoLiveGrant)
+			return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonNoLiveGrant, nil)
 		}
 		return nil, err
 	}
@@ -142,9 +142,9 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 	g := effectiveAt(e, now)
 	if g == nil {
 		if e.Individual != nil || e.Organisation != nil {
-			return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonGrantExpired)
+			return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonGrantExpired, nil)
 		}
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonNoLiveGrant)
+		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonNoLiveGrant, nil)
 	}
 	attrs := map[string]any{"precedence": g.Scope()}
 	if g.Level == sidecar.LevelCC {

@@ -17,11 +17,11 @@ func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string,
 	a, err := r.assignments.GetAssignment(ctx, customer)
 	switch {
 	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain)
+		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain, nil)
 	case err != nil:
 		return nil, err
 	case a.Domain != id.Domain:
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain)
+		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain, nil)
 	}
 	return &sidecar.Delegation{
 		Mode:      sidecar.ModeReseller,

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
@@ -65,11 +66,14 @@ func ToCheckResponse(r *authz.Response) *authv3.CheckResponse {
 		out.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
 		return out
 	}
-	code := int32(codes.PermissionDenied)
-	if r.HTTPStatus == http.StatusServiceUnavailable {
-		code = int32(codes.Unavailable)
+	// A policy's denial is PermissionDenied, as OPA-Envoy answers; the
+	// pipeline's own (malformed request, state unavailable) map through
+	// the error table.
+	code := codes.PermissionDenied
+	if r.Code != "" {
+		code = sidecar.GRPCCode(r.Code)
 	}
-	out.Status = &rpcstatus.Status{Code: code, Message: r.Reason}
+	out.Status = &rpcstatus.Status{Code: int32(code), Message: r.Reason}
 	status := r.HTTPStatus
 	if _, known := typev3.StatusCode_name[int32(status)]; !known {
 		status = http.StatusForbidden

@@ -325,7 +325,7 @@ func (v *Verifier) Ready() error {
 }
 
 func unauthorized(reason string, cause error) error {
-	return &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: reason, Err: cause}
+	return sidecar.Refused(sidecar.EUNAUTHORIZED, reason, cause)
 }
 
 // Verify implements sidecar.IdentityVerifier. The returned Identity may be
