@@ -50,6 +50,9 @@ func TestLoginAsCustomerThroughProxy(t *testing.T) {
 				t.Errorf("banner name %q (%v)", s.Headers.Get("X-Deputy-Subject-Name"), err)
 			}
 			verifyActorToken(t, base, s.Headers.Get("X-Deputy-Token"), "c42", "alice")
+			if got := s.Headers.Values("X-Deputy-Decision-Id"); len(got) != 1 || len(got[0]) != 32 {
+				t.Errorf("application received X-Deputy-Decision-Id %q, want Deputy's one id", got)
+			}
 
 			// A page rendered for the impersonated customer must not be
 			// cached, neither by the application nor on the way back.

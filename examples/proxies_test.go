@@ -210,3 +210,27 @@ func TestForwardedHostIsTheProxys(t *testing.T) {
 		})
 	}
 }
+
+// Deputy's HTTP port answers checks with the delegated identity and the
+// signed actor token in response headers, meant for the proxy. Only the
+// management API and the keys are proxied to Deputy, so no path hands a
+// client those answers.
+func TestCheckAnswersNeverReachTheClient(t *testing.T) {
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t, px.name)
+			app := startUpstream(t)
+			base := px.start(t, d, app)
+			session, _, _ := impersonate(t, d, base)
+			h := http.Header{"Cookie": {"deputy_session=" + session.Value}}
+			for _, path := range []string{"/deputy/authz/", "/deputy/x", "/deputy/authz?x=1", "/deputy//authz", "//deputy/authz", "/deputy/v1/../authz", "/.well-known/../deputy/authz", "//deputy/v1/x", "/deputy//v1/x", "//.well-known/x", "/deputy/v1/%2e%2e/x", "/%64eputy/v1/x", "/catalog/shoes"} {
+				resp, body := call(t, "GET", base+path, h, nil)
+				for name := range resp.Header {
+					if owned(name) || strings.EqualFold(name, "X-Envoy-Auth-Headers-To-Remove") {
+						t.Errorf("%s: the client received %s: %q (%d %s)", path, name, resp.Header.Get(name), resp.StatusCode, body)
+					}
+				}
+			}
+		})
+	}
+}

@@ -27,7 +27,27 @@ func (h *httpRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.api.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/.well-known/"):
 		h.wellKnown.ServeHTTP(w, r)
+	case h.reserved(p):
+		http.NotFound(w, r)
 	default:
 		h.check.ServeHTTP(w, r)
 	}
+}
+
+// reserved reports whether p is a spelling of one of Deputy's own paths
+// that is not that path as sent: /Deputy/V1/x, //deputy/v1/x. A proxy
+// that matched it as Deputy's (Caddy's path matcher folds case and merges
+// slashes, then passes the path on as sent) would hand the client a check
+// answer, delegated identity and actor token included. Such a path is
+// never decided.
+func (h *httpRoutes) reserved(p string) bool {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && i > 0 && p[i-1] == '/' {
+			continue
+		}
+		b.WriteByte(p[i])
+	}
+	c := strings.ToLower(b.String())
+	return c == strings.ToLower(h.checkPath) || strings.HasPrefix(c, "/deputy/") || strings.HasPrefix(c, "/.well-known/")
 }

@@ -283,7 +283,6 @@ decision := {"allowed": true, "reason": "seen_as_sent"} if input.attributes.requ
 		{path: "/x//y", want: http.StatusForbidden},
 		{path: "/x/../deputy/v1/", want: http.StatusBadRequest},
 		{path: "/x/./y", want: http.StatusBadRequest},
-		{path: "//deputy/authz", want: http.StatusForbidden},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			resp, err := noRedirect.Get("http://" + cfg.HTTP.Addr + tc.path)
@@ -307,5 +306,40 @@ decision := {"allowed": true, "reason": "seen_as_sent"} if input.attributes.requ
 				t.Errorf("gRPC decided %d, HTTP %d", grpcStatus, resp.StatusCode)
 			}
 		})
+	}
+}
+
+// Spellings of Deputy's own paths are never decided: a proxy that matched
+// one as Deputy's and passed it on as sent would hand the check answer,
+// actor token included, to the client.
+func TestHTTPNeverDecidesSpellingsOfDeputyPaths(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), func(c *Config) { c.DecisionLog.Sink = "none"; c.Policy.Paths = []string{"../../policies"} })
+	ctx, stop := context.WithCancel(context.Background())
+	s, err := build(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	waitListening(t, cfg.HTTP.Addr)
+	for _, path := range []string{"//deputy/authz", "/deputy//authz", "/Deputy/Authz", "//deputy/v1/customers", "/DEPUTY/v1/x", "/deputy/x", "//.well-known/jwks.json", "/.Well-Known/jwks.json"} {
+		resp, err := http.Get("http://" + cfg.HTTP.Addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("x-deputy-decision-id") != "" {
+			t.Errorf("%s: %d, decision %q; want 404 and no decision", path, resp.StatusCode, resp.Header.Get("x-deputy-decision-id"))
+		}
+	}
+	// The paths themselves still work.
+	resp, err := http.Get("http://" + cfg.HTTP.Addr + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("jwks: %d", resp.StatusCode)
 	}
 }

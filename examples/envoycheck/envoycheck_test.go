@@ -88,7 +88,7 @@ func TestRoutesToDeputy(t *testing.T) {
 				disabled bool
 			}{
 				"/.well-known/": {"deputy_http", true},
-				"/deputy/":      {"deputy_http", true},
+				"/deputy/v1/":   {"deputy_http", true},
 				"/":             {"app", false},
 			}
 			for _, r := range hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes() {

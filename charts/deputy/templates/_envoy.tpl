@@ -40,7 +40,7 @@ static_resources:
                             envoy.filters.http.ext_authz:
                               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
                               disabled: true
-                        - match: { prefix: "/deputy/" }
+                        - match: { prefix: "/deputy/v1/" }
                           route: { cluster: deputy_http }
                           typed_per_filter_config:
                             envoy.filters.http.ext_authz:
