@@ -421,4 +421,3 @@ func TestConsent(t *testing.T) {
 		})
 	})
 }
-
