@@ -83,6 +83,10 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $_ := set $policy "key_algorithm" .Values.policies.bundle.keyAlgorithm -}}
 {{- else -}}
 {{- $_ := set $policy "paths" (list "/etc/deputy/policies") -}}
+{{- if eq .Values.policies.source "configMap" -}}
+{{- /* The kubelet updates a mounted ConfigMap in place: follow it. */ -}}
+{{- $_ := set $policy "watch" true -}}
+{{- end -}}
 {{- end -}}
 {{- $keyFiles := list -}}
 {{- range (include "deputy.signingKeyNames" . | fromYamlArray) -}}
@@ -177,7 +181,7 @@ volumeMounts:
     mountPath: /etc/deputy/config.yaml
     subPath: config.yaml
     readOnly: true
-  {{- if eq .Values.policies.source "files" }}
+  {{- if ne .Values.policies.source "bundle" }}
   - name: deputy-policies
     mountPath: /etc/deputy/policies
     readOnly: true
@@ -215,6 +219,17 @@ volumeMounts:
         path: {{ $rel }}
       {{- end }}
       {{- end }}
+{{- else if eq .Values.policies.source "configMap" }}
+{{- if not .Values.policies.configMap.name }}
+{{- fail "policies.configMap.name is required with policies.source: configMap" }}
+{{- end }}
+- name: deputy-policies
+  configMap:
+    name: {{ .Values.policies.configMap.name }}
+    {{- with .Values.policies.configMap.items }}
+    items:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
 {{- else }}
 - name: deputy-bundle-key
   configMap:

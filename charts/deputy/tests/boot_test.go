@@ -34,20 +34,25 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 	redisAddr := startRedis(t, "s3cret")
 	bundleURL, bundleKey := serveSignedBundle(t, bin)
 	issuer := serveOIDCDiscovery(t)
+	ownPolicies, ownItems := policiesConfigMap(t)
 	tests := []struct {
 		name   string
-		values string // a values file, or YAML values
+		values string            // a values file, or YAML values
+		extra  *corev1.ConfigMap // an object the operator created, named in the values
 	}{
-		{"default", "testdata/default.yaml"},
-		{"http-ext-authz", "testdata/http-ext-authz.yaml"},
+		{"default", "testdata/default.yaml", nil},
+		{"http-ext-authz", "testdata/http-ext-authz.yaml", nil},
 		// Readiness needs Redis reachable with the password from the Secret.
-		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}"},
+		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}", nil},
 		// The container an operator pastes into an existing pod, with the
 		// signing keys from a Secret they created.
-		{"sidecar-only", "testdata/sidecar-only.yaml"},
+		{"sidecar-only", "testdata/sidecar-only.yaml", nil},
 		// Policies from a bundle server, signed; readiness waits for the
 		// first activation.
-		{"bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', publicKey: " + strconv.Quote(bundleKey) + "}}}"},
+		{"bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', publicKey: " + strconv.Quote(bundleKey) + "}}}", nil},
+		// Policies from a ConfigMap the operator manages, packages mounted
+		// back into their directories.
+		{"policies-configmap", "{app: {image: {repository: x}}, policies: {source: configMap, configMap: {name: shop-policies, items: " + ownItems + "}}}", ownPolicies},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,6 +74,9 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 				strictYAML(t, cm.Data["container.yaml"], &c)
 				strictYAML(t, cm.Data["volumes.yaml"], &vols)
 				m["Secret"] = map[string]any{"deputy-signing-keys": signingKeysSecret(t, "current.pem", "previous.pem")}
+			}
+			if tc.extra != nil {
+				m["ConfigMap"][tc.extra.Name] = tc.extra
 			}
 			root := t.TempDir()
 			mountVolumes(t, m, vols, c.VolumeMounts, root)
@@ -147,6 +155,35 @@ func signingKeysSecret(t *testing.T, names ...string) *corev1.Secret {
 		s.Data[n] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 	}
 	return s
+}
+
+// policiesConfigMap is the ConfigMap an operator would make of the shipped
+// policies (keys cannot hold "/"), and the items that mount each key back
+// at its path, as YAML flow.
+func policiesConfigMap(t *testing.T) (*corev1.ConfigMap, string) {
+	t.Helper()
+	src := filepath.Join(chartDir, "..", "..", "policies")
+	cm := &corev1.ConfigMap{Data: map[string]string{}}
+	cm.Name = "shop-policies"
+	var items []string
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") || !(strings.HasSuffix(p, ".rego") || strings.HasSuffix(p, ".json")) {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		key := strings.ReplaceAll(filepath.ToSlash(rel), "/", "__")
+		cm.Data[key] = string(data)
+		items = append(items, fmt.Sprintf("{key: %s, path: %s}", key, filepath.ToSlash(rel)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm, "[" + strings.Join(items, ", ") + "]"
 }
 
 // serveOIDCDiscovery is an identity provider as Deputy sees one: an OIDC

@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 )
 
 func renderInline(t *testing.T, values string) manifests {
@@ -152,4 +153,32 @@ func equalIntOrString(a, b *intstr.IntOrString) bool {
 		return a == b
 	}
 	return a.String() == b.String()
+}
+
+// Policies from an operator's ConfigMap: mounted where Deputy reads, and
+// watched, since the kubelet updates the mount in place.
+func TestPoliciesFromConfigMap(t *testing.T) {
+	m := renderInline(t, "{app: {image: {repository: x}}, policies: {source: configMap, configMap: {name: shop-rules}}}")
+	if _, ok := m["ConfigMap"]["shop-deputy-policies"]; ok {
+		t.Error("the chart's own policies rendered next to the operator's")
+	}
+	raw := m.get(t, "ConfigMap", "shop-deputy-config").(*corev1.ConfigMap).Data["config.yaml"]
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(raw), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := lookup(cfg, "policy.watch"); w != true {
+		t.Errorf("policy.watch = %v\n%s", w, raw)
+	}
+	pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
+	if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool {
+		return v.Name == "deputy-policies" && v.ConfigMap != nil && v.ConfigMap.Name == "shop-rules"
+	}) {
+		t.Errorf("volumes %v", pod.Volumes)
+	}
+	if !slices.ContainsFunc(container(t, pod, "deputy").VolumeMounts, func(vm corev1.VolumeMount) bool {
+		return vm.Name == "deputy-policies" && vm.MountPath == "/etc/deputy/policies"
+	}) {
+		t.Error("policies not mounted at /etc/deputy/policies")
+	}
 }

@@ -654,6 +654,7 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"no key and generation off", "{app: {image: {repository: x}}, signingKeys: {generate: false}}", "deputy keys generate"},
 		{"sidecar-only network policy without its pod", "{mode: sidecar-only}", "networkPolicy.podSelector"},
 		{"sidecar-only network policy without ports", "{mode: sidecar-only, networkPolicy: {podSelector: {app: shop}}}", "networkPolicy.ports"},
+		{"policies from a ConfigMap without its name", "{app: {image: {repository: x}}, policies: {source: configMap}}", "policies.configMap.name"},
 		{"both disruption budgets", "{app: {image: {repository: x}}, podDisruptionBudget: {minAvailable: 1}}", "not both"},
 	}
 	c := loadChart(t)
