@@ -21,10 +21,14 @@ import (
 // Defaults of the core settings (DESIGN §8). The sections' defaults are
 // constants of the packages that own them.
 const (
-	DefaultLogLevel        = "info"
-	DefaultGRPCAddr        = "127.0.0.1:9191"
-	DefaultHTTPAddr        = ":8181"
-	DefaultMetricsAddr     = ":9090"
+	DefaultLogLevel    = "info"
+	DefaultGRPCAddr    = "127.0.0.1:9191"
+	DefaultHTTPAddr    = ":8181"
+	DefaultMetricsAddr = ":9090"
+	// Dev mode listens on loopback only: its generated keys and dev tokens
+	// must not be reachable from the network by accident.
+	DefaultDevHTTPAddr     = "127.0.0.1:8181"
+	DefaultDevMetricsAddr  = "127.0.0.1:9090"
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultMaxBodyBytes    = 8 << 10
 	DefaultShutdownTimeout = 15 * time.Second
@@ -83,7 +87,7 @@ type GRPCConfig struct {
 
 // HTTPConfig is the HTTP listener: HTTP ext_authz, management API, JWKS.
 type HTTPConfig struct {
-	Addr         string `yaml:"addr" usage:"HTTP address (HTTP ext_authz, management API, JWKS)"`
+	Addr         string `yaml:"addr" usage:"HTTP address (HTTP ext_authz, management API, JWKS); 127.0.0.1:8181 in dev mode"`
 	CheckPath    string `yaml:"check_path" usage:"path of the nginx auth_request / Caddy forward_auth endpoint"`
 	CheckProxy   string `yaml:"check_proxy" usage:"proxy calling check_path, whose headers name the request to decide: nginx, caddy, traefik, or envoy (no check_path endpoint)"`
 	PathPrefix   string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, stripped from checked paths"`
@@ -92,7 +96,7 @@ type HTTPConfig struct {
 
 // MetricsConfig is the metrics and health listener.
 type MetricsConfig struct {
-	Addr string `yaml:"addr" usage:"metrics and health address (/metrics, /healthz, /readyz)"`
+	Addr string `yaml:"addr" usage:"metrics and health address (/metrics, /healthz, /readyz); 127.0.0.1:9090 in dev mode"`
 }
 
 // CheckConfig shapes every check.
@@ -128,6 +132,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.HTTP.Addr == "" {
 		c.HTTP.Addr = DefaultHTTPAddr
+		if c.Dev {
+			c.HTTP.Addr = DefaultDevHTTPAddr
+		}
 	}
 	if c.HTTP.CheckPath == "" {
 		c.HTTP.CheckPath = DefaultCheckPath
@@ -140,6 +147,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Metrics.Addr == "" {
 		c.Metrics.Addr = DefaultMetricsAddr
+		if c.Dev {
+			c.Metrics.Addr = DefaultDevMetricsAddr
+		}
 	}
 	if c.Check.OwnedPrefix == "" {
 		c.Check.OwnedPrefix = DefaultOwnedPrefix

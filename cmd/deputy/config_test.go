@@ -283,3 +283,24 @@ func TestConfigIdentityIssuers(t *testing.T) {
 		})
 	}
 }
+
+// Dev mode's keys and tokens are for the developer's machine: every
+// listener is loopback unless an address is given.
+func TestDevModeListensOnLoopback(t *testing.T) {
+	cfg, err := loadWith(t, []string{"--dev"}, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"grpc": cfg.GRPC.Addr, "http": cfg.HTTP.Addr, "metrics": cfg.Metrics.Addr} {
+		if !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("dev mode %s listens on %q", name, addr)
+		}
+	}
+	cfg, err = loadWith(t, []string{"--dev", "--metrics-addr", ":19090"}, map[string]string{"DEPUTY_HTTP_ADDR": "0.0.0.0:18181"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.Addr != "0.0.0.0:18181" || cfg.Metrics.Addr != ":19090" {
+		t.Errorf("addresses given in dev mode were replaced: http %q metrics %q", cfg.HTTP.Addr, cfg.Metrics.Addr)
+	}
+}

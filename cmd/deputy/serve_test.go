@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
@@ -341,5 +342,35 @@ func TestHTTPNeverDecidesSpellingsOfDeputyPaths(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("jwks: %d", resp.StatusCode)
+	}
+}
+
+func TestDevBannerNamesTheStoreInUse(t *testing.T) {
+	cases := []struct {
+		name  string
+		redis redis.Config
+		want  string
+	}{
+		{"embedded", redis.Config{}, "state           embedded store"},
+		{"single node", redis.Config{Addrs: []string{"127.0.0.1:6379"}}, "state           Redis at 127.0.0.1:6379"},
+		{"sentinel", redis.Config{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "main"}, "Redis Sentinel master main via s1:26379, s2:26379"},
+		{"cluster", redis.Config{Addrs: []string{"c1:7000", "c2:7000"}, Cluster: true}, "Redis Cluster, seeds c1:7000, c2:7000"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Dev: true, Redis: tc.redis}
+			cfg.SetDefaults()
+			var out strings.Builder
+			printNextSteps(&out, &cfg, "127.0.0.1:9191", "127.0.0.1:8181", "127.0.0.1:9090")
+			if !strings.Contains(out.String(), tc.want) {
+				t.Fatalf("banner lacks %q:\n%s", tc.want, out.String())
+			}
+			if tc.redis.Enabled() && strings.Contains(out.String(), "embedded") {
+				t.Fatalf("banner speaks of the embedded store while Redis is in use:\n%s", out.String())
+			}
+			if !strings.Contains(out.String(), "policies        policies") {
+				t.Fatalf("banner does not name the policy source:\n%s", out.String())
+			}
+		})
 	}
 }

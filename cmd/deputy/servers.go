@@ -30,6 +30,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/envoy"
 	"github.com/deputyhq/deputy/sidecar/metrics"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/redis"
 )
 
 // servers is the listening part of Deputy: gRPC ext_authz, the HTTP
@@ -205,7 +206,7 @@ func (s *servers) Start(context.Context) error {
 	s.health.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("deputy serving", "version", buildinfo.Get().Version, "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
 	if s.cfg.Dev {
-		printNextSteps(os.Stderr, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
+		printNextSteps(os.Stderr, s.cfg, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
 	}
 	return nil
 }
@@ -241,9 +242,12 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-func printNextSteps(out io.Writer, grpcAddr, httpAddr, metricsAddr string) {
+func printNextSteps(out io.Writer, cfg *Config, grpcAddr, httpAddr, metricsAddr string) {
 	fmt.Fprintf(out, `
-Deputy is running in dev mode (embedded store, shipped policies).
+Deputy is running in dev mode.
+  state           %s
+  policies        %s`, describeStore(cfg.Redis), describePolicy(cfg.Policy))
+	fmt.Fprintf(out, `
   gRPC ext_authz  %s
   HTTP            %s   (HTTP ext_authz, /deputy/v1/ API, /.well-known/jwks.json)
   metrics/health  %s   (/metrics, /healthz, /readyz)
@@ -255,6 +259,31 @@ Try:
   curl -i -H "authorization: Bearer $TOKEN" http://localhost%s/customer/account
 See README.md for the Login as Customer and partner walkthroughs.
 `, grpcAddr, httpAddr, metricsAddr, port(httpAddr), port(httpAddr), port(httpAddr))
+}
+
+// describeStore names the state store in use, as the start banner shows it.
+func describeStore(c redis.Config) string {
+	addrs := strings.Join(c.Addrs, ", ")
+	switch {
+	case !c.Enabled():
+		return "embedded store (this process only: a restart loses it)"
+	case c.Cluster:
+		return "Redis Cluster, seeds " + addrs
+	case c.MasterName != "":
+		return "Redis Sentinel master " + c.MasterName + " via " + addrs
+	}
+	return "Redis at " + addrs
+}
+
+// describePolicy names where the policies come from.
+func describePolicy(c policy.Config) string {
+	switch {
+	case c.BundleURL != "":
+		return "bundle server " + c.BundleURL
+	case c.BundleFile != "":
+		return "bundle " + c.BundleFile
+	}
+	return strings.Join(c.Paths, ", ")
 }
 
 func port(addr string) string {
