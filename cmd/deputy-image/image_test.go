@@ -307,6 +307,20 @@ func TestImage(t *testing.T) {
 	})
 }
 
+// The chart runs this image: the same repository, as the same user.
+func TestChartRunsThisImage(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot, "charts", "deputy", "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := string(raw)
+	for _, want := range []string{"repository: " + DefaultRepository + "\n", "runAsUser: " + strconv.Itoa(UID) + "\n", "runAsGroup: " + strconv.Itoa(UID) + "\n"} {
+		if !strings.Contains(values, want) {
+			t.Errorf("charts/deputy/values.yaml does not say %q", strings.TrimSpace(want))
+		}
+	}
+}
+
 // TestReproducible: one commit, one digest.
 func TestReproducible(t *testing.T) {
 	dir := t.TempDir()
