@@ -43,17 +43,13 @@ type policyPart struct {
 }
 
 func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*policyPart, error) {
-	engine := policy.New(
-		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
-		policy.WithLogger(log),
-		policy.OnActivate(func(a *policy.Activation, err error) {
-			rev, at := "", time.Time{}
-			if a != nil {
-				rev, at = a.Revision, a.ActivatedAt
-			}
-			m.ObserveActivation(rev, at, err)
-		}),
-	)
+	engine := newEngine(cfg, log, policy.OnActivate(func(a *policy.Activation, err error) {
+		rev, at := "", time.Time{}
+		if a != nil {
+			rev, at = a.Revision, a.ActivatedAt
+		}
+		m.ObserveActivation(rev, at, err)
+	}))
 	src, err := policy.NewSource(cfg, engine, policy.WithSourceLogger(log))
 	if err != nil {
 		return nil, err
@@ -218,13 +214,12 @@ func newDelegationPart(cfg *Config, store sidecar.Store, policyData func() map[s
 			delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(log)),
 		sessions: delegation.NewSessionResolver(store, cfg.Impersonation,
 			delegation.WithSessionLogger(log), delegation.WithSessionObserver(cacheMetrics{m})),
-		cached: delegation.NewCachedState(store, cfg.StateCache, time.Now, cacheMetrics{m}),
-		partners: delegation.NewPartners(store, cfg.Partner,
-			delegation.WithPartnerPolicyData(policyData), delegation.WithPartnerLogger(log)),
+		cached:    delegation.NewCachedState(store, cfg.StateCache, time.Now, cacheMetrics{m}),
+		partners:  delegation.NewPartners(store, policyData, cfg.Partner, delegation.WithPartnerLogger(log)),
 		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log)),
 	}
 	var err error
-	if d.onBehalf, err = delegation.NewOnBehalfResolver(d.cached, d.cached, cfg.Partner, cfg.Reseller); err != nil {
+	if d.onBehalf, err = delegation.NewOnBehalfResolver(d.cached, d.cached, policyData, cfg.Partner); err != nil {
 		d.closeResolvers()
 		return nil, err
 	}

@@ -93,7 +93,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "wrong type in file", file: "grpc:\n  max_recv_msg_bytes: lots\n", field: "grpc.max_recv_msg_bytes"},
 		{name: "negative page size", args: []string{"--api-page-size", "-5"}, field: "api.page_size"},
 		{name: "actor token too long", args: []string{"--actor-token-ttl", "10m"}, field: "actor_token.ttl"},
-		{name: "partner grant days", args: []string{"--partner-max-grant-days", "-1"}, field: "partner."},
+		{name: "partner sweep interval", args: []string{"--partner-sweep-interval", "-1s"}, field: "partner.sweep_interval"},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/deputy.yaml"}, field: "config"},
 		{name: "no identity issuer", env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}, field: "identity.issuer_urls"},
 		{name: "issuer URL not a URL", args: []string{"--identity-issuer-urls", "id.example.com"}, field: "identity.issuer_urls[0]"},
@@ -131,7 +131,9 @@ func TestConfigFileErrorsNameTheKeyPath(t *testing.T) {
 		{"key given twice", "grpc:\n  addr: 127.0.0.1:1\n  addr: 127.0.0.1:2\n", "grpc.addr", "set twice"},
 		{"unknown key in a list item", "identity:\n  issuers:\n    - issuer: a\n      jwks_ur: https://a/jwks\n", "identity.issuers[0].jwks_ur", "unknown key"},
 		{"unknown key in an item's claims", "identity:\n  issuers:\n    - issuer: a\n      jwks_url: https://a/jwks\n      claims: {rol: x}\n", "identity.issuers[0].claims.rol", "unknown key"},
-		{"map value of the wrong kind", "reseller:\n  role_privileges:\n    support: view_customers\n", "reseller.role_privileges.support", "want a list"},
+		// Business rules are policy data, not configuration.
+		{"partner limit", "partner:\n  max_grant_days: 10\n", "partner.max_grant_days", "unknown key"},
+		{"reseller roles", "reseller:\n  role_privileges:\n    care: [view_customers]\n", "reseller.role_privileges", "unknown key"},
 		{"whole file not a mapping", "- a\n- b\n", "config", "want keys and values"},
 	}
 	for _, tc := range cases {
@@ -155,21 +157,21 @@ func TestConfigFileErrorsNameTheKeyPath(t *testing.T) {
 
 func TestConfigExplicitZeroValuesSurviveDefaults(t *testing.T) {
 	t.Run("explicit", func(t *testing.T) {
-		file := "check:\n  parse_body: false\nreseller:\n  admin_roles: []\n"
+		file := "check:\n  parse_body: false\n"
 		cfg, err := loadWith(t, []string{"--grpc-stream-workers", "0"}, map[string]string{"DEPUTY_DECISION_LOG_INCLUDE_INPUT": "false"}, file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if *cfg.Check.ParseBody || *cfg.GRPC.StreamWorkers != 0 || cfg.DecisionLog.InputIncluded() || len(cfg.Reseller.AdminRoles) != 0 {
-			t.Fatalf("parse_body %v stream_workers %d include_input %v admin_roles %v: explicit values were overwritten by defaults",
-				*cfg.Check.ParseBody, *cfg.GRPC.StreamWorkers, cfg.DecisionLog.InputIncluded(), cfg.Reseller.AdminRoles)
+		if *cfg.Check.ParseBody || *cfg.GRPC.StreamWorkers != 0 || cfg.DecisionLog.InputIncluded() {
+			t.Fatalf("parse_body %v stream_workers %d include_input %v: explicit values were overwritten by defaults",
+				*cfg.Check.ParseBody, *cfg.GRPC.StreamWorkers, cfg.DecisionLog.InputIncluded())
 		}
 	})
 	d, err := loadWith(t, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !*d.Check.ParseBody || *d.GRPC.StreamWorkers != DefaultStreamWorkers || !d.DecisionLog.InputIncluded() || len(d.Reseller.AdminRoles) == 0 {
+	if !*d.Check.ParseBody || *d.GRPC.StreamWorkers != DefaultStreamWorkers || !d.DecisionLog.InputIncluded() {
 		t.Fatalf("defaults missing: %+v", d)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -30,13 +31,13 @@ import (
 )
 
 type evalFlags struct {
-	input, identity, delegation string
-	policies, data              []string
-	bundle, publicKey, query    string
-	methodOverrides             []string
-	explain, dryRun, asJSON     bool
-	fail, failDefined           bool
-	stdin                       io.Reader
+	input, identity, delegation, delegationError string
+	policies, data                               []string
+	bundle, publicKey, query, config             string
+	methodOverrides                              []string
+	explain, dryRun, asJSON, manage              bool
+	fail, failDefined                            bool
+	stdin                                        io.Reader
 }
 
 // newEvalCmd decides one request offline through the same pipeline the
@@ -56,7 +57,19 @@ decision-log record, whose recorded input is decided again as it stands.
 
 Tokens are not verified offline: give the verified identity (the
 input.identity of a decision-log record) with --identity, and the
-delegation that applied with --delegation.
+delegation that applied with --delegation (or, when the request named one
+that was refused, the refusal with --delegation-error).
+
+The check is shaped by the same configuration as deputy serve (--config,
+or DEPUTY_CONFIG and DEPUTY_* variables): decision query, owned header
+prefix, error status, body parsing, method overrides, dry run and the
+switches policies read in input.deputy. Policies come from --policies or
+--bundle and activate as in deputy serve: the same revision, the same
+refusal of rule data Deputy cannot read.
+
+With --manage the input is a management action as the API builds it
+({"action", "identity", "target", ...}), decided by
+data.deputy.manage.decision.
 
 --input, --identity and --delegation take inline JSON ('{"path": "/"}'),
 @file, a file name, or - (or @-) for stdin. With --fail the command exits
@@ -80,10 +93,13 @@ an evaluation error fails either way, as with opa eval.`,
 	fl.StringVar(&f.publicKey, "public-key", "", "verify --bundle against this public key (PEM file)")
 	fl.StringVar(&f.identity, "identity", "", "verified identity (input.identity): inline JSON, @file or a file")
 	fl.StringVar(&f.delegation, "delegation", "", "delegation that applies (input.delegation): inline JSON, @file or a file")
-	fl.StringVar(&f.query, "query", policy.DefaultDecisionQuery, "decision query: data.a.b.c, or OPA-Envoy's a/b/c")
+	fl.StringVar(&f.delegationError, "delegation-error", "", "reason a delegation the request named was refused (input.delegation_error)")
+	fl.StringVar(&f.query, "query", "", "decision query: data.a.b.c, or OPA-Envoy's a/b/c (default: the config's, "+policy.DefaultDecisionQuery+")")
+	fl.StringVarP(&f.config, "config", "c", "", "deputy serve's YAML configuration (env DEPUTY_CONFIG)")
+	fl.BoolVar(&f.manage, "manage", false, "decide a management action (input: {action, identity, target, ...})")
 	fl.BoolVar(&f.fail, "fail", false, "exit 1 when the decision is undefined (or evaluation fails)")
 	fl.BoolVar(&f.failDefined, "fail-defined", false, "exit 1 when the decision is defined (or evaluation fails)")
-	fl.StringSliceVar(&f.methodOverrides, "method-overrides", authz.DefaultMethodOverrides(), "where a request may name another method, as check.method_overrides")
+	fl.StringSliceVar(&f.methodOverrides, "method-overrides", nil, "where a request may name another method (default: the config's check.method_overrides)")
 	fl.BoolVar(&f.explain, "explain", false, "print the rule trace of the evaluation")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "decide as a server with dry run on")
 	fl.BoolVar(&f.asJSON, "json", false, "print the decision as JSON")
@@ -92,14 +108,20 @@ an evaluation error fails either way, as with opa eval.`,
 }
 
 func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
-	query, err := policy.DecisionRef(f.query)
+	cfg, err := evalConfig(f)
 	if err != nil {
-		return sidecar.Invalid("query", "%s", sidecar.ErrorMessage(err))
+		return err
 	}
-	f.query = query
 	raw, err := jsonArg("input", f.input, f.stdin)
 	if err != nil {
 		return err
+	}
+	engine, err := evalEngine(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if f.manage {
+		return evalManage(ctx, engine, raw, out)
 	}
 	rec, err := parseRecord(raw)
 	if err != nil {
@@ -113,31 +135,8 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 		}
 	}
 
-	engine := policy.New(policy.WithQueries(f.query, policy.DefaultManageQuery),
-		policy.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	var set *policy.Set
-	if f.bundle != "" {
-		b, err := policy.ReadBundleFile(f.bundle, policy.ReadOptions{PublicKey: f.publicKey})
-		if err != nil {
-			return err
-		}
-		set = policy.SetFromBundle(b, f.bundle)
-	} else {
-		set, err = policy.LoadPaths(append(append([]string(nil), f.policies...), f.data...))
-		if err != nil {
-			return err
-		}
-		set.Revision = "local"
-	}
-	if err := engine.Activate(ctx, set); err != nil {
-		return err
-	}
-
-	if _, err := authz.ParseMethodOverrides(f.methodOverrides); err != nil {
-		return err
-	}
 	tracer := topdown.NewBufferTracer()
-	opts := []authz.Option{authz.WithQuery(f.query), authz.WithDryRun(f.dryRun), authz.WithMethodOverrides(f.methodOverrides)}
+	opts := checkOptions(cfg)
 	if f.identity != "" {
 		id, err := decodeIdentity(f.identity, f.stdin)
 		if err != nil {
@@ -163,6 +162,15 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 		opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
 			func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
 				return &d, nil
+			})))
+	} else if f.delegationError != "" {
+		if rec != nil {
+			rec.input.Insert(ast.StringTerm("delegation_error"), ast.StringTerm(f.delegationError))
+		}
+		refusal := sidecar.Errorf(sidecar.EFORBIDDEN, "%s", f.delegationError)
+		opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
+			func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
+				return nil, refusal
 			})))
 	}
 	if f.explain {
@@ -202,6 +210,101 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 		return err
 	}
 	return failOn(f, resp.Reason)
+}
+
+// evalConfig is deputy serve's configuration (file and DEPUTY_*
+// variables), with eval's policy source, query, dry run and method
+// override flags on top.
+func evalConfig(f evalFlags) (*Config, error) {
+	fs := pflag.NewFlagSet("eval", pflag.ContinueOnError)
+	l := newConfigLoader(fs)
+	l.file = f.config
+	// Tokens are never verified offline (--identity gives the verified
+	// identity), so eval needs no identity issuer.
+	if err := fs.Set("identity-anonymous-only", "true"); err != nil {
+		return nil, err
+	}
+	cfg, err := l.load()
+	if err != nil {
+		return nil, err
+	}
+	if f.query != "" {
+		cfg.Policy.DecisionQuery = f.query
+	}
+	if cfg.Policy.DecisionQuery, err = policy.DecisionRef(cfg.Policy.DecisionQuery); err != nil {
+		return nil, sidecar.Invalid("query", "%s", sidecar.ErrorMessage(err))
+	}
+	if f.dryRun {
+		cfg.Policy.DryRun = true
+	}
+	if f.methodOverrides != nil {
+		if _, err := authz.ParseMethodOverrides(f.methodOverrides); err != nil {
+			return nil, err
+		}
+		cfg.Check.MethodOverrides = f.methodOverrides
+	}
+	cfg.Policy.Watch, cfg.Policy.BundleURL = false, ""
+	cfg.Policy.Paths, cfg.Policy.BundleFile = nil, ""
+	if f.bundle != "" {
+		cfg.Policy.BundleFile = f.bundle
+		cfg.Policy.PublicKey = f.publicKey
+	} else {
+		cfg.Policy.Paths = append(append([]string(nil), f.policies...), f.data...)
+	}
+	return cfg, nil
+}
+
+// evalEngine activates the policies as deputy serve's policy source does.
+func evalEngine(ctx context.Context, cfg *Config) (*policy.Engine, error) {
+	quiet := slog.New(slog.DiscardHandler)
+	engine := newEngine(cfg.Policy, quiet)
+	src, err := policy.NewSource(cfg.Policy, engine, policy.WithSourceLogger(quiet))
+	if err != nil {
+		return nil, err
+	}
+	if err := src.Start(ctx); err != nil {
+		return nil, err
+	}
+	return engine, src.Stop(ctx)
+}
+
+// evalManage decides one management action on the manage query.
+func evalManage(ctx context.Context, engine *policy.Engine, raw []byte, out io.Writer) error {
+	var in map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&in); err != nil {
+		return sidecar.Invalid("input", "not a JSON object: %v", err)
+	}
+	if _, ok := in["action"].(string); !ok {
+		return sidecar.Invalid("input.action", "a management action needs its name")
+	}
+	v, err := ast.InterfaceToValue(in)
+	if err != nil {
+		return sidecar.Invalid("input", "%v", err)
+	}
+	res, err := engine.Eval(ctx, policy.DefaultManageQuery, v)
+	if err != nil {
+		return err
+	}
+	result := map[string]any{"allowed": false, "reason": "no_rule", "revision": res.Revision}
+	if res.Value != nil {
+		var decided any
+		if err := ast.As(res.Value.Value, &decided); err != nil {
+			return err
+		}
+		switch d := decided.(type) {
+		case bool:
+			result["allowed"], result["reason"] = d, ""
+		case map[string]any:
+			for k, x := range d {
+				result[k] = x
+			}
+		}
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(result)
 }
 
 // errFail is the exit status of --fail and --fail-defined, not a fault.

@@ -141,21 +141,14 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		return nil, err
 	}
 
-	pipeline := authz.New(pol.engine,
-		authz.WithQuery(cfg.Policy.DecisionQuery),
+	pipeline := authz.New(pol.engine, append(checkOptions(cfg),
 		authz.WithVerifier(id.verifier),
 		authz.WithResolvers(del.sessions, del.onBehalf),
 		authz.WithActorTokenSigner(id.signer),
-		authz.WithOwnedPrefix(cfg.Check.OwnedPrefix),
-		authz.WithActorTokenHeader(cfg.Check.ActorTokenHeader),
-		authz.WithErrorStatus(cfg.Check.ErrorStatus),
-		authz.WithBodyParsing(*cfg.Check.ParseBody),
-		authz.WithMethodOverrides(cfg.Check.MethodOverrides),
-		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithObserver(m),
 		authz.WithDecisionLogger(dlog),
 		authz.WithDecisionInput(cfg.DecisionLog.InputIncluded()),
-	)
+	)...)
 	mgmt := api.New(
 		api.WithConfig(cfg.API),
 		api.WithVerifier(id.verifier),

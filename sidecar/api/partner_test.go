@@ -138,9 +138,9 @@ func newPartnerAPI(t *testing.T, b partnerBackend) *partnerAPI {
 		}
 		return nil
 	}
-	partners := delegation.NewPartners(p.store, delegation.PartnerConfig{}, delegation.WithPartnerClock(p.clock), delegation.WithPartnerPolicyData(data))
+	partners := delegation.NewPartners(p.store, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(p.clock))
 	p.resellers = delegation.NewResellers(p.store, delegation.ResellerConfig{MaxImportBytes: 2048}, delegation.WithResellerClock(p.clock))
-	p.resolver, err = delegation.NewOnBehalfResolver(p.store, p.store, delegation.PartnerConfig{}, delegation.ResellerConfig{}, delegation.WithResolverClock(p.clock))
+	p.resolver, err = delegation.NewOnBehalfResolver(p.store, p.store, data, delegation.PartnerConfig{}, delegation.WithResolverClock(p.clock))
 	if err != nil {
 		t.Fatal(err)
 	}

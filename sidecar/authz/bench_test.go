@@ -49,6 +49,16 @@ func shippedPipeline(b *testing.B, opts ...authz.Option) *authz.Pipeline {
 	return authz.New(e, opts...)
 }
 
+// shippedData is the shipped policy data, where the reseller rules live.
+func shippedData(b *testing.B) func() map[string]any {
+	b.Helper()
+	set, err := policy.LoadPaths([]string{"../../policies"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func() map[string]any { return set.Data }
+}
+
 func benchCheck(b *testing.B, p *authz.Pipeline, req *authv3.CheckRequest, wantAllowed bool) {
 	ctx := context.Background()
 	if resp := p.Check(ctx, req); resp.Allowed != wantAllowed {
@@ -102,7 +112,7 @@ func delegatedPipeline(b *testing.B, store sidecar.Store) (*authz.Pipeline, func
 	b.Cleanup(func() { sessions.Close() })
 	cached := delegation.NewCachedState(store, delegation.CacheConfig{}.Defaults(), time.Now, nil)
 	b.Cleanup(func() { cached.Close() })
-	onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, delegation.PartnerDefaults(), delegation.ResellerDefaults())
+	onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, shippedData(b), delegation.PartnerDefaults())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func BenchmarkCheckOPAEnvoyStyle(b *testing.B) {
 			b.Cleanup(func() { sessions.Close() })
 			cached := delegation.NewCachedState(store, delegation.CacheConfig{}.Defaults(), time.Now, nil)
 			b.Cleanup(func() { cached.Close() })
-			onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, delegation.PartnerDefaults(), delegation.ResellerDefaults())
+			onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, func() map[string]any { return e.Current().Data() }, delegation.PartnerDefaults())
 			if err != nil {
 				b.Fatal(err)
 			}

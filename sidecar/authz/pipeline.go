@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -70,10 +71,17 @@ type Pipeline struct {
 	keepInput   bool
 	clock       sidecar.Clock
 	facts       map[string]any
-	factsTerm   *ast.Term // input.deputy when no owned header was stripped
+	factsTerm   atomic.Pointer[activationFacts] // input.deputy when no owned header was stripped
 	names       headerNames
 	evalOpts    []rego.EvalOption
 	overrides   []string
+}
+
+// activationFacts is input.deputy built once for the activation it names
+// (its revision is part of it).
+type activationFacts struct {
+	act  *policy.Activation
+	term *ast.Term
 }
 
 // Option configures a Pipeline.
@@ -144,6 +152,8 @@ func WithEvalOptions(o ...rego.EvalOption) Option {
 func WithClock(c sidecar.Clock) Option { return func(p *Pipeline) { p.clock = c } }
 
 // WithFacts adds static sidecar facts to input.deputy (config switches).
+// The pipeline adds revision (the serving policy's), dry_run and, when
+// owned headers were stripped, stripped_headers; facts cannot replace them.
 func WithFacts(f map[string]any) Option { return func(p *Pipeline) { p.facts = f } }
 
 // New returns a pipeline evaluating with eval.
@@ -167,7 +177,6 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 		p.overrides = DefaultMethodOverrides()
 	}
 	p.inputOpts.Methods, _ = ParseMethodOverrides(p.overrides) // checked by the caller
-	p.factsTerm = ast.NewTerm(p.deputyFacts(nil))
 	p.names = newHeaderNames(p.prefix)
 	return p
 }
@@ -298,9 +307,9 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 	d.Stages.State = p.clock().Sub(t2)
 
 	if rn := need.Child("deputy").Child("request"); len(owned) == 0 && rn == nil {
-		input.Insert(keyTerm("deputy"), p.factsTerm)
+		input.Insert(keyTerm("deputy"), p.activationFacts(act))
 	} else {
-		facts := p.deputyFacts(owned)
+		facts := p.deputyFacts(act, owned)
 		if rn != nil {
 			facts.Insert(keyTerm("request"), r.canonical.requestTerm(rn))
 		}
@@ -466,8 +475,25 @@ func ownedRemovals(policyRemovals, owned []string, set []Header) []string {
 	return out
 }
 
-func (p *Pipeline) deputyFacts(stripped []string) ast.Object {
-	obj := ast.NewObjectWithCapacity(4)
+// activationFacts returns input.deputy for checks that stripped nothing,
+// built once per activation rather than per check.
+func (p *Pipeline) activationFacts(act *policy.Activation) *ast.Term {
+	if f := p.factsTerm.Load(); f != nil && f.act == act {
+		return f.term
+	}
+	f := &activationFacts{act: act, term: ast.NewTerm(p.deputyFacts(act, nil))}
+	p.factsTerm.Store(f)
+	return f.term
+}
+
+func (p *Pipeline) deputyFacts(act *policy.Activation, stripped []string) ast.Object {
+	obj := ast.NewObjectWithCapacity(len(p.facts) + 4)
+	for k, v := range p.facts {
+		if val, err := ast.InterfaceToValue(v); err == nil {
+			obj.Insert(ast.StringTerm(k), ast.NewTerm(val))
+		}
+	}
+	obj.Insert(keyTerm("revision"), ast.StringTerm(act.Revision))
 	obj.Insert(keyTerm("dry_run"), ast.InternedTerm(p.dryRun))
 	if len(stripped) > 0 {
 		terms := make([]*ast.Term, len(stripped))
@@ -475,11 +501,6 @@ func (p *Pipeline) deputyFacts(stripped []string) ast.Object {
 			terms[i] = ast.StringTerm(strings.ToLower(s))
 		}
 		obj.Insert(keyTerm("stripped_headers"), ast.ArrayTerm(terms...))
-	}
-	for k, v := range p.facts {
-		if val, err := ast.InterfaceToValue(v); err == nil {
-			obj.Insert(ast.StringTerm(k), ast.NewTerm(val))
-		}
 	}
 	return obj
 }

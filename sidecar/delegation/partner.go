@@ -14,18 +14,13 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 )
 
-// Defaults of the partner config section. They mirror
-// policies/deputy/partner/data.json; the policy decides who may act, these
-// bound what a request may ask for.
+// Defaults of the partner config section: mechanics only. The limits a
+// request and a subscription must meet are policy data (PartnerRules).
 const (
-	DefaultPendingExpiryDays    = 30
-	DefaultMinGrantDays         = 1
-	DefaultMaxGrantDays         = 365
-	DefaultMaxGrantUsers        = 100
-	DefaultExpiringWithinDays   = 7
-	DefaultSubscriptionMinLevel = sidecar.LevelLook
-	DefaultOnBehalfOfHeader     = "x-on-behalf-of"
-	DefaultSweepInterval        = time.Hour
+	DefaultMaxGrantUsers      = 100
+	DefaultExpiringWithinDays = 7
+	DefaultOnBehalfOfHeader   = "x-on-behalf-of"
+	DefaultSweepInterval      = time.Hour
 )
 
 // Subscription kinds a partner user may subscribe to.
@@ -34,16 +29,15 @@ const (
 	SubscriptionDashboard     = "dashboard"
 )
 
-// PartnerConfig is the "partner" section of Deputy's configuration.
+// PartnerConfig is the "partner" section of Deputy's configuration: how
+// requests name the customer and bounds on work. Business rules (pending
+// expiry, grant lengths, the subscription level) are policy data in
+// policies/deputy/partner/data.json.
 type PartnerConfig struct {
-	PendingExpiryDays    int           `yaml:"pending_expiry_days" usage:"days an access request waits for the customer's decision"`
-	MinGrantDays         int           `yaml:"min_grant_days" usage:"shortest expiry, in days, an access request may ask for"`
-	MaxGrantDays         int           `yaml:"max_grant_days" usage:"longest expiry, in days, an access request may ask for"`
-	MaxGrantUsers        int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
-	ExpiringWithinDays   int           `yaml:"expiring_within_days" usage:"days before its end a grant is announced as expiring"`
-	SweepInterval        time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
-	SubscriptionMinLevel sidecar.Level `yaml:"subscription_min_level" usage:"level a partner subscription needs to count: cc, look, update, create, service_admin or full_admin"`
-	OnBehalfOfHeader     string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for"`
+	MaxGrantUsers      int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
+	ExpiringWithinDays int           `yaml:"expiring_within_days" usage:"days before its end a grant is announced as expiring"`
+	SweepInterval      time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
+	OnBehalfOfHeader   string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for"`
 	// The header wins when both name a customer.
 	PathTemplate string `yaml:"path_template" usage:"path naming the customer a partner acts for, e.g. /customers/{customer}/ (the header wins)"`
 }
@@ -63,23 +57,11 @@ func (c PartnerConfig) WithDefaults() PartnerConfig {
 
 // SetDefaults fills every unset field with its default.
 func (c *PartnerConfig) SetDefaults() {
-	if c.PendingExpiryDays == 0 {
-		c.PendingExpiryDays = DefaultPendingExpiryDays
-	}
-	if c.MinGrantDays == 0 {
-		c.MinGrantDays = DefaultMinGrantDays
-	}
-	if c.MaxGrantDays == 0 {
-		c.MaxGrantDays = DefaultMaxGrantDays
-	}
 	if c.MaxGrantUsers == 0 {
 		c.MaxGrantUsers = DefaultMaxGrantUsers
 	}
 	if c.ExpiringWithinDays == 0 {
 		c.ExpiringWithinDays = DefaultExpiringWithinDays
-	}
-	if c.SubscriptionMinLevel == "" {
-		c.SubscriptionMinLevel = DefaultSubscriptionMinLevel
 	}
 	if c.OnBehalfOfHeader == "" {
 		c.OnBehalfOfHeader = DefaultOnBehalfOfHeader
@@ -92,22 +74,12 @@ func (c *PartnerConfig) SetDefaults() {
 // Validate checks the section; errors name the field.
 func (c PartnerConfig) Validate() error {
 	switch {
-	case c.PendingExpiryDays < 0:
-		return sidecar.Invalid("partner.pending_expiry_days", "must not be negative")
-	case c.MinGrantDays < 0:
-		return sidecar.Invalid("partner.min_grant_days", "must not be negative")
-	case c.MaxGrantDays < 0:
-		return sidecar.Invalid("partner.max_grant_days", "must not be negative")
-	case c.MinGrantDays > 0 && c.MaxGrantDays > 0 && c.MinGrantDays > c.MaxGrantDays:
-		return sidecar.Invalid("partner.min_grant_days", "must not exceed partner.max_grant_days (%d)", c.MaxGrantDays)
 	case c.MaxGrantUsers < 0:
 		return sidecar.Invalid("partner.max_grant_users", "must not be negative")
 	case c.SweepInterval < 0:
 		return sidecar.Invalid("partner.sweep_interval", "must not be negative")
 	case c.ExpiringWithinDays < 0:
 		return sidecar.Invalid("partner.expiring_within_days", "must not be negative")
-	case c.SubscriptionMinLevel != "" && !c.SubscriptionMinLevel.Valid():
-		return sidecar.Invalid("partner.subscription_min_level", "unknown level %q", c.SubscriptionMinLevel)
 	case c.OnBehalfOfHeader != "" && !validHeaderName(c.OnBehalfOfHeader):
 		return sidecar.Invalid("partner.on_behalf_of_header", "not a valid header name: %q", c.OnBehalfOfHeader)
 	}
@@ -138,7 +110,7 @@ type Partners struct {
 	clock  sidecar.Clock
 	newID  func() string
 	logger *slog.Logger
-	data   PolicyData
+	rules  *ruleBook
 }
 
 // PartnerOption configures Partners.
@@ -153,9 +125,10 @@ func WithPartnerIDs(f func() string) PartnerOption { return func(p *Partners) { 
 // WithPartnerLogger sets the logger for audit failures (default slog.Default()).
 func WithPartnerLogger(l *slog.Logger) PartnerOption { return func(p *Partners) { p.logger = l } }
 
-// NewPartners returns the partner lifecycle on store.
-func NewPartners(store PartnerState, cfg PartnerConfig, opts ...PartnerOption) *Partners {
-	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID, logger: slog.Default()}
+// NewPartners returns the partner lifecycle on store. data is the active
+// policy data, where the partner limits live (data.deputy.partner).
+func NewPartners(store PartnerState, data PolicyData, cfg PartnerConfig, opts ...PartnerOption) *Partners {
+	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID, logger: slog.Default(), rules: newRuleBook(data)}
 	for _, o := range opts {
 		o(p)
 	}
@@ -195,9 +168,12 @@ func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, i
 	if a, err := mail.ParseAddress(in.ContactEmail); err != nil || a.Address != in.ContactEmail {
 		return nil, sidecar.Invalid("contact_email", "not a plain email address")
 	}
-	lim := p.limits()
-	if in.ExpiryDays < lim.minDays || in.ExpiryDays > lim.maxDays {
-		return nil, sidecar.Invalid("expiry_days", "must be between %d and %d", lim.minDays, lim.maxDays)
+	lim, err := p.rules.partner()
+	if err != nil {
+		return nil, err
+	}
+	if in.ExpiryDays < lim.MinGrantDays || in.ExpiryDays > lim.MaxGrantDays {
+		return nil, sidecar.Invalid("expiry_days", "must be between %d and %d", lim.MinGrantDays, lim.MaxGrantDays)
 	}
 	if !in.Level.Valid() {
 		return nil, sidecar.Invalid("level", "must be one of %s", levelNames())
@@ -241,7 +217,7 @@ func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, i
 		Users:            users,
 		Status:           sidecar.RequestPending,
 		CreatedAt:        now,
-		PendingExpiresAt: now.Add(grantDays(lim.pendingDays)),
+		PendingExpiresAt: now.Add(grantDays(lim.PendingExpiryDays)),
 	}, nil
 }
 
@@ -590,7 +566,11 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	if g == nil {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_live_grant")
 	}
-	if min := p.limits().subMin; !g.Level.AtLeast(min) {
+	lim, err := p.rules.partner()
+	if err != nil {
+		return nil, err
+	}
+	if min := lim.SubscriptionMinLevel; !g.Level.AtLeast(min) {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "level_below_minimum:%s", min)
 	}
 	s := &sidecar.Subscription{User: subscriber(caller.Org, caller.Subject), Customer: customer, Kind: kind, CreatedAt: p.clock()}
@@ -636,7 +616,11 @@ func (p *Partners) Subscribers(ctx context.Context, customer, kind string) ([]Su
 }
 
 func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]SubscriptionView, error) {
-	min := p.limits().subMin
+	lim, err := p.rules.partner()
+	if err != nil {
+		return nil, err
+	}
+	min := lim.SubscriptionMinLevel
 	out := make([]SubscriptionView, 0, len(ss))
 	for _, s := range ss {
 		org, user := splitSubscriber(s.User)

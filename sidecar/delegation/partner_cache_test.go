@@ -155,7 +155,7 @@ func BenchmarkResolveOnBehalf(b *testing.B) {
 	store := memory.New(memory.WithClock(env.clock.Now))
 	defer store.Close()
 	env.store = store
-	env.partners = delegation.NewPartners(store, delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+	env.partners = delegation.NewPartners(store, shippedData(b), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
 	r0, err := env.partners.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelUpdate, 30))
 	if err != nil {
 		b.Fatal(err)
@@ -171,7 +171,7 @@ func BenchmarkResolveOnBehalf(b *testing.B) {
 	}
 	cs := delegation.NewCachedState(store, delegation.CacheConfig{TTL: time.Hour}, env.clock.Now, nil)
 	defer cs.Close()
-	r, err := delegation.NewOnBehalfResolver(cs, cs, delegation.PartnerConfig{}, delegation.ResellerConfig{}, delegation.WithResolverClock(env.clock.Now))
+	r, err := delegation.NewOnBehalfResolver(cs, cs, shippedData(b), delegation.PartnerConfig{}, delegation.WithResolverClock(env.clock.Now))
 	if err != nil {
 		b.Fatal(err)
 	}

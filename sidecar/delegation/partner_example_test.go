@@ -7,6 +7,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // A partner organisation asks for access, the customer's contact manager
@@ -15,7 +16,9 @@ import (
 func ExampleOnBehalfResolver() {
 	ctx := context.Background()
 	store := memory.New()
-	partners := delegation.NewPartners(store, delegation.PartnerConfig{})
+	set, _ := policy.LoadPaths([]string{"../../policies"})
+	data := func() map[string]any { return set.Data }
+	partners := delegation.NewPartners(store, data, delegation.PartnerConfig{})
 
 	pat := &sidecar.Identity{Subject: "pat", Org: "partnerco"}
 	cora := &sidecar.Identity{Subject: "cora", Org: "acme", Roles: []string{"contact_manager"}}
@@ -28,7 +31,7 @@ func ExampleOnBehalfResolver() {
 
 	cached := delegation.NewCachedState(store, delegation.CacheConfig{}, nil, nil)
 	defer cached.Close()
-	resolver, _ := delegation.NewOnBehalfResolver(cached, cached, delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."}, delegation.ResellerConfig{})
+	resolver, _ := delegation.NewOnBehalfResolver(cached, cached, data, delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."})
 
 	d, _ := resolver.Resolve(ctx, &sidecar.Request{Method: "PATCH", Path: "/customers/acme/service-requests/sr-1"}, pat)
 	fmt.Println(d.Mode, d.Subject, d.Actor, d.Level, d.Scope)

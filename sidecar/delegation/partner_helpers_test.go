@@ -12,9 +12,21 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
+
+// shippedData is the policy data Deputy ships: the one place the partner
+// limits and reseller roles are defined.
+func shippedData(tb testing.TB) delegation.PolicyData {
+	tb.Helper()
+	set, err := policy.LoadPaths([]string{"../../policies"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return func() map[string]any { return set.Data }
+}
 
 // partnerClock is a settable clock shared by the store and the lifecycle,
 // so expiry is decided at the same instant everywhere.
@@ -89,7 +101,7 @@ func newPartnerEnv(t *testing.T, ps partnerStore) *partnerEnv {
 	t.Helper()
 	env := &partnerEnv{clock: newPartnerClock()}
 	env.store = ps.open(t, env.clock.Now)
-	env.partners = delegation.NewPartners(env.store, delegation.PartnerConfig{},
+	env.partners = delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{},
 		delegation.WithPartnerClock(env.clock.Now),
 		delegation.WithPartnerIDs(func() string {
 			env.ids++

@@ -25,7 +25,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 		return s
 	}
 	a, b := replica(), replica()
-	env := &partnerEnv{store: a, clock: clock, partners: delegation.NewPartners(a, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))}
+	env := &partnerEnv{store: a, clock: clock, partners: delegation.NewPartners(a, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))}
 	envB := &partnerEnv{store: b, clock: clock}
 	resolverB := cachedResolver(t, envB, b)
 	rs := delegation.NewResellers(a, delegation.ResellerConfig{})

@@ -32,6 +32,7 @@ const (
 	ReasonGrantExpired         = "grant_expired"
 	ReasonCustomerNotInDomain  = "customer_not_in_domain"
 	ReasonMissingPrivilegePref = "missing_privilege:"
+	ReasonResellerRulesMissing = "reseller_rules_missing"
 )
 
 // OnBehalfResolver resolves requests that name a customer — by the
@@ -45,7 +46,7 @@ type OnBehalfResolver struct {
 	assignments AssignmentLookup
 	header      string
 	tmpl        *pathTemplate
-	reseller    ResellerConfig
+	rules       *ruleBook
 	clock       sidecar.Clock
 }
 
@@ -59,16 +60,17 @@ func WithResolverClock(c sidecar.Clock) ResolverOption {
 	return func(r *OnBehalfResolver) { r.clock = c }
 }
 
-// NewOnBehalfResolver returns the resolver. partner supplies the header
-// name and path template, reseller the staff roles. It fails only on an
-// invalid path template.
-func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, partner PartnerConfig, reseller ResellerConfig, opts ...ResolverOption) (*OnBehalfResolver, error) {
+// NewOnBehalfResolver returns the resolver. data is the active policy
+// data, whose reseller rules tell staff apart (the same the reseller policy
+// reads); partner supplies the header name and path template. It fails
+// only on an invalid path template.
+func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data PolicyData, partner PartnerConfig, opts ...ResolverOption) (*OnBehalfResolver, error) {
 	partner = partner.WithDefaults()
 	r := &OnBehalfResolver{
 		grants:      grants,
 		assignments: assignments,
 		header:      strings.ToLower(partner.OnBehalfOfHeader),
-		reseller:    reseller.WithDefaults(),
+		rules:       newRuleBook(data),
 		clock:       time.Now,
 	}
 	if partner.PathTemplate != "" {

@@ -19,7 +19,7 @@ type resolverLookups interface {
 func newTestResolver(t *testing.T, env *partnerEnv, lookups resolverLookups) *delegation.OnBehalfResolver {
 	t.Helper()
 	cfg := delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."}
-	r, err := delegation.NewOnBehalfResolver(lookups, lookups, cfg, delegation.ResellerConfig{}, delegation.WithResolverClock(env.clock.Now))
+	r, err := delegation.NewOnBehalfResolver(lookups, lookups, shippedData(t), cfg, delegation.WithResolverClock(env.clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func checkResolved(t *testing.T, d *sidecar.Delegation, err error, none bool, re
 func TestNewOnBehalfResolverRejectsBadTemplate(t *testing.T) {
 	for _, tmpl := range []string{"customers/{customer}", "/customers/", "/{customer}/{customer}/", "/a//{customer}"} {
 		t.Run(tmpl, func(t *testing.T) {
-			_, err := delegation.NewOnBehalfResolver(nil, nil, delegation.PartnerConfig{PathTemplate: tmpl}, delegation.ResellerConfig{})
+			_, err := delegation.NewOnBehalfResolver(nil, nil, nil, delegation.PartnerConfig{PathTemplate: tmpl})
 			wantCode(t, err, sidecar.EINVALID, "")
 		})
 	}

@@ -418,9 +418,7 @@ func TestPartnerConfigValidate(t *testing.T) {
 	}{
 		{name: "defaults", cfg: delegation.PartnerDefaults()},
 		{name: "zero value", cfg: delegation.PartnerConfig{}},
-		{name: "min above max", cfg: delegation.PartnerConfig{MinGrantDays: 10, MaxGrantDays: 5}, field: "partner.min_grant_days"},
-		{name: "negative pending expiry", cfg: delegation.PartnerConfig{PendingExpiryDays: -1}, field: "partner.pending_expiry_days"},
-		{name: "unknown subscription level", cfg: delegation.PartnerConfig{SubscriptionMinLevel: "gold"}, field: "partner.subscription_min_level"},
+		{name: "negative sweep interval", cfg: delegation.PartnerConfig{SweepInterval: -1}, field: "partner.sweep_interval"},
 		{name: "bad header", cfg: delegation.PartnerConfig{OnBehalfOfHeader: "x on behalf"}, field: "partner.on_behalf_of_header"},
 		{name: "template without customer", cfg: delegation.PartnerConfig{PathTemplate: "/customers/"}, field: "partner.path_template"},
 		{name: "relative template", cfg: delegation.PartnerConfig{PathTemplate: "customers/{customer}"}, field: "partner.path_template"},
@@ -441,7 +439,7 @@ func TestPartnerRunSweeper(t *testing.T) {
 		t.Run(ps.name, func(t *testing.T) {
 			env := newPartnerEnv(t, ps)
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 3))
-			p := delegation.NewPartners(env.store, delegation.PartnerConfig{SweepInterval: time.Millisecond}, delegation.WithPartnerClock(env.clock.Now))
+			p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{SweepInterval: time.Millisecond}, delegation.WithPartnerClock(env.clock.Now))
 			ctx, cancel := context.WithCancel(context.Background())
 			stopped := make(chan struct{})
 			go func() { p.RunSweeper(ctx); close(stopped) }()

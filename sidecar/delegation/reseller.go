@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,22 +18,18 @@ import (
 	"github.com/deputyhq/deputy/sidecar/strictjson"
 )
 
-// Defaults of the reseller config section. Roles and privileges mirror
-// policies/deputy/reseller/data.json: the resolver uses them to tell
-// reseller staff apart and to name what is missing; the policy decides.
+// Defaults of the reseller config section.
 const (
 	DefaultMaxImportRows  = 10000
 	DefaultMaxImportBytes = 1 << 20
 )
 
-// ResellerConfig is the "reseller" section of Deputy's configuration.
+// ResellerConfig is the "reseller" section of Deputy's configuration:
+// bounds on bulk imports. Who counts as reseller staff is policy data
+// (data.deputy.reseller, read as ResellerRules).
 type ResellerConfig struct {
-	AdminRoles         []string            `yaml:"admin_roles" usage:"roles that make a user reseller staff"`
-	LegacyRoles        []string            `yaml:"legacy_roles" usage:"legacy roles that also make a user reseller staff"`
-	RequiredPrivileges []string            `yaml:"required_privileges" usage:"privileges that together make a user reseller staff"`
-	RolePrivileges     map[string][]string `yaml:"role_privileges" usage:"privileges each custom role holds, by role name"`
-	MaxImportRows      int                 `yaml:"max_import_rows" usage:"rows one bulk assignment import may carry"`
-	MaxImportBytes     int64               `yaml:"max_import_bytes" usage:"bytes one bulk assignment import may carry (at most 64 MiB)"`
+	MaxImportRows  int   `yaml:"max_import_rows" usage:"rows one bulk assignment import may carry"`
+	MaxImportBytes int64 `yaml:"max_import_bytes" usage:"bytes one bulk assignment import may carry (at most 64 MiB)"`
 }
 
 // ResellerDefaults returns the reseller section with every default set.
@@ -50,24 +45,8 @@ func (c ResellerConfig) WithDefaults() ResellerConfig {
 	return c
 }
 
-// SetDefaults fills every unset field with its default. An empty list
-// given on purpose stays empty: only nil is unset.
+// SetDefaults fills every unset field with its default.
 func (c *ResellerConfig) SetDefaults() {
-	if c.AdminRoles == nil {
-		c.AdminRoles = []string{"reseller_admin"}
-	}
-	if c.LegacyRoles == nil {
-		c.LegacyRoles = []string{"legacy_enterprise_support", "legacy_reseller_enterprise_support"}
-	}
-	if c.RequiredPrivileges == nil {
-		c.RequiredPrivileges = []string{"access_support_cases", "view_customers"}
-	}
-	if c.RolePrivileges == nil {
-		c.RolePrivileges = map[string][]string{
-			"reseller_support": {"view_customers", "access_support_cases"},
-			"reseller_viewer":  {"view_customers"},
-		}
-	}
 	if c.MaxImportRows == 0 {
 		c.MaxImportRows = DefaultMaxImportRows
 	}
@@ -86,52 +65,7 @@ func (c ResellerConfig) Validate() error {
 	case c.MaxImportBytes > 64<<20:
 		return sidecar.Invalid("reseller.max_import_bytes", "must be at most 64 MiB")
 	}
-	for i, p := range c.RequiredPrivileges {
-		if p == "" {
-			return sidecar.Invalid(fmt.Sprintf("reseller.required_privileges[%d]", i), "must not be empty")
-		}
-	}
 	return nil
-}
-
-// MissingPrivileges returns the required privileges id lacks, sorted, or
-// nil when id is reseller staff: an admin or legacy role, or every
-// required privilege held directly or through a role.
-func (c ResellerConfig) MissingPrivileges(id *sidecar.Identity) []string {
-	if id == nil {
-		return sorted(c.RequiredPrivileges)
-	}
-	for _, r := range id.Roles {
-		if slices.Contains(c.AdminRoles, r) || slices.Contains(c.LegacyRoles, r) {
-			return nil
-		}
-	}
-	var missing []string
-	for _, p := range c.RequiredPrivileges {
-		if slices.Contains(id.Privileges, p) {
-			continue
-		}
-		held := false
-		for _, r := range id.Roles {
-			if slices.Contains(c.RolePrivileges[r], p) {
-				held = true
-				break
-			}
-		}
-		if !held {
-			missing = append(missing, p)
-		}
-	}
-	return sorted(missing)
-}
-
-func sorted(s []string) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return s
 }
 
 // ResellerState is the part of the store reseller assignments need.

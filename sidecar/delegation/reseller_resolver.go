@@ -11,7 +11,12 @@ import (
 // exact domain the caller signed in through: another domain of the same
 // reseller is as foreign as another reseller's.
 func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
-	if missing := r.reseller.MissingPrivileges(id); len(missing) > 0 {
+	rules, err := r.rules.reseller()
+	if err != nil {
+		// Without rules nobody is staff: deny, never fall through.
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonResellerRulesMissing)
+	}
+	if missing := rules.MissingPrivileges(id); len(missing) > 0 {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "%s%s", ReasonMissingPrivilegePref, strings.Join(missing, ","))
 	}
 	a, err := r.assignments.GetAssignment(ctx, customer)

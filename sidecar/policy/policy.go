@@ -97,6 +97,7 @@ type Engine struct {
 	builtins, builtinsNoJWT cache.InterQueryValueCache
 
 	onActivate []func(*Activation, error)
+	dataChecks []func(map[string]any) error
 }
 
 // Option configures an Engine.
@@ -118,6 +119,13 @@ func WithClock(c sidecar.Clock) Option { return func(e *Engine) { e.clock = c } 
 // nil on success, and the activation is the one now serving either way).
 func OnActivate(f func(*Activation, error)) Option {
 	return func(e *Engine) { e.onActivate = append(e.onActivate, f) }
+}
+
+// WithDataCheck registers a check of a set's base data, run before it
+// activates: Go code that applies rules from policy data refuses a set
+// whose rules it cannot read, and the last good set keeps serving.
+func WithDataCheck(f func(data map[string]any) error) Option {
+	return func(e *Engine) { e.dataChecks = append(e.dataChecks, f) }
 }
 
 // New returns an engine with no policy: every evaluation fails until the
@@ -153,6 +161,11 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 	data := set.Data
 	if data == nil {
 		data = map[string]any{}
+	}
+	for _, check := range e.dataChecks {
+		if err := check(data); err != nil {
+			return nil, sidecar.Invalid("policies", "data: %v", err)
+		}
 	}
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	a := &Activation{

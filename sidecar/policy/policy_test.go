@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,5 +39,37 @@ decision := count([1 |
 				t.Fatalf("want a cancel error, got value %v, error %v", r.Value, err)
 			}
 		})
+	}
+}
+
+// A set whose data a registered check refuses never activates: the last
+// good set keeps serving, and every hook hears of the failure.
+func TestDataCheckRefusesSet(t *testing.T) {
+	var failures int
+	e := New(WithQueries("data.t.x"), WithLogger(slog.New(slog.DiscardHandler)),
+		WithDataCheck(func(data map[string]any) error {
+			if data["bad"] != nil {
+				return errors.New("data.bad: refused")
+			}
+			return nil
+		}),
+		OnActivate(func(_ *Activation, err error) {
+			if err != nil {
+				failures++
+			}
+		}))
+	good := &Set{Data: map[string]any{"ok": true}, Revision: "good"}
+	if err := e.Activate(context.Background(), good); err != nil {
+		t.Fatal(err)
+	}
+	err := e.Activate(context.Background(), &Set{Data: map[string]any{"bad": true}, Revision: "bad"})
+	if err == nil || !strings.Contains(err.Error(), "data.bad: refused") {
+		t.Fatalf("Activate = %v, want the check's error", err)
+	}
+	if rev := e.Current().Revision; rev != "good" {
+		t.Fatalf("serving %q, want the last good set", rev)
+	}
+	if failures != 1 {
+		t.Fatalf("hooks heard %d failures, want 1", failures)
 	}
 }

@@ -59,6 +59,12 @@ test_anonymous if {
 	d.reason == "missing_privilege:access_support_cases,view_customers"
 }
 
+test_no_required_privileges_makes_nobody_staff if {
+	d := reseller.decision with input as _request(_staff(["customer"], []), _assigned("shop-a.example"))
+		with reseller.required_privileges as []
+	not d.allowed
+}
+
 test_super_admin if {
 	reseller.super_admin with input as {"identity": _staff(["reseller_super_admin"], [])}
 }

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	goredis "github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+// editData rewrites one data.json of the policy tree in dir.
+func editData(t *testing.T, dir, file string, edit func(map[string]any)) {
+	t.Helper()
+	path := filepath.Join(dir, file)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatal(err)
+	}
+	edit(data)
+	if raw, err = json.Marshal(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServeAndEvalAgree decides the same requests with `deputy serve` (real
+// Redis, real tokens, resolvers reading the store) and `deputy eval` (the
+// identity and delegation serve logged), on the same policies and config,
+// and expects the same decision: every shipped scenario, plus rules changed
+// in policy data only — a custom reseller role, a custom staff role and a
+// changed partner limit.
+func TestServeAndEvalAgree(t *testing.T) {
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	copyTree(t, "../../policies", dir)
+	editData(t, dir, "deputy/reseller/data.json", func(d map[string]any) {
+		d["role_privileges"].(map[string]any)["care_desk"] = []string{"view_customers", "access_support_cases"}
+	})
+	editData(t, dir, "deputy/impersonation/data.json", func(d map[string]any) {
+		d["role_permissions"].(map[string]any)["concierge"] = []string{"login_as_customer"}
+	})
+	editData(t, dir, "deputy/partner/data.json", func(d map[string]any) {
+		d["subscription_min_level"] = "update"
+		d["max_grant_days"] = 10
+	})
+	// The config eval reads is the one serve runs with.
+	configFile := filepath.Join(t.TempDir(), "deputy.yaml")
+	if err := os.WriteFile(configFile, []byte("dev: true\ncheck:\n  parse_body: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, func(c *Config) {
+		c.Redis.Addrs = []string{rs.Addr}
+		c.DecisionLog.Sink = decisionlog.SinkRedis
+		c.DecisionLog.IncludeInput = new(true)
+		c.DecisionLog.FlushInterval = 10 * time.Millisecond
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s, err := build(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	defer func() { stop(); <-done }()
+	waitListening(t, cfg.GRPC.Addr)
+	waitListening(t, cfg.HTTP.Addr)
+
+	dev, err := identity.LoadDevIssuer(cfg.Identity.Dev.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(c identity.DevClaims) string {
+		c.TTL = time.Hour
+		tok, err := dev.Mint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	base := "http://" + cfg.HTTP.Addr
+	api := func(method, path string, who identity.DevClaims, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("authorization", "Bearer "+token(who))
+		req.Header.Set("content-type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		_ = json.Unmarshal(raw, &out)
+		return resp.StatusCode, out
+	}
+	mustAPI := func(method, path string, who identity.DevClaims, body string, want int) map[string]any {
+		t.Helper()
+		code, out := api(method, path, who, body)
+		if code != want {
+			t.Fatalf("%s %s: %d %v, want %d", method, path, code, out, want)
+		}
+		return out
+	}
+
+	// State the scenarios need, made through the API as users would.
+	shop := identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}
+	concierge := identity.DevClaims{Subject: "conny", Roles: []string{"concierge"}}
+	pat := identity.DevClaims{Subject: "pat", Org: "partnerco"}
+	cora := identity.DevClaims{Subject: "cora", Org: "acme", Roles: []string{"contact_manager"}}
+	desk := identity.DevClaims{Subject: "dora", Domain: "shop-a.example", Roles: []string{"care_desk"}}
+	otherDesk := identity.DevClaims{Subject: "otto", Domain: "shop-b.example", Roles: []string{"care_desk"}}
+	mustAPI("PUT", "/deputy/v1/customers/cust-9", shop, `{"name":"Zoë"}`, 200)
+	mustAPI("PUT", "/deputy/v1/customers/cust-9/consent", identity.DevClaims{Subject: "cust-9"}, `{"allowed":true}`, 200)
+	started := mustAPI("POST", "/deputy/v1/impersonation/sessions", concierge, `{"customer_id":"cust-9"}`, 201)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(base + started["redeem_url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cookie string
+	for _, c := range resp.Cookies() {
+		cookie = c.Name + "=" + c.Value
+	}
+	// The partner limit changed in data: 30 days is now too long.
+	if code, out := api("POST", "/deputy/v1/partner/requests", pat, `{"customer":"acme","contact_email":"c@acme.example","expiry_days":30,"level":"look","scope":"organisation"}`); code != 400 || !strings.Contains(out["error"].(map[string]any)["message"].(string), "between 1 and 10") {
+		t.Fatalf("30-day request under a 10-day limit: %d %v", code, out)
+	}
+	req := mustAPI("POST", "/deputy/v1/partner/requests", pat, `{"customer":"acme","contact_email":"c@acme.example","expiry_days":10,"level":"look","scope":"organisation"}`, 201)
+	mustAPI("POST", "/deputy/v1/partner/requests/"+req["id"].(string)+"/approve", cora, ``, 200)
+	mustAPI("PUT", "/deputy/v1/reseller/assignments/acme", identity.DevClaims{Subject: "sam", Domain: "shop-a.example", Roles: []string{"reseller_super_admin"}}, `{}`, 200)
+
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	rc := goredis.NewClient(&goredis.Options{Addr: rs.Addr})
+	defer rc.Close()
+
+	type scenario struct {
+		name    string
+		method  string
+		path    string
+		who     *identity.DevClaims // bearer token, and eval's --identity
+		headers map[string]string
+		allowed bool
+		reason  string
+	}
+	for _, sc := range []scenario{
+		{name: "public", method: "GET", path: "/catalog/shoes", allowed: true, reason: "public_route"},
+		{name: "public, method not open", method: "POST", path: "/catalog/shoes", reason: "no_rule_matched"},
+		{name: "authenticated", method: "GET", path: "/customer/account", who: &identity.DevClaims{Subject: "alice"}, allowed: true, reason: "authenticated_route"},
+		{name: "authenticated without a token", method: "GET", path: "/customer/account", reason: "authentication_required"},
+		{name: "impersonation by a custom staff role", method: "GET", path: "/customer/account", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
+		{name: "impersonation, forbidden route", method: "POST", path: "/customer/account/password/", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
+		{name: "partner within its level", method: "GET", path: "/customers/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "partner_level_sufficient"},
+		{name: "partner above its level", method: "POST", path: "/customers/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "level_too_low:create"},
+		{name: "partner without a grant", method: "GET", path: "/service-requests", who: &identity.DevClaims{Subject: "bob", Org: "otherco"}, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "no_live_grant"},
+		{name: "reseller by a custom role", method: "GET", path: "/support/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "reseller_domain_customer"},
+		{name: "reseller of another domain", method: "GET", path: "/support/cases", who: &otherDesk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "customer_not_in_domain"},
+		{name: "reseller role without privileges", method: "GET", path: "/support/cases", who: &identity.DevClaims{Subject: "vic", Domain: "shop-a.example", Roles: []string{"reseller_viewer"}}, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "missing_privilege:access_support_cases"},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			headers := map[string]string{}
+			for k, v := range sc.headers {
+				headers[k] = v
+			}
+			if sc.who != nil {
+				headers["authorization"] = "Bearer " + token(*sc.who)
+			}
+			check := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+				Http: &authv3.AttributeContext_HttpRequest{Method: sc.method, Path: sc.path, Host: "shop.example", Headers: headers}}}}
+			served, err := client.Check(context.Background(), check)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := loggedDecision(t, rc, cfg.DecisionLog.Stream, served.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue())
+			if (served.GetOkResponse() != nil) != sc.allowed || rec.Reason != sc.reason {
+				t.Fatalf("serve: allowed %v reason %q, want %v %q", served.GetOkResponse() != nil, rec.Reason, sc.allowed, sc.reason)
+			}
+
+			// eval, from what serve logged.
+			work := t.TempDir()
+			args := evalFlags{policies: []string{dir}, config: configFile, asJSON: true, input: filepath.Join(work, "request.json")}
+			raw, _ := protojson.Marshal(check)
+			writeFile(t, args.input, raw)
+			if sc.who != nil {
+				args.identity = filepath.Join(work, "identity.json")
+				id, _ := json.Marshal(sidecar.Identity{Subject: sc.who.Subject, Roles: sc.who.Roles, Org: sc.who.Org, Domain: sc.who.Domain})
+				writeFile(t, args.identity, id)
+			}
+			input, _ := rec.Input.(map[string]any)
+			if d, ok := input["delegation"]; ok {
+				args.delegation = filepath.Join(work, "delegation.json")
+				raw, _ := json.Marshal(d)
+				writeFile(t, args.delegation, raw)
+			}
+			if e, ok := input["delegation_error"].(string); ok {
+				args.delegationError = e
+			}
+			var out bytes.Buffer
+			if err := runEval(context.Background(), args, &out); err != nil {
+				t.Fatalf("eval: %v", err)
+			}
+			var evald struct {
+				Allowed  bool              `json:"allowed"`
+				Status   int               `json:"http_status"`
+				Reason   string            `json:"reason"`
+				Revision string            `json:"revision"`
+				Response map[string]string `json:"response_headers_to_add"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &evald); err != nil {
+				t.Fatalf("eval output: %v\n%s", err, out.String())
+			}
+			if evald.Allowed != sc.allowed || evald.Reason != rec.Reason || evald.Status != rec.HTTPStatus || evald.Revision != rec.BundleRevision {
+				t.Fatalf("eval decided %+v, serve %s %d %q on %s", evald, rec.Result, rec.HTTPStatus, rec.Reason, rec.BundleRevision)
+			}
+			servedHeaders := map[string]string{}
+			for _, h := range served.GetOkResponse().GetResponseHeadersToAdd() {
+				servedHeaders[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+			}
+			for k, v := range evald.Response {
+				if servedHeaders[k] != v {
+					t.Errorf("response header %s: eval %q, serve %q", k, v, servedHeaders[k])
+				}
+			}
+			if len(servedHeaders) != len(evald.Response) {
+				t.Errorf("response headers: eval %v, serve %v", evald.Response, servedHeaders)
+			}
+		})
+	}
+
+	// Management actions read the same rule data: a custom staff role may
+	// start a session, and a subscription needs the changed minimum level.
+	for _, sc := range []struct {
+		name, method, path, body string
+		who                      identity.DevClaims
+		input                    map[string]any
+		allowed                  bool
+		reason                   string
+	}{
+		{name: "custom staff role starts a session", method: "POST", path: "/deputy/v1/impersonation/sessions", body: `{"customer_id":"cust-9"}`, who: concierge,
+			input: map[string]any{"action": "impersonation.start", "identity": map[string]any{"sub": "conny", "roles": []string{"concierge"}},
+				"target": map[string]any{"customer_id": "cust-9", "customer": map[string]any{"id": "cust-9", "exists": true, "protected": false}, "consent": map[string]any{"live": true}}},
+			allowed: true},
+		{name: "partner subscription below the changed minimum", method: "PUT", path: "/deputy/v1/partner/subscriptions/acme/dashboard", who: pat,
+			input: map[string]any{"action": "subscription.put", "identity": map[string]any{"sub": "pat", "org": "partnerco"},
+				"target":     map[string]any{"customer": "acme", "kind": "dashboard", "partner_org": "partnerco"},
+				"delegation": map[string]any{"mode": "partner", "subject": "acme", "actor": "pat", "actor_org": "partnerco", "level": "look", "scope": "organisation"}},
+			reason: "level_below_minimum:update"},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			code, out := api(sc.method, sc.path, sc.who, sc.body)
+			servedReason := ""
+			if e, ok := out["error"].(map[string]any); ok {
+				servedReason, _ = e["message"].(string)
+			}
+			if (code < 300) != sc.allowed || servedReason != sc.reason {
+				t.Fatalf("serve: %d %v, want allowed %v reason %q", code, out, sc.allowed, sc.reason)
+			}
+			in := filepath.Join(t.TempDir(), "action.json")
+			raw, _ := json.Marshal(sc.input)
+			writeFile(t, in, raw)
+			var buf bytes.Buffer
+			if err := runEval(context.Background(), evalFlags{policies: []string{dir}, config: configFile, manage: true, input: in}, &buf); err != nil {
+				t.Fatalf("eval: %v", err)
+			}
+			var evald struct {
+				Allowed bool   `json:"allowed"`
+				Reason  string `json:"reason"`
+			}
+			if err := json.Unmarshal(buf.Bytes(), &evald); err != nil {
+				t.Fatalf("eval output: %v\n%s", err, buf.String())
+			}
+			if evald.Allowed != sc.allowed || (!sc.allowed && evald.Reason != sc.reason) {
+				t.Fatalf("eval decided %+v, serve %d %q", evald, code, servedReason)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, path string, raw []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loggedDecision waits for the decision record with id in the Redis stream.
+func loggedDecision(t *testing.T, rc *goredis.Client, stream, id string) decisionlog.Record {
+	t.Helper()
+	if id == "" {
+		t.Fatal("the check response carries no decision id")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		msgs, err := rc.XRevRangeN(context.Background(), stream, "+", "-", 200).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			var r decisionlog.Record
+			if s, ok := m.Values[decisionlog.RecordField].(string); ok && json.Unmarshal([]byte(s), &r) == nil && r.DecisionID == id {
+				return r
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("decision %s never reached the decision log", id)
+	return decisionlog.Record{}
+}

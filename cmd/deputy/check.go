@@ -1,0 +1,46 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// newEngine is the policy engine of `deputy serve` and `deputy eval`: the
+// configured decision query and the manage query prepared, and policy
+// data whose partner or reseller rules Go cannot read refused.
+func newEngine(cfg policy.Config, log *slog.Logger, opts ...policy.Option) *policy.Engine {
+	return policy.New(append([]policy.Option{
+		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
+		policy.WithLogger(log),
+		policy.WithDataCheck(delegation.CheckRules),
+	}, opts...)...)
+}
+
+// checkFacts are the config switches policies read in input.deputy (the
+// pipeline adds the serving revision and dry_run).
+func checkFacts(cfg *Config) map[string]any {
+	return map[string]any{
+		"dev":          cfg.Dev,
+		"parse_body":   *cfg.Check.ParseBody,
+		"owned_prefix": cfg.Check.OwnedPrefix,
+	}
+}
+
+// checkOptions shape the check pipeline from the config. `deputy serve`
+// and `deputy eval` both build their pipeline with them, so the same
+// config and policies decide a request alike in both.
+func checkOptions(cfg *Config) []authz.Option {
+	return []authz.Option{
+		authz.WithQuery(cfg.Policy.DecisionQuery),
+		authz.WithOwnedPrefix(cfg.Check.OwnedPrefix),
+		authz.WithActorTokenHeader(cfg.Check.ActorTokenHeader),
+		authz.WithErrorStatus(cfg.Check.ErrorStatus),
+		authz.WithBodyParsing(*cfg.Check.ParseBody),
+		authz.WithMethodOverrides(cfg.Check.MethodOverrides),
+		authz.WithDryRun(cfg.Policy.DryRun),
+		authz.WithFacts(checkFacts(cfg)),
+	}
+}

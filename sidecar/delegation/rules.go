@@ -1,0 +1,265 @@
+package delegation
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// PartnerRules are the partner limits security teams set in policy data
+// (data.deputy.partner): how long a request waits for a decision, the
+// grant lengths a request may ask for and the level a subscription needs.
+type PartnerRules struct {
+	PendingExpiryDays    int
+	MinGrantDays         int
+	MaxGrantDays         int
+	SubscriptionMinLevel sidecar.Level
+}
+
+// ResellerRules tell reseller customer-care staff apart (data.deputy.reseller):
+// an admin or legacy role, or every required privilege held directly or
+// through a role of RolePrivileges.
+type ResellerRules struct {
+	AdminRoles         []string
+	LegacyRoles        []string
+	RequiredPrivileges []string
+	RolePrivileges     map[string][]string
+}
+
+// MissingPrivileges returns the required privileges id lacks, sorted, or
+// nil when id is reseller staff. Rules with no required privilege make
+// nobody staff but the admin and legacy roles: an empty list must not open
+// every domain.
+func (r *ResellerRules) MissingPrivileges(id *sidecar.Identity) []string {
+	if id == nil {
+		return sorted(r.RequiredPrivileges)
+	}
+	for _, role := range id.Roles {
+		if slices.Contains(r.AdminRoles, role) || slices.Contains(r.LegacyRoles, role) {
+			return nil
+		}
+	}
+	var missing []string
+	for _, p := range r.RequiredPrivileges {
+		if slices.Contains(id.Privileges, p) {
+			continue
+		}
+		held := false
+		for _, role := range id.Roles {
+			if slices.Contains(r.RolePrivileges[role], p) {
+				held = true
+				break
+			}
+		}
+		if !held {
+			missing = append(missing, p)
+		}
+	}
+	return sorted(missing)
+}
+
+func sorted(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// Rules are the rules of partner and reseller access that Go code applies
+// (the lifecycles and the check-path resolver). They are read from the
+// same policy data the Rego policies read, never from Deputy's own
+// configuration, so a bundle update changes both at once and `deputy serve`
+// and `deputy eval` cannot disagree. A section absent from data is nil.
+type Rules struct {
+	Partner  *PartnerRules
+	Reseller *ResellerRules
+}
+
+// ReadRules reads data.deputy.partner and data.deputy.reseller. A section
+// that is present must be whole and well formed: a malformed limit is an
+// error naming its data path, so a bad bundle is refused rather than
+// silently widening access.
+func ReadRules(data map[string]any) (*Rules, error) {
+	r := &Rules{}
+	if m, ok := lookup(data, "deputy", "partner").(map[string]any); ok {
+		p, err := readPartnerRules(m)
+		if err != nil {
+			return nil, err
+		}
+		r.Partner = p
+	}
+	if m, ok := lookup(data, "deputy", "reseller").(map[string]any); ok {
+		rs, err := readResellerRules(m)
+		if err != nil {
+			return nil, err
+		}
+		r.Reseller = rs
+	}
+	return r, nil
+}
+
+// CheckRules refuses policy data whose partner or reseller rules are
+// malformed; give it to policy.WithDataCheck.
+func CheckRules(data map[string]any) error {
+	_, err := ReadRules(data)
+	return err
+}
+
+func readPartnerRules(m map[string]any) (*PartnerRules, error) {
+	p := &PartnerRules{}
+	for _, f := range []struct {
+		key string
+		dst *int
+	}{
+		{"pending_expiry_days", &p.PendingExpiryDays},
+		{"min_grant_days", &p.MinGrantDays},
+		{"max_grant_days", &p.MaxGrantDays},
+	} {
+		n, ok := dataInt(m[f.key])
+		if !ok || n <= 0 {
+			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of days, got %s", f.key, show(m[f.key]))
+		}
+		*f.dst = n
+	}
+	if p.MinGrantDays > p.MaxGrantDays {
+		return nil, fmt.Errorf("data.deputy.partner.min_grant_days: %d exceeds max_grant_days (%d)", p.MinGrantDays, p.MaxGrantDays)
+	}
+	s, _ := m["subscription_min_level"].(string)
+	if !sidecar.Level(s).Valid() {
+		return nil, fmt.Errorf("data.deputy.partner.subscription_min_level: want a level, got %s", show(m["subscription_min_level"]))
+	}
+	p.SubscriptionMinLevel = sidecar.Level(s)
+	return p, nil
+}
+
+func readResellerRules(m map[string]any) (*ResellerRules, error) {
+	r := &ResellerRules{RolePrivileges: map[string][]string{}}
+	var err error
+	if r.AdminRoles, err = dataStrings(m, "admin_roles", false); err != nil {
+		return nil, fmt.Errorf("data.deputy.reseller.%w", err)
+	}
+	if r.LegacyRoles, err = dataStrings(m, "legacy_roles", false); err != nil {
+		return nil, fmt.Errorf("data.deputy.reseller.%w", err)
+	}
+	if r.RequiredPrivileges, err = dataStrings(m, "required_privileges", true); err != nil {
+		return nil, fmt.Errorf("data.deputy.reseller.%w", err)
+	}
+	if v, ok := m["role_privileges"]; ok {
+		roles, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("data.deputy.reseller.role_privileges: want an object of role to privileges, got %s", show(v))
+		}
+		for role := range roles {
+			ps, err := dataStrings(roles, role, false)
+			if err != nil {
+				return nil, fmt.Errorf("data.deputy.reseller.role_privileges.%w", err)
+			}
+			r.RolePrivileges[role] = ps
+		}
+	}
+	return r, nil
+}
+
+// dataStrings reads m[key] as a list of non-empty strings.
+func dataStrings(m map[string]any, key string, required bool) ([]string, error) {
+	v, ok := m[key]
+	if !ok && !required {
+		return nil, nil
+	}
+	list, isList := v.([]any)
+	if !isList || (required && len(list) == 0) {
+		return nil, fmt.Errorf("%s: want a non-empty list of names, got %s", key, show(v))
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		s, _ := e.(string)
+		if s == "" {
+			return nil, fmt.Errorf("%s[%d]: want a name, got %s", key, i, show(e))
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func dataInt(v any) (int, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return int(i), err == nil
+	case float64:
+		return int(n), n == float64(int(n))
+	case int:
+		return n, true
+	case int64:
+		return int(n), true
+	}
+	return 0, false
+}
+
+// ruleBook reads Rules from the active policy data, parsing them once per
+// activation: an activation's data is immutable, so the map's identity
+// tells whether the parsed rules are still current, at the cost of one
+// pointer comparison on the check path.
+type ruleBook struct {
+	data PolicyData
+	last atomic.Pointer[parsedRules]
+}
+
+type parsedRules struct {
+	key   unsafe.Pointer
+	rules *Rules
+	err   error
+}
+
+func newRuleBook(data PolicyData) *ruleBook { return &ruleBook{data: data} }
+
+func (b *ruleBook) rules() (*Rules, error) {
+	var data map[string]any
+	if b.data != nil {
+		data = b.data()
+	}
+	if data == nil {
+		return nil, sidecar.Errorf(sidecar.EUNAVAILABLE, "no policy loaded")
+	}
+	key := reflect.ValueOf(data).UnsafePointer()
+	if p := b.last.Load(); p != nil && p.key == key {
+		return p.rules, p.err
+	}
+	r, err := ReadRules(data)
+	if err != nil {
+		err = &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy data is malformed", Err: err}
+	}
+	b.last.Store(&parsedRules{key: key, rules: r, err: err})
+	return r, err
+}
+
+// partner returns the partner limits of the active policy data.
+func (b *ruleBook) partner() (*PartnerRules, error) {
+	r, err := b.rules()
+	if err != nil {
+		return nil, err
+	}
+	if r.Partner == nil {
+		return nil, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy data has no partner rules (data.deputy.partner)"}
+	}
+	return r.Partner, nil
+}
+
+// reseller returns the reseller rules of the active policy data.
+func (b *ruleBook) reseller() (*ResellerRules, error) {
+	r, err := b.rules()
+	if err != nil {
+		return nil, err
+	}
+	if r.Reseller == nil {
+		return nil, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy data has no reseller rules (data.deputy.reseller)"}
+	}
+	return r.Reseller, nil
+}

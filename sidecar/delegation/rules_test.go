@@ -1,0 +1,206 @@
+package delegation_test
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+)
+
+// withPartnerData returns the shipped policy data with data.deputy.partner
+// changed by edit.
+func withPartnerData(t *testing.T, edit map[string]any) map[string]any {
+	t.Helper()
+	shipped := shippedData(t)()
+	deputy := maps.Clone(shipped["deputy"].(map[string]any))
+	partner := maps.Clone(deputy["partner"].(map[string]any))
+	maps.Copy(partner, edit)
+	deputy["partner"] = partner
+	out := maps.Clone(shipped)
+	out["deputy"] = deputy
+	return out
+}
+
+func TestPartnerLimitsFromPolicyData(t *testing.T) {
+	cases := []struct {
+		name        string
+		edit        map[string]any
+		expiryDays  int
+		wantExpiry  bool // the expiry is accepted
+		pendingDays int
+		subscribe   string // "" ok, else the refusal
+	}{
+		{name: "shipped data", expiryDays: 365, wantExpiry: true, pendingDays: 30},
+		{name: "shorter maximum", edit: map[string]any{"max_grant_days": json.Number("10")}, expiryDays: 11, pendingDays: 30},
+		{name: "within the data's range", edit: map[string]any{"min_grant_days": 2.0, "max_grant_days": 10.0}, expiryDays: 10, wantExpiry: true, pendingDays: 30},
+		{name: "below the data's minimum", edit: map[string]any{"min_grant_days": 2.0}, expiryDays: 1, pendingDays: 30},
+		{name: "pending expiry", edit: map[string]any{"pending_expiry_days": json.Number("5")}, expiryDays: 30, wantExpiry: true, pendingDays: 5},
+		{name: "higher subscription level", edit: map[string]any{"subscription_min_level": "update"}, expiryDays: 30, wantExpiry: true, pendingDays: 30, subscribe: "level_below_minimum:update"},
+	}
+	ps := partnerStores(t)[0]
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			data := withPartnerData(t, tc.edit)
+			p := delegation.NewPartners(env.store, func() map[string]any { return data }, delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+			r, err := p.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, tc.expiryDays))
+			if !tc.wantExpiry {
+				wantCode(t, err, sidecar.EINVALID, "")
+				if sidecar.ErrorField(err) != "expiry_days" {
+					t.Fatalf("field = %q", sidecar.ErrorField(err))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := env.clock.Now().Add(day * time.Duration(tc.pendingDays)); !r.PendingExpiresAt.Equal(want) {
+				t.Fatalf("pending until %v, want %v", r.PendingExpiresAt, want)
+			}
+			if err := p.Request(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := p.Approve(ctx, cora, r.ID); err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Subscribe(ctx, patUser, "acme", delegation.SubscriptionDashboard)
+			if tc.subscribe == "" && err != nil {
+				t.Fatalf("subscribe: %v", err)
+			}
+			if tc.subscribe != "" {
+				wantCode(t, err, sidecar.EFORBIDDEN, tc.subscribe)
+			}
+		})
+	}
+}
+
+// A policy update changes the limits the lifecycle applies at once: they
+// are read from the serving data, not copied at start.
+func TestPartnerLimitsFollowPolicyUpdates(t *testing.T) {
+	env := newPartnerEnv(t, partnerStores(t)[0])
+	var cur atomic.Pointer[map[string]any]
+	first := withPartnerData(t, nil)
+	cur.Store(&first)
+	p := delegation.NewPartners(env.store, func() map[string]any { return *cur.Load() }, delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+	ctx := context.Background()
+	if _, err := p.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, 60)); err != nil {
+		t.Fatalf("60 days under the shipped limits: %v", err)
+	}
+	second := withPartnerData(t, map[string]any{"max_grant_days": 30.0})
+	cur.Store(&second)
+	_, err := p.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, 60))
+	if sidecar.ErrorField(err) != "expiry_days" || !strings.Contains(sidecar.ErrorMessage(err), "between 1 and 30") {
+		t.Fatalf("60 days after the update to 30: %v", err)
+	}
+}
+
+// Without partner rules in the policy data the lifecycle refuses, naming
+// what is missing, rather than inventing limits of its own.
+func TestPartnerLimitsMissingFromPolicyData(t *testing.T) {
+	env := newPartnerEnv(t, partnerStores(t)[0])
+	for name, data := range map[string]map[string]any{
+		"no policy":       nil,
+		"no partner data": {"deputy": map[string]any{"authz": map[string]any{}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := delegation.NewPartners(env.store, func() map[string]any { return data }, delegation.PartnerConfig{})
+			_, err := p.CheckRequest(context.Background(), patUser, orgRequest(sidecar.LevelLook, 30))
+			if err == nil || sidecar.ErrorCode(err) == sidecar.EINVALID {
+				t.Fatalf("CheckRequest = %v, want a server-side error", err)
+			}
+		})
+	}
+}
+
+func TestReadRulesRefusesMalformedData(t *testing.T) {
+	cases := []struct {
+		name    string
+		section string
+		edit    map[string]any
+		path    string // named in the error; "" when the data is good
+	}{
+		{name: "shipped", section: "partner"},
+		{name: "pending expiry not a number", section: "partner", edit: map[string]any{"pending_expiry_days": "soon"}, path: "data.deputy.partner.pending_expiry_days"},
+		{name: "fractional days", section: "partner", edit: map[string]any{"max_grant_days": 1.5}, path: "data.deputy.partner.max_grant_days"},
+		{name: "zero minimum", section: "partner", edit: map[string]any{"min_grant_days": 0.0}, path: "data.deputy.partner.min_grant_days"},
+		{name: "missing maximum", section: "partner", edit: map[string]any{"max_grant_days": nil}, path: "data.deputy.partner.max_grant_days"},
+		{name: "minimum above maximum", section: "partner", edit: map[string]any{"min_grant_days": 20.0, "max_grant_days": 10.0}, path: "data.deputy.partner.min_grant_days"},
+		{name: "unknown subscription level", section: "partner", edit: map[string]any{"subscription_min_level": "gold"}, path: "data.deputy.partner.subscription_min_level"},
+		{name: "no required privilege", section: "reseller", edit: map[string]any{"required_privileges": []any{}}, path: "data.deputy.reseller.required_privileges"},
+		{name: "empty privilege name", section: "reseller", edit: map[string]any{"required_privileges": []any{"a", ""}}, path: "data.deputy.reseller.required_privileges[1]"},
+		{name: "admin roles not a list", section: "reseller", edit: map[string]any{"admin_roles": "reseller_admin"}, path: "data.deputy.reseller.admin_roles"},
+		{name: "role privileges not a list", section: "reseller", edit: map[string]any{"role_privileges": map[string]any{"x": "view_customers"}}, path: "data.deputy.reseller.role_privileges.x"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			shipped := shippedData(t)()
+			deputy := maps.Clone(shipped["deputy"].(map[string]any))
+			section := maps.Clone(deputy[tc.section].(map[string]any))
+			for k, v := range tc.edit {
+				if v == nil {
+					delete(section, k)
+				} else {
+					section[k] = v
+				}
+			}
+			deputy[tc.section] = section
+			err := delegation.CheckRules(map[string]any{"deputy": deputy})
+			if tc.path == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.path+":") {
+				t.Fatalf("CheckRules = %v, want an error naming %s", err, tc.path)
+			}
+		})
+	}
+}
+
+// The resolver tells reseller staff apart by the reseller rules of the
+// policy data, the same the reseller policy reads: a custom role added
+// there counts on the check path too.
+func TestResellerStaffFromPolicyData(t *testing.T) {
+	ctx := context.Background()
+	env := newPartnerEnv(t, partnerStores(t)[0])
+	if err := env.store.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "resellerco", Domain: "shop-a.example"}); err != nil {
+		t.Fatal(err)
+	}
+	shipped := shippedData(t)()
+	deputy := maps.Clone(shipped["deputy"].(map[string]any))
+	reseller := maps.Clone(deputy["reseller"].(map[string]any))
+	roles := maps.Clone(reseller["role_privileges"].(map[string]any))
+	roles["care_desk"] = []any{"view_customers", "access_support_cases"}
+	reseller["role_privileges"] = roles
+	deputy["reseller"] = reseller
+	custom := map[string]any{"deputy": deputy}
+	noReseller := map[string]any{"deputy": map[string]any{"partner": deputy["partner"]}}
+
+	desk := resellerStaff("shop-a.example", []string{"care_desk"}, nil)
+	for _, tc := range []struct {
+		name   string
+		data   map[string]any
+		reason string
+	}{
+		{name: "shipped data", data: shipped, reason: "missing_privilege:access_support_cases,view_customers"},
+		{name: "custom role in data", data: custom},
+		{name: "no reseller rules", data: noReseller, reason: delegation.ReasonResellerRulesMissing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := delegation.NewOnBehalfResolver(env.store, env.store, func() map[string]any { return tc.data }, delegation.PartnerConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := r.Resolve(ctx, onBehalf("acme"), desk)
+			checkResolved(t, d, err, false, tc.reason)
+		})
+	}
+}
