@@ -43,14 +43,20 @@ type policyPart struct {
 }
 
 func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*policyPart, error) {
+	// Activations are counted where they happen, failures where every
+	// attempt ends: a bundle refused before compiling (unreadable, badly
+	// signed) never reaches the engine.
 	engine := newEngine(cfg, log, policy.OnActivate(func(a *policy.Activation, err error) {
-		rev, at := "", time.Time{}
-		if a != nil {
-			rev, at = a.Revision, a.ActivatedAt
+		if err == nil {
+			m.ObserveActivation(a.Revision, a.ActivatedAt, nil)
 		}
-		m.ObserveActivation(rev, at, err)
 	}))
-	src, err := policy.NewSource(cfg, engine, policy.WithSourceLogger(log))
+	src, err := policy.NewSource(cfg, engine, policy.WithSourceLogger(log),
+		policy.OnAttempt(func(_ policy.Status, err error) {
+			if err != nil {
+				m.ObserveActivation("", time.Time{}, err)
+			}
+		}))
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +215,7 @@ type delegationPart struct {
 }
 
 func newDelegationPart(cfg *Config, store sidecar.Store, policyData func() map[string]any, log *slog.Logger, m *metrics.Metrics) (*delegationPart, error) {
+	m.InitCaches(delegation.CacheKinds()...)
 	d := &delegationPart{
 		imp: delegation.NewImpersonation(store, policyData,
 			delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(log)),

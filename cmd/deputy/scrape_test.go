@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,18 +167,62 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "deputy", "broken.rego"), []byte("package deputy.broken\n\nx := {\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	scraped := map[string]bool{}
-	for i := 0; i < 100; i++ {
-		scraped = scrape(t, "http://"+cfg.Metrics.Addr+"/metrics")
-		if scraped["deputy_bundle_activation_failures_total"] && failures(t, "http://"+cfg.Metrics.Addr+"/metrics") > 0 {
-			break
-		}
+	// The watcher polls every 100 ms: the refusal is counted well within
+	// the wait, and the test fails if it never is.
+	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
+	refused := false
+	for i := 0; i < 100 && !refused; i++ {
 		time.Sleep(50 * time.Millisecond)
+		refused = sample(t, metricsURL, "deputy_bundle_activation_failures_total") >= 1
 	}
-
+	if !refused {
+		t.Fatalf("a broken policy edit was refused but deputy_bundle_activation_failures_total stayed at %v",
+			sample(t, metricsURL, "deputy_bundle_activation_failures_total"))
+	}
+	scraped := scrape(t, metricsURL)
+	wantQueriedMetrics(t, scraped)
 	if !scraped["deputy_build_info"] {
 		t.Error("a running Deputy does not export deputy_build_info")
 	}
+}
+
+// TestMetricsExportedFromStart scrapes a Deputy that has answered nothing
+// yet: every family the dashboard and rules query is there, so no panel
+// reads "No data" on a healthy, idle instance, and each state cache shows
+// its lookups and evictions at zero.
+func TestMetricsExportedFromStart(t *testing.T) {
+	cfg := testConfig(t, "../../policies", func(*Config) {})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s, err := build(ctx, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	defer func() { stop(); <-done }()
+	waitListening(t, cfg.Metrics.Addr)
+	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
+	wantQueriedMetrics(t, scrape(t, metricsURL))
+	for _, kind := range []string{"sessions", "grants", "shares", "assignments"} {
+		for _, series := range []string{
+			`deputy_state_cache_requests_total{cache="` + kind + `",result="miss"}`,
+			`deputy_state_cache_evictions_total{cache="` + kind + `",reason="invalidated"}`,
+		} {
+			if v := sample(t, metricsURL, series); v != 0 {
+				t.Errorf("%s = %v at start, want 0", series, v)
+			}
+		}
+	}
+	if v := sample(t, metricsURL, "deputy_bundle_activation_failures_total"); v != 0 {
+		t.Errorf("deputy_bundle_activation_failures_total = %v after a clean start, want 0", v)
+	}
+}
+
+// wantQueriedMetrics fails for every metric the shipped dashboard or alert
+// rules query that the scrape lacks.
+func wantQueriedMetrics(t *testing.T, scraped map[string]bool) {
+	t.Helper()
 	var missing []string
 	for name := range metricstest.Queried(t, "../../charts/deputy/dashboards/deputy.json", "../../charts/deputy/rules/deputy-rules.yaml") {
 		if !scraped[name] {
@@ -213,7 +258,10 @@ func scrape(t *testing.T, url string) map[string]bool {
 	return names
 }
 
-func failures(t *testing.T, url string) int {
+// sample returns the value of one series (name with its labels, as
+// exposed), failing the test when the scrape lacks it.
+func sample(t *testing.T, url, series string) float64 {
+	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -221,9 +269,14 @@ func failures(t *testing.T, url string) int {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "deputy_bundle_activation_failures_total ") && !strings.HasSuffix(line, " 0") {
-			return 1
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
 		}
 	}
+	t.Fatalf("scrape has no series %s", series)
 	return 0
 }

@@ -23,6 +23,12 @@ const (
 	CacheAssignments = "assignments"
 )
 
+// CacheKinds names every kind the delegation caches report to a
+// CacheObserver, so metrics can show each one before its first lookup.
+func CacheKinds() []string {
+	return []string{CacheSessions, CacheGrants, CacheShares, CacheAssignments}
+}
+
 // CacheConfig is the `state_cache` section: the local cache in front of the
 // grant, share and assignment lookups on the check path.
 type CacheConfig struct {

@@ -23,6 +23,7 @@
 package metrics
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -181,7 +182,39 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			return nil, sidecar.Errorf(sidecar.EINTERNAL, "register metrics: %v", err)
 		}
 	}
+	m.initKnown()
 	return m, nil
+}
+
+// initKnown exports the label sets known from start at zero, so that on a
+// healthy instance the shipped dashboard and alert rules read 0 rather than
+// "No data": a counter vector with no child is not exported at all.
+func (m *Metrics) initKnown() {
+	for _, result := range []string{ResultAllow, ResultDeny, ResultError} {
+		// A decision without a reason is counted with reason "none".
+		m.decisions.WithLabelValues(result, ModeNone, ModeNone)
+	}
+	// Scrapes reach the admin server from the first minute on.
+	route := m.routes.label("/metrics")
+	m.httpRequests.WithLabelValues("admin", route, "GET", "200")
+	m.httpDuration.WithLabelValues("admin", route, "GET")
+	m.redisErrors.WithLabelValues(m.commands.label("dial"))
+}
+
+// Cache eviction reasons.
+var evictionReasons = [...]string{"expired", "capacity", "invalidated"}
+
+// InitCaches exports the lookups and evictions of each cache kind at
+// zero, before the first lookup.
+func (m *Metrics) InitCaches(kinds ...string) {
+	for _, kind := range kinds {
+		l := m.caches.label(kind)
+		m.cacheRequests.WithLabelValues(l, "hit")
+		m.cacheRequests.WithLabelValues(l, "miss")
+		for _, r := range evictionReasons {
+			m.cacheEvictions.WithLabelValues(l, r)
+		}
+	}
 }
 
 // ObserveDecision counts one check and records its latency and stages.
@@ -243,9 +276,7 @@ func (m *Metrics) CacheMiss(cache string) {
 // CacheEviction counts an entry leaving the cache; reason is expired,
 // capacity or invalidated (a pub/sub narrowing message).
 func (m *Metrics) CacheEviction(cache, reason string) {
-	switch reason {
-	case "expired", "capacity", "invalidated":
-	default:
+	if !slices.Contains(evictionReasons[:], reason) {
 		reason = Other
 	}
 	m.cacheEvictions.WithLabelValues(m.caches.label(cache), reason).Inc()
