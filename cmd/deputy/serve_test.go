@@ -256,15 +256,7 @@ decision := {"allowed": true, "reason": "seen_as_sent"} if input.attributes.requ
 	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(rego), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, dir, func(c *Config) { c.DecisionLog.Sink = "none" })
-	ctx, stop := context.WithCancel(context.Background())
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	cfg := startServer(t, func(c *Config) { c.Policy.Paths = []string{dir} })
 	waitListening(t, cfg.GRPC.Addr)
 	waitListening(t, cfg.HTTP.Addr)
 
@@ -314,15 +306,7 @@ decision := {"allowed": true, "reason": "seen_as_sent"} if input.attributes.requ
 // one as Deputy's and passed it on as sent would hand the check answer,
 // actor token included, to the client.
 func TestHTTPNeverDecidesSpellingsOfDeputyPaths(t *testing.T) {
-	cfg := testConfig(t, t.TempDir(), func(c *Config) { c.DecisionLog.Sink = "none"; c.Policy.Paths = []string{"../../policies"} })
-	ctx, stop := context.WithCancel(context.Background())
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	cfg := startServer(t, func(*Config) {})
 	waitListening(t, cfg.HTTP.Addr)
 	for _, path := range []string{"//deputy/authz", "/deputy//authz", "/Deputy/Authz", "//deputy/v1/customers", "/DEPUTY/v1/x", "/deputy/x", "//.well-known/jwks.json", "/.Well-Known/jwks.json"} {
 		resp, err := http.Get("http://" + cfg.HTTP.Addr + path)
