@@ -358,3 +358,21 @@ func TestDevBannerNamesTheStoreInUse(t *testing.T) {
 		})
 	}
 }
+
+// Behind Envoy's http_service no header names the request to decide:
+// there is no forwarded endpoint to send X-Original-URI to.
+func TestCheckProxyEnvoyServesNoForwardedEndpoint(t *testing.T) {
+	cfg := startServer(t, func(c *Config) { c.HTTP.CheckProxy = "envoy" })
+	waitListening(t, cfg.HTTP.Addr)
+	req, _ := http.NewRequest("GET", "http://"+cfg.HTTP.Addr+cfg.HTTP.CheckPath, nil)
+	req.Header.Set("X-Original-URI", "/catalog/shoes")
+	req.Header.Set("X-Original-Method", "GET")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get("x-deputy-decision-id") != "" {
+		t.Fatalf("%s: %d, decision %q; want 404 and no decision", cfg.HTTP.CheckPath, resp.StatusCode, resp.Header.Get("x-deputy-decision-id"))
+	}
+}
