@@ -182,3 +182,24 @@ func TestDiscoveryRefusesBadDocuments(t *testing.T) {
 		})
 	}
 }
+
+// A key set fetched over TLS never continues over plain http, whatever a
+// redirect says.
+func TestKeysNeverRedirectedToPlainHTTP(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	plain := newJWKSServer(t, jwks(ek))
+	tlsSrv := httptest.NewTLSServer(http.RedirectHandler(plain.URL+"/jwks.json", http.StatusFound))
+	t.Cleanup(tlsSrv.Close)
+	v, err := identity.New(identity.Config{Issuers: []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: tlsSrv.URL + "/jwks.json"}}},
+		identity.WithHTTPClient(tlsSrv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Refresh(context.Background())
+	if err := v.Ready(); err == nil || !strings.Contains(err.Error(), "not https") {
+		t.Fatalf("Ready() = %v, want the downgrade refused", err)
+	}
+	if n := plain.fetches.Load(); n != 0 {
+		t.Fatalf("the plain http server was asked %d times", n)
+	}
+}

@@ -147,10 +147,12 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	for _, a := range cfg.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
-	client := o.httpClient
-	if client == nil {
-		client = &http.Client{Timeout: cfg.FetchTimeout}
+	client := &http.Client{Timeout: cfg.FetchTimeout}
+	if o.httpClient != nil {
+		c := *o.httpClient
+		client = &c
 	}
+	client.CheckRedirect = noDowngrade
 	for _, ic := range cfg.allIssuers() {
 		is := &issuer{name: ic.Issuer, audiences: ic.Audiences}
 		if len(is.audiences) == 0 {
