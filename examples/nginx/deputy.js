@@ -19,10 +19,14 @@ function denied(r) {
         r.return(503, 'authorization unavailable\n');
         return;
     }
+    // Framing is nginx's to set from the body it sends.
+    var framing = { 'content-length': 1, 'transfer-encoding': 1, 'connection': 1 };
     var headers = {};
     d.headers.forEach(function (kv) {
         var name = kv[0].toLowerCase();
-        (headers[name] = headers[name] || []).push(kv[1]);
+        if (!framing[name]) {
+            (headers[name] = headers[name] || []).push(kv[1]);
+        }
     });
     Object.keys(headers).forEach(function (name) {
         var v = headers[name];
