@@ -302,18 +302,6 @@ func appendValue(b []byte, v any) ([]byte, error) {
 			}
 		}
 		return append(b, ']'), nil
-	case []string:
-		if x == nil {
-			return append(b, "null"...), nil
-		}
-		b = append(b, '[')
-		for i, e := range x {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, e)
-		}
-		return append(b, ']'), nil
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
