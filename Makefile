@@ -19,7 +19,7 @@ IMAGE_REPOSITORY ?= ghcr.io/deputyhq/deputy
 IMAGE := bin/deputy-image
 CA_CERTS := /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run test test-go test-charts test-image image chart-policies deps vet lint fmt-check bench fuzz bundle clean
+.PHONY: all build run test test-go test-charts test-image image chart-policies check-chart-policies deps vet lint fmt-check bench fuzz bundle clean
 
 all: build
 
@@ -86,8 +86,14 @@ chart-policies:
 	rm -rf charts/deputy/files/policies && mkdir -p charts/deputy/files/policies
 	cd policies && find . \( -name '*.rego' ! -name '*_test.rego' -o -name '*.json' \) -exec cp --parents {} ../charts/deputy/files/policies/ \;
 
+# check-chart-policies fails, in seconds, when the chart's copy is stale.
+check-chart-policies:
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	(cd policies && find . \( -name '*.rego' ! -name '*_test.rego' -o -name '*.json' \) -exec cp --parents {} $$tmp/ \;) && \
+	diff -r $$tmp charts/deputy/files/policies >/dev/null || { echo "charts/deputy/files/policies is stale: run make chart-policies"; exit 1; }
+
 ## lint: Regal on the policies (pinned in .regal/tools.mod), go vet, gofmt.
-lint: vet
+lint: vet check-chart-policies
 	$(GO) tool -modfile=.regal/tools.mod regal lint --format compact policies/
 
 ## bundle: a signed policy bundle (dev key generated into bundles/keys/, never committed).

@@ -36,7 +36,12 @@ staff if {
 	role in data.deputy.reseller.legacy_roles
 }
 
-staff if count(missing_privileges) == 0
+# An empty (or absent) list of required privileges makes nobody staff by
+# privileges: a data mistake must not open every domain.
+staff if {
+	count(data.deputy.reseller.required_privileges) > 0
+	count(missing_privileges) == 0
+}
 
 # METADATA
 # description: The required privileges the caller lacks, sorted, for the denial reason.
