@@ -203,3 +203,26 @@ func TestKeysNeverRedirectedToPlainHTTP(t *testing.T) {
 		t.Fatalf("the plain http server was asked %d times", n)
 	}
 }
+
+// Anonymous-only: no issuer is trusted. Deputy is ready, a request with no
+// token has no identity, and every bearer token is refused.
+func TestAnonymousOnlyRefusesEveryToken(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	v, err := identity.New(identity.Config{AnonymousOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Ready(); err != nil {
+		t.Fatalf("not ready: %v", err)
+	}
+	id, err := v.Verify(context.Background(), &sidecar.Request{Headers: map[string]string{}})
+	if id != nil || err != nil {
+		t.Fatalf("anonymous request: %v, %v", id, err)
+	}
+	for _, kid := range []string{ek.kid, ""} {
+		_, err := v.Verify(context.Background(), bearer(sign(t, ek, kid, goodClaims(epoch))))
+		if reasonOf(t, err) == "" {
+			t.Fatalf("a token (kid %q) was accepted with no issuer trusted", kid)
+		}
+	}
+}
