@@ -202,8 +202,8 @@ func TestImage(t *testing.T) {
 	})
 
 	t.Run("shipped policies without their tests", func(t *testing.T) {
-		if files["etc/deputy/policies/deputy/authz.rego"].hdr == nil {
-			t.Fatal("/etc/deputy/policies/deputy/authz.rego missing")
+		if files["etc/deputy/policies/deputy/authz/authz.rego"].hdr == nil {
+			t.Fatal("/etc/deputy/policies/deputy/authz/authz.rego missing")
 		}
 		for name := range files {
 			if strings.HasSuffix(name, "_test.rego") || strings.HasSuffix(name, ".go") {

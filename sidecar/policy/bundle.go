@@ -96,7 +96,7 @@ func BuildBundle(paths []string, opts BuildOptions) (*bundle.Bundle, error) {
 }
 
 // relativeTo strips the directory given on the command line, so a module
-// read from policies/deputy/authz.rego sits at /deputy/authz.rego in the
+// read from policies/deputy/authz/authz.rego sits at /deputy/authz/authz.rego in the
 // bundle, as `opa build -b` would place it.
 func relativeTo(paths []string, name string) string {
 	for _, p := range paths {

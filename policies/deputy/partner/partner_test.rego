@@ -1,12 +1,12 @@
 package deputy.partner_test
 
+import data.deputy.lib_test
 import data.deputy.partner
 
-_request(method, path, delegation) := {
-	"attributes": {"request": {"http": {"method": method, "path": concat("/", ["", path]), "headers": {}}}},
-	"parsed_path": split(path, "/"),
-	"delegation": delegation,
-}
+_request(method, path, delegation) := object.union(
+	lib_test.request([method], concat("/", ["", path])),
+	{"delegation": delegation},
+)
 
 _grant(level) := {
 	"mode": "partner",
@@ -144,4 +144,33 @@ test_level_rank_follows_levels if {
 	every i, level in partner.levels {
 		partner.level_rank[level] == i
 	}
+}
+
+test_tricky_forms[note] if {
+	cases := [
+		{"note": "upper-case section", "methods": ["GET"], "path": "/Service-Requests/sr-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "override PATCH on a look grant", "methods": ["GET", "PATCH"], "path": "/service-requests/sr-1", "level": "look", "allowed": false, "reason": "level_too_low:update"},
+		{"note": "override POST on a collection", "methods": ["GET", "POST"], "path": "/service-requests", "level": "update", "allowed": false, "reason": "level_too_low:create"},
+		{"note": "override within the level", "methods": ["GET", "HEAD"], "path": "/service-requests/sr-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "override to an unmapped method", "methods": ["GET", "DELETE"], "path": "/service-requests/sr-1", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "leading double slash on full_admin route", "methods": ["GET"], "path": "//contacts/c-1", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "double slash after the customer", "methods": ["GET"], "path": "/customers/acme//contacts", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "upper-case template and section", "methods": ["GET"], "path": "/Customers/acme/Contacts", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "path parameter on the section", "methods": ["GET"], "path": "/customers/acme/contacts;x", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "trailing slash is the collection", "methods": ["POST"], "path": "/service-requests//", "level": "update", "allowed": false, "reason": "level_too_low:create"},
+		{"note": "customer id compares exactly", "methods": ["GET"], "path": "/customers/ACME/service-requests", "level": "look", "allowed": false, "reason": "route_not_mapped"},
+	]
+	some tc in cases
+	note := tc.note
+	req := object.union(lib_test.request(tc.methods, tc.path), {"delegation": _grant(tc.level)})
+	d := partner.decision with input as req
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+test_cc_override_is_not_a_read if {
+	req := object.union(lib_test.request(["GET", "PATCH"], "/service-requests/sr-1"), {"delegation": _cc_grant(["sr-1"])})
+	d := partner.decision with input as req
+	not d.allowed
+	d.reason == "cc_resource_not_shared"
 }

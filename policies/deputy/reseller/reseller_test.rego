@@ -1,13 +1,12 @@
 package deputy.reseller_test
 
+import data.deputy.lib_test
 import data.deputy.reseller
 
-_request(identity, delegation) := {
-	"attributes": {"request": {"http": {"method": "GET", "path": "/cases"}}},
-	"parsed_path": ["cases"],
-	"identity": identity,
-	"delegation": delegation,
-}
+_request(identity, delegation) := object.union(
+	lib_test.request(["GET"], "/cases"),
+	{"identity": identity, "delegation": delegation},
+)
 
 _staff(roles, privileges) := {"sub": "rita", "org": "resellerco", "domain": "shop-a.example", "roles": roles, "privileges": privileges}
 
@@ -71,4 +70,25 @@ test_super_admin if {
 
 test_reseller_admin_is_not_super_admin if {
 	not reseller.super_admin with input as {"identity": _staff(["reseller_admin"], [])}
+}
+
+# A path that names a customer must name the one acted for, in every form.
+test_path_names_the_customer_acted_for[note] if {
+	some note, tc in {
+		"own customer": {"path": "/customers/acme/cases", "allowed": true, "reason": "reseller_domain_customer"},
+		"own customer, upper-case template": {"path": "/Customers/acme/cases", "allowed": true, "reason": "reseller_domain_customer"},
+		"another customer": {"path": "/customers/globex/cases", "allowed": false, "reason": "path_names_another_customer"},
+		"another customer, upper-case template": {"path": "/CUSTOMERS/globex", "allowed": false, "reason": "path_names_another_customer"},
+		"another customer behind a double slash": {"path": "//customers/globex/cases", "allowed": false, "reason": "path_names_another_customer"},
+		"another customer with a parameter": {"path": "/customers;x/globex;y/cases", "allowed": false, "reason": "path_names_another_customer"},
+		"customer id compares exactly": {"path": "/customers/ACME/cases", "allowed": false, "reason": "path_names_another_customer"},
+		"no customer in the path": {"path": "/cases/1", "allowed": true, "reason": "reseller_domain_customer"},
+	}
+	req := object.union(lib_test.request(["GET"], tc.path), {
+		"identity": _staff(["reseller_admin"], []),
+		"delegation": _assigned("shop-a.example"),
+	})
+	d := reseller.decision with input as req
+	d.allowed == tc.allowed
+	d.reason == tc.reason
 }

@@ -11,24 +11,31 @@
 #   no_live_grant), so the check path does not pay for parsing times here.
 package deputy.partner
 
+import data.deputy.lib
+
 # METADATA
 # description: |
 #   OPA-Envoy shaped result for a request made on behalf of a customer by a
 #   partner user. The minimum level is looked up, never scanned: by the
 #   path's first segment (a section of the support portal), whether the path
 #   names the section's collection or an item in it, and the method ("*"
-#   for any). cc may only read items listed in cc_item_methods that were
-#   shared with the partner user.
+#   for any), on the canonical request (lower-cased, slashes merged,
+#   ;params dropped). Every method the request may run as (overrides
+#   included) must be allowed at the grant's level. cc may only read items
+#   listed in cc_item_methods that were shared with the partner user.
 # entrypoint: true
 decision := {"allowed": true, "reason": "partner_level_sufficient"} if {
 	input.delegation.mode == "partner"
 	input.delegation.level != "cc"
-	data.deputy.partner.level_rank[input.delegation.level] >= data.deputy.partner.level_rank[_required_level]
+	have := data.deputy.partner.level_rank[input.delegation.level]
+	every method in input.deputy.request.methods {
+		have >= data.deputy.partner.level_rank[_level_for(_route, method)]
+	}
 } else := {"allowed": true, "reason": "partner_cc_shared_resource"} if {
 	input.delegation.mode == "partner"
 	input.delegation.level == "cc"
 	_cc_shared
-} else := _deny(_denial)
+} else := lib.deny(403, _denial)
 
 # Why a request is denied, checked in this order. Only reached on denial,
 # so an allowed request pays for none of it.
@@ -37,16 +44,13 @@ _denial := "not_partner_delegation" if {
 } else := "unknown_level" if {
 	not data.deputy.partner.level_rank[input.delegation.level]
 } else := "route_not_mapped" if {
-	not _required_level
+	not _route
+} else := "route_not_mapped" if {
+	some method in input.deputy.request.methods
+	not _level_for(_route, method)
 } else := "cc_resource_not_shared" if {
 	input.delegation.level == "cc"
 } else := sprintf("level_too_low:%s", [_required_level])
-
-# METADATA
-# description: |
-#   Rank of each level, lowest first, for comparisons. Kept in data beside
-#   levels (a test checks they agree) so a check does not rebuild it.
-rank := data.deputy.partner.level_rank
 
 # METADATA
 # description: Whether level a is at least level b (both must be known).
@@ -55,37 +59,48 @@ at_least(a, b) if data.deputy.partner.level_rank[a] >= data.deputy.partner.level
 _is_partner if input.delegation.mode == "partner"
 
 # Where the path relative to the customer starts: /customers/{customer}/x/y
-# reads as x/y when the path template names the customer acted for.
+# reads as x/y when the path template names the customer acted for. The
+# template's words compare case-insensitively; the customer id exactly.
 default _offset := 0
 
 _offset := 2 if {
-	input.parsed_path[0] == data.deputy.partner.customer_path_prefix
-	input.parsed_path[1] == input.delegation.subject
+	input.deputy.request.lower_segments[0] == data.deputy.partner.customer_path_prefix
+	input.deputy.request.segments[1] == input.delegation.subject
 }
 
-_method := input.attributes.request.http.method
-
-_section := data.deputy.partner.sections[input.parsed_path[_offset]]
+_section := data.deputy.partner.sections[input.deputy.request.lower_segments[_offset]]
 
 # A path naming something after the section (an id) is an item; the
 # section alone, with or without a trailing slash, is the collection, so
 # "/service-requests/" cannot pass for an item to change the level needed.
 default _kind := "collection"
 
-_kind := "item" if input.parsed_path[_offset + 1] != ""
+_kind := "item" if input.deputy.request.segments[_offset + 1]
 
-# The lookups are inline rather than through _section: every helper rule
-# costs about a microsecond on every partner request.
+# The levels this route's methods need ({"GET": "look", "*": ...}). The
+# lookup is inline rather than through _section: every helper rule costs
+# about a microsecond on every partner request.
+_route := data.deputy.partner.sections[input.deputy.request.lower_segments[_offset]][_kind]
+
+# The level a method needs on a route.
+_level_for(route, method) := route[method]
+
+_level_for(route, method) := route["*"] if not route[method]
+
+# The highest level the request's methods need, for the denial reason.
 _required_level := level if {
-	level := data.deputy.partner.sections[input.parsed_path[_offset]][_kind][input.attributes.request.http.method]
-} else := level if {
-	level := data.deputy.partner.sections[input.parsed_path[_offset]][_kind]["*"]
+	levels := [l | some method in input.deputy.request.methods; l := _level_for(_route, method)]
+	some level in levels
+	every other in levels {
+		data.deputy.partner.level_rank[level] >= data.deputy.partner.level_rank[other]
+	}
 }
 
 _cc_shared if {
 	_kind == "item"
-	_method in _section.cc_item_methods
-	input.parsed_path[_offset + 1] in input.delegation.attributes.shared_resources
+	input.deputy.request.segments[_offset + 1] in input.delegation.attributes.shared_resources
+	readable := _section.cc_item_methods
+	every method in input.deputy.request.methods {
+		method in readable
+	}
 }
-
-_deny(reason) := {"allowed": false, "reason": reason, "http_status": 403}

@@ -8,6 +8,8 @@
 #   domain; the policy checks that again so a resolver bug cannot cross domains.
 package deputy.reseller
 
+import data.deputy.lib
+
 # METADATA
 # description: OPA-Envoy shaped result for reseller staff acting for a customer.
 # entrypoint: true
@@ -15,10 +17,16 @@ default decision := {"allowed": false, "reason": "customer_not_in_domain", "http
 
 # Checked in this order; staff of the right mode whose customer is not in
 # their own domain get the default denial.
-decision := _deny(sprintf("missing_privilege:%s", [concat(",", missing_privileges)])) if {
+decision := lib.deny(403, sprintf("missing_privilege:%s", [concat(",", missing_privileges)])) if {
 	not staff
-} else := _deny("not_reseller_delegation") if {
+} else := lib.deny(403, "not_reseller_delegation") if {
 	not input.delegation.mode == "reseller"
+} else := lib.deny(403, "path_names_another_customer") if {
+	# A path under the partner portal's customers/{customer} template names
+	# the customer it acts on: it must be the one acted for, as the partner
+	# policy requires too.
+	input.deputy.request.lower_segments[0] == data.deputy.partner.customer_path_prefix
+	input.deputy.request.segments[1] != input.delegation.subject
 } else := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	_same_domain
 }
@@ -68,5 +76,3 @@ _same_domain if {
 	input.identity.domain != ""
 	input.delegation.domain == input.identity.domain
 }
-
-_deny(reason) := {"allowed": false, "reason": reason, "http_status": 403}

@@ -4,11 +4,16 @@
 #   The decision for every request Envoy asks about. Deny by default. When a
 #   request acts on someone's behalf, the package of that delegation mode
 #   decides; otherwise allow what data marks public, and the routes data
-#   opens to signed-in callers.
+#   opens to signed-in callers. Routes are matched on the canonical request
+#   (input.deputy.request): lower-cased, slashes merged, ;params dropped,
+#   and every method the request may run as (method overrides included)
+#   must be allowed.
 # related_resources:
 #   - description: data beside this file
-#     ref: ./authz/data.json
+#     ref: ./data.json
 package deputy.authz
+
+import data.deputy.lib
 
 # METADATA
 # entrypoint: true
@@ -25,9 +30,7 @@ decision := {"allowed": true, "reason": "deputy_route"} if {
 	# Deputy's own API and key endpoints authenticate and authorize callers
 	# themselves (data.deputy.manage). Any other path fails at the first
 	# lookup, before the method is looked at.
-	methods := data.deputy.authz.deputy.sections[input.parsed_path[0]]
-	some method in [input.attributes.request.http.method, "*"]
-	methods[method]
+	_all_methods(data.deputy.authz.deputy.sections[input.deputy.request.lower_segments[0]])
 } else := data.deputy.impersonation.decision if {
 	# A delegated request is decided by the package of its mode.
 	input.delegation.mode == "impersonation"
@@ -35,42 +38,42 @@ decision := {"allowed": true, "reason": "deputy_route"} if {
 	input.delegation.mode == "partner"
 } else := data.deputy.reseller.decision if {
 	input.delegation.mode == "reseller"
-} else := {"allowed": false, "http_status": 403, "reason": "no_policy_for_mode"} if {
+} else := lib.deny(403, "no_policy_for_mode") if {
 	# A mode with no package is denied rather than falling through to the
 	# signed-in routes.
 	input.delegation.mode
 } else := {"allowed": true, "reason": "public_route"} if {
-	methods := data.deputy.authz.public.sections[input.parsed_path[0]]
-	some method in [input.attributes.request.http.method, "*"]
-	methods[method]
+	_all_methods(data.deputy.authz.public.sections[input.deputy.request.lower_segments[0]])
 } else := {"allowed": true, "reason": "public_route"} if {
-	methods := data.deputy.authz.public.paths[_path]
-	some method in [input.attributes.request.http.method, "*"]
-	methods[method]
-} else := {"allowed": false, "http_status": 403, "reason": input.delegation_error} if {
+	_all_methods(data.deputy.authz.public.paths[input.deputy.request.lower_path])
+} else := lib.deny(403, input.delegation_error) if {
 	input.delegation_error
-} else := {"allowed": false, "http_status": 401, "reason": "identity_refused"} if {
+} else := lib.deny(401, "identity_refused") if {
 	input.identity_error
 } else := {"allowed": true, "reason": "authenticated_route"} if {
 	input.identity.sub
 	_authenticated_route
-} else := {"allowed": false, "http_status": 401, "reason": "authentication_required"} if {
+} else := lib.deny(401, "authentication_required") if {
 	not input.identity.sub
 	_authenticated_route
 }
 
-_path := split(input.attributes.request.http.path, "?")[0]
-
-# Routes open to any signed-in caller, by section or exact path, for the
-# request's method or "*".
+# Routes open to any signed-in caller, by section or exact path.
 _authenticated_route if {
-	methods := data.deputy.authz.authenticated.sections[input.parsed_path[0]]
-	some method in [input.attributes.request.http.method, "*"]
-	methods[method]
+	_all_methods(data.deputy.authz.authenticated.sections[input.deputy.request.lower_segments[0]])
 }
 
 _authenticated_route if {
-	methods := data.deputy.authz.authenticated.paths[_path]
-	some method in [input.attributes.request.http.method, "*"]
-	methods[method]
+	_all_methods(data.deputy.authz.authenticated.paths[input.deputy.request.lower_path])
+}
+
+# Whether a route's methods ({"GET": true} or {"*": true}) allow every
+# method the request may run as: a GET that names POST in an override is
+# a POST to an upstream that honours it.
+_all_methods(allowed) if allowed["*"]
+
+_all_methods(allowed) if {
+	every method in input.deputy.request.methods {
+		allowed[method]
+	}
 }

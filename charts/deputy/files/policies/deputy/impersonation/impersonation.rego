@@ -6,6 +6,8 @@
 #   impersonation/data.json so security teams change them without code.
 package deputy.impersonation
 
+import data.deputy.lib
+
 # METADATA
 # description: |
 #   The decision for a request carrying a live impersonation session, in
@@ -16,19 +18,20 @@ default decision := {"allowed": false, "reason": "not_impersonating", "http_stat
 
 # One rule with an else chain, not a helper per step: every rule OPA
 # evaluates costs about a microsecond on every impersonated request.
-decision := {"allowed": false, "reason": "impersonation_disabled", "http_status": 403} if {
+decision := lib.deny(403, "impersonation_disabled") if {
 	input.delegation.mode == "impersonation"
 	not data.deputy.impersonation.enabled
-} else := {"allowed": false, "reason": reasons[0], "http_status": 403} if {
+} else := lib.deny(403, reasons[0]) if {
 	input.delegation.mode == "impersonation"
 
 	# The first forbidden route that matches, in data order, so the reason
 	# is stable. Routes are grouped by first path segment, so a request only
 	# meets the few routes of its own section (none, for most storefront
 	# pages), and the method is only looked at once the path matched.
+	# Matching is on the canonical request, case-insensitively.
 	reasons := [r.reason |
-		some r in data.deputy.impersonation.forbidden_routes[input.parsed_path[0]]
-		startswith(_path_slash, r.prefix)
+		some r in data.deputy.impersonation.forbidden_routes[input.deputy.request.lower_segments[0]]
+		startswith(_path_slash, lower(r.prefix))
 		_method_forbidden(r)
 	]
 	count(reasons) > 0
@@ -39,14 +42,14 @@ decision := {"allowed": false, "reason": "impersonation_disabled", "http_status"
 	"response_headers_to_add": {"cache-control": "private, no-store"},
 } if {
 	input.delegation.mode == "impersonation"
-	input.parsed_path
+	input.deputy.request.lower_segments
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
-	input.parsed_path
-} else := {"allowed": false, "reason": "path_missing", "http_status": 403} if {
-	# Forbidden routes are matched on parsed_path: without it, deny rather
-	# than let every route through.
+	input.deputy.request.lower_segments
+} else := lib.deny(403, "path_missing") if {
+	# Forbidden routes are matched on the canonical request: without it,
+	# deny rather than let every route through.
 	input.delegation.mode == "impersonation"
 }
 
@@ -57,14 +60,17 @@ permissions contains p if {
 	some p in data.deputy.impersonation.role_permissions[role]
 }
 
-# The decoded path, from OPA-Envoy's parsed_path, with one leading and one
-# trailing slash, so a route prefix "/a/b/" matches /a/b and everything
-# under it, but not /a/bc. A route's prefix ends with "/". Repeated slashes
-# count as one, as most upstreams read them: /a//b is /a/b. (Deputy refuses
-# dot segments before policy runs.)
-_path_slash := concat("", ["/", concat("/", [s | some s in input.parsed_path; s != ""]), "/"])
+# The canonical path (decoded, slashes merged, ;params dropped, lower
+# case) with one leading and one trailing slash, so a route prefix "/a/b/"
+# matches /a/b and everything under it, but not /a/bc. A route's prefix
+# ends with "/". (Deputy refuses dot segments before policy runs.)
+_path_slash := concat("", ["/", concat("/", input.deputy.request.lower_segments), "/"])
 
 _method_forbidden(r) if not r.methods
 
-# Methods are compared in upper case: some upstreams accept "post" as POST.
-_method_forbidden(r) if upper(input.attributes.request.http.method) in r.methods
+# Any method the request may run as (its own, upper-cased, and those its
+# overrides name) that the route forbids.
+_method_forbidden(r) if {
+	some method in input.deputy.request.methods
+	method in r.methods
+}

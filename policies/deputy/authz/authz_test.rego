@@ -1,11 +1,9 @@
 package deputy.authz_test
 
 import data.deputy.authz
+import data.deputy.lib_test
 
-_req(method, path) := {
-	"attributes": {"request": {"http": {"method": method, "path": path}}},
-	"parsed_path": split(trim_left(split(path, "?")[0], "/"), "/"),
-}
+_req(method, path) := lib_test.request([method], path)
 
 test_routes[note] if {
 	some note, tc in {
@@ -49,4 +47,34 @@ test_delegated_mode_without_policy_is_denied if {
 	)
 	not d.allowed
 	d.reason == "no_policy_for_mode"
+}
+
+# Routes are decided on the canonical request: an upstream that merges
+# slashes, drops ;params, routes case-insensitively or honours method
+# overrides serves these as the route they name.
+test_tricky_forms[note] if {
+	some note, tc in {
+		"leading double slash": {"in": lib_test.request(["GET"], "//customer/account"), "allowed": false, "reason": "authentication_required"},
+		"upper case section": {"in": lib_test.request(["GET"], "/Customer/Account"), "allowed": false, "reason": "authentication_required"},
+		"parameter on the section": {"in": lib_test.request(["POST"], "/customer;x/account"), "allowed": false, "reason": "authentication_required"},
+		"upper case public section": {"in": lib_test.request(["GET"], "/CATALOG/shoes"), "allowed": true, "reason": "public_route"},
+		"upper case public path": {"in": lib_test.request(["GET"], "/Health"), "allowed": true, "reason": "public_route"},
+		"override turns a public GET into a POST": {"in": lib_test.request(["GET", "POST"], "/catalog/shoes"), "allowed": false, "reason": "no_rule_matched"},
+		"override on a public path": {"in": lib_test.request(["GET", "DELETE"], "/health"), "allowed": false, "reason": "no_rule_matched"},
+		"override on a signed-in route": {
+			"in": object.union(lib_test.request(["GET", "DELETE"], "/customer/account"), {"identity": {"sub": "c1"}}),
+			"allowed": true, "reason": "authenticated_route",
+		},
+		"override within the allowed methods": {"in": lib_test.request(["GET", "HEAD"], "/catalog/shoes"), "allowed": true, "reason": "public_route"},
+		"upper case Deputy section": {"in": lib_test.request(["POST"], "/DEPUTY/v1/x"), "allowed": true, "reason": "deputy_route"},
+		"key endpoints are GET only": {"in": lib_test.request(["GET", "POST"], "/.well-known/jwks.json"), "allowed": false, "reason": "no_rule_matched"},
+	}
+	d := authz.decision with input as tc.in
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+test_without_canonical_request_nothing_is_open if {
+	d := authz.decision with input as {"attributes": {"request": {"http": {"method": "GET", "path": "/catalog"}}}, "parsed_path": ["catalog"]}
+	not d.allowed
 }

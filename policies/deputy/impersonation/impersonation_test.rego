@@ -1,16 +1,11 @@
 package deputy.impersonation_test
 
 import data.deputy.impersonation
+import data.deputy.lib_test
 
 _session := {"mode": "impersonation", "id": "s1", "actor": "alice", "subject": "c42", "store_view": "default"}
 
-# The input as Deputy builds it: OPA-Envoy's parsed_path is the decoded
-# path without the query, split on "/".
-_req(method, path) := {
-	"attributes": {"request": {"http": {"method": method, "path": path}}},
-	"parsed_path": split(trim_left(split(path, "?")[0], "/"), "/"),
-	"delegation": _session,
-}
+_req(method, path) := object.union(lib_test.request([method], path), {"delegation": _session})
 
 test_storefront_requests[note] if {
 	some note, tc in {
@@ -57,7 +52,7 @@ test_not_allowed_outside_sessions[note] if {
 	d.http_status == 403
 }
 
-test_input_without_parsed_path_is_denied if {
+test_input_without_canonical_request_is_denied if {
 	d := impersonation.decision with input as {
 		"attributes": {"request": {"http": {"method": "GET", "path": "/customer/account/password"}}},
 		"delegation": _session,
@@ -66,12 +61,12 @@ test_input_without_parsed_path_is_denied if {
 	d.reason == "path_missing"
 }
 
-# Routes are matched on the decoded path, so an escaped slash does not
-# hide a forbidden route.
-test_forbidden_route_matched_on_decoded_path if {
+# Routes are matched on the canonical request, never on the path as sent
+# or on OPA-Envoy's parsed_path.
+test_forbidden_route_matched_on_canonical_request if {
 	d := impersonation.decision with input as object.union(
-		_req("GET", "/customer/account%2Fpassword"),
-		{"parsed_path": ["customer", "account", "password"]},
+		_req("GET", "/catalog/shoes"),
+		{"deputy": {"request": lib_test.request(["GET"], "/customer/account/password").deputy.request}},
 	)
 	d.reason == "password_change_forbidden"
 }
@@ -106,4 +101,31 @@ test_forbidden_prefixes_end_with_a_slash if {
 			startswith(r.prefix, concat("", ["/", section, "/"]))
 		}
 	}
+}
+
+test_tricky_forms[note] if {
+	some note, tc in {
+		"leading double slash": {"methods": ["POST"], "path": "//customer/account/password/", "reason": "password_change_forbidden"},
+		"upper case": {"methods": ["GET"], "path": "/Customer/Account/Password/", "reason": "password_change_forbidden"},
+		"path parameter": {"methods": ["GET"], "path": "/customer/account/password;x/", "reason": "password_change_forbidden"},
+		"parameters everywhere": {"methods": ["GET"], "path": "/customer;a/account;b/password;c", "reason": "password_change_forbidden"},
+		"vault in upper case": {"methods": ["GET"], "path": "/VAULT/Cards", "reason": "payment_method_change_forbidden"},
+		"override header POST on a GET": {"methods": ["GET", "POST"], "path": "/customer/account/edit", "reason": "account_change_forbidden"},
+		"_method PUT on payment": {"methods": ["GET", "PUT"], "path": "/Customer/Payment/method", "reason": "payment_method_change_forbidden"},
+		"_method DELETE in a form": {"methods": ["POST", "DELETE"], "path": "/customer/payment/1", "reason": "payment_method_change_forbidden"},
+	}
+	d := impersonation.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _session})
+	not d.allowed
+	d.reason == tc.reason
+}
+
+test_override_to_a_harmless_method_stays_allowed if {
+	d := impersonation.decision with input as object.union(lib_test.request(["GET", "HEAD"], "/customer/account/edit"), {"delegation": _session})
+	d.allowed
+}
+
+test_forbidden_route_prefixes_compare_case_insensitively if {
+	d := impersonation.decision with input as _req("GET", "/wishlist/share")
+		with impersonation.forbidden_routes as {"wishlist": [{"prefix": "/Wishlist/Share/", "reason": "sharing_forbidden"}]}
+	d.reason == "sharing_forbidden"
 }

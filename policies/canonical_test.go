@@ -1,0 +1,95 @@
+package policies_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// The shipped policies, through the real check pipeline, against each
+// trick an upstream would serve as the route it names: the canonicaliser
+// and the rules must agree on what that route is.
+func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
+	set, err := policy.LoadPaths([]string{"."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), set); err != nil {
+		t.Fatal(err)
+	}
+	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "c42"}
+	look := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", Subject: "acme", Level: "look"}
+	form := map[string]string{"content-type": "application/x-www-form-urlencoded"}
+	for _, tc := range []struct {
+		name    string
+		del     *sidecar.Delegation
+		method  string
+		path    string
+		headers map[string]string
+		body    string
+		allowed bool
+		status  int
+	}{
+		{"impersonation: control", session, "GET", "/catalog/shoes", nil, "", true, 200},
+		{"impersonation: password page", session, "GET", "/customer/account/password/", nil, "", false, 403},
+		{"impersonation: leading //", session, "POST", "//customer/account/password/", nil, "", false, 403},
+		{"impersonation: case", session, "POST", "/Customer/Account/Password/", nil, "", false, 403},
+		{"impersonation: ;param", session, "POST", "/customer/account/password;x/", nil, "", false, 403},
+		{"impersonation: encoded letters", session, "POST", "/%63ustomer/%61ccount/password", nil, "", false, 403},
+		{"impersonation: encoded slash", session, "POST", "/customer/account%2Fpassword", nil, "", false, 400},
+		{"impersonation: double-encoded dots", session, "GET", "/catalog/%252e%252e/customer/account/password", nil, "", false, 400},
+		{"impersonation: backslash", session, "GET", "/catalog\\..\\customer/account/password", nil, "", false, 400},
+		{"impersonation: account edit page", session, "GET", "/customer/account/edit", nil, "", true, 200},
+		{"impersonation: override header", session, "GET", "/customer/account/edit", map[string]string{"x-http-method-override": "POST"}, "", false, 403},
+		{"impersonation: X-HTTP-Method", session, "GET", "/customer/account/edit", map[string]string{"x-http-method": "patch"}, "", false, 403},
+		{"impersonation: _method in query", session, "GET", "/customer/payment/1?_method=DELETE", nil, "", false, 403},
+		{"impersonation: _method in form", session, "GET", "/customer/payment/1", form, "_method=PUT", false, 403},
+		{"partner look: control", look, "GET", "/service-requests/sr-1", nil, "", true, 200},
+		{"partner look: leading // on full_admin", look, "GET", "//contacts/c-1", nil, "", false, 403},
+		{"partner look: case on full_admin", look, "GET", "/Contacts/c-1", nil, "", false, 403},
+		{"partner look: override PATCH", look, "GET", "/service-requests/sr-1", map[string]string{"x-method-override": "PATCH"}, "", false, 403},
+		{"anonymous: leading // on a signed-in route", nil, "GET", "//customer/account", nil, "", false, 401},
+		{"anonymous: case on a signed-in route", nil, "GET", "/CUSTOMER/account", nil, "", false, 401},
+		{"anonymous: override on a public route", nil, "GET", "/catalog/shoes?_method=POST", nil, "", false, 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := []authz.Option{}
+			if tc.del != nil {
+				opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
+					func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) { return tc.del, nil })))
+			}
+			resp := authz.New(e, opts...).Check(context.Background(), checkRequest(t, tc.method, tc.path, tc.headers, tc.body))
+			status := resp.HTTPStatus
+			if resp.Allowed {
+				status = 200
+			}
+			if resp.Allowed != tc.allowed || status != tc.status {
+				t.Errorf("allowed %v status %d (%s), want %v %d", resp.Allowed, status, resp.Reason, tc.allowed, tc.status)
+			}
+		})
+	}
+}
+
+func checkRequest(t *testing.T, method, path string, headers map[string]string, body string) *authv3.CheckRequest {
+	t.Helper()
+	js, err := json.Marshal(map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
+		"method": method, "path": path, "headers": headers, "body": body,
+	}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req authv3.CheckRequest
+	if err := protojson.Unmarshal(js, &req); err != nil {
+		t.Fatal(err)
+	}
+	return &req
+}

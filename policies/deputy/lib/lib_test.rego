@@ -1,0 +1,62 @@
+package deputy.lib_test
+
+import data.deputy.lib
+
+# METADATA
+# description: |
+#   A policy input as Deputy builds it for a request with these methods (the
+#   request's own first, then those its overrides name) and this path:
+#   OPA-Envoy's fields, and input.deputy.request as the Go canonicaliser
+#   derives it for paths without escapes (slashes merged, ;params dropped).
+request(methods, path) := {
+	"attributes": {"request": {"http": {"method": methods[0], "path": path}}},
+	"parsed_path": split(trim_left(raw, "/"), "/"),
+	"deputy": {"request": {
+		"path": canonical,
+		"segments": segments,
+		"lower_path": lower(canonical),
+		"lower_segments": [lower(s) | some s in segments],
+		"method": upper(methods[0]),
+		"methods": [upper(m) | some m in methods],
+	}},
+} if {
+	raw := split(path, "?")[0]
+	segments := [s |
+		some piece in split(raw, "/")
+		s := split(piece, ";")[0]
+		s != ""
+	]
+	canonical := _canonical(raw, segments)
+}
+
+_canonical(_, segments) := "/" if count(segments) == 0
+
+_canonical(raw, segments) := concat("", ["/", concat("/", segments), "/"]) if {
+	count(segments) > 0
+	_trailing_slash(raw)
+}
+
+_canonical(raw, segments) := concat("/", array.concat([""], segments)) if {
+	count(segments) > 0
+	not _trailing_slash(raw)
+}
+
+# The last segment is empty once its ;params are dropped.
+_trailing_slash(raw) if {
+	pieces := split(raw, "/")
+	split(pieces[count(pieces) - 1], ";")[0] == ""
+}
+
+test_deny if lib.deny(401, "x") == {"allowed": false, "reason": "x", "http_status": 401}
+
+test_request_model[note] if {
+	some note, tc in {
+		"double slash": {"path": "//customer/account/password/", "want": "/customer/account/password/", "segments": ["customer", "account", "password"]},
+		"params": {"path": "/Customer;x/Account", "want": "/Customer/Account", "segments": ["Customer", "Account"]},
+		"root": {"path": "/?a=1", "want": "/", "segments": []},
+	}
+	r := request(["get"], tc.path).deputy.request
+	r.path == tc.want
+	r.segments == tc.segments
+	r.methods == ["GET"]
+}
