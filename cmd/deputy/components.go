@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -209,19 +211,31 @@ type delegationPart struct {
 	onBehalf  *delegation.OnBehalfResolver
 	partners  *delegation.Partners
 	resellers *delegation.Resellers
+	guard     *delegation.StateGuard // nil on the embedded store
 
 	stopSweep context.CancelFunc
 	swept     chan struct{}
 }
 
-func newDelegationPart(cfg *Config, store sidecar.Store, policyData func() map[string]any, log *slog.Logger, m *metrics.Metrics) (*delegationPart, error) {
+func newDelegationPart(cfg *Config, state *statePart, policyData func() map[string]any, log *slog.Logger, m *metrics.Metrics) (*delegationPart, error) {
 	m.InitCaches(delegation.CacheKinds()...)
+	store := state.store
+	// The check path reads state through the guard: a time budget per
+	// lookup, and a breaker while the store is down. (The embedded store
+	// cannot be down.)
+	var lookups delegation.GuardedSource = store
+	var guard *delegation.StateGuard
+	if state.ping != nil {
+		guard = delegation.NewStateGuard(store, state.ping, cfg.StateLookup, log)
+		lookups = guard
+	}
 	d := &delegationPart{
+		guard: guard,
 		imp: delegation.NewImpersonation(store, policyData,
 			delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(log)),
-		sessions: delegation.NewSessionResolver(store, cfg.Impersonation,
+		sessions: delegation.NewSessionResolver(lookups, cfg.Impersonation,
 			delegation.WithSessionLogger(log), delegation.WithSessionObserver(cacheMetrics{m})),
-		cached:    delegation.NewCachedState(store, cfg.StateCache, time.Now, cacheMetrics{m}),
+		cached:    delegation.NewCachedState(lookups, cfg.StateCache, time.Now, cacheMetrics{m}),
 		partners:  delegation.NewPartners(store, policyData, cfg.Partner, delegation.WithPartnerLogger(log)),
 		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log)),
 	}
@@ -254,7 +268,11 @@ func (d *delegationPart) Stop(ctx context.Context) error {
 }
 
 func (d *delegationPart) closeResolvers() error {
-	return errors.Join(d.sessions.Close(), d.cached.Close())
+	err := errors.Join(d.sessions.Close(), d.cached.Close())
+	if d.guard != nil {
+		err = errors.Join(err, d.guard.Close())
+	}
+	return err
 }
 
 // cacheMetrics counts the delegation caches' traffic.
@@ -264,21 +282,73 @@ func (c cacheMetrics) Hit(kind string)   { c.m.CacheHit(kind) }
 func (c cacheMetrics) Miss(kind string)  { c.m.CacheMiss(kind) }
 func (c cacheMetrics) Evict(kind string) { c.m.CacheEviction(kind, "invalidated") }
 
-// liveDelegations counts live sessions and grants when Prometheus scrapes.
-// It reads the store, so its cost is per scrape, never per check.
-func liveDelegations(store sidecar.Store) metrics.LiveFunc {
-	return func() map[string]int {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		out := map[string]int{}
-		sessions, _, err := store.ListSessions(ctx, sidecar.SessionFilter{LiveOnly: true, From: time.Now().Add(-24 * time.Hour), Page: sidecar.Page{Limit: 10000}})
-		if err == nil {
-			out[sidecar.ModeImpersonation] = len(sessions)
-		}
-		grants, err := store.GrantsExpiringBefore(ctx, time.Now().AddDate(100, 0, 0), 100000)
-		if err == nil {
-			out[sidecar.ModePartner] = len(grants)
-		}
-		return out
+// liveCounts keeps the live sessions and grants counted in the
+// background, so a scrape never waits on the store: a frozen Redis makes
+// the gauges stale, never /metrics slow.
+type liveCounts struct {
+	store  sidecar.Store
+	every  time.Duration
+	counts atomic.Pointer[map[string]int]
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+func newLiveCounts(store sidecar.Store, every time.Duration) *liveCounts {
+	return &liveCounts{store: store, every: every}
+}
+
+// get is the last count (empty before the first one).
+func (l *liveCounts) get() map[string]int {
+	if c := l.counts.Load(); c != nil {
+		return *c
 	}
+	return nil
+}
+
+func (l *liveCounts) Start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	l.stop, l.done = cancel, make(chan struct{})
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(l.every)
+		defer t.Stop()
+		for {
+			l.refresh(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+func (l *liveCounts) Stop(ctx context.Context) error {
+	l.stop()
+	select {
+	case <-l.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// refresh recounts; a count the store cannot give keeps its last value.
+func (l *liveCounts) refresh(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out := maps.Clone(l.get())
+	if out == nil {
+		out = map[string]int{}
+	}
+	sessions, _, err := l.store.ListSessions(ctx, sidecar.SessionFilter{LiveOnly: true, From: time.Now().Add(-24 * time.Hour), Page: sidecar.Page{Limit: 10000}})
+	if err == nil {
+		out[sidecar.ModeImpersonation] = len(sessions)
+	}
+	grants, err := l.store.GrantsExpiringBefore(ctx, time.Now().AddDate(100, 0, 0), 100000)
+	if err == nil {
+		out[sidecar.ModePartner] = len(grants)
+	}
+	l.counts.Store(&out)
 }

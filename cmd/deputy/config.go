@@ -29,6 +29,7 @@ const (
 	// must not be reachable from the network by accident.
 	DefaultDevHTTPAddr     = "127.0.0.1:8181"
 	DefaultDevMetricsAddr  = "127.0.0.1:9090"
+	DefaultLiveRefresh     = 10 * time.Second
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultMaxBodyBytes    = 8 << 10
 	DefaultShutdownTimeout = 15 * time.Second
@@ -67,6 +68,7 @@ type Config struct {
 	ActorToken    actortoken.Config              `yaml:"actor_token" usage:"the signed delegated-identity token sent upstream"`
 	Redis         redis.Config                   `yaml:"redis" usage:"Redis, the shared state store (the embedded store when addrs is empty)"`
 	StateCache    delegation.CacheConfig         `yaml:"state_cache" usage:"the local cache in front of grant, share and assignment lookups"`
+	StateLookup   delegation.LookupConfig        `yaml:"state_lookup" usage:"how long a check waits for state, and the breaker that fails checks fast while the store is down"`
 	API           api.Config                     `yaml:"api" usage:"the management API under /deputy/v1/"`
 	Impersonation delegation.ImpersonationConfig `yaml:"impersonation" usage:"mechanics of Login as Customer sessions (the rules are policy data)"`
 	Partner       delegation.PartnerConfig       `yaml:"partner" usage:"bounds of partner access requests (the rules are policy data)"`
@@ -96,7 +98,8 @@ type HTTPConfig struct {
 
 // MetricsConfig is the metrics and health listener.
 type MetricsConfig struct {
-	Addr string `yaml:"addr" usage:"metrics and health address (/metrics, /healthz, /readyz); 127.0.0.1:9090 in dev mode"`
+	Addr        string        `yaml:"addr" usage:"metrics and health address (/metrics, /healthz, /readyz); 127.0.0.1:9090 in dev mode"`
+	LiveRefresh time.Duration `yaml:"live_refresh" usage:"how often live sessions and grants are recounted for /metrics (a scrape never waits on the store)"`
 }
 
 // CheckConfig shapes every check.
@@ -151,6 +154,9 @@ func (c *Config) SetDefaults() {
 			c.Metrics.Addr = DefaultDevMetricsAddr
 		}
 	}
+	if c.Metrics.LiveRefresh == 0 {
+		c.Metrics.LiveRefresh = DefaultLiveRefresh
+	}
 	if c.Check.OwnedPrefix == "" {
 		c.Check.OwnedPrefix = DefaultOwnedPrefix
 	}
@@ -178,6 +184,7 @@ func (c *Config) SetDefaults() {
 	c.ActorToken.SetDefaults()
 	c.Redis.SetDefaults()
 	c.StateCache.SetDefaults()
+	c.StateLookup.SetDefaults()
 	c.API.SetDefaults()
 	c.Impersonation.SetDefaults()
 	c.Partner.SetDefaults()
@@ -235,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	if err := validAddr("metrics.addr", c.Metrics.Addr, false); err != nil {
 		return err
+	}
+	if c.Metrics.LiveRefresh <= 0 {
+		return sidecar.Invalid("metrics.live_refresh", "must be positive")
 	}
 	if c.Check.OwnedPrefix == "" || strings.ContainsAny(c.Check.OwnedPrefix, " :\t") {
 		return sidecar.Invalid("check.owned_prefix", "must be a non-empty header name prefix")

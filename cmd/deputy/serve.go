@@ -112,7 +112,11 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 	if state.ping != nil {
 		ready = append(ready, readiness{"redis", state.ping})
 	}
-	if err := m.RegisterLiveDelegations(liveDelegations(state.store)); err != nil {
+	live := newLiveCounts(state.store, cfg.Metrics.LiveRefresh)
+	if err := start(live); err != nil {
+		return nil, err
+	}
+	if err := m.RegisterLiveDelegations(live.get); err != nil {
 		return nil, err
 	}
 
@@ -133,7 +137,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 	}
 	ready = append(ready, readiness{"identity", id.ready})
 
-	del, err := newDelegationPart(cfg, state.store, pol.data, s.log, m)
+	del, err := newDelegationPart(cfg, state, pol.data, s.log, m)
 	if err != nil {
 		return nil, err
 	}

@@ -155,6 +155,9 @@ func (c Config) options() (*goredis.UniversalOptions, error) {
 		// One dial attempt per try: retries already cover a flaky dial.
 		DialerRetries:      1,
 		DialerRetryTimeout: 10 * time.Millisecond,
+		// A caller's deadline (a check's state budget) bounds the wait for
+		// a reply, not only read_timeout.
+		ContextTimeoutEnabled: true,
 	}
 	if c.TLS {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName, InsecureSkipVerify: c.TLSInsecureSkipVerify} //nolint:gosec // opt-in, named in config

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +129,30 @@ func (s *Server) kill() {
 
 // Stop kills the server (as a crash would). Calling it twice is fine.
 func (s *Server) Stop() { s.kill() }
+
+// Freeze stops the server process (SIGSTOP) without closing anything:
+// connections stay open and commands get no reply, as with a Redis stuck
+// on a slow disk or a long command. Thaw resumes it; the test's end
+// resumes it too.
+func (s *Server) Freeze() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	s.t.Cleanup(s.Thaw)
+}
+
+// Thaw resumes a frozen server (SIGCONT). Calling it twice is fine.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Errorf("redistest: %v to redis-server: %v", sig, err)
+	}
+}
 
 // Restart starts the server again on the same port, empty.
 func (s *Server) Restart() {
