@@ -16,12 +16,17 @@ func runEvalCmd(t *testing.T, args ...string) (string, error) {
 
 func runEvalStdin(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
+	return runEvalOn(t, "testdata/eval/policies", stdin, args...)
+}
+
+func runEvalOn(t *testing.T, policies, stdin string, args ...string) (string, error) {
+	t.Helper()
 	cmd := newEvalCmd()
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	cmd.SetIn(strings.NewReader(stdin))
-	cmd.SetArgs(append([]string{"--policies", "testdata/eval/policies"}, args...))
+	cmd.SetArgs(append([]string{"--policies", policies}, args...))
 	err := cmd.Execute()
 	return out.String(), err
 }
@@ -229,17 +234,13 @@ func TestEvalExamples(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := newEvalCmd()
-			var out bytes.Buffer
-			cmd.SetOut(&out)
-			cmd.SetErr(&out)
-			cmd.SetArgs(append([]string{"--policies", "../../policies"}, tc.args...))
-			if err := cmd.Execute(); err != nil {
-				t.Fatalf("eval: %v\n%s", err, out.String())
+			out, err := runEvalOn(t, "../../policies", "", tc.args...)
+			if err != nil {
+				t.Fatalf("eval: %v\n%s", err, out)
 			}
 			for _, w := range tc.want {
-				if !strings.Contains(out.String(), w) {
-					t.Errorf("output lacks %q:\n%s", w, out.String())
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
 				}
 			}
 		})
