@@ -88,6 +88,14 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 	}
 	onErr := opt.OnError
 	for {
+		if last == "$" {
+			// "$" means "after the newest entry" anew on every XREAD: after
+			// a reconnect, entries added during the gap would be skipped.
+			// Pin it to the newest entry's id as soon as Redis answers.
+			if id, err := newestID(ctx, client, opt.Stream); err == nil {
+				last = id
+			}
+		}
 		streams, err := client.XRead(ctx, &redis.XReadArgs{Streams: []string{opt.Stream, last}, Count: 100, Block: block}).Result()
 		if ctx.Err() != nil {
 			return nil
@@ -133,6 +141,18 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 			}
 		}
 	}
+}
+
+// newestID is the id of the stream's newest entry, or 0-0 when it is empty.
+func newestID(ctx context.Context, client redis.UniversalClient, stream string) (string, error) {
+	msgs, err := client.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+	if err != nil {
+		return "", err
+	}
+	if len(msgs) == 0 {
+		return "0-0", nil
+	}
+	return msgs[0].ID, nil
 }
 
 // FormatLine renders a record as one line for a terminal:
