@@ -40,13 +40,21 @@ type Config struct {
 	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (0 keeps everything)"`
 	// IncludeInput is a pointer so that an explicit false survives
 	// SetDefaults; read it with InputIncluded.
-	IncludeInput     *bool         `yaml:"include_input" usage:"keep the masked policy input in each record"`
-	MaskHeaders      []string      `yaml:"mask_headers" usage:"request headers erased from logged input, besides authorization, cookie and the actor token header"`
+	IncludeInput *bool    `yaml:"include_input" usage:"keep the masked policy input in each record"`
+	MaskHeaders  []string `yaml:"mask_headers" usage:"request headers erased from logged input, besides authorization, cookie and the actor token header"`
+	// MaskQueryParams: nil takes the defaults, an empty list masks none.
+	MaskQueryParams  []string      `yaml:"mask_query_params" usage:"query parameters that carry credentials; their values are masked in the logged path, URI headers and parsed_query"`
 	ActorTokenHeader string        `yaml:"actor_token_header" usage:"header carrying Deputy's actor token, erased from logged input (default: check.actor_token_header)"`
 	BackoffMin       time.Duration `yaml:"backoff_min" usage:"first wait after a failed write to the sink"`
 	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`
 	SpoolDir         string        `yaml:"spool_dir" usage:"directory where records wait on disk while the sink is down, kept across restarts (empty: no spool)"`
 	SpoolMaxBytes    int64         `yaml:"spool_max_bytes" usage:"bound of the on-disk spool; past it records are dropped and counted"`
+}
+
+// DefaultMaskQueryParams are the query parameters that commonly carry
+// credentials (OAuth tokens and codes, API keys, passwords).
+func DefaultMaskQueryParams() []string {
+	return []string{"access_token", "token", "id_token", "code", "password", "api_key"}
 }
 
 // Defaults returns the configuration Deputy starts with.
@@ -75,6 +83,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxLen == 0 {
 		c.MaxLen = DefaultMaxLen
+	}
+	if c.MaskQueryParams == nil {
+		c.MaskQueryParams = DefaultMaskQueryParams()
 	}
 	if c.IncludeInput == nil {
 		c.IncludeInput = new(true)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"slices"
 	"sort"
 	"strings"
 
@@ -147,8 +149,9 @@ func ValidateMask(ctx context.Context, ev Evaluator) error {
 
 // masker applies Deputy's fixed masking and the policy's mask rules.
 type masker struct {
-	headers []string // lower case
-	eval    Evaluator
+	headers     []string // lower case
+	queryParams []string // lower case
+	eval        Evaluator
 }
 
 func newMasker(cfg Config, ev Evaluator) *masker {
@@ -156,7 +159,11 @@ func newMasker(cfg Config, ev Evaluator) *masker {
 	for _, h := range cfg.MaskHeaders {
 		hs = append(hs, strings.ToLower(h))
 	}
-	return &masker{headers: hs, eval: ev}
+	qs := make([]string, len(cfg.MaskQueryParams))
+	for i, q := range cfg.MaskQueryParams {
+		qs[i] = strings.ToLower(q)
+	}
+	return &masker{headers: hs, queryParams: qs, eval: ev}
 }
 
 // bodyPaths are the places a request body can reach the input, in
@@ -219,7 +226,89 @@ func (m *masker) mask(ctx context.Context, rec *Record, in any) {
 			rec.Erased = append(rec.Erased, "/"+strings.Join(p, "/"))
 		}
 	}
+	rec.Masked = append(rec.Masked, m.maskQueries(event)...)
 	rec.Input = event["input"]
+}
+
+// MaskedValue replaces the value of a credential query parameter.
+const MaskedValue = "***"
+
+// uriHeaders are request headers that carry the request's URI (or another
+// one, as referer does), query included.
+var uriHeaders = []string{":path", "x-envoy-original-path", "x-original-uri", "x-forwarded-uri", "referer"}
+
+// maskQueries masks the values of credential query parameters wherever the
+// input holds the query: the path, the URI headers, Envoy's query field and
+// OPA-Envoy's parsed_query. It returns the pointers it changed.
+func (m *masker) maskQueries(event map[string]any) []string {
+	if len(m.queryParams) == 0 {
+		return nil
+	}
+	var masked []string
+	http, _ := lookup(event, "input", "attributes", "request", "http").(map[string]any)
+	if http != nil {
+		for _, f := range []string{"path", "query"} {
+			if v, ok := http[f].(string); ok {
+				if out, changed := m.maskQuery(v, f == "query"); changed {
+					http[f] = out
+					masked = append(masked, "/input/attributes/request/http/"+f)
+				}
+			}
+		}
+		if h, ok := http["headers"].(map[string]any); ok {
+			for k, v := range h {
+				str, isStr := v.(string)
+				if !isStr || !slices.Contains(uriHeaders, strings.ToLower(k)) {
+					continue
+				}
+				if out, changed := m.maskQuery(str, false); changed {
+					h[k] = out
+					masked = append(masked, "/input/attributes/request/http/headers/"+escape(k))
+				}
+			}
+		}
+	}
+	if q, ok := lookup(event, "input", "parsed_query").(map[string]any); ok {
+		for k := range q {
+			if slices.Contains(m.queryParams, strings.ToLower(k)) {
+				q[k] = []any{MaskedValue}
+				masked = append(masked, "/input/parsed_query/"+escape(k))
+			}
+		}
+	}
+	sort.Strings(masked)
+	return masked
+}
+
+// maskQuery replaces the values of credential parameters in the query of
+// a URI (or in a bare query), leaving every other byte as it was. Names
+// compare decoded and case-insensitively, so %61ccess_token is caught too.
+func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
+	prefix, query := "", uri
+	if !bare {
+		i := strings.IndexByte(uri, '?')
+		if i < 0 {
+			return uri, false
+		}
+		prefix, query = uri[:i+1], uri[i+1:]
+	}
+	pairs := strings.Split(query, "&")
+	changed := false
+	for i, pair := range pairs {
+		rawKey, _, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(rawKey)
+		if err != nil {
+			key = rawKey
+		}
+		if slices.Contains(m.queryParams, strings.ToLower(key)) {
+			pairs[i] = rawKey + "=" + MaskedValue
+			changed = true
+		}
+	}
+	if !changed {
+		return uri, false
+	}
+	return prefix + strings.Join(pairs, "&"), true
 }
 
 func (m *masker) policyRules(ctx context.Context, in, plain any) ([]MaskRule, error) {
