@@ -34,29 +34,8 @@ func TestFrozenRedis(t *testing.T) {
 		c.Metrics.LiveRefresh = 20 * time.Millisecond
 		c.StateLookup.ProbeInterval = 20 * time.Millisecond
 	})
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	defer func() { stop(); <-done }()
-	waitListening(t, cfg.GRPC.Addr)
-
-	dev, err := identity.LoadDevIssuer(cfg.Identity.Dev.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := func(c identity.DevClaims) string {
-		c.TTL = time.Hour
-		tok, err := dev.Mint(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	runServer(t, &cfg)
+	token := devToken(t, &cfg)
 	api := func(method, path, tok, body string) map[string]any {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://"+cfg.HTTP.Addr+path, strings.NewReader(body))

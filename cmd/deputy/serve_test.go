@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
@@ -61,6 +62,44 @@ func waitListening(t *testing.T, addr string) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	t.Fatalf("%s never listened", addr)
+}
+
+// runServer builds and runs Deputy on cfg until the test ends.
+func runServer(t *testing.T, cfg *Config) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	s, err := build(ctx, cfg)
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	waitListening(t, cfg.Metrics.Addr)
+}
+
+// devToken mints hour-long tokens the dev-mode server on cfg accepts.
+func devToken(t *testing.T, cfg *Config) func(identity.DevClaims) string {
+	t.Helper()
+	dev, err := identity.LoadDevIssuer(cfg.Identity.Dev.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c identity.DevClaims) string {
+		t.Helper()
+		c.TTL = time.Hour
+		tok, err := dev.Mint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
 }
 
 // TestServeDrainsInFlightChecksOnShutdown starts the whole server, holds a

@@ -83,15 +83,7 @@ func startServer(t *testing.T, change func(*Config)) Config {
 		c.DecisionLog.Sink = "none"
 		change(c)
 	})
-	ctx, stop := context.WithCancel(context.Background())
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
-	waitListening(t, cfg.Metrics.Addr)
+	runServer(t, &cfg)
 	return cfg
 }
 

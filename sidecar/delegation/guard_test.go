@@ -24,12 +24,10 @@ func (c *lookupCounter) GetAssignment(ctx context.Context, customer string) (*si
 	return c.GuardedSource.GetAssignment(ctx, customer)
 }
 
-// TestStateGuardOnAFrozenRedis freezes a real redis-server (SIGSTOP: the
-// connections stay open, nothing answers). Lookups fail closed at the
-// budget; after breaker_failures of them the breaker opens and lookups
-// fail without reaching the store; once Redis answers a probe, lookups
-// reach it again.
-func TestStateGuardOnAFrozenRedis(t *testing.T) {
+// guardOnRedis guards a store on a real redis-server, counting the
+// lookups that reach it.
+func guardOnRedis(t *testing.T, cfg delegation.LookupConfig) (*redistest.Server, *delegation.StateGuard, *lookupCounter) {
+	t.Helper()
 	srv := redistest.Start(t)
 	store, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "guard"})
 	if err != nil {
@@ -37,9 +35,19 @@ func TestStateGuardOnAFrozenRedis(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	src := &lookupCounter{GuardedSource: store}
-	cfg := delegation.LookupConfig{Budget: 50 * time.Millisecond, BreakerFailures: 3, ProbeInterval: 10 * time.Millisecond}
 	guard := delegation.NewStateGuard(src, store.Ping, cfg, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { _ = guard.Close() })
+	return srv, guard, src
+}
+
+// TestStateGuardOnAFrozenRedis freezes a real redis-server (SIGSTOP: the
+// connections stay open, nothing answers). Lookups fail closed at the
+// budget; after breaker_failures of them the breaker opens and lookups
+// fail without reaching the store; once Redis answers a probe, lookups
+// reach it again.
+func TestStateGuardOnAFrozenRedis(t *testing.T) {
+	cfg := delegation.LookupConfig{Budget: 50 * time.Millisecond, BreakerFailures: 3, ProbeInterval: 10 * time.Millisecond}
+	srv, guard, src := guardOnRedis(t, cfg)
 	ctx := context.Background()
 
 	if _, err := guard.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
@@ -85,14 +93,7 @@ func TestStateGuardOnAFrozenRedis(t *testing.T) {
 // A lookup the check's own caller abandoned says nothing about the store:
 // it does not count towards the breaker.
 func TestStateGuardIgnoresCancelledChecks(t *testing.T) {
-	srv := redistest.Start(t)
-	store, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "guard"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	guard := delegation.NewStateGuard(store, store.Ping, delegation.LookupConfig{Budget: time.Second, BreakerFailures: 1, ProbeInterval: time.Second}, slog.New(slog.DiscardHandler))
-	t.Cleanup(func() { _ = guard.Close() })
+	_, guard, _ := guardOnRedis(t, delegation.LookupConfig{Budget: time.Second, BreakerFailures: 1, ProbeInterval: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := guard.GetAssignment(ctx, "acme"); err == nil {
