@@ -160,8 +160,8 @@ func notFound(what string) error { return sidecar.Errorf(sidecar.ENOTFOUND, "%s 
 // ---- customers -------------------------------------------------------------
 
 func (s *Store) PutCustomer(_ context.Context, c *sidecar.Customer) error {
-	if c.ID == "" {
-		return sidecar.Invalid("id", "customer id is required")
+	if err := c.Validate(); err != nil {
+		return err
 	}
 	cp := *c
 	cp.StoreViews = slices.Clone(c.StoreViews)
@@ -211,8 +211,8 @@ func (s *Store) DeleteCustomer(_ context.Context, id string) error {
 // ---- consent ---------------------------------------------------------------
 
 func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Session, error) {
-	if c.Customer == "" {
-		return nil, sidecar.Invalid("customer", "customer is required")
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
 	cp := *c
 	s.mu.Lock()
@@ -520,8 +520,8 @@ func cloneRequest(r *sidecar.AccessRequest) *sidecar.AccessRequest {
 }
 
 func (s *Store) CreateRequest(_ context.Context, r *sidecar.AccessRequest) error {
-	if r.ID == "" {
-		return sidecar.Invalid("id", "request id is required")
+	if err := r.Validate(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -582,8 +582,8 @@ func (s *Store) DecideRequest(_ context.Context, id, status, by string, at time.
 }
 
 func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
-	if f.Customer == "" && f.PartnerOrg == "" {
-		return nil, "", sidecar.Invalid("customer", "customer or partner org is required")
+	if err := f.Validate(); err != nil {
+		return nil, "", err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -596,13 +596,11 @@ func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]side
 	i := hi - 1
 	for ; i >= 0 && len(out) < f.N(); i-- {
 		r := s.requests[logID(s.requestLog[i])]
-		st := r.StatusAt(now)
-		if (f.Customer != "" && r.Customer != f.Customer) || (f.PartnerOrg != "" && r.PartnerOrg != f.PartnerOrg) ||
-			(f.Status != "" && st != f.Status) {
+		if !f.Match(r, now) {
 			continue
 		}
 		cp := cloneRequest(r)
-		cp.Status = st
+		cp.Status = r.StatusAt(now)
 		out = append(out, *cp)
 	}
 	next := ""
@@ -615,15 +613,8 @@ func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]side
 func grantField(org, user string) string { return org + "\x00" + user }
 
 func (s *Store) PutGrant(_ context.Context, g *sidecar.Grant) error {
-	switch {
-	case g.ID == "":
-		return sidecar.Invalid("id", "grant id is required")
-	case g.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case g.PartnerOrg == "":
-		return sidecar.Invalid("partner_org", "partner org is required")
-	case !g.Level.Valid():
-		return sidecar.Invalid("level", "unknown level %q", g.Level)
+	if err := g.Validate(); err != nil {
+		return err
 	}
 	cp := *g
 	s.mu.Lock()
@@ -760,13 +751,8 @@ func (s *Store) GrantsExpiringBefore(_ context.Context, t time.Time, limit int) 
 func shareField(user, resource string) string { return user + "\x00" + resource }
 
 func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
-	switch {
-	case sh.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case sh.Resource == "":
-		return sidecar.Invalid("resource", "resource is required")
-	case sh.User == "":
-		return sidecar.Invalid("user", "user is required")
+	if err := sh.Validate(); err != nil {
+		return err
 	}
 	cp := *sh
 	s.mu.Lock()
@@ -831,13 +817,8 @@ func (s *Store) ListShares(_ context.Context, customer string) ([]sidecar.Share,
 func subKey(user, customer, kind string) string { return user + "\x00" + customer + "\x00" + kind }
 
 func (s *Store) PutSubscription(_ context.Context, sub *sidecar.Subscription) error {
-	switch {
-	case sub.User == "":
-		return sidecar.Invalid("user", "user is required")
-	case sub.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case sub.Kind == "":
-		return sidecar.Invalid("kind", "kind is required")
+	if err := sub.Validate(); err != nil {
+		return err
 	}
 	cp := *sub
 	s.mu.Lock()
@@ -882,18 +863,6 @@ func (s *Store) SubscriptionsByCustomer(_ context.Context, customer string) ([]s
 
 // ---- reseller assignments ----------------------------------------------------
 
-func validAssignment(a *sidecar.Assignment) error {
-	switch {
-	case a.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case a.Domain == "":
-		return sidecar.Invalid("domain", "domain is required")
-	case a.Reseller == "":
-		return sidecar.Invalid("reseller", "reseller is required")
-	}
-	return nil
-}
-
 func (s *Store) GetAssignment(_ context.Context, customer string) (*sidecar.Assignment, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -912,7 +881,7 @@ func (s *Store) PutAssignment(ctx context.Context, a *sidecar.Assignment) error 
 
 func (s *Store) PutAssignments(_ context.Context, as []sidecar.Assignment) (int, error) {
 	for i := range as {
-		if err := validAssignment(&as[i]); err != nil {
+		if err := as[i].Validate(); err != nil {
 			return 0, err
 		}
 	}
@@ -992,8 +961,8 @@ func (s *Store) nextStreamID() streamID {
 }
 
 func (s *Store) AppendEvent(_ context.Context, e *sidecar.Event) error {
-	if e.Type == "" {
-		return sidecar.Invalid("type", "event type is required")
+	if err := e.Validate(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1008,8 +977,8 @@ func (s *Store) AppendEvent(_ context.Context, e *sidecar.Event) error {
 }
 
 func (s *Store) AppendAudit(_ context.Context, a *sidecar.AuditEntry) error {
-	if a.Action == "" {
-		return sidecar.Invalid("action", "audit action is required")
+	if err := a.Validate(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

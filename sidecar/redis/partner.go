@@ -42,13 +42,8 @@ func (s *Store) requestForgetAt(r *sidecar.AccessRequest) time.Time {
 }
 
 func (s *Store) CreateRequest(ctx context.Context, r *sidecar.AccessRequest) error {
-	switch {
-	case r.ID == "":
-		return sidecar.Invalid("id", "request id is required")
-	case r.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case r.PartnerOrg == "":
-		return sidecar.Invalid("partner_org", "partner org is required")
+	if err := r.Validate(); err != nil {
+		return err
 	}
 	ok, err := s.c.SetNX(ctx, s.reqKey(r.ID), encode(r), s.ttl(s.requestForgetAt(r))).Result()
 	if err != nil {
@@ -115,14 +110,12 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 }
 
 func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
-	var index string
-	switch {
-	case f.Customer != "":
-		index = s.cust(f.Customer, "requests")
-	case f.PartnerOrg != "":
+	if err := f.Validate(); err != nil {
+		return nil, "", err
+	}
+	index := s.cust(f.Customer, "requests")
+	if f.Customer == "" {
 		index = s.tagged("porg", f.PartnerOrg, "requests")
-	default:
-		return nil, "", sidecar.Invalid("customer", "customer or partner org is required")
 	}
 	now := s.now()
 	var out []sidecar.AccessRequest
@@ -145,11 +138,10 @@ func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]si
 			if err != nil {
 				return 0, false, err
 			}
-			r.Status = r.StatusAt(now)
-			if (f.Customer != "" && r.Customer != f.Customer) || (f.PartnerOrg != "" && r.PartnerOrg != f.PartnerOrg) ||
-				(f.Status != "" && r.Status != f.Status) {
+			if !f.Match(r, now) {
 				continue
 			}
+			r.Status = r.StatusAt(now)
 			out = append(out, *r)
 			if len(out) == f.N() {
 				return i + 1, true, nil
@@ -200,15 +192,8 @@ return v
 `)
 
 func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
-	switch {
-	case g.ID == "":
-		return sidecar.Invalid("id", "grant id is required")
-	case g.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case g.PartnerOrg == "":
-		return sidecar.Invalid("partner_org", "partner org is required")
-	case !g.Level.Valid():
-		return sidecar.Invalid("level", "unknown level %q", g.Level)
+	if err := g.Validate(); err != nil {
+		return err
 	}
 	now := s.now()
 	f := field(g.PartnerOrg, g.User)
@@ -428,13 +413,8 @@ func (s *Store) GrantsExpiringBefore(ctx context.Context, t time.Time, limit int
 // ---- shares ----------------------------------------------------------------
 
 func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
-	switch {
-	case sh.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case sh.Resource == "":
-		return sidecar.Invalid("resource", "resource is required")
-	case sh.User == "":
-		return sidecar.Invalid("user", "user is required")
+	if err := sh.Validate(); err != nil {
+		return err
 	}
 	if err := s.c.HSet(ctx, s.cust(sh.Customer, "shares"), field(sh.User, sh.Resource), encode(sh)).Err(); err != nil {
 		return unavailable(err)
@@ -491,13 +471,8 @@ func (s *Store) SharesFor(ctx context.Context, customer, user string) ([]string,
 // ---- subscriptions ---------------------------------------------------------
 
 func (s *Store) PutSubscription(ctx context.Context, sub *sidecar.Subscription) error {
-	switch {
-	case sub.User == "":
-		return sidecar.Invalid("user", "user is required")
-	case sub.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case sub.Kind == "":
-		return sidecar.Invalid("kind", "kind is required")
+	if err := sub.Validate(); err != nil {
+		return err
 	}
 	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.HSet(ctx, s.cust(sub.Customer, "subs"), field(sub.User, sub.Kind), encode(sub))

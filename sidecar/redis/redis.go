@@ -332,8 +332,8 @@ func (s *Store) watch(ctx context.Context, fn func(*goredis.Tx) error, keys ...s
 // ---- customers -------------------------------------------------------------
 
 func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer) error {
-	if c.ID == "" {
-		return sidecar.Invalid("id", "customer id is required")
+	if err := c.Validate(); err != nil {
+		return err
 	}
 	if err := s.c.Set(ctx, s.customerKey(c.ID), encode(c), 0).Err(); err != nil {
 		return unavailable(err)
@@ -374,8 +374,8 @@ func (s *Store) MarkStaff(ctx context.Context, subject string) error {
 // ---- consent ---------------------------------------------------------------
 
 func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.Session, error) {
-	if c.Customer == "" {
-		return nil, sidecar.Invalid("customer", "customer is required")
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
 	raw := encode(c)
 	var ttl time.Duration

@@ -160,7 +160,7 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 			ConsentExpiresAt: now.Add(2 * time.Hour)}})
 	must(err)
 	must(s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(72 * time.Hour)}))
-	must(s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r1", Customer: "acme", PartnerOrg: "p1", CreatedAt: now,
+	must(s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r1", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, CreatedAt: now,
 		Status: sidecar.RequestPending, PendingExpiresAt: now.Add(30 * 24 * time.Hour)}))
 	cases := []struct {
 		name, key string

@@ -26,18 +26,6 @@ func (s *Store) assignKey(c string) string { return s.cust(c, "assign") }
 func (s *Store) domainKey(d string) string { return s.tagged("dom", d, "customers") }
 func (s *Store) streamKey(n string) string { return s.prefix + ":" + n }
 
-func validAssignment(a *sidecar.Assignment) error {
-	switch {
-	case a.Customer == "":
-		return sidecar.Invalid("customer", "customer is required")
-	case a.Domain == "":
-		return sidecar.Invalid("domain", "domain is required")
-	case a.Reseller == "":
-		return sidecar.Invalid("reseller", "reseller is required")
-	}
-	return nil
-}
-
 func (s *Store) GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error) {
 	raw, err := s.c.Get(ctx, s.assignKey(customer)).Result()
 	if err != nil {
@@ -55,7 +43,7 @@ func (s *Store) PutAssignment(ctx context.Context, a *sidecar.Assignment) error 
 // nothing; then it writes in batches.
 func (s *Store) PutAssignments(ctx context.Context, as []sidecar.Assignment) (int, error) {
 	for i := range as {
-		if err := validAssignment(&as[i]); err != nil {
+		if err := as[i].Validate(); err != nil {
 			return 0, err
 		}
 	}
@@ -201,8 +189,8 @@ func (s *Store) xadd(ctx context.Context, stream string, maxLen int64, fields ma
 }
 
 func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
-	if e.Type == "" {
-		return sidecar.Invalid("type", "event type is required")
+	if err := e.Validate(); err != nil {
+		return err
 	}
 	if e.Time.IsZero() {
 		e.Time = s.now()
@@ -216,8 +204,8 @@ func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
 }
 
 func (s *Store) AppendAudit(ctx context.Context, a *sidecar.AuditEntry) error {
-	if a.Action == "" {
-		return sidecar.Invalid("action", "audit action is required")
+	if err := a.Validate(); err != nil {
+		return err
 	}
 	if a.Time.IsZero() {
 		a.Time = s.now()

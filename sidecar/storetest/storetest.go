@@ -81,6 +81,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"assignments", testAssignments},
 		{"events", testEvents},
 		{"audit", testAudit},
+		{"invalid_records", testInvalidRecords},
 		{"invalidation", testInvalidation},
 		{"ping", testPing},
 	}
