@@ -95,6 +95,15 @@ func (f DelegationResolverFunc) Resolve(ctx context.Context, r *Request, id *Ide
 	return f(ctx, r, id)
 }
 
+// ClearCookie rides (as Err) on a delegation error whose cookie names no
+// live session: the denial carries SetCookie so the browser drops it
+// instead of sending it on every request.
+type ClearCookie struct {
+	SetCookie string // the Set-Cookie value
+}
+
+func (c *ClearCookie) Error() string { return "clear the session cookie" }
+
 // ActorTokenSigner mints the short-lived JWT injected as x-deputy-token.
 type ActorTokenSigner interface {
 	Sign(d *Delegation) (string, error)

@@ -128,8 +128,12 @@ const (
 // Session is one impersonation session. The cookie token is never stored:
 // only its SHA-256 hash (hex), set when the redeem link is used.
 type Session struct {
-	ID           string    `json:"id"`
-	TokenHash    string    `json:"token_hash,omitempty"`
+	ID        string `json:"id"`
+	TokenHash string `json:"token_hash,omitempty"`
+	// Host is the storefront host the redeem link was used on: where the
+	// cookie lives, and where the session is honoured unless the
+	// storefront hosts are configured.
+	Host         string    `json:"host,omitempty"`
 	Actor        string    `json:"actor"`
 	ActorName    string    `json:"actor_name,omitempty"`
 	Customer     string    `json:"customer"`
@@ -459,11 +463,12 @@ type SessionStore interface {
 	// GetSession returns the session by id, live or not.
 	GetSession(ctx context.Context, id string) (*Session, error)
 	// RedeemSession takes the single-use redeem code and attaches the
-	// cookie token's hash to its session, in one atomic step: of
+	// cookie token's hash and the host it was redeemed on to its session,
+	// in one atomic step: of
 	// concurrent redeemers exactly one succeeds. ENOTFOUND when the code
 	// is unknown, used or expired; ECONFLICT when the session already has
 	// a token or is no longer live (the code is used up either way).
-	RedeemSession(ctx context.Context, codeHash, tokenHash string) (*Session, error)
+	RedeemSession(ctx context.Context, codeHash, tokenHash, host string) (*Session, error)
 	// SessionByToken returns the session whose token hashes to tokenHash,
 	// live or not (callers check Live); ENOTFOUND for unknown hashes.
 	SessionByToken(ctx context.Context, tokenHash string) (*Session, error)

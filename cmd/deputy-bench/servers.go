@@ -240,7 +240,14 @@ func (d *server) impersonate(bin, dir string) (string, error) {
 		return "", err
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Get("http://" + d.http + started.RedeemURL)
+	// Used on the storefront host the load's checks name: a session is
+	// honoured only on the host its link was redeemed on.
+	req, err := http.NewRequest("GET", "http://"+d.http+started.RedeemURL, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Host = "shop.example.com"
+	resp, err := client.Do(req)
 	if err != nil {
 		return "", err
 	}

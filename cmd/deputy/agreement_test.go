@@ -136,7 +136,14 @@ func TestServeAndEvalAgree(t *testing.T) {
 	mustAPI("PUT", "/deputy/v1/customers/cust-9/consent", identity.DevClaims{Subject: "cust-9"}, `{"allowed":true}`, 200)
 	started := mustAPI("POST", "/deputy/v1/impersonation/sessions", concierge, `{"customer_id":"cust-9"}`, 201)
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noRedirect.Get(base + started["redeem_url"].(string))
+	// The link is used on the storefront host the checks below name: the
+	// session is bound to it.
+	redeem, err := http.NewRequest("GET", base+started["redeem_url"].(string), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redeem.Host = "shop.example"
+	resp, err := noRedirect.Do(redeem)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 	check := func(path string, headers map[string]string) *authv3.CheckResponse {
 		t.Helper()
 		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Headers: headers}}}})
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Host: headers[":authority"], Headers: headers}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +145,9 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 		cookie = c.Value
 	}
 	for range 3 {
-		if r := check("/customer/account", map[string]string{"cookie": "deputy_session=" + cookie}); r.GetOkResponse() == nil {
+		// On the host the link was redeemed on: the session is bound to it.
+		h := map[string]string{"cookie": "deputy_session=" + cookie, ":authority": strings.TrimPrefix(base, "http://")}
+		if r := check("/customer/account", h); r.GetOkResponse() == nil {
 			t.Fatalf("impersonated check denied: %v", r)
 		}
 	}

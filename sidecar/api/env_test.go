@@ -261,7 +261,9 @@ func (e *env) redeem(link string) (response, string) {
 // check resolves a storefront request carrying the cookie.
 func (e *env) check(cookie string) (*sidecar.Delegation, error) {
 	return e.resolver.Resolve(context.Background(), &sidecar.Request{
-		Method: "GET", Path: "/", Headers: map[string]string{"cookie": "theme=dark; " + delegation.DefaultSessionCookie + "=" + cookie},
+		// On httptest's host, where the link was redeemed: sessions are bound to it.
+		Method: "GET", Path: "/", Host: "example.com",
+		Headers: map[string]string{"cookie": "theme=dark; " + delegation.DefaultSessionCookie + "=" + cookie},
 	}, nil)
 }
 

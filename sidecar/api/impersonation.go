@@ -342,7 +342,7 @@ func (h *Impersonation) redeem(c *Call) error {
 		return err
 	}
 	q := c.Request.URL.Query()
-	rd, err := h.svc.Redeem(c.Context(), q.Get("code"), q.Get("redirect"))
+	rd, err := h.svc.Redeem(c.Context(), q.Get("code"), q.Get("redirect"), c.Request.Host)
 	if err != nil {
 		return err
 	}

@@ -93,7 +93,7 @@ func TestEvictionReachesOtherReplica(t *testing.T) {
 	t.Cleanup(func() { replica.Close() })
 	e.seed()
 	id, cookie := e.live(e.agent())
-	req := &sidecar.Request{Method: "GET", Path: "/", Headers: map[string]string{"cookie": delegation.DefaultSessionCookie + "=" + cookie}}
+	req := &sidecar.Request{Method: "GET", Host: "example.com", Path: "/", Headers: map[string]string{"cookie": delegation.DefaultSessionCookie + "=" + cookie}}
 	if d, err := replica.Resolve(context.Background(), req, nil); err != nil || d.Subject != "c42" {
 		t.Fatalf("other replica: %+v, %v", d, err)
 	}

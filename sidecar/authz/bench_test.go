@@ -36,7 +36,7 @@ const storefrontRequest = `{"attributes":{
       "traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","sec-fetch-mode":"navigate",
       "x-envoy-expected-rq-timeout-ms":"15000"}}}}}`
 
-func shippedPipeline(b *testing.B, opts ...authz.Option) *authz.Pipeline {
+func shippedPipeline(b testing.TB, opts ...authz.Option) *authz.Pipeline {
 	b.Helper()
 	set, err := policy.LoadPaths([]string{"../../policies"})
 	if err != nil {
@@ -50,7 +50,7 @@ func shippedPipeline(b *testing.B, opts ...authz.Option) *authz.Pipeline {
 }
 
 // shippedData is the shipped policy data, where the reseller rules live.
-func shippedData(b *testing.B) func() map[string]any {
+func shippedData(b testing.TB) func() map[string]any {
 	b.Helper()
 	set, err := policy.LoadPaths([]string{"../../policies"})
 	if err != nil {
@@ -88,7 +88,7 @@ func BenchmarkCheckFloor(b *testing.B) {
 // delegatedPipeline wires the real resolvers over the embedded store, a
 // real token verifier (dev issuer) and a real actor-token signer, as serve
 // does. Returns the pipeline and a token minter.
-func delegatedPipeline(b *testing.B, store sidecar.Store) (*authz.Pipeline, func(identity.DevClaims) string) {
+func delegatedPipeline(b testing.TB, store sidecar.Store) (*authz.Pipeline, func(identity.DevClaims) string) {
 	b.Helper()
 	dev, err := identity.GenerateDevIssuer()
 	if err != nil {
@@ -127,7 +127,7 @@ func delegatedPipeline(b *testing.B, store sidecar.Store) (*authz.Pipeline, func
 	return p, mint
 }
 
-func withHeaders(b *testing.B, path string, extra map[string]string) *authv3.CheckRequest {
+func withHeaders(b testing.TB, path string, extra map[string]string) *authv3.CheckRequest {
 	req := checkRequest(b, storefrontRequest)
 	h := req.Attributes.Request.Http
 	h.Path = path

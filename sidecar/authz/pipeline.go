@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -319,7 +320,14 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 		d.Input = input
 	}
 
-	return p.evaluate(ctx, act, input, del, d)
+	resp := p.evaluate(ctx, act, input, del, d)
+	// A denied request whose session cookie names nothing live is told to
+	// drop it, so a dead cookie does not keep blocking its holder.
+	var clear *sidecar.ClearCookie
+	if !resp.Allowed && errors.As(delErr, &clear) {
+		resp.Headers = append(resp.Headers, Header{Key: "set-cookie", Value: clear.SetCookie})
+	}
+	return resp
 }
 
 // evaluate runs the policy on input and maps its result to a response.

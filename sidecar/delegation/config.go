@@ -29,6 +29,9 @@ type ImpersonationConfig struct {
 	SessionCookie string        `yaml:"session_cookie" usage:"storefront cookie carrying the session token"`
 	RedeemTTL     time.Duration `yaml:"redeem_ttl" usage:"how long a redeem link is valid (at most 5m)"`
 	RedirectHosts []string      `yaml:"redirect_hosts" usage:"hosts a redeem link may redirect to, besides relative paths on the storefront host"`
+	// StorefrontHosts are where a session is honoured; empty: only on the
+	// host its redeem link was used on.
+	StorefrontHosts []string `yaml:"storefront_hosts" usage:"storefront hosts on which a session cookie is honoured (default: the host the redeem link was used on)"`
 	// TouchInterval must be well below the idle timeout.
 	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time; keep it well below the idle timeout"`
 	// CacheTTL also bounds how long a cached entry counts as fresh while
@@ -83,6 +86,11 @@ func (c ImpersonationConfig) Validate() error {
 	for i, h := range c.RedirectHosts {
 		if h == "" || strings.ContainsAny(h, "/?#@ ") {
 			return sidecar.Invalid("impersonation.redirect_hosts", "entry %d: %q is not a host name", i, h)
+		}
+	}
+	for i, h := range c.StorefrontHosts {
+		if h == "" || strings.ContainsAny(h, "/?#@: ") {
+			return sidecar.Invalid("impersonation.storefront_hosts", "entry %d: %q is not a host name (without port)", i, h)
 		}
 	}
 	return nil

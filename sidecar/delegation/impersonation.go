@@ -373,9 +373,10 @@ type Redeemed struct {
 	Redirect string
 }
 
-// Redeem exchanges a single-use code for the session token. A used,
+// Redeem exchanges a single-use code for the session token; host is the
+// storefront host the link was used on, where the cookie is set. A used,
 // unknown or late code is refused the same way, so codes cannot be probed.
-func (i *Impersonation) Redeem(ctx context.Context, code, redirect string) (*Redeemed, error) {
+func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string) (*Redeemed, error) {
 	if code == "" {
 		return nil, sidecar.Invalid("code", "required")
 	}
@@ -394,7 +395,7 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect string) (*Red
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "impersonation_disabled")
 	}
 	token := randomToken()
-	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token))
+	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token), host)
 	switch sidecar.ErrorCode(err) {
 	case "":
 	case sidecar.ENOTFOUND:

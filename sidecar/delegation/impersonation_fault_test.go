@@ -52,7 +52,7 @@ func (w *faultWorld) start(t *testing.T, staff *sidecar.Identity, customer strin
 		t.Fatal(err)
 	}
 	if redeem {
-		if _, err := w.setup.Redeem(w.ctx, st.Code, ""); err != nil {
+		if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,7 +124,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 			return err
 		}},
 		{"session_redeem", func(t *testing.T, w *faultWorld) { w.start(t, alice, "c2", false) }, func(w *faultWorld) error {
-			_, err := w.lc.Redeem(w.ctx, w.started["alice@c2"].Code, "")
+			_, err := w.lc.Redeem(w.ctx, w.started["alice@c2"].Code, "", "shop.example.com")
 			return err
 		}},
 	}

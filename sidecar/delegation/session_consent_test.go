@@ -123,7 +123,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			red, err := lc.Redeem(ctx, st.Code, "")
+			red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,7 +133,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 				t.Cleanup(func() { _ = r.Close() })
 				resolvers[name] = r
 			}
-			req := &sidecar.Request{Headers: map[string]string{"cookie": "deputy_session=" + red.Token}}
+			req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + red.Token}}
 			for name, r := range resolvers {
 				if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil || d.Subject != "c42" {
 					t.Fatalf("replica %s before the change: %+v, %v", name, d, err)
@@ -154,5 +154,30 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 				t.Fatalf("session ended as %q", s.EndReason)
 			}
 		})
+	}
+}
+
+// With storefront hosts configured, a session is honoured on each of them
+// (not only where it was redeemed) and nowhere else.
+func TestSessionResolverConfiguredHosts(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock(storetest.Epoch)
+	store := memory.New(memory.WithClock(clock.Now))
+	cookie := strings.Repeat("h", 43)
+	s := &sidecar.Session{ID: "imp_1", Actor: "alice", Customer: "c42", StartedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour), Host: "shop.example.com"}
+	if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
+		t.Fatal(err)
+	}
+	r := delegation.NewSessionResolver(store, delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com", "WWW.shop.example.com"}},
+		delegation.WithSessionClock(clock.Now))
+	defer r.Close()
+	for host, want := range map[string]string{
+		"shop.example.com": "", "www.shop.example.com:8443": "", "shop.example.com.": "",
+		"admin.example.com": "session_wrong_host", "": "session_wrong_host", "shop.example.com.evil.net": "session_wrong_host",
+	} {
+		d, err := r.Resolve(ctx, &sidecar.Request{Host: host, Headers: map[string]string{"cookie": "deputy_session=" + cookie}}, nil)
+		if want == "" && (err != nil || d == nil) || want != "" && (d != nil || sidecar.ErrorMessage(err) != want) {
+			t.Errorf("host %q: %+v, %v; want %q", host, d, err, want)
+		}
 	}
 }

@@ -38,10 +38,19 @@ type SessionState interface {
 // EUNAUTHORIZED error whose Message is the reason for policy
 // (session_unknown, session_ended, session_expired, session_idle,
 // session_replaced, session_consent_withdrawn, session_consent_expired,
-// session_revoked).
+// session_revoked); the error carries a sidecar.ClearCookie so the denial
+// tells the browser to drop the cookie.
+//
+// A live session is bound: honoured only on the storefront hosts (those
+// configured, else the host its link was redeemed on: session_wrong_host),
+// and never for a request whose verified identity is someone other than
+// its actor (session_actor_mismatch). Those cookies are not cleared: they
+// are still good where and for whom they were issued.
 type SessionResolver struct {
 	state      SessionState
 	cookie     string
+	clear      *sidecar.ClearCookie
+	hosts      []string // lower case; empty: the session's own host
 	cacheTTL   time.Duration
 	touchEvery time.Duration
 	maxEntries int
@@ -101,6 +110,7 @@ func NewSessionResolver(state SessionState, cfg ImpersonationConfig, opts ...Ses
 	r := &SessionResolver{
 		state:      state,
 		cookie:     cfg.SessionCookie,
+		clear:      &sidecar.ClearCookie{SetCookie: cfg.SessionCookie + "=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"},
 		cacheTTL:   cfg.CacheTTL,
 		touchEvery: cfg.TouchInterval,
 		maxEntries: cfg.CacheSize,
@@ -108,6 +118,9 @@ func NewSessionResolver(state SessionState, cfg ImpersonationConfig, opts ...Ses
 		logger:     slog.Default(),
 		obs:        nopObserver{},
 		entries:    map[[sha256.Size]byte]*sessionEntry{},
+	}
+	for _, h := range cfg.StorefrontHosts {
+		r.hosts = append(r.hosts, strings.ToLower(h))
 	}
 	for _, o := range opts {
 		o(r)
@@ -153,13 +166,13 @@ func (r *SessionResolver) evict(key string) {
 }
 
 // Resolve implements sidecar.DelegationResolver.
-func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, _ *sidecar.Identity) (*sidecar.Delegation, error) {
+func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id *sidecar.Identity) (*sidecar.Delegation, error) {
 	token := cookieValue(req.Headers["cookie"], r.cookie)
 	if token == "" {
 		return nil, nil
 	}
 	if len(token) > maxToken {
-		return nil, sessionError("unknown")
+		return nil, r.sessionError("unknown")
 	}
 	// Hash from a stack buffer: []byte(token) would allocate for tokens
 	// longer than 32 bytes, and this is every impersonated check.
@@ -179,16 +192,22 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, _ *
 			return nil, err
 		}
 		if fresh == nil {
-			return nil, sessionError("unknown")
+			return nil, r.sessionError("unknown")
 		}
 		e = fresh
 	}
 
 	if st := e.endState(now); st != "" {
-		return nil, sessionError(st)
+		return nil, r.sessionError(st)
 	}
 	if err := r.checkConsent(ctx, e.session.Customer, now); err != nil {
 		return nil, err
+	}
+	if !r.hostAllowed(req.Host, e.session.Host) {
+		return nil, &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_wrong_host"}
+	}
+	if id != nil && id.Subject != e.session.Actor {
+		return nil, &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_actor_mismatch"}
 	}
 	nowNS := now.UnixNano()
 	e.lastLocal.Store(nowNS)
@@ -274,9 +293,9 @@ func (r *SessionResolver) checkConsent(ctx context.Context, customer string, now
 	}
 	switch {
 	case !found || !c.Allowed:
-		return sessionError(sidecar.EndConsentWithdrawn)
+		return r.sessionError(sidecar.EndConsentWithdrawn)
 	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
-		return sessionError(sidecar.EndConsentExpired)
+		return r.sessionError(sidecar.EndConsentExpired)
 	}
 	return nil
 }
@@ -308,8 +327,32 @@ func (e *sessionEntry) endState(now time.Time) string {
 // maxToken bounds the cookie value: real tokens are 43 bytes.
 const maxToken = 128
 
-func sessionError(state string) error {
-	return &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_" + state}
+// sessionError is the denial of a cookie that names no live session.
+func (r *SessionResolver) sessionError(state string) error {
+	return &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_" + state, Err: r.clear}
+}
+
+// hostAllowed reports whether a request to host may use a session
+// redeemed on own. Ports are ignored, as browsers ignore them for cookies.
+func (r *SessionResolver) hostAllowed(host, own string) bool {
+	host = hostname(host)
+	if len(r.hosts) == 0 {
+		return own == "" || strings.EqualFold(host, hostname(own))
+	}
+	for _, h := range r.hosts {
+		if strings.EqualFold(host, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostname drops the port and a trailing dot of an HTTP host.
+func hostname(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(h, ".")
 }
 
 // cookieValue finds name's value in a Cookie header without allocating.

@@ -403,7 +403,7 @@ func (s *Store) GetSession(_ context.Context, id string) (*sidecar.Session, erro
 	return cloneSession(ss), nil
 }
 
-func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash string) (*sidecar.Session, error) {
+func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host string) (*sidecar.Session, error) {
 	if tokenHash == "" {
 		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
@@ -429,7 +429,7 @@ func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash string) (*s
 		s.mu.Unlock()
 		return nil, err
 	}
-	ss.TokenHash = tokenHash
+	ss.TokenHash, ss.Host = tokenHash, host
 	s.tokens[tokenHash] = ss.ID
 	out := cloneSession(ss)
 	s.mu.Unlock()

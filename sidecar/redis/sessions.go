@@ -270,7 +270,7 @@ func (s *Store) updateSession(ctx context.Context, id string, change func(*sidec
 
 var errUnchanged = errors.New("unchanged")
 
-func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash string) (*sidecar.Session, error) {
+func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host string) (*sidecar.Session, error) {
 	if tokenHash == "" {
 		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
@@ -315,7 +315,7 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash string) (
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Del(ctx, code) // used up, whatever the outcome
 			if refused == nil {
-				ss.TokenHash = tokenHash
+				ss.TokenHash, ss.Host = tokenHash, host
 				ttl := s.ttl(s.forgetAt(ss))
 				p.Set(ctx, key, encode(ss), ttl)
 				p.Set(ctx, tok, ss.ID, ttl)

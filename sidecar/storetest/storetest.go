@@ -396,7 +396,7 @@ func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 	t.Run("unknown_code_refused", func(t *testing.T) {
 		e := newEnv(t)
-		_, err := e.s.RedeemSession(e.ctx, "nope", "h1")
+		_, err := e.s.RedeemSession(e.ctx, "nope", "h1", "shop.example.com")
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 	t.Run("concurrent_redeemers_one_wins", func(t *testing.T) {

@@ -1,0 +1,77 @@
+package authz_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// A session cookie is honoured only on the host it was redeemed on and
+// only for its own actor; a denied request whose cookie names nothing
+// live is told to drop it.
+func TestSessionCookieBinding(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	store := memory.New()
+	live, ended := "live-session-token-0123456789abcdef0123456", "ended-session-token-0123456789abcdef012345"
+	for id, tok := range map[string]string{"imp_live": live, "imp_ended": ended} {
+		s := &sidecar.Session{ID: id, Actor: "staff-1", Customer: "cust-" + id, StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}
+		if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(tok)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.EndSession(ctx, "imp_ended", "staff-1", sidecar.EndEnded, now); err != nil {
+		t.Fatal(err)
+	}
+	p, mint := delegatedPipeline(t, store)
+	cases := []struct {
+		name    string
+		host    string
+		cookie  string
+		bearer  string // subject of a bearer token, if any
+		allowed bool
+		reason  string
+		clears  bool
+	}{
+		{"on_its_host", "shop.example.com", live, "", true, "", false},
+		{"its_host_with_a_port", "shop.example.com:443", live, "", true, "", false},
+		{"its_own_actor_signed_in", "shop.example.com", live, "staff-1", true, "", false},
+		{"another_host", "evil.example.net", live, "", false, "session_wrong_host", false},
+		{"someone_elses_identity", "shop.example.com", live, "staff-2", false, "session_actor_mismatch", false},
+		{"unknown_cookie", "shop.example.com", strings.Repeat("u", 43), "", false, "session_unknown", true},
+		{"ended_session", "shop.example.com", ended, "", false, "session_ended", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{"cookie": "cart=abc123; deputy_session=" + tc.cookie, ":authority": tc.host}
+			if tc.bearer != "" {
+				h["authorization"] = "Bearer " + mint(identity.DevClaims{Subject: tc.bearer, Roles: []string{"support_agent"}, TTL: time.Hour})
+			}
+			req := withHeaders(t, "/customer/account", h)
+			req.Attributes.Request.Http.Host = tc.host
+			resp := p.Check(ctx, req)
+			if resp.Allowed != tc.allowed || (!tc.allowed && resp.Reason != tc.reason) {
+				t.Fatalf("allowed %v reason %q, want %v %q", resp.Allowed, resp.Reason, tc.allowed, tc.reason)
+			}
+			var setCookie string
+			for _, hd := range resp.Headers {
+				if hd.Key == "set-cookie" {
+					setCookie = hd.Value
+				}
+			}
+			switch {
+			case tc.clears && !strings.HasPrefix(setCookie, "deputy_session=;") || tc.clears && !strings.Contains(setCookie, "Max-Age=0"):
+				t.Fatalf("denial does not clear the cookie: %q", setCookie)
+			case !tc.clears && setCookie != "":
+				t.Fatalf("cookie cleared on %s: %q", tc.name, setCookie)
+			}
+		})
+	}
+}
