@@ -29,6 +29,12 @@ var impersonationTricks = []trick{
 		header: http.Header{"X-Forwarded-Uri": {"/catalog/shoes"}, "X-Forwarded-Method": {"GET"}}},
 	{name: "write as sent", method: "POST", path: "/customer/account/edit/"},
 	{name: "leading double slash", method: "POST", path: "//customer/account/password/"},
+	{name: "letter case", method: "POST", path: "/Customer/Account/Password/"},
+	{name: "path parameter", method: "POST", path: "/customer/account/password;x/"},
+	{name: "path parameter in first segment", method: "POST", path: "/customer;v=1/account/password/"},
+	{name: "X-HTTP-Method-Override", method: "GET", path: "/customer/account/edit/", header: http.Header{"X-Http-Method-Override": {"POST"}}},
+	{name: "X-Method-Override", method: "GET", path: "/customer/account/edit/", header: http.Header{"X-Method-Override": {"PUT"}}},
+	{name: "_method in query", method: "GET", path: "/customer/account/edit/?_method=POST"},
 }
 
 // partnerTricks aim at contacts, which need full_admin, and at creating
@@ -46,6 +52,8 @@ var partnerTricks = []trick{
 	{name: "leading double slash naming a section", method: "GET", path: "//contacts/service-requests/1"},
 	{name: "letter case", method: "GET", path: "/customers/acme/Contacts"},
 	{name: "path parameter", method: "GET", path: "/customers/acme/contacts;x"},
+	{name: "X-HTTP-Method-Override", method: "GET", path: "/customers/acme/service-requests", header: http.Header{"X-Http-Method-Override": {"POST"}}},
+	{name: "_method in query", method: "GET", path: "/customers/acme/service-requests?_method=POST"},
 }
 
 // Every trick is denied through the proxy, and never reaches the
