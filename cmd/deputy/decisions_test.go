@@ -3,8 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,4 +156,56 @@ func TestDecisionsTailFollowsNewDecisions(t *testing.T) {
 			addRecords(t, srv, decisionlog.DefaultStream, "new-"+strings.Repeat("x", i%3+1))
 		}
 	}
+}
+
+// tail reaches a TLS-only Redis with serve's TLS settings, and refuses a
+// server its CA does not vouch for.
+func TestDecisionsTailOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSigned(t, dir)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsAddr := l.Addr().String()
+	l.Close()
+	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
+	srv := redistest.Start(t, "--tls-port", tlsPort, "--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-auth-clients", "no")
+	addRecords(t, srv, decisionlog.DefaultStream, "tls-1")
+
+	out, err := runTail(t, "--redis-addrs", tlsAddr, "--redis-tls", "--redis-tls-ca-file", certFile, "--from", "0", "--limit", "5")
+	if err != nil || !strings.Contains(out, "tls-1") {
+		t.Fatalf("tail over TLS: %v\n%s", err, out)
+	}
+	if _, err := runTail(t, "--redis-addrs", tlsAddr, "--redis-tls", "--from", "0", "--limit", "5"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("err = %v, want the unknown server certificate refused", err)
+	}
+}
+
+func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redis"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "redis.crt"), filepath.Join(dir, "redis.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
