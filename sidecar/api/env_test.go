@@ -79,7 +79,7 @@ func shippedPolicies(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join("..", "..", "policies", "deputy")
 	dir := t.TempDir()
-	for _, f := range []string{"impersonation.rego", "impersonation/data.json", "manage/manage.rego", "manage/impersonation.rego", "manage/streams.rego"} {
+	for _, f := range []string{"impersonation/impersonation.rego", "impersonation/data.json", "lib/lib.rego", "manage/manage.rego", "manage/impersonation.rego", "manage/streams.rego"} {
 		b, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)

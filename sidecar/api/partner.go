@@ -214,6 +214,17 @@ func (h *Partner) myPartners(c *Call) error {
 func (h *Partner) revoke(c *Call) error {
 	customer, id := c.Request.PathValue("customer"), c.Request.PathValue("id")
 	g, err := h.svc.GetGrant(c.Context(), customer, id)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		// Already gone (revoked, expired or never issued): DELETE is
+		// idempotent. The caller is authorized as a party to a grant of
+		// its own organisation, so only someone who could have revoked it
+		// gets the 204; nothing is changed, audited or announced.
+		target := map[string]any{"customer": customer, "partner_org": callerOrg(c.Identity), "grant_id": id}
+		if _, err := c.Authorize("partner.revoke", target, nil); err != nil {
+			return err
+		}
+		return c.NoContent()
+	}
 	if err != nil {
 		return err
 	}

@@ -370,6 +370,8 @@ func (p *Partners) GetGrant(ctx context.Context, customer, id string) (*sidecar.
 
 // Revoke ends a grant at once, from either side: the customer or the
 // partner organisation. The store publishes the eviction to every replica.
+// A grant that ends between the lookup and the revocation is no error: it
+// returns nil, and nothing is audited or announced.
 func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, customer, id string) (*sidecar.Grant, error) {
 	g, err := p.store.GetGrant(ctx, customer, id)
 	if err != nil {
@@ -379,6 +381,11 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_party_to_grant")
 	}
 	g, err = p.store.RevokeGrant(ctx, customer, id)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		// Revoked or expired meanwhile: what was asked holds, and this
+		// caller did nothing to audit or announce.
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
