@@ -1,0 +1,318 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// partnerFaultWorld is one case of the partner fault test: a key space on
+// the real Redis, lifecycles on a store that reaches it directly (setup,
+// checks) and on one through the cutting proxy (the write under test).
+type partnerFaultWorld struct {
+	ctx       context.Context
+	direct    sidecar.Store
+	setup     *delegation.Partners
+	lc        *delegation.Partners
+	resellers *delegation.Resellers
+	direct2   *delegation.Resellers // on direct, for the retry
+	requests  map[string]*sidecar.AccessRequest
+	grants    map[string]string // name → grant id
+	before    map[string]string // customer → domain before the import
+	importing []delegation.ImportRow
+}
+
+// TestPartnerWritesUnderFaults cuts the connection to a real Redis after
+// every possible number of commands of each partner and reseller write and
+// checks what it left behind: no grant beyond the level of an approved
+// request, a revoked grant either gone or as it was, every assignment
+// either as it was or as the import asked, and audit entries only for
+// what happened.
+func TestPartnerWritesUnderFaults(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	data := shippedData(t)
+	sam := &sidecar.Identity{Subject: "sam", Org: "resellerco", Domain: "shop-a"}
+	n := 0
+	newWorld := func(t *testing.T) *partnerFaultWorld {
+		n++
+		prefix := fmt.Sprintf("pfault%d", n)
+		open := func(addr string) sidecar.Store {
+			s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
+				DialTimeout: 200 * time.Millisecond}, redis.WithClock(clock.Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}
+		w := &partnerFaultWorld{ctx: context.Background(), direct: open(srv.Addr),
+			requests: map[string]*sidecar.AccessRequest{}, grants: map[string]string{}, before: map[string]string{}}
+		cut := open(proxy.Addr)
+		w.setup = delegation.NewPartners(w.direct, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+		w.lc = delegation.NewPartners(cut, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+		w.resellers = delegation.NewResellers(cut, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
+		w.direct2 = delegation.NewResellers(w.direct, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
+		if err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "paul", Org: "partnerco"}); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	request := func(t *testing.T, w *partnerFaultWorld, name string, in delegation.AccessRequestInput) {
+		t.Helper()
+		r, err := w.setup.CheckRequest(w.ctx, patUser, in)
+		if err == nil {
+			err = w.setup.Request(w.ctx, r)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.requests[name] = r
+	}
+	approved := func(t *testing.T, w *partnerFaultWorld, name string, in delegation.AccessRequestInput) {
+		t.Helper()
+		request(t, w, name, in)
+		_, gs, err := w.setup.Approve(w.ctx, cora, w.requests[name].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.grants[name] = gs[0].ID
+	}
+	// done checks that a write retried after the fault completed: the
+	// retry of an operation that failed part-way must finish it.
+	ops := []struct {
+		name string
+		prep func(t *testing.T, w *partnerFaultWorld)
+		op   func(w *partnerFaultWorld) error
+		done func(w *partnerFaultWorld) error
+	}{
+		{"approve_organisation", func(t *testing.T, w *partnerFaultWorld) {
+			request(t, w, "r", orgRequest(sidecar.LevelUpdate, 30))
+		}, func(w *partnerFaultWorld) error {
+			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
+			return err
+		}, nil},
+		{"approve_individuals", func(t *testing.T, w *partnerFaultWorld) {
+			request(t, w, "r", individualRequest(sidecar.LevelCreate, 30, "pat", "paul"))
+		}, func(w *partnerFaultWorld) error {
+			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
+			return err
+		}, nil},
+		{"replace_with_a_lower_level", func(t *testing.T, w *partnerFaultWorld) {
+			approved(t, w, "old", orgRequest(sidecar.LevelFullAdmin, 30))
+			request(t, w, "r", orgRequest(sidecar.LevelLook, 10))
+		}, func(w *partnerFaultWorld) error {
+			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
+			return err
+		}, nil},
+		{"reject", func(t *testing.T, w *partnerFaultWorld) {
+			request(t, w, "r", orgRequest(sidecar.LevelUpdate, 30))
+		}, func(w *partnerFaultWorld) error {
+			_, err := w.lc.Reject(w.ctx, cora, w.requests["r"].ID)
+			return err
+		}, func(w *partnerFaultWorld) error {
+			return wantStatus(w, "r", sidecar.RequestRejected)
+		}},
+		{"revoke", func(t *testing.T, w *partnerFaultWorld) {
+			approved(t, w, "g", orgRequest(sidecar.LevelUpdate, 30))
+		}, func(w *partnerFaultWorld) error {
+			_, err := w.lc.Revoke(w.ctx, cora, "acme", w.grants["g"])
+			return err
+		}, func(w *partnerFaultWorld) error {
+			if _, err := w.direct.GetGrant(w.ctx, "acme", w.grants["g"]); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+				return fmt.Errorf("grant still there (%v)", err)
+			}
+			return nil
+		}},
+		{"share", func(t *testing.T, w *partnerFaultWorld) {
+			approved(t, w, "g", individualRequest(sidecar.LevelCC, 30, "pat"))
+		}, func(w *partnerFaultWorld) error {
+			_, err := w.lc.Share(w.ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"})
+			return err
+		}, func(w *partnerFaultWorld) error {
+			if ss, err := w.direct.ListShares(w.ctx, "acme"); err != nil || len(ss) != 1 {
+				return fmt.Errorf("shares %v (%v)", ss, err)
+			}
+			return nil
+		}},
+		{"subscribe", func(t *testing.T, w *partnerFaultWorld) {
+			approved(t, w, "g", orgRequest(sidecar.LevelLook, 30))
+		}, func(w *partnerFaultWorld) error {
+			_, err := w.lc.Subscribe(w.ctx, patUser, "acme", delegation.SubscriptionNotifications)
+			return err
+		}, func(w *partnerFaultWorld) error {
+			if ss, err := w.direct.SubscriptionsByCustomer(w.ctx, "acme"); err != nil || len(ss) != 1 {
+				return fmt.Errorf("subscriptions %v (%v)", ss, err)
+			}
+			return nil
+		}},
+		{"assignment_import", func(t *testing.T, w *partnerFaultWorld) {
+			for c, d := range map[string]string{"acme": "shop-b", "globex": "shop-a"} {
+				if err := w.direct.PutAssignment(w.ctx, &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}); err != nil {
+					t.Fatal(err)
+				}
+				w.before[c] = d
+			}
+			w.importing = []delegation.ImportRow{{Line: 1, Customer: "acme", Domain: "shop-a"}, {Line: 2, Customer: "initech", Domain: "shop-a"}, {Line: 3, Customer: "globex", Domain: "shop-a"}}
+		}, func(w *partnerFaultWorld) error {
+			prev := map[string]*sidecar.Assignment{}
+			for c, d := range w.before {
+				prev[c] = &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}
+			}
+			_, err := w.resellers.Import(w.ctx, sam, w.importing, prev)
+			return err
+		}, func(w *partnerFaultWorld) error {
+			for _, row := range w.importing {
+				if a, err := w.direct.GetAssignment(w.ctx, row.Customer); err != nil || a.Domain != row.Domain {
+					return fmt.Errorf("%s is %+v (%v)", row.Customer, a, err)
+				}
+			}
+			return nil
+		}},
+	}
+	for _, tc := range ops {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			tc.prep(t, w)
+			proxy.Reset()
+			if err := tc.op(w); err != nil {
+				t.Fatalf("without a fault: %v", err)
+			}
+			total := proxy.Commands()
+			checkPartnerState(t, w, "no fault")
+			if total < 2 {
+				t.Fatalf("the write took %d commands: the proxy is not in its path", total)
+			}
+			failed, cuts := 0, 0
+			for cut := range total {
+				w := newWorld(t)
+				tc.prep(t, w)
+				proxy.Reset()
+				proxy.CutAfter(cut)
+				err := tc.op(w)
+				wasCut := proxy.WasCut()
+				proxy.Reset()
+				switch {
+				case wasCut:
+					cuts++
+				case err != nil:
+					t.Fatalf("cut after %d of %d commands never happened, yet the write failed: %v", cut, total, err)
+				}
+				when := fmt.Sprintf("cut after %d of %d commands (err %v)", cut, total, err)
+				checkPartnerState(t, w, when)
+				if err != nil {
+					failed++
+					if tc.done != nil {
+						// Redis is back: the same write, retried, completes. The
+						// retry may answer that it was done already (a request
+						// decided, a grant gone), as the API's idempotent
+						// answers do; the state is what counts.
+						w.lc, w.resellers = w.setup, w.direct2
+						rerr := tc.op(w)
+						if err := tc.done(w); err != nil {
+							t.Fatalf("%s: the retry (%v) did not complete the write: %v", when, rerr, err)
+						}
+						checkPartnerState(t, w, when+", retried")
+					}
+				}
+			}
+			// A new connection's handshake is counted too, and the pool
+			// does not always open one at the same point: the last cut
+			// point or two can fall after the write is done.
+			if failed == 0 || cuts < total-2 {
+				t.Fatalf("%d of %d cut points happened, %d made the write fail", cuts, total, failed)
+			}
+			t.Logf("%s: cut after each of 0..%d commands: %d cuts, %d failed, every state safe", tc.name, total-1, cuts, failed)
+		})
+	}
+}
+
+func wantStatus(w *partnerFaultWorld, name, status string) error {
+	r, err := w.direct.GetRequest(w.ctx, w.requests[name].ID)
+	if err != nil || r.Status != status {
+		return fmt.Errorf("request %+v (%v), want %s", r, err, status)
+	}
+	return nil
+}
+
+// checkPartnerState checks the invariants on the state as Redis holds it.
+func checkPartnerState(t *testing.T, w *partnerFaultWorld, when string) {
+	t.Helper()
+	ctx := w.ctx
+	byID := map[string]*sidecar.AccessRequest{}
+	for _, r := range w.requests {
+		cur, err := w.direct.GetRequest(ctx, r.ID)
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		byID[r.ID] = cur
+	}
+	// No grant beyond the level of an approved request.
+	live, err := w.direct.GrantsByCustomer(ctx, "acme")
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	for _, g := range live {
+		r := byID[g.RequestID]
+		if r == nil || r.Status != sidecar.RequestApproved || g.Level != r.Level {
+			t.Fatalf("%s: live grant %s at %s, but its request is %+v", when, g.ID, g.Level, r)
+		}
+	}
+	entries, _, err := w.direct.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		switch e.Action {
+		case "partner.request":
+			if byID[e.Target] == nil {
+				t.Fatalf("%s: audit records request %s, which does not exist", when, e.Target)
+			}
+		case "partner.approve", "partner.reject":
+			want := map[string]string{"partner.approve": sidecar.RequestApproved, "partner.reject": sidecar.RequestRejected}[e.Action]
+			if r := byID[e.Target]; r == nil || r.Status != want {
+				t.Fatalf("%s: audit records %s of %s, the request is %+v", when, e.Action, e.Target, r)
+			}
+		case "partner.revoke":
+			if _, err := w.direct.GetGrant(ctx, "acme", e.Target); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+				t.Fatalf("%s: audit records the revocation of %s, it is still there (%v)", when, e.Target, err)
+			}
+		case "share.put":
+			shares, err := w.direct.ListShares(ctx, "acme")
+			if err != nil || len(shares) != 1 {
+				t.Fatalf("%s: audit records a share, the store holds %v (%v)", when, shares, err)
+			}
+		case "reseller.assignment.import":
+			for _, row := range w.importing {
+				a, err := w.direct.GetAssignment(ctx, row.Customer)
+				if err != nil || a.Domain != row.Domain {
+					t.Fatalf("%s: audit records the import, %s is %+v (%v)", when, row.Customer, a, err)
+				}
+			}
+		default:
+			t.Fatalf("%s: unexpected audit entry %+v", when, e)
+		}
+	}
+	// Every assignment is as it was, or as the import asked.
+	for _, row := range w.importing {
+		a, err := w.direct.GetAssignment(ctx, row.Customer)
+		switch {
+		case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
+			if w.before[row.Customer] != "" {
+				t.Fatalf("%s: %s lost its assignment", when, row.Customer)
+			}
+		case err != nil:
+			t.Fatal(err)
+		case a.Domain != row.Domain && a.Domain != w.before[row.Customer]:
+			t.Fatalf("%s: %s is in %s, neither where it was nor where the import put it", when, row.Customer, a.Domain)
+		}
+	}
+}
