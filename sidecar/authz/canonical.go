@@ -3,6 +3,7 @@ package authz
 import (
 	"net/url"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -318,9 +319,60 @@ type canonicalRequest struct {
 	methods methodSet
 }
 
+// routeSegments are the segments as an upstream router matches them, for
+// route tables that must not be missed (denylists): lower case with every
+// rune whose case folding reaches an ASCII letter read as that letter
+// ("ſ" U+017F is "s", "K" U+212A is "k": routers that fold Unicode match
+// them), trailing dots dropped (Windows and IIS drop them), a leading
+// "<name>.php" front controller dropped when more segments follow (PHP
+// routes on PATH_INFO: /index.php/customer/... is /customer/...), and the
+// last segment cut at its first dot after the first character (Rails'
+// optional "(.:format)", Laravel and Express ".json" routes: password.json
+// and password.json.html run the password action).
+func routeSegments(segs []string) []string {
+	out := make([]string, 0, len(segs))
+	for _, s := range segs {
+		if s = strings.TrimRight(foldASCII(s), "."); s != "" {
+			out = append(out, s)
+		}
+	}
+	for len(out) > 1 && strings.HasSuffix(out[0], ".php") {
+		out = out[1:]
+	}
+	if n := len(out); n > 0 {
+		if i := strings.IndexByte(out[n-1], '.'); i > 0 {
+			out[n-1] = out[n-1][:i]
+		}
+	}
+	return out
+}
+
+// foldASCII lower-cases s and maps every non-ASCII rune whose simple case
+// folding orbit holds an ASCII letter to that letter.
+func foldASCII(s string) string {
+	s = lower(s)
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return strings.Map(func(r rune) rune {
+				if r < utf8.RuneSelf {
+					return r
+				}
+				for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+					if f < utf8.RuneSelf {
+						return unicode.ToLower(f)
+					}
+				}
+				return r
+			}, s)
+		}
+	}
+	return s
+}
+
 // requestTerm builds input.deputy.request with the fields need names:
-// path, segments, method, methods, and lower_path, lower_segments for
-// case-insensitive route tables. Terms are shared wherever two fields are
+// path, segments, method, methods, lower_path, lower_segments for
+// case-insensitive route tables, and route, route_segments for tables that
+// must match every form an upstream router runs the same action for. Terms are shared wherever two fields are
 // equal (a path without upper case, a request with one method), so the
 // common check pays for each value once.
 func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
@@ -350,6 +402,15 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 			segsT = segmentsTerm(c.segments, true)
 		}
 		obj.Insert(keyTerm("lower_segments"), segsT)
+	}
+	if need.Child("route") != nil || need.Child("route_segments") != nil {
+		rs := routeSegments(c.segments)
+		if need.Child("route") != nil {
+			obj.Insert(keyTerm("route"), ast.StringTerm("/"+strings.Join(rs, "/")))
+		}
+		if need.Child("route_segments") != nil {
+			obj.Insert(keyTerm("route_segments"), segmentsTerm(rs, false))
+		}
 	}
 	if need.Child("method") != nil {
 		obj.Insert(keyTerm("method"), keyTerm(c.methods[0]))

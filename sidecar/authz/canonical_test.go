@@ -51,6 +51,44 @@ func TestParsePathCanonicalForm(t *testing.T) {
 	}
 }
 
+// The route form reaches the action an upstream router runs for every
+// spelling of a forbidden route: format suffixes, front controllers,
+// trailing dots and Unicode case folding.
+func TestRouteSegments(t *testing.T) {
+	for _, tc := range []struct{ raw, route string }{
+		{"/customer/account/password/", "customer/account/password"},
+		{"/customer/account/password.json", "customer/account/password"},
+		{"/customer/account/password.html", "customer/account/password"},
+		{"/Customer/Account/Password.JSON", "customer/account/password"},
+		{"/customer/account/password.json.html", "customer/account/password"},
+		{"/customer/account/password.json/", "customer/account/password"},
+		{"/customer/payment.json", "customer/payment"},
+		{"/vault/cards.json", "vault/cards"},
+		{"/index.php/customer/account/password/", "customer/account/password"},
+		{"/INDEX.PHP/customer/account/password", "customer/account/password"},
+		{"/index.php", "index"},
+		{"/customer/account/password./", "customer/account/password"},
+		{"/customer/account/password..", "customer/account/password"},
+		{"/customer./account./password", "customer/account/password"},
+		{"/customer/account/pa%C5%BFsword/", "customer/account/password"},
+		{"/%E2%84%AAey/value", "key/value"},
+		{"/.well-known/jwks.json", ".well-known/jwks"},
+		{"/static/app.min.js", "static/app"},
+		{"/catalog/été", "catalog/été"},
+		{"/", ""},
+	} {
+		t.Run(tc.raw, func(t *testing.T) {
+			cp, err := parsePath(tc.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(routeSegments(cp.segments), "/"); got != tc.route {
+				t.Errorf("route of %q = %q, want %q", tc.raw, got, tc.route)
+			}
+		})
+	}
+}
+
 func TestParsePathRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw, why string

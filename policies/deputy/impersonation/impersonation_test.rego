@@ -113,6 +113,15 @@ test_tricky_forms[note] if {
 		"override header POST on a GET": {"methods": ["GET", "POST"], "path": "/customer/account/edit", "reason": "account_change_forbidden"},
 		"_method PUT on payment": {"methods": ["GET", "PUT"], "path": "/Customer/Payment/method", "reason": "payment_method_change_forbidden"},
 		"_method DELETE in a form": {"methods": ["POST", "DELETE"], "path": "/customer/payment/1", "reason": "payment_method_change_forbidden"},
+		"format suffix": {"methods": ["POST"], "path": "/customer/account/password.json", "reason": "password_change_forbidden"},
+		"html suffix": {"methods": ["POST"], "path": "/customer/account/password.html", "reason": "password_change_forbidden"},
+		"suffix in upper case": {"methods": ["POST"], "path": "/Customer/Account/Password.JSON", "reason": "password_change_forbidden"},
+		"payment with a suffix": {"methods": ["POST"], "path": "/customer/payment.json", "reason": "payment_method_change_forbidden"},
+		"account edit with a suffix": {"methods": ["POST"], "path": "/customer/account/edit.json", "reason": "account_change_forbidden"},
+		"vault with a suffix": {"methods": ["GET"], "path": "/vault/cards.json", "reason": "payment_method_change_forbidden"},
+		"front controller": {"methods": ["POST"], "path": "/index.php/customer/account/password/", "reason": "password_change_forbidden"},
+		"front controller in upper case": {"methods": ["POST"], "path": "/INDEX.PHP/Customer/Account/Password", "reason": "password_change_forbidden"},
+		"trailing dot": {"methods": ["POST"], "path": "/customer/account/password./", "reason": "password_change_forbidden"},
 	}
 	d := impersonation.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _session})
 	not d.allowed

@@ -16,6 +16,8 @@ request(methods, path) := {
 		"segments": segments,
 		"lower_path": lower(canonical),
 		"lower_segments": [lower(s) | some s in segments],
+		"route": concat("/", array.concat([""], route)),
+		"route_segments": route,
 		"method": upper(methods[0]),
 		"methods": [upper(m) | some m in methods],
 	}},
@@ -27,7 +29,25 @@ request(methods, path) := {
 		s != ""
 	]
 	canonical := _canonical(raw, segments)
+	route := _route(segments)
 }
+
+# The route form without Unicode folding (the Go canonicaliser's tests
+# cover that): lower case, trailing dots dropped, leading front controllers
+# dropped, the last segment cut at its first dot.
+_route(segments) := [] if count(segments) == 0
+
+_route(segments) := array.concat(array.slice(kept, 0, n - 1), [_cut_format(kept[n - 1])]) if {
+	trimmed := [t | some s in segments; t := trim_right(lower(s), "."); t != ""]
+	php := [i | some i, s in trimmed; not endswith(s, ".php")]
+	start := min(array.concat(php, [count(trimmed) - 1]))
+	kept := array.slice(trimmed, start, count(trimmed))
+	n := count(kept)
+}
+
+_cut_format(s) := s if indexof(s, ".") < 1
+
+_cut_format(s) := substring(s, 0, indexof(s, ".")) if indexof(s, ".") > 0
 
 _canonical(_, segments) := "/" if count(segments) == 0
 
@@ -59,4 +79,16 @@ test_request_model[note] if {
 	r.path == tc.want
 	r.segments == tc.segments
 	r.methods == ["GET"]
+}
+
+test_route_model[note] if {
+	some note, tc in {
+		"format": {"path": "/Customer/Account/Password.JSON", "want": ["customer", "account", "password"]},
+		"front controller": {"path": "/index.php/customer/account/password/", "want": ["customer", "account", "password"]},
+		"front controller alone": {"path": "/index.php", "want": ["index"]},
+		"trailing dots": {"path": "/customer./account/password..", "want": ["customer", "account", "password"]},
+		"root": {"path": "/", "want": []},
+	}
+	r := request(["GET"], tc.path).deputy.request
+	r.route_segments == tc.want
 }
