@@ -28,9 +28,11 @@ decision := lib.deny(403, "impersonation_disabled") if {
 	# is stable. Routes are grouped by first path segment, so a request only
 	# meets the few routes of its own section (none, for most storefront
 	# pages), and the method is only looked at once the path matched.
-	# Matching is on the canonical request, case-insensitively.
+	# Matching is on the route form of the canonical request (case folded,
+	# format suffix and front controller dropped), so every spelling an
+	# upstream router runs the forbidden action for is met.
 	reasons := [r.reason |
-		some r in data.deputy.impersonation.forbidden_routes[input.deputy.request.lower_segments[0]]
+		some r in data.deputy.impersonation.forbidden_routes[input.deputy.request.route_segments[0]]
 		startswith(_path_slash, lower(r.prefix))
 		_method_forbidden(r)
 	]
@@ -42,11 +44,11 @@ decision := lib.deny(403, "impersonation_disabled") if {
 	"response_headers_to_add": {"cache-control": "private, no-store"},
 } if {
 	input.delegation.mode == "impersonation"
-	input.deputy.request.lower_segments
+	input.deputy.request.route_segments
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
-	input.deputy.request.lower_segments
+	input.deputy.request.route_segments
 } else := lib.deny(403, "path_missing") if {
 	# Forbidden routes are matched on the canonical request: without it,
 	# deny rather than let every route through.
@@ -60,11 +62,12 @@ permissions contains p if {
 	some p in data.deputy.impersonation.role_permissions[role]
 }
 
-# The canonical path (decoded, slashes merged, ;params dropped, lower
-# case) with one leading and one trailing slash, so a route prefix "/a/b/"
-# matches /a/b and everything under it, but not /a/bc. A route's prefix
-# ends with "/". (Deputy refuses dot segments before policy runs.)
-_path_slash := concat("", ["/", concat("/", input.deputy.request.lower_segments), "/"])
+# The route form of the canonical path (decoded, slashes merged, ;params
+# dropped, case folded, /index.php and .json dropped) with one leading and
+# one trailing slash, so a route prefix "/a/b/" matches /a/b, /a/b.json and
+# everything under /a/b, but not /a/bc. A route's prefix ends with "/".
+# (Deputy refuses dot segments before policy runs.)
+_path_slash := concat("", ["/", concat("/", input.deputy.request.route_segments), "/"])
 
 _method_forbidden(r) if not r.methods
 
