@@ -306,11 +306,23 @@ func (p *partnerAPI) check(caller identity.DevClaims, method, path string, heade
 	for k, v := range h {
 		hdrs[k] = v
 	}
+	// The canonical request the pipeline derives, for the plain paths used
+	// here: non-empty segments, and their lower-case form.
+	var segs, lower []any
+	for _, s := range strings.Split(path, "/") {
+		if s != "" {
+			segs, lower = append(segs, s), append(lower, strings.ToLower(s))
+		}
+	}
 	in := map[string]any{
 		"attributes":  map[string]any{"request": map[string]any{"http": map[string]any{"method": method, "path": path, "headers": hdrs}}},
 		"parsed_path": strings.Split(strings.TrimPrefix(path, "/"), "/"),
-		"identity":    map[string]any{"sub": id.Subject, "org": id.Org, "domain": id.Domain, "roles": id.Roles, "privileges": id.Privileges},
-		"delegation":  deleg,
+		"deputy": map[string]any{"request": map[string]any{
+			"path": path, "lower_path": strings.ToLower(path), "segments": segs, "lower_segments": lower,
+			"method": method, "methods": []any{method},
+		}},
+		"identity":   map[string]any{"sub": id.Subject, "org": id.Org, "domain": id.Domain, "roles": id.Roles, "privileges": id.Privileges},
+		"delegation": deleg,
 	}
 	v, err := ast.InterfaceToValue(in)
 	if err != nil {
