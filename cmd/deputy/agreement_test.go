@@ -76,30 +76,10 @@ func TestServeAndEvalAgree(t *testing.T) {
 		c.DecisionLog.IncludeInput = new(true)
 		c.DecisionLog.FlushInterval = 10 * time.Millisecond
 	})
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	defer func() { stop(); <-done }()
+	runServer(t, &cfg)
 	waitListening(t, cfg.GRPC.Addr)
 	waitListening(t, cfg.HTTP.Addr)
-
-	dev, err := identity.LoadDevIssuer(cfg.Identity.Dev.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := func(c identity.DevClaims) string {
-		c.TTL = time.Hour
-		tok, err := dev.Mint(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	token := devToken(t, &cfg)
 	base := "http://" + cfg.HTTP.Addr
 	api := func(method, path string, who identity.DevClaims, body string) (int, map[string]any) {
 		t.Helper()

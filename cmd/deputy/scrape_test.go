@@ -194,16 +194,7 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 // its lookups and evictions at zero.
 func TestMetricsExportedFromStart(t *testing.T) {
 	cfg := testConfig(t, "../../policies", func(*Config) {})
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	defer func() { stop(); <-done }()
-	waitListening(t, cfg.Metrics.Addr)
+	runServer(t, &cfg)
 	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
 	wantQueriedMetrics(t, scrape(t, metricsURL))
 	for _, kind := range []string{"sessions", "grants", "shares", "assignments"} {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
-	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
@@ -75,16 +74,8 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 	newWorld := func(t *testing.T) *faultWorld {
 		n++
 		prefix := fmt.Sprintf("fault%d", n)
-		open := func(addr string) sidecar.Store {
-			s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
-				DialTimeout: 200 * time.Millisecond}, redis.WithClock(clock.Now))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
-			return s
-		}
-		w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(), direct: open(srv.Addr), cut: open(proxy.Addr),
+		w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(),
+			direct: faultStore(t, srv.Addr, prefix, clock.Now), cut: faultStore(t, proxy.Addr, prefix, clock.Now),
 			started: map[string]*delegation.Started{}}
 		w.setup = delegation.NewImpersonation(w.direct, nil, delegation.WithImpersonationClock(clock.Now))
 		w.lc = delegation.NewImpersonation(w.cut, nil, delegation.WithImpersonationClock(clock.Now))

@@ -45,18 +45,9 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 	newWorld := func(t *testing.T) *partnerFaultWorld {
 		n++
 		prefix := fmt.Sprintf("pfault%d", n)
-		open := func(addr string) sidecar.Store {
-			s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
-				DialTimeout: 200 * time.Millisecond}, redis.WithClock(clock.Now))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
-			return s
-		}
-		w := &partnerFaultWorld{ctx: context.Background(), direct: open(srv.Addr),
+		w := &partnerFaultWorld{ctx: context.Background(), direct: faultStore(t, srv.Addr, prefix, clock.Now),
 			requests: map[string]*sidecar.AccessRequest{}, grants: map[string]string{}, before: map[string]string{}}
-		cut := open(proxy.Addr)
+		cut := faultStore(t, proxy.Addr, prefix, clock.Now)
 		w.setup = delegation.NewPartners(w.direct, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
 		w.lc = delegation.NewPartners(cut, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
 		w.resellers = delegation.NewResellers(cut, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
@@ -233,6 +224,19 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 			t.Logf("%s: cut after each of 0..%d commands: %d cuts, %d failed, every state safe", tc.name, total-1, cuts, failed)
 		})
 	}
+}
+
+// faultStore opens a Redis store on addr (the server or the cutting proxy)
+// that gives up at once when the connection goes: no retries to hide a cut.
+func faultStore(t *testing.T, addr, prefix string, clock sidecar.Clock) sidecar.Store {
+	t.Helper()
+	s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
+		DialTimeout: 200 * time.Millisecond}, redis.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 func wantStatus(w *partnerFaultWorld, name, status string) error {
