@@ -75,7 +75,9 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 			opts := []authz.Option{}
 			if tc.del != nil {
 				opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
-					func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) { return tc.del, nil })))
+					func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
+						return tc.del, nil
+					})))
 			}
 			resp := authz.New(e, opts...).Check(context.Background(), checkRequest(t, tc.method, tc.path, tc.headers, tc.body))
 			status := resp.HTTPStatus
