@@ -35,6 +35,23 @@ var impersonationTricks = []trick{
 	{name: "X-HTTP-Method-Override", method: "GET", path: "/customer/account/edit/", header: http.Header{"X-Http-Method-Override": {"POST"}}},
 	{name: "X-Method-Override", method: "GET", path: "/customer/account/edit/", header: http.Header{"X-Method-Override": {"PUT"}}},
 	{name: "_method in query", method: "GET", path: "/customer/account/edit/?_method=POST"},
+	{name: "format suffix", method: "POST", path: "/customer/account/password.json"},
+	{name: "html suffix", method: "POST", path: "/customer/account/password.html"},
+	{name: "suffix in upper case", method: "POST", path: "/Customer/Account/Password.JSON"},
+	{name: "payment with a suffix", method: "POST", path: "/customer/payment.json"},
+	{name: "account edit with a suffix", method: "POST", path: "/customer/account/edit.json"},
+	{name: "saved cards with a suffix", method: "GET", path: "/vault/cards.json"},
+	{name: "PHP front controller", method: "POST", path: "/index.php/customer/account/password/"},
+	{name: "long s", method: "POST", path: "/customer/account/pa%C5%BFsword/"},
+}
+
+// anonymousTricks aim at the application through spellings of Deputy's
+// own paths, which never open an application route.
+var anonymousTricks = []trick{
+	{name: "any method under /deputy/", method: "DELETE", path: "/deputy/x/admin"},
+	{name: "upper case Deputy section", method: "POST", path: "/DEPUTY/customer/account/password/"},
+	{name: "mixed case Deputy API", method: "GET", path: "/Deputy/v1/anything"},
+	{name: "keys section in upper case", method: "POST", path: "/.WELL-KNOWN/x"},
 }
 
 // partnerTricks aim at contacts, which need full_admin, and at creating
@@ -93,6 +110,7 @@ func TestTricksThroughProxy(t *testing.T) {
 			}{
 				{"impersonation", staff, impersonationTricks},
 				{"partner-look", partner, partnerTricks},
+				{"anonymous", nil, anonymousTricks},
 			} {
 				for _, tr := range set.tricks {
 					t.Run(set.name+"/"+tr.name, func(t *testing.T) {

@@ -25,13 +25,12 @@ default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_ma
 # then by method or "*". The lookups and the dispatch to the delegation
 # packages sit in the branches themselves: every helper rule is one more
 # evaluation on every check, so this one chain is longer than Regal likes.
+# Deputy's own paths (/deputy/v1/, /.well-known/) have no rule here: the
+# shipped proxies send them to Deputy without a check, and any path that
+# reaches the check is the application's, so "/Deputy/v1/x" or
+# "//deputy/x" is decided like every other application path.
 # regal ignore:rule-length
-decision := {"allowed": true, "reason": "deputy_route"} if {
-	# Deputy's own API and key endpoints authenticate and authorize callers
-	# themselves (data.deputy.manage). Any other path fails at the first
-	# lookup, before the method is looked at.
-	_all_methods(data.deputy.authz.deputy.sections[input.deputy.request.lower_segments[0]])
-} else := data.deputy.impersonation.decision if {
+decision := data.deputy.impersonation.decision if {
 	# A delegated request is decided by the package of its mode.
 	input.delegation.mode == "impersonation"
 } else := data.deputy.partner.decision if {
