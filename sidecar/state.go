@@ -114,6 +114,9 @@ func (c *Consent) Covers(s *Session, now time.Time) bool {
 	return c.Granted(now) && (c.ExpiresAt.IsZero() || !s.ExpiresAt.After(c.ExpiresAt))
 }
 
+// SweepActor is who ends what lapsed: Deputy itself.
+const SweepActor = "deputy"
+
 // Reasons an impersonation session ended.
 const (
 	EndEnded            = "ended"
@@ -343,6 +346,7 @@ const (
 	EventImpersonationStarted = "impersonation.started"
 	EventImpersonationEnded   = "impersonation.ended"
 	EventConsentChanged       = "consent.changed"
+	EventConsentExpired       = "consent.expired"
 	EventAssignmentChanged    = "assignment.changed"
 )
 
@@ -447,6 +451,9 @@ type ConsentStore interface {
 	// GetConsent returns the current consent; ENOTFOUND when never set or
 	// past its expiry.
 	GetConsent(ctx context.Context, customer string) (*Consent, error)
+	// TakeLapsedConsents returns the consents given until a time that has
+	// come by now, each once across all callers and replicas.
+	TakeLapsedConsents(ctx context.Context, now time.Time) ([]Consent, error)
 	// ConsentHistory lists past settings, newest first.
 	ConsentHistory(ctx context.Context, customer string, p Page) ([]Consent, string, error)
 }
@@ -477,6 +484,11 @@ type SessionStore interface {
 	// EndSession ends a session and returns it. Ending an ended session is
 	// not an error: it returns the session with its first end unchanged.
 	EndSession(ctx context.Context, id, by, reason string, at time.Time) (*Session, error)
+	// EndLapsedSessions ends the sessions that are no longer live at now
+	// (expired, idle, past their consent) but that nobody ended, with
+	// their EndState as the reason, by "deputy", and returns them: of
+	// concurrent sweepers, on any replica, each session goes to one.
+	EndLapsedSessions(ctx context.Context, now time.Time) ([]Session, error)
 	// ListSessions returns one page of sessions, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, string, error)
 }

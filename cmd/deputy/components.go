@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -250,7 +251,11 @@ func newDelegationPart(cfg *Config, state *statePart, policyData func() map[stri
 func (d *delegationPart) Start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopSweep, d.swept = cancel, make(chan struct{})
-	go func() { defer close(d.swept); d.partners.RunSweeper(ctx) }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.partners.RunSweeper(ctx) }()
+	go func() { defer wg.Done(); d.imp.RunSweeper(ctx) }()
+	go func() { wg.Wait(); close(d.swept) }()
 	return nil
 }
 

@@ -20,6 +20,9 @@ const (
 	DefaultTouchInterval = time.Minute
 	DefaultCacheTTL      = 30 * time.Second
 	DefaultCacheSize     = 100_000
+	// DefaultImpersonationSweep is how often lapsed sessions and consents
+	// are looked for.
+	DefaultImpersonationSweep = 30 * time.Second
 )
 
 // ImpersonationConfig is the "impersonation" section of Deputy's configuration: the
@@ -33,6 +36,9 @@ type ImpersonationConfig struct {
 	// host its redeem link was used on.
 	StorefrontHosts []string `yaml:"storefront_hosts" usage:"storefront hosts on which a session cookie is honoured (default: the host the redeem link was used on)"`
 	// TouchInterval must be well below the idle timeout.
+	// SweepInterval bounds how late an impersonation.ended event for an
+	// expired or idle session, or a consent.expired event, may come.
+	SweepInterval time.Duration `yaml:"sweep_interval" usage:"how often sessions that expired or went idle are ended, and lapsed consents reported, with their events"`
 	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time; keep it well below the idle timeout"`
 	// CacheTTL also bounds how long a cached entry counts as fresh while
 	// the store is down.
@@ -55,6 +61,9 @@ func (c *ImpersonationConfig) SetDefaults() {
 	if c.RedeemTTL == 0 {
 		c.RedeemTTL = DefaultRedeemTTL
 	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultImpersonationSweep
+	}
 	if c.TouchInterval == 0 {
 		c.TouchInterval = DefaultTouchInterval
 	}
@@ -73,6 +82,9 @@ func (c ImpersonationConfig) Validate() error {
 	}
 	if c.RedeemTTL < 0 || c.RedeemTTL > 5*time.Minute {
 		return sidecar.Invalid("impersonation.redeem_ttl", "must be between 0 and 5m")
+	}
+	if c.SweepInterval < 0 {
+		return sidecar.Invalid("impersonation.sweep_interval", "must not be negative")
 	}
 	if c.TouchInterval < 0 {
 		return sidecar.Invalid("impersonation.touch_interval", "must not be negative")

@@ -2,6 +2,7 @@ package delegation
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -490,6 +491,42 @@ func sessionFromAudit(e sidecar.AuditEntry) sidecar.Session {
 	}
 	s.ExpiresAt, _ = time.Parse(time.RFC3339, e.Data["expires_at"])
 	return s
+}
+
+// Sweep ends the sessions that expired, went idle or outlived their
+// consent without anyone ending them, and reports consents that lapsed,
+// each with its event: once across replicas, since the store hands each
+// lapse to one sweeper.
+func (i *Impersonation) Sweep(ctx context.Context) error {
+	now := i.clock()
+	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
+	ended, err := i.store.EndLapsedSessions(ctx, now)
+	for k := range ended {
+		i.ended(ctx, deputy, &ended[k])
+	}
+	lapsed, cerr := i.store.TakeLapsedConsents(ctx, now)
+	for _, c := range lapsed {
+		data := map[string]string{"expires_at": c.ExpiresAt.UTC().Format(time.RFC3339)}
+		i.event(ctx, sidecar.EventConsentExpired, c.Customer, sidecar.SweepActor, data)
+		i.audit(ctx, deputy, "consent.expired", c.Customer, c.Customer, data)
+	}
+	return errors.Join(err, cerr)
+}
+
+// RunSweeper sweeps every SweepInterval until ctx ends.
+func (i *Impersonation) RunSweeper(ctx context.Context) {
+	t := time.NewTicker(i.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if err := i.Sweep(ctx); err != nil && ctx.Err() == nil {
+			i.logger.Warn("impersonation sweep failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *sidecar.Session) {

@@ -58,6 +58,7 @@ type Store struct {
 	staff      map[string]bool // subjects that acted as staff
 	consent    map[string]*sidecar.Consent
 	history    map[string][]sidecar.Consent // oldest first
+	lapsing    map[string]time.Time         // customer → expiry of a consent given until then
 	sessions   map[string]*sidecar.Session
 	tokens     map[string]string // token hash → session id
 	sessionLog []string          // logKey(started, id), ascending
@@ -96,6 +97,7 @@ func New(opts ...Option) *Store {
 		staff:     map[string]bool{},
 		consent:   map[string]*sidecar.Consent{},
 		history:   map[string][]sidecar.Consent{},
+		lapsing:   map[string]time.Time{},
 		sessions:  map[string]*sidecar.Session{},
 		tokens:    map[string]string{},
 		redeem:    map[string]redeemCode{},
@@ -222,6 +224,11 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 		h = slices.Clone(h[len(h)-DefaultConsentMaxLen:])
 	}
 	s.history[c.Customer] = h
+	if c.Allowed && !c.ExpiresAt.IsZero() {
+		s.lapsing[c.Customer] = c.ExpiresAt
+	} else {
+		delete(s.lapsing, c.Customer)
+	}
 	now := s.now()
 	ended := s.endLive(func(ss *sidecar.Session) bool {
 		return ss.Customer == c.Customer && !cp.Covers(ss, now)
@@ -250,6 +257,32 @@ func (s *Store) publishEnded(ended []sidecar.Session) {
 			s.publish(sidecar.SessionKey(ss.TokenHash))
 		}
 	}
+}
+
+func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.Consent, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []sidecar.Consent
+	for c, exp := range s.lapsing {
+		if !now.Before(exp) {
+			out = append(out, sidecar.Consent{Customer: c, Allowed: true, ExpiresAt: exp})
+			delete(s.lapsing, c)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) EndLapsedSessions(_ context.Context, now time.Time) ([]sidecar.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []sidecar.Session
+	for _, ss := range s.sessions {
+		if st := ss.EndState(now); ss.EndedAt.IsZero() && st != "" {
+			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, st
+			out = append(out, *ss)
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) GetConsent(_ context.Context, customer string) (*sidecar.Consent, error) {

@@ -393,6 +393,11 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, raw, ttl)
+			if c.Allowed && !c.ExpiresAt.IsZero() {
+				p.ZAdd(ctx, s.lapsingKey(), goredis.Z{Score: ms(c.ExpiresAt), Member: c.Customer})
+			} else {
+				p.ZRem(ctx, s.lapsingKey(), c.Customer)
+			}
 			p.LPush(ctx, hist, raw)
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 			for _, ss := range sessions {
@@ -416,6 +421,34 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 	s.publish(ctx, sidecar.ConsentKey(c.Customer))
 	s.publishEnded(ctx, ended)
 	return ended, nil
+}
+
+func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sidecar.Consent, error) {
+	key := s.lapsingKey()
+	var out []sidecar.Consent
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		out = out[:0]
+		due, err := tx.ZRangeByScoreWithScores(ctx, key, &goredis.ZRangeBy{Min: "-inf", Max: strconv.FormatFloat(ms(now), 'f', 0, 64),
+			Count: sidecar.MaxPageLimit}).Result()
+		if err != nil || len(due) == 0 {
+			return err
+		}
+		members := make([]any, len(due))
+		for i, z := range due {
+			members[i] = z.Member
+			out = append(out, sidecar.Consent{Customer: z.Member.(string), Allowed: true, ExpiresAt: time.UnixMilli(int64(z.Score)).UTC()})
+		}
+		// Whoever removes them reports them: once across replicas.
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.ZRem(ctx, key, members...)
+			return nil
+		})
+		return err
+	}, key)
+	if err != nil {
+		return nil, rerr(err, "consent")
+	}
+	return out, nil
 }
 
 func (s *Store) GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error) {

@@ -31,6 +31,7 @@ import (
 //	{imp}:tok:<hash>     → session id
 //	{imp}:code:<hash>    redeem code → [session id, expiry]
 //	{imp}:live           set of possibly live session ids (for the sweep)
+//	{imp}:lapsing        customers whose consent was given until a time (by it)
 //	{imp}:live:a:A       set of A's possibly live session ids
 //	{imp}:live:c:C       set of C's possibly live session ids
 //	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes
@@ -48,6 +49,7 @@ func (s *Store) sessionKey(id string) string     { return s.imp("sess:" + id) }
 func (s *Store) tokKey(hash string) string       { return s.imp("tok:" + hash) }
 func (s *Store) codeKey(hash string) string      { return s.imp("code:" + hash) }
 func (s *Store) liveKey() string                 { return s.imp("live") }
+func (s *Store) lapsingKey() string              { return s.imp("lapsing") }
 func (s *Store) liveActorKey(a string) string    { return s.imp("live:a:" + a) }
 func (s *Store) liveCustomerKey(c string) string { return s.imp("live:c:" + c) }
 func (s *Store) sessionLogKey(actor, customer string) string {
@@ -214,6 +216,68 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 	}
 	s.publishEnded(ctx, replaced)
 	return replaced, nil
+}
+
+func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time) ([]sidecar.Session, error) {
+	key := s.liveKey()
+	var ended []sidecar.Session
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		ended = ended[:0]
+		ids, err := tx.SMembers(ctx, key).Result()
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = s.sessionKey(id)
+		}
+		if err := tx.Watch(ctx, keys...).Err(); err != nil {
+			return err
+		}
+		raws, err := tx.MGet(ctx, keys...).Result()
+		if err != nil {
+			return err
+		}
+		var lapsed []*sidecar.Session
+		var gone []string
+		for i, raw := range raws {
+			str, ok := raw.(string)
+			if !ok {
+				gone = append(gone, ids[i])
+				continue
+			}
+			ss, err := decode[sidecar.Session](str)
+			if err != nil {
+				return err
+			}
+			switch st := ss.EndState(now); {
+			case !ss.EndedAt.IsZero():
+				gone = append(gone, ids[i])
+			case st != "":
+				ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, st
+				lapsed = append(lapsed, ss)
+			}
+		}
+		if len(lapsed)+len(gone) == 0 {
+			return nil
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, ss := range lapsed {
+				s.writeEnded(ctx, p, ss)
+				ended = append(ended, *ss)
+			}
+			if len(gone) > 0 {
+				p.SRem(ctx, key, gone)
+			}
+			return nil
+		})
+		return err
+	}, key)
+	if err != nil {
+		return nil, rerr(err, "session")
+	}
+	s.publishEnded(ctx, ended)
+	return ended, nil
 }
 
 func (s *Store) GetSession(ctx context.Context, id string) (*sidecar.Session, error) {

@@ -360,3 +360,70 @@ func StartRedeemed(ctx context.Context, s SessionSetup, ss *sidecar.Session, tok
 	_, err := s.RedeemSession(ctx, code, tokenHash, ss.Host)
 	return err
 }
+
+func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("lapsed_sessions_end_once_across_sweepers", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "idle", "alice", "c1"))) // idle after 15 minutes
+		must(t, begin(e, newSession(e, "busy", "bob", "c2")))
+		must(t, begin(e, newSession(e, "done", "carol", "c3")))
+		_, err := e.s.EndSession(e.ctx, "done", "carol", sidecar.EndEnded, e.now())
+		must(t, err)
+		e.clock.Advance(10 * time.Minute)
+		must(t, e.s.TouchSession(e.ctx, "busy", e.now()))
+		none, err := e.s.EndLapsedSessions(e.ctx, e.now())
+		must(t, err)
+		if len(none) != 0 {
+			t.Fatalf("ended before anything lapsed: %v", sessionIDs(none))
+		}
+		e.clock.Advance(6 * time.Minute)
+		var mu sync.Mutex
+		var all []sidecar.Session
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, err := e.s.EndLapsedSessions(e.ctx, e.now())
+				if err != nil {
+					t.Errorf("sweep: %v", err)
+				}
+				mu.Lock()
+				all = append(all, got...)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if len(all) != 1 || all[0].ID != "idle" || all[0].EndReason != sidecar.EndIdle || all[0].EndedBy != sidecar.SweepActor {
+			t.Fatalf("six sweepers ended %+v, want idle once", all)
+		}
+		s, err := e.s.GetSession(e.ctx, "idle")
+		must(t, err)
+		if s.EndReason != sidecar.EndIdle || s.EndedAt.IsZero() {
+			t.Fatalf("stored %+v", s)
+		}
+	})
+	t.Run("lapsed_consents_are_taken_once", func(t *testing.T) {
+		e := newEnv(t)
+		until := e.now().Add(time.Hour)
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: until, SetBy: "c1", SetAt: e.now()}))
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c2", Allowed: true, ExpiresAt: until, SetBy: "c2", SetAt: e.now()}))
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c2", Allowed: true, SetBy: "c2", SetAt: e.now()})) // now without expiry
+		got, err := e.s.TakeLapsedConsents(e.ctx, e.now())
+		must(t, err)
+		if len(got) != 0 {
+			t.Fatalf("lapsed before the expiry: %+v", got)
+		}
+		e.clock.Advance(time.Hour)
+		got, err = e.s.TakeLapsedConsents(e.ctx, e.now())
+		must(t, err)
+		if len(got) != 1 || got[0].Customer != "c1" || !got[0].ExpiresAt.Equal(until) {
+			t.Fatalf("lapsed %+v, want c1 at %v", got, until)
+		}
+		again, err := e.s.TakeLapsedConsents(e.ctx, e.now())
+		must(t, err)
+		if len(again) != 0 {
+			t.Fatalf("taken twice: %+v", again)
+		}
+	})
+}

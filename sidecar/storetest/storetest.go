@@ -74,6 +74,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"start_rules", testStartRules},
 		{"consent_ends_sessions", testConsentEndsSessions},
 		{"impersonation_races", testImpersonationRaces},
+		{"sweep", testSweep},
 		{"access_requests", testRequests},
 		{"grants", testGrants},
 		{"shares", testShares},
