@@ -67,6 +67,8 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 		{"partner look: leading // on full_admin", look, "GET", "//contacts/c-1", nil, "", false, 403},
 		{"partner look: case on full_admin", look, "GET", "/Contacts/c-1", nil, "", false, 403},
 		{"partner look: override PATCH", look, "GET", "/service-requests/sr-1", map[string]string{"x-method-override": "PATCH"}, "", false, 403},
+		{"partner look: X_HTTP_Method_Override", look, "GET", "/service-requests/sr-1", map[string]string{"X_HTTP_Method_Override": "DELETE"}, "", false, 403},
+		{"partner look: x-http_method-override", look, "GET", "/service-requests/sr-1", map[string]string{"x-http_method-override": "PUT"}, "", false, 403},
 		{"anonymous: leading // on a signed-in route", nil, "GET", "//customer/account", nil, "", false, 401},
 		{"anonymous: case on a signed-in route", nil, "GET", "/CUSTOMER/account", nil, "", false, 401},
 		{"anonymous: override on a public route", nil, "GET", "/catalog/shoes?_method=POST", nil, "", false, 403},

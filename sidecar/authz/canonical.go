@@ -2,10 +2,12 @@ package authz
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -201,7 +203,7 @@ func DefaultMethodOverrides() []string {
 
 // MethodOverrides are the parsed carriers.
 type MethodOverrides struct {
-	headers []string // lower case
+	headers []string // ownedName form: lower case, "-" for "_"
 	query   []string
 	body    []string
 }
@@ -218,7 +220,7 @@ func ParseMethodOverrides(carriers []string) (MethodOverrides, error) {
 		}
 		switch kind {
 		case carrierHeader:
-			m.headers = append(m.headers, strings.ToLower(name))
+			m.headers = append(m.headers, ownedName(name))
 		case carrierQuery:
 			m.query = append(m.query, name)
 		case carrierBody:
@@ -264,11 +266,37 @@ func (s *methodSet) addValues(vals map[string][]string, names []string) error {
 	return nil
 }
 
-// fromHeaders adds the methods override headers name (lower-case names).
-func (m *MethodOverrides) fromHeaders(headers map[string]string, s *methodSet) error {
+// fromHeaders adds the methods override headers name, in headers and in
+// header_map (Envoy's encode_raw_headers). Names compare as owned headers
+// do, case-insensitively with "_" read as "-": CGI, PHP and WSGI upstreams
+// read X_HTTP_Method_Override as HTTP_X_HTTP_METHOD_OVERRIDE.
+func (m *MethodOverrides) fromHeaders(headers map[string]string, headerMap []*corev3.HeaderValue, s *methodSet) error {
 	for _, h := range m.headers {
+		// The common spelling first, then every other one, in a stable
+		// order so the methods array does not depend on map order.
 		if err := s.add(headers[h]); err != nil {
 			return err
+		}
+		var other []string
+		for k, v := range headers {
+			if k != h && len(k) == len(h) && sameHeaderName(k, h) {
+				other = append(other, v)
+			}
+		}
+		for _, hv := range headerMap {
+			if k := hv.GetKey(); len(k) == len(h) && sameHeaderName(k, h) {
+				v := hv.GetValue()
+				if v == "" {
+					v = string(hv.GetRawValue())
+				}
+				other = append(other, v)
+			}
+		}
+		slices.Sort(other)
+		for _, v := range other {
+			if err := s.add(v); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -68,6 +68,12 @@ func TestPolicySeesCanonicalRequest(t *testing.T) {
 			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,POST", wantParsedPath: "a"},
 		{name: "override header, mixed-case name", method: "GET", path: "/a", headers: map[string]string{"X-HTTP-Method": "PUT"},
 			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,PUT", wantParsedPath: "a"},
+		{name: "override header with underscores", method: "POST", path: "/a", headers: map[string]string{"X_HTTP_Method_Override": "DELETE"},
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "override header, mixed separators", method: "POST", path: "/a", headers: map[string]string{"x-http_method-override": "DELETE"},
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "override header, two spellings", method: "GET", path: "/a", headers: map[string]string{"x-http-method-override": "PUT", "X_HTTP_METHOD_OVERRIDE": "DELETE"},
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,PUT,DELETE", wantParsedPath: "a"},
 		{name: "every override header", method: "GET", path: "/a", headers: map[string]string{"x-http-method-override": "POST", "x-http-method": "PUT", "x-method-override": "DELETE"},
 			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "GET,POST,PUT,DELETE", wantParsedPath: "a"},
 		{name: "same method once", method: "POST", path: "/a", headers: map[string]string{"x-http-method-override": "post"},
@@ -105,6 +111,27 @@ func TestPolicySeesCanonicalRequest(t *testing.T) {
 			}
 			if strings.Join(s.R.LowerSegments, "/") != strings.ToLower(strings.Join(s.R.Segments, "/")) {
 				t.Errorf("lower_segments = %q", s.R.LowerSegments)
+			}
+		})
+	}
+}
+
+// Envoy's encode_raw_headers sends header_map instead of headers: an
+// override there counts the same, in any spelling.
+func TestOverrideHeadersInHeaderMap(t *testing.T) {
+	src := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", input.deputy.request.methods)}\n"
+	p := authz.New(engineFor(t, "data.t.decision", src, nil), authz.WithQuery("data.t.decision"))
+	for _, tc := range []struct{ name, headerMap, want string }{
+		{"value", `[{"key":"x-http-method-override","value":"DELETE"}]`, "POST,DELETE"},
+		{"raw value", `[{"key":"x-http-method","rawValue":"UFVU"}]`, "POST,PUT"},
+		{"underscores", `[{"key":"X_HTTP_Method_Override","rawValue":"REVMRVRF"}]`, "POST,DELETE"},
+		{"other header", `[{"key":"x-http-method-overrider","value":"DELETE"}]`, "POST"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := `{"attributes":{"request":{"http":{"method":"POST","path":"/a","headerMap":{"headers":` + tc.headerMap + `}}}}}`
+			resp := p.Check(context.Background(), checkRequest(t, req))
+			if !resp.Allowed || resp.Reason != tc.want {
+				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
 			}
 		})
 	}

@@ -235,7 +235,7 @@ func BenchmarkCanonical(b *testing.B) {
 		}
 		c.canonicalPath = cp
 		_ = c.methods.add("GET")
-		_ = m.fromHeaders(headers, &c.methods)
+		_ = m.fromHeaders(headers, nil, &c.methods)
 		_, _ = m.fromQuery(rawQuery, &c.methods)
 		_ = c.requestTerm(need)
 	}

@@ -178,7 +178,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 		return nil, err
 	}
 	view := lowerHeaders(headers)
-	if err := opts.Methods.fromHeaders(view, &r.canonical.methods); err != nil {
+	if err := opts.Methods.fromHeaders(headers, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
 		return nil, err
 	}
 	query, err := opts.Methods.fromQuery(rawQuery, &r.canonical.methods)
