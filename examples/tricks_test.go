@@ -43,6 +43,8 @@ var impersonationTricks = []trick{
 	{name: "saved cards with a suffix", method: "GET", path: "/vault/cards.json"},
 	{name: "PHP front controller", method: "POST", path: "/index.php/customer/account/password/"},
 	{name: "long s", method: "POST", path: "/customer/account/pa%C5%BFsword/"},
+	{name: "PHP .method in query", method: "GET", path: "/customer/account/edit/?.method=POST"},
+	{name: "PHP leading space in query", method: "GET", path: "/customer/account/edit/?%20_method=POST"},
 }
 
 // anonymousTricks aim at the application through spellings of Deputy's

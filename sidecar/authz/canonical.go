@@ -255,15 +255,68 @@ func (s *methodSet) add(m string) error {
 	return nil
 }
 
+// addValues adds the methods that parameters named as a carrier name,
+// the names compared as PHP reads them (phpName): PHP makes $_GET['_method']
+// of ".method", " _method" and "_method[", and front controllers honour it.
 func (s *methodSet) addValues(vals map[string][]string, names []string) error {
-	for _, name := range names {
-		for _, m := range vals[name] {
+	if len(names) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		if isCarrier(k, names) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, m := range vals[k] {
 			if err := s.add(m); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+func isCarrier(k string, names []string) bool {
+	for _, name := range names {
+		if k == name {
+			return true
+		}
+	}
+	pk := phpName(k)
+	for _, name := range names {
+		if pk == phpName(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// phpName is the name PHP registers a query or form field under: leading
+// spaces dropped, " " and "." read as "_", and a "[" read as "_" when no
+// "]" follows it, while "a[x]" and "a[]" are fields of the array "a"
+// (whose values count too: a framework that reads the array reads them).
+func phpName(k string) string {
+	k = strings.TrimLeft(k, " ")
+	var b strings.Builder
+	for i := 0; i < len(k); i++ {
+		switch c := k[i]; c {
+		case ' ', '.':
+			b.WriteByte('_')
+		case '[':
+			if strings.IndexByte(k[i+1:], ']') >= 0 {
+				return b.String()
+			}
+			b.WriteByte('_')
+			b.WriteString(k[i+1:])
+			return b.String()
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // fromHeaders adds the methods override headers name, in headers and in
@@ -309,15 +362,30 @@ func (m *MethodOverrides) fromQuery(raw string, s *methodSet) (url.Values, error
 	if raw == "" || len(m.query) == 0 {
 		return nil, nil
 	}
+	// PHP renames " ", "." and "[" to "_" (phpName), so a carrier may be
+	// spelled with any of them in place of "_"; its other bytes appear as
+	// they are, unless escaped.
 	found := strings.IndexByte(raw, '%') >= 0
 	for _, name := range m.query {
-		found = found || strings.Contains(raw, name)
+		found = found || strings.Contains(raw, longestRun(name))
 	}
 	if !found {
 		return nil, nil
 	}
 	q, _ := url.ParseQuery(raw) // invalid pairs are left out, as OPA-Envoy does
 	return q, s.addValues(q, m.query)
+}
+
+// longestRun is the longest part of name between the bytes PHP would
+// produce from another one ("_").
+func longestRun(name string) string {
+	best := ""
+	for _, part := range strings.FieldsFunc(name, func(r rune) bool { return r == '_' || r == '.' || r == ' ' || r == '[' }) {
+		if len(part) > len(best) {
+			best = part
+		}
+	}
+	return best
 }
 
 // isToken reports whether s is an RFC 9110 token: a repeated override
