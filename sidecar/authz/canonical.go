@@ -466,9 +466,10 @@ func foldASCII(s string) string {
 }
 
 // requestTerm builds input.deputy.request with the fields need names:
-// path, segments, method, methods, lower_path, lower_segments for
-// case-insensitive route tables, and route, route_segments for tables that
-// must match every form an upstream router runs the same action for. Terms are shared wherever two fields are
+// path, segments, method, methods, sole_method, lower_path, lower_segments
+// for case-insensitive route tables, and route, route_segments for tables
+// that must match every form an upstream router runs the same action for.
+// Terms are shared wherever two fields are
 // equal (a path without upper case, a request with one method), so the
 // common check pays for each value once.
 func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
@@ -513,6 +514,12 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 	}
 	if need.Child("methods") != nil {
 		obj.Insert(keyTerm("methods"), c.methods.term())
+	}
+	// sole_method lets a route table be looked up by one reference when no
+	// override names another method, the common request: cheaper for OPA
+	// than any test of methods' length.
+	if need.Child("sole_method") != nil && len(c.methods) == 1 {
+		obj.Insert(keyTerm("sole_method"), keyTerm(c.methods[0]))
 	}
 	return ast.NewTerm(obj)
 }

@@ -28,6 +28,7 @@ type seen struct {
 		LowerSegments []string `json:"lower_segments"`
 		Method        string   `json:"method"`
 		Methods       []string `json:"methods"`
+		SoleMethod    string   `json:"sole_method"`
 	} `json:"r"`
 	ParsedPath  []string            `json:"parsed_path"`
 	ParsedQuery map[string][]string `json:"parsed_query"`
@@ -122,6 +123,9 @@ func TestPolicySeesCanonicalRequest(t *testing.T) {
 			}
 			if s.R.Method != strings.Split(tc.wantMethods, ",")[0] {
 				t.Errorf("method = %q", s.R.Method)
+			}
+			if want := map[bool]string{true: s.R.Method, false: ""}[len(s.R.Methods) == 1]; s.R.SoleMethod != want {
+				t.Errorf("sole_method = %q, want %q", s.R.SoleMethod, want)
 			}
 			if strings.Join(s.R.LowerSegments, "/") != strings.ToLower(strings.Join(s.R.Segments, "/")) {
 				t.Errorf("lower_segments = %q", s.R.LowerSegments)

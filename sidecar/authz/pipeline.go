@@ -310,7 +310,16 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 	if rn := need.Child("deputy").Child("request"); len(owned) == 0 && rn == nil {
 		input.Insert(keyTerm("deputy"), p.activationFacts(act))
 	} else {
-		facts := p.deputyFacts(act, owned)
+		var facts ast.Object
+		if len(owned) == 0 {
+			// The activation's facts, built once, plus the request: no
+			// conversion of config values on the check path.
+			base := p.activationFacts(act).Value.(ast.Object)
+			facts = ast.NewObjectWithCapacity(base.Len() + 1)
+			base.Foreach(func(k, v *ast.Term) { facts.Insert(k, v) })
+		} else {
+			facts = p.deputyFacts(act, owned)
+		}
 		if rn != nil {
 			facts.Insert(keyTerm("request"), r.canonical.requestTerm(rn))
 		}

@@ -22,9 +22,14 @@ default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_ma
 
 # Routes are looked up, never scanned: by first path segment (a
 # storefront's sections: catalog, customer, checkout, ...) or by exact path,
-# then by method or "*". The lookups and the dispatch to the delegation
-# packages sit in the branches themselves: every helper rule is one more
-# evaluation on every check, so this one chain is longer than Regal likes.
+# then by method. A route allows a request when it allows "*", or every
+# method the request may run as (a GET that names POST in an override is a
+# POST to an upstream that honours it). A request without an override
+# (sole_method) takes the first branch of each route; the other two start
+# with a test of input alone, so it never pays for their lookups. The
+# lookups and the dispatch to the delegation packages sit in the branches
+# themselves, with no helper function: every call is one more evaluation on
+# every check, so this one chain is longer than Regal likes.
 # Deputy's own paths (/deputy/v1/, /.well-known/) have no rule here: the
 # shipped proxies send them to Deputy without a check, and any path that
 # reaches the check is the application's, so "/Deputy/v1/x" or
@@ -42,9 +47,31 @@ decision := data.deputy.impersonation.decision if {
 	# signed-in routes.
 	input.delegation.mode
 } else := {"allowed": true, "reason": "public_route"} if {
-	_all_methods(data.deputy.authz.public.sections[input.deputy.request.lower_segments[0]])
+	methods := data.deputy.authz.public.sections[input.deputy.request.lower_segments[0]]
+	some method in [input.deputy.request.sole_method, "*"]
+	methods[method]
 } else := {"allowed": true, "reason": "public_route"} if {
-	_all_methods(data.deputy.authz.public.paths[input.deputy.request.lower_path])
+	input.deputy.request.methods[1]
+	data.deputy.authz.public.sections[input.deputy.request.lower_segments[0]]["*"]
+} else := {"allowed": true, "reason": "public_route"} if {
+	input.deputy.request.methods[1]
+	methods := data.deputy.authz.public.sections[input.deputy.request.lower_segments[0]]
+	every method in input.deputy.request.methods {
+		methods[method]
+	}
+} else := {"allowed": true, "reason": "public_route"} if {
+	methods := data.deputy.authz.public.paths[input.deputy.request.lower_path]
+	some method in [input.deputy.request.sole_method, "*"]
+	methods[method]
+} else := {"allowed": true, "reason": "public_route"} if {
+	input.deputy.request.methods[1]
+	data.deputy.authz.public.paths[input.deputy.request.lower_path]["*"]
+} else := {"allowed": true, "reason": "public_route"} if {
+	input.deputy.request.methods[1]
+	methods := data.deputy.authz.public.paths[input.deputy.request.lower_path]
+	every method in input.deputy.request.methods {
+		methods[method]
+	}
 } else := lib.deny(403, input.delegation_error) if {
 	input.delegation_error
 } else := lib.deny(401, "identity_refused") if {
@@ -57,22 +84,42 @@ decision := data.deputy.impersonation.decision if {
 	_authenticated_route
 }
 
-# Routes open to any signed-in caller, by section or exact path.
+# Routes open to any signed-in caller, by section or exact path, each
+# checked as the decision's routes are.
 _authenticated_route if {
-	_all_methods(data.deputy.authz.authenticated.sections[input.deputy.request.lower_segments[0]])
+	methods := data.deputy.authz.authenticated.sections[input.deputy.request.lower_segments[0]]
+	some method in [input.deputy.request.sole_method, "*"]
+	methods[method]
 }
 
 _authenticated_route if {
-	_all_methods(data.deputy.authz.authenticated.paths[input.deputy.request.lower_path])
+	input.deputy.request.methods[1]
+	data.deputy.authz.authenticated.sections[input.deputy.request.lower_segments[0]]["*"]
 }
 
-# Whether a route's methods ({"GET": true} or {"*": true}) allow every
-# method the request may run as: a GET that names POST in an override is
-# a POST to an upstream that honours it.
-_all_methods(allowed) if allowed["*"]
-
-_all_methods(allowed) if {
+_authenticated_route if {
+	input.deputy.request.methods[1]
+	methods := data.deputy.authz.authenticated.sections[input.deputy.request.lower_segments[0]]
 	every method in input.deputy.request.methods {
-		allowed[method]
+		methods[method]
+	}
+}
+
+_authenticated_route if {
+	methods := data.deputy.authz.authenticated.paths[input.deputy.request.lower_path]
+	some method in [input.deputy.request.sole_method, "*"]
+	methods[method]
+}
+
+_authenticated_route if {
+	input.deputy.request.methods[1]
+	data.deputy.authz.authenticated.paths[input.deputy.request.lower_path]["*"]
+}
+
+_authenticated_route if {
+	input.deputy.request.methods[1]
+	methods := data.deputy.authz.authenticated.paths[input.deputy.request.lower_path]
+	every method in input.deputy.request.methods {
+		methods[method]
 	}
 }

@@ -11,16 +11,19 @@ import data.deputy.lib
 request(methods, path) := {
 	"attributes": {"request": {"http": {"method": methods[0], "path": path}}},
 	"parsed_path": split(trim_left(raw, "/"), "/"),
-	"deputy": {"request": {
-		"path": canonical,
-		"segments": segments,
-		"lower_path": lower(canonical),
-		"lower_segments": [lower(s) | some s in segments],
-		"route": concat("/", array.concat([""], route)),
-		"route_segments": route,
-		"method": upper(methods[0]),
-		"methods": [upper(m) | some m in methods],
-	}},
+	"deputy": {"request": object.union(
+		{
+			"path": canonical,
+			"segments": segments,
+			"lower_path": lower(canonical),
+			"lower_segments": [lower(s) | some s in segments],
+			"route": concat("/", array.concat([""], route)),
+			"route_segments": route,
+			"method": upper(methods[0]),
+			"methods": [upper(m) | some m in methods],
+		},
+		{"sole_method": upper(methods[0]) | count(methods) == 1},
+	)},
 } if {
 	raw := split(path, "?")[0]
 	segments := [s |
