@@ -54,7 +54,10 @@ func (f Filter) Match(r *Record) bool {
 type TailOptions struct {
 	Stream string
 	// From is the entry id to start after: "$" (default) for new entries
-	// only, "0" for the whole stream.
+	// only, "0" for the whole stream. "$" is the newest entry when Tail
+	// first reaches Redis (if Redis is down when Tail starts, entries
+	// written before Tail's first successful read are not new to it);
+	// from then on a reconnect skips nothing.
 	From   string
 	Filter Filter
 	// Block is how long one XREAD waits; the loop goes on until ctx ends.
