@@ -254,6 +254,17 @@ type AccessRequest struct {
 	PendingExpiresAt time.Time `json:"pending_expires_at"`
 	DecidedBy        string    `json:"decided_by,omitempty"`
 	DecidedAt        time.Time `json:"decided_at,omitzero"`
+	// GrantsPending marks an approval whose grants are not all stored yet:
+	// a retried approval completes it, and nothing else issues grants for
+	// the request. Cleared once they are stored, or when one is revoked.
+	GrantsPending bool `json:"grants_pending,omitempty"`
+}
+
+// Decide records the decision on a pending request. An approval leaves
+// its grants pending until they are stored.
+func (r *AccessRequest) Decide(status, by string, at time.Time) {
+	r.Status, r.DecidedBy, r.DecidedAt = status, by, at
+	r.GrantsPending = status == RequestApproved
 }
 
 // StatusAt is the request's status at now: a pending request past its
@@ -502,6 +513,9 @@ type PartnerStore interface {
 	// rejected) atomically; ECONFLICT if it is no longer pending (decided
 	// already, or past its pending expiry).
 	DecideRequest(ctx context.Context, id, status, by string, at time.Time) (*AccessRequest, error)
+	// GrantsIssued clears GrantsPending: no grant of the request is to be
+	// issued any more. ENOTFOUND when the request is gone.
+	GrantsIssued(ctx context.Context, id string) error
 	ListRequests(ctx context.Context, f RequestFilter) ([]AccessRequest, string, error)
 
 	// PutGrant stores a grant, replacing any grant for the same customer,

@@ -279,27 +279,50 @@ func (p *Partners) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([
 // Approve makes the request's grants live: one for the partner
 // organisation, or one per named user. A grant for the same partner,
 // customer and user is replaced with the new level and expiry.
+//
+// The decision is stored first, then the grants: a fault in between
+// leaves an approved request without grants (access narrower than
+// decided, never wider), and the request marked GrantsPending. The same
+// approval retried then stores the grants the decision named, as of the
+// decision, and completes it.
 func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id string) (*sidecar.AccessRequest, []sidecar.Grant, error) {
 	r, err := p.decide(ctx, caller, id, sidecar.RequestApproved)
+	completing := false
+	if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
+		if cur, gerr := p.store.GetRequest(ctx, id); gerr == nil && cur.Status == sidecar.RequestApproved && cur.GrantsPending {
+			r, err, completing = cur, nil, true
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	now := p.clock()
 	users := r.Users
 	if r.Scope == sidecar.ScopeOrganisation {
 		users = []string{""}
 	}
+	expires := r.DecidedAt.Add(grantDays(r.ExpiryDays))
 	grants := make([]sidecar.Grant, 0, len(users))
 	for _, u := range users {
+		if completing {
+			// A later approval for the same user replaced this one
+			// meanwhile: it stands.
+			newer, err := p.newerGrant(ctx, r, u)
+			if err != nil {
+				return nil, nil, err
+			}
+			if newer {
+				continue
+			}
+		}
 		g := sidecar.Grant{
 			ID:         p.newID(),
 			Customer:   r.Customer,
 			PartnerOrg: r.PartnerOrg,
 			User:       u,
 			Level:      r.Level,
-			ExpiresAt:  now.Add(grantDays(r.ExpiryDays)),
-			ApprovedBy: caller.Subject,
-			ApprovedAt: now,
+			ExpiresAt:  expires,
+			ApprovedBy: r.DecidedBy,
+			ApprovedAt: r.DecidedAt,
 			RequestID:  r.ID,
 		}
 		if err := p.store.PutGrant(ctx, &g); err != nil {
@@ -307,6 +330,10 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 		}
 		grants = append(grants, g)
 	}
+	if err := p.store.GrantsIssued(ctx, r.ID); err != nil {
+		return nil, nil, err
+	}
+	r.GrantsPending = false
 	p.audit(ctx, caller.Subject, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg})
 	err = p.event(ctx, sidecar.EventGrantApproved, r.Customer, caller.Subject, map[string]string{
 		"request_id":   r.ID,
@@ -315,9 +342,23 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 		"level":        string(r.Level),
 		"scope":        r.Scope,
 		"users":        strings.Join(r.Users, ","),
-		"expires_at":   now.Add(grantDays(r.ExpiryDays)).UTC().Format(time.RFC3339),
+		"expires_at":   expires.UTC().Format(time.RFC3339),
 	})
 	return r, grants, err
+}
+
+// newerGrant reports whether user's grant for r's customer comes from a
+// later approval than r.
+func (p *Partners) newerGrant(ctx context.Context, r *sidecar.AccessRequest, user string) (bool, error) {
+	e, err := p.store.EffectiveGrants(ctx, r.Customer, r.PartnerOrg, user)
+	if err != nil {
+		return false, err
+	}
+	g := e.Organisation
+	if user != "" {
+		g = e.Individual
+	}
+	return g != nil && g.RequestID != r.ID && g.ApprovedAt.After(r.DecidedAt), nil
 }
 
 // Reject closes the request without a grant.
@@ -379,6 +420,14 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	}
 	if caller == nil || caller.Org == "" || (caller.Org != g.Customer && caller.Org != g.PartnerOrg) {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_party_to_grant")
+	}
+	// An approval still completing must not issue this grant again after
+	// it is revoked: close it first (a fault here leaves the grant as it
+	// was, and the retry revokes it).
+	if g.RequestID != "" {
+		if err := p.store.GrantsIssued(ctx, g.RequestID); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+			return nil, err
+		}
 	}
 	g, err = p.store.RevokeGrant(ctx, customer, id)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {

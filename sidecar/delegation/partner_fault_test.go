@@ -90,20 +90,20 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 		}, func(w *partnerFaultWorld) error {
 			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
 			return err
-		}, nil},
+		}, approvalDone},
 		{"approve_individuals", func(t *testing.T, w *partnerFaultWorld) {
 			request(t, w, "r", individualRequest(sidecar.LevelCreate, 30, "pat", "paul"))
 		}, func(w *partnerFaultWorld) error {
 			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
 			return err
-		}, nil},
+		}, approvalDone},
 		{"replace_with_a_lower_level", func(t *testing.T, w *partnerFaultWorld) {
 			approved(t, w, "old", orgRequest(sidecar.LevelFullAdmin, 30))
 			request(t, w, "r", orgRequest(sidecar.LevelLook, 10))
 		}, func(w *partnerFaultWorld) error {
 			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
 			return err
-		}, nil},
+		}, approvalDone},
 		{"reject", func(t *testing.T, w *partnerFaultWorld) {
 			request(t, w, "r", orgRequest(sidecar.LevelUpdate, 30))
 		}, func(w *partnerFaultWorld) error {
@@ -239,6 +239,33 @@ func faultStore(t *testing.T, addr, prefix string, clock sidecar.Clock) sidecar.
 	return s
 }
 
+// approvalDone: the request is approved, no grant of it is pending, and
+// each user it names holds its grant at its level.
+func approvalDone(w *partnerFaultWorld) error {
+	if err := wantStatus(w, "r", sidecar.RequestApproved); err != nil {
+		return err
+	}
+	r, err := w.direct.GetRequest(w.ctx, w.requests["r"].ID)
+	if err != nil || r.GrantsPending {
+		return fmt.Errorf("grants still pending (%v)", err)
+	}
+	users := r.Users
+	if r.Scope == sidecar.ScopeOrganisation {
+		users = []string{""}
+	}
+	for _, u := range users {
+		e, err := w.direct.EffectiveGrants(w.ctx, r.Customer, r.PartnerOrg, u)
+		g := e.Organisation
+		if u != "" {
+			g = e.Individual
+		}
+		if err != nil || g == nil || g.RequestID != r.ID || g.Level != r.Level {
+			return fmt.Errorf("grant for %q is %+v (%v)", u, g, err)
+		}
+	}
+	return nil
+}
+
 func wantStatus(w *partnerFaultWorld, name, status string) error {
 	r, err := w.direct.GetRequest(w.ctx, w.requests[name].ID)
 	if err != nil || r.Status != status {
@@ -318,5 +345,67 @@ func checkPartnerState(t *testing.T, w *partnerFaultWorld, when string) {
 		case a.Domain != row.Domain && a.Domain != w.before[row.Customer]:
 			t.Fatalf("%s: %s is in %s, neither where it was nor where the import put it", when, row.Customer, a.Domain)
 		}
+	}
+}
+
+// An approval cut off after some of its grants were stored completes when
+// retried; but a grant of it revoked meanwhile is not issued again.
+func TestPendingApprovalCompletesButNeverReissuesARevokedGrant(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			r, err := env.partners.CheckRequest(ctx, patUser, individualRequest(sidecar.LevelCreate, 30, "pat", "paul"))
+			if err == nil {
+				err = env.partners.Request(ctx, r)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The fault: the decision and pat's grant were stored, then Redis went.
+			d, err := env.store.DecideRequest(ctx, r.ID, sidecar.RequestApproved, cora.Subject, env.clock.Now())
+			if err != nil || !d.GrantsPending {
+				t.Fatalf("decided %+v (%v), want grants pending", d, err)
+			}
+			pat := sidecar.Grant{ID: "g-pat", Customer: "acme", PartnerOrg: "partnerco", User: "pat", Level: r.Level,
+				ExpiresAt: d.DecidedAt.Add(30 * day), ApprovedBy: cora.Subject, ApprovedAt: d.DecidedAt, RequestID: r.ID}
+			if err := env.store.PutGrant(ctx, &pat); err != nil {
+				t.Fatal(err)
+			}
+			// The customer revokes pat's grant before anyone retries.
+			if _, err := env.partners.Revoke(ctx, cora, "acme", "g-pat"); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = env.partners.Approve(ctx, cora, r.ID)
+			wantCode(t, err, sidecar.ECONFLICT, "request_already_approved")
+			for _, u := range []string{"pat", "paul"} {
+				if e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", u); err != nil || e.Individual != nil {
+					t.Fatalf("%s holds %+v after the revocation (%v)", u, e.Individual, err)
+				}
+			}
+
+			// Without a revocation, the retry completes the approval as decided.
+			r2, err := env.partners.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, 10))
+			if err == nil {
+				err = env.partners.Request(ctx, r2)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			d2, err := env.store.DecideRequest(ctx, r2.ID, sidecar.RequestApproved, cora.Subject, env.clock.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			env.clock.Advance(time.Hour)
+			_, gs, err := env.partners.Approve(ctx, cora, r2.ID)
+			if err != nil || len(gs) != 1 || !gs[0].ApprovedAt.Equal(d2.DecidedAt) || !gs[0].ExpiresAt.Equal(d2.DecidedAt.Add(10*day)) {
+				t.Fatalf("completed with %+v (%v), want one grant as of the decision", gs, err)
+			}
+			if cur, _ := env.store.GetRequest(ctx, r2.ID); cur.GrantsPending {
+				t.Fatal("grants still pending after completion")
+			}
+			_, _, err = env.partners.Approve(ctx, cora, r2.ID)
+			wantCode(t, err, sidecar.ECONFLICT, "request_already_approved")
+		})
 	}
 }

@@ -610,8 +610,19 @@ func (s *Store) DecideRequest(_ context.Context, id, status, by string, at time.
 	if st := r.StatusAt(s.now()); st != sidecar.RequestPending {
 		return nil, sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
 	}
-	r.Status, r.DecidedBy, r.DecidedAt = status, by, at
+	r.Decide(status, by, at)
 	return cloneRequest(r), nil
+}
+
+func (s *Store) GrantsIssued(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.requests[id]
+	if !ok {
+		return notFound("access request")
+	}
+	r.GrantsPending = false
+	return nil
 }
 
 func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {

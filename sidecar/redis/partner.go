@@ -95,7 +95,7 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 		if st := r.StatusAt(s.now()); st != sidecar.RequestPending {
 			return sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
 		}
-		r.Status, r.DecidedBy, r.DecidedAt = status, by, at
+		r.Decide(status, by, at)
 		out = r
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, encode(r), s.ttl(s.requestForgetAt(r)))
@@ -107,6 +107,27 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 		return nil, rerr(err, "access request")
 	}
 	return out, nil
+}
+
+func (s *Store) GrantsIssued(ctx context.Context, id string) error {
+	key := s.reqKey(id)
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		raw, err := tx.Get(ctx, key).Result()
+		if err != nil {
+			return rerr(err, "access request")
+		}
+		r, err := decode[sidecar.AccessRequest](raw)
+		if err != nil || !r.GrantsPending {
+			return err
+		}
+		r.GrantsPending = false
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Set(ctx, key, encode(r), s.ttl(s.requestForgetAt(r)))
+			return nil
+		})
+		return err
+	}, key)
+	return rerr(err, "access request")
 }
 
 func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
