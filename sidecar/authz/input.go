@@ -264,25 +264,8 @@ func lowerHeaders(h map[string]string) map[string]string {
 // parsedPath mirrors OPA-Envoy: the decoded path split on "/" after the
 // leading slashes. OPA-Envoy gets the path from url.Parse, which reads
 // "//a/b" as host "a" and path "/b"; here the path is only ever a path.
-// Its terms share one backing array.
 func parsedPath(decoded string) *ast.Term {
-	p := strings.TrimLeft(decoded, "/")
-	n := strings.Count(p, "/") + 1
-	terms := make([]*ast.Term, n)
-	backing := make([]ast.Term, n)
-	for i := 0; i < n; i++ {
-		seg := p
-		if j := strings.IndexByte(p, '/'); j >= 0 {
-			seg, p = p[:j], p[j+1:]
-		}
-		if t, ok := internedKeys[seg]; ok {
-			terms[i] = t
-			continue
-		}
-		backing[i].Value = ast.String(seg)
-		terms[i] = &backing[i]
-	}
-	return ast.ArrayTerm(terms...)
+	return segmentsTerm(strings.Split(strings.TrimLeft(decoded, "/"), "/"), false)
 }
 
 // parsedQuery mirrors OPA-Envoy (url.Values of the query, invalid pairs
