@@ -400,17 +400,14 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 			}
 			p.LPush(ctx, hist, raw)
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
+			var uncovered []*sidecar.Session
 			for _, ss := range sessions {
-				if c.Covers(ss, now) {
-					continue
+				if !c.Covers(ss, now) {
+					ss.EndedAt, ss.EndedBy, ss.EndReason = now, c.SetBy, sidecar.EndConsentWithdrawn
+					uncovered = append(uncovered, ss)
 				}
-				ss.EndedAt, ss.EndedBy, ss.EndReason = now, c.SetBy, sidecar.EndConsentWithdrawn
-				s.writeEnded(ctx, p, ss)
-				ended = append(ended, *ss)
 			}
-			if len(stale) > 0 {
-				p.SRem(ctx, live, stale)
-			}
+			s.queueEnds(ctx, p, live, uncovered, stale, &ended)
 			return nil
 		})
 		return err

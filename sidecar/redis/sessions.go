@@ -83,10 +83,11 @@ func getRecord[T any](ctx context.Context, tx *goredis.Tx, key string) (*T, erro
 	return decode[T](raw)
 }
 
-// liveSessions reads the members of a live set inside a transaction,
-// watching their records: the sessions still live at now, and the ids to
-// drop from the set.
-func (s *Store) liveSessions(ctx context.Context, tx *goredis.Tx, set string, now time.Time) (live []*sidecar.Session, stale []string, err error) {
+// setSessions reads the members of a live set inside a transaction,
+// watching their records: those want picks, and the ids to drop from the
+// set (record gone, ended, or neither picked nor live at now).
+func (s *Store) setSessions(ctx context.Context, tx *goredis.Tx, set string, now time.Time,
+	want func(*sidecar.Session) bool) (picked []*sidecar.Session, stale []string, err error) {
 	ids, err := tx.SMembers(ctx, set).Result()
 	if err != nil || len(ids) == 0 {
 		return nil, nil, rerr(err, "sessions")
@@ -112,13 +113,33 @@ func (s *Store) liveSessions(ctx context.Context, tx *goredis.Tx, set string, no
 		if err != nil {
 			return nil, nil, err
 		}
-		if ss.Live(now) {
-			live = append(live, ss)
-		} else {
+		switch {
+		case !ss.EndedAt.IsZero():
+			stale = append(stale, ids[i])
+		case want(ss):
+			picked = append(picked, ss)
+		case !ss.Live(now):
 			stale = append(stale, ids[i])
 		}
 	}
-	return live, stale, nil
+	return picked, stale, nil
+}
+
+// liveSessions is setSessions picking the sessions live at now.
+func (s *Store) liveSessions(ctx context.Context, tx *goredis.Tx, set string, now time.Time) ([]*sidecar.Session, []string, error) {
+	return s.setSessions(ctx, tx, set, now, func(ss *sidecar.Session) bool { return ss.Live(now) })
+}
+
+// queueEnds queues the writes that end sessions (already marked ended),
+// appending them to out, and drops stale ids from set.
+func (s *Store) queueEnds(ctx context.Context, p goredis.Pipeliner, set string, ended []*sidecar.Session, stale []string, out *[]sidecar.Session) {
+	for _, ss := range ended {
+		s.writeEnded(ctx, p, ss)
+		*out = append(*out, *ss)
+	}
+	if len(stale) > 0 {
+		p.SRem(ctx, set, stale)
+	}
 }
 
 // writeEnded queues the writes that end ss (already marked ended).
@@ -192,12 +213,8 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, o := range old {
 				o.EndedAt, o.EndedBy, o.EndReason = now, ss.Actor, sidecar.EndReplaced
-				s.writeEnded(ctx, p, o)
-				replaced = append(replaced, *o)
 			}
-			if len(stale) > 0 {
-				p.SRem(ctx, liveActor, stale)
-			}
+			s.queueEnds(ctx, p, liveActor, old, stale, &replaced)
 			p.Set(ctx, key, encode(ss), ttl)
 			p.Set(ctx, code, encode(redeemRef{ss.ID, st.CodeExpiresAt}), s.ttl(st.CodeExpiresAt))
 			p.SAdd(ctx, s.liveKey(), ss.ID)
@@ -223,52 +240,15 @@ func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time) ([]sidecar
 	var ended []sidecar.Session
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		ended = ended[:0]
-		ids, err := tx.SMembers(ctx, key).Result()
-		if err != nil || len(ids) == 0 {
+		lapsed, stale, err := s.setSessions(ctx, tx, key, now, func(ss *sidecar.Session) bool { return !ss.Live(now) })
+		if err != nil || len(lapsed)+len(stale) == 0 {
 			return err
 		}
-		keys := make([]string, len(ids))
-		for i, id := range ids {
-			keys[i] = s.sessionKey(id)
-		}
-		if err := tx.Watch(ctx, keys...).Err(); err != nil {
-			return err
-		}
-		raws, err := tx.MGet(ctx, keys...).Result()
-		if err != nil {
-			return err
-		}
-		var lapsed []*sidecar.Session
-		var gone []string
-		for i, raw := range raws {
-			str, ok := raw.(string)
-			if !ok {
-				gone = append(gone, ids[i])
-				continue
-			}
-			ss, err := decode[sidecar.Session](str)
-			if err != nil {
-				return err
-			}
-			switch st := ss.EndState(now); {
-			case !ss.EndedAt.IsZero():
-				gone = append(gone, ids[i])
-			case st != "":
-				ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, st
-				lapsed = append(lapsed, ss)
-			}
-		}
-		if len(lapsed)+len(gone) == 0 {
-			return nil
+		for _, ss := range lapsed {
+			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, ss.EndState(now)
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			for _, ss := range lapsed {
-				s.writeEnded(ctx, p, ss)
-				ended = append(ended, *ss)
-			}
-			if len(gone) > 0 {
-				p.SRem(ctx, key, gone)
-			}
+			s.queueEnds(ctx, p, key, lapsed, stale, &ended)
 			return nil
 		})
 		return err

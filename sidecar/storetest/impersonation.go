@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,7 +122,7 @@ func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
 		replaced, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, "s4", "alice", "c3"),
 			CodeHash: codeOf("s4"), CodeExpiresAt: e.now().Add(30 * time.Second), ReplaceLive: true})
 		must(t, err)
-		slices.SortFunc(replaced, func(a, b sidecar.Session) int { return cmpStr(a.ID, b.ID) })
+		slices.SortFunc(replaced, func(a, b sidecar.Session) int { return strings.Compare(a.ID, b.ID) })
 		if !slices.Equal(sessionIDs(replaced), []string{"s1", "s3"}) {
 			t.Fatalf("replaced %v, want s1 s3", sessionIDs(replaced))
 		}
@@ -141,16 +142,6 @@ func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("replaced cookie reads %q", byTok.EndState(e.now()))
 		}
 	})
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func testConsentEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
