@@ -231,6 +231,14 @@ func TestEvalExamples(t *testing.T) {
 			want: []string{"decision: allow", "reason:   impersonation", "x-deputy-actor: staff-17", "x-deputy-subject: alice"}},
 		{name: "record replay", args: []string{"--input", "@../../examples/eval/record.json", "--fail"},
 			want: []string{"same as recorded", "decision: allow"}},
+		// eval builds input.deputy.request with the serving pipeline, so the
+		// tricks the check refuses or sees through fare the same offline.
+		{name: "canonical path: // and case", args: []string{"--input", `{"method": "GET", "path": "//Customer/account;x"}`},
+			want: []string{"decision: deny", "status:   401", "reason:   authentication_required"}},
+		{name: "method override on a public route", args: []string{"--input", `{"method": "GET", "path": "/catalog/shoes", "headers": {"X-HTTP-Method-Override": "POST"}}`},
+			want: []string{"decision: deny", "reason:   no_rule_matched"}},
+		{name: "encoded slash refused", args: []string{"--input", `{"method": "GET", "path": "/catalog%2Fshoes"}`},
+			want: []string{"decision: deny", "status:   400", "reason:   malformed_request"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
