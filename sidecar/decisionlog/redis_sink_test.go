@@ -261,12 +261,37 @@ func TestFormatLine(t *testing.T) {
 }
 
 // TestTailFollowsThroughRestart: a tail that is following the stream keeps
-// following it across a Redis restart. It is shown following first (it
-// printed a record logged after it started), so its "$" is pinned before
-// Redis goes away; a tail that never reached Redis starts at the newest
-// entry it finds when it first does, as TailOptions.From says.
+// following it across a Redis restart: of a Redis that comes back empty,
+// and of one that answers LOADING while it reads its data back. The tail
+// is shown following first (it printed a record logged after it
+// started), so its "$" is pinned before Redis goes away; a tail that
+// never reached Redis starts at the newest entry it finds when it first
+// does, as TailOptions.From says.
 func TestTailFollowsThroughRestart(t *testing.T) {
-	srv := redistest.Start(t)
+	t.Run("empty", func(t *testing.T) { tailThroughRestart(t, redistest.Start(t), nil) })
+	t.Run("loading its data", func(t *testing.T) {
+		// 1000 keys read back at 1 ms each: LOADING for about a second.
+		srv := redistest.Start(t, "--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024")
+		tailThroughRestart(t, srv, func(rc *redis.Client) {
+			ctx := context.Background()
+			p := rc.Pipeline()
+			for i := range 1000 {
+				p.Set(ctx, fmt.Sprintf("load-%d", i), "x", 0)
+			}
+			if _, err := p.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := rc.Save(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+}
+
+// tailThroughRestart follows srv's decisions stream, restarts srv (after
+// beforeStop, if set) and wants the tail to print the record logged after
+// the restart.
+func tailThroughRestart(t *testing.T, srv *redistest.Server, beforeStop func(*redis.Client)) {
 	rc := fastClient(t, srv.Addr)
 	cfg := redisConfig(100)
 	sink, _ := decisionlog.NewSink(cfg, rc, nil)
@@ -275,9 +300,10 @@ func TestTailFollowsThroughRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	got := make(chan string, 100)
+	ended := make(chan error, 1)
 	var retries atomic.Int64
 	go func() {
-		_ = decisionlog.Tail(ctx, rc, decisionlog.TailOptions{Stream: cfg.Stream, Block: 50 * time.Millisecond,
+		ended <- decisionlog.Tail(ctx, rc, decisionlog.TailOptions{Stream: cfg.Stream, Block: 50 * time.Millisecond,
 			OnError: func(error) { retries.Add(1) }},
 			func(_ string, r *decisionlog.Record) error { got <- r.DecisionID; return nil })
 	}()
@@ -295,6 +321,8 @@ func TestTailFollowsThroughRestart(t *testing.T) {
 				if g != "before" {
 					t.Fatalf("tail printed %q, want %q", g, id)
 				}
+			case err := <-ended:
+				t.Fatalf("tail ended (%v) before it printed %q", err, id)
 			case <-ctx.Done():
 				t.Fatalf("tail did not print %q", id)
 			case <-time.After(50 * time.Millisecond):
@@ -305,6 +333,9 @@ func TestTailFollowsThroughRestart(t *testing.T) {
 		}
 	}
 	until("before", true) // the tail is following
+	if beforeStop != nil {
+		beforeStop(rc)
+	}
 	srv.Stop()
 	waitFor(t, "the tail to notice Redis is gone", func() bool { return retries.Load() > 0 })
 	srv.Restart()

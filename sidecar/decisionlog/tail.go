@@ -72,7 +72,8 @@ type TailOptions struct {
 // Tail follows the stream with XREAD BLOCK and calls fn for each record
 // that matches, in stream order, until ctx ends or fn returns an error.
 // Entries that are not decision records are skipped. While Redis cannot be
-// reached Tail retries; an error Redis answers with ends it.
+// reached, or answers that it is loading its data, Tail retries; another
+// error Redis answers with ends it.
 func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn func(id string, r *Record) error) error {
 	if err := opt.Filter.Validate(); err != nil {
 		return err
@@ -110,13 +111,14 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 			continue
 		}
 		var rerr redis.Error
-		if errors.As(err, &rerr) {
+		if errors.As(err, &rerr) && !transient(err) {
 			// The server answered with an error (wrong type, no access):
 			// waiting will not fix it.
 			return sidecar.Unavailable("read stream "+opt.Stream, err)
 		}
 		if err != nil {
-			// Connection trouble: Redis may be restarting. Keep following.
+			// Connection trouble, or a Redis loading its data: it may be
+			// restarting. Keep following.
 			if onErr != nil {
 				onErr(err)
 			}
@@ -144,6 +146,15 @@ func Tail(ctx context.Context, client redis.UniversalClient, opt TailOptions, fn
 			}
 		}
 	}
+}
+
+// transient reports whether Redis answered with an error that passes on
+// its own: a restarted Redis reading its data back (LOADING), a replica
+// without its primary (MASTERDOWN), a cluster between states (CLUSTERDOWN,
+// TRYAGAIN). The tail waits those out as it waits out a lost connection.
+func transient(err error) bool {
+	return redis.IsLoadingError(err) || redis.IsMasterDownError(err) ||
+		redis.IsClusterDownError(err) || redis.IsTryAgainError(err)
 }
 
 // newestID is the id of the stream's newest entry, or 0-0 when it is empty.
