@@ -3,6 +3,7 @@ package delegation_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -261,6 +262,15 @@ func approvalDone(w *partnerFaultWorld) error {
 		}
 		if err != nil || g == nil || g.RequestID != r.ID || g.Level != r.Level {
 			return fmt.Errorf("grant for %q is %+v (%v)", u, g, err)
+		}
+		// Indexed too: the partner's "My Customers" and the expiry sweep find it.
+		mine, err := w.direct.GrantsByPartner(w.ctx, r.PartnerOrg, u)
+		if err != nil || !slices.ContainsFunc(mine, func(x sidecar.Grant) bool { return x.ID == g.ID }) {
+			return fmt.Errorf("grant %s missing from the partner's list %v (%v)", g.ID, mine, err)
+		}
+		soon, err := w.direct.GrantsExpiringBefore(w.ctx, g.ExpiresAt.Add(time.Second), 0)
+		if err != nil || !slices.ContainsFunc(soon, func(x sidecar.Grant) bool { return x.ID == g.ID }) {
+			return fmt.Errorf("grant %s missing from the expiry index (%v)", g.ID, err)
 		}
 	}
 	return nil

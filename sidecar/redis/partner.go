@@ -231,10 +231,13 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 		p.ZRemRangeByScore(ctx, s.grantsExpiry(), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
 		return nil
 	})
-	if err != nil {
-		s.log.Warn("index grant", "customer", g.Customer, "grant", g.ID, "err", err)
-	}
 	s.publish(ctx, sidecar.GrantKey(g.Customer))
+	if err != nil {
+		// The grant stands, but "My Customers" and the expiry sweep would
+		// miss it: report it, so the approval stays pending and its retry
+		// stores the grant again, indexes included.
+		return unavailable(err)
+	}
 	return nil
 }
 
