@@ -199,3 +199,56 @@ func TestMalformedMethodsAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// A POST body may name an override that Deputy cannot read: not sent to
+// the check (nginx, Caddy), truncated, of a type frameworks parse and
+// OPA-Envoy does not, or unparseable. Such a request is decided as every
+// method an override could name; a body-less POST and a body frameworks
+// never read overrides from are not.
+func TestUnreadBodyOverrides(t *testing.T) {
+	src := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", input.deputy.request.methods)}\n"
+	e := engineFor(t, "data.t.decision", src, nil)
+	const every = "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
+	form := "application/x-www-form-urlencoded"
+	big := strings.Repeat("a=1&", 3000) + "_method=DELETE"
+	for _, tc := range []struct {
+		name, method string
+		headers      map[string]string
+		body         string
+		skipParse    bool
+		want         string
+	}{
+		{"no content type is read as a form", "POST", nil, "_method=DELETE", false, "POST,DELETE"},
+		{"form type with a broken parameter", "POST", map[string]string{"content-type": form + "; charset"}, "_method=DELETE", false, "POST,DELETE"},
+		{"text/json", "POST", map[string]string{"content-type": "text/json"}, `{"_method":"DELETE"}`, false, "POST,DELETE"},
+		{"JSON with a broken parameter", "POST", map[string]string{"content-type": "application/json; x"}, `{"_method":"DELETE"}`, false, "POST,DELETE"},
+		{"vendor /json type", "POST", map[string]string{"content-type": "application/vnd.api/json"}, `{"_method":"PUT"}`, false, "POST,PUT"},
+		{"multipart/mixed", "POST", map[string]string{"content-type": "multipart/mixed; boundary=b"},
+			"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n", false, "POST,DELETE"},
+		{"body not sent, length known", "POST", map[string]string{"content-type": form, "content-length": "14"}, "", false, every},
+		{"body not sent, chunked", "POST", map[string]string{"content-type": form, "transfer-encoding": "chunked"}, "", false, every},
+		{"body not sent, no content type", "POST", map[string]string{"content-length": "14"}, "", false, every},
+		{"truncated body", "POST", map[string]string{"content-type": form, "content-length": "20000"}, big[:8192], false, every},
+		{"partial body", "POST", map[string]string{"content-type": form, "x-envoy-auth-partial-body": "true"}, "a=1", false, every},
+		{"unparseable form, parse_body off", "POST", map[string]string{"content-type": form}, "_method=DELETE&%zz", true, every},
+		{"body-less POST", "POST", map[string]string{"content-type": form, "content-length": "0"}, "", false, "POST"},
+		{"POST without any body headers", "POST", nil, "", false, "POST"},
+		{"body of a type frameworks do not read", "POST", map[string]string{"content-type": "text/plain", "content-length": "14"}, "", false, "POST"},
+		{"not a POST", "PUT", map[string]string{"content-type": form, "content-length": "14"}, "", false, "PUT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := []authz.Option{authz.WithQuery("data.t.decision"), authz.WithBodyParsing(!tc.skipParse)}
+			resp := authz.New(e, opts...).Check(context.Background(), checkRequest(t, httpRequest(tc.method, "/a", tc.headers, tc.body)))
+			if !resp.Allowed || resp.Reason != tc.want {
+				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
+			}
+		})
+	}
+	t.Run("no body carrier configured", func(t *testing.T) {
+		p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithMethodOverrides([]string{"header:x-http-method-override", "query:_method"}))
+		resp := p.Check(context.Background(), checkRequest(t, httpRequest("POST", "/a", map[string]string{"content-type": form, "content-length": "14"}, "")))
+		if !resp.Allowed || resp.Reason != "POST" {
+			t.Errorf("methods = %q (allowed %v), want POST", resp.Reason, resp.Allowed)
+		}
+	})
+}

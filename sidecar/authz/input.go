@@ -188,7 +188,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	var body *ast.Term
 	var truncated bool
 	if !opts.SkipBodyParsing || len(opts.Methods.body) > 0 {
-		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods}
+		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods, post: r.canonical.methods[0] == "POST"}
 		body, truncated, err = pb.parse(headers, httpReq.GetBody(), httpReq.GetRawBody())
 		if err != nil && (!opts.SkipBodyParsing || sidecar.ErrorField(err) == "method") {
 			return nil, err
@@ -293,30 +293,74 @@ func parsedQuery(raw string, parsed url.Values) *ast.Term {
 type bodyParse struct {
 	overrides []string // body parameters naming a method
 	methods   *methodSet
+	// post: the request is a POST, the only method whose body frameworks
+	// read an override from (Rack, Laravel, Symfony, Express).
+	post bool
 }
 
 // parse mirrors OPA-Envoy for JSON bodies and adds form and multipart
 // bodies. A body shorter than its content-length was truncated by Envoy's
 // with_request_body limit: it is reported, not parsed.
+//
+// A POST whose body may carry an override (see mayCarry) that Deputy
+// cannot read (not sent to the check, truncated, unparseable, a type
+// frameworks parse and OPA-Envoy does not) is decided as every method an
+// override could name (bodyOverrideMethods). Refusing it instead would
+// refuse every form post behind nginx and Caddy, which never send the
+// body; deciding it as every method still allows routes open to all
+// methods, and denies where a hidden override could matter. Operators
+// whose upstream never honours body overrides drop body:_method from
+// check.method_overrides.
 func (pb bodyParse) parse(headers map[string]string, body string, raw []byte) (*ast.Term, bool, error) {
 	if body == "" && len(raw) > 0 {
 		body = string(raw)
 	}
-	if body == "" {
-		return nil, false, nil
-	}
 	ct := headers["content-type"]
-	if ct == "" {
-		return nil, false, nil
+	truncated, unread, err := bodyComplete(headers, body)
+	if err != nil {
+		return nil, false, err
 	}
+	var term *ast.Term
+	read := false
+	if !truncated && body != "" {
+		term, read, err = pb.parseKnown(ct, body)
+	}
+	if pb.post && len(pb.overrides) > 0 && mayCarry(ct) &&
+		(unread || !read && body != "" && !pb.readLenient(ct, body)) {
+		for _, m := range bodyOverrideMethods {
+			_ = pb.methods.add(m)
+		}
+	}
+	return term, truncated, err
+}
+
+// bodyOverrideMethods are the methods a body override may name that the
+// common frameworks route (Rack's list without LINK and UNLINK).
+var bodyOverrideMethods = []string{"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+// bodyComplete reports whether the body is shorter than its
+// content-length (truncated, as OPA-Envoy reports it), and whether part of
+// it was not sent to the check at all (unread): truncated, a
+// transfer-encoded body not sent, or Envoy's x-envoy-auth-partial-body.
+func bodyComplete(headers map[string]string, body string) (truncated, unread bool, err error) {
 	if cl, ok := headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
-			return nil, false, sidecar.Invalid("content-length", "not a number: %q", cl)
+			return false, false, sidecar.Invalid("content-length", "not a number: %q", cl)
 		}
-		if n != -1 && n > int64(len(body)) {
-			return nil, true, nil
-		}
+		truncated = n != -1 && n > int64(len(body))
+	}
+	unread = truncated ||
+		body == "" && headers["transfer-encoding"] != "" ||
+		strings.Contains(strings.ToLower(headers["x-envoy-auth-partial-body"]), "true")
+	return truncated, unread, nil
+}
+
+// parseKnown parses the types OPA-Envoy's parsed_body holds, and the form
+// types, reading overrides from them; read reports that it did.
+func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bool, error) {
+	if ct == "" {
+		return nil, false, nil
 	}
 	mediaType, params, err := mime.ParseMediaType(ct)
 	if err != nil {
@@ -328,20 +372,14 @@ func (pb bodyParse) parse(headers map[string]string, body string, raw []byte) (*
 		if err := util.UnmarshalJSON([]byte(body), &x); err != nil {
 			return nil, false, sidecar.Invalid("body", "malformed JSON body: %v", err)
 		}
-		if obj, ok := x.(map[string]any); ok {
-			for _, name := range pb.overrides {
-				if m, ok := obj[name].(string); ok {
-					if err := pb.methods.add(m); err != nil {
-						return nil, false, err
-					}
-				}
-			}
+		if err := pb.fromJSON(x); err != nil {
+			return nil, false, err
 		}
 		v, err := ast.InterfaceToValue(x)
 		if err != nil {
-			return nil, false, sidecar.Invalid("body", "%v", err)
+			return nil, true, sidecar.Invalid("body", "%v", err)
 		}
-		return ast.NewTerm(v), false, nil
+		return ast.NewTerm(v), true, nil
 	case mediaType == "application/x-www-form-urlencoded":
 		vals, err := url.ParseQuery(body)
 		if err != nil {
@@ -350,29 +388,83 @@ func (pb bodyParse) parse(headers map[string]string, body string, raw []byte) (*
 		if err := pb.methods.addValues(vals, pb.overrides); err != nil {
 			return nil, false, err
 		}
-		return valuesTerm(vals), false, nil
+		return valuesTerm(vals), true, nil
 	case mediaType == "multipart/form-data":
-		boundary := params["boundary"]
-		if boundary == "" {
-			return nil, false, sidecar.Invalid("body", "multipart body without boundary")
-		}
-		form, err := multipart.NewReader(bytes.NewReader([]byte(body)), boundary).ReadForm(int64(len(body)) + 1)
+		vals, err := pb.multipart(body, params["boundary"])
 		if err != nil {
-			return nil, false, sidecar.Invalid("body", "malformed multipart body: %v", err)
-		}
-		defer form.RemoveAll()
-		vals := url.Values(form.Value)
-		for name, files := range form.File {
-			for _, f := range files {
-				vals[name] = append(vals[name], f.Filename)
-			}
-		}
-		if err := pb.methods.addValues(form.Value, pb.overrides); err != nil {
 			return nil, false, err
 		}
-		return valuesTerm(vals), false, nil
+		return valuesTerm(vals), true, nil
 	}
 	return nil, false, nil
+}
+
+func (pb bodyParse) fromJSON(x any) error {
+	if obj, ok := x.(map[string]any); ok {
+		for _, name := range pb.overrides {
+			if m, ok := obj[name].(string); ok {
+				if err := pb.methods.add(m); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// multipart parses a multipart body, reading overrides from its fields;
+// file fields hold their file names.
+func (pb bodyParse) multipart(body, boundary string) (url.Values, error) {
+	if boundary == "" {
+		return nil, sidecar.Invalid("body", "multipart body without boundary")
+	}
+	form, err := multipart.NewReader(bytes.NewReader([]byte(body)), boundary).ReadForm(int64(len(body)) + 1)
+	if err != nil {
+		return nil, sidecar.Invalid("body", "malformed multipart body: %v", err)
+	}
+	defer form.RemoveAll()
+	if err := pb.methods.addValues(form.Value, pb.overrides); err != nil {
+		return nil, err
+	}
+	vals := url.Values(form.Value)
+	for name, files := range form.File {
+		for _, f := range files {
+			vals[name] = append(vals[name], f.Filename)
+		}
+	}
+	return vals, nil
+}
+
+// mayCarry reports whether frameworks read parameters from a POST body of
+// this content type: none at all (Rack parses it as a form), any type
+// starting with a form or multipart type, whatever its parameters (PHP
+// compares the prefix), and any type holding "/json" or "+json" (Laravel).
+func mayCarry(ct string) bool {
+	ct = strings.ToLower(strings.TrimSpace(ct))
+	return ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded") ||
+		strings.HasPrefix(ct, "multipart/") || strings.Contains(ct, "/json") || strings.Contains(ct, "+json")
+}
+
+// readLenient reads overrides from a body the way frameworks do when
+// parseKnown did not; it reports false when it could not.
+func (pb bodyParse) readLenient(ct, body string) bool {
+	lct := strings.ToLower(strings.TrimSpace(ct))
+	switch {
+	case strings.Contains(lct, "/json") || strings.Contains(lct, "+json"):
+		var x any
+		return util.UnmarshalJSON([]byte(body), &x) == nil && pb.fromJSON(x) == nil
+	case lct == "" || strings.HasPrefix(lct, "application/x-www-form-urlencoded"):
+		vals, err := url.ParseQuery(body)
+		return err == nil && pb.methods.addValues(vals, pb.overrides) == nil
+	case strings.HasPrefix(lct, "multipart/"):
+		_, params, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return false
+		}
+		_, err = pb.multipart(body, params["boundary"])
+		return err == nil
+	}
+	return true
 }
 
 func valuesTerm(vals map[string][]string) *ast.Term {

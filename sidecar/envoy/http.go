@@ -70,14 +70,19 @@ func ParseProxy(s string) (Proxy, error) {
 	return "", fmt.Errorf("must be nginx, caddy, traefik or envoy, not %q", s)
 }
 
-// convention is where a proxy puts the original request.
-type convention struct{ method, uri string }
+// convention is where a proxy puts the original request. length names the
+// header the shipped config sets to the original body's length (nginx
+// $content_length, Caddy's Content-Length placeholder), over a client's
+// copy; none for Traefik, which cannot set it.
+type convention struct{ method, uri, length string }
 
 func (p Proxy) convention() (convention, bool) {
 	switch p {
 	case ProxyNginx:
-		return convention{method: "X-Original-Method", uri: "X-Original-Uri"}, true
-	case ProxyCaddy, ProxyTraefik:
+		return convention{method: "X-Original-Method", uri: "X-Original-Uri", length: "X-Original-Content-Length"}, true
+	case ProxyCaddy:
+		return convention{method: "X-Forwarded-Method", uri: "X-Forwarded-Uri", length: "X-Forwarded-Content-Length"}, true
+	case ProxyTraefik:
 		return convention{method: "X-Forwarded-Method", uri: "X-Forwarded-Uri"}, true
 	}
 	return convention{}, false
@@ -89,7 +94,8 @@ func (p Proxy) convention() (convention, bool) {
 // they would let a client choose what is decided; ignored, a proxy
 // configured under the wrong name would be decided on a client's header
 // without anyone noticing.
-var originHeaders = [...]string{"X-Original-Method", "X-Original-Uri", "X-Forwarded-Method", "X-Forwarded-Uri"}
+var originHeaders = [...]string{"X-Original-Method", "X-Original-Uri", "X-Forwarded-Method", "X-Forwarded-Uri",
+	"X-Original-Content-Length", "X-Forwarded-Content-Length"}
 
 // WithTrustedProxy makes the handler a forwarded endpoint: it decides the
 // request named by the headers proxy p sets and overwrites (plus
@@ -245,6 +251,19 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 	if v := r.Header.Get("X-Forwarded-Proto"); v != "" && h.forwarded {
 		scheme = v
 	}
+	if h.forwarded {
+		// The proxy sends no body: the check is told the original body's
+		// length, as Envoy would, so that a body-carried method override
+		// it cannot read is accounted for (see authz). A length the proxy
+		// did not state is unknown, read as a body that was not sent.
+		delete(headers, "content-length")
+		delete(headers, strings.ToLower(h.conv.length))
+		if n, ok := originalLength(r.Header, h.conv.length); ok {
+			headers["content-length"] = strconv.FormatInt(n, 10)
+		} else {
+			headers["transfer-encoding"] = "chunked"
+		}
+	}
 	var body []byte
 	if r.Body != nil && h.maxBody > 0 {
 		b, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody+1))
@@ -252,7 +271,10 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 			return nil, err
 		}
 		if int64(len(b)) > h.maxBody {
-			b = b[:h.maxBody] // reported as truncated by content-length
+			// Reported as truncated by content-length, and as Envoy's
+			// partial body when the length was not given.
+			b = b[:h.maxBody]
+			headers["x-envoy-auth-partial-body"] = "true"
 		}
 		body = b
 	}
@@ -283,7 +305,7 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 // refusing what that proxy does not set or strip.
 func (h *HTTPHandler) original(r *http.Request) (method, uri, host string, err error) {
 	for _, name := range originHeaders {
-		if name != h.conv.method && name != h.conv.uri && len(r.Header.Values(name)) > 0 {
+		if name != h.conv.method && name != h.conv.uri && name != h.conv.length && len(r.Header.Values(name)) > 0 {
 			return "", "", "", fmt.Errorf("%s is not set by the proxy this check trusts (it reads %s and %s): refused", name, h.conv.method, h.conv.uri)
 		}
 	}
@@ -310,6 +332,20 @@ func (h *HTTPHandler) original(r *http.Request) (method, uri, host string, err e
 		}
 	}
 	return method, uri, host, nil
+}
+
+// originalLength reads the original body's length from the header the
+// proxy sets: exactly one non-negative number, or unknown.
+func originalLength(hd http.Header, name string) (int64, bool) {
+	if name == "" {
+		return 0, false
+	}
+	vs := hd.Values(name)
+	if len(vs) != 1 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(vs[0], 10, 64)
+	return n, err == nil && n >= 0
 }
 
 // single returns the one value of a header the proxy sets; none or
