@@ -151,7 +151,7 @@ func BenchmarkCheckDelegated(b *testing.B) {
 			b.Fatal(err)
 		}
 		if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1",
-			Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour)},
+			Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"},
 			delegation.HashSecret(token)); err != nil {
 			b.Fatal(err)
 		}

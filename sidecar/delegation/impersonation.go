@@ -384,6 +384,11 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string)
 	if len(code) > 128 {
 		return nil, sidecar.Invalid("code", "malformed")
 	}
+	if hostname(host) == "" {
+		// The session is bound to this host: without one it would be
+		// bound to none, or valid on every host.
+		return nil, sidecar.Invalid("host", "required: the session is bound to the host the link is used on")
+	}
 	target, err := SafeRedirect(redirect, i.cfg.RedirectHosts)
 	if err != nil {
 		return nil, err

@@ -49,14 +49,14 @@ func TestSessionResolverChecksConsent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			store := memory.New(memory.WithClock(clock.Now))
 			cookie := strings.Repeat("c", 43)
-			s := &sidecar.Session{ID: "imp_1", Actor: "alice", Customer: "c42", StartedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+			s := &sidecar.Session{ID: "imp_1", Actor: "alice", Customer: "c42", StartedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour), Host: "shop.example.com"}
 			if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
 				t.Fatal(err)
 			}
 			r := delegation.NewSessionResolver(lostSessionEvictions{store}, delegation.ImpersonationConfig{CacheTTL: time.Hour},
 				delegation.WithSessionClock(clock.Now))
 			defer r.Close()
-			req := &sidecar.Request{Headers: map[string]string{"cookie": "deputy_session=" + cookie}}
+			req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + cookie}}
 			if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil {
 				t.Fatalf("before: %v, %v", d, err)
 			}

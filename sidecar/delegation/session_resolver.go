@@ -334,10 +334,13 @@ func (r *SessionResolver) sessionError(state string) error {
 
 // hostAllowed reports whether a request to host may use a session
 // redeemed on own. Ports are ignored, as browsers ignore them for cookies.
+// A session bound to no host (redeemed before redeeming required one) is
+// valid on none.
 func (r *SessionResolver) hostAllowed(host, own string) bool {
 	host = hostname(host)
 	if len(r.hosts) == 0 {
-		return own == "" || strings.EqualFold(host, hostname(own))
+		own = hostname(own)
+		return own != "" && strings.EqualFold(host, own)
 	}
 	for _, h := range r.hosts {
 		if strings.EqualFold(host, h) {

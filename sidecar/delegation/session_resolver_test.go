@@ -54,7 +54,7 @@ func newResolverFixture(tb testing.TB) *resolverFixture {
 	f.state = &countingState{Store: memory.New(memory.WithClock(f.clock))}
 	ctx := context.Background()
 	s := &sidecar.Session{ID: "imp_1", Actor: "alice", ActorName: "Alice", Customer: "c42", CustomerName: "Chloé",
-		StoreView: "fr", Reason: "cart", Ticket: "SR-1", StartedAt: f.clock(), ExpiresAt: f.clock().Add(time.Hour), IdleTimeout: 15 * time.Minute}
+		StoreView: "fr", Reason: "cart", Ticket: "SR-1", StartedAt: f.clock(), ExpiresAt: f.clock().Add(time.Hour), IdleTimeout: 15 * time.Minute, Host: "shop.example.com"}
 	f.cookie = strings.Repeat("k", 43)
 	if err := storetest.StartRedeemed(ctx, f.state, s, delegation.HashSecret(f.cookie)); err != nil {
 		tb.Fatal(err)
@@ -65,7 +65,7 @@ func newResolverFixture(tb testing.TB) *resolverFixture {
 }
 
 func (f *resolverFixture) resolve(cookieHeader string) (*sidecar.Delegation, error) {
-	return f.r.Resolve(context.Background(), &sidecar.Request{Method: "GET", Path: "/", Headers: map[string]string{"cookie": cookieHeader}}, nil)
+	return f.r.Resolve(context.Background(), &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", Headers: map[string]string{"cookie": cookieHeader}}, nil)
 }
 
 func TestSessionResolver(t *testing.T) {
@@ -178,7 +178,7 @@ func FuzzSessionCookie(f *testing.F) {
 // BenchmarkResolve is the check path with the session in the local cache.
 func BenchmarkResolve(b *testing.B) {
 	f := newResolverFixture(b)
-	req := &sidecar.Request{Method: "GET", Path: "/", Headers: map[string]string{"cookie": "theme=dark; deputy_session=" + f.cookie}}
+	req := &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", Headers: map[string]string{"cookie": "theme=dark; deputy_session=" + f.cookie}}
 	ctx := context.Background()
 	if _, err := f.r.Resolve(ctx, req, nil); err != nil {
 		b.Fatal(err)
@@ -206,5 +206,44 @@ func TestSessionResolverInvalidateAll(t *testing.T) {
 	}
 	if f.state.reads.Load() != before+1 {
 		t.Fatalf("store reads %d → %d: the cache was not dropped", before, f.state.reads.Load())
+	}
+}
+
+// A redeem link used without a host would bind the session to none: it is
+// refused, and a session stored with no host is valid on no host (not on
+// every one).
+func TestSessionNeedsAHost(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewClock(storetest.Epoch)
+	store := memory.New(memory.WithClock(clock.Now))
+	lc := delegation.NewImpersonation(store, nil, delegation.WithImpersonationClock(clock.Now))
+	if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, func(string, map[string]any) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"", ":8080", "."} {
+		if _, err := lc.Redeem(ctx, st.Code, "", host); sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "host" {
+			t.Errorf("redeem on host %q: %v, want EINVALID host", host, err)
+		}
+	}
+
+	cookie := strings.Repeat("n", 43)
+	s := &sidecar.Session{ID: "imp_2", Actor: "bob", Customer: "c42", StartedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+	if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
+		t.Fatal(err)
+	}
+	r := delegation.NewSessionResolver(store, delegation.ImpersonationConfig{}, delegation.WithSessionClock(clock.Now))
+	defer r.Close()
+	for _, host := range []string{"", "shop.example.com", "evil.example"} {
+		d, err := r.Resolve(ctx, &sidecar.Request{Host: host, Headers: map[string]string{"cookie": "deputy_session=" + cookie}}, nil)
+		if d != nil || sidecar.ErrorMessage(err) != "session_wrong_host" {
+			t.Errorf("host %q: %+v, %v; want session_wrong_host", host, d, err)
+		}
 	}
 }
