@@ -189,9 +189,6 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 		capture := &responseCapture{next: pipeline}
 		rec := httptest.NewRecorder()
 		envoy.NewHTTPHandler(capture).ServeHTTP(rec, httpReq.WithContext(ctx))
-		if capture.resp == nil {
-			return fmt.Errorf("input: %s", strings.TrimSpace(rec.Body.String()))
-		}
 		resp = capture.resp
 	} else {
 		resp = pipeline.Check(ctx, req)
@@ -537,6 +534,11 @@ type responseCapture struct {
 
 func (c *responseCapture) Check(ctx context.Context, req *authv3.CheckRequest) *authz.Response {
 	c.resp = c.next.Check(ctx, req)
+	return c.resp
+}
+
+func (c *responseCapture) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *authz.Response {
+	c.resp = c.next.Refuse(ctx, req, refusal)
 	return c.resp
 }
 

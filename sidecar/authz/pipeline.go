@@ -193,6 +193,26 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 	return p.finish(owned, func(d *sidecar.Decision) *Response { return p.decide(ctx, req, owned, d) })
 }
 
+// Refuse records the refusal of a request an adapter cannot hand over as
+// sent (refusal says why: an EINVALID naming the offending header); req is
+// what could be read of it. It takes the one exit every check takes, so it
+// is logged and counted with its reason, and its status comes from the
+// error table. Dry run does not let it through: it is not a policy verdict
+// but a request the proxy in front cannot make safe.
+func (p *Pipeline) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *Response {
+	req, owned := stripOwned(req, &p.inputOpts)
+	return p.finish(owned, func(d *sidecar.Decision) *Response {
+		requestFacts(req, d)
+		if act := p.eval.Current(); act != nil {
+			d.Revision = act.Revision
+		}
+		resp := errorDenial(refusal)
+		resp.Body = sidecar.ErrorMessage(refusal)
+		resp.refused = true
+		return resp
+	})
+}
+
 // Replay decides a recorded policy input as it stands, the input of a
 // decision-log record: no identity is verified, no delegation resolved and
 // nothing is derived from a request, so the policy sees what it saw then
@@ -228,7 +248,10 @@ func (p *Pipeline) finish(owned []string, decide func(*sidecar.Decision) *Respon
 	if resp.cause != nil {
 		d.Error = resp.cause.Error()
 	}
-	if p.dryRun && !resp.Allowed {
+	if resp.refused {
+		d.DryRun = false // the client was refused, dry run or not
+	}
+	if p.dryRun && !resp.Allowed && !resp.refused {
 		// The policy's verdict is logged; the client is let through.
 		resp = &Response{Allowed: true, Reason: resp.Reason, DecisionID: d.ID, HeadersToRemove: resp.HeadersToRemove}
 	}
@@ -244,10 +267,7 @@ func (p *Pipeline) finish(owned []string, decide func(*sidecar.Decision) *Respon
 
 // decide returns the verdict of one branch; finish does the rest.
 func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned []string, d *sidecar.Decision) *Response {
-	if http := req.GetAttributes().GetRequest().GetHttp(); http != nil {
-		d.Method, d.Host = http.GetMethod(), http.GetHost()
-		d.Path, _, _ = strings.Cut(http.GetPath(), "?")
-	}
+	requestFacts(req, d)
 	act := p.eval.Current()
 	if act == nil {
 		return denial(p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy)
@@ -337,6 +357,15 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 		resp.Headers = append(resp.Headers, Header{Key: "set-cookie", Value: clear.SetCookie})
 	}
 	return resp
+}
+
+// requestFacts records on d the request as sent: method, host, and path
+// without its query.
+func requestFacts(req *authv3.CheckRequest, d *sidecar.Decision) {
+	if http := req.GetAttributes().GetRequest().GetHttp(); http != nil {
+		d.Method, d.Host = http.GetMethod(), http.GetHost()
+		d.Path, _, _ = strings.Cut(http.GetPath(), "?")
+	}
 }
 
 // evaluate runs the policy on input and maps its result to a response.

@@ -36,6 +36,9 @@ type Response struct {
 	// itself for an error; "" for the policy's verdicts.
 	Code  string
 	cause error // why the pipeline itself denied, for the decision log
+	// refused: the request was refused before any decision (Refuse), and
+	// dry run does not let it through.
+	refused bool
 }
 
 // policyResult is the decision as the policy returned it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,16 +55,16 @@ func (s staticDelegation) Resolve(_ context.Context, r *sidecar.Request, _ *side
 	return nil, nil
 }
 
-func pipeline(t testing.TB) *authz.Pipeline {
+func pipeline(t testing.TB, opts ...authz.Option) *authz.Pipeline {
 	t.Helper()
 	mod := ast.MustParseModuleWithOpts(testPolicy, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
 	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
 		t.Fatal(err)
 	}
-	return authz.New(e, authz.WithQuery("data.t.decision"), authz.WithResolvers(staticDelegation{&sidecar.Delegation{
+	return authz.New(e, append([]authz.Option{authz.WithQuery("data.t.decision"), authz.WithResolvers(staticDelegation{&sidecar.Delegation{
 		Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "cust-9",
-	}}))
+	}})}, opts...)...)
 }
 
 // startGRPC serves the ext_authz and health services on a loopback port,
@@ -343,4 +344,87 @@ func TestDenialHeaderForNginx(t *testing.T) {
 			t.Errorf("caddy: %d %q", rec.Code, rec.Header().Get(envoy.DenialHeader))
 		}
 	})
+}
+
+type decisionRecorder struct{ logged, observed []*sidecar.Decision }
+
+func (r *decisionRecorder) Log(d *sidecar.Decision)             { r.logged = append(r.logged, d) }
+func (r *decisionRecorder) ObserveDecision(d *sidecar.Decision) { r.observed = append(r.observed, d) }
+
+type failingBody struct{}
+
+func (failingBody) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// A request the HTTP check refuses before any policy (a header its proxy
+// does not set or strip, a missing or repeated original method or URI, a
+// URI that is not a path, a body it cannot read) leaves by the pipeline's
+// one exit: logged and counted as malformed_request with the header named,
+// answered with the error table's status, and refused under dry run too.
+func TestHTTPCheckRefusalsAreDecisions(t *testing.T) {
+	rec := &decisionRecorder{}
+	p := pipeline(t, authz.WithDryRun(true), authz.WithDecisionLogger(rec), authz.WithObserver(rec))
+	envoyHTTP := envoy.NewHTTPHandler(p, envoy.WithPathPrefix("/ext_authz"))
+	nginx := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyNginx), envoy.WithOwned(p.Owned))
+	caddy := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyCaddy), envoy.WithOwned(p.Owned))
+	wantStatus := sidecar.HTTPStatus(sidecar.Invalid("x", "y"))
+
+	cases := []struct {
+		name    string
+		handler http.Handler
+		headers map[string][]string
+		body    io.Reader
+		field   string
+		path    string
+	}{
+		{name: "owned header", handler: nginx, field: "X-Deputy-Role", path: "/ok",
+			headers: map[string][]string{"X-Original-Uri": {"/ok"}, "X-Original-Method": {"GET"}, "X-Deputy-Role": {"admin"}}},
+		{name: "owned header with underscores", handler: caddy, field: "X_deputy_subject", path: "/ok",
+			headers: map[string][]string{"X-Forwarded-Uri": {"/ok"}, "X-Forwarded-Method": {"GET"}, "X_deputy_subject": {"c1"}}},
+		{name: "the other convention's header", handler: caddy, field: "X-Original-Uri", path: "/other",
+			headers: map[string][]string{"X-Forwarded-Uri": {"/other"}, "X-Forwarded-Method": {"GET"}, "X-Original-Uri": {"/ok"}}},
+		{name: "missing method", handler: nginx, field: "X-Original-Method", path: "/ok",
+			headers: map[string][]string{"X-Original-Uri": {"/ok"}}},
+		{name: "repeated URI", handler: nginx, field: "X-Original-Uri", path: "/ok",
+			headers: map[string][]string{"X-Original-Uri": {"/ok", "/busy"}, "X-Original-Method": {"GET"}}},
+		{name: "URI that is not a path", handler: nginx, field: "X-Original-Uri", path: "http://evil.example/ok",
+			headers: map[string][]string{"X-Original-Uri": {"http://evil.example/ok"}, "X-Original-Method": {"GET"}}},
+		{name: "body that cannot be read", handler: envoyHTTP, field: "body", path: "/ok", body: failingBody{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rec.logged, rec.observed = nil, nil
+			target := "/deputy/authz"
+			if tc.handler == envoyHTTP {
+				target = "/ext_authz/ok"
+			}
+			req := httptest.NewRequest("POST", target, tc.body)
+			for k, v := range tc.headers {
+				req.Header[k] = v
+			}
+			w := httptest.NewRecorder()
+			tc.handler.ServeHTTP(w, req)
+			if w.Code != wantStatus {
+				t.Fatalf("status %d under dry run, want %d (body %q)", w.Code, wantStatus, w.Body.String())
+			}
+			if !strings.Contains(w.Body.String(), tc.field) {
+				t.Errorf("body %q does not name %s", w.Body.String(), tc.field)
+			}
+			if len(rec.logged) != 1 || len(rec.observed) != 1 {
+				t.Fatalf("logged %d, observed %d decisions, want 1 each", len(rec.logged), len(rec.observed))
+			}
+			d := rec.logged[0]
+			if d.Allowed || d.DryRun || d.HTTPStatus != wantStatus || d.Reason != authz.ReasonMalformedRequest {
+				t.Errorf("decision allowed=%v dry_run=%v status=%d reason=%q", d.Allowed, d.DryRun, d.HTTPStatus, d.Reason)
+			}
+			if !strings.Contains(d.Error, tc.field) {
+				t.Errorf("decision error %q does not name %s", d.Error, tc.field)
+			}
+			if d.Path != tc.path {
+				t.Errorf("decision path %q, want %q", d.Path, tc.path)
+			}
+			if got := w.Header().Get("x-deputy-decision-id"); got != d.ID {
+				t.Errorf("decision id %q, logged %q", got, d.ID)
+			}
+		})
+	}
 }

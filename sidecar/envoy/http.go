@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
@@ -28,6 +30,13 @@ const (
 	// that a name like cache-control can differ upstream and downstream.
 	ResponseHeaderPrefix = "x-deputy-response-"
 )
+
+// HTTPChecker decides the requests of the HTTP check, and records the
+// refusal of those it cannot hand over as sent; *authz.Pipeline is one.
+type HTTPChecker interface {
+	Checker
+	Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *authz.Response
+}
 
 // HTTPOption configures the HTTP check handler.
 type HTTPOption func(*HTTPHandler)
@@ -124,7 +133,7 @@ func WithMaxBody(n int64) HTTPOption { return func(h *HTTPHandler) { h.maxBody =
 
 // HTTPHandler serves ext_authz over HTTP.
 type HTTPHandler struct {
-	checker   Checker
+	checker   HTTPChecker
 	prefix    string
 	forwarded bool
 	conv      convention
@@ -135,7 +144,7 @@ type HTTPHandler struct {
 }
 
 // NewHTTPHandler returns the HTTP ext_authz handler.
-func NewHTTPHandler(c Checker, opts ...HTTPOption) *HTTPHandler {
+func NewHTTPHandler(c HTTPChecker, opts ...HTTPOption) *HTTPHandler {
 	h := &HTTPHandler{checker: c, maxBody: 8 << 10}
 	for _, o := range opts {
 		o(h)
@@ -144,12 +153,14 @@ func NewHTTPHandler(c Checker, opts ...HTTPOption) *HTTPHandler {
 }
 
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := h.checkRequest(r)
-	if err != nil {
-		h.deny(w, http.StatusBadRequest, []authz.Header{{Key: "content-type", Value: "text/plain; charset=utf-8"}}, err.Error()+"\n")
-		return
+	// A refusal is decided through the pipeline's one exit too, so it is
+	// logged and counted, and answered through the error table.
+	var resp *authz.Response
+	if req, refusal := h.checkRequest(r); refusal != nil {
+		resp = h.checker.Refuse(r.Context(), req, refusal)
+	} else {
+		resp = h.checker.Check(r.Context(), req)
 	}
-	resp := h.checker.Check(r.Context(), req)
 	out := w.Header()
 	if resp.Allowed {
 		for _, hd := range resp.Headers {
@@ -218,6 +229,7 @@ func hasHeader(hs []authz.Header, name string) bool {
 }
 
 // checkRequest builds the CheckRequest Envoy would have sent over gRPC.
+// With a refusal, the request is what could be read of it, for the log.
 func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error) {
 	// The request line as sent, as Envoy's :path is: r.URL.RequestURI()
 	// re-escapes, and an absolute form is not what an upstream routes on.
@@ -231,11 +243,9 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 			uri = "/" + uri
 		}
 	}
+	var refusal error
 	if h.forwarded {
-		var err error
-		if method, uri, host, err = h.original(r); err != nil {
-			return nil, err
-		}
+		method, uri, host, refusal = h.original(r)
 	}
 	headers := make(map[string]string, len(r.Header)+3)
 	for k, vs := range r.Header {
@@ -265,10 +275,10 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 		}
 	}
 	var body []byte
-	if r.Body != nil && h.maxBody > 0 {
+	if r.Body != nil && h.maxBody > 0 && refusal == nil {
 		b, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody+1))
 		if err != nil {
-			return nil, err
+			refusal = sidecar.Invalid("body", "cannot be read: %v", err)
 		}
 		if int64(len(b)) > h.maxBody {
 			// Reported as truncated by content-length, and as Envoy's
@@ -298,37 +308,41 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 				Body:     string(body),
 			},
 		},
-	}}, nil
+	}}, refusal
 }
 
 // original reads the request to decide from the trusted proxy's headers,
-// refusing what that proxy does not set or strip.
+// refusing (EINVALID, naming the header) what that proxy does not set or
+// strip. With a refusal, method, uri and host are the headers' first
+// values, for the decision log only.
 func (h *HTTPHandler) original(r *http.Request) (method, uri, host string, err error) {
+	method, uri, host = r.Header.Get(h.conv.method), r.Header.Get(h.conv.uri), r.Host
+	if v := r.Header.Get("X-Forwarded-Host"); v != "" {
+		host = v
+	}
 	for _, name := range originHeaders {
 		if name != h.conv.method && name != h.conv.uri && name != h.conv.length && len(r.Header.Values(name)) > 0 {
-			return "", "", "", fmt.Errorf("%s is not set by the proxy this check trusts (it reads %s and %s): refused", name, h.conv.method, h.conv.uri)
+			return method, uri, host, sidecar.Invalid(name, "not set by the proxy this check trusts (it reads %s and %s): refused", h.conv.method, h.conv.uri)
 		}
 	}
 	if h.owned != nil {
 		for name := range r.Header {
 			if h.owned(name) {
-				return "", "", "", fmt.Errorf("%s is a header only Deputy sets: the proxy must remove it from client requests", name)
+				return method, uri, host, sidecar.Invalid(name, "a header only Deputy sets: the proxy must remove it from client requests")
 			}
 		}
 	}
-	if method, err = single(r.Header, h.conv.method); err != nil {
-		return "", "", "", err
+	for _, name := range [...]string{h.conv.method, h.conv.uri} {
+		if err = single(r.Header, name); err != nil {
+			return method, uri, host, err
+		}
 	}
-	if uri, err = single(r.Header, h.conv.uri); err != nil {
-		return "", "", "", err
+	if uri[0] != '/' {
+		return method, uri, host, sidecar.Invalid(h.conv.uri, "%q is not an origin-form request URI", uri)
 	}
-	if uri == "" || uri[0] != '/' {
-		return "", "", "", fmt.Errorf("%s: %q is not an origin-form request URI", h.conv.uri, uri)
-	}
-	host = r.Host
 	if len(r.Header.Values("X-Forwarded-Host")) > 0 {
-		if host, err = single(r.Header, "X-Forwarded-Host"); err != nil {
-			return "", "", "", err
+		if err = single(r.Header, "X-Forwarded-Host"); err != nil {
+			return method, uri, host, err
 		}
 	}
 	return method, uri, host, nil
@@ -348,14 +362,14 @@ func originalLength(hd http.Header, name string) (int64, bool) {
 	return n, err == nil && n >= 0
 }
 
-// single returns the one value of a header the proxy sets; none or
-// several mean the proxy did not set it, or a client added one.
-func single(h http.Header, name string) (string, error) {
+// single checks that a header the proxy sets has one non-empty value;
+// none or several mean the proxy did not set it, or a client added one.
+func single(h http.Header, name string) error {
 	vs := h.Values(name)
 	if len(vs) != 1 || vs[0] == "" {
-		return "", fmt.Errorf("%s: want exactly one value set by the proxy, got %d", name, len(vs))
+		return sidecar.Invalid(name, "want exactly one value set by the proxy, got %d", len(vs))
 	}
-	return vs[0], nil
+	return nil
 }
 
 func peer(addr string) *authv3.AttributeContext_Peer {
