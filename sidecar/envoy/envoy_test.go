@@ -428,3 +428,78 @@ func TestHTTPCheckRefusalsAreDecisions(t *testing.T) {
 		})
 	}
 }
+
+// nginx and Caddy send the forwarded check no body, only its original
+// length in the header their shipped configs set: a POST with a body the
+// check cannot read is decided as every method a body override could
+// name, a body-less one as a POST. Envoy's http_service body cut at the
+// limit counts as unread too.
+func TestForwardedBodyLength(t *testing.T) {
+	src := "package t\n\ndecision := {\"allowed\": true, \"headers\": {\"x-methods\": concat(\",\", input.deputy.request.methods)}}\n"
+	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
+	p := authz.New(e, authz.WithQuery("data.t.decision"))
+	nginx := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyNginx))
+	caddy := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyCaddy))
+	traefik := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyTraefik))
+	envoyHTTP := envoy.NewHTTPHandler(p, envoy.WithMaxBody(16))
+	const every = "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
+	nginxPost := map[string]string{"X-Original-Uri": "/a", "X-Original-Method": "POST", "Content-Type": "application/x-www-form-urlencoded"}
+	caddyPost := map[string]string{"X-Forwarded-Uri": "/a", "X-Forwarded-Method": "POST", "Content-Type": "application/x-www-form-urlencoded"}
+	with := func(base map[string]string, k, v string) map[string]string {
+		m := map[string]string{k: v}
+		for bk, bv := range base {
+			m[bk] = bv
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name     string
+		handler  http.Handler
+		headers  map[string]string
+		body     string
+		want     string
+		refusing string
+	}{
+		{"nginx: a body", nginx, with(nginxPost, "X-Original-Content-Length", "14"), "", every, ""},
+		{"nginx: a chunked body", nginx, with(nginxPost, "X-Original-Content-Length", "unknown"), "", every, ""},
+		{"nginx: length not stated", nginx, nginxPost, "", every, ""},
+		{"nginx: no body", nginx, with(nginxPost, "X-Original-Content-Length", "0"), "", "POST", ""},
+		{"caddy: a body", caddy, with(caddyPost, "X-Forwarded-Content-Length", "14"), "", every, ""},
+		{"caddy: unknown length", caddy, with(caddyPost, "X-Forwarded-Content-Length", ""), "", every, ""},
+		{"caddy: no body", caddy, with(caddyPost, "X-Forwarded-Content-Length", "0"), "", "POST", ""},
+		{"traefik: never known", traefik, caddyPost, "", every, ""},
+		{"nginx: the other convention's length is refused", nginx, with(nginxPost, "X-Forwarded-Content-Length", "0"), "", "", "X-Forwarded-Content-Length"},
+		{"caddy: the other convention's length is refused", caddy, with(caddyPost, "X-Original-Content-Length", "0"), "", "", "X-Original-Content-Length"},
+		{"envoy http_service: body cut at the limit", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
+			"a=1&b=2&c=3&d=4&_method=DELETE", every, ""},
+		{"envoy http_service: whole body", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
+			"_method=DELETE", "POST,DELETE", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method, target := "GET", "/deputy/authz"
+			if tc.handler == envoyHTTP {
+				method, target = "POST", "/a"
+			}
+			req := httptest.NewRequest(method, target, strings.NewReader(tc.body))
+			req.ContentLength = -1 // sent chunked: only the handler's limit cuts it
+			for k, v := range tc.headers {
+				req.Header[textproto.CanonicalMIMEHeaderKey(k)] = []string{v}
+			}
+			rec := httptest.NewRecorder()
+			tc.handler.ServeHTTP(rec, req)
+			if tc.refusing != "" {
+				if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.refusing) {
+					t.Fatalf("status %d %q, want 400 naming %s", rec.Code, rec.Body.String(), tc.refusing)
+				}
+				return
+			}
+			if rec.Code != http.StatusOK || rec.Header().Get("x-methods") != tc.want {
+				t.Errorf("status %d, methods %q, want %q (%s)", rec.Code, rec.Header().Get("x-methods"), tc.want, rec.Body.String())
+			}
+		})
+	}
+}
