@@ -34,6 +34,9 @@ type seen struct {
 	ParsedQuery map[string][]string `json:"parsed_query"`
 }
 
+// methodsPolicy allows everything, its reason the methods policy sees.
+const methodsPolicy = "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", input.deputy.request.methods)}\n"
+
 func httpRequest(method, path string, headers map[string]string, body string) string {
 	h, _ := json.Marshal(headers)
 	b, _ := json.Marshal(body)
@@ -137,8 +140,7 @@ func TestPolicySeesCanonicalRequest(t *testing.T) {
 // Envoy's encode_raw_headers sends header_map instead of headers: an
 // override there counts the same, in any spelling.
 func TestOverrideHeadersInHeaderMap(t *testing.T) {
-	src := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", input.deputy.request.methods)}\n"
-	p := authz.New(engineFor(t, "data.t.decision", src, nil), authz.WithQuery("data.t.decision"))
+	p := authz.New(engineFor(t, "data.t.decision", methodsPolicy, nil), authz.WithQuery("data.t.decision"))
 	for _, tc := range []struct{ name, headerMap, want string }{
 		{"value", `[{"key":"x-http-method-override","value":"DELETE"}]`, "POST,DELETE"},
 		{"raw value", `[{"key":"x-http-method","rawValue":"UFVU"}]`, "POST,PUT"},
@@ -156,8 +158,7 @@ func TestOverrideHeadersInHeaderMap(t *testing.T) {
 }
 
 func TestMethodOverridesAreConfigurable(t *testing.T) {
-	src := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", input.deputy.request.methods)}\n"
-	e := engineFor(t, "data.t.decision", src, nil)
+	e := engineFor(t, "data.t.decision", methodsPolicy, nil)
 	req := httpRequest("GET", "/a?_method=DELETE&verb=PATCH", map[string]string{"x-http-method-override": "POST", "x-verb": "PUT"}, "")
 	for _, tc := range []struct {
 		name       string
@@ -206,8 +207,7 @@ func TestMalformedMethodsAreRefused(t *testing.T) {
 // method an override could name; a body-less POST and a body frameworks
 // never read overrides from are not.
 func TestUnreadBodyOverrides(t *testing.T) {
-	src := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", input.deputy.request.methods)}\n"
-	e := engineFor(t, "data.t.decision", src, nil)
+	e := engineFor(t, "data.t.decision", methodsPolicy, nil)
 	const every = "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
 	form := "application/x-www-form-urlencoded"
 	big := strings.Repeat("a=1&", 3000) + "_method=DELETE"
