@@ -95,13 +95,14 @@ func Refused(code, reason string, cause error) *Error {
 }
 
 // ErrorReason returns the machine-readable reason of err: its Reason, or
-// its client-safe message when it has none.
+// the error table's reason for its code when it has none. A message is
+// never read as a reason.
 func ErrorReason(err error) string {
 	var e *Error
 	if errors.As(err, &e) && e.Reason != "" {
 		return e.Reason
 	}
-	return ErrorMessage(err)
+	return ErrorMetricReason(err)
 }
 
 // ErrorField returns the field an EINVALID error names, if any.

@@ -46,7 +46,11 @@ func TestErrorReason(t *testing.T) {
 	if got := sidecar.ErrorReason(sidecar.Refused(sidecar.EFORBIDDEN, "no_live_grant", errors.New("cause"))); got != "no_live_grant" {
 		t.Errorf("Reason field: %q", got)
 	}
-	if got := sidecar.ErrorReason(sidecar.Errorf(sidecar.EUNAUTHORIZED, "session_ended")); got != "session_ended" {
-		t.Errorf("message fallback: %q", got)
+	// A message is for people: without a Reason, the table's reason.
+	if got := sidecar.ErrorReason(sidecar.Errorf(sidecar.EUNAUTHORIZED, "session_ended")); got != "unauthorized" {
+		t.Errorf("no Reason: %q", got)
+	}
+	if got := sidecar.ErrorReason(errors.New("boom")); got != "internal" {
+		t.Errorf("foreign error: %q", got)
 	}
 }

@@ -167,7 +167,7 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 		if rec != nil {
 			rec.input.Insert(ast.StringTerm("delegation_error"), ast.StringTerm(f.delegationError))
 		}
-		refusal := sidecar.Errorf(sidecar.EFORBIDDEN, "%s", f.delegationError)
+		refusal := sidecar.Refused(sidecar.EFORBIDDEN, f.delegationError, nil)
 		opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
 			func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
 				return nil, refusal

@@ -272,7 +272,7 @@ func TestDenials(t *testing.T) {
 		{name: "delegation error reaches policy", request: get, wantStatus: 401, wantReason: "session_ended",
 			policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 401, \"reason\": input.delegation_error}\n",
 			opts: []authz.Option{authz.WithResolvers(delegationFunc(func() (*sidecar.Delegation, error) {
-				return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "session_ended")
+				return nil, sidecar.Refused(sidecar.EUNAUTHORIZED, "session_ended", nil)
 			}))}},
 	}
 	for _, tc := range cases {

@@ -148,7 +148,7 @@ func checkResolved(t *testing.T, d *sidecar.Delegation, err error, none bool, re
 		if d != nil {
 			t.Fatalf("delegation = %+v, want refusal %q", d, reason)
 		}
-		if err == nil || sidecar.ErrorMessage(err) != reason {
+		if err == nil || sidecar.ErrorReason(err) != reason {
 			t.Fatalf("error = %v, want reason %q", err, reason)
 		}
 		if c := sidecar.ErrorCode(err); c != sidecar.EFORBIDDEN && c != sidecar.EINVALID {

@@ -14,10 +14,10 @@ func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string,
 	rules, err := r.rules.reseller()
 	if err != nil {
 		// Without rules nobody is staff: deny, never fall through.
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, ReasonResellerRulesMissing)
+		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonResellerRulesMissing, err)
 	}
 	if missing := rules.MissingPrivileges(id); len(missing) > 0 {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "%s%s", ReasonMissingPrivilegePref, strings.Join(missing, ","))
+		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonMissingPrivilegePref+strings.Join(missing, ","), nil)
 	}
 	a, err := r.assignments.GetAssignment(ctx, customer)
 	switch {

@@ -78,7 +78,7 @@ func TestSessionResolverChecksConsent(t *testing.T) {
 				}
 				return
 			}
-			if d != nil || sidecar.ErrorMessage(err) != tc.reason {
+			if d != nil || sidecar.ErrorReason(err) != tc.reason {
 				t.Fatalf("after: %+v, %v; want %s", d, err, tc.reason)
 			}
 		})
@@ -144,7 +144,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 			}
 			eventually(t, "replica b denies the session", func() bool {
 				_, err := resolvers["b"].Resolve(ctx, req, nil)
-				return sidecar.ErrorMessage(err) == tc.reason
+				return sidecar.ErrorReason(err) == tc.reason
 			})
 			s, err := b.GetSession(ctx, st.Session.ID)
 			if err != nil {
@@ -176,7 +176,7 @@ func TestSessionResolverConfiguredHosts(t *testing.T) {
 		"admin.example.com": "session_wrong_host", "": "session_wrong_host", "shop.example.com.evil.net": "session_wrong_host",
 	} {
 		d, err := r.Resolve(ctx, &sidecar.Request{Host: host, Headers: map[string]string{"cookie": "deputy_session=" + cookie}}, nil)
-		if want == "" && (err != nil || d == nil) || want != "" && (d != nil || sidecar.ErrorMessage(err) != want) {
+		if want == "" && (err != nil || d == nil) || want != "" && (d != nil || sidecar.ErrorReason(err) != want) {
 			t.Errorf("host %q: %+v, %v; want %q", host, d, err, want)
 		}
 	}

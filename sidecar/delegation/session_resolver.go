@@ -204,10 +204,10 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 		return nil, err
 	}
 	if !r.hostAllowed(req.Host, e.session.Host) {
-		return nil, &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_wrong_host"}
+		return nil, sidecar.Refused(sidecar.EUNAUTHORIZED, "session_wrong_host", nil)
 	}
 	if id != nil && id.Subject != e.session.Actor {
-		return nil, &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_actor_mismatch"}
+		return nil, sidecar.Refused(sidecar.EUNAUTHORIZED, "session_actor_mismatch", nil)
 	}
 	nowNS := now.UnixNano()
 	e.lastLocal.Store(nowNS)
@@ -227,10 +227,8 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	case "":
 	case sidecar.ENOTFOUND:
 		return nil, nil
-	case sidecar.EUNAVAILABLE:
-		return nil, sidecar.Unavailable("session_state_unavailable", err)
 	default:
-		return nil, &sidecar.Error{Code: sidecar.EUNAVAILABLE, Message: "session_state_unavailable", Err: err}
+		return nil, sidecar.Refused(sidecar.EUNAVAILABLE, "session_state_unavailable", err)
 	}
 	e := &sessionEntry{
 		session:   s,
@@ -288,7 +286,7 @@ func (r *SessionResolver) checkConsent(ctx context.Context, customer string, now
 			return nil, false, err
 		})
 		if err != nil {
-			return &sidecar.Error{Code: sidecar.EUNAVAILABLE, Message: "session_state_unavailable", Err: err}
+			return sidecar.Refused(sidecar.EUNAVAILABLE, "session_state_unavailable", err)
 		}
 	}
 	switch {
@@ -329,7 +327,7 @@ const maxToken = 128
 
 // sessionError is the denial of a cookie that names no live session.
 func (r *SessionResolver) sessionError(state string) error {
-	return &sidecar.Error{Code: sidecar.EUNAUTHORIZED, Message: "session_" + state, Err: r.clear}
+	return sidecar.Refused(sidecar.EUNAUTHORIZED, "session_"+state, r.clear)
 }
 
 // hostAllowed reports whether a request to host may use a session

@@ -90,7 +90,7 @@ func TestSessionResolver(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := f.resolve(tc.header)
 			if tc.reason != "" {
-				if d != nil || sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED || sidecar.ErrorMessage(err) != tc.reason {
+				if d != nil || sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED || sidecar.ErrorReason(err) != tc.reason {
 					t.Fatalf("got %v, %v; want %s", d, err, tc.reason)
 				}
 				return
@@ -154,7 +154,7 @@ func TestSessionResolverEviction(t *testing.T) {
 	if _, err := f.state.EndSession(context.Background(), "imp_1", "lee", sidecar.EndRevoked, f.clock()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.resolve("deputy_session=" + f.cookie); sidecar.ErrorMessage(err) != "session_revoked" {
+	if _, err := f.resolve("deputy_session=" + f.cookie); sidecar.ErrorReason(err) != "session_revoked" {
 		t.Fatalf("after revoke: %v", err)
 	}
 }
@@ -242,7 +242,7 @@ func TestSessionNeedsAHost(t *testing.T) {
 	defer r.Close()
 	for _, host := range []string{"", "shop.example.com", "evil.example"} {
 		d, err := r.Resolve(ctx, &sidecar.Request{Host: host, Headers: map[string]string{"cookie": "deputy_session=" + cookie}}, nil)
-		if d != nil || sidecar.ErrorMessage(err) != "session_wrong_host" {
+		if d != nil || sidecar.ErrorReason(err) != "session_wrong_host" {
 			t.Errorf("host %q: %+v, %v; want session_wrong_host", host, d, err)
 		}
 	}
