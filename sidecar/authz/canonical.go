@@ -443,6 +443,19 @@ func routeSegments(segs []string) []string {
 	return out
 }
 
+// sameLowered reports whether route segments are the lower-cased segments.
+func sameLowered(route, segs []string) bool {
+	if len(route) != len(segs) {
+		return false
+	}
+	for i, s := range segs {
+		if route[i] != lower(s) {
+			return false
+		}
+	}
+	return true
+}
+
 // foldASCII lower-cases s and maps every non-ASCII rune whose simple case
 // folding orbit holds an ASCII letter to that letter.
 func foldASCII(s string) string {
@@ -469,9 +482,9 @@ func foldASCII(s string) string {
 // path, segments, method, methods, sole_method, lower_path, lower_segments
 // for case-insensitive route tables, and route, route_segments for tables
 // that must match every form an upstream router runs the same action for.
-// Terms are shared wherever two fields are
-// equal (a path without upper case, a request with one method), so the
-// common check pays for each value once.
+// Terms are shared wherever two fields are equal (a path without upper
+// case, a route form equal to the lower-cased segments, a request with one
+// method), so the common check pays for each value once.
 func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 	obj := ast.NewObjectWithCapacity(6)
 	lp := lower(c.path)
@@ -506,7 +519,10 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 			obj.Insert(keyTerm("route"), ast.StringTerm("/"+strings.Join(rs, "/")))
 		}
 		if need.Child("route_segments") != nil {
-			obj.Insert(keyTerm("route_segments"), segmentsTerm(rs, false))
+			if need.Child("lower_segments") == nil || !sameLowered(rs, c.segments) {
+				segsT = segmentsTerm(rs, false)
+			}
+			obj.Insert(keyTerm("route_segments"), segsT)
 		}
 	}
 	if need.Child("method") != nil {
