@@ -419,7 +419,7 @@ type canonicalRequest struct {
 // route tables that must not be missed (denylists): lower case with every
 // rune whose case folding reaches an ASCII letter read as that letter
 // ("ſ" U+017F is "s", "K" U+212A is "k": routers that fold Unicode match
-// them), trailing dots dropped (Windows and IIS drop them), a leading
+// them), trailing dots and spaces dropped (Windows and IIS drop them), a leading
 // "<name>.php" front controller dropped when more segments follow (PHP
 // routes on PATH_INFO: /index.php/customer/... is /customer/...), and the
 // last segment cut at its first dot after the first character (Rails'
@@ -428,7 +428,7 @@ type canonicalRequest struct {
 func routeSegments(segs []string) []string {
 	out := make([]string, 0, len(segs))
 	for _, s := range segs {
-		if s = strings.TrimRight(foldASCII(s), "."); s != "" {
+		if s = strings.TrimRight(foldASCII(s), ". "); s != "" {
 			out = append(out, s)
 		}
 	}

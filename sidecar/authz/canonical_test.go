@@ -69,6 +69,8 @@ func TestRouteSegments(t *testing.T) {
 		{"/index.php", "index"},
 		{"/customer/account/password./", "customer/account/password"},
 		{"/customer/account/password..", "customer/account/password"},
+		{"/customer/account/password%20/", "customer/account/password"},
+		{"/customer/account/password.%20", "customer/account/password"},
 		{"/customer./account./password", "customer/account/password"},
 		{"/customer/account/pa%C5%BFsword/", "customer/account/password"},
 		{"/%E2%84%AAey/value", "key/value"},

@@ -41,7 +41,7 @@ request(methods, path) := {
 _route(segments) := [] if count(segments) == 0
 
 _route(segments) := array.concat(array.slice(kept, 0, n - 1), [_cut_format(kept[n - 1])]) if {
-	trimmed := [t | some s in segments; t := trim_right(lower(s), "."); t != ""]
+	trimmed := [t | some s in segments; t := trim_right(lower(s), ". "); t != ""]
 	php := [i | some i, s in trimmed; not endswith(s, ".php")]
 	start := min(array.concat(php, [count(trimmed) - 1]))
 	kept := array.slice(trimmed, start, count(trimmed))
