@@ -36,8 +36,8 @@ request(methods, path) := {
 }
 
 # The route form without Unicode folding (the Go canonicaliser's tests
-# cover that): lower case, trailing dots dropped, leading front controllers
-# dropped, the last segment cut at its first dot.
+# cover that): lower case, trailing dots and spaces dropped, leading front
+# controllers dropped, the last segment cut at its first dot.
 _route(segments) := [] if count(segments) == 0
 
 _route(segments) := array.concat(array.slice(kept, 0, n - 1), [_cut_format(kept[n - 1])]) if {
