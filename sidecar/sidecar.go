@@ -67,7 +67,7 @@ type Delegation struct {
 type Request struct {
 	Method  string
 	Host    string
-	Path    string // without query
+	Path    string // the canonical path: decoded once, slashes merged, ";params" dropped; no query
 	Headers map[string]string
 }
 

@@ -2,7 +2,6 @@ package delegation
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"time"
 
@@ -175,7 +174,7 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 }
 
 // pathTemplate is a path prefix with one {customer} segment, e.g.
-// "/customers/{customer}/".
+// "/customers/{customer}/". Its literal segments are kept lower-cased.
 type pathTemplate struct {
 	segments []string
 	at       int
@@ -187,7 +186,7 @@ func parsePathTemplate(s string) (*pathTemplate, error) {
 	}
 	s = strings.TrimSuffix(strings.TrimSuffix(s, "..."), "*")
 	s = strings.Trim(s, "/")
-	t := &pathTemplate{segments: strings.Split(s, "/"), at: -1}
+	t := &pathTemplate{segments: strings.Split(strings.ToLower(s), "/"), at: -1}
 	for i, seg := range t.segments {
 		switch {
 		case seg == "{customer}" && t.at < 0:
@@ -204,22 +203,25 @@ func parsePathTemplate(s string) (*pathTemplate, error) {
 	return t, nil
 }
 
-// match returns the customer segment of path, percent-decoded.
+// match returns the customer segment of path. path is the canonical path
+// the check decides on (decoded once, slashes merged, ";params" dropped):
+// read as the policies read it, literal segments case-insensitively (as
+// input.deputy.request.lower_segments) and the customer as sent (as
+// input.deputy.request.segments), it is never decoded again, so the
+// customer resolved is the one the policies compare.
 func (t *pathTemplate) match(path string) (string, bool) {
-	path = strings.TrimPrefix(path, "/")
 	var customer string
 	for i, seg := range t.segments {
 		var cur string
-		cur, path, _ = strings.Cut(path, "/")
-		if i == t.at {
-			c, err := url.PathUnescape(cur)
-			if err != nil || c == "" {
-				return "", false
-			}
-			customer = c
-			continue
+		for cur == "" && path != "" {
+			cur, path, _ = strings.Cut(strings.TrimPrefix(path, "/"), "/")
 		}
-		if cur != seg {
+		switch {
+		case cur == "":
+			return "", false
+		case i == t.at:
+			customer = cur
+		case strings.ToLower(cur) != seg:
 			return "", false
 		}
 	}

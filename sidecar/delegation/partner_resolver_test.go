@@ -2,11 +2,18 @@ package delegation_test
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // resolverLookups is what the resolver reads; tests pass the store itself
@@ -76,7 +83,7 @@ func TestResolvePartner(t *testing.T) {
 		{name: "customer named by the path template", caller: patUser, req: &sidecar.Request{Path: "/customers/acme/service-requests/sr-1", Headers: map[string]string{}}, setup: func(t *testing.T, env *partnerEnv) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
 		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
-		{name: "percent-encoded customer in the path", caller: patUser, req: &sidecar.Request{Path: "/customers/ac%6De/service-requests", Headers: map[string]string{}}, setup: func(t *testing.T, env *partnerEnv) {
+		{name: "path template matches case-insensitively", caller: patUser, req: &sidecar.Request{Path: "/CUSTOMERS/acme/service-requests", Headers: map[string]string{}}, setup: func(t *testing.T, env *partnerEnv) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
 		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
 		{name: "header wins over the path", caller: patUser, req: &sidecar.Request{Path: "/customers/globex/x", Headers: map[string]string{"x-on-behalf-of": "acme"}}, setup: func(t *testing.T, env *partnerEnv) {
@@ -104,7 +111,7 @@ func TestResolvePartner(t *testing.T) {
 		{name: "caller without an org", caller: &sidecar.Identity{Subject: "x"}, req: onBehalf("acme"), reason: "no_partner_org"},
 		{name: "malformed header", caller: patUser, req: onBehalf("ac me"), reason: "invalid_on_behalf_of"},
 		{name: "header with a hash tag", caller: patUser, req: onBehalf("{acme}"), reason: "invalid_on_behalf_of"},
-		{name: "malformed path escape", caller: patUser, req: &sidecar.Request{Path: "/customers/%zz/x", Headers: map[string]string{}}, none: true},
+		{name: "path ending at the template's literal", caller: patUser, req: &sidecar.Request{Path: "/customers/", Headers: map[string]string{}}, none: true},
 	}
 	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
@@ -170,6 +177,60 @@ func TestNewOnBehalfResolverRejectsBadTemplate(t *testing.T) {
 		t.Run(tmpl, func(t *testing.T) {
 			_, err := delegation.NewOnBehalfResolver(nil, nil, nil, delegation.PartnerConfig{PathTemplate: tmpl})
 			wantCode(t, err, sidecar.EINVALID, "")
+		})
+	}
+}
+
+type fixedIdentity struct{ id *sidecar.Identity }
+
+func (f fixedIdentity) Verify(context.Context, *sidecar.Request) (*sidecar.Identity, error) {
+	return f.id, nil
+}
+
+type lastDecision struct{ d *sidecar.Decision }
+
+func (l *lastDecision) Log(d *sidecar.Decision) { l.d = d }
+
+// The path template reads the path as the policies do (the canonical
+// request, sections compared lower-cased): a path the partner policy reads
+// as naming acme resolves acme's grant, however the client spelled it.
+func TestPathTemplateReadsTheCanonicalPath(t *testing.T) {
+	env := newPartnerEnv(t, partnerStore{name: "memory", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		s := memory.New(memory.WithClock(clock))
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}})
+	env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+	mod := ast.MustParseModuleWithOpts("package t\n\ndecision := true\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
+	logged := &lastDecision{}
+	p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithVerifier(fixedIdentity{patUser}),
+		authz.WithResolvers(newTestResolver(t, env, env.store)), authz.WithDecisionLogger(logged))
+
+	var want string
+	for _, path := range []string{
+		"/customers/acme/service-requests",
+		"/Customers/acme/service-requests",
+		"//customers/acme/service-requests",
+		"/customers//acme/service-requests",
+		"/CUSTOMERS;v=1/ac%6De/service-requests",
+	} {
+		t.Run(path, func(t *testing.T) {
+			p.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+				Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Host: "portal.example"},
+			}}})
+			d := logged.d.Delegation
+			if d == nil || d.Subject != "acme" || d.Mode != sidecar.ModePartner || d.Level != string(sidecar.LevelLook) {
+				t.Fatalf("delegation %+v (reason %q), want acme's look grant", d, logged.d.Reason)
+			}
+			if want == "" {
+				want = d.ID
+			} else if d.ID != want {
+				t.Fatalf("grant %s, want %s as for the plain path", d.ID, want)
+			}
 		})
 	}
 }
