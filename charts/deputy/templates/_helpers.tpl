@@ -93,6 +93,9 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $keyFiles = append $keyFiles (printf "/etc/deputy/keys/%s" .) -}}
 {{- end -}}
 {{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" (dict "key_files" $keyFiles) -}}
+{{- /* Envoy sends Deputy the request itself: no forwarded endpoint, whose
+       nginx headers a client could otherwise send through the pod. */ -}}
+{{- $_ := set $cfg "http" (dict "check_proxy" "envoy") -}}
 {{- $identity := dict -}}
 {{- with .Values.identity.issuerURLs }}{{ $_ := set $identity "issuer_urls" . }}{{ end -}}
 {{- with .Values.identity.audiences }}{{ $_ := set $identity "audiences" . }}{{ end -}}

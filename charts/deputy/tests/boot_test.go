@@ -135,6 +135,19 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 					t.Fatalf("%s: %v\n%s", p.HTTPGet.Path, err, out.String())
 				}
 			}
+			// Behind the pod's Envoy no forwarded check endpoint is served:
+			// headers naming another request are nobody's to read.
+			req, _ := http.NewRequest("GET", "http://"+httpAddr+"/deputy/authz", nil)
+			req.Header.Set("X-Original-URI", "/catalog/shoes")
+			req.Header.Set("X-Original-Method", "GET")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("forwarded check endpoint answered %d, want 404", resp.StatusCode)
+			}
 		})
 	}
 }

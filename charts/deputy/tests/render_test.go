@@ -513,6 +513,7 @@ func TestDeputyConfig(t *testing.T) {
 				"actor_token.key_files": []any{"/etc/deputy/keys/signing-key.pem"},
 				"identity.issuer_urls":  []any{"https://login.example.com/realms/shop"},
 				"identity.audiences":    []any{"storefront"},
+				"http.check_proxy":      "envoy",
 			},
 			absent: []string{"policy.bundle_url", "redis", "identity.anonymous_only"},
 		},
@@ -523,6 +524,7 @@ func TestDeputyConfig(t *testing.T) {
 				"policy.public_key":    "/etc/deputy/bundle/public.pem",
 				"policy.poll_interval": "30s",
 				"policy.paths":         []any{},
+				"http.check_proxy":     "envoy",
 			},
 			env: "DEPUTY_POLICY_BEARER_TOKEN",
 		},
@@ -534,6 +536,7 @@ func TestDeputyConfig(t *testing.T) {
 				"impersonation.redeem_ttl": "20s",
 				// The newest key signs: the order of the values is kept.
 				"actor_token.key_files": []any{"/etc/deputy/keys/2026-11.pem", "/etc/deputy/keys/2026-08.pem"},
+				"http.check_proxy":      "envoy",
 			},
 			absent: []string{"redis.password"},
 			env:    "DEPUTY_REDIS_PASSWORD",
@@ -542,6 +545,7 @@ func TestDeputyConfig(t *testing.T) {
 			values: "sidecar-only.yaml",
 			want: map[string]any{
 				"actor_token.key_files": []any{"/etc/deputy/keys/current.pem", "/etc/deputy/keys/previous.pem"},
+				"http.check_proxy":      "envoy",
 			},
 		},
 	}
