@@ -21,6 +21,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/metrics"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // component is one part of `deputy serve`, with the lifecycle of OPA's
@@ -207,41 +208,41 @@ func (p *identityPart) ready(context.Context) error     { return p.verifier.Read
 // and the sweeper of expiring grants.
 type delegationPart struct {
 	imp       *delegation.Impersonation
-	sessions  *delegation.SessionResolver
-	cached    *delegation.CachedState
-	onBehalf  *delegation.OnBehalfResolver
+	sessions  *resolve.SessionResolver
+	cached    *resolve.CachedState
+	onBehalf  *resolve.OnBehalfResolver
 	partners  *delegation.Partners
 	resellers *delegation.Resellers
-	guard     *delegation.StateGuard // nil on the embedded store
+	guard     *resolve.StateGuard // nil on the embedded store
 
 	stopSweep context.CancelFunc
 	swept     chan struct{}
 }
 
 func newDelegationPart(cfg *Config, state *statePart, policyData func() map[string]any, log *slog.Logger, m *metrics.Metrics) (*delegationPart, error) {
-	m.InitCaches(delegation.CacheKinds()...)
+	m.InitCaches(resolve.CacheKinds()...)
 	store := state.store
 	// The check path reads state through the guard: a time budget per
 	// lookup, and a breaker while the store is down. (The embedded store
 	// cannot be down.)
-	var lookups delegation.GuardedSource = store
-	var guard *delegation.StateGuard
+	var lookups resolve.GuardedSource = store
+	var guard *resolve.StateGuard
 	if state.ping != nil {
-		guard = delegation.NewStateGuard(store, state.ping, cfg.StateLookup, log)
+		guard = resolve.NewStateGuard(store, state.ping, cfg.StateLookup, log)
 		lookups = guard
 	}
 	d := &delegationPart{
 		guard: guard,
 		imp: delegation.NewImpersonation(store, policyData,
 			delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(log)),
-		sessions: delegation.NewSessionResolver(lookups, cfg.Impersonation,
-			delegation.WithSessionLogger(log), delegation.WithSessionObserver(cacheMetrics{m})),
-		cached:    delegation.NewCachedState(lookups, cfg.StateCache, time.Now, cacheMetrics{m}),
+		sessions: resolve.NewSessionResolver(lookups, cfg.Impersonation,
+			resolve.WithSessionLogger(log), resolve.WithSessionObserver(cacheMetrics{m})),
+		cached:    resolve.NewCachedState(lookups, cfg.StateCache, time.Now, cacheMetrics{m}),
 		partners:  delegation.NewPartners(store, policyData, cfg.Partner, delegation.WithPartnerLogger(log)),
 		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log)),
 	}
 	var err error
-	if d.onBehalf, err = delegation.NewOnBehalfResolver(d.cached, d.cached, policyData, cfg.Partner); err != nil {
+	if d.onBehalf, err = resolve.NewOnBehalfResolver(d.cached, d.cached, policyData, cfg.Partner); err != nil {
 		d.closeResolvers()
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // Defaults of the core settings (DESIGN §8). The sections' defaults are
@@ -67,8 +68,8 @@ type Config struct {
 	Identity      identity.Config                `yaml:"identity" usage:"how callers' bearer tokens are verified and read"`
 	ActorToken    actortoken.Config              `yaml:"actor_token" usage:"the signed delegated-identity token sent upstream"`
 	Redis         redis.Config                   `yaml:"redis" usage:"Redis, the shared state store (the embedded store when addrs is empty)"`
-	StateCache    delegation.CacheConfig         `yaml:"state_cache" usage:"the local cache in front of grant, share and assignment lookups"`
-	StateLookup   delegation.LookupConfig        `yaml:"state_lookup" usage:"how long a check waits for state, and the breaker that fails checks fast while the store is down"`
+	StateCache    resolve.CacheConfig            `yaml:"state_cache" usage:"the local cache in front of grant, share and assignment lookups"`
+	StateLookup   resolve.LookupConfig           `yaml:"state_lookup" usage:"how long a check waits for state, and the breaker that fails checks fast while the store is down"`
 	API           api.Config                     `yaml:"api" usage:"the management API under /deputy/v1/"`
 	Impersonation delegation.ImpersonationConfig `yaml:"impersonation" usage:"mechanics of Login as Customer sessions (the rules are policy data)"`
 	Partner       delegation.PartnerConfig       `yaml:"partner" usage:"bounds of partner access requests (the rules are policy data)"`

@@ -21,6 +21,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // clock is a test clock every part shares, so expiry is exercised
@@ -51,7 +52,7 @@ type env struct {
 	store    sidecar.Store
 	engine   *policy.Engine
 	svc      *delegation.Impersonation
-	resolver *delegation.SessionResolver
+	resolver *resolve.SessionResolver
 	handler  http.Handler
 	dev      *identity.DevIssuer
 	tokens   map[string]string
@@ -123,7 +124,7 @@ func newEnv(t *testing.T, mk storeFactory, opts ...envOption) *env {
 	store := mk(t, ck.Now)
 	data := func() map[string]any { return engine.Current().Data() }
 	svc := delegation.NewImpersonation(store, data, delegation.WithImpersonationConfig(cfg), delegation.WithImpersonationClock(ck.Now))
-	resolver := delegation.NewSessionResolver(store, cfg, delegation.WithSessionClock(ck.Now))
+	resolver := resolve.NewSessionResolver(store, cfg, resolve.WithSessionClock(ck.Now))
 	t.Cleanup(func() { resolver.Close() })
 	h := api.New(
 		api.WithVerifier(verifier),

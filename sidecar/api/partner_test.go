@@ -27,6 +27,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // partnerAPI is the management API with the shipped partner, reseller and
@@ -40,7 +41,7 @@ type partnerAPI struct {
 	engine    *policy.Engine
 	handler   http.Handler
 	dev       *identity.DevIssuer
-	resolver  *delegation.OnBehalfResolver
+	resolver  *resolve.OnBehalfResolver
 	resellers *delegation.Resellers
 }
 
@@ -140,7 +141,7 @@ func newPartnerAPI(t *testing.T, b partnerBackend) *partnerAPI {
 	}
 	partners := delegation.NewPartners(p.store, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(p.clock))
 	p.resellers = delegation.NewResellers(p.store, delegation.ResellerConfig{MaxImportBytes: 2048}, delegation.WithResellerClock(p.clock))
-	p.resolver, err = delegation.NewOnBehalfResolver(p.store, p.store, data, delegation.PartnerConfig{}, delegation.WithResolverClock(p.clock))
+	p.resolver, err = resolve.NewOnBehalfResolver(p.store, p.store, data, delegation.PartnerConfig{}, resolve.WithResolverClock(p.clock))
 	if err != nil {
 		t.Fatal(err)
 	}

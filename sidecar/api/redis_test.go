@@ -9,6 +9,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 func redisStore(t *testing.T, now sidecar.Clock) sidecar.Store {
@@ -89,7 +90,7 @@ func TestEvictionReachesOtherReplica(t *testing.T) {
 	srv := redistest.Start(t)
 	e := newEnv(t, func(t *testing.T, now sidecar.Clock) sidecar.Store { return redisStoreOn(t, srv, now) })
 	other := redisStoreOn(t, srv, e.clock.Now)
-	replica := delegation.NewSessionResolver(other, delegation.ImpersonationConfig{}, delegation.WithSessionClock(e.clock.Now))
+	replica := resolve.NewSessionResolver(other, delegation.ImpersonationConfig{}, resolve.WithSessionClock(e.clock.Now))
 	t.Cleanup(func() { replica.Close() })
 	e.seed()
 	id, cookie := e.live(e.agent())

@@ -18,6 +18,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
@@ -108,11 +109,11 @@ func delegatedPipeline(b testing.TB, store sidecar.Store) (*authz.Pipeline, func
 	if err != nil {
 		b.Fatal(err)
 	}
-	sessions := delegation.NewSessionResolver(store, delegation.ImpersonationDefaults())
+	sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
 	b.Cleanup(func() { sessions.Close() })
-	cached := delegation.NewCachedState(store, delegation.CacheConfig{}.Defaults(), time.Now, nil)
+	cached := resolve.NewCachedState(store, resolve.CacheConfig{}.Defaults(), time.Now, nil)
 	b.Cleanup(func() { cached.Close() })
-	onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, shippedData(b), delegation.PartnerDefaults())
+	onBehalf, err := resolve.NewOnBehalfResolver(cached, cached, shippedData(b), delegation.PartnerDefaults())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // envoyStyleDir holds the OPA-Envoy-style policies and requests the load
@@ -49,11 +50,11 @@ func BenchmarkCheckOPAEnvoyStyle(b *testing.B) {
 				b.Fatal(err)
 			}
 			store := memory.New()
-			sessions := delegation.NewSessionResolver(store, delegation.ImpersonationDefaults())
+			sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
 			b.Cleanup(func() { sessions.Close() })
-			cached := delegation.NewCachedState(store, delegation.CacheConfig{}.Defaults(), time.Now, nil)
+			cached := resolve.NewCachedState(store, resolve.CacheConfig{}.Defaults(), time.Now, nil)
 			b.Cleanup(func() { cached.Close() })
-			onBehalf, err := delegation.NewOnBehalfResolver(cached, cached, func() map[string]any { return e.Current().Data() }, delegation.PartnerDefaults())
+			onBehalf, err := resolve.NewOnBehalfResolver(cached, cached, func() map[string]any { return e.Current().Data() }, delegation.PartnerDefaults())
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,8 +1,9 @@
-// Package delegation owns the lifecycle rules of delegated access: Login as
-// Customer sessions (consent, start, redeem, end, log) and the check-path
-// resolver that turns a session cookie into a sidecar.Delegation. Which
-// actions are allowed is decided by policy; this package keeps state
-// consistent and secrets unguessable.
+// Package delegation owns the product rules of the delegated-access
+// lifecycles: Login as Customer sessions (consent, start, redeem, end, log),
+// partner access requests, grants, shares and subscriptions, and reseller
+// assignments. Which actions are allowed is decided by policy; this package
+// keeps state consistent and secrets unguessable. The check path's view of
+// this state (resolvers and their caches) is package resolve.
 package delegation
 
 import (
@@ -141,4 +142,12 @@ func SafeRedirect(target string, hosts []string) (string, error) {
 		}
 	}
 	return "", bad
+}
+
+// Hostname drops the port and a trailing dot of an HTTP host.
+func Hostname(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		h = h[:i]
+	}
+	return strings.TrimSuffix(h, ".")
 }

@@ -384,7 +384,7 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string)
 	if len(code) > 128 {
 		return nil, sidecar.Invalid("code", "malformed")
 	}
-	if hostname(host) == "" {
+	if Hostname(host) == "" {
 		// The session is bound to this host: without one it would be
 		// bound to none, or valid on every host.
 		return nil, sidecar.Invalid("host", "required: the session is bound to the host the link is used on")

@@ -84,7 +84,7 @@ func (c PartnerConfig) Validate() error {
 		return sidecar.Invalid("partner.on_behalf_of_header", "not a valid header name: %q", c.OnBehalfOfHeader)
 	}
 	if c.PathTemplate != "" {
-		if _, err := parsePathTemplate(c.PathTemplate); err != nil {
+		if _, err := ParsePathTemplate(c.PathTemplate); err != nil {
 			return sidecar.Invalid("partner.path_template", "%s", sidecar.ErrorMessage(err))
 		}
 	}
@@ -110,7 +110,7 @@ type Partners struct {
 	clock  sidecar.Clock
 	newID  func() string
 	logger *slog.Logger
-	rules  *ruleBook
+	rules  *RuleBook
 }
 
 // PartnerOption configures Partners.
@@ -128,7 +128,7 @@ func WithPartnerLogger(l *slog.Logger) PartnerOption { return func(p *Partners) 
 // NewPartners returns the partner lifecycle on store. data is the active
 // policy data, where the partner limits live (data.deputy.partner).
 func NewPartners(store PartnerState, data PolicyData, cfg PartnerConfig, opts ...PartnerOption) *Partners {
-	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID, logger: slog.Default(), rules: newRuleBook(data)}
+	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID, logger: slog.Default(), rules: NewRuleBook(data)}
 	for _, o := range opts {
 		o(p)
 	}
@@ -156,7 +156,7 @@ func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, i
 	if caller == nil || caller.Org == "" {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
 	}
-	if err := validRef("customer", in.Customer); err != nil {
+	if err := ValidRef("customer", in.Customer); err != nil {
 		return nil, err
 	}
 	if in.Customer == caller.Org {
@@ -168,7 +168,7 @@ func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, i
 	if a, err := mail.ParseAddress(in.ContactEmail); err != nil || a.Address != in.ContactEmail {
 		return nil, sidecar.Invalid("contact_email", "not a plain email address")
 	}
-	lim, err := p.rules.partner()
+	lim, err := p.rules.Partner()
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, i
 		slices.Sort(users)
 		users = slices.Compact(users)
 		for _, u := range users {
-			if err := validRef("users", u); err != nil {
+			if err := ValidRef("users", u); err != nil {
 				return nil, err
 			}
 			if err := p.checkMember(ctx, caller, u); err != nil {
@@ -516,12 +516,12 @@ func (p *Partners) Effective(ctx context.Context, customer, partnerOrg, user str
 	if err != nil {
 		return nil, err
 	}
-	return effectiveAt(e, p.clock()), nil
+	return EffectiveAt(e, p.clock()), nil
 }
 
-// effectiveAt applies precedence at now: a live individual grant wins even
+// EffectiveAt applies precedence at now: a live individual grant wins even
 // when lower; an expired grant counts as absent.
-func effectiveAt(e sidecar.EffectiveGrants, now time.Time) *sidecar.Grant {
+func EffectiveAt(e sidecar.EffectiveGrants, now time.Time) *sidecar.Grant {
 	if e.Individual != nil && e.Individual.Live(now) {
 		return e.Individual
 	}
@@ -544,13 +544,13 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 	if caller == nil || caller.Org != customer {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_customer")
 	}
-	if err := validRef("resource", in.Resource); err != nil {
+	if err := ValidRef("resource", in.Resource); err != nil {
 		return nil, err
 	}
-	if err := validRef("user", in.User); err != nil {
+	if err := ValidRef("user", in.User); err != nil {
 		return nil, err
 	}
-	if err := validRef("partner_org", in.PartnerOrg); err != nil {
+	if err := ValidRef("partner_org", in.PartnerOrg); err != nil {
 		return nil, err
 	}
 	s := &sidecar.Share{Customer: customer, Resource: in.Resource, User: in.User, PartnerOrg: in.PartnerOrg, SharedBy: caller.Subject, SharedAt: p.clock()}
@@ -622,7 +622,7 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	if g == nil {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_live_grant")
 	}
-	lim, err := p.rules.partner()
+	lim, err := p.rules.Partner()
 	if err != nil {
 		return nil, err
 	}
@@ -672,7 +672,7 @@ func (p *Partners) Subscribers(ctx context.Context, customer, kind string) ([]Su
 }
 
 func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]SubscriptionView, error) {
-	lim, err := p.rules.partner()
+	lim, err := p.rules.Partner()
 	if err != nil {
 		return nil, err
 	}
@@ -805,9 +805,9 @@ func levelNames() string {
 	return strings.Join(names, ", ")
 }
 
-// validID accepts the identifiers Deputy stores and puts in keys: 1–256
+// ValidRef accepts the identifiers Deputy stores and puts in keys: 1–256
 // printable characters without spaces, braces (Redis hash tags) or colons.
-func validRef(field, s string) error {
+func ValidRef(field, s string) error {
 	if s == "" {
 		return sidecar.Invalid(field, "required")
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // countingSource counts the store reads that get past the cache.
@@ -32,9 +33,9 @@ func (c *countingSource) GetAssignment(ctx context.Context, customer string) (*s
 	return c.Store.GetAssignment(ctx, customer)
 }
 
-func cachedResolver(t *testing.T, env *partnerEnv, src delegation.CachedSource) *delegation.OnBehalfResolver {
+func cachedResolver(t *testing.T, env *partnerEnv, src resolve.CachedSource) *resolve.OnBehalfResolver {
 	t.Helper()
-	cs := delegation.NewCachedState(src, delegation.CacheConfig{TTL: time.Hour}, env.clock.Now, nil)
+	cs := resolve.NewCachedState(src, resolve.CacheConfig{TTL: time.Hour}, env.clock.Now, nil)
 	t.Cleanup(func() { _ = cs.Close() })
 	return newTestResolver(t, env, cs)
 }
@@ -52,7 +53,7 @@ func partnerEventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func resolvedLevel(r *delegation.OnBehalfResolver, caller *sidecar.Identity, customer string) string {
+func resolvedLevel(r *resolve.OnBehalfResolver, caller *sidecar.Identity, customer string) string {
 	d, err := r.Resolve(context.Background(), onBehalf(customer), caller)
 	if err != nil {
 		return sidecar.ErrorMessage(err)
@@ -169,9 +170,9 @@ func BenchmarkResolveOnBehalf(b *testing.B) {
 	if err := store.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "resellerco", Domain: "shop-a.example"}); err != nil {
 		b.Fatal(err)
 	}
-	cs := delegation.NewCachedState(store, delegation.CacheConfig{TTL: time.Hour}, env.clock.Now, nil)
+	cs := resolve.NewCachedState(store, resolve.CacheConfig{TTL: time.Hour}, env.clock.Now, nil)
 	defer cs.Close()
-	r, err := delegation.NewOnBehalfResolver(cs, cs, shippedData(b), delegation.PartnerConfig{}, delegation.WithResolverClock(env.clock.Now))
+	r, err := resolve.NewOnBehalfResolver(cs, cs, shippedData(b), delegation.PartnerConfig{}, resolve.WithResolverClock(env.clock.Now))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // A partner organisation asks for access, the customer's contact manager
@@ -29,9 +30,9 @@ func ExampleOnBehalfResolver() {
 	_ = partners.Request(ctx, req)
 	_, _, _ = partners.Approve(ctx, cora, req.ID)
 
-	cached := delegation.NewCachedState(store, delegation.CacheConfig{}, nil, nil)
+	cached := resolve.NewCachedState(store, resolve.CacheConfig{}, nil, nil)
 	defer cached.Close()
-	resolver, _ := delegation.NewOnBehalfResolver(cached, cached, data, delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."})
+	resolver, _ := resolve.NewOnBehalfResolver(cached, cached, data, delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."})
 
 	d, _ := resolver.Resolve(ctx, &sidecar.Request{Method: "PATCH", Path: "/customers/acme/service-requests/sr-1"}, pat)
 	fmt.Println(d.Mode, d.Subject, d.Actor, d.Level, d.Scope)

@@ -14,19 +14,20 @@ import (
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // resolverLookups is what the resolver reads; tests pass the store itself
 // or the cache in front of it.
 type resolverLookups interface {
-	delegation.GrantLookup
-	delegation.AssignmentLookup
+	resolve.GrantLookup
+	resolve.AssignmentLookup
 }
 
-func newTestResolver(t *testing.T, env *partnerEnv, lookups resolverLookups) *delegation.OnBehalfResolver {
+func newTestResolver(t *testing.T, env *partnerEnv, lookups resolverLookups) *resolve.OnBehalfResolver {
 	t.Helper()
 	cfg := delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."}
-	r, err := delegation.NewOnBehalfResolver(lookups, lookups, shippedData(t), cfg, delegation.WithResolverClock(env.clock.Now))
+	r, err := resolve.NewOnBehalfResolver(lookups, lookups, shippedData(t), cfg, resolve.WithResolverClock(env.clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func checkResolved(t *testing.T, d *sidecar.Delegation, err error, none bool, re
 func TestNewOnBehalfResolverRejectsBadTemplate(t *testing.T) {
 	for _, tmpl := range []string{"customers/{customer}", "/customers/", "/{customer}/{customer}/", "/a//{customer}"} {
 		t.Run(tmpl, func(t *testing.T) {
-			_, err := delegation.NewOnBehalfResolver(nil, nil, nil, delegation.PartnerConfig{PathTemplate: tmpl})
+			_, err := resolve.NewOnBehalfResolver(nil, nil, nil, delegation.PartnerConfig{PathTemplate: tmpl})
 			wantCode(t, err, sidecar.EINVALID, "")
 		})
 	}

@@ -108,7 +108,7 @@ func (r *Resellers) Config() ResellerConfig { return r.cfg }
 
 // Get returns the customer's assignment; ENOTFOUND when unassigned.
 func (r *Resellers) Get(ctx context.Context, customer string) (*sidecar.Assignment, error) {
-	if err := validRef("customer", customer); err != nil {
+	if err := ValidRef("customer", customer); err != nil {
 		return nil, err
 	}
 	return r.store.GetAssignment(ctx, customer)
@@ -116,10 +116,10 @@ func (r *Resellers) Get(ctx context.Context, customer string) (*sidecar.Assignme
 
 // Put assigns customer to domain on behalf of by's reseller organisation.
 func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, domain string) (*sidecar.Assignment, error) {
-	if err := validRef("customer", customer); err != nil {
+	if err := ValidRef("customer", customer); err != nil {
 		return nil, err
 	}
-	if err := validRef("domain", domain); err != nil {
+	if err := ValidRef("domain", domain); err != nil {
 		return nil, err
 	}
 	a := &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
@@ -133,7 +133,7 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 // Delete removes the customer from its domain; an absent assignment is
 // not an error (DELETE is idempotent).
 func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer string) error {
-	if err := validRef("customer", customer); err != nil {
+	if err := ValidRef("customer", customer); err != nil {
 		return err
 	}
 	prev, err := r.store.GetAssignment(ctx, customer)
@@ -152,7 +152,7 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 
 // List returns one page of a domain's assignments, ordered by customer.
 func (r *Resellers) List(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error) {
-	if err := validRef("domain", domain); err != nil {
+	if err := ValidRef("domain", domain); err != nil {
 		return nil, "", err
 	}
 	return r.store.AssignmentsByDomain(ctx, domain, p)
@@ -204,11 +204,11 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 				return
 			}
 		}
-		if err := validRef("customer", customer); err != nil {
+		if err := ValidRef("customer", customer); err != nil {
 			fail(line, "%s", sidecar.ErrorMessage(err))
 			return
 		}
-		if err := validRef("domain", domain); err != nil {
+		if err := ValidRef("domain", domain); err != nil {
 			fail(line, "%s", sidecar.ErrorMessage(err))
 			return
 		}

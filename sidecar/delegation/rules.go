@@ -203,11 +203,11 @@ func dataInt(v any) (int, bool) {
 	return 0, false
 }
 
-// ruleBook reads Rules from the active policy data, parsing them once per
+// RuleBook reads Rules from the active policy data, parsing them once per
 // activation: an activation's data is immutable, so the map's identity
 // tells whether the parsed rules are still current, at the cost of one
 // pointer comparison on the check path.
-type ruleBook struct {
+type RuleBook struct {
 	data PolicyData
 	last atomic.Pointer[parsedRules]
 }
@@ -218,9 +218,10 @@ type parsedRules struct {
 	err   error
 }
 
-func newRuleBook(data PolicyData) *ruleBook { return &ruleBook{data: data} }
+// NewRuleBook reads rules from data.
+func NewRuleBook(data PolicyData) *RuleBook { return &RuleBook{data: data} }
 
-func (b *ruleBook) rules() (*Rules, error) {
+func (b *RuleBook) rules() (*Rules, error) {
 	var data map[string]any
 	if b.data != nil {
 		data = b.data()
@@ -240,8 +241,8 @@ func (b *ruleBook) rules() (*Rules, error) {
 	return r, err
 }
 
-// partner returns the partner limits of the active policy data.
-func (b *ruleBook) partner() (*PartnerRules, error) {
+// Partner returns the partner limits of the active policy data.
+func (b *RuleBook) Partner() (*PartnerRules, error) {
 	r, err := b.rules()
 	if err != nil {
 		return nil, err
@@ -252,8 +253,8 @@ func (b *ruleBook) partner() (*PartnerRules, error) {
 	return r.Partner, nil
 }
 
-// reseller returns the reseller rules of the active policy data.
-func (b *ruleBook) reseller() (*ResellerRules, error) {
+// Reseller returns the reseller rules of the active policy data.
+func (b *RuleBook) Reseller() (*ResellerRules, error) {
 	r, err := b.rules()
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // withPartnerData returns the shipped policy data with data.deputy.partner
@@ -192,10 +193,10 @@ func TestResellerStaffFromPolicyData(t *testing.T) {
 	}{
 		{name: "shipped data", data: shipped, reason: "missing_privilege:access_support_cases,view_customers"},
 		{name: "custom role in data", data: custom},
-		{name: "no reseller rules", data: noReseller, reason: delegation.ReasonResellerRulesMissing},
+		{name: "no reseller rules", data: noReseller, reason: resolve.ReasonResellerRulesMissing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := delegation.NewOnBehalfResolver(env.store, env.store, func() map[string]any { return tc.data }, delegation.PartnerConfig{})
+			r, err := resolve.NewOnBehalfResolver(env.store, env.store, func() map[string]any { return tc.data }, delegation.PartnerConfig{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
@@ -53,8 +54,8 @@ func TestSessionResolverChecksConsent(t *testing.T) {
 			if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
 				t.Fatal(err)
 			}
-			r := delegation.NewSessionResolver(lostSessionEvictions{store}, delegation.ImpersonationConfig{CacheTTL: time.Hour},
-				delegation.WithSessionClock(clock.Now))
+			r := resolve.NewSessionResolver(lostSessionEvictions{store}, delegation.ImpersonationConfig{CacheTTL: time.Hour},
+				resolve.WithSessionClock(clock.Now))
 			defer r.Close()
 			req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + cookie}}
 			if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil {
@@ -127,9 +128,9 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resolvers := map[string]*delegation.SessionResolver{}
+			resolvers := map[string]*resolve.SessionResolver{}
 			for name, s := range map[string]sidecar.Store{"a": a, "b": b} {
-				r := delegation.NewSessionResolver(s, delegation.ImpersonationConfig{CacheTTL: time.Hour}, delegation.WithSessionClock(clock.Now))
+				r := resolve.NewSessionResolver(s, delegation.ImpersonationConfig{CacheTTL: time.Hour}, resolve.WithSessionClock(clock.Now))
 				t.Cleanup(func() { _ = r.Close() })
 				resolvers[name] = r
 			}
@@ -142,7 +143,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 			if _, _, err := lc.SetConsent(ctx, customer, tc.change); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "replica b denies the session", func() bool {
+			partnerEventually(t, "replica b denies the session", func() bool {
 				_, err := resolvers["b"].Resolve(ctx, req, nil)
 				return sidecar.ErrorReason(err) == tc.reason
 			})
@@ -168,8 +169,8 @@ func TestSessionResolverConfiguredHosts(t *testing.T) {
 	if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
 		t.Fatal(err)
 	}
-	r := delegation.NewSessionResolver(store, delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com", "WWW.shop.example.com"}},
-		delegation.WithSessionClock(clock.Now))
+	r := resolve.NewSessionResolver(store, delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com", "WWW.shop.example.com"}},
+		resolve.WithSessionClock(clock.Now))
 	defer r.Close()
 	for host, want := range map[string]string{
 		"shop.example.com": "", "www.shop.example.com:8443": "", "shop.example.com.": "",

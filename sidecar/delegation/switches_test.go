@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 )
 
@@ -69,4 +70,11 @@ func TestImpersonationConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func fieldOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return sidecar.ErrorField(err)
 }

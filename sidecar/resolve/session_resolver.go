@@ -1,4 +1,4 @@
-package delegation
+package resolve
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 )
 
 // SessionState is what the check path reads: sessions by token hash, the
@@ -105,7 +106,7 @@ func WithSessionObserver(o CacheObserver) SessionResolverOption {
 
 // NewSessionResolver returns a resolver on state with the impersonation
 // config section. Close stops its subscription.
-func NewSessionResolver(state SessionState, cfg ImpersonationConfig, opts ...SessionResolverOption) *SessionResolver {
+func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, opts ...SessionResolverOption) *SessionResolver {
 	cfg.SetDefaults()
 	r := &SessionResolver{
 		state:      state,
@@ -335,9 +336,9 @@ func (r *SessionResolver) sessionError(state string) error {
 // A session bound to no host (redeemed before redeeming required one) is
 // valid on none.
 func (r *SessionResolver) hostAllowed(host, own string) bool {
-	host = hostname(host)
+	host = delegation.Hostname(host)
 	if len(r.hosts) == 0 {
-		own = hostname(own)
+		own = delegation.Hostname(own)
 		return own != "" && strings.EqualFold(host, own)
 	}
 	for _, h := range r.hosts {
@@ -346,14 +347,6 @@ func (r *SessionResolver) hostAllowed(host, own string) bool {
 		}
 	}
 	return false
-}
-
-// hostname drops the port and a trailing dot of an HTTP host.
-func hostname(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
-		h = h[:i]
-	}
-	return strings.TrimSuffix(h, ".")
 }
 
 // cookieValue finds name's value in a Cookie header without allocating.

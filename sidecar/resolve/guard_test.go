@@ -1,4 +1,4 @@
-package delegation_test
+package resolve_test
 
 import (
 	"context"
@@ -8,14 +8,14 @@ import (
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
-	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // lookupCounter counts the lookups that reach the real store.
 type lookupCounter struct {
-	delegation.GuardedSource
+	resolve.GuardedSource
 	calls atomic.Int64
 }
 
@@ -26,7 +26,7 @@ func (c *lookupCounter) GetAssignment(ctx context.Context, customer string) (*si
 
 // guardOnRedis guards a store on a real redis-server, counting the
 // lookups that reach it.
-func guardOnRedis(t *testing.T, cfg delegation.LookupConfig) (*redistest.Server, *delegation.StateGuard, *lookupCounter) {
+func guardOnRedis(t *testing.T, cfg resolve.LookupConfig) (*redistest.Server, *resolve.StateGuard, *lookupCounter) {
 	t.Helper()
 	srv := redistest.Start(t)
 	store, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "guard"})
@@ -35,7 +35,7 @@ func guardOnRedis(t *testing.T, cfg delegation.LookupConfig) (*redistest.Server,
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	src := &lookupCounter{GuardedSource: store}
-	guard := delegation.NewStateGuard(src, store.Ping, cfg, slog.New(slog.DiscardHandler))
+	guard := resolve.NewStateGuard(src, store.Ping, cfg, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { _ = guard.Close() })
 	return srv, guard, src
 }
@@ -46,7 +46,7 @@ func guardOnRedis(t *testing.T, cfg delegation.LookupConfig) (*redistest.Server,
 // fail without reaching the store; once Redis answers a probe, lookups
 // reach it again.
 func TestStateGuardOnAFrozenRedis(t *testing.T) {
-	cfg := delegation.LookupConfig{Budget: 50 * time.Millisecond, BreakerFailures: 3, ProbeInterval: 10 * time.Millisecond}
+	cfg := resolve.LookupConfig{Budget: 50 * time.Millisecond, BreakerFailures: 3, ProbeInterval: 10 * time.Millisecond}
 	srv, guard, src := guardOnRedis(t, cfg)
 	ctx := context.Background()
 
@@ -81,7 +81,7 @@ func TestStateGuardOnAFrozenRedis(t *testing.T) {
 	}
 
 	srv.Thaw()
-	partnerEventually(t, "a probe to close the breaker", func() bool { return !guard.Open() })
+	eventually(t, "a probe to close the breaker", func() bool { return !guard.Open() })
 	if _, err := guard.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
 		t.Fatalf("lookup after Redis answers again = %v, want not found", err)
 	}
@@ -93,7 +93,7 @@ func TestStateGuardOnAFrozenRedis(t *testing.T) {
 // A lookup the check's own caller abandoned says nothing about the store:
 // it does not count towards the breaker.
 func TestStateGuardIgnoresCancelledChecks(t *testing.T) {
-	_, guard, _ := guardOnRedis(t, delegation.LookupConfig{Budget: time.Second, BreakerFailures: 1, ProbeInterval: time.Second})
+	_, guard, _ := guardOnRedis(t, resolve.LookupConfig{Budget: time.Second, BreakerFailures: 1, ProbeInterval: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := guard.GetAssignment(ctx, "acme"); err == nil {
@@ -105,7 +105,7 @@ func TestStateGuardIgnoresCancelledChecks(t *testing.T) {
 }
 
 func TestLookupConfigValidate(t *testing.T) {
-	for name, c := range map[string]delegation.LookupConfig{
+	for name, c := range map[string]resolve.LookupConfig{
 		"state_lookup.budget":           {Budget: -1, BreakerFailures: 1, ProbeInterval: 1},
 		"state_lookup.breaker_failures": {Budget: 1, BreakerFailures: -1, ProbeInterval: 1},
 		"state_lookup.probe_interval":   {Budget: 1, BreakerFailures: 1, ProbeInterval: -1},
@@ -116,9 +116,9 @@ func TestLookupConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	var c delegation.LookupConfig
+	var c resolve.LookupConfig
 	c.SetDefaults()
-	if err := c.Validate(); err != nil || c.Budget != delegation.DefaultStateBudget {
+	if err := c.Validate(); err != nil || c.Budget != resolve.DefaultStateBudget {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 }

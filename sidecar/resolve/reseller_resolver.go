@@ -1,4 +1,4 @@
-package delegation
+package resolve
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 // exact domain the caller signed in through: another domain of the same
 // reseller is as foreign as another reseller's.
 func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
-	rules, err := r.rules.reseller()
+	rules, err := r.rules.Reseller()
 	if err != nil {
 		// Without rules nobody is staff: deny, never fall through.
 		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonResellerRulesMissing, err)

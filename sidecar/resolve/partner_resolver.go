@@ -1,4 +1,4 @@
-package delegation
+package resolve
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 )
 
 // GrantLookup is what the check path reads for partner access. The
@@ -44,8 +45,8 @@ type OnBehalfResolver struct {
 	grants      GrantLookup
 	assignments AssignmentLookup
 	header      string
-	tmpl        *pathTemplate
-	rules       *ruleBook
+	tmpl        *delegation.PathTemplate
+	rules       *delegation.RuleBook
 	clock       sidecar.Clock
 }
 
@@ -63,17 +64,17 @@ func WithResolverClock(c sidecar.Clock) ResolverOption {
 // data, whose reseller rules tell staff apart (the same the reseller policy
 // reads); partner supplies the header name and path template. It fails
 // only on an invalid path template.
-func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data PolicyData, partner PartnerConfig, opts ...ResolverOption) (*OnBehalfResolver, error) {
+func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data delegation.PolicyData, partner delegation.PartnerConfig, opts ...ResolverOption) (*OnBehalfResolver, error) {
 	partner = partner.WithDefaults()
 	r := &OnBehalfResolver{
 		grants:      grants,
 		assignments: assignments,
 		header:      strings.ToLower(partner.OnBehalfOfHeader),
-		rules:       newRuleBook(data),
+		rules:       delegation.NewRuleBook(data),
 		clock:       time.Now,
 	}
 	if partner.PathTemplate != "" {
-		t, err := parsePathTemplate(partner.PathTemplate)
+		t, err := delegation.ParsePathTemplate(partner.PathTemplate)
 		if err != nil {
 			return nil, err
 		}
@@ -89,7 +90,7 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 // wins over the path.
 func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	if v := strings.TrimSpace(req.Header(r.header)); v != "" {
-		if validRef(r.header, v) != nil {
+		if delegation.ValidRef(r.header, v) != nil {
 			return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
 		}
 		return v, nil
@@ -97,11 +98,11 @@ func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	if r.tmpl == nil {
 		return "", nil
 	}
-	c, ok := r.tmpl.match(req.Path)
+	c, ok := r.tmpl.Match(req.Path)
 	if !ok {
 		return "", nil
 	}
-	if validRef("customer", c) != nil {
+	if delegation.ValidRef("customer", c) != nil {
 		return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
 	}
 	return c, nil
@@ -140,7 +141,7 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 	// honours each one's expiry: a lapsed individual grant lets the
 	// organisation's apply, as if it were absent.
 	now := r.clock()
-	g := effectiveAt(e, now)
+	g := delegation.EffectiveAt(e, now)
 	if g == nil {
 		if e.Individual != nil || e.Organisation != nil {
 			return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonGrantExpired, nil)
@@ -171,59 +172,4 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 		ExpiresAt:  g.ExpiresAt,
 		Attributes: attrs,
 	}, nil
-}
-
-// pathTemplate is a path prefix with one {customer} segment, e.g.
-// "/customers/{customer}/". Its literal segments are kept lower-cased.
-type pathTemplate struct {
-	segments []string
-	at       int
-}
-
-func parsePathTemplate(s string) (*pathTemplate, error) {
-	if !strings.HasPrefix(s, "/") {
-		return nil, sidecar.Invalid("path_template", "must start with /")
-	}
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "..."), "*")
-	s = strings.Trim(s, "/")
-	t := &pathTemplate{segments: strings.Split(strings.ToLower(s), "/"), at: -1}
-	for i, seg := range t.segments {
-		switch {
-		case seg == "{customer}" && t.at < 0:
-			t.at = i
-		case seg == "{customer}":
-			return nil, sidecar.Invalid("path_template", "names {customer} twice")
-		case seg == "" || strings.ContainsAny(seg, "{}"):
-			return nil, sidecar.Invalid("path_template", "segment %q is neither a literal nor {customer}", seg)
-		}
-	}
-	if t.at < 0 {
-		return nil, sidecar.Invalid("path_template", "must contain a {customer} segment")
-	}
-	return t, nil
-}
-
-// match returns the customer segment of path. path is the canonical path
-// the check decides on (decoded once, slashes merged, ";params" dropped):
-// read as the policies read it, literal segments case-insensitively (as
-// input.deputy.request.lower_segments) and the customer as sent (as
-// input.deputy.request.segments), it is never decoded again, so the
-// customer resolved is the one the policies compare.
-func (t *pathTemplate) match(path string) (string, bool) {
-	var customer string
-	for i, seg := range t.segments {
-		var cur string
-		for cur == "" && path != "" {
-			cur, path, _ = strings.Cut(strings.TrimPrefix(path, "/"), "/")
-		}
-		switch {
-		case cur == "":
-			return "", false
-		case i == t.at:
-			customer = cur
-		case strings.ToLower(cur) != seg:
-			return "", false
-		}
-	}
-	return customer, true
 }

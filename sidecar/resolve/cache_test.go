@@ -1,4 +1,4 @@
-package delegation_test
+package resolve_test
 
 import (
 	"context"
@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
-	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
@@ -29,19 +29,19 @@ func (o *countingObserver) Hit(k string)   { o.mu.Lock(); o.hits[k]++; o.mu.Unlo
 func (o *countingObserver) Miss(k string)  { o.mu.Lock(); o.miss[k]++; o.mu.Unlock() }
 func (o *countingObserver) Evict(k string) { o.mu.Lock(); o.evicts[k]++; o.mu.Unlock() }
 
-var cacheCfg = delegation.CacheConfig{TTL: 10 * time.Second, NegativeTTL: time.Second, Size: 1000}
+var cacheCfg = resolve.CacheConfig{TTL: 10 * time.Second, NegativeTTL: time.Second, Size: 1000}
 
 func TestCacheConfigValidate(t *testing.T) {
 	cases := []struct {
 		name  string
-		cfg   delegation.CacheConfig
+		cfg   resolve.CacheConfig
 		field string
 	}{
-		{"defaults", delegation.CacheConfig{}, ""},
-		{"negative_ttl_longer_than_ttl", delegation.CacheConfig{TTL: time.Second, NegativeTTL: time.Minute}, "state_cache.negative_ttl"},
-		{"negative_ttl_below_zero", delegation.CacheConfig{NegativeTTL: -time.Second}, "state_cache.negative_ttl"},
-		{"ttl_below_zero", delegation.CacheConfig{TTL: -time.Second}, "state_cache.ttl"},
-		{"size_below_zero", delegation.CacheConfig{Size: -1}, "state_cache.size"},
+		{"defaults", resolve.CacheConfig{}, ""},
+		{"negative_ttl_longer_than_ttl", resolve.CacheConfig{TTL: time.Second, NegativeTTL: time.Minute}, "state_cache.negative_ttl"},
+		{"negative_ttl_below_zero", resolve.CacheConfig{NegativeTTL: -time.Second}, "state_cache.negative_ttl"},
+		{"ttl_below_zero", resolve.CacheConfig{TTL: -time.Second}, "state_cache.ttl"},
+		{"size_below_zero", resolve.CacheConfig{Size: -1}, "state_cache.size"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,7 +93,7 @@ func TestCacheLoad(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := storetest.NewClock(storetest.Epoch)
-			c := delegation.NewCache[string, string]("test", "t:", cacheCfg, clock.Now, nil)
+			c := resolve.NewCache[string, string]("test", "t:", cacheCfg, clock.Now, nil)
 			calls := 0
 			for i, st := range tc.steps {
 				clock.Advance(st.advance)
@@ -114,7 +114,7 @@ func TestCacheLoad(t *testing.T) {
 
 func TestCacheEvict(t *testing.T) {
 	ctx := context.Background()
-	fill := func(c *delegation.Cache[string, string]) {
+	fill := func(c *resolve.Cache[string, string]) {
 		for _, tag := range []string{"acme", "globex"} {
 			for _, k := range []string{"a", "b"} {
 				_, _, _ = c.Load(ctx, tag, k, func(context.Context) (string, bool, error) { return tag + k, true, nil })
@@ -135,7 +135,7 @@ func TestCacheEvict(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			obs := newCountingObserver()
-			c := delegation.NewCache[string, string]("test", "t:", cacheCfg, storetest.NewClock(storetest.Epoch).Now, obs)
+			c := resolve.NewCache[string, string]("test", "t:", cacheCfg, storetest.NewClock(storetest.Epoch).Now, obs)
 			fill(c)
 			c.Evict(tc.key)
 			for tag, want := range tc.wantLeft {
@@ -148,7 +148,7 @@ func TestCacheEvict(t *testing.T) {
 		})
 	}
 	t.Run("eviction_during_load_wins", func(t *testing.T) {
-		c := delegation.NewCache[string, string]("test", "t:", cacheCfg, storetest.NewClock(storetest.Epoch).Now, nil)
+		c := resolve.NewCache[string, string]("test", "t:", cacheCfg, storetest.NewClock(storetest.Epoch).Now, nil)
 		_, _, _ = c.Load(ctx, "acme", "k", func(context.Context) (string, bool, error) {
 			c.Evict("t:acme") // the revocation lands while the old answer is in flight
 			return "stale", true, nil
@@ -161,8 +161,8 @@ func TestCacheEvict(t *testing.T) {
 
 func TestCacheBounded(t *testing.T) {
 	ctx := context.Background()
-	cfg := delegation.CacheConfig{Size: 64}
-	c := delegation.NewCache[int, int]("test", "t:", cfg, nil, nil)
+	cfg := resolve.CacheConfig{Size: 64}
+	c := resolve.NewCache[int, int]("test", "t:", cfg, nil, nil)
 	for i := range 10_000 {
 		_, _, _ = c.Load(ctx, "tag"+string(rune('a'+i%26)), i, func(context.Context) (int, bool, error) { return i, true, nil })
 	}
@@ -172,14 +172,14 @@ func TestCacheBounded(t *testing.T) {
 }
 
 // twoReplicas is two Deputy replicas' stores and caches on one Redis.
-func twoReplicas(t *testing.T, srv *redistest.Server, clock *storetest.Clock) (a, b *redis.Store, ca, cb *delegation.CachedState) {
+func twoReplicas(t *testing.T, srv *redistest.Server, clock *storetest.Clock) (a, b *redis.Store, ca, cb *resolve.CachedState) {
 	t.Helper()
-	mk := func() (*redis.Store, *delegation.CachedState) {
+	mk := func() (*redis.Store, *resolve.CachedState) {
 		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "replicas"}, redis.WithClock(clock.Now))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cs := delegation.NewCachedState(s, delegation.CacheConfig{TTL: time.Hour, NegativeTTL: time.Minute}, clock.Now, nil)
+		cs := resolve.NewCachedState(s, resolve.CacheConfig{TTL: time.Hour, NegativeTTL: time.Minute}, clock.Now, nil)
 		t.Cleanup(func() { _ = cs.Close(); _ = s.Close() })
 		return s, cs
 	}
@@ -217,18 +217,18 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 
 	cases := []struct {
 		name   string
-		warm   func(cs *delegation.CachedState) bool // true when access is there
+		warm   func(cs *resolve.CachedState) bool // true when access is there
 		narrow func() error
 	}{
-		{"grant_revoked", func(cs *delegation.CachedState) bool {
+		{"grant_revoked", func(cs *resolve.CachedState) bool {
 			eg, err := cs.EffectiveGrants(ctx, "acme", "p1", "pat")
 			return err == nil && eg.Effective() != nil
 		}, func() error { _, err := a.RevokeGrant(ctx, "acme", "g1"); return err }},
-		{"share_removed", func(cs *delegation.CachedState) bool {
+		{"share_removed", func(cs *resolve.CachedState) bool {
 			v, err := cs.SharesFor(ctx, "acme", "pat")
 			return err == nil && len(v) == 1
 		}, func() error { return a.DeleteShare(ctx, "acme", "SR-1", "pat") }},
-		{"assignment_removed", func(cs *delegation.CachedState) bool {
+		{"assignment_removed", func(cs *resolve.CachedState) bool {
 			as, err := cs.GetAssignment(ctx, "acme")
 			return err == nil && as.Domain == "eu.r1"
 		}, func() error { return a.DeleteAssignment(ctx, "acme") }},
@@ -256,7 +256,7 @@ func TestCachedStateRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	cs := delegation.NewCachedState(s, cacheCfg, clock.Now, nil)
+	cs := resolve.NewCachedState(s, cacheCfg, clock.Now, nil)
 	defer cs.Close()
 	published := make(chan string, 16)
 	defer s.Subscribe(func(k string) { published <- k })()
@@ -310,7 +310,7 @@ func TestCachedStateExpiryAtRead(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock(storetest.Epoch)
 	s := memory.New(memory.WithClock(clock.Now))
-	cs := delegation.NewCachedState(s, delegation.CacheConfig{TTL: time.Hour}, clock.Now, nil)
+	cs := resolve.NewCachedState(s, resolve.CacheConfig{TTL: time.Hour}, clock.Now, nil)
 	defer cs.Close()
 	for _, g := range []*sidecar.Grant{
 		{ID: "org", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelFullAdmin, ExpiresAt: clock.Now().Add(2 * time.Minute)},
@@ -351,7 +351,7 @@ func TestCachedStateHitDoesNotAllocate(t *testing.T) {
 	ctx := context.Background()
 	s := memory.New()
 	obs := newCountingObserver()
-	cs := delegation.NewCachedState(s, delegation.CacheConfig{TTL: time.Hour}, nil, obs)
+	cs := resolve.NewCachedState(s, resolve.CacheConfig{TTL: time.Hour}, nil, obs)
 	defer cs.Close()
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: time.Now().Add(time.Hour)})
 	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
@@ -373,15 +373,15 @@ func TestCachedStateHitDoesNotAllocate(t *testing.T) {
 			}
 		})
 	}
-	if obs.hits[delegation.CacheGrants] < 100 || obs.miss[delegation.CacheGrants] != 1 {
-		t.Fatalf("observer saw %d hits, %d misses", obs.hits[delegation.CacheGrants], obs.miss[delegation.CacheGrants])
+	if obs.hits[resolve.CacheGrants] < 100 || obs.miss[resolve.CacheGrants] != 1 {
+		t.Fatalf("observer saw %d hits, %d misses", obs.hits[resolve.CacheGrants], obs.miss[resolve.CacheGrants])
 	}
 }
 
 func BenchmarkCachedEffectiveGrants(b *testing.B) {
 	ctx := context.Background()
 	s := memory.New()
-	cs := delegation.NewCachedState(s, delegation.CacheConfig{TTL: time.Hour}, nil, nil)
+	cs := resolve.NewCachedState(s, resolve.CacheConfig{TTL: time.Hour}, nil, nil)
 	defer cs.Close()
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: time.Now().Add(time.Hour)})
 	b.ReportAllocs()
@@ -395,7 +395,7 @@ func BenchmarkCachedEffectiveGrants(b *testing.B) {
 func BenchmarkCachedEffectiveGrantsSerial(b *testing.B) {
 	ctx := context.Background()
 	s := memory.New()
-	cs := delegation.NewCachedState(s, delegation.CacheConfig{TTL: time.Hour}, nil, nil)
+	cs := resolve.NewCachedState(s, resolve.CacheConfig{TTL: time.Hour}, nil, nil)
 	defer cs.Close()
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: time.Now().Add(time.Hour)})
 	b.ReportAllocs()

@@ -1,4 +1,4 @@
-package delegation_test
+package resolve_test
 
 import (
 	"context"
@@ -10,15 +10,9 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
-
-func fieldOf(err error) string {
-	if err == nil {
-		return ""
-	}
-	return sidecar.ErrorField(err)
-}
 
 // countingState counts the store round trips the check path makes.
 type countingState struct {
@@ -39,7 +33,7 @@ func (c *countingState) TouchSession(ctx context.Context, id string, at time.Tim
 type resolverFixture struct {
 	now    atomic.Int64
 	state  *countingState
-	r      *delegation.SessionResolver
+	r      *resolve.SessionResolver
 	cookie string
 }
 
@@ -59,7 +53,7 @@ func newResolverFixture(tb testing.TB) *resolverFixture {
 	if err := storetest.StartRedeemed(ctx, f.state, s, delegation.HashSecret(f.cookie)); err != nil {
 		tb.Fatal(err)
 	}
-	f.r = delegation.NewSessionResolver(f.state, delegation.ImpersonationConfig{}, delegation.WithSessionClock(f.clock))
+	f.r = resolve.NewSessionResolver(f.state, delegation.ImpersonationConfig{}, resolve.WithSessionClock(f.clock))
 	tb.Cleanup(func() { f.r.Close() })
 	return f
 }
@@ -238,7 +232,7 @@ func TestSessionNeedsAHost(t *testing.T) {
 	if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
 		t.Fatal(err)
 	}
-	r := delegation.NewSessionResolver(store, delegation.ImpersonationConfig{}, delegation.WithSessionClock(clock.Now))
+	r := resolve.NewSessionResolver(store, delegation.ImpersonationConfig{}, resolve.WithSessionClock(clock.Now))
 	defer r.Close()
 	for _, host := range []string{"", "shop.example.com", "evil.example"} {
 		d, err := r.Resolve(ctx, &sidecar.Request{Host: host, Headers: map[string]string{"cookie": "deputy_session=" + cookie}}, nil)
