@@ -28,7 +28,13 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 	}
 	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "c42"}
 	look := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", Subject: "acme", Level: "look"}
+	update := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g2", Actor: "pat", Subject: "acme", Level: "update"}
 	form := map[string]string{"content-type": "application/x-www-form-urlencoded"}
+	mp := map[string]string{"content-type": "multipart/form-data; boundary=BBB"}
+	mpPart := func(disposition, value string) string {
+		return "--BBB\r\nContent-Disposition: " + disposition + "\r\n\r\n" + value + "\r\n"
+	}
+	const sr = "/customers/acme/service-requests/42"
 	for _, tc := range []struct {
 		name    string
 		del     *sidecar.Delegation
@@ -69,6 +75,19 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 		{"partner look: override PATCH", look, "GET", "/service-requests/sr-1", map[string]string{"x-method-override": "PATCH"}, "", false, 403},
 		{"partner look: X_HTTP_Method_Override", look, "GET", "/service-requests/sr-1", map[string]string{"X_HTTP_Method_Override": "DELETE"}, "", false, 403},
 		{"partner look: x-http_method-override", look, "GET", "/service-requests/sr-1", map[string]string{"x-http_method-override": "PUT"}, "", false, 403},
+		{"partner update: POST", update, "POST", sr, nil, "", true, 200},
+		{"partner update: _method=DELETE in query", update, "POST", sr + "?_method=DELETE", nil, "", false, 403},
+		{"partner update: NUL ending _method in query", update, "POST", sr + "?_method%00=DELETE", nil, "", false, 400},
+		{"partner update: NUL inside _method in query", update, "POST", sr + "?_method%00x=DELETE", nil, "", false, 400},
+		{"partner update: NUL inside _method in a form", update, "POST", sr, form, "_method%00x=DELETE", false, 400},
+		{"partner update: multipart upload", update, "POST", sr, mp, mpPart(`form-data; name="note"`, "hello") + "--BBB--\r\n", true, 200},
+		{"partner update: multipart single quotes", update, "POST", sr, mp, mpPart(`form-data; name='_method'`, "DELETE") + "--BBB--\r\n", false, 403},
+		{"partner update: multipart nested boundary", update, "POST", sr, map[string]string{"content-type": "multipart/form-data; xboundary=AAA; boundary=BBB"},
+			mpPart(`form-data; name="x"`, "--AAA\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--AAA--\r\n") + "--BBB--\r\n", false, 403},
+		{"partner update: multipart repeated name", update, "POST", sr, mp, mpPart(`form-data; name="x"; name="_method"`, "DELETE") + "--BBB--\r\n", false, 403},
+		{"partner update: multipart part after close", update, "POST", sr, mp, mpPart(`form-data; name="x"`, "1") + "--BBB--\r\n" + mpPart(`form-data; name="_method"`, "DELETE") + "--BBB--\r\n", false, 403},
+		{"partner update: multipart filename*", update, "POST", sr, mp, mpPart(`form-data; name="_method"; filename*=UTF-8''a.txt`, "DELETE") + "--BBB--\r\n", false, 403},
+		{"partner update: multipart attachment", update, "POST", sr, mp, mpPart(`attachment; name="_method"`, "DELETE") + "--BBB--\r\n", false, 403},
 		{"anonymous: leading // on a signed-in route", nil, "GET", "//customer/account", nil, "", false, 401},
 		{"anonymous: case on a signed-in route", nil, "GET", "/CUSTOMER/account", nil, "", false, 401},
 		{"anonymous: override on a public route", nil, "GET", "/catalog/shoes?_method=POST", nil, "", false, 403},

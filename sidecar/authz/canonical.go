@@ -359,7 +359,13 @@ func (m *MethodOverrides) fromHeaders(headers map[string]string, headerMap []*co
 // returns the parsed query when it had to parse it. A query that cannot
 // name an override (no parameter name in it, no escape) is not parsed.
 func (m *MethodOverrides) fromQuery(raw string, s *methodSet) (url.Values, error) {
-	if raw == "" || len(m.query) == 0 {
+	if raw == "" {
+		return nil, nil
+	}
+	if err := controlFree("query", raw); err != nil {
+		return nil, err
+	}
+	if len(m.query) == 0 {
 		return nil, nil
 	}
 	// PHP renames " ", "." and "[" to "_" (phpName), so a carrier may be
@@ -374,6 +380,60 @@ func (m *MethodOverrides) fromQuery(raw string, s *methodSet) (url.Values, error
 	}
 	q, _ := url.ParseQuery(raw) // invalid pairs are left out, as OPA-Envoy does
 	return q, s.addValues(q, m.query)
+}
+
+// controlFree refuses a query or form whose field names or values hold a
+// control character, raw or percent-encoded: PHP reads a field name as a C
+// string ("_method\x00x" is "_method"), and no honest client sends one. A
+// value may hold tab, CR and LF (a textarea's lines); a name may not.
+func controlFree(where, raw string) error {
+	if !hasControl(raw) {
+		return nil
+	}
+	for pair := range strings.SplitSeq(raw, "&") {
+		name, value, _ := strings.Cut(pair, "=")
+		name, value = unescapeLenient(name), unescapeLenient(value)
+		if strings.IndexFunc(name, isControl) >= 0 {
+			return sidecar.Invalid(where, "field %q: control character in its name", name)
+		}
+		if strings.IndexFunc(value, func(r rune) bool { return isControl(r) && r != '\t' && r != '\r' && r != '\n' }) >= 0 {
+			return sidecar.Invalid(where, "field %q: control character in its value", name)
+		}
+	}
+	return nil
+}
+
+// hasControl reports whether s may hold a control character, raw or as
+// %00-%1F or %7F: a quick scan before the fields are split.
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+		if c == '%' && i+2 < len(s) && (s[i+1] == '0' || s[i+1] == '1' || s[i+1] == '7' && (s[i+2] == 'f' || s[i+2] == 'F')) {
+			return true
+		}
+	}
+	return false
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// unescapeLenient decodes the valid escapes of a query or form field and
+// keeps the rest as sent.
+func unescapeLenient(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // longestRun is the longest part of name between the bytes PHP would

@@ -224,7 +224,7 @@ func TestUnreadBodyOverrides(t *testing.T) {
 		{"JSON with a broken parameter", "POST", map[string]string{"content-type": "application/json; x"}, `{"_method":"DELETE"}`, false, "POST,DELETE"},
 		{"vendor /json type", "POST", map[string]string{"content-type": "application/vnd.api/json"}, `{"_method":"PUT"}`, false, "POST,PUT"},
 		{"multipart/mixed", "POST", map[string]string{"content-type": "multipart/mixed; boundary=b"},
-			"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n", false, "POST,DELETE"},
+			"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n", false, every},
 		{"body not sent, length known", "POST", map[string]string{"content-type": form, "content-length": "14"}, "", false, every},
 		{"body not sent, chunked", "POST", map[string]string{"content-type": form, "transfer-encoding": "chunked"}, "", false, every},
 		{"body not sent, no content type", "POST", map[string]string{"content-length": "14"}, "", false, every},
@@ -247,6 +247,101 @@ func TestUnreadBodyOverrides(t *testing.T) {
 	t.Run("no body carrier configured", func(t *testing.T) {
 		p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithMethodOverrides([]string{"header:x-http-method-override", "query:_method"}))
 		resp := p.Check(context.Background(), checkRequest(t, httpRequest("POST", "/a", map[string]string{"content-type": form, "content-length": "14"}, "")))
+		if !resp.Allowed || resp.Reason != "POST" {
+			t.Errorf("methods = %q (allowed %v), want POST", resp.Reason, resp.Allowed)
+		}
+	})
+}
+
+// PHP reads a query or form field name as a C string: "_method\x00x" is
+// $_GET['_method']. A field name or value holding a control character is
+// refused before policy, whatever its name.
+func TestControlCharactersInFieldsAreRefused(t *testing.T) {
+	e := engineFor(t, "data.t.decision", methodsPolicy, nil)
+	form := map[string]string{"content-type": "application/x-www-form-urlencoded"}
+	for _, tc := range []struct {
+		name, method, path string
+		headers            map[string]string
+		body               string
+		skipParse          bool
+		refused            bool
+		want               string // methods when not refused
+	}{
+		{name: "query: encoded NUL ending the name", method: "POST", path: "/a?_method%00=DELETE", refused: true},
+		{name: "query: encoded NUL inside the name", method: "POST", path: "/a?_method%00x=DELETE", refused: true},
+		{name: "query: raw NUL in the name", method: "POST", path: "/a?_method\x00x=DELETE", refused: true},
+		{name: "query: other name with a control character", method: "GET", path: "/a?q%01=1", refused: true},
+		{name: "query: DEL in the name", method: "GET", path: "/a?q%7F=1", refused: true},
+		{name: "query: NUL in a value", method: "GET", path: "/a?q=a%00b", refused: true},
+		{name: "form: encoded NUL in the name", method: "POST", path: "/a", headers: form, body: "_method%00x=DELETE", refused: true},
+		{name: "form: encoded NUL in the name, parse_body off", method: "POST", path: "/a", headers: form, body: "_method%00x=DELETE", skipParse: true, refused: true},
+		{name: "form: NUL in a value", method: "POST", path: "/a", headers: form, body: "a=1%00", refused: true},
+		{name: "form: control character in a name, no content type", method: "POST", path: "/a", body: "_method%00=DELETE", want: "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"},
+		{name: "control: _method in query", method: "POST", path: "/a?_method=DELETE", want: "POST,DELETE"},
+		{name: "a textarea's lines in a form value", method: "POST", path: "/a", headers: form, body: "note=a%0D%0Ab%09c", want: "POST"},
+		{name: "an escape that is not a control character", method: "GET", path: "/a?q=%2F%7E%20", want: "GET"},
+		{name: "a stray percent", method: "GET", path: "/a?q=100%", want: "GET"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithBodyParsing(!tc.skipParse))
+			resp := p.Check(context.Background(), checkRequest(t, httpRequest(tc.method, tc.path, tc.headers, tc.body)))
+			if tc.refused {
+				if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+					t.Errorf("got allowed=%v %d %s, want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, authz.ReasonMalformedRequest)
+				}
+				return
+			}
+			if !resp.Allowed || resp.Reason != tc.want {
+				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
+			}
+		})
+	}
+}
+
+// Multipart parsers disagree, and Deputy does not mirror PHP's: a POST
+// multipart body holding the carrier's name core anywhere is decided as
+// every method a body override may name, unless Deputy read each
+// occurrence as a carrier value. Uploads without the word are unaffected.
+func TestMultipartOverridesDeputyCannotRead(t *testing.T) {
+	e := engineFor(t, "data.t.decision", methodsPolicy, nil)
+	const every = "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
+	mp := map[string]string{"content-type": "multipart/form-data; boundary=BBB"}
+	part := func(disposition, value string) string {
+		return "--BBB\r\nContent-Disposition: " + disposition + "\r\n\r\n" + value + "\r\n"
+	}
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		body    string
+		want    string
+	}{
+		{"a field read as the carrier", mp, part(`form-data; name="_method"`, "DELETE") + "--BBB--\r\n", "POST,DELETE"},
+		{"an upload without the word", mp, part(`form-data; name="title"`, "hello") +
+			part(`form-data; name="file"; filename="a.txt"`, "plain text") + "--BBB--\r\n", "POST"},
+		{"single-quoted name", mp, part(`form-data; name='_method'`, "DELETE") + "--BBB--\r\n", every},
+		{"boundary parameter inside another", map[string]string{"content-type": "multipart/form-data; xboundary=AAA; boundary=BBB"},
+			part(`form-data; name="x"`, "--AAA\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--AAA--\r\n") + "--BBB--\r\n", every},
+		{"repeated name parameter", mp, part(`form-data; name="x"; name="_method"`, "DELETE") + "--BBB--\r\n", every},
+		{"a part after the close delimiter", mp, part(`form-data; name="x"`, "1") + "--BBB--\r\n" +
+			part(`form-data; name="_method"`, "DELETE") + "--BBB--\r\n", every},
+		{"a carrier read, another after the close delimiter", mp, part(`form-data; name="_method"`, "PUT") + "--BBB--\r\n" +
+			part(`form-data; name="_method"`, "DELETE") + "--BBB--\r\n", "POST,PUT,GET,HEAD,PATCH,DELETE,OPTIONS"},
+		{"filename* makes a field for PHP", mp, part(`form-data; name="_method"; filename*=UTF-8''a.txt`, "DELETE") + "--BBB--\r\n", every},
+		{"attachment disposition", mp, part(`attachment; name="_method"`, "DELETE") + "--BBB--\r\n", every},
+		{"the word in upper case in a value", mp, part(`form-data; name="note"`, "METHOD") + "--BBB--\r\n", every},
+		{"multipart/mixed", map[string]string{"content-type": "multipart/mixed; boundary=BBB"},
+			part(`form-data; name="_method"`, "DELETE") + "--BBB--\r\n", every},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := authz.New(e, authz.WithQuery("data.t.decision")).Check(context.Background(), checkRequest(t, httpRequest("POST", "/a", tc.headers, tc.body)))
+			if !resp.Allowed || resp.Reason != tc.want {
+				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
+			}
+		})
+	}
+	t.Run("no body carrier configured", func(t *testing.T) {
+		p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithMethodOverrides([]string{"query:_method"}))
+		resp := p.Check(context.Background(), checkRequest(t, httpRequest("POST", "/a", mp, part(`attachment; name="_method"`, "DELETE")+"--BBB--\r\n")))
 		if !resp.Allowed || resp.Reason != "POST" {
 			t.Errorf("methods = %q (allowed %v), want POST", resp.Reason, resp.Allowed)
 		}

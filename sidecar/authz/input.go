@@ -190,7 +190,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if !opts.SkipBodyParsing || len(opts.Methods.body) > 0 {
 		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods, post: r.canonical.methods[0] == "POST"}
 		body, truncated, err = pb.parse(headers, httpReq.GetBody(), httpReq.GetRawBody())
-		if err != nil && (!opts.SkipBodyParsing || sidecar.ErrorField(err) == "method") {
+		if err != nil && (!opts.SkipBodyParsing || sidecar.ErrorField(err) == "method" || sidecar.ErrorField(err) == "form") {
 			return nil, err
 		}
 	}
@@ -296,6 +296,8 @@ type bodyParse struct {
 	// post: the request is a POST, the only method whose body frameworks
 	// read an override from (Rack, Laravel, Symfony, Express).
 	post bool
+	// carriers counts the carrier values read from multipart fields.
+	carriers *int
 }
 
 // parse mirrors OPA-Envoy for JSON bodies and adds form and multipart
@@ -322,16 +324,40 @@ func (pb bodyParse) parse(headers map[string]string, body string, raw []byte) (*
 	}
 	var term *ast.Term
 	read := false
+	carriers := 0
+	pb.carriers = &carriers
 	if !truncated && body != "" {
 		term, read, err = pb.parseKnown(ct, body)
 	}
 	if pb.post && len(pb.overrides) > 0 && mayCarry(ct) &&
-		(unread || !read && body != "" && !pb.readLenient(ct, body)) {
+		(unread || pb.hiddenMultipart(ct, body, read, carriers) || !read && body != "" && !pb.readLenient(ct, body)) {
 		for _, m := range bodyOverrideMethods {
 			_ = pb.methods.add(m)
 		}
 	}
 	return term, truncated, err
+}
+
+// hiddenMultipart reports whether a multipart body may name an override
+// Deputy did not read. Multipart parsers disagree (PHP finds "boundary"
+// anywhere in the content type, reads parts after the close delimiter,
+// takes the last of repeated names, accepts single quotes and any
+// disposition, reads "filename*" parts as fields), so Deputy does not
+// mirror one: a body holding a carrier's name core ("method" for
+// "_method", in any case) anywhere is clear only when it parsed as
+// multipart/form-data and every occurrence is a carrier value Deputy read.
+func (pb bodyParse) hiddenMultipart(ct, body string, read bool, carriers int) bool {
+	if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "multipart/") {
+		return false
+	}
+	lbody := strings.ToLower(body)
+	seen := 0
+	for _, name := range pb.overrides {
+		if core := strings.ToLower(longestRun(name)); core != "" {
+			seen += strings.Count(lbody, core)
+		}
+	}
+	return seen > 0 && (!read || seen != carriers)
 }
 
 // bodyOverrideMethods are the methods a body override may name that the
@@ -381,6 +407,9 @@ func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bool, error) {
 		}
 		return ast.NewTerm(v), true, nil
 	case mediaType == "application/x-www-form-urlencoded":
+		if err := controlFree("form", body); err != nil {
+			return nil, false, err
+		}
 		vals, err := url.ParseQuery(body)
 		if err != nil {
 			return nil, false, sidecar.Invalid("body", "malformed form body: %v", err)
@@ -426,6 +455,13 @@ func (pb bodyParse) multipart(body, boundary string) (url.Values, error) {
 	if err := pb.methods.addValues(form.Value, pb.overrides); err != nil {
 		return nil, err
 	}
+	if pb.carriers != nil {
+		for name, vs := range form.Value {
+			if isCarrier(name, pb.overrides) {
+				*pb.carriers += len(vs)
+			}
+		}
+	}
 	vals := url.Values(form.Value)
 	for name, files := range form.File {
 		for _, f := range files {
@@ -454,6 +490,9 @@ func (pb bodyParse) readLenient(ct, body string) bool {
 		var x any
 		return util.UnmarshalJSON([]byte(body), &x) == nil && pb.fromJSON(x) == nil
 	case lct == "" || strings.HasPrefix(lct, "application/x-www-form-urlencoded"):
+		if controlFree("form", body) != nil {
+			return false
+		}
 		vals, err := url.ParseQuery(body)
 		return err == nil && pb.methods.addValues(vals, pb.overrides) == nil
 	case strings.HasPrefix(lct, "multipart/"):
