@@ -162,7 +162,8 @@ func partnerGrant(t *testing.T, d *deputy, base, level string) http.Header {
 // _method is decided as every method an override could name, so a
 // partner with update on service requests cannot DELETE one with a form
 // field, while a body-less POST (the proxies state the original length)
-// is decided as the POST it is.
+// is decided as the POST it is. A query field name holding a NUL (PHP
+// reads "_method\x00x" as "_method") is refused.
 func TestBodyOverridesThroughProxy(t *testing.T) {
 	for _, px := range proxies {
 		t.Run(px.name, func(t *testing.T) {
@@ -171,10 +172,13 @@ func TestBodyOverridesThroughProxy(t *testing.T) {
 			base := px.start(t, d, app)
 			partner := partnerGrant(t, d, base, "update")
 			for _, tc := range []struct {
-				name, contentType, body string
-				chunked, reaches        bool
+				name, query, contentType, body string
+				chunked, reaches               bool
 			}{
 				{name: "body-less POST", reaches: true},
+				{name: "_method in query", query: "?_method=DELETE"},
+				{name: "_method and a NUL in query", query: "?_method%00=DELETE"},
+				{name: "_method, a NUL and more in query", query: "?_method%00x=DELETE"},
 				{name: "form _method", contentType: "application/x-www-form-urlencoded", body: "_method=DELETE"},
 				{name: "form _method, broken parameter", contentType: "application/x-www-form-urlencoded; charset", body: "_method=DELETE"},
 				{name: "no content type", body: "_method=DELETE"},
@@ -190,7 +194,7 @@ func TestBodyOverridesThroughProxy(t *testing.T) {
 							rd = io.MultiReader(rd) // unknown length: sent chunked
 						}
 					}
-					req, err := http.NewRequest("POST", base+"/customers/acme/service-requests/42", rd)
+					req, err := http.NewRequest("POST", base+"/customers/acme/service-requests/42"+tc.query, rd)
 					if err != nil {
 						t.Fatal(err)
 					}
