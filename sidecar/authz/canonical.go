@@ -152,12 +152,13 @@ func unhex(c byte) byte {
 	}
 }
 
-// unescape decodes a path whose escapes were all checked valid.
+// unescape decodes the valid escapes of a path, query or form field and
+// keeps the rest as sent (a path's escapes were all checked valid).
 func unescape(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
-		if s[i] == '%' {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
 			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
 			i += 2
 			continue
@@ -392,7 +393,7 @@ func controlFree(where, raw string) error {
 	}
 	for pair := range strings.SplitSeq(raw, "&") {
 		name, value, _ := strings.Cut(pair, "=")
-		name, value = unescapeLenient(name), unescapeLenient(value)
+		name, value = unescape(name), unescape(value)
 		if strings.IndexFunc(name, isControl) >= 0 {
 			return sidecar.Invalid(where, "field %q: control character in its name", name)
 		}
@@ -419,22 +420,6 @@ func hasControl(s string) bool {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
-
-// unescapeLenient decodes the valid escapes of a query or form field and
-// keeps the rest as sent.
-func unescapeLenient(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
 
 // longestRun is the longest part of name between the bytes PHP would
 // produce from another one ("_").
