@@ -15,6 +15,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -110,8 +111,8 @@ type Signer struct {
 	jwksETag  string
 	discovery discoveryDoc
 
-	mu     sync.RWMutex
-	minted map[mintKey]minted
+	mu     sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
+	minted *simplelru.LRU[mintKey, minted]
 }
 
 // mintKey is everything of a delegation that reaches the token.
@@ -142,7 +143,9 @@ func New(cfg Config, opts ...Option) (*Signer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Signer{cfg: cfg, clock: time.Now, minted: map[mintKey]minted{}}
+	s := &Signer{cfg: cfg, clock: time.Now}
+	// reuseCacheSize is positive, the only way NewLRU fails.
+	s.minted, _ = simplelru.NewLRU[mintKey, minted](reuseCacheSize, nil)
 	for _, o := range opts {
 		o(s)
 	}
@@ -222,7 +225,7 @@ func (s *Signer) Sign(d *sidecar.Delegation) (string, error) {
 	}
 	key := mintKey{d.Mode, d.ID, d.Actor, d.Subject, d.Level, d.Reason, d.Ticket, d.StoreView, d.Domain}
 	s.mu.RLock()
-	m, ok := s.minted[key]
+	m, ok := s.minted.Peek(key)
 	s.mu.RUnlock()
 	if ok && now < m.reuseTil {
 		return m.token, nil
@@ -232,17 +235,7 @@ func (s *Signer) Sign(d *sidecar.Delegation) (string, error) {
 		return "", err
 	}
 	s.mu.Lock()
-	if len(s.minted) >= reuseCacheSize {
-		for k, v := range s.minted {
-			if now >= v.reuseTil {
-				delete(s.minted, k)
-			}
-		}
-		if len(s.minted) >= reuseCacheSize {
-			clear(s.minted)
-		}
-	}
-	s.minted[key] = minted{token: tok, reuseTil: now + int64(s.cfg.TTL/time.Second)/2}
+	s.minted.Add(key, minted{token: tok, reuseTil: now + int64(s.cfg.TTL/time.Second)/2}) // drops the oldest when full
 	s.mu.Unlock()
 	return tok, nil
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
 	"github.com/deputyhq/deputy/sidecar"
 )
 
@@ -94,24 +96,29 @@ const cacheShards = 32
 // Cache is a small, bounded, sharded cache of store lookups. Entries are
 // grouped by tag — the part of an invalidation key after the cache's
 // prefix, a customer id — so one invalidation ("grant:acme") drops every
-// entry of that customer. Get costs two map lookups under a read lock and
-// does not allocate.
+// entry of that customer. Each shard is an LRU (hashicorp/golang-lru) that
+// drops its oldest entry when full; Get peeks under a read lock (it does
+// not reorder) and does not allocate.
 type Cache[K comparable, V any] struct {
-	kind     string
-	prefix   string // invalidation key prefix, e.g. "grant:"
-	ttl      time.Duration
-	negTTL   time.Duration
-	perShard int
-	now      sidecar.Clock
-	obs      CacheObserver
-	shards   [cacheShards]cacheShard[K, V]
+	kind   string
+	prefix string // invalidation key prefix, e.g. "grant:"
+	ttl    time.Duration
+	negTTL time.Duration
+	now    sidecar.Clock
+	obs    CacheObserver
+	shards [cacheShards]cacheShard[K, V]
 }
 
 type cacheShard[K comparable, V any] struct {
 	mu   sync.RWMutex
-	tags map[string]map[K]cacheEntry[V]
-	n    int
-	gen  uint64 // bumped by every eviction, so a load that raced one is not stored
+	lru  *simplelru.LRU[cacheKey[K], cacheEntry[V]]
+	tags map[string]map[K]struct{} // the keys held of each tag
+	gen  uint64                    // bumped by every eviction, so a load that raced one is not stored
+}
+
+type cacheKey[K comparable] struct {
+	tag string
+	k   K
 }
 
 type cacheEntry[V any] struct {
@@ -130,12 +137,25 @@ func NewCache[K comparable, V any](kind, prefix string, cfg CacheConfig, now sid
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	c := &Cache[K, V]{kind: kind, prefix: prefix, ttl: cfg.TTL, negTTL: cfg.NegativeTTL,
-		perShard: max(1, cfg.Size/cacheShards), now: now, obs: obs}
+	c := &Cache[K, V]{kind: kind, prefix: prefix, ttl: cfg.TTL, negTTL: cfg.NegativeTTL, now: now, obs: obs}
+	perShard := max(1, cfg.Size/cacheShards)
 	for i := range c.shards {
-		c.shards[i].tags = map[string]map[K]cacheEntry[V]{}
+		s := &c.shards[i]
+		s.tags = map[string]map[K]struct{}{}
+		// perShard is positive, the only way NewLRU fails.
+		s.lru, _ = simplelru.NewLRU(perShard, s.dropped)
 	}
 	return c
+}
+
+// dropped keeps the tag index in step with the LRU; it runs under the
+// shard's write lock (simplelru calls it from Add and Remove).
+func (s *cacheShard[K, V]) dropped(key cacheKey[K], _ cacheEntry[V]) {
+	m := s.tags[key.tag]
+	delete(m, key.k)
+	if len(m) == 0 {
+		delete(s.tags, key.tag)
+	}
 }
 
 func (c *Cache[K, V]) shard(tag string) *cacheShard[K, V] {
@@ -152,7 +172,7 @@ func (c *Cache[K, V]) shard(tag string) *cacheShard[K, V] {
 func (c *Cache[K, V]) Get(tag string, k K) (v V, found, hit bool) {
 	s := c.shard(tag)
 	s.mu.RLock()
-	e, ok := s.tags[tag][k]
+	e, ok := s.lru.Peek(cacheKey[K]{tag, k})
 	s.mu.RUnlock()
 	if !ok || c.now().UnixNano() >= e.expires {
 		c.obs.Miss(c.kind)
@@ -183,33 +203,13 @@ func (c *Cache[K, V]) put(tag string, k K, v V, found bool, gen uint64) {
 	if s.gen != gen {
 		return
 	}
+	s.lru.Add(cacheKey[K]{tag, k}, e) // may drop the shard's oldest entry
 	m := s.tags[tag]
 	if m == nil {
-		m = map[K]cacheEntry[V]{}
+		m = map[K]struct{}{}
 		s.tags[tag] = m
 	}
-	if _, exists := m[k]; !exists {
-		if s.n >= c.perShard {
-			s.dropOne()
-		}
-		s.n++
-	}
-	m[k] = e
-}
-
-// dropOne makes room by dropping an arbitrary entry (map order is random
-// enough for a cache whose entries all expire soon anyway).
-func (s *cacheShard[K, V]) dropOne() {
-	for tag, m := range s.tags {
-		for k := range m {
-			delete(m, k)
-			s.n--
-			if len(m) == 0 {
-				delete(s.tags, tag)
-			}
-			return
-		}
-	}
+	m[k] = struct{}{}
 }
 
 // Load returns the cached value or calls load and caches its answer
@@ -236,8 +236,8 @@ func (c *Cache[K, V]) Evict(key string) {
 		for i := range c.shards {
 			s := &c.shards[i]
 			s.mu.Lock()
+			s.lru.Purge()
 			clear(s.tags)
-			s.n = 0
 			s.gen++
 			s.mu.Unlock()
 		}
@@ -250,8 +250,11 @@ func (c *Cache[K, V]) Evict(key string) {
 	}
 	s := c.shard(tag)
 	s.mu.Lock()
-	dropped := len(s.tags[tag])
-	s.n -= dropped
+	keys := s.tags[tag]
+	dropped := len(keys)
+	for k := range keys {
+		s.lru.Remove(cacheKey[K]{tag, k}) // dropped deletes k from keys
+	}
 	delete(s.tags, tag)
 	s.gen++ // even with nothing cached: a load may be in flight
 	s.mu.Unlock()
@@ -266,7 +269,7 @@ func (c *Cache[K, V]) Len() int {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.RLock()
-		n += s.n
+		n += s.lru.Len()
 		s.mu.RUnlock()
 	}
 	return n

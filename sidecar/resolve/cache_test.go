@@ -171,6 +171,41 @@ func TestCacheBounded(t *testing.T) {
 	}
 }
 
+// An entry the size bound dropped leaves no trace in the tag index, and
+// one that stayed is still dropped by its tag's invalidation: a revoked
+// grant must not survive because its customer's entries were reshuffled.
+func TestCacheBoundKeepsInvalidationExact(t *testing.T) {
+	ctx := context.Background()
+	obs := newCountingObserver()
+	c := resolve.NewCache[int, int]("test", "t:", resolve.CacheConfig{Size: 64}, storetest.NewClock(storetest.Epoch).Now, obs)
+	load := func(tag string, i int) {
+		_, _, _ = c.Load(ctx, tag, i, func(context.Context) (int, bool, error) { return i, true, nil })
+	}
+	for i := range 1000 { // one tag, one shard: the shard keeps its newest two
+		load("acme", i)
+	}
+	if n := c.Len(); n != 2 {
+		t.Fatalf("one shard holds %d entries, want its bound 2", n)
+	}
+	for _, i := range []int{998, 999} {
+		if _, _, hit := c.Get("acme", i); !hit {
+			t.Fatalf("entry %d, among the newest, was dropped", i)
+		}
+	}
+	c.Evict("t:acme")
+	if n := c.Len(); n != 0 {
+		t.Fatalf("%d entries survived their tag's invalidation", n)
+	}
+	if got := obs.evicts["test"]; got != 1 {
+		t.Fatalf("evictions counted %d, want 1", got)
+	}
+	load("acme", 5)
+	c.Evict("t:acme")
+	if _, _, hit := c.Get("acme", 5); hit {
+		t.Fatal("an entry loaded after a full shard's invalidation survived the next one")
+	}
+}
+
 // twoReplicas is two Deputy replicas' stores and caches on one Redis.
 func twoReplicas(t *testing.T, srv *redistest.Server, clock *storetest.Clock) (a, b *redis.Store, ca, cb *resolve.CachedState) {
 	t.Helper()

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 )
@@ -60,8 +62,8 @@ type SessionResolver struct {
 	obs        CacheObserver
 	cancel     func()
 
-	mu      sync.RWMutex
-	entries map[[sha256.Size]byte]*sessionEntry
+	mu      sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
+	entries *simplelru.LRU[[sha256.Size]byte, *sessionEntry]
 
 	consents *Cache[struct{}, *sidecar.Consent] // by customer
 }
@@ -118,7 +120,6 @@ func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, 
 		clock:      time.Now,
 		logger:     slog.Default(),
 		obs:        nopObserver{},
-		entries:    map[[sha256.Size]byte]*sessionEntry{},
 	}
 	for _, h := range cfg.StorefrontHosts {
 		r.hosts = append(r.hosts, strings.ToLower(h))
@@ -126,6 +127,8 @@ func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, 
 	for _, o := range opts {
 		o(r)
 	}
+	// The size is positive, the only way NewLRU fails.
+	r.entries, _ = simplelru.NewLRU[[sha256.Size]byte, *sessionEntry](max(1, r.maxEntries), nil)
 	r.consents = NewCache[struct{}, *sidecar.Consent](CacheConsents, "consent:",
 		CacheConfig{TTL: r.cacheTTL, NegativeTTL: min(consentNegativeTTL, r.cacheTTL), Size: r.maxEntries}, r.clock, r.obs)
 	r.cancel = state.Subscribe(r.evict)
@@ -144,7 +147,7 @@ func (r *SessionResolver) evict(key string) {
 	r.consents.Evict(key)
 	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
 		r.mu.Lock()
-		clear(r.entries)
+		r.entries.Purge()
 		r.mu.Unlock()
 		r.obs.Evict(CacheSessions)
 		return
@@ -158,8 +161,7 @@ func (r *SessionResolver) evict(key string) {
 		return
 	}
 	r.mu.Lock()
-	_, had := r.entries[k]
-	delete(r.entries, k)
+	had := r.entries.Remove(k)
 	r.mu.Unlock()
 	if had {
 		r.obs.Evict(CacheSessions)
@@ -182,7 +184,7 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	now := r.clock()
 
 	r.mu.RLock()
-	e := r.entries[key]
+	e, _ := r.entries.Peek(key)
 	r.mu.RUnlock()
 	if e != nil && now.Sub(e.fetchedAt) < r.cacheTTL {
 		r.obs.Hit(CacheSessions)
@@ -251,7 +253,7 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	// not write again straight away.
 	e.lastTouch.Store(s.LastSeen.UnixNano())
 	r.mu.RLock()
-	if old := r.entries[key]; old != nil {
+	if old, _ := r.entries.Peek(key); old != nil {
 		e.lastLocal.Store(old.lastLocal.Load())
 		if t := old.lastTouch.Load(); t > e.lastTouch.Load() {
 			e.lastTouch.Store(t)
@@ -259,13 +261,7 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	}
 	r.mu.RUnlock()
 	r.mu.Lock()
-	if len(r.entries) >= r.maxEntries {
-		for k := range r.entries { // drop an arbitrary entry: the map is bounded, not an LRU
-			delete(r.entries, k)
-			break
-		}
-	}
-	r.entries[key] = e
+	r.entries.Add(key, e) // drops the oldest entry when full
 	r.mu.Unlock()
 	return e, nil
 }
