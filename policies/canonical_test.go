@@ -18,14 +18,7 @@ import (
 // trick an upstream would serve as the route it names: the canonicaliser
 // and the rules must agree on what that route is.
 func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
-	set, err := policy.LoadPaths([]string{"."})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)))
-	if err := e.Activate(context.Background(), set); err != nil {
-		t.Fatal(err)
-	}
+	e := shippedEngine(t)
 	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "c42"}
 	look := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", Subject: "acme", Level: "look"}
 	update := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g2", Actor: "pat", Subject: "acme", Level: "update"}
@@ -75,6 +68,9 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 		{"partner look: override PATCH", look, "GET", "/service-requests/sr-1", map[string]string{"x-method-override": "PATCH"}, "", false, 403},
 		{"partner look: X_HTTP_Method_Override", look, "GET", "/service-requests/sr-1", map[string]string{"X_HTTP_Method_Override": "DELETE"}, "", false, 403},
 		{"partner look: x-http_method-override", look, "GET", "/service-requests/sr-1", map[string]string{"x-http_method-override": "PUT"}, "", false, 403},
+		{"partner look: front controller before the template on full_admin", look, "GET", "/index.php/customers/acme/contacts", nil, "", false, 403},
+		{"partner look: long s in the template on full_admin", look, "GET", "/cu%C5%BFtomers/acme/contacts/c-1", nil, "", false, 403},
+		{"partner look: another customer behind a front controller", look, "GET", "/index.php/customers/globex/service-requests", nil, "", false, 403},
 		{"partner update: POST", update, "POST", sr, nil, "", true, 200},
 		{"partner update: _method=DELETE in query", update, "POST", sr + "?_method=DELETE", nil, "", false, 403},
 		{"partner update: NUL ending _method in query", update, "POST", sr + "?_method%00=DELETE", nil, "", false, 400},
@@ -110,6 +106,62 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A reseller acting for one customer must not reach another customer of
+// any domain by a spelling of the customers/{customer} template that an
+// upstream router (Symfony's getPathInfo, IIS, a Unicode-folding router)
+// serves as /customers/globex/cases.
+func TestShippedPoliciesKeepResellersToTheirCustomer(t *testing.T) {
+	e := shippedEngine(t)
+	staff := verifierFunc(func(context.Context, *sidecar.Request) (*sidecar.Identity, error) {
+		return &sidecar.Identity{Subject: "rita", Domain: "shop-a.example", Roles: []string{"reseller_admin"}}, nil
+	})
+	acme := sidecar.DelegationResolverFunc(func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
+		return &sidecar.Delegation{Mode: sidecar.ModeReseller, ID: "a1", Actor: "rita", Subject: "acme", Domain: "shop-a.example"}, nil
+	})
+	p := authz.New(e, authz.WithVerifier(staff), authz.WithResolvers(acme))
+	for _, tc := range []struct {
+		path    string
+		allowed bool
+	}{
+		{"/customers/acme/cases", true},
+		{"/index.php/customers/acme/cases", true},
+		{"/customers/globex/cases", false},
+		{"/index.php/customers/globex/cases", false},
+		{"/customers./globex/cases", false},
+		{"/customers%20/globex/cases", false},
+		{"/cu%C5%BFtomers/globex/cases", false},
+		{"/customers/globex./cases", false},
+		{"/customers/ACME/cases", false},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			resp := p.Check(context.Background(), checkRequest(t, "GET", tc.path, nil, ""))
+			if resp.Allowed != tc.allowed || !tc.allowed && resp.HTTPStatus != 403 {
+				t.Errorf("allowed %v status %d (%s), want allowed %v", resp.Allowed, resp.HTTPStatus, resp.Reason, tc.allowed)
+			}
+		})
+	}
+}
+
+type verifierFunc func(context.Context, *sidecar.Request) (*sidecar.Identity, error)
+
+func (f verifierFunc) Verify(ctx context.Context, r *sidecar.Request) (*sidecar.Identity, error) {
+	return f(ctx, r)
+}
+
+// shippedEngine is a policy engine running the policies as shipped.
+func shippedEngine(t *testing.T) *policy.Engine {
+	t.Helper()
+	set, err := policy.LoadPaths([]string{"."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), set); err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 func checkRequest(t *testing.T, method, path string, headers map[string]string, body string) *authv3.CheckRequest {

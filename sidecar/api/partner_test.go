@@ -308,7 +308,8 @@ func (p *partnerAPI) check(caller identity.DevClaims, method, path string, heade
 		hdrs[k] = v
 	}
 	// The canonical request the pipeline derives, for the plain paths used
-	// here: non-empty segments, and their lower-case form.
+	// here: non-empty segments, and their lower-case form (which is also
+	// their route form: no front controller, format or folding here).
 	var segs, lower []any
 	for _, s := range strings.Split(path, "/") {
 		if s != "" {
@@ -319,7 +320,7 @@ func (p *partnerAPI) check(caller identity.DevClaims, method, path string, heade
 		"attributes":  map[string]any{"request": map[string]any{"http": map[string]any{"method": method, "path": path, "headers": hdrs}}},
 		"parsed_path": strings.Split(strings.TrimPrefix(path, "/"), "/"),
 		"deputy": map[string]any{"request": map[string]any{
-			"path": path, "lower_path": strings.ToLower(path), "segments": segs, "lower_segments": lower,
+			"path": path, "lower_path": strings.ToLower(path), "segments": segs, "lower_segments": lower, "route_segments": lower,
 			"method": method, "methods": []any{method},
 		}},
 		"identity":   map[string]any{"sub": id.Subject, "org": id.Org, "domain": id.Domain, "roles": id.Roles, "privileges": id.Privileges},

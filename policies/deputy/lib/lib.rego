@@ -7,3 +7,17 @@ package deputy.lib
 # METADATA
 # description: An OPA-Envoy shaped denial with a machine-readable reason.
 deny(status, reason) := {"allowed": false, "reason": reason, "http_status": status}
+
+# METADATA
+# description: |
+#   Whether the route segment at i of request (input.deputy.request) is
+#   value: in the route form, the one upstream routers act on (so
+#   "/index.php/customers", "customers." and "cuſtomers" all count), and
+#   as the client spelled it, so ids still compare exactly. The route form
+#   only drops segments (front controllers, blank ones), so the spelled
+#   segment is found counting from the end; a segment it cannot line up
+#   (a blank segment after it, a ".json" cut from it) is not value.
+route_segment_is(request, i, value) if {
+	request.route_segments[i] == lower(value)
+	request.segments[(count(request.segments) - count(request.route_segments)) + i] == value
+}

@@ -159,6 +159,13 @@ test_tricky_forms[note] if {
 		{"note": "path parameter on the section", "methods": ["GET"], "path": "/customers/acme/contacts;x", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
 		{"note": "trailing slash is the collection", "methods": ["POST"], "path": "/service-requests//", "level": "update", "allowed": false, "reason": "level_too_low:create"},
 		{"note": "customer id compares exactly", "methods": ["GET"], "path": "/customers/ACME/service-requests", "level": "look", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "front controller before the template", "methods": ["GET"], "path": "/index.php/customers/acme/contacts", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "front controller, own customer", "methods": ["GET"], "path": "/index.php/customers/acme/service-requests", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "front controller, another customer", "methods": ["GET"], "path": "/index.php/customers/globex/service-requests", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "template with a trailing dot", "methods": ["GET"], "path": "/customers./acme/contacts", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "template with a trailing space, another customer", "methods": ["GET"], "path": "/customers /globex/service-requests", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "section with a format", "methods": ["GET"], "path": "/customers/acme/contacts.json", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
+		{"note": "blank segment after a collection is the collection", "methods": ["POST"], "path": "/service-requests/ ", "level": "update", "allowed": false, "reason": "level_too_low:create"},
 	]
 	some tc in cases
 	note := tc.note
@@ -173,4 +180,16 @@ test_cc_override_is_not_a_read if {
 	d := partner.decision with input as req
 	not d.allowed
 	d.reason == "cc_resource_not_shared"
+}
+
+# The route form folds Unicode ("ſ" is "s") in Go, which the model in
+# lib_test does not: the canonicaliser's output is spelled out here.
+test_folded_template_names_another_customer if {
+	req := object.union(lib_test.request(["GET"], "/cuſtomers/globex/service-requests"), {
+		"delegation": _grant("full_admin"),
+		"deputy": {"request": {"route": "/customers/globex/service-requests", "route_segments": ["customers", "globex", "service-requests"]}},
+	})
+	d := partner.decision with input as req
+	not d.allowed
+	d.reason == "route_not_mapped"
 }

@@ -19,8 +19,9 @@ import data.deputy.lib
 #   partner user. The minimum level is looked up, never scanned: by the
 #   path's first segment (a section of the support portal), whether the path
 #   names the section's collection or an item in it, and the method ("*"
-#   for any), on the canonical request (lower-cased, slashes merged,
-#   ;params dropped). Every method the request may run as (overrides
+#   for any), on the route form of the request (as upstream routers read
+#   it: lower-cased and folded, slashes merged, ;params, front controllers
+#   and formats dropped). Every method the request may run as (overrides
 #   included) must be allowed at the grant's level. cc may only read items
 #   listed in cc_item_methods that were shared with the partner user.
 # entrypoint: true
@@ -60,27 +61,29 @@ _is_partner if input.delegation.mode == "partner"
 
 # Where the path relative to the customer starts: /customers/{customer}/x/y
 # reads as x/y when the path template names the customer acted for. The
-# template's words compare case-insensitively; the customer id exactly.
+# path is read in the route form, the one upstream routers act on (as the
+# reseller policy reads it): the template's words compare as routers fold
+# them; the customer id exactly.
 default _offset := 0
 
 _offset := 2 if {
-	input.deputy.request.lower_segments[0] == data.deputy.partner.customer_path_prefix
-	input.deputy.request.segments[1] == input.delegation.subject
+	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
+	lib.route_segment_is(input.deputy.request, 1, input.delegation.subject)
 }
 
-_section := data.deputy.partner.sections[input.deputy.request.lower_segments[_offset]]
+_section := data.deputy.partner.sections[input.deputy.request.route_segments[_offset]]
 
 # A path naming something after the section (an id) is an item; the
 # section alone, with or without a trailing slash, is the collection, so
 # "/service-requests/" cannot pass for an item to change the level needed.
 default _kind := "collection"
 
-_kind := "item" if input.deputy.request.segments[_offset + 1]
+_kind := "item" if input.deputy.request.route_segments[_offset + 1]
 
 # The levels this route's methods need ({"GET": "look", "*": ...}). The
 # lookup is inline rather than through _section: every helper rule costs
 # about a microsecond on every partner request.
-_route := data.deputy.partner.sections[input.deputy.request.lower_segments[_offset]][_kind]
+_route := data.deputy.partner.sections[input.deputy.request.route_segments[_offset]][_kind]
 
 # The level a method needs on a route.
 _level_for(route, method) := route[method]
@@ -98,7 +101,8 @@ _required_level := level if {
 
 _cc_shared if {
 	_kind == "item"
-	input.deputy.request.segments[_offset + 1] in input.delegation.attributes.shared_resources
+	some id in input.delegation.attributes.shared_resources
+	lib.route_segment_is(input.deputy.request, _offset + 1, id)
 	readable := _section.cc_item_methods
 	every method in input.deputy.request.methods {
 		method in readable

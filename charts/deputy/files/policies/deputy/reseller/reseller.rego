@@ -24,9 +24,10 @@ decision := lib.deny(403, sprintf("missing_privilege:%s", [concat(",", missing_p
 } else := lib.deny(403, "path_names_another_customer") if {
 	# A path under the partner portal's customers/{customer} template names
 	# the customer it acts on: it must be the one acted for, as the partner
-	# policy requires too.
-	input.deputy.request.lower_segments[0] == data.deputy.partner.customer_path_prefix
-	input.deputy.request.segments[1] != input.delegation.subject
+	# policy requires too. Both are read in the route form, as upstream
+	# routers read them.
+	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
+	not lib.route_segment_is(input.deputy.request, 1, input.delegation.subject)
 } else := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	_same_domain
 }
