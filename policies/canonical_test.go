@@ -76,6 +76,8 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 		{"partner update: NUL ending _method in query", update, "POST", sr + "?_method%00=DELETE", nil, "", false, 400},
 		{"partner update: NUL inside _method in query", update, "POST", sr + "?_method%00x=DELETE", nil, "", false, 400},
 		{"partner update: NUL inside _method in a form", update, "POST", sr, form, "_method%00x=DELETE", false, 400},
+		{"partner update: JSON _method array", update, "POST", sr, map[string]string{"content-type": "application/json"}, `{"_method":["DELETE"]}`, false, 403},
+		{"partner update: vnd.api+json _method array", update, "POST", sr, map[string]string{"content-type": "application/vnd.api+json"}, `{"_method":["DELETE"]}`, false, 403},
 		{"partner update: multipart upload", update, "POST", sr, mp, mpPart(`form-data; name="note"`, "hello") + "--BBB--\r\n", true, 200},
 		{"partner update: multipart single quotes", update, "POST", sr, mp, mpPart(`form-data; name='_method'`, "DELETE") + "--BBB--\r\n", false, 403},
 		{"partner update: multipart nested boundary", update, "POST", sr, map[string]string{"content-type": "multipart/form-data; xboundary=AAA; boundary=BBB"},

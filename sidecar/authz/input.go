@@ -331,9 +331,7 @@ func (pb bodyParse) parse(headers map[string]string, body string, raw []byte) (*
 	}
 	if pb.post && len(pb.overrides) > 0 && mayCarry(ct) &&
 		(unread || pb.hiddenMultipart(ct, body, read, carriers) || !read && body != "" && !pb.readLenient(ct, body)) {
-		for _, m := range bodyOverrideMethods {
-			_ = pb.methods.add(m)
-		}
+		pb.everyOverride()
 	}
 	return term, truncated, err
 }
@@ -358,6 +356,14 @@ func (pb bodyParse) hiddenMultipart(ct, body string, read bool, carriers int) bo
 		}
 	}
 	return seen > 0 && (!read || seen != carriers)
+}
+
+// everyOverride decides the request as every method a body override may
+// name, for an override Deputy cannot read as one method.
+func (pb bodyParse) everyOverride() {
+	for _, m := range bodyOverrideMethods {
+		_ = pb.methods.add(m)
+	}
 }
 
 // bodyOverrideMethods are the methods a body override may name that the
@@ -428,14 +434,28 @@ func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bool, error) {
 	return nil, false, nil
 }
 
+// fromJSON reads overrides from a JSON body's top-level carriers. A
+// carrier that is not a string is not one method Deputy can name:
+// Express's method-override takes an array's first item, and frameworks
+// read objects and numbers their own ways, so the request is decided as
+// every method a body override may name.
 func (pb bodyParse) fromJSON(x any) error {
-	if obj, ok := x.(map[string]any); ok {
-		for _, name := range pb.overrides {
-			if m, ok := obj[name].(string); ok {
-				if err := pb.methods.add(m); err != nil {
-					return err
-				}
-			}
+	obj, ok := x.(map[string]any)
+	if !ok || len(pb.overrides) == 0 {
+		return nil
+	}
+	for _, name := range pb.overrides {
+		v, present := obj[name]
+		if !present {
+			continue
+		}
+		m, ok := v.(string)
+		if !ok {
+			pb.everyOverride()
+			continue
+		}
+		if err := pb.methods.add(m); err != nil {
+			return err
 		}
 	}
 	return nil
