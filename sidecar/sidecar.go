@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -69,10 +70,61 @@ type Request struct {
 	Host    string
 	Path    string // the canonical path: decoded once, slashes merged, ";params" dropped; no query
 	Headers map[string]string
+	// HeaderMap holds Envoy's header_map entries (encode_raw_headers),
+	// names as sent, repeated names as repeated entries.
+	HeaderMap []HeaderField
 }
+
+// HeaderField is one header as sent.
+type HeaderField struct{ Name, Value string }
 
 // Header returns the value of a lower-case header name.
 func (r *Request) Header(name string) string { return r.Headers[name] }
+
+// HeaderValues returns every value sent under a header name (lower case,
+// "-" between words) in any spelling an upstream reads as it: any case,
+// "_" for "-" (Caddy and Envoy forward underscore names, and CGI and PHP
+// read both as HTTP_X_NAME), from Headers and HeaderMap, in a stable order.
+func (r *Request) HeaderValues(name string) []string {
+	var out []string
+	if v, ok := r.Headers[name]; ok {
+		out = append(out, v)
+	}
+	var other []string
+	for k, v := range r.Headers {
+		if k != name && SameHeaderName(k, name) {
+			other = append(other, v)
+		}
+	}
+	slices.Sort(other)
+	out = append(out, other...)
+	for _, h := range r.HeaderMap {
+		if SameHeaderName(h.Name, name) {
+			out = append(out, h.Value)
+		}
+	}
+	return out
+}
+
+// SameHeaderName reports whether a header name as sent reads as name (lower
+// case, "-" between words): in any case, with "_" for "-".
+func SameHeaderName(sent, name string) bool {
+	if len(sent) != len(name) {
+		return false
+	}
+	for i := 0; i < len(sent); i++ {
+		c := sent[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
+}
 
 // IdentityVerifier turns the credentials of a request into an Identity.
 // It returns (nil, nil) when the request presents no credentials, and an

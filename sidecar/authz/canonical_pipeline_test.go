@@ -3,9 +3,11 @@ package authz_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
@@ -154,6 +156,23 @@ func TestOverrideHeadersInHeaderMap(t *testing.T) {
 				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
 			}
 		})
+	}
+}
+
+// Resolvers see header_map too, value or raw value, names as sent, so the
+// customer a request names is read wherever Envoy puts it.
+func TestResolversSeeHeaderMap(t *testing.T) {
+	var got []string
+	p := authz.New(engineFor(t, "data.t.decision", methodsPolicy, nil), authz.WithQuery("data.t.decision"),
+		authz.WithResolvers(sidecar.DelegationResolverFunc(func(_ context.Context, r *sidecar.Request, _ *sidecar.Identity) (*sidecar.Delegation, error) {
+			got = r.HeaderValues("x-on-behalf-of")
+			return nil, nil
+		})))
+	req := `{"attributes":{"request":{"http":{"method":"GET","path":"/a","headers":{"X_On_Behalf_Of":"acme"},"headerMap":{"headers":[` +
+		`{"key":"x-on-behalf-of","value":"globex"},{"key":"X_ON_BEHALF_OF","rawValue":"aW5pdGVjaA=="},{"key":"x-on-behalf-ofx","value":"no"}]}}}}}`
+	p.Check(context.Background(), checkRequest(t, req))
+	if want := []string{"acme", "globex", "initech"}; !slices.Equal(got, want) {
+		t.Errorf("x-on-behalf-of values = %q, want %q", got, want)
 	}
 }
 

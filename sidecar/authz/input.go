@@ -89,21 +89,8 @@ func (o *InputOptions) owned(name string) bool {
 	return o.ActorTokenHeader != "" && len(name) == len(o.ActorTokenHeader) && sameHeaderName(name, o.ActorTokenHeader)
 }
 
-// sameHeaderName compares name with an ownedName form of the same length.
-func sameHeaderName(name, owned string) bool {
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		} else if c == '_' {
-			c = '-'
-		}
-		if c != owned[i] {
-			return false
-		}
-	}
-	return true
-}
+// sameHeaderName compares name with an ownedName form.
+func sameHeaderName(name, owned string) bool { return sidecar.SameHeaderName(name, owned) }
 
 // ownedName is the form owned compares against: lower case, "-" for "_".
 func ownedName(s string) string {
@@ -232,6 +219,16 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 		Host:    httpReq.GetHost(),
 		Path:    cp.path,
 		Headers: view,
+	}
+	if hm := httpReq.GetHeaderMap().GetHeaders(); len(hm) > 0 {
+		r.view.HeaderMap = make([]sidecar.HeaderField, len(hm))
+		for i, h := range hm {
+			v := h.GetValue()
+			if v == "" {
+				v = string(h.GetRawValue())
+			}
+			r.view.HeaderMap[i] = sidecar.HeaderField{Name: h.GetKey(), Value: v}
+		}
 	}
 	r.traceID = traceID(r.view.Headers["traceparent"])
 	return r, nil

@@ -112,6 +112,25 @@ func TestResolvePartner(t *testing.T) {
 		{name: "caller without an org", caller: &sidecar.Identity{Subject: "x"}, req: onBehalf("acme"), reason: "no_partner_org"},
 		{name: "malformed header", caller: patUser, req: onBehalf("ac me"), reason: "invalid_on_behalf_of"},
 		{name: "header with a hash tag", caller: patUser, req: onBehalf("{acme}"), reason: "invalid_on_behalf_of"},
+		{name: "underscore spelling", caller: patUser, req: &sidecar.Request{Path: "/service-requests", Headers: map[string]string{"x_on_behalf_of": "acme"}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
+		{name: "spellings that agree", caller: patUser, req: &sidecar.Request{Path: "/service-requests", Headers: map[string]string{"x-on-behalf-of": "acme", "x_on-behalf_of": "acme"}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
+		{name: "header_map only", caller: patUser, req: &sidecar.Request{Path: "/service-requests", HeaderMap: []sidecar.HeaderField{{Name: "X-On-Behalf-Of", Value: "acme"}}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
+		{name: "spellings that disagree", caller: patUser, req: &sidecar.Request{Path: "/service-requests", Headers: map[string]string{"x-on-behalf-of": "acme", "x_on_behalf_of": "globex"}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, reason: "on_behalf_of_ambiguous"},
+		{name: "an empty spelling beside a customer", caller: patUser, req: &sidecar.Request{Path: "/service-requests", Headers: map[string]string{"x-on-behalf-of": "", "x_on_behalf_of": "globex"}}, reason: "on_behalf_of_ambiguous"},
+		{name: "repeated values that disagree in header_map", caller: patUser, req: &sidecar.Request{Path: "/service-requests", HeaderMap: []sidecar.HeaderField{{Name: "x-on-behalf-of", Value: "acme"}, {Name: "X_ON_BEHALF_OF", Value: "globex"}}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, reason: "on_behalf_of_ambiguous"},
+		{name: "headers and header_map that disagree", caller: patUser, req: &sidecar.Request{Path: "/service-requests", Headers: map[string]string{"x-on-behalf-of": "acme"}, HeaderMap: []sidecar.HeaderField{{Name: "x-on-behalf-of", Value: "globex"}}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, reason: "on_behalf_of_ambiguous"},
 		{name: "path ending at the template's literal", caller: patUser, req: &sidecar.Request{Path: "/customers/", Headers: map[string]string{}}, none: true},
 	}
 	for _, ps := range partnerStores(t) {

@@ -27,6 +27,7 @@ type AssignmentLookup interface {
 const (
 	ReasonIdentityRequired     = "identity_required"
 	ReasonInvalidOnBehalfOf    = "invalid_on_behalf_of"
+	ReasonOnBehalfOfAmbiguous  = "on_behalf_of_ambiguous"
 	ReasonNoPartnerOrg         = "no_partner_org"
 	ReasonNoLiveGrant          = "no_live_grant"
 	ReasonGrantExpired         = "grant_expired"
@@ -69,7 +70,7 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 	r := &OnBehalfResolver{
 		grants:      grants,
 		assignments: assignments,
-		header:      strings.ToLower(partner.OnBehalfOfHeader),
+		header:      strings.ReplaceAll(strings.ToLower(partner.OnBehalfOfHeader), "_", "-"),
 		rules:       delegation.NewRuleBook(data),
 		clock:       time.Now,
 	}
@@ -87,9 +88,18 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 }
 
 // Customer returns the customer a request names, "" when none. The header
-// wins over the path.
+// wins over the path. It is read in every spelling an upstream reads as it
+// (any case, "_" for "-"; PHP keeps the last of X-On-Behalf-Of and
+// X_On_Behalf_Of): spellings or repeated values that disagree are refused.
 func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
-	if v := strings.TrimSpace(req.Header(r.header)); v != "" {
+	var v string
+	for i, s := range req.HeaderValues(r.header) {
+		if s = strings.TrimSpace(s); i > 0 && s != v {
+			return "", sidecar.Refused(sidecar.EINVALID, ReasonOnBehalfOfAmbiguous, nil)
+		}
+		v = s
+	}
+	if v != "" {
 		if delegation.ValidRef(r.header, v) != nil {
 			return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
 		}
