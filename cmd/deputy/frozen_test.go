@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,21 +37,7 @@ func TestFrozenRedis(t *testing.T) {
 	token := devToken(t, &cfg)
 	api := func(method, path, tok, body string) map[string]any {
 		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+cfg.HTTP.Addr+path, strings.NewReader(body))
-		req.Header.Set("authorization", "Bearer "+tok)
-		req.Header.Set("content-type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-		}
-		var out map[string]any
-		_ = json.Unmarshal(raw, &out)
-		return out
+		return apiCall(t, "http://"+cfg.HTTP.Addr, method, path, tok, body, 0)
 	}
 	scrapeLive := func() string {
 		t.Helper()

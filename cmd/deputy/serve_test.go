@@ -415,3 +415,25 @@ func TestCheckProxyEnvoyServesNoForwardedEndpoint(t *testing.T) {
 		t.Fatalf("%s: %d, decision %q; want 404 and no decision", cfg.HTTP.CheckPath, resp.StatusCode, resp.Header.Get("x-deputy-decision-id"))
 	}
 }
+
+// apiCall sends a management API request with a bearer token and a JSON
+// body and decodes the JSON answer. It fails the test unless the status is
+// wantStatus (any 2xx when wantStatus is 0).
+func apiCall(t *testing.T, base, method, path, tok, body string, wantStatus int) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+	req.Header.Set("authorization", "Bearer "+tok)
+	req.Header.Set("content-type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if wantStatus == 0 && resp.StatusCode/100 != 2 || wantStatus != 0 && resp.StatusCode != wantStatus {
+		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+	}
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return out
+}
