@@ -304,8 +304,8 @@ func loggedDecision(t *testing.T, rc *goredis.Client, stream, id string) decisio
 	if id == "" {
 		t.Fatal("the check response carries no decision id")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var found decisionlog.Record
+	eventually(t, "decision "+id+" in the decision log", func() bool {
 		msgs, err := rc.XRevRangeN(context.Background(), stream, "+", "-", 200).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -313,11 +313,11 @@ func loggedDecision(t *testing.T, rc *goredis.Client, stream, id string) decisio
 		for _, m := range msgs {
 			var r decisionlog.Record
 			if s, ok := m.Values[decisionlog.RecordField].(string); ok && json.Unmarshal([]byte(s), &r) == nil && r.DecisionID == id {
-				return r
+				found = r
+				return true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("decision %s never reached the decision log", id)
-	return decisionlog.Record{}
+		return false
+	})
+	return found
 }
