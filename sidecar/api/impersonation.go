@@ -37,13 +37,6 @@ func (h *Impersonation) Register(r *Router) {
 	r.HandlePublic("GET", "impersonation/redeem", h.redeem)
 }
 
-func authorizer(c *Call) delegation.Authorize {
-	return func(action string, target map[string]any) error {
-		_, err := c.Authorize(action, target, nil)
-		return err
-	}
-}
-
 // --- customers --------------------------------------------------------------
 
 type customerBody struct {

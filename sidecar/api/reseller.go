@@ -31,40 +31,10 @@ func (h *Reseller) Register(r *Router) {
 	r.Handle("DELETE", "reseller/assignments/{customer}", h.delete)
 }
 
-func callerDomain(id *sidecar.Identity) string {
-	if id == nil {
-		return ""
-	}
-	return id.Domain
-}
-
-// current returns the customer's assignment, nil when unassigned, and the
-// target facts the policy needs about it.
-func (h *Reseller) current(c *Call, customer string) (*sidecar.Assignment, map[string]any, error) {
-	a, err := h.svc.Get(c.Context(), customer)
-	target := map[string]any{"customer": customer}
-	switch {
-	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
-		return nil, target, nil
-	case err != nil:
-		return nil, nil, err
-	}
-	target["current_domain"] = a.Domain
-	return a, target, nil
-}
-
 func (h *Reseller) get(c *Call) error {
-	customer := c.Request.PathValue("customer")
-	a, target, err := h.current(c, customer)
+	a, err := h.svc.Get(c.Context(), c.Identity, c.Request.PathValue("customer"), authorizer(c))
 	if err != nil {
 		return err
-	}
-	target["domain"] = callerDomain(c.Identity)
-	if _, err := c.Authorize("reseller.assignment.get", target, nil); err != nil {
-		return err
-	}
-	if a == nil {
-		return sidecar.Errorf(sidecar.ENOTFOUND, "customer %s is not assigned", customer)
 	}
 	return c.JSON(http.StatusOK, a)
 }
@@ -75,23 +45,14 @@ type assignmentBody struct {
 
 // put assigns the customer to the body's domain, by default the caller's.
 func (h *Reseller) put(c *Call) error {
-	customer := c.Request.PathValue("customer")
 	var b assignmentBody
 	if err := c.Decode(&b); err != nil {
 		return err
 	}
-	if b.Domain == "" {
-		b.Domain = callerDomain(c.Identity)
+	if b.Domain == "" && c.Identity != nil {
+		b.Domain = c.Identity.Domain
 	}
-	_, target, err := h.current(c, customer)
-	if err != nil {
-		return err
-	}
-	target["domain"] = b.Domain
-	if _, err := c.Authorize("reseller.assignment.put", target, nil); err != nil {
-		return err
-	}
-	a, err := h.svc.Put(c.Context(), c.Identity, customer, b.Domain)
+	a, err := h.svc.Put(c.Context(), c.Identity, c.Request.PathValue("customer"), b.Domain, authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -99,16 +60,7 @@ func (h *Reseller) put(c *Call) error {
 }
 
 func (h *Reseller) delete(c *Call) error {
-	customer := c.Request.PathValue("customer")
-	_, target, err := h.current(c, customer)
-	if err != nil {
-		return err
-	}
-	target["domain"] = callerDomain(c.Identity)
-	if _, err := c.Authorize("reseller.assignment.delete", target, nil); err != nil {
-		return err
-	}
-	if err := h.svc.Delete(c.Context(), c.Identity, customer); err != nil {
+	if err := h.svc.Delete(c.Context(), c.Identity, c.Request.PathValue("customer"), authorizer(c)); err != nil {
 		return err
 	}
 	return c.NoContent()
@@ -120,11 +72,7 @@ func (h *Reseller) list(c *Call) error {
 	if err != nil {
 		return err
 	}
-	domain := callerDomain(c.Identity)
-	if _, err := c.Authorize("reseller.assignment.list", map[string]any{"domain": domain}, nil); err != nil {
-		return err
-	}
-	items, next, err := h.svc.List(c.Context(), domain, sidecar.Page{Cursor: p.Cursor, Limit: p.Limit})
+	items, next, err := h.svc.List(c.Context(), c.Identity, sidecar.Page{Cursor: p.Cursor, Limit: p.Limit}, authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -140,8 +88,8 @@ type importResult struct {
 
 // importAssignments bulk-loads CSV (text/csv) or JSON lines
 // (application/x-ndjson, application/jsonl; or ?format=csv|jsonl). The
-// whole file is checked, and authorized against every domain it names or
-// moves customers out of, before anything is stored.
+// whole file is checked before the lifecycle authorizes it against every
+// domain it names or moves customers out of.
 func (h *Reseller) importAssignments(c *Call) error {
 	format, err := importFormat(c.Request)
 	if err != nil {
@@ -159,32 +107,7 @@ func (h *Reseller) importAssignments(c *Call) error {
 	if err != nil {
 		return err
 	}
-	prev := make(map[string]*sidecar.Assignment, len(rows))
-	domains := []any{}
-	seen := map[string]bool{}
-	addDomain := func(d string) {
-		if !seen[d] {
-			seen[d] = true
-			domains = append(domains, d)
-		}
-	}
-	for _, r := range rows {
-		addDomain(r.Domain)
-		a, err := h.svc.Get(c.Context(), r.Customer)
-		switch {
-		case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
-		case err != nil:
-			return err
-		default:
-			prev[r.Customer] = a
-			addDomain(a.Domain)
-		}
-	}
-	target := map[string]any{"domain": callerDomain(c.Identity), "domains": domains, "rows": len(rows)}
-	if _, err := c.Authorize("reseller.assignment.import", target, nil); err != nil {
-		return err
-	}
-	n, err := h.svc.Import(c.Context(), c.Identity, rows, prev)
+	n, err := h.svc.Import(c.Context(), c.Identity, rows, authorizer(c))
 	if err != nil {
 		return err
 	}

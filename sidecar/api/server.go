@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -349,6 +350,16 @@ func (c *Call) ResponseWriter() http.ResponseWriter { c.wrote = true; return c.w
 // Authorize authorizes the caller for action on target (see Server.Authorize).
 func (c *Call) Authorize(action string, target map[string]any, extra map[string]any) (*Authorization, error) {
 	return c.s.Authorize(c.Context(), c.Identity, action, target, extra)
+}
+
+// authorizer is how a lifecycle asks the manage policy about the caller:
+// the lifecycle, not the handler, decides when and on which stored facts,
+// so a handler cannot forget to ask.
+func authorizer(c *Call) delegation.Authorize {
+	return func(action string, target map[string]any) error {
+		_, err := c.Authorize(action, target, nil)
+		return err
+	}
 }
 
 // Decode reads the request body strictly into v (see Decode).

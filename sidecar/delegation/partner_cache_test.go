@@ -148,13 +148,13 @@ func TestResolveThroughCache(t *testing.T) {
 			r := cachedResolver(t, env, env.store)
 			rs := delegation.NewResellers(env.store, delegation.ResellerConfig{})
 			rita := resellerStaff("shop-a.example", []string{"reseller_admin"}, nil)
-			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-a.example"); err != nil {
+			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-a.example", allowAll); err != nil {
 				t.Fatal(err)
 			}
 			if got := resolvedLevel(r, rita, "acme"); got != "reseller:shop-a.example" {
 				t.Fatalf("resolved %s", got)
 			}
-			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-b.example"); err != nil {
+			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-b.example", allowAll); err != nil {
 				t.Fatal(err)
 			}
 			partnerEventually(t, "the move to shop-b", func() bool { return resolvedLevel(r, rita, "acme") == "customer_not_in_domain" })

@@ -155,11 +155,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 			}
 			w.importing = []delegation.ImportRow{{Line: 1, Customer: "acme", Domain: "shop-a"}, {Line: 2, Customer: "initech", Domain: "shop-a"}, {Line: 3, Customer: "globex", Domain: "shop-a"}}
 		}, func(w *partnerFaultWorld) error {
-			prev := map[string]*sidecar.Assignment{}
-			for c, d := range w.before {
-				prev[c] = &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}
-			}
-			_, err := w.resellers.Import(w.ctx, sam, w.importing, prev)
+			_, err := w.resellers.Import(w.ctx, sam, w.importing, allowAll)
 			return err
 		}, func(w *partnerFaultWorld) error {
 			for _, row := range w.importing {

@@ -47,12 +47,12 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 			}
 		}, caller: patUser, want: "no_live_grant"},
 		{name: "assigned to the domain", change: func(t *testing.T) {
-			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-a.example"); err != nil {
+			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-a.example", allowAll); err != nil {
 				t.Fatal(err)
 			}
 		}, caller: resellerStaff("shop-a.example", []string{"reseller_admin"}, nil), want: "reseller:shop-a.example"},
 		{name: "unassigned", change: func(t *testing.T) {
-			if err := rs.Delete(ctx, superAdmin, "acme"); err != nil {
+			if err := rs.Delete(ctx, superAdmin, "acme", allowAll); err != nil {
 				t.Fatal(err)
 			}
 		}, caller: resellerStaff("shop-a.example", []string{"reseller_admin"}, nil), want: "customer_not_in_domain"},

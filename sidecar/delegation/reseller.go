@@ -76,8 +76,9 @@ type ResellerState interface {
 }
 
 // Resellers owns reseller domain assignments: one customer, one domain.
-// Who may change which domain is the manage policy's; Resellers keeps the
-// records well formed and announces changes.
+// Who may change which domain is the manage policy's, asked through the
+// Authorize each method takes with the domains as stored; Resellers keeps
+// the records well formed and announces changes.
 type Resellers struct {
 	store  ResellerState
 	cfg    ResellerConfig
@@ -106,17 +107,52 @@ func NewResellers(store ResellerState, cfg ResellerConfig, opts ...ResellerOptio
 // Config returns the effective configuration.
 func (r *Resellers) Config() ResellerConfig { return r.cfg }
 
-// Get returns the customer's assignment; ENOTFOUND when unassigned.
-func (r *Resellers) Get(ctx context.Context, customer string) (*sidecar.Assignment, error) {
-	if err := ValidRef("customer", customer); err != nil {
+// Get returns the customer's assignment once policy lets by read it;
+// ENOTFOUND when unassigned.
+func (r *Resellers) Get(ctx context.Context, by *sidecar.Identity, customer string, authorize Authorize) (*sidecar.Assignment, error) {
+	a, target, err := r.current(ctx, customer)
+	if err != nil {
 		return nil, err
 	}
-	return r.store.GetAssignment(ctx, customer)
+	target["domain"] = domainOf(by)
+	if err := authorize("reseller.assignment.get", target); err != nil {
+		return nil, err
+	}
+	if a == nil {
+		return nil, sidecar.Errorf(sidecar.ENOTFOUND, "customer %s is not assigned", customer)
+	}
+	return a, nil
 }
 
-// Put assigns customer to domain on behalf of by's reseller organisation.
-func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, domain string) (*sidecar.Assignment, error) {
+// current returns the customer's assignment, nil when unassigned, and the
+// facts policy judges a change by: the customer and the domain it is
+// stored in now, never one a client names.
+func (r *Resellers) current(ctx context.Context, customer string) (*sidecar.Assignment, map[string]any, error) {
 	if err := ValidRef("customer", customer); err != nil {
+		return nil, nil, err
+	}
+	target := map[string]any{"customer": customer}
+	a, err := r.store.GetAssignment(ctx, customer)
+	switch {
+	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
+		return nil, target, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	target["current_domain"] = a.Domain
+	return a, target, nil
+}
+
+// Put assigns customer to domain on behalf of by's reseller organisation,
+// once policy lets by move the customer out of its current domain and
+// into domain.
+func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, domain string, authorize Authorize) (*sidecar.Assignment, error) {
+	_, target, err := r.current(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	target["domain"] = domain
+	if err := authorize("reseller.assignment.put", target); err != nil {
 		return nil, err
 	}
 	if err := ValidRef("domain", domain); err != nil {
@@ -130,18 +166,19 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 	return a, r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": domain, "change": "put"})
 }
 
-// Delete removes the customer from its domain; an absent assignment is
-// not an error (DELETE is idempotent).
-func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer string) error {
-	if err := ValidRef("customer", customer); err != nil {
-		return err
-	}
-	prev, err := r.store.GetAssignment(ctx, customer)
-	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		return nil
-	}
+// Delete removes the customer from its domain once policy lets by; an
+// absent assignment is not an error (DELETE is idempotent).
+func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer string, authorize Authorize) error {
+	prev, target, err := r.current(ctx, customer)
 	if err != nil {
 		return err
+	}
+	target["domain"] = domainOf(by)
+	if err := authorize("reseller.assignment.delete", target); err != nil {
+		return err
+	}
+	if prev == nil {
+		return nil
 	}
 	if err := r.store.DeleteAssignment(ctx, customer); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
 		return err
@@ -150,12 +187,25 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 	return r.event(ctx, customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"})
 }
 
-// List returns one page of a domain's assignments, ordered by customer.
-func (r *Resellers) List(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error) {
+// List returns one page of the assignments of the domain by signed in
+// through, ordered by customer.
+func (r *Resellers) List(ctx context.Context, by *sidecar.Identity, p sidecar.Page, authorize Authorize) ([]sidecar.Assignment, string, error) {
+	domain := domainOf(by)
+	if err := authorize("reseller.assignment.list", map[string]any{"domain": domain}); err != nil {
+		return nil, "", err
+	}
 	if err := ValidRef("domain", domain); err != nil {
 		return nil, "", err
 	}
 	return r.store.AssignmentsByDomain(ctx, domain, p)
+}
+
+// domainOf is the reseller domain the caller signed in through.
+func domainOf(id *sidecar.Identity) string {
+	if id == nil {
+		return ""
+	}
+	return id.Domain
 }
 
 // resellerOf names the reseller an assignment belongs to: the caller's
@@ -325,11 +375,35 @@ func jsonProblem(err error) string {
 	return err.Error()
 }
 
-// Import stores every row, or none: on a store failure part-way it puts
-// back what each customer had before. prev holds the current assignment of
-// each customer (as read for authorization); customers absent from prev
-// were unassigned.
-func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []ImportRow, prev map[string]*sidecar.Assignment) (int, error) {
+// Import stores every row, or none, once policy lets by change every
+// domain the rows name or move customers out of. On a store failure
+// part-way it puts back what each customer had before.
+func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize) (int, error) {
+	prev := make(map[string]*sidecar.Assignment, len(rows))
+	domains := []any{}
+	seen := map[string]bool{}
+	addDomain := func(d string) {
+		if !seen[d] {
+			seen[d] = true
+			domains = append(domains, d)
+		}
+	}
+	for _, row := range rows {
+		addDomain(row.Domain)
+		a, err := r.store.GetAssignment(ctx, row.Customer)
+		switch {
+		case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
+		case err != nil:
+			return 0, err
+		default:
+			prev[row.Customer] = a
+			addDomain(a.Domain)
+		}
+	}
+	target := map[string]any{"domain": domainOf(by), "domains": domains, "rows": len(rows)}
+	if err := authorize("reseller.assignment.import", target); err != nil {
+		return 0, err
+	}
 	now := r.clock()
 	as := make([]sidecar.Assignment, len(rows))
 	for i, row := range rows {

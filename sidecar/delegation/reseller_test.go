@@ -117,25 +117,25 @@ func TestResellerAssignments(t *testing.T) {
 			env := newPartnerEnv(t, ps)
 			rs := delegation.NewResellers(env.store, delegation.ResellerConfig{}, delegation.WithResellerClock(env.clock.Now))
 
-			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-a.example"); err != nil {
+			if _, err := rs.Put(ctx, superAdmin, "acme", "shop-a.example", allowAll); err != nil {
 				t.Fatal(err)
 			}
-			a, err := rs.Get(ctx, "acme")
+			a, err := rs.Get(ctx, superAdmin, "acme", allowAll)
 			if err != nil || a.Domain != "shop-a.example" || a.Reseller != "resellerco" || a.UpdatedBy != "sam" {
 				t.Fatalf("Get = %+v, %v", a, err)
 			}
-			_, err = rs.Put(ctx, superAdmin, "ac me", "shop-a.example")
+			_, err = rs.Put(ctx, superAdmin, "ac me", "shop-a.example", allowAll)
 			wantCode(t, err, sidecar.EINVALID, "")
-			_, err = rs.Put(ctx, superAdmin, "acme", "")
+			_, err = rs.Put(ctx, superAdmin, "acme", "", allowAll)
 			wantCode(t, err, sidecar.EINVALID, "")
 
-			if err := rs.Delete(ctx, superAdmin, "acme"); err != nil {
+			if err := rs.Delete(ctx, superAdmin, "acme", allowAll); err != nil {
 				t.Fatal(err)
 			}
-			if err := rs.Delete(ctx, superAdmin, "acme"); err != nil {
+			if err := rs.Delete(ctx, superAdmin, "acme", allowAll); err != nil {
 				t.Fatalf("deleting twice: %v", err)
 			}
-			_, err = rs.Get(ctx, "acme")
+			_, err = rs.Get(ctx, superAdmin, "acme", allowAll)
 			wantCode(t, err, sidecar.ENOTFOUND, "")
 
 			es := events(t, env.store, sidecar.EventAssignmentChanged)
@@ -147,15 +147,15 @@ func TestResellerAssignments(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n, err := rs.Import(ctx, superAdmin, rows, nil)
+			n, err := rs.Import(ctx, superAdmin, rows, allowAll)
 			if err != nil || n != 3 {
 				t.Fatalf("Import = %d, %v", n, err)
 			}
-			page, next, err := rs.List(ctx, "shop-a.example", sidecar.Page{Limit: 2})
+			page, next, err := rs.List(ctx, superAdmin, sidecar.Page{Limit: 2}, allowAll)
 			if err != nil || len(page) != 2 || page[0].Customer != "c1" || next == "" {
 				t.Fatalf("List = %+v, %q, %v", page, next, err)
 			}
-			page, next, _ = rs.List(ctx, "shop-a.example", sidecar.Page{Limit: 2, Cursor: next})
+			page, next, _ = rs.List(ctx, superAdmin, sidecar.Page{Limit: 2, Cursor: next}, allowAll)
 			if len(page) != 1 || page[0].Customer != "c3" || next != "" {
 				t.Fatalf("second page = %+v, %q", page, next)
 			}

@@ -1,0 +1,222 @@
+package delegation_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// callerless are the exported lifecycle methods that act for no caller,
+// and so take no Authorize: configuration, and work Deputy does on its own.
+// Anything else a lifecycle exports serves a caller and must ask policy.
+var callerless = map[string]string{
+	"Resellers.Config": "configuration",
+}
+
+// authorizedMethods returns "Type.Method" of every exported method of the
+// lifecycles that takes an Authorize, and fails the test for any other
+// method that is not listed as callerless: a method taking the caller's
+// identity without an Authorize is a way round policy.
+func authorizedMethods(t *testing.T, lifecycles ...any) []string {
+	t.Helper()
+	idType := reflect.TypeFor[*sidecar.Identity]()
+	authType := reflect.TypeFor[delegation.Authorize]()
+	var out []string
+	for _, lc := range lifecycles {
+		typ := reflect.TypeOf(lc)
+		for i := range typ.NumMethod() {
+			m := typ.Method(i)
+			var id, auth bool
+			for j := 1; j < m.Type.NumIn(); j++ {
+				id = id || m.Type.In(j) == idType
+				auth = auth || m.Type.In(j) == authType
+			}
+			name := typ.Elem().Name() + "." + m.Name
+			switch {
+			case auth:
+				out = append(out, name)
+			case id:
+				t.Errorf("%s takes the caller's identity but no Authorize: it acts for a caller without asking policy", name)
+			case callerless[name] == "":
+				t.Errorf("%s takes no Authorize: give it one, or list it in callerless with why it acts for nobody", name)
+			}
+		}
+	}
+	return out
+}
+
+// authzWorld is the state every lifecycle call below starts from: a memory
+// store holding something of every kind, and the lifecycles on it.
+type authzWorld struct {
+	ctx       context.Context
+	store     sidecar.Store
+	resellers *delegation.Resellers
+}
+
+var samAdmin = &sidecar.Identity{Subject: "sam", Org: "resellerco", Domain: "shop-a.example", Roles: []string{"reseller_super_admin"}}
+
+func newAuthzWorld(t *testing.T) *authzWorld {
+	t.Helper()
+	clock := storetest.NewClock(storetest.Epoch)
+	store := memory.New(memory.WithClock(clock.Now))
+	t.Cleanup(func() { _ = store.Close() })
+	w := &authzWorld{ctx: context.Background(), store: store,
+		resellers: delegation.NewResellers(store, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now)),
+	}
+	for c, d := range map[string]string{"acme": "shop-a.example", "globex": "shop-b.example"} {
+		if err := store.PutAssignment(w.ctx, &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return w
+}
+
+// snapshot is everything the store shows through its reads, so a refused
+// call can be shown to have written nothing.
+func (w *authzWorld) snapshot(t *testing.T) string {
+	t.Helper()
+	state := map[string]any{}
+	read := func(name string, v any, err error) {
+		if err != nil {
+			v = "error " + sidecar.ErrorCode(err)
+		}
+		state[name] = v
+	}
+	all := sidecar.Page{Limit: sidecar.MaxPageLimit}
+	events, _, err := w.store.ReadEvents(w.ctx, sidecar.StreamFilter{Page: all})
+	read("events", events, err)
+	audit, _, err := w.store.ReadAudit(w.ctx, sidecar.StreamFilter{Page: all})
+	read("audit", audit, err)
+	for _, c := range []string{"acme", "globex", "initech"} {
+		a, err := w.store.GetAssignment(w.ctx, c)
+		read("assignment "+c, a, err)
+	}
+	for _, d := range []string{"shop-a.example", "shop-b.example"} {
+		as, _, err := w.store.AssignmentsByDomain(w.ctx, d, all)
+		read("domain "+d, as, err)
+	}
+	b, err := json.MarshalIndent(state, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// lifecycleCall is one lifecycle method called for a caller who, were
+// policy to allow it, could do what it asks.
+type lifecycleCall struct {
+	method string         // Type.Method
+	action string         // what policy is asked
+	target map[string]any // facts policy must be shown, as stored
+	call   func(w *authzWorld, authorize delegation.Authorize) error
+}
+
+func lifecycleCalls() []lifecycleCall {
+	return []lifecycleCall{
+		{"Resellers.Get", "reseller.assignment.get",
+			map[string]any{"customer": "globex", "current_domain": "shop-b.example", "domain": "shop-a.example"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.resellers.Get(w.ctx, samAdmin, "globex", az)
+				return err
+			}},
+		{"Resellers.Put", "reseller.assignment.put",
+			map[string]any{"customer": "globex", "current_domain": "shop-b.example", "domain": "shop-a.example"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.resellers.Put(w.ctx, samAdmin, "globex", "shop-a.example", az)
+				return err
+			}},
+		{"Resellers.Delete", "reseller.assignment.delete",
+			map[string]any{"customer": "globex", "current_domain": "shop-b.example", "domain": "shop-a.example"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				return w.resellers.Delete(w.ctx, samAdmin, "globex", az)
+			}},
+		{"Resellers.List", "reseller.assignment.list",
+			map[string]any{"domain": "shop-a.example"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.resellers.List(w.ctx, samAdmin, sidecar.Page{}, az)
+				return err
+			}},
+		{"Resellers.Import", "reseller.assignment.import",
+			map[string]any{"domain": "shop-a.example", "domains": []any{"shop-a.example", "shop-b.example"}, "rows": 2},
+			func(w *authzWorld, az delegation.Authorize) error {
+				rows := []delegation.ImportRow{{Line: 1, Customer: "globex", Domain: "shop-a.example"}, {Line: 2, Customer: "initech", Domain: "shop-a.example"}}
+				_, err := w.resellers.Import(w.ctx, samAdmin, rows, az)
+				return err
+			}},
+	}
+}
+
+// errRefused is a policy's no; a lifecycle hands it back as it is.
+var errRefused = &sidecar.Error{Code: sidecar.EFORBIDDEN, Message: "refused_by_policy"}
+
+type asked struct {
+	action string
+	target map[string]any
+}
+
+// TestLifecyclesAskPolicy holds the one shape of the three lifecycles:
+// authorization lives in the lifecycle, not in whoever calls it. Every
+// exported method that acts for a caller takes an Authorize and asks it,
+// with the facts as stored, before it writes anything; a refusal is
+// returned as it is and leaves the store as it was.
+func TestLifecyclesAskPolicy(t *testing.T) {
+	calls := lifecycleCalls()
+	w := newAuthzWorld(t)
+	methods := authorizedMethods(t, w.resellers)
+	for _, m := range methods {
+		if !slices.ContainsFunc(calls, func(c lifecycleCall) bool { return c.method == m }) {
+			t.Errorf("%s takes an Authorize but lifecycleCalls has no case calling it", m)
+		}
+	}
+	for _, c := range calls {
+		t.Run(c.method, func(t *testing.T) {
+			if !slices.Contains(methods, c.method) {
+				t.Fatalf("%s is no lifecycle method taking an Authorize", c.method)
+			}
+			w := newAuthzWorld(t)
+			before := w.snapshot(t)
+			var got []asked
+			err := c.call(w, func(action string, target map[string]any) error {
+				got = append(got, asked{action, target})
+				return errRefused
+			})
+			if !errors.Is(err, errRefused) {
+				t.Fatalf("refused by policy, the call answered %v", err)
+			}
+			if len(got) != 1 || got[0].action != c.action {
+				t.Fatalf("policy was asked %+v, want once about %s", got, c.action)
+			}
+			for k, want := range c.target {
+				if v := got[0].target[k]; !reflect.DeepEqual(v, want) {
+					t.Errorf("policy saw target.%s = %#v, want %#v (the stored fact)", k, v, want)
+				}
+			}
+			if after := w.snapshot(t); after != before {
+				t.Fatalf("a refused call changed the store:\nbefore %s\nafter %s", before, after)
+			}
+
+			// Allowed, the same call does its work: the refusal above is
+			// what stopped it, not the call being wrong.
+			w = newAuthzWorld(t)
+			var allowed []string
+			if err := c.call(w, func(action string, _ map[string]any) error {
+				allowed = append(allowed, action)
+				return nil
+			}); err != nil {
+				t.Fatalf("allowed by policy, the call failed: %v", err)
+			}
+			if strings.Join(allowed, ",") != c.action {
+				t.Fatalf("allowed, policy was asked about %v, want %s once", allowed, c.action)
+			}
+		})
+	}
+}
