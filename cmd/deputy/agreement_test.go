@@ -321,3 +321,90 @@ func loggedDecision(t *testing.T, rc *goredis.Client, stream, id string) decisio
 	})
 	return found
 }
+
+// The impersonation switches are policy data only, read alike by `deputy
+// serve` and `deputy eval`: data that leaves a switch out is refused by
+// both, naming it, rather than either filling in a value of its own; data
+// without the impersonation section turns impersonation off in both.
+func TestServeAndEvalAgreeOnSwitches(t *testing.T) {
+	ctx := context.Background()
+	evalJSON := func(t *testing.T, args evalFlags, input any) (map[string]any, error) {
+		t.Helper()
+		args.input = filepath.Join(t.TempDir(), "input.json")
+		raw, _ := json.Marshal(input)
+		writeFile(t, args.input, raw)
+		args.asJSON = true
+		var out bytes.Buffer
+		if err := runEval(ctx, args, &out); err != nil {
+			return nil, err
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+			t.Fatalf("eval output: %v\n%s", err, out.String())
+		}
+		return got, nil
+	}
+	request := map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{"method": "GET", "path": "/customer/account", "host": "shop.example"}}}}
+
+	for _, key := range []string{"enabled", "max_session", "disable_page_cache"} {
+		t.Run("without "+key, func(t *testing.T) {
+			dir := t.TempDir()
+			copyTree(t, "../../policies", dir)
+			editData(t, dir, "deputy/impersonation/data.json", func(d map[string]any) { delete(d, key) })
+			want := "data.deputy.impersonation." + key + ": required"
+			cfg := testConfig(t, dir, func(*Config) {})
+			s, err := build(ctx, &cfg)
+			if err == nil {
+				s.stop(ctx)
+			}
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("serve: %v, want a refusal naming %s", err, want)
+			}
+			if _, err := evalJSON(t, evalFlags{policies: []string{dir}}, request); err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("eval: %v, want a refusal naming %s", err, want)
+			}
+		})
+	}
+
+	t.Run("without the impersonation section", func(t *testing.T) {
+		dir := t.TempDir()
+		copyTree(t, "../../policies", dir)
+		if err := os.Remove(filepath.Join(dir, "deputy/impersonation/data.json")); err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(t, dir, func(*Config) {})
+		runServer(t, &cfg)
+		waitListening(t, cfg.HTTP.Addr)
+		token := devToken(t, &cfg)
+		agent := identity.DevClaims{Subject: "alice", Roles: []string{"support_agent"}}
+		req, _ := http.NewRequest("POST", "http://"+cfg.HTTP.Addr+"/deputy/v1/impersonation/sessions", strings.NewReader(`{"customer_id":"cust-9"}`))
+		req.Header.Set("authorization", "Bearer "+token(agent))
+		req.Header.Set("content-type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var served struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&served)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || served.Error.Message != "impersonation_disabled" {
+			t.Fatalf("serve started a session: %d %+v", resp.StatusCode, served)
+		}
+		action := map[string]any{"action": "impersonation.start", "identity": map[string]any{"sub": "alice", "roles": []string{"support_agent"}},
+			"target": map[string]any{"customer_id": "cust-9", "customer": map[string]any{"id": "cust-9", "exists": true}, "consent": map[string]any{"live": true}}}
+		got, err := evalJSON(t, evalFlags{policies: []string{dir}, manage: true}, action)
+		if err != nil || got["allowed"] != false || got["reason"] != "impersonation_disabled" {
+			t.Fatalf("eval of the start: %v %v", got, err)
+		}
+		// A session made while impersonation was on is refused on the
+		// check path by the same data.
+		delegation := filepath.Join(t.TempDir(), "delegation.json")
+		writeFile(t, delegation, []byte(`{"mode":"impersonation","id":"imp_1","actor":"alice","subject":"cust-9"}`))
+		got, err = evalJSON(t, evalFlags{policies: []string{dir}, delegation: delegation}, request)
+		if err != nil || got["allowed"] != false || got["reason"] != "impersonation_disabled" {
+			t.Fatalf("eval of an impersonated request: %v %v", got, err)
+		}
+	})
+}

@@ -83,6 +83,10 @@ func TestBundleBuildSignVerify(t *testing.T) {
 }
 
 func TestPolicyCommandsExitCodes(t *testing.T) {
+	// Data a running Deputy refuses to activate fails the check first.
+	incomplete := t.TempDir()
+	copyTree(t, "../../policies", incomplete)
+	editData(t, incomplete, "deputy/impersonation/data.json", func(d map[string]any) { delete(d, "max_session") })
 	cases := []struct {
 		name    string
 		args    []string
@@ -92,6 +96,8 @@ func TestPolicyCommandsExitCodes(t *testing.T) {
 		{name: "failing test fails the command", args: []string{"test", "../../sidecar/policy/testdata/lifecycle/failing"}, wantErr: "1 of 2 tests failed"},
 		{name: "no tests fails the command", args: []string{"test", "testdata/eval/policies"}, wantErr: "no tests"},
 		{name: "check passes clean policies", args: []string{"check", "../../sidecar/policy/testdata/lifecycle/good"}},
+		{name: "check passes the shipped policies", args: []string{"check", "../../policies"}},
+		{name: "check fails incomplete rule data", args: []string{"check", incomplete}, wantErr: "data.deputy.impersonation.max_session: required"},
 		{name: "check fails unformatted files", args: []string{"check", "../../sidecar/policy/testdata/lifecycle/unformatted"}, wantErr: "not formatted"},
 	}
 	for _, tc := range cases {

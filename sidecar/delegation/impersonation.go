@@ -71,7 +71,8 @@ func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption)
 // Config returns the effective config.
 func (i *Impersonation) Config() ImpersonationConfig { return i.cfg }
 
-// Switches returns the switches of the active policy data.
+// Switches returns the switches of the active policy data; with no policy
+// active, or none in its data, impersonation is off.
 func (i *Impersonation) Switches() (Switches, error) {
 	var d map[string]any
 	if i.data != nil {
@@ -79,9 +80,19 @@ func (i *Impersonation) Switches() (Switches, error) {
 	}
 	s, err := ReadSwitches(d)
 	if err != nil {
-		return s, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "impersonation switches in policy data are malformed", Err: err}
+		return s, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy data is malformed: " + err.Error()}
 	}
 	return s, nil
+}
+
+// enabledSwitches returns the switches when policy data turns
+// impersonation on, and refuses otherwise, whatever the manage policy said.
+func (i *Impersonation) enabledSwitches() (Switches, error) {
+	sw, err := i.Switches()
+	if err == nil && !sw.Enabled {
+		err = sidecar.Errorf(sidecar.EFORBIDDEN, "impersonation_disabled")
+	}
+	return sw, err
 }
 
 // Field limits for client-supplied text.
@@ -237,7 +248,7 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 	if err := checkText("ticket", req.Ticket, maxIDLen); err != nil {
 		return nil, err
 	}
-	sw, err := i.Switches()
+	sw, err := i.enabledSwitches()
 	if err != nil {
 		return nil, err
 	}
@@ -393,12 +404,8 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string)
 	if err != nil {
 		return nil, err
 	}
-	sw, err := i.Switches()
-	if err != nil {
+	if _, err := i.enabledSwitches(); err != nil {
 		return nil, err
-	}
-	if !sw.Enabled {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "impersonation_disabled")
 	}
 	token := randomToken()
 	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token), host)

@@ -77,8 +77,8 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 		w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(),
 			direct: faultStore(t, srv.Addr, prefix, clock.Now), cut: faultStore(t, proxy.Addr, prefix, clock.Now),
 			started: map[string]*delegation.Started{}}
-		w.setup = delegation.NewImpersonation(w.direct, nil, delegation.WithImpersonationClock(clock.Now))
-		w.lc = delegation.NewImpersonation(w.cut, nil, delegation.WithImpersonationClock(clock.Now))
+		w.setup = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+		w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 		for _, c := range []string{"c1", "c2"} {
 			if err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}); err != nil {
 				t.Fatal(err)

@@ -19,8 +19,8 @@ func TestSweepEmitsEventsOnce(t *testing.T) {
 	clock := storetest.NewClock(storetest.Epoch)
 	store := memory.New(memory.WithClock(clock.Now))
 	replicas := []*delegation.Impersonation{
-		delegation.NewImpersonation(store, nil, delegation.WithImpersonationClock(clock.Now)),
-		delegation.NewImpersonation(store, nil, delegation.WithImpersonationClock(clock.Now)),
+		delegation.NewImpersonation(store, shippedData(t), delegation.WithImpersonationClock(clock.Now)),
+		delegation.NewImpersonation(store, shippedData(t), delegation.WithImpersonationClock(clock.Now)),
 	}
 	lc := replicas[0]
 	for _, c := range []string{"c1", "c2"} {
@@ -39,7 +39,11 @@ func TestSweepEmitsEventsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(delegation.DefaultIdleTimeout)
+	sw, err := lc.Switches()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(sw.IdleTimeout)
 	for range 2 {
 		for _, r := range replicas {
 			if err := r.Sweep(ctx); err != nil {

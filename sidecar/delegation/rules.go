@@ -105,9 +105,13 @@ func ReadRules(data map[string]any) (*Rules, error) {
 	return r, nil
 }
 
-// CheckRules refuses policy data whose partner or reseller rules are
-// malformed; give it to policy.WithDataCheck.
+// CheckRules refuses policy data whose impersonation switches, partner or
+// reseller rules are malformed or incomplete; give it to
+// policy.WithDataCheck.
 func CheckRules(data map[string]any) error {
+	if _, err := ReadSwitches(data); err != nil {
+		return err
+	}
 	_, err := ReadRules(data)
 	return err
 }

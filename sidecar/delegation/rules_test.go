@@ -128,6 +128,9 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 		path    string // named in the error; "" when the data is good
 	}{
 		{name: "shipped", section: "partner"},
+		{name: "impersonation switch left out", section: "impersonation", edit: map[string]any{"enabled": nil}, path: "data.deputy.impersonation.enabled"},
+		{name: "session length left out", section: "impersonation", edit: map[string]any{"max_session": nil}, path: "data.deputy.impersonation.max_session"},
+		{name: "idle timeout malformed", section: "impersonation", edit: map[string]any{"idle_timeout": "soon"}, path: "data.deputy.impersonation.idle_timeout"},
 		{name: "pending expiry not a number", section: "partner", edit: map[string]any{"pending_expiry_days": "soon"}, path: "data.deputy.partner.pending_expiry_days"},
 		{name: "fractional days", section: "partner", edit: map[string]any{"max_grant_days": 1.5}, path: "data.deputy.partner.max_grant_days"},
 		{name: "zero minimum", section: "partner", edit: map[string]any{"min_grant_days": 0.0}, path: "data.deputy.partner.min_grant_days"},

@@ -112,7 +112,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 				return s
 			}
 			a, b := replica(), replica()
-			lc := delegation.NewImpersonation(a, nil, delegation.WithImpersonationClock(clock.Now))
+			lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 			if err := a.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
 				t.Fatal(err)
 			}

@@ -6,12 +6,6 @@ import (
 	"time"
 )
 
-// Defaults of the switches when policy data leaves them out.
-const (
-	DefaultMaxSession  = time.Hour
-	DefaultIdleTimeout = 15 * time.Minute
-)
-
 // PolicyData returns the base data of the active policy set (nil before
 // one is active). Wire it to the policy engine:
 //
@@ -25,51 +19,79 @@ type Switches struct {
 	StoreViewSelection string // "default" or "manual"
 	RequireReason      bool
 	MaxSession         time.Duration
-	IdleTimeout        time.Duration
+	IdleTimeout        time.Duration // 0: sessions never go idle
 	OneSessionPerStaff bool
 	DisablePageCache   bool
 	ProtectedRoles     []string // accounts holding one cannot be impersonated
 	ProtectedCustomers []string // accounts that cannot be impersonated
 }
 
-// ReadSwitches reads data.deputy.impersonation. Missing keys take the
-// shipped defaults; a malformed duration is an error so a bad bundle is
-// noticed rather than silently lengthening sessions.
+// switchKeys are the keys data.deputy.impersonation must spell out: the
+// switches Go applies, and the maps only the policies read, whose absence
+// Rego would read as "no permission" or, for forbidden_routes, as "nothing
+// forbidden".
+var switchKeys = []string{
+	"enabled", "store_view_selection", "require_reason", "max_session", "idle_timeout",
+	"one_session_per_staff", "disable_page_cache", "protected_roles", "protected_customers",
+	"role_permissions", "forbidden_routes",
+}
+
+// ReadSwitches reads data.deputy.impersonation. Data without the section
+// turns impersonation off (the zero Switches), as the policies read it
+// (`not data.deputy.impersonation.enabled`). A section that is present must
+// spell out every switch: a missing or malformed one is an error naming its
+// data path, never a value chosen here, so Go and the policies cannot read
+// the same data differently and a bad bundle is refused rather than
+// silently lengthening sessions.
 func ReadSwitches(data map[string]any) (Switches, error) {
-	s := Switches{
-		Enabled:            true,
-		StoreViewSelection: "default",
-		MaxSession:         DefaultMaxSession,
-		IdleTimeout:        DefaultIdleTimeout,
-		OneSessionPerStaff: true,
-		DisablePageCache:   true,
-	}
-	imp, _ := lookup(data, "deputy", "impersonation").(map[string]any)
-	if imp == nil {
+	var s Switches
+	v := lookup(data, "deputy", "impersonation")
+	if v == nil {
 		return s, nil
 	}
-	var err error
-	boolean := func(key string, dst *bool) {
-		if v, ok := imp[key]; ok {
-			b, isBool := v.(bool)
-			if !isBool && err == nil {
-				err = fmt.Errorf("data.deputy.impersonation.%s: want a boolean", key)
-			}
-			*dst = b
+	imp, ok := v.(map[string]any)
+	if !ok {
+		return s, fmt.Errorf("data.deputy.impersonation: want an object of switches, got %s", show(v))
+	}
+	for _, key := range switchKeys {
+		if _, ok := imp[key]; !ok {
+			return s, fmt.Errorf("data.deputy.impersonation.%s: required (every switch is spelled out; leave the whole section out to turn impersonation off)", key)
 		}
 	}
-	duration := func(key string, dst *time.Duration) {
-		v, ok := imp[key]
-		if !ok {
-			return
+	var err error
+	fail := func(key, want string) {
+		if err == nil {
+			err = fmt.Errorf("data.deputy.impersonation.%s: want %s, got %s", key, want, show(imp[key]))
 		}
-		str, _ := v.(string)
+	}
+	boolean := func(key string, dst *bool) {
+		b, ok := imp[key].(bool)
+		if !ok {
+			fail(key, "a boolean")
+		}
+		*dst = b
+	}
+	duration := func(key string, dst *time.Duration) {
+		str, _ := imp[key].(string)
 		d, perr := time.ParseDuration(str)
-		if (perr != nil || d < 0) && err == nil {
-			err = fmt.Errorf("data.deputy.impersonation.%s: want a duration like \"1h\", got %s", key, show(v))
-			return
+		if perr != nil || d < 0 {
+			fail(key, `a duration like "1h"`)
 		}
 		*dst = d
+	}
+	strings := func(key string, dst *[]string) {
+		list, ok := imp[key].([]any)
+		for _, e := range list {
+			str, isStr := e.(string)
+			if !isStr {
+				ok = false
+				break
+			}
+			*dst = append(*dst, str)
+		}
+		if !ok {
+			fail(key, "a list of strings")
+		}
 	}
 	boolean("enabled", &s.Enabled)
 	boolean("require_reason", &s.RequireReason)
@@ -77,33 +99,25 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 	boolean("disable_page_cache", &s.DisablePageCache)
 	duration("max_session", &s.MaxSession)
 	duration("idle_timeout", &s.IdleTimeout)
-	strings := func(key string, dst *[]string) {
-		v, ok := imp[key]
-		if !ok {
-			return
-		}
-		list, isList := v.([]any)
-		for _, e := range list {
-			str, isStr := e.(string)
-			if !isStr {
-				isList = false
-				break
-			}
-			*dst = append(*dst, str)
-		}
-		if !isList && err == nil {
-			err = fmt.Errorf("data.deputy.impersonation.%s: want a list of strings, got %s", key, show(v))
-		}
-	}
 	strings("protected_roles", &s.ProtectedRoles)
 	strings("protected_customers", &s.ProtectedCustomers)
-	if v, ok := imp["store_view_selection"].(string); ok {
-		s.StoreViewSelection = v
+	switch s.StoreViewSelection, _ = imp["store_view_selection"].(string); s.StoreViewSelection {
+	case "default", "manual":
+	default:
+		fail("store_view_selection", `"default" or "manual"`)
 	}
-	if s.MaxSession == 0 && err == nil {
-		err = fmt.Errorf("data.deputy.impersonation.max_session: must be positive")
+	for _, key := range []string{"role_permissions", "forbidden_routes"} {
+		if _, ok := imp[key].(map[string]any); !ok {
+			fail(key, "an object")
+		}
 	}
-	return s, err
+	if s.MaxSession == 0 {
+		fail("max_session", "a positive duration")
+	}
+	if err != nil {
+		return Switches{}, err
+	}
+	return s, nil
 }
 
 func lookup(m map[string]any, path ...string) any {

@@ -1,49 +1,142 @@
 package delegation_test
 
 import (
+	"context"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
 )
 
-func TestReadSwitches(t *testing.T) {
-	imp := func(m map[string]any) map[string]any {
-		return map[string]any{"deputy": map[string]any{"impersonation": m}}
+// every switch spelled out, as data.deputy.impersonation must.
+func allSwitches(edit map[string]any) map[string]any {
+	imp := map[string]any{"enabled": true, "store_view_selection": "default", "require_reason": false,
+		"max_session": "1h", "idle_timeout": "15m", "one_session_per_staff": true, "disable_page_cache": true,
+		"protected_roles": []any{"staff"}, "protected_customers": []any{}, "role_permissions": map[string]any{},
+		"forbidden_routes": map[string]any{}}
+	for k, v := range edit {
+		if v == nil {
+			delete(imp, k)
+		} else {
+			imp[k] = v
+		}
 	}
+	return map[string]any{"deputy": map[string]any{"impersonation": imp}}
+}
+
+// The switches come from policy data only: data without an impersonation
+// section turns impersonation off, and a section that leaves a switch out
+// or spells it wrong is an error naming it, never a value Go picked.
+func TestReadSwitches(t *testing.T) {
 	cases := []struct {
 		name string
 		data map[string]any
 		want delegation.Switches
-		err  bool
+		path string // named in the error
 	}{
-		{"no policy data: shipped defaults", nil, delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
-			IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true}, false},
-		{"security team's changes", imp(map[string]any{"enabled": false, "store_view_selection": "manual", "require_reason": true,
+		{name: "no policy data: impersonation off", data: nil},
+		{name: "no impersonation section: impersonation off", data: map[string]any{"deputy": map[string]any{"authz": map[string]any{}}}},
+		{name: "every switch", data: allSwitches(nil), want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
+			IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}}},
+		{name: "security team's changes", data: allSwitches(map[string]any{"enabled": false, "store_view_selection": "manual", "require_reason": true,
 			"max_session": "30m", "idle_timeout": "0s", "one_session_per_staff": false, "disable_page_cache": false,
 			"protected_roles": []any{"staff", "vip"}, "protected_customers": []any{"c1"}}),
-			delegation.Switches{StoreViewSelection: "manual", RequireReason: true, MaxSession: 30 * time.Minute,
-				ProtectedRoles: []string{"staff", "vip"}, ProtectedCustomers: []string{"c1"}}, false},
-		{"malformed duration", imp(map[string]any{"max_session": "an hour"}), delegation.Switches{}, true},
-		{"number for a duration", imp(map[string]any{"idle_timeout": 900}), delegation.Switches{}, true},
-		{"string for a boolean", imp(map[string]any{"enabled": "yes"}), delegation.Switches{}, true},
-		{"protected roles not a list", imp(map[string]any{"protected_roles": "staff"}), delegation.Switches{}, true},
-		{"protected role not a string", imp(map[string]any{"protected_roles": []any{"staff", 7}}), delegation.Switches{}, true},
-		{"zero max session", imp(map[string]any{"max_session": "0s"}), delegation.Switches{}, true},
+			want: delegation.Switches{StoreViewSelection: "manual", RequireReason: true, MaxSession: 30 * time.Minute,
+				ProtectedRoles: []string{"staff", "vip"}, ProtectedCustomers: []string{"c1"}}},
+		{name: "section not an object", data: map[string]any{"deputy": map[string]any{"impersonation": true}}, path: "data.deputy.impersonation"},
+		{name: "malformed duration", data: allSwitches(map[string]any{"max_session": "an hour"}), path: "data.deputy.impersonation.max_session"},
+		{name: "number for a duration", data: allSwitches(map[string]any{"idle_timeout": 900}), path: "data.deputy.impersonation.idle_timeout"},
+		{name: "negative duration", data: allSwitches(map[string]any{"idle_timeout": "-1m"}), path: "data.deputy.impersonation.idle_timeout"},
+		{name: "string for a boolean", data: allSwitches(map[string]any{"enabled": "yes"}), path: "data.deputy.impersonation.enabled"},
+		{name: "unknown store view selection", data: allSwitches(map[string]any{"store_view_selection": "any"}), path: "data.deputy.impersonation.store_view_selection"},
+		{name: "protected roles not a list", data: allSwitches(map[string]any{"protected_roles": "staff"}), path: "data.deputy.impersonation.protected_roles"},
+		{name: "protected role not a string", data: allSwitches(map[string]any{"protected_roles": []any{"staff", 7}}), path: "data.deputy.impersonation.protected_roles"},
+		{name: "role permissions not an object", data: allSwitches(map[string]any{"role_permissions": []any{}}), path: "data.deputy.impersonation.role_permissions"},
+		{name: "zero max session", data: allSwitches(map[string]any{"max_session": "0s"}), path: "data.deputy.impersonation.max_session"},
+	}
+	// A switch left out is never filled in.
+	for _, key := range []string{"enabled", "store_view_selection", "require_reason", "max_session", "idle_timeout",
+		"one_session_per_staff", "disable_page_cache", "protected_roles", "protected_customers", "role_permissions", "forbidden_routes"} {
+		cases = append(cases, struct {
+			name string
+			data map[string]any
+			want delegation.Switches
+			path string
+		}{name: "missing " + key, data: allSwitches(map[string]any{key: nil}), path: "data.deputy.impersonation." + key})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := delegation.ReadSwitches(tc.data)
-			if tc.err {
-				if err == nil {
-					t.Fatalf("no error for %v", tc.data)
+			if tc.path != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.path+":") {
+					t.Fatalf("ReadSwitches = %+v, %v; want an error naming %s", got, err, tc.path)
 				}
 				return
 			}
 			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// The shipped data spells out every switch.
+func TestShippedSwitches(t *testing.T) {
+	sw, err := delegation.ReadSwitches(shippedData(t)())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sw.Enabled || sw.MaxSession != time.Hour || sw.IdleTimeout != 15*time.Minute || !sw.OneSessionPerStaff {
+		t.Fatalf("shipped switches: %+v", sw)
+	}
+}
+
+// A session is started and redeemed only when policy data turns
+// impersonation on, whatever the manage policy answered; data that leaves
+// a switch out refuses the start naming the switch.
+func TestStartNeedsSwitchesInPolicyData(t *testing.T) {
+	ctx := context.Background()
+	allow := func(string, map[string]any) error { return nil }
+	for _, tc := range []struct {
+		name string
+		data map[string]any
+		code string
+		msg  string // in the error message
+	}{
+		{name: "every switch", data: allSwitches(nil)},
+		{name: "impersonation off", data: allSwitches(map[string]any{"enabled": false}), code: sidecar.EFORBIDDEN, msg: "impersonation_disabled"},
+		{name: "no impersonation section", data: map[string]any{"deputy": map[string]any{}}, code: sidecar.EFORBIDDEN, msg: "impersonation_disabled"},
+		{name: "no policy data", code: sidecar.EFORBIDDEN, msg: "impersonation_disabled"},
+		{name: "enabled left out", data: allSwitches(map[string]any{"enabled": nil}), code: sidecar.EINTERNAL, msg: "data.deputy.impersonation.enabled"},
+		{name: "max session left out", data: allSwitches(map[string]any{"max_session": nil}), code: sidecar.EINTERNAL, msg: "data.deputy.impersonation.max_session"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := memory.New()
+			t.Cleanup(func() { _ = store.Close() })
+			staff := &sidecar.Identity{Subject: "sam"}
+			if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-1", Name: "C"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := store.SetConsent(ctx, &sidecar.Consent{Customer: "cust-1", Allowed: true, SetBy: "cust-1", SetAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			lc := delegation.NewImpersonation(store, func() map[string]any { return tc.data })
+			st, err := lc.Start(ctx, staff, delegation.StartRequest{Customer: "cust-1"}, allow)
+			if tc.code == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := lc.Redeem(ctx, st.Code, "/", "shop.example"); err != nil {
+					t.Fatalf("redeem: %v", err)
+				}
+				return
+			}
+			if sidecar.ErrorCode(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("Start = %v, want %s naming %q", err, tc.code, tc.msg)
 			}
 		})
 	}

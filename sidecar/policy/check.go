@@ -41,8 +41,10 @@ type CheckReport struct {
 
 // Check loads every Rego module under paths (tests included), compiles them
 // strictly and lists the files that `opa fmt` would change. A compile error
-// or an unformatted file is an error naming the files.
-func Check(paths []string) (CheckReport, error) {
+// or an unformatted file is an error naming the files. dataChecks are the
+// checks an engine runs on the data before activating it (WithDataCheck),
+// so data a running Deputy would refuse fails here first.
+func Check(paths []string, dataChecks ...func(data map[string]any) error) (CheckReport, error) {
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).
@@ -65,6 +67,11 @@ func Check(paths []string) (CheckReport, error) {
 	slices.Sort(rep.Unformatted)
 	if err := strictCompile(modules); err != nil {
 		return rep, err
+	}
+	for _, check := range dataChecks {
+		if err := check(res.Documents); err != nil {
+			return rep, sidecar.Invalid("policies", "data: %v", err)
+		}
 	}
 	if len(rep.Unformatted) > 0 {
 		return rep, sidecar.Invalid("policies", "not formatted (run opa fmt -w): %s", strings.Join(rep.Unformatted, ", "))

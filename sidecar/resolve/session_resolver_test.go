@@ -10,6 +10,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
@@ -210,7 +211,11 @@ func TestSessionNeedsAHost(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock(storetest.Epoch)
 	store := memory.New(memory.WithClock(clock.Now))
-	lc := delegation.NewImpersonation(store, nil, delegation.WithImpersonationClock(clock.Now))
+	set, err := policy.LoadPaths([]string{"../../policies"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := delegation.NewImpersonation(store, func() map[string]any { return set.Data }, delegation.WithImpersonationClock(clock.Now))
 	if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,17 @@ test_not_allowed_outside_sessions[note] if {
 	d.http_status == 403
 }
 
+# Only the boolean true turns impersonation on: a switch left out, or not
+# a boolean, is off, as Deputy's Go code reads the same data
+# (delegation.ReadSwitches, which refuses such data outright).
+test_switch_not_true_is_off[note] if {
+	some note, value in {"null": null, "string": "yes", "number": 1, "false": false}
+	d := impersonation.decision with input as _req("GET", "/")
+		with impersonation.enabled as value
+	not d.allowed
+	d.reason == "impersonation_disabled"
+}
+
 test_input_without_canonical_request_is_denied if {
 	d := impersonation.decision with input as {
 		"attributes": {"request": {"http": {"method": "GET", "path": "/customer/account/password"}}},

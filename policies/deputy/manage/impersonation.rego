@@ -62,7 +62,10 @@ allow contains "customer.put" if "manage_customers" in _perms
 
 deny contains "impersonation_disabled" if {
 	input.action in {"impersonation.start", "impersonation.redeem"}
-	not _imp.enabled
+
+	# Only true turns it on: a switch left out or not a boolean is off, as
+	# Deputy's Go code reads it.
+	not _imp.enabled == true
 }
 
 deny contains "missing_permission" if {
@@ -133,7 +136,7 @@ deny contains "store_view_not_allowed" if {
 
 _starting if {
 	input.action == "impersonation.start"
-	_imp.enabled
+	_imp.enabled == true
 	"login_as_customer" in _perms
 }
 

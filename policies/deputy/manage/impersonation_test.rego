@@ -54,6 +54,24 @@ test_start_switches[note] if {
 	object.get(d, "field", "") == object.get(tc, "field", "")
 }
 
+# Data without the impersonation section turns impersonation off, as
+# Deputy's Go code reads the same data (delegation.ReadSwitches).
+test_no_impersonation_data_turns_it_off[action] if {
+	some action in ["impersonation.start", "impersonation.redeem"]
+	d := manage.decision with input as {"action": action, "identity": _admin, "target": _start({})}
+		with data.deputy.impersonation as {}
+	d.reason == "impersonation_disabled"
+}
+
+# Only the boolean true turns impersonation on.
+test_switch_not_true_is_off[note] if {
+	some note, value in {"null": null, "string": "yes", "number": 1}
+	some action in ["impersonation.start", "impersonation.redeem"]
+	d := manage.decision with input as {"action": action, "identity": _admin, "target": _start({})}
+		with data.deputy.impersonation.enabled as value
+	d.reason == "impersonation_disabled"
+}
+
 test_other_actions[note] if {
 	some note, tc in {
 		"end own session": {"action": "impersonation.end", "id": _agent, "target": {"session": {"actor": "alice", "subject": "c42"}}, "allowed": true},

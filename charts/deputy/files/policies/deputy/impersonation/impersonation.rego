@@ -20,7 +20,10 @@ default decision := {"allowed": false, "reason": "not_impersonating", "http_stat
 # evaluates costs about a microsecond on every impersonated request.
 decision := lib.deny(403, "impersonation_disabled") if {
 	input.delegation.mode == "impersonation"
-	not data.deputy.impersonation.enabled
+
+	# Only true turns it on: a switch left out or not a boolean is off, as
+	# Deputy's Go code reads it.
+	not data.deputy.impersonation.enabled == true
 } else := lib.deny(403, reasons[0]) if {
 	input.delegation.mode == "impersonation"
 
