@@ -68,7 +68,7 @@ default _offset := 0
 
 _offset := 2 if {
 	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
-	lib.route_segment_is(input.deputy.request, 1, input.delegation.subject)
+	lib.route_segment_is(1, input.delegation.subject)
 }
 
 _section := data.deputy.partner.sections[input.deputy.request.route_segments[_offset]]
@@ -102,7 +102,7 @@ _required_level := level if {
 _cc_shared if {
 	_kind == "item"
 	some id in input.delegation.attributes.shared_resources
-	lib.route_segment_is(input.deputy.request, _offset + 1, id)
+	lib.route_segment_is(_offset + 1, id)
 	readable := _section.cc_item_methods
 	every method in input.deputy.request.methods {
 		method in readable

@@ -27,7 +27,7 @@ decision := lib.deny(403, sprintf("missing_privilege:%s", [concat(",", missing_p
 	# policy requires too. Both are read in the route form, as upstream
 	# routers read them.
 	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
-	not lib.route_segment_is(input.deputy.request, 1, input.delegation.subject)
+	not lib.route_segment_is(1, input.delegation.subject)
 } else := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	_same_domain
 }
