@@ -257,8 +257,8 @@ func TestServeAndEvalAgree(t *testing.T) {
 			allowed: true},
 		{name: "partner subscription below the changed minimum", method: "PUT", path: "/deputy/v1/partner/subscriptions/acme/dashboard", who: pat,
 			input: map[string]any{"action": "subscription.put", "identity": map[string]any{"sub": "pat", "org": "partnerco"},
-				"target":     map[string]any{"customer": "acme", "kind": "dashboard", "partner_org": "partnerco"},
-				"delegation": map[string]any{"mode": "partner", "subject": "acme", "actor": "pat", "actor_org": "partnerco", "level": "look", "scope": "organisation"}},
+				"target": map[string]any{"customer": "acme", "kind": "dashboard", "partner_org": "partnerco",
+					"grant": map[string]any{"partner_org": "partnerco", "level": "look", "scope": "organisation"}}},
 			reason: "level_below_minimum:update"},
 	} {
 		t.Run(sc.name, func(t *testing.T) {

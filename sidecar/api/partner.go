@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
@@ -10,8 +9,8 @@ import (
 
 // Partner serves partner access: access requests and their decisions,
 // "My Customers" / "My Partners", revocation, resource shares for cc and
-// subscriptions. Every action is authorized by the manage policy with the
-// facts it needs in target; the lifecycle re-checks the facts it owns.
+// subscriptions. The lifecycle asks the manage policy about every action,
+// with the facts as stored; the handlers decode and encode.
 type Partner struct {
 	svc *delegation.Partners
 }
@@ -68,15 +67,8 @@ func (h *Partner) createRequest(c *Call) error {
 	if err := c.Decode(&in); err != nil {
 		return err
 	}
-	target := map[string]any{"customer": in.Customer, "partner_org": callerOrg(c.Identity), "level": string(in.Level), "scope": in.Scope}
-	if _, err := c.Authorize("partner.request", target, nil); err != nil {
-		return err
-	}
-	r, err := h.svc.CheckRequest(c.Context(), c.Identity, in)
+	r, err := h.svc.Request(c.Context(), c.Identity, in, authorizer(c))
 	if err != nil {
-		return err
-	}
-	if err := h.svc.Request(c.Context(), r); err != nil {
 		return err
 	}
 	c.ResponseWriter().Header().Set("Location", Prefix+"partner/requests/"+r.ID)
@@ -97,18 +89,10 @@ func (h *Partner) listRequests(c *Call) error {
 	default:
 		return sidecar.Invalid("status", "must be pending, approved, rejected or expired")
 	}
-	target := map[string]any{}
-	if cust := q.Get("customer"); cust != "" {
-		f.Customer = cust
-		target["customer"] = cust
-	} else {
+	if f.Customer = q.Get("customer"); f.Customer == "" {
 		f.PartnerOrg = callerOrg(c.Identity)
-		target["partner_org"] = f.PartnerOrg
 	}
-	if _, err := c.Authorize("partner.list_requests", target, nil); err != nil {
-		return err
-	}
-	items, next, err := h.svc.ListRequests(c.Context(), f)
+	items, next, err := h.svc.ListRequests(c.Context(), c.Identity, f, authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -119,22 +103,11 @@ func (h *Partner) listRequests(c *Call) error {
 }
 
 func (h *Partner) getRequest(c *Call) error {
-	r, err := h.svc.GetRequest(c.Context(), c.Request.PathValue("id"))
+	r, err := h.svc.GetRequest(c.Context(), c.Identity, c.Request.PathValue("id"), authorizer(c))
 	if err != nil {
 		return err
 	}
-	if err := h.authorizeRequest(c, "partner.list_requests", r); err != nil {
-		return err
-	}
 	return c.JSON(http.StatusOK, r)
-}
-
-// authorizeRequest authorizes an action on an existing request. The
-// customer side is asked first, so a partner user is told they are not
-// the contact manager rather than that the request belongs elsewhere.
-func (h *Partner) authorizeRequest(c *Call, action string, r *sidecar.AccessRequest) error {
-	_, err := c.Authorize(action, map[string]any{"customer": r.Customer, "partner_org": r.PartnerOrg, "request_id": r.ID}, nil)
-	return err
 }
 
 type decisionView struct {
@@ -143,14 +116,7 @@ type decisionView struct {
 }
 
 func (h *Partner) approve(c *Call) error {
-	r, err := h.svc.GetRequest(c.Context(), c.Request.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	if err := h.authorizeRequest(c, "partner.approve", r); err != nil {
-		return err
-	}
-	r, grants, err := h.svc.Approve(c.Context(), c.Identity, r.ID)
+	r, grants, err := h.svc.Approve(c.Context(), c.Identity, c.Request.PathValue("id"), authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -158,14 +124,7 @@ func (h *Partner) approve(c *Call) error {
 }
 
 func (h *Partner) reject(c *Call) error {
-	r, err := h.svc.GetRequest(c.Context(), c.Request.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	if err := h.authorizeRequest(c, "partner.reject", r); err != nil {
-		return err
-	}
-	r, err = h.svc.Reject(c.Context(), c.Identity, r.ID)
+	r, err := h.svc.Reject(c.Context(), c.Identity, c.Request.PathValue("id"), authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -179,10 +138,7 @@ func (h *Partner) myCustomers(c *Call) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.Authorize("partner.list_customers", map[string]any{"partner_org": callerOrg(c.Identity)}, nil); err != nil {
-		return err
-	}
-	items, err := h.svc.MyCustomers(c.Context(), c.Identity)
+	items, err := h.svc.MyCustomers(c.Context(), c.Identity, authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -200,10 +156,7 @@ func (h *Partner) myPartners(c *Call) error {
 	if customer == "" {
 		customer = callerOrg(c.Identity)
 	}
-	if _, err := c.Authorize("partner.list_partners", map[string]any{"customer": customer}, nil); err != nil {
-		return err
-	}
-	gs, err := h.svc.MyPartners(c.Context(), customer)
+	gs, err := h.svc.MyPartners(c.Context(), c.Identity, customer, authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -211,28 +164,9 @@ func (h *Partner) myPartners(c *Call) error {
 	return pageJSON(c, page, err)
 }
 
+// revoke is idempotent: a grant already gone answers 204 too.
 func (h *Partner) revoke(c *Call) error {
-	customer, id := c.Request.PathValue("customer"), c.Request.PathValue("id")
-	g, err := h.svc.GetGrant(c.Context(), customer, id)
-	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		// Already gone (revoked, expired or never issued): DELETE is
-		// idempotent. The caller is authorized as a party to a grant of
-		// its own organisation, so only someone who could have revoked it
-		// gets the 204; nothing is changed, audited or announced.
-		target := map[string]any{"customer": customer, "partner_org": callerOrg(c.Identity), "grant_id": id}
-		if _, err := c.Authorize("partner.revoke", target, nil); err != nil {
-			return err
-		}
-		return c.NoContent()
-	}
-	if err != nil {
-		return err
-	}
-	target := map[string]any{"customer": g.Customer, "partner_org": g.PartnerOrg, "user": g.User, "grant_id": g.ID}
-	if _, err := c.Authorize("partner.revoke", target, nil); err != nil {
-		return err
-	}
-	if _, err := h.svc.Revoke(c.Context(), c.Identity, customer, id); err != nil {
+	if _, err := h.svc.Revoke(c.Context(), c.Identity, c.Request.PathValue("customer"), c.Request.PathValue("id"), authorizer(c)); err != nil {
 		return err
 	}
 	return c.NoContent()
@@ -249,11 +183,7 @@ func (h *Partner) listShares(c *Call) error {
 	if err != nil {
 		return err
 	}
-	customer := c.Request.PathValue("customer")
-	if _, err := c.Authorize("share.list", map[string]any{"customer": customer}, nil); err != nil {
-		return err
-	}
-	ss, err := h.svc.Shares(c.Context(), customer)
+	ss, err := h.svc.Shares(c.Context(), c.Identity, c.Request.PathValue("customer"), authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -267,11 +197,7 @@ func (h *Partner) putShare(c *Call) error {
 	if err := c.Decode(&b); err != nil {
 		return err
 	}
-	target := map[string]any{"customer": customer, "user": user, "resource": resource, "partner_org": b.PartnerOrg}
-	if _, err := c.Authorize("share.put", target, nil); err != nil {
-		return err
-	}
-	s, err := h.svc.Share(c.Context(), c.Identity, customer, delegation.ShareInput{Resource: resource, User: user, PartnerOrg: b.PartnerOrg})
+	s, err := h.svc.Share(c.Context(), c.Identity, customer, delegation.ShareInput{Resource: resource, User: user, PartnerOrg: b.PartnerOrg}, authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -280,11 +206,7 @@ func (h *Partner) putShare(c *Call) error {
 
 func (h *Partner) deleteShare(c *Call) error {
 	customer, user, resource := c.Request.PathValue("customer"), c.Request.PathValue("user"), c.Request.PathValue("resource")
-	target := map[string]any{"customer": customer, "user": user, "resource": resource}
-	if _, err := c.Authorize("share.delete", target, nil); err != nil {
-		return err
-	}
-	if err := h.svc.Unshare(c.Context(), c.Identity, customer, resource, user); err != nil {
+	if err := h.svc.Unshare(c.Context(), c.Identity, customer, resource, user, authorizer(c)); err != nil {
 		return err
 	}
 	return c.NoContent()
@@ -293,26 +215,7 @@ func (h *Partner) deleteShare(c *Call) error {
 // --- subscriptions -------------------------------------------------------------
 
 func (h *Partner) subscribe(c *Call) error {
-	customer, kind := c.Request.PathValue("customer"), c.Request.PathValue("kind")
-	target := map[string]any{"customer": customer, "kind": kind, "partner_org": callerOrg(c.Identity)}
-	var extra map[string]any
-	if c.Identity.Org != "" {
-		g, err := h.svc.Effective(c.Context(), customer, c.Identity.Org, c.Identity.Subject)
-		if err != nil {
-			return err
-		}
-		if g != nil {
-			extra = map[string]any{"delegation": map[string]any{
-				"mode": sidecar.ModePartner, "id": g.ID, "subject": customer, "actor": c.Identity.Subject,
-				"actor_org": g.PartnerOrg, "level": string(g.Level), "scope": g.Scope(),
-				"expires_at": g.ExpiresAt.UTC().Format(time.RFC3339Nano),
-			}}
-		}
-	}
-	if _, err := c.Authorize("subscription.put", target, extra); err != nil {
-		return err
-	}
-	v, err := h.svc.Subscribe(c.Context(), c.Identity, customer, kind)
+	v, err := h.svc.Subscribe(c.Context(), c.Identity, c.Request.PathValue("customer"), c.Request.PathValue("kind"), authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -320,11 +223,7 @@ func (h *Partner) subscribe(c *Call) error {
 }
 
 func (h *Partner) unsubscribe(c *Call) error {
-	customer, kind := c.Request.PathValue("customer"), c.Request.PathValue("kind")
-	if _, err := c.Authorize("subscription.delete", map[string]any{"customer": customer, "kind": kind, "partner_org": callerOrg(c.Identity)}, nil); err != nil {
-		return err
-	}
-	if err := h.svc.Unsubscribe(c.Context(), c.Identity, customer, kind); err != nil {
+	if err := h.svc.Unsubscribe(c.Context(), c.Identity, c.Request.PathValue("customer"), c.Request.PathValue("kind"), authorizer(c)); err != nil {
 		return err
 	}
 	return c.NoContent()
@@ -335,10 +234,7 @@ func (h *Partner) mySubscriptions(c *Call) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.Authorize("subscription.list", map[string]any{"partner_org": callerOrg(c.Identity)}, nil); err != nil {
-		return err
-	}
-	vs, err := h.svc.MySubscriptions(c.Context(), c.Identity)
+	vs, err := h.svc.MySubscriptions(c.Context(), c.Identity, authorizer(c))
 	if err != nil {
 		return err
 	}
@@ -353,11 +249,7 @@ func (h *Partner) subscribers(c *Call) error {
 	if err != nil {
 		return err
 	}
-	customer := c.Request.PathValue("customer")
-	if _, err := c.Authorize("partner.list_partners", map[string]any{"customer": customer}, nil); err != nil {
-		return err
-	}
-	vs, err := h.svc.Subscribers(c.Context(), customer, c.Request.URL.Query().Get("kind"))
+	vs, err := h.svc.Subscribers(c.Context(), c.Identity, c.Request.PathValue("customer"), c.Request.URL.Query().Get("kind"), authorizer(c))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
@@ -19,7 +20,11 @@ import (
 // and so take no Authorize: configuration, and work Deputy does on its own.
 // Anything else a lifecycle exports serves a caller and must ask policy.
 var callerless = map[string]string{
-	"Resellers.Config": "configuration",
+	"Resellers.Config":       "configuration",
+	"Partners.Config":        "configuration",
+	"Partners.SweepExpiring": "Deputy's own sweep for expiring grants",
+	"Partners.RunSweeper":    "Deputy's own sweep for expiring grants",
+	"Partners.Effective":     "a fact lookup (grant precedence) that answers no caller",
 }
 
 // authorizedMethods returns "Type.Method" of every exported method of the
@@ -60,6 +65,7 @@ type authzWorld struct {
 	ctx       context.Context
 	store     sidecar.Store
 	resellers *delegation.Resellers
+	partners  *delegation.Partners
 }
 
 var samAdmin = &sidecar.Identity{Subject: "sam", Org: "resellerco", Domain: "shop-a.example", Roles: []string{"reseller_super_admin"}}
@@ -71,6 +77,20 @@ func newAuthzWorld(t *testing.T) *authzWorld {
 	t.Cleanup(func() { _ = store.Close() })
 	w := &authzWorld{ctx: context.Background(), store: store,
 		resellers: delegation.NewResellers(store, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now)),
+		partners:  delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)),
+	}
+	now := clock.Now()
+	seed := []error{
+		store.CreateRequest(w.ctx, &sidecar.AccessRequest{ID: "req-1", PartnerOrg: "partnerco", RequestedBy: "pat", Customer: "acme",
+			ContactEmail: "cora@acme.example", Level: sidecar.LevelUpdate, ExpiryDays: 30, Scope: sidecar.ScopeOrganisation,
+			Status: sidecar.RequestPending, CreatedAt: now, PendingExpiresAt: now.Add(30 * day)}),
+		store.PutGrant(w.ctx, &sidecar.Grant{ID: "g-1", Customer: "acme", PartnerOrg: "partnerco", Level: sidecar.LevelLook,
+			ExpiresAt: now.Add(30 * day), ApprovedBy: "cora", ApprovedAt: now}),
+		store.PutShare(w.ctx, &sidecar.Share{Customer: "acme", Resource: "sr-1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: now}),
+		store.PutSubscription(w.ctx, &sidecar.Subscription{User: "partnerco/pat", Customer: "acme", Kind: delegation.SubscriptionNotifications, CreatedAt: now}),
+	}
+	if err := errors.Join(seed...); err != nil {
+		t.Fatal(err)
 	}
 	for c, d := range map[string]string{"acme": "shop-a.example", "globex": "shop-b.example"} {
 		if err := store.PutAssignment(w.ctx, &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}); err != nil {
@@ -104,6 +124,14 @@ func (w *authzWorld) snapshot(t *testing.T) string {
 		as, _, err := w.store.AssignmentsByDomain(w.ctx, d, all)
 		read("domain "+d, as, err)
 	}
+	rs, _, err := w.store.ListRequests(w.ctx, sidecar.RequestFilter{Customer: "acme", Page: all})
+	read("requests", rs, err)
+	gs, err := w.store.GrantsByCustomer(w.ctx, "acme")
+	read("grants", gs, err)
+	ss, err := w.store.ListShares(w.ctx, "acme")
+	read("shares", ss, err)
+	subs, err := w.store.SubscriptionsByCustomer(w.ctx, "acme")
+	read("subscriptions", subs, err)
 	b, err := json.MarshalIndent(state, "", " ")
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +149,88 @@ type lifecycleCall struct {
 }
 
 func lifecycleCalls() []lifecycleCall {
+	acmeRequest := map[string]any{"customer": "acme", "partner_org": "partnerco", "request_id": "req-1"}
 	return []lifecycleCall{
+		{"Partners.Request", "partner.request",
+			map[string]any{"customer": "acme", "partner_org": "partnerco", "level": "update", "scope": "organisation"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.Request(w.ctx, patUser, orgRequest(sidecar.LevelUpdate, 30), az)
+				return err
+			}},
+		{"Partners.GetRequest", "partner.list_requests", acmeRequest,
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.GetRequest(w.ctx, cora, "req-1", az)
+				return err
+			}},
+		{"Partners.ListRequests", "partner.list_requests", map[string]any{"customer": "acme"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.partners.ListRequests(w.ctx, cora, sidecar.RequestFilter{Customer: "acme"}, az)
+				return err
+			}},
+		{"Partners.Approve", "partner.approve", acmeRequest,
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.partners.Approve(w.ctx, cora, "req-1", az)
+				return err
+			}},
+		{"Partners.Reject", "partner.reject", acmeRequest,
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.Reject(w.ctx, cora, "req-1", az)
+				return err
+			}},
+		{"Partners.Revoke", "partner.revoke",
+			map[string]any{"customer": "acme", "partner_org": "partnerco", "user": "", "grant_id": "g-1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.Revoke(w.ctx, patUser, "acme", "g-1", az)
+				return err
+			}},
+		{"Partners.MyCustomers", "partner.list_customers", map[string]any{"partner_org": "partnerco"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.MyCustomers(w.ctx, patUser, az)
+				return err
+			}},
+		{"Partners.MyPartners", "partner.list_partners", map[string]any{"customer": "acme"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.MyPartners(w.ctx, cora, "acme", az)
+				return err
+			}},
+		{"Partners.Share", "share.put",
+			map[string]any{"customer": "acme", "user": "pat", "resource": "sr-2", "partner_org": "partnerco"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.Share(w.ctx, cora, "acme", delegation.ShareInput{Resource: "sr-2", User: "pat", PartnerOrg: "partnerco"}, az)
+				return err
+			}},
+		{"Partners.Unshare", "share.delete", map[string]any{"customer": "acme", "user": "pat", "resource": "sr-1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				return w.partners.Unshare(w.ctx, cora, "acme", "sr-1", "pat", az)
+			}},
+		{"Partners.Shares", "share.list", map[string]any{"customer": "acme"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.Shares(w.ctx, cora, "acme", az)
+				return err
+			}},
+		{"Partners.Subscribe", "subscription.put",
+			map[string]any{"customer": "acme", "kind": "dashboard", "partner_org": "partnerco", "grant": map[string]any{
+				"id": "g-1", "partner_org": "partnerco", "user": "", "level": "look", "scope": "organisation",
+				"expires_at": storetest.Epoch.Add(30 * day).Format(time.RFC3339Nano),
+			}},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.Subscribe(w.ctx, patUser, "acme", delegation.SubscriptionDashboard, az)
+				return err
+			}},
+		{"Partners.Unsubscribe", "subscription.delete", map[string]any{"customer": "acme", "kind": "notifications", "partner_org": "partnerco"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				return w.partners.Unsubscribe(w.ctx, patUser, "acme", delegation.SubscriptionNotifications, az)
+			}},
+		{"Partners.MySubscriptions", "subscription.list", map[string]any{"partner_org": "partnerco"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.MySubscriptions(w.ctx, patUser, az)
+				return err
+			}},
+		{"Partners.Subscribers", "partner.list_partners", map[string]any{"customer": "acme"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.partners.Subscribers(w.ctx, cora, "acme", "", az)
+				return err
+			}},
 		{"Resellers.Get", "reseller.assignment.get",
 			map[string]any{"customer": "globex", "current_domain": "shop-b.example", "domain": "shop-a.example"},
 			func(w *authzWorld, az delegation.Authorize) error {
@@ -171,7 +280,7 @@ type asked struct {
 func TestLifecyclesAskPolicy(t *testing.T) {
 	calls := lifecycleCalls()
 	w := newAuthzWorld(t)
-	methods := authorizedMethods(t, w.resellers)
+	methods := authorizedMethods(t, w.resellers, w.partners)
 	for _, m := range methods {
 		if !slices.ContainsFunc(calls, func(c lifecycleCall) bool { return c.method == m }) {
 			t.Errorf("%s takes an Authorize but lifecycleCalls has no case calling it", m)

@@ -102,8 +102,11 @@ type PartnerState interface {
 }
 
 // Partners owns the partner access lifecycle: requests, decisions, grants,
-// revocation, shares for cc and subscriptions. It checks facts (ranges,
-// organisations, request state); who may call what is the manage policy's.
+// revocation, shares for cc and subscriptions. Who may call what is the
+// manage policy's, asked through the Authorize each method takes with the
+// request or grant as stored. Partners checks the facts (ranges, request
+// state) and, behind policy, that the caller is a party to what it
+// changes.
 type Partners struct {
 	store  PartnerState
 	cfg    PartnerConfig
@@ -148,11 +151,45 @@ type AccessRequestInput struct {
 	Users        []string      `json:"users,omitempty"`
 }
 
-// CheckRequest validates input for caller, without storing anything, and
-// returns the request it would create. Users named for individual scope
-// must be the caller or have a profile (set by the host application)
-// whose org is the caller's organisation.
-func (p *Partners) CheckRequest(ctx context.Context, caller *sidecar.Identity, in AccessRequestInput) (*sidecar.AccessRequest, error) {
+// Request stores a pending access request of caller's organisation, once
+// policy lets caller ask for it, and tells the customer's contact manager.
+func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in AccessRequestInput, authorize Authorize) (*sidecar.AccessRequest, error) {
+	target := map[string]any{"customer": in.Customer, "partner_org": orgOf(caller), "level": string(in.Level), "scope": in.Scope}
+	if err := authorize("partner.request", target); err != nil {
+		return nil, err
+	}
+	r, err := p.checkRequest(ctx, caller, in)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.store.CreateRequest(ctx, r); err != nil {
+		return nil, err
+	}
+	p.audit(ctx, r.RequestedBy, "partner.request", r.Customer, r.ID, map[string]string{"level": string(r.Level), "scope": r.Scope, "partner_org": r.PartnerOrg})
+	return r, p.event(ctx, sidecar.EventGrantRequested, r.Customer, r.RequestedBy, map[string]string{
+		"to":          r.ContactEmail,
+		"request_id":  r.ID,
+		"partner_org": r.PartnerOrg,
+		"level":       string(r.Level),
+		"scope":       r.Scope,
+		"users":       strings.Join(r.Users, ","),
+		"expiry_days": strconv.Itoa(r.ExpiryDays),
+		"expires_at":  r.PendingExpiresAt.UTC().Format(time.RFC3339),
+	})
+}
+
+func orgOf(id *sidecar.Identity) string {
+	if id == nil {
+		return ""
+	}
+	return id.Org
+}
+
+// checkRequest validates input for caller and returns the request it
+// would create. Users named for individual scope must be the caller or
+// have a profile (set by the host application) whose org is the caller's
+// organisation.
+func (p *Partners) checkRequest(ctx context.Context, caller *sidecar.Identity, in AccessRequestInput) (*sidecar.AccessRequest, error) {
 	if caller == nil || caller.Org == "" {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
 	}
@@ -237,37 +274,39 @@ func (p *Partners) checkMember(ctx context.Context, caller *sidecar.Identity, us
 	return nil
 }
 
-// Request stores a pending access request checked by CheckRequest and tells
-// the customer's contact manager.
-func (p *Partners) Request(ctx context.Context, r *sidecar.AccessRequest) error {
-	if err := p.store.CreateRequest(ctx, r); err != nil {
-		return err
-	}
-	p.audit(ctx, r.RequestedBy, "partner.request", r.Customer, r.ID, map[string]string{"level": string(r.Level), "scope": r.Scope, "partner_org": r.PartnerOrg})
-	return p.event(ctx, sidecar.EventGrantRequested, r.Customer, r.RequestedBy, map[string]string{
-		"to":          r.ContactEmail,
-		"request_id":  r.ID,
-		"partner_org": r.PartnerOrg,
-		"level":       string(r.Level),
-		"scope":       r.Scope,
-		"users":       strings.Join(r.Users, ","),
-		"expiry_days": strconv.Itoa(r.ExpiryDays),
-		"expires_at":  r.PendingExpiresAt.UTC().Format(time.RFC3339),
-	})
-}
-
-// GetRequest returns a request with its status as of now.
-func (p *Partners) GetRequest(ctx context.Context, id string) (*sidecar.AccessRequest, error) {
+// GetRequest returns a request with its status as of now, once policy
+// lets caller see it.
+func (p *Partners) GetRequest(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, error) {
 	r, err := p.store.GetRequest(ctx, id)
 	if err != nil {
+		return nil, err
+	}
+	if err := authorize("partner.list_requests", requestTarget(r)); err != nil {
 		return nil, err
 	}
 	r.Status = r.StatusAt(p.clock())
 	return r, nil
 }
 
-// ListRequests lists requests with their status as of now.
-func (p *Partners) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
+// requestTarget is what policy judges an action on a request by: the
+// parties as the request stored them.
+func requestTarget(r *sidecar.AccessRequest) map[string]any {
+	return map[string]any{"customer": r.Customer, "partner_org": r.PartnerOrg, "request_id": r.ID}
+}
+
+// ListRequests lists requests with their status as of now, once policy
+// lets caller list those of f's customer or partner organisation.
+func (p *Partners) ListRequests(ctx context.Context, caller *sidecar.Identity, f sidecar.RequestFilter, authorize Authorize) ([]sidecar.AccessRequest, string, error) {
+	target := map[string]any{}
+	if f.Customer != "" {
+		target["customer"] = f.Customer
+	}
+	if f.Customer == "" || f.PartnerOrg != "" {
+		target["partner_org"] = f.PartnerOrg
+	}
+	if err := authorize("partner.list_requests", target); err != nil {
+		return nil, "", err
+	}
 	rs, next, err := p.store.ListRequests(ctx, f)
 	now := p.clock()
 	for i := range rs {
@@ -285,13 +324,11 @@ func (p *Partners) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([
 // decided, never wider), and the request marked GrantsPending. The same
 // approval retried then stores the grants the decision named, as of the
 // decision, and completes it.
-func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id string) (*sidecar.AccessRequest, []sidecar.Grant, error) {
-	r, err := p.decide(ctx, caller, id, sidecar.RequestApproved)
+func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, []sidecar.Grant, error) {
+	r, err := p.decide(ctx, caller, id, sidecar.RequestApproved, "partner.approve", authorize)
 	completing := false
-	if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
-		if cur, gerr := p.store.GetRequest(ctx, id); gerr == nil && cur.Status == sidecar.RequestApproved && cur.GrantsPending {
-			r, err, completing = cur, nil, true
-		}
+	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestApproved && r.GrantsPending {
+		err, completing = nil, true
 	}
 	if err != nil {
 		return nil, nil, err
@@ -362,8 +399,8 @@ func (p *Partners) newerGrant(ctx context.Context, r *sidecar.AccessRequest, use
 }
 
 // Reject closes the request without a grant.
-func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id string) (*sidecar.AccessRequest, error) {
-	r, err := p.decide(ctx, caller, id, sidecar.RequestRejected)
+func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, error) {
+	r, err := p.decide(ctx, caller, id, sidecar.RequestRejected, "partner.reject", authorize)
 	if err != nil {
 		return nil, err
 	}
@@ -375,9 +412,16 @@ func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id stri
 	})
 }
 
-func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, status string) (*sidecar.AccessRequest, error) {
+// decide records caller's decision on a pending request once policy lets
+// caller take it (action). A request decided already comes back as stored
+// with an ECONFLICT error, so that Approve can complete an approval cut
+// off part-way; a refusal comes back with no request.
+func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, status, action string, authorize Authorize) (*sidecar.AccessRequest, error) {
 	r, err := p.store.GetRequest(ctx, id)
 	if err != nil {
+		return nil, err
+	}
+	if err := authorize(action, requestTarget(r)); err != nil {
 		return nil, err
 	}
 	if caller == nil || caller.Org != r.Customer {
@@ -385,16 +429,17 @@ func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, sta
 	}
 	now := p.clock()
 	if st := r.StatusAt(now); st != sidecar.RequestPending {
-		return nil, decidedError(st)
+		return r, decidedError(st)
 	}
-	r, err = p.store.DecideRequest(ctx, id, status, caller.Subject, now)
+	d, err := p.store.DecideRequest(ctx, id, status, caller.Subject, now)
 	if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
 		// Lost a race with another decision or the pending expiry.
 		if cur, gerr := p.store.GetRequest(ctx, id); gerr == nil {
-			return nil, decidedError(cur.StatusAt(now))
+			return cur, decidedError(cur.StatusAt(now))
 		}
+		return nil, err
 	}
-	return r, err
+	return d, err
 }
 
 func decidedError(status string) error {
@@ -404,22 +449,29 @@ func decidedError(status string) error {
 	return sidecar.Errorf(sidecar.ECONFLICT, "request_already_%s", status)
 }
 
-// GetGrant returns a live grant.
-func (p *Partners) GetGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
-	return p.store.GetGrant(ctx, customer, id)
-}
-
 // Revoke ends a grant at once, from either side: the customer or the
 // partner organisation. The store publishes the eviction to every replica.
-// A grant that ends between the lookup and the revocation is no error: it
-// returns nil, and nothing is audited or announced.
-func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, customer, id string) (*sidecar.Grant, error) {
+// A grant already gone (revoked, expired, never issued), or that ends
+// between the lookup and the revocation, is no error: revoking is
+// idempotent. Revoke then returns nil, and nothing is audited or
+// announced; policy is asked as for a grant of the caller's own
+// organisation, so only someone who could have revoked it hears so.
+func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, customer, id string, authorize Authorize) (*sidecar.Grant, error) {
 	g, err := p.store.GetGrant(ctx, customer, id)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		if err := authorize("partner.revoke", map[string]any{"customer": customer, "partner_org": orgOf(caller), "grant_id": id}); err != nil {
+			return nil, err
+		}
+		return nil, party(caller, customer, orgOf(caller))
+	}
 	if err != nil {
 		return nil, err
 	}
-	if caller == nil || caller.Org == "" || (caller.Org != g.Customer && caller.Org != g.PartnerOrg) {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_party_to_grant")
+	if err := authorize("partner.revoke", map[string]any{"customer": g.Customer, "partner_org": g.PartnerOrg, "user": g.User, "grant_id": g.ID}); err != nil {
+		return nil, err
+	}
+	if err := party(caller, g.Customer, g.PartnerOrg); err != nil {
+		return nil, err
 	}
 	// An approval still completing must not issue this grant again after
 	// it is revoked: close it first (a fault here leaves the grant as it
@@ -448,6 +500,14 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	})
 }
 
+// party refuses a caller that is neither side of a grant.
+func party(caller *sidecar.Identity, customer, partnerOrg string) error {
+	if caller == nil || caller.Org == "" || (caller.Org != customer && caller.Org != partnerOrg) {
+		return sidecar.Errorf(sidecar.EFORBIDDEN, "not_party_to_grant")
+	}
+	return nil
+}
+
 // CustomerAccess is one line of "My Customers": the grant that applies to
 // the caller for a customer after precedence.
 type CustomerAccess struct {
@@ -461,7 +521,10 @@ type CustomerAccess struct {
 // MyCustomers lists the customers caller may act for, sorted by customer,
 // each with the grant that wins: the caller's own grant, even when lower,
 // else the organisation's.
-func (p *Partners) MyCustomers(ctx context.Context, caller *sidecar.Identity) ([]CustomerAccess, error) {
+func (p *Partners) MyCustomers(ctx context.Context, caller *sidecar.Identity, authorize Authorize) ([]CustomerAccess, error) {
+	if err := authorize("partner.list_customers", map[string]any{"partner_org": orgOf(caller)}); err != nil {
+		return nil, err
+	}
 	if caller == nil || caller.Org == "" {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
 	}
@@ -494,8 +557,11 @@ func (p *Partners) MyCustomers(ctx context.Context, caller *sidecar.Identity) ([
 }
 
 // MyPartners lists a customer's live grants, sorted by partner org, user
-// and id.
-func (p *Partners) MyPartners(ctx context.Context, customer string) ([]sidecar.Grant, error) {
+// and id, once policy lets caller see them.
+func (p *Partners) MyPartners(ctx context.Context, caller *sidecar.Identity, customer string, authorize Authorize) ([]sidecar.Grant, error) {
+	if err := authorize("partner.list_partners", map[string]any{"customer": customer}); err != nil {
+		return nil, err
+	}
 	gs, err := p.store.GrantsByCustomer(ctx, customer)
 	if err != nil {
 		return nil, err
@@ -510,7 +576,8 @@ func (p *Partners) MyPartners(ctx context.Context, customer string) ([]sidecar.G
 func GrantSortKey(g sidecar.Grant) string { return g.PartnerOrg + "\x00" + g.User + "\x00" + g.ID }
 
 // Effective returns the grant that applies to user of partnerOrg for
-// customer at now, or nil.
+// customer at now, or nil. It is a fact lookup for no caller: nothing that
+// answers a caller may show its result without asking policy.
 func (p *Partners) Effective(ctx context.Context, customer, partnerOrg, user string) (*sidecar.Grant, error) {
 	e, err := p.store.EffectiveGrants(ctx, customer, partnerOrg, user)
 	if err != nil {
@@ -539,8 +606,13 @@ type ShareInput struct {
 }
 
 // Share makes resource of the caller's organisation readable by a cc-level
-// partner user. Sharing again is not an error.
-func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer string, in ShareInput) (*sidecar.Share, error) {
+// partner user, once policy lets caller share it. Sharing again is not an
+// error.
+func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer string, in ShareInput, authorize Authorize) (*sidecar.Share, error) {
+	target := map[string]any{"customer": customer, "user": in.User, "resource": in.Resource, "partner_org": in.PartnerOrg}
+	if err := authorize("share.put", target); err != nil {
+		return nil, err
+	}
 	if caller == nil || caller.Org != customer {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_customer")
 	}
@@ -561,8 +633,12 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 	return s, nil
 }
 
-// Unshare withdraws a share; withdrawing an absent share is not an error.
-func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, customer, resource, user string) error {
+// Unshare withdraws a share once policy lets caller; withdrawing an
+// absent share is not an error.
+func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, customer, resource, user string, authorize Authorize) error {
+	if err := authorize("share.delete", map[string]any{"customer": customer, "user": user, "resource": resource}); err != nil {
+		return err
+	}
 	if caller == nil || caller.Org != customer {
 		return sidecar.Errorf(sidecar.EFORBIDDEN, "not_customer")
 	}
@@ -576,8 +652,11 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 	return err
 }
 
-// Shares lists a customer's shares.
-func (p *Partners) Shares(ctx context.Context, customer string) ([]sidecar.Share, error) {
+// Shares lists a customer's shares, once policy lets caller see them.
+func (p *Partners) Shares(ctx context.Context, caller *sidecar.Identity, customer string, authorize Authorize) ([]sidecar.Share, error) {
+	if err := authorize("share.list", map[string]any{"customer": customer}); err != nil {
+		return nil, err
+	}
 	return p.store.ListShares(ctx, customer)
 }
 
@@ -603,9 +682,27 @@ func splitSubscriber(s string) (org, user string) {
 }
 
 // Subscribe records caller's subscription to kind for customer. It needs a
-// live grant of at least the configured level; the manage policy checks
-// the same with the grant in input.delegation.
-func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, customer, kind string) (*SubscriptionView, error) {
+// live grant of at least the level policy data sets: policy is shown the
+// caller's effective grant as input.target.grant, and the same grant is
+// checked here again.
+func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, customer, kind string, authorize Authorize) (*SubscriptionView, error) {
+	target := map[string]any{"customer": customer, "kind": kind, "partner_org": orgOf(caller)}
+	var g *sidecar.Grant
+	if caller != nil && caller.Org != "" {
+		var err error
+		if g, err = p.Effective(ctx, customer, caller.Org, caller.Subject); err != nil {
+			return nil, err
+		}
+		if g != nil {
+			target["grant"] = map[string]any{
+				"id": g.ID, "partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level),
+				"scope": g.Scope(), "expires_at": g.ExpiresAt.UTC().Format(time.RFC3339Nano),
+			}
+		}
+	}
+	if err := authorize("subscription.put", target); err != nil {
+		return nil, err
+	}
 	if caller == nil || caller.Org == "" {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
 	}
@@ -614,10 +711,6 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	}
 	if kind != SubscriptionNotifications && kind != SubscriptionDashboard {
 		return nil, sidecar.Invalid("kind", "must be %q or %q", SubscriptionNotifications, SubscriptionDashboard)
-	}
-	g, err := p.Effective(ctx, customer, caller.Org, caller.Subject)
-	if err != nil {
-		return nil, err
 	}
 	if g == nil {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_live_grant")
@@ -636,8 +729,15 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	return &SubscriptionView{Customer: customer, Kind: kind, User: caller.Subject, PartnerOrg: caller.Org, Active: true, Level: g.Level, CreatedAt: s.CreatedAt}, nil
 }
 
-// Unsubscribe removes caller's subscription; an absent one is not an error.
-func (p *Partners) Unsubscribe(ctx context.Context, caller *sidecar.Identity, customer, kind string) error {
+// Unsubscribe removes caller's subscription once policy lets caller; an
+// absent one is not an error.
+func (p *Partners) Unsubscribe(ctx context.Context, caller *sidecar.Identity, customer, kind string, authorize Authorize) error {
+	if err := authorize("subscription.delete", map[string]any{"customer": customer, "kind": kind, "partner_org": orgOf(caller)}); err != nil {
+		return err
+	}
+	if caller == nil || caller.Org == "" {
+		return sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
+	}
 	err := p.store.DeleteSubscription(ctx, subscriber(caller.Org, caller.Subject), customer, kind)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		return nil
@@ -647,7 +747,13 @@ func (p *Partners) Unsubscribe(ctx context.Context, caller *sidecar.Identity, cu
 
 // MySubscriptions lists caller's subscriptions, each marked active only if
 // the caller's grant still reaches the minimum level now.
-func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity) ([]SubscriptionView, error) {
+func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity, authorize Authorize) ([]SubscriptionView, error) {
+	if err := authorize("subscription.list", map[string]any{"partner_org": orgOf(caller)}); err != nil {
+		return nil, err
+	}
+	if caller == nil || caller.Org == "" {
+		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
+	}
 	ss, err := p.store.SubscriptionsByUser(ctx, subscriber(caller.Org, caller.Subject))
 	if err != nil {
 		return nil, err
@@ -657,8 +763,12 @@ func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity
 
 // Subscribers lists the subscriptions to customer's kind that count now:
 // those whose user still holds a grant of the minimum level. The host's
-// mailer reads this instead of the raw records.
-func (p *Partners) Subscribers(ctx context.Context, customer, kind string) ([]SubscriptionView, error) {
+// mailer reads this instead of the raw records. Policy judges it as
+// listing the customer's partners.
+func (p *Partners) Subscribers(ctx context.Context, caller *sidecar.Identity, customer, kind string, authorize Authorize) ([]SubscriptionView, error) {
+	if err := authorize("partner.list_partners", map[string]any{"customer": customer}); err != nil {
+		return nil, err
+	}
 	ss, err := p.store.SubscriptionsByCustomer(ctx, customer)
 	if err != nil {
 		return nil, err

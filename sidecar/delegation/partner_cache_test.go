@@ -119,13 +119,13 @@ func TestResolveThroughCache(t *testing.T) {
 			partnerEventually(t, "the lower individual grant", func() bool { return resolvedLevel(r, patUser, "acme") == "look" })
 
 			g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat")
-			if _, err := env.partners.Revoke(ctx, cora, "acme", g.ID); err != nil {
+			if _, err := env.partners.Revoke(ctx, cora, "acme", g.ID, allowAll); err != nil {
 				t.Fatal(err)
 			}
 			partnerEventually(t, "the organisation grant again", func() bool { return resolvedLevel(r, patUser, "acme") == "full_admin" })
 
 			org, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat")
-			if _, err := env.partners.Revoke(ctx, patUser, "acme", org.ID); err != nil {
+			if _, err := env.partners.Revoke(ctx, patUser, "acme", org.ID, allowAll); err != nil {
 				t.Fatal(err)
 			}
 			partnerEventually(t, "revocation", func() bool { return resolvedLevel(r, patUser, "acme") == "no_live_grant" })
@@ -171,14 +171,11 @@ func BenchmarkResolveOnBehalf(b *testing.B) {
 	defer store.Close()
 	env.store = store
 	env.partners = delegation.NewPartners(store, shippedData(b), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
-	r0, err := env.partners.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelUpdate, 30))
+	r0, err := env.partners.Request(ctx, patUser, orgRequest(sidecar.LevelUpdate, 30), allowAll)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := env.partners.Request(ctx, r0); err != nil {
-		b.Fatal(err)
-	}
-	if _, _, err := env.partners.Approve(ctx, cora, r0.ID); err != nil {
+	if _, _, err := env.partners.Approve(ctx, cora, r0.ID, allowAll); err != nil {
 		b.Fatal(err)
 	}
 	if err := store.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "resellerco", Domain: "shop-a.example"}); err != nil {

@@ -21,14 +21,16 @@ func ExampleOnBehalfResolver() {
 	data := func() map[string]any { return set.Data }
 	partners := delegation.NewPartners(store, data, delegation.PartnerConfig{})
 
+	// The management API passes the manage policy here; the lifecycle asks
+	// it before every action.
+	allow := func(action string, target map[string]any) error { return nil }
 	pat := &sidecar.Identity{Subject: "pat", Org: "partnerco"}
 	cora := &sidecar.Identity{Subject: "cora", Org: "acme", Roles: []string{"contact_manager"}}
-	req, _ := partners.CheckRequest(ctx, pat, delegation.AccessRequestInput{
+	req, _ := partners.Request(ctx, pat, delegation.AccessRequestInput{
 		Customer: "acme", ContactEmail: "cora@acme.example", ExpiryDays: 30,
 		Level: sidecar.LevelUpdate, Scope: sidecar.ScopeOrganisation,
-	})
-	_ = partners.Request(ctx, req)
-	_, _, _ = partners.Approve(ctx, cora, req.ID)
+	}, allow)
+	_, _, _ = partners.Approve(ctx, cora, req.ID, allow)
 
 	cached := resolve.NewCachedState(store, resolve.CacheConfig{}, nil, nil)
 	defer cached.Close()

@@ -60,10 +60,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 	}
 	request := func(t *testing.T, w *partnerFaultWorld, name string, in delegation.AccessRequestInput) {
 		t.Helper()
-		r, err := w.setup.CheckRequest(w.ctx, patUser, in)
-		if err == nil {
-			err = w.setup.Request(w.ctx, r)
-		}
+		r, err := w.setup.Request(w.ctx, patUser, in, allowAll)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +69,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 	approved := func(t *testing.T, w *partnerFaultWorld, name string, in delegation.AccessRequestInput) {
 		t.Helper()
 		request(t, w, name, in)
-		_, gs, err := w.setup.Approve(w.ctx, cora, w.requests[name].ID)
+		_, gs, err := w.setup.Approve(w.ctx, cora, w.requests[name].ID, allowAll)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,26 +86,26 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 		{"approve_organisation", func(t *testing.T, w *partnerFaultWorld) {
 			request(t, w, "r", orgRequest(sidecar.LevelUpdate, 30))
 		}, func(w *partnerFaultWorld) error {
-			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
+			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID, allowAll)
 			return err
 		}, approvalDone},
 		{"approve_individuals", func(t *testing.T, w *partnerFaultWorld) {
 			request(t, w, "r", individualRequest(sidecar.LevelCreate, 30, "pat", "paul"))
 		}, func(w *partnerFaultWorld) error {
-			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
+			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID, allowAll)
 			return err
 		}, approvalDone},
 		{"replace_with_a_lower_level", func(t *testing.T, w *partnerFaultWorld) {
 			approved(t, w, "old", orgRequest(sidecar.LevelFullAdmin, 30))
 			request(t, w, "r", orgRequest(sidecar.LevelLook, 10))
 		}, func(w *partnerFaultWorld) error {
-			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID)
+			_, _, err := w.lc.Approve(w.ctx, cora, w.requests["r"].ID, allowAll)
 			return err
 		}, approvalDone},
 		{"reject", func(t *testing.T, w *partnerFaultWorld) {
 			request(t, w, "r", orgRequest(sidecar.LevelUpdate, 30))
 		}, func(w *partnerFaultWorld) error {
-			_, err := w.lc.Reject(w.ctx, cora, w.requests["r"].ID)
+			_, err := w.lc.Reject(w.ctx, cora, w.requests["r"].ID, allowAll)
 			return err
 		}, func(w *partnerFaultWorld) error {
 			return wantStatus(w, "r", sidecar.RequestRejected)
@@ -116,7 +113,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 		{"revoke", func(t *testing.T, w *partnerFaultWorld) {
 			approved(t, w, "g", orgRequest(sidecar.LevelUpdate, 30))
 		}, func(w *partnerFaultWorld) error {
-			_, err := w.lc.Revoke(w.ctx, cora, "acme", w.grants["g"])
+			_, err := w.lc.Revoke(w.ctx, cora, "acme", w.grants["g"], allowAll)
 			return err
 		}, func(w *partnerFaultWorld) error {
 			if _, err := w.direct.GetGrant(w.ctx, "acme", w.grants["g"]); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
@@ -127,7 +124,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 		{"share", func(t *testing.T, w *partnerFaultWorld) {
 			approved(t, w, "g", individualRequest(sidecar.LevelCC, 30, "pat"))
 		}, func(w *partnerFaultWorld) error {
-			_, err := w.lc.Share(w.ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"})
+			_, err := w.lc.Share(w.ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"}, allowAll)
 			return err
 		}, func(w *partnerFaultWorld) error {
 			if ss, err := w.direct.ListShares(w.ctx, "acme"); err != nil || len(ss) != 1 {
@@ -138,7 +135,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 		{"subscribe", func(t *testing.T, w *partnerFaultWorld) {
 			approved(t, w, "g", orgRequest(sidecar.LevelLook, 30))
 		}, func(w *partnerFaultWorld) error {
-			_, err := w.lc.Subscribe(w.ctx, patUser, "acme", delegation.SubscriptionNotifications)
+			_, err := w.lc.Subscribe(w.ctx, patUser, "acme", delegation.SubscriptionNotifications, allowAll)
 			return err
 		}, func(w *partnerFaultWorld) error {
 			if ss, err := w.direct.SubscriptionsByCustomer(w.ctx, "acme"); err != nil || len(ss) != 1 {
@@ -361,10 +358,7 @@ func TestPendingApprovalCompletesButNeverReissuesARevokedGrant(t *testing.T) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
-			r, err := env.partners.CheckRequest(ctx, patUser, individualRequest(sidecar.LevelCreate, 30, "pat", "paul"))
-			if err == nil {
-				err = env.partners.Request(ctx, r)
-			}
+			r, err := env.partners.Request(ctx, patUser, individualRequest(sidecar.LevelCreate, 30, "pat", "paul"), allowAll)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -379,10 +373,10 @@ func TestPendingApprovalCompletesButNeverReissuesARevokedGrant(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The customer revokes pat's grant before anyone retries.
-			if _, err := env.partners.Revoke(ctx, cora, "acme", "g-pat"); err != nil {
+			if _, err := env.partners.Revoke(ctx, cora, "acme", "g-pat", allowAll); err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = env.partners.Approve(ctx, cora, r.ID)
+			_, _, err = env.partners.Approve(ctx, cora, r.ID, allowAll)
 			wantCode(t, err, sidecar.ECONFLICT, "request_already_approved")
 			for _, u := range []string{"pat", "paul"} {
 				if e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", u); err != nil || e.Individual != nil {
@@ -391,10 +385,7 @@ func TestPendingApprovalCompletesButNeverReissuesARevokedGrant(t *testing.T) {
 			}
 
 			// Without a revocation, the retry completes the approval as decided.
-			r2, err := env.partners.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, 10))
-			if err == nil {
-				err = env.partners.Request(ctx, r2)
-			}
+			r2, err := env.partners.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 10), allowAll)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -403,14 +394,14 @@ func TestPendingApprovalCompletesButNeverReissuesARevokedGrant(t *testing.T) {
 				t.Fatal(err)
 			}
 			env.clock.Advance(time.Hour)
-			_, gs, err := env.partners.Approve(ctx, cora, r2.ID)
+			_, gs, err := env.partners.Approve(ctx, cora, r2.ID, allowAll)
 			if err != nil || len(gs) != 1 || !gs[0].ApprovedAt.Equal(d2.DecidedAt) || !gs[0].ExpiresAt.Equal(d2.DecidedAt.Add(10*day)) {
 				t.Fatalf("completed with %+v (%v), want one grant as of the decision", gs, err)
 			}
 			if cur, _ := env.store.GetRequest(ctx, r2.ID); cur.GrantsPending {
 				t.Fatal("grants still pending after completion")
 			}
-			_, _, err = env.partners.Approve(ctx, cora, r2.ID)
+			_, _, err = env.partners.Approve(ctx, cora, r2.ID, allowAll)
 			wantCode(t, err, sidecar.ECONFLICT, "request_already_approved")
 		})
 	}

@@ -41,7 +41,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 		{name: "lower individual grant", change: func(t *testing.T) { env.grant(t, patUser, individualRequest(sidecar.LevelLook, 30, "pat")) }, caller: patUser, want: "look"},
 		{name: "revoked by the customer", change: func(t *testing.T) {
 			for _, g := range mustPartners(t, env, "acme") {
-				if _, err := env.partners.Revoke(ctx, cora, "acme", g.ID); err != nil {
+				if _, err := env.partners.Revoke(ctx, cora, "acme", g.ID, allowAll); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -67,7 +67,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 
 func mustPartners(t *testing.T, env *partnerEnv, customer string) []sidecar.Grant {
 	t.Helper()
-	gs, err := env.partners.MyPartners(context.Background(), customer)
+	gs, err := env.partners.MyPartners(context.Background(), cora, customer, allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func TestResolvePartner(t *testing.T) {
 		}, level: sidecar.LevelUpdate, scope: sidecar.ScopeOrganisation},
 		{name: "cc carries its shared resources", caller: patUser, req: onBehalf("acme"), setup: func(t *testing.T, env *partnerEnv) {
 			env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
-			if _, err := env.partners.Share(context.Background(), cora, "acme", delegation.ShareInput{Resource: "sr-7", User: "pat", PartnerOrg: "partnerco"}); err != nil {
+			if _, err := env.partners.Share(context.Background(), cora, "acme", delegation.ShareInput{Resource: "sr-7", User: "pat", PartnerOrg: "partnerco"}, allowAll); err != nil {
 				t.Fatal(err)
 			}
 		}, level: sidecar.LevelCC, scope: sidecar.ScopeIndividual, shared: []string{"sr-7"}},
@@ -104,7 +104,7 @@ func TestResolvePartner(t *testing.T) {
 		{name: "revoked grant", caller: patUser, req: onBehalf("acme"), setup: func(t *testing.T, env *partnerEnv) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
 			g, _ := env.partners.Effective(context.Background(), "acme", "partnerco", "pat")
-			if _, err := env.partners.Revoke(context.Background(), cora, "acme", g.ID); err != nil {
+			if _, err := env.partners.Revoke(context.Background(), cora, "acme", g.ID, allowAll); err != nil {
 				t.Fatal(err)
 			}
 		}, reason: "no_live_grant"},

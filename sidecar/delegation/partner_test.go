@@ -56,7 +56,7 @@ func TestPartnerRequestValidation(t *testing.T) {
 				if caller == nil {
 					caller = patUser
 				}
-				r, err := env.partners.CheckRequest(context.Background(), caller, in)
+				r, err := env.partners.Request(context.Background(), caller, in, allowAll)
 				if tc.code == "" {
 					if err != nil {
 						t.Fatalf("unexpected error: %v", err)
@@ -94,13 +94,13 @@ func TestPartnerDecisions(t *testing.T) {
 		{name: "approve after the pending expiry", caller: cora, before: func(env *partnerEnv, _ string) { env.clock.Advance(30 * day) }, code: sidecar.ECONFLICT, msg: "request_expired"},
 		{name: "reject after the pending expiry", caller: cora, reject: true, before: func(env *partnerEnv, _ string) { env.clock.Advance(31 * day) }, code: sidecar.ECONFLICT, msg: "request_expired"},
 		{name: "approve an approved request", caller: cora, before: func(env *partnerEnv, id string) {
-			_, _, _ = env.partners.Approve(context.Background(), cora, id)
+			_, _, _ = env.partners.Approve(context.Background(), cora, id, allowAll)
 		}, code: sidecar.ECONFLICT, msg: "request_already_approved"},
 		{name: "approve a rejected request", caller: cora, before: func(env *partnerEnv, id string) {
-			_, _ = env.partners.Reject(context.Background(), cora, id)
+			_, _ = env.partners.Reject(context.Background(), cora, id, allowAll)
 		}, code: sidecar.ECONFLICT, msg: "request_already_rejected"},
 		{name: "reject an approved request", caller: cora, reject: true, before: func(env *partnerEnv, id string) {
-			_, _, _ = env.partners.Approve(context.Background(), cora, id)
+			_, _, _ = env.partners.Approve(context.Background(), cora, id, allowAll)
 		}, code: sidecar.ECONFLICT, msg: "request_already_approved"},
 	}
 	for _, ps := range partnerStores(t) {
@@ -108,20 +108,17 @@ func TestPartnerDecisions(t *testing.T) {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
 				env := newPartnerEnv(t, ps)
-				r, err := env.partners.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelUpdate, 10))
+				r, err := env.partners.Request(ctx, patUser, orgRequest(sidecar.LevelUpdate, 10), allowAll)
 				if err != nil {
-					t.Fatal(err)
-				}
-				if err := env.partners.Request(ctx, r); err != nil {
 					t.Fatal(err)
 				}
 				if tc.before != nil {
 					tc.before(env, r.ID)
 				}
 				if tc.reject {
-					_, err = env.partners.Reject(ctx, tc.caller, r.ID)
+					_, err = env.partners.Reject(ctx, tc.caller, r.ID, allowAll)
 				} else {
-					_, _, err = env.partners.Approve(ctx, tc.caller, r.ID)
+					_, _, err = env.partners.Approve(ctx, tc.caller, r.ID, allowAll)
 				}
 				if tc.code != "" {
 					wantCode(t, err, tc.code, tc.msg)
@@ -167,7 +164,7 @@ func TestPartnerDecideUnknownRequest(t *testing.T) {
 	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
 			env := newPartnerEnv(t, ps)
-			_, _, err := env.partners.Approve(context.Background(), cora, "nope")
+			_, _, err := env.partners.Approve(context.Background(), cora, "nope", allowAll)
 			wantCode(t, err, sidecar.ENOTFOUND, "")
 		})
 	}
@@ -180,7 +177,7 @@ func TestPartnerApprovalReplacesEarlierGrant(t *testing.T) {
 			env := newPartnerEnv(t, ps)
 			env.grant(t, patUser, orgRequest(sidecar.LevelFullAdmin, 90))
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 5))
-			gs, err := env.partners.MyPartners(ctx, "acme")
+			gs, err := env.partners.MyPartners(ctx, cora, "acme", allowAll)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -208,7 +205,7 @@ func TestPartnerRevoke(t *testing.T) {
 				env := newPartnerEnv(t, ps)
 				env.grant(t, patUser, orgRequest(sidecar.LevelCreate, 30))
 				g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat")
-				_, err := env.partners.Revoke(ctx, tc.caller, "acme", g.ID)
+				_, err := env.partners.Revoke(ctx, tc.caller, "acme", g.ID, allowAll)
 				after, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat")
 				if tc.code != "" {
 					wantCode(t, err, tc.code, "")
@@ -226,8 +223,13 @@ func TestPartnerRevoke(t *testing.T) {
 				if n := len(events(t, env.store, sidecar.EventGrantRevoked)); n != 1 {
 					t.Fatalf("%d revoked events, want 1", n)
 				}
-				_, err = env.partners.Revoke(ctx, tc.caller, "acme", g.ID)
-				wantCode(t, err, sidecar.ENOTFOUND, "")
+				// Revoking again is idempotent: nothing done, nothing announced.
+				if again, err := env.partners.Revoke(ctx, tc.caller, "acme", g.ID, allowAll); err != nil || again != nil {
+					t.Fatalf("revoking again = %+v, %v; want nothing, no error", again, err)
+				}
+				if n := len(events(t, env.store, sidecar.EventGrantRevoked)); n != 1 {
+					t.Fatalf("%d revoked events after revoking twice, want 1", n)
+				}
 			})
 		}
 	}
@@ -241,24 +243,24 @@ func TestPartnerMyCustomersPrecedence(t *testing.T) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelFullAdmin, 60))
 			env.grant(t, patUser, individualRequest(sidecar.LevelCC, 3, "pat"))
 
-			mine, err := env.partners.MyCustomers(ctx, patUser)
+			mine, err := env.partners.MyCustomers(ctx, patUser, allowAll)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(mine) != 1 || mine[0].Level != sidecar.LevelCC || mine[0].Scope != sidecar.ScopeIndividual {
 				t.Fatalf("pat's customers = %+v, want acme at cc (individual wins even when lower)", mine)
 			}
-			theirs, _ := env.partners.MyCustomers(ctx, paulUser)
+			theirs, _ := env.partners.MyCustomers(ctx, paulUser, allowAll)
 			if len(theirs) != 1 || theirs[0].Level != sidecar.LevelFullAdmin {
 				t.Fatalf("paul's customers = %+v, want acme at full_admin via the org", theirs)
 			}
 
 			env.clock.Advance(4 * day) // the individual grant lapses: the org grant applies
-			mine, _ = env.partners.MyCustomers(ctx, patUser)
+			mine, _ = env.partners.MyCustomers(ctx, patUser, allowAll)
 			if len(mine) != 1 || mine[0].Level != sidecar.LevelFullAdmin {
 				t.Fatalf("after the individual grant expired = %+v, want full_admin", mine)
 			}
-			partners, _ := env.partners.MyPartners(ctx, "acme")
+			partners, _ := env.partners.MyPartners(ctx, cora, "acme", allowAll)
 			if len(partners) != 1 || partners[0].PartnerOrg != "partnerco" {
 				t.Fatalf("acme's partners = %+v, want partnerco's org grant only", partners)
 			}
@@ -272,49 +274,49 @@ func TestPartnerSubscriptions(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
 
-			_, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications)
+			_, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications, allowAll)
 			wantCode(t, err, sidecar.EFORBIDDEN, "no_live_grant")
 
 			env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
-			_, err = env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications)
+			_, err = env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications, allowAll)
 			wantCode(t, err, sidecar.EFORBIDDEN, "level_below_minimum:look")
 
-			_, err = env.partners.Subscribe(ctx, patUser, "acme", "sms")
+			_, err = env.partners.Subscribe(ctx, patUser, "acme", "sms", allowAll)
 			wantCode(t, err, sidecar.EINVALID, "")
 
 			env.grant(t, patUser, individualRequest(sidecar.LevelLook, 30, "pat"))
-			if _, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications); err != nil {
+			if _, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications, allowAll); err != nil {
 				t.Fatal(err)
 			}
-			subs, _ := env.partners.Subscribers(ctx, "acme", delegation.SubscriptionNotifications)
+			subs, _ := env.partners.Subscribers(ctx, cora, "acme", delegation.SubscriptionNotifications, allowAll)
 			if len(subs) != 1 || subs[0].User != "pat" || subs[0].PartnerOrg != "partnerco" {
 				t.Fatalf("subscribers = %+v, want pat", subs)
 			}
 
 			// The level drops below the minimum: the subscription stops counting.
 			env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
-			if subs, _ := env.partners.Subscribers(ctx, "acme", delegation.SubscriptionNotifications); len(subs) != 0 {
+			if subs, _ := env.partners.Subscribers(ctx, cora, "acme", delegation.SubscriptionNotifications, allowAll); len(subs) != 0 {
 				t.Fatalf("subscribers after the level dropped = %+v, want none", subs)
 			}
-			mine, _ := env.partners.MySubscriptions(ctx, patUser)
+			mine, _ := env.partners.MySubscriptions(ctx, patUser, allowAll)
 			if len(mine) != 1 || mine[0].Active || mine[0].Level != sidecar.LevelCC {
 				t.Fatalf("own subscriptions = %+v, want one inactive at cc", mine)
 			}
 
 			// Back to look, then the grant ends: it stops counting again.
 			env.grant(t, patUser, individualRequest(sidecar.LevelLook, 2, "pat"))
-			if subs, _ := env.partners.Subscribers(ctx, "acme", ""); len(subs) != 1 {
+			if subs, _ := env.partners.Subscribers(ctx, cora, "acme", "", allowAll); len(subs) != 1 {
 				t.Fatalf("subscribers = %+v, want pat again", subs)
 			}
 			env.clock.Advance(2 * day)
-			if subs, _ := env.partners.Subscribers(ctx, "acme", ""); len(subs) != 0 {
+			if subs, _ := env.partners.Subscribers(ctx, cora, "acme", "", allowAll); len(subs) != 0 {
 				t.Fatalf("subscribers after the grant ended = %+v, want none", subs)
 			}
 
-			if err := env.partners.Unsubscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications); err != nil {
+			if err := env.partners.Unsubscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications, allowAll); err != nil {
 				t.Fatal(err)
 			}
-			if mine, _ := env.partners.MySubscriptions(ctx, patUser); len(mine) != 0 {
+			if mine, _ := env.partners.MySubscriptions(ctx, patUser, allowAll); len(mine) != 0 {
 				t.Fatalf("subscriptions after unsubscribing = %+v", mine)
 			}
 		})
@@ -340,7 +342,7 @@ func TestPartnerShares(t *testing.T) {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
 				env := newPartnerEnv(t, ps)
-				_, err := env.partners.Share(ctx, tc.caller, "acme", tc.in)
+				_, err := env.partners.Share(ctx, tc.caller, "acme", tc.in, allowAll)
 				if tc.code != "" {
 					wantCode(t, err, tc.code, "")
 					if sidecar.ErrorField(err) != tc.field {
@@ -355,10 +357,10 @@ func TestPartnerShares(t *testing.T) {
 				if len(shared) != 1 || shared[0] != "sr-1" {
 					t.Fatalf("shared = %v, want sr-1", shared)
 				}
-				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat"); err != nil {
+				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat", allowAll); err != nil {
 					t.Fatal(err)
 				}
-				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat"); err != nil {
+				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat", allowAll); err != nil {
 					t.Fatalf("unsharing twice: %v", err)
 				}
 				if shared, _ := env.store.SharesFor(ctx, "acme", "pat"); len(shared) != 0 {

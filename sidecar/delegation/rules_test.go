@@ -51,7 +51,7 @@ func TestPartnerLimitsFromPolicyData(t *testing.T) {
 			env := newPartnerEnv(t, ps)
 			data := withPartnerData(t, tc.edit)
 			p := delegation.NewPartners(env.store, func() map[string]any { return data }, delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
-			r, err := p.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, tc.expiryDays))
+			r, err := p.Request(ctx, patUser, orgRequest(sidecar.LevelLook, tc.expiryDays), allowAll)
 			if !tc.wantExpiry {
 				wantCode(t, err, sidecar.EINVALID, "")
 				if sidecar.ErrorField(err) != "expiry_days" {
@@ -65,13 +65,10 @@ func TestPartnerLimitsFromPolicyData(t *testing.T) {
 			if want := env.clock.Now().Add(day * time.Duration(tc.pendingDays)); !r.PendingExpiresAt.Equal(want) {
 				t.Fatalf("pending until %v, want %v", r.PendingExpiresAt, want)
 			}
-			if err := p.Request(ctx, r); err != nil {
+			if _, _, err := p.Approve(ctx, cora, r.ID, allowAll); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := p.Approve(ctx, cora, r.ID); err != nil {
-				t.Fatal(err)
-			}
-			_, err = p.Subscribe(ctx, patUser, "acme", delegation.SubscriptionDashboard)
+			_, err = p.Subscribe(ctx, patUser, "acme", delegation.SubscriptionDashboard, allowAll)
 			if tc.subscribe == "" && err != nil {
 				t.Fatalf("subscribe: %v", err)
 			}
@@ -91,12 +88,12 @@ func TestPartnerLimitsFollowPolicyUpdates(t *testing.T) {
 	cur.Store(&first)
 	p := delegation.NewPartners(env.store, func() map[string]any { return *cur.Load() }, delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
 	ctx := context.Background()
-	if _, err := p.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, 60)); err != nil {
+	if _, err := p.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 60), allowAll); err != nil {
 		t.Fatalf("60 days under the shipped limits: %v", err)
 	}
 	second := withPartnerData(t, map[string]any{"max_grant_days": 30.0})
 	cur.Store(&second)
-	_, err := p.CheckRequest(ctx, patUser, orgRequest(sidecar.LevelLook, 60))
+	_, err := p.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 60), allowAll)
 	if sidecar.ErrorField(err) != "expiry_days" || !strings.Contains(sidecar.ErrorMessage(err), "between 1 and 30") {
 		t.Fatalf("60 days after the update to 30: %v", err)
 	}
@@ -112,9 +109,9 @@ func TestPartnerLimitsMissingFromPolicyData(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := delegation.NewPartners(env.store, func() map[string]any { return data }, delegation.PartnerConfig{})
-			_, err := p.CheckRequest(context.Background(), patUser, orgRequest(sidecar.LevelLook, 30))
+			_, err := p.Request(context.Background(), patUser, orgRequest(sidecar.LevelLook, 30), allowAll)
 			if err == nil || sidecar.ErrorCode(err) == sidecar.EINVALID {
-				t.Fatalf("CheckRequest = %v, want a server-side error", err)
+				t.Fatalf("Request = %v, want a server-side error", err)
 			}
 		})
 	}

@@ -1,9 +1,9 @@
 # Partner access management
 # Who may request, approve, reject and revoke partner access, list "My
 # Customers" / "My Partners", share resources with cc-level partner users
-# and subscribe to a customer's notifications. The API passes the facts in
-# input.target (customer, partner_org, ...) and, for subscriptions, the
-# caller's effective grant as input.delegation.
+# and subscribe to a customer's notifications. The partner lifecycle passes
+# the facts as stored in input.target (customer, partner_org, ...) and, for
+# subscriptions, the caller's effective grant as input.target.grant.
 package deputy.manage
 
 import data.deputy.partner
@@ -72,14 +72,14 @@ deny contains "cannot_request_own_org" if {
 deny contains "no_live_grant" if {
 	input.action == "subscription.put"
 	_partner_member
-	not input.delegation.level
+	not input.target.grant.level
 }
 
 deny contains sprintf("level_below_minimum:%s", [partner.subscription_min_level]) if {
 	input.action == "subscription.put"
 	_partner_member
-	input.delegation.level
-	not partner.at_least(input.delegation.level, partner.subscription_min_level)
+	input.target.grant.level
+	not partner.at_least(input.target.grant.level, partner.subscription_min_level)
 }
 
 _partner_member if input.identity.org != ""

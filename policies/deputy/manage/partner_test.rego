@@ -45,22 +45,23 @@ test_partner_actions[note] if {
 
 test_partner_subscriptions[note] if {
 	cases := [
-		{"note": "look subscribes", "delegation": {"mode": "partner", "level": "look"}, "allowed": true, "reason": "ok"},
-		{"note": "full_admin subscribes", "delegation": {"mode": "partner", "level": "full_admin"}, "allowed": true, "reason": "ok"},
-		{"note": "cc is below the minimum", "delegation": {"mode": "partner", "level": "cc"}, "allowed": false, "reason": "level_below_minimum:look"},
-		{"note": "no live grant", "delegation": null, "allowed": false, "reason": "no_live_grant"},
+		{"note": "look subscribes", "grant": {"level": "look"}, "allowed": true, "reason": "ok"},
+		{"note": "full_admin subscribes", "grant": {"level": "full_admin"}, "allowed": true, "reason": "ok"},
+		{"note": "cc is below the minimum", "grant": {"level": "cc"}, "allowed": false, "reason": "level_below_minimum:look"},
+		{"note": "no live grant", "grant": null, "allowed": false, "reason": "no_live_grant"},
+		{"note": "a grant sent outside the target does not count", "delegation": {"mode": "partner", "level": "full_admin"}, "grant": null, "allowed": false, "reason": "no_live_grant"},
 	]
 	some tc in cases
 	note := tc.note
-	base := {"action": "subscription.put", "identity": _partner_user, "target": {"customer": "acme", "kind": "notifications"}}
-	req := object.union(base, {"delegation": tc.delegation})
+	target := {"customer": "acme", "kind": "notifications", "grant": tc.grant}
+	req := {"action": "subscription.put", "identity": _partner_user, "target": object.filter(target, [k | some k, v in target; v != null]), "delegation": object.get(tc, "delegation", null)}
 	d := manage.decision with input as object.filter(req, [k | some k, v in req; v != null])
 	d.allowed == tc.allowed
 	d.reason == tc.reason
 }
 
 test_partner_subscription_minimum_from_data if {
-	req := {"action": "subscription.put", "identity": _partner_user, "target": {"customer": "acme"}, "delegation": {"level": "look"}}
+	req := {"action": "subscription.put", "identity": _partner_user, "target": {"customer": "acme", "grant": {"level": "look"}}}
 	d := manage.decision with input as req with data.deputy.partner.subscription_min_level as "update"
 	not d.allowed
 	d.reason == "level_below_minimum:update"
