@@ -40,9 +40,10 @@ const (
 // MaxTokenSize refuses absurd tokens before any parsing.
 const MaxTokenSize = 16 << 10
 
-// DefaultCacheSize is how many verified tokens are remembered. A caller
-// presents the same token on every request of a page load, so a hit saves
-// the signature check, which dominates verification.
+// DefaultCacheSize is how many verified tokens, and separately how many
+// refused ones, are remembered. A caller presents the same token on every
+// request of a page load, so a hit saves the parse and the signature
+// check, which dominate verification.
 const DefaultCacheSize = 4096
 
 // Verifier implements sidecar.IdentityVerifier for bearer JWTs.
@@ -62,8 +63,7 @@ type Verifier struct {
 
 	refreshMu   sync.Mutex // serialises loads; guards lastMiss and issuer.keys
 	lastMiss    time.Time
-	cacheMu     sync.RWMutex
-	cache       map[string]*cached
+	verdicts    *verdicts
 	stop        context.CancelFunc
 	done        chan struct{}
 	startedOnce sync.Once
@@ -91,11 +91,6 @@ type keyIndex struct {
 	all   []keyEntry
 }
 
-type cached struct {
-	id  *sidecar.Identity
-	exp time.Time
-}
-
 // Option configures a Verifier.
 type Option func(*Verifier, *options)
 
@@ -119,7 +114,8 @@ func WithHTTPClient(c *http.Client) Option {
 // DevIssuerName and audience DevAudience.
 func WithDevIssuer(d *DevIssuer) Option { return func(_ *Verifier, o *options) { o.dev = d } }
 
-// WithCacheSize bounds the verified-token cache; 0 turns it off.
+// WithCacheSize bounds the verified-token and refused-token caches; 0
+// turns them off.
 func WithCacheSize(n int) Option { return func(v *Verifier, _ *options) { v.cacheSize = n } }
 
 // New validates cfg and builds a Verifier. Key set files are read now, so a
@@ -138,12 +134,12 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		clock:      time.Now,
 		logger:     slog.Default(),
 		cacheSize:  DefaultCacheSize,
-		cache:      map[string]*cached{},
 	}
 	var o options
 	for _, opt := range opts {
 		opt(v, &o)
 	}
+	v.verdicts = newVerdicts(v.cacheSize)
 	for _, a := range cfg.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
@@ -294,10 +290,9 @@ func (v *Verifier) rebuildLocked() {
 		}
 	}
 	v.index.Store(idx)
-	// A key that left the set must stop vouching for tokens at once.
-	v.cacheMu.Lock()
-	clear(v.cache)
-	v.cacheMu.Unlock()
+	// A key that left the set must stop vouching for tokens at once;
+	// verdicts are tied to the index too, this only frees them.
+	v.verdicts.purge()
 }
 
 // refreshOnMiss reloads key sets because a token named a kid nobody knows
@@ -353,29 +348,40 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 		return nil, unauthorized(ReasonMalformed, errors.New("empty or oversized token"))
 	}
 	now := v.clock()
-	if v.cacheSize > 0 {
-		v.cacheMu.RLock()
-		c := v.cache[token]
-		v.cacheMu.RUnlock()
-		if c != nil && now.Before(c.exp.Add(v.leeway)) {
-			return c.id, nil
-		}
+	idx := v.index.Load()
+	if id, err, ok := v.verdicts.lookup(token, idx, now, v.leeway); ok {
+		return id, err
+	}
+	id, exp, idx, err := v.verify(ctx, token, idx, now)
+	if v.index.Load() == idx {
+		// Not when the keys changed while verifying: the verdict must
+		// not outlive them.
+		v.verdicts.remember(token, idx, now, id, exp, err)
+	}
+	return id, err
+}
+
+// verify parses and checks token under the key index idx (refreshed on an
+// unknown kid) and returns the identity and its exp, with the index the
+// verdict was reached under.
+func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now time.Time) (*sidecar.Identity, time.Time, *keyIndex, error) {
+	refused := func(reason string, cause error) (*sidecar.Identity, time.Time, *keyIndex, error) {
+		return nil, time.Time{}, idx, unauthorized(reason, cause)
 	}
 	jws, err := jose.ParseSignedCompact(token, v.algs)
 	if err != nil {
 		var algErr *jose.ErrUnexpectedSignatureAlgorithm
 		if errors.As(err, &algErr) && algErr.Got != "" {
-			return nil, unauthorized(ReasonAlgNotAllowed, err)
+			return refused(ReasonAlgNotAllowed, err)
 		}
-		return nil, unauthorized(ReasonMalformed, err)
+		return refused(ReasonMalformed, err)
 	}
 	if len(jws.Signatures) != 1 {
-		return nil, unauthorized(ReasonMalformed, errors.New("want exactly one signature"))
+		return refused(ReasonMalformed, errors.New("want exactly one signature"))
 	}
 	hdr := jws.Signatures[0].Protected
 	alg, kid := hdr.Algorithm, hdr.KeyID
 
-	idx := v.index.Load()
 	var candidates []keyEntry
 	if kid != "" {
 		candidates = idx.byKid[kid]
@@ -385,7 +391,7 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 			candidates = idx.byKid[kid]
 		}
 		if len(candidates) == 0 {
-			return nil, unauthorized(ReasonUnknownKid, errors.New("kid "+kid))
+			return refused(ReasonUnknownKid, errors.New("kid "+kid))
 		}
 	} else {
 		candidates = idx.all
@@ -403,7 +409,7 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 		}
 	}
 	if is == nil {
-		return nil, unauthorized(ReasonBadSignature, nil)
+		return refused(ReasonBadSignature, nil)
 	}
 
 	// Numbers stay as written (json.Number): a numeric id must not be
@@ -412,46 +418,23 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
 	if err := dec.Decode(&claims); err != nil || claims == nil || dec.More() {
-		return nil, unauthorized(ReasonMalformed, errors.New("claims are not a JSON object"))
+		return refused(ReasonMalformed, errors.New("claims are not a JSON object"))
 	}
 	exp, err := v.checkClaims(claims, is, now)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, idx, err
 	}
 	id, err := is.claims.identity(claims)
 	if err != nil {
-		return nil, unauthorized(ReasonMalformed, err)
+		return refused(ReasonMalformed, err)
 	}
 	if id.Subject == "" {
-		return nil, unauthorized(ReasonMissingSub, nil)
+		return refused(ReasonMissingSub, nil)
 	}
 	id.Issuer = is.name
 	id.ExpiresAt = exp
 	id.Claims = claims
-	if v.cacheSize > 0 {
-		v.remember(idx, token, id, exp)
-	}
-	return id, nil
-}
-
-func (v *Verifier) remember(idx *keyIndex, token string, id *sidecar.Identity, exp time.Time) {
-	v.cacheMu.Lock()
-	defer v.cacheMu.Unlock()
-	if v.index.Load() != idx {
-		return // the keys changed while verifying: do not outlive them
-	}
-	if len(v.cache) >= v.cacheSize {
-		// Drop an arbitrary half: cheap, bounded, and good enough for a
-		// cache whose entries expire within the hour anyway.
-		n := 0
-		for k := range v.cache {
-			delete(v.cache, k)
-			if n++; n >= v.cacheSize/2+1 {
-				break
-			}
-		}
-	}
-	v.cache[token] = &cached{id: id, exp: exp}
+	return id, exp, idx, nil
 }
 
 func (v *Verifier) checkClaims(claims map[string]any, is *issuer, now time.Time) (time.Time, error) {

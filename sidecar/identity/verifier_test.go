@@ -257,19 +257,131 @@ func TestVerify(t *testing.T) {
 	v := newFileVerifier(t, newClock(now))
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := v.Verify(context.Background(), tc.req)
-			if got := reasonOf(t, err); got != tc.reason {
-				t.Fatalf("reason = %q (%v), want %q", got, err, tc.reason)
-			}
-			switch {
-			case tc.reason != "" && id != nil:
-				t.Fatalf("refused token still produced identity %+v", id)
-			case tc.none && id != nil:
-				t.Fatalf("no credentials produced identity %+v", id)
-			case tc.subject != "" && (id == nil || id.Subject != tc.subject):
-				t.Fatalf("identity = %+v, want subject %q", id, tc.subject)
+			// The second presentation is answered from what the verifier
+			// remembers of the first: it must give the same verdict.
+			for _, use := range []string{"first use", "second use"} {
+				id, err := v.Verify(context.Background(), tc.req)
+				if got := reasonOf(t, err); got != tc.reason {
+					t.Fatalf("%s: reason = %q (%v), want %q", use, got, err, tc.reason)
+				}
+				switch {
+				case tc.reason != "" && id != nil:
+					t.Fatalf("%s: refused token still produced identity %+v", use, id)
+				case tc.none && id != nil:
+					t.Fatalf("%s: no credentials produced identity %+v", use, id)
+				case tc.subject != "" && (id == nil || id.Subject != tc.subject):
+					t.Fatalf("%s: identity = %+v, want subject %q", use, id, tc.subject)
+				}
 			}
 		})
+	}
+}
+
+// TestRememberedVerdictsFollowClockAndKeys pins what the verifier may
+// remember of a token: a refusal that time or a key set change can lift
+// is judged again, an identity never outlives its exp, and a token that
+// differs from a remembered one in any byte is judged on its own.
+func TestRememberedVerdictsFollowClockAndKeys(t *testing.T) {
+	_, ek, _, other := keys(t)
+	clock := newClock(epoch)
+	path := writeFile(t, "jwks.json", jwks(ek))
+	v, err := identity.New(identity.Config{
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: path}},
+		Audiences: []string{testAudience},
+	}, identity.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := goodClaims(epoch)
+	valid := sign(t, ek, ek.kid, good)
+	head, _, _ := strings.Cut(valid, ".")
+	_, payload, _ := strings.Cut(valid, ".")
+	payload, _, _ = strings.Cut(payload, ".")
+	resigned := strings.Split(sign(t, other, ek.kid, good), ".")[2]
+	// Valid 20s on, within the time a refusal may be remembered.
+	notYet := sign(t, ek, ek.kid, with(good, "nbf", epoch.Add(identity.DefaultLeeway+15*time.Second).Unix()))
+	futureIat := sign(t, ek, ek.kid, with(good, "iat", epoch.Add(identity.DefaultLeeway+15*time.Second).Unix()))
+	otherKeyUnderKnownKid := sign(t, other, "rotating", good)
+	rotating := other
+	rotating.kid = "rotating"
+
+	steps := []struct {
+		name   string
+		do     func()
+		token  string
+		reason string
+	}{
+		{name: "valid token accepted", token: valid},
+		{name: "same header and payload, another signature", token: head + "." + payload + "." + resigned, reason: identity.ReasonBadSignature},
+		{name: "valid token with its signature cut short", token: valid[:len(valid)-2], reason: identity.ReasonBadSignature},
+		{name: "valid token still accepted", token: valid},
+		{name: "nbf in the future", token: notYet, reason: identity.ReasonNotYetValid},
+		{name: "iat in the future", token: futureIat, reason: identity.ReasonNotYetValid},
+		{name: "nbf reached", do: func() { clock.Add(20 * time.Second) }, token: notYet},
+		{name: "iat reached", token: futureIat},
+		{name: "key not in the set", do: func() {
+			writeKeys(t, path, ek, jose.JSONWebKey{Key: other.key.Public(), KeyID: "rotating-old", Algorithm: "ES256"})
+		},
+			token: otherKeyUnderKnownKid, reason: identity.ReasonUnknownKid},
+		{name: "kid known, key differs", do: func() {
+			writeKeys(t, path, ek, jose.JSONWebKey{Key: ek.key.Public(), KeyID: "rotating", Algorithm: "ES256"})
+			v.Refresh(context.Background())
+		}, token: otherKeyUnderKnownKid, reason: identity.ReasonBadSignature},
+		{name: "key set now vouches for it", do: func() {
+			writeKeys(t, path, ek, rotating.public())
+			v.Refresh(context.Background())
+		}, token: otherKeyUnderKnownKid},
+		{name: "key set drops it again", do: func() {
+			writeKeys(t, path, ek, jose.JSONWebKey{Key: ek.key.Public(), KeyID: "rotating", Algorithm: "ES256"})
+			v.Refresh(context.Background())
+		}, token: otherKeyUnderKnownKid, reason: identity.ReasonBadSignature},
+		{name: "remembered identity expires", do: func() { clock.Set(epoch.Add(time.Hour + time.Minute)) }, token: valid, reason: identity.ReasonExpired},
+		{name: "expired stays expired", token: valid, reason: identity.ReasonExpired},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.do != nil {
+				st.do()
+			}
+			for _, use := range []string{"first use", "second use"} {
+				id, err := v.Verify(context.Background(), bearer(st.token))
+				if got := reasonOf(t, err); got != st.reason {
+					t.Fatalf("%s: reason = %q (%v), want %q", use, got, err, st.reason)
+				}
+				if (st.reason == "") != (id != nil) {
+					t.Fatalf("%s: identity %+v with reason %q", use, id, st.reason)
+				}
+			}
+		})
+	}
+}
+
+// foreignToken is the bearer token of the OPA-Envoy-style JWT policy in
+// cmd/deputy-bench/testdata (HS256 with the secret "secret").
+const foreignToken = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhZG1pbiIsIm5iZiI6MTcwMDAwMDAwMCwiZXhwIjo0MTAyNDQ0ODAwfQ.TrF5ADf7ZyqCe2Ul1gK8J2ETziNZD5E_qx3kp5Xybpw"
+
+// TestForeignTokenRefusedEveryTime is the OPA-Envoy-style bearer token a
+// policy verifies itself (HS256, a shared secret): never Deputy's to
+// accept, however often it comes.
+func TestForeignTokenRefusedEveryTime(t *testing.T) {
+	v := newFileVerifier(t, newClock(epoch))
+	for i := range 3 {
+		id, err := v.Verify(context.Background(), bearer(foreignToken))
+		if got := reasonOf(t, err); got != identity.ReasonAlgNotAllowed || id != nil {
+			t.Fatalf("use %d: identity %+v, reason %q, want %q", i+1, id, got, identity.ReasonAlgNotAllowed)
+		}
+	}
+}
+
+// writeKeys replaces the key set file at path.
+func writeKeys(t *testing.T, path string, ek testKey, extra jose.JSONWebKey) {
+	t.Helper()
+	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{ek.public(), extra}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -610,21 +722,27 @@ func FuzzVerifyToken(f *testing.F) {
 func BenchmarkVerify(b *testing.B) {
 	rk, ek, _, _ := keys(b)
 	for _, bc := range []struct {
-		name  string
-		key   testKey
-		cache int
+		name    string
+		key     testKey
+		cache   int
+		foreign bool // an HS256 token of another issuer: refused
 	}{
-		{"ES256/cached", ek, identity.DefaultCacheSize},
-		{"ES256/uncached", ek, 0},
-		{"RS256/uncached", rk, 0},
+		{"ES256/cached", ek, identity.DefaultCacheSize, false},
+		{"ES256/uncached", ek, 0, false},
+		{"RS256/uncached", rk, 0, false},
+		{"foreign/cached", ek, identity.DefaultCacheSize, true},
+		{"foreign/uncached", ek, 0, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			v := newFileVerifier(b, newClock(epoch), identity.WithCacheSize(bc.cache))
 			req := bearer(sign(b, bc.key, bc.key.kid, goodClaims(epoch)))
+			if bc.foreign {
+				req = bearer(foreignToken)
+			}
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := v.Verify(ctx, req); err != nil {
+				if _, err := v.Verify(ctx, req); (err != nil) != bc.foreign {
 					b.Fatal(err)
 				}
 			}

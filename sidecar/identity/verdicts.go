@@ -1,0 +1,112 @@
+package identity
+
+import (
+	"crypto/sha256"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// RefusalTTL is how long a refused token is remembered. Only refusals
+// that neither time nor a key set change can lift are remembered, so the
+// bound is on memory, not on correctness.
+const RefusalTTL = time.Minute
+
+// tokenHash names a refused token: its SHA-256 keeps each entry small
+// however large the junk a client sends, while no other token can be made
+// to share it.
+type tokenHash [sha256.Size]byte
+
+func hashToken(token string) tokenHash {
+	// Tokens of ordinary size are copied to the stack, not the heap.
+	var buf [1024]byte
+	return sha256.Sum256(append(buf[:0], token...))
+}
+
+// verdicts remembers what the verifier concluded about recently presented
+// tokens, so that a repeated token costs a lookup instead of a parse and
+// a signature check. Each verdict holds only under the key set it was
+// reached with: a refresh that changes the keys makes every earlier
+// verdict void. Proven identities and refusals live in separate LRUs so
+// that a flood of junk tokens cannot evict the identities. Identities are
+// keyed by the token itself (it is only stored once its signature
+// verified), refusals by its hash.
+type verdicts struct {
+	ids      *lru.Cache[string, proven]
+	refusals *lru.Cache[tokenHash, refusal]
+}
+
+// proven is a verified token's identity; it is served only while now is
+// before exp plus leeway.
+type proven struct {
+	id   *sidecar.Identity
+	exp  time.Time
+	keys *keyIndex
+}
+
+// refusal is a refused token's error, served until the given time.
+type refusal struct {
+	err   error
+	until time.Time
+	keys  *keyIndex
+}
+
+// newVerdicts bounds each cache to size entries; 0 turns both off.
+func newVerdicts(size int) *verdicts {
+	if size <= 0 {
+		return nil
+	}
+	ids, _ := lru.New[string, proven](size)
+	refusals, _ := lru.New[tokenHash, refusal](size)
+	return &verdicts{ids: ids, refusals: refusals}
+}
+
+// lookup returns the remembered verdict on a token, if one still holds
+// under keys at now: an identity (err nil) or a refusal (id nil).
+func (c *verdicts) lookup(token string, keys *keyIndex, now time.Time, leeway time.Duration) (id *sidecar.Identity, err error, ok bool) {
+	if c == nil {
+		return nil, nil, false
+	}
+	// Peek, not Get: lookups share a read lock, and for entries that
+	// expire with their token within the hour, eviction by insertion
+	// order serves as well as by use.
+	if p, hit := c.ids.Peek(token); hit && p.keys == keys && now.Before(p.exp.Add(leeway)) {
+		return p.id, nil, true
+	}
+	if r, hit := c.refusals.Get(hashToken(token)); hit && r.keys == keys && now.Before(r.until) {
+		return nil, r.err, true
+	}
+	return nil, nil, false
+}
+
+// remember records a verdict reached under keys.
+func (c *verdicts) remember(token string, keys *keyIndex, now time.Time, id *sidecar.Identity, exp time.Time, err error) {
+	if c == nil {
+		return
+	}
+	if err == nil {
+		c.ids.Add(token, proven{id: id, exp: exp, keys: keys})
+		return
+	}
+	if sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED {
+		return // not a judgement on the token
+	}
+	switch sidecar.ErrorReason(err) {
+	case ReasonNotYetValid, ReasonUnknownKid:
+		// Time lifts the first; the second must reach refreshOnMiss
+		// again once its rate bound has passed.
+		return
+	}
+	c.refusals.Add(hashToken(token), refusal{err: err, until: now.Add(RefusalTTL), keys: keys})
+}
+
+// purge forgets every verdict: the key set changed.
+func (c *verdicts) purge() {
+	if c == nil {
+		return
+	}
+	c.ids.Purge()
+	c.refusals.Purge()
+}
