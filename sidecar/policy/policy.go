@@ -6,6 +6,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/cache"
@@ -69,6 +71,7 @@ type Activation struct {
 	data        map[string]any
 	builtins    cache.InterQueryValueCache
 	constant    map[string]Result // queries no rule can answer: their value from data alone
+	root        ast.Value         // the store's base data as OPA reads data: see baseCache
 }
 
 // InputNeeds returns what part of input the query can read.
@@ -168,6 +171,10 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		}
 	}
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	root, err := baseRoot(ctx, store)
+	if err != nil {
+		return nil, sidecar.Invalid("policies", "data: %v", err)
+	}
 	a := &Activation{
 		Revision:    set.Revision,
 		Source:      set.Source,
@@ -177,6 +184,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		needs:       make(map[string]*InputNeeds, len(e.queries)+1),
 		data:        data,
 		builtins:    e.builtinsNoJWT,
+		root:        root,
 	}
 	if jwtCacheSafe(comp) {
 		a.builtins = e.builtins
@@ -203,6 +211,25 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		}
 	}
 	return a, nil
+}
+
+// baseRoot reads the whole base data of store as OPA reads the root
+// document: an AST value, without data.system.
+func baseRoot(ctx context.Context, store storage.Store) (ast.Value, error) {
+	v, err := storage.ReadOne(ctx, store, storage.RootPath)
+	if err != nil {
+		return nil, err
+	}
+	root, ok := v.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("base data is %T, not an object", v)
+	}
+	return root.Map(func(k, v *ast.Term) (*ast.Term, *ast.Term, error) {
+		if ast.SystemDocumentKey.Equal(k.Value) {
+			return nil, nil, nil
+		}
+		return k, v, nil
+	})
 }
 
 // noRules reports whether query is a plain reference into data that no
@@ -277,6 +304,7 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 		return Result{Revision: a.Revision}, sidecar.Errorf(sidecar.EINTERNAL, "query %q is not prepared", query)
 	}
 	vc, bc := getVirtualCache(), getBaseCache()
+	bc.root = a.root
 	defer vc.release()
 	defer bc.release()
 	// OPA would start a goroutine per evaluation to watch ctx; a callback

@@ -101,7 +101,14 @@ func (c *virtualCache) Keys() []ast.Ref {
 // baseCache is topdown.BaseCache (data read from the store during one
 // evaluation), pooled. As OPA's, a lookup is answered by the shortest
 // cached prefix of the reference.
+//
+// root is the activation's whole base data (less data.system, as OPA
+// reads the root): an activation's store never changes, so every read
+// below it is answered from the tree already in memory, as a warm cache
+// would answer it, instead of a store read that builds a storage path
+// and a term per key (some five allocations per rule that reads data).
 type baseCache struct {
+	root    ast.Value
 	entries map[int][]baseEntry
 }
 
@@ -117,12 +124,21 @@ var baseCaches = sync.Pool{New: func() any { return &baseCache{entries: map[int]
 func getBaseCache() *baseCache { return baseCaches.Get().(*baseCache) }
 
 func (c *baseCache) release() {
+	c.root = nil
 	clear(c.entries)
 	baseCaches.Put(c)
 }
 
 // Get returns the value at ref, found under the shortest cached prefix.
 func (c *baseCache) Get(ref ast.Ref) ast.Value {
+	if c.root != nil && len(ref) > 0 && ref[0].Equal(ast.DefaultRootDocument) {
+		if len(ref) == 1 {
+			return c.root
+		}
+		if v, err := c.root.Find(ref[1:]); err == nil {
+			return v
+		}
+	}
 	for i := 1; i <= len(ref); i++ {
 		prefix := ref[:i]
 		for _, e := range c.entries[prefix.Hash()] {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
 func TestVirtualCacheContract(t *testing.T) {
@@ -119,5 +121,56 @@ func TestPooledBaseCacheAcrossActivations(t *testing.T) {
 				t.Fatalf("activation %d read %v (%v)", i, r.Value, err)
 			}
 		}
+	}
+}
+
+// Reads of base data answered from the activation's root must equal what
+// OPA reads from its store: every path, missing ones, the root itself
+// (which OPA reads without data.system) and data.system below it.
+func TestBaseRootReadsAsStore(t *testing.T) {
+	src := `package t
+
+cfg := data.cfg
+value := data.cfg.nested.value
+item := data.cfg.list[1]
+missing := data.cfg.nested.absent
+sys := data.system.k
+dynamic := data.cfg.nested[input.key]
+`
+	data := map[string]any{
+		"cfg":    map[string]any{"nested": map[string]any{"value": "v", "other": 2}, "list": []any{"a", "b"}},
+		"system": map[string]any{"k": 1},
+	}
+	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	queries := []string{"data.t.cfg", "data.t.value", "data.t.item", "data.t.missing", "data.t.sys", "data.t.dynamic", "data", "data.system"}
+	e := New(WithQueries(queries...), WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &Set{Modules: map[string]*ast.Module{"t.rego": mod}, Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	input := ast.MustParseTerm(`{"key": "other"}`).Value
+	for _, q := range queries {
+		t.Run(q, func(t *testing.T) {
+			want, err := rego.New(rego.Query(q), rego.Module("t.rego", src), rego.Store(inmem.NewFromObject(data)), rego.ParsedInput(input)).Eval(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.Eval(context.Background(), q, input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(want) == 0 {
+				if got.Defined() {
+					t.Fatalf("got %v, OPA's store read leaves it undefined", got.Value)
+				}
+				return
+			}
+			w, err := ast.InterfaceToValue(want[0].Expressions[0].Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Defined() || got.Value.Value.Compare(w) != 0 {
+				t.Fatalf("got %v, OPA's store read gives %v", got.Value, w)
+			}
+		})
 	}
 }
