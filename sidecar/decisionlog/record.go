@@ -2,6 +2,7 @@ package decisionlog
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -129,9 +130,9 @@ func plainInput(in any) (any, error) {
 	case nil:
 		return nil, nil
 	case ast.Value:
-		return ast.JSON(v)
+		return plainValue(v)
 	case *ast.Term:
-		return ast.JSON(v.Value)
+		return plainValue(v.Value)
 	}
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -141,6 +142,45 @@ func plainInput(in any) (any, error) {
 	err = json.Unmarshal(b, &out)
 	return out, err
 }
+
+// plainValue is ast.JSON without its walk over each object's keys in
+// sorted order, which sorts (and keeps) every object's keys on first
+// use: the record encoder sorts map keys itself. Anything but objects and
+// arrays with string keys throughout is left to ast.JSON.
+func plainValue(v ast.Value) (any, error) {
+	switch x := v.(type) {
+	case ast.String:
+		return string(x), nil
+	case ast.Object:
+		out := make(map[string]any, x.Len())
+		var err error
+		x.Foreach(func(k, val *ast.Term) {
+			ks, ok := k.Value.(ast.String)
+			if err != nil || !ok {
+				err = errNotPlain
+				return
+			}
+			out[string(ks)], err = plainValue(val.Value)
+		})
+		if err != nil {
+			return ast.JSON(v)
+		}
+		return out, nil
+	case *ast.Array:
+		out := make([]any, x.Len())
+		for i := range out {
+			var err error
+			if out[i], err = plainValue(x.Elem(i).Value); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return ast.JSON(v)
+}
+
+// errNotPlain sends an object with a key that is not a string to ast.JSON.
+var errNotPlain = errors.New("object key is not a string")
 
 // encode is the record's JSON, byte for byte what encoding/json.Marshal
 // writes for it, built by appending into a pooled buffer instead of by

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // randomString mixes what string escaping must get right: quotes,
@@ -201,5 +204,36 @@ func benchRecord() *Record {
 			"deputy":      map[string]any{"dry_run": false},
 		},
 		Erased: []string{"/input/attributes/request/http/headers/cookie"},
+	}
+}
+
+// plainValue must give what ast.JSON gives, whatever the input holds.
+func TestPlainValueMatchesASTJSON(t *testing.T) {
+	for _, src := range []string{
+		`{"attributes": {"request": {"http": {"headers": {"authorization": "Bearer x", ":path": "/a?access_token=1"}}}}, "n": 1.50, "ok": true, "nil": null}`,
+		`{"list": [1, "two", {"three": [3]}, [], {}], "set": {"b", "a", 3}}`,
+		`{"nested": {1: "number key", "s": "string key"}, "after": {"x": 1}}`,
+		`{[1, 2]: "array key"}`,
+		`[{"a": {"b": {}}}, "x", 10000000000000000000000000001]`,
+		`"just a string"`,
+		`{}`,
+	} {
+		t.Run(src, func(t *testing.T) {
+			v := ast.MustParseTerm(src).Value
+			want, err := ast.JSON(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := plainValue(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("plainValue = %#v\nast.JSON   = %#v", got, want)
+			}
+		})
+	}
+	if _, err := plainValue(ast.MustParseTerm(`{"a": x}`).Value); err == nil {
+		t.Fatal("a variable in the input was converted, want an error as ast.JSON gives")
 	}
 }
