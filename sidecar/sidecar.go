@@ -58,6 +58,12 @@ type Delegation struct {
 	Reason      string    `json:"reason,omitempty"`
 	Ticket      string    `json:"ticket,omitempty"`
 	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+	// SubjectProtected and SubjectRoles say, for impersonation, what the
+	// customer's account is as of this request: protected by its profile
+	// or known as staff, and the roles its profile carries. Policy refuses
+	// a protected subject, and one holding a role in its protected_roles.
+	SubjectProtected bool     `json:"subject_protected,omitempty"`
+	SubjectRoles     []string `json:"subject_roles,omitempty"`
 	// Attributes are extra facts a resolver found (e.g. resources shared
 	// with a cc-level partner); they reach policy unchanged.
 	Attributes map[string]any `json:"attributes,omitempty"`

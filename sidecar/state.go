@@ -76,6 +76,7 @@ type Customer struct {
 	Protected        bool      `json:"protected,omitempty"`   // cannot be impersonated (e.g. staff accounts)
 	Roles            []string  `json:"roles,omitempty"`       // as the storefront syncs them; policy's protected_roles apply
 	UpdatedAt        time.Time `json:"updated_at,omitzero"`
+	UpdatedBy        string    `json:"updated_by,omitempty"` // who synced it
 }
 
 // AllowsStoreView reports whether the customer may be impersonated in view.
@@ -92,6 +93,33 @@ func (c *Customer) AllowsStoreView(view string) bool {
 		}
 	}
 	return false
+}
+
+// Protection is policy data's protected_roles and protected_customers:
+// the accounts, beyond those whose profile says so and those known as
+// staff, that cannot be impersonated.
+type Protection struct {
+	Roles     []string
+	Customers []string
+}
+
+// Protects reports whether c cannot be impersonated: its profile says so,
+// it holds a protected role, it is listed, or its subject acted as staff.
+// A missing profile is protected only by the list and the staff mark.
+func (p Protection) Protects(id string, c *Customer, staff bool) bool {
+	if staff || slices.Contains(p.Customers, id) {
+		return true
+	}
+	return c != nil && (c.Protected || slices.ContainsFunc(c.Roles, func(r string) bool { return slices.Contains(p.Roles, r) }))
+}
+
+// CustomerState is what every impersonated check must know of the
+// customer acted as, read together in one store round trip: whether they
+// still consent, and what makes their account protected.
+type CustomerState struct {
+	Customer *Customer // nil: no profile
+	Consent  *Consent  // nil: never given, or past its expiry
+	Staff    bool      // the customer's subject acted as staff
 }
 
 // Consent is a customer's "allow remote shopping assistance" setting.
@@ -126,6 +154,9 @@ const (
 	EndConsentWithdrawn = "consent_withdrawn"
 	EndConsentExpired   = "consent_expired"
 	EndRevoked          = "revoked"
+	// EndCustomerProtected: the customer's account became protected (its
+	// profile, a protected role, or its subject acting as staff).
+	EndCustomerProtected = "customer_protected"
 )
 
 // Session is one impersonation session. The cookie token is never stored:
@@ -212,9 +243,7 @@ func (st *SessionStart) Check(now time.Time, c *Customer, consent *Consent, staf
 		return Invalid("code_hash", "redeem code hash is required")
 	case c == nil:
 		return &Error{Code: ENOTFOUND, Field: "customer_id", Message: "customer not found"}
-	case c.Protected || staff || slices.Contains(st.ProtectedCustomers, c.ID) || slices.ContainsFunc(c.Roles, func(r string) bool {
-		return slices.Contains(st.ProtectedRoles, r)
-	}):
+	case Protection{Roles: st.ProtectedRoles, Customers: st.ProtectedCustomers}.Protects(c.ID, c, staff):
 		return Errorf(EFORBIDDEN, "customer_protected")
 	case !consent.Granted(now):
 		return Errorf(EFORBIDDEN, "consent_required")
@@ -444,12 +473,20 @@ type StreamFilter struct {
 
 // CustomerStore keeps customer profiles.
 type CustomerStore interface {
-	PutCustomer(ctx context.Context, c *Customer) error
+	// PutCustomer upserts the profile and, in the same atomic step, ends
+	// (EndCustomerProtected, by c.UpdatedBy) the customer's live sessions
+	// when p protects the profile as written; it returns those sessions.
+	PutCustomer(ctx context.Context, c *Customer, p Protection) ([]Session, error)
 	GetCustomer(ctx context.Context, id string) (*Customer, error)
 	DeleteCustomer(ctx context.Context, id string) error
-	// MarkStaff records that subject acted as staff; a subject so marked
-	// can never be impersonated (SessionStart.Check).
-	MarkStaff(ctx context.Context, subject string) error
+	// MarkStaff records that subject acted as staff, so it can never be
+	// impersonated (SessionStart.Check), and in the same atomic step ends
+	// (EndCustomerProtected, by SweepActor) the live sessions that
+	// impersonate it; it returns those sessions.
+	MarkStaff(ctx context.Context, subject string) ([]Session, error)
+	// GetCustomerState reads the profile, consent and staff mark of the
+	// customer in one round trip: the check path's view.
+	GetCustomerState(ctx context.Context, customer string) (*CustomerState, error)
 }
 
 // ConsentStore keeps each customer's consent and its history.

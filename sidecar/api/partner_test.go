@@ -154,7 +154,7 @@ func newPartnerAPI(t *testing.T, b partnerBackend) *partnerAPI {
 	)
 	// paul is a known member of partnerco; mallory is not.
 	for _, c := range []*sidecar.Customer{{ID: "paul", Org: "partnerco"}, {ID: "mallory", Org: "otherco"}} {
-		if err := p.store.PutCustomer(context.Background(), c); err != nil {
+		if _, err := p.store.PutCustomer(context.Background(), c, sidecar.Protection{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -163,7 +163,7 @@ func BenchmarkCheckDelegated(b *testing.B) {
 	b.Run("impersonation", func(b *testing.B) {
 		store := memory.New()
 		token := "benchmark-session-token-0123456789abcdef"
-		if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9", Name: "Zoë Customer", DefaultStoreView: "en"}); err != nil {
+		if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9", Name: "Zoë Customer", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 			b.Fatal(err)
 		}
 		if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1",

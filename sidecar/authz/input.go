@@ -34,7 +34,7 @@ var internedKeys = func() map[string]*ast.Term {
 		"segments", "methods", "sole_method", "lower_path", "lower_segments", "route", "route_segments",
 		"sub", "name", "email", "roles", "privileges", "org", "domain", "iss", "exp", "claims",
 		"mode", "actor", "actor_name", "actor_org", "subject", "subject_name", "level", "scope",
-		"store_view", "reason", "ticket", "expires_at", "revision", "dry_run", "stripped_headers",
+		"store_view", "reason", "ticket", "expires_at", "subject_protected", "subject_roles", "revision", "dry_run", "stripped_headers",
 		// Headers Envoy and browsers send on almost every request.
 		":authority", ":method", ":path", ":scheme", "accept", "accept-encoding", "accept-language",
 		"authorization", "cache-control", "content-length", "content-type", "cookie", "host",

@@ -606,6 +606,12 @@ func delegationToAST(d *sidecar.Delegation, need *policy.InputNeeds) ast.Value {
 	if !d.ExpiresAt.IsZero() && need.Child("expires_at") != nil {
 		obj.Insert(keyTerm("expires_at"), ast.StringTerm(d.ExpiresAt.UTC().Format(time.RFC3339)))
 	}
+	if d.SubjectProtected && need.Child("subject_protected") != nil {
+		obj.Insert(keyTerm("subject_protected"), ast.InternedTerm(true))
+	}
+	if len(d.SubjectRoles) > 0 && need.Child("subject_roles") != nil {
+		obj.Insert(keyTerm("subject_roles"), stringsTerm(d.SubjectRoles))
+	}
 	if n := need.Child("attributes"); len(d.Attributes) > 0 && n != nil {
 		if attrs := attributesToAST(d.Attributes, n); attrs.Len() > 0 {
 			obj.Insert(keyTerm("attributes"), ast.NewTerm(attrs))

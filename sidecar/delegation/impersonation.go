@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/deputyhq/deputy/sidecar"
 )
 
@@ -37,7 +39,14 @@ type Impersonation struct {
 	cfg    ImpersonationConfig
 	clock  sidecar.Clock
 	logger *slog.Logger
+	// staffSeen remembers the subjects recorded as staff by this process,
+	// so a staff action costs a store write once, not every time.
+	staffSeen *lru.Cache[string, struct{}]
 }
+
+// staffSeenSize bounds the subjects remembered as recorded; one forgotten
+// is written again (an idempotent write) on its next staff action.
+const staffSeenSize = 10_000
 
 // ImpersonationOption configures Impersonation.
 type ImpersonationOption func(*Impersonation)
@@ -61,6 +70,7 @@ func WithImpersonationLogger(l *slog.Logger) ImpersonationOption {
 // the active policy data.
 func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption) *Impersonation {
 	i := &Impersonation{store: store, data: data, clock: time.Now, logger: slog.Default()}
+	i.staffSeen, _ = lru.New[string, struct{}](staffSeenSize) // fails only for a size below 1
 	for _, o := range opts {
 		o(i)
 	}
@@ -141,12 +151,55 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 			return err
 		}
 	}
-	c.UpdatedAt = i.clock()
-	if err := i.store.PutCustomer(ctx, c); err != nil {
+	sw, err := i.Switches()
+	if err != nil {
+		return err
+	}
+	c.UpdatedAt, c.UpdatedBy = i.clock(), by.Subject
+	// A profile that is protected as written ends the customer's live
+	// sessions in the same atomic step that stores it.
+	ended, err := i.store.PutCustomer(ctx, c, protection(sw))
+	if err != nil {
 		return err
 	}
 	i.audit(ctx, by, "customer.put", c.ID, c.ID, nil)
+	for k := range ended {
+		i.ended(ctx, by, &ended[k])
+	}
 	return nil
+}
+
+// protection is what policy data protects beyond profiles and staff.
+func protection(sw Switches) sidecar.Protection {
+	return sidecar.Protection{Roles: sw.ProtectedRoles, Customers: sw.ProtectedCustomers}
+}
+
+// RecordStaff records that subject acted with a staff permission, so its
+// own account can never be impersonated and the sessions impersonating it
+// end (sidecar.EndCustomerProtected, by Deputy). Each subject is written
+// once per process: the management API calls this on every staff action.
+// A failed write is logged and tried again on the subject's next action.
+func (i *Impersonation) RecordStaff(ctx context.Context, subject string) {
+	if subject == "" {
+		return
+	}
+	if seen, _ := i.staffSeen.ContainsOrAdd(subject, struct{}{}); seen {
+		return
+	}
+	if err := i.markStaff(ctx, subject); err != nil {
+		i.staffSeen.Remove(subject)
+		i.logger.Warn("staff subject not recorded", "subject", subject, "error", err)
+	}
+}
+
+// markStaff records subject as staff and reports the sessions it ended.
+func (i *Impersonation) markStaff(ctx context.Context, subject string) error {
+	ended, err := i.store.MarkStaff(ctx, subject)
+	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
+	for k := range ended {
+		i.ended(ctx, deputy, &ended[k])
+	}
+	return err
 }
 
 // GetCustomer returns a profile.
@@ -262,17 +315,14 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 
 func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req StartRequest, authorize Authorize, sw Switches) (*Started, error) {
 	now := i.clock()
-	cust, err := i.store.GetCustomer(ctx, req.Customer)
-	if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+	cs, err := i.store.GetCustomerState(ctx, req.Customer)
+	if err != nil {
 		return nil, err
 	}
-	consent, err := i.store.GetConsent(ctx, req.Customer)
-	if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
-		return nil, err
-	}
+	cust, consent := cs.Customer, cs.Consent
 	target := map[string]any{
 		"customer_id": req.Customer,
-		"customer":    customerFacts(req.Customer, cust),
+		"customer":    customerFacts(req.Customer, cust, cs.Staff),
 		"consent":     map[string]any{"live": consent.Granted(now)},
 		"store_view":  req.StoreView,
 		"reason":      req.Reason,
@@ -286,8 +336,12 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 	}
 	// Policy let this subject start a session, so it is staff: from now on
 	// its own customer account (same subject) cannot be impersonated.
-	if err := i.store.MarkStaff(ctx, staff.Subject); err != nil {
-		return nil, err
+	// Written once per process, as RecordStaff does.
+	if !i.staffSeen.Contains(staff.Subject) {
+		if err := i.markStaff(ctx, staff.Subject); err != nil {
+			return nil, err
+		}
+		i.staffSeen.Add(staff.Subject, struct{}{})
 	}
 	view := req.StoreView
 	if view == "" {
@@ -349,7 +403,9 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 	return &Started{Session: s, Code: code, CodeUntil: until, Replaced: replaced}, nil
 }
 
-func customerFacts(id string, c *sidecar.Customer) map[string]any {
+// customerFacts is the profile as the manage policy judges it; a subject
+// known as staff reads as protected.
+func customerFacts(id string, c *sidecar.Customer, staff bool) map[string]any {
 	if c == nil {
 		return map[string]any{"id": id, "exists": false}
 	}
@@ -369,7 +425,7 @@ func customerFacts(id string, c *sidecar.Customer) map[string]any {
 	return map[string]any{
 		"id":                 c.ID,
 		"exists":             true,
-		"protected":          c.Protected,
+		"protected":          c.Protected || staff,
 		"roles":              roles,
 		"org":                c.Org,
 		"store_views":        views,

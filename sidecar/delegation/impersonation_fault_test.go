@@ -80,7 +80,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 		w.setup = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 		w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 		for _, c := range []string{"c1", "c2"} {
-			if err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}); err != nil {
+			if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 				t.Fatal(err)
 			}
 			w.consent(t, c, true)

@@ -24,7 +24,7 @@ func TestSweepEmitsEventsOnce(t *testing.T) {
 	}
 	lc := replicas[0]
 	for _, c := range []string{"c1", "c2"} {
-		if err := store.PutCustomer(ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}); err != nil {
+		if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 			t.Fatal(err)
 		}
 	}

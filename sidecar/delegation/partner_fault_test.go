@@ -53,7 +53,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 		w.lc = delegation.NewPartners(cut, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
 		w.resellers = delegation.NewResellers(cut, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
 		w.direct2 = delegation.NewResellers(w.direct, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
-		if err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "paul", Org: "partnerco"}); err != nil {
+		if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "paul", Org: "partnerco"}, sidecar.Protection{}); err != nil {
 			t.Fatal(err)
 		}
 		return w

@@ -109,7 +109,7 @@ func newPartnerEnv(t *testing.T, ps partnerStore) *partnerEnv {
 		}))
 	// paul is a known member of partnerco; mallory belongs elsewhere.
 	for _, c := range []*sidecar.Customer{{ID: "paul", Org: "partnerco"}, {ID: "mallory", Org: "otherco"}} {
-		if err := env.store.PutCustomer(context.Background(), c); err != nil {
+		if _, err := env.store.PutCustomer(context.Background(), c, sidecar.Protection{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -113,7 +113,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 			}
 			a, b := replica(), replica()
 			lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
-			if err := a.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
+			if _, err := a.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 				t.Fatal(err)
 			}
 			customer := &sidecar.Identity{Subject: "c42"}

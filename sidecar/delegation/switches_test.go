@@ -118,7 +118,7 @@ func TestStartNeedsSwitchesInPolicyData(t *testing.T) {
 			store := memory.New()
 			t.Cleanup(func() { _ = store.Close() })
 			staff := &sidecar.Identity{Subject: "sam"}
-			if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-1", Name: "C"}); err != nil {
+			if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-1", Name: "C"}, sidecar.Protection{}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := store.SetConsent(ctx, &sidecar.Consent{Customer: "cust-1", Allowed: true, SetBy: "cust-1", SetAt: time.Now()}); err != nil {

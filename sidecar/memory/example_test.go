@@ -18,7 +18,7 @@ func Example() {
 	now := time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)
 	s := memory.New(memory.WithClock(func() time.Time { return now }))
 
-	_ = s.PutCustomer(ctx, &sidecar.Customer{ID: "c42"})
+	_, _ = s.PutCustomer(ctx, &sidecar.Customer{ID: "c42"}, sidecar.Protection{})
 	_, _ = s.SetConsent(ctx, &sidecar.Consent{Customer: "c42", Allowed: true, SetBy: "c42", SetAt: now})
 	_, _ = s.StartSession(ctx, sidecar.SessionStart{
 		Session:  &sidecar.Session{ID: "s1", Actor: "alice", Customer: "c42", StartedAt: now, ExpiresAt: now.Add(time.Hour)},

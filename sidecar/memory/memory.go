@@ -161,18 +161,22 @@ func notFound(what string) error { return sidecar.Errorf(sidecar.ENOTFOUND, "%s 
 
 // ---- customers -------------------------------------------------------------
 
-func (s *Store) PutCustomer(_ context.Context, c *sidecar.Customer) error {
+func (s *Store) PutCustomer(_ context.Context, c *sidecar.Customer, p sidecar.Protection) ([]sidecar.Session, error) {
 	if err := c.Validate(); err != nil {
-		return err
+		return nil, err
 	}
-	cp := *c
-	cp.StoreViews = slices.Clone(c.StoreViews)
-	cp.Roles = slices.Clone(c.Roles)
+	cp := cloneCustomer(c)
 	s.mu.Lock()
-	s.customers[c.ID] = &cp
+	s.customers[c.ID] = cp
+	var ended []sidecar.Session
+	if p.Protects(c.ID, cp, s.staff[c.ID]) {
+		ended = s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == c.ID },
+			c.UpdatedBy, sidecar.EndCustomerProtected, s.now())
+	}
 	s.mu.Unlock()
 	s.publish(sidecar.CustomerKey(c.ID))
-	return nil
+	s.publishEnded(ended)
+	return ended, nil
 }
 
 func (s *Store) GetCustomer(_ context.Context, id string) (*sidecar.Customer, error) {
@@ -182,20 +186,38 @@ func (s *Store) GetCustomer(_ context.Context, id string) (*sidecar.Customer, er
 	if !ok {
 		return nil, notFound("customer")
 	}
+	return cloneCustomer(c), nil
+}
+
+func cloneCustomer(c *sidecar.Customer) *sidecar.Customer {
 	cp := *c
 	cp.StoreViews = slices.Clone(c.StoreViews)
 	cp.Roles = slices.Clone(c.Roles)
-	return &cp, nil
+	return &cp
 }
 
-func (s *Store) MarkStaff(_ context.Context, subject string) error {
+func (s *Store) MarkStaff(_ context.Context, subject string) ([]sidecar.Session, error) {
 	if subject == "" {
-		return sidecar.Invalid("subject", "subject is required")
+		return nil, sidecar.Invalid("subject", "subject is required")
 	}
 	s.mu.Lock()
 	s.staff[subject] = true
+	ended := s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == subject },
+		sidecar.SweepActor, sidecar.EndCustomerProtected, s.now())
 	s.mu.Unlock()
-	return nil
+	s.publish(sidecar.CustomerKey(subject))
+	s.publishEnded(ended)
+	return ended, nil
+}
+
+func (s *Store) GetCustomerState(_ context.Context, customer string) (*sidecar.CustomerState, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := &sidecar.CustomerState{Staff: s.staff[customer], Consent: s.liveConsent(customer)}
+	if c, ok := s.customers[customer]; ok {
+		st.Customer = cloneCustomer(c)
+	}
+	return st, nil
 }
 
 func (s *Store) DeleteCustomer(_ context.Context, id string) error {
@@ -288,12 +310,21 @@ func (s *Store) EndLapsedSessions(_ context.Context, now time.Time) ([]sidecar.S
 func (s *Store) GetConsent(_ context.Context, customer string) (*sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if c := s.liveConsent(customer); c != nil {
+		return c, nil
+	}
+	return nil, notFound("consent")
+}
+
+// liveConsent is a copy of the customer's consent unless it is missing or
+// past its expiry (nil), with s.mu held.
+func (s *Store) liveConsent(customer string) *sidecar.Consent {
 	c, ok := s.consent[customer]
 	if !ok || (!c.ExpiresAt.IsZero() && !s.now().Before(c.ExpiresAt)) {
-		return nil, notFound("consent")
+		return nil
 	}
 	cp := *c
-	return &cp, nil
+	return &cp
 }
 
 func (s *Store) ConsentHistory(_ context.Context, customer string, p sidecar.Page) ([]sidecar.Consent, string, error) {

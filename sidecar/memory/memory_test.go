@@ -56,7 +56,7 @@ func TestEndedSessionsAreForgottenAfterRetention(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock(storetest.Epoch)
 	s := memory.New(memory.WithClock(clock.Now), memory.WithRetention(24*time.Hour))
-	if err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c"}); err != nil {
+	if _, err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c"}, sidecar.Protection{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.SetConsent(ctx, &sidecar.Consent{Customer: "c", Allowed: true, SetBy: "c", SetAt: clock.Now()}); err != nil {

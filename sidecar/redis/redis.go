@@ -331,15 +331,45 @@ func (s *Store) watch(ctx context.Context, fn func(*goredis.Tx) error, keys ...s
 
 // ---- customers -------------------------------------------------------------
 
-func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer) error {
+func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer, p sidecar.Protection) ([]sidecar.Session, error) {
 	if err := c.Validate(); err != nil {
-		return err
+		return nil, err
 	}
-	if err := s.c.Set(ctx, s.customerKey(c.ID), encode(c), 0).Err(); err != nil {
-		return unavailable(err)
+	raw := encode(c)
+	key, live := s.customerKey(c.ID), s.liveCustomerKey(c.ID)
+	var ended []sidecar.Session
+	// One transaction: a session start watches the profile, so it cannot
+	// slip in between reading the live set and ending it.
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		ended = ended[:0]
+		staff, err := tx.SIsMember(ctx, s.staffKey(), c.ID).Result()
+		if err != nil {
+			return unavailable(err)
+		}
+		var sessions []*sidecar.Session
+		var stale []string
+		if p.Protects(c.ID, c, staff) {
+			now := s.now()
+			if sessions, stale, err = s.liveSessions(ctx, tx, live, now); err != nil {
+				return err
+			}
+			for _, ss := range sessions {
+				ss.EndedAt, ss.EndedBy, ss.EndReason = now, c.UpdatedBy, sidecar.EndCustomerProtected
+			}
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Set(ctx, key, raw, 0)
+			s.queueEnds(ctx, p, live, sessions, stale, &ended)
+			return nil
+		})
+		return err
+	}, key, live, s.staffKey())
+	if err != nil {
+		return nil, rerr(err, "customer")
 	}
 	s.publish(ctx, sidecar.CustomerKey(c.ID))
-	return nil
+	s.publishEnded(ctx, ended)
+	return ended, nil
 }
 
 func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, error) {
@@ -362,13 +392,71 @@ func (s *Store) DeleteCustomer(ctx context.Context, id string) error {
 	return nil
 }
 
-// ---- consent ---------------------------------------------------------------
+// ---- staff -----------------------------------------------------------------
 
-func (s *Store) MarkStaff(ctx context.Context, subject string) error {
+func (s *Store) MarkStaff(ctx context.Context, subject string) ([]sidecar.Session, error) {
 	if subject == "" {
-		return sidecar.Invalid("subject", "subject is required")
+		return nil, sidecar.Invalid("subject", "subject is required")
 	}
-	return rerr(s.c.SAdd(ctx, s.staffKey(), subject).Err(), "staff")
+	live := s.liveCustomerKey(subject)
+	var ended []sidecar.Session
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		ended = ended[:0]
+		now := s.now()
+		sessions, stale, err := s.liveSessions(ctx, tx, live, now)
+		if err != nil {
+			return err
+		}
+		for _, ss := range sessions {
+			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, sidecar.EndCustomerProtected
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.SAdd(ctx, s.staffKey(), subject)
+			s.queueEnds(ctx, p, live, sessions, stale, &ended)
+			return nil
+		})
+		return err
+	}, live)
+	if err != nil {
+		return nil, rerr(err, "staff")
+	}
+	s.publish(ctx, sidecar.CustomerKey(subject))
+	s.publishEnded(ctx, ended)
+	return ended, nil
+}
+
+// GetCustomerState pipelines its three reads: the keys share {imp}, so
+// even in a Cluster they go to one node in one round trip.
+func (s *Store) GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error) {
+	var cust, consent *goredis.StringCmd
+	var staff *goredis.BoolCmd
+	cmds, _ := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		cust = p.Get(ctx, s.customerKey(customer))
+		consent = p.Get(ctx, s.consentKey(customer))
+		staff = p.SIsMember(ctx, s.staffKey(), customer)
+		return nil
+	})
+	for _, cmd := range cmds { // a missing record is not a failure
+		if err := cmd.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+			return nil, unavailable(err)
+		}
+	}
+	st := &sidecar.CustomerState{Staff: staff.Val()}
+	if raw, err := cust.Result(); err == nil {
+		if st.Customer, err = decode[sidecar.Customer](raw); err != nil {
+			return nil, err
+		}
+	}
+	if raw, err := consent.Result(); err == nil {
+		c, err := decode[sidecar.Consent](raw)
+		if err != nil {
+			return nil, err
+		}
+		if c.ExpiresAt.IsZero() || s.now().Before(c.ExpiresAt) {
+			st.Consent = c
+		}
+	}
+	return st, nil
 }
 
 // ---- consent ---------------------------------------------------------------

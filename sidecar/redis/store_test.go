@@ -72,7 +72,10 @@ func TestRedisDown(t *testing.T) {
 		{"ping", func() error { return s.Ping(ctx) }},
 		{"read", func() error { _, err := s.SessionByToken(ctx, "h"); return err }},
 		{"grant_lookup", func() error { _, err := s.EffectiveGrants(ctx, "acme", "p1", "pat"); return err }},
-		{"write", func() error { return s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}) }},
+		{"write", func() error {
+			_, err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})
+			return err
+		}},
 		{"append", func() error { return s.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventConsentChanged}) }},
 		{"redeem", func() error { _, err := s.RedeemSession(ctx, "c", "h", "shop"); return err }},
 	}
@@ -93,7 +96,7 @@ func TestRedisDown(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}); err != nil {
+		if _, err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -146,7 +149,8 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}))
+	_, err = s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{})
+	must(err)
 	_, err = s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetAt: now, ExpiresAt: now.Add(2 * time.Hour)})
 	must(err)
 	_, err = s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code", CodeExpiresAt: now.Add(30 * time.Second),
@@ -207,7 +211,7 @@ func TestClusterKeysThatChangeTogetherShareASlot(t *testing.T) {
 	}
 	defer s.Close()
 	now := time.Now()
-	_ = s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"})
+	_, _ = s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{})
 	_, _ = s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true})
 	_, err = s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code", CodeExpiresAt: now.Add(30 * time.Second),
 		Session: &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)}})

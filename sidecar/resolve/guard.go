@@ -190,8 +190,10 @@ func (g *StateGuard) SessionByToken(ctx context.Context, tokenHash string) (*sid
 	return guarded(g, ctx, func(ctx context.Context) (*sidecar.Session, error) { return g.src.SessionByToken(ctx, tokenHash) })
 }
 
-func (g *StateGuard) GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error) {
-	return guarded(g, ctx, func(ctx context.Context) (*sidecar.Consent, error) { return g.src.GetConsent(ctx, customer) })
+func (g *StateGuard) GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error) {
+	return guarded(g, ctx, func(ctx context.Context) (*sidecar.CustomerState, error) {
+		return g.src.GetCustomerState(ctx, customer)
+	})
 }
 
 func (g *StateGuard) TouchSession(ctx context.Context, id string, at time.Time) error {

@@ -17,11 +17,11 @@ import (
 )
 
 // SessionState is what the check path reads: sessions by token hash, the
-// customer's current consent, the occasional last-seen write, and eviction
-// messages from other replicas.
+// customer's current consent and protection, the occasional last-seen
+// write, and eviction messages from other replicas.
 type SessionState interface {
 	SessionByToken(ctx context.Context, tokenHash string) (*sidecar.Session, error)
-	GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error)
+	GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error)
 	TouchSession(ctx context.Context, id string, at time.Time) error
 	Subscribe(fn func(key string)) (cancel func())
 }
@@ -32,10 +32,15 @@ type SessionState interface {
 // round trip except one refresh per CacheTTL and one last-seen write per
 // TouchInterval for each live session.
 //
-// Consent is part of every decision: the customer's current consent is
-// read through a second cache, evicted by the consent invalidation key, so
-// a withdrawal or a lapse denies the next request on every replica even if
-// the session itself were still cached as live.
+// Consent and protection are part of every decision: the customer's
+// current consent, profile and staff mark are read together (one store
+// round trip) through a second cache, evicted by the consent and the
+// customer invalidation keys, so a withdrawal or a lapse denies the next
+// request on every replica even if the session itself were still cached
+// as live. The resolver refuses what consent refuses; it hands the
+// customer's protection to policy (Delegation.SubjectProtected and
+// SubjectRoles), which owns the protected_roles and protected_customers
+// lists, so a change of policy data also takes effect on the next request.
 //
 // A cookie that names no live session resolves to no delegation and an
 // EUNAUTHORIZED error whose Message is the reason for policy
@@ -65,7 +70,7 @@ type SessionResolver struct {
 	mu      sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
 	entries *simplelru.LRU[[sha256.Size]byte, *sessionEntry]
 
-	consents *Cache[struct{}, *sidecar.Consent] // by customer
+	customers *Cache[struct{}, *sidecar.CustomerState] // by customer, evicted by "consent:" and "customer:" keys
 }
 
 type sessionEntry struct {
@@ -78,7 +83,9 @@ type sessionEntry struct {
 
 var _ sidecar.DelegationResolver = (*SessionResolver)(nil)
 
-// Cache kinds the session resolver reports to a CacheObserver.
+// Cache kinds the session resolver reports to a CacheObserver. The
+// consents cache holds each customer's consent with its profile and staff
+// mark (sidecar.CustomerState).
 const (
 	CacheSessions = "sessions"
 	CacheConsents = "consents"
@@ -129,7 +136,7 @@ func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, 
 	}
 	// The size is positive, the only way NewLRU fails.
 	r.entries, _ = simplelru.NewLRU[[sha256.Size]byte, *sessionEntry](max(1, r.maxEntries), nil)
-	r.consents = NewCache[struct{}, *sidecar.Consent](CacheConsents, "consent:",
+	r.customers = NewCache[struct{}, *sidecar.CustomerState](CacheConsents, sidecar.ConsentKey(""),
 		CacheConfig{TTL: r.cacheTTL, NegativeTTL: min(consentNegativeTTL, r.cacheTTL), Size: r.maxEntries}, r.clock, r.obs)
 	r.cancel = state.Subscribe(r.evict)
 	return r
@@ -144,7 +151,10 @@ func (r *SessionResolver) Close() error {
 }
 
 func (r *SessionResolver) evict(key string) {
-	r.consents.Evict(key)
+	if c, ok := strings.CutPrefix(key, sidecar.CustomerKey("")); ok {
+		key = sidecar.ConsentKey(c) // the profile is cached with the consent
+	}
+	r.customers.Evict(key)
 	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
 		r.mu.Lock()
 		r.entries.Purge()
@@ -203,7 +213,8 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	if st := e.endState(now); st != "" {
 		return nil, r.sessionError(st)
 	}
-	if err := r.checkConsent(ctx, e.session.Customer, now); err != nil {
+	cs, err := r.customerState(ctx, e.session.Customer, now)
+	if err != nil {
 		return nil, err
 	}
 	if !r.hostAllowed(req.Host, e.session.Host) {
@@ -221,6 +232,11 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	}
 	d := new(sidecar.Delegation)
 	*d = e.deleg
+	d.SubjectProtected = cs.Staff
+	if c := cs.Customer; c != nil {
+		d.SubjectProtected = d.SubjectProtected || c.Protected
+		d.SubjectRoles = c.Roles // cached values are never modified
+	}
 	return d, nil
 }
 
@@ -266,33 +282,32 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	return e, nil
 }
 
-// checkConsent denies when the customer's current consent does not allow
-// impersonation at now.
-func (r *SessionResolver) checkConsent(ctx context.Context, customer string, now time.Time) error {
-	c, found, hit := r.consents.Get(customer, struct{}{})
+// customerState is the customer's current consent and protection; it
+// denies when the consent does not allow impersonation at now.
+func (r *SessionResolver) customerState(ctx context.Context, customer string, now time.Time) (*sidecar.CustomerState, error) {
+	cs, _, hit := r.customers.Get(customer, struct{}{})
 	if !hit {
 		var err error
-		c, found, err = r.consents.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.Consent, bool, error) {
-			c, err := r.state.GetConsent(ctx, customer)
-			switch sidecar.ErrorCode(err) {
-			case "":
-				return c, true, nil
-			case sidecar.ENOTFOUND: // never given, or expired
-				return nil, false, nil
+		// "Found" is a live consent: without one the entry lives only for
+		// the negative TTL, and the request is denied either way.
+		cs, _, err = r.customers.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.CustomerState, bool, error) {
+			cs, err := r.state.GetCustomerState(ctx, customer)
+			if err != nil {
+				return nil, false, err
 			}
-			return nil, false, err
+			return cs, cs.Consent != nil, nil
 		})
 		if err != nil {
-			return sidecar.Refused(sidecar.EUNAVAILABLE, "session_state_unavailable", err)
+			return nil, sidecar.Refused(sidecar.EUNAVAILABLE, "session_state_unavailable", err)
 		}
 	}
-	switch {
-	case !found || !c.Allowed:
-		return r.sessionError(sidecar.EndConsentWithdrawn)
+	switch c := cs.Consent; {
+	case c == nil || !c.Allowed:
+		return nil, r.sessionError(sidecar.EndConsentWithdrawn)
 	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
-		return r.sessionError(sidecar.EndConsentExpired)
+		return nil, r.sessionError(sidecar.EndConsentExpired)
 	}
-	return nil
+	return cs, nil
 }
 
 // endState is Session.EndState, counting requests this replica has seen

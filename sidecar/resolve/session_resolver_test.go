@@ -18,7 +18,12 @@ import (
 // countingState counts the store round trips the check path makes.
 type countingState struct {
 	*memory.Store
-	reads, touches atomic.Int64
+	reads, touches, customers atomic.Int64
+}
+
+func (c *countingState) GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error) {
+	c.customers.Add(1)
+	return c.Store.GetCustomerState(ctx, customer)
 }
 
 func (c *countingState) SessionByToken(ctx context.Context, h string) (*sidecar.Session, error) {
@@ -216,7 +221,7 @@ func TestSessionNeedsAHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	lc := delegation.NewImpersonation(store, func() map[string]any { return set.Data }, delegation.WithImpersonationClock(clock.Now))
-	if err := store.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
+	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}); err != nil {
@@ -244,5 +249,47 @@ func TestSessionNeedsAHost(t *testing.T) {
 		if d != nil || sidecar.ErrorReason(err) != "session_wrong_host" {
 			t.Errorf("host %q: %+v, %v; want session_wrong_host", host, d, err)
 		}
+	}
+}
+
+// The delegation carries the customer's protection as of the request,
+// read with the consent in one store round trip per cache miss and read
+// again once the profile or the staff mark changes (the customer key
+// evicts it), while the session itself stays cached.
+func TestSessionCarriesCustomerProtection(t *testing.T) {
+	ctx := context.Background()
+	f := newResolverFixture(t)
+	want := func(step string, protected bool, roles ...string) {
+		t.Helper()
+		d, err := f.resolve("deputy_session=" + f.cookie)
+		if err != nil || d == nil || d.SubjectProtected != protected || strings.Join(d.SubjectRoles, ",") != strings.Join(roles, ",") {
+			t.Fatalf("%s: %+v, %v; want protected %v roles %v", step, d, err, protected, roles)
+		}
+	}
+	want("plain profile", false)
+	want("cached", false)
+	if n := f.state.customers.Load(); n != 1 {
+		t.Fatalf("%d customer reads for two requests, want 1", n)
+	}
+	sessionReads := f.state.reads.Load()
+	// Written straight to the store, with no protection data: the session
+	// stays live, so only the per-request view can tell.
+	if _, err := f.state.PutCustomer(ctx, &sidecar.Customer{ID: "c42", Roles: []string{"customer", "admin"}}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	want("roles synced", false, "customer", "admin")
+	if _, err := f.state.PutCustomer(ctx, &sidecar.Customer{ID: "c42", Protected: true}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	// The session ended with the protected profile; its eviction went
+	// to the session cache, so this read is the store's answer.
+	if _, err := f.resolve("deputy_session=" + f.cookie); sidecar.ErrorReason(err) != "session_customer_protected" {
+		t.Fatalf("after the protected profile: %v", err)
+	}
+	if n := f.state.customers.Load(); n != 2 { // an ended session needs no customer read
+		t.Fatalf("%d customer reads, want 2", n)
+	}
+	if f.state.reads.Load() != sessionReads+1 {
+		t.Fatalf("session reads %d → %d: a profile change refetched the session more than once", sessionReads, f.state.reads.Load())
 	}
 }

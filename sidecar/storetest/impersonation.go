@@ -19,7 +19,7 @@ func codeOf(id string) string { return "code-" + id }
 // in place when the customer has none; its redeem code is codeOf(s.ID).
 func begin(e *env, s *sidecar.Session) error {
 	if _, err := e.s.GetCustomer(e.ctx, s.Customer); sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		if err := e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: s.Customer}); err != nil {
+		if _, err := e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: s.Customer}, sidecar.Protection{}); err != nil {
 			return err
 		}
 	}
@@ -60,31 +60,31 @@ func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
 	}{
 		{"unknown_customer", func(e *env) {}, nil, sidecar.ENOTFOUND, ""},
 		{"protected_profile", func(e *env) {
-			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Protected: true}))
+			must(e.t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Protected: true}, sidecar.Protection{})))
 			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
 		}, nil, sidecar.EFORBIDDEN, "customer_protected"},
 		{"protected_role", func(e *env) {
-			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Roles: []string{"shopper", "admin"}}))
+			must(e.t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Roles: []string{"shopper", "admin"}}, sidecar.Protection{})))
 			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
 		}, func(st *sidecar.SessionStart) { st.ProtectedRoles = []string{"staff", "admin"} }, sidecar.EFORBIDDEN, "customer_protected"},
 		{"protected_customer_in_data", func(e *env) {
-			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			must(e.t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
 			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
 		}, func(st *sidecar.SessionStart) { st.ProtectedCustomers = []string{"c1"} }, sidecar.EFORBIDDEN, "customer_protected"},
 		{"known_staff", func(e *env) {
-			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			must(e.t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
 			mustEnd(e.t)(e.s.SetConsent(e.ctx, allowed(e, "c1")))
-			must(e.t, e.s.MarkStaff(e.ctx, "c1"))
+			mustEnd(e.t)(e.s.MarkStaff(e.ctx, "c1"))
 		}, nil, sidecar.EFORBIDDEN, "customer_protected"},
 		{"no_consent", func(e *env) {
-			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			must(e.t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
 		}, nil, sidecar.EFORBIDDEN, "consent_required"},
 		{"consent_withdrawn", func(e *env) {
-			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			must(e.t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
 			mustEnd(e.t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", SetBy: "c1", SetAt: e.now()}))
 		}, nil, sidecar.EFORBIDDEN, "consent_required"},
 		{"consent_narrowed_since_read", func(e *env) {
-			must(e.t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
+			must(e.t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
 			c := allowed(e, "c1")
 			c.ExpiresAt = e.now().Add(10 * time.Minute)
 			mustEnd(e.t)(e.s.SetConsent(e.ctx, c))
@@ -116,7 +116,7 @@ func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, ignore(redeem(e, "s1", "h1")))
 		must(t, begin(e, newSession(e, "s2", "bob", "c1")))
 		must(t, begin(e, newSession(e, "s3", "alice", "c2"))) // not replacing: two live
-		must(t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}))
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}, sidecar.Protection{})))
 		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c3", Allowed: true, SetBy: "c3", SetAt: e.now()}))
 		e.clock.Advance(time.Minute)
 		replaced, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, "s4", "alice", "c3"),
@@ -206,7 +206,7 @@ func testImpersonationRaces(t *testing.T, newEnv func(*testing.T) *env) {
 		e := newEnv(t)
 		for i := range 4 {
 			c := fmt.Sprintf("c%d", i)
-			must(t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c}))
+			must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c}, sidecar.Protection{})))
 			mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: c, Allowed: true, SetBy: c, SetAt: e.now()}))
 		}
 		maxLive, started := 0, 0
@@ -267,65 +267,88 @@ func testImpersonationRaces(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 		t.Logf("%d rounds × %d goroutines: %d starts succeeded, at most %d live session observed", raceRounds, raceGoroutines, started, maxLive)
 	})
-	t.Run("starts_racing_a_withdrawal_leave_none_live", func(t *testing.T) {
-		e := newEnv(t)
-		must(t, e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}))
-		// Which side wins a round is up to the scheduler: on a loaded
-		// machine the withdrawal can run before every start. Rounds go on
-		// past raceRounds until both outcomes were seen, so the invariant is
-		// checked under a real interleaving; never seeing one fails.
-		startedBefore, refusedAfter, rounds := 0, 0, 0
-		for round := 0; round < raceRounds || (startedBefore == 0 || refusedAfter == 0) && round < raceMaxRounds; round++ {
-			rounds++
-			mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1", SetAt: e.now()}))
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			var started []string
-			for g := range raceGoroutines {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if g == raceGoroutines/2 {
-						if _, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", SetBy: "c1", SetAt: e.now()}); err != nil {
-							t.Errorf("withdraw: %v", err)
+	// Starts race a change that narrows access to their customer: after
+	// each round no live session is left, and every start that won was
+	// ended by the change.
+	narrowings := []struct {
+		name   string
+		narrow func(e *env, customer string) error
+		reason string
+	}{
+		{"withdrawal", func(e *env, c string) error {
+			return ignore(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: c, SetBy: c, SetAt: e.now()}))
+		}, sidecar.EndConsentWithdrawn},
+		{"profile_protected", func(e *env, c string) error {
+			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c, Protected: true}, sidecar.Protection{}))
+		}, sidecar.EndCustomerProtected},
+		{"protected_role", func(e *env, c string) error {
+			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c, Roles: []string{"admin"}}, sidecar.Protection{Roles: []string{"admin"}}))
+		}, sidecar.EndCustomerProtected},
+		{"staff_mark", func(e *env, c string) error { return ignore(e.s.MarkStaff(e.ctx, c)) }, sidecar.EndCustomerProtected},
+	}
+	for _, n := range narrowings {
+		t.Run("starts_racing_a_"+n.name+"_leave_none_live", func(t *testing.T) {
+			e := newEnv(t)
+			// Which side wins a round is up to the scheduler: on a loaded
+			// machine the change can run before every start. Rounds go on
+			// past raceRounds until both outcomes were seen, so the invariant
+			// is checked under a real interleaving; never seeing one fails.
+			startedBefore, refusedAfter, rounds := 0, 0, 0
+			for round := 0; round < raceRounds || (startedBefore == 0 || refusedAfter == 0) && round < raceMaxRounds; round++ {
+				rounds++
+				c := fmt.Sprintf("c%d", round) // a fresh customer: a staff mark cannot be undone
+				must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c}, sidecar.Protection{})))
+				mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: c, Allowed: true, SetBy: c, SetAt: e.now()}))
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				var started []string
+				for g := range raceGoroutines {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if g == raceGoroutines/2 {
+							if err := n.narrow(e, c); err != nil {
+								t.Errorf("%s: %v", n.name, err)
+							}
+							return
 						}
-						return
-					}
-					id := fmt.Sprintf("r%d-g%d", round, g)
-					_, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, id, fmt.Sprintf("staff%d", g), "c1"),
-						CodeHash: codeOf(id), CodeExpiresAt: e.now().Add(30 * time.Second), ReplaceLive: true})
-					mu.Lock()
-					defer mu.Unlock()
-					switch sidecar.ErrorCode(err) {
-					case "":
-						started = append(started, id)
-					case sidecar.EFORBIDDEN, sidecar.ECONFLICT:
-						refusedAfter++
-					default:
-						t.Errorf("start: %v", err)
-					}
-				}()
-			}
-			wg.Wait()
-			live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Customer: "c1", LiveOnly: true})
-			must(t, err)
-			if len(live) != 0 {
-				t.Fatalf("round %d: live sessions without consent: %v", round, sessionIDs(live))
-			}
-			for _, id := range started { // every start that won ended with the withdrawal
-				s, err := e.s.GetSession(e.ctx, id)
-				must(t, err)
-				if s.EndReason != sidecar.EndConsentWithdrawn {
-					t.Fatalf("round %d: %s ended as %q", round, id, s.EndReason)
+						id := fmt.Sprintf("r%d-g%d", round, g)
+						_, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, id, fmt.Sprintf("staff%d", g), c),
+							CodeHash: codeOf(id), CodeExpiresAt: e.now().Add(30 * time.Second), ReplaceLive: true,
+							ProtectedRoles: []string{"admin"}})
+						mu.Lock()
+						defer mu.Unlock()
+						switch sidecar.ErrorCode(err) {
+						case "":
+							started = append(started, id)
+						case sidecar.EFORBIDDEN, sidecar.ECONFLICT:
+							refusedAfter++
+						default:
+							t.Errorf("start: %v", err)
+						}
+					}()
 				}
+				wg.Wait()
+				live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Customer: c, LiveOnly: true})
+				must(t, err)
+				if len(live) != 0 {
+					t.Fatalf("round %d: live sessions after the %s: %v", round, n.name, sessionIDs(live))
+				}
+				for _, id := range started { // every start that won ended with the change
+					s, err := e.s.GetSession(e.ctx, id)
+					must(t, err)
+					if s.EndReason != n.reason {
+						t.Fatalf("round %d: %s ended as %q, want %q", round, id, s.EndReason, n.reason)
+					}
+				}
+				startedBefore += len(started)
 			}
-			startedBefore += len(started)
-		}
-		if startedBefore == 0 || refusedAfter == 0 {
-			t.Fatalf("no interleaving exercised in %d rounds: %d starts won, %d refused", rounds, startedBefore, refusedAfter)
-		}
-		t.Logf("%d rounds × %d goroutines: %d starts before the withdrawal (all ended by it), %d refused", rounds, raceGoroutines, startedBefore, refusedAfter)
-	})
+			if startedBefore == 0 || refusedAfter == 0 {
+				t.Fatalf("no interleaving exercised in %d rounds: %d starts won, %d refused", rounds, startedBefore, refusedAfter)
+			}
+			t.Logf("%d rounds × %d goroutines: %d starts before the %s (all ended by it), %d refused", rounds, raceGoroutines, startedBefore, n.name, refusedAfter)
+		})
+	}
 }
 
 // SessionSetup is what StartRedeemed needs of a store.
@@ -340,7 +363,7 @@ type SessionSetup interface {
 // when the customer has none, starts ss and redeems its code.
 func StartRedeemed(ctx context.Context, s SessionSetup, ss *sidecar.Session, tokenHash string) error {
 	if _, err := s.GetCustomer(ctx, ss.Customer); sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		if err := s.PutCustomer(ctx, &sidecar.Customer{ID: ss.Customer, Name: ss.CustomerName}); err != nil {
+		if _, err := s.PutCustomer(ctx, &sidecar.Customer{ID: ss.Customer, Name: ss.CustomerName}, sidecar.Protection{}); err != nil {
 			return err
 		}
 	}

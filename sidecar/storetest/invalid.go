@@ -24,7 +24,9 @@ func testInvalidRecords(t *testing.T, newEnv func(*testing.T) *env) {
 		kept  func() bool // whether anything of the record was stored
 	}{
 		{name: "customer_without_id", field: "id",
-			put: func() error { return e.s.PutCustomer(e.ctx, &sidecar.Customer{Name: "Nobody"}) }},
+			put: func() error {
+				return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{Name: "Nobody"}, sidecar.Protection{}))
+			}},
 		{name: "consent_without_customer", field: "customer",
 			put: func() error { _, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Allowed: true}); return err }},
 		{name: "request_without_id", field: "id",

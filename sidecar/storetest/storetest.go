@@ -73,6 +73,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"redeem_codes", testRedeemCodes},
 		{"start_rules", testStartRules},
 		{"consent_ends_sessions", testConsentEndsSessions},
+		{"customer_state", testCustomerState},
+		{"protection_ends_sessions", testProtectionEndsSessions},
 		{"impersonation_races", testImpersonationRaces},
 		{"sweep", testSweep},
 		{"access_requests", testRequests},
@@ -120,7 +122,7 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 		e := newEnv(t)
 		c := &sidecar.Customer{ID: "c1", Name: "Ada Lovelace", Org: "acme", DefaultStoreView: "en",
 			StoreViews: []string{"en", "fr"}, Protected: false, UpdatedAt: e.now()}
-		must(t, e.s.PutCustomer(e.ctx, c))
+		must(t, ignore(e.s.PutCustomer(e.ctx, c, sidecar.Protection{})))
 		got, err := e.s.GetCustomer(e.ctx, "c1")
 		must(t, err)
 		if got.Name != "Ada Lovelace" || got.Org != "acme" || !slices.Equal(got.StoreViews, []string{"en", "fr"}) ||
@@ -128,7 +130,7 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("got %+v", got)
 		}
 		c.Protected = true
-		must(t, e.s.PutCustomer(e.ctx, c))
+		must(t, ignore(e.s.PutCustomer(e.ctx, c, sidecar.Protection{})))
 		got, err = e.s.GetCustomer(e.ctx, "c1")
 		must(t, err)
 		if !got.Protected {
@@ -141,7 +143,7 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 	t.Run("missing_id_rejected", func(t *testing.T) {
 		e := newEnv(t)
-		err := e.s.PutCustomer(e.ctx, &sidecar.Customer{Name: "x"})
+		err := ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{Name: "x"}, sidecar.Protection{}))
 		wantCode(t, err, sidecar.EINVALID)
 		if sidecar.ErrorField(err) != "id" {
 			t.Fatalf("field = %q", sidecar.ErrorField(err))
@@ -1071,7 +1073,13 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 		}, sidecar.GrantKey("acme")},
 		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1")},
 		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat") }, sidecar.ShareKey("acme")},
-		{"customer_changed", func() error { return e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Protected: true}) }, sidecar.CustomerKey("c1")},
+		{"customer_changed", func() error {
+			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Name: "x"}, sidecar.Protection{}))
+		}, sidecar.CustomerKey("c2")},
+		{"customer_protected_ends_sessions", func() error {
+			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Protected: true}, sidecar.Protection{}))
+		}, sidecar.SessionKey("tok2")}, // s2, redeemed above and still live
+		{"staff_marked", func() error { return ignore(e.s.MarkStaff(e.ctx, "c9")) }, sidecar.CustomerKey("c9")},
 		{"explicit", func() error { return e.s.Invalidate(e.ctx, "custom:1") }, "custom:1"},
 	}
 	for i, tc := range cases {

@@ -24,6 +24,25 @@ decision := lib.deny(403, "impersonation_disabled") if {
 	# Only true turns it on: a switch left out or not a boolean is off, as
 	# Deputy's Go code reads it.
 	not data.deputy.impersonation.enabled == true
+} else := lib.deny(403, "customer_protected") if {
+	# The customer's account as of this request (Deputy reads it with the
+	# consent on every impersonated check): protected by its profile, or
+	# its subject known as staff...
+	input.delegation.mode == "impersonation"
+	input.delegation.subject_protected
+} else := lib.deny(403, "customer_protected") if {
+	# ...or by this data, so a change here applies to live sessions on
+	# their next request. Each branch first tests what is usually absent
+	# (roles on the profile, customers in the list): iterating costs
+	# allocations on every impersonated request.
+	input.delegation.mode == "impersonation"
+	input.delegation.subject_roles
+	some role in input.delegation.subject_roles
+	role in data.deputy.impersonation.protected_roles
+} else := lib.deny(403, "customer_protected") if {
+	data.deputy.impersonation.protected_customers[0]
+	input.delegation.mode == "impersonation"
+	input.delegation.subject in data.deputy.impersonation.protected_customers
 } else := lib.deny(403, reasons[0]) if {
 	input.delegation.mode == "impersonation"
 

@@ -149,3 +149,22 @@ test_forbidden_route_prefixes_compare_case_insensitively if {
 		with impersonation.forbidden_routes as {"wishlist": [{"prefix": "/Wishlist/Share/", "reason": "sharing_forbidden"}]}
 	d.reason == "sharing_forbidden"
 }
+
+# Protection is judged on every request from what Deputy read of the
+# customer's account just now, against the live protected_* data.
+test_protected_customer[note] if {
+	some note, tc in {
+		"profile or staff": {"delegation": {"subject_protected": true}, "roles": [], "customers": [], "reason": "customer_protected"},
+		"protected role": {"delegation": {"subject_roles": ["customer", "admin"]}, "roles": ["admin"], "customers": [], "reason": "customer_protected"},
+		"role added to data": {"delegation": {"subject_roles": ["vip"]}, "roles": ["staff", "vip"], "customers": [], "reason": "customer_protected"},
+		"customer listed in data": {"delegation": {}, "roles": [], "customers": ["c42"], "reason": "customer_protected"},
+		"unprotected roles": {"delegation": {"subject_roles": ["customer"]}, "roles": ["admin"], "customers": ["c7"], "reason": "impersonation"},
+		"protected flag false": {"delegation": {"subject_protected": false}, "roles": [], "customers": [], "reason": "impersonation"},
+	}
+	d := impersonation.decision with input as object.union(_req("GET", "/catalog/shoes"), {"delegation": object.union(_session, tc.delegation)})
+		with impersonation.protected_roles as tc.roles
+		with impersonation.protected_customers as tc.customers
+	d.reason == tc.reason
+	allowed := tc.reason == "impersonation"
+	d.allowed == allowed
+}

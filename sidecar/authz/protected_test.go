@@ -1,0 +1,112 @@
+package authz_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/resolve"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// lostSessionEvictions drops the session evictions a store publishes (as
+// when a message is lost), so the resolver keeps the session cached as
+// live: only the per-request customer lookup and policy can stop it.
+type lostSessionEvictions struct{ *memory.Store }
+
+func (l lostSessionEvictions) Subscribe(fn func(string)) func() {
+	return l.Store.Subscribe(func(key string) {
+		if !strings.HasPrefix(key, "session:") {
+			fn(key)
+		}
+	})
+}
+
+// A live session is denied on its next request once the customer's
+// account becomes protected, however it becomes so: the profile (flag or
+// roles) synced through the lifecycle, which also ends the session; policy
+// data listing the customer or one of its roles, which applies to live
+// sessions at once; the customer's subject acting as staff.
+func TestProtectionDeniesLiveSessions(t *testing.T) {
+	ctx := context.Background()
+	sync := &sidecar.Identity{Subject: "storefront-sync"}
+	cases := []struct {
+		name    string
+		roles   []string // the profile's roles when the session starts
+		lost    bool     // session evictions never arrive
+		protect func(t *testing.T, lc *delegation.Impersonation, activate func(func(imp map[string]any)))
+		reason  string
+	}{
+		{"profile_protected", nil, false, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Protected: true}))
+		}, "session_customer_protected"},
+		{"profile_roles_admin", nil, false, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: []string{"admin"}}))
+		}, "session_customer_protected"},
+		{"recorded_as_staff", nil, false, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
+			lc.RecordStaff(ctx, "c42")
+		}, "session_customer_protected"},
+		{"data_protected_customers", nil, false, func(t *testing.T, _ *delegation.Impersonation, activate func(func(map[string]any))) {
+			activate(func(imp map[string]any) { imp["protected_customers"] = []any{"c42"} })
+		}, "customer_protected"},
+		{"data_protected_roles", []string{"customer", "vip"}, false, func(t *testing.T, _ *delegation.Impersonation, activate func(func(map[string]any))) {
+			activate(func(imp map[string]any) { imp["protected_roles"] = append(imp["protected_roles"].([]any), "vip") })
+		}, "customer_protected"},
+		// The session end never reaches this replica: the profile, read with
+		// the consent on every request, still denies.
+		{"profile_protected_session_eviction_lost", nil, true, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Protected: true}))
+		}, "customer_protected"},
+		{"staff_session_eviction_lost", nil, true, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
+			lc.RecordStaff(ctx, "c42")
+		}, "customer_protected"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			set, err := policy.LoadPaths([]string{"../../policies"})
+			must(t, err)
+			engine := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)))
+			must(t, engine.Activate(ctx, set))
+			activate := func(change func(imp map[string]any)) {
+				change(set.Data["deputy"].(map[string]any)["impersonation"].(map[string]any))
+				must(t, engine.Activate(ctx, set))
+			}
+			mem := memory.New()
+			var state resolve.SessionState = mem
+			if tc.lost {
+				state = lostSessionEvictions{mem}
+			}
+			lc := delegation.NewImpersonation(mem, func() map[string]any { return engine.Current().Data() })
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: tc.roles}))
+			now := time.Now()
+			token := "protected-session-token-0123456789abcdef012"
+			must(t, storetest.StartRedeemed(ctx, mem, &sidecar.Session{ID: "imp_1", Actor: "staff-1", Customer: "c42",
+				StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(token)))
+			sessions := resolve.NewSessionResolver(state, delegation.ImpersonationConfig{CacheTTL: time.Hour})
+			defer sessions.Close()
+			p := authz.New(engine, authz.WithResolvers(sessions))
+			req := withHeaders(t, "/customer/account", map[string]string{"cookie": "deputy_session=" + token})
+			if resp := p.Check(ctx, req); !resp.Allowed {
+				t.Fatalf("before: denied (%s)", resp.Reason)
+			}
+			tc.protect(t, lc, activate)
+			if resp := p.Check(ctx, req); resp.Allowed || resp.Reason != tc.reason {
+				t.Fatalf("after: allowed %v reason %q, want denied %q", resp.Allowed, resp.Reason, tc.reason)
+			}
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

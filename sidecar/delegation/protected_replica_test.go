@@ -1,0 +1,75 @@
+package delegation_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// The storefront syncs a customer's profile as protected through one
+// replica; the staff member's next request on another replica, whose
+// caches hold the session and the customer for an hour, is denied, and
+// the session is ended in the store.
+func TestProtectedProfileReachesEveryReplica(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clock := storetest.NewClock(storetest.Epoch)
+	replica := func() sidecar.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "protected"}, redis.WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, b := replica(), replica()
+	lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+	sync := &sidecar.Identity{Subject: "storefront-sync"}
+	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolvers := map[string]*resolve.SessionResolver{}
+	for name, s := range map[string]sidecar.Store{"a": a, "b": b} {
+		r := resolve.NewSessionResolver(s, delegation.ImpersonationConfig{CacheTTL: time.Hour}, resolve.WithSessionClock(clock.Now))
+		t.Cleanup(func() { _ = r.Close() })
+		resolvers[name] = r
+	}
+	req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + red.Token}}
+	for name, r := range resolvers {
+		if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil || d.SubjectProtected {
+			t.Fatalf("replica %s before the change: %+v, %v", name, d, err)
+		}
+	}
+	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en", Protected: true}); err != nil {
+		t.Fatal(err)
+	}
+	partnerEventually(t, "replica b denies the session", func() bool {
+		_, err := resolvers["b"].Resolve(ctx, req, nil)
+		return sidecar.ErrorReason(err) == "session_customer_protected"
+	})
+	s, err := b.GetSession(ctx, st.Session.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.EndReason != sidecar.EndCustomerProtected || s.EndedBy != "storefront-sync" {
+		t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
+	}
+}

@@ -1,0 +1,142 @@
+package storetest
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// testCustomerState: the check path's one read of a customer's consent,
+// profile and staff mark.
+func testCustomerState(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("nothing_stored", func(t *testing.T) {
+		e := newEnv(t)
+		st, err := e.s.GetCustomerState(e.ctx, "c1")
+		must(t, err)
+		if st.Customer != nil || st.Consent != nil || st.Staff {
+			t.Fatalf("got %+v, want nothing", st)
+		}
+	})
+	t.Run("profile_consent_and_staff", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Name: "Ada", Roles: []string{"customer", "admin"}}, sidecar.Protection{})))
+		until := e.now().Add(time.Hour)
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: until, SetBy: "c1", SetAt: e.now()}))
+		mustEnd(t)(e.s.MarkStaff(e.ctx, "c1"))
+		mustEnd(t)(e.s.MarkStaff(e.ctx, "c2")) // someone else
+		st, err := e.s.GetCustomerState(e.ctx, "c1")
+		must(t, err)
+		if st.Customer == nil || st.Customer.Name != "Ada" || !slices.Equal(st.Customer.Roles, []string{"customer", "admin"}) {
+			t.Fatalf("profile %+v", st.Customer)
+		}
+		if st.Consent == nil || !st.Consent.Allowed || !st.Consent.ExpiresAt.Equal(until) {
+			t.Fatalf("consent %+v", st.Consent)
+		}
+		if !st.Staff {
+			t.Fatal("staff mark not read")
+		}
+		e.clock.Advance(time.Hour) // the consent lapses; the rest stays
+		st, err = e.s.GetCustomerState(e.ctx, "c1")
+		must(t, err)
+		if st.Consent != nil || st.Customer == nil || !st.Staff {
+			t.Fatalf("after the consent's expiry: %+v", st)
+		}
+	})
+}
+
+// testProtectionEndsSessions: a profile written protected, or a subject
+// recorded as staff, ends the live sessions that impersonate it in the
+// same step, with the customer_protected reason.
+func testProtectionEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
+	setup := func(t *testing.T) *env {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+		must(t, ignore(redeem(e, "s1", "h1")))
+		must(t, begin(e, newSession(e, "s2", "bob", "c2")))
+		e.clock.Advance(time.Minute)
+		return e
+	}
+	data := sidecar.Protection{Roles: []string{"staff", "admin"}, Customers: []string{"c9"}}
+	cases := []struct {
+		name    string
+		profile sidecar.Customer
+		p       sidecar.Protection
+		ended   bool
+	}{
+		{"protected_flag", sidecar.Customer{Protected: true}, data, true},
+		{"protected_role", sidecar.Customer{Roles: []string{"customer", "admin"}}, data, true},
+		{"listed_in_data", sidecar.Customer{}, sidecar.Protection{Customers: []string{"c1"}}, true},
+		{"role_not_protected", sidecar.Customer{Roles: []string{"customer", "vip"}}, data, false},
+		{"plain_update", sidecar.Customer{Name: "Ada"}, data, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t)
+			c := tc.profile
+			c.ID, c.UpdatedBy = "c1", "sync"
+			ended, err := e.s.PutCustomer(e.ctx, &c, tc.p)
+			must(t, err)
+			want := []string(nil)
+			if tc.ended {
+				want = []string{"s1"}
+			}
+			if !slices.Equal(sessionIDs(ended), want) {
+				t.Fatalf("ended %v, want %v", sessionIDs(ended), want)
+			}
+			s1, err := e.s.SessionByToken(e.ctx, "h1")
+			must(t, err)
+			if s1.Live(e.now()) == tc.ended {
+				t.Fatalf("s1 live = %v, want %v", s1.Live(e.now()), !tc.ended)
+			}
+			if tc.ended && (s1.EndReason != sidecar.EndCustomerProtected || s1.EndedBy != "sync" || !s1.EndedAt.Equal(e.now())) {
+				t.Fatalf("s1 ended as %q by %q at %v", s1.EndReason, s1.EndedBy, s1.EndedAt)
+			}
+			if got, err := e.s.GetCustomer(e.ctx, "c1"); err != nil || got.UpdatedBy != "sync" {
+				t.Fatalf("profile not stored with the end: %+v, %v", got, err)
+			}
+			s2, err := e.s.GetSession(e.ctx, "s2")
+			must(t, err)
+			if !s2.Live(e.now()) {
+				t.Fatal("another customer's session ended")
+			}
+			live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Customer: "c1", LiveOnly: true})
+			must(t, err)
+			if tc.ended != (len(live) == 0) {
+				t.Fatalf("live sessions of c1: %v", sessionIDs(live))
+			}
+		})
+	}
+	t.Run("staff_mark", func(t *testing.T) {
+		e := setup(t)
+		ended, err := e.s.MarkStaff(e.ctx, "c1")
+		must(t, err)
+		if !slices.Equal(sessionIDs(ended), []string{"s1"}) {
+			t.Fatalf("ended %v, want s1", sessionIDs(ended))
+		}
+		s1, err := e.s.SessionByToken(e.ctx, "h1")
+		must(t, err)
+		if s1.EndReason != sidecar.EndCustomerProtected || s1.EndedBy != sidecar.SweepActor {
+			t.Fatalf("s1 ended as %q by %q", s1.EndReason, s1.EndedBy)
+		}
+		if s2, err := e.s.GetSession(e.ctx, "s2"); err != nil || !s2.Live(e.now()) {
+			t.Fatalf("another customer's session: %+v, %v", s2, err)
+		}
+		again, err := e.s.MarkStaff(e.ctx, "c1") // idempotent: nothing left to end
+		must(t, err)
+		if len(again) != 0 {
+			t.Fatalf("second mark ended %v", sessionIDs(again))
+		}
+		// The actor being marked ends nothing of theirs: alice acts, c1 is acted for.
+		mustEnd(t)(e.s.MarkStaff(e.ctx, "bob"))
+		if s2, err := e.s.GetSession(e.ctx, "s2"); err != nil || !s2.Live(e.now()) {
+			t.Fatalf("marking the actor ended their session: %+v, %v", s2, err)
+		}
+	})
+	t.Run("empty_subject", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.s.MarkStaff(e.ctx, "")
+		wantCode(t, err, sidecar.EINVALID)
+	})
+}
