@@ -49,8 +49,8 @@ func editData(t *testing.T, dir, file string, edit func(map[string]any)) {
 // Redis, real tokens, resolvers reading the store) and `deputy eval` (the
 // identity and delegation serve logged), on the same policies and config,
 // and expects the same decision: every shipped scenario, plus rules changed
-// in policy data only — a custom reseller role, a custom staff role and a
-// changed partner limit.
+// in policy data only — a custom reseller role, a custom staff role, a
+// changed partner limit and a changed path naming the customer.
 func TestServeAndEvalAgree(t *testing.T) {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
@@ -64,6 +64,7 @@ func TestServeAndEvalAgree(t *testing.T) {
 	editData(t, dir, "deputy/partner/data.json", func(d map[string]any) {
 		d["subscription_min_level"] = "update"
 		d["max_grant_days"] = 10
+		d["customer_path_prefix"] = "accounts"
 	})
 	// The config eval reads is the one serve runs with.
 	configFile := filepath.Join(t.TempDir(), "deputy.yaml")
@@ -165,10 +166,14 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "authenticated without a token", method: "GET", path: "/customer/account", reason: "authentication_required"},
 		{name: "impersonation by a custom staff role", method: "GET", path: "/customer/account", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
 		{name: "impersonation, forbidden route", method: "POST", path: "/customer/account/password/", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
-		{name: "partner within its level", method: "GET", path: "/customers/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "partner_level_sufficient"},
-		{name: "partner above its level", method: "POST", path: "/customers/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "level_too_low:create"},
+		{name: "partner within its level", method: "GET", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "partner_level_sufficient"},
+		{name: "partner above its level", method: "POST", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "level_too_low:create"},
+		{name: "partner named by the changed path alone", method: "GET", path: "/accounts/acme/service-requests", who: &pat, allowed: true, reason: "partner_level_sufficient"},
+		{name: "partner under the old path names nobody", method: "GET", path: "/customers/acme/service-requests", who: &pat, reason: "no_rule_matched"},
+		{name: "partner under the old path with the header", method: "GET", path: "/customers/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "route_not_mapped"},
 		{name: "partner without a grant", method: "GET", path: "/service-requests", who: &identity.DevClaims{Subject: "bob", Org: "otherco"}, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "no_live_grant"},
 		{name: "reseller by a custom role", method: "GET", path: "/support/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "reseller_domain_customer"},
+		{name: "reseller on another customer's path", method: "GET", path: "/accounts/globex/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "path_names_another_customer"},
 		{name: "reseller of another domain", method: "GET", path: "/support/cases", who: &otherDesk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "customer_not_in_domain"},
 		{name: "reseller role without privileges", method: "GET", path: "/support/cases", who: &identity.DevClaims{Subject: "vic", Domain: "shop-a.example", Roles: []string{"reseller_viewer"}}, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "missing_privilege:access_support_cases"},
 	} {

@@ -90,6 +90,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "env not a duration", env: map[string]string{"DEPUTY_SHUTDOWN_TIMEOUT": "soon"}, field: "shutdown_timeout"},
 		{name: "check path", args: []string{"--http-check-path", "authz"}, field: "http.check_path"},
 		{name: "unknown key in file", file: "grpc:\n  adress: x\n", field: "grpc.adress"},
+		{name: "rule moved to policy data", env: map[string]string{"DEPUTY_PARTNER_PATH_TEMPLATE": "/customers/{customer}/"}, field: "partner.path_template"},
 		{name: "wrong type in file", file: "grpc:\n  max_recv_msg_bytes: lots\n", field: "grpc.max_recv_msg_bytes"},
 		{name: "negative page size", args: []string{"--api-page-size", "-5"}, field: "api.page_size"},
 		{name: "actor token too long", args: []string{"--actor-token-ttl", "10m"}, field: "actor_token.ttl"},
@@ -134,6 +135,8 @@ func TestConfigFileErrorsNameTheKeyPath(t *testing.T) {
 		// Business rules are policy data, not configuration.
 		{"partner limit", "partner:\n  max_grant_days: 10\n", "partner.max_grant_days", "unknown key"},
 		{"reseller roles", "reseller:\n  role_privileges:\n    care: [view_customers]\n", "reseller.role_privileges", "unknown key"},
+		{"partner path moved to data", "partner:\n  path_template: /customers/{customer}/\n", "partner.path_template", "moved to policy data: data.deputy.partner.customer_path_prefix"},
+		{"expiring window moved to data", "partner:\n  expiring_within_days: 3\n", "partner.expiring_within_days", "moved to policy data: data.deputy.partner.expiring_within_days"},
 		{"whole file not a mapping", "- a\n- b\n", "config", "want keys and values"},
 	}
 	for _, tc := range cases {

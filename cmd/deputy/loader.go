@@ -286,6 +286,11 @@ func (l *configLoader) load() (*Config, error) {
 			return nil, err
 		}
 	}
+	for key, to := range movedToPolicyData {
+		if _, ok := os.LookupEnv(envName(key)); ok {
+			return nil, sidecar.Invalid(key, "%s: moved to policy data: %s", envName(key), to)
+		}
+	}
 	root := reflect.ValueOf(&cfg).Elem()
 	for _, s := range l.settings {
 		if s.section || s.yamlOnly {
@@ -324,6 +329,13 @@ func (l *configLoader) load() (*Config, error) {
 		}
 	}
 	return &cfg, nil
+}
+
+// movedToPolicyData names the rules that were configuration keys once and
+// now live in policy data only, so a file still setting one says where.
+var movedToPolicyData = map[string]string{
+	"partner.path_template":        "data.deputy.partner.customer_path_prefix",
+	"partner.expiring_within_days": "data.deputy.partner.expiring_within_days",
 }
 
 // loadYAMLFile decodes file into cfg strictly: an unknown key, a key given
@@ -378,6 +390,9 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 		}
 		return decodeMapping(n, path, file, func(key string, val *yaml.Node, p string) error {
 			i, ok := fields[key]
+			if to, moved := movedToPolicyData[p]; !ok && moved {
+				return sidecar.Invalid(p, "unknown key: moved to policy data: %s (%s:%d)", to, file, val.Line)
+			}
 			if !ok {
 				return sidecar.Invalid(p, "unknown key (%s:%d)", file, val.Line)
 			}

@@ -17,10 +17,9 @@ import (
 // Defaults of the partner config section: mechanics only. The limits a
 // request and a subscription must meet are policy data (PartnerRules).
 const (
-	DefaultMaxGrantUsers      = 100
-	DefaultExpiringWithinDays = 7
-	DefaultOnBehalfOfHeader   = "x-on-behalf-of"
-	DefaultSweepInterval      = time.Hour
+	DefaultMaxGrantUsers    = 100
+	DefaultOnBehalfOfHeader = "x-on-behalf-of"
+	DefaultSweepInterval    = time.Hour
 )
 
 // Subscription kinds a partner user may subscribe to.
@@ -29,17 +28,15 @@ const (
 	SubscriptionDashboard     = "dashboard"
 )
 
-// PartnerConfig is the "partner" section of Deputy's configuration: how
-// requests name the customer and bounds on work. Business rules (pending
-// expiry, grant lengths, the subscription level) are policy data in
+// PartnerConfig is the "partner" section of Deputy's configuration: the
+// header naming the customer and bounds on work. Business rules (pending
+// expiry, grant lengths, the subscription level, when a grant is announced
+// as expiring, the path naming the customer) are policy data in
 // policies/deputy/partner/data.json.
 type PartnerConfig struct {
-	MaxGrantUsers      int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
-	ExpiringWithinDays int           `yaml:"expiring_within_days" usage:"days before its end a grant is announced as expiring"`
-	SweepInterval      time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
-	OnBehalfOfHeader   string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for"`
-	// The header wins when both name a customer.
-	PathTemplate string `yaml:"path_template" usage:"path naming the customer a partner acts for, e.g. /customers/{customer}/ (the header wins)"`
+	MaxGrantUsers    int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
+	SweepInterval    time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
+	OnBehalfOfHeader string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for (it wins over the path in data.deputy.partner.customer_path_prefix)"`
 }
 
 // PartnerDefaults returns the partner section with every default set.
@@ -60,9 +57,6 @@ func (c *PartnerConfig) SetDefaults() {
 	if c.MaxGrantUsers == 0 {
 		c.MaxGrantUsers = DefaultMaxGrantUsers
 	}
-	if c.ExpiringWithinDays == 0 {
-		c.ExpiringWithinDays = DefaultExpiringWithinDays
-	}
 	if c.OnBehalfOfHeader == "" {
 		c.OnBehalfOfHeader = DefaultOnBehalfOfHeader
 	}
@@ -78,15 +72,8 @@ func (c PartnerConfig) Validate() error {
 		return sidecar.Invalid("partner.max_grant_users", "must not be negative")
 	case c.SweepInterval < 0:
 		return sidecar.Invalid("partner.sweep_interval", "must not be negative")
-	case c.ExpiringWithinDays < 0:
-		return sidecar.Invalid("partner.expiring_within_days", "must not be negative")
 	case c.OnBehalfOfHeader != "" && !validHeaderName(c.OnBehalfOfHeader):
 		return sidecar.Invalid("partner.on_behalf_of_header", "not a valid header name: %q", c.OnBehalfOfHeader)
-	}
-	if c.PathTemplate != "" {
-		if _, err := ParsePathTemplate(c.PathTemplate); err != nil {
-			return sidecar.Invalid("partner.path_template", "%s", sidecar.ErrorMessage(err))
-		}
 	}
 	return nil
 }
@@ -814,8 +801,12 @@ func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]Subs
 // announced. limit bounds the grants examined (0: all). It returns how
 // many it announced.
 func (p *Partners) SweepExpiring(ctx context.Context, limit int) (int, error) {
+	rules, err := p.rules.Partner()
+	if err != nil {
+		return 0, err
+	}
 	now := p.clock()
-	window := grantDays(p.cfg.ExpiringWithinDays)
+	window := grantDays(rules.ExpiringWithinDays)
 	gs, err := p.store.GrantsExpiringBefore(ctx, now.Add(window), limit)
 	if err != nil || len(gs) == 0 {
 		return 0, err

@@ -34,7 +34,7 @@ func ExampleOnBehalfResolver() {
 
 	cached := resolve.NewCachedState(store, resolve.CacheConfig{}, nil, nil)
 	defer cached.Close()
-	resolver, _ := resolve.NewOnBehalfResolver(cached, cached, data, delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."})
+	resolver, _ := resolve.NewOnBehalfResolver(cached, cached, data, delegation.PartnerConfig{})
 
 	d, _ := resolver.Resolve(ctx, &sidecar.Request{Method: "PATCH", Path: "/customers/acme/service-requests/sr-1"}, pat)
 	fmt.Println(d.Mode, d.Subject, d.Actor, d.Level, d.Scope)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -26,8 +27,7 @@ type resolverLookups interface {
 
 func newTestResolver(t *testing.T, env *partnerEnv, lookups resolverLookups) *resolve.OnBehalfResolver {
 	t.Helper()
-	cfg := delegation.PartnerConfig{PathTemplate: "/customers/{customer}/..."}
-	r, err := resolve.NewOnBehalfResolver(lookups, lookups, shippedData(t), cfg, resolve.WithResolverClock(env.clock.Now))
+	r, err := resolve.NewOnBehalfResolver(lookups, lookups, shippedData(t), delegation.PartnerConfig{}, resolve.WithResolverClock(env.clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,11 +192,45 @@ func checkResolved(t *testing.T, d *sidecar.Delegation, err error, none bool, re
 	}
 }
 
-func TestNewOnBehalfResolverRejectsBadTemplate(t *testing.T) {
-	for _, tmpl := range []string{"customers/{customer}", "/customers/", "/{customer}/{customer}/", "/a//{customer}"} {
-		t.Run(tmpl, func(t *testing.T) {
-			_, err := resolve.NewOnBehalfResolver(nil, nil, nil, delegation.PartnerConfig{PathTemplate: tmpl})
-			wantCode(t, err, sidecar.EINVALID, "")
+// The path naming the customer is partner policy data
+// (customer_path_prefix), the one the partner and reseller policies read:
+// a changed prefix moves the resolver with it, at the next policy update.
+func TestCustomerPathFromPolicyData(t *testing.T) {
+	ctx := context.Background()
+	env := newPartnerEnv(t, partnerStores(t)[0])
+	env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+	shipped := shippedData(t)()
+	accounts := withPartnerData(t, map[string]any{"customer_path_prefix": "accounts"})
+	noPartner := map[string]any{"deputy": map[string]any{"reseller": shipped["deputy"].(map[string]any)["reseller"]}}
+	var cur atomic.Pointer[map[string]any]
+	r, err := resolve.NewOnBehalfResolver(env.store, env.store, func() map[string]any { return *cur.Load() }, delegation.PartnerConfig{},
+		resolve.WithResolverClock(env.clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		data map[string]any
+		path string
+		want string // the customer acted for; "" none
+	}{
+		{name: "shipped prefix", data: shipped, path: "/customers/acme/service-requests", want: "acme"},
+		{name: "shipped prefix, other word", data: shipped, path: "/accounts/acme/service-requests"},
+		{name: "changed prefix", data: accounts, path: "/accounts/acme/service-requests", want: "acme"},
+		{name: "changed prefix, old word", data: accounts, path: "/customers/acme/service-requests"},
+		{name: "no partner data", data: noPartner, path: "/customers/acme/service-requests"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cur.Store(&tc.data)
+			d, err := r.Resolve(ctx, &sidecar.Request{Method: "GET", Path: tc.path, Headers: map[string]string{}}, patUser)
+			switch {
+			case err != nil:
+				t.Fatalf("Resolve: %v", err)
+			case tc.want == "" && d != nil:
+				t.Fatalf("delegation %+v, want none", d)
+			case tc.want != "" && (d == nil || d.Subject != tc.want):
+				t.Fatalf("delegation %+v, want one for %s", d, tc.want)
+			}
 		})
 	}
 }

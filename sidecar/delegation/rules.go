@@ -13,12 +13,18 @@ import (
 
 // PartnerRules are the partner limits security teams set in policy data
 // (data.deputy.partner): how long a request waits for a decision, the
-// grant lengths a request may ask for and the level a subscription needs.
+// grant lengths a request may ask for, the level a subscription needs, how
+// long before its end a grant is announced as expiring, and the path that
+// names the customer acted for.
 type PartnerRules struct {
 	PendingExpiryDays    int
 	MinGrantDays         int
 	MaxGrantDays         int
+	ExpiringWithinDays   int
 	SubscriptionMinLevel sidecar.Level
+	// CustomerPath is /<customer_path_prefix>/{customer}/, the path the
+	// partner and reseller policies read as naming the customer.
+	CustomerPath *PathTemplate
 }
 
 // ResellerRules tell reseller customer-care staff apart (data.deputy.reseller):
@@ -125,6 +131,7 @@ func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 		{"pending_expiry_days", &p.PendingExpiryDays},
 		{"min_grant_days", &p.MinGrantDays},
 		{"max_grant_days", &p.MaxGrantDays},
+		{"expiring_within_days", &p.ExpiringWithinDays},
 	} {
 		n, ok := dataInt(m[f.key])
 		if !ok || n <= 0 {
@@ -140,7 +147,28 @@ func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 		return nil, fmt.Errorf("data.deputy.partner.subscription_min_level: want a level, got %s", show(m["subscription_min_level"]))
 	}
 	p.SubscriptionMinLevel = sidecar.Level(s)
+	// The policies compare the prefix with the first segment of the route
+	// form (lower-cased, the last segment cut at its first dot), so only a
+	// word that form keeps as it is can name the same path in Go and Rego.
+	prefix, _ := m["customer_path_prefix"].(string)
+	if !validPathWord(prefix) {
+		return nil, fmt.Errorf("data.deputy.partner.customer_path_prefix: want one lower-case path segment (letters, digits, - and _), got %s", show(m["customer_path_prefix"]))
+	}
+	t, err := ParsePathTemplate("/" + prefix + "/{customer}/")
+	if err != nil {
+		return nil, fmt.Errorf("data.deputy.partner.customer_path_prefix: %s", sidecar.ErrorMessage(err))
+	}
+	p.CustomerPath = t
 	return p, nil
+}
+
+func validPathWord(s string) bool {
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func readResellerRules(m map[string]any) (*ResellerRules, error) {
@@ -255,6 +283,16 @@ func (b *RuleBook) Partner() (*PartnerRules, error) {
 		return nil, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy data has no partner rules (data.deputy.partner)"}
 	}
 	return r.Partner, nil
+}
+
+// CustomerPath returns the path naming the customer in the active policy
+// data, nil when its data has no partner rules: then only the on-behalf-of
+// header names one, as the policies, which read the same data, expect.
+func (b *RuleBook) CustomerPath() *PathTemplate {
+	if r, err := b.rules(); err == nil && r.Partner != nil {
+		return r.Partner.CustomerPath
+	}
+	return nil
 }
 
 // Reseller returns the reseller rules of the active policy data.

@@ -133,6 +133,14 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 		{name: "zero minimum", section: "partner", edit: map[string]any{"min_grant_days": 0.0}, path: "data.deputy.partner.min_grant_days"},
 		{name: "missing maximum", section: "partner", edit: map[string]any{"max_grant_days": nil}, path: "data.deputy.partner.max_grant_days"},
 		{name: "minimum above maximum", section: "partner", edit: map[string]any{"min_grant_days": 20.0, "max_grant_days": 10.0}, path: "data.deputy.partner.min_grant_days"},
+		{name: "customer path left out", section: "partner", edit: map[string]any{"customer_path_prefix": nil}, path: "data.deputy.partner.customer_path_prefix"},
+		{name: "customer path empty", section: "partner", edit: map[string]any{"customer_path_prefix": ""}, path: "data.deputy.partner.customer_path_prefix"},
+		{name: "customer path upper-case", section: "partner", edit: map[string]any{"customer_path_prefix": "Customers"}, path: "data.deputy.partner.customer_path_prefix"},
+		{name: "customer path of two segments", section: "partner", edit: map[string]any{"customer_path_prefix": "api/customers"}, path: "data.deputy.partner.customer_path_prefix"},
+		{name: "customer path a template", section: "partner", edit: map[string]any{"customer_path_prefix": "{customer}"}, path: "data.deputy.partner.customer_path_prefix"},
+		{name: "customer path with a dot", section: "partner", edit: map[string]any{"customer_path_prefix": "customers.json"}, path: "data.deputy.partner.customer_path_prefix"},
+		{name: "expiring window left out", section: "partner", edit: map[string]any{"expiring_within_days": nil}, path: "data.deputy.partner.expiring_within_days"},
+		{name: "expiring window zero", section: "partner", edit: map[string]any{"expiring_within_days": 0.0}, path: "data.deputy.partner.expiring_within_days"},
 		{name: "unknown subscription level", section: "partner", edit: map[string]any{"subscription_min_level": "gold"}, path: "data.deputy.partner.subscription_min_level"},
 		{name: "no required privilege", section: "reseller", edit: map[string]any{"required_privileges": []any{}}, path: "data.deputy.reseller.required_privileges"},
 		{name: "empty privilege name", section: "reseller", edit: map[string]any{"required_privileges": []any{"a", ""}}, path: "data.deputy.reseller.required_privileges[1]"},
@@ -203,5 +211,30 @@ func TestResellerStaffFromPolicyData(t *testing.T) {
 			d, err := r.Resolve(ctx, onBehalf("acme"), desk)
 			checkResolved(t, d, err, false, tc.reason)
 		})
+	}
+}
+
+// How long before its end a grant is announced as expiring is partner
+// policy data, as the other partner limits are.
+func TestExpiringWindowFromPolicyData(t *testing.T) {
+	ctx := context.Background()
+	env := newPartnerEnv(t, partnerStores(t)[0])
+	data := withPartnerData(t, map[string]any{"expiring_within_days": json.Number("3")})
+	p := delegation.NewPartners(env.store, func() map[string]any { return data }, delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+	env.grant(t, patUser, orgRequest(sidecar.LevelLook, 10))
+	for _, st := range []struct {
+		name    string
+		advance int
+		want    int
+	}{
+		{name: "six days left: inside the shipped week, outside the data's three days", advance: 4, want: 0},
+		{name: "three days left", advance: 3, want: 0},
+		{name: "two days left", advance: 1, want: 1},
+	} {
+		env.clock.Advance(time.Duration(st.advance) * day)
+		n, err := p.SweepExpiring(ctx, 100)
+		if err != nil || n != st.want {
+			t.Fatalf("%s: announced %d, %v; want %d", st.name, n, err, st.want)
+		}
 	}
 }

@@ -37,7 +37,8 @@ const (
 )
 
 // OnBehalfResolver resolves requests that name a customer — by the
-// on-behalf-of header or the configured path template — into a partner
+// on-behalf-of header or the path in policy data
+// (data.deputy.partner.customer_path_prefix) — into a partner
 // grant or a reseller assignment. Callers whose token carries a domain are
 // reseller staff (customer-care portal); other callers with an org are
 // partner users (support portal). A request naming no customer, or the
@@ -46,7 +47,6 @@ type OnBehalfResolver struct {
 	grants      GrantLookup
 	assignments AssignmentLookup
 	header      string
-	tmpl        *delegation.PathTemplate
 	rules       *delegation.RuleBook
 	clock       sidecar.Clock
 }
@@ -62,24 +62,20 @@ func WithResolverClock(c sidecar.Clock) ResolverOption {
 }
 
 // NewOnBehalfResolver returns the resolver. data is the active policy
-// data, whose reseller rules tell staff apart (the same the reseller policy
-// reads); partner supplies the header name and path template. It fails
-// only on an invalid path template.
+// data: its partner rules name the path that names the customer and its
+// reseller rules tell staff apart (the same the policies read); partner
+// supplies the header name. It fails on an invalid partner section.
 func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data delegation.PolicyData, partner delegation.PartnerConfig, opts ...ResolverOption) (*OnBehalfResolver, error) {
 	partner = partner.WithDefaults()
+	if err := partner.Validate(); err != nil {
+		return nil, err
+	}
 	r := &OnBehalfResolver{
 		grants:      grants,
 		assignments: assignments,
 		header:      strings.ReplaceAll(strings.ToLower(partner.OnBehalfOfHeader), "_", "-"),
 		rules:       delegation.NewRuleBook(data),
 		clock:       time.Now,
-	}
-	if partner.PathTemplate != "" {
-		t, err := delegation.ParsePathTemplate(partner.PathTemplate)
-		if err != nil {
-			return nil, err
-		}
-		r.tmpl = t
 	}
 	for _, o := range opts {
 		o(r)
@@ -105,10 +101,13 @@ func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 		}
 		return v, nil
 	}
-	if r.tmpl == nil {
+	// Parsed once per policy activation, so the path costs a pointer
+	// comparison here.
+	tmpl := r.rules.CustomerPath()
+	if tmpl == nil {
 		return "", nil
 	}
-	c, ok := r.tmpl.Match(req.Path)
+	c, ok := tmpl.Match(req.Path)
 	if !ok {
 		return "", nil
 	}
