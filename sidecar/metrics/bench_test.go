@@ -1,8 +1,11 @@
 package metrics_test
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -18,5 +21,21 @@ func BenchmarkObserveDecision(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		m.ObserveDecision(d)
+	}
+}
+
+// BenchmarkGRPCUnaryInterceptor is what the gRPC server metrics cost a
+// check, beside the handler.
+func BenchmarkGRPCUnaryInterceptor(b *testing.B) {
+	m, _ := newMetrics(b)
+	intercept := m.GRPC().UnaryServerInterceptor()
+	info := &grpc.UnaryServerInfo{FullMethod: "/envoy.service.auth.v3.Authorization/Check"}
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := intercept(ctx, nil, info, handler); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

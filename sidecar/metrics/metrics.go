@@ -19,7 +19,7 @@
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
 //	deputy_build_info{version,commit,go_version}
-//	grpc_server_* (go-grpc-middleware), go_*, process_*
+//	grpc_server_* (as go-grpc-middleware names them), go_*, process_*
 package metrics
 
 import (
@@ -28,7 +28,6 @@ import (
 	"sync"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -89,7 +88,7 @@ type Metrics struct {
 	activations        prometheus.Counter
 	bundleMu           sync.Mutex
 
-	grpc *grpcprom.ServerMetrics
+	grpc *GRPCMetrics
 }
 
 type decisionKey struct{ result, mode, reason string }
@@ -159,7 +158,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Namespace: Namespace, Name: "bundle_activations_total",
 			Help: "Policy sets activated.",
 		}),
-		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(LatencyBuckets))),
+		grpc: newGRPCMetrics(),
 	}
 	stages := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "check_stage_duration_seconds",
@@ -172,8 +171,9 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	cs := []prometheus.Collector{
 		m.decisions, m.checkDuration, stages, m.httpRequests, m.httpDuration,
 		m.cacheRequests, m.cacheEvictions, m.redisErrors,
-		m.bundleInfo, m.lastActivation, m.activationFailures, m.activations, m.grpc,
+		m.bundleInfo, m.lastActivation, m.activationFailures, m.activations,
 	}
+	cs = append(cs, m.grpc.collectors()...)
 	if o.runtime {
 		cs = append(cs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -299,7 +299,7 @@ func (m *Metrics) ObserveActivation(revision string, at time.Time, err error) {
 
 // GRPC returns the gRPC server metrics: install its interceptors on the
 // ext_authz server and call InitializeMetrics once services are registered.
-func (m *Metrics) GRPC() *grpcprom.ServerMetrics { return m.grpc }
+func (m *Metrics) GRPC() *GRPCMetrics { return m.grpc }
 
 // DecisionLogStats is what the decision logger reports;
 // *decisionlog.Logger is one.

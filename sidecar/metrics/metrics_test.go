@@ -17,9 +17,13 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
@@ -362,6 +366,108 @@ func TestGRPCServerMetrics(t *testing.T) {
 	if got != 1 {
 		t.Errorf("grpc_server_handled_total{Check,OK} = %v, want 1", got)
 	}
+}
+
+// The gRPC server metrics keep go-grpc-middleware's meanings, which the
+// dashboard and alert rules read: a failed call is handled under its
+// code and sends nothing; a stream counts its messages; every method has
+// its series from the start.
+func TestGRPCServerMetricsByCodeAndStream(t *testing.T) {
+	m, reg := newMetrics(t)
+	check := &grpc.UnaryServerInfo{FullMethod: "/envoy.service.auth.v3.Authorization/Check"}
+	intercept := m.GRPC().UnaryServerInterceptor()
+	for _, err := range []error{nil, status.Error(codes.PermissionDenied, "no"), context.DeadlineExceeded, status.Error(codes.Code(42), "odd")} {
+		if _, got := intercept(context.Background(), nil, check, func(context.Context, any) (any, error) { return nil, err }); got != err {
+			t.Fatalf("interceptor changed the handler's error %v into %v", err, got)
+		}
+	}
+	conn, err := grpc.NewClient(startHealthServer(t, m), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A bidirectional stream the server ends: once the client reads its
+	// end, the interceptor has counted everything.
+	info, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := info.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := info.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if err := info.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := info.Recv(); err != io.EOF {
+		t.Fatalf("stream end: %v, want EOF", err)
+	}
+	unary := map[string]string{"grpc_type": "unary", "grpc_service": "envoy.service.auth.v3.Authorization", "grpc_method": "Check"}
+	stream := map[string]string{"grpc_type": "bidi_stream", "grpc_service": "grpc.reflection.v1.ServerReflection", "grpc_method": "ServerReflectionInfo"}
+	with := func(base map[string]string, kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"grpc_server_started_total", unary, 4},
+		{"grpc_server_msg_received_total", unary, 4},
+		{"grpc_server_msg_sent_total", unary, 1},
+		{"grpc_server_handled_total", with(unary, "grpc_code", "OK"), 1},
+		{"grpc_server_handled_total", with(unary, "grpc_code", "PermissionDenied"), 1},
+		{"grpc_server_handled_total", with(unary, "grpc_code", "DeadlineExceeded"), 1},
+		{"grpc_server_handled_total", with(unary, "grpc_code", "Code(42)"), 1},
+		{"grpc_server_handled_total", with(unary, "grpc_code", "Internal"), 0},
+		{"grpc_server_started_total", stream, 1},
+		{"grpc_server_msg_received_total", stream, 1},
+		{"grpc_server_msg_sent_total", stream, 1},
+		{"grpc_server_handled_total", with(stream, "grpc_code", "OK"), 1},
+		{"grpc_server_handled_total", map[string]string{"grpc_method": "List", "grpc_code": "OK"}, 0},
+	} {
+		got, found := series(t, reg, tc.name, tc.labels)
+		if !found {
+			t.Errorf("%s%v: no series", tc.name, tc.labels)
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	hist, found := series(t, reg, "grpc_server_handling_seconds", unary)
+	if !found || hist != 4 {
+		t.Errorf("grpc_server_handling_seconds{Check} count = %v (found %v), want 4", hist, found)
+	}
+}
+
+// startHealthServer serves the health and reflection services, instrumented as Deputy's
+// gRPC server is, and returns its address.
+func startHealthServer(t *testing.T, m *metrics.Metrics) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
+	)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	reflection.Register(srv)
+	m.GRPC().InitializeMetrics(srv)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
 }
 
 func TestDecisionLogAndLiveDelegations(t *testing.T) {
