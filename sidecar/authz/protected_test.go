@@ -37,6 +37,7 @@ func (l lostSessionEvictions) Subscribe(fn func(string)) func() {
 func TestProtectionDeniesLiveSessions(t *testing.T) {
 	ctx := context.Background()
 	sync := &sidecar.Identity{Subject: "storefront-sync"}
+	allow := func(string, map[string]any) error { return nil } // the manage policy, in the API
 	cases := []struct {
 		name    string
 		roles   []string // the profile's roles when the session starts
@@ -45,10 +46,10 @@ func TestProtectionDeniesLiveSessions(t *testing.T) {
 		reason  string
 	}{
 		{"profile_protected", nil, false, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
-			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Protected: true}))
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Protected: true}, allow))
 		}, "session_customer_protected"},
 		{"profile_roles_admin", nil, false, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
-			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: []string{"admin"}}))
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: []string{"admin"}}, allow))
 		}, "session_customer_protected"},
 		{"recorded_as_staff", nil, false, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
 			lc.RecordStaff(ctx, "c42")
@@ -62,7 +63,7 @@ func TestProtectionDeniesLiveSessions(t *testing.T) {
 		// The session end never reaches this replica: the profile, read with
 		// the consent on every request, still denies.
 		{"profile_protected_session_eviction_lost", nil, true, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
-			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Protected: true}))
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Protected: true}, allow))
 		}, "customer_protected"},
 		{"staff_session_eviction_lost", nil, true, func(t *testing.T, lc *delegation.Impersonation, _ func(func(map[string]any))) {
 			lc.RecordStaff(ctx, "c42")
@@ -84,7 +85,7 @@ func TestProtectionDeniesLiveSessions(t *testing.T) {
 				state = lostSessionEvictions{mem}
 			}
 			lc := delegation.NewImpersonation(mem, func() map[string]any { return engine.Current().Data() })
-			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: tc.roles}))
+			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: tc.roles}, allow))
 			now := time.Now()
 			token := "protected-session-token-0123456789abcdef012"
 			must(t, storetest.StartRedeemed(ctx, mem, &sidecar.Session{ID: "imp_1", Actor: "staff-1", Customer: "c42",

@@ -4,6 +4,17 @@
 // assignments. Which actions are allowed is decided by policy; this package
 // keeps state consistent and secrets unguessable. The check path's view of
 // this state (resolvers and their caches) is package resolve.
+//
+// The three lifecycles (Impersonation, Partners, Resellers) have one shape:
+// authorization lives in the lifecycle, never in its caller. Every exported
+// method that acts for a caller takes the caller's identity and an
+// Authorize; it loads what the action is about, asks Authorize with the
+// action and the facts as stored (again on every retry, where the answer
+// depends on state), and only then checks its own invariants and writes. A
+// refusal comes back as it is, with nothing written. The management API
+// passes the manage policy (data.deputy.manage.decision) as Authorize and
+// only decodes and encodes; TestLifecyclesAskPolicy holds every exported
+// method to this.
 package delegation
 
 import (

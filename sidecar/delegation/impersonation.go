@@ -28,11 +28,14 @@ type Store interface {
 
 // Authorize asks policy whether the caller may perform action on target;
 // a denial is an error (EFORBIDDEN, or the status the policy names). The
-// API passes its manage-policy check; the lifecycle calls it once it has
-// gathered the facts policy judges (customer profile, consent).
+// management API passes its manage-policy check for the caller; every
+// lifecycle method that acts for a caller takes one and calls it once it
+// has loaded the facts policy judges, before it writes anything.
 type Authorize func(action string, target map[string]any) error
 
-// Impersonation runs the Login as Customer lifecycle.
+// Impersonation runs the Login as Customer lifecycle. Who may do what is
+// the manage policy's, asked through the Authorize each method that acts
+// for a caller takes, with the customer, consent and session as stored.
 type Impersonation struct {
 	store  Store
 	data   PolicyData
@@ -133,8 +136,12 @@ func checkText(field, v string, max int) error {
 	return nil
 }
 
-// PutCustomer upserts a customer profile synced by the host application.
-func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c *sidecar.Customer) error {
+// PutCustomer upserts a customer profile synced by the host application,
+// once policy lets by.
+func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c *sidecar.Customer, authorize Authorize) error {
+	if err := authorize("customer.put", map[string]any{"customer_id": c.ID}); err != nil {
+		return err
+	}
 	if err := checkID("id", c.ID); err != nil {
 		return err
 	}
@@ -202,11 +209,6 @@ func (i *Impersonation) markStaff(ctx context.Context, subject string) error {
 	return err
 }
 
-// GetCustomer returns a profile.
-func (i *Impersonation) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, error) {
-	return i.store.GetCustomer(ctx, id)
-}
-
 // ConsentChange is a request to set or withdraw consent.
 type ConsentChange struct {
 	Customer  string
@@ -216,8 +218,16 @@ type ConsentChange struct {
 
 // SetConsent records a customer's consent (history is kept by the store).
 // Withdrawing it — or setting an expiry already past — ends the customer's
-// live sessions at once.
-func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch ConsentChange) (*sidecar.Consent, []sidecar.Session, error) {
+// live sessions at once. Policy judges it as the customer's own choice
+// when by is the customer, else as set on the customer's behalf.
+func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch ConsentChange, authorize Authorize) (*sidecar.Consent, []sidecar.Session, error) {
+	action := "consent.set_for_customer"
+	if by != nil && by.Subject == ch.Customer {
+		action = "consent.set_self"
+	}
+	if err := authorize(action, map[string]any{"customer_id": ch.Customer}); err != nil {
+		return nil, nil, err
+	}
 	if err := checkID("customer_id", ch.Customer); err != nil {
 		return nil, nil, err
 	}
@@ -246,7 +256,10 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 
 // GetConsent returns the customer's current consent; a customer who never
 // consented (or whose consent expired) reads as not allowed.
-func (i *Impersonation) GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error) {
+func (i *Impersonation) GetConsent(ctx context.Context, by *sidecar.Identity, customer string, authorize Authorize) (*sidecar.Consent, error) {
+	if err := authorize("consent.get", map[string]any{"customer_id": customer}); err != nil {
+		return nil, err
+	}
 	if err := checkID("customer_id", customer); err != nil {
 		return nil, err
 	}
@@ -257,8 +270,12 @@ func (i *Impersonation) GetConsent(ctx context.Context, customer string) (*sidec
 	return c, err
 }
 
-// ConsentHistory lists past consent settings, newest first.
-func (i *Impersonation) ConsentHistory(ctx context.Context, customer string, p sidecar.Page) ([]sidecar.Consent, string, error) {
+// ConsentHistory lists past consent settings, newest first, to whoever
+// policy lets read the consent.
+func (i *Impersonation) ConsentHistory(ctx context.Context, by *sidecar.Identity, customer string, p sidecar.Page, authorize Authorize) ([]sidecar.Consent, string, error) {
+	if err := authorize("consent.get", map[string]any{"customer_id": customer}); err != nil {
+		return nil, "", err
+	}
 	return i.store.ConsentHistory(ctx, customer, p)
 }
 
@@ -444,7 +461,12 @@ type Redeemed struct {
 // Redeem exchanges a single-use code for the session token; host is the
 // storefront host the link was used on, where the cookie is set. A used,
 // unknown or late code is refused the same way, so codes cannot be probed.
-func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string) (*Redeemed, error) {
+// The code is the credential: the caller may be anonymous, and policy is
+// asked with no target.
+func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string, authorize Authorize) (*Redeemed, error) {
+	if err := authorize("impersonation.redeem", nil); err != nil {
+		return nil, err
+	}
 	if code == "" {
 		return nil, sidecar.Invalid("code", "required")
 	}
@@ -487,9 +509,7 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	if err != nil {
 		return nil, err
 	}
-	if err := authorize("impersonation.end", map[string]any{"session": map[string]any{
-		"id": s.ID, "actor": s.Actor, "subject": s.Customer,
-	}}); err != nil {
+	if err := authorize("impersonation.end", map[string]any{"session": sessionTarget(s)}); err != nil {
 		return nil, err
 	}
 	if st := s.EndState(i.clock()); st != "" {
@@ -507,16 +527,34 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	return ended, nil
 }
 
-// GetSession returns a session by id.
-func (i *Impersonation) GetSession(ctx context.Context, id string) (*sidecar.Session, error) {
+// GetSession returns a session by id, once policy lets by list its
+// actor's sessions.
+func (i *Impersonation) GetSession(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) (*sidecar.Session, error) {
 	if err := checkID("id", id); err != nil {
 		return nil, err
 	}
-	return i.store.GetSession(ctx, id)
+	s, err := i.store.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := authorize("impersonation.list", map[string]any{"actor": s.Actor, "session": sessionTarget(s)}); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// List returns sessions (live or all) matching f.
-func (i *Impersonation) List(ctx context.Context, f sidecar.SessionFilter) ([]sidecar.Session, string, error) {
+// sessionTarget is what policy judges an action on a session by: its
+// parties as stored.
+func sessionTarget(s *sidecar.Session) map[string]any {
+	return map[string]any{"id": s.ID, "actor": s.Actor, "subject": s.Customer}
+}
+
+// List returns sessions (live or all) matching f, once policy lets by
+// list those of f's actor (all actors when f names none).
+func (i *Impersonation) List(ctx context.Context, by *sidecar.Identity, f sidecar.SessionFilter, authorize Authorize) ([]sidecar.Session, string, error) {
+	if err := authorize("impersonation.list", map[string]any{"actor": f.Actor}); err != nil {
+		return nil, "", err
+	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		return nil, "", sidecar.Invalid("from", "must be before to")
 	}
@@ -526,8 +564,12 @@ func (i *Impersonation) List(ctx context.Context, f sidecar.SessionFilter) ([]si
 // Log is the session log, read from the audit trail: one entry per session
 // started (filtered by actor, customer and start time), shown with how and
 // by whom it ended. A session the store no longer keeps (past retention)
-// is rebuilt from what its audit entry recorded.
-func (i *Impersonation) Log(ctx context.Context, f sidecar.SessionFilter) ([]sidecar.Session, string, error) {
+// is rebuilt from what its audit entry recorded. Policy decides who reads
+// it.
+func (i *Impersonation) Log(ctx context.Context, by *sidecar.Identity, f sidecar.SessionFilter, authorize Authorize) ([]sidecar.Session, string, error) {
+	if err := authorize("impersonation.log", map[string]any{"actor": f.Actor, "customer_id": f.Customer}); err != nil {
+		return nil, "", err
+	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		return nil, "", sidecar.Invalid("from", "must be before to")
 	}

@@ -39,7 +39,7 @@ var (
 
 func (w *faultWorld) consent(t *testing.T, customer string, allowed bool) {
 	t.Helper()
-	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: customer}, delegation.ConsentChange{Customer: customer, Allowed: allowed}); err != nil {
+	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: customer}, delegation.ConsentChange{Customer: customer, Allowed: allowed}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -51,7 +51,7 @@ func (w *faultWorld) start(t *testing.T, staff *sidecar.Identity, customer strin
 		t.Fatal(err)
 	}
 	if redeem {
-		if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com"); err != nil {
+		if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -95,12 +95,12 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 		op   func(w *faultWorld) error
 	}{
 		{"consent_withdrawn", nil, func(w *faultWorld) error {
-			_, _, err := w.lc.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1"})
+			_, _, err := w.lc.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1"}, allowAll)
 			return err
 		}},
 		{"consent_narrowed", nil, func(w *faultWorld) error {
 			_, _, err := w.lc.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"},
-				delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: w.now.Add(4 * time.Second)})
+				delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: w.now.Add(4 * time.Second)}, allowAll)
 			return err
 		}},
 		{"session_start_replacing", nil, func(w *faultWorld) error {
@@ -115,7 +115,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 			return err
 		}},
 		{"session_redeem", func(t *testing.T, w *faultWorld) { w.start(t, alice, "c2", false) }, func(w *faultWorld) error {
-			_, err := w.lc.Redeem(w.ctx, w.started["alice@c2"].Code, "", "shop.example.com")
+			_, err := w.lc.Redeem(w.ctx, w.started["alice@c2"].Code, "", "shop.example.com", allowAll)
 			return err
 		}},
 	}

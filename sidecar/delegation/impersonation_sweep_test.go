@@ -28,11 +28,11 @@ func TestSweepEmitsEventsOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1", Allowed: true}); err != nil {
+	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1", Allowed: true}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c2"},
-		delegation.ConsentChange{Customer: "c2", Allowed: true, ExpiresAt: clock.Now().Add(10 * time.Minute)}); err != nil {
+		delegation.ConsentChange{Customer: "c2", Allowed: true, ExpiresAt: clock.Now().Add(10 * time.Minute)}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 	st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c1"}, allowAll)

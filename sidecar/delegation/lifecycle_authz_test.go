@@ -20,11 +20,17 @@ import (
 // and so take no Authorize: configuration, and work Deputy does on its own.
 // Anything else a lifecycle exports serves a caller and must ask policy.
 var callerless = map[string]string{
-	"Resellers.Config":       "configuration",
-	"Partners.Config":        "configuration",
-	"Partners.SweepExpiring": "Deputy's own sweep for expiring grants",
-	"Partners.RunSweeper":    "Deputy's own sweep for expiring grants",
-	"Partners.Effective":     "a fact lookup (grant precedence) that answers no caller",
+	"Resellers.Config":         "configuration",
+	"Partners.Config":          "configuration",
+	"Partners.SweepExpiring":   "Deputy's own sweep for expiring grants",
+	"Partners.RunSweeper":      "Deputy's own sweep for expiring grants",
+	"Partners.Effective":       "a fact lookup (grant precedence) that answers no caller",
+	"Impersonation.Config":     "configuration",
+	"Impersonation.Switches":   "policy data's switches, the same for every caller",
+	"Impersonation.Sweep":      "Deputy's own sweep for lapsed sessions and consents",
+	"Impersonation.RunSweeper": "Deputy's own sweep for lapsed sessions and consents",
+	"Impersonation.RecordStaff": "Deputy's own record of a subject that acted with a staff permission, " +
+		"taken after policy allowed that action; it only ever narrows access",
 }
 
 // authorizedMethods returns "Type.Method" of every exported method of the
@@ -66,18 +72,20 @@ type authzWorld struct {
 	store     sidecar.Store
 	resellers *delegation.Resellers
 	partners  *delegation.Partners
+	imp       *delegation.Impersonation
 }
 
 var samAdmin = &sidecar.Identity{Subject: "sam", Org: "resellerco", Domain: "shop-a.example", Roles: []string{"reseller_super_admin"}}
 
-func newAuthzWorld(t *testing.T) *authzWorld {
+func newAuthzWorld(t *testing.T, data delegation.PolicyData) *authzWorld {
 	t.Helper()
 	clock := storetest.NewClock(storetest.Epoch)
 	store := memory.New(memory.WithClock(clock.Now))
 	t.Cleanup(func() { _ = store.Close() })
 	w := &authzWorld{ctx: context.Background(), store: store,
 		resellers: delegation.NewResellers(store, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now)),
-		partners:  delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)),
+		partners:  delegation.NewPartners(store, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)),
+		imp:       delegation.NewImpersonation(store, data, delegation.WithImpersonationClock(clock.Now)),
 	}
 	now := clock.Now()
 	seed := []error{
@@ -89,6 +97,15 @@ func newAuthzWorld(t *testing.T) *authzWorld {
 		store.PutShare(w.ctx, &sidecar.Share{Customer: "acme", Resource: "sr-1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: now}),
 		store.PutSubscription(w.ctx, &sidecar.Subscription{User: "partnerco/pat", Customer: "acme", Kind: delegation.SubscriptionNotifications, CreatedAt: now}),
 	}
+	_, err := store.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", Name: "Cleo", DefaultStoreView: "en"}, sidecar.Protection{})
+	seed = append(seed, err)
+	_, err = store.SetConsent(w.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1", SetAt: now})
+	seed = append(seed, err)
+	_, err = store.StartSession(w.ctx, sidecar.SessionStart{
+		Session:  &sidecar.Session{ID: "imp_1", Actor: "alice", Customer: "c1", StartedAt: now, ExpiresAt: now.Add(time.Hour)},
+		CodeHash: delegation.HashSecret("code-1"), CodeExpiresAt: now.Add(time.Minute), ReplaceLive: true,
+	})
+	seed = append(seed, err)
 	if err := errors.Join(seed...); err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +149,16 @@ func (w *authzWorld) snapshot(t *testing.T) string {
 	read("shares", ss, err)
 	subs, err := w.store.SubscriptionsByCustomer(w.ctx, "acme")
 	read("subscriptions", subs, err)
+	for _, c := range []string{"c1", "c2"} {
+		cust, err := w.store.GetCustomer(w.ctx, c)
+		read("customer "+c, cust, err)
+	}
+	con, err := w.store.GetConsent(w.ctx, "c1")
+	read("consent", con, err)
+	hist, _, err := w.store.ConsentHistory(w.ctx, "c1", all)
+	read("consent history", hist, err)
+	sessions, _, err := w.store.ListSessions(w.ctx, sidecar.SessionFilter{Page: all})
+	read("sessions", sessions, err)
 	b, err := json.MarshalIndent(state, "", " ")
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +177,63 @@ type lifecycleCall struct {
 
 func lifecycleCalls() []lifecycleCall {
 	acmeRequest := map[string]any{"customer": "acme", "partner_org": "partnerco", "request_id": "req-1"}
+	c1 := &sidecar.Identity{Subject: "c1"}
+	session := map[string]any{"id": "imp_1", "actor": "alice", "subject": "c1"}
 	return []lifecycleCall{
+		{"Impersonation.PutCustomer", "customer.put", map[string]any{"customer_id": "c2"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				return w.imp.PutCustomer(w.ctx, &sidecar.Identity{Subject: "storefront"}, &sidecar.Customer{ID: "c2", DefaultStoreView: "en"}, az)
+			}},
+		{"Impersonation.SetConsent", "consent.set_self", map[string]any{"customer_id": "c1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.imp.SetConsent(w.ctx, c1, delegation.ConsentChange{Customer: "c1"}, az)
+				return err
+			}},
+		{"Impersonation.SetConsent", "consent.set_for_customer", map[string]any{"customer_id": "c1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.imp.SetConsent(w.ctx, bob, delegation.ConsentChange{Customer: "c1"}, az)
+				return err
+			}},
+		{"Impersonation.GetConsent", "consent.get", map[string]any{"customer_id": "c1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.imp.GetConsent(w.ctx, alice, "c1", az)
+				return err
+			}},
+		{"Impersonation.ConsentHistory", "consent.get", map[string]any{"customer_id": "c1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.imp.ConsentHistory(w.ctx, alice, "c1", sidecar.Page{}, az)
+				return err
+			}},
+		{"Impersonation.Start", "impersonation.start", map[string]any{"customer_id": "c1", "consent": map[string]any{"live": true}},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.imp.Start(w.ctx, bob, delegation.StartRequest{Customer: "c1", Reason: "ticket 7"}, az)
+				return err
+			}},
+		{"Impersonation.Redeem", "impersonation.redeem", nil,
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.imp.Redeem(w.ctx, "code-1", "", "shop.example.com", az)
+				return err
+			}},
+		{"Impersonation.End", "impersonation.end", map[string]any{"session": session},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.imp.End(w.ctx, c1, "imp_1", az)
+				return err
+			}},
+		{"Impersonation.GetSession", "impersonation.list", map[string]any{"actor": "alice", "session": session},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, err := w.imp.GetSession(w.ctx, alice, "imp_1", az)
+				return err
+			}},
+		{"Impersonation.List", "impersonation.list", map[string]any{"actor": "alice"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.imp.List(w.ctx, alice, sidecar.SessionFilter{Actor: "alice", LiveOnly: true}, az)
+				return err
+			}},
+		{"Impersonation.Log", "impersonation.log", map[string]any{"actor": "", "customer_id": "c1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				_, _, err := w.imp.Log(w.ctx, alice, sidecar.SessionFilter{Customer: "c1"}, az)
+				return err
+			}},
 		{"Partners.Request", "partner.request",
 			map[string]any{"customer": "acme", "partner_org": "partnerco", "level": "update", "scope": "organisation"},
 			func(w *authzWorld, az delegation.Authorize) error {
@@ -279,8 +362,9 @@ type asked struct {
 // returned as it is and leaves the store as it was.
 func TestLifecyclesAskPolicy(t *testing.T) {
 	calls := lifecycleCalls()
-	w := newAuthzWorld(t)
-	methods := authorizedMethods(t, w.resellers, w.partners)
+	data := shippedData(t)
+	w := newAuthzWorld(t, data)
+	methods := authorizedMethods(t, w.resellers, w.partners, w.imp)
 	for _, m := range methods {
 		if !slices.ContainsFunc(calls, func(c lifecycleCall) bool { return c.method == m }) {
 			t.Errorf("%s takes an Authorize but lifecycleCalls has no case calling it", m)
@@ -291,7 +375,7 @@ func TestLifecyclesAskPolicy(t *testing.T) {
 			if !slices.Contains(methods, c.method) {
 				t.Fatalf("%s is no lifecycle method taking an Authorize", c.method)
 			}
-			w := newAuthzWorld(t)
+			w := newAuthzWorld(t, data)
 			before := w.snapshot(t)
 			var got []asked
 			err := c.call(w, func(action string, target map[string]any) error {
@@ -315,7 +399,7 @@ func TestLifecyclesAskPolicy(t *testing.T) {
 
 			// Allowed, the same call does its work: the refusal above is
 			// what stopped it, not the call being wrong.
-			w = newAuthzWorld(t)
+			w = newAuthzWorld(t, data)
 			var allowed []string
 			if err := c.call(w, func(action string, _ map[string]any) error {
 				allowed = append(allowed, action)

@@ -32,17 +32,17 @@ func TestProtectedProfileReachesEveryReplica(t *testing.T) {
 	a, b := replica(), replica()
 	lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 	sync := &sidecar.Identity{Subject: "storefront-sync"}
-	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}); err != nil {
+	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, allowAll); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}); err != nil {
+	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 	st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}
-	red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com")
+	red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com", allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestProtectedProfileReachesEveryReplica(t *testing.T) {
 			t.Fatalf("replica %s before the change: %+v, %v", name, d, err)
 		}
 	}
-	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en", Protected: true}); err != nil {
+	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en", Protected: true}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 	partnerEventually(t, "replica b denies the session", func() bool {

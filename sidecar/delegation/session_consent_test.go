@@ -117,14 +117,14 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 				t.Fatal(err)
 			}
 			customer := &sidecar.Identity{Subject: "c42"}
-			if _, _, err := lc.SetConsent(ctx, customer, delegation.ConsentChange{Customer: "c42", Allowed: true}); err != nil {
+			if _, _, err := lc.SetConsent(ctx, customer, delegation.ConsentChange{Customer: "c42", Allowed: true}, allowAll); err != nil {
 				t.Fatal(err)
 			}
 			st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, allowAll)
 			if err != nil {
 				t.Fatal(err)
 			}
-			red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com")
+			red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com", allowAll)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 					t.Fatalf("replica %s before the change: %+v, %v", name, d, err)
 				}
 			}
-			if _, _, err := lc.SetConsent(ctx, customer, tc.change); err != nil {
+			if _, _, err := lc.SetConsent(ctx, customer, tc.change, allowAll); err != nil {
 				t.Fatal(err)
 			}
 			partnerEventually(t, "replica b denies the session", func() bool {

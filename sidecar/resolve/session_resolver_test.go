@@ -224,15 +224,16 @@ func TestSessionNeedsAHost(t *testing.T) {
 	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}); err != nil {
+	allow := func(string, map[string]any) error { return nil }
+	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}, allow); err != nil {
 		t.Fatal(err)
 	}
-	st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, func(string, map[string]any) error { return nil })
+	st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, allow)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, host := range []string{"", ":8080", "."} {
-		if _, err := lc.Redeem(ctx, st.Code, "", host); sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "host" {
+		if _, err := lc.Redeem(ctx, st.Code, "", host, allow); sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "host" {
 			t.Errorf("redeem on host %q: %v, want EINVALID host", host, err)
 		}
 	}
