@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -42,6 +44,9 @@ be refused at load is refused here. With --key the bundle is signed too.`,
 			b, err := policy.BuildBundle(defaultPaths(args), policy.BuildOptions{Revision: revision, Roots: roots, IncludeTests: includeTests})
 			if err != nil {
 				return err
+			}
+			if err := delegation.CheckRules(b.Data); err != nil {
+				return sidecar.Invalid("policies", "data: %v", err)
 			}
 			if sign.Key != "" {
 				if err := policy.SignBundle(b, sign); err != nil {

@@ -82,6 +82,21 @@ func TestBundleBuildSignVerify(t *testing.T) {
 	}
 }
 
+// A bundle whose rule data a running Deputy would refuse is refused when
+// built, naming what is wrong.
+func TestBundleBuildRefusesIncompleteRuleData(t *testing.T) {
+	dir := t.TempDir()
+	copyTree(t, "../../policies", dir)
+	editData(t, dir, "deputy/partner/data.json", func(d map[string]any) { delete(d, "customer_path_prefix") })
+	out := filepath.Join(t.TempDir(), "deputy.tar.gz")
+	if o, err := run(t, newBundleCmd(), "build", dir, "-o", out, "--revision", "r1"); err == nil || !strings.Contains(err.Error(), "data.deputy.partner.customer_path_prefix") {
+		t.Fatalf("build = %v, want a refusal naming data.deputy.partner.customer_path_prefix\n%s", err, o)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a refused bundle was written: %v", err)
+	}
+}
+
 func TestPolicyCommandsExitCodes(t *testing.T) {
 	// Data a running Deputy refuses to activate fails the check first.
 	incomplete := t.TempDir()
