@@ -22,5 +22,6 @@ deny(status, reason) := {"allowed": false, "reason": reason, "http_status": stat
 #   and a whole request passed to a function counts as reading all of it.
 route_segment_is(i, value) if {
 	input.deputy.request.route_segments[i] == lower(value)
-	input.deputy.request.segments[(count(input.deputy.request.segments) - count(input.deputy.request.route_segments)) + i] == value
+	offset := count(input.deputy.request.segments) - count(input.deputy.request.route_segments)
+	input.deputy.request.segments[offset + i] == value
 }
