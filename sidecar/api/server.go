@@ -65,9 +65,10 @@ type Server struct {
 	middleware []func(http.Handler) http.Handler
 	routes     []Routes
 
-	mux     *http.ServeMux
-	handler http.Handler
-	paths   map[string]bool
+	mux       *http.ServeMux
+	handler   http.Handler
+	paths     map[string]bool
+	endpoints []string // "METHOD path" as registered, for tests that walk them
 }
 
 // Option configures a Server.
@@ -152,6 +153,7 @@ func (rt *Router) HandlePublic(method, path string, h Handler) { rt.handle(metho
 func (rt *Router) handle(method, path string, h Handler, auth bool) {
 	s := rt.s
 	full := Prefix + strings.TrimPrefix(path, "/")
+	s.endpoints = append(s.endpoints, method+" "+path)
 	s.mux.HandleFunc(method+" "+full, func(w http.ResponseWriter, r *http.Request) {
 		s.serve(w, r, h, auth)
 	})
