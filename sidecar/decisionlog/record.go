@@ -143,10 +143,10 @@ func plainInput(in any) (any, error) {
 	return out, err
 }
 
-// plainValue is ast.JSON without its walk over each object's keys in
-// sorted order, which sorts (and keeps) every object's keys on first
-// use: the record encoder sorts map keys itself. Anything but objects and
-// arrays with string keys throughout is left to ast.JSON.
+// plainValue is ast.JSON for the input's usual shape without its cost
+// per object key: ast.JSON converts each key to an interface value (an
+// allocation) before it finds it is a string. Anything but objects with
+// string keys, arrays and strings is left to ast.JSON.
 func plainValue(v ast.Value) (any, error) {
 	switch x := v.(type) {
 	case ast.String:
