@@ -77,10 +77,16 @@ func memoryStore(t *testing.T, now sidecar.Clock) sidecar.Store {
 // into a directory laid out as Deputy loads policies, so data.json lands at
 // data.deputy.impersonation.
 func shippedPolicies(t *testing.T) string {
+	return policyFiles(t, "impersonation/impersonation.rego", "impersonation/data.json", "lib/lib.rego", "manage/manage.rego", "manage/impersonation.rego", "manage/streams.rego")
+}
+
+// policyFiles copies the named files of policies/deputy into a new
+// directory, under deputy/ as Deputy loads them, and returns it.
+func policyFiles(t *testing.T, files ...string) string {
 	t.Helper()
 	root := filepath.Join("..", "..", "policies", "deputy")
 	dir := t.TempDir()
-	for _, f := range []string{"impersonation/impersonation.rego", "impersonation/data.json", "lib/lib.rego", "manage/manage.rego", "manage/impersonation.rego", "manage/streams.rego"} {
+	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)

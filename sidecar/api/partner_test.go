@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,24 +64,7 @@ var partnerPolicyFiles = []string{
 	"reseller/reseller.rego", "reseller/data.json",
 }
 
-func partnerPolicies(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, f := range partnerPolicyFiles {
-		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "deputy", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst := filepath.Join(dir, "deputy", f)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
+func partnerPolicies(t *testing.T) string { return policyFiles(t, partnerPolicyFiles...) }
 
 type partnerBackend struct {
 	name string

@@ -79,19 +79,7 @@ func TestEveryEndpointAsksPolicy(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	ck := func() time.Time { return now }
 
-	dir := t.TempDir()
-	for _, f := range []string{"impersonation/data.json", "partner/data.json", "reseller/data.json"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "policies", "deputy", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Join(dir, "deputy", filepath.Dir(f)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "deputy", f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := policyFiles(t, "impersonation/data.json", "partner/data.json", "reseller/data.json")
 	if err := os.MkdirAll(filepath.Join(dir, "deputy", "manage"), 0o755); err != nil {
 		t.Fatal(err)
 	}
