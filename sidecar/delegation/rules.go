@@ -94,19 +94,30 @@ type Rules struct {
 // silently widening access.
 func ReadRules(data map[string]any) (*Rules, error) {
 	r := &Rules{}
-	if m, ok := lookup(data, "deputy", "partner").(map[string]any); ok {
-		p, err := readPartnerRules(m)
-		if err != nil {
+	for _, sec := range []struct {
+		name string
+		read func(map[string]any) error
+	}{
+		{"partner", func(m map[string]any) (err error) { r.Partner, err = readPartnerRules(m); return err }},
+		{"reseller", func(m map[string]any) (err error) { r.Reseller, err = readResellerRules(m); return err }},
+	} {
+		v := lookup(data, "deputy", sec.name)
+		if v == nil {
+			continue
+		}
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("data.deputy.%s: want an object of rules, got %s", sec.name, show(v))
+		}
+		if err := sec.read(m); err != nil {
 			return nil, err
 		}
-		r.Partner = p
 	}
-	if m, ok := lookup(data, "deputy", "reseller").(map[string]any); ok {
-		rs, err := readResellerRules(m)
-		if err != nil {
-			return nil, err
-		}
-		r.Reseller = rs
+	// The reseller policy refuses a path naming another customer than the
+	// one acted for by the partner rules' customer path: without them that
+	// check would silently lapse.
+	if r.Reseller != nil && r.Partner == nil {
+		return nil, fmt.Errorf("data.deputy.partner.customer_path_prefix: required with reseller rules (the reseller policy reads it)")
 	}
 	return r, nil
 }

@@ -174,6 +174,24 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 	}
 }
 
+// The reseller policy refuses a path naming another customer by the
+// partner data's customer_path_prefix: reseller rules without it would let
+// that check lapse, so the data is refused.
+func TestResellerRulesNeedTheCustomerPath(t *testing.T) {
+	shipped := shippedData(t)()
+	deputy := shipped["deputy"].(map[string]any)
+	err := delegation.CheckRules(map[string]any{"deputy": map[string]any{"reseller": deputy["reseller"]}})
+	if err == nil || !strings.HasPrefix(err.Error(), "data.deputy.partner.customer_path_prefix:") {
+		t.Fatalf("CheckRules = %v, want an error naming data.deputy.partner.customer_path_prefix", err)
+	}
+	if err := delegation.CheckRules(map[string]any{"deputy": map[string]any{"partner": deputy["partner"]}}); err != nil {
+		t.Fatalf("partner rules alone: %v", err)
+	}
+	if err := delegation.CheckRules(map[string]any{"deputy": map[string]any{"partner": true}}); err == nil || !strings.HasPrefix(err.Error(), "data.deputy.partner:") {
+		t.Fatalf("partner rules not an object: %v", err)
+	}
+}
+
 // The resolver tells reseller staff apart by the reseller rules of the
 // policy data, the same the reseller policy reads: a custom role added
 // there counts on the check path too.
