@@ -26,6 +26,15 @@ import data.deputy.lib
 #   listed in cc_item_methods that were shared with the partner user.
 # entrypoint: true
 decision := {"allowed": true, "reason": "partner_level_sufficient"} if {
+	# The common request, one method and a route naming it, allowed
+	# without a helper call: what the next branch decides for it, at a
+	# fifth less cost per check. Anything else falls through to it.
+	input.delegation.mode == "partner"
+	input.delegation.level != "cc"
+	count(input.deputy.request.methods) == 1
+	rank := data.deputy.partner.level_rank
+	rank[input.delegation.level] >= rank[_route[input.deputy.request.methods[0]]]
+} else := {"allowed": true, "reason": "partner_level_sufficient"} if {
 	input.delegation.mode == "partner"
 	input.delegation.level != "cc"
 	have := data.deputy.partner.level_rank[input.delegation.level]
