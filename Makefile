@@ -23,8 +23,10 @@ CA_CERTS := /etc/ssl/certs/ca-certificates.crt
 
 all: build
 
+## build: the binary as the image ships it (no symbol table or DWARF,
+## trimmed paths): a smaller file mapped, and `make bench` measures it.
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/deputy
+	$(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN) ./cmd/deputy
 
 ## image: the OCI image, as an OCI layout in bin/deputy-image and a
 ## `docker load` tarball bin/deputy-image.tar (no Docker engine needed).
