@@ -137,6 +137,7 @@ func newEnv(t *testing.T, mk storeFactory, opts ...envOption) *env {
 		api.WithEngine(engine),
 		api.WithClock(ck.Now),
 		api.WithConfig(api.Config{MaxBodyBytes: 4096}),
+		api.WithStaffRecorder(svc.RecordStaff),
 		api.WithRoutes(api.NewImpersonation(svc)),
 	)
 	return &env{t: t, clock: ck, store: store, engine: engine, svc: svc, resolver: resolver, handler: h, dev: dev, idv: verifier, tokens: map[string]string{}}

@@ -64,6 +64,7 @@ type Server struct {
 	clock      sidecar.Clock
 	middleware []func(http.Handler) http.Handler
 	routes     []Routes
+	staff      func(ctx context.Context, subject string)
 
 	mux       *http.ServeMux
 	handler   http.Handler
@@ -101,6 +102,14 @@ func WithClock(c sidecar.Clock) Option { return func(s *Server) { s.clock = c } 
 // middleware is the outermost.
 func WithMiddleware(m ...func(http.Handler) http.Handler) Option {
 	return func(s *Server) { s.middleware = append(s.middleware, m...) }
+}
+
+// WithStaffRecorder is told the subject of every action policy allowed
+// with a staff permission (the decision's "staff": true), so Deputy knows
+// staff without data entry. It must be cheap after the first call for a
+// subject (delegation.Impersonation.RecordStaff is).
+func WithStaffRecorder(f func(ctx context.Context, subject string)) Option {
+	return func(s *Server) { s.staff = f }
 }
 
 // WithRoutes adds resource areas.
@@ -274,6 +283,9 @@ func (s *Server) Authorize(ctx context.Context, id *sidecar.Identity, action str
 			a.Reason = "denied"
 		}
 		return a, denial(a)
+	}
+	if staff, _ := a.Result["staff"].(bool); staff && s.staff != nil && id != nil && id.Subject != "" {
+		s.staff(ctx, id.Subject)
 	}
 	return a, nil
 }

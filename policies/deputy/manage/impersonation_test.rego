@@ -114,3 +114,18 @@ test_status_hints if {
 	d.http_status == 404
 	d.field == "customer_id"
 }
+
+# An allowed action says whether the caller acted as staff: Deputy records
+# that subject as staff, with no data entry.
+test_staff_flag[note] if {
+	some note, tc in {
+		"agent lists own sessions": {"action": "impersonation.list", "id": _agent, "target": {"actor": "alice"}, "staff": true},
+		"lead sets consent on behalf": {"action": "consent.set_for_customer", "id": _lead, "target": {"customer_id": "c42"}, "staff": true},
+		"customer sets own consent": {"action": "consent.set_self", "id": _customer, "target": {"customer_id": "c42"}, "staff": false},
+		"customer ends a session on them": {"action": "impersonation.end", "id": _customer, "target": {"session": {"actor": "bob", "subject": "c42"}}, "staff": false},
+		"mailer reads events": {"action": "events.read", "id": {"sub": "m", "roles": ["mailer"]}, "target": {}, "staff": true},
+	}
+	d := manage.decision with input as {"action": tc.action, "identity": tc.id, "target": tc.target}
+	d.allowed
+	d.staff == tc.staff
+}

@@ -18,6 +18,13 @@ known_actions contains a if {
 	}
 }
 
+# A caller whose roles grant any Login as Customer permission is staff:
+# every action allowed to it records its subject as staff, so its own
+# storefront account can never be impersonated, with no data entry.
+default _staff := false
+
+_staff if count(_perms) > 0
+
 # --- who may do what ---------------------------------------------------------
 
 allow contains "impersonation.start" if "login_as_customer" in _perms

@@ -26,7 +26,9 @@ decision := _with_info({"allowed": false, "reason": _deny_reason}) if {
 	count(deny) > 0
 }
 
-decision := {"allowed": true, "reason": "ok"} if {
+# staff: the caller acted with a storefront staff permission; Deputy
+# records its subject as staff (see _staff).
+decision := {"allowed": true, "reason": "ok", "staff": _staff} if {
 	_authenticated_or_public
 	count(deny) == 0
 	input.action in allow

@@ -2,11 +2,14 @@ package delegation_test
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/resolve"
@@ -71,5 +74,43 @@ func TestProtectedProfileReachesEveryReplica(t *testing.T) {
 	}
 	if s.EndReason != sidecar.EndCustomerProtected || s.EndedBy != "storefront-sync" {
 		t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
+	}
+}
+
+// countingMarks counts staff writes and fails them while failing is set.
+type countingMarks struct {
+	*memory.Store
+	marks   atomic.Int64
+	failing atomic.Bool
+}
+
+func (c *countingMarks) MarkStaff(ctx context.Context, subject string) ([]sidecar.Session, error) {
+	c.marks.Add(1)
+	if c.failing.Load() {
+		return nil, sidecar.Unavailable("state store unavailable", errors.New("cut"))
+	}
+	return c.Store.MarkStaff(ctx, subject)
+}
+
+// Every staff action records its subject, but the store is written once
+// per subject per process; a write that failed is tried again on the
+// subject's next action, and the mark, once stored, protects the account.
+func TestRecordStaffWritesOncePerSubject(t *testing.T) {
+	ctx := context.Background()
+	store := &countingMarks{Store: memory.New()}
+	lc := delegation.NewImpersonation(store, shippedData(t))
+	store.failing.Store(true)
+	lc.RecordStaff(ctx, "lee")
+	store.failing.Store(false)
+	for range 5 {
+		lc.RecordStaff(ctx, "lee")
+	}
+	lc.RecordStaff(ctx, "")
+	if n := store.marks.Load(); n != 2 {
+		t.Fatalf("%d staff writes for 6 actions of one subject (the first failed), want 2", n)
+	}
+	st, err := store.GetCustomerState(ctx, "lee")
+	if err != nil || !st.Staff {
+		t.Fatalf("lee not recorded as staff: %+v, %v", st, err)
 	}
 }

@@ -1,0 +1,80 @@
+package api_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// A live session ends, and its next request is denied, when the account it
+// impersonates becomes protected through the API: its profile synced as
+// protected or with a protected role, or its own subject acting with a
+// staff permission. The session log and the events stream say why, as
+// for a consent withdrawal.
+func TestProtectionEndsLiveSessions(t *testing.T) {
+	cases := []struct {
+		name    string
+		protect func(e *env)
+		by      string
+	}{
+		{"profile_protected", func(e *env) {
+			e.must(e.do("PUT", "/deputy/v1/customers/c42", e.admin(), map[string]any{"default_store_view": "default", "protected": true}), 200)
+		}, "ada"},
+		{"profile_roles_admin", func(e *env) {
+			e.must(e.do("PUT", "/deputy/v1/customers/c42", e.admin(), map[string]any{"default_store_view": "default", "roles": []string{"admin"}}), 200)
+		}, "ada"},
+		{"customer_acts_as_staff", func(e *env) {
+			// c42's own token, with a staff role: listing its own sessions
+			// is a staff action, so Deputy now knows c42 as staff.
+			e.must(e.do("GET", "/deputy/v1/impersonation/sessions?actor=c42", e.as("c42", "support_agent"), nil), 200)
+		}, sidecar.SweepActor},
+	}
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newEnv(t, mk)
+				e.seed()
+				id, cookie := e.live(e.agent())
+				if _, err := e.check(cookie); err != nil {
+					t.Fatal(err)
+				}
+				tc.protect(e)
+				e.denied(cookie, "session_customer_protected")
+
+				log := e.must(e.do("GET", "/deputy/v1/impersonation/log?customer_id=c42", e.lead(), nil), 200)
+				items, _ := log.Body["items"].([]any)
+				if len(items) != 1 {
+					t.Fatalf("session log: %s", log.Raw)
+				}
+				s := items[0].(map[string]any)
+				if s["id"] != id || s["state"] != sidecar.EndCustomerProtected || s["ended_by"] != tc.by {
+					t.Fatalf("session log entry: %v", s)
+				}
+				events, _, err := e.store.ReadEvents(context.Background(), sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded, Customer: "c42"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(events) != 1 || events[0].Data["session"] != id || events[0].Data["end_reason"] != sidecar.EndCustomerProtected {
+					t.Fatalf("impersonation.ended events: %+v", events)
+				}
+				// And the account stays out of reach.
+				r := e.start(e.agent(), nil)
+				if r.Status != 403 || r.errMsg() != "customer_protected" {
+					t.Fatalf("start after: %d %s", r.Status, r.Raw)
+				}
+			})
+		}
+		// A customer acting for themselves is not staff: its session lives on.
+		t.Run("customer_self_service_is_not_staff", func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			_, cookie := e.live(e.agent())
+			e.must(e.do("PUT", "/deputy/v1/customers/c42/consent", e.customer(), map[string]any{"allowed": true}), 200)
+			e.must(e.do("GET", "/deputy/v1/customers/c42/consent", e.customer(), nil), 200)
+			if d, err := e.check(cookie); err != nil || d == nil || d.SubjectProtected {
+				t.Fatalf("after self-service: %+v, %v", d, err)
+			}
+		})
+	})
+}
