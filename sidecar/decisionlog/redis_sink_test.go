@@ -55,7 +55,12 @@ func TestRedisSinkSurvivesOutage(t *testing.T) {
 	for i := range 200 {
 		l.Log(impersonationDecision(fmt.Sprintf("before-%03d", i), requestInput(t)))
 	}
-	waitFor(t, "200 records in the stream", func() bool { return xlen(rc, cfg.Stream)() == 200 })
+	// Written and acknowledged: a batch whose reply is cut by the stop
+	// below would be queued again (at least once), and counted twice.
+	waitFor(t, "200 records written", func() bool { return l.Flushed() == 200 && l.QueueDepth() == 0 })
+	if n := xlen(rc, cfg.Stream)(); n != 200 {
+		t.Fatalf("stream holds %d records after 200 were written", n)
+	}
 
 	srv.Stop()
 	var want []string
