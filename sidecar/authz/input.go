@@ -46,6 +46,8 @@ var internedKeys = func() map[string]*ast.Term {
 		"query_parameters_to_set", "query_parameters_to_remove", "http_status", "body", "dynamic_metadata",
 		"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP/1.1",
 		"HTTP/2", "https", "http", "",
+		// Values of input.delegation.mode.
+		sidecar.ModeImpersonation, sidecar.ModePartner, sidecar.ModeReseller,
 	} {
 		m[k] = ast.StringTerm(k)
 	}

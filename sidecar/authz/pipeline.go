@@ -332,11 +332,17 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 	} else {
 		var facts ast.Object
 		if len(owned) == 0 {
-			// The activation's facts, built once, plus the request: no
-			// conversion of config values on the check path.
+			// The activation's facts, built once, that a rule can read,
+			// plus the request: no conversion of config values on the
+			// check path.
+			dn := need.Child("deputy")
 			base := p.activationFacts(act).Value.(ast.Object)
 			facts = ast.NewObjectWithCapacity(base.Len() + 1)
-			base.Foreach(func(k, v *ast.Term) { facts.Insert(k, v) })
+			base.Foreach(func(k, v *ast.Term) {
+				if key, ok := k.Value.(ast.String); ok && dn.Child(string(key)) != nil {
+					facts.Insert(k, v)
+				}
+			})
 		} else {
 			facts = p.deputyFacts(act, owned)
 		}
@@ -590,7 +596,9 @@ func identityToAST(id *sidecar.Identity, need *policy.InputNeeds) ast.Value {
 func delegationToAST(d *sidecar.Delegation, need *policy.InputNeeds) ast.Value {
 	obj := ast.NewObjectWithCapacity(8)
 	str := func(k, v string) { putString(obj, need, k, v) }
-	str("mode", d.Mode)
+	if d.Mode != "" && need.Child("mode") != nil {
+		obj.Insert(keyTerm("mode"), keyTerm(d.Mode)) // modes are interned
+	}
 	str("id", d.ID)
 	str("actor", d.Actor)
 	str("actor_name", d.ActorName)
@@ -613,28 +621,38 @@ func delegationToAST(d *sidecar.Delegation, need *policy.InputNeeds) ast.Value {
 		obj.Insert(keyTerm("subject_roles"), stringsTerm(d.SubjectRoles))
 	}
 	if n := need.Child("attributes"); len(d.Attributes) > 0 && n != nil {
-		if attrs := attributesToAST(d.Attributes, n); attrs.Len() > 0 {
+		if attrs := attributesToAST(d.Attributes, n); attrs != nil {
 			obj.Insert(keyTerm("attributes"), ast.NewTerm(attrs))
 		}
 	}
 	return obj
 }
 
-// attributesToAST converts the delegation attributes policy can read.
+// attributesToAST converts the delegation attributes policy can read, nil
+// when it can read none of them.
 func attributesToAST(attrs map[string]any, need *policy.InputNeeds) ast.Object {
-	obj := ast.NewObjectWithCapacity(len(attrs))
+	var obj ast.Object
 	for k, v := range attrs {
 		if need.Child(k) == nil {
 			continue
 		}
 		if val, err := ast.InterfaceToValue(v); err == nil {
+			if obj == nil {
+				obj = ast.NewObjectWithCapacity(len(attrs))
+			}
 			obj.Insert(keyTerm(k), ast.NewTerm(val))
 		}
 	}
 	return obj
 }
 
+// emptyArray is every empty list of input (policy never changes input).
+var emptyArray = ast.ArrayTerm()
+
 func stringsTerm(ss []string) *ast.Term {
+	if len(ss) == 0 {
+		return emptyArray
+	}
 	terms := make([]*ast.Term, len(ss))
 	for i, s := range ss {
 		terms[i] = keyTerm(s)
