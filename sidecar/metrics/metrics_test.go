@@ -333,23 +333,11 @@ func firstKey[V any](m map[string]V) string {
 	return ""
 }
 
-// serve starts a gRPC server instrumented as Deputy's ext_authz server is,
-// with the health service, and calls it once.
-func serveGRPC(t testing.TB, m *metrics.Metrics) {
+// serveGRPC starts a gRPC server instrumented as Deputy's ext_authz
+// server is, with the health service, and calls it once.
+func serveGRPC(t *testing.T, m *metrics.Metrics) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
-	)
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	m.GRPC().InitializeMetrics(srv)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(startHealthServer(t, m), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
