@@ -335,39 +335,55 @@ func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer, p sidecar.
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	raw := encode(c)
-	key, live := s.customerKey(c.ID), s.liveCustomerKey(c.ID)
-	var ended []sidecar.Session
-	// One transaction: a session start watches the profile, so it cannot
-	// slip in between reading the live set and ending it.
-	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		ended = ended[:0]
+	raw, key := encode(c), s.customerKey(c.ID)
+	// A session start watches the profile, so it cannot slip in between
+	// reading the live set and ending it.
+	return s.protectCustomer(ctx, c.ID, c.UpdatedBy, func(tx *goredis.Tx) (bool, error) {
 		staff, err := tx.SIsMember(ctx, s.staffKey(), c.ID).Result()
 		if err != nil {
-			return unavailable(err)
+			return false, unavailable(err)
+		}
+		return p.Protects(c.ID, c, staff), nil
+	}, func(p goredis.Pipeliner) { p.Set(ctx, key, raw, 0) }, key, s.staffKey())
+}
+
+// protectCustomer queues write and, when protected says the customer's
+// account is protected once written, ends its live sessions (by,
+// EndCustomerProtected), in one transaction on {imp} keys; watch are the
+// further keys protected reads or write changes. It publishes the
+// customer's key and the ended sessions' keys.
+func (s *Store) protectCustomer(ctx context.Context, customer, by string, protected func(*goredis.Tx) (bool, error),
+	write func(goredis.Pipeliner), watch ...string) ([]sidecar.Session, error) {
+	live := s.liveCustomerKey(customer)
+	var ended []sidecar.Session
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		ended = ended[:0]
+		protect, err := protected(tx)
+		if err != nil {
+			return err
 		}
 		var sessions []*sidecar.Session
 		var stale []string
-		if p.Protects(c.ID, c, staff) {
+		if protect {
 			now := s.now()
 			if sessions, stale, err = s.liveSessions(ctx, tx, live, now); err != nil {
 				return err
 			}
 			for _, ss := range sessions {
-				ss.EndedAt, ss.EndedBy, ss.EndReason = now, c.UpdatedBy, sidecar.EndCustomerProtected
+				ss.EndedAt, ss.EndedBy, ss.EndReason = now, by, sidecar.EndCustomerProtected
 			}
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			p.Set(ctx, key, raw, 0)
+			write(p)
 			s.queueEnds(ctx, p, live, sessions, stale, &ended)
 			return nil
 		})
 		return err
-	}, key, live, s.staffKey())
+	}, append(watch, live)...)
 	if err != nil {
 		return nil, rerr(err, "customer")
 	}
-	s.publish(ctx, sidecar.CustomerKey(c.ID))
+	s.publish(ctx, sidecar.CustomerKey(customer))
 	s.publishEnded(ctx, ended)
 	return ended, nil
 }
@@ -398,31 +414,8 @@ func (s *Store) MarkStaff(ctx context.Context, subject string) ([]sidecar.Sessio
 	if subject == "" {
 		return nil, sidecar.Invalid("subject", "subject is required")
 	}
-	live := s.liveCustomerKey(subject)
-	var ended []sidecar.Session
-	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		ended = ended[:0]
-		now := s.now()
-		sessions, stale, err := s.liveSessions(ctx, tx, live, now)
-		if err != nil {
-			return err
-		}
-		for _, ss := range sessions {
-			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, sidecar.EndCustomerProtected
-		}
-		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			p.SAdd(ctx, s.staffKey(), subject)
-			s.queueEnds(ctx, p, live, sessions, stale, &ended)
-			return nil
-		})
-		return err
-	}, live)
-	if err != nil {
-		return nil, rerr(err, "staff")
-	}
-	s.publish(ctx, sidecar.CustomerKey(subject))
-	s.publishEnded(ctx, ended)
-	return ended, nil
+	return s.protectCustomer(ctx, subject, sidecar.SweepActor, func(*goredis.Tx) (bool, error) { return true, nil },
+		func(p goredis.Pipeliner) { p.SAdd(ctx, s.staffKey(), subject) })
 }
 
 // GetCustomerState pipelines its three reads: the keys share {imp}, so
