@@ -3,7 +3,6 @@ package authz_test
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,19 +14,6 @@ import (
 	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
-
-// lostSessionEvictions drops the session evictions a store publishes (as
-// when a message is lost), so the resolver keeps the session cached as
-// live: only the per-request customer lookup and policy can stop it.
-type lostSessionEvictions struct{ *memory.Store }
-
-func (l lostSessionEvictions) Subscribe(fn func(string)) func() {
-	return l.Store.Subscribe(func(key string) {
-		if !strings.HasPrefix(key, "session:") {
-			fn(key)
-		}
-	})
-}
 
 // A live session is denied on its next request once the customer's
 // account becomes protected, however it becomes so: the profile (flag or
@@ -82,7 +68,7 @@ func TestProtectionDeniesLiveSessions(t *testing.T) {
 			mem := memory.New()
 			var state resolve.SessionState = mem
 			if tc.lost {
-				state = lostSessionEvictions{mem}
+				state = storetest.LostSessionEvictions{Store: mem}
 			}
 			lc := delegation.NewImpersonation(mem, func() map[string]any { return engine.Current().Data() })
 			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: tc.roles}, allow))

@@ -24,18 +24,45 @@ func TestProtectedProfileReachesEveryReplica(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clock := storetest.NewClock(storetest.Epoch)
-	replica := func() sidecar.Store {
-		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "protected"}, redis.WithClock(clock.Now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	a, b := replica(), replica()
+	a, b := redisReplica(t, srv, "protected", clock), redisReplica(t, srv, "protected", clock)
 	lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+	st, resolvers, req := liveOnTwoReplicas(t, lc, a, b, clock)
 	sync := &sidecar.Identity{Subject: "storefront-sync"}
-	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, allowAll); err != nil {
+	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en", Protected: true}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	partnerEventually(t, "replica b denies the session", func() bool {
+		_, err := resolvers["b"].Resolve(ctx, req, nil)
+		return sidecar.ErrorReason(err) == "session_customer_protected"
+	})
+	s, err := b.GetSession(ctx, st.Session.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.EndReason != sidecar.EndCustomerProtected || s.EndedBy != "storefront-sync" {
+		t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
+	}
+}
+
+// redisReplica is one replica's store on srv, keys under prefix.
+func redisReplica(t *testing.T, srv *redistest.Server, prefix string, clock *storetest.Clock) sidecar.Store {
+	t.Helper()
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix}, redis.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// liveOnTwoReplicas syncs customer c42 with its consent on a, has alice
+// start and redeem a session on it through lc, and returns resolvers on a
+// and b that cache for an hour, both already resolving the storefront
+// request it returns (the cookie's): what a change must get past.
+func liveOnTwoReplicas(t *testing.T, lc *delegation.Impersonation, a, b sidecar.Store, clock *storetest.Clock) (*delegation.Started, map[string]*resolve.SessionResolver, *sidecar.Request) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := a.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}, allowAll); err != nil {
@@ -57,24 +84,11 @@ func TestProtectedProfileReachesEveryReplica(t *testing.T) {
 	}
 	req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + red.Token}}
 	for name, r := range resolvers {
-		if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil || d.SubjectProtected {
+		if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil || d.Subject != "c42" || d.SubjectProtected {
 			t.Fatalf("replica %s before the change: %+v, %v", name, d, err)
 		}
 	}
-	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en", Protected: true}, allowAll); err != nil {
-		t.Fatal(err)
-	}
-	partnerEventually(t, "replica b denies the session", func() bool {
-		_, err := resolvers["b"].Resolve(ctx, req, nil)
-		return sidecar.ErrorReason(err) == "session_customer_protected"
-	})
-	s, err := b.GetSession(ctx, st.Session.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.EndReason != sidecar.EndCustomerProtected || s.EndedBy != "storefront-sync" {
-		t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
-	}
+	return st, resolvers, req
 }
 
 // countingMarks counts staff writes and fails them while failing is set.

@@ -10,24 +10,10 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
-	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
-
-// lostSessionEvictions is a store whose session evictions never arrive (as
-// when a message is lost), so a resolver keeps the session cached as live:
-// only the consent lookup can stop it.
-type lostSessionEvictions struct{ *memory.Store }
-
-func (l lostSessionEvictions) Subscribe(fn func(string)) func() {
-	return l.Store.Subscribe(func(key string) {
-		if !strings.HasPrefix(key, "session:") {
-			fn(key)
-		}
-	})
-}
 
 // The consent lookup is the second line: even with the session cached as
 // live, a withdrawn or lapsed consent denies the next request.
@@ -54,7 +40,7 @@ func TestSessionResolverChecksConsent(t *testing.T) {
 			if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(cookie)); err != nil {
 				t.Fatal(err)
 			}
-			r := resolve.NewSessionResolver(lostSessionEvictions{store}, delegation.ImpersonationConfig{CacheTTL: time.Hour},
+			r := resolve.NewSessionResolver(storetest.LostSessionEvictions{Store: store}, delegation.ImpersonationConfig{CacheTTL: time.Hour},
 				resolve.WithSessionClock(clock.Now))
 			defer r.Close()
 			req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + cookie}}
@@ -103,43 +89,11 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			replica := func() sidecar.Store {
-				s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: fmt.Sprintf("consent%d", i)}, redis.WithClock(clock.Now))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = s.Close() })
-				return s
-			}
-			a, b := replica(), replica()
+			prefix := fmt.Sprintf("consent%d", i)
+			a, b := redisReplica(t, srv, prefix, clock), redisReplica(t, srv, prefix, clock)
 			lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
-			if _, err := a.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
-				t.Fatal(err)
-			}
+			st, resolvers, req := liveOnTwoReplicas(t, lc, a, b, clock)
 			customer := &sidecar.Identity{Subject: "c42"}
-			if _, _, err := lc.SetConsent(ctx, customer, delegation.ConsentChange{Customer: "c42", Allowed: true}, allowAll); err != nil {
-				t.Fatal(err)
-			}
-			st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c42"}, allowAll)
-			if err != nil {
-				t.Fatal(err)
-			}
-			red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com", allowAll)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resolvers := map[string]*resolve.SessionResolver{}
-			for name, s := range map[string]sidecar.Store{"a": a, "b": b} {
-				r := resolve.NewSessionResolver(s, delegation.ImpersonationConfig{CacheTTL: time.Hour}, resolve.WithSessionClock(clock.Now))
-				t.Cleanup(func() { _ = r.Close() })
-				resolvers[name] = r
-			}
-			req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + red.Token}}
-			for name, r := range resolvers {
-				if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil || d.Subject != "c42" {
-					t.Fatalf("replica %s before the change: %+v, %v", name, d, err)
-				}
-			}
 			if _, _, err := lc.SetConsent(ctx, customer, tc.change, allowAll); err != nil {
 				t.Fatal(err)
 			}

@@ -2,11 +2,27 @@ package storetest
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
+
+// LostSessionEvictions is a store whose subscribers never receive the
+// session keys it publishes, as when those messages are lost: a resolver on
+// it keeps sessions cached as live, so only what it reads on every request
+// (consent, protection) can stop them.
+type LostSessionEvictions struct{ sidecar.Store }
+
+// Subscribe passes fn every key but the session keys.
+func (l LostSessionEvictions) Subscribe(fn func(string)) func() {
+	return l.Store.Subscribe(func(key string) {
+		if !strings.HasPrefix(key, sidecar.SessionKey("")) {
+			fn(key)
+		}
+	})
+}
 
 // testCustomerState: the check path's one read of a customer's consent,
 // profile and staff mark.
