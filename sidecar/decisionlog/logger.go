@@ -454,7 +454,14 @@ func (l *Logger) encode(ctx context.Context, d *sidecar.Decision) ([]byte, error
 			}
 		}
 	}
-	return rec.encode()
+	b, err := rec.encode()
+	if err != nil && rec.Input != nil {
+		// An input that cannot be written costs the record its input,
+		// never the record.
+		rec.Input, rec.MaskError = nil, "input not loggable: "+err.Error()
+		b, err = rec.encode()
+	}
+	return b, err
 }
 
 func randomID() string {

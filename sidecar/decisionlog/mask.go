@@ -166,6 +166,63 @@ func newMasker(cfg Config, ev Evaluator) *masker {
 	return &masker{headers: hs, queryParams: qs, eval: ev}
 }
 
+// spine names objects, each with the objects under it that are on the
+// spine too.
+type spine map[string]spine
+
+// maskSpine holds every object the fixed masking reads or changes (the
+// headers, the http object with path, query and bodies, parsed_query,
+// and input itself for parsed_body), and the objects above them.
+var maskSpine = spine{"input": {
+	"attributes":   {"request": {"http": {"headers": {}}}},
+	"parsed_query": {},
+}}
+
+// astValue returns in as an AST value, if it is one.
+func astValue(in any) (ast.Value, bool) {
+	switch v := in.(type) {
+	case ast.Value:
+		return v, v != nil
+	case *ast.Term:
+		return v.Value, v != nil
+	}
+	return nil, false
+}
+
+// spineValue converts v as plainValue does where v is an object on the
+// spine sp, and leaves other objects, arrays, sets and numbers as AST
+// values (strings become Go strings, as masking reads them). An object
+// on the spine with a key that is not a string is converted whole.
+func spineValue(v ast.Value, sp spine) (any, error) {
+	switch x := v.(type) {
+	case ast.String:
+		return string(x), nil
+	case ast.Object:
+		if sp == nil {
+			return v, nil
+		}
+		out := make(map[string]any, x.Len())
+		var err error
+		x.Foreach(func(k, val *ast.Term) {
+			ks, ok := k.Value.(ast.String)
+			if err != nil || !ok {
+				err = errNotPlain
+				return
+			}
+			out[string(ks)], err = spineValue(val.Value, sp[string(ks)])
+		})
+		if errors.Is(err, errNotPlain) {
+			return plainValue(v)
+		}
+		return out, err
+	case ast.Null:
+		return nil, nil
+	case ast.Boolean:
+		return bool(x), nil
+	}
+	return v, nil
+}
+
 // bodyPaths are the places a request body can reach the input, in
 // OPA-Envoy's input shape.
 var bodyPaths = [][]string{
@@ -179,7 +236,31 @@ var bodyPaths = [][]string{
 // policy's rules run first; the fixed rules run last so no policy can
 // bring a credential back.
 func (m *masker) mask(ctx context.Context, rec *Record, in any) {
-	plain, err := plainInput(in)
+	m.maskWith(ctx, rec, in, false)
+}
+
+// maskWith masks in into rec. Unless full, an AST input that no policy
+// rule masks is turned into Go maps only along maskSpine, the objects the
+// fixed rules read and change; everything else reaches the encoder as the
+// AST values the policy saw, with no copy.
+func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
+	var rules []MaskRule
+	var err error
+	value, isAST := astValue(in)
+	if m.eval != nil && isAST {
+		if rules, err = m.policyRules(ctx, value, nil); err != nil {
+			// Never log what the policy wanted hidden: drop the input.
+			rec.MaskError = err.Error()
+			rec.Erased = append(rec.Erased, "/input")
+			return
+		}
+	}
+	var plain any
+	if isAST && !full && len(rules) == 0 {
+		plain, err = spineValue(value, maskSpine["input"])
+	} else {
+		plain, err = plainInput(in)
+	}
 	if err != nil {
 		rec.MaskError = "input not loggable: " + err.Error()
 		return
@@ -189,12 +270,12 @@ func (m *masker) mask(ctx context.Context, rec *Record, in any) {
 	}
 	event := map[string]any{"input": plain}
 	if m.eval != nil {
-		rules, err := m.policyRules(ctx, in, plain)
-		if err != nil {
-			// Never log what the policy wanted hidden: drop the input.
-			rec.MaskError = err.Error()
-			rec.Erased = append(rec.Erased, "/input")
-			return
+		if !isAST {
+			if rules, err = m.policyRules(ctx, in, plain); err != nil {
+				rec.MaskError = err.Error()
+				rec.Erased = append(rec.Erased, "/input")
+				return
+			}
 		}
 		for _, r := range rules {
 			if applyRule(event, r.parts, r.Op, r.Value) {

@@ -342,12 +342,101 @@ func appendValue(b []byte, v any) ([]byte, error) {
 			}
 		}
 		return append(b, ']'), nil
+	case ast.Value:
+		w := newASTWriter(b)
+		w.value(x)
+		return w.b, w.err
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return b, err
 	}
 	return append(b, raw...), nil
+}
+
+// astWriter appends an input value masking left as the policy saw it,
+// exactly as appendValue writes what plainValue makes of it: objects
+// come with their keys in byte order (OPA's order for string keys, and
+// encoding/json's), and what is not plain JSON goes through ast.JSON.
+// Walking an object through the one stored method value allocates
+// nothing.
+type astWriter struct {
+	b      []byte
+	err    error
+	first  bool // no member of the current object written yet
+	plain  bool // every key of the current object is a string
+	member func(k, v *ast.Term)
+}
+
+func newASTWriter(b []byte) *astWriter {
+	w := &astWriter{b: b}
+	w.member = w.writeMember
+	return w
+}
+
+func (w *astWriter) value(v ast.Value) {
+	switch x := v.(type) {
+	case ast.String:
+		w.b = appendString(w.b, string(x))
+	case ast.Number:
+		var err error
+		if w.b, err = appendValue(w.b, json.Number(x)); err != nil {
+			w.err = err
+		}
+	case ast.Boolean:
+		w.b = strconv.AppendBool(w.b, bool(x))
+	case ast.Null:
+		w.b = append(w.b, "null"...)
+	case *ast.Array:
+		w.b = append(w.b, '[')
+		for i := range x.Len() {
+			if i > 0 {
+				w.b = append(w.b, ',')
+			}
+			w.value(x.Elem(i).Value)
+		}
+		w.b = append(w.b, ']')
+	case ast.Object:
+		start, first, plain := len(w.b), w.first, w.plain
+		w.first, w.plain = true, true
+		w.b = append(w.b, '{')
+		x.Foreach(w.member)
+		w.b = append(w.b, '}')
+		if !w.plain {
+			w.b = w.b[:start]
+			w.convert(v)
+		}
+		w.first, w.plain = first, plain
+	default:
+		w.convert(v)
+	}
+}
+
+func (w *astWriter) writeMember(k, v *ast.Term) {
+	s, ok := k.Value.(ast.String)
+	if !ok || !w.plain {
+		w.plain = false
+		return
+	}
+	if !w.first {
+		w.b = append(w.b, ',')
+	}
+	w.first = false
+	w.b = appendString(w.b, string(s))
+	w.b = append(w.b, ':')
+	w.value(v.Value)
+}
+
+// convert writes sets, objects with keys that are not strings and
+// anything else as ast.JSON converts them.
+func (w *astWriter) convert(v ast.Value) {
+	plain, err := ast.JSON(v)
+	if err == nil {
+		w.b, err = appendValue(w.b, plain)
+	}
+	if err != nil && w.err == nil {
+		w.err = err
+	}
 }
 
 // appendFloat writes f as encoding/json does: shortest form, exponent

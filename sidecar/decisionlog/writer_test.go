@@ -33,10 +33,18 @@ func BenchmarkWriteRecord(b *testing.B) {
 		TraceID:    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		Delegation: &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "imp_1", Actor: "staff-1", Subject: "cust-9"},
 		Latency:    42 * time.Microsecond, Input: input}
+	public := *d
+	public.Reason, public.Path, public.Delegation = "public_route", "/catalog/shoes", nil
+	public.Input = ast.MustParseTerm(publicPageInput).Value
 	for _, tc := range []struct {
 		name string
+		d    *sidecar.Decision
 		opts []Option
-	}{{"no-mask-policy", nil}, {"shipped-policies", []Option{WithMaskPolicy(engine)}}} {
+	}{
+		{"no-mask-policy", d, nil},
+		{"shipped-policies", d, []Option{WithMaskPolicy(engine)}},
+		{"public-page/shipped-policies", &public, []Option{WithMaskPolicy(engine)}},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			l, err := New(Defaults(), DiscardSink{}, tc.opts...)
 			if err != nil {
@@ -45,7 +53,7 @@ func BenchmarkWriteRecord(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := l.encode(ctx, d); err != nil {
+				if _, err := l.encode(ctx, tc.d); err != nil {
 					b.Fatal(err)
 				}
 			}
