@@ -76,6 +76,7 @@ type Pipeline struct {
 	names       headerNames
 	evalOpts    []rego.EvalOption
 	overrides   []string
+	identities  identityTerms
 }
 
 // activationFacts is input.deputy built once for the activation it names
@@ -165,6 +166,7 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 		prefix:      DefaultOwnedPrefix,
 		errorStatus: DefaultErrorStatus,
 		clock:       time.Now,
+		identities:  newIdentityTerms(),
 	}
 	for _, o := range opts {
 		o(p)
@@ -292,7 +294,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 			input.Insert(keyTerm("identity_error"), ast.StringTerm(sidecar.ErrorReason(err)))
 			id = nil
 		} else if n := need.Child("identity"); id != nil && n != nil {
-			input.Insert(keyTerm("identity"), ast.NewTerm(identityToAST(id, n)))
+			input.Insert(keyTerm("identity"), p.identities.term(id, n))
 		}
 	}
 	d.Identity = id
