@@ -537,6 +537,11 @@ type SessionStore interface {
 	// their EndState as the reason, by "deputy", and returns them: of
 	// concurrent sweepers, on any replica, each session goes to one.
 	EndLapsedSessions(ctx context.Context, now time.Time) ([]Session, error)
+	// EndProtectedSessions ends (EndCustomerProtected, by SweepActor) the
+	// live sessions whose customer p protects as stored at that instant
+	// (profile, staff mark): how a change of policy data's lists reaches
+	// the session log. Of concurrent sweepers each session goes to one.
+	EndProtectedSessions(ctx context.Context, p Protection, now time.Time) ([]Session, error)
 	// ListSessions returns one page of sessions, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, string, error)
 }

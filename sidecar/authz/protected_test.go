@@ -87,6 +87,20 @@ func TestProtectionDeniesLiveSessions(t *testing.T) {
 			if resp := p.Check(ctx, req); resp.Allowed || resp.Reason != tc.reason {
 				t.Fatalf("after: allowed %v reason %q, want denied %q", resp.Allowed, resp.Reason, tc.reason)
 			}
+			// The sweep records what policy data decided: however the account
+			// became protected, the session ends once, as customer_protected,
+			// with one impersonation.ended event.
+			must(t, lc.Sweep(ctx))
+			ended, err := mem.GetSession(ctx, "imp_1")
+			must(t, err)
+			if ended.EndReason != sidecar.EndCustomerProtected {
+				t.Fatalf("session in the store: %q, want %q", ended.EndReason, sidecar.EndCustomerProtected)
+			}
+			events, _, err := mem.ReadEvents(ctx, sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded})
+			must(t, err)
+			if len(events) != 1 || events[0].Data["end_reason"] != sidecar.EndCustomerProtected {
+				t.Fatalf("impersonation.ended events: %+v", events)
+			}
 		})
 	}
 }

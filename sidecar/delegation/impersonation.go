@@ -604,7 +604,8 @@ func sessionFromAudit(e sidecar.AuditEntry) sidecar.Session {
 }
 
 // Sweep ends the sessions that expired, went idle or outlived their
-// consent without anyone ending them, and reports consents that lapsed,
+// consent without anyone ending them, and those whose customer policy data
+// now protects, and reports consents that lapsed,
 // each with its event: once across replicas, since the store hands each
 // lapse to one sweeper.
 func (i *Impersonation) Sweep(ctx context.Context) error {
@@ -614,13 +615,24 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 	for k := range ended {
 		i.ended(ctx, deputy, &ended[k])
 	}
+	// Policy data that now protects a customer denied its sessions at
+	// their next request; this records their end.
+	var perr error
+	if sw, serr := i.Switches(); serr != nil {
+		perr = serr
+	} else {
+		ended, perr = i.store.EndProtectedSessions(ctx, protection(sw), now)
+		for k := range ended {
+			i.ended(ctx, deputy, &ended[k])
+		}
+	}
 	lapsed, cerr := i.store.TakeLapsedConsents(ctx, now)
 	for _, c := range lapsed {
 		data := map[string]string{"expires_at": c.ExpiresAt.UTC().Format(time.RFC3339)}
 		i.event(ctx, sidecar.EventConsentExpired, c.Customer, sidecar.SweepActor, data)
 		i.audit(ctx, deputy, "consent.expired", c.Customer, c.Customer, data)
 	}
-	return errors.Join(err, cerr)
+	return errors.Join(err, perr, cerr)
 }
 
 // RunSweeper sweeps every SweepInterval until ctx ends.

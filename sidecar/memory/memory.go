@@ -307,6 +307,16 @@ func (s *Store) EndLapsedSessions(_ context.Context, now time.Time) ([]sidecar.S
 	return out, nil
 }
 
+func (s *Store) EndProtectedSessions(_ context.Context, p sidecar.Protection, now time.Time) ([]sidecar.Session, error) {
+	s.mu.Lock()
+	ended := s.endLive(func(ss *sidecar.Session) bool {
+		return p.Protects(ss.Customer, s.customers[ss.Customer], s.staff[ss.Customer])
+	}, sidecar.SweepActor, sidecar.EndCustomerProtected, now)
+	s.mu.Unlock()
+	s.publishEnded(ended)
+	return ended, nil
+}
+
 func (s *Store) GetConsent(_ context.Context, customer string) (*sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -258,6 +259,77 @@ func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time) ([]sidecar
 	}
 	s.publishEnded(ctx, ended)
 	return ended, nil
+}
+
+func (s *Store) EndProtectedSessions(ctx context.Context, p sidecar.Protection, now time.Time) ([]sidecar.Session, error) {
+	key := s.liveKey()
+	var ended []sidecar.Session
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
+		ended = ended[:0]
+		live, _, err := s.liveSessions(ctx, tx, key, now) // stale ids are EndLapsedSessions' to drop
+		if err != nil || len(live) == 0 {
+			return err
+		}
+		var customers []string
+		for _, ss := range live {
+			if !slices.Contains(customers, ss.Customer) {
+				customers = append(customers, ss.Customer)
+			}
+		}
+		keys := make([]string, len(customers))
+		for i, c := range customers {
+			keys[i] = s.customerKey(c)
+		}
+		if err := tx.Watch(ctx, append(keys, s.staffKey())...).Err(); err != nil {
+			return unavailable(err)
+		}
+		raws, err := tx.MGet(ctx, keys...).Result()
+		if err != nil {
+			return unavailable(err)
+		}
+		staff, err := tx.SMIsMember(ctx, s.staffKey(), anys(customers)...).Result()
+		if err != nil {
+			return unavailable(err)
+		}
+		protected := map[string]bool{}
+		for i, c := range customers {
+			var cust *sidecar.Customer
+			if raw, ok := raws[i].(string); ok {
+				if cust, err = decode[sidecar.Customer](raw); err != nil {
+					return err
+				}
+			}
+			protected[c] = p.Protects(c, cust, staff[i])
+		}
+		var ending []*sidecar.Session
+		for _, ss := range live {
+			if protected[ss.Customer] {
+				ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, sidecar.EndCustomerProtected
+				ending = append(ending, ss)
+			}
+		}
+		if len(ending) == 0 {
+			return nil
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			s.queueEnds(ctx, p, key, ending, nil, &ended)
+			return nil
+		})
+		return err
+	}, key)
+	if err != nil {
+		return nil, rerr(err, "session")
+	}
+	s.publishEnded(ctx, ended)
+	return ended, nil
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, v := range ss {
+		out[i] = v
+	}
+	return out
 }
 
 func (s *Store) GetSession(ctx context.Context, id string) (*sidecar.Session, error) {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,6 +149,55 @@ func testProtectionEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		mustEnd(t)(e.s.MarkStaff(e.ctx, "bob"))
 		if s2, err := e.s.GetSession(e.ctx, "s2"); err != nil || !s2.Live(e.now()) {
 			t.Fatalf("marking the actor ended their session: %+v, %v", s2, err)
+		}
+	})
+	t.Run("policy_data_sweep", func(t *testing.T) {
+		e := setup(t)
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Roles: []string{"vip"}}, data))) // not protected yet
+		keys := make(chan string, 64)
+		cancel := e.s.Subscribe(func(k string) {
+			select {
+			case keys <- k:
+			default:
+			}
+		})
+		defer cancel()
+		none, err := e.s.EndProtectedSessions(e.ctx, data, e.now())
+		must(t, err)
+		if len(none) != 0 {
+			t.Fatalf("ended %v with nothing protected", sessionIDs(none))
+		}
+		// The data now lists the role: of concurrent sweepers, one ends s1.
+		vip := sidecar.Protection{Roles: []string{"vip"}}
+		var mu sync.Mutex
+		var all []sidecar.Session
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got, err := e.s.EndProtectedSessions(e.ctx, vip, e.now())
+				if err != nil {
+					t.Errorf("sweep: %v", err)
+				}
+				mu.Lock()
+				all = append(all, got...)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if len(all) != 1 || all[0].ID != "s1" || all[0].EndReason != sidecar.EndCustomerProtected || all[0].EndedBy != sidecar.SweepActor {
+			t.Fatalf("six sweepers ended %+v, want s1 once", all)
+		}
+		waitKey(t, keys, sidecar.SessionKey("h1"))
+		if s2, err := e.s.GetSession(e.ctx, "s2"); err != nil || !s2.Live(e.now()) {
+			t.Fatalf("another customer's session: %+v, %v", s2, err)
+		}
+		// A customer listed, with no profile role at all.
+		got, err := e.s.EndProtectedSessions(e.ctx, sidecar.Protection{Customers: []string{"c2"}}, e.now())
+		must(t, err)
+		if !slices.Equal(sessionIDs(got), []string{"s2"}) {
+			t.Fatalf("listing c2 ended %v", sessionIDs(got))
 		}
 	})
 	t.Run("empty_subject", func(t *testing.T) {
