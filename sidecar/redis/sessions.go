@@ -237,19 +237,29 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 }
 
 func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time) ([]sidecar.Session, error) {
+	return s.sweepLive(ctx, func(tx *goredis.Tx) ([]*sidecar.Session, []string, error) {
+		lapsed, stale, err := s.setSessions(ctx, tx, s.liveKey(), now, func(ss *sidecar.Session) bool { return !ss.Live(now) })
+		for _, ss := range lapsed {
+			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, ss.EndState(now)
+		}
+		return lapsed, stale, err
+	})
+}
+
+// sweepLive ends, in one transaction on the live set, the sessions pick
+// returns (marked ended) and drops the stale ids it returns; of
+// concurrent sweepers each session goes to one.
+func (s *Store) sweepLive(ctx context.Context, pick func(*goredis.Tx) ([]*sidecar.Session, []string, error)) ([]sidecar.Session, error) {
 	key := s.liveKey()
 	var ended []sidecar.Session
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		ended = ended[:0]
-		lapsed, stale, err := s.setSessions(ctx, tx, key, now, func(ss *sidecar.Session) bool { return !ss.Live(now) })
-		if err != nil || len(lapsed)+len(stale) == 0 {
+		ending, stale, err := pick(tx)
+		if err != nil || len(ending)+len(stale) == 0 {
 			return err
 		}
-		for _, ss := range lapsed {
-			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, ss.EndState(now)
-		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			s.queueEnds(ctx, p, key, lapsed, stale, &ended)
+			s.queueEnds(ctx, p, key, ending, stale, &ended)
 			return nil
 		})
 		return err
@@ -262,13 +272,10 @@ func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time) ([]sidecar
 }
 
 func (s *Store) EndProtectedSessions(ctx context.Context, p sidecar.Protection, now time.Time) ([]sidecar.Session, error) {
-	key := s.liveKey()
-	var ended []sidecar.Session
-	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		ended = ended[:0]
-		live, _, err := s.liveSessions(ctx, tx, key, now) // stale ids are EndLapsedSessions' to drop
+	return s.sweepLive(ctx, func(tx *goredis.Tx) ([]*sidecar.Session, []string, error) {
+		live, _, err := s.liveSessions(ctx, tx, s.liveKey(), now) // stale ids are EndLapsedSessions' to drop
 		if err != nil || len(live) == 0 {
-			return err
+			return nil, nil, err
 		}
 		var customers []string
 		for _, ss := range live {
@@ -281,22 +288,22 @@ func (s *Store) EndProtectedSessions(ctx context.Context, p sidecar.Protection, 
 			keys[i] = s.customerKey(c)
 		}
 		if err := tx.Watch(ctx, append(keys, s.staffKey())...).Err(); err != nil {
-			return unavailable(err)
+			return nil, nil, unavailable(err)
 		}
 		raws, err := tx.MGet(ctx, keys...).Result()
 		if err != nil {
-			return unavailable(err)
+			return nil, nil, unavailable(err)
 		}
 		staff, err := tx.SMIsMember(ctx, s.staffKey(), anys(customers)...).Result()
 		if err != nil {
-			return unavailable(err)
+			return nil, nil, unavailable(err)
 		}
 		protected := map[string]bool{}
 		for i, c := range customers {
 			var cust *sidecar.Customer
 			if raw, ok := raws[i].(string); ok {
 				if cust, err = decode[sidecar.Customer](raw); err != nil {
-					return err
+					return nil, nil, err
 				}
 			}
 			protected[c] = p.Protects(c, cust, staff[i])
@@ -308,20 +315,8 @@ func (s *Store) EndProtectedSessions(ctx context.Context, p sidecar.Protection, 
 				ending = append(ending, ss)
 			}
 		}
-		if len(ending) == 0 {
-			return nil
-		}
-		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			s.queueEnds(ctx, p, key, ending, nil, &ended)
-			return nil
-		})
-		return err
-	}, key)
-	if err != nil {
-		return nil, rerr(err, "session")
-	}
-	s.publishEnded(ctx, ended)
-	return ended, nil
+		return ending, nil, nil
+	})
 }
 
 func anys(ss []string) []any {

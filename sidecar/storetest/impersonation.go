@@ -351,6 +351,29 @@ func testImpersonationRaces(t *testing.T, newEnv func(*testing.T) *env) {
 	}
 }
 
+// sweepConcurrently runs six sweepers at once and returns all they ended.
+func sweepConcurrently(t *testing.T, sweep func() ([]sidecar.Session, error)) []sidecar.Session {
+	t.Helper()
+	var mu sync.Mutex
+	var all []sidecar.Session
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := sweep()
+			if err != nil {
+				t.Errorf("sweep: %v", err)
+			}
+			mu.Lock()
+			all = append(all, got...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return all
+}
+
 // SessionSetup is what StartRedeemed needs of a store.
 type SessionSetup interface {
 	sidecar.CustomerStore
@@ -397,23 +420,7 @@ func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("ended before anything lapsed: %v", sessionIDs(none))
 		}
 		e.clock.Advance(6 * time.Minute)
-		var mu sync.Mutex
-		var all []sidecar.Session
-		var wg sync.WaitGroup
-		for range 6 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				got, err := e.s.EndLapsedSessions(e.ctx, e.now())
-				if err != nil {
-					t.Errorf("sweep: %v", err)
-				}
-				mu.Lock()
-				all = append(all, got...)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
+		all := sweepConcurrently(t, func() ([]sidecar.Session, error) { return e.s.EndLapsedSessions(e.ctx, e.now()) })
 		if len(all) != 1 || all[0].ID != "idle" || all[0].EndReason != sidecar.EndIdle || all[0].EndedBy != sidecar.SweepActor {
 			t.Fatalf("six sweepers ended %+v, want idle once", all)
 		}

@@ -3,7 +3,6 @@ package storetest
 import (
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -169,23 +168,7 @@ func testProtectionEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 		// The data now lists the role: of concurrent sweepers, one ends s1.
 		vip := sidecar.Protection{Roles: []string{"vip"}}
-		var mu sync.Mutex
-		var all []sidecar.Session
-		var wg sync.WaitGroup
-		for range 6 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				got, err := e.s.EndProtectedSessions(e.ctx, vip, e.now())
-				if err != nil {
-					t.Errorf("sweep: %v", err)
-				}
-				mu.Lock()
-				all = append(all, got...)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
+		all := sweepConcurrently(t, func() ([]sidecar.Session, error) { return e.s.EndProtectedSessions(e.ctx, vip, e.now()) })
 		if len(all) != 1 || all[0].ID != "s1" || all[0].EndReason != sidecar.EndCustomerProtected || all[0].EndedBy != sidecar.SweepActor {
 			t.Fatalf("six sweepers ended %+v, want s1 once", all)
 		}
