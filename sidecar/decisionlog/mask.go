@@ -244,22 +244,27 @@ func (m *masker) mask(ctx context.Context, rec *Record, in any) {
 // fixed rules read and change; everything else reaches the encoder as the
 // AST values the policy saw, with no copy.
 func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
-	var rules []MaskRule
+	var plain any
 	var err error
 	value, isAST := astValue(in)
-	if m.eval != nil && isAST {
-		if rules, err = m.policyRules(ctx, value, nil); err != nil {
+	if !isAST {
+		plain, err = plainInput(in)
+	}
+	var rules []MaskRule
+	if err == nil && m.eval != nil {
+		if rules, err = m.policyRules(ctx, in, plain); err != nil {
 			// Never log what the policy wanted hidden: drop the input.
 			rec.MaskError = err.Error()
 			rec.Erased = append(rec.Erased, "/input")
 			return
 		}
 	}
-	var plain any
-	if isAST && !full && len(rules) == 0 {
-		plain, err = spineValue(value, maskSpine["input"])
-	} else {
-		plain, err = plainInput(in)
+	if isAST {
+		if full || len(rules) > 0 {
+			plain, err = plainValue(value)
+		} else {
+			plain, err = spineValue(value, maskSpine["input"])
+		}
 	}
 	if err != nil {
 		rec.MaskError = "input not loggable: " + err.Error()
@@ -270,13 +275,6 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
 	}
 	event := map[string]any{"input": plain}
 	if m.eval != nil {
-		if !isAST {
-			if rules, err = m.policyRules(ctx, in, plain); err != nil {
-				rec.MaskError = err.Error()
-				rec.Erased = append(rec.Erased, "/input")
-				return
-			}
-		}
 		for _, r := range rules {
 			if applyRule(event, r.parts, r.Op, r.Value) {
 				if r.Op == OpUpsert {
