@@ -29,7 +29,7 @@ import (
 //     of every session it replaced;
 //     PutCustomer, DeleteCustomer → CustomerKey; PutGrant, RevokeGrant →
 //     GrantKey; PutShare, DeleteShare → ShareKey; PutAssignment(s),
-//     DeleteAssignment → AssignmentKey. Widening writes publish too, so a
+//     DeleteAssignment, ChangeAssignments → AssignmentKey. Widening writes publish too, so a
 //     cached "nothing there" does not outlive the change. Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
 //     its own. A publish that fails after a committed write is logged, not
@@ -599,10 +599,30 @@ type SubscriptionStore interface {
 	SubscriptionsByCustomer(ctx context.Context, customer string) ([]Subscription, error)
 }
 
+// AssignmentChange is one conditional change of a customer's assignment,
+// made on facts the caller read and had policy judge: it applies only
+// while the customer is still in From ("" when it was unassigned). To is
+// the new assignment, of the same customer; nil removes the assignment.
+type AssignmentChange struct {
+	Customer string
+	From     string
+	To       *Assignment
+}
+
 // AssignmentStore keeps reseller domain assignments.
 type AssignmentStore interface {
 	GetAssignment(ctx context.Context, customer string) (*Assignment, error)
-	// PutAssignment assigns the customer, moving it out of any other domain.
+	// ChangeAssignments applies each change on its own, atomically for its
+	// customer, and only while the customer's domain is still the change's
+	// From; a change whose customer is elsewhere now is not applied and its
+	// index is returned in conflicts, in order. A malformed change fails
+	// the call (EINVALID) before anything is written. On a store failure
+	// the changes not listed may or may not have been applied. This is
+	// the write the lifecycle uses: what policy judged is what is replaced.
+	ChangeAssignments(ctx context.Context, cs []AssignmentChange) (conflicts []int, err error)
+	// PutAssignment assigns the customer, moving it out of any other
+	// domain, whatever it is in now: for loading state, not for changes a
+	// caller asks for (those are ChangeAssignments).
 	PutAssignment(ctx context.Context, a *Assignment) error
 	DeleteAssignment(ctx context.Context, customer string) error
 	// PutAssignments is a bulk load; it stops at the first error and

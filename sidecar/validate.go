@@ -92,6 +92,20 @@ func (a *Assignment) Validate() error {
 	return nil
 }
 
+// Validate reports whether c can be applied: a customer, and a new
+// assignment (if any) that is well formed and of that customer.
+func (c *AssignmentChange) Validate() error {
+	switch {
+	case c.Customer == "":
+		return Invalid("customer", "customer is required")
+	case c.To == nil:
+		return nil
+	case c.To.Customer != c.Customer:
+		return Invalid("customer", "change of %s carries an assignment of %s", c.Customer, c.To.Customer)
+	}
+	return c.To.Validate()
+}
+
 // Validate reports whether e can be appended.
 func (e *Event) Validate() error {
 	if e.Type == "" {

@@ -982,6 +982,39 @@ func (s *Store) PutAssignments(_ context.Context, as []sidecar.Assignment) (int,
 	return len(as), nil
 }
 
+// ChangeAssignments checks and applies every change under one lock, so no
+// other write lands between a change's check and its write.
+func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChange) ([]int, error) {
+	for i := range cs {
+		if err := cs[i].Validate(); err != nil {
+			return nil, err
+		}
+	}
+	var conflicts []int
+	keys := make([]string, 0, len(cs))
+	s.mu.Lock()
+	for i, c := range cs {
+		current := ""
+		if a := s.assign[c.Customer]; a != nil {
+			current = a.Domain
+		}
+		switch {
+		case current != c.From:
+			conflicts = append(conflicts, i)
+			continue
+		case c.To == nil:
+			delete(s.assign, c.Customer)
+		default:
+			cp := *c.To
+			s.assign[c.Customer] = &cp
+		}
+		keys = append(keys, sidecar.AssignmentKey(c.Customer))
+	}
+	s.mu.Unlock()
+	s.publish(keys...)
+	return conflicts, nil
+}
+
 func (s *Store) DeleteAssignment(_ context.Context, customer string) error {
 	s.mu.Lock()
 	_, ok := s.assign[customer]

@@ -82,6 +82,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"shares", testShares},
 		{"subscriptions", testSubscriptions},
 		{"assignments", testAssignments},
+		{"assignment_changes", testAssignmentChanges},
 		{"events", testEvents},
 		{"audit", testAudit},
 		{"invalid_records", testInvalidRecords},
@@ -1071,6 +1072,10 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 		{"grant_replaced", func() error {
 			return e.s.PutGrant(e.ctx, grant(e, "g2", "acme", "p1", "", sidecar.LevelCC, time.Hour))
 		}, sidecar.GrantKey("acme")},
+		{"assignment_moved", func() error {
+			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "c1", From: "d", To: &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d2"}}})
+			return err
+		}, sidecar.AssignmentKey("c1")},
 		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1")},
 		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat") }, sidecar.ShareKey("acme")},
 		{"customer_changed", func() error {

@@ -1,0 +1,173 @@
+package storetest
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// testAssignmentChanges: a change applies only while the customer is still
+// in the domain it was judged on, so two admins who both saw a customer
+// unassigned cannot both claim it, and a removal judged in one domain
+// cannot take the customer out of another.
+func testAssignmentChanges(t *testing.T, newEnv func(*testing.T) *env) {
+	assign := func(customer, domain string) *sidecar.Assignment {
+		return &sidecar.Assignment{Customer: customer, Reseller: "r1", Domain: domain}
+	}
+	// domainOf is the customer's domain as read and as listed.
+	domainOf := func(t *testing.T, e *env, customer string) string {
+		t.Helper()
+		a, err := e.s.GetAssignment(e.ctx, customer)
+		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+			a = &sidecar.Assignment{}
+		} else {
+			must(t, err)
+		}
+		for _, d := range []string{"eu.r1", "us.r1", "asia.r1"} {
+			listed, _, err := e.s.AssignmentsByDomain(e.ctx, d, sidecar.Page{Limit: sidecar.MaxPageLimit})
+			must(t, err)
+			in := slices.ContainsFunc(listed, func(l sidecar.Assignment) bool { return l.Customer == customer })
+			if in != (a.Domain == d) {
+				t.Fatalf("%s is in %q but listed in %s: %v", customer, a.Domain, d, in)
+			}
+		}
+		return a.Domain
+	}
+	change := func(t *testing.T, e *env, c sidecar.AssignmentChange) bool {
+		t.Helper()
+		conflicts, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{c})
+		must(t, err)
+		return len(conflicts) == 0
+	}
+
+	t.Run("applies_only_from_the_domain_judged", func(t *testing.T) {
+		steps := []struct {
+			name    string
+			from    string
+			to      string // "" removes
+			applied bool
+			then    string
+		}{
+			{"claim_unassigned", "", "eu.r1", true, "eu.r1"},
+			{"second_claim_of_unassigned", "", "us.r1", false, "eu.r1"},
+			{"move_from_a_stale_domain", "us.r1", "asia.r1", false, "eu.r1"},
+			{"remove_from_a_stale_domain", "us.r1", "", false, "eu.r1"},
+			{"remove_as_unassigned", "", "", false, "eu.r1"},
+			{"move_from_the_current_domain", "eu.r1", "us.r1", true, "us.r1"},
+			{"put_again_in_the_current_domain", "us.r1", "us.r1", true, "us.r1"},
+			{"remove_from_the_current_domain", "us.r1", "", true, ""},
+			{"remove_again", "us.r1", "", false, ""},
+			{"claim_after_removal", "", "asia.r1", true, "asia.r1"},
+		}
+		e := newEnv(t)
+		for _, st := range steps {
+			t.Run(st.name, func(t *testing.T) {
+				c := sidecar.AssignmentChange{Customer: "c1", From: st.from}
+				if st.to != "" {
+					c.To = assign("c1", st.to)
+				}
+				if got := change(t, e, c); got != st.applied {
+					t.Fatalf("applied = %v, want %v", got, st.applied)
+				}
+				if got := domainOf(t, e, "c1"); got != st.then {
+					t.Fatalf("c1 is in %q, want %q", got, st.then)
+				}
+			})
+		}
+	})
+
+	t.Run("bulk_reports_each_conflict_and_writes_none_of_them", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutAssignment(e.ctx, assign("held", "eu.r1")))
+		must(t, e.s.PutAssignment(e.ctx, assign("moved", "us.r1")))
+		conflicts, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{
+			{Customer: "free", From: "", To: assign("free", "asia.r1")},
+			{Customer: "moved", From: "eu.r1", To: assign("moved", "asia.r1")}, // judged before it moved to us
+			{Customer: "held", From: "eu.r1", To: assign("held", "asia.r1")},
+			{Customer: "taken", From: "us.r1", To: nil}, // judged before it was removed
+		})
+		must(t, err)
+		if !slices.Equal(conflicts, []int{1, 3}) {
+			t.Fatalf("conflicts = %v, want [1 3]", conflicts)
+		}
+		for c, want := range map[string]string{"free": "asia.r1", "moved": "us.r1", "held": "asia.r1", "taken": ""} {
+			if got := domainOf(t, e, c); got != want {
+				t.Errorf("%s is in %q, want %q", c, got, want)
+			}
+		}
+	})
+
+	t.Run("malformed_changes_write_nothing", func(t *testing.T) {
+		cases := []struct {
+			name, field string
+			c           sidecar.AssignmentChange
+		}{
+			{"no_customer", "customer", sidecar.AssignmentChange{To: assign("c1", "eu.r1")}},
+			{"assignment_of_another_customer", "customer", sidecar.AssignmentChange{Customer: "c1", To: assign("c2", "eu.r1")}},
+			{"assignment_without_domain", "domain", sidecar.AssignmentChange{Customer: "c1", To: assign("c1", "")}},
+			{"assignment_without_reseller", "reseller", sidecar.AssignmentChange{Customer: "c1", To: &sidecar.Assignment{Customer: "c1", Domain: "eu.r1"}}},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newEnv(t)
+				_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{
+					{Customer: "ok", To: assign("ok", "eu.r1")}, tc.c,
+				})
+				wantCode(t, err, sidecar.EINVALID)
+				if sidecar.ErrorField(err) != tc.field {
+					t.Fatalf("field = %q, want %q", sidecar.ErrorField(err), tc.field)
+				}
+				for _, c := range []string{"ok", "c1", "c2"} {
+					if d := domainOf(t, e, c); d != "" {
+						t.Fatalf("%s assigned to %s by a refused call", c, d)
+					}
+				}
+			})
+		}
+	})
+
+	// Twelve admins of four domains claim the same unassigned customer at
+	// once, each on the read "unassigned": exactly one claim lands, and the
+	// customer is where that one put it.
+	t.Run("concurrent_claims_land_once", func(t *testing.T) {
+		e := newEnv(t)
+		const rounds, claimers = 20, 12
+		domains := []string{"eu.r1", "us.r1", "asia.r1", "eu.r1"}
+		for round := range rounds {
+			customer := fmt.Sprintf("c%d", round)
+			var (
+				mu     sync.Mutex
+				winner []string
+				wg     sync.WaitGroup
+			)
+			start := make(chan struct{})
+			for i := range claimers {
+				d := domains[i%len(domains)]
+				wg.Go(func() {
+					<-start
+					conflicts, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: customer, To: assign(customer, d)}})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if len(conflicts) == 0 {
+						mu.Lock()
+						winner = append(winner, d)
+						mu.Unlock()
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if len(winner) != 1 {
+				t.Fatalf("%s: %d claims landed (%v), want exactly one", customer, len(winner), winner)
+			}
+			if got := domainOf(t, e, customer); got != winner[0] {
+				t.Fatalf("%s is in %q, the claim that landed put it in %q", customer, got, winner[0])
+			}
+		}
+	})
+}
