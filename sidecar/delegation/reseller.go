@@ -68,17 +68,33 @@ func (c ResellerConfig) Validate() error {
 	return nil
 }
 
-// ResellerState is the part of the store reseller assignments need.
+// ResellerState is the part of the store reseller assignments need. Its
+// only write is the conditional ChangeAssignments: a change lands only on
+// the facts policy judged.
 type ResellerState interface {
-	sidecar.AssignmentStore
+	GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
+	ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentChange) (conflicts []int, err error)
+	AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error)
 	sidecar.EventLog
 	sidecar.AuditLog
 }
+
+// assignmentTries bounds how often a change is read, judged and written
+// again when another change to the same customer landed between its read
+// and its write.
+const assignmentTries = 3
 
 // Resellers owns reseller domain assignments: one customer, one domain.
 // Who may change which domain is the manage policy's, asked through the
 // Authorize each method takes with the domains as stored; Resellers keeps
 // the records well formed and announces changes.
+//
+// A change is written only while the customer is still where policy saw
+// it. When another change landed in between, the call reads again, asks
+// policy again on the new facts and writes on those, a bounded number of
+// times: the caller gets the answer it would have got had the two calls
+// come one after the other (the write, or policy's refusal), and a
+// conflict (409) only when the customer keeps changing under it.
 type Resellers struct {
 	store  ResellerState
 	cfg    ResellerConfig
@@ -147,19 +163,23 @@ func (r *Resellers) current(ctx context.Context, customer string) (*sidecar.Assi
 // once policy lets by move the customer out of its current domain and
 // into domain.
 func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, domain string, authorize Authorize) (*sidecar.Assignment, error) {
-	_, target, err := r.current(ctx, customer)
+	var a *sidecar.Assignment
+	err := retryMoved(func() error {
+		prev, target, err := r.current(ctx, customer)
+		if err != nil {
+			return err
+		}
+		target["domain"] = domain
+		if err := authorize("reseller.assignment.put", target); err != nil {
+			return err
+		}
+		if err := ValidRef("domain", domain); err != nil {
+			return err
+		}
+		a = &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
+		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: domainIn(prev), To: a})
+	})
 	if err != nil {
-		return nil, err
-	}
-	target["domain"] = domain
-	if err := authorize("reseller.assignment.put", target); err != nil {
-		return nil, err
-	}
-	if err := ValidRef("domain", domain); err != nil {
-		return nil, err
-	}
-	a := &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
-	if err := r.store.PutAssignment(ctx, a); err != nil {
 		return nil, err
 	}
 	r.audit(ctx, by, "reseller.assignment.put", customer, map[string]string{"domain": domain})
@@ -169,18 +189,25 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 // Delete removes the customer from its domain once policy lets by; an
 // absent assignment is not an error (DELETE is idempotent).
 func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer string, authorize Authorize) error {
-	prev, target, err := r.current(ctx, customer)
-	if err != nil {
-		return err
-	}
-	target["domain"] = domainOf(by)
-	if err := authorize("reseller.assignment.delete", target); err != nil {
-		return err
-	}
-	if prev == nil {
-		return nil
-	}
-	if err := r.store.DeleteAssignment(ctx, customer); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+	var prev *sidecar.Assignment
+	err := retryMoved(func() error {
+		var (
+			target map[string]any
+			err    error
+		)
+		if prev, target, err = r.current(ctx, customer); err != nil {
+			return err
+		}
+		target["domain"] = domainOf(by)
+		if err := authorize("reseller.assignment.delete", target); err != nil {
+			return err
+		}
+		if prev == nil {
+			return nil
+		}
+		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: prev.Domain})
+	})
+	if err != nil || prev == nil {
 		return err
 	}
 	r.audit(ctx, by, "reseller.assignment.delete", customer, map[string]string{"domain": prev.Domain})
@@ -198,6 +225,46 @@ func (r *Resellers) List(ctx context.Context, by *sidecar.Identity, p sidecar.Pa
 		return nil, "", err
 	}
 	return r.store.AssignmentsByDomain(ctx, domain, p)
+}
+
+// change writes one change; ECONFLICT when the customer moved since it
+// was read.
+func (r *Resellers) change(ctx context.Context, c sidecar.AssignmentChange) error {
+	conflicts, err := r.store.ChangeAssignments(ctx, []sidecar.AssignmentChange{c})
+	if err != nil {
+		return err
+	}
+	if len(conflicts) > 0 {
+		return moved(c.Customer)
+	}
+	return nil
+}
+
+// moved is the conflict of a change whose customer another change moved
+// after it was read.
+func moved(customer string) error {
+	return sidecar.Errorf(sidecar.ECONFLICT, "the assignment of customer %s changed meanwhile; try again", customer)
+}
+
+// retryMoved runs attempt (read, judge, write) until it ends otherwise
+// than with the customer having moved since its read, at most
+// assignmentTries times.
+func retryMoved(attempt func() error) error {
+	var err error
+	for range assignmentTries {
+		if err = attempt(); sidecar.ErrorCode(err) != sidecar.ECONFLICT {
+			return err
+		}
+	}
+	return err
+}
+
+// domainIn is the domain a read found the customer in, "" when unassigned.
+func domainIn(a *sidecar.Assignment) string {
+	if a == nil {
+		return ""
+	}
+	return a.Domain
 }
 
 // domainOf is the reseller domain the caller signed in through.
@@ -376,9 +443,35 @@ func jsonProblem(err error) string {
 }
 
 // Import stores every row, or none, once policy lets by change every
-// domain the rows name or move customers out of. On a store failure
-// part-way it puts back what each customer had before.
+// domain the rows name or move customers out of. Each row is written only
+// while its customer is still where policy saw it; when one has moved
+// meanwhile, the rows written are put back and the whole import is read,
+// judged and written again (as Put is). On a store failure part-way it
+// puts back what each customer had before.
 func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize) (int, error) {
+	var changes []sidecar.AssignmentChange
+	err := retryMoved(func() (err error) {
+		changes, err = r.importOnce(ctx, by, rows, authorize)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	r.audit(ctx, by, "reseller.assignment.import", "", map[string]string{"rows": fmt.Sprint(len(changes)), "domain": by.Domain})
+	for _, c := range changes {
+		if c.From == c.To.Domain {
+			continue
+		}
+		if err := r.event(ctx, c.Customer, by.Subject, map[string]string{"domain": c.To.Domain, "change": "import"}); err != nil {
+			return len(changes), err
+		}
+	}
+	return len(changes), nil
+}
+
+// importOnce reads where every row's customer is, asks policy, and writes
+// every row on those facts, or none.
+func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize) ([]sidecar.AssignmentChange, error) {
 	prev := make(map[string]*sidecar.Assignment, len(rows))
 	domains := []any{}
 	seen := map[string]bool{}
@@ -394,7 +487,7 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 		switch {
 		case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
 		case err != nil:
-			return 0, err
+			return nil, err
 		default:
 			prev[row.Customer] = a
 			addDomain(a.Domain)
@@ -402,37 +495,41 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 	}
 	target := map[string]any{"domain": domainOf(by), "domains": domains, "rows": len(rows)}
 	if err := authorize("reseller.assignment.import", target); err != nil {
-		return 0, err
+		return nil, err
 	}
 	now := r.clock()
-	as := make([]sidecar.Assignment, len(rows))
+	cs := make([]sidecar.AssignmentChange, len(rows))
 	for i, row := range rows {
-		as[i] = sidecar.Assignment{Customer: row.Customer, Reseller: resellerOf(by), Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}
+		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(prev[row.Customer]),
+			To: &sidecar.Assignment{Customer: row.Customer, Reseller: resellerOf(by), Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}}
 	}
-	n, err := r.store.PutAssignments(ctx, as)
+	conflicts, err := r.store.ChangeAssignments(ctx, cs)
+	if err == nil && len(conflicts) == 0 {
+		return cs, nil
+	}
+	r.undo(ctx, cs, conflicts, prev)
 	if err != nil {
-		r.rollback(ctx, as[:min(n+1, len(as))], prev)
-		return 0, err
+		return nil, err
 	}
-	r.audit(ctx, by, "reseller.assignment.import", "", map[string]string{"rows": fmt.Sprint(n), "domain": by.Domain})
-	for _, a := range as {
-		if p := prev[a.Customer]; p != nil && p.Domain == a.Domain {
-			continue
-		}
-		if err := r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": a.Domain, "change": "import"}); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+	row := rows[conflicts[0]]
+	return nil, sidecar.Errorf(sidecar.ECONFLICT, "line %d: the assignment of customer %s changed meanwhile; nothing was imported, try again", row.Line, row.Customer)
 }
 
-func (r *Resellers) rollback(ctx context.Context, done []sidecar.Assignment, prev map[string]*sidecar.Assignment) {
-	for _, a := range done {
-		if p := prev[a.Customer]; p != nil {
-			_ = r.store.PutAssignment(ctx, p)
-		} else {
-			_ = r.store.DeleteAssignment(ctx, a.Customer)
+// undo puts back what each customer had before cs, for every change but
+// the conflicts (sorted indexes of cs, which were not applied), and only
+// where the customer is still where the change put it: a change that
+// never landed, or one that landed after it, stays.
+func (r *Resellers) undo(ctx context.Context, cs []sidecar.AssignmentChange, conflicts []int, prev map[string]*sidecar.Assignment) {
+	back := make([]sidecar.AssignmentChange, 0, len(cs)-len(conflicts))
+	for i, c := range cs {
+		if len(conflicts) > 0 && conflicts[0] == i {
+			conflicts = conflicts[1:]
+			continue
 		}
+		back = append(back, sidecar.AssignmentChange{Customer: c.Customer, From: c.To.Domain, To: prev[c.Customer]})
+	}
+	if _, err := r.store.ChangeAssignments(ctx, back); err != nil {
+		r.logger.Error("import not undone", "rows", len(back), "error", err)
 	}
 }
 
