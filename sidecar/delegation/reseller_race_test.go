@@ -223,108 +223,42 @@ func TestAssignmentJudgedOnStaleFacts(t *testing.T) {
 		return &sidecar.Identity{Subject: name, Org: "resellerco", Domain: domain, Roles: []string{"reseller_super_admin"}}
 	}
 	anna, alan, bea := admin("anna", "shop-a.example"), admin("alan", "shop-a.example"), admin("bea", "shop-b.example")
-	type world struct {
-		ctx context.Context
-		rs  *delegation.Resellers
-		t   *testing.T
-	}
-	// as runs another admin's call, which must succeed.
-	as := func(w *world, by *sidecar.Identity, customer, domain string) {
-		w.t.Helper()
-		var err error
-		if domain == "" {
-			err = w.rs.Delete(w.ctx, by, customer, policyFor(by, func(map[string]any) {}))
-		} else {
-			_, err = w.rs.Put(w.ctx, by, customer, domain, policyFor(by, func(map[string]any) {}))
-		}
-		if err != nil {
-			w.t.Fatalf("%s's change of %s: %v", by.Subject, customer, err)
-		}
+	// step is another admin's change, which must succeed; domain "" removes.
+	type step struct {
+		by               *sidecar.Identity
+		customer, domain string
 	}
 	cases := []struct {
-		name   string
-		seed   map[string]string // customer → domain
-		call   func(w *world, az delegation.Authorize) error
-		during func(w *world, question int) // before anna's n-th policy question
-		code   string
-		want   map[string]string // customer → domain after ("" unassigned)
+		name     string
+		seed     map[string]string // customer → domain
+		op       string            // anna's call on customer: put (into shop-a), delete, or import (with another row)
+		customer string
+		during   [][]step // other admins' changes before anna's first, second, ... policy question
+		code     string
+		want     map[string]string // customer → domain after ("" unassigned)
 	}{
-		{name: "claim_of_a_customer_another_domain_claimed_meanwhile",
-			call: func(w *world, az delegation.Authorize) error {
-				_, err := w.rs.Put(w.ctx, anna, "free", "shop-a.example", az)
-				return err
-			},
-			during: func(w *world, q int) {
-				if q == 1 {
-					as(w, bea, "free", "shop-b.example")
-				}
-			},
-			code: sidecar.EFORBIDDEN, want: map[string]string{"free": "shop-b.example"}},
-		{name: "removal_of_a_customer_moved_to_another_domain_meanwhile",
-			seed: map[string]string{"held": "shop-a.example"},
-			call: func(w *world, az delegation.Authorize) error { return w.rs.Delete(w.ctx, anna, "held", az) },
-			during: func(w *world, q int) {
-				if q == 1 {
-					as(w, alan, "held", "")
-					as(w, bea, "held", "shop-b.example")
-				}
-			},
-			code: sidecar.EFORBIDDEN, want: map[string]string{"held": "shop-b.example"}},
-		{name: "import_of_a_customer_another_domain_claimed_meanwhile",
-			call: func(w *world, az delegation.Authorize) error {
-				_, err := w.rs.Import(w.ctx, anna, []delegation.ImportRow{
-					{Line: 1, Customer: "other", Domain: "shop-a.example"},
-					{Line: 2, Customer: "free", Domain: "shop-a.example"},
-				}, az)
-				return err
-			},
-			during: func(w *world, q int) {
-				if q == 1 {
-					as(w, bea, "free", "shop-b.example")
-				}
-			},
-			code: sidecar.EFORBIDDEN, want: map[string]string{"free": "shop-b.example", "other": ""}},
-		{name: "put_still_allowed_on_the_new_facts_lands",
-			seed: map[string]string{"held": "shop-a.example"},
-			call: func(w *world, az delegation.Authorize) error {
-				_, err := w.rs.Put(w.ctx, anna, "held", "shop-a.example", az)
-				return err
-			},
-			during: func(w *world, q int) {
-				if q == 1 {
-					as(w, alan, "held", "")
-				}
-			},
-			want: map[string]string{"held": "shop-a.example"}},
-		{name: "import_still_allowed_on_the_new_facts_lands",
-			seed: map[string]string{"held": "shop-a.example"},
-			call: func(w *world, az delegation.Authorize) error {
-				_, err := w.rs.Import(w.ctx, anna, []delegation.ImportRow{
-					{Line: 1, Customer: "other", Domain: "shop-a.example"},
-					{Line: 2, Customer: "held", Domain: "shop-a.example"},
-				}, az)
-				return err
-			},
-			during: func(w *world, q int) {
-				if q == 1 {
-					as(w, alan, "held", "")
-				}
-			},
-			want: map[string]string{"held": "shop-a.example", "other": "shop-a.example"}},
-		{name: "a_customer_that_keeps_moving_is_a_conflict",
-			seed: map[string]string{"held": "shop-a.example"},
-			call: func(w *world, az delegation.Authorize) error {
-				_, err := w.rs.Put(w.ctx, anna, "held", "shop-a.example", az)
-				return err
-			},
-			during: func(w *world, q int) {
-				if q%2 == 1 {
-					as(w, alan, "held", "")
-				} else {
-					as(w, alan, "held", "shop-a.example")
-				}
-			},
-			code: sidecar.ECONFLICT, want: map[string]string{"held": ""}},
+		{name: "claim_of_a_customer_another_domain_claimed_meanwhile", op: "put", customer: "free",
+			during: [][]step{{{bea, "free", "shop-b.example"}}},
+			code:   sidecar.EFORBIDDEN, want: map[string]string{"free": "shop-b.example"}},
+		{name: "removal_of_a_customer_moved_to_another_domain_meanwhile", op: "delete", customer: "held",
+			seed:   map[string]string{"held": "shop-a.example"},
+			during: [][]step{{{alan, "held", ""}, {bea, "held", "shop-b.example"}}},
+			code:   sidecar.EFORBIDDEN, want: map[string]string{"held": "shop-b.example"}},
+		{name: "import_of_a_customer_another_domain_claimed_meanwhile", op: "import", customer: "free",
+			during: [][]step{{{bea, "free", "shop-b.example"}}},
+			code:   sidecar.EFORBIDDEN, want: map[string]string{"free": "shop-b.example", "other": ""}},
+		{name: "put_still_allowed_on_the_new_facts_lands", op: "put", customer: "held",
+			seed:   map[string]string{"held": "shop-a.example"},
+			during: [][]step{{{alan, "held", ""}}},
+			want:   map[string]string{"held": "shop-a.example"}},
+		{name: "import_still_allowed_on_the_new_facts_lands", op: "import", customer: "held",
+			seed:   map[string]string{"held": "shop-a.example"},
+			during: [][]step{{{alan, "held", ""}}},
+			want:   map[string]string{"held": "shop-a.example", "other": "shop-a.example"}},
+		{name: "a_customer_that_keeps_moving_is_a_conflict", op: "put", customer: "held",
+			seed:   map[string]string{"held": "shop-a.example"},
+			during: [][]step{{{alan, "held", ""}}, {{alan, "held", "shop-a.example"}}, {{alan, "held", ""}}},
+			code:   sidecar.ECONFLICT, want: map[string]string{"held": ""}},
 	}
 	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
@@ -332,26 +266,51 @@ func TestAssignmentJudgedOnStaleFacts(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					clock := newPartnerClock()
 					store := ps.open(t, clock.Now)
-					w := &world{ctx: context.Background(), t: t,
-						rs: delegation.NewResellers(store, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))}
+					rs := delegation.NewResellers(store, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
+					ctx := context.Background()
 					for c, d := range tc.seed {
-						if err := store.PutAssignment(w.ctx, &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}); err != nil {
+						if err := store.PutAssignment(ctx, &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}); err != nil {
 							t.Fatal(err)
 						}
 					}
+					change := func(by *sidecar.Identity, customer, domain string, az delegation.Authorize) error {
+						if domain == "" {
+							return rs.Delete(ctx, by, customer, az)
+						}
+						_, err := rs.Put(ctx, by, customer, domain, az)
+						return err
+					}
 					questions := 0
-					az := policyFor(anna, func(map[string]any) {})
-					err := tc.call(w, func(action string, target map[string]any) error {
+					annaAsks := policyFor(anna, func(map[string]any) {})
+					az := func(action string, target map[string]any) error {
+						if questions < len(tc.during) {
+							for _, st := range tc.during[questions] {
+								if err := change(st.by, st.customer, st.domain, policyFor(st.by, func(map[string]any) {})); err != nil {
+									t.Fatalf("%s's change of %s: %v", st.by.Subject, st.customer, err)
+								}
+							}
+						}
 						questions++
-						tc.during(w, questions)
-						return az(action, target)
-					})
+						return annaAsks(action, target)
+					}
+					var err error
+					switch tc.op {
+					case "put":
+						err = change(anna, tc.customer, "shop-a.example", az)
+					case "delete":
+						err = change(anna, tc.customer, "", az)
+					case "import":
+						_, err = rs.Import(ctx, anna, []delegation.ImportRow{
+							{Line: 1, Customer: "other", Domain: "shop-a.example"},
+							{Line: 2, Customer: tc.customer, Domain: "shop-a.example"},
+						}, az)
+					}
 					if got := sidecar.ErrorCode(err); err != nil && got != tc.code || err == nil && tc.code != "" {
 						t.Fatalf("error %v, want code %q", err, tc.code)
 					}
 					for c, want := range tc.want {
 						got := ""
-						a, err := store.GetAssignment(w.ctx, c)
+						a, err := store.GetAssignment(ctx, c)
 						switch {
 						case err == nil:
 							got = a.Domain
