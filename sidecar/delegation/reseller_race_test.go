@@ -56,6 +56,19 @@ func managePolicy(t *testing.T) func(by *sidecar.Identity, judged func(target ma
 	}
 }
 
+// assignedDomain is the customer's domain in store, "" when unassigned.
+func assignedDomain(t *testing.T, store sidecar.AssignmentStore, customer string) string {
+	t.Helper()
+	a, err := store.GetAssignment(context.Background(), customer)
+	switch {
+	case err == nil:
+		return a.Domain
+	case sidecar.ErrorCode(err) != sidecar.ENOTFOUND:
+		t.Fatal(err)
+	}
+	return ""
+}
+
 // move is one assignment change that landed, as policy judged it: the
 // customer's domain before (from, "" when unassigned) and after (to).
 type move struct{ from, to string }
@@ -137,14 +150,7 @@ func TestAssignmentRaces(t *testing.T) {
 				close(start)
 				wg.Wait()
 				for customer, begin := range map[string]string{free: "", held: domains[0]} {
-					end := ""
-					a, err := store.GetAssignment(ctx, customer)
-					switch {
-					case err == nil:
-						end = a.Domain
-					case sidecar.ErrorCode(err) != sidecar.ENOTFOUND:
-						t.Fatal(err)
-					}
+					end := assignedDomain(t, store, customer)
 					if err := chained(begin, end, landed[customer]); err != nil {
 						t.Errorf("%s: started in %q, ended in %q, changes that landed %v: %v", customer, begin, end, landed[customer], err)
 					}
@@ -309,15 +315,7 @@ func TestAssignmentJudgedOnStaleFacts(t *testing.T) {
 						t.Fatalf("error %v, want code %q", err, tc.code)
 					}
 					for c, want := range tc.want {
-						got := ""
-						a, err := store.GetAssignment(ctx, c)
-						switch {
-						case err == nil:
-							got = a.Domain
-						case sidecar.ErrorCode(err) != sidecar.ENOTFOUND:
-							t.Fatal(err)
-						}
-						if got != want {
+						if got := assignedDomain(t, store, c); got != want {
 							t.Errorf("%s is in %q, want %q", c, got, want)
 						}
 					}
