@@ -221,6 +221,7 @@ type delegationPart struct {
 
 func newDelegationPart(cfg *Config, state *statePart, policyData func() map[string]any, log *slog.Logger, m *metrics.Metrics) (*delegationPart, error) {
 	m.InitCaches(resolve.CacheKinds()...)
+	m.InitStateLookups(resolve.LookupFailures()...)
 	store := state.store
 	// The check path reads state through the guard: a time budget per
 	// lookup, and a breaker while the store is down. (The embedded store
@@ -228,7 +229,7 @@ func newDelegationPart(cfg *Config, state *statePart, policyData func() map[stri
 	var lookups resolve.GuardedSource = store
 	var guard *resolve.StateGuard
 	if state.ping != nil {
-		guard = resolve.NewStateGuard(store, state.ping, cfg.StateLookup, log)
+		guard = resolve.NewStateGuard(store, state.ping, cfg.StateLookup, log, resolve.WithGuardObserver(m))
 		lookups = guard
 	}
 	d := &delegationPart{

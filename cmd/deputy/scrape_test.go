@@ -145,10 +145,25 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 		check("/customers/acme/service-requests", map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "acme"})
 	}
 
-	// A Redis outage: an API write fails (503), Redis errors are counted.
+	// A Redis outage: an API write fails (503), Redis errors are counted,
+	// and checks needing state for customers no cache holds trip the
+	// breaker, which ops see on the dashboard until Redis is back.
+	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
 	rs.Stop()
 	api("PUT", "/deputy/v1/customers/cust-9/consent", token(identity.DevClaims{Subject: "cust-9"}), `{"allowed":true}`, 503)
+	for i := range cfg.StateLookup.BreakerFailures {
+		check("/customers/acme/service-requests", map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "outage-" + strconv.Itoa(i)})
+	}
+	if v := sample(t, metricsURL, "deputy_state_breaker_open"); v != 1 {
+		t.Errorf("deputy_state_breaker_open = %v after %d failed state lookups, want 1", v, cfg.StateLookup.BreakerFailures)
+	}
+	if v := sample(t, metricsURL, "deputy_state_breaker_trips_total"); v != 1 {
+		t.Errorf("deputy_state_breaker_trips_total = %v during one outage, want 1", v)
+	}
 	rs.Restart()
+	eventually(t, "deputy_state_breaker_open back to 0 once Redis answers", func() bool {
+		return sample(t, metricsURL, "deputy_state_breaker_open") == 0
+	})
 
 	// A broken policy edit is refused and counted.
 	if err := os.WriteFile(filepath.Join(dir, "deputy", "broken.rego"), []byte("package deputy.broken\n\nx := {\n"), 0o600); err != nil {
@@ -156,7 +171,6 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 	}
 	// The watcher polls every 100 ms: the refusal is counted well within
 	// the wait, and the test fails if it never is.
-	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
 	refused := false
 	for i := 0; i < 100 && !refused; i++ {
 		time.Sleep(50 * time.Millisecond)
@@ -192,8 +206,17 @@ func TestMetricsExportedFromStart(t *testing.T) {
 			}
 		}
 	}
-	if v := sample(t, metricsURL, "deputy_bundle_activation_failures_total"); v != 0 {
-		t.Errorf("deputy_bundle_activation_failures_total = %v after a clean start, want 0", v)
+	for _, series := range []string{
+		"deputy_bundle_activation_failures_total",
+		"deputy_state_breaker_open",
+		"deputy_state_breaker_trips_total",
+		`deputy_state_lookup_failures_total{reason="breaker_open"}`,
+		`deputy_state_lookup_failures_total{reason="over_budget"}`,
+		`deputy_state_lookup_failures_total{reason="unavailable"}`,
+	} {
+		if v := sample(t, metricsURL, series); v != 0 {
+			t.Errorf("%s = %v after a clean start, want 0", series, v)
+		}
 	}
 }
 

@@ -13,6 +13,8 @@
 //	deputy_state_cache_requests_total{cache,result}  hit, miss
 //	deputy_state_cache_evictions_total{cache,reason} expired, capacity, invalidated
 //	deputy_redis_errors_total{command}
+//	deputy_state_breaker_open, deputy_state_breaker_trips_total
+//	deputy_state_lookup_failures_total{reason}     breaker_open, over_budget, unavailable
 //	deputy_decision_log_queue_depth
 //	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total, _mask_errors_total
 //	deputy_live_delegations{mode}
@@ -88,7 +90,8 @@ type Metrics struct {
 	activations        prometheus.Counter
 	bundleMu           sync.Mutex
 
-	grpc *GRPCMetrics
+	grpc    *GRPCMetrics
+	breaker *breakerMetrics
 }
 
 type decisionKey struct{ result, mode, reason string }
@@ -158,7 +161,8 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Namespace: Namespace, Name: "bundle_activations_total",
 			Help: "Policy sets activated.",
 		}),
-		grpc: newGRPCMetrics(),
+		grpc:    newGRPCMetrics(),
+		breaker: newBreakerMetrics(),
 	}
 	stages := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "check_stage_duration_seconds",
@@ -174,6 +178,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		m.bundleInfo, m.lastActivation, m.activationFailures, m.activations,
 	}
 	cs = append(cs, m.grpc.collectors()...)
+	cs = append(cs, m.breaker.collectors()...)
 	if o.runtime {
 		cs = append(cs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}

@@ -60,6 +60,40 @@ type GuardedSource interface {
 	CachedSource
 }
 
+// Why a lookup failed, as reported to a GuardObserver.
+const (
+	LookupBreakerOpen = "breaker_open" // refused at once: the breaker is open
+	LookupOverBudget  = "over_budget"  // the store did not answer within the budget
+	LookupUnavailable = "unavailable"  // the store answered with a failure
+)
+
+// LookupFailures lists every reason a GuardObserver may be told, so
+// metrics can show each one at zero before the first failure.
+func LookupFailures() []string {
+	return []string{LookupBreakerOpen, LookupOverBudget, LookupUnavailable}
+}
+
+// GuardObserver learns what a StateGuard does (the metrics package
+// implements it). StateBreakerChanged is called once per transition, in
+// order; StateLookupFailed once per failed lookup, on the check path.
+type GuardObserver interface {
+	StateBreakerChanged(open bool)
+	StateLookupFailed(reason string)
+}
+
+type nopGuardObserver struct{}
+
+func (nopGuardObserver) StateBreakerChanged(bool) {}
+func (nopGuardObserver) StateLookupFailed(string) {}
+
+// GuardOption configures a StateGuard.
+type GuardOption func(*StateGuard)
+
+// WithGuardObserver reports the breaker's transitions and failed lookups.
+func WithGuardObserver(o GuardObserver) GuardOption {
+	return func(g *StateGuard) { g.obs = o }
+}
+
 // StateGuard stands between the check path and the store. Every lookup
 // gets the budget; after BreakerFailures consecutive failures the breaker
 // opens and lookups fail at once (EUNAVAILABLE, so the check answers 503
@@ -71,12 +105,14 @@ type StateGuard struct {
 	probe func(context.Context) error
 	cfg   LookupConfig
 	log   *slog.Logger
+	obs   GuardObserver
 
 	failures atomic.Int64
 	open     atomic.Bool
 	rejected atomic.Uint64
 
-	mu      sync.Mutex
+	mu      sync.Mutex // orders trips and recoveries, so observers see them in order
+	since   time.Time  // when the breaker last opened, under mu
 	closed  bool
 	stop    chan struct{}
 	probing sync.WaitGroup
@@ -92,11 +128,15 @@ var errBreakerOpen = errors.New("state store failing: lookups refused until a pr
 
 // NewStateGuard guards src; probe tells whether the store answers again.
 // cfg must be valid.
-func NewStateGuard(src GuardedSource, probe func(context.Context) error, cfg LookupConfig, log *slog.Logger) *StateGuard {
+func NewStateGuard(src GuardedSource, probe func(context.Context) error, cfg LookupConfig, log *slog.Logger, opts ...GuardOption) *StateGuard {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &StateGuard{src: src, probe: probe, cfg: cfg, log: log, stop: make(chan struct{})}
+	g := &StateGuard{src: src, probe: probe, cfg: cfg, log: log, obs: nopGuardObserver{}, stop: make(chan struct{})}
+	for _, o := range opts {
+		o(g)
+	}
+	return g
 }
 
 // Open reports whether lookups are refused without reaching the store.
@@ -122,6 +162,7 @@ func guarded[T any](g *StateGuard, ctx context.Context, fn func(context.Context)
 	var zero T
 	if g.open.Load() {
 		g.rejected.Add(1)
+		g.obs.StateLookupFailed(LookupBreakerOpen)
 		return zero, sidecar.Unavailable("state_breaker_open", errBreakerOpen)
 	}
 	lctx, cancel := context.WithTimeout(ctx, g.cfg.Budget)
@@ -137,8 +178,13 @@ func guarded[T any](g *StateGuard, ctx context.Context, fn func(context.Context)
 		// The check's caller gave up: says nothing about the store.
 		return v, err
 	}
+	if over {
+		g.obs.StateLookupFailed(LookupOverBudget)
+	} else {
+		g.obs.StateLookupFailed(LookupUnavailable)
+	}
 	if g.failures.Add(1) >= int64(g.cfg.BreakerFailures) {
-		g.trip()
+		g.trip(err)
 	}
 	if over {
 		return zero, sidecar.Unavailable("state lookup over its budget of "+g.cfg.Budget.String(), err)
@@ -152,14 +198,19 @@ func guardedErr(g *StateGuard, ctx context.Context, fn func(context.Context) err
 	return err
 }
 
-// trip opens the breaker and starts the probe that closes it.
-func (g *StateGuard) trip() {
+// trip opens the breaker and starts the probe that closes it. This and
+// the recovery are the two lines Deputy logs about an outage, however
+// long it lasts.
+func (g *StateGuard) trip(cause error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed || !g.open.CompareAndSwap(false, true) {
 		return
 	}
-	g.log.Warn("state store failing: checks needing state fail at once until it answers", "failures", g.failures.Load())
+	g.since = time.Now()
+	g.obs.StateBreakerChanged(true)
+	g.log.Warn("state unavailable: checks needing state are denied (503 state_unavailable) until the store answers a probe",
+		"failures", g.failures.Load(), "error", cause)
 	g.probing.Add(1)
 	go g.probeUntilBack()
 }
@@ -178,12 +229,21 @@ func (g *StateGuard) probeUntilBack() {
 		err := g.probe(ctx)
 		cancel()
 		if err == nil {
-			g.failures.Store(0)
-			g.open.Store(false)
-			g.log.Info("state store answers again: lookups resume", "refused", g.rejected.Load())
+			g.resume()
 			return
 		}
 	}
+}
+
+// resume closes the breaker once a probe found the store back.
+func (g *StateGuard) resume() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failures.Store(0)
+	g.open.Store(false)
+	g.obs.StateBreakerChanged(false)
+	g.log.Info("state available again: lookups reach the store",
+		"down_for", time.Since(g.since).Round(time.Millisecond).String(), "refused_total", g.rejected.Load())
 }
 
 func (g *StateGuard) SessionByToken(ctx context.Context, tokenHash string) (*sidecar.Session, error) {

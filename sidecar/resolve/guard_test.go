@@ -1,13 +1,20 @@
 package resolve_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/metrics"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/resolve"
@@ -26,7 +33,12 @@ func (c *lookupCounter) GetAssignment(ctx context.Context, customer string) (*si
 
 // guardOnRedis guards a store on a real redis-server, counting the
 // lookups that reach it.
-func guardOnRedis(t *testing.T, cfg resolve.LookupConfig) (*redistest.Server, *resolve.StateGuard, *lookupCounter) {
+func guardOnRedis(t *testing.T, cfg resolve.LookupConfig, opts ...resolve.GuardOption) (*redistest.Server, *resolve.StateGuard, *lookupCounter) {
+	t.Helper()
+	return guardLogged(t, cfg, slog.New(slog.DiscardHandler), opts...)
+}
+
+func guardLogged(t *testing.T, cfg resolve.LookupConfig, log *slog.Logger, opts ...resolve.GuardOption) (*redistest.Server, *resolve.StateGuard, *lookupCounter) {
 	t.Helper()
 	srv := redistest.Start(t)
 	store, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "guard"})
@@ -35,7 +47,7 @@ func guardOnRedis(t *testing.T, cfg resolve.LookupConfig) (*redistest.Server, *r
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	src := &lookupCounter{GuardedSource: store}
-	guard := resolve.NewStateGuard(src, store.Ping, cfg, slog.New(slog.DiscardHandler))
+	guard := resolve.NewStateGuard(src, store.Ping, cfg, log, opts...)
 	t.Cleanup(func() { _ = guard.Close() })
 	return srv, guard, src
 }
@@ -47,7 +59,8 @@ func guardOnRedis(t *testing.T, cfg resolve.LookupConfig) (*redistest.Server, *r
 // reach it again.
 func TestStateGuardOnAFrozenRedis(t *testing.T) {
 	cfg := resolve.LookupConfig{Budget: 50 * time.Millisecond, BreakerFailures: 3, ProbeInterval: 10 * time.Millisecond}
-	srv, guard, src := guardOnRedis(t, cfg)
+	m, reg := guardMetrics(t)
+	srv, guard, src := guardOnRedis(t, cfg, resolve.WithGuardObserver(m))
 	ctx := context.Background()
 
 	if _, err := guard.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
@@ -66,6 +79,9 @@ func TestStateGuardOnAFrozenRedis(t *testing.T) {
 	}
 	if !guard.Open() {
 		t.Fatal("breaker still closed after breaker_failures failed lookups")
+	}
+	if v := metricValue(t, reg, "deputy_state_lookup_failures_total", "reason=over_budget"); v != float64(cfg.BreakerFailures) {
+		t.Errorf("failures{reason=over_budget} = %v after %d lookups past the budget", v, cfg.BreakerFailures)
 	}
 	before := src.calls.Load()
 	for range 10 {
@@ -120,5 +136,162 @@ func TestLookupConfigValidate(t *testing.T) {
 	c.SetDefaults()
 	if err := c.Validate(); err != nil || c.Budget != resolve.DefaultStateBudget {
 		t.Fatalf("defaults: %+v %v", c, err)
+	}
+}
+
+// guardMetrics are Deputy's metrics on a registry of their own, with the
+// lookup failure reasons exported at zero as the server does.
+func guardMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.WithoutRuntime())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.InitStateLookups(resolve.LookupFailures()...)
+	return m, reg
+}
+
+// metricValue reads one series from reg; label is "name=value" or empty.
+// A series the registry lacks fails the test: absent is not zero.
+func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+			}
+			if label != "" && strings.Join(labels, ",") != label {
+				continue
+			}
+			if m.Gauge != nil {
+				return m.Gauge.GetValue()
+			}
+			return m.Counter.GetValue()
+		}
+	}
+	t.Fatalf("no series %s{%s}", name, label)
+	return 0
+}
+
+// syncBuffer is a log destination the probe goroutine and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// lines decodes every JSON line written so far.
+func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", l, err)
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// TestStateGuardMetricsOnAStoppedRedis kills a real redis-server: what ops
+// watch (deputy_state_breaker_open, the trip counter, lookups refused) and
+// read (one line when state becomes unavailable, one when it is back)
+// follows the outage and its end.
+func TestStateGuardMetricsOnAStoppedRedis(t *testing.T) {
+	cfg := resolve.LookupConfig{Budget: time.Second, BreakerFailures: 2, ProbeInterval: 10 * time.Millisecond}
+	m, reg := guardMetrics(t)
+	var logs syncBuffer
+	srv, guard, _ := guardLogged(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), resolve.WithGuardObserver(m))
+	ctx := context.Background()
+	failures := func(reason string) float64 {
+		return metricValue(t, reg, "deputy_state_lookup_failures_total", "reason="+reason)
+	}
+
+	if _, err := guard.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		t.Fatalf("lookup with Redis up = %v, want not found", err)
+	}
+	for _, r := range resolve.LookupFailures() {
+		if v := failures(r); v != 0 {
+			t.Errorf("failures{reason=%s} = %v on a healthy store, want 0", r, v)
+		}
+	}
+	if v := metricValue(t, reg, "deputy_state_breaker_open", ""); v != 0 {
+		t.Fatalf("deputy_state_breaker_open = %v on a healthy store, want 0", v)
+	}
+
+	srv.Stop()
+	for i := range cfg.BreakerFailures {
+		if _, err := guard.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE {
+			t.Fatalf("lookup %d on a stopped Redis = %v, want unavailable", i, err)
+		}
+	}
+	if !guard.Open() {
+		t.Fatal("breaker still closed after breaker_failures failed lookups")
+	}
+	if v := metricValue(t, reg, "deputy_state_breaker_open", ""); v != 1 {
+		t.Errorf("deputy_state_breaker_open = %v with the breaker open, want 1", v)
+	}
+	if v := metricValue(t, reg, "deputy_state_breaker_trips_total", ""); v != 1 {
+		t.Errorf("deputy_state_breaker_trips_total = %v after one trip, want 1", v)
+	}
+	if v := failures(resolve.LookupUnavailable); v != float64(cfg.BreakerFailures) {
+		t.Errorf("failures{reason=unavailable} = %v, want %d", v, cfg.BreakerFailures)
+	}
+	for range 7 {
+		_, _ = guard.GetAssignment(ctx, "acme")
+	}
+	if v := failures(resolve.LookupBreakerOpen); v != 7 || guard.Rejected() != 7 {
+		t.Errorf("failures{reason=breaker_open} = %v, Rejected = %d, want 7 and 7", v, guard.Rejected())
+	}
+
+	srv.Restart()
+	eventually(t, "deputy_state_breaker_open back to 0 once Redis answers", func() bool {
+		return metricValue(t, reg, "deputy_state_breaker_open", "") == 0
+	})
+	if guard.Open() {
+		t.Error("the gauge reads 0 but the breaker is open")
+	}
+	if v := metricValue(t, reg, "deputy_state_breaker_trips_total", ""); v != 1 {
+		t.Errorf("deputy_state_breaker_trips_total = %v after recovery, want still 1", v)
+	}
+
+	var down, up int
+	for _, rec := range logs.lines(t) {
+		msg, _ := rec["msg"].(string)
+		switch {
+		case strings.HasPrefix(msg, "state unavailable"):
+			down++
+			if rec["level"] != "WARN" || rec["error"] == nil {
+				t.Errorf("outage line %v: want level WARN with the error", rec)
+			}
+		case strings.HasPrefix(msg, "state available again"):
+			up++
+			if rec["refused_total"] != 7.0 {
+				t.Errorf("recovery line %v: want refused_total 7", rec)
+			}
+		}
+	}
+	if down != 1 || up != 1 {
+		t.Errorf("logged the outage %d times and the recovery %d times, want once each:\n%v", down, up, logs.lines(t))
 	}
 }
