@@ -42,6 +42,9 @@ func exported(t *testing.T) map[string]bool {
 	m.ObserveDecision(&sidecar.Decision{Allowed: true, Latency: time.Millisecond,
 		Stages: sidecar.Stages{Identity: 1, State: 1, Policy: 1}})
 	m.CacheHit("session")
+	m.InitStateLookups("breaker_open", "over_budget", "unavailable")
+	m.StateBreakerChanged(true)
+	m.StateLookupFailed("breaker_open")
 	m.CacheEviction("session", "expired")
 	m.ObserveActivation("rev", time.Now(), nil)
 	m.ObserveActivation("", time.Time{}, errors.New("compile"))
@@ -116,7 +119,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 func TestAlertRulesShape(t *testing.T) {
 	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
-		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume"}
+		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume"}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {
