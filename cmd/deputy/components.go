@@ -126,6 +126,9 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		return nil, err
 	}
 	client.AddHook(m.RedisHook())
+	// go-redis has one process-wide logger, which reports every failed
+	// dial: route it through Deputy's log, bounded per kind of message.
+	goredis.SetLogger(redis.NewClientLogger(log, redis.DefaultClientLogInterval, time.Now))
 	rs := redis.NewFromClient(client, cfg.Redis, redis.WithLogger(log))
 	return &statePart{store: rs, client: client, ping: rs.Ping}, nil
 }
