@@ -13,9 +13,10 @@ import (
 // virtualCache is topdown.VirtualCache (the per-evaluation cache of rule
 // values) kept in a pool: OPA builds a fresh one for every evaluation,
 // about twenty allocations that a check does not need to pay. Frames are
-// maps from a reference's hash to the entries with that hash.
+// maps from a reference's hash to the entries with that hash, the first
+// held in the map itself, so caching a rule's value allocates nothing.
 type virtualCache struct {
-	frames []map[int][]cacheEntry
+	frames []map[int]cacheSlot
 	depth  int
 }
 
@@ -23,6 +24,25 @@ type cacheEntry struct {
 	ref       ast.Ref
 	value     *ast.Term
 	undefined bool
+}
+
+// cacheSlot holds the entries of one hash: almost always one.
+type cacheSlot struct {
+	first cacheEntry
+	more  []cacheEntry
+}
+
+// find returns the entry of ref in the slot, or nil.
+func (s *cacheSlot) find(ref ast.Ref) *cacheEntry {
+	if s.first.ref.Equal(ref) {
+		return &s.first
+	}
+	for i := range s.more {
+		if s.more[i].ref.Equal(ref) {
+			return &s.more[i]
+		}
+	}
+	return nil
 }
 
 var _ topdown.VirtualCache = (*virtualCache)(nil)
@@ -48,7 +68,7 @@ func (c *virtualCache) release() {
 // Push starts an empty frame (OPA does this for `with` modifiers).
 func (c *virtualCache) Push() {
 	if c.depth == len(c.frames) {
-		c.frames = append(c.frames, map[int][]cacheEntry{})
+		c.frames = append(c.frames, map[int]cacheSlot{})
 	}
 	c.depth++
 }
@@ -59,15 +79,17 @@ func (c *virtualCache) Pop() {
 	clear(c.frames[c.depth])
 }
 
-func (c *virtualCache) top() map[int][]cacheEntry { return c.frames[c.depth-1] }
+func (c *virtualCache) top() map[int]cacheSlot { return c.frames[c.depth-1] }
 
 // Get follows topdown's contract: (value, false) when cached, (nil, true)
 // when cached as undefined, (nil, false) when not cached.
 func (c *virtualCache) Get(ref ast.Ref) (*ast.Term, bool) {
-	for _, e := range c.top()[ref.Hash()] {
-		if e.ref.Equal(ref) {
-			return e.value, e.undefined
-		}
+	s, ok := c.top()[ref.Hash()]
+	if !ok {
+		return nil, false
+	}
+	if e := s.find(ref); e != nil {
+		return e.value, e.undefined
 	}
 	return nil, false
 }
@@ -75,21 +97,27 @@ func (c *virtualCache) Get(ref ast.Ref) (*ast.Term, bool) {
 // Put records the value of ref; a nil value records it as undefined.
 func (c *virtualCache) Put(ref ast.Ref, value *ast.Term) {
 	m, h := c.top(), ref.Hash()
-	entries := m[h]
-	for i := range entries {
-		if entries[i].ref.Equal(ref) {
-			entries[i].value, entries[i].undefined = value, value == nil
-			return
-		}
+	entry := cacheEntry{ref: ref, value: value, undefined: value == nil}
+	s, ok := m[h]
+	switch {
+	case !ok:
+		s.first = entry
+	case s.find(ref) != nil:
+		*s.find(ref) = entry
+	default:
+		s.more = append(s.more, entry)
 	}
-	m[h] = append(entries, cacheEntry{ref: ref, value: value, undefined: value == nil})
+	m[h] = s
 }
 
 // Keys returns the references with a value in the top frame.
 func (c *virtualCache) Keys() []ast.Ref {
 	var keys []ast.Ref
-	for _, entries := range c.top() {
-		for _, e := range entries {
+	for _, s := range c.top() {
+		if s.first.value != nil {
+			keys = append(keys, s.first.ref)
+		}
+		for _, e := range s.more {
 			if e.value != nil {
 				keys = append(keys, e.ref)
 			}

@@ -40,6 +40,29 @@ func TestVirtualCacheContract(t *testing.T) {
 	}
 }
 
+// Two references with one hash share a slot: each keeps its own value.
+func TestVirtualCacheHashCollision(t *testing.T) {
+	c := getVirtualCache()
+	defer c.release()
+	a, b := ast.MustParseRef("data.t.a"), ast.MustParseRef("data.t.b")
+	// b filed under a's hash, as a colliding reference would be.
+	c.top()[a.Hash()] = cacheSlot{first: cacheEntry{ref: b, value: ast.StringTerm("b")}}
+	c.Put(a, ast.StringTerm("a"))
+	if v, undef := c.Get(a); v == nil || undef || v.Value.Compare(ast.String("a")) != 0 {
+		t.Fatalf("a = %v %v", v, undef)
+	}
+	c.Put(a, nil)
+	if v, undef := c.Get(a); v != nil || !undef {
+		t.Fatalf("a should now be cached as undefined: %v %v", v, undef)
+	}
+	if s := c.top()[a.Hash()]; !s.first.ref.Equal(b) || s.first.value.Value.Compare(ast.String("b")) != 0 || len(s.more) != 1 {
+		t.Fatalf("the colliding entry was disturbed: %+v", s)
+	}
+	if keys := c.Keys(); len(keys) != 1 || !keys[0].Equal(b) {
+		t.Fatalf("keys = %v, want only the defined b", keys)
+	}
+}
+
 // `with` pushes and pops cache frames; pooled caches must keep values
 // from leaking between frames and between evaluations.
 func TestPooledCacheAcrossEvaluations(t *testing.T) {
