@@ -201,16 +201,7 @@ func spineValue(v ast.Value, sp spine) (any, error) {
 		if sp == nil {
 			return v, nil
 		}
-		out := make(map[string]any, x.Len())
-		var err error
-		x.Foreach(func(k, val *ast.Term) {
-			ks, ok := k.Value.(ast.String)
-			if err != nil || !ok {
-				err = errNotPlain
-				return
-			}
-			out[string(ks)], err = spineValue(val.Value, sp[string(ks)])
-		})
+		out, err := plainObject(x, sp)
 		if errors.Is(err, errNotPlain) {
 			return plainValue(v)
 		}

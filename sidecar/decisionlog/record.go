@@ -152,16 +152,7 @@ func plainValue(v ast.Value) (any, error) {
 	case ast.String:
 		return string(x), nil
 	case ast.Object:
-		out := make(map[string]any, x.Len())
-		var err error
-		x.Foreach(func(k, val *ast.Term) {
-			ks, ok := k.Value.(ast.String)
-			if err != nil || !ok {
-				err = errNotPlain
-				return
-			}
-			out[string(ks)], err = plainValue(val.Value)
-		})
+		out, err := plainObject(x, nil)
 		if err != nil {
 			return ast.JSON(v)
 		}
@@ -177,6 +168,27 @@ func plainValue(v ast.Value) (any, error) {
 		return out, nil
 	}
 	return ast.JSON(v)
+}
+
+// plainObject converts an object whose keys are all strings: each value
+// whole (plainValue) when sp is nil, else as spineValue does under sp. A
+// key that is not a string stops it with errNotPlain.
+func plainObject(x ast.Object, sp spine) (map[string]any, error) {
+	out := make(map[string]any, x.Len())
+	var err error
+	x.Foreach(func(k, val *ast.Term) {
+		ks, ok := k.Value.(ast.String)
+		if err != nil || !ok {
+			err = errNotPlain
+			return
+		}
+		if sp == nil {
+			out[string(ks)], err = plainValue(val.Value)
+		} else {
+			out[string(ks)], err = spineValue(val.Value, sp[string(ks)])
+		}
+	})
+	return out, err
 }
 
 // errNotPlain sends an object with a key that is not a string to ast.JSON.
