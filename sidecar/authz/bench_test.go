@@ -106,16 +106,7 @@ func BenchmarkCheckFloor(b *testing.B) {
 // does. Returns the pipeline and a token minter.
 func delegatedPipeline(b testing.TB, store sidecar.Store) (*authz.Pipeline, func(identity.DevClaims) string) {
 	b.Helper()
-	dev, err := identity.GenerateDevIssuer()
-	if err != nil {
-		b.Fatal(err)
-	}
-	idCfg := identity.Defaults()
-	idCfg.Dev.Enabled = true
-	verifier, err := identity.New(idCfg, identity.WithDevIssuer(dev), identity.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		b.Fatal(err)
-	}
+	dev, verifier := devVerifier(b)
 	key, err := actortoken.GenerateKey()
 	if err != nil {
 		b.Fatal(err)
@@ -141,6 +132,23 @@ func delegatedPipeline(b testing.TB, store sidecar.Store) (*authz.Pipeline, func
 		return tok
 	}
 	return p, mint
+}
+
+// devVerifier is a real token verifier that trusts a fresh dev issuer,
+// returned with it to mint tokens.
+func devVerifier(t testing.TB) (*identity.DevIssuer, *identity.Verifier) {
+	t.Helper()
+	dev, err := identity.GenerateDevIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := identity.Defaults()
+	cfg.Dev.Enabled = true
+	verifier, err := identity.New(cfg, identity.WithDevIssuer(dev), identity.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dev, verifier
 }
 
 func withHeaders(b testing.TB, path string, extra map[string]string) *authv3.CheckRequest {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/delegation"
-	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/resolve"
@@ -39,16 +38,7 @@ func BenchmarkCheckOPAEnvoyStyle(b *testing.B) {
 			if err := e.Activate(context.Background(), set); err != nil {
 				b.Fatal(err)
 			}
-			dev, err := identity.GenerateDevIssuer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			idCfg := identity.Defaults()
-			idCfg.Dev.Enabled = true
-			verifier, err := identity.New(idCfg, identity.WithDevIssuer(dev), identity.WithLogger(slog.New(slog.DiscardHandler)))
-			if err != nil {
-				b.Fatal(err)
-			}
+			_, verifier := devVerifier(b)
 			store := memory.New()
 			sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
 			b.Cleanup(func() { sessions.Close() })

@@ -17,16 +17,7 @@ import (
 // see only its own claims, request after request, and a new policy that
 // reads other claims must see them on the very next check.
 func TestIdentityTermPerCallerAndActivation(t *testing.T) {
-	dev, err := identity.GenerateDevIssuer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := identity.Defaults()
-	cfg.Dev.Enabled = true
-	verifier, err := identity.New(cfg, identity.WithDevIssuer(dev), identity.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev, verifier := devVerifier(t)
 	activate := func(e *policy.Engine, claim string) {
 		t.Helper()
 		src := "package t\n\ndecision := {\"allowed\": true, \"headers\": {\"x-seen\": input.identity." + claim + "}}\n"
