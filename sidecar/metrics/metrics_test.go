@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,6 +27,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/metrics"
+	"github.com/deputyhq/deputy/sidecar/metrics/metricstest"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
@@ -45,29 +45,7 @@ func newMetrics(t testing.TB) (*metrics.Metrics, *prometheus.Registry) {
 // series returns the value of the series of name whose labels include want.
 func series(t testing.TB, reg *prometheus.Registry, name string, want map[string]string) (float64, bool) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				labels[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue next
-				}
-			}
-			return value(m), true
-		}
-	}
-	return 0, false
+	return metricstest.Series(t, reg, name, want)
 }
 
 // labelValues joins every label value of the series of name.
@@ -88,20 +66,6 @@ func labelValues(t testing.TB, reg *prometheus.Registry, name string) string {
 		}
 	}
 	return b.String()
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Histogram != nil:
-		return float64(m.Histogram.GetSampleCount())
-	case m.Untyped != nil:
-		return m.Untyped.GetValue()
-	}
-	return 0
 }
 
 func TestObserveDecision(t *testing.T) {

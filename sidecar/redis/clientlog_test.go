@@ -1,9 +1,7 @@
 package redis_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,6 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/deputyhq/deputy/sidecar/logtest"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/storetest"
@@ -42,42 +41,13 @@ func (c *countingLogger) counts() (total int, kinds map[string]int) {
 	return total, kinds
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) records(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, rec)
-	}
-	return out
-}
-
 // TestClientLoggerBoundsAnOutage stops a real redis-server and sends a few
 // hundred commands at it: go-redis reports each failed dial, and Deputy's
 // JSON log gets one line per kind of message, until the interval has
 // passed; the next line then says how many were held back.
 func TestClientLoggerBoundsAnOutage(t *testing.T) {
 	clock := storetest.NewClock(storetest.Epoch)
-	var logs lockedBuffer
+	var logs logtest.Lines
 	counting := &countingLogger{
 		next:     redis.NewClientLogger(slog.New(slog.NewJSONHandler(&logs, nil)), time.Minute, clock.Now),
 		byFormat: map[string]int{},
@@ -113,7 +83,7 @@ func TestClientLoggerBoundsAnOutage(t *testing.T) {
 	if total < 20 {
 		t.Fatalf("go-redis logged %d messages for %d failed commands: the outage did not reach its logger", total, commands)
 	}
-	recs := logs.records(t)
+	recs := logs.Records(t)
 	t.Logf("%d failed commands: go-redis logged %d messages of %d kinds, Deputy's log got %d lines", commands, total, len(kinds), len(recs))
 	if len(recs) != len(kinds) {
 		t.Errorf("%d go-redis messages of %d kinds became %d log lines, want one per kind:\n%v", total, len(kinds), len(recs), recs)
@@ -150,7 +120,7 @@ func TestClientLoggerBoundsAnOutage(t *testing.T) {
 	if after[dial] == kinds[dial] {
 		t.Fatal("the ping after a minute did not dial")
 	}
-	recs = logs.records(t)
+	recs = logs.Records(t)
 	last := recs[len(recs)-1]
 	// All but the first and the last dial failure were held back.
 	if got, want := last["held_back"], float64(after[dial]-2); got != want || !strings.Contains(last["detail"].(string), "failed to dial") {

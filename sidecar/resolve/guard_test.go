@@ -1,12 +1,9 @@
 package resolve_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/logtest"
 	"github.com/deputyhq/deputy/sidecar/metrics"
+	"github.com/deputyhq/deputy/sidecar/metrics/metricstest"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/resolve"
@@ -156,61 +155,15 @@ func guardMetrics(t *testing.T) (*metrics.Metrics, *prometheus.Registry) {
 // A series the registry lacks fails the test: absent is not zero.
 func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	want := map[string]string{}
+	if k, v, ok := strings.Cut(label, "="); ok {
+		want[k] = v
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, lp := range m.GetLabel() {
-				labels = append(labels, lp.GetName()+"="+lp.GetValue())
-			}
-			if label != "" && strings.Join(labels, ",") != label {
-				continue
-			}
-			if m.Gauge != nil {
-				return m.Gauge.GetValue()
-			}
-			return m.Counter.GetValue()
-		}
+	v, ok := metricstest.Series(t, reg, name, want)
+	if !ok {
+		t.Fatalf("no series %s{%s}", name, label)
 	}
-	t.Fatalf("no series %s{%s}", name, label)
-	return 0
-}
-
-// syncBuffer is a log destination the probe goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines decodes every JSON line written so far.
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(l), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", l, err)
-		}
-		out = append(out, rec)
-	}
-	return out
+	return v
 }
 
 // TestStateGuardMetricsOnAStoppedRedis kills a real redis-server: what ops
@@ -220,7 +173,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 func TestStateGuardMetricsOnAStoppedRedis(t *testing.T) {
 	cfg := resolve.LookupConfig{Budget: time.Second, BreakerFailures: 2, ProbeInterval: 10 * time.Millisecond}
 	m, reg := guardMetrics(t)
-	var logs syncBuffer
+	var logs logtest.Lines
 	srv, guard, _ := guardLogged(t, cfg, slog.New(slog.NewJSONHandler(&logs, nil)), resolve.WithGuardObserver(m))
 	ctx := context.Background()
 	failures := func(reason string) float64 {
@@ -276,7 +229,7 @@ func TestStateGuardMetricsOnAStoppedRedis(t *testing.T) {
 	}
 
 	var down, up int
-	for _, rec := range logs.lines(t) {
+	for _, rec := range logs.Records(t) {
 		msg, _ := rec["msg"].(string)
 		switch {
 		case strings.HasPrefix(msg, "state unavailable"):
@@ -292,6 +245,6 @@ func TestStateGuardMetricsOnAStoppedRedis(t *testing.T) {
 		}
 	}
 	if down != 1 || up != 1 {
-		t.Errorf("logged the outage %d times and the recovery %d times, want once each:\n%v", down, up, logs.lines(t))
+		t.Errorf("logged the outage %d times and the recovery %d times, want once each:\n%v", down, up, logs.Records(t))
 	}
 }
