@@ -290,7 +290,8 @@ func (p *partnerAPI) check(caller identity.DevClaims, method, path string, heade
 	}
 	// The canonical request the pipeline derives, for the plain paths used
 	// here: non-empty segments, and their lower-case form (which is also
-	// their route form: no front controller, format or folding here).
+	// their route form: no front controller, format or folding here, so
+	// the segments are the route form as spelled).
 	var segs, lower []any
 	for _, s := range strings.Split(path, "/") {
 		if s != "" {
@@ -302,7 +303,8 @@ func (p *partnerAPI) check(caller identity.DevClaims, method, path string, heade
 		"parsed_path": strings.Split(strings.TrimPrefix(path, "/"), "/"),
 		"deputy": map[string]any{"request": map[string]any{
 			"path": path, "lower_path": strings.ToLower(path), "segments": segs, "lower_segments": lower, "route_segments": lower,
-			"method": method, "methods": []any{method},
+			"spelled_route_segments": segs,
+			"method":                 method, "methods": []any{method},
 		}},
 		"identity":   map[string]any{"sub": id.Subject, "org": id.Org, "domain": id.Domain, "roles": id.Roles, "privileges": id.Privileges},
 		"delegation": deleg,

@@ -525,8 +525,10 @@ func foldASCII(s string) string {
 
 // requestTerm builds input.deputy.request with the fields need names:
 // path, segments, method, methods, sole_method, lower_path, lower_segments
-// for case-insensitive route tables, and route, route_segments for tables
-// that must match every form an upstream router runs the same action for.
+// for case-insensitive route tables, route, route_segments for tables
+// that must match every form an upstream router runs the same action for,
+// and spelled_route_segments to compare a route segment as the client
+// spelled it.
 // Terms are shared wherever two fields are equal (a path without upper
 // case, a route form equal to the lower-cased segments, a request with one
 // method), so the common check pays for each value once.
@@ -558,7 +560,7 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 		}
 		obj.Insert(keyTerm("lower_segments"), segsT)
 	}
-	if need.Child("route") != nil || need.Child("route_segments") != nil {
+	if need.Child("route") != nil || need.Child("route_segments") != nil || need.Child("spelled_route_segments") != nil {
 		rs := routeSegments(c.segments)
 		if need.Child("route") != nil {
 			obj.Insert(keyTerm("route"), ast.StringTerm("/"+strings.Join(rs, "/")))
@@ -568,6 +570,17 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 				segsT = segmentsTerm(rs, false)
 			}
 			obj.Insert(keyTerm("route_segments"), segsT)
+		}
+		// The route form only drops segments (blank ones, a front
+		// controller), so the client's spelling of route segment i is
+		// segment i counted from the end: a rule compares an id as sent
+		// with one lookup, not with the arithmetic lining the two up.
+		if need.Child("spelled_route_segments") != nil {
+			spelled := c.segments[len(c.segments)-len(rs):]
+			if need.Child("route_segments") == nil || !slices.Equal(spelled, rs) {
+				segsT = segmentsTerm(spelled, false)
+			}
+			obj.Insert(keyTerm("spelled_route_segments"), segsT)
 		}
 	}
 	if need.Child("method") != nil {

@@ -373,3 +373,33 @@ func TestMultipartOverridesDeputyCannotRead(t *testing.T) {
 		}
 	})
 }
+
+// spelled_route_segments lines the client's spelling up with the route
+// form, so a rule compares an id as sent at a route segment's index; it is
+// built the same whether or not the policy reads route_segments too.
+func TestSpelledRouteSegments(t *testing.T) {
+	both := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\" \", [concat(\",\", input.deputy.request.route_segments), concat(\",\", input.deputy.request.spelled_route_segments)])}\n"
+	alone := "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\" \", [\"-\", concat(\",\", input.deputy.request.spelled_route_segments)])}\n"
+	for _, tc := range []struct{ path, route, spelled string }{
+		{"/customers/Acme/service-requests/42", "customers,acme,service-requests,42", "customers,Acme,service-requests,42"},
+		{"/index.php/Customers/Acme", "customers,acme", "Customers,Acme"},
+		{"/a/index.php/b", "a,index.php,b", "a,index.php,b"},
+		{"/customers/Acme/password.json", "customers,acme,password", "customers,Acme,password.json"},
+		{"/customers/Acme/x./%20", "customers,acme,x", "Acme,x., "},
+		{"/", "", ""},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			for name, policy := range map[string]string{"with route_segments": both, "alone": alone} {
+				p := authz.New(engineFor(t, "data.t.decision", policy, nil), authz.WithQuery("data.t.decision"))
+				resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", tc.path, nil, "")))
+				want := tc.route + " " + tc.spelled
+				if policy == alone {
+					want = "- " + tc.spelled
+				}
+				if resp.Reason != want {
+					t.Errorf("%s: route and spelled = %q, want %q", name, resp.Reason, want)
+				}
+			}
+		})
+	}
+}

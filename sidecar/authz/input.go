@@ -32,6 +32,7 @@ var internedKeys = func() map[string]*ast.Term {
 		"parsed_path", "parsed_query", "parsed_body", "truncated_body", "version", "identity",
 		"identity_error", "delegation", "delegation_error", "deputy", "encoding", "ext_authz",
 		"segments", "methods", "sole_method", "lower_path", "lower_segments", "route", "route_segments",
+		"spelled_route_segments",
 		"sub", "name", "email", "roles", "privileges", "org", "domain", "iss", "exp", "claims",
 		"mode", "actor", "actor_name", "actor_org", "subject", "subject_name", "level", "scope",
 		"store_view", "reason", "ticket", "expires_at", "subject_protected", "subject_roles", "revision", "dry_run", "stripped_headers",

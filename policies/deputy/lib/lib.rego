@@ -13,15 +13,14 @@ deny(status, reason) := {"allowed": false, "reason": reason, "http_status": stat
 #   Whether the route segment at i of the canonical request
 #   (input.deputy.request) is value: in the route form, the one upstream
 #   routers act on (so "/index.php/customers", "customers." and "cuſtomers"
-#   all count), and as the client spelled it, so ids still compare exactly.
-#   The route form only drops segments (front controllers, blank ones), so
-#   the spelled segment is found counting from the end; a segment it cannot
-#   line up (a blank segment after it, a ".json" cut from it) is not value.
+#   all count), and as the client spelled it (spelled_route_segments, which
+#   Deputy lines up with the route form), so ids still compare exactly. A
+#   segment whose spelling is not value (a ".json" cut from it) is not
+#   value, nor is any segment of an input without the spelled form.
 #   It reads the two fields it compares from input rather than taking the
 #   request as an argument: Deputy builds only the input fields rules read,
 #   and a whole request passed to a function counts as reading all of it.
 route_segment_is(i, value) if {
 	input.deputy.request.route_segments[i] == lower(value)
-	offset := count(input.deputy.request.segments) - count(input.deputy.request.route_segments)
-	input.deputy.request.segments[offset + i] == value
+	input.deputy.request.spelled_route_segments[i] == value
 }

@@ -19,6 +19,7 @@ request(methods, path) := {
 			"lower_segments": [lower(s) | some s in segments],
 			"route": concat("/", array.concat([""], route)),
 			"route_segments": route,
+			"spelled_route_segments": array.slice(segments, count(segments) - count(route), count(segments)),
 			"method": upper(methods[0]),
 			"methods": [upper(m) | some m in methods],
 		},
@@ -94,4 +95,23 @@ test_route_model[note] if {
 	}
 	r := request(["GET"], tc.path).deputy.request
 	r.route_segments == tc.want
+}
+
+test_route_segment_is[note] if {
+	some note, tc in {
+		"as sent": {"path": "/customers/Acme/x", "value": "Acme", "want": true},
+		"other case": {"path": "/customers/ACME/x", "value": "Acme", "want": false},
+		"after a front controller": {"path": "/index.php/customers/Acme", "value": "Acme", "want": true},
+		"format cut": {"path": "/customers/Acme.json", "value": "Acme", "want": false},
+	}
+	req := request(["GET"], tc.path)
+	matched := [true | lib.route_segment_is(1, tc.value) with input as req]
+	count(matched) == 1 == tc.want
+}
+
+# An input without the spelled form (not built by Deputy) matches nothing.
+test_route_segment_is_needs_spelled_form if {
+	lib.route_segment_is(1, "Acme") with input as request(["GET"], "/customers/Acme")
+	req := json.remove(request(["GET"], "/customers/Acme"), ["deputy/request/spelled_route_segments"])
+	not lib.route_segment_is(1, "Acme") with input as req
 }
