@@ -68,31 +68,33 @@ at_least(a, b) if data.deputy.partner.level_rank[a] >= data.deputy.partner.level
 
 _is_partner if input.delegation.mode == "partner"
 
-# Where the path relative to the customer starts: /customers/{customer}/x/y
-# reads as x/y when the path template names the customer acted for. The
-# path is read in the route form, the one upstream routers act on (as the
-# reseller policy reads it): the template's words compare as routers fold
-# them; the customer id exactly.
-default _offset := 0
+# Where the path relative to the customer starts, and where an item after
+# its section would be: /customers/{customer}/x/y reads as x/y when the
+# path template names the customer acted for. The path is read in the
+# route form, the one upstream routers act on (as the reseller policy
+# reads it): the template's words compare as routers fold them; the
+# customer id exactly. Both indexes are written out rather than one added
+# to: arithmetic costs OPA more than a lookup, on every partner request.
+default _at := {"section": 0, "item": 1}
 
-_offset := 2 if {
+_at := {"section": 2, "item": 3} if {
 	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
 	lib.route_segment_is(1, input.delegation.subject)
 }
 
-_section := data.deputy.partner.sections[input.deputy.request.route_segments[_offset]]
+_section := data.deputy.partner.sections[input.deputy.request.route_segments[_at.section]]
 
 # A path naming something after the section (an id) is an item; the
 # section alone, with or without a trailing slash, is the collection, so
 # "/service-requests/" cannot pass for an item to change the level needed.
 default _kind := "collection"
 
-_kind := "item" if input.deputy.request.route_segments[_offset + 1]
+_kind := "item" if input.deputy.request.route_segments[_at.item]
 
 # The levels this route's methods need ({"GET": "look", "*": ...}). The
 # lookup is inline rather than through _section: every helper rule costs
 # about a microsecond on every partner request.
-_route := data.deputy.partner.sections[input.deputy.request.route_segments[_offset]][_kind]
+_route := data.deputy.partner.sections[input.deputy.request.route_segments[_at.section]][_kind]
 
 # The level a method needs on a route.
 _level_for(route, method) := route[method]
@@ -111,7 +113,7 @@ _required_level := level if {
 _cc_shared if {
 	_kind == "item"
 	some id in input.delegation.attributes.shared_resources
-	lib.route_segment_is(_offset + 1, id)
+	lib.route_segment_is(_at.item, id)
 	readable := _section.cc_item_methods
 	every method in input.deputy.request.methods {
 		method in readable
