@@ -55,9 +55,18 @@ decision := lib.deny(403, "impersonation_disabled") if {
 	# Matching is on the route form of the canonical request (case folded,
 	# format suffix and front controller dropped), so every spelling an
 	# upstream router runs the forbidden action for is met.
+	routes := data.deputy.impersonation.forbidden_routes[input.deputy.request.route_segments[0]]
+
+	# The route form with one leading and one trailing slash, so a route
+	# prefix "/a/b/" matches /a/b, /a/b.json and everything under /a/b,
+	# but not /a/bc. A route's prefix ends with "/". (Deputy refuses dot
+	# segments before policy runs.) The section's routes and this path are
+	# locals, not references inside the comprehension nor a helper rule:
+	# each would be looked up again on every route of the section.
+	path := concat("", ["/", concat("/", input.deputy.request.route_segments), "/"])
 	reasons := [r.reason |
-		some r in data.deputy.impersonation.forbidden_routes[input.deputy.request.route_segments[0]]
-		startswith(_path_slash, lower(r.prefix))
+		some r in routes
+		startswith(path, lower(r.prefix))
 		_method_forbidden(r)
 	]
 	count(reasons) > 0
@@ -85,13 +94,6 @@ permissions contains p if {
 	some role in input.identity.roles
 	some p in data.deputy.impersonation.role_permissions[role]
 }
-
-# The route form of the canonical path (decoded, slashes merged, ;params
-# dropped, case folded, /index.php and .json dropped) with one leading and
-# one trailing slash, so a route prefix "/a/b/" matches /a/b, /a/b.json and
-# everything under /a/b, but not /a/bc. A route's prefix ends with "/".
-# (Deputy refuses dot segments before policy runs.)
-_path_slash := concat("", ["/", concat("/", input.deputy.request.route_segments), "/"])
 
 _method_forbidden(r) if not r.methods
 
