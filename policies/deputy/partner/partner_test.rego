@@ -193,3 +193,24 @@ test_folded_template_names_another_customer if {
 	not d.allowed
 	d.reason == "route_not_mapped"
 }
+
+# Under the customer's own path template, the section and whether the path
+# names an item or the collection are decided together: each kind gets its
+# own levels, and a cc user's shared item is found at the item's index.
+test_customer_template_kinds[note] if {
+	cases := [
+		{"note": "item needs update for PATCH", "methods": ["PATCH"], "path": "/customers/acme/service-requests/sr-1", "delegation": _grant("update"), "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "item PATCH on a look grant", "methods": ["PATCH"], "path": "/customers/acme/service-requests/sr-1", "delegation": _grant("look"), "allowed": false, "reason": "level_too_low:update"},
+		{"note": "collection POST needs create", "methods": ["POST"], "path": "/customers/acme/service-requests", "delegation": _grant("update"), "allowed": false, "reason": "level_too_low:create"},
+		{"note": "collection with a trailing slash", "methods": ["POST"], "path": "/customers/acme/service-requests/", "delegation": _grant("update"), "allowed": false, "reason": "level_too_low:create"},
+		{"note": "template without a section", "methods": ["GET"], "path": "/customers/acme", "delegation": _grant("full_admin"), "allowed": false, "reason": "route_not_mapped"},
+		{"note": "cc shared item under the template", "methods": ["GET"], "path": "/customers/acme/service-requests/sr-1", "delegation": _cc_grant(["sr-1"]), "allowed": true, "reason": "partner_cc_shared_resource"},
+		{"note": "cc on the collection under the template", "methods": ["GET"], "path": "/customers/acme/service-requests", "delegation": _cc_grant(["service-requests"]), "allowed": false, "reason": "cc_resource_not_shared"},
+	]
+	some tc in cases
+	note := tc.note
+	req := object.union(lib_test.request(tc.methods, tc.path), {"delegation": tc.delegation})
+	d := partner.decision with input as req
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
