@@ -88,6 +88,15 @@ test_custom_forbidden_routes if {
 	d.reason == "sharing_forbidden"
 }
 
+# A matching route denies whatever its reason's value: the rule takes the
+# first reason found, it does not test the reason itself.
+test_forbidden_route_denies_whatever_its_reason if {
+	d := impersonation.decision with input as _req("GET", "/wishlist/share")
+		with impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share/", "reason": false}]}
+	d.allowed == false
+	d.reason == false
+}
+
 test_permissions[note] if {
 	some note, tc in {
 		"agent": {"roles": ["support_agent"], "want": {"login_as_customer"}},
