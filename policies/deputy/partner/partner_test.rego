@@ -214,3 +214,13 @@ test_customer_template_kinds[note] if {
 	d.allowed == tc.allowed
 	d.reason == tc.reason
 }
+
+# Without the client's spelling of the route, the customer's path template
+# is not recognised: the path reads from its first segment and maps to no
+# route, as lib.route_segment_is decides.
+test_customer_template_needs_spelled_form if {
+	req := object.union(lib_test.request(["GET"], "/customers/acme/service-requests/sr-1"), {"delegation": _grant("full_admin")})
+	d := partner.decision with input as json.remove(req, ["deputy/request/spelled_route_segments"])
+	not d.allowed
+	d.reason == "route_not_mapped"
+}
