@@ -3,6 +3,8 @@ package delegation
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -79,7 +81,7 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 		}
 		*dst = d
 	}
-	strings := func(key string, dst *[]string) {
+	stringList := func(key string, dst *[]string) {
 		list, ok := imp[key].([]any)
 		for _, e := range list {
 			str, isStr := e.(string)
@@ -99,8 +101,8 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 	boolean("disable_page_cache", &s.DisablePageCache)
 	duration("max_session", &s.MaxSession)
 	duration("idle_timeout", &s.IdleTimeout)
-	strings("protected_roles", &s.ProtectedRoles)
-	strings("protected_customers", &s.ProtectedCustomers)
+	stringList("protected_roles", &s.ProtectedRoles)
+	stringList("protected_customers", &s.ProtectedCustomers)
 	switch s.StoreViewSelection, _ = imp["store_view_selection"].(string); s.StoreViewSelection {
 	case "default", "manual":
 	default:
@@ -111,6 +113,9 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 			fail(key, "an object")
 		}
 	}
+	if routes, ok := imp["forbidden_routes"].(map[string]any); ok && err == nil {
+		err = checkForbiddenRoutes(routes)
+	}
 	if s.MaxSession == 0 {
 		fail("max_session", "a positive duration")
 	}
@@ -118,6 +123,67 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 		return Switches{}, err
 	}
 	return s, nil
+}
+
+// checkForbiddenRoutes refuses forbidden routes the policy would read as
+// forbidding nothing, so a slip in data is an error at activation rather
+// than a route left open: a route without a reason (the policy collects
+// reasons), a prefix that is not an absolute path ending in "/", a route
+// filed under a section other than its first segment, or a section key in
+// a case the lower-cased route form never has (routes are looked up by the
+// request's first segment), and method lists that are empty or not in
+// upper case (requests' methods are).
+func checkForbiddenRoutes(sections map[string]any) error {
+	keys := make([]string, 0, len(sections))
+	for k := range sections {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, section := range keys {
+		at := "data.deputy.impersonation.forbidden_routes." + section
+		if section == "" || section != strings.ToLower(section) || strings.Contains(section, "/") {
+			return fmt.Errorf("%s: a section is a route's first path segment in lower case", at)
+		}
+		routes, ok := sections[section].([]any)
+		if !ok {
+			return fmt.Errorf("%s: want a list of routes, got %s", at, show(sections[section]))
+		}
+		for i, v := range routes {
+			at := fmt.Sprintf("%s[%d]", at, i)
+			r, ok := v.(map[string]any)
+			if !ok {
+				return fmt.Errorf("%s: want a route object, got %s", at, show(v))
+			}
+			for key := range r {
+				if key != "prefix" && key != "reason" && key != "methods" {
+					return fmt.Errorf("%s.%s: unknown key (a route has prefix, reason and methods)", at, key)
+				}
+			}
+			prefix, _ := r["prefix"].(string)
+			first, _, _ := strings.Cut(strings.TrimPrefix(prefix, "/"), "/")
+			switch {
+			case !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || strings.Contains(prefix, "//"):
+				return fmt.Errorf("%s.prefix: want an absolute path ending in \"/\", got %s", at, show(r["prefix"]))
+			case strings.ToLower(first) != section:
+				return fmt.Errorf("%s.prefix: %q is not under section %q (routes are filed by their first segment)", at, prefix, section)
+			}
+			if reason, _ := r["reason"].(string); reason == "" {
+				return fmt.Errorf("%s.reason: want a non-empty string, got %s", at, show(r["reason"]))
+			}
+			if m, ok := r["methods"]; ok {
+				list, isList := m.([]any)
+				if !isList || len(list) == 0 {
+					return fmt.Errorf("%s.methods: want a non-empty list of methods (leave it out to forbid every method), got %s", at, show(m))
+				}
+				for _, e := range list {
+					if str, _ := e.(string); str == "" || str != strings.ToUpper(str) {
+						return fmt.Errorf("%s.methods: want upper-case method names, got %s", at, show(e))
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func lookup(m map[string]any, path ...string) any {

@@ -28,6 +28,20 @@ func allSwitches(edit map[string]any) map[string]any {
 	return map[string]any{"deputy": map[string]any{"impersonation": imp}}
 }
 
+// route is one forbidden route as data spells it; no methods: the key is
+// left out, an empty list is kept.
+func route(prefix, reason string, methods ...string) map[string]any {
+	r := map[string]any{"prefix": prefix, "reason": reason}
+	if methods != nil {
+		ms := []any{}
+		for _, m := range methods {
+			ms = append(ms, m)
+		}
+		r["methods"] = ms
+	}
+	return r
+}
+
 // The switches come from policy data only: data without an impersonation
 // section turns impersonation off, and a section that leaves a switch out
 // or spells it wrong is an error naming it, never a value Go picked.
@@ -57,6 +71,36 @@ func TestReadSwitches(t *testing.T) {
 		{name: "protected role not a string", data: allSwitches(map[string]any{"protected_roles": []any{"staff", 7}}), path: "data.deputy.impersonation.protected_roles"},
 		{name: "role permissions not an object", data: allSwitches(map[string]any{"role_permissions": []any{}}), path: "data.deputy.impersonation.role_permissions"},
 		{name: "zero max session", data: allSwitches(map[string]any{"max_session": "0s"}), path: "data.deputy.impersonation.max_session"},
+		{name: "forbidden routes as shipped", data: allSwitches(map[string]any{"forbidden_routes": map[string]any{
+			"customer": []any{route("/customer/account/password/", "password_change_forbidden"),
+				route("/Customer/Account/Edit/", "account_change_forbidden", "POST", "PUT")}}}),
+			want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
+				IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}}},
+	}
+	// Forbidden routes the policy would read as forbidding nothing.
+	for name, tc := range map[string]struct {
+		routes map[string]any
+		path   string
+	}{
+		"route without a reason": {map[string]any{"vault": []any{map[string]any{"prefix": "/vault/cards/"}}}, "forbidden_routes.vault[0].reason"},
+		"empty reason":           {map[string]any{"vault": []any{route("/vault/cards/", "")}}, "forbidden_routes.vault[0].reason"},
+		"route under another section": {map[string]any{"customer": []any{route("/customer/account/password/", "a"), route("/vault/cards/", "b")}},
+			"forbidden_routes.customer[1].prefix"},
+		"section in upper case":        {map[string]any{"Vault": []any{route("/vault/cards/", "b")}}, "forbidden_routes.Vault"},
+		"relative prefix":              {map[string]any{"vault": []any{route("vault/cards/", "b")}}, "forbidden_routes.vault[0].prefix"},
+		"prefix without a closing /":   {map[string]any{"vault": []any{route("/vault/cards", "b")}}, "forbidden_routes.vault[0].prefix"},
+		"prefix with an empty segment": {map[string]any{"vault": []any{route("/vault//cards/", "b")}}, "forbidden_routes.vault[0].prefix"},
+		"empty method list":            {map[string]any{"vault": []any{route("/vault/cards/", "b", []string{}...)}}, "forbidden_routes.vault[0].methods"},
+		"lower-case method":            {map[string]any{"vault": []any{route("/vault/cards/", "b", "post")}}, "forbidden_routes.vault[0].methods"},
+		"misspelt key":                 {map[string]any{"vault": []any{map[string]any{"prefix": "/vault/cards/", "reason": "b", "method": []any{"POST"}}}}, "forbidden_routes.vault[0].method"},
+		"section not a list":           {map[string]any{"vault": route("/vault/cards/", "b")}, "forbidden_routes.vault"},
+	} {
+		cases = append(cases, struct {
+			name string
+			data map[string]any
+			want delegation.Switches
+			path string
+		}{name: name, data: allSwitches(map[string]any{"forbidden_routes": tc.routes}), path: "data.deputy.impersonation." + tc.path})
 	}
 	// A switch left out is never filled in.
 	for _, key := range []string{"enabled", "store_view_selection", "require_reason", "max_session", "idle_timeout",
