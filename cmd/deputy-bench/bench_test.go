@@ -64,3 +64,15 @@ func TestCPUTime(t *testing.T) {
 	}
 	t.Fatalf("CPU time stayed at %v over 10s of work (%d loops)", before, x)
 }
+
+func TestProfileName(t *testing.T) {
+	for in, want := range map[string]string{
+		"deputy public page":                             "deputy-public-page.pprof",
+		"deputy, OPA-Envoy-style JWT decode + headers":   "deputy-opa-envoy-style-jwt-decode-headers.pprof",
+		"deputy impersonation, Redis, decision log none": "deputy-impersonation-redis-decision-log-none.pprof",
+	} {
+		if got := profileName(in); got != want {
+			t.Errorf("profileName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

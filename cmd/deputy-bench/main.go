@@ -25,7 +25,7 @@ import (
 
 type options struct {
 	deputy, noop, ghz, redisServer, opaEnvoy string
-	testdata, inproc, only                   string
+	testdata, inproc, only, profile          string
 	concurrency, connections, rounds         int
 	duration                                 time.Duration
 }
@@ -44,6 +44,7 @@ func main() {
 	flag.IntVar(&o.connections, "connections", 4, "gRPC connections")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; each figure is the median over them")
 	flag.DurationVar(&o.duration, "z", 5*time.Second, "duration of each run")
+	flag.StringVar(&o.profile, "profile", "", "directory to write a CPU profile of each Deputy scenario's last run to (empty: none)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "deputy-bench:", err)
@@ -74,6 +75,11 @@ type scenario struct {
 }
 
 func run(o options) error {
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	dir, err := os.MkdirTemp("", "deputy-bench")
 	if err != nil {
 		return err
@@ -195,7 +201,16 @@ func run(o options) error {
 	for round := 1; round <= o.rounds; round++ {
 		fmt.Fprintf(os.Stderr, "round %d of %d\n", round, o.rounds)
 		for _, s := range scenarios {
+			var profiled func() error
+			if round == o.rounds && s.srv.pprof != "" {
+				profiled = cpuProfile(s.srv.pprof, filepath.Join(o.profile, profileName(s.name)), o.duration)
+			}
 			r, err := measure(o, s)
+			if profiled != nil {
+				if perr := profiled(); perr != nil && err == nil {
+					err = fmt.Errorf("%s: CPU profile: %w", s.name, perr)
+				}
+			}
 			if err != nil {
 				return err
 			}

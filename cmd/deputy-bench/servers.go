@@ -20,6 +20,7 @@ import (
 type server struct {
 	name       string
 	grpc, http string
+	pprof      string // Go's profiles, when asked for
 	cmd        *exec.Cmd
 	log        string
 }
@@ -86,11 +87,16 @@ func (p *procs) deputy(o options, name string, extra ...string) (*server, error)
 	g, h := freeAddr(), freeAddr()
 	args := append([]string{"serve", "--dev", "--grpc-addr", g, "--http-addr", h, "--metrics-addr", freeAddr(),
 		"--grpc-reflection", "--identity-dev-key-file", filepath.Join(p.dir, "dev-key.json"), "--log-level", "warn"}, extra...)
+	var pp string
+	if o.profile != "" {
+		pp = freeAddr()
+		args = append(args, "--pprof-addr", pp)
+	}
 	s, err := p.startAt(name, g, o.deputy, args...)
 	if err != nil {
 		return nil, err
 	}
-	s.http = h
+	s.http, s.pprof = h, pp
 	return s, nil
 }
 
@@ -280,4 +286,45 @@ func waitTCP(addr string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s did not open", addr)
+}
+
+// cpuProfile starts fetching a CPU profile of the server at addr over the
+// coming run (its length less a second, so the profile ends inside it) and
+// returns a function that waits for it and writes it to file.
+func cpuProfile(addr, file string, run time.Duration) func() error {
+	secs := max(1, int(run.Seconds())-1)
+	done := make(chan error, 1)
+	go func() {
+		c := &http.Client{Timeout: time.Duration(secs)*time.Second + 30*time.Second}
+		resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer func() { _ = resp.Body.Close() }()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("%s", resp.Status)
+			return
+		}
+		raw, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(file, raw, 0o644)
+		}
+		done <- err
+	}()
+	return func() error { return <-done }
+}
+
+// profileName is a scenario's name as a file name.
+func profileName(scenario string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(scenario) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+		case b.Len() > 0 && !strings.HasSuffix(b.String(), "-"):
+			b.WriteByte('-')
+		}
+	}
+	return strings.TrimSuffix(b.String(), "-") + ".pprof"
 }
