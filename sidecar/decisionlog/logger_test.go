@@ -1,7 +1,6 @@
 package decisionlog_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,37 +17,14 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/logtest"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
-// lines is a concurrency-safe writer that collects JSON lines.
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// lines collects the JSON lines a sink writes.
+type lines struct{ logtest.Lines }
 
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lines) records(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("line is not JSON: %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
+func (l *lines) records(t *testing.T) []map[string]any { return l.Records(t) }
 
 func testConfig() decisionlog.Config {
 	cfg := decisionlog.Defaults()
