@@ -45,6 +45,8 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 		{"impersonation: ;param", session, "POST", "/customer/account/password;x/", nil, "", false, 403},
 		{"impersonation: encoded letters", session, "POST", "/%63ustomer/%61ccount/password", nil, "", false, 403},
 		{"impersonation: encoded slash", session, "POST", "/customer/account%2Fpassword", nil, "", false, 400},
+		{"impersonation: encoded # cutting the path upstream", session, "POST", "/customer/account/password%23x", nil, "", false, 400},
+		{"impersonation: encoded ? cutting the path upstream", session, "POST", "/customer/account/password%3Fx", nil, "", false, 400},
 		{"impersonation: double-encoded dots", session, "GET", "/catalog/%252e%252e/customer/account/password", nil, "", false, 400},
 		{"impersonation: backslash", session, "GET", "/catalog\\..\\customer/account/password", nil, "", false, 400},
 		{"impersonation: .json format", session, "POST", "/customer/account/password.json", nil, "", false, 403},
@@ -72,6 +74,9 @@ func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 		{"partner look: long s in the template on full_admin", look, "GET", "/cu%C5%BFtomers/acme/contacts/c-1", nil, "", false, 403},
 		{"partner look: another customer behind a front controller", look, "GET", "/index.php/customers/globex/service-requests", nil, "", false, 403},
 		{"partner update: POST", update, "POST", sr, nil, "", true, 200},
+		{"partner update: customer in another case", update, "PATCH", "/customers/ACME/service-requests/sr-1", nil, "", false, 403},
+		{"partner update: another case, blank segments after", update, "PATCH", "/customers/ACME/service-requests/acme/%20/%20", nil, "", false, 403},
+		{"partner update: another case, dot segments after", update, "PATCH", "/customers/ACME/service-requests/acme/.../...", nil, "", false, 403},
 		{"partner update: _method=DELETE in query", update, "POST", sr + "?_method=DELETE", nil, "", false, 403},
 		{"partner update: NUL ending _method in query", update, "POST", sr + "?_method%00=DELETE", nil, "", false, 400},
 		{"partner update: NUL inside _method in query", update, "POST", sr + "?_method%00x=DELETE", nil, "", false, 400},
@@ -136,6 +141,11 @@ func TestShippedPoliciesKeepResellersToTheirCustomer(t *testing.T) {
 		{"/cu%C5%BFtomers/globex/cases", false},
 		{"/customers/globex./cases", false},
 		{"/customers/ACME/cases", false},
+		// Blank segments after the customer must not line a later "acme"
+		// up with the customer's place.
+		{"/customers/ACME/orders/acme/%20/%20", false},
+		{"/customers/ACME/orders/acme/.../...", false},
+		{"/customers/ACME/orders/acme//%20/%20/", false},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			resp := p.Check(context.Background(), checkRequest(t, "GET", tc.path, nil, ""))

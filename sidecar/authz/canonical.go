@@ -44,6 +44,7 @@ const (
 	refusedBackslash      = `backslashes are refused: some upstreams read them as "/"`
 	refusedFragment       = `a fragment ("#") is refused: clients never send one`
 	refusedBadEscape      = "invalid percent-encoding"
+	refusedEncodedDelim   = `encoded "?" or "#" (%3F, %23) is refused: an upstream that decodes the path before parsing it would cut the path there`
 	refusedEncodedSep     = `encoded "/" or "\" (%2F, %5C) is refused: upstreams disagree on whether it separates segments`
 	refusedDoubleEncoding = "double percent-encoding is refused: an upstream that decodes twice would route another path"
 	refusedDotSegment     = `dot segments ("." or "..", escaped or not) are refused: an upstream that resolves them would serve another path`
@@ -77,6 +78,8 @@ func parsePath(raw string) (canonicalPath, error) {
 			switch d := unhex(raw[i+1])<<4 | unhex(raw[i+2]); {
 			case d == '/' || d == '\\':
 				return cp, refusePath(refusedEncodedSep)
+			case d == '?' || d == '#':
+				return cp, refusePath(refusedEncodedDelim)
 			case d < 0x20 || d == 0x7f:
 				return cp, refusePath(refusedControl)
 			case d == '%':
@@ -471,21 +474,39 @@ type canonicalRequest struct {
 // optional "(.:format)", Laravel and Express ".json" routes: password.json
 // and password.json.html run the password action).
 func routeSegments(segs []string) []string {
-	out := make([]string, 0, len(segs))
+	route, _ := routeForm(segs, false)
+	return route
+}
+
+// routeForm returns the route segments (see routeSegments) and, when
+// spell is set, beside each the segment it came from as the client spelled
+// it. Blank segments are dropped wherever they stand, so the two are lined
+// up segment by segment, never by counting from either end.
+func routeForm(segs []string, spell bool) (route, spelled []string) {
+	route = make([]string, 0, len(segs))
+	if spell {
+		spelled = make([]string, 0, len(segs))
+	}
 	for _, s := range segs {
-		if s = strings.TrimRight(foldASCII(s), ". "); s != "" {
-			out = append(out, s)
+		if r := strings.TrimRight(foldASCII(s), ". "); r != "" {
+			route = append(route, r)
+			if spell {
+				spelled = append(spelled, s)
+			}
 		}
 	}
-	for len(out) > 1 && strings.HasSuffix(out[0], ".php") {
-		out = out[1:]
-	}
-	if n := len(out); n > 0 {
-		if i := strings.IndexByte(out[n-1], '.'); i > 0 {
-			out[n-1] = out[n-1][:i]
+	for len(route) > 1 && strings.HasSuffix(route[0], ".php") {
+		route = route[1:]
+		if spell {
+			spelled = spelled[1:]
 		}
 	}
-	return out
+	if n := len(route); n > 0 {
+		if i := strings.IndexByte(route[n-1], '.'); i > 0 {
+			route[n-1] = route[n-1][:i]
+		}
+	}
+	return route, spelled
 }
 
 // sameLowered reports whether route segments are the lower-cased segments.
@@ -561,7 +582,7 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 		obj.Insert(keyTerm("lower_segments"), segsT)
 	}
 	if need.Child("route") != nil || need.Child("route_segments") != nil || need.Child("spelled_route_segments") != nil {
-		rs := routeSegments(c.segments)
+		rs, spelled := routeForm(c.segments, need.Child("spelled_route_segments") != nil)
 		if need.Child("route") != nil {
 			obj.Insert(keyTerm("route"), ast.StringTerm("/"+strings.Join(rs, "/")))
 		}
@@ -571,12 +592,10 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 			}
 			obj.Insert(keyTerm("route_segments"), segsT)
 		}
-		// The route form only drops segments (blank ones, a front
-		// controller), so the client's spelling of route segment i is
-		// segment i counted from the end: a rule compares an id as sent
-		// with one lookup, not with the arithmetic lining the two up.
+		// The client's spelling of each route segment, lined up by
+		// routeForm (blank segments anywhere, a front controller): a rule
+		// compares an id as sent with one lookup.
 		if need.Child("spelled_route_segments") != nil {
-			spelled := c.segments[len(c.segments)-len(rs):]
 			if need.Child("route_segments") == nil || !slices.Equal(spelled, rs) {
 				segsT = segmentsTerm(spelled, false)
 			}

@@ -385,7 +385,12 @@ func TestSpelledRouteSegments(t *testing.T) {
 		{"/index.php/Customers/Acme", "customers,acme", "Customers,Acme"},
 		{"/a/index.php/b", "a,index.php,b", "a,index.php,b"},
 		{"/customers/Acme/password.json", "customers,acme,password", "customers,Acme,password.json"},
-		{"/customers/Acme/x./%20", "customers,acme,x", "Acme,x., "},
+		{"/customers/Acme/x./%20", "customers,acme,x", "customers,Acme,x."},
+		// Blank segments after the customer must not shift the spelling of
+		// a later segment onto it: ACME stays ACME.
+		{"/customers/ACME/service-requests/acme/%20/%20", "customers,acme,service-requests,acme", "customers,ACME,service-requests,acme"},
+		{"/customers/ACME/service-requests/acme/.../...", "customers,acme,service-requests,acme", "customers,ACME,service-requests,acme"},
+		{"/index.php/%20/Customers/%20/Acme", "customers,acme", "Customers,Acme"},
 		{"/", "", ""},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
