@@ -173,7 +173,9 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "partner under the old path with the header", method: "GET", path: "/customers/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "route_not_mapped"},
 		{name: "partner without a grant", method: "GET", path: "/service-requests", who: &identity.DevClaims{Subject: "bob", Org: "otherco"}, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "no_live_grant"},
 		{name: "reseller by a custom role", method: "GET", path: "/support/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "reseller_domain_customer"},
-		{name: "reseller on another customer's path", method: "GET", path: "/accounts/globex/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "path_names_another_customer"},
+		{name: "reseller on another customer's path", method: "GET", path: "/accounts/globex/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "on_behalf_of_ambiguous"},
+		{name: "reseller on the customer's path in another case", method: "GET", path: "/accounts/ACME/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "on_behalf_of_ambiguous"},
+		{name: "reseller on the customer's path", method: "GET", path: "/accounts/acme/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "reseller_domain_customer"},
 		{name: "reseller of another domain", method: "GET", path: "/support/cases", who: &otherDesk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "customer_not_in_domain"},
 		{name: "reseller role without privileges", method: "GET", path: "/support/cases", who: &identity.DevClaims{Subject: "vic", Domain: "shop-a.example", Roles: []string{"reseller_viewer"}}, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "missing_privilege:access_support_cases"},
 	} {

@@ -36,7 +36,7 @@ const (
 type PartnerConfig struct {
 	MaxGrantUsers    int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
 	SweepInterval    time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
-	OnBehalfOfHeader string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for (it wins over the path in data.deputy.partner.customer_path_prefix)"`
+	OnBehalfOfHeader string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for (a path under data.deputy.partner.customer_path_prefix naming another customer is refused)"`
 }
 
 // PartnerDefaults returns the partner section with every default set.

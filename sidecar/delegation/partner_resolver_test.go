@@ -87,9 +87,9 @@ func TestResolvePartner(t *testing.T) {
 		{name: "path template matches case-insensitively", caller: patUser, req: &sidecar.Request{Path: "/CUSTOMERS/acme/service-requests", Headers: map[string]string{}}, setup: func(t *testing.T, env *partnerEnv) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
 		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
-		{name: "header wins over the path", caller: patUser, req: &sidecar.Request{Path: "/customers/globex/x", Headers: map[string]string{"x-on-behalf-of": "acme"}}, setup: func(t *testing.T, env *partnerEnv) {
+		{name: "header and path name different customers", caller: patUser, req: &sidecar.Request{Path: "/customers/globex/x", Headers: map[string]string{"x-on-behalf-of": "acme"}}, setup: func(t *testing.T, env *partnerEnv) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
-		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
+		}, reason: "on_behalf_of_ambiguous"},
 		{name: "forged level header changes nothing", caller: patUser, req: &sidecar.Request{Path: "/service-requests", Headers: map[string]string{"x-on-behalf-of": "acme", "x-deputy-level": "full_admin", "x-deputy-mode": "partner"}}, setup: func(t *testing.T, env *partnerEnv) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
 		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
@@ -132,6 +132,12 @@ func TestResolvePartner(t *testing.T) {
 			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
 		}, reason: "on_behalf_of_ambiguous"},
 		{name: "path ending at the template's literal", caller: patUser, req: &sidecar.Request{Path: "/customers/", Headers: map[string]string{}}, none: true},
+		{name: "header and path name the same customer", caller: patUser, req: &sidecar.Request{Path: "/customers/acme/service-requests", Headers: map[string]string{"x-on-behalf-of": "acme"}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, level: sidecar.LevelLook, scope: sidecar.ScopeOrganisation},
+		{name: "path names the header's customer in another case", caller: patUser, req: &sidecar.Request{Path: "/Customers/ACME/service-requests", Headers: map[string]string{"x-on-behalf-of": "acme"}}, setup: func(t *testing.T, env *partnerEnv) {
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+		}, reason: "on_behalf_of_ambiguous"},
 	}
 	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {

@@ -83,10 +83,12 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 	return r, nil
 }
 
-// Customer returns the customer a request names, "" when none. The header
-// wins over the path. It is read in every spelling an upstream reads as it
-// (any case, "_" for "-"; PHP keeps the last of X-On-Behalf-Of and
-// X_On_Behalf_Of): spellings or repeated values that disagree are refused.
+// Customer returns the customer a request names, "" when none. It is read
+// in every spelling an upstream reads the header as (any case, "_" for "-";
+// PHP keeps the last of X-On-Behalf-Of and X_On_Behalf_Of) and from the
+// customer path: spellings, repeated values, or a header and a path that
+// name different customers are refused, so the customer whose grant is
+// used is the one the request's path acts on.
 func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	var v string
 	for i, s := range req.HeaderValues(r.header) {
@@ -95,21 +97,23 @@ func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 		}
 		v = s
 	}
-	if v != "" {
-		if delegation.ValidRef(r.header, v) != nil {
-			return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
-		}
-		return v, nil
+	if v != "" && delegation.ValidRef(r.header, v) != nil {
+		return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
 	}
 	// Parsed once per policy activation, so the path costs a pointer
 	// comparison here.
 	tmpl := r.rules.CustomerPath()
 	if tmpl == nil {
-		return "", nil
+		return v, nil
 	}
 	c, ok := tmpl.Match(req.Path)
-	if !ok {
-		return "", nil
+	switch {
+	case !ok:
+		return v, nil
+	case v != "" && c != v:
+		return "", sidecar.Refused(sidecar.EINVALID, ReasonOnBehalfOfAmbiguous, nil)
+	case v != "":
+		return v, nil
 	}
 	if delegation.ValidRef("customer", c) != nil {
 		return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
