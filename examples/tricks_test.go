@@ -47,6 +47,8 @@ var impersonationTricks = []trick{
 	{name: "long s", method: "POST", path: "/customer/account/pa%C5%BFsword/"},
 	{name: "PHP .method in query", method: "GET", path: "/customer/account/edit/?.method=POST"},
 	{name: "PHP leading space in query", method: "GET", path: "/customer/account/edit/?%20_method=POST"},
+	{name: "encoded # cutting the path", method: "POST", path: "/customer/account/password%23x"},
+	{name: "encoded ? cutting the path", method: "POST", path: "/customer/account/password%3Fx"},
 }
 
 // anonymousTricks aim at the application through spellings of Deputy's
@@ -75,6 +77,8 @@ var partnerTricks = []trick{
 	{name: "path parameter", method: "GET", path: "/customers/acme/contacts;x"},
 	{name: "X-HTTP-Method-Override", method: "GET", path: "/customers/acme/service-requests", header: http.Header{"X-Http-Method-Override": {"POST"}}},
 	{name: "_method in query", method: "GET", path: "/customers/acme/service-requests?_method=POST"},
+	{name: "customer in another case behind blank segments", method: "GET", path: "/customers/ACME/service-requests/acme/%20/%20"},
+	{name: "customer in another case behind dot segments", method: "GET", path: "/customers/ACME/service-requests/acme/.../..."},
 }
 
 // Every trick is denied through the proxy, and never reaches the
