@@ -3,6 +3,7 @@ package examples_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -111,13 +112,10 @@ func (l *checkLoad) count() int {
 func (l *checkLoad) waitAnswered(t *testing.T, n int) {
 	t.Helper()
 	want := l.count() + n
-	deadline := time.Now().Add(30 * time.Second)
-	for l.count() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d checks answered, want %d; errors: %v", l.count(), want, l.errs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, 30*time.Second, func() bool { return l.count() >= want },
+		func() string {
+			return fmt.Sprintf("only %d checks answered, want %d; errors: %v", l.count(), want, l.errs)
+		})
 }
 
 // finish stops the load and returns the decision ids answered.

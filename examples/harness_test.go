@@ -131,6 +131,17 @@ func waitHTTP(t *testing.T, p *process, url string, want int) {
 	}
 }
 
+// eventually polls cond until it holds, failing the test with failure()
+// (read when the time is up) if it does not within d.
+func eventually(t *testing.T, d time.Duration, cond func() bool, failure func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(failure())
+		}
+	}
+}
+
 // deputy is a running `deputy serve --dev` with the shipped policies.
 type deputy struct {
 	http, grpc, metrics string

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -94,10 +95,6 @@ func TestRedisOutageLogIsBoundedJSON(t *testing.T) {
 // offset mark, failing the test if it has not within 30 s.
 func waitLog(t *testing.T, p *process, mark int, what string) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.out.String()[mark:], what); {
-		if time.Now().After(deadline) {
-			t.Fatalf("Deputy never logged %q:\n%s", what, p.out.String()[mark:])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 30*time.Second, func() bool { return strings.Contains(p.out.String()[mark:], what) },
+		func() string { return fmt.Sprintf("Deputy never logged %q:\n%s", what, p.out.String()[mark:]) })
 }
