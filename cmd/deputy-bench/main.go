@@ -1,5 +1,6 @@
 // Command deputy-bench is the load test of `make bench`. It starts, on
-// loopback, a do-nothing ext_authz server (the floor), `deputy serve` on its
+// loopback, a do-nothing ext_authz server (the floor, measured on every
+// request the scenarios send), `deputy serve` on its
 // shipped policies and on OPA-Envoy-style policies, and, when given an
 // OPA-Envoy binary, OPA-Envoy on those same policies and requests. It
 // drives each with ghz at the same concurrency, in interleaved rounds, and
@@ -39,7 +40,7 @@ func main() {
 	flag.StringVar(&o.opaEnvoy, "opa-envoy", "", "OPA-Envoy binary (opa-envoy-plugin), built per that project's instructions; empty: skip it")
 	flag.StringVar(&o.testdata, "testdata", "cmd/deputy-bench/testdata", "directory of the OPA-Envoy-style policies and requests")
 	flag.StringVar(&o.inproc, "inproc", "", "output of `go test -bench` to read the in-process ratios from")
-	flag.StringVar(&o.only, "run", "", "run only the scenarios whose name matches this regexp (and the floor)")
+	flag.StringVar(&o.only, "run", "", "run only the scenarios whose name matches this regexp (and their floors)")
 	flag.IntVar(&o.concurrency, "c", 16, "concurrent streams")
 	flag.IntVar(&o.connections, "connections", 4, "gRPC connections")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; each figure is the median over them")
@@ -71,7 +72,12 @@ type scenario struct {
 	payload    string
 	wantHeader string
 	redis      *redisCounter // counts Redis round trips per check when set
-	samples    []sample
+	// floor is the do-nothing server on this scenario's request: ghz's
+	// own cost grows with the request (a bearer token, a cookie), so a
+	// ratio against the floor of another request would charge that
+	// growth to the server. nil on the floors themselves.
+	floor   *scenario
+	samples []sample
 }
 
 func run(o options) error {
@@ -89,18 +95,25 @@ func run(o options) error {
 	defer procs.stopAll()
 
 	var scenarios []*scenario
+	noop, err := procs.start("do-nothing", o.noop, "-addr", freeAddr())
+	if err != nil {
+		return err
+	}
+	// One floor per request: the do-nothing server answering exactly the
+	// request the scenarios after it send.
+	var floor *scenario
+	newFloor := func(request, payload string) {
+		floor = &scenario{name: "do-nothing ext_authz, " + request + " request", srv: noop, payload: payload}
+		scenarios = append(scenarios, floor)
+	}
 	add := func(name string, srv *server, payload, header string) *scenario {
-		s := &scenario{name: name, srv: srv, payload: payload, wantHeader: header}
+		s := &scenario{name: name, srv: srv, payload: payload, wantHeader: header, floor: floor}
 		scenarios = append(scenarios, s)
 		return s
 	}
 
 	public := writePayload(dir, "public.json", nil)
-	noop, err := procs.start("do-nothing", o.noop, "-addr", freeAddr())
-	if err != nil {
-		return err
-	}
-	floor := add("do-nothing ext_authz", noop, public, "")
+	newFloor("public page", public)
 
 	// Deputy on its shipped policies, embedded store, decision log on.
 	d, err := procs.deputy(o, "deputy", "--decision-log-sink", "stdout")
@@ -109,29 +122,35 @@ func run(o options) error {
 	}
 	shipped := map[string]*scenario{}
 	shipped["public"] = add("deputy public page", d, public, "")
-	cookie, err := d.impersonate(o.deputy, dir)
-	if err != nil {
-		return err
-	}
-	shipped["impersonation"] = add("deputy impersonation", d,
-		writePayload(dir, "imp.json", map[string]string{"cookie": "deputy_session=" + cookie}, "/customer/account"), "")
-	pat, err := d.partner(o.deputy, dir)
-	if err != nil {
-		return err
-	}
-	shipped["partner"] = add("deputy partner", d, writePayload(dir, "partner.json",
-		map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "acme"}, "/customers/acme/service-requests/42"), "")
-	rita, err := d.reseller(o.deputy, dir)
-	if err != nil {
-		return err
-	}
-	shipped["reseller"] = add("deputy reseller", d, writePayload(dir, "reseller.json",
-		map[string]string{"authorization": "Bearer " + rita, "x-on-behalf-of": "acme"}, "/support/cases"), "")
 	dn, err := procs.deputy(o, "deputy-nolog", "--decision-log-sink", "none")
 	if err != nil {
 		return err
 	}
 	add("deputy public page, decision log none", dn, public, "")
+	cookie, err := d.impersonate(o.deputy, dir)
+	if err != nil {
+		return err
+	}
+	imp := writePayload(dir, "imp.json", map[string]string{"cookie": "deputy_session=" + cookie}, "/customer/account")
+	newFloor("impersonation", imp)
+	shipped["impersonation"] = add("deputy impersonation", d, imp, "")
+	impFloor := floor
+	pat, err := d.partner(o.deputy, dir)
+	if err != nil {
+		return err
+	}
+	partner := writePayload(dir, "partner.json",
+		map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "acme"}, "/customers/acme/service-requests/42")
+	newFloor("partner", partner)
+	shipped["partner"] = add("deputy partner", d, partner, "")
+	rita, err := d.reseller(o.deputy, dir)
+	if err != nil {
+		return err
+	}
+	reseller := writePayload(dir, "reseller.json",
+		map[string]string{"authorization": "Bearer " + rita, "x-on-behalf-of": "acme"}, "/support/cases")
+	newFloor("reseller", reseller)
+	shipped["reseller"] = add("deputy reseller", d, reseller, "")
 
 	// OPA-Envoy-style policies: Deputy (decision log off, as OPA-Envoy's
 	// default) and OPA-Envoy on the same policy and request.
@@ -143,6 +162,7 @@ func run(o options) error {
 			return err
 		}
 		req := filepath.Join(pdir, "request.json")
+		newFloor("OPA-Envoy-style "+p.label, req)
 		ds, err := procs.deputy(o, "deputy-"+p.dir, "--decision-log-sink", "none", "--policy-paths", pdir,
 			"--policy-decision-query", "data."+strings.ReplaceAll(p.path, "/", "."))
 		if err != nil {
@@ -164,6 +184,9 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
+		// The same request as the embedded-store impersonation but for the
+		// session id: that scenario's floor.
+		floor = impFloor
 		for _, sink := range []string{"none", "redis"} {
 			// Own key prefixes: a second session of the same staff member
 			// would end the first.
@@ -189,7 +212,13 @@ func run(o options) error {
 		if err != nil {
 			return fmt.Errorf("-run: %w", err)
 		}
-		scenarios = slices.DeleteFunc(scenarios, func(s *scenario) bool { return s != floor && !re.MatchString(s.name) })
+		kept := map[*scenario]bool{}
+		for _, s := range scenarios {
+			if s.floor != nil && re.MatchString(s.name) {
+				kept[s], kept[s.floor] = true, true
+			}
+		}
+		scenarios = slices.DeleteFunc(scenarios, func(s *scenario) bool { return !kept[s] })
 	}
 	for _, s := range scenarios {
 		// A run of denials would measure the wrong path: one check first
@@ -218,9 +247,13 @@ func run(o options) error {
 		}
 	}
 
-	rep := report{floor: floor.median()}
+	var rep report
 	for _, s := range scenarios {
-		rep.rows = append(rep.rows, row{name: s.name, m: s.median()})
+		r := row{name: s.name, m: s.median()}
+		if s.floor != nil {
+			r.floor, r.hasFloor = s.floor.median(), true
+		}
+		rep.rows = append(rep.rows, r)
 		if strings.HasPrefix(s.srv.name, "deputy") {
 			rep.deputyRSS = max(rep.deputyRSS, s.median().rssMB)
 		}
@@ -231,14 +264,14 @@ func run(o options) error {
 			goal = 0.85
 		}
 		if len(shipped[k].samples) > 0 {
-			rep.throughput = append(rep.throughput, throughputGoal{name: k, m: shipped[k].median(), goal: goal})
+			rep.throughput = append(rep.throughput, throughputGoal{name: k, m: shipped[k].median(), floor: shipped[k].floor.median(), goal: goal})
 		}
 	}
 	for i, p := range styled {
 		if len(p.deputy.samples) == 0 {
 			continue
 		}
-		g := overheadGoal{name: envoyStyle[i].label, deputy: p.deputy.median()}
+		g := overheadGoal{name: envoyStyle[i].label, deputy: p.deputy.median(), floor: p.deputy.floor.median()}
 		if p.opaEnvoy != nil && len(p.opaEnvoy.samples) > 0 {
 			g.opaEnvoy, g.hasOPAEnvoy = p.opaEnvoy.median(), true
 		}
