@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 type options struct {
@@ -76,8 +78,12 @@ type scenario struct {
 	// own cost grows with the request (a bearer token, a cookie), so a
 	// ratio against the floor of another request would charge that
 	// growth to the server. nil on the floors themselves.
-	floor   *scenario
-	samples []sample
+	floor *scenario
+	// answering is the do-nothing server giving, on the same request,
+	// the answer this scenario's server gives: it separates what the
+	// answer costs the load tool from what deciding it costs the server.
+	answering *scenario
+	samples   []sample
 }
 
 func run(o options) error {
@@ -111,6 +117,27 @@ func run(o options) error {
 		scenarios = append(scenarios, s)
 		return s
 	}
+	// answeredAlike adds, after s, the do-nothing server giving s's answer.
+	answeredAlike := func(s *scenario) error {
+		resp, err := preflight(s.srv.grpc, s.payload, s.wantHeader)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		raw, err := protojson.Marshal(resp)
+		if err != nil {
+			return err
+		}
+		file := filepath.Join(dir, "answer-"+profileName(s.name)+".json")
+		if err := os.WriteFile(file, raw, 0o600); err != nil {
+			return err
+		}
+		srv, err := procs.start("do-nothing-answering", o.noop, "-answer", file, "-addr", freeAddr())
+		if err != nil {
+			return err
+		}
+		s.answering = add("do-nothing ext_authz, answering as "+s.name, srv, s.payload, "")
+		return nil
+	}
 
 	public := writePayload(dir, "public.json", nil)
 	newFloor("public page", public)
@@ -134,6 +161,9 @@ func run(o options) error {
 	imp := writePayload(dir, "imp.json", map[string]string{"cookie": "deputy_session=" + cookie}, "/customer/account")
 	newFloor("impersonation", imp)
 	shipped["impersonation"] = add("deputy impersonation", d, imp, "")
+	if err := answeredAlike(shipped["impersonation"]); err != nil {
+		return err
+	}
 	impFloor := floor
 	pat, err := d.partner(o.deputy, dir)
 	if err != nil {
@@ -143,6 +173,9 @@ func run(o options) error {
 		map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "acme"}, "/customers/acme/service-requests/42")
 	newFloor("partner", partner)
 	shipped["partner"] = add("deputy partner", d, partner, "")
+	if err := answeredAlike(shipped["partner"]); err != nil {
+		return err
+	}
 	rita, err := d.reseller(o.deputy, dir)
 	if err != nil {
 		return err
@@ -151,6 +184,9 @@ func run(o options) error {
 		map[string]string{"authorization": "Bearer " + rita, "x-on-behalf-of": "acme"}, "/support/cases")
 	newFloor("reseller", reseller)
 	shipped["reseller"] = add("deputy reseller", d, reseller, "")
+	if err := answeredAlike(shipped["reseller"]); err != nil {
+		return err
+	}
 
 	// OPA-Envoy-style policies: Deputy (decision log off, as OPA-Envoy's
 	// default) and OPA-Envoy on the same policy and request.
@@ -169,6 +205,13 @@ func run(o options) error {
 			return err
 		}
 		styled[i].deputy = add("deputy, OPA-Envoy-style "+p.label, ds, req, p.header)
+		if p.header != "" {
+			// An answer carrying headers: what it costs the load tool shows
+			// beside the overhead.
+			if err := answeredAlike(styled[i].deputy); err != nil {
+				return err
+			}
+		}
 		if o.opaEnvoy != "" {
 			es, err := procs.opaEnvoy(o, "opa-envoy-"+p.dir, pdir, p.path)
 			if err != nil {
@@ -216,6 +259,9 @@ func run(o options) error {
 		for _, s := range scenarios {
 			if s.floor != nil && re.MatchString(s.name) {
 				kept[s], kept[s.floor] = true, true
+				if s.answering != nil {
+					kept[s.answering] = true
+				}
 			}
 		}
 		scenarios = slices.DeleteFunc(scenarios, func(s *scenario) bool { return !kept[s] })
@@ -223,7 +269,7 @@ func run(o options) error {
 	for _, s := range scenarios {
 		// A run of denials would measure the wrong path: one check first
 		// must be decided as the scenario expects.
-		if err := preflight(s.srv.grpc, s.payload, s.wantHeader); err != nil {
+		if _, err := preflight(s.srv.grpc, s.payload, s.wantHeader); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
@@ -264,7 +310,11 @@ func run(o options) error {
 			goal = 0.85
 		}
 		if len(shipped[k].samples) > 0 {
-			rep.throughput = append(rep.throughput, throughputGoal{name: k, m: shipped[k].median(), floor: shipped[k].floor.median(), goal: goal})
+			g := throughputGoal{name: k, m: shipped[k].median(), floor: shipped[k].floor.median(), goal: goal}
+			if a := shipped[k].answering; a != nil && len(a.samples) > 0 {
+				g.answering, g.hasAnswering = a.median(), true
+			}
+			rep.throughput = append(rep.throughput, g)
 		}
 	}
 	for i, p := range styled {

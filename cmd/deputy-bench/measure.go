@@ -29,6 +29,7 @@ type sample struct {
 	errors     int
 	errorCodes []string
 	cpuUS      float64 // server CPU time per check, µs
+	loadCPUUS  float64 // the load tool's own CPU time per check, µs
 	rssMB      float64 // largest resident set sampled during the run
 	trips      float64 // Redis commands per check, when counted
 	hasTrips   bool
@@ -48,6 +49,9 @@ func (s *scenario) median() sample {
 		p50:   time.Duration(pick(func(r sample) float64 { return float64(r.p50) })),
 		p99:   time.Duration(pick(func(r sample) float64 { return float64(r.p99) })),
 		cpuUS: pick(func(r sample) float64 { return r.cpuUS }),
+		loadCPUUS: pick(func(r sample) float64 {
+			return r.loadCPUUS
+		}),
 		rssMB: pick(func(r sample) float64 { return r.rssMB }),
 		trips: pick(func(r sample) float64 { return r.trips }),
 	}
@@ -219,6 +223,13 @@ func ghz(o options, name, addr, payload string) (sample, error) {
 		return sample{}, fmt.Errorf("ghz %s: report: %v", name, err)
 	}
 	r := sample{rps: rep.RPS, count: rep.Count}
+	if rep.Count > 0 {
+		// ghz shares the machine's cores with the server: its cost per
+		// call, which grows with the request and the answer, bounds the
+		// throughput any server can reach.
+		used := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		r.loadCPUUS = float64(used.Microseconds()) / float64(rep.Count)
+	}
 	cutOff := 0
 	for msg, n := range rep.Errors {
 		// When the run's time is up, ghz closes its connections under the
@@ -246,34 +257,35 @@ func ghz(o options, name, addr, payload string) (sample, error) {
 }
 
 // preflight sends the payload once over gRPC and fails unless it is
-// allowed and, when header is set, that header is injected upstream.
-func preflight(addr, payload, header string) error {
+// allowed and, when header is set, that header is injected upstream. It
+// returns the answer.
+func preflight(addr, payload, header string) (*authv3.CheckResponse, error) {
 	raw, err := os.ReadFile(payload)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var req authv3.CheckRequest
 	if err := protojson.Unmarshal(raw, &req); err != nil {
-		return fmt.Errorf("payload %s: %w", payload, err)
+		return nil, fmt.Errorf("payload %s: %w", payload, err)
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &req)
 	if err != nil {
-		return fmt.Errorf("check: %w", err)
+		return nil, fmt.Errorf("check: %w", err)
 	}
 	if code := resp.GetStatus().GetCode(); code != 0 {
-		return fmt.Errorf("check denied (code %d): %s", code, resp.GetDeniedResponse().GetBody())
+		return nil, fmt.Errorf("check denied (code %d): %s", code, resp.GetDeniedResponse().GetBody())
 	}
 	if header != "" && !slices.ContainsFunc(resp.GetOkResponse().GetHeaders(), func(h *corev3.HeaderValueOption) bool {
 		return strings.EqualFold(h.GetHeader().GetKey(), header)
 	}) {
-		return fmt.Errorf("check allowed without injecting %s", header)
+		return nil, fmt.Errorf("check allowed without injecting %s", header)
 	}
-	return nil
+	return resp, nil
 }
