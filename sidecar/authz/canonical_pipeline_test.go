@@ -408,3 +408,46 @@ func TestSpelledRouteSegments(t *testing.T) {
 		})
 	}
 }
+
+// Dry run lets policy denials through, never a request Deputy cannot read
+// as the upstream will: those are refused (400, logged as refused, not as
+// a dry-run allow) and carry no delegated identity.
+func TestDryRunEnforcesCanonicalRefusals(t *testing.T) {
+	logs := &logSink{}
+	deleg := authz.WithResolvers(delegationFunc(func() (*sidecar.Delegation, error) {
+		return &sidecar.Delegation{Mode: sidecar.ModeImpersonation, Actor: "staff-1", Subject: "cust-1"}, nil
+	}))
+	p := authz.New(engineFor(t, "data.t.decision", "package t\n\ndecision := false\n", nil),
+		authz.WithQuery("data.t.decision"), authz.WithDryRun(true), authz.WithDecisionLogger(logs), deleg)
+	for _, tc := range []struct {
+		name, method, path string
+		headers            map[string]string
+	}{
+		{name: "dot segment", method: "GET", path: "/catalog/../customer/account/password/"},
+		{name: "encoded slash", method: "GET", path: "/customer%2Faccount/password/"},
+		{name: "encoded question mark", method: "GET", path: "/catalog%3F/../customer/account/password/"},
+		{name: "encoded hash", method: "GET", path: "/customer/account/password%23/"},
+		{name: "backslash", method: "GET", path: "/customer\\account/password/"},
+		{name: "double encoding", method: "GET", path: "/catalog/%252e%252e/customer/"},
+		{name: "not a path", method: "GET", path: "http://evil/customer/account/password/"},
+		{name: "ambiguous override", method: "POST", path: "/a", headers: map[string]string{"x-http-method-override": "GET, DELETE"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.got = nil
+			resp := p.Check(context.Background(), checkRequest(t, httpRequest(tc.method, tc.path, tc.headers, "")))
+			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+				t.Fatalf("allowed %v status %d reason %q, want a 400 %s refusal", resp.Allowed, resp.HTTPStatus, resp.Reason, authz.ReasonMalformedRequest)
+			}
+			if len(resp.Injected) != 0 {
+				t.Fatalf("identity injected on a refusal: %v", resp.Injected)
+			}
+			if len(logs.got) != 1 || logs.got[0].DryRun || logs.got[0].Allowed {
+				t.Fatalf("decision record %+v, want one refusal not marked dry run", logs.got)
+			}
+		})
+	}
+	// A policy denial is still let through: that is what dry run is for.
+	if resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/catalog/", nil, ""))); !resp.Allowed {
+		t.Fatalf("dry run denied a policy denial: %+v", resp)
+	}
+}

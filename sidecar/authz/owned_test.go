@@ -106,7 +106,9 @@ func TestOwnedHeadersRemovedOnEveryPath(t *testing.T) {
 		{name: "allowed", policy: "package t\n\ndecision := true\n", req: get, allowed: true, reason: authz.ReasonAllowed},
 		{name: "denied", policy: "package t\n\ndecision := false\n", req: get, reason: authz.ReasonDenied},
 		{name: "malformed", policy: "package t\n\ndecision := true\n", req: malformed, reason: authz.ReasonMalformedRequest},
-		{name: "malformed, dry run", policy: "package t\n\ndecision := true\n", req: malformed, opts: []authz.Option{authz.WithDryRun(true)}, allowed: true, reason: authz.ReasonMalformedRequest},
+		// A request Deputy cannot read as the upstream will is no policy
+		// verdict: dry run refuses it too.
+		{name: "malformed, dry run", policy: "package t\n\ndecision := true\n", req: malformed, opts: []authz.Option{authz.WithDryRun(true)}, reason: authz.ReasonMalformedRequest},
 		{name: "no policy", eval: policy.New(), req: get, reason: authz.ReasonNoPolicy},
 		{name: "no policy, dry run", eval: policy.New(), req: get, opts: []authz.Option{authz.WithDryRun(true)}, allowed: true, reason: authz.ReasonNoPolicy},
 		{name: "state unavailable", policy: "package t\n\ndecision := true\n", req: get, opts: []authz.Option{unavailable}, reason: authz.ReasonStateUnavailable},

@@ -278,8 +278,11 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 	need := act.InputNeeds(p.query)
 	r, err := buildInput(req, &p.inputOpts, need)
 	if err != nil {
+		// Not a policy verdict: Deputy cannot tell what the upstream would
+		// act on, so dry run refuses it too.
 		resp := errorDenial(err)
 		resp.Body = sidecar.ErrorMessage(err)
+		resp.refused = true
 		return resp
 	}
 	d.TraceID = r.traceID

@@ -32,7 +32,7 @@ type Config struct {
 	Roots         []string      `yaml:"roots" usage:"data roots a bundle may claim"`
 	Watch         bool          `yaml:"watch" usage:"reload paths or bundle_file when they change"`
 	DecisionQuery string        `yaml:"decision_query" usage:"the check's decision: data.a.b.c, or OPA-Envoy's a/b/c"`
-	DryRun        bool          `yaml:"dry_run" usage:"evaluate and log every decision, but allow every request"`
+	DryRun        bool          `yaml:"dry_run" usage:"evaluate and log every decision, but let through what policy denies (requests refused as malformed stay refused)"`
 }
 
 // SetDefaults fills the unset fields.
