@@ -467,9 +467,10 @@ type canonicalRequest struct {
 // route tables that must not be missed (denylists): lower case with every
 // rune whose case folding reaches an ASCII letter read as that letter
 // ("ſ" U+017F is "s", "K" U+212A is "k": routers that fold Unicode match
-// them), trailing dots and spaces dropped (Windows and IIS drop them), a leading
+// them), trailing dots and spaces dropped (Windows and IIS drop them), every
 // "<name>.php" front controller dropped when more segments follow (PHP
-// routes on PATH_INFO: /index.php/customer/... is /customer/...), and the
+// routes on PATH_INFO: /index.php/customer/... is /customer/...,
+// /shop/index.php/customer/... is /shop/customer/...), and the
 // last segment cut at its first dot after the first character (Rails'
 // optional "(.:format)", Laravel and Express ".json" routes: password.json
 // and password.json.html run the password action).
@@ -495,10 +496,16 @@ func routeForm(segs []string, spell bool) (route, spelled []string) {
 			}
 		}
 	}
-	for len(route) > 1 && strings.HasSuffix(route[0], ".php") {
-		route = route[1:]
-		if spell {
-			spelled = spelled[1:]
+	// A PHP script with segments after it is a front controller, at the
+	// root or below it: the server hands what follows to the router as
+	// PATH_INFO, and Symfony, Laminas and CodeIgniter strip the script from
+	// the base URL, so /shop/index.php/x runs the action of /shop/x.
+	for i := len(route) - 2; i >= 0; i-- {
+		if phpScript(route[i]) {
+			route = slices.Delete(route, i, i+1)
+			if spell {
+				spelled = slices.Delete(spelled, i, i+1)
+			}
 		}
 	}
 	if n := len(route); n > 0 {
@@ -507,6 +514,20 @@ func routeForm(segs []string, spell bool) (route, spelled []string) {
 		}
 	}
 	return route, spelled
+}
+
+// phpScript reports whether a route segment names a script PHP runs:
+// ".php" (also ".php3" to ".php8", as old handler maps have them),
+// ".phar" and ".phtml" (Debian's Apache and php-fpm defaults).
+func phpScript(seg string) bool {
+	ext := seg[strings.LastIndexByte(seg, '.')+1:]
+	switch {
+	case len(ext) == len(seg):
+		return false
+	case ext == "php", ext == "phar", ext == "phtml":
+		return true
+	}
+	return len(ext) == 4 && ext[:3] == "php" && ext[3] >= '3' && ext[3] <= '8'
 }
 
 // sameLowered reports whether route segments are the lower-cased segments.

@@ -67,6 +67,18 @@ func TestRouteSegments(t *testing.T) {
 		{"/index.php/customer/account/password/", "customer/account/password"},
 		{"/INDEX.PHP/customer/account/password", "customer/account/password"},
 		{"/index.php", "index"},
+		// A front controller below the root hands what follows to the
+		// router too: the route is the rewritten URL that runs the same
+		// action (/shop/index.php/x is /shop/x).
+		{"/shop/index.php/customer/account/password/", "shop/customer/account/password"},
+		{"/shop/INDEX.PHP./customer/account/password", "shop/customer/account/password"},
+		{"/shop/index.php/index.php/customer/account/password", "shop/customer/account/password"},
+		{"/a/b/app.phar/customer/account/password", "a/b/customer/account/password"},
+		{"/a/index.phtml/customer/account/password", "a/customer/account/password"},
+		{"/a/index.php7/customer/account/password", "a/customer/account/password"},
+		{"/shop/index.php", "shop/index"},
+		{"/shop/index.php/", "shop/index"},
+		{"/shop/index.phpx/customer", "shop/index.phpx/customer"},
 		{"/customer/account/password./", "customer/account/password"},
 		{"/customer/account/password..", "customer/account/password"},
 		{"/customer/account/password%20/", "customer/account/password"},

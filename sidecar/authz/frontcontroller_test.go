@@ -1,0 +1,73 @@
+package authz_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
+	"github.com/deputyhq/deputy/sidecar/resolve"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// A storefront installed below the root (/shop/) lists its forbidden
+// routes with that prefix. PHP runs /shop/index.php/customer/... as
+// /shop/customer/... (PATH_INFO after the script), so the shipped
+// impersonation policy must refuse the front-controller spelling too.
+func TestFrontControllerBelowTheRoot(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	set, err := policy.LoadPaths([]string{"../../policies"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp := set.Data["deputy"].(map[string]any)["impersonation"].(map[string]any)
+	imp["forbidden_routes"].(map[string]any)["shop"] = []any{
+		map[string]any{"prefix": "/shop/customer/account/password/", "reason": "password_change_forbidden"},
+	}
+	e := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	store := memory.New()
+	token := "front-controller-session-token-0123456789ab"
+	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", Customer: "cust-9",
+		StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(token)); err != nil {
+		t.Fatal(err)
+	}
+	sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
+	t.Cleanup(func() { sessions.Close() })
+	p := authz.New(e, authz.WithResolvers(sessions))
+	for _, tc := range []struct {
+		path    string
+		allowed bool
+	}{
+		{"/shop/customer/account/", true},
+		{"/shop/customer/account/password/", false},
+		{"/shop/index.php/customer/account/password/", false},
+		{"/shop/INDEX.PHP/Customer/Account/Password", false},
+		{"/shop/index.php/index.php/customer/account/password/", false},
+		{"/shop/app.phar/customer/account/password/", false},
+		{"/shop/%69ndex.php;x/customer/account/password/", false},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			req := withHeaders(t, tc.path, map[string]string{"cookie": "deputy_session=" + token})
+			req.Attributes.Request.Http.Method = "POST"
+			resp := p.Check(ctx, req)
+			if resp.Allowed != tc.allowed {
+				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, resp.Reason, tc.allowed)
+			}
+			if !tc.allowed && resp.Reason != "password_change_forbidden" {
+				t.Fatalf("denied as %q, want password_change_forbidden", resp.Reason)
+			}
+		})
+	}
+}
