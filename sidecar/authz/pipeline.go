@@ -96,7 +96,7 @@ func WithQuery(q string) Option { return func(p *Pipeline) { p.query = q } }
 func WithVerifier(v sidecar.IdentityVerifier) Option { return func(p *Pipeline) { p.verifier = v } }
 
 // WithResolvers sets the delegation resolvers, tried in order; the first
-// that finds a delegation wins.
+// that finds a delegation, or refuses the one the request asks for, wins.
 func WithResolvers(r ...sidecar.DelegationResolver) Option {
 	return func(p *Pipeline) { p.resolvers = append(p.resolvers, r...) }
 }
@@ -314,10 +314,11 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 				d.Stages.State = p.clock().Sub(t2)
 				return errorDenial(err)
 			}
-			if delErr == nil {
-				delErr = err
-			}
-			continue
+			// The first carrier present decides: a refused session cookie
+			// is reported (and a dead one cleared), never mixed with a
+			// delegation another carrier names.
+			delErr = err
+			break
 		}
 		if dd != nil {
 			del = dd

@@ -75,3 +75,61 @@ func TestSessionCookieBinding(t *testing.T) {
 		})
 	}
 }
+
+// A session cookie that is refused (dead, or not its holder's) decides the
+// request: it is reported and, when dead, cleared; the request is never
+// decided instead on a delegation some other carrier names.
+func TestRefusedSessionIsNotMixedWithOnBehalfOf(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	store := memory.New()
+	live, ended := "live-session-token-0123456789abcdef0123456", "ended-session-token-0123456789abcdef012345"
+	for id, tok := range map[string]string{"imp_live": live, "imp_ended": ended} {
+		s := &sidecar.Session{ID: id, Actor: "staff-1", Customer: "cust-" + id, StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}
+		if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(tok)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.EndSession(ctx, "imp_ended", "staff-1", sidecar.EndEnded, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "helpco", Level: sidecar.Level("update"), ExpiresAt: now.Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	p, mint := delegatedPipeline(t, store)
+	partner := "Bearer " + mint(identity.DevClaims{Subject: "pat", Org: "helpco", Roles: []string{"partner"}, TTL: time.Hour})
+	path := "/customers/acme/service-requests/42"
+	base := map[string]string{"authorization": partner, "x-on-behalf-of": "acme"}
+	if resp := p.Check(ctx, withHeaders(t, path, base)); !resp.Allowed {
+		t.Fatalf("the grant alone is refused: %s", resp.Reason)
+	}
+	for _, tc := range []struct {
+		name, cookie, host, reason string
+		clears                     bool
+	}{
+		{"ended session", ended, "shop.example.com", "session_ended", true},
+		{"unknown session", strings.Repeat("u", 43), "shop.example.com", "session_unknown", true},
+		{"session of another actor", live, "shop.example.com", "session_actor_mismatch", false},
+		{"session on another host", live, "portal.example.com", "session_wrong_host", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{"cookie": "deputy_session=" + tc.cookie, ":authority": tc.host}
+			for k, v := range base {
+				h[k] = v
+			}
+			req := withHeaders(t, path, h)
+			req.Attributes.Request.Http.Host = tc.host
+			resp := p.Check(ctx, req)
+			if resp.Allowed || resp.Reason != tc.reason {
+				t.Fatalf("allowed %v reason %q, want denied %q", resp.Allowed, resp.Reason, tc.reason)
+			}
+			var cleared bool
+			for _, hd := range resp.Headers {
+				cleared = cleared || hd.Key == "set-cookie" && strings.HasPrefix(hd.Value, "deputy_session=;")
+			}
+			if cleared != tc.clears {
+				t.Fatalf("cookie cleared %v, want %v: %v", cleared, tc.clears, resp.Headers)
+			}
+		})
+	}
+}
