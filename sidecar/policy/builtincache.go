@@ -55,13 +55,13 @@ func jwtCacheSafe(c *ast.Compiler) bool {
 	}
 	for _, m := range c.Modules {
 		ast.WalkExprs(m, func(e *ast.Expr) bool {
-			if e.IsCall() && e.Operator().Equal(ast.JWTDecodeVerify.Ref()) {
+			if e.IsCall() && (e.Operator().Equal(ast.JWTDecodeVerify.Ref()) || e.Operator().Equal(decodeVerifyRef)) {
 				check(e.Operands())
 			}
 			return !safe
 		})
 		ast.WalkTerms(m, func(t *ast.Term) bool {
-			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 && call[0].Value.Compare(ast.JWTDecodeVerify.Ref()) == 0 {
+			if call, ok := t.Value.(ast.Call); ok && len(call) > 0 && (call[0].Value.Compare(ast.JWTDecodeVerify.Ref()) == 0 || call[0].Value.Compare(decodeVerifyRef) == 0) {
 				check(call[1:])
 			}
 			return !safe

@@ -98,6 +98,7 @@ type Engine struct {
 	// entries depend only on builtin arguments): one that also keeps JWT
 	// checks, for policies where that is safe, and one that does not.
 	builtins, builtinsNoJWT cache.InterQueryValueCache
+	jwt                     *jwtVerdicts // verified tokens, in front of io.jwt.decode_verify
 
 	onActivate []func(*Activation, error)
 	dataChecks []func(map[string]any) error
@@ -141,6 +142,7 @@ func New(opts ...Option) *Engine {
 
 		builtins:      newBuiltinCache(true),
 		builtinsNoJWT: newBuiltinCache(false),
+		jwt:           newJWTVerdicts(DefaultJWTVerdictEntries),
 	}
 	for _, o := range opts {
 		o(e)
@@ -157,7 +159,7 @@ func (e *Engine) Ready() bool { return e.current.Load() != nil }
 // Compile builds an activation without installing it, so a caller can
 // refuse a bad set while the last good one keeps serving.
 func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
-	comp, err := compileModules(set.Modules)
+	comp, err := compileModules(set.Modules, e.jwt != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +192,11 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		a.builtins = e.builtins
 	}
 	for _, q := range append(e.queries, MaskQuery) {
-		pq, err := rego.New(rego.Query(q), rego.Compiler(comp), rego.Store(store), rego.StoreReadAST(true)).PrepareForEval(ctx)
+		opts := []func(*rego.Rego){rego.Query(q), rego.Compiler(comp), rego.Store(store), rego.StoreReadAST(true)}
+		if e.jwt != nil {
+			opts = append(opts, e.jwt.function())
+		}
+		pq, err := rego.New(opts...).PrepareForEval(ctx)
 		if err != nil {
 			return nil, sidecar.Invalid("policies", "prepare %s: %v", q, err)
 		}
@@ -242,10 +248,15 @@ func noRules(c *ast.Compiler, query string) bool {
 	return len(c.GetRulesDynamicWithOpts(ref, ast.RulesOptions{IncludeHiddenModules: true})) == 0
 }
 
-func compileModules(modules map[string]*ast.Module) (*ast.Compiler, error) {
+func compileModules(modules map[string]*ast.Module, jwtVerdicts bool) (*ast.Compiler, error) {
 	comp := ast.NewCompiler().
 		WithEnablePrintStatements(false).
 		WithDefaultRegoVersion(ast.RegoV1)
+	if jwtVerdicts {
+		comp = comp.WithStageAfterID(ast.StageCheckTypes, ast.CompilerStageDefinition{
+			Name: "DeputyDecodeVerify", MetricName: "compile_stage_deputy_decode_verify", Stage: rewriteDecodeVerify,
+		})
+	}
 	comp.Compile(modules)
 	if comp.Failed() {
 		return nil, sidecar.Invalid("policies", "compile: %v", comp.Errors)
