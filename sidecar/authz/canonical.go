@@ -328,17 +328,28 @@ func phpName(k string) string {
 // do, case-insensitively with "_" read as "-": CGI, PHP and WSGI upstreams
 // read X_HTTP_Method_Override as HTTP_X_HTTP_METHOD_OVERRIDE.
 func (m *MethodOverrides) fromHeaders(headers map[string]string, headerMap []*corev3.HeaderValue, s *methodSet) error {
-	for _, h := range m.headers {
+	// One pass over the headers gathers every carrier's other spellings:
+	// a check reads the map once, not once per carrier.
+	var other [][]string
+	for k, v := range headers {
+		for i, h := range m.headers {
+			if k != h && len(k) == len(h) && sameHeaderName(k, h) {
+				if other == nil {
+					other = make([][]string, len(m.headers))
+				}
+				other[i] = append(other[i], v)
+			}
+		}
+	}
+	for i, h := range m.headers {
 		// The common spelling first, then every other one, in a stable
 		// order so the methods array does not depend on map order.
 		if err := s.add(headers[h]); err != nil {
 			return err
 		}
-		var other []string
-		for k, v := range headers {
-			if k != h && len(k) == len(h) && sameHeaderName(k, h) {
-				other = append(other, v)
-			}
+		var spelled []string
+		if other != nil {
+			spelled = other[i]
 		}
 		for _, hv := range headerMap {
 			if k := hv.GetKey(); len(k) == len(h) && sameHeaderName(k, h) {
@@ -346,11 +357,11 @@ func (m *MethodOverrides) fromHeaders(headers map[string]string, headerMap []*co
 				if v == "" {
 					v = string(hv.GetRawValue())
 				}
-				other = append(other, v)
+				spelled = append(spelled, v)
 			}
 		}
-		slices.Sort(other)
-		for _, v := range other {
+		slices.Sort(spelled)
+		for _, v := range spelled {
 			if err := s.add(v); err != nil {
 				return err
 			}
