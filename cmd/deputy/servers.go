@@ -73,6 +73,7 @@ func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (
 func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes),
+		grpc.ForceServerCodecV2(envoy.Codec{}), // CheckRequest headers without reflection
 		// Policy evaluation runs deep: a fresh goroutine per check would grow
 		// (copy) its stack every time. Workers keep theirs grown.
 		grpc.NumStreamWorkers(uint32(*s.cfg.GRPC.StreamWorkers)),

@@ -75,7 +75,7 @@ func startGRPC(t *testing.T, maxRecv int) (authv3.AuthorizationClient, healthpb.
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxRecv))
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxRecv), grpc.ForceServerCodecV2(envoy.Codec{}))
 	authv3.RegisterAuthorizationServer(srv, envoy.NewGRPCServer(pipeline(t)))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
