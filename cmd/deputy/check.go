@@ -37,6 +37,7 @@ func checkOptions(cfg *Config) []authz.Option {
 		authz.WithQuery(cfg.Policy.DecisionQuery),
 		authz.WithOwnedPrefix(cfg.Check.OwnedPrefix),
 		authz.WithActorTokenHeader(cfg.Check.ActorTokenHeader),
+		authz.WithOnBehalfOfHeader(cfg.Partner.OnBehalfOfHeader),
 		authz.WithErrorStatus(cfg.Check.ErrorStatus),
 		authz.WithBodyParsing(*cfg.Check.ParseBody),
 		authz.WithMethodOverrides(cfg.Check.MethodOverrides),

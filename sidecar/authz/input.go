@@ -79,6 +79,30 @@ type InputOptions struct {
 	SkipBodyParsing bool
 	// Methods are where a request may override its method.
 	Methods MethodOverrides
+	// OnBehalfOf is the header a client names the customer it acts for
+	// in, in ownedName form: read, never owned, but it reaches the
+	// upstream only as decided (see carried).
+	OnBehalfOf string
+}
+
+// carried reports whether a header name reads as the on-behalf-of header
+// (compared as owned compares).
+func (o *InputOptions) carried(name string) bool {
+	return o.OnBehalfOf != "" && len(name) == len(o.OnBehalfOf) && sameHeaderName(name, o.OnBehalfOf)
+}
+
+// foldedSpelling refuses an on-behalf-of header sent with "_" for "-".
+// Proxies disagree on such names (nginx drops them, Envoy and Caddy pass
+// them on) and so do upstreams (CGI and PHP fold them into the header,
+// keeping the last; Node and Go keep both): no single customer is the one
+// the upstream reads, and no honest client sends them.
+func foldedSpelling(carried []string) error {
+	for _, name := range carried {
+		if strings.IndexByte(name, '_') >= 0 {
+			return sidecar.Invalid(name, "names the on-behalf-of header with \"_\" for \"-\": refused, as upstreams read it differently")
+		}
+	}
+	return nil
 }
 
 // owned reports whether a header name is owned by Deputy: compared
@@ -115,23 +139,27 @@ type request struct {
 // reads the request, so neither policy nor resolvers can mistake them for
 // identity: from headers and from header_map (Envoy's encode_raw_headers)
 // alike. It returns the request without them (a copy when there were any)
-// and their names as sent.
-func stripOwned(req *authv3.CheckRequest, opts *InputOptions) (*authv3.CheckRequest, []string) {
+// and their names as sent, and the names of the on-behalf-of headers
+// sent (kept in the request).
+func stripOwned(req *authv3.CheckRequest, opts *InputOptions) (_ *authv3.CheckRequest, stripped, carried []string) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	var stripped []string
 	for k := range httpReq.GetHeaders() {
 		if opts.owned(k) {
 			stripped = append(stripped, k)
+		} else if opts.carried(k) {
+			carried = append(carried, k)
 		}
 	}
 	inMap := len(stripped)
 	for _, h := range httpReq.GetHeaderMap().GetHeaders() {
 		if opts.owned(h.GetKey()) {
 			stripped = append(stripped, h.GetKey())
+		} else if opts.carried(h.GetKey()) {
+			carried = append(carried, h.GetKey())
 		}
 	}
 	if len(stripped) == 0 {
-		return req, nil
+		return req, nil, carried
 	}
 	req = proto.Clone(req).(*authv3.CheckRequest)
 	httpReq = req.GetAttributes().GetRequest().GetHttp()
@@ -141,7 +169,7 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions) (*authv3.CheckRequ
 	if hm := httpReq.GetHeaderMap(); inMap < len(stripped) {
 		hm.Headers = slices.DeleteFunc(hm.Headers, func(h *corev3.HeaderValue) bool { return opts.owned(h.GetKey()) })
 	}
-	return req, stripped
+	return req, stripped, carried
 }
 
 // buildInput converts a CheckRequest whose owned headers were stripped. The input is what OPA-Envoy builds

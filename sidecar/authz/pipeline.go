@@ -21,6 +21,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -136,6 +137,12 @@ func WithMethodOverrides(carriers []string) Option {
 	return func(p *Pipeline) { p.overrides = append([]string{}, carriers...) }
 }
 
+// WithOnBehalfOfHeader names the header a client names the customer it
+// acts for in (default delegation.DefaultOnBehalfOfHeader).
+func WithOnBehalfOfHeader(name string) Option {
+	return func(p *Pipeline) { p.inputOpts.OnBehalfOf = ownedName(name) }
+}
+
 // WithDryRun makes every check allowed while still evaluating and logging
 // what the policy decided, for rolling out new policies.
 func WithDryRun(on bool) Option { return func(p *Pipeline) { p.dryRun = on } }
@@ -174,6 +181,9 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	if p.tokenHeader == "" {
 		p.tokenHeader = p.prefix + "token"
 	}
+	if p.inputOpts.OnBehalfOf == "" {
+		p.inputOpts.OnBehalfOf = delegation.DefaultOnBehalfOfHeader
+	}
 	p.inputOpts.OwnedPrefix = ownedName(p.prefix)
 	p.inputOpts.ActorTokenHeader = ownedName(p.tokenHeader)
 	if p.overrides == nil {
@@ -191,8 +201,14 @@ func (p *Pipeline) Owned(name string) bool { return p.inputOpts.owned(name) }
 
 // Check decides one request. It never returns an allow on an error path.
 func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Response {
-	req, owned := stripOwned(req, &p.inputOpts)
-	return p.finish(owned, func(d *sidecar.Decision) *Response { return p.decide(ctx, req, owned, d) })
+	req, owned, carried := stripOwned(req, &p.inputOpts)
+	// The on-behalf-of header goes upstream only as set by the delegation
+	// decided on (delegationHeaders): removed otherwise, as owned ones are.
+	removed := owned
+	if len(carried) > 0 {
+		removed = append(slices.Clip(owned), carried...)
+	}
+	return p.finish(removed, func(d *sidecar.Decision) *Response { return p.decide(ctx, req, owned, carried, d) })
 }
 
 // Refuse records the refusal of a request an adapter cannot hand over as
@@ -202,7 +218,7 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 // error table. Dry run does not let it through: it is not a policy verdict
 // but a request the proxy in front cannot make safe.
 func (p *Pipeline) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *Response {
-	req, owned := stripOwned(req, &p.inputOpts)
+	req, owned, _ := stripOwned(req, &p.inputOpts)
 	return p.finish(owned, func(d *sidecar.Decision) *Response {
 		requestFacts(req, d)
 		if act := p.eval.Current(); act != nil {
@@ -268,7 +284,7 @@ func (p *Pipeline) finish(owned []string, decide func(*sidecar.Decision) *Respon
 }
 
 // decide returns the verdict of one branch; finish does the rest.
-func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned []string, d *sidecar.Decision) *Response {
+func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, carried []string, d *sidecar.Decision) *Response {
 	requestFacts(req, d)
 	act := p.eval.Current()
 	if act == nil {
@@ -276,7 +292,11 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned [
 	}
 	d.Revision = act.Revision
 	need := act.InputNeeds(p.query)
-	r, err := buildInput(req, &p.inputOpts, need)
+	err := foldedSpelling(carried)
+	var r *request
+	if err == nil {
+		r, err = buildInput(req, &p.inputOpts, need)
+	}
 	if err != nil {
 		// Not a policy verdict: Deputy cannot tell what the upstream would
 		// act on, so dry run refuses it too.
@@ -453,6 +473,7 @@ func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) 
 	}{
 		{&p.names.subject, del.Subject}, {&p.names.actor, del.Actor}, {&p.names.mode, del.Mode},
 		{&p.names.level, del.Level}, {&p.names.session, del.ID}, {&p.names.storeView, del.StoreView},
+		{&p.inputOpts.OnBehalfOf, onBehalfOf(del)},
 	} {
 		if f.value != "" {
 			h = append(h, Header{*f.name, f.value})
@@ -469,6 +490,15 @@ func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) 
 		h = append(h, Header{p.tokenHeader, tok})
 	}
 	return h, nil
+}
+
+// onBehalfOf is the customer a partner or reseller delegation acts for,
+// the one value of the on-behalf-of header the upstream may see.
+func onBehalfOf(del *sidecar.Delegation) string {
+	if del.Mode == sidecar.ModePartner || del.Mode == sidecar.ModeReseller {
+		return del.Subject
+	}
+	return ""
 }
 
 // headerNames are the injected header names under the owned prefix,
