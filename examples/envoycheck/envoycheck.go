@@ -138,3 +138,22 @@ func Matches(list *matcherv3.ListStringMatcher, s string) (bool, error) {
 	}
 	return false, nil
 }
+
+// ReadByDeputy are the request headers Deputy decides on, as Envoy (which
+// lowercases names) may carry them to an upstream that reads "_" as "-":
+// the credentials, the customer a request names, the default method
+// override headers (a GET with X-HTTP-Method-Override: DELETE is a DELETE
+// upstream; the list is authz.DefaultMethodOverrides, a test keeps them
+// equal) and the body's type (a multipart _method field is read only as
+// multipart). http_service sends Deputy only the headers it lists, so a
+// config must list each in every spelling, or Deputy decides without it.
+func ReadByDeputy() []string {
+	names := []string{"authorization", "cookie", "content-type"}
+	for _, h := range append([]string{"x-on-behalf-of"}, OverrideHeaders...) {
+		names = append(names, h, strings.ReplaceAll(h, "-", "_"), strings.Replace(h, "-", "_", 1))
+	}
+	return names
+}
+
+// OverrideHeaders are the method override headers Deputy reads by default.
+var OverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}

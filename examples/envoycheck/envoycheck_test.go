@@ -3,6 +3,7 @@ package envoycheck_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/deputyhq/deputy/examples/envoycheck"
+	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
 func TestShippedConfigs(t *testing.T) {
@@ -205,7 +207,7 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 		}
 		return ok
 	}
-	for _, name := range []string{"x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level", "cookie", "authorization", "x-on-behalf-of"} {
+	for _, name := range append(envoycheck.ReadByDeputy(), "x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level") {
 		if !forwarded(name) {
 			t.Errorf("%s is not sent to Deputy", name)
 		}
@@ -214,5 +216,22 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 		if forwarded(name) {
 			t.Errorf("%s is sent to Deputy; the list grew wider than meant", name)
 		}
+	}
+	// Deputy sets the on-behalf-of header to the customer it decided on.
+	if ok, err := envoycheck.Matches(authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders(), "x-on-behalf-of"); err != nil || !ok {
+		t.Errorf("x-on-behalf-of from Deputy's answer does not reach the application (%v)", err)
+	}
+}
+
+// ReadByDeputy lists the override headers Deputy reads by default.
+func TestOverrideHeadersAreDeputys(t *testing.T) {
+	var want []string
+	for _, c := range authz.DefaultMethodOverrides() {
+		if h, ok := strings.CutPrefix(c, "header:"); ok {
+			want = append(want, h)
+		}
+	}
+	if !slices.Equal(envoycheck.OverrideHeaders, want) {
+		t.Errorf("envoycheck.OverrideHeaders = %q, Deputy reads %q", envoycheck.OverrideHeaders, want)
 	}
 }

@@ -71,6 +71,7 @@ static_resources:
                             patterns:
                               - prefix: x-deputy-
                               - exact: cache-control
+                              - exact: x-on-behalf-of
                           allowed_client_headers:
                             patterns:
                               - exact: content-type
@@ -82,7 +83,9 @@ static_resources:
                           - safe_regex: { regex: "x[-_]deputy[-_].*" }
                           - exact: authorization
                           - exact: cookie
-                          - exact: x-on-behalf-of
+                          - exact: content-type
+                          - safe_regex: { regex: "x[-_]on[-_]behalf[-_]of" }
+                          - safe_regex: { regex: "x[-_](http[-_]method([-_]override)?|method[-_]override)" }
                           - exact: x-request-id
                           - exact: traceparent
                           - exact: user-agent

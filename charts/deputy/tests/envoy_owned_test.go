@@ -13,7 +13,8 @@ import (
 
 // In http_service mode Envoy sends Deputy only the headers it lists; an
 // owned header a client forged, in any spelling, must be among them so
-// that Deputy lists it for removal instead of it reaching the application.
+// that Deputy lists it for removal instead of it reaching the application,
+// and so must every header Deputy decides on (envoycheck.ReadByDeputy).
 func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 	m := mustRender(t, filepath.Join("testdata", "http-ext-authz.yaml"), true)
 	cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
@@ -36,9 +37,12 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 	if authz.GetHttpService() == nil {
 		t.Fatal("no http_service ext_authz in the rendered config")
 	}
-	for _, name := range []string{"x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level", "cookie"} {
+	for _, name := range append(envoycheck.ReadByDeputy(), "x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level") {
 		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
 			t.Errorf("%s is not sent to Deputy (%v)", name, err)
 		}
+	}
+	if ok, err := envoycheck.Matches(authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders(), "x-on-behalf-of"); err != nil || !ok {
+		t.Errorf("x-on-behalf-of from Deputy's answer does not reach the application (%v)", err)
 	}
 }
