@@ -93,15 +93,21 @@ func headerOptions(policy, injected []authz.Header) []*corev3.HeaderValueOption 
 	if len(policy)+len(injected) == 0 {
 		return nil
 	}
-	out := make([]*corev3.HeaderValueOption, 0, len(policy)+len(injected))
-	for _, h := range policy {
-		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Key, Value: h.Value}})
-	}
-	for _, h := range injected {
-		out = append(out, &corev3.HeaderValueOption{
-			Header:       &corev3.HeaderValue{Key: h.Key, Value: h.Value},
-			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-		})
+	// Three allocations for any number of headers, not two per header.
+	n := len(policy) + len(injected)
+	out := make([]*corev3.HeaderValueOption, n)
+	opts := make([]corev3.HeaderValueOption, n)
+	values := make([]corev3.HeaderValue, n)
+	for i := range n {
+		if i < len(policy) {
+			values[i].Key, values[i].Value = policy[i].Key, policy[i].Value
+		} else {
+			h := injected[i-len(policy)]
+			values[i].Key, values[i].Value = h.Key, h.Value
+			opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		}
+		opts[i].Header = &values[i]
+		out[i] = &opts[i]
 	}
 	return out
 }
