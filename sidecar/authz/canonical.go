@@ -495,6 +495,19 @@ func routeSegments(segs []string) []string {
 // it. Blank segments are dropped wherever they stand, so the two are lined
 // up segment by segment, never by counting from either end.
 func routeForm(segs []string, spell bool) (route, spelled []string) {
+	if routed(segs) {
+		// The common path: segs are their own route form, and both
+		// results are segs itself, which callers only read.
+		if spell {
+			spelled = segs
+		}
+		return segs, spelled
+	}
+	return foldRoute(segs, spell)
+}
+
+// foldRoute is routeForm written out, for segments routed does not pass.
+func foldRoute(segs []string, spell bool) (route, spelled []string) {
 	route = make([]string, 0, len(segs))
 	if spell {
 		spelled = make([]string, 0, len(segs))
@@ -539,6 +552,25 @@ func phpScript(seg string) bool {
 		return true
 	}
 	return len(ext) == 4 && ext[:3] == "php" && ext[3] >= '3' && ext[3] <= '8'
+}
+
+// routed reports that routeForm would change nothing of segs: every
+// segment lower-case ASCII without a trailing space, and none holding a
+// dot but the last one's leading dot. Any dot takes the long way, so the
+// rules on dots (trailing dots, front controllers, formats) live in
+// routeForm alone.
+func routed(segs []string) bool {
+	for i, s := range segs {
+		if s == "" || s[len(s)-1] == ' ' {
+			return false
+		}
+		for j := 0; j < len(s); j++ {
+			if c := s[j]; c >= 'A' && c <= 'Z' || c >= 0x80 || c == '.' && (j > 0 || i < len(segs)-1) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // sameLowered reports whether route segments are the lower-cased segments.

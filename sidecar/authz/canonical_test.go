@@ -103,6 +103,29 @@ func TestRouteSegments(t *testing.T) {
 	}
 }
 
+// routed lets routeForm skip its work only where that work changes
+// nothing: on every path, the result is foldRoute's.
+func TestRoutedMatchesFoldRoute(t *testing.T) {
+	for _, raw := range []string{
+		"/", "/catalog/shoes", "/catalog/shoes/", "/Catalog/shoes", "/customer/account/password.json",
+		"/.well-known/jwks", "/.well-known/jwks.json", "/a/.env", "/a/b.", "/a/b%20", "/index.php/customer",
+		"/shop/index.php/customer", "/shop/app.phar/x", "/a.b/c", "/catalog/%C3%A9t%C3%A9", "/pa%C5%BFsword",
+		"/customers/acme/service-requests/42", "/a/index.php", "/a/b/c/d/e/f/g",
+	} {
+		t.Run(raw, func(t *testing.T) {
+			cp, err := parsePath(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRoute, wantSpelled := foldRoute(cp.segments, true)
+			gotRoute, gotSpelled := routeForm(cp.segments, true)
+			if !slices.Equal(gotRoute, wantRoute) || !slices.Equal(gotSpelled, wantSpelled) {
+				t.Errorf("routeForm = %q, %q; foldRoute = %q, %q", gotRoute, gotSpelled, wantRoute, wantSpelled)
+			}
+		})
+	}
+}
+
 func TestParsePathRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw, why string
