@@ -70,6 +70,7 @@ type Activation struct {
 	needs       map[string]*InputNeeds
 	data        map[string]any
 	builtins    cache.InterQueryValueCache
+	evalCaches  rego.EvalOption // builtins, as an evaluation option built once
 	constant    map[string]Result // queries no rule can answer: their value from data alone
 	root        ast.Value         // the store's base data as OPA reads data: see baseCache
 }
@@ -191,6 +192,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 	if jwtCacheSafe(comp) {
 		a.builtins = e.builtins
 	}
+	a.evalCaches = rego.EvalInterQueryBuiltinValueCache(a.builtins)
 	for _, q := range append(e.queries, MaskQuery) {
 		opts := []func(*rego.Rego){rego.Query(q), rego.Compiler(comp), rego.Store(store), rego.StoreReadAST(true)}
 		if e.jwt != nil {
@@ -318,16 +320,11 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 	bc.root = a.root
 	defer vc.release()
 	defer bc.release()
-	// OPA would start a goroutine per evaluation to watch ctx; a callback
-	// registered on ctx cancels the evaluation the same way for free.
-	cancel := topdown.NewCancel()
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, cancel.Cancel)
-		defer stop()
-	}
+	// OPA would start a goroutine per evaluation to watch ctx; reading
+	// ctx's done channel where OPA checks for cancellation needs nothing.
 	var buf [9]rego.EvalOption
-	all := append(append(buf[:0], opts...), rego.EvalParsedInput(input), rego.EvalVirtualCache(vc), rego.EvalBaseCache(bc),
-		rego.EvalExternalCancel(cancel), rego.EvalInterQueryBuiltinValueCache(a.builtins), evalKeepTerm, evalNoMetrics)
+	all := append(append(buf[:0], opts...), rego.EvalParsedInput(input), vc.opt, bc.opt,
+		rego.EvalExternalCancel(doneCancel{ctx.Done()}), a.evalCaches, evalKeepTerm, evalNoMetrics)
 	rs, err := pq.Eval(ctx, all...)
 	if err != nil {
 		return Result{Revision: a.Revision}, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy evaluation failed", Err: err}
@@ -350,3 +347,21 @@ var (
 // keepTerm skips OPA's conversion of results to Go values: callers read
 // the AST directly, which saves most of the allocations of a check.
 func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
+
+// doneCancel is topdown.Cancel read from a context's done channel: an
+// evaluation stops at its next expression once the check's context ends
+// (a nil channel never does). Deputy never calls Cancel.
+type doneCancel struct{ done <-chan struct{} }
+
+var _ topdown.Cancel = doneCancel{}
+
+func (doneCancel) Cancel() {}
+
+func (c doneCancel) Cancelled() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}

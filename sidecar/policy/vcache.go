@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
@@ -18,6 +19,7 @@ import (
 type virtualCache struct {
 	frames []map[int]cacheSlot
 	depth  int
+	opt    rego.EvalOption // hands this cache to an evaluation, built once
 }
 
 type cacheEntry struct {
@@ -50,6 +52,7 @@ var _ topdown.VirtualCache = (*virtualCache)(nil)
 var virtualCaches = sync.Pool{New: func() any {
 	c := &virtualCache{}
 	c.Push()
+	c.opt = rego.EvalVirtualCache(c)
 	return c
 }}
 
@@ -138,6 +141,7 @@ func (c *virtualCache) Keys() []ast.Ref {
 type baseCache struct {
 	root    ast.Value
 	entries map[int][]baseEntry
+	opt     rego.EvalOption // hands this cache to an evaluation, built once
 }
 
 type baseEntry struct {
@@ -147,7 +151,11 @@ type baseEntry struct {
 
 var _ topdown.BaseCache = (*baseCache)(nil)
 
-var baseCaches = sync.Pool{New: func() any { return &baseCache{entries: map[int][]baseEntry{}} }}
+var baseCaches = sync.Pool{New: func() any {
+	c := &baseCache{entries: map[int][]baseEntry{}}
+	c.opt = rego.EvalBaseCache(c)
+	return c
+}}
 
 func getBaseCache() *baseCache { return baseCaches.Get().(*baseCache) }
 
