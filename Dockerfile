@@ -14,7 +14,8 @@ COPY policies/ policies/
 ARG VERSION=unknown
 ARG REVISION=unknown
 # A static binary (no libc): it runs on a base with no shared libraries.
-RUN CGO_ENABLED=0 go build -trimpath \
+# Built as the Makefile builds it (see GO_BUILD there for grpcnotrace).
+RUN CGO_ENABLED=0 go build -trimpath -tags grpcnotrace \
       -ldflags "-s -w -X github.com/deputyhq/deputy/sidecar/buildinfo.version=${VERSION} -X github.com/deputyhq/deputy/sidecar/buildinfo.commit=${REVISION}" \
       -o /out/deputy ./cmd/deputy \
  && mkdir -p /out/policies \

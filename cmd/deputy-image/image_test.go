@@ -78,7 +78,7 @@ func buildHere(t *testing.T, b *built) (dir, tarPath string) {
 	tmp := t.TempDir()
 	b.version, b.revision = "v9.8.7-test", "0123456789abcdef0123456789abcdef01234567"
 	bin := filepath.Join(tmp, "deputy")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags",
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", "grpcnotrace", "-ldflags",
 		"-s -w -X github.com/deputyhq/deputy/sidecar/buildinfo.version="+b.version+
 			" -X github.com/deputyhq/deputy/sidecar/buildinfo.commit="+b.revision,
 		"-o", bin, "./cmd/deputy")

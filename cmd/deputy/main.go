@@ -19,14 +19,25 @@ func main() {
 }
 
 func newRootCmd() *cobra.Command {
+	// `--version` is answered here rather than through cobra's Version and
+	// a version template: a text/template the binary can execute makes the
+	// linker keep every exported method of every reachable type (megabytes
+	// of go-redis alone), mapped into every sidecar.
+	var version bool
 	root := &cobra.Command{
 		Use:           "deputy",
 		Short:         "Authorization sidecar for Envoy with delegated identity",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       buildinfo.Get().String(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !version {
+				return cmd.Help()
+			}
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), buildinfo.Get())
+			return err
+		},
 	}
-	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().BoolVarP(&version, "version", "v", false, "print the version and exit (the same line as the version command)")
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newPolicyCmd())
 	root.AddCommand(newBundleCmd())

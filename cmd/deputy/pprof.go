@@ -16,7 +16,7 @@ import (
 // PprofConfig is the optional listener serving Go's runtime profiles, for
 // profiling a running sidecar under real load.
 type PprofConfig struct {
-	Addr string `yaml:"addr" usage:"loopback host:port serving Go's profiles under /debug/pprof/ (off when empty)"`
+	Addr string `yaml:"addr" usage:"loopback host:port serving Go's profiles under /debug/pprof/ (off when empty); heap profiling runs only when set"`
 }
 
 // Validate allows only loopback addresses: profiles and the command line

@@ -3,6 +3,8 @@ package main
 import (
 	"io"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -79,6 +81,33 @@ func TestPprofAddrMustBeLoopback(t *testing.T) {
 			}
 			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "pprof.addr" {
 				t.Fatalf("error %v (field %q), want field pprof.addr", err, sidecar.ErrorField(err))
+			}
+		})
+	}
+}
+
+// Heap profiling keeps its samples for the life of the process; it runs
+// only where the pprof listener can serve them, or where GODEBUG asks.
+func TestHeapProfilingOnlyWithPprof(t *testing.T) {
+	defer func(rate, gc int) {
+		runtime.MemProfileRate = rate
+		debug.SetGCPercent(gc)
+	}(runtime.MemProfileRate, debug.SetGCPercent(-1))
+	const goDefault = 512 * 1024
+	for _, tc := range []struct {
+		name, pprof, godebug string
+		want                 int
+	}{
+		{"off", "", "", 0},
+		{"pprof listener", "127.0.0.1:6060", "", goDefault},
+		{"GODEBUG", "", "memprofilerate=1", goDefault},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GODEBUG", tc.godebug)
+			runtime.MemProfileRate = goDefault
+			tuneRuntime(&Config{GCPercent: DefaultGCPercent, Pprof: PprofConfig{Addr: tc.pprof}})
+			if runtime.MemProfileRate != tc.want {
+				t.Errorf("MemProfileRate = %d, want %d", runtime.MemProfileRate, tc.want)
 			}
 		})
 	}

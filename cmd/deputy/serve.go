@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,14 +58,27 @@ func newLogger(level string) *slog.Logger {
 }
 
 func serve(ctx context.Context, cfg *Config) error {
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(cfg.GCPercent)
-	}
+	tuneRuntime(cfg)
 	s, err := build(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	return s.run(ctx)
+}
+
+// tuneRuntime applies the process-wide runtime settings; what the
+// operator sets in GOGC or GODEBUG wins.
+func tuneRuntime(cfg *Config) {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
+	// Heap profiling samples an allocation in every 512 KiB and keeps a
+	// bucket per sampled stack for the life of the process, in a 1.4 MiB
+	// hash table, unwinding the stack at each sample: memory and work for
+	// a profile that only the pprof listener serves.
+	if cfg.Pprof.Addr == "" && !strings.Contains(os.Getenv("GODEBUG"), "memprofilerate=") {
+		runtime.MemProfileRate = 0
+	}
 }
 
 // build wires the components and starts them in order; it fails, naming
