@@ -171,6 +171,15 @@ func (d *deputy) stop(t *testing.T) {
 // startDeputy starts Deputy for the proxy named checkProxy (nginx, caddy).
 func startDeputy(t *testing.T, checkProxy string) *deputy {
 	t.Helper()
+	// The shipped policies, decided through testdata/policies/e2e, which
+	// adds denials with a body and headers of their own.
+	return startDeputyWith(t, checkProxy, filepath.Join(repoRoot, "examples", "testdata", "policies"), "data.e2e.decision")
+}
+
+// startDeputyWith starts Deputy with the shipped policies and those under
+// policyDir, deciding with query.
+func startDeputyWith(t *testing.T, checkProxy, policyDir, query string) *deputy {
+	t.Helper()
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
@@ -179,10 +188,8 @@ func startDeputy(t *testing.T, checkProxy string) *deputy {
 		deputyBin, "serve", "--dev",
 		"--grpc-addr", d.grpc, "--http-addr", d.http, "--metrics-addr", d.metrics,
 		"--http-check-proxy", checkProxy,
-		// The shipped policies, decided through testdata/policies/e2e, which
-		// adds one denial with a body and headers of its own.
-		"--policy-paths", filepath.Join(repoRoot, "policies")+","+filepath.Join(repoRoot, "examples", "testdata", "policies"),
-		"--policy-decision-query", "data.e2e.decision")
+		"--policy-paths", filepath.Join(repoRoot, "policies")+","+policyDir,
+		"--policy-decision-query", query)
 	waitHTTP(t, p, "http://"+d.metrics+"/readyz", http.StatusOK)
 	d.proc = p
 	return d

@@ -32,9 +32,13 @@ function denied(r) {
         var v = headers[name];
         r.headersOut[name] = v.length == 1 ? v[0] : v;
     });
-    // A denial is never a success, whatever the answer says.
-    var status = (d.status >= 400 && d.status <= 599) ? d.status : 403;
-    if (d.body) {
+    // A denial is never a success, whatever the answer says (Deputy sends
+    // only 4xx, 5xx and redirects; anything else is not its answer).
+    var redirect = [301, 302, 303, 307, 308].indexOf(d.status) >= 0;
+    var status = (redirect || (d.status >= 400 && d.status <= 599)) ? d.status : 403;
+    // r.return takes a redirect's text as its Location: a redirect is sent
+    // with Deputy's headers and no body.
+    if (d.body && !redirect) {
         r.return(status, d.body);
         return;
     }

@@ -246,6 +246,15 @@ func TestDenials(t *testing.T) {
 		{name: "object without allowed", policy: "package t\n\ndecision := {\"ok\": true}\n", wantStatus: 403, wantReason: authz.ReasonInvalidDecision, request: get},
 		{name: "allowed not boolean", policy: "package t\n\ndecision := {\"allowed\": \"true\"}\n", wantStatus: 403, wantReason: authz.ReasonInvalidDecision, request: get},
 		{name: "bad status", policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 999}\n", wantStatus: 403, wantReason: authz.ReasonInvalidDecision, request: get},
+		// nginx auth_request, Caddy forward_auth and Traefik forwardAuth
+		// let any 2xx through: a denial carrying one would reach the app.
+		{name: "denial with 200", policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 200, \"reason\": \"suspended\"}\n", wantStatus: 403, wantReason: authz.ReasonInvalidDecision, request: get},
+		{name: "denial with 204", policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 204}\n", wantStatus: 500, wantReason: authz.ReasonInvalidDecision, request: get,
+			opts: []authz.Option{authz.WithErrorStatus(500)}},
+		{name: "denial with 101", policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 101}\n", wantStatus: 403, wantReason: authz.ReasonInvalidDecision, request: get},
+		{name: "denial with 304", policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 304}\n", wantStatus: 403, wantReason: authz.ReasonInvalidDecision, request: get},
+		{name: "denial redirecting to login", policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 302, \"headers\": {\"location\": \"/login\"}, \"reason\": \"login\"}\n", wantStatus: 302, wantReason: "login", request: get},
+		{name: "status on an allow is not the answer", policy: "package t\n\ndecision := {\"allowed\": true, \"http_status\": 204}\n", allowed: true, request: get},
 		{name: "bad header value", policy: "package t\n\ndecision := {\"allowed\": true, \"headers\": {\"a\": 1}}\n", wantStatus: 403, wantReason: authz.ReasonInvalidDecision, request: get},
 		{name: "policy status and reason", policy: "package t\n\ndecision := {\"allowed\": false, \"http_status\": 429, \"reason\": \"slow_down\"}\n", wantStatus: 429, wantReason: "slow_down", request: get},
 		{name: "malformed JSON body", policy: "package t\n\ndecision := true\n", wantStatus: 400, wantReason: authz.ReasonMalformedRequest,

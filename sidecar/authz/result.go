@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // Header is one header name and value, in the order the policy gave them.
@@ -108,6 +110,11 @@ func parseObject(obj ast.Object) (policyResult, error) {
 		code, ok := n.Int()
 		if !ok || code < 100 || code > 599 || http.StatusText(code) == "" {
 			return r, fmt.Errorf("invalid HTTP status code %v", n)
+		}
+		// Checked here, not where a proxy answer is written: every adapter
+		// and `deputy eval` then see one invalid_decision.
+		if !r.allowed && !policy.DenialStatus(code) {
+			return r, fmt.Errorf("http_status %d cannot answer a denial (4xx, 5xx or a redirect): nginx and Caddy read a 2xx as an allow", code)
 		}
 		r.hasStatus, r.status = true, code
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // Headers of the HTTP contract.
@@ -202,6 +203,11 @@ type denial struct {
 
 // deny writes a denial, and for nginx its DenialHeader copy.
 func (h *HTTPHandler) deny(w http.ResponseWriter, status int, headers []authz.Header, body string) {
+	if !policy.DenialStatus(status) {
+		// nginx and Caddy read a 2xx as an allow; the pipeline never
+		// answers a denial with one, and this answer must not either.
+		status = http.StatusForbidden
+	}
 	out := w.Header()
 	for _, hd := range headers {
 		out.Add(hd.Key, hd.Value)

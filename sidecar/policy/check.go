@@ -41,7 +41,8 @@ type CheckReport struct {
 
 // Check loads every Rego module under paths (tests included), compiles them
 // strictly and lists the files that `opa fmt` would change. A compile error
-// or an unformatted file is an error naming the files. dataChecks are the
+// or an unformatted file is an error naming the files, and so is a denial
+// whose constant http_status DenialStatus refuses. dataChecks are the
 // checks an engine runs on the data before activating it (WithDataCheck),
 // so data a running Deputy would refuse fails here first.
 func Check(paths []string, dataChecks ...func(data map[string]any) error) (CheckReport, error) {
@@ -66,6 +67,9 @@ func Check(paths []string, dataChecks ...func(data map[string]any) error) (Check
 	}
 	slices.Sort(rep.Unformatted)
 	if err := strictCompile(modules); err != nil {
+		return rep, err
+	}
+	if err := checkDenialStatuses(modules); err != nil {
 		return rep, err
 	}
 	for _, check := range dataChecks {

@@ -21,6 +21,7 @@ func TestCheck(t *testing.T) {
 		{name: "unformatted file is named", path: "testdata/lifecycle/unformatted", wantErr: "not formatted",
 			wantUnformatted: []string{"testdata/lifecycle/unformatted/deputy/authz/authz.rego"}},
 		{name: "unused import fails strict compile", path: "testdata/lifecycle/strict", wantErr: "unused"},
+		{name: "a denial answered with a 2xx", path: "testdata/lifecycle/successdenial", wantErr: "authz.rego:3: http_status 200 on a denial"},
 		{name: "missing directory", path: "testdata/lifecycle/nope", wantErr: "no such file"},
 	}
 	for _, tc := range cases {
