@@ -147,9 +147,20 @@ func Matches(list *matcherv3.ListStringMatcher, s string) (bool, error) {
 // equal) and the body's type (a multipart _method field is read only as
 // multipart). http_service sends Deputy only the headers it lists, so a
 // config must list each in every spelling, or Deputy decides without it.
+//
+// The body's encoding and Envoy's partial-body flag go too: Deputy reads
+// a compressed or cut body as one that may hide an override.
 func ReadByDeputy() []string {
-	names := []string{"authorization", "cookie", "content-type"}
-	for _, h := range append([]string{"x-on-behalf-of"}, OverrideHeaders...) {
+	names := []string{"authorization", "cookie", "content-type", "content-encoding", "x-envoy-auth-partial-body"}
+	return append(names, Spellings(append([]string{"x-on-behalf-of"}, OverrideHeaders...)...)...)
+}
+
+// Spellings are the names given, lowercased as Envoy sends them, with
+// "_" for "-" throughout and in the first place only.
+func Spellings(headers ...string) []string {
+	var names []string
+	for _, h := range headers {
+		h = strings.ToLower(h)
 		names = append(names, h, strings.ReplaceAll(h, "-", "_"), strings.Replace(h, "-", "_", 1))
 	}
 	return names

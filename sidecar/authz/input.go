@@ -400,8 +400,9 @@ var bodyOverrideMethods = []string{"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPT
 
 // bodyComplete reports whether the body is shorter than its
 // content-length (truncated, as OPA-Envoy reports it), and whether part of
-// it was not sent to the check at all (unread): truncated, a
-// transfer-encoded body not sent, or Envoy's x-envoy-auth-partial-body.
+// it was not sent to the check at all or cannot be read (unread):
+// truncated, a transfer-encoded body not sent, a content-encoded body, or
+// Envoy's x-envoy-auth-partial-body.
 func bodyComplete(headers map[string]string, body string) (truncated, unread bool, err error) {
 	if cl, ok := headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
@@ -410,8 +411,12 @@ func bodyComplete(headers map[string]string, body string) (truncated, unread boo
 		}
 		truncated = n != -1 && n > int64(len(body))
 	}
+	// A compressed body (Express's body-parser inflates gzip and deflate)
+	// cannot be read for an override either.
+	ce := strings.TrimSpace(headers["content-encoding"])
 	unread = truncated ||
 		body == "" && headers["transfer-encoding"] != "" ||
+		ce != "" && !strings.EqualFold(ce, "identity") ||
 		strings.Contains(strings.ToLower(headers["x-envoy-auth-partial-body"]), "true")
 	return truncated, unread, nil
 }

@@ -478,6 +478,22 @@ func TestForwardedBodyLength(t *testing.T) {
 			"a=1&b=2&c=3&d=4&_method=DELETE", every, ""},
 		{"envoy http_service: whole body", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded"},
 			"_method=DELETE", "POST,DELETE", ""},
+		// Envoy's http_service sends at most max_request_bytes and sets
+		// Content-Length to what it sent: a body of exactly the limit may
+		// have been cut, whether or not Envoy's partial flag reached Deputy.
+		{"envoy http_service: body of exactly the limit", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Content-Length": "16"},
+			"a=1&b=2&c=3&d=44", every, ""},
+		{"envoy http_service: partial flag", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "X-Envoy-Auth-Partial-Body": "true"},
+			"a=1", every, ""},
+		// http_service passes only the headers allowed_headers lists: a
+		// body without a type may be JSON or a form whose type was not sent.
+		{"envoy http_service: body without a content type", envoyHTTP, map[string]string{"Content-Length": "9"},
+			`{"a":"b"}`, every, ""},
+		// A compressed body (body-parser inflates gzip) hides its fields.
+		{"envoy http_service: compressed body", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+			"a=1", every, ""},
+		{"envoy http_service: identity encoding is read", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "identity"},
+			"_method=PUT", "POST,PUT", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method, target := "GET", "/deputy/authz"

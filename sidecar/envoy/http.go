@@ -293,6 +293,15 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 			headers["x-envoy-auth-partial-body"] = "true"
 		}
 		body = b
+		if !h.forwarded && len(body) > 0 && (int64(len(body)) == h.maxBody || headers["content-type"] == "") {
+			// Envoy's http_service sends at most max_request_bytes, with
+			// Content-Length rewritten to what it sent, and only the
+			// headers allowed_headers lists: a body of exactly the limit
+			// may have been cut, and one without a type may be a form or
+			// JSON whose type did not travel. Read as possibly partial,
+			// so that a body-carried override is decided as every method.
+			headers["x-envoy-auth-partial-body"] = "true"
+		}
 	}
 	size := r.ContentLength
 	if size < 0 {

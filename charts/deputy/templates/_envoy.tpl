@@ -78,14 +78,21 @@ static_resources:
                               - exact: www-authenticate
                               - exact: location
                               - exact: set-cookie
+                      # Owned headers in every spelling, so that Deputy lists
+                      # them for removal; what decides the method the
+                      # application runs (check.method_overrides' header
+                      # carriers, the body's type and encoding, Envoy's
+                      # partial-body flag), so that Deputy decides on it.
                       allowed_headers:
                         patterns:
                           - safe_regex: { regex: "x[-_]deputy[-_].*" }
                           - exact: authorization
                           - exact: cookie
                           - exact: content-type
+                          - exact: content-encoding
+                          - exact: x-envoy-auth-partial-body
                           - safe_regex: { regex: "x[-_]on[-_]behalf[-_]of" }
-                          - safe_regex: { regex: "x[-_](http[-_]method([-_]override)?|method[-_]override)" }
+                          {{- include "deputy.methodOverrideHeaders" . | nindent 26 }}
                           - exact: x-request-id
                           - exact: traceparent
                           - exact: user-agent

@@ -95,7 +95,12 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" (dict "key_files" $keyFiles) -}}
 {{- /* Envoy sends Deputy the request itself: no forwarded endpoint, whose
        nginx headers a client could otherwise send through the pod. */ -}}
-{{- $_ := set $cfg "http" (dict "check_proxy" "envoy") -}}
+{{- $http := dict "check_proxy" "envoy" -}}
+{{- if ne .Values.envoy.extAuthz.transport "grpc" -}}
+{{- /* Deputy reads a body of exactly Envoy's limit as possibly cut. */ -}}
+{{- $_ := set $http "max_body_bytes" (int64 .Values.envoy.extAuthz.maxRequestBytes) -}}
+{{- end -}}
+{{- $_ := set $cfg "http" $http -}}
 {{- $identity := dict -}}
 {{- with .Values.identity.issuerURLs }}{{ $_ := set $identity "issuer_urls" . }}{{ end -}}
 {{- with .Values.identity.audiences }}{{ $_ := set $identity "audiences" . }}{{ end -}}
@@ -108,6 +113,23 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}
 {{- toYaml (mergeOverwrite $cfg (deepCopy .Values.deputy.config)) -}}
+{{- end -}}
+
+{{/*
+Envoy allowed_headers patterns for the header carriers of Deputy's
+check.method_overrides (the server's defaults unless deputy.config sets
+them): each name lowercased, as Envoy sends it, with "-" and "_" alike, as
+CGI upstreams read them.
+*/}}
+{{- define "deputy.methodOverrideHeaders" -}}
+{{- $carriers := list "header:x-http-method-override" "header:x-http-method" "header:x-method-override" -}}
+{{- $check := dig "check" dict (.Values.deputy.config | default dict) -}}
+{{- if hasKey $check "method_overrides" }}{{ $carriers = $check.method_overrides }}{{ end -}}
+{{- range $carriers }}
+{{- if hasPrefix "header:" . }}
+- safe_regex: { regex: {{ trimPrefix "header:" . | lower | regexQuoteMeta | replace "_" "-" | replace "-" "[-_]" | toJson }} }
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The Deputy container, shared by the Deployment and sidecar-only mode. */}}

@@ -16,7 +16,53 @@ import (
 // that Deputy lists it for removal instead of it reaching the application,
 // and so must every header Deputy decides on (envoycheck.ReadByDeputy).
 func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
-	m := mustRender(t, filepath.Join("testdata", "http-ext-authz.yaml"), true)
+	authz := httpServiceAuthz(t, mustRender(t, filepath.Join("testdata", "http-ext-authz.yaml"), true))
+	for _, name := range append(envoycheck.ReadByDeputy(), "x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level") {
+		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
+			t.Errorf("%s is not sent to Deputy (%v)", name, err)
+		}
+	}
+	if ok, err := envoycheck.Matches(authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders(), "x-on-behalf-of"); err != nil || !ok {
+		t.Errorf("x-on-behalf-of from Deputy's answer does not reach the application (%v)", err)
+	}
+}
+
+// The override headers Envoy sends Deputy follow check.method_overrides:
+// a header carrier the values configure travels in every spelling, and
+// the defaults no longer do when the values replace them.
+func TestHTTPServiceForwardsMethodOverrides(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		values    string
+		carriers  []string
+		notListed []string
+	}{
+		{name: "defaults", values: "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: http}}\n",
+			carriers: envoycheck.OverrideHeaders, notListed: []string{"x-custom-verb"}},
+		{name: "configured", values: "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: http}}\n" +
+			"deputy: {config: {check: {method_overrides: [\"header:X-Custom-Verb\", \"header:X-Tunnel.Method\", \"query:_method\"]}}}\n",
+			carriers: []string{"x-custom-verb", "x-tunnel.method"}, notListed: []string{"x-http-method-override", "x-tunnel-method", "x-tunnelxmethod"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			authz := httpServiceAuthz(t, renderInline(t, tc.values))
+			for _, name := range envoycheck.Spellings(tc.carriers...) {
+				if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
+					t.Errorf("%s is not sent to Deputy (%v)", name, err)
+				}
+			}
+			for _, name := range tc.notListed {
+				if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || ok {
+					t.Errorf("%s is sent to Deputy, not a configured carrier (%v)", name, err)
+				}
+			}
+		})
+	}
+}
+
+// httpServiceAuthz is the http_service ext_authz filter of the rendered
+// Envoy config.
+func httpServiceAuthz(t *testing.T, m manifests) *extauthzv3.ExtAuthz {
+	t.Helper()
 	cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
 	b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
 	if err != nil {
@@ -37,12 +83,5 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 	if authz.GetHttpService() == nil {
 		t.Fatal("no http_service ext_authz in the rendered config")
 	}
-	for _, name := range append(envoycheck.ReadByDeputy(), "x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level") {
-		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
-			t.Errorf("%s is not sent to Deputy (%v)", name, err)
-		}
-	}
-	if ok, err := envoycheck.Matches(authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders(), "x-on-behalf-of"); err != nil || !ok {
-		t.Errorf("x-on-behalf-of from Deputy's answer does not reach the application (%v)", err)
-	}
+	return &authz
 }

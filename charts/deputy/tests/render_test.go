@@ -542,6 +542,15 @@ func TestDeputyConfig(t *testing.T) {
 			env:    "DEPUTY_REDIS_PASSWORD",
 		},
 		{
+			// Deputy reads a body of exactly Envoy's limit as possibly
+			// cut: the two limits are the same number.
+			values: "http-ext-authz.yaml",
+			want: map[string]any{
+				"http.check_proxy":    "envoy",
+				"http.max_body_bytes": float64(65536),
+			},
+		},
+		{
 			values: "sidecar-only.yaml",
 			want: map[string]any{
 				"actor_token.key_files": []any{"/etc/deputy/keys/current.pem", "/etc/deputy/keys/previous.pem"},
