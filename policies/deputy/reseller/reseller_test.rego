@@ -111,3 +111,31 @@ test_folded_template_names_another_customer if {
 	not d.allowed
 	d.reason == "path_names_another_customer"
 }
+
+# The one-body branch for the common request and the chain behind it
+# decide alike at their seams: whatever the first does not allow, the
+# chain decides as it did before the branch existed.
+test_admin_branch_seams[note] if {
+	some note, tc in {
+		"admin and legacy role": {"roles": ["reseller_admin", "legacy_enterprise_support"], "input": {}, "with_admin_roles": ["reseller_admin"], "allowed": true, "reason": "reseller_domain_customer"},
+		"admin role removed from data": {"roles": ["reseller_admin"], "input": {}, "with_admin_roles": [], "allowed": false, "reason": "missing_privilege:access_support_cases,view_customers"},
+		"empty domains on both sides": {"roles": ["reseller_admin"], "input": {"identity": {"domain": ""}, "delegation": {"domain": ""}}, "with_admin_roles": ["reseller_admin"], "allowed": false, "reason": "customer_not_in_domain"},
+		"no canonical request": {"roles": ["reseller_admin"], "input": {"deputy": null}, "with_admin_roles": ["reseller_admin"], "allowed": true, "reason": "reseller_domain_customer"},
+		"root path": {"roles": ["reseller_admin"], "input": {"deputy": lib_test.request(["GET"], "/").deputy}, "with_admin_roles": ["reseller_admin"], "allowed": true, "reason": "reseller_domain_customer"},
+		"reseller mode in another case": {"roles": ["reseller_admin"], "input": {"delegation": {"mode": "Reseller"}}, "with_admin_roles": ["reseller_admin"], "allowed": false, "reason": "not_reseller_delegation"},
+	}
+	req := object.union(_request(_staff(tc.roles, []), _assigned("shop-a.example")), tc.input)
+	d := reseller.decision with input as req
+		with reseller.admin_roles as tc.with_admin_roles
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+# Without the partner data that names the customers/{customer} template,
+# no path names a customer: the admin is allowed, as by the chain.
+test_admin_without_partner_template if {
+	d := reseller.decision with input as object.union(_request(_staff(["reseller_admin"], []), _assigned("shop-a.example")), {"deputy": lib_test.request(["GET"], "/customers/globex/cases").deputy})
+		with data.deputy.partner as {}
+	d.allowed
+	d.reason == "reseller_domain_customer"
+}
