@@ -69,6 +69,7 @@ type SessionResolver struct {
 
 	mu      sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
 	entries *simplelru.LRU[[sha256.Size]byte, *sessionEntry]
+	gen     uint64 // under mu; bumped by every session eviction, so a fetch that raced one is not cached
 
 	customers *Cache[struct{}, *sidecar.CustomerState] // by customer, evicted by "consent:" and "customer:" keys
 }
@@ -158,6 +159,7 @@ func (r *SessionResolver) evict(key string) {
 	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
 		r.mu.Lock()
 		r.entries.Purge()
+		r.gen++
 		r.mu.Unlock()
 		r.obs.Evict(CacheSessions)
 		return
@@ -172,6 +174,7 @@ func (r *SessionResolver) evict(key string) {
 	}
 	r.mu.Lock()
 	had := r.entries.Remove(k)
+	r.gen++ // even with nothing cached: a fetch may be in flight
 	r.mu.Unlock()
 	if had {
 		r.obs.Evict(CacheSessions)
@@ -241,6 +244,13 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 }
 
 func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now time.Time) (*sessionEntry, error) {
+	// An eviction between the store's answer and the Add below would
+	// otherwise be undone: the session ended there would stay live here
+	// until cacheTTL. As Cache.put does, the generation read before the
+	// store read must still hold when the answer is cached.
+	r.mu.RLock()
+	gen := r.gen
+	r.mu.RUnlock()
 	s, err := r.state.SessionByToken(ctx, hex.EncodeToString(key[:]))
 	switch sidecar.ErrorCode(err) {
 	case "":
@@ -277,7 +287,9 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	}
 	r.mu.RUnlock()
 	r.mu.Lock()
-	r.entries.Add(key, e) // drops the oldest entry when full
+	if r.gen == gen {
+		r.entries.Add(key, e) // drops the oldest entry when full
+	}
 	r.mu.Unlock()
 	return e, nil
 }
