@@ -157,6 +157,9 @@ const (
 	// EndCustomerProtected: the customer's account became protected (its
 	// profile, a protected role, or its subject acting as staff).
 	EndCustomerProtected = "customer_protected"
+	// EndCustomerDeleted: the customer's profile was deleted, and with it
+	// what said whether the account may be impersonated.
+	EndCustomerDeleted = "customer_deleted"
 )
 
 // Session is one impersonation session. The cookie token is never stored:
@@ -478,7 +481,11 @@ type CustomerStore interface {
 	// when p protects the profile as written; it returns those sessions.
 	PutCustomer(ctx context.Context, c *Customer, p Protection) ([]Session, error)
 	GetCustomer(ctx context.Context, id string) (*Customer, error)
-	DeleteCustomer(ctx context.Context, id string) error
+	// DeleteCustomer removes the profile and, in the same atomic step,
+	// ends (EndCustomerDeleted, by by) the customer's live sessions: what
+	// said whether the account is protected is gone. It returns those
+	// sessions; ENOTFOUND when there is no profile.
+	DeleteCustomer(ctx context.Context, id, by string) ([]Session, error)
 	// MarkStaff records that subject acted as staff, so it can never be
 	// impersonated (SessionStart.Check), and in the same atomic step ends
 	// (EndCustomerProtected, by SweepActor) the live sessions that

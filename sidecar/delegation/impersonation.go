@@ -176,6 +176,28 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 	return nil
 }
 
+// DeleteCustomer removes a customer's profile, once policy lets by. Its
+// live sessions end in the same atomic step (sidecar.EndCustomerDeleted):
+// without the profile nothing says whether the account is protected, and
+// no new session can start for it.
+func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) error {
+	if err := authorize("customer.delete", map[string]any{"customer_id": id}); err != nil {
+		return err
+	}
+	if err := checkID("id", id); err != nil {
+		return err
+	}
+	ended, err := i.store.DeleteCustomer(ctx, id, by.Subject)
+	if err != nil {
+		return err
+	}
+	i.audit(ctx, by, "customer.delete", id, id, nil)
+	for k := range ended {
+		i.ended(ctx, by, &ended[k])
+	}
+	return nil
+}
+
 // protection is what policy data protects beyond profiles and staff.
 func protection(sw Switches) sidecar.Protection {
 	return sidecar.Protection{Roles: sw.ProtectedRoles, Customers: sw.ProtectedCustomers}

@@ -184,6 +184,10 @@ func lifecycleCalls() []lifecycleCall {
 			func(w *authzWorld, az delegation.Authorize) error {
 				return w.imp.PutCustomer(w.ctx, &sidecar.Identity{Subject: "storefront"}, &sidecar.Customer{ID: "c2", DefaultStoreView: "en"}, az)
 			}},
+		{"Impersonation.DeleteCustomer", "customer.delete", map[string]any{"customer_id": "c1"},
+			func(w *authzWorld, az delegation.Authorize) error {
+				return w.imp.DeleteCustomer(w.ctx, &sidecar.Identity{Subject: "storefront"}, "c1", az)
+			}},
 		{"Impersonation.SetConsent", "consent.set_self", map[string]any{"customer_id": "c1"},
 			func(w *authzWorld, az delegation.Authorize) error {
 				_, _, err := w.imp.SetConsent(w.ctx, c1, delegation.ConsentChange{Customer: "c1"}, az)

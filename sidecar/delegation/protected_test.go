@@ -44,6 +44,36 @@ func TestProtectedProfileReachesEveryReplica(t *testing.T) {
 	}
 }
 
+// Deleting the customer's profile through one replica ends its live
+// session: the next request on another replica, whose caches hold the
+// session and the customer, is denied, and the session log says why.
+func TestDeletedProfileReachesEveryReplica(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clock := storetest.NewClock(storetest.Epoch)
+	a, b := redisReplica(t, srv, "deleted", clock), redisReplica(t, srv, "deleted", clock)
+	lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+	st, resolvers, req := liveOnTwoReplicas(t, lc, a, b, clock)
+	if err := lc.DeleteCustomer(ctx, &sidecar.Identity{Subject: "storefront-sync"}, "c42", allowAll); err != nil {
+		t.Fatal(err)
+	}
+	partnerEventually(t, "replica b denies the session", func() bool {
+		_, err := resolvers["b"].Resolve(ctx, req, nil)
+		return sidecar.ErrorReason(err) == "session_customer_deleted"
+	})
+	s, err := b.GetSession(ctx, st.Session.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.EndReason != sidecar.EndCustomerDeleted || s.EndedBy != "storefront-sync" {
+		t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
+	}
+	evs, _, err := b.ReadEvents(ctx, sidecar.StreamFilter{Type: "impersonation.ended"})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("impersonation.ended events %v (%v), want one", evs, err)
+	}
+}
+
 // redisReplica is one replica's store on srv, keys under prefix.
 func redisReplica(t *testing.T, srv *redistest.Server, prefix string, clock *storetest.Clock) sidecar.Store {
 	t.Helper()

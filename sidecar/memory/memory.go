@@ -220,16 +220,18 @@ func (s *Store) GetCustomerState(_ context.Context, customer string) (*sidecar.C
 	return st, nil
 }
 
-func (s *Store) DeleteCustomer(_ context.Context, id string) error {
+func (s *Store) DeleteCustomer(_ context.Context, id, by string) ([]sidecar.Session, error) {
 	s.mu.Lock()
-	_, ok := s.customers[id]
-	delete(s.customers, id)
-	s.mu.Unlock()
-	if !ok {
-		return notFound("customer")
+	if _, ok := s.customers[id]; !ok {
+		s.mu.Unlock()
+		return nil, notFound("customer")
 	}
+	delete(s.customers, id)
+	ended := s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == id }, by, sidecar.EndCustomerDeleted, s.now())
+	s.mu.Unlock()
 	s.publish(sidecar.CustomerKey(id))
-	return nil
+	s.publishEnded(ended)
+	return ended, nil
 }
 
 // ---- consent ---------------------------------------------------------------

@@ -338,7 +338,7 @@ func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer, p sidecar.
 	raw, key := encode(c), s.customerKey(c.ID)
 	// A session start watches the profile, so it cannot slip in between
 	// reading the live set and ending it.
-	return s.protectCustomer(ctx, c.ID, c.UpdatedBy, func(tx *goredis.Tx) (bool, error) {
+	return s.protectCustomer(ctx, c.ID, c.UpdatedBy, sidecar.EndCustomerProtected, func(tx *goredis.Tx) (bool, error) {
 		staff, err := tx.SIsMember(ctx, s.staffKey(), c.ID).Result()
 		if err != nil {
 			return false, unavailable(err)
@@ -348,11 +348,11 @@ func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer, p sidecar.
 }
 
 // protectCustomer queues write and, when protected says the customer's
-// account is protected once written, ends its live sessions (by,
-// EndCustomerProtected), in one transaction on {imp} keys; watch are the
-// further keys protected reads or write changes. It publishes the
-// customer's key and the ended sessions' keys.
-func (s *Store) protectCustomer(ctx context.Context, customer, by string, protected func(*goredis.Tx) (bool, error),
+// account is protected once written, ends its live sessions (by, reason),
+// in one transaction on {imp} keys; watch are the further keys protected
+// reads or write changes. It publishes the customer's key and the ended
+// sessions' keys.
+func (s *Store) protectCustomer(ctx context.Context, customer, by, reason string, protected func(*goredis.Tx) (bool, error),
 	write func(goredis.Pipeliner), watch ...string) ([]sidecar.Session, error) {
 	live := s.liveCustomerKey(customer)
 	var ended []sidecar.Session
@@ -370,7 +370,7 @@ func (s *Store) protectCustomer(ctx context.Context, customer, by string, protec
 				return err
 			}
 			for _, ss := range sessions {
-				ss.EndedAt, ss.EndedBy, ss.EndReason = now, by, sidecar.EndCustomerProtected
+				ss.EndedAt, ss.EndedBy, ss.EndReason = now, by, reason
 			}
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -396,16 +396,20 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, 
 	return decode[sidecar.Customer](raw)
 }
 
-func (s *Store) DeleteCustomer(ctx context.Context, id string) error {
-	n, err := s.c.Del(ctx, s.customerKey(id)).Result()
-	if err != nil {
-		return unavailable(err)
-	}
-	if n == 0 {
-		return notFound("customer")
-	}
-	s.publish(ctx, sidecar.CustomerKey(id))
-	return nil
+func (s *Store) DeleteCustomer(ctx context.Context, id, by string) ([]sidecar.Session, error) {
+	key := s.customerKey(id)
+	// The profile is watched, so a session start that read it cannot
+	// slip in between reading the live set and ending it.
+	return s.protectCustomer(ctx, id, by, sidecar.EndCustomerDeleted, func(tx *goredis.Tx) (bool, error) {
+		n, err := tx.Exists(ctx, key).Result()
+		if err != nil {
+			return false, unavailable(err)
+		}
+		if n == 0 {
+			return false, notFound("customer")
+		}
+		return true, nil
+	}, func(p goredis.Pipeliner) { p.Del(ctx, key) }, key)
 }
 
 // ---- staff -----------------------------------------------------------------
@@ -414,7 +418,7 @@ func (s *Store) MarkStaff(ctx context.Context, subject string) ([]sidecar.Sessio
 	if subject == "" {
 		return nil, sidecar.Invalid("subject", "subject is required")
 	}
-	return s.protectCustomer(ctx, subject, sidecar.SweepActor, func(*goredis.Tx) (bool, error) { return true, nil },
+	return s.protectCustomer(ctx, subject, sidecar.SweepActor, sidecar.EndCustomerProtected, func(*goredis.Tx) (bool, error) { return true, nil },
 		func(p goredis.Pipeliner) { p.SAdd(ctx, s.staffKey(), subject) })
 }
 

@@ -285,6 +285,7 @@ func testImpersonationRaces(t *testing.T, newEnv func(*testing.T) *env) {
 			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c, Roles: []string{"admin"}}, sidecar.Protection{Roles: []string{"admin"}}))
 		}, sidecar.EndCustomerProtected},
 		{"staff_mark", func(e *env, c string) error { return ignore(e.s.MarkStaff(e.ctx, c)) }, sidecar.EndCustomerProtected},
+		{"profile_deleted", func(e *env, c string) error { return ignore(e.s.DeleteCustomer(e.ctx, c, "sync")) }, sidecar.EndCustomerDeleted},
 	}
 	for _, n := range narrowings {
 		t.Run("starts_racing_a_"+n.name+"_leave_none_live", func(t *testing.T) {
@@ -321,7 +322,7 @@ func testImpersonationRaces(t *testing.T, newEnv func(*testing.T) *env) {
 						switch sidecar.ErrorCode(err) {
 						case "":
 							started = append(started, id)
-						case sidecar.EFORBIDDEN, sidecar.ECONFLICT:
+						case sidecar.EFORBIDDEN, sidecar.ECONFLICT, sidecar.ENOTFOUND: // ENOTFOUND: no profile
 							refusedAfter++
 						default:
 							t.Errorf("start: %v", err)

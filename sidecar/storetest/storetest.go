@@ -137,10 +137,37 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 		if !got.Protected {
 			t.Fatal("update did not replace the profile")
 		}
-		must(t, e.s.DeleteCustomer(e.ctx, "c1"))
+		must(t, ignore(e.s.DeleteCustomer(e.ctx, "c1", "sync")))
 		_, err = e.s.GetCustomer(e.ctx, "c1")
 		wantCode(t, err, sidecar.ENOTFOUND)
-		wantCode(t, e.s.DeleteCustomer(e.ctx, "c1"), sidecar.ENOTFOUND)
+		wantCode(t, ignore(e.s.DeleteCustomer(e.ctx, "c1", "sync")), sidecar.ENOTFOUND)
+	})
+	// A deleted profile no longer says whether the account is protected,
+	// so its live sessions end with it, in the same step, and the
+	// session log says why.
+	t.Run("delete_ends_live_sessions", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, begin(e, &sidecar.Session{ID: "s1", Actor: "alice", Customer: "c1", StartedAt: e.now(), ExpiresAt: e.now().Add(time.Hour)}))
+		must(t, ignore(redeem(e, "s1", "h1")))
+		must(t, begin(e, &sidecar.Session{ID: "s2", Actor: "bob", Customer: "c2", StartedAt: e.now(), ExpiresAt: e.now().Add(time.Hour)}))
+		ended, err := e.s.DeleteCustomer(e.ctx, "c1", "sync")
+		must(t, err)
+		if len(ended) != 1 || ended[0].ID != "s1" || ended[0].EndReason != sidecar.EndCustomerDeleted || ended[0].EndedBy != "sync" {
+			t.Fatalf("ended %+v, want s1 ended by sync as %s", ended, sidecar.EndCustomerDeleted)
+		}
+		got, err := e.s.SessionByToken(e.ctx, "h1")
+		must(t, err)
+		if got.Live(e.now()) || got.EndReason != sidecar.EndCustomerDeleted || got.EndedBy != "sync" {
+			t.Fatalf("session of the deleted customer: live %v, end reason %q by %q", got.Live(e.now()), got.EndReason, got.EndedBy)
+		}
+		if live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Customer: "c1", LiveOnly: true}); err != nil || len(live) != 0 {
+			t.Fatalf("live sessions of the deleted customer: %v %v", live, err)
+		}
+		other, err := e.s.GetSession(e.ctx, "s2")
+		must(t, err)
+		if !other.Live(e.now()) {
+			t.Fatal("another customer's session ended")
+		}
 	})
 	t.Run("missing_id_rejected", func(t *testing.T) {
 		e := newEnv(t)
