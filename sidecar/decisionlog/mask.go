@@ -2,11 +2,13 @@ package decisionlog
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -149,15 +151,17 @@ func ValidateMask(ctx context.Context, ev Evaluator) error {
 
 // masker applies Deputy's fixed masking and the policy's mask rules.
 type masker struct {
-	headers     []string // lower case
+	headers     []string // lower case, "-" between words
 	queryParams []string // lower case
 	eval        Evaluator
 }
 
 func newMasker(cfg Config, ev Evaluator) *masker {
-	hs := []string{"authorization", "proxy-authorization", "cookie", strings.ToLower(cfg.ActorTokenHeader)}
+	// Lower case with "-" between words, as secretHeader compares.
+	canon := strings.NewReplacer("_", "-")
+	hs := []string{"authorization", "proxy-authorization", "cookie", canon.Replace(strings.ToLower(cfg.ActorTokenHeader))}
 	for _, h := range cfg.MaskHeaders {
-		hs = append(hs, strings.ToLower(h))
+		hs = append(hs, canon.Replace(strings.ToLower(h)))
 	}
 	qs := make([]string, len(cfg.MaskQueryParams))
 	for i, q := range cfg.MaskQueryParams {
@@ -279,17 +283,18 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
 	if h, ok := lookup(event, "input", "attributes", "request", "http", "headers").(map[string]any); ok {
 		var erased []string
 		for k := range h {
-			lk := strings.ToLower(k)
-			for _, name := range m.headers {
-				if lk == name {
-					delete(h, k)
-					erased = append(erased, "/input/attributes/request/http/headers/"+escape(k))
-					break
-				}
+			if m.secretHeader(k) {
+				delete(h, k)
+				erased = append(erased, "/input/attributes/request/http/headers/"+escape(k))
 			}
 		}
 		sort.Strings(erased)
 		rec.Erased = append(rec.Erased, erased...)
+	}
+	if http, ok := lookup(event, "input", "attributes", "request", "http").(map[string]any); ok {
+		erased, masked := m.maskHeaderMap(http)
+		rec.Erased = append(rec.Erased, erased...)
+		rec.Masked = append(rec.Masked, masked...)
 	}
 	for _, p := range bodyPaths {
 		if applyRule(event, p, OpRemove, nil) {
@@ -306,6 +311,95 @@ const MaskedValue = "***"
 // uriHeaders are request headers that carry the request's URI (or another
 // one, as referer does), query included.
 var uriHeaders = []string{":path", "x-envoy-original-path", "x-original-uri", "x-forwarded-uri", "referer"}
+
+// secretHeader reports whether a header, named as sent, is one whose value
+// is never logged: in any case, with "_" read as "-" (CGI, PHP and WSGI
+// upstreams read both as HTTP_X_NAME).
+func (m *masker) secretHeader(name string) bool {
+	for _, h := range m.headers {
+		if sidecar.SameHeaderName(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+func uriHeader(name string) bool {
+	for _, h := range uriHeaders {
+		if sidecar.SameHeaderName(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// headerMapFields are the names Envoy's header_map (encode_raw_headers)
+// goes by in an input: protobuf JSON, and the proto name a hand-written
+// input may use.
+var headerMapFields = []string{"headerMap", "header_map"}
+
+// maskHeaderMap applies the header masking to Envoy's header_map entries
+// ({key, value} or {key, rawValue} with the value in base64): a secret
+// header loses its value and rawValue, a URI header has its credential
+// query parameters masked. It returns the pointers it erased and masked.
+func (m *masker) maskHeaderMap(http map[string]any) (erased, masked []string) {
+	for _, f := range headerMapFields {
+		hm, ok := http[f]
+		if !ok {
+			continue
+		}
+		base := "/input/attributes/request/http/" + f
+		if v, isAST := hm.(ast.Value); isAST {
+			// Not on the spine, so still AST: converted here, as its
+			// entries are what this masks.
+			var err error
+			if hm, err = plainValue(v); err != nil {
+				delete(http, f)
+				erased = append(erased, base)
+				continue
+			}
+			http[f] = hm
+		}
+		entries, _ := lookup(hm, "headers").([]any)
+		for i, e := range entries {
+			ent, ok := e.(map[string]any)
+			if !ok {
+				continue
+			}
+			key, _ := ent["key"].(string)
+			ptr := base + "/headers/" + strconv.Itoa(i) + "/"
+			secret, uri := m.secretHeader(key), uriHeader(key) && len(m.queryParams) > 0
+			for _, fld := range []string{"value", "rawValue", "raw_value"} {
+				v, ok := ent[fld]
+				switch {
+				case !ok || (!secret && !uri):
+				case secret:
+					delete(ent, fld)
+					erased = append(erased, ptr+fld)
+				case fld == "value":
+					if str, isStr := v.(string); isStr {
+						if out, changed := m.maskQuery(str, false); changed {
+							ent[fld] = out
+							masked = append(masked, ptr+fld)
+						}
+					}
+				default:
+					str, _ := v.(string)
+					raw, err := base64.StdEncoding.DecodeString(str)
+					if err != nil {
+						// Not readable, so not checkable: never logged.
+						delete(ent, fld)
+						erased = append(erased, ptr+fld)
+					} else if out, changed := m.maskQuery(string(raw), false); changed {
+						ent[fld] = base64.StdEncoding.EncodeToString([]byte(out))
+						masked = append(masked, ptr+fld)
+					}
+				}
+			}
+		}
+	}
+	return erased, masked
+}
 
 // maskQueries masks the values of credential query parameters wherever the
 // input holds the query: the path, the URI headers, Envoy's query field and
@@ -328,7 +422,7 @@ func (m *masker) maskQueries(event map[string]any) []string {
 		if h, ok := http["headers"].(map[string]any); ok {
 			for k, v := range h {
 				str, isStr := v.(string)
-				if !isStr || !slices.Contains(uriHeaders, strings.ToLower(k)) {
+				if !isStr || !uriHeader(k) {
 					continue
 				}
 				if out, changed := m.maskQuery(str, false); changed {
