@@ -210,6 +210,8 @@ type MethodOverrides struct {
 	headers []string // ownedName form: lower case, "-" for "_"
 	query   []string
 	body    []string
+	// queryRuns are the query carriers' longestRun, found once.
+	queryRuns []string
 }
 
 // ParseMethodOverrides reads carriers; an unknown kind or an empty name is
@@ -227,6 +229,7 @@ func ParseMethodOverrides(carriers []string) (MethodOverrides, error) {
 			m.headers = append(m.headers, ownedName(name))
 		case carrierQuery:
 			m.query = append(m.query, name)
+			m.queryRuns = append(m.queryRuns, longestRun(name))
 		case carrierBody:
 			m.body = append(m.body, name)
 		default:
@@ -387,8 +390,8 @@ func (m *MethodOverrides) fromQuery(raw string, s *methodSet) (url.Values, error
 	// spelled with any of them in place of "_"; its other bytes appear as
 	// they are, unless escaped.
 	found := strings.IndexByte(raw, '%') >= 0
-	for _, name := range m.query {
-		found = found || strings.Contains(raw, longestRun(name))
+	for _, run := range m.queryRuns {
+		found = found || strings.Contains(raw, run)
 	}
 	if !found {
 		return nil, nil
@@ -472,6 +475,9 @@ func hasLower(s string) bool {
 type canonicalRequest struct {
 	canonicalPath
 	methods methodSet
+	// methodsBuf holds methods for a request naming at most two, nearly
+	// every one, saving their own allocation.
+	methodsBuf [2]string
 }
 
 // routeSegments are the segments as an upstream router matches them, for

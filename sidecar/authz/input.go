@@ -181,6 +181,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	headers := httpReq.GetHeaders()
 	r := &request{}
+	r.canonical.methods = r.canonical.methodsBuf[:0]
 
 	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
 	rawQuery, _, _ = strings.Cut(rawQuery, "#")

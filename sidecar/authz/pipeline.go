@@ -85,6 +85,9 @@ type Pipeline struct {
 type activationFacts struct {
 	act  *policy.Activation
 	term *ast.Term
+	// read are the facts a rule can read, for the checks that add the
+	// request to them.
+	read [][2]*ast.Term
 }
 
 // Option configures a Pipeline.
@@ -354,21 +357,18 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	d.Stages.State = p.clock().Sub(t2)
 
 	if rn := need.Child("deputy").Child("request"); len(owned) == 0 && rn == nil {
-		input.Insert(keyTerm("deputy"), p.activationFacts(act))
+		input.Insert(keyTerm("deputy"), p.activationFacts(act, need).term)
 	} else {
 		var facts ast.Object
 		if len(owned) == 0 {
 			// The activation's facts, built once, that a rule can read,
 			// plus the request: no conversion of config values on the
 			// check path.
-			dn := need.Child("deputy")
-			base := p.activationFacts(act).Value.(ast.Object)
-			facts = ast.NewObjectWithCapacity(base.Len() + 1)
-			base.Foreach(func(k, v *ast.Term) {
-				if key, ok := k.Value.(ast.String); ok && dn.Child(string(key)) != nil {
-					facts.Insert(k, v)
-				}
-			})
+			read := p.activationFacts(act, need).read
+			facts = ast.NewObjectWithCapacity(len(read) + 1)
+			for _, kv := range read {
+				facts.Insert(kv[0], kv[1])
+			}
 		} else {
 			facts = p.deputyFacts(act, owned)
 		}
@@ -564,14 +564,22 @@ func ownedRemovals(policyRemovals, owned []string, set []Header) []string {
 }
 
 // activationFacts returns input.deputy for checks that stripped nothing,
-// built once per activation rather than per check.
-func (p *Pipeline) activationFacts(act *policy.Activation) *ast.Term {
+// and the facts of it a rule can read (need is the activation's), built
+// once per activation rather than per check.
+func (p *Pipeline) activationFacts(act *policy.Activation, need *policy.InputNeeds) *activationFacts {
 	if f := p.factsTerm.Load(); f != nil && f.act == act {
-		return f.term
+		return f
 	}
-	f := &activationFacts{act: act, term: ast.NewTerm(p.deputyFacts(act, nil))}
+	obj := p.deputyFacts(act, nil)
+	f := &activationFacts{act: act, term: ast.NewTerm(obj)}
+	dn := need.Child("deputy")
+	obj.Foreach(func(k, v *ast.Term) {
+		if key, ok := k.Value.(ast.String); ok && dn.Child(string(key)) != nil {
+			f.read = append(f.read, [2]*ast.Term{k, v})
+		}
+	})
 	p.factsTerm.Store(f)
-	return f.term
+	return f
 }
 
 func (p *Pipeline) deputyFacts(act *policy.Activation, stripped []string) ast.Object {
