@@ -98,6 +98,11 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "missing config file", args: []string{"--config", "/nonexistent/deputy.yaml"}, field: "config"},
 		{name: "no identity issuer", env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}, field: "identity.issuer_urls"},
 		{name: "issuer URL not a URL", args: []string{"--identity-issuer-urls", "id.example.com"}, field: "identity.issuer_urls[0]"},
+		// A token the same IdP minted for another application (payroll,
+		// with roles there) is not a Deputy identity.
+		{name: "issuer URL without an audience", args: []string{"--identity-issuer-urls", "https://a.example.com"}, field: "identity.audiences"},
+		{name: "issuer without an audience", file: "identity:\n  issuers:\n    - issuer: https://b.example.com\n      audiences: [shop]\n    - issuer: https://a.example.com\n",
+			field: "identity.issuers[1].audiences"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,10 +219,10 @@ func TestRepeatedListFlagAdds(t *testing.T) {
 func TestServeFlagsDescribedWithTrueDefaults(t *testing.T) {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	l := newConfigLoader(fs)
-	// An issuer, which Deputy needs outside dev mode, from a YAML-only
+	// An issuer and its audience, which Deputy needs outside dev mode, from a YAML-only
 	// setting so that no flag's loaded value moves.
 	l.file = filepath.Join(t.TempDir(), "deputy.yaml")
-	if err := os.WriteFile(l.file, []byte("identity:\n  issuers:\n    - issuer: https://id.example.com\n"), 0o600); err != nil {
+	if err := os.WriteFile(l.file, []byte("identity:\n  issuers:\n    - issuer: https://id.example.com\n      audiences: [shop]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	loaded, err := l.load()
@@ -268,10 +273,15 @@ func TestConfigIdentityIssuers(t *testing.T) {
 		file string
 		want []string
 	}{
-		{name: "flag repeated", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-issuer-urls", "https://b.example.com"},
+		{name: "flag repeated", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-issuer-urls", "https://b.example.com", "--identity-audiences", "shop"},
 			want: []string{"https://a.example.com", "https://b.example.com"}},
-		{name: "env list", env: map[string]string{"DEPUTY_IDENTITY_ISSUER_URLS": "https://a.example.com,https://b.example.com"},
+		{name: "env list", env: map[string]string{"DEPUTY_IDENTITY_ISSUER_URLS": "https://a.example.com,https://b.example.com", "DEPUTY_IDENTITY_AUDIENCES": "shop"},
 			want: []string{"https://a.example.com", "https://b.example.com"}},
+		{name: "each issuer its own audience", file: "identity:\n  issuers:\n    - issuer: https://a.example.com\n      audiences: [shop]\n"},
+		{name: "any audience, said explicitly", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-any-audience"},
+			want: []string{"https://a.example.com"}},
+		{name: "dev mode needs no audience", args: []string{"--dev", "--identity-issuer-urls", "https://a.example.com"},
+			want: []string{"https://a.example.com"}},
 		{name: "yaml", file: "identity:\n  issuer_urls: [https://a.example.com]\n  audiences: [shop]\n", want: []string{"https://a.example.com"}},
 		{name: "anonymous only", args: []string{"--identity-anonymous-only"}, env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}},
 		{name: "dev mode", args: []string{"--dev"}, env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}},

@@ -48,11 +48,15 @@ type Config struct {
 	// AnonymousOnly lets Deputy start outside dev mode with no issuer:
 	// every bearer token is then refused. Without it, no issuer is a
 	// start-up error.
-	AnonymousOnly bool          `yaml:"anonymous_only" usage:"start with no issuer outside dev mode: every bearer token is refused"`
-	Audiences     []string      `yaml:"audiences" usage:"audiences accepted when an issuer names none; a token must carry one of them (empty: not checked)"`
-	Algorithms    []string      `yaml:"algorithms" usage:"accepted signature algorithms: RS*, PS*, ES*, EdDSA (none and HMAC are refused)"`
-	Leeway        time.Duration `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m)"`
-	Claims        ClaimsConfig  `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
+	AnonymousOnly bool     `yaml:"anonymous_only" usage:"start with no issuer outside dev mode: every bearer token is refused"`
+	Audiences     []string `yaml:"audiences" usage:"audiences accepted when an issuer names none; a token must carry one of them (required outside dev mode unless any_audience)"`
+	// AnyAudience accepts an issuer's tokens whatever their aud: tokens
+	// the same IdP mints for other applications then sign in too. Only
+	// for an IdP that mints tokens for Deputy's application alone.
+	AnyAudience bool          `yaml:"any_audience" usage:"accept tokens of an issuer with no audiences configured whatever their aud (tokens minted for other applications sign in too)"`
+	Algorithms  []string      `yaml:"algorithms" usage:"accepted signature algorithms: RS*, PS*, ES*, EdDSA (none and HMAC are refused)"`
+	Leeway      time.Duration `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m)"`
+	Claims      ClaimsConfig  `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
 	// RefreshInterval re-reads every key set; MinRefreshInterval bounds how
 	// often an unknown kid may trigger a fetch.
 	RefreshInterval    time.Duration `yaml:"refresh_interval" usage:"how often every key set is fetched again"`
@@ -214,6 +218,24 @@ func (c *Config) Validate() error {
 		return sidecar.Invalid("identity.dev.key_file", "required in dev mode")
 	}
 	return nil
+}
+
+// AudienceMissing names the setting of the first issuer whose tokens no
+// audience restricts ("" when every one is): without one, a token the same
+// IdP minted for another application signs in.
+func (c *Config) AudienceMissing() string {
+	if c.AnyAudience || len(c.Audiences) > 0 {
+		return ""
+	}
+	for i, is := range c.Issuers {
+		if len(is.Audiences) == 0 {
+			return "identity.issuers[" + strconv.Itoa(i) + "].audiences"
+		}
+	}
+	if len(c.IssuerURLs) > 0 {
+		return "identity.audiences"
+	}
+	return ""
 }
 
 // HasIssuer reports whether any issuer is trusted besides the dev issuer.

@@ -105,6 +105,7 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- with .Values.identity.issuerURLs }}{{ $_ := set $identity "issuer_urls" . }}{{ end -}}
 {{- with .Values.identity.audiences }}{{ $_ := set $identity "audiences" . }}{{ end -}}
 {{- if .Values.identity.anonymousOnly }}{{ $_ := set $identity "anonymous_only" true }}{{ end -}}
+{{- if .Values.identity.anyAudience }}{{ $_ := set $identity "any_audience" true }}{{ end -}}
 {{- if $identity }}{{ $_ := set $cfg "identity" $identity }}{{ end -}}
 {{- if .Values.redis.enabled -}}
 {{- $redis := dict "addrs" .Values.redis.addrs "db" .Values.redis.db "tls" .Values.redis.tls "cluster" .Values.redis.cluster -}}

@@ -90,7 +90,7 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 			// wins), and the identity provider, to one served here: readiness
 			// waits for its keys, found by discovery.
 			args = append(args, "--grpc-addr="+grpc, "--http-addr="+httpAddr, "--metrics-addr="+metrics,
-				"--identity-issuer-urls="+issuer)
+				"--identity-issuer-urls="+issuer, "--identity-audiences=storefront")
 			cmd := exec.Command(bin, args...)
 			cmd.Dir = root
 			for _, e := range c.Env {

@@ -551,6 +551,14 @@ func TestDeputyConfig(t *testing.T) {
 			},
 		},
 		{
+			values: "any-audience.yaml",
+			want: map[string]any{
+				"identity.issuer_urls":  []any{"https://login.example.com/realms/shop"},
+				"identity.any_audience": true,
+			},
+			absent: []string{"identity.audiences"},
+		},
+		{
 			values: "sidecar-only.yaml",
 			want: map[string]any{
 				"actor_token.key_files": []any{"/etc/deputy/keys/current.pem", "/etc/deputy/keys/previous.pem"},
@@ -669,6 +677,9 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"sidecar-only network policy without ports", "{mode: sidecar-only, networkPolicy: {podSelector: {app: shop}}}", "networkPolicy.ports"},
 		{"policies from a ConfigMap without its name", "{app: {image: {repository: x}}, policies: {source: configMap}}", "policies.configMap.name"},
 		{"both disruption budgets", "{app: {image: {repository: x}}, podDisruptionBudget: {minAvailable: 1}}", "not both"},
+		// A token the identity provider minted for another application
+		// (payroll, with its roles there) would sign in.
+		{"issuer without an audience", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com']}}", "identity.audiences"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
