@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -84,8 +85,30 @@ type Request struct {
 // HeaderField is one header as sent.
 type HeaderField struct{ Name, Value string }
 
-// Header returns the value of a lower-case header name.
-func (r *Request) Header(name string) string { return r.Headers[name] }
+// Header returns the value of a lower-case header name, as the upstream
+// gets it: from Headers, and from HeaderMap, where Envoy sends the headers
+// with encode_raw_headers (names in any case). Several values are joined
+// as Envoy joins a repeated header in Headers ("; " for cookie, "," for
+// others), so two bearer tokens read as one that no issuer signed.
+func (r *Request) Header(name string) string {
+	v, ok := r.Headers[name]
+	if len(r.HeaderMap) == 0 {
+		return v
+	}
+	sep := ","
+	if name == "cookie" {
+		sep = "; "
+	}
+	for _, h := range r.HeaderMap {
+		if strings.EqualFold(h.Name, name) {
+			if ok {
+				v += sep
+			}
+			v, ok = v+h.Value, true
+		}
+	}
+	return v
+}
 
 // HeaderValues returns every value sent under a header name (lower case,
 // "-" between words) in any spelling an upstream reads as it: any case,

@@ -328,7 +328,7 @@ func unauthorized(reason string, cause error) error {
 // Verify implements sidecar.IdentityVerifier. The returned Identity may be
 // shared with other requests presenting the same token: do not modify it.
 func (v *Verifier) Verify(ctx context.Context, r *sidecar.Request) (*sidecar.Identity, error) {
-	h := r.Headers[v.header]
+	h := r.Header(v.header)
 	if h == "" {
 		return nil, nil
 	}

@@ -838,3 +838,40 @@ func TestNumericIdClaimsAreExactOrRefused(t *testing.T) {
 		})
 	}
 }
+
+// Envoy with encode_raw_headers sends the headers in header_map only: the
+// bearer token there is the request's identity, as it would be in headers.
+// Two tokens (repeated entries, or one in each) are joined as Envoy joins
+// repeated headers, which no token verifies as.
+func TestVerifyReadsHeaderMap(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	v := newFileVerifier(t, newClock(epoch))
+	tok := sign(t, ek, ek.kid, goodClaims(epoch))
+	cases := []struct {
+		name    string
+		req     *sidecar.Request
+		subject string
+		reason  string
+	}{
+		{name: "header_map only", subject: "alice",
+			req: &sidecar.Request{HeaderMap: []sidecar.HeaderField{{Name: "accept", Value: "*/*"}, {Name: "Authorization", Value: "Bearer " + tok}}}},
+		{name: "repeated in header_map", reason: identity.ReasonMalformed,
+			req: &sidecar.Request{HeaderMap: []sidecar.HeaderField{{Name: "authorization", Value: "Bearer " + tok}, {Name: "authorization", Value: "Bearer " + tok}}}},
+		{name: "in headers and header_map", reason: identity.ReasonMalformed,
+			req: &sidecar.Request{Headers: map[string]string{"authorization": "Bearer " + tok}, HeaderMap: []sidecar.HeaderField{{Name: "authorization", Value: "Bearer x"}}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.Verify(context.Background(), tc.req)
+			if tc.subject != "" {
+				if err != nil || id == nil || id.Subject != tc.subject {
+					t.Fatalf("identity %+v, err %v; want %s", id, err, tc.subject)
+				}
+				return
+			}
+			if id != nil || reasonOf(t, err) != tc.reason {
+				t.Fatalf("identity %+v, err %v; want refused (%s)", id, err, tc.reason)
+			}
+		})
+	}
+}

@@ -183,7 +183,7 @@ func (r *SessionResolver) evict(key string) {
 
 // Resolve implements sidecar.DelegationResolver.
 func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id *sidecar.Identity) (*sidecar.Delegation, error) {
-	token := cookieValue(req.Headers["cookie"], r.cookie)
+	token := cookieValue(req.Header("cookie"), r.cookie)
 	if token == "" {
 		return nil, nil
 	}

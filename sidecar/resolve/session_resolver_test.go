@@ -294,3 +294,17 @@ func TestSessionCarriesCustomerProtection(t *testing.T) {
 		t.Fatalf("session reads %d → %d: a profile change refetched the session more than once", sessionReads, f.state.reads.Load())
 	}
 }
+
+// Envoy with encode_raw_headers sends the cookie in header_map only (and
+// HTTP/2 clients split it into several cookie headers): the session there
+// is the request's session, as it would be in headers.
+func TestSessionCookieInHeaderMap(t *testing.T) {
+	f := newResolverFixture(t)
+	req := &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", HeaderMap: []sidecar.HeaderField{
+		{Name: "accept", Value: "*/*"}, {Name: "Cookie", Value: "theme=dark"}, {Name: "cookie", Value: "deputy_session=" + f.cookie},
+	}}
+	d, err := f.r.Resolve(context.Background(), req, nil)
+	if err != nil || d == nil || d.Subject != "c42" || d.Actor != "alice" {
+		t.Fatalf("delegation %+v, err %v; want alice acting for c42", d, err)
+	}
+}
