@@ -177,3 +177,34 @@ test_protected_customer[note] if {
 	allowed := tc.reason == "impersonation"
 	d.allowed == allowed
 }
+
+# The switch is tested after the other branches, each of which holds only
+# while it is true: with it off (or not the boolean true), every session
+# is denied as impersonation_disabled, whatever else would deny or allow
+# it, and with it on the other reasons stand.
+test_switch_off_outranks_every_other_reason[note] if {
+	some note, tc in {
+		"protected by profile": {"delegation": {"subject_protected": true}, "path": "/catalog", "customers": []},
+		"protected role": {"delegation": {"subject_roles": ["admin"]}, "path": "/catalog", "customers": []},
+		"protected customer": {"delegation": {}, "path": "/catalog", "customers": ["c42"]},
+		"forbidden route": {"delegation": {}, "path": "/customer/account/password", "customers": []},
+		"no canonical request": {"delegation": {}, "path": "", "customers": []},
+	}
+	req := object.union(_req("GET", "/x"), {"delegation": object.union(_session, tc.delegation)})
+	input_ := _with_path(req, tc.path)
+	every enabled in [false, null, "true", 1] {
+		d := impersonation.decision with input as input_
+			with impersonation.enabled as enabled
+			with impersonation.protected_customers as tc.customers
+		not d.allowed
+		d.reason == "impersonation_disabled"
+	}
+	on := impersonation.decision with input as input_
+		with impersonation.protected_customers as tc.customers
+	not on.allowed
+	on.reason != "impersonation_disabled"
+}
+
+_with_path(req, "") := object.remove(req, ["deputy"])
+
+_with_path(req, path) := object.union(req, {"deputy": lib_test.request(["GET"], path).deputy}) if path != ""

@@ -19,19 +19,22 @@ default decision := {"allowed": false, "reason": "not_impersonating", "http_stat
 # One rule with an else chain, not a helper per step: every rule OPA
 # evaluates costs about a microsecond on every impersonated request, so
 # this rule is longer than Regal's default limit on purpose.
+# The switch comes first in meaning, last in the chain: every branch that
+# would deny for another reason, or allow, holds only while enabled is
+# true, and impersonation_disabled is decided after them all. So a session
+# with the switch off is denied for that reason alone, as if it were
+# tested first, while an allowed request reads the switch as data (a
+# lookup) rather than paying for a negation on every check. Only true
+# turns it on: a switch left out or not a boolean is off, as Deputy's Go
+# code reads it.
 # regal ignore:rule-length
-decision := lib.deny(403, "impersonation_disabled") if {
-	input.delegation.mode == "impersonation"
-
-	# Only true turns it on: a switch left out or not a boolean is off, as
-	# Deputy's Go code reads it.
-	not data.deputy.impersonation.enabled == true
-} else := lib.deny(403, "customer_protected") if {
+decision := lib.deny(403, "customer_protected") if {
 	# The customer's account as of this request (Deputy reads it with the
 	# consent on every impersonated check): protected by its profile, or
 	# its subject known as staff...
 	input.delegation.mode == "impersonation"
 	input.delegation.subject_protected
+	data.deputy.impersonation.enabled == true
 } else := lib.deny(403, "customer_protected") if {
 	# ...or by this data, so a change here applies to live sessions on
 	# their next request. Each branch first tests what is usually absent
@@ -41,10 +44,12 @@ decision := lib.deny(403, "impersonation_disabled") if {
 	input.delegation.subject_roles
 	some role in input.delegation.subject_roles
 	role in data.deputy.impersonation.protected_roles
+	data.deputy.impersonation.enabled == true
 } else := lib.deny(403, "customer_protected") if {
 	data.deputy.impersonation.protected_customers[0]
 	input.delegation.mode == "impersonation"
 	input.delegation.subject in data.deputy.impersonation.protected_customers
+	data.deputy.impersonation.enabled == true
 } else := lib.deny(403, reason) if {
 	input.delegation.mode == "impersonation"
 
@@ -62,8 +67,10 @@ decision := lib.deny(403, "impersonation_disabled") if {
 	# but not /a/bc. A route's prefix ends with "/". (Deputy refuses dot
 	# segments before policy runs.) The section's routes and this path are
 	# locals, not references inside the comprehension nor a helper rule:
-	# each would be looked up again on every route of the section.
-	path := concat("", ["/", concat("/", input.deputy.request.route_segments), "/"])
+	# each would be looked up again on every route of the section. The
+	# slashes are added by sprintf: a concat of several strings costs OPA
+	# twice its allocations (a cancellable sink per call).
+	path := sprintf("/%s/", [concat("/", input.deputy.request.route_segments)])
 	reasons := [r.reason |
 		some r in routes
 		startswith(path, lower(r.prefix))
@@ -74,6 +81,7 @@ decision := lib.deny(403, "impersonation_disabled") if {
 	# > 0 would be two more builtin calls on every request to a section
 	# with forbidden routes.
 	reason := reasons[0]
+	data.deputy.impersonation.enabled == true
 } else := {
 	"allowed": true,
 	"reason": "impersonation",
@@ -82,10 +90,15 @@ decision := lib.deny(403, "impersonation_disabled") if {
 } if {
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_segments
+	data.deputy.impersonation.enabled == true
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_segments
+	data.deputy.impersonation.enabled == true
+} else := lib.deny(403, "impersonation_disabled") if {
+	input.delegation.mode == "impersonation"
+	not data.deputy.impersonation.enabled == true
 } else := lib.deny(403, "path_missing") if {
 	# Forbidden routes are matched on the canonical request: without it,
 	# deny rather than let every route through.
