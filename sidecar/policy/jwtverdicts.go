@@ -85,6 +85,22 @@ func (c *jwtVerdicts) function() func(*rego.Rego) {
 	}, c.decodeVerify)
 }
 
+// builtin is the same function for evaluations run on topdown directly
+// (see directQuery): errors are OPA's builtin's own, as topdown reports
+// them for io.jwt.decode_verify.
+func (c *jwtVerdicts) builtin() *topdown.Builtin {
+	return &topdown.Builtin{
+		Decl: &ast.Builtin{Name: decodeVerifyName, Decl: ast.JWTDecodeVerify.Decl},
+		Func: func(bctx topdown.BuiltinContext, operands []*ast.Term, iter func(*ast.Term) error) error {
+			out, err := c.decodeVerify(bctx, operands)
+			if err != nil || out == nil {
+				return err
+			}
+			return iter(out)
+		},
+	}
+}
+
 // decodeVerify answers io.jwt.decode_verify(token, constraints).
 func (c *jwtVerdicts) decodeVerify(bctx topdown.BuiltinContext, operands []*ast.Term) (*ast.Term, error) {
 	token, tokOK := operands[0].Value.(ast.String)

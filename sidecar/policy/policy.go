@@ -71,8 +71,11 @@ type Activation struct {
 	data        map[string]any
 	builtins    cache.InterQueryValueCache
 	evalCaches  rego.EvalOption // builtins, as an evaluation option built once
-	constant    map[string]Result // queries no rule can answer: their value from data alone
-	root        ast.Value         // the store's base data as OPA reads data: see baseCache
+	store       storage.Store
+	funcs       map[string]*topdown.Builtin // Deputy's own builtins
+	direct      map[string]*directQuery     // queries evaluated without rego
+	constant    map[string]Result           // queries no rule can answer: their value from data alone
+	root        ast.Value                   // the store's base data as OPA reads data: see baseCache
 }
 
 // InputNeeds returns what part of input the query can read.
@@ -193,6 +196,10 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		a.builtins = e.builtins
 	}
 	a.evalCaches = rego.EvalInterQueryBuiltinValueCache(a.builtins)
+	a.store, a.direct = store, map[string]*directQuery{}
+	if e.jwt != nil {
+		a.funcs = map[string]*topdown.Builtin{decodeVerifyName: e.jwt.builtin()}
+	}
 	for _, q := range append(e.queries, MaskQuery) {
 		opts := []func(*rego.Rego){rego.Query(q), rego.Compiler(comp), rego.Store(store), rego.StoreReadAST(true)}
 		if e.jwt != nil {
@@ -203,6 +210,9 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 			return nil, sidecar.Invalid("policies", "prepare %s: %v", q, err)
 		}
 		a.queries[q] = &pq
+		if a.direct[q], err = prepareDirect(comp, q); err != nil {
+			return nil, sidecar.Invalid("policies", "prepare %s: %v", q, err)
+		}
 		a.needs[q] = inputNeeds(comp, q)
 		if noRules(comp, q) {
 			// Base data of an activation never changes, so the answer
@@ -315,6 +325,13 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 	pq, ok := a.queries[query]
 	if !ok {
 		return Result{Revision: a.Revision}, sidecar.Errorf(sidecar.EINTERNAL, "query %q is not prepared", query)
+	}
+	if d := a.direct[query]; d != nil && len(opts) == 0 {
+		v, err := a.evalDirect(ctx, d, input)
+		if err != nil {
+			return Result{Revision: a.Revision}, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy evaluation failed", Err: err}
+		}
+		return Result{Value: v, Revision: a.Revision}, nil
 	}
 	vc, bc := getVirtualCache(), getBaseCache()
 	bc.root = a.root
