@@ -152,7 +152,7 @@ func Matches(list *matcherv3.ListStringMatcher, s string) (bool, error) {
 // a compressed or cut body as one that may hide an override.
 func ReadByDeputy() []string {
 	names := []string{"authorization", "cookie", "content-type", "content-encoding", "x-envoy-auth-partial-body"}
-	return append(names, Spellings(append([]string{"x-on-behalf-of"}, OverrideHeaders...)...)...)
+	return append(names, Spellings(append([]string{"x-on-behalf-of", "x-original-url", "x-rewrite-url"}, OverrideHeaders...)...)...)
 }
 
 // Spellings are the names given, lowercased as Envoy sends them, with

@@ -326,6 +326,25 @@ func phpName(k string) string {
 	return b.String()
 }
 
+// urlOverrides replace the request URI in upstreams that honour them
+// (IIS URL Rewrite sets them; Zend Framework 1 and Magento 1, Laminas and
+// Symfony before their 2018 fixes route on them): such an upstream would
+// run another path than the one decided. No client sends them.
+var urlOverrides = [...]string{"x-original-url", "x-rewrite-url"}
+
+func urlOverride(name string) bool {
+	for _, h := range urlOverrides {
+		if len(name) == len(h) && sameHeaderName(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+func refuseURLOverride(name string) error {
+	return sidecar.Invalid(name, "replaces the request URI in upstreams that honour it: refused")
+}
+
 // fromHeaders adds the methods override headers name, in headers and in
 // header_map (Envoy's encode_raw_headers). Names compare as owned headers
 // do, case-insensitively with "_" read as "-": CGI, PHP and WSGI upstreams
@@ -335,6 +354,9 @@ func (m *MethodOverrides) fromHeaders(headers map[string]string, headerMap []*co
 	// a check reads the map once, not once per carrier.
 	var other [][]string
 	for k, v := range headers {
+		if urlOverride(k) {
+			return refuseURLOverride(k)
+		}
 		for i, h := range m.headers {
 			if k != h && len(k) == len(h) && sameHeaderName(k, h) {
 				if other == nil {
@@ -342,6 +364,11 @@ func (m *MethodOverrides) fromHeaders(headers map[string]string, headerMap []*co
 				}
 				other[i] = append(other[i], v)
 			}
+		}
+	}
+	for _, hv := range headerMap {
+		if urlOverride(hv.GetKey()) {
+			return refuseURLOverride(hv.GetKey())
 		}
 	}
 	for i, h := range m.headers {

@@ -452,3 +452,32 @@ func TestDryRunEnforcesCanonicalRefusals(t *testing.T) {
 		t.Fatalf("dry run denied a policy denial: %+v", resp)
 	}
 }
+
+// X-Original-URL and X-Rewrite-URL (IIS URL Rewrite's headers) replace the
+// request URI in Zend Framework 1 (Magento 1), Laminas and Symfony before
+// their 2018 fixes: such an upstream routes the header's path while Deputy
+// decides the request line's. No client sets them, so Deputy refuses them
+// in every spelling, whatever they name.
+func TestURLRewriteHeadersAreRefused(t *testing.T) {
+	p := authz.New(engineFor(t, "data.t.decision", "package t\n\ndecision := true\n", nil), authz.WithQuery("data.t.decision"))
+	for _, tc := range []struct{ name, req string }{
+		{"X-Original-URL", httpRequest("GET", "/catalog/shoes", map[string]string{"x-original-url": "/customer/account/password/"}, "")},
+		{"X-Rewrite-URL", httpRequest("GET", "/catalog/shoes", map[string]string{"x-rewrite-url": "/customer/account/password/"}, "")},
+		{"mixed case", httpRequest("GET", "/catalog/shoes", map[string]string{"X-Original-Url": "/customer/account/password/"}, "")},
+		{"underscores", httpRequest("GET", "/catalog/shoes", map[string]string{"x_original_url": "/customer/account/password/"}, "")},
+		{"same path", httpRequest("GET", "/catalog/shoes", map[string]string{"x-original-url": "/catalog/shoes"}, "")},
+		{"header_map", `{"attributes":{"request":{"http":{"method":"GET","path":"/catalog/shoes","headerMap":{"headers":[{"key":"X_Rewrite_URL","value":"/customer/account/password/"}]}}}}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := p.Check(context.Background(), checkRequest(t, tc.req))
+			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+				t.Fatalf("allowed %v status %d reason %q, want a 400 refusal", resp.Allowed, resp.HTTPStatus, resp.Reason)
+			}
+		})
+	}
+	// Names that only look alike are not refused.
+	resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/catalog/shoes", map[string]string{"x-original-uri": "/x", "x-original-urls": "/y"}, "")))
+	if !resp.Allowed {
+		t.Fatalf("refused: %s", resp.Reason)
+	}
+}

@@ -92,6 +92,7 @@ static_resources:
                           - exact: content-encoding
                           - exact: x-envoy-auth-partial-body
                           - safe_regex: { regex: "x[-_]on[-_]behalf[-_]of" }
+                          - safe_regex: { regex: "x[-_](original|rewrite)[-_]url" }
                           {{- include "deputy.methodOverrideHeaders" . | nindent 26 }}
                           - exact: x-request-id
                           - exact: traceparent
