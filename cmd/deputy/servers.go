@@ -77,7 +77,7 @@ func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error 
 		// Policy evaluation runs deep: a fresh goroutine per check would grow
 		// (copy) its stack every time. Workers keep theirs grown.
 		grpc.NumStreamWorkers(uint32(*s.cfg.GRPC.StreamWorkers)),
-		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
+		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor(), s.recovery(m).UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
 	}
 	if s.cfg.GRPC.TLSCert != "" {
@@ -96,6 +96,12 @@ func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error 
 	}
 	m.GRPC().InitializeMetrics(s.grpc)
 	return nil
+}
+
+// recovery denies a check that panics, with the error status, instead of
+// letting it take the process down.
+func (s *servers) recovery(m *metrics.Metrics) envoy.Recovery {
+	return envoy.Recovery{Status: s.cfg.Check.ErrorStatus, Logger: s.log, Count: m.CheckPanicked}
 }
 
 func serverTLS(c GRPCConfig) (credentials.TransportCredentials, error) {
@@ -125,10 +131,10 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 		api:       h.api,
 		apiPrefix: api.Prefix,
 		wellKnown: h.wellKnown,
-		check:     m.InstrumentHTTP("check", envoy.NewHTTPHandler(h.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))),
+		check:     m.InstrumentHTTP("check", s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))),
 	}
 	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
-		routes.forwarded = envoy.NewHTTPHandler(h.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(h.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes))
+		routes.forwarded = s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(h.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
 	}
 	s.http = &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
 

@@ -119,7 +119,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 func TestAlertRulesShape(t *testing.T) {
 	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
-		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume"}
+		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics"}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {

@@ -8,6 +8,7 @@
 //	deputy_decisions_total{result,mode,reason}       result: allow, deny, error
 //	deputy_check_duration_seconds                    histogram
 //	deputy_check_stage_duration_seconds{stage}       identity, state, policy
+//	deputy_check_panics_total{transport}             grpc, http: checks denied because they panicked
 //	deputy_http_requests_total{server,route,method,code}
 //	deputy_http_request_duration_seconds{server,route,method}
 //	deputy_state_cache_requests_total{cache,result}  hit, miss
@@ -72,6 +73,7 @@ type Metrics struct {
 	stageIdentity prometheus.Observer
 	stageState    prometheus.Observer
 	stagePolicy   prometheus.Observer
+	checkPanics   *prometheus.CounterVec
 
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
@@ -122,6 +124,10 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Namespace: Namespace, Name: "check_duration_seconds",
 			Help: "Time to decide one check, from request to decision.", Buckets: LatencyBuckets,
 		}),
+		checkPanics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "check_panics_total",
+			Help: "Checks that panicked and were denied with the error status, by transport (grpc, http).",
+		}, []string{"transport"}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "http_requests_total",
 			Help: "HTTP requests served, by server (check, api, admin), route pattern, method and status code.",
@@ -173,7 +179,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	m.stagePolicy = stages.WithLabelValues("policy")
 
 	cs := []prometheus.Collector{
-		m.decisions, m.checkDuration, stages, m.httpRequests, m.httpDuration,
+		m.decisions, m.checkDuration, stages, m.checkPanics, m.httpRequests, m.httpDuration,
 		m.cacheRequests, m.cacheEvictions, m.redisErrors,
 		m.bundleInfo, m.lastActivation, m.activationFailures, m.activations,
 	}
@@ -199,11 +205,20 @@ func (m *Metrics) initKnown() {
 		// A decision without a reason is counted with reason "none".
 		m.decisions.WithLabelValues(result, ModeNone, ModeNone)
 	}
+	for _, transport := range []string{"grpc", "http"} {
+		m.checkPanics.WithLabelValues(transport)
+	}
 	// Scrapes reach the admin server from the first minute on.
 	route := m.routes.label("/metrics")
 	m.httpRequests.WithLabelValues("admin", route, "GET", "200")
 	m.httpDuration.WithLabelValues("admin", route, "GET")
 	m.redisErrors.WithLabelValues(m.commands.label("dial"))
+}
+
+// CheckPanicked counts a check that panicked (and was denied) on a
+// transport: grpc or http.
+func (m *Metrics) CheckPanicked(transport string) {
+	m.checkPanics.WithLabelValues(transport).Inc()
 }
 
 // Cache eviction reasons.
