@@ -45,7 +45,8 @@ type Config struct {
 	// MintPerRequest: by default a token is reused for the same delegation
 	// during the first half of its lifetime: signing dominates the cost of
 	// a delegated check, and an upstream still always receives a token with
-	// at least TTL/2 to live.
+	// at least TTL/2 to live, or until the delegation ends if that is sooner
+	// (a token never outlives its session or grant).
 	MintPerRequest bool `yaml:"mint_per_request" usage:"sign a fresh token for every request instead of reusing one for half its lifetime"`
 }
 
@@ -118,6 +119,7 @@ type Signer struct {
 // mintKey is everything of a delegation that reaches the token.
 type mintKey struct {
 	mode, id, actor, subject, level, reason, ticket, storeView, domain string
+	end                                                                int64 // the delegation's end, unix seconds; 0 when unknown
 }
 
 type minted struct {
@@ -220,27 +222,36 @@ func (s *Signer) Sign(d *sidecar.Delegation) (string, error) {
 		return "", sidecar.Errorf(sidecar.EINTERNAL, "actor token needs a delegation with subject and actor")
 	}
 	now := s.clock().Unix()
-	if s.cfg.MintPerRequest {
-		return s.mint(d, now)
+	exp := now + int64(s.cfg.TTL/time.Second)
+	// The token never outlives the session or grant it speaks for: an
+	// upstream honours it until exp, whatever happened to the delegation.
+	var end int64
+	if !d.ExpiresAt.IsZero() {
+		end = d.ExpiresAt.Unix()
+		exp = min(exp, end)
 	}
-	key := mintKey{d.Mode, d.ID, d.Actor, d.Subject, d.Level, d.Reason, d.Ticket, d.StoreView, d.Domain}
+	if s.cfg.MintPerRequest {
+		return s.mint(d, now, exp)
+	}
+	key := mintKey{d.Mode, d.ID, d.Actor, d.Subject, d.Level, d.Reason, d.Ticket, d.StoreView, d.Domain, end}
 	s.mu.RLock()
 	m, ok := s.minted.Peek(key)
 	s.mu.RUnlock()
 	if ok && now < m.reuseTil {
 		return m.token, nil
 	}
-	tok, err := s.mint(d, now)
+	tok, err := s.mint(d, now, exp)
 	if err != nil {
 		return "", err
 	}
 	s.mu.Lock()
-	s.minted.Add(key, minted{token: tok, reuseTil: now + int64(s.cfg.TTL/time.Second)/2}) // drops the oldest when full
+	// Reused for half its lifetime, and never at or past its own exp.
+	s.minted.Add(key, minted{token: tok, reuseTil: min(now+int64(s.cfg.TTL/time.Second)/2, exp)}) // drops the oldest when full
 	s.mu.Unlock()
 	return tok, nil
 }
 
-func (s *Signer) mint(d *sidecar.Delegation, now int64) (string, error) {
+func (s *Signer) mint(d *sidecar.Delegation, now, exp int64) (string, error) {
 	var jti [16]byte
 	if _, err := rand.Read(jti[:]); err != nil {
 		return "", &sidecar.Error{Code: sidecar.EINTERNAL, Message: "actor token id", Err: err}
@@ -251,7 +262,7 @@ func (s *Signer) mint(d *sidecar.Delegation, now int64) (string, error) {
 		Audience:  s.cfg.Audience,
 		IssuedAt:  now,
 		NotBefore: now,
-		Expiry:    now + int64(s.cfg.TTL/time.Second),
+		Expiry:    exp,
 		ID:        base64.RawURLEncoding.EncodeToString(jti[:]),
 		Actor:     Actor{Subject: d.Actor},
 		Deputy: DeputyClaims{Mode: d.Mode, Level: d.Level, SessionID: d.ID, Reason: d.Reason,

@@ -424,3 +424,94 @@ func BenchmarkSign(b *testing.B) {
 		})
 	}
 }
+
+// claimsOf reads a token's claims without verifying it (the signer's own
+// output, in the same process).
+func claimsOf(t *testing.T, tok string) actortoken.Claims {
+	t.Helper()
+	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c actortoken.Claims
+	if err := parsed.UnsafeClaimsWithoutVerification(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// An actor token never outlives the delegation it was minted for: its exp
+// is capped at the session's or grant's end, and a token kept for reuse is
+// not handed out past that end either.
+func TestTokenEndsWithItsDelegation(t *testing.T) {
+	now := epoch
+	clock := func() time.Time { return now }
+	cfg := actortoken.Config{TTL: 60 * time.Second}
+	grant := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "grant-1", Actor: "partner-7", Subject: "org-1", Level: "look",
+		ExpiresAt: epoch.Add(20 * time.Second)}
+	cases := []struct {
+		name    string
+		d       *sidecar.Delegation
+		wantExp time.Time
+	}{
+		{name: "delegation ends in 20s", d: grant, wantExp: epoch.Add(20 * time.Second)},
+		{name: "delegation ends after the TTL", d: func() *sidecar.Delegation {
+			d := *grant
+			d.ExpiresAt = epoch.Add(time.Hour)
+			return &d
+		}(), wantExp: epoch.Add(60 * time.Second)},
+		{name: "no end known", d: impersonation(), wantExp: epoch.Add(60 * time.Second)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for name, s := range map[string]*actortoken.Signer{
+				"reusing":     newSigner(t, cfg, actortoken.WithKeys(genKey(t)), actortoken.WithClock(clock)),
+				"per request": newSigner(t, actortoken.Config{TTL: cfg.TTL, MintPerRequest: true}, actortoken.WithKeys(genKey(t)), actortoken.WithClock(clock)),
+			} {
+				now = epoch
+				tok, err := s.Sign(tc.d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := time.Unix(claimsOf(t, tok).Expiry, 0); !got.Equal(tc.wantExp) {
+					t.Errorf("%s: exp %v, want %v", name, got, tc.wantExp)
+				}
+			}
+		})
+	}
+
+	t.Run("reuse stops at the delegation's end", func(t *testing.T) {
+		s := newSigner(t, cfg, actortoken.WithKeys(genKey(t)), actortoken.WithClock(clock))
+		now = epoch.Add(5 * time.Second)
+		first, err := s.Sign(grant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Within half the TTL of the first token, but at the grant's end.
+		now = epoch.Add(20 * time.Second)
+		tok, err := s.Sign(grant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok == first {
+			t.Fatal("a token that expired with its grant was handed out again")
+		}
+	})
+
+	t.Run("a narrowed end is a new token", func(t *testing.T) {
+		s := newSigner(t, cfg, actortoken.WithKeys(genKey(t)), actortoken.WithClock(clock))
+		now = epoch
+		long := *grant
+		long.ExpiresAt = epoch.Add(time.Hour)
+		if _, err := s.Sign(&long); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := s.Sign(grant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Unix(claimsOf(t, tok).Expiry, 0); !got.Equal(grant.ExpiresAt) {
+			t.Fatalf("exp %v after the grant was narrowed to end at %v", got, grant.ExpiresAt)
+		}
+	})
+}
