@@ -23,7 +23,8 @@ import (
 // Sink writes a batch of encoded records (one JSON object each). A sink
 // either writes the whole batch or returns an error; the batch is then
 // written again later, so a sink that fails half-way may repeat records
-// (decision_id tells them apart).
+// (decision_id tells them apart). A sink keeps neither the batch nor its
+// records once Write returns: their memory holds the next batch.
 type Sink interface {
 	Write(ctx context.Context, batch [][]byte) error
 }
@@ -63,6 +64,7 @@ type Logger struct {
 
 	// Owned by the worker.
 	pending   [][]byte
+	batchBuf  []byte // what the queued records of pending are encoded in
 	fromSpool bool   // pending was read from the spool
 	spool     *spool // nil unless cfg.SpoolDir is set
 	down      bool   // the last write failed
@@ -421,8 +423,13 @@ func (l *Logger) take(ctx context.Context) bool {
 	if k == 0 {
 		return false
 	}
+	// One buffer holds the whole batch, reused from batch to batch: one
+	// record per check no longer costs a copy of its own. pending is
+	// empty here, so nothing still reads the buffer.
+	buf := l.batchBuf[:0]
 	for _, d := range batch {
-		b, err := l.encode(ctx, d)
+		start := len(buf)
+		b, err := l.appendRecord(ctx, buf, d)
 		if err != nil {
 			l.log.Error("decision log record not encodable", "decision_id", d.ID, "error", err)
 			l.mu.Lock()
@@ -431,12 +438,22 @@ func (l *Logger) take(ctx context.Context) bool {
 			l.dropped.Add(1)
 			continue
 		}
-		l.pending = append(l.pending, b)
+		buf = b
+		l.pending = append(l.pending, buf[start:len(buf):len(buf)])
+	}
+	l.batchBuf = buf
+	if cap(buf) > maxBatchBuffer {
+		l.batchBuf = nil // the pending records keep it while they need it
 	}
 	return len(l.pending) > 0 || l.take(ctx)
 }
 
-func (l *Logger) encode(ctx context.Context, d *sidecar.Decision) ([]byte, error) {
+// maxBatchBuffer keeps a burst of large records from pinning its buffer.
+const maxBatchBuffer = 1 << 20
+
+// appendRecord appends d's record to dst; on an error dst is returned as
+// it was.
+func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decision) ([]byte, error) {
 	rec := newRecord(d)
 	if rec.DecisionID == "" {
 		// Sinks may repeat a batch after a failure; an id tells repeats apart.
@@ -454,14 +471,17 @@ func (l *Logger) encode(ctx context.Context, d *sidecar.Decision) ([]byte, error
 			}
 		}
 	}
-	b, err := rec.encode()
+	b, err := rec.appendJSON(dst)
 	if err != nil && rec.Input != nil {
 		// An input that cannot be written costs the record its input,
 		// never the record.
 		rec.Input, rec.MaskError = nil, "input not loggable: "+err.Error()
-		b, err = rec.encode()
+		b, err = rec.appendJSON(dst)
 	}
-	return b, err
+	if err != nil {
+		return dst, err
+	}
+	return b, nil
 }
 
 func randomID() string {
