@@ -3,32 +3,16 @@ package authz_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	"github.com/deputyhq/deputy/sidecar/logtest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // An OPA-Envoy policy in its usual shape reads input.attributes.request.http
 // whole, so the whole request is logged. Envoy with encode_raw_headers sends
@@ -40,7 +24,7 @@ http_request := input.attributes.request.http
 default allow := false
 allow if http_request.method == "GET"
 `, nil)
-	var buf lockedBuffer
+	var buf logtest.Lines
 	cfg := decisionlog.Defaults()
 	cfg.FlushInterval = 10 * time.Millisecond
 	l, err := decisionlog.New(cfg, decisionlog.NewWriterSink(&buf), decisionlog.WithLogger(slog.New(slog.DiscardHandler)))
@@ -62,7 +46,11 @@ allow if http_request.method == "GET"
 	if err := l.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	out := buf.String()
+	b, err := json.Marshal(buf.Records(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(b)
 	if !strings.Contains(out, b64("text/html")) {
 		t.Fatalf("the request's header_map was not logged: %s", out)
 	}

@@ -1,14 +1,12 @@
 package envoy_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/envoy"
+	"github.com/deputyhq/deputy/sidecar/logtest"
 )
 
 // panicking is a resolver with a bug: it panics on one cookie.
@@ -33,24 +32,7 @@ func (panicking) Resolve(_ context.Context, r *sidecar.Request, _ *sidecar.Ident
 	return nil, nil
 }
 
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func recovery(log *lockedLog, counts map[string]*atomic.Int64) envoy.Recovery {
+func recovery(log *logtest.Lines, counts map[string]*atomic.Int64) envoy.Recovery {
 	return envoy.Recovery{Status: http.StatusServiceUnavailable, Logger: slog.New(slog.NewJSONHandler(log, nil)),
 		Count: func(transport string) { counts[transport].Add(1) }}
 }
@@ -59,7 +41,7 @@ func recovery(log *lockedLog, counts map[string]*atomic.Int64) envoy.Recovery {
 // stack and counted, and the server goes on answering: without recovery a
 // panic in a gRPC handler ends the process.
 func TestPanickingCheckIsDenied(t *testing.T) {
-	var log lockedLog
+	var log logtest.Lines
 	counts := map[string]*atomic.Int64{"grpc": {}, "http": {}}
 	rc := recovery(&log, counts)
 	p := pipeline(t, authz.WithResolvers(panicking{}))
@@ -115,8 +97,13 @@ func TestPanickingCheckIsDenied(t *testing.T) {
 		}
 	})
 
-	out := log.String()
-	if !strings.Contains(out, "check panicked") || !strings.Contains(out, "recover_test.go") {
-		t.Errorf("the panic was not logged with its stack: %s", out)
+	recs := log.Records(t)
+	if len(recs) != 2 {
+		t.Fatalf("%d log records, want one per panic: %v", len(recs), recs)
+	}
+	for _, r := range recs {
+		if stack, _ := r["stack"].(string); r["msg"] != "check panicked; denied" || !strings.Contains(stack, "recover_test.go") {
+			t.Errorf("the panic was not logged with its stack: %v", r)
+		}
 	}
 }
