@@ -537,6 +537,11 @@ func (c *responseCapture) Check(ctx context.Context, req *authv3.CheckRequest) *
 	return c.resp
 }
 
+func (c *responseCapture) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*authz.Response) error) *authz.Response {
+	c.resp = c.next.CheckEnforced(ctx, req, enforce)
+	return c.resp
+}
+
 func (c *responseCapture) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *authz.Response {
 	c.resp = c.next.Refuse(ctx, req, refusal)
 	return c.resp

@@ -40,8 +40,11 @@ const (
 	ReasonStateUnavailable = "state_unavailable"
 	ReasonNoPolicy         = "no_policy"
 	ReasonTokenError       = "actor_token_error"
-	ReasonAllowed          = "allowed"
-	ReasonDenied           = "denied"
+	// ReasonNotEnforceable: the policy allowed on a condition the proxy in
+	// front cannot carry out (see CheckEnforced).
+	ReasonNotEnforceable = "result_not_enforceable"
+	ReasonAllowed        = "allowed"
+	ReasonDenied         = "denied"
 )
 
 // Evaluator hands out the serving policy activation; *policy.Engine is one.
@@ -204,6 +207,17 @@ func (p *Pipeline) Owned(name string) bool { return p.inputOpts.owned(name) }
 
 // Check decides one request. It never returns an allow on an error path.
 func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Response {
+	return p.CheckEnforced(ctx, req, nil)
+}
+
+// CheckEnforced decides req as Check does, for a proxy that carries out
+// only part of what a result may ask: enforce reports what of an allow it
+// cannot (nil when it can do all of it), with the policy's own header
+// removals in HeadersToRemove, before Deputy adds its owned ones. Such an
+// allow is a denial (ReasonNotEnforceable, check.error_status), logged
+// and counted as one: the policy allowed on a condition the upstream would
+// never see.
+func (p *Pipeline) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*Response) error) *Response {
 	req, owned, carried := stripOwned(req, &p.inputOpts)
 	// The on-behalf-of header goes upstream only as set by the delegation
 	// decided on (delegationHeaders): removed otherwise, as owned ones are.
@@ -211,7 +225,15 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 	if len(carried) > 0 {
 		removed = append(slices.Clip(owned), carried...)
 	}
-	return p.finish(removed, func(d *sidecar.Decision) *Response { return p.decide(ctx, req, owned, carried, d) })
+	return p.finish(removed, func(d *sidecar.Decision) *Response {
+		resp := p.decide(ctx, req, owned, carried, d)
+		if enforce != nil && resp.Allowed {
+			if err := enforce(resp); err != nil {
+				return denial(p.errorStatus, ReasonNotEnforceable, err)
+			}
+		}
+		return resp
+	})
 }
 
 // Refuse records the refusal of a request an adapter cannot hand over as

@@ -30,11 +30,22 @@ import (
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
-// testPolicy allows GET /ok (adding a header), denies /busy with a status,
-// body and header of its own, and denies everything else.
+// testPolicy allows GET /ok (adding a header), /plain (with nothing more
+// than cache-control, which nginx and Caddy apply), /scrub (on removing a
+// header), denies /busy with a status, body and header of its own, and
+// denies everything else.
 const testPolicy = `package t
 
 default decision := {"allowed": false, "reason": "nope"}
+
+decision := {"allowed": true, "reason": "fine", "headers": {"cache-control": "no-cache"},
+	"response_headers_to_add": {"cache-control": "private"}} if {
+	input.attributes.request.http.path == "/plain"
+}
+
+decision := {"allowed": true, "reason": "scrubbed", "request_headers_to_remove": ["x-user-role"]} if {
+	input.attributes.request.http.path == "/scrub"
+}
 
 decision := {"allowed": true, "reason": "fine", "headers": {"x-app": "1"},
 	"response_headers_to_add": {"cache-control": "private"}} if {
@@ -195,7 +206,17 @@ func TestHTTPCheck(t *testing.T) {
 		{name: "envoy http_service deny passes status and body", handler: envoyHTTP, method: "GET", target: "/ext_authz/busy",
 			wantStatus: 429, wantBody: "slow down", wantHeaders: map[string]string{"x-why": "busy"}},
 		{name: "nginx auth_request original URI", handler: nginx, method: "GET", target: "/deputy/authz",
-			headers: map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET"}, wantStatus: 200, wantHeaders: map[string]string{"x-app": "1"}},
+			headers: map[string]string{"X-Original-URI": "/plain", "X-Original-Method": "GET"}, wantStatus: 200,
+			wantHeaders: map[string]string{"cache-control": "no-cache", envoy.ResponseHeaderPrefix + "cache-control": "private"}},
+		// nginx and Caddy copy only the headers their config names, and
+		// remove none a policy asks for: allowed on such a condition, the
+		// application would get the client's values.
+		{name: "nginx: a header nginx does not copy", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET"}, wantStatus: 403},
+		{name: "caddy: a removal Caddy does not apply", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/scrub", "X-Forwarded-Method": "GET"}, wantStatus: 403},
+		{name: "envoy http_service applies the removal", handler: envoyHTTP, method: "GET", target: "/ext_authz/scrub",
+			wantStatus: 200, wantHeaders: map[string]string{envoy.HeadersToRemoveHeader: "x-user-role"}},
 		{name: "caddy forward_auth forwarded URI", handler: caddy, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Forwarded-Uri": "/busy", "X-Forwarded-Method": "GET"}, wantStatus: 429},
 		{name: "caddy forward_auth forwarded host", handler: caddy, method: "GET", target: "/deputy/authz",
@@ -333,7 +354,7 @@ func TestDenialHeaderForNginx(t *testing.T) {
 		}
 	})
 	t.Run("allow carries none", func(t *testing.T) {
-		rec := ask(nginx, map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET", "Cookie": "deputy_session=s1"})
+		rec := ask(nginx, map[string]string{"X-Original-URI": "/plain", "X-Original-Method": "GET", "Cookie": "deputy_session=s1"})
 		if rec.Code != 200 || rec.Header().Get(envoy.DenialHeader) != "" {
 			t.Errorf("allow: %d %q", rec.Code, rec.Header().Get(envoy.DenialHeader))
 		}
@@ -435,7 +456,9 @@ func TestHTTPCheckRefusalsAreDecisions(t *testing.T) {
 // name, a body-less one as a POST. Envoy's http_service body cut at the
 // limit counts as unread too.
 func TestForwardedBodyLength(t *testing.T) {
-	src := "package t\n\ndecision := {\"allowed\": true, \"headers\": {\"x-methods\": concat(\",\", input.deputy.request.methods)}}\n"
+	// The methods come back in a denial's body: nginx and Caddy would not
+	// carry an allow's extra header.
+	src := "package t\n\ndecision := {\"allowed\": false, \"body\": concat(\",\", input.deputy.request.methods)}\n"
 	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
 	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
@@ -513,8 +536,8 @@ func TestForwardedBodyLength(t *testing.T) {
 				}
 				return
 			}
-			if rec.Code != http.StatusOK || rec.Header().Get("x-methods") != tc.want {
-				t.Errorf("status %d, methods %q, want %q (%s)", rec.Code, rec.Header().Get("x-methods"), tc.want, rec.Body.String())
+			if rec.Code != http.StatusForbidden || rec.Body.String() != tc.want {
+				t.Errorf("status %d, methods %q, want %q", rec.Code, rec.Body.String(), tc.want)
 			}
 		})
 	}

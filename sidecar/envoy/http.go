@@ -36,6 +36,7 @@ const (
 // refusal of those it cannot hand over as sent; *authz.Pipeline is one.
 type HTTPChecker interface {
 	Checker
+	CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*authz.Response) error) *authz.Response
 	Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *authz.Response
 }
 
@@ -84,16 +85,16 @@ func ParseProxy(s string) (Proxy, error) {
 // header the shipped config sets to the original body's length (nginx
 // $content_length, Caddy's Content-Length placeholder), over a client's
 // copy; none for Traefik, which cannot set it.
-type convention struct{ method, uri, length string }
+type convention struct{ proxy, method, uri, length string }
 
 func (p Proxy) convention() (convention, bool) {
 	switch p {
 	case ProxyNginx:
-		return convention{method: "X-Original-Method", uri: "X-Original-Uri", length: "X-Original-Content-Length"}, true
+		return convention{proxy: "nginx", method: "X-Original-Method", uri: "X-Original-Uri", length: "X-Original-Content-Length"}, true
 	case ProxyCaddy:
-		return convention{method: "X-Forwarded-Method", uri: "X-Forwarded-Uri", length: "X-Forwarded-Content-Length"}, true
+		return convention{proxy: "caddy", method: "X-Forwarded-Method", uri: "X-Forwarded-Uri", length: "X-Forwarded-Content-Length"}, true
 	case ProxyTraefik:
-		return convention{method: "X-Forwarded-Method", uri: "X-Forwarded-Uri"}, true
+		return convention{proxy: "traefik", method: "X-Forwarded-Method", uri: "X-Forwarded-Uri"}, true
 	}
 	return convention{}, false
 }
@@ -142,6 +143,8 @@ type HTTPHandler struct {
 	maxBody   int64
 	// denialHeader: answer denials with DenialHeader too (nginx).
 	denialHeader bool
+	// applies is forwardedApplies, bound once rather than per check.
+	applies func(*authz.Response) error
 }
 
 // NewHTTPHandler returns the HTTP ext_authz handler.
@@ -150,6 +153,7 @@ func NewHTTPHandler(c HTTPChecker, opts ...HTTPOption) *HTTPHandler {
 	for _, o := range opts {
 		o(h)
 	}
+	h.applies = h.forwardedApplies
 	return h
 }
 
@@ -157,9 +161,12 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A refusal is decided through the pipeline's one exit too, so it is
 	// logged and counted, and answered through the error table.
 	var resp *authz.Response
-	if req, refusal := h.checkRequest(r); refusal != nil {
+	switch req, refusal := h.checkRequest(r); {
+	case refusal != nil:
 		resp = h.checker.Refuse(r.Context(), req, refusal)
-	} else {
+	case h.forwarded:
+		resp = h.checker.CheckEnforced(r.Context(), req, h.applies)
+	default:
 		resp = h.checker.Check(r.Context(), req)
 	}
 	out := w.Header()
@@ -186,6 +193,36 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		headers = append(slices.Clip(headers), authz.Header{Key: "content-type", Value: "text/plain; charset=utf-8"})
 	}
 	h.deny(w, resp.HTTPStatus, headers, resp.Body)
+}
+
+// forwardedApplies reports what of an allow nginx auth_request, Caddy
+// forward_auth or Traefik forwardAuth would drop. They copy from the
+// check's answer only the headers their config names (the shipped ones:
+// Deputy's delegated identity and cache-control, upstream and on the
+// response) and strip owned headers themselves; nothing tells them to
+// remove another header or to change the query. A policy that allows on
+// such a condition (scrub x-user-role, drop ?admin) would have the
+// application get the client's values, so the allow is refused instead.
+func (h *HTTPHandler) forwardedApplies(resp *authz.Response) error {
+	for _, hd := range resp.Headers {
+		if !strings.EqualFold(hd.Key, "cache-control") {
+			return fmt.Errorf("headers: %s is not copied upstream by %s", hd.Key, h.conv.proxy)
+		}
+	}
+	for _, hd := range resp.ResponseHeadersToAdd {
+		if !strings.EqualFold(hd.Key, "cache-control") {
+			return fmt.Errorf("response_headers_to_add: %s is not added by %s", hd.Key, h.conv.proxy)
+		}
+	}
+	for _, name := range resp.HeadersToRemove {
+		if h.owned == nil || !h.owned(name) {
+			return fmt.Errorf("request_headers_to_remove: %s is not removed by %s", name, h.conv.proxy)
+		}
+	}
+	if len(resp.QueryParamsToSet) > 0 || len(resp.QueryParamsToRemove) > 0 {
+		return fmt.Errorf("query_parameters_to_set/_remove: %s does not change the query", h.conv.proxy)
+	}
+	return nil
 }
 
 // DenialHeader carries a denial's status, headers and body, for nginx, in
