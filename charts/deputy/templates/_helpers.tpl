@@ -133,6 +133,25 @@ CGI upstreams read them.
 {{- end }}
 {{- end -}}
 
+{{/*
+GOMEMLIMIT for Deputy, in bytes: 90% of its container's memory limit (the
+argument), so that near the limit the Go GC works harder instead of the
+kernel killing the container. It costs nothing below the limit. A quantity
+is an integer with an optional Ki, Mi, Gi, Ti, k, M, G or T suffix; other
+forms fail the render, naming the setting.
+*/}}
+{{- define "deputy.goMemLimit" -}}
+{{- $q := . -}}
+{{- if or (kindIs "float64" $q) (kindIs "int64" $q) (kindIs "int" $q) }}{{ $q = printf "%d" (int64 $q) }}{{ end -}}
+{{- $form := "^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$" -}}
+{{- if not (regexMatch $form $q) -}}
+{{- fail (printf "deputy.resources.limits.memory: cannot derive GOMEMLIMIT from %q; write it as an integer with Ki, Mi, Gi, Ti, k, M, G or T, or set GOMEMLIMIT in deputy.extraEnv" $q) -}}
+{{- end -}}
+{{- $units := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
+{{- $bytes := mul (atoi (regexReplaceAll $form $q "${1}")) (get $units (regexReplaceAll $form $q "${2}")) -}}
+{{- div (mul $bytes 9) 10 -}}
+{{- end -}}
+
 {{/* The Deputy container, shared by the Deployment and sidecar-only mode. */}}
 {{- define "deputy.container" -}}
 name: deputy
@@ -164,6 +183,13 @@ env:
       secretKeyRef:
         name: {{ . }}
         key: token
+  {{- end }}
+  {{- $memLimit := dig "limits" "memory" "" (.Values.deputy.resources | default dict) }}
+  {{- $userMemLimit := false }}
+  {{- range .Values.deputy.extraEnv }}{{ if eq (toString .name) "GOMEMLIMIT" }}{{ $userMemLimit = true }}{{ end }}{{ end }}
+  {{- if and $memLimit (not $userMemLimit) }}
+  - name: GOMEMLIMIT
+    value: {{ include "deputy.goMemLimit" $memLimit | quote }}
   {{- end }}
   {{- with .Values.deputy.extraEnv }}
   {{- toYaml . | nindent 2 }}

@@ -785,3 +785,68 @@ func TestChartHasNoSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The Go runtime's soft memory limit follows Deputy's container limit (90%
+// of it), so the GC tightens before the kernel kills the container; a
+// GOMEMLIMIT of the operator's own wins, and a limit the chart cannot read
+// fails the render naming the setting.
+func TestGoMemoryLimitFollowsContainerLimit(t *testing.T) {
+	const none = "(none)"
+	for _, tc := range []struct {
+		name  string
+		limit any    // deputy.resources.limits.memory; nil: the chart's
+		env   []any  // deputy.extraEnv
+		want  string // GOMEMLIMIT; empty: not set
+		fails bool
+	}{
+		{name: "chart default", want: "483183820"},
+		{name: "Gi", limit: "1Gi", want: "966367641"},
+		{name: "decimal M", limit: "300M", want: "270000000"},
+		{name: "bytes", limit: 100000000, want: "90000000"},
+		{name: "no limit", limit: none, want: ""},
+		{name: "operator's own", limit: "1Gi", env: []any{map[string]any{"name": "GOMEMLIMIT", "value": "700MiB"}}, want: "700MiB"},
+		{name: "fraction refused", limit: "1.5Gi", fails: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			deputy := map[string]any{}
+			switch tc.limit {
+			case nil:
+			case none: // a null value removes the chart's default, as with --set ...=null
+				deputy["resources"] = map[string]any{"limits": map[string]any{"memory": nil}}
+			default:
+				deputy["resources"] = map[string]any{"limits": map[string]any{"memory": tc.limit}}
+			}
+			if tc.env != nil {
+				deputy["extraEnv"] = tc.env
+			}
+			vals, err := chartutil.ReadValuesFile(filepath.Join("testdata", "default.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals["deputy"] = deputy
+			out, err := renderValues(loadChart(t), vals, false)
+			if tc.fails {
+				if err == nil || !strings.Contains(err.Error(), "deputy.resources.limits.memory") {
+					t.Fatalf("render: %v, want an error naming deputy.resources.limits.memory", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			pod := decode(t, out).get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
+			var got []string
+			for _, e := range container(t, pod, "deputy").Env {
+				if e.Name == "GOMEMLIMIT" {
+					got = append(got, e.Value)
+				}
+			}
+			switch {
+			case tc.want == "" && len(got) != 0:
+				t.Errorf("GOMEMLIMIT %v, want none", got)
+			case tc.want != "" && !slices.Equal(got, []string{tc.want}):
+				t.Errorf("GOMEMLIMIT %v, want exactly [%s]", got, tc.want)
+			}
+		})
+	}
+}
