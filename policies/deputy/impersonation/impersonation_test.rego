@@ -142,6 +142,13 @@ test_tricky_forms[note] if {
 		"front controller": {"methods": ["POST"], "path": "/index.php/customer/account/password/", "reason": "password_change_forbidden"},
 		"front controller in upper case": {"methods": ["POST"], "path": "/INDEX.PHP/Customer/Account/Password", "reason": "password_change_forbidden"},
 		"trailing dot": {"methods": ["POST"], "path": "/customer/account/password./", "reason": "password_change_forbidden"},
+		# Magento's own form targets: the account form posts to editPost
+		# (name, email, password), the reset link's form to resetPasswordPost.
+		"account form target": {"methods": ["POST"], "path": "/customer/account/editPost/", "reason": "account_change_forbidden"},
+		"account form target through the front controller": {"methods": ["POST"], "path": "/index.php/customer/account/editpost", "reason": "account_change_forbidden"},
+		"password reset target": {"methods": ["POST"], "path": "/customer/account/resetPasswordPost/", "reason": "password_change_forbidden"},
+		"password reset form": {"methods": ["GET"], "path": "/customer/account/createPassword/", "reason": "password_change_forbidden"},
+		"password reset target in upper case": {"methods": ["POST"], "path": "/index.php/Customer/Account/ResetPasswordPost", "reason": "password_change_forbidden"},
 	}
 	d := impersonation.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _session})
 	not d.allowed
