@@ -36,14 +36,7 @@ var internedKeys = func() map[string]*ast.Term {
 		"sub", "name", "email", "roles", "privileges", "org", "domain", "iss", "exp", "claims",
 		"mode", "actor", "actor_name", "actor_org", "subject", "subject_name", "level", "scope",
 		"store_view", "reason", "ticket", "expires_at", "subject_protected", "subject_roles", "revision", "dry_run", "stripped_headers",
-		// Headers Envoy and browsers send on almost every request.
-		":authority", ":method", ":path", ":scheme", "accept", "accept-encoding", "accept-language",
-		"authorization", "cache-control", "content-length", "content-type", "cookie", "host",
-		"origin", "referer", "user-agent", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
-		"x-envoy-internal", "x-envoy-expected-rq-timeout-ms", "traceparent", "tracestate",
-		"sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site", "sec-ch-ua", "sec-ch-ua-mobile",
-		"sec-ch-ua-platform", "upgrade-insecure-requests", "if-none-match", "if-modified-since",
-		"x-on-behalf-of", "allowed", "headers", "response_headers_to_add", "request_headers_to_remove",
+		"allowed", "headers", "response_headers_to_add", "request_headers_to_remove",
 		"query_parameters_to_set", "query_parameters_to_remove", "http_status", "body", "dynamic_metadata",
 		"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP/1.1",
 		"HTTP/2", "https", "http", "",
@@ -52,8 +45,25 @@ var internedKeys = func() map[string]*ast.Term {
 	} {
 		m[k] = ast.StringTerm(k)
 	}
+	for _, k := range CommonHeaderNames() {
+		m[k] = ast.StringTerm(k)
+	}
 	return m
 }()
+
+// CommonHeaderNames are the header names Envoy and browsers send on almost
+// every request, lower case: worth sharing one copy of.
+func CommonHeaderNames() []string {
+	return []string{
+		":authority", ":method", ":path", ":scheme", "accept", "accept-encoding", "accept-language",
+		"authorization", "cache-control", "content-length", "content-type", "cookie", "host",
+		"origin", "referer", "user-agent", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+		"x-envoy-internal", "x-envoy-expected-rq-timeout-ms", "traceparent", "tracestate",
+		"sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site", "sec-fetch-user", "sec-ch-ua",
+		"sec-ch-ua-mobile", "sec-ch-ua-platform", "upgrade-insecure-requests", "if-none-match",
+		"if-modified-since", "priority", "pragma", "x-on-behalf-of",
+	}
+}
 
 func keyTerm(s string) *ast.Term {
 	if t, ok := internedKeys[s]; ok {

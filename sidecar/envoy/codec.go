@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
 // Codec is the gRPC codec of the ext_authz server (grpc.ForceServerCodecV2):
@@ -192,15 +194,7 @@ func headerName(b []byte) string {
 
 var commonHeaderNames = func() map[string]string {
 	m := map[string]string{}
-	for _, k := range []string{
-		":authority", ":method", ":path", ":scheme", "accept", "accept-encoding", "accept-language",
-		"authorization", "cache-control", "content-length", "content-type", "cookie", "host",
-		"origin", "referer", "user-agent", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
-		"x-envoy-internal", "x-envoy-expected-rq-timeout-ms", "traceparent", "tracestate",
-		"sec-fetch-dest", "sec-fetch-mode", "sec-fetch-site", "sec-fetch-user", "sec-ch-ua",
-		"sec-ch-ua-mobile", "sec-ch-ua-platform", "upgrade-insecure-requests", "if-none-match",
-		"if-modified-since", "priority", "pragma", "dnt", "x-on-behalf-of",
-	} {
+	for _, k := range authz.CommonHeaderNames() {
 		m[k] = k
 	}
 	return m
