@@ -79,6 +79,8 @@ var partnerTricks = []trick{
 	{name: "_method in query", method: "GET", path: "/customers/acme/service-requests?_method=POST"},
 	{name: "customer in another case behind blank segments", method: "GET", path: "/customers/ACME/service-requests/acme/%20/%20"},
 	{name: "customer in another case behind dot segments", method: "GET", path: "/customers/ACME/service-requests/acme/.../..."},
+	{name: "another PHP script before a readable route", method: "GET", path: "/export.php/customers/acme/service-requests/1"},
+	{name: "another PHP script inside a readable route", method: "GET", path: "/customers/acme/contacts.php/service-requests/1"},
 }
 
 // Every trick is denied through the proxy, and never reaches the

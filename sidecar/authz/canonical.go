@@ -49,6 +49,7 @@ const (
 	refusedDoubleEncoding = "double percent-encoding is refused: an upstream that decodes twice would route another path"
 	refusedDotSegment     = `dot segments ("." or "..", escaped or not) are refused: an upstream that resolves them would serve another path`
 	refusedNotUTF8        = "the decoded path is not UTF-8"
+	refusedScriptPath     = "a PHP script other than index.php with a path after it is refused: the upstream runs that script, whatever route the rest spells"
 )
 
 func refusePath(msg string) error { return sidecar.Invalid("path", "%s", msg) }
@@ -125,6 +126,11 @@ func parsePath(raw string) (canonicalPath, error) {
 			break
 		}
 		p = rest
+	}
+	for _, seg := range cp.segments[:max(len(cp.segments)-1, 0)] {
+		if strings.IndexByte(seg, '.') >= 0 && scriptWithPath(seg) {
+			return cp, refusePath(refusedScriptPath)
+		}
 	}
 	switch {
 	case len(cp.segments) == 0:
@@ -553,12 +559,13 @@ func foldRoute(segs []string, spell bool) (route, spelled []string) {
 			}
 		}
 	}
-	// A PHP script with segments after it is a front controller, at the
-	// root or below it: the server hands what follows to the router as
+	// index.php with segments after it is a front controller, at the root
+	// or below it: the server hands what follows to the router as
 	// PATH_INFO, and Symfony, Laminas and CodeIgniter strip the script from
-	// the base URL, so /shop/index.php/x runs the action of /shop/x.
+	// the base URL, so /shop/index.php/x runs the action of /shop/x. (Any
+	// other script with a path after it was refused: scriptWithPath.)
 	for i := len(route) - 2; i >= 0; i-- {
-		if phpScript(route[i]) {
+		if route[i] == frontController {
 			route = slices.Delete(route, i, i+1)
 			if spell {
 				spelled = slices.Delete(spelled, i, i+1)
@@ -571,6 +578,21 @@ func foldRoute(segs []string, spell bool) (route, spelled []string) {
 		}
 	}
 	return route, spelled
+}
+
+// frontController is the one PHP script a route may be spelled after.
+const frontController = "index.php"
+
+// scriptWithPath reports whether a segment that has segments after it
+// names a PHP script other than the front controller, read as routers
+// read it. PHP runs that script with the rest as PATH_INFO, so the route
+// the rest spells is not the one served: dropping the script would let
+// an allowlist pass /export.php/customers/acme/service-requests/1 as a
+// service request, keeping it would let a denylist miss /shop/admin.php/...
+// No route form is right for every upstream, so such paths are refused.
+func scriptWithPath(seg string) bool {
+	r := strings.TrimRight(foldASCII(seg), ". ")
+	return phpScript(r) && r != frontController
 }
 
 // phpScript reports whether a route segment names a script PHP runs:
