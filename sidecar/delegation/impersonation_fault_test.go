@@ -75,7 +75,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 		n++
 		prefix := fmt.Sprintf("fault%d", n)
 		w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(),
-			direct: faultStore(t, srv.Addr, prefix, clock.Now), cut: faultStore(t, proxy.Addr, prefix, clock.Now),
+			direct: directStore(t, srv.Addr, prefix, clock.Now), cut: faultStore(t, proxy.Addr, prefix, clock.Now),
 			started: map[string]*delegation.Started{}}
 		w.setup = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 		w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now))

@@ -46,7 +46,7 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 	newWorld := func(t *testing.T) *partnerFaultWorld {
 		n++
 		prefix := fmt.Sprintf("pfault%d", n)
-		w := &partnerFaultWorld{ctx: context.Background(), direct: faultStore(t, srv.Addr, prefix, clock.Now),
+		w := &partnerFaultWorld{ctx: context.Background(), direct: directStore(t, srv.Addr, prefix, clock.Now),
 			requests: map[string]*sidecar.AccessRequest{}, grants: map[string]string{}, before: map[string]string{}}
 		cut := faultStore(t, proxy.Addr, prefix, clock.Now)
 		w.setup = delegation.NewPartners(w.direct, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
@@ -220,12 +220,26 @@ func TestPartnerWritesUnderFaults(t *testing.T) {
 	}
 }
 
-// faultStore opens a Redis store on addr (the server or the cutting proxy)
+// faultStore opens a Redis store on addr (the cutting proxy)
 // that gives up at once when the connection goes: no retries to hide a cut.
 func faultStore(t *testing.T, addr, prefix string, clock sidecar.Clock) sidecar.Store {
 	t.Helper()
-	s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
-		DialTimeout: 200 * time.Millisecond}, redis.WithClock(clock))
+	return newFaultStore(t, redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
+		DialTimeout: 200 * time.Millisecond}, clock)
+}
+
+// directStore is the store that sets up and inspects a fault test's
+// world, on the uncut connection: a reply slowed by a loaded machine must
+// not read as a fault, so it waits as long as a test may.
+func directStore(t *testing.T, addr, prefix string, clock sidecar.Clock) sidecar.Store {
+	t.Helper()
+	return newFaultStore(t, redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
+		DialTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}, clock)
+}
+
+func newFaultStore(t *testing.T, cfg redis.Config, clock sidecar.Clock) sidecar.Store {
+	t.Helper()
+	s, err := redis.New(cfg, redis.WithClock(clock))
 	if err != nil {
 		t.Fatal(err)
 	}
