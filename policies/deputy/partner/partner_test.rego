@@ -247,3 +247,33 @@ test_template_item_branch_seams[note] if {
 	d.allowed == tc.allowed
 	d.reason == tc.reason
 }
+
+# The same seams for an item at the root of the path, the customer named
+# by the header alone.
+test_root_item_branch_seams[note] if {
+	some note, tc in {
+		"item read": {"methods": ["GET"], "path": "/service-requests/sr-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		"section of * only": {"methods": ["DELETE"], "path": "/notifications/n-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		"level too low": {"methods": ["PATCH"], "path": "/service-requests/sr-1", "level": "look", "allowed": false, "reason": "level_too_low:update"},
+		"override above the level": {"methods": ["GET", "PUT"], "path": "/service-requests/sr-1", "level": "look", "allowed": false, "reason": "level_too_low:update"},
+		"unknown section": {"methods": ["GET"], "path": "/billing/b-1", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		"unknown level": {"methods": ["GET"], "path": "/service-requests/sr-1", "level": "owner", "allowed": false, "reason": "unknown_level"},
+		"cc, item not shared": {"methods": ["GET"], "path": "/service-requests/sr-1", "level": "cc", "allowed": false, "reason": "cc_resource_not_shared"},
+		"template word without a customer": {"methods": ["GET"], "path": "/customers", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+	}
+	d := partner.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _grant(tc.level)})
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+# With no customer path template in data (null), every path reads from
+# its first segment.
+test_root_item_without_template if {
+	d := partner.decision with input as _request("GET", "customers/acme/service-requests/sr-1", _grant("full_admin"))
+		with partner.customer_path_prefix as null
+	not d.allowed
+	d.reason == "route_not_mapped"
+	e := partner.decision with input as _request("GET", "service-requests/sr-1", _grant("look"))
+		with partner.customer_path_prefix as null
+	e.allowed
+}
