@@ -20,16 +20,7 @@ func TestSessionCookieBinding(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	store := memory.New()
-	live, ended := "live-session-token-0123456789abcdef0123456", "ended-session-token-0123456789abcdef012345"
-	for id, tok := range map[string]string{"imp_live": live, "imp_ended": ended} {
-		s := &sidecar.Session{ID: id, Actor: "staff-1", Customer: "cust-" + id, StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}
-		if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(tok)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := store.EndSession(ctx, "imp_ended", "staff-1", sidecar.EndEnded, now); err != nil {
-		t.Fatal(err)
-	}
+	live, ended := twoSessions(t, store, now)
 	p, mint := delegatedPipeline(t, store)
 	cases := []struct {
 		name    string
@@ -83,16 +74,7 @@ func TestRefusedSessionIsNotMixedWithOnBehalfOf(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	store := memory.New()
-	live, ended := "live-session-token-0123456789abcdef0123456", "ended-session-token-0123456789abcdef012345"
-	for id, tok := range map[string]string{"imp_live": live, "imp_ended": ended} {
-		s := &sidecar.Session{ID: id, Actor: "staff-1", Customer: "cust-" + id, StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}
-		if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(tok)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := store.EndSession(ctx, "imp_ended", "staff-1", sidecar.EndEnded, now); err != nil {
-		t.Fatal(err)
-	}
+	live, ended := twoSessions(t, store, now)
 	if err := store.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "helpco", Level: sidecar.Level("update"), ExpiresAt: now.Add(24 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -132,4 +114,22 @@ func TestRefusedSessionIsNotMixedWithOnBehalfOf(t *testing.T) {
 			}
 		})
 	}
+}
+
+// twoSessions stores two redeemed sessions of staff-1 on shop.example.com,
+// one live and one ended, and returns their cookie tokens.
+func twoSessions(t *testing.T, store sidecar.Store, now time.Time) (live, ended string) {
+	t.Helper()
+	ctx := context.Background()
+	live, ended = "live-session-token-0123456789abcdef0123456", "ended-session-token-0123456789abcdef012345"
+	for id, tok := range map[string]string{"imp_live": live, "imp_ended": ended} {
+		s := &sidecar.Session{ID: id, Actor: "staff-1", Customer: "cust-" + id, StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}
+		if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(tok)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.EndSession(ctx, "imp_ended", "staff-1", sidecar.EndEnded, now); err != nil {
+		t.Fatal(err)
+	}
+	return live, ended
 }

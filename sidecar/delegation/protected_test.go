@@ -16,61 +16,51 @@ import (
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
-// The storefront syncs a customer's profile as protected through one
-// replica; the staff member's next request on another replica, whose
-// caches hold the session and the customer for an hour, is denied, and
-// the session is ended in the store.
-func TestProtectedProfileReachesEveryReplica(t *testing.T) {
-	ctx := context.Background()
-	srv := redistest.Start(t)
-	clock := storetest.NewClock(storetest.Epoch)
-	a, b := redisReplica(t, srv, "protected", clock), redisReplica(t, srv, "protected", clock)
-	lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
-	st, resolvers, req := liveOnTwoReplicas(t, lc, a, b, clock)
+// The storefront syncs a customer's profile as protected, or deletes it,
+// through one replica; the staff member's next request on another
+// replica, whose caches hold the session and the customer for an hour, is
+// denied, and the session is ended in the store with one
+// impersonation.ended event.
+func TestProfileChangeReachesEveryReplica(t *testing.T) {
 	sync := &sidecar.Identity{Subject: "storefront-sync"}
-	if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en", Protected: true}, allowAll); err != nil {
-		t.Fatal(err)
-	}
-	partnerEventually(t, "replica b denies the session", func() bool {
-		_, err := resolvers["b"].Resolve(ctx, req, nil)
-		return sidecar.ErrorReason(err) == "session_customer_protected"
-	})
-	s, err := b.GetSession(ctx, st.Session.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.EndReason != sidecar.EndCustomerProtected || s.EndedBy != "storefront-sync" {
-		t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
-	}
-}
-
-// Deleting the customer's profile through one replica ends its live
-// session: the next request on another replica, whose caches hold the
-// session and the customer, is denied, and the session log says why.
-func TestDeletedProfileReachesEveryReplica(t *testing.T) {
-	ctx := context.Background()
-	srv := redistest.Start(t)
-	clock := storetest.NewClock(storetest.Epoch)
-	a, b := redisReplica(t, srv, "deleted", clock), redisReplica(t, srv, "deleted", clock)
-	lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
-	st, resolvers, req := liveOnTwoReplicas(t, lc, a, b, clock)
-	if err := lc.DeleteCustomer(ctx, &sidecar.Identity{Subject: "storefront-sync"}, "c42", allowAll); err != nil {
-		t.Fatal(err)
-	}
-	partnerEventually(t, "replica b denies the session", func() bool {
-		_, err := resolvers["b"].Resolve(ctx, req, nil)
-		return sidecar.ErrorReason(err) == "session_customer_deleted"
-	})
-	s, err := b.GetSession(ctx, st.Session.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.EndReason != sidecar.EndCustomerDeleted || s.EndedBy != "storefront-sync" {
-		t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
-	}
-	evs, _, err := b.ReadEvents(ctx, sidecar.StreamFilter{Type: "impersonation.ended"})
-	if err != nil || len(evs) != 1 {
-		t.Fatalf("impersonation.ended events %v (%v), want one", evs, err)
+	for _, tc := range []struct {
+		name   string
+		change func(ctx context.Context, lc *delegation.Impersonation) error
+		reason string
+	}{
+		{"protected", func(ctx context.Context, lc *delegation.Impersonation) error {
+			return lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", DefaultStoreView: "en", Protected: true}, allowAll)
+		}, sidecar.EndCustomerProtected},
+		{"deleted", func(ctx context.Context, lc *delegation.Impersonation) error {
+			return lc.DeleteCustomer(ctx, sync, "c42", allowAll)
+		}, sidecar.EndCustomerDeleted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			srv := redistest.Start(t)
+			clock := storetest.NewClock(storetest.Epoch)
+			a, b := redisReplica(t, srv, tc.name, clock), redisReplica(t, srv, tc.name, clock)
+			lc := delegation.NewImpersonation(a, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+			st, resolvers, req := liveOnTwoReplicas(t, lc, a, b, clock)
+			if err := tc.change(ctx, lc); err != nil {
+				t.Fatal(err)
+			}
+			partnerEventually(t, "replica b denies the session", func() bool {
+				_, err := resolvers["b"].Resolve(ctx, req, nil)
+				return sidecar.ErrorReason(err) == "session_"+tc.reason
+			})
+			s, err := b.GetSession(ctx, st.Session.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.EndReason != tc.reason || s.EndedBy != sync.Subject {
+				t.Fatalf("session ended as %q by %q", s.EndReason, s.EndedBy)
+			}
+			evs, _, err := b.ReadEvents(ctx, sidecar.StreamFilter{Type: "impersonation.ended"})
+			if err != nil || len(evs) != 1 {
+				t.Fatalf("impersonation.ended events %v (%v), want one", evs, err)
+			}
+		})
 	}
 }
 
