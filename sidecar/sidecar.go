@@ -45,10 +45,12 @@ func (id *Identity) HasRole(role string) bool {
 // Delegation is the acting-on-behalf that applies to one request: a live
 // impersonation session, a partner grant or a reseller assignment.
 type Delegation struct {
-	Mode        string    `json:"mode"`
-	ID          string    `json:"id"`    // session or grant id
-	Actor       string    `json:"actor"` // the real person
-	ActorName   string    `json:"actor_name,omitempty"`
+	Mode      string `json:"mode"`
+	ID        string `json:"id"`    // session or grant id
+	Actor     string `json:"actor"` // the real person
+	ActorName string `json:"actor_name,omitempty"`
+	// ActorRoles: for impersonation, the staff member's roles at start.
+	ActorRoles  []string  `json:"actor_roles,omitempty"`
 	ActorOrg    string    `json:"actor_org,omitempty"`
 	Subject     string    `json:"subject"` // customer or customer org acted for
 	SubjectName string    `json:"subject_name,omitempty"`

@@ -170,9 +170,13 @@ type Session struct {
 	// Host is the storefront host the redeem link was used on: where the
 	// cookie lives, and where the session is honoured unless the
 	// storefront hosts are configured.
-	Host         string    `json:"host,omitempty"`
-	Actor        string    `json:"actor"`
-	ActorName    string    `json:"actor_name,omitempty"`
+	Host      string `json:"host,omitempty"`
+	Actor     string `json:"actor"`
+	ActorName string `json:"actor_name,omitempty"`
+	// ActorRoles are the staff member's roles at start, from their
+	// verified token: policy judges them against the live role
+	// permissions on every request, so narrowing a role ends the session.
+	ActorRoles   []string  `json:"actor_roles,omitempty"`
 	Customer     string    `json:"customer"`
 	CustomerName string    `json:"customer_name,omitempty"`
 	StoreView    string    `json:"store_view,omitempty"`

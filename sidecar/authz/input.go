@@ -35,7 +35,7 @@ var internedKeys = func() map[string]*ast.Term {
 		"spelled_route_segments",
 		"sub", "name", "email", "roles", "privileges", "org", "domain", "iss", "exp", "claims",
 		"mode", "actor", "actor_name", "actor_org", "subject", "subject_name", "level", "scope",
-		"store_view", "reason", "ticket", "expires_at", "subject_protected", "subject_roles", "revision", "dry_run", "stripped_headers",
+		"store_view", "reason", "ticket", "expires_at", "subject_protected", "subject_roles", "actor_roles", "revision", "dry_run", "stripped_headers",
 		"allowed", "headers", "response_headers_to_add", "request_headers_to_remove",
 		"query_parameters_to_set", "query_parameters_to_remove", "http_status", "body", "dynamic_metadata",
 		"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "HTTP/1.1",

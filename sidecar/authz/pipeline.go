@@ -683,6 +683,9 @@ func delegationToAST(d *sidecar.Delegation, need *policy.InputNeeds) ast.Value {
 	if d.SubjectProtected && need.Child("subject_protected") != nil {
 		obj.Insert(keyTerm("subject_protected"), ast.InternedTerm(true))
 	}
+	if len(d.ActorRoles) > 0 && need.Child("actor_roles") != nil {
+		obj.Insert(keyTerm("actor_roles"), stringsTerm(d.ActorRoles))
+	}
 	if len(d.SubjectRoles) > 0 && need.Child("subject_roles") != nil {
 		obj.Insert(keyTerm("subject_roles"), stringsTerm(d.SubjectRoles))
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -407,6 +408,7 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		ID:               "imp_" + randomHex(16),
 		Actor:            staff.Subject,
 		ActorName:        staff.Name,
+		ActorRoles:       slices.Clone(staff.Roles),
 		Customer:         cust.ID,
 		CustomerName:     cust.Name,
 		StoreView:        view,

@@ -267,6 +267,7 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 			ID:          s.ID,
 			Actor:       s.Actor,
 			ActorName:   s.ActorName,
+			ActorRoles:  s.ActorRoles,
 			Subject:     s.Customer,
 			SubjectName: s.CustomerName,
 			StoreView:   s.StoreView,

@@ -215,3 +215,19 @@ test_switch_off_outranks_every_other_reason[note] if {
 _with_path(req, "") := object.remove(req, ["deputy"])
 
 _with_path(req, path) := object.union(req, {"deputy": lib_test.request(["GET"], path).deputy}) if path != ""
+
+# Narrowing a staff role takes effect on the next request: a session that
+# recorded its actor's roles at start is honoured only while one of them
+# still grants login_as_customer in the live role_permissions.
+test_actor_permission_on_every_request[note] if {
+	some note, tc in {
+		"role still grants it": {"roles": ["support_agent"], "perms": {"support_agent": ["login_as_customer"]}, "allowed": true, "reason": "impersonation"},
+		"permission removed from the role": {"roles": ["support_agent"], "perms": {"support_agent": ["view_login_as_customer_log"]}, "allowed": false, "reason": "actor_not_permitted"},
+		"role removed from the data": {"roles": ["support_agent"], "perms": {"admin": ["login_as_customer"]}, "allowed": false, "reason": "actor_not_permitted"},
+		"another of the roles grants it": {"roles": ["auditor", "admin"], "perms": {"admin": ["login_as_customer"]}, "allowed": true, "reason": "impersonation"},
+	}
+	d := impersonation.decision with input as object.union(lib_test.request(["GET"], "/catalog/shoes"), {"delegation": object.union(_session, {"actor_roles": tc.roles})})
+		with data.deputy.impersonation.role_permissions as tc.perms
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}

@@ -82,6 +82,15 @@ decision := lib.deny(403, "customer_protected") if {
 	# with forbidden routes.
 	reason := reasons[0]
 	data.deputy.impersonation.enabled == true
+} else := lib.deny(403, "actor_not_permitted") if {
+	# The staff member's roles as of the session's start, judged against
+	# the live role_permissions: taking login_as_customer from a role ends
+	# its sessions on their next request. (A session recorded without
+	# roles, started before Deputy recorded them, ends with max_session.)
+	input.delegation.mode == "impersonation"
+	input.delegation.actor_roles
+	not _actor_permitted
+	data.deputy.impersonation.enabled == true
 } else := {
 	"allowed": true,
 	"reason": "impersonation",
@@ -110,6 +119,11 @@ decision := lib.deny(403, "customer_protected") if {
 permissions contains p if {
 	some role in input.identity.roles
 	some p in data.deputy.impersonation.role_permissions[role]
+}
+
+_actor_permitted if {
+	some role in input.delegation.actor_roles
+	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
 }
 
 _method_forbidden(r) if not r.methods
