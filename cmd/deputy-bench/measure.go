@@ -234,7 +234,8 @@ func ghz(o options, name, addr, payload string) (sample, error) {
 	for msg, n := range rep.Errors {
 		// When the run's time is up, ghz closes its connections under the
 		// calls still in flight: at most one per stream ends so.
-		if strings.Contains(msg, "code = Canceled") || strings.Contains(msg, "use of closed network connection") {
+		if strings.Contains(msg, "code = Canceled") || strings.Contains(msg, "use of closed network connection") ||
+			strings.Contains(msg, "transport is closing") {
 			cutOff += n
 			continue
 		}
