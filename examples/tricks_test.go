@@ -32,6 +32,10 @@ var impersonationTricks = []trick{
 	{name: "write as sent", method: "POST", path: "/customer/account/edit/"},
 	{name: "leading double slash", method: "POST", path: "//customer/account/password/"},
 	{name: "letter case", method: "POST", path: "/Customer/Account/Password/"},
+	// Java's equalsIgnoreCase reads "ı" as "i"; String.toUpperCase reads
+	// "ß" as "SS".
+	{name: "dotless i", method: "POST", path: "/customer/account/ed%C4%B1t/"},
+	{name: "sharp s", method: "POST", path: "/customer/account/pa%C3%9Fword/"},
 	{name: "path parameter", method: "POST", path: "/customer/account/password;x/"},
 	{name: "path parameter in first segment", method: "POST", path: "/customer;v=1/account/password/"},
 	{name: "X-HTTP-Method-Override", method: "GET", path: "/customer/account/edit/", header: http.Header{"X-Http-Method-Override": {"POST"}}},

@@ -9,6 +9,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"golang.org/x/text/cases"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/policy"
@@ -641,26 +642,70 @@ func sameLowered(route, segs []string) bool {
 	return true
 }
 
-// foldASCII lower-cases s and maps every non-ASCII rune whose simple case
-// folding orbit holds an ASCII letter to that letter.
+// foldASCII lower-cases s and reads every non-ASCII rune as the ASCII
+// letters a case-insensitive router may take it for: its simple case
+// folding orbit ("ſ" is "s", "K" is "k"), its upper or lower case (Java's
+// equalsIgnoreCase reads "ı" as "i"), or its full case folding ("ß" is
+// "ss", "ﬁ" is "fi", as String.toUpperCase and Unicode-aware routers read
+// them).
 func foldASCII(s string) string {
 	s = lower(s)
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
-			return strings.Map(func(r rune) rune {
-				if r < utf8.RuneSelf {
-					return r
-				}
-				for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-					if f < utf8.RuneSelf {
-						return unicode.ToLower(f)
-					}
-				}
-				return r
-			}, s)
+			return foldRunes(s)
 		}
 	}
 	return s
+}
+
+func foldRunes(s string) string {
+	var b strings.Builder
+	var full cases.Caser
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			b.WriteRune(r)
+			continue
+		}
+		if a, ok := asciiFold(r); ok {
+			b.WriteRune(a)
+			continue
+		}
+		if full == (cases.Caser{}) {
+			full = cases.Fold() // a Caser holds state: one per call
+		}
+		if f := full.String(string(r)); isASCII(f) {
+			b.WriteString(lower(f))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// asciiFold is the ASCII letter r's simple folding orbit, upper case or
+// lower case holds, if any.
+func asciiFold(r rune) (rune, bool) {
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f < utf8.RuneSelf {
+			return unicode.ToLower(f), true
+		}
+	}
+	if u := unicode.ToUpper(r); u < utf8.RuneSelf {
+		return unicode.ToLower(u), true
+	}
+	if l := unicode.ToLower(r); l < utf8.RuneSelf {
+		return l, true
+	}
+	return r, false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // requestTerm builds input.deputy.request with the fields need names:

@@ -83,6 +83,15 @@ func TestRouteSegments(t *testing.T) {
 		{"/customer./account./password", "customer/account/password"},
 		{"/customer/account/pa%C5%BFsword/", "customer/account/password"},
 		{"/%E2%84%AAey/value", "key/value"},
+		// Routers that compare with Java's equalsIgnoreCase or upper-case
+		// whole strings read "ı" (U+0131) as "i", "İ" (U+0130) as "i",
+		// "ß" as "ss" and the "ﬁ" ligature as "fi".
+		{"/customer/account/ed%C4%B1t/", "customer/account/edit"},
+		{"/customer/account/%C4%B0dit/", "customer/account/idit"},
+		{"/customer/account/pa%C3%9Fword/", "customer/account/password"},
+		{"/customer/account/pa%C3%9Fsword/", "customer/account/passsword"},
+		{"/catalog/%EF%AC%81lters", "catalog/filters"},
+		{"/catalog/stra%C3%9Fe", "catalog/strasse"},
 		{"/.well-known/jwks.json", ".well-known/jwks"},
 		{"/static/app.min.js", "static/app"},
 		{"/catalog/été", "catalog/été"},
@@ -107,6 +116,7 @@ func TestRoutedMatchesFoldRoute(t *testing.T) {
 		"/", "/catalog/shoes", "/catalog/shoes/", "/Catalog/shoes", "/customer/account/password.json",
 		"/.well-known/jwks", "/.well-known/jwks.json", "/a/.env", "/a/b.", "/a/b%20", "/index.php/customer",
 		"/shop/index.php/customer", "/shop/app.phar", "/a.b/c", "/catalog/%C3%A9t%C3%A9", "/pa%C5%BFsword",
+		"/pa%C3%9Fword", "/ed%C4%B1t", "/%EF%AC%81lters",
 		"/customers/acme/service-requests/42", "/a/index.php", "/a/b/c/d/e/f/g",
 	} {
 		t.Run(raw, func(t *testing.T) {
