@@ -617,7 +617,7 @@ func phpScript(seg string) bool {
 // routeForm alone.
 func routed(segs []string) bool {
 	for i, s := range segs {
-		if s == "" || s[len(s)-1] == ' ' {
+		if s == "" || s == "." || s == ".." || s[len(s)-1] == ' ' {
 			return false
 		}
 		for j := 0; j < len(s); j++ {

@@ -133,6 +133,18 @@ func TestRoutedMatchesFoldRoute(t *testing.T) {
 	}
 }
 
+// Dot segments never reach routeForm (parsePath refuses them), but should
+// that refusal ever loosen, the shortcut must still agree with foldRoute.
+func TestRoutedMatchesFoldRouteOnDotSegments(t *testing.T) {
+	for _, segs := range [][]string{{"."}, {".."}, {"a", "."}, {"a", ".."}, {".", "a"}, {"customer", "account", "."}} {
+		wantRoute, wantSpelled := foldRoute(segs, true)
+		gotRoute, gotSpelled := routeForm(segs, true)
+		if !slices.Equal(gotRoute, wantRoute) || !slices.Equal(gotSpelled, wantSpelled) {
+			t.Errorf("%q: routeForm = %q, %q; foldRoute = %q, %q", segs, gotRoute, gotSpelled, wantRoute, wantSpelled)
+		}
+	}
+}
+
 func TestParsePathRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name, raw, why string
