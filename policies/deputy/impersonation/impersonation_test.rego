@@ -227,7 +227,7 @@ test_actor_permission_on_every_request[note] if {
 		"another of the roles grants it": {"roles": ["auditor", "admin"], "perms": {"admin": ["login_as_customer"]}, "allowed": true, "reason": "impersonation"},
 	}
 	d := impersonation.decision with input as object.union(lib_test.request(["GET"], "/catalog/shoes"), {"delegation": object.union(_session, {"actor_roles": tc.roles})})
-		with data.deputy.impersonation.role_permissions as tc.perms
+		with impersonation.role_permissions as tc.perms
 	d.allowed == tc.allowed
 	d.reason == tc.reason
 }
