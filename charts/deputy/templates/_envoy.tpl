@@ -30,6 +30,10 @@ static_resources:
                       "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
                 route_config:
                   name: local_route
+                  # Applications behind auth_request-style setups route or log on
+                  # X-Original-URI: a client's copy, in any "-"/"_" spelling, never
+                  # reaches them while Deputy decided on the request line.
+                  request_headers_to_remove: [x-original-uri, x_original_uri, x-original_uri, x_original-uri]
                   virtual_hosts:
                     - name: app
                       domains: ["*"]

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"path/filepath"
+	"slices"
 	"testing"
 
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -84,4 +85,29 @@ func httpServiceAuthz(t *testing.T, m manifests) *extauthzv3.ExtAuthz {
 		t.Fatal("no http_service ext_authz in the rendered config")
 	}
 	return &authz
+}
+
+// Applications behind auth_request-style setups route or log on
+// X-Original-URI: Envoy drops a client's copy, in any spelling, whichever
+// the transport.
+func TestEnvoyDropsClientOriginalURI(t *testing.T) {
+	for _, transport := range []string{"grpc", "http"} {
+		t.Run(transport, func(t *testing.T) {
+			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
+			cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
+			b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hcm hcmv3.HttpConnectionManager
+			if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range envoycheck.Spellings("x-original-uri") {
+				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {
+					t.Errorf("route_config does not remove a client's %s", name)
+				}
+			}
+		})
+	}
 }
