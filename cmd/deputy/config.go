@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +96,8 @@ type HTTPConfig struct {
 	CheckProxy   string `yaml:"check_proxy" usage:"proxy calling check_path, whose headers name the request to decide: nginx, caddy, traefik, or envoy (no check_path endpoint)"`
 	PathPrefix   string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, stripped from checked paths"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes" usage:"request body bytes read into a check"`
+	// EnvoyUpstreamHeaders mirrors Envoy's allowed_upstream_headers.
+	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *; an allow whose policy sets another header is refused"`
 }
 
 // MetricsConfig is the metrics and health listener.
@@ -148,6 +151,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.HTTP.MaxBodyBytes == 0 {
 		c.HTTP.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.HTTP.EnvoyUpstreamHeaders == nil {
+		c.HTTP.EnvoyUpstreamHeaders = slices.Clone(envoy.DefaultEnvoyUpstreamHeaders)
 	}
 	if c.Metrics.Addr == "" {
 		c.Metrics.Addr = DefaultMetricsAddr
@@ -240,6 +246,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxBodyBytes < 0 {
 		return sidecar.Invalid("http.max_body_bytes", "must not be negative")
+	}
+	for _, p := range c.HTTP.EnvoyUpstreamHeaders {
+		name := strings.TrimSuffix(p, "*")
+		if name == "" || strings.ContainsAny(name, " \t:*") {
+			return sidecar.Invalid("http.envoy_upstream_headers", "%q: want a header name, or a prefix ending in *", p)
+		}
 	}
 	if err := validAddr("metrics.addr", c.Metrics.Addr, false); err != nil {
 		return err

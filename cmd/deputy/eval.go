@@ -537,8 +537,11 @@ func (c *responseCapture) Check(ctx context.Context, req *authv3.CheckRequest) *
 	return c.resp
 }
 
-func (c *responseCapture) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*authz.Response) error) *authz.Response {
-	c.resp = c.next.CheckEnforced(ctx, req, enforce)
+// CheckEnforced decides as Check: an HTTP request given to eval is a way
+// to write the CheckRequest, not a choice of proxy, so what a proxy could
+// carry out of the policy's answer (see docs/deploy.md) is not judged here.
+func (c *responseCapture) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, _ func(*authz.Response) error) *authz.Response {
+	c.resp = c.next.Check(ctx, req)
 	return c.resp
 }
 

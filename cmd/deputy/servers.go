@@ -131,7 +131,8 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 		api:       h.api,
 		apiPrefix: api.Prefix,
 		wellKnown: h.wellKnown,
-		check:     m.InstrumentHTTP("check", s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))),
+		check: m.InstrumentHTTP("check", s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes),
+			envoy.WithEnvoyUpstreamHeaders(s.cfg.HTTP.EnvoyUpstreamHeaders)))),
 	}
 	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
 		routes.forwarded = s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(h.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))

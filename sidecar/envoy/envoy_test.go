@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,6 +51,10 @@ decision := {"allowed": true, "reason": "scrubbed", "request_headers_to_remove":
 decision := {"allowed": true, "reason": "fine", "headers": {"x-app": "1"},
 	"response_headers_to_add": {"cache-control": "private"}} if {
 	input.attributes.request.http.path == "/ok"
+}
+
+decision := {"allowed": true, "reason": "unadmin", "query_parameters_to_remove": ["admin"]} if {
+	startswith(input.attributes.request.http.path, "/noadmin")
 }
 
 decision := {"allowed": false, "http_status": 429, "body": "slow down", "headers": {"x-why": "busy"}, "reason": "busy"} if {
@@ -184,7 +189,10 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 
 func TestHTTPCheck(t *testing.T) {
 	p := pipeline(t)
-	envoyHTTP := envoy.NewHTTPHandler(p, envoy.WithPathPrefix("/ext_authz"))
+	// Envoy configured to copy x-app upstream too (allowed_upstream_headers).
+	envoyHTTP := envoy.NewHTTPHandler(p, envoy.WithPathPrefix("/ext_authz"),
+		envoy.WithEnvoyUpstreamHeaders(append(slices.Clone(envoy.DefaultEnvoyUpstreamHeaders), "X-App")))
+	envoyShipped := envoy.NewHTTPHandler(p, envoy.WithPathPrefix("/ext_authz"))
 	nginx := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyNginx), envoy.WithOwned(p.Owned))
 	caddy := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyCaddy), envoy.WithOwned(p.Owned))
 
@@ -241,6 +249,17 @@ func TestHTTPCheck(t *testing.T) {
 			headers: map[string]string{"X-Original-URI": "http://evil.example/ok", "X-Original-Method": "GET"}, wantStatus: 400, refused: "X-Original-Uri"},
 		{name: "forwarded endpoint refuses owned headers", handler: nginx, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Original-URI": "/ok", "X-Original-Method": "GET", "X-Deputy-Role": "admin"}, wantStatus: 400, refused: "X-Deputy-Role"},
+		// Envoy's http_service copies upstream only what its config names
+		// and never changes the query: allowed on such a condition, the
+		// application would get the client's values.
+		{name: "envoy http_service: a header its config does not copy", handler: envoyShipped, method: "GET", target: "/ext_authz/ok",
+			headers: map[string]string{"X-App": "client"}, wantStatus: 403},
+		{name: "envoy http_service: a query change", handler: envoyShipped, method: "GET", target: "/ext_authz/noadmin?admin=1",
+			wantStatus: 403},
+		{name: "envoy http_service: a query change, whatever headers its config copies", handler: envoyHTTP, method: "GET",
+			target: "/ext_authz/noadmin?admin=1", wantStatus: 403},
+		{name: "envoy http_service: what its config copies", handler: envoyShipped, method: "GET", target: "/ext_authz/plain",
+			wantStatus: 200, wantHeaders: map[string]string{"cache-control": "no-cache"}},
 		{name: "forwarded endpoint refuses owned headers with underscores", handler: caddy, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Forwarded-Uri": "/ok", "X-Forwarded-Method": "GET", "x_deputy_subject": "c1"}, wantStatus: 400, refused: "X_deputy_subject"},
 		{name: "forwarded endpoint refuses owned headers with mixed separators", handler: caddy, method: "GET", target: "/deputy/authz",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -133,6 +134,36 @@ func WithOwned(owned func(name string) bool) HTTPOption {
 // WithMaxBody limits the request body read into the check (default 8 KiB).
 func WithMaxBody(n int64) HTTPOption { return func(h *HTTPHandler) { h.maxBody = n } }
 
+// DefaultEnvoyUpstreamHeaders are the names the shipped Envoy http_service
+// config copies upstream from an allow (authorization_response
+// allowed_upstream_headers): exact names, or prefixes ending in "*".
+var DefaultEnvoyUpstreamHeaders = []string{"x-deputy-*", "cache-control", "x-on-behalf-of"}
+
+// WithEnvoyUpstreamHeaders tells Envoy's http_service endpoint which
+// headers of an allow Envoy copies upstream (its allowed_upstream_headers,
+// as exact names or prefixes ending in "*"); default
+// DefaultEnvoyUpstreamHeaders. An allow whose policy sets another is
+// refused: Envoy would drop it and the client's value would reach the
+// application.
+func WithEnvoyUpstreamHeaders(patterns []string) HTTPOption {
+	return func(h *HTTPHandler) { h.envoyUpstream = slices.Clone(patterns) }
+}
+
+// headerMatches reports whether name matches one of patterns (exact
+// names, or prefixes ending in "*"), in any letter case.
+func headerMatches(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+				return true
+			}
+		} else if strings.EqualFold(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // HTTPHandler serves ext_authz over HTTP.
 type HTTPHandler struct {
 	checker   HTTPChecker
@@ -143,17 +174,23 @@ type HTTPHandler struct {
 	maxBody   int64
 	// denialHeader: answer denials with DenialHeader too (nginx).
 	denialHeader bool
-	// applies is forwardedApplies, bound once rather than per check.
+	// applies is forwardedApplies, or envoyApplies on Envoy's
+	// http_service endpoint, bound once rather than per check.
 	applies func(*authz.Response) error
+	// envoyUpstream: what Envoy's http_service copies upstream.
+	envoyUpstream []string
 }
 
 // NewHTTPHandler returns the HTTP ext_authz handler.
 func NewHTTPHandler(c HTTPChecker, opts ...HTTPOption) *HTTPHandler {
-	h := &HTTPHandler{checker: c, maxBody: 8 << 10}
+	h := &HTTPHandler{checker: c, maxBody: 8 << 10, envoyUpstream: DefaultEnvoyUpstreamHeaders}
 	for _, o := range opts {
 		o(h)
 	}
-	h.applies = h.forwardedApplies
+	h.applies = h.envoyApplies
+	if h.forwarded {
+		h.applies = h.forwardedApplies
+	}
 	return h
 }
 
@@ -164,10 +201,8 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch req, refusal := h.checkRequest(r); {
 	case refusal != nil:
 		resp = h.checker.Refuse(r.Context(), req, refusal)
-	case h.forwarded:
-		resp = h.checker.CheckEnforced(r.Context(), req, h.applies)
 	default:
-		resp = h.checker.Check(r.Context(), req)
+		resp = h.checker.CheckEnforced(r.Context(), req, h.applies)
 	}
 	out := w.Header()
 	if resp.Allowed {
@@ -221,6 +256,27 @@ func (h *HTTPHandler) forwardedApplies(resp *authz.Response) error {
 	}
 	if len(resp.QueryParamsToSet) > 0 || len(resp.QueryParamsToRemove) > 0 {
 		return fmt.Errorf("query_parameters_to_set/_remove: %s does not change the query", h.conv.proxy)
+	}
+	return nil
+}
+
+// envoyApplies reports what of an allow Envoy's http_service would drop.
+// It copies upstream only the policy headers its allowed_upstream_headers
+// names, and cannot change the query; it does remove the headers listed
+// in x-envoy-auth-headers-to-remove. A policy that allows on setting
+// another header (x-user-role: viewer over the client's admin) or on
+// dropping a query parameter would have the application get the client's
+// values, so the allow is refused instead. Response headers a policy adds
+// are not carried by http_service (see docs/deploy.md); they change only
+// what the client is told, never what the application acts on.
+func (h *HTTPHandler) envoyApplies(resp *authz.Response) error {
+	for _, hd := range resp.Headers {
+		if !headerMatches(h.envoyUpstream, hd.Key) {
+			return fmt.Errorf("headers: %s is not among the headers Envoy's http_service copies upstream (http.envoy_upstream_headers)", hd.Key)
+		}
+	}
+	if len(resp.QueryParamsToSet) > 0 || len(resp.QueryParamsToRemove) > 0 {
+		return errors.New("query_parameters_to_set/_remove: Envoy's http_service does not change the query")
 	}
 	return nil
 }
