@@ -26,6 +26,7 @@ func NewImpersonation(svc *delegation.Impersonation) *Impersonation {
 // Register mounts the routes.
 func (h *Impersonation) Register(r *Router) {
 	r.Handle("PUT", "customers/{id}", h.putCustomer)
+	r.Handle("DELETE", "customers/{id}", h.deleteCustomer)
 	r.Handle("GET", "customers/{id}/consent", h.getConsent)
 	r.Handle("PUT", "customers/{id}/consent", h.putConsent)
 	r.Handle("GET", "customers/{id}/consent/history", h.consentHistory)
@@ -59,6 +60,15 @@ func (h *Impersonation) putCustomer(c *Call) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, cust)
+}
+
+// deleteCustomer removes the profile and ends the customer's live
+// sessions; a profile already gone answers 204 too.
+func (h *Impersonation) deleteCustomer(c *Call) error {
+	if err := h.svc.DeleteCustomer(c.Context(), c.Identity, c.Request.PathValue("id"), authorizer(c)); err != nil {
+		return err
+	}
+	return c.NoContent()
 }
 
 // --- consent ----------------------------------------------------------------

@@ -78,3 +78,50 @@ func TestProtectionEndsLiveSessions(t *testing.T) {
 		})
 	})
 }
+
+// Deleting a customer's profile through the API ends its live session
+// (state customer_deleted, by the caller) and the next request with the
+// cookie is denied; only a caller with manage_customers may, and a second
+// DELETE of the absent profile answers as the first (idempotent).
+func TestDeleteCustomerEndsLiveSessions(t *testing.T) {
+	e := newEnv(t, memoryStore)
+	e.seed()
+	id, cookie := e.live(e.agent())
+	if _, err := e.check(cookie); err != nil {
+		t.Fatal(err)
+	}
+
+	// An agent may end its own session but not delete the account.
+	if r := e.do("DELETE", "/deputy/v1/customers/c42", e.agent(), nil); r.Status != 403 {
+		t.Fatalf("agent delete: %d %s", r.Status, r.Raw)
+	}
+	if d, err := e.check(cookie); err != nil || d == nil {
+		t.Fatalf("after a refused delete: %+v, %v", d, err)
+	}
+
+	e.must(e.do("DELETE", "/deputy/v1/customers/c42", e.admin(), nil), 204)
+	e.denied(cookie, "session_"+sidecar.EndCustomerDeleted)
+
+	log := e.must(e.do("GET", "/deputy/v1/impersonation/log?customer_id=c42", e.lead(), nil), 200)
+	items, _ := log.Body["items"].([]any)
+	if len(items) != 1 {
+		t.Fatalf("session log: %s", log.Raw)
+	}
+	s := items[0].(map[string]any)
+	if s["id"] != id || s["state"] != sidecar.EndCustomerDeleted || s["ended_by"] != "ada" {
+		t.Fatalf("session log entry: %v", s)
+	}
+	events, _, err := e.store.ReadEvents(context.Background(), sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded, Customer: "c42"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Data["session"] != id || events[0].Data["end_reason"] != sidecar.EndCustomerDeleted {
+		t.Fatalf("impersonation.ended events: %+v", events)
+	}
+
+	// Gone, and no new session starts without a profile.
+	e.must(e.do("DELETE", "/deputy/v1/customers/c42", e.admin(), nil), 204)
+	if r := e.start(e.agent(), nil); r.Status != 404 || r.errMsg() != "customer_not_found" {
+		t.Fatalf("start after delete: %d %s", r.Status, r.Raw)
+	}
+}

@@ -37,6 +37,7 @@ type routeRequest struct {
 
 var routeRequests = map[string]routeRequest{
 	"PUT customers/{id}":                                 {path: "customers/c1", body: map[string]any{"name": "Cleo"}},
+	"DELETE customers/{id}":                              {path: "customers/c1"},
 	"GET customers/{id}/consent":                         {path: "customers/c1/consent"},
 	"PUT customers/{id}/consent":                         {path: "customers/c1/consent", body: map[string]any{"allowed": false}},
 	"GET customers/{id}/consent/history":                 {path: "customers/c1/consent/history"},

@@ -92,6 +92,9 @@ test_other_actions[note] if {
 		"agent reads consent": {"action": "consent.get", "id": _agent, "target": {"customer_id": "c7"}, "allowed": true},
 		"sync customers as agent": {"action": "customer.put", "id": _agent, "target": {"customer_id": "c7"}, "allowed": false},
 		"sync customers as admin": {"action": "customer.put", "id": _admin, "target": {"customer_id": "c7"}, "allowed": true},
+		"delete customer as agent": {"action": "customer.delete", "id": _agent, "target": {"customer_id": "c7"}, "allowed": false},
+		"delete customer as lead": {"action": "customer.delete", "id": _lead, "target": {"customer_id": "c7"}, "allowed": false},
+		"delete customer as admin": {"action": "customer.delete", "id": _admin, "target": {"customer_id": "c7"}, "allowed": true},
 	}
 	d := manage.decision with input as {"action": tc.action, "identity": tc.id, "target": tc.target}
 	d.allowed == tc.allowed

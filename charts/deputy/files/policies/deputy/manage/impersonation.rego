@@ -15,6 +15,7 @@ known_actions contains a if {
 		"impersonation.start", "impersonation.end", "impersonation.list",
 		"impersonation.log", "impersonation.redeem", "consent.set_self",
 		"consent.set_for_customer", "consent.get", "customer.put",
+		"customer.delete",
 	}
 }
 
@@ -65,6 +66,10 @@ allow contains "consent.get" if "allow_remote_shopping_assistance" in _perms
 # Customer profile sync from the host application.
 allow contains "customer.put" if "manage_customers" in _perms
 
+# Deleting a profile ends the customer's live sessions: it belongs to the
+# same sync, not to anyone who may end sessions.
+allow contains "customer.delete" if "manage_customers" in _perms
+
 # --- why not -----------------------------------------------------------------
 
 deny contains "impersonation_disabled" if {
@@ -86,7 +91,7 @@ deny contains "missing_permission" if {
 }
 
 deny contains "missing_permission" if {
-	input.action in {"customer.put", "impersonation.log"}
+	input.action in {"customer.put", "customer.delete", "impersonation.log"}
 	not input.action in allow
 }
 
