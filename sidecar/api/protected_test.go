@@ -42,22 +42,7 @@ func TestProtectionEndsLiveSessions(t *testing.T) {
 				tc.protect(e)
 				e.denied(cookie, "session_customer_protected")
 
-				log := e.must(e.do("GET", "/deputy/v1/impersonation/log?customer_id=c42", e.lead(), nil), 200)
-				items, _ := log.Body["items"].([]any)
-				if len(items) != 1 {
-					t.Fatalf("session log: %s", log.Raw)
-				}
-				s := items[0].(map[string]any)
-				if s["id"] != id || s["state"] != sidecar.EndCustomerProtected || s["ended_by"] != tc.by {
-					t.Fatalf("session log entry: %v", s)
-				}
-				events, _, err := e.store.ReadEvents(context.Background(), sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded, Customer: "c42"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(events) != 1 || events[0].Data["session"] != id || events[0].Data["end_reason"] != sidecar.EndCustomerProtected {
-					t.Fatalf("impersonation.ended events: %+v", events)
-				}
+				e.endedAs(id, sidecar.EndCustomerProtected, tc.by)
 				// And the account stays out of reach.
 				r := e.start(e.agent(), nil)
 				if r.Status != 403 || r.errMsg() != "customer_protected" {
@@ -102,26 +87,33 @@ func TestDeleteCustomerEndsLiveSessions(t *testing.T) {
 	e.must(e.do("DELETE", "/deputy/v1/customers/c42", e.admin(), nil), 204)
 	e.denied(cookie, "session_"+sidecar.EndCustomerDeleted)
 
-	log := e.must(e.do("GET", "/deputy/v1/impersonation/log?customer_id=c42", e.lead(), nil), 200)
-	items, _ := log.Body["items"].([]any)
-	if len(items) != 1 {
-		t.Fatalf("session log: %s", log.Raw)
-	}
-	s := items[0].(map[string]any)
-	if s["id"] != id || s["state"] != sidecar.EndCustomerDeleted || s["ended_by"] != "ada" {
-		t.Fatalf("session log entry: %v", s)
-	}
-	events, _, err := e.store.ReadEvents(context.Background(), sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded, Customer: "c42"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(events) != 1 || events[0].Data["session"] != id || events[0].Data["end_reason"] != sidecar.EndCustomerDeleted {
-		t.Fatalf("impersonation.ended events: %+v", events)
-	}
+	e.endedAs(id, sidecar.EndCustomerDeleted, "ada")
 
 	// Gone, and no new session starts without a profile.
 	e.must(e.do("DELETE", "/deputy/v1/customers/c42", e.admin(), nil), 204)
 	if r := e.start(e.agent(), nil); r.Status != 404 || r.errMsg() != "customer_not_found" {
 		t.Fatalf("start after delete: %d %s", r.Status, r.Raw)
+	}
+}
+
+// endedAs checks that c42's one session, id, is in the session log as
+// ended by by for reason, with one impersonation.ended event saying so.
+func (e *env) endedAs(id, reason, by string) {
+	e.t.Helper()
+	log := e.must(e.do("GET", "/deputy/v1/impersonation/log?customer_id=c42", e.lead(), nil), 200)
+	items, _ := log.Body["items"].([]any)
+	if len(items) != 1 {
+		e.t.Fatalf("session log: %s", log.Raw)
+	}
+	s := items[0].(map[string]any)
+	if s["id"] != id || s["state"] != reason || s["ended_by"] != by {
+		e.t.Fatalf("session log entry: %v", s)
+	}
+	events, _, err := e.store.ReadEvents(context.Background(), sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded, Customer: "c42"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Data["session"] != id || events[0].Data["end_reason"] != reason {
+		e.t.Fatalf("impersonation.ended events: %+v", events)
 	}
 }
