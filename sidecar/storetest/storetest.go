@@ -238,7 +238,7 @@ func testConsent(t *testing.T, newEnv func(*testing.T) *env) {
 // ---- sessions --------------------------------------------------------------
 
 func newSession(e *env, id, actor, customer string) *sidecar.Session {
-	return &sidecar.Session{ID: id, Actor: actor, ActorName: "Staff " + actor, Customer: customer,
+	return &sidecar.Session{ID: id, Actor: actor, ActorName: "Staff " + actor, ActorRoles: []string{"support_agent"}, Customer: customer,
 		CustomerName: "Customer " + customer, StoreView: "en", Reason: "call", Ticket: "T-1",
 		StartedAt: e.now(), ExpiresAt: e.now().Add(time.Hour), IdleTimeout: 15 * time.Minute}
 }
@@ -250,8 +250,9 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, begin(e, s))
 		got, err := e.s.GetSession(e.ctx, "s1")
 		must(t, err)
+		// The actor's roles are kept: policy judges them on every request.
 		if got.Actor != "alice" || got.Customer != "c1" || got.Ticket != "T-1" || got.IdleTimeout != 15*time.Minute ||
-			!got.ExpiresAt.Equal(s.ExpiresAt) || !got.Live(e.now()) {
+			!slices.Equal(got.ActorRoles, []string{"support_agent"}) || !got.ExpiresAt.Equal(s.ExpiresAt) || !got.Live(e.now()) {
 			t.Fatalf("got %+v", got)
 		}
 		wantCode(t, begin(e, s), sidecar.ECONFLICT)
