@@ -81,6 +81,7 @@ type Pipeline struct {
 	evalOpts    []rego.EvalOption
 	overrides   []string
 	identities  identityTerms
+	requests    requestTerms
 }
 
 // activationFacts is input.deputy built once for the activation it names
@@ -180,6 +181,7 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 		errorStatus: DefaultErrorStatus,
 		clock:       time.Now,
 		identities:  newIdentityTerms(),
+		requests:    newRequestTerms(),
 	}
 	for _, o := range opts {
 		o(p)
@@ -380,20 +382,12 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 
 	if rn := need.Child("deputy").Child("request"); len(owned) == 0 && rn == nil {
 		input.Insert(keyTerm("deputy"), p.activationFacts(act, need).term)
+	} else if len(owned) == 0 {
+		// The activation's facts, built once, that a rule can read, plus
+		// the request: no conversion of config values on the check path.
+		input.Insert(keyTerm("deputy"), p.deputyTerm(act, need, rn, &r.canonical))
 	} else {
-		var facts ast.Object
-		if len(owned) == 0 {
-			// The activation's facts, built once, that a rule can read,
-			// plus the request: no conversion of config values on the
-			// check path.
-			read := p.activationFacts(act, need).read
-			facts = ast.NewObjectWithCapacity(len(read) + 1)
-			for _, kv := range read {
-				facts.Insert(kv[0], kv[1])
-			}
-		} else {
-			facts = p.deputyFacts(act, owned)
-		}
+		facts := p.deputyFacts(act, owned)
 		if rn != nil {
 			facts.Insert(keyTerm("request"), r.canonical.requestTerm(rn))
 		}

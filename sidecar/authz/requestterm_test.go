@@ -1,0 +1,61 @@
+package authz_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// input.deputy of a check that stripped nothing is kept by canonical path
+// and methods: the same path asked again with another method, an override,
+// another spelling or under a new activation is decided on its own input,
+// never on the one kept for an earlier check.
+func TestKeptRequestTermsDecideAlike(t *testing.T) {
+	p := shippedPipeline(t)
+	for _, tc := range []struct {
+		name, method, path string
+		headers            map[string]string
+		want               bool
+	}{
+		{name: "public page", method: "GET", path: "/catalog/shoes", want: true},
+		{name: "same path, POST", method: "POST", path: "/catalog/shoes"},
+		{name: "same path, GET overridden to POST", method: "GET", path: "/catalog/shoes", headers: map[string]string{"x-http-method-override": "POST"}},
+		{name: "same path, GET overridden to HEAD", method: "GET", path: "/catalog/shoes", headers: map[string]string{"x-http-method-override": "HEAD"}, want: true},
+		{name: "public page again", method: "GET", path: "/catalog/shoes", want: true},
+		{name: "same path, POST again", method: "POST", path: "/catalog/shoes"},
+		{name: "signed-in section", method: "GET", path: "/customer/account"},
+		{name: "spelled otherwise", method: "GET", path: "/Catalog//shoes;x", want: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := p.Check(context.Background(), checkRequest(t, httpRequest(tc.method, tc.path, tc.headers, "")))
+			if resp.Allowed != tc.want {
+				t.Fatalf("allowed = %v, want %v (reason %s)", resp.Allowed, tc.want, resp.Reason)
+			}
+		})
+	}
+
+	// The term kept for a path under one activation is not used under the
+	// next: its revision is the new one's.
+	const src = `package t
+decision := {"allowed": true, "reason": concat(" ", [input.deputy.revision, input.deputy.request.lower_path])}
+`
+	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	q := authz.New(e, authz.WithQuery("data.t.decision"))
+	for _, rev := range []string{"r1", "r2", "r1"} {
+		if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}, Revision: rev}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			resp := q.Check(context.Background(), checkRequest(t, httpRequest("GET", "/A", nil, "")))
+			if want := rev + " /a"; resp.Reason != want {
+				t.Fatalf("reason = %q, want %q", resp.Reason, want)
+			}
+		}
+	}
+}
