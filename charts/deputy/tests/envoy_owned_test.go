@@ -64,15 +64,7 @@ func TestHTTPServiceForwardsMethodOverrides(t *testing.T) {
 // Envoy config.
 func httpServiceAuthz(t *testing.T, m manifests) *extauthzv3.ExtAuthz {
 	t.Helper()
-	cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
-	b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hcm hcmv3.HttpConnectionManager
-	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-		t.Fatal(err)
-	}
+	hcm := renderedHCM(t, m)
 	var authz extauthzv3.ExtAuthz
 	for _, f := range hcm.GetHttpFilters() {
 		if f.GetName() == "envoy.filters.http.ext_authz" {
@@ -87,6 +79,22 @@ func httpServiceAuthz(t *testing.T, m manifests) *extauthzv3.ExtAuthz {
 	return &authz
 }
 
+// renderedHCM is the HTTP connection manager of the chart's rendered
+// Envoy config.
+func renderedHCM(t *testing.T, m manifests) *hcmv3.HttpConnectionManager {
+	t.Helper()
+	cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
+	b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	return &hcm
+}
+
 // Applications behind auth_request-style setups route or log on
 // X-Original-URI: Envoy drops a client's copy, in any spelling, whichever
 // the transport.
@@ -94,15 +102,7 @@ func TestEnvoyDropsClientOriginalURI(t *testing.T) {
 	for _, transport := range []string{"grpc", "http"} {
 		t.Run(transport, func(t *testing.T) {
 			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
-			cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
-			b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var hcm hcmv3.HttpConnectionManager
-			if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-				t.Fatal(err)
-			}
+			hcm := renderedHCM(t, m)
 			for _, name := range envoycheck.Spellings("x-original-uri") {
 				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {
 					t.Errorf("route_config does not remove a client's %s", name)
