@@ -160,6 +160,9 @@ const (
 	// EndCustomerDeleted: the customer's profile was deleted, and with it
 	// what said whether the account may be impersonated.
 	EndCustomerDeleted = "customer_deleted"
+	// EndActorNotPermitted: none of the roles the staff member started
+	// the session with grants login_as_customer in policy data any more.
+	EndActorNotPermitted = "actor_not_permitted"
 )
 
 // Session is one impersonation session. The cookie token is never stored:
@@ -197,6 +200,15 @@ type Session struct {
 // Live reports whether the session may be used at now: not ended, not
 // past its expiry, not idle longer than its idle timeout.
 func (s *Session) Live(now time.Time) bool { return s != nil && s.EndState(now) == "" }
+
+// ActorPermitted reports whether one of the roles the session recorded at
+// start is among granting, the roles policy data now grants
+// login_as_customer, as the impersonation policy judges every request. A
+// session recorded without roles (started before Deputy recorded them) is
+// permitted: policy leaves it to max_session, and so does the sweep.
+func (s *Session) ActorPermitted(granting []string) bool {
+	return len(s.ActorRoles) == 0 || slices.ContainsFunc(s.ActorRoles, func(r string) bool { return slices.Contains(granting, r) })
+}
 
 // EndState says why the session is not live at now ("" when it is): its
 // recorded end reason, or EndExpired / EndIdle.
@@ -553,6 +565,12 @@ type SessionStore interface {
 	// (profile, staff mark): how a change of policy data's lists reaches
 	// the session log. Of concurrent sweepers each session goes to one.
 	EndProtectedSessions(ctx context.Context, p Protection, now time.Time) ([]Session, error)
+	// EndUnpermittedSessions ends (EndActorNotPermitted, by SweepActor)
+	// the live sessions whose actor is no longer permitted to impersonate
+	// (Session.ActorPermitted with granting, the roles policy data grants
+	// login_as_customer): how narrowing a role reaches the session log. Of
+	// concurrent sweepers each session goes to one.
+	EndUnpermittedSessions(ctx context.Context, granting []string, now time.Time) ([]Session, error)
 	// ListSessions returns one page of sessions, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, string, error)
 }

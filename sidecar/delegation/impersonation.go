@@ -633,8 +633,9 @@ func sessionFromAudit(e sidecar.AuditEntry) sidecar.Session {
 }
 
 // Sweep ends the sessions that expired, went idle or outlived their
-// consent without anyone ending them, and those whose customer policy data
-// now protects, and reports consents that lapsed,
+// consent without anyone ending them, those whose customer policy data
+// now protects or whose actor's roles it no longer lets impersonate, and
+// reports consents that lapsed,
 // each with its event: once across replicas, since the store hands each
 // lapse to one sweeper.
 func (i *Impersonation) Sweep(ctx context.Context) error {
@@ -653,6 +654,17 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 		ended, perr = i.store.EndProtectedSessions(ctx, protection(sw), now)
 		for k := range ended {
 			i.ended(ctx, deputy, &ended[k])
+		}
+		// Policy judges the actor's roles only while impersonation is on:
+		// with the switch off it denies for that reason, and the sessions
+		// may resume when it is turned back on.
+		if sw.Enabled {
+			var uerr error
+			ended, uerr = i.store.EndUnpermittedSessions(ctx, sw.ImpersonatingRoles, now)
+			for k := range ended {
+				i.ended(ctx, deputy, &ended[k])
+			}
+			perr = errors.Join(perr, uerr)
 		}
 	}
 	lapsed, cerr := i.store.TakeLapsedConsents(ctx, now)

@@ -26,7 +26,15 @@ type Switches struct {
 	DisablePageCache   bool
 	ProtectedRoles     []string // accounts holding one cannot be impersonated
 	ProtectedCustomers []string // accounts that cannot be impersonated
+	// ImpersonatingRoles are the roles role_permissions grants
+	// PermissionImpersonate: a session whose actor started it with none of
+	// them is denied by policy and ended by the sweep.
+	ImpersonatingRoles []string
 }
+
+// PermissionImpersonate is the permission in role_permissions that lets a
+// staff member's role start and keep impersonation sessions.
+const PermissionImpersonate = "login_as_customer"
 
 // switchKeys are the keys data.deputy.impersonation must spell out: the
 // switches Go applies, and the maps only the policies read, whose absence
@@ -113,6 +121,9 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 			fail(key, "an object")
 		}
 	}
+	if perms, ok := imp["role_permissions"].(map[string]any); ok && err == nil {
+		s.ImpersonatingRoles, err = impersonatingRoles(perms)
+	}
 	if routes, ok := imp["forbidden_routes"].(map[string]any); ok && err == nil {
 		err = checkForbiddenRoutes(routes)
 	}
@@ -123,6 +134,31 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 		return Switches{}, err
 	}
 	return s, nil
+}
+
+// impersonatingRoles returns, sorted, the roles perms grants
+// PermissionImpersonate. A role whose permissions are not a list of
+// strings is an error: policy would read it as granting nothing, and the
+// sweep would end its sessions over a slip in data.
+func impersonatingRoles(perms map[string]any) ([]string, error) {
+	var roles []string
+	for role, v := range perms {
+		list, ok := v.([]any)
+		if !ok {
+			return nil, fmt.Errorf("data.deputy.impersonation.role_permissions.%s: want a list of permissions, got %s", role, show(v))
+		}
+		for _, p := range list {
+			name, ok := p.(string)
+			if !ok {
+				return nil, fmt.Errorf("data.deputy.impersonation.role_permissions.%s: want permission names, got %s", role, show(p))
+			}
+			if name == PermissionImpersonate {
+				roles = append(roles, role)
+			}
+		}
+	}
+	slices.Sort(roles)
+	return roles, nil
 }
 
 // checkForbiddenRoutes refuses forbidden routes the policy would read as

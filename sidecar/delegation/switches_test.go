@@ -70,6 +70,15 @@ func TestReadSwitches(t *testing.T) {
 		{name: "protected roles not a list", data: allSwitches(map[string]any{"protected_roles": "staff"}), path: "data.deputy.impersonation.protected_roles"},
 		{name: "protected role not a string", data: allSwitches(map[string]any{"protected_roles": []any{"staff", 7}}), path: "data.deputy.impersonation.protected_roles"},
 		{name: "role permissions not an object", data: allSwitches(map[string]any{"role_permissions": []any{}}), path: "data.deputy.impersonation.role_permissions"},
+		{name: "roles granting login_as_customer", data: allSwitches(map[string]any{"role_permissions": map[string]any{
+			"support_lead": []any{"view_login_as_customer_log", "login_as_customer"}, "auditor": []any{"view_login_as_customer_log"},
+			"admin": []any{"login_as_customer"}, "mailer": []any{}}}),
+			want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour, IdleTimeout: 15 * time.Minute,
+				OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}, ImpersonatingRoles: []string{"admin", "support_lead"}}},
+		{name: "role's permissions not a list", data: allSwitches(map[string]any{"role_permissions": map[string]any{"admin": "login_as_customer"}}),
+			path: "data.deputy.impersonation.role_permissions.admin"},
+		{name: "permission not a string", data: allSwitches(map[string]any{"role_permissions": map[string]any{"admin": []any{"login_as_customer", 7}}}),
+			path: "data.deputy.impersonation.role_permissions.admin"},
 		{name: "zero max session", data: allSwitches(map[string]any{"max_session": "0s"}), path: "data.deputy.impersonation.max_session"},
 		{name: "forbidden routes as shipped", data: allSwitches(map[string]any{"forbidden_routes": map[string]any{
 			"customer": []any{route("/customer/account/password/", "password_change_forbidden"),

@@ -319,6 +319,15 @@ func (s *Store) EndProtectedSessions(_ context.Context, p sidecar.Protection, no
 	return ended, nil
 }
 
+func (s *Store) EndUnpermittedSessions(_ context.Context, granting []string, now time.Time) ([]sidecar.Session, error) {
+	s.mu.Lock()
+	ended := s.endLive(func(ss *sidecar.Session) bool { return !ss.ActorPermitted(granting) },
+		sidecar.SweepActor, sidecar.EndActorNotPermitted, now)
+	s.mu.Unlock()
+	s.publishEnded(ended)
+	return ended, nil
+}
+
 func (s *Store) GetConsent(_ context.Context, customer string) (*sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

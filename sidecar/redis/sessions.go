@@ -319,6 +319,23 @@ func (s *Store) EndProtectedSessions(ctx context.Context, p sidecar.Protection, 
 	})
 }
 
+func (s *Store) EndUnpermittedSessions(ctx context.Context, granting []string, now time.Time) ([]sidecar.Session, error) {
+	return s.sweepLive(ctx, func(tx *goredis.Tx) ([]*sidecar.Session, []string, error) {
+		live, _, err := s.liveSessions(ctx, tx, s.liveKey(), now) // stale ids are EndLapsedSessions' to drop
+		if err != nil {
+			return nil, nil, err
+		}
+		var ending []*sidecar.Session
+		for _, ss := range live {
+			if !ss.ActorPermitted(granting) {
+				ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, sidecar.EndActorNotPermitted
+				ending = append(ending, ss)
+			}
+		}
+		return ending, nil, nil
+	})
+}
+
 func anys(ss []string) []any {
 	out := make([]any, len(ss))
 	for i, v := range ss {

@@ -189,3 +189,59 @@ func testProtectionEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		wantCode(t, err, sidecar.EINVALID)
 	})
 }
+
+// testUnpermittedActorsEnd: the sweep ends, once across concurrent
+// sweepers, the live sessions none of whose recorded actor roles is among
+// the roles policy data grants login_as_customer; sessions recorded
+// without roles, and those whose actor still holds one, run on.
+func testUnpermittedActorsEnd(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	agent := newSession(e, "s1", "alice", "c1") // support_agent
+	must(t, begin(e, agent))
+	must(t, ignore(redeem(e, "s1", "h1")))
+	lead := newSession(e, "s2", "bob", "c2")
+	lead.ActorRoles = []string{"auditor", "support_lead"}
+	must(t, begin(e, lead))
+	legacy := newSession(e, "s3", "carol", "c3")
+	legacy.ActorRoles = nil
+	must(t, begin(e, legacy))
+	e.clock.Advance(time.Minute)
+	keys := make(chan string, 64)
+	cancel := e.s.Subscribe(func(k string) {
+		select {
+		case keys <- k:
+		default:
+		}
+	})
+	defer cancel()
+	none, err := e.s.EndUnpermittedSessions(e.ctx, []string{"admin", "support_agent", "support_lead"}, e.now())
+	must(t, err)
+	if len(none) != 0 {
+		t.Fatalf("ended %v with every actor permitted", sessionIDs(none))
+	}
+	// support_agent no longer grants it: of concurrent sweepers, one ends s1.
+	all := sweepConcurrently(t, func() ([]sidecar.Session, error) {
+		return e.s.EndUnpermittedSessions(e.ctx, []string{"admin", "support_lead"}, e.now())
+	})
+	if len(all) != 1 || all[0].ID != "s1" || all[0].EndReason != sidecar.EndActorNotPermitted ||
+		all[0].EndedBy != sidecar.SweepActor || !all[0].EndedAt.Equal(e.now()) {
+		t.Fatalf("six sweepers ended %+v, want s1 once", all)
+	}
+	waitKey(t, keys, sidecar.SessionKey("h1"))
+	s1, err := e.s.SessionByToken(e.ctx, "h1")
+	must(t, err)
+	if s1.Live(e.now()) || s1.EndReason != sidecar.EndActorNotPermitted {
+		t.Fatalf("s1 in the store: live %v, ended as %q", s1.Live(e.now()), s1.EndReason)
+	}
+	live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{LiveOnly: true})
+	must(t, err)
+	if ids := slices.Sorted(slices.Values(sessionIDs(live))); !slices.Equal(ids, []string{"s2", "s3"}) {
+		t.Fatalf("live sessions %v, want s2 and s3", ids)
+	}
+	// No role grants it any more: the session recorded without roles runs on.
+	got, err := e.s.EndUnpermittedSessions(e.ctx, nil, e.now())
+	must(t, err)
+	if !slices.Equal(sessionIDs(got), []string{"s2"}) {
+		t.Fatalf("with no role granting it, ended %v, want s2", sessionIDs(got))
+	}
+}

@@ -75,6 +75,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"consent_ends_sessions", testConsentEndsSessions},
 		{"customer_state", testCustomerState},
 		{"protection_ends_sessions", testProtectionEndsSessions},
+		{"unpermitted_actors_end", testUnpermittedActorsEnd},
 		{"impersonation_races", testImpersonationRaces},
 		{"sweep", testSweep},
 		{"access_requests", testRequests},
