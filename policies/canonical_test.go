@@ -146,6 +146,10 @@ func TestShippedPoliciesKeepResellersToTheirCustomer(t *testing.T) {
 		{"/customers/ACME/orders/acme/%20/%20", false},
 		{"/customers/ACME/orders/acme/.../...", false},
 		{"/customers/ACME/orders/acme//%20/%20/", false},
+		// A blank segment is no segment: the customer keeps its place.
+		{"/customers/acme/%20/cases", true},
+		{"/customers/index.php/acme/cases", true},
+		{"/customers/index.php/globex/cases", false},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			resp := p.Check(context.Background(), checkRequest(t, "GET", tc.path, nil, ""))

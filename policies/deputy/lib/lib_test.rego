@@ -8,6 +8,9 @@ import data.deputy.lib
 #   request's own first, then those its overrides name) and this path:
 #   OPA-Envoy's fields, and input.deputy.request as the Go canonicaliser
 #   derives it for paths without escapes (slashes merged, ;params dropped).
+#   Undefined for a path Deputy refuses before policy runs (a PHP script
+#   other than the index.php front controller with a path after it), so a
+#   test cannot judge a request no policy ever sees.
 request(methods, path) := {
 	"attributes": {"request": {"http": {"method": methods[0], "path": path}}},
 	"parsed_path": split(trim_left(raw, "/"), "/"),
@@ -19,7 +22,7 @@ request(methods, path) := {
 			"lower_segments": [lower(s) | some s in segments],
 			"route": concat("/", array.concat([""], route)),
 			"route_segments": route,
-			"spelled_route_segments": array.slice(segments, count(segments) - count(route), count(segments)),
+			"spelled_route_segments": [segments[i] | some i in kept],
 			"method": upper(methods[0]),
 			"methods": [upper(m) | some m in methods],
 		},
@@ -32,21 +35,49 @@ request(methods, path) := {
 		s := split(piece, ";")[0]
 		s != ""
 	]
+	not _script_with_path(segments)
 	canonical := _canonical(raw, segments)
-	route := _route(segments)
+	kept := _route_kept(segments)
+	route := _route([_route_trim(segments[i]) | some i in kept])
 }
 
 # The route form without Unicode folding (the Go canonicaliser's tests
-# cover that): lower case, trailing dots and spaces dropped, leading front
-# controllers dropped, the last segment cut at its first dot.
-_route(segments) := [] if count(segments) == 0
+# cover that): lower case, trailing dots and spaces dropped, the index.php
+# front controller dropped wherever it stands before a later segment, the
+# last segment cut at its first dot. _route_kept are the indices of the
+# segments it keeps, for their spelling as sent.
+_route_trim(s) := trim_right(lower(s), ". ")
 
-_route(segments) := array.concat(array.slice(kept, 0, n - 1), [_cut_format(kept[n - 1])]) if {
-	trimmed := [t | some s in segments; t := trim_right(lower(s), ". "); t != ""]
-	php := [i | some i, s in trimmed; not endswith(s, ".php")]
-	start := min(array.concat(php, [count(trimmed) - 1]))
-	kept := array.slice(trimmed, start, count(trimmed))
-	n := count(kept)
+_route_kept(segments) := [i |
+	some i, s in segments
+	_route_trim(s) != ""
+	not _front_controller_at(segments, i)
+]
+
+_front_controller_at(segments, i) if {
+	_route_trim(segments[i]) == "index.php"
+	some j, s in segments
+	j > i
+	_route_trim(s) != ""
+}
+
+_route(trimmed) := [] if count(trimmed) == 0
+
+_route(trimmed) := array.concat(array.slice(trimmed, 0, n - 1), [_cut_format(trimmed[n - 1])]) if {
+	n := count(trimmed)
+	n > 0
+}
+
+# A PHP script other than the front controller, with segments after it:
+# Deputy refuses the path (no route form is right for every upstream).
+_script_with_path(segments) if {
+	some i, s in segments
+	i < count(segments) - 1
+	t := _route_trim(s)
+	t != "index.php"
+	parts := split(t, ".")
+	count(parts) > 1
+	parts[count(parts) - 1] in {"php", "phar", "phtml", "php3", "php4", "php5", "php6", "php7", "php8"}
 }
 
 _cut_format(s) := s if indexof(s, ".") < 1
@@ -90,6 +121,10 @@ test_route_model[note] if {
 		"format": {"path": "/Customer/Account/Password.JSON", "want": ["customer", "account", "password"]},
 		"front controller": {"path": "/index.php/customer/account/password/", "want": ["customer", "account", "password"]},
 		"front controller alone": {"path": "/index.php", "want": ["index"]},
+		"front controller below the root": {"path": "/shop/index.php/customer/account", "want": ["shop", "customer", "account"]},
+		"front controller in upper case, twice": {"path": "/INDEX.PHP/Shop/Index.Php./customer", "want": ["shop", "customer"]},
+		"front controller last below the root": {"path": "/shop/index.php", "want": ["shop", "index"]},
+		"script without a path": {"path": "/shop/export.php", "want": ["shop", "export"]},
 		"trailing dots": {"path": "/customer./account/password..", "want": ["customer", "account", "password"]},
 		"root": {"path": "/", "want": []},
 	}
@@ -102,6 +137,7 @@ test_route_segment_is[note] if {
 		"as sent": {"path": "/customers/Acme/x", "value": "Acme", "want": true},
 		"other case": {"path": "/customers/ACME/x", "value": "Acme", "want": false},
 		"after a front controller": {"path": "/index.php/customers/Acme", "value": "Acme", "want": true},
+		"behind a front controller below the root": {"path": "/customers/index.php/Acme/x", "value": "Acme", "want": true},
 		"format cut": {"path": "/customers/Acme.json", "value": "Acme", "want": false},
 	}
 	req := request(["GET"], tc.path)
@@ -114,4 +150,22 @@ test_route_segment_is_needs_spelled_form if {
 	lib.route_segment_is(1, "Acme") with input as request(["GET"], "/customers/Acme")
 	req := json.remove(request(["GET"], "/customers/Acme"), ["deputy/request/spelled_route_segments"])
 	not lib.route_segment_is(1, "Acme") with input as req
+}
+
+# Deputy refuses a PHP script other than the front controller before a
+# path (it runs the script, not the route the path spells), so the model
+# builds no input for it.
+test_request_model_refuses_script_with_path[note] if {
+	some note, path in {
+		"at the root": "/export.php/customers/acme/service-requests/1",
+		"below the root": "/shop/admin.php/customer/account",
+		"other extension, upper case": "/shop/Admin.PHTML/customer",
+		"trailing dot": "/admin.php./customer",
+	}
+	not request(["GET"], path)
+}
+
+test_request_model_keeps_scripts_without_path if {
+	request(["GET"], "/export.php")
+	request(["GET"], "/index.php/customer")
 }

@@ -88,7 +88,10 @@ test_path_names_the_customer_acted_for[note] if {
 		"another customer behind a template with a trailing space": {"path": "/customers /globex/cases", "allowed": false, "reason": "path_names_another_customer"},
 		"another customer with a trailing dot": {"path": "/customers/globex./cases", "allowed": false, "reason": "path_names_another_customer"},
 		"own customer behind a front controller": {"path": "/index.php/customers/acme/cases", "allowed": true, "reason": "reseller_domain_customer"},
-		"own customer with a blank segment after it": {"path": "/customers/acme/ /cases", "allowed": false, "reason": "path_names_another_customer"},
+		"own customer with a blank segment after it": {"path": "/customers/acme/ /cases", "allowed": true, "reason": "reseller_domain_customer"},
+		"another case, a later own id lined up by blank segments": {"path": "/customers/ACME/orders/acme/ / ", "allowed": false, "reason": "path_names_another_customer"},
+		"own customer behind a front controller below the template": {"path": "/customers/index.php/acme/cases", "allowed": true, "reason": "reseller_domain_customer"},
+		"another customer behind a front controller below the template": {"path": "/customers/index.php/globex/cases", "allowed": false, "reason": "path_names_another_customer"},
 	}
 	req := object.union(lib_test.request(["GET"], tc.path), {
 		"identity": _staff(["reseller_admin"], []),
