@@ -153,14 +153,7 @@ func testProtectionEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
 	t.Run("policy_data_sweep", func(t *testing.T) {
 		e := setup(t)
 		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1", Roles: []string{"vip"}}, data))) // not protected yet
-		keys := make(chan string, 64)
-		cancel := e.s.Subscribe(func(k string) {
-			select {
-			case keys <- k:
-			default:
-			}
-		})
-		defer cancel()
+		keys := subscribeKeys(t, e)
 		none, err := e.s.EndProtectedSessions(e.ctx, data, e.now())
 		must(t, err)
 		if len(none) != 0 {
@@ -206,14 +199,7 @@ func testUnpermittedActorsEnd(t *testing.T, newEnv func(*testing.T) *env) {
 	legacy.ActorRoles = nil
 	must(t, begin(e, legacy))
 	e.clock.Advance(time.Minute)
-	keys := make(chan string, 64)
-	cancel := e.s.Subscribe(func(k string) {
-		select {
-		case keys <- k:
-		default:
-		}
-	})
-	defer cancel()
+	keys := subscribeKeys(t, e)
 	none, err := e.s.EndUnpermittedSessions(e.ctx, []string{"admin", "support_agent", "support_lead"}, e.now())
 	must(t, err)
 	if len(none) != 0 {
@@ -244,4 +230,17 @@ func testUnpermittedActorsEnd(t *testing.T, newEnv func(*testing.T) *env) {
 	if !slices.Equal(sessionIDs(got), []string{"s2"}) {
 		t.Fatalf("with no role granting it, ended %v, want s2", sessionIDs(got))
 	}
+}
+
+// subscribeKeys collects the invalidations e's store publishes until the
+// test ends (dropping them once 64 are unread).
+func subscribeKeys(t *testing.T, e *env) <-chan string {
+	keys := make(chan string, 64)
+	t.Cleanup(e.s.Subscribe(func(k string) {
+		select {
+		case keys <- k:
+		default:
+		}
+	}))
+	return keys
 }
