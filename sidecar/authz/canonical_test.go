@@ -133,6 +133,27 @@ func TestRoutedMatchesFoldRoute(t *testing.T) {
 	}
 }
 
+// Every route segment is its own lower-case form (strings.ToLower, which
+// is OPA's lower()): the partner policy compares a route segment with the
+// customer id without lower(), and relies on this.
+func TestRouteSegmentsAreLowerCase(t *testing.T) {
+	for _, raw := range []string{
+		"/customers/ACME/service-requests/42", "/customers/%C3%89COLE/x", "/customers/%D0%96ACME/x",
+		"/customers/%E2%84%AAey/x", "/customers/%C4%B0STANBUL/x", "/customers/STRA%C3%9FE/x",
+		"/customers/%CE%A3%CE%A3/x", "/customers/A%CC%81/x", "/INDEX.PHP/Customers/X./y",
+	} {
+		cp, err := parsePath(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		for _, seg := range routeSegments(cp.segments) {
+			if strings.ToLower(seg) != seg {
+				t.Errorf("%s: route segment %q is not lower-case", raw, seg)
+			}
+		}
+	}
+}
+
 // Dot segments never reach routeForm (parsePath refuses them), but should
 // that refusal ever loosen, the shortcut must still agree with foldRoute.
 func TestRoutedMatchesFoldRouteOnDotSegments(t *testing.T) {
@@ -261,6 +282,11 @@ func FuzzParsePath(f *testing.F) {
 		for _, seg := range cp.segments {
 			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "/;") {
 				t.Fatalf("parsePath(%q): segment %q", raw, seg)
+			}
+		}
+		for _, seg := range routeSegments(cp.segments) {
+			if strings.ToLower(seg) != seg {
+				t.Fatalf("parsePath(%q): route segment %q is not lower-case", raw, seg)
 			}
 		}
 		// The upstream's view: decode once, split, cut params, merge.

@@ -232,6 +232,11 @@ test_customer_template_needs_spelled_form if {
 test_template_item_branch_seams[note] if {
 	some note, tc in {
 		"own customer in upper case": {"methods": ["GET"], "path": "/customers/ACME/service-requests/sr-1", "subject": "ACME", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		"own customer in mixed case, item PATCH": {"methods": ["PATCH"], "path": "/customers/Acme/service-requests/sr-1", "subject": "Acme", "level": "update", "allowed": true, "reason": "partner_level_sufficient"},
+		"own customer in mixed case, level too low": {"methods": ["PATCH"], "path": "/customers/Acme/service-requests/sr-1", "subject": "Acme", "level": "look", "allowed": false, "reason": "level_too_low:update"},
+		"own customer in non-ASCII upper case": {"methods": ["GET"], "path": "/customers/ÉCOLE/service-requests/sr-1", "subject": "ÉCOLE", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		"customer spelled lower, granted upper": {"methods": ["GET"], "path": "/customers/acme/service-requests/sr-1", "subject": "ACME", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		"customer spelled upper, granted lower": {"methods": ["GET"], "path": "/customers/ACME/service-requests/sr-1", "subject": "acme", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
 		"customer with a trailing dot": {"methods": ["GET"], "path": "/customers/acme./service-requests/sr-1", "subject": "acme.", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
 		"section of * only": {"methods": ["DELETE"], "path": "/customers/acme/notifications/n-1", "subject": "acme", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
 		"section of * only, level too low": {"methods": ["GET"], "path": "/customers/acme/contacts/c-1", "subject": "acme", "level": "service_admin", "allowed": false, "reason": "level_too_low:full_admin"},

@@ -32,13 +32,18 @@ decision := {"allowed": true, "reason": "partner_level_sufficient"} if { # regal
 	# customer's own path template, in one body: what _at's first branch
 	# and the branch below decide for it, without reading _at (a rule read
 	# costs OPA allocations on every check). The tests that fail cheapest
-	# come first, lower() last. Anything else falls through unchanged.
+	# come first. The customer segment is compared without lower(): a route
+	# segment is its own lower-case form (Deputy lower-cases before it
+	# folds, to lower-case letters or ASCII), so a route segment equal to
+	# the subject is lower(subject). A subject with upper-case letters
+	# fails here and is decided by the chain below, as before; the builtin
+	# cost two to three microseconds on every partner request.
 	input.delegation.mode == "partner"
 	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
 	input.deputy.request.spelled_route_segments[1] == input.delegation.subject
 	input.deputy.request.route_segments[3]
+	input.deputy.request.route_segments[1] == input.delegation.subject
 	input.delegation.level != "cc"
-	input.deputy.request.route_segments[1] == lower(input.delegation.subject)
 	rank := data.deputy.partner.level_rank
 	route := data.deputy.partner.sections[input.deputy.request.route_segments[2]].item
 	rank[input.delegation.level] >= rank[route[input.deputy.request.sole_method]]
