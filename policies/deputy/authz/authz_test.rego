@@ -91,3 +91,37 @@ test_without_canonical_request_nothing_is_open if {
 	d := authz.decision with input as {"attributes": {"request": {"http": {"method": "GET", "path": "/catalog"}}}, "parsed_path": ["catalog"]}
 	not d.allowed
 }
+
+# A route is looked up by the request's sole method, then by "*", each in
+# a branch of its own: a method marked false does not hide "*", "*" serves
+# every sole method and an override alike, and an input without
+# sole_method takes neither branch.
+test_route_method_lookup[note] if {
+	routes := {
+		"sections": {"open": {"*": true}, "shut": {"GET": false}, "mixed": {"GET": false, "*": true}, "get": {"GET": true}},
+		"paths": {"/open": {"*": true}, "/shut": {"GET": false}, "/mixed": {"GET": false, "*": true}, "/get": {"GET": true}},
+	}
+	no_sole := json.remove(_req("GET", "/get/x"), ["deputy/request/sole_method"])
+	some note, tc in {
+		"section *": {"in": _req("DELETE", "/open/x"), "allowed": true},
+		"section * with an override": {"in": lib_test.request(["GET", "DELETE"], "/open/x"), "allowed": true},
+		"section method false": {"in": _req("GET", "/shut/x"), "allowed": false},
+		"section method false beside *": {"in": _req("GET", "/mixed/x"), "allowed": true},
+		"section method": {"in": _req("GET", "/get/x"), "allowed": true},
+		"section other method": {"in": _req("POST", "/get/x"), "allowed": false},
+		"section without sole_method": {"in": no_sole, "allowed": false},
+		"path *": {"in": _req("PATCH", "/open"), "allowed": true},
+		"path method false": {"in": _req("GET", "/shut"), "allowed": false},
+		"path method false beside *": {"in": _req("GET", "/mixed"), "allowed": true},
+		"path method": {"in": _req("GET", "/get"), "allowed": true},
+		"path without sole_method": {"in": json.remove(_req("GET", "/get"), ["deputy/request/sole_method"]), "allowed": false},
+	}
+	pub := authz.decision with input as tc.in
+		with authz.public as routes
+		with authz.authenticated as {"paths": {}, "sections": {}}
+	pub.allowed == tc.allowed
+	signed := authz.decision with input as object.union(tc.in, {"identity": {"sub": "c1"}})
+		with authz.public as {"paths": {}, "sections": {}}
+		with authz.authenticated as routes
+	signed.allowed == tc.allowed
+}
