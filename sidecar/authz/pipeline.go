@@ -81,6 +81,7 @@ type Pipeline struct {
 	evalOpts    []rego.EvalOption
 	overrides   []string
 	identities  identityTerms
+	delegations delegationTerms
 	requests    requestTerms
 }
 
@@ -181,6 +182,7 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 		errorStatus: DefaultErrorStatus,
 		clock:       time.Now,
 		identities:  newIdentityTerms(),
+		delegations: newDelegationTerms(),
 		requests:    newRequestTerms(),
 	}
 	for _, o := range opts {
@@ -373,7 +375,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 		}
 	}
 	if n := need.Child("delegation"); del != nil && n != nil {
-		input.Insert(keyTerm("delegation"), ast.NewTerm(delegationToAST(del, n)))
+		input.Insert(keyTerm("delegation"), p.delegations.term(del, n))
 	} else if delErr != nil {
 		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorReason(delErr)))
 	}
