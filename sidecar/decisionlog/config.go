@@ -15,7 +15,13 @@ const (
 
 // Defaults.
 const (
-	DefaultQueueSize     = 10000
+	DefaultQueueSize = 10000
+	// DefaultMaxQueueBytes keeps a queue of large inputs from holding
+	// more than a few megabytes: 10,000 records of 10 KiB each would be
+	// 100 MB.
+	DefaultMaxQueueBytes = 8 << 20
+	// MinMaxQueueBytes keeps room for a few records with large inputs.
+	MinMaxQueueBytes     = 64 << 10
 	DefaultBatchSize     = 100
 	DefaultFlushInterval = 250 * time.Millisecond
 	DefaultStream        = "deputy:decisions"
@@ -33,7 +39,11 @@ const (
 type Config struct {
 	Sink string `yaml:"sink" usage:"where decision records go: stdout (JSON lines), redis (a stream) or none"`
 	// Past QueueSize new records are dropped and counted.
-	QueueSize     int           `yaml:"queue_size" usage:"records waiting for the sink; past it new records are dropped and counted"`
+	QueueSize int `yaml:"queue_size" usage:"records waiting for the sink; past it new records are dropped and counted"`
+	// Past MaxQueueBytes, too, new records are dropped and counted: a
+	// record keeps its input, so the record bound alone does not bound
+	// memory.
+	MaxQueueBytes int64         `yaml:"max_queue_bytes" usage:"estimated memory of the records waiting for the sink (input included); past it new records are dropped and counted"`
 	BatchSize     int           `yaml:"batch_size" usage:"records one write to the sink carries"`
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
 	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink"`
@@ -71,6 +81,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
+	}
+	if c.MaxQueueBytes == 0 {
+		c.MaxQueueBytes = DefaultMaxQueueBytes
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
@@ -116,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.QueueSize < 1 {
 		return sidecar.Invalid("decision_log.queue_size", "must be at least 1")
+	}
+	if c.MaxQueueBytes < MinMaxQueueBytes {
+		return sidecar.Invalid("decision_log.max_queue_bytes", "must be at least %d", MinMaxQueueBytes)
 	}
 	if c.BatchSize < 1 || c.BatchSize > c.QueueSize {
 		return sidecar.Invalid("decision_log.batch_size", "must be between 1 and queue_size (%d)", c.QueueSize)

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,9 +48,11 @@ type Logger struct {
 
 	mu       sync.Mutex
 	ring     []*sidecar.Decision
-	head     int // index of the oldest queued decision
-	n        int // queued decisions
-	inflight int // taken by the worker, not yet written
+	sizes    []int64 // decisionSize of each queued decision, beside ring
+	head     int     // index of the oldest queued decision
+	n        int     // queued decisions
+	inflight int     // taken by the worker, not yet written
+	bytes    int64   // decisionSize of the queued and in-flight decisions
 	stopped  bool
 
 	wake    chan struct{}
@@ -63,11 +66,13 @@ type Logger struct {
 	maskErrors atomic.Uint64
 
 	// Owned by the worker.
-	pending   [][]byte
-	batchBuf  []byte // what the queued records of pending are encoded in
-	fromSpool bool   // pending was read from the spool
-	spool     *spool // nil unless cfg.SpoolDir is set
-	down      bool   // the last write failed
+	pending      [][]byte
+	pendingBytes int64  // what pending's decisions count in bytes, when taken from the queue
+	batchBuf     []byte // what the queued records of pending are encoded in
+	takeSizes    []int64
+	fromSpool    bool   // pending was read from the spool
+	spool        *spool // nil unless cfg.SpoolDir is set
+	down         bool   // the last write failed
 
 	spooled atomic.Int64 // spool bytes, for QueueDepth's readers
 }
@@ -95,6 +100,7 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 		masker: newMasker(cfg, nil),
 		log:    slog.Default(),
 		ring:   make([]*sidecar.Decision, cfg.QueueSize),
+		sizes:  make([]int64, cfg.QueueSize),
 		wake:   make(chan struct{}, 1),
 		stopc:  make(chan context.Context, 1),
 		done:   make(chan struct{}),
@@ -106,23 +112,31 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 }
 
 // Log queues d and returns at once. The logger keeps d: the caller must
-// not change it afterwards. When the queue is full, d is dropped and
-// counted.
+// not change it afterwards. When the queue is full, in records or in
+// bytes, d is dropped and counted.
 func (l *Logger) Log(d *sidecar.Decision) {
 	if d == nil || l.cfg.Sink == SinkNone {
 		// Sink none: no queueing, masking or encoding for records no one
 		// will read.
 		return
 	}
+	size := decisionSize(d) // outside the lock: it walks the input
 	l.mu.Lock()
-	if l.stopped || l.n+l.inflight >= len(l.ring) {
+	if l.stopped || l.n+l.inflight >= len(l.ring) || l.bytes+size > l.cfg.MaxQueueBytes {
 		l.mu.Unlock()
 		l.dropped.Add(1)
 		return
 	}
-	l.ring[(l.head+l.n)%len(l.ring)] = d
+	i := (l.head + l.n) % len(l.ring)
+	l.ring[i], l.sizes[i] = d, size
 	l.n++
-	full := l.n == l.cfg.BatchSize
+	half := l.cfg.MaxQueueBytes / 2
+	// A batch's worth of records, or half the byte bound, wakes the
+	// writer: large records would otherwise wait for the flush interval
+	// (or, while the sink is down, for the backoff before they spill)
+	// with the byte bound dropping what comes meanwhile.
+	full := l.n == l.cfg.BatchSize || (l.bytes < half && l.bytes+size >= half)
+	l.bytes += size
 	l.mu.Unlock()
 	if full {
 		select {
@@ -137,6 +151,14 @@ func (l *Logger) QueueDepth() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.n + l.inflight
+}
+
+// QueueBytes is the estimated memory of the records waiting to be
+// written, as decision_log.max_queue_bytes bounds it.
+func (l *Logger) QueueBytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bytes
 }
 
 // SpoolBytes is the size of the records waiting on disk.
@@ -287,9 +309,7 @@ func (l *Logger) delivered() {
 		}
 		l.spooled.Store(l.spool.size())
 	} else {
-		l.mu.Lock()
-		l.inflight -= n
-		l.mu.Unlock()
+		l.release(n)
 	}
 	if l.down {
 		l.down = false
@@ -312,9 +332,7 @@ func (l *Logger) spill(ctx context.Context) {
 			if lost := n - kept; lost > 0 {
 				l.dropped.Add(uint64(lost))
 			}
-			l.mu.Lock()
-			l.inflight -= n
-			l.mu.Unlock()
+			l.release(n)
 		}
 		l.clearPending()
 		l.fromSpool = false
@@ -323,6 +341,16 @@ func (l *Logger) spill(ctx context.Context) {
 		}
 	}
 	l.spooled.Store(l.spool.size())
+}
+
+// release gives back the queue's room, in records and bytes, that the n
+// records of pending held, now that they are written or on disk.
+func (l *Logger) release(n int) {
+	l.mu.Lock()
+	l.inflight -= n
+	l.bytes -= l.pendingBytes
+	l.mu.Unlock()
+	l.pendingBytes = 0
 }
 
 func (l *Logger) clearPending() {
@@ -344,8 +372,9 @@ func (l *Logger) discard() {
 	l.mu.Lock()
 	lost := l.n + l.inflight
 	clear(l.ring)
-	l.head, l.n, l.inflight = 0, 0, 0
+	l.head, l.n, l.inflight, l.bytes = 0, 0, 0, 0
 	l.mu.Unlock()
+	l.pendingBytes = 0
 	l.clearPending()
 	l.dropped.Add(uint64(lost))
 	l.log.Error("decision log stopped with records not written", "lost", lost)
@@ -411,9 +440,11 @@ func (l *Logger) take(ctx context.Context) bool {
 	l.mu.Lock()
 	k := min(l.n, l.cfg.BatchSize)
 	batch := make([]*sidecar.Decision, k)
+	sizes := slices.Grow(l.takeSizes[:0], k)[:k]
+	l.takeSizes = sizes
 	for i := range k {
 		idx := (l.head + i) % len(l.ring)
-		batch[i] = l.ring[idx]
+		batch[i], sizes[i] = l.ring[idx], l.sizes[idx]
 		l.ring[idx] = nil
 	}
 	l.head = (l.head + k) % len(l.ring)
@@ -427,17 +458,19 @@ func (l *Logger) take(ctx context.Context) bool {
 	// record per check no longer costs a copy of its own. pending is
 	// empty here, so nothing still reads the buffer.
 	buf := l.batchBuf[:0]
-	for _, d := range batch {
+	for i, d := range batch {
 		start := len(buf)
 		b, err := l.appendRecord(ctx, buf, d)
 		if err != nil {
 			l.log.Error("decision log record not encodable", "decision_id", d.ID, "error", err)
 			l.mu.Lock()
 			l.inflight--
+			l.bytes -= sizes[i]
 			l.mu.Unlock()
 			l.dropped.Add(1)
 			continue
 		}
+		l.pendingBytes += sizes[i]
 		buf = b
 		l.pending = append(l.pending, buf[start:len(buf):len(buf)])
 	}

@@ -566,6 +566,7 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*decisionlog.Config) {}, ""},
 		{"sink", func(c *decisionlog.Config) { c.Sink = "kafka" }, "decision_log.sink"},
 		{"queue", func(c *decisionlog.Config) { c.QueueSize = 0 }, "decision_log.queue_size"},
+		{"queue bytes", func(c *decisionlog.Config) { c.MaxQueueBytes = decisionlog.MinMaxQueueBytes - 1 }, "decision_log.max_queue_bytes"},
 		{"batch over queue", func(c *decisionlog.Config) { c.QueueSize = 10; c.BatchSize = 11 }, "decision_log.batch_size"},
 		{"flush", func(c *decisionlog.Config) { c.FlushInterval = 0 }, "decision_log.flush_interval"},
 		{"stream", func(c *decisionlog.Config) { c.Stream = "" }, "decision_log.stream"},
@@ -663,6 +664,7 @@ func BenchmarkLog(b *testing.B) {
 	b.Run("enqueue", func(b *testing.B) {
 		cfg := decisionlog.Defaults()
 		cfg.QueueSize = b.N + 1
+		cfg.MaxQueueBytes = 1 << 40 // never the bound: measure the enqueue
 		cfg.BatchSize = min(cfg.BatchSize, cfg.QueueSize)
 		l, err := decisionlog.New(cfg, decisionlog.DiscardSink{})
 		if err != nil {
@@ -681,6 +683,7 @@ func BenchmarkLog(b *testing.B) {
 	b.Run("pipeline", func(b *testing.B) {
 		cfg := decisionlog.Defaults()
 		cfg.QueueSize = 1 << 16
+		cfg.MaxQueueBytes = 1 << 40 // the record bound, as before
 		cfg.BatchSize = 512
 		l, err := decisionlog.New(cfg, decisionlog.DiscardSink{})
 		if err != nil {
