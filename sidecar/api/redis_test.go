@@ -18,7 +18,8 @@ func redisStore(t *testing.T, now sidecar.Clock) sidecar.Store {
 
 func redisStoreOn(t *testing.T, srv *redistest.Server, now sidecar.Clock) sidecar.Store {
 	t.Helper()
-	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}}, redis.WithClock(now))
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr},
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
 	if err != nil {
 		t.Fatal(err)
 	}

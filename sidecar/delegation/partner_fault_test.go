@@ -234,7 +234,7 @@ func faultStore(t *testing.T, addr, prefix string, clock sidecar.Clock) sidecar.
 func directStore(t *testing.T, addr, prefix string, clock sidecar.Clock) sidecar.Store {
 	t.Helper()
 	return newFaultStore(t, redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1,
-		DialTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}, clock)
+		DialTimeout: 10 * time.Second, ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, clock)
 }
 
 func newFaultStore(t *testing.T, cfg redis.Config, clock sidecar.Clock) sidecar.Store {

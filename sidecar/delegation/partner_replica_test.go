@@ -17,7 +17,8 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	srv := redistest.Start(t)
 	clock := newPartnerClock()
 	replica := func() sidecar.Store {
-		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "replicas"}, redis.WithClock(clock.Now))
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "replicas",
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -67,7 +67,8 @@ func TestProfileChangeReachesEveryReplica(t *testing.T) {
 // redisReplica is one replica's store on srv, keys under prefix.
 func redisReplica(t *testing.T, srv *redistest.Server, prefix string, clock *storetest.Clock) sidecar.Store {
 	t.Helper()
-	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix}, redis.WithClock(clock.Now))
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix,
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/redis"
@@ -18,18 +17,11 @@ var prefixes atomic.Int64
 // cases start empty without flushing.
 func freshPrefix() string { return fmt.Sprintf("t%d", prefixes.Add(1)) }
 
-// contractTimeout is how long a contract case waits for a reply. The
-// contract is about what the store does, not how fast: on a machine
-// loaded by the rest of the test run, a reply can take longer than the
-// production default (500 ms), and an i/o timeout there would fail a race
-// case for a reason it does not test. Fault behaviour has its own tests.
-const contractTimeout = 10 * time.Second
-
 func TestContractSingleNode(t *testing.T) {
 	srv := redistest.Start(t)
 	storetest.Run(t, func(t *testing.T, now sidecar.Clock) sidecar.Store {
 		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: freshPrefix(),
-			ReadTimeout: contractTimeout, WriteTimeout: contractTimeout}, redis.WithClock(now))
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,7 +33,7 @@ func TestContractCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	storetest.Run(t, func(t *testing.T, now sidecar.Clock) sidecar.Store {
 		s, err := redis.New(redis.Config{Addrs: cl.Addrs, Cluster: true, KeyPrefix: freshPrefix(),
-			ReadTimeout: contractTimeout, WriteTimeout: contractTimeout}, redis.WithClock(now))
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -210,7 +210,8 @@ func TestCacheBoundKeepsInvalidationExact(t *testing.T) {
 func twoReplicas(t *testing.T, srv *redistest.Server, clock *storetest.Clock) (a, b *redis.Store, ca, cb *resolve.CachedState) {
 	t.Helper()
 	mk := func() (*redis.Store, *resolve.CachedState) {
-		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "replicas"}, redis.WithClock(clock.Now))
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "replicas",
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -68,7 +68,8 @@ func raceStores() map[string]func(t *testing.T) (resolverSide resolve.SessionSta
 		"redis": func(t *testing.T) (resolve.SessionState, endingStore) {
 			srv := redistest.Start(t)
 			mk := func() *redis.Store {
-				s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "race"})
+				s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "race",
+					ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -24,6 +24,12 @@ import (
 // startWait bounds how long a server may take to answer PING.
 const startWait = 15 * time.Second
 
+// ReplyTimeout is the read and write timeout for a test's store where the
+// test is not about faults: a machine loaded by the rest of the test run
+// can take longer than the production default (500 ms) to answer, and an
+// i/o timeout there would fail a case for a reason it does not test.
+const ReplyTimeout = 10 * time.Second
+
 // Server is one redis-server process owned by a test.
 type Server struct {
 	Addr string
