@@ -711,6 +711,7 @@ func isASCII(s string) bool {
 // requestTerm builds input.deputy.request with the fields need names:
 // path, segments, method, methods, sole_method, lower_path, lower_segments
 // for case-insensitive route tables, route, route_segments for tables
+// (and route_dir, the route with a trailing slash, for prefix rules)
 // that must match every form an upstream router runs the same action for,
 // and spelled_route_segments to compare a route segment as the client
 // spelled it.
@@ -745,10 +746,21 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 		}
 		obj.Insert(keyTerm("lower_segments"), segsT)
 	}
-	if need.Child("route") != nil || need.Child("route_segments") != nil || need.Child("spelled_route_segments") != nil {
+	if need.Child("route") != nil || need.Child("route_dir") != nil || need.Child("route_segments") != nil || need.Child("spelled_route_segments") != nil {
 		rs, spelled := routeForm(c.segments, need.Child("spelled_route_segments") != nil)
+		route := "/" + strings.Join(rs, "/")
 		if need.Child("route") != nil {
-			obj.Insert(keyTerm("route"), ast.StringTerm("/"+strings.Join(rs, "/")))
+			obj.Insert(keyTerm("route"), ast.StringTerm(route))
+		}
+		// The route as a directory, for prefix rules: a prefix "/a/b/"
+		// matches it by startswith exactly when the route is /a/b or
+		// under it, never /a/bc. One field, so a rule pays no builtin to
+		// join the segments on every check.
+		if need.Child("route_dir") != nil {
+			if len(rs) > 0 {
+				route += "/"
+			}
+			obj.Insert(keyTerm("route_dir"), ast.StringTerm(route))
 		}
 		if need.Child("route_segments") != nil {
 			if need.Child("lower_segments") == nil || !sameLowered(rs, c.segments) {

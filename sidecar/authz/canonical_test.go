@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
@@ -335,5 +337,47 @@ func BenchmarkCanonical(b *testing.B) {
 		_ = m.fromHeaders(headers, nil, &c.methods)
 		_, _ = m.fromQuery(rawQuery, &c.methods)
 		_ = c.requestTerm(need)
+	}
+}
+
+// route_dir is route with one trailing slash, so a prefix rule's
+// startswith meets the route and what is under it, never a sibling that
+// shares its spelling (/vault/cardsharing is not under /vault/cards/).
+func TestRouteDir(t *testing.T) {
+	for _, tc := range []struct{ raw, route, dir string }{
+		{"/", "/", "/"},
+		{"/vault/cards", "/vault/cards", "/vault/cards/"},
+		{"/vault/cards/", "/vault/cards", "/vault/cards/"},
+		{"/Vault/Cards.json", "/vault/cards", "/vault/cards/"},
+		{"/vault/cardsharing", "/vault/cardsharing", "/vault/cardsharing/"},
+		{"/shop/index.php/customer/account/editPost/", "/shop/customer/account/editpost", "/shop/customer/account/editpost/"},
+	} {
+		t.Run(tc.raw, func(t *testing.T) {
+			cp, err := parsePath(tc.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := canonicalRequest{canonicalPath: cp}
+			_ = c.methods.add("GET")
+			obj := c.requestTerm(&policy.InputNeeds{All: true}).Value.(ast.Object)
+			route, dir := obj.Get(ast.StringTerm("route")), obj.Get(ast.StringTerm("route_dir"))
+			if route == nil || dir == nil {
+				t.Fatalf("route = %v, route_dir = %v", route, dir)
+			}
+			if got := string(route.Value.(ast.String)); got != tc.route {
+				t.Errorf("route = %q, want %q", got, tc.route)
+			}
+			if got := string(dir.Value.(ast.String)); got != tc.dir {
+				t.Errorf("route_dir = %q, want %q", got, tc.dir)
+			}
+		})
+	}
+	// Only the fields policy reads are built: route_dir alone builds no route.
+	cp, _ := parsePath("/vault/cards")
+	c := canonicalRequest{canonicalPath: cp}
+	_ = c.methods.add("GET")
+	obj := c.requestTerm(&policy.InputNeeds{Children: map[string]*policy.InputNeeds{"route_dir": {}}}).Value.(ast.Object)
+	if obj.Len() != 1 || obj.Get(ast.StringTerm("route_dir")) == nil {
+		t.Errorf("requestTerm(route_dir) = %v", obj)
 	}
 }

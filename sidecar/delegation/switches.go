@@ -164,7 +164,9 @@ func impersonatingRoles(perms map[string]any) ([]string, error) {
 // checkForbiddenRoutes refuses forbidden routes the policy would read as
 // forbidding nothing, so a slip in data is an error at activation rather
 // than a route left open: a route without a reason (the policy collects
-// reasons), a prefix that is not an absolute path ending in "/", a route
+// reasons), a prefix that is not an absolute path ending in "/" or not in
+// lower case (the policy compares it with the lower-cased route form as
+// written, paying for no lower() on every check), a route
 // filed under a section other than its first segment, or a section key in
 // a case the lower-cased route form never has (routes are looked up by the
 // request's first segment), and method lists that are empty or not in
@@ -200,7 +202,9 @@ func checkForbiddenRoutes(sections map[string]any) error {
 			switch {
 			case !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || strings.Contains(prefix, "//"):
 				return fmt.Errorf("%s.prefix: want an absolute path ending in \"/\", got %s", at, show(r["prefix"]))
-			case strings.ToLower(first) != section:
+			case prefix != strings.ToLower(prefix):
+				return fmt.Errorf("%s.prefix: want lower case, got %q (routes match the lower-cased route form: write %q)", at, prefix, strings.ToLower(prefix))
+			case first != section:
 				return fmt.Errorf("%s.prefix: %q is not under section %q (routes are filed by their first segment)", at, prefix, section)
 			}
 			if reason, _ := r["reason"].(string); reason == "" {

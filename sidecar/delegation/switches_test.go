@@ -82,7 +82,7 @@ func TestReadSwitches(t *testing.T) {
 		{name: "zero max session", data: allSwitches(map[string]any{"max_session": "0s"}), path: "data.deputy.impersonation.max_session"},
 		{name: "forbidden routes as shipped", data: allSwitches(map[string]any{"forbidden_routes": map[string]any{
 			"customer": []any{route("/customer/account/password/", "password_change_forbidden"),
-				route("/Customer/Account/Edit/", "account_change_forbidden", "POST", "PUT")}}}),
+				route("/customer/account/edit/", "account_change_forbidden", "POST", "PUT")}}}),
 			want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
 				IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}}},
 	}
@@ -96,6 +96,8 @@ func TestReadSwitches(t *testing.T) {
 		"route under another section": {map[string]any{"customer": []any{route("/customer/account/password/", "a"), route("/vault/cards/", "b")}},
 			"forbidden_routes.customer[1].prefix"},
 		"section in upper case":        {map[string]any{"Vault": []any{route("/vault/cards/", "b")}}, "forbidden_routes.Vault"},
+		"prefix not in lower case":     {map[string]any{"customer": []any{route("/customer/account/editPost/", "b")}}, "forbidden_routes.customer[0].prefix"},
+		"section in another case":      {map[string]any{"vault": []any{route("/Vault/cards/", "b")}}, "forbidden_routes.vault[0].prefix"},
 		"relative prefix":              {map[string]any{"vault": []any{route("vault/cards/", "b")}}, "forbidden_routes.vault[0].prefix"},
 		"prefix without a closing /":   {map[string]any{"vault": []any{route("/vault/cards", "b")}}, "forbidden_routes.vault[0].prefix"},
 		"prefix with an empty segment": {map[string]any{"vault": []any{route("/vault//cards/", "b")}}, "forbidden_routes.vault[0].prefix"},

@@ -62,18 +62,19 @@ decision := lib.deny(403, "customer_protected") if {
 	# upstream router runs the forbidden action for is met.
 	routes := data.deputy.impersonation.forbidden_routes[input.deputy.request.route_segments[0]]
 
-	# The route form with one leading and one trailing slash, so a route
-	# prefix "/a/b/" matches /a/b, /a/b.json and everything under /a/b,
-	# but not /a/bc. A route's prefix ends with "/". (Deputy refuses dot
-	# segments before policy runs.) The section's routes and this path are
-	# locals, not references inside the comprehension nor a helper rule:
-	# each would be looked up again on every route of the section. The
-	# slashes are added by sprintf: a concat of several strings costs OPA
-	# twice its allocations (a cancellable sink per call).
-	path := sprintf("/%s/", [concat("/", input.deputy.request.route_segments)])
+	# The route form as a directory (route_dir, "/a/b/" for /a/b), so a
+	# route prefix "/a/b/" matches /a/b, /a/b.json and everything under
+	# /a/b, but not /a/bc. A route's prefix ends with "/" and is in lower
+	# case, as the route form is (Deputy refuses data where it is not), so
+	# it is compared as written: lower() on every prefix cost a fifth of
+	# this check. (Deputy refuses dot segments before policy runs.) The
+	# section's routes and this path
+	# are locals, not references inside the comprehension nor a helper
+	# rule: each would be looked up again on every route of the section.
+	path := input.deputy.request.route_dir
 	reasons := [r.reason |
 		some r in routes
-		startswith(path, lower(r.prefix))
+		startswith(path, r.prefix)
 		_method_forbidden(r)
 	]
 
@@ -98,12 +99,12 @@ decision := lib.deny(403, "customer_protected") if {
 	"response_headers_to_add": {"cache-control": "private, no-store"},
 } if {
 	input.delegation.mode == "impersonation"
-	input.deputy.request.route_segments
+	input.deputy.request.route_dir
 	data.deputy.impersonation.enabled == true
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
-	input.deputy.request.route_segments
+	input.deputy.request.route_dir
 	data.deputy.impersonation.enabled == true
 } else := lib.deny(403, "impersonation_disabled") if {
 	input.delegation.mode == "impersonation"

@@ -160,9 +160,18 @@ test_override_to_a_harmless_method_stays_allowed if {
 	d.allowed
 }
 
-test_forbidden_route_prefixes_compare_case_insensitively if {
-	d := impersonation.decision with input as _req("GET", "/wishlist/share")
-		with impersonation.forbidden_routes as {"wishlist": [{"prefix": "/Wishlist/Share/", "reason": "sharing_forbidden"}]}
+# Prefixes are compared as written with the lower-cased route form, so
+# every prefix is in lower case (Deputy refuses data with one that is
+# not, data.deputy.impersonation.forbidden_routes.<section>[i].prefix),
+# and a request in any case still meets it.
+test_forbidden_route_prefixes_are_lower_case if {
+	every routes in impersonation.forbidden_routes {
+		every r in routes {
+			r.prefix == lower(r.prefix)
+		}
+	}
+	d := impersonation.decision with input as _req("GET", "/Wishlist/SHARE")
+		with impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share/", "reason": "sharing_forbidden"}]}
 	d.reason == "sharing_forbidden"
 }
 

@@ -21,6 +21,7 @@ request(methods, path) := {
 			"lower_path": lower(canonical),
 			"lower_segments": [lower(s) | some s in segments],
 			"route": concat("/", array.concat([""], route)),
+			"route_dir": _route_dir(route),
 			"route_segments": route,
 			"spelled_route_segments": [segments[i] | some i in kept],
 			"method": upper(methods[0]),
@@ -60,6 +61,10 @@ _front_controller_at(segments, i) if {
 	j > i
 	_route_trim(s) != ""
 }
+
+_route_dir(route) := "/" if count(route) == 0
+
+_route_dir(route) := concat("", ["/", concat("/", route), "/"]) if count(route) > 0
 
 _route(trimmed) := [] if count(trimmed) == 0
 
