@@ -150,8 +150,11 @@ type request struct {
 // identity: from headers and from header_map (Envoy's encode_raw_headers)
 // alike. It returns the request without them (a copy when there were any)
 // and their names as sent, and the names of the on-behalf-of headers
-// sent (kept in the request).
-func stripOwned(req *authv3.CheckRequest, opts *InputOptions) (_ *authv3.CheckRequest, stripped, carried []string) {
+// sent (kept in the request). The names are appended to buf's two
+// halves: a caller that keeps buf on its stack lists a few names without
+// allocating.
+func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_ *authv3.CheckRequest, stripped, carried []string) {
+	stripped, carried = buf[:0:2], buf[2:2:4]
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	for k := range httpReq.GetHeaders() {
 		if opts.owned(k) {
@@ -167,6 +170,9 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions) (_ *authv3.CheckRe
 		} else if opts.carried(h.GetKey()) {
 			carried = append(carried, h.GetKey())
 		}
+	}
+	if len(carried) == 0 {
+		carried = nil
 	}
 	if len(stripped) == 0 {
 		return req, nil, carried

@@ -138,7 +138,7 @@ func FuzzBuildInput(f *testing.F) {
 		if err := proto.Unmarshal(data, &req); err != nil {
 			return
 		}
-		stripped, owned, _ := stripOwned(&req, opts)
+		stripped, owned, _ := stripOwned(&req, opts, new([4]string))
 		r, err := buildInput(stripped, opts, policy.AllInput)
 		if err != nil {
 			return

@@ -222,14 +222,11 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 // and counted as one: the policy allowed on a condition the upstream would
 // never see.
 func (p *Pipeline) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*Response) error) *Response {
-	req, owned, carried := stripOwned(req, &p.inputOpts)
+	var names [4]string
+	req, owned, carried := stripOwned(req, &p.inputOpts, &names)
 	// The on-behalf-of header goes upstream only as set by the delegation
 	// decided on (delegationHeaders): removed otherwise, as owned ones are.
-	removed := owned
-	if len(carried) > 0 {
-		removed = append(slices.Clip(owned), carried...)
-	}
-	return p.finish(removed, func(d *sidecar.Decision) *Response {
+	return p.finish(owned, carried, func(d *sidecar.Decision) *Response {
 		resp := p.decide(ctx, req, owned, carried, d)
 		if enforce != nil && resp.Allowed {
 			if err := enforce(resp); err != nil {
@@ -247,8 +244,9 @@ func (p *Pipeline) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, 
 // error table. Dry run does not let it through: it is not a policy verdict
 // but a request the proxy in front cannot make safe.
 func (p *Pipeline) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *Response {
-	req, owned, _ := stripOwned(req, &p.inputOpts)
-	return p.finish(owned, func(d *sidecar.Decision) *Response {
+	var names [4]string
+	req, owned, _ := stripOwned(req, &p.inputOpts, &names)
+	return p.finish(owned, nil, func(d *sidecar.Decision) *Response {
 		requestFacts(req, d)
 		if act := p.eval.Current(); act != nil {
 			d.Revision = act.Revision
@@ -265,7 +263,7 @@ func (p *Pipeline) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal
 // nothing is derived from a request, so the policy sees what it saw then
 // (less what the log masked). No identity headers are injected.
 func (p *Pipeline) Replay(ctx context.Context, input ast.Object) *Response {
-	return p.finish(nil, func(d *sidecar.Decision) *Response {
+	return p.finish(nil, nil, func(d *sidecar.Decision) *Response {
 		act := p.eval.Current()
 		if act == nil {
 			return denial(p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy)
@@ -279,14 +277,15 @@ func (p *Pipeline) Replay(ctx context.Context, input ast.Object) *Response {
 }
 
 // finish is the one exit of every decision, whatever branch of decide
-// gave the verdict: it lists the owned headers the client sent for
-// removal, derives the decision record from the response, lets a dry run
-// through, and observes and logs.
-func (p *Pipeline) finish(owned []string, decide func(*sidecar.Decision) *Response) *Response {
+// gave the verdict: it lists the owned and on-behalf-of headers the
+// client sent for removal, derives the decision record from the response,
+// lets a dry run through, and observes and logs.
+func (p *Pipeline) finish(owned, carried []string, decide func(*sidecar.Decision) *Response) *Response {
 	start := p.clock()
 	d := &sidecar.Decision{ID: newDecisionID(), Time: start, DryRun: p.dryRun}
 	resp := decide(d)
 	resp.HeadersToRemove = ownedRemovals(resp.HeadersToRemove, owned, resp.Injected)
+	resp.HeadersToRemove = ownedRemovals(resp.HeadersToRemove, carried, resp.Injected)
 	resp.DecisionID = d.ID
 	d.Allowed, d.HTTPStatus, d.Reason = resp.Allowed, resp.HTTPStatus, resp.Reason
 	if resp.Allowed {
@@ -402,9 +401,13 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	resp := p.evaluate(ctx, act, input, del, d)
 	// A denied request whose session cookie names nothing live is told to
 	// drop it, so a dead cookie does not keep blocking its holder.
-	var clear *sidecar.ClearCookie
-	if !resp.Allowed && errors.As(delErr, &clear) {
-		resp.Headers = append(resp.Headers, Header{Key: "set-cookie", Value: clear.SetCookie})
+	if !resp.Allowed && delErr != nil {
+		// Only here: errors.As takes clear's address, which puts it on
+		// the heap, and this is every check.
+		var clear *sidecar.ClearCookie
+		if errors.As(delErr, &clear) {
+			resp.Headers = append(resp.Headers, Header{Key: "set-cookie", Value: clear.SetCookie})
+		}
 	}
 	return resp
 }
