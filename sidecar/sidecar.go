@@ -82,6 +82,12 @@ type Request struct {
 	// HeaderMap holds Envoy's header_map entries (encode_raw_headers),
 	// names as sent, repeated names as repeated entries.
 	HeaderMap []HeaderField
+	// PlainNames says that every name in Headers is lower case without
+	// "_" (as Envoy sends them), so a header is there under its own name
+	// or not at all, and HeaderValues looks it up instead of comparing
+	// every name. Whoever builds Headers sets it, from the names it holds;
+	// false (unknown) costs only time.
+	PlainNames bool
 }
 
 // HeaderField is one header as sent.
@@ -117,24 +123,31 @@ func (r *Request) Header(name string) string {
 // "_" for "-" (Caddy and Envoy forward underscore names, and CGI and PHP
 // read both as HTTP_X_NAME), from Headers and HeaderMap, in a stable order.
 func (r *Request) HeaderValues(name string) []string {
-	var out []string
+	return r.AppendHeaderValues(nil, name)
+}
+
+// AppendHeaderValues appends HeaderValues(name) to dst and returns it: a
+// caller on the check path passes a buffer on its stack.
+func (r *Request) AppendHeaderValues(dst []string, name string) []string {
 	if v, ok := r.Headers[name]; ok {
-		out = append(out, v)
+		dst = append(dst, v)
 	}
-	var other []string
-	for k, v := range r.Headers {
-		if k != name && SameHeaderName(k, name) {
-			other = append(other, v)
+	if !r.PlainNames {
+		var other []string
+		for k, v := range r.Headers {
+			if k != name && SameHeaderName(k, name) {
+				other = append(other, v)
+			}
 		}
+		slices.Sort(other)
+		dst = append(dst, other...)
 	}
-	slices.Sort(other)
-	out = append(out, other...)
 	for _, h := range r.HeaderMap {
 		if SameHeaderName(h.Name, name) {
-			out = append(out, h.Value)
+			dst = append(dst, h.Value)
 		}
 	}
-	return out
+	return dst
 }
 
 // SameHeaderName reports whether a header name as sent reads as name (lower

@@ -212,7 +212,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if err := r.canonical.methods.add(httpReq.GetMethod()); err != nil {
 		return nil, err
 	}
-	view := lowerHeaders(headers)
+	view, plain := lowerHeaders(headers)
 	if err := opts.Methods.fromHeaders(headers, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
 		return nil, err
 	}
@@ -263,10 +263,11 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 
 	r.input = obj
 	r.view = sidecar.Request{
-		Method:  r.canonical.methods[0],
-		Host:    httpReq.GetHost(),
-		Path:    cp.path,
-		Headers: view,
+		Method:     r.canonical.methods[0],
+		Host:       httpReq.GetHost(),
+		Path:       cp.path,
+		Headers:    view,
+		PlainNames: plain,
 	}
 	if hm := httpReq.GetHeaderMap().GetHeaders(); len(hm) > 0 {
 		r.view.HeaderMap = make([]sidecar.HeaderField, len(hm))
@@ -291,19 +292,33 @@ func hasUpper(s string) bool {
 	return false
 }
 
-// lowerHeaders returns headers with lower-case names. Envoy already sends
-// lower case, so the common case returns the map as is.
-func lowerHeaders(h map[string]string) map[string]string {
+// lowerHeaders returns headers with lower-case names, and whether none of
+// them has "_" (sidecar.Request.PlainNames). Envoy already sends lower
+// case, so the common case returns the map as is.
+func lowerHeaders(h map[string]string) (_ map[string]string, plain bool) {
+	plain = true
 	for k := range h {
 		if hasUpper(k) {
 			out := make(map[string]string, len(h))
 			for k, v := range h {
 				out[strings.ToLower(k)] = v
 			}
-			return out
+			return out, !hasUnderscore(out)
+		}
+		if plain && strings.IndexByte(k, '_') >= 0 {
+			plain = false
 		}
 	}
-	return h
+	return h, plain
+}
+
+func hasUnderscore(h map[string]string) bool {
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // parsedPath mirrors OPA-Envoy: the decoded path split on "/" after the

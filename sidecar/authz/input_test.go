@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -159,4 +161,41 @@ func FuzzBuildInput(f *testing.F) {
 			t.Fatalf("attributes differ from protojson:\n got  %v\n want %v", got, want)
 		}
 	})
+}
+
+// Resolvers read a header in every spelling an upstream reads as it. The
+// view tells them when its names leave no other spelling to look for
+// (PlainNames); that must never hide one: what they get is what
+// comparing every name gives.
+func TestViewHeaderValuesEverySpelling(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		want    []string
+		plain   bool
+	}{
+		{"own name", map[string]string{"x-customer": "a", "accept": "*/*"}, []string{"a"}, true},
+		{"absent", map[string]string{"accept": "*/*"}, nil, true},
+		{"underscores", map[string]string{"x_customer": "b"}, []string{"b"}, false},
+		{"both", map[string]string{"x-customer": "a", "x_customer": "b"}, []string{"a", "b"}, false},
+		{"upper case and underscores", map[string]string{"X_Customer": "b", "x-customer": "a"}, []string{"a", "b"}, false},
+		{"upper case", map[string]string{"X-Customer": "a"}, []string{"a"}, true},
+		{"another name with underscores", map[string]string{"x-customer": "a", "x_other": "c"}, []string{"a"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+				Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Headers: tc.headers}}}}
+			r, err := buildInput(req, &InputOptions{}, policy.AllInput)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.view.PlainNames != tc.plain {
+				t.Errorf("PlainNames = %v, want %v", r.view.PlainNames, tc.plain)
+			}
+			scanned := (&sidecar.Request{Headers: r.view.Headers}).HeaderValues("x-customer")
+			if got := r.view.HeaderValues("x-customer"); !slices.Equal(got, tc.want) || !slices.Equal(got, scanned) {
+				t.Errorf("HeaderValues = %q, want %q (comparing every name: %q)", got, tc.want, scanned)
+			}
+		})
+	}
 }

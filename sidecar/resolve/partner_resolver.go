@@ -91,7 +91,8 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 // used is the one the request's path acts on.
 func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	var v string
-	for i, s := range req.HeaderValues(r.header) {
+	var buf [2]string
+	for i, s := range req.AppendHeaderValues(buf[:0], r.header) {
 		if s = strings.TrimSpace(s); i > 0 && s != v {
 			return "", sidecar.Refused(sidecar.EINVALID, ReasonOnBehalfOfAmbiguous, nil)
 		}
