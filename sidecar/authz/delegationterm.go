@@ -1,6 +1,9 @@
 package authz
 
 import (
+	"net/url"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -10,24 +13,33 @@ import (
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
-// delegationTermsSize bounds the delegations whose input.delegation is kept.
+// delegationTermsSize bounds the delegations whose input.delegation and
+// identity headers are kept.
 const delegationTermsSize = 4096
 
-// delegationTerms keeps input.delegation for the delegations resolvers
-// hand out again: a partner or reseller resolves to the same facts on
-// every request it makes for a customer, and its term (some ten
-// allocations to build) is built once, not on every check. Resolvers
-// return a new *sidecar.Delegation each time, so the key is the facts
-// themselves. A delegation with roles, or with attributes policy reads,
-// is built every time: its key would have to hold lists and values.
-// Policy never changes input, so the term is shared as the activation's
-// facts are.
+// delegationTerms keeps what a check derives from a delegation alone, for
+// the delegations resolvers hand out again: a partner or reseller resolves
+// to the same facts on every request it makes for a customer, a session to
+// the same facts on every request of the session. input.delegation (some
+// ten allocations to build) and the identity headers injected upstream
+// are built once per delegation, not on every check. Resolvers return a
+// new *sidecar.Delegation each time, so the key is the facts themselves.
+// A delegation with roles, or with attributes policy reads, has its
+// input.delegation built every time (its key would have to hold lists
+// and values); its headers read neither and are kept. Policy never
+// changes input and adapters never change a response's headers, so both
+// are shared as the activation's facts are.
 type delegationTerms struct {
-	cache *lru.Cache[delegationKey, delegationTerm]
+	cache *lru.Cache[delegationKey, *delegationEntry]
+	names headerNames
+	// onBehalfOf is the on-behalf-of header, set to the customer a
+	// partner or reseller delegation acts for.
+	onBehalfOf string
 }
 
 // delegationKey is every field of sidecar.Delegation that delegationToAST
-// reads, but the lists and the attributes (see delegationTerms).
+// and identityHeaders read, but the lists and the attributes (see
+// delegationTerms).
 type delegationKey struct {
 	mode, id, actor, actorName, actorOrg, subject, subjectName string
 	level, scope, storeView, domain, reason, ticket            string
@@ -35,33 +47,67 @@ type delegationKey struct {
 	subjectProtected                                           bool
 }
 
-type delegationTerm struct {
-	need *policy.InputNeeds // the activation's needs it was built for
-	term *ast.Term
+// delegationEntry is what is kept of one delegation. Only signed changes
+// once the entry is kept.
+type delegationEntry struct {
+	need *policy.InputNeeds // the activation's needs term was built for
+	term *ast.Term          // nil when built for no needs
+	// headers are the identity headers but the actor token, at full
+	// capacity, so appending to them copies.
+	headers []Header
+	// signed is headers with the last actor token signed for the
+	// delegation, reused while the signer hands out that same token.
+	signed atomic.Pointer[signedHeaders]
 }
 
-func newDelegationTerms() delegationTerms {
-	c, _ := lru.New[delegationKey, delegationTerm](delegationTermsSize) // fails only for a size <= 0
-	return delegationTerms{cache: c}
+type signedHeaders struct {
+	token   string
+	headers []Header
 }
 
-// term returns input.delegation of d with the fields need names.
-func (t delegationTerms) term(d *sidecar.Delegation, need *policy.InputNeeds) *ast.Term {
-	if !keyable(d, need) {
-		return ast.NewTerm(delegationToAST(d, need))
-	}
+func newDelegationTerms(names headerNames, onBehalfOf string) delegationTerms {
+	c, _ := lru.New[delegationKey, *delegationEntry](delegationTermsSize) // fails only for a size <= 0
+	return delegationTerms{cache: c, names: names, onBehalfOf: onBehalfOf}
+}
+
+// lookup returns the kept entry of d and, when need (the activation's
+// needs of input.delegation) is not nil, input.delegation of d with the
+// fields need names.
+func (t delegationTerms) lookup(d *sidecar.Delegation, need *policy.InputNeeds) (*delegationEntry, *ast.Term) {
 	k := delegationKey{
 		mode: d.Mode, id: d.ID, actor: d.Actor, actorName: d.ActorName, actorOrg: d.ActorOrg,
 		subject: d.Subject, subjectName: d.SubjectName, level: d.Level, scope: d.Scope,
 		storeView: d.StoreView, domain: d.Domain, reason: d.Reason, ticket: d.Ticket,
 		expiresAt: d.ExpiresAt, subjectProtected: d.SubjectProtected,
 	}
-	if e, ok := t.cache.Peek(k); ok && e.need == need {
-		return e.term
+	keep := need != nil && keyable(d, need)
+	e, ok := t.cache.Peek(k)
+	if ok && (!keep || e.need == need) {
+		return e, t.termOf(e, d, need, keep)
 	}
-	term := ast.NewTerm(delegationToAST(d, need))
-	t.cache.Add(k, delegationTerm{need: need, term: term})
-	return term
+	ne := &delegationEntry{}
+	if ok {
+		ne.headers = e.headers
+	} else {
+		ne.headers = t.identityHeaders(d)
+	}
+	if keep {
+		ne.need, ne.term = need, ast.NewTerm(delegationToAST(d, need))
+	}
+	t.cache.Add(k, ne)
+	return ne, t.termOf(ne, d, need, keep)
+}
+
+// termOf is input.delegation of d from e when e keeps it for need.
+func (delegationTerms) termOf(e *delegationEntry, d *sidecar.Delegation, need *policy.InputNeeds, keep bool) *ast.Term {
+	switch {
+	case need == nil:
+		return nil
+	case keep:
+		return e.term
+	default:
+		return ast.NewTerm(delegationToAST(d, need))
+	}
 }
 
 // keyable reports whether input.delegation of d depends on delegationKey's
@@ -78,4 +124,46 @@ func keyable(d *sidecar.Delegation, need *policy.InputNeeds) bool {
 		}
 	}
 	return true
+}
+
+// identityHeaders are the headers injected upstream for d, but the actor
+// token.
+func (t delegationTerms) identityHeaders(d *sidecar.Delegation) []Header {
+	h := make([]Header, 0, 8)
+	for _, f := range [...]struct {
+		name  *string
+		value string
+	}{
+		{&t.names.subject, d.Subject}, {&t.names.actor, d.Actor}, {&t.names.mode, d.Mode},
+		{&t.names.level, d.Level}, {&t.names.session, d.ID}, {&t.names.storeView, d.StoreView},
+		{&t.onBehalfOf, onBehalfOf(d)},
+	} {
+		if f.value != "" {
+			h = append(h, Header{*f.name, f.value})
+		}
+	}
+	if d.SubjectName != "" {
+		h = append(h, Header{t.names.subjectName, url.PathEscape(d.SubjectName)})
+	}
+	return slices.Clip(h)
+}
+
+// withToken is e's headers with the actor token token (the one signed
+// for this check) in tokenHeader.
+func (e *delegationEntry) withToken(tokenHeader, token string) []Header {
+	if s := e.signed.Load(); s != nil && s.token == token {
+		return s.headers
+	}
+	h := slices.Clip(append(e.headers, Header{tokenHeader, token})) // e.headers is at capacity: a copy
+	e.signed.Store(&signedHeaders{token: token, headers: h})
+	return h
+}
+
+// onBehalfOf is the customer a partner or reseller delegation acts for,
+// the one value of the on-behalf-of header the upstream may see.
+func onBehalfOf(del *sidecar.Delegation) string {
+	if del.Mode == sidecar.ModePartner || del.Mode == sidecar.ModeReseller {
+		return del.Subject
+	}
+	return ""
 }

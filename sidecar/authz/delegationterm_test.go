@@ -13,9 +13,11 @@ import (
 )
 
 // A kept input.delegation is only ever the one delegationToAST builds for
-// the same delegation and needs: after the base delegation is kept, a
-// delegation differing in any one field gets its own term, and one with
-// roles or attributes policy reads is built afresh.
+// the same delegation and needs, and kept identity headers the ones built
+// for the same delegation: after the base delegation is kept, a
+// delegation differing in any one field gets its own term and headers,
+// and one with roles or attributes policy reads has its term built
+// afresh.
 func TestDelegationTermPerFacts(t *testing.T) {
 	exp := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	base := sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", ActorName: "Pat", ActorOrg: "helpco",
@@ -64,9 +66,12 @@ func TestDelegationTermPerFacts(t *testing.T) {
 		}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			terms := newDelegationTerms()
+			terms := newDelegationTerms(newHeaderNames("x-deputy-"), "x-on-behalf-of")
+			fresh := func(d *sidecar.Delegation) []Header {
+				return newDelegationTerms(newHeaderNames("x-deputy-"), "x-on-behalf-of").identityHeaders(d)
+			}
 			b := base
-			terms.term(&b, need)
+			terms.lookup(&b, need)
 			for _, f := range slices.Sorted(func(yield func(string) bool) {
 				for k := range variants {
 					if !yield(k) {
@@ -77,12 +82,20 @@ func TestDelegationTermPerFacts(t *testing.T) {
 				v := base
 				variants[f](&v)
 				want := ast.NewTerm(delegationToAST(&v, need))
-				if got := terms.term(&v, need); !got.Equal(want) {
+				kept, got := terms.lookup(&v, need)
+				if !got.Equal(want) {
 					t.Errorf("%s: kept term %v, want %v", f, got, want)
 				}
+				if want := fresh(&v); !slices.Equal(kept.headers, want) {
+					t.Errorf("%s: kept headers %v, want %v", f, kept.headers, want)
+				}
 				b := base
-				if got, want := terms.term(&b, need), ast.NewTerm(delegationToAST(&base, need)); !got.Equal(want) {
+				kept, got = terms.lookup(&b, need)
+				if want := ast.NewTerm(delegationToAST(&base, need)); !got.Equal(want) {
 					t.Errorf("after %s: base term %v, want %v", f, got, want)
+				}
+				if want := fresh(&base); !slices.Equal(kept.headers, want) {
+					t.Errorf("after %s: base headers %v, want %v", f, kept.headers, want)
 				}
 			}
 		})
@@ -95,9 +108,41 @@ func TestDelegationTermPerActivation(t *testing.T) {
 	d := &sidecar.Delegation{Mode: sidecar.ModePartner, Actor: "pat", Subject: "acme", Level: "update"}
 	narrow := &policy.InputNeeds{Children: map[string]*policy.InputNeeds{"mode": {}}}
 	wide := &policy.InputNeeds{All: true}
-	terms := newDelegationTerms()
-	terms.term(d, narrow)
-	if got, want := terms.term(d, wide), ast.NewTerm(delegationToAST(d, wide)); !got.Equal(want) {
-		t.Errorf("term under wider needs %v, want %v", got, want)
+	terms := newDelegationTerms(newHeaderNames("x-deputy-"), "x-on-behalf-of")
+	terms.lookup(d, narrow)
+	if _, got := terms.lookup(d, wide); !got.Equal(ast.NewTerm(delegationToAST(d, wide))) {
+		t.Errorf("term under wider needs %v, want %v", got, ast.NewTerm(delegationToAST(d, wide)))
+	}
+	if _, got := terms.lookup(d, nil); got != nil {
+		t.Errorf("term under no needs %v, want none", got)
+	}
+}
+
+// The actor token in the kept headers is always the one the signer handed
+// out for this check: a new token replaces the one kept, and the headers
+// of an earlier check are left as they were.
+func TestDelegationHeadersCarryTheTokenSignedNow(t *testing.T) {
+	d := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "imp_1", Actor: "staff-1", Subject: "cust-9", SubjectName: "Zoë"}
+	terms := newDelegationTerms(newHeaderNames("x-deputy-"), "x-on-behalf-of")
+	kept, _ := terms.lookup(d, nil)
+	first := kept.withToken("x-deputy-token", "token-1")
+	if again := kept.withToken("x-deputy-token", "token-1"); &again[0] != &first[0] {
+		t.Errorf("the same token built new headers")
+	}
+	second := kept.withToken("x-deputy-token", "token-2")
+	for _, tc := range []struct {
+		headers []Header
+		token   string
+	}{{first, "token-1"}, {second, "token-2"}} {
+		want := append(terms.identityHeaders(d), Header{"x-deputy-token", tc.token})
+		if !slices.Equal(tc.headers, want) {
+			t.Errorf("headers %v, want %v", tc.headers, want)
+		}
+		if cap(tc.headers) != len(tc.headers) {
+			t.Errorf("headers %v have room to append into", tc.headers)
+		}
+	}
+	if got := kept.withToken("x-deputy-token", "token-1"); got[len(got)-1].Value != "token-1" {
+		t.Errorf("token %q, want the one signed now", got[len(got)-1].Value)
 	}
 }

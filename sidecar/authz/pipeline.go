@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -182,7 +181,6 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 		errorStatus: DefaultErrorStatus,
 		clock:       time.Now,
 		identities:  newIdentityTerms(),
-		delegations: newDelegationTerms(),
 		requests:    newRequestTerms(),
 	}
 	for _, o := range opts {
@@ -201,6 +199,7 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	}
 	p.inputOpts.Methods, _ = ParseMethodOverrides(p.overrides) // checked by the caller
 	p.names = newHeaderNames(p.prefix)
+	p.delegations = newDelegationTerms(p.names, p.inputOpts.OnBehalfOf)
 	return p
 }
 
@@ -272,7 +271,7 @@ func (p *Pipeline) Replay(ctx context.Context, input ast.Object) *Response {
 		if p.keepInput {
 			d.Input = input
 		}
-		return p.evaluate(ctx, act, input, nil, d)
+		return p.evaluate(ctx, act, input, nil, nil, d)
 	})
 }
 
@@ -373,8 +372,12 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 			break
 		}
 	}
-	if n := need.Child("delegation"); del != nil && n != nil {
-		input.Insert(keyTerm("delegation"), p.delegations.term(del, n))
+	var kept *delegationEntry
+	if del != nil {
+		var term *ast.Term
+		if kept, term = p.delegations.lookup(del, need.Child("delegation")); term != nil {
+			input.Insert(keyTerm("delegation"), term)
+		}
 	} else if delErr != nil {
 		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorReason(delErr)))
 	}
@@ -398,7 +401,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 		d.Input = input
 	}
 
-	resp := p.evaluate(ctx, act, input, del, d)
+	resp := p.evaluate(ctx, act, input, del, kept, d)
 	// A denied request whose session cookie names nothing live is told to
 	// drop it, so a dead cookie does not keep blocking its holder.
 	if !resp.Allowed && delErr != nil {
@@ -421,8 +424,9 @@ func requestFacts(req *authv3.CheckRequest, d *sidecar.Decision) {
 	}
 }
 
-// evaluate runs the policy on input and maps its result to a response.
-func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input ast.Object, del *sidecar.Delegation, d *sidecar.Decision) *Response {
+// evaluate runs the policy on input and maps its result to a response;
+// kept is what is kept of del (nil with del).
+func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input ast.Object, del *sidecar.Delegation, kept *delegationEntry, d *sidecar.Decision) *Response {
 	t3 := p.clock()
 	res, err := act.Eval(ctx, p.query, input, p.evalOpts...)
 	d.Stages.Policy = p.clock().Sub(t3)
@@ -457,7 +461,7 @@ func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input a
 	resp.ResponseHeadersToAdd = pr.responseHeadersToAdd
 	resp.QueryParamsToSet = pr.queryToSet
 	resp.QueryParamsToRemove = pr.queryToRemove
-	injected, err := p.delegationHeaders(del)
+	injected, err := p.delegationHeaders(del, kept)
 	if err != nil {
 		return denial(http.StatusInternalServerError, ReasonTokenError, err)
 	}
@@ -482,44 +486,19 @@ func errorDenial(err error) *Response {
 }
 
 // delegationHeaders are the identity headers injected on an allowed
-// delegated request.
-func (p *Pipeline) delegationHeaders(del *sidecar.Delegation) ([]Header, error) {
+// delegated request: kept's, with the actor token signed for del now.
+func (p *Pipeline) delegationHeaders(del *sidecar.Delegation, kept *delegationEntry) ([]Header, error) {
 	if del == nil {
 		return nil, nil
 	}
-	h := make([]Header, 0, 8)
-	for _, f := range [...]struct {
-		name  *string
-		value string
-	}{
-		{&p.names.subject, del.Subject}, {&p.names.actor, del.Actor}, {&p.names.mode, del.Mode},
-		{&p.names.level, del.Level}, {&p.names.session, del.ID}, {&p.names.storeView, del.StoreView},
-		{&p.inputOpts.OnBehalfOf, onBehalfOf(del)},
-	} {
-		if f.value != "" {
-			h = append(h, Header{*f.name, f.value})
-		}
+	if p.signer == nil {
+		return kept.headers, nil
 	}
-	if del.SubjectName != "" {
-		h = append(h, Header{p.names.subjectName, url.PathEscape(del.SubjectName)})
+	tok, err := p.signer.Sign(del)
+	if err != nil {
+		return nil, err
 	}
-	if p.signer != nil {
-		tok, err := p.signer.Sign(del)
-		if err != nil {
-			return nil, err
-		}
-		h = append(h, Header{p.tokenHeader, tok})
-	}
-	return h, nil
-}
-
-// onBehalfOf is the customer a partner or reseller delegation acts for,
-// the one value of the on-behalf-of header the upstream may see.
-func onBehalfOf(del *sidecar.Delegation) string {
-	if del.Mode == sidecar.ModePartner || del.Mode == sidecar.ModeReseller {
-		return del.Subject
-	}
-	return ""
+	return kept.withToken(p.tokenHeader, tok), nil
 }
 
 // headerNames are the injected header names under the owned prefix,
