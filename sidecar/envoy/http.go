@@ -261,18 +261,28 @@ func (h *HTTPHandler) forwardedApplies(resp *authz.Response) error {
 }
 
 // envoyApplies reports what of an allow Envoy's http_service would drop.
-// It copies upstream only the policy headers its allowed_upstream_headers
-// names, and cannot change the query; it does remove the headers listed
-// in x-envoy-auth-headers-to-remove. A policy that allows on setting
-// another header (x-user-role: viewer over the client's admin) or on
-// dropping a query parameter would have the application get the client's
-// values, so the allow is refused instead. Response headers a policy adds
-// are not carried by http_service (see docs/deploy.md); they change only
-// what the client is told, never what the application acts on.
+// It copies upstream only the headers its allowed_upstream_headers names,
+// and cannot change the query; it does remove the headers listed in
+// x-envoy-auth-headers-to-remove. A policy that allows on setting another
+// header (x-user-role: viewer over the client's admin) or on dropping a
+// query parameter would have the application get the client's values, so
+// the allow is refused instead. So is one whose delegated identity Envoy
+// would drop: Deputy replaces the client's copy of an injected name rather
+// than listing it for removal, so a name Envoy does not copy would reach
+// the application as the client sent it (check.owned_prefix or
+// partner.on_behalf_of_header changed, the Envoy config left behind).
+// Response headers a policy adds are not carried by http_service (see
+// docs/deploy.md); they change only what the client is told, never what
+// the application acts on.
 func (h *HTTPHandler) envoyApplies(resp *authz.Response) error {
 	for _, hd := range resp.Headers {
 		if !headerMatches(h.envoyUpstream, hd.Key) {
 			return fmt.Errorf("headers: %s is not among the headers Envoy's http_service copies upstream (http.envoy_upstream_headers)", hd.Key)
+		}
+	}
+	for _, hd := range resp.Injected {
+		if !headerMatches(h.envoyUpstream, hd.Key) {
+			return fmt.Errorf("delegated identity: %s is not among the headers Envoy's http_service copies upstream (http.envoy_upstream_headers)", strings.ToLower(hd.Key))
 		}
 	}
 	if len(resp.QueryParamsToSet) > 0 || len(resp.QueryParamsToRemove) > 0 {
