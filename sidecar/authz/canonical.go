@@ -711,7 +711,8 @@ func isASCII(s string) bool {
 // requestTerm builds input.deputy.request with the fields need names:
 // path, segments, method, methods, sole_method, lower_path, lower_segments
 // for case-insensitive route tables, route, route_segments for tables
-// (and route_dir, the route with a trailing slash, for prefix rules)
+// (and route_dirs, the route from each of its segments on as a
+// directory, for prefix rules)
 // that must match every form an upstream router runs the same action for,
 // and spelled_route_segments to compare a route segment as the client
 // spelled it.
@@ -746,21 +747,19 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 		}
 		obj.Insert(keyTerm("lower_segments"), segsT)
 	}
-	if need.Child("route") != nil || need.Child("route_dir") != nil || need.Child("route_segments") != nil || need.Child("spelled_route_segments") != nil {
+	if need.Child("route") != nil || need.Child("route_dirs") != nil || need.Child("route_segments") != nil || need.Child("spelled_route_segments") != nil {
 		rs, spelled := routeForm(c.segments, need.Child("spelled_route_segments") != nil)
-		route := "/" + strings.Join(rs, "/")
 		if need.Child("route") != nil {
-			obj.Insert(keyTerm("route"), ast.StringTerm(route))
+			obj.Insert(keyTerm("route"), ast.StringTerm("/"+strings.Join(rs, "/")))
 		}
-		// The route as a directory, for prefix rules: a prefix "/a/b/"
-		// matches it by startswith exactly when the route is /a/b or
-		// under it, never /a/bc. One field, so a rule pays no builtin to
-		// join the segments on every check.
-		if need.Child("route_dir") != nil {
-			if len(rs) > 0 {
-				route += "/"
-			}
-			obj.Insert(keyTerm("route_dir"), ast.StringTerm(route))
+		// The route from each of its segments on, as a directory, for
+		// prefix rules: a prefix "/a/b/" matches route_dirs[i] by
+		// startswith exactly when the route is /a/b or under it from
+		// segment i on (after a store code, a locale or a mount point),
+		// never /a/bc. One field, so a rule pays no builtin to join the
+		// segments on every check.
+		if need.Child("route_dirs") != nil {
+			obj.Insert(keyTerm("route_dirs"), routeDirsTerm(rs))
 		}
 		if need.Child("route_segments") != nil {
 			if need.Child("lower_segments") == nil || !sameLowered(rs, c.segments) {
@@ -826,6 +825,25 @@ func lower(s string) string {
 
 // segmentsTerm is an array of strings sharing one backing array, with
 // common section names interned.
+// routeDirsTerm is route from each of its segments on, as a directory:
+// for ["a", "b"], ["/a/b/", "/b/"]. The root has none.
+func routeDirsTerm(route []string) *ast.Term {
+	if len(route) == 0 {
+		return ast.ArrayTerm()
+	}
+	dir := "/" + strings.Join(route, "/") + "/"
+	terms := make([]*ast.Term, len(route))
+	backing := make([]ast.Term, len(route))
+	start := 0
+	for i, seg := range route {
+		// Each is a slice of dir: no allocation per segment.
+		backing[i].Value = ast.String(dir[start:])
+		terms[i] = &backing[i]
+		start += len(seg) + 1
+	}
+	return ast.ArrayTerm(terms...)
+}
+
 func segmentsTerm(segs []string, lowered bool) *ast.Term {
 	terms := make([]*ast.Term, len(segs))
 	backing := make([]ast.Term, len(segs))

@@ -340,17 +340,23 @@ func BenchmarkCanonical(b *testing.B) {
 	}
 }
 
-// route_dir is route with one trailing slash, so a prefix rule's
-// startswith meets the route and what is under it, never a sibling that
-// shares its spelling (/vault/cardsharing is not under /vault/cards/).
-func TestRouteDir(t *testing.T) {
-	for _, tc := range []struct{ raw, route, dir string }{
-		{"/", "/", "/"},
-		{"/vault/cards", "/vault/cards", "/vault/cards/"},
-		{"/vault/cards/", "/vault/cards", "/vault/cards/"},
-		{"/Vault/Cards.json", "/vault/cards", "/vault/cards/"},
-		{"/vault/cardsharing", "/vault/cardsharing", "/vault/cardsharing/"},
-		{"/shop/index.php/customer/account/editPost/", "/shop/customer/account/editpost", "/shop/customer/account/editpost/"},
+// route_dirs[i] is the route from its segment i on, with one trailing
+// slash, so a prefix rule's startswith meets the route and what is under
+// it, after any segments before (a store code, a locale, a mount point),
+// never a sibling that shares its spelling (/vault/cardsharing/ is not
+// under /vault/cards/).
+func TestRouteDirs(t *testing.T) {
+	for _, tc := range []struct {
+		raw, route string
+		dirs       []string
+	}{
+		{"/", "/", nil},
+		{"/vault/cards", "/vault/cards", []string{"/vault/cards/", "/cards/"}},
+		{"/vault/cards/", "/vault/cards", []string{"/vault/cards/", "/cards/"}},
+		{"/Vault/Cards.json", "/vault/cards", []string{"/vault/cards/", "/cards/"}},
+		{"/vault/cardsharing", "/vault/cardsharing", []string{"/vault/cardsharing/", "/cardsharing/"}},
+		{"/shop/index.php/fr/customer/account/editPost/", "/shop/fr/customer/account/editpost",
+			[]string{"/shop/fr/customer/account/editpost/", "/fr/customer/account/editpost/", "/customer/account/editpost/", "/account/editpost/", "/editpost/"}},
 	} {
 		t.Run(tc.raw, func(t *testing.T) {
 			cp, err := parsePath(tc.raw)
@@ -360,24 +366,26 @@ func TestRouteDir(t *testing.T) {
 			c := canonicalRequest{canonicalPath: cp}
 			_ = c.methods.add("GET")
 			obj := c.requestTerm(&policy.InputNeeds{All: true}).Value.(ast.Object)
-			route, dir := obj.Get(ast.StringTerm("route")), obj.Get(ast.StringTerm("route_dir"))
-			if route == nil || dir == nil {
-				t.Fatalf("route = %v, route_dir = %v", route, dir)
+			route, dirs := obj.Get(ast.StringTerm("route")), obj.Get(ast.StringTerm("route_dirs"))
+			if route == nil || dirs == nil {
+				t.Fatalf("route = %v, route_dirs = %v", route, dirs)
 			}
 			if got := string(route.Value.(ast.String)); got != tc.route {
 				t.Errorf("route = %q, want %q", got, tc.route)
 			}
-			if got := string(dir.Value.(ast.String)); got != tc.dir {
-				t.Errorf("route_dir = %q, want %q", got, tc.dir)
+			var got []string
+			dirs.Value.(*ast.Array).Foreach(func(d *ast.Term) { got = append(got, string(d.Value.(ast.String))) })
+			if !slices.Equal(got, tc.dirs) {
+				t.Errorf("route_dirs = %q, want %q", got, tc.dirs)
 			}
 		})
 	}
-	// Only the fields policy reads are built: route_dir alone builds no route.
+	// Only the fields policy reads are built: route_dirs alone builds no route.
 	cp, _ := parsePath("/vault/cards")
 	c := canonicalRequest{canonicalPath: cp}
 	_ = c.methods.add("GET")
-	obj := c.requestTerm(&policy.InputNeeds{Children: map[string]*policy.InputNeeds{"route_dir": {}}}).Value.(ast.Object)
-	if obj.Len() != 1 || obj.Get(ast.StringTerm("route_dir")) == nil {
-		t.Errorf("requestTerm(route_dir) = %v", obj)
+	obj := c.requestTerm(&policy.InputNeeds{Children: map[string]*policy.InputNeeds{"route_dirs": {}}}).Value.(ast.Object)
+	if obj.Len() != 1 || obj.Get(ast.StringTerm("route_dirs")) == nil {
+		t.Errorf("requestTerm(route_dirs) = %v", obj)
 	}
 }

@@ -31,7 +31,7 @@ var internedKeys = func() map[string]*ast.Term {
 		"sni", "headerMap", "filterMetadata", "typedFilterMetadata",
 		"parsed_path", "parsed_query", "parsed_body", "truncated_body", "version", "identity",
 		"identity_error", "delegation", "delegation_error", "deputy", "encoding", "ext_authz",
-		"segments", "methods", "sole_method", "lower_path", "lower_segments", "route", "route_dir", "route_segments",
+		"segments", "methods", "sole_method", "lower_path", "lower_segments", "route", "route_dirs", "route_segments",
 		"spelled_route_segments",
 		"sub", "name", "email", "roles", "privileges", "org", "domain", "iss", "exp", "claims",
 		"mode", "actor", "actor_name", "actor_org", "subject", "subject_name", "level", "scope",

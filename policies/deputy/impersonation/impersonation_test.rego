@@ -149,6 +149,15 @@ test_tricky_forms[note] if {
 		"password reset target": {"methods": ["POST"], "path": "/customer/account/resetPasswordPost/", "reason": "password_change_forbidden"},
 		"password reset form": {"methods": ["GET"], "path": "/customer/account/createPassword/", "reason": "password_change_forbidden"},
 		"password reset target in upper case": {"methods": ["POST"], "path": "/index.php/Customer/Account/ResetPasswordPost", "reason": "password_change_forbidden"},
+		# Storefronts that put the store view's code (Magento's "Add Store
+		# Code to Urls"), a locale or a mount point in front of every URL
+		# route the same actions below it.
+		"store code": {"methods": ["POST"], "path": "/default/customer/account/editPost/", "reason": "account_change_forbidden"},
+		"locale": {"methods": ["GET"], "path": "/fr/customer/account/password/", "reason": "password_change_forbidden"},
+		"store code and payment": {"methods": ["POST"], "path": "/fr/customer/payment/add", "reason": "payment_method_change_forbidden"},
+		"mount point and store code": {"methods": ["GET"], "path": "/shop/en-gb/vault/cards/list", "reason": "payment_method_change_forbidden"},
+		"front controller and store code": {"methods": ["POST"], "path": "/shop/index.php/de/customer/account/resetPasswordPost", "reason": "password_change_forbidden"},
+		"forbidden below another section": {"methods": ["POST"], "path": "/customer/fr/customer/account/password", "reason": "password_change_forbidden"},
 	}
 	d := impersonation.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _session})
 	not d.allowed

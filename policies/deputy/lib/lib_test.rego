@@ -21,7 +21,7 @@ request(methods, path) := {
 			"lower_path": lower(canonical),
 			"lower_segments": [lower(s) | some s in segments],
 			"route": concat("/", array.concat([""], route)),
-			"route_dir": _route_dir(route),
+			"route_dirs": _route_dirs(route),
 			"route_segments": route,
 			"spelled_route_segments": [segments[i] | some i in kept],
 			"method": upper(methods[0]),
@@ -62,9 +62,7 @@ _front_controller_at(segments, i) if {
 	_route_trim(s) != ""
 }
 
-_route_dir(route) := "/" if count(route) == 0
-
-_route_dir(route) := concat("", ["/", concat("/", route), "/"]) if count(route) > 0
+_route_dirs(route) := [concat("", ["/", concat("/", array.slice(route, i, count(route))), "/"]) | some i, _ in route]
 
 _route(trimmed) := [] if count(trimmed) == 0
 

@@ -53,26 +53,29 @@ decision := lib.deny(403, "customer_protected") if {
 } else := lib.deny(403, reason) if {
 	input.delegation.mode == "impersonation"
 
-	# The first forbidden route that matches, in data order, so the reason
-	# is stable. Routes are grouped by first path segment, so a request only
-	# meets the few routes of its own section (none, for most storefront
-	# pages), and the method is only looked at once the path matched.
-	# Matching is on the route form of the canonical request (case folded,
-	# format suffix and front controller dropped), so every spelling an
-	# upstream router runs the forbidden action for is met.
-	routes := data.deputy.impersonation.forbidden_routes[input.deputy.request.route_segments[0]]
-
-	# The route form as a directory (route_dir, "/a/b/" for /a/b), so a
-	# route prefix "/a/b/" matches /a/b, /a/b.json and everything under
-	# /a/b, but not /a/bc. A route's prefix ends with "/" and is in lower
-	# case, as the route form is (Deputy refuses data where it is not), so
-	# it is compared as written: lower() on every prefix cost a fifth of
-	# this check. (Deputy refuses dot segments before policy runs.) The
-	# section's routes and this path
-	# are locals, not references inside the comprehension nor a helper
-	# rule: each would be looked up again on every route of the section.
-	path := input.deputy.request.route_dir
+	# The first forbidden route that matches, in data order within a
+	# section, the shallowest first, so the reason is stable. Matching is
+	# on the route form of the canonical request (case folded, format
+	# suffix and front controller dropped), so every spelling an upstream
+	# router runs the forbidden action for is met. A route matches from
+	# any segment of the path on: storefronts that put a store code
+	# (Magento's "Add Store Code to Urls"), a locale or a mount point in
+	# front of every URL run /fr/customer/account/password/ as the
+	# password page. Routes are grouped by their first segment, so each
+	# segment of the path is one lookup, and a request meets only the few
+	# routes of a section it names (none, for most storefront pages).
+	# route_dirs[i] is the route from segment i on as a directory
+	# ("/a/b/" for /x/a/b at 1), so a route prefix "/a/b/" (in lower case
+	# and ending in "/", as Deputy requires of this data) matches /a/b,
+	# /a/b.json and everything under /a/b, but not /a/bc: one startswith,
+	# with no lower() or concat on every check. (Deputy refuses dot
+	# segments before policy runs.) The method is only looked at once the
+	# path matched. The directory is bound once per section found, not
+	# looked up again for every route of it.
 	reasons := [r.reason |
+		some i, section in input.deputy.request.route_segments
+		routes := data.deputy.impersonation.forbidden_routes[section]
+		path := input.deputy.request.route_dirs[i]
 		some r in routes
 		startswith(path, r.prefix)
 		_method_forbidden(r)
@@ -99,12 +102,12 @@ decision := lib.deny(403, "customer_protected") if {
 	"response_headers_to_add": {"cache-control": "private, no-store"},
 } if {
 	input.delegation.mode == "impersonation"
-	input.deputy.request.route_dir
+	input.deputy.request.route_dirs
 	data.deputy.impersonation.enabled == true
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
-	input.deputy.request.route_dir
+	input.deputy.request.route_dirs
 	data.deputy.impersonation.enabled == true
 } else := lib.deny(403, "impersonation_disabled") if {
 	input.delegation.mode == "impersonation"
