@@ -27,7 +27,8 @@ import (
 //     EndSession → SessionKey(token hash); SetConsent → ConsentKey and the
 //     SessionKey of every session it ended; StartSession → the SessionKey
 //     of every session it replaced;
-//     PutCustomer, DeleteCustomer → CustomerKey; PutGrant, RevokeGrant →
+//     PutCustomer → CustomerKey; DeleteCustomer → CustomerKey, ConsentKey
+//     and the SessionKey of every session it ended; PutGrant, RevokeGrant →
 //     GrantKey; PutShare, DeleteShare → ShareKey; PutAssignment(s),
 //     DeleteAssignment, ChangeAssignments → AssignmentKey. Widening writes publish too, so a
 //     cached "nothing there" does not outlive the change. Lifecycle code
@@ -499,7 +500,10 @@ type CustomerStore interface {
 	GetCustomer(ctx context.Context, id string) (*Customer, error)
 	// DeleteCustomer removes the profile and, in the same atomic step,
 	// ends (EndCustomerDeleted, by by) the customer's live sessions: what
-	// said whether the account is protected is gone. It returns those
+	// said whether the account is protected is gone. In that step it also
+	// removes the customer's consent, so a profile put later under the same
+	// id starts without one; a consent in force is recorded in history as
+	// withdrawn (by by), and the history is kept. It returns those
 	// sessions; ENOTFOUND when there is no profile.
 	DeleteCustomer(ctx context.Context, id, by string) ([]Session, error)
 	// MarkStaff records that subject acted as staff, so it can never be

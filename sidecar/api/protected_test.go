@@ -117,3 +117,37 @@ func (e *env) endedAs(id, reason, by string) {
 		e.t.Fatalf("impersonation.ended events: %+v", events)
 	}
 }
+
+// Deleting a customer withdraws its consent in the same step: a profile
+// synced later under the same id (a re-registered account, a reused id, a
+// stale sync re-creating the deleted one) cannot be impersonated on a
+// consent nobody gave for it. The history keeps the customer's own consent
+// and records the withdrawal by whoever deleted the profile.
+func TestDeleteCustomerWithdrawsConsent(t *testing.T) {
+	for name, mk := range map[string]func(*testing.T, sidecar.Clock) sidecar.Store{"memory": memoryStore, "redis": redisStore} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed() // c42's profile and its own consent
+			e.must(e.do("DELETE", "/deputy/v1/customers/c42", e.admin(), nil), 204)
+			e.must(e.do("PUT", "/deputy/v1/customers/c42", e.admin(), map[string]any{
+				"name": "Someone Else", "default_store_view": "default",
+			}), 200)
+
+			if r := e.start(e.agent(), nil); r.Status != 403 {
+				t.Errorf("start on the re-created c42: %d %s, want 403 for want of consent", r.Status, r.Raw)
+			}
+			if r := e.must(e.do("GET", "/deputy/v1/customers/c42/consent", e.agent(), nil), 200); r.Body["allowed"] != false {
+				t.Errorf("consent of the re-created c42: %s, want allowed false", r.Raw)
+			}
+			h := e.must(e.do("GET", "/deputy/v1/customers/c42/consent/history", e.agent(), nil), 200)
+			items, _ := h.Body["items"].([]any)
+			if len(items) != 2 {
+				t.Fatalf("consent history: %s, want the withdrawal and the customer's consent", h.Raw)
+			}
+			withdrawn, given := items[0].(map[string]any), items[1].(map[string]any)
+			if withdrawn["allowed"] != false || withdrawn["set_by"] != "ada" || given["allowed"] != true || given["set_by"] != "c42" {
+				t.Errorf("consent history: %s, want the withdrawal by ada over c42's own consent", h.Raw)
+			}
+		})
+	}
+}

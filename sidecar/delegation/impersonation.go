@@ -180,7 +180,9 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 // DeleteCustomer removes a customer's profile, once policy lets by. Its
 // live sessions end in the same atomic step (sidecar.EndCustomerDeleted):
 // without the profile nothing says whether the account is protected, and
-// no new session can start for it. A profile already gone is no error
+// no new session can start for it. The customer's consent is withdrawn
+// in that step too: a profile synced later under the same id must not
+// inherit it. A profile already gone is no error
 // (DELETE is idempotent): nothing is audited, and since policy was asked
 // first, only a caller allowed to delete it learns that it is absent.
 func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) error {

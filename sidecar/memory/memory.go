@@ -227,9 +227,15 @@ func (s *Store) DeleteCustomer(_ context.Context, id, by string) ([]sidecar.Sess
 		return nil, notFound("customer")
 	}
 	delete(s.customers, id)
-	ended := s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == id }, by, sidecar.EndCustomerDeleted, s.now())
+	now := s.now()
+	if c := s.consent[id]; c.Granted(now) {
+		s.appendConsentHistory(sidecar.Consent{Customer: id, SetBy: by, SetAt: now})
+	}
+	delete(s.consent, id)
+	delete(s.lapsing, id)
+	ended := s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == id }, by, sidecar.EndCustomerDeleted, now)
 	s.mu.Unlock()
-	s.publish(sidecar.CustomerKey(id))
+	s.publish(sidecar.CustomerKey(id), sidecar.ConsentKey(id))
 	s.publishEnded(ended)
 	return ended, nil
 }
@@ -243,11 +249,7 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	cp := *c
 	s.mu.Lock()
 	s.consent[c.Customer] = &cp
-	h := append(s.history[c.Customer], cp)
-	if len(h) > DefaultConsentMaxLen {
-		h = slices.Clone(h[len(h)-DefaultConsentMaxLen:])
-	}
-	s.history[c.Customer] = h
+	s.appendConsentHistory(cp)
 	if c.Allowed && !c.ExpiresAt.IsZero() {
 		s.lapsing[c.Customer] = c.ExpiresAt
 	} else {
@@ -261,6 +263,16 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	s.publish(sidecar.ConsentKey(c.Customer))
 	s.publishEnded(ended)
 	return ended, nil
+}
+
+// appendConsentHistory records c as its customer's newest setting, with
+// s.mu held.
+func (s *Store) appendConsentHistory(c sidecar.Consent) {
+	h := append(s.history[c.Customer], c)
+	if len(h) > DefaultConsentMaxLen {
+		h = slices.Clone(h[len(h)-DefaultConsentMaxLen:])
+	}
+	s.history[c.Customer] = h
 }
 
 // endLive ends every live session that match selects, with s.mu held.

@@ -396,20 +396,50 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, 
 	return decode[sidecar.Customer](raw)
 }
 
+// DeleteCustomer withdraws the customer's consent with the profile, in
+// the same transaction: a profile synced later under the same id must not
+// inherit it. History keeps the consent given and records the withdrawal.
 func (s *Store) DeleteCustomer(ctx context.Context, id, by string) ([]sidecar.Session, error) {
-	key := s.customerKey(id)
-	// The profile is watched, so a session start that read it cannot
-	// slip in between reading the live set and ending it.
-	return s.protectCustomer(ctx, id, by, sidecar.EndCustomerDeleted, func(tx *goredis.Tx) (bool, error) {
-		n, err := tx.Exists(ctx, key).Result()
-		if err != nil {
+	key, consent, hist := s.customerKey(id), s.consentKey(id), s.consentHistKey(id)
+	var withdrawal string // "" when no consent is in force
+	// The profile and consent are watched, so a session start that read
+	// them cannot slip in between reading the live set and ending it.
+	ended, err := s.protectCustomer(ctx, id, by, sidecar.EndCustomerDeleted, func(tx *goredis.Tx) (bool, error) {
+		var exists *goredis.IntCmd
+		var current *goredis.StringCmd
+		_, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			exists, current = p.Exists(ctx, key), p.Get(ctx, consent)
+			return nil
+		})
+		if err != nil && !errors.Is(err, goredis.Nil) {
 			return false, unavailable(err)
 		}
-		if n == 0 {
+		if exists.Val() == 0 {
 			return false, notFound("customer")
 		}
+		withdrawal = ""
+		if raw, err := current.Result(); err == nil {
+			c, err := decode[sidecar.Consent](raw)
+			if err != nil {
+				return false, err
+			}
+			if now := s.now(); c.Granted(now) {
+				withdrawal = encode(&sidecar.Consent{Customer: id, SetBy: by, SetAt: now})
+			}
+		}
 		return true, nil
-	}, func(p goredis.Pipeliner) { p.Del(ctx, key) }, key)
+	}, func(p goredis.Pipeliner) {
+		p.Del(ctx, key, consent)
+		p.ZRem(ctx, s.lapsingKey(), id)
+		if withdrawal != "" {
+			p.LPush(ctx, hist, withdrawal)
+			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
+		}
+	}, key, consent)
+	if err == nil {
+		s.publish(ctx, sidecar.ConsentKey(id))
+	}
+	return ended, err
 }
 
 // ---- staff -----------------------------------------------------------------

@@ -170,6 +170,51 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatal("another customer's session ended")
 		}
 	})
+	// The consent belongs to the account deleted: it is withdrawn with the
+	// profile, in the same step, so a profile synced later under the same
+	// id starts without it. History keeps what the customer set and says
+	// who withdrew it; the lapsing index forgets it, so its expiry is not
+	// reported for an account that is gone.
+	t.Run("delete_withdraws_consent", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
+		given := sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: e.now().Add(time.Hour), SetBy: "c1", SetAt: e.now()}
+		mustEnd(t)(e.s.SetConsent(e.ctx, &given))
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2"}, sidecar.Protection{})))
+		e.clock.Advance(time.Minute)
+		deletedAt := e.now()
+		must(t, ignore(e.s.DeleteCustomer(e.ctx, "c1", "sync")))
+		must(t, ignore(e.s.DeleteCustomer(e.ctx, "c2", "sync")))
+
+		_, err := e.s.GetConsent(e.ctx, "c1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
+		st, err := e.s.GetCustomerState(e.ctx, "c1")
+		must(t, err)
+		if st.Consent != nil {
+			t.Fatalf("the re-created c1 has the deleted account's consent: %+v", st.Consent)
+		}
+		_, err = e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, "s1", "alice", "c1"),
+			CodeHash: codeOf("s1"), CodeExpiresAt: e.now().Add(30 * time.Second)})
+		wantCode(t, err, sidecar.EFORBIDDEN)
+
+		h, _, err := e.s.ConsentHistory(e.ctx, "c1", sidecar.Page{})
+		must(t, err)
+		if len(h) != 2 || h[0].Allowed || h[0].SetBy != "sync" || !h[0].SetAt.Equal(deletedAt) ||
+			!h[1].Allowed || h[1].SetBy != "c1" || !h[1].ExpiresAt.Equal(given.ExpiresAt) {
+			t.Fatalf("history %+v, want the withdrawal by sync at %v over c1's consent", h, deletedAt)
+		}
+		// Nothing was given for c2: nothing to withdraw.
+		if h, _, err := e.s.ConsentHistory(e.ctx, "c2", sidecar.Page{}); err != nil || len(h) != 0 {
+			t.Fatalf("history of a customer who never consented: %+v %v", h, err)
+		}
+		e.clock.Advance(2 * time.Hour)
+		lapsed, err := e.s.TakeLapsedConsents(e.ctx, e.now())
+		must(t, err)
+		if len(lapsed) != 0 {
+			t.Fatalf("lapsed %+v: the deleted account's consent reported as lapsing", lapsed)
+		}
+	})
 	t.Run("missing_id_rejected", func(t *testing.T) {
 		e := newEnv(t)
 		err := ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{Name: "x"}, sidecar.Protection{}))
@@ -1079,6 +1124,8 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 	must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "", sidecar.LevelLook, time.Hour)))
 	must(t, e.s.PutAssignment(e.ctx, &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d"}))
 	must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"}))
+	must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}, sidecar.Protection{})))
+	mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c3", Allowed: true, SetBy: "c3", SetAt: e.now()}))
 
 	cases := []struct {
 		name  string
@@ -1114,6 +1161,7 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Protected: true}, sidecar.Protection{}))
 		}, sidecar.SessionKey("tok2")}, // s2, redeemed above and still live
 		{"staff_marked", func() error { return ignore(e.s.MarkStaff(e.ctx, "c9")) }, sidecar.CustomerKey("c9")},
+		{"customer_deleted_withdraws_consent", func() error { return ignore(e.s.DeleteCustomer(e.ctx, "c3", "sync")) }, sidecar.ConsentKey("c3")},
 		{"explicit", func() error { return e.s.Invalidate(e.ctx, "custom:1") }, "custom:1"},
 	}
 	for i, tc := range cases {
