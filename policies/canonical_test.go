@@ -154,6 +154,10 @@ func TestShippedPoliciesKeepResellersToTheirCustomer(t *testing.T) {
 		{"/customers/acme/%20/cases", true},
 		{"/customers/index.php/acme/cases", true},
 		{"/customers/index.php/globex/cases", false},
+		// A locale, a store code or a mount point in front of the template.
+		{"/fr/customers/globex/cases", false},
+		{"/portal/index.php/en/customers/globex/cases", false},
+		{"/fr/customers/acme/cases", true},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			resp := p.Check(context.Background(), checkRequest(t, "GET", tc.path, nil, ""))

@@ -16,15 +16,14 @@ import data.deputy.lib
 default decision := {"allowed": false, "reason": "customer_not_in_domain", "http_status": 403}
 
 # The common request first: an admin role, a customer of the caller's own
-# domain and a path under no customers/{customer} template, allowed in one
-# body. Each helper rule read (staff, _same_domain) and each negation costs
-# OPA allocations on every check, so this branch spells them out; what it
-# does not allow falls through to the chain below, which decides every
-# request exactly as before (an undefined segment fails the != here, and
-# is decided there).
+# domain and a path naming no customers/{customer} template anywhere,
+# allowed in one body. Each helper rule read (staff, _same_domain) and each
+# negation costs OPA allocations on every check, so this branch spells
+# them out; what it does not allow falls through to the chain below, which
+# decides every request exactly as before.
 decision := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	input.delegation.mode == "reseller"
-	input.deputy.request.route_segments[0] != data.deputy.partner.customer_path_prefix
+	not data.deputy.partner.customer_path_prefix in input.deputy.request.route_segments
 	input.identity.domain != ""
 	input.delegation.domain == input.identity.domain
 	some role in input.identity.roles
@@ -39,9 +38,13 @@ decision := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	# A path under the partner portal's customers/{customer} template names
 	# the customer it acts on: it must be the one acted for, as the partner
 	# policy requires too. Both are read in the route form, as upstream
-	# routers read them.
-	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
-	not lib.route_segment_is(1, input.delegation.subject)
+	# routers read them. The template counts wherever it stands: a portal
+	# that puts a locale, a store code or a mount point in front of every
+	# URL serves /fr/customers/globex/ as globex's, and a path naming the
+	# template again further down may be routed on that one.
+	some i, segment in input.deputy.request.route_segments
+	segment == data.deputy.partner.customer_path_prefix
+	not lib.route_segment_is(i + 1, input.delegation.subject)
 } else := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	_same_domain
 }

@@ -92,6 +92,14 @@ test_path_names_the_customer_acted_for[note] if {
 		"another case, a later own id lined up by blank segments": {"path": "/customers/ACME/orders/acme/ / ", "allowed": false, "reason": "path_names_another_customer"},
 		"own customer behind a front controller below the template": {"path": "/customers/index.php/acme/cases", "allowed": true, "reason": "reseller_domain_customer"},
 		"another customer behind a front controller below the template": {"path": "/customers/index.php/globex/cases", "allowed": false, "reason": "path_names_another_customer"},
+		# A locale, a store code or a mount point in front of the template:
+		# the portal serves globex's cases there too.
+		"another customer behind a locale": {"path": "/fr/customers/globex/cases", "allowed": false, "reason": "path_names_another_customer"},
+		"another customer behind a mount point and a front controller": {"path": "/portal/index.php/en-gb/customers/globex", "allowed": false, "reason": "path_names_another_customer"},
+		"another customer after the own one": {"path": "/customers/acme/links/customers/globex/cases", "allowed": false, "reason": "path_names_another_customer"},
+		"every customer behind a locale": {"path": "/fr/customers", "allowed": false, "reason": "path_names_another_customer"},
+		"own customer behind a locale": {"path": "/fr/customers/acme/cases", "allowed": true, "reason": "reseller_domain_customer"},
+		"no customer behind a locale": {"path": "/fr/cases/1", "allowed": true, "reason": "reseller_domain_customer"},
 	}
 	req := object.union(lib_test.request(["GET"], tc.path), {
 		"identity": _staff(["reseller_admin"], []),
