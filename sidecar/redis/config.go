@@ -26,6 +26,21 @@ const (
 	DefaultMaxRetries = 1
 )
 
+// Connection buffers. go-redis gives every connection 32 KiB to read and
+// 32 KiB to write, and pipeline connections 128 KiB each way: sized for
+// bulk traffic, while a sidecar's commands and replies are a few hundred
+// bytes (a session, a grant, a set member) and its pipelines a decision-log
+// batch. A burst of cache misses (every stream of a fresh load asking for
+// the same session at once) leaves a dozen idle connections in the pool,
+// and their buffers stay on the heap, whose goal is a multiple of it.
+// Longer replies still read whole (bufio refills); a larger batch flushes
+// in more writes.
+const (
+	connBufferBytes          = 4 << 10
+	pipelineWriteBufferBytes = 32 << 10
+	pipelinePoolSize         = 2
+)
+
 // Config is the `redis` section. Redis is used when Addrs is set; the
 // embedded memory store otherwise.
 type Config struct {
@@ -152,6 +167,12 @@ func (c Config) options() (*goredis.UniversalOptions, error) {
 		WriteTimeout:  c.WriteTimeout,
 		PoolSize:      c.PoolSize,
 		MaxRetries:    c.MaxRetries,
+
+		ReadBufferSize:          connBufferBytes,
+		WriteBufferSize:         connBufferBytes,
+		PipelineReadBufferSize:  connBufferBytes,
+		PipelineWriteBufferSize: pipelineWriteBufferBytes,
+		PipelinePoolSize:        pipelinePoolSize,
 		// One dial attempt per try: retries already cover a flaky dial.
 		DialerRetries:      1,
 		DialerRetryTimeout: 10 * time.Millisecond,
