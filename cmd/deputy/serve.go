@@ -63,6 +63,9 @@ func serve(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	if err := releaseStartupPages(); err != nil {
+		s.log.Warn("start-up pages stay resident", "error", err)
+	}
 	return s.run(ctx)
 }
 
