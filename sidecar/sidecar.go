@@ -68,7 +68,8 @@ type Delegation struct {
 	SubjectProtected bool     `json:"subject_protected,omitempty"`
 	SubjectRoles     []string `json:"subject_roles,omitempty"`
 	// Attributes are extra facts a resolver found (e.g. resources shared
-	// with a cc-level partner); they reach policy unchanged.
+	// with a cc-level partner); they reach policy unchanged. A resolver
+	// may hand the same map out with many delegations: never modify it.
 	Attributes map[string]any `json:"attributes,omitempty"`
 }
 

@@ -3,6 +3,7 @@ package delegation_test
 import (
 	"context"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -170,6 +171,39 @@ func TestResolvePartner(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// A resolver hands the same precedence attributes out with many
+// delegations: a cc partner's shared resources, resolved in between, never
+// show up in another partner's attributes.
+func TestPartnerAttributesPerDelegation(t *testing.T) {
+	env := newPartnerEnv(t, partnerStores(t)[0])
+	env.grant(t, patUser, orgRequest(sidecar.LevelUpdate, 30))
+	env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
+	env.grant(t, patUser, individualRequest(sidecar.LevelLook, 30, "paul"))
+	if _, err := env.partners.Share(context.Background(), cora, "acme", delegation.ShareInput{Resource: "sr-7", User: "pat", PartnerOrg: "partnerco"}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	r := newTestResolver(t, env, env.store)
+	pia := &sidecar.Identity{Subject: "pia", Org: "partnerco"}
+	for range 2 {
+		for _, tc := range []struct {
+			caller *sidecar.Identity
+			want   map[string]any
+		}{
+			{patUser, map[string]any{"precedence": sidecar.ScopeIndividual, "shared_resources": []any{"sr-7"}}},
+			{paulUser, map[string]any{"precedence": sidecar.ScopeIndividual}},
+			{pia, map[string]any{"precedence": sidecar.ScopeOrganisation}},
+		} {
+			d, err := r.Resolve(context.Background(), onBehalf("acme"), tc.caller)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(d.Attributes, tc.want) {
+				t.Errorf("%s: attributes %v, want %v", tc.caller.Subject, d.Attributes, tc.want)
+			}
 		}
 	}
 }

@@ -49,6 +49,10 @@ type OnBehalfResolver struct {
 	header      string
 	rules       *delegation.RuleBook
 	clock       sidecar.Clock
+	// precedence holds the attributes of a partner delegation above cc,
+	// one map for each scope, handed out with every such delegation
+	// instead of a new map per check: attributes are only ever read.
+	precedence map[string]map[string]any
 }
 
 var _ sidecar.DelegationResolver = (*OnBehalfResolver)(nil)
@@ -76,6 +80,10 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 		header:      strings.ReplaceAll(strings.ToLower(partner.OnBehalfOfHeader), "_", "-"),
 		rules:       delegation.NewRuleBook(data),
 		clock:       time.Now,
+		precedence: map[string]map[string]any{
+			sidecar.ScopeIndividual:   {"precedence": sidecar.ScopeIndividual},
+			sidecar.ScopeOrganisation: {"precedence": sidecar.ScopeOrganisation},
+		},
 	}
 	for _, o := range opts {
 		o(r)
@@ -162,8 +170,9 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 		}
 		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonNoLiveGrant, nil)
 	}
-	attrs := map[string]any{"precedence": g.Scope()}
+	attrs := r.precedence[g.Scope()]
 	if g.Level == sidecar.LevelCC {
+		attrs = map[string]any{"precedence": g.Scope()}
 		shared, err := r.grants.SharesFor(ctx, customer, id.Subject)
 		if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
 			return nil, err
