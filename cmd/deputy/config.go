@@ -34,6 +34,13 @@ const (
 	DefaultLiveRefresh     = 10 * time.Second
 	DefaultMaxRecvMsgBytes = 4 << 20
 	DefaultMaxBodyBytes    = 8 << 10
+	// A request's body comes from a proxy on the same host, or a
+	// management API client: half a minute is generous for both.
+	DefaultHTTPReadTimeout = 30 * time.Second
+	// Longer than the idle timeouts of the proxies' connection pools
+	// (Envoy's default 1 h, nginx 60 s, Caddy 2 min), so that they close
+	// first: a connection closed under a check being sent fails it.
+	DefaultHTTPIdleTimeout = 65 * time.Minute
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultGCPercent       = 200
 	DefaultStreamWorkers   = 16
@@ -56,7 +63,7 @@ const (
 type Config struct {
 	Dev             bool          `yaml:"dev" usage:"dev mode: generated signing keys, embedded store unless redis is set, tokens from 'deputy dev token', listeners on loopback"`
 	LogLevel        string        `yaml:"log_level" usage:"debug, info, warn or error"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" usage:"how long in-flight checks may take to finish on SIGTERM"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" usage:"how long in-flight checks and API calls may take to finish on SIGTERM; then their connections are cut, and the decision log flushes within decision_log.flush_timeout"`
 	GCPercent       int           `yaml:"gc_percent" usage:"Go GC target percentage when GOGC is unset; a sidecar's heap is small, so trading memory for less GC pays"`
 
 	GRPC    GRPCConfig    `yaml:"grpc" usage:"the ext_authz gRPC listener"`
@@ -96,6 +103,10 @@ type HTTPConfig struct {
 	CheckProxy   string `yaml:"check_proxy" usage:"proxy calling check_path, whose headers name the request to decide: nginx, caddy, traefik, or envoy (no check_path endpoint)"`
 	PathPrefix   string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, stripped from checked paths"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes" usage:"request body bytes read into a check"`
+	// Without ReadTimeout a client that never finishes its body holds a
+	// handler, and shutdown, as long as it likes.
+	ReadTimeout time.Duration `yaml:"read_timeout" usage:"how long a client may take to send a whole request, body included; a slower one is cut"`
+	IdleTimeout time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection (here and on the metrics listener) waits for its next request; keep the proxy's own pool idle timeout below it"`
 	// EnvoyUpstreamHeaders mirrors Envoy's allowed_upstream_headers.
 	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *; an allow whose policy sets another header is refused"`
 }
@@ -151,6 +162,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.HTTP.MaxBodyBytes == 0 {
 		c.HTTP.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.HTTP.ReadTimeout == 0 {
+		c.HTTP.ReadTimeout = DefaultHTTPReadTimeout
+	}
+	if c.HTTP.IdleTimeout == 0 {
+		c.HTTP.IdleTimeout = DefaultHTTPIdleTimeout
 	}
 	if c.HTTP.EnvoyUpstreamHeaders == nil {
 		c.HTTP.EnvoyUpstreamHeaders = slices.Clone(envoy.DefaultEnvoyUpstreamHeaders)
@@ -246,6 +263,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxBodyBytes < 0 {
 		return sidecar.Invalid("http.max_body_bytes", "must not be negative")
+	}
+	if c.HTTP.ReadTimeout <= 0 {
+		return sidecar.Invalid("http.read_timeout", "must be positive")
+	}
+	if c.HTTP.IdleTimeout <= 0 {
+		return sidecar.Invalid("http.idle_timeout", "must be positive")
 	}
 	for _, p := range c.HTTP.EnvoyUpstreamHeaders {
 		name := strings.TrimSuffix(p, "*")

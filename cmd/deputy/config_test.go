@@ -89,6 +89,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "env not a number", env: map[string]string{"DEPUTY_CHECK_ERROR_STATUS": "many"}, field: "check.error_status"},
 		{name: "env not a duration", env: map[string]string{"DEPUTY_SHUTDOWN_TIMEOUT": "soon"}, field: "shutdown_timeout"},
 		{name: "check path", args: []string{"--http-check-path", "authz"}, field: "http.check_path"},
+		{name: "negative read timeout", args: []string{"--http-read-timeout", "-1s"}, field: "http.read_timeout"},
+		{name: "negative idle timeout", env: map[string]string{"DEPUTY_HTTP_IDLE_TIMEOUT": "-1s"}, field: "http.idle_timeout"},
 		{name: "unknown key in file", file: "grpc:\n  adress: x\n", field: "grpc.adress"},
 		{name: "rule moved to policy data", env: map[string]string{"DEPUTY_PARTNER_PATH_TEMPLATE": "/customers/{customer}/"}, field: "partner.path_template"},
 		{name: "wrong type in file", file: "grpc:\n  max_recv_msg_bytes: lots\n", field: "grpc.max_recv_msg_bytes"},

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
-	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -53,15 +52,11 @@ func startPprof(addr string) (func(context.Context) error, error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
 	done := make(chan error, 1)
 	go func() { done <- ignoreClosed(srv.Serve(l)) }()
 	return func(ctx context.Context) error {
 		// A CPU profile in progress may take its full duration: cut it.
-		err := srv.Shutdown(ctx)
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = srv.Close()
-		}
-		return errors.Join(err, <-done)
+		return errors.Join(shutdownHTTP(ctx, "pprof", srv), <-done)
 	}, nil
 }

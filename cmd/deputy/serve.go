@@ -200,16 +200,23 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 // stop stops the started components, last started first, within ctx.
 func (s *server) stop(ctx context.Context) {
 	for i := len(s.components) - 1; i >= 0; i-- {
-		if err := s.components[i].Stop(ctx); err != nil {
-			s.log.Error("shutdown", "component", fmt.Sprintf("%T", s.components[i]), "error", err)
-		}
+		s.stopOne(ctx, s.components[i])
 	}
 	s.components = nil
 }
 
-// run serves until ctx ends or a server fails, then shuts down within the
-// shutdown timeout: listeners close and in-flight checks finish, then the
-// decision log flushes, then the stores close.
+func (s *server) stopOne(ctx context.Context, c component) {
+	if err := c.Stop(ctx); err != nil {
+		s.log.Error("shutdown", "component", fmt.Sprintf("%T", c), "error", err)
+	}
+}
+
+// run serves until ctx ends or a server fails, then shuts down: listeners
+// close and in-flight checks finish within shutdown_timeout (what is left
+// then is cut), then the decision log flushes and the stores close within
+// decision_log.flush_timeout. The flush has a budget of its own: checks
+// answered just before the servers' deadline still have their records
+// queued, and a deadline the servers used up would throw them away.
 func (s *server) run(ctx context.Context) error {
 	var runErr error
 	select {
@@ -217,8 +224,14 @@ func (s *server) run(ctx context.Context) error {
 	case runErr = <-s.servers.failed():
 	}
 	s.log.Info("deputy shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	if n := len(s.components) - 1; n >= 0 && s.components[n] == component(s.servers) {
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		s.stopOne(sctx, s.servers)
+		cancel()
+		s.components = s.components[:n]
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), s.cfg.DecisionLog.FlushTimeout)
 	defer cancel()
-	s.stop(sctx)
+	s.stop(fctx)
 	return runErr
 }

@@ -137,7 +137,12 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
 		routes.forwarded = s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(h.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
 	}
-	s.http = &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{
+		Handler:           routes,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       s.cfg.HTTP.ReadTimeout,
+		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
+	}
 
 	mm := http.NewServeMux()
 	mm.Handle("/metrics", metrics.Handler(h.registry))
@@ -146,8 +151,19 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mm.HandleFunc("/readyz", readyz(h.ready, h.policy))
-	s.metrics = &http.Server{Handler: m.InstrumentHTTP("admin", mm), ReadHeaderTimeout: 10 * time.Second}
+	// Scrapes and probes send no body: their whole request gets the
+	// header's time.
+	s.metrics = &http.Server{
+		Handler:           m.InstrumentHTTP("admin", mm),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readHeaderTimeout,
+		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
+	}
 }
+
+// readHeaderTimeout bounds how long a client may take to send a request's
+// headers, on every listener.
+const readHeaderTimeout = 10 * time.Second
 
 // readyz reports each readiness condition; 503 when any fails.
 func readyz(ready []readiness, policyStatus func() policy.Status) http.HandlerFunc {
@@ -223,24 +239,37 @@ func (s *servers) Start(context.Context) error {
 func (s *servers) failed() <-chan error { return s.errc }
 
 // Stop refuses new checks and API calls and lets in-flight ones finish,
-// up to ctx; then it cuts what is left.
+// up to ctx; then it cuts what is left, so that no client, however slow,
+// holds the process past its shutdown budget.
 func (s *servers) Stop(ctx context.Context) error {
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
-	err := s.http.Shutdown(ctx)
+	err := shutdownHTTP(ctx, "http", s.http)
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.grpc.Stop()
 		err = errors.Join(err, fmt.Errorf("grpc: in-flight checks cut: %w", ctx.Err()))
 	}
-	err = errors.Join(err, s.metrics.Shutdown(ctx))
+	err = errors.Join(err, shutdownHTTP(ctx, "metrics", s.metrics))
 	if s.stopPprof != nil {
 		err = errors.Join(err, s.stopPprof(ctx))
 	}
 	s.wg.Wait()
 	return err
+}
+
+// shutdownHTTP lets srv's in-flight requests finish up to ctx, then closes
+// the connections still open. Shutdown alone would leave them to their
+// clients: one that never finishes its body would keep its handler, and
+// the connection, running.
+func shutdownHTTP(ctx context.Context, name string, srv *http.Server) error {
+	err := srv.Shutdown(ctx)
+	if err == nil {
+		return nil
+	}
+	return errors.Join(fmt.Errorf("%s: in-flight requests cut: %w", name, err), srv.Close())
 }
 
 func ignoreClosed(err error) error {

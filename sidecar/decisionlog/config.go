@@ -24,6 +24,10 @@ const (
 	MinMaxQueueBytes     = 64 << 10
 	DefaultBatchSize     = 100
 	DefaultFlushInterval = 250 * time.Millisecond
+	// DefaultFlushTimeout leaves a full queue time for its batches to a
+	// healthy Redis, and with the default shutdown_timeout (15 s) stays
+	// inside Kubernetes' default termination grace period (30 s).
+	DefaultFlushTimeout  = 5 * time.Second
 	DefaultStream        = "deputy:decisions"
 	DefaultMaxLen        = 1_000_000
 	DefaultBackoffMin    = 100 * time.Millisecond
@@ -46,6 +50,7 @@ type Config struct {
 	MaxQueueBytes int64         `yaml:"max_queue_bytes" usage:"estimated memory of the records waiting for the sink (input included); past it new records are dropped and counted"`
 	BatchSize     int           `yaml:"batch_size" usage:"records one write to the sink carries"`
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
+	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted"`
 	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink"`
 	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (0 keeps everything)"`
 	// IncludeInput is a pointer so that an explicit false survives
@@ -90,6 +95,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.FlushInterval == 0 {
 		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.FlushTimeout == 0 {
+		c.FlushTimeout = DefaultFlushTimeout
 	}
 	if c.Stream == "" {
 		c.Stream = DefaultStream
@@ -138,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.FlushInterval <= 0 {
 		return sidecar.Invalid("decision_log.flush_interval", "must be positive")
+	}
+	if c.FlushTimeout <= 0 {
+		return sidecar.Invalid("decision_log.flush_timeout", "must be positive")
 	}
 	if c.Stream == "" {
 		return sidecar.Invalid("decision_log.stream", "must not be empty")

@@ -569,6 +569,7 @@ func TestConfigValidate(t *testing.T) {
 		{"queue bytes", func(c *decisionlog.Config) { c.MaxQueueBytes = decisionlog.MinMaxQueueBytes - 1 }, "decision_log.max_queue_bytes"},
 		{"batch over queue", func(c *decisionlog.Config) { c.QueueSize = 10; c.BatchSize = 11 }, "decision_log.batch_size"},
 		{"flush", func(c *decisionlog.Config) { c.FlushInterval = 0 }, "decision_log.flush_interval"},
+		{"flush timeout", func(c *decisionlog.Config) { c.FlushTimeout = -time.Second }, "decision_log.flush_timeout"},
 		{"stream", func(c *decisionlog.Config) { c.Stream = "" }, "decision_log.stream"},
 		{"max_len", func(c *decisionlog.Config) { c.MaxLen = -1 }, "decision_log.max_len"},
 		{"mask header", func(c *decisionlog.Config) { c.MaskHeaders = []string{""} }, "decision_log.mask_headers"},
