@@ -397,17 +397,7 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 		candidates = idx.all
 	}
 
-	var payload []byte
-	var is *issuer
-	for _, c := range candidates {
-		if c.key.Algorithm != "" && c.key.Algorithm != alg {
-			continue
-		}
-		if p, err := jws.Verify(c.key); err == nil {
-			payload, is = p, c.iss
-			break
-		}
-	}
+	payload, is := signedBy(jws, alg, candidates, nil)
 	if is == nil {
 		return refused(ReasonBadSignature, nil)
 	}
@@ -419,6 +409,15 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	dec.UseNumber()
 	if err := dec.Decode(&claims); err != nil || claims == nil || dec.More() {
 		return refused(ReasonMalformed, errors.New("claims are not a JSON object"))
+	}
+	if iss, _ := claims["iss"].(string); iss != is.name {
+		// Issuers that publish the same keys (tenants of one provider)
+		// all verify the signature: the token belongs to the one its
+		// iss names, if that issuer's own keys verify it too; else the
+		// claims check below refuses the mismatch.
+		if _, named := signedBy(jws, alg, candidates, func(c *issuer) bool { return c.name == iss }); named != nil {
+			is = named
+		}
 	}
 	exp, err := v.checkClaims(claims, is, now)
 	if err != nil {
@@ -435,6 +434,21 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	id.ExpiresAt = exp
 	id.Claims = claims
 	return id, exp, idx, nil
+}
+
+// signedBy returns the payload of jws and the issuer of the first
+// candidate key, of an issuer accepted by only (any when nil), that
+// verifies it; no issuer when none does.
+func signedBy(jws *jose.JSONWebSignature, alg string, candidates []keyEntry, only func(*issuer) bool) ([]byte, *issuer) {
+	for _, c := range candidates {
+		if (c.key.Algorithm != "" && c.key.Algorithm != alg) || (only != nil && !only(c.iss)) {
+			continue
+		}
+		if p, err := jws.Verify(c.key); err == nil {
+			return p, c.iss
+		}
+	}
+	return nil, nil
 }
 
 func (v *Verifier) checkClaims(claims map[string]any, is *issuer, now time.Time) (time.Time, error) {
