@@ -12,6 +12,7 @@ import (
 
 	"github.com/deputyhq/deputy/examples/envoycheck"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/envoy"
 )
 
 func TestShippedConfigs(t *testing.T) {
@@ -230,8 +231,15 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 		}
 	}
 	// Deputy sets the on-behalf-of header to the customer it decided on.
-	if ok, err := envoycheck.Matches(authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders(), "x-on-behalf-of"); err != nil || !ok {
-		t.Errorf("x-on-behalf-of from Deputy's answer does not reach the application (%v)", err)
+	// What it is told by default that Envoy copies (http.envoy_upstream_headers),
+	// the shipped config copies: a name it leaves out would carry the
+	// client's copy to the application.
+	copied := authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders()
+	for _, p := range append(slices.Clone(envoy.DefaultEnvoyUpstreamHeaders), "x-deputy-subject", "x-deputy-token", "x-on-behalf-of") {
+		name := strings.Replace(p, "*", "subject", 1)
+		if ok, err := envoycheck.Matches(copied, name); err != nil || !ok {
+			t.Errorf("%s from Deputy's answer does not reach the application (%v)", name, err)
+		}
 	}
 }
 

@@ -71,31 +71,44 @@ static_resources:
                           cluster: deputy_http
                           timeout: {{ .Values.envoy.extAuthz.timeout }}
                         authorization_response:
+                          # What Deputy is told Envoy copies
+                          # (http.envoy_upstream_headers), names as Deputy
+                          # sets them.
                           allowed_upstream_headers:
                             patterns:
-                              - prefix: x-deputy-
-                              - exact: cache-control
-                              - exact: x-on-behalf-of
+                              {{- range (include "deputy.envoyUpstreamHeaders" . | fromJsonArray) }}
+                              {{- if hasSuffix "*" . }}
+                              - prefix: {{ trimSuffix "*" . | lower | toJson }}
+                              {{- else }}
+                              - exact: {{ lower . | toJson }}
+                              {{- end }}
+                                ignore_case: true
+                              {{- end }}
                           allowed_client_headers:
                             patterns:
                               - exact: content-type
                               - exact: www-authenticate
                               - exact: location
                               - exact: set-cookie
-                      # Owned headers in every spelling, so that Deputy lists
-                      # them for removal; what decides the method the
-                      # application runs (check.method_overrides' header
-                      # carriers, the body's type and encoding, Envoy's
-                      # partial-body flag), so that Deputy decides on it.
+                      # Owned headers (check.owned_prefix and
+                      # check.actor_token_header) in every spelling, so that
+                      # Deputy lists them for removal; what decides the
+                      # customer acted for (partner.on_behalf_of_header) and
+                      # the method the application runs
+                      # (check.method_overrides' header carriers, the body's
+                      # type and encoding, Envoy's partial-body flag), so
+                      # that Deputy decides on it.
+                      {{- $names := include "deputy.headerNames" . | fromJson }}
                       allowed_headers:
                         patterns:
-                          - safe_regex: { regex: "x[-_]deputy[-_].*" }
+                          - safe_regex: { regex: {{ printf "%s.*" (include "deputy.spellings" $names.prefix) | toJson }} }
+                          - safe_regex: { regex: {{ include "deputy.spellings" $names.token | toJson }} }
                           - exact: authorization
                           - exact: cookie
                           - exact: content-type
                           - exact: content-encoding
                           - exact: x-envoy-auth-partial-body
-                          - safe_regex: { regex: "x[-_]on[-_]behalf[-_]of" }
+                          - safe_regex: { regex: {{ include "deputy.spellings" $names.onBehalfOf | toJson }} }
                           - safe_regex: { regex: "x[-_](original|rewrite)[-_]url" }
                           {{- include "deputy.methodOverrideHeaders" . | nindent 26 }}
                           - exact: x-request-id

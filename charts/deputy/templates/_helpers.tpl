@@ -95,7 +95,7 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" (dict "key_files" $keyFiles) -}}
 {{- /* Envoy sends Deputy the request itself: no forwarded endpoint, whose
        nginx headers a client could otherwise send through the pod. */ -}}
-{{- $http := dict "check_proxy" "envoy" -}}
+{{- $http := dict "check_proxy" "envoy" "envoy_upstream_headers" (include "deputy.envoyUpstreamHeaders" . | fromJsonArray) -}}
 {{- if ne .Values.envoy.extAuthz.transport "grpc" -}}
 {{- /* Deputy reads a body of exactly Envoy's limit as possibly cut. */ -}}
 {{- $_ := set $http "max_body_bytes" (int64 .Values.envoy.extAuthz.maxRequestBytes) -}}
@@ -117,6 +117,45 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- end -}}
 
 {{/*
+An RE2 regex for a header name (the argument) as Envoy may send it: in
+lower case, with "-" and "_" alike, as CGI upstreams read them.
+*/}}
+{{- define "deputy.spellings" -}}
+{{- lower . | regexQuoteMeta | replace "_" "-" | replace "-" "[-_]" -}}
+{{- end -}}
+
+{{/*
+The header names Deputy reads and sets beside its method overrides, from
+deputy.config as Deputy reads them (its defaults unless set), in lower
+case as Envoy carries them: check.owned_prefix, check.actor_token_header
+and partner.on_behalf_of_header (which Deputy sets with "-" for "_"), as
+JSON. Envoy's config and Deputy's http.envoy_upstream_headers both follow
+them: an Envoy config spelling the defaults would neither send Deputy a
+client's header under a configured name nor copy Deputy's upstream.
+*/}}
+{{- define "deputy.headerNames" -}}
+{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $prefix := dig "check" "owned_prefix" "" $cfg | default "x-deputy-" -}}
+{{- $token := dig "check" "actor_token_header" "" $cfg | default (printf "%stoken" $prefix) -}}
+{{- $onBehalfOf := dig "partner" "on_behalf_of_header" "" $cfg | default "x-on-behalf-of" -}}
+{{- dict "prefix" (lower $prefix) "token" (lower $token) "onBehalfOf" (lower $onBehalfOf | replace "_" "-") | toJson -}}
+{{- end -}}
+
+{{/*
+What Envoy's http_service copies upstream from Deputy's answer, as
+http.envoy_upstream_headers spells it (exact names, or prefixes ending in
+"*"), as JSON: deputy.config's list when set, else Deputy's delegated
+identity under the configured names and cache-control. Deputy refuses an
+allow that sets a header outside it, and does not start when it leaves
+out a name Deputy sets.
+*/}}
+{{- define "deputy.envoyUpstreamHeaders" -}}
+{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $names := include "deputy.headerNames" . | fromJson -}}
+{{- dig "http" "envoy_upstream_headers" (list (printf "%s*" $names.prefix) $names.token $names.onBehalfOf "cache-control") $cfg | toJson -}}
+{{- end -}}
+
+{{/*
 Envoy allowed_headers patterns for the header carriers of Deputy's
 check.method_overrides (the server's defaults unless deputy.config sets
 them): each name lowercased, as Envoy sends it, with "-" and "_" alike, as
@@ -128,7 +167,7 @@ CGI upstreams read them.
 {{- if hasKey $check "method_overrides" }}{{ $carriers = $check.method_overrides }}{{ end -}}
 {{- range $carriers }}
 {{- if hasPrefix "header:" . }}
-- safe_regex: { regex: {{ trimPrefix "header:" . | lower | regexQuoteMeta | replace "_" "-" | replace "-" "[-_]" | toJson }} }
+- safe_regex: { regex: {{ include "deputy.spellings" (trimPrefix "header:" .) | toJson }} }
 {{- end }}
 {{- end }}
 {{- end -}}

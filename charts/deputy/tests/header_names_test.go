@@ -1,0 +1,85 @@
+package tests
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/deputyhq/deputy/examples/envoycheck"
+)
+
+// check.owned_prefix, check.actor_token_header and
+// partner.on_behalf_of_header are settings the chart passes to Deputy
+// (deputy.config). Its http_service Envoy config follows them: Envoy sends
+// Deputy a client's header under each name, in every spelling, so that
+// Deputy decides on it or lists it for removal, and copies Deputy's
+// answer under each name upstream. Deputy is told what Envoy copies
+// (http.envoy_upstream_headers). Left at the default names, a client's
+// X-Auth-Subject would reach the application as sent, and its X-Customer
+// would be decided as the partner acting as itself and then reach the
+// application naming a customer.
+func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		config   string
+		sent     []string // sent to Deputy in every spelling
+		copied   []string // copied upstream from Deputy's answer
+		notSent  []string
+		upstream []string // http.envoy_upstream_headers
+	}{
+		{name: "defaults", config: "{}",
+			sent:   []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of"},
+			copied: []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of", "cache-control"}, notSent: []string{"x-auth-subject", "x-customer"},
+			upstream: []string{"x-deputy-*", "x-deputy-token", "x-on-behalf-of", "cache-control"}},
+		{name: "owned prefix", config: "{check: {owned_prefix: X-Auth-}}",
+			sent:   []string{"x-auth-subject", "x-auth-actor", "x-auth-token", "x-auth-role"},
+			copied: []string{"x-auth-subject", "x-auth-actor", "x-auth-token", "x-on-behalf-of"}, notSent: []string{"x-authz", "x-deputy-subject"},
+			upstream: []string{"x-auth-*", "x-auth-token", "x-on-behalf-of", "cache-control"}},
+		{name: "on-behalf-of header", config: "{partner: {on_behalf_of_header: x-customer}}",
+			sent:   []string{"x-customer", "x-deputy-subject"},
+			copied: []string{"x-customer", "x-deputy-subject"}, notSent: []string{"x-on-behalf-of", "x-customers"},
+			upstream: []string{"x-deputy-*", "x-deputy-token", "x-customer", "cache-control"}},
+		{name: "actor token header outside the prefix", config: "{check: {actor_token_header: X-Actor.Token}}",
+			sent:   []string{"x-actor.token", "x-deputy-subject"},
+			copied: []string{"x-actor.token", "x-deputy-subject"}, notSent: []string{"x-actorxtoken"},
+			upstream: []string{"x-deputy-*", "x-actor.token", "x-on-behalf-of", "cache-control"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: http}}\ndeputy: {config: "+tc.config+"}\n")
+			authz := httpServiceAuthz(t, m)
+			for _, name := range envoycheck.Spellings(tc.sent...) {
+				if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
+					t.Errorf("a client's %s is not sent to Deputy (%v)", name, err)
+				}
+			}
+			for _, name := range tc.notSent {
+				if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || ok {
+					t.Errorf("a client's %s is sent to Deputy, not a configured name (%v)", name, err)
+				}
+			}
+			copied := authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders()
+			for _, name := range tc.copied {
+				if ok, err := envoycheck.Matches(copied, name); err != nil || !ok {
+					t.Errorf("Deputy's %s does not reach the application (%v)", name, err)
+				}
+			}
+			raw := m.get(t, "ConfigMap", "shop-deputy-config").(*corev1.ConfigMap).Data["config.yaml"]
+			var cfg map[string]any
+			if err := yaml.Unmarshal([]byte(raw), &cfg); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := lookup(cfg, "http.envoy_upstream_headers")
+			list, _ := got.([]any)
+			if len(list) != len(tc.upstream) {
+				t.Fatalf("http.envoy_upstream_headers = %#v, want %q", got, tc.upstream)
+			}
+			for i, want := range tc.upstream {
+				if list[i] != want {
+					t.Errorf("http.envoy_upstream_headers = %#v, want %q", got, tc.upstream)
+					break
+				}
+			}
+		})
+	}
+}
