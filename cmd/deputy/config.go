@@ -108,7 +108,7 @@ type HTTPConfig struct {
 	ReadTimeout time.Duration `yaml:"read_timeout" usage:"how long a client may take to send a whole request, body included; a slower one is cut"`
 	IdleTimeout time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection (here and on the metrics listener) waits for its next request; keep the proxy's own pool idle timeout below it"`
 	// EnvoyUpstreamHeaders mirrors Envoy's allowed_upstream_headers.
-	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *; an allow whose policy sets another header is refused"`
+	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *; an allow that sets another header is refused, and with check_proxy envoy Deputy does not start when the list leaves out its owned prefix, actor-token or on-behalf-of header"`
 }
 
 // MetricsConfig is the metrics and health listener.
@@ -296,6 +296,17 @@ func (c *Config) Validate() error {
 	}
 	if err := validateSections(reflect.ValueOf(c).Elem()); err != nil {
 		return err
+	}
+	// Behind Envoy's http_service, Deputy replaces a client's copy of a
+	// name it sets upstream rather than removing it: a name Envoy does not
+	// copy would reach the application as the client sent it.
+	if c.HTTP.CheckProxy == string(envoy.ProxyEnvoy) {
+		onBehalfOf := strings.ReplaceAll(strings.ToLower(c.Partner.OnBehalfOfHeader), "_", "-")
+		if name := envoy.UncoveredUpstream(c.HTTP.EnvoyUpstreamHeaders, c.Check.OwnedPrefix, c.Check.ActorTokenHeader, onBehalfOf); name != "" {
+			return sidecar.Invalid("http.envoy_upstream_headers", "leaves out %s, which Deputy sets upstream on a delegated allow "+
+				"(check.owned_prefix, check.actor_token_header, partner.on_behalf_of_header): with http.check_proxy envoy, "+
+				"list it here and in Envoy's allowed_upstream_headers", name)
+		}
 	}
 	// Without an issuer every bearer token is refused: a production
 	// install that forgot one would look healthy and sign nobody in.

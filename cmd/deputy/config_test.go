@@ -321,3 +321,44 @@ func TestDevModeListensOnLoopback(t *testing.T) {
 		t.Errorf("addresses given in dev mode were replaced: http %q metrics %q", cfg.HTTP.Addr, cfg.Metrics.Addr)
 	}
 }
+
+// Behind Envoy's http_service (http.check_proxy envoy), Deputy's delegated
+// identity reaches the application only under the names Envoy copies, and
+// Deputy replaces a client's copy of such a name rather than removing it.
+// A list that leaves out a name Deputy sets (its owned prefix, actor-token
+// or on-behalf-of header, changed from the defaults) would let a client's
+// copy through, so Deputy does not start; behind another proxy the
+// Envoy endpoint refuses such an allow instead.
+func TestEnvoyUpstreamHeadersCoverDeputysNames(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		ok         bool
+	}{
+		{name: "defaults", file: "http: {check_proxy: envoy}\n", ok: true},
+		{name: "owned prefix left out", file: "http: {check_proxy: envoy}\ncheck: {owned_prefix: x-auth-}\n"},
+		{name: "on-behalf-of header left out", file: "http: {check_proxy: envoy}\npartner: {on_behalf_of_header: x-customer}\n"},
+		{name: "actor-token header left out", file: "http: {check_proxy: envoy}\ncheck: {actor_token_header: x-actor-token}\n"},
+		{name: "a narrower prefix", file: "http: {check_proxy: envoy, envoy_upstream_headers: [x-deputy-subject*, x-deputy-token, x-on-behalf-of]}\n"},
+		{name: "exact names only", file: "http: {check_proxy: envoy, envoy_upstream_headers: [x-deputy-subject, x-deputy-actor, x-deputy-token, x-on-behalf-of]}\n"},
+		{name: "every name listed", ok: true, file: "http: {check_proxy: envoy, envoy_upstream_headers: [X-Auth-*, x-actor-token, x-customer]}\n" +
+			"check: {owned_prefix: x-auth-, actor_token_header: X-Actor-Token}\npartner: {on_behalf_of_header: X_Customer}\n"},
+		{name: "a wider prefix", ok: true, file: "http: {check_proxy: envoy, envoy_upstream_headers: [x-*]}\ncheck: {owned_prefix: x-auth-}\n"},
+		{name: "another proxy", ok: true, file: "http: {check_proxy: nginx}\ncheck: {owned_prefix: x-auth-}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadWith(t, nil, nil, tc.file)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "http.envoy_upstream_headers" {
+				t.Fatalf("error %v (field %q), want field http.envoy_upstream_headers", err, sidecar.ErrorField(err))
+			}
+		})
+	}
+}

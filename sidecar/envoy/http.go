@@ -164,6 +164,32 @@ func headerMatches(patterns []string, name string) bool {
 	return false
 }
 
+// UncoveredUpstream returns the first name Deputy sets upstream on a
+// delegated allow that patterns (http.envoy_upstream_headers) leave out,
+// "" when none: every name under ownedPrefix, which only a prefix of it
+// ending in "*" covers, and each of names (the actor-token and
+// on-behalf-of headers). With such a list every delegated allow on
+// Envoy's http_service endpoint is refused (envoyApplies); a deployment
+// behind Envoy does not start with one instead.
+func UncoveredUpstream(patterns []string, ownedPrefix string, names ...string) string {
+	covered := false
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && len(prefix) <= len(ownedPrefix) && strings.EqualFold(ownedPrefix[:len(prefix)], prefix) {
+			covered = true
+			break
+		}
+	}
+	if !covered {
+		return strings.ToLower(ownedPrefix) + "*"
+	}
+	for _, n := range names {
+		if !headerMatches(patterns, n) {
+			return strings.ToLower(n)
+		}
+	}
+	return ""
+}
+
 // HTTPHandler serves ext_authz over HTTP.
 type HTTPHandler struct {
 	checker   HTTPChecker

@@ -42,6 +42,11 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 	}{
 		{"default", "testdata/default.yaml", nil},
 		{"http-ext-authz", "testdata/http-ext-authz.yaml", nil},
+		// Deputy checks at start that Envoy copies every name it sets
+		// upstream (http.envoy_upstream_headers): the chart tells it so
+		// for the names the values configure, whichever the transport.
+		{"header names", "{app: {image: {repository: x}}, envoy: {extAuthz: {transport: http}}, deputy: {config: {check: {owned_prefix: x-auth-, actor_token_header: x-actor-token}, partner: {on_behalf_of_header: x-customer}}}}", nil},
+		{"header names over grpc", "{app: {image: {repository: x}}, deputy: {config: {check: {owned_prefix: x-auth-}}}}", nil},
 		// Readiness needs Redis reachable with the password from the Secret.
 		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}", nil},
 		// The container an operator pastes into an existing pod, with the
