@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -367,7 +368,8 @@ func (e EffectiveGrants) Effective() *Grant {
 }
 
 // Share makes one of a customer's resources (a service request) visible to
-// a partner user holding the cc level.
+// a partner user, the user User of the organisation PartnerOrg, holding
+// the cc level.
 type Share struct {
 	Customer   string    `json:"customer"`
 	Resource   string    `json:"resource"`
@@ -375,6 +377,18 @@ type Share struct {
 	PartnerOrg string    `json:"partner_org,omitempty"`
 	SharedBy   string    `json:"shared_by,omitempty"`
 	SharedAt   time.Time `json:"shared_at,omitzero"`
+}
+
+// For reports whether the share is made to the user of partnerOrg. A
+// share without a partner organisation is for no one.
+func (s *Share) For(partnerOrg, user string) bool {
+	return s.PartnerOrg != "" && s.PartnerOrg == partnerOrg && s.User == user
+}
+
+// ShareOrder orders shares by user, resource and partner organisation:
+// how stores list them and the API pages them.
+func ShareOrder(a, b Share) int {
+	return cmp.Or(cmp.Compare(a.User, b.User), cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.PartnerOrg, b.PartnerOrg))
 }
 
 // Subscription is a partner user's subscription to a customer's
@@ -614,13 +628,23 @@ type PartnerStore interface {
 	GrantsExpiringBefore(ctx context.Context, t time.Time, limit int) ([]Grant, error)
 }
 
-// ShareStore keeps resources shared with cc-level partner users.
+// ShareStore keeps resources shared with cc-level partner users. A share
+// is made to one user of one partner organisation, and is keyed and
+// matched by both, as grants are: a user of another organisation with the
+// same subject is someone else. A share stored without a partner
+// organisation (written before shares named one) matches no one.
 type ShareStore interface {
+	// PutShare stores a share; EINVALID without a partner organisation.
 	PutShare(ctx context.Context, s *Share) error
-	DeleteShare(ctx context.Context, customer, resource, user string) error
-	IsShared(ctx context.Context, customer, resource, user string) (bool, error)
-	// SharesFor lists the resource ids of customer shared with user.
-	SharesFor(ctx context.Context, customer, user string) ([]string, error)
+	// DeleteShare deletes the share of resource with partnerOrg's user;
+	// partnerOrg "" deletes a share stored without one. ENOTFOUND if absent.
+	DeleteShare(ctx context.Context, customer, resource, partnerOrg, user string) error
+	IsShared(ctx context.Context, customer, resource, partnerOrg, user string) (bool, error)
+	// SharesFor lists the resource ids of customer shared with partnerOrg's
+	// user, sorted; none when partnerOrg is "".
+	SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error)
+	// ListShares lists a customer's shares ordered by user, resource and
+	// partner organisation (ShareOrder).
 	ListShares(ctx context.Context, customer string) ([]Share, error)
 }
 

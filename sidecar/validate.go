@@ -62,6 +62,8 @@ func (s *Share) Validate() error {
 		return Invalid("resource", "resource is required")
 	case s.User == "":
 		return Invalid("user", "user is required")
+	case s.PartnerOrg == "":
+		return Invalid("partner_org", "partner_org is required")
 	}
 	return nil
 }

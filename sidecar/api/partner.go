@@ -187,7 +187,7 @@ func (h *Partner) listShares(c *Call) error {
 	if err != nil {
 		return err
 	}
-	page, err := Paginate(ss, func(s sidecar.Share) string { return s.User + "\x00" + s.Resource }, p)
+	page, err := Paginate(ss, func(s sidecar.Share) string { return s.User + "\x00" + s.Resource + "\x00" + s.PartnerOrg }, p)
 	return pageJSON(c, page, err)
 }
 
@@ -206,7 +206,8 @@ func (h *Partner) putShare(c *Call) error {
 
 func (h *Partner) deleteShare(c *Call) error {
 	customer, user, resource := c.Request.PathValue("customer"), c.Request.PathValue("user"), c.Request.PathValue("resource")
-	if err := h.svc.Unshare(c.Context(), c.Identity, customer, resource, user, authorizer(c)); err != nil {
+	in := delegation.ShareInput{Resource: resource, User: user, PartnerOrg: c.Request.URL.Query().Get("partner_org")}
+	if err := h.svc.Unshare(c.Context(), c.Identity, customer, in, authorizer(c)); err != nil {
 		return err
 	}
 	return c.NoContent()

@@ -286,9 +286,9 @@ func lifecycleCalls() []lifecycleCall {
 				_, err := w.partners.Share(w.ctx, cora, "acme", delegation.ShareInput{Resource: "sr-2", User: "pat", PartnerOrg: "partnerco"}, az)
 				return err
 			}},
-		{"Partners.Unshare", "share.delete", map[string]any{"customer": "acme", "user": "pat", "resource": "sr-1"},
+		{"Partners.Unshare", "share.delete", map[string]any{"customer": "acme", "user": "pat", "resource": "sr-1", "partner_org": "partnerco"},
 			func(w *authzWorld, az delegation.Authorize) error {
-				return w.partners.Unshare(w.ctx, cora, "acme", "sr-1", "pat", az)
+				return w.partners.Unshare(w.ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"}, az)
 			}},
 		{"Partners.Shares", "share.list", map[string]any{"customer": "acme"},
 			func(w *authzWorld, az delegation.Authorize) error {

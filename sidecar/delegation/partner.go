@@ -621,22 +621,41 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 }
 
 // Unshare withdraws a share once policy lets caller; withdrawing an
-// absent share is not an error.
-func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, customer, resource, user string, authorize Authorize) error {
-	if err := authorize("share.delete", map[string]any{"customer": customer, "user": user, "resource": resource}); err != nil {
+// absent share is not an error. Without in.PartnerOrg it withdraws the
+// resource from the user in every partner organisation, shares stored
+// without one included: a narrowing a caller who does not know the
+// organisation can still make.
+func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, customer string, in ShareInput, authorize Authorize) error {
+	if err := authorize("share.delete", map[string]any{"customer": customer, "user": in.User, "resource": in.Resource, "partner_org": in.PartnerOrg}); err != nil {
 		return err
 	}
 	if caller == nil || caller.Org != customer {
 		return sidecar.Errorf(sidecar.EFORBIDDEN, "not_customer")
 	}
-	err := p.store.DeleteShare(ctx, customer, resource, user)
-	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		return nil
+	orgs := []string{in.PartnerOrg}
+	if in.PartnerOrg == "" {
+		all, err := p.store.ListShares(ctx, customer)
+		if err != nil {
+			return err
+		}
+		orgs = orgs[:0]
+		for _, sh := range all {
+			if sh.User == in.User && sh.Resource == in.Resource {
+				orgs = append(orgs, sh.PartnerOrg)
+			}
+		}
 	}
-	if err == nil {
-		p.audit(ctx, caller.Subject, "share.delete", customer, resource, map[string]string{"user": user})
+	for _, org := range orgs {
+		err := p.store.DeleteShare(ctx, customer, in.Resource, org, in.User)
+		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		p.audit(ctx, caller.Subject, "share.delete", customer, in.Resource, map[string]string{"user": in.User, "partner_org": org})
 	}
-	return err
+	return nil
 }
 
 // Shares lists a customer's shares, once policy lets caller see them.

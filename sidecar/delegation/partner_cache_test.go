@@ -23,9 +23,9 @@ func (c *countingSource) EffectiveGrants(ctx context.Context, customer, org, use
 	return c.Store.EffectiveGrants(ctx, customer, org, user)
 }
 
-func (c *countingSource) SharesFor(ctx context.Context, customer, user string) ([]string, error) {
+func (c *countingSource) SharesFor(ctx context.Context, customer, org, user string) ([]string, error) {
 	c.reads.Add(1)
-	return c.Store.SharesFor(ctx, customer, user)
+	return c.Store.SharesFor(ctx, customer, org, user)
 }
 
 func (c *countingSource) GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error) {

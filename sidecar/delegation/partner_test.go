@@ -2,6 +2,7 @@ package delegation_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -353,17 +354,17 @@ func TestPartnerShares(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				shared, _ := env.store.SharesFor(ctx, "acme", "pat")
+				shared, _ := env.store.SharesFor(ctx, "acme", "partnerco", "pat")
 				if len(shared) != 1 || shared[0] != "sr-1" {
 					t.Fatalf("shared = %v, want sr-1", shared)
 				}
-				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat", allowAll); err != nil {
+				if err := env.partners.Unshare(ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat"}, allowAll); err != nil {
 					t.Fatal(err)
 				}
-				if err := env.partners.Unshare(ctx, cora, "acme", "sr-1", "pat", allowAll); err != nil {
+				if err := env.partners.Unshare(ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat"}, allowAll); err != nil {
 					t.Fatalf("unsharing twice: %v", err)
 				}
-				if shared, _ := env.store.SharesFor(ctx, "acme", "pat"); len(shared) != 0 {
+				if shared, _ := env.store.SharesFor(ctx, "acme", "partnerco", "pat"); len(shared) != 0 {
 					t.Fatalf("shared after unsharing = %v", shared)
 				}
 			})
@@ -451,6 +452,55 @@ func TestPartnerRunSweeper(t *testing.T) {
 			}
 			if n := len(events(t, env.store, sidecar.EventGrantExpiring)); n != 1 {
 				t.Fatalf("%d expiring events after many sweeps, want 1", n)
+			}
+		})
+	}
+}
+
+// A share is withdrawn from the user of the partner organisation named,
+// and from the user in every organisation when none is named; each
+// withdrawal is audited with its organisation.
+func TestUnshareByPartnerOrg(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			for _, org := range []string{"partnerco", "otherco", "thirdco"} {
+				if _, err := env.partners.Share(ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: org}, allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}
+			shared := func(org string) bool {
+				t.Helper()
+				ok, err := env.store.IsShared(ctx, "acme", "sr-1", org, "pat")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ok
+			}
+			if err := env.partners.Unshare(ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"}, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			if shared("partnerco") || !shared("otherco") || !shared("thirdco") {
+				t.Fatalf("after unsharing with partnerco's pat: partnerco %v, otherco %v, thirdco %v", shared("partnerco"), shared("otherco"), shared("thirdco"))
+			}
+			if err := env.partners.Unshare(ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat"}, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			if shared("otherco") || shared("thirdco") {
+				t.Fatal("unsharing without an organisation left a share")
+			}
+			audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Type: "share.delete"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var orgs []string
+			for _, a := range audit {
+				orgs = append(orgs, a.Data["partner_org"])
+			}
+			slices.Sort(orgs)
+			if !slices.Equal(orgs, []string{"otherco", "partnerco", "thirdco"}) {
+				t.Fatalf("share.delete audited for %v, want each organisation once", orgs)
 			}
 		})
 	}

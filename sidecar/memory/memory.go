@@ -66,7 +66,7 @@ type Store struct {
 	requests   map[string]*sidecar.AccessRequest
 	requestLog []string                             // logKey(created, id), ascending
 	grants     map[string]map[string]*sidecar.Grant // customer → org\x00user → grant
-	shares     map[string]map[string]*sidecar.Share // customer → user\x00resource → share
+	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
 	assign     map[string]*sidecar.Assignment
 	events     []sidecar.Event
@@ -856,7 +856,9 @@ func (s *Store) GrantsExpiringBefore(_ context.Context, t time.Time, limit int) 
 
 // ---- shares ----------------------------------------------------------------
 
-func shareField(user, resource string) string { return user + "\x00" + resource }
+func shareField(partnerOrg, user, resource string) string {
+	return partnerOrg + "\x00" + user + "\x00" + resource
+}
 
 func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
 	if err := sh.Validate(); err != nil {
@@ -869,16 +871,17 @@ func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
 		m = map[string]*sidecar.Share{}
 		s.shares[sh.Customer] = m
 	}
-	m[shareField(sh.User, sh.Resource)] = &cp
+	m[shareField(sh.PartnerOrg, sh.User, sh.Resource)] = &cp
 	s.mu.Unlock()
 	s.publish(sidecar.ShareKey(sh.Customer))
 	return nil
 }
 
-func (s *Store) DeleteShare(_ context.Context, customer, resource, user string) error {
+func (s *Store) DeleteShare(_ context.Context, customer, resource, partnerOrg, user string) error {
+	f := shareField(partnerOrg, user, resource)
 	s.mu.Lock()
-	_, ok := s.shares[customer][shareField(user, resource)]
-	delete(s.shares[customer], shareField(user, resource))
+	_, ok := s.shares[customer][f]
+	delete(s.shares[customer], f)
 	s.mu.Unlock()
 	if !ok {
 		return notFound("share")
@@ -887,19 +890,19 @@ func (s *Store) DeleteShare(_ context.Context, customer, resource, user string) 
 	return nil
 }
 
-func (s *Store) IsShared(_ context.Context, customer, resource, user string) (bool, error) {
+func (s *Store) IsShared(_ context.Context, customer, resource, partnerOrg, user string) (bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	_, ok := s.shares[customer][shareField(user, resource)]
-	return ok, nil
+	sh, ok := s.shares[customer][shareField(partnerOrg, user, resource)]
+	return ok && sh.For(partnerOrg, user), nil
 }
 
-func (s *Store) SharesFor(_ context.Context, customer, user string) ([]string, error) {
+func (s *Store) SharesFor(_ context.Context, customer, partnerOrg, user string) ([]string, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []string
 	for _, sh := range s.shares[customer] {
-		if sh.User == user {
+		if sh.For(partnerOrg, user) {
 			out = append(out, sh.Resource)
 		}
 	}
@@ -914,9 +917,7 @@ func (s *Store) ListShares(_ context.Context, customer string) ([]sidecar.Share,
 	for _, sh := range s.shares[customer] {
 		out = append(out, *sh)
 	}
-	slices.SortFunc(out, func(a, b sidecar.Share) int {
-		return strings.Compare(shareField(a.User, a.Resource), shareField(b.User, b.Resource))
-	})
+	slices.SortFunc(out, sidecar.ShareOrder)
 	return out, nil
 }
 

@@ -22,7 +22,7 @@ import (
 //	{cust:C}:grants:exp        sorted set: same fields by expiry (ms), to expire fields
 //	{porg:O}:grants            sorted set: "C\x00<user>" by expiry, for "My Customers"
 //	grants:expiry              sorted set: "C\x00<org>\x00<user>" by expiry, for "expiring soon"
-//	{cust:C}:shares            hash: "<user>\x00<resource>" → share
+//	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
 //	{cust:C}:subs              hash: "<user>\x00<kind>" → subscription
 //	{puser:U}:subs             set: "C\x00<kind>"
 
@@ -436,19 +436,58 @@ func (s *Store) GrantsExpiringBefore(ctx context.Context, t time.Time, limit int
 
 // ---- shares ----------------------------------------------------------------
 
+// Shares are fields "<org>\x00<user>\x00<resource>". Before shares named
+// their partner organisation in the key the field was "<user>\x00<resource>"
+// (legacyShareField); such a share still lists, matches only the
+// organisation its record names (none when it names none), and is replaced
+// or deleted through that organisation's key.
+func shareField(partnerOrg, user, resource string) string {
+	return partnerOrg + "\x00" + user + "\x00" + resource
+}
+
+func legacyShareField(user, resource string) string { return field(user, resource) }
+
+// putShareScript stores a share and drops the same share stored under the
+// legacy field, when that one names the same partner organisation.
+// KEYS: shares hash. ARGV: field, share JSON, legacy field, partner org.
+var putShareScript = goredis.NewScript(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local old = redis.call('HGET', KEYS[1], ARGV[3])
+if old and (cjson.decode(old)['partner_org'] or '') == ARGV[4] then
+  redis.call('HDEL', KEYS[1], ARGV[3])
+end
+return 1
+`)
+
+// deleteShareScript deletes a share, under its field or under the legacy
+// field when that one names the same partner organisation; it returns how
+// many fields it deleted.
+// KEYS: shares hash. ARGV: field, legacy field, partner org.
+var deleteShareScript = goredis.NewScript(`
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+local old = redis.call('HGET', KEYS[1], ARGV[2])
+if old and (cjson.decode(old)['partner_org'] or '') == ARGV[3] then
+  n = n + redis.call('HDEL', KEYS[1], ARGV[2])
+end
+return n
+`)
+
 func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
 	if err := sh.Validate(); err != nil {
 		return err
 	}
-	if err := s.c.HSet(ctx, s.cust(sh.Customer, "shares"), field(sh.User, sh.Resource), encode(sh)).Err(); err != nil {
+	err := putShareScript.Run(ctx, s.c, []string{s.cust(sh.Customer, "shares")},
+		shareField(sh.PartnerOrg, sh.User, sh.Resource), encode(sh), legacyShareField(sh.User, sh.Resource), sh.PartnerOrg).Err()
+	if err != nil {
 		return unavailable(err)
 	}
 	s.publish(ctx, sidecar.ShareKey(sh.Customer))
 	return nil
 }
 
-func (s *Store) DeleteShare(ctx context.Context, customer, resource, user string) error {
-	n, err := s.c.HDel(ctx, s.cust(customer, "shares"), field(user, resource)).Result()
+func (s *Store) DeleteShare(ctx context.Context, customer, resource, partnerOrg, user string) error {
+	n, err := deleteShareScript.Run(ctx, s.c, []string{s.cust(customer, "shares")},
+		shareField(partnerOrg, user, resource), legacyShareField(user, resource), partnerOrg).Int()
 	if err != nil {
 		return unavailable(err)
 	}
@@ -459,12 +498,25 @@ func (s *Store) DeleteShare(ctx context.Context, customer, resource, user string
 	return nil
 }
 
-func (s *Store) IsShared(ctx context.Context, customer, resource, user string) (bool, error) {
-	ok, err := s.c.HExists(ctx, s.cust(customer, "shares"), field(user, resource)).Result()
+func (s *Store) IsShared(ctx context.Context, customer, resource, partnerOrg, user string) (bool, error) {
+	raws, err := s.c.HMGet(ctx, s.cust(customer, "shares"), shareField(partnerOrg, user, resource), legacyShareField(user, resource)).Result()
 	if err != nil {
 		return false, unavailable(err)
 	}
-	return ok, nil
+	for _, raw := range raws {
+		str, ok := raw.(string)
+		if !ok {
+			continue
+		}
+		sh, err := decode[sidecar.Share](str)
+		if err != nil {
+			return false, err
+		}
+		if sh.Resource == resource && sh.For(partnerOrg, user) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (s *Store) ListShares(ctx context.Context, customer string) ([]sidecar.Share, error) {
@@ -472,23 +524,27 @@ func (s *Store) ListShares(ctx context.Context, customer string) ([]sidecar.Shar
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b sidecar.Share) int {
-		return strings.Compare(field(a.User, a.Resource), field(b.User, b.Resource))
-	})
+	slices.SortFunc(out, sidecar.ShareOrder)
 	return out, nil
 }
 
-func (s *Store) SharesFor(ctx context.Context, customer, user string) ([]string, error) {
+// SharesFor matches the records, not the fields: a legacy share counts
+// for the organisation it names, and one that names none for no one.
+func (s *Store) SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error) {
+	if partnerOrg == "" {
+		return nil, nil
+	}
 	all, err := s.ListShares(ctx, customer)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, sh := range all {
-		if sh.User == user {
+		if sh.For(partnerOrg, user) {
 			out = append(out, sh.Resource)
 		}
 	}
+	slices.Sort(out)
 	return out, nil
 }
 

@@ -219,7 +219,7 @@ func TestClusterKeysThatChangeTogetherShareASlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(time.Hour)})
-	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"})
+	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})
 	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
 	for _, tc := range []struct {
 		name, pattern string

@@ -279,7 +279,7 @@ func (c *Cache[K, V]) Len() int {
 // reseller lookups and its invalidations.
 type CachedSource interface {
 	EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error)
-	SharesFor(ctx context.Context, customer, user string) ([]string, error)
+	SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error)
 	GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
 	Subscribe(fn func(key string)) (cancel func())
 }
@@ -294,7 +294,7 @@ type CachedState struct {
 	src    CachedSource
 	now    sidecar.Clock
 	grants *Cache[grantCacheKey, sidecar.EffectiveGrants]
-	shares *Cache[string, []string]
+	shares *Cache[grantCacheKey, []string]
 	assign *Cache[struct{}, *sidecar.Assignment]
 	cancel func()
 }
@@ -308,7 +308,7 @@ func NewCachedState(src CachedSource, cfg CacheConfig, now sidecar.Clock, obs Ca
 		src:    src,
 		now:    now,
 		grants: NewCache[grantCacheKey, sidecar.EffectiveGrants](CacheGrants, sidecar.GrantKey(""), cfg, now, obs),
-		shares: NewCache[string, []string](CacheShares, sidecar.ShareKey(""), cfg, now, obs),
+		shares: NewCache[grantCacheKey, []string](CacheShares, sidecar.ShareKey(""), cfg, now, obs),
 		assign: NewCache[struct{}, *sidecar.Assignment](CacheAssignments, sidecar.AssignmentKey(""), cfg, now, obs),
 	}
 	cs.cancel = src.Subscribe(cs.Evict)
@@ -352,9 +352,9 @@ func (cs *CachedState) EffectiveGrants(ctx context.Context, customer, partnerOrg
 }
 
 // SharesFor is the store's SharesFor through the cache.
-func (cs *CachedState) SharesFor(ctx context.Context, customer, user string) ([]string, error) {
-	v, _, err := cs.shares.Load(ctx, customer, user, func(ctx context.Context) ([]string, bool, error) {
-		v, err := cs.src.SharesFor(ctx, customer, user)
+func (cs *CachedState) SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error) {
+	v, _, err := cs.shares.Load(ctx, customer, grantCacheKey{partnerOrg, user}, func(ctx context.Context) ([]string, bool, error) {
+		v, err := cs.src.SharesFor(ctx, customer, partnerOrg, user)
 		return v, len(v) > 0, err
 	})
 	return v, err

@@ -248,7 +248,7 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 		}
 	}
 	must(a.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "p1", User: "pat", Level: sidecar.LevelUpdate, ExpiresAt: clock.Now().Add(day)}))
-	must(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"}))
+	must(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
 	must(a.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"}))
 
 	cases := []struct {
@@ -261,9 +261,9 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 			return err == nil && eg.Effective() != nil
 		}, func() error { _, err := a.RevokeGrant(ctx, "acme", "g1"); return err }},
 		{"share_removed", func(cs *resolve.CachedState) bool {
-			v, err := cs.SharesFor(ctx, "acme", "pat")
+			v, err := cs.SharesFor(ctx, "acme", "p1", "pat")
 			return err == nil && len(v) == 1
-		}, func() error { return a.DeleteShare(ctx, "acme", "SR-1", "pat") }},
+		}, func() error { return a.DeleteShare(ctx, "acme", "SR-1", "p1", "pat") }},
 		{"assignment_removed", func(cs *resolve.CachedState) bool {
 			as, err := cs.GetAssignment(ctx, "acme")
 			return err == nil && as.Domain == "eu.r1"

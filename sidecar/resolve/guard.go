@@ -266,8 +266,8 @@ func (g *StateGuard) EffectiveGrants(ctx context.Context, customer, partnerOrg, 
 	})
 }
 
-func (g *StateGuard) SharesFor(ctx context.Context, customer, user string) ([]string, error) {
-	return guarded(g, ctx, func(ctx context.Context) ([]string, error) { return g.src.SharesFor(ctx, customer, user) })
+func (g *StateGuard) SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error) {
+	return guarded(g, ctx, func(ctx context.Context) ([]string, error) { return g.src.SharesFor(ctx, customer, partnerOrg, user) })
 }
 
 func (g *StateGuard) GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error) {

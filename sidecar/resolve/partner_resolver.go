@@ -14,7 +14,7 @@ import (
 // of checks for the same customer costs no store round trip.
 type GrantLookup interface {
 	EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error)
-	SharesFor(ctx context.Context, customer, user string) ([]string, error)
+	SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error)
 }
 
 // AssignmentLookup is what the check path reads for reseller access.
@@ -173,7 +173,7 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 	attrs := r.precedence[g.Scope()]
 	if g.Level == sidecar.LevelCC {
 		attrs = map[string]any{"precedence": g.Scope()}
-		shared, err := r.grants.SharesFor(ctx, customer, id.Subject)
+		shared, err := r.grants.SharesFor(ctx, customer, id.Org, id.Subject)
 		if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
 			return nil, err
 		}

@@ -51,13 +51,25 @@ func testInvalidRecords(t *testing.T, newEnv func(*testing.T) *env) {
 				return err == nil && eg.Organisation != nil
 			}},
 		{name: "share_without_resource", field: "resource",
-			put: func() error { return e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat"}) },
+			put: func() error {
+				return e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat", PartnerOrg: "p1"})
+			},
 			kept: func() bool {
 				ss, err := e.s.ListShares(e.ctx, "acme")
 				return err == nil && len(ss) > 0
 			}},
 		{name: "share_without_user", field: "user",
-			put: func() error { return e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1"}) },
+			put: func() error {
+				return e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", PartnerOrg: "p1"})
+			},
+			kept: func() bool {
+				ss, err := e.s.ListShares(e.ctx, "acme")
+				return err == nil && len(ss) > 0
+			}},
+		{name: "share_without_partner_org", field: "partner_org",
+			put: func() error {
+				return e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"})
+			},
 			kept: func() bool {
 				ss, err := e.s.ListShares(e.ctx, "acme")
 				return err == nil && len(ss) > 0

@@ -801,22 +801,27 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 		{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.now()},
 		{Customer: "acme", Resource: "SR-2", User: "pat", PartnerOrg: "p1"},
 		{Customer: "acme", Resource: "SR-2", User: "sam", PartnerOrg: "p1"},
+		{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "p2"},
 		{Customer: "globex", Resource: "SR-9", User: "pat", PartnerOrg: "p1"},
 	} {
 		must(t, e.s.PutShare(e.ctx, &sh))
 	}
+	// A share is made to a user of one partner organisation: the same
+	// subject in another organisation is someone else.
 	cases := []struct {
-		name, customer, resource, user string
-		want                           bool
+		name, customer, resource, org, user string
+		want                                bool
 	}{
-		{"shared", "acme", "SR-1", "pat", true},
-		{"shared_with_other_user", "acme", "SR-1", "sam", false},
-		{"other_customer", "globex", "SR-1", "pat", false},
-		{"unknown_resource", "acme", "SR-404", "pat", false},
+		{"shared", "acme", "SR-1", "p1", "pat", true},
+		{"shared_with_other_user", "acme", "SR-1", "p1", "sam", false},
+		{"same_user_of_other_org", "acme", "SR-1", "p2", "pat", false},
+		{"no_org", "acme", "SR-1", "", "pat", false},
+		{"other_customer", "globex", "SR-1", "p1", "pat", false},
+		{"unknown_resource", "acme", "SR-404", "p1", "pat", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ok, err := e.s.IsShared(e.ctx, tc.customer, tc.resource, tc.user)
+			ok, err := e.s.IsShared(e.ctx, tc.customer, tc.resource, tc.org, tc.user)
 			must(t, err)
 			if ok != tc.want {
 				t.Fatalf("IsShared = %v", ok)
@@ -824,28 +829,47 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 		})
 	}
 	t.Run("lists", func(t *testing.T) {
-		got, err := e.s.SharesFor(e.ctx, "acme", "pat")
-		must(t, err)
-		if !slices.Equal(got, []string{"SR-1", "SR-2"}) {
-			t.Fatalf("SharesFor = %v", got)
+		for _, tc := range []struct {
+			org  string
+			want []string
+		}{{"p1", []string{"SR-1", "SR-2"}}, {"p2", []string{"SR-3"}}, {"p3", nil}, {"", nil}} {
+			got, err := e.s.SharesFor(e.ctx, "acme", tc.org, "pat")
+			must(t, err)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("SharesFor(acme, %q, pat) = %v, want %v", tc.org, got, tc.want)
+			}
 		}
 		all, err := e.s.ListShares(e.ctx, "acme")
 		must(t, err)
-		if len(all) != 3 || all[0].SharedBy != "boss" {
+		if len(all) != 4 || all[0].SharedBy != "boss" || !slices.IsSortedFunc(all, sidecar.ShareOrder) {
 			t.Fatalf("ListShares = %+v", all)
 		}
 	})
+	t.Run("same_resource_and_user_in_two_orgs", func(t *testing.T) {
+		must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "p1"}))
+		for _, org := range []string{"p1", "p2"} {
+			if ok, err := e.s.IsShared(e.ctx, "acme", "SR-3", org, "pat"); err != nil || !ok {
+				t.Fatalf("SR-3 with pat of %s: %v %v", org, ok, err)
+			}
+		}
+		must(t, e.s.DeleteShare(e.ctx, "acme", "SR-3", "p1", "pat"))
+		if ok, err := e.s.IsShared(e.ctx, "acme", "SR-3", "p2", "pat"); err != nil || !ok {
+			t.Fatalf("deleting p1's share took p2's: %v %v", ok, err)
+		}
+	})
 	t.Run("delete", func(t *testing.T) {
-		must(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat"))
-		ok, err := e.s.IsShared(e.ctx, "acme", "SR-1", "pat")
+		wantCode(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "p2", "pat"), sidecar.ENOTFOUND)
+		must(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat"))
+		ok, err := e.s.IsShared(e.ctx, "acme", "SR-1", "p1", "pat")
 		must(t, err)
 		if ok {
 			t.Fatal("still shared after delete")
 		}
-		wantCode(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat"), sidecar.ENOTFOUND)
+		wantCode(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat"), sidecar.ENOTFOUND)
 	})
 	t.Run("invalid", func(t *testing.T) {
-		wantCode(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat"}), sidecar.EINVALID)
+		wantCode(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat", PartnerOrg: "p1"}), sidecar.EINVALID)
+		wantCode(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-5", User: "pat"}), sidecar.EINVALID)
 	})
 }
 
@@ -1123,7 +1147,7 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 	must(t, ignore(redeem(e, "s1", "tok")))
 	must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "", sidecar.LevelLook, time.Hour)))
 	must(t, e.s.PutAssignment(e.ctx, &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d"}))
-	must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat"}))
+	must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
 	must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}, sidecar.Protection{})))
 	mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c3", Allowed: true, SetBy: "c3", SetAt: e.now()}))
 
@@ -1153,7 +1177,7 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			return err
 		}, sidecar.AssignmentKey("c1")},
 		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1")},
-		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "pat") }, sidecar.ShareKey("acme")},
+		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat") }, sidecar.ShareKey("acme")},
 		{"customer_changed", func() error {
 			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Name: "x"}, sidecar.Protection{}))
 		}, sidecar.CustomerKey("c2")},
