@@ -62,14 +62,7 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 		c.DecisionLog.Sink = "redis"
 	})
 	keyFile := cfg.Identity.Dev.KeyFile
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
+	stop, done := startRun(t, &cfg)
 	defer func() { stop(); <-done }()
 	waitListening(t, cfg.GRPC.Addr)
 	waitListening(t, cfg.HTTP.Addr)

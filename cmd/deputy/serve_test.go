@@ -67,14 +67,7 @@ func waitListening(t *testing.T, addr string) {
 // runServer builds and runs Deputy on cfg until the test ends.
 func runServer(t *testing.T, cfg *Config) {
 	t.Helper()
-	ctx, stop := context.WithCancel(context.Background())
-	s, err := build(ctx, cfg)
-	if err != nil {
-		stop()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
+	stop, done := startRun(t, cfg)
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {
@@ -82,6 +75,21 @@ func runServer(t *testing.T, cfg *Config) {
 		}
 	})
 	waitListening(t, cfg.Metrics.Addr)
+}
+
+// startRun builds Deputy on cfg and runs it: stop is its shutdown
+// signal, done delivers what run returns.
+func startRun(t *testing.T, cfg *Config) (stop context.CancelFunc, done <-chan error) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	s, err := build(ctx, cfg)
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- s.run(ctx) }()
+	return stop, ran
 }
 
 // devToken mints hour-long tokens the dev-mode server on cfg accepts.
@@ -140,14 +148,8 @@ decision := {"allowed": true, "reason": "fast"} if input.attributes.request.http
 		c.DecisionLog.FlushInterval = time.Hour // only the shutdown flush writes
 	})
 
-	ctx, stop := context.WithCancel(context.Background())
+	stop, done := startRun(t, &cfg)
 	defer stop()
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
 	waitListening(t, cfg.GRPC.Addr)
 
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {

@@ -71,14 +71,8 @@ func TestShutdownKeepsDecisionRecordsWhenAClientHoldsTheServers(t *testing.T) {
 		c.DecisionLog.Sink = decisionlog.SinkRedis
 		c.DecisionLog.FlushInterval = time.Hour // only the shutdown flush writes
 	})
-	ctx, stop := context.WithCancel(context.Background())
+	stop, done := startRun(t, &cfg)
 	defer stop()
-	s, err := build(ctx, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
 	waitListening(t, cfg.HTTP.Addr)
 
 	held := holdRequest(t, cfg.HTTP.Addr, devToken(t, &cfg)(identity.DevClaims{Subject: "c1", Roles: []string{"customer"}}))
