@@ -545,6 +545,8 @@ func (c *responseCapture) CheckEnforced(ctx context.Context, req *authv3.CheckRe
 	return c.resp
 }
 
+func (c *responseCapture) Owned(name string) bool { return c.next.Owned(name) }
+
 func (c *responseCapture) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *authz.Response {
 	c.resp = c.next.Refuse(ctx, req, refusal)
 	return c.resp

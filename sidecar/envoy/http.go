@@ -37,6 +37,8 @@ const (
 // refusal of those it cannot hand over as sent; *authz.Pipeline is one.
 type HTTPChecker interface {
 	Checker
+	// Owned reports whether a request header name is Deputy's own.
+	Owned(name string) bool
 	CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*authz.Response) error) *authz.Response
 	Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *authz.Response
 }
@@ -200,8 +202,9 @@ type HTTPHandler struct {
 	maxBody   int64
 	// denialHeader: answer denials with DenialHeader too (nginx).
 	denialHeader bool
-	// applies is forwardedApplies, or envoyApplies on Envoy's
-	// http_service endpoint, bound once rather than per check.
+	// applies is forwardedApplies, bound once rather than per check;
+	// nil on Envoy's http_service endpoint, whose envoyApplies reads the
+	// request too.
 	applies func(*authz.Response) error
 	// envoyUpstream: what Envoy's http_service copies upstream.
 	envoyUpstream []string
@@ -213,7 +216,6 @@ func NewHTTPHandler(c HTTPChecker, opts ...HTTPOption) *HTTPHandler {
 	for _, o := range opts {
 		o(h)
 	}
-	h.applies = h.envoyApplies
 	if h.forwarded {
 		h.applies = h.forwardedApplies
 	}
@@ -227,8 +229,11 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch req, refusal := h.checkRequest(r); {
 	case refusal != nil:
 		resp = h.checker.Refuse(r.Context(), req, refusal)
-	default:
+	case h.forwarded:
 		resp = h.checker.CheckEnforced(r.Context(), req, h.applies)
+	default:
+		sent := req.GetAttributes().GetRequest().GetHttp().GetHeaders()
+		resp = h.checker.CheckEnforced(r.Context(), req, func(resp *authz.Response) error { return h.envoyApplies(resp, sent) })
 	}
 	out := w.Header()
 	if resp.Allowed {
@@ -297,10 +302,18 @@ func (h *HTTPHandler) forwardedApplies(resp *authz.Response) error {
 // than listing it for removal, so a name Envoy does not copy would reach
 // the application as the client sent it (check.owned_prefix or
 // partner.on_behalf_of_header changed, the Envoy config left behind).
+// An owned header the client sent (sent: the request's headers, names in
+// lower case, as Envoy sends them) under a name Deputy sets on this allow
+// refuses it too: Envoy applies x-envoy-auth-headers-to-remove after the
+// headers it copies, so listed, Deputy's own value would go as well, and
+// not listed, the client's copy would stay wherever Envoy's config does
+// not copy the name after all. Other spellings of it are listed for
+// removal as usual, and the on-behalf-of header, which clients send, is
+// replaced.
 // Response headers a policy adds are not carried by http_service (see
 // docs/deploy.md); they change only what the client is told, never what
 // the application acts on.
-func (h *HTTPHandler) envoyApplies(resp *authz.Response) error {
+func (h *HTTPHandler) envoyApplies(resp *authz.Response, sent map[string]string) error {
 	for _, hd := range resp.Headers {
 		if !headerMatches(h.envoyUpstream, hd.Key) {
 			return fmt.Errorf("headers: %s is not among the headers Envoy's http_service copies upstream (http.envoy_upstream_headers)", hd.Key)
@@ -309,6 +322,11 @@ func (h *HTTPHandler) envoyApplies(resp *authz.Response) error {
 	for _, hd := range resp.Injected {
 		if !headerMatches(h.envoyUpstream, hd.Key) {
 			return fmt.Errorf("delegated identity: %s is not among the headers Envoy's http_service copies upstream (http.envoy_upstream_headers)", strings.ToLower(hd.Key))
+		}
+		if name := strings.ToLower(hd.Key); h.checker.Owned(name) {
+			if _, ok := sent[name]; ok {
+				return fmt.Errorf("delegated identity: the client sent its own %s, which Envoy's http_service cannot remove without Deputy's (it removes after copying)", name)
+			}
 		}
 	}
 	if len(resp.QueryParamsToSet) > 0 || len(resp.QueryParamsToRemove) > 0 {
