@@ -152,11 +152,19 @@ type request struct {
 // and their names as sent, and the names of the on-behalf-of headers
 // sent (kept in the request). The names are appended to buf's two
 // halves: a caller that keeps buf on its stack lists a few names without
-// allocating.
-func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_ *authv3.CheckRequest, stripped, carried []string) {
+// allocating. What it saw of the names in headers goes to buildInput
+// (forms), so that it does not walk them again.
+func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_ *authv3.CheckRequest, stripped, carried []string, forms headerForms) {
 	stripped, carried = buf[:0:2], buf[2:2:4]
+	forms = headerForms{lower: true, plain: true}
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	for k := range httpReq.GetHeaders() {
+		if forms.lower && hasUpper(k) {
+			forms.lower = false
+		}
+		if forms.plain && strings.IndexByte(k, '_') >= 0 {
+			forms.plain = false
+		}
 		if opts.owned(k) {
 			stripped = append(stripped, k)
 		} else if opts.carried(k) {
@@ -175,7 +183,7 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 		carried = nil
 	}
 	if len(stripped) == 0 {
-		return req, nil, carried
+		return req, nil, carried, forms
 	}
 	req = proto.Clone(req).(*authv3.CheckRequest)
 	httpReq = req.GetAttributes().GetRequest().GetHttp()
@@ -185,15 +193,22 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 	if hm := httpReq.GetHeaderMap(); inMap < len(stripped) {
 		hm.Headers = slices.DeleteFunc(hm.Headers, func(h *corev3.HeaderValue) bool { return opts.owned(h.GetKey()) })
 	}
-	return req, stripped, carried
+	return req, stripped, carried, forms
 }
+
+// headerForms is what stripOwned saw of the names in a request's headers
+// (before removing any, so it holds for what is left): lower, no name has
+// an upper-case letter; plain, no name has "_". The zero value knows
+// nothing, and buildInput then looks for itself.
+type headerForms struct{ lower, plain bool }
 
 // buildInput converts a CheckRequest whose owned headers were stripped. The input is what OPA-Envoy builds
 // (protojson of the request plus parsed_path, parsed_query, parsed_body,
 // truncated_body, version), minus Deputy-owned headers, and limited to what
 // the policy can read (need). A malformed body is an EINVALID error, as
 // OPA-Envoy refuses it too, whether or not the policy reads the body.
-func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.InputNeeds) (*request, error) {
+// forms is what stripOwned saw of the header names.
+func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.InputNeeds, forms headerForms) (*request, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	headers := httpReq.GetHeaders()
 	r := &request{}
@@ -212,7 +227,10 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if err := r.canonical.methods.add(httpReq.GetMethod()); err != nil {
 		return nil, err
 	}
-	view, plain := lowerHeaders(headers)
+	view, plain := headers, forms.plain
+	if !forms.lower {
+		view, plain = lowerHeaders(headers)
+	}
 	if err := opts.Methods.fromHeaders(headers, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
 		return nil, err
 	}

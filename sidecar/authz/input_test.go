@@ -83,7 +83,7 @@ func TestInputShape(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(richRequest), &req); err != nil {
 		t.Fatal(err)
 	}
-	r, err := buildInput(&req, &InputOptions{OwnedPrefix: "x-deputy-"}, policy.AllInput)
+	r, err := buildInput(&req, &InputOptions{OwnedPrefix: "x-deputy-"}, policy.AllInput, headerForms{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +140,8 @@ func FuzzBuildInput(f *testing.F) {
 		if err := proto.Unmarshal(data, &req); err != nil {
 			return
 		}
-		stripped, owned, _ := stripOwned(&req, opts, new([4]string))
-		r, err := buildInput(stripped, opts, policy.AllInput)
+		stripped, owned, _, forms := stripOwned(&req, opts, new([4]string))
+		r, err := buildInput(stripped, opts, policy.AllInput, forms)
 		if err != nil {
 			return
 		}
@@ -181,20 +181,33 @@ func TestViewHeaderValuesEverySpelling(t *testing.T) {
 		{"upper case and underscores", map[string]string{"X_Customer": "b", "x-customer": "a"}, []string{"a", "b"}, false},
 		{"upper case", map[string]string{"X-Customer": "a"}, []string{"a"}, true},
 		{"another name with underscores", map[string]string{"x-customer": "a", "x_other": "c"}, []string{"a"}, false},
+		{"owned names stripped", map[string]string{"X-Deputy-Subject": "v", "x_deputy_actor": "w", "x-customer": "a"}, []string{"a"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			opts := &InputOptions{OwnedPrefix: "x-deputy-"}
 			req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 				Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Headers: tc.headers}}}}
-			r, err := buildInput(req, &InputOptions{}, policy.AllInput)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.view.PlainNames != tc.plain {
-				t.Errorf("PlainNames = %v, want %v", r.view.PlainNames, tc.plain)
-			}
-			scanned := (&sidecar.Request{Headers: r.view.Headers}).HeaderValues("x-customer")
-			if got := r.view.HeaderValues("x-customer"); !slices.Equal(got, tc.want) || !slices.Equal(got, scanned) {
-				t.Errorf("HeaderValues = %q, want %q (comparing every name: %q)", got, tc.want, scanned)
+			stripped, _, _, forms := stripOwned(req, opts, new([4]string))
+			// As the pipeline builds it, and knowing nothing of the names.
+			for _, forms := range []headerForms{forms, {}} {
+				r, err := buildInput(stripped, opts, policy.AllInput, forms)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Names seen before stripping may leave PlainNames false
+				// where it could be true, never the other way round.
+				if r.view.PlainNames != tc.plain && (r.view.PlainNames || forms == headerForms{}) {
+					t.Errorf("%+v: PlainNames = %v, want %v", forms, r.view.PlainNames, tc.plain)
+				}
+				for k := range r.view.Headers {
+					if hasUpper(k) || r.view.PlainNames && strings.Contains(k, "_") {
+						t.Errorf("%+v: header %q in the view (PlainNames %v)", forms, k, r.view.PlainNames)
+					}
+				}
+				scanned := (&sidecar.Request{Headers: r.view.Headers}).HeaderValues("x-customer")
+				if got := r.view.HeaderValues("x-customer"); !slices.Equal(got, tc.want) || !slices.Equal(got, scanned) {
+					t.Errorf("%+v: HeaderValues = %q, want %q (comparing every name: %q)", forms, got, tc.want, scanned)
+				}
 			}
 		})
 	}

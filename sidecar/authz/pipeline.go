@@ -222,11 +222,11 @@ func (p *Pipeline) Check(ctx context.Context, req *authv3.CheckRequest) *Respons
 // never see.
 func (p *Pipeline) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*Response) error) *Response {
 	var names [4]string
-	req, owned, carried := stripOwned(req, &p.inputOpts, &names)
+	req, owned, carried, forms := stripOwned(req, &p.inputOpts, &names)
 	// The on-behalf-of header goes upstream only as set by the delegation
 	// decided on (delegationHeaders): removed otherwise, as owned ones are.
 	return p.finish(owned, carried, func(d *sidecar.Decision) *Response {
-		resp := p.decide(ctx, req, owned, carried, d)
+		resp := p.decide(ctx, req, owned, carried, forms, d)
 		if enforce != nil && resp.Allowed {
 			if err := enforce(resp); err != nil {
 				return denial(p.errorStatus, ReasonNotEnforceable, err)
@@ -244,7 +244,7 @@ func (p *Pipeline) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, 
 // but a request the proxy in front cannot make safe.
 func (p *Pipeline) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal error) *Response {
 	var names [4]string
-	req, owned, _ := stripOwned(req, &p.inputOpts, &names)
+	req, owned, _, _ := stripOwned(req, &p.inputOpts, &names)
 	return p.finish(owned, nil, func(d *sidecar.Decision) *Response {
 		requestFacts(req, d)
 		if act := p.eval.Current(); act != nil {
@@ -311,7 +311,7 @@ func (p *Pipeline) finish(owned, carried []string, decide func(*sidecar.Decision
 }
 
 // decide returns the verdict of one branch; finish does the rest.
-func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, carried []string, d *sidecar.Decision) *Response {
+func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, carried []string, forms headerForms, d *sidecar.Decision) *Response {
 	requestFacts(req, d)
 	act := p.eval.Current()
 	if act == nil {
@@ -322,7 +322,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	err := foldedSpelling(carried)
 	var r *request
 	if err == nil {
-		r, err = buildInput(req, &p.inputOpts, need)
+		r, err = buildInput(req, &p.inputOpts, need, forms)
 	}
 	if err != nil {
 		// Not a policy verdict: Deputy cannot tell what the upstream would
