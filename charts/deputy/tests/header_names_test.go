@@ -26,7 +26,8 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 		sent     []string // sent to Deputy in every spelling
 		copied   []string // copied upstream from Deputy's answer
 		notSent  []string
-		upstream []string // http.envoy_upstream_headers
+		upstream []string       // http.envoy_upstream_headers
+		passed   map[string]any // Deputy's config keeps the values as set
 	}{
 		{name: "defaults", config: "{}",
 			sent:   []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of"},
@@ -35,15 +36,15 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 		{name: "owned prefix", config: "{check: {owned_prefix: X-Auth-}}",
 			sent:   []string{"x-auth-subject", "x-auth-actor", "x-auth-token", "x-auth-role"},
 			copied: []string{"x-auth-subject", "x-auth-actor", "x-auth-token", "x-on-behalf-of"}, notSent: []string{"x-authz", "x-deputy-subject"},
-			upstream: []string{"x-auth-*", "x-auth-token", "x-on-behalf-of", "cache-control"}},
+			upstream: []string{"x-auth-*", "x-auth-token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.owned_prefix": "X-Auth-"}},
 		{name: "on-behalf-of header", config: "{partner: {on_behalf_of_header: x-customer}}",
 			sent:   []string{"x-customer", "x-deputy-subject"},
 			copied: []string{"x-customer", "x-deputy-subject"}, notSent: []string{"x-on-behalf-of", "x-customers"},
-			upstream: []string{"x-deputy-*", "x-deputy-token", "x-customer", "cache-control"}},
+			upstream: []string{"x-deputy-*", "x-deputy-token", "x-customer", "cache-control"}, passed: map[string]any{"partner.on_behalf_of_header": "x-customer"}},
 		{name: "actor token header outside the prefix", config: "{check: {actor_token_header: X-Actor.Token}}",
 			sent:   []string{"x-actor.token", "x-deputy-subject"},
 			copied: []string{"x-actor.token", "x-deputy-subject"}, notSent: []string{"x-actorxtoken"},
-			upstream: []string{"x-deputy-*", "x-actor.token", "x-on-behalf-of", "cache-control"}},
+			upstream: []string{"x-deputy-*", "x-actor.token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.actor_token_header": "X-Actor.Token"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: http}}\ndeputy: {config: "+tc.config+"}\n")
@@ -68,6 +69,11 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 			var cfg map[string]any
 			if err := yaml.Unmarshal([]byte(raw), &cfg); err != nil {
 				t.Fatal(err)
+			}
+			for path, want := range tc.passed {
+				if got, _ := lookup(cfg, path); got != want {
+					t.Errorf("%s = %#v in Deputy's config, want %#v", path, got, want)
+				}
 			}
 			got, _ := lookup(cfg, "http.envoy_upstream_headers")
 			list, _ := got.([]any)
