@@ -63,6 +63,11 @@ func serve(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	// Start-up's garbage (policy compilation above all) is collected and its
+	// pages returned to the kernel once, now, rather than as the scavenger
+	// gets to them: an idle Deputy stays about 3 MB smaller. Never on a
+	// request's path.
+	debug.FreeOSMemory()
 	if err := releaseStartupPages(); err != nil {
 		s.log.Warn("start-up pages stay resident", "error", err)
 	}
