@@ -603,12 +603,17 @@ type PartnerStore interface {
 	// already, or past its pending expiry).
 	DecideRequest(ctx context.Context, id, status, by string, at time.Time) (*AccessRequest, error)
 	// GrantsIssued clears GrantsPending: no grant of the request is to be
-	// issued any more. ENOTFOUND when the request is gone.
+	// issued any more, and PutGrant refuses those that would be from then
+	// on. ENOTFOUND when the request is gone.
 	GrantsIssued(ctx context.Context, id string) error
 	ListRequests(ctx context.Context, f RequestFilter) ([]AccessRequest, string, error)
 
 	// PutGrant stores a grant, replacing any grant for the same customer,
 	// partner org and user (a re-approved request replaces level and expiry).
+	// A grant of an approval whose grants were all issued or closed
+	// (GrantsIssued on g.RequestID) is refused with ECONFLICT, atomically
+	// with the write: an approval retried while its grant is revoked must
+	// not issue it again.
 	PutGrant(ctx context.Context, g *Grant) error
 	// GetGrant returns a live grant by customer and id.
 	GetGrant(ctx context.Context, customer, id string) (*Grant, error)

@@ -349,7 +349,13 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 			ApprovedAt: r.DecidedAt,
 			RequestID:  r.ID,
 		}
-		if err := p.store.PutGrant(ctx, &g); err != nil {
+		if err := p.store.PutGrant(ctx, &g); sidecar.ErrorCode(err) == sidecar.ECONFLICT {
+			// Closed meanwhile (one of its grants was revoked): what is
+			// revoked stays revoked. Finish closing it, in case the closing
+			// was cut part-way.
+			_ = p.store.GrantsIssued(ctx, r.ID)
+			return nil, nil, sidecar.Errorf(sidecar.ECONFLICT, "request_grants_closed")
+		} else if err != nil {
 			return nil, nil, err
 		}
 		grants = append(grants, g)
@@ -374,15 +380,21 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 // newerGrant reports whether user's grant for r's customer comes from a
 // later approval than r.
 func (p *Partners) newerGrant(ctx context.Context, r *sidecar.AccessRequest, user string) (bool, error) {
-	e, err := p.store.EffectiveGrants(ctx, r.Customer, r.PartnerOrg, user)
+	g, err := p.grantOf(ctx, r.Customer, r.PartnerOrg, user)
+	return g != nil && g.RequestID != r.ID && g.ApprovedAt.After(r.DecidedAt), err
+}
+
+// grantOf returns the live grant stored for user of partnerOrg (user ""
+// the organisation's), or nil.
+func (p *Partners) grantOf(ctx context.Context, customer, partnerOrg, user string) (*sidecar.Grant, error) {
+	e, err := p.store.EffectiveGrants(ctx, customer, partnerOrg, user)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	g := e.Organisation
 	if user != "" {
-		g = e.Individual
+		return e.Individual, nil
 	}
-	return g != nil && g.RequestID != r.ID && g.ApprovedAt.After(r.DecidedAt), nil
+	return e.Organisation, nil
 }
 
 // Reject closes the request without a grant.
@@ -468,7 +480,13 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 			return nil, err
 		}
 	}
-	g, err = p.store.RevokeGrant(ctx, customer, id)
+	revoked, err := p.store.RevokeGrant(ctx, customer, id)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND && g.RequestID != "" {
+		// A retry of the approval may have stored the grant again, under
+		// a new id, before the approval was closed above. Closed, it can
+		// store no more: revoking what it stored is final.
+		revoked, err = p.revokeReissued(ctx, g)
+	}
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		// Revoked or expired meanwhile: what was asked holds, and this
 		// caller did nothing to audit or announce.
@@ -477,6 +495,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	if err != nil {
 		return nil, err
 	}
+	g = revoked
 	p.audit(ctx, caller.Subject, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
 	return g, p.event(ctx, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
 		"grant_id":    g.ID,
@@ -485,6 +504,19 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		"level":       string(g.Level),
 		"revoked_by":  caller.Org,
 	})
+}
+
+// revokeReissued revokes the grant a retried approval of g's request
+// stored for g's user under another id; ENOTFOUND when there is none.
+func (p *Partners) revokeReissued(ctx context.Context, g *sidecar.Grant) (*sidecar.Grant, error) {
+	cur, err := p.grantOf(ctx, g.Customer, g.PartnerOrg, g.User)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil || cur.RequestID != g.RequestID {
+		return nil, sidecar.Errorf(sidecar.ENOTFOUND, "grant not found")
+	}
+	return p.store.RevokeGrant(ctx, g.Customer, cur.ID)
 }
 
 // party refuses a caller that is neither side of a grant.

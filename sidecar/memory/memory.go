@@ -726,6 +726,10 @@ func (s *Store) PutGrant(_ context.Context, g *sidecar.Grant) error {
 	}
 	cp := *g
 	s.mu.Lock()
+	if r, ok := s.requests[g.RequestID]; ok && r.Status == sidecar.RequestApproved && !r.GrantsPending {
+		s.mu.Unlock()
+		return sidecar.Errorf(sidecar.ECONFLICT, "access request %s issues no more grants", g.RequestID)
+	}
 	m := s.grants[g.Customer]
 	if m == nil {
 		m = map[string]*sidecar.Grant{}

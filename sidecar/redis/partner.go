@@ -20,6 +20,8 @@ import (
 //	{porg:O}:requests          log index of requests from partner org O
 //	{cust:C}:grants            hash: "<org>\x00<user>" → grant (user "" = organisation)
 //	{cust:C}:grants:exp        sorted set: same fields by expiry (ms), to expire fields
+//	{cust:C}:grants:closed     sorted set: ids of C's requests that issue no more grants,
+//	                           by when the request is forgotten (ms)
 //	{porg:O}:grants            sorted set: "C\x00<user>" by expiry, for "My Customers"
 //	grants:expiry              sorted set: "C\x00<org>\x00<user>" by expiry, for "expiring soon"
 //	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
@@ -109,9 +111,40 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 	return out, nil
 }
 
+// closeGrantsScript records that a request issues no more grants, in its
+// customer's slot where putGrantScript checks it, until the request is
+// forgotten, and drops the records of requests forgotten since.
+// KEYS: closed set. ARGV: request id, forget-at ms, now ms.
+var closeGrantsScript = goredis.NewScript(`
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #top == 0 then return 0 end
+local ttl = tonumber(top[2]) - tonumber(ARGV[3])
+if ttl < 1000 then ttl = 1000 end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+`)
+
+// GrantsIssued closes the request on its customer's side first, where
+// PutGrant checks it atomically with the write, then clears the flag on
+// the request: a fault in between leaves the request closed to grants, and
+// the next approval retry or revocation clears the flag.
 func (s *Store) GrantsIssued(ctx context.Context, id string) error {
 	key := s.reqKey(id)
-	err := s.watch(ctx, func(tx *goredis.Tx) error {
+	r, err := s.GetRequest(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !r.GrantsPending {
+		return nil
+	}
+	err = closeGrantsScript.Run(ctx, s.c, []string{s.cust(r.Customer, "grants:closed")},
+		id, s.requestForgetAt(r).UnixMilli(), s.now().UnixMilli()).Err()
+	if err != nil {
+		return unavailable(err)
+	}
+	err = s.watch(ctx, func(tx *goredis.Tx) error {
 		raw, err := tx.Get(ctx, key).Result()
 		if err != nil {
 			return rerr(err, "access request")
@@ -178,10 +211,15 @@ func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]si
 
 // ---- grants ----------------------------------------------------------------
 
-// putGrantScript stores a grant in the customer's hash, drops expired
-// fields and keeps the hash alive until its last grant expires.
-// KEYS: grants hash, expiry set. ARGV: field, grant JSON, expiry ms, now ms.
+// putGrantScript stores a grant in the customer's hash, unless its
+// request is closed (returns -1), drops expired fields and keeps the hash
+// alive until its last grant expires.
+// KEYS: grants hash, expiry set, closed set. ARGV: field, grant JSON,
+// expiry ms, now ms, request id.
 var putGrantScript = goredis.NewScript(`
+if ARGV[5] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[5]) then
+  return -1
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
@@ -218,10 +256,13 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 	}
 	now := s.now()
 	f := field(g.PartnerOrg, g.User)
-	err := putGrantScript.Run(ctx, s.c, []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp")},
-		f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli()).Err()
+	n, err := putGrantScript.Run(ctx, s.c, []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp"), s.cust(g.Customer, "grants:closed")},
+		f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID).Int()
 	if err != nil {
 		return unavailable(err)
+	}
+	if n < 0 {
+		return sidecar.Errorf(sidecar.ECONFLICT, "access request %s issues no more grants", g.RequestID)
 	}
 	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		porg := s.tagged("porg", g.PartnerOrg, "grants")

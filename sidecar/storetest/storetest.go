@@ -619,6 +619,40 @@ func grantIDs(gs []sidecar.Grant) []string {
 
 func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 	day := 24 * time.Hour
+	// Once an approval's grants are issued or closed (a grant of it was
+	// revoked), a retry of it cannot write one again: the check is part of
+	// the write, so no retry caught between its checks and its write
+	// brings a revoked grant back.
+	t.Run("closed_approval_issues_no_grant", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r2", "p1", "acme")))
+		for _, id := range []string{"r1", "r2"} {
+			_, err := e.s.DecideRequest(e.ctx, id, sidecar.RequestApproved, "boss", e.now())
+			must(t, err)
+		}
+		issued := func(id, req, user string) *sidecar.Grant {
+			g := grant(e, id, "acme", "p1", user, sidecar.LevelLook, 30*day)
+			g.RequestID = req
+			return g
+		}
+		must(t, e.s.PutGrant(e.ctx, issued("g1", "r1", "pat")))
+		must(t, e.s.GrantsIssued(e.ctx, "r1"))
+		if r, err := e.s.GetRequest(e.ctx, "r1"); err != nil || r.GrantsPending {
+			t.Fatalf("r1 after GrantsIssued: %+v %v", r, err)
+		}
+		wantCode(t, e.s.PutGrant(e.ctx, issued("g2", "r1", "pat")), sidecar.ECONFLICT)
+		wantCode(t, e.s.PutGrant(e.ctx, issued("g3", "r1", "sam")), sidecar.ECONFLICT)
+		for user, want := range map[string]string{"pat": "g1", "sam": ""} {
+			eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", user)
+			must(t, err)
+			if got := eg.Individual; (got == nil) != (want == "") || got != nil && got.ID != want {
+				t.Fatalf("%s's grant after the refused writes: %+v, want %q", user, got, want)
+			}
+		}
+		// Another approval still issuing is not affected.
+		must(t, e.s.PutGrant(e.ctx, issued("g4", "r2", "sam")))
+	})
 	t.Run("individual_before_organisation_even_when_lower", func(t *testing.T) {
 		e := newEnv(t)
 		must(t, e.s.PutGrant(e.ctx, grant(e, "g-org", "acme", "p1", "", sidecar.LevelFullAdmin, 30*day)))
