@@ -55,13 +55,16 @@ func (s *hookStore) GrantsIssued(ctx context.Context, id string) error {
 	return s.Store.GrantsIssued(ctx, id)
 }
 
-// cutApproval approves an individual request for pat and paul whose
-// approval stores pat's grant and is cut before paul's; it returns the
-// request and pat's grant.
-func cutApproval(t *testing.T, store *hookStore, p *delegation.Partners) (*sidecar.AccessRequest, string) {
+// cutApproval opens a store with hooks on ps and approves an individual
+// request for pat and paul whose approval stores pat's grant and is cut
+// before paul's; it returns the store, the lifecycle on it, the request
+// and pat's grant.
+func cutApproval(t *testing.T, ps partnerStore) (*hookStore, *delegation.Partners, *sidecar.AccessRequest, string) {
 	t.Helper()
 	ctx := context.Background()
-	store.failUser = "paul"
+	env := newPartnerEnv(t, ps)
+	store := &hookStore{Store: env.store, failUser: "paul"}
+	p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
 	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"), allowAll)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +76,7 @@ func cutApproval(t *testing.T, store *hookStore, p *delegation.Partners) (*sidec
 	if err != nil || e.Individual == nil {
 		t.Fatalf("pat's grant after the cut approval: %+v %v", e, err)
 	}
-	return r, e.Individual.ID
+	return store, p, r, e.Individual.ID
 }
 
 // A revocation is effective at once, also while the approval that issued
@@ -85,10 +88,7 @@ func TestRevokeWinsOverARetriedApproval(t *testing.T) {
 		// issued, and is about to write pat's grant.
 		t.Run(ps.name+"/retry_about_to_write", func(t *testing.T) {
 			ctx := context.Background()
-			env := newPartnerEnv(t, ps)
-			store := &hookStore{Store: env.store}
-			p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
-			r, patGrant := cutApproval(t, store, p)
+			store, p, r, patGrant := cutApproval(t, ps)
 
 			store.mu.Lock()
 			store.holdUser, store.held, store.release = "pat", make(chan struct{}), make(chan struct{})
@@ -110,10 +110,7 @@ func TestRevokeWinsOverARetriedApproval(t *testing.T) {
 		// the retry wrote for pat.
 		t.Run(ps.name+"/retry_completed_during_revoke", func(t *testing.T) {
 			ctx := context.Background()
-			env := newPartnerEnv(t, ps)
-			store := &hookStore{Store: env.store}
-			p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
-			r, patGrant := cutApproval(t, store, p)
+			store, p, r, patGrant := cutApproval(t, ps)
 
 			var retried error
 			store.onGrantsIssued = func() { _, _, retried = p.Approve(ctx, cora, r.ID, allowAll) }
