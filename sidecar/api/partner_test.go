@@ -573,6 +573,22 @@ func TestPartnerAPICheckPath(t *testing.T) {
 			p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": "partnerco"}), 200)
 			p.must(p.call("DELETE", "partner/shares/acme/pat/sr-1", p.cora(), nil), 204)
 		}, caller: patClaims, method: "GET", path: "/service-requests/sr-1", reason: "cc_resource_not_shared"},
+		{name: "cc on a request shared with the same user name of another organisation", before: func(p *partnerAPI) {
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": "otherco"}), 200)
+		}, caller: patClaims, method: "GET", path: "/service-requests/sr-1", reason: "cc_resource_not_shared"},
+		{name: "cc after the share is withdrawn from the organisation", before: func(p *partnerAPI) {
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": "partnerco"}), 200)
+			p.must(p.call("DELETE", "partner/shares/acme/pat/sr-1?partner_org=partnerco", p.cora(), nil), 204)
+		}, caller: patClaims, method: "GET", path: "/service-requests/sr-1", reason: "cc_resource_not_shared"},
+		{name: "cc kept when another organisation's share is withdrawn", before: func(p *partnerAPI) {
+			p.grant(accessBody("cc", 30, "individual", "pat"))
+			for _, org := range []string{"partnerco", "otherco"} {
+				p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": org}), 200)
+			}
+			p.must(p.call("DELETE", "partner/shares/acme/pat/sr-1?partner_org=otherco", p.cora(), nil), 204)
+		}, caller: patClaims, method: "GET", path: "/service-requests/sr-1", allowed: true, reason: "partner_cc_shared_resource"},
 		{name: "revoked by the customer", before: func(p *partnerAPI) {
 			id := p.grant(accessBody("look", 30, "organisation"))
 			p.must(p.call("DELETE", "partner/grants/acme/"+id, p.cora(), nil), 204)
