@@ -74,9 +74,24 @@ func parseResult(t *ast.Term) (policyResult, error) {
 	}
 }
 
+// parseObject reads the fields of an object result. Results hold a few
+// of the ten fields (an allow is often {allowed, reason}): fields are
+// looked up most common first, and no more once every key of the object
+// was found, each lookup hashing its key.
 func parseObject(obj ast.Object) (policyResult, error) {
 	var r policyResult
-	a := obj.Get(keyTerm("allowed"))
+	left := obj.Len()
+	field := func(name string) *ast.Term {
+		if left == 0 {
+			return nil
+		}
+		t := obj.Get(keyTerm(name))
+		if t != nil {
+			left--
+		}
+		return t
+	}
+	a := field("allowed")
 	if a == nil {
 		return r, fmt.Errorf(`unable to determine evaluation result due to missing "allowed" key`)
 	}
@@ -85,24 +100,22 @@ func parseObject(obj ast.Object) (policyResult, error) {
 		return r, fmt.Errorf("type assertion error, expected allowed to be of type 'boolean' but got '%s'", ast.ValueName(a.Value))
 	}
 	r.allowed = bool(b)
+	if s := field("reason"); s != nil {
+		if str, ok := s.Value.(ast.String); ok {
+			r.reason = string(str)
+		} else {
+			return r, fmt.Errorf("type assertion error, expected reason to be of type 'string' but got '%s'", ast.ValueName(s.Value))
+		}
+	}
 
 	var err error
-	if r.headers, err = headersField(obj, "headers"); err != nil {
+	if r.headers, err = headersField(field("headers"), "headers"); err != nil {
 		return r, err
 	}
-	if r.responseHeadersToAdd, err = headersField(obj, "response_headers_to_add"); err != nil {
+	if r.responseHeadersToAdd, err = headersField(field("response_headers_to_add"), "response_headers_to_add"); err != nil {
 		return r, err
 	}
-	if r.headersToRemove, err = stringsField(obj, "request_headers_to_remove"); err != nil {
-		return r, err
-	}
-	if r.queryToRemove, err = stringsField(obj, "query_parameters_to_remove"); err != nil {
-		return r, err
-	}
-	if r.queryToSet, err = queryToSet(obj); err != nil {
-		return r, err
-	}
-	if s := obj.Get(keyTerm("http_status")); s != nil {
+	if s := field("http_status"); s != nil {
 		n, ok := s.Value.(ast.Number)
 		if !ok {
 			return r, fmt.Errorf("type assertion error, expected http_status to be of type 'number' but got '%s'", ast.ValueName(s.Value))
@@ -118,21 +131,23 @@ func parseObject(obj ast.Object) (policyResult, error) {
 		}
 		r.hasStatus, r.status = true, code
 	}
-	if s := obj.Get(keyTerm("body")); s != nil {
+	if s := field("body"); s != nil {
 		str, ok := s.Value.(ast.String)
 		if !ok {
 			return r, fmt.Errorf("type assertion error, expected body to be of type 'string' but got '%s'", ast.ValueName(s.Value))
 		}
 		r.body = string(str)
 	}
-	if s := obj.Get(keyTerm("reason")); s != nil {
-		if str, ok := s.Value.(ast.String); ok {
-			r.reason = string(str)
-		} else {
-			return r, fmt.Errorf("type assertion error, expected reason to be of type 'string' but got '%s'", ast.ValueName(s.Value))
-		}
+	if r.headersToRemove, err = stringsField(field("request_headers_to_remove"), "request_headers_to_remove"); err != nil {
+		return r, err
 	}
-	if s := obj.Get(keyTerm("dynamic_metadata")); s != nil {
+	if r.queryToRemove, err = stringsField(field("query_parameters_to_remove"), "query_parameters_to_remove"); err != nil {
+		return r, err
+	}
+	if r.queryToSet, err = queryToSet(field("query_parameters_to_set")); err != nil {
+		return r, err
+	}
+	if s := field("dynamic_metadata"); s != nil {
 		if _, ok := s.Value.(ast.Object); !ok {
 			return r, fmt.Errorf("type assertion error, expected dynamic_metadata to be of type 'object' but got '%s'", ast.ValueName(s.Value))
 		}
@@ -147,8 +162,7 @@ func parseObject(obj ast.Object) (policyResult, error) {
 
 // headersField reads an object of name → string | [string], or an array of
 // such objects, as OPA-Envoy accepts.
-func headersField(obj ast.Object, field string) ([]Header, error) {
-	t := obj.Get(keyTerm(field))
+func headersField(t *ast.Term, field string) ([]Header, error) {
 	if t == nil {
 		return nil, nil
 	}
@@ -199,8 +213,7 @@ func headersField(obj ast.Object, field string) ([]Header, error) {
 
 func compareTerms(a, b *ast.Term) int { return a.Value.Compare(b.Value) }
 
-func stringsField(obj ast.Object, field string) ([]string, error) {
-	t := obj.Get(keyTerm(field))
+func stringsField(t *ast.Term, field string) ([]string, error) {
 	if t == nil {
 		return nil, nil
 	}
@@ -226,8 +239,7 @@ func stringsField(obj ast.Object, field string) ([]string, error) {
 	return out, nil
 }
 
-func queryToSet(obj ast.Object) ([]Header, error) {
-	t := obj.Get(keyTerm("query_parameters_to_set"))
+func queryToSet(t *ast.Term) ([]Header, error) {
 	if t == nil {
 		return nil, nil
 	}
