@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"hash/maphash"
 	"net/url"
 	"slices"
 	"sync/atomic"
@@ -23,14 +24,17 @@ const delegationTermsSize = 4096
 // the same facts on every request of the session. input.delegation (some
 // ten allocations to build) and the identity headers injected upstream
 // are built once per delegation, not on every check. Resolvers return a
-// new *sidecar.Delegation each time, so the key is the facts themselves.
-// A delegation with roles, or with attributes policy reads, has its
-// input.delegation built every time (its key would have to hold lists
-// and values); its headers read neither and are kept. Policy never
-// changes input and adapters never change a response's headers, so both
-// are shared as the activation's facts are.
+// new *sidecar.Delegation each time, so the key is the facts themselves;
+// the actor's and the subject's roles are keyed by a hash, and a kept
+// term is used only if its entry's copy of the roles equals them. A
+// delegation with attributes policy reads has its input.delegation built
+// every time (its key would have to hold their values); its headers do
+// not read them and are kept. Policy never changes input and adapters
+// never change a response's headers, so both are shared as the
+// activation's facts are.
 type delegationTerms struct {
 	cache *lru.Cache[delegationKey, *delegationEntry]
+	seed  maphash.Seed // of the roles hash
 	names headerNames
 	// onBehalfOf is the on-behalf-of header, set to the customer a
 	// partner or reseller delegation acts for.
@@ -38,13 +42,14 @@ type delegationTerms struct {
 }
 
 // delegationKey is every field of sidecar.Delegation that delegationToAST
-// and identityHeaders read, but the lists and the attributes (see
-// delegationTerms).
+// and identityHeaders read, the role lists by a hash (see rolesHash), but
+// the attributes (see delegationTerms).
 type delegationKey struct {
 	mode, id, actor, actorName, actorOrg, subject, subjectName string
 	level, scope, storeView, domain, reason, ticket            string
 	expiresAt                                                  time.Time
 	subjectProtected                                           bool
+	roles                                                      uint64
 }
 
 // delegationEntry is what is kept of one delegation. Only signed changes
@@ -52,6 +57,9 @@ type delegationKey struct {
 type delegationEntry struct {
 	need *policy.InputNeeds // the activation's needs term was built for
 	term *ast.Term          // nil when built for no needs
+	// actorRoles and subjectRoles are copies of the roles term was built
+	// with: the key holds only their hash.
+	actorRoles, subjectRoles []string
 	// headers are the identity headers but the actor token, at full
 	// capacity, so appending to them copies.
 	headers []Header
@@ -67,7 +75,7 @@ type signedHeaders struct {
 
 func newDelegationTerms(names headerNames, onBehalfOf string) delegationTerms {
 	c, _ := lru.New[delegationKey, *delegationEntry](delegationTermsSize) // fails only for a size <= 0
-	return delegationTerms{cache: c, names: names, onBehalfOf: onBehalfOf}
+	return delegationTerms{cache: c, seed: maphash.MakeSeed(), names: names, onBehalfOf: onBehalfOf}
 }
 
 // lookup returns the kept entry of d and, when need (the activation's
@@ -78,11 +86,11 @@ func (t delegationTerms) lookup(d *sidecar.Delegation, need *policy.InputNeeds) 
 		mode: d.Mode, id: d.ID, actor: d.Actor, actorName: d.ActorName, actorOrg: d.ActorOrg,
 		subject: d.Subject, subjectName: d.SubjectName, level: d.Level, scope: d.Scope,
 		storeView: d.StoreView, domain: d.Domain, reason: d.Reason, ticket: d.Ticket,
-		expiresAt: d.ExpiresAt, subjectProtected: d.SubjectProtected,
+		expiresAt: d.ExpiresAt, subjectProtected: d.SubjectProtected, roles: t.rolesHash(d),
 	}
 	keep := need != nil && keyable(d, need)
 	e, ok := t.cache.Peek(k)
-	if ok && (!keep || e.need == need) {
+	if ok && (!keep || e.need == need && slices.Equal(e.actorRoles, d.ActorRoles) && slices.Equal(e.subjectRoles, d.SubjectRoles)) {
 		return e, t.termOf(e, d, need, keep)
 	}
 	ne := &delegationEntry{}
@@ -93,6 +101,7 @@ func (t delegationTerms) lookup(d *sidecar.Delegation, need *policy.InputNeeds) 
 	}
 	if keep {
 		ne.need, ne.term = need, ast.NewTerm(delegationToAST(d, need))
+		ne.actorRoles, ne.subjectRoles = slices.Clone(d.ActorRoles), slices.Clone(d.SubjectRoles)
 	}
 	t.cache.Add(k, ne)
 	return ne, t.termOf(ne, d, need, keep)
@@ -110,12 +119,30 @@ func (delegationTerms) termOf(e *delegationEntry, d *sidecar.Delegation, need *p
 	}
 }
 
-// keyable reports whether input.delegation of d depends on delegationKey's
-// fields alone.
-func keyable(d *sidecar.Delegation, need *policy.InputNeeds) bool {
-	if len(d.ActorRoles) > 0 || len(d.SubjectRoles) > 0 {
-		return false
+// rolesHash is the key of d's role lists, 0 when it has none. Equal
+// lists hash alike; lists that are not equal and hash alike are told
+// apart by the entry's copies.
+func (t delegationTerms) rolesHash(d *sidecar.Delegation) uint64 {
+	if len(d.ActorRoles) == 0 && len(d.SubjectRoles) == 0 {
+		return 0
 	}
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	for _, r := range d.ActorRoles {
+		h.WriteString(r)
+		h.WriteByte(0)
+	}
+	h.WriteByte(1) // where the actor's list ends
+	for _, r := range d.SubjectRoles {
+		h.WriteString(r)
+		h.WriteByte(0)
+	}
+	return h.Sum64()
+}
+
+// keyable reports whether input.delegation of d depends on delegationKey's
+// fields and the roles alone.
+func keyable(d *sidecar.Delegation, need *policy.InputNeeds) bool {
 	if n := need.Child("attributes"); n != nil {
 		for k := range d.Attributes {
 			if n.Child(k) != nil {

@@ -146,3 +146,46 @@ func TestDelegationHeadersCarryTheTokenSignedNow(t *testing.T) {
 		t.Errorf("token %q, want the one signed now", got[len(got)-1].Value)
 	}
 }
+
+// Roles are kept by their content: the same roles in another slice find
+// the kept term, roles changed in place after it was kept, or moved from
+// one list to the other, get a term of their own.
+func TestDelegationTermPerRoles(t *testing.T) {
+	need := &policy.InputNeeds{All: true}
+	terms := newDelegationTerms(newHeaderNames("x-deputy-"), "x-on-behalf-of")
+	d := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "imp_1", Actor: "staff-1", Subject: "cust-9",
+		ActorRoles: []string{"support", "admin"}, SubjectRoles: []string{"customer"}}
+	_, kept := terms.lookup(d, need)
+	same := *d
+	same.ActorRoles, same.SubjectRoles = []string{"support", "admin"}, []string{"customer"}
+	if _, got := terms.lookup(&same, need); got != kept {
+		t.Errorf("the same roles in other slices built another term")
+	}
+	d.SubjectRoles[0] = "staff" // changed in place after the term was kept
+	moved := same
+	moved.ActorRoles, moved.SubjectRoles = []string{"support"}, []string{"admin", "customer"}
+	for name, v := range map[string]*sidecar.Delegation{"changed in place": d, "moved between lists": &moved, "none": {Mode: d.Mode, ID: d.ID, Actor: d.Actor, Subject: d.Subject}} {
+		want := ast.NewTerm(delegationToAST(v, need))
+		if _, got := terms.lookup(v, need); !got.Equal(want) {
+			t.Errorf("%s: kept term %v, want %v", name, got, want)
+		}
+	}
+}
+
+// BenchmarkDelegationTerm is input.delegation of a live session whose
+// staff member and customer carry roles, resolved afresh on every check
+// as the session resolver does.
+func BenchmarkDelegationTerm(b *testing.B) {
+	need := &policy.InputNeeds{All: true}
+	terms := newDelegationTerms(newHeaderNames("x-deputy-"), "x-on-behalf-of")
+	cached := sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "imp_1", Actor: "staff-1", ActorName: "Sam Staff",
+		Subject: "cust-9", SubjectName: "Zoë Customer", StoreView: "en", ExpiresAt: time.Now().Add(time.Hour),
+		ActorRoles: []string{"support_agent", "store_manager"}, SubjectRoles: []string{"customer"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		d := cached
+		if _, term := terms.lookup(&d, need); term == nil {
+			b.Fatal("no term")
+		}
+	}
+}
