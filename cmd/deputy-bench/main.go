@@ -29,6 +29,7 @@ import (
 type options struct {
 	deputy, noop, ghz, redisServer, opaEnvoy string
 	testdata, inproc, only, profile          string
+	protoset                                 string // written by run
 	concurrency, connections, rounds         int
 	duration                                 time.Duration
 }
@@ -97,6 +98,9 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if o.protoset, err = writeProtoset(dir); err != nil {
+		return err
+	}
 	procs := &procs{dir: dir}
 	defer procs.stopAll()
 

@@ -19,6 +19,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 // sample is what one run of one scenario measured.
@@ -198,10 +202,38 @@ func writePayload(dir, name string, extra map[string]string, path ...string) str
 	return file
 }
 
+// writeProtoset writes the ext_authz service's descriptors, with every file
+// they import, as a FileDescriptorSet for ghz, so the servers are measured
+// as deployed: without gRPC reflection, which Deputy leaves off by default
+// and which holds descriptors of its own in the server's heap.
+func writeProtoset(dir string) (string, error) {
+	var set descriptorpb.FileDescriptorSet
+	seen := map[string]bool{}
+	var add func(fd protoreflect.FileDescriptor)
+	add = func(fd protoreflect.FileDescriptor) {
+		if seen[fd.Path()] {
+			return
+		}
+		seen[fd.Path()] = true
+		imports := fd.Imports()
+		for i := range imports.Len() {
+			add(imports.Get(i).FileDescriptor)
+		}
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+	}
+	add(authv3.File_envoy_service_auth_v3_external_auth_proto)
+	raw, err := proto.Marshal(&set)
+	if err != nil {
+		return "", err
+	}
+	file := filepath.Join(dir, "ext_authz.protoset")
+	return file, os.WriteFile(file, raw, 0o600)
+}
+
 func ghz(o options, name, addr, payload string) (sample, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.duration+60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, o.ghz, "--insecure", "--call", "envoy.service.auth.v3.Authorization.Check",
+	cmd := exec.CommandContext(ctx, o.ghz, "--insecure", "--protoset", o.protoset, "--call", "envoy.service.auth.v3.Authorization.Check",
 		"-D", payload, "-c", strconv.Itoa(o.concurrency), "--connections", strconv.Itoa(o.connections),
 		"-z", o.duration.String(), "-O", "json", addr)
 	var stderr bytes.Buffer

@@ -86,7 +86,7 @@ func (s *server) stop() {
 func (p *procs) deputy(o options, name string, extra ...string) (*server, error) {
 	g, h := freeAddr(), freeAddr()
 	args := append([]string{"serve", "--dev", "--grpc-addr", g, "--http-addr", h, "--metrics-addr", freeAddr(),
-		"--grpc-reflection", "--identity-dev-key-file", filepath.Join(p.dir, "dev-key.json"), "--log-level", "warn"}, extra...)
+		"--identity-dev-key-file", filepath.Join(p.dir, "dev-key.json"), "--log-level", "warn"}, extra...)
 	var pp string
 	if o.profile != "" {
 		pp = freeAddr()
@@ -106,7 +106,7 @@ func (p *procs) deputy(o options, name string, extra ...string) (*server, error)
 func (p *procs) opaEnvoy(o options, name, pdir, path string) (*server, error) {
 	g := freeAddr()
 	cfg := filepath.Join(p.dir, name+".yaml")
-	conf := fmt.Sprintf("plugins:\n  envoy_ext_authz_grpc:\n    addr: %s\n    path: %s\n    enable-reflection: true\n", g, path)
+	conf := fmt.Sprintf("plugins:\n  envoy_ext_authz_grpc:\n    addr: %s\n    path: %s\n", g, path)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
