@@ -174,7 +174,9 @@ func BenchmarkCheckDelegated(b *testing.B) {
 		if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9", Name: "Zoë Customer", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 			b.Fatal(err)
 		}
-		if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1",
+		// A session records its staff member's roles at start, and policy
+		// judges them against the live role permissions on every request.
+		if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"},
 			Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"},
 			delegation.HashSecret(token)); err != nil {
 			b.Fatal(err)
