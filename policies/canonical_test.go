@@ -19,7 +19,7 @@ import (
 // and the rules must agree on what that route is.
 func TestShippedPoliciesDecideTheCanonicalRequest(t *testing.T) {
 	e := shippedEngine(t)
-	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "c42"}
+	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Subject: "c42"}
 	look := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", Subject: "acme", Level: "look"}
 	update := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g2", Actor: "pat", Subject: "acme", Level: "update"}
 	form := map[string]string{"content-type": "application/x-www-form-urlencoded"}

@@ -207,9 +207,9 @@ func (s *Session) Live(now time.Time) bool { return s != nil && s.EndState(now) 
 // start is among granting, the roles policy data now grants
 // login_as_customer, as the impersonation policy judges every request. A
 // session recorded without roles (started before Deputy recorded them) is
-// permitted: policy leaves it to max_session, and so does the sweep.
+// not: policy denies it, and the sweep ends it.
 func (s *Session) ActorPermitted(granting []string) bool {
-	return len(s.ActorRoles) == 0 || slices.ContainsFunc(s.ActorRoles, func(r string) bool { return slices.Contains(granting, r) })
+	return slices.ContainsFunc(s.ActorRoles, func(r string) bool { return slices.Contains(granting, r) })
 }
 
 // EndState says why the session is not live at now ("" when it is): its

@@ -40,7 +40,7 @@ func TestFrontControllerBelowTheRoot(t *testing.T) {
 	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9"}, sidecar.Protection{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", Customer: "cust-9",
+	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "cust-9",
 		StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(token)); err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestOnBehalfOfReachesUpstreamOnlyAsDecided(t *testing.T) {
 		t.Fatal(err)
 	}
 	session := "onbehalf-session-token-0123456789abcdef0123"
-	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", Customer: "cust-9",
+	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "cust-9",
 		StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(session)); err != nil {
 		t.Fatal(err)
 	}

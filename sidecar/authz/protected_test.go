@@ -74,7 +74,7 @@ func TestProtectionDeniesLiveSessions(t *testing.T) {
 			must(t, lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c42", Roles: tc.roles}, allow))
 			now := time.Now()
 			token := "protected-session-token-0123456789abcdef012"
-			must(t, storetest.StartRedeemed(ctx, mem, &sidecar.Session{ID: "imp_1", Actor: "staff-1", Customer: "c42",
+			must(t, storetest.StartRedeemed(ctx, mem, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "c42",
 				StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(token)))
 			sessions := resolve.NewSessionResolver(state, delegation.ImpersonationConfig{CacheTTL: time.Hour})
 			defer sessions.Close()

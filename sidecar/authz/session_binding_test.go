@@ -123,7 +123,7 @@ func twoSessions(t *testing.T, store sidecar.Store, now time.Time) (live, ended 
 	ctx := context.Background()
 	live, ended = "live-session-token-0123456789abcdef0123456", "ended-session-token-0123456789abcdef012345"
 	for id, tok := range map[string]string{"imp_live": live, "imp_ended": ended} {
-		s := &sidecar.Session{ID: id, Actor: "staff-1", Customer: "cust-" + id, StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}
+		s := &sidecar.Session{ID: id, Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "cust-" + id, StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}
 		if err := storetest.StartRedeemed(ctx, store, s, delegation.HashSecret(tok)); err != nil {
 			t.Fatal(err)
 		}

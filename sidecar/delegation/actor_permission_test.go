@@ -16,7 +16,9 @@ import (
 // ends the live sessions started with it (actor_not_permitted, by Deputy,
 // one impersonation.ended event and an audit entry), as it ends those of
 // customers the data now protects; a session whose actor still holds the
-// permission through another role, and one recorded without roles, run on.
+// permission through another role runs on. A session recorded without
+// roles (started before Deputy recorded them), which policy denies, ends
+// at the first sweep.
 func TestSweepEndsSessionsOfActorsNoLongerPermitted(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -52,10 +54,13 @@ func TestSweepEndsSessionsOfActorsNoLongerPermitted(t *testing.T) {
 				ids[actor] = st.Session.ID
 			}
 			must(t, lc.Sweep(ctx))
-			for actor, id := range ids {
-				if s, err := store.GetSession(ctx, id); err != nil || !s.Live(clock.Now()) {
+			for _, actor := range []string{"agent", "both"} {
+				if s, err := store.GetSession(ctx, ids[actor]); err != nil || !s.Live(clock.Now()) {
 					t.Fatalf("%s's session ended before any change: %+v, %v", actor, s, err)
 				}
+			}
+			if s, err := store.GetSession(ctx, ids["legacy"]); err != nil || s.Live(clock.Now()) || s.EndReason != sidecar.EndActorNotPermitted {
+				t.Fatalf("the session recorded without roles: %+v, %v", s, err)
 			}
 			imp := set.Data["deputy"].(map[string]any)["impersonation"].(map[string]any)
 			imp["role_permissions"].(map[string]any)["support_agent"] = []any{"view_login_as_customer_log"}
@@ -67,10 +72,8 @@ func TestSweepEndsSessionsOfActorsNoLongerPermitted(t *testing.T) {
 			if s.Live(clock.Now()) || s.EndReason != sidecar.EndActorNotPermitted || s.EndedBy != sidecar.SweepActor {
 				t.Fatalf("agent's session: live %v, ended as %q by %q", s.Live(clock.Now()), s.EndReason, s.EndedBy)
 			}
-			for _, actor := range []string{"both", "legacy"} {
-				if s, err := store.GetSession(ctx, ids[actor]); err != nil || !s.Live(clock.Now()) {
-					t.Fatalf("%s's session: %+v, %v", actor, s, err)
-				}
+			if s, err := store.GetSession(ctx, ids["both"]); err != nil || !s.Live(clock.Now()) {
+				t.Fatalf("both's session: %+v, %v", s, err)
 			}
 			live, _, err := store.ListSessions(ctx, sidecar.SessionFilter{Actor: "agent", LiveOnly: true})
 			must(t, err)
@@ -79,12 +82,23 @@ func TestSweepEndsSessionsOfActorsNoLongerPermitted(t *testing.T) {
 			}
 			events, _, err := store.ReadEvents(ctx, sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded})
 			must(t, err)
-			if len(events) != 1 || events[0].Data["session"] != ids["agent"] || events[0].Data["end_reason"] != sidecar.EndActorNotPermitted {
+			ended := map[any]any{}
+			for _, ev := range events {
+				ended[ev.Data["session"]] = ev.Data["end_reason"]
+			}
+			if len(events) != 2 || ended[ids["agent"]] != sidecar.EndActorNotPermitted || ended[ids["legacy"]] != sidecar.EndActorNotPermitted {
 				t.Fatalf("impersonation.ended events: %+v", events)
 			}
 			audit, _, err := store.ReadAudit(ctx, sidecar.StreamFilter{Type: "impersonation.end"})
 			must(t, err)
-			if len(audit) != 1 || audit[0].Target != ids["agent"] || audit[0].Actor != sidecar.SweepActor || audit[0].Data["end_reason"] != sidecar.EndActorNotPermitted {
+			targets := map[string]bool{}
+			for _, a := range audit {
+				if a.Actor != sidecar.SweepActor || a.Data["end_reason"] != sidecar.EndActorNotPermitted {
+					t.Fatalf("impersonation.end audit: %+v", audit)
+				}
+				targets[a.Target] = true
+			}
+			if len(audit) != 2 || !targets[ids["agent"]] || !targets[ids["legacy"]] {
 				t.Fatalf("impersonation.end audit: %+v", audit)
 			}
 		})

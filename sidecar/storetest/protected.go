@@ -185,8 +185,9 @@ func testProtectionEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
 
 // testUnpermittedActorsEnd: the sweep ends, once across concurrent
 // sweepers, the live sessions none of whose recorded actor roles is among
-// the roles policy data grants login_as_customer; sessions recorded
-// without roles, and those whose actor still holds one, run on.
+// the roles policy data grants login_as_customer, and those recorded
+// without roles (which policy denies); sessions whose actor still holds
+// one run on.
 func testUnpermittedActorsEnd(t *testing.T, newEnv func(*testing.T) *env) {
 	e := newEnv(t)
 	agent := newSession(e, "s1", "alice", "c1") // support_agent
@@ -200,10 +201,12 @@ func testUnpermittedActorsEnd(t *testing.T, newEnv func(*testing.T) *env) {
 	must(t, begin(e, legacy))
 	e.clock.Advance(time.Minute)
 	keys := subscribeKeys(t, e)
-	none, err := e.s.EndUnpermittedSessions(e.ctx, []string{"admin", "support_agent", "support_lead"}, e.now())
+	// Every recorded role grants it: only the session recorded without
+	// roles ends.
+	legacyEnded, err := e.s.EndUnpermittedSessions(e.ctx, []string{"admin", "support_agent", "support_lead"}, e.now())
 	must(t, err)
-	if len(none) != 0 {
-		t.Fatalf("ended %v with every actor permitted", sessionIDs(none))
+	if !slices.Equal(sessionIDs(legacyEnded), []string{"s3"}) || legacyEnded[0].EndReason != sidecar.EndActorNotPermitted {
+		t.Fatalf("with every recorded role permitted, ended %+v, want s3 (no roles recorded)", legacyEnded)
 	}
 	// support_agent no longer grants it: of concurrent sweepers, one ends s1.
 	all := sweepConcurrently(t, func() ([]sidecar.Session, error) {
@@ -221,10 +224,10 @@ func testUnpermittedActorsEnd(t *testing.T, newEnv func(*testing.T) *env) {
 	}
 	live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{LiveOnly: true})
 	must(t, err)
-	if ids := slices.Sorted(slices.Values(sessionIDs(live))); !slices.Equal(ids, []string{"s2", "s3"}) {
-		t.Fatalf("live sessions %v, want s2 and s3", ids)
+	if ids := slices.Sorted(slices.Values(sessionIDs(live))); !slices.Equal(ids, []string{"s2"}) {
+		t.Fatalf("live sessions %v, want s2", ids)
 	}
-	// No role grants it any more: the session recorded without roles runs on.
+	// No role grants it any more.
 	got, err := e.s.EndUnpermittedSessions(e.ctx, nil, e.now())
 	must(t, err)
 	if !slices.Equal(sessionIDs(got), []string{"s2"}) {

@@ -3,7 +3,7 @@ package deputy.impersonation_test
 import data.deputy.impersonation
 import data.deputy.lib_test
 
-_session := {"mode": "impersonation", "id": "s1", "actor": "alice", "subject": "c42", "store_view": "default"}
+_session := {"mode": "impersonation", "id": "s1", "actor": "alice", "actor_roles": ["support_agent"], "subject": "c42", "store_view": "default"}
 
 _req(method, path) := object.union(lib_test.request([method], path), {"delegation": _session})
 
@@ -243,6 +243,8 @@ test_actor_permission_on_every_request[note] if {
 		"permission removed from the role": {"roles": ["support_agent"], "perms": {"support_agent": ["view_login_as_customer_log"]}, "allowed": false, "reason": "actor_not_permitted"},
 		"role removed from the data": {"roles": ["support_agent"], "perms": {"admin": ["login_as_customer"]}, "allowed": false, "reason": "actor_not_permitted"},
 		"another of the roles grants it": {"roles": ["auditor", "admin"], "perms": {"admin": ["login_as_customer"]}, "allowed": true, "reason": "impersonation"},
+		"no roles recorded": {"roles": [], "perms": {"support_agent": ["login_as_customer"]}, "allowed": false, "reason": "actor_not_permitted"},
+		"roles not a list": {"roles": "support_agent", "perms": {"support_agent": ["login_as_customer"]}, "allowed": false, "reason": "actor_not_permitted"},
 	}
 	d := impersonation.decision with input as object.union(lib_test.request(["GET"], "/catalog/shoes"), {"delegation": object.union(_session, {"actor_roles": tc.roles})})
 		with impersonation.role_permissions as tc.perms

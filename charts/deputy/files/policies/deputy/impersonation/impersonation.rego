@@ -86,26 +86,33 @@ decision := lib.deny(403, "customer_protected") if {
 	# with forbidden routes.
 	reason := reasons[0]
 	data.deputy.impersonation.enabled == true
-} else := lib.deny(403, "actor_not_permitted") if {
-	# The staff member's roles as of the session's start, judged against
-	# the live role_permissions: taking login_as_customer from a role ends
-	# its sessions on their next request. (A session recorded without
-	# roles, started before Deputy recorded them, ends with max_session.)
-	input.delegation.mode == "impersonation"
-	input.delegation.actor_roles
-	not _actor_permitted
-	data.deputy.impersonation.enabled == true
 } else := {
 	"allowed": true,
 	"reason": "impersonation",
 	"headers": {"cache-control": "no-cache"},
 	"response_headers_to_add": {"cache-control": "private, no-store"},
 } if {
+	# Allowed only while one of the staff member's roles as of the
+	# session's start still grants login_as_customer in the live
+	# role_permissions: taking it from a role ends its sessions on their
+	# next request, and a session recorded without roles is never allowed.
+	# The test is part of each allow, not a denial before them: a
+	# negation of a helper rule cost a fifth of every impersonated check.
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_dirs
+	some role in input.delegation.actor_roles
+	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
 	data.deputy.impersonation.enabled == true
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
+	input.delegation.mode == "impersonation"
+	input.deputy.request.route_dirs
+	some role in input.delegation.actor_roles
+	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
+	data.deputy.impersonation.enabled == true
+} else := lib.deny(403, "actor_not_permitted") if {
+	# What the allows above refused with the switch on and the canonical
+	# request present: the staff member's roles.
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_dirs
 	data.deputy.impersonation.enabled == true
@@ -123,11 +130,6 @@ decision := lib.deny(403, "customer_protected") if {
 permissions contains p if {
 	some role in input.identity.roles
 	some p in data.deputy.impersonation.role_permissions[role]
-}
-
-_actor_permitted if {
-	some role in input.delegation.actor_roles
-	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
 }
 
 _method_forbidden(r) if not r.methods
