@@ -17,31 +17,58 @@ import (
 // ever read once. The pages stay in the page cache, shared and clean; what
 // serving runs next is mapped back at its first touch, as the kernel would
 // after reclaiming them under memory pressure. Writable mappings (data,
-// bss) are never touched: their pages may hold state.
+// bss) are never touched: their pages may hold state. Nor is a read-only
+// mapping with pages of its own (smaps' Anonymous): a position-independent
+// build's RELRO (type descriptors, itabs) is relocated by the loader and
+// then made read-only, and dropping those copies would bring back the
+// file's unrelocated pointers.
 func releaseStartupPages() error {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		return err
 	}
-	f, err := os.Open("/proc/self/maps")
+	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	type span struct{ start, end uintptr }
+	var spans []span
+	var cur *span
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		start, end, ok := readOnlyMapping(sc.Text(), exe)
-		if !ok {
+		line := sc.Text()
+		if start, end, ok := readOnlyMapping(line, exe); ok {
+			spans = append(spans, span{start, end})
+			cur = &spans[len(spans)-1]
 			continue
 		}
-		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, start, end-start, syscall.MADV_DONTNEED); errno != 0 {
+		if fs := strings.Fields(line); len(fs) > 0 && strings.Contains(fs[0], "-") && !strings.HasSuffix(fs[0], ":") {
+			cur = nil
+			continue
+		}
+		// A mapping's lines after its header: skip it if any of its pages
+		// is a private copy, no longer the file's.
+		if v, ok := strings.CutPrefix(line, "Anonymous:"); ok && cur != nil && strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")) != "0" {
+			cur.end = cur.start
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	for _, m := range spans {
+		if m.end == m.start {
+			continue
+		}
+		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, m.start, m.end-m.start, syscall.MADV_DONTNEED); errno != 0 {
 			return errno
 		}
 	}
-	return sc.Err()
+	return nil
 }
 
-// readOnlyMapping parses one line of /proc/self/maps and reports the range
+// readOnlyMapping parses one header line of /proc/self/smaps (a line of
+// /proc/self/maps) and reports the range
 // of a mapping of file exe that cannot be written.
 func readOnlyMapping(line, exe string) (start, end uintptr, ok bool) {
 	// address perms offset dev inode path
