@@ -3,6 +3,7 @@ package delegation
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sync/atomic"
@@ -170,7 +171,54 @@ func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 		return nil, fmt.Errorf("data.deputy.partner.customer_path_prefix: %s", sidecar.ErrorMessage(err))
 	}
 	p.CustomerPath = t
+	if err := checkPartnerRoutes(m); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// checkPartnerRoutes refuses route tables the partner policy would read
+// otherwise than meant: sections that are not objects of "collection" and
+// "item" tables of method to level, a level level_rank does not rank, and
+// a route a cc grant would reach by rank. cc reads only the items shared
+// with the partner user (cc_item_methods); the policy's allows by rank
+// leave the cc test out, so a route needing no more than cc would open to
+// every cc grant.
+func checkPartnerRoutes(m map[string]any) error {
+	sections, ok := m["sections"].(map[string]any)
+	if !ok {
+		return fmt.Errorf("data.deputy.partner.sections: want an object of sections, got %s", show(m["sections"]))
+	}
+	ranks, _ := m["level_rank"].(map[string]any)
+	ccRank, ccRanked := dataInt(ranks[string(sidecar.LevelCC)])
+	for _, name := range slices.Sorted(maps.Keys(sections)) {
+		at := "data.deputy.partner.sections." + name
+		sec, ok := sections[name].(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: want an object of route tables, got %s", at, show(sections[name]))
+		}
+		for _, kind := range []string{"collection", "item"} {
+			v, present := sec[kind]
+			if !present {
+				continue
+			}
+			table, ok := v.(map[string]any)
+			if !ok {
+				return fmt.Errorf("%s.%s: want an object of method to level, got %s", at, kind, show(v))
+			}
+			for _, method := range slices.Sorted(maps.Keys(table)) {
+				level, _ := table[method].(string)
+				rank, ranked := dataInt(ranks[level])
+				switch {
+				case !ranked:
+					return fmt.Errorf("%s.%s.%s: want a level of level_rank, got %s", at, kind, method, show(table[method]))
+				case ccRanked && rank <= ccRank:
+					return fmt.Errorf("%s.%s.%s: %q would open the route to every cc grant (cc reads only shared items, cc_item_methods)", at, kind, method, level)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func validPathWord(s string) bool {

@@ -282,3 +282,15 @@ test_root_item_without_template if {
 		with partner.customer_path_prefix as null
 	e.allowed
 }
+
+# The allows by rank leave the cc test out: no shipped route needs so
+# little that a cc grant would reach it by rank (Deputy refuses such data).
+test_no_route_opens_to_cc if {
+	every section in partner.sections {
+		every kind in ["collection", "item"] {
+			every level in object.get(section, kind, {}) {
+				partner.level_rank[level] > partner.level_rank.cc
+			}
+		}
+	}
+}
