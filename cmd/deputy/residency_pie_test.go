@@ -5,10 +5,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deputyhq/deputy/sidecar/logtest"
 )
 
 // A position-independent build (distribution packages, hardened images)
@@ -30,7 +31,7 @@ func TestServeStartsAsPIE(t *testing.T) {
 	cmd := exec.Command(bin, "serve", "--dev", "--policy-paths", policies,
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0")
 	cmd.Dir = t.TempDir() // dev mode keeps its generated keys there
-	out := &lockedBuffer{}
+	out := &logtest.Lines{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -66,21 +67,4 @@ func TestServeStartsAsPIE(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatalf("deputy built as PIE did not stop within a minute of SIGTERM:\n%.3000s", out.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

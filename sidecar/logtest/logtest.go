@@ -22,6 +22,13 @@ func (l *Lines) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// String is everything written so far.
+func (l *Lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // Records decodes every line written so far, failing the test on a line
 // that is not one JSON object.
 func (l *Lines) Records(t testing.TB) []map[string]any {
