@@ -431,7 +431,15 @@ func (m *MethodOverrides) fromQuery(raw string, s *methodSet) (url.Values, error
 		return nil, nil
 	}
 	q, _ := url.ParseQuery(raw) // invalid pairs are left out, as OPA-Envoy does
-	return q, s.addValues(q, m.query)
+	err := s.addValues(q, m.query)
+	// Go leaves out a pair holding ";", while PHP (arg_separator.input),
+	// Rails before 7 and Java servlet containers split on it: an override
+	// behind a ";" counts too.
+	if err == nil && strings.IndexByte(raw, ';') >= 0 {
+		semi, _ := url.ParseQuery(strings.ReplaceAll(raw, ";", "&"))
+		err = s.addValues(semi, m.query)
+	}
+	return q, err
 }
 
 // controlFree refuses a query or form whose field names or values hold a

@@ -165,6 +165,9 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 		if forms.plain && strings.IndexByte(k, '_') >= 0 {
 			forms.plain = false
 		}
+		if forms.odd == "" && !plainHeaderName(k) {
+			forms.odd = k
+		}
 		if opts.owned(k) {
 			stripped = append(stripped, k)
 		} else if opts.carried(k) {
@@ -173,6 +176,9 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 	}
 	inMap := len(stripped)
 	for _, h := range httpReq.GetHeaderMap().GetHeaders() {
+		if forms.odd == "" && !plainHeaderName(h.GetKey()) {
+			forms.odd = h.GetKey()
+		}
 		if opts.owned(h.GetKey()) {
 			stripped = append(stripped, h.GetKey())
 		} else if opts.carried(h.GetKey()) {
@@ -198,9 +204,42 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 
 // headerForms is what stripOwned saw of the names in a request's headers
 // (before removing any, so it holds for what is left): lower, no name has
-// an upper-case letter; plain, no name has "_". The zero value knows
-// nothing, and buildInput then looks for itself.
-type headerForms struct{ lower, plain bool }
+// an upper-case letter; plain, no name has "_"; odd, the first name with
+// a byte other than a letter, a digit, "-" or "_" (oddHeaderName). The
+// zero value knows nothing, and buildInput then looks for itself.
+type headerForms struct {
+	lower, plain bool
+	odd          string
+}
+
+// plainHeaderName reports whether a header name is only letters, digits,
+// "-" and "_", or an HTTP/2 pseudo-header (":path"). PHP, CGI and WSGI
+// read ".", " " and other bytes as "_" in the names they give the
+// application, so "X.Deputy.Subject" is HTTP_X_DEPUTY_SUBJECT as
+// "X-Deputy-Subject" is; nginx drops such names and Caddy passes them on.
+func plainHeaderName(name string) bool {
+	if strings.HasPrefix(name, ":") {
+		name = name[1:]
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return name != ""
+}
+
+// oddHeaderName refuses a request with a header name plainHeaderName does
+// not take: no spelling of Deputy's owned or on-behalf-of headers, of a
+// method override or of X-Original-URL may reach the application under a
+// name Deputy does not read as one, and no honest client sends such a name.
+func (f headerForms) oddHeaderName() error {
+	if f.odd == "" {
+		return nil
+	}
+	return sidecar.Invalid(f.odd, "header name with a byte other than a letter, a digit, \"-\" or \"_\": refused, as upstreams read it as another name")
+}
 
 // buildInput converts a CheckRequest whose owned headers were stripped. The input is what OPA-Envoy builds
 // (protojson of the request plus parsed_path, parsed_query, parsed_body,

@@ -320,6 +320,9 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	d.Revision = act.Revision
 	need := act.InputNeeds(p.query)
 	err := foldedSpelling(carried)
+	if err == nil {
+		err = forms.oddHeaderName()
+	}
 	var r *request
 	if err == nil {
 		r, err = buildInput(req, &p.inputOpts, need, forms)
