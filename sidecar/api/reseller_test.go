@@ -49,10 +49,12 @@ func TestResellerAPI(t *testing.T) {
 		{name: "get own domain's customer", status: 200, do: func(p *partnerAPI, sam string) pres {
 			return p.call("GET", "reseller/assignments/acme", sam, nil)
 		}},
-		{name: "get another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+		// Another domain's customer reads as unassigned, word for word: a
+		// 403 would tell which customer ids other domains hold.
+		{name: "get another domain's customer", status: 404, code: "not_found", msg: "customer globex is not assigned", do: func(p *partnerAPI, sam string) pres {
 			return p.call("GET", "reseller/assignments/globex", sam, nil)
 		}},
-		{name: "get an unassigned customer", status: 404, code: "not_found", do: func(p *partnerAPI, sam string) pres {
+		{name: "get an unassigned customer", status: 404, code: "not_found", msg: "customer initech is not assigned", do: func(p *partnerAPI, sam string) pres {
 			return p.call("GET", "reseller/assignments/initech", sam, nil)
 		}},
 		{name: "put into own domain", status: 200, do: func(p *partnerAPI, sam string) pres {
@@ -76,6 +78,9 @@ func TestResellerAPI(t *testing.T) {
 		{name: "delete another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
 			return p.call("DELETE", "reseller/assignments/globex", sam, nil)
 		}},
+		{name: "delete an unassigned customer", status: 204, do: func(p *partnerAPI, sam string) pres {
+			return p.call("DELETE", "reseller/assignments/initech", sam, nil)
+		}},
 		{name: "delete own", status: 204, do: func(p *partnerAPI, sam string) pres {
 			return p.call("DELETE", "reseller/assignments/acme", sam, nil)
 		}},
@@ -94,7 +99,7 @@ func TestResellerAPI(t *testing.T) {
 		{name: "reseller admin lists own domain", status: 200, do: func(p *partnerAPI, sam string) pres {
 			return p.call("GET", "reseller/assignments", p.tok(ritaClaims), nil)
 		}},
-		{name: "reseller admin reads another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+		{name: "reseller admin reads another domain's customer", status: 404, code: "not_found", msg: "customer globex is not assigned", do: func(p *partnerAPI, sam string) pres {
 			return p.call("GET", "reseller/assignments/globex", p.tok(ritaClaims), nil)
 		}},
 		{name: "partner user", status: 403, code: "forbidden", msg: "not_permitted", do: func(p *partnerAPI, sam string) pres {
