@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -287,33 +287,17 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	return SetFromBundle(b, s.cfg.BundleURL), nil
 }
 
-// fingerprint summarises names, sizes and modification times of the
-// non-hidden files under paths, so a poll notices edits without reading
-// every file.
+// fingerprint summarises the non-hidden files under paths as the loader
+// reads them, through symlinks: each file's path, the path it resolves
+// to, its size and modification time, so a poll notices edits without
+// reading every file. A mounted ConfigMap or Secret is a tree of symlinks
+// through ..data, which the kubelet swaps to a new hidden directory on
+// every update: the symlinks themselves never change, what they resolve
+// to does.
 func fingerprint(paths []string) (string, error) {
 	h := sha256.New()
 	for _, root := range paths {
-		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if p != root && strings.HasPrefix(d.Name(), ".") && d.Name() != ".manifest" && d.Name() != ".signatures.json" {
-				if d.IsDir() {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			if d.IsDir() {
-				return nil
-			}
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(h, "%s\x00%d\x00%d\n", p, info.Size(), info.ModTime().UnixNano())
-			return nil
-		})
-		if err != nil {
+		if err := fingerprintTree(h, root, 0); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return "", fmt.Errorf("%s does not exist", root)
 			}
@@ -321,4 +305,40 @@ func fingerprint(paths []string) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// maxTreeDepth bounds how deep fingerprintTree follows directories, so a
+// symlink loop is an error rather than a walk without end.
+const maxTreeDepth = 64
+
+func fingerprintTree(h io.Writer, p string, depth int) error {
+	if depth > maxTreeDepth {
+		return fmt.Errorf("%s: directories nested deeper than %d (a symlink loop?)", p, maxTreeDepth)
+	}
+	info, err := os.Stat(p) // through symlinks, as the loader reads
+	if err != nil {
+		return err
+	}
+	if !info.IsDir() {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d\n", p, real, info.Size(), info.ModTime().UnixNano())
+		return nil
+	}
+	entries, err := os.ReadDir(p)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") && name != ".manifest" && name != ".signatures.json" {
+			continue
+		}
+		if err := fingerprintTree(h, filepath.Join(p, name), depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
 }
