@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/api"
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/buildinfo"
@@ -316,7 +317,7 @@ func describeStore(c redis.Config) string {
 func describePolicy(c policy.Config) string {
 	switch {
 	case c.BundleURL != "":
-		return "bundle server " + c.BundleURL
+		return "bundle server " + sidecar.RedactURL(c.BundleURL)
 	case c.BundleFile != "":
 		return "bundle " + c.BundleFile
 	}

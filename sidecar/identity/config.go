@@ -202,7 +202,7 @@ func (c *Config) Validate() error {
 			return sidecar.Invalid(field+".jwks_url", "set jwks_url or jwks_file, not both")
 		case is.JWKSURL != "":
 			if !httpURL(is.JWKSURL) {
-				return sidecar.Invalid(field+".jwks_url", "not an http(s) URL: %q", is.JWKSURL)
+				return sidecar.Invalid(field+".jwks_url", "not an http(s) URL: %q", sidecar.RedactURL(is.JWKSURL))
 			}
 		}
 		if is.Claims != nil {

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/deputyhq/deputy/sidecar"
 )
 
 // MaxJWKSSize bounds a key set read from a file or URL.
@@ -120,7 +122,7 @@ type urlSource struct {
 func (s *urlSource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, false, sidecar.RedactURLError(err)
 	}
 	req.Header.Set("Accept", "application/json, application/jwk-set+json")
 	if s.etag != "" {
@@ -128,14 +130,14 @@ func (s *urlSource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, false, err
+		return nil, false, sidecar.RedactURLError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotModified && s.etag != "" {
 		return nil, false, nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, false, fmt.Errorf("GET %s: %s", s.url, resp.Status)
+		return nil, false, fmt.Errorf("GET %s: %s", s, resp.Status)
 	}
 	data, err := readBounded(resp.Body, "key set")
 	if err != nil {
@@ -149,7 +151,9 @@ func (s *urlSource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
 	return keys, true, nil
 }
 
-func (s *urlSource) String() string { return s.url }
+// String names the key set for logs and /readyz, without the URL's
+// credential.
+func (s *urlSource) String() string { return sidecar.RedactURL(s.url) }
 func (s *urlSource) remote() bool   { return true }
 
 // noDowngrade follows redirects as Go does, except from https to plain

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -871,6 +872,44 @@ func TestVerifyReadsHeaderMap(t *testing.T) {
 			}
 			if id != nil || reasonOf(t, err) != tc.reason {
 				t.Fatalf("identity %+v, err %v; want refused (%s)", id, err, tc.reason)
+			}
+		})
+	}
+}
+
+// A jwks_url may carry its credential (user:pass@, or a key in the query);
+// the failure reported on /readyz and in the refresh log must not repeat it.
+func TestJWKSURLCredentialsNotRepeated(t *testing.T) {
+	const secret, apiKey = "s3cretPASS", "KEYxyz123"
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(failing.Close)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // refuses connections: the client's own error names the URL
+	for name, base := range map[string]string{"503": failing.URL, "unreachable": closed.URL} {
+		t.Run(name, func(t *testing.T) {
+			var logs strings.Builder
+			u := strings.Replace(base, "http://", "http://ops:"+secret+"@", 1) + "/jwks.json?api_key=" + apiKey
+			v, err := identity.New(identity.Config{
+				Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: u}},
+				Audiences: []string{testAudience},
+			}, identity.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.Refresh(context.Background())
+			ready := v.Ready()
+			if ready == nil {
+				t.Fatal("ready without keys")
+			}
+			for what, text := range map[string]string{"readiness": ready.Error(), "log": logs.String()} {
+				if strings.Contains(text, secret) || strings.Contains(text, apiKey) {
+					t.Errorf("%s repeats the jwks_url credential: %s", what, text)
+				}
+			}
+			if !strings.Contains(logs.String(), "api_key=REDACTED") {
+				t.Errorf("log does not name the key set:\n%s", logs.String())
 			}
 		})
 	}

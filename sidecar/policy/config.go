@@ -23,7 +23,7 @@ const (
 type Config struct {
 	Paths         []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set)"`
 	BundleFile    string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
-	BundleURL     string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag"`
+	BundleURL     string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values"`
 	PollInterval  time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
 	BearerToken   string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server"`
 	PublicKey     string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
@@ -74,7 +74,7 @@ func (c *Config) Validate() error {
 	if c.BundleURL != "" {
 		u, err := url.Parse(c.BundleURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return sidecar.Invalid("policy.bundle_url", "want an http(s) URL, got %q", c.BundleURL)
+			return sidecar.Invalid("policy.bundle_url", "want an http(s) URL, got %q", sidecar.RedactURL(c.BundleURL))
 		}
 		if c.Watch {
 			return sidecar.Invalid("policy.watch", "watch applies to paths and bundle_file; a bundle_url is polled")

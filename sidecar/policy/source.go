@@ -98,7 +98,8 @@ func NewSource(cfg Config, engine *Engine, opts ...SourceOption) (*Source, error
 	}
 	switch {
 	case cfg.BundleURL != "":
-		s.status.Source = cfg.BundleURL
+		// Shown on /readyz and in logs: without the URL's credential.
+		s.status.Source = sidecar.RedactURL(cfg.BundleURL)
 		s.fetch = s.fetchURL
 		s.interval = cfg.PollInterval
 	case cfg.BundleFile != "":
@@ -251,7 +252,7 @@ func (s *Source) fetchBundleFile(context.Context) (*Set, error) {
 func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.BundleURL, nil)
 	if err != nil {
-		return nil, sidecar.Invalid("policy.bundle_url", "%v", err)
+		return nil, sidecar.Invalid("policy.bundle_url", "%v", sidecar.RedactURLError(err))
 	}
 	req.Header.Set("Accept", "application/gzip, application/octet-stream")
 	if s.etag != "" {
@@ -262,7 +263,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, sidecar.Unavailable("bundle server unreachable", err)
+		return nil, sidecar.Unavailable("bundle server unreachable", sidecar.RedactURLError(err))
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -270,7 +271,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	case http.StatusNotModified:
 		return nil, errNotModified
 	default:
-		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.cfg.BundleURL, resp.Status))
+		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status))
 	}
 	etag := resp.Header.Get("ETag")
 	opts := s.readOptions()
@@ -284,7 +285,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	// A bundle that failed to read is retried, as the failure may be the
 	// transfer's (a truncated body).
 	s.etag = etag
-	return SetFromBundle(b, s.cfg.BundleURL), nil
+	return SetFromBundle(b, s.status.Source), nil
 }
 
 // fingerprint summarises the non-hidden files under paths as the loader

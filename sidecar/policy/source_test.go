@@ -1,9 +1,11 @@
 package policy_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -448,5 +450,50 @@ func copyTree(t *testing.T, from, to string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A bundle_url carrying its credential (basic-auth userinfo, or a signed
+// URL's query signature as S3/GCS presigned URLs do) must not be repeated in
+// logs, the status (served unauthenticated on /readyz) or error messages.
+func TestBundleURLCredentialsNotRepeated(t *testing.T) {
+	const secret = "s3cretPASS"
+	const sig = "SIGxyz123"
+	srv := newBundleServer(t, build(t, "r1", "v1", nil))
+	srv.serve(nil, http.StatusServiceUnavailable) // first attempt fails
+	url := strings.Replace(srv.URL, "http://", "http://ops:"+secret+"@", 1) + "/bundle.tar.gz?X-Amz-Signature=" + sig
+
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	e := policy.New(policy.WithLogger(logger))
+	src, err := policy.NewSource(policy.Config{BundleURL: url}, e, policy.WithSourceLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failErr := src.Reload(context.Background())
+	if failErr == nil {
+		t.Fatal("a 503 from the bundle server activated something")
+	}
+	srv.serve(build(t, "r1", "v1", nil), http.StatusOK)
+	if err := src.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := srv.auth.Load().(string); !strings.HasPrefix(got, "Basic ") {
+		t.Errorf("the fetch lost the URL's userinfo: Authorization %v", got)
+	}
+	st, _ := json.Marshal(src.Status())
+	var leaks []string
+	for what, text := range map[string]string{"status (/readyz body)": string(st), "process log": logs.String(), "reload error": failErr.Error()} {
+		for _, s := range []string{secret, sig} {
+			if strings.Contains(text, s) {
+				leaks = append(leaks, what+" holds "+s)
+			}
+		}
+	}
+	if len(leaks) > 0 {
+		t.Errorf("bundle_url credential repeated in clear: %v\nstatus: %s\nlog:\n%s", leaks, st, logs.String())
+	}
+	if want := `"source":"` + srv.URL + `/bundle.tar.gz?X-Amz-Signature=REDACTED"`; !strings.Contains(string(st), want) {
+		t.Errorf("status %s, want it to hold %s", st, want)
 	}
 }
