@@ -25,7 +25,7 @@ type Config struct {
 	BundleFile    string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
 	BundleURL     string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values"`
 	PollInterval  time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
-	BearerToken   string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server"`
+	BearerToken   string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server; bundle_url must then be https"`
 	PublicKey     string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
 	KeyAlgorithm  string        `yaml:"key_algorithm" usage:"algorithm of public_key"`
 	Scope         string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
@@ -78,6 +78,11 @@ func (c *Config) Validate() error {
 		}
 		if c.Watch {
 			return sidecar.Invalid("policy.watch", "watch applies to paths and bundle_file; a bundle_url is polled")
+		}
+		// Over plain http the token is readable on the path, and whoever
+		// reads it can fetch the bundles, or answer in the server's place.
+		if c.BearerToken != "" && u.Scheme != "https" {
+			return sidecar.Invalid("policy.bearer_token", "is sent only over https; bundle_url %s is %s", sidecar.RedactURL(c.BundleURL), u.Scheme)
 		}
 	}
 	if c.BearerToken != "" && c.BundleURL == "" {

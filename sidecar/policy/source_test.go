@@ -34,8 +34,17 @@ type bundleServer struct {
 }
 
 func newBundleServer(t *testing.T, body []byte) *bundleServer {
+	return startBundleServer(t, body, (*httptest.Server).Start)
+}
+
+// newTLSBundleServer serves over https; its Client trusts it.
+func newTLSBundleServer(t *testing.T, body []byte) *bundleServer {
+	return startBundleServer(t, body, (*httptest.Server).StartTLS)
+}
+
+func startBundleServer(t *testing.T, body []byte, start func(*httptest.Server)) *bundleServer {
 	s := &bundleServer{body: body, status: http.StatusOK}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
 		s.auth.Store(r.Header.Get("Authorization"))
 		s.mu.Lock()
@@ -56,6 +65,7 @@ func newBundleServer(t *testing.T, body []byte) *bundleServer {
 		w.Header().Set("Content-Type", "application/gzip")
 		_, _ = w.Write(body)
 	}))
+	start(s.Server)
 	t.Cleanup(s.Close)
 	return s
 }
@@ -195,10 +205,10 @@ func TestURLSourceRefusesUnsignedFailures(t *testing.T) {
 }
 
 func TestURLSourcePollsWithETagAndToken(t *testing.T) {
-	srv := newBundleServer(t, build(t, "r1", "v1", nil))
+	srv := newTLSBundleServer(t, build(t, "r1", "v1", nil))
 	e := policy.New(policy.WithLogger(quiet()))
 	src, err := policy.NewSource(policy.Config{BundleURL: srv.URL, BearerToken: "s3cret", PollInterval: 10 * time.Millisecond}, e,
-		policy.WithSourceLogger(quiet()))
+		policy.WithSourceLogger(quiet()), policy.WithHTTPClient(srv.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,6 +394,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bundle url without scheme", cfg: policy.Config{BundleURL: "bundles.example.com/b.tar.gz"}, wantField: "policy.bundle_url"},
 		{name: "watching a url", cfg: policy.Config{BundleURL: "https://x/b.tar.gz", Watch: true}, wantField: "policy.watch"},
 		{name: "token without url", cfg: policy.Config{BundleFile: "b.tar.gz", BearerToken: "t"}, wantField: "policy.bearer_token"},
+		{name: "token over https", cfg: policy.Config{BundleURL: "https://x/b.tar.gz", BearerToken: "t"}},
+		{name: "token over plain http", cfg: policy.Config{BundleURL: "http://x/b.tar.gz", BearerToken: "t"}, wantField: "policy.bearer_token"},
+		{name: "token over plain http to loopback", cfg: policy.Config{BundleURL: "http://127.0.0.1:8080/b.tar.gz", BearerToken: "t"}, wantField: "policy.bearer_token"},
+		{name: "token over HTTP in capitals", cfg: policy.Config{BundleURL: "HTTP://x/b.tar.gz", BearerToken: "t"}, wantField: "policy.bearer_token"},
 		{name: "key on plain paths", cfg: policy.Config{Paths: []string{"p"}, PublicKey: "k.pem"}, wantField: "policy.public_key"},
 		{name: "scope without key", cfg: policy.Config{BundleFile: "b.tar.gz", Scope: "prod"}, wantField: "policy.scope"},
 		{name: "poll too fast", cfg: policy.Config{BundleURL: "https://x/b", PollInterval: time.Millisecond}, wantField: "policy.poll_interval"},
@@ -495,5 +509,23 @@ func TestBundleURLCredentialsNotRepeated(t *testing.T) {
 	}
 	if want := `"source":"` + srv.URL + `/bundle.tar.gz?X-Amz-Signature=REDACTED"`; !strings.Contains(string(st), want) {
 		t.Errorf("status %s, want it to hold %s", st, want)
+	}
+}
+
+// bearer_token is a credential: sending it to a plain-http bundle_url puts
+// it on the wire in clear (and anyone on the path can then also serve an
+// unsigned bundle when no public_key is set). The source refuses to start.
+func TestBearerTokenOverPlainHTTPRefused(t *testing.T) {
+	srv := newBundleServer(t, build(t, "r1", "v1", nil))
+	e := policy.New(policy.WithLogger(quiet()))
+	_, err := policy.NewSource(policy.Config{BundleURL: srv.URL + "/b.tar.gz", BearerToken: "tok-s3cret"}, e, policy.WithSourceLogger(quiet()))
+	if err == nil || !strings.Contains(err.Error(), "policy.bearer_token") || !strings.Contains(err.Error(), "https") {
+		t.Fatalf("NewSource = %v, want a policy.bearer_token error asking for https", err)
+	}
+	if strings.Contains(err.Error(), "tok-s3cret") {
+		t.Errorf("the error repeats the token: %v", err)
+	}
+	if n := srv.requests.Load(); n != 0 {
+		t.Errorf("the bundle server got %d requests (last Authorization %q)", n, srv.auth.Load())
 	}
 }
