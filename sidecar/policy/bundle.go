@@ -169,26 +169,93 @@ type ReadOptions struct {
 	Scope     string   // required scope claim, if any
 	Roots     []string // roots the manifest may claim; DefaultRoots when empty
 	Etag      string
-	SizeLimit int64 // per file; OPA's default when zero
+	MaxBytes  int64 // the files' total size, inflated; DefaultMaxBundleBytes when zero
+}
+
+func (o ReadOptions) maxBytes() int64 {
+	if o.MaxBytes > 0 {
+		return o.MaxBytes
+	}
+	return DefaultMaxBundleBytes
 }
 
 // ReadBundle reads a bundle tarball, verifies its signature when a public
 // key is configured and checks that its manifest stays inside the allowed
 // roots. Any failure is an EINVALID error saying what is wrong.
+//
+// The tarball and the total of its files inflated are each bounded by
+// opts.MaxBytes. OPA's tarball loader inflates and holds every file before
+// its reader applies any size limit (1 GiB per file by default), so a small
+// tarball could make Deputy hold gigabytes, signed or not. Here the sizes
+// the tar headers declare are added up before a file is read (the tar
+// reader yields no more than its header says); past the bound the
+// compressed input is cut off, so nothing more is inflated.
 func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
-	return readBundle(bundle.NewReader(r), opts)
+	max := opts.maxBytes()
+	in := &boundedReader{r: r, max: max}
+	var total int64
+	tooLarge := func(_ string, info fs.FileInfo, _ int) bool {
+		if info.IsDir() {
+			return false
+		}
+		if total += info.Size(); total > max {
+			in.cut(errTooLarge(max))
+			return true // skipped, and the next read fails
+		}
+		return false
+	}
+	loader := bundle.NewTarballLoaderWithBaseURL(in, "").WithFilter(tooLarge).WithSizeLimitBytes(max)
+	b, err := readBundle(bundle.NewCustomReader(loader), opts)
+	if in.err != nil {
+		return nil, in.err // the cause, rather than the loader's account of it
+	}
+	return b, err
 }
 
 // ReadBundleDir reads a bundle laid out as a directory (with .manifest).
+// Each file is bounded by opts.MaxBytes.
 func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
-	return readBundle(bundle.NewCustomReader(bundle.NewDirectoryLoader(dir)).WithBaseDir(dir), opts)
+	loader := bundle.NewDirectoryLoader(dir).WithSizeLimitBytes(opts.maxBytes())
+	return readBundle(bundle.NewCustomReader(loader).WithBaseDir(dir), opts)
+}
+
+func errTooLarge(max int64) error {
+	return sidecar.Invalid("bundle", "larger than policy.max_bundle_bytes (%d bytes)", max)
+}
+
+// boundedReader reads at most max bytes of r, failing (not truncating)
+// beyond, and fails from the moment it is cut.
+type boundedReader struct {
+	r    io.Reader
+	max  int64
+	read int64
+	err  error
+}
+
+func (b *boundedReader) cut(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if room := b.max - b.read + 1; int64(len(p)) > room {
+		p = p[:room] // one byte past the bound tells a tarball that is too large
+	}
+	n, err := b.r.Read(p)
+	if b.read += int64(n); b.read > b.max {
+		b.cut(errTooLarge(b.max))
+		return 0, b.err
+	}
+	return n, err
 }
 
 func readBundle(rd *bundle.Reader, opts ReadOptions) (*bundle.Bundle, error) {
-	rd = rd.WithRegoVersion(ast.RegoV1).WithProcessAnnotations(true).WithBundleEtag(opts.Etag)
-	if opts.SizeLimit > 0 {
-		rd = rd.WithSizeLimitBytes(opts.SizeLimit)
-	}
+	rd = rd.WithRegoVersion(ast.RegoV1).WithProcessAnnotations(true).WithBundleEtag(opts.Etag).
+		WithSizeLimitBytes(opts.maxBytes())
 	if opts.PublicKey != "" {
 		vc, err := verificationConfig(opts)
 		if err != nil {

@@ -15,24 +15,29 @@ const (
 	DefaultPollInterval  = 30 * time.Second // bundle server polling
 	DefaultWatchInterval = 2 * time.Second  // local file watching
 	MinPollInterval      = 10 * time.Millisecond
+	// DefaultMaxBundleBytes bounds a bundle tarball and its files' total
+	// size inflated: well above a policy set, well below what a
+	// sidecar's memory limit allows.
+	DefaultMaxBundleBytes = 64 << 20
 )
 
 // Config is the `policy` section: where policies come from and how they
 // are checked before they serve. Exactly one of Paths, BundleFile and
 // BundleURL names the source.
 type Config struct {
-	Paths         []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set)"`
-	BundleFile    string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
-	BundleURL     string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values"`
-	PollInterval  time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
-	BearerToken   string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server; bundle_url must then be https"`
-	PublicKey     string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
-	KeyAlgorithm  string        `yaml:"key_algorithm" usage:"algorithm of public_key"`
-	Scope         string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
-	Roots         []string      `yaml:"roots" usage:"data roots a bundle may claim"`
-	Watch         bool          `yaml:"watch" usage:"reload paths or bundle_file when they change"`
-	DecisionQuery string        `yaml:"decision_query" usage:"the check's decision: data.a.b.c, or OPA-Envoy's a/b/c"`
-	DryRun        bool          `yaml:"dry_run" usage:"evaluate and log every decision, but let through what policy denies (requests refused as malformed stay refused)"`
+	Paths          []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set)"`
+	BundleFile     string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
+	BundleURL      string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values"`
+	PollInterval   time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
+	BearerToken    string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server; bundle_url must then be https"`
+	PublicKey      string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
+	KeyAlgorithm   string        `yaml:"key_algorithm" usage:"algorithm of public_key"`
+	Scope          string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
+	Roots          []string      `yaml:"roots" usage:"data roots a bundle may claim"`
+	MaxBundleBytes int64         `yaml:"max_bundle_bytes" usage:"largest bundle read, in bytes: the tarball, and its files' total size inflated; a larger one is refused"`
+	Watch          bool          `yaml:"watch" usage:"reload paths or bundle_file when they change"`
+	DecisionQuery  string        `yaml:"decision_query" usage:"the check's decision: data.a.b.c, or OPA-Envoy's a/b/c"`
+	DryRun         bool          `yaml:"dry_run" usage:"evaluate and log every decision, but let through what policy denies (requests refused as malformed stay refused)"`
 }
 
 // SetDefaults fills the unset fields.
@@ -48,6 +53,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.KeyAlgorithm == "" {
 		c.KeyAlgorithm = AlgES256
+	}
+	if c.MaxBundleBytes == 0 {
+		c.MaxBundleBytes = DefaultMaxBundleBytes
 	}
 	if len(c.Roots) == 0 {
 		c.Roots = append([]string(nil), DefaultRoots...)
@@ -96,6 +104,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < MinPollInterval {
 		return sidecar.Invalid("policy.poll_interval", "must be at least %s", MinPollInterval)
+	}
+	if c.MaxBundleBytes <= 0 {
+		return sidecar.Invalid("policy.max_bundle_bytes", "must be positive, got %d", c.MaxBundleBytes)
 	}
 	if !keys.IsSupportedAlgorithm(c.KeyAlgorithm) {
 		return sidecar.Invalid("policy.key_algorithm", "unsupported algorithm %q", c.KeyAlgorithm)

@@ -211,7 +211,7 @@ func (s *Source) Reload(ctx context.Context) error {
 }
 
 func (s *Source) readOptions() ReadOptions {
-	return ReadOptions{PublicKey: s.cfg.PublicKey, Algorithm: s.cfg.KeyAlgorithm, Scope: s.cfg.Scope, Roots: s.cfg.Roots}
+	return ReadOptions{PublicKey: s.cfg.PublicKey, Algorithm: s.cfg.KeyAlgorithm, Scope: s.cfg.Scope, Roots: s.cfg.Roots, MaxBytes: s.cfg.MaxBundleBytes}
 }
 
 func (s *Source) fetchPaths(context.Context) (*Set, error) {
