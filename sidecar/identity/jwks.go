@@ -156,19 +156,6 @@ func (s *urlSource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
 func (s *urlSource) String() string { return sidecar.RedactURL(s.url) }
 func (s *urlSource) remote() bool   { return true }
 
-// noDowngrade follows redirects as Go does, except from https to plain
-// http: keys fetched over TLS must not continue where anyone on the path
-// can answer for them.
-func noDowngrade(req *http.Request, via []*http.Request) error {
-	if len(via) >= 10 {
-		return errors.New("stopped after 10 redirects")
-	}
-	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-		return fmt.Errorf("redirect from %s to %s refused: not https", via[0].URL, req.URL)
-	}
-	return nil
-}
-
 // readBounded reads at most MaxJWKSSize bytes, refusing anything larger.
 func readBounded(r io.Reader, what string) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxJWKSSize+1))

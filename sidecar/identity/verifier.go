@@ -148,7 +148,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		c := *o.httpClient
 		client = &c
 	}
-	client.CheckRedirect = noDowngrade
+	client.CheckRedirect = sidecar.RefuseDowngrade
 	for _, ic := range cfg.allIssuers() {
 		is := &issuer{name: ic.Issuer, audiences: ic.Audiences}
 		if len(is.audiences) == 0 {

@@ -96,6 +96,9 @@ func NewSource(cfg Config, engine *Engine, opts ...SourceOption) (*Source, error
 	for _, o := range opts {
 		o(s)
 	}
+	client := *s.client
+	client.CheckRedirect = sidecar.RefuseDowngrade
+	s.client = &client
 	switch {
 	case cfg.BundleURL != "":
 		// Shown on /readyz and in logs: without the URL's credential.

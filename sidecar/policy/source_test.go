@@ -529,3 +529,29 @@ func TestBearerTokenOverPlainHTTPRefused(t *testing.T) {
 		t.Errorf("the bundle server got %d requests (last Authorization %q)", n, srv.auth.Load())
 	}
 }
+
+// A bundle fetched over TLS never continues over plain http, whatever a
+// redirect says: the bearer token would follow it in clear (Go forwards
+// Authorization to the same host whatever the scheme), and the bundle
+// would come from wherever the path answers.
+func TestBundleNeverRedirectedToPlainHTTP(t *testing.T) {
+	plain := newBundleServer(t, build(t, "r1", "v1", nil))
+	tlsSrv := httptest.NewTLSServer(http.RedirectHandler(plain.URL+"/b.tar.gz?sig=s3cret", http.StatusFound))
+	t.Cleanup(tlsSrv.Close)
+	e := policy.New(policy.WithLogger(quiet()))
+	src, err := policy.NewSource(policy.Config{BundleURL: tlsSrv.URL + "/b.tar.gz", BearerToken: "tok"}, e,
+		policy.WithSourceLogger(quiet()), policy.WithHTTPClient(tlsSrv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = src.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not https") {
+		t.Fatalf("Reload = %v, want the downgrade refused", err)
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("the error repeats the redirect's query: %v", err)
+	}
+	if n := plain.requests.Load(); n != 0 {
+		t.Fatalf("the plain http server was asked %d times (Authorization %q)", n, plain.auth.Load())
+	}
+}
