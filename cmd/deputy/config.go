@@ -316,8 +316,10 @@ func (c *Config) Validate() error {
 			"or identity.anonymous_only to serve anonymous requests only")
 	}
 	// Without an audience, a token the same IdP minted for another
-	// application (and the roles it carries there) signs in.
-	if field := c.Identity.AudienceMissing(); field != "" && !c.Dev && !c.Identity.Dev.Enabled {
+	// application (and the roles it carries there) signs in. Only dev mode
+	// (loopback listeners) waives it; trusting the dev issuer beside the
+	// real ones (identity.dev.enabled) does not.
+	if field := c.Identity.AudienceMissing(); field != "" && !c.Dev {
 		return sidecar.Invalid(field, "required: an issuer with no audience accepts tokens minted for any application; "+
 			"set identity.audiences (--identity-audiences, DEPUTY_IDENTITY_AUDIENCES) or the issuer's audiences, "+
 			"or identity.any_audience to accept every audience")

@@ -680,6 +680,9 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		// A token the identity provider minted for another application
 		// (payroll, with its roles there) would sign in.
 		{"issuer without an audience", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com']}}", "identity.audiences"},
+		// Dev mode in a cluster keeps the gRPC check on every interface:
+		// it waives no audience there.
+		{"issuer without an audience in dev mode", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com']}, deputy: {dev: true}}", "identity.audiences"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
