@@ -203,6 +203,17 @@ func (c *Config) SetDefaults() {
 	if c.Dev {
 		c.Identity.Dev.Enabled = true
 	}
+	// The decision stream lives under the Redis key prefix, as every key
+	// Deputy writes does: deployments sharing a Redis with their own
+	// prefixes keep their decisions (actors, subjects, paths) apart, and
+	// neither trims the other's. The default prefix gives deputy:decisions.
+	if c.DecisionLog.Stream == "" {
+		prefix := c.Redis.KeyPrefix
+		if prefix == "" {
+			prefix = redis.DefaultKeyPrefix
+		}
+		c.DecisionLog.Stream = prefix + ":decisions"
+	}
 	c.Policy.SetDefaults()
 	c.Identity.SetDefaults()
 	c.ActorToken.SetDefaults()

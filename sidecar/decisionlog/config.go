@@ -51,7 +51,7 @@ type Config struct {
 	BatchSize     int           `yaml:"batch_size" usage:"records one write to the sink carries"`
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
 	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted"`
-	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink"`
+	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink (default: <redis.key_prefix>:decisions)"`
 	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (0 keeps everything)"`
 	// IncludeInput is a pointer so that an explicit false survives
 	// SetDefaults; read it with InputIncluded.
