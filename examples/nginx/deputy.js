@@ -19,11 +19,20 @@ function denied(r) {
         r.return(503, 'authorization unavailable\n');
         return;
     }
-    // Framing is nginx's to set from the body it sends.
+    // Framing is nginx's to set from the body it sends. njs writes a
+    // header as given, so a name that is not a token or a value with a
+    // control byte (Deputy refuses both) is never written: a CR or LF
+    // would start a header line of its own.
     var framing = { 'content-length': 1, 'transfer-encoding': 1, 'connection': 1 };
+    var token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+    var control = /[\x00-\x08\x0a-\x1f\x7f]/;
     var headers = {};
     d.headers.forEach(function (kv) {
-        var name = kv[0].toLowerCase();
+        var name = String(kv[0]).toLowerCase();
+        if (!token.test(name) || control.test(String(kv[1]))) {
+            r.error('deputy: dropped a denial header that is not a header: ' + JSON.stringify(kv));
+            return;
+        }
         if (!framing[name]) {
             (headers[name] = headers[name] || []).push(kv[1]);
         }

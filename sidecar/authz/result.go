@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
@@ -195,7 +196,10 @@ func headersField(t *ast.Term, field string) ([]Header, error) {
 	}
 	switch v := t.Value.(type) {
 	case ast.Object:
-		return out, add(v)
+		if err := add(v); err != nil {
+			return out, err
+		}
+		return out, validHeaders(field, out)
 	case *ast.Array:
 		for i := 0; i < v.Len(); i++ {
 			o, ok := v.Elem(i).Value.(ast.Object)
@@ -206,9 +210,27 @@ func headersField(t *ast.Term, field string) ([]Header, error) {
 				return nil, err
 			}
 		}
-		return out, nil
+		return out, validHeaders(field, out)
 	}
 	return nil, fmt.Errorf("type assertion error, expected %s to be of type 'object' but got '%s'", field, ast.ValueName(t.Value))
+}
+
+// validHeaders refuses a header whose name is not a token or whose value
+// holds a control byte other than a tab. A proxy that replays a denial's
+// headers byte for byte (nginx, through x-deputy-denial) would write a CR
+// or LF on to the client as a header line of its own: a value a policy
+// built from the request ("/login?next=" and a decoded parameter) would
+// set the client's cookies.
+func validHeaders(field string, hs []Header) error {
+	for _, h := range hs {
+		if !httpguts.ValidHeaderFieldName(h.Key) {
+			return fmt.Errorf("%s: header name %q is not a token", field, h.Key)
+		}
+		if !httpguts.ValidHeaderFieldValue(h.Value) {
+			return fmt.Errorf("%s: value of %q holds a control byte", field, h.Key)
+		}
+	}
+	return nil
 }
 
 func compareTerms(a, b *ast.Term) int { return a.Value.Compare(b.Value) }
