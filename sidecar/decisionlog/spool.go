@@ -266,12 +266,37 @@ func (s *spool) readSegment(seg segment, n int) ([][]byte, error) {
 	}
 	if used == 0 {
 		// No whole line in a full chunk: a record past the chunk bound.
-		// It cannot be delivered; skip the segment rather than stall.
-		s.nextOff = seg.size
-		return nil, errors.Join(fmt.Errorf("spool segment %d: no record boundary within %d bytes; segment skipped", seg.seq, len(buf)), s.ack())
+		// It cannot be delivered; skip that record alone rather than stall,
+		// never the records after it.
+		end, err := lineEnd(f, s.readOff+int64(len(buf)), seg.size)
+		if err != nil {
+			return nil, err
+		}
+		s.nextOff = end
+		return nil, errors.Join(fmt.Errorf("spool segment %d: a record of %d bytes passes the %d-byte read bound; that record skipped", seg.seq, end-s.readOff, readChunk), s.ack())
 	}
 	s.nextOff = s.readOff + int64(used)
 	return out, nil
+}
+
+// lineEnd is the offset just after the first newline in f at or after
+// off, or size when the segment ends first (a record cut short).
+func lineEnd(f *os.File, off, size int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	for off < size {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+			return off + int64(i) + 1, nil
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		if n == 0 {
+			break
+		}
+		off += int64(n)
+	}
+	return size, nil
 }
 
 // ack marks the records read last as delivered.
