@@ -308,30 +308,8 @@ func isCarrier(k string, names []string) bool {
 	return false
 }
 
-// phpName is the name PHP registers a query or form field under: leading
-// spaces dropped, " " and "." read as "_", and a "[" read as "_" when no
-// "]" follows it, while "a[x]" and "a[]" are fields of the array "a"
-// (whose values count too: a framework that reads the array reads them).
-func phpName(k string) string {
-	k = strings.TrimLeft(k, " ")
-	var b strings.Builder
-	for i := 0; i < len(k); i++ {
-		switch c := k[i]; c {
-		case ' ', '.':
-			b.WriteByte('_')
-		case '[':
-			if strings.IndexByte(k[i+1:], ']') >= 0 {
-				return b.String()
-			}
-			b.WriteByte('_')
-			b.WriteString(k[i+1:])
-			return b.String()
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
+// phpName is sidecar.PHPFieldName.
+func phpName(k string) string { return sidecar.PHPFieldName(k) }
 
 // urlOverrides replace the request URI in upstreams that honour them
 // (IIS URL Rewrite sets them; Zend Framework 1 and Magento 1, Laminas and

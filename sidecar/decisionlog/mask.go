@@ -434,7 +434,7 @@ func (m *masker) maskQueries(event map[string]any) []string {
 	}
 	if q, ok := lookup(event, "input", "parsed_query").(map[string]any); ok {
 		for k := range q {
-			if slices.Contains(m.queryParams, strings.ToLower(k)) {
+			if m.credentialParam(k) {
 				q[k] = []any{MaskedValue}
 				masked = append(masked, "/input/parsed_query/"+escape(k))
 			}
@@ -446,7 +446,9 @@ func (m *masker) maskQueries(event map[string]any) []string {
 
 // maskQuery replaces the values of credential parameters in the query of
 // a URI (or in a bare query), leaving every other byte as it was. Names
-// compare decoded and case-insensitively, so %61ccess_token is caught too.
+// compare decoded, case-insensitively and as PHP reads them
+// (credentialParam), and pairs are split on "&" and on ";", as older
+// Python and Java frameworks split them.
 func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 	prefix, query := "", uri
 	if !bare {
@@ -456,23 +458,45 @@ func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 		}
 		prefix, query = uri[:i+1], uri[i+1:]
 	}
-	pairs := strings.Split(query, "&")
+	var b strings.Builder
 	changed := false
-	for i, pair := range pairs {
+	start := 0
+	for i := 0; i <= len(query); i++ {
+		if i < len(query) && query[i] != '&' && query[i] != ';' {
+			continue
+		}
+		pair := query[start:i]
 		rawKey, _, _ := strings.Cut(pair, "=")
 		key, err := url.QueryUnescape(rawKey)
 		if err != nil {
 			key = rawKey
 		}
-		if slices.Contains(m.queryParams, strings.ToLower(key)) {
-			pairs[i] = rawKey + "=" + MaskedValue
+		if m.credentialParam(key) {
+			b.WriteString(rawKey + "=" + MaskedValue)
 			changed = true
+		} else {
+			b.WriteString(pair)
 		}
+		if i < len(query) {
+			b.WriteByte(query[i])
+		}
+		start = i + 1
 	}
 	if !changed {
 		return uri, false
 	}
-	return prefix + strings.Join(pairs, "&"), true
+	return prefix + b.String(), true
+}
+
+// credentialParam reports whether a decoded query parameter name is one
+// of the credential names, in any case and as PHP and Rack read it:
+// "access.token", "access token" and "access_token[]" are all
+// $_GET['access_token'].
+func (m *masker) credentialParam(key string) bool {
+	if slices.Contains(m.queryParams, strings.ToLower(key)) {
+		return true
+	}
+	return slices.Contains(m.queryParams, strings.ToLower(sidecar.PHPFieldName(key)))
 }
 
 func (m *masker) policyRules(ctx context.Context, in, plain any) ([]MaskRule, error) {

@@ -1,0 +1,28 @@
+package sidecar
+
+import "strings"
+
+// PHPFieldName is the name PHP registers a query or form field under: leading
+// spaces dropped, " " and "." read as "_", and a "[" read as "_" when no
+// "]" follows it, while "a[x]" and "a[]" are fields of the array "a"
+// (whose values count too: a framework that reads the array reads them).
+func PHPFieldName(k string) string {
+	k = strings.TrimLeft(k, " ")
+	var b strings.Builder
+	for i := 0; i < len(k); i++ {
+		switch c := k[i]; c {
+		case ' ', '.':
+			b.WriteByte('_')
+		case '[':
+			if strings.IndexByte(k[i+1:], ']') >= 0 {
+				return b.String()
+			}
+			b.WriteByte('_')
+			b.WriteString(k[i+1:])
+			return b.String()
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
