@@ -2,8 +2,6 @@ package examples_test
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -13,11 +11,7 @@ import (
 // client gets the error status and the application never sees the request.
 // A redirect (to a login page) is a denial both proxies hand to the client.
 func TestDenialStatusesNeverReachTheApp(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "statuses"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rego := `package statuses
+	dir := policyDir(t, "statuses", `package statuses
 
 decision := {"allowed": false, "http_status": 200, "body": "account suspended", "reason": "suspended"} if {
 	input.deputy.request.path == "/customer/account/orders"
@@ -26,10 +20,7 @@ decision := {"allowed": false, "http_status": 200, "body": "account suspended", 
 } else := {"allowed": false, "http_status": 302, "headers": {"location": "/login?next=/sales"}, "reason": "login_first"} if {
 	input.deputy.request.path == "/sales/order/history"
 } else := data.deputy.authz.decision
-`
-	if err := os.WriteFile(filepath.Join(dir, "statuses", "statuses.rego"), []byte(rego), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	cases := []struct {
 		path, wantReason, wantLocation string
 		wantStatus                     int
@@ -38,15 +29,11 @@ decision := {"allowed": false, "http_status": 200, "body": "account suspended", 
 		{path: "/checkout/beacon", wantStatus: http.StatusForbidden, wantReason: "invalid_decision"},
 		{path: "/sales/order/history", wantStatus: http.StatusFound, wantReason: "login_first", wantLocation: "/login?next=/sales"},
 	}
-	for _, proxy := range []string{"nginx", "caddy"} {
-		t.Run(proxy, func(t *testing.T) {
-			d := startDeputyWith(t, proxy, dir, "data.statuses.decision")
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputyWith(t, px.name, dir, "data.statuses.decision")
 			app := startUpstream(t)
-			base := startNginx
-			if proxy == "caddy" {
-				base = startCaddy
-			}
-			url := base(t, d, app)
+			url := px.start(t, d, app)
 			tok := d.token(t, "--sub", "alice", "--roles", "customer")
 			for _, tc := range cases {
 				resp, body := call(t, "POST", url+tc.path, http.Header{"Authorization": {"Bearer " + tok}}, nil)

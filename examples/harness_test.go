@@ -176,6 +176,21 @@ func startDeputy(t *testing.T, checkProxy string) *deputy {
 	return startDeputyWith(t, checkProxy, filepath.Join(repoRoot, "examples", "testdata", "policies"), "data.e2e.decision")
 }
 
+// policyDir writes rego, the module of package pkg, into a fresh
+// directory for startDeputyWith, which loads it beside the shipped
+// policies.
+func policyDir(t *testing.T, pkg, rego string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, pkg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, pkg, pkg+".rego"), []byte(rego), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // startDeputyWith starts Deputy with the shipped policies and those under
 // policyDir, deciding with query.
 func startDeputyWith(t *testing.T, checkProxy, policyDir, query string) *deputy {

@@ -2,8 +2,6 @@ package examples_test
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -15,11 +13,7 @@ import (
 // application would get the client's values: such an allow is refused
 // (result_not_enforceable). What the configs do apply still goes through.
 func TestUnenforceableResultsAreRefused(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "scrub"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rego := `package scrub
+	dir := policyDir(t, "scrub", `package scrub
 
 decision := {"allowed": true, "request_headers_to_remove": ["x-user-role", "authorization"]} if {
 	input.deputy.request.path == "/catalog/remove-header"
@@ -34,20 +28,13 @@ decision := {"allowed": true, "request_headers_to_remove": ["x-user-role", "auth
 } else := {"allowed": true, "headers": {"cache-control": "no-cache"}, "response_headers_to_add": {"cache-control": "private, no-store"}, "request_headers_to_remove": ["x-deputy-role"]} if {
 	input.deputy.request.path == "/catalog/cache"
 } else := data.deputy.authz.decision
-`
-	if err := os.WriteFile(filepath.Join(dir, "scrub", "scrub.rego"), []byte(rego), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	client := http.Header{"X-User-Role": {"admin"}, "X-User-Id": {"victim-42"}}
-	for _, proxy := range []string{"nginx", "caddy"} {
-		t.Run(proxy, func(t *testing.T) {
-			d := startDeputyWith(t, proxy, dir, "data.scrub.decision")
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputyWith(t, px.name, dir, "data.scrub.decision")
 			app := startUpstream(t)
-			base := startNginx
-			if proxy == "caddy" {
-				base = startCaddy
-			}
-			url := base(t, d, app)
+			url := px.start(t, d, app)
 			for _, path := range []string{"/catalog/remove-header", "/catalog/set-header", "/catalog/remove-query", "/catalog/set-query", "/catalog/response-header"} {
 				resp, body := call(t, "GET", url+path+"?admin=1", client, nil)
 				rec := d.decisionFor(t, path)
