@@ -299,17 +299,14 @@ func isCarrier(k string, names []string) bool {
 			return true
 		}
 	}
-	pk := phpName(k)
+	pk := sidecar.PHPFieldName(k)
 	for _, name := range names {
-		if pk == phpName(name) {
+		if pk == sidecar.PHPFieldName(name) {
 			return true
 		}
 	}
 	return false
 }
-
-// phpName is sidecar.PHPFieldName.
-func phpName(k string) string { return sidecar.PHPFieldName(k) }
 
 // urlOverrides replace the request URI in upstreams that honour them
 // (IIS URL Rewrite sets them; Zend Framework 1 and Magento 1, Laminas and

@@ -159,15 +159,7 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 	forms = headerForms{lower: true, plain: true}
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	for k := range httpReq.GetHeaders() {
-		if forms.lower && hasUpper(k) {
-			forms.lower = false
-		}
-		if forms.plain && strings.IndexByte(k, '_') >= 0 {
-			forms.plain = false
-		}
-		if forms.odd == "" && !plainHeaderName(k) {
-			forms.odd = k
-		}
+		forms.see(k)
 		if opts.owned(k) {
 			stripped = append(stripped, k)
 		} else if opts.carried(k) {
@@ -176,8 +168,8 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 	}
 	inMap := len(stripped)
 	for _, h := range httpReq.GetHeaderMap().GetHeaders() {
-		if forms.odd == "" && !plainHeaderName(h.GetKey()) {
-			forms.odd = h.GetKey()
+		if _, _, plain := scanHeaderName(h.GetKey()); !plain && forms.odd == "" {
+			forms.odd = h.GetKey() // header_map names say nothing of the headers map's
 		}
 		if opts.owned(h.GetKey()) {
 			stripped = append(stripped, h.GetKey())
@@ -205,33 +197,48 @@ func stripOwned(req *authv3.CheckRequest, opts *InputOptions, buf *[4]string) (_
 // headerForms is what stripOwned saw of the names in a request's headers
 // (before removing any, so it holds for what is left): lower, no name has
 // an upper-case letter; plain, no name has "_"; odd, the first name with
-// a byte other than a letter, a digit, "-" or "_" (oddHeaderName). The
+// a byte other than a letter, a digit, "-" or "_" (scanHeaderName). The
 // zero value knows nothing, and buildInput then looks for itself.
 type headerForms struct {
 	lower, plain bool
 	odd          string
 }
 
-// plainHeaderName reports whether a header name is only letters, digits,
-// "-" and "_", or an HTTP/2 pseudo-header (":path"). PHP, CGI and WSGI
-// read ".", " " and other bytes as "_" in the names they give the
-// application, so "X.Deputy.Subject" is HTTP_X_DEPUTY_SUBJECT as
-// "X-Deputy-Subject" is; nginx drops such names and Caddy passes them on.
-func plainHeaderName(name string) bool {
-	if strings.HasPrefix(name, ":") {
-		name = name[1:]
+// see records what name says of the headers map's names, in one pass over
+// its bytes.
+func (f *headerForms) see(name string) {
+	upper, underscore, plain := scanHeaderName(name)
+	f.lower = f.lower && !upper
+	f.plain = f.plain && !underscore
+	if !plain && f.odd == "" {
+		f.odd = name
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
-			return false
-		}
-	}
-	return name != ""
 }
 
-// oddHeaderName refuses a request with a header name plainHeaderName does
-// not take: no spelling of Deputy's owned or on-behalf-of headers, of a
+// scanHeaderName reports whether a header name has an upper-case letter,
+// whether it has "_", and whether it is plain: only letters, digits, "-"
+// and "_", or an HTTP/2 pseudo-header (":path"). PHP, CGI and WSGI read
+// ".", " " and other bytes as "_" in the names they give the application,
+// so "X.Deputy.Subject" is HTTP_X_DEPUTY_SUBJECT as "X-Deputy-Subject" is;
+// nginx drops such names and Caddy passes them on.
+func scanHeaderName(name string) (upper, underscore, plain bool) {
+	plain = name != "" && name != ":"
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'A' && c <= 'Z':
+			upper = true
+		case c == '_':
+			underscore = true
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == ':' && i == 0:
+		default:
+			plain = false
+		}
+	}
+	return upper, underscore, plain
+}
+
+// oddHeaderName refuses a request with a header name that is not plain
+// (scanHeaderName): no spelling of Deputy's owned or on-behalf-of headers, of a
 // method override or of X-Original-URL may reach the application under a
 // name Deputy does not read as one, and no honest client sends such a name.
 func (f headerForms) oddHeaderName() error {
