@@ -53,7 +53,7 @@ func BuildBundle(paths []string, opts BuildOptions) (*bundle.Bundle, error) {
 		if hidden(abspath, info, depth) {
 			return true
 		}
-		return !opts.IncludeTests && !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+		return !opts.IncludeTests && testModule(info)
 	}
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).

@@ -25,7 +25,7 @@ const (
 // are checked before they serve. Exactly one of Paths, BundleFile and
 // BundleURL names the source.
 type Config struct {
-	Paths          []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set)"`
+	Paths          []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set); test modules (*_test.rego) are not served"`
 	BundleFile     string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
 	BundleURL      string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values"`
 	PollInterval   time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -320,4 +321,36 @@ func label(res policy.Result) string {
 		return string(s)
 	}
 	return ""
+}
+
+// A policy directory serves what a bundle built from it serves: its rules,
+// never its test modules, which would otherwise be compiled into every
+// activation and held in memory beside the rules.
+func TestDirectoryServesWhatItsBundleServes(t *testing.T) {
+	set, err := policy.LoadPaths([]string{good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := policy.BuildBundle([]string{good}, policy.BuildOptions{Revision: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromBundle := policy.SetFromBundle(b, "bundle")
+	packages := func(s *policy.Set) []string {
+		var out []string
+		for _, m := range s.Modules {
+			out = append(out, m.Package.Path.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	dir, bun := packages(set), packages(fromBundle)
+	if len(dir) == 0 || !slices.Equal(dir, bun) {
+		t.Fatalf("directory serves packages %v, its bundle %v", dir, bun)
+	}
+	for name, m := range set.Modules {
+		if strings.HasSuffix(name, "_test.rego") || strings.HasSuffix(m.Package.Path.String(), "_test") {
+			t.Errorf("directory set holds test module %s (package %s)", name, m.Package.Path)
+		}
+	}
 }

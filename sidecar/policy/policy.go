@@ -43,12 +43,17 @@ type Set struct {
 }
 
 // LoadPaths reads Rego and JSON/YAML data files from directories or files,
-// skipping hidden files and directories.
+// skipping hidden files and directories and test modules (*_test.rego): a
+// serving set never runs its tests, and a bundle built from the same paths
+// leaves them out too, so a directory and its bundle serve the same set.
+// Kept, the tests would hold more memory than the rules they test.
 func LoadPaths(paths []string) (*Set, error) {
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).
-		Filtered(paths, hidden)
+		Filtered(paths, func(abspath string, info fs.FileInfo, depth int) bool {
+			return hidden(abspath, info, depth) || testModule(info)
+		})
 	if err != nil {
 		return nil, sidecar.Invalid("policies", "load %s: %v", strings.Join(paths, ","), err)
 	}
@@ -57,6 +62,11 @@ func LoadPaths(paths []string) (*Set, error) {
 
 func hidden(_ string, info fs.FileInfo, depth int) bool {
 	return depth > 0 && strings.HasPrefix(info.Name(), ".")
+}
+
+// testModule reports whether info is a Rego test module.
+func testModule(info fs.FileInfo) bool {
+	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
 }
 
 // Activation is one compiled policy set with its prepared queries. It is
