@@ -37,6 +37,17 @@ const (
 	MinSpoolMaxBytes = 64 << 10
 
 	DefaultActorTokenHeader = "x-deputy-token"
+
+	// DefaultMaxRecordBytes holds an ordinary record many times over (a
+	// storefront request's is 2-4 KiB) while staying under what log
+	// shippers take as one line.
+	DefaultMaxRecordBytes = 64 << 10
+	// MinMaxRecordBytes leaves room for a record without its input, every
+	// field at its cut length (see Record.dropInput).
+	MinMaxRecordBytes = 8 << 10
+	// MaxMaxRecordBytes keeps a spooled record within what the spool reads
+	// at once, so the spool never has to skip one.
+	MaxMaxRecordBytes = readChunk / 2
 )
 
 // Config is the decision_log section of Deputy's configuration.
@@ -64,6 +75,9 @@ type Config struct {
 	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`
 	SpoolDir         string        `yaml:"spool_dir" usage:"directory where records wait on disk while the sink is down, kept across restarts (empty: no spool)"`
 	SpoolMaxBytes    int64         `yaml:"spool_max_bytes" usage:"bound of the on-disk spool; past it records are dropped and counted"`
+	// MaxRecordBytes bounds what a client can make Deputy write per
+	// check: the path, query and headers it sends all reach the record.
+	MaxRecordBytes int `yaml:"max_record_bytes" usage:"largest encoded record; a larger one is written without its input (input_dropped: oversized), its fields cut, and counted"`
 }
 
 // DefaultMaskQueryParams are the query parameters that commonly carry
@@ -123,6 +137,9 @@ func (c *Config) SetDefaults() {
 	if c.SpoolMaxBytes == 0 {
 		c.SpoolMaxBytes = DefaultSpoolMaxBytes
 	}
+	if c.MaxRecordBytes == 0 {
+		c.MaxRecordBytes = DefaultMaxRecordBytes
+	}
 }
 
 // InputIncluded reports whether records keep the policy input.
@@ -172,6 +189,9 @@ func (c Config) Validate() error {
 	}
 	if c.SpoolMaxBytes < MinSpoolMaxBytes {
 		return sidecar.Invalid("decision_log.spool_max_bytes", "must be at least %d", MinSpoolMaxBytes)
+	}
+	if c.MaxRecordBytes < MinMaxRecordBytes || c.MaxRecordBytes > MaxMaxRecordBytes {
+		return sidecar.Invalid("decision_log.max_record_bytes", "must be between %d and %d", MinMaxRecordBytes, MaxMaxRecordBytes)
 	}
 	return nil
 }

@@ -64,6 +64,7 @@ type Logger struct {
 	flushed    atomic.Uint64
 	sinkErrors atomic.Uint64
 	maskErrors atomic.Uint64
+	oversized  atomic.Uint64
 
 	// Owned by the worker.
 	pending      [][]byte
@@ -177,6 +178,10 @@ func (l *Logger) SinkErrors() uint64 { return l.sinkErrors.Load() }
 // MaskErrors is the number of records whose input was dropped because the
 // mask policy failed on it.
 func (l *Logger) MaskErrors() uint64 { return l.maskErrors.Load() }
+
+// Oversized is the number of records written without their input because
+// their encoding passed decision_log.max_record_bytes.
+func (l *Logger) Oversized() uint64 { return l.oversized.Load() }
 
 // Start runs the writer until Stop. ctx is for start-up only: the writer
 // outlives it, because records keep arriving while in-flight checks
@@ -509,6 +514,13 @@ func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decisi
 		// An input that cannot be written costs the record its input,
 		// never the record.
 		rec.Input, rec.MaskError = nil, "input not loggable: "+err.Error()
+		b, err = rec.appendJSON(dst)
+	}
+	if err == nil && len(b)-len(dst) > l.cfg.MaxRecordBytes {
+		// A client chooses much of what a record holds; past the bound
+		// the record keeps the decision and loses the input.
+		l.oversized.Add(1)
+		rec.dropInput()
 		b, err = rec.appendJSON(dst)
 	}
 	if err != nil {

@@ -43,7 +43,11 @@ type Record struct {
 	LatencyMS      float64   `json:"latency_ms"`
 	TraceID        string    `json:"trace_id,omitempty"`
 	DryRun         bool      `json:"dry_run,omitempty"`
-	Error          string    `json:"error,omitempty"`
+	// InputDropped says why a record has no input although records keep
+	// it. One byte beside DryRun: the record of every check stays the size
+	// it was.
+	InputDropped InputDrop `json:"input_dropped,omitempty"`
+	Error        string    `json:"error,omitempty"`
 
 	// Input is the policy input after masking; Erased and Masked list the
 	// paths removed and replaced, as OPA's decision logs do.
@@ -51,6 +55,96 @@ type Record struct {
 	Erased    []string `json:"erased,omitempty"`
 	Masked    []string `json:"masked,omitempty"`
 	MaskError string   `json:"mask_error,omitempty"`
+}
+
+// InputDrop is why a record was written without its input; the zero value
+// (omitted) is that it was not.
+type InputDrop uint8
+
+// Reasons a record's input was dropped, as InputDrop.String names them.
+const (
+	InputKept InputDrop = iota
+	// InputOversized: the encoding passed decision_log.max_record_bytes.
+	InputOversized
+)
+
+// InputDroppedOversized is how an oversized record's input_dropped reads.
+const InputDroppedOversized = "oversized"
+
+var inputDropNames = [...]string{InputKept: "", InputOversized: InputDroppedOversized}
+
+func (d InputDrop) String() string {
+	if int(d) < len(inputDropNames) {
+		return inputDropNames[d]
+	}
+	return "unknown"
+}
+
+func (d InputDrop) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads a reason this version does not know as "unknown",
+// never as kept: the record has no input either way.
+func (d *InputDrop) UnmarshalText(b []byte) error {
+	*d = InputDrop(len(inputDropNames))
+	for i, n := range inputDropNames {
+		if n == string(b) {
+			*d = InputDrop(i)
+		}
+	}
+	return nil
+}
+
+// Cut lengths of a record without its input, in encoded bytes: together
+// they stay well within MinMaxRecordBytes.
+const (
+	// MaxDroppedPathBytes keeps enough of the path to tell the route.
+	MaxDroppedPathBytes = 1024
+	// maxDroppedFieldBytes is far more than any honest id, name or reason.
+	maxDroppedFieldBytes = 256
+)
+
+// dropInput makes an oversized record small: the decision and who it was
+// for stay, the input and the lists of its masked paths go, and every
+// string is cut to a bounded encoded length, because a client chooses the
+// path and host, and an identity provider the names.
+func (r *Record) dropInput() {
+	r.Input, r.Erased, r.Masked = nil, nil, nil
+	r.InputDropped = InputOversized
+	r.Path = cutEncoded(r.Path, MaxDroppedPathBytes)
+	for _, f := range []*string{&r.DecisionID, &r.Actor, &r.Subject, &r.Mode, &r.Level, &r.SessionID,
+		&r.Method, &r.Host, &r.Reason, &r.BundleRevision, &r.TraceID, &r.Error, &r.MaskError} {
+		*f = cutEncoded(*f, maxDroppedFieldBytes)
+	}
+}
+
+// cutEncoded returns the longest prefix of s, ending on a whole UTF-8
+// sequence, whose JSON string (quotes aside) takes at most n bytes.
+func cutEncoded(s string, n int) string {
+	if len(s) <= n/6 {
+		return s // even escaped sixfold it fits
+	}
+	s = cutRunes(s, n) // escaping never shortens: longer never fits
+	var buf []byte
+	for {
+		buf = appendString(buf[:0], s)
+		enc := len(buf) - 2
+		if enc <= n {
+			return s
+		}
+		// Shrink in proportion; each step strictly shortens s.
+		s = cutRunes(s, len(s)*n/enc)
+	}
+}
+
+// cutRunes cuts s to at most n bytes without splitting a UTF-8 sequence.
+func cutRunes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // newRecord copies the loggable facts of d. It leaves Input to the masker.
@@ -256,6 +350,9 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 	b = appendField(b, "trace_id", r.TraceID)
 	if r.DryRun {
 		b = append(b, `,"dry_run":true`...)
+	}
+	if r.InputDropped != InputKept {
+		b = appendField(b, "input_dropped", r.InputDropped.String())
 	}
 	b = appendField(b, "error", r.Error)
 	if r.Input != nil {

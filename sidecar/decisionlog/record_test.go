@@ -99,7 +99,7 @@ func randomRecord(r *rand.Rand) *Record {
 		DecisionID: str(), Time: time.Unix(r.Int64N(1<<34), r.Int64N(1e9)).UTC(),
 		Actor: str(), Subject: str(), Mode: str(), Level: str(), SessionID: str(), Method: str(), Host: str(), Path: str(),
 		Result: str(), Reason: str(), BundleRevision: str(), LatencyMS: randomFloat(r), TraceID: str(),
-		DryRun: r.IntN(2) == 0, Error: str(), Erased: strs(), Masked: strs(), MaskError: str(),
+		DryRun: r.IntN(2) == 0, InputDropped: InputDrop(r.IntN(3)), Error: str(), Erased: strs(), Masked: strs(), MaskError: str(),
 	}
 	if r.IntN(3) > 0 {
 		rec.HTTPStatus = []int{200, 403, 503, -1}[r.IntN(4)]

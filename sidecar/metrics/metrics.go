@@ -17,7 +17,7 @@
 //	deputy_state_breaker_open, deputy_state_breaker_trips_total
 //	deputy_state_lookup_failures_total{reason}     breaker_open, over_budget, unavailable
 //	deputy_decision_log_queue_depth
-//	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total, _mask_errors_total
+//	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total, _mask_errors_total, _oversized_total
 //	deputy_live_delegations{mode}
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
@@ -330,6 +330,7 @@ type DecisionLogStats interface {
 	Dropped() uint64
 	SinkErrors() uint64
 	MaskErrors() uint64
+	Oversized() uint64
 }
 
 // RegisterDecisionLog exports the decision logger's queue depth and
@@ -348,6 +349,8 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 			Help: "Failed writes to the decision log sink (records stay queued)."}, func() float64 { return float64(s.SinkErrors()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_mask_errors_total",
 			Help: "Records logged without their input because the mask policy failed on it."}, func() float64 { return float64(s.MaskErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_oversized_total",
+			Help: "Records logged without their input because they passed decision_log.max_record_bytes."}, func() float64 { return float64(s.Oversized()) }),
 	}
 	return m.register(cs...)
 }

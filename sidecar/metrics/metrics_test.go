@@ -437,7 +437,11 @@ func TestDecisionLogAndLiveDelegations(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		l.Log(&sidecar.Decision{ID: fmt.Sprint(i)})
+		d := &sidecar.Decision{ID: fmt.Sprint(i)}
+		if i == 0 {
+			d.Path = "/" + strings.Repeat("a", cfg.MaxRecordBytes) // written without input, counted
+		}
+		l.Log(d)
 	}
 	cases := []struct {
 		name, metric string
@@ -461,6 +465,9 @@ func TestDecisionLogAndLiveDelegations(t *testing.T) {
 	_ = l.Stop(context.Background())
 	if got, _ := series(t, reg, "deputy_decision_log_flushed_total", nil); got != 2 {
 		t.Errorf("flushed = %v, want 2", got)
+	}
+	if got, _ := series(t, reg, "deputy_decision_log_oversized_total", nil); got != 1 {
+		t.Errorf("oversized = %v, want 1", got)
 	}
 }
 
