@@ -174,10 +174,10 @@ func (c *Config) Validate() error {
 	for i, u := range c.IssuerURLs {
 		field := "identity.issuer_urls[" + strconv.Itoa(i) + "]"
 		if !httpURL(u) {
-			return sidecar.Invalid(field, "not an http(s) issuer URL: %q", u)
+			return sidecar.Invalid(field, "not an http(s) issuer URL: %q", shownIssuer(u))
 		}
 		if seen[u] {
-			return sidecar.Invalid(field, "duplicate issuer %q", u)
+			return sidecar.Invalid(field, "duplicate issuer %q", shownIssuer(u))
 		}
 		seen[u] = true
 	}
@@ -187,7 +187,7 @@ func (c *Config) Validate() error {
 			return sidecar.Invalid(field+".issuer", "required")
 		}
 		if seen[is.Issuer] {
-			return sidecar.Invalid(field+".issuer", "duplicate issuer %q", is.Issuer)
+			return sidecar.Invalid(field+".issuer", "duplicate issuer %q", shownIssuer(is.Issuer))
 		}
 		seen[is.Issuer] = true
 		if c.Dev.Enabled && is.Issuer == DevIssuerName {
@@ -196,7 +196,7 @@ func (c *Config) Validate() error {
 		switch {
 		case is.JWKSFile == "" && is.JWKSURL == "":
 			if !httpURL(is.Issuer) {
-				return sidecar.Invalid(field+".issuer", "%q is not an http(s) URL, so its keys cannot be discovered: set jwks_url or jwks_file", is.Issuer)
+				return sidecar.Invalid(field+".issuer", "%q is not an http(s) URL, so its keys cannot be discovered: set jwks_url or jwks_file", shownIssuer(is.Issuer))
 			}
 		case is.JWKSFile != "" && is.JWKSURL != "":
 			return sidecar.Invalid(field+".jwks_url", "set jwks_url or jwks_file, not both")

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/deputyhq/deputy/sidecar"
 )
 
 // DiscoveryPath is where an OIDC provider publishes its configuration,
@@ -35,7 +37,7 @@ func (s *discoverySource) load(ctx context.Context) ([]jose.JSONWebKey, bool, er
 	}
 	keys, changed, err := s.jwks.load(ctx)
 	if err != nil {
-		err = fmt.Errorf("jwks_uri %s: %w", s.jwks.url, err)
+		err = fmt.Errorf("jwks_uri %s: %w", s.jwks, err)
 		s.jwks = nil
 	}
 	return keys, changed, err
@@ -44,21 +46,22 @@ func (s *discoverySource) load(ctx context.Context) ([]jose.JSONWebKey, bool, er
 // discover reads the discovery document and returns its jwks_uri. The
 // document must name the configured issuer exactly (a provider answering
 // for another issuer is a mix-up, not a configuration), and an https
-// issuer's keys must come over https.
+// issuer's keys must come over https. Its errors reach logs and /readyz:
+// every URL in them, the issuer's too, goes through sidecar.RedactURL.
 func (s *discoverySource) discover(ctx context.Context) (string, error) {
 	docURL := strings.TrimSuffix(s.issuer, "/") + DiscoveryPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, docURL, nil)
 	if err != nil {
-		return "", err
+		return "", sidecar.RedactURLError(err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("discovery: %w", err)
+		return "", fmt.Errorf("discovery: %w", sidecar.RedactURLError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("discovery: GET %s: %s", docURL, resp.Status)
+		return "", fmt.Errorf("discovery: GET %s: %s", s, resp.Status)
 	}
 	data, err := readBounded(resp.Body, "discovery document")
 	if err != nil {
@@ -69,20 +72,24 @@ func (s *discoverySource) discover(ctx context.Context) (string, error) {
 		JWKSURI string `json:"jwks_uri"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return "", fmt.Errorf("discovery: %s is not a JSON object: %w", docURL, err)
+		return "", fmt.Errorf("discovery: %s is not a JSON object: %w", s, err)
 	}
 	if doc.Issuer != s.issuer {
-		return "", fmt.Errorf("discovery: %s names issuer %q, want %q", docURL, doc.Issuer, s.issuer)
+		return "", fmt.Errorf("discovery: %s names issuer %q, want %q", s, sidecar.RedactURL(doc.Issuer), sidecar.RedactURL(s.issuer))
 	}
 	u, err := url.Parse(doc.JWKSURI)
 	if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return "", fmt.Errorf("discovery: %s has no usable jwks_uri (%q)", docURL, doc.JWKSURI)
+		return "", fmt.Errorf("discovery: %s has no usable jwks_uri (%q)", s, sidecar.RedactURL(doc.JWKSURI))
 	}
 	if strings.HasPrefix(s.issuer, "https:") && u.Scheme != "https" {
-		return "", fmt.Errorf("discovery: jwks_uri %s is not https while the issuer is", doc.JWKSURI)
+		return "", fmt.Errorf("discovery: jwks_uri %s is not https while the issuer is", sidecar.RedactURL(doc.JWKSURI))
 	}
 	return u.String(), nil
 }
 
-func (s *discoverySource) String() string { return s.issuer + DiscoveryPath }
-func (s *discoverySource) remote() bool   { return true }
+// String names the discovery document for logs and /readyz, without the
+// issuer URL's credential.
+func (s *discoverySource) String() string {
+	return sidecar.RedactURL(strings.TrimSuffix(s.issuer, "/") + DiscoveryPath)
+}
+func (s *discoverySource) remote() bool { return true }

@@ -3,6 +3,7 @@ package identity_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -224,5 +225,83 @@ func TestAnonymousOnlyRefusesEveryToken(t *testing.T) {
 		if reasonOf(t, err) == "" {
 			t.Fatalf("a token (kid %q) was accepted with no issuer trusted", kid)
 		}
+	}
+}
+
+// A discovery or key set URL can carry a credential (user:pass@, a signed
+// query). Whatever goes wrong with it, the error that reaches /readyz and
+// the refresh warning show the URL without it.
+func TestDiscoveryErrorsHideCredentials(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	const secret = "s3cret"
+	withCreds := func(u string) string { return strings.Replace(u, "https://", "https://deputy:"+secret+"@", 1) }
+	cases := []struct {
+		name   string
+		issuer func(srvURL string) string
+		doc    func(srvURL string) map[string]any
+		want   string
+	}{
+		{"key set fetch fails", func(u string) string { return u }, func(u string) map[string]any {
+			return map[string]any{"issuer": u, "jwks_uri": withCreds(u) + "/missing?X-Amz-Signature=" + secret}
+		}, "jwks_uri https://127.0.0.1"},
+		{"unusable jwks_uri", func(u string) string { return u }, func(u string) map[string]any {
+			return map[string]any{"issuer": u, "jwks_uri": "/keys?sig=" + secret}
+		}, "no usable jwks_uri"},
+		{"keys over plain http", func(u string) string { return u }, func(u string) map[string]any {
+			return map[string]any{"issuer": u, "jwks_uri": strings.Replace(withCreds(u), "https:", "http:", 1) + "/keys?sig=" + secret}
+		}, "not https"},
+		{"issuer with credentials mixed up", withCreds, func(u string) map[string]any {
+			return map[string]any{"issuer": u, "jwks_uri": u + "/oauth2/keys"}
+		}, "names issuer"},
+		{"discovery document missing", func(u string) string { return withCreds(u) + "/realms/none" }, nil, "404"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newOIDCServer(t, jwks(ek))
+			if tc.doc != nil {
+				srv.setDoc(tc.doc(srv.URL))
+			}
+			var logs strings.Builder
+			v, err := identity.New(identity.Config{IssuerURLs: []string{tc.issuer(srv.URL)}},
+				identity.WithHTTPClient(srv.Client()), identity.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.Refresh(context.Background())
+			err = v.Ready()
+			if err == nil {
+				t.Fatal("ready with a refused discovery")
+			}
+			shown := sidecar.ErrorMessage(err) + "\n" + err.Error()
+			if !strings.Contains(shown, tc.want) {
+				t.Errorf("Ready() = %v, want an error saying %q", err, tc.want)
+			}
+			if !strings.Contains(logs.String(), "refresh failed") {
+				t.Errorf("no refresh warning logged: %q", logs.String())
+			}
+			for what, s := range map[string]string{"Ready()": shown, "log": logs.String()} {
+				if strings.Contains(s, secret) {
+					t.Errorf("%s shows the URL's credential: %s", what, s)
+				}
+			}
+		})
+	}
+}
+
+// Nor does a configuration error naming an issuer URL.
+func TestIssuerConfigErrorsHideCredentials(t *testing.T) {
+	for name, cfg := range map[string]identity.Config{
+		"duplicate issuer": {IssuerURLs: []string{"https://deputy:s3cret@idp.example.com?k=s3cret", "https://deputy:s3cret@idp.example.com?k=s3cret"}},
+		"not discoverable": {IssuerURLs: []string{"ftp://deputy:s3cret@idp.example.com"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := identity.New(cfg)
+			if err == nil {
+				t.Fatal("configuration accepted")
+			}
+			if msg := sidecar.ErrorMessage(err) + "\n" + err.Error(); strings.Contains(msg, "s3cret") || !strings.Contains(msg, "idp.example.com") {
+				t.Errorf("error = %q, want the issuer shown without its credential", msg)
+			}
+		})
 	}
 }

@@ -189,7 +189,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 			continue
 		}
 		if _, err := v.loadLocked(context.Background(), is); err != nil {
-			return nil, sidecar.Invalid("identity.issuers", "issuer %q: key set %s: %v", is.name, is.src, err)
+			return nil, sidecar.Invalid("identity.issuers", "issuer %q: key set %s: %v", shownIssuer(is.name), is.src, err)
 		}
 	}
 	v.rebuildLocked()
@@ -255,7 +255,7 @@ func (v *Verifier) refreshAllLocked(ctx context.Context) {
 		ok, err := v.loadLocked(ctx, is)
 		if err != nil {
 			v.logger.Warn("identity: key set refresh failed; keeping the previous keys",
-				"issuer", is.name, "source", is.src.String(), "err", err)
+				"issuer", shownIssuer(is.name), "source", is.src.String(), "err", err)
 			continue
 		}
 		changed = changed || ok
@@ -263,6 +263,16 @@ func (v *Verifier) refreshAllLocked(ctx context.Context) {
 	if changed {
 		v.rebuildLocked()
 	}
+}
+
+// shownIssuer is an issuer's name fit for logs, errors and /readyz: an
+// issuer URL without its credential (sidecar.RedactURL); a name that is
+// not a URL as it is.
+func shownIssuer(name string) string {
+	if strings.Contains(name, "://") {
+		return sidecar.RedactURL(name)
+	}
+	return name
 }
 
 // loadLocked loads one issuer's keys; the previous keys stay on error.
@@ -315,7 +325,7 @@ func (v *Verifier) Ready() error {
 	defer v.refreshMu.Unlock()
 	for _, is := range v.issuers {
 		if len(is.keys) == 0 {
-			return sidecar.Unavailable("identity: no keys for issuer "+is.name, is.loadErr)
+			return sidecar.Unavailable("identity: no keys for issuer "+shownIssuer(is.name), is.loadErr)
 		}
 	}
 	return nil
