@@ -133,6 +133,15 @@ type Consent struct {
 	SetAt     time.Time `json:"set_at"`
 }
 
+// CustomerDeletion is what deleting a customer changed besides the
+// profile, for the caller to report.
+type CustomerDeletion struct {
+	Ended []Session // the live sessions ended (EndCustomerDeleted)
+	// Withdrawn is the withdrawal recorded in the consent history; nil
+	// when no consent was in force.
+	Withdrawn *Consent
+}
+
 // Granted reports whether the consent allows impersonation at now.
 func (c *Consent) Granted(now time.Time) bool {
 	return c != nil && c.Allowed && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
@@ -518,8 +527,8 @@ type CustomerStore interface {
 	// removes the customer's consent, so a profile put later under the same
 	// id starts without one; a consent in force is recorded in history as
 	// withdrawn (by by), and the history is kept. It returns those
-	// sessions; ENOTFOUND when there is no profile.
-	DeleteCustomer(ctx context.Context, id, by string) ([]Session, error)
+	// sessions and that withdrawal; ENOTFOUND when there is no profile.
+	DeleteCustomer(ctx context.Context, id, by string) (*CustomerDeletion, error)
 	// MarkStaff records that subject acted as staff, so it can never be
 	// impersonated (SessionStart.Check), and in the same atomic step ends
 	// (EndCustomerProtected, by SweepActor) the live sessions that

@@ -182,7 +182,9 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 // without the profile nothing says whether the account is protected, and
 // no new session can start for it. The customer's consent is withdrawn
 // in that step too: a profile synced later under the same id must not
-// inherit it. A profile already gone is no error
+// inherit it. A consent in force is reported as every withdrawal is (a
+// consent.changed event and a consent.set audit entry), by the caller,
+// with reason customer_deleted. A profile already gone is no error
 // (DELETE is idempotent): nothing is audited, and since policy was asked
 // first, only a caller allowed to delete it learns that it is absent.
 func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) error {
@@ -192,7 +194,7 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	if err := checkID("id", id); err != nil {
 		return err
 	}
-	ended, err := i.store.DeleteCustomer(ctx, id, by.Subject)
+	del, err := i.store.DeleteCustomer(ctx, id, by.Subject)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		return nil
 	}
@@ -200,8 +202,11 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 		return err
 	}
 	i.audit(ctx, by, "customer.delete", id, id, nil)
-	for k := range ended {
-		i.ended(ctx, by, &ended[k])
+	if del.Withdrawn != nil {
+		i.consentChanged(ctx, by, del.Withdrawn, sidecar.EndCustomerDeleted)
+	}
+	for k := range del.Ended {
+		i.ended(ctx, by, &del.Ended[k])
 	}
 	return nil
 }
@@ -272,16 +277,26 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if err != nil {
 		return nil, nil, err
 	}
-	data := map[string]string{"allowed": boolStr(c.Allowed), "set_by": by.Subject}
-	if !c.ExpiresAt.IsZero() {
-		data["expires_at"] = c.ExpiresAt.UTC().Format(time.RFC3339)
-	}
-	i.event(ctx, sidecar.EventConsentChanged, ch.Customer, by.Subject, data)
-	i.audit(ctx, by, "consent.set", ch.Customer, ch.Customer, data)
+	i.consentChanged(ctx, by, c, "")
 	for k := range ended {
 		i.ended(ctx, by, &ended[k])
 	}
 	return c, ended, nil
+}
+
+// consentChanged reports consent c as set: the event the mailer follows
+// and the audit entry ops read. reason says why when the customer did not
+// choose it (customer_deleted); "" otherwise.
+func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity, c *sidecar.Consent, reason string) {
+	data := map[string]string{"allowed": boolStr(c.Allowed), "set_by": c.SetBy}
+	if !c.ExpiresAt.IsZero() {
+		data["expires_at"] = c.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	if reason != "" {
+		data["reason"] = reason
+	}
+	i.event(ctx, sidecar.EventConsentChanged, c.Customer, by.Subject, data)
+	i.audit(ctx, by, "consent.set", c.Customer, c.Customer, data)
 }
 
 // GetConsent returns the customer's current consent; a customer who never

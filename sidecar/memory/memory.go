@@ -220,7 +220,7 @@ func (s *Store) GetCustomerState(_ context.Context, customer string) (*sidecar.C
 	return st, nil
 }
 
-func (s *Store) DeleteCustomer(_ context.Context, id, by string) ([]sidecar.Session, error) {
+func (s *Store) DeleteCustomer(_ context.Context, id, by string) (*sidecar.CustomerDeletion, error) {
 	s.mu.Lock()
 	if _, ok := s.customers[id]; !ok {
 		s.mu.Unlock()
@@ -228,16 +228,18 @@ func (s *Store) DeleteCustomer(_ context.Context, id, by string) ([]sidecar.Sess
 	}
 	delete(s.customers, id)
 	now := s.now()
+	del := &sidecar.CustomerDeletion{}
 	if c := s.consent[id]; c.Granted(now) {
-		s.appendConsentHistory(sidecar.Consent{Customer: id, SetBy: by, SetAt: now})
+		del.Withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now}
+		s.appendConsentHistory(*del.Withdrawn)
 	}
 	delete(s.consent, id)
 	delete(s.lapsing, id)
-	ended := s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == id }, by, sidecar.EndCustomerDeleted, now)
+	del.Ended = s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == id }, by, sidecar.EndCustomerDeleted, now)
 	s.mu.Unlock()
 	s.publish(sidecar.CustomerKey(id), sidecar.ConsentKey(id))
-	s.publishEnded(ended)
-	return ended, nil
+	s.publishEnded(del.Ended)
+	return del, nil
 }
 
 // ---- consent ---------------------------------------------------------------

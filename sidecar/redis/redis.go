@@ -399,9 +399,10 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, 
 // DeleteCustomer withdraws the customer's consent with the profile, in
 // the same transaction: a profile synced later under the same id must not
 // inherit it. History keeps the consent given and records the withdrawal.
-func (s *Store) DeleteCustomer(ctx context.Context, id, by string) ([]sidecar.Session, error) {
+func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.CustomerDeletion, error) {
 	key, consent, hist := s.customerKey(id), s.consentKey(id), s.consentHistKey(id)
-	var withdrawal string // "" when no consent is in force
+	var withdrawn *sidecar.Consent // nil when no consent is in force
+	var withdrawal string          // withdrawn, encoded
 	// The profile and consent are watched, so a session start that read
 	// them cannot slip in between reading the live set and ending it.
 	ended, err := s.protectCustomer(ctx, id, by, sidecar.EndCustomerDeleted, func(tx *goredis.Tx) (bool, error) {
@@ -417,14 +418,15 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) ([]sidecar.Se
 		if exists.Val() == 0 {
 			return false, notFound("customer")
 		}
-		withdrawal = ""
+		withdrawn, withdrawal = nil, ""
 		if raw, err := current.Result(); err == nil {
 			c, err := decode[sidecar.Consent](raw)
 			if err != nil {
 				return false, err
 			}
 			if now := s.now(); c.Granted(now) {
-				withdrawal = encode(&sidecar.Consent{Customer: id, SetBy: by, SetAt: now})
+				withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now}
+				withdrawal = encode(withdrawn)
 			}
 		}
 		return true, nil
@@ -436,10 +438,11 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) ([]sidecar.Se
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 		}
 	}, key, consent)
-	if err == nil {
-		s.publish(ctx, sidecar.ConsentKey(id))
+	if err != nil {
+		return nil, err
 	}
-	return ended, err
+	s.publish(ctx, sidecar.ConsentKey(id))
+	return &sidecar.CustomerDeletion{Ended: ended, Withdrawn: withdrawn}, nil
 }
 
 // ---- staff -----------------------------------------------------------------

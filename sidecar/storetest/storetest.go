@@ -151,10 +151,10 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, begin(e, &sidecar.Session{ID: "s1", Actor: "alice", Customer: "c1", StartedAt: e.now(), ExpiresAt: e.now().Add(time.Hour)}))
 		must(t, ignore(redeem(e, "s1", "h1")))
 		must(t, begin(e, &sidecar.Session{ID: "s2", Actor: "bob", Customer: "c2", StartedAt: e.now(), ExpiresAt: e.now().Add(time.Hour)}))
-		ended, err := e.s.DeleteCustomer(e.ctx, "c1", "sync")
+		del, err := e.s.DeleteCustomer(e.ctx, "c1", "sync")
 		must(t, err)
-		if len(ended) != 1 || ended[0].ID != "s1" || ended[0].EndReason != sidecar.EndCustomerDeleted || ended[0].EndedBy != "sync" {
-			t.Fatalf("ended %+v, want s1 ended by sync as %s", ended, sidecar.EndCustomerDeleted)
+		if ended := del.Ended; len(ended) != 1 || ended[0].ID != "s1" || ended[0].EndReason != sidecar.EndCustomerDeleted || ended[0].EndedBy != "sync" {
+			t.Fatalf("ended %+v, want s1 ended by sync as %s", del.Ended, sidecar.EndCustomerDeleted)
 		}
 		got, err := e.s.SessionByToken(e.ctx, "h1")
 		must(t, err)
@@ -183,10 +183,20 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2"}, sidecar.Protection{})))
 		e.clock.Advance(time.Minute)
 		deletedAt := e.now()
-		must(t, ignore(e.s.DeleteCustomer(e.ctx, "c1", "sync")))
-		must(t, ignore(e.s.DeleteCustomer(e.ctx, "c2", "sync")))
+		// The withdrawal is returned, so the caller reports it as every
+		// consent change is reported; nothing was given for c2.
+		del, err := e.s.DeleteCustomer(e.ctx, "c1", "sync")
+		must(t, err)
+		if w := del.Withdrawn; w == nil || w.Customer != "c1" || w.Allowed || w.SetBy != "sync" || !w.SetAt.Equal(deletedAt) {
+			t.Fatalf("withdrawn %+v, want c1's consent withdrawn by sync at %v", w, deletedAt)
+		}
+		del, err = e.s.DeleteCustomer(e.ctx, "c2", "sync")
+		must(t, err)
+		if del.Withdrawn != nil {
+			t.Fatalf("withdrawn %+v for a customer who never consented", del.Withdrawn)
+		}
 
-		_, err := e.s.GetConsent(e.ctx, "c1")
+		_, err = e.s.GetConsent(e.ctx, "c1")
 		wantCode(t, err, sidecar.ENOTFOUND)
 		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
 		st, err := e.s.GetCustomerState(e.ctx, "c1")
@@ -213,6 +223,30 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, err)
 		if len(lapsed) != 0 {
 			t.Fatalf("lapsed %+v: the deleted account's consent reported as lapsing", lapsed)
+		}
+	})
+	// A consent not in force when the profile goes (withdrawn, or past its
+	// expiry) is not withdrawn again: no withdrawal to report, none added
+	// to history.
+	t.Run("delete_withdraws_only_consent_in_force", func(t *testing.T) {
+		e := newEnv(t)
+		for _, c := range []sidecar.Consent{
+			{Customer: "c-withdrawn", SetBy: "c-withdrawn", SetAt: e.now()},
+			{Customer: "c-expired", Allowed: true, ExpiresAt: e.now().Add(time.Minute), SetBy: "c-expired", SetAt: e.now()},
+		} {
+			must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: c.Customer}, sidecar.Protection{})))
+			mustEnd(t)(e.s.SetConsent(e.ctx, &c))
+		}
+		e.clock.Advance(time.Minute)
+		for _, id := range []string{"c-withdrawn", "c-expired"} {
+			del, err := e.s.DeleteCustomer(e.ctx, id, "sync")
+			must(t, err)
+			if del.Withdrawn != nil {
+				t.Fatalf("%s: withdrawn %+v, but no consent was in force", id, del.Withdrawn)
+			}
+			if h, _, err := e.s.ConsentHistory(e.ctx, id, sidecar.Page{}); err != nil || len(h) != 1 {
+				t.Fatalf("%s: history %+v (%v), want only what the customer set", id, h, err)
+			}
 		}
 	})
 	t.Run("missing_id_rejected", func(t *testing.T) {
