@@ -86,6 +86,7 @@ type PartnerState interface {
 	sidecar.CustomerStore
 	sidecar.EventLog
 	sidecar.AuditLog
+	sidecar.Invalidator // to evict again on a retried revocation
 }
 
 // Partners owns the partner access lifecycle: requests, decisions, grants,
@@ -455,13 +456,21 @@ func decidedError(status string) error {
 // idempotent. Revoke then returns nil, and nothing is audited or
 // announced; policy is asked as for a grant of the caller's own
 // organisation, so only someone who could have revoked it hears so.
+//
+// Gone or not, the eviction is published again: the caller may be
+// retrying a revocation whose write reached the store while its answer,
+// and the eviction after it, were lost, and replicas that cached the
+// grant would otherwise honour it until their cache TTL.
 func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, customer, id string, authorize Authorize) (*sidecar.Grant, error) {
 	g, err := p.store.GetGrant(ctx, customer, id)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		if err := authorize("partner.revoke", map[string]any{"customer": customer, "partner_org": orgOf(caller), "grant_id": id}); err != nil {
 			return nil, err
 		}
-		return nil, party(caller, customer, orgOf(caller))
+		if err := party(caller, customer, orgOf(caller)); err != nil {
+			return nil, err
+		}
+		return nil, p.evictGrants(ctx, customer)
 	}
 	if err != nil {
 		return nil, err
@@ -490,7 +499,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		// Revoked or expired meanwhile: what was asked holds, and this
 		// caller did nothing to audit or announce.
-		return nil, nil
+		return nil, p.evictGrants(ctx, customer)
 	}
 	if err != nil {
 		return nil, err
@@ -504,6 +513,16 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		"level":       string(g.Level),
 		"revoked_by":  caller.Org,
 	})
+}
+
+// evictGrants tells every replica to drop what it cached of customer's
+// grants. A failure is the caller's to retry: the revocation it asked for
+// may not have reached the other replicas.
+func (p *Partners) evictGrants(ctx context.Context, customer string) error {
+	if err := p.store.Invalidate(ctx, sidecar.GrantKey(customer)); err != nil {
+		return sidecar.Errorf(sidecar.EUNAVAILABLE, "grant eviction not published: %v", err)
+	}
+	return nil
 }
 
 // revokeReissued revokes the grant a retried approval of g's request

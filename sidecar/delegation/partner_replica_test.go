@@ -3,11 +3,13 @@ package delegation_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // TestRevocationReachesEveryReplica revokes on one replica and watches a
@@ -73,4 +75,110 @@ func mustPartners(t *testing.T, env *partnerEnv, customer string) []sidecar.Gran
 		t.Fatal(err)
 	}
 	return gs
+}
+
+// TestRetriedRevocationReachesEveryReplica: a revocation whose write
+// reached Redis but whose answer and eviction did not (the connection cut
+// in between) answers 503, and the caller retries. The retry finds nothing
+// left to revoke; it must still evict the grant on every replica, or a
+// replica that cached it keeps honouring it until its cache TTL.
+func TestRetriedRevocationReachesEveryReplica(t *testing.T) {
+	srv, a, b, clock := twoReplicas(t)
+	env := &partnerEnv{store: a, clock: clock, partners: delegation.NewPartners(a, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))}
+	ctx := context.Background()
+
+	env.grant(t, patUser, orgRequest(sidecar.LevelCreate, 30))
+	g := mustPartners(t, env, "acme")[0]
+	resolverB := settledResolver(t, a, b, clock)
+	if got := resolvedLevel(resolverB, patUser, "acme"); got != "create" {
+		t.Fatalf("replica b resolves %q before the revocation, want create", got)
+	}
+	// The first attempt's write, without its eviction.
+	if err := srv.Client().HDel(ctx, "retry:{cust:acme}:grants", "partnerco\x00").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolvedLevel(resolverB, patUser, "acme"); got != "create" {
+		t.Fatalf("replica b resolves %q with no eviction sent, want its cached create", got)
+	}
+	if _, err := env.partners.Revoke(ctx, cora, "acme", g.ID, allowAll); err != nil {
+		t.Fatalf("retried revocation: %v", err)
+	}
+	partnerEventually(t, "the retried revocation on the other replica", func() bool {
+		return resolvedLevel(resolverB, patUser, "acme") == "no_live_grant"
+	})
+}
+
+// TestRetriedUnassignmentReachesEveryReplica is the same for a reseller
+// assignment: the retried delete finds no assignment and still evicts it.
+func TestRetriedUnassignmentReachesEveryReplica(t *testing.T) {
+	srv, a, b, clock := twoReplicas(t)
+	rs := delegation.NewResellers(a, delegation.ResellerConfig{})
+	ctx := context.Background()
+	staff := resellerStaff("shop-a.example", []string{"reseller_admin"}, nil)
+
+	if _, err := rs.Put(ctx, superAdmin, "acme", "shop-a.example", allowAll); err != nil {
+		t.Fatal(err)
+	}
+	resolverB := settledResolver(t, a, b, clock)
+	if got := resolvedLevel(resolverB, staff, "acme"); got != "reseller:shop-a.example" {
+		t.Fatalf("replica b resolves %q before the delete, want the assignment", got)
+	}
+	// The first attempt's write, without its eviction.
+	if err := srv.Client().Del(ctx, "retry:{cust:acme}:assign").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolvedLevel(resolverB, staff, "acme"); got != "reseller:shop-a.example" {
+		t.Fatalf("replica b resolves %q with no eviction sent, want its cached assignment", got)
+	}
+	if err := rs.Delete(ctx, superAdmin, "acme", allowAll); err != nil {
+		t.Fatalf("retried delete: %v", err)
+	}
+	partnerEventually(t, "the retried delete on the other replica", func() bool {
+		return resolvedLevel(resolverB, staff, "acme") == "customer_not_in_domain"
+	})
+}
+
+// twoReplicas is two Redis stores on one real redis-server.
+func twoReplicas(t *testing.T) (*redistest.Server, sidecar.Store, sidecar.Store, *partnerClock) {
+	t.Helper()
+	srv := redistest.Start(t)
+	clock := newPartnerClock()
+	replica := func() sidecar.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "retry",
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	return srv, replica(), replica(), clock
+}
+
+// settledResolver is a caching resolver on replica b that starts after
+// every eviction a has published so far reached b: pub/sub keeps a
+// publisher's order, so once a marker published last arrives, no earlier
+// eviction can reach the new resolver's cache.
+func settledResolver(t *testing.T, a, b sidecar.Store, clock *partnerClock) *resolve.OnBehalfResolver {
+	t.Helper()
+	marker := "settled:" + t.Name()
+	seen := make(chan struct{}, 1)
+	cancel := b.Subscribe(func(k string) {
+		if k == marker {
+			select {
+			case seen <- struct{}{}:
+			default:
+			}
+		}
+	})
+	defer cancel()
+	if err := a.Invalidate(context.Background(), marker); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("marker eviction never reached the other replica")
+	}
+	return cachedResolver(t, &partnerEnv{store: b, clock: clock}, b)
 }

@@ -77,6 +77,7 @@ type ResellerState interface {
 	AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error)
 	sidecar.EventLog
 	sidecar.AuditLog
+	sidecar.Invalidator // to evict again on a retried delete
 }
 
 // assignmentTries bounds how often a change is read, judged and written
@@ -219,6 +220,12 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 			return err
 		}
 		if prev == nil {
+			// Nothing to delete, perhaps because this retries a delete
+			// whose write reached the store while its answer and eviction
+			// were lost: evict again, so no replica keeps it cached.
+			if err := r.store.Invalidate(ctx, sidecar.AssignmentKey(customer)); err != nil {
+				return sidecar.Errorf(sidecar.EUNAVAILABLE, "assignment eviction not published: %v", err)
+			}
 			return nil
 		}
 		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: prev.Domain})
