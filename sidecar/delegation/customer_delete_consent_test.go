@@ -19,7 +19,9 @@ import (
 // withdrawn, and no consent change is recorded.
 func TestDeleteCustomerRecordsConsentWithdrawal(t *testing.T) {
 	stores := map[string]func(t *testing.T, clock *storetest.Clock) sidecar.Store{
-		"memory": func(_ *testing.T, clock *storetest.Clock) sidecar.Store { return memory.New(memory.WithClock(clock.Now)) },
+		"memory": func(_ *testing.T, clock *storetest.Clock) sidecar.Store {
+			return memory.New(memory.WithClock(clock.Now))
+		},
 		"redis": func(t *testing.T, clock *storetest.Clock) sidecar.Store {
 			return redisReplica(t, redistest.Start(t), "del", clock)
 		},
