@@ -75,8 +75,14 @@ func TestResellerAPI(t *testing.T) {
 				t.Fatalf("globex moved to %s", a.Domain)
 			}
 		}},
-		{name: "delete another domain's customer", status: 403, code: "forbidden", msg: "customer_not_in_domain", do: func(p *partnerAPI, sam string) pres {
+		// Deleting another domain's customer answers as deleting an
+		// unassigned one, and leaves it where it is.
+		{name: "delete another domain's customer", status: 204, do: func(p *partnerAPI, sam string) pres {
 			return p.call("DELETE", "reseller/assignments/globex", sam, nil)
+		}, after: func(t *testing.T, p *partnerAPI) {
+			if a, err := p.store.GetAssignment(context.Background(), "globex"); err != nil || a.Domain != "shop-b.example" {
+				t.Fatalf("globex = %+v, %v; want it left in shop-b.example", a, err)
+			}
 		}},
 		{name: "delete an unassigned customer", status: 204, do: func(p *partnerAPI, sam string) pres {
 			return p.call("DELETE", "reseller/assignments/initech", sam, nil)

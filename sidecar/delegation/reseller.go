@@ -145,14 +145,16 @@ func (r *Resellers) Get(ctx context.Context, by *sidecar.Identity, customer stri
 	return a, nil
 }
 
-// inAnotherDomain reports whether policy refused a caller who may read its
-// own domain's assignments because the customer is in another domain. Get
-// answers such a customer as unassigned, word for word: a refusal would
-// tell reseller staff which customer ids other domains hold, which the
-// check path never tells (customer_not_in_domain there for both). A caller
-// without the permission is refused as before. Changes stay refused: only
-// super admins make them, and a refused move tells them no more than a
-// move into their domain would.
+// inAnotherDomain reports whether policy refused a caller who may act on
+// its own domain's assignments because the customer is in another domain.
+// Get and Delete answer such a customer as unassigned, word for word: a
+// refusal would tell reseller staff which customer ids other domains hold,
+// which the check path never tells (customer_not_in_domain there for
+// both). A caller without the permission is refused as before, and one
+// whose permission covers the other domain is never refused this way. A
+// Put into one's own domain stays refused: it assigns an unassigned
+// customer, so it cannot answer both alike, but it probes only by
+// claiming, which is written and audited, never quietly.
 func inAnotherDomain(err error) bool {
 	return sidecar.ErrorCode(err) == sidecar.EFORBIDDEN && sidecar.ErrorMessage(err) == "customer_not_in_domain"
 }
@@ -204,7 +206,11 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 }
 
 // Delete removes the customer from its domain once policy lets by; an
-// absent assignment is not an error (DELETE is idempotent).
+// absent assignment is not an error (DELETE is idempotent). Nor is, for a
+// caller who may delete its own domain's assignments, a customer of
+// another domain: from by's domain there is nothing to delete, and a
+// refusal would tell which customer ids other domains hold (see
+// inAnotherDomain). Nothing is changed or audited then.
 func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer string, authorize Authorize) error {
 	var prev *sidecar.Assignment
 	err := retryMoved(func() error {
@@ -217,7 +223,10 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 		}
 		target["domain"] = domainOf(by)
 		if err := authorize("reseller.assignment.delete", target); err != nil {
-			return err
+			if !inAnotherDomain(err) {
+				return err
+			}
+			prev = nil
 		}
 		if prev == nil {
 			// Nothing to delete, perhaps because this retries a delete
