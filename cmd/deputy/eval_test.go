@@ -196,6 +196,7 @@ func TestEvalRefusesBadArguments(t *testing.T) {
 		want string
 	}{
 		{name: "record logged without input", args: []string{"--input", "testdata/eval/record_no_input.json"}, want: "include_input off"},
+		{name: "record logged without its oversized input", args: []string{"--input", "testdata/eval/record_oversized.json"}, want: "decision_log.max_record_bytes"},
 		{name: "identity with a typo", args: []string{"--input", "testdata/eval/http_get.json", "--identity", `{"sbu": "x"}`}, want: "sbu"},
 		{name: "identity exp of the wrong kind", args: []string{"--input", "testdata/eval/http_get.json", "--identity", `{"sub": "x", "exp": true}`}, want: "identity.exp"},
 		{name: "inline JSON cut short", args: []string{"--input", `{"path": "/a"`}, want: "not a JSON object"},

@@ -15,18 +15,12 @@ import (
 // the decision's id and result.
 func boundedRecord(t *testing.T, d *sidecar.Decision) map[string]any {
 	t.Helper()
-	cfg := Defaults()
-	cfg.MaxRecordBytes = MinMaxRecordBytes
-	l, err := New(cfg, DiscardSink{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := l.appendRecord(context.Background(), nil, d)
+	b, err := smallestBound(t).appendRecord(context.Background(), nil, d)
 	if err != nil {
 		t.Fatalf("record not written: %v", err)
 	}
-	if len(b) > cfg.MaxRecordBytes {
-		t.Fatalf("record of %d bytes passes the bound %d", len(b), cfg.MaxRecordBytes)
+	if len(b) > MinMaxRecordBytes {
+		t.Fatalf("record of %d bytes passes the bound %d", len(b), MinMaxRecordBytes)
 	}
 	var r map[string]any
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -43,6 +37,18 @@ func boundedRecord(t *testing.T, d *sidecar.Decision) map[string]any {
 		t.Fatalf("decision_id = %q, not the decision's", id)
 	}
 	return r
+}
+
+// smallestBound is a logger with the smallest max_record_bytes allowed.
+func smallestBound(t *testing.T) *Logger {
+	t.Helper()
+	cfg := Defaults()
+	cfg.MaxRecordBytes = MinMaxRecordBytes
+	l, err := New(cfg, DiscardSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // asLogged is s as a JSON reader gets it back: invalid UTF-8 as U+FFFD.
@@ -102,13 +108,7 @@ func TestRecordBoundWorstCase(t *testing.T) {
 func TestRecordBoundEdge(t *testing.T) {
 	d := decisionOf("x")
 	d.Input = map[string]any{"pad": ""}
-	cfg := Defaults()
-	cfg.MaxRecordBytes = MinMaxRecordBytes
-	l, err := New(cfg, DiscardSink{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	empty, err := l.appendRecord(context.Background(), nil, d)
+	empty, err := smallestBound(t).appendRecord(context.Background(), nil, d)
 	if err != nil {
 		t.Fatal(err)
 	}
