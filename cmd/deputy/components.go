@@ -278,7 +278,7 @@ func (d *delegationPart) Stop(ctx context.Context) error {
 }
 
 func (d *delegationPart) closeResolvers() error {
-	err := errors.Join(d.sessions.Close(), d.cached.Close())
+	err := errors.Join(d.sessions.Close(), d.cached.Close(), d.imp.Close())
 	if d.guard != nil {
 		err = errors.Join(err, d.guard.Close())
 	}

@@ -54,7 +54,7 @@ type ImpersonationConfig struct {
 	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time; keep it well below the idle timeout"`
 	// CacheTTL also bounds how long a cached entry counts as fresh while
 	// the store is down.
-	CacheTTL  time.Duration `yaml:"cache_ttl" usage:"how stale a cached session may be when an eviction message is lost"`
+	CacheTTL  time.Duration `yaml:"cache_ttl" usage:"how stale a cached session may be when an eviction message is lost; also how often a replica writes a staff member's staff mark again"`
 	CacheSize int           `yaml:"cache_size" usage:"sessions kept in the local cache"`
 }
 

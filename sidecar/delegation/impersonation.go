@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -18,13 +19,15 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 )
 
-// Store is the state Login as Customer needs.
+// Store is the state Login as Customer needs. Its Invalidator tells when
+// what this process remembers writing may have been lost.
 type Store interface {
 	sidecar.CustomerStore
 	sidecar.ConsentStore
 	sidecar.SessionStore
 	sidecar.EventLog
 	sidecar.AuditLog
+	sidecar.Invalidator
 }
 
 // Authorize asks policy whether the caller may perform action on target;
@@ -43,9 +46,18 @@ type Impersonation struct {
 	cfg    ImpersonationConfig
 	clock  sidecar.Clock
 	logger *slog.Logger
-	// staffSeen remembers the subjects recorded as staff by this process,
-	// so a staff action costs a store write once, not every time.
-	staffSeen *lru.Cache[string, struct{}]
+	// staffSeen remembers when this process last wrote each subject's
+	// staff mark, so a staff action costs a store write at most once per
+	// cfg.CacheTTL, not every time. It is a hint, never the truth: the
+	// mark can vanish from the store (a Redis restart without
+	// persistence, failover to a lagging replica, eviction), and a mark
+	// remembered forever would leave that staff account impersonable. So
+	// an entry expires after cfg.CacheTTL, and all are forgotten when the
+	// store says cached state can't be trusted (sidecar.InvalidateAll).
+	staffMu   sync.Mutex // orders a recorded write after a forget
+	staffGen  uint64     // counts forgets, under staffMu
+	staffSeen *lru.Cache[string, time.Time]
+	cancel    func()
 }
 
 // staffSeenSize bounds the subjects remembered as recorded; one forgotten
@@ -74,12 +86,31 @@ func WithImpersonationLogger(l *slog.Logger) ImpersonationOption {
 // the active policy data.
 func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption) *Impersonation {
 	i := &Impersonation{store: store, data: data, clock: time.Now, logger: slog.Default()}
-	i.staffSeen, _ = lru.New[string, struct{}](staffSeenSize) // fails only for a size below 1
+	i.staffSeen, _ = lru.New[string, time.Time](staffSeenSize) // fails only for a size below 1
 	for _, o := range opts {
 		o(i)
 	}
 	i.cfg.SetDefaults()
+	i.cancel = store.Subscribe(i.evict)
 	return i
+}
+
+// Close stops listening for the store's invalidations.
+func (i *Impersonation) Close() error {
+	i.cancel()
+	return nil
+}
+
+// evict forgets every staff mark written when the store signals that
+// invalidations, and so perhaps writes, were lost.
+func (i *Impersonation) evict(key string) {
+	if key != sidecar.InvalidateAll {
+		return
+	}
+	i.staffMu.Lock()
+	i.staffGen++
+	i.staffSeen.Purge()
+	i.staffMu.Unlock()
 }
 
 // Config returns the effective config.
@@ -218,20 +249,38 @@ func protection(sw Switches) sidecar.Protection {
 
 // RecordStaff records that subject acted with a staff permission, so its
 // own account can never be impersonated and the sessions impersonating it
-// end (sidecar.EndCustomerProtected, by Deputy). Each subject is written
-// once per process: the management API calls this on every staff action.
-// A failed write is logged and tried again on the subject's next action.
+// end (sidecar.EndCustomerProtected, by Deputy). The management API calls
+// this on every staff action; the store is written again once the last
+// write is cfg.CacheTTL old or the store lost track (see staffSeen). A
+// failed write is logged and tried again on the subject's next action.
 func (i *Impersonation) RecordStaff(ctx context.Context, subject string) {
 	if subject == "" {
 		return
 	}
-	if seen, _ := i.staffSeen.ContainsOrAdd(subject, struct{}{}); seen {
-		return
-	}
-	if err := i.markStaff(ctx, subject); err != nil {
-		i.staffSeen.Remove(subject)
+	if err := i.assertStaff(ctx, subject); err != nil {
 		i.logger.Warn("staff subject not recorded", "subject", subject, "error", err)
 	}
+}
+
+// assertStaff writes subject's staff mark unless this process wrote it
+// less than cfg.CacheTTL ago and the store has not signalled a loss since.
+func (i *Impersonation) assertStaff(ctx context.Context, subject string) error {
+	now := i.clock()
+	if at, ok := i.staffSeen.Get(subject); ok && now.Sub(at) < i.cfg.CacheTTL {
+		return nil
+	}
+	i.staffMu.Lock()
+	gen := i.staffGen
+	i.staffMu.Unlock()
+	if err := i.markStaff(ctx, subject); err != nil {
+		return err
+	}
+	i.staffMu.Lock()
+	if gen == i.staffGen { // no forget since: the write is still worth trusting
+		i.staffSeen.Add(subject, now)
+	}
+	i.staffMu.Unlock()
+	return nil
 }
 
 // markStaff records subject as staff and reports the sessions it ended.
@@ -398,12 +447,9 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 	}
 	// Policy let this subject start a session, so it is staff: from now on
 	// its own customer account (same subject) cannot be impersonated.
-	// Written once per process, as RecordStaff does.
-	if !i.staffSeen.Contains(staff.Subject) {
-		if err := i.markStaff(ctx, staff.Subject); err != nil {
-			return nil, err
-		}
-		i.staffSeen.Add(staff.Subject, struct{}{})
+	// Written as RecordStaff does.
+	if err := i.assertStaff(ctx, staff.Subject); err != nil {
+		return nil, err
 	}
 	view := req.StoreView
 	if view == "" {

@@ -29,6 +29,7 @@ var callerless = map[string]string{
 	"Impersonation.Switches":   "policy data's switches, the same for every caller",
 	"Impersonation.Sweep":      "Deputy's own sweep for lapsed sessions and consents",
 	"Impersonation.RunSweeper": "Deputy's own sweep for lapsed sessions and consents",
+	"Impersonation.Close":      "lifecycle: stops listening for the store's invalidations",
 	"Impersonation.RecordStaff": "Deputy's own record of a subject that acted with a staff permission, " +
 		"taken after policy allowed that action; it only ever narrows access",
 }

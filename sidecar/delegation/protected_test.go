@@ -128,8 +128,9 @@ func (c *countingMarks) MarkStaff(ctx context.Context, subject string) ([]sideca
 }
 
 // Every staff action records its subject, but the store is written once
-// per subject per process; a write that failed is tried again on the
-// subject's next action, and the mark, once stored, protects the account.
+// per subject per cache_ttl (TestLostStaffMarkIsWrittenAgain); a write
+// that failed is tried again on the subject's next action, and the mark,
+// once stored, protects the account.
 func TestRecordStaffWritesOncePerSubject(t *testing.T) {
 	ctx := context.Background()
 	store := &countingMarks{Store: memory.New()}
