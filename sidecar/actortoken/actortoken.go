@@ -40,7 +40,7 @@ type Config struct {
 	// KeyFiles: the first signs; the others stay published so tokens
 	// signed before a rotation keep verifying.
 	KeyFiles    []string      `yaml:"key_files" usage:"PEM or JWK private keys, the first signs, the rest stay published (required outside dev mode)"`
-	JWKSURI     string        `yaml:"jwks_uri" usage:"jwks_uri advertised in the discovery document (empty: derived from the issuer URL or the request)"`
+	JWKSURI     string        `yaml:"jwks_uri" usage:"jwks_uri advertised in the discovery document (empty: derived from an issuer URL; with neither, the document has none)"`
 	CacheMaxAge time.Duration `yaml:"cache_max_age" usage:"how long upstreams may cache the JWKS"`
 	// MintPerRequest: by default a token is reused for the same delegation
 	// during the first half of its lifetime: signing dominates the cost of

@@ -313,6 +313,8 @@ func TestHandlers(t *testing.T) {
 	k1, k2 := genKey(t), genKey(t)
 	byURL := newSigner(t, actortoken.Config{Issuer: "https://deputy.example.com/", CacheMaxAge: time.Minute}, actortoken.WithKeys(k1, k2))
 	byName := newSigner(t, actortoken.Config{}, actortoken.WithKeys(k1))
+	byConfig := newSigner(t, actortoken.Config{JWKSURI: "https://keys.example.com/jwks.json"}, actortoken.WithKeys(k1))
+	evilHost := map[string]string{"Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
 	etag := func() string {
 		rec := httptest.NewRecorder()
 		byURL.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, actortoken.JWKSPath, nil))
@@ -358,9 +360,16 @@ func TestHandlers(t *testing.T) {
 			check: discoveryCheck("https://deputy.example.com/", "https://deputy.example.com/.well-known/jwks.json"),
 		},
 		{
-			name: "discovery derives jwks_uri from the request", signer: byName, method: http.MethodGet, path: actortoken.DiscoveryPath,
-			header: map[string]string{"X-Forwarded-Proto": "https"}, status: 200,
-			check: discoveryCheck("deputy", "https://example.com/.well-known/jwks.json"),
+			// A shared cache keeps the document for every client: a jwks_uri
+			// built from the Host would point upstreams at the attacker's keys.
+			name: "discovery never takes jwks_uri from the request", signer: byName, method: http.MethodGet, path: actortoken.DiscoveryPath,
+			header: evilHost, status: 200,
+			check: discoveryCheck("deputy", ""),
+		},
+		{
+			name: "discovery with a configured jwks_uri", signer: byConfig, method: http.MethodGet, path: actortoken.DiscoveryPath,
+			header: evilHost, status: 200,
+			check: discoveryCheck("deputy", "https://keys.example.com/jwks.json"),
 		},
 		{name: "unknown path", signer: byURL, method: http.MethodGet, path: "/.well-known/other", status: http.StatusNotFound},
 	}
@@ -369,6 +378,9 @@ func TestHandlers(t *testing.T) {
 			req := httptest.NewRequest(tc.method, tc.path, nil)
 			for k, v := range tc.header {
 				req.Header.Set(k, v)
+			}
+			if h := tc.header["Host"]; h != "" {
+				req.Host = h
 			}
 			rec := httptest.NewRecorder()
 			tc.signer.Handler().ServeHTTP(rec, req)
@@ -392,14 +404,20 @@ func discoveryCheck(issuer, jwksURI string) func(*testing.T, []byte) {
 	return func(t *testing.T, body []byte) {
 		var doc struct {
 			Issuer  string   `json:"issuer"`
-			JWKSURI string   `json:"jwks_uri"`
+			JWKSURI *string  `json:"jwks_uri"`
 			Algs    []string `json:"id_token_signing_alg_values_supported"`
 		}
 		if err := json.Unmarshal(body, &doc); err != nil {
 			t.Fatal(err)
 		}
-		if doc.Issuer != issuer || doc.JWKSURI != jwksURI || len(doc.Algs) != 1 || doc.Algs[0] != "ES256" {
-			t.Fatalf("discovery = %+v", doc)
+		if doc.Issuer != issuer || len(doc.Algs) != 1 || doc.Algs[0] != "ES256" {
+			t.Fatalf("discovery = %s", body)
+		}
+		switch {
+		case jwksURI == "" && doc.JWKSURI != nil:
+			t.Fatalf("jwks_uri %q, want none", *doc.JWKSURI)
+		case jwksURI != "" && (doc.JWKSURI == nil || *doc.JWKSURI != jwksURI):
+			t.Fatalf("discovery = %s, want jwks_uri %q", body, jwksURI)
 		}
 	}
 }

@@ -11,9 +11,16 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
+// discoveryDoc is the same for every request: nothing in it comes from
+// the request (its Host or X-Forwarded-* headers), so a shared cache can
+// never be handed a document pointing upstreams at someone else's keys.
+// Without a jwks_uri configured or an issuer URL to derive it from, it
+// has no jwks_uri: an issuer that is not a URL cannot be discovered by an
+// OIDC client anyway, and upstreams then fetch JWKSPath where they reach
+// Deputy.
 type discoveryDoc struct {
 	Issuer          string   `json:"issuer"`
-	JWKSURI         string   `json:"jwks_uri"`
+	JWKSURI         string   `json:"jwks_uri,omitempty"`
 	SigningAlgs     []string `json:"id_token_signing_alg_values_supported"`
 	ResponseTypes   []string `json:"response_types_supported"`
 	SubjectTypes    []string `json:"subject_types_supported"`
@@ -101,11 +108,7 @@ func (s *Signer) DiscoveryHandler() http.Handler {
 		if !readOnly(w, r) {
 			return
 		}
-		doc := s.discovery
-		if doc.JWKSURI == "" {
-			doc.JWKSURI = requestBase(r) + JWKSPath
-		}
-		b, err := json.Marshal(doc)
+		b, err := json.Marshal(s.discovery)
 		if err != nil {
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			return
@@ -142,17 +145,4 @@ func etagMatches(header, etag string) bool {
 		}
 	}
 	return false
-}
-
-// requestBase is the scheme and host the request reached Deputy on, used
-// only when no issuer URL or jwks_uri is configured (dev mode).
-func requestBase(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
-		scheme = p
-	}
-	return scheme + "://" + r.Host
 }
