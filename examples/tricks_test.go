@@ -53,6 +53,9 @@ var impersonationTricks = []trick{
 	{name: "PHP leading space in query", method: "GET", path: "/customer/account/edit/?%20_method=POST"},
 	{name: "encoded # cutting the path", method: "POST", path: "/customer/account/password%23x"},
 	{name: "encoded ? cutting the path", method: "POST", path: "/customer/account/password%3Fx"},
+	{name: "REST password change", method: "PUT", path: "/rest/V1/customers/me/password"},
+	{name: "REST account edit with a store code", method: "PUT", path: "/rest/default/V1/customers/me"},
+	{name: "REST account edit through the front controller", method: "PUT", path: "/index.php/rest/all/V1/Customers/Me"},
 }
 
 // anonymousTricks aim at the application through spellings of Deputy's

@@ -166,6 +166,8 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "authenticated without a token", method: "GET", path: "/customer/account", reason: "authentication_required"},
 		{name: "impersonation by a custom staff role", method: "GET", path: "/customer/account", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
 		{name: "impersonation, forbidden route", method: "POST", path: "/customer/account/password/", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
+		{name: "impersonation, forbidden REST route", method: "PUT", path: "/rest/default/V1/customers/me/password", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
+		{name: "impersonation, REST read", method: "GET", path: "/rest/default/V1/customers/me", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
 		{name: "partner within its level", method: "GET", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "partner_level_sufficient"},
 		{name: "partner above its level", method: "POST", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "level_too_low:create"},
 		{name: "partner named by the changed path alone", method: "GET", path: "/accounts/acme/service-requests", who: &pat, allowed: true, reason: "partner_level_sufficient"},

@@ -251,3 +251,54 @@ test_actor_permission_on_every_request[note] if {
 	d.allowed == tc.allowed
 	d.reason == tc.reason
 }
+
+# Magento's REST API runs the same account actions as the storefront's
+# pages, with the customer's session, under /rest/<store code>/V1/...: the
+# store code ("default", "all", none), a front controller or an async
+# prefix in front of V1 does not take a route out of reach, since routes
+# match from any segment on.
+test_rest_api[note] if {
+	some note, tc in {
+		"change password": {"methods": ["PUT"], "path": "/rest/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password with store code": {"methods": ["PUT"], "path": "/rest/default/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password in every store": {"methods": ["PUT"], "path": "/rest/all/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password through the front controller": {"methods": ["PUT"], "path": "/index.php/rest/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password, front controller and store code": {"methods": ["PUT"], "path": "/index.php/rest/default/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password asynchronously": {"methods": ["PUT"], "path": "/rest/async/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password in bulk": {"methods": ["PUT"], "path": "/rest/default/async/bulk/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password in upper case": {"methods": ["PUT"], "path": "/REST/DEFAULT/V1/CUSTOMERS/ME/PASSWORD", "reason": "password_change_forbidden"},
+		"change password with parameters": {"methods": ["PUT"], "path": "/rest;a/default/V1;b/customers/me;c/password;d", "reason": "password_change_forbidden"},
+		"change password with a suffix": {"methods": ["PUT"], "path": "/rest/V1/customers/me/password.json", "reason": "password_change_forbidden"},
+		"change password, any method": {"methods": ["POST"], "path": "/rest/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"change password by override": {"methods": ["GET", "PUT"], "path": "/rest/V1/customers/me/password", "reason": "password_change_forbidden"},
+		"edit account": {"methods": ["PUT"], "path": "/rest/V1/customers/me", "reason": "account_change_forbidden"},
+		"edit account with store code": {"methods": ["PUT"], "path": "/rest/default/V1/customers/me", "reason": "account_change_forbidden"},
+		"edit account in mixed case": {"methods": ["PUT"], "path": "/Rest/Default/v1/Customers/Me/", "reason": "account_change_forbidden"},
+		"edit account by override": {"methods": ["POST", "PUT"], "path": "/rest/default/V1/customers/me", "reason": "account_change_forbidden"},
+		"edit account through the front controller": {"methods": ["PUT"], "path": "/index.php/rest/default/V1/customers/me", "reason": "account_change_forbidden"},
+		"edit account with repeated slashes": {"methods": ["PUT"], "path": "//rest//default//V1//customers//me", "reason": "account_change_forbidden"},
+		"activate account": {"methods": ["PUT"], "path": "/rest/default/V1/customers/me/activate", "reason": "account_change_forbidden"},
+		"reset password": {"methods": ["POST"], "path": "/rest/default/V1/customers/resetPassword", "reason": "password_change_forbidden"},
+		"reset password in lower case": {"methods": ["POST"], "path": "/rest/V1/customers/resetpassword", "reason": "password_change_forbidden"},
+		"reset link check": {"methods": ["GET"], "path": "/rest/default/V1/customers/42/password/resetLinkToken/abc", "reason": "password_change_forbidden"},
+		"mount point and store code": {"methods": ["PUT"], "path": "/shop/index.php/rest/fr/V1/customers/me", "reason": "account_change_forbidden"},
+	}
+	d := impersonation.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _session})
+	not d.allowed
+	d.reason == tc.reason
+}
+
+# Reading the account, and the REST routes of shopping, stay open.
+test_rest_api_reads_and_shopping_stay_allowed[note] if {
+	some note, tc in {
+		"read account": {"methods": ["GET"], "path": "/rest/default/V1/customers/me"},
+		"read billing address": {"methods": ["GET"], "path": "/rest/V1/customers/me/billingAddress"},
+		"read shipping address": {"methods": ["GET"], "path": "/rest/all/V1/customers/me/shippingAddress"},
+		"add to cart": {"methods": ["POST"], "path": "/rest/default/V1/carts/mine/items"},
+		"place order": {"methods": ["POST"], "path": "/rest/default/V1/carts/mine/payment-information"},
+		"a route merely starting like me": {"methods": ["PUT"], "path": "/rest/V1/customers/mebership"},
+	}
+	d := impersonation.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _session})
+	d.allowed
+	d.reason == "impersonation"
+}
