@@ -175,8 +175,10 @@ func partnerGrant(t *testing.T, d *deputy, base, level string) http.Header {
 // _method is decided as every method an override could name, so a
 // partner with update on service requests cannot DELETE one with a form
 // field, while a body-less POST (the proxies state the original length)
-// is decided as the POST it is. A query field name holding a NUL (PHP
-// reads "_method\x00x" as "_method") is refused.
+// is decided as the POST it is. Query carriers match in any case (Slim
+// reads _METHOD, ASP.NET X-HTTP-Method-Override from the query string).
+// A query field name holding a NUL (PHP reads "_method\x00x" as
+// "_method") is refused.
 func TestBodyOverridesThroughProxy(t *testing.T) {
 	for _, px := range proxies {
 		t.Run(px.name, func(t *testing.T) {
@@ -190,6 +192,9 @@ func TestBodyOverridesThroughProxy(t *testing.T) {
 			}{
 				{name: "body-less POST", reaches: true},
 				{name: "_method in query", query: "?_method=DELETE"},
+				{name: "_METHOD in query", query: "?_METHOD=DELETE"},
+				{name: "X-HTTP-Method-Override in query", query: "?X-HTTP-Method-Override=DELETE"},
+				{name: "x-http-method-override in query", query: "?x-http-method-override=DELETE"},
 				{name: "_method and a NUL in query", query: "?_method%00=DELETE"},
 				{name: "_method, a NUL and more in query", query: "?_method%00x=DELETE"},
 				{name: "form _method", contentType: "application/x-www-form-urlencoded", body: "_method=DELETE"},

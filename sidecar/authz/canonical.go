@@ -195,29 +195,34 @@ func hasEscape(s string) bool {
 }
 
 // Method override carriers: where a request may name another method for
-// the upstream to run (Rails, Laravel, Symfony and Express middleware
-// honour them). A carrier is "header:<name>", "query:<param>" or
-// "body:<param>" (urlencoded, multipart and JSON bodies).
+// the upstream to run (Rails, Laravel, Symfony, Slim, Express and ASP.NET
+// MVC honour them). A carrier is "header:<name>", "query:<param>" or
+// "body:<param>" (urlencoded, multipart and JSON bodies). Query and body
+// names compare in any case: Slim reads "_METHOD", and ASP.NET compares
+// form and query names case-insensitively.
 const (
 	carrierHeader = "header:"
 	carrierQuery  = "query:"
 	carrierBody   = "body:"
 )
 
-// DefaultMethodOverrides are the carriers the common frameworks honour.
+// DefaultMethodOverrides are the carriers the common frameworks honour:
+// ASP.NET MVC's GetHttpMethodOverride reads X-HTTP-Method-Override from
+// the headers, then the form, then the query string.
 func DefaultMethodOverrides() []string {
 	return []string{
 		"header:x-http-method-override", "header:x-http-method", "header:x-method-override",
-		"query:_method", "body:_method",
+		"query:_method", "query:x-http-method-override", "body:_method", "body:x-http-method-override",
 	}
 }
 
 // MethodOverrides are the parsed carriers.
 type MethodOverrides struct {
 	headers []string // ownedName form: lower case, "-" for "_"
-	query   []string
-	body    []string
-	// queryRuns are the query carriers' longestRun, found once.
+	query   []string // fieldKey form
+	body    []string // fieldKey form
+	// queryRuns are the query carriers' longestRun, lower-cased, found
+	// once; a run that holds another is left out (the other finds it).
 	queryRuns []string
 }
 
@@ -235,10 +240,10 @@ func ParseMethodOverrides(carriers []string) (MethodOverrides, error) {
 		case carrierHeader:
 			m.headers = append(m.headers, ownedName(name))
 		case carrierQuery:
-			m.query = append(m.query, name)
-			m.queryRuns = append(m.queryRuns, longestRun(name))
+			m.query = append(m.query, fieldKey(name))
+			m.queryRuns = addRun(m.queryRuns, longestRun(fieldKey(name)))
 		case carrierBody:
-			m.body = append(m.body, name)
+			m.body = append(m.body, fieldKey(name))
 		default:
 			return m, sidecar.Invalid("method_overrides", "%q: want header:<name>, query:<param> or body:<param>", c)
 		}
@@ -269,21 +274,10 @@ func (s *methodSet) add(m string) error {
 	return nil
 }
 
-// addValues adds the methods that parameters named as a carrier name,
-// the names compared as PHP reads them (phpName): PHP makes $_GET['_method']
-// of ".method", " _method" and "_method[", and front controllers honour it.
-func (s *methodSet) addValues(vals map[string][]string, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(vals))
-	for k := range vals {
-		if isCarrier(k, names) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+// addValues adds the methods that parameters named as a carrier name
+// (see isCarrier).
+func (s *methodSet) addValues(vals map[string][]string, keys []string) error {
+	for _, k := range carrierFields(vals, keys) {
 		for _, m := range vals[k] {
 			if err := s.add(m); err != nil {
 				return err
@@ -293,19 +287,39 @@ func (s *methodSet) addValues(vals map[string][]string, names []string) error {
 	return nil
 }
 
-func isCarrier(k string, names []string) bool {
-	for _, name := range names {
-		if k == name {
+// carrierFields are the names of fields that are carriers, sorted so the
+// methods array does not depend on map order.
+func carrierFields[V any](fields map[string]V, keys []string) []string {
+	if len(keys) == 0 {
+		return nil
+	}
+	var names []string
+	for k := range fields {
+		if isCarrier(k, keys) {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// isCarrier reports whether a query, form or JSON field named k is one of
+// the carriers (in fieldKey form).
+func isCarrier(k string, keys []string) bool {
+	for _, key := range keys {
+		if k == key {
 			return true
 		}
 	}
-	pk := sidecar.PHPFieldName(k)
-	for _, name := range names {
-		if pk == sidecar.PHPFieldName(name) {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(keys, fieldKey(k))
+}
+
+// fieldKey is a field name as the frameworks that read overrides may take
+// it: PHP makes $_GET['_method'] of ".method", " _method" and "_method["
+// (sidecar.PHPFieldName), Slim reads "_METHOD", and ASP.NET compares form
+// and query names ignoring case, Unicode included (foldASCII: "ı" is "i").
+func fieldKey(k string) string {
+	return foldASCII(sidecar.PHPFieldName(k))
 }
 
 // urlOverrides replace the request URI in upstreams that honour them
@@ -395,12 +409,13 @@ func (m *MethodOverrides) fromQuery(raw string, s *methodSet) (url.Values, error
 	if len(m.query) == 0 {
 		return nil, nil
 	}
-	// PHP renames " ", "." and "[" to "_" (phpName), so a carrier may be
+	// PHP renames " ", "." and "[" to "_" (fieldKey), so a carrier may be
 	// spelled with any of them in place of "_"; its other bytes appear as
-	// they are, unless escaped.
-	found := strings.IndexByte(raw, '%') >= 0
+	// they are in some ASCII case, unless escaped or folded from a
+	// non-ASCII rune.
+	found := escapedOrWide(raw)
 	for _, run := range m.queryRuns {
-		found = found || strings.Contains(raw, run)
+		found = found || containsLower(raw, run)
 	}
 	if !found {
 		return nil, nil
@@ -454,6 +469,57 @@ func hasControl(s string) bool {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// escapedOrWide reports whether s holds "%" or a non-ASCII byte: a field
+// name whose bytes may differ from the name it is read as.
+func escapedOrWide(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return false
+}
+
+// containsLower reports whether s holds sub, a lower-case ASCII string, in
+// any ASCII case. It allocates nothing: it runs on every check's query.
+func containsLower(s, sub string) bool {
+	if sub == "" {
+		return true
+	}
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for j < len(sub) && lowerByte(s[i+j]) == sub[j] {
+			j++
+		}
+		if j == len(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func lowerByte(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// addRun adds a query carrier's run to the quick filter's, unless a run
+// it holds is there already; it replaces a run that holds it.
+func addRun(runs []string, run string) []string {
+	for i, r := range runs {
+		switch {
+		case strings.Contains(run, r):
+			return runs
+		case strings.Contains(r, run):
+			runs[i] = run
+			return runs
+		}
+	}
+	return append(runs, run)
+}
 
 // longestRun is the longest part of name between the bytes PHP would
 // produce from another one ("_").

@@ -108,6 +108,33 @@ func TestPolicySeesCanonicalRequest(t *testing.T) {
 			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
 		{name: "_method in JSON body", method: "POST", path: "/a", headers: map[string]string{"content-type": "application/json"}, body: `{"_method":"put"}`,
 			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,PUT", wantParsedPath: "a"},
+		// Slim's MethodOverrideMiddleware reads _METHOD from a form or
+		// JSON body; ASP.NET MVC reads X-HTTP-Method-Override from the
+		// form and the query string, names compared in any case.
+		{name: "Slim: _METHOD in form body", method: "POST", path: "/a", headers: form, body: "_METHOD=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "Slim: _METHOD in JSON body", method: "POST", path: "/a", headers: map[string]string{"content-type": "application/json"}, body: `{"_METHOD":"DELETE"}`,
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "JSON carriers in a stable order", method: "POST", path: "/a", headers: map[string]string{"content-type": "application/json"}, body: `{"_Method":"PUT","_method":"DELETE","x-http-method-override":"PATCH"}`,
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,PUT,DELETE,PATCH", wantParsedPath: "a"},
+		{name: "_METHOD in multipart body", method: "POST", path: "/a", headers: multipart, body: strings.Replace(mpBody, "_method", "_METHOD", 1),
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "_METHOD in query", method: "POST", path: "/a?_METHOD=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "PHP: .Method in query", method: "POST", path: "/a?.Method=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "ASP.NET: X-HTTP-Method-Override in form body", method: "POST", path: "/a", headers: form, body: "X-HTTP-Method-Override=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "ASP.NET: X-HTTP-METHOD-OVERRIDE in form body", method: "POST", path: "/a", headers: form, body: "X-HTTP-METHOD-OVERRIDE=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "ASP.NET: X-HTTP-Method-Override in query", method: "POST", path: "/a?X-HTTP-Method-Override=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "ASP.NET: x-http-method-override in query", method: "POST", path: "/a?x-http-method-override=put",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,PUT", wantParsedPath: "a"},
+		{name: "ASP.NET: dotless i in query name", method: "POST", path: "/a?X-HTTP-Method-Overr%C4%B1de=DELETE",
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
+		{name: "ASP.NET: X-HTTP-Method-Override in JSON body", method: "POST", path: "/a", headers: map[string]string{"content-type": "application/json"}, body: `{"X-HTTP-Method-Override":"DELETE"}`,
+			wantPath: "/a", wantSegs: "a", wantLower: "/a", wantMethods: "POST,DELETE", wantParsedPath: "a"},
 		{name: "root", method: "GET", path: "/", wantPath: "/", wantSegs: "", wantLower: "/", wantMethods: "GET", wantParsedPath: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,6 +215,7 @@ func TestMethodOverridesAreConfigurable(t *testing.T) {
 		{"defaults", nil, "GET,POST,DELETE"},
 		{"none", []string{}, "GET"},
 		{"own names", []string{"header:X-Verb", "query:verb"}, "GET,PUT,PATCH"},
+		{"own names in another case", []string{"query:VERB"}, "GET,PATCH"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := []authz.Option{authz.WithQuery("data.t.decision")}

@@ -240,11 +240,16 @@ func TestParseMethodOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !slices.Equal(m.headers, []string{"x-http-method-override", "x-http-method", "x-method-override"}) ||
-		!slices.Equal(m.query, []string{"_method"}) || !slices.Equal(m.body, []string{"_method"}) {
+		!slices.Equal(m.query, []string{"_method", "x-http-method-override"}) || !slices.Equal(m.body, []string{"_method", "x-http-method-override"}) {
 		t.Errorf("defaults parsed as %+v", m)
 	}
-	if m, err := ParseMethodOverrides([]string{"header:X-Upper"}); err != nil || m.headers[0] != "x-upper" {
-		t.Errorf("header names are lower-cased: %+v %v", m, err)
+	// "method" finds both query carriers: the quick filter scans once.
+	if !slices.Equal(m.queryRuns, []string{"method"}) {
+		t.Errorf("query runs = %q", m.queryRuns)
+	}
+	if m, err := ParseMethodOverrides([]string{"header:X-Upper", "query:X.Verb", "body:_VERB[]"}); err != nil ||
+		m.headers[0] != "x-upper" || m.query[0] != "x_verb" || m.body[0] != "_verb" {
+		t.Errorf("names are read as upstreams read them: %+v %v", m, err)
 	}
 	for _, bad := range []string{"", "x-http-method-override", "cookie:_method", "header:", "query:a b", "body:a,b"} {
 		if _, err := ParseMethodOverrides([]string{bad}); sidecar.ErrorCode(err) != sidecar.EINVALID {
@@ -387,5 +392,38 @@ func TestRouteDirs(t *testing.T) {
 	obj := c.requestTerm(&policy.InputNeeds{Children: map[string]*policy.InputNeeds{"route_dirs": {}}}).Value.(ast.Object)
 	if obj.Len() != 1 || obj.Get(ast.StringTerm("route_dirs")) == nil {
 		t.Errorf("requestTerm(route_dirs) = %v", obj)
+	}
+}
+
+// The query is parsed for overrides only when it may name one, in any
+// case, escaped or folded from a non-ASCII rune; the test that decides
+// so reads the query in place, allocating nothing.
+func TestQueryQuickFilter(t *testing.T) {
+	m, err := ParseMethodOverrides(DefaultMethodOverrides())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		query  string
+		parsed bool
+	}{
+		{"size=42&color=red", false},
+		{"methods=1", true}, // parsed, not a carrier
+		{"_METHOD=DELETE", true},
+		{"X-HTTP-Method-Override=DELETE", true},
+		{"x-http-MeThOd-override=DELETE", true},
+		{"%5Fmethod=DELETE", true},
+		{"x-http-method-overr\u0131de=DELETE", true},
+		{"meth=1", false},
+	} {
+		var s methodSet
+		q, err := m.fromQuery(tc.query, &s)
+		if err != nil || (q != nil) != tc.parsed {
+			t.Errorf("fromQuery(%q) parsed %v (%v), want %v", tc.query, q != nil, err, tc.parsed)
+		}
+	}
+	var s methodSet
+	if n := testing.AllocsPerRun(100, func() { _, _ = m.fromQuery("size=42&color=red&sort=price", &s) }); n != 0 {
+		t.Errorf("a query without carriers costs %v allocations", n)
 	}
 }

@@ -473,9 +473,13 @@ func (pb bodyParse) hiddenMultipart(ct, body string, read bool, carriers int) bo
 		return false
 	}
 	lbody := strings.ToLower(body)
-	seen := 0
+	var cores []string // "method" alone for _method and x-http-method-override
 	for _, name := range pb.overrides {
-		if core := strings.ToLower(longestRun(name)); core != "" {
+		cores = addRun(cores, strings.ToLower(longestRun(name)))
+	}
+	seen := 0
+	for _, core := range cores {
+		if core != "" {
 			seen += strings.Count(lbody, core)
 		}
 	}
@@ -563,22 +567,20 @@ func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bool, error) {
 	return nil, false, nil
 }
 
-// fromJSON reads overrides from a JSON body's top-level carriers. A
-// carrier that is not a string is not one method Deputy can name:
-// Express's method-override takes an array's first item, and frameworks
-// read objects and numbers their own ways, so the request is decided as
-// every method a body override may name.
+// fromJSON reads overrides from a JSON body's top-level carriers, their
+// names compared as form fields' are (Slim reads "_METHOD", Laravel merges
+// JSON into its input as PHP names it). A carrier that is not a string is
+// not one method Deputy can name: Express's method-override takes an
+// array's first item, and frameworks read objects and numbers their own
+// ways, so the request is decided as every method a body override may
+// name.
 func (pb bodyParse) fromJSON(x any) error {
 	obj, ok := x.(map[string]any)
-	if !ok || len(pb.overrides) == 0 {
+	if !ok {
 		return nil
 	}
-	for _, name := range pb.overrides {
-		v, present := obj[name]
-		if !present {
-			continue
-		}
-		m, ok := v.(string)
+	for _, name := range carrierFields(obj, pb.overrides) {
+		m, ok := obj[name].(string)
 		if !ok {
 			pb.everyOverride()
 			continue
