@@ -56,12 +56,17 @@ type env struct {
 	handler  http.Handler
 	dev      *identity.DevIssuer
 	tokens   map[string]string
+	host     string // of the requests do sends; empty: httptest's example.com
 }
 
 type envOption func(switches map[string]any, cfg *delegation.ImpersonationConfig)
 
 func withSwitch(key string, v any) envOption {
 	return func(sw map[string]any, _ *delegation.ImpersonationConfig) { sw[key] = v }
+}
+
+func withStorefrontHosts(hosts ...string) envOption {
+	return func(_ map[string]any, cfg *delegation.ImpersonationConfig) { cfg.StorefrontHosts = hosts }
 }
 
 // storeFactory makes a fresh store for one test on the test clock.
@@ -210,6 +215,9 @@ func (e *env) do(method, path, token string, body any) response {
 		rd = bytes.NewReader(j)
 	}
 	req := httptest.NewRequest(method, path, rd)
+	if e.host != "" {
+		req.Host = e.host
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

@@ -263,6 +263,26 @@ func TestRedeem(t *testing.T) {
 				}
 			})
 		}
+		// With storefront_hosts set, a link opened on another host is
+		// refused before its code is spent: no cookie, and the link still
+		// works on the storefront.
+		t.Run("not a storefront host", func(t *testing.T) {
+			e := newEnv(t, mk, withStorefrontHosts("shop.example"))
+			e.seed()
+			link := e.must(e.start(e.agent(), nil), 201).str("redeem_url")
+			for _, host := range []string{"evil.example", "shop.example.evil.example", "evil.example:443"} {
+				e.host = host
+				r, cookie := e.redeem(link)
+				if r.Status != 400 || r.errField() != "host" || cookie != "" {
+					t.Fatalf("redeem on %s: %d %s cookie=%q, want 400 field host", host, r.Status, r.Raw, cookie)
+				}
+			}
+			e.host = "SHOP.example:8443"
+			r, cookie := e.redeem(link)
+			if r.Status != 302 || cookie == "" {
+				t.Fatalf("redeem on the storefront after refusals: %d %s", r.Status, r.Raw)
+			}
+		})
 		t.Run("allowed host", func(t *testing.T) {
 			e := newEnv(t, mk)
 			e.seed()

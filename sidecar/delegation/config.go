@@ -46,7 +46,7 @@ type ImpersonationConfig struct {
 	RedirectHosts []string      `yaml:"redirect_hosts" usage:"hosts a redeem link may redirect to, besides relative paths on the storefront host"`
 	// StorefrontHosts are where a session is honoured; empty: only on the
 	// host its redeem link was used on.
-	StorefrontHosts []string `yaml:"storefront_hosts" usage:"storefront hosts on which a session cookie is honoured (default: the host the redeem link was used on)"`
+	StorefrontHosts []string `yaml:"storefront_hosts" usage:"storefront hosts on which a redeem link may be used and a session cookie is honoured (default: any host for the link; the cookie only on the host the link was used on)"`
 	// TouchInterval must be well below the idle timeout.
 	// SweepInterval bounds how late an impersonation.ended event for an
 	// expired or idle session, or a consent.expired event, may come.
@@ -153,6 +153,25 @@ func SafeRedirect(target string, hosts []string) (string, error) {
 		}
 	}
 	return "", bad
+}
+
+// OnStorefront reports whether a session may be redeemed and honoured on
+// host: one of StorefrontHosts, or any host when none are configured (the
+// session is then bound to the host it was redeemed on).
+func (c ImpersonationConfig) OnStorefront(host string) bool {
+	return len(c.StorefrontHosts) == 0 || HostIn(host, c.StorefrontHosts)
+}
+
+// HostIn reports whether host is one of hosts, ignoring case, its port and
+// a trailing dot, as browsers do for cookies.
+func HostIn(host string, hosts []string) bool {
+	host = Hostname(host)
+	for _, h := range hosts {
+		if strings.EqualFold(host, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // Hostname drops the port and a trailing dot of an HTTP host.

@@ -570,6 +570,12 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 		// bound to none, or valid on every host.
 		return nil, sidecar.Invalid("host", "required: the session is bound to the host the link is used on")
 	}
+	if !i.cfg.OnStorefront(host) {
+		// Refused before the code is spent: a link opened on the wrong
+		// host (or sent there) stays usable on the storefront until it
+		// expires, and no cookie is set where the session is never honoured.
+		return nil, sidecar.Invalid("host", "not a storefront host (impersonation.storefront_hosts): open the redeem link on the storefront")
+	}
 	target, err := SafeRedirect(redirect, i.cfg.RedirectHosts)
 	if err != nil {
 		return nil, err

@@ -360,17 +360,11 @@ func (r *SessionResolver) sessionError(state string) error {
 // A session bound to no host (redeemed before redeeming required one) is
 // valid on none.
 func (r *SessionResolver) hostAllowed(host, own string) bool {
-	host = delegation.Hostname(host)
 	if len(r.hosts) == 0 {
 		own = delegation.Hostname(own)
-		return own != "" && strings.EqualFold(host, own)
+		return own != "" && strings.EqualFold(delegation.Hostname(host), own)
 	}
-	for _, h := range r.hosts {
-		if strings.EqualFold(host, h) {
-			return true
-		}
-	}
-	return false
+	return delegation.HostIn(host, r.hosts)
 }
 
 // cookieValue finds name's value in a Cookie header without allocating.
