@@ -2,6 +2,8 @@ package examples_test
 
 import (
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -209,6 +211,81 @@ func TestForwardedHostIsTheProxys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The impersonation session is bound to the host it was redeemed on, and
+// Deputy decides on the host the proxy names. The application must read
+// that host too: Rails' request.host reads X-Forwarded-Host, other
+// frameworks Forwarded, so a client's copies (in any "-"/"_" spelling)
+// never reach it, nor its copies of the headers the proxy tells Deputy the
+// original method and URI with.
+func TestUpstreamGetsTheProxysForwardedHeaders(t *testing.T) {
+	clientOnly := []string{"forwarded", "x-original-method", "x-forwarded-method", "x-forwarded-uri", "x-original-uri"}
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t, px.name)
+			app := startUpstream(t)
+			base := px.start(t, d, app)
+			session, _, _ := impersonate(t, d, base)
+			h := http.Header{
+				"Cookie":    {"deputy_session=" + session.Value},
+				"Forwarded": {"host=other.example;proto=https"},
+			}
+			for name, value := range map[string]string{
+				"X-Forwarded-Host": "other.example", "X-Original-Method": "GET", "X-Forwarded-Method": "GET",
+				"X-Forwarded-Uri": "/other", "X-Original-Uri": "/other",
+			} {
+				for _, spelled := range separatorSpellings(name) {
+					h[spelled] = []string{value}
+				}
+			}
+			resp, body := call(t, "GET", base+"/customer/account", h, nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			s := decodeSeen(t, resp, body)
+			if s.Headers.Get("X-Deputy-Mode") != "impersonation" {
+				t.Fatalf("not decided as the session: %q", s.Headers)
+			}
+			u, err := url.Parse(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, vs := range s.Headers {
+				n := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
+				switch {
+				case n == "x-forwarded-host":
+					// nginx names $host (no port), Caddy the Host as sent.
+					if k != "X-Forwarded-Host" || len(vs) != 1 || vs[0] != u.Host && vs[0] != u.Hostname() {
+						t.Errorf("the application got %s: %q, want the proxy's %q", k, vs, u.Host)
+					}
+				case slices.Contains(clientOnly, n):
+					t.Errorf("the application got the client's %s: %q", k, vs)
+				}
+			}
+			if s.Headers.Get("X-Forwarded-Host") == "" {
+				t.Errorf("the application got no X-Forwarded-Host: %q", s.Headers)
+			}
+		})
+	}
+}
+
+// separatorSpellings are name with each "-" kept or read as "_", every
+// combination: CGI, PHP and WSGI upstreams read them all as name.
+func separatorSpellings(name string) []string {
+	out := []string{""}
+	for i, part := range strings.Split(name, "-") {
+		if i == 0 {
+			out[0] = part
+			continue
+		}
+		var next []string
+		for _, o := range out {
+			next = append(next, o+"-"+part, o+"_"+part)
+		}
+		out = next
+	}
+	return out
 }
 
 // Deputy's HTTP port answers checks with the delegated identity and the

@@ -168,3 +168,29 @@ func Spellings(headers ...string) []string {
 
 // OverrideHeaders are the method override headers Deputy reads by default.
 var OverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}
+
+// ClientForwarding are the request headers, lowercased as Envoy sends
+// them, in every "-"/"_" spelling, that tell an application another host,
+// method or URI than the one Deputy decided on: the original URI and
+// method of auth_request and forward_auth setups, and the host frameworks
+// read before Host (Rails' request.host reads X-Forwarded-Host). Every
+// shipped Envoy config removes a client's from the request upstream.
+func ClientForwarding() []string {
+	names := []string{"forwarded"}
+	for _, h := range []string{"x-forwarded-host", "x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method"} {
+		spelled := []string{""}
+		for i, part := range strings.Split(h, "-") {
+			if i == 0 {
+				spelled[0] = part
+				continue
+			}
+			var next []string
+			for _, s := range spelled {
+				next = append(next, s+"-"+part, s+"_"+part)
+			}
+			spelled = next
+		}
+		names = append(names, spelled...)
+	}
+	return names
+}

@@ -48,13 +48,15 @@ func TestShippedConfigs(t *testing.T) {
 				t.Errorf("grpc_service=%v http_service=%v, want gRPC %v", authz.GetGrpcService() != nil, authz.GetHttpService() != nil, tc.grpc)
 			}
 			// Applications behind auth_request-style setups route or log on
-			// X-Original-URI: a client's copy, in any spelling, never reaches
-			// them while Deputy decided on the request line.
+			// X-Original-URI, and frameworks read the host from
+			// X-Forwarded-Host or Forwarded: a client's copy, in any
+			// spelling, never reaches them while Deputy decided on the
+			// request line and the Host.
 			var hcm hcmv3.HttpConnectionManager
 			if err := protoUnmarshal(b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().GetValue(), &hcm); err != nil {
 				t.Fatal(err)
 			}
-			for _, name := range envoycheck.Spellings("x-original-uri") {
+			for _, name := range envoycheck.ClientForwarding() {
 				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {
 					t.Errorf("route_config does not remove a client's %s", name)
 				}

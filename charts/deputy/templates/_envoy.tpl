@@ -32,8 +32,34 @@ static_resources:
                   name: local_route
                   # Applications behind auth_request-style setups route or log on
                   # X-Original-URI: a client's copy, in any "-"/"_" spelling, never
-                  # reaches them while Deputy decided on the request line.
-                  request_headers_to_remove: [x-original-uri, x_original_uri, x-original_uri, x_original-uri]
+                  # reaches them while Deputy decided on the request line. Nor do
+                  # a client's X-Original-Method, X-Forwarded-Method and
+                  # X-Forwarded-Uri, or the host headers frameworks read before
+                  # Host (Rails' request.host reads X-Forwarded-Host; others read
+                  # Forwarded): the application reads the host Deputy decided on
+                  # and bound an impersonation session to.
+                  request_headers_to_remove:
+                    - x-original-uri
+                    - x_original_uri
+                    - x-original_uri
+                    - x_original-uri
+                    - forwarded
+                    - x-forwarded-host
+                    - x-forwarded_host
+                    - x_forwarded-host
+                    - x_forwarded_host
+                    - x-original-method
+                    - x-original_method
+                    - x_original-method
+                    - x_original_method
+                    - x-forwarded-method
+                    - x-forwarded_method
+                    - x_forwarded-method
+                    - x_forwarded_method
+                    - x-forwarded-uri
+                    - x-forwarded_uri
+                    - x_forwarded-uri
+                    - x_forwarded_uri
                   virtual_hosts:
                     - name: app
                       domains: ["*"]

@@ -96,14 +96,16 @@ func renderedHCM(t *testing.T, m manifests) *hcmv3.HttpConnectionManager {
 }
 
 // Applications behind auth_request-style setups route or log on
-// X-Original-URI: Envoy drops a client's copy, in any spelling, whichever
-// the transport.
-func TestEnvoyDropsClientOriginalURI(t *testing.T) {
+// X-Original-URI, and frameworks read the host from X-Forwarded-Host
+// (Rails' request.host) or Forwarded: Envoy drops a client's copy, in any
+// spelling, whichever the transport, so the application reads the host
+// Deputy decided on and bound an impersonation session to.
+func TestEnvoyDropsClientForwarding(t *testing.T) {
 	for _, transport := range []string{"grpc", "http"} {
 		t.Run(transport, func(t *testing.T) {
 			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
 			hcm := renderedHCM(t, m)
-			for _, name := range envoycheck.Spellings("x-original-uri") {
+			for _, name := range envoycheck.ClientForwarding() {
 				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {
 					t.Errorf("route_config does not remove a client's %s", name)
 				}
