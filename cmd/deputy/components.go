@@ -173,7 +173,9 @@ func newIdentityPart(cfg *Config, log *slog.Logger) (*identityPart, error) {
 		cfg.Identity.Dev.Enabled = true
 	}
 	idOpts := []identity.Option{identity.WithLogger(log)}
-	if cfg.Identity.Dev.Enabled {
+	// Only dev mode loads (or writes) the dev key: identity.dev.enabled
+	// alone fails below, before any key reaches the disk.
+	if cfg.Dev {
 		dev, err := identity.LoadDevIssuer(cfg.Identity.Dev.KeyFile)
 		if err != nil {
 			return nil, err

@@ -305,6 +305,13 @@ func (c *Config) Validate() error {
 	if c.Check.ActorTokenHeader == "" || strings.ContainsAny(c.Check.ActorTokenHeader, " :\t") {
 		return sidecar.Invalid("check.actor_token_header", "must be a header name")
 	}
+	// The dev issuer's key sits on disk for anyone with a shell to mint
+	// any identity with: trusted only in dev mode, whose listeners stay on
+	// loopback.
+	if c.Identity.Dev.Enabled && !c.Dev {
+		return sidecar.Invalid("identity.dev.enabled", "the dev issuer is trusted in dev mode only: "+
+			"use --dev (DEPUTY_DEV, dev) on a development machine, never beside production issuers")
+	}
 	if err := validateSections(reflect.ValueOf(c).Elem()); err != nil {
 		return err
 	}
@@ -321,15 +328,14 @@ func (c *Config) Validate() error {
 	}
 	// Without an issuer every bearer token is refused: a production
 	// install that forgot one would look healthy and sign nobody in.
-	if !c.Dev && !c.Identity.Dev.Enabled && !c.Identity.AnonymousOnly && !c.Identity.HasIssuer() {
+	if !c.Dev && !c.Identity.AnonymousOnly && !c.Identity.HasIssuer() {
 		return sidecar.Invalid("identity.issuer_urls", "no identity issuer configured: set identity.issuer_urls "+
 			"(--identity-issuer-urls, DEPUTY_IDENTITY_ISSUER_URLS) or identity.issuers; "+
 			"or identity.anonymous_only to serve anonymous requests only")
 	}
 	// Without an audience, a token the same IdP minted for another
 	// application (and the roles it carries there) signs in. Only dev mode
-	// (loopback listeners) waives it; trusting the dev issuer beside the
-	// real ones (identity.dev.enabled) does not.
+	// (loopback listeners) waives it.
 	if field := c.Identity.AudienceMissing(); field != "" && !c.Dev {
 		return sidecar.Invalid(field, "required: an issuer with no audience accepts tokens minted for any application; "+
 			"set identity.audiences (--identity-audiences, DEPUTY_IDENTITY_AUDIENCES) or the issuer's audiences, "+

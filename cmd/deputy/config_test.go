@@ -103,8 +103,20 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		// A token the same IdP minted for another application (payroll,
 		// with roles there) is not a Deputy identity.
 		{name: "issuer URL without an audience", args: []string{"--identity-issuer-urls", "https://a.example.com"}, field: "identity.audiences"},
-		{name: "issuer without an audience", file: "identity:\n  issuers:\n    - issuer: https://b.example.com\n      audiences: [shop]\n    - issuer: https://a.example.com\n",
+		{name: "issuer without an audience", file: "identity:\n  issuers:\n    - issuer: https://b.example.com\n      audiences: [shop]\n    - issuer: https://a.example.com\n      namespace: a\n",
 			field: "identity.issuers[1].audiences"},
+		// Two issuers' "cust1" would be one person: issuer_urls carry no
+		// namespace, so only one of them can be trusted.
+		{name: "two issuer URLs", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-issuer-urls", "https://b.example.com", "--identity-audiences", "shop"},
+			field: "identity.issuer_urls[1]"},
+		{name: "two issuers without namespace", file: "identity:\n  audiences: [shop]\n  issuers:\n    - issuer: https://a.example.com\n    - issuer: https://b.example.com\n",
+			field: "identity.issuers[1].namespace"},
+		{name: "dev issuer beside an issuer without namespace", args: []string{"--dev", "--identity-issuer-urls", "https://a.example.com"},
+			field: "identity.dev.namespace"},
+		// The dev key mints any identity: never on production listeners.
+		{name: "dev issuer outside dev mode", args: []string{"--identity-dev-enabled"}, field: "identity.dev.enabled"},
+		{name: "dev issuer outside dev mode, beside an issuer", args: []string{"--identity-dev-enabled", "--identity-dev-namespace", "dev", "--identity-issuer-urls", "https://a.example.com", "--identity-audiences", "shop"},
+			field: "identity.dev.enabled"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,14 +287,17 @@ func TestConfigIdentityIssuers(t *testing.T) {
 		file string
 		want []string
 	}{
-		{name: "flag repeated", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-issuer-urls", "https://b.example.com", "--identity-audiences", "shop"},
-			want: []string{"https://a.example.com", "https://b.example.com"}},
-		{name: "env list", env: map[string]string{"DEPUTY_IDENTITY_ISSUER_URLS": "https://a.example.com,https://b.example.com", "DEPUTY_IDENTITY_AUDIENCES": "shop"},
-			want: []string{"https://a.example.com", "https://b.example.com"}},
+		{name: "flag", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-audiences", "shop"},
+			want: []string{"https://a.example.com"}},
+		{name: "env list", env: map[string]string{"DEPUTY_IDENTITY_ISSUER_URLS": "https://a.example.com", "DEPUTY_IDENTITY_AUDIENCES": "shop"},
+			want: []string{"https://a.example.com"}},
+		{name: "beside a namespaced issuer", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-audiences", "shop"},
+			file: "identity:\n  issuers:\n    - issuer: https://b.example.com\n      jwks_url: https://b.example.com/keys\n      namespace: b\n",
+			want: []string{"https://a.example.com"}},
 		{name: "each issuer its own audience", file: "identity:\n  issuers:\n    - issuer: https://a.example.com\n      audiences: [shop]\n"},
 		{name: "any audience, said explicitly", args: []string{"--identity-issuer-urls", "https://a.example.com", "--identity-any-audience"},
 			want: []string{"https://a.example.com"}},
-		{name: "dev mode needs no audience", args: []string{"--dev", "--identity-issuer-urls", "https://a.example.com"},
+		{name: "dev mode needs no audience", args: []string{"--dev", "--identity-dev-namespace", "dev", "--identity-issuer-urls", "https://a.example.com"},
 			want: []string{"https://a.example.com"}},
 		{name: "yaml", file: "identity:\n  issuer_urls: [https://a.example.com]\n  audiences: [shop]\n", want: []string{"https://a.example.com"}},
 		{name: "anonymous only", args: []string{"--identity-anonymous-only"}, env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}},

@@ -73,6 +73,10 @@ type IssuerConfig struct {
 	JWKSURL   string        `yaml:"jwks_url" usage:"JWKS URL with the issuer's public keys"`
 	Audiences []string      `yaml:"audiences" usage:"audiences accepted from this issuer (default identity.audiences)"`
 	Claims    *ClaimsConfig `yaml:"claims" usage:"claim names in this issuer's tokens (default identity.claims)"`
+	// Namespace keeps this issuer's people apart from another issuer's
+	// of the same sub, org or domain: state and policy key people by
+	// those values alone.
+	Namespace string `yaml:"namespace" usage:"this issuer's sub, org and domain read as <namespace>:<value>; required of every trusted issuer but one"`
 }
 
 // ClaimsConfig names the claim each identity field is read from; dotted
@@ -90,8 +94,9 @@ type ClaimsConfig struct {
 // DevConfig turns on the dev issuer: a local signing key that
 // `deputy dev token` mints tokens with.
 type DevConfig struct {
-	Enabled bool   `yaml:"enabled" usage:"trust tokens from 'deputy dev token' (on in dev mode)"`
-	KeyFile string `yaml:"key_file" usage:"dev issuer signing key, generated when missing"`
+	Enabled   bool   `yaml:"enabled" usage:"trust tokens from 'deputy dev token' (dev mode only; --dev turns it on)"`
+	KeyFile   string `yaml:"key_file" usage:"dev issuer signing key, generated when missing"`
+	Namespace string `yaml:"namespace" usage:"the dev issuer's sub, org and domain read as <namespace>:<value>; required beside an issuer without one"`
 }
 
 // DefaultClaims maps every field to the claim of the same name.
@@ -214,6 +219,9 @@ func (c *Config) Validate() error {
 	if err := c.Claims.validate("identity.claims"); err != nil {
 		return err
 	}
+	if err := c.validateNamespaces(); err != nil {
+		return err
+	}
 	if c.Dev.Enabled && c.Dev.KeyFile == "" {
 		return sidecar.Invalid("identity.dev.key_file", "required in dev mode")
 	}
@@ -248,6 +256,80 @@ func (c *Config) allIssuers() []IssuerConfig {
 		out = append(out, IssuerConfig{Issuer: u})
 	}
 	return out
+}
+
+// MaxNamespaceLen bounds a namespace; it prefixes every name of its issuer.
+const MaxNamespaceLen = 64
+
+// trustedIssuer is one issuer as the namespace rule sees it, with the
+// setting that would give it a namespace.
+type trustedIssuer struct {
+	field, name, namespace string
+}
+
+// trusted lists every trusted issuer: Issuers, IssuerURLs (which cannot
+// carry a namespace), and the dev issuer when it is on.
+func (c *Config) trusted() []trustedIssuer {
+	var out []trustedIssuer
+	for i, is := range c.Issuers {
+		out = append(out, trustedIssuer{"identity.issuers[" + strconv.Itoa(i) + "].namespace", is.Issuer, is.Namespace})
+	}
+	for i, u := range c.IssuerURLs {
+		out = append(out, trustedIssuer{"identity.issuer_urls[" + strconv.Itoa(i) + "]", u, ""})
+	}
+	if c.Dev.Enabled {
+		out = append(out, trustedIssuer{"identity.dev.namespace", DevIssuerName, c.Dev.Namespace})
+	}
+	return out
+}
+
+// validateNamespaces refuses trusting issuers whose people could be
+// confused: state and policy key people by sub, org and domain alone, so
+// of several trusted issuers all but one need a namespace of their own.
+func (c *Config) validateNamespaces() error {
+	all := c.trusted()
+	for _, t := range all {
+		if t.namespace != "" && !namespaceToken(t.namespace) {
+			return sidecar.Invalid(t.field, "namespace %q: want at most %d letters, digits, '.', '_' or '-' (no ':')", t.namespace, MaxNamespaceLen)
+		}
+	}
+	if len(all) < 2 {
+		return nil
+	}
+	var bare *trustedIssuer
+	owner := map[string]string{}
+	for i := range all {
+		t := &all[i]
+		if t.namespace == "" {
+			if bare != nil {
+				how := "set its namespace"
+				if strings.HasPrefix(t.field, "identity.issuer_urls") {
+					how = "issuer_urls carry no namespace: list it under identity.issuers with one"
+				}
+				return sidecar.Invalid(t.field, "issuers %q and %q both have no namespace: with several trusted issuers, "+
+					"all but one need a namespace, or the same sub, org or domain of each would be one person; %s", bare.name, t.name, how)
+			}
+			bare = t
+			continue
+		}
+		if other, taken := owner[t.namespace]; taken {
+			return sidecar.Invalid(t.field, "namespace %q is also issuer %q's: each issuer needs its own", t.namespace, other)
+		}
+		owner[t.namespace] = t.name
+	}
+	return nil
+}
+
+func namespaceToken(s string) bool {
+	if len(s) > MaxNamespaceLen {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func httpURL(s string) bool {

@@ -30,7 +30,7 @@ func TestIssuersSharingKeys(t *testing.T) {
 	v, err := identity.New(identity.Config{
 		Issuers: []identity.IssuerConfig{
 			{Issuer: tenantA, JWKSFile: aFile, Audiences: []string{"shop-a"}},
-			{Issuer: tenantB, JWKSFile: sharedFile, Audiences: []string{"shop-b"}},
+			{Issuer: tenantB, JWKSFile: sharedFile, Audiences: []string{"shop-b"}, Namespace: "tenant-b"},
 		},
 		Algorithms: []string{"ES256"},
 	})

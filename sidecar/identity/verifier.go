@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -35,6 +36,10 @@ const (
 	ReasonNotYetValid   = "token_not_yet_valid"
 	ReasonMissingExp    = "missing_exp"
 	ReasonMissingSub    = "missing_sub"
+	// ReasonReservedNamespace refuses a token of the issuer without a
+	// namespace whose sub, org or domain is spelled in another issuer's
+	// namespace: it would name that issuer's people.
+	ReasonReservedNamespace = "reserved_namespace"
 )
 
 // MaxTokenSize refuses absurd tokens before any parsing.
@@ -75,9 +80,15 @@ type issuer struct {
 	name      string
 	audiences []string
 	claims    claimPaths
-	src       source
-	keys      []jose.JSONWebKey
-	loadErr   error
+	// prefix ("<namespace>:", or "" without a namespace) is put before
+	// the sub, org and domain of this issuer's tokens; reserved are the
+	// other issuers' prefixes, which names of an issuer without one must
+	// not start with.
+	prefix   string
+	reserved []string
+	src      source
+	keys     []jose.JSONWebKey
+	loadErr  error
 }
 
 type keyEntry struct {
@@ -121,24 +132,22 @@ func WithCacheSize(n int) Option { return func(v *Verifier, _ *options) { v.cach
 // New validates cfg and builds a Verifier. Key set files are read now, so a
 // malformed file fails start-up; URLs are fetched by Start.
 func New(cfg Config, opts ...Option) (*Verifier, error) {
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	v := &Verifier{
-		header:     cfg.Header,
-		leeway:     cfg.Leeway,
-		refresh:    cfg.RefreshInterval,
-		minRefresh: cfg.MinRefreshInterval,
-		timeout:    cfg.FetchTimeout,
-		clock:      time.Now,
-		logger:     slog.Default(),
-		cacheSize:  DefaultCacheSize,
-	}
+	v := &Verifier{clock: time.Now, logger: slog.Default(), cacheSize: DefaultCacheSize}
 	var o options
 	for _, opt := range opts {
 		opt(v, &o)
 	}
+	// The dev issuer given is trusted whatever the switch says, so it
+	// counts among the issuers that need namespaces.
+	if o.dev != nil {
+		cfg.Dev.Enabled = true
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	v.header, v.leeway, v.timeout = cfg.Header, cfg.Leeway, cfg.FetchTimeout
+	v.refresh, v.minRefresh = cfg.RefreshInterval, cfg.MinRefreshInterval
 	v.verdicts = newVerdicts(v.cacheSize)
 	for _, a := range cfg.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
@@ -150,7 +159,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	}
 	client.CheckRedirect = sidecar.RefuseDowngrade
 	for _, ic := range cfg.allIssuers() {
-		is := &issuer{name: ic.Issuer, audiences: ic.Audiences}
+		is := &issuer{name: ic.Issuer, audiences: ic.Audiences, prefix: namespacePrefix(ic.Namespace)}
 		if len(is.audiences) == 0 {
 			is.audiences = cfg.Audiences
 		}
@@ -177,10 +186,12 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 			name:      DevIssuerName,
 			audiences: []string{DevAudience},
 			claims:    compileClaims(DefaultClaims()),
+			prefix:    namespacePrefix(cfg.Dev.Namespace),
 			src:       &staticSource{keys: []jose.JSONWebKey{o.dev.PublicKey()}, name: "dev issuer"},
 		})
 		v.addAlg(jose.ES256)
 	}
+	reserveNamespaces(v.issuers)
 	v.index.Store(&keyIndex{byKid: map[string][]keyEntry{}})
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
@@ -194,6 +205,29 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	}
 	v.rebuildLocked()
 	return v, nil
+}
+
+func namespacePrefix(ns string) string {
+	if ns == "" {
+		return ""
+	}
+	return ns + ":"
+}
+
+// reserveNamespaces gives the issuer without a namespace (validation
+// allows one at most) every other issuer's prefix to refuse.
+func reserveNamespaces(issuers []*issuer) {
+	var reserved []string
+	for _, is := range issuers {
+		if is.prefix != "" {
+			reserved = append(reserved, is.prefix)
+		}
+	}
+	for _, is := range issuers {
+		if is.prefix == "" {
+			is.reserved = reserved
+		}
+	}
 }
 
 func (v *Verifier) addAlg(a jose.SignatureAlgorithm) {
@@ -440,10 +474,37 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	if id.Subject == "" {
 		return refused(ReasonMissingSub, nil)
 	}
+	if err := is.namespace(id); err != nil {
+		return refused(ReasonReservedNamespace, err)
+	}
 	id.Issuer = is.name
 	id.ExpiresAt = exp
 	id.Claims = claims
 	return id, exp, idx, nil
+}
+
+// namespace reads id's sub, org and domain in is's namespace; for the
+// issuer without one, it refuses names spelled in another issuer's. An
+// absent org or domain stays absent. A single issuer without a namespace
+// does nothing here.
+func (is *issuer) namespace(id *sidecar.Identity) error {
+	names := [...]*string{&id.Subject, &id.Org, &id.Domain}
+	if is.prefix != "" {
+		for _, n := range names {
+			if *n != "" {
+				*n = is.prefix + *n
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		for _, p := range is.reserved {
+			if strings.HasPrefix(*n, p) {
+				return fmt.Errorf("%q is in the namespace %q of another issuer", *n, strings.TrimSuffix(p, ":"))
+			}
+		}
+	}
+	return nil
 }
 
 // signedBy returns the payload of jws and the issuer of the first

@@ -657,7 +657,7 @@ func TestConfigValidate(t *testing.T) {
 		{name: "issuer without name", cfg: identity.Config{Issuers: []identity.IssuerConfig{{JWKSURL: ok.JWKSURL}}}, field: "identity.issuers[0].issuer"},
 		{name: "issuer by URL alone", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "https://id.example.com"}}}},
 		{name: "issuer neither URL nor keys", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "a"}}}, field: "identity.issuers[0].issuer"},
-		{name: "issuer_urls", cfg: identity.Config{IssuerURLs: []string{"https://id.example.com", "https://login.example.com/realms/shop"}}},
+		{name: "issuer_urls", cfg: identity.Config{IssuerURLs: []string{"https://login.example.com/realms/shop"}}},
 		{name: "issuer_urls not a URL", cfg: identity.Config{IssuerURLs: []string{"id.example.com"}}, field: "identity.issuer_urls[0]"},
 		{name: "issuer_urls duplicate", cfg: identity.Config{IssuerURLs: []string{testIssuer}, Issuers: []identity.IssuerConfig{ok}}, field: "identity.issuers[0].issuer"},
 		{name: "issuer with both sources", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "a", JWKSURL: ok.JWKSURL, JWKSFile: "k.json"}}}, field: "identity.issuers[0].jwks_url"},

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+// testIssuer is an identity provider of the tests: an ES256 key whose
+// public half is in a JWKS file Deputy reads.
+type testIssuer struct {
+	url    string
+	jwks   string
+	signer jose.Signer
+}
+
+func newTestIssuer(t *testing.T, url string) *testIssuer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := filepath.Base(url)
+	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: k.Public(), KeyID: kid, Algorithm: "ES256", Use: "sig"}}})
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, set, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testIssuer{url: url, jwks: path, signer: s}
+}
+
+// token signs an hour-long token for the storefront audience.
+func (is *testIssuer) token(t *testing.T, c identity.DevClaims) string {
+	t.Helper()
+	claims := map[string]any{"iss": is.url, "aud": "storefront", "sub": c.Subject,
+		"iat": jwt.NewNumericDate(time.Now()), "exp": jwt.NewNumericDate(time.Now().Add(time.Hour))}
+	if c.Org != "" {
+		claims["org"] = c.Org
+	}
+	if c.Domain != "" {
+		claims["domain"] = c.Domain
+	}
+	if len(c.Roles) > 0 {
+		claims["roles"] = c.Roles
+	}
+	tok, err := jwt.Signed(is.signer).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// productionServer runs Deputy outside dev mode, with the shipped policies,
+// the embedded store and the given issuers.
+func productionServer(t *testing.T, issuers ...identity.IssuerConfig) Config {
+	t.Helper()
+	pemKey, err := generateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "signing-key.pem")
+	if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, "../../policies", func(c *Config) {
+		c.Dev = false
+		c.DecisionLog.Sink = "none"
+		c.Identity.Issuers = issuers
+		c.Identity.Audiences = []string{"storefront"}
+		c.ActorToken.KeyFiles = []string{keyFile}
+	})
+	runServer(t, &cfg)
+	waitListening(t, cfg.GRPC.Addr)
+	waitListening(t, cfg.HTTP.Addr)
+	return cfg
+}
+
+// Two trusted issuers, the storefront's (no namespace) and a partner
+// identity provider (namespace "partner"), each minting tokens with the
+// same sub and org values. Each reproduction of the two issuers' people
+// being one is refused, and each issuer's people act as themselves.
+func TestIssuersKeepTheirPeopleApart(t *testing.T) {
+	shop := newTestIssuer(t, "https://shop.example")
+	partner := newTestIssuer(t, "https://partner.example")
+	cfg := productionServer(t,
+		identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks},
+		identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner"})
+	base := "http://" + cfg.HTTP.Addr
+	api := func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
+		t.Helper()
+		return apiCall(t, base, method, path, is.token(t, who), body, want)
+	}
+	sync := identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}
+	staff := identity.DevClaims{Subject: "staff1", Roles: []string{"support_lead"}}
+	for _, c := range []string{"cust1", "cust2"} {
+		api(t, shop, sync, "PUT", "/deputy/v1/customers/"+c, `{"name":"A Customer","default_store_view":"en"}`, 200)
+	}
+
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	check := func(t *testing.T, path string, headers map[string]string) map[string]string {
+		t.Helper()
+		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Host: "shop.example", Headers: headers}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetOkResponse() == nil {
+			return nil
+		}
+		upstream := map[string]string{}
+		for _, h := range resp.GetOkResponse().GetHeaders() {
+			upstream[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		return upstream
+	}
+	bearer := func(t *testing.T, is *testIssuer, who identity.DevClaims) map[string]string {
+		return map[string]string{"authorization": "Bearer " + is.token(t, who)}
+	}
+
+	t.Run("consent of another issuer's namesake", func(t *testing.T) {
+		api(t, partner, identity.DevClaims{Subject: "cust1"}, "PUT", "/deputy/v1/customers/cust1/consent", `{"allowed":true}`, http.StatusForbidden)
+		api(t, shop, staff, "POST", "/deputy/v1/impersonation/sessions", `{"customer_id":"cust1"}`, http.StatusForbidden)
+	})
+
+	var cookie string
+	t.Run("session cookie with another issuer's namesake of its actor", func(t *testing.T) {
+		api(t, shop, identity.DevClaims{Subject: "cust1"}, "PUT", "/deputy/v1/customers/cust1/consent", `{"allowed":true}`, 200)
+		started := api(t, shop, staff, "POST", "/deputy/v1/impersonation/sessions", `{"customer_id":"cust1"}`, 201)
+		redeem, _ := http.NewRequest("GET", base+started["redeem_url"].(string), nil)
+		redeem.Host = "shop.example"
+		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noRedirect.Do(redeem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for _, c := range resp.Cookies() {
+			cookie = c.Name + "=" + c.Value
+		}
+		if cookie == "" {
+			t.Fatalf("redeem set no cookie: %d", resp.StatusCode)
+		}
+		withCookie := func(h map[string]string) map[string]string { h["cookie"] = cookie; return h }
+		if got := check(t, "/customer/account", withCookie(bearer(t, partner, identity.DevClaims{Subject: "staff1"}))); got != nil {
+			t.Fatalf("partner issuer's staff1 carried the storefront staff1's session: %v", got)
+		}
+		got := check(t, "/customer/account", withCookie(bearer(t, shop, staff)))
+		if got["x-deputy-actor"] != "staff1" || got["x-deputy-subject"] != "cust1" || got["x-deputy-mode"] != "impersonation" {
+			t.Fatalf("storefront staff1 with its session: upstream headers %v", got)
+		}
+	})
+
+	t.Run("contact manager of another issuer's namesake org", func(t *testing.T) {
+		pat := identity.DevClaims{Subject: "pat", Org: "partnerco"}
+		req := api(t, partner, pat, "POST", "/deputy/v1/partner/requests",
+			`{"customer":"acme","contact_email":"cora@acme.example","expiry_days":10,"level":"full_admin","scope":"organisation"}`, 201)
+		approve := "/deputy/v1/partner/requests/" + req["id"].(string) + "/approve"
+		mallory := identity.DevClaims{Subject: "mallory", Org: "acme", Roles: []string{"contact_manager"}}
+		api(t, partner, mallory, "POST", approve, ``, http.StatusForbidden)
+		onBehalf := func(is *testIssuer, who identity.DevClaims) map[string]string {
+			h := bearer(t, is, who)
+			h["x-on-behalf-of"] = "acme"
+			return h
+		}
+		if got := check(t, "/customers/acme/service-requests", onBehalf(partner, pat)); got != nil {
+			t.Fatalf("grant live before the customer approved: %v", got)
+		}
+		api(t, shop, identity.DevClaims{Subject: "cora", Org: "acme", Roles: []string{"contact_manager"}}, "POST", approve, ``, 200)
+		got := check(t, "/customers/acme/service-requests", onBehalf(partner, pat))
+		if got["x-deputy-actor"] != "partner:pat" || got["x-deputy-mode"] != "partner" || got["x-deputy-level"] != "full_admin" {
+			t.Fatalf("the partner's pat under its grant: upstream headers %v", got)
+		}
+		// The storefront issuer's own partnerco is another organisation.
+		if got := check(t, "/customers/acme/service-requests", onBehalf(shop, pat)); got != nil {
+			t.Fatalf("storefront issuer's pat of partnerco used the partner issuer's grant: %v", got)
+		}
+	})
+
+	t.Run("staff mark of another issuer's namesake", func(t *testing.T) {
+		// The partner issuer's cust2 acts with a staff permission: its
+		// mark must not protect the storefront's cust2.
+		api(t, partner, identity.DevClaims{Subject: "cust2", Roles: []string{"support_lead"}}, "GET", "/deputy/v1/impersonation/log", ``, 200)
+		api(t, shop, identity.DevClaims{Subject: "cust2"}, "PUT", "/deputy/v1/customers/cust2/consent", `{"allowed":true}`, 200)
+		api(t, shop, identity.DevClaims{Subject: "staff2", Roles: []string{"support_lead"}}, "POST", "/deputy/v1/impersonation/sessions", `{"customer_id":"cust2"}`, 201)
+	})
+
+	t.Run("storefront token spelling the partner namespace", func(t *testing.T) {
+		for _, who := range []identity.DevClaims{{Subject: "partner:pat"}, {Subject: "pat", Org: "partner:partnerco"}, {Subject: "pat", Domain: "partner:eu"}} {
+			api(t, shop, who, "GET", "/deputy/v1/partner/customers", ``, http.StatusUnauthorized)
+		}
+	})
+}
+
+// One issuer alone reads its names as they are: no prefix, none reserved.
+func TestSingleIssuerNamesAsSigned(t *testing.T) {
+	shop := newTestIssuer(t, "https://shop.example")
+	cfg := productionServer(t, identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks})
+	base := "http://" + cfg.HTTP.Addr
+	apiCall(t, base, "PUT", "/deputy/v1/customers/partner:cust1", shop.token(t, identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}), `{"name":"A Customer"}`, 200)
+	apiCall(t, base, "PUT", "/deputy/v1/customers/partner:cust1/consent", shop.token(t, identity.DevClaims{Subject: "partner:cust1"}), `{"allowed":true}`, 200)
+	out := apiCall(t, base, "GET", "/deputy/v1/customers/partner:cust1/consent", shop.token(t, identity.DevClaims{Subject: "partner:cust1"}), ``, 200)
+	if out["allowed"] != true {
+		t.Fatalf("consent of partner:cust1 = %v", out)
+	}
+}

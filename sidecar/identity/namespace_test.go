@@ -1,0 +1,205 @@
+package identity_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+const partnerIssuer = "https://partner.example"
+
+// twoIssuers trusts the storefront's issuer (testIssuer, no namespace)
+// and a partner issuer in the namespace "partner", each with its own key.
+func twoIssuers(t *testing.T) (v *identity.Verifier, shop, partner testKey) {
+	t.Helper()
+	_, shop, _, partner = keys(t)
+	v, err := identity.New(identity.Config{
+		Issuers: []identity.IssuerConfig{
+			{Issuer: testIssuer, JWKSFile: writeFile(t, "shop.json", jwks(shop))},
+			{Issuer: partnerIssuer, JWKSFile: writeFile(t, "partner.json", jwks(partner)), Namespace: "partner"},
+		},
+		Audiences: []string{testAudience},
+	}, identity.WithClock(newClock(epoch).Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v, shop, partner
+}
+
+// The same sub, org and domain from two issuers are two people: the
+// namespaced issuer's names read as <namespace>:<value> wherever Deputy
+// keys state or policy by them, while the claims stay as signed.
+func TestNamespacedIssuerNamesAreItsOwn(t *testing.T) {
+	v, shop, partner := twoIssuers(t)
+	claims := with(goodClaims(epoch), "sub", "cust1", "org", "acme", "domain", "eu")
+	cases := []struct {
+		name                     string
+		key                      testKey
+		claims                   map[string]any
+		sub, org, domain, issuer string
+	}{
+		{name: "un-namespaced issuer", key: shop, claims: claims, sub: "cust1", org: "acme", domain: "eu", issuer: testIssuer},
+		{name: "namespaced issuer", key: partner, claims: with(claims, "iss", partnerIssuer), sub: "partner:cust1", org: "partner:acme", domain: "partner:eu", issuer: partnerIssuer},
+		{name: "namespaced issuer, no org or domain", key: partner, claims: with(claims, "iss", partnerIssuer, "org", nil, "domain", nil), sub: "partner:cust1", issuer: partnerIssuer},
+		// A value that merely looks namespaced is one more value of the
+		// namespaced issuer.
+		{name: "namespaced issuer, colon in sub", key: partner, claims: with(claims, "iss", partnerIssuer, "sub", "partner:x"), sub: "partner:partner:x", org: "partner:acme", domain: "partner:eu", issuer: partnerIssuer},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.VerifyToken(context.Background(), sign(t, tc.key, tc.key.kid, tc.claims))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id.Subject != tc.sub || id.Org != tc.org || id.Domain != tc.domain || id.Issuer != tc.issuer {
+				t.Fatalf("identity = sub %q org %q domain %q issuer %q, want %q %q %q %q",
+					id.Subject, id.Org, id.Domain, id.Issuer, tc.sub, tc.org, tc.domain, tc.issuer)
+			}
+			for _, name := range []string{"sub", "org", "domain"} {
+				if id.Claims[name] != tc.claims[name] {
+					t.Errorf("claims[%s] = %v, want %v as signed", name, id.Claims[name], tc.claims[name])
+				}
+			}
+		})
+	}
+}
+
+// The issuer without a namespace cannot spell another issuer's people: a
+// name of its starting with a configured namespace and a colon is refused.
+func TestUnNamespacedIssuerCannotSpellANamespace(t *testing.T) {
+	v, shop, _ := twoIssuers(t)
+	for _, tc := range []struct {
+		name   string
+		claims map[string]any
+		reason string
+	}{
+		{name: "sub in the namespace", claims: with(goodClaims(epoch), "sub", "partner:mallory"), reason: identity.ReasonReservedNamespace},
+		{name: "org in the namespace", claims: with(goodClaims(epoch), "org", "partner:acme"), reason: identity.ReasonReservedNamespace},
+		{name: "domain in the namespace", claims: with(goodClaims(epoch), "domain", "partner:eu"), reason: identity.ReasonReservedNamespace},
+		{name: "sub beginning with the namespace, no colon", claims: with(goodClaims(epoch), "sub", "partnerco")},
+		{name: "sub in an unconfigured namespace", claims: with(goodClaims(epoch), "sub", "other:x")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.VerifyToken(context.Background(), sign(t, shop, shop.kid, tc.claims))
+			if got := reasonOf(t, err); got != tc.reason {
+				t.Fatalf("reason = %q, want %q (%v)", got, tc.reason, err)
+			}
+			if tc.reason == "" && id.Subject != tc.claims["sub"] {
+				t.Fatalf("sub = %q, want %q", id.Subject, tc.claims["sub"])
+			}
+		})
+	}
+}
+
+// One issuer without a namespace reads every name as before: no prefix,
+// and no name is reserved.
+func TestSingleIssuerNamesUnchanged(t *testing.T) {
+	v := newFileVerifier(t, newClock(epoch))
+	_, ek, _, _ := keys(t)
+	claims := with(goodClaims(epoch), "sub", "partner:cust1", "org", "acme")
+	id, err := v.VerifyToken(context.Background(), sign(t, ek, ek.kid, claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Subject != "partner:cust1" || id.Org != "acme" || id.Domain != "shop.example.com" {
+		t.Fatalf("identity = %+v", *id)
+	}
+}
+
+// More than one trusted issuer needs namespaces on all but one of them,
+// distinct and spelled as tokens, or the same sub of two issuers would be
+// one person.
+func TestConfigNamespaces(t *testing.T) {
+	a := identity.IssuerConfig{Issuer: "https://shop.example", JWKSURL: "https://shop.example/jwks"}
+	b := identity.IssuerConfig{Issuer: partnerIssuer, JWKSURL: "https://partner.example/jwks"}
+	c := identity.IssuerConfig{Issuer: "https://third.example", JWKSURL: "https://third.example/jwks"}
+	ns := func(is identity.IssuerConfig, n string) identity.IssuerConfig { is.Namespace = n; return is }
+	dev := identity.DevConfig{Enabled: true}
+	cases := []struct {
+		name  string
+		cfg   identity.Config
+		field string
+	}{
+		{name: "one issuer", cfg: identity.Config{Issuers: []identity.IssuerConfig{a}}},
+		{name: "one issuer, namespaced", cfg: identity.Config{Issuers: []identity.IssuerConfig{ns(a, "shop")}}},
+		{name: "one issuer URL", cfg: identity.Config{IssuerURLs: []string{"https://shop.example"}}},
+		{name: "two issuers, one namespaced", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "partner")}}},
+		{name: "two issuers, both namespaced", cfg: identity.Config{Issuers: []identity.IssuerConfig{ns(a, "shop"), ns(b, "partner")}}},
+		{name: "issuer URL beside a namespaced issuer", cfg: identity.Config{IssuerURLs: []string{"https://shop.example"}, Issuers: []identity.IssuerConfig{ns(b, "partner")}}},
+		{name: "two issuers, no namespace", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, b}}, field: "identity.issuers[1].namespace"},
+		{name: "three issuers, two without", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "partner"), c}}, field: "identity.issuers[2].namespace"},
+		{name: "two issuer URLs", cfg: identity.Config{IssuerURLs: []string{"https://shop.example", "https://partner.example"}}, field: "identity.issuer_urls[1]"},
+		{name: "issuer URL beside an un-namespaced issuer", cfg: identity.Config{IssuerURLs: []string{"https://shop.example"}, Issuers: []identity.IssuerConfig{b}}, field: "identity.issuer_urls[0]"},
+		{name: "duplicate namespace", cfg: identity.Config{Issuers: []identity.IssuerConfig{ns(a, "p"), ns(b, "p")}}, field: "identity.issuers[1].namespace"},
+		{name: "namespace with a colon", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "partner:eu")}}, field: "identity.issuers[1].namespace"},
+		{name: "namespace with a space", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "par tner")}}, field: "identity.issuers[1].namespace"},
+		{name: "namespace with a hash tag brace", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "{p}")}}, field: "identity.issuers[1].namespace"},
+		{name: "namespace on one issuer with a colon", cfg: identity.Config{Issuers: []identity.IssuerConfig{ns(a, "a:")}}, field: "identity.issuers[0].namespace"},
+		// The dev issuer (dev mode) is one more issuer without a namespace
+		// unless identity.dev.namespace gives it one.
+		{name: "dev issuer alone", cfg: identity.Config{Dev: dev}},
+		{name: "dev issuer beside a namespaced issuer", cfg: identity.Config{Dev: dev, Issuers: []identity.IssuerConfig{ns(a, "shop")}}},
+		{name: "dev issuer beside an un-namespaced issuer", cfg: identity.Config{Dev: dev, Issuers: []identity.IssuerConfig{a}}, field: "identity.dev.namespace"},
+		{name: "dev issuer beside an issuer URL", cfg: identity.Config{Dev: dev, IssuerURLs: []string{"https://shop.example"}}, field: "identity.dev.namespace"},
+		{name: "namespaced dev issuer beside an issuer URL", cfg: identity.Config{Dev: identity.DevConfig{Enabled: true, Namespace: "dev"}, IssuerURLs: []string{"https://shop.example"}}},
+		{name: "dev namespace taken", cfg: identity.Config{Dev: identity.DevConfig{Enabled: true, Namespace: "shop"}, Issuers: []identity.IssuerConfig{ns(a, "shop")}}, field: "identity.dev.namespace"},
+		{name: "dev namespace with a colon", cfg: identity.Config{Dev: identity.DevConfig{Enabled: true, Namespace: "dev:"}}, field: "identity.dev.namespace"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.SetDefaults()
+			err := tc.cfg.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != tc.field {
+				t.Fatalf("err = %v, want EINVALID on %s", err, tc.field)
+			}
+			if !strings.Contains(err.Error(), "namespace") {
+				t.Fatalf("err = %v: does not say what to set", err)
+			}
+		})
+	}
+}
+
+// The dev issuer given a namespace reads its names in it, and refuses
+// nothing of the un-namespaced issuer beside it.
+func TestDevIssuerNamespace(t *testing.T) {
+	dev, err := identity.GenerateDevIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ek, _, _ := keys(t)
+	v, err := identity.New(identity.Config{
+		Dev:       identity.DevConfig{Enabled: true, Namespace: "dev"},
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: writeFile(t, "jwks.json", jwks(ek))}},
+		Audiences: []string{testAudience},
+	}, identity.WithDevIssuer(dev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	tok, err := dev.Mint(identity.DevClaims{Subject: "alice", Org: "acme", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.VerifyToken(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Subject != "dev:alice" || id.Org != "dev:acme" {
+		t.Fatalf("dev identity = %+v", *id)
+	}
+	_, err = v.VerifyToken(context.Background(), sign(t, ek, ek.kid, with(goodClaims(time.Now()), "sub", "dev:alice")))
+	if got := reasonOf(t, err); got != identity.ReasonReservedNamespace {
+		t.Fatalf("un-namespaced issuer spelling a dev identity: reason %q, want %q", got, identity.ReasonReservedNamespace)
+	}
+}
