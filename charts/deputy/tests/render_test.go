@@ -683,6 +683,9 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		// Dev mode in a cluster keeps the gRPC check on every interface:
 		// it waives no audience there.
 		{"issuer without an audience in dev mode", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com']}, deputy: {dev: true}}", "identity.audiences"},
+		// issuer_urls carry no namespace: two of them would make each
+		// issuer's "cust1" one person.
+		{"two issuer URLs", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com', 'https://partner.example'], audiences: [shop]}}", "issuerURLs"},
 	}
 	c := loadChart(t)
 	for _, tc := range tests {
