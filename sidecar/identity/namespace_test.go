@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/identity"
 )
 
@@ -152,18 +151,7 @@ func TestConfigNamespaces(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.SetDefaults()
-			err := tc.cfg.Validate()
-			if tc.field == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != tc.field {
-				t.Fatalf("err = %v, want EINVALID on %s", err, tc.field)
-			}
-			if !strings.Contains(err.Error(), "namespace") {
+			if err := wantValidate(t, tc.cfg, tc.field); err != nil && !strings.Contains(err.Error(), "namespace") {
 				t.Fatalf("err = %v: does not say what to set", err)
 			}
 		})

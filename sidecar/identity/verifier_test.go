@@ -667,20 +667,26 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad claim path", cfg: identity.Config{Claims: identity.ClaimsConfig{Roles: "realm_access..roles"}}, field: "identity.claims.roles"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.SetDefaults()
-			err := tc.cfg.Validate()
-			if tc.field == "" {
-				if err != nil {
-					t.Fatalf("unexpected error: %v", err)
-				}
-				return
-			}
-			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != tc.field {
-				t.Fatalf("err = %v, want EINVALID on %s", err, tc.field)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { wantValidate(t, tc.cfg, tc.field) })
 	}
+}
+
+// wantValidate checks that the defaulted cfg validates, or, when field is
+// set, that it is refused as invalid naming field; it returns the error.
+func wantValidate(t *testing.T, cfg identity.Config, field string) error {
+	t.Helper()
+	cfg.SetDefaults()
+	err := cfg.Validate()
+	if field == "" {
+		if err != nil {
+			t.Fatalf("unexpected error: %v", err)
+		}
+		return nil
+	}
+	if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != field {
+		t.Fatalf("err = %v, want EINVALID on %s", err, field)
+	}
+	return err
 }
 
 func TestDefaults(t *testing.T) {
