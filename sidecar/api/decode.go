@@ -12,7 +12,8 @@ import (
 	"github.com/deputyhq/deputy/sidecar/strictjson"
 )
 
-// Decode reads r's body into v: at most limit bytes, unknown fields
+// Decode reads r's body into v: at most limit bytes, unknown fields,
+// repeated keys, keys in another case than the field's and invalid UTF-8
 // refused, one JSON value only. Every failure is an error naming the field
 // (or "body" when the document itself is wrong).
 func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
@@ -26,8 +27,11 @@ func Decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	if err != nil {
 		return decodeError(err, limit)
 	}
-	if field, bad := strictjson.InvalidUTF8(body); bad {
-		return sidecar.Invalid(field, "invalid UTF-8")
+	// encoding/json would read invalid UTF-8 as U+FFFD, keep the last of a
+	// repeated key and match a key to a field in any case: refused, so a
+	// body means what it spells.
+	if p, bad := strictjson.Check(body, v); bad {
+		return sidecar.Invalid(p.Field, "%s", p.Message)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

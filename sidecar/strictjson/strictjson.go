@@ -1,0 +1,237 @@
+// Package strictjson holds the rules Deputy's JSON inputs (API bodies,
+// JSON-lines imports) add to encoding/json, which decodes without a word
+// documents that do not say one thing: it replaces invalid UTF-8 in
+// strings with U+FFFD (a name sent with a stray byte would be stored as
+// another name), keeps the last of a repeated key ({"allowed":true,
+// "allowed":false} is false), and matches keys to struct fields in any
+// letter case ({"Allowed":true} sets allowed).
+package strictjson
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+)
+
+// Problem is what a document was refused for: the dotted path of object
+// keys to it (array positions are not named, as encoding/json's field
+// errors), or "body" when it is outside any object, and why.
+type Problem struct {
+	Field, Message string
+}
+
+// InvalidUTF8 reports whether doc holds invalid UTF-8 and, if so, names
+// where: the dotted path of object keys to the first string that holds it,
+// with " (a key)" when a key holds it, or "body" when it is outside any
+// string or the document is not JSON.
+func InvalidUTF8(doc []byte) (field string, invalid bool) {
+	if utf8.Valid(doc) {
+		return "", false
+	}
+	p, bad := walk(doc, nil, false)
+	return p.Field, bad
+}
+
+// Check reports the first thing in doc that encoding/json would decode
+// into v without a word but that does not say one thing: invalid UTF-8, a
+// key repeated in one object, and a key that names a field of v's type
+// (through pointers, slices, maps and nested structs) in another letter
+// case. A document that is not JSON has no problem here: the decoder
+// names its syntax error.
+func Check(doc []byte, v any) (Problem, bool) {
+	return walk(doc, reflect.TypeOf(v), true)
+}
+
+// frame is an object or array being read.
+type frame struct {
+	object, wantKey bool
+	key             string
+	typ             reflect.Type // the Go type it decodes into; nil: unchecked
+	seen            map[string]bool
+}
+
+// walk reads doc's tokens once. Without strict it looks for invalid UTF-8
+// only (doc is known to hold some).
+func walk(doc []byte, root reflect.Type, strict bool) (Problem, bool) {
+	var stack []*frame
+	path := func(last string) string {
+		var keys []string
+		for _, f := range stack {
+			if f.object && f.key != "" {
+				keys = append(keys, f.key)
+			}
+		}
+		if last != "" {
+			keys = append(keys, last)
+		}
+		if len(keys) == 0 {
+			return "body"
+		}
+		return strings.Join(keys, ".")
+	}
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	for {
+		start := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			// The end, or not JSON: invalid UTF-8 left is outside strings.
+			if !utf8.Valid(doc) {
+				return Problem{"body", "invalid UTF-8"}, true
+			}
+			return Problem{}, false
+		}
+		raw := doc[start:dec.InputOffset()]
+		var top *frame
+		if n := len(stack); n > 0 {
+			top = stack[n-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				var typ reflect.Type
+				if strict {
+					typ = valueType(top, root)
+				}
+				stack = append(stack, &frame{object: t == '{', wantKey: t == '{', typ: typ})
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+		case string:
+			if top != nil && top.object && top.wantKey {
+				top.key = "" // the previous key's value is done
+				if !utf8.Valid(raw) {
+					return Problem{path("") + " (a key)", "invalid UTF-8"}, true
+				}
+				if strict {
+					if top.seen[t] {
+						return Problem{path(t), "repeated field"}, true
+					}
+					if top.seen == nil {
+						top.seen = map[string]bool{}
+					}
+					top.seen[t] = true
+					if name, ok := otherCase(top.typ, t); ok {
+						return Problem{path(t), fmt.Sprintf("unknown field (names are case-sensitive: %q)", name)}, true
+					}
+				}
+				top.key, top.wantKey = t, false
+				continue
+			}
+			if !utf8.Valid(raw) {
+				return Problem{path(""), "invalid UTF-8"}, true
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// valueType is the Go type the value starting inside top (at the root
+// when top is nil) decodes into, pointers followed; nil when Deputy does
+// not know it, or the type decodes itself (an UnmarshalJSON of its own, a
+// json.RawMessage, an interface).
+func valueType(top *frame, root reflect.Type) reflect.Type {
+	t := root
+	if top != nil {
+		t = nil
+		switch pt := top.typ; {
+		case pt == nil:
+		case top.object && pt.Kind() == reflect.Struct:
+			t, _ = fieldType(pt, top.key)
+		case top.object && pt.Kind() == reflect.Map:
+			t = pt.Elem()
+		case !top.object && (pt.Kind() == reflect.Slice || pt.Kind() == reflect.Array):
+			t = pt.Elem()
+		}
+	}
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() == reflect.Interface || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil
+	}
+	return t
+}
+
+// otherCase reports whether key names none of struct t's fields exactly
+// but one in another case (encoding/json's bytes.EqualFold), and which.
+func otherCase(t reflect.Type, key string) (string, bool) {
+	if t == nil || t.Kind() != reflect.Struct {
+		return "", false
+	}
+	if _, ok := fieldType(t, key); ok {
+		return "", false
+	}
+	var found string
+	eachField(t, func(name string, _ reflect.Type) bool {
+		if strings.EqualFold(name, key) {
+			found = name
+			return true
+		}
+		return false
+	})
+	return found, found != ""
+}
+
+// fieldType is the type of struct t's field named key exactly.
+func fieldType(t reflect.Type, key string) (reflect.Type, bool) {
+	var ft reflect.Type
+	ok := eachField(t, func(name string, typ reflect.Type) bool {
+		if name == key {
+			ft = typ
+			return true
+		}
+		return false
+	})
+	return ft, ok
+}
+
+// eachField calls visit with the JSON name and type of each field
+// encoding/json decodes into t (the tag's name or the Go name, embedded
+// structs' fields promoted) until visit returns true, and reports whether
+// it did.
+func eachField(t reflect.Type, visit func(name string, typ reflect.Type) bool) bool {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				if eachField(ft, visit) {
+					return true
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if visit(name, f.Type) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,117 @@
+package strictjson_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/deputyhq/deputy/sidecar/strictjson"
+)
+
+func TestInvalidUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		field     string // "" for valid
+	}{
+		{name: "valid", doc: `{"name": "Chloé", "tags": ["a"]}`},
+		{name: "valid U+FFFD as sent", doc: `{"name": "\ufffd ` + "\xef\xbf\xbd" + `"}`},
+		{name: "top-level field", doc: "{\"name\": \"Chlo\xe9\"}", field: "name"},
+		{name: "after other fields", doc: "{\"a\": 1, \"b\": [true, null], \"c\": {\"d\": \"ok\"}, \"e\": \"\xff\"}", field: "e"},
+		{name: "nested object", doc: "{\"customer\": {\"name\": \"x\", \"store\": \"\xc3\"}}", field: "customer.store"},
+		{name: "in an array", doc: "{\"store_views\": [\"default\", \"f\xe9r\"]}", field: "store_views"},
+		{name: "array of objects", doc: "{\"rows\": [{\"a\": \"ok\"}, {\"b\": \"\x80\"}]}", field: "rows.b"},
+		{name: "in a key", doc: "{\"ok\": {\"n\xe9\": 1}}", field: "ok (a key)"},
+		{name: "top-level string", doc: "\"\xff\"", field: "body"},
+		{name: "outside strings", doc: "{\"a\": 1}\xff", field: "body"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			field, invalid := strictjson.InvalidUTF8([]byte(tc.doc))
+			if invalid != (tc.field != "") || field != tc.field {
+				t.Fatalf("InvalidUTF8 = %q, %v; want %q", field, invalid, tc.field)
+			}
+		})
+	}
+}
+
+func FuzzInvalidUTF8(f *testing.F) {
+	f.Add([]byte("{\"a\": [\"\xff\"]}"))
+	f.Add([]byte(`{"a": {"b": "c"}}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		field, invalid := strictjson.InvalidUTF8(doc)
+		if invalid == utf8.Valid(doc) || invalid == (field == "") {
+			t.Fatalf("InvalidUTF8(%q) = %q, %v", doc, field, invalid)
+		}
+	})
+}
+
+type checkInner struct {
+	A int         `json:"a"`
+	B *checkInner `json:"b"`
+}
+
+type CheckEmbedded struct {
+	E string `json:"e"`
+}
+
+type checkTarget struct {
+	CheckEmbedded
+	Name  string                `json:"name"`
+	Plain string                // JSON name "Plain"
+	Skip  string                `json:"-"`
+	Rows  []checkInner          `json:"rows"`
+	Inner *checkInner           `json:"inner"`
+	Meta  map[string]checkInner `json:"meta"`
+	Raw   json.RawMessage       `json:"raw"`
+	Any   any                   `json:"any"`
+	When  time.Time             `json:"when"`
+}
+
+// Check refuses what encoding/json decodes without a word though the
+// document does not say one thing: a repeated key (the last wins) and a
+// key in another case than its field's (matched anyway), wherever the
+// document's shape meets the target's.
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		field     string // "" for no problem
+	}{
+		{name: "valid", doc: `{"name":"x","Plain":"p","e":"1","rows":[{"a":1}],"inner":{"a":1,"b":{"a":2}},` +
+			`"meta":{"k":{"a":1},"K":{"a":2}},"raw":{"X":1,"x":2},"any":{"N":1,"n":2},"when":"2026-01-01T00:00:00Z"}`},
+		{name: "repeated key", doc: `{"name":"a","name":"b"}`, field: "name"},
+		{name: "repeated key, escaped", doc: `{"name":"a","n\u0061me":"b"}`, field: "name"},
+		{name: "repeated key after others", doc: `{"name":"a","rows":[],"name":"a"}`, field: "name"},
+		{name: "repeated key in an array's object", doc: `{"rows":[{"a":1},{"a":1,"a":2}]}`, field: "rows.a"},
+		{name: "repeated map key", doc: `{"meta":{"k":{},"k":{}}}`, field: "meta.k"},
+		{name: "repeated key in a raw value", doc: `{"raw":{"x":1,"x":2}}`, field: "raw.x"},
+		{name: "repeated key at the top of a document of unknown shape", doc: `{"zzz":{"q":1,"q":1}}`, field: "zzz.q"},
+		{name: "key in upper case", doc: `{"NAME":"x"}`, field: "NAME"},
+		{name: "Go name in lower case", doc: `{"plain":"x"}`, field: "plain"},
+		{name: "promoted field in another case", doc: `{"E":"x"}`, field: "E"},
+		{name: "after the right spelling", doc: `{"name":"x","Name":"y"}`, field: "Name"},
+		{name: "behind pointers", doc: `{"inner":{"b":{"A":1}}}`, field: "inner.b.A"},
+		{name: "in a slice's element", doc: `{"rows":[{"a":1},{"A":1}]}`, field: "rows.A"},
+		{name: "in a map's value", doc: `{"meta":{"k":{"A":1}}}`, field: "meta.k.A"},
+		{name: "escaped upper case", doc: `{"n\u0041me":"x"}`, field: "nAme"},
+		{name: "Unicode folding", doc: `{"row\u017f":[]}`, field: "row\u017f"},
+		{name: "field left out by its tag", doc: `{"Skip":"x"}`},
+		{name: "unknown key", doc: `{"zzz":1}`},
+		{name: "not JSON", doc: `{"name":`},
+		{name: "invalid UTF-8 in a key after another", doc: "{\"a\":1,\"b\xff\":2}", field: "body (a key)"},
+		{name: "invalid UTF-8 in a nested value", doc: "{\"inner\":{\"a\":1},\"name\":\"\xff\"}", field: "name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, bad := strictjson.Check([]byte(tc.doc), &checkTarget{})
+			if bad != (tc.field != "") || p.Field != tc.field {
+				t.Fatalf("Check = %+v, %v; want field %q", p, bad, tc.field)
+			}
+		})
+	}
+	// Case only matters where a struct's fields are: a map's keys and an
+	// untyped target take any case.
+	for _, target := range []any{&map[string]int{}, new(any), nil} {
+		if p, bad := strictjson.Check([]byte(`{"Name":1,"name":2}`), target); bad {
+			t.Errorf("Check(%T) = %+v", target, p)
+		}
+	}
+}
