@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/deputyhq/deputy/examples/envoycheck"
 )
 
 // A proxy in front of the application, configured from the shipped file.
@@ -235,7 +237,7 @@ func TestUpstreamGetsTheProxysForwardedHeaders(t *testing.T) {
 				"X-Forwarded-Host": "other.example", "X-Original-Method": "GET", "X-Forwarded-Method": "GET",
 				"X-Forwarded-Uri": "/other", "X-Original-Uri": "/other",
 			} {
-				for _, spelled := range separatorSpellings(name) {
+				for _, spelled := range envoycheck.EverySpelling(name) {
 					h[spelled] = []string{value}
 				}
 			}
@@ -268,24 +270,6 @@ func TestUpstreamGetsTheProxysForwardedHeaders(t *testing.T) {
 			}
 		})
 	}
-}
-
-// separatorSpellings are name with each "-" kept or read as "_", every
-// combination: CGI, PHP and WSGI upstreams read them all as name.
-func separatorSpellings(name string) []string {
-	out := []string{""}
-	for i, part := range strings.Split(name, "-") {
-		if i == 0 {
-			out[0] = part
-			continue
-		}
-		var next []string
-		for _, o := range out {
-			next = append(next, o+"-"+part, o+"_"+part)
-		}
-		out = next
-	}
-	return out
 }
 
 // Deputy's HTTP port answers checks with the delegated identity and the

@@ -178,19 +178,23 @@ var OverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-met
 func ClientForwarding() []string {
 	names := []string{"forwarded"}
 	for _, h := range []string{"x-forwarded-host", "x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method"} {
-		spelled := []string{""}
-		for i, part := range strings.Split(h, "-") {
-			if i == 0 {
-				spelled[0] = part
-				continue
-			}
-			var next []string
-			for _, s := range spelled {
-				next = append(next, s+"-"+part, s+"_"+part)
-			}
-			spelled = next
-		}
-		names = append(names, spelled...)
+		names = append(names, EverySpelling(h)...)
 	}
 	return names
+}
+
+// EverySpelling is name with each "-" kept or read as "_", every
+// combination, the letter case kept: CGI, PHP and WSGI upstreams read
+// them all as name.
+func EverySpelling(name string) []string {
+	parts := strings.Split(name, "-")
+	out := []string{parts[0]}
+	for _, part := range parts[1:] {
+		next := make([]string, 0, 2*len(out))
+		for _, o := range out {
+			next = append(next, o+"-"+part, o+"_"+part)
+		}
+		out = next
+	}
+	return out
 }
