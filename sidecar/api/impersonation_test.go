@@ -441,3 +441,59 @@ func TestConsent(t *testing.T) {
 		})
 	})
 }
+
+// A consent write that changes nothing (same allowed, same expiry) writes
+// no event and no audit entry: repeating it cannot flood the streams and
+// trim real entries away. It still answers with the current consent.
+func TestConsentUnchangedRecordsNothing(t *testing.T) {
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		e := newEnv(t, mk)
+		e.seed()
+		ctx := context.Background()
+		counts := func() (int, int) {
+			t.Helper()
+			evs, _, err := e.store.ReadEvents(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: 500}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			audit, _, err := e.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: 500}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(evs), len(audit)
+		}
+		until := e.clock.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+		for _, tc := range []struct {
+			name, customer string
+			token          func(*env) string
+			body           map[string]any
+		}{
+			{"consent given again", "c42", (*env).customer, map[string]any{"allowed": true}},
+			{"never consented, withdrawn", "selfreg-2", func(e *env) string { return e.as("selfreg-2", "customer") }, map[string]any{"allowed": false}},
+			{"same expiry again", "c42", (*env).customer, map[string]any{"allowed": true, "expires_at": until}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				path := "/deputy/v1/customers/" + tc.customer + "/consent"
+				// The first write may change the consent; the repeats change nothing.
+				first := e.must(e.do("PUT", path, tc.token(e), tc.body), 200)
+				evs, audit := counts()
+				for range 5 {
+					r := e.must(e.do("PUT", path, tc.token(e), tc.body), 200)
+					if r.Body["allowed"] != tc.body["allowed"] || r.str("set_at") != first.str("set_at") {
+						t.Fatalf("repeat answered %s, first %s", r.Raw, first.Raw)
+					}
+				}
+				if ev2, au2 := counts(); ev2 != evs || au2 != audit {
+					t.Fatalf("repeats recorded %d events and %d audit entries", ev2-evs, au2-audit)
+				}
+			})
+		}
+		t.Run("a change still records", func(t *testing.T) {
+			evs, audit := counts()
+			e.must(e.do("PUT", "/deputy/v1/customers/c42/consent", e.customer(), map[string]any{"allowed": false}), 200)
+			if ev2, au2 := counts(); ev2 != evs+1 || au2 != audit+1 {
+				t.Fatalf("withdrawal recorded %d events and %d audit entries, want 1 and 1", ev2-evs, au2-audit)
+			}
+		})
+	})
+}

@@ -319,6 +319,19 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if ch.Allowed && !ch.ExpiresAt.IsZero() && !ch.ExpiresAt.After(now) {
 		return nil, nil, sidecar.Invalid("expires_at", "must be in the future")
 	}
+	// A write that changes nothing records nothing: repeating it must not
+	// fill the events and audit streams, whose MAXLEN trimming would drop
+	// real entries. Consent never given, or lapsed, reads as withdrawn.
+	cur, err := i.store.GetConsent(ctx, ch.Customer)
+	switch {
+	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
+		cur = &sidecar.Consent{Customer: ch.Customer}
+	case err != nil:
+		return nil, nil, err
+	}
+	if cur.Allowed == ch.Allowed && cur.ExpiresAt.Equal(ch.ExpiresAt) {
+		return cur, nil, nil
+	}
 	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
 	// The store ends the sessions the new consent no longer covers in the
 	// same atomic step: no fault can leave a live session without consent.
