@@ -21,6 +21,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/strictjson"
 )
 
 // Reasons a presented token is refused. They are the Message of the
@@ -453,6 +454,13 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	dec.UseNumber()
 	if err := dec.Decode(&claims); err != nil || claims == nil || dec.More() {
 		return refused(ReasonMalformed, errors.New("claims are not a JSON object"))
+	}
+	// A key given twice reads as its last value here and as its first to
+	// other parsers (the upstream's, if it reads the token itself): such a
+	// token says two things, so it says nothing. Verdicts are remembered,
+	// so this walk runs once per token.
+	if p, bad := strictjson.Check(payload, claims); bad {
+		return refused(ReasonMalformed, fmt.Errorf("claims: %s: %s", p.Field, p.Message))
 	}
 	if iss, _ := claims["iss"].(string); iss != is.name {
 		// Issuers that publish the same keys (tenants of one provider)

@@ -117,6 +117,25 @@ func sign(t testing.TB, k testKey, kid string, claims map[string]any) string {
 	return out
 }
 
+// signRaw makes a compact JWS of payload exactly as given, with key k.
+func signRaw(t testing.TB, k testKey, kid, payload string) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := s.Sign([]byte(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := obj.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func rawJWT(header, payload string, sig []byte) string {
 	enc := base64.RawURLEncoding
 	return enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString([]byte(payload)) + "." + enc.EncodeToString(sig)
@@ -236,6 +255,10 @@ func TestVerify(t *testing.T) {
 		{name: "oversized", req: bearer(string(make([]byte, identity.MaxTokenSize+1))), reason: identity.ReasonMalformed},
 		{name: "payload not an object", req: bearer(sign(t, ek, ek.kid, nil)), reason: identity.ReasonMalformed},
 		{name: "exp not a number", req: bearer(sign(t, ek, ek.kid, with(good, "exp", "tomorrow"))), reason: identity.ReasonMalformed},
+		// A parser that keeps the first of two subs reads mallory where
+		// Go's keeps the last: no one may read this token otherwise.
+		{name: "a claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"sub":"mallory",`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
+		{name: "a nested claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"realm":{"roles":["x"],"roles":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
 		{name: "alg none with kid", req: bearer(rawJWT(`{"alg":"none","kid":"rsa-1"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
