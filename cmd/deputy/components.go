@@ -44,12 +44,15 @@ type readiness struct {
 type policyPart struct {
 	engine *policy.Engine
 	source *policy.Source
+
+	onChange atomic.Pointer[func()] // told after every attempt that found something new
 }
 
 func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*policyPart, error) {
 	// Activations are counted where they happen, failures where every
 	// attempt ends: a bundle refused before compiling (unreadable, badly
 	// signed) never reaches the engine.
+	p := &policyPart{}
 	engine := newEngine(cfg, log, policy.OnActivate(func(a *policy.Activation, err error) {
 		if err == nil {
 			m.ObserveActivation(a.Revision, a.ActivatedAt, nil)
@@ -60,11 +63,15 @@ func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*po
 			if err != nil {
 				m.ObserveActivation("", time.Time{}, err)
 			}
+			if f := p.onChange.Load(); f != nil {
+				(*f)()
+			}
 		}))
 	if err != nil {
 		return nil, err
 	}
-	return &policyPart{engine: engine, source: src}, nil
+	p.engine, p.source = engine, src
+	return p, nil
 }
 
 func (p *policyPart) Start(ctx context.Context) error {
@@ -85,6 +92,10 @@ func (p *policyPart) Start(ctx context.Context) error {
 }
 
 func (p *policyPart) Stop(ctx context.Context) error { return p.source.Stop(ctx) }
+
+// notify has f called after every policy attempt that found something
+// new: readiness may have changed.
+func (p *policyPart) notify(f func()) { p.onChange.Store(&f) }
 
 func (p *policyPart) ready(context.Context) error {
 	if st := p.source.Status(); !st.Ready {

@@ -196,6 +196,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	pol.notify(s.servers.health.readinessChanged)
 	if err := start(s.servers); err != nil {
 		return nil, err
 	}

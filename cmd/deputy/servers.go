@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -42,7 +41,8 @@ type servers struct {
 	cfg     *Config
 	log     *slog.Logger
 	grpc    *grpc.Server
-	health  *health.Server
+	health  *readyHealth
+	ready   []readiness
 	http    *http.Server
 	metrics *http.Server
 
@@ -63,7 +63,7 @@ type handlers struct {
 }
 
 func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (*servers, error) {
-	s := &servers{cfg: cfg, log: log, errc: make(chan error, 3)}
+	s := &servers{cfg: cfg, log: log, ready: h.ready, errc: make(chan error, 3)}
 	if err := s.buildGRPC(m, h.pipeline); err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error 
 	}
 	s.grpc = grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(s.grpc, envoy.NewGRPCServer(pipeline))
-	s.health = health.NewServer()
+	s.health = newReadyHealth(s.ready)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if s.cfg.GRPC.Reflection {
 		reflection.Register(s.grpc)
@@ -166,19 +166,38 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 // headers, on every listener.
 const readHeaderTimeout = 10 * time.Second
 
+// readyTimeout bounds one evaluation of the readiness conditions.
+const readyTimeout = 2 * time.Second
+
+// checkReady evaluates every readiness condition: the one answer /readyz
+// and gRPC health both give. errs holds each condition's error (nil when
+// it holds).
+func checkReady(ctx context.Context, ready []readiness) (ok bool, errs map[string]error) {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	ok, errs = true, make(map[string]error, len(ready))
+	for _, c := range ready {
+		err := c.check(ctx)
+		errs[c.name] = err
+		ok = ok && err == nil
+	}
+	return ok, errs
+}
+
 // readyz reports each readiness condition; 503 when any fails.
 func readyz(ready []readiness, policyStatus func() policy.Status) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
+		ok, errs := checkReady(r.Context(), ready)
 		status := http.StatusOK
+		if !ok {
+			status = http.StatusServiceUnavailable
+		}
 		checks := map[string]string{}
-		for _, c := range ready {
-			if err := c.check(ctx); err != nil {
-				checks[c.name] = err.Error()
-				status = http.StatusServiceUnavailable
+		for name, err := range errs {
+			if err != nil {
+				checks[name] = err.Error()
 			} else {
-				checks[c.name] = "ok"
+				checks[name] = "ok"
 			}
 		}
 		body := map[string]any{"status": map[bool]string{true: "ready", false: "not ready"}[status == http.StatusOK], "checks": checks}
@@ -227,8 +246,7 @@ func (s *servers) Start(context.Context) error {
 	go func() { defer s.wg.Done(); s.errc <- s.grpc.Serve(gl) }()
 	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(s.http.Serve(hl)) }()
 	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(s.metrics.Serve(ml)) }()
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
+	s.health.start()
 	s.log.Info("deputy serving", "version", buildinfo.Get().Version, "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
 	if s.cfg.Dev {
 		printNextSteps(os.Stderr, s.cfg, gl.Addr().String(), hl.Addr().String(), ml.Addr().String())
@@ -243,7 +261,7 @@ func (s *servers) failed() <-chan error { return s.errc }
 // up to ctx; then it cuts what is left, so that no client, however slow,
 // holds the process past its shutdown budget.
 func (s *servers) Stop(ctx context.Context) error {
-	s.health.Shutdown()
+	s.health.stop()
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
 	err := shutdownHTTP(ctx, "http", s.http)
