@@ -74,7 +74,7 @@ type Config struct {
 	BackoffMin       time.Duration `yaml:"backoff_min" usage:"first wait after a failed write to the sink"`
 	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`
 	SpoolDir         string        `yaml:"spool_dir" usage:"directory where records wait on disk while the sink is down, kept across restarts (empty: no spool)"`
-	SpoolMaxBytes    int64         `yaml:"spool_max_bytes" usage:"bound of the on-disk spool; past it records are dropped and counted"`
+	SpoolMaxBytes    int64         `yaml:"spool_max_bytes" usage:"bound of the on-disk spool; past it records wait in the queue, and past that are dropped and counted"`
 	// MaxRecordBytes bounds what a client can make Deputy write per
 	// check: the path, query and headers it sends all reach the record.
 	MaxRecordBytes int `yaml:"max_record_bytes" usage:"largest encoded record; a larger one is written without its input (input_dropped: oversized), its fields cut, and counted"`

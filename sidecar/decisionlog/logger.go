@@ -66,12 +66,15 @@ type Logger struct {
 	maskErrors atomic.Uint64
 	oversized  atomic.Uint64
 
-	// Owned by the worker.
+	// Owned by the worker. pending holds records taken from the queue,
+	// encoded, in flight until written or spooled; spooled records are
+	// read into spoolBatch, apart: while the spool is full, pending waits
+	// in memory behind the spool's older records.
 	pending      [][]byte
-	pendingBytes int64  // what pending's decisions count in bytes, when taken from the queue
-	batchBuf     []byte // what the queued records of pending are encoded in
+	pendingSizes []int64 // decisionSize of each record of pending
+	spoolBatch   [][]byte
+	batchBuf     []byte // what the records of pending are encoded in
 	takeSizes    []int64
-	fromSpool    bool   // pending was read from the spool
 	spool        *spool // nil unless cfg.SpoolDir is set
 	down         bool   // the last write failed
 
@@ -255,12 +258,13 @@ func (l *Logger) run() {
 func (l *Logger) drain(ctx context.Context, final bool) {
 	backoff := l.cfg.BackoffMin
 	for {
-		if len(l.pending) == 0 && !l.next(ctx) {
+		batch, spooled := l.next(ctx)
+		if len(batch) == 0 {
 			return
 		}
-		err := l.sink.Write(ctx, l.pending)
+		err := l.sink.Write(ctx, batch)
 		if err == nil {
-			l.delivered()
+			l.delivered(spooled)
 			backoff = l.cfg.BackoffMin
 			continue
 		}
@@ -271,7 +275,7 @@ func (l *Logger) drain(ctx context.Context, final bool) {
 		}
 		if l.spool != nil {
 			l.spill(ctx)
-			if final {
+			if final && l.QueueDepth() == 0 {
 				// They are on disk: the next start delivers them.
 				return
 			}
@@ -286,61 +290,66 @@ func (l *Logger) drain(ctx context.Context, final bool) {
 	}
 }
 
-// next fills pending with the oldest batch: from the spool while it holds
-// anything (what it holds is older than what is queued, so queued records
-// join it first), else from the queue.
-func (l *Logger) next(ctx context.Context) bool {
+// next returns the oldest batch, and whether it was read from the spool:
+// from the spool while it holds anything (what it holds is older than
+// what is queued, so queued records join it first, as far as it has room),
+// else pending, filled from the queue.
+func (l *Logger) next(ctx context.Context) (batch [][]byte, spooled bool) {
 	if l.spool == nil || l.spool.empty() {
-		l.fromSpool = false
-		return l.take(ctx)
+		if len(l.pending) == 0 {
+			l.take(ctx)
+		}
+		return l.pending, false
 	}
 	l.spill(ctx)
-	batch, err := l.spool.read(l.cfg.BatchSize)
+	// Read again after a failed write: the spool hands out the same
+	// records until they are acknowledged.
+	b, err := l.spool.read(l.cfg.BatchSize)
 	if err != nil {
 		l.log.Error("decision log spool unreadable", "error", err)
 	}
 	l.spooled.Store(l.spool.size())
-	l.pending, l.fromSpool = append(l.pending, batch...), true
-	return len(l.pending) > 0
+	l.spoolBatch = append(l.spoolBatch[:0], b...)
+	return l.spoolBatch, true
 }
 
-// delivered accounts for pending, written to the sink.
-func (l *Logger) delivered() {
-	n := len(l.pending)
-	l.flushed.Add(uint64(n))
-	if l.fromSpool {
+// delivered accounts for the batch next returned, written to the sink.
+func (l *Logger) delivered(spooled bool) {
+	if spooled {
+		l.flushed.Add(uint64(len(l.spoolBatch)))
 		if err := l.spool.ack(); err != nil {
 			l.log.Error("decision log spool: delivered records may be written again", "error", err)
 		}
 		l.spooled.Store(l.spool.size())
+		clear(l.spoolBatch)
+		l.spoolBatch = l.spoolBatch[:0]
 	} else {
-		l.release(n)
+		l.flushed.Add(uint64(len(l.pending)))
+		l.release(len(l.pending))
 	}
 	if l.down {
 		l.down = false
 		l.log.Info("decision log sink is back", "queued", l.QueueDepth(), "spooled_bytes", l.spooled.Load())
 	}
-	l.clearPending()
 }
 
-// spill moves pending (unless it came from the spool, where it still is)
-// and everything queued to the spool, in order. Records past the spool's
-// bound are dropped and counted.
+// spill moves pending and everything queued to the spool, in order, as
+// far as the spool has room. What it cannot take stays in memory (pending
+// first, then the queue, both within the queue's bound) until the sink is
+// back or the spool has room again: a full spool never costs a record the
+// queue can hold.
 func (l *Logger) spill(ctx context.Context) {
 	for {
-		if len(l.pending) > 0 && !l.fromSpool {
-			n := len(l.pending)
+		if len(l.pending) > 0 {
 			kept, err := l.spool.append(l.pending)
 			if err != nil {
 				l.log.Error("decision log spool write failed", "error", err)
 			}
-			if lost := n - kept; lost > 0 {
-				l.dropped.Add(uint64(lost))
+			l.release(kept)
+			if len(l.pending) > 0 {
+				break
 			}
-			l.release(n)
 		}
-		l.clearPending()
-		l.fromSpool = false
 		if !l.take(ctx) {
 			break
 		}
@@ -348,19 +357,21 @@ func (l *Logger) spill(ctx context.Context) {
 	l.spooled.Store(l.spool.size())
 }
 
-// release gives back the queue's room, in records and bytes, that the n
-// records of pending held, now that they are written or on disk.
+// release removes the first n records of pending, now written or on
+// disk, and gives back the queue's room, in records and bytes, they held.
 func (l *Logger) release(n int) {
+	var size int64
+	for _, b := range l.pendingSizes[:n] {
+		size += b
+	}
 	l.mu.Lock()
 	l.inflight -= n
-	l.bytes -= l.pendingBytes
+	l.bytes -= size
 	l.mu.Unlock()
-	l.pendingBytes = 0
-}
-
-func (l *Logger) clearPending() {
-	clear(l.pending)
-	l.pending = l.pending[:0]
+	rest := copy(l.pending, l.pending[n:])
+	clear(l.pending[rest:])
+	l.pending = l.pending[:rest]
+	l.pendingSizes = l.pendingSizes[:copy(l.pendingSizes, l.pendingSizes[n:])]
 }
 
 func (l *Logger) closeSpool() {
@@ -379,8 +390,8 @@ func (l *Logger) discard() {
 	clear(l.ring)
 	l.head, l.n, l.inflight, l.bytes = 0, 0, 0, 0
 	l.mu.Unlock()
-	l.pendingBytes = 0
-	l.clearPending()
+	clear(l.pending)
+	l.pending, l.pendingSizes = l.pending[:0], l.pendingSizes[:0]
 	l.dropped.Add(uint64(lost))
 	l.log.Error("decision log stopped with records not written", "lost", lost)
 }
@@ -390,9 +401,9 @@ func (l *Logger) discard() {
 // first probe that succeeds; another sink waits out backoff. With a
 // spool, queued records move to disk while waiting (also while a probe
 // is under way: one to a Redis that refuses connections takes its dial
-// retries), so the queue never fills. wait reports false when it was cut
-// short and the drain should return (ctx ended, or Stop was asked while
-// not final).
+// retries), so the queue fills only once the spool is full. wait reports
+// false when it was cut short and the drain should return (ctx ended, or
+// Stop was asked while not final).
 func (l *Logger) wait(ctx context.Context, backoff time.Duration, final bool) bool {
 	prober, probes := l.sink.(Prober)
 	step := backoff
@@ -475,9 +486,9 @@ func (l *Logger) take(ctx context.Context) bool {
 			l.dropped.Add(1)
 			continue
 		}
-		l.pendingBytes += sizes[i]
 		buf = b
 		l.pending = append(l.pending, buf[start:len(buf):len(buf)])
+		l.pendingSizes = append(l.pendingSizes, sizes[i])
 	}
 	l.batchBuf = buf
 	if cap(buf) > maxBatchBuffer {
