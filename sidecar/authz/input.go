@@ -307,8 +307,8 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if need.Child("parsed_path") != nil {
 		obj.Insert(keyTerm("parsed_path"), parsedPath(cp.decoded))
 	}
-	if need.Child("parsed_query") != nil {
-		obj.Insert(keyTerm("parsed_query"), parsedQuery(rawQuery, query))
+	if n := need.Child("parsed_query"); n != nil {
+		obj.Insert(keyTerm("parsed_query"), parsedQuery(rawQuery, query, n))
 	}
 	if need.Child("version") != nil {
 		obj.Insert(keyTerm("version"), versionTerm)
@@ -393,23 +393,45 @@ func parsedPath(decoded string) *ast.Term {
 }
 
 // parsedQuery mirrors OPA-Envoy (url.Values of the query, invalid pairs
-// left out): a map of string arrays. parsed is the query when the method
-// overrides already parsed it.
-func parsedQuery(raw string, parsed url.Values) *ast.Term {
+// left out): a map of string arrays, holding only the parameters need
+// names when the policy reads none but named ones (as a rule reading
+// input.parsed_query.query does on every check). A query that cannot hold
+// one of them (none of their names in it, no escape) is not parsed: the
+// common page request pays nothing for a rule about another endpoint.
+// parsed is the query when the method overrides already parsed it.
+func parsedQuery(raw string, parsed url.Values, need *policy.InputNeeds) *ast.Term {
+	if raw == "" || !need.All && !mayHoldParam(raw, need.Children) {
+		return ast.InternedEmptyObject
+	}
+	if parsed == nil {
+		parsed, _ = url.ParseQuery(raw)
+	}
 	q := ast.NewObject()
-	if raw != "" {
-		if parsed == nil {
-			parsed, _ = url.ParseQuery(raw)
+	for k, vs := range parsed {
+		if !need.All && need.Children[k] == nil {
+			continue
 		}
-		for k, vs := range parsed {
-			vt := make([]*ast.Term, len(vs))
-			for i, v := range vs {
-				vt[i] = ast.StringTerm(v)
-			}
-			q.Insert(ast.StringTerm(k), ast.ArrayTerm(vt...))
+		vt := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			vt[i] = ast.StringTerm(v)
 		}
+		q.Insert(ast.StringTerm(k), ast.ArrayTerm(vt...))
 	}
 	return ast.NewTerm(q)
+}
+
+// mayHoldParam reports whether a raw query may name one of the parameters:
+// a name appears as it is unless escaped ("%" or "+" for a space).
+func mayHoldParam(raw string, names map[string]*policy.InputNeeds) bool {
+	if strings.ContainsAny(raw, "%+") {
+		return true
+	}
+	for name := range names {
+		if strings.Contains(raw, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // bodyParse reads a body for parsed_body and for the method overrides it
