@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,9 +157,17 @@ func TestServeAndEvalAgree(t *testing.T) {
 		path    string
 		who     *identity.DevClaims // bearer token, and eval's --identity
 		headers map[string]string
+		body    string
 		allowed bool
 		reason  string
 	}
+	graphql := func(body string) map[string]string {
+		return map[string]string{"cookie": cookie, "content-type": "application/json", "content-length": strconv.Itoa(len(body))}
+	}
+	const (
+		cartMutation    = `{"query":"mutation { addProductsToCart(cartId: \"c1\", cartItems: [{sku: \"S1\", quantity: 1}]) { cart { id } } }"}`
+		accountMutation = `{"query":"mutation { x: \u0075pdateCustomerV2(input: {firstname: \"Eve\"}) { customer { firstname } } }"}`
+	)
 	for _, sc := range []scenario{
 		{name: "public", method: "GET", path: "/catalog/shoes", allowed: true, reason: "public_route"},
 		{name: "public, method not open", method: "POST", path: "/catalog/shoes", reason: "no_rule_matched"},
@@ -168,6 +177,9 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "impersonation, forbidden route", method: "POST", path: "/customer/account/password/", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
 		{name: "impersonation, forbidden REST route", method: "PUT", path: "/rest/default/V1/customers/me/password", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
 		{name: "impersonation, REST read", method: "GET", path: "/rest/default/V1/customers/me", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
+		{name: "impersonation, GraphQL cart mutation", method: "POST", path: "/graphql", headers: graphql(cartMutation), body: cartMutation, allowed: true, reason: "impersonation"},
+		{name: "impersonation, GraphQL account mutation", method: "POST", path: "/graphql", headers: graphql(accountMutation), body: accountMutation, reason: "account_change_forbidden"},
+		{name: "impersonation, GraphQL body not sent", method: "POST", path: "/graphql", headers: graphql(cartMutation), reason: "graphql_body_unread"},
 		{name: "partner within its level", method: "GET", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "partner_level_sufficient"},
 		{name: "partner above its level", method: "POST", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "level_too_low:create"},
 		{name: "partner named by the changed path alone", method: "GET", path: "/accounts/acme/service-requests", who: &pat, allowed: true, reason: "partner_level_sufficient"},
@@ -190,7 +202,7 @@ func TestServeAndEvalAgree(t *testing.T) {
 				headers["authorization"] = "Bearer " + token(*sc.who)
 			}
 			check := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-				Http: &authv3.AttributeContext_HttpRequest{Method: sc.method, Path: sc.path, Host: "shop.example", Headers: headers}}}}
+				Http: &authv3.AttributeContext_HttpRequest{Method: sc.method, Path: sc.path, Host: "shop.example", Headers: headers, Body: sc.body}}}}
 			served, err := client.Check(context.Background(), check)
 			if err != nil {
 				t.Fatal(err)

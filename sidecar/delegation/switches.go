@@ -38,12 +38,12 @@ const PermissionImpersonate = "login_as_customer"
 
 // switchKeys are the keys data.deputy.impersonation must spell out: the
 // switches Go applies, and the maps only the policies read, whose absence
-// Rego would read as "no permission" or, for forbidden_routes, as "nothing
-// forbidden".
+// Rego would read as "no permission" or, for forbidden_routes and
+// forbidden_graphql_fields, as "nothing forbidden".
 var switchKeys = []string{
 	"enabled", "store_view_selection", "require_reason", "max_session", "idle_timeout",
 	"one_session_per_staff", "disable_page_cache", "protected_roles", "protected_customers",
-	"role_permissions", "forbidden_routes",
+	"role_permissions", "forbidden_routes", "forbidden_graphql_fields",
 }
 
 // ReadSwitches reads data.deputy.impersonation. Data without the section
@@ -127,6 +127,9 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 	if routes, ok := imp["forbidden_routes"].(map[string]any); ok && err == nil {
 		err = checkForbiddenRoutes(routes)
 	}
+	if err == nil {
+		err = checkForbiddenFields(imp["forbidden_graphql_fields"])
+	}
 	if s.MaxSession == 0 {
 		fail("max_session", "a positive duration")
 	}
@@ -170,7 +173,9 @@ func impersonatingRoles(perms map[string]any) ([]string, error) {
 // filed under a section other than its first segment, or a section key in
 // a case the lower-cased route form never has (routes are looked up by the
 // request's first segment), and method lists that are empty or not in
-// upper case (requests' methods are).
+// upper case (requests' methods are). A route marked "graphql": true is a
+// GraphQL endpoint, denied for the operations forbidden_graphql_fields
+// name: it has neither a reason nor methods of its own.
 func checkForbiddenRoutes(sections map[string]any) error {
 	keys := make([]string, 0, len(sections))
 	for k := range sections {
@@ -193,10 +198,11 @@ func checkForbiddenRoutes(sections map[string]any) error {
 				return fmt.Errorf("%s: want a route object, got %s", at, show(v))
 			}
 			for key := range r {
-				if key != "prefix" && key != "reason" && key != "methods" {
-					return fmt.Errorf("%s.%s: unknown key (a route has prefix, reason and methods)", at, key)
+				if key != "prefix" && key != "reason" && key != "methods" && key != "graphql" {
+					return fmt.Errorf("%s.%s: unknown key (a route has prefix, reason and methods, or prefix and graphql)", at, key)
 				}
 			}
+			graphql, marked := r["graphql"]
 			prefix, _ := r["prefix"].(string)
 			first, _, _ := strings.Cut(strings.TrimPrefix(prefix, "/"), "/")
 			switch {
@@ -206,6 +212,20 @@ func checkForbiddenRoutes(sections map[string]any) error {
 				return fmt.Errorf("%s.prefix: want lower case, got %q (routes match the lower-cased route form: write %q)", at, prefix, strings.ToLower(prefix))
 			case first != section:
 				return fmt.Errorf("%s.prefix: %q is not under section %q (routes are filed by their first segment)", at, prefix, section)
+			}
+			if marked {
+				// The policy judges the request's operations, and takes the
+				// reason from the forbidden field it finds.
+				if graphql != true {
+					return fmt.Errorf("%s.graphql: want true (leave it out for a route forbidden as such), got %s", at, show(graphql))
+				}
+				if _, ok := r["reason"]; ok {
+					return fmt.Errorf("%s.reason: a GraphQL endpoint has none (forbidden_graphql_fields give the reasons)", at)
+				}
+				if _, ok := r["methods"]; ok {
+					return fmt.Errorf("%s.methods: a GraphQL endpoint has none (its operations are judged whatever the method)", at)
+				}
+				continue
 			}
 			if reason, _ := r["reason"].(string); reason == "" {
 				return fmt.Errorf("%s.reason: want a non-empty string, got %s", at, show(r["reason"]))
@@ -224,6 +244,48 @@ func checkForbiddenRoutes(sections map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// checkForbiddenFields refuses forbidden GraphQL fields the policy would
+// read as forbidding nothing, or that would not read as one name: a field
+// that is not a GraphQL name (the policy matches it as a whole word, in a
+// regular expression), or one without a reason.
+func checkForbiddenFields(v any) error {
+	const at = "data.deputy.impersonation.forbidden_graphql_fields"
+	fields, ok := v.([]any)
+	if !ok {
+		return fmt.Errorf("%s: want a list of fields, got %s", at, show(v))
+	}
+	for i, e := range fields {
+		at := fmt.Sprintf("%s[%d]", at, i)
+		f, ok := e.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: want a field object, got %s", at, show(e))
+		}
+		for key := range f {
+			if key != "field" && key != "reason" {
+				return fmt.Errorf("%s.%s: unknown key (a forbidden field has field and reason)", at, key)
+			}
+		}
+		if name, _ := f["field"].(string); !graphQLName(name) {
+			return fmt.Errorf("%s.field: want a GraphQL name ([_A-Za-z][_0-9A-Za-z]*), got %s", at, show(f["field"]))
+		}
+		if reason, _ := f["reason"].(string); reason == "" {
+			return fmt.Errorf("%s.reason: want a non-empty string, got %s", at, show(f["reason"]))
+		}
+	}
+	return nil
+}
+
+// graphQLName reports whether s is a GraphQL Name.
+func graphQLName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '_' && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (i == 0 || c < '0' || c > '9') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func lookup(m map[string]any, path ...string) any {

@@ -17,7 +17,7 @@ func allSwitches(edit map[string]any) map[string]any {
 	imp := map[string]any{"enabled": true, "store_view_selection": "default", "require_reason": false,
 		"max_session": "1h", "idle_timeout": "15m", "one_session_per_staff": true, "disable_page_cache": true,
 		"protected_roles": []any{"staff"}, "protected_customers": []any{}, "role_permissions": map[string]any{},
-		"forbidden_routes": map[string]any{}}
+		"forbidden_routes": map[string]any{}, "forbidden_graphql_fields": []any{}}
 	for k, v := range edit {
 		if v == nil {
 			delete(imp, k)
@@ -82,7 +82,10 @@ func TestReadSwitches(t *testing.T) {
 		{name: "zero max session", data: allSwitches(map[string]any{"max_session": "0s"}), path: "data.deputy.impersonation.max_session"},
 		{name: "forbidden routes as shipped", data: allSwitches(map[string]any{"forbidden_routes": map[string]any{
 			"customer": []any{route("/customer/account/password/", "password_change_forbidden"),
-				route("/customer/account/edit/", "account_change_forbidden", "POST", "PUT")}}}),
+				route("/customer/account/edit/", "account_change_forbidden", "POST", "PUT")},
+			"graphql": []any{map[string]any{"prefix": "/graphql/", "graphql": true}}},
+			"forbidden_graphql_fields": []any{map[string]any{"field": "updateCustomerV2", "reason": "account_change_forbidden"},
+				map[string]any{"field": "_x9", "reason": "b"}}}),
 			want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
 				IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}}},
 	}
@@ -105,6 +108,16 @@ func TestReadSwitches(t *testing.T) {
 		"lower-case method":            {map[string]any{"vault": []any{route("/vault/cards/", "b", "post")}}, "forbidden_routes.vault[0].methods"},
 		"misspelt key":                 {map[string]any{"vault": []any{map[string]any{"prefix": "/vault/cards/", "reason": "b", "method": []any{"POST"}}}}, "forbidden_routes.vault[0].method"},
 		"section not a list":           {map[string]any{"vault": route("/vault/cards/", "b")}, "forbidden_routes.vault"},
+		"GraphQL endpoint with a reason": {map[string]any{"graphql": []any{map[string]any{"prefix": "/graphql/", "graphql": true, "reason": "b"}}},
+			"forbidden_routes.graphql[0].reason"},
+		"GraphQL endpoint with methods": {map[string]any{"graphql": []any{map[string]any{"prefix": "/graphql/", "graphql": true, "methods": []any{"POST"}}}},
+			"forbidden_routes.graphql[0].methods"},
+		"GraphQL mark not true": {map[string]any{"graphql": []any{map[string]any{"prefix": "/graphql/", "graphql": "yes"}}},
+			"forbidden_routes.graphql[0].graphql"},
+		"GraphQL mark false": {map[string]any{"graphql": []any{map[string]any{"prefix": "/graphql/", "graphql": false}}},
+			"forbidden_routes.graphql[0].graphql"},
+		"GraphQL endpoint in upper case": {map[string]any{"graphql": []any{map[string]any{"prefix": "/GraphQL/", "graphql": true}}},
+			"forbidden_routes.graphql[0].prefix"},
 	} {
 		cases = append(cases, struct {
 			name string
@@ -113,9 +126,33 @@ func TestReadSwitches(t *testing.T) {
 			path string
 		}{name: name, data: allSwitches(map[string]any{"forbidden_routes": tc.routes}), path: "data.deputy.impersonation." + tc.path})
 	}
+	// Forbidden GraphQL fields the policy would read as forbidding
+	// nothing, or as a pattern rather than one name.
+	for name, tc := range map[string]struct {
+		fields any
+		path   string
+	}{
+		"not a list":        {map[string]any{"field": "deleteCustomer", "reason": "b"}, "forbidden_graphql_fields"},
+		"not an object":     {[]any{"deleteCustomer"}, "forbidden_graphql_fields[0]"},
+		"without a reason":  {[]any{map[string]any{"field": "deleteCustomer"}}, "forbidden_graphql_fields[0].reason"},
+		"empty reason":      {[]any{map[string]any{"field": "deleteCustomer", "reason": ""}}, "forbidden_graphql_fields[0].reason"},
+		"without a field":   {[]any{map[string]any{"reason": "b"}}, "forbidden_graphql_fields[0].field"},
+		"not a name":        {[]any{map[string]any{"field": "delete.*", "reason": "b"}}, "forbidden_graphql_fields[0].field"},
+		"leading digit":     {[]any{map[string]any{"field": "2fa", "reason": "b"}}, "forbidden_graphql_fields[0].field"},
+		"alias spelled out": {[]any{map[string]any{"field": "x: deleteCustomer", "reason": "b"}}, "forbidden_graphql_fields[0].field"},
+		"misspelt key":      {[]any{map[string]any{"name": "deleteCustomer", "reason": "b"}}, "forbidden_graphql_fields[0].name"},
+	} {
+		cases = append(cases, struct {
+			name string
+			data map[string]any
+			want delegation.Switches
+			path string
+		}{name: "GraphQL field " + name, data: allSwitches(map[string]any{"forbidden_graphql_fields": tc.fields}), path: "data.deputy.impersonation." + tc.path})
+	}
 	// A switch left out is never filled in.
 	for _, key := range []string{"enabled", "store_view_selection", "require_reason", "max_session", "idle_timeout",
-		"one_session_per_staff", "disable_page_cache", "protected_roles", "protected_customers", "role_permissions", "forbidden_routes"} {
+		"one_session_per_staff", "disable_page_cache", "protected_roles", "protected_customers", "role_permissions", "forbidden_routes",
+		"forbidden_graphql_fields"} {
 		cases = append(cases, struct {
 			name string
 			data map[string]any

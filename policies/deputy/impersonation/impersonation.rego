@@ -72,13 +72,13 @@ decision := lib.deny(403, "customer_protected") if {
 	# segments before policy runs.) The method is only looked at once the
 	# path matched. The directory is bound once per section found, not
 	# looked up again for every route of it.
-	reasons := [r.reason |
+	reasons := [why |
 		some i, section in input.deputy.request.route_segments
 		routes := data.deputy.impersonation.forbidden_routes[section]
 		path := input.deputy.request.route_dirs[i]
 		some r in routes
 		startswith(path, r.prefix)
-		_method_forbidden(r)
+		why := _route_reason(r)
 	]
 
 	# The first reason, whatever its value: a lookup, where count(reasons)
@@ -132,6 +132,14 @@ permissions contains p if {
 	some p in data.deputy.impersonation.role_permissions[role]
 }
 
+# A route's reason, once the request may run as a method it forbids.
+_route_reason(r) := r.reason if _method_forbidden(r)
+
+# A GraphQL endpoint is forbidden for the operations the request names
+# (a route marked graphql has no reason of its own: Deputy refuses data
+# that gives it one).
+_route_reason(r) := _graphql_denial if r.graphql
+
 _method_forbidden(r) if not r.methods
 
 # Any method the request may run as (its own, upper-cased, and those its
@@ -139,4 +147,81 @@ _method_forbidden(r) if not r.methods
 _method_forbidden(r) if {
 	some method in input.deputy.request.methods
 	method in r.methods
+}
+
+# Why a request to a GraphQL endpoint is denied during impersonation;
+# undefined when it names no forbidden field and Deputy saw all of it.
+# A field name is a GraphQL name ([_A-Za-z][_0-9A-Za-z]*): no comment,
+# escape or whitespace splits it, and an alias (x: updateCustomerV2), a
+# fragment, a batch or an operationName leaves it spelled out, so it is
+# matched as a whole word (in any case) in every string of the body and
+# of the query parameter, as Deputy decoded them once, as servers do
+# (JSON escapes in parsed_body, percent escapes in parsed_query): a
+# match over the raw body would miss "\u0075pdateCustomerV2".
+# A request that runs as a method whose body servers read fails closed
+# when Deputy has not parsed its body: not sent (nginx's auth_request and
+# Caddy's forward_auth send none, so behind them a POST to the endpoint
+# is always denied), truncated at Envoy's with_request_body limit (input.
+# truncated_body: Deputy then parses nothing), of a type it does not
+# parse, or with check.parse_body off (parsed_body absent).
+_graphql_denial := "graphql_body_unread" if {
+	_graphql_runs_body
+	not _graphql_body_parsed
+} else := reason if {
+	# The first forbidden field in data order, for a stable reason.
+	reasons := [f.reason |
+		some f in data.deputy.impersonation.forbidden_graphql_fields
+		some text in _graphql_strings
+		regex.match(concat("", [`(?i)\b`, f.field, `\b`]), text)
+	]
+	reason := reasons[0]
+} else := "graphql_query_unreadable" if {
+	# Every operation must carry its document as the string `query`,
+	# so that the check above saw what the server runs: a persisted
+	# query (only a hash or an id), a form or multipart body (which Envoy
+	# may send cut without a content-length that says so) or a request
+	# without a document is not judged.
+	not _graphql_query_carried
+}
+
+# A method other than these makes GraphQL servers read the operation from
+# the body: any method the request may run as (overrides included).
+_graphql_runs_body if {
+	some method in input.deputy.request.methods
+	not method in {"GET", "HEAD", "OPTIONS"}
+}
+
+_graphql_body_parsed if is_object(input.parsed_body)
+
+_graphql_body_parsed if is_array(input.parsed_body)
+
+# Every string of the query parameters and of the parsed body.
+_graphql_strings contains text if {
+	some text in input.parsed_query.query
+}
+
+_graphql_strings contains text if {
+	walk(input.parsed_body, [_, text])
+	is_string(text)
+}
+
+# A JSON body's operation, or each of a batch of them, names its document.
+_graphql_query_carried if {
+	_graphql_runs_body
+	is_string(input.parsed_body.query)
+}
+
+_graphql_query_carried if {
+	_graphql_runs_body
+	is_array(input.parsed_body)
+	count(input.parsed_body) > 0
+	every op in input.parsed_body {
+		is_string(op.query)
+	}
+}
+
+# Without a body method, the document is in the query parameter.
+_graphql_query_carried if {
+	not _graphql_runs_body
+	input.parsed_query.query
 }

@@ -302,3 +302,134 @@ test_rest_api_reads_and_shopping_stay_allowed[note] if {
 	d.allowed
 	d.reason == "impersonation"
 }
+
+# A request to the GraphQL endpoint as Deputy builds it: parsed_body is
+# null when Deputy parsed no body, and parsed_query holds the query
+# parameter when the URL has one.
+_graphql(methods, path, body, query) := object.union(
+	lib_test.request(methods, path),
+	{"delegation": _session, "parsed_body": body, "parsed_query": query},
+)
+
+_post(body) := _graphql(["POST"], "/graphql", body, {})
+
+_mutation(field) := {"query": concat("", ["mutation { ", field, "(input: {firstname: \"Eve\"}) { customer { email } } }"])}
+
+# The GraphQL mutations of the actions the forbidden pages run, however
+# the request spells them.
+test_graphql_forbidden_fields[note] if {
+	some note, tc in {
+		"account change": {"in": _post(_mutation("updateCustomerV2")), "reason": "account_change_forbidden"},
+		"account change, first version": {"in": _post(_mutation("updateCustomer")), "reason": "account_change_forbidden"},
+		"email change": {"in": _post({"query": "mutation { updateCustomerEmail(email: \"eve@example.com\", password: \"x\") { customer { email } } }"}), "reason": "account_change_forbidden"},
+		"account deletion": {"in": _post({"query": "mutation { deleteCustomer }"}), "reason": "account_change_forbidden"},
+		"password change": {"in": _post({"query": "mutation { changeCustomerPassword(currentPassword: \"a\", newPassword: \"b\") { id } }"}), "reason": "password_change_forbidden"},
+		"password reset": {"in": _post({"query": "mutation { resetPassword(email: \"c@example.com\", resetPasswordToken: \"t\", newPassword: \"b\") }"}), "reason": "password_change_forbidden"},
+		"payment token deletion": {"in": _post({"query": "mutation { deletePaymentToken(public_hash: \"h\") { result } }"}), "reason": "payment_method_change_forbidden"},
+		"alias": {"in": _post({"query": "mutation { x: updateCustomerV2(input: {}) { customer { id } } }"}), "reason": "account_change_forbidden"},
+		"alias without spaces": {"in": _post({"query": "mutation{x:updateCustomerV2(input:{}){customer{id}}}"}), "reason": "account_change_forbidden"},
+		"newlines and tabs": {"in": _post({"query": "mutation\n{\n\tupdateCustomerV2\n\t(input: {})\n{ customer { id } } }"}), "reason": "account_change_forbidden"},
+		"commas as whitespace": {"in": _post({"query": "mutation{,,,updateCustomerV2,(input:{}){customer{id}}}"}), "reason": "account_change_forbidden"},
+		"in another case": {"in": _post({"query": "mutation { UPDATECUSTOMERV2(input: {}) { customer { id } } }"}), "reason": "account_change_forbidden"},
+		"in a fragment": {"in": _post({"query": "mutation { ...f } fragment f on Mutation { deletePaymentToken(public_hash: \"h\") { result } }"}), "reason": "payment_method_change_forbidden"},
+		"second of two operations": {"in": _post({"query": "query a { cart(cart_id: \"c\") { id } } mutation b { updateCustomerV2(input: {}) { customer { id } } }", "operationName": "b"}), "reason": "account_change_forbidden"},
+		"operationName naming the harmless one": {"in": _post({"query": "query a { cart(cart_id: \"c\") { id } } mutation b { updateCustomerV2(input: {}) { customer { id } } }", "operationName": "a"}), "reason": "account_change_forbidden"},
+		"after harmless fields": {"in": _post({"query": "mutation { addProductsToCart(cartId: \"c\", cartItems: []) { cart { id } } deletePaymentToken(public_hash: \"h\") { result } }"}), "reason": "payment_method_change_forbidden"},
+		"batch": {"in": _post([{"query": "{ cart(cart_id: \"c\") { id } }"}, _mutation("updateCustomerV2")]), "reason": "account_change_forbidden"},
+		"batch of one": {"in": _post([{"query": "mutation { deleteCustomer }"}]), "reason": "account_change_forbidden"},
+		"query in the URL": {"in": _graphql(["GET"], "/graphql", null, {"query": ["mutation { updateCustomerV2(input: {}) { customer { id } } }"]}), "reason": "account_change_forbidden"},
+		"URL beside a harmless body": {"in": _graphql(["POST"], "/graphql", {"query": "{ cart(cart_id: \"c\") { id } }"}, {"query": ["mutation { deleteCustomer }"]}), "reason": "account_change_forbidden"},
+		"repeated query parameter": {"in": _graphql(["GET"], "/graphql", null, {"query": ["{ cart(cart_id: \"c\") { id } }", "mutation { deleteCustomer }"]}), "reason": "account_change_forbidden"},
+		"form body": {"in": _post({"query": ["mutation { updateCustomerV2(input: {}) { customer { id } } }"]}), "reason": "account_change_forbidden"},
+		"in the variables only": {"in": _post({"query": "mutation($m: String) { addProductsToCart(cartId: $m, cartItems: []) { cart { id } } }", "variables": {"m": "deleteCustomer"}}), "reason": "account_change_forbidden"},
+		"store code in front": {"in": _graphql(["POST"], "/default/graphql", _mutation("updateCustomerV2"), {}), "reason": "account_change_forbidden"},
+		"front controller": {"in": _graphql(["POST"], "/index.php/graphql", _mutation("updateCustomerV2"), {}), "reason": "account_change_forbidden"},
+		"endpoint in upper case with a suffix": {"in": _graphql(["POST"], "/GraphQL.json", _mutation("updateCustomerV2"), {}), "reason": "account_change_forbidden"},
+		"endpoint with a parameter and a trailing slash": {"in": _graphql(["POST"], "/graphql;x/", _mutation("updateCustomerV2"), {}), "reason": "account_change_forbidden"},
+		"below the endpoint": {"in": _graphql(["POST"], "/graphql/anything", _mutation("updateCustomerV2"), {}), "reason": "account_change_forbidden"},
+	}
+	d := impersonation.decision with input as tc.in
+	not d.allowed
+	d.http_status == 403
+	d.reason == tc.reason
+}
+
+# What Deputy could not read is not judged: the request is denied.
+test_graphql_unread_fails_closed[note] if {
+	some note, tc in {
+		# nginx's auth_request and Caddy's forward_auth send no body.
+		"body not sent": {"in": _post(null), "reason": "graphql_body_unread"},
+		"body truncated": {"in": object.union(_post(null), {"truncated_body": true}), "reason": "graphql_body_unread"},
+		"body parsing off": {"in": object.remove(_post(null), ["parsed_body"]), "reason": "graphql_body_unread"},
+		"a body method by override": {"in": _graphql(["GET", "POST"], "/graphql", null, {"query": ["{ cart(cart_id: \"c\") { id } }"]}), "reason": "graphql_body_unread"},
+		"PUT": {"in": _graphql(["PUT"], "/graphql", null, {}), "reason": "graphql_body_unread"},
+		"persisted query": {"in": _post({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "abc"}}}), "reason": "graphql_query_unreadable"},
+		"document by id": {"in": _post({"id": "q1", "variables": {}}), "reason": "graphql_query_unreadable"},
+		"query not a string": {"in": _post({"query": {"x": 1}}), "reason": "graphql_query_unreadable"},
+		"form body": {"in": _post({"query": ["{ cart(cart_id: \"c\") { id } }"]}), "reason": "graphql_query_unreadable"},
+		"multipart operations": {"in": _post({"operations": ["{\"query\": \"mutation { \\u0064eleteCustomer }\"}"], "map": ["{}"]}), "reason": "graphql_query_unreadable"},
+		"empty batch": {"in": _post([]), "reason": "graphql_query_unreadable"},
+		"batch with a persisted query": {"in": _post([{"query": "{ cart(cart_id: \"c\") { id } }"}, {"extensions": {"persistedQuery": {"sha256Hash": "abc"}}}]), "reason": "graphql_query_unreadable"},
+		"GET without a document": {"in": _graphql(["GET"], "/graphql", null, {}), "reason": "graphql_query_unreadable"},
+		"GET with a persisted query": {"in": _graphql(["GET"], "/graphql", null, {"extensions": ["{\"persistedQuery\":{\"sha256Hash\":\"abc\"}}"]}), "reason": "graphql_query_unreadable"},
+	}
+	d := impersonation.decision with input as tc.in
+	not d.allowed
+	d.http_status == 403
+	d.reason == tc.reason
+}
+
+# Shopping assistance goes on through the GraphQL endpoint: carts,
+# checkout, reading the account, and the address book (the pages under
+# /customer/address/ are not forbidden either).
+test_graphql_shopping_stays_allowed[note] if {
+	some note, tc in {
+		"add to cart": {"in": _post({"query": "mutation($c: String!) { addProductsToCart(cartId: $c, cartItems: [{sku: \"S1\", quantity: 1}]) { cart { id } } }", "variables": {"c": "abc"}})},
+		"place order": {"in": _post({"query": "mutation { placeOrder(input: {cart_id: \"abc\"}) { order { order_number } } }"})},
+		"read the account": {"in": _post({"query": "{ customer { firstname email addresses { city } } }", "operationName": null})},
+		"saved cards at checkout": {"in": _post({"query": "{ customerPaymentTokens { items { public_hash } } }"})},
+		"address book": {"in": _post({"query": "mutation { createCustomerAddress(input: {city: \"Lyon\"}) { id } updateCustomerAddress(id: 1, input: {}) { id } deleteCustomerAddress(id: 2) }"})},
+		"password reset email": {"in": _post({"query": "mutation { requestPasswordResetEmail(email: \"c@example.com\") }"})},
+		"batch": {"in": _post([{"query": "{ cart(cart_id: \"c\") { id } }"}, {"query": "{ customer { email } }"}])},
+		"query in the URL": {"in": _graphql(["GET"], "/graphql", null, {"query": ["{ products(search: \"shoe\") { total_count } }"]})},
+		"HEAD": {"in": _graphql(["HEAD"], "/graphql", null, {"query": ["{ cart(cart_id: \"c\") { id } }"]})},
+		"a name containing a forbidden one": {"in": _post({"query": "{ x: updateCustomerV2Preview deleteCustomerAddressBook _resetPassword }"})},
+		"a page body naming a field": {"in": _graphql(["POST"], "/checkout/cart/add", {"note": ["updateCustomerV2"]}, {})},
+		"a page without a body": {"in": _graphql(["POST"], "/checkout/cart/add", null, {})},
+		"a path merely starting like the endpoint": {"in": _graphql(["POST"], "/graphqlx", null, {})},
+	}
+	d := impersonation.decision with input as tc.in
+	d.allowed
+	d.reason == "impersonation"
+}
+
+# Two forbidden fields: the reason is the first in data order, wherever
+# the fields stand in the request.
+test_graphql_reason_follows_data_order if {
+	d := impersonation.decision with input as _post({"query": "mutation { deletePaymentToken(public_hash: \"h\") { result } changeCustomerPassword(currentPassword: \"a\", newPassword: \"b\") { id } }"})
+	d.reason == "password_change_forbidden"
+}
+
+# Endpoints and fields are data: a storefront that serves GraphQL
+# elsewhere, or another mutation to forbid, needs no rule change.
+test_custom_graphql_endpoint_and_field[note] if {
+	some note, tc in {
+		"custom endpoint": {"path": "/api/graphql", "query": "mutation { updateCustomerV2(input: {}) { customer { id } } }", "reason": "account_change_forbidden"},
+		"custom endpoint, other path": {"path": "/graphql", "query": "mutation { updateCustomerV2(input: {}) { customer { id } } }", "reason": "impersonation"},
+		"custom field": {"path": "/api/graphql", "query": "mutation { subscribeEmailToNewsletter(email: \"e\") { status } }", "reason": "newsletter_change_forbidden"},
+	}
+	d := impersonation.decision with input as _graphql(["POST"], tc.path, {"query": tc.query}, {})
+		with impersonation.forbidden_routes as {"api": [{"prefix": "/api/graphql/", "graphql": true}]}
+		with impersonation.forbidden_graphql_fields as array.concat(
+			impersonation.forbidden_graphql_fields,
+			[{"field": "subscribeEmailToNewsletter", "reason": "newsletter_change_forbidden"}],
+		)
+	d.reason == tc.reason
+}
+
+test_graphql_switch_off_outranks_a_forbidden_field if {
+	d := impersonation.decision with input as _post(_mutation("updateCustomerV2"))
+		with impersonation.enabled as false
+	not d.allowed
+	d.reason == "impersonation_disabled"
+}
