@@ -13,7 +13,6 @@ import (
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/resolve"
-	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // A storefront installed below the root (/shop/) lists its forbidden
@@ -22,7 +21,6 @@ import (
 // impersonation policy must refuse the front-controller spelling too.
 func TestFrontControllerBelowTheRoot(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
 	set, err := policy.LoadPaths([]string{"../../policies"})
 	if err != nil {
 		t.Fatal(err)
@@ -37,13 +35,7 @@ func TestFrontControllerBelowTheRoot(t *testing.T) {
 	}
 	store := memory.New()
 	token := "front-controller-session-token-0123456789ab"
-	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9"}, sidecar.Protection{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "cust-9",
-		StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(token)); err != nil {
-		t.Fatal(err)
-	}
+	redeemedSession(t, store, token)
 	sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
 	t.Cleanup(func() { sessions.Close() })
 	p := authz.New(e, authz.WithResolvers(sessions))

@@ -20,16 +20,9 @@ import (
 // does not parse, compressed) is denied, while shopping goes on.
 func TestGraphQLDuringImpersonation(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
 	store := memory.New()
 	token := "graphql-session-token-0123456789abcdef0123"
-	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9"}, sidecar.Protection{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "cust-9",
-		StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(token)); err != nil {
-		t.Fatal(err)
-	}
+	redeemedSession(t, store, token)
 	p, _ := delegatedPipeline(t, store)
 	const (
 		jsonType = "application/json"
@@ -98,5 +91,21 @@ func TestGraphQLDuringImpersonation(t *testing.T) {
 				t.Fatalf("allowed %v (%s), want %v (%s)", resp.Allowed, resp.Reason, tc.allowed, tc.reason)
 			}
 		})
+	}
+}
+
+// redeemedSession stores customer cust-9 and a live, redeemed session on
+// it of support agent staff-1, for shop.example.com, whose cookie carries
+// token.
+func redeemedSession(t testing.TB, store sidecar.Store, token string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "cust-9",
+		StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(token)); err != nil {
+		t.Fatal(err)
 	}
 }

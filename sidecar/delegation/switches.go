@@ -187,21 +187,13 @@ func checkForbiddenRoutes(sections map[string]any) error {
 		if section == "" || section != strings.ToLower(section) || strings.Contains(section, "/") {
 			return fmt.Errorf("%s: a section is a route's first path segment in lower case", at)
 		}
-		routes, ok := sections[section].([]any)
-		if !ok {
-			return fmt.Errorf("%s: want a list of routes, got %s", at, show(sections[section]))
+		routes, err := objects(sections[section], at, "route", "a route has prefix, reason and methods, or prefix and graphql",
+			"prefix", "reason", "methods", "graphql")
+		if err != nil {
+			return err
 		}
-		for i, v := range routes {
+		for i, r := range routes {
 			at := fmt.Sprintf("%s[%d]", at, i)
-			r, ok := v.(map[string]any)
-			if !ok {
-				return fmt.Errorf("%s: want a route object, got %s", at, show(v))
-			}
-			for key := range r {
-				if key != "prefix" && key != "reason" && key != "methods" && key != "graphql" {
-					return fmt.Errorf("%s.%s: unknown key (a route has prefix, reason and methods, or prefix and graphql)", at, key)
-				}
-			}
 			graphql, marked := r["graphql"]
 			prefix, _ := r["prefix"].(string)
 			first, _, _ := strings.Cut(strings.TrimPrefix(prefix, "/"), "/")
@@ -227,8 +219,8 @@ func checkForbiddenRoutes(sections map[string]any) error {
 				}
 				continue
 			}
-			if reason, _ := r["reason"].(string); reason == "" {
-				return fmt.Errorf("%s.reason: want a non-empty string, got %s", at, show(r["reason"]))
+			if err := needReason(at, r); err != nil {
+				return err
 			}
 			if m, ok := r["methods"]; ok {
 				list, isList := m.([]any)
@@ -252,27 +244,49 @@ func checkForbiddenRoutes(sections map[string]any) error {
 // regular expression), or one without a reason.
 func checkForbiddenFields(v any) error {
 	const at = "data.deputy.impersonation.forbidden_graphql_fields"
-	fields, ok := v.([]any)
-	if !ok {
-		return fmt.Errorf("%s: want a list of fields, got %s", at, show(v))
+	fields, err := objects(v, at, "field", "a forbidden field has field and reason", "field", "reason")
+	if err != nil {
+		return err
 	}
-	for i, e := range fields {
+	for i, f := range fields {
 		at := fmt.Sprintf("%s[%d]", at, i)
-		f, ok := e.(map[string]any)
-		if !ok {
-			return fmt.Errorf("%s: want a field object, got %s", at, show(e))
-		}
-		for key := range f {
-			if key != "field" && key != "reason" {
-				return fmt.Errorf("%s.%s: unknown key (a forbidden field has field and reason)", at, key)
-			}
-		}
 		if name, _ := f["field"].(string); !graphQLName(name) {
 			return fmt.Errorf("%s.field: want a GraphQL name ([_A-Za-z][_0-9A-Za-z]*), got %s", at, show(f["field"]))
 		}
-		if reason, _ := f["reason"].(string); reason == "" {
-			return fmt.Errorf("%s.reason: want a non-empty string, got %s", at, show(f["reason"]))
+		if err := needReason(at, f); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// objects reads v as a list of objects holding no keys but those named
+// (hint says which): the error names the path of what is not.
+func objects(v any, at, what, hint string, keys ...string) ([]map[string]any, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: want a list of %ss, got %s", at, what, show(v))
+	}
+	out := make([]map[string]any, len(list))
+	for i, e := range list {
+		obj, ok := e.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s[%d]: want a %s object, got %s", at, i, what, show(e))
+		}
+		for key := range obj {
+			if !slices.Contains(keys, key) {
+				return nil, fmt.Errorf("%s[%d].%s: unknown key (%s)", at, i, key, hint)
+			}
+		}
+		out[i] = obj
+	}
+	return out, nil
+}
+
+// needReason refuses an entry without a reason: the policy denies with it.
+func needReason(at string, entry map[string]any) error {
+	if reason, _ := entry["reason"].(string); reason == "" {
+		return fmt.Errorf("%s.reason: want a non-empty string, got %s", at, show(entry["reason"]))
 	}
 	return nil
 }
