@@ -183,6 +183,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		api.WithLogger(s.log),
 		api.WithMiddleware(func(h http.Handler) http.Handler { return m.InstrumentHTTP("api", h) }),
 		api.WithStaffRecorder(del.imp.RecordStaff),
+		api.WithDecisionLogger(dlog),
 		api.WithRoutes(api.NewImpersonation(del.imp), api.NewPartner(del.partners), api.NewReseller(del.resellers), api.NewStreams(state.store)),
 	)
 
