@@ -229,4 +229,3 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
-
