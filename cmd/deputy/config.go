@@ -50,6 +50,18 @@ const (
 	DefaultParseBody       = true
 )
 
+// Listener bounds. Past a connection cap, connections wait in the
+// kernel's backlog instead of each taking memory: the proxies' pools and
+// the management API's clients fit well below the HTTP cap, a few
+// scrapers and probes below the metrics one.
+const (
+	DefaultHTTPMaxConnections    = 4096
+	DefaultMetricsMaxConnections = 128
+	// Scrapers and probes reconnect cheaply: an idle connection on the
+	// metrics listener is memory held for whoever opened it.
+	DefaultMetricsIdleTimeout = 2 * time.Minute
+)
+
 // Config is the whole configuration. Every leaf is settable from the YAML
 // file (its yaml path), the environment (DEPUTY_ + path in upper snake
 // case) and a flag (path in kebab case), in rising precedence; lists of
@@ -105,16 +117,19 @@ type HTTPConfig struct {
 	MaxBodyBytes int64  `yaml:"max_body_bytes" usage:"request body bytes read into a check"`
 	// Without ReadTimeout a client that never finishes its body holds a
 	// handler, and shutdown, as long as it likes.
-	ReadTimeout time.Duration `yaml:"read_timeout" usage:"how long a client may take to send a whole request, body included; a slower one is cut"`
-	IdleTimeout time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection (here and on the metrics listener) waits for its next request; keep the proxy's own pool idle timeout below it"`
+	ReadTimeout    time.Duration `yaml:"read_timeout" usage:"how long a client may take to send a whole request, body included; a slower one is cut"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection waits for its next request; keep the proxy's own pool idle timeout below it"`
+	MaxConnections int           `yaml:"max_connections" usage:"connections the HTTP listener holds open at once; further ones wait to be accepted"`
 	// EnvoyUpstreamHeaders mirrors Envoy's allowed_upstream_headers.
 	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *; an allow that sets another header is refused, and with check_proxy envoy Deputy does not start when the list leaves out its owned prefix, actor-token or on-behalf-of header"`
 }
 
 // MetricsConfig is the metrics and health listener.
 type MetricsConfig struct {
-	Addr        string        `yaml:"addr" usage:"metrics and health address (/metrics, /healthz, /readyz); 127.0.0.1:9090 in dev mode"`
-	LiveRefresh time.Duration `yaml:"live_refresh" usage:"how often live sessions and grants are recounted for /metrics (a scrape never waits on the store)"`
+	Addr           string        `yaml:"addr" usage:"metrics and health address (/metrics, /healthz, /readyz); 127.0.0.1:9090 in dev mode"`
+	LiveRefresh    time.Duration `yaml:"live_refresh" usage:"how often live sessions and grants are recounted for /metrics (a scrape never waits on the store)"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection to the metrics listener waits for its next request"`
+	MaxConnections int           `yaml:"max_connections" usage:"connections the metrics listener holds open at once; further ones wait to be accepted"`
 }
 
 // CheckConfig shapes every check.
@@ -169,6 +184,9 @@ func (c *Config) SetDefaults() {
 	if c.HTTP.IdleTimeout == 0 {
 		c.HTTP.IdleTimeout = DefaultHTTPIdleTimeout
 	}
+	if c.HTTP.MaxConnections == 0 {
+		c.HTTP.MaxConnections = DefaultHTTPMaxConnections
+	}
 	if c.HTTP.EnvoyUpstreamHeaders == nil {
 		c.HTTP.EnvoyUpstreamHeaders = slices.Clone(envoy.DefaultEnvoyUpstreamHeaders)
 	}
@@ -180,6 +198,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Metrics.LiveRefresh == 0 {
 		c.Metrics.LiveRefresh = DefaultLiveRefresh
+	}
+	if c.Metrics.IdleTimeout == 0 {
+		c.Metrics.IdleTimeout = DefaultMetricsIdleTimeout
+	}
+	if c.Metrics.MaxConnections == 0 {
+		c.Metrics.MaxConnections = DefaultMetricsMaxConnections
 	}
 	if c.Check.OwnedPrefix == "" {
 		c.Check.OwnedPrefix = DefaultOwnedPrefix
@@ -281,6 +305,9 @@ func (c *Config) Validate() error {
 	if c.HTTP.IdleTimeout <= 0 {
 		return sidecar.Invalid("http.idle_timeout", "must be positive")
 	}
+	if c.HTTP.MaxConnections <= 0 {
+		return sidecar.Invalid("http.max_connections", "must be positive")
+	}
 	for _, p := range c.HTTP.EnvoyUpstreamHeaders {
 		name := strings.TrimSuffix(p, "*")
 		if name == "" || strings.ContainsAny(name, " \t:*") {
@@ -292,6 +319,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Metrics.LiveRefresh <= 0 {
 		return sidecar.Invalid("metrics.live_refresh", "must be positive")
+	}
+	if c.Metrics.IdleTimeout <= 0 {
+		return sidecar.Invalid("metrics.idle_timeout", "must be positive")
+	}
+	if c.Metrics.MaxConnections <= 0 {
+		return sidecar.Invalid("metrics.max_connections", "must be positive")
 	}
 	if c.Check.OwnedPrefix == "" || strings.ContainsAny(c.Check.OwnedPrefix, " :\t") {
 		return sidecar.Invalid("check.owned_prefix", "must be a non-empty header name prefix")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -19,20 +20,70 @@ var healthServices = []string{"", "envoy.service.auth.v3.Authorization"}
 // at once.
 const healthRefresh = 5 * time.Second
 
+// readyTimeout bounds one evaluation of the readiness conditions.
+const readyTimeout = 2 * time.Second
+
+// readinessChecks are the conditions /readyz and gRPC health both answer
+// from. Why one fails is logged when it changes, not served.
+type readinessChecks struct {
+	conds []readiness
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	last map[string]string // each failing condition's last error
+}
+
+func newReadinessChecks(conds []readiness, log *slog.Logger) *readinessChecks {
+	return &readinessChecks{conds: conds, log: log, last: map[string]string{}}
+}
+
+// check evaluates every condition: ok when all hold, and each one's
+// state by name ("ok" or "failing").
+func (r *readinessChecks) check(ctx context.Context) (ok bool, states map[string]string) {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	ok, states = true, make(map[string]string, len(r.conds))
+	for _, c := range r.conds {
+		err := c.check(ctx)
+		r.report(c.name, err)
+		states[c.name] = "ok"
+		if err != nil {
+			states[c.name], ok = "failing", false
+		}
+	}
+	return ok, states
+}
+
+// report logs a condition's change: failing (or failing otherwise), or
+// holding again.
+func (r *readinessChecks) report(name string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, failed := r.last[name]
+	switch {
+	case err == nil && failed:
+		delete(r.last, name)
+		r.log.Info("readiness condition holds again", "check", name)
+	case err != nil && (!failed || last != err.Error()):
+		r.last[name] = err.Error()
+		r.log.Warn("readiness condition fails", "check", name, "error", err)
+	}
+}
+
 // readyHealth is the gRPC health service, answering as /readyz does:
 // NOT_SERVING until the readiness conditions hold (a pod with no policy
 // must not be marked ready by a gRPC probe), NOT_SERVING again while one
 // fails, and for good from shutdown on.
 type readyHealth struct {
 	*health.Server
-	ready   []readiness
+	ready   *readinessChecks
 	changed chan struct{}
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-func newReadyHealth(ready []readiness) *readyHealth {
+func newReadyHealth(ready *readinessChecks) *readyHealth {
 	h := &readyHealth{Server: health.NewServer(), ready: ready, changed: make(chan struct{}, 1)}
 	h.set(false)
 	return h
@@ -57,7 +108,7 @@ func (h *readyHealth) readinessChanged() {
 }
 
 func (h *readyHealth) refresh(ctx context.Context) {
-	ok, _ := checkReady(ctx, h.ready)
+	ok, _ := h.ready.check(ctx)
 	h.set(ok)
 }
 

@@ -193,7 +193,6 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		wellKnown: id.signer.Handler(),
 		registry:  registry,
 		ready:     ready,
-		policy:    pol.source.Status,
 	}); err != nil {
 		return nil, err
 	}

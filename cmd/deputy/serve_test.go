@@ -268,9 +268,29 @@ func TestStartsUnreadyWhenBundleServerIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	raw, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz = %d, want 503", resp.StatusCode)
+	}
+	// The metrics port is open to every scraper: it names the failing
+	// check, and leaves why (the bundle server's address, its answer) to
+	// the log.
+	var body struct {
+		Status string            `json:"status"`
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		t.Fatalf("/readyz body %s: %v", raw, err)
+	}
+	if body.Status != "not ready" || body.Checks["policy"] != "failing" || body.Checks["identity"] != "ok" {
+		t.Errorf("/readyz body %s, want policy failing, identity ok", raw)
+	}
+	if host := strings.TrimPrefix(cfg.Policy.BundleURL, "http://"); strings.Contains(string(raw), host[:strings.Index(host, "/")]) || strings.Contains(string(raw), "bundle") {
+		t.Errorf("/readyz body %s tells why the policy failed", raw)
 	}
 	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

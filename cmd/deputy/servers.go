@@ -18,6 +18,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -42,9 +43,10 @@ type servers struct {
 	log     *slog.Logger
 	grpc    *grpc.Server
 	health  *readyHealth
-	ready   []readiness
 	http    *http.Server
 	metrics *http.Server
+
+	readiness *readinessChecks // what /readyz and gRPC health answer from
 
 	stopPprof func(context.Context) error // nil unless pprof.addr is set
 
@@ -59,11 +61,10 @@ type handlers struct {
 	wellKnown http.Handler
 	registry  *prometheus.Registry
 	ready     []readiness
-	policy    func() policy.Status
 }
 
 func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (*servers, error) {
-	s := &servers{cfg: cfg, log: log, ready: h.ready, errc: make(chan error, 3)}
+	s := &servers{cfg: cfg, log: log, readiness: newReadinessChecks(h.ready, log), errc: make(chan error, 3)}
 	if err := s.buildGRPC(m, h.pipeline); err != nil {
 		return nil, err
 	}
@@ -90,7 +91,7 @@ func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error 
 	}
 	s.grpc = grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(s.grpc, envoy.NewGRPCServer(pipeline))
-	s.health = newReadyHealth(s.ready)
+	s.health = newReadyHealth(s.readiness)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if s.cfg.GRPC.Reflection {
 		reflection.Register(s.grpc)
@@ -151,14 +152,14 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 		w.Header().Set("content-type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
-	mm.HandleFunc("/readyz", readyz(h.ready, h.policy))
+	mm.HandleFunc("/readyz", readyz(s.readiness))
 	// Scrapes and probes send no body: their whole request gets the
 	// header's time.
 	s.metrics = &http.Server{
 		Handler:           m.InstrumentHTTP("admin", mm),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readHeaderTimeout,
-		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
+		IdleTimeout:       s.cfg.Metrics.IdleTimeout,
 	}
 }
 
@@ -166,42 +167,16 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 // headers, on every listener.
 const readHeaderTimeout = 10 * time.Second
 
-// readyTimeout bounds one evaluation of the readiness conditions.
-const readyTimeout = 2 * time.Second
-
-// checkReady evaluates every readiness condition: the one answer /readyz
-// and gRPC health both give. errs holds each condition's error (nil when
-// it holds).
-func checkReady(ctx context.Context, ready []readiness) (ok bool, errs map[string]error) {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	ok, errs = true, make(map[string]error, len(ready))
-	for _, c := range ready {
-		err := c.check(ctx)
-		errs[c.name] = err
-		ok = ok && err == nil
-	}
-	return ok, errs
-}
-
-// readyz reports each readiness condition; 503 when any fails.
-func readyz(ready []readiness, policyStatus func() policy.Status) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		ok, errs := checkReady(r.Context(), ready)
-		status := http.StatusOK
+// readyz reports each readiness condition by name, "ok" or "failing";
+// 503 when any fails. The port is open to scrapers and probes: why a
+// condition fails (addresses, bundle server errors) goes to the log.
+func readyz(r *readinessChecks) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		ok, checks := r.check(req.Context())
+		status, body := http.StatusOK, map[string]any{"status": "ready", "checks": checks}
 		if !ok {
-			status = http.StatusServiceUnavailable
+			status, body["status"] = http.StatusServiceUnavailable, "not ready"
 		}
-		checks := map[string]string{}
-		for name, err := range errs {
-			if err != nil {
-				checks[name] = err.Error()
-			} else {
-				checks[name] = "ok"
-			}
-		}
-		body := map[string]any{"status": map[bool]string{true: "ready", false: "not ready"}[status == http.StatusOK], "checks": checks}
-		body["policy"] = policyStatus()
 		w.Header().Set("content-type", "application/json")
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(body)
@@ -242,6 +217,8 @@ func (s *servers) Start(context.Context) error {
 			return err
 		}
 	}
+	hl = netutil.LimitListener(hl, s.cfg.HTTP.MaxConnections)
+	ml = netutil.LimitListener(ml, s.cfg.Metrics.MaxConnections)
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.errc <- s.grpc.Serve(gl) }()
 	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(s.http.Serve(hl)) }()

@@ -146,6 +146,35 @@ func TestNetworkPolicyEveryMode(t *testing.T) {
 	}
 }
 
+// /metrics and /readyz are not for every pod of the cluster: by default
+// only the monitoring namespace's (where Prometheus runs) reach them, and
+// an empty metricsFrom opens them to all on purpose.
+func TestNetworkPolicyMetricsPeers(t *testing.T) {
+	metricsRule := func(t *testing.T, values string) networkingv1.NetworkPolicyIngressRule {
+		t.Helper()
+		np := renderInline(t, values).get(t, "NetworkPolicy", "shop-deputy").(*networkingv1.NetworkPolicy)
+		for _, r := range np.Spec.Ingress {
+			if len(r.Ports) == 1 && r.Ports[0].Port.String() == "metrics" {
+				return r
+			}
+		}
+		t.Fatalf("no metrics rule in %+v", np.Spec.Ingress)
+		return networkingv1.NetworkPolicyIngressRule{}
+	}
+	t.Run("default", func(t *testing.T) {
+		r := metricsRule(t, "{app: {image: {repository: x}}}")
+		if len(r.From) != 1 || r.From[0].NamespaceSelector == nil || r.From[0].PodSelector != nil ||
+			r.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" {
+			t.Errorf("metrics admitted from %+v, want the monitoring namespace only", r.From)
+		}
+	})
+	t.Run("everyone on purpose", func(t *testing.T) {
+		if r := metricsRule(t, "{app: {image: {repository: x}}, networkPolicy: {metricsFrom: []}}"); len(r.From) != 0 {
+			t.Errorf("metrics admitted from %+v, want everyone", r.From)
+		}
+	})
+}
+
 func ptr[T any](v T) *T { return &v }
 
 func equalIntOrString(a, b *intstr.IntOrString) bool {
