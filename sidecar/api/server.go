@@ -68,6 +68,7 @@ type Server struct {
 	routes     []Routes
 	staff      func(ctx context.Context, subject string)
 	decisions  sidecar.DecisionLogger
+	writes     *writeLimiter
 
 	mux       *http.ServeMux
 	handler   http.Handler
@@ -139,6 +140,7 @@ func New(opts ...Option) *Server {
 		o(s)
 	}
 	s.cfg.SetDefaults()
+	s.writes = newWriteLimiter(s.cfg)
 	r := &Router{s: s}
 	for _, rs := range s.routes {
 		rs.Register(r)
@@ -206,6 +208,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth b
 	if auth && id == nil {
 		writeError(w, s.logger, sidecar.Errorf(sidecar.EUNAUTHORIZED, "missing bearer token"))
 		return
+	}
+	// Before the body is read or the store asked: a caller over budget
+	// costs nothing more.
+	if id != nil && mutating(r.Method) {
+		if wait, ok := s.writes.allow(id, s.clock()); !ok {
+			writeError(w, s.logger, rateLimited(w, wait))
+			return
+		}
 	}
 	if err := h(c); err != nil {
 		var mbe *http.MaxBytesError

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -220,6 +221,10 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", api.Defaults(), ""},
 		{"huge bodies", api.Config{MaxBodyBytes: 1 << 30}, "api.max_body_bytes"},
 		{"page above max", api.Config{PageSize: 100, MaxPageSize: 10}, "api.page_size"},
+		{"negative write rate", api.Config{WriteRate: -1}, "api.write_rate"},
+		{"write rate not a number", api.Config{WriteRate: math.NaN()}, "api.write_rate"},
+		{"negative write burst", api.Config{WriteBurst: -1}, "api.write_burst"},
+		{"negative write callers", api.Config{WriteCallers: -1}, "api.write_callers"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
