@@ -150,6 +150,9 @@ func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in Acc
 	if err != nil {
 		return nil, err
 	}
+	if err := p.checkPending(ctx, r); err != nil {
+		return nil, err
+	}
 	if err := p.store.CreateRequest(ctx, r); err != nil {
 		return nil, err
 	}
@@ -244,6 +247,54 @@ func (p *Partners) checkRequest(ctx context.Context, caller *sidecar.Identity, i
 		CreatedAt:        now,
 		PendingExpiresAt: now.Add(grantDays(lim.PendingExpiryDays)),
 	}, nil
+}
+
+// checkPending refuses r once its partner organisation has as many
+// requests waiting as policy data allows, in all or at r's customer. The
+// count is read before the request is stored, so requests racing each
+// other may pass it together: the per-caller write budget of the API
+// bounds by how many.
+func (p *Partners) checkPending(ctx context.Context, r *sidecar.AccessRequest) error {
+	lim, err := p.rules.Partner()
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		customer string
+		max      int
+		where    string
+	}{
+		{r.Customer, lim.MaxPendingPerCustomer, " at " + r.Customer},
+		{"", lim.MaxPendingPerOrg, ""},
+	} {
+		n, err := p.countPending(ctx, r.PartnerOrg, c.customer, c.max)
+		if err != nil {
+			return err
+		}
+		if n >= c.max {
+			return sidecar.Errorf(sidecar.ECONFLICT, "too_many_pending_requests: %s has %d access requests waiting%s, the most allowed; wait until one is decided or expires", r.PartnerOrg, n, c.where)
+		}
+	}
+	return nil
+}
+
+// countPending counts the pending requests of partnerOrg (at customer,
+// when set), stopping at max.
+func (p *Partners) countPending(ctx context.Context, partnerOrg, customer string, max int) (int, error) {
+	f := sidecar.RequestFilter{PartnerOrg: partnerOrg, Customer: customer, Status: sidecar.RequestPending}
+	n := 0
+	for {
+		f.Limit = max - n
+		rs, next, err := p.store.ListRequests(ctx, f)
+		if err != nil {
+			return 0, err
+		}
+		n += len(rs)
+		if n >= max || next == "" {
+			return n, nil
+		}
+		f.Cursor = next
+	}
 }
 
 func (p *Partners) checkMember(ctx context.Context, caller *sidecar.Identity, user string) error {

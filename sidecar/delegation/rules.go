@@ -18,11 +18,17 @@ import (
 // long before its end a grant is announced as expiring, and the path that
 // names the customer acted for.
 type PartnerRules struct {
-	PendingExpiryDays    int
-	MinGrantDays         int
-	MaxGrantDays         int
-	ExpiringWithinDays   int
-	SubscriptionMinLevel sidecar.Level
+	PendingExpiryDays  int
+	MinGrantDays       int
+	MaxGrantDays       int
+	ExpiringWithinDays int
+	// MaxPendingPerOrg and MaxPendingPerCustomer bound the requests a
+	// partner organisation may have waiting, in all and at one customer:
+	// each request mails a contact manager and writes the events and
+	// audit streams, which trim their oldest entries.
+	MaxPendingPerOrg      int
+	MaxPendingPerCustomer int
+	SubscriptionMinLevel  sidecar.Level
 	// CustomerPath is /<customer_path_prefix>/{customer}/, the path the
 	// partner and reseller policies read as naming the customer.
 	CustomerPath *PathTemplate
@@ -148,6 +154,19 @@ func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 		n, ok := dataInt(m[f.key])
 		if !ok || n <= 0 {
 			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of days, got %s", f.key, show(m[f.key]))
+		}
+		*f.dst = n
+	}
+	for _, f := range []struct {
+		key string
+		dst *int
+	}{
+		{"max_pending_requests_per_org", &p.MaxPendingPerOrg},
+		{"max_pending_requests_per_customer", &p.MaxPendingPerCustomer},
+	} {
+		n, ok := dataInt(m[f.key])
+		if !ok || n <= 0 {
+			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of requests, got %s", f.key, show(m[f.key]))
 		}
 		*f.dst = n
 	}

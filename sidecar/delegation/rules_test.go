@@ -141,6 +141,8 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 		{name: "customer path with a dot", section: "partner", edit: map[string]any{"customer_path_prefix": "customers.json"}, path: "data.deputy.partner.customer_path_prefix"},
 		{name: "expiring window left out", section: "partner", edit: map[string]any{"expiring_within_days": nil}, path: "data.deputy.partner.expiring_within_days"},
 		{name: "expiring window zero", section: "partner", edit: map[string]any{"expiring_within_days": 0.0}, path: "data.deputy.partner.expiring_within_days"},
+		{name: "pending cap left out", section: "partner", edit: map[string]any{"max_pending_requests_per_org": nil}, path: "data.deputy.partner.max_pending_requests_per_org"},
+		{name: "pending cap per customer zero", section: "partner", edit: map[string]any{"max_pending_requests_per_customer": 0.0}, path: "data.deputy.partner.max_pending_requests_per_customer"},
 		{name: "sections left out", section: "partner", edit: map[string]any{"sections": nil}, path: "data.deputy.partner.sections"},
 		{name: "section not an object", section: "partner", edit: map[string]any{"sections": map[string]any{"site": "service_admin"}}, path: "data.deputy.partner.sections.site"},
 		{name: "route table not an object", section: "partner", edit: map[string]any{"sections": map[string]any{"site": map[string]any{"item": "service_admin"}}},
