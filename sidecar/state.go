@@ -683,6 +683,9 @@ type AssignmentChange struct {
 // AssignmentStore keeps reseller domain assignments.
 type AssignmentStore interface {
 	GetAssignment(ctx context.Context, customer string) (*Assignment, error)
+	// GetAssignments reads the customers' assignments, in order, in few
+	// round trips: nil where a customer is unassigned.
+	GetAssignments(ctx context.Context, customers []string) ([]*Assignment, error)
 	// ChangeAssignments applies each change on its own, atomically for its
 	// customer, and only while the customer's domain is still the change's
 	// From; a change whose customer is elsewhere now is not applied and its

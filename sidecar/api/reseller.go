@@ -87,10 +87,14 @@ type importResult struct {
 }
 
 // importAssignments bulk-loads CSV (text/csv) or JSON lines
-// (application/x-ndjson, application/jsonl; or ?format=csv|jsonl). The
-// whole file is checked before the lifecycle authorizes it against every
-// domain it names or moves customers out of.
+// (application/x-ndjson, application/jsonl; or ?format=csv|jsonl). A
+// caller who may not import into its own domain is refused before the
+// body is read; then the whole file is checked before the lifecycle
+// authorizes it against every domain it names or moves customers out of.
 func (h *Reseller) importAssignments(c *Call) error {
+	if err := h.svc.MayImport(c.Identity, authorizer(c)); err != nil {
+		return err
+	}
 	format, err := importFormat(c.Request)
 	if err != nil {
 		return err

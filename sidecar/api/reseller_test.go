@@ -2,13 +2,17 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
 var (
@@ -222,4 +226,74 @@ func TestResellerCheckPath(t *testing.T) {
 			})
 		}
 	}
+}
+
+// An import costs a caller without the permission nothing: it is refused
+// before the body is parsed or the store read. Redis counts the reads.
+func TestResellerImportRefusedBeforeReads(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newPartnerAPI(t, partnerBackend{name: "redis", open: func(t *testing.T, now sidecar.Clock) sidecar.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}})
+	seedDomains(t, p)
+	ctx := context.Background()
+	admin := srv.Client()
+	reads := func() int {
+		t.Helper()
+		stats, err := admin.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, line := range strings.Split(stats, "\n") {
+			for _, cmd := range []string{"cmdstat_get:", "cmdstat_mget:"} {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+					calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+					c, err := strconv.Atoi(calls)
+					if err != nil {
+						t.Fatalf("commandstats line %q: %v", line, err)
+					}
+					n += c
+				}
+			}
+		}
+		return n
+	}
+	var rows strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&rows, "c%d,shop-a.example\n", i)
+	}
+	for _, tc := range []struct {
+		name   string
+		caller identity.DevClaims
+		body   string
+	}{
+		{"customer", identity.DevClaims{Subject: "cust", Domain: "shop-a.example", Roles: []string{"customer"}}, rows.String()},
+		{"reseller admin", ritaClaims, rows.String()},
+		{"customer, malformed file", identity.DevClaims{Subject: "cust", Domain: "shop-a.example", Roles: []string{"customer"}}, "c1\n,\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			r := p.call("POST", "reseller/imports", p.tok(tc.caller), tc.body, "text/csv")
+			if r.status != 403 || r.msg() != "not_permitted" {
+				t.Fatalf("got %d %s", r.status, r.raw)
+			}
+			if n := reads(); n != 0 {
+				t.Fatalf("a refused import read the store %d times", n)
+			}
+		})
+	}
+	t.Run("a super admin's import still reads and writes", func(t *testing.T) {
+		p.must(p.call("POST", "reseller/imports", p.tok(samClaims), rows.String(), "text/csv"), 200)
+		if a, err := p.store.GetAssignment(ctx, "c99"); err != nil || a.Domain != "shop-a.example" {
+			t.Fatalf("c99: %+v, %v", a, err)
+		}
+	})
 }

@@ -342,6 +342,11 @@ func lifecycleCalls() []lifecycleCall {
 				_, _, err := w.resellers.List(w.ctx, samAdmin, sidecar.Page{}, az)
 				return err
 			}},
+		{"Resellers.MayImport", "reseller.assignment.import",
+			map[string]any{"domain": "shop-a.example", "domains": []any{"shop-a.example"}},
+			func(w *authzWorld, az delegation.Authorize) error {
+				return w.resellers.MayImport(samAdmin, az)
+			}},
 		{"Resellers.Import", "reseller.assignment.import",
 			map[string]any{"domain": "shop-a.example", "domains": []any{"shop-a.example", "shop-b.example"}, "rows": 2},
 			func(w *authzWorld, az delegation.Authorize) error {

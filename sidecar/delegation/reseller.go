@@ -73,6 +73,7 @@ func (c ResellerConfig) Validate() error {
 // the facts policy judged.
 type ResellerState interface {
 	GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
+	GetAssignments(ctx context.Context, customers []string) ([]*sidecar.Assignment, error)
 	ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentChange) (conflicts []int, err error)
 	AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error)
 	sidecar.EventLog
@@ -501,6 +502,16 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 	return len(changes), nil
 }
 
+// MayImport asks policy whether by may import into the domain it signed
+// in through. The API asks it before it reads or parses a file, so a
+// caller without the permission costs no more than that question (a file
+// is up to max_import_rows store reads); Import then judges every domain
+// the rows name or move customers out of.
+func (r *Resellers) MayImport(by *sidecar.Identity, authorize Authorize) error {
+	d := domainOf(by)
+	return authorize("reseller.assignment.import", map[string]any{"domain": d, "domains": []any{d}})
+}
+
 // importOnce reads where every row's customer is, asks policy, and writes
 // every row on those facts, or none.
 func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize) ([]sidecar.AssignmentChange, error) {
@@ -513,14 +524,17 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 			domains = append(domains, d)
 		}
 	}
-	for _, row := range rows {
+	customers := make([]string, len(rows))
+	for i, row := range rows {
+		customers[i] = row.Customer
+	}
+	current, err := r.store.GetAssignments(ctx, customers)
+	if err != nil {
+		return nil, err
+	}
+	for i, row := range rows {
 		addDomain(row.Domain)
-		a, err := r.store.GetAssignment(ctx, row.Customer)
-		switch {
-		case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
-		case err != nil:
-			return nil, err
-		default:
+		if a := current[i]; a != nil {
 			prev[row.Customer] = a
 			addDomain(a.Domain)
 		}

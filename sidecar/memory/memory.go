@@ -989,6 +989,19 @@ func (s *Store) GetAssignment(_ context.Context, customer string) (*sidecar.Assi
 	return &cp, nil
 }
 
+func (s *Store) GetAssignments(_ context.Context, customers []string) ([]*sidecar.Assignment, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*sidecar.Assignment, len(customers))
+	for i, c := range customers {
+		if a, ok := s.assign[c]; ok {
+			cp := *a
+			out[i] = &cp
+		}
+	}
+	return out, nil
+}
+
 func (s *Store) PutAssignment(ctx context.Context, a *sidecar.Assignment) error {
 	_, err := s.PutAssignments(ctx, []sidecar.Assignment{*a})
 	return err

@@ -34,6 +34,36 @@ func (s *Store) GetAssignment(ctx context.Context, customer string) (*sidecar.As
 	return decode[sidecar.Assignment](raw)
 }
 
+// GetAssignments pipelines GETs, assignBatch at a time: the customers'
+// keys lie in different Cluster slots, so one MGET cannot read them; a
+// pipeline is split by node (as getMany does elsewhere).
+func (s *Store) GetAssignments(ctx context.Context, customers []string) ([]*sidecar.Assignment, error) {
+	out := make([]*sidecar.Assignment, 0, len(customers))
+	for start := 0; start < len(customers); start += assignBatch {
+		batch := customers[start:min(start+assignBatch, len(customers))]
+		keys := make([]string, len(batch))
+		for i, c := range batch {
+			keys[i] = s.assignKey(c)
+		}
+		raws, err := s.getMany(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range raws {
+			if raw == "" {
+				out = append(out, nil)
+				continue
+			}
+			a, err := decode[sidecar.Assignment](raw)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
 func (s *Store) PutAssignment(ctx context.Context, a *sidecar.Assignment) error {
 	_, err := s.PutAssignments(ctx, []sidecar.Assignment{*a})
 	return err

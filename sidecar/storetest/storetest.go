@@ -1057,6 +1057,36 @@ func testAssignments(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("eu = %v", eu)
 		}
 	})
+	t.Run("get_many", func(t *testing.T) {
+		e := newEnv(t)
+		// More than one round trip's worth, every other customer assigned.
+		var as []sidecar.Assignment
+		names := make([]string, 1200)
+		for i := range names {
+			names[i] = fmt.Sprintf("m%d", i)
+			if i%2 == 0 {
+				as = append(as, sidecar.Assignment{Customer: names[i], Reseller: "r1", Domain: fmt.Sprintf("d%d.r1", i%3)})
+			}
+		}
+		_, err := e.s.PutAssignments(e.ctx, as)
+		must(t, err)
+		got, err := e.s.GetAssignments(e.ctx, names)
+		must(t, err)
+		if len(got) != len(names) {
+			t.Fatalf("%d answers for %d customers", len(got), len(names))
+		}
+		for i, a := range got {
+			switch {
+			case i%2 == 1 && a != nil:
+				t.Fatalf("%s is unassigned, read %+v", names[i], a)
+			case i%2 == 0 && (a == nil || a.Customer != names[i] || a.Domain != fmt.Sprintf("d%d.r1", i%3)):
+				t.Fatalf("%s read as %+v", names[i], a)
+			}
+		}
+		if got, err := e.s.GetAssignments(e.ctx, nil); err != nil || len(got) != 0 {
+			t.Fatalf("no customers: %v, %v", got, err)
+		}
+	})
 	t.Run("invalid", func(t *testing.T) {
 		e := newEnv(t)
 		cases := []struct {
