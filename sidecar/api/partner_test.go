@@ -669,3 +669,30 @@ func TestPartnerAPIPagination(t *testing.T) {
 		t.Fatalf("pages = %v, want c1,c2,c3", seen)
 	}
 }
+
+// Naming users for an individual grant tells a partner nothing about who
+// has a customer profile: a customer's profile, another organisation's
+// member and an id nobody has get the same answer.
+func TestPartnerRequestNamesNoProfile(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			if _, err := p.store.PutCustomer(context.Background(), &sidecar.Customer{ID: "cust-9", Name: "Cust"}, sidecar.Protection{}); err != nil {
+				t.Fatal(err)
+			}
+			answer := func(user string) string {
+				r := p.call("POST", "partner/requests", p.pat(), accessBody("look", 30, "individual", user))
+				return fmt.Sprintf("%d %s %s %s", r.status, r.code(), r.field(), strings.ReplaceAll(r.msg(), user, "<user>"))
+			}
+			want := answer("nobody-here")
+			if !strings.HasPrefix(want, "400 invalid users ") {
+				t.Fatalf("unknown user: %s", want)
+			}
+			for _, user := range []string{"cust-9", "mallory"} {
+				if got := answer(user); got != want {
+					t.Errorf("%s: %s, unknown user: %s", user, got, want)
+				}
+			}
+		})
+	}
+}

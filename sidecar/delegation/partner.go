@@ -297,20 +297,22 @@ func (p *Partners) countPending(ctx context.Context, partnerOrg, customer string
 	}
 }
 
+// checkMember lets caller name user for an individual grant when user is
+// the caller or has a profile of the caller's organisation. Every other
+// user gets the same answer, whether or not a profile exists: a partner
+// must not learn who is a customer by naming ids.
 func (p *Partners) checkMember(ctx context.Context, caller *sidecar.Identity, user string) error {
 	if user == caller.Subject {
 		return nil
 	}
 	prof, err := p.store.GetCustomer(ctx, user)
 	switch {
-	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
+	case err == nil && prof.Org == caller.Org:
+		return nil
+	case err == nil, sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
 		return sidecar.Invalid("users", "%s is not a known member of %s", user, caller.Org)
-	case err != nil:
-		return err
-	case prof.Org != caller.Org:
-		return sidecar.Invalid("users", "%s is not a member of %s", user, caller.Org)
 	}
-	return nil
+	return err
 }
 
 // GetRequest returns a request with its status as of now, once policy
