@@ -67,7 +67,7 @@ type Config struct {
 	// IncludeInput is a pointer so that an explicit false survives
 	// SetDefaults; read it with InputIncluded.
 	IncludeInput *bool    `yaml:"include_input" usage:"keep the masked policy input in each record"`
-	MaskHeaders  []string `yaml:"mask_headers" usage:"request headers erased from logged input, besides authorization, cookie and the actor token header"`
+	MaskHeaders  []string `yaml:"mask_headers" usage:"request headers erased from logged input, besides authorization, proxy-authorization, cookie, x-api-key, x-auth-token, x-access-token, x-csrf-token, x-xsrf-token, x-amz-security-token and the actor token header"`
 	// MaskQueryParams: nil takes the defaults, an empty list masks none.
 	MaskQueryParams  []string      `yaml:"mask_query_params" usage:"query parameters that carry credentials; their values are masked in the logged path, URI headers and parsed_query"`
 	ActorTokenHeader string        `yaml:"actor_token_header" usage:"header carrying Deputy's actor token, erased from logged input (default: check.actor_token_header)"`
@@ -81,9 +81,11 @@ type Config struct {
 }
 
 // DefaultMaskQueryParams are the query parameters that commonly carry
-// credentials (OAuth tokens and codes, API keys, passwords).
+// credentials (OAuth tokens, codes and client secrets, API keys,
+// passwords).
 func DefaultMaskQueryParams() []string {
-	return []string{"access_token", "token", "id_token", "code", "password", "api_key"}
+	return []string{"access_token", "refresh_token", "id_token", "token", "code", "client_secret", "secret",
+		"password", "passwd", "api_key", "apikey"}
 }
 
 // Defaults returns the configuration Deputy starts with.

@@ -149,6 +149,15 @@ func ValidateMask(ctx context.Context, ev Evaluator) error {
 	return err
 }
 
+// secretHeaders are the request headers whose values are never logged,
+// whatever decision_log.mask_headers adds: the credentials and session,
+// API and CSRF tokens that clients commonly send.
+var secretHeaders = []string{
+	"authorization", "proxy-authorization", "cookie",
+	"x-api-key", "x-auth-token", "x-access-token", "x-csrf-token", "x-xsrf-token",
+	"x-amz-security-token",
+}
+
 // masker applies Deputy's fixed masking and the policy's mask rules.
 type masker struct {
 	headers     []string // lower case, "-" between words
@@ -159,7 +168,7 @@ type masker struct {
 func newMasker(cfg Config, ev Evaluator) *masker {
 	// Lower case with "-" between words, as secretHeader compares.
 	canon := strings.NewReplacer("_", "-")
-	hs := []string{"authorization", "proxy-authorization", "cookie", canon.Replace(strings.ToLower(cfg.ActorTokenHeader))}
+	hs := append(slices.Clip(secretHeaders), canon.Replace(strings.ToLower(cfg.ActorTokenHeader)))
 	for _, h := range cfg.MaskHeaders {
 		hs = append(hs, canon.Replace(strings.ToLower(h)))
 	}
