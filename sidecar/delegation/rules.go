@@ -143,30 +143,19 @@ func CheckRules(data map[string]any) error {
 func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 	p := &PartnerRules{}
 	for _, f := range []struct {
-		key string
-		dst *int
+		key, unit string
+		dst       *int
 	}{
-		{"pending_expiry_days", &p.PendingExpiryDays},
-		{"min_grant_days", &p.MinGrantDays},
-		{"max_grant_days", &p.MaxGrantDays},
-		{"expiring_within_days", &p.ExpiringWithinDays},
+		{"pending_expiry_days", "days", &p.PendingExpiryDays},
+		{"min_grant_days", "days", &p.MinGrantDays},
+		{"max_grant_days", "days", &p.MaxGrantDays},
+		{"expiring_within_days", "days", &p.ExpiringWithinDays},
+		{"max_pending_requests_per_org", "requests", &p.MaxPendingPerOrg},
+		{"max_pending_requests_per_customer", "requests", &p.MaxPendingPerCustomer},
 	} {
 		n, ok := dataInt(m[f.key])
 		if !ok || n <= 0 {
-			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of days, got %s", f.key, show(m[f.key]))
-		}
-		*f.dst = n
-	}
-	for _, f := range []struct {
-		key string
-		dst *int
-	}{
-		{"max_pending_requests_per_org", &p.MaxPendingPerOrg},
-		{"max_pending_requests_per_customer", &p.MaxPendingPerCustomer},
-	} {
-		n, ok := dataInt(m[f.key])
-		if !ok || n <= 0 {
-			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of requests, got %s", f.key, show(m[f.key]))
+			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of %s, got %s", f.key, f.unit, show(m[f.key]))
 		}
 		*f.dst = n
 	}
