@@ -257,7 +257,7 @@ func TestServeFlagsDescribedWithTrueDefaults(t *testing.T) {
 		if f == nil {
 			t.Fatalf("no flag for %s", s.path)
 		}
-		if typ := f.Value.Type(); typ != "string" && typ != "strings" && typ != "int" && typ != "bool" && typ != "duration" {
+		if typ := f.Value.Type(); typ != "string" && typ != "strings" && typ != "int" && typ != "number" && typ != "bool" && typ != "duration" {
 			t.Errorf("--%s has type %q", f.Name, typ)
 		}
 		got := formatValue(root.FieldByIndex(s.index))
