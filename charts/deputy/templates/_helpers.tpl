@@ -339,3 +339,30 @@ volumeMounts:
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Fails the render when a password or token is set where it would land in
+the config ConfigMap or in the pod's args or env, readable by whoever can
+read those objects and kept in their history: such values go in Secrets.
+*/}}
+{{- define "deputy.refuseInlineSecrets" -}}
+{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $redis := "put the Redis password in a Secret and set redis.existingSecret (and redis.existingSecretKey), or set redis.password for a Secret the chart creates" -}}
+{{- $token := "put the bundle server token in a Secret under the key \"token\" and set policies.bundle.tokenSecret" -}}
+{{- if dig "redis" "password" "" $cfg }}{{ fail (printf "deputy.config.redis.password would render into the ConfigMap: %s" $redis) }}{{ end -}}
+{{- if dig "policy" "bearer_token" "" $cfg }}{{ fail (printf "deputy.config.policy.bearer_token would render into the ConfigMap: %s" $token) }}{{ end -}}
+{{- range .Values.deputy.extraArgs -}}
+{{- $arg := toString . -}}
+{{- if or (eq $arg "--redis-password") (hasPrefix "--redis-password=" $arg) }}{{ fail (printf "deputy.extraArgs: --redis-password would render into the pod's args: %s" $redis) }}{{ end -}}
+{{- if or (eq $arg "--policy-bearer-token") (hasPrefix "--policy-bearer-token=" $arg) }}{{ fail (printf "deputy.extraArgs: --policy-bearer-token would render into the pod's args: %s" $token) }}{{ end -}}
+{{- end -}}
+{{- range .Values.deputy.extraEnv -}}
+{{- if hasKey . "value" -}}
+{{- if eq (toString .name) "DEPUTY_REDIS_PASSWORD" }}{{ fail (printf "deputy.extraEnv: a DEPUTY_REDIS_PASSWORD value would render into the pod spec: %s" $redis) }}{{ end -}}
+{{- if eq (toString .name) "DEPUTY_POLICY_BEARER_TOKEN" }}{{ fail (printf "deputy.extraEnv: a DEPUTY_POLICY_BEARER_TOKEN value would render into the pod spec: %s" $token) }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- range list .Values.policies.bundle.url (dig "policy" "bundle_url" "" $cfg) -}}
+{{- if regexMatch "^[^:/?#]+://[^/?#]*@" (toString .) }}{{ fail (printf "policies.bundle.url: credentials in the URL would render into the ConfigMap: %s" $token) }}{{ end -}}
+{{- end -}}
+{{- end -}}
