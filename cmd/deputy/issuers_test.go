@@ -73,6 +73,13 @@ func (is *testIssuer) token(t *testing.T, c identity.DevClaims) string {
 // the embedded store and the given issuers.
 func productionServer(t *testing.T, issuers ...identity.IssuerConfig) Config {
 	t.Helper()
+	return productionServerWith(t, nil, issuers...)
+}
+
+// productionServerWith is productionServer with change applied to the
+// config last (a Redis store, say).
+func productionServerWith(t *testing.T, change func(*Config), issuers ...identity.IssuerConfig) Config {
+	t.Helper()
 	pemKey, err := generateSigningKey()
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +94,9 @@ func productionServer(t *testing.T, issuers ...identity.IssuerConfig) Config {
 		c.Identity.Issuers = issuers
 		c.Identity.Audiences = []string{"storefront"}
 		c.ActorToken.KeyFiles = []string{keyFile}
+		if change != nil {
+			change(c)
+		}
 	})
 	runServer(t, &cfg)
 	waitListening(t, cfg.GRPC.Addr)
@@ -103,7 +113,8 @@ func TestIssuersKeepTheirPeopleApart(t *testing.T) {
 	partner := newTestIssuer(t, "https://partner.example")
 	cfg := productionServer(t,
 		identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks},
-		identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner"})
+		identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner",
+			Roles: []string{"support_lead", "contact_manager"}})
 	base := "http://" + cfg.HTTP.Addr
 	api := func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
 		t.Helper()
@@ -212,6 +223,49 @@ func TestIssuersKeepTheirPeopleApart(t *testing.T) {
 		for _, who := range []identity.DevClaims{{Subject: "partner:pat"}, {Subject: "pat", Org: "partner:partnerco"}, {Subject: "pat", Domain: "partner:eu"}} {
 			api(t, shop, who, "GET", "/deputy/v1/partner/customers", ``, http.StatusUnauthorized)
 		}
+	})
+}
+
+// An issuer with a namespace asserts only the roles listed for it: the
+// partner issuer (nothing listed) mints admin, support_agent and
+// reseller_super_admin tokens that act as no role at all, while the vendor
+// issuer, which lists them, acts with them in its own namespace.
+func TestNamespacedIssuerRolesAreListed(t *testing.T) {
+	shop := newTestIssuer(t, "https://shop.example")
+	partner := newTestIssuer(t, "https://partner.example")
+	vendor := newTestIssuer(t, "https://vendor.example")
+	cfg := productionServer(t,
+		identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks},
+		identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner"},
+		identity.IssuerConfig{Issuer: vendor.url, JWKSFile: vendor.jwks, Namespace: "vendor",
+			Roles: []string{"admin", "support_agent", "reseller_super_admin"}})
+	base := "http://" + cfg.HTTP.Addr
+	api := func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
+		t.Helper()
+		return apiCall(t, base, method, path, is.token(t, who), body, want)
+	}
+	admin := identity.DevClaims{Subject: "mallory", Roles: []string{"admin"}}
+	agent := identity.DevClaims{Subject: "mallory", Roles: []string{"support_agent"}}
+	super := identity.DevClaims{Subject: "mallory", Domain: "shopa.example", Roles: []string{"reseller_super_admin"}}
+
+	api(t, shop, identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}, "PUT", "/deputy/v1/customers/cust1", `{"name":"A Customer","default_store_view":"en"}`, 200)
+
+	t.Run("unlisted roles act as none", func(t *testing.T) {
+		api(t, partner, admin, "PUT", "/deputy/v1/customers/alice", `{"name":"Alice"}`, http.StatusForbidden)
+		api(t, partner, admin, "GET", "/deputy/v1/audit", ``, http.StatusForbidden)
+		api(t, shop, identity.DevClaims{Subject: "cust1"}, "PUT", "/deputy/v1/customers/cust1/consent", `{"allowed":true}`, 200)
+		api(t, partner, agent, "POST", "/deputy/v1/impersonation/sessions", `{"customer_id":"cust1"}`, http.StatusForbidden)
+		api(t, partner, super, "GET", "/deputy/v1/reseller/assignments", ``, http.StatusForbidden)
+		api(t, partner, super, "PUT", "/deputy/v1/reseller/assignments/cust1", `{}`, http.StatusForbidden)
+	})
+
+	t.Run("listed roles act in the issuer's namespace", func(t *testing.T) {
+		out := api(t, vendor, admin, "PUT", "/deputy/v1/customers/alice", `{"name":"Alice"}`, 200)
+		if out["updated_by"] != "vendor:mallory" {
+			t.Fatalf("customer put by the vendor's admin: %v", out)
+		}
+		api(t, vendor, admin, "GET", "/deputy/v1/audit", ``, 200)
+		api(t, vendor, agent, "POST", "/deputy/v1/impersonation/sessions", `{"customer_id":"cust1"}`, http.StatusCreated)
 	})
 }
 

@@ -77,6 +77,12 @@ type IssuerConfig struct {
 	// of the same sub, org or domain: state and policy key people by
 	// those values alone.
 	Namespace string `yaml:"namespace" usage:"this issuer's sub, org and domain read as <namespace>:<value>; required of every trusted issuer but one"`
+	// Roles and Privileges are what an issuer with a namespace may
+	// assert: keeping its people apart protects nothing if it can mint
+	// any role. Empty means none; the issuer without a namespace asserts
+	// every role and takes no list.
+	Roles      []string `yaml:"roles" usage:"roles this issuer's tokens may assert (issuer with a namespace only; empty: none, every role it asserts is dropped)"`
+	Privileges []string `yaml:"privileges" usage:"privileges this issuer's tokens may assert (issuer with a namespace only; empty: none)"`
 }
 
 // ClaimsConfig names the claim each identity field is read from; dotted
@@ -97,6 +103,10 @@ type DevConfig struct {
 	Enabled   bool   `yaml:"enabled" usage:"trust tokens from 'deputy dev token' (dev mode only; --dev turns it on)"`
 	KeyFile   string `yaml:"key_file" usage:"dev issuer signing key, generated when missing"`
 	Namespace string `yaml:"namespace" usage:"the dev issuer's sub, org and domain read as <namespace>:<value>; required beside an issuer without one"`
+	// Roles and Privileges are as IssuerConfig's, for a dev issuer with
+	// a namespace.
+	Roles      []string `yaml:"roles" usage:"roles dev tokens may assert when the dev issuer has a namespace (empty: none)"`
+	Privileges []string `yaml:"privileges" usage:"privileges dev tokens may assert when the dev issuer has a namespace (empty: none)"`
 }
 
 // DefaultClaims maps every field to the claim of the same name.
@@ -265,6 +275,10 @@ const MaxNamespaceLen = 64
 // setting that would give it a namespace.
 type trustedIssuer struct {
 	field, name, namespace string
+	// allow is the setting holding the roles and privileges it may
+	// assert ("" for issuer_urls, which have none).
+	allow             string
+	roles, privileges []string
 }
 
 // trusted lists every trusted issuer: Issuers, IssuerURLs (which cannot
@@ -272,13 +286,14 @@ type trustedIssuer struct {
 func (c *Config) trusted() []trustedIssuer {
 	var out []trustedIssuer
 	for i, is := range c.Issuers {
-		out = append(out, trustedIssuer{"identity.issuers[" + strconv.Itoa(i) + "].namespace", is.Issuer, is.Namespace})
+		field := "identity.issuers[" + strconv.Itoa(i) + "]"
+		out = append(out, trustedIssuer{field + ".namespace", is.Issuer, is.Namespace, field, is.Roles, is.Privileges})
 	}
 	for i, u := range c.IssuerURLs {
-		out = append(out, trustedIssuer{"identity.issuer_urls[" + strconv.Itoa(i) + "]", u, ""})
+		out = append(out, trustedIssuer{field: "identity.issuer_urls[" + strconv.Itoa(i) + "]", name: u})
 	}
 	if c.Dev.Enabled {
-		out = append(out, trustedIssuer{"identity.dev.namespace", DevIssuerName, c.Dev.Namespace})
+		out = append(out, trustedIssuer{"identity.dev.namespace", DevIssuerName, c.Dev.Namespace, "identity.dev", c.Dev.Roles, c.Dev.Privileges})
 	}
 	return out
 }
@@ -291,6 +306,9 @@ func (c *Config) validateNamespaces() error {
 	for _, t := range all {
 		if t.namespace != "" && !namespaceToken(t.namespace) {
 			return sidecar.Invalid(t.field, "namespace %q: want at most %d letters, digits, '.', '_' or '-' (no ':')", t.namespace, MaxNamespaceLen)
+		}
+		if err := t.validateAllowed(); err != nil {
+			return err
 		}
 	}
 	if len(all) < 2 {
@@ -316,6 +334,30 @@ func (c *Config) validateNamespaces() error {
 			return sidecar.Invalid(t.field, "namespace %q is also issuer %q's: each issuer needs its own", t.namespace, other)
 		}
 		owner[t.namespace] = t.name
+	}
+	return nil
+}
+
+// validateAllowed checks the roles and privileges an issuer may assert:
+// only an issuer with a namespace is restricted, so a list on the issuer
+// without one would read as a restriction that is not there.
+func (t *trustedIssuer) validateAllowed() error {
+	for _, l := range [...]struct {
+		name string
+		list []string
+	}{{"roles", t.roles}, {"privileges", t.privileges}} {
+		if len(l.list) == 0 {
+			continue
+		}
+		field := t.allow + "." + l.name
+		if t.namespace == "" {
+			return sidecar.Invalid(field, "only an issuer with a namespace is limited to listed %s; the issuer without one asserts every one of them: remove the list or set a namespace", l.name)
+		}
+		for i, v := range l.list {
+			if v == "" || strings.ContainsAny(v, " \t\r\n") {
+				return sidecar.Invalid(field, "entry %d: %q is not a %s name", i, v, strings.TrimSuffix(l.name, "s"))
+			}
+		}
 	}
 	return nil
 }

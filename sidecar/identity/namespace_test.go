@@ -191,3 +191,119 @@ func TestDevIssuerNamespace(t *testing.T) {
 		t.Fatalf("un-namespaced issuer spelling a dev identity: reason %q, want %q", got, identity.ReasonReservedNamespace)
 	}
 }
+
+// An issuer with a namespace asserts only the roles and privileges listed
+// for it (none by default): a partner IdP that could mint "admin" would
+// act as the storefront's admin whatever its people are called. The
+// issuer without a namespace asserts every role as signed.
+func TestNamespacedIssuerAssertsOnlyListedRoles(t *testing.T) {
+	_, shop, _, partner := keys(t)
+	issuers := func(roles, privileges []string) []identity.IssuerConfig {
+		return []identity.IssuerConfig{
+			{Issuer: testIssuer, JWKSFile: writeFile(t, "shop.json", jwks(shop))},
+			{Issuer: partnerIssuer, JWKSFile: writeFile(t, "partner.json", jwks(partner)), Namespace: "partner",
+				Roles: roles, Privileges: privileges},
+		}
+	}
+	claims := with(goodClaims(epoch), "roles", []any{"admin", "partner_user", "support_agent"},
+		"privileges", "view_customers access_support_cases")
+	cases := []struct {
+		name              string
+		roles, privileges []string
+		key               testKey
+		claims            map[string]any
+		wantRoles         []string
+		wantPrivileges    []string
+	}{
+		{name: "namespaced, nothing listed", key: partner, claims: with(claims, "iss", partnerIssuer),
+			wantRoles: []string{}, wantPrivileges: []string{}},
+		{name: "namespaced, one role listed", roles: []string{"partner_user"}, key: partner, claims: with(claims, "iss", partnerIssuer),
+			wantRoles: []string{"partner_user"}, wantPrivileges: []string{}},
+		{name: "namespaced, listed privilege", roles: []string{"partner_user", "reseller_admin"}, privileges: []string{"view_customers"},
+			key: partner, claims: with(claims, "iss", partnerIssuer),
+			wantRoles: []string{"partner_user"}, wantPrivileges: []string{"view_customers"}},
+		{name: "namespaced, token without roles", roles: []string{"partner_user"}, key: partner,
+			claims: with(claims, "iss", partnerIssuer, "roles", nil, "privileges", nil)},
+		{name: "un-namespaced issuer beside", roles: []string{"partner_user"}, key: shop, claims: claims,
+			wantRoles: []string{"admin", "partner_user", "support_agent"}, wantPrivileges: []string{"view_customers", "access_support_cases"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := identity.New(identity.Config{Issuers: issuers(tc.roles, tc.privileges), Audiences: []string{testAudience}},
+				identity.WithClock(newClock(epoch).Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			id, err := v.VerifyToken(context.Background(), sign(t, tc.key, tc.key.kid, tc.claims))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(id.Roles, ",") != strings.Join(tc.wantRoles, ",") || (id.Roles == nil) != (tc.wantRoles == nil) {
+				t.Errorf("roles = %#v, want %#v", id.Roles, tc.wantRoles)
+			}
+			if strings.Join(id.Privileges, ",") != strings.Join(tc.wantPrivileges, ",") || (id.Privileges == nil) != (tc.wantPrivileges == nil) {
+				t.Errorf("privileges = %#v, want %#v", id.Privileges, tc.wantPrivileges)
+			}
+			// The claims stay as signed: policy reads the roles from
+			// input.identity.roles, never from the claims.
+			if _, ok := id.Claims["roles"]; ok != (tc.claims["roles"] != nil) {
+				t.Errorf("claims[roles] = %v, want as signed", id.Claims["roles"])
+			}
+		})
+	}
+}
+
+// The dev issuer with a namespace is limited like any other.
+func TestDevIssuerNamespaceAssertsOnlyListedRoles(t *testing.T) {
+	dev, err := identity.GenerateDevIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ek, _, _ := keys(t)
+	v, err := identity.New(identity.Config{
+		Dev:       identity.DevConfig{Enabled: true, Namespace: "dev", Roles: []string{"customer"}},
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: writeFile(t, "jwks.json", jwks(ek))}},
+		Audiences: []string{testAudience},
+	}, identity.WithDevIssuer(dev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	tok, err := dev.Mint(identity.DevClaims{Subject: "mallory", Roles: []string{"admin", "customer"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.VerifyToken(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(id.Roles, ",") != "customer" {
+		t.Fatalf("dev identity roles = %v, want [customer]", id.Roles)
+	}
+}
+
+// Role and privilege lists limit an issuer with a namespace only: on the
+// issuer without one they would read as a limit that is not there.
+func TestConfigIssuerRoles(t *testing.T) {
+	a := identity.IssuerConfig{Issuer: "https://shop.example", JWKSURL: "https://shop.example/jwks"}
+	b := identity.IssuerConfig{Issuer: partnerIssuer, JWKSURL: "https://partner.example/jwks", Namespace: "partner"}
+	roles := func(is identity.IssuerConfig, r ...string) identity.IssuerConfig { is.Roles = r; return is }
+	privileges := func(is identity.IssuerConfig, p ...string) identity.IssuerConfig { is.Privileges = p; return is }
+	cases := []struct {
+		name  string
+		cfg   identity.Config
+		field string
+	}{
+		{name: "namespaced issuer with roles", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, privileges(roles(b, "partner_user"), "view_customers")}}},
+		{name: "roles on the issuer without a namespace", cfg: identity.Config{Issuers: []identity.IssuerConfig{roles(a, "admin"), b}}, field: "identity.issuers[0].roles"},
+		{name: "privileges on the only issuer", cfg: identity.Config{Issuers: []identity.IssuerConfig{privileges(a, "view_customers")}}, field: "identity.issuers[0].privileges"},
+		{name: "empty role", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, roles(b, "")}}, field: "identity.issuers[1].roles"},
+		{name: "role with a space", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, roles(b, "partner user")}}, field: "identity.issuers[1].roles"},
+		{name: "dev roles without a namespace", cfg: identity.Config{Dev: identity.DevConfig{Enabled: true, Roles: []string{"admin"}}}, field: "identity.dev.roles"},
+		{name: "dev roles with a namespace", cfg: identity.Config{Dev: identity.DevConfig{Enabled: true, Namespace: "dev", Roles: []string{"admin"}}, Issuers: []identity.IssuerConfig{a}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { wantValidate(t, tc.cfg, tc.field) })
+	}
+}

@@ -87,9 +87,13 @@ type issuer struct {
 	// not start with.
 	prefix   string
 	reserved []string
-	src      source
-	keys     []jose.JSONWebKey
-	loadErr  error
+	// roles and privileges are what an issuer with a namespace may
+	// assert; the others its tokens claim are dropped. The issuer
+	// without a namespace asserts every one.
+	roles, privileges map[string]bool
+	src               source
+	keys              []jose.JSONWebKey
+	loadErr           error
 }
 
 type keyEntry struct {
@@ -160,7 +164,8 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	}
 	client.CheckRedirect = sidecar.RefuseDowngrade
 	for _, ic := range cfg.allIssuers() {
-		is := &issuer{name: ic.Issuer, audiences: ic.Audiences, prefix: namespacePrefix(ic.Namespace)}
+		is := &issuer{name: ic.Issuer, audiences: ic.Audiences, prefix: namespacePrefix(ic.Namespace),
+			roles: set(ic.Roles), privileges: set(ic.Privileges)}
 		if len(is.audiences) == 0 {
 			is.audiences = cfg.Audiences
 		}
@@ -184,15 +189,24 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	}
 	if o.dev != nil {
 		v.issuers = append(v.issuers, &issuer{
-			name:      DevIssuerName,
-			audiences: []string{DevAudience},
-			claims:    compileClaims(DefaultClaims()),
-			prefix:    namespacePrefix(cfg.Dev.Namespace),
-			src:       &staticSource{keys: []jose.JSONWebKey{o.dev.PublicKey()}, name: "dev issuer"},
+			name:       DevIssuerName,
+			audiences:  []string{DevAudience},
+			claims:     compileClaims(DefaultClaims()),
+			prefix:     namespacePrefix(cfg.Dev.Namespace),
+			roles:      set(cfg.Dev.Roles),
+			privileges: set(cfg.Dev.Privileges),
+			src:        &staticSource{keys: []jose.JSONWebKey{o.dev.PublicKey()}, name: "dev issuer"},
 		})
 		v.addAlg(jose.ES256)
 	}
 	reserveNamespaces(v.issuers)
+	for _, is := range v.issuers {
+		if is.prefix != "" && len(is.roles)+len(is.privileges) == 0 {
+			v.logger.Info("identity: issuer has a namespace and no roles or privileges listed, so its tokens assert none: "+
+				"the roles and privileges they claim are dropped (list those it may assert in identity.issuers[].roles and .privileges)",
+				"issuer", shownIssuer(is.name), "namespace", strings.TrimSuffix(is.prefix, ":"))
+		}
+	}
 	v.index.Store(&keyIndex{byKid: map[string][]keyEntry{}})
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
@@ -206,6 +220,14 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	}
 	v.rebuildLocked()
 	return v, nil
+}
+
+func set(list []string) map[string]bool {
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		m[s] = true
+	}
+	return m
 }
 
 func namespacePrefix(ns string) string {
@@ -491,10 +513,11 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	return id, exp, idx, nil
 }
 
-// namespace reads id's sub, org and domain in is's namespace; for the
-// issuer without one, it refuses names spelled in another issuer's. An
-// absent org or domain stays absent. A single issuer without a namespace
-// does nothing here.
+// namespace reads id's sub, org and domain in is's namespace and keeps
+// only the roles and privileges is may assert; for the issuer without
+// one, it refuses names spelled in another issuer's. An absent org or
+// domain stays absent. A single issuer without a namespace does nothing
+// here.
 func (is *issuer) namespace(id *sidecar.Identity) error {
 	names := [...]*string{&id.Subject, &id.Org, &id.Domain}
 	if is.prefix != "" {
@@ -503,6 +526,8 @@ func (is *issuer) namespace(id *sidecar.Identity) error {
 				*n = is.prefix + *n
 			}
 		}
+		id.Roles = allowed(id.Roles, is.roles)
+		id.Privileges = allowed(id.Privileges, is.privileges)
 		return nil
 	}
 	for _, n := range names {
@@ -513,6 +538,18 @@ func (is *issuer) namespace(id *sidecar.Identity) error {
 		}
 	}
 	return nil
+}
+
+// allowed keeps the names of list that ok holds, in place: list is the
+// identity's own, freshly read from the claims.
+func allowed(list []string, ok map[string]bool) []string {
+	kept := list[:0]
+	for _, s := range list {
+		if ok[s] {
+			kept = append(kept, s)
+		}
+	}
+	return kept
 }
 
 // signedBy returns the payload of jws and the issuer of the first
