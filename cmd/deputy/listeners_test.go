@@ -11,18 +11,28 @@ import (
 	"time"
 )
 
-// keptAlive opens a connection to addr and has one request on path
-// answered on it, leaving the connection open.
-func keptAlive(t *testing.T, addr, path string) net.Conn {
+// sendRaw opens a connection to addr and writes req on it as is; the
+// connection closes when the test ends.
+func sendRaw(t *testing.T, addr, req string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: deputy\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+func getRequest(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: deputy\r\n\r\n" }
+
+// keptAlive opens a connection to addr and has one request on path
+// answered on it, leaving the connection open.
+func keptAlive(t *testing.T, addr, path string) net.Conn {
+	t.Helper()
+	c := sendRaw(t, addr, getRequest(path))
 	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -78,14 +88,7 @@ func TestListenersCapConnections(t *testing.T) {
 			first := keptAlive(t, tc.addr, tc.path)
 			keptAlive(t, tc.addr, tc.path)
 
-			third, err := net.Dial("tcp", tc.addr) // the kernel's backlog takes it
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer third.Close()
-			if _, err := io.WriteString(third, "GET "+tc.path+" HTTP/1.1\r\nHost: deputy\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
+			third := sendRaw(t, tc.addr, getRequest(tc.path)) // the kernel's backlog takes it
 			if err := third.SetReadDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
 				t.Fatal(err)
 			}

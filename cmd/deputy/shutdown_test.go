@@ -26,17 +26,8 @@ import (
 // a slow or stalled client does, and returns its connection.
 func holdRequest(t *testing.T, addr, token string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_, err = fmt.Fprintf(c, "PUT /deputy/v1/customers/c1/consent HTTP/1.1\r\nHost: shop.example\r\n"+
-		"Authorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return sendRaw(t, addr, fmt.Sprintf("PUT /deputy/v1/customers/c1/consent HTTP/1.1\r\nHost: shop.example\r\n"+
+		"Authorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", token))
 }
 
 // streamIDs is the set of decision ids in the decision stream.
