@@ -171,17 +171,38 @@ var OverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-met
 
 // ClientForwarding are the request headers, lowercased as Envoy sends
 // them, in every "-"/"_" spelling, that tell an application another host,
-// method or URI than the one Deputy decided on: the original URI and
-// method of auth_request and forward_auth setups, and the host frameworks
-// read before Host (Rails' request.host reads X-Forwarded-Host). Every
-// shipped Envoy config removes a client's from the request upstream.
+// scheme, port, path prefix, client address, method or URI than the ones
+// Deputy decided on and the proxy saw: the original URI and method of
+// auth_request and forward_auth setups, and the forwarding headers
+// frameworks trust behind a proxy (Rails' request.host reads
+// X-Forwarded-Host, Rack's scheme X-Forwarded-Ssl and -Scheme before
+// -Proto, gunicorn X-Forwarded-Protocol, Spring, Symfony and Werkzeug
+// X-Forwarded-Port and -Prefix). Of ProxySet, which the proxy sets from its
+// own view over a client's copy, only the "_" spellings are listed: CGI,
+// PHP and WSGI upstreams read them as the proxy's own. Every shipped Envoy
+// config removes a client's from the request upstream.
 func ClientForwarding() []string {
-	names := []string{"forwarded"}
-	for _, h := range []string{"x-forwarded-host", "x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method"} {
+	var names []string
+	for _, h := range []string{
+		"forwarded", "front-end-https", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix",
+		"x-forwarded-protocol", "x-forwarded-scheme", "x-forwarded-server", "x-forwarded-ssl",
+		"x-host", "x-original-host", "x-real-ip", "x-url-scheme",
+		"x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method",
+	} {
 		names = append(names, EverySpelling(h)...)
+	}
+	for _, h := range ProxySet() {
+		names = append(names, EverySpelling(h)[1:]...)
 	}
 	return names
 }
+
+// ProxySet are the forwarding headers every shipped proxy sets itself from
+// its own view of the connection: nginx ($scheme, $remote_addr) and Caddy's
+// reverse_proxy replace a client's copy; Envoy with use_remote_address and
+// no trusted hops overwrites x-forwarded-proto and appends the peer it saw
+// to x-forwarded-for.
+func ProxySet() []string { return []string{"x-forwarded-proto", "x-forwarded-for"} }
 
 // EverySpelling is name with each "-" kept or read as "_", every
 // combination, the letter case kept: CGI, PHP and WSGI upstreams read

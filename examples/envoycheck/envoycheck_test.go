@@ -48,13 +48,17 @@ func TestShippedConfigs(t *testing.T) {
 				t.Errorf("grpc_service=%v http_service=%v, want gRPC %v", authz.GetGrpcService() != nil, authz.GetHttpService() != nil, tc.grpc)
 			}
 			// Applications behind auth_request-style setups route or log on
-			// X-Original-URI, and frameworks read the host from
-			// X-Forwarded-Host or Forwarded: a client's copy, in any
+			// X-Original-URI, and frameworks read the host, scheme, port
+			// and prefix from forwarding headers: a client's copy, in any
 			// spelling, never reaches them while Deputy decided on the
-			// request line and the Host.
+			// request line and the Host. X-Forwarded-Proto and -For are
+			// Envoy's own, from the connection it accepted.
 			var hcm hcmv3.HttpConnectionManager
 			if err := protoUnmarshal(b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().GetValue(), &hcm); err != nil {
 				t.Fatal(err)
+			}
+			if !hcm.GetUseRemoteAddress().GetValue() || hcm.GetXffNumTrustedHops() != 0 {
+				t.Errorf("use_remote_address = %v, xff_num_trusted_hops = %d: a client's x-forwarded-proto would reach the application", hcm.GetUseRemoteAddress().GetValue(), hcm.GetXffNumTrustedHops())
 			}
 			for _, name := range envoycheck.ClientForwarding() {
 				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {

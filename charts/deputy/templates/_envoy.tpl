@@ -31,35 +31,87 @@ static_resources:
                 route_config:
                   name: local_route
                   # Applications behind auth_request-style setups route or log on
-                  # X-Original-URI: a client's copy, in any "-"/"_" spelling, never
-                  # reaches them while Deputy decided on the request line. Nor do
-                  # a client's X-Original-Method, X-Forwarded-Method and
-                  # X-Forwarded-Uri, or the host headers frameworks read before
-                  # Host (Rails' request.host reads X-Forwarded-Host; others read
-                  # Forwarded): the application reads the host Deputy decided on
-                  # and bound an impersonation session to.
+                  # X-Original-URI and -Method; frameworks read the host, scheme, port,
+                  # path prefix and client address from forwarding headers (Rails'
+                  # request.host reads X-Forwarded-Host, Rack's scheme X-Forwarded-Ssl
+                  # and -Scheme before -Proto, Spring, Symfony and Werkzeug
+                  # X-Forwarded-Port and -Prefix). A client's copies, in any "-"/"_"
+                  # spelling, never reach the application: it reads the request line and
+                  # the host Deputy decided on (and bound an impersonation session to).
+                  # X-Forwarded-Proto and -For are Envoy's own (use_remote_address, no
+                  # trusted hops: it overwrites the one, appends its peer to the other);
+                  # only their "_" spellings, which CGI, PHP and WSGI upstreams read as
+                  # the same names, are a client's to drop.
                   request_headers_to_remove:
-                    - x-original-uri
-                    - x_original_uri
-                    - x-original_uri
-                    - x_original-uri
                     - forwarded
+                    - front-end-https
+                    - front-end_https
+                    - front_end-https
+                    - front_end_https
                     - x-forwarded-host
                     - x-forwarded_host
                     - x_forwarded-host
                     - x_forwarded_host
+                    - x-forwarded-port
+                    - x-forwarded_port
+                    - x_forwarded-port
+                    - x_forwarded_port
+                    - x-forwarded-prefix
+                    - x-forwarded_prefix
+                    - x_forwarded-prefix
+                    - x_forwarded_prefix
+                    - x-forwarded-protocol
+                    - x-forwarded_protocol
+                    - x_forwarded-protocol
+                    - x_forwarded_protocol
+                    - x-forwarded-scheme
+                    - x-forwarded_scheme
+                    - x_forwarded-scheme
+                    - x_forwarded_scheme
+                    - x-forwarded-server
+                    - x-forwarded_server
+                    - x_forwarded-server
+                    - x_forwarded_server
+                    - x-forwarded-ssl
+                    - x-forwarded_ssl
+                    - x_forwarded-ssl
+                    - x_forwarded_ssl
+                    - x-host
+                    - x_host
+                    - x-original-host
+                    - x-original_host
+                    - x_original-host
+                    - x_original_host
+                    - x-real-ip
+                    - x-real_ip
+                    - x_real-ip
+                    - x_real_ip
+                    - x-url-scheme
+                    - x-url_scheme
+                    - x_url-scheme
+                    - x_url_scheme
+                    - x-original-uri
+                    - x-original_uri
+                    - x_original-uri
+                    - x_original_uri
                     - x-original-method
                     - x-original_method
                     - x_original-method
                     - x_original_method
-                    - x-forwarded-method
-                    - x-forwarded_method
-                    - x_forwarded-method
-                    - x_forwarded_method
                     - x-forwarded-uri
                     - x-forwarded_uri
                     - x_forwarded-uri
                     - x_forwarded_uri
+                    - x-forwarded-method
+                    - x-forwarded_method
+                    - x_forwarded-method
+                    - x_forwarded_method
+                    - x-forwarded_proto
+                    - x_forwarded-proto
+                    - x_forwarded_proto
+                    - x-forwarded_for
+                    - x_forwarded-for
+                    - x_forwarded_for
                   virtual_hosts:
                     - name: app
                       domains: ["*"]

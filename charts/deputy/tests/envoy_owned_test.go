@@ -96,15 +96,20 @@ func renderedHCM(t *testing.T, m manifests) *hcmv3.HttpConnectionManager {
 }
 
 // Applications behind auth_request-style setups route or log on
-// X-Original-URI, and frameworks read the host from X-Forwarded-Host
-// (Rails' request.host) or Forwarded: Envoy drops a client's copy, in any
+// X-Original-URI, and frameworks read the host, scheme, port and prefix
+// from forwarding headers (Rails' request.host reads X-Forwarded-Host,
+// Rack's scheme X-Forwarded-Ssl): Envoy drops a client's copy, in any
 // spelling, whichever the transport, so the application reads the host
-// Deputy decided on and bound an impersonation session to.
+// Deputy decided on and bound an impersonation session to, and sets
+// X-Forwarded-Proto and -For itself from the connection.
 func TestEnvoyDropsClientForwarding(t *testing.T) {
 	for _, transport := range []string{"grpc", "http"} {
 		t.Run(transport, func(t *testing.T) {
 			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
 			hcm := renderedHCM(t, m)
+			if !hcm.GetUseRemoteAddress().GetValue() || hcm.GetXffNumTrustedHops() != 0 {
+				t.Errorf("use_remote_address = %v, xff_num_trusted_hops = %d: a client's x-forwarded-proto would reach the application", hcm.GetUseRemoteAddress().GetValue(), hcm.GetXffNumTrustedHops())
+			}
 			for _, name := range envoycheck.ClientForwarding() {
 				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {
 					t.Errorf("route_config does not remove a client's %s", name)
