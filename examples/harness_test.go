@@ -360,6 +360,13 @@ func rewrite(t *testing.T, file string, pairs ...string) string {
 
 func startNginx(t *testing.T, d *deputy, app *upstream) string {
 	t.Helper()
+	return startNginxWith(t, d, app)
+}
+
+// startNginxWith starts nginx on the shipped config with the given
+// directives added to its server block.
+func startNginxWith(t *testing.T, d *deputy, app *upstream, directives ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		bin = "/usr/sbin/nginx" // Debian installs it outside a user's PATH
@@ -379,7 +386,7 @@ func startNginx(t *testing.T, d *deputy, app *upstream) string {
 		fmt.Fprintf(&temps, "\n    %s_temp_path %s;", kind, filepath.Join(dir, kind+"_temp"))
 	}
 	conf := rewrite(t, "nginx/nginx.conf",
-		"listen 8080;", "listen "+listen+";",
+		"listen 8080;", "listen "+listen+";"+strings.Join(directives, ""),
 		"127.0.0.1:8181", d.http,
 		"127.0.0.1:3000", app.addr(),
 		"\nhttp {", "\nhttp {"+temps.String())

@@ -238,8 +238,17 @@ func TestUpstreamGetsTheProxysForwardedHeaders(t *testing.T) {
 	for _, name := range envoycheck.ClientForwarding() {
 		clientOnly[strings.ReplaceAll(name, "_", "-")] = true
 	}
-	for _, px := range proxies {
-		t.Run(px.name, func(t *testing.T) {
+	// nginx ignores names with "_" unless underscores_in_headers is on;
+	// its config clears them for that case.
+	underscores := proxy{name: "nginx", start: func(t *testing.T, d *deputy, app *upstream) string {
+		return startNginxWith(t, d, app, " underscores_in_headers on;")
+	}}
+	for i, px := range append(slices.Clone(proxies), underscores) {
+		label := px.name
+		if i == len(proxies) {
+			label = "nginx underscores_in_headers on"
+		}
+		t.Run(label, func(t *testing.T) {
 			d := startDeputy(t, px.name)
 			app := startUpstream(t)
 			base := px.start(t, d, app)
