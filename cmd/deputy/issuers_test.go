@@ -6,9 +6,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
 // testIssuer is an identity provider of the tests: an ES256 key whose
@@ -266,6 +269,135 @@ func TestNamespacedIssuerRolesAreListed(t *testing.T) {
 		}
 		api(t, vendor, admin, "GET", "/deputy/v1/audit", ``, 200)
 		api(t, vendor, agent, "POST", "/deputy/v1/impersonation/sessions", `{"customer_id":"cust1"}`, http.StatusCreated)
+	})
+}
+
+// Namespaced identities use the reseller and partner features: their
+// domain, org and sub carry "<namespace>:", which every identifier the
+// store keys by accepts. On the embedded store and on a real Redis.
+func TestNamespacedIdentitiesDelegate(t *testing.T) {
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			var change func(*Config)
+			if store == "redis" {
+				rs := redistest.Start(t)
+				change = func(c *Config) { c.Redis.Addrs = []string{rs.Addr} }
+			}
+			shop := newTestIssuer(t, "https://shop.example")
+			partner := newTestIssuer(t, "https://partner.example")
+			vendor := newTestIssuer(t, "https://vendor.example")
+			cfg := productionServerWith(t, change,
+				identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks},
+				identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner", Roles: []string{"contact_manager"}},
+				identity.IssuerConfig{Issuer: vendor.url, JWKSFile: vendor.jwks, Namespace: "vendor",
+					Roles: []string{"reseller_super_admin", "reseller_admin"}})
+			testNamespacedDelegation(t, cfg, shop, partner, vendor)
+		})
+	}
+}
+
+func testNamespacedDelegation(t *testing.T, cfg Config, shop, partner, vendor *testIssuer) {
+	base := "http://" + cfg.HTTP.Addr
+	api := func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
+		t.Helper()
+		return apiCall(t, base, method, path, is.token(t, who), body, want)
+	}
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	// check asks as who for customer (x-on-behalf-of); the upstream
+	// headers of an allow, nil on a denial.
+	check := func(t *testing.T, is *testIssuer, who identity.DevClaims, path, customer string) map[string]string {
+		t.Helper()
+		headers := map[string]string{"authorization": "Bearer " + is.token(t, who), "x-on-behalf-of": customer}
+		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Host: "portal.example", Headers: headers}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetOkResponse() == nil {
+			return nil
+		}
+		upstream := map[string]string{}
+		for _, h := range resp.GetOkResponse().GetHeaders() {
+			upstream[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+		}
+		return upstream
+	}
+
+	t.Run("reseller super admin and staff of a namespaced domain", func(t *testing.T) {
+		sam := identity.DevClaims{Subject: "sam", Domain: "shopa.example", Roles: []string{"reseller_super_admin"}}
+		out := api(t, vendor, sam, "PUT", "/deputy/v1/reseller/assignments/cust1", `{}`, 200)
+		if out["domain"] != "vendor:shopa.example" || out["updated_by"] != "vendor:sam" {
+			t.Fatalf("assignment put by the vendor's super admin: %v", out)
+		}
+		req, _ := http.NewRequest("POST", base+"/deputy/v1/reseller/imports", strings.NewReader("customer,domain\ncust2,vendor:shopa.example\npartner:acme,vendor:shopa.example\n"))
+		req.Header.Set("authorization", "Bearer "+vendor.token(t, sam))
+		req.Header.Set("content-type", "text/csv")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(raw), `"imported":2`) {
+			t.Fatalf("import: %d %s", resp.StatusCode, raw)
+		}
+		list := api(t, vendor, sam, "GET", "/deputy/v1/reseller/assignments", ``, 200)
+		var customers []string
+		for _, it := range list["items"].([]any) {
+			customers = append(customers, it.(map[string]any)["customer"].(string))
+		}
+		if strings.Join(customers, ",") != "cust1,cust2,partner:acme" {
+			t.Fatalf("the domain's assignments: %v", list)
+		}
+		// The shop issuer's super admin of the same domain name signs in
+		// through another domain.
+		shopSam := identity.DevClaims{Subject: "sam", Domain: "shopa.example", Roles: []string{"reseller_super_admin"}}
+		if l := api(t, shop, shopSam, "GET", "/deputy/v1/reseller/assignments", ``, 200); len(l["items"].([]any)) != 0 {
+			t.Fatalf("the storefront issuer's shopa.example sees the vendor's: %v", l)
+		}
+		desk := identity.DevClaims{Subject: "desk", Domain: "shopa.example", Roles: []string{"reseller_admin"}}
+		for _, customer := range []string{"cust1", "partner:acme"} {
+			got := check(t, vendor, desk, "/support/cases", customer)
+			if got["x-deputy-mode"] != "reseller" || got["x-deputy-subject"] != customer || got["x-deputy-actor"] != "vendor:desk" {
+				t.Fatalf("vendor desk for %s: upstream headers %v", customer, got)
+			}
+		}
+		if got := check(t, shop, desk, "/support/cases", "cust1"); got != nil {
+			t.Fatalf("the storefront issuer's desk of shopa.example acted for the vendor domain's customer: %v", got)
+		}
+	})
+
+	t.Run("namespaced partner user and namespaced customer org", func(t *testing.T) {
+		pat := identity.DevClaims{Subject: "pat", Org: "partnerco"}
+		req := api(t, partner, pat, "POST", "/deputy/v1/partner/requests",
+			`{"customer":"acme","contact_email":"cora@acme.example","expiry_days":10,"level":"update","scope":"individual","users":["partner:pat"]}`, 201)
+		cora := identity.DevClaims{Subject: "cora", Org: "acme", Roles: []string{"contact_manager"}}
+		api(t, shop, cora, "POST", "/deputy/v1/partner/requests/"+req["id"].(string)+"/approve", ``, 200)
+		got := check(t, partner, pat, "/customers/acme/service-requests", "acme")
+		if got["x-deputy-actor"] != "partner:pat" || got["x-deputy-mode"] != "partner" || got["x-deputy-level"] != "update" {
+			t.Fatalf("the partner's pat under its individual grant: upstream headers %v", got)
+		}
+
+		// The storefront's own partner org asks the partner issuer's
+		// customer org, whose contact manager approves.
+		lee := identity.DevClaims{Subject: "lee", Org: "shopco"}
+		req = api(t, shop, lee, "POST", "/deputy/v1/partner/requests",
+			`{"customer":"partner:acme","contact_email":"cm@acme.example","expiry_days":10,"level":"look","scope":"organisation"}`, 201)
+		approve := "/deputy/v1/partner/requests/" + req["id"].(string) + "/approve"
+		api(t, shop, cora, "POST", approve, ``, http.StatusForbidden)
+		api(t, partner, cora, "POST", approve, ``, 200)
+		got = check(t, shop, lee, "/customers/partner:acme/service-requests", "partner:acme")
+		if got["x-deputy-subject"] != "partner:acme" || got["x-deputy-level"] != "look" {
+			t.Fatalf("shopco for partner:acme: upstream headers %v", got)
+		}
+		if got := check(t, shop, lee, "/customers/acme/service-requests", "acme"); got != nil {
+			t.Fatalf("shopco's grant of partner:acme used for the storefront's acme: %v", got)
+		}
 	})
 }
 

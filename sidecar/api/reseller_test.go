@@ -101,7 +101,7 @@ func TestResellerAPI(t *testing.T) {
 			return p.call("PUT", "reseller/assignments/acme", sam, map[string]any{"reseller": "evilco"})
 		}},
 		{name: "bad customer id", status: 400, code: "invalid", field: "customer", do: func(p *partnerAPI, sam string) pres {
-			return p.call("PUT", "reseller/assignments/a:b", sam, map[string]any{})
+			return p.call("PUT", "reseller/assignments/a%7Bb", sam, map[string]any{})
 		}},
 		{name: "reseller admin is not a super admin", status: 403, code: "forbidden", msg: "not_permitted", do: func(p *partnerAPI, sam string) pres {
 			return p.call("PUT", "reseller/assignments/initech", p.tok(ritaClaims), map[string]any{})

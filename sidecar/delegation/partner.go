@@ -1030,7 +1030,13 @@ func levelNames() string {
 }
 
 // ValidRef accepts the identifiers Deputy stores and puts in keys: 1–256
-// printable characters without spaces, braces (Redis hash tags) or colons.
+// printable characters without spaces or braces. A colon is allowed, as
+// namespaced identities (<namespace>:<sub>) need it: every Redis key puts
+// such a value either inside a hash tag ({cust:C}:grants), which the first
+// '}' ends since braces are refused, or after a fixed family prefix of
+// which none is a prefix of another ({imp}:live:a:A, invalidation keys
+// grant:C); hash fields and set members join values with \x00, which
+// control characters keep out. So no key, field or member reads two ways.
 func ValidRef(field, s string) error {
 	if s == "" {
 		return sidecar.Invalid(field, "required")
@@ -1039,8 +1045,8 @@ func ValidRef(field, s string) error {
 		return sidecar.Invalid(field, "at most 256 bytes")
 	}
 	for _, r := range s {
-		if r <= ' ' || r == 0x7f || r == '{' || r == '}' || r == ':' {
-			return sidecar.Invalid(field, "must not contain spaces, control characters, braces or colons")
+		if r <= ' ' || r == 0x7f || r == '{' || r == '}' {
+			return sidecar.Invalid(field, "must not contain spaces, control characters or braces")
 		}
 	}
 	return nil
