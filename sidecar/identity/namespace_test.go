@@ -2,11 +2,13 @@ package identity_test
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/logtest"
 )
 
 const partnerIssuer = "https://partner.example"
@@ -305,5 +307,39 @@ func TestConfigIssuerRoles(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { wantValidate(t, tc.cfg, tc.field) })
+	}
+}
+
+// Start-up names every namespaced issuer that asserts no roles, with the
+// setting that would list them, and no other issuer.
+func TestIssuersAssertingNoRolesAreLogged(t *testing.T) {
+	_, shop, _, partner := keys(t)
+	dev, err := identity.GenerateDevIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines logtest.Lines
+	v, err := identity.New(identity.Config{
+		Issuers: []identity.IssuerConfig{
+			{Issuer: testIssuer, JWKSFile: writeFile(t, "shop.json", jwks(shop))},
+			{Issuer: partnerIssuer, JWKSFile: writeFile(t, "partner.json", jwks(partner)), Namespace: "partner"},
+			{Issuer: "https://vendor.example", JWKSFile: writeFile(t, "vendor.json", jwks(partner)), Namespace: "vendor", Privileges: []string{"view_customers"}},
+		},
+		Dev:       identity.DevConfig{Enabled: true, Namespace: "dev"},
+		Audiences: []string{testAudience},
+	}, identity.WithDevIssuer(dev), identity.WithLogger(slog.New(slog.NewJSONHandler(&lines, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	var got []string
+	for _, rec := range lines.Records(t) {
+		if strings.Contains(rec["msg"].(string), "assert none") {
+			got = append(got, rec["issuer"].(string)+" "+rec["setting"].(string))
+		}
+	}
+	want := partnerIssuer + " identity.issuers[1].roles,deputy-dev identity.dev.roles"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("issuers logged as asserting no roles: %q, want %q", got, want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,7 @@ type issuer struct {
 	// assert; the others its tokens claim are dropped. The issuer
 	// without a namespace asserts every one.
 	roles, privileges map[string]bool
+	allowSetting      string // where roles are listed, for the start-up log
 	src               source
 	keys              []jose.JSONWebKey
 	loadErr           error
@@ -163,9 +165,9 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		client = &c
 	}
 	client.CheckRedirect = sidecar.RefuseDowngrade
-	for _, ic := range cfg.allIssuers() {
+	for i, ic := range cfg.allIssuers() {
 		is := &issuer{name: ic.Issuer, audiences: ic.Audiences, prefix: namespacePrefix(ic.Namespace),
-			roles: set(ic.Roles), privileges: set(ic.Privileges)}
+			roles: set(ic.Roles), privileges: set(ic.Privileges), allowSetting: "identity.issuers[" + strconv.Itoa(i) + "].roles"}
 		if len(is.audiences) == 0 {
 			is.audiences = cfg.Audiences
 		}
@@ -189,13 +191,14 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	}
 	if o.dev != nil {
 		v.issuers = append(v.issuers, &issuer{
-			name:       DevIssuerName,
-			audiences:  []string{DevAudience},
-			claims:     compileClaims(DefaultClaims()),
-			prefix:     namespacePrefix(cfg.Dev.Namespace),
-			roles:      set(cfg.Dev.Roles),
-			privileges: set(cfg.Dev.Privileges),
-			src:        &staticSource{keys: []jose.JSONWebKey{o.dev.PublicKey()}, name: "dev issuer"},
+			name:         DevIssuerName,
+			audiences:    []string{DevAudience},
+			claims:       compileClaims(DefaultClaims()),
+			prefix:       namespacePrefix(cfg.Dev.Namespace),
+			roles:        set(cfg.Dev.Roles),
+			privileges:   set(cfg.Dev.Privileges),
+			allowSetting: "identity.dev.roles",
+			src:          &staticSource{keys: []jose.JSONWebKey{o.dev.PublicKey()}, name: "dev issuer"},
 		})
 		v.addAlg(jose.ES256)
 	}
@@ -203,8 +206,8 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	for _, is := range v.issuers {
 		if is.prefix != "" && len(is.roles)+len(is.privileges) == 0 {
 			v.logger.Info("identity: issuer has a namespace and no roles or privileges listed, so its tokens assert none: "+
-				"the roles and privileges they claim are dropped (list those it may assert in identity.issuers[].roles and .privileges)",
-				"issuer", shownIssuer(is.name), "namespace", strings.TrimSuffix(is.prefix, ":"))
+				"the roles and privileges they claim are dropped",
+				"issuer", shownIssuer(is.name), "namespace", strings.TrimSuffix(is.prefix, ":"), "setting", is.allowSetting)
 		}
 	}
 	v.index.Store(&keyIndex{byKid: map[string][]keyEntry{}})
