@@ -64,6 +64,25 @@ func Unavailable(msg string, err error) *Error {
 	return &Error{Code: EUNAVAILABLE, Message: msg, Err: err}
 }
 
+// ReasonUnpublished is the reason of an error that reports a committed
+// write whose eviction could not be published.
+const ReasonUnpublished = "eviction_unpublished"
+
+// Unpublished reports a narrowing write that committed while its eviction
+// did not reach the other replicas: EUNAVAILABLE, so that the caller
+// retries, and a retry publishes the eviction again.
+func Unpublished(cause error) *Error {
+	return &Error{Code: EUNAVAILABLE, Reason: ReasonUnpublished, Err: cause,
+		Message: "change saved, but not yet announced to every replica: retry"}
+}
+
+// IsUnpublished reports whether err is Unpublished: the write it reports
+// on stands, and the caller records it as done before answering 503.
+func IsUnpublished(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Reason == ReasonUnpublished
+}
+
 // ErrorCode returns the code of err, EINTERNAL for foreign errors and "" for nil.
 func ErrorCode(err error) string {
 	if err == nil {

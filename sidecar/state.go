@@ -34,8 +34,12 @@ import (
 //     DeleteAssignment, ChangeAssignments → AssignmentKey. Widening writes publish too, so a
 //     cached "nothing there" does not outlive the change. Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
-//     its own. A publish that fails after a committed write is logged, not
-//     returned: the cache TTL bounds the staleness.
+//     its own. A publish that fails after a committed write of EndSession,
+//     SetConsent, PutCustomer, DeleteCustomer or MarkStaff is returned as
+//     Unpublished (EUNAVAILABLE) together with the method's result: the
+//     write stands, its caller records it and answers 503, and the retry
+//     publishes again. Other writes log such a failure: the cache TTL
+//     bounds the staleness. The in-memory store's publish cannot fail.
 
 // Partner access levels, lowest to highest.
 type Level string

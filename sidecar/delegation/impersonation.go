@@ -198,14 +198,14 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 	// A profile that is protected as written ends the customer's live
 	// sessions in the same atomic step that stores it.
 	ended, err := i.store.PutCustomer(ctx, c, protection(sw))
-	if err != nil {
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return err
 	}
 	i.audit(ctx, by, "customer.put", c.ID, c.ID, nil)
 	for k := range ended {
 		i.ended(ctx, by, &ended[k])
 	}
-	return nil
+	return err
 }
 
 // DeleteCustomer removes a customer's profile, once policy lets by. Its
@@ -217,7 +217,9 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 // consent.changed event and a consent.set audit entry), by the caller,
 // with reason customer_deleted. A profile already gone is no error
 // (DELETE is idempotent): nothing is audited, and since policy was asked
-// first, only a caller allowed to delete it learns that it is absent.
+// first, only a caller allowed to delete it learns that it is absent; its
+// eviction is published again, since this may retry a delete whose
+// eviction was lost.
 func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) error {
 	if err := authorize("customer.delete", map[string]any{"customer_id": id}); err != nil {
 		return err
@@ -227,9 +229,9 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	}
 	del, err := i.store.DeleteCustomer(ctx, id, by.Subject)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		return nil
+		return i.evictAgain(ctx, sidecar.CustomerKey(id), sidecar.ConsentKey(id))
 	}
-	if err != nil {
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return err
 	}
 	i.audit(ctx, by, "customer.delete", id, id, nil)
@@ -239,7 +241,7 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	for k := range del.Ended {
 		i.ended(ctx, by, &del.Ended[k])
 	}
-	return nil
+	return err
 }
 
 // protection is what policy data protects beyond profiles and staff.
@@ -330,20 +332,24 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		return nil, nil, err
 	}
 	if cur.Allowed == ch.Allowed && cur.ExpiresAt.Equal(ch.ExpiresAt) {
-		return cur, nil, nil
+		// This may retry a change whose write reached the store while its
+		// eviction was lost: evict again. The consent is part of every
+		// impersonated decision, so its key alone ends on every replica
+		// the sessions it no longer covers.
+		return cur, nil, i.evictAgain(ctx, sidecar.ConsentKey(ch.Customer))
 	}
 	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
 	// The store ends the sessions the new consent no longer covers in the
 	// same atomic step: no fault can leave a live session without consent.
 	ended, err := i.store.SetConsent(ctx, c)
-	if err != nil {
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, nil, err
 	}
 	i.consentChanged(ctx, by, c, "")
 	for k := range ended {
 		i.ended(ctx, by, &ended[k])
 	}
-	return c, ended, nil
+	return c, ended, err
 }
 
 // consentChanged reports consent c as set: the event the mailer follows
@@ -612,6 +618,12 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 }
 
 // End ends a session at staff's (or the customer's) request.
+//
+// Ending a session that has ended is idempotent, and publishes its
+// eviction again: the caller may be retrying an End whose write reached
+// the store while its answer, or the eviction after it, was lost, and
+// replicas that cached the session would otherwise honour it until their
+// cache TTL.
 func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) (*sidecar.Session, error) {
 	if err := checkID("id", id); err != nil {
 		return nil, err
@@ -624,18 +636,32 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 		return nil, err
 	}
 	if st := s.EndState(i.clock()); st != "" {
-		return s, nil // idempotent: an ended session stays as it ended
+		// An ended session stays as it ended.
+		if s.TokenHash == "" {
+			return s, nil // never redeemed: cached nowhere
+		}
+		return s, i.evictAgain(ctx, sidecar.SessionKey(s.TokenHash))
 	}
 	reason := sidecar.EndEnded
 	if by.Subject != s.Actor {
 		reason = sidecar.EndRevoked
 	}
 	ended, err := i.store.EndSession(ctx, id, by.Subject, reason, i.clock())
-	if err != nil {
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
 	i.ended(ctx, by, ended)
-	return ended, nil
+	return ended, err
+}
+
+// evictAgain tells every replica to drop keys again, for a retried narrowing
+// write that found nothing left to change. A failure is the caller's to
+// retry: the change it asked for may not have reached the other replicas.
+func (i *Impersonation) evictAgain(ctx context.Context, keys ...string) error {
+	if err := i.store.Invalidate(ctx, keys...); err != nil {
+		return sidecar.Unpublished(err)
+	}
+	return nil
 }
 
 // GetSession returns a session by id, once policy lets by list its

@@ -16,7 +16,10 @@ import (
 )
 
 // The consent lookup is the second line: even with the session cached as
-// live, a withdrawn or lapsed consent denies the next request.
+// live (its own eviction lost), a withdrawn consent, or one narrowed to
+// end before the session does, denies the next request. A session never
+// outlives the consent it started under, so narrowed is how a consent
+// ends first.
 func TestSessionResolverChecksConsent(t *testing.T) {
 	ctx := context.Background()
 	clock := storetest.NewClock(storetest.Epoch)
@@ -27,9 +30,9 @@ func TestSessionResolverChecksConsent(t *testing.T) {
 		reason  string
 	}{
 		{"withdrawn", func(now time.Time) *sidecar.Consent { return &sidecar.Consent{Allowed: false} }, 0, "session_consent_withdrawn"},
-		{"lapsed", func(now time.Time) *sidecar.Consent {
+		{"narrowed", func(now time.Time) *sidecar.Consent {
 			return &sidecar.Consent{Allowed: true, ExpiresAt: now.Add(4 * time.Second)}
-		}, 4 * time.Second, "session_consent_expired"},
+		}, 0, "session_consent_withdrawn"},
 		{"still_granted", func(now time.Time) *sidecar.Consent { return &sidecar.Consent{Allowed: true} }, time.Second, ""},
 	}
 	for _, tc := range cases {
@@ -52,7 +55,7 @@ func TestSessionResolverChecksConsent(t *testing.T) {
 			if _, err := store.SetConsent(ctx, c); err != nil {
 				t.Fatal(err)
 			}
-			if tc.advance > 0 { // the new consent still holds until it lapses
+			if tc.advance > 0 { // a consent that covers the session still holds
 				if d, err := r.Resolve(ctx, req, nil); err != nil || d == nil {
 					t.Fatalf("before the lapse: %v, %v", d, err)
 				}

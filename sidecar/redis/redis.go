@@ -252,6 +252,18 @@ func (s *Store) publish(ctx context.Context, keys ...string) {
 	}
 }
 
+// publishNarrowed is publish for a write that narrows access and that
+// its caller can retry (ending sessions, consent, customer deletion): a
+// failure is returned as sidecar.Unpublished, so the caller answers 503
+// and its retry publishes again, rather than leaving replicas to honour
+// what ended until their cache TTL.
+func (s *Store) publishNarrowed(ctx context.Context, keys ...string) error {
+	if err := s.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
+		return sidecar.Unpublished(err)
+	}
+	return nil
+}
+
 // Subscribe calls fn for every key published on the channel from now on.
 // The first call subscribes (waiting for Redis to confirm, bounded); when
 // the connection is lost and restored, subscribers get
@@ -351,7 +363,8 @@ func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer, p sidecar.
 // account is protected once written, ends its live sessions (by, reason),
 // in one transaction on {imp} keys; watch are the further keys protected
 // reads or write changes. It publishes the customer's key and the ended
-// sessions' keys.
+// sessions' keys; when that fails it returns the ended sessions with
+// sidecar.Unpublished.
 func (s *Store) protectCustomer(ctx context.Context, customer, by, reason string, protected func(*goredis.Tx) (bool, error),
 	write func(goredis.Pipeliner), watch ...string) ([]sidecar.Session, error) {
 	live := s.liveCustomerKey(customer)
@@ -383,9 +396,7 @@ func (s *Store) protectCustomer(ctx context.Context, customer, by, reason string
 	if err != nil {
 		return nil, rerr(err, "customer")
 	}
-	s.publish(ctx, sidecar.CustomerKey(customer))
-	s.publishEnded(ctx, ended)
-	return ended, nil
+	return ended, s.publishNarrowed(ctx, append(endedKeys(ended), sidecar.CustomerKey(customer))...)
 }
 
 func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, error) {
@@ -438,11 +449,13 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 		}
 	}, key, consent)
-	if err != nil {
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
-	s.publish(ctx, sidecar.ConsentKey(id))
-	return &sidecar.CustomerDeletion{Ended: ended, Withdrawn: withdrawn}, nil
+	if perr := s.publishNarrowed(ctx, sidecar.ConsentKey(id)); err == nil {
+		err = perr
+	}
+	return &sidecar.CustomerDeletion{Ended: ended, Withdrawn: withdrawn}, err
 }
 
 // ---- staff -----------------------------------------------------------------
@@ -533,9 +546,7 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 	if err != nil {
 		return nil, rerr(err, "consent")
 	}
-	s.publish(ctx, sidecar.ConsentKey(c.Customer))
-	s.publishEnded(ctx, ended)
-	return ended, nil
+	return ended, s.publishNarrowed(ctx, append(endedKeys(ended), sidecar.ConsentKey(c.Customer))...)
 }
 
 func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sidecar.Consent, error) {

@@ -157,15 +157,21 @@ func (s *Store) writeEnded(ctx context.Context, p goredis.Pipeliner, ss *sidecar
 
 // publishEnded evicts the ended sessions from every replica's cache.
 func (s *Store) publishEnded(ctx context.Context, ended []sidecar.Session) {
+	if keys := endedKeys(ended); len(keys) > 0 {
+		s.publish(ctx, keys...)
+	}
+}
+
+// endedKeys are the invalidation keys of the ended sessions that were
+// redeemed (a session without a token is cached nowhere).
+func endedKeys(ended []sidecar.Session) []string {
 	var keys []string
 	for _, ss := range ended {
 		if ss.TokenHash != "" {
 			keys = append(keys, sidecar.SessionKey(ss.TokenHash))
 		}
 	}
-	if len(keys) > 0 {
-		s.publish(ctx, keys...)
-	}
+	return keys
 }
 
 func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]sidecar.Session, error) {
@@ -493,8 +499,7 @@ func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.T
 	if err != nil {
 		return nil, err
 	}
-	s.publishEnded(ctx, []sidecar.Session{*ss})
-	return ss, nil
+	return ss, s.publishNarrowed(ctx, endedKeys([]sidecar.Session{*ss})...)
 }
 
 func (s *Store) ListSessions(ctx context.Context, f sidecar.SessionFilter) ([]sidecar.Session, string, error) {

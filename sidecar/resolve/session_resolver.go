@@ -216,7 +216,7 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	if st := e.endState(now); st != "" {
 		return nil, r.sessionError(st)
 	}
-	cs, err := r.customerState(ctx, e.session.Customer, now)
+	cs, err := r.customerState(ctx, e.session, now)
 	if err != nil {
 		return nil, err
 	}
@@ -295,9 +295,13 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	return e, nil
 }
 
-// customerState is the customer's current consent and protection; it
-// denies when the consent does not allow impersonation at now.
-func (r *SessionResolver) customerState(ctx context.Context, customer string, now time.Time) (*sidecar.CustomerState, error) {
+// customerState is the current consent and protection of s's customer; it
+// denies when the consent does not allow impersonation at now, or ends
+// before s does: the store ended s when the consent was narrowed so
+// (sidecar.Consent.Covers), and the consent's eviction alone then ends s
+// on every replica, even where the session's own eviction was lost.
+func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session, now time.Time) (*sidecar.CustomerState, error) {
+	customer := s.Customer
 	cs, _, hit := r.customers.Get(customer, struct{}{})
 	if !hit {
 		var err error
@@ -319,6 +323,8 @@ func (r *SessionResolver) customerState(ctx context.Context, customer string, no
 		return nil, r.sessionError(sidecar.EndConsentWithdrawn)
 	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
 		return nil, r.sessionError(sidecar.EndConsentExpired)
+	case !c.ExpiresAt.IsZero() && s.ExpiresAt.After(c.ExpiresAt):
+		return nil, r.sessionError(sidecar.EndConsentWithdrawn)
 	}
 	return cs, nil
 }
