@@ -76,17 +76,52 @@ func TestMetricsIdleTimeoutDefaultIsShort(t *testing.T) {
 	}
 }
 
-// Past its connection cap a listener serves no further connection until
-// one closes, instead of taking memory for each.
+// answered reads the response to a request sent on c.
+func answered(t *testing.T, c net.Conn) {
+	t.Helper()
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("answer %d", resp.StatusCode)
+	}
+}
+
+// At its connection cap a listener makes room by closing an idle
+// kept-alive connection: whoever holds idle connections cannot keep the
+// kubelet's probes out. Connections in the middle of a request keep their
+// places, and a newcomer waits for one of them to end.
 func TestListenersCapConnections(t *testing.T) {
 	cfg := startServer(t, func(c *Config) { c.Metrics.MaxConnections, c.HTTP.MaxConnections = 2, 2 })
 	for _, tc := range []struct{ name, addr, path string }{
 		{"metrics", cfg.Metrics.Addr, "/healthz"},
 		{"http", cfg.HTTP.Addr, "/.well-known/jwks.json"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			first := keptAlive(t, tc.addr, tc.path)
+		t.Run(tc.name+"/idle make room", func(t *testing.T) {
+			idle := []net.Conn{keptAlive(t, tc.addr, tc.path), keptAlive(t, tc.addr, tc.path)}
 			keptAlive(t, tc.addr, tc.path)
+			closed := 0
+			for _, c := range idle {
+				if err := c.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+					closed++
+				}
+			}
+			if closed != 1 {
+				t.Errorf("%d idle connections closed to make room, want 1", closed)
+			}
+		})
+		t.Run(tc.name+"/busy keep their places", func(t *testing.T) {
+			// Headers begun, not finished: in the middle of a request.
+			first := sendRaw(t, tc.addr, "GET "+tc.path+" HTTP/1.1\r\n")
+			sendRaw(t, tc.addr, "GET "+tc.path+" HTTP/1.1\r\n")
 
 			third := sendRaw(t, tc.addr, getRequest(tc.path)) // the kernel's backlog takes it
 			if err := third.SetReadDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
@@ -95,19 +130,8 @@ func TestListenersCapConnections(t *testing.T) {
 			if n, err := third.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("third connection over a cap of 2: read %d bytes, %v; want no answer", n, err)
 			}
-
 			first.Close()
-			if err := third.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(third), nil)
-			if err != nil {
-				t.Fatalf("third connection after one closed: %v", err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("third connection after one closed: %d", resp.StatusCode)
-			}
+			answered(t, third)
 		})
 	}
 }

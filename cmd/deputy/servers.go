@@ -18,7 +18,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -217,12 +216,13 @@ func (s *servers) Start(context.Context) error {
 			return err
 		}
 	}
-	hl = netutil.LimitListener(hl, s.cfg.HTTP.MaxConnections)
-	ml = netutil.LimitListener(ml, s.cfg.Metrics.MaxConnections)
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.errc <- s.grpc.Serve(gl) }()
-	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(s.http.Serve(hl)) }()
-	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(s.metrics.Serve(ml)) }()
+	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(serveCapped(s.http, hl, s.cfg.HTTP.MaxConnections)) }()
+	go func() {
+		defer s.wg.Done()
+		s.errc <- ignoreClosed(serveCapped(s.metrics, ml, s.cfg.Metrics.MaxConnections))
+	}()
 	s.health.start()
 	s.log.Info("deputy serving", "version", buildinfo.Get().Version, "grpc", gl.Addr().String(), "http", hl.Addr().String(), "metrics", ml.Addr().String(), "dev", s.cfg.Dev)
 	if s.cfg.Dev {
