@@ -107,35 +107,28 @@ func productionServerWith(t *testing.T, change func(*Config), issuers ...identit
 	return cfg
 }
 
-// Two trusted issuers, the storefront's (no namespace) and a partner
-// identity provider (namespace "partner"), each minting tokens with the
-// same sub and org values. Each reproduction of the two issuers' people
-// being one is refused, and each issuer's people act as themselves.
-func TestIssuersKeepTheirPeopleApart(t *testing.T) {
-	shop := newTestIssuer(t, "https://shop.example")
-	partner := newTestIssuer(t, "https://partner.example")
-	cfg := productionServer(t,
-		identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks},
-		identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner",
-			Roles: []string{"support_lead", "contact_manager"}})
+// issuerAPI returns a management API call to the server of cfg with a
+// token of is for who, failing the test on another status than want.
+func issuerAPI(cfg Config) func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
 	base := "http://" + cfg.HTTP.Addr
-	api := func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
+	return func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
 		t.Helper()
 		return apiCall(t, base, method, path, is.token(t, who), body, want)
 	}
-	sync := identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}
-	staff := identity.DevClaims{Subject: "staff1", Roles: []string{"support_lead"}}
-	for _, c := range []string{"cust1", "cust2"} {
-		api(t, shop, sync, "PUT", "/deputy/v1/customers/"+c, `{"name":"A Customer","default_store_view":"en"}`, 200)
-	}
+}
 
+// checkClient returns a gRPC ext_authz check of a GET of path on
+// shop.example with headers against the server of cfg: the upstream
+// headers of an allow, nil on a denial.
+func checkClient(t *testing.T, cfg Config) func(t *testing.T, path string, headers map[string]string) map[string]string {
+	t.Helper()
 	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	client := authv3.NewAuthorizationClient(conn)
-	check := func(t *testing.T, path string, headers map[string]string) map[string]string {
+	return func(t *testing.T, path string, headers map[string]string) map[string]string {
 		t.Helper()
 		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Host: "shop.example", Headers: headers}}}})
@@ -151,6 +144,28 @@ func TestIssuersKeepTheirPeopleApart(t *testing.T) {
 		}
 		return upstream
 	}
+}
+
+// Two trusted issuers, the storefront's (no namespace) and a partner
+// identity provider (namespace "partner"), each minting tokens with the
+// same sub and org values. Each reproduction of the two issuers' people
+// being one is refused, and each issuer's people act as themselves.
+func TestIssuersKeepTheirPeopleApart(t *testing.T) {
+	shop := newTestIssuer(t, "https://shop.example")
+	partner := newTestIssuer(t, "https://partner.example")
+	cfg := productionServer(t,
+		identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks},
+		identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner",
+			Roles: []string{"support_lead", "contact_manager"}})
+	base := "http://" + cfg.HTTP.Addr
+	api := issuerAPI(cfg)
+	sync := identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}
+	staff := identity.DevClaims{Subject: "staff1", Roles: []string{"support_lead"}}
+	for _, c := range []string{"cust1", "cust2"} {
+		api(t, shop, sync, "PUT", "/deputy/v1/customers/"+c, `{"name":"A Customer","default_store_view":"en"}`, 200)
+	}
+
+	check := checkClient(t, cfg)
 	bearer := func(t *testing.T, is *testIssuer, who identity.DevClaims) map[string]string {
 		return map[string]string{"authorization": "Bearer " + is.token(t, who)}
 	}
@@ -242,11 +257,7 @@ func TestNamespacedIssuerRolesAreListed(t *testing.T) {
 		identity.IssuerConfig{Issuer: partner.url, JWKSFile: partner.jwks, Namespace: "partner"},
 		identity.IssuerConfig{Issuer: vendor.url, JWKSFile: vendor.jwks, Namespace: "vendor",
 			Roles: []string{"admin", "support_agent", "reseller_super_admin"}})
-	base := "http://" + cfg.HTTP.Addr
-	api := func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
-		t.Helper()
-		return apiCall(t, base, method, path, is.token(t, who), body, want)
-	}
+	api := issuerAPI(cfg)
 	admin := identity.DevClaims{Subject: "mallory", Roles: []string{"admin"}}
 	agent := identity.DevClaims{Subject: "mallory", Roles: []string{"support_agent"}}
 	super := identity.DevClaims{Subject: "mallory", Domain: "shopa.example", Roles: []string{"reseller_super_admin"}}
@@ -298,34 +309,13 @@ func TestNamespacedIdentitiesDelegate(t *testing.T) {
 
 func testNamespacedDelegation(t *testing.T, cfg Config, shop, partner, vendor *testIssuer) {
 	base := "http://" + cfg.HTTP.Addr
-	api := func(t *testing.T, is *testIssuer, who identity.DevClaims, method, path, body string, want int) map[string]any {
-		t.Helper()
-		return apiCall(t, base, method, path, is.token(t, who), body, want)
-	}
-	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
+	api := issuerAPI(cfg)
+	grpcCheck := checkClient(t, cfg)
 	// check asks as who for customer (x-on-behalf-of); the upstream
 	// headers of an allow, nil on a denial.
 	check := func(t *testing.T, is *testIssuer, who identity.DevClaims, path, customer string) map[string]string {
 		t.Helper()
-		headers := map[string]string{"authorization": "Bearer " + is.token(t, who), "x-on-behalf-of": customer}
-		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Host: "portal.example", Headers: headers}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.GetOkResponse() == nil {
-			return nil
-		}
-		upstream := map[string]string{}
-		for _, h := range resp.GetOkResponse().GetHeaders() {
-			upstream[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
-		}
-		return upstream
+		return grpcCheck(t, path, map[string]string{"authorization": "Bearer " + is.token(t, who), "x-on-behalf-of": customer})
 	}
 
 	t.Run("reseller super admin and staff of a namespaced domain", func(t *testing.T) {
