@@ -8,8 +8,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -190,13 +188,11 @@ func (rt *Router) handle(method, path string, h Handler, auth bool) {
 // codeMethodNotAllowed is local to the API: no other surface needs it.
 const codeMethodNotAllowed = "method_not_allowed"
 
-// callKey carries the HTTP request of a call to Authorize, for its
-// decision record.
-type callKey struct{}
-
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth bool) {
 	if s.decisions != nil {
-		r = r.WithContext(context.WithValue(r.Context(), callKey{}, r))
+		var flush func()
+		w, r, flush = s.recordCall(w, r)
+		defer flush()
 	}
 	c := &Call{Request: r, w: w, s: s}
 	id, err := s.authenticate(r)
@@ -288,8 +284,9 @@ func (s *Server) Authorize(ctx context.Context, id *sidecar.Identity, action str
 	}
 	start := s.clock()
 	res, err := s.eval.Eval(ctx, s.query, v)
+	rec := manageRecord{start: start, id: id, input: in, revision: res.Revision}
 	if err != nil {
-		s.logDecision(ctx, start, id, nil, err, v)
+		s.logDecision(ctx, rec, nil, err)
 		return nil, err
 	}
 	a := &Authorization{Reason: "no_rule"}
@@ -312,44 +309,14 @@ func (s *Server) Authorize(ctx context.Context, id *sidecar.Identity, action str
 			a.Reason = "denied"
 		}
 		err := denial(a)
-		s.logDecision(ctx, start, id, a, err, v)
+		s.logDecision(ctx, rec, a, err)
 		return a, err
 	}
-	s.logDecision(ctx, start, id, a, nil, v)
+	s.logDecision(ctx, rec, a, nil)
 	if staff, _ := a.Result["staff"].(bool); staff && s.staff != nil && id != nil && id.Subject != "" {
 		s.staff(ctx, id.Subject)
 	}
 	return a, nil
-}
-
-// logDecision hands the manage policy's answer to the decision log: a
-// refusal (err) or an allow (a), with the call's method, host and path and
-// the policy input as the policy saw it (an AST value no caller changes
-// while the log masks it, as it masks a check's, off the call's path).
-func (s *Server) logDecision(ctx context.Context, start time.Time, id *sidecar.Identity, a *Authorization, err error, in ast.Value) {
-	if s.decisions == nil {
-		return
-	}
-	d := &sidecar.Decision{ID: newDecisionID(), Time: start, Identity: id, Input: in, Latency: s.clock().Sub(start), HTTPStatus: http.StatusOK}
-	if r, ok := ctx.Value(callKey{}).(*http.Request); ok {
-		d.Method, d.Host, d.Path = r.Method, r.Host, r.URL.Path
-	}
-	switch {
-	case err != nil && a == nil:
-		d.HTTPStatus, d.Reason, d.Error = sidecar.HTTPStatus(err), "evaluation_error", err.Error()
-	case err != nil:
-		d.HTTPStatus, d.Reason = sidecar.HTTPStatus(err), a.Reason
-	default:
-		d.Allowed, d.Reason = true, a.Reason
-	}
-	s.decisions.Log(d)
-}
-
-// newDecisionID is a random 128-bit id, as a check's decision has.
-func newDecisionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // denial turns a refusal into an error. Policy may name a status and a
