@@ -134,6 +134,23 @@ func TestResellerAPI(t *testing.T) {
 		{name: "import with malformed lines", status: 400, code: "invalid", field: "body", msgHas: []string{"line 2: want 2 fields", "line 3: "}, do: func(p *partnerAPI, sam string) pres {
 			return p.call("POST", "reseller/imports", sam, readFixture(t, "malformed.csv"), "text/csv")
 		}, after: noAssignment("c1")},
+		// encoding/json would read each of these lines as one row: c5, the
+		// last domain. A line must say one thing.
+		{name: "import json lines with a key in another case", status: 400, code: "invalid", field: "body",
+			msgHas: []string{"line 2: CUSTOMER: unknown field"}, do: func(p *partnerAPI, sam string) pres {
+				return p.call("POST", "reseller/imports?format=jsonl", sam,
+					`{"customer":"c4","domain":"shop-a.example"}`+"\n"+`{"customer":"c4","CUSTOMER":"c5","domain":"shop-a.example"}`+"\n", "application/octet-stream")
+			}, after: func(t *testing.T, p *partnerAPI) { noAssignment("c4")(t, p); noAssignment("c5")(t, p) }},
+		{name: "import json lines with a repeated key", status: 400, code: "invalid", field: "body",
+			msgHas: []string{"line 1: domain: repeated field"}, do: func(p *partnerAPI, sam string) pres {
+				return p.call("POST", "reseller/imports?format=jsonl", sam,
+					`{"customer":"c6","domain":"shop-b.example","domain":"shop-a.example"}`+"\n", "application/octet-stream")
+			}, after: noAssignment("c6")},
+		{name: "import json lines with an escaped repeated key", status: 400, code: "invalid", field: "body",
+			msgHas: []string{"line 1: domain: repeated field"}, do: func(p *partnerAPI, sam string) pres {
+				return p.call("POST", "reseller/imports?format=jsonl", sam,
+					`{"customer":"c7","domain":"shop-b.example","\u0064omain":"shop-a.example"}`+"\n", "application/octet-stream")
+			}, after: noAssignment("c7")},
 		{name: "import too large", status: 413, code: "too_large", field: "body", do: func(p *partnerAPI, sam string) pres {
 			return p.call("POST", "reseller/imports", sam, strings.Repeat("c1,shop-a.example\n", 200), "text/csv")
 		}},

@@ -410,13 +410,17 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 			if len(b) == 0 {
 				continue
 			}
-			if field, bad := strictjson.InvalidUTF8(b); bad {
-				fail(line, "%s: invalid UTF-8", field)
-				continue
-			}
 			var v struct {
 				Customer *string `json:"customer"`
 				Domain   *string `json:"domain"`
+			}
+			// A line that does not say one thing (a repeated key, a key in
+			// another letter case, invalid UTF-8) is refused, not read as
+			// encoding/json would: {"customer":"c4","CUSTOMER":"c5"} is
+			// not c5.
+			if p, bad := strictjson.Check(b, &v); bad {
+				fail(line, "%s: %s", p.Field, p.Message)
+				continue
 			}
 			dec := json.NewDecoder(bytes.NewReader(b))
 			dec.DisallowUnknownFields()
