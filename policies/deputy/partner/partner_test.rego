@@ -38,7 +38,14 @@ test_route_levels[note] if {
 		{"note": "service_admin cannot manage contacts", "method": "POST", "path": "contacts", "level": "service_admin", "allowed": false, "reason": "level_too_low:full_admin"},
 		{"note": "full_admin manages contacts", "method": "DELETE", "path": "contacts/c-9", "level": "full_admin", "allowed": true, "reason": "partner_level_sufficient"},
 		{"note": "look sees the dashboard", "method": "GET", "path": "dashboard", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
-		{"note": "look subscribes to notifications", "method": "PUT", "path": "notifications/subscription", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		{"note": "look reads notifications", "method": "GET", "path": "notifications/n-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		# Read-only: look subscribes through Deputy's subscription API, and
+		# changes nothing of the customer's notifications upstream.
+		{"note": "look cannot change a notification", "method": "PUT", "path": "notifications/subscription", "level": "look", "allowed": false, "reason": "level_too_low:update"},
+		{"note": "look cannot delete a notification", "method": "DELETE", "path": "notifications/n-1", "level": "look", "allowed": false, "reason": "level_too_low:update"},
+		{"note": "look cannot delete every notification", "method": "DELETE", "path": "notifications", "level": "look", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "look cannot post a notification", "method": "POST", "path": "notifications", "level": "look", "allowed": false, "reason": "level_too_low:create"},
+		{"note": "update changes a notification", "method": "PATCH", "path": "notifications/n-1", "level": "update", "allowed": true, "reason": "partner_level_sufficient"},
 		{"note": "cc cannot see the dashboard", "method": "GET", "path": "dashboard", "level": "cc", "allowed": false, "reason": "cc_resource_not_shared"},
 		{"note": "unmapped route", "method": "GET", "path": "billing/invoices", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
 		{"note": "unmapped method", "method": "DELETE", "path": "service-requests", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
@@ -238,7 +245,7 @@ test_template_item_branch_seams[note] if {
 		"customer spelled lower, granted upper": {"methods": ["GET"], "path": "/customers/acme/service-requests/sr-1", "subject": "ACME", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
 		"customer spelled upper, granted lower": {"methods": ["GET"], "path": "/customers/ACME/service-requests/sr-1", "subject": "acme", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
 		"customer with a trailing dot": {"methods": ["GET"], "path": "/customers/acme./service-requests/sr-1", "subject": "acme.", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
-		"section of * only": {"methods": ["DELETE"], "path": "/customers/acme/notifications/n-1", "subject": "acme", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		"section of * only": {"methods": ["DELETE"], "path": "/customers/acme/contacts/c-1", "subject": "acme", "level": "full_admin", "allowed": true, "reason": "partner_level_sufficient"},
 		"section of * only, level too low": {"methods": ["GET"], "path": "/customers/acme/contacts/c-1", "subject": "acme", "level": "service_admin", "allowed": false, "reason": "level_too_low:full_admin"},
 		"override within the level": {"methods": ["GET", "HEAD"], "path": "/customers/acme/service-requests/sr-1", "subject": "acme", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
 		"override above the level": {"methods": ["GET", "PUT"], "path": "/customers/acme/service-requests/sr-1", "subject": "acme", "level": "look", "allowed": false, "reason": "level_too_low:update"},
@@ -258,7 +265,7 @@ test_template_item_branch_seams[note] if {
 test_root_item_branch_seams[note] if {
 	some note, tc in {
 		"item read": {"methods": ["GET"], "path": "/service-requests/sr-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
-		"section of * only": {"methods": ["DELETE"], "path": "/notifications/n-1", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
+		"section of * only": {"methods": ["DELETE"], "path": "/contacts/c-1", "level": "full_admin", "allowed": true, "reason": "partner_level_sufficient"},
 		"level too low": {"methods": ["PATCH"], "path": "/service-requests/sr-1", "level": "look", "allowed": false, "reason": "level_too_low:update"},
 		"override above the level": {"methods": ["GET", "PUT"], "path": "/service-requests/sr-1", "level": "look", "allowed": false, "reason": "level_too_low:update"},
 		"unknown section": {"methods": ["GET"], "path": "/billing/b-1", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
