@@ -214,9 +214,14 @@ func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 
 // ReadBundleDir reads a bundle laid out as a directory (with .manifest).
 // Each file is bounded by opts.MaxBytes.
+//
+// No base directory is given to the reader: with one, OPA checks each file
+// against the signature under a path that includes the directory, while the
+// signature names files relative to the bundle, so no signed directory
+// would ever verify.
 func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
 	loader := bundle.NewDirectoryLoader(dir).WithSizeLimitBytes(opts.maxBytes())
-	return readBundle(bundle.NewCustomReader(loader).WithBaseDir(dir), opts)
+	return readBundle(bundle.NewCustomReader(loader), opts)
 }
 
 func errTooLarge(max int64) error {
