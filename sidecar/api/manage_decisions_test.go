@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -27,6 +26,28 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// lines are the records written so far, one a line.
+func (l *lockedBuffer) lines() [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Split(bytes.TrimSpace(bytes.Clone(l.b.Bytes())), []byte("\n"))
+}
+
+// startDecisionLog is a running decision logger writing records to out.
+func startDecisionLog(t *testing.T, out *lockedBuffer, opts ...decisionlog.Option) *decisionlog.Logger {
+	t.Helper()
+	cfg := decisionlog.Defaults()
+	cfg.Sink = decisionlog.SinkStdout
+	logger, err := decisionlog.New(cfg, decisionlog.NewWriterSink(out), append(opts, decisionlog.WithLogger(slog.New(slog.DiscardHandler)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := logger.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return logger
+}
+
 // Every management decision reaches the decision log, refusals above all:
 // the audit trail holds the changes made, and without these records a
 // refused call (a super admin probing another domain's customer, a
@@ -35,15 +56,7 @@ func TestManageDecisionsAreLogged(t *testing.T) {
 	p := newPartnerAPI(t, partnerBackends(t)[0])
 	seedDomains(t, p)
 	var out lockedBuffer
-	cfg := decisionlog.Defaults()
-	cfg.Sink = decisionlog.SinkStdout
-	logger, err := decisionlog.New(cfg, decisionlog.NewWriterSink(&out), decisionlog.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := logger.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	logger := startDecisionLog(t, &out)
 	verifier, err := identity.New(identity.Config{Dev: identity.DevConfig{Enabled: true}}, identity.WithDevIssuer(p.dev), identity.WithClock(p.clock))
 	if err != nil {
 		t.Fatal(err)
@@ -74,13 +87,10 @@ func TestManageDecisionsAreLogged(t *testing.T) {
 		}
 	}
 	var got []rec
-	out.mu.Lock()
-	sc := bufio.NewScanner(bytes.NewReader(out.b.Bytes()))
-	out.mu.Unlock()
-	for sc.Scan() {
+	for _, line := range out.lines() {
 		var r rec
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("record %s: %v", sc.Text(), err)
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("record %s: %v", line, err)
 		}
 		got = append(got, r)
 	}

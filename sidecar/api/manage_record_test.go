@@ -1,11 +1,8 @@
 package api_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,16 +38,7 @@ mask contains "/input/target/ticket" if input.input.action == "impersonation.sta
 	activate(t, e, dir, "rev-42")
 
 	var out lockedBuffer
-	cfg := decisionlog.Defaults()
-	cfg.Sink = decisionlog.SinkStdout
-	logger, err := decisionlog.New(cfg, decisionlog.NewWriterSink(&out), decisionlog.WithLogger(slog.New(slog.DiscardHandler)),
-		decisionlog.WithMaskPolicy(e.engine))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := logger.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	logger := startDecisionLog(t, &out, decisionlog.WithMaskPolicy(e.engine))
 	e.handler = api.New(api.WithVerifier(e.idv), api.WithEngine(e.engine), api.WithClock(e.clock.Now),
 		api.WithRoutes(api.NewImpersonation(e.svc)), api.WithDecisionLogger(logger))
 
@@ -91,15 +79,12 @@ mask contains "/input/target/ticket" if input.input.action == "impersonation.sta
 		raw string
 	}
 	found := map[string]rec{}
-	out.mu.Lock()
-	sc := bufio.NewScanner(bytes.NewReader(out.b.Bytes()))
-	out.mu.Unlock()
-	for sc.Scan() {
+	for _, line := range out.lines() {
 		var r rec
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("record %s: %v", sc.Text(), err)
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("record %s: %v", line, err)
 		}
-		r.raw = sc.Text()
+		r.raw = string(line)
 		found[r.Input.Action] = r
 	}
 	start, ok := found["impersonation.start"]

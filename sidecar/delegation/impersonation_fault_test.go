@@ -37,6 +37,18 @@ var (
 	bob   = &sidecar.Identity{Subject: "bob", Name: "Bob"}
 )
 
+// newFaultWorld is an empty world under prefix on srv, its cut store
+// through proxy.
+func newFaultWorld(t *testing.T, srv *redistest.Server, proxy *redistest.Proxy, prefix string, clock *storetest.Clock) *faultWorld {
+	t.Helper()
+	w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(),
+		direct: directStore(t, srv.Addr, prefix, clock.Now), cut: faultStore(t, proxy.Addr, prefix, clock.Now),
+		started: map[string]*delegation.Started{}}
+	w.setup = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+	w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+	return w
+}
+
 func (w *faultWorld) consent(t *testing.T, customer string, allowed bool) {
 	t.Helper()
 	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: customer}, delegation.ConsentChange{Customer: customer, Allowed: allowed}, allowAll); err != nil {
@@ -73,12 +85,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 	n := 0
 	newWorld := func(t *testing.T) *faultWorld {
 		n++
-		prefix := fmt.Sprintf("fault%d", n)
-		w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(),
-			direct: directStore(t, srv.Addr, prefix, clock.Now), cut: faultStore(t, proxy.Addr, prefix, clock.Now),
-			started: map[string]*delegation.Started{}}
-		w.setup = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
-		w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+		w := newFaultWorld(t, srv, proxy, fmt.Sprintf("fault%d", n), clock)
 		for _, c := range []string{"c1", "c2"} {
 			if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 				t.Fatal(err)

@@ -107,11 +107,7 @@ func TestLostEvictionAnswersUnavailable(t *testing.T) {
 			run := func(cut int) (total int, err error, evicted bool) {
 				n++
 				prefix := fmt.Sprintf("evict%d", n)
-				w := &faultWorld{ctx: context.Background(), prefix: prefix, now: clock.Now(),
-					direct: directStore(t, srv.Addr, prefix, clock.Now), cut: faultStore(t, proxy.Addr, prefix, clock.Now),
-					started: map[string]*delegation.Started{}}
-				w.setup = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
-				w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+				w := newFaultWorld(t, srv, proxy, prefix, clock)
 				if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 					t.Fatal(err)
 				}
@@ -134,7 +130,7 @@ func TestLostEvictionAnswersUnavailable(t *testing.T) {
 					}
 				})
 				defer cancel()
-				settle(t, w.direct, prefix)
+				settle(t, w.direct, w.direct, prefix)
 				proxy.Reset()
 				if cut >= 0 {
 					proxy.CutAfter(cut)
@@ -147,7 +143,7 @@ func TestLostEvictionAnswersUnavailable(t *testing.T) {
 				proxy.Reset()
 				// A marker published after the write arrives after any
 				// eviction the write published: pub/sub keeps order.
-				settle(t, w.direct, prefix)
+				settle(t, w.direct, w.direct, prefix)
 				select {
 				case <-got:
 					evicted = true
@@ -176,13 +172,14 @@ func TestLostEvictionAnswersUnavailable(t *testing.T) {
 	}
 }
 
-// settle returns once a marker published on s now came back to it: every
-// eviction published before it has been delivered.
-func settle(t *testing.T, s sidecar.Store, name string) {
+// settle returns once a marker published on from now reached to: pub/sub
+// keeps a publisher's order, so every eviction from published before it
+// has been delivered.
+func settle(t *testing.T, from, to sidecar.Store, name string) {
 	t.Helper()
 	marker := "settled:" + name
 	seen := make(chan struct{}, 1)
-	cancel := s.Subscribe(func(k string) {
+	cancel := to.Subscribe(func(k string) {
 		if k == marker {
 			select {
 			case seen <- struct{}{}:
@@ -191,13 +188,13 @@ func settle(t *testing.T, s sidecar.Store, name string) {
 		}
 	})
 	defer cancel()
-	if err := s.Invalidate(context.Background(), marker); err != nil {
+	if err := from.Invalidate(context.Background(), marker); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-seen:
 	case <-time.After(5 * time.Second):
-		t.Fatal("marker eviction never came back")
+		t.Fatal("marker eviction never reached the other replica")
 	}
 }
 

@@ -3,7 +3,6 @@ package delegation_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
@@ -161,24 +160,6 @@ func twoReplicas(t *testing.T) (*redistest.Server, sidecar.Store, sidecar.Store,
 // eviction can reach the new resolver's cache.
 func settledResolver(t *testing.T, a, b sidecar.Store, clock *partnerClock) *resolve.OnBehalfResolver {
 	t.Helper()
-	marker := "settled:" + t.Name()
-	seen := make(chan struct{}, 1)
-	cancel := b.Subscribe(func(k string) {
-		if k == marker {
-			select {
-			case seen <- struct{}{}:
-			default:
-			}
-		}
-	})
-	defer cancel()
-	if err := a.Invalidate(context.Background(), marker); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-seen:
-	case <-time.After(5 * time.Second):
-		t.Fatal("marker eviction never reached the other replica")
-	}
+	settle(t, a, b, t.Name())
 	return cachedResolver(t, &partnerEnv{store: b, clock: clock}, b)
 }
