@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -77,7 +78,10 @@ func newBundleSignCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sign BUNDLE",
 		Short: "Sign a bundle: write .signatures.json into it (OPA bundle signing)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Sign a bundle: hash every file into a JWT in .signatures.json (OPA's
+format). The JWT carries the signing time (iat): a serving Deputy with a
+public key refuses a bundle signed before the one it serves.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sign.Key == "" {
 				return fmt.Errorf("--key is required")
@@ -122,8 +126,17 @@ func newBundleVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: signature valid, revision %q, roots %v, %d modules\n",
-				args[0], b.Manifest.Revision, *b.Manifest.Roots, len(b.Modules))
+			at, err := policy.SignedAt(b)
+			if err != nil {
+				return err
+			}
+			// A serving Deputy orders bundles by this time.
+			signed := "no signing time (iat)"
+			if !at.IsZero() {
+				signed = "signed at " + at.Format(time.RFC3339)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: signature valid, %s, revision %q, roots %v, %d modules\n",
+				args[0], signed, b.Manifest.Revision, *b.Manifest.Roots, len(b.Modules))
 			return nil
 		},
 	}

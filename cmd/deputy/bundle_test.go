@@ -9,8 +9,10 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -52,8 +54,20 @@ func TestBundleBuildSignVerify(t *testing.T) {
 	if _, err := run(t, newBundleCmd(), "verify", out, "--public-key", pub); err == nil || !strings.Contains(err.Error(), "missing .signatures.json") {
 		t.Fatalf("verify of an unsigned bundle = %v, want it refused as not signed", err)
 	}
+	before := time.Now().Truncate(time.Second)
 	if o, err := run(t, newBundleCmd(), "sign", out, "--key", priv, "--scope", "prod"); err != nil {
 		t.Fatalf("sign: %v\n%s", err, o)
+	}
+	after := time.Now()
+	// The signature carries its signing time, by which a serving Deputy
+	// orders bundles.
+	o, err := run(t, newBundleCmd(), "verify", out, "--public-key", pub, "--scope", "prod")
+	m := regexp.MustCompile(`signed at (\S+),`).FindStringSubmatch(o)
+	if err != nil || m == nil {
+		t.Fatalf("verify = %v, output %q, want the signing time", err, o)
+	}
+	if at, err := time.Parse(time.RFC3339, m[1]); err != nil || at.Before(before) || at.After(after) {
+		t.Fatalf("signed at %s (%v), want between %s and %s", m[1], err, before, after)
 	}
 	cases := []struct {
 		name    string

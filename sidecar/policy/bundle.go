@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +12,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
@@ -121,6 +124,9 @@ type SignOptions struct {
 	Algorithm string // ES256, RS256, ...; ES256 when empty
 	KeyID     string // kid of the signing key; optional
 	Scope     string // scope claim checked by verifiers; optional
+	// IssuedAt is the signed iat claim: a serving Deputy refuses a bundle
+	// issued before the one it serves. Now when zero.
+	IssuedAt time.Time
 }
 
 // SignBundle adds (or replaces) the .signatures.json of b, signing every
@@ -142,19 +148,29 @@ func SignBundle(b *bundle.Bundle, opts SignOptions) error {
 	} else if !strings.Contains(key, "-----BEGIN") {
 		return sidecar.Invalid("key", "read %s: %v", opts.Key, err)
 	}
-	sc := bundle.NewSigningConfig(key, alg, "")
+	iat := opts.IssuedAt
+	if iat.IsZero() {
+		iat = time.Now()
+	}
+	claims := map[string]any{"iat": iat.Unix()}
 	if opts.Scope != "" {
-		// OPA takes extra claims only from a file.
-		dir, err := os.MkdirTemp("", "deputy-claims")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		claims, _ := json.Marshal(map[string]string{"scope": opts.Scope})
-		sc.ClaimsPath = filepath.Join(dir, "claims.json")
-		if err := os.WriteFile(sc.ClaimsPath, claims, 0o600); err != nil {
-			return err
-		}
+		claims["scope"] = opts.Scope
+	}
+	if opts.KeyID != "" {
+		// OPA adds this deprecated claim itself only when it has no
+		// claims file; older verifiers may still look for it.
+		claims["keyid"] = opts.KeyID
+	}
+	// OPA takes extra claims only from a file.
+	dir, err := os.MkdirTemp("", "deputy-claims")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sc := bundle.NewSigningConfig(key, alg, filepath.Join(dir, "claims.json"))
+	bs, _ := json.Marshal(claims)
+	if err := os.WriteFile(sc.ClaimsPath, bs, 0o600); err != nil {
+		return err
 	}
 	if err := b.GenerateSignature(sc, opts.KeyID, false); err != nil {
 		return sidecar.Invalid("key", "sign bundle: %v", err)
@@ -371,6 +387,33 @@ func WriteBundleFile(path string, b *bundle.Bundle) error {
 }
 
 var errNoSignature = errors.New("bundle is not signed")
+
+// SignedAt returns the issue time (iat) of b's signature, or the zero time
+// when the signature carries none or b is unsigned. It trusts the
+// signature: call it only on a bundle read with a public key, which OPA's
+// reader verified. The payload is decoded as OPA's verifier decodes it,
+// into OPA's own claims type, so both read the same claims.
+func SignedAt(b *bundle.Bundle) (time.Time, error) {
+	if len(b.Signatures.Signatures) != 1 {
+		return time.Time{}, nil // OPA's verifier refuses any other count
+	}
+	_, payload, _, err := jwsbb.SplitCompact([]byte(b.Signatures.Signatures[0]))
+	if err != nil {
+		return time.Time{}, sidecar.Invalid("bundle", "signature: %v", err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(string(payload))
+	if err != nil {
+		return time.Time{}, sidecar.Invalid("bundle", "signature payload: %v", err)
+	}
+	var ds bundle.DecodedSignature
+	if err := json.Unmarshal(raw, &ds); err != nil {
+		return time.Time{}, sidecar.Invalid("bundle", "signature claims: %v", err)
+	}
+	if ds.IssuedAt == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(ds.IssuedAt, 0).UTC(), nil
+}
 
 // VerifyBundleFile reads and verifies a signed bundle file; an unsigned
 // bundle is an error even though ReadBundle alone would say so too, so the

@@ -33,6 +33,7 @@ type Config struct {
 	PublicKey      string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
 	KeyAlgorithm   string        `yaml:"key_algorithm" usage:"algorithm of public_key"`
 	Scope          string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
+	MinSignedAt    string        `yaml:"min_signed_at" usage:"RFC 3339 time: a bundle signed before it, or whose signature carries no time, is refused (needs public_key); move it forward when a new bundle withdraws access"`
 	Roots          []string      `yaml:"roots" usage:"data roots a bundle may claim"`
 	MaxBundleBytes int64         `yaml:"max_bundle_bytes" usage:"largest bundle read, in bytes: the tarball, and its files' total size inflated; a larger one is refused"`
 	Watch          bool          `yaml:"watch" usage:"reload paths or bundle_file when they change"`
@@ -102,6 +103,14 @@ func (c *Config) Validate() error {
 	if c.Scope != "" && c.PublicKey == "" {
 		return sidecar.Invalid("policy.scope", "requires public_key")
 	}
+	if c.MinSignedAt != "" {
+		if c.PublicKey == "" {
+			return sidecar.Invalid("policy.min_signed_at", "requires public_key: only a verified signature's time can be trusted")
+		}
+		if _, err := c.minSignedAt(); err != nil {
+			return err
+		}
+	}
 	if c.PollInterval < MinPollInterval {
 		return sidecar.Invalid("policy.poll_interval", "must be at least %s", MinPollInterval)
 	}
@@ -122,4 +131,16 @@ func (c *Config) Validate() error {
 		return sidecar.Invalid("policy.decision_query", "%q is not in its data.a.b.c form: SetDefaults was not called", c.DecisionQuery)
 	}
 	return nil
+}
+
+// minSignedAt parses MinSignedAt; the zero time when unset.
+func (c *Config) minSignedAt() (time.Time, error) {
+	if c.MinSignedAt == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, c.MinSignedAt)
+	if err != nil {
+		return time.Time{}, sidecar.Invalid("policy.min_signed_at", "want an RFC 3339 time like 2026-01-02T15:04:05Z, got %q", c.MinSignedAt)
+	}
+	return t, nil
 }

@@ -40,6 +40,9 @@ type Set struct {
 	Data     map[string]any
 	Revision string
 	Source   string // where it came from: a directory, a bundle file or URL
+	// SignedAt is the issue time of the bundle's verified signature; zero
+	// when no public key checked it, or the signature carries none.
+	SignedAt time.Time
 }
 
 // LoadPaths reads Rego and JSON/YAML data files from directories or files,

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/bundle"
+
 	"github.com/deputyhq/deputy/sidecar"
 )
 
@@ -48,6 +50,11 @@ type Source struct {
 	attemptMu sync.Mutex
 	etag      string
 	seen      string // fingerprint of the files last tried
+	// The verified signing time and revision of the set serving, so an
+	// older bundle is never activated again (see admit).
+	activeSignedAt time.Time
+	activeRevision string
+	minSignedAt    time.Time // policy.min_signed_at
 
 	mu     sync.Mutex
 	status Status
@@ -93,6 +100,7 @@ func NewSource(cfg Config, engine *Engine, opts ...SourceOption) (*Source, error
 		clock:  time.Now,
 		client: &http.Client{Timeout: 30 * time.Second},
 	}
+	s.minSignedAt, _ = cfg.minSignedAt() // validated above
 	for _, o := range opts {
 		o(s)
 	}
@@ -184,6 +192,9 @@ func (s *Source) Reload(ctx context.Context) error {
 	defer s.attemptMu.Unlock()
 	now := s.clock()
 	set, err := s.fetch(ctx)
+	if err == nil {
+		err = s.admit(set)
+	}
 	if errors.Is(err, errNotModified) {
 		s.mu.Lock()
 		s.status.LastAttempt = now
@@ -191,7 +202,9 @@ func (s *Source) Reload(ctx context.Context) error {
 		return nil
 	}
 	if err == nil {
-		err = s.engine.Activate(ctx, set)
+		if err = s.engine.Activate(ctx, set); err == nil {
+			s.activeSignedAt, s.activeRevision = set.SignedAt, set.Revision
+		}
 	} else {
 		s.logger.Error("policy update refused", "source", s.status.Source, "error", err)
 	}
@@ -211,6 +224,59 @@ func (s *Source) Reload(ctx context.Context) error {
 		h(st, err)
 	}
 	return err
+}
+
+// admit refuses a verified bundle signed before the one serving, or before
+// policy.min_signed_at: whoever controls the bundle server or the bundle
+// file, without the signing key, could otherwise serve an older, validly
+// signed bundle and bring back access a newer one withdrew. Once a bundle
+// with a signing time serves, one without is refused too (a downgrade).
+// Two bundles signed in the same second cannot be ordered: the same
+// revision again is accepted (the same build, published anew), another
+// revision is refused. Without a public key no time can be trusted, and
+// nothing is ordered.
+func (s *Source) admit(set *Set) error {
+	if s.cfg.PublicKey == "" {
+		return nil
+	}
+	at, rev := set.SignedAt, set.Revision
+	if !s.minSignedAt.IsZero() {
+		if at.IsZero() {
+			return sidecar.Invalid("policy.min_signed_at", "revision %q: its signature carries no signing time (iat), and bundles signed before %s are refused", rev, stamp(s.minSignedAt))
+		}
+		if at.Before(s.minSignedAt) {
+			return sidecar.Invalid("policy.min_signed_at", "revision %q was signed at %s, before %s", rev, stamp(at), stamp(s.minSignedAt))
+		}
+	}
+	active, activeRev := s.activeSignedAt, s.activeRevision
+	switch {
+	case active.IsZero():
+		return nil
+	case at.IsZero():
+		return sidecar.Invalid("bundle", "revision %q: its signature carries no signing time (iat), and revision %q serving was signed at %s", rev, activeRev, stamp(active))
+	case at.Before(active):
+		return sidecar.Invalid("bundle", "revision %q was signed at %s, before revision %q serving (%s): an older bundle is not activated again", rev, stamp(at), activeRev, stamp(active))
+	case at.Equal(active) && rev != activeRev:
+		return sidecar.Invalid("bundle", "revision %q was signed in the same second as revision %q serving (%s), so which is newer is unknown: sign it again", rev, activeRev, stamp(active))
+	}
+	return nil
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// fromBundle is the set of a bundle just read. Its signing time is kept
+// only when a public key verified the signature.
+func (s *Source) fromBundle(b *bundle.Bundle) (*Set, error) {
+	set := SetFromBundle(b, s.status.Source)
+	if s.cfg.PublicKey == "" {
+		return set, nil
+	}
+	at, err := SignedAt(b)
+	if err != nil {
+		return nil, err
+	}
+	set.SignedAt = at
+	return set, nil
 }
 
 func (s *Source) readOptions() ReadOptions {
@@ -249,7 +315,7 @@ func (s *Source) fetchBundleFile(context.Context) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	return SetFromBundle(b, s.cfg.BundleFile), nil
+	return s.fromBundle(b)
 }
 
 func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
@@ -288,7 +354,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	// A bundle that failed to read is retried, as the failure may be the
 	// transfer's (a truncated body).
 	s.etag = etag
-	return SetFromBundle(b, s.status.Source), nil
+	return s.fromBundle(b)
 }
 
 // fingerprint summarises the non-hidden files under paths as the loader

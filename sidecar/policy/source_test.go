@@ -90,19 +90,25 @@ func decide(t *testing.T, e *policy.Engine) (string, string) {
 func TestURLSourceRefusesBadBundles(t *testing.T) {
 	priv, pub := keyPair(t, policy.AlgES256)
 	otherPriv, _ := keyPair(t, policy.AlgES256)
-	signed := func(rev, label string) []byte { return build(t, rev, label, &policy.SignOptions{Key: priv}) }
-	first := signed("r1", "v1")
+	// Each later bundle is signed later: a bundle signed before the one
+	// serving would be refused for its age, not for what the case tests.
+	t0 := time.Now().Add(-time.Hour)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	signed := func(rev, label string, s int) []byte {
+		return build(t, rev, label, &policy.SignOptions{Key: priv, IssuedAt: at(s)})
+	}
+	first := signed("r1", "v1", 0)
 	cases := []struct {
 		name    string
 		body    []byte
 		status  int
 		wantErr string
 	}{
-		{name: "signed syntax error", body: rawBundle(t, []string{"deputy"}, "package deputy.authz\n\ndecision := {", policy.SignOptions{Key: priv}), wantErr: "parse"},
-		{name: "signed compile error", body: rawBundle(t, []string{"deputy"}, "package deputy.authz\n\ndecision := data.deputy.nope(1)\n", policy.SignOptions{Key: priv}), wantErr: "compile"},
-		{name: "signed but wrong roots", body: rawBundle(t, []string{"acme"}, "package acme\n\ndecision := true\n", policy.SignOptions{Key: priv}), wantErr: "outside"},
+		{name: "signed syntax error", body: rawBundle(t, []string{"deputy"}, "package deputy.authz\n\ndecision := {", policy.SignOptions{Key: priv, IssuedAt: at(1)}), wantErr: "parse"},
+		{name: "signed compile error", body: rawBundle(t, []string{"deputy"}, "package deputy.authz\n\ndecision := data.deputy.nope(1)\n", policy.SignOptions{Key: priv, IssuedAt: at(1)}), wantErr: "compile"},
+		{name: "signed but wrong roots", body: rawBundle(t, []string{"acme"}, "package acme\n\ndecision := true\n", policy.SignOptions{Key: priv, IssuedAt: at(1)}), wantErr: "outside"},
 		{name: "missing signature", body: build(t, "r2", "v2", nil), wantErr: "missing .signatures.json"},
-		{name: "signed by another key", body: build(t, "r2", "v2", &policy.SignOptions{Key: otherPriv}), wantErr: "verif"},
+		{name: "signed by another key", body: build(t, "r2", "v2", &policy.SignOptions{Key: otherPriv, IssuedAt: at(1)}), wantErr: "verif"},
 		{name: "truncated tarball", body: first[:len(first)-40], wantErr: "bundle"},
 		{name: "server error", body: first, status: http.StatusInternalServerError, wantErr: "500"},
 	}
@@ -143,7 +149,7 @@ func TestURLSourceRefusesBadBundles(t *testing.T) {
 			}
 
 			// The server fixes its bundle: the next poll recovers.
-			srv.serve(signed("r3", "v3"), http.StatusOK)
+			srv.serve(signed("r3", "v3", 2), http.StatusOK)
 			if err := src.Reload(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -400,6 +406,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "token over HTTP in capitals", cfg: policy.Config{BundleURL: "HTTP://x/b.tar.gz", BearerToken: "t"}, wantField: "policy.bearer_token"},
 		{name: "key on plain paths", cfg: policy.Config{Paths: []string{"p"}, PublicKey: "k.pem"}, wantField: "policy.public_key"},
 		{name: "scope without key", cfg: policy.Config{BundleFile: "b.tar.gz", Scope: "prod"}, wantField: "policy.scope"},
+		{name: "min_signed_at", cfg: policy.Config{BundleFile: "b", PublicKey: "k", MinSignedAt: "2026-06-01T12:00:00Z"}},
+		{name: "min_signed_at without key", cfg: policy.Config{BundleFile: "b", MinSignedAt: "2026-06-01T12:00:00Z"}, wantField: "policy.min_signed_at"},
+		{name: "min_signed_at not RFC 3339", cfg: policy.Config{BundleFile: "b", PublicKey: "k", MinSignedAt: "2026-06-01"}, wantField: "policy.min_signed_at"},
 		{name: "poll too fast", cfg: policy.Config{BundleURL: "https://x/b", PollInterval: time.Millisecond}, wantField: "policy.poll_interval"},
 		{name: "unknown algorithm", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "ROT13"}, wantField: "policy.key_algorithm"},
 		{name: "bad decision query", cfg: policy.Config{DecisionQuery: "data.deputy.["}, wantField: "policy.decision_query"},
