@@ -81,6 +81,9 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $_ := set $policy "poll_interval" .Values.policies.bundle.pollInterval -}}
 {{- $_ := set $policy "public_key" "/etc/deputy/bundle/public.pem" -}}
 {{- $_ := set $policy "key_algorithm" .Values.policies.bundle.keyAlgorithm -}}
+{{- with .Values.policies.bundle.minSignedAt -}}
+{{- $_ := set $policy "min_signed_at" . -}}
+{{- end -}}
 {{- else -}}
 {{- $_ := set $policy "paths" (list "/etc/deputy/policies") -}}
 {{- if eq .Values.policies.source "configMap" -}}

@@ -53,8 +53,8 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		// signing keys from a Secret they created.
 		{"sidecar-only", "testdata/sidecar-only.yaml", nil},
 		// Policies from a bundle server, signed; readiness waits for the
-		// first activation.
-		{"bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', publicKey: " + strconv.Quote(bundleKey) + "}}}", nil},
+		// first activation, of a bundle signed after minSignedAt.
+		{"bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', minSignedAt: '2026-01-01T00:00:00Z', publicKey: " + strconv.Quote(bundleKey) + "}}}", nil},
 		// Policies from a ConfigMap the operator manages, packages mounted
 		// back into their directories.
 		{"policies-configmap", "{app: {image: {repository: x}}, policies: {source: configMap, configMap: {name: shop-policies, items: " + ownItems + "}}}", ownPolicies},

@@ -515,7 +515,7 @@ func TestDeputyConfig(t *testing.T) {
 				"identity.audiences":    []any{"storefront"},
 				"http.check_proxy":      "envoy",
 			},
-			absent: []string{"policy.bundle_url", "redis", "identity.anonymous_only"},
+			absent: []string{"policy.bundle_url", "policy.min_signed_at", "redis", "identity.anonymous_only"},
 		},
 		{
 			values: "bundle-url.yaml",
@@ -523,6 +523,7 @@ func TestDeputyConfig(t *testing.T) {
 				"policy.bundle_url":    "https://bundles.example.com/deputy/bundle.tar.gz",
 				"policy.public_key":    "/etc/deputy/bundle/public.pem",
 				"policy.poll_interval": "30s",
+				"policy.min_signed_at": "2026-11-01T00:00:00Z",
 				"policy.paths":         []any{},
 				"http.check_proxy":     "envoy",
 			},
