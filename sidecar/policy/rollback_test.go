@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,28 +95,14 @@ func TestURLSourceRefusesOlderSignedBundle(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newBundleServer(t, current)
-			e := policy.New(policy.WithLogger(quiet()))
-			var failures atomic.Int64
-			src, err := policy.NewSource(policy.Config{BundleURL: srv.URL, PublicKey: pub, PollInterval: time.Hour},
-				e, policy.WithSourceLogger(quiet()), policy.OnAttempt(func(_ policy.Status, err error) {
-					if err != nil {
-						failures.Add(1)
-					}
-				}))
-			if err != nil {
-				t.Fatal(err)
-			}
+			src, e, failures := startSource(t, policy.Config{BundleURL: srv.URL, PublicKey: pub, PollInterval: time.Hour})
 			ctx := context.Background()
-			if err := src.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer src.Stop(ctx)
 			if rev, _ := decide(t, e); rev != "v2-new" {
 				t.Fatalf("serving %s at start, want v2-new", rev)
 			}
 
 			srv.serve(tc.body, http.StatusOK)
-			err = src.Reload(ctx)
+			err := src.Reload(ctx)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("reload: %v", err)
@@ -176,17 +161,9 @@ func TestMinSignedAtRefusesOldBundlesAtStart(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newBundleServer(t, tc.body)
-			e := policy.New(policy.WithLogger(quiet()))
-			src, err := policy.NewSource(policy.Config{BundleURL: srv.URL, PublicKey: pub, MinSignedAt: min.Format(time.RFC3339), PollInterval: time.Hour},
-				e, policy.WithSourceLogger(quiet()))
-			if err != nil {
-				t.Fatal(err)
-			}
+			// A bundle server's failure at start is retried, not fatal.
+			src, e, _ := startSource(t, policy.Config{BundleURL: srv.URL, PublicKey: pub, MinSignedAt: min.Format(time.RFC3339), PollInterval: time.Hour})
 			ctx := context.Background()
-			if err := src.Start(ctx); err != nil {
-				t.Fatal(err) // a bundle server's failure is retried, not fatal
-			}
-			defer src.Stop(ctx)
 			if st := src.Status(); e.Ready() || st.Ready || !strings.Contains(st.LastError, tc.wantErr) || !strings.Contains(st.LastError, "policy.min_signed_at") {
 				t.Fatalf("ready %v, status %+v; want unready, refused with %q", e.Ready(), st, tc.wantErr)
 			}
@@ -218,17 +195,7 @@ func TestWatchedBundleFileRefusesOlderSignedBundle(t *testing.T) {
 		}
 	}
 	write(signedAt(t, priv, "v2-new", "narrow", t0))
-	e := policy.New(policy.WithLogger(quiet()))
-	src, err := policy.NewSource(policy.Config{BundleFile: path, PublicKey: pub, Watch: true, PollInterval: 10 * time.Millisecond},
-		e, policy.WithSourceLogger(quiet()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := src.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer src.Stop(ctx)
+	src, e, _ := startSource(t, policy.Config{BundleFile: path, PublicKey: pub, Watch: true, PollInterval: 10 * time.Millisecond})
 
 	write(signedAt(t, priv, "v1-old-broad", "broad", t0.Add(-time.Hour)))
 	waitFor(t, "the older bundle refused", func() bool { return strings.Contains(src.Status().LastError, "before revision") })

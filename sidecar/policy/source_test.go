@@ -115,25 +115,11 @@ func TestURLSourceRefusesBadBundles(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newBundleServer(t, first)
-			e := policy.New(policy.WithLogger(quiet()))
-			var failures atomic.Int64
-			src, err := policy.NewSource(policy.Config{BundleURL: srv.URL, PublicKey: pub, PollInterval: time.Hour},
-				e, policy.WithSourceLogger(quiet()), policy.OnAttempt(func(_ policy.Status, err error) {
-					if err != nil {
-						failures.Add(1)
-					}
-				}))
-			if err != nil {
-				t.Fatal(err)
-			}
+			src, e, failures := startSource(t, policy.Config{BundleURL: srv.URL, PublicKey: pub, PollInterval: time.Hour})
 			ctx := context.Background()
-			if err := src.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer src.Stop(ctx)
 
 			srv.serve(tc.body, cmpStatus(tc.status))
-			err = src.Reload(ctx)
+			err := src.Reload(ctx)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("reload err = %v, want it to mention %q", err, tc.wantErr)
 			}
@@ -161,6 +147,27 @@ func TestURLSourceRefusesBadBundles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startSource starts a source for cfg feeding a new engine, stopped when
+// the test ends, and counts the failed attempts its OnAttempt hook sees.
+func startSource(t *testing.T, cfg policy.Config) (*policy.Source, *policy.Engine, *atomic.Int64) {
+	t.Helper()
+	e := policy.New(policy.WithLogger(quiet()))
+	failures := new(atomic.Int64)
+	src, err := policy.NewSource(cfg, e, policy.WithSourceLogger(quiet()), policy.OnAttempt(func(_ policy.Status, err error) {
+		if err != nil {
+			failures.Add(1)
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Stop(context.Background()) })
+	return src, e, failures
 }
 
 func cmpStatus(s int) int {
