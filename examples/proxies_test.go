@@ -2,9 +2,12 @@ package examples_test
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/deputyhq/deputy/examples/envoycheck"
@@ -319,3 +322,76 @@ func TestCheckAnswersNeverReachTheClient(t *testing.T) {
 		})
 	}
 }
+
+// Deputy copies X-Forwarded-For into the check's policy input and its
+// management API logs and limits by it: neither may carry a client's
+// copy, only the address the proxy saw. A recorder between the proxy and
+// Deputy keeps what each received.
+func TestDeputyGetsTheProxysForwardedHeaders(t *testing.T) {
+	for _, px := range proxies {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t, px.name)
+			rec := startRecorder(t, d)
+			via := *d
+			via.http = rec.addr()
+			base := px.start(t, &via, startUpstream(t))
+			h := http.Header{
+				"X-Forwarded-For": {"203.0.113.9"}, "X-Forwarded-Proto": {"https"},
+				"Authorization": {"Bearer " + d.token(t, "--sub", "ada", "--roles", "admin")},
+			}
+			for _, path := range []string{"/deputy/v1/customers/c42", "/catalog/shoes"} {
+				call(t, "GET", base+path, h, nil)
+			}
+			for _, path := range []string{"/deputy/v1/customers/c42", "/deputy/authz"} {
+				got, ok := rec.get(path)
+				if !ok {
+					t.Fatalf("Deputy received no request for %s", path)
+				}
+				for name, want := range map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http"} {
+					if vs := got.Values(name); len(vs) != 1 || vs[0] != want {
+						t.Errorf("%s: Deputy got %s: %q, want the proxy's %q", path, name, vs, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// recorder proxies to Deputy and keeps the headers of the last request
+// for each path.
+type recorder struct {
+	*httptest.Server
+	mu   sync.Mutex
+	seen map[string]http.Header
+}
+
+func startRecorder(t *testing.T, d *deputy) *recorder {
+	t.Helper()
+	target := &url.URL{Scheme: "http", Host: d.http}
+	rec := &recorder{seen: map[string]http.Header{}}
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		rec.mu.Lock()
+		rec.seen[r.In.URL.Path] = r.In.Header.Clone()
+		rec.mu.Unlock()
+		r.SetURL(target)
+		r.Out.Host = r.In.Host
+		// Rewrite drops these from the outbound request: Deputy reads them.
+		for _, name := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if vs, ok := r.In.Header[name]; ok {
+				r.Out.Header[name] = vs
+			}
+		}
+	}}
+	rec.Server = httptest.NewServer(rp)
+	t.Cleanup(rec.Close)
+	return rec
+}
+
+func (r *recorder) get(path string) (http.Header, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.seen[path]
+	return h, ok
+}
+
+func (r *recorder) addr() string { return strings.TrimPrefix(r.URL, "http://") }
