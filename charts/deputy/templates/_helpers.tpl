@@ -365,7 +365,45 @@ read those objects and kept in their history: such values go in Secrets.
 {{- if eq (toString .name) "DEPUTY_POLICY_BEARER_TOKEN" }}{{ fail (printf "deputy.extraEnv: a DEPUTY_POLICY_BEARER_TOKEN value would render into the pod spec: %s" $token) }}{{ end -}}
 {{- end -}}
 {{- end -}}
-{{- range list .Values.policies.bundle.url (dig "policy" "bundle_url" "" $cfg) -}}
-{{- if regexMatch "^[^:/?#]+://[^/?#]*@" (toString .) }}{{ fail (printf "policies.bundle.url: credentials in the URL would render into the ConfigMap: %s" $token) }}{{ end -}}
+{{- $issuer := "issuer and JWKS URLs are public: Deputy needs no credentials to read them" -}}
+{{- $in := dict "where" "the ConfigMap" -}}
+{{- include "deputy.refuseURLCredentials" (merge (dict "setting" "policies.bundle.url" "urls" (list .Values.policies.bundle.url) "hint" $token) $in) -}}
+{{- include "deputy.refuseURLCredentials" (merge (dict "setting" "deputy.config.policy.bundle_url" "urls" (list (dig "policy" "bundle_url" "" $cfg)) "hint" $token) $in) -}}
+{{- include "deputy.refuseURLCredentials" (merge (dict "setting" "identity.issuerURLs" "urls" (.Values.identity.issuerURLs | default list) "hint" $issuer) $in) -}}
+{{- include "deputy.refuseURLCredentials" (merge (dict "setting" "deputy.config.identity.issuer_urls" "urls" (dig "identity" "issuer_urls" list $cfg) "hint" $issuer) $in) -}}
+{{- range (dig "identity" "issuers" list $cfg) -}}
+{{- include "deputy.refuseURLCredentials" (merge (dict "setting" "deputy.config.identity.issuers" "urls" (list (get . "issuer") (get . "jwks_url")) "hint" $issuer) $in) -}}
+{{- end -}}
+{{- $flags := dict "--policy-bundle-url" $token "--identity-issuer-urls" $issuer -}}
+{{- $prev := "" -}}
+{{- range .Values.deputy.extraArgs -}}
+{{- $arg := toString . -}}
+{{- $flag := regexReplaceAll "=.*$" $arg "" -}}
+{{- if hasKey $flags $flag }}
+{{- include "deputy.refuseURLCredentials" (dict "setting" (printf "deputy.extraArgs: %s" $flag) "where" "the pod's args" "urls" (list (trimPrefix (printf "%s=" $flag) $arg)) "hint" (get $flags $flag)) -}}
+{{- else if hasKey $flags $prev }}
+{{- include "deputy.refuseURLCredentials" (dict "setting" (printf "deputy.extraArgs: %s" $prev) "where" "the pod's args" "urls" (list $arg) "hint" (get $flags $prev)) -}}
+{{- end -}}
+{{- $prev = $arg -}}
+{{- end -}}
+{{- $envs := dict "DEPUTY_POLICY_BUNDLE_URL" $token "DEPUTY_IDENTITY_ISSUER_URLS" $issuer -}}
+{{- range .Values.deputy.extraEnv -}}
+{{- if and (hasKey . "value") (hasKey $envs (toString .name)) }}
+{{- include "deputy.refuseURLCredentials" (dict "setting" (printf "deputy.extraEnv: %s" .name) "where" "the pod spec" "urls" (list .value) "hint" (get $envs (toString .name))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Fails the render when a URL (or a comma-separated list of them) carries
+credentials: user:password@ or a query string, where servers take tokens
+(Deputy redacts both from its logs, sidecar.RedactURL). Takes setting,
+where, urls and hint.
+*/}}
+{{- define "deputy.refuseURLCredentials" -}}
+{{- range .urls -}}
+{{- range splitList "," (toString (. | default "")) -}}
+{{- if or (regexMatch "^([^:/?#]+:)?//[^/?#]*@" (trim .)) (contains "?" .) }}{{ fail (printf "%s: credentials in the URL (user:password@ or a query string) would render into %s: %s" $.setting $.where $.hint) }}{{ end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

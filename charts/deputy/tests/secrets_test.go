@@ -22,7 +22,20 @@ func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
 		{"bundle token flag", "deputy: {extraArgs: [--policy-bearer-token=t0ken]}", "policies.bundle.tokenSecret"},
 		{"redis password env value", "deputy: {extraEnv: [{name: DEPUTY_REDIS_PASSWORD, value: hunter2}]}", "redis.existingSecret"},
 		{"bundle token env value", "deputy: {extraEnv: [{name: DEPUTY_POLICY_BEARER_TOKEN, value: t0ken}]}", "policies.bundle.tokenSecret"},
-		{"bundle url userinfo", "policies: {source: bundle, bundle: {url: 'https://user:pw@bundles.example.com/b.tar.gz', publicKey: k}}", "policies.bundle.tokenSecret"},
+		{"bundle url userinfo", "policies: {source: bundle, bundle: {url: 'https://user:hunter2@bundles.example.com/b.tar.gz', publicKey: k}}", "policies.bundle.tokenSecret"},
+		{"bundle url query", "policies: {source: bundle, bundle: {url: 'https://bundles.example.com/b.tar.gz?access_token=t0ken', publicKey: k}}", "policies.bundle.tokenSecret"},
+		{"bundle url in config, query", "deputy: {config: {policy: {bundle_url: 'https://bundles.example.com/b.tar.gz?token=t0ken'}}}", "policies.bundle.tokenSecret"},
+		{"bundle url in config, userinfo", "deputy: {config: {policy: {bundle_url: 'https://u:hunter2@bundles.example.com/b.tar.gz'}}}", "policies.bundle.tokenSecret"},
+		{"bundle url flag", "deputy: {extraArgs: ['--policy-bundle-url=https://u:hunter2@bundles.example.com/b.tar.gz']}", "policies.bundle.tokenSecret"},
+		{"bundle url flag, value apart", "deputy: {extraArgs: [--policy-bundle-url, 'https://bundles.example.com/b?token=t0ken']}", "policies.bundle.tokenSecret"},
+		{"bundle url env value", "deputy: {extraEnv: [{name: DEPUTY_POLICY_BUNDLE_URL, value: 'https://u:hunter2@bundles.example.com/b.tar.gz'}]}", "policies.bundle.tokenSecret"},
+		{"issuer url userinfo", "identity: {issuerURLs: ['https://u:hunter2@idp.example.com'], anyAudience: true}", "identity.issuerURLs"},
+		{"issuer url in config", "deputy: {config: {identity: {issuer_urls: ['https://idp.example.com', 'https://u:hunter2@idp2.example.com'], any_audience: true}}}", "deputy.config.identity.issuer_urls"},
+		{"issuer url in config, query", "deputy: {config: {identity: {issuer_urls: ['https://idp.example.com?key=t0ken'], any_audience: true}}}", "deputy.config.identity.issuer_urls"},
+		{"issuer's jwks url", "deputy: {config: {identity: {issuers: [{issuer: 'https://idp.example.com', jwks_url: 'https://idp.example.com/jwks?key=t0ken'}]}}}", "deputy.config.identity.issuers"},
+		{"issuer's own url", "deputy: {config: {identity: {issuers: [{issuer: 'https://u:hunter2@idp.example.com'}]}}}", "deputy.config.identity.issuers"},
+		{"issuer urls flag", "deputy: {extraArgs: ['--identity-issuer-urls=https://idp.example.com,https://u:hunter2@idp2.example.com']}", "--identity-issuer-urls"},
+		{"issuer urls env value", "deputy: {extraEnv: [{name: DEPUTY_IDENTITY_ISSUER_URLS, value: 'https://idp.example.com?key=t0ken'}]}", "DEPUTY_IDENTITY_ISSUER_URLS"},
 	}
 	c := loadChart(t)
 	for _, tc := range cases {
@@ -48,5 +61,11 @@ func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
 	}
 	t.Run("from a Secret", func(t *testing.T) {
 		renderInline(t, base+"deputy: {extraEnv: [{name: DEPUTY_REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: r, key: p}}}], extraArgs: [--redis-tls]}")
+	})
+	t.Run("URLs without credentials", func(t *testing.T) {
+		renderInline(t, base+`policies: {source: bundle, bundle: {url: 'https://bundles.example.com/b.tar.gz', publicKey: k, tokenSecret: bundle-token}}
+identity: {issuerURLs: ['https://idp.example.com/realms/shop'], anyAudience: true}
+deputy: {extraArgs: [--identity-issuer-urls, 'https://a.example.com,https://b.example.com'], extraEnv: [{name: DEPUTY_POLICY_BUNDLE_URL, value: 'https://bundles.example.com/c.tar.gz'}],
+  config: {identity: {issuers: [{issuer: 'https://idp2.example.com', jwks_url: 'https://idp2.example.com/jwks', namespace: p}]}}}`)
 	})
 }
