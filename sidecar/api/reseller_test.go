@@ -151,6 +151,13 @@ func TestResellerAPI(t *testing.T) {
 				return p.call("POST", "reseller/imports?format=jsonl", sam,
 					`{"customer":"c7","domain":"shop-b.example","\u0064omain":"shop-a.example"}`+"\n", "application/octet-stream")
 			}, after: noAssignment("c7")},
+		// A closing delimiter after the value ends no value: encoding/json's
+		// More() reports nothing left, and the line was read as its row.
+		{name: "import json lines with trailing data", status: 400, code: "invalid", field: "body",
+			msgHas: []string{"line 1: unexpected data after the JSON value", "line 2: unexpected data", "line 3: unexpected data"}, do: func(p *partnerAPI, sam string) pres {
+				return p.call("POST", "reseller/imports?format=jsonl", sam,
+					`{"customer":"c8","domain":"shop-a.example"}]`+"\n"+`{"customer":"c9","domain":"shop-a.example"}}`+"\n"+`{"customer":"c10","domain":"shop-a.example"} {}`+"\n", "application/octet-stream")
+			}, after: func(t *testing.T, p *partnerAPI) { noAssignment("c8")(t, p); noAssignment("c9")(t, p); noAssignment("c10")(t, p) }},
 		{name: "import too large", status: 413, code: "too_large", field: "body", do: func(p *partnerAPI, sam string) pres {
 			return p.call("POST", "reseller/imports", sam, strings.Repeat("c1,shop-a.example\n", 200), "text/csv")
 		}},

@@ -428,8 +428,10 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 				fail(line, "malformed JSON: %s", jsonProblem(err))
 				continue
 			}
-			if dec.More() {
-				fail(line, "more than one JSON value")
+			// Only whitespace may follow the value: More() reports false
+			// on a stray closing delimiter (`{...}]`), which Token does not.
+			if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+				fail(line, "unexpected data after the JSON value")
 				continue
 			}
 			if v.Customer == nil || v.Domain == nil {

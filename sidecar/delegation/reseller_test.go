@@ -34,7 +34,7 @@ func TestParseAssignments(t *testing.T) {
 		{name: "header only", data: "customer,domain\n", format: "csv", code: sidecar.EINVALID},
 		{name: "too many rows", data: "a,d\nb,d\nc,d\n", format: "csv", maxRows: 2, code: sidecar.ETOOLARGE},
 		{name: "too many json rows", data: "{\"customer\":\"a\",\"domain\":\"d\"}\n{\"customer\":\"b\",\"domain\":\"d\"}\n", format: "jsonl", maxRows: 1, code: sidecar.ETOOLARGE},
-		{name: "two values on one line", data: "{\"customer\":\"a\",\"domain\":\"d\"} {}\n", format: "jsonl", code: sidecar.EINVALID, errHas: []string{"line 1: more than one JSON value"}},
+		{name: "two values on one line", data: "{\"customer\":\"a\",\"domain\":\"d\"} {}\n", format: "jsonl", code: sidecar.EINVALID, errHas: []string{"line 1: unexpected data after the JSON value"}},
 		{name: "unknown format", data: "a,d\n", format: "xml", code: sidecar.EINVALID},
 		{name: "csv invalid UTF-8", data: "acme,shop-a\ngl\xf6bex,shop-a\n", format: "csv", code: sidecar.EINVALID,
 			errHas: []string{"line 2: customer: invalid UTF-8"}},
