@@ -119,7 +119,7 @@ type HTTPConfig struct {
 	// handler, and shutdown, as long as it likes.
 	ReadTimeout    time.Duration `yaml:"read_timeout" usage:"how long a client may take to send a whole request, body included; a slower one is cut"`
 	IdleTimeout    time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection waits for its next request; keep the proxy's own pool idle timeout below it"`
-	MaxConnections int           `yaml:"max_connections" usage:"connections the HTTP listener holds open at once; past it an idle kept-alive one is closed to make room, else newcomers wait"`
+	MaxConnections int           `yaml:"max_connections" usage:"connections the HTTP listener holds open at once; past it the one longest idle (or silent since it connected) is closed to make room, else newcomers wait"`
 	// EnvoyUpstreamHeaders mirrors Envoy's allowed_upstream_headers.
 	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *; an allow that sets another header is refused, and with check_proxy envoy Deputy does not start when the list leaves out its owned prefix, actor-token or on-behalf-of header"`
 }
@@ -129,7 +129,7 @@ type MetricsConfig struct {
 	Addr           string        `yaml:"addr" usage:"metrics and health address (/metrics, /healthz, /readyz); 127.0.0.1:9090 in dev mode"`
 	LiveRefresh    time.Duration `yaml:"live_refresh" usage:"how often live sessions and grants are recounted for /metrics (a scrape never waits on the store)"`
 	IdleTimeout    time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection to the metrics listener waits for its next request"`
-	MaxConnections int           `yaml:"max_connections" usage:"connections the metrics listener holds open at once; past it an idle kept-alive one is closed to make room, else newcomers wait"`
+	MaxConnections int           `yaml:"max_connections" usage:"connections the metrics listener holds open at once; past it the one longest idle (or silent since it connected) is closed to make room, else newcomers wait"`
 }
 
 // CheckConfig shapes every check.

@@ -4,27 +4,52 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
+)
+
+// A connection becomes evictable at the cap only after it has been
+// silent (new) or idle this long.
+const (
+	// newConnGrace is how long a new connection may hold its place
+	// before its request headers are in. A client sends its request as
+	// soon as it connects; one that sends nothing (or dribbles its
+	// headers) would otherwise hold a place for the whole
+	// ReadHeaderTimeout, and enough of them keep the probes out.
+	newConnGrace = 500 * time.Millisecond
+	// minIdle protects a busy kept-alive client: a connection is idle
+	// until the server has parsed its next request, so one idle for a
+	// moment may already carry a request in its socket, which closing it
+	// would lose.
+	minIdle = 500 * time.Millisecond
 )
 
 // capListener bounds the connections an HTTP listener holds open. At the
-// cap it makes room by closing an idle kept-alive connection, whose
-// client reconnects cheaply; with none idle it waits for a connection to
-// close or go idle. Refusing or queueing newcomers while idle connections
-// hold every place (netutil.LimitListener's way) would let anyone who
-// keeps enough of them open starve the kubelet's probes, and the probes
-// would restart the pod.
+// cap it makes room by closing the connection that has waited longest
+// without a request in progress: idle kept-alive ones (whose clients
+// reconnect cheaply) and new ones still without their request headers,
+// each only after minIdle or newConnGrace. With none such it waits for a
+// connection to close or age. Refusing or queueing newcomers while
+// silent or idle connections hold every place (netutil.LimitListener's
+// way) would let anyone who keeps enough of them open starve the
+// kubelet's probes, and the probes would restart the pod.
 type capListener struct {
 	net.Listener
 	max int
 
 	mu     sync.Mutex
 	cond   *sync.Cond // signalled on every connection state change
-	conns  map[net.Conn]http.ConnState
+	conns  map[net.Conn]connState
 	closed bool
 }
 
+// connState is a connection's state and when it entered it.
+type connState struct {
+	state http.ConnState
+	since time.Time
+}
+
 func newCapListener(l net.Listener, max int) *capListener {
-	c := &capListener{Listener: l, max: max, conns: make(map[net.Conn]http.ConnState)}
+	c := &capListener{Listener: l, max: max, conns: make(map[net.Conn]connState)}
 	c.cond = sync.NewCond(&c.mu)
 	return c
 }
@@ -37,28 +62,64 @@ func (l *capListener) Accept() (net.Conn, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for len(l.conns) >= l.max && !l.closed {
-		if !l.closeIdleLocked() {
-			l.cond.Wait()
+		if wait := l.evictLocked(time.Now()); wait != 0 {
+			l.waitLocked(wait)
 		}
 	}
 	if l.closed {
 		c.Close()
 		return nil, net.ErrClosed
 	}
-	l.conns[c] = http.StateNew
+	l.conns[c] = connState{http.StateNew, time.Now()}
 	return c, nil
 }
 
-// closeIdleLocked closes one idle connection, if there is one.
-func (l *capListener) closeIdleLocked() bool {
-	for c, st := range l.conns {
-		if st == http.StateIdle {
-			delete(l.conns, c)
-			c.Close()
-			return true
+// evictLocked closes the connection that has waited longest without a
+// request in progress, if one has waited long enough. Otherwise it says
+// how long until one will have, or -1 when none can (all are busy).
+func (l *capListener) evictLocked(now time.Time) time.Duration {
+	var victim net.Conn
+	var oldest time.Time
+	wait := time.Duration(-1)
+	for c, cs := range l.conns {
+		var grace time.Duration
+		switch cs.state {
+		case http.StateNew:
+			grace = newConnGrace
+		case http.StateIdle:
+			grace = minIdle
+		default:
+			continue
+		}
+		if left := cs.since.Add(grace).Sub(now); left > 0 {
+			if wait < 0 || left < wait {
+				wait = left
+			}
+			continue
+		}
+		if victim == nil || cs.since.Before(oldest) {
+			victim, oldest = c, cs.since
 		}
 	}
-	return false
+	if victim == nil {
+		return wait
+	}
+	delete(l.conns, victim)
+	victim.Close()
+	return 0
+}
+
+// waitLocked waits for a state change, or for d when d is positive.
+func (l *capListener) waitLocked(d time.Duration) {
+	if d > 0 {
+		t := time.AfterFunc(d, func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.cond.Broadcast()
+		})
+		defer t.Stop()
+	}
+	l.cond.Wait()
 }
 
 // track is the server's ConnState hook.
@@ -69,7 +130,7 @@ func (l *capListener) track(c net.Conn, st http.ConnState) {
 		if st == http.StateClosed || st == http.StateHijacked {
 			delete(l.conns, c)
 		} else {
-			l.conns[c] = st
+			l.conns[c] = connState{st, time.Now()}
 		}
 	}
 	l.cond.Broadcast()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -76,10 +77,11 @@ func TestMetricsIdleTimeoutDefaultIsShort(t *testing.T) {
 	}
 }
 
-// answered reads the response to a request sent on c.
-func answered(t *testing.T, c net.Conn) {
+// answered reads the response to a request sent on c, which must come
+// within d.
+func answered(t *testing.T, c net.Conn, d time.Duration) {
 	t.Helper()
-	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+	if err := c.SetReadDeadline(time.Now().Add(d)); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -92,34 +94,133 @@ func answered(t *testing.T, c net.Conn) {
 	}
 }
 
-// At its connection cap a listener makes room by closing an idle
-// kept-alive connection: whoever holds idle connections cannot keep the
-// kubelet's probes out. Connections in the middle of a request keep their
-// places, and a newcomer waits for one of them to end.
+// silentClients keeps n connections to addr open that never send a byte,
+// reopening each one the server closes, until the test ends.
+func silentClients(t *testing.T, addr string, n int) {
+	var (
+		mu      sync.Mutex
+		open    = map[net.Conn]bool{}
+		stopped bool
+		wg      sync.WaitGroup
+	)
+	for range n {
+		wg.Go(func() {
+			for {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				if stopped {
+					mu.Unlock()
+					c.Close()
+					return
+				}
+				open[c] = true
+				mu.Unlock()
+				_, _ = io.Copy(io.Discard, c) // until the server closes it
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+				c.Close()
+			}
+		})
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		stopped = true
+		for c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// probeTimeout is the time a probe gives the listener to answer: the
+// kubelet's is 1s, doubled here for a loaded machine, and far under the
+// ReadHeaderTimeout a silent connection could otherwise hold its place
+// for.
+const probeTimeout = 2 * time.Second
+
+// At its connection cap a listener makes room by closing the connection
+// that has waited longest without a request in progress: whoever holds
+// idle or silent connections cannot keep the kubelet's probes out.
+// Connections in the middle of a request keep their places, and a
+// newcomer waits for one of them to end.
 func TestListenersCapConnections(t *testing.T) {
 	cfg := startServer(t, func(c *Config) { c.Metrics.MaxConnections, c.HTTP.MaxConnections = 2, 2 })
 	for _, tc := range []struct{ name, addr, path string }{
 		{"metrics", cfg.Metrics.Addr, "/healthz"},
 		{"http", cfg.HTTP.Addr, "/.well-known/jwks.json"},
 	} {
-		t.Run(tc.name+"/idle make room", func(t *testing.T) {
+		t.Run(tc.name+"/longest idle makes room", func(t *testing.T) {
 			idle := []net.Conn{keptAlive(t, tc.addr, tc.path), keptAlive(t, tc.addr, tc.path)}
 			keptAlive(t, tc.addr, tc.path)
-			closed := 0
-			for _, c := range idle {
+			for i, c := range idle {
 				if err := c.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
-					closed++
+				_, err := c.Read(make([]byte, 1))
+				if closed := errors.Is(err, io.EOF); closed != (i == 0) {
+					t.Errorf("idle connection %d closed: %v, want only the one idle longest (0) closed", i, closed)
 				}
 			}
-			if closed != 1 {
-				t.Errorf("%d idle connections closed to make room, want 1", closed)
+		})
+		t.Run(tc.name+"/silent make room", func(t *testing.T) {
+			silentClients(t, tc.addr, 4)
+			for i := range 5 {
+				c := sendRaw(t, tc.addr, getRequest(tc.path))
+				answered(t, c, probeTimeout)
+				c.Close()
+				t.Logf("probe %d answered", i)
+			}
+		})
+		t.Run(tc.name+"/kept-alive client loses nothing", func(t *testing.T) {
+			victim := keptAlive(t, tc.addr, tc.path)
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				// Connections that ask once and stay idle, one after
+				// another, each one pushing for a place.
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					c, err := net.Dial("tcp", tc.addr)
+					if err != nil {
+						return
+					}
+					_, _ = io.WriteString(c, getRequest(tc.path))
+					_ = c.SetReadDeadline(time.Now().Add(probeTimeout))
+					if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+						resp.Body.Close()
+					}
+					defer c.Close()
+				}
+			})
+			defer func() { close(done); wg.Wait() }()
+			r := bufio.NewReader(victim)
+			for i := range 1000 {
+				if _, err := io.WriteString(victim, getRequest(tc.path)); err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				if err := victim.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(r, nil)
+				if err != nil {
+					t.Fatalf("request %d on a kept-alive connection lost: %v", i, err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
 			}
 		})
 		t.Run(tc.name+"/busy keep their places", func(t *testing.T) {
-			// Headers begun, not finished: in the middle of a request.
+			// Headers begun, not finished: within newConnGrace these
+			// hold their places.
 			first := sendRaw(t, tc.addr, "GET "+tc.path+" HTTP/1.1\r\n")
 			sendRaw(t, tc.addr, "GET "+tc.path+" HTTP/1.1\r\n")
 
@@ -131,7 +232,7 @@ func TestListenersCapConnections(t *testing.T) {
 				t.Fatalf("third connection over a cap of 2: read %d bytes, %v; want no answer", n, err)
 			}
 			first.Close()
-			answered(t, third)
+			answered(t, third, 10*time.Second)
 		})
 	}
 }
