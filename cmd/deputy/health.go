@@ -16,9 +16,13 @@ import (
 var healthServices = []string{"", "envoy.service.auth.v3.Authorization"}
 
 // healthRefresh is how often gRPC health re-evaluates readiness for its
-// watchers; a Check evaluates it there and then, and a policy activation
-// at once.
+// watchers; a policy activation re-evaluates it at once.
 const healthRefresh = 5 * time.Second
+
+// checkFreshness is how old an evaluation a Check may answer from; an
+// older one is redone first. It bounds the readiness work (a Redis PING
+// each) that clients of the gRPC port can cause to one per checkFreshness.
+const checkFreshness = time.Second
 
 // readyTimeout bounds one evaluation of the readiness conditions.
 const readyTimeout = 2 * time.Second
@@ -74,26 +78,36 @@ func (r *readinessChecks) report(name string, err error) {
 // NOT_SERVING until the readiness conditions hold (a pod with no policy
 // must not be marked ready by a gRPC probe), NOT_SERVING again while one
 // fails, and for good from shutdown on.
+//
+// The status is shared by every client, so it is evaluated only under the
+// server's own context: a caller's deadline or cancellation must never
+// fail a condition and publish NOT_SERVING to the others.
 type readyHealth struct {
 	*health.Server
 	ready   *readinessChecks
 	changed chan struct{}
 
+	ctx    context.Context // cancelled by stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	mu        sync.Mutex // one evaluation at a time
+	evaluated time.Time
 }
 
 func newReadyHealth(ready *readinessChecks) *readyHealth {
-	h := &readyHealth{Server: health.NewServer(), ready: ready, changed: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &readyHealth{Server: health.NewServer(), ready: ready, changed: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 	h.set(false)
 	return h
 }
 
-// Check evaluates readiness for the services it reports on, so that a
-// probe gets the answer /readyz would give now.
+// Check answers, for the services it reports on, from an evaluation at
+// most checkFreshness old, so that a probe gets nearly the answer /readyz
+// would give now.
 func (h *readyHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	if slices.Contains(healthServices, req.GetService()) {
-		h.refresh(ctx)
+		h.refreshOlder(checkFreshness)
 	}
 	return h.Server.Check(ctx, req)
 }
@@ -107,9 +121,19 @@ func (h *readyHealth) readinessChanged() {
 	}
 }
 
-func (h *readyHealth) refresh(ctx context.Context) {
-	ok, _ := h.ready.check(ctx)
-	h.set(ok)
+// refreshOlder re-evaluates readiness unless the last evaluation is
+// younger than age (0: always).
+func (h *readyHealth) refreshOlder(age time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if age > 0 && time.Since(h.evaluated) < age {
+		return
+	}
+	ok, _ := h.ready.check(h.ctx)
+	h.evaluated = time.Now()
+	if h.ctx.Err() == nil { // stopping: Shutdown decides
+		h.set(ok)
+	}
 }
 
 // set is ignored after Shutdown: a server that stops stays NOT_SERVING.
@@ -125,17 +149,15 @@ func (h *readyHealth) set(ready bool) {
 
 // start keeps the status current for watchers until stop.
 func (h *readyHealth) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
 		tick := time.NewTicker(healthRefresh)
 		defer tick.Stop()
 		for {
-			h.refresh(ctx)
+			h.refreshOlder(0)
 			select {
-			case <-ctx.Done():
+			case <-h.ctx.Done():
 				return
 			case <-tick.C:
 			case <-h.changed:
@@ -146,9 +168,7 @@ func (h *readyHealth) start() {
 
 // stop answers NOT_SERVING from now on.
 func (h *readyHealth) stop() {
-	if h.cancel != nil {
-		h.cancel()
-		h.wg.Wait()
-	}
+	h.cancel()
+	h.wg.Wait()
 	h.Shutdown()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -30,14 +31,28 @@ func healthClient(t *testing.T, addr string) healthpb.HealthClient {
 // healthIs fails the test unless every health service answers want.
 func healthIs(t *testing.T, hc healthpb.HealthClient, want healthpb.HealthCheckResponse_ServingStatus) {
 	t.Helper()
+	if err := healthAnswers(hc, want); err != nil {
+		t.Error(err)
+	}
+}
+
+// healthBecomes waits for every health service to answer want: a Check
+// answers from an evaluation up to checkFreshness old.
+func healthBecomes(t *testing.T, hc healthpb.HealthClient, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	eventually(t, "gRPC health "+want.String(), func() bool { return healthAnswers(hc, want) == nil })
+}
+
+func healthAnswers(hc healthpb.HealthClient, want healthpb.HealthCheckResponse_ServingStatus) error {
 	for _, svc := range healthServices {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
 		cancel()
 		if err != nil || r.GetStatus() != want {
-			t.Errorf("health %q = %v %v, want %v", svc, r.GetStatus(), err, want)
+			return fmt.Errorf("health %q = %v %v, want %v", svc, r.GetStatus(), err, want)
 		}
 	}
+	return nil
 }
 
 func readyzStatus(t *testing.T, metricsAddr string) int {
@@ -117,9 +132,63 @@ func TestGRPCHealthFollowsRedisReadiness(t *testing.T) {
 	if got := readyzStatus(t, cfg.Metrics.Addr); got != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with Redis down = %d, want 503", got)
 	}
-	healthIs(t, hc, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthBecomes(t, hc, healthpb.HealthCheckResponse_NOT_SERVING)
 
 	rs.Restart()
 	eventually(t, "readiness back with Redis", func() bool { return readyzStatus(t, cfg.Metrics.Addr) == http.StatusOK })
+	healthBecomes(t, hc, healthpb.HealthCheckResponse_SERVING)
+}
+
+// The health status is shared: a client whose Checks expire before
+// readiness is evaluated must not show NOT_SERVING to the others, and
+// Checks cost Redis at most one PING per checkFreshness, however many.
+func TestGRPCHealthIsNotClientControlled(t *testing.T) {
+	rs := redistest.Start(t)
+	proxy := redistest.StartProxy(t, rs.Addr)
+	cfg := startServer(t, func(c *Config) { c.Redis.Addrs = []string{proxy.Addr} })
+	hc := healthClient(t, cfg.GRPC.Addr)
 	healthIs(t, hc, healthpb.HealthCheckResponse_SERVING)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: healthServices[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watch = %v %v, want SERVING", r.GetStatus(), err)
+	}
+	seen := make(chan healthpb.HealthCheckResponse_ServingStatus, 16)
+	go func() {
+		defer close(seen)
+		for {
+			r, err := watch.Recv()
+			if err != nil {
+				return
+			}
+			seen <- r.GetStatus()
+		}
+	}()
+
+	for range 300 {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Microsecond)
+		_, _ = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: healthServices[1]})
+		cancel()
+	}
+	proxy.Reset()
+	start := time.Now()
+	for range 100 {
+		healthIs(t, hc, healthpb.HealthCheckResponse_SERVING)
+	}
+	elapsed, pings := time.Since(start), proxy.Commands()
+
+	cancel()
+	for st := range seen {
+		t.Errorf("a watcher saw a change to %v while Redis and the policy were fine", st)
+	}
+	// One evaluation per checkFreshness from Checks, one from the ticker
+	// and one in progress when counting began.
+	if max := int(elapsed/checkFreshness) + int(elapsed/healthRefresh) + 3; pings > max {
+		t.Errorf("200 health Checks in %s sent Redis %d commands, want at most %d", elapsed, pings, max)
+	}
 }
