@@ -1,6 +1,8 @@
 package main
 
 import (
+	"maps"
+	"net"
 	"reflect"
 	"slices"
 	"strconv"
@@ -345,6 +347,11 @@ func (c *Config) Validate() error {
 		return sidecar.Invalid("identity.dev.enabled", "the dev issuer is trusted in dev mode only: "+
 			"use --dev (DEPUTY_DEV, dev) on a development machine, never beside production issuers")
 	}
+	if c.Dev {
+		if err := devLoopback(map[string]string{"grpc.addr": c.GRPC.Addr, "http.addr": c.HTTP.Addr, "metrics.addr": c.Metrics.Addr}); err != nil {
+			return err
+		}
+	}
 	if err := validateSections(reflect.ValueOf(c).Elem()); err != nil {
 		return err
 	}
@@ -388,6 +395,22 @@ func validateSections(v reflect.Value) error {
 			if err := val.Validate(); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// devLoopback refuses a dev-mode listener reachable from the network:
+// anyone reaching it could use the dev issuer's tokens, minted with a key
+// kept on disk. A Unix socket stays on the host.
+func devLoopback(addrs map[string]string) error {
+	for _, field := range slices.Sorted(maps.Keys(addrs)) {
+		addr := addrs[field]
+		if strings.HasPrefix(addr, "unix:") {
+			continue
+		}
+		if host, _, err := net.SplitHostPort(addr); err != nil || !loopbackHost(host) {
+			return sidecar.Invalid(field, "dev mode listens on loopback only (127.0.0.1, ::1, localhost or a unix: socket), not %q", addr)
 		}
 	}
 	return nil

@@ -328,12 +328,35 @@ func TestDevModeListensOnLoopback(t *testing.T) {
 			t.Errorf("dev mode %s listens on %q", name, addr)
 		}
 	}
-	cfg, err = loadWith(t, []string{"--dev", "--metrics-addr", ":19090"}, map[string]string{"DEPUTY_HTTP_ADDR": "0.0.0.0:18181"}, "")
+	cfg, err = loadWith(t, []string{"--dev", "--metrics-addr", "[::1]:19090", "--grpc-addr", "unix:/tmp/deputy.sock"}, nil,
+		"http:\n  addr: localhost:18181\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTP.Addr != "0.0.0.0:18181" || cfg.Metrics.Addr != ":19090" {
+	if cfg.HTTP.Addr != "localhost:18181" || cfg.Metrics.Addr != "[::1]:19090" {
 		t.Errorf("addresses given in dev mode were replaced: http %q metrics %q", cfg.HTTP.Addr, cfg.Metrics.Addr)
+	}
+	// The dev signing key mints any identity: a dev listener asked to
+	// face the network, from any source, does not start.
+	for _, tc := range []struct {
+		name, field string
+		args        []string
+		env         map[string]string
+		file        string
+	}{
+		{name: "grpc flag", field: "grpc.addr", args: []string{"--grpc-addr", "0.0.0.0:19191"}},
+		{name: "http env", field: "http.addr", env: map[string]string{"DEPUTY_HTTP_ADDR": "0.0.0.0:18181"}},
+		{name: "metrics every interface", field: "metrics.addr", args: []string{"--metrics-addr", ":19090"}},
+		{name: "http file", field: "http.addr", file: "http:\n  addr: 10.0.0.1:18181\n"},
+		{name: "grpc host name", field: "grpc.addr", args: []string{"--grpc-addr", "deputy.example.com:9191"}},
+		{name: "ipv6 any", field: "metrics.addr", args: []string{"--metrics-addr", "[::]:19090"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadWith(t, append([]string{"--dev"}, tc.args...), tc.env, tc.file)
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != tc.field {
+				t.Fatalf("error %v (field %q), want field %s", err, sidecar.ErrorField(err), tc.field)
+			}
+		})
 	}
 }
 

@@ -206,7 +206,7 @@ args:
   - --http-addr=127.0.0.1:{{ .Values.deputy.ports.http }}
   - --metrics-addr=:{{ .Values.deputy.ports.metrics }}
   {{- if .Values.deputy.dev }}
-  - --dev
+  {{- fail "deputy.dev: dev mode listens on loopback only and trusts a signing key anyone with the key file can mint any identity with: it has no place in a cluster (run it with make run on a workstation)" }}
   {{- end }}
   {{- with .Values.deputy.extraArgs }}
   {{- toYaml . | nindent 2 }}

@@ -681,9 +681,10 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		// A token the identity provider minted for another application
 		// (payroll, with its roles there) would sign in.
 		{"issuer without an audience", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com']}}", "identity.audiences"},
-		// Dev mode in a cluster keeps the gRPC check on every interface:
-		// it waives no audience there.
-		{"issuer without an audience in dev mode", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com']}, deputy: {dev: true}}", "identity.audiences"},
+		// Dev mode trusts a signing key on the pod's disk and listens on
+		// loopback only: the pod would be unreachable, or anyone holding
+		// the key would mint any identity.
+		{"dev mode", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com'], audiences: [shop]}, deputy: {dev: true}}", "deputy.dev"},
 		// issuer_urls carry no namespace: two of them would make each
 		// issuer's "cust1" one person.
 		{"two issuer URLs", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com', 'https://partner.example'], audiences: [shop]}}", "issuerURLs"},
