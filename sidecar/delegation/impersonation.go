@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
@@ -152,18 +153,35 @@ func checkID(field, v string) error {
 		return sidecar.Invalid(field, "required")
 	case len(v) > maxIDLen:
 		return sidecar.Invalid(field, "longer than %d bytes", maxIDLen)
-	case strings.ContainsAny(v, "\x00\r\n"):
+	case strings.ContainsFunc(v, sidecar.IsControl):
 		return sidecar.Invalid(field, "contains control characters")
 	}
 	return nil
 }
 
+// checkText admits free text that reaches the events stream the host's
+// mailer turns into customer email, and the session log: control
+// characters (CR, LF, ESC, ... but tab) are refused, so a value cannot
+// forge a mail header line or drive a terminal. HTML in it is the
+// mailer's to escape (README, Events).
 func checkText(field, v string, max int) error {
 	if len(v) > max {
 		return sidecar.Invalid(field, "longer than %d bytes", max)
 	}
-	if strings.ContainsRune(v, 0) {
-		return sidecar.Invalid(field, "contains a NUL byte")
+	if sidecar.HasControl(v) {
+		return sidecar.Invalid(field, "contains control characters")
+	}
+	return nil
+}
+
+// checkTicket admits an optional support-tool reference such as JIRA-123,
+// #4521 or a ticket URL: printable, without spaces or control characters.
+func checkTicket(v string) error {
+	if len(v) > maxIDLen {
+		return sidecar.Invalid("ticket", "longer than %d bytes", maxIDLen)
+	}
+	if strings.ContainsFunc(v, func(r rune) bool { return sidecar.IsControl(r) || unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
+		return sidecar.Invalid("ticket", "must be a reference like JIRA-123 or #4521: no spaces or control characters")
 	}
 	return nil
 }
@@ -179,6 +197,13 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 	}
 	if err := checkText("name", c.Name, maxIDLen); err != nil {
 		return err
+	}
+	for _, f := range [...]struct{ name, v string }{{"org", c.Org}, {"default_store_view", c.DefaultStoreView}} {
+		if f.v != "" {
+			if err := checkID(f.name, f.v); err != nil {
+				return err
+			}
+		}
 	}
 	for _, v := range c.StoreViews {
 		if err := checkID("store_views", v); err != nil {
@@ -428,7 +453,7 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 	if err := checkText("reason", req.Reason, maxReasonLen); err != nil {
 		return nil, err
 	}
-	if err := checkText("ticket", req.Ticket, maxIDLen); err != nil {
+	if err := checkTicket(req.Ticket); err != nil {
 		return nil, err
 	}
 	sw, err := i.enabledSwitches()
