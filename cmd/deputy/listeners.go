@@ -8,19 +8,23 @@ import (
 )
 
 // A connection becomes evictable at the cap only after it has been
-// silent (new) or idle this long.
+// silent (new) or idle this long. Both are short: at the cap each
+// newcomer must wait for a connection to become evictable, so with n
+// places a flood of m silent or idle connections delays a probe by about
+// (m-n)·grace/n. Closing oldest first is what protects a connection in
+// use; the graces only cover the moment after accepting and after a
+// response.
 const (
-	// newConnGrace is how long a new connection may hold its place
-	// before its request headers are in. A client sends its request as
-	// soon as it connects; one that sends nothing (or dribbles its
-	// headers) would otherwise hold a place for the whole
-	// ReadHeaderTimeout, and enough of them keep the probes out.
-	newConnGrace = 500 * time.Millisecond
+	// newConnGrace is how long a new connection holds its place before
+	// its request headers are in. A client sends its request as soon as
+	// it connects; one that sends nothing (or dribbles its headers)
+	// would otherwise hold a place for the whole ReadHeaderTimeout.
+	newConnGrace = 25 * time.Millisecond
 	// minIdle protects a busy kept-alive client: a connection is idle
 	// until the server has parsed its next request, so one idle for a
 	// moment may already carry a request in its socket, which closing it
 	// would lose.
-	minIdle = 500 * time.Millisecond
+	minIdle = 50 * time.Millisecond
 )
 
 // capListener bounds the connections an HTTP listener holds open. At the
