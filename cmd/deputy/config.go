@@ -3,6 +3,7 @@ package main
 import (
 	"maps"
 	"net"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -64,6 +65,10 @@ const (
 	DefaultMetricsIdleTimeout = 2 * time.Minute
 )
 
+// DefaultGRPCSocketMode keeps a unix: socket its owner's: whoever connects
+// gets decisions and actor tokens.
+const DefaultGRPCSocketMode = "0600"
+
 // Config is the whole configuration. Every leaf is settable from the YAML
 // file (its yaml path), the environment (DEPUTY_ + path in upper snake
 // case) and a flag (path in kebab case), in rising precedence; lists of
@@ -102,12 +107,19 @@ type Config struct {
 // GRPCConfig is the ext_authz gRPC listener.
 type GRPCConfig struct {
 	Addr            string `yaml:"addr" usage:"gRPC ext_authz address: host:port or unix:/path"`
+	SocketMode      string `yaml:"socket_mode" usage:"permission bits of a unix: socket, octal: 0600 keeps it the owner's; 0660 shares it with the group (a proxy in the pod sharing it through an emptyDir, with a common fsGroup)"`
 	MaxRecvMsgBytes int    `yaml:"max_recv_msg_bytes" usage:"largest CheckRequest accepted, in bytes"`
 	StreamWorkers   *int   `yaml:"stream_workers" usage:"goroutines kept to serve checks (their grown stacks are reused); 0 starts one per check"`
 	Reflection      bool   `yaml:"reflection" usage:"serve gRPC server reflection"`
 	TLSCert         string `yaml:"tls_cert" usage:"PEM certificate for gRPC TLS"`
 	TLSKey          string `yaml:"tls_key" usage:"PEM key for gRPC TLS"`
 	ClientCA        string `yaml:"client_ca" usage:"PEM CA bundle: require and verify client certificates (mTLS)"`
+}
+
+// socketMode is the validated grpc.socket_mode.
+func (c GRPCConfig) socketMode() os.FileMode {
+	m, _ := strconv.ParseUint(c.SocketMode, 8, 32)
+	return os.FileMode(m)
 }
 
 // HTTPConfig is the HTTP listener: HTTP ext_authz, management API, JWKS.
@@ -158,6 +170,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.GRPC.Addr == "" {
 		c.GRPC.Addr = DefaultGRPCAddr
+	}
+	if c.GRPC.SocketMode == "" {
+		c.GRPC.SocketMode = DefaultGRPCSocketMode
 	}
 	if c.GRPC.MaxRecvMsgBytes == 0 {
 		c.GRPC.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
@@ -273,6 +288,9 @@ func (c *Config) Validate() error {
 	}
 	if err := validAddr("grpc.addr", c.GRPC.Addr, true); err != nil {
 		return err
+	}
+	if m, err := strconv.ParseUint(c.GRPC.SocketMode, 8, 32); err != nil || m > 0o777 || m&0o600 != 0o600 {
+		return sidecar.Invalid("grpc.socket_mode", "must be octal permission bits giving the owner read and write, such as 0600 or 0660, not %q", c.GRPC.SocketMode)
 	}
 	if c.GCPercent < -1 || c.GCPercent == 0 {
 		return sidecar.Invalid("gc_percent", "must be positive, or -1 to turn the GC off")

@@ -318,6 +318,36 @@ func TestConfigIdentityIssuers(t *testing.T) {
 
 // Dev mode's keys and tokens are for the developer's machine: every
 // listener is loopback unless an address is given.
+func TestGRPCSocketMode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		file string
+		want os.FileMode
+	}{
+		{name: "default", want: 0o600},
+		{name: "octal string", file: "grpc:\n  socket_mode: \"0660\"\n", want: 0o660},
+		{name: "yaml int", file: "grpc:\n  socket_mode: 0660\n", want: 0o660},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadWith(t, nil, nil, tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.GRPC.socketMode(); got != tc.want {
+				t.Fatalf("socket mode %v, want %v", got, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"abc", "0999", "01777", "-1", "0"} {
+		t.Run(bad, func(t *testing.T) {
+			_, err := loadWith(t, []string{"--grpc-socket-mode", bad}, nil, "")
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "grpc.socket_mode" {
+				t.Fatalf("error %v (field %q), want field grpc.socket_mode", err, sidecar.ErrorField(err))
+			}
+		})
+	}
+}
+
 func TestDevModeListensOnLoopback(t *testing.T) {
 	cfg, err := loadWith(t, []string{"--dev"}, nil, "")
 	if err != nil {

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -182,18 +184,47 @@ func readyz(r *readinessChecks) http.HandlerFunc {
 	}
 }
 
-func listen(addr string) (net.Listener, error) {
-	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		_ = os.Remove(path)
-		return net.Listen("unix", path)
+// listen opens addr: host:port, or unix:/path for a socket with the given
+// mode. The socket is bound in a private directory, given its mode there
+// and then renamed into place, so that no one connects while the umask's
+// mode holds. Only a stale socket at the path is replaced: any other file
+// there is an error, never deleted.
+func listen(addr string, mode os.FileMode) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
 	}
-	return net.Listen("tcp", addr)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("%s exists and is not a socket: not replacing it", path)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".deputy")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	l, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	// Closing would unlink the private path, gone by then.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err = os.Chmod(tmp, mode); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 // Start opens the listeners and serves; a listener that cannot open fails
 // Start naming its setting.
 func (s *servers) Start(context.Context) error {
-	gl, err := listen(s.cfg.GRPC.Addr)
+	gl, err := listen(s.cfg.GRPC.Addr, s.cfg.GRPC.socketMode())
 	if err != nil {
 		return fmt.Errorf("grpc.addr: %w", err)
 	}

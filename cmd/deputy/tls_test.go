@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,5 +129,44 @@ func TestGRPCUnixSocket(t *testing.T) {
 	defer conn.Close()
 	if err := checkVia(conn); err != nil {
 		t.Fatalf("check over unix socket: %v", err)
+	}
+	// Decisions and actor tokens go to whoever connects: by default the
+	// socket is the owner's alone, whatever the umask.
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
+}
+
+// The socket's mode is set before anyone can connect, whatever the
+// umask; what sits at its path is replaced only if it is a stale socket.
+func TestGRPCUnixSocketFile(t *testing.T) {
+	old := syscall.Umask(0)
+	t.Cleanup(func() { syscall.Umask(old) })
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "deputy.sock")
+	for _, mode := range []os.FileMode{0o600, 0o660} {
+		l, err := listen("unix:"+sock, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(sock)
+		l.Close()
+		if err != nil || fi.Mode().Perm() != mode || fi.Mode().Type() != os.ModeSocket {
+			t.Fatalf("socket mode %v (%v), want %v", fi.Mode(), err, mode)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("directory holds %d entries, want the socket alone", len(entries))
+	}
+	file := filepath.Join(dir, "deputy.yaml")
+	if err := os.WriteFile(file, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := listen("unix:"+file, 0o600); err == nil {
+		l.Close()
+		t.Fatal("listened over a regular file")
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
+		t.Fatalf("the file at the socket path was changed: %q, %v", b, err)
 	}
 }
