@@ -347,3 +347,28 @@ func tailThroughRestart(t *testing.T, srv *redistest.Server, beforeStop func(*re
 	l.Log(impersonationDecision("after-restart", nil))
 	until("after-restart", false)
 }
+
+// FormatLine writes what a token or request put in a record escaped: no
+// byte of it can drive the operator's terminal (ESC, OSC, BEL, C1 CSI,
+// DEL), end the line, or pass for another field; plain values stay bare.
+func TestFormatLineEscapesHostileValues(t *testing.T) {
+	r := decisionlog.Record{
+		Result: "deny", HTTPStatus: 403, Method: "GET\x1b[2J", Host: "shop.example.com", Path: "/a\r\nALLOW 200",
+		Actor: "staff-1", Subject: "al\x1b[31mice\x1b]0;title\a", Mode: "impersonation", Level: "\u009b2J",
+		SessionID: "s 1", Reason: "x\x7f\u202egnp.exe", TraceID: "t\xff", DecisionID: "d-1",
+	}
+	line := decisionlog.FormatLine(&r)
+	for _, want := range []string{
+		`DENY 403 "GET\x1b[2J" "shop.example.com/a\r\nALLOW 200"`,
+		`actor=staff-1 subject="al\x1b[31mice\x1b]0;title\a"`,
+		`mode=impersonation level="\u009b2J" session="s 1" reason="x\x7f\u202egnp.exe"`,
+		`trace="t\xff" id=d-1`,
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("line %q lacks %q", line, want)
+		}
+	}
+	if i := strings.IndexFunc(line, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x202e }); i >= 0 {
+		t.Errorf("line %q holds control rune %q at %d", line, line[i:i+1], i)
+	}
+}

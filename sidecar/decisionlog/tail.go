@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -172,34 +174,31 @@ func newestID(ctx context.Context, client redis.UniversalClient, stream string) 
 // FormatLine renders a record as one line for a terminal:
 //
 //	time result status method host+path actor→subject mode/level session reason latency trace
+//
+// Every value passes through term: record fields come from requests and
+// tokens (a subject claim can hold ESC or CR), and raw they could drive
+// the operator's terminal or forge another line or field.
 func FormatLine(r *Record) string {
 	var b strings.Builder
 	b.WriteString(r.Time.Format("2006-01-02T15:04:05.000Z07:00"))
 	b.WriteByte(' ')
-	b.WriteString(strings.ToUpper(r.Result))
+	b.WriteString(term(strings.ToUpper(r.Result)))
 	if r.HTTPStatus != 0 {
 		b.WriteByte(' ')
 		b.WriteString(strconv.Itoa(r.HTTPStatus))
 	}
-	fmt.Fprintf(&b, " %s %s%s", orDash(r.Method), r.Host, r.Path)
+	fmt.Fprintf(&b, " %s %s", term(orDash(r.Method)), term(r.Host+r.Path))
 	if r.Actor != "" || r.Subject != "" {
 		if r.Mode != "" {
-			fmt.Fprintf(&b, " actor=%s subject=%s", orDash(r.Actor), orDash(r.Subject))
+			fmt.Fprintf(&b, " actor=%s subject=%s", term(orDash(r.Actor)), term(orDash(r.Subject)))
 		} else {
-			fmt.Fprintf(&b, " user=%s", orDash(r.Actor))
+			fmt.Fprintf(&b, " user=%s", term(orDash(r.Actor)))
 		}
 	}
-	if r.Mode != "" {
-		fmt.Fprintf(&b, " mode=%s", r.Mode)
-	}
-	if r.Level != "" {
-		fmt.Fprintf(&b, " level=%s", r.Level)
-	}
-	if r.SessionID != "" {
-		fmt.Fprintf(&b, " session=%s", r.SessionID)
-	}
-	if r.Reason != "" {
-		fmt.Fprintf(&b, " reason=%s", r.Reason)
+	for _, f := range [...]struct{ key, v string }{{"mode", r.Mode}, {"level", r.Level}, {"session", r.SessionID}, {"reason", r.Reason}} {
+		if f.v != "" {
+			fmt.Fprintf(&b, " %s=%s", f.key, term(f.v))
+		}
 	}
 	if r.Error != "" {
 		fmt.Fprintf(&b, " error=%q", r.Error)
@@ -209,10 +208,23 @@ func FormatLine(r *Record) string {
 	}
 	fmt.Fprintf(&b, " %.3fms", r.LatencyMS)
 	if r.TraceID != "" {
-		fmt.Fprintf(&b, " trace=%s", r.TraceID)
+		fmt.Fprintf(&b, " trace=%s", term(r.TraceID))
 	}
-	fmt.Fprintf(&b, " id=%s", r.DecisionID)
+	fmt.Fprintf(&b, " id=%s", term(r.DecisionID))
 	return b.String()
+}
+
+// term returns s as it is when it is plain printable text without spaces,
+// quotes or backslashes, and Go-quoted otherwise ("al\x1b[31mice"): a
+// control, non-printing (bidi override) or invalid UTF-8 rune is written
+// as an escape, and a quoted value cannot pass for two fields.
+func term(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool {
+		return r == ' ' || r == '"' || r == '\\' || r == utf8.RuneError || !unicode.IsPrint(r)
+	}) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func orDash(s string) string {
