@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -99,12 +98,15 @@ instead of waiting for new decisions.`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "deputy: redis unreachable, retrying: %v\n", err)
 		}
 		out := cmd.OutOrStdout()
-		enc := json.NewEncoder(out)
 		n := 0
 		errDone := errors.New("limit reached")
 		err = decisionlog.Tail(ctx, client, opt, func(_ string, r *decisionlog.Record) error {
 			if asJSON {
-				if err := enc.Encode(r); err != nil {
+				line, err := decisionlog.JSONLine(r)
+				if err != nil {
+					return err
+				}
+				if _, err := out.Write(line); err != nil {
 					return err
 				}
 			} else if _, err := fmt.Fprintln(out, decisionlog.FormatLine(r)); err != nil {

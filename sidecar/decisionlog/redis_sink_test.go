@@ -1,6 +1,7 @@
 package decisionlog_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -370,5 +371,24 @@ func TestFormatLineEscapesHostileValues(t *testing.T) {
 	}
 	if i := strings.IndexFunc(line, func(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x202e }); i >= 0 {
 		t.Errorf("line %q holds control rune %q at %d", line, line[i:i+1], i)
+	}
+}
+
+// JSONLine, what --json prints, carries no raw control character either:
+// encoding/json alone leaves DEL and C1 (U+009B is CSI) raw. The line is
+// still JSON that reads back to the same record.
+func TestJSONLineEscapesC1(t *testing.T) {
+	r := decisionlog.Record{Result: "deny", Subject: "al\u009b2J\x7f\x1b]0;t\a", Path: "/é<x>", DecisionID: "d-1"}
+	line, err := decisionlog.JSONLine(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, ok := bytes.CutSuffix(line, []byte("\n"))
+	if !ok || bytes.ContainsFunc(body, func(c rune) bool { return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) }) {
+		t.Fatalf("line %q holds a raw control character", line)
+	}
+	var back decisionlog.Record
+	if err := json.Unmarshal(body, &back); err != nil || back.Subject != r.Subject || back.Path != r.Path {
+		t.Fatalf("read back %+v, %v from %s", back, err, line)
 	}
 }

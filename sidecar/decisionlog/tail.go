@@ -214,6 +214,28 @@ func FormatLine(r *Record) string {
 	return b.String()
 }
 
+// JSONLine is r as one line of JSON for a terminal. encoding/json escapes
+// C0 controls but writes DEL and the C1 controls (U+0080-U+009F) raw, and
+// a terminal may read U+009B as CSI; they are written as \u escapes, which
+// is still the same JSON since they can only stand inside a string.
+func JSONLine(r *Record) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(b)+1)
+	for len(b) > 0 {
+		c, n := utf8.DecodeRune(b)
+		if c == 0x7f || (c >= 0x80 && c <= 0x9f) {
+			out = fmt.Appendf(out, `\u%04x`, c)
+		} else {
+			out = append(out, b[:n]...)
+		}
+		b = b[n:]
+	}
+	return append(out, '\n'), nil
+}
+
 // term returns s as it is when it is plain printable text without spaces,
 // quotes or backslashes, and Go-quoted otherwise ("al\x1b[31mice"): a
 // control, non-printing (bidi override) or invalid UTF-8 rune is written
