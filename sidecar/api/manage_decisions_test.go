@@ -5,36 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/deputyhq/deputy/sidecar/api"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/logtest"
 )
 
-// lockedBuffer is a bytes.Buffer the decision log's writer and the test
-// share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines are the records written so far, one a line.
-func (l *lockedBuffer) lines() [][]byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Split(bytes.TrimSpace(bytes.Clone(l.b.Bytes())), []byte("\n"))
+// recordLines are the records out holds, one a line.
+func recordLines(out *logtest.Lines) [][]byte {
+	return bytes.Split(bytes.TrimSpace([]byte(out.String())), []byte("\n"))
 }
 
 // startDecisionLog is a running decision logger writing records to out.
-func startDecisionLog(t *testing.T, out *lockedBuffer, opts ...decisionlog.Option) *decisionlog.Logger {
+func startDecisionLog(t *testing.T, out *logtest.Lines, opts ...decisionlog.Option) *decisionlog.Logger {
 	t.Helper()
 	cfg := decisionlog.Defaults()
 	cfg.Sink = decisionlog.SinkStdout
@@ -55,7 +40,7 @@ func startDecisionLog(t *testing.T, out *lockedBuffer, opts ...decisionlog.Optio
 func TestManageDecisionsAreLogged(t *testing.T) {
 	p := newPartnerAPI(t, partnerBackends(t)[0])
 	seedDomains(t, p)
-	var out lockedBuffer
+	var out logtest.Lines
 	logger := startDecisionLog(t, &out)
 	verifier, err := identity.New(identity.Config{Dev: identity.DevConfig{Enabled: true}}, identity.WithDevIssuer(p.dev), identity.WithClock(p.clock))
 	if err != nil {
@@ -87,7 +72,7 @@ func TestManageDecisionsAreLogged(t *testing.T) {
 		}
 	}
 	var got []rec
-	for _, line := range out.lines() {
+	for _, line := range recordLines(&out) {
 		var r rec
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatalf("record %s: %v", line, err)

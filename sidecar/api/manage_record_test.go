@@ -13,6 +13,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/api"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/logtest"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -37,7 +38,7 @@ mask contains "/input/target/ticket" if input.input.action == "impersonation.sta
 	}
 	activate(t, e, dir, "rev-42")
 
-	var out lockedBuffer
+	var out logtest.Lines
 	logger := startDecisionLog(t, &out, decisionlog.WithMaskPolicy(e.engine))
 	e.handler = api.New(api.WithVerifier(e.idv), api.WithEngine(e.engine), api.WithClock(e.clock.Now),
 		api.WithRoutes(api.NewImpersonation(e.svc)), api.WithDecisionLogger(logger))
@@ -79,7 +80,7 @@ mask contains "/input/target/ticket" if input.input.action == "impersonation.sta
 		raw string
 	}
 	found := map[string]rec{}
-	for _, line := range out.lines() {
+	for _, line := range recordLines(&out) {
 		var r rec
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatalf("record %s: %v", line, err)

@@ -157,7 +157,11 @@ func TestResellerAPI(t *testing.T) {
 			msgHas: []string{"line 1: unexpected data after the JSON value", "line 2: unexpected data", "line 3: unexpected data"}, do: func(p *partnerAPI, sam string) pres {
 				return p.call("POST", "reseller/imports?format=jsonl", sam,
 					`{"customer":"c8","domain":"shop-a.example"}]`+"\n"+`{"customer":"c9","domain":"shop-a.example"}}`+"\n"+`{"customer":"c10","domain":"shop-a.example"} {}`+"\n", "application/octet-stream")
-			}, after: func(t *testing.T, p *partnerAPI) { noAssignment("c8")(t, p); noAssignment("c9")(t, p); noAssignment("c10")(t, p) }},
+			}, after: func(t *testing.T, p *partnerAPI) {
+				noAssignment("c8")(t, p)
+				noAssignment("c9")(t, p)
+				noAssignment("c10")(t, p)
+			}},
 		{name: "import too large", status: 413, code: "too_large", field: "body", do: func(p *partnerAPI, sam string) pres {
 			return p.call("POST", "reseller/imports", sam, strings.Repeat("c1,shop-a.example\n", 200), "text/csv")
 		}},
