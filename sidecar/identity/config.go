@@ -101,7 +101,7 @@ type ClaimsConfig struct {
 // `deputy dev token` mints tokens with.
 type DevConfig struct {
 	Enabled   bool   `yaml:"enabled" usage:"trust tokens from 'deputy dev token' (dev mode only; --dev turns it on)"`
-	KeyFile   string `yaml:"key_file" usage:"dev issuer signing key, generated when missing"`
+	KeyFile   string `yaml:"key_file" usage:"dev issuer signing key, generated when missing; refused unless Deputy's user owns it (no group or other access, no symlink) and its directory (writable by that user alone)"`
 	Namespace string `yaml:"namespace" usage:"the dev issuer's sub, org and domain read as <namespace>:<value>; required beside an issuer without one"`
 	// Roles and Privileges are as IssuerConfig's, for a dev issuer with
 	// a namespace.

@@ -45,11 +45,13 @@ type DevClaims struct {
 }
 
 // LoadDevIssuer reads the dev signing key from path, creating a fresh ES256
-// key (file mode 0600, directory 0700) when the file does not exist.
+// key (file mode 0600, directory 0700) when the file does not exist. A key
+// file or directory that another user owns or could write is refused.
 func LoadDevIssuer(path string) (*DevIssuer, error) {
-	data, err := os.ReadFile(path)
+	uid := os.Geteuid()
+	data, err := readDevKey(path, uid)
 	if errors.Is(err, fs.ErrNotExist) {
-		data, err = createDevKey(path)
+		data, err = createDevKey(path, uid)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dev signing key %s: %w", path, err)
@@ -97,9 +99,43 @@ func newDevKey() (jose.JSONWebKey, error) {
 	return k, nil
 }
 
+// readDevKey reads the key file as ssh reads a private key: the key mints
+// any identity, so a file someone else owns, could read, or could have
+// written or swapped (a symlink, a directory open to others) is refused,
+// naming the path. A missing file or directory is fs.ErrNotExist.
+func readDevKey(path string, uid int) ([]byte, error) {
+	dir := filepath.Dir(path)
+	if err := ownedPrivately(dir, uid, 0o022); err != nil {
+		return nil, err
+	}
+	if err := ownedPrivately(path, uid, 0o077); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
+}
+
+// ownedPrivately checks that path is no symlink, is owned by uid and has
+// none of the forbidden permission bits.
+func ownedPrivately(path string, uid int, forbidden fs.FileMode) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("%s is a symlink: not trusted, give the real path", path)
+	}
+	if owner, ok := fileOwner(fi); ok && owner != uid {
+		return fmt.Errorf("%s is owned by uid %d, not %d: not trusted", path, owner, uid)
+	}
+	if perm := fi.Mode().Perm(); perm&forbidden != 0 {
+		return fmt.Errorf("%s has mode %04o, open to the group or others: not trusted (chmod go-rwx)", path, perm)
+	}
+	return nil
+}
+
 // createDevKey writes a new key atomically: two processes starting at once
 // end up sharing whichever key was linked first.
-func createDevKey(path string) ([]byte, error) {
+func createDevKey(path string, uid int) ([]byte, error) {
 	k, err := newDevKey()
 	if err != nil {
 		return nil, err
@@ -131,7 +167,7 @@ func createDevKey(path string) ([]byte, error) {
 	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, err
 	}
-	return os.ReadFile(path)
+	return readDevKey(path, uid)
 }
 
 // PublicKey is the key the verifier trusts in dev mode.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +137,96 @@ func TestLoadDevIssuerRefusesBadFile(t *testing.T) {
 				t.Fatal("loaded a bad dev key file")
 			}
 		})
+	}
+}
+
+// The dev key mints any identity: as ssh does with a private key, a key
+// file or directory someone else could have written or swapped is refused,
+// naming the path, and no key is created in such a directory.
+func TestLoadDevIssuerRefusesUnsafeKeyFile(t *testing.T) {
+	good := func(t *testing.T) string {
+		path := filepath.Join(t.TempDir(), "dev", "signing-key.json")
+		if _, err := identity.LoadDevIssuer(path); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T) (key, named string)
+	}{
+		{"file readable by the group", func(t *testing.T) (string, string) {
+			p := good(t)
+			chmod(t, p, 0o640)
+			return p, p
+		}},
+		{"file readable by others", func(t *testing.T) (string, string) {
+			p := good(t)
+			chmod(t, p, 0o604)
+			return p, p
+		}},
+		{"directory writable by the group", func(t *testing.T) (string, string) {
+			p := good(t)
+			chmod(t, filepath.Dir(p), 0o770)
+			return p, filepath.Dir(p)
+		}},
+		{"new key in a world-writable directory", func(t *testing.T) (string, string) {
+			dir := t.TempDir()
+			chmod(t, dir, 0o777)
+			return filepath.Join(dir, "signing-key.json"), dir
+		}},
+		{"file is a symlink", func(t *testing.T) (string, string) {
+			p := good(t)
+			link := filepath.Join(filepath.Dir(p), "link.json")
+			if err := os.Symlink(p, link); err != nil {
+				t.Fatal(err)
+			}
+			return link, link
+		}},
+		{"directory is a symlink", func(t *testing.T) (string, string) {
+			p := good(t)
+			link := filepath.Join(t.TempDir(), "dev")
+			if err := os.Symlink(filepath.Dir(p), link); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(link, "signing-key.json"), link
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key, named := tc.setup(t)
+			_, statErr := os.Lstat(key)
+			_, err := identity.LoadDevIssuer(key)
+			if err == nil || !strings.Contains(err.Error(), named+" ") {
+				t.Fatalf("err = %v, want a refusal naming %s", err, named)
+			}
+			if _, after := os.Lstat(key); (statErr == nil) != (after == nil) {
+				t.Fatalf("key file created or removed: before %v, after %v", statErr, after)
+			}
+		})
+	}
+	t.Run("directory of another user", func(t *testing.T) {
+		p := good(t)
+		if _, err := identity.ReadDevKey(p, os.Geteuid()+1); err == nil || !strings.Contains(err.Error(), filepath.Dir(p)+" ") {
+			t.Fatalf("err = %v, want a refusal naming %s", err, filepath.Dir(p))
+		}
+	})
+	// Only root can give a file away; make test runs as root in CI.
+	if os.Geteuid() == 0 {
+		t.Run("file of another user", func(t *testing.T) {
+			p := good(t)
+			if err := os.Lchown(p, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := identity.LoadDevIssuer(p); err == nil || !strings.Contains(err.Error(), p+" ") {
+				t.Fatalf("err = %v, want a refusal naming %s", err, p)
+			}
+		})
+	}
+}
+
+func chmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,0 +1,4 @@
+package identity
+
+// ReadDevKey lets tests read a key file as another user would.
+var ReadDevKey = readDevKey
