@@ -47,7 +47,7 @@ type Config struct {
 	Addrs      []string `yaml:"addrs" usage:"Redis addresses: one node; Sentinel addresses with master_name; seed nodes with cluster (empty: embedded store)"`
 	MasterName string   `yaml:"master_name" usage:"Sentinel master name"`
 	Cluster    bool     `yaml:"cluster" usage:"addrs are Redis Cluster seed nodes"`
-	Username   string   `yaml:"username" usage:"Redis ACL user name"`
+	Username   string   `yaml:"username" usage:"Redis ACL user name; needs redis.password"`
 	Password   string   `yaml:"password" usage:"Redis password (prefer the environment variable)"`
 	DB         int      `yaml:"db" usage:"Redis database number (single node and Sentinel only)"`
 
@@ -138,6 +138,10 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("redis.retention", "must not be negative")
 	case strings.ContainsAny(c.KeyPrefix, "{}"):
 		return sidecar.Invalid("redis.key_prefix", "must not contain hash tag braces")
+	case c.Username != "" && c.Password == "":
+		// go-redis sends no AUTH without a password: the client would
+		// connect as the default user.
+		return sidecar.Invalid("redis.password", "redis.username needs a password")
 	case !c.TLS && (c.TLSCAFile != "" || c.TLSServerName != "" || c.TLSInsecureSkipVerify):
 		return sidecar.Invalid("redis.tls", "TLS options are set but redis.tls is false")
 	}

@@ -32,6 +32,10 @@ func TestConfigValidate(t *testing.T) {
 		{"negative_maxlen", redis.Config{Addrs: []string{"a:1"}, EventsMaxLen: -1}, "redis.events_maxlen"},
 		{"prefix_with_braces", redis.Config{Addrs: []string{"a:1"}, KeyPrefix: "x{y}"}, "redis.key_prefix"},
 		{"tls_options_without_tls", redis.Config{Addrs: []string{"a:1"}, TLSServerName: "redis"}, "redis.tls"},
+		// go-redis sends no AUTH without a password: the connection would
+		// run as the default user, not the ACL user configured.
+		{"username_without_password", redis.Config{Addrs: []string{"a:1"}, Username: "deputy"}, "redis.password"},
+		{"username_and_password", redis.Config{Addrs: []string{"a:1"}, Username: "deputy", Password: "s3cret"}, ""},
 		{"missing_ca_file", redis.Config{Addrs: []string{"a:1"}, TLS: true, TLSCAFile: "testdata/none.pem"}, "redis.tls_ca_file"},
 	}
 	for _, tc := range cases {

@@ -672,6 +672,7 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"several redis addresses, neither cluster nor sentinel", "{app: {image: {repository: x}}, redis: {enabled: true, addrs: ['a:6379', 'b:6379']}}", "redis.cluster"},
 		{"sentinel and cluster", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, masterName: m, addrs: ['a:6379']}}", "redis.masterName"},
 		{"cluster with a db", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, db: 2, addrs: ['a:6379']}}", "redis.db"},
+		{"redis user without a password", "{app: {image: {repository: x}}, redis: {enabled: true, addrs: ['r:6379'], username: deputy}}", "redis.username"},
 		{"existing secret without key names", "{app: {image: {repository: x}}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
 		{"no key and generation off", "{app: {image: {repository: x}}, signingKeys: {generate: false}}", "deputy keys generate"},
 		{"sidecar-only network policy without its pod", "{mode: sidecar-only}", "networkPolicy.podSelector"},
