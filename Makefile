@@ -9,7 +9,9 @@ APT_PACKAGES := redis-server redis-tools nginx libnginx-mod-http-headers-more-fi
 
 # Build info: `deputy version`, the deputy_build_info metric, image labels.
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo v0.1.0-dev)
-COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# A tree with uncommitted changes is not the commit it names: -dirty, as
+# `go build`'s own vcs stamp says (describe --dirty needs a tag).
+COMMIT ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) || c=unknown; [ -z "$$(git status --porcelain 2>/dev/null)" ] || c=$$c-dirty; echo $$c)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 LDFLAGS := -X github.com/deputyhq/deputy/sidecar/buildinfo.version=$(VERSION) -X github.com/deputyhq/deputy/sidecar/buildinfo.commit=$(COMMIT)
 

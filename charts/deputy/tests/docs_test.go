@@ -2,7 +2,9 @@ package tests
 
 import (
 	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -133,6 +135,15 @@ func TestDeployDocRenders(t *testing.T) {
 					t.Fatalf("line %d: %v", b.line, err)
 				}
 				decode(t, out)
+				// An unknown flag stops `deputy serve` at start.
+				args, _ := lookup(vals, "deputy.extraArgs")
+				list, _ := args.([]any)
+				for _, a := range list {
+					flag, _, _ := strings.Cut(fmt.Sprint(a), "=")
+					if !strings.Contains(serveHelp(t), "  "+flag+" ") {
+						t.Errorf("line %d: deputy.extraArgs %s: deputy serve has no such flag", b.line, flag)
+					}
+				}
 			})
 		}
 	}
@@ -152,4 +163,14 @@ func chartValues(chart, vals map[string]any) bool {
 		}
 	}
 	return true
+}
+
+// serveHelp is `deputy serve --help`, which lists every flag.
+func serveHelp(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(deputyBinary(t), "serve", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("deputy serve --help: %v\n%s", err, out)
+	}
+	return string(out)
 }
