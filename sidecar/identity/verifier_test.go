@@ -258,6 +258,13 @@ func TestVerify(t *testing.T) {
 		// A parser that keeps the first of two subs reads mallory where
 		// Go's keeps the last: no one may read this token otherwise.
 		{name: "a claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"sub":"mallory",`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
+		// Subjects, orgs and domains become state keys, headers, log lines
+		// and event fields: one holding a line break or a terminal escape
+		// is refused, not relayed.
+		{name: "control character in sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", "al\x1b[31mice"))), reason: identity.ReasonMalformed},
+		{name: "line break in org", req: bearer(sign(t, ek, ek.kid, with(good, "org", "acme\r\nBcc: x"))), reason: identity.ReasonMalformed},
+		{name: "C1 control in domain", req: bearer(sign(t, ek, ek.kid, with(good, "domain", "shop\u009b.example"))), reason: identity.ReasonMalformed},
+		{name: "control character in email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "a@b.example\n"))), reason: identity.ReasonMalformed},
 		{name: "a nested claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"realm":{"roles":["x"],"roles":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
