@@ -554,18 +554,25 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		// caller did nothing to audit or announce.
 		return nil, p.evictGrants(ctx, customer)
 	}
-	if err != nil {
+	// Unpublished: the grant is revoked but replicas were not told. It is
+	// recorded as done, and the 503 makes the caller retry, which
+	// publishes again.
+	unpublished := err
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
 	g = revoked
 	p.audit(ctx, caller.Subject, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
-	return g, p.event(ctx, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
+	if err := p.event(ctx, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
 		"grant_id":    g.ID,
 		"partner_org": g.PartnerOrg,
 		"user":        g.User,
 		"level":       string(g.Level),
 		"revoked_by":  caller.Org,
-	})
+	}); err != nil {
+		return g, err
+	}
+	return g, unpublished
 }
 
 // evictGrants tells every replica to drop what it cached of customer's

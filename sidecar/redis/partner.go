@@ -339,8 +339,12 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.
 		if err != nil {
 			s.log.Warn("unindex grant", "customer", customer, "grant", id, "err", err)
 		}
-		s.publish(ctx, sidecar.GrantKey(customer))
-		return decode[sidecar.Grant](raw)
+		perr := s.publishNarrowed(ctx, sidecar.GrantKey(customer))
+		g, err := decode[sidecar.Grant](raw)
+		if err != nil {
+			return nil, err
+		}
+		return g, perr
 	}
 	return nil, notFound("grant")
 }
