@@ -254,7 +254,7 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	}
 	del, err := i.store.DeleteCustomer(ctx, id, by.Subject)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		return i.evictAgain(ctx, sidecar.CustomerKey(id), sidecar.ConsentKey(id))
+		return evictAgain(ctx, i.store, sidecar.CustomerKey(id), sidecar.ConsentKey(id))
 	}
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return err
@@ -361,7 +361,7 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		// eviction was lost: evict again. The consent is part of every
 		// impersonated decision, so its key alone ends on every replica
 		// the sessions it no longer covers.
-		return cur, nil, i.evictAgain(ctx, sidecar.ConsentKey(ch.Customer))
+		return cur, nil, evictAgain(ctx, i.store, sidecar.ConsentKey(ch.Customer))
 	}
 	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
 	// The store ends the sessions the new consent no longer covers in the
@@ -665,7 +665,7 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 		if s.TokenHash == "" {
 			return s, nil // never redeemed: cached nowhere
 		}
-		return s, i.evictAgain(ctx, sidecar.SessionKey(s.TokenHash))
+		return s, evictAgain(ctx, i.store, sidecar.SessionKey(s.TokenHash))
 	}
 	reason := sidecar.EndEnded
 	if by.Subject != s.Actor {
@@ -681,9 +681,10 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 
 // evictAgain tells every replica to drop keys again, for a retried narrowing
 // write that found nothing left to change. A failure is the caller's to
-// retry: the change it asked for may not have reached the other replicas.
-func (i *Impersonation) evictAgain(ctx context.Context, keys ...string) error {
-	if err := i.store.Invalidate(ctx, keys...); err != nil {
+// retry (Unpublished, 503): the change it asked for may not have reached
+// the other replicas.
+func evictAgain(ctx context.Context, inv sidecar.Invalidator, keys ...string) error {
+	if err := inv.Invalidate(ctx, keys...); err != nil {
 		return sidecar.Unpublished(err)
 	}
 	return nil

@@ -523,7 +523,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		if err := party(caller, customer, orgOf(caller)); err != nil {
 			return nil, err
 		}
-		return nil, p.evictGrants(ctx, customer)
+		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
 	if err != nil {
 		return nil, err
@@ -552,7 +552,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		// Revoked or expired meanwhile: what was asked holds, and this
 		// caller did nothing to audit or announce.
-		return nil, p.evictGrants(ctx, customer)
+		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
 	// Unpublished: the grant is revoked but replicas were not told. It is
 	// recorded as done, and the 503 makes the caller retry, which
@@ -573,16 +573,6 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return g, err
 	}
 	return g, unpublished
-}
-
-// evictGrants tells every replica to drop what it cached of customer's
-// grants. A failure is the caller's to retry: the revocation it asked for
-// may not have reached the other replicas.
-func (p *Partners) evictGrants(ctx context.Context, customer string) error {
-	if err := p.store.Invalidate(ctx, sidecar.GrantKey(customer)); err != nil {
-		return sidecar.Errorf(sidecar.EUNAVAILABLE, "grant eviction not published: %v", err)
-	}
-	return nil
 }
 
 // revokeReissued revokes the grant a retried approval of g's request

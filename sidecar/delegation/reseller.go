@@ -233,10 +233,7 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 			// Nothing to delete, perhaps because this retries a delete
 			// whose write reached the store while its answer and eviction
 			// were lost: evict again, so no replica keeps it cached.
-			if err := r.store.Invalidate(ctx, sidecar.AssignmentKey(customer)); err != nil {
-				return sidecar.Errorf(sidecar.EUNAVAILABLE, "assignment eviction not published: %v", err)
-			}
-			return nil
+			return evictAgain(ctx, r.store, sidecar.AssignmentKey(customer))
 		}
 		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: prev.Domain})
 	})
