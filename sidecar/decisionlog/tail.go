@@ -226,7 +226,7 @@ func JSONLine(r *Record) ([]byte, error) {
 	out := make([]byte, 0, len(b)+1)
 	for len(b) > 0 {
 		c, n := utf8.DecodeRune(b)
-		if c == 0x7f || (c >= 0x80 && c <= 0x9f) {
+		if c >= 0x7f && sidecar.IsControl(c) { // DEL and C1: C0 is escaped already
 			out = fmt.Appendf(out, `\u%04x`, c)
 		} else {
 			out = append(out, b[:n]...)
