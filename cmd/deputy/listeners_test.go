@@ -155,7 +155,12 @@ func TestListenersCapConnections(t *testing.T) {
 		{"http", cfg.HTTP.Addr, "/.well-known/jwks.json"},
 	} {
 		t.Run(tc.name+"/longest idle makes room", func(t *testing.T) {
-			idle := []net.Conn{keptAlive(t, tc.addr, tc.path), keptAlive(t, tc.addr, tc.path)}
+			// The server marks a connection idle after the client has read
+			// its answer: the second is opened well after, so the first
+			// has been idle longest whatever the scheduling.
+			first := keptAlive(t, tc.addr, tc.path)
+			time.Sleep(300 * time.Millisecond)
+			idle := []net.Conn{first, keptAlive(t, tc.addr, tc.path)}
 			keptAlive(t, tc.addr, tc.path)
 			for i, c := range idle {
 				if err := c.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
