@@ -2,12 +2,19 @@ package sidecar
 
 import "strings"
 
-// IsControl reports whether r is a C0 or C1 control character or DEL: the
-// runes that end a mail header line (CR, LF), drive a terminal (ESC, CSI,
-// OSC, BEL) or cut a C string (NUL). Tab is one of them; callers that let
-// it through say so.
+// IsControl reports whether r is a C0 or C1 control character, DEL, or a
+// bidirectional embedding, override or isolate (U+202A-U+202E,
+// U+2066-U+2069): the runes that end a mail header line (CR, LF), drive a
+// terminal (ESC, CSI, OSC, BEL), cut a C string (NUL), or make text read
+// other than it is stored ("Trojan Source": "\u202egnp.exe" shows as
+// "exe.png", and a reason can show a ticket or a name it does not hold).
+// The bidi marks LRM, RLM and ALM are not among them: they only settle
+// the direction of the characters next to them, and right-to-left text
+// written by hand may hold them. Tab is a control character; callers that
+// let it through say so.
 func IsControl(r rune) bool {
-	return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f)
+	return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) ||
+		(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
 
 // HasControl reports whether s holds a control character other than tab.

@@ -20,6 +20,13 @@ func TestControlText(t *testing.T) {
 		{"backslash", `a\x1b`, `a\x1b`, false},
 		{"invalid utf-8", "a\xffb", "a\xffb", false},
 		{"replacement char", "a\uFFFDb", "a\uFFFDb", false},
+		// Trojan Source: embeddings, overrides and isolates reorder what a
+		// reader sees ("\u202egnp.exe" shows as "exe.png").
+		{"bidi override", "inv\u202egnp.exe", "invgnp.exe", true},
+		{"bidi embeddings", "\u202aa\u202bb\u202cc\u202dd", "abcd", true},
+		{"bidi isolates", "\u2066a\u2067b\u2068c\u2069", "abc", true},
+		{"bidi marks and arabic", "\u200e\u200fمرحبا", "\u200e\u200fمرحبا", false},
+		{"next to the ranges", "\u2029\u202f\u2065\u206a", "\u2029\u202f\u2065\u206a", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := sidecar.HasControl(tc.in); got != tc.has {

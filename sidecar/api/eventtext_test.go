@@ -31,6 +31,11 @@ func TestEventTextHasNoControlCharacters(t *testing.T) {
 			{"reason ESC", "reason", map[string]any{"customer_id": "c42", "reason": "help\x1b[2J"}},
 			{"reason C1 CSI", "reason", map[string]any{"customer_id": "c42", "reason": "help\u009b2J"}},
 			{"reason DEL", "reason", map[string]any{"customer_id": "c42", "reason": "help\x7f"}},
+			// Trojan Source: "\u202e" makes the rest of the line read
+			// right to left in the mail and the session log.
+			{"reason bidi override", "reason", map[string]any{"customer_id": "c42", "reason": "refund approved \u202edesrever ton"}},
+			{"reason bidi isolate", "reason", map[string]any{"customer_id": "c42", "reason": "help \u2067x\u2069"}},
+			{"ticket bidi embedding", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1\u202b"}},
 			{"ticket CRLF", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1\r\nX-Injected: 1"}},
 			{"ticket space", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1 X"}},
 			{"ticket tab", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1\tX"}},
@@ -49,6 +54,8 @@ func TestEventTextHasNoControlCharacters(t *testing.T) {
 		}{
 			{"name CRLF", "name", map[string]any{"name": "Cy\r\nBcc: all@evil.example"}},
 			{"name ESC", "name", map[string]any{"name": "Cy\x1b]0;t\a"}},
+			{"name bidi override", "name", map[string]any{"name": "Cy \u202enimdA"}},
+			{"org bidi isolate", "org", map[string]any{"name": "Cy", "org": "o\u20661"}},
 			{"org LF", "org", map[string]any{"name": "Cy", "org": "o\n1"}},
 			{"default_store_view CR", "default_store_view", map[string]any{"name": "Cy", "default_store_view": "d\r"}},
 		} {
@@ -67,7 +74,7 @@ func TestEventTextHasNoControlCharacters(t *testing.T) {
 		// Ticket references as support tools write them, and a tab in a
 		// reason, pass; a hostile name claim is stripped, not refused.
 		tok, err := e.dev.Mint(identity.DevClaims{Subject: "sam", Roles: []string{"support_agent"}, TTL: time.Hour,
-			Name: "Sam\r\nBcc: all@evil.example\r\n<img src=x onerror=alert(1)>\x1b[2J\u009b"})
+			Name: "Sam\r\nBcc: all@evil.example\r\n<img src=x onerror=alert(1)>\x1b[2J\u009b\u202e\u2066"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -375,16 +375,18 @@ func TestFormatLineEscapesHostileValues(t *testing.T) {
 }
 
 // JSONLine, what --json prints, carries no raw control character either:
-// encoding/json alone leaves DEL and C1 (U+009B is CSI) raw. The line is
-// still JSON that reads back to the same record.
+// encoding/json alone leaves DEL, C1 (U+009B is CSI) and bidi overrides
+// raw. The line is still JSON that reads back to the same record.
 func TestJSONLineEscapesC1(t *testing.T) {
-	r := decisionlog.Record{Result: "deny", Subject: "al\u009b2J\x7f\x1b]0;t\a", Path: "/é<x>", DecisionID: "d-1"}
+	r := decisionlog.Record{Result: "deny", Subject: "al\u009b2J\x7f\x1b]0;t\a", Path: "/é<x>\u202egnp.exe\u2066", DecisionID: "d-1"}
 	line, err := decisionlog.JSONLine(&r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, ok := bytes.CutSuffix(line, []byte("\n"))
-	if !ok || bytes.ContainsFunc(body, func(c rune) bool { return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) }) {
+	if !ok || bytes.ContainsFunc(body, func(c rune) bool {
+		return c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069)
+	}) {
 		t.Fatalf("line %q holds a raw control character", line)
 	}
 	var back decisionlog.Record

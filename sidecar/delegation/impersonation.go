@@ -161,8 +161,9 @@ func checkID(field, v string) error {
 
 // checkText admits free text that reaches the events stream the host's
 // mailer turns into customer email, and the session log: control
-// characters (CR, LF, ESC, ... but tab) are refused, so a value cannot
-// forge a mail header line or drive a terminal. HTML in it is the
+// characters (CR, LF, ESC, bidi overrides, ... but tab) are refused, so a
+// value cannot forge a mail header line, drive a terminal or show other
+// text than it holds. HTML in it is the
 // mailer's to escape (README, Events).
 func checkText(field, v string, max int) error {
 	if len(v) > max {

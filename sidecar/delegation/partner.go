@@ -196,6 +196,12 @@ func (p *Partners) checkRequest(ctx context.Context, caller *sidecar.Identity, i
 	if a, err := mail.ParseAddress(in.ContactEmail); err != nil || a.Address != in.ContactEmail {
 		return nil, sidecar.Invalid("contact_email", "not a plain email address")
 	}
+	// net/mail admits any non-ASCII rune in an address (RFC 6532), C1
+	// controls and bidi overrides too; the address reaches events the
+	// mailer sends and lists both sides read.
+	if strings.ContainsFunc(in.ContactEmail, sidecar.IsControl) {
+		return nil, sidecar.Invalid("contact_email", "contains control characters")
+	}
 	lim, err := p.rules.Partner()
 	if err != nil {
 		return nil, err
@@ -1027,7 +1033,8 @@ func levelNames() string {
 }
 
 // ValidRef accepts the identifiers Deputy stores and puts in keys: 1–256
-// printable characters without spaces or braces. A colon is allowed, as
+// printable characters without spaces, braces or control characters (bidi
+// overrides among them, see sidecar.IsControl). A colon is allowed, as
 // namespaced identities (<namespace>:<sub>) need it: every Redis key puts
 // such a value either inside a hash tag ({cust:C}:grants), which the first
 // '}' ends since braces are refused, or after a fixed family prefix of
@@ -1042,7 +1049,7 @@ func ValidRef(field, s string) error {
 		return sidecar.Invalid(field, "at most 256 bytes")
 	}
 	for _, r := range s {
-		if r <= ' ' || r == 0x7f || r == '{' || r == '}' {
+		if r == ' ' || sidecar.IsControl(r) || r == '{' || r == '}' {
 			return sidecar.Invalid(field, "must not contain spaces, control characters or braces")
 		}
 	}

@@ -26,6 +26,10 @@ func TestValidRef(t *testing.T) {
 		{name: "space", ref: "partner: acme"},
 		{name: "field separator", ref: "acme\x00pat"},
 		{name: "delete", ref: "acme\x7f"},
+		{name: "c1 control", ref: "acme\u009b"},
+		{name: "bidi override", ref: "acme\u202e"},
+		{name: "bidi isolate", ref: "\u2067acme"},
+		{name: "non-ascii letters", ref: "société", ok: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := delegation.ValidRef("customer", tc.ref); (err == nil) != tc.ok {

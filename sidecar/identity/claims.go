@@ -47,8 +47,8 @@ func (cp claimPaths) identity(claims map[string]any) (*sidecar.Identity, error) 
 	// The name is display text that goes into session events (the mail
 	// telling a customer who acts as them), the session log and upstream
 	// headers. Deputy cannot refuse a signed token over it, so control
-	// characters, which would forge mail header lines or drive a
-	// terminal, are dropped here, before any of those read it.
+	// characters, which would forge mail header lines, drive a terminal
+	// or reorder what a reader sees (bidi overrides), are dropped here, before any of those read it.
 	id.Name = sidecar.StripControl(id.Name)
 	return id, nil
 }

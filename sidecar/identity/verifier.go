@@ -508,8 +508,8 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 		return refused(ReasonMissingSub, nil)
 	}
 	// These become state keys, headers, log lines and event fields: one
-	// holding a control character (a line break, a terminal escape) is
-	// refused rather than relayed. The name is stripped instead (claims.go).
+	// holding a control character (a line break, a terminal escape, a bidi
+	// override) is refused rather than relayed. The name is stripped instead (claims.go).
 	for _, f := range [...]struct{ claim, value string }{{"sub", id.Subject}, {"org", id.Org}, {"domain", id.Domain}, {"email", id.Email}} {
 		if strings.ContainsFunc(f.value, sidecar.IsControl) {
 			return refused(ReasonMalformed, fmt.Errorf("%s holds a control character", f.claim))

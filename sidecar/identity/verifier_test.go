@@ -265,6 +265,8 @@ func TestVerify(t *testing.T) {
 		{name: "line break in org", req: bearer(sign(t, ek, ek.kid, with(good, "org", "acme\r\nBcc: x"))), reason: identity.ReasonMalformed},
 		{name: "C1 control in domain", req: bearer(sign(t, ek, ek.kid, with(good, "domain", "shop\u009b.example"))), reason: identity.ReasonMalformed},
 		{name: "control character in email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "a@b.example\n"))), reason: identity.ReasonMalformed},
+		{name: "bidi override in sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", "nimda\u202e"))), reason: identity.ReasonMalformed},
+		{name: "bidi isolate in email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "a@\u2067b.example"))), reason: identity.ReasonMalformed},
 		{name: "a nested claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"realm":{"roles":["x"],"roles":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
