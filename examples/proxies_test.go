@@ -229,42 +229,15 @@ func TestForwardedHostIsTheProxys(t *testing.T) {
 // original method and URI with; X-Forwarded-Host, -Proto and -For are the
 // proxy's own.
 func TestUpstreamGetsTheProxysForwardedHeaders(t *testing.T) {
-	client := map[string]string{ // a client's values, by name read with "-"
-		"forwarded": "for=203.0.113.9;host=other.example;proto=https", "front-end-https": "on",
-		"x-forwarded-for": "203.0.113.9", "x-forwarded-port": "8443", "x-forwarded-prefix": "/admin",
-		"x-forwarded-proto": "https", "x-forwarded-protocol": "ssl", "x-forwarded-scheme": "https",
-		"x-forwarded-ssl": "on", "x-url-scheme": "https", "x-real-ip": "203.0.113.9",
-		"x-original-method": "DELETE", "x-forwarded-method": "DELETE",
-		"x-original-uri": "/other", "x-forwarded-uri": "/other",
-	}
-	clientOnly := map[string]bool{}
-	for _, name := range envoycheck.ClientForwarding() {
-		clientOnly[strings.ReplaceAll(name, "_", "-")] = true
-	}
-	// nginx ignores names with "_" unless underscores_in_headers is on;
-	// its config clears them for that case.
-	underscores := proxy{name: "nginx", start: func(t *testing.T, d *deputy, app *upstream) string {
-		return startNginxWith(t, d, app, " underscores_in_headers on;")
-	}}
-	for i, px := range append(slices.Clone(proxies), underscores) {
-		label := px.name
-		if i == len(proxies) {
-			label = "nginx underscores_in_headers on"
-		}
-		t.Run(label, func(t *testing.T) {
-			d := startDeputy(t, px.name)
+	clientOnly := clientOnlyForwarding()
+	for _, px := range withUnderscores() {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t, px.checkProxy())
 			app := startUpstream(t)
 			base := px.start(t, d, app)
 			session, _, _ := impersonate(t, d, base)
-			h := http.Header{"Cookie": {"deputy_session=" + session.Value}}
-			for _, name := range append(envoycheck.ClientForwarding(), envoycheck.ProxySet()...) {
-				v, ok := client[strings.ReplaceAll(name, "_", "-")]
-				if !ok {
-					v = "other.example"
-				}
-				h[name] = []string{v}
-				h[strings.ToUpper(name)] = []string{v}
-			}
+			h := clientForwarding()
+			h["Cookie"] = []string{"deputy_session=" + session.Value}
 			resp, body := call(t, "GET", base+"/customer/account", h, nil)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -298,6 +271,94 @@ func TestUpstreamGetsTheProxysForwardedHeaders(t *testing.T) {
 		})
 	}
 }
+
+// Deputy's own API builds redeem links and session cookies for the
+// storefront host, and logs and limits callers by address: behind the
+// proxy it reads the forwarding headers as the application does. So the
+// route to it clears a client's copies as the application's route does,
+// and what Deputy gets of X-Forwarded-For, -Proto and -Host is the
+// proxy's own or nothing.
+func TestDeputyAPIGetsTheProxysForwardedHeaders(t *testing.T) {
+	clientOnly := clientOnlyForwarding()
+	for _, px := range withUnderscores() {
+		t.Run(px.name, func(t *testing.T) {
+			d := startDeputy(t, px.checkProxy())
+			rec := startRecorder(t, d)
+			via := *d
+			via.http = rec.addr()
+			base := px.start(t, &via, startUpstream(t))
+			h := clientForwarding()
+			for _, name := range forgedOwned {
+				h[name] = []string{"forged"}
+			}
+			h["Authorization"] = []string{"Bearer " + d.token(t, "--sub", "ada", "--roles", "admin")}
+			for _, path := range []string{"/deputy/v1/customers/c42", "/.well-known/jwks.json"} {
+				call(t, "GET", base+path, h, nil)
+				got, ok := rec.get(path)
+				if !ok {
+					t.Fatalf("Deputy received no request for %s", path)
+				}
+				for k, vs := range got {
+					n := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
+					proxys := !strings.Contains(k, "_") && (slices.Contains(envoycheck.ProxySet(), n) || n == "x-forwarded-host")
+					switch {
+					case proxys:
+						if len(vs) != 1 || vs[0] == h.Get(k) {
+							t.Errorf("%s: Deputy got %s: %q, want the proxy's one value", path, k, vs)
+						}
+					case clientOnly[n] || owned(k):
+						t.Errorf("%s: Deputy got the client's %s: %q", path, k, vs)
+					}
+				}
+			}
+		})
+	}
+}
+
+// clientForwarding is every forwarding header of ClientForwarding and
+// ProxySet, in its spellings and upper-cased, with a client's values.
+func clientForwarding() http.Header {
+	client := map[string]string{ // a client's values, by name read with "-"
+		"forwarded": "for=203.0.113.9;host=other.example;proto=https", "front-end-https": "on",
+		"x-forwarded-for": "203.0.113.9", "x-forwarded-port": "8443", "x-forwarded-prefix": "/admin",
+		"x-forwarded-proto": "https", "x-forwarded-protocol": "ssl", "x-forwarded-scheme": "https",
+		"x-forwarded-ssl": "on", "x-url-scheme": "https", "x-real-ip": "203.0.113.9",
+		"x-original-method": "DELETE", "x-forwarded-method": "DELETE",
+		"x-original-uri": "/other", "x-forwarded-uri": "/other",
+	}
+	h := http.Header{}
+	for _, name := range append(envoycheck.ClientForwarding(), envoycheck.ProxySet()...) {
+		v, ok := client[strings.ReplaceAll(name, "_", "-")]
+		if !ok {
+			v = "other.example"
+		}
+		h[name] = []string{v}
+		h[strings.ToUpper(name)] = []string{v}
+	}
+	return h
+}
+
+// clientOnlyForwarding are the names of ClientForwarding read with "-".
+func clientOnlyForwarding() map[string]bool {
+	names := map[string]bool{}
+	for _, name := range envoycheck.ClientForwarding() {
+		names[strings.ReplaceAll(name, "_", "-")] = true
+	}
+	return names
+}
+
+// withUnderscores are the proxies, and nginx once more with
+// underscores_in_headers on: nginx ignores names with "_" unless it is on,
+// and its config clears them for that case.
+func withUnderscores() []proxy {
+	underscores := proxy{name: "nginx underscores_in_headers on", start: func(t *testing.T, d *deputy, app *upstream) string {
+		return startNginxWith(t, d, app, " underscores_in_headers on;")
+	}}
+	return append(slices.Clone(proxies), underscores)
+}
+
+// checkProxy is the --http-check-proxy Deputy runs with behind px.
+func (px proxy) checkProxy() string { return strings.Fields(px.name)[0] }
 
 // Deputy's HTTP port answers checks with the delegated identity and the
 // signed actor token in response headers, meant for the proxy. Only the
