@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -19,43 +20,97 @@ var healthServices = []string{"", "envoy.service.auth.v3.Authorization"}
 // watchers; a policy activation re-evaluates it at once.
 const healthRefresh = 5 * time.Second
 
-// checkFreshness is how old an evaluation a Check may answer from; an
-// older one is redone first. It bounds the readiness work (a Redis PING
-// each) that clients of the gRPC port can cause to one per checkFreshness.
+// checkFreshness is how old an evaluation /readyz and a gRPC health
+// Check may answer from; an older one is redone first. It bounds the
+// readiness work (a Redis PING each) that clients of the metrics and gRPC
+// ports can cause to about one per checkFreshness, however many ask.
 const checkFreshness = time.Second
 
-// readyTimeout bounds one evaluation of the readiness conditions.
-const readyTimeout = 2 * time.Second
+// readyTimeout bounds one evaluation of the readiness conditions: a store
+// that stops answering reads as failing within it. It is below the 1 s a
+// Kubernetes probe waits by default, so the probe reads 503 and the
+// failing condition rather than its own timeout.
+const readyTimeout = 800 * time.Millisecond
 
 // readinessChecks are the conditions /readyz and gRPC health both answer
 // from. Why one fails is logged when it changes, not served.
+//
+// An evaluation is shared by every caller: concurrent ones wait for the
+// same, and later ones reuse it while it is young enough. So it runs on
+// no caller's context: a probe that gives up (or a client's deadline)
+// must never fail a condition that others then see.
 type readinessChecks struct {
 	conds []readiness
 	log   *slog.Logger
 
-	mu   sync.Mutex
-	last map[string]string // each failing condition's last error
+	flight singleflight.Group
+
+	mu     sync.Mutex
+	last   map[string]string // each failing condition's last error
+	latest *readinessResult  // the evaluation begun last of those done
+}
+
+// readinessResult is one evaluation: ok when every condition holds, and
+// each one's state by name ("ok" or "failing").
+type readinessResult struct {
+	ok     bool
+	states map[string]string
+	begun  time.Time
 }
 
 func newReadinessChecks(conds []readiness, log *slog.Logger) *readinessChecks {
 	return &readinessChecks{conds: conds, log: log, last: map[string]string{}}
 }
 
-// check evaluates every condition: ok when all hold, and each one's
-// state by name ("ok" or "failing").
-func (r *readinessChecks) check(ctx context.Context) (ok bool, states map[string]string) {
+// check answers from an evaluation begun less than maxAge ago, joining
+// the one in progress or beginning one when there is none; with maxAge 0
+// the evaluation begins after the call (after a policy activation, one
+// begun before would not see it). A caller whose ctx ends first stops
+// waiting and reads not ready; the evaluation goes on, within
+// readyTimeout, for the others.
+func (r *readinessChecks) check(ctx context.Context, maxAge time.Duration) (ok bool, states map[string]string) {
+	if maxAge > 0 {
+		r.mu.Lock()
+		l := r.latest
+		r.mu.Unlock()
+		if l != nil && time.Since(l.begun) < maxAge {
+			return l.ok, l.states
+		}
+	} else {
+		r.flight.Forget("")
+	}
+	done := r.flight.DoChan("", func() (any, error) {
+		return r.evaluate(context.WithoutCancel(ctx)), nil
+	})
+	select {
+	case res := <-done:
+		l := res.Val.(*readinessResult)
+		return l.ok, l.states
+	case <-ctx.Done():
+		return false, nil
+	}
+}
+
+// evaluate checks every condition, within readyTimeout, and keeps the
+// result unless one begun later is kept already.
+func (r *readinessChecks) evaluate(ctx context.Context) *readinessResult {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	ok, states = true, make(map[string]string, len(r.conds))
+	res := &readinessResult{ok: true, states: make(map[string]string, len(r.conds)), begun: time.Now()}
 	for _, c := range r.conds {
 		err := c.check(ctx)
 		r.report(c.name, err)
-		states[c.name] = "ok"
+		res.states[c.name] = "ok"
 		if err != nil {
-			states[c.name], ok = "failing", false
+			res.states[c.name], res.ok = "failing", false
 		}
 	}
-	return ok, states
+	r.mu.Lock()
+	if r.latest == nil || r.latest.begun.Before(res.begun) {
+		r.latest = res
+	}
+	r.mu.Unlock()
+	return res
 }
 
 // report logs a condition's change: failing (or failing otherwise), or
@@ -91,8 +146,7 @@ type readyHealth struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex // one evaluation at a time
-	evaluated time.Time
+	mu sync.Mutex // results published in the order they are read
 }
 
 func newReadyHealth(ready *readinessChecks) *readyHealth {
@@ -121,16 +175,12 @@ func (h *readyHealth) readinessChanged() {
 	}
 }
 
-// refreshOlder re-evaluates readiness unless the last evaluation is
-// younger than age (0: always).
+// refreshOlder publishes readiness from an evaluation younger than age
+// (0: one begun now).
 func (h *readyHealth) refreshOlder(age time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if age > 0 && time.Since(h.evaluated) < age {
-		return
-	}
-	ok, _ := h.ready.check(h.ctx)
-	h.evaluated = time.Now()
+	ok, _ := h.ready.check(h.ctx, age)
 	if h.ctx.Err() == nil { // stopping: Shutdown decides
 		h.set(ok)
 	}

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,12 +60,116 @@ func healthAnswers(hc healthpb.HealthClient, want healthpb.HealthCheckResponse_S
 
 func readyzStatus(t *testing.T, metricsAddr string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + metricsAddr + "/readyz")
+	code, err := getReadyz(metricsAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return code
+}
+
+// readyzClient gives up on a /readyz that hangs, well after readyTimeout:
+// a hang is a failure, not a slow answer.
+var readyzClient = &http.Client{Timeout: 10 * time.Second}
+
+func getReadyz(metricsAddr string) (int, error) {
+	resp, err := readyzClient.Get("http://" + metricsAddr + "/readyz")
+	if err != nil {
+		return 0, err
+	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, nil
+}
+
+// redisPings is how many PINGs the server has run (INFO commandstats).
+func redisPings(t *testing.T, rs *redistest.Server) int {
+	t.Helper()
+	info, err := rs.Client().Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_ping:calls="); ok {
+			n, err := strconv.Atoi(rest[:strings.IndexByte(rest+",", ',')])
+			if err != nil {
+				t.Fatalf("commandstats %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	return 0 // no PING yet
+}
+
+// /readyz is open to every scraper and probe: a flood of requests shares
+// evaluations, costing Redis about one PING per checkFreshness rather
+// than one a request, and every request still gets its answer.
+func TestReadyzFloodCostsRedisFewPings(t *testing.T) {
+	rs := redistest.Start(t)
+	cfg := startServer(t, func(c *Config) { c.Redis.Addrs = []string{rs.Addr} })
+	if got := readyzStatus(t, cfg.Metrics.Addr); got != http.StatusOK {
+		t.Fatalf("/readyz = %d, want 200", got)
+	}
+	before, start := redisPings(t, rs), time.Now()
+	var wg sync.WaitGroup
+	var answered, failed atomic.Int32
+	for range 20 {
+		wg.Go(func() {
+			for range 20 {
+				code, err := getReadyz(cfg.Metrics.Addr)
+				if err != nil || code != http.StatusOK {
+					failed.Add(1)
+					continue
+				}
+				answered.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed, pings := time.Since(start), redisPings(t, rs)-before
+	if answered.Load() != 400 || failed.Load() != 0 {
+		t.Errorf("%d of 400 /readyz answered 200, %d did not", answered.Load(), failed.Load())
+	}
+	// One evaluation per checkFreshness from requests, one from gRPC
+	// health's ticker, one in progress when counting began.
+	if max := int(elapsed/checkFreshness) + int(elapsed/healthRefresh) + 3; pings > max {
+		t.Errorf("400 /readyz requests in %s sent Redis %d PINGs, want at most %d", elapsed, pings, max)
+	}
+}
+
+// A Redis that stops answering (SIGSTOP: connections stay open, nothing
+// replies) makes /readyz answer 503 within readyTimeout, to concurrent
+// requests too, rather than hang with it; readiness returns with Redis.
+func TestReadyzWithAFrozenRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	cfg := startServer(t, func(c *Config) { c.Redis.Addrs = []string{rs.Addr} })
+	hc := healthClient(t, cfg.GRPC.Addr)
+	if got := readyzStatus(t, cfg.Metrics.Addr); got != http.StatusOK {
+		t.Fatalf("/readyz = %d, want 200", got)
+	}
+	rs.Freeze()
+	eventually(t, "/readyz 503 with Redis frozen", func() bool { return readyzStatus(t, cfg.Metrics.Addr) == http.StatusServiceUnavailable })
+	codes := make(chan int, 10)
+	var wg sync.WaitGroup
+	for range cap(codes) {
+		wg.Go(func() {
+			code, err := getReadyz(cfg.Metrics.Addr)
+			if err != nil {
+				t.Errorf("/readyz with Redis frozen: %v", err)
+			}
+			codes <- code
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != http.StatusServiceUnavailable {
+			t.Errorf("/readyz with Redis frozen = %d, want 503", code)
+		}
+	}
+	healthBecomes(t, hc, healthpb.HealthCheckResponse_NOT_SERVING)
+
+	rs.Thaw()
+	eventually(t, "readiness back with Redis", func() bool { return readyzStatus(t, cfg.Metrics.Addr) == http.StatusOK })
+	healthBecomes(t, hc, healthpb.HealthCheckResponse_SERVING)
 }
 
 // A pod whose policy has not loaded must not be marked ready by the
@@ -129,9 +236,8 @@ func TestGRPCHealthFollowsRedisReadiness(t *testing.T) {
 	healthIs(t, hc, healthpb.HealthCheckResponse_SERVING)
 
 	rs.Stop()
-	if got := readyzStatus(t, cfg.Metrics.Addr); got != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz with Redis down = %d, want 503", got)
-	}
+	// Both answer from an evaluation at most checkFreshness old.
+	eventually(t, "/readyz 503 with Redis down", func() bool { return readyzStatus(t, cfg.Metrics.Addr) == http.StatusServiceUnavailable })
 	healthBecomes(t, hc, healthpb.HealthCheckResponse_NOT_SERVING)
 
 	rs.Restart()

@@ -170,10 +170,12 @@ const readHeaderTimeout = 10 * time.Second
 
 // readyz reports each readiness condition by name, "ok" or "failing";
 // 503 when any fails. The port is open to scrapers and probes: why a
-// condition fails (addresses, bundle server errors) goes to the log.
+// condition fails (addresses, bundle server errors) goes to the log, and
+// the answer comes from an evaluation at most checkFreshness old, so a
+// flood of requests costs Redis a PING a second.
 func readyz(r *readinessChecks) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
-		ok, checks := r.check(req.Context())
+		ok, checks := r.check(req.Context(), checkFreshness)
 		status, body := http.StatusOK, map[string]any{"status": "ready", "checks": checks}
 		if !ok {
 			status, body["status"] = http.StatusServiceUnavailable, "not ready"
