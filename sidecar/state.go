@@ -740,12 +740,15 @@ type Invalidator interface {
 const InvalidateAll = "*"
 
 // Invalidation keys, one per cached lookup on the check path.
+// AssignmentKey names the folded id (FoldID): the stores file variants of
+// one id as one assignment, so a change under one spelling evicts what a
+// lookup under another cached.
 func SessionKey(tokenHash string) string   { return "session:" + tokenHash }
 func ConsentKey(customer string) string    { return "consent:" + customer }
 func CustomerKey(customer string) string   { return "customer:" + customer }
 func GrantKey(customer string) string      { return "grant:" + customer }
 func ShareKey(customer string) string      { return "share:" + customer }
-func AssignmentKey(customer string) string { return "assign:" + customer }
+func AssignmentKey(customer string) string { return "assign:" + FoldID(customer) }
 
 // Store is all of Deputy's state, as both implementations provide it.
 type Store interface {

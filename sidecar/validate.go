@@ -95,14 +95,17 @@ func (a *Assignment) Validate() error {
 }
 
 // Validate reports whether c can be applied: a customer, and a new
-// assignment (if any) that is well formed and of that customer.
+// assignment (if any) that is well formed and of that customer, under
+// any spelling that folds alike (sidecar.FoldID): a change may respell
+// the id, as an import's undo does when it puts back the spelling a
+// customer had.
 func (c *AssignmentChange) Validate() error {
 	switch {
 	case c.Customer == "":
 		return Invalid("customer", "customer is required")
 	case c.To == nil:
 		return nil
-	case c.To.Customer != c.Customer:
+	case FoldID(c.To.Customer) != FoldID(c.Customer):
 		return Invalid("customer", "change of %s carries an assignment of %s", c.Customer, c.To.Customer)
 	}
 	return c.To.Validate()

@@ -240,8 +240,10 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 	if err != nil || prev == nil {
 		return err
 	}
-	r.audit(ctx, by, "reseller.assignment.delete", customer, map[string]string{"domain": prev.Domain})
-	return r.event(ctx, customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"})
+	// The customer as assigned, whatever variant of its id (FoldID) the
+	// caller named.
+	r.audit(ctx, by, "reseller.assignment.delete", prev.Customer, map[string]string{"domain": prev.Domain})
+	return r.event(ctx, prev.Customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"})
 }
 
 // List returns one page of the assignments of the domain by signed in
@@ -446,13 +448,16 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 	default:
 		return nil, sidecar.Invalid("format", "must be %q or %q", FormatCSV, FormatJSONLines)
 	}
+	// Ids that fold alike are one customer (sidecar.FoldID): two lines
+	// naming acme and ACME would assign it twice.
 	seen := make(map[string]int, len(rows))
 	for _, r := range rows {
-		if first, ok := seen[r.Customer]; ok {
+		key := sidecar.FoldID(r.Customer)
+		if first, ok := seen[key]; ok {
 			fail(r.Line, "customer %s already assigned on line %d", r.Customer, first)
 			continue
 		}
-		seen[r.Customer] = r.Line
+		seen[key] = r.Line
 	}
 	if len(errs) > 0 {
 		return nil, importError(errs)

@@ -36,6 +36,11 @@ func TestParseAssignments(t *testing.T) {
 		{name: "too many json rows", data: "{\"customer\":\"a\",\"domain\":\"d\"}\n{\"customer\":\"b\",\"domain\":\"d\"}\n", format: "jsonl", maxRows: 1, code: sidecar.ETOOLARGE},
 		{name: "two values on one line", data: "{\"customer\":\"a\",\"domain\":\"d\"} {}\n", format: "jsonl", code: sidecar.EINVALID, errHas: []string{"line 1: unexpected data after the JSON value"}},
 		{name: "unknown format", data: "a,d\n", format: "xml", code: sidecar.EINVALID},
+		// Ids that fold alike are one customer (sidecar.FoldID).
+		{name: "csv naming one customer in two spellings", data: "acme,shop-a\nglobex,shop-a\nＡＣＭＥ,shop-b\nacm\u00e9,shop-b\n", format: "csv", code: sidecar.EINVALID,
+			errHas: []string{"line 3: customer ＡＣＭＥ already assigned on line 1", "line 4: customer acm\u00e9 already assigned on line 1"}},
+		{name: "json lines naming one customer in two spellings", data: "{\"customer\":\"acme\",\"domain\":\"shop-a\"}\n{\"customer\":\"ACME\",\"domain\":\"shop-b\"}\n", format: "jsonl", code: sidecar.EINVALID,
+			errHas: []string{"line 2: customer ACME already assigned on line 1"}},
 		{name: "csv invalid UTF-8", data: "acme,shop-a\ngl\xf6bex,shop-a\n", format: "csv", code: sidecar.EINVALID,
 			errHas: []string{"line 2: customer: invalid UTF-8"}},
 		{name: "json lines invalid UTF-8", data: "{\"customer\":\"acme\",\"domain\":\"sh\xf6p\"}\n", format: "jsonl", code: sidecar.EINVALID,
@@ -100,10 +105,10 @@ func FuzzParseAssignments(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, r := range rows {
-			if r.Customer == "" || r.Domain == "" || seen[r.Customer] || r.Line < 1 {
+			if r.Customer == "" || r.Domain == "" || seen[sidecar.FoldID(r.Customer)] || r.Line < 1 {
 				t.Fatalf("bad row accepted: %+v", r)
 			}
-			seen[r.Customer] = true
+			seen[sidecar.FoldID(r.Customer)] = true
 		}
 	})
 }

@@ -978,10 +978,14 @@ func (s *Store) SubscriptionsByCustomer(_ context.Context, customer string) ([]s
 
 // ---- reseller assignments ----------------------------------------------------
 
+// Assignments are filed under sidecar.FoldID of the customer: variants of
+// one id are one customer, held by one domain. The record keeps the
+// spelling it was assigned under.
+
 func (s *Store) GetAssignment(_ context.Context, customer string) (*sidecar.Assignment, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	a, ok := s.assign[customer]
+	a, ok := s.assign[sidecar.FoldID(customer)]
 	if !ok {
 		return nil, notFound("assignment")
 	}
@@ -994,7 +998,7 @@ func (s *Store) GetAssignments(_ context.Context, customers []string) ([]*sideca
 	defer s.mu.RUnlock()
 	out := make([]*sidecar.Assignment, len(customers))
 	for i, c := range customers {
-		if a, ok := s.assign[c]; ok {
+		if a, ok := s.assign[sidecar.FoldID(c)]; ok {
 			cp := *a
 			out[i] = &cp
 		}
@@ -1017,7 +1021,7 @@ func (s *Store) PutAssignments(_ context.Context, as []sidecar.Assignment) (int,
 	s.mu.Lock()
 	for i := range as {
 		cp := as[i]
-		s.assign[cp.Customer] = &cp
+		s.assign[sidecar.FoldID(cp.Customer)] = &cp
 		keys[i] = sidecar.AssignmentKey(cp.Customer)
 	}
 	s.mu.Unlock()
@@ -1037,8 +1041,9 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 	keys := make([]string, 0, len(cs))
 	s.mu.Lock()
 	for i, c := range cs {
+		key := sidecar.FoldID(c.Customer)
 		current := ""
-		if a := s.assign[c.Customer]; a != nil {
+		if a := s.assign[key]; a != nil {
 			current = a.Domain
 		}
 		switch {
@@ -1046,10 +1051,10 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 			conflicts = append(conflicts, i)
 			continue
 		case c.To == nil:
-			delete(s.assign, c.Customer)
+			delete(s.assign, key)
 		default:
 			cp := *c.To
-			s.assign[c.Customer] = &cp
+			s.assign[key] = &cp
 		}
 		keys = append(keys, sidecar.AssignmentKey(c.Customer))
 	}
@@ -1060,8 +1065,9 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 
 func (s *Store) DeleteAssignment(_ context.Context, customer string) error {
 	s.mu.Lock()
-	_, ok := s.assign[customer]
-	delete(s.assign, customer)
+	key := sidecar.FoldID(customer)
+	_, ok := s.assign[key]
+	delete(s.assign, key)
 	s.mu.Unlock()
 	if !ok {
 		return notFound("assignment")

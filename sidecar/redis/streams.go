@@ -14,15 +14,21 @@ import (
 
 // Assignment keys:
 //
-//	{cust:C}:assign        the assignment (JSON)
-//	{dom:D}:customers      sorted set of D's customers (lexicographic)
+//	{cust:F}:assign        the assignment (JSON) of every customer id whose
+//	                       sidecar.FoldID is F; the record keeps the spelling
+//	                       it was assigned under
+//	{dom:D}:customers      sorted set of D's customers as spelled in their
+//	                       records (lexicographic)
+//
+// An id already in folded form (lower-case ASCII, the common case) has
+// the key it had before ids were folded.
 //
 // Streams: <prefix>:events and <prefix>:audit.
 
 // assignBatch bounds one bulk-load round trip.
 const assignBatch = 500
 
-func (s *Store) assignKey(c string) string { return s.cust(c, "assign") }
+func (s *Store) assignKey(c string) string { return s.cust(sidecar.FoldID(c), "assign") }
 func (s *Store) domainKey(d string) string { return s.tagged("dom", d, "customers") }
 func (s *Store) streamKey(n string) string { return s.prefix + ":" + n }
 
@@ -96,8 +102,8 @@ func (s *Store) PutAssignments(ctx context.Context, as []sidecar.Assignment) (in
 				if olds[i] == "" {
 					continue
 				}
-				if old, err := decode[sidecar.Assignment](olds[i]); err == nil && old.Domain != a.Domain {
-					p.ZRem(ctx, s.domainKey(old.Domain), a.Customer)
+				if old, err := decode[sidecar.Assignment](olds[i]); err == nil && (old.Domain != a.Domain || old.Customer != a.Customer) {
+					p.ZRem(ctx, s.domainKey(old.Domain), old.Customer)
 				}
 			}
 			return nil
@@ -118,19 +124,23 @@ func (s *Store) PutAssignments(ctx context.Context, as []sidecar.Assignment) (in
 // changeAssignmentScript replaces or removes an assignment only while the
 // customer is still in the domain the caller read.
 // KEYS: the assignment. ARGV: that domain (empty when unassigned), the new
-// assignment JSON (empty removes it). Returns 1 when applied, 0 when the
-// customer is elsewhere now.
+// assignment JSON (empty removes it). Returns 0 when the customer is
+// elsewhere now; when applied, {1, the spelling the replaced record had
+// (empty when unassigned)}.
 var changeAssignmentScript = goredis.NewScript(`
 local v = redis.call('GET', KEYS[1])
-local current = ''
-if v then current = cjson.decode(v)['domain'] end
+local current, spelled = '', ''
+if v then
+  local old = cjson.decode(v)
+  current, spelled = old['domain'] or '', old['customer'] or ''
+end
 if current ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('SET', KEYS[1], ARGV[2])
 end
-return 1
+return {1, spelled}
 `)
 
 // ChangeAssignments checks and writes each assignment in one script on its
@@ -177,13 +187,18 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 		var applied []string
 		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for i, c := range batch {
-				if n, _ := results[i].Int(); n != 1 {
+				reply, _ := results[i].Slice()
+				if len(reply) == 0 {
 					conflicts = append(conflicts, start+i)
 					continue
 				}
 				applied = append(applied, sidecar.AssignmentKey(c.Customer))
-				if c.From != "" && (c.To == nil || c.To.Domain != c.From) {
-					p.ZRem(ctx, s.domainKey(c.From), c.Customer)
+				spelled := c.Customer
+				if len(reply) > 1 {
+					spelled, _ = reply[1].(string)
+				}
+				if c.From != "" && (c.To == nil || c.To.Domain != c.From || c.To.Customer != spelled) {
+					p.ZRem(ctx, s.domainKey(c.From), spelled)
 				}
 			}
 			return nil
@@ -203,7 +218,7 @@ func (s *Store) DeleteAssignment(ctx context.Context, customer string) error {
 		return rerr(err, "assignment")
 	}
 	if old, err := decode[sidecar.Assignment](raw); err == nil {
-		s.c.ZRem(ctx, s.domainKey(old.Domain), customer)
+		s.c.ZRem(ctx, s.domainKey(old.Domain), old.Customer)
 	}
 	s.publish(ctx, sidecar.AssignmentKey(customer))
 	return nil
@@ -244,8 +259,8 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 					return nil, "", err
 				}
 			}
-			if a == nil || a.Domain != domain {
-				s.c.ZRem(ctx, index, members[i]) // moved or deleted meanwhile
+			if a == nil || a.Domain != domain || a.Customer != members[i] {
+				s.c.ZRem(ctx, index, members[i]) // moved, respelled or deleted meanwhile
 				continue
 			}
 			out = append(out, *a)

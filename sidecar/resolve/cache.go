@@ -361,9 +361,11 @@ func (cs *CachedState) SharesFor(ctx context.Context, customer, partnerOrg, user
 }
 
 // GetAssignment is the store's GetAssignment through the cache; an
-// unassigned customer is ENOTFOUND, as from the store.
+// unassigned customer is ENOTFOUND, as from the store. Entries are kept
+// under the folded id, as the store files them and as AssignmentKey
+// evicts them: every spelling of a customer reads, and drops, one entry.
 func (cs *CachedState) GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error) {
-	a, found, err := cs.assign.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.Assignment, bool, error) {
+	a, found, err := cs.assign.Load(ctx, sidecar.FoldID(customer), struct{}{}, func(ctx context.Context) (*sidecar.Assignment, bool, error) {
 		a, err := cs.src.GetAssignment(ctx, customer)
 		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 			return nil, false, nil

@@ -250,6 +250,7 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 	must(a.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "p1", User: "pat", Level: sidecar.LevelUpdate, ExpiresAt: clock.Now().Add(day)}))
 	must(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
 	must(a.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"}))
+	must(a.PutAssignment(ctx, &sidecar.Assignment{Customer: "initech", Reseller: "r1", Domain: "eu.r1"}))
 
 	cases := []struct {
 		name   string
@@ -268,6 +269,12 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 			as, err := cs.GetAssignment(ctx, "acme")
 			return err == nil && as.Domain == "eu.r1"
 		}, func() error { return a.DeleteAssignment(ctx, "acme") }},
+		// Cached under one spelling, removed under another: one entry,
+		// under the folded id, is evicted.
+		{"assignment_removed_under_a_variant", func(cs *resolve.CachedState) bool {
+			as, err := cs.GetAssignment(ctx, "INITECH")
+			return err == nil && as.Domain == "eu.r1"
+		}, func() error { return a.DeleteAssignment(ctx, "ｉｎｉｔｅｃｈ") }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

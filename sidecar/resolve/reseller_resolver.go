@@ -9,7 +9,13 @@ import (
 
 // resolveReseller hands over a customer only when it is assigned to the
 // exact domain the caller signed in through: another domain of the same
-// reseller is as foreign as another reseller's.
+// reseller is as foreign as another reseller's. And only under the
+// spelling it was assigned as: the store finds the assignment of every
+// id that folds alike (sidecar.FoldID), but the upstream routes on the
+// spelling the request carries, and one that tells case apart may hold
+// ACME as another customer than acme; so a variant is refused, as an
+// unassigned customer is, and what reaches the upstream names the
+// customer exactly as assigned.
 func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
 	rules, err := r.rules.Reseller()
 	if err != nil {
@@ -25,7 +31,7 @@ func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string,
 		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain, nil)
 	case err != nil:
 		return nil, err
-	case a.Domain != id.Domain:
+	case a.Domain != id.Domain, a.Customer != customer:
 		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonCustomerNotInDomain, nil)
 	}
 	return &sidecar.Delegation{
@@ -34,7 +40,7 @@ func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string,
 		Actor:     id.Subject,
 		ActorName: id.Name,
 		ActorOrg:  id.Org,
-		Subject:   customer,
+		Subject:   a.Customer,
 		Domain:    id.Domain,
 	}, nil
 }

@@ -129,6 +129,71 @@ func testAssignmentChanges(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 	})
 
+	// Ids that fold alike (sidecar.FoldID) are one customer: an upstream
+	// that compares as MySQL's default collations do acts on acme for
+	// every one of them. So no two domains can hold variants of one id;
+	// the record keeps, and the listing shows, the spelling last assigned.
+	t.Run("variants_are_one_customer", func(t *testing.T) {
+		e := newEnv(t)
+		listed := func(t *testing.T, d string) []string {
+			t.Helper()
+			as, _, err := e.s.AssignmentsByDomain(e.ctx, d, sidecar.Page{Limit: sidecar.MaxPageLimit})
+			must(t, err)
+			var names []string
+			for _, a := range as {
+				names = append(names, a.Customer)
+			}
+			return names
+		}
+		if !change(t, e, sidecar.AssignmentChange{Customer: "acme", To: assign("acme", "eu.r1")}) {
+			t.Fatal("claim of unassigned acme not applied")
+		}
+		for _, v := range []string{"ACME", "ａｃｍｅ", "acm\u00e9", "acme\u0301"} {
+			if change(t, e, sidecar.AssignmentChange{Customer: v, To: assign(v, "us.r1")}) {
+				t.Fatalf("%q claimed as unassigned while acme is in eu.r1", v)
+			}
+			a, err := e.s.GetAssignment(e.ctx, v)
+			if err != nil || a.Customer != "acme" || a.Domain != "eu.r1" {
+				t.Fatalf("GetAssignment(%q) = %+v, %v; want acme in eu.r1", v, a, err)
+			}
+		}
+		got, err := e.s.GetAssignments(e.ctx, []string{"ACME", "globex", "ａｃｍｅ"})
+		must(t, err)
+		if len(got) != 3 || got[0] == nil || got[0].Customer != "acme" || got[1] != nil || got[2] == nil || got[2].Domain != "eu.r1" {
+			t.Fatalf("GetAssignments = %+v, want acme, nil, acme", got)
+		}
+		if l := listed(t, "us.r1"); len(l) != 0 {
+			t.Fatalf("us.r1 lists %v after refused claims", l)
+		}
+		// Respelled within its domain: one record, listed once, as respelled.
+		if !change(t, e, sidecar.AssignmentChange{Customer: "ACME", From: "eu.r1", To: assign("ACME", "eu.r1")}) {
+			t.Fatal("respelling within eu.r1 not applied")
+		}
+		if l := listed(t, "eu.r1"); !slices.Equal(l, []string{"ACME"}) {
+			t.Fatalf("eu.r1 lists %v, want [ACME]", l)
+		}
+		// A bulk load moves it, whatever the spelling.
+		must(t, e.s.PutAssignment(e.ctx, assign("Acme", "us.r1")))
+		if l, m := listed(t, "eu.r1"), listed(t, "us.r1"); len(l) != 0 || !slices.Equal(m, []string{"Acme"}) {
+			t.Fatalf("eu.r1 lists %v, us.r1 %v; want nothing and [Acme]", l, m)
+		}
+		// Removed under a variant: gone under every spelling.
+		if !change(t, e, sidecar.AssignmentChange{Customer: "acm\u00e9", From: "us.r1"}) {
+			t.Fatal("removal under a variant not applied")
+		}
+		for _, v := range []string{"acme", "Acme"} {
+			if _, err := e.s.GetAssignment(e.ctx, v); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+				t.Fatalf("GetAssignment(%q) after removal: %v, want not found", v, err)
+			}
+		}
+		must(t, e.s.PutAssignment(e.ctx, assign("ACME", "eu.r1")))
+		must(t, e.s.DeleteAssignment(e.ctx, "ａｃｍｅ"))
+		if l := listed(t, "eu.r1"); len(l) != 0 {
+			t.Fatalf("eu.r1 lists %v after deletion under a variant", l)
+		}
+		wantCode(t, e.s.DeleteAssignment(e.ctx, "acme"), sidecar.ENOTFOUND)
+	})
+
 	// Twelve admins of four domains claim the same unassigned customer at
 	// once, each on the read "unassigned": exactly one claim lands, and the
 	// customer is where that one put it.

@@ -1275,6 +1275,11 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			return err
 		}, sidecar.AssignmentKey("c1")},
 		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1")},
+		// Every spelling of c1 is cached and evicted as one entry.
+		{"assignment_claimed_under_a_variant", func() error {
+			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "Ｃ1", To: &sidecar.Assignment{Customer: "Ｃ1", Reseller: "r", Domain: "d"}}})
+			return err
+		}, "assign:c1"},
 		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat") }, sidecar.ShareKey("acme")},
 		{"customer_changed", func() error {
 			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Name: "x"}, sidecar.Protection{}))
