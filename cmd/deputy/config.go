@@ -56,8 +56,10 @@ const (
 // Listener bounds. At a connection cap an idle connection is closed to
 // make room, or newcomers wait in the kernel's backlog, instead of each
 // taking memory: the proxies' pools and the management API's clients fit
-// well below the HTTP cap, a few scrapers and probes below the metrics one.
+// well below the HTTP cap, a few scrapers and probes below the metrics one,
+// Envoy's few multiplexed connections and the gRPC probes below the gRPC one.
 const (
+	DefaultGRPCMaxConnections    = 1024
 	DefaultHTTPMaxConnections    = 4096
 	DefaultMetricsMaxConnections = 128
 	// Scrapers and probes reconnect cheaply: an idle connection on the
@@ -109,6 +111,7 @@ type GRPCConfig struct {
 	Addr            string `yaml:"addr" usage:"gRPC ext_authz address: host:port or unix:/path"`
 	SocketMode      string `yaml:"socket_mode" usage:"permission bits of a unix: socket, octal: 0600 keeps it the owner's; 0660 shares it with the group (a proxy in the pod sharing it through an emptyDir, with a common fsGroup)"`
 	MaxRecvMsgBytes int    `yaml:"max_recv_msg_bytes" usage:"largest CheckRequest accepted, in bytes"`
+	MaxConnections  int    `yaml:"max_connections" usage:"connections the gRPC listener holds open at once; past it the one silent longest since it connected is closed to make room, else newcomers wait (one that has spoken keeps its place: it carries multiplexed checks)"`
 	StreamWorkers   *int   `yaml:"stream_workers" usage:"goroutines kept to serve checks (their grown stacks are reused); 0 starts one per check"`
 	Reflection      bool   `yaml:"reflection" usage:"serve gRPC server reflection"`
 	TLSCert         string `yaml:"tls_cert" usage:"PEM certificate for gRPC TLS"`
@@ -176,6 +179,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.GRPC.MaxRecvMsgBytes == 0 {
 		c.GRPC.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
+	}
+	if c.GRPC.MaxConnections == 0 {
+		c.GRPC.MaxConnections = DefaultGRPCMaxConnections
 	}
 	if c.GRPC.StreamWorkers == nil {
 		c.GRPC.StreamWorkers = new(DefaultStreamWorkers)
@@ -300,6 +306,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GRPC.MaxRecvMsgBytes < 1024 {
 		return sidecar.Invalid("grpc.max_recv_msg_bytes", "must be at least 1024")
+	}
+	if c.GRPC.MaxConnections <= 0 {
+		return sidecar.Invalid("grpc.max_connections", "must be positive")
 	}
 	if (c.GRPC.TLSCert == "") != (c.GRPC.TLSKey == "") {
 		return sidecar.Invalid("grpc.tls_cert", "tls_cert and tls_key go together")

@@ -4,7 +4,10 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // A connection becomes evictable at the cap only after it has been
@@ -27,11 +30,11 @@ const (
 	minIdle = 50 * time.Millisecond
 )
 
-// capListener bounds the connections an HTTP listener holds open. At the
-// cap it makes room by closing the connection that has waited longest
-// without a request in progress: idle kept-alive ones (whose clients
-// reconnect cheaply) and new ones still without their request headers,
-// each only after minIdle or newConnGrace. With none such it waits for a
+// capListener bounds the connections a listener holds open (for gRPC see
+// serveGRPCCapped). At the cap it makes room by closing the connection
+// that has waited longest without a request in progress: idle kept-alive
+// ones (whose clients reconnect cheaply) and new ones still without their
+// request headers, each only after minIdle or newConnGrace. With none such it waits for a
 // connection to close or age. Refusing or queueing newcomers while
 // silent or idle connections hold every place (netutil.LimitListener's
 // way) would let anyone who keeps enough of them open starve the
@@ -39,6 +42,9 @@ const (
 type capListener struct {
 	net.Listener
 	max int
+	// spoken tracks connections itself (see spokenConn), for a server
+	// with no ConnState hook.
+	spoken bool
 
 	mu     sync.Mutex
 	cond   *sync.Cond // signalled on every connection state change
@@ -73,6 +79,9 @@ func (l *capListener) Accept() (net.Conn, error) {
 	if l.closed {
 		c.Close()
 		return nil, net.ErrClosed
+	}
+	if l.spoken {
+		c = &spokenConn{Conn: c, l: l}
 	}
 	l.conns[c] = connState{http.StateNew, time.Now()}
 	return c, nil
@@ -109,6 +118,9 @@ func (l *capListener) evictLocked(now time.Time) time.Duration {
 		return wait
 	}
 	delete(l.conns, victim)
+	if sc, ok := victim.(*spokenConn); ok {
+		victim = sc.Conn // its Close would track it, under l.mu
+	}
 	victim.Close()
 	return 0
 }
@@ -153,4 +165,39 @@ func serveCapped(srv *http.Server, l net.Listener, max int) error {
 	cl := newCapListener(l, max)
 	srv.ConnState = cl.track
 	return srv.Serve(cl)
+}
+
+// serveGRPCCapped serves srv on l, holding at most max connections.
+// gRPC has no ConnState hook, and a connection that has spoken is one
+// Envoy multiplexes its checks on: closing it, even between checks, may
+// lose one in flight. So only connections silent since they connected
+// make room (after newConnGrace); one that has sent a byte keeps its
+// place until it closes (a handshake left unfinished ends at the server's
+// ConnectionTimeout).
+func serveGRPCCapped(srv *grpc.Server, l net.Listener, max int) error {
+	cl := newCapListener(l, max)
+	cl.spoken = true
+	return srv.Serve(cl)
+}
+
+// spokenConn reports to its listener when its client first sends a byte
+// (as busy, for good) and when it closes.
+type spokenConn struct {
+	net.Conn
+	l     *capListener
+	spoke atomic.Bool
+}
+
+func (c *spokenConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.spoke.Load() && c.spoke.CompareAndSwap(false, true) {
+		c.l.track(c, http.StateActive)
+	}
+	return n, err
+}
+
+func (c *spokenConn) Close() error {
+	err := c.Conn.Close()
+	c.l.track(c, http.StateClosed)
+	return err
 }

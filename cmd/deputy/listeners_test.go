@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // sendRaw opens a connection to addr and writes req on it as is; the
@@ -72,8 +79,8 @@ func TestMetricsIdleTimeoutDefaultIsShort(t *testing.T) {
 	if cfg.Metrics.IdleTimeout <= 0 || cfg.Metrics.IdleTimeout > 2*time.Minute {
 		t.Fatalf("metrics.idle_timeout defaults to %s, want at most 2m", cfg.Metrics.IdleTimeout)
 	}
-	if cfg.Metrics.MaxConnections <= 0 || cfg.HTTP.MaxConnections <= 0 {
-		t.Fatalf("connection caps default to %d (metrics), %d (http): want both set", cfg.Metrics.MaxConnections, cfg.HTTP.MaxConnections)
+	if cfg.Metrics.MaxConnections <= 0 || cfg.HTTP.MaxConnections <= 0 || cfg.GRPC.MaxConnections <= 0 {
+		t.Fatalf("connection caps default to %d (metrics), %d (http), %d (grpc): want all set", cfg.Metrics.MaxConnections, cfg.HTTP.MaxConnections, cfg.GRPC.MaxConnections)
 	}
 }
 
@@ -240,4 +247,73 @@ func TestListenersCapConnections(t *testing.T) {
 			answered(t, third, 10*time.Second)
 		})
 	}
+}
+
+// grpcConn opens a gRPC connection to addr and has one check answered on
+// it, so that it holds a place at the listener.
+func grpcConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := checkVia(conn); err != nil {
+		t.Fatalf("check on a new connection: %v", err)
+	}
+	return conn
+}
+
+// The gRPC listener holds at most grpc.max_connections, as the HTTP ones
+// do. A connection that has spoken carries Envoy's multiplexed checks and
+// keeps its place: checks on it go on being answered, and a newcomer
+// over the cap is not served until one closes. A connection silent since
+// it connected makes room, so silent ones cannot keep Envoy or the gRPC
+// health probe out.
+func TestGRPCListenerCapsConnections(t *testing.T) {
+	cfg := startServer(t, func(c *Config) { c.GRPC.MaxConnections = 2 })
+	addr := cfg.GRPC.Addr
+
+	t.Run("over the cap waits, existing connections keep working", func(t *testing.T) {
+		first, second := grpcConn(t, addr), grpcConn(t, addr)
+		third, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer third.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err = authv3.NewAuthorizationClient(third).Check(ctx, &authv3.CheckRequest{})
+		cancel()
+		if status.Code(err) != codes.DeadlineExceeded && status.Code(err) != codes.Unavailable {
+			t.Fatalf("check on a third connection over a cap of 2: %v, want it not served", err)
+		}
+		for i := range 50 {
+			for _, c := range []*grpc.ClientConn{first, second} {
+				if err := checkVia(c); err != nil {
+					t.Fatalf("check %d on an existing connection: %v", i, err)
+				}
+			}
+		}
+		first.Close()
+		eventually(t, "the third connection served once the first closed", func() bool { return checkVia(third) == nil })
+		if err := checkVia(second); err != nil {
+			t.Fatalf("check on the second connection: %v", err)
+		}
+	})
+	t.Run("silent make room", func(t *testing.T) {
+		silentClients(t, addr, 4)
+		for range 5 {
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+			_, err = authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{})
+			cancel()
+			conn.Close()
+			if err != nil {
+				t.Fatalf("check with silent connections at the cap: %v", err)
+			}
+		}
+	})
 }

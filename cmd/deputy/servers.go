@@ -76,6 +76,10 @@ func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (
 func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes),
+		// A connection holds its place at the cap once it has spoken
+		// (serveGRPCCapped): one that starts its handshake and stalls is
+		// closed as the HTTP listeners close one that stalls its headers.
+		grpc.ConnectionTimeout(readHeaderTimeout),
 		grpc.ForceServerCodecV2(envoy.Codec{}), // CheckRequest headers without reflection
 		// Policy evaluation runs deep: a fresh goroutine per check would grow
 		// (copy) its stack every time. Workers keep theirs grown.
@@ -250,7 +254,7 @@ func (s *servers) Start(context.Context) error {
 		}
 	}
 	s.wg.Add(3)
-	go func() { defer s.wg.Done(); s.errc <- s.grpc.Serve(gl) }()
+	go func() { defer s.wg.Done(); s.errc <- serveGRPCCapped(s.grpc, gl, s.cfg.GRPC.MaxConnections) }()
 	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(serveCapped(s.http, hl, s.cfg.HTTP.MaxConnections)) }()
 	go func() {
 		defer s.wg.Done()
