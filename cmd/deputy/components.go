@@ -123,6 +123,8 @@ type statePart struct {
 	store  sidecar.Store
 	client goredis.UniversalClient // nil on the embedded store
 	ping   func(context.Context) error
+	redis  *redis.Store // nil on the embedded store
+	log    *slog.Logger
 }
 
 func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart, error) {
@@ -141,10 +143,26 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 	// dial: route it through Deputy's log, bounded per kind of message.
 	goredis.SetLogger(redis.NewClientLogger(log, redis.DefaultClientLogInterval, time.Now))
 	rs := redis.NewFromClient(client, cfg.Redis, redis.WithLogger(log))
-	return &statePart{store: rs, client: client, ping: rs.Ping}, nil
+	return &statePart{store: rs, client: client, ping: rs.Ping, redis: rs, log: log}, nil
 }
 
-func (s *statePart) Start(context.Context) error { return nil }
+// Start files the assignments an earlier version stored under an unfolded
+// customer id under the folded one (redis.FoldAssignments). Redis being
+// down does not stop the start: until a later start moves them, such
+// assignments count as unassigned, which withdraws access and widens none.
+func (s *statePart) Start(ctx context.Context) error {
+	if s.redis == nil {
+		return nil
+	}
+	rep, err := s.redis.FoldAssignments(ctx)
+	switch {
+	case err != nil:
+		s.log.Error("assignments under unfolded customer ids not moved; they count as unassigned until a start moves them", "error", err)
+	case rep != (redis.FoldReport{}):
+		s.log.Warn("assignments under unfolded customer ids moved", "moved", rep.Moved, "merged", rep.Merged, "conflicts_removed", rep.Conflicts)
+	}
+	return nil
+}
 
 func (s *statePart) Stop(context.Context) error {
 	err := s.store.Close()

@@ -1,0 +1,187 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// Assignments written before customer ids were folded (sidecar.FoldID)
+// lie under the spelling they were assigned as: {cust:ACME}:assign. The
+// store reads only the folded key ({cust:acme}:assign), so until such a
+// record is moved its customer counts as unassigned: access it gave is
+// withdrawn, never widened, but another domain could then claim a
+// variant of it. FoldAssignments moves them.
+
+// FoldReport counts what FoldAssignments did.
+type FoldReport struct {
+	Moved     int // filed under the folded id, spelling kept
+	Merged    int // a variant of a customer its own domain held under the folded id: dropped
+	Conflicts int // variants of one id held by different domains: all removed
+}
+
+// foldedMarker is set once a pass found every assignment folded.
+func (s *Store) foldedMarker() string { return s.prefix + ":assignments-folded" }
+
+// delIfSameScript deletes KEYS[1] only while it still holds ARGV[1]: a
+// write that landed since the read is kept.
+var delIfSameScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// FoldAssignments files every assignment the previous version stored
+// under an unfolded spelling under its folded id, keeping the spelling in
+// the record. Where the folded id is already held, by the same domain the
+// variant is dropped; by another domain, both are removed, logged and
+// audited: which domain rightly holds the customer cannot be told (this
+// is the state the variant bypass leaves), and removing both is the only
+// answer that gives no domain a customer it may not hold; a super admin
+// assigns it again. A fault part-way leaves each record moved or not,
+// never held by two domains, and the next pass completes it.
+//
+// The pass scans the whole keyspace once; when it finishes it sets a
+// marker, and later calls return at once. Records a replica of the
+// previous version writes after that count as unassigned until assigned
+// again (or the marker, <prefix>:assignments-folded, is deleted).
+func (s *Store) FoldAssignments(ctx context.Context) (FoldReport, error) {
+	var (
+		mu  sync.Mutex
+		rep FoldReport
+	)
+	done, err := s.c.Exists(ctx, s.foldedMarker()).Result()
+	if err != nil {
+		return rep, unavailable(err)
+	}
+	if done == 1 {
+		return rep, nil
+	}
+	pattern := globEscape(s.prefix) + ":{cust:*}:assign"
+	err = s.eachMaster(ctx, func(ctx context.Context, node goredis.Cmdable) error {
+		it := node.Scan(ctx, 0, pattern, 1000).Iterator()
+		for it.Next(ctx) {
+			var one FoldReport
+			if err := s.foldOne(ctx, it.Val(), &one); err != nil {
+				return err
+			}
+			mu.Lock()
+			rep.Moved, rep.Merged, rep.Conflicts = rep.Moved+one.Moved, rep.Merged+one.Merged, rep.Conflicts+one.Conflicts
+			mu.Unlock()
+		}
+		return it.Err()
+	})
+	if err != nil {
+		return rep, unavailable(err)
+	}
+	if err := s.c.Set(ctx, s.foldedMarker(), "1", 0).Err(); err != nil {
+		return rep, unavailable(err)
+	}
+	return rep, nil
+}
+
+// eachMaster runs fn on every master of a Cluster, or once on the client.
+func (s *Store) eachMaster(ctx context.Context, fn func(context.Context, goredis.Cmdable) error) error {
+	if cc, ok := s.c.(*goredis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, n *goredis.Client) error { return fn(ctx, n) })
+	}
+	return fn(ctx, s.c)
+}
+
+// foldOne moves the assignment under key, when its spelling is not folded.
+func (s *Store) foldOne(ctx context.Context, key string, rep *FoldReport) error {
+	spelled, ok := strings.CutPrefix(key, s.prefix+":{cust:")
+	if spelled, ok = strings.CutSuffix(spelled, "}:assign"); !ok || sidecar.FoldID(spelled) == spelled {
+		return nil
+	}
+	raw, err := s.c.Get(ctx, key).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	old, err := decode[sidecar.Assignment](raw)
+	if err != nil {
+		s.log.Warn("unreadable assignment left where it is; it counts as unassigned", "key", key, "err", err)
+		return nil
+	}
+	folded := s.assignKey(old.Customer)
+	if folded == key {
+		return nil
+	}
+	for range assignmentFoldTries {
+		set, err := s.c.SetNX(ctx, folded, raw, 0).Result()
+		if err != nil {
+			return err
+		}
+		if set {
+			// Both keys hold the record until the legacy one goes; the
+			// store reads only the folded one.
+			rep.Moved++
+			s.publish(ctx, sidecar.AssignmentKey(old.Customer))
+			return delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err()
+		}
+		cur, err := s.c.Get(ctx, folded).Result()
+		if errors.Is(err, goredis.Nil) {
+			continue // removed meanwhile: try to move again
+		}
+		if err != nil {
+			return err
+		}
+		held, err := decode[sidecar.Assignment](cur)
+		if err != nil {
+			return err
+		}
+		if held.Domain == old.Domain {
+			// The listing drops the variant's index entry: the record it
+			// reads names another spelling.
+			rep.Merged++
+			return delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err()
+		}
+		// The legacy record goes first: should the second delete fail,
+		// the next pass finds nothing to move back in.
+		if err := delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err(); err != nil {
+			return err
+		}
+		if err := delIfSameScript.Run(ctx, s.c, []string{folded}, cur).Err(); err != nil {
+			return err
+		}
+		rep.Conflicts++
+		s.publish(ctx, sidecar.AssignmentKey(old.Customer))
+		s.c.ZRem(ctx, s.domainKey(old.Domain), old.Customer)
+		s.c.ZRem(ctx, s.domainKey(held.Domain), held.Customer)
+		s.log.Error("variants of one customer id held by two domains: both assignments removed; assign the customer again",
+			"customer", held.Customer, "domain", held.Domain, "variant", old.Customer, "variant_domain", old.Domain)
+		if err := s.AppendAudit(ctx, &sidecar.AuditEntry{Actor: "deputy", Action: "reseller.assignment.fold_conflict",
+			Customer: held.Customer, Target: held.Customer, Outcome: "removed",
+			Data: map[string]string{"domain": held.Domain, "variant": old.Customer, "variant_domain": old.Domain}}); err != nil {
+			s.log.Error("audit entry not appended", "action", "reseller.assignment.fold_conflict", "customer", held.Customer, "error", err)
+		}
+		return nil
+	}
+	// The folded id keeps changing: live writes own it, and the legacy
+	// record stays unread.
+	s.log.Warn("assignment left under its unfolded spelling; it counts as unassigned", "customer", old.Customer)
+	return nil
+}
+
+// assignmentFoldTries bounds how often foldOne tries again when the
+// folded id's record is removed under it.
+const assignmentFoldTries = 3
+
+// globEscape quotes the characters SCAN MATCH reads as a pattern.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
