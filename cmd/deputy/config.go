@@ -3,6 +3,7 @@ package main
 import (
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -400,6 +401,18 @@ func (c *Config) Validate() error {
 			"(--identity-issuer-urls, DEPUTY_IDENTITY_ISSUER_URLS) or identity.issuers; "+
 			"or identity.anonymous_only to serve anonymous requests only")
 	}
+	// An unsigned bundle is only as trusted as the path it came over: in
+	// clear across the network, the policy would be whoever answers. A
+	// signed bundle proves itself (its signature is checked before it
+	// serves; an older one replayed is refused once a newer one serves,
+	// and before that by policy.min_signed_at), so it may come over
+	// plain http.
+	if !c.Dev && c.Policy.BundleURL != "" && c.Policy.PublicKey == "" {
+		if u, err := url.Parse(c.Policy.BundleURL); err == nil && sidecar.PlainRemote(u) {
+			return sidecar.Invalid("policy.bundle_url", "%s is plain http to a host that is not loopback and bundles are not signed: "+
+				"use https, or set policy.public_key so that only signed bundles serve", sidecar.RedactURL(c.Policy.BundleURL))
+		}
+	}
 	// Without an audience, a token the same IdP minted for another
 	// application (and the roles it carries there) signs in. Only dev mode
 	// (loopback listeners) waives it.
@@ -436,7 +449,7 @@ func devLoopback(addrs map[string]string) error {
 		if strings.HasPrefix(addr, "unix:") {
 			continue
 		}
-		if host, _, err := net.SplitHostPort(addr); err != nil || !loopbackHost(host) {
+		if host, _, err := net.SplitHostPort(addr); err != nil || !sidecar.LoopbackHost(host) {
 			return sidecar.Invalid(field, "dev mode listens on loopback only (127.0.0.1, ::1, localhost or a unix: socket), not %q", addr)
 		}
 	}

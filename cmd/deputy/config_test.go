@@ -113,6 +113,13 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			field: "identity.issuers[1].namespace"},
 		{name: "dev issuer beside an issuer without namespace", args: []string{"--dev", "--identity-issuer-urls", "https://a.example.com"},
 			field: "identity.dev.namespace"},
+		// Keys fetched in clear across the network are chosen by whoever
+		// is on the path: so would every token be.
+		{name: "issuer URL over plain http", args: []string{"--identity-issuer-urls", "http://10.1.2.3", "--identity-audiences", "shop"},
+			field: "identity.issuer_urls[0]"},
+		{name: "JWKS URL over plain http", file: "identity:\n  audiences: [shop]\n  issuers:\n    - issuer: https://a.example.com\n      jwks_url: http://keys.internal/jwks.json\n",
+			field: "identity.issuers[0].jwks_url"},
+		{name: "unsigned bundle over plain http", args: []string{"--policy-bundle-url", "http://bundles.internal/deputy.tar.gz"}, field: "policy.bundle_url"},
 		// The dev key mints any identity: never on production listeners.
 		{name: "dev issuer outside dev mode", args: []string{"--identity-dev-enabled"}, field: "identity.dev.enabled"},
 		{name: "dev issuer outside dev mode, beside an issuer", args: []string{"--identity-dev-enabled", "--identity-dev-namespace", "dev", "--identity-issuer-urls", "https://a.example.com", "--identity-audiences", "shop"},
@@ -299,6 +306,11 @@ func TestConfigIdentityIssuers(t *testing.T) {
 			want: []string{"https://a.example.com"}},
 		{name: "dev mode needs no audience", args: []string{"--dev", "--identity-dev-namespace", "dev", "--identity-issuer-urls", "https://a.example.com"},
 			want: []string{"https://a.example.com"}},
+		// Plain http from the host itself, or anywhere in dev mode.
+		{name: "loopback over plain http", args: []string{"--identity-issuer-urls", "http://127.0.0.1:18556", "--identity-audiences", "shop"},
+			want: []string{"http://127.0.0.1:18556"}},
+		{name: "dev mode over plain http", args: []string{"--dev", "--identity-dev-namespace", "dev", "--identity-issuer-urls", "http://10.1.2.3"},
+			want: []string{"http://10.1.2.3"}},
 		{name: "yaml", file: "identity:\n  issuer_urls: [https://a.example.com]\n  audiences: [shop]\n", want: []string{"https://a.example.com"}},
 		{name: "anonymous only", args: []string{"--identity-anonymous-only"}, env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}},
 		{name: "dev mode", args: []string{"--dev"}, env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}},

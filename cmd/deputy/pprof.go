@@ -32,17 +32,10 @@ func (c *PprofConfig) Validate() error {
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return sidecar.Invalid("pprof.addr", "bad port in %q", c.Addr)
 	}
-	if !loopbackHost(host) {
+	if !sidecar.LoopbackHost(host) {
 		return sidecar.Invalid("pprof.addr", "must be a loopback address (127.0.0.1, ::1 or localhost), not %q", host)
 	}
 	return nil
-}
-
-// loopbackHost reports whether host (of a host:port) names only the
-// loopback interface; an empty host means every interface.
-func loopbackHost(host string) bool {
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // startPprof serves the profiles on addr, on a mux of their own so that

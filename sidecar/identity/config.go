@@ -44,7 +44,7 @@ var allowedAlgorithms = map[string]bool{
 type Config struct {
 	Header     string         `yaml:"header" usage:"request header carrying the bearer token"`
 	Issuers    []IssuerConfig `yaml:"issuers" usage:"trusted token issuers, each with its own key set"`
-	IssuerURLs []string       `yaml:"issuer_urls" usage:"trusted issuers by URL alone: keys found by OIDC discovery (<issuer>/.well-known/openid-configuration)"`
+	IssuerURLs []string       `yaml:"issuer_urls" usage:"trusted issuers by URL alone: keys found by OIDC discovery (<issuer>/.well-known/openid-configuration); https, or plain http on loopback (any host in dev mode)"`
 	// AnonymousOnly lets Deputy start outside dev mode with no issuer:
 	// every bearer token is then refused. Without it, no issuer is a
 	// start-up error.
@@ -70,7 +70,7 @@ type Config struct {
 type IssuerConfig struct {
 	Issuer    string        `yaml:"issuer" usage:"the iss claim this issuer's tokens carry"`
 	JWKSFile  string        `yaml:"jwks_file" usage:"JWKS file with the issuer's public keys"`
-	JWKSURL   string        `yaml:"jwks_url" usage:"JWKS URL with the issuer's public keys"`
+	JWKSURL   string        `yaml:"jwks_url" usage:"JWKS URL with the issuer's public keys: https, or plain http on loopback (any host in dev mode)"`
 	Audiences []string      `yaml:"audiences" usage:"audiences accepted from this issuer (default identity.audiences)"`
 	Claims    *ClaimsConfig `yaml:"claims" usage:"claim names in this issuer's tokens (default identity.claims)"`
 	// Namespace keeps this issuer's people apart from another issuer's
@@ -191,6 +191,9 @@ func (c *Config) Validate() error {
 		if !httpURL(u) {
 			return sidecar.Invalid(field, "not an http(s) issuer URL: %q", shownIssuer(u))
 		}
+		if err := c.keysInClear(field, u); err != nil {
+			return err
+		}
 		if seen[u] {
 			return sidecar.Invalid(field, "duplicate issuer %q", shownIssuer(u))
 		}
@@ -213,11 +216,17 @@ func (c *Config) Validate() error {
 			if !httpURL(is.Issuer) {
 				return sidecar.Invalid(field+".issuer", "%q is not an http(s) URL, so its keys cannot be discovered: set jwks_url or jwks_file", shownIssuer(is.Issuer))
 			}
+			if err := c.keysInClear(field+".issuer", is.Issuer); err != nil {
+				return err
+			}
 		case is.JWKSFile != "" && is.JWKSURL != "":
 			return sidecar.Invalid(field+".jwks_url", "set jwks_url or jwks_file, not both")
 		case is.JWKSURL != "":
 			if !httpURL(is.JWKSURL) {
 				return sidecar.Invalid(field+".jwks_url", "not an http(s) URL: %q", sidecar.RedactURL(is.JWKSURL))
+			}
+			if err := c.keysInClear(field+".jwks_url", is.JWKSURL); err != nil {
+				return err
 			}
 		}
 		if is.Claims != nil {
@@ -372,6 +381,23 @@ func namespaceToken(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// keysInClear refuses, outside dev mode, an http(s) URL that keys would
+// be fetched from in clear across the network: whoever answers on the path
+// would choose the keys, and sign any token the verifier then accepts, the
+// management API's included. Plain http stays open to loopback (an IdP or
+// a key proxy on the same host) and, in dev mode (the dev issuer on), to a
+// development IdP on another machine.
+func (c *Config) keysInClear(field, raw string) error {
+	if c.Dev.Enabled {
+		return nil
+	}
+	if u, err := url.Parse(raw); err == nil && sidecar.PlainRemote(u) {
+		return sidecar.Invalid(field, "%s is plain http to a host that is not loopback: outside dev mode keys are fetched "+
+			"over https (plain http only from 127.0.0.1, ::1 or localhost), or anyone on the path could sign tokens", shownIssuer(raw))
+	}
+	return nil
 }
 
 func httpURL(s string) bool {

@@ -25,6 +25,9 @@ type discoverySource struct {
 	issuer string
 	client *http.Client
 	jwks   *urlSource // nil until discovered
+	// plainRemoteOK lets the document name a jwks_uri of plain http on
+	// another host: dev mode only.
+	plainRemoteOK bool
 }
 
 func (s *discoverySource) load(ctx context.Context) ([]jose.JSONWebKey, bool, error) {
@@ -46,7 +49,8 @@ func (s *discoverySource) load(ctx context.Context) ([]jose.JSONWebKey, bool, er
 // discover reads the discovery document and returns its jwks_uri. The
 // document must name the configured issuer exactly (a provider answering
 // for another issuer is a mix-up, not a configuration), and an https
-// issuer's keys must come over https. Its errors reach logs and /readyz:
+// issuer's keys must come over https, and outside dev mode no issuer's
+// keys come over plain http from another host. Its errors reach logs and /readyz:
 // every URL in them, the issuer's too, goes through sidecar.RedactURL.
 func (s *discoverySource) discover(ctx context.Context) (string, error) {
 	docURL := strings.TrimSuffix(s.issuer, "/") + DiscoveryPath
@@ -83,6 +87,9 @@ func (s *discoverySource) discover(ctx context.Context) (string, error) {
 	}
 	if strings.HasPrefix(s.issuer, "https:") && u.Scheme != "https" {
 		return "", fmt.Errorf("discovery: jwks_uri %s is not https while the issuer is", sidecar.RedactURL(doc.JWKSURI))
+	}
+	if !s.plainRemoteOK && sidecar.PlainRemote(u) {
+		return "", fmt.Errorf("discovery: jwks_uri %s is plain http to a host that is not loopback: outside dev mode keys are fetched over https", sidecar.RedactURL(doc.JWKSURI))
 	}
 	return u.String(), nil
 }

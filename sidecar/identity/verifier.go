@@ -164,7 +164,12 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		c := *o.httpClient
 		client = &c
 	}
-	client.CheckRedirect = sidecar.RefuseDowngrade
+	// Outside dev mode keys never come over plain http from another host
+	// (Validate refuses such URLs): not through a redirect either.
+	client.CheckRedirect = sidecar.RefusePlainRemote
+	if cfg.Dev.Enabled {
+		client.CheckRedirect = sidecar.RefuseDowngrade
+	}
 	for i, ic := range cfg.allIssuers() {
 		is := &issuer{name: ic.Issuer, audiences: ic.Audiences, prefix: namespacePrefix(ic.Namespace),
 			roles: set(ic.Roles), privileges: set(ic.Privileges), allowSetting: "identity.issuers[" + strconv.Itoa(i) + "].roles"}
@@ -182,7 +187,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		case ic.JWKSURL != "":
 			is.src = &urlSource{url: ic.JWKSURL, client: client}
 		default:
-			is.src = &discoverySource{issuer: ic.Issuer, client: client}
+			is.src = &discoverySource{issuer: ic.Issuer, client: client, plainRemoteOK: cfg.Dev.Enabled}
 		}
 		v.issuers = append(v.issuers, is)
 	}

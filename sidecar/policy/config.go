@@ -27,7 +27,7 @@ const (
 type Config struct {
 	Paths          []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set); test modules (*_test.rego) are not served"`
 	BundleFile     string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
-	BundleURL      string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values"`
+	BundleURL      string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values; plain http to a host that is not loopback needs public_key (outside dev mode)"`
 	PollInterval   time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
 	BearerToken    string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server; bundle_url must then be https"`
 	PublicKey      string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,6 +107,12 @@ func NewSource(cfg Config, engine *Engine, opts ...SourceOption) (*Source, error
 	}
 	client := *s.client
 	client.CheckRedirect = sidecar.RefuseDowngrade
+	// An unsigned bundle is only as trusted as the path it came over: a
+	// redirect must not send it across the network in clear when the
+	// configured URL does not.
+	if u, err := url.Parse(cfg.BundleURL); err == nil && cfg.BundleURL != "" && cfg.PublicKey == "" && !sidecar.PlainRemote(u) {
+		client.CheckRedirect = sidecar.RefusePlainRemote
+	}
 	s.client = &client
 	switch {
 	case cfg.BundleURL != "":

@@ -571,3 +571,19 @@ func TestBundleNeverRedirectedToPlainHTTP(t *testing.T) {
 		t.Fatalf("the plain http server was asked %d times (Authorization %q)", n, plain.auth.Load())
 	}
 }
+
+// Nor is an unsigned bundle from loopback redirected across the network
+// in clear: whoever answered there would choose the policy.
+func TestUnsignedBundleNeverRedirectedInClearToAnotherHost(t *testing.T) {
+	srv := httptest.NewServer(http.RedirectHandler("http://192.0.2.1/b.tar.gz", http.StatusFound))
+	t.Cleanup(srv.Close)
+	e := policy.New(policy.WithLogger(quiet()))
+	src, err := policy.NewSource(policy.Config{BundleURL: srv.URL + "/b.tar.gz"}, e,
+		policy.WithSourceLogger(quiet()), policy.WithHTTPClient(&http.Client{Timeout: time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "plain http to a host that is not loopback") {
+		t.Fatalf("Reload = %v, want the redirect refused", err)
+	}
+}
