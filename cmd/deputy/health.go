@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,22 +33,33 @@ const checkFreshness = time.Second
 // failing condition rather than its own timeout.
 const readyTimeout = 800 * time.Millisecond
 
-// readinessChecks are the conditions /readyz and gRPC health both answer
-// from. Why one fails is logged when it changes, not served.
-//
-// An evaluation is shared by every caller: concurrent ones wait for the
-// same, and later ones reuse it while it is young enough. So it runs on
-// no caller's context: a probe that gives up (or a client's deadline)
-// must never fail a condition that others then see.
-type readinessChecks struct {
-	conds []readiness
-	log   *slog.Logger
+// storeCheck names the readiness condition of the Redis store. /readyz
+// reports it, for ops; gRPC health and the chart's probes leave it out:
+// while Redis is down Deputy still decides every check that needs no
+// delegation state (and fails closed, 503, those that do), so a replica
+// must stay in its Service's endpoints rather than take the storefront
+// down with the store.
+const storeCheck = "redis"
 
-	flight singleflight.Group
+// readinessChecks are the conditions /readyz and gRPC health both answer
+// from. Why one fails is logged when it changes, not served; whether it
+// holds is exported for alerts.
+//
+// An evaluation is shared by every caller asking for the same conditions:
+// concurrent ones wait for the same, and later ones reuse it while it is
+// young enough. So it runs on no caller's context: a probe that gives up
+// (or a client's deadline) must never fail a condition that others then
+// see.
+type readinessChecks struct {
+	conds   []readiness
+	log     *slog.Logger
+	observe func(check string, ok bool)
+
+	flight singleflight.Group // keyed by the conditions left out
 
 	mu     sync.Mutex
-	last   map[string]string // each failing condition's last error
-	latest *readinessResult  // the evaluation begun last of those done
+	last   map[string]string           // each failing condition's last error
+	latest map[string]*readinessResult // by the conditions left out: the evaluation begun last of those done
 }
 
 // readinessResult is one evaluation: ok when every condition holds, and
@@ -58,8 +70,8 @@ type readinessResult struct {
 	begun  time.Time
 }
 
-func newReadinessChecks(conds []readiness, log *slog.Logger) *readinessChecks {
-	return &readinessChecks{conds: conds, log: log, last: map[string]string{}}
+func newReadinessChecks(conds []readiness, log *slog.Logger, observe func(check string, ok bool)) *readinessChecks {
+	return &readinessChecks{conds: conds, log: log, observe: observe, last: map[string]string{}, latest: map[string]*readinessResult{}}
 }
 
 // check answers from an evaluation begun less than maxAge ago, joining
@@ -68,19 +80,25 @@ func newReadinessChecks(conds []readiness, log *slog.Logger) *readinessChecks {
 // begun before would not see it). A caller whose ctx ends first stops
 // waiting and reads not ready; the evaluation goes on, within
 // readyTimeout, for the others.
-func (r *readinessChecks) check(ctx context.Context, maxAge time.Duration) (ok bool, states map[string]string) {
+//
+// The conditions named in exclude are left out (a name no condition has
+// excludes nothing, as with Kubernetes' /readyz?exclude=), and not
+// evaluated at all: a store that hangs cannot hold up an answer that
+// leaves it out.
+func (r *readinessChecks) check(ctx context.Context, maxAge time.Duration, exclude ...string) (ok bool, states map[string]string) {
+	key := r.excluded(exclude)
 	if maxAge > 0 {
 		r.mu.Lock()
-		l := r.latest
+		l := r.latest[key]
 		r.mu.Unlock()
 		if l != nil && time.Since(l.begun) < maxAge {
 			return l.ok, l.states
 		}
 	} else {
-		r.flight.Forget("")
+		r.flight.Forget(key)
 	}
-	done := r.flight.DoChan("", func() (any, error) {
-		return r.evaluate(context.WithoutCancel(ctx)), nil
+	done := r.flight.DoChan(key, func() (any, error) {
+		return r.evaluate(context.WithoutCancel(ctx), key), nil
 	})
 	select {
 	case res := <-done:
@@ -91,13 +109,32 @@ func (r *readinessChecks) check(ctx context.Context, maxAge time.Duration) (ok b
 	}
 }
 
-// evaluate checks every condition, within readyTimeout, and keeps the
-// result unless one begun later is kept already.
-func (r *readinessChecks) evaluate(ctx context.Context) *readinessResult {
+// excluded names the conditions of exclude, in their order, comma
+// separated: the key evaluations are shared and kept under. Only names
+// of conditions count, so there are at most 2^len(conds) keys, whatever
+// clients ask.
+func (r *readinessChecks) excluded(exclude []string) string {
+	var names []string
+	for _, c := range r.conds {
+		if slices.Contains(exclude, c.name) {
+			names = append(names, c.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// evaluate checks every condition but those key leaves out, within
+// readyTimeout, and keeps the result unless one begun later is kept
+// already.
+func (r *readinessChecks) evaluate(ctx context.Context, key string) *readinessResult {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
+	left := strings.Split(key, ",")
 	res := &readinessResult{ok: true, states: make(map[string]string, len(r.conds)), begun: time.Now()}
 	for _, c := range r.conds {
+		if slices.Contains(left, c.name) {
+			continue
+		}
 		err := c.check(ctx)
 		r.report(c.name, err)
 		res.states[c.name] = "ok"
@@ -106,8 +143,8 @@ func (r *readinessChecks) evaluate(ctx context.Context) *readinessResult {
 		}
 	}
 	r.mu.Lock()
-	if r.latest == nil || r.latest.begun.Before(res.begun) {
-		r.latest = res
+	if l := r.latest[key]; l == nil || l.begun.Before(res.begun) {
+		r.latest[key] = res
 	}
 	r.mu.Unlock()
 	return res
@@ -116,6 +153,7 @@ func (r *readinessChecks) evaluate(ctx context.Context) *readinessResult {
 // report logs a condition's change: failing (or failing otherwise), or
 // holding again.
 func (r *readinessChecks) report(name string, err error) {
+	r.observe(name, err == nil)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	last, failed := r.last[name]
@@ -129,10 +167,11 @@ func (r *readinessChecks) report(name string, err error) {
 	}
 }
 
-// readyHealth is the gRPC health service, answering as /readyz does:
-// NOT_SERVING until the readiness conditions hold (a pod with no policy
-// must not be marked ready by a gRPC probe), NOT_SERVING again while one
-// fails, and for good from shutdown on.
+// readyHealth is the gRPC health service, answering as
+// /readyz?exclude=redis does: NOT_SERVING until the conditions Deputy
+// needs to decide hold (a pod with no policy must not be marked ready by
+// a gRPC probe), NOT_SERVING again while one fails, and for good from
+// shutdown on. The store is left out (see storeCheck).
 //
 // The status is shared by every client, so it is evaluated only under the
 // server's own context: a caller's deadline or cancellation must never
@@ -180,7 +219,7 @@ func (h *readyHealth) readinessChanged() {
 func (h *readyHealth) refreshOlder(age time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ok, _ := h.ready.check(h.ctx, age)
+	ok, _ := h.ready.check(h.ctx, age, storeCheck)
 	if h.ctx.Err() == nil { // stopping: Shutdown decides
 		h.set(ok)
 	}
@@ -197,7 +236,10 @@ func (h *readyHealth) set(ready bool) {
 	}
 }
 
-// start keeps the status current for watchers until stop.
+// start keeps the status current for watchers until stop, and every
+// condition's metric and log current: the store is evaluated here too
+// (as /readyz does, sharing its evaluation), off the probes' path, so
+// that its alert fires even when nobody asks /readyz.
 func (h *readyHealth) start() {
 	h.wg.Add(1)
 	go func() {
@@ -206,6 +248,7 @@ func (h *readyHealth) start() {
 		defer tick.Stop()
 		for {
 			h.refreshOlder(0)
+			h.ready.check(h.ctx, checkFreshness)
 			select {
 			case <-h.ctx.Done():
 				return

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -138,6 +140,7 @@ func TestReadyzFloodCostsRedisFewPings(t *testing.T) {
 // A Redis that stops answering (SIGSTOP: connections stay open, nothing
 // replies) makes /readyz answer 503 within readyTimeout, to concurrent
 // requests too, rather than hang with it; readiness returns with Redis.
+// gRPC health leaves Redis out (TestProbesStayReadyThroughRedisOutage).
 func TestReadyzWithAFrozenRedis(t *testing.T) {
 	rs := redistest.Start(t)
 	cfg := startServer(t, func(c *Config) { c.Redis.Addrs = []string{rs.Addr} })
@@ -165,11 +168,10 @@ func TestReadyzWithAFrozenRedis(t *testing.T) {
 			t.Errorf("/readyz with Redis frozen = %d, want 503", code)
 		}
 	}
-	healthBecomes(t, hc, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthIs(t, hc, healthpb.HealthCheckResponse_SERVING)
 
 	rs.Thaw()
 	eventually(t, "readiness back with Redis", func() bool { return readyzStatus(t, cfg.Metrics.Addr) == http.StatusOK })
-	healthBecomes(t, hc, healthpb.HealthCheckResponse_SERVING)
 }
 
 // A pod whose policy has not loaded must not be marked ready by the
@@ -228,26 +230,139 @@ func TestGRPCHealthFollowsPolicyReadiness(t *testing.T) {
 	}
 }
 
-// Losing the store loses readiness on both health endpoints alike.
-func TestGRPCHealthFollowsRedisReadiness(t *testing.T) {
-	rs := redistest.Start(t)
-	cfg := startServer(t, func(c *Config) { c.Redis.Addrs = []string{rs.Addr} })
-	hc := healthClient(t, cfg.GRPC.Addr)
-	healthIs(t, hc, healthpb.HealthCheckResponse_SERVING)
+// kubeletTimeout is how long the kubelet waits for a probe's answer by
+// default (timeoutSeconds: 1): an answer that takes longer fails it.
+const kubeletTimeout = time.Second
 
-	rs.Stop()
-	// Both answer from an evaluation at most checkFreshness old.
-	eventually(t, "/readyz 503 with Redis down", func() bool { return readyzStatus(t, cfg.Metrics.Addr) == http.StatusServiceUnavailable })
-	healthBecomes(t, hc, healthpb.HealthCheckResponse_NOT_SERVING)
+// readyzAnswer is /readyz's status and checks for query, asked as the
+// kubelet asks, within kubeletTimeout.
+func readyzAnswer(t *testing.T, metricsAddr, query string) (int, map[string]string) {
+	t.Helper()
+	c := &http.Client{Timeout: kubeletTimeout}
+	resp, err := c.Get("http://" + metricsAddr + "/readyz" + query)
+	if err != nil {
+		t.Fatalf("/readyz%s: %v", query, err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Checks map[string]string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("/readyz%s: %v", query, err)
+	}
+	return resp.StatusCode, body.Checks
+}
 
-	rs.Restart()
-	eventually(t, "readiness back with Redis", func() bool { return readyzStatus(t, cfg.Metrics.Addr) == http.StatusOK })
-	healthBecomes(t, hc, healthpb.HealthCheckResponse_SERVING)
+// A Redis outage must not take the storefront out of service (DESIGN §6:
+// checks that need no delegation state keep being decided). gRPC health,
+// which the chart's readinessProbe asks, and /readyz?exclude=redis, which
+// its startupProbe asks, keep answering ready within the kubelet's
+// timeout whether Redis is down or hangs; /readyz still reports the store
+// failing, and so does deputy_readiness, refreshed in the background
+// without anyone asking /readyz, for the alert.
+func TestProbesStayReadyThroughRedisOutage(t *testing.T) {
+	outages := []struct {
+		name         string
+		cut, recover func(*redistest.Server)
+	}{
+		{"frozen", (*redistest.Server).Freeze, (*redistest.Server).Thaw},
+		{"stopped", (*redistest.Server).Stop, (*redistest.Server).Restart},
+	}
+	for _, o := range outages {
+		t.Run(o.name, func(t *testing.T) {
+			rs := redistest.Start(t)
+			cfg := startServer(t, func(c *Config) { c.Redis.Addrs = []string{rs.Addr} })
+			hc := healthClient(t, cfg.GRPC.Addr)
+			metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
+			const storeUp = `deputy_readiness{check="redis"}`
+			healthIs(t, hc, healthpb.HealthCheckResponse_SERVING)
+			if v := sample(t, metricsURL, storeUp); v != 1 {
+				t.Fatalf("%s = %v with Redis up, want 1", storeUp, v)
+			}
+
+			o.cut(rs)
+			// The background evaluation runs every healthRefresh and gives
+			// the store up to readyTimeout.
+			deadline := time.Now().Add(healthRefresh + readyTimeout + 5*time.Second)
+			for sample(t, metricsURL, storeUp) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s still 1 %s after Redis went down", storeUp, healthRefresh+readyTimeout+5*time.Second)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			for _, svc := range healthServices {
+				ctx, cancel := context.WithTimeout(context.Background(), kubeletTimeout)
+				r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+				cancel()
+				if err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+					t.Errorf("gRPC health %q with Redis %s = %v %v, want SERVING", svc, o.name, r.GetStatus(), err)
+				}
+			}
+			if status, checks := readyzAnswer(t, cfg.Metrics.Addr, "?exclude=redis"); status != http.StatusOK || checks["policy"] != "ok" || checks["identity"] != "ok" || checks["redis"] != "" {
+				t.Errorf("/readyz?exclude=redis with Redis %s = %d %v, want 200 without redis", o.name, status, checks)
+			}
+			if got := checkPublicPage(t, cfg.GRPC.Addr); got != nil {
+				t.Errorf("public page with Redis %s: %v, want allowed", o.name, got)
+			}
+			status, checks := readyzFull(t, cfg.Metrics.Addr)
+			if status != http.StatusServiceUnavailable || checks["redis"] != "failing" || checks["policy"] != "ok" {
+				t.Errorf("/readyz with Redis %s = %d %v, want 503 with redis failing", o.name, status, checks)
+			}
+
+			o.recover(rs)
+			eventually(t, "/readyz ready with Redis back", func() bool {
+				status, _ := readyzFull(t, cfg.Metrics.Addr)
+				return status == http.StatusOK
+			})
+			if v := sample(t, metricsURL, storeUp); v != 1 {
+				t.Errorf("%s = %v with Redis back, want 1", storeUp, v)
+			}
+			healthIs(t, hc, healthpb.HealthCheckResponse_SERVING)
+		})
+	}
+}
+
+// readyzFull is /readyz with every check, given the time an evaluation
+// may take when the store hangs.
+func readyzFull(t *testing.T, metricsAddr string) (int, map[string]string) {
+	t.Helper()
+	c := &http.Client{Timeout: readyTimeout + 5*time.Second}
+	resp, err := c.Get("http://" + metricsAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Checks map[string]string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body.Checks
+}
+
+// checkPublicPage asks ext_authz about an anonymous GET of a catalog page,
+// which needs no delegation state: nil when allowed.
+func checkPublicPage(t *testing.T, grpcAddr string) error {
+	t.Helper()
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/catalog/shoes", Host: "shop.example"}}}})
+	if err != nil {
+		return err
+	}
+	if r.GetOkResponse() == nil {
+		return fmt.Errorf("denied: %v", r.GetStatus())
+	}
+	return nil
 }
 
 // The health status is shared: a client whose Checks expire before
 // readiness is evaluated must not show NOT_SERVING to the others, and
-// Checks cost Redis at most one PING per checkFreshness, however many.
+// Checks cost Redis nothing (they leave it out): only the background
+// evaluation's PING per healthRefresh.
 func TestGRPCHealthIsNotClientControlled(t *testing.T) {
 	rs := redistest.Start(t)
 	proxy := redistest.StartProxy(t, rs.Addr)

@@ -133,7 +133,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		return nil, err
 	}
 	if state.ping != nil {
-		ready = append(ready, readiness{"redis", state.ping})
+		ready = append(ready, readiness{storeCheck, state.ping})
 	}
 	live := newLiveCounts(state.store, cfg.Metrics.LiveRefresh)
 	if err := start(live); err != nil {

@@ -65,7 +65,7 @@ type handlers struct {
 }
 
 func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (*servers, error) {
-	s := &servers{cfg: cfg, log: log, readiness: newReadinessChecks(h.ready, log), errc: make(chan error, 3)}
+	s := &servers{cfg: cfg, log: log, readiness: newReadinessChecks(h.ready, log, m.ObserveReadiness), errc: make(chan error, 3)}
 	if err := s.buildGRPC(m, h.pipeline); err != nil {
 		return nil, err
 	}
@@ -173,13 +173,15 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 const readHeaderTimeout = 10 * time.Second
 
 // readyz reports each readiness condition by name, "ok" or "failing";
-// 503 when any fails. The port is open to scrapers and probes: why a
-// condition fails (addresses, bundle server errors) goes to the log, and
-// the answer comes from an evaluation at most checkFreshness old, so a
-// flood of requests costs Redis a PING a second.
+// 503 when any fails. As Kubernetes' own /readyz, ?exclude=name (repeated
+// for several) leaves a condition out: the chart's probes ask
+// /readyz?exclude=redis (see storeCheck). The port is open to scrapers
+// and probes: why a condition fails (addresses, bundle server errors)
+// goes to the log, and the answer comes from an evaluation at most
+// checkFreshness old, so a flood of requests costs Redis a PING a second.
 func readyz(r *readinessChecks) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
-		ok, checks := r.check(req.Context(), checkFreshness)
+		ok, checks := r.check(req.Context(), checkFreshness, req.URL.Query()["exclude"]...)
 		status, body := http.StatusOK, map[string]any{"status": "ready", "checks": checks}
 		if !ok {
 			status, body["status"] = http.StatusServiceUnavailable, "not ready"

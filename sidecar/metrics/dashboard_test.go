@@ -46,6 +46,7 @@ func exported(t *testing.T) map[string]bool {
 	m.StateBreakerChanged(true)
 	m.StateLookupFailed("breaker_open")
 	m.CacheEviction("session", "expired")
+	m.ObserveReadiness("redis", false)
 	m.ObserveActivation("rev", time.Now(), nil)
 	m.ObserveActivation("", time.Time{}, errors.New("compile"))
 	h := m.InstrumentHTTP("check", http.NotFoundHandler())
@@ -119,7 +120,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 func TestAlertRulesShape(t *testing.T) {
 	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
-		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics"}
+		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics"}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {

@@ -92,6 +92,8 @@ type Metrics struct {
 	activations        prometheus.Counter
 	bundleMu           sync.Mutex
 
+	readiness *prometheus.GaugeVec
+
 	grpc    *GRPCMetrics
 	breaker *breakerMetrics
 }
@@ -167,8 +169,9 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Namespace: Namespace, Name: "bundle_activations_total",
 			Help: "Policy sets activated.",
 		}),
-		grpc:    newGRPCMetrics(),
-		breaker: newBreakerMetrics(),
+		readiness: newReadinessGauge(),
+		grpc:      newGRPCMetrics(),
+		breaker:   newBreakerMetrics(),
 	}
 	stages := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "check_stage_duration_seconds",
@@ -181,7 +184,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	cs := []prometheus.Collector{
 		m.decisions, m.checkDuration, stages, m.checkPanics, m.httpRequests, m.httpDuration,
 		m.cacheRequests, m.cacheEvictions, m.redisErrors,
-		m.bundleInfo, m.lastActivation, m.activationFailures, m.activations,
+		m.bundleInfo, m.lastActivation, m.activationFailures, m.activations, m.readiness,
 	}
 	cs = append(cs, m.grpc.collectors()...)
 	cs = append(cs, m.breaker.collectors()...)

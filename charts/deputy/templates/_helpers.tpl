@@ -244,9 +244,14 @@ ports:
   - name: metrics
     containerPort: {{ .Values.deputy.ports.metrics }}
     protocol: TCP
+{{- /* The probes gate on what Deputy needs to decide (policy, identity
+  keys, listeners), never on Redis: while Redis is down plain checks are
+  still decided and those needing state fail closed (503), so an unready
+  pod would only take the storefront down with the store. /readyz itself
+  still reports Redis, and DeputyRedisUnreachable alerts on it. */}}
 startupProbe:
   httpGet:
-    path: /readyz
+    path: /readyz?exclude=redis
     port: metrics
   periodSeconds: 2
   failureThreshold: 60
@@ -262,7 +267,7 @@ readinessProbe:
     port: {{ .Values.deputy.ports.grpc }}
   {{- else }}
   httpGet:
-    path: /readyz
+    path: /readyz?exclude=redis
     port: metrics
   {{- end }}
   periodSeconds: 5

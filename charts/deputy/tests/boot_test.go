@@ -15,10 +15,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,7 +37,14 @@ import (
 // from the ConfigMap or a key file named but not mounted.
 func TestRenderedPodStartsDeputy(t *testing.T) {
 	bin := deputyBinary(t)
-	redisAddr := startRedis(t, "s3cret")
+	redisAddr, _ := startRedis(t, "s3cret")
+	// A Redis that hangs (SIGSTOP) from before the pod starts: Deputy
+	// decides plain checks without it (DESIGN §6), so the probes must pass.
+	frozenAddr, frozen := startRedis(t, "s3cret")
+	if err := frozen.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = frozen.Signal(syscall.SIGCONT) })
 	bundleURL, bundleKey := serveSignedBundle(t, bin)
 	issuer := serveOIDCDiscovery(t)
 	ownPolicies, ownItems := policiesConfigMap(t)
@@ -49,6 +62,8 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		{"header names over grpc", "{app: {image: {repository: x}}, deputy: {config: {check: {owned_prefix: x-auth-}}}}", nil},
 		// Readiness needs Redis reachable with the password from the Secret.
 		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}", nil},
+		{"redis frozen", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}}", nil},
+		{"redis frozen, http probes", "{app: {image: {repository: x}}, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}, deputy: {probes: {grpc: false}}}", nil},
 		// The container an operator pastes into an existing pod, with the
 		// signing keys from a Secret they created.
 		{"sidecar-only", "testdata/sidecar-only.yaml", nil},
@@ -128,16 +143,27 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 				}
 			})
 
+			// Each probe as the kubelet runs it, within its timeout.
 			for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
-				if p == nil || p.HTTPGet == nil {
-					continue
-				}
-				if p.HTTPGet.Port.String() != "metrics" {
-					t.Fatalf("probe on port %s", p.HTTPGet.Port.String())
-				}
-				url := "http://" + metrics + p.HTTPGet.Path
-				if err := poll(url, done); err != nil {
-					t.Fatalf("%s: %v\n%s", p.HTTPGet.Path, err, out.String())
+				switch {
+				case p == nil:
+				case p.GRPC != nil:
+					if !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool {
+						return cp.Name == "grpc-authz" && cp.ContainerPort == p.GRPC.Port
+					}) {
+						t.Fatalf("gRPC probe on port %d, not the ext_authz port", p.GRPC.Port)
+					}
+					if err := pollGRPCHealth(grpc, probeTimeout(p), done); err != nil {
+						t.Fatalf("gRPC health: %v\n%s", err, out.String())
+					}
+				case p.HTTPGet != nil:
+					if p.HTTPGet.Port.String() != "metrics" {
+						t.Fatalf("probe on port %s", p.HTTPGet.Port.String())
+					}
+					url := "http://" + metrics + p.HTTPGet.Path
+					if err := poll(url, probeTimeout(p), done); err != nil {
+						t.Fatalf("%s: %v\n%s", p.HTTPGet.Path, err, out.String())
+					}
 				}
 			}
 			// Behind the pod's Envoy no forwarded check endpoint is served:
@@ -271,7 +297,7 @@ func serveSignedBundle(t *testing.T, bin string) (string, string) {
 }
 
 // startRedis runs a real redis-server with a password on a free port.
-func startRedis(t *testing.T, password string) string {
+func startRedis(t *testing.T, password string) (string, *os.Process) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -290,7 +316,7 @@ func startRedis(t *testing.T, password string) string {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return addr
+			return addr, cmd.Process
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("redis-server not listening on %s", addr)
@@ -360,21 +386,54 @@ func project(files, data map[string]string, items []corev1.KeyToPath) {
 	}
 }
 
-func poll(url string, exited <-chan struct{}) error {
+func poll(url string, timeout time.Duration, exited <-chan struct{}) error {
+	client := &http.Client{Timeout: timeout}
+	return pollUntil(exited, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// pollGRPCHealth waits for the gRPC health service to answer SERVING
+// within timeout, as the kubelet's grpc probe asks it.
+func pollGRPCHealth(addr string, timeout time.Duration, exited <-chan struct{}) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	return pollUntil(exited, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("status %v", r.GetStatus())
+		}
+		return nil
+	})
+}
+
+// pollUntil calls try until it succeeds, Deputy exits or 30 s pass.
+func pollUntil(exited <-chan struct{}, try func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var last error
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
+		last := try(ctx)
+		if last == nil {
+			return nil
 		}
-		last = err
 		select {
 		case <-exited:
 			return fmt.Errorf("deputy exited")
@@ -383,6 +442,15 @@ func poll(url string, exited <-chan struct{}) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// probeTimeout is how long the kubelet waits for a probe's answer: its
+// timeoutSeconds, 1 s when unset.
+func probeTimeout(p *corev1.Probe) time.Duration {
+	if p.TimeoutSeconds > 0 {
+		return time.Duration(p.TimeoutSeconds) * time.Second
+	}
+	return time.Second
 }
 
 func freeAddr(t *testing.T) string {
