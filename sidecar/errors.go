@@ -83,6 +83,18 @@ func IsUnpublished(err error) bool {
 	return errors.As(err, &e) && e.Reason == ReasonUnpublished
 }
 
+// ReasonGrantSuperseded is the reason of the ECONFLICT PutGrant answers
+// for a grant older than a later approval or revocation of the same
+// access: the later decision stands.
+const ReasonGrantSuperseded = "grant_superseded"
+
+// Superseded is the error of a grant write that a later approval or
+// revocation of the same access refused.
+func Superseded() *Error {
+	return &Error{Code: ECONFLICT, Reason: ReasonGrantSuperseded,
+		Message: ReasonGrantSuperseded + ": a later approval or revocation of this access stands"}
+}
+
 // ErrorCode returns the code of err, EINTERNAL for foreign errors and "" for nil.
 func ErrorCode(err error) string {
 	if err == nil {

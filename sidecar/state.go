@@ -321,6 +321,11 @@ type AccessRequest struct {
 	// a retried approval completes it, and nothing else issues grants for
 	// the request. Cleared once they are stored, or when one is revoked.
 	GrantsPending bool `json:"grants_pending,omitempty"`
+	// Seq orders this approval among the approvals and revocations of
+	// the partner organisation's access to the customer. The store sets
+	// it when it records the approval, from a counter in the customer's
+	// keys: replicas' clocks never decide which of two decisions is later.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // Decide records the decision on a pending request. An approval leaves
@@ -351,6 +356,10 @@ type Grant struct {
 	ApprovedBy string    `json:"approved_by,omitempty"`
 	ApprovedAt time.Time `json:"approved_at,omitzero"`
 	RequestID  string    `json:"request_id,omitempty"`
+	// Seq is the approval's (AccessRequest.Seq): PutGrant refuses a grant
+	// older than the last approval written or revocation made for the
+	// same partner organisation and user.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // Scope is ScopeIndividual for a user's grant, ScopeOrganisation otherwise.
@@ -613,7 +622,8 @@ type PartnerStore interface {
 	GetRequest(ctx context.Context, id string) (*AccessRequest, error)
 	// DecideRequest moves a pending request to status (approved or
 	// rejected) atomically; ECONFLICT if it is no longer pending (decided
-	// already, or past its pending expiry).
+	// already, or past its pending expiry). An approval gets the next Seq
+	// of its partner organisation at its customer.
 	DecideRequest(ctx context.Context, id, status, by string, at time.Time) (*AccessRequest, error)
 	// GrantsIssued clears GrantsPending: no grant of the request is to be
 	// issued any more, and PutGrant refuses those that would be from then
@@ -626,11 +636,17 @@ type PartnerStore interface {
 	// A grant of an approval whose grants were all issued or closed
 	// (GrantsIssued on g.RequestID) is refused with ECONFLICT, atomically
 	// with the write: an approval retried while its grant is revoked must
-	// not issue it again.
+	// not issue it again. A grant whose Seq is below that of the grant last
+	// written, or of the last revocation, for the same partner org and
+	// user is refused with ECONFLICT and reason ReasonGrantSuperseded,
+	// atomically too: a later decision stands, whichever write comes last.
 	PutGrant(ctx context.Context, g *Grant) error
 	// GetGrant returns a live grant by customer and id.
 	GetGrant(ctx context.Context, customer, id string) (*Grant, error)
-	// RevokeGrant deletes a grant and returns it; ENOTFOUND if absent.
+	// RevokeGrant deletes a grant and returns it; ENOTFOUND if absent. It
+	// takes the next Seq of the grant's partner organisation at the
+	// customer, so that no approval decided before it issues the grant
+	// again.
 	RevokeGrant(ctx context.Context, customer, id string) (*Grant, error)
 	// EffectiveGrants returns the user's individual and the org's live
 	// grants for the customer, in one read.

@@ -371,11 +371,17 @@ func (p *Partners) ListRequests(ctx context.Context, caller *sidecar.Identity, f
 // decided, never wider), and the request marked GrantsPending. The same
 // approval retried then stores the grants the decision named, as of the
 // decision, and completes it.
+//
+// Decisions on the same access are ordered by their Seq, which the store
+// takes: a user's grant is not stored when a later approval or a
+// revocation of that user's access was recorded meanwhile, whichever
+// write comes last, so a slow or retried approval never undoes either.
+// The approval still completes for its other users; when none is left it
+// answers ECONFLICT grant_superseded.
 func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, []sidecar.Grant, error) {
 	r, err := p.decide(ctx, caller, id, sidecar.RequestApproved, "partner.approve", authorize)
-	completing := false
 	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestApproved && r.GrantsPending {
-		err, completing = nil, true
+		err = nil // completing an approval cut part-way
 	}
 	if err != nil {
 		return nil, nil, err
@@ -386,18 +392,8 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 	}
 	expires := r.DecidedAt.Add(grantDays(r.ExpiryDays))
 	grants := make([]sidecar.Grant, 0, len(users))
+	issued := make([]string, 0, len(users))
 	for _, u := range users {
-		if completing {
-			// A later approval for the same user replaced this one
-			// meanwhile: it stands.
-			newer, err := p.newerGrant(ctx, r, u)
-			if err != nil {
-				return nil, nil, err
-			}
-			if newer {
-				continue
-			}
-		}
 		g := sidecar.Grant{
 			ID:         p.newID(),
 			Customer:   r.Customer,
@@ -408,40 +404,42 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 			ApprovedBy: r.DecidedBy,
 			ApprovedAt: r.DecidedAt,
 			RequestID:  r.ID,
+			Seq:        r.Seq,
 		}
-		if err := p.store.PutGrant(ctx, &g); sidecar.ErrorCode(err) == sidecar.ECONFLICT {
+		err := p.store.PutGrant(ctx, &g)
+		switch {
+		case sidecar.ErrorReason(err) == sidecar.ReasonGrantSuperseded:
+			continue // a later decision on this user's access stands
+		case sidecar.ErrorCode(err) == sidecar.ECONFLICT:
 			// Closed meanwhile (one of its grants was revoked): what is
 			// revoked stays revoked. Finish closing it, in case the closing
 			// was cut part-way.
 			_ = p.store.GrantsIssued(ctx, r.ID)
 			return nil, nil, sidecar.Errorf(sidecar.ECONFLICT, "request_grants_closed")
-		} else if err != nil {
+		case err != nil:
 			return nil, nil, err
 		}
 		grants = append(grants, g)
+		issued = append(issued, u)
 	}
 	if err := p.store.GrantsIssued(ctx, r.ID); err != nil {
 		return nil, nil, err
 	}
 	r.GrantsPending = false
 	p.audit(ctx, caller.Subject, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg})
+	if len(grants) == 0 {
+		return nil, nil, sidecar.Superseded()
+	}
 	err = p.event(ctx, sidecar.EventGrantApproved, r.Customer, caller.Subject, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
 		"requested_by": r.RequestedBy,
 		"level":        string(r.Level),
 		"scope":        r.Scope,
-		"users":        strings.Join(r.Users, ","),
+		"users":        strings.Join(issued, ","),
 		"expires_at":   expires.UTC().Format(time.RFC3339),
 	})
 	return r, grants, err
-}
-
-// newerGrant reports whether user's grant for r's customer comes from a
-// later approval than r.
-func (p *Partners) newerGrant(ctx context.Context, r *sidecar.AccessRequest, user string) (bool, error) {
-	g, err := p.grantOf(ctx, r.Customer, r.PartnerOrg, user)
-	return g != nil && g.RequestID != r.ID && g.ApprovedAt.After(r.DecidedAt), err
 }
 
 // grantOf returns the live grant stored for user of partnerOrg (user ""

@@ -66,6 +66,7 @@ type Store struct {
 	requests   map[string]*sidecar.AccessRequest
 	requestLog []string                             // logKey(created, id), ascending
 	grants     map[string]map[string]*sidecar.Grant // customer → org\x00user → grant
+	order      map[string]map[string]int64          // customer → org: last Seq taken; org\x00user: Seq of the last grant written or revocation
 	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
 	assign     map[string]*sidecar.Assignment
@@ -103,6 +104,7 @@ func New(opts ...Option) *Store {
 		redeem:    map[string]redeemCode{},
 		requests:  map[string]*sidecar.AccessRequest{},
 		grants:    map[string]map[string]*sidecar.Grant{},
+		order:     map[string]map[string]int64{},
 		shares:    map[string]map[string]*sidecar.Share{},
 		subs:      map[string]*sidecar.Subscription{},
 		assign:    map[string]*sidecar.Assignment{},
@@ -677,7 +679,27 @@ func (s *Store) DecideRequest(_ context.Context, id, status, by string, at time.
 		return nil, sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
 	}
 	r.Decide(status, by, at)
+	if status == sidecar.RequestApproved {
+		r.Seq = s.nextSeq(r.Customer, r.PartnerOrg)
+	}
 	return cloneRequest(r), nil
+}
+
+// nextSeq takes the next Seq of partnerOrg at customer; s.mu is held.
+func (s *Store) nextSeq(customer, partnerOrg string) int64 {
+	m := s.orderOf(customer)
+	m[partnerOrg]++
+	return m[partnerOrg]
+}
+
+// orderOf returns the Seqs of customer, made on first use; s.mu is held.
+func (s *Store) orderOf(customer string) map[string]int64 {
+	m := s.order[customer]
+	if m == nil {
+		m = map[string]int64{}
+		s.order[customer] = m
+	}
+	return m
 }
 
 func (s *Store) GrantsIssued(_ context.Context, id string) error {
@@ -732,6 +754,14 @@ func (s *Store) PutGrant(_ context.Context, g *sidecar.Grant) error {
 		s.mu.Unlock()
 		return sidecar.Errorf(sidecar.ECONFLICT, "access request %s issues no more grants", g.RequestID)
 	}
+	f := grantField(g.PartnerOrg, g.User)
+	if g.Seq < s.order[g.Customer][f] {
+		s.mu.Unlock()
+		return sidecar.Superseded()
+	}
+	if g.Seq > 0 {
+		s.orderOf(g.Customer)[f] = g.Seq
+	}
 	m := s.grants[g.Customer]
 	if m == nil {
 		m = map[string]*sidecar.Grant{}
@@ -743,7 +773,7 @@ func (s *Store) PutGrant(_ context.Context, g *sidecar.Grant) error {
 			delete(m, k)
 		}
 	}
-	m[grantField(g.PartnerOrg, g.User)] = &cp
+	m[f] = &cp
 	s.mu.Unlock()
 	s.publish(sidecar.GrantKey(g.Customer))
 	return nil
@@ -778,6 +808,8 @@ func (s *Store) RevokeGrant(_ context.Context, customer, id string) (*sidecar.Gr
 		if g.ID == id {
 			out = s.liveGrant(customer, k)
 			delete(s.grants[customer], k)
+			seq := s.nextSeq(customer, g.PartnerOrg)
+			s.order[customer][k] = seq
 		}
 	}
 	s.mu.Unlock()

@@ -22,6 +22,10 @@ import (
 //	{cust:C}:grants:exp        sorted set: same fields by expiry (ms), to expire fields
 //	{cust:C}:grants:closed     sorted set: ids of C's requests that issue no more grants,
 //	                           by when the request is forgotten (ms)
+//	{cust:C}:grants:seq        hash: "<org>" → last Seq taken for O's access to C;
+//	                           "<org>\x00<user>" → Seq of the grant last written or revoked
+//	                           there. Kept 2×retention past its last change: every
+//	                           request whose Seq it ordered is forgotten by then
 //	{porg:O}:grants            sorted set: "C\x00<user>" by expiry, for "My Customers"
 //	grants:expiry              sorted set: "C\x00<org>\x00<user>" by expiry, for "expiring soon"
 //	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
@@ -98,6 +102,11 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 			return sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
 		}
 		r.Decide(status, by, at)
+		if status == sidecar.RequestApproved {
+			if r.Seq, err = s.nextSeq(ctx, r.Customer, r.PartnerOrg); err != nil {
+				return err
+			}
+		}
 		out = r
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, encode(r), s.ttl(s.requestForgetAt(r)))
@@ -109,6 +118,26 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 		return nil, rerr(err, "access request")
 	}
 	return out, nil
+}
+
+// seqTTL is how long a customer's Seqs are kept past their last change:
+// longer than any request they ordered is.
+func (s *Store) seqTTL() time.Duration { return 2 * s.cfg.Retention }
+
+// nextSeq takes the next Seq of partnerOrg's access to customer, in the
+// customer's slot where PutGrant and RevokeGrant compare and take them.
+func (s *Store) nextSeq(ctx context.Context, customer, partnerOrg string) (int64, error) {
+	key := s.cust(customer, "grants:seq")
+	var incr *goredis.IntCmd
+	_, err := s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		incr = p.HIncrBy(ctx, key, partnerOrg, 1)
+		p.PExpire(ctx, key, s.seqTTL())
+		return nil
+	})
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	return incr.Val(), nil
 }
 
 // closeGrantsScript records that a request issues no more grants, in its
@@ -212,13 +241,22 @@ func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]si
 // ---- grants ----------------------------------------------------------------
 
 // putGrantScript stores a grant in the customer's hash, unless its
-// request is closed (returns -1), drops expired fields and keeps the hash
-// alive until its last grant expires.
-// KEYS: grants hash, expiry set, closed set. ARGV: field, grant JSON,
-// expiry ms, now ms, request id.
+// request is closed (returns -1) or a later approval or revocation of the
+// field took a higher Seq (returns -2), drops expired fields and keeps the
+// hash alive until its last grant expires.
+// KEYS: grants hash, expiry set, closed set, seq hash. ARGV: field, grant
+// JSON, expiry ms, now ms, request id, seq, seq TTL ms.
 var putGrantScript = goredis.NewScript(`
 if ARGV[5] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[5]) then
   return -1
+end
+local seq = tonumber(ARGV[6])
+if seq < tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') then
+  return -2
+end
+if seq > 0 then
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -239,14 +277,19 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
 `)
 
-// revokeGrantScript deletes a grant field if it still holds the grant id.
-// KEYS: grants hash, expiry set. ARGV: field, grant id.
+// revokeGrantScript deletes a grant field if it still holds the grant id,
+// and marks the field with the next Seq of the grant's partner org, which
+// every approval decided before it is below.
+// KEYS: grants hash, expiry set, seq hash. ARGV: field, grant id, partner
+// org, seq TTL ms.
 var revokeGrantScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
 if cjson.decode(v)['id'] ~= ARGV[2] then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], redis.call('HINCRBY', KEYS[3], ARGV[3], 1))
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return v
 `)
 
@@ -256,13 +299,15 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 	}
 	now := s.now()
 	f := field(g.PartnerOrg, g.User)
-	n, err := putGrantScript.Run(ctx, s.c, []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp"), s.cust(g.Customer, "grants:closed")},
-		f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID).Int()
-	if err != nil {
+	keys := []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp"), s.cust(g.Customer, "grants:closed"), s.cust(g.Customer, "grants:seq")}
+	n, err := putGrantScript.Run(ctx, s.c, keys, f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID, g.Seq, s.seqTTL().Milliseconds()).Int()
+	switch {
+	case err != nil:
 		return unavailable(err)
-	}
-	if n < 0 {
+	case n == -1:
 		return sidecar.Errorf(sidecar.ECONFLICT, "access request %s issues no more grants", g.RequestID)
+	case n == -2:
+		return sidecar.Superseded()
 	}
 	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		porg := s.tagged("porg", g.PartnerOrg, "grants")
@@ -324,7 +369,8 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.
 		if g.ID != id {
 			continue
 		}
-		raw, err := revokeGrantScript.Run(ctx, s.c, []string{s.cust(customer, "grants"), s.cust(customer, "grants:exp")}, f, id).Text()
+		raw, err := revokeGrantScript.Run(ctx, s.c, []string{s.cust(customer, "grants"), s.cust(customer, "grants:exp"), s.cust(customer, "grants:seq")},
+			f, id, g.PartnerOrg, s.seqTTL().Milliseconds()).Text()
 		if errors.Is(err, goredis.Nil) {
 			break // replaced or revoked meanwhile
 		}

@@ -687,6 +687,69 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 		// Another approval still issuing is not affected.
 		must(t, e.s.PutGrant(e.ctx, issued("g4", "r2", "sam")))
 	})
+	// Approvals of one partner organisation's access to a customer take
+	// rising Seqs, and a revocation takes the next: a grant written for
+	// an approval older than the last grant written or revoked for the
+	// same user is refused, whichever write comes last, so a slow or
+	// retried approval neither replaces a later one nor undoes a
+	// revocation. The same approval may write its grant again.
+	t.Run("older_approval_superseded", func(t *testing.T) {
+		e := newEnv(t)
+		approved := map[string]int64{}
+		for _, id := range []string{"r1", "r2", "r3", "r4"} {
+			must(t, e.s.CreateRequest(e.ctx, newRequest(e, id, "p1", "acme")))
+			r, err := e.s.DecideRequest(e.ctx, id, sidecar.RequestApproved, "boss", e.now())
+			must(t, err)
+			approved[id] = r.Seq
+		}
+		if !(approved["r1"] < approved["r2"] && approved["r2"] < approved["r3"] && approved["r3"] < approved["r4"]) {
+			t.Fatalf("Seqs of approvals decided in turn: %v, want rising", approved)
+		}
+		issued := func(id, req, user string) *sidecar.Grant {
+			g := grant(e, id, "acme", "p1", user, sidecar.LevelLook, 30*day)
+			g.RequestID, g.Seq = req, approved[req]
+			return g
+		}
+		must(t, e.s.PutGrant(e.ctx, issued("g2", "r2", "pat")))
+		err := e.s.PutGrant(e.ctx, issued("g1", "r1", "pat"))
+		if sidecar.ErrorReason(err) != sidecar.ReasonGrantSuperseded {
+			t.Fatalf("older approval's grant after a later one: %v, want %s", err, sidecar.ReasonGrantSuperseded)
+		}
+		must(t, e.s.PutGrant(e.ctx, issued("g2b", "r2", "pat"))) // the same approval again
+		must(t, e.s.PutGrant(e.ctx, issued("g1s", "r1", "sam"))) // another user's access is its own
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g2b")
+		must(t, err)
+		err = e.s.PutGrant(e.ctx, issued("g3", "r3", "pat")) // decided before the revocation
+		if sidecar.ErrorReason(err) != sidecar.ReasonGrantSuperseded {
+			t.Fatalf("grant of an approval decided before the revocation: %v, want %s", err, sidecar.ReasonGrantSuperseded)
+		}
+		eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", "pat")
+		must(t, err)
+		if eg.Individual != nil {
+			t.Fatalf("pat's grant after the revocation and the refused write: %+v", eg.Individual)
+		}
+		// An approval decided after the revocation is a new decision.
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r5", "p1", "acme")))
+		r5, err := e.s.DecideRequest(e.ctx, "r5", sidecar.RequestApproved, "boss", e.now())
+		must(t, err)
+		approved["r5"] = r5.Seq
+		must(t, e.s.PutGrant(e.ctx, issued("g5", "r5", "pat")))
+		// Seqs are per partner organisation: p2's first approval is not
+		// held back by p1's.
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "q1", "p2", "acme")))
+		q1, err := e.s.DecideRequest(e.ctx, "q1", sidecar.RequestApproved, "boss", e.now())
+		must(t, err)
+		g := grant(e, "gq", "acme", "p2", "pat", sidecar.LevelLook, 30*day)
+		g.RequestID, g.Seq = "q1", q1.Seq
+		must(t, e.s.PutGrant(e.ctx, g))
+		// A rejection takes no Seq.
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r6", "p1", "acme")))
+		r6, err := e.s.DecideRequest(e.ctx, "r6", sidecar.RequestRejected, "boss", e.now())
+		must(t, err)
+		if r6.Seq != 0 {
+			t.Fatalf("rejected request's Seq = %d, want 0", r6.Seq)
+		}
+	})
 	t.Run("individual_before_organisation_even_when_lower", func(t *testing.T) {
 		e := newEnv(t)
 		must(t, e.s.PutGrant(e.ctx, grant(e, "g-org", "acme", "p1", "", sidecar.LevelFullAdmin, 30*day)))
@@ -1268,7 +1331,17 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 		}, sidecar.ConsentKey("c1")},
 		{"grant_revoked", func() error { _, err := e.s.RevokeGrant(e.ctx, "acme", "g1"); return err }, sidecar.GrantKey("acme")},
 		{"grant_replaced", func() error {
-			return e.s.PutGrant(e.ctx, grant(e, "g2", "acme", "p1", "", sidecar.LevelCC, time.Hour))
+			// Approved after the revocation above, which its Seq follows.
+			if err := e.s.CreateRequest(e.ctx, newRequest(e, "r-g2", "p1", "acme")); err != nil {
+				return err
+			}
+			r, err := e.s.DecideRequest(e.ctx, "r-g2", sidecar.RequestApproved, "boss", e.now())
+			if err != nil {
+				return err
+			}
+			g := grant(e, "g2", "acme", "p1", "", sidecar.LevelCC, time.Hour)
+			g.Seq = r.Seq
+			return e.s.PutGrant(e.ctx, g)
 		}, sidecar.GrantKey("acme")},
 		{"assignment_moved", func() error {
 			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "c1", From: "d", To: &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d2"}}})
