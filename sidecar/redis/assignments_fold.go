@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -39,11 +40,13 @@ return 0
 // under an unfolded spelling under its folded id, keeping the spelling in
 // the record. Where the folded id is already held, by the same domain the
 // variant is dropped; by another domain, both are removed, logged and
-// audited: which domain rightly holds the customer cannot be told (this
-// is the state the variant bypass leaves), and removing both is the only
-// answer that gives no domain a customer it may not hold; a super admin
-// assigns it again. A fault part-way leaves each record moved or not,
-// never held by two domains, and the next pass completes it.
+// audited, and the id is marked (<prefix>:{cust:<folded>}:assign-conflict)
+// so that no later pass moves another variant in: which domain rightly
+// holds the customer cannot be told (this is the state the variant bypass
+// leaves), and removing all is the only answer that gives no domain a
+// customer it may not hold; a super admin assigns it again. A fault
+// part-way leaves every spelling acting at most where the previous
+// version let it, and the next pass ends where an unbroken one would.
 //
 // The pass scans the whole keyspace once; when it finishes it sets a
 // marker, and later calls return at once. Records a replica of the
@@ -92,7 +95,29 @@ func (s *Store) eachMaster(ctx context.Context, fn func(context.Context, goredis
 	return fn(ctx, s.c)
 }
 
-// foldOne moves the assignment under key, when its spelling is not folded.
+// foldScript files a legacy record under its folded id, in the folded
+// id's slot. KEYS: the folded assignment, its conflict mark. ARGV: the
+// record, its domain. Returns "moved" (it was free), "merged" (held by the
+// same domain), "marked" (an earlier pass found variants of the id in two
+// domains) or {"conflict", the record held}: held by another domain, now
+// removed and the id marked, so that no later pass moves a variant in.
+var foldScript = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'marked' end
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 'moved'
+end
+if cjson.decode(cur)['domain'] == ARGV[2] then return 'merged' end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1')
+return {'conflict', cur}
+`)
+
+// foldOne moves the assignment under key, when its spelling is not
+// folded. The legacy record is deleted last, and only while it holds
+// what was read: a fault before leaves it for the next pass, which
+// finds the folded id moved, merged or marked and ends the same.
 func (s *Store) foldOne(ctx context.Context, key string, rep *FoldReport) error {
 	spelled, ok := strings.CutPrefix(key, s.prefix+":{cust:")
 	if spelled, ok = strings.CutSuffix(spelled, "}:assign"); !ok || sidecar.FoldID(spelled) == spelled {
@@ -110,46 +135,36 @@ func (s *Store) foldOne(ctx context.Context, key string, rep *FoldReport) error 
 		s.log.Warn("unreadable assignment left where it is; it counts as unassigned", "key", key, "err", err)
 		return nil
 	}
-	folded := s.assignKey(old.Customer)
-	if folded == key {
+	folded := sidecar.FoldID(old.Customer)
+	if s.cust(folded, "assign") == key {
 		return nil
 	}
-	for range assignmentFoldTries {
-		set, err := s.c.SetNX(ctx, folded, raw, 0).Result()
-		if err != nil {
-			return err
+	res, err := foldScript.Run(ctx, s.c, []string{s.cust(folded, "assign"), s.cust(folded, "assign-conflict")}, raw, old.Domain).Result()
+	if err != nil {
+		return err
+	}
+	switch res {
+	case "moved":
+		// The listing finds the record through the index entry the
+		// previous version wrote: it names the spelling kept.
+		rep.Moved++
+		s.publish(ctx, sidecar.AssignmentKey(old.Customer))
+	case "merged":
+		// The listing drops the variant's index entry: the record it reads
+		// names another spelling.
+		rep.Merged++
+	case "marked":
+		rep.Conflicts++
+		s.c.ZRem(ctx, s.domainKey(old.Domain), old.Customer)
+	default:
+		reply, _ := res.([]any)
+		var held *sidecar.Assignment
+		if len(reply) == 2 {
+			cur, _ := reply[1].(string)
+			held, _ = decode[sidecar.Assignment](cur)
 		}
-		if set {
-			// Both keys hold the record until the legacy one goes; the
-			// store reads only the folded one.
-			rep.Moved++
-			s.publish(ctx, sidecar.AssignmentKey(old.Customer))
-			return delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err()
-		}
-		cur, err := s.c.Get(ctx, folded).Result()
-		if errors.Is(err, goredis.Nil) {
-			continue // removed meanwhile: try to move again
-		}
-		if err != nil {
-			return err
-		}
-		held, err := decode[sidecar.Assignment](cur)
-		if err != nil {
-			return err
-		}
-		if held.Domain == old.Domain {
-			// The listing drops the variant's index entry: the record it
-			// reads names another spelling.
-			rep.Merged++
-			return delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err()
-		}
-		// The legacy record goes first: should the second delete fail,
-		// the next pass finds nothing to move back in.
-		if err := delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err(); err != nil {
-			return err
-		}
-		if err := delIfSameScript.Run(ctx, s.c, []string{folded}, cur).Err(); err != nil {
-			return err
+		if held == nil {
+			return fmt.Errorf("fold %s: unexpected reply %v", key, res)
 		}
 		rep.Conflicts++
 		s.publish(ctx, sidecar.AssignmentKey(old.Customer))
@@ -162,17 +177,9 @@ func (s *Store) foldOne(ctx context.Context, key string, rep *FoldReport) error 
 			Data: map[string]string{"domain": held.Domain, "variant": old.Customer, "variant_domain": old.Domain}}); err != nil {
 			s.log.Error("audit entry not appended", "action", "reseller.assignment.fold_conflict", "customer", held.Customer, "error", err)
 		}
-		return nil
 	}
-	// The folded id keeps changing: live writes own it, and the legacy
-	// record stays unread.
-	s.log.Warn("assignment left under its unfolded spelling; it counts as unassigned", "customer", old.Customer)
-	return nil
+	return delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err()
 }
-
-// assignmentFoldTries bounds how often foldOne tries again when the
-// folded id's record is removed under it.
-const assignmentFoldTries = 3
 
 // globEscape quotes the characters SCAN MATCH reads as a pattern.
 func globEscape(s string) string {

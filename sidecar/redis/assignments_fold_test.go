@@ -3,7 +3,10 @@ package redis_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -154,4 +157,114 @@ func TestFoldAssignmentsNeverWidens(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFoldAssignmentsUnderFaults cuts Redis after every command of a pass:
+// whatever the cut leaves, every spelling acts at most in the domain the
+// previous version gave that very spelling, and a pass after it moves the
+// rest.
+func TestFoldAssignmentsUnderFaults(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	raw := srv.Client()
+	legacyDomains := map[string]string{"acme": "shop-a", "ACME": "shop-b", "Globex": "shop-b", "Initech": "shop-a", "initech": "shop-a", "Umbrella": "shop-a", "UMBRELLA": "shop-b"}
+	// Where an unbroken pass leaves each spelling acting.
+	foldedDomains := map[string]string{"acme": "", "Globex": "shop-b", "Initech": "", "initech": "shop-a", "Umbrella": "", "UMBRELLA": ""}
+	round := 0
+	// world seeds the previous version's records under a fresh prefix and
+	// returns a store through the proxy and one straight to Redis.
+	world := func(t *testing.T) (viaProxy, direct *redis.Store) {
+		t.Helper()
+		round++
+		p := fmt.Sprintf("fault%d", round)
+		for c, d := range legacyDomains {
+			b, _ := json.Marshal(sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d})
+			if err := raw.Set(ctx, p+":{cust:"+c+"}:assign", b, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := raw.ZAdd(ctx, p+":{dom:"+d+"}:customers", goredis.Z{Member: c}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		open := func(addr string) *redis.Store {
+			s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: p, MaxRetries: -1,
+				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithLogger(slog.New(slog.DiscardHandler)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			return s
+		}
+		return open(proxy.Addr), open(srv.Addr)
+	}
+	// check: no spelling acts in a domain its own legacy record did not name.
+	check := func(t *testing.T, s *redis.Store, when string) {
+		t.Helper()
+		for c := range legacyDomains {
+			for _, v := range []string{c, strings.ToUpper(c), strings.ToLower(c)} {
+				a, err := s.GetAssignment(ctx, v)
+				if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", when, err)
+				}
+				if a.Customer == v && legacyDomains[v] != a.Domain {
+					t.Fatalf("%s: %s acts in %q; its record named %q", when, v, a.Domain, legacyDomains[v])
+				}
+			}
+		}
+	}
+
+	// Without a fault, twice: the second pass counts the commands with
+	// the scripts loaded, as every pass after it runs.
+	total := 0
+	for range 2 {
+		viaProxy, direct := world(t)
+		proxy.Reset()
+		if _, err := viaProxy.FoldAssignments(ctx); err != nil {
+			t.Fatalf("without a fault: %v", err)
+		}
+		total = proxy.Commands()
+		check(t, direct, "no fault")
+	}
+	failed := 0
+	for cut := range total {
+		viaProxy, direct := world(t)
+		proxy.Reset()
+		proxy.CutAfter(cut)
+		_, err := viaProxy.FoldAssignments(ctx)
+		if !proxy.WasCut() {
+			t.Fatalf("cut after %d of %d commands never happened", cut, total)
+		}
+		proxy.Reset()
+		if err != nil {
+			failed++
+		}
+		when := fmt.Sprintf("cut after %d of %d commands (err %v)", cut, total, err)
+		check(t, direct, when)
+		if _, err := direct.FoldAssignments(ctx); err != nil {
+			t.Fatalf("%s: the pass after: %v", when, err)
+		}
+		check(t, direct, when+", then a whole pass")
+		// And it ends where an unbroken pass does: variants of one id in
+		// two domains removed, whichever of them a cut left moved.
+		for _, c := range []string{"acme", "Globex", "Initech", "initech", "Umbrella", "UMBRELLA"} {
+			a, err := direct.GetAssignment(ctx, c)
+			got := ""
+			if err == nil && a.Customer == c {
+				got = a.Domain
+			} else if err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+				t.Fatal(err)
+			}
+			if got != foldedDomains[c] {
+				t.Fatalf("%s, then a whole pass: %s acts in %q, want %q", when, c, got, foldedDomains[c])
+			}
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no cut point made the pass fail")
+	}
+	t.Logf("cut after each of 0..%d commands: %d failed, every state safe", total-1, failed)
 }
