@@ -413,3 +413,35 @@ where, urls and hint.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Fails the render on an issuer or JWKS URL that Deputy would fetch keys
+from over plain http: whoever answers on the path would choose the keys,
+and so sign any token Deputy accepts, the management API's included.
+Deputy itself refuses them at start, outside dev mode, unless the host is
+loopback; deputy.config keeps that exception (a key proxy in the pod),
+identity.issuerURLs names the provider and takes https alone.
+*/}}
+{{- define "deputy.refusePlainKeyURLs" -}}
+{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $why := "keys fetched over plain http are chosen by whoever answers on the path, and so is every token Deputy accepts: use the identity provider's https URL" -}}
+{{- range $i, $u := .Values.identity.issuerURLs | default list -}}
+{{- if not (hasPrefix "https://" (lower (toString $u))) }}{{ fail (printf "identity.issuerURLs[%d] is not https: %s" $i $why) }}{{ end -}}
+{{- end -}}
+{{- range $i, $u := dig "identity" "issuer_urls" list $cfg -}}
+{{- if include "deputy.plainRemote" $u }}{{ fail (printf "deputy.config.identity.issuer_urls[%d] is plain http to a host that is not loopback: %s" $i $why) }}{{ end -}}
+{{- end -}}
+{{- range $i, $is := dig "identity" "issuers" list $cfg -}}
+{{- if get $is "jwks_url" -}}
+{{- if include "deputy.plainRemote" (get $is "jwks_url") }}{{ fail (printf "deputy.config.identity.issuers[%d].jwks_url is plain http to a host that is not loopback: %s" $i $why) }}{{ end -}}
+{{- else if not (get $is "jwks_file") -}}
+{{- if include "deputy.plainRemote" (get $is "issuer") }}{{ fail (printf "deputy.config.identity.issuers[%d].issuer is plain http to a host that is not loopback, and its keys would be discovered there: %s" $i $why) }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the URL (the argument) is plain http to a host that is not loopback. */}}
+{{- define "deputy.plainRemote" -}}
+{{- $u := lower (toString (. | default "")) -}}
+{{- if and (hasPrefix "http://" $u) (not (regexMatch "^http://([^/?#@]*@)?(localhost|127\\.[0-9.]+|\\[::1\\])(:[0-9]*)?([/?#]|$)" $u)) }}true{{ end -}}
+{{- end -}}

@@ -861,3 +861,48 @@ func TestGoMemoryLimitFollowsContainerLimit(t *testing.T) {
 		})
 	}
 }
+
+// Keys fetched over plain http are chosen by whoever answers on the path,
+// and so is every token Deputy accepts: the render refuses an issuer or
+// JWKS URL over plain http (deputy.config keeps Deputy's own exception
+// for loopback), even with the schema skipped (helm's
+// --skip-schema-validation).
+func TestRenderRefusesKeysInClear(t *testing.T) {
+	const app = "app: {image: {repository: x}}, "
+	tests := []struct {
+		name, values, want string
+	}{
+		{"issuer URL", app + "identity: {issuerURLs: ['http://login.example.com'], audiences: [shop]}", "identity.issuerURLs[0] is not https"},
+		{"issuer URL on loopback", app + "identity: {issuerURLs: ['http://127.0.0.1:8080'], audiences: [shop]}", "identity.issuerURLs[0] is not https"},
+		{"config issuer URL", app + "identity: {audiences: [shop]}, deputy: {config: {identity: {issuer_urls: ['http://10.1.2.3']}}}",
+			"deputy.config.identity.issuer_urls[0] is plain http"},
+		{"config issuer URL on a loopback look-alike", app + "identity: {audiences: [shop]}, deputy: {config: {identity: {issuer_urls: ['http://127.0.0.1.example.com']}}}",
+			"deputy.config.identity.issuer_urls[0] is plain http"},
+		{"config JWKS URL", app + "identity: {audiences: [shop]}, deputy: {config: {identity: {issuers: [{issuer: 'https://a.example.com', jwks_url: 'http://keys.internal/jwks.json'}]}}}",
+			"deputy.config.identity.issuers[0].jwks_url is plain http"},
+		{"config discovered issuer", app + "identity: {audiences: [shop]}, deputy: {config: {identity: {issuers: [{issuer: 'https://a.example.com', jwks_file: /k.json, namespace: a}, {issuer: 'http://b.internal'}]}}}",
+			"deputy.config.identity.issuers[1].issuer is plain http"},
+		{"config loopback key proxy", app + "identity: {audiences: [shop]}, deputy: {config: {identity: {issuers: [{issuer: 'https://a.example.com', jwks_url: 'http://127.0.0.1:8001/jwks.json'}]}}}", ""},
+		{"config http issuer name with a key file", app + "identity: {audiences: [shop]}, deputy: {config: {identity: {issuers: [{issuer: 'http://a.internal', jwks_file: /k.json}]}}}", ""},
+	}
+	c := loadChart(t)
+	c.Schema = nil
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			vals, err := chartutil.ReadValues([]byte("{" + tc.values + "}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = renderValues(c, vals, true)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
