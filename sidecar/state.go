@@ -146,6 +146,10 @@ type CustomerDeletion struct {
 	Withdrawn *Consent
 }
 
+// SelfSet reports whether the customer set this consent themself: its
+// records are self-service (AuditEntry.SelfService).
+func (c *Consent) SelfSet() bool { return c.SetBy == c.Customer }
+
 // Granted reports whether the consent allows impersonation at now.
 func (c *Consent) Granted(now time.Time) bool {
 	return c != nil && c.Allowed && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
@@ -457,18 +461,27 @@ type Event struct {
 	Data     map[string]string `json:"data,omitempty"`
 }
 
-// AuditEntry is one entry of the audit stream: a management action, who
+// AuditEntry is one entry of the audit trail: a management action, who
 // did it, to what, and how it ended. Kept apart from events, with its own
 // retention.
+//
+// SelfService marks the record of what a customer did to their own account
+// (their own consent, and what follows from it alone): any signed-in
+// customer can write those, as often as their budget allows. Stores keep
+// them in a stream of their own, trimmed apart, so that however many
+// there are they never push out the records of staff, partner and
+// reseller actions (impersonation, consent set on behalf, grants,
+// assignments); a read of the trail merges both in id order.
 type AuditEntry struct {
-	ID       string            `json:"id"`
-	Time     time.Time         `json:"time"`
-	Actor    string            `json:"actor"`
-	Action   string            `json:"action"`
-	Customer string            `json:"customer,omitempty"`
-	Target   string            `json:"target,omitempty"`
-	Outcome  string            `json:"outcome,omitempty"` // e.g. "ok", or an error code
-	Data     map[string]string `json:"data,omitempty"`
+	ID          string            `json:"id"`
+	Time        time.Time         `json:"time"`
+	Actor       string            `json:"actor"`
+	Action      string            `json:"action"`
+	Customer    string            `json:"customer,omitempty"`
+	Target      string            `json:"target,omitempty"`
+	Outcome     string            `json:"outcome,omitempty"` // e.g. "ok", or an error code
+	SelfService bool              `json:"self_service,omitempty"`
+	Data        map[string]string `json:"data,omitempty"`
 }
 
 // Page asks for one page of a list. Cursor is opaque: pass the next cursor

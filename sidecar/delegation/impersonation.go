@@ -390,7 +390,8 @@ func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity
 		data["reason"] = reason
 	}
 	i.event(ctx, sidecar.EventConsentChanged, c.Customer, by.Subject, data)
-	i.audit(ctx, by, "consent.set", c.Customer, c.Customer, data)
+	i.appendAudit(ctx, &sidecar.AuditEntry{Actor: by.Subject, Action: "consent.set", Customer: c.Customer, Target: c.Customer,
+		SelfService: c.SelfSet(), Data: data})
 }
 
 // GetConsent returns the customer's current consent; a customer who never
@@ -806,7 +807,11 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 	for _, c := range lapsed {
 		data := map[string]string{"expires_at": c.ExpiresAt.UTC().Format(time.RFC3339)}
 		i.event(ctx, sidecar.EventConsentExpired, c.Customer, sidecar.SweepActor, data)
-		i.audit(ctx, deputy, "consent.expired", c.Customer, c.Customer, data)
+		// A lapse records no one's action, and a customer makes one as
+		// often as they set a consent that lapses: self-service, whoever
+		// set it (setting it on behalf is recorded apart, as consent.set).
+		i.appendAudit(ctx, &sidecar.AuditEntry{Actor: deputy.Subject, Action: "consent.expired", Customer: c.Customer, Target: c.Customer,
+			SelfService: true, Data: data})
 	}
 	return errors.Join(err, perr, cerr)
 }
@@ -864,9 +869,14 @@ func (i *Impersonation) event(ctx context.Context, typ, customer, actor string, 
 }
 
 func (i *Impersonation) audit(ctx context.Context, by *sidecar.Identity, action, customer, target string, data map[string]string) {
-	a := &sidecar.AuditEntry{Time: i.clock(), Actor: by.Subject, Action: action, Customer: customer, Target: target, Outcome: "ok", Data: data}
+	i.appendAudit(ctx, &sidecar.AuditEntry{Actor: by.Subject, Action: action, Customer: customer, Target: target, Data: data})
+}
+
+// appendAudit records a, done now and ended ok.
+func (i *Impersonation) appendAudit(ctx context.Context, a *sidecar.AuditEntry) {
+	a.Time, a.Outcome = i.clock(), "ok"
 	if err := i.store.AppendAudit(ctx, a); err != nil {
-		i.logger.Error("audit entry not appended", "action", action, "customer", customer, "error", err)
+		i.logger.Error("audit entry not appended", "action", a.Action, "customer", a.Customer, "error", err)
 	}
 }
 

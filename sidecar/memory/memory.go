@@ -20,10 +20,13 @@ import (
 
 // Defaults.
 const (
-	DefaultRetention     = 90 * 24 * time.Hour // ended sessions and decided requests
-	DefaultEventsMaxLen  = 100_000
-	DefaultAuditMaxLen   = 100_000
-	DefaultConsentMaxLen = 100 // history entries kept per customer
+	DefaultRetention    = 90 * 24 * time.Hour // ended sessions and decided requests
+	DefaultEventsMaxLen = 100_000
+	DefaultAuditMaxLen  = 100_000
+	// DefaultAuditSelfMaxLen bounds the self-service records of the audit
+	// trail (sidecar.AuditEntry.SelfService), kept apart from the others.
+	DefaultAuditSelfMaxLen = 100_000
+	DefaultConsentMaxLen   = 100 // history entries kept per customer
 )
 
 // scanLimit bounds how many stream entries one read examines, so a
@@ -46,12 +49,17 @@ func WithStreamMaxLen(events, audit int) Option {
 	return func(s *Store) { s.eventsMax, s.auditMax = events, audit }
 }
 
+// WithAuditSelfMaxLen bounds the self-service records of the audit trail,
+// which are trimmed apart from the others.
+func WithAuditSelfMaxLen(n int) Option { return func(s *Store) { s.auditSelfMax = n } }
+
 // Store is the in-process sidecar.Store.
 type Store struct {
-	now       sidecar.Clock
-	retention time.Duration
-	eventsMax int
-	auditMax  int
+	now          sidecar.Clock
+	retention    time.Duration
+	eventsMax    int
+	auditMax     int
+	auditSelfMax int
 
 	mu         sync.RWMutex
 	customers  map[string]*sidecar.Customer
@@ -72,7 +80,8 @@ type Store struct {
 	assign     map[string]*sidecar.Assignment
 	events     []sidecar.Event
 	audit      []sidecar.AuditEntry
-	lastID     streamID
+	selfAudit  []sidecar.AuditEntry // SelfService entries, trimmed apart
+	lastID     sidecar.StreamID     // of all three streams: ids never repeat across the audit trail's two
 
 	subMu  sync.Mutex
 	subs2  map[int]func(string)
@@ -90,25 +99,26 @@ var _ sidecar.Store = (*Store)(nil)
 // New returns an empty store.
 func New(opts ...Option) *Store {
 	s := &Store{
-		now:       time.Now,
-		retention: DefaultRetention,
-		eventsMax: DefaultEventsMaxLen,
-		auditMax:  DefaultAuditMaxLen,
-		customers: map[string]*sidecar.Customer{},
-		staff:     map[string]bool{},
-		consent:   map[string]*sidecar.Consent{},
-		history:   map[string][]sidecar.Consent{},
-		lapsing:   map[string]time.Time{},
-		sessions:  map[string]*sidecar.Session{},
-		tokens:    map[string]string{},
-		redeem:    map[string]redeemCode{},
-		requests:  map[string]*sidecar.AccessRequest{},
-		grants:    map[string]map[string]*sidecar.Grant{},
-		order:     map[string]map[string]int64{},
-		shares:    map[string]map[string]*sidecar.Share{},
-		subs:      map[string]*sidecar.Subscription{},
-		assign:    map[string]*sidecar.Assignment{},
-		subs2:     map[int]func(string){},
+		now:          time.Now,
+		retention:    DefaultRetention,
+		eventsMax:    DefaultEventsMaxLen,
+		auditMax:     DefaultAuditMaxLen,
+		auditSelfMax: DefaultAuditSelfMaxLen,
+		customers:    map[string]*sidecar.Customer{},
+		staff:        map[string]bool{},
+		consent:      map[string]*sidecar.Consent{},
+		history:      map[string][]sidecar.Consent{},
+		lapsing:      map[string]time.Time{},
+		sessions:     map[string]*sidecar.Session{},
+		tokens:       map[string]string{},
+		redeem:       map[string]redeemCode{},
+		requests:     map[string]*sidecar.AccessRequest{},
+		grants:       map[string]map[string]*sidecar.Grant{},
+		order:        map[string]map[string]int64{},
+		shares:       map[string]map[string]*sidecar.Share{},
+		subs:         map[string]*sidecar.Subscription{},
+		assign:       map[string]*sidecar.Assignment{},
+		subs2:        map[int]func(string){},
 	}
 	for _, o := range opts {
 		o(s)
@@ -1128,33 +1138,13 @@ func (s *Store) AssignmentsByDomain(_ context.Context, domain string, p sidecar.
 
 // ---- streams ---------------------------------------------------------------
 
-// streamID mirrors Redis stream ids (<ms>-<seq>) so cursors look alike in
-// both stores.
-type streamID struct{ ms, seq uint64 }
-
-func (id streamID) String() string {
-	return strconv.FormatUint(id.ms, 10) + "-" + strconv.FormatUint(id.seq, 10)
-}
-
-func (id streamID) less(o streamID) bool { return id.ms < o.ms || (id.ms == o.ms && id.seq < o.seq) }
-
-func parseStreamID(s string) (streamID, error) {
-	ms, seq, ok := strings.Cut(s, "-")
-	a, err1 := strconv.ParseUint(ms, 10, 64)
-	b, err2 := strconv.ParseUint(seq, 10, 64)
-	if !ok || err1 != nil || err2 != nil {
-		return streamID{}, sidecar.Invalid("cursor", "malformed cursor")
-	}
-	return streamID{a, b}, nil
-}
-
 // nextStreamID is monotonic even if the clock steps back.
-func (s *Store) nextStreamID() streamID {
+func (s *Store) nextStreamID() sidecar.StreamID {
 	ms := uint64(max(s.now().UnixMilli(), 0))
-	if ms > s.lastID.ms {
-		s.lastID = streamID{ms, 0}
+	if ms > s.lastID.MS {
+		s.lastID = sidecar.StreamID{MS: ms}
 	} else {
-		s.lastID.seq++
+		s.lastID.Seq++
 	}
 	return s.lastID
 }
@@ -1187,7 +1177,11 @@ func (s *Store) AppendAudit(_ context.Context, a *sidecar.AuditEntry) error {
 	a.ID = s.nextStreamID().String()
 	cp := *a
 	cp.Data = cloneMap(a.Data)
-	s.audit = appendBounded(s.audit, cp, s.auditMax)
+	if a.SelfService {
+		s.selfAudit = appendBounded(s.selfAudit, cp, s.auditSelfMax)
+	} else {
+		s.audit = appendBounded(s.audit, cp, s.auditMax)
+	}
 	return nil
 }
 
@@ -1215,7 +1209,7 @@ func appendBounded[T any](list []T, v T, max int) []T {
 func (s *Store) ReadEvents(_ context.Context, f sidecar.StreamFilter) ([]sidecar.Event, string, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return readStream(s.events, f, func(e *sidecar.Event) (string, time.Time, bool) {
+	return readStream([][]sidecar.Event{s.events}, f, func(e *sidecar.Event) (string, time.Time, bool) {
 		return e.ID, e.Time, matchStream(f, e.Type, e.Customer, e.Actor, e.Time)
 	}, func(e sidecar.Event) sidecar.Event { e.Data = cloneMap(e.Data); return e })
 }
@@ -1223,7 +1217,7 @@ func (s *Store) ReadEvents(_ context.Context, f sidecar.StreamFilter) ([]sidecar
 func (s *Store) ReadAudit(_ context.Context, f sidecar.StreamFilter) ([]sidecar.AuditEntry, string, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return readStream(s.audit, f, func(a *sidecar.AuditEntry) (string, time.Time, bool) {
+	return readStream([][]sidecar.AuditEntry{s.audit, s.selfAudit}, f, func(a *sidecar.AuditEntry) (string, time.Time, bool) {
 		return a.ID, a.Time, matchStream(f, a.Action, a.Customer, a.Actor, a.Time)
 	}, func(a sidecar.AuditEntry) sidecar.AuditEntry { a.Data = cloneMap(a.Data); return a })
 }
@@ -1234,34 +1228,51 @@ func matchStream(f sidecar.StreamFilter, typ, customer, actor string, t time.Tim
 		(f.To.IsZero() || t.Before(f.To))
 }
 
-// readStream returns up to f.N() matching entries after the cursor,
-// examining at most scanLimit; the next cursor is "" at the end of the
-// stream.
-func readStream[T any](list []T, f sidecar.StreamFilter, inspect func(*T) (string, time.Time, bool), clone func(T) T) ([]T, string, error) {
-	start := 0
+// readStream returns up to f.N() matching entries after the cursor from
+// lists (each ordered by id, ids unique across them) merged in id order,
+// examining at most scanLimit; the next cursor is "" at the end of them.
+func readStream[T any](lists [][]T, f sidecar.StreamFilter, inspect func(*T) (string, time.Time, bool), clone func(T) T) ([]T, string, error) {
+	id := func(v *T) sidecar.StreamID {
+		s, _, _ := inspect(v)
+		sid, _ := sidecar.ParseStreamID(s) // made by nextStreamID
+		return sid
+	}
+	pos := make([]int, len(lists))
 	if f.Cursor != "" {
-		after, err := parseStreamID(f.Cursor)
+		after, err := sidecar.ParseStreamID(f.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
-		start = sort.Search(len(list), func(i int) bool {
-			id, _, _ := inspect(&list[i])
-			sid, _ := parseStreamID(id)
-			return after.less(sid)
-		})
-	}
-	var out []T
-	i, scanned := start, 0
-	last := ""
-	for ; i < len(list) && len(out) < f.N() && scanned < scanLimit; i++ {
-		id, _, ok := inspect(&list[i])
-		scanned++
-		last = id
-		if ok {
-			out = append(out, clone(list[i]))
+		for k, list := range lists {
+			pos[k] = sort.Search(len(list), func(i int) bool { return after.Less(id(&list[i])) })
 		}
 	}
-	if i >= len(list) {
+	// oldest is the list whose next entry comes first; -1 past the end.
+	oldest := func() int {
+		best := -1
+		for k, list := range lists {
+			if pos[k] < len(list) && (best < 0 || id(&list[pos[k]]).Less(id(&lists[best][pos[best]]))) {
+				best = k
+			}
+		}
+		return best
+	}
+	var out []T
+	last := ""
+	for scanned := 0; len(out) < f.N() && scanned < scanLimit; scanned++ {
+		k := oldest()
+		if k < 0 {
+			break
+		}
+		v := &lists[k][pos[k]]
+		pos[k]++
+		var ok bool
+		last, _, ok = inspect(v)
+		if ok {
+			out = append(out, clone(*v))
+		}
+	}
+	if oldest() < 0 {
 		last = ""
 	}
 	return out, last, nil

@@ -114,3 +114,7 @@ func FuzzReadEventsCursor(f *testing.F) {
 		}
 	})
 }
+
+func TestSelfServiceAuditKeepsStaffRecords(t *testing.T) {
+	storetest.AuditRetention(t, memory.New(memory.WithStreamMaxLen(50, 50), memory.WithAuditSelfMaxLen(50)), 50)
+}

@@ -20,7 +20,10 @@ const (
 	DefaultWriteTimeout = 500 * time.Millisecond
 	DefaultEventsMaxLen = 100_000
 	DefaultAuditMaxLen  = 1_000_000
-	DefaultRetention    = 90 * 24 * time.Hour
+	// DefaultAuditSelfMaxLen bounds the self-service records of the audit
+	// trail (sidecar.AuditEntry.SelfService), kept in a stream of their own.
+	DefaultAuditSelfMaxLen = 1_000_000
+	DefaultRetention       = 90 * 24 * time.Hour
 	// One retry: a check that needs state while Redis is down should fail
 	// closed fast, not wait out go-redis's default retries and dial backoff.
 	DefaultMaxRetries = 1
@@ -62,10 +65,11 @@ type Config struct {
 	PoolSize     int           `yaml:"pool_size" usage:"connections per Redis node (0: 10 per CPU)"`
 	MaxRetries   int           `yaml:"max_retries" usage:"retries of a failed Redis command (-1: none)"`
 
-	KeyPrefix    string        `yaml:"key_prefix" usage:"prefix of every Redis key Deputy writes"`
-	EventsMaxLen int64         `yaml:"events_maxlen" usage:"approximate length the events stream is trimmed to"`
-	AuditMaxLen  int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream is trimmed to"`
-	Retention    time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
+	KeyPrefix       string        `yaml:"key_prefix" usage:"prefix of every Redis key Deputy writes"`
+	EventsMaxLen    int64         `yaml:"events_maxlen" usage:"approximate length the events stream is trimmed to"`
+	AuditMaxLen     int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream (staff, partner and reseller actions) is trimmed to"`
+	AuditSelfMaxLen int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of customers' self-service audit records (their own consent) is trimmed to, apart from the audit stream"`
+	Retention       time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
 }
 
 // Defaults returns the config with every unset field at its default.
@@ -93,6 +97,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.AuditMaxLen == 0 {
 		c.AuditMaxLen = DefaultAuditMaxLen
+	}
+	if c.AuditSelfMaxLen == 0 {
+		c.AuditSelfMaxLen = DefaultAuditSelfMaxLen
 	}
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
@@ -134,6 +141,8 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("redis.events_maxlen", "must not be negative")
 	case c.AuditMaxLen < 0:
 		return sidecar.Invalid("redis.audit_maxlen", "must not be negative")
+	case c.AuditSelfMaxLen < 0:
+		return sidecar.Invalid("redis.audit_self_maxlen", "must not be negative")
 	case c.Retention < 0:
 		return sidecar.Invalid("redis.retention", "must not be negative")
 	case strings.ContainsAny(c.KeyPrefix, "{}"):

@@ -40,3 +40,14 @@ func TestContractCluster(t *testing.T) {
 		return s
 	})
 }
+
+func TestSelfServiceAuditKeepsStaffRecords(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: freshPrefix(), AuditMaxLen: 50, AuditSelfMaxLen: 50,
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	storetest.AuditRetention(t, s, 50)
+}

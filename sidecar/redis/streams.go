@@ -3,8 +3,6 @@ package redis
 import (
 	"context"
 	"encoding/json"
-	"strconv"
-	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -23,7 +21,15 @@ import (
 // An id already in folded form (lower-case ASCII, the common case) has
 // the key it had before ids were folded.
 //
-// Streams: <prefix>:events and <prefix>:audit.
+// Streams:
+//
+//	<prefix>:events            the events the host's mailer follows
+//	<prefix>:audit             the audit trail: staff, partner and reseller actions
+//	{<prefix>:audit}:self      the audit trail: customers' self-service records
+//
+// The self-service stream's hash tag is the audit stream's whole name, so
+// both lie in one Cluster slot and one script appends to either with an id
+// above both streams' last: the trail reads as one, in id order.
 
 // assignBatch bounds one bulk-load round trip.
 const assignBatch = 500
@@ -31,6 +37,7 @@ const assignBatch = 500
 func (s *Store) assignKey(c string) string { return s.cust(sidecar.FoldID(c), "assign") }
 func (s *Store) domainKey(d string) string { return s.tagged("dom", d, "customers") }
 func (s *Store) streamKey(n string) string { return s.prefix + ":" + n }
+func (s *Store) auditSelfKey() string      { return "{" + s.streamKey("audit") + "}:self" }
 
 func (s *Store) GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error) {
 	raw, err := s.c.Get(ctx, s.assignKey(customer)).Result()
@@ -278,13 +285,6 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 
 // ---- streams ---------------------------------------------------------------
 
-func validStreamID(id string) bool {
-	ms, seq, ok := strings.Cut(id, "-")
-	_, err1 := strconv.ParseUint(ms, 10, 64)
-	_, err2 := strconv.ParseUint(seq, 10, 64)
-	return ok && err1 == nil && err2 == nil
-}
-
 // streamFields are the flat fields of one stream entry, so consumers
 // (the host's mailer) can read them without Deputy's types.
 func streamFields(typ string, t time.Time, customer, actor string, extra map[string]string, data map[string]string) map[string]any {
@@ -315,6 +315,46 @@ func (s *Store) xadd(ctx context.Context, stream string, maxLen int64, fields ma
 	return id, nil
 }
 
+// appendAuditScript appends to one stream of the audit trail with an id
+// above the last of both, so ids never repeat across them and a merged
+// read orders and pages by id alone. Each stream is trimmed to its own
+// approximate length: a flood of one never trims the other.
+// KEYS: the stream to append to, the trail's other stream. ARGV: the
+// approximate MAXLEN of the first (0: none), then field, value, ...
+var appendAuditScript = goredis.NewScript(`
+local function top(k)
+  if redis.call('EXISTS', k) == 0 then return 0, -1 end
+  local info = redis.call('XINFO', 'STREAM', k)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      local ms, seq = string.match(info[i + 1], '^(%d+)-(%d+)$')
+      return tonumber(ms), tonumber(seq)
+    end
+  end
+  return 0, -1
+end
+local ms, seq = top(KEYS[1])
+local oms, oseq = top(KEYS[2])
+if oms > ms or (oms == ms and oseq > seq) then ms, seq = oms, oseq end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id
+if now > ms then
+  id = string.format('%.0f-0', now)
+else
+  id = string.format('%.0f-%.0f', ms, seq + 1)
+end
+local args = {'XADD', KEYS[1]}
+if ARGV[1] ~= '0' then
+  args[#args + 1] = 'MAXLEN'
+  args[#args + 1] = '~'
+  args[#args + 1] = ARGV[1]
+end
+args[#args + 1] = id
+for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
+return redis.call(unpack(args))
+`)
+
 func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
 	if err := e.Validate(); err != nil {
 		return err
@@ -337,10 +377,19 @@ func (s *Store) AppendAudit(ctx context.Context, a *sidecar.AuditEntry) error {
 	if a.Time.IsZero() {
 		a.Time = s.now()
 	}
-	id, err := s.xadd(ctx, "audit", s.cfg.AuditMaxLen, streamFields(a.Action, a.Time, a.Customer, a.Actor,
-		map[string]string{"target": a.Target, "outcome": a.Outcome}, a.Data))
+	keys, maxLen := []string{s.streamKey("audit"), s.auditSelfKey()}, s.cfg.AuditMaxLen
+	if a.SelfService {
+		keys, maxLen = []string{keys[1], keys[0]}, s.cfg.AuditSelfMaxLen
+	}
+	fields := streamFields(a.Action, a.Time, a.Customer, a.Actor, map[string]string{"target": a.Target, "outcome": a.Outcome}, a.Data)
+	args := make([]any, 0, 1+2*len(fields))
+	args = append(args, maxLen)
+	for k, v := range fields {
+		args = append(args, k, v)
+	}
+	id, err := appendAuditScript.Run(ctx, s.c, keys, args...).Text()
 	if err != nil {
-		return err
+		return unavailable(err)
 	}
 	a.ID = id
 	return nil
@@ -349,6 +398,7 @@ func (s *Store) AppendAudit(ctx context.Context, a *sidecar.AuditEntry) error {
 type entry struct {
 	id, typ, customer, actor, target, outcome string
 	time                                      time.Time
+	selfService                               bool
 	data                                      map[string]string
 }
 
@@ -362,49 +412,99 @@ func parseEntry(m goredis.XMessage) entry {
 	return e
 }
 
-// readStream returns matching entries after the cursor, oldest first,
-// examining at most scanLimit entries; "" cursor at the end of the stream.
-func (s *Store) readStream(ctx context.Context, stream string, f sidecar.StreamFilter) ([]entry, string, error) {
+// streamPage reads one stream forward from a position, a batch at a time.
+type streamPage struct {
+	key, start string // start: XRANGE's lower bound
+	batch      int64
+	buf        []goredis.XMessage
+	done       bool // the last batch was short: nothing follows
+}
+
+// next returns the next entry without taking it; nil at the end.
+func (p *streamPage) next(ctx context.Context, c goredis.UniversalClient) (*goredis.XMessage, error) {
+	if len(p.buf) == 0 && !p.done {
+		msgs, err := c.XRangeN(ctx, p.key, p.start, "+", p.batch).Result()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		p.done = int64(len(msgs)) < p.batch
+		if len(msgs) > 0 {
+			p.start = "(" + msgs[len(msgs)-1].ID
+		}
+		p.buf = msgs
+	}
+	if len(p.buf) == 0 {
+		return nil, nil
+	}
+	return &p.buf[0], nil
+}
+
+// readStream returns matching entries after the cursor from the streams
+// (ids unique across them) merged oldest first, examining at most
+// scanLimit entries; "" cursor at the end of them all.
+func (s *Store) readStream(ctx context.Context, f sidecar.StreamFilter, keys ...string) ([]entry, string, error) {
 	start := "-"
 	if f.Cursor != "" {
-		if !validStreamID(f.Cursor) {
-			return nil, "", sidecar.Invalid("cursor", "malformed cursor")
+		if _, err := sidecar.ParseStreamID(f.Cursor); err != nil {
+			return nil, "", err
 		}
 		start = "(" + f.Cursor
 	}
 	n := f.N()
+	pages := make([]*streamPage, len(keys))
+	for i, k := range keys {
+		pages[i] = &streamPage{key: k, start: start, batch: int64(max(2*n, 100))}
+	}
+	// oldest is the page whose next entry comes first; nil at the end.
+	oldest := func() (*streamPage, *goredis.XMessage, error) {
+		var best *streamPage
+		var bm *goredis.XMessage
+		var bid sidecar.StreamID
+		for _, p := range pages {
+			m, err := p.next(ctx, s.c)
+			if err != nil {
+				return nil, nil, err
+			}
+			if m == nil {
+				continue
+			}
+			id, _ := sidecar.ParseStreamID(m.ID) // Redis made it
+			if best == nil || id.Less(bid) {
+				best, bm, bid = p, m, id
+			}
+		}
+		return best, bm, nil
+	}
 	var out []entry
-	for scanned := 0; scanned < scanLimit; {
-		batch := int64(max(2*n, 100))
-		msgs, err := s.c.XRangeN(ctx, s.streamKey(stream), start, "+", batch).Result()
+	last := ""
+	for scanned := 0; len(out) < n && scanned < scanLimit; scanned++ {
+		p, m, err := oldest()
 		if err != nil {
-			return nil, "", unavailable(err)
+			return nil, "", err
 		}
-		for i, m := range msgs {
-			scanned++
-			e := parseEntry(m)
-			if (f.Type == "" || f.Type == e.typ) && (f.Customer == "" || f.Customer == e.customer) &&
-				(f.Actor == "" || f.Actor == e.actor) && (f.From.IsZero() || !e.time.Before(f.From)) &&
-				(f.To.IsZero() || e.time.Before(f.To)) {
-				out = append(out, e)
-			}
-			if len(out) == n || scanned == scanLimit {
-				if i == len(msgs)-1 && int64(len(msgs)) < batch {
-					return out, "", nil
-				}
-				return out, m.ID, nil
-			}
-		}
-		if int64(len(msgs)) < batch {
+		if p == nil {
 			return out, "", nil
 		}
-		start = "(" + msgs[len(msgs)-1].ID
+		p.buf = p.buf[1:]
+		last = m.ID
+		e := parseEntry(*m)
+		e.selfService = p.key == s.auditSelfKey()
+		if (f.Type == "" || f.Type == e.typ) && (f.Customer == "" || f.Customer == e.customer) &&
+			(f.Actor == "" || f.Actor == e.actor) && (f.From.IsZero() || !e.time.Before(f.From)) &&
+			(f.To.IsZero() || e.time.Before(f.To)) {
+			out = append(out, e)
+		}
 	}
-	return out, "", nil
+	if p, _, err := oldest(); err != nil {
+		return nil, "", err
+	} else if p == nil {
+		last = ""
+	}
+	return out, last, nil
 }
 
 func (s *Store) ReadEvents(ctx context.Context, f sidecar.StreamFilter) ([]sidecar.Event, string, error) {
-	es, next, err := s.readStream(ctx, "events", f)
+	es, next, err := s.readStream(ctx, f, s.streamKey("events"))
 	if err != nil {
 		return nil, "", err
 	}
@@ -416,14 +516,14 @@ func (s *Store) ReadEvents(ctx context.Context, f sidecar.StreamFilter) ([]sidec
 }
 
 func (s *Store) ReadAudit(ctx context.Context, f sidecar.StreamFilter) ([]sidecar.AuditEntry, string, error) {
-	es, next, err := s.readStream(ctx, "audit", f)
+	es, next, err := s.readStream(ctx, f, s.streamKey("audit"), s.auditSelfKey())
 	if err != nil {
 		return nil, "", err
 	}
 	out := make([]sidecar.AuditEntry, len(es))
 	for i, e := range es {
 		out[i] = sidecar.AuditEntry{ID: e.id, Action: e.typ, Time: e.time, Customer: e.customer, Actor: e.actor,
-			Target: e.target, Outcome: e.outcome, Data: e.data}
+			Target: e.target, Outcome: e.outcome, SelfService: e.selfService, Data: e.data}
 	}
 	return out, next, nil
 }

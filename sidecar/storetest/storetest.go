@@ -86,6 +86,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"assignment_changes", testAssignmentChanges},
 		{"events", testEvents},
 		{"audit", testAudit},
+		{"audit_trail", testAuditTrail},
 		{"invalid_records", testInvalidRecords},
 		{"invalidation", testInvalidation},
 		{"ping", testPing},
