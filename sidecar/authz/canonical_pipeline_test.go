@@ -2,8 +2,11 @@ package authz_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -44,6 +47,30 @@ func httpRequest(method, path string, headers map[string]string, body string) st
 	b, _ := json.Marshal(body)
 	p, _ := json.Marshal(path)
 	return `{"attributes":{"request":{"http":{"method":"` + method + `","path":` + string(p) + `,"headers":` + string(h) + `,"body":` + string(b) + `}}}}`
+}
+
+// headerMapRequest is httpRequest as Envoy sends it with
+// encode_raw_headers: headers empty, every header a header_map entry with
+// its value base64 in rawValue, in name order.
+func headerMapRequest(method, path string, headers map[string]string, body string) string {
+	entries := make([]map[string]string, 0, len(headers))
+	for _, k := range slices.Sorted(maps.Keys(headers)) {
+		entries = append(entries, map[string]string{"key": k, "rawValue": base64.StdEncoding.EncodeToString([]byte(headers[k]))})
+	}
+	h, _ := json.Marshal(entries)
+	b, _ := json.Marshal(body)
+	p, _ := json.Marshal(path)
+	return `{"attributes":{"request":{"http":{"method":"` + method + `","path":` + string(p) + `,"headerMap":{"headers":` + string(h) + `},"body":` + string(b) + `}}}}`
+}
+
+// headerEncodings are the two ways Envoy sends a request's headers to the
+// check: a test of what a header means runs in both.
+var headerEncodings = []struct {
+	name  string
+	build func(method, path string, headers map[string]string, body string) string
+}{
+	{"headers", httpRequest},
+	{"header_map", headerMapRequest},
 }
 
 func TestPolicySeesCanonicalRequest(t *testing.T) {
@@ -290,22 +317,150 @@ func TestUnreadBodyOverrides(t *testing.T) {
 		{"POST without any body headers", "POST", nil, "", false, "POST"},
 		{"body of a type frameworks do not read", "POST", map[string]string{"content-type": "text/plain", "content-length": "14"}, "", false, "POST"},
 		{"not a POST", "PUT", map[string]string{"content-type": form, "content-length": "14"}, "", false, "PUT"},
+		{"truncated body, names in upper case", "POST", map[string]string{"Content-Type": form, "Content-Length": "20000"}, big[:8192], false, every},
+		{"partial body, name in upper case", "POST", map[string]string{"content-type": form, "X-Envoy-Auth-Partial-Body": "true"}, "a=1", false, every},
+		{"gzip body", "POST", map[string]string{"content-type": form, "content-encoding": "gzip"}, "x=1", false, every},
+		{"form in a type spelled in upper case", "POST", map[string]string{"Content-Type": "Application/X-WWW-Form-Urlencoded"}, "_method=PUT", false, "POST,PUT"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			opts := []authz.Option{authz.WithQuery("data.t.decision"), authz.WithBodyParsing(!tc.skipParse)}
-			resp := authz.New(e, opts...).Check(context.Background(), checkRequest(t, httpRequest(tc.method, "/a", tc.headers, tc.body)))
-			if !resp.Allowed || resp.Reason != tc.want {
-				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
+		for _, enc := range headerEncodings {
+			t.Run(tc.name+"/"+enc.name, func(t *testing.T) {
+				opts := []authz.Option{authz.WithQuery("data.t.decision"), authz.WithBodyParsing(!tc.skipParse)}
+				resp := authz.New(e, opts...).Check(context.Background(), checkRequest(t, enc.build(tc.method, "/a", tc.headers, tc.body)))
+				if !resp.Allowed || resp.Reason != tc.want {
+					t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
+				}
+			})
+		}
+	}
+	for _, enc := range headerEncodings {
+		t.Run("no body carrier configured/"+enc.name, func(t *testing.T) {
+			p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithMethodOverrides([]string{"header:x-http-method-override", "query:_method"}))
+			resp := p.Check(context.Background(), checkRequest(t, enc.build("POST", "/a", map[string]string{"content-type": form, "content-length": "14"}, "")))
+			if !resp.Allowed || resp.Reason != "POST" {
+				t.Errorf("methods = %q (allowed %v), want POST", resp.Reason, resp.Allowed)
 			}
 		})
 	}
-	t.Run("no body carrier configured", func(t *testing.T) {
-		p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithMethodOverrides([]string{"header:x-http-method-override", "query:_method"}))
-		resp := p.Check(context.Background(), checkRequest(t, httpRequest("POST", "/a", map[string]string{"content-type": form, "content-length": "14"}, "")))
-		if !resp.Allowed || resp.Reason != "POST" {
-			t.Errorf("methods = %q (allowed %v), want POST", resp.Reason, resp.Allowed)
+}
+
+// A content type that is not exactly one media type is read differently
+// by each framework: PHP and Rack cut the media type at ";" or "," and
+// see a form, Laravel finds "/json" or "+json" anywhere and reads JSON, an
+// upstream that takes the last of two content-type headers (which Envoy
+// joins with ",") reads the second. A POST is decided on the methods of
+// every reading, and as every override method when one of them cannot
+// read the body.
+func TestAmbiguousContentTypes(t *testing.T) {
+	e := engineFor(t, "data.t.decision", methodsPolicy, nil)
+	const every = "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
+	form := "application/x-www-form-urlencoded"
+	formInJSON := `{"a":"&_method=DELETE&"}` // a form to PHP: _method=DELETE
+	for _, tc := range []struct{ name, ct, body, want string }{
+		{"control: a form", form, formInJSON, "POST,DELETE"},
+		{"control: JSON", "application/json", formInJSON, "POST"},
+		{"form, then a parameter holding /json", form + "; x=/json", formInJSON, "POST,DELETE"},
+		{"form, then /json", form + ";/json", formInJSON, "POST,DELETE"},
+		{"form and JSON joined", form + ",application/json", formInJSON, "POST,DELETE"},
+		{"JSON and form joined", "application/json," + form, formInJSON, "POST,DELETE"},
+		{"form with charset, then a/json", form + "; charset=utf-8; q=a/json", formInJSON, "POST,DELETE"},
+		{"form, then a boundary of +json", form + " ; boundary=+json", formInJSON, "POST,DELETE"},
+		{"form with the +json suffix", form + "+json", formInJSON, "POST,DELETE"},
+		{"multipart, then a parameter holding /json", "multipart/form-data; boundary=x; y=/json", formInJSON, every},
+		{"multipart and form joined", "multipart/form-data; boundary=x," + form, "_method=DELETE", every},
+		// Laravel reads the JSON (isJson), PHP and Rack the form.
+		{"a valid form type with a quoted /json", form + `; x="/json"`, `{"_method":"DELETE"}`, "POST,DELETE"},
+		{"a valid form type with a quoted /json, a form body", form + `; x="/json"`, "_method=PUT", "POST,PUT,GET,HEAD,PATCH,DELETE,OPTIONS"},
+		{"form and JSON joined, a body only JSON reads", form + ",application/json", `{"x":";","_method":"PATCH"}`, "POST,PATCH,GET,HEAD,PUT,DELETE,OPTIONS"},
+		{"form and JSON joined, no carrier in either", form + ",application/json", `{"a":1}`, "POST"},
+	} {
+		for _, enc := range headerEncodings {
+			t.Run(tc.name+"/"+enc.name, func(t *testing.T) {
+				headers := map[string]string{"content-type": tc.ct, "content-length": strconv.Itoa(len(tc.body))}
+				resp := authz.New(e, authz.WithQuery("data.t.decision")).Check(context.Background(), checkRequest(t, enc.build("POST", "/a", headers, tc.body)))
+				if !resp.Allowed || resp.Reason != tc.want {
+					t.Errorf("methods = %q (allowed %v, status %d), want %q", resp.Reason, resp.Allowed, resp.HTTPStatus, tc.want)
+				}
+			})
 		}
-	})
+	}
+}
+
+// The headers that frame a body are sent once, under their own names:
+// two content-length or content-type entries (twice in header_map, or in
+// headers and header_map both), or one spelled with "_", are refused, as
+// upstreams differ on which they read. Whether the body is parsed or not.
+func TestRepeatedBodyHeadersAreRefused(t *testing.T) {
+	e := engineFor(t, "data.t.decision", methodsPolicy, nil)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	req := func(headers, headerMap, body string) string {
+		return `{"attributes":{"request":{"http":{"method":"POST","path":"/a","headers":` + headers + `,"headerMap":{"headers":` + headerMap + `},"body":"` + body + `"}}}}`
+	}
+	form := b64("application/x-www-form-urlencoded")
+	for _, tc := range []struct {
+		name    string
+		req     string
+		refused bool
+		want    string // methods when not refused
+	}{
+		{"content-length twice in header_map", req(`{}`, `[{"key":"content-length","rawValue":"`+b64("3")+`"},{"key":"Content-Length","rawValue":"`+b64("3")+`"}]`, "a=1"), true, ""},
+		{"content-length in headers and header_map", req(`{"content-length":"3"}`, `[{"key":"content-length","value":"9000"}]`, "a=1"), true, ""},
+		{"content-type twice in header_map", req(`{}`, `[{"key":"content-type","rawValue":"`+form+`"},{"key":"content-type","rawValue":"`+b64("application/json")+`"}]`, "a=1"), true, ""},
+		{"content-type in headers and header_map", req(`{"content-type":"application/json"}`, `[{"key":"content-type","rawValue":"`+form+`"}]`, "a=1"), true, ""},
+		{"content_length in headers", req(`{"content_length":"3"}`, `[]`, "a=1"), true, ""},
+		{"Content_Type in header_map", req(`{}`, `[{"key":"Content_Type","rawValue":"`+b64("application/json")+`"}]`, "a=1"), true, ""},
+		{"content-length and content_length", req(`{"content-length":"3","content_length":"9000"}`, `[]`, "a=1"), true, ""},
+		{"control: each once, in any case", req(`{}`, `[{"key":"Content-Type","rawValue":"`+form+`"},{"key":"CONTENT-LENGTH","value":"16"}]`, "_method=DELETE&a"), false, "POST,DELETE"},
+	} {
+		for _, parse := range []bool{true, false} {
+			t.Run(tc.name+"/parse_body="+strconv.FormatBool(parse), func(t *testing.T) {
+				resp := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithBodyParsing(parse)).Check(context.Background(), checkRequest(t, tc.req))
+				if tc.refused {
+					if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+						t.Errorf("got allowed=%v %d %s, want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, authz.ReasonMalformedRequest)
+					}
+					return
+				}
+				if !resp.Allowed || resp.Reason != tc.want {
+					t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// The shipped policies deny a partner at level update a DELETE of a
+// service request: a POST whose body may run as DELETE is denied too,
+// whether Envoy sends the headers in headers or header_map, and whatever
+// the content type's readings.
+func TestShippedPolicyDecidesBodyOverrides(t *testing.T) {
+	p := shippedPipeline(t, authz.WithResolvers(sidecar.DelegationResolverFunc(func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
+		return &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", ActorOrg: "helpco", Subject: "acme", Level: "update", Scope: "organisation"}, nil
+	})))
+	const path = "/customers/acme/service-requests/1"
+	form := "application/x-www-form-urlencoded"
+	full := "note=" + strings.Repeat("x", 9000) + "&_method=DELETE"
+	for _, tc := range []struct {
+		name    string
+		method  string
+		headers map[string]string
+		body    string
+		allowed bool
+	}{
+		{"control: a plain POST", "POST", map[string]string{"content-type": form, "content-length": "6"}, "note=x", true},
+		{"control: DELETE", "DELETE", nil, "", false},
+		{"_method=DELETE past the body cut", "POST", map[string]string{"content-type": form, "content-length": strconv.Itoa(len(full)), "x-envoy-auth-partial-body": "true"}, full[:8192], false},
+		{"_method=DELETE in a form PHP reads, sent as /json", "POST", map[string]string{"content-type": form + "; x=/json", "content-length": "24"}, `{"a":"&_method=DELETE&"}`, false},
+		{"_method=DELETE in a JSON body", "POST", map[string]string{"content-type": "application/json", "content-length": "20"}, `{"_method":"DELETE"}`, false},
+	} {
+		for _, enc := range headerEncodings {
+			t.Run(tc.name+"/"+enc.name, func(t *testing.T) {
+				resp := p.Check(context.Background(), checkRequest(t, enc.build(tc.method, path, tc.headers, tc.body)))
+				if resp.Allowed != tc.allowed {
+					t.Errorf("allowed = %v (status %d, reason %s), want %v", resp.Allowed, resp.HTTPStatus, resp.Reason, tc.allowed)
+				}
+			})
+		}
+	}
 }
 
 // PHP reads a query or form field name as a C string: "_method\x00x" is

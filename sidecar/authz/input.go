@@ -277,6 +277,25 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if !forms.lower {
 		view, plain = lowerHeaders(headers)
 	}
+	// The view is what every header read goes through, so that a header
+	// counts the same in headers and in header_map.
+	r.view = sidecar.Request{
+		Method:     r.canonical.methods[0],
+		Host:       httpReq.GetHost(),
+		Path:       cp.path,
+		Headers:    view,
+		PlainNames: plain,
+	}
+	if hm := httpReq.GetHeaderMap().GetHeaders(); len(hm) > 0 {
+		r.view.HeaderMap = make([]sidecar.HeaderField, len(hm))
+		for i, h := range hm {
+			v := h.GetValue()
+			if v == "" {
+				v = string(h.GetRawValue())
+			}
+			r.view.HeaderMap[i] = sidecar.HeaderField{Name: h.GetKey(), Value: v}
+		}
+	}
 	if err := opts.Methods.fromHeaders(headers, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
 		return nil, err
 	}
@@ -288,8 +307,11 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	var truncated bool
 	if !opts.SkipBodyParsing || len(opts.Methods.body) > 0 {
 		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods, post: r.canonical.methods[0] == "POST"}
-		body, truncated, err = pb.parse(headers, httpReq.GetBody(), httpReq.GetRawBody())
-		if err != nil && (!opts.SkipBodyParsing || sidecar.ErrorField(err) == "method" || sidecar.ErrorField(err) == "form") {
+		body, truncated, err = pb.parse(&r.view, httpReq.GetBody(), httpReq.GetRawBody())
+		// With parse_body off only a malformed body is let through: a
+		// method, a form field or a body header Deputy cannot read is
+		// refused all the same.
+		if err != nil && (!opts.SkipBodyParsing || sidecar.ErrorField(err) != "body") {
 			return nil, err
 		}
 	}
@@ -326,24 +348,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	}
 
 	r.input = obj
-	r.view = sidecar.Request{
-		Method:     r.canonical.methods[0],
-		Host:       httpReq.GetHost(),
-		Path:       cp.path,
-		Headers:    view,
-		PlainNames: plain,
-	}
-	if hm := httpReq.GetHeaderMap().GetHeaders(); len(hm) > 0 {
-		r.view.HeaderMap = make([]sidecar.HeaderField, len(hm))
-		for i, h := range hm {
-			v := h.GetValue()
-			if v == "" {
-				v = string(h.GetRawValue())
-			}
-			r.view.HeaderMap[i] = sidecar.HeaderField{Name: h.GetKey(), Value: v}
-		}
-	}
-	r.traceID = traceID(r.view.Headers["traceparent"])
+	r.traceID = traceID(r.view.Header("traceparent"))
 	return r, nil
 }
 
@@ -448,9 +453,10 @@ type bodyParse struct {
 
 // parse mirrors OPA-Envoy for JSON bodies and adds form and multipart
 // bodies. A body shorter than its content-length was truncated by Envoy's
-// with_request_body limit: it is reported, not parsed.
+// with_request_body limit: it is reported, not parsed. The body headers
+// are read through the request view (readBodyHeaders).
 //
-// A POST whose body may carry an override (see mayCarry) that Deputy
+// A POST whose body may carry an override (see readingsOf) that Deputy
 // cannot read (not sent to the check, truncated, unparseable, a type
 // frameworks parse and OPA-Envoy does not) is decided as every method an
 // override could name (bodyOverrideMethods). Refusing it instead would
@@ -459,25 +465,28 @@ type bodyParse struct {
 // methods, and denies where a hidden override could matter. Operators
 // whose upstream never honours body overrides drop body:_method from
 // check.method_overrides.
-func (pb bodyParse) parse(headers map[string]string, body string, raw []byte) (*ast.Term, bool, error) {
+func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.Term, bool, error) {
 	if body == "" && len(raw) > 0 {
 		body = string(raw)
 	}
-	ct := headers["content-type"]
-	truncated, unread, err := bodyComplete(headers, body)
+	h, err := readBodyHeaders(view)
 	if err != nil {
 		return nil, false, err
 	}
+	ct := h.contentType
+	truncated, unread := h.complete(body)
 	var term *ast.Term
-	read := false
+	var read bodyReadings
 	carriers := 0
 	pb.carriers = &carriers
 	if !truncated && body != "" {
 		term, read, err = pb.parseKnown(ct, body)
 	}
-	if pb.post && len(pb.overrides) > 0 && mayCarry(ct) &&
-		(unread || pb.hiddenMultipart(ct, body, read, carriers) || !read && body != "" && !pb.readLenient(ct, body)) {
-		pb.everyOverride()
+	if pb.post && len(pb.overrides) > 0 {
+		if readings := readingsOf(ct); readings != 0 &&
+			(unread || pb.hiddenMultipart(ct, body, read != 0, carriers) || body != "" && !pb.readAlso(ct, body, readings&^read)) {
+			pb.everyOverride()
+		}
 	}
 	return term, truncated, err
 }
@@ -520,73 +529,131 @@ func (pb bodyParse) everyOverride() {
 // common frameworks route (Rack's list without LINK and UNLINK).
 var bodyOverrideMethods = []string{"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
-// bodyComplete reports whether the body is shorter than its
-// content-length (truncated, as OPA-Envoy reports it), and whether part of
-// it was not sent to the check at all or cannot be read (unread):
-// truncated, a transfer-encoded body not sent, a content-encoded body, or
-// Envoy's x-envoy-auth-partial-body.
-func bodyComplete(headers map[string]string, body string) (truncated, unread bool, err error) {
-	if cl, ok := headers["content-length"]; ok {
-		n, err := strconv.ParseInt(cl, 10, 64)
-		if err != nil {
-			return false, false, sidecar.Invalid("content-length", "not a number: %q", cl)
+// bodyHeaders are what a request's headers say of its body, read as the
+// upstream gets them: from headers and from Envoy's header_map alike
+// (encode_raw_headers sends only the latter), names in any case.
+type bodyHeaders struct {
+	contentType string
+	// length is the content-length, when hasLength.
+	length    int64
+	hasLength bool
+	// encoded: a content-encoding other than identity; chunked: a
+	// transfer-encoding; partial: Envoy's x-envoy-auth-partial-body.
+	encoded, chunked, partial bool
+}
+
+// readBodyHeaders reads the body headers of a request. Content-type and
+// content-length decide how much of the body there is and how it is read,
+// so each must be sent once, under its own name: two entries (twice in
+// header_map, or in headers and header_map both) or a spelling with "_"
+// is refused, as upstreams differ on which they read. The others only ever
+// make the body unread, so any of their values counts.
+func readBodyHeaders(view *sidecar.Request) (bodyHeaders, error) {
+	var h bodyHeaders
+	var buf [2]string
+	ct, _, err := soleHeader(view, "content-type", buf[:0])
+	if err != nil {
+		return h, err
+	}
+	h.contentType = ct
+	cl, ok, err := soleHeader(view, "content-length", buf[:0])
+	if err != nil {
+		return h, err
+	}
+	if ok {
+		if h.length, err = strconv.ParseInt(cl, 10, 64); err != nil {
+			return h, sidecar.Invalid("content-length", "not a number: %q", cl)
 		}
-		truncated = n != -1 && n > int64(len(body))
+		h.hasLength = true
 	}
 	// A compressed body (Express's body-parser inflates gzip and deflate)
 	// cannot be read for an override either.
-	ce := strings.TrimSpace(headers["content-encoding"])
-	unread = truncated ||
-		body == "" && headers["transfer-encoding"] != "" ||
-		ce != "" && !strings.EqualFold(ce, "identity") ||
-		strings.Contains(strings.ToLower(headers["x-envoy-auth-partial-body"]), "true")
-	return truncated, unread, nil
+	for _, ce := range view.AppendHeaderValues(buf[:0], "content-encoding") {
+		if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+			h.encoded = true
+		}
+	}
+	for _, te := range view.AppendHeaderValues(buf[:0], "transfer-encoding") {
+		h.chunked = h.chunked || te != ""
+	}
+	for _, p := range view.AppendHeaderValues(buf[:0], "x-envoy-auth-partial-body") {
+		h.partial = h.partial || strings.Contains(strings.ToLower(p), "true")
+	}
+	return h, nil
+}
+
+// soleHeader returns the value of a header that must be sent at most once
+// and under its own name (lower case, "-" between words), in any case.
+func soleHeader(view *sidecar.Request, name string, buf []string) (string, bool, error) {
+	vals := view.AppendHeaderValues(buf, name)
+	switch {
+	case len(vals) == 0:
+		return "", false, nil
+	case len(vals) > 1:
+		return "", false, sidecar.Invalid(name, "sent more than once: upstreams differ on which they read")
+	}
+	if _, ok := view.Headers[name]; !ok && !slices.ContainsFunc(view.HeaderMap, func(h sidecar.HeaderField) bool { return strings.EqualFold(h.Name, name) }) {
+		return "", false, sidecar.Invalid(name, "spelled with \"_\" for \"-\": refused, as upstreams read it as another header")
+	}
+	return vals[0], true, nil
+}
+
+// complete reports whether the body is shorter than its content-length
+// (truncated, as OPA-Envoy reports it), and whether part of it was not
+// sent to the check at all or cannot be read (unread): truncated, a
+// transfer-encoded body not sent, a content-encoded body, or Envoy's
+// x-envoy-auth-partial-body.
+func (h bodyHeaders) complete(body string) (truncated, unread bool) {
+	truncated = h.hasLength && h.length != -1 && h.length > int64(len(body))
+	unread = truncated || body == "" && h.chunked || h.encoded || h.partial
+	return truncated, unread
 }
 
 // parseKnown parses the types OPA-Envoy's parsed_body holds, and the form
-// types, reading overrides from them; read reports that it did.
-func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bool, error) {
+// types, reading overrides from them; read is the reading it did (none
+// when it did not).
+func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bodyReadings, error) {
 	if ct == "" {
-		return nil, false, nil
+		return nil, 0, nil
 	}
 	mediaType, params, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return nil, false, nil
+		return nil, 0, nil
 	}
 	switch {
 	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
 		var x any
 		if err := util.UnmarshalJSON([]byte(body), &x); err != nil {
-			return nil, false, sidecar.Invalid("body", "malformed JSON body: %v", err)
+			return nil, 0, sidecar.Invalid("body", "malformed JSON body: %v", err)
 		}
 		if err := pb.fromJSON(x); err != nil {
-			return nil, false, err
+			return nil, 0, err
 		}
 		v, err := ast.InterfaceToValue(x)
 		if err != nil {
-			return nil, true, sidecar.Invalid("body", "%v", err)
+			return nil, readsJSON, sidecar.Invalid("body", "%v", err)
 		}
-		return ast.NewTerm(v), true, nil
+		return ast.NewTerm(v), readsJSON, nil
 	case mediaType == "application/x-www-form-urlencoded":
 		if err := controlFree("form", body); err != nil {
-			return nil, false, err
+			return nil, 0, err
 		}
 		vals, err := url.ParseQuery(body)
 		if err != nil {
-			return nil, false, sidecar.Invalid("body", "malformed form body: %v", err)
+			return nil, 0, sidecar.Invalid("body", "malformed form body: %v", err)
 		}
 		if err := pb.methods.addValues(vals, pb.overrides); err != nil {
-			return nil, false, err
+			return nil, 0, err
 		}
-		return valuesTerm(vals), true, nil
+		return valuesTerm(vals), readsForm, nil
 	case mediaType == "multipart/form-data":
 		vals, err := pb.multipart(body, params["boundary"])
 		if err != nil {
-			return nil, false, err
+			return nil, 0, err
 		}
-		return valuesTerm(vals), true, nil
+		return valuesTerm(vals), readsMultipart, nil
 	}
-	return nil, false, nil
+	return nil, 0, nil
 }
 
 // fromJSON reads overrides from a JSON body's top-level carriers, their
@@ -644,39 +711,75 @@ func (pb bodyParse) multipart(body, boundary string) (url.Values, error) {
 	return vals, nil
 }
 
-// mayCarry reports whether frameworks read parameters from a POST body of
-// this content type: none at all (Rack parses it as a form), any type
-// starting with a form or multipart type, whatever its parameters (PHP
-// compares the prefix), and any type holding "/json" or "+json" (Laravel).
-func mayCarry(ct string) bool {
+// bodyReadings are the ways frameworks may read the parameters of a POST
+// body, by its content type. They disagree on a content type that is not
+// exactly one media type: PHP and Rack cut the media type at ";" or ","
+// and see a form in "application/x-www-form-urlencoded;/json", Laravel
+// finds "/json" in it and reads JSON, and an upstream that takes the last
+// of two content-type headers (Envoy joins them with ",") reads the
+// second. Deputy reads such a body every way and decides on every method
+// the readings name.
+type bodyReadings uint8
+
+const (
+	readsForm bodyReadings = 1 << iota
+	readsMultipart
+	readsJSON
+)
+
+// readingsOf returns the readings of a content type: a form for no type
+// at all (Rack) and for any type starting with the form type, whatever
+// follows (PHP compares up to ";", "," or " "); multipart for any type
+// starting with "multipart/"; JSON for any type holding "/json" or
+// "+json" (Laravel). Each of several types joined with "," counts.
+func readingsOf(ct string) bodyReadings {
 	ct = strings.ToLower(strings.TrimSpace(ct))
-	return ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded") ||
-		strings.HasPrefix(ct, "multipart/") || strings.Contains(ct, "/json") || strings.Contains(ct, "+json")
+	if ct == "" {
+		return readsForm
+	}
+	var r bodyReadings
+	if strings.Contains(ct, "/json") || strings.Contains(ct, "+json") {
+		r |= readsJSON
+	}
+	for rest, more := ct, true; more; {
+		var one string
+		one, rest, more = strings.Cut(rest, ",")
+		switch one = strings.TrimSpace(one); {
+		case one == "", strings.HasPrefix(one, "application/x-www-form-urlencoded"):
+			r |= readsForm
+		case strings.HasPrefix(one, "multipart/"):
+			r |= readsMultipart
+		}
+	}
+	return r
 }
 
-// readLenient reads overrides from a body the way frameworks do when
-// parseKnown did not; it reports false when it could not.
-func (pb bodyParse) readLenient(ct, body string) bool {
-	lct := strings.ToLower(strings.TrimSpace(ct))
-	switch {
-	case strings.Contains(lct, "/json") || strings.Contains(lct, "+json"):
-		var x any
-		return util.UnmarshalJSON([]byte(body), &x) == nil && pb.fromJSON(x) == nil
-	case lct == "" || strings.HasPrefix(lct, "application/x-www-form-urlencoded"):
+// readAlso reads overrides from a body in each of the readings the way
+// frameworks do, where parseKnown did not; it reports false when one of
+// them could not read the body (after reading it every other way, so the
+// methods they name are all added).
+func (pb bodyParse) readAlso(ct, body string, readings bodyReadings) bool {
+	ok := true
+	if readings&readsForm != 0 {
 		if controlFree("form", body) != nil {
-			return false
+			ok = false
+		} else {
+			vals, err := url.ParseQuery(body)
+			ok = err == nil && pb.methods.addValues(vals, pb.overrides) == nil && ok
 		}
-		vals, err := url.ParseQuery(body)
-		return err == nil && pb.methods.addValues(vals, pb.overrides) == nil
-	case strings.HasPrefix(lct, "multipart/"):
-		_, params, err := mime.ParseMediaType(ct)
-		if err != nil {
-			return false
-		}
-		_, err = pb.multipart(body, params["boundary"])
-		return err == nil
 	}
-	return true
+	if readings&readsMultipart != 0 {
+		_, params, err := mime.ParseMediaType(ct)
+		if err == nil {
+			_, err = pb.multipart(body, params["boundary"])
+		}
+		ok = err == nil && ok
+	}
+	if readings&readsJSON != 0 {
+		var x any
+		ok = util.UnmarshalJSON([]byte(body), &x) == nil && pb.fromJSON(x) == nil && ok
+	}
+	return ok
 }
 
 func valuesTerm(vals map[string][]string) *ast.Term {

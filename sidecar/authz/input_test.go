@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"encoding/base64"
 	"slices"
 	"strings"
 	"testing"
@@ -115,6 +116,32 @@ func TestTraceID(t *testing.T) {
 		if got := traceID(tp); got != want {
 			t.Errorf("traceID(%q) = %q, want %q", tp, got, want)
 		}
+	}
+}
+
+// The trace id is read as the upstream gets the header: from Envoy's
+// header_map too (encode_raw_headers), its name in any case.
+func TestTraceIDFromEitherHeaders(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for name, js := range map[string]string{
+		"headers":                `{"attributes":{"request":{"http":{"method":"GET","path":"/","headers":{"traceparent":"` + tp + `"}}}}}`,
+		"headers, upper case":    `{"attributes":{"request":{"http":{"method":"GET","path":"/","headers":{"Traceparent":"` + tp + `"}}}}}`,
+		"header_map, raw value":  `{"attributes":{"request":{"http":{"method":"GET","path":"/","headerMap":{"headers":[{"key":"traceparent","rawValue":"` + base64.StdEncoding.EncodeToString([]byte(tp)) + `"}]}}}}}`,
+		"header_map, upper case": `{"attributes":{"request":{"http":{"method":"GET","path":"/","headerMap":{"headers":[{"key":"TraceParent","value":"` + tp + `"}]}}}}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var req authv3.CheckRequest
+			if err := protojson.Unmarshal([]byte(js), &req); err != nil {
+				t.Fatal(err)
+			}
+			r, err := buildInput(&req, &InputOptions{}, policy.AllInput, headerForms{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "4bf92f3577b34da6a3ce929d0e0e4736"; r.traceID != want {
+				t.Errorf("trace id = %q, want %q", r.traceID, want)
+			}
+		})
 	}
 }
 
