@@ -87,12 +87,18 @@ func pipeline(t testing.TB, opts ...authz.Option) *authz.Pipeline {
 // as `deputy serve` does, and returns a connected client.
 func startGRPC(t *testing.T, maxRecv int) (authv3.AuthorizationClient, healthpb.HealthClient) {
 	t.Helper()
+	return serveGRPC(t, pipeline(t), maxRecv)
+}
+
+// serveGRPC is startGRPC deciding with p.
+func serveGRPC(t *testing.T, p *authz.Pipeline, maxRecv int) (authv3.AuthorizationClient, healthpb.HealthClient) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxRecv), grpc.ForceServerCodecV2(envoy.Codec{}))
-	authv3.RegisterAuthorizationServer(srv, envoy.NewGRPCServer(pipeline(t)))
+	authv3.RegisterAuthorizationServer(srv, envoy.NewGRPCServer(p))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	go func() { _ = srv.Serve(lis) }()
@@ -185,6 +191,60 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 			t.Fatalf("health = %v, %v", resp, err)
 		}
 	})
+}
+
+// Envoy with encode_raw_headers sends every header in header_map, its
+// value as raw_value bytes, and headers empty: the body headers count
+// there as in headers. A form cut before its _method is decided as every
+// method a body override may name, and a content-length sent twice is
+// refused.
+func TestBodyHeadersInHeaderMapOverGRPC(t *testing.T) {
+	src := "package t\n\ndecision := {\"allowed\": false, \"body\": concat(\",\", input.deputy.request.methods)}\n"
+	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
+	client, _ := serveGRPC(t, authz.New(e, authz.WithQuery("data.t.decision")), 64<<10)
+	const every = "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
+	form := strings.Repeat("a=1&", 3000) + "_method=DELETE"
+	raw := func(kv ...string) []*corev3.HeaderValue {
+		var hs []*corev3.HeaderValue
+		for i := 0; i < len(kv); i += 2 {
+			hs = append(hs, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+		}
+		return hs
+	}
+	for _, tc := range []struct {
+		name       string
+		headerMap  []*corev3.HeaderValue
+		body       string
+		wantStatus int32
+		want       string
+	}{
+		{"truncated form", raw(":method", "POST", "content-type", "application/x-www-form-urlencoded",
+			"content-length", "12014", "x-envoy-auth-partial-body", "true"), form[:8192], 403, every},
+		{"whole form", raw(":method", "POST", "Content-Type", "application/x-www-form-urlencoded", "Content-Length", "13"), "_method=PATCH", 403, "POST,PATCH"},
+		{"JSON", raw(":method", "POST", "content-type", "application/json", "content-length", "20"), `{"_method":"DELETE"}`, 403, "POST,DELETE"},
+		{"body not sent", raw(":method", "POST", "content-type", "application/x-www-form-urlencoded", "content-length", "14"), "", 403, every},
+		{"content-length twice", raw(":method", "POST", "content-length", "3", "content-length", "9000"), "a=1", 400, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+				Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Path: "/a", HeaderMap: &corev3.HeaderMap{Headers: tc.headerMap}, Body: tc.body},
+			}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := resp.GetDeniedResponse()
+			if int32(d.GetStatus().GetCode()) != tc.wantStatus {
+				t.Fatalf("status %v, want %d", d.GetStatus(), tc.wantStatus)
+			}
+			if tc.want != "" && d.GetBody() != tc.want {
+				t.Errorf("methods %q, want %q", d.GetBody(), tc.want)
+			}
+		})
+	}
 }
 
 func TestHTTPCheck(t *testing.T) {
