@@ -1,12 +1,11 @@
 package sidecar
 
 import (
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/cases"
-	"golang.org/x/text/runes"
-	"golang.org/x/text/transform"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -27,19 +26,19 @@ func FoldID(s string) string {
 	if folded, ok := foldASCII(s); ok {
 		return folded
 	}
-	// A transform.Chain keeps state, so each call builds its own; ids
-	// that are not ASCII are rare enough for that to cost nothing that
-	// matters.
-	drop := runes.Remove(runes.Predicate(func(r rune) bool { return unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Cf, r) }))
-	t := transform.Chain(norm.NFKD, drop, cases.Fold(), norm.NFKD, drop, norm.NFC)
-	out, _, err := transform.String(t, s)
-	if err != nil {
-		// The transformers pass invalid UTF-8 through rather than fail;
-		// should one fail, the id stays as it is: callers refuse invalid
-		// UTF-8 before they file an id, and no valid id folds to it.
-		return s
-	}
-	return out
+	s = dropMarks(norm.NFKD.String(s))
+	s = cases.Fold().String(s) // a Caser keeps state: one per call
+	return norm.NFC.String(dropMarks(norm.NFKD.String(s)))
+}
+
+// dropMarks removes nonspacing marks and format characters.
+func dropMarks(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.In(r, unicode.Mn, unicode.Cf) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // foldASCII folds an ASCII id without allocating when it has no capital

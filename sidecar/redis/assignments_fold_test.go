@@ -16,6 +16,20 @@ import (
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
+// writeLegacyAssignment writes a record as the previous version did:
+// under the exact spelling, and in its domain's index.
+func writeLegacyAssignment(t *testing.T, c goredis.UniversalClient, prefix, customer, domain string) {
+	t.Helper()
+	ctx := context.Background()
+	b, _ := json.Marshal(sidecar.Assignment{Customer: customer, Reseller: "resellerco", Domain: domain})
+	if err := c.Set(ctx, prefix+":{cust:"+customer+"}:assign", b, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZAdd(ctx, prefix+":{dom:"+domain+"}:customers", goredis.Z{Member: customer}).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestFoldAssignmentsNeverWidens starts from what the previous version
 // wrote, assignments under the exact spelling, including the state the
 // variant bypass leaves (ACME in shop-b while acme is in shop-a), and
@@ -40,18 +54,7 @@ func TestFoldAssignmentsNeverWidens(t *testing.T) {
 			}
 			defer s.Close()
 			p := tc.cfg.KeyPrefix
-			// legacy writes a record as the previous version did: under the
-			// exact spelling, and in its domain's index.
-			legacy := func(customer, domain string) {
-				t.Helper()
-				b, _ := json.Marshal(sidecar.Assignment{Customer: customer, Reseller: "resellerco", Domain: domain})
-				if err := tc.client.Set(ctx, p+":{cust:"+customer+"}:assign", b, 0).Err(); err != nil {
-					t.Fatal(err)
-				}
-				if err := tc.client.ZAdd(ctx, p+":{dom:"+domain+"}:customers", goredis.Z{Member: customer}).Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			legacy := func(customer, domain string) { t.Helper(); writeLegacyAssignment(t, tc.client, p, customer, domain) }
 			legacy("acme", "shop-a") // already folded: the key it always had
 			legacy("ACME", "shop-b") // the bypass: a variant in another domain
 			legacy("Globex", "shop-b")
@@ -179,13 +182,7 @@ func TestFoldAssignmentsUnderFaults(t *testing.T) {
 		round++
 		p := fmt.Sprintf("fault%d", round)
 		for c, d := range legacyDomains {
-			b, _ := json.Marshal(sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d})
-			if err := raw.Set(ctx, p+":{cust:"+c+"}:assign", b, 0).Err(); err != nil {
-				t.Fatal(err)
-			}
-			if err := raw.ZAdd(ctx, p+":{dom:"+d+"}:customers", goredis.Z{Member: c}).Err(); err != nil {
-				t.Fatal(err)
-			}
+			writeLegacyAssignment(t, raw, p, c, d)
 		}
 		open := func(addr string) *redis.Store {
 			s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: p, MaxRetries: -1,
