@@ -389,6 +389,7 @@ func startNginxWith(t *testing.T, d *deputy, app *upstream, directives ...string
 		"listen 8080;", "listen "+listen+";"+strings.Join(directives, ""),
 		"127.0.0.1:8181", d.http,
 		"127.0.0.1:3000", app.addr(),
+		"/var/log/nginx/access.log", filepath.Join(dir, "logs", "access.log"),
 		"\nhttp {", "\nhttp {"+temps.String())
 	global := "daemon off; pid " + filepath.Join(dir, "nginx.pid") + ";"
 	if os.Geteuid() == 0 {

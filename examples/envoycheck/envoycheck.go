@@ -11,9 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -23,10 +29,8 @@ import (
 
 	// The extensions Deputy's example configs use; importing them puts
 	// their types in the registry that resolves typed_config.
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -219,3 +223,83 @@ func EverySpelling(name string) []string {
 	}
 	return out
 }
+
+// AccessLogsWithoutQuery returns an error for every access log of the
+// bootstrap's HTTP connection managers that may write a request's query
+// string: Deputy's single-use redeem codes travel in one
+// (/deputy/v1/impersonation/redeem?code=...), and pod logs are read by
+// many. An access log with no format writes Envoy's default, whose
+// request line is %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%, query included; a
+// format must name the path through %REQ_WITHOUT_QUERY(...)% (with its
+// formatter extension configured) or %PATH(...NQ...)%.
+func AccessLogsWithoutQuery(b *bootstrapv3.Bootstrap) error {
+	var errs []error
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+					continue
+				}
+				for _, al := range hcm.GetAccessLog() {
+					if err := accessLogWithoutQuery(al); err != nil {
+						errs = append(errs, fmt.Errorf("listener %s: access log %s: %w", l.GetName(), al.GetName(), err))
+					}
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func accessLogWithoutQuery(al *accesslogv3.AccessLog) error {
+	inner, err := al.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return err
+	}
+	var format *corev3.SubstitutionFormatString
+	switch c := inner.(type) {
+	case *streamv3.StdoutAccessLog:
+		format = c.GetLogFormat()
+	case *streamv3.StderrAccessLog:
+		format = c.GetLogFormat()
+	default:
+		return fmt.Errorf("%T: cannot tell what it logs", inner)
+	}
+	if format == nil {
+		return errors.New("no log_format: Envoy's default format logs the path with its query")
+	}
+	var texts []string
+	switch {
+	case format.GetTextFormatSource() != nil:
+		texts = append(texts, format.GetTextFormatSource().GetInlineString())
+	case format.GetJsonFormat() != nil:
+		for _, v := range format.GetJsonFormat().GetFields() {
+			texts = append(texts, v.GetStringValue())
+		}
+	default:
+		return errors.New("log_format: only an inline text_format_source or a json_format can be checked")
+	}
+	withoutQuery := slices.ContainsFunc(format.GetFormatters(), func(e *corev3.TypedExtensionConfig) bool {
+		return e.GetTypedConfig().MessageIs((*reqwithoutqueryv3.ReqWithoutQuery)(nil))
+	})
+	for _, text := range texts {
+		for _, op := range commandOperator.FindAllStringSubmatch(text, -1) {
+			name, args := op[1], strings.ToLower(op[2])
+			pathy := strings.Contains(args, ":path") || strings.Contains(args, "x-envoy-original-path")
+			switch {
+			case name == "REQ_WITHOUT_QUERY" && !withoutQuery:
+				return fmt.Errorf("%s without the envoy.formatter.req_without_query formatter", op[0])
+			case name == "PATH" && !strings.Contains(strings.ToUpper(args), "NQ"):
+				return fmt.Errorf("%s logs the query (want NQ)", op[0])
+			case (name == "REQ" || name == "TRAILER") && pathy:
+				return fmt.Errorf("%s logs the path with its query", op[0])
+			}
+		}
+	}
+	return nil
+}
+
+// commandOperator is one %NAME% or %NAME(args)% (with an optional :N
+// length) of an access log format.
+var commandOperator = regexp.MustCompile(`%([A-Z_]+)(?:\(([^)]*)\))?(?::\d+)?%`)

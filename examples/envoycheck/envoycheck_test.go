@@ -65,6 +65,56 @@ func TestShippedConfigs(t *testing.T) {
 					t.Errorf("route_config does not remove a client's %s", name)
 				}
 			}
+			// Redeem codes travel in a query string: the access log
+			// must not write it.
+			if len(hcm.GetAccessLog()) == 0 {
+				t.Error("no access log")
+			}
+			if err := envoycheck.AccessLogsWithoutQuery(b); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// AccessLogsWithoutQuery refuses every access log that could write a
+// query string, and accepts the formats that cannot.
+func TestAccessLogsWithoutQuery(t *testing.T) {
+	const formatter = `, formatters: [{name: envoy.formatter.req_without_query, typed_config: {"@type": type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery}}]`
+	tests := []struct {
+		name      string
+		logConfig string // the StdoutAccessLog's fields after its @type
+		want      string // in the error; "" when accepted
+	}{
+		{"default format", ``, "default format"},
+		{"original path", `, log_format: {text_format_source: {inline_string: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\n"}}`, "REQ(X-ENVOY-ORIGINAL-PATH?:PATH)"},
+		{"path header", `, log_format: {text_format_source: {inline_string: "%REQ(:path):64%\n"}}`, "REQ(:path)"},
+		{"json path", `, log_format: {json_format: {p: "%REQ(:PATH)%"}}`, "REQ(:PATH)"},
+		{"PATH with query", `, log_format: {text_format_source: {inline_string: "%PATH(WQ:ORIG)%\n"}}`, "PATH(WQ:ORIG)"},
+		{"without query, no formatter", `, log_format: {text_format_source: {inline_string: "%REQ_WITHOUT_QUERY(:PATH)%\n"}}`, "formatter"},
+		{"without query", `, log_format: {text_format_source: {inline_string: "%REQ(:METHOD)% %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\n"}` + formatter + `}`, ""},
+		{"PATH without query", `, log_format: {text_format_source: {inline_string: "%PATH(NQ:ORIG)%\n"}}`, ""},
+		{"json without query", `, log_format: {json_format: {p: "%REQ_WITHOUT_QUERY(:PATH)%", m: "%REQ(:METHOD)%"}` + formatter + `}`, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := `static_resources: {listeners: [{name: l, address: {socket_address: {address: 0.0.0.0, port_value: 8080}}, filter_chains: [{filters: [{name: hcm, typed_config: {
+  "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s,
+  route_config: {}, http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}],
+  access_log: [{name: envoy.access_loggers.stdout, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog` + tc.logConfig + `}}]}}]}]}]}`
+			b, err := envoycheck.Bootstrap([]byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = envoycheck.AccessLogsWithoutQuery(b)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Error("accepted")
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
 		})
 	}
 }

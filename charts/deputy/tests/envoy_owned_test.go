@@ -118,3 +118,26 @@ func TestEnvoyDropsClientForwarding(t *testing.T) {
 		})
 	}
 }
+
+// Single-use redeem codes travel in a query string
+// (/deputy/v1/impersonation/redeem?code=...): Envoy's access log writes
+// the path without it, whichever the transport, or the codes would reach
+// the pod's logs.
+func TestEnvoyAccessLogLeavesQueryOut(t *testing.T) {
+	for _, transport := range []string{"grpc", "http"} {
+		t.Run(transport, func(t *testing.T) {
+			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
+			cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
+			b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(renderedHCM(t, m).GetAccessLog()) == 0 {
+				t.Error("no access log")
+			}
+			if err := envoycheck.AccessLogsWithoutQuery(b); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,66 @@
+package examples_test
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// Single-use redeem codes travel in a query string
+// (/deputy/v1/impersonation/redeem?code=...): no shipped proxy's access
+// log writes one. nginx's default format writes $request, the request
+// line as sent, so the config names a format of its own for every access
+// log; Caddy writes no access log unless told to. (The Envoy configs are
+// checked by envoycheck.AccessLogsWithoutQuery.)
+func TestAccessLogsLeaveQueryOut(t *testing.T) {
+	t.Run("nginx", func(t *testing.T) {
+		conf := readConfig(t, "nginx/nginx.conf")
+		formats := map[string]string{}
+		for _, m := range regexp.MustCompile(`(?m)^\s*log_format\s+(\S+)\s+([^;]*);`).FindAllStringSubmatch(conf, -1) {
+			formats[m[1]] = m[2]
+		}
+		logs := regexp.MustCompile(`(?m)^\s*access_log\s+([^;]*);`).FindAllStringSubmatch(conf, -1)
+		if len(logs) == 0 {
+			t.Fatal("no access_log: nginx logs in the default format, query included")
+		}
+		leaks := regexp.MustCompile(`\$(request|request_uri|args|query_string|arg_\w+|http_referer)\b`)
+		for _, l := range logs {
+			args := strings.Fields(l[1])
+			if args[0] == "off" {
+				continue
+			}
+			if len(args) < 2 {
+				t.Errorf("access_log %s: no format named, so the default (combined) writes the query", l[1])
+				continue
+			}
+			format, ok := formats[args[1]]
+			if !ok {
+				t.Errorf("access_log %s: format %s is not defined here", l[1], args[1])
+				continue
+			}
+			if v := leaks.FindString(format); v != "" {
+				t.Errorf("log_format %s writes %s, which may hold the query", args[1], v)
+			}
+			if !strings.Contains(format, "$uri") {
+				t.Errorf("log_format %s does not write the path ($uri)", args[1])
+			}
+		}
+	})
+	t.Run("caddy", func(t *testing.T) {
+		for _, line := range strings.Split(readConfig(t, "caddy/Caddyfile"), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == "log" {
+				t.Errorf("Caddyfile enables a log (%q): Caddy's access log writes the URI with its query", strings.TrimSpace(line))
+			}
+		}
+	})
+}
+
+func readConfig(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
