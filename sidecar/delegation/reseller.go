@@ -164,7 +164,7 @@ func inAnotherDomain(err error) bool {
 // facts policy judges a change by: the customer and the domain it is
 // stored in now, never one a client names.
 func (r *Resellers) current(ctx context.Context, customer string) (*sidecar.Assignment, map[string]any, error) {
-	if err := ValidRef("customer", customer); err != nil {
+	if err := validCustomer(customer); err != nil {
 		return nil, nil, err
 	}
 	target := map[string]any{"customer": customer}
@@ -177,6 +177,20 @@ func (r *Resellers) current(ctx context.Context, customer string) (*sidecar.Assi
 	}
 	target["current_domain"] = a.Domain
 	return a, target, nil
+}
+
+// validCustomer checks an assigned customer id: a reference whose folded
+// form (sidecar.FoldID, under which it is filed) is not empty. An id of
+// accents or format characters alone would be one customer with every
+// other such id.
+func validCustomer(customer string) error {
+	if err := ValidRef("customer", customer); err != nil {
+		return err
+	}
+	if sidecar.FoldID(customer) == "" {
+		return sidecar.Invalid("customer", "must hold a character other than accents and format characters")
+	}
+	return nil
 }
 
 // Put assigns customer to domain on behalf of by's reseller organisation,
@@ -353,7 +367,7 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 				return
 			}
 		}
-		if err := ValidRef("customer", customer); err != nil {
+		if err := validCustomer(customer); err != nil {
 			fail(line, "%s", sidecar.ErrorMessage(err))
 			return
 		}

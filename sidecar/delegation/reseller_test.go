@@ -39,6 +39,8 @@ func TestParseAssignments(t *testing.T) {
 		// Ids that fold alike are one customer (sidecar.FoldID).
 		{name: "csv naming one customer in two spellings", data: "acme,shop-a\nglobex,shop-a\nＡＣＭＥ,shop-b\nacm\u00e9,shop-b\n", format: "csv", code: sidecar.EINVALID,
 			errHas: []string{"line 3: customer ＡＣＭＥ already assigned on line 1", "line 4: customer acm\u00e9 already assigned on line 1"}},
+		{name: "customer of format characters alone", data: "acme,shop-a\n\u200b,shop-a\n", format: "csv", code: sidecar.EINVALID,
+			errHas: []string{"line 2: customer: must hold a character other than accents and format characters"}},
 		{name: "json lines naming one customer in two spellings", data: "{\"customer\":\"acme\",\"domain\":\"shop-a\"}\n{\"customer\":\"ACME\",\"domain\":\"shop-b\"}\n", format: "jsonl", code: sidecar.EINVALID,
 			errHas: []string{"line 2: customer ACME already assigned on line 1"}},
 		{name: "csv invalid UTF-8", data: "acme,shop-a\ngl\xf6bex,shop-a\n", format: "csv", code: sidecar.EINVALID,
@@ -132,6 +134,9 @@ func TestResellerAssignments(t *testing.T) {
 			_, err = rs.Put(ctx, superAdmin, "ac me", "shop-a.example", allowAll)
 			wantCode(t, err, sidecar.EINVALID, "")
 			_, err = rs.Put(ctx, superAdmin, "acme", "", allowAll)
+			wantCode(t, err, sidecar.EINVALID, "")
+			// Filed under its folded form, which would be empty.
+			_, err = rs.Put(ctx, superAdmin, "\u200b\u0301", "shop-a.example", allowAll)
 			wantCode(t, err, sidecar.EINVALID, "")
 
 			if err := rs.Delete(ctx, superAdmin, "acme", allowAll); err != nil {
