@@ -119,6 +119,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 			field: "identity.issuer_urls[0]"},
 		{name: "JWKS URL over plain http", file: "identity:\n  audiences: [shop]\n  issuers:\n    - issuer: https://a.example.com\n      jwks_url: http://keys.internal/jwks.json\n",
 			field: "identity.issuers[0].jwks_url"},
+		// go-redis would log the address whole on every failed dial.
+		{name: "redis address as a URL", args: []string{"--redis-addrs", "redis://:S3CRET@127.0.0.1:16399"}, field: "redis.addrs"},
 		{name: "unsigned bundle over plain http", args: []string{"--policy-bundle-url", "http://bundles.internal/deputy.tar.gz"}, field: "policy.bundle_url"},
 		// The dev key mints any identity: never on production listeners.
 		{name: "dev issuer outside dev mode", args: []string{"--identity-dev-enabled"}, field: "identity.dev.enabled"},

@@ -3,7 +3,9 @@ package redis
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,7 +49,7 @@ const (
 // Config is the `redis` section. Redis is used when Addrs is set; the
 // embedded memory store otherwise.
 type Config struct {
-	Addrs      []string `yaml:"addrs" usage:"Redis addresses: one node; Sentinel addresses with master_name; seed nodes with cluster (empty: embedded store)"`
+	Addrs      []string `yaml:"addrs" usage:"Redis addresses, host:port (not URLs: the password goes in redis.password): one node; Sentinel addresses with master_name; seed nodes with cluster (empty: embedded store)"`
 	MasterName string   `yaml:"master_name" usage:"Sentinel master name"`
 	Cluster    bool     `yaml:"cluster" usage:"addrs are Redis Cluster seed nodes"`
 	Username   string   `yaml:"username" usage:"Redis ACL user name; needs redis.password"`
@@ -154,9 +156,9 @@ func (c Config) Validate() error {
 	case !c.TLS && (c.TLSCAFile != "" || c.TLSServerName != "" || c.TLSInsecureSkipVerify):
 		return sidecar.Invalid("redis.tls", "TLS options are set but redis.tls is false")
 	}
-	for _, a := range c.Addrs {
-		if a == "" || !strings.Contains(a, ":") {
-			return sidecar.Invalid("redis.addrs", "address %q is not host:port", a)
+	for i, a := range c.Addrs {
+		if err := validAddr(i, a); err != nil {
+			return err
 		}
 	}
 	if c.TLSCAFile != "" {
@@ -209,4 +211,23 @@ func (c Config) options() (*goredis.UniversalOptions, error) {
 		o.TLSConfig = tc
 	}
 	return o, nil
+}
+
+// validAddr checks that entry i of redis.addrs is host:port. A URL
+// (redis://:password@host:port) or user@host is refused without being
+// repeated: its userinfo is a password, which the dial errors logged
+// while it fails would otherwise repeat on every attempt.
+func validAddr(i int, a string) error {
+	if strings.Contains(a, "://") || strings.Contains(a, "@") {
+		return sidecar.Invalid("redis.addrs", "entry %d is a URL or user@host, not host:port: "+
+			"give the password in redis.password (DEPUTY_REDIS_PASSWORD) and the user in redis.username", i)
+	}
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return sidecar.Invalid("redis.addrs", "entry %d: %q is not host:port", i, a)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return sidecar.Invalid("redis.addrs", "entry %d: %q has no port between 1 and 65535", i, a)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,13 @@ func TestConfigValidate(t *testing.T) {
 		{"cluster", redis.Config{Addrs: []string{"n1:6379", "n2:6379"}, Cluster: true}, ""},
 		{"not_configured", redis.Config{}, ""},
 		{"address_without_port", redis.Config{Addrs: []string{"localhost"}}, "redis.addrs"},
+		{"ipv6_address", redis.Config{Addrs: []string{"[::1]:6379"}}, ""},
+		{"address_as_url", redis.Config{Addrs: []string{"redis://r:6379"}}, "redis.addrs"},
+		{"address_with_password", redis.Config{Addrs: []string{"redis://:S3CRET@r:6379"}}, "redis.addrs"},
+		{"address_with_user", redis.Config{Addrs: []string{"deputy:S3CRET@r:6379"}}, "redis.addrs"},
+		{"address_bad_port", redis.Config{Addrs: []string{"r:redis"}}, "redis.addrs"},
+		{"address_port_zero", redis.Config{Addrs: []string{"r:0"}}, "redis.addrs"},
+		{"address_too_many_colons", redis.Config{Addrs: []string{"r:1:2"}}, "redis.addrs"},
 		{"several_addresses_no_mode", redis.Config{Addrs: []string{"a:1", "b:1"}}, "redis.addrs"},
 		{"cluster_and_sentinel", redis.Config{Addrs: []string{"a:1"}, Cluster: true, MasterName: "m"}, "redis.master_name"},
 		{"cluster_db", redis.Config{Addrs: []string{"a:1"}, Cluster: true, DB: 2}, "redis.db"},
@@ -43,6 +51,9 @@ func TestConfigValidate(t *testing.T) {
 			err := tc.cfg.Defaults().Validate()
 			if got := sidecar.ErrorField(err); got != tc.field || (tc.field == "") != (err == nil) {
 				t.Fatalf("err = %v, want field %q", err, tc.field)
+			}
+			if err != nil && strings.Contains(sidecar.ErrorMessage(err)+err.Error(), "S3CRET") {
+				t.Fatalf("err = %v repeats the password", err)
 			}
 			if _, err := redis.New(tc.cfg); (err == nil) != (tc.field == "" && tc.cfg.Enabled()) {
 				t.Fatalf("New err = %v", err)

@@ -371,6 +371,18 @@ read those objects and kept in their history: such values go in Secrets.
 {{- if eq (toString .name) "DEPUTY_POLICY_BEARER_TOKEN" }}{{ fail (printf "deputy.extraEnv: a DEPUTY_POLICY_BEARER_TOKEN value would render into the pod spec: %s" $token) }}{{ end -}}
 {{- end -}}
 {{- end -}}
+{{- $addr := "a Redis address is host:port; put the password in a Secret and set redis.existingSecret (or set redis.password), and the ACL user in redis.username" -}}
+{{- range $i, $a := .Values.redis.addrs | default list }}{{ if include "deputy.notHostPort" $a }}{{ fail (printf "redis.addrs[%d] is a URL or user@host, which would render into the ConfigMap: %s" $i $addr) }}{{ end }}{{ end -}}
+{{- range $i, $a := dig "redis" "addrs" list $cfg }}{{ if include "deputy.notHostPort" $a }}{{ fail (printf "deputy.config.redis.addrs[%d] is a URL or user@host, which would render into the ConfigMap: %s" $i $addr) }}{{ end }}{{ end -}}
+{{- $after := "" -}}
+{{- range .Values.deputy.extraArgs -}}
+{{- $arg := toString . -}}
+{{- if or (hasPrefix "--redis-addrs=" $arg) (eq $after "--redis-addrs") }}{{ if include "deputy.notHostPort" $arg }}{{ fail (printf "deputy.extraArgs: --redis-addrs holds a URL or user@host, which would render into the pod's args: %s" $addr) }}{{ end }}{{ end -}}
+{{- $after = $arg -}}
+{{- end -}}
+{{- range .Values.deputy.extraEnv -}}
+{{- if and (hasKey . "value") (eq (toString .name) "DEPUTY_REDIS_ADDRS") (include "deputy.notHostPort" .value) }}{{ fail (printf "deputy.extraEnv: DEPUTY_REDIS_ADDRS holds a URL or user@host, which would render into the pod spec: %s" $addr) }}{{ end -}}
+{{- end -}}
 {{- $issuer := "issuer and JWKS URLs are public: Deputy needs no credentials to read them" -}}
 {{- $in := dict "where" "the ConfigMap" -}}
 {{- include "deputy.refuseURLCredentials" (merge (dict "setting" "policies.bundle.url" "urls" (list .Values.policies.bundle.url) "hint" $token) $in) -}}
@@ -438,6 +450,12 @@ identity.issuerURLs names the provider and takes https alone.
 {{- if include "deputy.plainRemote" (get $is "issuer") }}{{ fail (printf "deputy.config.identity.issuers[%d].issuer is plain http to a host that is not loopback, and its keys would be discovered there: %s" $i $why) }}{{ end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* "true" when a Redis address (the argument) is a URL or carries user@, where passwords go. */}}
+{{- define "deputy.notHostPort" -}}
+{{- $a := toString (. | default "") -}}
+{{- if or (contains "://" $a) (contains "@" $a) }}true{{ end -}}
 {{- end -}}
 
 {{/* "true" when the URL (the argument) is plain http to a host that is not loopback. */}}

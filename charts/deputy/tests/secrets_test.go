@@ -36,6 +36,13 @@ func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
 		{"issuer's own url", "deputy: {config: {identity: {issuers: [{issuer: 'https://u:hunter2@idp.example.com'}]}}}", "deputy.config.identity.issuers"},
 		{"issuer urls flag", "deputy: {extraArgs: ['--identity-issuer-urls=https://idp.example.com,https://u:hunter2@idp2.example.com']}", "--identity-issuer-urls"},
 		{"issuer urls env value", "deputy: {extraEnv: [{name: DEPUTY_IDENTITY_ISSUER_URLS, value: 'https://idp.example.com?key=t0ken'}]}", "DEPUTY_IDENTITY_ISSUER_URLS"},
+		// A Redis address is host:port: as a URL its password would sit in
+		// the ConfigMap, and in every dial error Deputy logs.
+		{"redis address in config", "deputy: {config: {redis: {addrs: ['redis://:hunter2@r:6379']}}}", "deputy.config.redis.addrs[0]"},
+		{"redis user@host in config", "deputy: {config: {redis: {addrs: ['r:6379', 'deputy:hunter2@r2:6379'], cluster: true}}}", "deputy.config.redis.addrs[1]"},
+		{"redis addrs flag", "deputy: {extraArgs: ['--redis-addrs=redis://:hunter2@r:6379']}", "--redis-addrs"},
+		{"redis addrs flag, value apart", "deputy: {extraArgs: [--redis-addrs, 'u:hunter2@r:6379']}", "--redis-addrs"},
+		{"redis addrs env value", "deputy: {extraEnv: [{name: DEPUTY_REDIS_ADDRS, value: 'redis://:hunter2@r:6379'}]}", "DEPUTY_REDIS_ADDRS"},
 	}
 	c := loadChart(t)
 	for _, tc := range cases {
@@ -52,6 +59,9 @@ func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("render: %v, want an error pointing to %s", err, tc.want)
 			}
+			if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "t0ken") {
+				t.Errorf("the error repeats the secret: %v", err)
+			}
 			for name, m := range out {
 				if strings.Contains(m, "hunter2") || strings.Contains(m, "t0ken") {
 					t.Errorf("%s holds the secret", name)
@@ -59,6 +69,20 @@ func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
 			}
 		})
 	}
+	// The schema refuses such a redis.addrs too (repeating it); the
+	// render refuses it without, should the schema be skipped.
+	t.Run("redis address as a URL, schema skipped", func(t *testing.T) {
+		c := loadChart(t)
+		c.Schema = nil
+		vals, err := chartutil.ReadValues([]byte(base + "redis: {enabled: true, addrs: ['redis://:hunter2@r:6379']}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = renderValues(c, vals, false)
+		if err == nil || !strings.Contains(err.Error(), "redis.addrs[0] is a URL") || strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("render: %v, want redis.addrs[0] refused without its password", err)
+		}
+	})
 	t.Run("from a Secret", func(t *testing.T) {
 		renderInline(t, base+"deputy: {extraEnv: [{name: DEPUTY_REDIS_PASSWORD, valueFrom: {secretKeyRef: {name: r, key: p}}}], extraArgs: [--redis-tls]}")
 	})
