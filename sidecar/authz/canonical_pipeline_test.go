@@ -414,15 +414,7 @@ func TestRepeatedBodyHeadersAreRefused(t *testing.T) {
 		for _, parse := range []bool{true, false} {
 			t.Run(tc.name+"/parse_body="+strconv.FormatBool(parse), func(t *testing.T) {
 				resp := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithBodyParsing(parse)).Check(context.Background(), checkRequest(t, tc.req))
-				if tc.refused {
-					if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
-						t.Errorf("got allowed=%v %d %s, want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, authz.ReasonMalformedRequest)
-					}
-					return
-				}
-				if !resp.Allowed || resp.Reason != tc.want {
-					t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
-				}
+				checkMethodsOrRefused(t, resp, tc.refused, tc.want)
 			})
 		}
 	}
@@ -463,6 +455,22 @@ func TestShippedPolicyDecidesBodyOverrides(t *testing.T) {
 	}
 }
 
+// checkMethodsOrRefused fails t unless resp is the 400 malformed_request
+// refusal (refused), or else allowed with the methods want (under
+// methodsPolicy).
+func checkMethodsOrRefused(t *testing.T, resp *authz.Response, refused bool, want string) {
+	t.Helper()
+	if refused {
+		if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+			t.Errorf("got allowed=%v %d %s, want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, authz.ReasonMalformedRequest)
+		}
+		return
+	}
+	if !resp.Allowed || resp.Reason != want {
+		t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, want)
+	}
+}
+
 // PHP reads a query or form field name as a C string: "_method\x00x" is
 // $_GET['_method']. A field name or value holding a control character is
 // refused before policy, whatever its name.
@@ -495,15 +503,7 @@ func TestControlCharactersInFieldsAreRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithBodyParsing(!tc.skipParse))
 			resp := p.Check(context.Background(), checkRequest(t, httpRequest(tc.method, tc.path, tc.headers, tc.body)))
-			if tc.refused {
-				if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
-					t.Errorf("got allowed=%v %d %s, want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, authz.ReasonMalformedRequest)
-				}
-				return
-			}
-			if !resp.Allowed || resp.Reason != tc.want {
-				t.Errorf("methods = %q (allowed %v), want %q", resp.Reason, resp.Allowed, tc.want)
-			}
+			checkMethodsOrRefused(t, resp, tc.refused, tc.want)
 		})
 	}
 }

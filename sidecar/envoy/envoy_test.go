@@ -193,19 +193,27 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 	})
 }
 
-// Envoy with encode_raw_headers sends every header in header_map, its
-// value as raw_value bytes, and headers empty: the body headers count
-// there as in headers. A form cut before its _method is decided as every
-// method a body override may name, and a content-length sent twice is
-// refused.
-func TestBodyHeadersInHeaderMapOverGRPC(t *testing.T) {
+// methodsPipeline denies every request, the methods it is decided as in
+// the denial's body: nginx and Caddy would not carry an allow's extra
+// header.
+func methodsPipeline(t *testing.T) *authz.Pipeline {
+	t.Helper()
 	src := "package t\n\ndecision := {\"allowed\": false, \"body\": concat(\",\", input.deputy.request.methods)}\n"
 	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
 	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
 		t.Fatal(err)
 	}
-	client, _ := serveGRPC(t, authz.New(e, authz.WithQuery("data.t.decision")), 64<<10)
+	return authz.New(e, authz.WithQuery("data.t.decision"))
+}
+
+// Envoy with encode_raw_headers sends every header in header_map, its
+// value as raw_value bytes, and headers empty: the body headers count
+// there as in headers. A form cut before its _method is decided as every
+// method a body override may name, and a content-length sent twice is
+// refused.
+func TestBodyHeadersInHeaderMapOverGRPC(t *testing.T) {
+	client, _ := serveGRPC(t, methodsPipeline(t), 64<<10)
 	const every = "POST,GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
 	form := strings.Repeat("a=1&", 3000) + "_method=DELETE"
 	raw := func(kv ...string) []*corev3.HeaderValue {
@@ -535,15 +543,7 @@ func TestHTTPCheckRefusalsAreDecisions(t *testing.T) {
 // name, a body-less one as a POST. Envoy's http_service body cut at the
 // limit counts as unread too.
 func TestForwardedBodyLength(t *testing.T) {
-	// The methods come back in a denial's body: nginx and Caddy would not
-	// carry an allow's extra header.
-	src := "package t\n\ndecision := {\"allowed\": false, \"body\": concat(\",\", input.deputy.request.methods)}\n"
-	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
-	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
-	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
-		t.Fatal(err)
-	}
-	p := authz.New(e, authz.WithQuery("data.t.decision"))
+	p := methodsPipeline(t)
 	nginx := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyNginx))
 	caddy := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyCaddy))
 	traefik := envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyTraefik))
