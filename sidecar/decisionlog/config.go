@@ -27,12 +27,20 @@ const (
 	// DefaultFlushTimeout leaves a full queue time for its batches to a
 	// healthy Redis, and with the default shutdown_timeout (15 s) stays
 	// inside Kubernetes' default termination grace period (30 s).
-	DefaultFlushTimeout  = 5 * time.Second
-	DefaultStream        = "deputy:decisions"
-	DefaultMaxLen        = 1_000_000
-	DefaultBackoffMin    = 100 * time.Millisecond
-	DefaultBackoffMax    = 5 * time.Second
-	DefaultSpoolMaxBytes = 256 << 20
+	DefaultFlushTimeout = 5 * time.Second
+	DefaultStream       = "deputy:decisions"
+	// DefaultMaxLen caps the stream's length when stream_max_bytes would
+	// allow more (max_len is stream_max_bytes / max_record_bytes by
+	// default).
+	DefaultMaxLen = 1_000_000
+	// DefaultStreamMaxBytes is what the redis sink's stream may take of
+	// the Redis that also holds delegation state: its entries times
+	// max_record_bytes (a client can make every record that large) must
+	// fit in it. At the default max_record_bytes it holds 16,384 records.
+	DefaultStreamMaxBytes = 1 << 30
+	DefaultBackoffMin     = 100 * time.Millisecond
+	DefaultBackoffMax     = 5 * time.Second
+	DefaultSpoolMaxBytes  = 256 << 20
 	// MinSpoolMaxBytes keeps a spool at least a few batches deep.
 	MinSpoolMaxBytes = 64 << 10
 
@@ -63,7 +71,10 @@ type Config struct {
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
 	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted"`
 	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink (default: <redis.key_prefix>:decisions)"`
-	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (0 keeps everything)"`
+	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (default: stream_max_bytes / max_record_bytes, at most 1,000,000); with the redis sink max_len × max_record_bytes must fit in stream_max_bytes"`
+	// StreamMaxBytes bounds the stream in bytes, not only in entries: a
+	// client chooses how large each record is, up to MaxRecordBytes.
+	StreamMaxBytes int64 `yaml:"stream_max_bytes" usage:"memory the redis sink's stream may take of Redis at most (max_len × max_record_bytes, the worst case a client can cause); a redis sink whose max_len × max_record_bytes is larger is refused at start"`
 	// IncludeInput is a pointer so that an explicit false survives
 	// SetDefaults; read it with InputIncluded.
 	IncludeInput *bool    `yaml:"include_input" usage:"keep the masked policy input in each record"`
@@ -118,8 +129,16 @@ func (c *Config) SetDefaults() {
 	if c.Stream == "" {
 		c.Stream = DefaultStream
 	}
-	if c.MaxLen == 0 {
-		c.MaxLen = DefaultMaxLen
+	if c.MaxRecordBytes == 0 {
+		c.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if c.StreamMaxBytes == 0 {
+		c.StreamMaxBytes = DefaultStreamMaxBytes
+	}
+	// Whatever the sink (it may be set after Defaults): a redis sink's
+	// stream then fits stream_max_bytes at max_record_bytes per record.
+	if c.MaxLen == 0 && c.MaxRecordBytes > 0 {
+		c.MaxLen = max(1, min(DefaultMaxLen, c.StreamMaxBytes/int64(c.MaxRecordBytes)))
 	}
 	if c.MaskQueryParams == nil {
 		c.MaskQueryParams = DefaultMaskQueryParams()
@@ -138,9 +157,6 @@ func (c *Config) SetDefaults() {
 	}
 	if c.SpoolMaxBytes == 0 {
 		c.SpoolMaxBytes = DefaultSpoolMaxBytes
-	}
-	if c.MaxRecordBytes == 0 {
-		c.MaxRecordBytes = DefaultMaxRecordBytes
 	}
 }
 
@@ -194,6 +210,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRecordBytes < MinMaxRecordBytes || c.MaxRecordBytes > MaxMaxRecordBytes {
 		return sidecar.Invalid("decision_log.max_record_bytes", "must be between %d and %d", MinMaxRecordBytes, MaxMaxRecordBytes)
+	}
+	if c.StreamMaxBytes < int64(c.MaxRecordBytes) {
+		return sidecar.Invalid("decision_log.stream_max_bytes", "must hold at least one record of max_record_bytes (%d)", c.MaxRecordBytes)
+	}
+	// Divided rather than multiplied: max_len × max_record_bytes may
+	// overflow.
+	if c.Sink == SinkRedis && c.MaxLen > c.StreamMaxBytes/int64(c.MaxRecordBytes) {
+		return sidecar.Invalid("decision_log.max_len", "%d records of up to max_record_bytes (%d) may take %d MiB of Redis, over stream_max_bytes (%d MiB): lower max_len (at most %d) or max_record_bytes, or raise stream_max_bytes",
+			c.MaxLen, c.MaxRecordBytes, c.MaxLen*int64(c.MaxRecordBytes)>>20, c.StreamMaxBytes>>20, c.StreamMaxBytes/int64(c.MaxRecordBytes))
 	}
 	return nil
 }

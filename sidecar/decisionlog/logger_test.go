@@ -574,6 +574,20 @@ func TestConfigValidate(t *testing.T) {
 		{"max_len", func(c *decisionlog.Config) { c.MaxLen = -1 }, "decision_log.max_len"},
 		{"mask header", func(c *decisionlog.Config) { c.MaskHeaders = []string{""} }, "decision_log.mask_headers"},
 		{"backoff", func(c *decisionlog.Config) { c.BackoffMax = time.Millisecond }, "decision_log.backoff_max"},
+		// A client can make every record max_record_bytes long: a redis
+		// sink's stream must fit in stream_max_bytes at that size, or it
+		// could fill the Redis that holds delegation state (1,000,000
+		// records of 64 KiB are 64 GiB).
+		{"redis stream over budget", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.MaxLen = 1_000_000 }, "decision_log.max_len"},
+		{"redis stream just over budget", func(c *decisionlog.Config) {
+			c.Sink, c.StreamMaxBytes, c.MaxLen = decisionlog.SinkRedis, 100<<20, 100<<20/int64(c.MaxRecordBytes)+1
+		}, "decision_log.max_len"},
+		{"redis stream at budget", func(c *decisionlog.Config) {
+			c.Sink, c.StreamMaxBytes, c.MaxLen = decisionlog.SinkRedis, 100<<20, 100<<20/int64(c.MaxRecordBytes)
+		}, ""},
+		{"redis stream, huge max_len", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.MaxLen = 1 << 62 }, "decision_log.max_len"},
+		{"stdout ignores the stream bound", func(c *decisionlog.Config) { c.MaxLen = 1_000_000 }, ""},
+		{"stream budget under a record", func(c *decisionlog.Config) { c.StreamMaxBytes = int64(c.MaxRecordBytes) - 1 }, "decision_log.stream_max_bytes"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -581,6 +595,32 @@ func TestConfigValidate(t *testing.T) {
 			tc.edit(&c)
 			if got := sidecar.ErrorField(c.Validate()); got != tc.field {
 				t.Errorf("field = %q, want %q (%v)", got, tc.field, c.Validate())
+			}
+		})
+	}
+}
+
+// A redis sink left at its defaults fits its stream in stream_max_bytes
+// at max_record_bytes per record, whatever those two are set to.
+func TestRedisSinkDefaultsFitTheStreamBudget(t *testing.T) {
+	cases := []struct {
+		name                    string
+		maxRecord, streamBudget int
+	}{
+		{"defaults", 0, 0},
+		{"smallest records", decisionlog.MinMaxRecordBytes, 0},
+		{"small budget", 0, 1 << 20},
+		{"large budget", decisionlog.MinMaxRecordBytes, 1 << 40}, // capped at DefaultMaxLen
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := decisionlog.Config{Sink: decisionlog.SinkRedis, MaxRecordBytes: tc.maxRecord, StreamMaxBytes: int64(tc.streamBudget)}
+			c.SetDefaults()
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if c.MaxLen < 1 || c.MaxLen > decisionlog.DefaultMaxLen || c.MaxLen*int64(c.MaxRecordBytes) > c.StreamMaxBytes {
+				t.Errorf("max_len %d × max_record_bytes %d over stream_max_bytes %d", c.MaxLen, c.MaxRecordBytes, c.StreamMaxBytes)
 			}
 		})
 	}
@@ -650,6 +690,8 @@ func TestConfigFromYAML(t *testing.T) {
 		{"stream", cfg.Stream, "{deputy}:decisions"},
 		{"mask_headers", fmt.Sprint(cfg.MaskHeaders), "[x-api-key X-Session-Secret]"},
 		{"actor_token_header default kept", cfg.ActorTokenHeader, "x-deputy-token"},
+		{"max_len", cfg.MaxLen, int64(200000)},
+		{"stream_max_bytes", cfg.StreamMaxBytes, int64(2 << 30)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
