@@ -35,7 +35,8 @@ import (
 //     cached "nothing there" does not outlive the change. Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
 //     its own. A publish that fails after a committed write of EndSession,
-//     SetConsent, PutCustomer, DeleteCustomer, MarkStaff or RevokeGrant is returned as
+//     SetConsent, PutCustomer, DeleteCustomer, MarkStaff, RevokeGrant,
+//     PutGrant, DeleteShare, ChangeAssignments or DeleteAssignment is returned as
 //     Unpublished (EUNAVAILABLE) together with the method's result: the
 //     write stands, its caller records it and answers 503, and the retry
 //     publishes again. Other writes log such a failure: the cache TTL

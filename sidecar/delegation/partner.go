@@ -750,17 +750,30 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 			}
 		}
 	}
+	deleted := false
+	var unpublished error
 	for _, org := range orgs {
 		err := p.store.DeleteShare(ctx, customer, in.Resource, org, in.User)
 		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 			continue
 		}
-		if err != nil {
+		if err != nil && !sidecar.IsUnpublished(err) {
 			return err
 		}
+		// Unpublished: deleted, but replicas were not told. It is
+		// recorded as done, and the 503 makes the caller retry, which
+		// finds nothing to delete and publishes again.
+		if err != nil {
+			unpublished = err
+		}
+		deleted = true
 		p.audit(ctx, caller.Subject, "share.delete", customer, in.Resource, map[string]string{"user": in.User, "partner_org": org})
 	}
-	return nil
+	if !deleted {
+		// Perhaps a retry of a withdrawal whose eviction was lost.
+		return evictAgain(ctx, p.store, sidecar.ShareKey(customer))
+	}
+	return unpublished
 }
 
 // Shares lists a customer's shares, once policy lets caller see them.

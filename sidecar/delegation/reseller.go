@@ -213,11 +213,18 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 		a = &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
 		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: domainIn(prev), To: a})
 	})
-	if err != nil {
+	// Unpublished: the move stands but replicas were not told; it is
+	// recorded as done, and the 503 makes the caller retry, which writes
+	// the same assignment again and publishes again.
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
+	unpublished := err
 	r.audit(ctx, by, "reseller.assignment.put", customer, map[string]string{"domain": domain})
-	return a, r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": domain, "change": "put"})
+	if err := r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": domain, "change": "put"}); err != nil {
+		return a, err
+	}
+	return a, unpublished
 }
 
 // Delete removes the customer from its domain once policy lets by; an
@@ -251,13 +258,19 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 		}
 		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: prev.Domain})
 	})
-	if err != nil || prev == nil {
+	// Unpublished: deleted, but replicas were not told; recorded as done,
+	// and the retry finds nothing to delete and evicts again.
+	if prev == nil || err != nil && !sidecar.IsUnpublished(err) {
 		return err
 	}
+	unpublished := err
 	// The customer as assigned, whatever variant of its id (FoldID) the
 	// caller named.
 	r.audit(ctx, by, "reseller.assignment.delete", prev.Customer, map[string]string{"domain": prev.Domain})
-	return r.event(ctx, prev.Customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"})
+	if err := r.event(ctx, prev.Customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"}); err != nil {
+		return err
+	}
+	return unpublished
 }
 
 // List returns one page of the assignments of the domain by signed in
@@ -509,9 +522,12 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 		changes, err = r.importOnce(ctx, by, rows, authorize)
 		return err
 	})
-	if err != nil {
+	// Unpublished: every row stands but replicas were not told; recorded
+	// as done, and the retry writes the rows again and publishes again.
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return 0, err
 	}
+	unpublished := err
 	r.audit(ctx, by, "reseller.assignment.import", "", map[string]string{"rows": fmt.Sprint(len(changes)), "domain": by.Domain})
 	for _, c := range changes {
 		if c.From == c.To.Domain {
@@ -521,7 +537,7 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 			return len(changes), err
 		}
 	}
-	return len(changes), nil
+	return len(changes), unpublished
 }
 
 // MayImport asks policy whether by may import into the domain it signed
@@ -572,11 +588,11 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 			To: &sidecar.Assignment{Customer: row.Customer, Reseller: resellerOf(by), Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}}
 	}
 	conflicts, err := r.store.ChangeAssignments(ctx, cs)
-	if err == nil && len(conflicts) == 0 {
-		return cs, nil
+	if (err == nil || sidecar.IsUnpublished(err)) && len(conflicts) == 0 {
+		return cs, err
 	}
 	r.undo(ctx, cs, conflicts, prev)
-	if err != nil {
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
 	row := rows[conflicts[0]]
@@ -596,7 +612,10 @@ func (r *Resellers) undo(ctx context.Context, cs []sidecar.AssignmentChange, con
 		}
 		back = append(back, sidecar.AssignmentChange{Customer: c.Customer, From: c.To.Domain, To: prev[c.Customer]})
 	}
-	if _, err := r.store.ChangeAssignments(ctx, back); err != nil {
+	// A lost eviction of the undo is not a failure to undo: the import is
+	// read and written again (retryMoved), or answers 409 asking for a
+	// retry, and either publishes these keys again.
+	if _, err := r.store.ChangeAssignments(ctx, back); err != nil && !sidecar.IsUnpublished(err) {
 		r.logger.Error("import not undone", "rows", len(back), "error", err)
 	}
 }

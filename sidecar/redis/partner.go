@@ -317,14 +317,17 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 		p.ZRemRangeByScore(ctx, s.grantsExpiry(), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
 		return nil
 	})
-	s.publish(ctx, sidecar.GrantKey(g.Customer))
+	// A grant may replace a higher or longer one: a narrowing whose lost
+	// eviction the approval's retry, which writes the grant again,
+	// publishes again.
+	perr := s.publishNarrowed(ctx, sidecar.GrantKey(g.Customer))
 	if err != nil {
 		// The grant stands, but "My Customers" and the expiry sweep would
 		// miss it: report it, so the approval stays pending and its retry
 		// stores the grant again, indexes included.
 		return unavailable(err)
 	}
-	return nil
+	return perr
 }
 
 // customerGrants returns the live grants of a customer by field.
@@ -585,8 +588,7 @@ func (s *Store) DeleteShare(ctx context.Context, customer, resource, partnerOrg,
 	if n == 0 {
 		return notFound("share")
 	}
-	s.publish(ctx, sidecar.ShareKey(customer))
-	return nil
+	return s.publishNarrowed(ctx, sidecar.ShareKey(customer))
 }
 
 func (s *Store) IsShared(ctx context.Context, customer, resource, partnerOrg, user string) (bool, error) {

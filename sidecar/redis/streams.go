@@ -163,7 +163,10 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 			return nil, err
 		}
 	}
-	var conflicts []int
+	var (
+		conflicts []int
+		perr      error // a lost eviction: the changes stand, a retry publishes again
+	)
 	for start := 0; start < len(cs); start += assignBatch {
 		batch := cs[start:min(start+assignBatch, len(cs))]
 		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
@@ -214,9 +217,13 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 			// The changes stand; only a pointer the listing skips is left.
 			s.log.Warn("drop moved assignments from their old domain index", "err", err)
 		}
-		s.publish(ctx, applied...)
+		if len(applied) > 0 {
+			if err := s.publishNarrowed(ctx, applied...); err != nil {
+				perr = err
+			}
+		}
 	}
-	return conflicts, nil
+	return conflicts, perr
 }
 
 func (s *Store) DeleteAssignment(ctx context.Context, customer string) error {
@@ -227,8 +234,7 @@ func (s *Store) DeleteAssignment(ctx context.Context, customer string) error {
 	if old, err := decode[sidecar.Assignment](raw); err == nil {
 		s.c.ZRem(ctx, s.domainKey(old.Domain), old.Customer)
 	}
-	s.publish(ctx, sidecar.AssignmentKey(customer))
-	return nil
+	return s.publishNarrowed(ctx, sidecar.AssignmentKey(customer))
 }
 
 func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error) {

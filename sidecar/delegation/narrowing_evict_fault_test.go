@@ -1,0 +1,215 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// TestLostNarrowingEvictionAnswersUnavailable cuts the connection after
+// every number of Redis commands a narrowing write sends: a share
+// withdrawn, a customer moved out of its domain or unassigned, a grant
+// replaced by a lower one. Whatever the cut, the store never answers
+// success without having published the eviction (replicas that cached
+// the wider state would honour it until their cache TTL, with the caller
+// told it was gone), and a write stored whose eviction was lost answers
+// Unpublished (503), so that its retry publishes again
+// (TestRetriedUnshareReachesEveryReplica).
+func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	assign := func(domain string) *sidecar.Assignment {
+		return &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: domain, UpdatedAt: clock.Now()}
+	}
+	grant := func(id string, level sidecar.Level) *sidecar.Grant {
+		return &sidecar.Grant{ID: id, Customer: "acme", PartnerOrg: "partnerco", User: "pat", Level: level,
+			ExpiresAt: clock.Now().Add(30 * day), ApprovedBy: "cora", ApprovedAt: clock.Now()}
+	}
+	// change applies one assignment change; a conflict fails the case.
+	change := func(s sidecar.Store, c sidecar.AssignmentChange) error {
+		conflicts, err := s.ChangeAssignments(ctx, []sidecar.AssignmentChange{c})
+		if len(conflicts) > 0 {
+			return fmt.Errorf("change refused as a conflict")
+		}
+		return err
+	}
+	cases := []struct {
+		name  string
+		key   string
+		setup func(s sidecar.Store) error
+		write func(s sidecar.Store) error
+		done  func(s sidecar.Store) bool // the narrowing is stored
+	}{
+		{"share_withdrawn", sidecar.ShareKey("acme"),
+			func(s sidecar.Store) error {
+				return s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "sr1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: clock.Now()})
+			},
+			func(s sidecar.Store) error { return s.DeleteShare(ctx, "acme", "sr1", "partnerco", "pat") },
+			func(s sidecar.Store) bool {
+				v, err := s.SharesFor(ctx, "acme", "partnerco", "pat")
+				return err == nil && len(v) == 0
+			}},
+		{"assignment_moved_out", sidecar.AssignmentKey("acme"),
+			func(s sidecar.Store) error {
+				return change(s, sidecar.AssignmentChange{Customer: "acme", To: assign("d1")})
+			},
+			func(s sidecar.Store) error {
+				return change(s, sidecar.AssignmentChange{Customer: "acme", From: "d1", To: assign("d2")})
+			},
+			func(s sidecar.Store) bool {
+				a, err := s.GetAssignment(ctx, "acme")
+				return err == nil && a.Domain == "d2"
+			}},
+		{"assignment_removed", sidecar.AssignmentKey("acme"),
+			func(s sidecar.Store) error {
+				return change(s, sidecar.AssignmentChange{Customer: "acme", To: assign("d1")})
+			},
+			func(s sidecar.Store) error { return change(s, sidecar.AssignmentChange{Customer: "acme", From: "d1"}) },
+			func(s sidecar.Store) bool {
+				_, err := s.GetAssignment(ctx, "acme")
+				return sidecar.ErrorCode(err) == sidecar.ENOTFOUND
+			}},
+		{"grant_replaced_lower", sidecar.GrantKey("acme"),
+			func(s sidecar.Store) error { return s.PutGrant(ctx, grant("g1", sidecar.LevelFullAdmin)) },
+			func(s sidecar.Store) error { return s.PutGrant(ctx, grant("g2", sidecar.LevelCC)) },
+			func(s sidecar.Store) bool {
+				e, err := s.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+				return err == nil && e.Individual != nil && e.Individual.Level == sidecar.LevelCC
+			}},
+	}
+	n := 0
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			run := func(cut int) (wasCut bool, err error, evicted, done bool) {
+				n++
+				prefix := fmt.Sprintf("nevict%d", n)
+				direct := directStore(t, srv.Addr, prefix, clock.Now)
+				if err := tc.setup(direct); err != nil {
+					t.Fatal(err)
+				}
+				cutStore := faultStore(t, proxy.Addr, prefix, clock.Now)
+				got := make(chan struct{}, 1)
+				cancel := direct.Subscribe(func(k string) {
+					if k == tc.key {
+						select {
+						case got <- struct{}{}:
+						default:
+						}
+					}
+				})
+				defer cancel()
+				settle(t, direct, direct, prefix)
+				select { // the setup's own eviction
+				case <-got:
+				default:
+				}
+				proxy.Reset()
+				if cut >= 0 {
+					proxy.CutAfter(cut)
+				}
+				err = tc.write(cutStore)
+				wasCut = proxy.WasCut()
+				proxy.Reset()
+				settle(t, direct, direct, prefix+"-after")
+				select {
+				case <-got:
+					evicted = true
+				default:
+				}
+				return wasCut, err, evicted, tc.done(direct)
+			}
+			if _, err, evicted, done := run(-1); err != nil || !evicted || !done {
+				t.Fatalf("without a fault: err %v, evicted %v, stored %v", err, evicted, done)
+			}
+			unpublished, cut := 0, 0
+			for ; cut < 100; cut++ {
+				wasCut, err, evicted, done := run(cut)
+				if !wasCut {
+					break
+				}
+				if err == nil && (!evicted || !done) {
+					t.Fatalf("cut after %d commands: success, evicted %v, stored %v", cut, evicted, done)
+				}
+				if sidecar.IsUnpublished(err) {
+					unpublished++
+					if !done {
+						t.Fatalf("cut after %d: unpublished, yet the narrowing is not stored", cut)
+					}
+				}
+			}
+			if cut == 100 {
+				t.Fatal("the write never ran whole within 100 commands")
+			}
+			if unpublished == 0 {
+				t.Fatalf("no cut among %d fell between the write and its eviction", cut)
+			}
+		})
+	}
+}
+
+// TestRetriedUnshareReachesEveryReplica: a withdrawal whose share was
+// deleted while its eviction was lost answers 503, and the client's retry,
+// which finds nothing left to delete, publishes the eviction again, so
+// other replicas drop the share before their cache TTL.
+func TestRetriedUnshareReachesEveryReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	data := shippedData(t)
+	in := delegation.ShareInput{Resource: "sr1", User: "pat", PartnerOrg: "partnerco"}
+	retried := 0
+	for cut := 0; cut < 100; cut++ {
+		prefix := fmt.Sprintf("unshare%d", cut)
+		direct := directStore(t, srv.Addr, prefix, clock.Now)
+		if err := direct.PutShare(t.Context(), &sidecar.Share{Customer: "acme", Resource: "sr1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		cutStore := faultStore(t, proxy.Addr, prefix, clock.Now)
+		settle(t, direct, direct, prefix)
+		proxy.Reset()
+		proxy.CutAfter(cut)
+		err := delegation.NewPartners(cutStore, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)).
+			Unshare(t.Context(), cora, "acme", in, allowAll)
+		wasCut := proxy.WasCut()
+		proxy.Reset()
+		if !wasCut {
+			break
+		}
+		if !sidecar.IsUnpublished(err) {
+			continue
+		}
+		retried++
+		got := make(chan struct{}, 1)
+		cancel := direct.Subscribe(func(k string) {
+			if k == sidecar.ShareKey("acme") {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
+		})
+		settle(t, direct, direct, prefix+"-before-retry")
+		if err := delegation.NewPartners(direct, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)).
+			Unshare(t.Context(), cora, "acme", in, allowAll); err != nil {
+			t.Fatalf("cut after %d: retry of the withdrawal: %v", cut, err)
+		}
+		settle(t, direct, direct, prefix+"-after-retry")
+		select {
+		case <-got:
+		default:
+			t.Fatalf("cut after %d: the retry published no eviction of acme's shares", cut)
+		}
+		cancel()
+	}
+	if retried == 0 {
+		t.Fatal("no cut fell between the share's deletion and its eviction")
+	}
+}
