@@ -408,6 +408,8 @@ func TestRepeatedBodyHeadersAreRefused(t *testing.T) {
 		{"content-type in headers and header_map", req(`{"content-type":"application/json"}`, `[{"key":"content-type","rawValue":"`+form+`"}]`, "a=1"), true, ""},
 		{"content_length in headers", req(`{"content_length":"3"}`, `[]`, "a=1"), true, ""},
 		{"Content_Type in header_map", req(`{}`, `[{"key":"Content_Type","rawValue":"`+b64("application/json")+`"}]`, "a=1"), true, ""},
+		{"content-length in two cases in headers", req(`{"content-length":"3","Content-Length":"9000"}`, `[]`, "a=1"), true, ""},
+		{"content-type in two cases in headers", req(`{"Content-Type":"application/json","content-type":"application/x-www-form-urlencoded"}`, `[]`, "a=1"), true, ""},
 		{"content-length and content_length", req(`{"content-length":"3","content_length":"9000"}`, `[]`, "a=1"), true, ""},
 		{"control: each once, in any case", req(`{}`, `[{"key":"Content-Type","rawValue":"`+form+`"},{"key":"CONTENT-LENGTH","value":"16"}]`, "_method=DELETE&a"), false, "POST,DELETE"},
 	} {

@@ -275,7 +275,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	}
 	view, plain := headers, forms.plain
 	if !forms.lower {
-		view, plain = lowerHeaders(headers)
+		if view, plain, err = lowerHeaders(headers); err != nil {
+			return nil, err
+		}
 	}
 	// The view is what every header read goes through, so that a header
 	// counts the same in headers and in header_map.
@@ -363,22 +365,28 @@ func hasUpper(s string) bool {
 
 // lowerHeaders returns headers with lower-case names, and whether none of
 // them has "_" (sidecar.Request.PlainNames). Envoy already sends lower
-// case, so the common case returns the map as is.
-func lowerHeaders(h map[string]string) (_ map[string]string, plain bool) {
+// case, so the common case returns the map as is. A name sent in two
+// cases is refused: one would be kept at random, and the upstream gets
+// both.
+func lowerHeaders(h map[string]string) (_ map[string]string, plain bool, err error) {
 	plain = true
 	for k := range h {
 		if hasUpper(k) {
 			out := make(map[string]string, len(h))
 			for k, v := range h {
-				out[strings.ToLower(k)] = v
+				lk := strings.ToLower(k)
+				if _, ok := out[lk]; ok {
+					return nil, false, sidecar.Invalid(lk, "sent under two spellings of its name: upstreams differ on which they read")
+				}
+				out[lk] = v
 			}
-			return out, !hasUnderscore(out)
+			return out, !hasUnderscore(out), nil
 		}
 		if plain && strings.IndexByte(k, '_') >= 0 {
 			plain = false
 		}
 	}
-	return h, plain
+	return h, plain, nil
 }
 
 func hasUnderscore(h map[string]string) bool {
