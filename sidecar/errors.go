@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc/codes"
 )
@@ -62,6 +63,18 @@ func Invalid(field, format string, args ...any) *Error {
 // Unavailable wraps a store or dependency failure.
 func Unavailable(msg string, err error) *Error {
 	return &Error{Code: EUNAVAILABLE, Message: msg, Err: err}
+}
+
+// RetryAfter rides (as Err) on an ERATELIMIT error: how long until the
+// budget that refused the call has room again.
+type RetryAfter struct{ Wait time.Duration }
+
+func (r *RetryAfter) Error() string { return "retry after " + r.Wait.String() }
+
+// RateLimited refuses a call over a budget; wait is how long until it has
+// room again (the HTTP answer's Retry-After).
+func RateLimited(wait time.Duration, format string, args ...any) *Error {
+	return &Error{Code: ERATELIMIT, Message: fmt.Sprintf(format, args...), Err: &RetryAfter{Wait: wait}}
 }
 
 // ReasonUnpublished is the reason of an error that reports a committed

@@ -581,6 +581,12 @@ type ConsentStore interface {
 	TakeLapsedConsents(ctx context.Context, now time.Time) ([]Consent, error)
 	// ConsentHistory lists past settings, newest first.
 	ConsentHistory(ctx context.Context, customer string, p Page) ([]Consent, string, error)
+	// TakeConsentChange takes one of the limit changes the customer may
+	// make to their own consent in a window, counted across replicas: the
+	// first change after a window ended opens the next, window long from
+	// the store's now. Over the limit it takes nothing and returns false
+	// with how long until the window ends.
+	TakeConsentChange(ctx context.Context, customer string, limit int, window time.Duration) (wait time.Duration, ok bool, err error)
 }
 
 // SessionStore keeps impersonation sessions, retained after they end (for

@@ -3,7 +3,6 @@ package api
 import (
 	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -64,10 +63,13 @@ func (l *writeLimiter) allow(id *sidecar.Identity, now time.Time) (time.Duration
 	return 0, true
 }
 
-// rateLimited is the refusal of a write over the caller's budget; the
-// Retry-After header says, in whole seconds, when one is there again.
-func rateLimited(w http.ResponseWriter, wait time.Duration) error {
-	secs := max(int64(math.Ceil(wait.Seconds())), 1)
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	return sidecar.Errorf(sidecar.ERATELIMIT, "too many management writes by this caller; retry in %d s", secs)
+// rateLimited is the refusal of a write over the caller's budget;
+// writeError answers it with Retry-After.
+func rateLimited(wait time.Duration) error {
+	return sidecar.RateLimited(wait, "too many management writes by this caller; retry in %d s", retryAfterSeconds(wait))
+}
+
+// retryAfterSeconds is wait in whole seconds, rounded up, at least 1.
+func retryAfterSeconds(wait time.Duration) int64 {
+	return max(int64(math.Ceil(wait.Seconds())), 1)
 }

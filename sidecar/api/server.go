@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -209,7 +210,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth b
 	// costs nothing more.
 	if id != nil && mutating(r.Method) {
 		if wait, ok := s.writes.allow(id, s.clock()); !ok {
-			writeError(w, s.logger, rateLimited(w, wait))
+			writeError(w, s.logger, rateLimited(wait))
 			return
 		}
 	}
@@ -456,6 +457,10 @@ func writeError(w http.ResponseWriter, logger *slog.Logger, err error) {
 	}
 	if code == sidecar.EUNAUTHORIZED {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="deputy"`)
+	}
+	var ra *sidecar.RetryAfter
+	if code == sidecar.ERATELIMIT && errors.As(err, &ra) {
+		w.Header().Set("Retry-After", strconv.FormatInt(retryAfterSeconds(ra.Wait), 10))
 	}
 	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Field: field}})
 }

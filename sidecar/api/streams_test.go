@@ -1,7 +1,10 @@
 package api_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar/api"
 )
@@ -31,6 +34,18 @@ func TestEventsAndAudit(t *testing.T) {
 			if items := rest.Body["items"].([]any); len(items) != 1 {
 				t.Fatalf("second audit page = %s", rest.Raw)
 			}
+			// The customer's own consent is a self-service record, kept
+			// apart from staff actions yet paged with them in order.
+			var trail []string
+			for _, page := range []response{all, rest} {
+				for _, it := range page.Body["items"].([]any) {
+					item := it.(map[string]any)
+					trail = append(trail, fmt.Sprint(item["action"], " ", item["self_service"] == true))
+				}
+			}
+			if got := strings.Join(trail, ", "); got != "customer.put false, consent.set true, impersonation.start false" {
+				t.Fatalf("audit trail = %s", got)
+			}
 			none := e.must(e.do("GET", "/deputy/v1/audit?customer=nobody", auditor, nil), 200)
 			if items := none.Body["items"].([]any); len(items) != 0 {
 				t.Fatalf("audit for nobody = %s", none.Raw)
@@ -41,6 +56,42 @@ func TestEventsAndAudit(t *testing.T) {
 			e.must(e.do("GET", "/deputy/v1/events", "", nil), 401)
 			e.must(e.do("GET", "/deputy/v1/audit?from=yesterday", auditor, nil), 400)
 			e.must(e.do("GET", "/deputy/v1/audit?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", auditor, nil), 400)
+		})
+	}
+}
+
+// A customer's own consent changes are budgeted in the store, as policy
+// data sets: past max_consent_changes in consent_change_window, giving
+// consent answers 429 rate_limited with Retry-After, while withdrawing it
+// still works.
+func TestOwnConsentBudget(t *testing.T) {
+	for name, mk := range stores {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			sw, err := e.svc.Switches()
+			if err != nil {
+				t.Fatal(err)
+			}
+			put := func(allowed bool) response {
+				return e.do("PUT", "/deputy/v1/customers/c42/consent", e.customer(), map[string]any{"allowed": allowed})
+			}
+			e.must(put(false), 200) // seed gave it once
+			for i := range sw.MaxConsentChanges - 1 {
+				e.must(put(true), 200)
+				e.must(put(false), 200)
+				if i == 0 {
+					e.clock.Advance(time.Minute)
+				}
+			}
+			r := put(true)
+			if r.Status != 429 || r.errCode() != "rate_limited" {
+				t.Fatalf("giving consent past the budget: %d %s", r.Status, r.Raw)
+			}
+			if got, want := r.Header.Get("Retry-After"), fmt.Sprint(int((sw.ConsentChangeWindow - time.Minute).Seconds())); got != want {
+				t.Fatalf("Retry-After = %q, want %q", got, want)
+			}
+			e.must(put(false), 200)
 		})
 	}
 }

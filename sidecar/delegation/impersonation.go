@@ -365,6 +365,9 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		return cur, nil, evictAgain(ctx, i.store, sidecar.ConsentKey(ch.Customer))
 	}
 	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
+	if err := i.takeConsentChange(ctx, c); err != nil {
+		return nil, nil, err
+	}
 	// The store ends the sessions the new consent no longer covers in the
 	// same atomic step: no fault can leave a live session without consent.
 	ended, err := i.store.SetConsent(ctx, c)
@@ -376,6 +379,33 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		i.ended(ctx, by, &ended[k])
 	}
 	return c, ended, err
+}
+
+// takeConsentChange holds a customer's own consent changes to the budget
+// policy data sets, across replicas: each writes the events stream and
+// the audit trail, and any signed-in customer can make them. A withdrawal
+// is never refused (it ends sessions on the customer), and needs a given
+// consent before it, so it counts nothing; changes set on a customer's
+// behalf are staff actions, under the caller's write budget.
+func (i *Impersonation) takeConsentChange(ctx context.Context, c *sidecar.Consent) error {
+	if !c.Allowed || !c.SelfSet() {
+		return nil
+	}
+	sw, err := i.Switches()
+	if err != nil {
+		return err
+	}
+	if sw.MaxConsentChanges == 0 { // no impersonation section: no budget to take from
+		return &sidecar.Error{Code: sidecar.EFORBIDDEN, Reason: "impersonation_disabled", Message: "impersonation is turned off in policy data"}
+	}
+	wait, ok, err := i.store.TakeConsentChange(ctx, c.Customer, sw.MaxConsentChanges, sw.ConsentChangeWindow)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return sidecar.RateLimited(wait, "consent given %d times in %s; withdrawing it is always allowed", sw.MaxConsentChanges, sw.ConsentChangeWindow)
+	}
+	return nil
 }
 
 // consentChanged reports consent c as set: the event the mailer follows

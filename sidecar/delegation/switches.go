@@ -30,6 +30,11 @@ type Switches struct {
 	// PermissionImpersonate: a session whose actor started it with none of
 	// them is denied by policy and ended by the sweep.
 	ImpersonatingRoles []string
+	// MaxConsentChanges is how many changes a customer may make to their
+	// own consent, that leave it given, per ConsentChangeWindow, across
+	// replicas. Each writes the events stream and the audit trail.
+	MaxConsentChanges   int
+	ConsentChangeWindow time.Duration
 }
 
 // PermissionImpersonate is the permission in role_permissions that lets a
@@ -44,6 +49,7 @@ var switchKeys = []string{
 	"enabled", "store_view_selection", "require_reason", "max_session", "idle_timeout",
 	"one_session_per_staff", "disable_page_cache", "protected_roles", "protected_customers",
 	"role_permissions", "forbidden_routes", "forbidden_graphql_fields",
+	"max_consent_changes", "consent_change_window",
 }
 
 // ReadSwitches reads data.deputy.impersonation. Data without the section
@@ -109,6 +115,12 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 	boolean("disable_page_cache", &s.DisablePageCache)
 	duration("max_session", &s.MaxSession)
 	duration("idle_timeout", &s.IdleTimeout)
+	duration("consent_change_window", &s.ConsentChangeWindow)
+	if n, ok := dataInt(imp["max_consent_changes"]); ok && n > 0 {
+		s.MaxConsentChanges = n
+	} else {
+		fail("max_consent_changes", "a positive whole number")
+	}
 	stringList("protected_roles", &s.ProtectedRoles)
 	stringList("protected_customers", &s.ProtectedCustomers)
 	switch s.StoreViewSelection, _ = imp["store_view_selection"].(string); s.StoreViewSelection {
@@ -132,6 +144,9 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 	}
 	if s.MaxSession == 0 {
 		fail("max_session", "a positive duration")
+	}
+	if s.ConsentChangeWindow == 0 {
+		fail("consent_change_window", "a positive duration")
 	}
 	if err != nil {
 		return Switches{}, err

@@ -17,7 +17,8 @@ func allSwitches(edit map[string]any) map[string]any {
 	imp := map[string]any{"enabled": true, "store_view_selection": "default", "require_reason": false,
 		"max_session": "1h", "idle_timeout": "15m", "one_session_per_staff": true, "disable_page_cache": true,
 		"protected_roles": []any{"staff"}, "protected_customers": []any{}, "role_permissions": map[string]any{},
-		"forbidden_routes": map[string]any{}, "forbidden_graphql_fields": []any{}}
+		"forbidden_routes": map[string]any{}, "forbidden_graphql_fields": []any{},
+		"max_consent_changes": 10, "consent_change_window": "1h"}
 	for k, v := range edit {
 		if v == nil {
 			delete(imp, k)
@@ -55,12 +56,12 @@ func TestReadSwitches(t *testing.T) {
 		{name: "no policy data: impersonation off", data: nil},
 		{name: "no impersonation section: impersonation off", data: map[string]any{"deputy": map[string]any{"authz": map[string]any{}}}},
 		{name: "every switch", data: allSwitches(nil), want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
-			IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}}},
+			IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}, MaxConsentChanges: 10, ConsentChangeWindow: time.Hour}},
 		{name: "security team's changes", data: allSwitches(map[string]any{"enabled": false, "store_view_selection": "manual", "require_reason": true,
 			"max_session": "30m", "idle_timeout": "0s", "one_session_per_staff": false, "disable_page_cache": false,
 			"protected_roles": []any{"staff", "vip"}, "protected_customers": []any{"c1"}}),
 			want: delegation.Switches{StoreViewSelection: "manual", RequireReason: true, MaxSession: 30 * time.Minute,
-				ProtectedRoles: []string{"staff", "vip"}, ProtectedCustomers: []string{"c1"}}},
+				ProtectedRoles: []string{"staff", "vip"}, ProtectedCustomers: []string{"c1"}, MaxConsentChanges: 10, ConsentChangeWindow: time.Hour}},
 		{name: "section not an object", data: map[string]any{"deputy": map[string]any{"impersonation": true}}, path: "data.deputy.impersonation"},
 		{name: "malformed duration", data: allSwitches(map[string]any{"max_session": "an hour"}), path: "data.deputy.impersonation.max_session"},
 		{name: "number for a duration", data: allSwitches(map[string]any{"idle_timeout": 900}), path: "data.deputy.impersonation.idle_timeout"},
@@ -74,12 +75,16 @@ func TestReadSwitches(t *testing.T) {
 			"support_lead": []any{"view_login_as_customer_log", "login_as_customer"}, "auditor": []any{"view_login_as_customer_log"},
 			"admin": []any{"login_as_customer"}, "mailer": []any{}}}),
 			want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour, IdleTimeout: 15 * time.Minute,
-				OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}, ImpersonatingRoles: []string{"admin", "support_lead"}}},
+				OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}, ImpersonatingRoles: []string{"admin", "support_lead"}, MaxConsentChanges: 10, ConsentChangeWindow: time.Hour}},
 		{name: "role's permissions not a list", data: allSwitches(map[string]any{"role_permissions": map[string]any{"admin": "login_as_customer"}}),
 			path: "data.deputy.impersonation.role_permissions.admin"},
 		{name: "permission not a string", data: allSwitches(map[string]any{"role_permissions": map[string]any{"admin": []any{"login_as_customer", 7}}}),
 			path: "data.deputy.impersonation.role_permissions.admin"},
 		{name: "zero max session", data: allSwitches(map[string]any{"max_session": "0s"}), path: "data.deputy.impersonation.max_session"},
+		{name: "zero consent changes", data: allSwitches(map[string]any{"max_consent_changes": 0}), path: "data.deputy.impersonation.max_consent_changes"},
+		{name: "fractional consent changes", data: allSwitches(map[string]any{"max_consent_changes": 2.5}), path: "data.deputy.impersonation.max_consent_changes"},
+		{name: "consent changes as a string", data: allSwitches(map[string]any{"max_consent_changes": "10"}), path: "data.deputy.impersonation.max_consent_changes"},
+		{name: "zero consent change window", data: allSwitches(map[string]any{"consent_change_window": "0s"}), path: "data.deputy.impersonation.consent_change_window"},
 		{name: "forbidden routes as shipped", data: allSwitches(map[string]any{"forbidden_routes": map[string]any{
 			"customer": []any{route("/customer/account/password/", "password_change_forbidden"),
 				route("/customer/account/edit/", "account_change_forbidden", "POST", "PUT")},
@@ -87,7 +92,7 @@ func TestReadSwitches(t *testing.T) {
 			"forbidden_graphql_fields": []any{map[string]any{"field": "updateCustomerV2", "reason": "account_change_forbidden"},
 				map[string]any{"field": "_x9", "reason": "b"}}}),
 			want: delegation.Switches{Enabled: true, StoreViewSelection: "default", MaxSession: time.Hour,
-				IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}}},
+				IdleTimeout: 15 * time.Minute, OneSessionPerStaff: true, DisablePageCache: true, ProtectedRoles: []string{"staff"}, MaxConsentChanges: 10, ConsentChangeWindow: time.Hour}},
 	}
 	// Forbidden routes the policy would read as forbidding nothing.
 	for name, tc := range map[string]struct {
@@ -152,7 +157,7 @@ func TestReadSwitches(t *testing.T) {
 	// A switch left out is never filled in.
 	for _, key := range []string{"enabled", "store_view_selection", "require_reason", "max_session", "idle_timeout",
 		"one_session_per_staff", "disable_page_cache", "protected_roles", "protected_customers", "role_permissions", "forbidden_routes",
-		"forbidden_graphql_fields"} {
+		"forbidden_graphql_fields", "max_consent_changes", "consent_change_window"} {
 		cases = append(cases, struct {
 			name string
 			data map[string]any

@@ -61,12 +61,17 @@ type Store struct {
 	auditMax     int
 	auditSelfMax int
 
-	mu         sync.RWMutex
-	customers  map[string]*sidecar.Customer
-	staff      map[string]bool // subjects that acted as staff
-	consent    map[string]*sidecar.Consent
-	history    map[string][]sidecar.Consent // oldest first
-	lapsing    map[string]time.Time         // customer → expiry of a consent given until then
+	mu        sync.RWMutex
+	customers map[string]*sidecar.Customer
+	staff     map[string]bool // subjects that acted as staff
+	consent   map[string]*sidecar.Consent
+	history   map[string][]sidecar.Consent // oldest first
+	lapsing   map[string]time.Time         // customer → expiry of a consent given until then
+	// budgets: the changes each customer made to their own consent in
+	// the current window; windows that ended are pruned once the map has
+	// doubled since the last pruning (pruneAt).
+	budgets    map[string]consentWindow
+	pruneAt    int
 	sessions   map[string]*sidecar.Session
 	tokens     map[string]string // token hash → session id
 	sessionLog []string          // logKey(started, id), ascending
@@ -372,6 +377,38 @@ func (s *Store) liveConsent(customer string) *sidecar.Consent {
 	}
 	cp := *c
 	return &cp
+}
+
+type consentWindow struct {
+	n    int
+	ends time.Time
+}
+
+func (s *Store) TakeConsentChange(_ context.Context, customer string, limit int, window time.Duration) (time.Duration, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if s.budgets == nil {
+		s.budgets = map[string]consentWindow{}
+	}
+	w, ok := s.budgets[customer]
+	if !ok || !now.Before(w.ends) {
+		w = consentWindow{ends: now.Add(window)}
+	}
+	if w.n >= limit {
+		return w.ends.Sub(now), false, nil
+	}
+	w.n++
+	s.budgets[customer] = w
+	if len(s.budgets) >= max(s.pruneAt, 1024) {
+		for c, w := range s.budgets {
+			if !now.Before(w.ends) {
+				delete(s.budgets, c)
+			}
+		}
+		s.pruneAt = 2 * len(s.budgets)
+	}
+	return 0, true, nil
 }
 
 func (s *Store) ConsentHistory(_ context.Context, customer string, p sidecar.Page) ([]sidecar.Consent, string, error) {

@@ -68,6 +68,7 @@ func Run(t *testing.T, newStore NewStore) {
 	}{
 		{"customers", testCustomers},
 		{"consent", testConsent},
+		{"consent_budget", testConsentBudget},
 		{"sessions", testSessions},
 		{"session_log", testSessionLog},
 		{"redeem_codes", testRedeemCodes},

@@ -1,0 +1,46 @@
+package redis
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// {cust:C}:consentbudget   the changes C made to their own consent in the
+// current window (hash: n, until in Unix ms), gone when the window ends.
+
+func (s *Store) consentBudgetKey(c string) string { return s.cust(c, "consentbudget") }
+
+// takeConsentChangeScript takes one change from a customer's window, or
+// answers how long it has left. The window is decided by the caller's
+// clock (the store's now), so replicas and tests agree on it; the key
+// expires with it.
+// KEYS: the budget. ARGV: now (Unix ms), limit, window (ms).
+// Returns -1 when taken, else the ms until the window ends.
+var takeConsentChangeScript = goredis.NewScript(`
+local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n, ends = 0, tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if now >= ends then
+  ends = now + window
+else
+  n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+end
+if n >= limit then return ends - now end
+redis.call('HSET', KEYS[1], 'n', n + 1, 'until', string.format('%.0f', ends))
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', ends))
+return -1
+`)
+
+func (s *Store) TakeConsentChange(ctx context.Context, customer string, limit int, window time.Duration) (time.Duration, bool, error) {
+	wait, err := takeConsentChangeScript.Run(ctx, s.c, []string{s.consentBudgetKey(customer)},
+		strconv.FormatInt(s.now().UnixMilli(), 10), limit, window.Milliseconds()).Int64()
+	if err != nil {
+		return 0, false, unavailable(err)
+	}
+	if wait < 0 {
+		return 0, true, nil
+	}
+	return time.Duration(wait) * time.Millisecond, false, nil
+}
