@@ -134,6 +134,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		}
 		return &statePart{store: memory.New()}, nil
 	}
+	if !cfg.Dev && !cfg.Redis.TLS && cfg.Redis.Remote() {
+		log.Warn("redis.tls is off: sessions, grants, consents and the Redis password cross the network in clear; "+
+			"set redis.tls (or keep Redis on loopback)", "setting", "redis.tls")
+	}
 	client, err := redis.NewClient(cfg.Redis)
 	if err != nil {
 		return nil, err

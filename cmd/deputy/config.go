@@ -401,6 +401,13 @@ func (c *Config) Validate() error {
 			"(--identity-issuer-urls, DEPUTY_IDENTITY_ISSUER_URLS) or identity.issuers; "+
 			"or identity.anonymous_only to serve anonymous requests only")
 	}
+	// Unverified, a Redis certificate proves nothing: whoever is on the
+	// path reads and rewrites every session, grant and consent, and
+	// receives the password.
+	if c.Redis.TLSInsecureSkipVerify && !c.Dev {
+		return sidecar.Invalid("redis.tls_insecure_skip_verify", "dev mode only: set redis.tls_ca_file to the CA that signed "+
+			"the Redis certificate (and redis.tls_server_name when the address is not a name in it)")
+	}
 	// An unsigned bundle is only as trusted as the path it came over: in
 	// clear across the network, the policy would be whoever answers. A
 	// signed bundle proves itself (its signature is checked before it

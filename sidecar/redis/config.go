@@ -59,7 +59,7 @@ type Config struct {
 	TLS                   bool   `yaml:"tls" usage:"connect to Redis over TLS"`
 	TLSCAFile             string `yaml:"tls_ca_file" usage:"PEM CA bundle that verifies the Redis server (default: the system roots)"`
 	TLSServerName         string `yaml:"tls_server_name" usage:"server name expected in the Redis certificate (default: the host of the address)"`
-	TLSInsecureSkipVerify bool   `yaml:"tls_insecure_skip_verify" usage:"do not verify the Redis certificate (tests only)"`
+	TLSInsecureSkipVerify bool   `yaml:"tls_insecure_skip_verify" usage:"do not verify the Redis certificate (dev mode only)"`
 
 	DialTimeout  time.Duration `yaml:"dial_timeout" usage:"time allowed to connect to Redis"`
 	ReadTimeout  time.Duration `yaml:"read_timeout" usage:"time allowed for a Redis reply"`
@@ -109,6 +109,17 @@ func (c *Config) SetDefaults() {
 	if c.MaxRetries == 0 {
 		c.MaxRetries = DefaultMaxRetries
 	}
+}
+
+// Remote reports whether an address is not on loopback: what crosses the
+// network to it travels in clear without TLS.
+func (c Config) Remote() bool {
+	for _, a := range c.Addrs {
+		if host, _, err := net.SplitHostPort(a); err != nil || !sidecar.LoopbackHost(host) {
+			return true
+		}
+	}
+	return false
 }
 
 // Enabled reports whether Redis is configured.

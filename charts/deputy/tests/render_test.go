@@ -906,3 +906,52 @@ func TestRenderRefusesKeysInClear(t *testing.T) {
 		})
 	}
 }
+
+// Deputy refuses an unverified Redis certificate outside dev mode, which
+// the chart never runs: the render says so rather than the pod crashing.
+// Plain Redis is allowed, and NOTES.txt says what crosses the network.
+func TestRedisTLS(t *testing.T) {
+	const base = "app: {image: {repository: x}}, redis: {enabled: true, addrs: ['r:6379']"
+	c := loadChart(t)
+	for _, tc := range []struct{ name, values, want string }{
+		{"skip verify in config", base + ", tls: true}, deputy: {config: {redis: {tls_insecure_skip_verify: true}}}", "deputy.config.redis.tls_insecure_skip_verify is refused"},
+		{"skip verify flag", base + ", tls: true}, deputy: {extraArgs: [--redis-tls-insecure-skip-verify]}", "--redis-tls-insecure-skip-verify is refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals, err := chartutil.ReadValues([]byte("{" + tc.values + "}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := renderValues(c, vals, false); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name, values string
+		warn         bool
+	}{
+		{"plain redis", base + "}", true},
+		{"redis over TLS", base + ", tls: true}", false},
+		{"redis over TLS from config", base + "}, deputy: {config: {redis: {tls: true}}}", false},
+		{"no redis", "app: {image: {repository: x}}", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vals, err := chartutil.ReadValues([]byte("{" + tc.values + "}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := renderValues(c, vals, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			notes := out["deputy/templates/NOTES.txt"]
+			if notes == "" {
+				t.Fatalf("no NOTES.txt among %d files", len(out))
+			}
+			if got := strings.Contains(notes, "Redis is reached without TLS (redis.tls: false)"); got != tc.warn {
+				t.Fatalf("NOTES.txt warns %v, want %v:\n%s", got, tc.warn, notes)
+			}
+		})
+	}
+}
