@@ -25,7 +25,9 @@ import (
 // check answered must have its record in the stream, found by decision id.
 
 // startTrailDeputy runs `deputy serve --dev` with the shipped policies,
-// logging decisions to the Redis at redisAddr.
+// logging decisions to the Redis at redisAddr. The tests find every
+// record of a load in the stream, tens of thousands: the stream keeps a
+// million, within a stream_max_bytes raised to match.
 func startTrailDeputy(t *testing.T, redisAddr string, args ...string) (*process, string) {
 	t.Helper()
 	if buildErr != nil {
@@ -35,7 +37,8 @@ func startTrailDeputy(t *testing.T, redisAddr string, args ...string) (*process,
 	argv := append([]string{deputyBin, "serve", "--dev", "--log-level", "warn",
 		"--grpc-addr", grpcAddr, "--http-addr", freeAddr(t), "--metrics-addr", metricsAddr,
 		"--policy-paths", filepath.Join(repoRoot, "policies"),
-		"--redis-addrs", redisAddr, "--decision-log-sink", "redis"}, args...)
+		"--redis-addrs", redisAddr, "--decision-log-sink", "redis",
+		"--decision-log-max-len", "1000000", "--decision-log-max-record-bytes", "8192", "--decision-log-stream-max-bytes", "8589934592"}, args...)
 	p := start(t, "deputy", []string{"DEPUTY_IDENTITY_DEV_KEY_FILE=" + filepath.Join(t.TempDir(), "dev-key.json")}, repoRoot, argv...)
 	waitHTTP(t, p, "http://"+metricsAddr+"/readyz", http.StatusOK)
 	return p, grpcAddr
