@@ -78,9 +78,9 @@ type Config struct {
 	// IncludeInput is a pointer so that an explicit false survives
 	// SetDefaults; read it with InputIncluded.
 	IncludeInput *bool    `yaml:"include_input" usage:"keep the masked policy input in each record"`
-	MaskHeaders  []string `yaml:"mask_headers" usage:"request headers erased from logged input, besides authorization, proxy-authorization, cookie, x-api-key, x-auth-token, x-access-token, x-csrf-token, x-xsrf-token, x-amz-security-token and the actor token header"`
+	MaskHeaders  []string `yaml:"mask_headers" usage:"request headers erased from logged input, besides the actor token header, authorization, proxy-authorization, cookie, x-api-key, x-auth-token, x-access-token, x-csrf-token, x-xsrf-token, x-amz-security-token and every header whose name holds token, secret, session, sessid, password, passwd, cookie, api-key, apikey, credential or signature, the word sid or pwd, or a word beginning with auth (not authority or author), in any case and _/-/. spelling"`
 	// MaskQueryParams: nil takes the defaults, an empty list masks none.
-	MaskQueryParams  []string      `yaml:"mask_query_params" usage:"query parameters that carry credentials; their values are masked in the logged path, URI headers and parsed_query"`
+	MaskQueryParams  []string      `yaml:"mask_query_params" usage:"query parameters that carry credentials, besides those named as the headers of mask_headers are; their values are masked in the logged path, URI headers and parsed_query (empty: no query masking at all)"`
 	ActorTokenHeader string        `yaml:"actor_token_header" usage:"header carrying Deputy's actor token, erased from logged input (default: check.actor_token_header)"`
 	BackoffMin       time.Duration `yaml:"backoff_min" usage:"first wait after a failed write to the sink"`
 	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`

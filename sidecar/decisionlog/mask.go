@@ -322,9 +322,12 @@ const MaskedValue = "***"
 var uriHeaders = []string{":path", "x-envoy-original-path", "x-original-uri", "x-forwarded-uri", "referer"}
 
 // secretHeader reports whether a header, named as sent, is one whose value
-// is never logged: in any case, with "_" read as "-" (CGI, PHP and WSGI
-// upstreams read both as HTTP_X_NAME).
+// is never logged: one named so (secretName), or listed, in any case, with
+// "_" read as "-" (CGI, PHP and WSGI upstreams read both as HTTP_X_NAME).
 func (m *masker) secretHeader(name string) bool {
+	if secretName(name) {
+		return true
+	}
 	for _, h := range m.headers {
 		if sidecar.SameHeaderName(name, h) {
 			return true
@@ -497,11 +500,15 @@ func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 	return prefix + b.String(), true
 }
 
-// credentialParam reports whether a decoded query parameter name is one
-// of the credential names, in any case and as PHP and Rack read it:
-// "access.token", "access token" and "access_token[]" are all
-// $_GET['access_token'].
+// credentialParam reports whether a decoded query parameter name is named
+// as a credential (secretName), or is one of the credential names, in any
+// case and as PHP and Rack read it: "access.token", "access token" and
+// "access_token[]" are all $_GET['access_token']. With mask_query_params
+// set empty, no parameter is masked.
 func (m *masker) credentialParam(key string) bool {
+	if secretName(key) {
+		return true
+	}
 	if slices.Contains(m.queryParams, strings.ToLower(key)) {
 		return true
 	}
