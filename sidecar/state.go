@@ -36,7 +36,8 @@ import (
 //     never needs to call Invalidate for store writes; it may for changes of
 //     its own. A publish that fails after a committed write of EndSession,
 //     SetConsent, PutCustomer, DeleteCustomer, MarkStaff, RevokeGrant,
-//     PutGrant, DeleteShare, ChangeAssignments or DeleteAssignment is returned as
+//     PutGrant, DeleteShare, ChangeAssignments, DeleteAssignment or
+//     StartSession (of the sessions it replaced) is returned as
 //     Unpublished (EUNAVAILABLE) together with the method's result: the
 //     write stands, its caller records it and answers 503, and the retry
 //     publishes again. Other writes log such a failure: the cache TTL

@@ -568,6 +568,11 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 	if until.After(expires) {
 		until = expires
 	}
+	if sw.OneSessionPerStaff {
+		if err := i.evictReplaced(ctx, staff.Subject, now.Add(-sw.MaxSession)); err != nil {
+			return nil, err
+		}
+	}
 	replaced, err := i.store.StartSession(ctx, sidecar.SessionStart{
 		Session:            s,
 		CodeHash:           HashSecret(code),
@@ -576,11 +581,21 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		ProtectedCustomers: sw.ProtectedCustomers,
 		ReplaceLive:        sw.OneSessionPerStaff,
 	})
-	if err != nil {
+	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
 	for k := range replaced {
 		i.ended(ctx, staff, &replaced[k])
+	}
+	if err != nil {
+		// The sessions it replaced ended, but replicas were not told. The
+		// 503 makes the caller retry, and the retry publishes their
+		// evictions again (evictReplaced). The new session's code is never
+		// handed out: end it rather than leave it live until its expiry.
+		if _, eerr := i.store.EndSession(ctx, s.ID, staff.Subject, sidecar.EndEnded, now); eerr != nil && !sidecar.IsUnpublished(eerr) {
+			i.logger.Warn("unannounced session not ended", "session", s.ID, "error", eerr)
+		}
+		return nil, err
 	}
 	data := sessionData(s)
 	i.event(ctx, sidecar.EventImpersonationStarted, s.Customer, s.Actor, data)
@@ -710,6 +725,33 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	i.ended(ctx, by, ended)
 	return ended, err
 }
+
+// evictReplaced publishes again the evictions of actor's sessions started
+// since that a new session replaced: a start whose store write replaced a
+// redeemed session while its eviction was lost answered 503, and this is
+// its retry. The two newest sessions are the ones that matter (the one
+// replaced, and the one that start stored and ended); a page looks past a
+// few more.
+func (i *Impersonation) evictReplaced(ctx context.Context, actor string, since time.Time) error {
+	ss, _, err := i.store.ListSessions(ctx, sidecar.SessionFilter{Actor: actor, From: since, Page: sidecar.Page{Limit: replacedLookBack}})
+	if err != nil {
+		return err
+	}
+	var keys []string
+	for _, s := range ss {
+		if s.EndReason == sidecar.EndReplaced && s.TokenHash != "" {
+			keys = append(keys, sidecar.SessionKey(s.TokenHash))
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return evictAgain(ctx, i.store, keys...)
+}
+
+// replacedLookBack is how many of an actor's newest sessions a start
+// looks through for replaced ones to evict again.
+const replacedLookBack = 10
 
 // evictAgain tells every replica to drop keys again, for a retried narrowing
 // write that found nothing left to change. A failure is the caller's to

@@ -15,7 +15,8 @@ import (
 // TestLostNarrowingEvictionAnswersUnavailable cuts the connection after
 // every number of Redis commands a narrowing write sends: a share
 // withdrawn, a customer moved out of its domain or unassigned, a grant
-// replaced by a lower one. Whatever the cut, the store never answers
+// replaced by a lower one, a redeemed session replaced by its staff
+// member's next. Whatever the cut, the store never answers
 // success without having published the eviction (replicas that cached
 // the wider state would honour it until their cache TTL, with the caller
 // told it was gone), and a write stored whose eviction was lost answers
@@ -32,6 +33,15 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 	grant := func(id string, level sidecar.Level) *sidecar.Grant {
 		return &sidecar.Grant{ID: id, Customer: "acme", PartnerOrg: "partnerco", User: "pat", Level: level,
 			ExpiresAt: clock.Now().Add(30 * day), ApprovedBy: "cora", ApprovedAt: clock.Now()}
+	}
+	session := func(id string) *sidecar.Session {
+		now := clock.Now()
+		return &sidecar.Session{ID: id, Actor: "sam", ActorRoles: []string{"admin"}, Customer: "carol", StartedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	startSession := func(s sidecar.Store, id, code string) error {
+		_, err := s.StartSession(ctx, sidecar.SessionStart{Session: session(id), CodeHash: delegation.HashSecret(code),
+			CodeExpiresAt: clock.Now().Add(30 * time.Second), ReplaceLive: true})
+		return err
 	}
 	// change applies one assignment change; a conflict fails the case.
 	change := func(s sidecar.Store, c sidecar.AssignmentChange) error {
@@ -83,6 +93,25 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 			func(s sidecar.Store) bool {
 				e, err := s.EffectiveGrants(ctx, "acme", "partnerco", "pat")
 				return err == nil && e.Individual != nil && e.Individual.Level == sidecar.LevelCC
+			}},
+		{"session_replaced", sidecar.SessionKey(delegation.HashSecret("token1")),
+			func(s sidecar.Store) error {
+				if _, err := s.PutCustomer(ctx, &sidecar.Customer{ID: "carol", Name: "Carol"}, sidecar.Protection{}); err != nil {
+					return err
+				}
+				if _, err := s.SetConsent(ctx, &sidecar.Consent{Customer: "carol", Allowed: true, SetBy: "carol", SetAt: clock.Now()}); err != nil {
+					return err
+				}
+				if err := startSession(s, "imp_old", "code1"); err != nil {
+					return err
+				}
+				_, err := s.RedeemSession(ctx, delegation.HashSecret("code1"), delegation.HashSecret("token1"), "shop.example")
+				return err
+			},
+			func(s sidecar.Store) error { return startSession(s, "imp_new", "code2") },
+			func(s sidecar.Store) bool {
+				old, err := s.GetSession(ctx, "imp_old")
+				return err == nil && old.EndReason == sidecar.EndReplaced
 			}},
 	}
 	n := 0
@@ -211,5 +240,81 @@ func TestRetriedUnshareReachesEveryReplica(t *testing.T) {
 	}
 	if retried == 0 {
 		t.Fatal("no cut fell between the share's deletion and its eviction")
+	}
+}
+
+// TestRetriedStartReachesEveryReplica: a start that replaced the staff
+// member's redeemed session while the eviction was lost answers 503, and
+// the client's retry publishes that eviction again, so other replicas stop
+// honouring the replaced session's cookie before their cache TTL. The
+// failed start's own session, whose code was never handed out, is not
+// left live.
+func TestRetriedStartReachesEveryReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	retried := 0
+	for cut := 0; cut < 100; cut++ {
+		w := newFaultWorld(t, srv, proxy, fmt.Sprintf("restart%d", cut), clock)
+		if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+			t.Fatal(err)
+		}
+		w.consent(t, "c1", true)
+		first := w.start(t, alice, "c1", true)
+		old, err := w.direct.GetSession(w.ctx, first.Session.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		settle(t, w.direct, w.direct, w.prefix)
+		proxy.Reset()
+		proxy.CutAfter(cut)
+		_, err = w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+		wasCut := proxy.WasCut()
+		proxy.Reset()
+		if !wasCut {
+			break
+		}
+		if !sidecar.IsUnpublished(err) {
+			continue
+		}
+		s, err := w.direct.GetSession(w.ctx, old.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.EndReason != sidecar.EndReplaced {
+			continue // a lost eviction of another step (marking alice as staff)
+		}
+		retried++
+		got := make(chan struct{}, 1)
+		cancel := w.direct.Subscribe(func(k string) {
+			if k == sidecar.SessionKey(old.TokenHash) {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
+		})
+		settle(t, w.direct, w.direct, w.prefix+"-before-retry")
+		again, err := w.setup.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+		if err != nil {
+			t.Fatalf("cut after %d: retry of the start: %v", cut, err)
+		}
+		settle(t, w.direct, w.direct, w.prefix+"-after-retry")
+		select {
+		case <-got:
+		default:
+			t.Fatalf("cut after %d: the retry published no eviction of the replaced session", cut)
+		}
+		cancel()
+		live, _, err := w.direct.ListSessions(w.ctx, sidecar.SessionFilter{Actor: alice.Subject, LiveOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(live) != 1 || live[0].ID != again.Session.ID {
+			t.Fatalf("cut after %d: alice's live sessions after the retry: %d, want only the retry's %s", cut, len(live), again.Session.ID)
+		}
+	}
+	if retried == 0 {
+		t.Fatal("no cut fell between the replacing start and its eviction")
 	}
 }

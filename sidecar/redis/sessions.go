@@ -238,8 +238,7 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 	if err != nil {
 		return nil, rerr(err, "session")
 	}
-	s.publishEnded(ctx, replaced)
-	return replaced, nil
+	return replaced, s.publishNarrowed(ctx, endedKeys(replaced)...)
 }
 
 func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time) ([]sidecar.Session, error) {
