@@ -58,21 +58,21 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		// Deputy checks at start that Envoy copies every name it sets
 		// upstream (http.envoy_upstream_headers): the chart tells it so
 		// for the names the values configure, whichever the transport.
-		{"header names", "{app: {image: {repository: x}}, envoy: {extAuthz: {transport: http}}, deputy: {config: {check: {owned_prefix: x-auth-, actor_token_header: x-actor-token}, partner: {on_behalf_of_header: x-customer}}}}", nil},
-		{"header names over grpc", "{app: {image: {repository: x}}, deputy: {config: {check: {owned_prefix: x-auth-}}}}", nil},
+		{"header names", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {extAuthz: {transport: http}}, deputy: {config: {check: {owned_prefix: x-auth-, actor_token_header: x-actor-token}, partner: {on_behalf_of_header: x-customer}}}}", nil},
+		{"header names over grpc", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, deputy: {config: {check: {owned_prefix: x-auth-}}}}", nil},
 		// Readiness needs Redis reachable with the password from the Secret.
-		{"redis", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}", nil},
-		{"redis frozen", "{app: {image: {repository: x}}, replicaCount: 2, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}}", nil},
-		{"redis frozen, http probes", "{app: {image: {repository: x}}, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}, deputy: {probes: {grpc: false}}}", nil},
+		{"redis", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}", nil},
+		{"redis frozen", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, replicaCount: 2, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}}", nil},
+		{"redis frozen, http probes", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}, deputy: {probes: {grpc: false}}}", nil},
 		// The container an operator pastes into an existing pod, with the
 		// signing keys from a Secret they created.
 		{"sidecar-only", "testdata/sidecar-only.yaml", nil},
 		// Policies from a bundle server, signed; readiness waits for the
 		// first activation, of a bundle signed after minSignedAt.
-		{"bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', minSignedAt: '2026-01-01T00:00:00Z', publicKey: " + strconv.Quote(bundleKey) + "}}}", nil},
+		{"bundle", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', minSignedAt: '2026-01-01T00:00:00Z', publicKey: " + strconv.Quote(bundleKey) + "}}}", nil},
 		// Policies from a ConfigMap the operator manages, packages mounted
 		// back into their directories.
-		{"policies-configmap", "{app: {image: {repository: x}}, policies: {source: configMap, configMap: {name: shop-policies, items: " + ownItems + "}}}", ownPolicies},
+		{"policies-configmap", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: configMap, configMap: {name: shop-policies, items: " + ownItems + "}}}", ownPolicies},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -128,7 +128,10 @@ func TestDeployDocRenders(t *testing.T) {
 			}
 			valueBlocks++
 			t.Run("values block at line "+strconv.Itoa(b.line), func(t *testing.T) {
-				base := map[string]any{"app": map[string]any{"image": map[string]any{"repository": "registry.example.com/storefront"}}}
+				// A fragment shows one setting; the install it joins names
+				// the application and its identity issuer.
+				base := map[string]any{"app": map[string]any{"image": map[string]any{"repository": "registry.example.com/storefront"}},
+					"identity": map[string]any{"issuerURLs": []any{"https://login.example.com/realms/shop"}, "audiences": []any{"storefront"}}}
 				vals = chartutil.CoalesceTables(vals, base)
 				out, err := renderValues(c, vals, true)
 				if err != nil {

@@ -38,9 +38,9 @@ func TestHTTPServiceForwardsMethodOverrides(t *testing.T) {
 		carriers  []string
 		notListed []string
 	}{
-		{name: "defaults", values: "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: http}}\n",
+		{name: "defaults", values: "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n",
 			carriers: envoycheck.OverrideHeaders, notListed: []string{"x-custom-verb"}},
-		{name: "configured", values: "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: http}}\n" +
+		{name: "configured", values: "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n" +
 			"deputy: {config: {check: {method_overrides: [\"header:X-Custom-Verb\", \"header:X-Tunnel.Method\", \"query:_method\"]}}}\n",
 			carriers: []string{"x-custom-verb", "x-tunnel.method"}, notListed: []string{"x-http-method-override", "x-tunnel-method", "x-tunnelxmethod"}},
 	} {
@@ -105,7 +105,7 @@ func renderedHCM(t *testing.T, m manifests) *hcmv3.HttpConnectionManager {
 func TestEnvoyDropsClientForwarding(t *testing.T) {
 	for _, transport := range []string{"grpc", "http"} {
 		t.Run(transport, func(t *testing.T) {
-			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
+			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
 			hcm := renderedHCM(t, m)
 			if !hcm.GetUseRemoteAddress().GetValue() || hcm.GetXffNumTrustedHops() != 0 {
 				t.Errorf("use_remote_address = %v, xff_num_trusted_hops = %d: a client's x-forwarded-proto would reach the application", hcm.GetUseRemoteAddress().GetValue(), hcm.GetXffNumTrustedHops())
@@ -126,7 +126,7 @@ func TestEnvoyDropsClientForwarding(t *testing.T) {
 func TestEnvoyAccessLogLeavesQueryOut(t *testing.T) {
 	for _, transport := range []string{"grpc", "http"} {
 		t.Run(transport, func(t *testing.T) {
-			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
+			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
 			cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
 			b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
 			if err != nil {

@@ -28,6 +28,7 @@ func renderInline(t *testing.T, values string) manifests {
 // forking the chart; extra flags and env reach the container.
 func TestExtraVolumesEnvArgs(t *testing.T) {
 	values := `app: {image: {repository: x}}
+identity: {anonymousOnly: true}
 deputy:
   extraArgs: [--redis-tls-ca=/etc/deputy/redis-ca/ca.crt]
   extraEnv: [{name: DEPUTY_LOG_LEVEL, value: debug}]
@@ -71,6 +72,7 @@ deputy:
 
 func TestServiceMonitorSettings(t *testing.T) {
 	m := renderInline(t, `app: {image: {repository: x}}
+identity: {anonymousOnly: true}
 monitoring:
   serviceMonitor:
     scrapeTimeout: 10s
@@ -96,8 +98,8 @@ func TestDisruptionBudget(t *testing.T) {
 		name, values string
 		max, min     *intstr.IntOrString
 	}{
-		{"default", "{app: {image: {repository: x}}}", ptr(intstr.FromInt32(1)), nil},
-		{"minAvailable", "{app: {image: {repository: x}}, podDisruptionBudget: {maxUnavailable: null, minAvailable: '50%'}}", nil, ptr(intstr.FromString("50%"))},
+		{"default", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}}", ptr(intstr.FromInt32(1)), nil},
+		{"minAvailable", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, podDisruptionBudget: {maxUnavailable: null, minAvailable: '50%'}}", nil, ptr(intstr.FromString("50%"))},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,9 +119,9 @@ func TestNetworkPolicyEveryMode(t *testing.T) {
 		selector     map[string]string
 		ports        []string
 	}{
-		{"sidecar", "{app: {image: {repository: x}}}",
+		{"sidecar", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}}",
 			map[string]string{"app.kubernetes.io/name": "deputy", "app.kubernetes.io/instance": "shop"}, []string{"http", "metrics"}},
-		{"sidecar-only", "{mode: sidecar-only, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}}",
+		{"sidecar-only", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}}",
 			map[string]string{"app": "storefront"}, []string{"8080", "9090"}},
 	}
 	for _, tc := range cases {
@@ -162,14 +164,14 @@ func TestNetworkPolicyMetricsPeers(t *testing.T) {
 		return networkingv1.NetworkPolicyIngressRule{}
 	}
 	t.Run("default", func(t *testing.T) {
-		r := metricsRule(t, "{app: {image: {repository: x}}}")
+		r := metricsRule(t, "{app: {image: {repository: x}}, identity: {anonymousOnly: true}}")
 		if len(r.From) != 1 || r.From[0].NamespaceSelector == nil || r.From[0].PodSelector != nil ||
 			r.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" {
 			t.Errorf("metrics admitted from %+v, want the monitoring namespace only", r.From)
 		}
 	})
 	t.Run("everyone on purpose", func(t *testing.T) {
-		if r := metricsRule(t, "{app: {image: {repository: x}}, networkPolicy: {metricsFrom: []}}"); len(r.From) != 0 {
+		if r := metricsRule(t, "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, networkPolicy: {metricsFrom: []}}"); len(r.From) != 0 {
 			t.Errorf("metrics admitted from %+v, want everyone", r.From)
 		}
 	})
@@ -187,7 +189,7 @@ func equalIntOrString(a, b *intstr.IntOrString) bool {
 // Policies from an operator's ConfigMap: mounted where Deputy reads, and
 // watched, since the kubelet updates the mount in place.
 func TestPoliciesFromConfigMap(t *testing.T) {
-	m := renderInline(t, "{app: {image: {repository: x}}, policies: {source: configMap, configMap: {name: shop-rules}}}")
+	m := renderInline(t, "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: configMap, configMap: {name: shop-rules}}}")
 	if _, ok := m["ConfigMap"]["shop-deputy-policies"]; ok {
 		t.Error("the chart's own policies rendered next to the operator's")
 	}

@@ -47,7 +47,7 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 			upstream: []string{"x-deputy-*", "x-actor.token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.actor_token_header": "X-Actor.Token"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := renderInline(t, "app: {image: {repository: x}}\nenvoy: {extAuthz: {transport: http}}\ndeputy: {config: "+tc.config+"}\n")
+			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\ndeputy: {config: "+tc.config+"}\n")
 			authz := httpServiceAuthz(t, m)
 			for _, name := range envoycheck.Spellings(tc.sent...) {
 				if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {

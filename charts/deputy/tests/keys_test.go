@@ -33,6 +33,7 @@ func TestTemplateTwiceKeepsTheKey(t *testing.T) {
 
 	values := filepath.Join(t.TempDir(), "values.yaml")
 	if err := os.WriteFile(values, []byte(`app: {image: {repository: registry.example.com/storefront}}
+identity: {issuerURLs: ['https://login.example.com/realms/shop'], audiences: [storefront]}
 signingKeys:
   existingSecret: deputy-signing-keys
   existingSecretKeys: [2026-11.pem]

@@ -665,22 +665,26 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		values string
 		want   string
 	}{
-		{"no application image", "{}", "app.image.repository"},
-		{"replicas without redis", "{app: {image: {repository: x}}, replicaCount: 2}", "redis.enabled"},
-		{"autoscaling without redis", "{app: {image: {repository: x}}, autoscaling: {enabled: true}}", "redis.enabled"},
-		{"bundle without url", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {publicKey: k}}}", "policies.bundle.url"},
-		{"unsigned bundle", "{app: {image: {repository: x}}, policies: {source: bundle, bundle: {url: 'https://b.example.com/b.tar.gz'}}}", "publicKey"},
-		{"redis without address", "{app: {image: {repository: x}}, redis: {enabled: true}}", "redis.addrs"},
-		{"several redis addresses, neither cluster nor sentinel", "{app: {image: {repository: x}}, redis: {enabled: true, addrs: ['a:6379', 'b:6379']}}", "redis.cluster"},
-		{"sentinel and cluster", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, masterName: m, addrs: ['a:6379']}}", "redis.masterName"},
-		{"cluster with a db", "{app: {image: {repository: x}}, redis: {enabled: true, cluster: true, db: 2, addrs: ['a:6379']}}", "redis.db"},
-		{"redis user without a password", "{app: {image: {repository: x}}, redis: {enabled: true, addrs: ['r:6379'], username: deputy}}", "redis.username"},
-		{"existing secret without key names", "{app: {image: {repository: x}}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
-		{"no key and generation off", "{app: {image: {repository: x}}, signingKeys: {generate: false}}", "deputy keys generate"},
-		{"sidecar-only network policy without its pod", "{mode: sidecar-only}", "networkPolicy.podSelector"},
-		{"sidecar-only network policy without ports", "{mode: sidecar-only, networkPolicy: {podSelector: {app: shop}}}", "networkPolicy.ports"},
-		{"policies from a ConfigMap without its name", "{app: {image: {repository: x}}, policies: {source: configMap}}", "policies.configMap.name"},
-		{"both disruption budgets", "{app: {image: {repository: x}}, podDisruptionBudget: {minAvailable: 1}}", "not both"},
+		{"no application image", "{identity: {anonymousOnly: true}}", "app.image.repository"},
+		// Deputy does not start without an issuer: the pod would crash-loop.
+		{"no identity issuer", "{app: {image: {repository: x}}}", "identity.issuerURLs is required"},
+		{"no identity issuer, sidecar-only", "{mode: sidecar-only, networkPolicy: {podSelector: {app: shop}, ports: [8080]}}", "identity.issuerURLs is required"},
+		{"anonymous only switched off in config", "{app: {image: {repository: x}}, deputy: {config: {identity: {anonymous_only: false}}}}", "identity.issuerURLs is required"},
+		{"replicas without redis", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, replicaCount: 2}", "redis.enabled"},
+		{"autoscaling without redis", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, autoscaling: {enabled: true}}", "redis.enabled"},
+		{"bundle without url", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: bundle, bundle: {publicKey: k}}}", "policies.bundle.url"},
+		{"unsigned bundle", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: bundle, bundle: {url: 'https://b.example.com/b.tar.gz'}}}", "publicKey"},
+		{"redis without address", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true}}", "redis.addrs"},
+		{"several redis addresses, neither cluster nor sentinel", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['a:6379', 'b:6379']}}", "redis.cluster"},
+		{"sentinel and cluster", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, cluster: true, masterName: m, addrs: ['a:6379']}}", "redis.masterName"},
+		{"cluster with a db", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, cluster: true, db: 2, addrs: ['a:6379']}}", "redis.db"},
+		{"redis user without a password", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['r:6379'], username: deputy}}", "redis.username"},
+		{"existing secret without key names", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
+		{"no key and generation off", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, signingKeys: {generate: false}}", "deputy keys generate"},
+		{"sidecar-only network policy without its pod", "{mode: sidecar-only, identity: {anonymousOnly: true}}", "networkPolicy.podSelector"},
+		{"sidecar-only network policy without ports", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: shop}}}", "networkPolicy.ports"},
+		{"policies from a ConfigMap without its name", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: configMap}}", "policies.configMap.name"},
+		{"both disruption budgets", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, podDisruptionBudget: {minAvailable: 1}}", "not both"},
 		// A token the identity provider minted for another application
 		// (payroll, with its roles there) would sign in.
 		{"issuer without an audience", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com']}}", "identity.audiences"},
@@ -911,7 +915,7 @@ func TestRenderRefusesKeysInClear(t *testing.T) {
 // the chart never runs: the render says so rather than the pod crashing.
 // Plain Redis is allowed, and NOTES.txt says what crosses the network.
 func TestRedisTLS(t *testing.T) {
-	const base = "app: {image: {repository: x}}, redis: {enabled: true, addrs: ['r:6379']"
+	const base = "app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['r:6379']"
 	c := loadChart(t)
 	for _, tc := range []struct{ name, values, want string }{
 		{"skip verify in config", base + ", tls: true}, deputy: {config: {redis: {tls_insecure_skip_verify: true}}}", "deputy.config.redis.tls_insecure_skip_verify is refused"},
@@ -934,7 +938,7 @@ func TestRedisTLS(t *testing.T) {
 		{"plain redis", base + "}", true},
 		{"redis over TLS", base + ", tls: true}", false},
 		{"redis over TLS from config", base + "}, deputy: {config: {redis: {tls: true}}}", false},
-		{"no redis", "app: {image: {repository: x}}", false},
+		{"no redis", "app: {image: {repository: x}}, identity: {anonymousOnly: true}", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vals, err := chartutil.ReadValues([]byte("{" + tc.values + "}"))
@@ -952,6 +956,24 @@ func TestRedisTLS(t *testing.T) {
 			if got := strings.Contains(notes, "Redis is reached without TLS (redis.tls: false)"); got != tc.warn {
 				t.Fatalf("NOTES.txt warns %v, want %v:\n%s", got, tc.warn, notes)
 			}
+		})
+	}
+}
+
+// An issuer, or the anonymous-only switch, may come from any place Deputy
+// reads it: the render refuses only a config that names none.
+func TestIdentityFromEveryPlace(t *testing.T) {
+	for name, values := range map[string]string{
+		"issuer URL":              "identity: {issuerURLs: ['https://login.example.com'], audiences: [shop]}",
+		"anonymous only":          "identity: {anonymousOnly: true}",
+		"issuers in config":       "deputy: {config: {identity: {issuers: [{issuer: 'https://login.example.com', audiences: [shop]}]}}}",
+		"issuer URLs in config":   "deputy: {config: {identity: {issuer_urls: ['https://login.example.com'], any_audience: true}}}",
+		"anonymous only, config":  "deputy: {config: {identity: {anonymous_only: true}}}",
+		"issuer URLs flag":        "deputy: {extraArgs: ['--identity-issuer-urls=https://login.example.com', --identity-any-audience]}",
+		"anonymous only, env var": "deputy: {extraEnv: [{name: DEPUTY_IDENTITY_ANONYMOUS_ONLY, value: 'true'}]}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			renderInline(t, "app: {image: {repository: x}}\n"+values+"\n")
 		})
 	}
 }

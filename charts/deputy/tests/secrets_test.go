@@ -13,7 +13,7 @@ import (
 // pod's args or env (readable by whoever reads those, and kept in their
 // history) fails the render, pointing to the Secret-backed value instead.
 func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
-	const base = "app: {image: {repository: x}}\n"
+	const base = "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\n"
 	cases := []struct{ name, values, want string }{
 		{"redis password in config", "deputy: {config: {redis: {password: hunter2}}}", "redis.existingSecret"},
 		{"bundle token in config", "deputy: {config: {policy: {bearer_token: t0ken}}}", "policies.bundle.tokenSecret"},
