@@ -147,6 +147,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 	// dial: route it through Deputy's log, bounded per kind of message.
 	goredis.SetLogger(redis.NewClientLogger(log, redis.DefaultClientLogInterval, time.Now))
 	rs := redis.NewFromClient(client, cfg.Redis, redis.WithLogger(log))
+	if err := m.RegisterEventsDropped(rs.EventsDropped); err != nil {
+		_ = client.Close()
+		return nil, err
+	}
 	return &statePart{store: rs, client: client, ping: rs.Ping, redis: rs, log: log}, nil
 }
 

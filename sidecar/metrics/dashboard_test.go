@@ -39,6 +39,9 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterLiveDelegations(func() map[string]int { return nil }); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.RegisterEventsDropped(func() uint64 { return 0 }); err != nil {
+		t.Fatal(err)
+	}
 	m.ObserveDecision(&sidecar.Decision{Allowed: true, Latency: time.Millisecond,
 		Stages: sidecar.Stages{Identity: 1, State: 1, Policy: 1}})
 	m.CacheHit("session")

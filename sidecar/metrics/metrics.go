@@ -19,6 +19,7 @@
 //	deputy_decision_log_queue_depth
 //	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total, _mask_errors_total, _oversized_total
 //	deputy_live_delegations{mode}
+//	deputy_events_dropped_total                      past redis.events_hard_maxlen, unread by a consumer group
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
 //	deputy_build_info{version,commit,go_version}
@@ -356,6 +357,15 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 			Help: "Records logged without their input because they passed decision_log.max_record_bytes."}, func() float64 { return float64(s.Oversized()) }),
 	}
 	return m.register(cs...)
+}
+
+// RegisterEventsDropped exports how many events the Redis events stream
+// dropped at its hard cap before a consumer group (the host's mailer) was
+// delivered them, read at scrape time.
+func (m *Metrics) RegisterEventsDropped(fn func() uint64) error {
+	return m.register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "events_dropped_total",
+		Help: "Events the events stream dropped at redis.events_hard_maxlen before every consumer group was delivered them."},
+		func() float64 { return float64(fn()) }))
 }
 
 // LiveFunc counts live delegations by mode (impersonation sessions,

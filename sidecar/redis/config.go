@@ -21,7 +21,9 @@ const (
 	DefaultReadTimeout  = 500 * time.Millisecond
 	DefaultWriteTimeout = 500 * time.Millisecond
 	DefaultEventsMaxLen = 100_000
-	DefaultAuditMaxLen  = 1_000_000
+	// The events stream's hard cap defaults to this many times its length.
+	DefaultEventsHardFactor = 10
+	DefaultAuditMaxLen      = 1_000_000
 	// DefaultAuditSelfMaxLen bounds the self-service records of the audit
 	// trail (sidecar.AuditEntry.SelfService), kept in a stream of their own.
 	DefaultAuditSelfMaxLen = 1_000_000
@@ -67,11 +69,12 @@ type Config struct {
 	PoolSize     int           `yaml:"pool_size" usage:"connections per Redis node (0: 10 per CPU)"`
 	MaxRetries   int           `yaml:"max_retries" usage:"retries of a failed Redis command (-1: none)"`
 
-	KeyPrefix       string        `yaml:"key_prefix" usage:"prefix of every Redis key Deputy writes"`
-	EventsMaxLen    int64         `yaml:"events_maxlen" usage:"approximate length the events stream is trimmed to"`
-	AuditMaxLen     int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream (staff, partner and reseller actions) is trimmed to"`
-	AuditSelfMaxLen int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of customers' self-service audit records (their own consent) is trimmed to, apart from the audit stream"`
-	Retention       time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
+	KeyPrefix        string        `yaml:"key_prefix" usage:"prefix of every Redis key Deputy writes"`
+	EventsMaxLen     int64         `yaml:"events_maxlen" usage:"approximate length the events stream is trimmed to, keeping what a consumer group has not been delivered yet"`
+	EventsHardMaxLen int64         `yaml:"events_hard_maxlen" usage:"length past which the events stream drops entries a consumer group has not been delivered yet, counted in deputy_events_dropped_total (0: 10 times events_maxlen)"`
+	AuditMaxLen      int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream (staff, partner and reseller actions) is trimmed to"`
+	AuditSelfMaxLen  int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of customers' self-service audit records (their own consent) is trimmed to, apart from the audit stream"`
+	Retention        time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
 }
 
 // Defaults returns the config with every unset field at its default.
@@ -96,6 +99,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.EventsMaxLen == 0 {
 		c.EventsMaxLen = DefaultEventsMaxLen
+	}
+	if c.EventsHardMaxLen == 0 {
+		c.EventsHardMaxLen = DefaultEventsHardFactor * c.EventsMaxLen
 	}
 	if c.AuditMaxLen == 0 {
 		c.AuditMaxLen = DefaultAuditMaxLen
@@ -152,6 +158,8 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("redis.pool_size", "must not be negative")
 	case c.EventsMaxLen < 0:
 		return sidecar.Invalid("redis.events_maxlen", "must not be negative")
+	case c.EventsHardMaxLen < c.EventsMaxLen:
+		return sidecar.Invalid("redis.events_hard_maxlen", "must be at least redis.events_maxlen (%d)", c.EventsMaxLen)
 	case c.AuditMaxLen < 0:
 		return sidecar.Invalid("redis.audit_maxlen", "must not be negative")
 	case c.AuditSelfMaxLen < 0:

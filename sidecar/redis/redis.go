@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -62,6 +63,8 @@ type Store struct {
 	now    sidecar.Clock
 	log    *slog.Logger
 	prefix string
+
+	eventsDropped atomic.Uint64 // at the events stream's hard cap
 
 	subMu   sync.Mutex
 	subs    map[int]func(string)

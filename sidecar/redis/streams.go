@@ -313,14 +313,6 @@ func streamFields(typ string, t time.Time, customer, actor string, extra map[str
 	return f
 }
 
-func (s *Store) xadd(ctx context.Context, stream string, maxLen int64, fields map[string]any) (string, error) {
-	id, err := s.c.XAdd(ctx, &goredis.XAddArgs{Stream: s.streamKey(stream), MaxLen: maxLen, Approx: true, Values: fields}).Result()
-	if err != nil {
-		return "", unavailable(err)
-	}
-	return id, nil
-}
-
 // appendAuditScript appends to one stream of the audit trail with an id
 // above the last of both, so ids never repeat across them and a merged
 // read orders and pages by id alone. Each stream is trimmed to its own
@@ -361,6 +353,60 @@ for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
 return redis.call(unpack(args))
 `)
 
+// appendEventScript appends to the events stream and trims it to about
+// its length, never past what a consumer group (the host's mailer) has
+// not been delivered yet: Redis 7.0's XADD trims by count alone, so a
+// mailer that lags would lose notifications, and any customer can write
+// events. The slowest group's last-delivered-id bounds the trim; beyond
+// the hard cap entries go whatever was read, and the script returns how
+// many. Without groups it trims as XADD MAXLEN ~ did.
+// KEYS: the events stream. ARGV: MAXLEN (0: none), hard cap, then field,
+// value, ... Returns {id, entries dropped at the hard cap}.
+var appendEventScript = goredis.NewScript(`
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local key, maxlen, hard = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local args = {'XADD', key, '*'}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+local id = redis.call(unpack(args))
+local len = redis.call('XLEN', key)
+if maxlen == 0 or len <= maxlen then return {id, 0} end
+local floor
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  for i = 1, #g, 2 do
+    if g[i] == 'last-delivered-id' and (floor == nil or less(g[i + 1], floor)) then floor = g[i + 1] end
+  end
+end
+if floor == nil then
+  redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
+  return {id, 0}
+end
+local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1][1]
+if not less(floor, first) then
+  -- Entries up to floor are delivered to every group. Drop the oldest
+  -- down to maxlen, but none after floor; at most 1000 at a time, so a
+  -- backlog a group just read is dropped over the next appends.
+  local keep = redis.call('XRANGE', key, '-', '+', 'COUNT', math.min(len - maxlen, 1000) + 1)
+  local min = keep[#keep][1]
+  local fm, fs = parse(floor)
+  local after = string.format('%.0f-%.0f', fm, fs + 1)
+  if less(after, min) then min = after end
+  redis.call('XTRIM', key, 'MINID', min)
+end
+local dropped = 0
+if hard > 0 and redis.call('XLEN', key) > hard then
+  dropped = redis.call('XTRIM', key, 'MAXLEN', hard)
+end
+return {id, dropped}
+`)
+
 func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
 	if err := e.Validate(); err != nil {
 		return err
@@ -368,13 +414,31 @@ func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
 	if e.Time.IsZero() {
 		e.Time = s.now()
 	}
-	id, err := s.xadd(ctx, "events", s.cfg.EventsMaxLen, streamFields(e.Type, e.Time, e.Customer, e.Actor, nil, e.Data))
+	fields := streamFields(e.Type, e.Time, e.Customer, e.Actor, nil, e.Data)
+	args := make([]any, 0, 2+2*len(fields))
+	args = append(args, s.cfg.EventsMaxLen, s.cfg.EventsHardMaxLen)
+	for k, v := range fields {
+		args = append(args, k, v)
+	}
+	res, err := appendEventScript.Run(ctx, s.c, []string{s.streamKey("events")}, args...).Slice()
 	if err != nil {
-		return err
+		return unavailable(err)
+	}
+	id, _ := res[0].(string)
+	if dropped, _ := res[1].(int64); dropped > 0 && s.eventsDropped.Add(uint64(dropped)) == uint64(dropped) {
+		// Once: a lagging mailer would make every append say it again;
+		// deputy_events_dropped_total counts them all.
+		s.log.Warn("events dropped at the events stream's hard cap before every consumer group was delivered them; counted in deputy_events_dropped_total",
+			"hard_maxlen", s.cfg.EventsHardMaxLen)
 	}
 	e.ID = id
 	return nil
 }
+
+// EventsDropped counts the events the stream dropped at its hard cap
+// (redis.events_hard_maxlen): entries a consumer group had not been
+// delivered yet.
+func (s *Store) EventsDropped() uint64 { return s.eventsDropped.Load() }
 
 func (s *Store) AppendAudit(ctx context.Context, a *sidecar.AuditEntry) error {
 	if err := a.Validate(); err != nil {

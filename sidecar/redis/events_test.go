@@ -1,0 +1,114 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+// The events stream keeps what the host's mailer (a consumer group) has
+// not been delivered yet, however many events customers write: trimming
+// to events_maxlen stops at the slowest group's last-delivered-id, and
+// only past events_hard_maxlen are entries dropped, each counted.
+func TestEventsTrimKeepsWhatTheMailerHasNotRead(t *testing.T) {
+	const maxLen, hard = 50, 500
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	prefix := freshPrefix()
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, EventsMaxLen: maxLen, EventsHardMaxLen: hard,
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	rc := srv.Client()
+	t.Cleanup(func() { _ = rc.Close() })
+	key := prefix + ":events"
+	if err := rc.XGroupCreateMkStream(ctx, key, "mailer", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	appendN := func(n int, typ string) {
+		t.Helper()
+		for i := range n {
+			if err := s.AppendEvent(ctx, &sidecar.Event{Type: typ, Customer: fmt.Sprint("cust", i%3)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	xlen := func() int64 {
+		t.Helper()
+		n, err := rc.XLen(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	read := func(count int64) []goredis.XMessage {
+		t.Helper()
+		got, err := rc.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "mailer", Consumer: "m1", Streams: []string{key, ">"}, Count: count}).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got[0].Messages
+	}
+
+	appendN(1, sidecar.EventImpersonationStarted)
+	appendN(6*maxLen, sidecar.EventConsentChanged)
+	if n := xlen(); n != 6*maxLen+1 {
+		t.Fatalf("XLEN = %d with the mailer behind, want every one of %d kept", n, 6*maxLen+1)
+	}
+	if first := read(1); len(first) != 1 || first[0].Values["type"] != sidecar.EventImpersonationStarted {
+		t.Fatalf("the mailer's next event = %+v, want the impersonation it has not read", first)
+	}
+
+	t.Run("trimmed once read", func(t *testing.T) {
+		read(10 * maxLen)
+		appendN(1, sidecar.EventConsentChanged)
+		if n := xlen(); n != maxLen {
+			t.Fatalf("XLEN = %d once the mailer read everything, want %d", n, maxLen)
+		}
+		if s.EventsDropped() != 0 {
+			t.Fatalf("dropped = %d, want none", s.EventsDropped())
+		}
+	})
+
+	t.Run("trimmed to what is unread", func(t *testing.T) {
+		read(1) // the one appended above: all read
+		appendN(2*maxLen, sidecar.EventConsentChanged)
+		if n := xlen(); n != 2*maxLen {
+			t.Fatalf("XLEN = %d, want the %d unread", n, 2*maxLen)
+		}
+		read(30)
+		appendN(1, sidecar.EventConsentChanged)
+		if n := xlen(); n != 2*maxLen+1-30 {
+			t.Fatalf("XLEN = %d, want the %d unread", n, 2*maxLen+1-30)
+		}
+	})
+
+	t.Run("dropped past the hard cap, counted", func(t *testing.T) {
+		before := xlen()
+		appendN(int(hard-before)+7, sidecar.EventConsentChanged)
+		if n := xlen(); n != hard {
+			t.Fatalf("XLEN = %d, want the hard cap %d", n, hard)
+		}
+		if got := s.EventsDropped(); got != 7 {
+			t.Fatalf("dropped = %d, want 7", got)
+		}
+	})
+
+	t.Run("without groups as before", func(t *testing.T) {
+		if err := rc.XGroupDestroy(ctx, key, "mailer").Err(); err != nil {
+			t.Fatal(err)
+		}
+		appendN(300, sidecar.EventConsentChanged)
+		if n := xlen(); n > 3*maxLen {
+			t.Fatalf("XLEN = %d without consumer groups, want about %d", n, maxLen)
+		}
+	})
+}
