@@ -321,6 +321,20 @@ func TestUnreadBodyOverrides(t *testing.T) {
 		{"partial body, name in upper case", "POST", map[string]string{"content-type": form, "X-Envoy-Auth-Partial-Body": "true"}, "a=1", false, every},
 		{"gzip body", "POST", map[string]string{"content-type": form, "content-encoding": "gzip"}, "x=1", false, every},
 		{"form in a type spelled in upper case", "POST", map[string]string{"Content-Type": "Application/X-WWW-Form-Urlencoded"}, "_method=PUT", false, "POST,PUT"},
+		// A field name Go leaves encoded and another parser may decode
+		// (RFC 2047 encoded words, RFC 2231 charsets Go ignores), or a
+		// part with two dispositions, which parsers read differently.
+		{"multipart name as an RFC 2047 B word", "POST", map[string]string{"content-type": "multipart/form-data; boundary=b"},
+			"--b\r\nContent-Disposition: form-data; name=\"=?utf-8?B?X21ldGhvZA==?=\"\r\n\r\nDELETE\r\n--b--\r\n", false, every},
+		{"multipart name as an RFC 2047 Q word", "POST", map[string]string{"content-type": "multipart/form-data; boundary=b"},
+			"--b\r\nContent-Disposition: form-data; name=\"=?utf-8?Q?=5F=6Dethod?=\"\r\n\r\nDELETE\r\n--b--\r\n", false, every},
+		{"multipart name in a charset Go ignores", "POST", map[string]string{"content-type": "multipart/form-data; boundary=b"},
+			"--b\r\nContent-Disposition: form-data; name*=iso-8859-1''_%6Dethod\r\n\r\nDELETE\r\n--b--\r\n", false, every},
+		{"multipart part with two dispositions", "POST", map[string]string{"content-type": "multipart/form-data; boundary=b"},
+			"--b\r\nContent-Disposition: form-data; name=\"note\"\r\nContent-Disposition: form-data; name=\"_%6Dethod\"\r\n\r\nDELETE\r\n--b--\r\n", false, every},
+		{"multipart with plain names", "POST", map[string]string{"content-type": "multipart/form-data; boundary=b"},
+			"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n=?x name*=\r\n" +
+				"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a=?.txt\"; filename*=utf-8''r%C3%A9sum%C3%A9.txt\r\n\r\nx\r\n--b--\r\n", false, "POST"},
 	} {
 		for _, enc := range headerEncodings {
 			t.Run(tc.name+"/"+enc.name, func(t *testing.T) {

@@ -703,6 +703,9 @@ func (pb bodyParse) multipart(body, boundary string) (url.Values, error) {
 	if err := pb.methods.addValues(form.Value, pb.overrides); err != nil {
 		return nil, err
 	}
+	if unsureNames(body, boundary) {
+		pb.everyOverride()
+	}
 	if pb.carriers != nil {
 		for name, vs := range form.Value {
 			if isCarrier(name, pb.overrides) {
@@ -717,6 +720,41 @@ func (pb bodyParse) multipart(body, boundary string) (url.Values, error) {
 		}
 	}
 	return vals, nil
+}
+
+// unsureNames reports whether a part of a multipart body names its field
+// in a way parsers read differently, so that Deputy cannot know which
+// name the upstream sees: an RFC 2047 encoded word ("=?utf-8?B?...?=",
+// left encoded by Go and decoded by some frameworks), an RFC 2231
+// extended parameter ("name*=", decoded by Go only for the charsets it
+// knows), or two Content-Disposition headers in one part (Go reads the
+// first). Only the name parameter is looked at: file names (clients send
+// "filename*=" for non-ASCII ones), field values and file contents name
+// no field.
+func unsureNames(body, boundary string) bool {
+	r := multipart.NewReader(strings.NewReader(body), boundary)
+	for {
+		p, err := r.NextRawPart()
+		if err != nil {
+			// The body parsed as a form before this: an error here is
+			// its end.
+			return false
+		}
+		cds := p.Header.Values("Content-Disposition")
+		if len(cds) > 1 {
+			return true
+		}
+		for _, cd := range cds {
+			// Split at every ";", quotes or not: a ";" inside a quoted
+			// value makes more parameters to look at, never fewer.
+			for param := range strings.SplitSeq(cd, ";") {
+				param = strings.ToLower(strings.TrimSpace(param))
+				if strings.HasPrefix(param, "name*") || strings.HasPrefix(param, "name=") && strings.Contains(param, "=?") {
+					return true
+				}
+			}
+		}
+	}
 }
 
 // bodyReadings are the ways frameworks may read the parameters of a POST
