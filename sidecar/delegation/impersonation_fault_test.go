@@ -71,6 +71,22 @@ func (w *faultWorld) start(t *testing.T, staff *sidecar.Identity, customer strin
 	return st
 }
 
+// redeemed gives customer a profile and consent, and staff a session on
+// it, redeemed; it returns the session as stored (with its token hash).
+func (w *faultWorld) redeemed(t *testing.T, staff *sidecar.Identity, customer string) *sidecar.Session {
+	t.Helper()
+	if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: customer, DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	w.consent(t, customer, true)
+	st := w.start(t, staff, customer, true)
+	s, err := w.direct.GetSession(w.ctx, st.Session.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestImpersonationWritesUnderFaults cuts the connection to a real Redis
 // after every possible number of commands of each impersonation write and
 // checks, once Redis is reachable again, what the write left behind: no

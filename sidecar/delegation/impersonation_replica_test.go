@@ -108,15 +108,7 @@ func TestLostEvictionAnswersUnavailable(t *testing.T) {
 				n++
 				prefix := fmt.Sprintf("evict%d", n)
 				w := newFaultWorld(t, srv, proxy, prefix, clock)
-				if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
-					t.Fatal(err)
-				}
-				w.consent(t, "c1", true)
-				st := w.start(t, alice, "c1", true)
-				s, err := w.direct.GetSession(w.ctx, st.Session.ID)
-				if err != nil {
-					t.Fatal(err)
-				}
+				s := w.redeemed(t, alice, "c1")
 				keys := append([]string{sidecar.SessionKey(s.TokenHash)}, tc.keys...)
 				got := make(chan struct{}, 1)
 				cancel := w.direct.Subscribe(func(k string) {

@@ -13,15 +13,16 @@ import (
 )
 
 // TestLostNarrowingEvictionAnswersUnavailable cuts the connection after
-// every number of Redis commands a narrowing write sends: a share
-// withdrawn, a customer moved out of its domain or unassigned, a grant
+// every number of Redis commands a narrowing write sends: a grant revoked,
+// a share withdrawn, a customer moved out of its domain or unassigned, a grant
 // replaced by a lower one, a redeemed session replaced by its staff
 // member's next. Whatever the cut, the store never answers
 // success without having published the eviction (replicas that cached
 // the wider state would honour it until their cache TTL, with the caller
 // told it was gone), and a write stored whose eviction was lost answers
 // Unpublished (503), so that its retry publishes again
-// (TestRetriedUnshareReachesEveryReplica).
+// (TestRetriedRevocationReachesEveryReplica,
+// TestRetriedUnshareReachesEveryReplica, TestRetriedStartReachesEveryReplica).
 func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
@@ -87,6 +88,13 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 				_, err := s.GetAssignment(ctx, "acme")
 				return sidecar.ErrorCode(err) == sidecar.ENOTFOUND
 			}},
+		{"grant_revoked", sidecar.GrantKey("acme"),
+			func(s sidecar.Store) error { return s.PutGrant(ctx, grant("g1", sidecar.LevelCreate)) },
+			func(s sidecar.Store) error { _, err := s.RevokeGrant(ctx, "acme", "g1"); return err },
+			func(s sidecar.Store) bool {
+				_, err := s.GetGrant(ctx, "acme", "g1")
+				return sidecar.ErrorCode(err) == sidecar.ENOTFOUND
+			}},
 		{"grant_replaced_lower", sidecar.GrantKey("acme"),
 			func(s sidecar.Store) error { return s.PutGrant(ctx, grant("g1", sidecar.LevelFullAdmin)) },
 			func(s sidecar.Store) error { return s.PutGrant(ctx, grant("g2", sidecar.LevelCC)) },
@@ -125,21 +133,10 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 					t.Fatal(err)
 				}
 				cutStore := faultStore(t, proxy.Addr, prefix, clock.Now)
-				got := make(chan struct{}, 1)
-				cancel := direct.Subscribe(func(k string) {
-					if k == tc.key {
-						select {
-						case got <- struct{}{}:
-						default:
-						}
-					}
-				})
+				seen, cancel := watchKey(direct, tc.key)
 				defer cancel()
 				settle(t, direct, direct, prefix)
-				select { // the setup's own eviction
-				case <-got:
-				default:
-				}
+				seen() // the setup's own eviction
 				proxy.Reset()
 				if cut >= 0 {
 					proxy.CutAfter(cut)
@@ -148,12 +145,7 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 				wasCut = proxy.WasCut()
 				proxy.Reset()
 				settle(t, direct, direct, prefix+"-after")
-				select {
-				case <-got:
-					evicted = true
-				default:
-				}
-				return wasCut, err, evicted, tc.done(direct)
+				return wasCut, err, seen(), tc.done(direct)
 			}
 			if _, err, evicted, done := run(-1); err != nil || !evicted || !done {
 				t.Fatalf("without a fault: err %v, evicted %v, stored %v", err, evicted, done)
@@ -203,12 +195,10 @@ func TestRetriedUnshareReachesEveryReplica(t *testing.T) {
 		}
 		cutStore := faultStore(t, proxy.Addr, prefix, clock.Now)
 		settle(t, direct, direct, prefix)
-		proxy.Reset()
-		proxy.CutAfter(cut)
-		err := delegation.NewPartners(cutStore, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)).
-			Unshare(t.Context(), cora, "acme", in, allowAll)
-		wasCut := proxy.WasCut()
-		proxy.Reset()
+		wasCut, err := cutAfter(proxy, cut, func() error {
+			return delegation.NewPartners(cutStore, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)).
+				Unshare(t.Context(), cora, "acme", in, allowAll)
+		})
 		if !wasCut {
 			break
 		}
@@ -216,24 +206,14 @@ func TestRetriedUnshareReachesEveryReplica(t *testing.T) {
 			continue
 		}
 		retried++
-		got := make(chan struct{}, 1)
-		cancel := direct.Subscribe(func(k string) {
-			if k == sidecar.ShareKey("acme") {
-				select {
-				case got <- struct{}{}:
-				default:
-				}
-			}
-		})
+		seen, cancel := watchKey(direct, sidecar.ShareKey("acme"))
 		settle(t, direct, direct, prefix+"-before-retry")
 		if err := delegation.NewPartners(direct, data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)).
 			Unshare(t.Context(), cora, "acme", in, allowAll); err != nil {
 			t.Fatalf("cut after %d: retry of the withdrawal: %v", cut, err)
 		}
 		settle(t, direct, direct, prefix+"-after-retry")
-		select {
-		case <-got:
-		default:
+		if !seen() {
 			t.Fatalf("cut after %d: the retry published no eviction of acme's shares", cut)
 		}
 		cancel()
@@ -256,21 +236,12 @@ func TestRetriedStartReachesEveryReplica(t *testing.T) {
 	retried := 0
 	for cut := 0; cut < 100; cut++ {
 		w := newFaultWorld(t, srv, proxy, fmt.Sprintf("restart%d", cut), clock)
-		if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
-			t.Fatal(err)
-		}
-		w.consent(t, "c1", true)
-		first := w.start(t, alice, "c1", true)
-		old, err := w.direct.GetSession(w.ctx, first.Session.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
+		old := w.redeemed(t, alice, "c1")
 		settle(t, w.direct, w.direct, w.prefix)
-		proxy.Reset()
-		proxy.CutAfter(cut)
-		_, err = w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
-		wasCut := proxy.WasCut()
-		proxy.Reset()
+		wasCut, err := cutAfter(proxy, cut, func() error {
+			_, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+			return err
+		})
 		if !wasCut {
 			break
 		}
@@ -285,24 +256,14 @@ func TestRetriedStartReachesEveryReplica(t *testing.T) {
 			continue // a lost eviction of another step (marking alice as staff)
 		}
 		retried++
-		got := make(chan struct{}, 1)
-		cancel := w.direct.Subscribe(func(k string) {
-			if k == sidecar.SessionKey(old.TokenHash) {
-				select {
-				case got <- struct{}{}:
-				default:
-				}
-			}
-		})
+		seen, cancel := watchKey(w.direct, sidecar.SessionKey(old.TokenHash))
 		settle(t, w.direct, w.direct, w.prefix+"-before-retry")
 		again, err := w.setup.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
 		if err != nil {
 			t.Fatalf("cut after %d: retry of the start: %v", cut, err)
 		}
 		settle(t, w.direct, w.direct, w.prefix+"-after-retry")
-		select {
-		case <-got:
-		default:
+		if !seen() {
 			t.Fatalf("cut after %d: the retry published no eviction of the replaced session", cut)
 		}
 		cancel()
@@ -317,4 +278,38 @@ func TestRetriedStartReachesEveryReplica(t *testing.T) {
 	if retried == 0 {
 		t.Fatal("no cut fell between the replacing start and its eviction")
 	}
+}
+
+// watchKey records whether key is published on s from now on: seen
+// reports (and forgets) it, after a settle has delivered every eviction
+// published before.
+func watchKey(s sidecar.Store, key string) (seen func() bool, cancel func()) {
+	got := make(chan struct{}, 1)
+	cancel = s.Subscribe(func(k string) {
+		if k == key {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		}
+	})
+	return func() bool {
+		select {
+		case <-got:
+			return true
+		default:
+			return false
+		}
+	}, cancel
+}
+
+// cutAfter runs op with the proxy cutting the connection after cut
+// commands, and reports whether it did cut.
+func cutAfter(proxy *redistest.Proxy, cut int, op func() error) (wasCut bool, err error) {
+	proxy.Reset()
+	proxy.CutAfter(cut)
+	err = op()
+	wasCut = proxy.WasCut()
+	proxy.Reset()
+	return wasCut, err
 }
