@@ -256,6 +256,16 @@ func scrape(t *testing.T, url string) map[string]bool {
 // exposed), failing the test when the scrape lacks it.
 func sample(t *testing.T, url, series string) float64 {
 	t.Helper()
+	v, ok := sampled(t, url, series)
+	if !ok {
+		t.Fatalf("scrape has no series %s", series)
+	}
+	return v
+}
+
+// sampled is sample's value, and whether the scrape has the series.
+func sampled(t *testing.T, url, series string) (float64, bool) {
+	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -268,9 +278,8 @@ func sample(t *testing.T, url, series string) float64 {
 			if err != nil {
 				t.Fatalf("%s: %v", line, err)
 			}
-			return f
+			return f, true
 		}
 	}
-	t.Fatalf("scrape has no series %s", series)
-	return 0
+	return 0, false
 }
