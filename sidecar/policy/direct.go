@@ -56,7 +56,7 @@ func (a *Activation) evalDirect(ctx context.Context, d *directQuery, input ast.V
 	q := topdown.NewQuery(d.body).
 		WithQueryCompiler(d.qc).
 		WithCompiler(a.Compiler).
-		WithStore(a.store).
+		WithStore(a.reads).
 		WithTransaction(txn).
 		WithBuiltins(a.funcs).
 		WithMetrics(noMetrics).

@@ -85,6 +85,7 @@ type Activation struct {
 	builtins    cache.InterQueryValueCache
 	evalCaches  rego.EvalOption // builtins, as an evaluation option built once
 	store       storage.Store
+	reads       storage.Store               // store as direct evaluations read it: see baseStore
 	funcs       map[string]*topdown.Builtin // Deputy's own builtins
 	direct      map[string]*directQuery     // queries evaluated without rego
 	constant    map[string]Result           // queries no rule can answer: their value from data alone
@@ -210,6 +211,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 	}
 	a.evalCaches = rego.EvalInterQueryBuiltinValueCache(a.builtins)
 	a.store, a.direct = store, map[string]*directQuery{}
+	a.reads = baseStore{Store: store, data: data}
 	if e.jwt != nil {
 		a.funcs = map[string]*topdown.Builtin{decodeVerifyName: e.jwt.builtin()}
 	}

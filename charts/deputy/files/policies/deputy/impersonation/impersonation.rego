@@ -71,14 +71,15 @@ decision := lib.deny(403, "customer_protected") if {
 	# with no lower() or concat on every check. (Deputy refuses dot
 	# segments before policy runs.) The method is only looked at once the
 	# path matched. The directory is bound once per section found, not
-	# looked up again for every route of it.
+	# looked up again for every route of it, and a route is read by its
+	# index (routes[k].prefix), not bound first: one expression less for
+	# every route a request meets.
 	reasons := [why |
 		some i, section in input.deputy.request.route_segments
 		routes := data.deputy.impersonation.forbidden_routes[section]
 		path := input.deputy.request.route_dirs[i]
-		some r in routes
-		startswith(path, r.prefix)
-		why := _route_reason(r)
+		startswith(path, routes[k].prefix)
+		why := _route_reason(routes[k])
 	]
 
 	# The first reason, whatever its value: a lookup, where count(reasons)
