@@ -1,7 +1,9 @@
 package examples_test
 
 import (
+	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -63,4 +65,26 @@ func readConfig(t *testing.T, file string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A real nginx writes the shipped deputy format: a redeem link's code and
+// a session parameter never reach its access log, the path does.
+func TestNginxAccessLogLeavesQueryOut(t *testing.T) {
+	d := startDeputy(t, "nginx")
+	app := startUpstream(t)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	base := startNginxWith(t, d, app, " access_log "+logFile+" deputy;")
+	for _, path := range []string{"/deputy/v1/impersonation/redeem?code=SECRET-CODE", "/catalog/shoes?page=2&session=SECRET-SESSION"} {
+		resp, _ := call(t, http.MethodGet, base+path, nil, nil)
+		resp.Body.Close()
+	}
+	logged := readConfig(t, logFile)
+	for _, want := range []string{`"GET /deputy/v1/impersonation/redeem HTTP/1.1"`, `"GET /catalog/shoes HTTP/1.1"`} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("access log lacks %s:\n%s", want, logged)
+		}
+	}
+	if strings.Contains(logged, "SECRET-") {
+		t.Errorf("access log holds a query:\n%s", logged)
+	}
 }
