@@ -95,6 +95,17 @@ func renderValues(c *chart.Chart, vals map[string]any, monitoring bool) (map[str
 	return engine.Render(c, rv)
 }
 
+// renderYAML renders the chart c with values given as YAML, on a cluster
+// without the Prometheus Operator.
+func renderYAML(t *testing.T, c *chart.Chart, values string) (map[string]string, error) {
+	t.Helper()
+	vals, err := chartutil.ReadValues([]byte(values))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return renderValues(c, vals, false)
+}
+
 // decode strictly decodes every rendered manifest into its API type.
 func decode(t *testing.T, out map[string]string) manifests {
 	t.Helper()
@@ -893,11 +904,7 @@ func TestRenderRefusesKeysInClear(t *testing.T) {
 	c.Schema = nil
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			vals, err := chartutil.ReadValues([]byte("{" + tc.values + "}"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = renderValues(c, vals, true)
+			_, err := renderYAML(t, c, "{"+tc.values+"}")
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -922,11 +929,7 @@ func TestRedisTLS(t *testing.T) {
 		{"skip verify flag", base + ", tls: true}, deputy: {extraArgs: [--redis-tls-insecure-skip-verify]}", "--redis-tls-insecure-skip-verify is refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			vals, err := chartutil.ReadValues([]byte("{" + tc.values + "}"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := renderValues(c, vals, false); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := renderYAML(t, c, "{"+tc.values+"}"); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
@@ -941,11 +944,7 @@ func TestRedisTLS(t *testing.T) {
 		{"no redis", "app: {image: {repository: x}}, identity: {anonymousOnly: true}", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			vals, err := chartutil.ReadValues([]byte("{" + tc.values + "}"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := renderValues(c, vals, false)
+			out, err := renderYAML(t, c, "{"+tc.values+"}")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -74,11 +74,7 @@ func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
 	t.Run("redis address as a URL, schema skipped", func(t *testing.T) {
 		c := loadChart(t)
 		c.Schema = nil
-		vals, err := chartutil.ReadValues([]byte(base + "redis: {enabled: true, addrs: ['redis://:hunter2@r:6379']}"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = renderValues(c, vals, false)
+		_, err := renderYAML(t, c, base+"redis: {enabled: true, addrs: ['redis://:hunter2@r:6379']}")
 		if err == nil || !strings.Contains(err.Error(), "redis.addrs[0] is a URL") || strings.Contains(err.Error(), "hunter2") {
 			t.Fatalf("render: %v, want redis.addrs[0] refused without its password", err)
 		}
