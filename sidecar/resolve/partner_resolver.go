@@ -34,6 +34,7 @@ const (
 	ReasonCustomerNotInDomain  = "customer_not_in_domain"
 	ReasonMissingPrivilegePref = "missing_privilege:"
 	ReasonResellerRulesMissing = "reseller_rules_missing"
+	ReasonCustomerIDNotAllowed = "customer_id_not_allowed"
 )
 
 // OnBehalfResolver resolves requests that name a customer — by the
@@ -96,12 +97,14 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 // PHP keeps the last of X-On-Behalf-Of and X_On_Behalf_Of) and from the
 // customer path: spellings, repeated values, or a header and a path that
 // name different customers are refused, so the customer whose grant is
-// used is the one the request's path acts on.
+// used is the one the request's path acts on. Only HTTP's optional
+// whitespace (space, tab) is trimmed: an upstream reads "acme\u00a0" as
+// it stands, or, comparing with a PAD SPACE collation, as acme.
 func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	var v string
 	var buf [2]string
 	for i, s := range req.AppendHeaderValues(buf[:0], r.header) {
-		if s = strings.TrimSpace(s); i > 0 && s != v {
+		if s = strings.Trim(s, " \t"); i > 0 && s != v {
 			return "", sidecar.Refused(sidecar.EINVALID, ReasonOnBehalfOfAmbiguous, nil)
 		}
 		v = s

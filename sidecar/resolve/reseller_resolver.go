@@ -15,8 +15,13 @@ import (
 // spelling the request carries, and one that tells case apart may hold
 // ACME as another customer than acme; so a variant is refused, as an
 // unassigned customer is, and what reaches the upstream names the
-// customer exactly as assigned.
+// customer exactly as assigned. A customer id outside the assignable set
+// (sidecar.ValidAssignedID) is refused before any lookup: no assignment
+// holds one, and an upstream's collation may read it as an assigned id.
 func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
+	if sidecar.ValidAssignedID("customer", customer) != nil {
+		return nil, sidecar.Refused(sidecar.EINVALID, ReasonCustomerIDNotAllowed, nil)
+	}
 	rules, err := r.rules.Reseller()
 	if err != nil {
 		// Without rules nobody is staff: deny, never fall through.

