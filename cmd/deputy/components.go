@@ -155,7 +155,8 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 }
 
 // Start files the assignments an earlier version stored under an unfolded
-// customer id under the folded one (redis.FoldAssignments). Redis being
+// customer id under the folded one, and removes those of ids that may not
+// be assigned (redis.FoldAssignments). Redis being
 // down does not stop the start: until a later start moves them, such
 // assignments count as unassigned, which withdraws access and widens none.
 func (s *statePart) Start(ctx context.Context) error {
@@ -167,7 +168,7 @@ func (s *statePart) Start(ctx context.Context) error {
 	case err != nil:
 		s.log.Error("assignments under unfolded customer ids not moved; they count as unassigned until a start moves them", "error", err)
 	case rep != (redis.FoldReport{}):
-		s.log.Warn("assignments under unfolded customer ids moved", "moved", rep.Moved, "merged", rep.Merged, "conflicts_removed", rep.Conflicts)
+		s.log.Warn("assignments under unfolded customer ids moved", "moved", rep.Moved, "merged", rep.Merged, "conflicts_removed", rep.Conflicts, "refused_ids_removed", rep.Refused)
 	}
 	return nil
 }

@@ -17,17 +17,23 @@ import (
 // store reads only the folded key ({cust:acme}:assign), so until such a
 // record is moved its customer counts as unassigned: access it gave is
 // withdrawn, never widened, but another domain could then claim a
-// variant of it. FoldAssignments moves them.
+// variant of it. FoldAssignments moves them. Earlier versions also took
+// customer ids outside the assignable set (sidecar.ValidAssignedID), some
+// filed under a Unicode fold ({cust:acme}:assign holding "acmé"): those
+// it removes, as no store assigns such an id any more.
 
 // FoldReport counts what FoldAssignments did.
 type FoldReport struct {
 	Moved     int // filed under the folded id, spelling kept
 	Merged    int // a variant of a customer its own domain held under the folded id: dropped
 	Conflicts int // variants of one id held by different domains: all removed
+	Refused   int // ids outside the assignable set: removed
 }
 
-// foldedMarker is set once a pass found every assignment folded.
-func (s *Store) foldedMarker() string { return s.prefix + ":assignments-folded" }
+// foldedMarker is set once a pass found every assignment folded and of
+// an assignable id. (A pass of the version that folded Unicode set
+// <prefix>:assignments-folded, which does not say the ids are ASCII.)
+func (s *Store) foldedMarker() string { return s.prefix + ":assignments-ascii" }
 
 // delIfSameScript deletes KEYS[1] only while it still holds ARGV[1]: a
 // write that landed since the read is kept.
@@ -48,10 +54,15 @@ return 0
 // part-way leaves every spelling acting at most where the previous
 // version let it, and the next pass ends where an unbroken one would.
 //
+// An assignment whose customer id is outside the assignable set, under
+// whatever key, is removed, logged and audited
+// (reseller.assignment.id_refused): it is not moved into service, and
+// memory, which never held one, agrees.
+//
 // The pass scans the whole keyspace once; when it finishes it sets a
 // marker, and later calls return at once. Records a replica of the
 // previous version writes after that count as unassigned until assigned
-// again (or the marker, <prefix>:assignments-folded, is deleted).
+// again (or the marker, <prefix>:assignments-ascii, is deleted).
 func (s *Store) FoldAssignments(ctx context.Context) (FoldReport, error) {
 	var (
 		mu  sync.Mutex
@@ -73,7 +84,7 @@ func (s *Store) FoldAssignments(ctx context.Context) (FoldReport, error) {
 				return err
 			}
 			mu.Lock()
-			rep.Moved, rep.Merged, rep.Conflicts = rep.Moved+one.Moved, rep.Merged+one.Merged, rep.Conflicts+one.Conflicts
+			rep.Moved, rep.Merged, rep.Conflicts, rep.Refused = rep.Moved+one.Moved, rep.Merged+one.Merged, rep.Conflicts+one.Conflicts, rep.Refused+one.Refused
 			mu.Unlock()
 		}
 		return it.Err()
@@ -115,12 +126,13 @@ return {'conflict', cur}
 `)
 
 // foldOne moves the assignment under key, when its spelling is not
-// folded. The legacy record is deleted last, and only while it holds
-// what was read: a fault before leaves it for the next pass, which
-// finds the folded id moved, merged or marked and ends the same.
+// folded, and removes it when its customer id may not be assigned. The
+// legacy record is deleted last, and only while it holds what was read:
+// a fault before leaves it for the next pass, which finds the folded id
+// moved, merged or marked and ends the same.
 func (s *Store) foldOne(ctx context.Context, key string, rep *FoldReport) error {
 	spelled, ok := strings.CutPrefix(key, s.prefix+":{cust:")
-	if spelled, ok = strings.CutSuffix(spelled, "}:assign"); !ok || sidecar.FoldID(spelled) == spelled {
+	if spelled, ok = strings.CutSuffix(spelled, "}:assign"); !ok {
 		return nil
 	}
 	raw, err := s.c.Get(ctx, key).Result()
@@ -134,6 +146,10 @@ func (s *Store) foldOne(ctx context.Context, key string, rep *FoldReport) error 
 	if err != nil {
 		s.log.Warn("unreadable assignment left where it is; it counts as unassigned", "key", key, "err", err)
 		return nil
+	}
+	if sidecar.ValidAssignedID("customer", old.Customer) != nil {
+		rep.Refused++
+		return s.refuseOne(ctx, key, spelled, raw, old)
 	}
 	folded := sidecar.FoldID(old.Customer)
 	if s.cust(folded, "assign") == key {
@@ -179,6 +195,28 @@ func (s *Store) foldOne(ctx context.Context, key string, rep *FoldReport) error 
 		}
 	}
 	return delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err()
+}
+
+// refuseOne removes the assignment under key, whose customer id may not
+// be assigned: out of its domain's listing first, then logged and
+// audited, and the record deleted last (while it holds what was read), so
+// a fault before leaves it for the next pass, which ends the same.
+func (s *Store) refuseOne(ctx context.Context, key, spelled, raw string, old *sidecar.Assignment) error {
+	if err := s.c.ZRem(ctx, s.domainKey(old.Domain), old.Customer).Err(); err != nil {
+		return err
+	}
+	s.log.Error("assignment of a customer id outside "+sidecar.AssignedIDChars+" removed; an upstream's collation may read it as another customer's id",
+		"customer", old.Customer, "domain", old.Domain)
+	if err := s.AppendAudit(ctx, &sidecar.AuditEntry{Actor: "deputy", Action: "reseller.assignment.id_refused",
+		Customer: old.Customer, Target: old.Customer, Outcome: "removed",
+		Data: map[string]string{"domain": old.Domain}}); err != nil {
+		s.log.Error("audit entry not appended", "action", "reseller.assignment.id_refused", "customer", old.Customer, "error", err)
+	}
+	if err := delIfSameScript.Run(ctx, s.c, []string{key}, raw).Err(); err != nil {
+		return err
+	}
+	s.publish(ctx, sidecar.AssignmentKey(spelled))
+	return nil
 }
 
 // globEscape quotes the characters SCAN MATCH reads as a pattern.

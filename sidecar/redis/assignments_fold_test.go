@@ -162,6 +162,91 @@ func TestFoldAssignmentsNeverWidens(t *testing.T) {
 	}
 }
 
+// TestFoldAssignmentsRemovesIDsOutsideASCII starts from what earlier
+// versions wrote for customer ids outside the assignable set: under the
+// exact spelling (łodz, acmé), and under a Unicode fold (Straße filed as
+// strasse), after a pass of the folding version had run. The pass takes
+// none of them into service: each is removed, logged and audited, and the
+// store answers as memory, which never held one: unassigned, listed
+// nowhere, free to assign under an ASCII id.
+func TestFoldAssignmentsRemovesIDsOutsideASCII(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	const p = "ascii"
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: p}, redis.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	writeLegacyAssignment(t, c, p, "\u0142odz", "shop-a")
+	writeLegacyAssignment(t, c, p, "acm\u00e9", "shop-b")
+	writeLegacyAssignment(t, c, p, "Globex", "shop-b")
+	b, _ := json.Marshal(sidecar.Assignment{Customer: "Stra\u00dfe", Reseller: "resellerco", Domain: "shop-a"})
+	if err := c.Set(ctx, p+":{cust:strasse}:assign", b, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZAdd(ctx, p+":{dom:shop-a}:customers", goredis.Z{Member: "Stra\u00dfe"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, p+":assignments-folded", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := s.FoldAssignments(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep != (redis.FoldReport{Moved: 1, Refused: 3}) {
+		t.Fatalf("report = %+v, want 1 moved, 3 refused", rep)
+	}
+	for _, id := range []string{"\u0142odz", "acm\u00e9", "strasse", "Stra\u00dfe", "lodz", "acme"} {
+		if a, err := s.GetAssignment(ctx, id); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+			t.Errorf("GetAssignment(%q) = %+v, %v; want not found", id, a, err)
+		}
+	}
+	for d, want := range map[string][]string{"shop-a": nil, "shop-b": {"Globex"}} {
+		as, _, err := s.AssignmentsByDomain(ctx, d, sidecar.Page{Limit: sidecar.MaxPageLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, a := range as {
+			names = append(names, a.Customer)
+		}
+		if !slices.Equal(names, want) {
+			t.Errorf("%s lists %v, want %v", d, names, want)
+		}
+		if n, err := c.ZCard(ctx, p+":{dom:"+d+"}:customers").Result(); err != nil || n != int64(len(want)) {
+			t.Errorf("%s index holds %d entries (%v), want %d", d, n, err, len(want))
+		}
+	}
+	for _, k := range []string{"{cust:\u0142odz}:assign", "{cust:acm\u00e9}:assign", "{cust:strasse}:assign"} {
+		if n, err := c.Exists(ctx, p+":"+k).Result(); err != nil || n != 0 {
+			t.Errorf("%s still there (%d, %v)", k, n, err)
+		}
+	}
+	audit, _, err := s.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused []string
+	for _, e := range audit {
+		if e.Action == "reseller.assignment.id_refused" && e.Outcome == "removed" {
+			refused = append(refused, e.Customer+"@"+e.Data["domain"])
+		}
+	}
+	slices.Sort(refused)
+	if want := []string{"Stra\u00dfe@shop-a", "acm\u00e9@shop-b", "\u0142odz@shop-a"}; !slices.Equal(refused, want) {
+		t.Fatalf("id_refused audit entries %v, want %v", refused, want)
+	}
+	// The ASCII id is free, as in a store that never held the variant.
+	conflicts, err := s.ChangeAssignments(ctx, []sidecar.AssignmentChange{{Customer: "strasse", To: &sidecar.Assignment{Customer: "strasse", Reseller: "resellerco", Domain: "shop-b"}}})
+	if err != nil || len(conflicts) != 0 {
+		t.Fatalf("claim of unassigned strasse: conflicts %v, %v", conflicts, err)
+	}
+}
+
 // TestFoldAssignmentsUnderFaults cuts Redis after every command of a pass:
 // whatever the cut leaves, every spelling acts at most in the domain the
 // previous version gave that very spelling, and a pass after it moves the
@@ -171,9 +256,9 @@ func TestFoldAssignmentsUnderFaults(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
 	raw := srv.Client()
-	legacyDomains := map[string]string{"acme": "shop-a", "ACME": "shop-b", "Globex": "shop-b", "Initech": "shop-a", "initech": "shop-a", "Umbrella": "shop-a", "UMBRELLA": "shop-b"}
+	legacyDomains := map[string]string{"acme": "shop-a", "ACME": "shop-b", "Globex": "shop-b", "Initech": "shop-a", "initech": "shop-a", "Umbrella": "shop-a", "UMBRELLA": "shop-b", "\u0142odz": "shop-a"}
 	// Where an unbroken pass leaves each spelling acting.
-	foldedDomains := map[string]string{"acme": "", "Globex": "shop-b", "Initech": "", "initech": "shop-a", "Umbrella": "", "UMBRELLA": ""}
+	foldedDomains := map[string]string{"acme": "", "Globex": "shop-b", "Initech": "", "initech": "shop-a", "Umbrella": "", "UMBRELLA": "", "\u0142odz": ""}
 	round := 0
 	// world seeds the previous version's records under a fresh prefix and
 	// returns a store through the proxy and one straight to Redis.
@@ -247,7 +332,7 @@ func TestFoldAssignmentsUnderFaults(t *testing.T) {
 		check(t, direct, when+", then a whole pass")
 		// And it ends where an unbroken pass does: variants of one id in
 		// two domains removed, whichever of them a cut left moved.
-		for _, c := range []string{"acme", "Globex", "Initech", "initech", "Umbrella", "UMBRELLA"} {
+		for _, c := range []string{"acme", "Globex", "Initech", "initech", "Umbrella", "UMBRELLA", "\u0142odz"} {
 			a, err := direct.GetAssignment(ctx, c)
 			got := ""
 			if err == nil && a.Customer == c {
