@@ -16,6 +16,12 @@ import (
 // up as MySQL's and MariaDB's *_ci collations do (letter case ignored).
 var acmeVariants = []string{"ACME", "Acme", "aCmE"}
 
+// shop-b's super admin and staff, who must never reach shop-a's customers.
+var (
+	sidB = identity.DevClaims{Subject: "sid", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_super_admin"}}
+	robB = identity.DevClaims{Subject: "rob", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_admin"}}
+)
+
 // collationVariants are ids outside the assignable set that an upstream's
 // collation reads as an assigned ASCII id, by collation: width and accents
 // (*_ai_ci), letters with a stroke and ligatures (unicode_520_ci,
@@ -37,8 +43,6 @@ var collationVariants = map[string]string{
 // characters, never 200), and no staff member acts for one (denied with
 // customer_id_not_allowed, by header or path, whichever domain).
 func TestResellerIDsOutsideASCIIAreRefused(t *testing.T) {
-	sidB := identity.DevClaims{Subject: "sid", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_super_admin"}}
-	robB := identity.DevClaims{Subject: "rob", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_admin"}}
 	for _, b := range partnerBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -91,8 +95,6 @@ func TestResellerIDsOutsideASCIIAreRefused(t *testing.T) {
 // shop-b's staff must not act for it under any spelling: the upstream
 // would act on acme.
 func TestResellerFoldedIDsStayInOneDomain(t *testing.T) {
-	sidB := identity.DevClaims{Subject: "sid", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_super_admin"}}
-	robB := identity.DevClaims{Subject: "rob", Org: "resellerco", Domain: "shop-b.example", Roles: []string{"reseller_admin"}}
 	for _, b := range partnerBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()

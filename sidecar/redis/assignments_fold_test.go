@@ -30,6 +30,21 @@ func writeLegacyAssignment(t *testing.T, c goredis.UniversalClient, prefix, cust
 	}
 }
 
+// listedCustomers is the domain's listing: its customers, sorted.
+func listedCustomers(t *testing.T, s *redis.Store, domain string) []string {
+	t.Helper()
+	as, _, err := s.AssignmentsByDomain(context.Background(), domain, sidecar.Page{Limit: sidecar.MaxPageLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range as {
+		names = append(names, a.Customer)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // TestFoldAssignmentsNeverWidens starts from what the previous version
 // wrote, assignments under the exact spelling, including the state the
 // variant bypass leaves (ACME in shop-b while acme is in shop-a), and
@@ -79,19 +94,7 @@ func TestFoldAssignmentsNeverWidens(t *testing.T) {
 				}
 				return a.Domain
 			}
-			listed := func(domain string) []string {
-				t.Helper()
-				as, _, err := s.AssignmentsByDomain(ctx, domain, sidecar.Page{Limit: sidecar.MaxPageLimit})
-				if err != nil {
-					t.Fatal(err)
-				}
-				var names []string
-				for _, a := range as {
-					names = append(names, a.Customer)
-				}
-				slices.Sort(names)
-				return names
-			}
+			listed := func(domain string) []string { t.Helper(); return listedCustomers(t, s, domain) }
 
 			// Before the records are moved, access is at most what it was:
 			// shop-b's ACME yields to the folded acme, the rest count as
@@ -206,15 +209,7 @@ func TestFoldAssignmentsRemovesIDsOutsideASCII(t *testing.T) {
 		}
 	}
 	for d, want := range map[string][]string{"shop-a": nil, "shop-b": {"Globex"}} {
-		as, _, err := s.AssignmentsByDomain(ctx, d, sidecar.Page{Limit: sidecar.MaxPageLimit})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, a := range as {
-			names = append(names, a.Customer)
-		}
-		if !slices.Equal(names, want) {
+		if names := listedCustomers(t, s, d); !slices.Equal(names, want) {
 			t.Errorf("%s lists %v, want %v", d, names, want)
 		}
 		if n, err := c.ZCard(ctx, p+":{dom:"+d+"}:customers").Result(); err != nil || n != int64(len(want)) {
