@@ -1,11 +1,13 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/api"
 )
 
@@ -92,6 +94,47 @@ func TestOwnConsentBudget(t *testing.T) {
 				t.Fatalf("Retry-After = %q, want %q", got, want)
 			}
 			e.must(put(false), 200)
+		})
+	}
+}
+
+// A withdrawal carries no expiry: one given is refused, naming the field.
+// Were it taken, each new expiry would make the same withdrawal a change,
+// escaping both the unchanged-write dedupe and the consent budget (which
+// never refuses a withdrawal), and every call would write an event and an
+// audit record.
+func TestWithdrawalTakesNoExpiry(t *testing.T) {
+	for name, mk := range stores {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			ctx := context.Background()
+			written := func() int {
+				evs, _, err := e.store.ReadEvents(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: 500}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				au, _, err := e.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: 500}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(evs) + len(au)
+			}
+			e.must(e.do("PUT", "/deputy/v1/customers/c42/consent", e.customer(), map[string]any{"allowed": false}), 200)
+			before := written()
+			for i := range 5 {
+				exp := e.clock.Now().Add(time.Duration(i+1) * time.Hour).UTC().Format(time.RFC3339)
+				for _, who := range []string{e.customer(), e.admin()} {
+					r := e.do("PUT", "/deputy/v1/customers/c42/consent", who, map[string]any{"allowed": false, "expires_at": exp})
+					if r.Status != 400 || r.errField() != "expires_at" {
+						t.Fatalf("withdrawal with expires_at %s: %d %s", exp, r.Status, r.Raw)
+					}
+				}
+				e.must(e.do("PUT", "/deputy/v1/customers/c42/consent", e.customer(), map[string]any{"allowed": false}), 200)
+			}
+			if got := written(); got != before {
+				t.Fatalf("repeated withdrawals wrote %d events and audit records", got-before)
+			}
 		})
 	}
 }

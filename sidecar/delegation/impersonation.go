@@ -347,6 +347,12 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if ch.Allowed && !ch.ExpiresAt.IsZero() && !ch.ExpiresAt.After(now) {
 		return nil, nil, sidecar.Invalid("expires_at", "must be in the future")
 	}
+	// A withdrawal has nothing to expire. Were an expiry taken with it,
+	// each new one would make the same withdrawal a change: it would
+	// escape the dedupe below, and, being a withdrawal, the budget too.
+	if !ch.Allowed && !ch.ExpiresAt.IsZero() {
+		return nil, nil, sidecar.Invalid("expires_at", "only with allowed true: a withdrawal has no expiry")
+	}
 	// A write that changes nothing records nothing: repeating it must not
 	// fill the events and audit streams, whose MAXLEN trimming would drop
 	// real entries. Consent never given, or lapsed, reads as withdrawn.
@@ -357,7 +363,9 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	case err != nil:
 		return nil, nil, err
 	}
-	if cur.Allowed == ch.Allowed && cur.ExpiresAt.Equal(ch.ExpiresAt) {
+	// Withdrawals are all alike, whatever expiry an older one was stored
+	// with.
+	if cur.Allowed == ch.Allowed && (!ch.Allowed || cur.ExpiresAt.Equal(ch.ExpiresAt)) {
 		// This may retry a change whose write reached the store while its
 		// eviction was lost: evict again. The consent is part of every
 		// impersonated decision, so its key alone ends on every replica
