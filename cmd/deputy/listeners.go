@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // A connection becomes evictable at the cap only after it has been
@@ -42,9 +44,10 @@ const (
 type capListener struct {
 	net.Listener
 	max int
-	// spoken tracks connections itself (see spokenConn), for a server
-	// with no ConnState hook.
-	spoken bool
+	// rpcs tracks connections by their RPCs (see rpcConn), for the gRPC
+	// server, which has no ConnState hook.
+	rpcs  bool
+	epoch time.Time
 
 	mu     sync.Mutex
 	cond   *sync.Cond // signalled on every connection state change
@@ -59,7 +62,7 @@ type connState struct {
 }
 
 func newCapListener(l net.Listener, max int) *capListener {
-	c := &capListener{Listener: l, max: max, conns: make(map[net.Conn]connState)}
+	c := &capListener{Listener: l, max: max, conns: make(map[net.Conn]connState), epoch: time.Now()}
 	c.cond = sync.NewCond(&c.mu)
 	return c
 }
@@ -80,8 +83,8 @@ func (l *capListener) Accept() (net.Conn, error) {
 		c.Close()
 		return nil, net.ErrClosed
 	}
-	if l.spoken {
-		c = &spokenConn{Conn: c, l: l}
+	if l.rpcs {
+		c = l.newRPCConn(c)
 	}
 	l.conns[c] = connState{http.StateNew, time.Now()}
 	return c, nil
@@ -96,10 +99,20 @@ func (l *capListener) evictLocked(now time.Time) time.Duration {
 	wait := time.Duration(-1)
 	for c, cs := range l.conns {
 		var grace time.Duration
-		switch cs.state {
-		case http.StateNew:
+		switch rc, _ := c.(*rpcConn); {
+		case rc != nil:
+			since, g, busy := rc.idleSince()
+			if busy {
+				// Its RPC's end signals nothing: look again then.
+				if wait < 0 || usedIdleGrace < wait {
+					wait = usedIdleGrace
+				}
+				continue
+			}
+			cs.since, grace = l.epoch.Add(time.Duration(since)), g
+		case cs.state == http.StateNew:
 			grace = newConnGrace
-		case http.StateIdle:
+		case cs.state == http.StateIdle:
 			grace = minIdle
 		default:
 			continue
@@ -117,13 +130,24 @@ func (l *capListener) evictLocked(now time.Time) time.Duration {
 	if victim == nil {
 		return wait
 	}
-	delete(l.conns, victim)
-	if sc, ok := victim.(*spokenConn); ok {
-		victim = sc.Conn // its Close would track it, under l.mu
+	if rc, ok := victim.(*rpcConn); ok {
+		if !rc.take() { // an RPC began since: look again
+			return 0
+		}
+		// Closed under the transport, not through it: gRPC offers no
+		// GOAWAY for one connection. take made sure no counted RPC is in
+		// progress; usedIdleGrace covers one not counted yet.
+		delete(l.conns, victim)
+		rc.Conn.Close() // rc.Close would track it, under l.mu
+		return 0
 	}
+	delete(l.conns, victim)
 	victim.Close()
 	return 0
 }
+
+// since is the time since the listener opened, in nanoseconds, never 0.
+func (l *capListener) since() int64 { return int64(time.Since(l.epoch)) + 1 }
 
 // waitLocked waits for a state change, or for d when d is positive.
 func (l *capListener) waitLocked(d time.Duration) {
@@ -168,36 +192,117 @@ func serveCapped(srv *http.Server, l net.Listener, max int) error {
 }
 
 // serveGRPCCapped serves srv on l, holding at most max connections.
-// gRPC has no ConnState hook, and a connection that has spoken is one
-// Envoy multiplexes its checks on: closing it, even between checks, may
-// lose one in flight. So only connections silent since they connected
-// make room (after newConnGrace); one that has sent a byte keeps its
-// place until it closes (a handshake left unfinished ends at the server's
-// ConnectionTimeout).
+// gRPC has no ConnState hook: each connection is an rpcConn, whose
+// RPCs countRPCs counts. A connection counts as in use from its first
+// RPC, not its first byte, so one that completes the HTTP/2 handshake and
+// goes silent makes room as one that never spoke does.
 func serveGRPCCapped(srv *grpc.Server, l net.Listener, max int) error {
 	cl := newCapListener(l, max)
-	cl.spoken = true
+	cl.rpcs = true
 	return srv.Serve(cl)
 }
 
-// spokenConn reports to its listener when its client first sends a byte
-// (as busy, for good) and when it closes.
-type spokenConn struct {
+// A gRPC connection that has run an RPC becomes evictable only after it
+// has been idle this long since its last one ended. It is longer than
+// minIdle because the window it covers is wider: a check's HEADERS and
+// message may sit in the socket, or on the way to a stream worker, before
+// countRPCs sees it. A busy Envoy connection is never idle that long; one
+// that ran a single RPC and went quiet delays a newcomer at most once by
+// it (every older one is past it by then).
+const usedIdleGrace = time.Second
+
+// rpcConn is a gRPC connection with its RPC count, kept by countRPCs
+// and read by the cap without locks: RPCs are the hot path.
+type rpcConn struct {
 	net.Conn
-	l     *capListener
-	spoke atomic.Bool
+	l    *capListener
+	addr *rpcAddr
+	// accepted and lastEnd are nanoseconds since l.epoch (monotonic);
+	// lastEnd is 0 until an RPC ends.
+	accepted int64
+	lastEnd  atomic.Int64
+	// inFlight counts RPCs in progress; -1 once the cap has taken the
+	// connection, so that no RPC starts on it after the cap saw it idle.
+	inFlight atomic.Int32
 }
 
-func (c *spokenConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 && !c.spoke.Load() && c.spoke.CompareAndSwap(false, true) {
-		c.l.track(c, http.StateActive)
-	}
-	return n, err
+func (l *capListener) newRPCConn(c net.Conn) *rpcConn {
+	rc := &rpcConn{Conn: c, l: l, accepted: l.since()}
+	rc.addr = &rpcAddr{remote: c.RemoteAddr(), c: rc}
+	return rc
 }
 
-func (c *spokenConn) Close() error {
+// RemoteAddr is how countRPCs finds the connection: gRPC puts it, through
+// TLS too, in each RPC's peer.
+func (c *rpcConn) RemoteAddr() net.Addr { return c.addr }
+
+func (c *rpcConn) Close() error {
 	err := c.Conn.Close()
 	c.l.track(c, http.StateClosed)
 	return err
+}
+
+// idleSince says since when c has had no RPC in progress (its accept, if
+// it never ran one) and how long it keeps its place from then; busy when
+// an RPC is in progress.
+func (c *rpcConn) idleSince() (since int64, grace time.Duration, busy bool) {
+	if c.inFlight.Load() != 0 {
+		return 0, 0, true
+	}
+	if end := c.lastEnd.Load(); end != 0 {
+		return end, usedIdleGrace, false
+	}
+	return c.accepted, newConnGrace, false
+}
+
+// take claims c for eviction if no RPC is in progress on it.
+func (c *rpcConn) take() bool { return c.inFlight.CompareAndSwap(0, -1) }
+
+// rpcAddr is an rpcConn's remote address, carrying the connection.
+type rpcAddr struct {
+	remote net.Addr // nil for an unnamed unix socket peer
+	c      *rpcConn
+}
+
+func (a *rpcAddr) Network() string {
+	if a.remote == nil {
+		return "unix"
+	}
+	return a.remote.Network()
+}
+
+func (a *rpcAddr) String() string {
+	if a.remote == nil {
+		return ""
+	}
+	return a.remote.String()
+}
+
+// countRPCs is the unary interceptor that keeps each rpcConn's count.
+// Streams (the health Watch) are not counted: one can stay open for good,
+// and would hold a place for good; its client reopens it.
+func countRPCs(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return handler(ctx, req)
+	}
+	a, ok := p.Addr.(*rpcAddr)
+	if !ok {
+		return handler(ctx, req)
+	}
+	c := a.c
+	for {
+		n := c.inFlight.Load()
+		if n < 0 { // taken by the cap: the connection is closing
+			return handler(ctx, req)
+		}
+		if c.inFlight.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	defer func() {
+		c.lastEnd.Store(c.l.since())
+		c.inFlight.Add(-1)
+	}()
+	return handler(ctx, req)
 }

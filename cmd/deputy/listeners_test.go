@@ -9,13 +9,16 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -103,15 +106,31 @@ func answered(t *testing.T, c net.Conn, d time.Duration) {
 
 // silentClients keeps n connections to addr open that never send a byte,
 // reopening each one the server closes, until the test ends.
-func silentClients(t *testing.T, addr string, n int) {
+func silentClients(t *testing.T, addr string, n int) { squatters(t, addr, n, nil) }
+
+// squatters keeps n connections to addr open that say what greet writes
+// (nothing when nil) and then nothing, reopening each one the server
+// closes, until the test ends. It returns once each has greeted, with
+// the number of connections opened so far, counting on.
+func squatters(t *testing.T, addr string, n int, greet func(net.Conn) error) *atomic.Int64 {
+	t.Helper()
 	var (
 		mu      sync.Mutex
 		open    = map[net.Conn]bool{}
 		stopped bool
 		wg      sync.WaitGroup
+		greeted sync.WaitGroup
+		opened  atomic.Int64
 	)
 	for range n {
+		greeted.Add(1)
 		wg.Go(func() {
+			first := true
+			defer func() {
+				if first {
+					greeted.Done()
+				}
+			}()
 			for {
 				c, err := net.Dial("tcp", addr)
 				if err != nil {
@@ -125,7 +144,14 @@ func silentClients(t *testing.T, addr string, n int) {
 				}
 				open[c] = true
 				mu.Unlock()
-				_, _ = io.Copy(io.Discard, c) // until the server closes it
+				opened.Add(1)
+				if greet == nil || greet(c) == nil {
+					if first {
+						first = false
+						greeted.Done()
+					}
+					_, _ = io.Copy(io.Discard, c) // until the server closes it
+				}
 				mu.Lock()
 				delete(open, c)
 				mu.Unlock()
@@ -142,6 +168,33 @@ func silentClients(t *testing.T, addr string, n int) {
 		mu.Unlock()
 		wg.Wait()
 	})
+	done := make(chan struct{})
+	go func() { greeted.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second): // a hang guard, not a speed bar
+		t.Fatalf("%d squatters never all got in: the listener keeps them waiting", n)
+	}
+	return &opened
+}
+
+// http2Handshake sends the HTTP/2 client preface and an empty SETTINGS
+// frame on c, and reads until the server acknowledges them: the server
+// has read every byte this client will ever send.
+func http2Handshake(c net.Conn) error {
+	if _, err := c.Write(append([]byte(http2.ClientPreface), 0, 0, 0, byte(http2.FrameSettings), 0, 0, 0, 0, 0)); err != nil {
+		return err
+	}
+	fr := http2.NewFramer(io.Discard, c)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok && sf.IsAck() {
+			return nil
+		}
+	}
 }
 
 // probeTimeout is the time a probe gives the listener to answer: the
@@ -332,6 +385,77 @@ func TestGRPCListenerCapsConnections(t *testing.T) {
 			if err != nil {
 				t.Fatalf("check with silent connections at the cap: %v", err)
 			}
+		}
+	})
+}
+
+// probeGRPC opens a new connection to addr and asks it for a check and
+// for its health, each within probeTimeout, as Envoy and the chart's
+// readiness probe do.
+func probeGRPC(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	if _, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{}); err != nil {
+		t.Fatalf("check on a new connection: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health check on a new connection: %v", err)
+	}
+}
+
+// A gRPC connection holds its place at the cap from its first RPC, not
+// its first byte: connections that complete the HTTP/2 handshake and go
+// silent, or that ran an RPC once and went idle, make room, so whoever
+// opens enough of them cannot keep Envoy or the readiness probe out.
+// Connections that keep checking keep their places while such squatters
+// come and go.
+func TestGRPCListenerClosesConnectionsWithoutRPCs(t *testing.T) {
+	const maxConns = 4
+	cfg := startServer(t, func(c *Config) { c.GRPC.MaxConnections = maxConns })
+	addr := cfg.GRPC.Addr
+
+	t.Run("handshake then silence makes room", func(t *testing.T) {
+		sq := squatters(t, addr, maxConns, http2Handshake)
+		for range 5 {
+			probeGRPC(t, addr)
+		}
+		if n := sq.Load(); n <= maxConns {
+			t.Fatalf("%d squatter connections opened, want some closed and reopened", n)
+		}
+	})
+	t.Run("one RPC then idle makes room", func(t *testing.T) {
+		for range maxConns {
+			grpcConn(t, addr)
+		}
+		probeGRPC(t, addr)
+	})
+	t.Run("busy connections keep working while squatters come and go", func(t *testing.T) {
+		busy := []*grpc.ClientConn{grpcConn(t, addr), grpcConn(t, addr)}
+		sq := squatters(t, addr, maxConns, http2Handshake)
+		opened := sq.Load()
+		for i := range 50 {
+			for _, c := range busy {
+				if err := checkVia(c); err != nil {
+					t.Fatalf("check %d on a busy connection: %v", i, err)
+				}
+			}
+		}
+		probeGRPC(t, addr)
+		for i, c := range busy {
+			if err := checkVia(c); err != nil {
+				t.Fatalf("check on busy connection %d after the probe: %v", i, err)
+			}
+		}
+		if sq.Load() == opened {
+			t.Fatal("no squatter connection closed and reopened: the cap was never reached")
 		}
 	})
 }

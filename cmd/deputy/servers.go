@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -76,15 +77,24 @@ func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (
 func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(s.cfg.GRPC.MaxRecvMsgBytes),
-		// A connection holds its place at the cap once it has spoken
-		// (serveGRPCCapped): one that starts its handshake and stalls is
-		// closed as the HTTP listeners close one that stalls its headers.
+		// One that starts its handshake and stalls is closed as the HTTP
+		// listeners close one that stalls its headers.
 		grpc.ConnectionTimeout(readHeaderTimeout),
+		// A connection long without an RPC gets a GOAWAY (Envoy reopens
+		// one when it next checks); the cap (serveGRPCCapped) closes idle
+		// ones sooner when it needs their places.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: grpcMaxConnectionIdle}),
+		// gRPC's default refuses pings more often than every 5 minutes,
+		// and with no stream open, and answers them with a GOAWAY
+		// (too_many_pings): an Envoy cluster with
+		// http2_protocol_options.connection_keepalive (interval 30s and
+		// up is usual) would lose its connection on every ping.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcMinPingInterval, PermitWithoutStream: true}),
 		grpc.ForceServerCodecV2(envoy.Codec{}), // CheckRequest headers without reflection
 		// Policy evaluation runs deep: a fresh goroutine per check would grow
 		// (copy) its stack every time. Workers keep theirs grown.
 		grpc.NumStreamWorkers(uint32(*s.cfg.GRPC.StreamWorkers)),
-		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor(), s.recovery(m).UnaryInterceptor()),
+		grpc.ChainUnaryInterceptor(countRPCs, m.GRPC().UnaryServerInterceptor(), s.recovery(m).UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
 	}
 	if s.cfg.GRPC.TLSCert != "" {
@@ -167,6 +177,14 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 		IdleTimeout:       s.cfg.Metrics.IdleTimeout,
 	}
 }
+
+// grpcMaxConnectionIdle is how long a gRPC connection stays open without
+// an RPC; grpcMinPingInterval is the shortest keepalive ping interval a
+// client may use.
+const (
+	grpcMaxConnectionIdle = 5 * time.Minute
+	grpcMinPingInterval   = 10 * time.Second
+)
 
 // readHeaderTimeout bounds how long a client may take to send a request's
 // headers, on every listener.
