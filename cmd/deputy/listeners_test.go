@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -458,4 +459,24 @@ func TestGRPCListenerClosesConnectionsWithoutRPCs(t *testing.T) {
 			t.Fatal("no squatter connection closed and reopened: the cap was never reached")
 		}
 	})
+}
+
+// BenchmarkCountRPCs is the cap's cost on every gRPC check: it must not
+// allocate.
+func BenchmarkCountRPCs(b *testing.B) {
+	l := newCapListener(nil, 1)
+	server, client := net.Pipe()
+	defer client.Close()
+	rc := l.newRPCConn(server)
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: rc.RemoteAddr()})
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := countRPCs(ctx, nil, nil, handler); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if rc.inFlight.Load() != 0 || rc.lastEnd.Load() == 0 {
+		b.Fatalf("in flight %d, last end %d: the RPCs were not counted", rc.inFlight.Load(), rc.lastEnd.Load())
+	}
 }
