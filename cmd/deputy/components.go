@@ -133,7 +133,7 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 			log.Warn("no redis configured: state lives in this process only; run a single replica")
 		}
 		// The embedded store's events have no consumer groups, so none is
-		// ever dropped before one was delivered it: the family is exported
+		// ever dropped before one acknowledged it: the family is exported
 		// at zero, as the dashboard and rules query it on every instance.
 		if err := m.RegisterEventsDropped(func() uint64 { return 0 }); err != nil {
 			return nil, err

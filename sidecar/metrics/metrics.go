@@ -360,11 +360,11 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 }
 
 // RegisterEventsDropped exports how many events the Redis events stream
-// dropped at its hard cap before a consumer group (the host's mailer) was
-// delivered them, read at scrape time.
+// dropped at its hard cap before a consumer group (the host's mailer)
+// acknowledged them, read at scrape time.
 func (m *Metrics) RegisterEventsDropped(fn func() uint64) error {
 	return m.register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "events_dropped_total",
-		Help: "Events the events stream dropped at redis.events_hard_maxlen before every consumer group was delivered them."},
+		Help: "Events the events stream dropped at redis.events_hard_maxlen before every consumer group acknowledged them."},
 		func() float64 { return float64(fn()) }))
 }
 

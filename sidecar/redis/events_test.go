@@ -13,8 +13,8 @@ import (
 )
 
 // The events stream keeps what the host's mailer (a consumer group) has
-// not been delivered yet, however many events customers write: trimming
-// to events_maxlen stops at the slowest group's last-delivered-id, and
+// not handled yet, however many events customers write: trimming to
+// events_maxlen stops at what the slowest group has not acknowledged, and
 // only past events_hard_maxlen are entries dropped, each counted.
 func TestEventsTrimKeepsWhatTheMailerHasNotRead(t *testing.T) {
 	const maxLen, hard = 50, 500
@@ -49,11 +49,17 @@ func TestEventsTrimKeepsWhatTheMailerHasNotRead(t *testing.T) {
 		}
 		return n
 	}
+	// read reads as the mailer does: XREADGROUP, then XACK once sent.
 	read := func(count int64) []goredis.XMessage {
 		t.Helper()
 		got, err := rc.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "mailer", Consumer: "m1", Streams: []string{key, ">"}, Count: count}).Result()
 		if err != nil {
 			t.Fatal(err)
+		}
+		for _, m := range got[0].Messages {
+			if err := rc.XAck(ctx, key, "mailer", m.ID).Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		return got[0].Messages
 	}
@@ -111,4 +117,87 @@ func TestEventsTrimKeepsWhatTheMailerHasNotRead(t *testing.T) {
 			t.Fatalf("XLEN = %d without consumer groups, want about %d", n, maxLen)
 		}
 	})
+}
+
+// A mailer that read notifications with XREADGROUP and stopped before
+// XACK re-claims them with XAUTOCLAIM: trimming keeps a group's pending
+// entries, not only what it has yet to be delivered, and past the hard
+// cap the pending ones dropped are counted too.
+func TestEventsTrimKeepsWhatTheMailerHasNotAcknowledged(t *testing.T) {
+	const maxLen, hard = 50, 100
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	prefix := freshPrefix()
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, EventsMaxLen: maxLen, EventsHardMaxLen: hard,
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	rc := srv.Client()
+	t.Cleanup(func() { _ = rc.Close() })
+	key := prefix + ":events"
+	if err := rc.XGroupCreateMkStream(ctx, key, "mailer", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	appendN := func(n int, typ string) {
+		t.Helper()
+		for i := range n {
+			if err := s.AppendEvent(ctx, &sidecar.Event{Type: typ, Customer: fmt.Sprint("cust", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(10, sidecar.EventImpersonationStarted)
+	got, err := rc.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "mailer", Consumer: "m1", Streams: []string{key, ">"}, Count: 10}).Result()
+	if err != nil || len(got[0].Messages) != 10 {
+		t.Fatalf("XREADGROUP = %v, %v", got, err)
+	}
+	// The mailer stops here, nothing acknowledged, while events keep coming.
+	appendN(hard-10, sidecar.EventConsentChanged)
+	claimed, _, err := rc.XAutoClaim(ctx, &goredis.XAutoClaimArgs{Stream: key, Group: "mailer", Consumer: "m2", Start: "0", Count: 100}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 10 {
+		t.Fatalf("re-claimed %d of the 10 unacknowledged events", len(claimed))
+	}
+	for k, m := range claimed {
+		if m.ID != got[0].Messages[k].ID || m.Values["type"] != sidecar.EventImpersonationStarted {
+			t.Fatalf("re-claimed %d = %s %v, want %s impersonation.started", k, m.ID, m.Values, got[0].Messages[k].ID)
+		}
+	}
+	if s.EventsDropped() != 0 {
+		t.Fatalf("dropped = %d under the hard cap", s.EventsDropped())
+	}
+
+	// Past the hard cap the oldest go, read or not, and are counted.
+	appendN(3, sidecar.EventConsentChanged)
+	if n := rc.XLen(ctx, key).Val(); n != hard {
+		t.Fatalf("XLEN = %d, want the hard cap %d", n, hard)
+	}
+	if got := s.EventsDropped(); got != 3 {
+		t.Fatalf("dropped = %d, want the 3 pending events the hard cap took", got)
+	}
+
+	// Read and acknowledged, they are trimmed as usual.
+	if err := rc.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "mailer", Consumer: "m1", Streams: []string{key, ">"}, Count: 1000}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pend, err := rc.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: key, Group: "mailer", Start: "-", End: "+", Count: 1000}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pend {
+		if err := rc.XAck(ctx, key, "mailer", p.ID).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendN(1, sidecar.EventConsentChanged)
+	if n := rc.XLen(ctx, key).Val(); n != maxLen {
+		t.Fatalf("XLEN = %d once all is acknowledged, want %d", n, maxLen)
+	}
+	if got := s.EventsDropped(); got != 3 {
+		t.Fatalf("dropped = %d after trimming acknowledged events, want still 3", got)
+	}
 }

@@ -355,11 +355,15 @@ return redis.call(unpack(args))
 
 // appendEventScript appends to the events stream and trims it to about
 // its length, never past what a consumer group (the host's mailer) has
-// not been delivered yet: Redis 7.0's XADD trims by count alone, so a
-// mailer that lags would lose notifications, and any customer can write
-// events. The slowest group's last-delivered-id bounds the trim; beyond
-// the hard cap entries go whatever was read, and the script returns how
-// many. Without groups it trims as XADD MAXLEN ~ did.
+// not acknowledged: Redis 7.0's XADD trims by count alone, so a mailer
+// that lags would lose notifications, and any customer can write events.
+// A group keeps its oldest pending entry (read, not yet XACKed: a mailer
+// that crashed re-claims it with XAUTOCLAIM), else what follows its
+// last-delivered-id; the lowest over groups bounds the trim. Beyond the
+// hard cap entries go whatever was read or acknowledged: what every group
+// had acknowledged goes first, uncounted, then the oldest of the rest,
+// and the script returns how many of those. Without groups it trims as
+// XADD MAXLEN ~ did.
 // KEYS: the events stream. ARGV: MAXLEN (0: none), hard cap, then field,
 // value, ... Returns {id, entries dropped at the hard cap}.
 var appendEventScript = goredis.NewScript(`
@@ -378,31 +382,44 @@ for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
 local id = redis.call(unpack(args))
 local len = redis.call('XLEN', key)
 if maxlen == 0 or len <= maxlen then return {id, 0} end
-local floor
+-- keep: the oldest id some group still needs.
+local keep
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  local name, last
   for i = 1, #g, 2 do
-    if g[i] == 'last-delivered-id' and (floor == nil or less(g[i + 1], floor)) then floor = g[i + 1] end
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'last-delivered-id' then last = g[i + 1] end
   end
+  local need
+  local pending = redis.call('XPENDING', key, name)
+  if pending[1] > 0 then
+    need = pending[2]
+  else
+    local lm, ls = parse(last)
+    need = string.format('%.0f-%.0f', lm, ls + 1)
+  end
+  if keep == nil or less(need, keep) then keep = need end
 end
-if floor == nil then
+if keep == nil then
   redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
   return {id, 0}
 end
 local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1][1]
-if not less(floor, first) then
-  -- Entries up to floor are delivered to every group. Drop the oldest
-  -- down to maxlen, but none after floor; at most 1000 at a time, so a
-  -- backlog a group just read is dropped over the next appends.
-  local keep = redis.call('XRANGE', key, '-', '+', 'COUNT', math.min(len - maxlen, 1000) + 1)
-  local min = keep[#keep][1]
-  local fm, fs = parse(floor)
-  local after = string.format('%.0f-%.0f', fm, fs + 1)
-  if less(after, min) then min = after end
+if less(first, keep) then
+  -- Entries before keep are acknowledged by every group. Drop the oldest
+  -- down to maxlen, but none from keep on; at most 1000 at a time, so a
+  -- backlog a group just acknowledged is dropped over the next appends.
+  local kept = redis.call('XRANGE', key, '-', '+', 'COUNT', math.min(len - maxlen, 1000) + 1)
+  local min = kept[#kept][1]
+  if less(keep, min) then min = keep end
   redis.call('XTRIM', key, 'MINID', min)
 end
 local dropped = 0
 if hard > 0 and redis.call('XLEN', key) > hard then
-  dropped = redis.call('XTRIM', key, 'MAXLEN', hard)
+  redis.call('XTRIM', key, 'MINID', keep)
+  if redis.call('XLEN', key) > hard then
+    dropped = redis.call('XTRIM', key, 'MAXLEN', hard)
+  end
 end
 return {id, dropped}
 `)
@@ -428,7 +445,7 @@ func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
 	if dropped, _ := res[1].(int64); dropped > 0 && s.eventsDropped.Add(uint64(dropped)) == uint64(dropped) {
 		// Once: a lagging mailer would make every append say it again;
 		// deputy_events_dropped_total counts them all.
-		s.log.Warn("events dropped at the events stream's hard cap before every consumer group was delivered them; counted in deputy_events_dropped_total",
+		s.log.Warn("events dropped at the events stream's hard cap before every consumer group acknowledged them; counted in deputy_events_dropped_total",
 			"hard_maxlen", s.cfg.EventsHardMaxLen)
 	}
 	e.ID = id
@@ -436,8 +453,8 @@ func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
 }
 
 // EventsDropped counts the events the stream dropped at its hard cap
-// (redis.events_hard_maxlen): entries a consumer group had not been
-// delivered yet.
+// (redis.events_hard_maxlen): entries a consumer group had not
+// acknowledged, read or not.
 func (s *Store) EventsDropped() uint64 { return s.eventsDropped.Load() }
 
 func (s *Store) AppendAudit(ctx context.Context, a *sidecar.AuditEntry) error {
