@@ -278,31 +278,35 @@ func (a *rpcAddr) String() string {
 	return a.remote.String()
 }
 
-// countRPCs is the unary interceptor that keeps each rpcConn's count.
-// Streams (the health Watch) are not counted: one can stay open for good,
-// and would hold a place for good; its client reopens it.
-func countRPCs(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return handler(ctx, req)
-	}
-	a, ok := p.Addr.(*rpcAddr)
-	if !ok {
-		return handler(ctx, req)
-	}
-	c := a.c
-	for {
-		n := c.inFlight.Load()
-		if n < 0 { // taken by the cap: the connection is closing
-			return handler(ctx, req)
+// countRPCs wraps next, a unary interceptor, with the count each rpcConn
+// keeps of its RPCs. It wraps one rather than joining the chain, where
+// each link costs every check an allocation. Streams (the health Watch)
+// are not counted: one can stay open for good, and would hold a place
+// for good; its client reopens it.
+func countRPCs(next grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		p, ok := peer.FromContext(ctx)
+		if !ok {
+			return next(ctx, req, info, handler)
 		}
-		if c.inFlight.CompareAndSwap(n, n+1) {
-			break
+		a, ok := p.Addr.(*rpcAddr)
+		if !ok {
+			return next(ctx, req, info, handler)
 		}
+		c := a.c
+		for {
+			n := c.inFlight.Load()
+			if n < 0 { // taken by the cap: the connection is closing
+				return next(ctx, req, info, handler)
+			}
+			if c.inFlight.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+		defer func() {
+			c.lastEnd.Store(c.l.since())
+			c.inFlight.Add(-1)
+		}()
+		return next(ctx, req, info, handler)
 	}
-	defer func() {
-		c.lastEnd.Store(c.l.since())
-		c.inFlight.Add(-1)
-	}()
-	return handler(ctx, req)
 }

@@ -94,7 +94,7 @@ func (s *servers) buildGRPC(m *metrics.Metrics, pipeline *authz.Pipeline) error 
 		// Policy evaluation runs deep: a fresh goroutine per check would grow
 		// (copy) its stack every time. Workers keep theirs grown.
 		grpc.NumStreamWorkers(uint32(*s.cfg.GRPC.StreamWorkers)),
-		grpc.ChainUnaryInterceptor(countRPCs, m.GRPC().UnaryServerInterceptor(), s.recovery(m).UnaryInterceptor()),
+		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor(), countRPCs(s.recovery(m).UnaryInterceptor())),
 		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
 	}
 	if s.cfg.GRPC.TLSCert != "" {
