@@ -467,13 +467,17 @@ type Event struct {
 // did it, to what, and how it ended. Kept apart from events, with its own
 // retention.
 //
-// SelfService marks the record of what a customer did to their own account
-// (their own consent, and what follows from it alone): any signed-in
-// customer can write those, as often as their budget allows. Stores keep
-// them in a stream of their own, trimmed apart, so that however many
-// there are they never push out the records of staff, partner and
-// reseller actions (impersonation, consent set on behalf, grants,
-// assignments); a read of the trail merges both in id order.
+// SelfService marks the record of what an ordinary account did for its own
+// side: a customer's own consent (and what follows from it alone), and
+// what a customer's contact manager or a partner's user did for their own
+// organisation (access requests, approvals, rejections, revocations,
+// shares). Any signed-in account can write those, as often as its budget
+// allows. Stores keep them in a stream of their own, trimmed apart, so
+// that however many there are they never push out the records of
+// privileged actions, taken on someone else's account (impersonation,
+// consent set on behalf, reseller assignments, partner actions policy
+// lets someone take for another organisation); a read of the trail
+// merges both in id order.
 type AuditEntry struct {
 	ID          string            `json:"id"`
 	Time        time.Time         `json:"time"`

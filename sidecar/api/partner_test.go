@@ -696,3 +696,64 @@ func TestPartnerRequestNamesNoProfile(t *testing.T) {
 		})
 	}
 }
+
+// What a customer's contact manager and a partner's users do for their
+// own organisation (requests, approvals, rejections, revocations, shares)
+// any ordinary account can repeat: those records are self-service, kept
+// apart, so toggling a share never pushes staff records (here a reseller
+// super admin's assignment) out of the staff trail. Reads merge both in id
+// order.
+func TestOwnSideAuditIsSelfService(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			seedDomains(t, p)
+			p.must(p.call("PUT", "reseller/assignments/initech", p.tok(samClaims), map[string]any{}), 200)
+			grantID := p.grant(accessBody("look", 30, "individual", "pat"))
+			p.must(p.call("POST", "partner/requests/"+p.request(accessBody("cc", 30, "organisation"))+"/reject", p.cora(), nil), 200)
+			const toggles = 20
+			for range toggles {
+				p.must(p.call("PUT", "partner/shares/acme/pat/sr-1", p.cora(), map[string]any{"partner_org": "partnerco"}), 200)
+				p.must(p.call("DELETE", "partner/shares/acme/pat/sr-1", p.cora(), nil), 204)
+				p.advance(2 * time.Second) // within cora's write budget
+			}
+			p.must(p.call("DELETE", "partner/grants/acme/"+grantID, p.cora(), nil), 204)
+
+			audit, _, err := p.store.ReadAudit(context.Background(), sidecar.StreamFilter{Page: sidecar.Page{Limit: 500}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var staff, self []string
+			for k, a := range audit {
+				if k > 0 && !streamID(t, audit[k-1].ID).Less(streamID(t, a.ID)) {
+					t.Fatalf("audit read out of id order: %s then %s", audit[k-1].ID, a.ID)
+				}
+				if a.SelfService {
+					self = append(self, a.Actor+":"+a.Action)
+				} else {
+					staff = append(staff, a.Actor+":"+a.Action)
+				}
+			}
+			if got := strings.Join(staff, ","); got != "sam:reseller.assignment.put" {
+				t.Fatalf("staff records = %s", got)
+			}
+			want := []string{"pat:partner.request", "cora:partner.approve", "pat:partner.request", "cora:partner.reject"}
+			for range toggles {
+				want = append(want, "cora:share.put", "cora:share.delete")
+			}
+			want = append(want, "cora:partner.revoke")
+			if got := strings.Join(self, ","); got != strings.Join(want, ",") {
+				t.Fatalf("self-service records = %s\nwant %s", got, strings.Join(want, ","))
+			}
+		})
+	}
+}
+
+func streamID(t *testing.T, s string) sidecar.StreamID {
+	t.Helper()
+	id, err := sidecar.ParseStreamID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

@@ -73,7 +73,7 @@ type Config struct {
 	EventsMaxLen     int64         `yaml:"events_maxlen" usage:"approximate length the events stream is trimmed to, keeping what a consumer group has not acknowledged (XACK)"`
 	EventsHardMaxLen int64         `yaml:"events_hard_maxlen" usage:"length past which the events stream drops entries a consumer group has not acknowledged, counted in deputy_events_dropped_total (0: 10 times events_maxlen)"`
 	AuditMaxLen      int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream (staff, partner and reseller actions) is trimmed to"`
-	AuditSelfMaxLen  int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of customers' self-service audit records (their own consent) is trimmed to, apart from the audit stream"`
+	AuditSelfMaxLen  int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of self-service audit records (accounts acting on their own side: own consent, partner requests, approvals, shares) is trimmed to, apart from the audit stream"`
 	Retention        time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
 }
 

@@ -24,8 +24,8 @@ import (
 // Streams:
 //
 //	<prefix>:events            the events the host's mailer follows
-//	<prefix>:audit             the audit trail: staff, partner and reseller actions
-//	{<prefix>:audit}:self      the audit trail: customers' self-service records
+//	<prefix>:audit             the audit trail: privileged actions (staff, resellers)
+//	{<prefix>:audit}:self      the audit trail: self-service records (own side)
 //
 // The self-service stream's hash tag is the audit stream's whole name, so
 // both lie in one Cluster slot and one script appends to either with an id
