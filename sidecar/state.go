@@ -475,9 +475,9 @@ type Event struct {
 // allows. Stores keep them in a stream of their own, trimmed apart, so
 // that however many there are they never push out the records of
 // privileged actions, taken on someone else's account (impersonation,
-// consent set on behalf, reseller assignments, partner actions policy
-// lets someone take for another organisation); a read of the trail
-// merges both in id order.
+// consent set on behalf, reseller assignments); a read of the trail
+// merges both in id order. Partner-model actions are all self-service:
+// only a party to the request, grant or share may take them.
 type AuditEntry struct {
 	ID          string            `json:"id"`
 	Time        time.Time         `json:"time"`

@@ -156,7 +156,7 @@ func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in Acc
 	if err := p.store.CreateRequest(ctx, r); err != nil {
 		return nil, err
 	}
-	p.audit(ctx, r.RequestedBy, ownSide(caller, r.Customer, r.PartnerOrg), "partner.request", r.Customer, r.ID, map[string]string{"level": string(r.Level), "scope": r.Scope, "partner_org": r.PartnerOrg})
+	p.audit(ctx, r.RequestedBy, "partner.request", r.Customer, r.ID, map[string]string{"level": string(r.Level), "scope": r.Scope, "partner_org": r.PartnerOrg})
 	return r, p.event(ctx, sidecar.EventGrantRequested, r.Customer, r.RequestedBy, map[string]string{
 		"to":          r.ContactEmail,
 		"request_id":  r.ID,
@@ -426,7 +426,7 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 		return nil, nil, err
 	}
 	r.GrantsPending = false
-	p.audit(ctx, caller.Subject, ownSide(caller, r.Customer, r.PartnerOrg), "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg})
+	p.audit(ctx, caller.Subject, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg})
 	if len(grants) == 0 {
 		return nil, nil, sidecar.Superseded()
 	}
@@ -461,7 +461,7 @@ func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id stri
 	if err != nil {
 		return nil, err
 	}
-	p.audit(ctx, caller.Subject, ownSide(caller, r.Customer, r.PartnerOrg), "partner.reject", r.Customer, r.ID, map[string]string{"partner_org": r.PartnerOrg})
+	p.audit(ctx, caller.Subject, "partner.reject", r.Customer, r.ID, map[string]string{"partner_org": r.PartnerOrg})
 	return r, p.event(ctx, sidecar.EventGrantRejected, r.Customer, caller.Subject, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
@@ -566,7 +566,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, err
 	}
 	g = revoked
-	p.audit(ctx, caller.Subject, ownSide(caller, g.Customer, g.PartnerOrg), "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
+	p.audit(ctx, caller.Subject, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
 	if err := p.event(ctx, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
 		"grant_id":    g.ID,
 		"partner_org": g.PartnerOrg,
@@ -721,7 +721,7 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 	if err := p.store.PutShare(ctx, s); err != nil {
 		return nil, err
 	}
-	p.audit(ctx, caller.Subject, ownSide(caller, customer, in.PartnerOrg), "share.put", customer, in.Resource, map[string]string{"user": in.User, "partner_org": in.PartnerOrg})
+	p.audit(ctx, caller.Subject, "share.put", customer, in.Resource, map[string]string{"user": in.User, "partner_org": in.PartnerOrg})
 	return s, nil
 }
 
@@ -767,7 +767,7 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 			unpublished = err
 		}
 		deleted = true
-		p.audit(ctx, caller.Subject, ownSide(caller, customer, org), "share.delete", customer, in.Resource, map[string]string{"user": in.User, "partner_org": org})
+		p.audit(ctx, caller.Subject, "share.delete", customer, in.Resource, map[string]string{"user": in.User, "partner_org": org})
 	}
 	if !deleted {
 		// Perhaps a retry of a withdrawal whose eviction was lost.
@@ -1019,30 +1019,24 @@ func (p *Partners) event(ctx context.Context, typ, customer, actor string, data 
 	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: p.clock(), Customer: customer, Actor: actor, Data: data})
 }
 
-// ownSide reports whether caller acted for their own organisation: the
-// customer's side (its contact manager approving, rejecting, revoking,
-// sharing) or the partner's (a partner user requesting or revoking).
-// Any ordinary account can repeat those as often as its write budget
-// allows, so their audit records are self-service
-// (sidecar.AuditEntry.SelfService), kept apart from staff records; an
-// action policy data lets someone take on another organisation's behalf
-// is a staff record.
-func ownSide(caller *sidecar.Identity, customer, partnerOrg string) bool {
-	org := orgOf(caller)
-	return org != "" && (org == customer || org == partnerOrg)
-}
-
 // audit records a management action; a failure is logged, not returned,
-// because the action itself has happened. self marks a record of a
-// caller acting for their own organisation (ownSide).
-func (p *Partners) audit(ctx context.Context, actor string, self bool, action, customer, target string, data map[string]string) {
+// because the action itself has happened.
+//
+// Every record is self-service (sidecar.AuditEntry.SelfService): Partners
+// admits only a party acting for their own organisation (a partner user
+// requesting or revoking for theirs, the customer's contact manager
+// deciding, revoking or sharing for the customer: checkRequest, decide,
+// Revoke, Share and Unshare check caller.Org whatever policy allows), and
+// any ordinary account can repeat those as often as its write budget
+// allows. Kept apart, they never push staff records out of the trail.
+func (p *Partners) audit(ctx context.Context, actor, action, customer, target string, data map[string]string) {
 	for k, v := range data {
 		if v == "" {
 			delete(data, k)
 		}
 	}
 	a := &sidecar.AuditEntry{Time: p.clock(), Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok",
-		SelfService: self, Data: data}
+		SelfService: true, Data: data}
 	if err := p.store.AppendAudit(ctx, a); err != nil {
 		p.logger.Error("audit entry not appended", "action", action, "customer", customer, "error", err)
 	}
