@@ -7,6 +7,9 @@ import "strings"
 // "]" follows it, while "a[x]" and "a[]" are fields of the array "a"
 // (whose values count too: a framework that reads the array reads them).
 func PHPFieldName(k string) string {
+	if strings.IndexAny(k, " .[") < 0 {
+		return k // as PHP reads it already: no copy
+	}
 	k = strings.TrimLeft(k, " ")
 	var b strings.Builder
 	for i := 0; i < len(k); i++ {
