@@ -246,3 +246,13 @@ type DecisionLogger interface {
 
 // Clock returns the current time; injected so tests control expiry.
 type Clock func() time.Time
+
+// URLOverrideHeaders are the request headers that replace the request URI
+// in upstreams that honour them (IIS URL Rewrite sets them; Zend Framework
+// 1 and Magento 1, Laminas and Symfony before their 2018 fixes route on
+// them; ingress-nginx sends X-Original-URL with the query). The check
+// refuses them and the decision log masks the credentials in them. An
+// array, returned by value: no caller can change another's list.
+func URLOverrideHeaders() [2]string {
+	return [...]string{"x-original-url", "x-rewrite-url"}
+}

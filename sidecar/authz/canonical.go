@@ -323,10 +323,9 @@ func fieldKey(k string) string {
 }
 
 // urlOverrides replace the request URI in upstreams that honour them
-// (IIS URL Rewrite sets them; Zend Framework 1 and Magento 1, Laminas and
-// Symfony before their 2018 fixes route on them): such an upstream would
-// run another path than the one decided. No client sends them.
-var urlOverrides = [...]string{"x-original-url", "x-rewrite-url"}
+// (sidecar.URLOverrideHeaders): such an upstream would run another path
+// than the one decided. No client sends them.
+var urlOverrides = sidecar.URLOverrideHeaders()
 
 func urlOverride(name string) bool {
 	for _, h := range urlOverrides {

@@ -318,8 +318,14 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
 const MaskedValue = "***"
 
 // uriHeaders are request headers that carry the request's URI (or another
-// one, as referer does), query included.
-var uriHeaders = []string{":path", "x-envoy-original-path", "x-original-uri", "x-forwarded-uri", "referer"}
+// one, as referer does), query included: the URL overrides the check
+// refuses (sidecar.URLOverrideHeaders), and those proxies set to pass on
+// the URI the client sent.
+var uriHeaders = func() []string {
+	o := sidecar.URLOverrideHeaders()
+	return append(o[:], ":path", "x-envoy-original-path", "x-original-uri", "x-forwarded-uri",
+		"x-forwarded-url", "x-request-uri", "request-uri", "referer")
+}()
 
 // secretHeader reports whether a header, named as sent, is one whose value
 // is never logged: one named so (secretName), or listed, in any case, with
@@ -457,18 +463,25 @@ func (m *masker) maskQueries(event map[string]any) []string {
 }
 
 // maskQuery replaces the values of credential parameters in the query of
-// a URI (or in a bare query), leaving every other byte as it was. Names
-// compare decoded, case-insensitively and as PHP reads them
-// (credentialParam), and pairs are split on "&" and on ";", as older
-// Python and Java frameworks split them.
+// a URI (or in a bare query), and in the URI's path parameters, leaving
+// every other byte as it was. Names compare decoded, case-insensitively
+// and as PHP reads them (credentialParam), and pairs are split on "&" and
+// on ";", as older Python and Java frameworks split them.
 func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 	prefix, query := "", uri
+	pathChanged := false
 	if !bare {
-		i := strings.IndexByte(uri, '?')
-		if i < 0 {
-			return uri, false
+		path, q, hasQuery := strings.Cut(uri, "?")
+		prefix, pathChanged = m.maskPathParams(path)
+		if !hasQuery {
+			return prefix, pathChanged
 		}
-		prefix, query = uri[:i+1], uri[i+1:]
+		if !pathChanged {
+			prefix = uri[:len(path)+1] // "?" kept, no copy
+		} else {
+			prefix += "?"
+		}
+		query = q
 	}
 	var b strings.Builder
 	changed := false
@@ -495,9 +508,44 @@ func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 		start = i + 1
 	}
 	if !changed {
+		if pathChanged {
+			return prefix + query, true
+		}
 		return uri, false
 	}
 	return prefix + b.String(), true
+}
+
+// maskPathParams replaces the values of credential path parameters
+// (/app;jsessionid=...), which servlet containers read the session from,
+// as maskQuery does for the query: each runs from a ";" to the next ";"
+// or "/". A path with no credential parameter is returned as it is, with
+// no copy.
+func (m *masker) maskPathParams(path string) (string, bool) {
+	var b strings.Builder
+	done := 0 // path[:done] is in b
+	for i := strings.IndexByte(path, ';'); i >= 0 && i < len(path); {
+		j := i + 1
+		for j < len(path) && path[j] != ';' && path[j] != '/' {
+			j++
+		}
+		rawKey, _, hasValue := strings.Cut(path[i+1:j], "=")
+		key, err := url.PathUnescape(rawKey)
+		if err != nil {
+			key = rawKey
+		}
+		if path[i] == ';' && hasValue && m.credentialParam(key) {
+			b.WriteString(path[done : i+1])
+			b.WriteString(rawKey + "=" + MaskedValue)
+			done = j
+		}
+		i = j
+	}
+	if done == 0 {
+		return path, false
+	}
+	b.WriteString(path[done:])
+	return b.String(), true
 }
 
 // credentialParam reports whether a decoded query parameter name is named

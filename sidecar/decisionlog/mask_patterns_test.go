@@ -18,13 +18,19 @@ func TestMaskingByNamePattern(t *testing.T) {
 		"x-refresh-token", "x-id-token", "x-session-id", "x-client-secret", "api-key", "cookie2",
 		"refresh_token", "X_Refresh_Token", "X-SESSION-ID", "x-apikey", "x-api_key", "x-user-password",
 		"x-auth", "x-authn-ticket", "x-amz-credential", "x-goog-signature", "x-sid", "phpsessid", "set-cookie",
+		"x-goog-iap-jwt-assertion", "x-amzn-oidc-data", "ocp-apim-subscription-key", "x-functions-key", "x-jwt",
+		"dpop", "x-userinfo", "x-private-key", "x-access-key", "x-ticket", "x-sig", "X-Access_Key",
 	}
 	secretParams := []string{
 		"session", "sid", "auth", "SESSION", "refresh-token", "client.secret", "authToken", "X-Amz-Signature",
 		"jsessionid", "pwd", "user_password", "api-key",
+		"sig", "key", "ticket", "jwt", "SAMLResponse", "saml_response", "client_assertion", "accessKey", "KEY",
 	}
-	keptHeaders := []string{":authority", "x-request-id", "user-agent", "x-on-behalf-of", "content-type", "x-author", "x-side"}
-	keptParams := []string{"page", "author", "inside", "sort", "access_level"}
+	keptHeaders := []string{
+		":authority", "x-request-id", "user-agent", "x-on-behalf-of", "content-type", "x-author", "x-side",
+		"x-keyboard-layout", "x-monkey", "x-signup", "x-keys", "x-turnkey",
+	}
+	keptParams := []string{"page", "author", "inside", "sort", "access_level", "keyboard", "monkey", "signup", "keys", "hockey", "design"}
 
 	headers := map[string]any{}
 	var entries []any
@@ -86,6 +92,13 @@ func TestSecretName(t *testing.T) {
 		"authorization": true, "Proxy-Authorization": true, "x_auth_token": true, "auth": true, "AUTH": true,
 		"x-session-id": true, "sid": true, "x.sid": true, "my pwd": true, "cookie": true, "Cookie2": true,
 		":authority": false, "author": false, "x-sides": false, "inside": false, "": false, "-": false, "code": false,
+		// "key", "sig", "jwt" and "ticket" as whole words, camelCase
+		// included; the same letters inside another word are not.
+		"key": true, "x-functions-key": true, "accessKey": true, "KEY": true, "Key-Id": true, "sig": true,
+		"x-jwt": true, "jwtValue": true, "ticket": true, "x_ticket": true,
+		"keyboard": false, "monkey": false, "keys": false, "Keyboard": false, "myMonkey": false, "signup": false,
+		"design": false, "jwts2": false, "tickets": false, "KEYBOARD": false,
+		"client_assertion": true, "SAMLResponse": true, "x-amzn-oidc-data": true, "DPoP": true, "x-userinfo": true,
 	} {
 		if got := secretName(name); got != want {
 			t.Errorf("secretName(%q) = %v, want %v", name, got, want)

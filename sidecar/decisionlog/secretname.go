@@ -6,15 +6,22 @@ package decisionlog
 // api-key, cookie2 and the rest of the spellings applications invent.
 // Names compare in any case with "_", "." and " " read as "-" (CGI, PHP
 // and WSGI upstreams merge them), so the fragments are written that way.
+// Assertions (client_assertion, SAMLResponse, x-goog-iap-jwt-assertion),
+// OIDC and userinfo data and DPoP proofs are credentials too.
 var secretFragments = []string{
 	"token", "secret", "session", "sessid", "password", "passwd", "cookie",
-	"api-key", "apikey", "credential", "signature",
+	"api-key", "apikey", "credential", "signature", "assertion", "oidc",
+	"userinfo", "dpop", "samlresponse", "saml-response",
 }
 
-// secretWords are words (runs of letters and digits) that mark a name
-// as carrying a credential only when they are a whole word: "sid" is a
-// session id, "inside" is not; "pwd" is a password.
-var secretWords = []string{"sid", "pwd"}
+// secretWords mark a name as carrying a credential only when they are a
+// whole word: "sid" is a session id, "inside" is not; "pwd" is a
+// password; "key" is x-functions-key, ocp-apim-subscription-key, the
+// query's key and accessKey, where "keyboard" and "monkey" are not; "sig"
+// is a signature, "signup" is not; "jwt" and "ticket" are credentials.
+// A word is a run of letters and digits, and a lower-case letter followed
+// by an upper-case one starts a new word (camelCase).
+var secretWords = []string{"sid", "pwd", "key", "jwt", "sig", "ticket"}
 
 // notSecretAuthWords begin with "auth" but carry no credential: the
 // authority is the request's host, which the log keeps.
@@ -36,7 +43,7 @@ func secretName(name string) bool {
 			i++
 		}
 		j := i
-		for j < len(name) && alnum(name[j]) {
+		for j < len(name) && alnum(name[j]) && (j == i || !camelBreak(name[j-1], name[j])) {
 			j++
 		}
 		if w := name[i:j]; w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...))) {
@@ -56,6 +63,12 @@ func fold(c byte) byte {
 		return '-'
 	}
 	return c
+}
+
+// camelBreak reports whether a word ends between a and b: "accessKey" is
+// "access" and "Key", "SAMLResponse" one word.
+func camelBreak(a, b byte) bool {
+	return a >= 'a' && a <= 'z' && b >= 'A' && b <= 'Z'
 }
 
 func alnum(c byte) bool {
