@@ -19,28 +19,7 @@ import (
 func TestEventsTrimKeepsWhatTheMailerHasNotRead(t *testing.T) {
 	const maxLen, hard = 50, 500
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	prefix := freshPrefix()
-	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, EventsMaxLen: maxLen, EventsHardMaxLen: hard,
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	rc := srv.Client()
-	t.Cleanup(func() { _ = rc.Close() })
-	key := prefix + ":events"
-	if err := rc.XGroupCreateMkStream(ctx, key, "mailer", "0").Err(); err != nil {
-		t.Fatal(err)
-	}
-	appendN := func(n int, typ string) {
-		t.Helper()
-		for i := range n {
-			if err := s.AppendEvent(ctx, &sidecar.Event{Type: typ, Customer: fmt.Sprint("cust", i%3)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	s, rc, key, appendN := mailerStream(t, maxLen, hard)
 	xlen := func() int64 {
 		t.Helper()
 		n, err := rc.XLen(ctx, key).Result()
@@ -126,31 +105,10 @@ func TestEventsTrimKeepsWhatTheMailerHasNotRead(t *testing.T) {
 func TestEventsTrimKeepsWhatTheMailerHasNotAcknowledged(t *testing.T) {
 	const maxLen, hard = 50, 100
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	prefix := freshPrefix()
-	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, EventsMaxLen: maxLen, EventsHardMaxLen: hard,
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	rc := srv.Client()
-	t.Cleanup(func() { _ = rc.Close() })
-	key := prefix + ":events"
-	if err := rc.XGroupCreateMkStream(ctx, key, "mailer", "0").Err(); err != nil {
-		t.Fatal(err)
-	}
-	appendN := func(n int, typ string) {
-		t.Helper()
-		for i := range n {
-			if err := s.AppendEvent(ctx, &sidecar.Event{Type: typ, Customer: fmt.Sprint("cust", i)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	s, rc, key, appendN := mailerStream(t, maxLen, hard)
 	appendN(10, sidecar.EventImpersonationStarted)
 	got, err := rc.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "mailer", Consumer: "m1", Streams: []string{key, ">"}, Count: 10}).Result()
-	if err != nil || len(got[0].Messages) != 10 {
+	if err != nil || len(got) != 1 || len(got[0].Messages) != 10 {
 		t.Fatalf("XREADGROUP = %v, %v", got, err)
 	}
 	// The mailer stops here, nothing acknowledged, while events keep coming.
@@ -199,5 +157,35 @@ func TestEventsTrimKeepsWhatTheMailerHasNotAcknowledged(t *testing.T) {
 	}
 	if got := s.EventsDropped(); got != 3 {
 		t.Fatalf("dropped = %d after trimming acknowledged events, want still 3", got)
+	}
+}
+
+// mailerStream opens a store on a fresh redis-server whose events stream
+// has a consumer group "mailer", and returns a plain client, the stream's
+// key, and a helper appending n events of a type.
+func mailerStream(t *testing.T, maxLen, hard int64) (*redis.Store, *goredis.Client, string, func(n int, typ string)) {
+	t.Helper()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	prefix := freshPrefix()
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, EventsMaxLen: maxLen, EventsHardMaxLen: hard,
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	rc := srv.Client()
+	t.Cleanup(func() { _ = rc.Close() })
+	key := prefix + ":events"
+	if err := rc.XGroupCreateMkStream(ctx, key, "mailer", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	return s, rc, key, func(n int, typ string) {
+		t.Helper()
+		for i := range n {
+			if err := s.AppendEvent(ctx, &sidecar.Event{Type: typ, Customer: fmt.Sprint("cust", i%3)}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
