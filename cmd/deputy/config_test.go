@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -442,5 +443,52 @@ func TestEnvoyUpstreamHeadersCoverDeputysNames(t *testing.T) {
 				t.Fatalf("error %v (field %q), want field http.envoy_upstream_headers", err, sidecar.ErrorField(err))
 			}
 		})
+	}
+}
+
+// A user and password in bundle_url go as Basic authorization on every
+// poll: a signed bundle may come over plain http, but not its server's
+// password. Refused unless https or loopback, naming the setting and never
+// echoing the password.
+func TestRev5SignedBundleURLCredentialInClear(t *testing.T) {
+	const key = "  public_key: |\n    -----BEGIN PUBLIC KEY-----\n    MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n    -----END PUBLIC KEY-----\n"
+	for _, tc := range []struct {
+		name, url string
+		refused   bool
+	}{
+		{"password over http", "http://deputy:s3cret@bundles.internal/deputy.tar.gz", true},
+		{"user alone over http", "http://deputy@bundles.internal/deputy.tar.gz", true},
+		{"password over http to an address", "http://deputy:s3cret@10.1.2.3:8080/deputy.tar.gz", true},
+		{"password over https", "https://deputy:s3cret@bundles.internal/deputy.tar.gz", false},
+		{"password over http on loopback", "http://deputy:s3cret@127.0.0.1:8181/deputy.tar.gz", false},
+		{"no password over http", "http://bundles.internal/deputy.tar.gz", false},
+	} {
+		for _, dev := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/dev=%v", tc.name, dev), func(t *testing.T) {
+				var args []string
+				if dev {
+					args = []string{"--dev"}
+				}
+				cfg, err := loadWith(t, args, nil, "policy:\n  bundle_url: "+tc.url+"\n"+key)
+				if !tc.refused {
+					if err != nil {
+						t.Fatal(err)
+					}
+					if cfg.Policy.BundleURL != tc.url {
+						t.Fatalf("bundle_url %q, want %q", cfg.Policy.BundleURL, tc.url)
+					}
+					return
+				}
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "policy.bundle_url" {
+					t.Fatalf("error %v (field %q), want policy.bundle_url", err, sidecar.ErrorField(err))
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("error echoes the password: %v", err)
+				}
+			})
+		}
 	}
 }

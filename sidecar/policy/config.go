@@ -27,7 +27,7 @@ const (
 type Config struct {
 	Paths          []string      `yaml:"paths" usage:"Rego and data files or directories (default when no bundle is set); test modules (*_test.rego) are not served"`
 	BundleFile     string        `yaml:"bundle_file" usage:"a bundle .tar.gz or bundle directory"`
-	BundleURL      string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values; plain http to a host that is not loopback needs public_key (outside dev mode)"`
+	BundleURL      string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values; plain http to a host that is not loopback needs public_key (outside dev mode) and carries no user:password@"`
 	PollInterval   time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
 	BearerToken    string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server; bundle_url must then be https"`
 	PublicKey      string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
@@ -92,6 +92,13 @@ func (c *Config) Validate() error {
 		// reads it can fetch the bundles, or answer in the server's place.
 		if c.BearerToken != "" && u.Scheme != "https" {
 			return sidecar.Invalid("policy.bearer_token", "is sent only over https; bundle_url %s is %s", sidecar.RedactURL(c.BundleURL), u.Scheme)
+		}
+		// A user or password in the URL goes as Basic authorization on
+		// every poll, signed bundles or not: over plain http to another
+		// host it is as readable as the token would be.
+		if u.User != nil && sidecar.PlainRemote(u) {
+			return sidecar.Invalid("policy.bundle_url", "%s carries a user and password (user:password@), sent in clear over %s: "+
+				"use https, or keep the bundle server on loopback", sidecar.RedactURL(c.BundleURL), u.Scheme)
 		}
 	}
 	if c.BearerToken != "" && c.BundleURL == "" {

@@ -26,6 +26,10 @@ func TestSecretsStayOutOfConfigMapAndPodSpec(t *testing.T) {
 		{"bundle url query", "policies: {source: bundle, bundle: {url: 'https://bundles.example.com/b.tar.gz?access_token=t0ken', publicKey: k}}", "policies.bundle.tokenSecret"},
 		{"bundle url in config, query", "deputy: {config: {policy: {bundle_url: 'https://bundles.example.com/b.tar.gz?token=t0ken'}}}", "policies.bundle.tokenSecret"},
 		{"bundle url in config, userinfo", "deputy: {config: {policy: {bundle_url: 'https://u:hunter2@bundles.example.com/b.tar.gz'}}}", "policies.bundle.tokenSecret"},
+		// Signed bundles may come over plain http; their server's password
+		// may not (Deputy refuses it at start too).
+		{"bundle url userinfo over plain http", "policies: {source: bundle, bundle: {url: 'http://deputy:hunter2@bundles.internal/b.tar.gz', publicKey: k}}", "policies.bundle.tokenSecret"},
+		{"bundle url in config, userinfo over plain http", "deputy: {config: {policy: {bundle_url: 'http://deputy:hunter2@bundles.internal/b.tar.gz', public_key: /k}}}", "policies.bundle.tokenSecret"},
 		{"bundle url flag", "deputy: {extraArgs: ['--policy-bundle-url=https://u:hunter2@bundles.example.com/b.tar.gz']}", "policies.bundle.tokenSecret"},
 		{"bundle url flag, value apart", "deputy: {extraArgs: [--policy-bundle-url, 'https://bundles.example.com/b?token=t0ken']}", "policies.bundle.tokenSecret"},
 		{"bundle url env value", "deputy: {extraEnv: [{name: DEPUTY_POLICY_BUNDLE_URL, value: 'https://u:hunter2@bundles.example.com/b.tar.gz'}]}", "policies.bundle.tokenSecret"},
