@@ -63,13 +63,7 @@ func TestMaskingByNamePattern(t *testing.T) {
 		}}},
 		"parsed_query": parsed,
 	}
-	rec := &Record{}
-	newMasker(Defaults(), nil).mask(context.Background(), rec, in)
-	b, err := json.Marshal(rec.Input)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logged := string(b)
+	_, logged := maskDefaults(t, in)
 	for _, name := range append(secretHeaders, secretParams...) {
 		if strings.Contains(logged, "SECRET-"+name) || strings.Contains(logged, base64.StdEncoding.EncodeToString([]byte("SECRET-"+name))) {
 			t.Errorf("%s logged in clear", name)
@@ -85,6 +79,19 @@ func TestMaskingByNamePattern(t *testing.T) {
 			t.Errorf("query parameter %s not kept: %s", name, logged)
 		}
 	}
+}
+
+// maskDefaults masks in as the default configuration does and returns the
+// record and its input as logged.
+func maskDefaults(t *testing.T, in any) (*Record, string) {
+	t.Helper()
+	rec := &Record{}
+	newMasker(Defaults(), nil).mask(context.Background(), rec, in)
+	b, err := json.Marshal(rec.Input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec, string(b)
 }
 
 func TestSecretName(t *testing.T) {

@@ -1,9 +1,7 @@
 package decisionlog
 
 import (
-	"context"
 	"encoding/base64"
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -30,13 +28,7 @@ func TestMaskingURIHeaders(t *testing.T) {
 	in := map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
 		"path": "/", "headers": headers, "headerMap": map[string]any{"headers": entries},
 	}}}}
-	rec := &Record{}
-	newMasker(Defaults(), nil).mask(context.Background(), rec, in)
-	b, err := json.Marshal(rec.Input)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logged := string(b)
+	rec, logged := maskDefaults(t, in)
 	raw := base64.StdEncoding.EncodeToString([]byte(uri))
 	if strings.Contains(logged, "SECRET") || strings.Contains(logged, raw) {
 		t.Errorf("credential in a URI header logged in clear: %s", logged)
@@ -69,8 +61,7 @@ func TestMaskingPathParameters(t *testing.T) {
 			in := map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
 				"path": tc.path, "headers": map[string]any{":path": tc.path, "referer": "https://shop.example" + tc.path},
 			}}}}
-			rec := &Record{}
-			newMasker(Defaults(), nil).mask(context.Background(), rec, in)
+			rec, _ := maskDefaults(t, in)
 			http := lookup(rec.Input, "attributes", "request", "http")
 			for _, got := range []any{lookup(http, "path"), lookup(http, "headers", ":path")} {
 				if got != tc.want {
