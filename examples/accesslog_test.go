@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Single-use redeem codes travel in a query string
@@ -78,7 +79,16 @@ func TestNginxAccessLogLeavesQueryOut(t *testing.T) {
 		resp, _ := call(t, http.MethodGet, base+path, nil, nil)
 		resp.Body.Close()
 	}
-	logged := readConfig(t, logFile)
+	// nginx writes a request's line once it has finalised the request,
+	// which may be after the client read the answer: wait, bounded, for
+	// both lines before reading what they say.
+	var logged string
+	for range 100 {
+		if logged = readConfig(t, logFile); strings.Count(logged, "\n") >= 2 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for _, want := range []string{`"GET /deputy/v1/impersonation/redeem HTTP/1.1"`, `"GET /catalog/shoes HTTP/1.1"`} {
 		if !strings.Contains(logged, want) {
 			t.Errorf("access log lacks %s:\n%s", want, logged)
