@@ -112,7 +112,7 @@ type GRPCConfig struct {
 	Addr            string `yaml:"addr" usage:"gRPC ext_authz address: host:port or unix:/path"`
 	SocketMode      string `yaml:"socket_mode" usage:"permission bits of a unix: socket, octal: 0600 keeps it the owner's; 0660 shares it with the group (a proxy in the pod sharing it through an emptyDir, with a common fsGroup)"`
 	MaxRecvMsgBytes int    `yaml:"max_recv_msg_bytes" usage:"largest CheckRequest accepted, in bytes"`
-	MaxConnections  int    `yaml:"max_connections" usage:"connections the gRPC listener holds open at once; past it the one idle longest since its last RPC ended (or since it connected, if it never ran one) is closed to make room, else newcomers wait; one with a check in progress keeps its place, and one idle 5m gets a GOAWAY"`
+	MaxConnections  int    `yaml:"max_connections" usage:"connections the gRPC listener holds open at once; past it the connection without an RPC that has sent nothing for longest (250ms or more) is closed to make room, else newcomers wait; one that has run an RPC keeps its place, and one idle 5m gets a GOAWAY"`
 	StreamWorkers   *int   `yaml:"stream_workers" usage:"goroutines kept to serve checks (their grown stacks are reused); 0 starts one per check"`
 	Reflection      bool   `yaml:"reflection" usage:"serve gRPC server reflection"`
 	TLSCert         string `yaml:"tls_cert" usage:"PEM certificate for gRPC TLS"`

@@ -101,15 +101,11 @@ func (l *capListener) evictLocked(now time.Time) time.Duration {
 		var grace time.Duration
 		switch rc, _ := c.(*rpcConn); {
 		case rc != nil:
-			since, g, busy := rc.idleSince()
-			if busy {
-				// Its RPC's end signals nothing: look again then.
-				if wait < 0 || usedIdleGrace < wait {
-					wait = usedIdleGrace
-				}
-				continue
+			since, used := rc.silentSince()
+			if used {
+				continue // keeps its place: see silentGrace
 			}
-			cs.since, grace = l.epoch.Add(time.Duration(since)), g
+			cs.since, grace = l.epoch.Add(time.Duration(since)), silentGrace
 		case cs.state == http.StateNew:
 			grace = newConnGrace
 		case cs.state == http.StateIdle:
@@ -135,8 +131,13 @@ func (l *capListener) evictLocked(now time.Time) time.Duration {
 			return 0
 		}
 		// Closed under the transport, not through it: gRPC offers no
-		// GOAWAY for one connection. take made sure no counted RPC is in
-		// progress; usedIdleGrace covers one not counted yet.
+		// GOAWAY for one connection. take made sure no RPC began on it;
+		// it has been silent for silentGrace, and a read since is
+		// looked at again.
+		if since, used := rc.silentSince(); used || l.epoch.Add(time.Duration(since)).Add(silentGrace).After(time.Now()) {
+			rc.inFlight.Store(0)
+			return 0
+		}
 		delete(l.conns, victim)
 		rc.Conn.Close() // rc.Close would track it, under l.mu
 		return 0
@@ -202,14 +203,22 @@ func serveGRPCCapped(srv *grpc.Server, l net.Listener, max int) error {
 	return srv.Serve(cl)
 }
 
-// A gRPC connection that has run an RPC becomes evictable only after it
-// has been idle this long since its last one ended. It is longer than
-// minIdle because the window it covers is wider: a check's HEADERS and
-// message may sit in the socket, or on the way to a stream worker, before
-// countRPCs sees it. A busy Envoy connection is never idle that long; one
-// that ran a single RPC and went quiet delays a newcomer at most once by
-// it (every older one is past it by then).
-const usedIdleGrace = time.Second
+// A gRPC connection that has never run an RPC becomes evictable once
+// nothing has been read from it for this long. The window it covers: a
+// check's bytes read by the transport but not yet counted by countRPCs,
+// on the way to a stream worker. A client that completes the HTTP/2
+// handshake and goes silent makes room after it; one still sending keeps
+// its place.
+//
+// A connection that has run an RPC is never closed to make room: Envoy
+// sends its next check on it at any moment, and a check that has reached
+// the socket but not countRPCs would be lost with it (Envoy then denies,
+// or allows under failure_mode_allow). Such a connection leaves when its
+// client closes it or when keepalive's MaxConnectionIdle ends it with a
+// GOAWAY, which loses nothing. So a client that runs RPCs on every
+// connection holds the cap: keep the gRPC listener on loopback, a unix
+// socket or behind mTLS and the NetworkPolicy, as the chart does.
+const silentGrace = 250 * time.Millisecond
 
 // rpcConn is a gRPC connection with its RPC count, kept by countRPCs
 // and read by the cap without locks: RPCs are the hot path.
@@ -217,10 +226,12 @@ type rpcConn struct {
 	net.Conn
 	l    *capListener
 	addr *rpcAddr
-	// accepted and lastEnd are nanoseconds since l.epoch (monotonic);
-	// lastEnd is 0 until an RPC ends.
+	// accepted and lastRead are nanoseconds since l.epoch (monotonic);
+	// lastRead is 0 until a read returns bytes.
 	accepted int64
-	lastEnd  atomic.Int64
+	lastRead atomic.Int64
+	// used is set by an RPC's start: the connection keeps its place.
+	used atomic.Bool
 	// inFlight counts RPCs in progress; -1 once the cap has taken the
 	// connection, so that no RPC starts on it after the cap saw it idle.
 	inFlight atomic.Int32
@@ -242,17 +253,26 @@ func (c *rpcConn) Close() error {
 	return err
 }
 
-// idleSince says since when c has had no RPC in progress (its accept, if
-// it never ran one) and how long it keeps its place from then; busy when
-// an RPC is in progress.
-func (c *rpcConn) idleSince() (since int64, grace time.Duration, busy bool) {
-	if c.inFlight.Load() != 0 {
-		return 0, 0, true
+// Read notes when c last gave the transport bytes.
+func (c *rpcConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.lastRead.Store(c.l.since())
 	}
-	if end := c.lastEnd.Load(); end != 0 {
-		return end, usedIdleGrace, false
+	return n, err
+}
+
+// silentSince says since when nothing has been read from c (its accept,
+// if nothing ever was); used when an RPC has run on it, or one is in
+// progress, so that it keeps its place.
+func (c *rpcConn) silentSince() (since int64, used bool) {
+	if c.used.Load() || c.inFlight.Load() > 0 {
+		return 0, true
 	}
-	return c.accepted, newConnGrace, false
+	if r := c.lastRead.Load(); r != 0 {
+		return r, false
+	}
+	return c.accepted, false
 }
 
 // take claims c for eviction if no RPC is in progress on it.
@@ -294,6 +314,7 @@ func countRPCs(next grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 			return next(ctx, req, info, handler)
 		}
 		c := a.c
+		c.used.Store(true) // first: the cap looks at it again after taking c
 		for {
 			n := c.inFlight.Load()
 			if n < 0 { // taken by the cap: the connection is closing
@@ -303,10 +324,7 @@ func countRPCs(next grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 				break
 			}
 		}
-		defer func() {
-			c.lastEnd.Store(c.l.since())
-			c.inFlight.Add(-1)
-		}()
+		defer c.inFlight.Add(-1)
 		return next(ctx, req, info, handler)
 	}
 }
