@@ -504,6 +504,10 @@ const maxBatchBuffer = 1 << 20
 // it was.
 func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decision) ([]byte, error) {
 	rec := newRecord(d)
+	// The record's path is the request's without its query; its path
+	// parameters (/app;jsessionid=...) are masked as the input's are,
+	// whether or not the record keeps its input.
+	rec.Path, _ = l.masker.maskPathParams(rec.Path)
 	if rec.DecisionID == "" {
 		// Sinks may repeat a batch after a failure; an id tells repeats apart.
 		rec.DecisionID = randomID()

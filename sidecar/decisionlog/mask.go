@@ -189,6 +189,7 @@ type spine map[string]spine
 var maskSpine = spine{"input": {
 	"attributes":   {"request": {"http": {"headers": {}}}},
 	"parsed_query": {},
+	"parsed_path":  {},
 }}
 
 // astValue returns in as an AST value, if it is one.
@@ -446,6 +447,18 @@ func (m *masker) maskQueries(event map[string]any) []string {
 				if out, changed := m.maskQuery(str, false); changed {
 					h[k] = out
 					masked = append(masked, "/input/attributes/request/http/headers/"+escape(k))
+				}
+			}
+		}
+	}
+	if segs, ok := lookup(event, "input", "parsed_path").([]any); ok {
+		// OPA-Envoy's parsed_path keeps each segment's path parameters
+		// (["app;jsessionid=..."]), decoded.
+		for i, seg := range segs {
+			if str, isStr := seg.(string); isStr {
+				if out, changed := m.maskPathParams(str); changed {
+					segs[i] = out
+					masked = append(masked, "/input/parsed_path/"+strconv.Itoa(i))
 				}
 			}
 		}
