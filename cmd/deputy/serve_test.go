@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +26,21 @@ import (
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
+// The port is free when chosen and bound later, by the server under test.
+// The kernel hands out port 0 from the same range (ip_local_port_range,
+// 32768 up by default) as every client connection's local port, and the
+// tests here open thousands of those, in this package and in the ones
+// running beside it, so one could take the port in between. Ports are
+// chosen below that range, at random, where no client connection lands.
 func freePort(t *testing.T) string {
 	t.Helper()
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(10000+rand.IntN(22000)))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
