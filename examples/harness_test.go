@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/deputyhq/deputy/sidecar/porttest"
 )
 
 // deputyBin is built once by TestMain from this checkout.
@@ -50,12 +52,7 @@ func TestMain(m *testing.M) {
 // freeAddr returns a loopback address nothing listens on right now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return porttest.Free(t)
 }
 
 // process runs a command until the test ends, keeping its output for

@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,31 +20,15 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/porttest"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
-// The port is free when chosen and bound later, by the server under test.
-// The kernel hands out port 0 from the same range (ip_local_port_range,
-// 32768 up by default) as every client connection's local port, and the
-// tests here open thousands of those, in this package and in the ones
-// running beside it, so one could take the port in between. Ports are
-// chosen below that range, at random, where no client connection lands.
+// freePort is a loopback address for a server the test starts.
 func freePort(t *testing.T) string {
 	t.Helper()
-	for range 100 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(10000+rand.IntN(22000)))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return porttest.Free(t)
 }
 
 // testConfig is a dev-mode config on free loopback ports serving the
