@@ -34,6 +34,7 @@ func TestRedisDown(t *testing.T) {
 	// Durable like a production Redis, so the restart loses nothing.
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
 	e := newEnv(t, func(t *testing.T, now sidecar.Clock) sidecar.Store { return redisStoreOn(t, srv, now) })
+	subscribed(t, e.store)
 	e.seed()
 	id, cookie := e.live(e.agent())
 	if _, err := e.check(cookie); err != nil {
@@ -112,4 +113,36 @@ func TestEvictionReachesOtherReplica(t *testing.T) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// subscribed waits until st's invalidation subscription delivers: Redis
+// confirms a subscription before any message on it, and on that
+// confirmation every cache is flushed (messages may have been missed). On
+// a loaded machine the confirmation can come after the subscribe call
+// returned, and the flush then drops what a test cached since. A key
+// published and received after it means the flush is behind.
+func subscribed(t *testing.T, st sidecar.Store) {
+	t.Helper()
+	const probe = "test:subscribed"
+	got := make(chan struct{}, 1)
+	cancel := st.Subscribe(func(key string) {
+		if key == probe {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		}
+	})
+	defer cancel()
+	for range 100 {
+		if err := st.Invalidate(context.Background(), probe); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Fatal("the invalidation subscription delivered nothing in 10 s")
 }
