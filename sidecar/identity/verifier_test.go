@@ -97,31 +97,22 @@ func jwks(ks ...testKey) []byte {
 // sign makes a compact JWS of claims with key k, naming kid in the header.
 func sign(t testing.TB, k testKey, kid string, claims map[string]any) string {
 	t.Helper()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signRaw(t, k, kid, string(payload))
+}
+
+// signRaw makes a compact JWS of payload exactly as given, with key k,
+// naming kid in the header unless it is empty.
+func signRaw(t testing.TB, k testKey, kid, payload string) string {
+	t.Helper()
 	opts := (&jose.SignerOptions{}).WithType("JWT")
 	if kid != "" {
 		opts = opts.WithHeader(jose.HeaderKey("kid"), kid)
 	}
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.key}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, _ := json.Marshal(claims)
-	obj, err := s.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := obj.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// signRaw makes a compact JWS of payload exactly as given, with key k.
-func signRaw(t testing.TB, k testKey, kid, payload string) string {
-	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: k.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), kid))
 	if err != nil {
 		t.Fatal(err)
 	}
