@@ -671,8 +671,14 @@ type PartnerStore interface {
 	// RevokeGrant deletes a grant and returns it; ENOTFOUND if absent. It
 	// takes the next Seq of the grant's partner organisation at the
 	// customer, so that no approval decided before it issues the grant
-	// again.
+	// again. It keeps the grant as it was for RevokedGrant, in the same
+	// atomic write.
 	RevokeGrant(ctx context.Context, customer, id string) (*Grant, error)
+	// RevokedGrant returns a grant RevokeGrant removed, as it was, until
+	// the time it would have expired; ENOTFOUND for an id never revoked.
+	// A retried revocation finds there that its grant existed, and whose
+	// it was, so it publishes the eviction again for its parties only.
+	RevokedGrant(ctx context.Context, customer, id string) (*Grant, error)
 	// EffectiveGrants returns the user's individual and the org's live
 	// grants for the customer, in one read.
 	EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (EffectiveGrants, error)

@@ -710,10 +710,10 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	}
 	s, err := i.store.GetSession(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, unknown(err, whatSession)
 	}
 	if err := authorize("impersonation.end", map[string]any{"session": sessionTarget(s)}); err != nil {
-		return nil, err
+		return nil, unseen(err, whatSession)
 	}
 	if st := s.EndState(i.clock()); st != "" {
 		// An ended session stays as it ended.
@@ -780,10 +780,10 @@ func (i *Impersonation) GetSession(ctx context.Context, by *sidecar.Identity, id
 	}
 	s, err := i.store.GetSession(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, unknown(err, whatSession)
 	}
 	if err := authorize("impersonation.list", map[string]any{"actor": s.Actor, "session": sessionTarget(s)}); err != nil {
-		return nil, err
+		return nil, unseen(err, whatSession)
 	}
 	return s, nil
 }

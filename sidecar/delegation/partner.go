@@ -326,10 +326,10 @@ func (p *Partners) checkMember(ctx context.Context, caller *sidecar.Identity, us
 func (p *Partners) GetRequest(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, error) {
 	r, err := p.store.GetRequest(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, unknown(err, whatRequest)
 	}
 	if err := authorize("partner.list_requests", requestTarget(r)); err != nil {
-		return nil, err
+		return nil, unseen(err, whatRequest)
 	}
 	r.Status = r.StatusAt(p.clock())
 	return r, nil
@@ -476,12 +476,15 @@ func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id stri
 func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, status, action string, authorize Authorize) (*sidecar.AccessRequest, error) {
 	r, err := p.store.GetRequest(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, unknown(err, whatRequest)
 	}
 	if err := authorize(action, requestTarget(r)); err != nil {
+		return nil, unseen(err, whatRequest)
+	}
+	if err := party(caller, r.Customer, r.PartnerOrg, whatRequest); err != nil {
 		return nil, err
 	}
-	if caller == nil || caller.Org != r.Customer {
+	if caller.Org != r.Customer {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "not_contact_manager")
 	}
 	now := p.clock()
@@ -508,35 +511,35 @@ func decidedError(status string) error {
 
 // Revoke ends a grant at once, from either side: the customer or the
 // partner organisation. The store publishes the eviction to every replica.
-// A grant already gone (revoked, expired, never issued), or that ends
-// between the lookup and the revocation, is no error: revoking is
-// idempotent. Revoke then returns nil, and nothing is audited or
-// announced; policy is asked as for a grant of the caller's own
-// organisation, so only someone who could have revoked it hears so.
 //
-// Gone or not, the eviction is published again: the caller may be
-// retrying a revocation whose write reached the store while its answer,
-// and the eviction after it, were lost, and replicas that cached the
-// grant would otherwise honour it until their cache TTL.
+// Revoking is idempotent for the grant's parties: a grant they revoked
+// already (kept by the store until it would have expired), or that ends
+// between the lookup and the revocation, is no error. Revoke then returns
+// nil, audits and announces nothing, and publishes the eviction again: the
+// caller may be retrying a revocation whose write reached the store while
+// its answer, and the eviction after it, were lost, and replicas that
+// cached the grant would otherwise honour it until their cache TTL.
+//
+// An id never issued (or expired), and any grant to a caller who is no
+// party to it, answer alike ENOTFOUND, with nothing changed or published:
+// no one learns which grants exist, nor makes every replica drop its cache.
 func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, customer, id string, authorize Authorize) (*sidecar.Grant, error) {
 	g, err := p.store.GetGrant(ctx, customer, id)
-	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		if err := authorize("partner.revoke", map[string]any{"customer": customer, "partner_org": orgOf(caller), "grant_id": id}); err != nil {
-			return nil, err
-		}
-		if err := party(caller, customer, orgOf(caller)); err != nil {
-			return nil, err
-		}
-		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
+	gone := sidecar.ErrorCode(err) == sidecar.ENOTFOUND
+	if gone {
+		g, err = p.store.RevokedGrant(ctx, customer, id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, unknown(err, whatGrant)
 	}
 	if err := authorize("partner.revoke", map[string]any{"customer": g.Customer, "partner_org": g.PartnerOrg, "user": g.User, "grant_id": g.ID}); err != nil {
+		return nil, unseen(err, whatGrant)
+	}
+	if err := party(caller, g.Customer, g.PartnerOrg, whatGrant); err != nil {
 		return nil, err
 	}
-	if err := party(caller, g.Customer, g.PartnerOrg); err != nil {
-		return nil, err
+	if gone {
+		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
 	// An approval still completing must not issue this grant again after
 	// it is revoked: close it first (a fault here leaves the grant as it
@@ -592,13 +595,47 @@ func (p *Partners) revokeReissued(ctx context.Context, g *sidecar.Grant) (*sidec
 	return p.store.RevokeGrant(ctx, g.Customer, cur.ID)
 }
 
-// party refuses a caller that is neither side of a grant.
-func party(caller *sidecar.Identity, customer, partnerOrg string) error {
+// party refuses a caller that is neither side of a request or grant, as
+// if what it names did not exist (see unseen).
+func party(caller *sidecar.Identity, customer, partnerOrg, what string) error {
 	if caller == nil || caller.Org == "" || (caller.Org != customer && caller.Org != partnerOrg) {
-		return sidecar.Errorf(sidecar.EFORBIDDEN, "not_party_to_grant")
+		return notFound(what)
 	}
 	return nil
 }
+
+// What a record is called in the answer to an id that names none.
+const (
+	whatRequest = "access request"
+	whatGrant   = "grant"
+	whatSession = "session"
+)
+
+// ReasonNotParty is the manage policy's reason for refusing a caller who
+// is no party to the stored record an action names (a request, a grant, a
+// session), and may not see it otherwise.
+const ReasonNotParty = "not_party"
+
+// unseen answers a refusal for want of being a party exactly as an
+// unknown id is answered (unknown): a 403 would tell the caller that the
+// id exists. Other refusals, to callers who may see the record, stand.
+func unseen(err error, what string) error {
+	if sidecar.ErrorCode(err) == sidecar.EFORBIDDEN && sidecar.ErrorMessage(err) == ReasonNotParty {
+		return notFound(what)
+	}
+	return err
+}
+
+// unknown answers a store's ENOTFOUND in the words unseen uses, whatever
+// the store's own.
+func unknown(err error, what string) error {
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return notFound(what)
+	}
+	return err
+}
+
+func notFound(what string) error { return sidecar.Errorf(sidecar.ENOTFOUND, "%s not found", what) }
 
 // CustomerAccess is one line of "My Customers": the grant that applies to
 // the caller for a customer after precedence.

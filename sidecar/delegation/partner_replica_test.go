@@ -9,6 +9,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/resolve"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // TestRevocationReachesEveryReplica revokes on one replica and watches a
@@ -92,8 +93,19 @@ func TestRetriedRevocationReachesEveryReplica(t *testing.T) {
 	if got := resolvedLevel(resolverB, patUser, "acme"); got != "create" {
 		t.Fatalf("replica b resolves %q before the revocation, want create", got)
 	}
-	// The first attempt's write, without its eviction.
-	if err := srv.Client().HDel(ctx, "retry:{cust:acme}:grants", "partnerco\x00").Err(); err != nil {
+	// The first attempt's write, without its eviction: the grant moved to
+	// the customer's revoked grants, as RevokeGrant's script does.
+	raw, err := srv.Client().HGet(ctx, "retry:{cust:acme}:grants", "partnerco\x00").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = srv.Client().TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.HDel(ctx, "retry:{cust:acme}:grants", "partnerco\x00")
+		p.HSet(ctx, "retry:{cust:acme}:grants:revoked", g.ID, raw)
+		p.ZAdd(ctx, "retry:{cust:acme}:grants:revoked:exp", goredis.Z{Score: float64(g.ExpiresAt.UnixMilli()), Member: g.ID})
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := resolvedLevel(resolverB, patUser, "acme"); got != "create" {

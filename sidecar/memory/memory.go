@@ -80,6 +80,7 @@ type Store struct {
 	requestLog []string                             // logKey(created, id), ascending
 	grants     map[string]map[string]*sidecar.Grant // customer → org\x00user → grant
 	order      map[string]map[string]int64          // customer → org: last Seq taken; org\x00user: Seq of the last grant written or revocation
+	revoked    map[string]map[string]sidecar.Grant  // customer → grant id → the grant as revoked, until it would have expired
 	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
 	assign     map[string]*sidecar.Assignment
@@ -120,6 +121,7 @@ func New(opts ...Option) *Store {
 		requests:     map[string]*sidecar.AccessRequest{},
 		grants:       map[string]map[string]*sidecar.Grant{},
 		order:        map[string]map[string]int64{},
+		revoked:      map[string]map[string]sidecar.Grant{},
 		shares:       map[string]map[string]*sidecar.Share{},
 		subs:         map[string]*sidecar.Subscription{},
 		assign:       map[string]*sidecar.Assignment{},
@@ -859,12 +861,42 @@ func (s *Store) RevokeGrant(_ context.Context, customer, id string) (*sidecar.Gr
 			s.order[customer][k] = seq
 		}
 	}
+	if out != nil {
+		s.keepRevoked(customer, *out)
+	}
 	s.mu.Unlock()
 	if out == nil {
 		return nil, notFound("grant")
 	}
 	s.publish(sidecar.GrantKey(customer))
 	return out, nil
+}
+
+// keepRevoked records g for RevokedGrant and forgets the customer's
+// revoked grants past their expiry. s.mu is held.
+func (s *Store) keepRevoked(customer string, g sidecar.Grant) {
+	m := s.revoked[customer]
+	if m == nil {
+		m = map[string]sidecar.Grant{}
+		s.revoked[customer] = m
+	}
+	now := s.now()
+	for id, old := range m {
+		if !old.Live(now) {
+			delete(m, id)
+		}
+	}
+	m[g.ID] = g
+}
+
+func (s *Store) RevokedGrant(_ context.Context, customer, id string) (*sidecar.Grant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	g, ok := s.revoked[customer][id]
+	if !ok || !g.Live(s.now()) {
+		return nil, notFound("revoked grant")
+	}
+	return &g, nil
 }
 
 func (s *Store) EffectiveGrants(_ context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error) {

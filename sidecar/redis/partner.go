@@ -282,6 +282,11 @@ return 1
 // every approval decided before it is below.
 // KEYS: grants hash, expiry set, seq hash. ARGV: field, grant id, partner
 // org, seq TTL ms.
+// It also keeps the grant as it was for RevokedGrant: KEYS[4] holds it by
+// id, KEYS[5] its expiry, and both are trimmed of grants past theirs and
+// live until the last one kept expires.
+// KEYS: grants, grants:exp, grants:seq, grants:revoked, grants:revoked:exp.
+// ARGV: field, id, partner org, seq TTL ms, expires-at ms, now ms.
 var revokeGrantScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
@@ -290,6 +295,20 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], redis.call('HINCRBY', KEYS[3], ARGV[3], 1))
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[2], v)
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
+local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[6], 'LIMIT', 0, 100)
+if #old > 0 then
+  redis.call('ZREM', KEYS[5], unpack(old))
+  redis.call('HDEL', KEYS[4], unpack(old))
+end
+local top = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
+if #top > 0 then
+  local ttl = tonumber(top[2]) - tonumber(ARGV[6])
+  if ttl < 1000 then ttl = 1000 end
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+end
 return v
 `)
 
@@ -372,8 +391,10 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.
 		if g.ID != id {
 			continue
 		}
-		raw, err := revokeGrantScript.Run(ctx, s.c, []string{s.cust(customer, "grants"), s.cust(customer, "grants:exp"), s.cust(customer, "grants:seq")},
-			f, id, g.PartnerOrg, s.seqTTL().Milliseconds()).Text()
+		keys := []string{s.cust(customer, "grants"), s.cust(customer, "grants:exp"), s.cust(customer, "grants:seq"),
+			s.cust(customer, "grants:revoked"), s.cust(customer, "grants:revoked:exp")}
+		raw, err := revokeGrantScript.Run(ctx, s.c, keys, f, id, g.PartnerOrg, s.seqTTL().Milliseconds(),
+			g.ExpiresAt.UnixMilli(), s.now().UnixMilli()).Text()
 		if errors.Is(err, goredis.Nil) {
 			break // replaced or revoked meanwhile
 		}
@@ -396,6 +417,21 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.
 		return g, perr
 	}
 	return nil, notFound("grant")
+}
+
+func (s *Store) RevokedGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
+	raw, err := s.c.HGet(ctx, s.cust(customer, "grants:revoked"), id).Result()
+	if err != nil {
+		return nil, rerr(err, "revoked grant")
+	}
+	g, err := decode[sidecar.Grant](raw)
+	if err != nil {
+		return nil, err
+	}
+	if !g.Live(s.now()) {
+		return nil, notFound("revoked grant")
+	}
+	return g, nil
 }
 
 func (s *Store) EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error) {

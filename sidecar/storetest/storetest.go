@@ -839,6 +839,35 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 		_, err = e.s.RevokeGrant(e.ctx, "acme", "g1")
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
+	// A revoked grant is kept, as it was, until it would have expired; an
+	// id never revoked, or revoked at another customer, is not found.
+	t.Run("revoked_grant_kept_until_its_expiry", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "pat", sidecar.LevelLook, day)))
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g2", "acme", "p2", "", sidecar.LevelCC, 2*day)))
+		must(t, e.s.PutGrant(e.ctx, grant(e, "g3", "acme", "p3", "", sidecar.LevelCC, day)))
+		_, err := e.s.RevokedGrant(e.ctx, "acme", "g1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		for _, id := range []string{"g1", "g2"} {
+			_, err = e.s.RevokeGrant(e.ctx, "acme", id)
+			must(t, err)
+		}
+		got, err := e.s.RevokedGrant(e.ctx, "acme", "g1")
+		must(t, err)
+		if got.ID != "g1" || got.PartnerOrg != "p1" || got.User != "pat" || got.Level != sidecar.LevelLook {
+			t.Fatalf("revoked grant kept as %+v", got)
+		}
+		for _, c := range []struct{ customer, id string }{{"acme", "g3"}, {"acme", "nope"}, {"globex", "g1"}} {
+			_, err = e.s.RevokedGrant(e.ctx, c.customer, c.id)
+			wantCode(t, err, sidecar.ENOTFOUND)
+		}
+		e.clock.Advance(day + time.Minute)
+		_, err = e.s.RevokedGrant(e.ctx, "acme", "g1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		if got, err := e.s.RevokedGrant(e.ctx, "acme", "g2"); err != nil || got.ID != "g2" {
+			t.Fatalf("g2, revoked and not yet past its expiry: %+v, %v", got, err)
+		}
+	})
 	t.Run("invalid_grants_rejected", func(t *testing.T) {
 		e := newEnv(t)
 		cases := []struct {

@@ -105,7 +105,8 @@ test_generic[note] if {
 		"anonymous": {"input": {"action": "impersonation.start", "target": {}}, "reason": "unauthenticated"},
 		"redeem is public": {"input": {"action": "impersonation.redeem", "target": {}}, "reason": "ok"},
 		"unknown action": {"input": {"action": "rockets.launch", "identity": _admin, "target": {}}, "reason": "no_rule"},
-		"known action not permitted": {"input": {"action": "impersonation.end", "identity": _agent, "target": {"session": {"actor": "x"}}}, "reason": "not_permitted"},
+		"known action not permitted": {"input": {"action": "impersonation.log", "identity": _customer, "target": {}}, "reason": "missing_permission"},
+		"known action not permitted to a party": {"input": {"action": "impersonation.end", "identity": _lead, "target": {"session": {"actor": "x"}}}, "reason": "not_permitted"},
 		"missing permission names it": {"input": {"action": "impersonation.log", "identity": _agent, "target": {}}, "reason": "missing_permission"},
 	}
 	d := manage.decision with input as tc.input
@@ -131,4 +132,23 @@ test_staff_flag[note] if {
 	d := manage.decision with input as {"action": tc.action, "identity": tc.id, "target": tc.target}
 	d.allowed
 	d.staff == tc.staff
+}
+
+# Who is refused a session as no party to it, which the API answers as an
+# unknown session id, and who as not permitted.
+test_session_parties[note] if {
+	session := {"id": "imp_1", "actor": "alice", "subject": "c42"}
+	some note, tc in {
+		"actor ends": {"action": "impersonation.end", "id": _agent, "reason": "ok"},
+		"customer acted for ends": {"action": "impersonation.end", "id": _customer, "reason": "ok"},
+		"admin ends anyone's": {"action": "impersonation.end", "id": _admin, "reason": "ok"},
+		"other agent ends": {"action": "impersonation.end", "id": {"sub": "bob", "roles": ["support_agent"]}, "reason": "not_party"},
+		"other customer ends": {"action": "impersonation.end", "id": {"sub": "c7", "roles": ["customer"]}, "reason": "not_party"},
+		"log reader may see it, not end it": {"action": "impersonation.end", "id": _lead, "reason": "not_permitted"},
+		"other agent reads": {"action": "impersonation.list", "id": {"sub": "bob", "roles": ["support_agent"]}, "reason": "not_party"},
+		"customer acted for reads": {"action": "impersonation.list", "id": _customer, "reason": "not_permitted"},
+	}
+	target := {"actor": "alice", "session": session}
+	d := manage.decision with input as {"action": tc.action, "identity": tc.id, "target": target}
+	d.reason == tc.reason
 }

@@ -70,3 +70,24 @@ test_partner_subscription_minimum_from_data if {
 _partner_input(tc) := object.filter(req, [k | some k, v in req; v != null]) if {
 	req := {"action": tc.action, "identity": tc.identity, "target": object.get(tc, "target", _acme_target)}
 }
+
+# Who is refused a stored request or grant as no party to it, which the
+# API answers as an unknown id, and who as not permitted.
+test_record_parties[note] if {
+	request := {"customer": "acme", "partner_org": "partnerco", "request_id": "r1"}
+	grant := {"customer": "acme", "partner_org": "partnerco", "user": "", "grant_id": "g1"}
+	some note, tc in {
+		"other org reads a request": {"action": "partner.list_requests", "identity": {"sub": "bob", "org": "otherco"}, "target": request, "reason": "not_party"},
+		"customer employee reads a request": {"action": "partner.list_requests", "identity": _acme_employee, "target": request, "reason": "not_party"},
+		"other org lists by customer": {"action": "partner.list_requests", "identity": {"sub": "bob", "org": "otherco"}, "target": {"customer": "acme"}, "reason": "not_permitted"},
+		"partner approves own request": {"action": "partner.approve", "identity": _partner_user, "target": request, "reason": "not_permitted"},
+		"other contact manager approves": {"action": "partner.approve", "identity": _other_contact_manager, "target": request, "reason": "not_party"},
+		"other contact manager rejects": {"action": "partner.reject", "identity": _other_contact_manager, "target": request, "reason": "not_party"},
+		"other org revokes": {"action": "partner.revoke", "identity": {"sub": "oz", "org": "otherco"}, "target": grant, "reason": "not_party"},
+		"customer employee revokes": {"action": "partner.revoke", "identity": _acme_employee, "target": grant, "reason": "not_party"},
+		"caller without an org revokes": {"action": "partner.revoke", "identity": {"sub": "nobody"}, "target": grant, "reason": "not_party"},
+		"partner revokes": {"action": "partner.revoke", "identity": _partner_user, "target": grant, "reason": "ok"},
+	}
+	d := manage.decision with input as {"action": tc.action, "identity": tc.identity, "target": tc.target}
+	d.reason == tc.reason
+}

@@ -95,6 +95,15 @@ deny contains "missing_permission" if {
 	not input.action in allow
 }
 
+# Staff who may not see a session, and other customers, are refused as
+# not_party, which the API answers exactly as an unknown session id.
+deny contains "not_party" if {
+	input.action in {"impersonation.end", "impersonation.list"}
+	input.target.session
+	not input.action in allow
+	not _session_party
+}
+
 deny contains "not_self" if {
 	input.action == "consent.set_self"
 	not _self
@@ -145,6 +154,10 @@ deny contains "store_view_not_allowed" if {
 	sv != ""
 	not _store_view_allowed(sv)
 }
+
+_session_party if input.identity.sub in {input.target.session.actor, input.target.session.subject}
+
+_session_party if "view_login_as_customer_log" in _perms
 
 _starting if {
 	input.action == "impersonation.start"

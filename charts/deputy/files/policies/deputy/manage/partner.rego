@@ -82,6 +82,28 @@ deny contains sprintf("level_below_minimum:%s", [partner.subscription_min_level]
 	not partner.at_least(input.target.grant.level, partner.subscription_min_level)
 }
 
+# A caller who is no party to the stored request or grant an action names
+# by id is refused as not_party, which the API answers exactly as an
+# unknown id: no one learns which ids exist. A party who may not take the
+# action (a partner approving its own request) is refused as not_permitted.
+deny contains "not_party" if {
+	input.action in {"partner.list_requests", "partner.approve", "partner.reject", "partner.revoke"}
+	_names_record
+	not input.action in allow
+	not _record_party
+}
+
+_names_record if input.target.request_id
+
+_names_record if input.target.grant_id
+
+_record_party if _contact_manager
+
+_record_party if {
+	_partner_member
+	input.identity.org == input.target.partner_org
+}
+
 _partner_member if input.identity.org != ""
 
 _contact_manager if {

@@ -1,0 +1,158 @@
+package api_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+// TestNonPartyReadsAsUnknown: a caller who is no party to an access
+// request or a grant gets, for every call naming it by id, the answer an
+// unknown id gets, status and body alike: anything else tells which ids
+// exist.
+func TestNonPartyReadsAsUnknown(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			pending := p.request(accessBody("look", 30, "organisation"))
+			grant := p.grant(accessBody("update", 30, "individual", "pat"))
+			revoked := p.grant(accessBody("create", 30, "individual", "paul"))
+			p.must(p.call("DELETE", "partner/grants/acme/"+revoked, p.cora(), nil), 204)
+			gil := p.tok(identity.DevClaims{Subject: "gil", Org: "globex", Roles: []string{"contact_manager"}})
+			noOrg := p.tok(identity.DevClaims{Subject: "nobody"})
+			callers := map[string]string{"another org": p.bob(), "another org's contact manager": gil,
+				"the customer's employee without the role": p.eve(), "a caller without an organisation": noOrg}
+			for _, tc := range []struct{ name, method, known, unknown string }{
+				{"read a request", "GET", "partner/requests/" + pending, "partner/requests/nope"},
+				{"approve a request", "POST", "partner/requests/" + pending + "/approve", "partner/requests/nope/approve"},
+				{"reject a request", "POST", "partner/requests/" + pending + "/reject", "partner/requests/nope/reject"},
+				{"revoke a grant", "DELETE", "partner/grants/acme/" + grant, "partner/grants/acme/nope"},
+				{"revoke a revoked grant", "DELETE", "partner/grants/acme/" + revoked, "partner/grants/acme/nope"},
+			} {
+				for who, tok := range callers {
+					known, unknown := p.call(tc.method, tc.known, tok, nil), p.call(tc.method, tc.unknown, tok, nil)
+					if known.status != 404 || known.status != unknown.status || known.raw != unknown.raw {
+						t.Errorf("%s, by %s: %d %s for an existing id, %d %s for an unknown one; want 404 both, word for word",
+							tc.name, who, known.status, known.raw, unknown.status, unknown.raw)
+					}
+				}
+			}
+			// Nothing happened to what they named.
+			if r := p.must(p.call("GET", "partner/requests/"+pending, p.cora(), nil), 200); r.str("status") != sidecar.RequestPending {
+				t.Fatalf("the request after the refusals: %s", r.raw)
+			}
+			if got := len(p.must(p.call("GET", "partner/partners", p.cora(), nil), 200).items()); got != 1 {
+				t.Fatalf("acme has %d grants after the refusals, want 1", got)
+			}
+		})
+	}
+}
+
+// TestRevokeUnknownGrantPublishesNothing: revoking a grant id that was
+// never issued changes nothing, audits nothing and publishes no eviction
+// to the replicas, whoever asks; retrying the revocation of a grant that
+// was revoked still publishes its eviction again (its first eviction may
+// have been lost).
+func TestRevokeUnknownGrantPublishesNothing(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			revoked := p.grant(accessBody("look", 30, "organisation"))
+			p.must(p.call("DELETE", "partner/grants/acme/"+revoked, p.cora(), nil), 204)
+			ctx := context.Background()
+			audit, _, err := p.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: 100}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			events := len(p.eventTypes())
+
+			var mu sync.Mutex
+			var published []string
+			cancel := p.store.Subscribe(func(k string) {
+				if k == sidecar.InvalidateAll {
+					return // the bus reconnected: no one's write
+				}
+				mu.Lock()
+				published = append(published, k)
+				mu.Unlock()
+			})
+			defer cancel()
+			// settled waits for a marker published after the calls: the
+			// store's own publishes reach the subscriber before it.
+			settled := func(marker string) []string {
+				t.Helper()
+				if err := p.store.Invalidate(ctx, marker); err != nil {
+					t.Fatal(err)
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for time.Now().Before(deadline) {
+					mu.Lock()
+					got := published
+					done := len(got) > 0 && got[len(got)-1] == marker
+					if done {
+						published = nil
+					}
+					mu.Unlock()
+					if done {
+						return got[:len(got)-1]
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				t.Fatalf("marker %s never arrived", marker)
+				return nil
+			}
+			settled("start")
+			for who, tok := range map[string]string{"the partner": p.pat(), "the contact manager": p.cora()} {
+				if r := p.call("DELETE", "partner/grants/acme/nope", tok, nil); r.status != 404 || r.code() != "not_found" {
+					t.Errorf("%s revokes an unknown grant: %d %s, want 404", who, r.status, r.raw)
+				}
+				if got := settled("after " + who); len(got) != 0 {
+					t.Errorf("%s revoking an unknown grant published %v, want nothing", who, got)
+				}
+			}
+			after, _, err := p.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: 100}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(after) != len(audit) || len(p.eventTypes()) != events {
+				t.Fatalf("audit %d → %d, events %d → %d: revoking unknown grants recorded something", len(audit), len(after), events, len(p.eventTypes()))
+			}
+
+			// A party's retry of a revocation: idempotent, and evicted again.
+			for who, tok := range map[string]string{"the partner": p.pat(), "the contact manager": p.cora()} {
+				p.must(p.call("DELETE", "partner/grants/acme/"+revoked, tok, nil), 204)
+				if got := settled("retry by " + who); len(got) != 1 || got[0] != sidecar.GrantKey("acme") {
+					t.Errorf("%s retrying a revocation published %v, want %s once", who, got, sidecar.GrantKey("acme"))
+				}
+			}
+		})
+	}
+}
+
+// TestNonPartySessionReadsAsUnknown: reading or ending a session someone
+// else started answers, to staff who may not see it, exactly as an
+// unknown session id does.
+func TestNonPartySessionReadsAsUnknown(t *testing.T) {
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		e := newEnv(t, mk)
+		e.seed()
+		id, _ := e.live(e.agent())
+		for who, tok := range map[string]string{"another agent": e.as("bob", "support_agent"), "another customer": e.as("c7", "customer")} {
+			for _, method := range []string{"GET", "DELETE"} {
+				known := e.do(method, "/deputy/v1/impersonation/sessions/"+id, tok, nil)
+				unknown := e.do(method, "/deputy/v1/impersonation/sessions/imp_nope", tok, nil)
+				if known.Status != 404 || known.Raw != unknown.Raw {
+					t.Errorf("%s %s: %d %s for an existing session, %d %s for an unknown one; want 404 both, word for word",
+						who, method, known.Status, known.Raw, unknown.Status, unknown.Raw)
+				}
+			}
+		}
+		if r := e.must(e.do("GET", "/deputy/v1/impersonation/sessions/"+id, e.agent(), nil), 200); r.str("state") != "live" {
+			t.Fatalf("the session after the refusals: %s", r.Raw)
+		}
+	})
+}
