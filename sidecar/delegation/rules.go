@@ -179,26 +179,72 @@ func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 		return nil, fmt.Errorf("data.deputy.partner.customer_path_prefix: %s", sidecar.ErrorMessage(err))
 	}
 	p.CustomerPath = t
-	if err := checkPartnerRoutes(m); err != nil {
+	// Read by the management policy alone, as super_admin_roles is.
+	if _, err := dataStrings(m, "contact_manager_roles", false); err != nil {
+		return nil, fmt.Errorf("data.deputy.partner.%w", err)
+	}
+	ranks, err := readLevelRanks(m["level_rank"])
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPartnerRoutes(m, ranks); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
+// readLevelRanks reads level_rank, the ranks the partner policy compares
+// with >=. It must rank exactly the levels of sidecar.Levels, each by a
+// whole number, higher from each level to the next, so the policy orders
+// levels as Go does (Level.AtLeast). Anything else would be read by Rego
+// otherwise than meant: a level it does not rank allows nothing, and a
+// rank that is not a number compares by type, every string above every
+// number, so a cc rank written "0" would rank cc above full_admin.
+func readLevelRanks(v any) (map[sidecar.Level]int, error) {
+	const at = "data.deputy.partner.level_rank"
+	table, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: want an object of level to rank, got %s", at, show(v))
+	}
+	for _, name := range slices.Sorted(maps.Keys(table)) {
+		if !sidecar.Level(name).Valid() {
+			return nil, fmt.Errorf("%s.%s: not a level (levels are %s)", at, name, levelNames())
+		}
+	}
+	ranks := make(map[sidecar.Level]int, len(sidecar.Levels))
+	for i, level := range sidecar.Levels {
+		v, present := table[string(level)]
+		if !present {
+			return nil, fmt.Errorf("%s.%s: required (every level is ranked: %s)", at, level, levelNames())
+		}
+		rank, ok := dataInt(v)
+		if !ok {
+			return nil, fmt.Errorf("%s.%s: want a whole number, got %s", at, level, show(v))
+		}
+		if i > 0 {
+			if below := sidecar.Levels[i-1]; rank <= ranks[below] {
+				return nil, fmt.Errorf("%s.%s: want a rank above %s's %d (levels rank higher in the order %s), got %d", at, level, below, ranks[below], levelNames(), rank)
+			}
+		}
+		ranks[level] = rank
+	}
+	return ranks, nil
+}
+
 // checkPartnerRoutes refuses route tables the partner policy would read
 // otherwise than meant: sections that are not objects of "collection" and
-// "item" tables of method to level, a level level_rank does not rank, and
-// a route a cc grant would reach by rank. cc reads only the items shared
-// with the partner user (cc_item_methods); the policy's allows by rank
-// leave the cc test out, so a route needing no more than cc would open to
-// every cc grant.
-func checkPartnerRoutes(m map[string]any) error {
+// "item" tables of method to level, a method key the request's methods
+// never are, a level level_rank does not rank, a route a cc grant would
+// reach by rank, and cc_item_methods that is not a list of methods. cc
+// reads only the items shared with the partner user (cc_item_methods); the
+// policy's allows by rank leave the cc test out, so a route needing no
+// more than cc would open to every cc grant.
+func checkPartnerRoutes(m map[string]any, ranks map[sidecar.Level]int) error {
 	sections, ok := m["sections"].(map[string]any)
 	if !ok {
 		return fmt.Errorf("data.deputy.partner.sections: want an object of sections, got %s", show(m["sections"]))
 	}
-	ranks, _ := m["level_rank"].(map[string]any)
-	ccRank, ccRanked := dataInt(ranks[string(sidecar.LevelCC)])
+	ccRank := ranks[sidecar.LevelCC]
 	for _, name := range slices.Sorted(maps.Keys(sections)) {
 		at := "data.deputy.partner.sections." + name
 		sec, ok := sections[name].(map[string]any)
@@ -215,13 +261,27 @@ func checkPartnerRoutes(m map[string]any) error {
 				return fmt.Errorf("%s.%s: want an object of method to level, got %s", at, kind, show(v))
 			}
 			for _, method := range slices.Sorted(maps.Keys(table)) {
+				if !routeMethod(method) {
+					return fmt.Errorf("%s.%s.%s: %s", at, kind, method, routeMethodWant)
+				}
 				level, _ := table[method].(string)
-				rank, ranked := dataInt(ranks[level])
+				rank, ranked := ranks[sidecar.Level(level)]
 				switch {
 				case !ranked:
 					return fmt.Errorf("%s.%s.%s: want a level of level_rank, got %s", at, kind, method, show(table[method]))
-				case ccRanked && rank <= ccRank:
+				case rank <= ccRank:
 					return fmt.Errorf("%s.%s.%s: %q would open the route to every cc grant (cc reads only shared items, cc_item_methods)", at, kind, method, level)
+				}
+			}
+		}
+		if v, present := sec["cc_item_methods"]; present {
+			list, _ := v.([]any)
+			if list == nil {
+				return fmt.Errorf("%s.cc_item_methods: want a list of methods, got %s", at, show(v))
+			}
+			for i, e := range list {
+				if method, _ := e.(string); method == "*" || !routeMethod(method) {
+					return fmt.Errorf("%s.cc_item_methods[%d]: want an upper-case method name, got %s", at, i, show(e))
 				}
 			}
 		}
@@ -248,6 +308,11 @@ func readResellerRules(m map[string]any) (*ResellerRules, error) {
 		return nil, fmt.Errorf("data.deputy.reseller.%w", err)
 	}
 	if r.RequiredPrivileges, err = dataStrings(m, "required_privileges", true); err != nil {
+		return nil, fmt.Errorf("data.deputy.reseller.%w", err)
+	}
+	// The management policy alone reads super_admin_roles, with "in",
+	// which reads a string as holding nothing and an object by its values.
+	if _, err = dataStrings(m, "super_admin_roles", false); err != nil {
 		return nil, fmt.Errorf("data.deputy.reseller.%w", err)
 	}
 	if v, ok := m["role_privileges"]; ok {

@@ -151,10 +151,25 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 			path: "data.deputy.partner.sections.site.item.GET"},
 		{name: "route level cc", section: "partner", edit: map[string]any{"sections": map[string]any{"site": map[string]any{"collection": map[string]any{"*": "cc"}}}},
 			path: "data.deputy.partner.sections.site.collection.*"},
-		{name: "route level ranked as cc", section: "partner", edit: map[string]any{
-			"level_rank": map[string]any{"cc": 0.0, "look": 0.0, "update": 2.0, "create": 3.0, "service_admin": 4.0, "full_admin": 5.0},
-			"sections":   map[string]any{"site": map[string]any{"item": map[string]any{"GET": "look"}}}},
-			path: "data.deputy.partner.sections.site.item.GET"},
+		{name: "route method in lower case", section: "partner", edit: map[string]any{"sections": map[string]any{"site": map[string]any{"item": map[string]any{"get": "look"}}}},
+			path: "data.deputy.partner.sections.site.item.get"},
+		{name: "cc item methods not a list", section: "partner", edit: map[string]any{"sections": map[string]any{"site": map[string]any{"cc_item_methods": "GET"}}},
+			path: "data.deputy.partner.sections.site.cc_item_methods"},
+		{name: "cc item method in lower case", section: "partner", edit: map[string]any{"sections": map[string]any{"site": map[string]any{"cc_item_methods": []any{"GET", "head"}}}},
+			path: "data.deputy.partner.sections.site.cc_item_methods[1]"},
+		{name: "level ranks left out", section: "partner", edit: map[string]any{"level_rank": nil}, path: "data.deputy.partner.level_rank"},
+		{name: "cc rank a string", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"cc": "0"})}, path: "data.deputy.partner.level_rank.cc"},
+		{name: "rank a string", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"look": "1"})}, path: "data.deputy.partner.level_rank.look"},
+		{name: "rank fractional", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"update": 2.5})}, path: "data.deputy.partner.level_rank.update"},
+		{name: "rank null", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"full_admin": nil})}, path: "data.deputy.partner.level_rank.full_admin"},
+		{name: "level left unranked", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"create": deleted})}, path: "data.deputy.partner.level_rank.create"},
+		{name: "unknown level ranked", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"gold": 9.0})}, path: "data.deputy.partner.level_rank.gold"},
+		{name: "look ranked as cc", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"look": 0.0})}, path: "data.deputy.partner.level_rank.look"},
+		{name: "ranks out of Go's order", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"service_admin": 6.0})}, path: "data.deputy.partner.level_rank.full_admin"},
+		{name: "ranks spaced and shifted", section: "partner", edit: map[string]any{"level_rank": ranks(map[string]any{"cc": -5.0, "look": json.Number("10"), "update": 20.0, "create": 30.0, "service_admin": 40.0, "full_admin": 50.0})}},
+		{name: "contact manager roles a string", section: "partner", edit: map[string]any{"contact_manager_roles": "contact_manager"}, path: "data.deputy.partner.contact_manager_roles"},
+		{name: "super admin roles a string", section: "reseller", edit: map[string]any{"super_admin_roles": "reseller_super_admin"}, path: "data.deputy.reseller.super_admin_roles"},
+		{name: "super admin role not a name", section: "reseller", edit: map[string]any{"super_admin_roles": []any{1.0}}, path: "data.deputy.reseller.super_admin_roles[0]"},
 		{name: "unknown subscription level", section: "partner", edit: map[string]any{"subscription_min_level": "gold"}, path: "data.deputy.partner.subscription_min_level"},
 		{name: "no required privilege", section: "reseller", edit: map[string]any{"required_privileges": []any{}}, path: "data.deputy.reseller.required_privileges"},
 		{name: "empty privilege name", section: "reseller", edit: map[string]any{"required_privileges": []any{"a", ""}}, path: "data.deputy.reseller.required_privileges[1]"},
@@ -186,6 +201,23 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deleted marks a key ranks leaves out.
+const deleted = "(deleted)"
+
+// ranks returns the shipped level_rank with the ranks edit sets, or
+// leaves out where it says deleted.
+func ranks(edit map[string]any) map[string]any {
+	out := map[string]any{"cc": 0.0, "look": 1.0, "update": 2.0, "create": 3.0, "service_admin": 4.0, "full_admin": 5.0}
+	for k, v := range edit {
+		if v == deleted {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // The reseller policy refuses a path naming another customer by the

@@ -1,0 +1,66 @@
+package policies_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// activateEdited copies the shipped policies with old replaced by new in
+// file, and activates the copy as `deputy serve` does, its data checked by
+// delegation.CheckRules: the activation's error, nil when it is accepted.
+func activateEdited(t *testing.T, file, old, new string) error {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(".")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, file)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s holds no %s", file, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := policy.LoadPaths([]string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)), policy.WithDataCheck(delegation.CheckRules))
+	return e.Activate(context.Background(), set)
+}
+
+// Policy data the shipped policies would read otherwise than its author
+// meant is refused at activation, naming the data path, never served.
+func TestActivationRefusesDataThePoliciesMisread(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, old, new string
+		path                 string // named in the refusal
+	}{
+		{
+			// Rego orders every string above every number: a cc rank
+			// quoted as YAML and ConfigMap authors quote numbers would
+			// let a cc grant through every route, contacts included.
+			name: "cc rank as a string", file: "deputy/partner/data.json",
+			old: `"level_rank": {"cc": 0,`, new: `"level_rank": {"cc": "0",`,
+			path: "data.deputy.partner.level_rank.cc",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := activateEdited(t, tc.file, tc.old, tc.new)
+			if err == nil || !strings.Contains(err.Error(), tc.path+":") {
+				t.Fatalf("activation: %v, want a refusal naming %s", err, tc.path)
+			}
+		})
+	}
+}
