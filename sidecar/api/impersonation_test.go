@@ -389,6 +389,12 @@ func TestPermissions(t *testing.T) {
 			{"lead sets consent for a customer", "PUT", "/deputy/v1/customers/c7/consent", (*env).lead, map[string]any{"allowed": true}, 200},
 			{"customer reads own consent", "GET", "/deputy/v1/customers/c42/consent", (*env).customer, nil, 200},
 			{"customer reads consent history", "GET", "/deputy/v1/customers/c42/consent/history", (*env).customer, nil, 200},
+			// Who set a customer's consent, and when, is the log's, not every
+			// agent's: login_as_customer reads the consent in force only.
+			{"agent reads consent history", "GET", "/deputy/v1/customers/c42/consent/history", (*env).agent, nil, 403},
+			{"lead reads consent history", "GET", "/deputy/v1/customers/c42/consent/history", (*env).lead, nil, 200},
+			{"auditor reads consent history", "GET", "/deputy/v1/customers/c42/consent/history", func(e *env) string { return e.as("aud", "auditor") }, nil, 200},
+			{"customer reads another's consent history", "GET", "/deputy/v1/customers/c7/consent/history", (*env).customer, nil, 403},
 			{"agent syncs a customer", "PUT", "/deputy/v1/customers/c9", (*env).agent, map[string]any{"name": "x"}, 403},
 			{"no token", "GET", "/deputy/v1/impersonation/sessions", func(*env) string { return "" }, nil, 401},
 			{"garbage token", "GET", "/deputy/v1/impersonation/sessions", func(*env) string { return "not.a.jwt" }, nil, 401},

@@ -139,7 +139,7 @@ func TestDeleteCustomerWithdrawsConsent(t *testing.T) {
 			if r := e.must(e.do("GET", "/deputy/v1/customers/c42/consent", e.agent(), nil), 200); r.Body["allowed"] != false {
 				t.Errorf("consent of the re-created c42: %s, want allowed false", r.Raw)
 			}
-			h := e.must(e.do("GET", "/deputy/v1/customers/c42/consent/history", e.agent(), nil), 200)
+			h := e.must(e.do("GET", "/deputy/v1/customers/c42/consent/history", e.lead(), nil), 200)
 			items, _ := h.Body["items"].([]any)
 			if len(items) != 2 {
 				t.Fatalf("consent history: %s, want the withdrawal and the customer's consent", h.Raw)

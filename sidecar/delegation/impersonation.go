@@ -449,9 +449,11 @@ func (i *Impersonation) GetConsent(ctx context.Context, by *sidecar.Identity, cu
 }
 
 // ConsentHistory lists past consent settings, newest first, to whoever
-// policy lets read the consent.
+// policy lets read the history (consent.history): who set the consent,
+// and when, is more than the consent in force that staff starting a
+// session read.
 func (i *Impersonation) ConsentHistory(ctx context.Context, by *sidecar.Identity, customer string, p sidecar.Page, authorize Authorize) ([]sidecar.Consent, string, error) {
-	if err := authorize("consent.get", map[string]any{"customer_id": customer}); err != nil {
+	if err := authorize("consent.history", map[string]any{"customer_id": customer}); err != nil {
 		return nil, "", err
 	}
 	return i.store.ConsentHistory(ctx, customer, p)

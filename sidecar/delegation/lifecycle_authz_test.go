@@ -204,7 +204,7 @@ func lifecycleCalls() []lifecycleCall {
 				_, err := w.imp.GetConsent(w.ctx, alice, "c1", az)
 				return err
 			}},
-		{"Impersonation.ConsentHistory", "consent.get", map[string]any{"customer_id": "c1"},
+		{"Impersonation.ConsentHistory", "consent.history", map[string]any{"customer_id": "c1"},
 			func(w *authzWorld, az delegation.Authorize) error {
 				_, _, err := w.imp.ConsentHistory(w.ctx, alice, "c1", sidecar.Page{}, az)
 				return err

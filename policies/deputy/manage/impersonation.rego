@@ -14,7 +14,7 @@ known_actions contains a if {
 	some a in {
 		"impersonation.start", "impersonation.end", "impersonation.list",
 		"impersonation.log", "impersonation.redeem", "consent.set_self",
-		"consent.set_for_customer", "consent.get", "customer.put",
+		"consent.set_for_customer", "consent.get", "consent.history", "customer.put",
 		"customer.delete",
 	}
 }
@@ -62,6 +62,16 @@ allow contains "consent.get" if _self
 allow contains "consent.get" if "login_as_customer" in _perms
 
 allow contains "consent.get" if "allow_remote_shopping_assistance" in _perms
+
+# The consent history says who set a customer's consent and when: the
+# customer's own record, and the log's (view_login_as_customer_log), and
+# theirs who set it on the customer's behalf. Starting sessions needs the
+# consent in force only (consent.get).
+allow contains "consent.history" if _self
+
+allow contains "consent.history" if "view_login_as_customer_log" in _perms
+
+allow contains "consent.history" if "allow_remote_shopping_assistance" in _perms
 
 # Customer profile sync from the host application.
 allow contains "customer.put" if "manage_customers" in _perms
