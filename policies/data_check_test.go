@@ -55,6 +55,33 @@ func TestActivationRefusesDataThePoliciesMisread(t *testing.T) {
 			old: `"level_rank": {"cc": 0,`, new: `"level_rank": {"cc": "0",`,
 			path: "data.deputy.partner.level_rank.cc",
 		},
+		{
+			// The policy opens a method whose entry, or "*", is defined
+			// and not false: "*" would overrule the explicit false.
+			name: "method closed by false beside *", file: "deputy/authz/data.json",
+			old: `"catalog": {"GET": true, "HEAD": true}`, new: `"catalog": {"*": true, "DELETE": false}`,
+			path: "data.deputy.authz.public.sections.catalog.DELETE",
+		},
+		{
+			name: "method closed by a quoted false", file: "deputy/authz/data.json",
+			old: `"catalog": {"GET": true, "HEAD": true}`, new: `"catalog": {"GET": true, "HEAD": true, "POST": "false"}`,
+			path: "data.deputy.authz.public.sections.catalog.POST",
+		},
+		{
+			name: "method closed by 0", file: "deputy/authz/data.json",
+			old: `"catalog": {"GET": true, "HEAD": true}`, new: `"catalog": {"GET": true, "HEAD": true, "POST": 0}`,
+			path: "data.deputy.authz.public.sections.catalog.POST",
+		},
+		{
+			name: "method closed by null", file: "deputy/authz/data.json",
+			old: `"/health": {"GET": true, "HEAD": true}`, new: `"/health": {"GET": true, "HEAD": true, "POST": null}`,
+			path: "data.deputy.authz.public.paths./health.POST",
+		},
+		{
+			name: "signed-in method closed by false", file: "deputy/authz/data.json",
+			old: `"checkout": {"*": true}`, new: `"checkout": {"*": true, "DELETE": false}`,
+			path: "data.deputy.authz.authenticated.sections.checkout.DELETE",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := activateEdited(t, tc.file, tc.old, tc.new)

@@ -130,10 +130,14 @@ func ReadRules(data map[string]any) (*Rules, error) {
 }
 
 // CheckRules refuses policy data whose impersonation switches, partner or
-// reseller rules are malformed or incomplete; give it to
+// reseller rules are malformed or incomplete, or whose public and
+// authenticated route tables the authz policy would misread; give it to
 // policy.WithDataCheck.
 func CheckRules(data map[string]any) error {
 	if _, err := ReadSwitches(data); err != nil {
+		return err
+	}
+	if err := checkAuthzRoutes(data); err != nil {
 		return err
 	}
 	_, err := ReadRules(data)

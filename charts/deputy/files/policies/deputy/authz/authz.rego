@@ -24,7 +24,10 @@ default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_ma
 # storefront's sections: catalog, customer, checkout, ...) or by exact path,
 # then by method. A route allows a request when it allows "*", or every
 # method the request may run as (a GET that names POST in an override is a
-# POST to an upstream that honours it). A request without an override
+# POST to an upstream that honours it). A route's table lists the methods
+# it opens: Deputy refuses at activation any value but true (a false or
+# "false" would read here as open) and any key but an upper-case method or
+# "*", so these lookups test nothing more on every public page. A request without an override
 # (sole_method) takes the first two branches of each route, its method
 # then "*", each one lookup with no "some ... in [...]" (the membership
 # builtin and the array it reads cost three allocations and about two
