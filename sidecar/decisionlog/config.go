@@ -1,6 +1,7 @@
 package decisionlog
 
 import (
+	"strings"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -187,6 +188,10 @@ func (c Config) Validate() error {
 	}
 	if c.Stream == "" {
 		return sidecar.Invalid("decision_log.stream", "must not be empty")
+	}
+	if c.Sink == SinkRedis && strings.Contains(c.Stream, "}") && !hasHashTag(c.Stream) {
+		// The sink keeps a key beside the stream, in its Cluster slot.
+		return sidecar.Invalid("decision_log.stream", "a name holding '}' must carry a hash tag ({tag}), not %q", c.Stream)
 	}
 	if c.MaxLen < 0 {
 		return sidecar.Invalid("decision_log.max_len", "must not be negative (0 keeps everything)")

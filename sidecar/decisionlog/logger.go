@@ -24,7 +24,8 @@ import (
 // Sink writes a batch of encoded records (one JSON object each). A sink
 // either writes the whole batch or returns an error; the batch is then
 // written again later, so a sink that fails half-way may repeat records
-// (decision_id tells them apart). A sink keeps neither the batch nor its
+// (decision_id tells them apart; the Redis sink skips the ones it already
+// wrote). A sink keeps neither the batch nor its
 // records once Write returns: their memory holds the next batch.
 type Sink interface {
 	Write(ctx context.Context, batch [][]byte) error

@@ -571,6 +571,7 @@ func TestConfigValidate(t *testing.T) {
 		{"flush", func(c *decisionlog.Config) { c.FlushInterval = 0 }, "decision_log.flush_interval"},
 		{"flush timeout", func(c *decisionlog.Config) { c.FlushTimeout = -time.Second }, "decision_log.flush_timeout"},
 		{"stream", func(c *decisionlog.Config) { c.Stream = "" }, "decision_log.stream"},
+		{"redis stream with braces and no hash tag", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.Stream = "logs{}:decisions" }, "decision_log.stream"},
 		{"max_len", func(c *decisionlog.Config) { c.MaxLen = -1 }, "decision_log.max_len"},
 		{"mask header", func(c *decisionlog.Config) { c.MaskHeaders = []string{""} }, "decision_log.mask_headers"},
 		{"backoff", func(c *decisionlog.Config) { c.BackoffMax = time.Millisecond }, "decision_log.backoff_max"},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	deputyredis "github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
@@ -86,6 +87,84 @@ func TestRedisSinkSurvivesOutage(t *testing.T) {
 	}
 	if l.Flushed() != 500 {
 		t.Errorf("Flushed = %d, want 500", l.Flushed())
+	}
+}
+
+// A Redis stall longer than the client's read timeout (a slow fsync, a
+// fork for BGSAVE; here DEBUG SLEEP) times the batch's write out on the
+// client while Redis still holds the command, and runs it on waking; the
+// logger, seeing an error, writes the batch again (from memory, or from
+// the spool it moved the batch to meanwhile). Each decision is in the
+// stream once.
+func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spool bool
+	}{{"queued", false}, {"spooled", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t, "--enable-debug-command", "yes")
+			// Deputy's own client, with its defaults (read_timeout 500ms,
+			// one retry).
+			rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rc.Close() })
+			cfg := redisConfig(1000)
+			if tc.spool {
+				cfg.SpoolDir = t.TempDir()
+			}
+			sink, err := decisionlog.NewSink(cfg, rc, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := startLogger(t, cfg, sink)
+			// A pooled connection, as in a running Deputy.
+			l.Log(impersonationDecision("warm", requestInput(t)))
+			waitFor(t, "the warm-up record written", func() bool { return l.Flushed() == 1 })
+
+			stalled := make(chan error, 1)
+			go func() { stalled <- srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "3").Err() }()
+			probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond})
+			defer probe.Close()
+			waitFor(t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
+			want := []string{"warm"}
+			for i := range 10 {
+				id := fmt.Sprintf("stall-%02d", i)
+				want = append(want, id)
+				l.Log(impersonationDecision(id, requestInput(t)))
+			}
+			waitFor(t, "the records written after the stall", func() bool { return l.QueueDepth() == 0 && l.SpoolBytes() == 0 && l.Flushed() == 11 })
+			if err := <-stalled; err != nil {
+				t.Fatalf("DEBUG SLEEP: %v", err)
+			}
+			if l.SinkErrors() == 0 {
+				t.Fatal("no write failed during the stall: nothing was retried")
+			}
+			if got := streamIDs(t, srv, cfg.Stream); strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("stream holds %d records for 11 decisions: %v", len(got), got)
+			}
+		})
+	}
+}
+
+// The sink keeps what it wrote in a key beside the stream: on a Redis
+// Cluster that key shares the stream's slot, whether or not the stream's
+// name carries a hash tag.
+func TestRedisSinkOnCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	c := cl.Client(t)
+	for _, name := range []string{"deputy:decisions", "{deputy}:decisions", "a{b}c"} {
+		t.Run(name, func(t *testing.T) {
+			sink := decisionlog.NewRedisSink(c, name, 0)
+			batch := [][]byte{[]byte(`{"decision_id":"d1"}`), []byte(`{"decision_id":"d2"}`)}
+			if err := sink.Write(context.Background(), batch); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := c.XLen(context.Background(), name).Result(); err != nil || n != 2 {
+				t.Errorf("XLEN = %d, %v; want the 2 records", n, err)
+			}
+		})
 	}
 }
 
@@ -392,5 +471,24 @@ func TestJSONLineEscapesC1(t *testing.T) {
 	var back decisionlog.Record
 	if err := json.Unmarshal(body, &back); err != nil || back.Subject != r.Subject || back.Path != r.Path {
 		t.Fatalf("read back %+v, %v from %s", back, err, line)
+	}
+}
+
+// BenchmarkRedisSinkWrite is one batch of the default size written to a
+// real Redis: the sink's cost per batch, round trip included.
+func BenchmarkRedisSinkWrite(b *testing.B) {
+	srv := redistest.Start(b)
+	rc := fastClient(b, srv.Addr)
+	sink := decisionlog.NewRedisSink(rc, "deputy:bench", 1000)
+	batch := make([][]byte, decisionlog.DefaultBatchSize)
+	for i := range batch {
+		batch[i] = fmt.Appendf(nil, `{"decision_id":"%032x","time":"2026-03-01T12:00:00Z","result":"allow"}`, i)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := sink.Write(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
