@@ -674,6 +674,11 @@ type PartnerStore interface {
 	// again. It keeps the grant as it was for RevokedGrant, in the same
 	// atomic write.
 	RevokeGrant(ctx context.Context, customer, id string) (*Grant, error)
+	// TakeSelfServiceChange takes one of the limit changes an
+	// organisation may make for itself in a window (access requests,
+	// shares), counted across replicas as TakeConsentChange counts a
+	// customer's, in a budget of its own.
+	TakeSelfServiceChange(ctx context.Context, org string, limit int, window time.Duration) (wait time.Duration, ok bool, err error)
 	// RevokedGrant returns a grant RevokeGrant removed, as it was, until
 	// the time it would have expired; ENOTFOUND for an id never revoked.
 	// A retried revocation finds there that its grant existed, and whose

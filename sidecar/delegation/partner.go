@@ -153,6 +153,9 @@ func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in Acc
 	if err := p.checkPending(ctx, r); err != nil {
 		return nil, err
 	}
+	if err := p.takeSelfService(ctx, r.PartnerOrg); err != nil {
+		return nil, err
+	}
 	if err := p.store.CreateRequest(ctx, r); err != nil {
 		return nil, err
 	}
@@ -595,6 +598,29 @@ func (p *Partners) revokeReissued(ctx context.Context, g *sidecar.Grant) (*sidec
 	return p.store.RevokeGrant(ctx, g.Customer, cur.ID)
 }
 
+// takeSelfService holds what org does for itself that widens access (an
+// access request, a share) to the budget policy data sets, across
+// replicas: each writes the self-service audit stream, which trims its
+// oldest records, and any organisation's account can repeat it. What
+// narrows (a rejection, a revocation, a share withdrawn) is never refused
+// and needs a counted change before it, so it counts nothing; an approval
+// decides a counted request.
+func (p *Partners) takeSelfService(ctx context.Context, org string) error {
+	lim, err := p.rules.Partner()
+	if err != nil {
+		return err
+	}
+	wait, ok, err := p.store.TakeSelfServiceChange(ctx, org, lim.MaxSelfServiceChanges, lim.SelfServiceChangeWindow)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return sidecar.RateLimited(wait, "organisation made %d access requests and shares in %s; withdrawing and revoking are always allowed",
+			lim.MaxSelfServiceChanges, lim.SelfServiceChangeWindow)
+	}
+	return nil
+}
+
 // party refuses a caller that is neither side of a request or grant, as
 // if what it names did not exist (see unseen).
 func party(caller *sidecar.Identity, customer, partnerOrg, what string) error {
@@ -752,6 +778,9 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 		return nil, err
 	}
 	if err := ValidRef("partner_org", in.PartnerOrg); err != nil {
+		return nil, err
+	}
+	if err := p.takeSelfService(ctx, customer); err != nil {
 		return nil, err
 	}
 	s := &sidecar.Share{Customer: customer, Resource: in.Resource, User: in.User, PartnerOrg: in.PartnerOrg, SharedBy: caller.Subject, SharedAt: p.clock()}

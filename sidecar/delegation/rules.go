@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -28,7 +29,13 @@ type PartnerRules struct {
 	// audit streams, which trim their oldest entries.
 	MaxPendingPerOrg      int
 	MaxPendingPerCustomer int
-	SubscriptionMinLevel  sidecar.Level
+	// MaxSelfServiceChanges per SelfServiceChangeWindow bound what an
+	// organisation does for itself that widens access (access requests,
+	// shares): each writes the self-service audit stream, which trims its
+	// oldest records, as a customer's own consent changes do.
+	MaxSelfServiceChanges   int
+	SelfServiceChangeWindow time.Duration
+	SubscriptionMinLevel    sidecar.Level
 	// CustomerPath is /<customer_path_prefix>/{customer}/, the path the
 	// partner and reseller policies read as naming the customer.
 	CustomerPath *PathTemplate
@@ -156,12 +163,19 @@ func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 		{"expiring_within_days", "days", &p.ExpiringWithinDays},
 		{"max_pending_requests_per_org", "requests", &p.MaxPendingPerOrg},
 		{"max_pending_requests_per_customer", "requests", &p.MaxPendingPerCustomer},
+		{"max_self_service_changes", "changes", &p.MaxSelfServiceChanges},
 	} {
 		n, ok := dataInt(m[f.key])
 		if !ok || n <= 0 {
 			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of %s, got %s", f.key, f.unit, show(m[f.key]))
 		}
 		*f.dst = n
+	}
+	w, _ := m["self_service_change_window"].(string)
+	if d, err := time.ParseDuration(w); err == nil && d > 0 {
+		p.SelfServiceChangeWindow = d
+	} else {
+		return nil, fmt.Errorf(`data.deputy.partner.self_service_change_window: want a positive duration like "1h", got %s`, show(m["self_service_change_window"]))
 	}
 	if p.MinGrantDays > p.MaxGrantDays {
 		return nil, fmt.Errorf("data.deputy.partner.min_grant_days: %d exceeds max_grant_days (%d)", p.MinGrantDays, p.MaxGrantDays)

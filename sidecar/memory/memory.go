@@ -387,13 +387,23 @@ type consentWindow struct {
 }
 
 func (s *Store) TakeConsentChange(_ context.Context, customer string, limit int, window time.Duration) (time.Duration, bool, error) {
+	return s.takeBudget("consent\x00"+customer, limit, window)
+}
+
+func (s *Store) TakeSelfServiceChange(_ context.Context, org string, limit int, window time.Duration) (time.Duration, bool, error) {
+	return s.takeBudget("org\x00"+org, limit, window)
+}
+
+// takeBudget takes one change from the window of key ("consent\x00" and
+// a customer, or "org\x00" and an organisation).
+func (s *Store) takeBudget(key string, limit int, window time.Duration) (time.Duration, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	if s.budgets == nil {
 		s.budgets = map[string]consentWindow{}
 	}
-	w, ok := s.budgets[customer]
+	w, ok := s.budgets[key]
 	if !ok || !now.Before(w.ends) {
 		w = consentWindow{ends: now.Add(window)}
 	}
@@ -401,7 +411,7 @@ func (s *Store) TakeConsentChange(_ context.Context, customer string, limit int,
 		return w.ends.Sub(now), false, nil
 	}
 	w.n++
-	s.budgets[customer] = w
+	s.budgets[key] = w
 	if len(s.budgets) >= max(s.pruneAt, 1024) {
 		for c, w := range s.budgets {
 			if !now.Before(w.ends) {

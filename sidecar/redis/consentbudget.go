@@ -10,10 +10,13 @@ import (
 
 // {cust:C}:consentbudget   the changes C made to their own consent in the
 // current window (hash: n, until in Unix ms), gone when the window ends.
+// {org:O}:selfbudget        the same for what organisation O did for
+// itself (access requests, shares).
 
 func (s *Store) consentBudgetKey(c string) string { return s.cust(c, "consentbudget") }
 
-// takeConsentChangeScript takes one change from a customer's window, or
+// takeConsentChangeScript takes one change from a budget's window (a
+// customer's consent changes, an organisation's self-service ones), or
 // answers how long it has left. The window is decided by the caller's
 // clock (the store's now), so replicas and tests agree on it; the key
 // expires with it.
@@ -34,7 +37,15 @@ return -1
 `)
 
 func (s *Store) TakeConsentChange(ctx context.Context, customer string, limit int, window time.Duration) (time.Duration, bool, error) {
-	wait, err := takeConsentChangeScript.Run(ctx, s.c, []string{s.consentBudgetKey(customer)},
+	return s.takeBudget(ctx, s.consentBudgetKey(customer), limit, window)
+}
+
+func (s *Store) TakeSelfServiceChange(ctx context.Context, org string, limit int, window time.Duration) (time.Duration, bool, error) {
+	return s.takeBudget(ctx, s.tagged("org", org, "selfbudget"), limit, window)
+}
+
+func (s *Store) takeBudget(ctx context.Context, key string, limit int, window time.Duration) (time.Duration, bool, error) {
+	wait, err := takeConsentChangeScript.Run(ctx, s.c, []string{key},
 		strconv.FormatInt(s.now().UnixMilli(), 10), limit, window.Milliseconds()).Int64()
 	if err != nil {
 		return 0, false, unavailable(err)
