@@ -13,25 +13,34 @@ import (
 )
 
 // activateEdited copies the shipped policies with old replaced by new in
-// file, and activates the copy as `deputy serve` does, its data checked by
-// delegation.CheckRules: the activation's error, nil when it is accepted.
+// file, and activates the copy as activateCopy does.
 func activateEdited(t *testing.T, file, old, new string) error {
+	t.Helper()
+	return activateCopy(t, func(dir string) {
+		path := filepath.Join(dir, file)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), old) {
+			t.Fatalf("%s holds no %s", file, old)
+		}
+		if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// activateCopy copies the shipped policies, lets edit change the copy, and
+// activates it as `deputy serve` does, its data checked by
+// delegation.CheckRules: the activation's error, nil when it is accepted.
+func activateCopy(t *testing.T, edit func(dir string)) error {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.CopyFS(dir, os.DirFS(".")); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, file)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), old) {
-		t.Fatalf("%s holds no %s", file, old)
-	}
-	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	edit(dir)
 	set, err := policy.LoadPaths([]string{dir})
 	if err != nil {
 		t.Fatal(err)
@@ -89,5 +98,20 @@ func TestActivationRefusesDataThePoliciesMisread(t *testing.T) {
 				t.Fatalf("activation: %v, want a refusal naming %s", err, tc.path)
 			}
 		})
+	}
+}
+
+// A rule beside the data it shadows is refused: the impersonation policy
+// would read max_session from the rule, the session lifecycle, which
+// alone applies it, from the data.
+func TestActivationRefusesRuleShadowingData(t *testing.T) {
+	err := activateCopy(t, func(dir string) {
+		rule := "package deputy.impersonation\n\nmax_session := \"15m\"\n"
+		if err := os.WriteFile(filepath.Join(dir, "deputy/impersonation/override.rego"), []byte(rule), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if want := "conflicting rule for data path deputy/impersonation/max_session"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("activation: %v, want %q", err, want)
 	}
 }

@@ -83,7 +83,7 @@ func BuildBundle(paths []string, opts BuildOptions) (*bundle.Bundle, error) {
 		p := "/" + strings.TrimPrefix(filepath.ToSlash(relativeTo(paths, m.Name)), "/")
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: p, Path: p, Raw: m.Raw, Parsed: m.Parsed})
 	}
-	if err := strictCompile(b.ParsedModules("")); err != nil {
+	if err := strictCompile(b.ParsedModules(""), b.Data); err != nil {
 		return nil, err
 	}
 	// Round-trip through the reader so a bundle that would be refused at

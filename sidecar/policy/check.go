@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/format"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -20,17 +21,17 @@ import (
 
 // strictCompile compiles modules the way `opa check --strict` does: unused
 // imports and variables, shadowed built-ins and deprecated built-ins are
-// errors, so mistakes that still evaluate are caught before they ship.
-func strictCompile(modules map[string]*ast.Module) error {
+// errors, so mistakes that still evaluate are caught before they ship. A
+// rule at a path data holds is refused, as at activation (compileOver).
+func strictCompile(modules map[string]*ast.Module, data map[string]any) error {
 	comp := ast.NewCompiler().
 		WithStrict(true).
 		WithDefaultRegoVersion(ast.RegoV1).
 		WithEnablePrintStatements(true)
-	comp.Compile(modules)
-	if comp.Failed() {
-		return sidecar.Invalid("policies", "compile: %v", comp.Errors)
+	if data == nil {
+		data = map[string]any{}
 	}
-	return nil
+	return compileOver(context.Background(), comp, modules, inmem.NewFromObject(data))
 }
 
 // CheckReport is the outcome of Check.
@@ -66,7 +67,7 @@ func Check(paths []string, dataChecks ...func(data map[string]any) error) (Check
 		}
 	}
 	slices.Sort(rep.Unformatted)
-	if err := strictCompile(modules); err != nil {
+	if err := strictCompile(modules, res.Documents); err != nil {
 		return rep, err
 	}
 	if err := checkDenialStatuses(modules); err != nil {

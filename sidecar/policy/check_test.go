@@ -22,6 +22,7 @@ func TestCheck(t *testing.T) {
 			wantUnformatted: []string{"testdata/lifecycle/unformatted/deputy/authz/authz.rego"}},
 		{name: "unused import fails strict compile", path: "testdata/lifecycle/strict", wantErr: "unused"},
 		{name: "a denial answered with a 2xx", path: "testdata/lifecycle/successdenial", wantErr: "authz.rego:3: http_status 200 on a denial"},
+		{name: "a rule shadowing data", path: "testdata/lifecycle/shadowed", wantErr: "conflicting rule for data path deputy/impersonation/max_session"},
 		{name: "missing directory", path: "testdata/lifecycle/nope", wantErr: "no such file"},
 	}
 	for _, tc := range cases {

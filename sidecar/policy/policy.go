@@ -177,20 +177,20 @@ func (e *Engine) Ready() bool { return e.current.Load() != nil }
 // Compile builds an activation without installing it, so a caller can
 // refuse a bad set while the last good one keeps serving.
 func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
-	comp, err := compileModules(set.Modules, e.jwt != nil)
-	if err != nil {
-		return nil, err
-	}
 	data := set.Data
 	if data == nil {
 		data = map[string]any{}
+	}
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	comp, err := compileModules(ctx, set.Modules, store, e.jwt != nil)
+	if err != nil {
+		return nil, err
 	}
 	for _, check := range e.dataChecks {
 		if err := check(data); err != nil {
 			return nil, sidecar.Invalid("policies", "data: %v", err)
 		}
 	}
-	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	root, err := baseRoot(ctx, store)
 	if err != nil {
 		return nil, sidecar.Invalid("policies", "data: %v", err)
@@ -275,7 +275,7 @@ func noRules(c *ast.Compiler, query string) bool {
 	return len(c.GetRulesDynamicWithOpts(ref, ast.RulesOptions{IncludeHiddenModules: true})) == 0
 }
 
-func compileModules(modules map[string]*ast.Module, jwtVerdicts bool) (*ast.Compiler, error) {
+func compileModules(ctx context.Context, modules map[string]*ast.Module, data storage.Store, jwtVerdicts bool) (*ast.Compiler, error) {
 	comp := ast.NewCompiler().
 		WithEnablePrintStatements(false).
 		WithDefaultRegoVersion(ast.RegoV1)
@@ -284,11 +284,34 @@ func compileModules(modules map[string]*ast.Module, jwtVerdicts bool) (*ast.Comp
 			Name: "DeputyDecodeVerify", MetricName: "compile_stage_deputy_decode_verify", Stage: rewriteDecodeVerify,
 		})
 	}
-	comp.Compile(modules)
-	if comp.Failed() {
-		return nil, sidecar.Invalid("policies", "compile: %v", comp.Errors)
+	if err := compileOver(ctx, comp, modules, data); err != nil {
+		return nil, err
 	}
 	return comp, nil
+}
+
+// compileOver compiles modules with comp, refusing a rule at a path base
+// data holds (or below a value there that is not an object), as OPA's own
+// bundle activation does. Rego would read the rule, and Go code reading
+// the data (the impersonation switches, the partner and reseller rules)
+// the data: `max_session := "15m"` beside data saying "1h" would have the
+// policy and the session lifecycle each apply its own.
+func compileOver(ctx context.Context, comp *ast.Compiler, modules map[string]*ast.Module, data storage.Store) error {
+	txn, err := data.NewTransaction(ctx)
+	if err != nil {
+		return sidecar.Invalid("policies", "data: %v", err)
+	}
+	defer data.Abort(ctx, txn)
+	comp.WithPathConflictsCheck(storage.NonEmpty(ctx, data, txn)).Compile(modules)
+	if comp.Failed() {
+		for _, e := range comp.Errors {
+			if strings.HasPrefix(e.Message, "conflicting rule for data path") {
+				return sidecar.Invalid("policies", "compile: %v (policy data holds that path, and Deputy's Go code reads the data: define the value in one place)", comp.Errors)
+			}
+		}
+		return sidecar.Invalid("policies", "compile: %v", comp.Errors)
+	}
+	return nil
 }
 
 // Activate compiles set and, when that succeeds, makes it the serving set.

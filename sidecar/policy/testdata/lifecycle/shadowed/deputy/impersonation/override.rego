@@ -1,0 +1,3 @@
+package deputy.impersonation
+
+max_session := "15m"
