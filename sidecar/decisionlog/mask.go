@@ -328,10 +328,25 @@ var uriHeaders = func() []string {
 		"x-forwarded-url", "x-request-uri", "request-uri", "referer")
 }()
 
-// secretHeader reports whether a header, named as sent, is one whose value
-// is never logged: one named so (secretName), or listed, in any case, with
-// "_" read as "-" (CGI, PHP and WSGI upstreams read both as HTTP_X_NAME).
+// secretHeader reports whether a header is one whose value is never
+// logged, named as sent or in any of its other spellings (decoded, control
+// characters dropped: spellings).
 func (m *masker) secretHeader(name string) bool {
+	if m.secretHeaderAsSent(name) {
+		return true
+	}
+	for _, s := range spellings(name) {
+		if m.secretHeaderAsSent(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// secretHeaderAsSent reports whether a header, named as sent, is one named
+// so (secretName), or listed, in any case, with "_" read as "-" (CGI, PHP
+// and WSGI upstreams read both as HTTP_X_NAME).
+func (m *masker) secretHeaderAsSent(name string) bool {
 	if secretName(name) {
 		return true
 	}
@@ -565,8 +580,22 @@ func (m *masker) maskPathParams(path string) (string, bool) {
 // as a credential (secretName), or is one of the credential names, in any
 // case and as PHP and Rack read it: "access.token", "access token" and
 // "access_token[]" are all $_GET['access_token']. With mask_query_params
-// set empty, no parameter is masked.
+// set empty, no parameter is masked. The name is matched as given and in
+// its other spellings (decoded again, control characters dropped:
+// spellings).
 func (m *masker) credentialParam(key string) bool {
+	if m.credentialParamAsSent(key) {
+		return true
+	}
+	for _, s := range spellings(key) {
+		if m.credentialParamAsSent(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *masker) credentialParamAsSent(key string) bool {
 	if secretName(key) {
 		return true
 	}

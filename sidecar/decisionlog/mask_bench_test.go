@@ -16,6 +16,16 @@ func TestSecretNameAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("secretName allocated %v times per run", n)
 	}
+	// Nor does looking for other spellings of a name that has none.
+	m := newMasker(Defaults(), nil)
+	if n := testing.AllocsPerRun(100, func() {
+		for _, name := range names {
+			m.secretHeader(name)
+			m.credentialParam(name)
+		}
+	}); n != 0 {
+		t.Errorf("matching names that need no decoding allocated %v times per run", n)
+	}
 }
 
 // BenchmarkMask masks the input of a typical browser check: a dozen

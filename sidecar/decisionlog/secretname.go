@@ -1,5 +1,7 @@
 package decisionlog
 
+import "slices"
+
 // secretFragments are the parts of a header or query parameter name that
 // mark it as carrying a credential, whoever chose the name: a fixed list
 // of names misses x-refresh-token, x-session-id, x-client-secret,
@@ -105,4 +107,102 @@ func wordIs(w string, words ...string) bool {
 		}
 	}
 	return false
+}
+
+// maxDecodes bounds how often spellings decodes a name: once for what an
+// upstream decodes, more for a name encoded again to pass a filter that
+// decodes once.
+const maxDecodes = 3
+
+// spellings returns the other names an upstream may read name as: its
+// percent escapes decoded (up to maxDecodes times; an invalid escape stays
+// as it is), and each of those and name itself with NUL and the other
+// control characters dropped, as sanitizers drop them. A name holding no
+// "%" and no control character (nearly every name) has none: it returns
+// nil, and allocates nothing.
+func spellings(name string) []string {
+	if !needsDecoding(name) {
+		return nil
+	}
+	var out []string
+	add := func(s string) {
+		if s != name && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	add(dropControls(name))
+	for cur, n := name, 0; n < maxDecodes; n++ {
+		dec := percentDecode(cur)
+		if dec == cur {
+			break
+		}
+		add(dec)
+		add(dropControls(dec))
+		cur = dec
+	}
+	return out
+}
+
+func needsDecoding(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// percentDecode decodes every valid %XX in s and leaves the rest as it is;
+// s itself when it holds none.
+func percentDecode(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && unhex(s[i+1]) >= 0 && unhex(s[i+2]) >= 0 {
+			if b == nil {
+				b = append(make([]byte, 0, len(s)), s[:i]...)
+			}
+			b = append(b, byte(unhex(s[i+1])<<4|unhex(s[i+2])))
+			i += 2
+			continue
+		}
+		if b != nil {
+			b = append(b, s[i])
+		}
+	}
+	if b == nil {
+		return s
+	}
+	return string(b)
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c - 'a' + 10)
+	case c >= 'A' && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
+
+// dropControls returns s without its C0 control characters and DEL; s
+// itself when it holds none.
+func dropControls(s string) string {
+	isControl := func(c byte) bool { return c < 0x20 || c == 0x7f }
+	i := 0
+	for i < len(s) && !isControl(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	b := []byte(s[:i])
+	for ; i < len(s); i++ {
+		if !isControl(s[i]) {
+			b = append(b, s[i])
+		}
+	}
+	return string(b)
 }
