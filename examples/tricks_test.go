@@ -56,18 +56,27 @@ var impersonationTricks = []trick{
 	{name: "REST password change", method: "PUT", path: "/rest/V1/customers/me/password"},
 	{name: "REST account edit with a store code", method: "PUT", path: "/rest/default/V1/customers/me"},
 	{name: "REST account edit through the front controller", method: "PUT", path: "/index.php/rest/all/V1/Customers/Me"},
+	// CodeIgniter routes a path carried in the query: /?/x and
+	// /index.php?/x run /x.
+	{name: "path carried in the query", method: "GET", path: "/?/customer/account/password/"},
+	{name: "path carried in the query after the front controller", method: "GET", path: "/index.php?/customer/account/password/"},
+	{name: "path carried in the query after the front controller's directory", method: "GET", path: "/index.php/?/Customer/Account/Password"},
+	{name: "path carried in the query, encoded", method: "GET", path: "/?%2Fvault/cards/"},
 	// The proxies send the check no body: a GraphQL POST cannot be judged.
 	{name: "GraphQL POST", method: "POST", path: "/graphql"},
 	{name: "GraphQL mutation in the URL", method: "GET", path: "/graphql?query=mutation%7B%75pdateCustomerV2(input%3A%7B%7D)%7Bcustomer%7Bid%7D%7D%7D"},
 }
 
 // anonymousTricks aim at the application through spellings of Deputy's
-// own paths, which never open an application route.
+// own paths, which never open an application route, and at the account
+// pages through a path carried in the query of a public one.
 var anonymousTricks = []trick{
 	{name: "any method under /deputy/", method: "DELETE", path: "/deputy/x/admin"},
 	{name: "upper case Deputy section", method: "POST", path: "/DEPUTY/customer/account/password/"},
 	{name: "mixed case Deputy API", method: "GET", path: "/Deputy/v1/anything"},
 	{name: "keys section in upper case", method: "POST", path: "/.WELL-KNOWN/x"},
+	{name: "account page carried in the query", method: "GET", path: "/?/customer/account"},
+	{name: "cart carried in the query", method: "GET", path: "/?/checkout/cart"},
 }
 
 // partnerTricks aim at contacts, which need full_admin, and at creating
@@ -91,6 +100,7 @@ var partnerTricks = []trick{
 	{name: "customer in another case behind dot segments", method: "GET", path: "/customers/ACME/service-requests/acme/.../..."},
 	{name: "another PHP script before a readable route", method: "GET", path: "/export.php/customers/acme/service-requests/1"},
 	{name: "another PHP script inside a readable route", method: "GET", path: "/customers/acme/contacts.php/service-requests/1"},
+	{name: "contacts carried in the query", method: "GET", path: "/?/customers/acme/contacts"},
 }
 
 // Every trick is denied through the proxy, and never reaches the

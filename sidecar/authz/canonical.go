@@ -55,6 +55,54 @@ const (
 
 func refusePath(msg string) error { return sidecar.Invalid("path", "%s", msg) }
 
+// Why a query is refused, on field "query".
+const refusedQueryPath = `a query that starts with a path ("/", "\", %2F or %5C, after "." or ".." too) is refused: CodeIgniter and kin route on it instead of the path`
+
+// checkQuery refuses a raw query (after the first "?") that an upstream
+// may read as something else than a query.
+//
+// CodeIgniter 3 and 4 (URI::_parse_request_uri, the default REQUEST_URI
+// protocol) route /?/x, /index.php?/x and /index.php/?/x as /x: when the
+// path trims to nothing past the script or its directory, a query that
+// starts with "/" is the route, up to its next "?". The script's directory
+// is wherever the application is mounted (/shop/?/x runs /shop's /x), so
+// no path is safe from it, and such a query is refused whatever the path.
+// The encoded, backslash and dot-segment spellings go too, for routers
+// that decode or resolve it first. No honest client sends a query whose
+// first field name starts with a path.
+func checkQuery(raw string) error {
+	if queryCarriesPath(raw) {
+		return sidecar.Invalid("query", "%s", refusedQueryPath)
+	}
+	return nil
+}
+
+// queryCarriesPath reports whether a raw query starts with a path
+// separator, raw or encoded, after any dots: "/x", "%2Fx", "\x", "./x",
+// "..%5Cx". It allocates nothing: it runs on every check.
+func queryCarriesPath(q string) bool {
+	for q != "" {
+		switch {
+		case q[0] == '/' || q[0] == '\\':
+			return true
+		case q[0] == '.':
+			q = q[1:]
+		case len(q) >= 3 && q[0] == '%':
+			switch q[1:3] {
+			case "2F", "2f", "5C", "5c":
+				return true
+			case "2E", "2e":
+				q = q[3:]
+			default:
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return false
+}
+
 // parsePath canonicalises a raw path (without its query).
 func parsePath(raw string) (canonicalPath, error) {
 	var cp canonicalPath

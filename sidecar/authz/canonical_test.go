@@ -234,6 +234,44 @@ func TestParsePathRefuses(t *testing.T) {
 	}
 }
 
+func TestCheckQuery(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw, why string
+	}{
+		{"path", "/customer/account", refusedQueryPath},
+		{"root", "/", refusedQueryPath},
+		{"encoded slash", "%2Fcustomer", refusedQueryPath},
+		{"encoded slash lower", "%2fcustomer", refusedQueryPath},
+		{"backslash", "\\customer", refusedQueryPath},
+		{"encoded backslash", "%5Ccustomer", refusedQueryPath},
+		{"encoded backslash lower", "%5ccustomer", refusedQueryPath},
+		{"dot", "./customer", refusedQueryPath},
+		{"dot dot", "../customer", refusedQueryPath},
+		{"encoded dots", "%2e%2E/customer", refusedQueryPath},
+		{"dots then encoded slash", "..%2fcustomer", refusedQueryPath},
+		{"empty", "", ""},
+		{"field", "q=/customer/account", ""},
+		{"PHP .method", ".method=POST", ""},
+		{"dots only", "..", ""},
+		{"encoded letter", "%5F_method=POST", ""},
+		{"truncated escape", "%2", ""},
+		{"slash in a later field", "a=1&/customer=1", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkQuery(tc.raw)
+			if tc.why == "" {
+				if err != nil {
+					t.Fatalf("checkQuery(%q) = %v, want nil", tc.raw, err)
+				}
+				return
+			}
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "query" || !strings.Contains(err.Error(), tc.why) {
+				t.Errorf("checkQuery(%q) = %v, want EINVALID query: %s", tc.raw, err, tc.why)
+			}
+		})
+	}
+}
+
 func TestParseMethodOverrides(t *testing.T) {
 	m, err := ParseMethodOverrides(DefaultMethodOverrides())
 	if err != nil {

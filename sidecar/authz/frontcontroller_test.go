@@ -92,3 +92,75 @@ func TestScriptBeforeAnAllowedRouteIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// CodeIgniter 3 and 4 (URI::_parse_request_uri, the default REQUEST_URI
+// protocol) route on the query when the path names nothing past the
+// script or its directory and the query starts with "/": /?/x,
+// /index.php?/x and /shop/?/x run the action of /x. Deputy decides on the
+// path, so every query that starts with a path (also encoded, with a
+// backslash, or after dot segments, for routers that decode or resolve
+// it) is refused, whatever the path, for staff in an impersonation
+// session, partners and anonymous callers alike.
+func TestPathCarriedInTheQueryIsRefused(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	token := "query-path-session-token-0123456789abcdef"
+	redeemedSession(t, store, token)
+	if err := store.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "helpco", Level: sidecar.Level("look"), ExpiresAt: time.Now().Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	p, mint := delegatedPipeline(t, store)
+	staff := map[string]string{"cookie": "deputy_session=" + token}
+	partner := map[string]string{"x-on-behalf-of": "acme", "authorization": "Bearer " + mint(identity.DevClaims{Subject: "pat", Org: "helpco", Roles: []string{"partner"}, TTL: time.Hour})}
+	for _, tc := range []struct {
+		name, path string
+		headers    map[string]string
+	}{
+		{"staff: root", "/?/customer/account/password/", staff},
+		{"staff: front controller", "/index.php?/customer/account/password/", staff},
+		{"staff: front controller as a directory", "/index.php/?/customer/account/password/", staff},
+		{"staff: letter case", "/?/Customer/Account/Password", staff},
+		{"staff: saved cards", "/?/vault/cards/", staff},
+		{"staff: blank segments", "//%20/?/customer/account/password/", staff},
+		{"staff: below a mount point", "/shop/?/customer/account/password/", staff},
+		{"staff: front controller below a mount point", "/shop/index.php?/customer/account/password/", staff},
+		{"staff: a query after the carried path", "/?/customer/account/password/?x=1", staff},
+		{"staff: encoded slash", "/?%2Fcustomer/account/password/", staff},
+		{"staff: encoded slash in lower case", "/?%2fcustomer/account/password/", staff},
+		{"staff: backslash", "/?\\customer/account/password/", staff},
+		{"staff: encoded backslash", "/?%5ccustomer/account/password/", staff},
+		{"staff: dot segment", "/?./customer/account/password/", staff},
+		{"staff: dot-dot segment", "/?../customer/account/password/", staff},
+		{"staff: encoded dot", "/?%2E/customer/account/password/", staff},
+		{"partner: root", "/?/customers/acme/contacts", partner},
+		{"partner: front controller", "/index.php?/customers/acme/contacts", partner},
+		{"anonymous: account", "/?/customer/account", nil},
+		{"anonymous: cart", "/?/checkout/cart", nil},
+		{"anonymous: support tickets", "/?/support/tickets", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := p.Check(ctx, withHeaders(t, tc.path, tc.headers))
+			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+				t.Fatalf("%s: allowed %v status %d reason %q, want a 400 refusal", tc.path, resp.Allowed, resp.HTTPStatus, resp.Reason)
+			}
+		})
+	}
+	// A query whose first field only starts with dots, and the pages the
+	// same callers reach, are decided as before.
+	for _, tc := range []struct {
+		name, path string
+		headers    map[string]string
+	}{
+		{"anonymous: home", "/", nil},
+		{"anonymous: home with a query", "/?utm_source=mail", nil},
+		{"anonymous: a path as a value", "/catalog/shoes?return=/customer/account", nil},
+		{"staff: account page", "/customer/account/?tab=orders", staff},
+		{"partner: service request", "/customers/acme/service-requests/1?x=/y", partner},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if resp := p.Check(ctx, withHeaders(t, tc.path, tc.headers)); !resp.Allowed {
+				t.Fatalf("%s refused: %d %s", tc.path, resp.HTTPStatus, resp.Reason)
+			}
+		})
+	}
+}

@@ -266,6 +266,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if err != nil {
 		return nil, err
 	}
+	if err := checkQuery(rawQuery); err != nil {
+		return nil, err
+	}
 	r.canonical.canonicalPath = cp
 	if httpReq.GetMethod() == "" {
 		return nil, sidecar.Invalid("method", "missing")

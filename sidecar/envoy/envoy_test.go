@@ -178,6 +178,16 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 		}
 	})
 
+	t.Run("a path carried in the query is refused", func(t *testing.T) {
+		resp, err := client.Check(ctx, check("/ok?/customer/account/password/", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetDeniedResponse().GetStatus().GetCode() != 400 {
+			t.Errorf("got %v, want a 400 refusal", resp)
+		}
+	})
+
 	t.Run("oversized message is refused by the gRPC limit", func(t *testing.T) {
 		_, err := client.Check(ctx, check("/ok", map[string]string{"x-big": strings.Repeat("a", 100<<10)}))
 		if status.Code(err) != codes.ResourceExhausted {
@@ -336,6 +346,14 @@ func TestHTTPCheck(t *testing.T) {
 			headers: map[string]string{"X-Deputy-Role": "admin"}, wantStatus: 200, wantHeaders: map[string]string{envoy.HeadersToRemoveHeader: "x-deputy-role"}},
 		{name: "envoy mode ignores forwarded URI headers", handler: envoyHTTP, method: "GET", target: "/ext_authz/other",
 			headers: map[string]string{"X-Original-URI": "/ok", "X-Forwarded-Uri": "/ok"}, wantStatus: 403},
+		// CodeIgniter routes /?/x and /index.php?/x as /x: a path carried
+		// in the query is refused on every way in, not decided as "/".
+		{name: "envoy http_service: a path carried in the query", handler: envoyHTTP, method: "GET",
+			target: "/ext_authz/ok?/customer/account/password/", wantStatus: 400, refused: "query"},
+		{name: "nginx: a path carried in the query", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "/index.php?/customer/account/password/", "X-Original-Method": "GET"}, wantStatus: 400, refused: "query"},
+		{name: "caddy: a path carried in the query", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/?%2Fcustomer/account/password/", "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "query"},
 		{name: "malformed JSON body is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
 			headers: map[string]string{"Content-Type": "application/json", "X-Body": "{"}, wantStatus: 400},
 	}
