@@ -1,6 +1,7 @@
 package examples_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -465,6 +466,41 @@ func call(t *testing.T, method, url string, h http.Header, body any) (*http.Resp
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// callRaw sends a GET whose request target is written as given, which
+// Go's client would not send (it cuts a "#" off as a fragment), and
+// returns the response and its body.
+func callRaw(t *testing.T, base, target string, h http.Header) (*http.Response, []byte) {
+	t.Helper()
+	host := strings.TrimPrefix(base, "http://")
+	c, err := net.DialTimeout("tcp", host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", target, host)
+	if err := h.Write(&req); err != nil {
+		t.Fatal(err)
+	}
+	req.WriteString("\r\n")
+	if _, err := c.Write(req.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", target, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -56,10 +56,18 @@ const (
 func refusePath(msg string) error { return sidecar.Invalid("path", "%s", msg) }
 
 // Why a query is refused, on field "query".
-const refusedQueryPath = `a query that starts with a path ("/", "\", %2F or %5C, after "." or ".." too) is refused: CodeIgniter and kin route on it instead of the path`
+const (
+	refusedQueryFragment = `a "#" in the query is refused: proxies pass it on, and the upstream reads what follows as more parameters`
+	refusedQueryPath     = `a query that starts with a path ("/", "\", %2F or %5C, after "." or ".." too) is refused: CodeIgniter and kin route on it instead of the path`
+)
 
 // checkQuery refuses a raw query (after the first "?") that an upstream
 // may read as something else than a query.
+//
+// A "#" is no fragment by then: nginx and Caddy pass it on, and the
+// upstream's parser reads what follows as more parameters (Go's
+// ParseRequestURI keeps it in RawQuery; nginx's $args has it for PHP).
+// Cut off, it would hide a method override or a GraphQL document.
 //
 // CodeIgniter 3 and 4 (URI::_parse_request_uri, the default REQUEST_URI
 // protocol) route /?/x, /index.php?/x and /index.php/?/x as /x: when the
@@ -71,6 +79,9 @@ const refusedQueryPath = `a query that starts with a path ("/", "\", %2F or %5C,
 // that decode or resolve it first. No honest client sends a query whose
 // first field name starts with a path.
 func checkQuery(raw string) error {
+	if strings.IndexByte(raw, '#') >= 0 {
+		return sidecar.Invalid("query", "%s", refusedQueryFragment)
+	}
 	if queryCarriesPath(raw) {
 		return sidecar.Invalid("query", "%s", refusedQueryPath)
 	}

@@ -12,6 +12,9 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
 // requestPolicy allows everything and returns what policy sees as the
@@ -649,6 +652,38 @@ func TestDryRunEnforcesCanonicalRefusals(t *testing.T) {
 	// A policy denial is still let through: that is what dry run is for.
 	if resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/catalog/", nil, ""))); !resp.Allowed {
 		t.Fatalf("dry run denied a policy denial: %+v", resp)
+	}
+}
+
+// nginx and Caddy pass a "#" in the request target on, and the
+// application's query parser reads what follows as more parameters (Go's
+// ParseRequestURI keeps it in RawQuery, nginx's $args too): a "#" in the
+// query is refused, as one in the path is, rather than cut off before the
+// overrides and the GraphQL document behind it are read.
+func TestFragmentInTheQueryIsRefused(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	token := "fragment-session-token-0123456789abcdef012"
+	redeemedSession(t, store, token)
+	sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
+	t.Cleanup(func() { sessions.Close() })
+	p := shippedPipeline(t, authz.WithResolvers(sessions))
+	staff := map[string]string{"cookie": "deputy_session=" + token}
+	if resp := p.Check(ctx, withHeaders(t, "/customer/account/edit/?x=1", staff)); !resp.Allowed {
+		t.Fatalf("the account edit form is refused: %d %s", resp.HTTPStatus, resp.Reason)
+	}
+	for _, path := range []string{
+		"/customer/account/edit/?x=1#&_method=POST",
+		"/customer/account/edit/?#_method=POST",
+		"/graphql?x=1#&query=mutation%7BupdateCustomerV2(input%3A%7B%7D)%7Bcustomer%7Bid%7D%7D%7D",
+		"/customer/account/edit/?x=1#",
+	} {
+		t.Run(path, func(t *testing.T) {
+			resp := p.Check(ctx, withHeaders(t, path, staff))
+			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+				t.Fatalf("allowed %v status %d reason %q, want a 400 refusal", resp.Allowed, resp.HTTPStatus, resp.Reason)
+			}
+		})
 	}
 }
 

@@ -261,7 +261,6 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	r.canonical.methods = r.canonical.methodsBuf[:0]
 
 	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
-	rawQuery, _, _ = strings.Cut(rawQuery, "#")
 	cp, err := parsePath(rawPath)
 	if err != nil {
 		return nil, err

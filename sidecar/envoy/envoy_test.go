@@ -188,6 +188,16 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 		}
 	})
 
+	t.Run("a # in the query is refused", func(t *testing.T) {
+		resp, err := client.Check(ctx, check("/ok?x=1#&_method=POST", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetDeniedResponse().GetStatus().GetCode() != 400 {
+			t.Errorf("got %v, want a 400 refusal", resp)
+		}
+	})
+
 	t.Run("oversized message is refused by the gRPC limit", func(t *testing.T) {
 		_, err := client.Check(ctx, check("/ok", map[string]string{"x-big": strings.Repeat("a", 100<<10)}))
 		if status.Code(err) != codes.ResourceExhausted {
@@ -354,6 +364,14 @@ func TestHTTPCheck(t *testing.T) {
 			headers: map[string]string{"X-Original-URI": "/index.php?/customer/account/password/", "X-Original-Method": "GET"}, wantStatus: 400, refused: "query"},
 		{name: "caddy: a path carried in the query", handler: caddy, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Forwarded-Uri": "/?%2Fcustomer/account/password/", "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "query"},
+		// Everything after a "#" reaches the application as query: cut
+		// off, it would hide a method override.
+		{name: "envoy http_service: a # in the query", handler: envoyHTTP, method: "GET",
+			target: "/ext_authz/ok?x=1#&_method=POST", wantStatus: 400, refused: "query"},
+		{name: "nginx: a # in the query", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": "/ok?x=1#&_method=POST", "X-Original-Method": "GET"}, wantStatus: 400, refused: "query"},
+		{name: "caddy: a # in the query", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": "/ok?#_method=POST", "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "query"},
 		{name: "malformed JSON body is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
 			headers: map[string]string{"Content-Type": "application/json", "X-Body": "{"}, wantStatus: 400},
 	}
