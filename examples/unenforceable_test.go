@@ -25,7 +25,7 @@ decision := {"allowed": true, "request_headers_to_remove": ["x-user-role", "auth
 	input.deputy.request.path == "/catalog/set-query"
 } else := {"allowed": true, "response_headers_to_add": {"x-frame-options": "DENY"}} if {
 	input.deputy.request.path == "/catalog/response-header"
-} else := {"allowed": true, "headers": {"cache-control": "no-cache"}, "response_headers_to_add": {"cache-control": "private, no-store"}, "request_headers_to_remove": ["x-deputy-role"]} if {
+} else := {"allowed": true, "headers": {"cache-control": "no-cache"}, "response_headers_to_add": {"cache-control": "private, no-store"}} if {
 	input.deputy.request.path == "/catalog/cache"
 } else := data.deputy.authz.decision
 `)

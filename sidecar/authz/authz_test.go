@@ -132,7 +132,7 @@ import rego.v1
 
 default decision := {"allowed": false, "reason": "no"}
 
-decision := {"allowed": true, "reason": "ok", "headers": {"x-deputy-actor": "policy-says", "x-app": "1"}} if {
+decision := {"allowed": true, "reason": "ok", "headers": {"x-app": "1"}} if {
 	input.attributes.request.http.method == "GET"
 	not _sees_owned
 }
@@ -180,9 +180,7 @@ func TestOwnedHeadersNeverReachPolicyOrUpstream(t *testing.T) {
 					found = true
 				}
 			}
-			// Without a delegation, the policy's own x-deputy-actor stays, and
-			// that overwrites the forged one; anything else must be removed.
-			if !found && !strings.EqualFold(header, "x-deputy-actor") {
+			if !found {
 				t.Errorf("forged %s not removed upstream: %v", header, resp.HeadersToRemove)
 			}
 		})
@@ -213,11 +211,6 @@ func TestDelegatedHeadersAreInjectedAndWin(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("injected = %v, want %v", got, want)
-	}
-	for _, h := range resp.Headers {
-		if h.Key == "x-deputy-actor" {
-			t.Errorf("policy header x-deputy-actor kept beside Deputy's")
-		}
 	}
 	if !reflect.DeepEqual(resp.HeadersToRemove, []string{"x-deputy-level"}) {
 		t.Errorf("headers to remove = %v: the forged level must go, the overwritten subject must not be removed", resp.HeadersToRemove)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -146,5 +147,46 @@ func TestPipelineReasonsAreTheErrorTable(t *testing.T) {
 	}
 	if got := sidecar.ErrorMetricReason(sidecar.Unavailable("x", nil)); got != authz.ReasonStateUnavailable {
 		t.Errorf("EUNAVAILABLE counts as %q, pipeline says %q", got, authz.ReasonStateUnavailable)
+	}
+}
+
+// A result naming one of Deputy's own headers is an invalid decision,
+// allow or deny, whatever the spelling: the delegated identity is
+// Deputy's to state. A policy's x_deputy_subject would reach a CGI or PHP
+// upstream as HTTP_X_DEPUTY_SUBJECT beside Deputy's, and removing
+// x-deputy-subject would have Envoy, which removes after it sets, drop
+// Deputy's own subject while actor and mode go through.
+func TestPolicyOutputNamingDeputysHeadersIsInvalid(t *testing.T) {
+	del := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", Subject: "acme", Level: "look"}
+	for _, tc := range []struct {
+		name, output string
+		valid        bool
+	}{
+		{name: "header with _ for -", output: `"headers": {"x_deputy_subject": "victim"}`},
+		{name: "header in another case", output: `"headers": {"X-Deputy-Subject": "victim"}`},
+		{name: "owned header Deputy does not inject", output: `"headers": {"x-deputy-role": "admin"}`},
+		{name: "actor-token header", output: `"headers": {"X_Actor_Token": "forged"}`},
+		{name: "on-behalf-of header", output: `"headers": {"x_on_behalf_of": "globex"}`},
+		{name: "removal of the injected subject", output: `"request_headers_to_remove": ["x-deputy-subject"]`},
+		{name: "removal with _ for -", output: `"request_headers_to_remove": ["x-app", "X_DEPUTY_MODE"]`},
+		{name: "removal of the on-behalf-of header", output: `"request_headers_to_remove": ["x-on-behalf-of"]`},
+		{name: "response header", output: `"response_headers_to_add": {"x-deputy-mode": "none"}`},
+		{name: "headers that only look alike", output: `"headers": {"x-deputyx-subject": "1", "x-actor-tokens": "1"}, "request_headers_to_remove": ["deputy-subject"]`, valid: true},
+	} {
+		for _, allowed := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/allowed=%v", tc.name, allowed), func(t *testing.T) {
+				src := fmt.Sprintf("package t\n\ndecision := {\"allowed\": %v, %s}\n", allowed, tc.output)
+				e := engineFor(t, "data.t.decision", src, nil)
+				p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithActorTokenHeader("x-actor-token"),
+					authz.WithResolvers(delegationFunc(func() (*sidecar.Delegation, error) { return del, nil })))
+				resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
+				switch {
+				case tc.valid && (resp.Allowed != allowed || resp.Reason == authz.ReasonInvalidDecision):
+					t.Fatalf("allowed %v reason %q, want the policy's verdict", resp.Allowed, resp.Reason)
+				case !tc.valid && (resp.Allowed || resp.Reason != authz.ReasonInvalidDecision):
+					t.Fatalf("allowed %v reason %q headers %v removals %v, want %s", resp.Allowed, resp.Reason, resp.Headers, resp.HeadersToRemove, authz.ReasonInvalidDecision)
+				}
+			})
+		}
 	}
 }

@@ -440,6 +440,9 @@ func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input a
 		return denial(p.errorStatus, ReasonUndefined, nil)
 	}
 	pr, err := parseResult(res.Value)
+	if err == nil {
+		err = pr.namesDeputys(&p.inputOpts)
+	}
 	if err != nil {
 		return denial(p.errorStatus, ReasonInvalidDecision, err)
 	}
@@ -468,7 +471,7 @@ func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input a
 	if err != nil {
 		return denial(http.StatusInternalServerError, ReasonTokenError, err)
 	}
-	resp.Headers = dropClashing(pr.headers, injected)
+	resp.Headers = pr.headers
 	resp.Injected = injected
 	resp.HeadersToRemove = pr.headersToRemove
 	return resp
@@ -515,33 +518,6 @@ func newHeaderNames(prefix string) headerNames {
 		subject: prefix + "subject", actor: prefix + "actor", mode: prefix + "mode", level: prefix + "level",
 		session: prefix + "session", storeView: prefix + "store-view", subjectName: prefix + "subject-name",
 	}
-}
-
-// dropClashing removes policy headers that Deputy injects itself: the
-// delegated identity is Deputy's to state.
-func dropClashing(policy, injected []Header) []Header {
-	if len(injected) == 0 || !clashes(policy, injected) {
-		return policy
-	}
-	out := make([]Header, 0, len(policy))
-	for _, ph := range policy {
-		if !clashes([]Header{ph}, injected) {
-			out = append(out, ph)
-		}
-	}
-	return out
-}
-
-// clashes reports whether any header of a has the name of one in b.
-func clashes(a, b []Header) bool {
-	for _, x := range a {
-		for _, y := range b {
-			if strings.EqualFold(x.Key, y.Key) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // ownedRemovals lists the upstream headers to remove: what the policy asked,

@@ -233,6 +233,33 @@ func validHeaders(field string, hs []Header) error {
 	return nil
 }
 
+// namesDeputys refuses a result naming one of Deputy's own headers, an
+// owned one or the on-behalf-of header, in headers,
+// request_headers_to_remove or response_headers_to_add, compared as owned
+// names are (any case, "_" as "-"). The delegated identity is Deputy's to
+// state: a policy's x_deputy_subject would reach a CGI or PHP upstream as
+// HTTP_X_DEPUTY_SUBJECT beside Deputy's, and a removal of x-deputy-subject
+// would have Envoy, which removes after it sets, drop Deputy's own.
+func (r *policyResult) namesDeputys(o *InputOptions) error {
+	deputys := func(name string) bool { return o.owned(name) || o.carried(name) }
+	for _, h := range r.headers {
+		if deputys(h.Key) {
+			return fmt.Errorf("headers: %s is Deputy's header to set", h.Key)
+		}
+	}
+	for _, name := range r.headersToRemove {
+		if deputys(name) {
+			return fmt.Errorf("request_headers_to_remove: %s is Deputy's header to remove", name)
+		}
+	}
+	for _, h := range r.responseHeadersToAdd {
+		if deputys(h.Key) {
+			return fmt.Errorf("response_headers_to_add: %s is Deputy's header", h.Key)
+		}
+	}
+	return nil
+}
+
 func compareTerms(a, b *ast.Term) int { return a.Value.Compare(b.Value) }
 
 func stringsField(t *ast.Term, field string) ([]string, error) {
