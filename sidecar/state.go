@@ -327,6 +327,10 @@ type AccessRequest struct {
 	// a retried approval completes it, and nothing else issues grants for
 	// the request. Cleared once they are stored, or when one is revoked.
 	GrantsPending bool `json:"grants_pending,omitempty"`
+	// ApprovalRecorded marks an approval whose audit record and
+	// grant.approved event are written: approvals of one request
+	// completing at once, or retried, record it once (RecordApproval).
+	ApprovalRecorded bool `json:"approval_recorded,omitempty"`
 	// Seq orders this approval among the approvals and revocations of
 	// the partner organisation's access to the customer. The store sets
 	// it when it records the approval, from a counter in the customer's
@@ -654,6 +658,12 @@ type PartnerStore interface {
 	// issued any more, and PutGrant refuses those that would be from then
 	// on. ENOTFOUND when the request is gone.
 	GrantsIssued(ctx context.Context, id string) error
+	// RecordApproval sets ApprovalRecorded on an approved request and
+	// reports whether this call set it: of the calls completing one
+	// approval, at once or retried, exactly one answers true and records
+	// the approval. ENOTFOUND when the request is gone, ECONFLICT when it
+	// is not approved.
+	RecordApproval(ctx context.Context, id string) (bool, error)
 	ListRequests(ctx context.Context, f RequestFilter) ([]AccessRequest, string, error)
 
 	// PutGrant stores a grant, replacing any grant for the same customer,

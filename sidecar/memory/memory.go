@@ -772,6 +772,22 @@ func (s *Store) GrantsIssued(_ context.Context, id string) error {
 	return nil
 }
 
+func (s *Store) RecordApproval(_ context.Context, id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.requests[id]
+	switch {
+	case !ok:
+		return false, notFound("access request")
+	case r.Status != sidecar.RequestApproved:
+		return false, sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", r.StatusAt(s.now()))
+	case r.ApprovalRecorded:
+		return false, nil
+	}
+	r.ApprovalRecorded = true
+	return true, nil
+}
+
 func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
 	if err := f.Validate(); err != nil {
 		return nil, "", err

@@ -160,7 +160,6 @@ return 1
 // the request: a fault in between leaves the request closed to grants, and
 // the next approval retry or revocation clears the flag.
 func (s *Store) GrantsIssued(ctx context.Context, id string) error {
-	key := s.reqKey(id)
 	r, err := s.GetRequest(ctx, id)
 	if err != nil {
 		return err
@@ -173,16 +172,48 @@ func (s *Store) GrantsIssued(ctx context.Context, id string) error {
 	if err != nil {
 		return unavailable(err)
 	}
-	err = s.watch(ctx, func(tx *goredis.Tx) error {
+	return s.updateRequest(ctx, id, func(r *sidecar.AccessRequest) (bool, error) {
+		if !r.GrantsPending {
+			return false, nil
+		}
+		r.GrantsPending = false
+		return true, nil
+	})
+}
+
+func (s *Store) RecordApproval(ctx context.Context, id string) (bool, error) {
+	recorded := false
+	err := s.updateRequest(ctx, id, func(r *sidecar.AccessRequest) (bool, error) {
+		recorded = false // set only by the attempt that commits
+		switch {
+		case r.Status != sidecar.RequestApproved:
+			return false, sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", r.StatusAt(s.now()))
+		case r.ApprovalRecorded:
+			return false, nil
+		}
+		r.ApprovalRecorded, recorded = true, true
+		return true, nil
+	})
+	return recorded, err
+}
+
+// updateRequest changes the stored request id with change, which reports
+// whether it changed anything, atomically: a concurrent change of the
+// request makes it read the request again and run change on that.
+func (s *Store) updateRequest(ctx context.Context, id string, change func(*sidecar.AccessRequest) (bool, error)) error {
+	key := s.reqKey(id)
+	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		raw, err := tx.Get(ctx, key).Result()
 		if err != nil {
 			return rerr(err, "access request")
 		}
 		r, err := decode[sidecar.AccessRequest](raw)
-		if err != nil || !r.GrantsPending {
+		if err != nil {
 			return err
 		}
-		r.GrantsPending = false
+		if changed, err := change(r); err != nil || !changed {
+			return err
+		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, encode(r), s.ttl(s.requestForgetAt(r)))
 			return nil

@@ -569,6 +569,48 @@ func testRequests(t *testing.T, newEnv func(*testing.T) *env) {
 		_, err = e.s.DecideRequest(e.ctx, "nope", sidecar.RequestRejected, "boss", e.now())
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
+	// Approvals of one request completing at once, or retried, record it
+	// once: exactly one of them is told to write its audit record and
+	// event. The mark survives closing the request's grants, which a
+	// revocation may do first.
+	t.Run("approval_recorded_once", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
+		_, err := e.s.RecordApproval(e.ctx, "r1")
+		wantCode(t, err, sidecar.ECONFLICT) // pending: nothing to record
+		_, err = e.s.RecordApproval(e.ctx, "nope")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		_, err = e.s.DecideRequest(e.ctx, "r1", sidecar.RequestApproved, "boss", e.now())
+		must(t, err)
+		must(t, e.s.GrantsIssued(e.ctx, "r1"))
+		var firsts atomic.Int32
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				first, err := e.s.RecordApproval(e.ctx, "r1")
+				if err != nil {
+					t.Error(err)
+				}
+				if first {
+					firsts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if firsts.Load() != 1 {
+			t.Fatalf("%d of 16 calls were told they recorded the approval, want 1", firsts.Load())
+		}
+		r, err := e.s.GetRequest(e.ctx, "r1")
+		must(t, err)
+		if !r.ApprovalRecorded || r.GrantsPending || r.Status != sidecar.RequestApproved {
+			t.Fatalf("r1 after its approval was recorded: %+v", r)
+		}
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r2", "p1", "acme")))
+		_, err = e.s.DecideRequest(e.ctx, "r2", sidecar.RequestRejected, "boss", e.now())
+		must(t, err)
+		_, err = e.s.RecordApproval(e.ctx, "r2")
+		wantCode(t, err, sidecar.ECONFLICT)
+	})
 	t.Run("bad_decision_status", func(t *testing.T) {
 		e := newEnv(t)
 		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
