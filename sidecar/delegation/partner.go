@@ -3,6 +3,7 @@ package delegation
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
 	"net/mail"
@@ -373,7 +374,13 @@ func (p *Partners) ListRequests(ctx context.Context, caller *sidecar.Identity, f
 // leaves an approved request without grants (access narrower than
 // decided, never wider), and the request marked GrantsPending. The same
 // approval retried then stores the grants the decision named, as of the
-// decision, and completes it.
+// decision, and completes it. So does an approval sent while another is
+// still storing them (two contact managers, a double click): every grant
+// is made from the request as stored, under the id its request and user
+// make (grantID), so any number of approvals and retries write the same
+// grants and answer the same ids, and the store records the approval
+// (RecordApproval) for one of them only: one audit record and one
+// grant.approved event per approval.
 //
 // Decisions on the same access are ordered by their Seq, which the store
 // takes: a user's grant is not stored when a later approval or a
@@ -384,65 +391,169 @@ func (p *Partners) ListRequests(ctx context.Context, caller *sidecar.Identity, f
 func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, []sidecar.Grant, error) {
 	r, err := p.decide(ctx, caller, id, sidecar.RequestApproved, "partner.approve", authorize)
 	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestApproved && r.GrantsPending {
-		err = nil // completing an approval cut part-way
+		err = nil // completing an approval cut part-way, or still under way
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	users := r.Users
-	if r.Scope == sidecar.ScopeOrganisation {
-		users = []string{""}
-	}
-	expires := r.DecidedAt.Add(grantDays(r.ExpiryDays))
+	users := grantUsers(r)
 	grants := make([]sidecar.Grant, 0, len(users))
 	issued := make([]string, 0, len(users))
+	closed := false
 	for _, u := range users {
-		g := sidecar.Grant{
-			ID:         p.newID(),
-			Customer:   r.Customer,
-			PartnerOrg: r.PartnerOrg,
-			User:       u,
-			Level:      r.Level,
-			ExpiresAt:  expires,
-			ApprovedBy: r.DecidedBy,
-			ApprovedAt: r.DecidedAt,
-			RequestID:  r.ID,
-			Seq:        r.Seq,
-		}
+		g := grantOfRequest(r, u)
 		err := p.store.PutGrant(ctx, &g)
-		switch {
-		case sidecar.ErrorReason(err) == sidecar.ReasonGrantSuperseded:
+		if sidecar.ErrorReason(err) == sidecar.ReasonGrantSuperseded {
 			continue // a later decision on this user's access stands
-		case sidecar.ErrorCode(err) == sidecar.ECONFLICT:
-			// Closed meanwhile (one of its grants was revoked): what is
-			// revoked stays revoked. Finish closing it, in case the closing
-			// was cut part-way.
-			_ = p.store.GrantsIssued(ctx, r.ID)
-			return nil, nil, sidecar.Errorf(sidecar.ECONFLICT, "request_grants_closed")
-		case err != nil:
+		}
+		if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
+			// Closed meanwhile: completed by another approval of the
+			// request, or one of its grants was revoked (what is revoked
+			// stays revoked).
+			closed = true
+			break
+		}
+		if err != nil {
 			return nil, nil, err
 		}
 		grants = append(grants, g)
 		issued = append(issued, u)
 	}
+	// Recorded before the approval is closed: a fault after it leaves
+	// the request to a retry, which completes it without recording it
+	// twice.
+	first, err := p.store.RecordApproval(ctx, r.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var announced error
+	if first {
+		announced = p.record(ctx, caller, r, issued)
+	}
+	// Closed or not, finish closing: a closing cut part-way leaves the
+	// request marked GrantsPending.
 	if err := p.store.GrantsIssued(ctx, r.ID); err != nil {
 		return nil, nil, err
 	}
-	r.GrantsPending = false
-	p.audit(ctx, caller.Subject, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg})
+	r.GrantsPending, r.ApprovalRecorded = false, true
+	if closed {
+		// This call stored some of the grants or none: answer those of
+		// the request that are live, as the approval that completed it
+		// does.
+		if grants, err = p.liveGrantsOf(ctx, r); err != nil {
+			return nil, nil, err
+		}
+		if len(grants) == 0 {
+			return nil, nil, sidecar.Errorf(sidecar.ECONFLICT, "request_grants_closed")
+		}
+	}
 	if len(grants) == 0 {
 		return nil, nil, sidecar.Superseded()
 	}
-	err = p.event(ctx, sidecar.EventGrantApproved, r.Customer, caller.Subject, map[string]string{
+	return r, grants, announced
+}
+
+// record writes the audit record of r's approval, completed by caller,
+// and announces the grants issued to users, if any.
+func (p *Partners) record(ctx context.Context, caller *sidecar.Identity, r *sidecar.AccessRequest, users []string) error {
+	p.audit(ctx, r.DecidedBy, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg, "completed_by": completedBy(caller, r)})
+	if len(users) == 0 {
+		return nil
+	}
+	return p.event(ctx, sidecar.EventGrantApproved, r.Customer, r.DecidedBy, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
 		"requested_by": r.RequestedBy,
 		"level":        string(r.Level),
 		"scope":        r.Scope,
-		"users":        strings.Join(issued, ","),
-		"expires_at":   expires.UTC().Format(time.RFC3339),
+		"users":        strings.Join(users, ","),
+		"expires_at":   grantOfRequest(r, "").ExpiresAt.UTC().Format(time.RFC3339),
 	})
-	return r, grants, err
+}
+
+// completedBy names caller when caller completes an approval someone else
+// decided, and is "" otherwise.
+func completedBy(caller *sidecar.Identity, r *sidecar.AccessRequest) string {
+	if caller.Subject == r.DecidedBy {
+		return ""
+	}
+	return caller.Subject
+}
+
+// grantUsers lists the users an approval of r issues grants to: "" for
+// the partner organisation.
+func grantUsers(r *sidecar.AccessRequest) []string {
+	if r.Scope == sidecar.ScopeOrganisation {
+		return []string{""}
+	}
+	return r.Users
+}
+
+// grantOfRequest is the grant the approval of r issues to user: made only
+// of the request as stored, so every approval and retry of r makes the
+// same grant.
+func grantOfRequest(r *sidecar.AccessRequest, user string) sidecar.Grant {
+	return sidecar.Grant{
+		ID:         grantID(r.ID, user),
+		Customer:   r.Customer,
+		PartnerOrg: r.PartnerOrg,
+		User:       user,
+		Level:      r.Level,
+		ExpiresAt:  r.DecidedAt.Add(grantDays(r.ExpiryDays)),
+		ApprovedBy: r.DecidedBy,
+		ApprovedAt: r.DecidedAt,
+		RequestID:  r.ID,
+		Seq:        r.Seq,
+	}
+}
+
+// grantID is the id of the grant request issues to user: the request's
+// id, a dot, and 128 bits of a hash of both. A revocation naming it finds
+// the request again (requestOfGrant), and through it the user.
+func grantID(request, user string) string {
+	sum := sha256.Sum256([]byte(request + "\x00" + user))
+	return request + "." + hex.EncodeToString(sum[:16])
+}
+
+// requestOfGrant returns the request and user a grant id was made from
+// (grantID), when it is one of the customer's requests' ids; nil
+// otherwise: ids made before grant ids were derived, or made up.
+func (p *Partners) requestOfGrant(ctx context.Context, customer, id string) (*sidecar.AccessRequest, string, error) {
+	i := strings.LastIndexByte(id, '.')
+	if i <= 0 {
+		return nil, "", nil
+	}
+	r, err := p.store.GetRequest(ctx, id[:i])
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if r.Customer != customer {
+		return nil, "", nil
+	}
+	for _, u := range grantUsers(r) {
+		if grantID(r.ID, u) == id {
+			return r, u, nil
+		}
+	}
+	return nil, "", nil
+}
+
+// liveGrantsOf returns the live grants stored for r's users that r issued.
+func (p *Partners) liveGrantsOf(ctx context.Context, r *sidecar.AccessRequest) ([]sidecar.Grant, error) {
+	var out []sidecar.Grant
+	for _, u := range grantUsers(r) {
+		g, err := p.grantOf(ctx, r.Customer, r.PartnerOrg, u)
+		if err != nil {
+			return nil, err
+		}
+		if g != nil && g.RequestID == r.ID {
+			out = append(out, *g)
+		}
+	}
+	return out, nil
 }
 
 // grantOf returns the live grant stored for user of partnerOrg (user ""
@@ -523,6 +634,13 @@ func decidedError(status string) error {
 // its answer, and the eviction after it, were lost, and replicas that
 // cached the grant would otherwise honour it until their cache TTL.
 //
+// An id that is not stored, but that an approval of one of the customer's
+// requests answers (grantID), revokes the live grant that request issued
+// to the same user, whatever its id: it is a no-op only when nothing of
+// that request is live for the user. Every approval of a request answers
+// the grant ids the request makes, and a grant stored before ids were made
+// so may have been written again under another by a retried approval.
+//
 // An id never issued (or expired), and any grant to a caller who is no
 // party to it, answer alike ENOTFOUND, with nothing changed or published:
 // no one learns which grants exist, nor makes every replica drop its cache.
@@ -531,6 +649,11 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	gone := sidecar.ErrorCode(err) == sidecar.ENOTFOUND
 	if gone {
 		g, err = p.store.RevokedGrant(ctx, customer, id)
+	}
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		if g, err = p.issuedUnder(ctx, customer, id); err == nil {
+			gone = false // revoked below, if live under another id
+		}
 	}
 	if err != nil {
 		return nil, unknown(err, whatGrant)
@@ -554,9 +677,9 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	}
 	revoked, err := p.store.RevokeGrant(ctx, customer, id)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND && g.RequestID != "" {
-		// A retry of the approval may have stored the grant again, under
-		// a new id, before the approval was closed above. Closed, it can
-		// store no more: revoking what it stored is final.
+		// The request's grant for the user may be stored under another
+		// id. Closed, the request can store no more: revoking what it
+		// stored is final.
 		revoked, err = p.revokeReissued(ctx, g)
 	}
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
@@ -585,8 +708,22 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	return g, unpublished
 }
 
-// revokeReissued revokes the grant a retried approval of g's request
-// stored for g's user under another id; ENOTFOUND when there is none.
+// issuedUnder returns the grant one of customer's requests issues under
+// id (grantID), stored or not; ENOTFOUND when id is no such id.
+func (p *Partners) issuedUnder(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
+	r, user, err := p.requestOfGrant(ctx, customer, id)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, notFound(whatGrant)
+	}
+	issued := grantOfRequest(r, user)
+	return &issued, nil
+}
+
+// revokeReissued revokes the live grant g's request issued to g's user,
+// whatever its id; ENOTFOUND when there is none.
 func (p *Partners) revokeReissued(ctx context.Context, g *sidecar.Grant) (*sidecar.Grant, error) {
 	cur, err := p.grantOf(ctx, g.Customer, g.PartnerOrg, g.User)
 	if err != nil {

@@ -318,6 +318,7 @@ func checkPartnerState(t *testing.T, w *partnerFaultWorld, when string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	decided := map[string]int{}
 	for _, e := range entries {
 		switch e.Action {
 		case "partner.request":
@@ -328,6 +329,10 @@ func checkPartnerState(t *testing.T, w *partnerFaultWorld, when string) {
 			want := map[string]string{"partner.approve": sidecar.RequestApproved, "partner.reject": sidecar.RequestRejected}[e.Action]
 			if r := byID[e.Target]; r == nil || r.Status != want {
 				t.Fatalf("%s: audit records %s of %s, the request is %+v", when, e.Action, e.Target, r)
+			}
+			// A retry completing an approval does not record it again.
+			if decided[e.Target]++; decided[e.Target] > 1 {
+				t.Fatalf("%s: audit records %s of %s %d times", when, e.Action, e.Target, decided[e.Target])
 			}
 		case "partner.revoke":
 			if _, err := w.direct.GetGrant(ctx, "acme", e.Target); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {

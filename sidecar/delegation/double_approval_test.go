@@ -1,0 +1,327 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+)
+
+// cora2 is acme's second contact manager.
+var cora2 = &sidecar.Identity{Subject: "cora2", Org: "acme", Roles: []string{"contact_manager"}}
+
+// approval is what one Approve call answered.
+type approval struct {
+	grants []sidecar.Grant
+	err    error
+}
+
+func approveInto(ctx context.Context, p *delegation.Partners, caller *sidecar.Identity, id string, out chan<- approval) {
+	_, gs, err := p.Approve(ctx, caller, id, allowAll)
+	out <- approval{gs, err}
+}
+
+func grantIDsOf(gs []sidecar.Grant) []string {
+	ids := make([]string, 0, len(gs))
+	for _, g := range gs {
+		ids = append(ids, g.ID)
+	}
+	return ids
+}
+
+// Two approvals of one request at once: cora's decides it and is held
+// before it stores pat's grant, while cora2's, finding the approval under
+// way, stores the grant too. Whichever write lands last, both answer the
+// one grant stored, the approval is audited and announced once, and
+// revoking the id either was shown ends pat's access. A revocation made
+// before cora's held write lands stays: cora is told the request is
+// closed.
+func TestApprovalsOfOneRequestAnswerTheStoredGrant(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		for _, tc := range []struct {
+			name string
+			// lateBeforeClose lets cora's held write land while cora2's
+			// approval is about to close the request; else after it closed.
+			lateBeforeClose bool
+			// revokeFirst: cora2 revokes her answer before cora's write lands.
+			revokeFirst bool
+		}{
+			{name: "held_write_lands_before_close", lateBeforeClose: true},
+			{name: "held_write_lands_after_close"},
+			{name: "revoked_before_held_write_lands", revokeFirst: true},
+		} {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				env := newPartnerEnv(t, ps)
+				store := &hookStore{Store: env.store}
+				p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+				r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []string{delegation.GrantID(r.ID, "pat")}
+
+				store.mu.Lock()
+				store.holdUser, store.held, store.release = "pat", make(chan struct{}), make(chan struct{})
+				store.mu.Unlock()
+				answers := make(chan approval, 1)
+				go approveInto(ctx, p, cora, r.ID, answers)
+				<-store.held // cora's approval decided, its grant write held
+				var late approval
+				if tc.lateBeforeClose {
+					store.mu.Lock()
+					store.onGrantsIssued = func() { close(store.release); late = <-answers }
+					store.mu.Unlock()
+				}
+				_, gs, err := p.Approve(ctx, cora2, r.ID, allowAll)
+				if err != nil || !slices.Equal(grantIDsOf(gs), want) {
+					t.Fatalf("cora2's approval: %v (%v), want grants %v", grantIDsOf(gs), err, want)
+				}
+				if tc.revokeFirst {
+					if g, err := p.Revoke(ctx, cora2, "acme", gs[0].ID, allowAll); err != nil || g == nil {
+						t.Fatalf("cora2 revokes %s: %+v (%v), want it revoked", gs[0].ID, g, err)
+					}
+				}
+				if !tc.lateBeforeClose {
+					close(store.release)
+					late = <-answers
+				}
+
+				if tc.revokeFirst {
+					wantCode(t, late.err, sidecar.ECONFLICT, "request_grants_closed")
+					noGrant(t, store, "pat", gs[0].ID)
+				} else {
+					if late.err != nil || !slices.Equal(grantIDsOf(late.grants), want) {
+						t.Fatalf("cora's approval: %v (%v), want grants %v", grantIDsOf(late.grants), late.err, want)
+					}
+					wantGrant(t, store, "pat", r.ID, sidecar.LevelFullAdmin)
+					// Either id shown revokes the grant pat holds.
+					if g, err := p.Revoke(ctx, cora, "acme", late.grants[0].ID, allowAll); err != nil || g == nil {
+						t.Fatalf("revoking %s: %+v (%v), want it revoked", late.grants[0].ID, g, err)
+					}
+					noGrant(t, store, "pat", late.grants[0].ID)
+				}
+				wantRecordedOnce(t, env.store, r.ID, "cora")
+				if n := len(audited(t, env.store, "partner.revoke", "")); n != 1 {
+					t.Errorf("%d revocations audited, want 1", n)
+				}
+			})
+		}
+	}
+}
+
+// Many approvals of one request sent at once, rounds on end, on a real
+// Redis and in memory: every approval that succeeds answers the grants
+// stored, the others that the request is approved already; the approval
+// is audited and announced once; revoking the answered ids leaves
+// nothing of the request live.
+func TestConcurrentApprovalsOfOneRequest(t *testing.T) {
+	const approvers, rounds = 8, 25
+	managers := make([]*sidecar.Identity, approvers)
+	for i := range managers {
+		managers[i] = &sidecar.Identity{Subject: fmt.Sprintf("manager%d", i), Org: "acme", Roles: []string{"contact_manager"}}
+	}
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			for round := range rounds {
+				in := individualRequest(sidecar.LevelUpdate, 30, "pat", "paul")
+				if round%2 == 1 {
+					in = orgRequest(sidecar.LevelLook, 30)
+				}
+				r, err := env.partners.Request(ctx, patUser, in, allowAll)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want []string
+				for _, u := range []string{"pat", "paul"} {
+					if r.Scope == sidecar.ScopeOrganisation {
+						u = ""
+					}
+					if !slices.Contains(want, delegation.GrantID(r.ID, u)) {
+						want = append(want, delegation.GrantID(r.ID, u))
+					}
+				}
+				start := make(chan struct{})
+				answers := make(chan approval, approvers)
+				var wg sync.WaitGroup
+				for _, m := range managers {
+					wg.Go(func() {
+						<-start
+						approveInto(ctx, env.partners, m, r.ID, answers)
+					})
+				}
+				close(start)
+				wg.Wait()
+				close(answers)
+				succeeded := 0
+				for a := range answers {
+					if a.err != nil {
+						wantCode(t, a.err, sidecar.ECONFLICT, "request_already_approved")
+						continue
+					}
+					succeeded++
+					if got := grantIDsOf(a.grants); !slices.Equal(got, want) {
+						t.Fatalf("round %d: an approval answered grants %v, want %v", round, got, want)
+					}
+				}
+				if succeeded == 0 {
+					t.Fatalf("round %d: no approval of %d succeeded", round, approvers)
+				}
+				for _, id := range want {
+					if g, err := env.partners.Revoke(ctx, cora, "acme", id, allowAll); err != nil || g == nil {
+						t.Fatalf("round %d: revoking %s: %+v (%v), want it revoked", round, id, g, err)
+					}
+				}
+				for _, u := range []string{"pat", "paul"} {
+					if e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", u); err != nil || e.Effective() != nil {
+						t.Fatalf("round %d: %s holds %+v after every answered grant was revoked (%v)", round, u, e.Effective(), err)
+					}
+				}
+				wantRecordedOnce(t, env.store, r.ID, "")
+			}
+		})
+	}
+}
+
+// A revocation names the grant an approval answered. When that id is not
+// stored, the grant its request issued to the same user is revoked
+// whatever its id; only when nothing of the request is live for the user
+// is revoking it a no-op. Another customer's request is not looked at:
+// its grant's id is unknown at acme.
+func TestRevokeOfAnAnsweredIDNotStored(t *testing.T) {
+	globexManager := &sidecar.Identity{Subject: "gina", Org: "globex", Roles: []string{"contact_manager"}}
+	for _, ps := range partnerStores(t) {
+		for _, tc := range []struct {
+			name string
+			// prep sets the case up and returns the id to revoke at acme.
+			prep       func(t *testing.T, env *partnerEnv) string
+			wantID     string // the grant revoked; "" for none
+			wantErr    string // the error code answered, "" for none
+			wantLevel  sidecar.Level
+			wantGlobex bool // pat's globex grant stays
+		}{
+			{name: "stored_under_another_id", wantID: "g-earlier", prep: func(t *testing.T, env *partnerEnv) string {
+				// A grant stored, by an approval cut part-way, under an id
+				// not made from its request.
+				ctx := context.Background()
+				r, err := env.partners.Request(ctx, patUser, individualRequest(sidecar.LevelCreate, 30, "pat"), allowAll)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := env.store.DecideRequest(ctx, r.ID, sidecar.RequestApproved, cora.Subject, env.clock.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				g := sidecar.Grant{ID: "g-earlier", Customer: "acme", PartnerOrg: "partnerco", User: "pat", Level: r.Level,
+					ExpiresAt: d.DecidedAt.Add(30 * day), ApprovedBy: cora.Subject, ApprovedAt: d.DecidedAt, RequestID: r.ID, Seq: d.Seq}
+				if err := env.store.PutGrant(ctx, &g); err != nil {
+					t.Fatal(err)
+				}
+				return delegation.GrantID(r.ID, "pat")
+			}},
+			{name: "replaced_by_a_later_request", wantLevel: sidecar.LevelCC, prep: func(t *testing.T, env *partnerEnv) string {
+				ctx := context.Background()
+				first := env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"))
+				env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
+				id := delegation.GrantID(first.ID, "pat")
+				if _, err := env.store.GetGrant(ctx, "acme", id); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+					t.Fatalf("the replaced grant %s: %v, want it gone", id, err)
+				}
+				return id
+			}},
+			{name: "approval_not_yet_stored", prep: func(t *testing.T, env *partnerEnv) string {
+				// Decided, its grant not written yet: revoking it first
+				// closes the approval, whose retry then issues nothing.
+				ctx := context.Background()
+				r, err := env.partners.Request(ctx, patUser, individualRequest(sidecar.LevelCreate, 30, "pat"), allowAll)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := env.store.DecideRequest(ctx, r.ID, sidecar.RequestApproved, cora.Subject, env.clock.Now()); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					_, _, err := env.partners.Approve(ctx, cora, r.ID, allowAll)
+					wantCode(t, err, sidecar.ECONFLICT, "request_already_approved")
+					noGrant(t, env.store, "pat", delegation.GrantID(r.ID, "pat"))
+				})
+				return delegation.GrantID(r.ID, "pat")
+			}},
+			{name: "another_customers_request", wantErr: sidecar.ENOTFOUND, wantGlobex: true, prep: func(t *testing.T, env *partnerEnv) string {
+				ctx := context.Background()
+				in := individualRequest(sidecar.LevelCreate, 30, "pat")
+				in.Customer, in.ContactEmail = "globex", "gina@globex.example"
+				r, err := env.partners.Request(ctx, patUser, in, allowAll)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := env.partners.Approve(ctx, globexManager, r.ID, allowAll); err != nil {
+					t.Fatal(err)
+				}
+				return delegation.GrantID(r.ID, "pat")
+			}},
+		} {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				env := newPartnerEnv(t, ps)
+				id := tc.prep(t, env)
+				g, err := env.partners.Revoke(ctx, cora, "acme", id, allowAll)
+				if sidecar.ErrorCode(err) != tc.wantErr {
+					t.Fatalf("revoking %s: %v, want code %q", id, err, tc.wantErr)
+				}
+				if got := ""; g != nil {
+					got = g.ID
+					if got != tc.wantID {
+						t.Fatalf("revoking %s revoked %s, want %q", id, got, tc.wantID)
+					}
+				} else if tc.wantID != "" {
+					t.Fatalf("revoking %s revoked nothing, want %s revoked", id, tc.wantID)
+				}
+				e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := e.Effective(); (got == nil) != (tc.wantLevel == "") || got != nil && got.Level != tc.wantLevel {
+					t.Errorf("pat's acme grant after the revocation: %+v, want level %q", got, tc.wantLevel)
+				}
+				if e, err := env.store.EffectiveGrants(ctx, "globex", "partnerco", "pat"); err != nil || (e.Individual != nil) != tc.wantGlobex {
+					t.Errorf("pat's globex grant after acme's revocation: %+v (%v), want it kept: %v", e.Individual, err, tc.wantGlobex)
+				}
+				revocations := audited(t, env.store, "partner.revoke", "")
+				if n := len(revocations); (n == 1) != (tc.wantID != "") || n > 1 {
+					t.Errorf("%d revocations audited: %+v", n, revocations)
+				}
+			})
+		}
+	}
+}
+
+// audited returns the audit records of action, of target when set.
+func audited(t *testing.T, s sidecar.Store, action, target string) []sidecar.AuditEntry {
+	t.Helper()
+	as, _, err := s.ReadAudit(context.Background(), sidecar.StreamFilter{Type: action, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.DeleteFunc(as, func(a sidecar.AuditEntry) bool { return target != "" && a.Target != target })
+}
+
+// wantRecordedOnce fails unless the approval of request is audited once,
+// as decided by decider when set, and announced once.
+func wantRecordedOnce(t *testing.T, s sidecar.Store, request, decider string) {
+	t.Helper()
+	as := audited(t, s, "partner.approve", request)
+	if len(as) != 1 || decider != "" && as[0].Actor != decider {
+		t.Errorf("approval of %s audited as %+v, want once, by %q", request, as, decider)
+	}
+	es := slices.DeleteFunc(events(t, s, sidecar.EventGrantApproved), func(e sidecar.Event) bool { return e.Data["request_id"] != request })
+	if len(es) != 1 {
+		t.Errorf("approval of %s announced %d times: %+v, want once", request, len(es), es)
+	}
+}
