@@ -1,6 +1,7 @@
 package delegation_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -201,8 +202,9 @@ func TestRevokeOfAnAnsweredIDNotStored(t *testing.T) {
 			name string
 			// prep sets the case up and returns the id to revoke at acme.
 			prep       func(t *testing.T, env *partnerEnv) string
-			wantID     string // the grant revoked; "" for none
-			wantErr    string // the error code answered, "" for none
+			caller     *sidecar.Identity // who revokes; cora when nil
+			wantID     string            // the grant revoked; "" for none
+			wantErr    string            // the error code answered, "" for none
 			wantLevel  sidecar.Level
 			wantGlobex bool // pat's globex grant stays
 		}{
@@ -253,6 +255,27 @@ func TestRevokeOfAnAnsweredIDNotStored(t *testing.T) {
 				})
 				return delegation.GrantID(r.ID, "pat")
 			}},
+			{name: "request_not_approved", wantErr: sidecar.ENOTFOUND, prep: func(t *testing.T, env *partnerEnv) string {
+				// Its grant id was never issued: revoking it changes
+				// nothing, and the approval that follows issues it.
+				ctx := context.Background()
+				r, err := env.partners.Request(ctx, patUser, individualRequest(sidecar.LevelCreate, 30, "pat"), allowAll)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					if _, _, err := env.partners.Approve(ctx, cora, r.ID, allowAll); err != nil {
+						t.Errorf("approval after the refused revocation: %v", err)
+					}
+					wantGrant(t, env.store, "pat", r.ID, sidecar.LevelCreate)
+				})
+				return delegation.GrantID(r.ID, "pat")
+			}},
+			{name: "caller_no_party", caller: otherOrgBob, wantErr: sidecar.ENOTFOUND, wantLevel: sidecar.LevelCreate, prep: func(t *testing.T, env *partnerEnv) string {
+				// Answered exactly as an unknown id, and changes nothing.
+				r := env.grant(t, patUser, individualRequest(sidecar.LevelCreate, 30, "pat"))
+				return delegation.GrantID(r.ID, "pat")
+			}},
 			{name: "another_customers_request", wantErr: sidecar.ENOTFOUND, wantGlobex: true, prep: func(t *testing.T, env *partnerEnv) string {
 				ctx := context.Background()
 				in := individualRequest(sidecar.LevelCreate, 30, "pat")
@@ -271,7 +294,8 @@ func TestRevokeOfAnAnsweredIDNotStored(t *testing.T) {
 				ctx := context.Background()
 				env := newPartnerEnv(t, ps)
 				id := tc.prep(t, env)
-				g, err := env.partners.Revoke(ctx, cora, "acme", id, allowAll)
+				caller := cmp.Or(tc.caller, cora)
+				g, err := env.partners.Revoke(ctx, caller, "acme", id, allowAll)
 				if sidecar.ErrorCode(err) != tc.wantErr {
 					t.Fatalf("revoking %s: %v, want code %q", id, err, tc.wantErr)
 				}

@@ -516,8 +516,9 @@ func grantID(request, user string) string {
 }
 
 // requestOfGrant returns the request and user a grant id was made from
-// (grantID), when it is one of the customer's requests' ids; nil
-// otherwise: ids made before grant ids were derived, or made up.
+// (grantID), when it is one of the customer's approved requests' ids;
+// nil otherwise: ids of requests not approved, ids made before grant ids
+// were derived, or made up.
 func (p *Partners) requestOfGrant(ctx context.Context, customer, id string) (*sidecar.AccessRequest, string, error) {
 	i := strings.LastIndexByte(id, '.')
 	if i <= 0 {
@@ -530,7 +531,7 @@ func (p *Partners) requestOfGrant(ctx context.Context, customer, id string) (*si
 	if err != nil {
 		return nil, "", err
 	}
-	if r.Customer != customer {
+	if r.Customer != customer || r.Status != sidecar.RequestApproved {
 		return nil, "", nil
 	}
 	for _, u := range grantUsers(r) {
