@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"syscall"
 	"testing"
@@ -71,6 +72,30 @@ func benchCheck(b *testing.B, p *authz.Pipeline, req *authv3.CheckRequest, wantA
 	cpu := processCPU()
 	for b.Loop() {
 		p.Check(ctx, req)
+	}
+	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// memoEntries is how many results of a memoized policy function an
+// activation keeps (sidecar/policy): cycling through three times as many
+// distinct requests makes every check a miss.
+const memoEntries = 4096
+
+// benchChecks is benchCheck over reqs in turn.
+func benchChecks(b *testing.B, p *authz.Pipeline, reqs []*authv3.CheckRequest, wantAllowed bool) {
+	ctx := context.Background()
+	for _, req := range reqs[:3] {
+		if resp := p.Check(ctx, req); resp.Allowed != wantAllowed {
+			b.Fatalf("allowed = %v, want %v (reason %s)", resp.Allowed, wantAllowed, resp.Reason)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU()
+	i := 0
+	for b.Loop() {
+		p.Check(ctx, reqs[i%len(reqs)])
+		i++
 	}
 	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 }
@@ -162,6 +187,26 @@ func withHeaders(b testing.TB, path string, extra map[string]string) *authv3.Che
 	return req
 }
 
+// impersonationPipeline is the delegated pipeline over a store holding a
+// live, redeemed impersonation session; it returns the session's token.
+func impersonationPipeline(b *testing.B, now time.Time) (*authz.Pipeline, string) {
+	ctx := context.Background()
+	store := memory.New()
+	token := "benchmark-session-token-0123456789abcdef"
+	if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9", Name: "Zoë Customer", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+		b.Fatal(err)
+	}
+	// A session records its staff member's roles at start, and policy
+	// judges them against the live role permissions on every request.
+	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"},
+		Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"},
+		delegation.HashSecret(token)); err != nil {
+		b.Fatal(err)
+	}
+	p, _ := delegatedPipeline(b, store)
+	return p, token
+}
+
 // BenchmarkCheckDelegated covers the three ways of acting on behalf, with
 // the session, grant or assignment in the local cache (steady state).
 func BenchmarkCheckDelegated(b *testing.B) {
@@ -169,19 +214,7 @@ func BenchmarkCheckDelegated(b *testing.B) {
 	now := time.Now()
 
 	b.Run("impersonation", func(b *testing.B) {
-		store := memory.New()
-		token := "benchmark-session-token-0123456789abcdef"
-		if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "cust-9", Name: "Zoë Customer", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
-			b.Fatal(err)
-		}
-		// A session records its staff member's roles at start, and policy
-		// judges them against the live role permissions on every request.
-		if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"},
-			Customer: "cust-9", CustomerName: "Zoë Customer", StoreView: "en", StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"},
-			delegation.HashSecret(token)); err != nil {
-			b.Fatal(err)
-		}
-		p, _ := delegatedPipeline(b, store)
+		p, token := impersonationPipeline(b, now)
 		req := withHeaders(b, "/customer/account", map[string]string{"cookie": "cart=abc123; deputy_session=" + token})
 		benchCheck(b, p, req, true)
 	})
@@ -206,6 +239,22 @@ func BenchmarkCheckDelegated(b *testing.B) {
 		tok := mint(identity.DevClaims{Subject: "rita", Domain: "eu.resellco.example", Roles: []string{"reseller_admin"}, TTL: time.Hour})
 		req := withHeaders(b, "/support/cases", map[string]string{"authorization": "Bearer " + tok, "x-on-behalf-of": "acme"})
 		benchCheck(b, p, req, true)
+	})
+}
+
+// BenchmarkCheckUnseenRoute is BenchmarkCheckDelegated/impersonation with
+// every check on a route the policy has not matched since its activation:
+// what a storefront's first visit to a page costs, and what a client
+// sending a new path on every request makes each of its checks cost (the
+// shipped policy memoizes its route matching; see sidecar/policy).
+func BenchmarkCheckUnseenRoute(b *testing.B) {
+	b.Run("impersonation", func(b *testing.B) {
+		p, token := impersonationPipeline(b, time.Now())
+		reqs := make([]*authv3.CheckRequest, 3*memoEntries)
+		for i := range reqs {
+			reqs[i] = withHeaders(b, fmt.Sprintf("/customer/account/%d", i), map[string]string{"cookie": "cart=abc123; deputy_session=" + token})
+		}
+		benchChecks(b, p, reqs, true)
 	})
 }
 

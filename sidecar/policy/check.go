@@ -22,7 +22,8 @@ import (
 // strictCompile compiles modules the way `opa check --strict` does: unused
 // imports and variables, shadowed built-ins and deprecated built-ins are
 // errors, so mistakes that still evaluate are caught before they ship. A
-// rule at a path data holds is refused, as at activation (compileOver).
+// rule at a path data holds is refused, as at activation (compileOver),
+// and so is a memoized function that is not pure.
 func strictCompile(modules map[string]*ast.Module, data map[string]any) error {
 	comp := ast.NewCompiler().
 		WithStrict(true).
@@ -31,7 +32,13 @@ func strictCompile(modules map[string]*ast.Module, data map[string]any) error {
 	if data == nil {
 		data = map[string]any{}
 	}
-	return compileOver(context.Background(), comp, modules, inmem.NewFromObject(data))
+	if err := compileOver(context.Background(), comp, modules, inmem.NewFromObject(data)); err != nil {
+		return err
+	}
+	if _, err := newMemo(comp); err != nil {
+		return sidecar.Invalid("policies", "%v", err)
+	}
+	return nil
 }
 
 // CheckReport is the outcome of Check.

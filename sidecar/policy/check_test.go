@@ -23,6 +23,7 @@ func TestCheck(t *testing.T) {
 		{name: "unused import fails strict compile", path: "testdata/lifecycle/strict", wantErr: "unused"},
 		{name: "a denial answered with a 2xx", path: "testdata/lifecycle/successdenial", wantErr: "authz.rego:3: http_status 200 on a denial"},
 		{name: "a rule shadowing data", path: "testdata/lifecycle/shadowed", wantErr: "conflicting rule for data path deputy/impersonation/max_session"},
+		{name: "a memoized function that reads input", path: "testdata/lifecycle/impurememo", wantErr: "data.deputy.authz._public cannot be memoized (deputy_memo): testdata/lifecycle/impurememo/deputy/authz/authz.rego:10: reads input"},
 		{name: "missing directory", path: "testdata/lifecycle/nope", wantErr: "no such file"},
 	}
 	for _, tc := range cases {

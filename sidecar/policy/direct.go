@@ -50,7 +50,7 @@ func (a *Activation) evalDirect(ctx context.Context, d *directQuery, input ast.V
 	}
 	defer a.store.Abort(ctx, txn)
 	vc, bc := getVirtualCache(), getBaseCache()
-	bc.root = a.root
+	vc.memo, bc.root = a.memo, a.root
 	defer vc.release()
 	defer bc.release()
 	q := topdown.NewQuery(d.body).

@@ -90,6 +90,7 @@ type Activation struct {
 	direct      map[string]*directQuery     // queries evaluated without rego
 	constant    map[string]Result           // queries no rule can answer: their value from data alone
 	root        ast.Value                   // the store's base data as OPA reads data: see baseCache
+	memo        *memo                       // results of memoized functions, kept across checks
 }
 
 // InputNeeds returns what part of input the query can read.
@@ -208,6 +209,9 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 	}
 	if jwtCacheSafe(comp) {
 		a.builtins = e.builtins
+	}
+	if a.memo, err = newMemo(comp); err != nil {
+		return nil, sidecar.Invalid("policies", "%v", err)
 	}
 	a.evalCaches = rego.EvalInterQueryBuiltinValueCache(a.builtins)
 	a.store, a.direct = store, map[string]*directQuery{}

@@ -20,6 +20,7 @@ type virtualCache struct {
 	frames []map[int]cacheSlot
 	depth  int
 	opt    rego.EvalOption // hands this cache to an evaluation, built once
+	memo   *memo           // the activation's memoized functions, read in the base frame
 }
 
 type cacheEntry struct {
@@ -64,7 +65,7 @@ func (c *virtualCache) release() {
 	for i := 0; i < c.depth; i++ {
 		clear(c.frames[i])
 	}
-	c.depth = 1
+	c.depth, c.memo = 1, nil
 	virtualCaches.Put(c)
 }
 
@@ -86,20 +87,32 @@ func (c *virtualCache) top() map[int]cacheSlot { return c.frames[c.depth-1] }
 
 // Get follows topdown's contract: (value, false) when cached, (nil, true)
 // when cached as undefined, (nil, false) when not cached.
+// A call to a memoized function not yet made in this evaluation is looked
+// up in the activation's memo, but only in the base frame: under a `with`
+// modifier the function may see other data.
 func (c *virtualCache) Get(ref ast.Ref) (*ast.Term, bool) {
-	s, ok := c.top()[ref.Hash()]
-	if !ok {
-		return nil, false
+	h := ref.Hash()
+	if s, ok := c.top()[h]; ok {
+		if e := s.find(ref); e != nil {
+			return e.value, e.undefined
+		}
 	}
-	if e := s.find(ref); e != nil {
-		return e.value, e.undefined
+	if c.depth == 1 && c.memo.covers(ref) {
+		if v := c.memo.get(h, ref); v != nil {
+			return v, false
+		}
 	}
 	return nil, false
 }
 
 // Put records the value of ref; a nil value records it as undefined.
+// The value of a call to a memoized function, made in the base frame, is
+// also kept in the activation's memo.
 func (c *virtualCache) Put(ref ast.Ref, value *ast.Term) {
 	m, h := c.top(), ref.Hash()
+	if c.depth == 1 && c.memo.covers(ref) {
+		c.memo.put(h, ref, value)
+	}
 	entry := cacheEntry{ref: ref, value: value, undefined: value == nil}
 	s, ok := m[h]
 	switch {

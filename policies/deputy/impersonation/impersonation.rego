@@ -53,38 +53,20 @@ decision := lib.deny(403, "customer_protected") if {
 } else := lib.deny(403, reason) if {
 	input.delegation.mode == "impersonation"
 
-	# The first forbidden route that matches, in data order within a
-	# section, the shallowest first, so the reason is stable. Matching is
-	# on the route form of the canonical request (case folded, format
-	# suffix and front controller dropped), so every spelling an upstream
-	# router runs the forbidden action for is met. A route matches from
-	# any segment of the path on: storefronts that put a store code
-	# (Magento's "Add Store Code to Urls"), a locale or a mount point in
-	# front of every URL run /fr/customer/account/password/ as the
-	# password page. Routes are grouped by their first segment, so each
-	# segment of the path is one lookup, and a request meets only the few
-	# routes of a section it names (none, for most storefront pages).
-	# route_dirs[i] is the route from segment i on as a directory
-	# ("/a/b/" for /x/a/b at 1), so a route prefix "/a/b/" (in lower case
-	# and ending in "/", as Deputy requires of this data) matches /a/b,
-	# /a/b.json and everything under /a/b, but not /a/bc: one startswith,
-	# with no lower() or concat on every check. (Deputy refuses dot
-	# segments before policy runs.) The method is only looked at once the
-	# path matched. The directory is bound once per section found, not
-	# looked up again for every route of it, and a route is read by its
-	# index (routes[k].prefix), not bound first: one expression less for
-	# every route a request meets.
+	# The forbidden routes the request's route meets (see
+	# _forbidden_routes), then the first of them whose reason holds for
+	# this request's methods or body, in data order within a section, the
+	# shallowest first, so the reason is stable. Most storefront pages
+	# meet none: the branch ends at matches[0].
+	matches := _forbidden_routes(input.deputy.request.route_segments, input.deputy.request.route_dirs)
+	matches[0]
 	reasons := [why |
-		some i, section in input.deputy.request.route_segments
-		routes := data.deputy.impersonation.forbidden_routes[section]
-		path := input.deputy.request.route_dirs[i]
-		startswith(path, routes[k].prefix)
-		why := _route_reason(routes[k])
+		some route in matches
+		why := _route_reason(route)
 	]
 
 	# The first reason, whatever its value: a lookup, where count(reasons)
-	# > 0 would be two more builtin calls on every request to a section
-	# with forbidden routes.
+	# > 0 would be two more builtin calls.
 	reason := reasons[0]
 	data.deputy.impersonation.enabled == true
 } else := {
@@ -125,6 +107,35 @@ decision := lib.deny(403, "customer_protected") if {
 	# deny rather than let every route through.
 	input.delegation.mode == "impersonation"
 }
+
+# METADATA
+# description: |
+#   The forbidden routes a route meets, in data order within a section,
+#   the shallowest first. Matching is on the route form of the canonical
+#   request (case folded, format suffix and front controller dropped), so
+#   every spelling an upstream router runs a forbidden action for is met.
+#   A route matches from any segment of the path on: storefronts that put
+#   a store code (Magento's "Add Store Code to Urls"), a locale or a mount
+#   point in front of every URL run /fr/customer/account/password/ as the
+#   password page. Routes are grouped by their first segment, so each
+#   segment of the path is one lookup, and a request meets only the few
+#   routes of a section it names. dirs[i] is the route from segment i on
+#   as a directory ("/a/b/" for /x/a/b at 1), so a route prefix "/a/b/"
+#   (in lower case and ending in "/", as Deputy requires of this data)
+#   matches /a/b, /a/b.json and everything under /a/b, but not /a/bc.
+#   (Deputy refuses dot segments before policy runs.)
+#   The answer depends on the route and this data alone, never on the
+#   request's methods or body, so Deputy keeps it across checks
+#   (deputy_memo): a storefront's pages repeat, and each route is matched
+#   against the table once per policy activation, not on every check.
+# custom:
+#   deputy_memo: true
+_forbidden_routes(segments, dirs) := [route |
+	some i, section in segments
+	routes := data.deputy.impersonation.forbidden_routes[section]
+	startswith(dirs[i], routes[k].prefix)
+	route := routes[k]
+]
 
 # METADATA
 # description: Permissions the caller's roles grant (roles → permissions in data).
