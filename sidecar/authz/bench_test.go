@@ -189,7 +189,7 @@ func withHeaders(b testing.TB, path string, extra map[string]string) *authv3.Che
 
 // impersonationPipeline is the delegated pipeline over a store holding a
 // live, redeemed impersonation session; it returns the session's token.
-func impersonationPipeline(b *testing.B, now time.Time) (*authz.Pipeline, string) {
+func impersonationPipeline(b testing.TB, now time.Time) (*authz.Pipeline, string) {
 	ctx := context.Background()
 	store := memory.New()
 	token := "benchmark-session-token-0123456789abcdef"

@@ -74,5 +74,8 @@ func (a *Activation) evalDirect(ctx context.Context, d *directQuery, input ast.V
 		}
 		return nil
 	})
+	if err == nil {
+		vc.keepFound()
+	}
 	return out, err
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -71,34 +72,44 @@ func (m *memo) get(h int, key ast.Ref) *ast.Term {
 	return nil
 }
 
-// put keeps value for key (of hash h). Both are copied: OPA builds keys
-// in buffers it reuses, and arguments may share storage with the input of
-// the check that made the call.
-func (m *memo) put(h int, key ast.Ref, value *ast.Term) {
+// entry returns a copy of key and value to keep, or false when they are
+// not to be kept. Both are copied: OPA builds keys in buffers it reuses,
+// and arguments may share storage with the input of the check that made
+// the call.
+func memoEntryOf(key ast.Ref, value *ast.Term) (memoEntry, bool) {
 	if value == nil || !smallTerms(key[1:], memoMaxBytes) {
-		return
+		return memoEntry{}, false
 	}
 	e := memoEntry{key: make(ast.Ref, len(key)), value: value.Copy()}
 	e.key[0] = key[0]
 	for i := 1; i < len(key); i++ {
 		e.key[i] = key[i].Copy()
 	}
+	return e, true
+}
+
+// keep adds the results an evaluation found, once it has finished without
+// error: a function OPA evaluates to one value and then finds a conflicting
+// one for (an error, so a denial) must not answer the next check with the
+// first.
+func (m *memo) keep(found []memoEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, old := range m.entries[h] {
-		if old.key.Equal(key) {
-			return
+	for _, e := range found {
+		h := e.key.Hash()
+		if slices.ContainsFunc(m.entries[h], func(old memoEntry) bool { return old.key.Equal(e.key) }) {
+			continue
 		}
+		if m.n >= memoEntries {
+			clear(m.entries)
+			m.n = 0
+		}
+		if m.entries == nil {
+			m.entries = map[int][]memoEntry{}
+		}
+		m.entries[h] = append(m.entries[h], e)
+		m.n++
 	}
-	if m.n >= memoEntries {
-		clear(m.entries)
-		m.n = 0
-	}
-	if m.entries == nil {
-		m.entries = map[int][]memoEntry{}
-	}
-	m.entries[h] = append(m.entries[h], e)
-	m.n++
 }
 
 // smallTerms reports whether terms weigh at most limit bytes, counting

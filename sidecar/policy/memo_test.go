@@ -103,6 +103,28 @@ func TestMemoIsNotUsedUnderWith(t *testing.T) {
 	}
 }
 
+// A function OPA evaluates to one value and then finds another for is an
+// error, so a denial, on every check: the first value is not kept.
+func TestMemoKeepsNothingOfAFailedEvaluation(t *testing.T) {
+	mod := memoModule(t, `f(x) := 1 if startswith(x, "/a")`, `f(x) := 2 if startswith(x, "/a/b")`, "out := f(input.path)")
+	e, err := compileMemo(t, mod, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"path": "/a/b/c"}`).Value); err == nil {
+			t.Fatal("f(/a/b/c) answered, want the conflict error")
+		}
+	}
+	if n := e.Current().memo.len(); n != 0 {
+		t.Fatalf("%d results kept from failed evaluations", n)
+	}
+	sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"path": "/a/c"}`).Value)
+	if n := e.Current().memo.len(); n != 1 {
+		t.Fatalf("%d results kept, want 1", n)
+	}
+}
+
 // Each activation starts with an empty memo: new data is read at the next
 // check.
 func TestMemoLivesWithItsActivation(t *testing.T) {

@@ -21,6 +21,7 @@ type virtualCache struct {
 	depth  int
 	opt    rego.EvalOption // hands this cache to an evaluation, built once
 	memo   *memo           // the activation's memoized functions, read in the base frame
+	found  []memoEntry     // results for memo, kept once the evaluation succeeds
 }
 
 type cacheEntry struct {
@@ -65,8 +66,17 @@ func (c *virtualCache) release() {
 	for i := 0; i < c.depth; i++ {
 		clear(c.frames[i])
 	}
-	c.depth, c.memo = 1, nil
+	clear(c.found)
+	c.depth, c.memo, c.found = 1, nil, c.found[:0]
 	virtualCaches.Put(c)
+}
+
+// keepFound hands the memoized functions' results of an evaluation that
+// finished without error to the activation's memo.
+func (c *virtualCache) keepFound() {
+	if len(c.found) > 0 {
+		c.memo.keep(c.found)
+	}
 }
 
 // Push starts an empty frame (OPA does this for `with` modifiers).
@@ -107,11 +117,13 @@ func (c *virtualCache) Get(ref ast.Ref) (*ast.Term, bool) {
 
 // Put records the value of ref; a nil value records it as undefined.
 // The value of a call to a memoized function, made in the base frame, is
-// also kept in the activation's memo.
+// also noted for the activation's memo (see keepFound).
 func (c *virtualCache) Put(ref ast.Ref, value *ast.Term) {
 	m, h := c.top(), ref.Hash()
 	if c.depth == 1 && c.memo.covers(ref) {
-		c.memo.put(h, ref, value)
+		if e, ok := memoEntryOf(ref, value); ok {
+			c.found = append(c.found, e)
+		}
 	}
 	entry := cacheEntry{ref: ref, value: value, undefined: value == nil}
 	s, ok := m[h]
