@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"golang.org/x/net/http/httpguts"
@@ -302,6 +303,9 @@ func queryToSet(t *ast.Term) ([]Header, error) {
 		if !ok {
 			return nil, fmt.Errorf("query parameter names must be strings")
 		}
+		if ks == "" || !queryText(string(ks), true) {
+			return nil, fmt.Errorf("query_parameters_to_set: name %q is not a query parameter name as it stands (%s)", ks, queryTextWant)
+		}
 		switch v := o.Get(k).Value.(type) {
 		case ast.String:
 			out = append(out, Header{string(ks), string(v)})
@@ -317,5 +321,36 @@ func queryToSet(t *ast.Term) ([]Header, error) {
 			return nil, fmt.Errorf("type assertion error, expected value to be string or array but got '%s'", ast.ValueName(v))
 		}
 	}
+	for _, q := range out {
+		if !queryText(q.Value, false) {
+			return nil, fmt.Errorf("query_parameters_to_set: value of %q is not a query parameter value as it stands (%s)", q.Key, queryTextWant)
+		}
+	}
 	return out, nil
+}
+
+// queryTextWant says what queryText accepts.
+const queryTextWant = `percent-encode it: letters, digits, -._~!$'()*+,:@/? and whole %XX escapes, "=" in values only`
+
+// queryText reports whether s can stand in the upstream's query as it
+// is, one parameter's name (name) or value. Envoy writes each parameter to
+// set into the request's :path as name=value, encoding nothing, so a CR,
+// LF or NUL would reach the request line, a space split it, "#" cut the
+// query, "&" or ";" (split on by PHP and Rails alike) start a parameter
+// the policy never named (a value taken from the request could add
+// _method=DELETE), and "=" in a name move where the value starts. What
+// RFC 3986 lets a query hold unencoded, less those, is accepted.
+func queryText(s string, name bool) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~!$'()*+,:@/?", c) >= 0:
+		case c == '=' && !name:
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			i += 2
+		default:
+			return false
+		}
+	}
+	return true
 }
