@@ -224,10 +224,12 @@ func TestForwardedHostIsTheProxys(t *testing.T) {
 // saw: Rails' request.host reads X-Forwarded-Host, Rack's scheme
 // X-Forwarded-Ssl and -Scheme before -Proto, Spring, Symfony and Werkzeug
 // X-Forwarded-Port and -Prefix, others Forwarded, X-Original-Host, X-Host
-// or X-Real-IP. A client's copies, in any "-"/"_" spelling and letter case,
-// never reach it, nor its copies of the headers the proxy tells Deputy the
-// original method and URI with; X-Forwarded-Host, -Proto and -For are the
-// proxy's own.
+// or X-Real-IP, and the user from an authenticating proxy's headers
+// (X-Forwarded-User, X-Auth-Request-User, Remote-User): the list every
+// shipped front end clears, envoycheck.ClientHeaders. A client's copies,
+// in any "-"/"_" spelling and letter case, never reach it, nor its copies
+// of the headers the proxy tells Deputy the original method and URI with;
+// X-Forwarded-Host, -Proto and -For are the proxy's own.
 func TestUpstreamGetsTheProxysForwardedHeaders(t *testing.T) {
 	clientOnly := clientOnlyForwarding()
 	for _, px := range withUnderscores() {
@@ -315,7 +317,7 @@ func TestDeputyAPIGetsTheProxysForwardedHeaders(t *testing.T) {
 	}
 }
 
-// clientForwarding is every forwarding header of ClientForwarding and
+// clientForwarding is every forwarding header of ClientHeaders and
 // ProxySet, in its spellings and upper-cased, with a client's values.
 func clientForwarding() http.Header {
 	client := map[string]string{ // a client's values, by name read with "-"
@@ -327,7 +329,7 @@ func clientForwarding() http.Header {
 		"x-original-uri": "/other", "x-forwarded-uri": "/other",
 	}
 	h := http.Header{}
-	for _, name := range append(envoycheck.ClientForwarding(), envoycheck.ProxySet()...) {
+	for _, name := range append(envoycheck.ClientHeaders(), envoycheck.ProxySet()...) {
 		v, ok := client[strings.ReplaceAll(name, "_", "-")]
 		if !ok {
 			v = "other.example"
@@ -338,10 +340,10 @@ func clientForwarding() http.Header {
 	return h
 }
 
-// clientOnlyForwarding are the names of ClientForwarding read with "-".
+// clientOnlyForwarding are the names of ClientHeaders read with "-".
 func clientOnlyForwarding() map[string]bool {
 	names := map[string]bool{}
-	for _, name := range envoycheck.ClientForwarding() {
+	for _, name := range envoycheck.ClientHeaders() {
 		names[strings.ReplaceAll(name, "_", "-")] = true
 	}
 	return names

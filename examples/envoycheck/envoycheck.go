@@ -173,32 +173,53 @@ func Spellings(headers ...string) []string {
 // OverrideHeaders are the method override headers Deputy reads by default.
 var OverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}
 
-// ClientForwarding are the request headers, lowercased as Envoy sends
-// them, in every "-"/"_" spelling, that tell an application another host,
-// scheme, port, path prefix, client address, method or URI than the ones
-// Deputy decided on and the proxy saw: the original URI and method of
-// auth_request and forward_auth setups, and the forwarding headers
-// frameworks trust behind a proxy (Rails' request.host reads
-// X-Forwarded-Host, Rack's scheme X-Forwarded-Ssl and -Scheme before
-// -Proto, gunicorn X-Forwarded-Protocol, Spring, Symfony and Werkzeug
-// X-Forwarded-Port and -Prefix). Of ProxySet, which the proxy sets from its
-// own view over a client's copy, only the "_" spellings are listed: CGI,
-// PHP and WSGI upstreams read them as the proxy's own. Every shipped Envoy
-// config removes a client's from the request upstream.
-func ClientForwarding() []string {
+// ClientHeaders is the one list of request headers a client must never
+// set, lowercased as Envoy sends them, in every "-"/"_" spelling (CGI, PHP
+// and WSGI upstreams read them all as one name): every shipped front end
+// (the nginx and Caddy configs, both Envoy configs and the chart's) clears
+// a client's copies before the application or Deputy's API sees them, and
+// docs/deploy.md lists them. They tell an application another host,
+// scheme, port, path prefix, client address, method, URI or user than the
+// ones Deputy decided on and the proxy saw:
+//   - forwarding headers frameworks trust behind a proxy (Rails'
+//     request.host reads X-Forwarded-Host, Rack's scheme X-Forwarded-Ssl
+//     and -Scheme before -Proto, gunicorn X-Forwarded-Protocol, Spring,
+//     Symfony and Werkzeug X-Forwarded-Port and -Prefix, WSGI recipes
+//     X-Script-Name, Express and Rack the client address from X-Real-IP,
+//     X-Client-IP, True-Client-IP or CF-Connecting-IP);
+//   - the original URI and method of auth_request and forward_auth setups;
+//   - the user an authenticating proxy in front names (oauth2-proxy's
+//     X-Forwarded-User and X-Auth-Request-*, Authelia's and Apache's
+//     Remote-User), which applications trust instead of a session.
+//
+// Of ProxySet, which the proxy sets from its own view over a client's
+// copy, only the "_" spellings are listed.
+func ClientHeaders() []string {
 	var names []string
-	for _, h := range []string{
-		"forwarded", "front-end-https", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix",
-		"x-forwarded-protocol", "x-forwarded-scheme", "x-forwarded-server", "x-forwarded-ssl",
-		"x-host", "x-original-host", "x-real-ip", "x-url-scheme",
-		"x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method",
-	} {
+	for _, h := range clientOnly {
 		names = append(names, EverySpelling(h)...)
 	}
 	for _, h := range ProxySet() {
 		names = append(names, EverySpelling(h)[1:]...)
 	}
 	return names
+}
+
+// clientOnly are ClientHeaders' names as spelled with "-".
+var clientOnly = []string{
+	// Host, scheme, port, path prefix.
+	"forwarded", "front-end-https", "x-forwarded", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix",
+	"x-forwarded-path", "x-forwarded-protocol", "x-forwarded-scheme", "x-forwarded-server", "x-forwarded-ssl",
+	"x-host", "x-original-host", "x-original-proto", "x-original-port", "x-url-scheme", "x-script-name",
+	// Client address.
+	"x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "x-original-forwarded-for",
+	// The original request of auth_request and forward_auth setups.
+	"x-original-uri", "x-original-method", "x-forwarded-uri", "x-forwarded-method",
+	// The user an authenticating proxy names.
+	"remote-user", "remote-email", "remote-groups", "remote-name", "x-remote-user",
+	"x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username", "x-forwarded-access-token",
+	"x-auth-request-user", "x-auth-request-email", "x-auth-request-groups", "x-auth-request-preferred-username",
+	"x-auth-request-access-token",
 }
 
 // ProxySet are the forwarding headers every shipped proxy sets itself from

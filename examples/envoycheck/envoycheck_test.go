@@ -60,7 +60,7 @@ func TestShippedConfigs(t *testing.T) {
 			if !hcm.GetUseRemoteAddress().GetValue() || hcm.GetXffNumTrustedHops() != 0 {
 				t.Errorf("use_remote_address = %v, xff_num_trusted_hops = %d: a client's x-forwarded-proto would reach the application", hcm.GetUseRemoteAddress().GetValue(), hcm.GetXffNumTrustedHops())
 			}
-			for _, name := range envoycheck.ClientForwarding() {
+			for _, name := range envoycheck.ClientHeaders() {
 				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {
 					t.Errorf("route_config does not remove a client's %s", name)
 				}

@@ -45,9 +45,12 @@ static_resources:
                   # path prefix and client address from forwarding headers (Rails'
                   # request.host reads X-Forwarded-Host, Rack's scheme X-Forwarded-Ssl
                   # and -Scheme before -Proto, Spring, Symfony and Werkzeug
-                  # X-Forwarded-Port and -Prefix). A client's copies, in any "-"/"_"
-                  # spelling, never reach the application: it reads the request line and
-                  # the host Deputy decided on (and bound an impersonation session to).
+                  # X-Forwarded-Port and -Prefix), and the user from the headers an
+                  # authenticating proxy sets (X-Forwarded-User, X-Auth-Request-User,
+                  # Remote-User). A client's copies, in any "-"/"_" spelling, never reach
+                  # the application: it reads the request line, the host Deputy decided
+                  # on (and bound an impersonation session to) and Deputy's identity.
+                  # This is the one list every shipped front end clears (docs/deploy.md).
                   # X-Forwarded-Proto and -For are Envoy's own (use_remote_address, no
                   # trusted hops: it overwrites the one, appends its peer to the other);
                   # only their "_" spellings, which CGI, PHP and WSGI upstreams read as
@@ -58,6 +61,8 @@ static_resources:
                     - front-end_https
                     - front_end-https
                     - front_end_https
+                    - x-forwarded
+                    - x_forwarded
                     - x-forwarded-host
                     - x-forwarded_host
                     - x_forwarded-host
@@ -70,6 +75,10 @@ static_resources:
                     - x-forwarded_prefix
                     - x_forwarded-prefix
                     - x_forwarded_prefix
+                    - x-forwarded-path
+                    - x-forwarded_path
+                    - x_forwarded-path
+                    - x_forwarded_path
                     - x-forwarded-protocol
                     - x-forwarded_protocol
                     - x_forwarded-protocol
@@ -92,14 +101,54 @@ static_resources:
                     - x-original_host
                     - x_original-host
                     - x_original_host
-                    - x-real-ip
-                    - x-real_ip
-                    - x_real-ip
-                    - x_real_ip
+                    - x-original-proto
+                    - x-original_proto
+                    - x_original-proto
+                    - x_original_proto
+                    - x-original-port
+                    - x-original_port
+                    - x_original-port
+                    - x_original_port
                     - x-url-scheme
                     - x-url_scheme
                     - x_url-scheme
                     - x_url_scheme
+                    - x-script-name
+                    - x-script_name
+                    - x_script-name
+                    - x_script_name
+                    - x-real-ip
+                    - x-real_ip
+                    - x_real-ip
+                    - x_real_ip
+                    - x-client-ip
+                    - x-client_ip
+                    - x_client-ip
+                    - x_client_ip
+                    - true-client-ip
+                    - true-client_ip
+                    - true_client-ip
+                    - true_client_ip
+                    - cf-connecting-ip
+                    - cf-connecting_ip
+                    - cf_connecting-ip
+                    - cf_connecting_ip
+                    - x-cluster-client-ip
+                    - x-cluster-client_ip
+                    - x-cluster_client-ip
+                    - x-cluster_client_ip
+                    - x_cluster-client-ip
+                    - x_cluster-client_ip
+                    - x_cluster_client-ip
+                    - x_cluster_client_ip
+                    - x-original-forwarded-for
+                    - x-original-forwarded_for
+                    - x-original_forwarded-for
+                    - x-original_forwarded_for
+                    - x_original-forwarded-for
+                    - x_original-forwarded_for
+                    - x_original_forwarded-for
+                    - x_original_forwarded_for
                     - x-original-uri
                     - x-original_uri
                     - x_original-uri
@@ -116,6 +165,102 @@ static_resources:
                     - x-forwarded_method
                     - x_forwarded-method
                     - x_forwarded_method
+                    - remote-user
+                    - remote_user
+                    - remote-email
+                    - remote_email
+                    - remote-groups
+                    - remote_groups
+                    - remote-name
+                    - remote_name
+                    - x-remote-user
+                    - x-remote_user
+                    - x_remote-user
+                    - x_remote_user
+                    - x-forwarded-user
+                    - x-forwarded_user
+                    - x_forwarded-user
+                    - x_forwarded_user
+                    - x-forwarded-email
+                    - x-forwarded_email
+                    - x_forwarded-email
+                    - x_forwarded_email
+                    - x-forwarded-groups
+                    - x-forwarded_groups
+                    - x_forwarded-groups
+                    - x_forwarded_groups
+                    - x-forwarded-preferred-username
+                    - x-forwarded-preferred_username
+                    - x-forwarded_preferred-username
+                    - x-forwarded_preferred_username
+                    - x_forwarded-preferred-username
+                    - x_forwarded-preferred_username
+                    - x_forwarded_preferred-username
+                    - x_forwarded_preferred_username
+                    - x-forwarded-access-token
+                    - x-forwarded-access_token
+                    - x-forwarded_access-token
+                    - x-forwarded_access_token
+                    - x_forwarded-access-token
+                    - x_forwarded-access_token
+                    - x_forwarded_access-token
+                    - x_forwarded_access_token
+                    - x-auth-request-user
+                    - x-auth-request_user
+                    - x-auth_request-user
+                    - x-auth_request_user
+                    - x_auth-request-user
+                    - x_auth-request_user
+                    - x_auth_request-user
+                    - x_auth_request_user
+                    - x-auth-request-email
+                    - x-auth-request_email
+                    - x-auth_request-email
+                    - x-auth_request_email
+                    - x_auth-request-email
+                    - x_auth-request_email
+                    - x_auth_request-email
+                    - x_auth_request_email
+                    - x-auth-request-groups
+                    - x-auth-request_groups
+                    - x-auth_request-groups
+                    - x-auth_request_groups
+                    - x_auth-request-groups
+                    - x_auth-request_groups
+                    - x_auth_request-groups
+                    - x_auth_request_groups
+                    - x-auth-request-preferred-username
+                    - x-auth-request-preferred_username
+                    - x-auth-request_preferred-username
+                    - x-auth-request_preferred_username
+                    - x-auth_request-preferred-username
+                    - x-auth_request-preferred_username
+                    - x-auth_request_preferred-username
+                    - x-auth_request_preferred_username
+                    - x_auth-request-preferred-username
+                    - x_auth-request-preferred_username
+                    - x_auth-request_preferred-username
+                    - x_auth-request_preferred_username
+                    - x_auth_request-preferred-username
+                    - x_auth_request-preferred_username
+                    - x_auth_request_preferred-username
+                    - x_auth_request_preferred_username
+                    - x-auth-request-access-token
+                    - x-auth-request-access_token
+                    - x-auth-request_access-token
+                    - x-auth-request_access_token
+                    - x-auth_request-access-token
+                    - x-auth_request-access_token
+                    - x-auth_request_access-token
+                    - x-auth_request_access_token
+                    - x_auth-request-access-token
+                    - x_auth-request-access_token
+                    - x_auth-request_access-token
+                    - x_auth-request_access_token
+                    - x_auth_request-access-token
+                    - x_auth_request-access_token
+                    - x_auth_request_access-token
+                    - x_auth_request_access_token
                     - x-forwarded_proto
                     - x_forwarded-proto
                     - x_forwarded_proto

@@ -96,13 +96,15 @@ func renderedHCM(t *testing.T, m manifests) *hcmv3.HttpConnectionManager {
 }
 
 // Applications behind auth_request-style setups route or log on
-// X-Original-URI, and frameworks read the host, scheme, port and prefix
-// from forwarding headers (Rails' request.host reads X-Forwarded-Host,
-// Rack's scheme X-Forwarded-Ssl): Envoy drops a client's copy, in any
-// spelling, whichever the transport, so the application reads the host
-// Deputy decided on and bound an impersonation session to, and sets
+// X-Original-URI, frameworks read the host, scheme, port and prefix from
+// forwarding headers (Rails' request.host reads X-Forwarded-Host, Rack's
+// scheme X-Forwarded-Ssl) and the user from an authenticating proxy's
+// (X-Forwarded-User, Remote-User): Envoy drops a client's copy of every
+// name of the list all shipped front ends share, in any spelling,
+// whichever the transport, so the application reads the host Deputy
+// decided on and bound an impersonation session to, and sets
 // X-Forwarded-Proto and -For itself from the connection.
-func TestEnvoyDropsClientForwarding(t *testing.T) {
+func TestEnvoyDropsClientHeaders(t *testing.T) {
 	for _, transport := range []string{"grpc", "http"} {
 		t.Run(transport, func(t *testing.T) {
 			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
@@ -110,7 +112,7 @@ func TestEnvoyDropsClientForwarding(t *testing.T) {
 			if !hcm.GetUseRemoteAddress().GetValue() || hcm.GetXffNumTrustedHops() != 0 {
 				t.Errorf("use_remote_address = %v, xff_num_trusted_hops = %d: a client's x-forwarded-proto would reach the application", hcm.GetUseRemoteAddress().GetValue(), hcm.GetXffNumTrustedHops())
 			}
-			for _, name := range envoycheck.ClientForwarding() {
+			for _, name := range envoycheck.ClientHeaders() {
 				if !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), name) {
 					t.Errorf("route_config does not remove a client's %s", name)
 				}
