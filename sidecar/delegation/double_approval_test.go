@@ -349,3 +349,62 @@ func wantRecordedOnce(t *testing.T, s sidecar.Store, request, decider string) {
 		t.Errorf("approval of %s announced %d times: %+v, want once", request, len(es), es)
 	}
 }
+
+// Two contact managers approve one request at once on two replicas: both
+// answer the one grant stored, and revoking it on one replica ends the
+// access on the other, whose resolver caches grants for an hour.
+func TestApprovalsOnTwoReplicasAnswerOneGrant(t *testing.T) {
+	_, a, b, clock := twoReplicas(t)
+	pa := delegation.NewPartners(a, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+	pb := delegation.NewPartners(b, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+	resolverB := settledResolver(t, a, b, clock)
+	ctx := context.Background()
+	for round := range 10 {
+		r, err := pa.Request(ctx, patUser, orgRequest(sidecar.LevelCreate, 30), allowAll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{delegation.GrantID(r.ID, "")}
+		if got := resolvedLevel(resolverB, patUser, "acme"); got != "no_live_grant" {
+			t.Fatalf("round %d: replica b resolves %q before the approvals, want no_live_grant", round, got)
+		}
+		start := make(chan struct{})
+		answers := make(chan approval, 2)
+		var wg sync.WaitGroup
+		for _, on := range []struct {
+			p      *delegation.Partners
+			caller *sidecar.Identity
+		}{{pa, cora}, {pb, cora2}} {
+			wg.Go(func() {
+				<-start
+				approveInto(ctx, on.p, on.caller, r.ID, answers)
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(answers)
+		var shown []string
+		for ans := range answers {
+			if ans.err != nil {
+				wantCode(t, ans.err, sidecar.ECONFLICT, "request_already_approved")
+				continue
+			}
+			if got := grantIDsOf(ans.grants); !slices.Equal(got, want) {
+				t.Fatalf("round %d: an approval answered %v, want %v", round, got, want)
+			}
+			shown = append(shown, ans.grants[0].ID)
+		}
+		if len(shown) == 0 {
+			t.Fatalf("round %d: neither approval succeeded", round)
+		}
+		if e, err := b.EffectiveGrants(ctx, "acme", "partnerco", ""); err != nil || e.Organisation == nil || e.Organisation.ID != want[0] {
+			t.Fatalf("round %d: the grant stored is %+v (%v), want %s", round, e.Organisation, err, want[0])
+		}
+		partnerEventually(t, "the approval on replica b", func() bool { return resolvedLevel(resolverB, patUser, "acme") == "create" })
+		if g, err := pa.Revoke(ctx, cora, "acme", shown[len(shown)-1], allowAll); err != nil || g == nil {
+			t.Fatalf("round %d: revoking %s: %+v (%v), want it revoked", round, shown[len(shown)-1], g, err)
+		}
+		partnerEventually(t, "the revocation on replica b", func() bool { return resolvedLevel(resolverB, patUser, "acme") == "no_live_grant" })
+		wantRecordedOnce(t, a, r.ID, "")
+	}
+}
