@@ -679,10 +679,7 @@ func TestFragmentInTheQueryIsRefused(t *testing.T) {
 		"/customer/account/edit/?x=1#",
 	} {
 		t.Run(path, func(t *testing.T) {
-			resp := p.Check(ctx, withHeaders(t, path, staff))
-			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
-				t.Fatalf("allowed %v status %d reason %q, want a 400 refusal", resp.Allowed, resp.HTTPStatus, resp.Reason)
-			}
+			wantRefused(t, p.Check(ctx, withHeaders(t, path, staff)))
 		})
 	}
 }
@@ -703,15 +700,20 @@ func TestURLRewriteHeadersAreRefused(t *testing.T) {
 		{"header_map", `{"attributes":{"request":{"http":{"method":"GET","path":"/catalog/shoes","headerMap":{"headers":[{"key":"X_Rewrite_URL","value":"/customer/account/password/"}]}}}}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp := p.Check(context.Background(), checkRequest(t, tc.req))
-			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
-				t.Fatalf("allowed %v status %d reason %q, want a 400 refusal", resp.Allowed, resp.HTTPStatus, resp.Reason)
-			}
+			wantRefused(t, p.Check(context.Background(), checkRequest(t, tc.req)))
 		})
 	}
 	// Names that only look alike are not refused.
 	resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/catalog/shoes", map[string]string{"x-original-uri": "/x", "x-original-urls": "/y"}, "")))
 	if !resp.Allowed {
 		t.Fatalf("refused: %s", resp.Reason)
+	}
+}
+
+// wantRefused fails unless resp is a 400 malformed_request refusal.
+func wantRefused(t *testing.T, resp *authz.Response) {
+	t.Helper()
+	if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+		t.Fatalf("allowed %v status %d reason %q, want a 400 refusal", resp.Allowed, resp.HTTPStatus, resp.Reason)
 	}
 }

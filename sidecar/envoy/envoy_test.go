@@ -178,25 +178,19 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 		}
 	})
 
-	t.Run("a path carried in the query is refused", func(t *testing.T) {
-		resp, err := client.Check(ctx, check("/ok?/customer/account/password/", nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.GetDeniedResponse().GetStatus().GetCode() != 400 {
-			t.Errorf("got %v, want a 400 refusal", resp)
-		}
-	})
-
-	t.Run("a # in the query is refused", func(t *testing.T) {
-		resp, err := client.Check(ctx, check("/ok?x=1#&_method=POST", nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.GetDeniedResponse().GetStatus().GetCode() != 400 {
-			t.Errorf("got %v, want a 400 refusal", resp)
-		}
-	})
+	// CodeIgniter routes a path carried in the query; the application
+	// reads what follows a "#" in the query as more parameters.
+	for _, path := range []string{"/ok?/customer/account/password/", "/ok?x=1#&_method=POST"} {
+		t.Run("refused: "+path, func(t *testing.T) {
+			resp, err := client.Check(ctx, check(path, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetDeniedResponse().GetStatus().GetCode() != 400 {
+				t.Errorf("got %v, want a 400 refusal", resp)
+			}
+		})
+	}
 
 	t.Run("oversized message is refused by the gRPC limit", func(t *testing.T) {
 		_, err := client.Check(ctx, check("/ok", map[string]string{"x-big": strings.Repeat("a", 100<<10)}))
