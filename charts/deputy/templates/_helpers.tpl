@@ -452,6 +452,27 @@ identity.issuerURLs names the provider and takes https alone.
 {{- end -}}
 {{- end -}}
 
+{{/*
+Fails the render on a value that may hold a secret and is not of its form:
+a Redis address, a signing key, a bundle URL. The schema leaves these to
+the render, as its pattern errors quote the value (a password pasted into
+an address, a private key without its header); these name the setting
+alone. Addresses that are URLs or user@host are refused before, by
+deputy.refuseInlineSecrets.
+*/}}
+{{- define "deputy.refuseMalformedSecrets" -}}
+{{- range $i, $a := .Values.redis.addrs | default list -}}
+{{- if not (regexMatch "^[^\\s:@/]+:[0-9]+$" (toString $a)) }}{{ fail (printf "redis.addrs[%d] is not host:port (a host name or IPv4 address, a colon and a port); the password goes in redis.password or redis.existingSecret" $i) }}{{ end -}}
+{{- end -}}
+{{- range $i, $k := .Values.signingKeys.keys | default list -}}
+{{- if not (contains "-----BEGIN " (toString $k.pem)) }}{{ fail (printf "signingKeys.keys[%d].pem is not a PEM key (-----BEGIN ...): give the key file whole, as deputy keys generate writes it" $i) }}{{ end -}}
+{{- end -}}
+{{- with .Values.policies.bundle.url -}}
+{{- if not (regexMatch "^https?://." (toString .)) }}{{ fail "policies.bundle.url is not an http or https URL" }}{{ end -}}
+{{- if and $.Values.policies.bundle.tokenSecret (not (hasPrefix "https://" (toString .))) }}{{ fail "policies.bundle.url is not https, and policies.bundle.tokenSecret would send the token over it in clear" }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when a Redis address (the argument) is a URL or carries user@, where passwords go. */}}
 {{- define "deputy.notHostPort" -}}
 {{- $a := toString (. | default "") -}}

@@ -703,6 +703,12 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		// loopback only: the pod would be unreachable, or anyone holding
 		// the key would mint any identity.
 		{"dev mode", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com'], audiences: [shop]}, deputy: {dev: true}}", "deputy.dev"},
+		// Values that may hold a secret are checked here, not by the
+		// schema, whose errors quote them (TestRefusedValuesAreNotRepeated).
+		{"redis address without a port", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['redis without port']}}", "redis.addrs[0] is not host:port"},
+		{"bundle token over http", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: bundle, bundle: {url: 'http://bundles.example.com/b.tar.gz', tokenSecret: t, publicKey: k}}}", "policies.bundle.url is not https"},
+		{"issuer not a URL", "{app: {image: {repository: x}}, identity: {issuerURLs: [login.example.com], anyAudience: true}}", "identity.issuerURLs[0] is not https"},
+		{"issuer over plain http", "{app: {image: {repository: x}}, identity: {issuerURLs: ['http://login.example.com/realms/shop'], audiences: [shop]}}", "identity.issuerURLs[0] is not https"},
 		// issuer_urls carry no namespace: two of them would make each
 		// issuer's "cust1" one person.
 		{"two issuer URLs", "{app: {image: {repository: x}}, identity: {issuerURLs: ['https://login.example.com', 'https://partner.example'], audiences: [shop]}}", "issuerURLs"},

@@ -93,3 +93,32 @@ deputy: {extraArgs: [--identity-issuer-urls, 'https://a.example.com,https://b.ex
   config: {identity: {issuers: [{issuer: 'https://idp2.example.com', jwks_url: 'https://idp2.example.com/jwks', namespace: p}]}}}`)
 	})
 }
+
+// A value refused where it may hold a secret (a Redis address, a signing
+// key, a URL) is refused without being repeated: the schema's pattern
+// errors quote the value, so those checks are the render's, whose errors
+// name the setting alone.
+func TestRefusedValuesAreNotRepeated(t *testing.T) {
+	const base = "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\n"
+	cases := []struct{ name, values, want string }{
+		{"redis address as a URL", "redis: {enabled: true, addrs: ['redis://:hunter2@r:6379']}", "redis.addrs[0]"},
+		{"redis address with user@", "redis: {enabled: true, addrs: ['deputy:hunter2@r:6379']}", "redis.addrs[0]"},
+		{"redis address with the password after it", "redis: {enabled: true, addrs: ['r:6379 hunter2']}", "redis.addrs[0]"},
+		{"redis password in the address", "redis: {enabled: true, cluster: true, addrs: ['r:6379', 'hunter2']}", "redis.addrs[1]"},
+		{"signing key without its PEM header", "signingKeys: {keys: [{name: k1, pem: 'MHcCAQEEIhunter2'}]}", "signingKeys.keys[0].pem"},
+		{"issuer URL over http with userinfo", "identity: {issuerURLs: ['http://u:hunter2@idp.example.com'], anyAudience: true}", "identity.issuerURLs"},
+		{"bundle URL of another scheme", "policies: {source: bundle, bundle: {url: 's3://key:hunter2@bundles/b.tar.gz', publicKey: k}}", "policies.bundle.url"},
+		{"bundle URL over http with a token", "policies: {source: bundle, bundle: {url: 'http://u:hunter2@bundles.example.com/b.tar.gz', publicKey: k, tokenSecret: t}}", "policies.bundle.url"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderYAML(t, loadChart(t), base+tc.values)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("render: %v, want an error naming %s", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the error repeats the value: %v", err)
+			}
+		})
+	}
+}
