@@ -93,3 +93,31 @@ func TestNginxAccessLogLeavesQueryOut(t *testing.T) {
 		t.Errorf("access log holds a query:\n%s", logged)
 	}
 }
+
+// nginx's error log writes the request line of every request it logs an
+// error for, query included, and no format changes that: with Deputy
+// unreachable, a redeem link's code would be written there while it is
+// still valid. The shipped config logs no errors for the redeem path; the
+// rest of the management API still logs its errors (so the line this test
+// waits for is written, and the log is read only once nginx wrote).
+func TestNginxErrorLogLeavesRedeemCodeOut(t *testing.T) {
+	down := &deputy{http: freeAddr(t)} // nothing listens: every proxied call fails
+	app := startUpstream(t)
+	logFile := filepath.Join(t.TempDir(), "error.log")
+	base := startNginxWith(t, down, app, " error_log "+logFile+" info;")
+	for _, path := range []string{"/deputy/v1/impersonation/redeem?code=SECRET-CODE", "/deputy/v1/impersonation/sessions?marker=LOGGED"} {
+		resp, _ := call(t, http.MethodGet, base+path, nil, nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("GET %s with Deputy down: %d, want 502", path, resp.StatusCode)
+		}
+	}
+	var logged string
+	eventually(t, 5*time.Second, func() bool {
+		logged = readConfig(t, logFile)
+		return strings.Contains(logged, "marker=LOGGED")
+	}, func() string { return "error log lacks the failed management call:\n" + logged })
+	if strings.Contains(logged, "SECRET-CODE") {
+		t.Errorf("error log holds the redeem code:\n%s", logged)
+	}
+}
