@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -106,6 +107,21 @@ const ReasonGrantSuperseded = "grant_superseded"
 func Superseded() *Error {
 	return &Error{Code: ECONFLICT, Reason: ReasonGrantSuperseded,
 		Message: ReasonGrantSuperseded + ": a later approval or revocation of this access stands"}
+}
+
+// SessionOver is the ECONFLICT refusing a use of a session that is no
+// longer live; state is its EndState, and the reason, session_<state>, is
+// the one the check path denies its cookie with.
+func SessionOver(state string) *Error { return Refused(ECONFLICT, "session_"+state, nil) }
+
+// SessionOverState returns the end state a SessionOver error reports, and
+// whether err is one.
+func SessionOverState(err error) (string, bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Code != ECONFLICT {
+		return "", false
+	}
+	return strings.CutPrefix(e.Reason, "session_")
 }
 
 // ErrorCode returns the code of err, EINTERNAL for foreign errors and "" for nil.

@@ -27,7 +27,7 @@ import (
 //     method, so every replica's cache drops the entry: RedeemSession and
 //     EndSession → SessionKey(token hash); SetConsent → ConsentKey and the
 //     SessionKey of every session it ended; StartSession → the SessionKey
-//     of every session it replaced;
+//     of every session it ended;
 //     PutCustomer → CustomerKey; DeleteCustomer → CustomerKey, ConsentKey
 //     and the SessionKey of every session it ended; PutGrant, RevokeGrant →
 //     GrantKey; PutShare, DeleteShare → ShareKey; PutAssignment(s),
@@ -37,7 +37,7 @@ import (
 //     its own. A publish that fails after a committed write of EndSession,
 //     SetConsent, PutCustomer, DeleteCustomer, MarkStaff, RevokeGrant,
 //     PutGrant, DeleteShare, ChangeAssignments, DeleteAssignment or
-//     StartSession (of the sessions it replaced) is returned as
+//     StartSession (of the sessions it ended) is returned as
 //     Unpublished (EUNAVAILABLE) together with the method's result: the
 //     write stands, its caller records it and answers 503, and the retry
 //     publishes again. Other writes log such a failure: the cache TTL
@@ -264,9 +264,47 @@ type SessionStart struct {
 	ProtectedRoles []string  // policy data's protected_roles
 	// ProtectedCustomers is policy data's protected_customers.
 	ProtectedCustomers []string
-	// ReplaceLive ends the actor's other live sessions (EndReplaced) in
-	// the same step: one live session per staff member.
+	// ReplaceLive ends the actor's other sessions in the same step
+	// (Supersede): one live session per staff member.
 	ReplaceLive bool
+}
+
+// Supersede ends old, another session of the starting actor that nobody
+// ended, in the start's atomic step: a live one as replaced, by the actor;
+// one that lapsed (idle, expired, past its consent) with its EndState, by
+// SweepActor, as the sweep would have. A lapsed session is ended too, not
+// only passed over: the session log records its end, replicas evict it,
+// and no later write can make it a second live session of the actor.
+func (st *SessionStart) Supersede(old *Session, now time.Time) {
+	by, reason := st.Session.Actor, EndReplaced
+	if state := old.EndState(now); state != "" {
+		by, reason = SweepActor, state
+	}
+	old.EndedAt, old.EndedBy, old.EndReason = now, by, reason
+}
+
+// Touch records activity at at, as TouchSession does inside the store's
+// atomic step, now being the store's time. A session not live at the
+// later of the two is refused (SessionOver), and its last-seen stays as
+// it was: the store alone judges idleness, and a replica that judged by
+// requests the store never saw cannot bring a lapsed session back. It
+// reports whether LastSeen moved.
+func (s *Session) Touch(at, now time.Time) (bool, error) {
+	if state := s.EndState(later(at, now)); state != "" {
+		return false, SessionOver(state)
+	}
+	if !at.After(s.LastSeen) {
+		return false, nil
+	}
+	s.LastSeen = at
+	return true, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Check is the start rule, applied by the stores inside their atomic step
@@ -603,9 +641,10 @@ type ConsentStore interface {
 type SessionStore interface {
 	// StartSession stores st.Session and its redeem code in one atomic
 	// step, provided st.Check passes on the customer, consent and staff
-	// mark as stored at that instant; with st.ReplaceLive the actor's
-	// other live sessions end (EndReplaced) in the same step and are
-	// returned. ECONFLICT if the id or the code hash exists.
+	// mark as stored at that instant; with st.ReplaceLive every other
+	// session of the actor that nobody ended ends in the same step
+	// (SessionStart.Supersede: live ones replaced, lapsed ones with their
+	// lapse) and is returned. ECONFLICT if the id or the code hash exists.
 	StartSession(ctx context.Context, st SessionStart) ([]Session, error)
 	// GetSession returns the session by id, live or not.
 	GetSession(ctx context.Context, id string) (*Session, error)
@@ -619,7 +658,11 @@ type SessionStore interface {
 	// SessionByToken returns the session whose token hashes to tokenHash,
 	// live or not (callers check Live); ENOTFOUND for unknown hashes.
 	SessionByToken(ctx context.Context, tokenHash string) (*Session, error)
-	// TouchSession records activity for the idle timeout.
+	// TouchSession records activity at at for the idle timeout, in one
+	// atomic step with the check that the session is still live
+	// (Session.Touch): a session the store holds ended or lapsed is
+	// refused with SessionOver, and the check path denies its cookie.
+	// ENOTFOUND for an unknown id.
 	TouchSession(ctx context.Context, id string, at time.Time) error
 	// EndSession ends a session and returns it. Ending an ended session is
 	// not an error: it returns the session with its first end unchanged.

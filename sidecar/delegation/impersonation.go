@@ -473,7 +473,10 @@ type Started struct {
 	Session   *sidecar.Session
 	Code      string
 	CodeUntil time.Time
-	Replaced  []sidecar.Session
+	// Replaced are the staff member's other sessions the start ended
+	// (sidecar.SessionStart.Supersede): live ones as replaced, lapsed
+	// ones nobody had ended yet with their lapse.
+	Replaced []sidecar.Session
 }
 
 // startAttempts bounds how often Start reads the facts again when the
@@ -594,8 +597,13 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
+	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
 	for k := range replaced {
-		i.ended(ctx, staff, &replaced[k])
+		by := staff
+		if replaced[k].EndedBy == sidecar.SweepActor { // lapsed: ended as the sweep would have
+			by = deputy
+		}
+		i.ended(ctx, by, &replaced[k])
 	}
 	if err != nil {
 		// The sessions it replaced ended, but replicas were not told. The
@@ -737,11 +745,12 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 }
 
 // evictReplaced publishes again the evictions of actor's sessions started
-// since that a new session replaced: a start whose store write replaced a
-// redeemed session while its eviction was lost answered 503, and this is
-// its retry. The two newest sessions are the ones that matter (the one
-// replaced, and the one that start stored and ended); a page looks past a
-// few more.
+// since that a new session replaced, or that ended as lapsed (a start
+// ends those too, and the sweep's evictions are best effort): a start
+// whose store write ended a redeemed session while its eviction was lost
+// answered 503, and this is its retry. The two newest sessions are the
+// ones that matter (the one replaced, and the one that start stored and
+// ended); a page looks past a few more.
 func (i *Impersonation) evictReplaced(ctx context.Context, actor string, since time.Time) error {
 	ss, _, err := i.store.ListSessions(ctx, sidecar.SessionFilter{Actor: actor, From: since, Page: sidecar.Page{Limit: replacedLookBack}})
 	if err != nil {
@@ -749,7 +758,7 @@ func (i *Impersonation) evictReplaced(ctx context.Context, actor string, since t
 	}
 	var keys []string
 	for _, s := range ss {
-		if s.EndReason == sidecar.EndReplaced && s.TokenHash != "" {
+		if (s.EndReason == sidecar.EndReplaced || s.EndedBy == sidecar.SweepActor) && s.TokenHash != "" {
 			keys = append(keys, sidecar.SessionKey(s.TokenHash))
 		}
 	}

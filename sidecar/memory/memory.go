@@ -513,8 +513,12 @@ func (s *Store) StartSession(_ context.Context, st sidecar.SessionStart) ([]side
 	}
 	var replaced []sidecar.Session
 	if st.ReplaceLive {
-		replaced = s.endLive(func(ss *sidecar.Session) bool { return ss.Actor == st.Session.Actor },
-			st.Session.Actor, sidecar.EndReplaced, now)
+		for _, ss := range s.sessions {
+			if ss.Actor == st.Session.Actor && ss.EndedAt.IsZero() {
+				st.Supersede(ss, now)
+				replaced = append(replaced, *ss)
+			}
+		}
 	}
 	for h, c := range s.redeem {
 		if !now.Before(c.expires) {
@@ -579,7 +583,7 @@ func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host strin
 	case ss.TokenHash != "":
 		err = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
 	case !ss.Live(now):
-		err = sidecar.Errorf(sidecar.ECONFLICT, "session_%s", ss.EndState(now))
+		err = sidecar.SessionOver(ss.EndState(now))
 	default:
 		if _, taken := s.tokens[tokenHash]; taken {
 			err = sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
@@ -614,10 +618,8 @@ func (s *Store) TouchSession(_ context.Context, id string, at time.Time) error {
 	if !ok {
 		return notFound("session")
 	}
-	if at.After(ss.LastSeen) {
-		ss.LastSeen = at
-	}
-	return nil
+	_, err := ss.Touch(at, s.now())
+	return err
 }
 
 func (s *Store) EndSession(_ context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {

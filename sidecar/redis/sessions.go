@@ -210,7 +210,8 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 		var old []*sidecar.Session
 		var stale []string
 		if st.ReplaceLive {
-			if old, stale, err = s.liveSessions(ctx, tx, liveActor, now); err != nil {
+			// Every session of the actor nobody ended, lapsed or not.
+			if old, stale, err = s.setSessions(ctx, tx, liveActor, now, func(*sidecar.Session) bool { return true }); err != nil {
 				return err
 			}
 		}
@@ -219,7 +220,7 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 		prune := "(" + logBound(now.Add(-2*s.cfg.Retention))
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, o := range old {
-				o.EndedAt, o.EndedBy, o.EndReason = now, ss.Actor, sidecar.EndReplaced
+				st.Supersede(o, now)
 			}
 			s.queueEnds(ctx, p, liveActor, old, stale, &replaced)
 			p.Set(ctx, key, encode(ss), ttl)
@@ -441,7 +442,7 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host str
 		case ss.TokenHash != "":
 			refused = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
 		case !ss.Live(now):
-			refused = sidecar.Errorf(sidecar.ECONFLICT, "session_%s", ss.EndState(now))
+			refused = sidecar.SessionOver(ss.EndState(now))
 		case taken > 0:
 			refused = sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
 		}
@@ -470,11 +471,11 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host str
 
 func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {
 	_, err := s.updateSession(ctx, id, func(ss *sidecar.Session) error {
-		if !at.After(ss.LastSeen) {
-			return errUnchanged
+		moved, err := ss.Touch(at, s.now())
+		if err == nil && !moved {
+			err = errUnchanged
 		}
-		ss.LastSeen = at
-		return nil
+		return err
 	}, nil)
 	if errors.Is(err, errUnchanged) {
 		return nil

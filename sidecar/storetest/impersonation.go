@@ -142,6 +142,70 @@ func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("replaced cookie reads %q", byTok.EndState(e.now()))
 		}
 	})
+	// A session that lapsed without anyone ending it is ended by the start
+	// too, with its lapse, as the sweep would: passed over, it would be one
+	// last-seen write away from a second live session of the actor.
+	t.Run("replace_live_ends_the_actors_lapsed_sessions_too", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "idle", "alice", "c1"))) // idle after 15 minutes
+		must(t, ignore(redeem(e, "idle", "h-idle")))
+		short := newSession(e, "short", "alice", "c2")
+		short.ExpiresAt, short.IdleTimeout = e.now().Add(5*time.Minute), 0
+		must(t, begin(e, short))
+		must(t, ignore(redeem(e, "short", "h-short")))
+		must(t, begin(e, newSession(e, "done", "alice", "c3")))
+		_, err := e.s.EndSession(e.ctx, "done", "alice", sidecar.EndEnded, e.now())
+		must(t, err)
+		must(t, begin(e, newSession(e, "bobs", "bob", "c1"))) // idle too, but not alice's
+		e.clock.Advance(10 * time.Minute)
+		must(t, begin(e, newSession(e, "recent", "alice", "c2")))
+		must(t, ignore(redeem(e, "recent", "h-recent")))
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c4"}, sidecar.Protection{})))
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c4", Allowed: true, SetBy: "c4", SetAt: e.now()}))
+		e.clock.Advance(6 * time.Minute)
+		keys := subscribeKeys(t, e)
+		ended, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: newSession(e, "new", "alice", "c4"),
+			CodeHash: codeOf("new"), CodeExpiresAt: e.now().Add(30 * time.Second), ReplaceLive: true})
+		must(t, err)
+		slices.SortFunc(ended, func(a, b sidecar.Session) int { return strings.Compare(a.ID, b.ID) })
+		want := []struct{ id, by, reason string }{
+			{"idle", sidecar.SweepActor, sidecar.EndIdle},
+			{"recent", "alice", sidecar.EndReplaced},
+			{"short", sidecar.SweepActor, sidecar.EndExpired},
+		}
+		if len(ended) != len(want) {
+			t.Fatalf("the start ended %v, want idle recent short", sessionIDs(ended))
+		}
+		for i, w := range want {
+			got := ended[i]
+			if got.ID != w.id || got.EndedBy != w.by || got.EndReason != w.reason || !got.EndedAt.Equal(e.now()) {
+				t.Fatalf("ended %+v, want %s ended by %s as %s", got, w.id, w.by, w.reason)
+			}
+			stored, err := e.s.GetSession(e.ctx, w.id)
+			must(t, err)
+			if stored.EndReason != w.reason || stored.EndedBy != w.by {
+				t.Fatalf("stored %s: %+v", w.id, stored)
+			}
+		}
+		waitKey(t, keys, sidecar.SessionKey("h-idle"), sidecar.SessionKey("h-short"), sidecar.SessionKey("h-recent"))
+		if done, _ := e.s.GetSession(e.ctx, "done"); done.EndReason != sidecar.EndEnded || done.EndedBy != "alice" {
+			t.Fatalf("an ended session was ended again: %+v", done)
+		}
+		// Nothing of alice's is left for the sweep, and nothing comes back.
+		swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+		must(t, err)
+		if !slices.Equal(sessionIDs(swept), []string{"bobs"}) {
+			t.Fatalf("the sweep after the start ended %v, want only bob's", sessionIDs(swept))
+		}
+		if state, _ := sidecar.SessionOverState(e.s.TouchSession(e.ctx, "idle", e.now())); state != sidecar.EndIdle {
+			t.Fatalf("touch of the lapsed session after the start: state %q, want refused as idle", state)
+		}
+		live, _, err := e.s.ListSessions(e.ctx, sidecar.SessionFilter{Actor: "alice", LiveOnly: true})
+		must(t, err)
+		if !slices.Equal(sessionIDs(live), []string{"new"}) {
+			t.Fatalf("alice's live sessions %v, want only new", sessionIDs(live))
+		}
+	})
 }
 
 func testConsentEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {

@@ -411,15 +411,60 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("state = %q, want idle", got.EndState(e.now()))
 		}
 		must(t, begin(e, newSession(e, "s2", "bob", "c2")))
-		for range 5 {
+		for range 4 {
 			e.clock.Advance(12 * time.Minute)
 			must(t, e.s.TouchSession(e.ctx, "s2", e.now()))
 		}
+		e.clock.Advance(12 * time.Minute)
 		got, _ = e.s.GetSession(e.ctx, "s2")
 		if got.EndState(e.now()) != sidecar.EndExpired {
 			t.Fatalf("state = %q, want expired after max length", got.EndState(e.now()))
 		}
 		wantCode(t, e.s.TouchSession(e.ctx, "missing", e.now()), sidecar.ENOTFOUND)
+	})
+	// The store alone judges idleness: a replica that still honours a
+	// session (it counted requests whose last-seen it never wrote) cannot
+	// make one the store holds lapsed or ended live again.
+	t.Run("touch_refuses_a_session_the_store_holds_over", func(t *testing.T) {
+		e := newEnv(t)
+		for _, id := range []string{"idle", "ended", "expired", "live"} {
+			must(t, begin(e, newSession(e, id, "staff-"+id, "c1")))
+		}
+		e.clock.Advance(10 * time.Minute)
+		must(t, e.s.TouchSession(e.ctx, "expired", e.now()))
+		must(t, e.s.TouchSession(e.ctx, "live", e.now()))
+		_, err := e.s.EndSession(e.ctx, "ended", "bob", sidecar.EndRevoked, e.now())
+		must(t, err)
+		e.clock.Advance(5 * time.Minute) // "idle": 15 min since start
+		cases := []struct{ id, state string }{{"idle", sidecar.EndIdle}, {"ended", sidecar.EndRevoked}}
+		for _, tc := range cases {
+			before, err := e.s.GetSession(e.ctx, tc.id)
+			must(t, err)
+			err = e.s.TouchSession(e.ctx, tc.id, e.now())
+			if state, over := sidecar.SessionOverState(err); !over || state != tc.state {
+				t.Fatalf("touch of %s: %v, want refused as %s", tc.id, err, tc.state)
+			}
+			after, err := e.s.GetSession(e.ctx, tc.id)
+			must(t, err)
+			if !after.LastSeen.Equal(before.LastSeen) || after.Live(e.now()) {
+				t.Fatalf("refused touch of %s wrote last-seen %v (was %v), live %v", tc.id, after.LastSeen, before.LastSeen, after.Live(e.now()))
+			}
+		}
+		// A touch stamped before the store's now is judged at the store's
+		// now: a replica whose clock is behind revives nothing.
+		err = e.s.TouchSession(e.ctx, "idle", e.now().Add(-time.Minute))
+		if state, _ := sidecar.SessionOverState(err); state != sidecar.EndIdle {
+			t.Fatalf("touch stamped a minute back: %v, want refused as idle", err)
+		}
+		must(t, e.s.TouchSession(e.ctx, "live", e.now().Add(-time.Minute)))
+		if got, _ := e.s.GetSession(e.ctx, "live"); !got.LastSeen.Equal(e.now().Add(-time.Minute)) {
+			t.Fatalf("live session's last-seen %v, want the touch's", got.LastSeen)
+		}
+		e.clock.Advance(50 * time.Minute) // past max length
+		err = e.s.TouchSession(e.ctx, "expired", e.now())
+		if state, _ := sidecar.SessionOverState(err); state != sidecar.EndExpired {
+			t.Fatalf("touch past max length: %v, want refused as expired", err)
+		}
 	})
 }
 
@@ -1352,17 +1397,16 @@ func testAudit(t *testing.T, newEnv func(*testing.T) *env) {
 // ---- invalidation ------------------------------------------------------------
 
 // waitKey waits (bounded) for key on ch, skipping others.
-func waitKey(t *testing.T, ch <-chan string, key string) {
+// waitKey waits until every one of keys arrives on ch, in any order.
+func waitKey(t *testing.T, ch <-chan string, keys ...string) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
-	for {
+	for len(keys) > 0 {
 		select {
 		case k := <-ch:
-			if k == key {
-				return
-			}
+			keys = slices.DeleteFunc(keys, func(want string) bool { return want == k })
 		case <-deadline:
-			t.Fatalf("invalidation %q never arrived", key)
+			t.Fatalf("invalidations %q never arrived", keys)
 		}
 	}
 }
