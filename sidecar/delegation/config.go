@@ -51,7 +51,7 @@ type ImpersonationConfig struct {
 	// SweepInterval bounds how late an impersonation.ended event for an
 	// expired or idle session, or a consent.expired event, may come.
 	SweepInterval time.Duration `yaml:"sweep_interval" usage:"how often sessions that expired or went idle are ended, and lapsed consents reported, with their events"`
-	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time; keep it well below the idle timeout"`
+	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time, from which the store judges idleness: a session goes idle up to this much sooner after its last request; keep it well below the idle timeout"`
 	// CacheTTL also bounds how long a cached entry counts as fresh while
 	// the store is down.
 	CacheTTL  time.Duration `yaml:"cache_ttl" usage:"how stale a cached session may be when an eviction message is lost; also how often a replica writes a staff member's staff mark again"`

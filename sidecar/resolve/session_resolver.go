@@ -32,6 +32,13 @@ type SessionState interface {
 // round trip except one refresh per CacheTTL and one last-seen write per
 // TouchInterval for each live session.
 //
+// Idleness is the store's to judge, from the last-seen it holds: the
+// resolver counts only last-seen times the store holds (read, or written
+// here), never requests whose write was skipped or failed, and reads a
+// session again before denying it as idle, since another replica may have
+// written since. The store refuses the last-seen write of a session it
+// holds ended or lapsed, and that refusal denies the request here.
+//
 // Consent and protection are part of every decision: the customer's
 // current consent, profile and staff mark are read together (one store
 // round trip) through a second cache, evicted by the consent and the
@@ -78,8 +85,14 @@ type sessionEntry struct {
 	session   *sidecar.Session // never mutated once cached
 	deleg     sidecar.Delegation
 	fetchedAt time.Time
-	lastLocal atomic.Int64 // unix nanos of the last request seen here
-	lastTouch atomic.Int64 // unix nanos of the last last-seen write
+	// seen is the latest last-seen (unix nanos; the start before any)
+	// this replica knows the store holds: read with the session, or
+	// written here since. Requests
+	// the store never heard of do not count: idleness is the store's to
+	// judge, and a replica that counted them would honour a session the
+	// store holds idle (and a new start of its actor ends).
+	seen      atomic.Int64
+	lastTouch atomic.Int64 // unix nanos of the last last-seen write attempt
 }
 
 var _ sidecar.DelegationResolver = (*SessionResolver)(nil)
@@ -199,7 +212,9 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	r.mu.RLock()
 	e, _ := r.entries.Peek(key)
 	r.mu.RUnlock()
-	if e != nil && now.Sub(e.fetchedAt) < r.cacheTTL {
+	// A cached session that looks idle is read again before it is denied:
+	// another replica may have written its last-seen since.
+	if e != nil && now.Sub(e.fetchedAt) < r.cacheTTL && !e.lapsedIdle(now) {
 		r.obs.Hit(CacheSessions)
 	} else {
 		r.obs.Miss(CacheSessions)
@@ -226,12 +241,8 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	if id != nil && id.Subject != e.session.Actor {
 		return nil, sidecar.Refused(sidecar.EUNAUTHORIZED, "session_actor_mismatch", nil)
 	}
-	nowNS := now.UnixNano()
-	e.lastLocal.Store(nowNS)
-	if last := e.lastTouch.Load(); nowNS-last >= int64(r.touchEvery) && e.lastTouch.CompareAndSwap(last, nowNS) {
-		if err := r.state.TouchSession(ctx, e.session.ID, now); err != nil {
-			r.logger.Warn("session last-seen not recorded", "session", e.session.ID, "error", err)
-		}
+	if err := r.touch(ctx, key, e, now); err != nil {
+		return nil, err
 	}
 	d := new(sidecar.Delegation)
 	*d = e.deleg
@@ -278,10 +289,19 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	}
 	// The store's last-seen counts as a touch, so a refreshed entry does
 	// not write again straight away.
+	if s.LastSeen.After(s.StartedAt) {
+		e.seen.Store(s.LastSeen.UnixNano())
+	} else {
+		e.seen.Store(s.StartedAt.UnixNano())
+	}
 	e.lastTouch.Store(s.LastSeen.UnixNano())
 	r.mu.RLock()
 	if old, _ := r.entries.Peek(key); old != nil {
-		e.lastLocal.Store(old.lastLocal.Load())
+		// A write of this replica the read may have missed: the store
+		// keeps the latest last-seen, so it holds that one or a later one.
+		if t := old.seen.Load(); t > e.seen.Load() {
+			e.seen.Store(t)
+		}
 		if t := old.lastTouch.Load(); t > e.lastTouch.Load() {
 			e.lastTouch.Store(t)
 		}
@@ -329,28 +349,63 @@ func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session,
 	return cs, nil
 }
 
-// endState is Session.EndState, counting requests this replica has seen
-// since the last write of last-seen.
+// touch writes the session's last-seen once per touch interval. The store
+// refuses a session it no longer holds live (ended, or lapsed by its own
+// last-seen): that refusal is the session's end here too, the request is
+// denied and its cookie cleared, and the entry is dropped so the next
+// request reads what the store holds. Any other failure is logged: the
+// session was live at its last-seen as this replica knows it, which the
+// store holds too, or a later one.
+func (r *SessionResolver) touch(ctx context.Context, key [sha256.Size]byte, e *sessionEntry, now time.Time) error {
+	nowNS := now.UnixNano()
+	last := e.lastTouch.Load()
+	if nowNS-last < int64(r.touchEvery) || !e.lastTouch.CompareAndSwap(last, nowNS) {
+		return nil
+	}
+	err := r.state.TouchSession(ctx, e.session.ID, now)
+	if err == nil {
+		if nowNS > e.seen.Load() {
+			e.seen.Store(nowNS)
+		}
+		return nil
+	}
+	state, over := sidecar.SessionOverState(err)
+	if !over && sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		state, over = "unknown", true
+	}
+	if !over {
+		r.logger.Warn("session last-seen not recorded", "session", e.session.ID, "error", err)
+		return nil
+	}
+	r.mu.Lock()
+	if cur, _ := r.entries.Peek(key); cur == e {
+		r.entries.Remove(key)
+	}
+	r.mu.Unlock()
+	return r.sessionError(state)
+}
+
+// endState is Session.EndState with last-seen as this replica knows the
+// store holds it (seen).
 func (e *sessionEntry) endState(now time.Time) string {
 	s := e.session
 	switch {
-	case !s.EndedAt.IsZero():
-		return s.EndReason
-	case !now.Before(s.ExpiresAt):
-		return s.EndState(now) // expired, or consent_expired
-	case s.IdleTimeout > 0:
-		last := s.StartedAt
-		if s.LastSeen.After(last) {
-			last = s.LastSeen
-		}
-		if l := e.lastLocal.Load(); l > last.UnixNano() {
-			last = time.Unix(0, l)
-		}
-		if !now.Before(last.Add(s.IdleTimeout)) {
-			return sidecar.EndIdle
-		}
+	case !s.EndedAt.IsZero(), !now.Before(s.ExpiresAt):
+		return s.EndState(now) // its end, expired, or consent_expired
+	case e.lapsedIdle(now):
+		return sidecar.EndIdle
 	}
 	return ""
+}
+
+// lapsedIdle reports whether the session, not ended nor expired, is idle
+// at now by the latest last-seen this replica knows the store holds.
+func (e *sessionEntry) lapsedIdle(now time.Time) bool {
+	s := e.session
+	if !s.EndedAt.IsZero() || !now.Before(s.ExpiresAt) || s.IdleTimeout <= 0 {
+		return false
+	}
+	return now.UnixNano()-e.seen.Load() >= int64(s.IdleTimeout)
 }
 
 // maxToken bounds the cookie value: real tokens are 43 bytes.
