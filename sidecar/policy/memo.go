@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -28,7 +29,7 @@ const memoAnnotation = "deputy_memo"
 
 const (
 	memoEntries  = 4096
-	memoMaxBytes = 2048 // the most a call's arguments may weigh to be kept
+	memoMaxBytes = 2048 // the most a call's arguments, and its value, may weigh to be kept
 )
 
 // memo holds an activation's memoized function results. Its zero value
@@ -77,7 +78,7 @@ func (m *memo) get(h int, key ast.Ref) *ast.Term {
 // and arguments may share storage with the input of the check that made
 // the call.
 func memoEntryOf(key ast.Ref, value *ast.Term) (memoEntry, bool) {
-	if value == nil || !smallTerms(key[1:], memoMaxBytes) {
+	if value == nil || !smallTerms(key[1:], memoMaxBytes) || !smallTerms([]*ast.Term{value}, memoMaxBytes) {
 		return memoEntry{}, false
 	}
 	e := memoEntry{key: make(ast.Ref, len(key)), value: value.Copy()}
@@ -113,7 +114,10 @@ func (m *memo) keep(found []memoEntry) {
 }
 
 // smallTerms reports whether terms weigh at most limit bytes, counting
-// string bytes and a few bytes a value.
+// string bytes and a few bytes a value, and hold no number. OPA calls
+// numbers equal that a function can tell apart (1 and 1.0 marshal
+// differently), so a result kept for one spelling must not answer the
+// other: calls with numbers are simply not kept.
 func smallTerms(terms []*ast.Term, limit int) bool {
 	left := limit
 	var weigh func(v ast.Value) bool
@@ -121,8 +125,6 @@ func smallTerms(terms []*ast.Term, limit int) bool {
 		left -= 8
 		switch v := v.(type) {
 		case ast.String:
-			left -= len(v)
-		case ast.Number:
 			left -= len(v)
 		case *ast.Array:
 			for i := 0; i < v.Len() && left >= 0; i++ {
@@ -144,7 +146,7 @@ func smallTerms(terms []*ast.Term, limit int) bool {
 			}
 		case ast.Boolean, ast.Null:
 		default:
-			return false // not a plain value: never kept
+			return false // a number, or not a plain value: never kept
 		}
 		return left >= 0
 	}
@@ -244,11 +246,38 @@ type purity struct {
 
 func newPurity(c *ast.Compiler) *purity { return &purity{c: c, seen: map[string]bool{}} }
 
-// impureBuiltins answer differently, or act, from call to call with the
-// same arguments, though OPA does not mark them nondeterministic.
-var impureBuiltins = map[string]bool{
-	"print": true, "internal.print": true, "trace": true, "opa.runtime": true,
-	"io.jwt.decode_verify": true, decodeVerifyName: true, "internal.test_case": true,
+// pureBuiltinFamilies are the builtins a memoized function may call, by
+// name prefix (a name without a dot is one of OPA's core builtins:
+// operators, strings, aggregates, types): their answer depends on their
+// arguments alone. Any other builtin is refused, so one OPA adds later
+// that reads the clock, the network or the host is refused too, until it
+// is listed here.
+var pureBuiltinFamilies = []string{
+	"array.", "object.", "strings.", "regex.", "glob.", "json.", "yaml.", "base64.", "base64url.",
+	"hex.", "urlquery.", "units.", "semver.", "bits.", "numbers.range", "net.cidr_", "internal.member_",
+	"crypto.md5", "crypto.sha1", "crypto.sha256", "crypto.hmac.",
+}
+
+// impureBuiltins are core builtins (no dot in the name) that act rather
+// than answer.
+var impureBuiltins = map[string]bool{"print": true, "trace": true}
+
+// pureBuiltin reports whether a memoized function may call the builtin
+// name.
+func pureBuiltin(name string) bool {
+	b, ok := ast.BuiltinMap[name]
+	if !ok || b.Nondeterministic || impureBuiltins[name] {
+		return false
+	}
+	if !strings.Contains(name, ".") {
+		return true
+	}
+	for _, family := range pureBuiltinFamilies {
+		if strings.HasPrefix(name, family) {
+			return true
+		}
+	}
+	return false
 }
 
 // rules checks every rule that ref may name.
@@ -338,13 +367,8 @@ func (p *purity) call(op ast.Ref) error {
 	if op.HasPrefix(ast.DefaultRootRef) {
 		return p.rules(op)
 	}
-	name := op.String()
-	b, ok := ast.BuiltinMap[name]
-	switch {
-	case !ok:
-		return fmt.Errorf("calls %s, which is not a known builtin", name)
-	case b.Nondeterministic || impureBuiltins[name]:
-		return fmt.Errorf("calls %s, whose answer may change between calls", name)
+	if name := op.String(); !pureBuiltin(name) {
+		return fmt.Errorf("calls %s, which may answer alike arguments differently (the clock, the network, the host) or act", name)
 	}
 	return nil
 }

@@ -47,6 +47,9 @@ func TestMemoRefusesFunctionsThatAreNotPure(t *testing.T) {
 		{"uses with", `f(x) := y if { y := g with data.t.routes as [] }`, "g := count(data.t.routes)", "uses with"},
 		{"a rule, not a function", `f := count(data.t.routes)`, "", "only a function"},
 		{"verifies tokens, which depends on the time", `f(x) := io.jwt.decode_verify(x, {"secret": "s"})`, "", "decode_verify"},
+		{"verifies certificates against the clock", `f(x) := v if { [v, _] := crypto.x509.parse_and_verify_certificates(x) }`, "", "crypto.x509.parse_and_verify_certificates"},
+		{"verifies certificates, with options", `f(x) := crypto.x509.parse_and_verify_certificates_with_options(x, {})`, "", "parse_and_verify_certificates_with_options"},
+		{"a builtin outside the known pure families", `f(x) := net.lookup_ip_addr(x)`, "", "net.lookup_ip_addr"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -106,7 +109,7 @@ func TestMemoIsNotUsedUnderWith(t *testing.T) {
 // A function OPA evaluates to one value and then finds another for is an
 // error, so a denial, on every check: the first value is not kept.
 func TestMemoKeepsNothingOfAFailedEvaluation(t *testing.T) {
-	mod := memoModule(t, `f(x) := 1 if startswith(x, "/a")`, `f(x) := 2 if startswith(x, "/a/b")`, "out := f(input.path)")
+	mod := memoModule(t, `f(x) := "one" if startswith(x, "/a")`, `f(x) := "two" if startswith(x, "/a/b")`, "out := f(input.path)")
 	e, err := compileMemo(t, mod, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -170,6 +173,46 @@ func TestMemoIsBounded(t *testing.T) {
 		t.Fatalf("kept at most %d (now %d), want the bound %d reached and never passed", most, m.len(), memoEntries)
 	}
 	sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"path": "/a/b/1"}`).Value)
+}
+
+// OPA calls 1 and 1.0 equal, but a function can tell them apart
+// (json.marshal keeps the spelling): a call with a number is not kept, so
+// one client's spelling never answers another's check.
+func TestMemoKeepsNoCallWithANumber(t *testing.T) {
+	for _, pair := range [][2]string{{`1`, `1.0`}, {`1.0`, `1`}, {`0`, `-0`}, {`[1]`, `[1.0]`}} {
+		t.Run(pair[0], func(t *testing.T) {
+			mod := memoModule(t, `f(x) := json.marshal(x)`, `out := {"v": f(input.n), "allow": f(input.n) == "1"}`)
+			e, err := compileMemo(t, mod, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range pair {
+				sameEval(t, e, "data.t.out", ast.MustParseTerm(fmt.Sprintf(`{"n": %s}`, n)).Value)
+			}
+			if k := e.Current().memo.len(); k != 0 {
+				t.Fatalf("%d calls with numbers kept", k)
+			}
+		})
+	}
+}
+
+// A value is weighed as its arguments are: a small argument with a large
+// value (here every prefix of a path) is not kept.
+func TestMemoKeepsNoLargeValue(t *testing.T) {
+	mod := memoModule(t, `prefixes(p) := [concat("/", array.slice(parts, 0, i)) | parts := split(p, "/"); some i in numbers.range(1, count(parts))]`,
+		`out := count(prefixes(input.path))`)
+	e, err := compileMemo(t, mod, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"path": "a/b"}`).Value)
+	if k := e.Current().memo.len(); k != 1 {
+		t.Fatalf("%d results kept for a small value, want 1", k)
+	}
+	sameEval(t, e, "data.t.out", ast.MustParseTerm(fmt.Sprintf(`{"path": %q}`, strings.Repeat("a/", 200))).Value)
+	if k := e.Current().memo.len(); k != 1 {
+		t.Fatalf("a %d-entry value was kept", 200)
+	}
 }
 
 // Checks running at once share the memo and each gets its own answer.
