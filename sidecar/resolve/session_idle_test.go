@@ -27,6 +27,11 @@ func wantSessionOver(t *testing.T, d *sidecar.Delegation, err error, reason stri
 	}
 }
 
+// storefrontRequest is a storefront request carrying the session cookie.
+func storefrontRequest(token string) *sidecar.Request {
+	return &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", Headers: map[string]string{"cookie": "deputy_session=" + token}}
+}
+
 // The store judges idleness from the last-seen it holds, written at most
 // once per touch interval. A request the store never heard of (within the
 // interval after a write) keeps nothing alive here either: were it to, a
@@ -68,7 +73,7 @@ func TestSessionResolverTouchRefusedEndsTheSession(t *testing.T) {
 	lost := storetest.LostSessionEvictions{Store: f.state}
 	r := resolve.NewSessionResolver(lost, delegation.ImpersonationConfig{CacheTTL: 10 * time.Minute}, resolve.WithSessionClock(f.clock))
 	t.Cleanup(func() { _ = r.Close() })
-	req := &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", Headers: map[string]string{"cookie": "deputy_session=" + f.cookie}}
+	req := storefrontRequest(f.cookie)
 	ctx := context.Background()
 	if _, err := r.Resolve(ctx, req, nil); err != nil {
 		t.Fatal(err)
@@ -102,7 +107,7 @@ func TestSessionResolverClockBehindTheStore(t *testing.T) {
 	skew.Store(int64(2 * time.Minute))
 	r := resolve.NewSessionResolver(store, delegation.ImpersonationConfig{}, resolve.WithSessionClock(f.clock))
 	t.Cleanup(func() { _ = r.Close() })
-	req := &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", Headers: map[string]string{"cookie": "deputy_session=" + cookie}}
+	req := storefrontRequest(cookie)
 	f.advance(14 * time.Minute) // 14 min since the start here, 16 in the store
 	d, err := r.Resolve(context.Background(), req, nil)
 	wantSessionOver(t, d, err, "session_idle")
@@ -116,7 +121,7 @@ func TestSessionResolverIdleLooksAtOtherReplicasWrites(t *testing.T) {
 	a := resolve.NewSessionResolver(f.state, cfg, resolve.WithSessionClock(f.clock))
 	b := resolve.NewSessionResolver(f.state, cfg, resolve.WithSessionClock(f.clock))
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
-	req := &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", Headers: map[string]string{"cookie": "deputy_session=" + f.cookie}}
+	req := storefrontRequest(f.cookie)
 	ctx := context.Background()
 	if _, err := b.Resolve(ctx, req, nil); err != nil {
 		t.Fatal(err)
@@ -158,7 +163,7 @@ func TestSessionResolverUnwrittenRequestKeepsNothingAlive(t *testing.T) {
 	r := resolve.NewSessionResolver(state, delegation.ImpersonationConfig{}, resolve.WithSessionClock(f.clock),
 		resolve.WithSessionLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
 	t.Cleanup(func() { _ = r.Close() })
-	req := &sidecar.Request{Method: "GET", Host: "shop.example.com", Path: "/", Headers: map[string]string{"cookie": "deputy_session=" + f.cookie}}
+	req := storefrontRequest(f.cookie)
 	ctx := context.Background()
 	if _, err := r.Resolve(ctx, req, nil); err != nil { // writes last-seen
 		t.Fatal(err)
