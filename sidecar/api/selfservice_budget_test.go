@@ -21,12 +21,7 @@ func TestSelfServiceBudget(t *testing.T) {
 	for _, b := range partnerBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			p := newPartnerAPI(t, b)
-			partner := p.engine.Current().Data()["deputy"].(map[string]any)["partner"].(map[string]any)
-			limit, _ := strconv.Atoi(fmt.Sprint(partner["max_self_service_changes"]))
-			window, err := time.ParseDuration(fmt.Sprint(partner["self_service_change_window"]))
-			if limit <= 0 || err != nil {
-				t.Fatalf("partner data: max_self_service_changes %v, self_service_change_window %v", partner["max_self_service_changes"], partner["self_service_change_window"])
-			}
+			limit, window := selfServiceBudget(t, p)
 			ctx := context.Background()
 			selfRecords := func() int {
 				t.Helper()
@@ -79,8 +74,7 @@ func TestSelfServiceBudgetHoldsRequests(t *testing.T) {
 	for _, b := range partnerBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			p := newPartnerAPI(t, b)
-			partner := p.engine.Current().Data()["deputy"].(map[string]any)["partner"].(map[string]any)
-			limit, _ := strconv.Atoi(fmt.Sprint(partner["max_self_service_changes"]))
+			limit, _ := selfServiceBudget(t, p)
 			for i := 0; ; i++ {
 				r := p.call("POST", "partner/requests", p.pat(), accessBody("look", 30, "organisation"))
 				p.advance(2 * time.Second)
@@ -99,4 +93,16 @@ func TestSelfServiceBudgetHoldsRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// selfServiceBudget is the budget the shipped partner data sets.
+func selfServiceBudget(t *testing.T, p *partnerAPI) (int, time.Duration) {
+	t.Helper()
+	partner := p.engine.Current().Data()["deputy"].(map[string]any)["partner"].(map[string]any)
+	limit, _ := strconv.Atoi(fmt.Sprint(partner["max_self_service_changes"]))
+	window, err := time.ParseDuration(fmt.Sprint(partner["self_service_change_window"]))
+	if limit <= 0 || err != nil {
+		t.Fatalf("partner data: max_self_service_changes %v, self_service_change_window %v", partner["max_self_service_changes"], partner["self_service_change_window"])
+	}
+	return limit, window
 }

@@ -332,15 +332,7 @@ var uriHeaders = func() []string {
 // logged, named as sent or in any of its other spellings (decoded, control
 // characters dropped: spellings).
 func (m *masker) secretHeader(name string) bool {
-	if m.secretHeaderAsSent(name) {
-		return true
-	}
-	for _, s := range spellings(name) {
-		if m.secretHeaderAsSent(s) {
-			return true
-		}
-	}
-	return false
+	return anySpelling(name, m.secretHeaderAsSent)
 }
 
 // secretHeaderAsSent reports whether a header, named as sent, is one named
@@ -584,15 +576,7 @@ func (m *masker) maskPathParams(path string) (string, bool) {
 // its other spellings (decoded again, control characters dropped:
 // spellings).
 func (m *masker) credentialParam(key string) bool {
-	if m.credentialParamAsSent(key) {
-		return true
-	}
-	for _, s := range spellings(key) {
-		if m.credentialParamAsSent(s) {
-			return true
-		}
-	}
-	return false
+	return anySpelling(key, m.credentialParamAsSent)
 }
 
 func (m *masker) credentialParamAsSent(key string) bool {

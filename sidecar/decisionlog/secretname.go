@@ -109,6 +109,20 @@ func wordIs(w string, words ...string) bool {
 	return false
 }
 
+// anySpelling reports whether match holds for name as sent or for any of
+// its other spellings.
+func anySpelling(name string, match func(string) bool) bool {
+	if match(name) {
+		return true
+	}
+	for _, s := range spellings(name) {
+		if match(s) {
+			return true
+		}
+	}
+	return false
+}
+
 // maxDecodes bounds how often spellings decodes a name: once for what an
 // upstream decodes, more for a name encoded again to pass a filter that
 // decodes once.
