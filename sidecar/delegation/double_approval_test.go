@@ -408,3 +408,57 @@ func TestApprovalsOnTwoReplicasAnswerOneGrant(t *testing.T) {
 		wantRecordedOnce(t, a, r.ID, "")
 	}
 }
+
+// Two approvals of an older request race a later request's approval for
+// the same user (the partner asked again with another level): the later
+// decision stands, both older approvals answer grant_superseded, the
+// older approval is audited once and announces no grant, and revoking the
+// id the older request makes leaves the later grant alone.
+func TestApprovalsOfOneRequestRacingALaterRequest(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			store := &hookStore{Store: env.store}
+			p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+			older, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
+			if err != nil {
+				t.Fatal(err)
+			}
+			later, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelCC, 30, "pat"), allowAll)
+			if err != nil {
+				t.Fatal(err)
+			}
+			store.mu.Lock()
+			store.holdUser, store.held, store.release = "pat", make(chan struct{}), make(chan struct{})
+			store.mu.Unlock()
+			answers := make(chan approval, 1)
+			go approveInto(ctx, p, cora, older.ID, answers)
+			<-store.held // the older approval decided, its grant write held
+			if _, _, err := p.Approve(ctx, cora, later.ID, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = p.Approve(ctx, cora2, older.ID, allowAll)
+			if sidecar.ErrorReason(err) != sidecar.ReasonGrantSuperseded {
+				t.Errorf("cora2's approval of the older request: %v, want %s", err, sidecar.ReasonGrantSuperseded)
+			}
+			close(store.release)
+			if a := <-answers; sidecar.ErrorReason(a.err) != sidecar.ReasonGrantSuperseded {
+				t.Errorf("cora's approval of the older request: %v (%v), want %s", grantIDsOf(a.grants), a.err, sidecar.ReasonGrantSuperseded)
+			}
+			wantGrant(t, store, "pat", later.ID, sidecar.LevelCC)
+			if as := audited(t, env.store, "partner.approve", older.ID); len(as) != 1 {
+				t.Errorf("older approval audited as %+v, want once", as)
+			}
+			for _, e := range events(t, env.store, sidecar.EventGrantApproved) {
+				if e.Data["request_id"] == older.ID {
+					t.Errorf("the older approval announced a grant it did not issue: %+v", e)
+				}
+			}
+			if g, err := p.Revoke(ctx, cora, "acme", delegation.GrantID(older.ID, "pat"), allowAll); err != nil || g != nil {
+				t.Errorf("revoking the older request's grant id: %+v (%v), want nothing revoked", g, err)
+			}
+			wantGrant(t, store, "pat", later.ID, sidecar.LevelCC)
+		})
+	}
+}

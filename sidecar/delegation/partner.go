@@ -439,11 +439,13 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 	if closed {
 		// This call stored some of the grants or none: answer those of
 		// the request that are live, as the approval that completed it
-		// does.
-		if grants, err = p.liveGrantsOf(ctx, r); err != nil {
+		// does; or, when later decisions hold every user's access, as it
+		// did.
+		var later bool
+		if grants, later, err = p.liveGrantsOf(ctx, r); err != nil {
 			return nil, nil, err
 		}
-		if len(grants) == 0 {
+		if len(grants) == 0 && !later {
 			return nil, nil, sidecar.Errorf(sidecar.ECONFLICT, "request_grants_closed")
 		}
 	}
@@ -542,19 +544,26 @@ func (p *Partners) requestOfGrant(ctx context.Context, customer, id string) (*si
 	return nil, "", nil
 }
 
-// liveGrantsOf returns the live grants stored for r's users that r issued.
-func (p *Partners) liveGrantsOf(ctx context.Context, r *sidecar.AccessRequest) ([]sidecar.Grant, error) {
+// liveGrantsOf returns the live grants stored for r's users that r
+// issued, and whether every user's access is held by a grant of a later
+// approval instead.
+func (p *Partners) liveGrantsOf(ctx context.Context, r *sidecar.AccessRequest) ([]sidecar.Grant, bool, error) {
 	var out []sidecar.Grant
+	later := true
 	for _, u := range grantUsers(r) {
 		g, err := p.grantOf(ctx, r.Customer, r.PartnerOrg, u)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		if g != nil && g.RequestID == r.ID {
+		switch {
+		case g != nil && g.RequestID == r.ID:
 			out = append(out, *g)
+			later = false
+		case g == nil || g.Seq <= r.Seq:
+			later = false
 		}
 	}
-	return out, nil
+	return out, later, nil
 }
 
 // grantOf returns the live grant stored for user of partnerOrg (user ""
