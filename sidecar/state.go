@@ -503,7 +503,16 @@ type Event struct {
 	Customer string            `json:"customer,omitempty"`
 	Actor    string            `json:"actor,omitempty"`
 	Data     map[string]string `json:"data,omitempty"`
+	// Once makes the append idempotent (see AppendOnceWindow).
+	Once string `json:"-"`
 }
+
+// AppendOnceWindow is how long a store remembers an appended event's or
+// audit entry's Once: within it, appending another with the same Once
+// appends nothing and assigns the first one's ID. A writer that appends
+// again after an error sets it, since the append that failed may have
+// happened (its reply lost).
+const AppendOnceWindow = time.Hour
 
 // AuditEntry is one entry of the audit trail: a management action, who
 // did it, to what, and how it ended. Kept apart from events, with its own
@@ -530,6 +539,8 @@ type AuditEntry struct {
 	Outcome     string            `json:"outcome,omitempty"` // e.g. "ok", or an error code
 	SelfService bool              `json:"self_service,omitempty"`
 	Data        map[string]string `json:"data,omitempty"`
+	// Once makes the append idempotent (see AppendOnceWindow).
+	Once string `json:"-"`
 }
 
 // Page asks for one page of a list. Cursor is opaque: pass the next cursor

@@ -263,6 +263,7 @@ type delegationPart struct {
 	partners  *delegation.Partners
 	resellers *delegation.Resellers
 	guard     *resolve.StateGuard // nil on the embedded store
+	records   *delegation.Recorder
 
 	stopSweep context.CancelFunc
 	swept     chan struct{}
@@ -281,15 +282,22 @@ func newDelegationPart(cfg *Config, state *statePart, policyData func() map[stri
 		guard = resolve.NewStateGuard(store, state.ping, cfg.StateLookup, log, resolve.WithGuardObserver(m))
 		lookups = guard
 	}
+	// One recorder appends every lifecycle's audit entries and events,
+	// retrying those the store did not take.
+	records := delegation.NewRecorder(store, log)
+	if err := m.RegisterRecords(metrics.RecordsFuncs{AuditDropped: records.AuditDropped, EventsDropped: records.EventsDropped, Pending: records.Pending}); err != nil {
+		return nil, err
+	}
 	d := &delegationPart{
-		guard: guard,
-		imp: delegation.NewImpersonation(store, policyData,
+		guard:   guard,
+		records: records,
+		imp: delegation.NewImpersonation(store, policyData, delegation.WithImpersonationRecorder(records),
 			delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(log)),
 		sessions: resolve.NewSessionResolver(lookups, cfg.Impersonation,
 			resolve.WithSessionLogger(log), resolve.WithSessionObserver(cacheMetrics{m})),
 		cached:    resolve.NewCachedState(lookups, cfg.StateCache, time.Now, cacheMetrics{m}),
-		partners:  delegation.NewPartners(store, policyData, cfg.Partner, delegation.WithPartnerLogger(log)),
-		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log)),
+		partners:  delegation.NewPartners(store, policyData, cfg.Partner, delegation.WithPartnerLogger(log), delegation.WithPartnerRecorder(records)),
+		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log), delegation.WithResellerRecorder(records)),
 	}
 	var err error
 	if d.onBehalf, err = resolve.NewOnBehalfResolver(d.cached, d.cached, policyData, cfg.Partner); err != nil {
@@ -299,7 +307,10 @@ func newDelegationPart(cfg *Config, state *statePart, policyData func() map[stri
 	return d, nil
 }
 
-func (d *delegationPart) Start(context.Context) error {
+func (d *delegationPart) Start(ctx context.Context) error {
+	if err := d.records.Start(ctx); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopSweep, d.swept = cancel, make(chan struct{})
 	var wg sync.WaitGroup
@@ -320,6 +331,8 @@ func (d *delegationPart) Stop(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
+	// After the sweepers, whose ends it records.
+	err = errors.Join(err, d.records.Stop(ctx))
 	return errors.Join(err, d.closeResolvers())
 }
 

@@ -47,6 +47,9 @@ type Impersonation struct {
 	cfg    ImpersonationConfig
 	clock  sidecar.Clock
 	logger *slog.Logger
+	// records appends the session log's entries and the customer's
+	// events: the change they describe is committed first.
+	records *Recorder
 	// staffSeen remembers when this process last wrote each subject's
 	// staff mark, so a staff action costs a store write at most once per
 	// cfg.CacheTTL, not every time. It is a hint, never the truth: the
@@ -83,6 +86,13 @@ func WithImpersonationLogger(l *slog.Logger) ImpersonationOption {
 	return func(i *Impersonation) { i.logger = l }
 }
 
+// WithImpersonationRecorder sets the recorder that appends audit entries
+// and events, shared with the other lifecycles and started by the owner.
+// Without one, an append that fails is dropped and counted at once.
+func WithImpersonationRecorder(r *Recorder) ImpersonationOption {
+	return func(i *Impersonation) { i.records = r }
+}
+
 // NewImpersonation returns the lifecycle on store, reading switches from
 // the active policy data.
 func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption) *Impersonation {
@@ -92,6 +102,9 @@ func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption)
 		o(i)
 	}
 	i.cfg.SetDefaults()
+	if i.records == nil {
+		i.records = NewRecorder(store, i.logger)
+	}
 	i.cancel = store.Subscribe(i.evict)
 	return i
 }
@@ -951,12 +964,9 @@ func sessionData(s *sidecar.Session) map[string]string {
 }
 
 // event and audit never fail the action they describe: the state change
-// already happened, so a lost stream entry is logged instead.
+// already happened, so the recorder appends its record, retrying.
 func (i *Impersonation) event(ctx context.Context, typ, customer, actor string, data map[string]string) {
-	e := &sidecar.Event{Type: typ, Time: i.clock(), Customer: customer, Actor: actor, Data: data}
-	if err := i.store.AppendEvent(ctx, e); err != nil {
-		i.logger.Error("event not appended", "type", typ, "customer", customer, "error", err)
-	}
+	i.records.Event(ctx, &sidecar.Event{Type: typ, Time: i.clock(), Customer: customer, Actor: actor, Data: data})
 }
 
 func (i *Impersonation) audit(ctx context.Context, by *sidecar.Identity, action, customer, target string, data map[string]string) {
@@ -966,9 +976,7 @@ func (i *Impersonation) audit(ctx context.Context, by *sidecar.Identity, action,
 // appendAudit records a, done now and ended ok.
 func (i *Impersonation) appendAudit(ctx context.Context, a *sidecar.AuditEntry) {
 	a.Time, a.Outcome = i.clock(), "ok"
-	if err := i.store.AppendAudit(ctx, a); err != nil {
-		i.logger.Error("audit entry not appended", "action", a.Action, "customer", a.Customer, "error", err)
-	}
+	i.records.Audit(ctx, a)
 }
 
 // RedeemURL is the path of the redeem link for code.

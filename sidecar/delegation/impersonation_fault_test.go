@@ -270,3 +270,141 @@ func expiryText(t time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+// A fault after Start or End committed its session write cannot cost the
+// session log its entry, nor the customer the notice: for every cut point
+// of the operation, a session stored by a Start that answered success
+// (its link redeems) gets its impersonation.start entry and
+// impersonation.started event once Redis is back, and an ended session
+// its impersonation.end and impersonation.ended; each exactly once, though
+// the recorder may have appended it again after a reply it never got.
+func TestSessionLogSurvivesFaults(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	n := 0
+	newWorld := func(t *testing.T) (*faultWorld, *delegation.Recorder) {
+		t.Helper()
+		n++
+		w := newFaultWorld(t, srv, proxy, fmt.Sprintf("records%d", n), clock)
+		if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+			t.Fatal(err)
+		}
+		w.consent(t, "c1", true)
+		rec := delegation.NewRecorder(w.cut, nil)
+		if err := rec.Start(w.ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+		w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now), delegation.WithImpersonationRecorder(rec))
+		return w, rec
+	}
+	// recorded counts the audit entries (action) and events (typ) of the
+	// session id.
+	recorded := func(t *testing.T, w *faultWorld, action, typ, id string) (entries, events int) {
+		t.Helper()
+		audit, _, err := w.direct.ReadAudit(w.ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range audit {
+			if a.Action == action && a.Target == id {
+				entries++
+			}
+		}
+		evs, _, err := w.direct.ReadEvents(w.ctx, sidecar.StreamFilter{Type: typ, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.Data["session"] == id {
+				events++
+			}
+		}
+		return entries, events
+	}
+	// whole waits until what rec still holds is appended, and checks the
+	// session's records are there once each.
+	whole := func(t *testing.T, w *faultWorld, rec *delegation.Recorder, cut int, action, typ, id string) {
+		t.Helper()
+		eventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+		if entries, events := recorded(t, w, action, typ, id); entries != 1 || events != 1 {
+			t.Errorf("cut after %d commands: session %s has %d %s entries and %d %s events, want 1 and 1", cut, id, entries, action, events, typ)
+		}
+		if rec.AuditDropped()+rec.EventsDropped() != 0 {
+			t.Errorf("cut after %d commands: the recorder dropped %d audit entries and %d events", cut, rec.AuditDropped(), rec.EventsDropped())
+		}
+	}
+
+	t.Run("start", func(t *testing.T) {
+		w, _ := newWorld(t)
+		proxy.Reset()
+		if _, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll); err != nil {
+			t.Fatal(err)
+		}
+		total, succeeded := proxy.Commands(), 0
+		for cut := range total {
+			w, rec := newWorld(t)
+			proxy.Reset()
+			proxy.CutAfter(cut)
+			st, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+			proxy.Reset()
+			if err != nil {
+				continue
+			}
+			succeeded++
+			if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+				t.Errorf("cut after %d commands: Start answered success but its link does not redeem: %v", cut, err)
+			}
+			whole(t, w, rec, cut, "impersonation.start", sidecar.EventImpersonationStarted, st.Session.ID)
+		}
+		// The cuts after the session write are the ones this test is about.
+		if succeeded < 2 {
+			t.Fatalf("Start succeeded under %d of %d cuts: no cut fell after the session write", succeeded, total)
+		}
+	})
+	t.Run("end", func(t *testing.T) {
+		w, _ := newWorld(t)
+		st := w.start(t, alice, "c1", true)
+		proxy.Reset()
+		if _, err := w.lc.End(w.ctx, alice, st.Session.ID, allowAll); err != nil {
+			t.Fatal(err)
+		}
+		total, ended := proxy.Commands(), 0
+		for cut := range total {
+			w, rec := newWorld(t)
+			st := w.start(t, alice, "c1", true)
+			proxy.Reset()
+			proxy.CutAfter(cut)
+			_, err := w.lc.End(w.ctx, alice, st.Session.ID, allowAll)
+			proxy.Reset()
+			s, gerr := w.direct.GetSession(w.ctx, st.Session.ID)
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			if s.EndedAt.IsZero() {
+				if err == nil {
+					t.Errorf("cut after %d commands: End answered success, the session is live", cut)
+				}
+				continue
+			}
+			ended++
+			whole(t, w, rec, cut, "impersonation.end", sidecar.EventImpersonationEnded, s.ID)
+		}
+		if ended < 2 {
+			t.Fatalf("the session ended under %d of %d cuts: no cut fell after the end", ended, total)
+		}
+	})
+}
+
+// eventually polls cond until it holds, failing the test after a bound.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

@@ -97,12 +97,13 @@ type PartnerState interface {
 // state) and, behind policy, that the caller is a party to what it
 // changes.
 type Partners struct {
-	store  PartnerState
-	cfg    PartnerConfig
-	clock  sidecar.Clock
-	newID  func() string
-	logger *slog.Logger
-	rules  *RuleBook
+	store   PartnerState
+	cfg     PartnerConfig
+	clock   sidecar.Clock
+	newID   func() string
+	logger  *slog.Logger
+	rules   *RuleBook
+	records *Recorder // appends the audit trail's records
 }
 
 // PartnerOption configures Partners.
@@ -117,12 +118,19 @@ func WithPartnerIDs(f func() string) PartnerOption { return func(p *Partners) { 
 // WithPartnerLogger sets the logger for audit failures (default slog.Default()).
 func WithPartnerLogger(l *slog.Logger) PartnerOption { return func(p *Partners) { p.logger = l } }
 
+// WithPartnerRecorder sets the recorder that appends audit entries (see
+// WithImpersonationRecorder).
+func WithPartnerRecorder(r *Recorder) PartnerOption { return func(p *Partners) { p.records = r } }
+
 // NewPartners returns the partner lifecycle on store. data is the active
 // policy data, where the partner limits live (data.deputy.partner).
 func NewPartners(store PartnerState, data PolicyData, cfg PartnerConfig, opts ...PartnerOption) *Partners {
 	p := &Partners{store: store, cfg: cfg.WithDefaults(), clock: time.Now, newID: newGrantID, logger: slog.Default(), rules: NewRuleBook(data)}
 	for _, o := range opts {
 		o(p)
+	}
+	if p.records == nil {
+		p.records = NewRecorder(store, p.logger)
 	}
 	return p
 }
@@ -1232,8 +1240,8 @@ func (p *Partners) event(ctx context.Context, typ, customer, actor string, data 
 	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: p.clock(), Customer: customer, Actor: actor, Data: data})
 }
 
-// audit records a management action; a failure is logged, not returned,
-// because the action itself has happened.
+// audit records a management action; it is not the caller's failure,
+// because the action itself has happened: the recorder retries it.
 //
 // Every record is self-service (sidecar.AuditEntry.SelfService): Partners
 // admits only a party acting for their own organisation (a partner user
@@ -1250,9 +1258,7 @@ func (p *Partners) audit(ctx context.Context, actor, action, customer, target st
 	}
 	a := &sidecar.AuditEntry{Time: p.clock(), Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok",
 		SelfService: true, Data: data}
-	if err := p.store.AppendAudit(ctx, a); err != nil {
-		p.logger.Error("audit entry not appended", "action", action, "customer", customer, "error", err)
-	}
+	p.records.Audit(ctx, a)
 }
 
 func grantDays(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }

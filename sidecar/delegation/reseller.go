@@ -98,10 +98,11 @@ const assignmentTries = 3
 // come one after the other (the write, or policy's refusal), and a
 // conflict (409) only when the customer keeps changing under it.
 type Resellers struct {
-	store  ResellerState
-	cfg    ResellerConfig
-	clock  sidecar.Clock
-	logger *slog.Logger
+	store   ResellerState
+	cfg     ResellerConfig
+	clock   sidecar.Clock
+	logger  *slog.Logger
+	records *Recorder // appends the audit trail's records
 }
 
 // ResellerOption configures Resellers.
@@ -113,11 +114,20 @@ func WithResellerClock(c sidecar.Clock) ResellerOption { return func(r *Reseller
 // WithResellerLogger sets the logger for audit failures (default slog.Default()).
 func WithResellerLogger(l *slog.Logger) ResellerOption { return func(r *Resellers) { r.logger = l } }
 
+// WithResellerRecorder sets the recorder that appends audit entries (see
+// WithImpersonationRecorder).
+func WithResellerRecorder(rec *Recorder) ResellerOption {
+	return func(r *Resellers) { r.records = rec }
+}
+
 // NewResellers returns the assignment lifecycle on store.
 func NewResellers(store ResellerState, cfg ResellerConfig, opts ...ResellerOption) *Resellers {
 	r := &Resellers{store: store, cfg: cfg.WithDefaults(), clock: time.Now, logger: slog.Default()}
 	for _, o := range opts {
 		o(r)
+	}
+	if r.records == nil {
+		r.records = NewRecorder(store, r.logger)
 	}
 	return r
 }
@@ -620,9 +630,7 @@ func (r *Resellers) undo(ctx context.Context, cs []sidecar.AssignmentChange, con
 
 func (r *Resellers) audit(ctx context.Context, by *sidecar.Identity, action, customer string, data map[string]string) {
 	a := &sidecar.AuditEntry{Time: r.clock(), Actor: by.Subject, Action: action, Customer: customer, Target: customer, Outcome: "ok", Data: data}
-	if err := r.store.AppendAudit(ctx, a); err != nil {
-		r.logger.Error("audit entry not appended", "action", action, "customer", customer, "error", err)
-	}
+	r.records.Audit(ctx, a)
 }
 
 func (r *Resellers) event(ctx context.Context, customer, actor string, data map[string]string) error {

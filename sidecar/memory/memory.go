@@ -88,6 +88,9 @@ type Store struct {
 	audit      []sidecar.AuditEntry
 	selfAudit  []sidecar.AuditEntry // SelfService entries, trimmed apart
 	lastID     sidecar.StreamID     // of all three streams: ids never repeat across the audit trail's two
+	// appended remembers the Once of events ("e") and audit entries
+	// ("a") appended within sidecar.AppendOnceWindow, as Redis does.
+	appended onceLog
 
 	subMu  sync.Mutex
 	subs2  map[int]func(string)
@@ -1255,7 +1258,12 @@ func (s *Store) AppendEvent(_ context.Context, e *sidecar.Event) error {
 	if e.Time.IsZero() {
 		e.Time = s.now()
 	}
+	if id, ok := s.appended.seen("e", e.Once, s.now()); ok {
+		e.ID = id
+		return nil
+	}
 	e.ID = s.nextStreamID().String()
+	s.appended.add("e", e.Once, e.ID, s.now())
 	cp := *e
 	cp.Data = cloneMap(e.Data)
 	s.events = appendBounded(s.events, cp, s.eventsMax)
@@ -1271,7 +1279,12 @@ func (s *Store) AppendAudit(_ context.Context, a *sidecar.AuditEntry) error {
 	if a.Time.IsZero() {
 		a.Time = s.now()
 	}
+	if id, ok := s.appended.seen("a", a.Once, s.now()); ok {
+		a.ID = id
+		return nil
+	}
 	a.ID = s.nextStreamID().String()
+	s.appended.add("a", a.Once, a.ID, s.now())
 	cp := *a
 	cp.Data = cloneMap(a.Data)
 	if a.SelfService {
@@ -1280,6 +1293,48 @@ func (s *Store) AppendAudit(_ context.Context, a *sidecar.AuditEntry) error {
 		s.audit = appendBounded(s.audit, cp, s.auditMax)
 	}
 	return nil
+}
+
+// onceLog remembers appended Once values for sidecar.AppendOnceWindow;
+// the window is fixed, so they expire in the order added.
+type onceLog struct {
+	ids   map[string]string // stream + "\x00" + once → entry id
+	order []onceAdded
+}
+
+type onceAdded struct {
+	key string
+	at  time.Time
+}
+
+func (l *onceLog) seen(stream, once string, now time.Time) (string, bool) {
+	if once == "" {
+		return "", false
+	}
+	l.expire(now)
+	id, ok := l.ids[stream+"\x00"+once]
+	return id, ok
+}
+
+func (l *onceLog) add(stream, once, id string, now time.Time) {
+	if once == "" {
+		return
+	}
+	if l.ids == nil {
+		l.ids = map[string]string{}
+	}
+	k := stream + "\x00" + once
+	l.ids[k] = id
+	l.order = append(l.order, onceAdded{k, now})
+}
+
+func (l *onceLog) expire(now time.Time) {
+	n := 0
+	for n < len(l.order) && now.Sub(l.order[n].at) >= sidecar.AppendOnceWindow {
+		delete(l.ids, l.order[n].key)
+		n++
+	}
+	l.order = l.order[n:]
 }
 
 func cloneMap(m map[string]string) map[string]string {

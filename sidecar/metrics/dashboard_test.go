@@ -42,6 +42,10 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterEventsDropped(func() uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}
+	zero := func() uint64 { return 0 }
+	if err := m.RegisterRecords(metrics.RecordsFuncs{AuditDropped: zero, EventsDropped: zero, Pending: func() int { return 0 }}); err != nil {
+		t.Fatal(err)
+	}
 	m.ObserveDecision(&sidecar.Decision{Allowed: true, Latency: time.Millisecond,
 		Stages: sidecar.Stages{Identity: 1, State: 1, Policy: 1}})
 	m.CacheHit("session")

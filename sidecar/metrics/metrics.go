@@ -20,6 +20,8 @@
 //	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total, _mask_errors_total, _oversized_total
 //	deputy_live_delegations{mode}
 //	deputy_events_dropped_total                      past redis.events_hard_maxlen, unread by a consumer group
+//	deputy_audit_dropped_total, deputy_events_undelivered_total  records of committed changes never appended
+//	deputy_records_pending                           audit entries and events waiting for the store
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
 //	deputy_build_info{version,commit,go_version}
@@ -366,6 +368,29 @@ func (m *Metrics) RegisterEventsDropped(fn func() uint64) error {
 	return m.register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "events_dropped_total",
 		Help: "Events the events stream dropped at redis.events_hard_maxlen before every consumer group acknowledged them."},
 		func() float64 { return float64(fn()) }))
+}
+
+// RecordsFuncs read the recorder of audit entries and events, at scrape
+// time.
+type RecordsFuncs struct {
+	AuditDropped, EventsDropped func() uint64
+	Pending                     func() int
+}
+
+// RegisterRecords exports what the recorder of committed changes' audit
+// entries and events could not append, and what waits for the store.
+func (m *Metrics) RegisterRecords(f RecordsFuncs) error {
+	return m.register(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "audit_dropped_total",
+			Help: "Audit entries (the session log) of committed changes never appended: past the retry queue, invalid, or still waiting at shutdown."},
+			func() float64 { return float64(f.AuditDropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "events_undelivered_total",
+			Help: "Events of committed changes never appended to the events stream: past the retry queue, invalid, or still waiting at shutdown."},
+			func() float64 { return float64(f.EventsDropped()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "records_pending",
+			Help: "Audit entries and events of committed changes waiting for the store to take them."},
+			func() float64 { return float64(f.Pending()) }),
+	)
 }
 
 // LiveFunc counts live delegations by mode (impersonation sessions,

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -317,9 +318,15 @@ func streamFields(typ string, t time.Time, customer, actor string, extra map[str
 // above the last of both, so ids never repeat across them and a merged
 // read orders and pages by id alone. Each stream is trimmed to its own
 // approximate length: a flood of one never trims the other.
-// KEYS: the stream to append to, the trail's other stream. ARGV: the
-// approximate MAXLEN of the first (0: none), then field, value, ...
+// KEYS: the stream to append to, the trail's other stream, and the key
+// remembering the entry's Once (see onceKey). ARGV: the approximate
+// MAXLEN of the first (0: none), the Once key's TTL in seconds, then
+// field, value, ...
 var appendAuditScript = goredis.NewScript(`
+if KEYS[3] then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then return seen end
+end
 local function top(k)
   if redis.call('EXISTS', k) == 0 then return 0, -1 end
   local info = redis.call('XINFO', 'STREAM', k)
@@ -349,8 +356,10 @@ if ARGV[1] ~= '0' then
   args[#args + 1] = ARGV[1]
 end
 args[#args + 1] = id
-for i = 2, #ARGV do args[#args + 1] = ARGV[i] end
-return redis.call(unpack(args))
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+id = redis.call(unpack(args))
+if KEYS[3] then redis.call('SET', KEYS[3], id, 'EX', ARGV[2]) end
+return id
 `)
 
 // appendEventScript appends to the events stream and trims it to about
@@ -364,9 +373,15 @@ return redis.call(unpack(args))
 // had acknowledged goes first, uncounted, then the oldest of the rest,
 // and the script returns how many of those. Without groups it trims as
 // XADD MAXLEN ~ did.
-// KEYS: the events stream. ARGV: MAXLEN (0: none), hard cap, then field,
-// value, ... Returns {id, entries dropped at the hard cap}.
+// KEYS: the events stream, and the key remembering the event's Once (see
+// onceKey). ARGV: MAXLEN (0: none), hard cap, the Once key's TTL in
+// seconds, then field, value, ... Returns {id, entries dropped at the hard
+// cap}.
 var appendEventScript = goredis.NewScript(`
+if KEYS[2] then
+  local seen = redis.call('GET', KEYS[2])
+  if seen then return {seen, 0} end
+end
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -378,8 +393,9 @@ local function less(a, b)
 end
 local key, maxlen, hard = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local args = {'XADD', key, '*'}
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 local id = redis.call(unpack(args))
+if KEYS[2] then redis.call('SET', KEYS[2], id, 'EX', ARGV[3]) end
 local len = redis.call('XLEN', key)
 if maxlen == 0 or len <= maxlen then return {id, 0} end
 -- keep: the oldest id some group still needs.
@@ -432,12 +448,16 @@ func (s *Store) AppendEvent(ctx context.Context, e *sidecar.Event) error {
 		e.Time = s.now()
 	}
 	fields := streamFields(e.Type, e.Time, e.Customer, e.Actor, nil, e.Data)
-	args := make([]any, 0, 2+2*len(fields))
-	args = append(args, s.cfg.EventsMaxLen, s.cfg.EventsHardMaxLen)
+	args := make([]any, 0, 3+2*len(fields))
+	args = append(args, s.cfg.EventsMaxLen, s.cfg.EventsHardMaxLen, onceTTL)
 	for k, v := range fields {
 		args = append(args, k, v)
 	}
-	res, err := appendEventScript.Run(ctx, s.c, []string{s.streamKey("events")}, args...).Slice()
+	keys := []string{s.streamKey("events")}
+	if e.Once != "" {
+		keys = append(keys, onceKey(keys[0], e.Once))
+	}
+	res, err := appendEventScript.Run(ctx, s.c, keys, args...).Slice()
 	if err != nil {
 		return unavailable(err)
 	}
@@ -469,10 +489,14 @@ func (s *Store) AppendAudit(ctx context.Context, a *sidecar.AuditEntry) error {
 		keys, maxLen = []string{keys[1], keys[0]}, s.cfg.AuditSelfMaxLen
 	}
 	fields := streamFields(a.Action, a.Time, a.Customer, a.Actor, map[string]string{"target": a.Target, "outcome": a.Outcome}, a.Data)
-	args := make([]any, 0, 1+2*len(fields))
-	args = append(args, maxLen)
+	args := make([]any, 0, 2+2*len(fields))
+	args = append(args, maxLen, onceTTL)
 	for k, v := range fields {
 		args = append(args, k, v)
+	}
+	if a.Once != "" {
+		// One key for the trail's two streams: an entry is in one of them.
+		keys = append(keys, onceKey(s.streamKey("audit"), a.Once))
 	}
 	id, err := appendAuditScript.Run(ctx, s.c, keys, args...).Text()
 	if err != nil {
@@ -480,6 +504,20 @@ func (s *Store) AppendAudit(ctx context.Context, a *sidecar.AuditEntry) error {
 	}
 	a.ID = id
 	return nil
+}
+
+// onceTTL is sidecar.AppendOnceWindow in the seconds EX takes.
+const onceTTL = int64(sidecar.AppendOnceWindow / time.Second)
+
+// onceKey is the key remembering the entry appended to stream with once,
+// in the stream's Cluster slot: after the stream's own hash tag, or with
+// the stream's name as the tag (as auditSelfKey places the trail's other
+// stream).
+func onceKey(stream, once string) string {
+	if open := strings.IndexByte(stream, '{'); open >= 0 && strings.IndexByte(stream[open+1:], '}') > 0 {
+		return stream + ":once:" + once
+	}
+	return "{" + stream + "}:once:" + once
 }
 
 type entry struct {

@@ -114,3 +114,40 @@ func AuditRetention(t *testing.T, s sidecar.Store, keep int) {
 		t.Fatalf("kept %d of %d self-service records: not trimmed to about %d", self, flood, keep)
 	}
 }
+
+// testAppendOnce: an event or audit entry appended again with the same
+// Once (a writer retrying an append whose reply it never got) is in the
+// stream once, and the retry learns the first one's ID; Once values of
+// events and of the audit trail are apart, and without one every append
+// counts.
+func testAppendOnce(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	var ids []string
+	for range 2 {
+		ev := &sidecar.Event{Type: sidecar.EventImpersonationStarted, Customer: "c1", Once: "op-1"}
+		must(t, e.s.AppendEvent(e.ctx, ev))
+		ids = append(ids, ev.ID)
+	}
+	for _, self := range []bool{false, true, false} {
+		a := &sidecar.AuditEntry{Action: "impersonation.start", Actor: "alice", Customer: "c1", Target: "s1", SelfService: self, Once: "op-1"}
+		must(t, e.s.AppendAudit(e.ctx, a))
+		ids = append(ids, a.ID)
+	}
+	must(t, e.s.AppendAudit(e.ctx, &sidecar.AuditEntry{Action: "impersonation.end", Actor: "alice", Customer: "c1", Target: "s1"}))
+	must(t, e.s.AppendAudit(e.ctx, &sidecar.AuditEntry{Action: "impersonation.end", Actor: "alice", Customer: "c1", Target: "s1"}))
+	events, _, err := e.s.ReadEvents(e.ctx, sidecar.StreamFilter{})
+	must(t, err)
+	audit, _, err := e.s.ReadAudit(e.ctx, sidecar.StreamFilter{})
+	must(t, err)
+	var actions []string
+	for _, a := range audit {
+		actions = append(actions, a.Action)
+	}
+	if len(events) != 1 || events[0].ID != ids[0] || ids[1] != ids[0] {
+		t.Errorf("events = %+v, ids %v; want the event once, both appends with its id", events, ids[:2])
+	}
+	if !slices.Equal(actions, []string{"impersonation.start", "impersonation.end", "impersonation.end"}) ||
+		audit[0].ID != ids[2] || ids[3] != ids[2] || ids[4] != ids[2] {
+		t.Errorf("audit = %v, ids %v; want the start once (all three appends with its id), both ends", actions, ids[2:])
+	}
+}

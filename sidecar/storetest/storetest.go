@@ -88,6 +88,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"events", testEvents},
 		{"audit", testAudit},
 		{"audit_trail", testAuditTrail},
+		{"append_once", testAppendOnce},
 		{"invalid_records", testInvalidRecords},
 		{"invalidation", testInvalidation},
 		{"ping", testPing},
