@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/deputyhq/deputy/sidecar"
-	"github.com/deputyhq/deputy/sidecar/delegation"
 )
 
 // A revocation is effective at once, also against an approval decided
@@ -19,8 +18,7 @@ func TestOlderApprovalRetryDoesNotUndoARevocation(t *testing.T) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
-			store := &hookStore{Store: env.store, failUser: "pat"}
-			p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+			store, p := hookedPartners(t, env, "pat")
 			a, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
 			if err != nil {
 				t.Fatal(err)
@@ -82,8 +80,7 @@ func TestSlowOlderApprovalDoesNotReplaceALaterOne(t *testing.T) {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
 				env := newPartnerEnv(t, ps)
-				store := &hookStore{Store: env.store}
-				p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+				store, p := hookedPartners(t, env, "")
 				a, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, tc.users...), allowAll)
 				if err != nil {
 					t.Fatal(err)
@@ -92,9 +89,7 @@ func TestSlowOlderApprovalDoesNotReplaceALaterOne(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				store.mu.Lock()
-				store.holdUser, store.held, store.release = "pat", make(chan struct{}), make(chan struct{})
-				store.mu.Unlock()
+				store.hold("pat")
 				done := make(chan error, 1)
 				go func() { _, _, err := p.Approve(ctx, cora, a.ID, allowAll); done <- err }()
 				<-store.held // A is decided, its grant for pat not written

@@ -58,17 +58,14 @@ func TestApprovalsOfOneRequestAnswerTheStoredGrant(t *testing.T) {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
 				env := newPartnerEnv(t, ps)
-				store := &hookStore{Store: env.store}
-				p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+				store, p := hookedPartners(t, env, "")
 				r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
 				if err != nil {
 					t.Fatal(err)
 				}
 				want := []string{delegation.GrantID(r.ID, "pat")}
 
-				store.mu.Lock()
-				store.holdUser, store.held, store.release = "pat", make(chan struct{}), make(chan struct{})
-				store.mu.Unlock()
+				store.hold("pat")
 				answers := make(chan approval, 1)
 				go approveInto(ctx, p, cora, r.ID, answers)
 				<-store.held // cora's approval decided, its grant write held
@@ -419,8 +416,7 @@ func TestApprovalsOfOneRequestRacingALaterRequest(t *testing.T) {
 		t.Run(ps.name, func(t *testing.T) {
 			ctx := context.Background()
 			env := newPartnerEnv(t, ps)
-			store := &hookStore{Store: env.store}
-			p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+			store, p := hookedPartners(t, env, "")
 			older, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
 			if err != nil {
 				t.Fatal(err)
@@ -429,9 +425,7 @@ func TestApprovalsOfOneRequestRacingALaterRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			store.mu.Lock()
-			store.holdUser, store.held, store.release = "pat", make(chan struct{}), make(chan struct{})
-			store.mu.Unlock()
+			store.hold("pat")
 			answers := make(chan approval, 1)
 			go approveInto(ctx, p, cora, older.ID, answers)
 			<-store.held // the older approval decided, its grant write held

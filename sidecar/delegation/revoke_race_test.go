@@ -55,6 +55,22 @@ func (s *hookStore) GrantsIssued(ctx context.Context, id string) error {
 	return s.Store.GrantsIssued(ctx, id)
 }
 
+// hold makes the next PutGrant for user close held and wait until
+// release is closed.
+func (s *hookStore) hold(user string) {
+	s.mu.Lock()
+	s.holdUser, s.held, s.release = user, make(chan struct{}), make(chan struct{})
+	s.mu.Unlock()
+}
+
+// hookedPartners is the partner lifecycle on a hookStore over env's
+// store, whose PutGrant fails once for failUser.
+func hookedPartners(t *testing.T, env *partnerEnv, failUser string) (*hookStore, *delegation.Partners) {
+	t.Helper()
+	store := &hookStore{Store: env.store, failUser: failUser}
+	return store, delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+}
+
 // cutApproval opens a store with hooks on ps and approves an individual
 // request for pat and paul whose approval stores pat's grant and is cut
 // before paul's; it returns the store, the lifecycle on it, the request
@@ -63,8 +79,7 @@ func cutApproval(t *testing.T, ps partnerStore) (*hookStore, *delegation.Partner
 	t.Helper()
 	ctx := context.Background()
 	env := newPartnerEnv(t, ps)
-	store := &hookStore{Store: env.store, failUser: "paul"}
-	p := delegation.NewPartners(store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now))
+	store, p := hookedPartners(t, env, "paul")
 	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"), allowAll)
 	if err != nil {
 		t.Fatal(err)
@@ -90,9 +105,7 @@ func TestRevokeWinsOverARetriedApproval(t *testing.T) {
 			ctx := context.Background()
 			store, p, r, patGrant := cutApproval(t, ps)
 
-			store.mu.Lock()
-			store.holdUser, store.held, store.release = "pat", make(chan struct{}), make(chan struct{})
-			store.mu.Unlock()
+			store.hold("pat")
 			done := make(chan error, 1)
 			go func() { _, _, err := p.Approve(ctx, cora, r.ID, allowAll); done <- err }()
 			<-store.held
