@@ -15,15 +15,15 @@ import (
 // running its body again. That is only sound for a function whose value
 // depends on its arguments and the activation's base data alone, which
 // never changes, so activation refuses the annotation on a function that
-// could depend on anything else (see checkPure). A policy uses it for
+// could depend on anything else (see purity). A policy uses it for
 // work that repeats from check to check on the same few values: matching
 // a request's route against a table of routes, say, where the request's
 // other facts (its methods, its body) are judged outside the function.
 //
 // Results are kept only outside `with` (a call under a `with` modifier
 // may see other data or other functions, and OPA evaluates it in a frame
-// of its own), only for calls whose arguments are small, and only up to
-// memoEntries of them: past that the memo starts afresh, so arguments a
+// of its own), only for calls whose arguments and value are small and
+// hold no number (see smallTerms), and only up to memoEntries of them: past that the memo starts afresh, so arguments a
 // client chooses cannot grow memory, only cost the misses they cause.
 const memoAnnotation = "deputy_memo"
 
@@ -73,7 +73,7 @@ func (m *memo) get(h int, key ast.Ref) *ast.Term {
 	return nil
 }
 
-// entry returns a copy of key and value to keep, or false when they are
+// memoEntryOf returns a copy of key and value to keep, or false when they are
 // not to be kept. Both are copied: OPA builds keys in buffers it reuses,
 // and arguments may share storage with the input of the check that made
 // the call.
