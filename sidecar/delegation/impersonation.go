@@ -740,6 +740,7 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	}
 	if st := s.EndState(i.clock()); st != "" {
 		// An ended session stays as it ended.
+		i.recordEndAgain(ctx, s)
 		if s.TokenHash == "" {
 			return s, nil // never redeemed: cached nowhere
 		}
@@ -936,12 +937,34 @@ func (i *Impersonation) RunSweeper(ctx context.Context) {
 	}
 }
 
+// ended records the end of s, by whom and why. The records carry the
+// session's id as their Once, so recording an end again (recordEndAgain)
+// appends nothing when the first got through.
 func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *sidecar.Session) {
 	data := sessionData(s)
 	data["ended_by"] = s.EndedBy
 	data["end_reason"] = s.EndReason
-	i.event(ctx, sidecar.EventImpersonationEnded, s.Customer, s.Actor, data)
-	i.audit(ctx, by, "impersonation.end", s.Customer, s.ID, data)
+	at := s.EndedAt
+	if at.IsZero() {
+		at = i.clock()
+	}
+	once := "impersonation.end:" + s.ID
+	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventImpersonationEnded, Time: at, Customer: s.Customer, Actor: s.Actor, Data: data, Once: once})
+	i.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: by.Subject, Action: "impersonation.end", Customer: s.Customer, Target: s.ID,
+		Outcome: "ok", Data: data, Once: once})
+}
+
+// recordEndAgain records once more the end of s, found ended: the End
+// that ended it may have lost the store's reply and answered an error
+// before recording it, and its caller's retry lands here. Within
+// sidecar.AppendOnceWindow of the end the store still knows whether the
+// records got through, and appends them only if not; later it would
+// append them twice, so an end that old is left as it is.
+func (i *Impersonation) recordEndAgain(ctx context.Context, s *sidecar.Session) {
+	if s.EndedAt.IsZero() || i.clock().Sub(s.EndedAt) >= sidecar.AppendOnceWindow {
+		return
+	}
+	i.ended(ctx, &sidecar.Identity{Subject: s.EndedBy}, s)
 }
 
 func sessionData(s *sidecar.Session) map[string]string {

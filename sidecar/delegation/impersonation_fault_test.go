@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
@@ -407,4 +409,124 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// stallBeforeTx, armed, stalls Redis (DEBUG SLEEP, longer than the
+// client's read timeout) just before the client's next MULTI/EXEC, so
+// that Redis runs the transaction after the client gave up on its reply.
+type stallBeforeTx struct {
+	t       *testing.T
+	srv     *redistest.Server
+	armed   atomic.Bool
+	stalled chan error
+}
+
+func (h *stallBeforeTx) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *stallBeforeTx) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { return next }
+
+func (h *stallBeforeTx) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "multi" && h.armed.CompareAndSwap(true, false) {
+			go func() { h.stalled <- h.srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "1").Err() }()
+			probe := goredis.NewClient(&goredis.Options{Addr: h.srv.Addr, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
+			defer probe.Close()
+			eventually(h.t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// End whose session write lost its reply (Redis ran it after the client's
+// read timeout) answers an error though the session ended, and records
+// nothing; the caller's retry finds the session ended and records its
+// end, once however often it is retried.
+func TestEndRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	direct := directStore(t, srv.Addr, "lostreply", clock.Now)
+	setup := delegation.NewImpersonation(direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+	if _, err := direct.PutCustomer(ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := setup.SetConsent(ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1", Allowed: true}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	// A session of bob's, ended, loads the session write's script into
+	// Redis, as any running Deputy has: else the late write would find
+	// none.
+	warm, err := setup.Start(ctx, bob, delegation.StartRequest{Customer: "c1"}, allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup.End(ctx, bob, warm.Session.ID, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	st, err := setup.Start(ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostreply", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
+	client, err := redis.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	stall := &stallBeforeTx{t: t, srv: srv, stalled: make(chan error, 1)}
+	client.AddHook(stall)
+	stalling := redis.NewFromClient(client, cfg, redis.WithClock(clock.Now))
+	t.Cleanup(func() { _ = stalling.Close() })
+	rec := delegation.NewRecorder(stalling, nil)
+	if err := rec.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	lc := delegation.NewImpersonation(stalling, shippedData(t), delegation.WithImpersonationClock(clock.Now), delegation.WithImpersonationRecorder(rec))
+
+	stall.armed.Store(true)
+	if _, err := lc.End(ctx, alice, st.Session.ID, allowAll); err == nil {
+		t.Fatal("End answered success though its write's reply never came")
+	}
+	if stall.armed.Load() {
+		t.Fatal("End wrote no transaction to stall")
+	}
+	if err := <-stall.stalled; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if s, err := direct.GetSession(ctx, st.Session.ID); err != nil || s.EndedAt.IsZero() {
+		t.Fatalf("session after the stall = %+v, %v; want it ended by the write Redis ran late", s, err)
+	}
+	for range 2 {
+		if _, err := lc.End(ctx, alice, st.Session.ID, allowAll); err != nil {
+			t.Fatalf("End retried: %v", err)
+		}
+	}
+	eventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	audit, _, err := direct.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := 0
+	for _, a := range audit {
+		if a.Action == "impersonation.end" && a.Target == st.Session.ID {
+			ends++
+			if a.Actor != alice.Subject {
+				t.Errorf("end recorded as by %q, want %q", a.Actor, alice.Subject)
+			}
+		}
+	}
+	events, _, err := direct.ReadEvents(ctx, sidecar.StreamFilter{Type: sidecar.EventImpersonationEnded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := 0
+	for _, e := range events {
+		if e.Data["session"] == st.Session.ID {
+			ended++
+		}
+	}
+	if ends != 1 || ended != 1 {
+		t.Errorf("session log holds %d impersonation.end entries and %d impersonation.ended events, want 1 and 1", ends, ended)
+	}
 }

@@ -70,15 +70,21 @@ func NewRecorder(store RecordStore, logger *slog.Logger) *Recorder {
 		stopc: make(chan context.Context), done: make(chan struct{})}
 }
 
-// Audit appends a; a.Time and a.ID are set on the caller's value.
+// Audit appends a; a.ID is set on the caller's value. Without a.Once,
+// it gets one of its own.
 func (r *Recorder) Audit(ctx context.Context, a *sidecar.AuditEntry) {
-	a.Once = onceID()
+	if a.Once == "" {
+		a.Once = onceID()
+	}
 	r.append(ctx, record{audit: a})
 }
 
-// Event appends e; e.Time and e.ID are set on the caller's value.
+// Event appends e; e.ID is set on the caller's value. Without e.Once, it
+// gets one of its own.
 func (r *Recorder) Event(ctx context.Context, e *sidecar.Event) {
-	e.Once = onceID()
+	if e.Once == "" {
+		e.Once = onceID()
+	}
 	r.append(ctx, record{event: e})
 }
 
