@@ -329,7 +329,7 @@ func TestSessionLogSurvivesFaults(t *testing.T) {
 	// session's records are there once each.
 	whole := func(t *testing.T, w *faultWorld, rec *delegation.Recorder, cut int, action, typ, id string) {
 		t.Helper()
-		eventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+		partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
 		if entries, events := recorded(t, w, action, typ, id); entries != 1 || events != 1 {
 			t.Errorf("cut after %d commands: session %s has %d %s entries and %d %s events, want 1 and 1", cut, id, entries, action, events, typ)
 		}
@@ -399,18 +399,6 @@ func TestSessionLogSurvivesFaults(t *testing.T) {
 	})
 }
 
-// eventually polls cond until it holds, failing the test after a bound.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 1000 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // stallBeforeTx, armed, stalls Redis (DEBUG SLEEP, longer than the
 // client's read timeout) just before the client's next MULTI/EXEC, so
 // that Redis runs the transaction after the client gave up on its reply.
@@ -431,7 +419,7 @@ func (h *stallBeforeTx) ProcessPipelineHook(next goredis.ProcessPipelineHook) go
 			go func() { h.stalled <- h.srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "1").Err() }()
 			probe := goredis.NewClient(&goredis.Options{Addr: h.srv.Addr, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
 			defer probe.Close()
-			eventually(h.t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
+			partnerEventually(h.t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
 		}
 		return next(ctx, cmds)
 	}
@@ -502,7 +490,7 @@ func TestEndRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 			t.Fatalf("End retried: %v", err)
 		}
 	}
-	eventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
 	audit, _, err := direct.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
 	if err != nil {
 		t.Fatal(err)

@@ -40,8 +40,9 @@ func cachedResolver(t *testing.T, env *partnerEnv, src resolve.CachedSource) *re
 	return newTestResolver(t, env, cs)
 }
 
-// eventually polls cond for a bounded time: invalidations over Redis
-// pub/sub arrive asynchronously.
+// partnerEventually polls cond for a bounded time: invalidations over
+// Redis pub/sub, and the recorder's retries, arrive asynchronously. The
+// package's one polling helper.
 func partnerEventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

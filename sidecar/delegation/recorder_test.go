@@ -62,7 +62,7 @@ func TestRecorderCountsWhatItCannotAppend(t *testing.T) {
 			rec.Audit(context.Background(), entry(s))
 		}
 		srv.Restart()
-		eventually(t, "the waiting entries appended", func() bool { return rec.Pending() == 0 })
+		partnerEventually(t, "the waiting entries appended", func() bool { return rec.Pending() == 0 })
 		got, _, err := store.ReadAudit(context.Background(), sidecar.StreamFilter{})
 		if err != nil {
 			t.Fatal(err)
