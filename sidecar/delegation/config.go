@@ -47,11 +47,12 @@ type ImpersonationConfig struct {
 	// StorefrontHosts are where a session is honoured; empty: only on the
 	// host its redeem link was used on.
 	StorefrontHosts []string `yaml:"storefront_hosts" usage:"storefront hosts on which a redeem link may be used and a session cookie is honoured (default: any host for the link; the cookie only on the host the link was used on)"`
-	// TouchInterval must be well below the idle timeout.
 	// SweepInterval bounds how late an impersonation.ended event for an
 	// expired or idle session, or a consent.expired event, may come.
 	SweepInterval time.Duration `yaml:"sweep_interval" usage:"how often sessions that expired or went idle are ended, and lapsed consents reported, with their events"`
-	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time, from which the store judges idleness: a session goes idle up to this much sooner after its last request; keep it well below the idle timeout"`
+	// TouchInterval is shortened per session to a third of its idle
+	// timeout (not below a second), so a session in use never lapses.
+	TouchInterval time.Duration `yaml:"touch_interval" usage:"least time between writes of a session's last-seen time, from which the store judges idleness: a session goes idle up to this much sooner after its last request; a session whose idle timeout is under three times this is written every third of its idle timeout instead (at most once a second)"`
 	// CacheTTL also bounds how long a cached entry counts as fresh while
 	// the store is down.
 	CacheTTL  time.Duration `yaml:"cache_ttl" usage:"how stale a cached session may be when an eviction message is lost; also how often a replica writes a staff member's staff mark again"`

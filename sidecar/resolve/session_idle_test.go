@@ -181,3 +181,45 @@ func TestSessionResolverUnwrittenRequestKeepsNothingAlive(t *testing.T) {
 	d, err := r.Resolve(ctx, req, nil)
 	wantSessionOver(t, d, err, "session_idle")
 }
+
+// A session in use never goes idle, whatever its idle timeout against the
+// touch interval: with idle_timeout 90s and the default touch interval
+// (1m), a request every 45s was denied as idle at the second request,
+// since last-seen was written only once a minute. Last-seen is written at
+// most every third of the idle timeout, and never more than once a second.
+func TestSessionResolverShortIdleTimeoutInUse(t *testing.T) {
+	cases := []struct {
+		name          string
+		idle, gap     time.Duration
+		touchesAtMost int64
+	}{
+		{"idle 90s, a request every 45s", 90 * time.Second, 45 * time.Second, 40},
+		{"idle 60s, a request every 39s", time.Minute, 39 * time.Second, 40},
+		{"idle 2s, a request every 1.2s", 2 * time.Second, 1200 * time.Millisecond, 40},
+		{"idle 2s, ten requests a second", 2 * time.Second, 100 * time.Millisecond, 4}, // once a second at most
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newResolverFixture(t)
+			s := &sidecar.Session{ID: "imp_2", Actor: "alice", Customer: "c42", StartedAt: f.clock(), ExpiresAt: f.clock().Add(time.Hour),
+				IdleTimeout: tc.idle, Host: "shop.example.com"}
+			cookie := strings.Repeat("q", 43)
+			if err := storetest.StartRedeemed(context.Background(), f.state, s, delegation.HashSecret(cookie)); err != nil {
+				t.Fatal(err)
+			}
+			req := storefrontRequest(cookie)
+			for i := range 40 {
+				if d, err := f.r.Resolve(context.Background(), req, nil); err != nil || d == nil {
+					t.Fatalf("request %d at +%v, %v after the previous one: %+v, %v", i, time.Duration(i)*tc.gap, tc.gap, d, err)
+				}
+				f.advance(tc.gap)
+			}
+			if n := f.state.touches.Load(); n > tc.touchesAtMost {
+				t.Fatalf("%d last-seen writes for 40 requests %v apart, want at most %d", n, tc.gap, tc.touchesAtMost)
+			}
+			f.advance(tc.idle) // and it still goes idle when no longer used
+			d, err := f.r.Resolve(context.Background(), req, nil)
+			wantSessionOver(t, d, err, "session_idle")
+		})
+	}
+}

@@ -30,7 +30,8 @@ type SessionState interface {
 // storefront request into a delegation. Sessions are cached locally and
 // evicted by invalidation messages; at steady state a check costs no store
 // round trip except one refresh per CacheTTL and one last-seen write per
-// TouchInterval for each live session.
+// TouchInterval for each live session (or per third of its idle timeout,
+// if shorter; never more than one a second).
 //
 // Idleness is the store's to judge, from the last-seen it holds: the
 // resolver counts only last-seen times the store holds (read, or written
@@ -93,6 +94,9 @@ type sessionEntry struct {
 	// store holds idle (and a new start of its actor ends).
 	seen      atomic.Int64
 	lastTouch atomic.Int64 // unix nanos of the last last-seen write attempt
+	// touchEvery is the least time between last-seen writes for this
+	// session (touchInterval).
+	touchEvery time.Duration
 }
 
 var _ sidecar.DelegationResolver = (*SessionResolver)(nil)
@@ -104,6 +108,23 @@ const (
 	CacheSessions = "sessions"
 	CacheConsents = "consents"
 )
+
+// minTouchInterval bounds how often a session's last-seen is written
+// because its idle timeout is short.
+const minTouchInterval = time.Second
+
+// touchInterval is the least time between last-seen writes for a session
+// with idle timeout idle: the configured interval, but at most a third of
+// the idle timeout, so that a session used at least every two thirds of
+// its idle timeout never lapses between writes, whatever the two settings.
+// The idle timeout is the session's own (policy data at its start). Below
+// three seconds of idle timeout the third is rounded up to a second.
+func touchInterval(every, idle time.Duration) time.Duration {
+	if idle <= 0 {
+		return every
+	}
+	return min(every, max(idle/3, minTouchInterval))
+}
 
 // consentNegativeTTL bounds how long "no consent" is remembered: a
 // customer granting consent publishes an eviction anyway.
@@ -271,8 +292,9 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 		return nil, sidecar.Refused(sidecar.EUNAVAILABLE, "session_state_unavailable", err)
 	}
 	e := &sessionEntry{
-		session:   s,
-		fetchedAt: now,
+		session:    s,
+		fetchedAt:  now,
+		touchEvery: touchInterval(r.touchEvery, s.IdleTimeout),
 		deleg: sidecar.Delegation{
 			Mode:        sidecar.ModeImpersonation,
 			ID:          s.ID,
@@ -349,7 +371,8 @@ func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session,
 	return cs, nil
 }
 
-// touch writes the session's last-seen once per touch interval. The store
+// touch writes the session's last-seen once per touch interval (the
+// configured one, or a third of the session's idle timeout if shorter). The store
 // refuses a session it no longer holds live (ended, or lapsed by its own
 // last-seen): that refusal is the session's end here too, the request is
 // denied and its cookie cleared, and the entry is dropped so the next
@@ -359,7 +382,7 @@ func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session,
 func (r *SessionResolver) touch(ctx context.Context, key [sha256.Size]byte, e *sessionEntry, now time.Time) error {
 	nowNS := now.UnixNano()
 	last := e.lastTouch.Load()
-	if nowNS-last < int64(r.touchEvery) || !e.lastTouch.CompareAndSwap(last, nowNS) {
+	if nowNS-last < int64(e.touchEvery) || !e.lastTouch.CompareAndSwap(last, nowNS) {
 		return nil
 	}
 	err := r.state.TouchSession(ctx, e.session.ID, now)
