@@ -450,6 +450,42 @@ func TestConsent(t *testing.T) {
 	})
 }
 
+// Who set a customer's consent, and when, is the consent history's
+// (consent.history), which staff holding only login_as_customer may not
+// read: the consent they read answers allowed and expires_at alone.
+func TestConsentSetterOnlyWithHistory(t *testing.T) {
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		e := newEnv(t, mk)
+		e.seed()
+		e.must(e.do("PUT", "/deputy/v1/customers/c42/consent", e.lead(), map[string]any{"allowed": false}), 200)
+		cases := []struct {
+			name    string
+			as      func(*env) string
+			history bool
+		}{
+			{"agent", (*env).agent, false},
+			{"lead", (*env).lead, true},
+			{"customer", (*env).customer, true},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				r := e.must(e.do("GET", "/deputy/v1/customers/c42/consent", tc.as(e), nil), 200)
+				if r.Body["allowed"] != false {
+					t.Fatalf("consent = %s", r.Raw)
+				}
+				if h := e.do("GET", "/deputy/v1/customers/c42/consent/history", tc.as(e), nil); (h.Status == 200) != tc.history {
+					t.Fatalf("history: %d %s", h.Status, h.Raw)
+				}
+				_, by := r.Body["set_by"]
+				_, at := r.Body["set_at"]
+				if by != tc.history || at != tc.history || (tc.history && r.str("set_by") != "lee") {
+					t.Fatalf("history readable %v, consent read = %s", tc.history, r.Raw)
+				}
+			})
+		}
+	})
+}
+
 // A consent write that changes nothing (same allowed, same expiry) writes
 // no event and no audit entry: repeating it cannot flood the streams and
 // trim real entries away. It still answers with the current consent.

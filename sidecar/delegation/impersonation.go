@@ -446,19 +446,29 @@ func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity
 }
 
 // GetConsent returns the customer's current consent; a customer who never
-// consented (or whose consent expired) reads as not allowed.
+// consented (or whose consent expired) reads as not allowed. Who set it,
+// and when (SetBy, SetAt), is the latest entry of the consent history:
+// left out unless policy also lets the caller read that (consent.history).
 func (i *Impersonation) GetConsent(ctx context.Context, by *sidecar.Identity, customer string, authorize Authorize) (*sidecar.Consent, error) {
-	if err := authorize("consent.get", map[string]any{"customer_id": customer}); err != nil {
+	target := map[string]any{"customer_id": customer}
+	if err := authorize("consent.get", target); err != nil {
 		return nil, err
 	}
 	if err := checkID("customer_id", customer); err != nil {
 		return nil, err
 	}
 	c, err := i.store.GetConsent(ctx, customer)
-	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+	switch {
+	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND:
 		return &sidecar.Consent{Customer: customer}, nil
+	case err != nil:
+		return nil, err
 	}
-	return c, err
+	// Any refusal, whatever its status, leaves the history out.
+	if authorize("consent.history", target) != nil {
+		c = &sidecar.Consent{Customer: c.Customer, Allowed: c.Allowed, ExpiresAt: c.ExpiresAt}
+	}
+	return c, nil
 }
 
 // ConsentHistory lists past consent settings, newest first, to whoever
