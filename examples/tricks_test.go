@@ -62,6 +62,11 @@ var impersonationTricks = []trick{
 	{name: "path carried in the query after the front controller", method: "GET", path: "/index.php?/customer/account/password/"},
 	{name: "path carried in the query after the front controller's directory", method: "GET", path: "/index.php/?/Customer/Account/Password"},
 	{name: "path carried in the query, encoded", method: "GET", path: "/?%2Fvault/cards/"},
+	// With uri_protocol QUERY_STRING it routes on the whole query:
+	// /index.php?x runs x.
+	{name: "route as the whole query", method: "GET", path: "/index.php?customer/account/password/"},
+	{name: "route as the whole query at the root", method: "GET", path: "/?customer/account/password/"},
+	{name: "route as the whole query, encoded", method: "GET", path: "/index.php?vault%2Fcards%2F"},
 	// The proxies send the check no body: a GraphQL POST cannot be judged.
 	{name: "GraphQL POST", method: "POST", path: "/graphql"},
 	{name: "GraphQL mutation in the URL", method: "GET", path: "/graphql?query=mutation%7B%75pdateCustomerV2(input%3A%7B%7D)%7Bcustomer%7Bid%7D%7D%7D"},
@@ -77,6 +82,7 @@ var anonymousTricks = []trick{
 	{name: "keys section in upper case", method: "POST", path: "/.WELL-KNOWN/x"},
 	{name: "account page carried in the query", method: "GET", path: "/?/customer/account"},
 	{name: "cart carried in the query", method: "GET", path: "/?/checkout/cart"},
+	{name: "account page as the whole query", method: "GET", path: "/index.php?customer/account"},
 }
 
 // partnerTricks aim at contacts, which need full_admin, and at creating
@@ -101,6 +107,7 @@ var partnerTricks = []trick{
 	{name: "another PHP script before a readable route", method: "GET", path: "/export.php/customers/acme/service-requests/1"},
 	{name: "another PHP script inside a readable route", method: "GET", path: "/customers/acme/contacts.php/service-requests/1"},
 	{name: "contacts carried in the query", method: "GET", path: "/?/customers/acme/contacts"},
+	{name: "contacts as the whole query", method: "GET", path: "/index.php?customers/acme/contacts"},
 }
 
 // Every trick is denied through the proxy, and never reaches the

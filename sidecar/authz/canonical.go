@@ -58,7 +58,7 @@ func refusePath(msg string) error { return sidecar.Invalid("path", "%s", msg) }
 // Why a query is refused, on field "query".
 const (
 	refusedQueryFragment = `a "#" in the query is refused: proxies pass it on, and the upstream reads what follows as more parameters`
-	refusedQueryPath     = `a query that starts with a path ("/", "\", %2F or %5C, after "." or ".." too) is refused: CodeIgniter and kin route on it instead of the path`
+	refusedQueryPath     = `a query that starts with a path ("/", "\", %2F or %5C, after "." or ".." too), or whose first field holds one and no "=", is refused: CodeIgniter and kin route on it instead of the path`
 )
 
 // checkQuery refuses a raw query (after the first "?") that an upstream
@@ -76,8 +76,15 @@ const (
 // is wherever the application is mounted (/shop/?/x runs /shop's /x), so
 // no path is safe from it, and such a query is refused whatever the path.
 // The encoded, backslash and dot-segment spellings go too, for routers
-// that decode or resolve it first. No honest client sends a query whose
-// first field name starts with a path.
+// that decode or resolve it first.
+//
+// With uri_protocol QUERY_STRING (and index_page "index.php?"), CodeIgniter
+// routes on the whole query when it does not start with "/":
+// /index.php?customer/account runs customer/account. Deputy cannot know
+// the upstream's protocol, so a first field that holds a path separator
+// (raw or encoded) and no "=" is refused too. No honest client sends a
+// query whose first field name starts with, or holds, a path; a path as a
+// value (?redirect=/x) and a bare flag (?preview) pass.
 func checkQuery(raw string) error {
 	if strings.IndexByte(raw, '#') >= 0 {
 		return sidecar.Invalid("query", "%s", refusedQueryFragment)
@@ -89,9 +96,41 @@ func checkQuery(raw string) error {
 }
 
 // queryCarriesPath reports whether a raw query starts with a path
-// separator, raw or encoded, after any dots: "/x", "%2Fx", "\x", "./x",
-// "..%5Cx". It allocates nothing: it runs on every check.
+// separator, raw or encoded, after any dots ("/x", "%2Fx", "\x", "./x",
+// "..%5Cx"), or whether its first field holds one and no "="
+// ("customer/account&x=1"). It allocates nothing: it runs on every check.
 func queryCarriesPath(q string) bool {
+	return queryStartsWithPath(q) || fieldIsPath(q)
+}
+
+// fieldIsPath reports whether the first field of a raw query has no "="
+// and holds "/" or "\", raw or percent-encoded.
+func fieldIsPath(q string) bool {
+	if i := strings.IndexByte(q, '&'); i >= 0 {
+		q = q[:i]
+	}
+	if strings.IndexByte(q, '=') >= 0 {
+		return false
+	}
+	for i := 0; i < len(q); i++ {
+		switch q[i] {
+		case '/', '\\':
+			return true
+		case '%':
+			if i+2 < len(q) {
+				switch q[i+1 : i+3] {
+				case "2F", "2f", "5C", "5c":
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// queryStartsWithPath reports whether a raw query starts with a path
+// separator, raw or encoded, after any dots.
+func queryStartsWithPath(q string) bool {
 	for q != "" {
 		switch {
 		case q[0] == '/' || q[0] == '\\':

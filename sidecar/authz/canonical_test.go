@@ -249,6 +249,14 @@ func TestCheckQuery(t *testing.T) {
 		{"dot dot", "../customer", refusedQueryPath},
 		{"encoded dots", "%2e%2E/customer", refusedQueryPath},
 		{"dots then encoded slash", "..%2fcustomer", refusedQueryPath},
+		// CodeIgniter's QUERY_STRING protocol routes on a first field
+		// that holds a path and no "=".
+		{"relative path", "customer/account/password/", refusedQueryPath},
+		{"relative path then fields", "customer/account/password/&x=1", refusedQueryPath},
+		{"relative path with a backslash", "customer\\account", refusedQueryPath},
+		{"relative path encoded", "customer%2Faccount", refusedQueryPath},
+		{"relative path encoded lower", "customer%2faccount", refusedQueryPath},
+		{"relative path encoded backslash", "customer%5Caccount", refusedQueryPath},
 		{"fragment", "x=1#&_method=POST", refusedQueryFragment},
 		{"fragment first", "#_method=POST", refusedQueryFragment},
 		{"fragment last", "x=1#", refusedQueryFragment},
@@ -261,6 +269,11 @@ func TestCheckQuery(t *testing.T) {
 		{"encoded letter", "%5F_method=POST", ""},
 		{"truncated escape", "%2", ""},
 		{"slash in a later field", "a=1&/customer=1", ""},
+		{"flag", "flag", ""},
+		{"flag then a path as a value", "flag&redirect=/customer/account", ""},
+		{"path as the first value", "redirect=/customer/account", ""},
+		{"slash in a later flag", "a=1&customer/account", ""},
+		{"escape that is no separator", "a%2Eb", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkQuery(tc.raw)

@@ -97,7 +97,10 @@ func TestScriptBeforeAnAllowedRouteIsRefused(t *testing.T) {
 // path, so every query that starts with a path (also encoded, with a
 // backslash, or after dot segments, for routers that decode or resolve
 // it) is refused, whatever the path, for staff in an impersonation
-// session, partners and anonymous callers alike.
+// session, partners and anonymous callers alike. With uri_protocol
+// QUERY_STRING, CodeIgniter routes on the whole query when it does not
+// start with "/" (/index.php?customer/account): a first field that holds
+// a path and no "=" is refused too.
 func TestPathCarriedInTheQueryIsRefused(t *testing.T) {
 	ctx := context.Background()
 	store := memory.New()
@@ -130,6 +133,16 @@ func TestPathCarriedInTheQueryIsRefused(t *testing.T) {
 		{"staff: dot segment", "/?./customer/account/password/", staff, false},
 		{"staff: dot-dot segment", "/?../customer/account/password/", staff, false},
 		{"staff: encoded dot", "/?%2E/customer/account/password/", staff, false},
+		// With uri_protocol QUERY_STRING (index_page "index.php?"),
+		// CodeIgniter routes on the whole query when it does not start
+		// with "/": a first field holding a path and no "=".
+		{"staff: query-string route", "/index.php?customer/account/password/", staff, false},
+		{"staff: query-string route at the root", "/?customer/account/password/", staff, false},
+		{"staff: query-string route then fields", "/index.php?customer/account/password/&x=1", staff, false},
+		{"staff: query-string route, encoded", "/index.php?customer%2Faccount%2Fpassword", staff, false},
+		{"staff: query-string route with a backslash", "/index.php?customer\\account\\password", staff, false},
+		{"partner: query-string route", "/index.php?customers/acme/contacts", partner, false},
+		{"anonymous: query-string route", "/?customer/account", nil, false},
 		{"partner: root", "/?/customers/acme/contacts", partner, false},
 		{"partner: front controller", "/index.php?/customers/acme/contacts", partner, false},
 		{"anonymous: account", "/?/customer/account", nil, false},
@@ -140,6 +153,8 @@ func TestPathCarriedInTheQueryIsRefused(t *testing.T) {
 		{"anonymous: home", "/", nil, true},
 		{"anonymous: home with a query", "/?utm_source=mail", nil, true},
 		{"anonymous: a path as a value", "/catalog/shoes?return=/customer/account", nil, true},
+		{"anonymous: a flag", "/catalog/shoes?preview", nil, true},
+		{"anonymous: a flag, then a path as a value", "/catalog/shoes?preview&return=/customer/account", nil, true},
 		{"staff: account page", "/customer/account/?tab=orders", staff, true},
 		{"partner: service request", "/customers/acme/service-requests/1?x=/y", partner, true},
 	} {
