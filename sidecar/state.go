@@ -288,7 +288,10 @@ func (st *SessionStart) Supersede(old *Session, now time.Time) {
 // later of the two is refused (SessionOver), and its last-seen stays as
 // it was: the store alone judges idleness, and a replica that judged by
 // requests the store never saw cannot bring a lapsed session back. It
-// reports whether LastSeen moved.
+// reports whether LastSeen moved. The store's time is the writing
+// replica's clock (the Redis store reads no server time, to keep one
+// contract with the memory store): a replica whose clock lags the others'
+// by d still records activity up to d after they hold the session lapsed.
 func (s *Session) Touch(at, now time.Time) (bool, error) {
 	if state := s.EndState(later(at, now)); state != "" {
 		return false, SessionOver(state)
