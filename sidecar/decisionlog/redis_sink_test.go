@@ -3,6 +3,8 @@ package decisionlog_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -123,11 +125,7 @@ func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
 			l.Log(impersonationDecision("warm", requestInput(t)))
 			waitFor(t, "the warm-up record written", func() bool { return l.Flushed() == 1 })
 
-			stalled := make(chan error, 1)
-			go func() { stalled <- srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "3").Err() }()
-			probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond})
-			defer probe.Close()
-			waitFor(t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
+			stalled := stallRedis(t, srv)
 			want := []string{"warm"}
 			for i := range 10 {
 				id := fmt.Sprintf("stall-%02d", i)
@@ -148,21 +146,144 @@ func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
 	}
 }
 
-// The sink keeps what it wrote in a key beside the stream: on a Redis
-// Cluster that key shares the stream's slot, whether or not the stream's
-// name carries a hash tag.
+// stallRedis makes srv sleep 3 s (as a slow fsync or a BGSAVE fork
+// would) and returns once a client with a 200ms read timeout sees it
+// stalled; the channel gets DEBUG SLEEP's result when Redis wakes.
+func stallRedis(t *testing.T, srv *redistest.Server) <-chan error {
+	t.Helper()
+	stalled := make(chan error, 1)
+	go func() { stalled <- srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "3").Err() }()
+	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond})
+	defer probe.Close()
+	waitFor(t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
+	return stalled
+}
+
+// wantEachOnce fails unless the stream holds want distinct decisions,
+// each once.
+func wantEachOnce(t *testing.T, srv *redistest.Server, stream string, want int) {
+	t.Helper()
+	got := streamIDs(t, srv, stream)
+	count := map[string]int{}
+	for _, id := range got {
+		count[id]++
+	}
+	twice := 0
+	for _, n := range count {
+		if n > 1 {
+			twice++
+		}
+	}
+	if twice > 0 || len(count) != want {
+		t.Errorf("stream holds %d entries for %d decisions (want %d), %d of them more than once", len(got), len(count), want, twice)
+	}
+}
+
+// A batch whose reply was lost in a stall, spooled at shutdown, is
+// written again by the next process (a new sink on the same spool); Redis
+// ran the first write on waking. Each decision is in the stream once.
+func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	cfg := redisConfig(1000)
+	cfg.SpoolDir = t.TempDir()
+	sink1, err := decisionlog.NewSink(cfg, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1, err := decisionlog.New(cfg, sink1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l1.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l1.Log(impersonationDecision("warm", requestInput(t)))
+	waitFor(t, "the warm-up record written", func() bool { return l1.Flushed() == 1 })
+
+	stalled := stallRedis(t, srv)
+	for i := range 10 {
+		l1.Log(impersonationDecision(fmt.Sprintf("stall-%02d", i), requestInput(t)))
+	}
+	waitFor(t, "a write that timed out", func() bool { return l1.SinkErrors() > 0 })
+	// SIGTERM: a short deadline moves the batch to the spool.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_ = l1.Stop(ctx)
+	cancel()
+	if err := <-stalled; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if l1.SpoolBytes() == 0 {
+		t.Fatal("nothing was spooled at shutdown: the restart retries nothing")
+	}
+
+	sink2, err := decisionlog.NewSink(cfg, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2 := startLogger(t, cfg, sink2)
+	waitFor(t, "the spool delivered", func() bool { return l2.SpoolBytes() == 0 && l2.QueueDepth() == 0 && l2.Flushed() > 0 })
+	wantEachOnce(t, srv, cfg.Stream, 11)
+}
+
+// A batch whose reply was lost, which the spool (at its bound) takes only
+// in part, is retried in two writes; the first one's success does not
+// make the sink forget what the lost write put in the stream.
+func TestRedisSinkWritesEachDecisionOnceWhenSpoolSplitsBatch(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	cfg := redisConfig(1000)
+	cfg.BatchSize = 100
+	cfg.FlushInterval = time.Hour // a full batch wakes the writer
+	cfg.SpoolDir = t.TempDir()
+	cfg.SpoolMaxBytes = decisionlog.MinSpoolMaxBytes
+	sink, err := decisionlog.NewSink(cfg, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := startLogger(t, cfg, sink)
+	for i := range 100 { // loads the script and pools a connection
+		l.Log(impersonationDecision(fmt.Sprintf("warm-%03d", i), requestInput(t)))
+	}
+	waitFor(t, "the warm-up batch written", func() bool { return l.Flushed() == 100 })
+
+	stalled := stallRedis(t, srv)
+	for i := range 100 { // about 1 KB each: more than the spool holds
+		l.Log(impersonationDecision(fmt.Sprintf("stall-%03d", i), requestInput(t)))
+	}
+	waitFor(t, "a write that timed out", func() bool { return l.SinkErrors() > 0 })
+	if err := <-stalled; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	waitFor(t, "everything delivered", func() bool { return l.SpoolBytes() == 0 && l.QueueDepth() == 0 && l.Flushed() >= 200 })
+	wantEachOnce(t, srv, cfg.Stream, 200)
+}
+
+// The sink keeps what it wrote in keys beside the stream: on a Redis
+// Cluster they share the stream's slot, whether or not the stream's name
+// carries a hash tag, and a second sink (another process) writing the
+// same batch again adds nothing.
 func TestRedisSinkOnCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	c := cl.Client(t)
 	for _, name := range []string{"deputy:decisions", "{deputy}:decisions", "a{b}c"} {
 		t.Run(name, func(t *testing.T) {
-			sink := decisionlog.NewRedisSink(c, name, 0)
-			batch := [][]byte{[]byte(`{"decision_id":"d1"}`), []byte(`{"decision_id":"d2"}`)}
-			if err := sink.Write(context.Background(), batch); err != nil {
-				t.Fatal(err)
+			batch := [][]byte{[]byte(`{"decision_id":"d1"}`), []byte(`{"decision_id":"d2"}`), []byte(`{"no_id":true}`)}
+			for _, sink := range []*decisionlog.RedisSink{decisionlog.NewRedisSink(c, name, 0), decisionlog.NewRedisSink(c, name, 0)} {
+				if err := sink.Write(context.Background(), batch); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if n, err := c.XLen(context.Background(), name).Result(); err != nil || n != 2 {
-				t.Errorf("XLEN = %d, %v; want the 2 records", n, err)
+			if n, err := c.XLen(context.Background(), name).Result(); err != nil || n != 3 {
+				t.Errorf("XLEN = %d, %v; want the 3 records, once each", n, err)
 			}
 		})
 	}
@@ -475,7 +596,8 @@ func TestJSONLineEscapesC1(t *testing.T) {
 }
 
 // BenchmarkRedisSinkWrite is one batch of the default size written to a
-// real Redis: the sink's cost per batch, round trip included.
+// real Redis: the sink's cost per batch, round trip included. Each round
+// writes new decision ids, as the logger does.
 func BenchmarkRedisSinkWrite(b *testing.B) {
 	srv := redistest.Start(b)
 	rc := fastClient(b, srv.Addr)
@@ -485,8 +607,14 @@ func BenchmarkRedisSinkWrite(b *testing.B) {
 		batch[i] = fmt.Appendf(nil, `{"decision_id":"%032x","time":"2026-03-01T12:00:00Z","result":"allow"}`, i)
 	}
 	ctx := context.Background()
+	const idAt = len(`{"decision_id":"`)
 	b.ReportAllocs()
-	for b.Loop() {
+	for round := uint64(0); b.Loop(); round++ {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], round)
+		for _, r := range batch {
+			hex.Encode(r[idAt:idAt+16], n[:])
+		}
 		if err := sink.Write(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
