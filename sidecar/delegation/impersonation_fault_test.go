@@ -280,20 +280,38 @@ func expiryText(t time.Time) string {
 // impersonation.started event once Redis is back, and an ended session
 // its impersonation.end and impersonation.ended; each exactly once, though
 // the recorder may have appended it again after a reply it never got.
+//
+// The lifecycle's own commands and the recorder's appends go through two
+// proxies, and each case cuts one of them; the lifecycle's subscription to
+// invalidations goes around both. What runs in the background (the
+// recorder's retries, with a backoff; the subscription's reconnects and
+// health checks) would otherwise land among the counted commands at
+// times the machine's load decides, and shift the cut points. Each
+// world's recorder is drained and stopped before the next cut, so no retry
+// of one world lands among the commands of the next.
 func TestSessionLogSurvivesFaults(t *testing.T) {
 	srv := redistest.Start(t)
-	proxy := redistest.StartProxy(t, srv.Addr)
+	lcProxy := redistest.StartProxy(t, srv.Addr)
+	recProxy := redistest.StartProxy(t, srv.Addr)
 	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	n := 0
+	// cutStore reaches Redis through proxy; a cut fails it at once, so it
+	// waits for a slow reply as long as a test may.
+	cutStore := func(t *testing.T, proxy *redistest.Proxy, prefix string) sidecar.Store {
+		return newFaultStore(t, redis.Config{Addrs: []string{proxy.Addr}, KeyPrefix: prefix, MaxRetries: -1,
+			DialTimeout: 10 * time.Second, ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, clock.Now)
+	}
 	newWorld := func(t *testing.T) (*faultWorld, *delegation.Recorder) {
 		t.Helper()
 		n++
-		w := newFaultWorld(t, srv, proxy, fmt.Sprintf("records%d", n), clock)
+		prefix := fmt.Sprintf("records%d", n)
+		w := newFaultWorld(t, srv, lcProxy, prefix, clock)
+		w.cut = subscribedAround{Store: cutStore(t, lcProxy, prefix), subs: w.direct}
 		if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
 			t.Fatal(err)
 		}
 		w.consent(t, "c1", true)
-		rec := delegation.NewRecorder(w.cut, nil)
+		rec := delegation.NewRecorder(cutStore(t, recProxy, prefix), nil)
 		if err := rec.Start(w.ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -301,14 +319,29 @@ func TestSessionLogSurvivesFaults(t *testing.T) {
 		w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now), delegation.WithImpersonationRecorder(rec))
 		return w, rec
 	}
-	// recorded counts the audit entries (action) and events (typ) of the
-	// session id.
-	recorded := func(t *testing.T, w *faultWorld, action, typ, id string) (entries, events int) {
+	// drain heals both proxies, waits until what rec still holds is
+	// appended, then stops it.
+	drain := func(t *testing.T, rec *delegation.Recorder, cut int) {
+		t.Helper()
+		lcProxy.Reset()
+		recProxy.Reset()
+		partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+		if err := rec.Stop(context.Background()); err != nil {
+			t.Fatalf("cut after %d commands: %v", cut, err)
+		}
+		if rec.AuditDropped()+rec.EventsDropped() != 0 {
+			t.Errorf("cut after %d commands: the recorder dropped %d audit entries and %d events", cut, rec.AuditDropped(), rec.EventsDropped())
+		}
+	}
+	// recorded checks the audit entries (action) and events (typ) of the
+	// session id are there once each.
+	recorded := func(t *testing.T, w *faultWorld, cut int, action, typ, id string) {
 		t.Helper()
 		audit, _, err := w.direct.ReadAudit(w.ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		entries, events := 0, 0
 		for _, a := range audit {
 			if a.Action == action && a.Target == id {
 				entries++
@@ -323,64 +356,41 @@ func TestSessionLogSurvivesFaults(t *testing.T) {
 				events++
 			}
 		}
-		return entries, events
-	}
-	// whole waits until what rec still holds is appended, and checks the
-	// session's records are there once each.
-	whole := func(t *testing.T, w *faultWorld, rec *delegation.Recorder, cut int, action, typ, id string) {
-		t.Helper()
-		partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
-		if entries, events := recorded(t, w, action, typ, id); entries != 1 || events != 1 {
+		if entries != 1 || events != 1 {
 			t.Errorf("cut after %d commands: session %s has %d %s entries and %d %s events, want 1 and 1", cut, id, entries, action, events, typ)
 		}
-		if rec.AuditDropped()+rec.EventsDropped() != 0 {
-			t.Errorf("cut after %d commands: the recorder dropped %d audit entries and %d events", cut, rec.AuditDropped(), rec.EventsDropped())
-		}
 	}
-
-	t.Run("start", func(t *testing.T) {
-		w, _ := newWorld(t)
-		proxy.Reset()
-		if _, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll); err != nil {
-			t.Fatal(err)
-		}
-		total, succeeded := proxy.Commands(), 0
-		for cut := range total {
-			w, rec := newWorld(t)
-			proxy.Reset()
-			proxy.CutAfter(cut)
-			st, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
-			proxy.Reset()
+	// An operation runs the change and returns its check, run once the
+	// recorder is drained: whether the change was made, and if so whether
+	// it was recorded.
+	type check func(t *testing.T, w *faultWorld, cut int) (made bool)
+	start := func(w *faultWorld) check {
+		st, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+		return func(t *testing.T, w *faultWorld, cut int) bool {
 			if err != nil {
-				continue
+				// An answered error left no session behind, to live on
+				// unrecorded.
+				ss, _, lerr := w.direct.ListSessions(w.ctx, sidecar.SessionFilter{Actor: alice.Subject, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+				if lerr != nil {
+					t.Fatal(lerr)
+				}
+				if len(ss) != 0 {
+					t.Errorf("cut after %d commands: Start answered %v, yet stored session %s", cut, err, ss[0].ID)
+				}
+				return false
 			}
-			succeeded++
 			if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
 				t.Errorf("cut after %d commands: Start answered success but its link does not redeem: %v", cut, err)
 			}
-			whole(t, w, rec, cut, "impersonation.start", sidecar.EventImpersonationStarted, st.Session.ID)
+			recorded(t, w, cut, "impersonation.start", sidecar.EventImpersonationStarted, st.Session.ID)
+			return true
 		}
-		// The cuts after the session write are the ones this test is about.
-		if succeeded < 2 {
-			t.Fatalf("Start succeeded under %d of %d cuts: no cut fell after the session write", succeeded, total)
-		}
-	})
-	t.Run("end", func(t *testing.T) {
-		w, _ := newWorld(t)
-		st := w.start(t, alice, "c1", true)
-		proxy.Reset()
-		if _, err := w.lc.End(w.ctx, alice, st.Session.ID, allowAll); err != nil {
-			t.Fatal(err)
-		}
-		total, ended := proxy.Commands(), 0
-		for cut := range total {
-			w, rec := newWorld(t)
-			st := w.start(t, alice, "c1", true)
-			proxy.Reset()
-			proxy.CutAfter(cut)
-			_, err := w.lc.End(w.ctx, alice, st.Session.ID, allowAll)
-			proxy.Reset()
-			s, gerr := w.direct.GetSession(w.ctx, st.Session.ID)
+	}
+	end := func(w *faultWorld) check {
+		id := w.started["alice@c1"].Session.ID
+		_, err := w.lc.End(w.ctx, alice, id, allowAll)
+		return func(t *testing.T, w *faultWorld, cut int) bool {
+			s, gerr := w.direct.GetSession(w.ctx, id)
 			if gerr != nil {
 				t.Fatal(gerr)
 			}
@@ -388,16 +398,85 @@ func TestSessionLogSurvivesFaults(t *testing.T) {
 				if err == nil {
 					t.Errorf("cut after %d commands: End answered success, the session is live", cut)
 				}
-				continue
+				return false
 			}
-			ended++
-			whole(t, w, rec, cut, "impersonation.end", sidecar.EventImpersonationEnded, s.ID)
+			recorded(t, w, cut, "impersonation.end", sidecar.EventImpersonationEnded, s.ID)
+			return true
 		}
-		if ended < 2 {
-			t.Fatalf("the session ended under %d of %d cuts: no cut fell after the end", ended, total)
-		}
-	})
+	}
+	cases := []struct {
+		name string
+		cut  *redistest.Proxy
+		prep func(t *testing.T, w *faultWorld)
+		op   func(w *faultWorld) check
+		// least is how many cuts must leave the change made; every: all of
+		// them (the lifecycle is not cut, only its records).
+		least int
+		every bool
+	}{
+		// Start's session write is its last command, so every cut of its
+		// own commands fails it; the cuts after the write are those of
+		// start_recorder_cut.
+		{"start", lcProxy, nil, start, 0, false},
+		{"start_recorder_cut", recProxy, nil, start, 0, true},
+		// End evicts the session after its write.
+		{"end", lcProxy, func(t *testing.T, w *faultWorld) { w.start(t, alice, "c1", true) }, end, 1, false},
+		{"end_recorder_cut", recProxy, func(t *testing.T, w *faultWorld) { w.start(t, alice, "c1", true) }, end, 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// First without a fault: how many commands go through the proxy
+			// this case cuts.
+			w, rec := newWorld(t)
+			if tc.prep != nil {
+				tc.prep(t, w)
+			}
+			tc.cut.Reset()
+			made := tc.op(w)
+			total := tc.cut.Commands()
+			drain(t, rec, -1)
+			if !made(t, w, -1) {
+				t.Fatal("without a fault the change was not made")
+			}
+			if total < 2 {
+				t.Fatalf("the change took %d commands: the proxy is not in its path", total)
+			}
+			kept := 0
+			for cut := range total {
+				w, rec := newWorld(t)
+				if tc.prep != nil {
+					tc.prep(t, w)
+				}
+				tc.cut.Reset()
+				tc.cut.CutAfter(cut)
+				made := tc.op(w)
+				if !tc.cut.WasCut() {
+					t.Fatalf("cut after %d of %d commands never happened", cut, total)
+				}
+				drain(t, rec, cut)
+				if made(t, w, cut) {
+					kept++
+				}
+			}
+			if tc.every {
+				tc.least = total
+			}
+			if kept < tc.least {
+				t.Fatalf("the change was made under %d of %d cuts, want at least %d", kept, total, tc.least)
+			}
+			t.Logf("%s: cut after each of 0..%d commands: the change was made under %d, each recorded once", tc.name, total-1, kept)
+		})
+	}
 }
+
+// subscribedAround is a store whose subscription to invalidations goes
+// through subs, not through the connection under test.
+type subscribedAround struct {
+	sidecar.Store
+	subs sidecar.Store
+}
+
+func (s subscribedAround) Subscribe(fn func(key string)) (cancel func()) { return s.subs.Subscribe(fn) }
 
 // stallBeforeTx, armed, stalls Redis (DEBUG SLEEP, longer than the
 // client's read timeout) just before the client's next MULTI/EXEC, so
