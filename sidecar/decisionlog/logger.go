@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -61,11 +62,12 @@ type Logger struct {
 	done    chan struct{}
 	started atomic.Bool
 
-	dropped    atomic.Uint64
-	flushed    atomic.Uint64
-	sinkErrors atomic.Uint64
-	maskErrors atomic.Uint64
-	oversized  atomic.Uint64
+	dropped     atomic.Uint64
+	unconfirmed atomic.Uint64
+	flushed     atomic.Uint64
+	sinkErrors  atomic.Uint64
+	maskErrors  atomic.Uint64
+	oversized   atomic.Uint64
 
 	// Owned by the worker. pending holds records taken from the queue,
 	// encoded, in flight until written or spooled; spooled records are
@@ -78,6 +80,10 @@ type Logger struct {
 	takeSizes    []int64
 	spool        *spool // nil unless cfg.SpoolDir is set
 	down         bool   // the last write failed
+	// unsure is how many records at the front of pending a failed write
+	// may have made (ErrUnconfirmed): at Stop's deadline they are not
+	// known lost.
+	unsure int
 
 	spooled atomic.Int64 // spool bytes, for QueueDepth's readers
 }
@@ -173,8 +179,13 @@ func (l *Logger) SpoolBytes() int64 { return l.spooled.Load() }
 func (l *Logger) Flushed() uint64 { return l.flushed.Load() }
 
 // Dropped is the number of records lost: past the queue bound (or the
-// spool's), or still queued when Stop's deadline ran out with no spool.
+// spool's), or still queued when Stop's deadline ran out with no spool
+// (but for the Unconfirmed ones).
 func (l *Logger) Dropped() uint64 { return l.dropped.Load() }
+
+// Unconfirmed is the number of records given up at Stop's deadline whose
+// last write failed with its reply lost: the sink may hold them, or not.
+func (l *Logger) Unconfirmed() uint64 { return l.unconfirmed.Load() }
 
 // SinkErrors is the number of failed writes to the sink.
 func (l *Logger) SinkErrors() uint64 { return l.sinkErrors.Load() }
@@ -270,6 +281,9 @@ func (l *Logger) drain(ctx context.Context, final bool) {
 			continue
 		}
 		l.sinkErrors.Add(1)
+		if !spooled && errors.Is(err, ErrUnconfirmed) {
+			l.unsure = len(batch)
+		}
 		if !l.down {
 			l.down = true
 			l.log.Warn("decision log sink failed; records wait until it is back", "queued", l.QueueDepth(), "spooled_bytes", l.spooled.Load(), "error", err)
@@ -365,6 +379,7 @@ func (l *Logger) release(n int) {
 	for _, b := range l.pendingSizes[:n] {
 		size += b
 	}
+	l.unsure = max(l.unsure-n, 0)
 	l.mu.Lock()
 	l.inflight -= n
 	l.bytes -= size
@@ -384,17 +399,27 @@ func (l *Logger) closeSpool() {
 	}
 }
 
-// discard gives up on everything queued, counting it as dropped.
+// discard gives up on everything queued, counting it as dropped, but for
+// the records a write whose reply was lost may have made: those are
+// counted as unconfirmed.
 func (l *Logger) discard() {
 	l.mu.Lock()
-	lost := l.n + l.inflight
+	left := l.n + l.inflight
 	clear(l.ring)
 	l.head, l.n, l.inflight, l.bytes = 0, 0, 0, 0
 	l.mu.Unlock()
 	clear(l.pending)
 	l.pending, l.pendingSizes = l.pending[:0], l.pendingSizes[:0]
-	l.dropped.Add(uint64(lost))
-	l.log.Error("decision log stopped with records not written", "lost", lost)
+	unsure := min(l.unsure, left)
+	l.unsure = 0
+	if unsure > 0 {
+		l.unconfirmed.Add(uint64(unsure))
+		l.log.Warn("decision log stopped with records whose write is not confirmed: the sink may hold them", "unconfirmed", unsure)
+	}
+	if lost := left - unsure; lost > 0 {
+		l.dropped.Add(uint64(lost))
+		l.log.Error("decision log stopped with records not written", "lost", lost)
+	}
 }
 
 // wait pauses after a failed write until the sink is likely back. A sink

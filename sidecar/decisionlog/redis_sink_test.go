@@ -267,6 +267,67 @@ func TestRedisSinkWritesEachDecisionOnceWhenSpoolSplitsBatch(t *testing.T) {
 	wantEachOnce(t, srv, cfg.Stream, 200)
 }
 
+// Without a spool, Stop's deadline gives up what is still unwritten: as
+// dropped when Redis refused the connection, as unconfirmed (no drop, no
+// drop alert) when the last write's reply was lost in a stall and Redis
+// ran it on waking.
+func TestRedisSinkStopCountsLostReplyAsUnconfirmed(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		stall                bool
+		dropped, unconfirmed uint64
+	}{
+		{"reply lost in a stall", true, 0, 10},
+		{"connection refused", false, 10, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t, "--enable-debug-command", "yes")
+			rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rc.Close() })
+			cfg := redisConfig(1000)
+			sink, err := decisionlog.NewSink(cfg, rc, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := decisionlog.New(cfg, sink)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			l.Log(impersonationDecision("warm", requestInput(t)))
+			waitFor(t, "the warm-up record written", func() bool { return l.Flushed() == 1 })
+			var stalled <-chan error
+			if tc.stall {
+				stalled = stallRedis(t, srv)
+			} else {
+				srv.Stop()
+			}
+			for i := range 10 {
+				l.Log(impersonationDecision(fmt.Sprintf("stop-%02d", i), requestInput(t)))
+			}
+			waitFor(t, "a write that failed", func() bool { return l.SinkErrors() > 0 })
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			stopErr := l.Stop(ctx)
+			cancel()
+			if tc.stall {
+				if err := <-stalled; err != nil {
+					t.Fatalf("DEBUG SLEEP: %v", err)
+				}
+				// Redis ran the write whose reply was lost.
+				wantEachOnce(t, srv, cfg.Stream, 11)
+			}
+			if l.Dropped() != tc.dropped || l.Unconfirmed() != tc.unconfirmed || (stopErr != nil) != (tc.dropped > 0) {
+				t.Errorf("Stop: %v; dropped %d, unconfirmed %d; want %d, %d", stopErr, l.Dropped(), l.Unconfirmed(), tc.dropped, tc.unconfirmed)
+			}
+		})
+	}
+}
+
 // The sink keeps what it wrote in keys beside the stream: on a Redis
 // Cluster they share the stream's slot, whether or not the stream's name
 // carries a hash tag, and a second sink (another process) writing the

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -174,9 +177,31 @@ func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
 	clear(keys) // the batch's keys and records' memory hold the next batch
 	clear(args)
 	if err != nil {
+		if mayHaveRun(err) {
+			err = fmt.Errorf("%w: %w", ErrUnconfirmed, err)
+		}
 		return sidecar.Unavailable("append to stream "+s.stream.name, err)
 	}
 	return nil
+}
+
+// ErrUnconfirmed marks a failed write the sink may still have made: the
+// command left, its reply did not come back.
+var ErrUnconfirmed = errors.New("reply lost, the records may be written")
+
+// mayHaveRun reports whether a failed command may have reached Redis and
+// run: every failure but a connection never made, the client's own pool
+// giving up, and an error reply (Redis answered, and refused).
+func mayHaveRun(err error) bool {
+	var op *net.OpError
+	var reply redis.Error
+	switch {
+	case errors.As(err, &op) && op.Op == "dial",
+		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrClosed),
+		errors.As(err, &reply):
+		return false
+	}
+	return true
 }
 
 // appendRecordKey appends what tells the record b from every other: its

@@ -17,7 +17,7 @@
 //	deputy_state_breaker_open, deputy_state_breaker_trips_total
 //	deputy_state_lookup_failures_total{reason}     breaker_open, over_budget, unavailable
 //	deputy_decision_log_queue_depth
-//	deputy_decision_log_flushed_total, _dropped_total, _sink_errors_total, _mask_errors_total, _oversized_total
+//	deputy_decision_log_flushed_total, _dropped_total, _unconfirmed_total, _sink_errors_total, _mask_errors_total, _oversized_total
 //	deputy_live_delegations{mode}
 //	deputy_events_dropped_total                      past redis.events_hard_maxlen, unread by a consumer group
 //	deputy_audit_dropped_total, deputy_events_undelivered_total  records of committed changes never appended
@@ -334,6 +334,7 @@ type DecisionLogStats interface {
 	SpoolBytes() int64
 	Flushed() uint64
 	Dropped() uint64
+	Unconfirmed() uint64
 	SinkErrors() uint64
 	MaskErrors() uint64
 	Oversized() uint64
@@ -351,6 +352,8 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 			Help: "Decision log records written to the sink."}, func() float64 { return float64(s.Flushed()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_dropped_total",
 			Help: "Decision log records lost past the queue bound or at shutdown."}, func() float64 { return float64(s.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_unconfirmed_total",
+			Help: "Decision log records given up at shutdown after a write whose reply was lost: the sink may hold them, or not."}, func() float64 { return float64(s.Unconfirmed()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_sink_errors_total",
 			Help: "Failed writes to the decision log sink (records stay queued)."}, func() float64 { return float64(s.SinkErrors()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_mask_errors_total",

@@ -450,6 +450,7 @@ func TestDecisionLogAndLiveDelegations(t *testing.T) {
 	}{
 		{"queue depth", "deputy_decision_log_queue_depth", nil, 2},
 		{"dropped past the bound", "deputy_decision_log_dropped_total", nil, 1},
+		{"none unconfirmed", "deputy_decision_log_unconfirmed_total", nil, 0},
 		{"impersonation sessions", "deputy_live_delegations", map[string]string{"mode": "impersonation"}, 3},
 		{"modes without any are zero", "deputy_live_delegations", map[string]string{"mode": "partner"}, 0},
 	}
