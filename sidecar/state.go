@@ -411,6 +411,11 @@ type Grant struct {
 	// older than the last approval written or revocation made for the
 	// same partner organisation and user.
 	Seq int64 `json:"seq,omitempty"`
+	// RevokedAt is when RevokeGrant removed the grant, on the grant
+	// RevokedGrant returns: a retried revocation records it again only
+	// while the store still remembers whether the first record got
+	// through (AppendOnceWindow).
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }
 
 // Scope is ScopeIndividual for a user's grant, ScopeOrganisation otherwise.
@@ -746,8 +751,9 @@ type PartnerStore interface {
 	// shares), counted across replicas as TakeConsentChange counts a
 	// customer's, in a budget of its own.
 	TakeSelfServiceChange(ctx context.Context, org string, limit int, window time.Duration) (wait time.Duration, ok bool, err error)
-	// RevokedGrant returns a grant RevokeGrant removed, as it was, until
-	// the time it would have expired; ENOTFOUND for an id never revoked.
+	// RevokedGrant returns a grant RevokeGrant removed, as it was but with
+	// RevokedAt set, until the time it would have expired; ENOTFOUND for
+	// an id never revoked.
 	// A retried revocation finds there that its grant existed, and whose
 	// it was, so it publishes the eviction again for its parties only.
 	RevokedGrant(ctx context.Context, customer, id string) (*Grant, error)

@@ -683,6 +683,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, err
 	}
 	if gone {
+		p.recordRevokeAgain(ctx, caller, g)
 		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
 	// An approval still completing must not issue this grant again after
@@ -713,17 +714,45 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, err
 	}
 	g = revoked
-	p.audit(ctx, caller.Subject, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
-	if err := p.event(ctx, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
-		"grant_id":    g.ID,
-		"partner_org": g.PartnerOrg,
-		"user":        g.User,
-		"level":       string(g.Level),
-		"revoked_by":  caller.Org,
-	}); err != nil {
+	if err := p.revoked(ctx, caller, g, p.clock()); err != nil {
 		return g, err
 	}
 	return g, unpublished
+}
+
+// revoked records the revocation of g by caller at at. The records carry
+// the grant's id as their Once, so recording a revocation again
+// (recordRevokeAgain) appends nothing when the first got through. The
+// event's append is the caller's to retry: its error is returned.
+func (p *Partners) revoked(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant, at time.Time) error {
+	once := "partner.revoke:" + g.ID
+	p.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: caller.Subject, Action: "partner.revoke", Customer: g.Customer, Target: g.ID,
+		Outcome: "ok", SelfService: true, Data: nonEmpty(map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)}), Once: once})
+	return p.store.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventGrantRevoked, Time: at, Customer: g.Customer, Actor: caller.Subject,
+		Data: nonEmpty(map[string]string{
+			"grant_id":    g.ID,
+			"partner_org": g.PartnerOrg,
+			"user":        g.User,
+			"level":       string(g.Level),
+			"revoked_by":  caller.Org,
+		}), Once: once})
+}
+
+// recordRevokeAgain records once more the revocation of g, found revoked:
+// the Revoke that revoked it may have lost the store's reply and answered
+// an error before recording it, and its caller's retry lands here, as a
+// party to the grant (the revocation is recorded as the retry's). Within
+// sidecar.AppendOnceWindow of the revocation the store still knows whether
+// the records got through, and appends them only if not; later it would
+// append them twice, so a revocation that old is left as it is. An event
+// that fails to append here is logged: the eviction is what this answers.
+func (p *Partners) recordRevokeAgain(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant) {
+	if g.RevokedAt.IsZero() || p.clock().Sub(g.RevokedAt) >= sidecar.AppendOnceWindow {
+		return
+	}
+	if err := p.revoked(ctx, caller, g, g.RevokedAt); err != nil {
+		p.logger.Error("grant.revoked event of a retried revocation not appended", "customer", g.Customer, "grant", g.ID, "error", err)
+	}
 }
 
 // issuedUnder returns the grant one of customer's requests issues under
@@ -1232,12 +1261,17 @@ func (p *Partners) RunSweeper(ctx context.Context) {
 }
 
 func (p *Partners) event(ctx context.Context, typ, customer, actor string, data map[string]string) error {
+	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: p.clock(), Customer: customer, Actor: actor, Data: nonEmpty(data)})
+}
+
+// nonEmpty drops data's empty values, and returns it.
+func nonEmpty(data map[string]string) map[string]string {
 	for k, v := range data {
 		if v == "" {
 			delete(data, k)
 		}
 	}
-	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: p.clock(), Customer: customer, Actor: actor, Data: data})
+	return data
 }
 
 // audit records a management action; it is not the caller's failure,
@@ -1251,13 +1285,8 @@ func (p *Partners) event(ctx context.Context, typ, customer, actor string, data 
 // any ordinary account can repeat those as often as its write budget
 // allows. Kept apart, they never push staff records out of the trail.
 func (p *Partners) audit(ctx context.Context, actor, action, customer, target string, data map[string]string) {
-	for k, v := range data {
-		if v == "" {
-			delete(data, k)
-		}
-	}
 	a := &sidecar.AuditEntry{Time: p.clock(), Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok",
-		SelfService: true, Data: data}
+		SelfService: true, Data: nonEmpty(data)}
 	p.records.Audit(ctx, a)
 }
 

@@ -893,7 +893,9 @@ func (s *Store) RevokeGrant(_ context.Context, customer, id string) (*sidecar.Gr
 		}
 	}
 	if out != nil {
-		s.keepRevoked(customer, *out)
+		kept := *out
+		kept.RevokedAt = s.now()
+		s.keepRevoked(customer, kept)
 	}
 	s.mu.Unlock()
 	if out == nil {

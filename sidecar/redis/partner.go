@@ -326,7 +326,7 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], redis.call('HINCRBY', KEYS[3], ARGV[3], 1))
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[2], v)
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[7])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
 local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[6], 'LIMIT', 0, 100)
 if #old > 0 then
@@ -424,8 +424,11 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.
 		}
 		keys := []string{s.cust(customer, "grants"), s.cust(customer, "grants:exp"), s.cust(customer, "grants:seq"),
 			s.cust(customer, "grants:revoked"), s.cust(customer, "grants:revoked:exp")}
+		now := s.now()
+		kept := *g // the script removes only the grant with this id: this one
+		kept.RevokedAt = now
 		raw, err := revokeGrantScript.Run(ctx, s.c, keys, f, id, g.PartnerOrg, s.seqTTL().Milliseconds(),
-			g.ExpiresAt.UnixMilli(), s.now().UnixMilli()).Text()
+			g.ExpiresAt.UnixMilli(), now.UnixMilli(), encode(&kept)).Text()
 		if errors.Is(err, goredis.Nil) {
 			break // replaced or revoked meanwhile
 		}

@@ -936,13 +936,15 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, e.s.PutGrant(e.ctx, grant(e, "g3", "acme", "p3", "", sidecar.LevelCC, day)))
 		_, err := e.s.RevokedGrant(e.ctx, "acme", "g1")
 		wantCode(t, err, sidecar.ENOTFOUND)
+		revokedAt := e.clock.Now()
 		for _, id := range []string{"g1", "g2"} {
 			_, err = e.s.RevokeGrant(e.ctx, "acme", id)
 			must(t, err)
 		}
+		e.clock.Advance(time.Minute)
 		got, err := e.s.RevokedGrant(e.ctx, "acme", "g1")
 		must(t, err)
-		if got.ID != "g1" || got.PartnerOrg != "p1" || got.User != "pat" || got.Level != sidecar.LevelLook {
+		if got.ID != "g1" || got.PartnerOrg != "p1" || got.User != "pat" || got.Level != sidecar.LevelLook || !got.RevokedAt.Equal(revokedAt) {
 			t.Fatalf("revoked grant kept as %+v", got)
 		}
 		for _, c := range []struct{ customer, id string }{{"acme", "g3"}, {"acme", "nope"}, {"globex", "g1"}} {

@@ -1,0 +1,168 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+// stallBeforeScript, armed, stalls Redis (DEBUG SLEEP, longer than the
+// client's read timeout) just before the client's next EVALSHA naming a
+// key that contains keyPart, so that Redis runs the script after the
+// client gave up on its reply.
+type stallBeforeScript struct {
+	t       *testing.T
+	srv     *redistest.Server
+	keyPart string
+	armed   atomic.Bool
+	stalled chan error
+}
+
+func (h *stallBeforeScript) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *stallBeforeScript) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
+}
+func (h *stallBeforeScript) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if cmd.Name() == "evalsha" && strings.Contains(fmt.Sprint(cmd.Args()...), h.keyPart) && h.armed.CompareAndSwap(true, false) {
+			go func() { h.stalled <- h.srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "1").Err() }()
+			probe := goredis.NewClient(&goredis.Options{Addr: h.srv.Addr, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
+			defer probe.Close()
+			partnerEventually(h.t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// Revoke whose script lost its reply (Redis ran it after the client's read
+// timeout) answers an error though the grant is revoked, and records
+// nothing; the caller's retry finds the grant revoked and records the
+// revocation, once however often it is retried.
+func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	stall := &stallBeforeScript{t: t, srv: srv, keyPart: "grants:revoked", stalled: make(chan error, 1)}
+	ps := partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostrevoke", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
+		client, err := redis.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close() })
+		client.AddHook(stall)
+		s := redis.NewFromClient(client, cfg, redis.WithClock(clock))
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}}
+	env := newPartnerEnv(t, ps)
+	ctx := context.Background()
+	rec := delegation.NewRecorder(env.store, nil)
+	if err := rec.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
+	env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"))
+	patG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+	if err != nil || patG.Individual == nil {
+		t.Fatalf("pat's grant: %+v %v", patG, err)
+	}
+	paulG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "paul")
+	if err != nil || paulG.Individual == nil {
+		t.Fatalf("paul's grant: %+v %v", paulG, err)
+	}
+	// Warm: loads the revoke script, as a running Deputy has it.
+	if _, err := p.Revoke(ctx, cora, "acme", paulG.Individual.ID, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	id := patG.Individual.ID
+	stall.armed.Store(true)
+	_, err = p.Revoke(ctx, cora, "acme", id, allowAll)
+	if stall.armed.Load() {
+		t.Fatal("Revoke ran no revoke script to stall")
+	}
+	if err := <-stall.stalled; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if err == nil {
+		t.Fatal("Revoke answered success though its script's reply never came")
+	}
+	if e, _ := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat"); e.Individual != nil {
+		t.Fatalf("grant still live after the late script: %+v", e.Individual)
+	}
+	for range 2 {
+		if _, err := p.Revoke(ctx, cora, "acme", id, allowAll); err != nil {
+			t.Fatalf("Revoke retried: %v", err)
+		}
+	}
+	partnerEventually(t, "the recorder idle", func() bool { return rec.Pending() == 0 })
+	audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokes := 0
+	for _, a := range audit {
+		if a.Action == "partner.revoke" && a.Target == id {
+			revokes++
+			if a.Actor != cora.Subject {
+				t.Errorf("revocation recorded as by %q, want %q", a.Actor, cora.Subject)
+			}
+		}
+	}
+	evs := 0
+	for _, e := range events(t, env.store, sidecar.EventGrantRevoked) {
+		if e.Data["grant_id"] == id {
+			evs++
+		}
+	}
+	if revokes != 1 || evs != 1 {
+		t.Errorf("revocation of %s: %d partner.revoke audit entries, %d grant.revoked events; want 1 and 1 (audit dropped %d, events dropped %d)",
+			id, revokes, evs, rec.AuditDropped(), rec.EventsDropped())
+	}
+}
+
+// A revocation is recorded again only while the store remembers whether
+// its first record got through: a retry later than sidecar.AppendOnceWindow
+// appends no second partner.revoke nor grant.revoked.
+func TestRevokeRetriedLateIsNotRecordedAgain(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			env := newPartnerEnv(t, ps)
+			ctx := context.Background()
+			env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"))
+			g, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+			if err != nil || g.Individual == nil {
+				t.Fatalf("pat's grant: %+v %v", g, err)
+			}
+			id := g.Individual.ID
+			for _, wait := range []time.Duration{0, time.Minute, sidecar.AppendOnceWindow} {
+				env.clock.Advance(wait)
+				if _, err := env.partners.Revoke(ctx, cora, "acme", id, allowAll); err != nil {
+					t.Fatalf("Revoke after %v: %v", wait, err)
+				}
+			}
+			audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			revokes := 0
+			for _, a := range audit {
+				if a.Action == "partner.revoke" && a.Target == id {
+					revokes++
+				}
+			}
+			if evs := len(events(t, env.store, sidecar.EventGrantRevoked)); revokes != 1 || evs != 1 {
+				t.Errorf("%d partner.revoke entries and %d grant.revoked events, want 1 and 1", revokes, evs)
+			}
+		})
+	}
+}
