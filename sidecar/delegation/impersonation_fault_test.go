@@ -479,11 +479,13 @@ type subscribedAround struct {
 func (s subscribedAround) Subscribe(fn func(key string)) (cancel func()) { return s.subs.Subscribe(fn) }
 
 // stallBeforeTx, armed, stalls Redis (DEBUG SLEEP, longer than the
-// client's read timeout) just before the client's next MULTI/EXEC, so
-// that Redis runs the transaction after the client gave up on its reply.
+// client's read timeout) just before the client's next MULTI/EXEC whose
+// commands hold every one of parts (none: any), so that Redis runs the
+// transaction after the client gave up on its reply.
 type stallBeforeTx struct {
 	t       *testing.T
 	srv     *redistest.Server
+	parts   []string
 	armed   atomic.Bool
 	stalled chan error
 }
@@ -494,7 +496,7 @@ func (h *stallBeforeTx) ProcessHook(next goredis.ProcessHook) goredis.ProcessHoo
 
 func (h *stallBeforeTx) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
-		if len(cmds) > 0 && cmds[0].Name() == "multi" && h.armed.CompareAndSwap(true, false) {
+		if len(cmds) > 0 && cmds[0].Name() == "multi" && h.holds(cmds) && h.armed.CompareAndSwap(true, false) {
 			go func() { h.stalled <- h.srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "1").Err() }()
 			probe := goredis.NewClient(&goredis.Options{Addr: h.srv.Addr, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
 			defer probe.Close()
@@ -502,6 +504,19 @@ func (h *stallBeforeTx) ProcessPipelineHook(next goredis.ProcessPipelineHook) go
 		}
 		return next(ctx, cmds)
 	}
+}
+
+func (h *stallBeforeTx) holds(cmds []goredis.Cmder) bool {
+	var all strings.Builder
+	for _, c := range cmds {
+		fmt.Fprint(&all, c.Args()...)
+	}
+	for _, p := range h.parts {
+		if !strings.Contains(all.String(), p) {
+			return false
+		}
+	}
+	return true
 }
 
 // End whose session write lost its reply (Redis ran it after the client's

@@ -166,3 +166,74 @@ func TestRevokeRetriedLateIsNotRecordedAgain(t *testing.T) {
 		})
 	}
 }
+
+// Approve whose RecordApproval transaction lost its reply (Redis ran it
+// after the client's read timeout) answers an error, the request marked
+// recorded though nothing was; the retry that completes the approval
+// records it, once however often it is retried.
+func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	stall := &stallBeforeTx{t: t, srv: srv, parts: []string{`"approval_recorded":true`, `"grants_pending":true`}, stalled: make(chan error, 1)}
+	ps := partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostapprove", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
+		client, err := redis.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close() })
+		client.AddHook(stall)
+		s := redis.NewFromClient(client, cfg, redis.WithClock(clock))
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}}
+	env := newPartnerEnv(t, ps)
+	ctx := context.Background()
+	rec := delegation.NewRecorder(env.store, nil)
+	if err := rec.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
+	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall.armed.Store(true)
+	_, _, err = p.Approve(ctx, cora, r.ID, allowAll)
+	if stall.armed.Load() {
+		t.Fatal("Approve wrote no RecordApproval transaction to stall")
+	}
+	if err := <-stall.stalled; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if err == nil {
+		t.Fatal("Approve answered success though its write's reply never came")
+	}
+	// The first retry completes the approval; the second finds it
+	// complete.
+	if _, _, err := p.Approve(ctx, cora, r.ID, allowAll); err != nil {
+		t.Fatalf("Approve retried: %v", err)
+	}
+	if _, _, err := p.Approve(ctx, cora, r.ID, allowAll); sidecar.ErrorCode(err) != sidecar.ECONFLICT {
+		t.Fatalf("Approve retried again: %v, want ECONFLICT", err)
+	}
+	if e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat"); err != nil || e.Individual == nil {
+		t.Fatalf("pat's grant: %+v, %v; want it live", e, err)
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	approvals := 0
+	for _, a := range audit {
+		if a.Action == "partner.approve" && a.Target == r.ID {
+			approvals++
+		}
+	}
+	evs := len(events(t, env.store, sidecar.EventGrantApproved))
+	if approvals != 1 || evs != 1 {
+		t.Errorf("live grant of request %s: %d partner.approve audit entries, %d grant.approved events; want 1 and 1 (dropped: audit %d, events %d)",
+			r.ID, approvals, evs, rec.AuditDropped(), rec.EventsDropped())
+	}
+}

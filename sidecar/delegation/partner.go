@@ -429,13 +429,17 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 	}
 	// Recorded before the approval is closed: a fault after it leaves
 	// the request to a retry, which completes it without recording it
-	// twice.
+	// twice. A retry recording it again within the store's Once window
+	// appends nothing if the first got through, and records it if the
+	// first lost its reply (RecordApproval may have marked the request
+	// recorded before the records were appended); later, the mark alone
+	// keeps it to one.
 	first, err := p.store.RecordApproval(ctx, r.ID)
 	if err != nil {
 		return nil, nil, err
 	}
 	var announced error
-	if first {
+	if first || p.clock().Sub(r.DecidedAt) < sidecar.AppendOnceWindow {
 		announced = p.record(ctx, caller, r, issued)
 	}
 	// Closed or not, finish closing: a closing cut part-way leaves the
@@ -464,13 +468,16 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 }
 
 // record writes the audit record of r's approval, completed by caller,
-// and announces the grants issued to users, if any.
+// and announces the grants issued to users, if any. The records carry the
+// request's id as their Once: an approval recorded again appends nothing
+// when the first got through.
 func (p *Partners) record(ctx context.Context, caller *sidecar.Identity, r *sidecar.AccessRequest, users []string) error {
-	p.audit(ctx, r.DecidedBy, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg, "completed_by": completedBy(caller, r)})
+	once, at := "partner.approve:"+r.ID, p.clock()
+	p.auditOnce(ctx, at, once, r.DecidedBy, "partner.approve", r.Customer, r.ID, map[string]string{"level": string(r.Level), "partner_org": r.PartnerOrg, "completed_by": completedBy(caller, r)})
 	if len(users) == 0 {
 		return nil
 	}
-	return p.event(ctx, sidecar.EventGrantApproved, r.Customer, r.DecidedBy, map[string]string{
+	return p.eventOnce(ctx, at, once, sidecar.EventGrantApproved, r.Customer, r.DecidedBy, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
 		"requested_by": r.RequestedBy,
@@ -726,16 +733,14 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 // event's append is the caller's to retry: its error is returned.
 func (p *Partners) revoked(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant, at time.Time) error {
 	once := "partner.revoke:" + g.ID
-	p.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: caller.Subject, Action: "partner.revoke", Customer: g.Customer, Target: g.ID,
-		Outcome: "ok", SelfService: true, Data: nonEmpty(map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)}), Once: once})
-	return p.store.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventGrantRevoked, Time: at, Customer: g.Customer, Actor: caller.Subject,
-		Data: nonEmpty(map[string]string{
-			"grant_id":    g.ID,
-			"partner_org": g.PartnerOrg,
-			"user":        g.User,
-			"level":       string(g.Level),
-			"revoked_by":  caller.Org,
-		}), Once: once})
+	p.auditOnce(ctx, at, once, caller.Subject, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
+	return p.eventOnce(ctx, at, once, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
+		"grant_id":    g.ID,
+		"partner_org": g.PartnerOrg,
+		"user":        g.User,
+		"level":       string(g.Level),
+		"revoked_by":  caller.Org,
+	})
 }
 
 // recordRevokeAgain records once more the revocation of g, found revoked:
@@ -1261,7 +1266,13 @@ func (p *Partners) RunSweeper(ctx context.Context) {
 }
 
 func (p *Partners) event(ctx context.Context, typ, customer, actor string, data map[string]string) error {
-	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: p.clock(), Customer: customer, Actor: actor, Data: nonEmpty(data)})
+	return p.eventOnce(ctx, p.clock(), "", typ, customer, actor, data)
+}
+
+// eventOnce is event at at, appended by the store once per once within
+// sidecar.AppendOnceWindow ("": every time).
+func (p *Partners) eventOnce(ctx context.Context, at time.Time, once, typ, customer, actor string, data map[string]string) error {
+	return p.store.AppendEvent(ctx, &sidecar.Event{Type: typ, Time: at, Customer: customer, Actor: actor, Data: nonEmpty(data), Once: once})
 }
 
 // nonEmpty drops data's empty values, and returns it.
@@ -1285,9 +1296,14 @@ func nonEmpty(data map[string]string) map[string]string {
 // any ordinary account can repeat those as often as its write budget
 // allows. Kept apart, they never push staff records out of the trail.
 func (p *Partners) audit(ctx context.Context, actor, action, customer, target string, data map[string]string) {
-	a := &sidecar.AuditEntry{Time: p.clock(), Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok",
-		SelfService: true, Data: nonEmpty(data)}
-	p.records.Audit(ctx, a)
+	p.auditOnce(ctx, p.clock(), "", actor, action, customer, target, data)
+}
+
+// auditOnce is audit at at, appended once per once as eventOnce is ("": a
+// Once of the recorder's).
+func (p *Partners) auditOnce(ctx context.Context, at time.Time, once, actor, action, customer, target string, data map[string]string) {
+	p.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok",
+		SelfService: true, Data: nonEmpty(data), Once: once})
 }
 
 func grantDays(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }
