@@ -104,28 +104,17 @@ func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
 		spool bool
 	}{{"queued", false}, {"spooled", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := redistest.Start(t, "--enable-debug-command", "yes")
-			// Deputy's own client, with its defaults (read_timeout 500ms,
-			// one retry).
-			rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { rc.Close() })
 			cfg := redisConfig(1000)
 			if tc.spool {
 				cfg.SpoolDir = t.TempDir()
 			}
-			sink, err := decisionlog.NewSink(cfg, rc, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			srv, _, sink := stallableSink(t, cfg)
 			l := startLogger(t, cfg, sink)
 			// A pooled connection, as in a running Deputy.
 			l.Log(impersonationDecision("warm", requestInput(t)))
 			waitFor(t, "the warm-up record written", func() bool { return l.Flushed() == 1 })
 
-			stalled := stallRedis(t, srv)
+			stalled := stallRedis(t, srv, 3)
 			want := []string{"warm"}
 			for i := range 10 {
 				id := fmt.Sprintf("stall-%02d", i)
@@ -146,17 +135,46 @@ func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
 	}
 }
 
-// stallRedis makes srv sleep 3 s (as a slow fsync or a BGSAVE fork
-// would) and returns once a client with a 200ms read timeout sees it
+// stallableSink starts a redis-server that takes DEBUG SLEEP and returns
+// it, Deputy's own client to it (its defaults: read_timeout 500ms, one
+// retry) and a sink for cfg on that client.
+func stallableSink(t *testing.T, cfg decisionlog.Config) (*redistest.Server, redis.UniversalClient, decisionlog.Sink) {
+	t.Helper()
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	sink, err := decisionlog.NewSink(cfg, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, rc, sink
+}
+
+// stallRedis makes srv sleep for seconds (as a slow fsync or a BGSAVE
+// fork would) and returns once a client with a 200ms read timeout sees it
 // stalled; the channel gets DEBUG SLEEP's result when Redis wakes.
-func stallRedis(t *testing.T, srv *redistest.Server) <-chan error {
+func stallRedis(t *testing.T, srv *redistest.Server, seconds int) <-chan error {
 	t.Helper()
 	stalled := make(chan error, 1)
-	go func() { stalled <- srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "3").Err() }()
+	go func() { stalled <- srv.Client().Do(context.Background(), "DEBUG", "SLEEP", seconds).Err() }()
 	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond})
 	defer probe.Close()
 	waitFor(t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
 	return stalled
+}
+
+// stillAsleep fails unless the stall stallRedis began still holds Redis:
+// a test that needs Stop to end within it has nothing to show otherwise.
+func stillAsleep(t *testing.T, stalled <-chan error) {
+	t.Helper()
+	select {
+	case err := <-stalled:
+		t.Fatalf("Redis woke (%v) before Stop ended: the stall was too short", err)
+	default:
+	}
 }
 
 // wantEachOnce fails unless the stream holds want distinct decisions,
@@ -183,29 +201,14 @@ func wantEachOnce(t *testing.T, srv *redistest.Server, stream string, want int) 
 // written again by the next process (a new sink on the same spool); Redis
 // ran the first write on waking. Each decision is in the stream once.
 func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
-	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rc.Close() })
 	cfg := redisConfig(1000)
 	cfg.SpoolDir = t.TempDir()
-	sink1, err := decisionlog.NewSink(cfg, rc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l1, err := decisionlog.New(cfg, sink1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l1.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	srv, rc, sink1 := stallableSink(t, cfg)
+	l1 := startLogger(t, cfg, sink1)
 	l1.Log(impersonationDecision("warm", requestInput(t)))
 	waitFor(t, "the warm-up record written", func() bool { return l1.Flushed() == 1 })
 
-	stalled := stallRedis(t, srv)
+	stalled := stallRedis(t, srv, 5)
 	for i := range 10 {
 		l1.Log(impersonationDecision(fmt.Sprintf("stall-%02d", i), requestInput(t)))
 	}
@@ -214,6 +217,7 @@ func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	_ = l1.Stop(ctx)
 	cancel()
+	stillAsleep(t, stalled)
 	if err := <-stalled; err != nil {
 		t.Fatalf("DEBUG SLEEP: %v", err)
 	}
@@ -234,28 +238,19 @@ func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
 // in part, is retried in two writes; the first one's success does not
 // make the sink forget what the lost write put in the stream.
 func TestRedisSinkWritesEachDecisionOnceWhenSpoolSplitsBatch(t *testing.T) {
-	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rc.Close() })
 	cfg := redisConfig(1000)
 	cfg.BatchSize = 100
 	cfg.FlushInterval = time.Hour // a full batch wakes the writer
 	cfg.SpoolDir = t.TempDir()
 	cfg.SpoolMaxBytes = decisionlog.MinSpoolMaxBytes
-	sink, err := decisionlog.NewSink(cfg, rc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _, sink := stallableSink(t, cfg)
 	l := startLogger(t, cfg, sink)
 	for i := range 100 { // loads the script and pools a connection
 		l.Log(impersonationDecision(fmt.Sprintf("warm-%03d", i), requestInput(t)))
 	}
 	waitFor(t, "the warm-up batch written", func() bool { return l.Flushed() == 100 })
 
-	stalled := stallRedis(t, srv)
+	stalled := stallRedis(t, srv, 3)
 	for i := range 100 { // about 1 KB each: more than the spool holds
 		l.Log(impersonationDecision(fmt.Sprintf("stall-%03d", i), requestInput(t)))
 	}
@@ -281,29 +276,14 @@ func TestRedisSinkStopCountsLostReplyAsUnconfirmed(t *testing.T) {
 		{"connection refused", false, 10, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := redistest.Start(t, "--enable-debug-command", "yes")
-			rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { rc.Close() })
 			cfg := redisConfig(1000)
-			sink, err := decisionlog.NewSink(cfg, rc, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l, err := decisionlog.New(cfg, sink)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := l.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			srv, _, sink := stallableSink(t, cfg)
+			l := startLogger(t, cfg, sink)
 			l.Log(impersonationDecision("warm", requestInput(t)))
 			waitFor(t, "the warm-up record written", func() bool { return l.Flushed() == 1 })
 			var stalled <-chan error
 			if tc.stall {
-				stalled = stallRedis(t, srv)
+				stalled = stallRedis(t, srv, 5)
 			} else {
 				srv.Stop()
 			}
@@ -315,6 +295,7 @@ func TestRedisSinkStopCountsLostReplyAsUnconfirmed(t *testing.T) {
 			stopErr := l.Stop(ctx)
 			cancel()
 			if tc.stall {
+				stillAsleep(t, stalled)
 				if err := <-stalled; err != nil {
 					t.Fatalf("DEBUG SLEEP: %v", err)
 				}
