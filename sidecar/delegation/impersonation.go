@@ -366,7 +366,8 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if !ch.Allowed && !ch.ExpiresAt.IsZero() {
 		return nil, nil, sidecar.Invalid("expires_at", "only with allowed true: a withdrawal has no expiry")
 	}
-	// A write that changes nothing records nothing: repeating it must not
+	// A write that changes nothing records nothing new (recording the
+	// setting again appends nothing the store took): repeating it must not
 	// fill the events and audit streams, whose MAXLEN trimming would drop
 	// real entries. Consent never given, or lapsed, reads as withdrawn.
 	cur, err := i.store.GetConsent(ctx, ch.Customer)
@@ -380,9 +381,11 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	// with.
 	if cur.Allowed == ch.Allowed && (!ch.Allowed || cur.ExpiresAt.Equal(ch.ExpiresAt)) {
 		// This may retry a change whose write reached the store while its
-		// eviction was lost: evict again. The consent is part of every
-		// impersonated decision, so its key alone ends on every replica
-		// the sessions it no longer covers.
+		// eviction, or its reply, was lost: record it again and evict
+		// again. The consent is part of every impersonated decision, so
+		// its key alone ends on every replica the sessions it no longer
+		// covers.
+		i.recordConsentAgain(ctx, cur)
 		return cur, nil, evictAgain(ctx, i.store, sidecar.ConsentKey(ch.Customer))
 	}
 	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
@@ -432,6 +435,10 @@ func (i *Impersonation) takeConsentChange(ctx context.Context, c *sidecar.Consen
 // consentChanged reports consent c as set: the event the mailer follows
 // and the audit entry ops read. reason says why when the customer did not
 // choose it (customer_deleted); "" otherwise.
+//
+// The records carry the customer, the setting and its time as their Once,
+// so recording a setting again (recordConsentAgain) appends nothing when
+// the first got through.
 func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity, c *sidecar.Consent, reason string) {
 	data := map[string]string{"allowed": boolStr(c.Allowed), "set_by": c.SetBy}
 	if !c.ExpiresAt.IsZero() {
@@ -440,9 +447,42 @@ func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity
 	if reason != "" {
 		data["reason"] = reason
 	}
-	i.event(ctx, sidecar.EventConsentChanged, c.Customer, by.Subject, data)
-	i.appendAudit(ctx, &sidecar.AuditEntry{Actor: by.Subject, Action: "consent.set", Customer: c.Customer, Target: c.Customer,
-		SelfService: c.SelfSet(), Data: data})
+	at := c.SetAt
+	if at.IsZero() {
+		at = i.clock()
+	}
+	once := "consent:" + c.Customer + ":" + at.UTC().Format(time.RFC3339Nano) + ":" + data["allowed"] + ":" + data["expires_at"]
+	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventConsentChanged, Time: at, Customer: c.Customer, Actor: by.Subject, Data: data, Once: once})
+	i.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: by.Subject, Action: "consent.set", Customer: c.Customer, Target: c.Customer,
+		Outcome: "ok", SelfService: c.SelfSet(), Data: data, Once: once})
+}
+
+// recordConsentAgain records once more c, the customer's consent as set,
+// and the ends of the sessions setting it ended: a change whose store
+// reply was lost answered an error before recording them, and its
+// caller's retry, finding the consent already so, lands here. Within
+// sidecar.AppendOnceWindow of the setting the store still knows whether
+// the records got through, and appends them only if not; later it would
+// append them twice, so a setting that old is left as it is.
+func (i *Impersonation) recordConsentAgain(ctx context.Context, c *sidecar.Consent) {
+	if c.SetAt.IsZero() || c.SetBy == "" || i.clock().Sub(c.SetAt) >= sidecar.AppendOnceWindow {
+		return
+	}
+	i.consentChanged(ctx, &sidecar.Identity{Subject: c.SetBy}, c, "")
+	// The setting ended the sessions it did not cover as withdrawn by
+	// its setter. Recording again an older end of that kind appends
+	// nothing either (recordEndAgain), so no clock decides which ends
+	// were this setting's.
+	ss, _, err := i.store.ListSessions(ctx, sidecar.SessionFilter{Customer: c.Customer, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		i.logger.Error("sessions a retried consent change ended not recorded again", "customer", c.Customer, "error", err)
+		return
+	}
+	for k := range ss {
+		if s := &ss[k]; s.EndReason == sidecar.EndConsentWithdrawn && s.EndedBy == c.SetBy {
+			i.recordEndAgain(ctx, s)
+		}
+	}
 }
 
 // GetConsent returns the customer's current consent; a customer who never

@@ -14,6 +14,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // stallBeforeScript, armed, stalls Redis (DEBUG SLEEP, longer than the
@@ -235,5 +236,104 @@ func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	if approvals != 1 || evs != 1 {
 		t.Errorf("live grant of request %s: %d partner.approve audit entries, %d grant.approved events; want 1 and 1 (dropped: audit %d, events %d)",
 			r.ID, approvals, evs, rec.AuditDropped(), rec.EventsDropped())
+	}
+}
+
+// A consent withdrawal whose transaction lost its reply (Redis ran it
+// after the client's read timeout) answers an error though the consent is
+// withdrawn and the customer's live session ended, and records nothing;
+// the customer's retry finds the consent withdrawn and records the
+// withdrawal and the end of the session it ended, once however often it
+// is retried.
+func TestConsentWithdrawalRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	direct := directStore(t, srv.Addr, "lostconsent", clock.Now)
+	setup := delegation.NewImpersonation(direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))
+	for _, c := range []string{"c1", "c2"} {
+		if _, err := direct.PutCustomer(ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c1 := &sidecar.Identity{Subject: "c1"}
+	if _, _, err := setup.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1", Allowed: true}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	st, err := setup.Start(ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup.Redeem(ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+		t.Fatal(err)
+	}
+	cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostconsent", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
+	client, err := redis.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	stall := &stallBeforeTx{t: t, srv: srv, stalled: make(chan error, 1)}
+	client.AddHook(stall)
+	stalling := redis.NewFromClient(client, cfg, redis.WithClock(clock.Now))
+	t.Cleanup(func() { _ = stalling.Close() })
+	rec := delegation.NewRecorder(stalling, nil)
+	if err := rec.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	lc := delegation.NewImpersonation(stalling, shippedData(t), delegation.WithImpersonationClock(clock.Now), delegation.WithImpersonationRecorder(rec))
+	// Warm the connection and any script (a consent change on c2).
+	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c2"}, delegation.ConsentChange{Customer: "c2", Allowed: true}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+
+	stall.armed.Store(true)
+	_, _, err = lc.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1"}, allowAll)
+	if stall.armed.Load() {
+		t.Fatal("the withdrawal wrote no transaction to stall")
+	}
+	if err := <-stall.stalled; err != nil {
+		t.Fatalf("DEBUG SLEEP: %v", err)
+	}
+	if err == nil {
+		t.Fatal("the withdrawal answered success though its write's reply never came")
+	}
+	if s, err := direct.GetSession(ctx, st.Session.ID); err != nil || s.EndedAt.IsZero() {
+		t.Fatalf("session after the late write = %+v, %v; want it ended", s, err)
+	}
+	for range 2 {
+		if _, _, err := lc.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1"}, allowAll); err != nil {
+			t.Fatalf("withdrawal retried: %v", err)
+		}
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	audit, _, err := direct.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withdrawals, ends := 0, 0
+	for _, a := range audit {
+		if a.Action == "consent.set" && a.Customer == "c1" && a.Data["allowed"] == "false" {
+			withdrawals++
+		}
+		if a.Action == "impersonation.end" && a.Target == st.Session.ID {
+			ends++
+		}
+	}
+	changed, ended := 0, 0
+	for _, e := range events(t, direct, sidecar.EventConsentChanged) {
+		if e.Customer == "c1" && e.Data["allowed"] == "false" {
+			changed++
+		}
+	}
+	for _, e := range events(t, direct, sidecar.EventImpersonationEnded) {
+		if e.Data["session"] == st.Session.ID {
+			ended++
+		}
+	}
+	if withdrawals != 1 || ends != 1 || changed != 1 || ended != 1 {
+		t.Errorf("%d consent withdrawals and %d ends of the session it ended in the audit trail, %d consent.changed and %d impersonation.ended events; want 1 of each (dropped: audit %d, events %d)",
+			withdrawals, ends, changed, ended, rec.AuditDropped(), rec.EventsDropped())
 	}
 }
