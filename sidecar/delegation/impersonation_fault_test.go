@@ -549,33 +549,14 @@ func TestEndRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostreply", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
-	client, err := redis.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
 	stall := &stallBeforeTx{t: t, srv: srv, stalled: make(chan error, 1)}
-	client.AddHook(stall)
-	stalling := redis.NewFromClient(client, cfg, redis.WithClock(clock.Now))
-	t.Cleanup(func() { _ = stalling.Close() })
-	rec := delegation.NewRecorder(stalling, nil)
-	if err := rec.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	stalling := stallingStore(t, srv, "lostreply", stall, clock.Now)
+	rec := startedRecorder(t, stalling)
 	lc := delegation.NewImpersonation(stalling, shippedData(t), delegation.WithImpersonationClock(clock.Now), delegation.WithImpersonationRecorder(rec))
 
 	stall.armed.Store(true)
-	if _, err := lc.End(ctx, alice, st.Session.ID, allowAll); err == nil {
-		t.Fatal("End answered success though its write's reply never came")
-	}
-	if stall.armed.Load() {
-		t.Fatal("End wrote no transaction to stall")
-	}
-	if err := <-stall.stalled; err != nil {
-		t.Fatalf("DEBUG SLEEP: %v", err)
-	}
+	_, err = lc.End(ctx, alice, st.Session.ID, allowAll)
+	wantLostReply(t, &stall.armed, stall.stalled, "End", err)
 	if s, err := direct.GetSession(ctx, st.Session.ID); err != nil || s.EndedAt.IsZero() {
 		t.Fatalf("session after the stall = %+v, %v; want it ended by the write Redis ran late", s, err)
 	}

@@ -45,6 +45,50 @@ func (h *stallBeforeScript) ProcessHook(next goredis.ProcessHook) goredis.Proces
 	}
 }
 
+// stallingStore is a store under prefix on srv whose client runs hook and
+// gives up on a reply after 300 ms.
+func stallingStore(t *testing.T, srv *redistest.Server, prefix string, hook goredis.Hook, clock sidecar.Clock) sidecar.Store {
+	t.Helper()
+	cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
+	client, err := redis.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	client.AddHook(hook)
+	s := redis.NewFromClient(client, cfg, redis.WithClock(clock))
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// startedRecorder is a running recorder on store, stopped when the test
+// ends.
+func startedRecorder(t *testing.T, store sidecar.Store) *delegation.Recorder {
+	t.Helper()
+	rec := delegation.NewRecorder(store, nil)
+	if err := rec.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	return rec
+}
+
+// wantLostReply checks that the call under test, which answered err, ran
+// the write armed to stall (what names it), that Redis stalled, and that
+// the call answered an error: the write ran late, its reply lost.
+func wantLostReply(t *testing.T, armed *atomic.Bool, stalled <-chan error, what string, err error) {
+	t.Helper()
+	if armed.Load() {
+		t.Fatalf("%s wrote nothing to stall", what)
+	}
+	if serr := <-stalled; serr != nil {
+		t.Fatalf("DEBUG SLEEP: %v", serr)
+	}
+	if err == nil {
+		t.Fatalf("%s answered success though its write's reply never came", what)
+	}
+}
+
 // Revoke whose script lost its reply (Redis ran it after the client's read
 // timeout) answers an error though the grant is revoked, and records
 // nothing; the caller's retry finds the grant revoked and records the
@@ -52,25 +96,11 @@ func (h *stallBeforeScript) ProcessHook(next goredis.ProcessHook) goredis.Proces
 func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
 	stall := &stallBeforeScript{t: t, srv: srv, keyPart: "grants:revoked", stalled: make(chan error, 1)}
-	ps := partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
-		cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostrevoke", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
-		client, err := redis.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { client.Close() })
-		client.AddHook(stall)
-		s := redis.NewFromClient(client, cfg, redis.WithClock(clock))
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}}
-	env := newPartnerEnv(t, ps)
+	env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		return stallingStore(t, srv, "lostrevoke", stall, clock)
+	}})
 	ctx := context.Background()
-	rec := delegation.NewRecorder(env.store, nil)
-	if err := rec.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	rec := startedRecorder(t, env.store)
 	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
 	env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"))
 	patG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
@@ -88,15 +118,7 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	id := patG.Individual.ID
 	stall.armed.Store(true)
 	_, err = p.Revoke(ctx, cora, "acme", id, allowAll)
-	if stall.armed.Load() {
-		t.Fatal("Revoke ran no revoke script to stall")
-	}
-	if err := <-stall.stalled; err != nil {
-		t.Fatalf("DEBUG SLEEP: %v", err)
-	}
-	if err == nil {
-		t.Fatal("Revoke answered success though its script's reply never came")
-	}
+	wantLostReply(t, &stall.armed, stall.stalled, "Revoke", err)
 	if e, _ := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat"); e.Individual != nil {
 		t.Fatalf("grant still live after the late script: %+v", e.Individual)
 	}
@@ -105,18 +127,12 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 			t.Fatalf("Revoke retried: %v", err)
 		}
 	}
-	partnerEventually(t, "the recorder idle", func() bool { return rec.Pending() == 0 })
-	audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	revokes := 0
-	for _, a := range audit {
-		if a.Action == "partner.revoke" && a.Target == id {
-			revokes++
-			if a.Actor != cora.Subject {
-				t.Errorf("revocation recorded as by %q, want %q", a.Actor, cora.Subject)
-			}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	entries := audited(t, env.store, "partner.revoke", id)
+	revokes := len(entries)
+	for _, a := range entries {
+		if a.Actor != cora.Subject {
+			t.Errorf("revocation recorded as by %q, want %q", a.Actor, cora.Subject)
 		}
 	}
 	evs := 0
@@ -151,16 +167,7 @@ func TestRevokeRetriedLateIsNotRecordedAgain(t *testing.T) {
 					t.Fatalf("Revoke after %v: %v", wait, err)
 				}
 			}
-			audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			revokes := 0
-			for _, a := range audit {
-				if a.Action == "partner.revoke" && a.Target == id {
-					revokes++
-				}
-			}
+			revokes := len(audited(t, env.store, "partner.revoke", id))
 			if evs := len(events(t, env.store, sidecar.EventGrantRevoked)); revokes != 1 || evs != 1 {
 				t.Errorf("%d partner.revoke entries and %d grant.revoked events, want 1 and 1", revokes, evs)
 			}
@@ -175,25 +182,11 @@ func TestRevokeRetriedLateIsNotRecordedAgain(t *testing.T) {
 func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
 	stall := &stallBeforeTx{t: t, srv: srv, parts: []string{`"approval_recorded":true`, `"grants_pending":true`}, stalled: make(chan error, 1)}
-	ps := partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
-		cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostapprove", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
-		client, err := redis.NewClient(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { client.Close() })
-		client.AddHook(stall)
-		s := redis.NewFromClient(client, cfg, redis.WithClock(clock))
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}}
-	env := newPartnerEnv(t, ps)
+	env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		return stallingStore(t, srv, "lostapprove", stall, clock)
+	}})
 	ctx := context.Background()
-	rec := delegation.NewRecorder(env.store, nil)
-	if err := rec.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	rec := startedRecorder(t, env.store)
 	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
 	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
 	if err != nil {
@@ -201,15 +194,7 @@ func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	}
 	stall.armed.Store(true)
 	_, _, err = p.Approve(ctx, cora, r.ID, allowAll)
-	if stall.armed.Load() {
-		t.Fatal("Approve wrote no RecordApproval transaction to stall")
-	}
-	if err := <-stall.stalled; err != nil {
-		t.Fatalf("DEBUG SLEEP: %v", err)
-	}
-	if err == nil {
-		t.Fatal("Approve answered success though its write's reply never came")
-	}
+	wantLostReply(t, &stall.armed, stall.stalled, "Approve", err)
 	// The first retry completes the approval; the second finds it
 	// complete.
 	if _, _, err := p.Approve(ctx, cora, r.ID, allowAll); err != nil {
@@ -222,20 +207,9 @@ func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 		t.Fatalf("pat's grant: %+v, %v; want it live", e, err)
 	}
 	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
-	audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	approvals := 0
-	for _, a := range audit {
-		if a.Action == "partner.approve" && a.Target == r.ID {
-			approvals++
-		}
-	}
-	evs := len(events(t, env.store, sidecar.EventGrantApproved))
-	if approvals != 1 || evs != 1 {
-		t.Errorf("live grant of request %s: %d partner.approve audit entries, %d grant.approved events; want 1 and 1 (dropped: audit %d, events %d)",
-			r.ID, approvals, evs, rec.AuditDropped(), rec.EventsDropped())
+	wantRecordedOnce(t, env.store, r.ID, cora.Subject)
+	if rec.AuditDropped()+rec.EventsDropped() != 0 {
+		t.Errorf("the recorder dropped %d audit entries and %d events", rec.AuditDropped(), rec.EventsDropped())
 	}
 }
 
@@ -267,21 +241,9 @@ func TestConsentWithdrawalRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	if _, err := setup.Redeem(ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
 		t.Fatal(err)
 	}
-	cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "lostconsent", MaxRetries: -1, ReadTimeout: 300 * time.Millisecond}
-	client, err := redis.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
 	stall := &stallBeforeTx{t: t, srv: srv, stalled: make(chan error, 1)}
-	client.AddHook(stall)
-	stalling := redis.NewFromClient(client, cfg, redis.WithClock(clock.Now))
-	t.Cleanup(func() { _ = stalling.Close() })
-	rec := delegation.NewRecorder(stalling, nil)
-	if err := rec.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rec.Stop(context.Background()) })
+	stalling := stallingStore(t, srv, "lostconsent", stall, clock.Now)
+	rec := startedRecorder(t, stalling)
 	lc := delegation.NewImpersonation(stalling, shippedData(t), delegation.WithImpersonationClock(clock.Now), delegation.WithImpersonationRecorder(rec))
 	// Warm the connection and any script (a consent change on c2).
 	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c2"}, delegation.ConsentChange{Customer: "c2", Allowed: true}, allowAll); err != nil {
@@ -290,15 +252,7 @@ func TestConsentWithdrawalRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 
 	stall.armed.Store(true)
 	_, _, err = lc.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1"}, allowAll)
-	if stall.armed.Load() {
-		t.Fatal("the withdrawal wrote no transaction to stall")
-	}
-	if err := <-stall.stalled; err != nil {
-		t.Fatalf("DEBUG SLEEP: %v", err)
-	}
-	if err == nil {
-		t.Fatal("the withdrawal answered success though its write's reply never came")
-	}
+	wantLostReply(t, &stall.armed, stall.stalled, "the withdrawal", err)
 	if s, err := direct.GetSession(ctx, st.Session.ID); err != nil || s.EndedAt.IsZero() {
 		t.Fatalf("session after the late write = %+v, %v; want it ended", s, err)
 	}
