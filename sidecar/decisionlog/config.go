@@ -42,6 +42,10 @@ const (
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = 5 * time.Second
 	DefaultSpoolMaxBytes  = 256 << 20
+	// DefaultDedupWindow covers a retry from memory and a restart that
+	// writes the spool again; MaxDedupWindow bounds what it may cost.
+	DefaultDedupWindow = 10 * time.Minute
+	MaxDedupWindow     = 24 * time.Hour
 	// MinSpoolMaxBytes keeps a spool at least a few batches deep.
 	MinSpoolMaxBytes = 64 << 10
 
@@ -87,6 +91,9 @@ type Config struct {
 	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`
 	SpoolDir         string        `yaml:"spool_dir" usage:"directory where records wait on disk while the sink is down, kept across restarts (empty: no spool)"`
 	SpoolMaxBytes    int64         `yaml:"spool_max_bytes" usage:"bound of the on-disk spool; past it records wait in the queue, and past that are dropped and counted"`
+	// DedupWindow bounds the Redis memory the redis sink spends on
+	// writing each record once (see RedisSink).
+	DedupWindow time.Duration `yaml:"dedup_window" usage:"how long the redis sink remembers each decision id it wrote, so a batch written again after a lost reply (at once, from the spool, in parts, or by the next process) skips the records Redis already took; each id costs about 150 bytes of Redis memory for the window (90 MB at 1,000 decisions a second for the default 10m); a retry later than the window may write a record twice, under its one decision_id"`
 	// MaxRecordBytes bounds what a client can make Deputy write per
 	// check: the path, query and headers it sends all reach the record.
 	MaxRecordBytes int `yaml:"max_record_bytes" usage:"largest encoded record; a larger one is written without its input (input_dropped: oversized), its fields cut, and counted"`
@@ -156,6 +163,9 @@ func (c *Config) SetDefaults() {
 	if c.BackoffMax == 0 {
 		c.BackoffMax = DefaultBackoffMax
 	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
 	if c.SpoolMaxBytes == 0 {
 		c.SpoolMaxBytes = DefaultSpoolMaxBytes
 	}
@@ -212,6 +222,9 @@ func (c Config) Validate() error {
 	}
 	if c.SpoolMaxBytes < MinSpoolMaxBytes {
 		return sidecar.Invalid("decision_log.spool_max_bytes", "must be at least %d", MinSpoolMaxBytes)
+	}
+	if c.DedupWindow < time.Second || c.DedupWindow > MaxDedupWindow {
+		return sidecar.Invalid("decision_log.dedup_window", "must be between 1s and %s", MaxDedupWindow)
 	}
 	if c.MaxRecordBytes < MinMaxRecordBytes || c.MaxRecordBytes > MaxMaxRecordBytes {
 		return sidecar.Invalid("decision_log.max_record_bytes", "must be between %d and %d", MinMaxRecordBytes, MaxMaxRecordBytes)

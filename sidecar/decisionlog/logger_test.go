@@ -589,6 +589,8 @@ func TestConfigValidate(t *testing.T) {
 		{"redis stream, huge max_len", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.MaxLen = 1 << 62 }, "decision_log.max_len"},
 		{"stdout ignores the stream bound", func(c *decisionlog.Config) { c.MaxLen = 1_000_000 }, ""},
 		{"stream budget under a record", func(c *decisionlog.Config) { c.StreamMaxBytes = int64(c.MaxRecordBytes) - 1 }, "decision_log.stream_max_bytes"},
+		{"dedup window under a second", func(c *decisionlog.Config) { c.DedupWindow = time.Millisecond }, "decision_log.dedup_window"},
+		{"dedup window over a day", func(c *decisionlog.Config) { c.DedupWindow = 25 * time.Hour }, "decision_log.dedup_window"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -159,7 +159,13 @@ func stallableSink(t *testing.T, cfg decisionlog.Config) (*redistest.Server, red
 func stallRedis(t *testing.T, srv *redistest.Server, seconds int) <-chan error {
 	t.Helper()
 	stalled := make(chan error, 1)
-	go func() { stalled <- srv.Client().Do(context.Background(), "DEBUG", "SLEEP", seconds).Err() }()
+	// Its own client, which waits out the sleep: a default client's read
+	// timeout (3 s) ends a longer one with an error.
+	sleeper := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: -1, MaxRetries: -1})
+	go func() {
+		defer sleeper.Close()
+		stalled <- sleeper.Do(context.Background(), "DEBUG", "SLEEP", seconds).Err()
+	}()
 	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond})
 	defer probe.Close()
 	waitFor(t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
@@ -200,6 +206,32 @@ func wantEachOnce(t *testing.T, srv *redistest.Server, stream string, want int) 
 // A batch whose reply was lost in a stall, spooled at shutdown, is
 // written again by the next process (a new sink on the same spool); Redis
 // ran the first write on waking. Each decision is in the stream once.
+// What the sink remembers of the decisions it wrote lives for
+// decision_log.dedup_window, no longer: it is Redis memory spent per
+// record (about 150 bytes), bounded by the window and the decision rate.
+func TestRedisSinkRemembersWrittenDecisionsForTheWindow(t *testing.T) {
+	for _, window := range []time.Duration{0, 90 * time.Second} {
+		t.Run(window.String(), func(t *testing.T) {
+			cfg := redisConfig(100)
+			cfg.DedupWindow = window
+			cfg.SetDefaults()
+			srv, rc, sink := stallableSink(t, cfg)
+			if err := sink.Write(context.Background(), [][]byte{[]byte(`{"decision_id":"d-window","result":"allow"}`)}); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := rc.Keys(context.Background(), "*:once:*").Result()
+			if err != nil || len(keys) != 1 {
+				t.Fatalf("once keys %v, %v; want one", keys, err)
+			}
+			ttl := srv.Client().TTL(context.Background(), keys[0]).Val()
+			want := cfg.DedupWindow
+			if ttl <= want-5*time.Second || ttl > want {
+				t.Fatalf("%s lives %s, want about %s (dedup_window %s)", keys[0], ttl, want, window)
+			}
+		})
+	}
+}
+
 func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
 	cfg := redisConfig(1000)
 	cfg.SpoolDir = t.TempDir()
@@ -319,7 +351,7 @@ func TestRedisSinkOnCluster(t *testing.T) {
 	for _, name := range []string{"deputy:decisions", "{deputy}:decisions", "a{b}c"} {
 		t.Run(name, func(t *testing.T) {
 			batch := [][]byte{[]byte(`{"decision_id":"d1"}`), []byte(`{"decision_id":"d2"}`), []byte(`{"no_id":true}`)}
-			for _, sink := range []*decisionlog.RedisSink{decisionlog.NewRedisSink(c, name, 0), decisionlog.NewRedisSink(c, name, 0)} {
+			for _, sink := range []*decisionlog.RedisSink{decisionlog.NewRedisSink(c, name, 0, 0), decisionlog.NewRedisSink(c, name, 0, 0)} {
 				if err := sink.Write(context.Background(), batch); err != nil {
 					t.Fatal(err)
 				}
@@ -643,7 +675,7 @@ func TestJSONLineEscapesC1(t *testing.T) {
 func BenchmarkRedisSinkWrite(b *testing.B) {
 	srv := redistest.Start(b)
 	rc := fastClient(b, srv.Addr)
-	sink := decisionlog.NewRedisSink(rc, "deputy:bench", 1000)
+	sink := decisionlog.NewRedisSink(rc, "deputy:bench", 1000, 0)
 	batch := make([][]byte, decisionlog.DefaultBatchSize)
 	for i := range batch {
 		batch[i] = fmt.Appendf(nil, `{"decision_id":"%032x","time":"2026-03-01T12:00:00Z","result":"allow"}`, i)

@@ -110,18 +110,17 @@ func (s *Stream) Range(ctx context.Context, start string, count int64) ([]redis.
 type RedisSink struct {
 	stream *Stream
 	once   string // key prefix of the written decision ids
+	ttl    int64  // seconds Redis keeps a written decision id
 	keys   []string
 	args   []any
 	kbuf   []byte
 	ends   []int
 }
 
-// OnceTTL is how long Redis remembers a written decision id: longer than
-// a retry, from memory or from the spool after a restart, can come. It
-// costs about 150 bytes of Redis memory per record written (measured: a
-// 32-character id under the default stream name, Redis 7), held for the
-// TTL: 13 MB at one decision a second, 13 GB at a thousand.
-const OnceTTL = 24 * time.Hour
+// A written decision id costs about 150 bytes of Redis memory (measured:
+// a 32-character id under the default stream name, Redis 7), held for the
+// sink's window (decision_log.dedup_window): 90 MB at a thousand decisions
+// a second for the default ten minutes.
 
 // appendOnce appends each record ARGV[i+1] whose key KEYS[i] (i ≥ 2) SET
 // NX creates, to the stream KEYS[1]; ARGV[1] is the stream's approximate
@@ -143,11 +142,16 @@ return n
 `)
 
 // NewRedisSink returns a sink appending to the stream name, trimmed to
-// about maxLen entries.
-func NewRedisSink(client redis.UniversalClient, name string, maxLen int64) *RedisSink {
+// about maxLen entries, that remembers the decision ids it wrote for
+// window (DefaultDedupWindow when not positive).
+func NewRedisSink(client redis.UniversalClient, name string, maxLen int64, window time.Duration) *RedisSink {
+	if window <= 0 {
+		window = DefaultDedupWindow
+	}
 	return &RedisSink{
 		stream: NewStream(client, name, maxLen),
 		once:   sameSlot(name) + ":once:",
+		ttl:    max(1, int64(window/time.Second)),
 	}
 }
 
@@ -165,7 +169,7 @@ func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
 	}
 	all := string(kbuf)
 	keys := append(s.keys[:0], s.stream.name)
-	args := append(s.args[:0], s.stream.maxLen, int64(OnceTTL/time.Second))
+	args := append(s.args[:0], s.stream.maxLen, s.ttl)
 	off := 0
 	for i, b := range batch {
 		keys = append(keys, all[off:ends[i]])
@@ -263,7 +267,7 @@ func NewSink(cfg Config, client redis.UniversalClient, w io.Writer) (Sink, error
 		if client == nil {
 			return nil, sidecar.Invalid("decision_log.sink", "redis needs a configured Redis connection")
 		}
-		return NewRedisSink(client, cfg.Stream, cfg.MaxLen), nil
+		return NewRedisSink(client, cfg.Stream, cfg.MaxLen, cfg.DedupWindow), nil
 	case SinkNone:
 		return DiscardSink{}, nil
 	}
