@@ -213,6 +213,51 @@ func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	}
 }
 
+// An approval for pat and paul whose RecordApproval transaction lost its
+// reply leaves both grants live and nothing recorded; the customer then
+// revokes pat's grant before the approval is retried. The revocation,
+// which closes the request so that its retries answer ECONFLICT, records
+// the approval first: once, naming both users, however often the
+// approval is retried.
+func TestApprovalLostThenRevokedBeforeRetryIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	stall := &stallBeforeTx{t: t, srv: srv, parts: []string{`"approval_recorded":true`, `"grants_pending":true`}, stalled: make(chan error, 1)}
+	env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		return stallingStore(t, srv, "lostapproverevoked", stall, clock)
+	}})
+	ctx := context.Background()
+	rec := startedRecorder(t, env.store)
+	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
+	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"), allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall.armed.Store(true)
+	_, _, err = p.Approve(ctx, cora, r.ID, allowAll)
+	wantLostReply(t, &stall.armed, stall.stalled, "Approve", err)
+	if _, err := p.Revoke(ctx, cora, "acme", delegation.GrantID(r.ID, "pat"), allowAll); err != nil {
+		t.Fatalf("Revoke pat's grant: %v", err)
+	}
+	for range 2 {
+		if _, _, err := p.Approve(ctx, cora, r.ID, allowAll); sidecar.ErrorCode(err) != sidecar.ECONFLICT {
+			t.Fatalf("Approve retried after the revocation: %v, want ECONFLICT", err)
+		}
+	}
+	if e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "paul"); err != nil || e.Individual == nil {
+		t.Fatalf("paul's grant: %+v, %v; want it live", e, err)
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	wantRecordedOnce(t, env.store, r.ID, cora.Subject)
+	for _, e := range events(t, env.store, sidecar.EventGrantApproved) {
+		if e.Data["request_id"] == r.ID && e.Data["users"] != "pat,paul" {
+			t.Errorf("grant.approved names users %q, want pat,paul", e.Data["users"])
+		}
+	}
+	if rec.AuditDropped()+rec.EventsDropped() != 0 {
+		t.Errorf("the recorder dropped %d audit entries and %d events", rec.AuditDropped(), rec.EventsDropped())
+	}
+}
+
 // A consent withdrawal whose transaction lost its reply (Redis ran it
 // after the client's read timeout) answers an error though the consent is
 // withdrawn and the customer's live session ended, and records nothing;

@@ -434,13 +434,9 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 	// first lost its reply (RecordApproval may have marked the request
 	// recorded before the records were appended); later, the mark alone
 	// keeps it to one.
-	first, err := p.store.RecordApproval(ctx, r.ID)
+	announced, err := p.recordApproval(ctx, caller, r, issued)
 	if err != nil {
 		return nil, nil, err
-	}
-	var announced error
-	if first || p.clock().Sub(r.DecidedAt) < sidecar.AppendOnceWindow {
-		announced = p.record(ctx, caller, r, issued)
 	}
 	// Closed or not, finish closing: a closing cut part-way leaves the
 	// request marked GrantsPending.
@@ -465,6 +461,21 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 		return nil, nil, sidecar.Superseded()
 	}
 	return r, grants, announced
+}
+
+// recordApproval records r's approval, completed by caller, with the
+// grants issued to users, unless the store marked it recorded more than
+// sidecar.AppendOnceWindow after its decision. It returns the event's
+// append error apart from the store's.
+func (p *Partners) recordApproval(ctx context.Context, caller *sidecar.Identity, r *sidecar.AccessRequest, users []string) (announced, err error) {
+	first, err := p.store.RecordApproval(ctx, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if first || p.clock().Sub(r.DecidedAt) < sidecar.AppendOnceWindow {
+		announced = p.record(ctx, caller, r, users)
+	}
+	return announced, nil
 }
 
 // record writes the audit record of r's approval, completed by caller,
@@ -697,7 +708,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	// it is revoked: close it first (a fault here leaves the grant as it
 	// was, and the retry revokes it).
 	if g.RequestID != "" {
-		if err := p.store.GrantsIssued(ctx, g.RequestID); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		if err := p.closeApproval(ctx, caller, g.RequestID); err != nil {
 			return nil, err
 		}
 	}
@@ -758,6 +769,43 @@ func (p *Partners) recordRevokeAgain(ctx context.Context, caller *sidecar.Identi
 	if err := p.revoked(ctx, caller, g, g.RevokedAt); err != nil {
 		p.logger.Error("grant.revoked event of a retried revocation not appended", "customer", g.Customer, "grant", g.ID, "error", err)
 	}
+}
+
+// closeApproval closes request id so that no approval issues its grants
+// again. An approval cut off before it was closed may have lost the reply
+// of RecordApproval with nothing recorded, and once closed its retries
+// answer ECONFLICT: it is recorded here first, with the grants of the
+// request that are live, appended only if the first never got through.
+// The event's append error is logged: the revocation is what this serves.
+func (p *Partners) closeApproval(ctx context.Context, caller *sidecar.Identity, id string) error {
+	r, err := p.store.GetRequest(ctx, id)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if r.Status == sidecar.RequestApproved && r.GrantsPending {
+		live, _, err := p.liveGrantsOf(ctx, r)
+		if err != nil {
+			return err
+		}
+		users := make([]string, len(live))
+		for i, g := range live {
+			users[i] = g.User
+		}
+		announced, err := p.recordApproval(ctx, caller, r, users)
+		if err != nil {
+			return err
+		}
+		if announced != nil {
+			p.logger.Error("grant.approved event of an approval closed by a revocation not appended", "customer", r.Customer, "request", r.ID, "error", announced)
+		}
+	}
+	if err := p.store.GrantsIssued(ctx, id); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		return err
+	}
+	return nil
 }
 
 // issuedUnder returns the grant one of customer's requests issues under
