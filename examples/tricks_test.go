@@ -67,6 +67,7 @@ var impersonationTricks = []trick{
 	{name: "route as the whole query", method: "GET", path: "/index.php?customer/account/password/"},
 	{name: "route as the whole query at the root", method: "GET", path: "/?customer/account/password/"},
 	{name: "route as the whole query, encoded", method: "GET", path: "/index.php?vault%2Fcards%2F"},
+	{name: "one-segment route alias as the whole query", method: "GET", path: "/index.php?password"},
 	// The proxies send the check no body: a GraphQL POST cannot be judged.
 	{name: "GraphQL POST", method: "POST", path: "/graphql"},
 	{name: "GraphQL mutation in the URL", method: "GET", path: "/graphql?query=mutation%7B%75pdateCustomerV2(input%3A%7B%7D)%7Bcustomer%7Bid%7D%7D%7D"},

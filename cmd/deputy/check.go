@@ -40,6 +40,7 @@ func checkOptions(cfg *Config) []authz.Option {
 		authz.WithOnBehalfOfHeader(cfg.Partner.OnBehalfOfHeader),
 		authz.WithErrorStatus(cfg.Check.ErrorStatus),
 		authz.WithBodyParsing(*cfg.Check.ParseBody),
+		authz.WithBareQuery(cfg.Check.AllowBareQuery),
 		authz.WithMethodOverrides(cfg.Check.MethodOverrides),
 		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithFacts(checkFacts(cfg)),

@@ -156,6 +156,9 @@ type CheckConfig struct {
 	ActorTokenHeader string `yaml:"actor_token_header" usage:"header carrying the actor token (default: <owned_prefix>token)"`
 	ErrorStatus      int    `yaml:"error_status" usage:"HTTP status of denials caused by policy errors or undefined decisions"`
 	ParseBody        *bool  `yaml:"parse_body" usage:"parse JSON, form and multipart bodies into input.parsed_body"`
+	// AllowBareQuery: off by default, since the upstream's routing is
+	// unknown to Deputy (see authz.WithBareQuery).
+	AllowBareQuery bool `yaml:"allow_bare_query" usage:"let through a query whose first field has no '=' (?preview, ?1699999); off by default because CodeIgniter with uri_protocol QUERY_STRING runs ?customer as the customer controller: turn it on only for upstreams that never route on the query (a first field holding a path is refused either way)"`
 	// MethodOverrides: nil takes the defaults, an empty list reads none.
 	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>); policy sees them in input.deputy.request.methods"`
 }

@@ -59,6 +59,7 @@ func refusePath(msg string) error { return sidecar.Invalid("path", "%s", msg) }
 const (
 	refusedQueryFragment = `a "#" in the query is refused: proxies pass it on, and the upstream reads what follows as more parameters`
 	refusedQueryPath     = `a query that starts with a path ("/", "\", %2F or %5C, after "." or ".." too), or whose first field holds one and no "=", is refused: CodeIgniter and kin route on it instead of the path`
+	refusedQueryBare     = `a query whose first field has no "=" (?customer) is refused: CodeIgniter with uri_protocol QUERY_STRING runs it as a route (check.allow_bare_query lets it through for upstreams that never route on the query)`
 )
 
 // checkQuery refuses a raw query (after the first "?") that an upstream
@@ -80,19 +81,34 @@ const (
 //
 // With uri_protocol QUERY_STRING (and index_page "index.php?"), CodeIgniter
 // routes on the whole query when it does not start with "/":
-// /index.php?customer/account runs customer/account. Deputy cannot know
-// the upstream's protocol, so a first field that holds a path separator
-// (raw or encoded) and no "=" is refused too. No honest client sends a
-// query whose first field name starts with, or holds, a path; a path as a
-// value (?redirect=/x) and a bare flag (?preview) pass.
-func checkQuery(raw string) error {
+// /index.php?customer/account runs customer/account, and /?customer (or a
+// one-segment alias from routes.php, ?password) runs the customer
+// controller. Deputy cannot know the upstream's protocol, so a first field
+// with no "=" is refused (CodeIgniter's permitted_uri_chars refuse "=" and
+// "&" in a route, so a field with "=" is no route to it). With allowBare
+// (check.allow_bare_query, for upstreams that never route on the query),
+// a bare flag (?preview, ?1699999) passes, and only a first field that
+// holds a path separator (raw or encoded) and no "=" is refused.
+func checkQuery(raw string, allowBare bool) error {
 	if strings.IndexByte(raw, '#') >= 0 {
 		return sidecar.Invalid("query", "%s", refusedQueryFragment)
 	}
 	if queryCarriesPath(raw) {
 		return sidecar.Invalid("query", "%s", refusedQueryPath)
 	}
+	if !allowBare && bareFirstField(raw) {
+		return sidecar.Invalid("query", "%s", refusedQueryBare)
+	}
 	return nil
+}
+
+// bareFirstField reports whether the first field of a raw query is not
+// empty and has no "=".
+func bareFirstField(q string) bool {
+	if i := strings.IndexByte(q, '&'); i >= 0 {
+		q = q[:i]
+	}
+	return q != "" && strings.IndexByte(q, '=') < 0
 }
 
 // queryCarriesPath reports whether a raw query starts with a path

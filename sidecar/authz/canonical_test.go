@@ -265,18 +265,25 @@ func TestCheckQuery(t *testing.T) {
 		{"field", "q=/customer/account", ""},
 		{"encoded #", "q=%23x", ""},
 		{"PHP .method", ".method=POST", ""},
-		{"dots only", "..", ""},
+		{"dots only", "..", refusedQueryBare},
 		{"encoded letter", "%5F_method=POST", ""},
-		{"truncated escape", "%2", ""},
+		{"truncated escape", "%2", refusedQueryBare},
 		{"slash in a later field", "a=1&/customer=1", ""},
-		{"flag", "flag", ""},
-		{"flag then a path as a value", "flag&redirect=/customer/account", ""},
+		// CodeIgniter's QUERY_STRING protocol runs a bare first field
+		// as a route, a one-segment controller or alias included.
+		{"flag", "flag", refusedQueryBare},
+		{"controller", "customer", refusedQueryBare},
+		{"controller then fields", "customer&x=1", refusedQueryBare},
+		{"flag then a path as a value", "flag&redirect=/customer/account", refusedQueryBare},
+		{"empty first field", "&x=1", ""},
+		{"value", "preview=1", ""},
 		{"path as the first value", "redirect=/customer/account", ""},
 		{"slash in a later flag", "a=1&customer/account", ""},
-		{"escape that is no separator", "a%2Eb", ""},
+		{"bare later field", "a=1&flag", ""},
+		{"escape that is no separator", "a%2Eb", refusedQueryBare},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := checkQuery(tc.raw)
+			err := checkQuery(tc.raw, false)
 			if tc.why == "" {
 				if err != nil {
 					t.Fatalf("checkQuery(%q) = %v, want nil", tc.raw, err)
@@ -287,6 +294,19 @@ func TestCheckQuery(t *testing.T) {
 				t.Errorf("checkQuery(%q) = %v, want EINVALID query: %s", tc.raw, err, tc.why)
 			}
 		})
+	}
+}
+
+// With check.allow_bare_query, a bare flag passes, and a first field
+// holding a path is still refused.
+func TestCheckQueryAllowingBareFields(t *testing.T) {
+	for raw, refused := range map[string]bool{
+		"flag": false, "1699999": false, "flag&redirect=/x": false, "preview=1": false, "..": false, "%2": false, "a%2Eb": false,
+		"customer/account": true, "customer%2Faccount": true, "/customer": true, "x#y": true,
+	} {
+		if err := checkQuery(raw, true); (err != nil) != refused {
+			t.Errorf("checkQuery(%q, allowBare) = %v, want refused %v", raw, err, refused)
+		}
 	}
 }
 

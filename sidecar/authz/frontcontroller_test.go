@@ -153,8 +153,11 @@ func TestPathCarriedInTheQueryIsRefused(t *testing.T) {
 		{"anonymous: home", "/", nil, true},
 		{"anonymous: home with a query", "/?utm_source=mail", nil, true},
 		{"anonymous: a path as a value", "/catalog/shoes?return=/customer/account", nil, true},
-		{"anonymous: a flag", "/catalog/shoes?preview", nil, true},
-		{"anonymous: a flag, then a path as a value", "/catalog/shoes?preview&return=/customer/account", nil, true},
+		// A bare first field is a route to CodeIgniter's QUERY_STRING
+		// protocol, a one-segment controller or routes.php alias too.
+		{"anonymous: a one-segment query-string route", "/?customer", nil, false},
+		{"staff: a one-segment alias", "/index.php?password", staff, false},
+		{"anonymous: a flag", "/catalog/shoes?preview", nil, false},
 		{"staff: account page", "/customer/account/?tab=orders", staff, true},
 		{"partner: service request", "/customers/acme/service-requests/1?x=/y", partner, true},
 	} {

@@ -93,6 +93,9 @@ type InputOptions struct {
 	// in, in ownedName form: read, never owned, but it reaches the
 	// upstream only as decided (see carried).
 	OnBehalfOf string
+	// AllowBareQuery lets a query whose first field has no "=" through
+	// (see checkQuery): only for upstreams that never route on the query.
+	AllowBareQuery bool
 }
 
 // carried reports whether a header name reads as the on-behalf-of header
@@ -265,7 +268,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if err != nil {
 		return nil, err
 	}
-	if err := checkQuery(rawQuery); err != nil {
+	if err := checkQuery(rawQuery, opts.AllowBareQuery); err != nil {
 		return nil, err
 	}
 	r.canonical.canonicalPath = cp

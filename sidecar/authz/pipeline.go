@@ -137,6 +137,11 @@ func WithErrorStatus(code int) Option { return func(p *Pipeline) { p.errorStatus
 // WithBodyParsing switches parsing of request bodies (default on).
 func WithBodyParsing(on bool) Option { return func(p *Pipeline) { p.inputOpts.SkipBodyParsing = !on } }
 
+// WithBareQuery lets a query whose first field has no "=" (?preview)
+// through, for upstreams that never route on the query; by default it is
+// refused, as CodeIgniter's QUERY_STRING protocol runs it as a route.
+func WithBareQuery(allow bool) Option { return func(p *Pipeline) { p.inputOpts.AllowBareQuery = allow } }
+
 // WithMethodOverrides sets where a request may name another method for
 // the upstream to run (default DefaultMethodOverrides); each carrier was
 // checked with ParseMethodOverrides. An empty list reads none.
