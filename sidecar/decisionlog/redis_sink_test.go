@@ -232,6 +232,29 @@ func TestRedisSinkRemembersWrittenDecisionsForTheWindow(t *testing.T) {
 	}
 }
 
+// Stop's context may be over before the last write (the shutdown grace
+// spent elsewhere): nothing is sent then, so the records are dropped and
+// counted as such, with Stop's error, not hidden as unconfirmed.
+func TestRedisSinkStopWithAnEndedContextCountsDrops(t *testing.T) {
+	cfg := redisConfig(1000)
+	cfg.BatchSize = 100
+	cfg.FlushInterval = time.Hour // nothing wakes the writer before Stop
+	srv, _, sink := stallableSink(t, cfg)
+	l := startLogger(t, cfg, sink)
+	for i := range 10 {
+		l.Log(impersonationDecision(fmt.Sprintf("never-%02d", i), requestInput(t)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	stopErr := l.Stop(ctx)
+	if n := len(streamIDs(t, srv, cfg.Stream)); n != 0 {
+		t.Fatalf("the stream holds %d records after a write with an ended context", n)
+	}
+	if l.Dropped() != 10 || l.Unconfirmed() != 0 || stopErr == nil {
+		t.Fatalf("dropped %d, unconfirmed %d, Stop error %v; want 10 dropped, none unconfirmed, an error", l.Dropped(), l.Unconfirmed(), stopErr)
+	}
+}
+
 func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
 	cfg := redisConfig(1000)
 	cfg.SpoolDir = t.TempDir()

@@ -177,6 +177,13 @@ func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
 		off = ends[i]
 	}
 	s.kbuf, s.ends, s.keys, s.args = kbuf, ends, keys, args
+	if err := ctx.Err(); err != nil {
+		// Nothing leaves: go-redis answers an ended context before it
+		// sends, and the records are surely not written.
+		clear(keys)
+		clear(args)
+		return sidecar.Unavailable("append to stream "+s.stream.name, err)
+	}
 	err := appendOnce.Run(ctx, s.stream.client, keys, args...).Err()
 	clear(keys) // the batch's keys and records' memory hold the next batch
 	clear(args)
