@@ -416,6 +416,11 @@ type Grant struct {
 	// while the store still remembers whether the first record got
 	// through (AppendOnceWindow).
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// RevokedBy and RevokedByOrg are who revoked it (subject and
+	// organisation), kept with RevokedAt: a revocation recorded again by
+	// a retry of the other party is still recorded as the revoker's.
+	RevokedBy    string `json:"revoked_by,omitempty"`
+	RevokedByOrg string `json:"revoked_by_org,omitempty"`
 }
 
 // Scope is ScopeIndividual for a user's grant, ScopeOrganisation otherwise.
@@ -744,15 +749,15 @@ type PartnerStore interface {
 	// takes the next Seq of the grant's partner organisation at the
 	// customer, so that no approval decided before it issues the grant
 	// again. It keeps the grant as it was for RevokedGrant, in the same
-	// atomic write.
-	RevokeGrant(ctx context.Context, customer, id string) (*Grant, error)
+	// atomic write, with who revoked it: subject by of organisation byOrg.
+	RevokeGrant(ctx context.Context, customer, id, by, byOrg string) (*Grant, error)
 	// TakeSelfServiceChange takes one of the limit changes an
 	// organisation may make for itself in a window (access requests,
 	// shares), counted across replicas as TakeConsentChange counts a
 	// customer's, in a budget of its own.
 	TakeSelfServiceChange(ctx context.Context, org string, limit int, window time.Duration) (wait time.Duration, ok bool, err error)
 	// RevokedGrant returns a grant RevokeGrant removed, as it was but with
-	// RevokedAt set, until the time it would have expired; ENOTFOUND for
+	// RevokedAt, RevokedBy and RevokedByOrg set, until the time it would have expired; ENOTFOUND for
 	// an id never revoked.
 	// A retried revocation finds there that its grant existed, and whose
 	// it was, so it publishes the eviction again for its parties only.

@@ -91,59 +91,73 @@ func wantLostReply(t *testing.T, armed *atomic.Bool, stalled <-chan error, what 
 
 // Revoke whose script lost its reply (Redis ran it after the client's read
 // timeout) answers an error though the grant is revoked, and records
-// nothing; the caller's retry finds the grant revoked and records the
-// revocation, once however often it is retried.
+// nothing; a retry by either party finds the grant revoked and records the
+// revocation as the revoker's, once however often it is retried.
 func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
-	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	stall := &stallBeforeScript{t: t, srv: srv, keyPart: "grants:revoked", stalled: make(chan error, 1)}
-	env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
-		return stallingStore(t, srv, "lostrevoke", stall, clock)
-	}})
-	ctx := context.Background()
-	rec := startedRecorder(t, env.store)
-	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
-	env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"))
-	patG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
-	if err != nil || patG.Individual == nil {
-		t.Fatalf("pat's grant: %+v %v", patG, err)
-	}
-	paulG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "paul")
-	if err != nil || paulG.Individual == nil {
-		t.Fatalf("paul's grant: %+v %v", paulG, err)
-	}
-	// Warm: loads the revoke script, as a running Deputy has it.
-	if _, err := p.Revoke(ctx, cora, "acme", paulG.Individual.ID, allowAll); err != nil {
-		t.Fatal(err)
-	}
-	id := patG.Individual.ID
-	stall.armed.Store(true)
-	_, err = p.Revoke(ctx, cora, "acme", id, allowAll)
-	wantLostReply(t, &stall.armed, stall.stalled, "Revoke", err)
-	if e, _ := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat"); e.Individual != nil {
-		t.Fatalf("grant still live after the late script: %+v", e.Individual)
-	}
-	for range 2 {
-		if _, err := p.Revoke(ctx, cora, "acme", id, allowAll); err != nil {
-			t.Fatalf("Revoke retried: %v", err)
-		}
-	}
-	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
-	entries := audited(t, env.store, "partner.revoke", id)
-	revokes := len(entries)
-	for _, a := range entries {
-		if a.Actor != cora.Subject {
-			t.Errorf("revocation recorded as by %q, want %q", a.Actor, cora.Subject)
-		}
-	}
-	evs := 0
-	for _, e := range events(t, env.store, sidecar.EventGrantRevoked) {
-		if e.Data["grant_id"] == id {
-			evs++
-		}
-	}
-	if revokes != 1 || evs != 1 {
-		t.Errorf("revocation of %s: %d partner.revoke audit entries, %d grant.revoked events; want 1 and 1 (audit dropped %d, events dropped %d)",
-			id, revokes, evs, rec.AuditDropped(), rec.EventsDropped())
+	// The retry may come from either party: the revocation is cora's.
+	for _, tc := range []struct {
+		name    string
+		retries []*sidecar.Identity
+	}{
+		{"by_the_revoker", []*sidecar.Identity{cora, cora}},
+		{"by_the_other_party_first", []*sidecar.Identity{patUser, cora}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t, "--enable-debug-command", "yes")
+			stall := &stallBeforeScript{t: t, srv: srv, keyPart: "grants:revoked", stalled: make(chan error, 1)}
+			env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+				return stallingStore(t, srv, "lostrevoke", stall, clock)
+			}})
+			ctx := context.Background()
+			rec := startedRecorder(t, env.store)
+			p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
+			env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"))
+			patG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+			if err != nil || patG.Individual == nil {
+				t.Fatalf("pat's grant: %+v %v", patG, err)
+			}
+			paulG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "paul")
+			if err != nil || paulG.Individual == nil {
+				t.Fatalf("paul's grant: %+v %v", paulG, err)
+			}
+			// Warm: loads the revoke script, as a running Deputy has it.
+			if _, err := p.Revoke(ctx, cora, "acme", paulG.Individual.ID, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			id := patG.Individual.ID
+			stall.armed.Store(true)
+			_, err = p.Revoke(ctx, cora, "acme", id, allowAll)
+			wantLostReply(t, &stall.armed, stall.stalled, "Revoke", err)
+			if e, _ := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat"); e.Individual != nil {
+				t.Fatalf("grant still live after the late script: %+v", e.Individual)
+			}
+			for _, by := range tc.retries {
+				if _, err := p.Revoke(ctx, by, "acme", id, allowAll); err != nil {
+					t.Fatalf("Revoke retried by %s: %v", by.Subject, err)
+				}
+			}
+			partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+			entries := audited(t, env.store, "partner.revoke", id)
+			for _, a := range entries {
+				if a.Actor != cora.Subject {
+					t.Errorf("revocation recorded as by %q, want %q", a.Actor, cora.Subject)
+				}
+			}
+			evs := 0
+			for _, e := range events(t, env.store, sidecar.EventGrantRevoked) {
+				if e.Data["grant_id"] != id {
+					continue
+				}
+				evs++
+				if e.Actor != cora.Subject || e.Data["revoked_by"] != cora.Org {
+					t.Errorf("grant.revoked by %q revoked_by=%q, want %q and %q", e.Actor, e.Data["revoked_by"], cora.Subject, cora.Org)
+				}
+			}
+			if len(entries) != 1 || evs != 1 {
+				t.Errorf("revocation of %s: %d partner.revoke audit entries, %d grant.revoked events; want 1 and 1 (audit dropped %d, events dropped %d)",
+					id, len(entries), evs, rec.AuditDropped(), rec.EventsDropped())
+			}
+		})
 	}
 }
 

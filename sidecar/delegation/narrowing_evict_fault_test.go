@@ -90,7 +90,7 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 			}},
 		{"grant_revoked", sidecar.GrantKey("acme"),
 			func(s sidecar.Store) error { return s.PutGrant(ctx, grant("g1", sidecar.LevelCreate)) },
-			func(s sidecar.Store) error { _, err := s.RevokeGrant(ctx, "acme", "g1"); return err },
+			func(s sidecar.Store) error { _, err := s.RevokeGrant(ctx, "acme", "g1", "cora", "acme"); return err },
 			func(s sidecar.Store) bool {
 				_, err := s.GetGrant(ctx, "acme", "g1")
 				return sidecar.ErrorCode(err) == sidecar.ENOTFOUND

@@ -701,7 +701,7 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, err
 	}
 	if gone {
-		p.recordRevokeAgain(ctx, caller, g)
+		p.recordRevokeAgain(ctx, g)
 		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
 	// An approval still completing must not issue this grant again after
@@ -712,12 +712,12 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 			return nil, err
 		}
 	}
-	revoked, err := p.store.RevokeGrant(ctx, customer, id)
+	revoked, err := p.store.RevokeGrant(ctx, customer, id, caller.Subject, caller.Org)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND && g.RequestID != "" {
 		// The request's grant for the user may be stored under another
 		// id. Closed, the request can store no more: revoking what it
 		// stored is final.
-		revoked, err = p.revokeReissued(ctx, g)
+		revoked, err = p.revokeReissued(ctx, caller, g)
 	}
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		// Revoked or expired meanwhile: what was asked holds, and this
@@ -732,41 +732,43 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, err
 	}
 	g = revoked
-	if err := p.revoked(ctx, caller, g, p.clock()); err != nil {
+	if err := p.revoked(ctx, caller.Subject, caller.Org, g, p.clock()); err != nil {
 		return g, err
 	}
 	return g, unpublished
 }
 
-// revoked records the revocation of g by caller at at. The records carry
-// the grant's id as their Once, so recording a revocation again
-// (recordRevokeAgain) appends nothing when the first got through. The
-// event's append is the caller's to retry: its error is returned.
-func (p *Partners) revoked(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant, at time.Time) error {
+// revoked records the revocation of g by subject by of organisation
+// byOrg at at. The records carry the grant's id as their Once, so
+// recording a revocation again (recordRevokeAgain) appends nothing when
+// the first got through. The event's append is the caller's to retry: its
+// error is returned.
+func (p *Partners) revoked(ctx context.Context, by, byOrg string, g *sidecar.Grant, at time.Time) error {
 	once := "partner.revoke:" + g.ID
-	p.auditOnce(ctx, at, once, caller.Subject, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
-	return p.eventOnce(ctx, at, once, sidecar.EventGrantRevoked, g.Customer, caller.Subject, map[string]string{
+	p.auditOnce(ctx, at, once, by, "partner.revoke", g.Customer, g.ID, map[string]string{"partner_org": g.PartnerOrg, "user": g.User, "level": string(g.Level)})
+	return p.eventOnce(ctx, at, once, sidecar.EventGrantRevoked, g.Customer, by, map[string]string{
 		"grant_id":    g.ID,
 		"partner_org": g.PartnerOrg,
 		"user":        g.User,
 		"level":       string(g.Level),
-		"revoked_by":  caller.Org,
+		"revoked_by":  byOrg,
 	})
 }
 
 // recordRevokeAgain records once more the revocation of g, found revoked:
 // the Revoke that revoked it may have lost the store's reply and answered
-// an error before recording it, and its caller's retry lands here, as a
-// party to the grant (the revocation is recorded as the retry's). Within
+// an error before recording it, and a retry by either party lands here.
+// The revocation is recorded as the revoker's, whom the store kept with
+// the grant (a grant kept without one is left as it is). Within
 // sidecar.AppendOnceWindow of the revocation the store still knows whether
 // the records got through, and appends them only if not; later it would
 // append them twice, so a revocation that old is left as it is. An event
 // that fails to append here is logged: the eviction is what this answers.
-func (p *Partners) recordRevokeAgain(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant) {
-	if g.RevokedAt.IsZero() || p.clock().Sub(g.RevokedAt) >= sidecar.AppendOnceWindow {
+func (p *Partners) recordRevokeAgain(ctx context.Context, g *sidecar.Grant) {
+	if g.RevokedAt.IsZero() || g.RevokedBy == "" || p.clock().Sub(g.RevokedAt) >= sidecar.AppendOnceWindow {
 		return
 	}
-	if err := p.revoked(ctx, caller, g, g.RevokedAt); err != nil {
+	if err := p.revoked(ctx, g.RevokedBy, g.RevokedByOrg, g, g.RevokedAt); err != nil {
 		p.logger.Error("grant.revoked event of a retried revocation not appended", "customer", g.Customer, "grant", g.ID, "error", err)
 	}
 }
@@ -822,9 +824,9 @@ func (p *Partners) issuedUnder(ctx context.Context, customer, id string) (*sidec
 	return &issued, nil
 }
 
-// revokeReissued revokes the live grant g's request issued to g's user,
-// whatever its id; ENOTFOUND when there is none.
-func (p *Partners) revokeReissued(ctx context.Context, g *sidecar.Grant) (*sidecar.Grant, error) {
+// revokeReissued revokes for caller the live grant g's request issued to
+// g's user, whatever its id; ENOTFOUND when there is none.
+func (p *Partners) revokeReissued(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant) (*sidecar.Grant, error) {
 	cur, err := p.grantOf(ctx, g.Customer, g.PartnerOrg, g.User)
 	if err != nil {
 		return nil, err
@@ -832,7 +834,7 @@ func (p *Partners) revokeReissued(ctx context.Context, g *sidecar.Grant) (*sidec
 	if cur == nil || cur.RequestID != g.RequestID {
 		return nil, sidecar.Errorf(sidecar.ENOTFOUND, "grant not found")
 	}
-	return p.store.RevokeGrant(ctx, g.Customer, cur.ID)
+	return p.store.RevokeGrant(ctx, g.Customer, cur.ID, caller.Subject, caller.Org)
 }
 
 // takeSelfService holds what org does for itself that widens access (an

@@ -881,7 +881,7 @@ func (s *Store) GetGrant(_ context.Context, customer, id string) (*sidecar.Grant
 	return nil, notFound("grant")
 }
 
-func (s *Store) RevokeGrant(_ context.Context, customer, id string) (*sidecar.Grant, error) {
+func (s *Store) RevokeGrant(_ context.Context, customer, id, by, byOrg string) (*sidecar.Grant, error) {
 	s.mu.Lock()
 	var out *sidecar.Grant
 	for k, g := range s.grants[customer] {
@@ -894,7 +894,7 @@ func (s *Store) RevokeGrant(_ context.Context, customer, id string) (*sidecar.Gr
 	}
 	if out != nil {
 		kept := *out
-		kept.RevokedAt = s.now()
+		kept.RevokedAt, kept.RevokedBy, kept.RevokedByOrg = s.now(), by, byOrg
 		s.keepRevoked(customer, kept)
 	}
 	s.mu.Unlock()

@@ -413,7 +413,7 @@ func (s *Store) GetGrant(ctx context.Context, customer, id string) (*sidecar.Gra
 	return nil, notFound("grant")
 }
 
-func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
+func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string) (*sidecar.Grant, error) {
 	gs, err := s.customerGrants(ctx, customer)
 	if err != nil {
 		return nil, err
@@ -426,7 +426,7 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id string) (*sidecar.
 			s.cust(customer, "grants:revoked"), s.cust(customer, "grants:revoked:exp")}
 		now := s.now()
 		kept := *g // the script removes only the grant with this id: this one
-		kept.RevokedAt = now
+		kept.RevokedAt, kept.RevokedBy, kept.RevokedByOrg = now, by, byOrg
 		raw, err := revokeGrantScript.Run(ctx, s.c, keys, f, id, g.PartnerOrg, s.seqTTL().Milliseconds(),
 			g.ExpiresAt.UnixMilli(), now.UnixMilli(), encode(&kept)).Text()
 		if errors.Is(err, goredis.Nil) {

@@ -260,7 +260,7 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 		{"grant_revoked", func(cs *resolve.CachedState) bool {
 			eg, err := cs.EffectiveGrants(ctx, "acme", "p1", "pat")
 			return err == nil && eg.Effective() != nil
-		}, func() error { _, err := a.RevokeGrant(ctx, "acme", "g1"); return err }},
+		}, func() error { _, err := a.RevokeGrant(ctx, "acme", "g1", "cora", "acme"); return err }},
 		{"share_removed", func(cs *resolve.CachedState) bool {
 			v, err := cs.SharesFor(ctx, "acme", "p1", "pat")
 			return err == nil && len(v) == 1

@@ -807,7 +807,7 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 		must(t, e.s.PutGrant(e.ctx, issued("g2b", "r2", "pat"))) // the same approval again
 		must(t, e.s.PutGrant(e.ctx, issued("g1s", "r1", "sam"))) // another user's access is its own
-		_, err = e.s.RevokeGrant(e.ctx, "acme", "g2b")
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g2b", "cora", "acme")
 		must(t, err)
 		err = e.s.PutGrant(e.ctx, issued("g3", "r3", "pat")) // decided before the revocation
 		if sidecar.ErrorReason(err) != sidecar.ReasonGrantSuperseded {
@@ -914,7 +914,7 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 		if got.User != "pat" || got.Scope() != sidecar.ScopeIndividual {
 			t.Fatalf("got %+v", got)
 		}
-		rev, err := e.s.RevokeGrant(e.ctx, "acme", "g1")
+		rev, err := e.s.RevokeGrant(e.ctx, "acme", "g1", "cora", "acme")
 		must(t, err)
 		if rev.ID != "g1" {
 			t.Fatalf("revoked %+v", rev)
@@ -924,7 +924,7 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 		if eg.Effective() != nil {
 			t.Fatal("revoked grant still effective")
 		}
-		_, err = e.s.RevokeGrant(e.ctx, "acme", "g1")
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g1", "cora", "acme")
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 	// A revoked grant is kept, as it was, until it would have expired; an
@@ -938,13 +938,14 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 		wantCode(t, err, sidecar.ENOTFOUND)
 		revokedAt := e.clock.Now()
 		for _, id := range []string{"g1", "g2"} {
-			_, err = e.s.RevokeGrant(e.ctx, "acme", id)
+			_, err = e.s.RevokeGrant(e.ctx, "acme", id, "cora", "acme")
 			must(t, err)
 		}
 		e.clock.Advance(time.Minute)
 		got, err := e.s.RevokedGrant(e.ctx, "acme", "g1")
 		must(t, err)
-		if got.ID != "g1" || got.PartnerOrg != "p1" || got.User != "pat" || got.Level != sidecar.LevelLook || !got.RevokedAt.Equal(revokedAt) {
+		if got.ID != "g1" || got.PartnerOrg != "p1" || got.User != "pat" || got.Level != sidecar.LevelLook || !got.RevokedAt.Equal(revokedAt) ||
+			got.RevokedBy != "cora" || got.RevokedByOrg != "acme" {
 			t.Fatalf("revoked grant kept as %+v", got)
 		}
 		for _, c := range []struct{ customer, id string }{{"acme", "g3"}, {"acme", "nope"}, {"globex", "g1"}} {
@@ -1034,7 +1035,7 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 			}
 		})
 		t.Run("revoked_drop_out_of_lists", func(t *testing.T) {
-			_, err := e.s.RevokeGrant(e.ctx, "acme", "a-org")
+			_, err := e.s.RevokeGrant(e.ctx, "acme", "a-org", "cora", "acme")
 			must(t, err)
 			got, err := e.s.GrantsByPartner(e.ctx, "p1", "sam")
 			must(t, err)
@@ -1449,7 +1450,7 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			_, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: false, SetBy: "c1", SetAt: e.now()})
 			return err
 		}, sidecar.ConsentKey("c1")},
-		{"grant_revoked", func() error { _, err := e.s.RevokeGrant(e.ctx, "acme", "g1"); return err }, sidecar.GrantKey("acme")},
+		{"grant_revoked", func() error { _, err := e.s.RevokeGrant(e.ctx, "acme", "g1", "cora", "acme"); return err }, sidecar.GrantKey("acme")},
 		{"grant_replaced", func() error {
 			// Approved after the revocation above, which its Seq follows.
 			if err := e.s.CreateRequest(e.ctx, newRequest(e, "r-g2", "p1", "acme")); err != nil {
