@@ -189,26 +189,36 @@ func TestRevokeRetriedLateIsNotRecordedAgain(t *testing.T) {
 	}
 }
 
-// Approve whose RecordApproval transaction lost its reply (Redis ran it
-// after the client's read timeout) answers an error, the request marked
-// recorded though nothing was; the retry that completes the approval
-// records it, once however often it is retried.
-func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+// approvalWithLostReply has cora approve pat's request for users on a
+// real redis-server whose RecordApproval transaction runs after the
+// client's read timeout, and checks the approval answered an error.
+func approvalWithLostReply(t *testing.T, prefix string, users ...string) (*partnerEnv, *delegation.Recorder, *delegation.Partners, *sidecar.AccessRequest) {
+	t.Helper()
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
 	stall := &stallBeforeTx{t: t, srv: srv, parts: []string{`"approval_recorded":true`, `"grants_pending":true`}, stalled: make(chan error, 1)}
 	env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
-		return stallingStore(t, srv, "lostapprove", stall, clock)
+		return stallingStore(t, srv, prefix, stall, clock)
 	}})
 	ctx := context.Background()
 	rec := startedRecorder(t, env.store)
 	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
-	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"), allowAll)
+	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, users...), allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stall.armed.Store(true)
 	_, _, err = p.Approve(ctx, cora, r.ID, allowAll)
 	wantLostReply(t, &stall.armed, stall.stalled, "Approve", err)
+	return env, rec, p, r
+}
+
+// Approve whose RecordApproval transaction lost its reply (Redis ran it
+// after the client's read timeout) answers an error, the request marked
+// recorded though nothing was; the retry that completes the approval
+// records it, once however often it is retried.
+func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	ctx := context.Background()
+	env, rec, p, r := approvalWithLostReply(t, "lostapprove", "pat")
 	// The first retry completes the approval; the second finds it
 	// complete.
 	if _, _, err := p.Approve(ctx, cora, r.ID, allowAll); err != nil {
@@ -234,21 +244,8 @@ func TestApproveRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 // the approval first: once, naming both users, however often the
 // approval is retried.
 func TestApprovalLostThenRevokedBeforeRetryIsRecordedOnce(t *testing.T) {
-	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	stall := &stallBeforeTx{t: t, srv: srv, parts: []string{`"approval_recorded":true`, `"grants_pending":true`}, stalled: make(chan error, 1)}
-	env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
-		return stallingStore(t, srv, "lostapproverevoked", stall, clock)
-	}})
 	ctx := context.Background()
-	rec := startedRecorder(t, env.store)
-	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
-	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"), allowAll)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stall.armed.Store(true)
-	_, _, err = p.Approve(ctx, cora, r.ID, allowAll)
-	wantLostReply(t, &stall.armed, stall.stalled, "Approve", err)
+	env, rec, p, r := approvalWithLostReply(t, "lostapproverevoked", "pat", "paul")
 	if _, err := p.Revoke(ctx, cora, "acme", delegation.GrantID(r.ID, "pat"), allowAll); err != nil {
 		t.Fatalf("Revoke pat's grant: %v", err)
 	}
