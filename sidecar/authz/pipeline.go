@@ -140,7 +140,9 @@ func WithBodyParsing(on bool) Option { return func(p *Pipeline) { p.inputOpts.Sk
 // WithBareQuery lets a query whose first field has no "=" (?preview)
 // through, for upstreams that never route on the query; by default it is
 // refused, as CodeIgniter's QUERY_STRING protocol runs it as a route.
-func WithBareQuery(allow bool) Option { return func(p *Pipeline) { p.inputOpts.AllowBareQuery = allow } }
+func WithBareQuery(allow bool) Option {
+	return func(p *Pipeline) { p.inputOpts.AllowBareQuery = allow }
+}
 
 // WithMethodOverrides sets where a request may name another method for
 // the upstream to run (default DefaultMethodOverrides); each carrier was
