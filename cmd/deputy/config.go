@@ -158,7 +158,8 @@ type CheckConfig struct {
 	ParseBody        *bool  `yaml:"parse_body" usage:"parse JSON, form and multipart bodies into input.parsed_body"`
 	// AllowBareQuery: off by default, since the upstream's routing is
 	// unknown to Deputy (see authz.WithBareQuery).
-	AllowBareQuery bool `yaml:"allow_bare_query" usage:"let through a query whose first field has no '=' (?preview, ?1699999); off by default because CodeIgniter with uri_protocol QUERY_STRING runs ?customer as the customer controller: turn it on only for upstreams that never route on the query (a first field holding a path is refused either way)"`
+	AllowBareQuery   bool     `yaml:"allow_bare_query" usage:"let through a query whose first field has no '=' (?preview, ?1699999); off by default because CodeIgniter with uri_protocol QUERY_STRING runs ?customer as the customer controller: turn it on only for upstreams that never route on the query (a first field holding a path is refused either way)"`
+	QueryRouteParams []string `yaml:"query_route_params" usage:"query parameters the upstream routes on instead of the path (CodeIgniter's enable_query_strings: c, m, d; Yii: r; Drupal 7: q); a request naming any of them, in any spelling PHP reads as the same name, is refused with 400, since Deputy decides on the path"`
 	// MethodOverrides: nil takes the defaults, an empty list reads none.
 	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>); policy sees them in input.deputy.request.methods"`
 }

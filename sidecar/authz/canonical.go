@@ -111,6 +111,27 @@ func bareFirstField(q string) bool {
 	return q != "" && strings.IndexByte(q, '=') < 0
 }
 
+// routeParam refuses a query naming one of params, the query parameters
+// the upstream routes on instead of the path (check.query_route_params:
+// CodeIgniter's enable_query_strings reads the controller from c, the
+// method from m and the directory from d wherever they stand; Yii reads r,
+// Drupal 7 q). Deputy decides on the path, so such a request would run a
+// page it never decided on. A name counts in every spelling PHP reads as
+// the same (%63, "c[", any case) and behind a ";", as overrides do. The
+// query is parsed only when params are set.
+func routeParam(raw string, params []string) error {
+	if len(params) == 0 || raw == "" {
+		return nil
+	}
+	for _, q := range []string{raw, strings.ReplaceAll(raw, ";", "&")} {
+		vals, _ := url.ParseQuery(q)
+		if names := carrierFields(vals, params); len(names) > 0 {
+			return sidecar.Invalid("query", "parameter %q is one the upstream routes on (check.query_route_params): the request would run another page than its path names", names[0])
+		}
+	}
+	return nil
+}
+
 // queryCarriesPath reports whether a raw query starts with a path
 // separator, raw or encoded, after any dots ("/x", "%2Fx", "\x", "./x",
 // "..%5Cx"), or whether its first field holds one and no "="

@@ -173,3 +173,35 @@ func TestPathCarriedInTheQueryIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// CodeIgniter's enable_query_strings reads the controller and method from
+// the c and m parameters wherever they stand (Yii reads r, Drupal 7 q):
+// named in check.query_route_params, such a parameter is refused in any
+// spelling PHP reads as the same name, since Deputy decides on the path.
+func TestQueryRouteParamsAreRefused(t *testing.T) {
+	ctx := context.Background()
+	named := shippedPipeline(t, authz.WithQueryRouteParams([]string{"c", "m", "d"}))
+	plain := shippedPipeline(t)
+	for path, refused := range map[string]bool{
+		"/catalog/shoes?c=customer&m=password":    true,
+		"/catalog/shoes?utm_source=x&c=customer":  true,
+		"/catalog/shoes?%63=customer":             true,
+		"/catalog/shoes?C=customer":               true,
+		"/catalog/shoes?c[]=customer":             true,
+		"/catalog/shoes?utm_source=x;m=password":  true,
+		"/catalog/shoes?color=red&cc=1&mode=grid": false,
+		"/catalog/shoes?utm_source=mail":          false,
+	} {
+		t.Run(path, func(t *testing.T) {
+			resp := named.Check(ctx, withHeaders(t, path, nil))
+			if refused {
+				wantRefused(t, resp)
+			} else if !resp.Allowed {
+				t.Fatalf("%s refused: %d %s", path, resp.HTTPStatus, resp.Reason)
+			}
+			if resp := plain.Check(ctx, withHeaders(t, path, nil)); !resp.Allowed {
+				t.Fatalf("%s refused without query_route_params: %d %s", path, resp.HTTPStatus, resp.Reason)
+			}
+		})
+	}
+}

@@ -96,6 +96,9 @@ type InputOptions struct {
 	// AllowBareQuery lets a query whose first field has no "=" through
 	// (see checkQuery): only for upstreams that never route on the query.
 	AllowBareQuery bool
+	// QueryRouteParams are query parameters the upstream routes on (in
+	// fieldKey form): a request naming one is refused (see routeParam).
+	QueryRouteParams []string
 }
 
 // carried reports whether a header name reads as the on-behalf-of header
@@ -269,6 +272,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 		return nil, err
 	}
 	if err := checkQuery(rawQuery, opts.AllowBareQuery); err != nil {
+		return nil, err
+	}
+	if err := routeParam(rawQuery, opts.QueryRouteParams); err != nil {
 		return nil, err
 	}
 	r.canonical.canonicalPath = cp

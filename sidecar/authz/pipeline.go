@@ -144,6 +144,18 @@ func WithBareQuery(allow bool) Option {
 	return func(p *Pipeline) { p.inputOpts.AllowBareQuery = allow }
 }
 
+// WithQueryRouteParams names query parameters the upstream routes on
+// instead of the path (CodeIgniter's c, m and d; Yii's r; Drupal 7's q):
+// a request naming one is refused, since Deputy decides on the path.
+func WithQueryRouteParams(params []string) Option {
+	return func(p *Pipeline) {
+		p.inputOpts.QueryRouteParams = nil
+		for _, name := range params {
+			p.inputOpts.QueryRouteParams = append(p.inputOpts.QueryRouteParams, fieldKey(name))
+		}
+	}
+}
+
 // WithMethodOverrides sets where a request may name another method for
 // the upstream to run (default DefaultMethodOverrides); each carrier was
 // checked with ParseMethodOverrides. An empty list reads none.
