@@ -347,3 +347,51 @@ func TestConsentWithdrawalRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 			withdrawals, ends, changed, ended, rec.AuditDropped(), rec.EventsDropped())
 	}
 }
+
+// An approval whose reply was lost, recorded by the revocation that
+// closes its request, is recorded as completed by the contact manager who
+// decided it, not by the partner user who revokes.
+func TestApprovalRecordedByARevocationNamesItsDecider(t *testing.T) {
+	ctx := context.Background()
+	env, rec, p, r := approvalWithLostReply(t, "decider", "pat", "paul")
+	if _, err := p.Revoke(ctx, patUser, "acme", delegation.GrantID(r.ID, "pat"), allowAll); err != nil {
+		t.Fatalf("pat revokes his grant: %v", err)
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	as := audited(t, env.store, "partner.approve", r.ID)
+	if len(as) != 1 {
+		t.Fatalf("%d partner.approve entries, want 1", len(as))
+	}
+	if as[0].Actor != cora.Subject || as[0].Data["completed_by"] != "" {
+		t.Errorf("partner.approve actor %q completed_by %q, want %q and none: pat only revoked", as[0].Actor, as[0].Data["completed_by"], cora.Subject)
+	}
+}
+
+// A grant revoked by a release that kept no revoker (a rolling upgrade),
+// whose revocation lost its reply, is recorded on the retry, as the
+// retrying party's, rather than not at all.
+func TestRetriedRevocationKeptWithoutRevokerIsRecorded(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			env := newPartnerEnv(t, ps)
+			ctx := context.Background()
+			env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"))
+			g, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+			if err != nil || g.Individual == nil {
+				t.Fatalf("pat's grant: %+v %v", g, err)
+			}
+			id := g.Individual.ID
+			if _, err := env.store.RevokeGrant(ctx, "acme", id, "", ""); err != nil { // old replica's write; reply lost
+				t.Fatal(err)
+			}
+			if _, err := env.partners.Revoke(ctx, cora, "acme", id, allowAll); err != nil {
+				t.Fatalf("cora's retry: %v", err)
+			}
+			revokes := len(audited(t, env.store, "partner.revoke", id))
+			evs := len(events(t, env.store, sidecar.EventGrantRevoked))
+			if revokes != 1 || evs != 1 {
+				t.Errorf("%d partner.revoke entries and %d grant.revoked events after the retry, want 1 and 1 (the revocation is in no audit record)", revokes, evs)
+			}
+		})
+	}
+}

@@ -701,14 +701,14 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, err
 	}
 	if gone {
-		p.recordRevokeAgain(ctx, g)
+		p.recordRevokeAgain(ctx, caller, g)
 		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
 	// An approval still completing must not issue this grant again after
 	// it is revoked: close it first (a fault here leaves the grant as it
 	// was, and the retry revokes it).
 	if g.RequestID != "" {
-		if err := p.closeApproval(ctx, caller, g.RequestID); err != nil {
+		if err := p.closeApproval(ctx, g.RequestID); err != nil {
 			return nil, err
 		}
 	}
@@ -759,16 +759,22 @@ func (p *Partners) revoked(ctx context.Context, by, byOrg string, g *sidecar.Gra
 // the Revoke that revoked it may have lost the store's reply and answered
 // an error before recording it, and a retry by either party lands here.
 // The revocation is recorded as the revoker's, whom the store kept with
-// the grant (a grant kept without one is left as it is). Within
+// the grant; a grant revoked by a release that kept no revoker (during a
+// rolling upgrade) is recorded as the retrying caller's, a party to it,
+// rather than not at all. Within
 // sidecar.AppendOnceWindow of the revocation the store still knows whether
 // the records got through, and appends them only if not; later it would
 // append them twice, so a revocation that old is left as it is. An event
 // that fails to append here is logged: the eviction is what this answers.
-func (p *Partners) recordRevokeAgain(ctx context.Context, g *sidecar.Grant) {
-	if g.RevokedAt.IsZero() || g.RevokedBy == "" || p.clock().Sub(g.RevokedAt) >= sidecar.AppendOnceWindow {
+func (p *Partners) recordRevokeAgain(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant) {
+	if g.RevokedAt.IsZero() || p.clock().Sub(g.RevokedAt) >= sidecar.AppendOnceWindow {
 		return
 	}
-	if err := p.revoked(ctx, g.RevokedBy, g.RevokedByOrg, g, g.RevokedAt); err != nil {
+	by, byOrg := g.RevokedBy, g.RevokedByOrg
+	if by == "" {
+		by, byOrg = caller.Subject, caller.Org
+	}
+	if err := p.revoked(ctx, by, byOrg, g, g.RevokedAt); err != nil {
 		p.logger.Error("grant.revoked event of a retried revocation not appended", "customer", g.Customer, "grant", g.ID, "error", err)
 	}
 }
@@ -777,9 +783,11 @@ func (p *Partners) recordRevokeAgain(ctx context.Context, g *sidecar.Grant) {
 // again. An approval cut off before it was closed may have lost the reply
 // of RecordApproval with nothing recorded, and once closed its retries
 // answer ECONFLICT: it is recorded here first, with the grants of the
-// request that are live, appended only if the first never got through.
-// The event's append error is logged: the revocation is what this serves.
-func (p *Partners) closeApproval(ctx context.Context, caller *sidecar.Identity, id string) error {
+// request that are live, appended only if the first never got through,
+// and as completed by the contact manager who decided it (not by whoever
+// revokes). The event's append error is logged: the revocation is what
+// this serves.
+func (p *Partners) closeApproval(ctx context.Context, id string) error {
 	r, err := p.store.GetRequest(ctx, id)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		return nil
@@ -796,7 +804,7 @@ func (p *Partners) closeApproval(ctx context.Context, caller *sidecar.Identity, 
 		for i, g := range live {
 			users[i] = g.User
 		}
-		announced, err := p.recordApproval(ctx, caller, r, users)
+		announced, err := p.recordApproval(ctx, &sidecar.Identity{Subject: r.DecidedBy}, r, users)
 		if err != nil {
 			return err
 		}
