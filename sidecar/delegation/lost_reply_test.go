@@ -167,14 +167,8 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 func TestRevokeRetriedLateIsNotRecordedAgain(t *testing.T) {
 	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
-			env := newPartnerEnv(t, ps)
+			env, id := patGranted(t, ps)
 			ctx := context.Background()
-			env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"))
-			g, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
-			if err != nil || g.Individual == nil {
-				t.Fatalf("pat's grant: %+v %v", g, err)
-			}
-			id := g.Individual.ID
 			for _, wait := range []time.Duration{0, time.Minute, sidecar.AppendOnceWindow} {
 				env.clock.Advance(wait)
 				if _, err := env.partners.Revoke(ctx, cora, "acme", id, allowAll); err != nil {
@@ -373,14 +367,8 @@ func TestApprovalRecordedByARevocationNamesItsDecider(t *testing.T) {
 func TestRetriedRevocationKeptWithoutRevokerIsRecorded(t *testing.T) {
 	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
-			env := newPartnerEnv(t, ps)
+			env, id := patGranted(t, ps)
 			ctx := context.Background()
-			env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"))
-			g, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
-			if err != nil || g.Individual == nil {
-				t.Fatalf("pat's grant: %+v %v", g, err)
-			}
-			id := g.Individual.ID
 			if _, err := env.store.RevokeGrant(ctx, "acme", id, "", ""); err != nil { // old replica's write; reply lost
 				t.Fatal(err)
 			}
@@ -394,4 +382,17 @@ func TestRetriedRevocationKeptWithoutRevokerIsRecorded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// patGranted is a partner environment where cora granted pat full_admin;
+// it returns the grant's id.
+func patGranted(t *testing.T, ps partnerStore) (*partnerEnv, string) {
+	t.Helper()
+	env := newPartnerEnv(t, ps)
+	env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"))
+	g, err := env.store.EffectiveGrants(context.Background(), "acme", "partnerco", "pat")
+	if err != nil || g.Individual == nil {
+		t.Fatalf("pat's grant: %+v %v", g, err)
+	}
+	return env, g.Individual.ID
 }
