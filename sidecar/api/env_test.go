@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -298,14 +299,29 @@ func (e *env) live(token string) (string, string) {
 // the eviction reaches this replica's cache through pub/sub.
 func (e *env) denied(cookie, reason string) {
 	e.t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		d, err := e.check(cookie)
+	var d *sidecar.Delegation
+	var err error
+	eventually(e.t, 2*time.Second, func() string {
+		d, err = e.check(cookie)
 		if d == nil && sidecar.ErrorCode(err) == sidecar.EUNAUTHORIZED && sidecar.ErrorMessage(err) == reason {
+			return ""
+		}
+		return fmt.Sprintf("check = %+v, %v; want %s", d, err, reason)
+	})
+}
+
+// eventually polls cond until it reports nothing wrong ("") and fails the
+// test with cond's last report when within does not see that happen.
+func eventually(t testing.TB, within time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		wrong := cond()
+		if wrong == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("check = %+v, %v; want %s", d, err, reason)
+			t.Fatal(wrong)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

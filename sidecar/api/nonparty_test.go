@@ -88,22 +88,17 @@ func TestRevokeUnknownGrantPublishesNothing(t *testing.T) {
 				if err := p.store.Invalidate(ctx, marker); err != nil {
 					t.Fatal(err)
 				}
-				deadline := time.Now().Add(5 * time.Second)
-				for time.Now().Before(deadline) {
+				var got []string
+				eventually(t, 5*time.Second, func() string {
 					mu.Lock()
-					got := published
-					done := len(got) > 0 && got[len(got)-1] == marker
-					if done {
-						published = nil
+					defer mu.Unlock()
+					if len(published) == 0 || published[len(published)-1] != marker {
+						return "marker " + marker + " never arrived"
 					}
-					mu.Unlock()
-					if done {
-						return got[:len(got)-1]
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-				t.Fatalf("marker %s never arrived", marker)
-				return nil
+					got, published = published[:len(published)-1], nil
+					return ""
+				})
+				return got
 			}
 			settled("start")
 			for who, tok := range map[string]string{"the partner": p.pat(), "the contact manager": p.cora()} {

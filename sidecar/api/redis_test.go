@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -69,16 +70,12 @@ func TestRedisDown(t *testing.T) {
 	}
 
 	srv.Restart()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := e.store.Ping(context.Background()); err == nil {
-			break
+	eventually(t, 10*time.Second, func() string {
+		if err := e.store.Ping(context.Background()); err != nil {
+			return "store did not come back after Redis restarted: " + err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("store did not come back after Redis restarted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return ""
+	})
 	if _, err := e.check(cookie); err != nil {
 		t.Fatalf("after Redis came back: %v", err)
 	}
@@ -102,17 +99,13 @@ func TestEvictionReachesOtherReplica(t *testing.T) {
 	}
 
 	e.must(e.do("DELETE", "/deputy/v1/impersonation/sessions/"+id, e.agent(), nil), 200)
-	deadline := time.Now().Add(5 * time.Second) // bounded wait for pub/sub, not a latency assertion
-	for {
-		_, err := replica.Resolve(context.Background(), req, nil)
-		if sidecar.ErrorMessage(err) == "session_ended" {
-			break
+	// A bounded wait for pub/sub, not a latency assertion.
+	eventually(t, 5*time.Second, func() string {
+		if _, err := replica.Resolve(context.Background(), req, nil); sidecar.ErrorMessage(err) != "session_ended" {
+			return fmt.Sprintf("other replica still resolves the ended session: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("other replica still resolves the ended session: %v", err)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return ""
+	})
 }
 
 // subscribed waits until st's invalidation subscription delivers: Redis
