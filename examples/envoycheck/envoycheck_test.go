@@ -281,7 +281,14 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 			t.Errorf("%s is not sent to Deputy", name)
 		}
 	}
-	for _, name := range []string{"x-deputyrole", "accept", "x-envoy-deputy-x"} {
+	// Envoy removes exact names only; Deputy lists the client's other
+	// headers of the families nginx and Caddy clear by prefix.
+	for _, name := range []string{"x-auth-request-redirect", "x_auth_request_user", "remote-addr", "remote_user", "x-forwarded-uid"} {
+		if !forwarded(name) {
+			t.Errorf("%s is not sent to Deputy, which cannot list it for removal", name)
+		}
+	}
+	for _, name := range []string{"x-deputyrole", "accept", "x-envoy-deputy-x", "x-remote", "remoteuser"} {
 		if forwarded(name) {
 			t.Errorf("%s is sent to Deputy; the list grew wider than meant", name)
 		}

@@ -36,8 +36,20 @@ func NewGRPCServer(checker Checker) *GRPCServer { return &GRPCServer{checker: ch
 
 // Check answers one ext_authz request. Denials are answers, not errors:
 // the gRPC call itself only fails when the request cannot be read.
+// An allow also removes the client's headers of the families nginx and
+// Caddy clear by prefix (see clientPrefixed).
 func (s *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return ToCheckResponse(s.checker.Check(ctx, req)), nil
+	out := ToCheckResponse(s.checker.Check(ctx, req))
+	if ok := out.GetOkResponse(); ok != nil {
+		h, copied := req.GetAttributes().GetRequest().GetHttp(), false
+		for name := range h.GetHeaders() {
+			ok.HeadersToRemove = removeClientPrefixed(ok.HeadersToRemove, &copied, name)
+		}
+		for _, hv := range h.GetHeaderMap().GetHeaders() {
+			ok.HeadersToRemove = removeClientPrefixed(ok.HeadersToRemove, &copied, hv.GetKey())
+		}
+	}
+	return out, nil
 }
 
 // ToCheckResponse renders a pipeline response as OPA-Envoy would.

@@ -246,8 +246,17 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, hd := range resp.ResponseHeadersToAdd {
 			out.Add(ResponseHeaderPrefix+hd.Key, hd.Value)
 		}
-		if len(resp.HeadersToRemove) > 0 {
-			out.Set(HeadersToRemoveHeader, strings.Join(resp.HeadersToRemove, ","))
+		removals := resp.HeadersToRemove
+		if !h.forwarded {
+			// Envoy's http_service: the client's headers of the families
+			// nginx and Caddy clear by prefix go too (see clientPrefixed).
+			copied := false
+			for name := range r.Header {
+				removals = removeClientPrefixed(removals, &copied, name)
+			}
+		}
+		if len(removals) > 0 {
+			out.Set(HeadersToRemoveHeader, strings.Join(removals, ","))
 		}
 		out.Set("x-deputy-decision-id", resp.DecisionID)
 		w.WriteHeader(http.StatusOK)

@@ -330,7 +330,11 @@ static_resources:
                       # the method the application runs
                       # (check.method_overrides' header carriers, the body's
                       # type and encoding, Envoy's partial-body flag), so
-                      # that Deputy decides on it.
+                      # that Deputy decides on it. Envoy removes headers by
+                      # exact name only: a client's X-Forwarded-*,
+                      # X-Auth-Request-* and Remote-* headers the route does
+                      # not name go to Deputy, which lists them in
+                      # x-envoy-auth-headers-to-remove.
                       {{- $names := include "deputy.headerNames" . | fromJson }}
                       allowed_headers:
                         patterns:
@@ -349,6 +353,7 @@ static_resources:
                           - exact: user-agent
                           - exact: x-forwarded-for
                           - exact: x-forwarded-proto
+                          - safe_regex: { regex: "(x[-_]forwarded|x[-_]auth[-_]request|remote)[-_].*" }
                       {{- end }}
                       with_request_body:
                         max_request_bytes: {{ .Values.envoy.extAuthz.maxRequestBytes }}

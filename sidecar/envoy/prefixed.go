@@ -1,0 +1,86 @@
+package envoy
+
+import "strings"
+
+// Envoy removes request headers by exact name only, so the shipped Envoy
+// configs clear every spelling of the client headers they list (see
+// examples/envoycheck.ClientHeaders), while nginx and Caddy clear whole
+// families by prefix: X-Forwarded-*, X-Auth-Request-* and Remote-*. Other
+// names of those families (X-Auth-Request-Redirect, Remote-Addr,
+// X-Forwarded-Uid) are what authenticating proxies and applications
+// behind them trust for the user or the client, and a client must no more
+// name them behind Envoy than behind nginx. Deputy sees every header of
+// the request, so on Envoy it lists the client's copies for removal
+// itself: in headers_to_remove over gRPC, in
+// x-envoy-auth-headers-to-remove over http_service.
+
+// clearedPrefixes are the families, as spelled with "-" in lower case.
+var clearedPrefixes = [...]string{"x-forwarded-", "x-auth-request-", "remote-"}
+
+// proxyOwn are the names of those families that Envoy sets itself, as it
+// sends them (its own view of the peer and scheme, and the client
+// certificate it verified): the client's copy is replaced or sanitized by
+// Envoy, and removing the name would remove Envoy's value.
+var proxyOwn = [...]string{"x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert"}
+
+// clientPrefixed reports whether name, as a client sent it through Envoy,
+// is of a cleared family: letter case ignored, "_" read as "-" (CGI, PHP
+// and WSGI upstreams read both as one name), bar Envoy's own names.
+func clientPrefixed(name string) bool {
+	if len(name) < len("remote-") {
+		return false
+	}
+	// Most names start with neither letter: one comparison for them.
+	if c := name[0] | 0x20; c != 'x' && c != 'r' {
+		return false
+	}
+	for _, p := range clearedPrefixes {
+		if len(name) > len(p) && sameSpelling(name[:len(p)], p) {
+			for _, own := range proxyOwn {
+				if name == own {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// sameSpelling reports whether s reads as p (lower case, "-") with letter
+// case ignored and "_" read as "-".
+func sameSpelling(s, p string) bool {
+	for i := range len(p) {
+		c := s[i]
+		if c == '_' {
+			c = '-'
+		} else if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// removeClientPrefixed is removals with name (as sent) added when it is of
+// a cleared family and not listed yet. Nothing is allocated for the
+// common name, and removals is copied before the first addition, so a
+// response's own list is never written through.
+func removeClientPrefixed(removals []string, copied *bool, name string) []string {
+	if !clientPrefixed(name) {
+		return removals
+	}
+	lower := strings.ToLower(name)
+	for _, s := range removals {
+		if strings.EqualFold(s, lower) {
+			return removals
+		}
+	}
+	if !*copied {
+		removals = append(make([]string, 0, len(removals)+2), removals...)
+		*copied = true
+	}
+	return append(removals, lower)
+}
