@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -16,7 +18,12 @@ import (
 // file, and activates the copy as activateCopy does.
 func activateEdited(t *testing.T, file, old, new string) error {
 	t.Helper()
-	return activateCopy(t, func(dir string) {
+	return activateCopy(t, editFile(t, file, old, new))
+}
+
+// editFile is an edit replacing old by new in file.
+func editFile(t *testing.T, file, old, new string) func(dir string) {
+	return func(dir string) {
 		path := filepath.Join(dir, file)
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -28,13 +35,21 @@ func activateEdited(t *testing.T, file, old, new string) error {
 		if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-	})
+	}
 }
 
 // activateCopy copies the shipped policies, lets edit change the copy, and
 // activates it as `deputy serve` does, its data checked by
-// delegation.CheckRules: the activation's error, nil when it is accepted.
+// authz.CheckData: the activation's error, nil when it is accepted.
 func activateCopy(t *testing.T, edit func(dir string)) error {
+	t.Helper()
+	_, err := activate(t, edit, authz.CheckData)
+	return err
+}
+
+// activate copies the shipped policies, lets edit change the copy, and
+// activates it in an engine running checks on its data.
+func activate(t *testing.T, edit func(dir string), checks ...func(map[string]any) error) (*policy.Engine, error) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.CopyFS(dir, os.DirFS(".")); err != nil {
@@ -45,8 +60,193 @@ func activateCopy(t *testing.T, edit func(dir string)) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := policy.New(policy.WithLogger(slog.New(slog.DiscardHandler)), policy.WithDataCheck(delegation.CheckRules))
-	return e.Activate(context.Background(), set)
+	opts := []policy.Option{policy.WithLogger(slog.New(slog.DiscardHandler))}
+	for _, c := range checks {
+		opts = append(opts, policy.WithDataCheck(c))
+	}
+	e := policy.New(opts...)
+	return e, e.Activate(context.Background(), set)
+}
+
+// A key or prefix naming a route in policy data is compared with a form of
+// the request's path (its route form, or its lower-cased canonical path),
+// never with the path as sent. One not written in that form equals no
+// request's: the rule it carries is dead. In a deny list that leaves the
+// route it means open; in an allow table the route silently never opens.
+// Each slip is shown dead first, activated without the check (the hole it
+// leaves, as Deputy served it before), then refused at activation, naming
+// the data path and the form to write.
+func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
+	const (
+		imp     = "deputy/impersonation/data.json"
+		partner = "deputy/partner/data.json"
+		authzJS = "deputy/authz/data.json"
+		fr      = "data.deputy.impersonation.forbidden_routes."
+	)
+	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Subject: "c42"}
+	look := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", Subject: "acme", Level: "look"}
+	signedIn := verifierFunc(func(context.Context, *sidecar.Request) (*sidecar.Identity, error) {
+		return &sidecar.Identity{Subject: "c42"}, nil
+	})
+	for _, tc := range []struct {
+		name, file, old, new string
+		path, want           string // named in the refusal
+		// The request the data means to forbid (or open), as whom, and
+		// whether the slip, served, lets it through.
+		del            *sidecar.Delegation
+		signedIn       bool
+		method, target string
+		deadAllowed    bool
+	}{
+		// Forbidden routes: the page stays open to impersonating staff.
+		{
+			name: "long s in a forbidden prefix", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/account/pa\u017fsword/"`,
+			path: fr + "customer[0].prefix", want: "/customer/account/password/",
+			del: session, method: "GET", target: "/customer/account/password/", deadAllowed: true,
+		},
+		{
+			name: "Kelvin sign in a forbidden prefix", file: imp,
+			old: `"/password/resetlinktoken/"`, new: `"/password/resetlin\u212atoken/"`,
+			path: fr + "password[0].prefix", want: "/password/resetlinktoken/",
+			del: session, method: "GET", target: "/password/resetlinktoken/t1", deadAllowed: true,
+		},
+		{
+			name: "sharp s in a forbidden prefix", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/account/pa\u00dfword/"`,
+			path: fr + "customer[0].prefix", want: "/customer/account/password/",
+			del: session, method: "GET", target: "/customer/account/password/", deadAllowed: true,
+		},
+		{
+			name: "front controller in a forbidden prefix", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/index.php/account/password/"`,
+			path: fr + "customer[0].prefix", want: "/customer/account/password/",
+			del: session, method: "GET", target: "/customer/index.php/account/password/", deadAllowed: true,
+		},
+		{
+			name: "format in a forbidden prefix", file: imp,
+			old: `"/vault/cards/"`, new: `"/vault/cards.html/"`,
+			path: fr + "vault[0].prefix", want: "/vault/cards/",
+			del: session, method: "GET", target: "/vault/cards.html", deadAllowed: true,
+		},
+		{
+			name: "trailing dot in a forbidden prefix", file: imp,
+			old: `"/vault/cards/"`, new: `"/vault/cards./"`,
+			path: fr + "vault[0].prefix", want: "/vault/cards/",
+			del: session, method: "GET", target: "/vault/cards./1", deadAllowed: true,
+		},
+		{
+			name: ";params in a forbidden prefix", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/account;x/password/"`,
+			path: fr + "customer[0].prefix", want: "/customer/account/password/",
+			del: session, method: "GET", target: "/customer/account;x/password/", deadAllowed: true,
+		},
+		{
+			name: "escape in a forbidden prefix", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/account/pass%77ord/"`,
+			path: fr + "customer[0].prefix", want: "/customer/account/password/",
+			del: session, method: "GET", target: "/customer/account/pass%77ord/", deadAllowed: true,
+		},
+		{
+			// Requests spelling a dot segment or an encoded "/" are
+			// refused before policy: there is no form to write.
+			name: "dot segment in a forbidden prefix", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/./account/password/"`,
+			path: fr + "customer[0].prefix", want: "",
+			del: session, method: "GET", target: "/customer/account/password/", deadAllowed: true,
+		},
+		{
+			name: "encoded slash in a forbidden prefix", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/account%2fpassword/"`,
+			path: fr + "customer[0].prefix", want: "",
+			del: session, method: "GET", target: "/customer/account/password/", deadAllowed: true,
+		},
+		{
+			// Filed under the section its slip names, the route passes
+			// the check that a prefix starts with its section: the
+			// prefix is what no request meets.
+			name: "front controller filing a forbidden route", file: imp,
+			old: `"vault": [
+      {
+        "prefix": "/vault/cards/"`, new: `"index.php": [
+      {
+        "prefix": "/index.php/vault/cards/"`,
+			path: fr + "index.php[0].prefix", want: "/vault/cards/",
+			del: session, method: "GET", target: "/vault/cards/1", deadAllowed: true,
+		},
+		// Allow tables: the route silently never opens.
+		{
+			name: "partner section in upper case", file: partner,
+			old: `"dashboard": {`, new: `"Dashboard": {`,
+			path: "data.deputy.partner.sections.Dashboard", want: "dashboard",
+			del: look, method: "GET", target: "/customers/acme/dashboard/d1",
+		},
+		{
+			name: "partner section with a format", file: partner,
+			old: `"dashboard": {`, new: `"dashboard.json": {`,
+			path: "data.deputy.partner.sections.dashboard.json", want: "dashboard",
+			del: look, method: "GET", target: "/customers/acme/dashboard.json",
+		},
+		{
+			name: "public path in upper case", file: authzJS,
+			old: `"/health": {`, new: `"/Health": {`,
+			path: "data.deputy.authz.public.paths./Health", want: "/health",
+			method: "GET", target: "/health",
+		},
+		{
+			name: "public path with repeated slashes", file: authzJS,
+			old: `"/health": {`, new: `"//health": {`,
+			path: "data.deputy.authz.public.paths.//health", want: "/health",
+			method: "GET", target: "//health",
+		},
+		{
+			name: "public section in upper case", file: authzJS,
+			old: `"static": {`, new: `"STATIC": {`,
+			path: "data.deputy.authz.public.sections.STATIC", want: "static",
+			method: "GET", target: "/static/app.css",
+		},
+		{
+			name: "signed-in section escaped", file: authzJS,
+			old: `"support": {`, new: `"%73upport": {`,
+			path: "data.deputy.authz.authenticated.sections.%73upport", want: "support",
+			signedIn: true, method: "GET", target: "/support/tickets",
+		},
+		{
+			name: "signed-in section of two segments", file: authzJS,
+			old: `"support": {`, new: `"support/tickets": {`,
+			path: "data.deputy.authz.authenticated.sections.support/tickets", want: "",
+			signedIn: true, method: "GET", target: "/support/tickets",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			edit := editFile(t, tc.file, tc.old, tc.new)
+			served, err := activate(t, edit)
+			if err != nil {
+				t.Fatalf("activation without the data check: %v", err)
+			}
+			var opts []authz.Option
+			if tc.del != nil {
+				opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
+					func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
+						return tc.del, nil
+					})))
+			}
+			if tc.signedIn {
+				opts = append(opts, authz.WithVerifier(signedIn))
+			}
+			resp := authz.New(served, opts...).Check(context.Background(), checkRequest(t, tc.method, tc.target, nil, ""))
+			if resp.Allowed != tc.deadAllowed {
+				t.Fatalf("served, %s %s: allowed %v (%s), want %v: the slip is no dead rule", tc.method, tc.target, resp.Allowed, resp.Reason, tc.deadAllowed)
+			}
+			_, err = activate(t, edit, authz.CheckData)
+			if err == nil || !strings.Contains(err.Error(), tc.path+": ") {
+				t.Fatalf("activation: %v, want a refusal naming %s", err, tc.path)
+			}
+			if tc.want != "" && !strings.Contains(err.Error(), "write "+strconv.QuoteToASCII(tc.want)) {
+				t.Fatalf("activation: %v, want it to say to write %q", err, tc.want)
+			}
+		})
+	}
 }
 
 // Policy data the shipped policies would read otherwise than its author

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/deputyhq/deputy/sidecar"
-	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -46,7 +46,7 @@ be refused at load is refused here. With --key the bundle is signed too.`,
 			if err != nil {
 				return err
 			}
-			if err := delegation.CheckRules(b.Data); err != nil {
+			if err := authz.CheckData(b.Data); err != nil {
 				return sidecar.Invalid("policies", "data: %v", err)
 			}
 			if sign.Key != "" {

@@ -144,3 +144,27 @@ func TestPolicyCommandsExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// A forbidden route no request's route form meets is refused by `deputy
+// policy check` and `deputy bundle build` alike, with the form to write:
+// served, it would leave the page it names open to impersonating staff.
+func TestPolicyCheckAndBundleBuildRefuseRoutesOutOfForm(t *testing.T) {
+	dir := t.TempDir()
+	copyTree(t, "../../policies", dir)
+	editData(t, dir, "deputy/impersonation/data.json", func(d map[string]any) {
+		routes := d["forbidden_routes"].(map[string]any)["customer"].([]any)
+		routes[0].(map[string]any)["prefix"] = "/customer/account/pa\u017fsword/"
+	})
+	const want = `data.deputy.impersonation.forbidden_routes.customer[0].prefix: "/customer/account/pa\u017fsword/" can never match a request`
+	const write = `write "/customer/account/password/"`
+	if o, err := run(t, newPolicyCmd(), "check", dir); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), write) {
+		t.Fatalf("check = %v, want %s ... %s\n%s", err, want, write, o)
+	}
+	out := filepath.Join(t.TempDir(), "deputy.tar.gz")
+	if o, err := run(t, newBundleCmd(), "build", dir, "-o", out, "--revision", "r1"); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), write) {
+		t.Fatalf("build = %v, want %s ... %s\n%s", err, want, write, o)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a refused bundle was written: %v", err)
+	}
+}

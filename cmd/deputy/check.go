@@ -4,18 +4,17 @@ import (
 	"log/slog"
 
 	"github.com/deputyhq/deputy/sidecar/authz"
-	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // newEngine is the policy engine of `deputy serve` and `deputy eval`: the
 // configured decision query and the manage query prepared, and policy
-// data whose partner or reseller rules Go cannot read refused.
+// data Deputy would read otherwise than meant refused (authz.CheckData).
 func newEngine(cfg policy.Config, log *slog.Logger, opts ...policy.Option) *policy.Engine {
 	return policy.New(append([]policy.Option{
 		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
 		policy.WithLogger(log),
-		policy.WithDataCheck(delegation.CheckRules),
+		policy.WithDataCheck(authz.CheckData),
 	}, opts...)...)
 }
 

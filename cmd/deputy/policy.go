@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -58,7 +58,7 @@ func newPolicyCheckCmd() *cobra.Command {
 		Use:   "check [paths...]",
 		Short: "Compile policies strictly and fail on opa fmt differences",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rep, err := policy.Check(defaultPaths(args), delegation.CheckRules)
+			rep, err := policy.Check(defaultPaths(args), authz.CheckData)
 			for _, f := range rep.Unformatted {
 				fmt.Fprintln(cmd.ErrOrStderr(), "not formatted:", f)
 			}

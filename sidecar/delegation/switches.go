@@ -182,13 +182,12 @@ func impersonatingRoles(perms map[string]any) ([]string, error) {
 // checkForbiddenRoutes refuses forbidden routes the policy would read as
 // forbidding nothing, so a slip in data is an error at activation rather
 // than a route left open: a route without a reason (the policy collects
-// reasons), a prefix that is not an absolute path ending in "/" or not in
-// lower case (the policy compares it with the lower-cased route form as
-// written, paying for no lower() on every check), a route
-// filed under a section other than its first segment, or a section key in
-// a case the lower-cased route form never has (routes are looked up by the
-// request's first segment), and method lists that are empty or not in
-// upper case (requests' methods are). A route marked "graphql": true is a
+// reasons), a prefix that is not an absolute path ending in "/", a route
+// filed under a section other than its prefix's first segment (routes are
+// looked up by a segment of the request's route), and method lists that
+// are empty or not in upper case (requests' methods are). That a prefix is
+// in the route form the policy compares it with, as written, is checked
+// by the matcher's own code (authz.CheckData). A route marked "graphql": true is a
 // GraphQL endpoint, denied for the operations forbidden_graphql_fields
 // name: it has neither a reason nor methods of its own.
 func checkForbiddenRoutes(sections map[string]any) error {
@@ -199,8 +198,8 @@ func checkForbiddenRoutes(sections map[string]any) error {
 	slices.Sort(keys)
 	for _, section := range keys {
 		at := "data.deputy.impersonation.forbidden_routes." + section
-		if section == "" || section != strings.ToLower(section) || strings.Contains(section, "/") {
-			return fmt.Errorf("%s: a section is a route's first path segment in lower case", at)
+		if section == "" || strings.Contains(section, "/") {
+			return fmt.Errorf("%s: a section is a route's first path segment", at)
 		}
 		routes, err := objects(sections[section], at, "route", "a route has prefix, reason and methods, or prefix and graphql",
 			"prefix", "reason", "methods", "graphql")
@@ -215,8 +214,6 @@ func checkForbiddenRoutes(sections map[string]any) error {
 			switch {
 			case !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || strings.Contains(prefix, "//"):
 				return fmt.Errorf("%s.prefix: want an absolute path ending in \"/\", got %s", at, show(r["prefix"]))
-			case prefix != strings.ToLower(prefix):
-				return fmt.Errorf("%s.prefix: want lower case, got %q (routes match the lower-cased route form: write %q)", at, prefix, strings.ToLower(prefix))
 			case first != section:
 				return fmt.Errorf("%s.prefix: %q is not under section %q (routes are filed by their first segment)", at, prefix, section)
 			}

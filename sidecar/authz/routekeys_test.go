@@ -1,0 +1,137 @@
+package authz_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// A key or prefix naming a route must be written in the form its table is
+// matched in, checked by the functions that build the request's form: a
+// slip is refused naming the data path and the form to write, writing
+// that form is accepted, and keys already in form are accepted, whatever
+// they spell.
+func TestCheckDataRefusesRouteKeysOutOfForm(t *testing.T) {
+	// Each table gets one more entry keyed by the case's key.
+	tables := map[string]struct {
+		at  string
+		add func(t *testing.T, deputy map[string]any, key string)
+	}{
+		"forbidden": {"data.deputy.impersonation.forbidden_routes.%s[0].prefix", func(t *testing.T, deputy map[string]any, key string) {
+			section, _, _ := strings.Cut(strings.TrimPrefix(key, "/"), "/")
+			object(t, deputy, "impersonation", "forbidden_routes")[section] = []any{
+				map[string]any{"prefix": key, "reason": "password_change_forbidden"},
+			}
+		}},
+		"partner": {"data.deputy.partner.sections.%s", func(t *testing.T, deputy map[string]any, key string) {
+			sections := object(t, deputy, "partner", "sections")
+			sections[key] = sections["dashboard"]
+		}},
+		"public paths": {"data.deputy.authz.public.paths.%s", func(t *testing.T, deputy map[string]any, key string) {
+			object(t, deputy, "authz", "public", "paths")[key] = map[string]any{"GET": true}
+		}},
+		"signed-in sections": {"data.deputy.authz.authenticated.sections.%s", func(t *testing.T, deputy map[string]any, key string) {
+			object(t, deputy, "authz", "authenticated", "sections")[key] = map[string]any{"GET": true}
+		}},
+	}
+	for _, tc := range []struct {
+		name, table, key string
+		// want is the form the refusal says to write; "" when there is
+		// none (requests spelling the key are refused before policy).
+		want     string
+		accepted bool
+	}{
+		{name: "mount point before a forbidden route", table: "forbidden", key: "/shop/customer/account/password/", accepted: true},
+		{name: "non-ASCII route no router folds to ASCII", table: "forbidden", key: "/kunde/passwort-\u00e4ndern/", accepted: true},
+		{name: "dot inside a forbidden prefix", table: "forbidden", key: "/v1/customers.me/password/", accepted: true},
+		{name: "forbidden prefix in mixed case", table: "forbidden", key: "/customer/account/editPost/", want: "/customer/account/editpost/"},
+		{name: "forbidden prefix with fullwidth capitals", table: "forbidden", key: "/customer/\uff21ccount/", want: "/customer/\uff41ccount/"},
+		{name: "forbidden prefix with a trailing space", table: "forbidden", key: "/vault/cards /", want: "/vault/cards/"},
+		{name: "forbidden prefix with a ligature", table: "forbidden", key: "/customer/pro\ufb01le/", want: "/customer/profile/"},
+		{name: "forbidden prefix behind a front controller", table: "forbidden", key: "/shop/index.php/customer/payment/", want: "/shop/customer/payment/"},
+		{name: "forbidden prefix with escaped dots", table: "forbidden", key: "/vault/cards/%2e%2e/"},
+		{name: "forbidden prefix with a backslash", table: "forbidden", key: "/vault/cards\\x/"},
+		{name: "forbidden prefix with a double escape", table: "forbidden", key: "/vault/cards%252f/"},
+		{name: "partner section with ;params", table: "partner", key: "service-requests;v=2", want: "service-requests"},
+		{name: "partner section with a trailing dot", table: "partner", key: "invoices.", want: "invoices"},
+		{name: "partner section with a long s", table: "partner", key: "\u017fites", want: "sites"},
+		{name: "partner section of no segment", table: "partner", key: ""},
+		{name: "partner section of two segments", table: "partner", key: "site/config"},
+		{name: "public path with ;params", table: "public paths", key: "/status;v=1", want: "/status"},
+		{name: "public path with a trailing /", table: "public paths", key: "/status/", accepted: true},
+		{name: "public path with a front controller", table: "public paths", key: "/index.php/status", accepted: true},
+		{name: "public path not absolute", table: "public paths", key: "status"},
+		{name: "public path with a Kelvin sign", table: "public paths", key: "/\u212aiosk", want: "/kiosk"},
+		{name: "signed-in section with a trailing /", table: "signed-in sections", key: "orders/", want: "orders"},
+		{name: "signed-in section escaped", table: "signed-in sections", key: "%4Frders", want: "orders"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			table := tables[tc.table]
+			check := func(key string) error {
+				set, err := policy.LoadPaths([]string{"../../policies"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				table.add(t, set.Data["deputy"].(map[string]any), key)
+				return authz.CheckData(set.Data)
+			}
+			err := check(tc.key)
+			if tc.accepted {
+				if err != nil {
+					t.Fatalf("CheckData: %v, want %+q accepted", err, tc.key)
+				}
+				return
+			}
+			at := table.at
+			if tc.table == "forbidden" {
+				section, _, _ := strings.Cut(strings.TrimPrefix(tc.key, "/"), "/")
+				at = strings.Replace(at, "%s", section, 1)
+			} else {
+				at = strings.Replace(at, "%s", tc.key, 1)
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), at+": "+strconv.QuoteToASCII(tc.key)+" can never match a request") {
+				t.Fatalf("CheckData: %v, want a refusal naming %s", err, at)
+			}
+			if tc.want == "" {
+				if strings.Contains(err.Error(), "write") {
+					t.Fatalf("CheckData: %v, want no form to write", err)
+				}
+				return
+			}
+			if !strings.HasSuffix(err.Error(), "; write "+strconv.QuoteToASCII(tc.want)) {
+				t.Fatalf("CheckData: %v, want it to say to write %+q", err, tc.want)
+			}
+			if err := check(tc.want); err != nil {
+				t.Fatalf("CheckData with the form it asked for: %v", err)
+			}
+		})
+	}
+}
+
+// The shipped data is in form.
+func TestCheckDataAcceptsShippedData(t *testing.T) {
+	set, err := policy.LoadPaths([]string{"../../policies"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := authz.CheckData(set.Data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// object is the object at path under deputy.
+func object(t *testing.T, deputy map[string]any, path ...string) map[string]any {
+	t.Helper()
+	cur := deputy
+	for _, p := range path {
+		next, ok := cur[p].(map[string]any)
+		if !ok {
+			t.Fatalf("shipped data has no object at %v", path)
+		}
+		cur = next
+	}
+	return cur
+}
