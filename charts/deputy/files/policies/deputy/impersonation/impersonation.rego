@@ -121,7 +121,7 @@ decision := lib.deny(403, "customer_protected") if {
 #   segment of the path is one lookup, and a request meets only the few
 #   routes of a section it names. dirs[i] is the route from segment i on
 #   as a directory ("/a/b/" for /x/a/b at 1), so a route prefix "/a/b/"
-#   (in lower case and ending in "/", as Deputy requires of this data)
+#   (in the route form and ending in "/", as Deputy requires of this data)
 #   matches /a/b, /a/b.json and everything under /a/b, but not /a/bc.
 #   (Deputy refuses dot segments before policy runs.)
 #   The answer depends on the route and this data alone, never on the
