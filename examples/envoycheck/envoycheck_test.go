@@ -288,7 +288,17 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 			t.Errorf("%s is not sent to Deputy, which cannot list it for removal", name)
 		}
 	}
-	for _, name := range []string{"x-deputyrole", "accept", "x-envoy-deputy-x", "x-remote", "remoteuser"} {
+	// A name with a byte other than a letter, a digit, "-" or "_" goes to
+	// Deputy, which refuses the request: PHP reads x.deputy.subject as
+	// HTTP_X_DEPUTY_SUBJECT, and Envoy removes exact names only. Envoy's
+	// own pseudo-headers are not matched (Envoy sets them on the check).
+	for _, name := range []string{"x.deputy.subject", "x.deputy-token", "x.on.behalf.of", "x.http.method.override", "x-deputy.actor",
+		"remote.user", ".x", "x.", "x y", "x:y", "x~deputy~subject"} {
+		if !forwarded(name) {
+			t.Errorf("%s is not sent to Deputy, which cannot refuse it", name)
+		}
+	}
+	for _, name := range []string{"x-deputyrole", ":authority", ":scheme", ":path", ":method", "accept", "x-envoy-deputy-x", "x-remote", "remoteuser"} {
 		if forwarded(name) {
 			t.Errorf("%s is sent to Deputy; the list grew wider than meant", name)
 		}

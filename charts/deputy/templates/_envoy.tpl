@@ -334,7 +334,10 @@ static_resources:
                       # exact name only: a client's X-Forwarded-*,
                       # X-Auth-Request-* and Remote-* headers the route does
                       # not name go to Deputy, which lists them in
-                      # x-envoy-auth-headers-to-remove.
+                      # x-envoy-auth-headers-to-remove. So does every name
+                      # with a byte other than a letter, a digit, "-" or "_"
+                      # (x.deputy.subject, which PHP reads as
+                      # HTTP_X_DEPUTY_SUBJECT): Deputy refuses the request.
                       {{- $names := include "deputy.headerNames" . | fromJson }}
                       allowed_headers:
                         patterns:
@@ -354,6 +357,8 @@ static_resources:
                           - exact: x-forwarded-for
                           - exact: x-forwarded-proto
                           - safe_regex: { regex: "(x[-_]forwarded|x[-_]auth[-_]request|remote)[-_].*" }
+                          - safe_regex: { regex: "[^:].*[^-a-z0-9_].*" }
+                          - safe_regex: { regex: "[^-a-z0-9_:].*" }
                       {{- end }}
                       with_request_body:
                         max_request_bytes: {{ .Values.envoy.extAuthz.maxRequestBytes }}

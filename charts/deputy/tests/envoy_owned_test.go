@@ -21,9 +21,17 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 	// With them, the client's headers of the families nginx and Caddy
 	// clear by prefix, which Envoy cannot: Deputy lists them for removal.
 	for _, name := range append(envoycheck.ReadByDeputy(), "x-deputy-role", "x-deputy-token", "x_deputy_actor", "x-deputy_subject", "x_deputy-level",
-		"x-auth-request-redirect", "x_auth_request_user", "remote-addr", "remote_user", "x-forwarded-uid") {
+		"x-auth-request-redirect", "x_auth_request_user", "remote-addr", "remote_user", "x-forwarded-uid",
+		// A name with another byte, which PHP reads as an owned, override or
+		// on-behalf-of header: Deputy refuses the request.
+		"x.deputy.subject", "x.deputy-token", "x.on.behalf.of", "x.http.method.override", "x-deputy.actor", ".x", "x:y") {
 		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
 			t.Errorf("%s is not sent to Deputy (%v)", name, err)
+		}
+	}
+	for _, name := range []string{":authority", ":scheme", ":path", ":method", "accept", "x-deputyrole"} {
+		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || ok {
+			t.Errorf("%s is sent to Deputy; the list grew wider than meant (%v)", name, err)
 		}
 	}
 	if ok, err := envoycheck.Matches(authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders(), "x-on-behalf-of"); err != nil || !ok {
