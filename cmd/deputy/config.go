@@ -252,6 +252,11 @@ func (c *Config) SetDefaults() {
 	if c.DecisionLog.ActorTokenHeader == "" {
 		c.DecisionLog.ActorTokenHeader = c.Check.ActorTokenHeader
 	}
+	// And the header bearer tokens come in, whatever identity.header
+	// names it: a name without a secret word (x-principal) was logged.
+	if h := strings.ToLower(c.Identity.Header); h != "" && !slices.ContainsFunc(c.DecisionLog.MaskHeaders, func(m string) bool { return sidecar.SameHeaderName(m, h) }) {
+		c.DecisionLog.MaskHeaders = append(c.DecisionLog.MaskHeaders, h)
+	}
 	if c.Dev {
 		c.Identity.Dev.Enabled = true
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -218,6 +219,14 @@ func TestConfigDefaultsFollowOtherSettings(t *testing.T) {
 	}
 	if cfg.Check.ActorTokenHeader != "x-acme-token" || cfg.DecisionLog.ActorTokenHeader != "x-acme-token" {
 		t.Errorf("actor token header %q, masked in logs %q: want x-acme-token for both", cfg.Check.ActorTokenHeader, cfg.DecisionLog.ActorTokenHeader)
+	}
+	// The decision log masks the header bearer tokens come in, by any name.
+	p, err := loadWith(t, nil, nil, "identity:\n  header: X-Principal\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(p.DecisionLog.MaskHeaders, "x-principal") {
+		t.Errorf("identity.header X-Principal: masked headers %q, want x-principal among them", p.DecisionLog.MaskHeaders)
 	}
 	d, err := loadWith(t, nil, nil, "")
 	if err != nil {

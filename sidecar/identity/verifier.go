@@ -404,6 +404,21 @@ func unauthorized(reason string, cause error) error {
 // shared with other requests presenting the same token: do not modify it.
 func (v *Verifier) Verify(ctx context.Context, r *sidecar.Request) (*sidecar.Identity, error) {
 	h := r.Header(v.header)
+	if strings.Contains(v.header, "-") {
+		// CGI, PHP and WSGI upstreams read x_auth_token as x-auth-token
+		// (PHP keeps the last): a token under another spelling of the
+		// name would be the one the application acts on, unchecked.
+		// The token is read under whichever spelling it comes.
+		var buf [2]string
+		switch vals := r.AppendHeaderValues(buf[:0], v.header); len(vals) {
+		case 0:
+			h = ""
+		case 1:
+			h = vals[0]
+		default:
+			return nil, unauthorized(ReasonMalformed, fmt.Errorf("%s is sent more than once, or under several spellings", v.header))
+		}
+	}
 	if h == "" {
 		return nil, nil
 	}
