@@ -339,10 +339,11 @@ func (c *Config) validateNamespaces() error {
 			bare = t
 			continue
 		}
-		if other, taken := owner[t.namespace]; taken {
-			return sidecar.Invalid(t.field, "namespace %q is also issuer %q's: each issuer needs its own", t.namespace, other)
+		// Folded: to a case-insensitive upstream Acme:x and acme:x are one.
+		if other, taken := owner[sidecar.FoldID(t.namespace)]; taken {
+			return sidecar.Invalid(t.field, "namespace %q is also issuer %q's, in letter case or as spelled: each issuer needs its own", t.namespace, other)
 		}
-		owner[t.namespace] = t.name
+		owner[sidecar.FoldID(t.namespace)] = t.name
 	}
 	return nil
 }

@@ -82,6 +82,10 @@ func TestUnNamespacedIssuerCannotSpellANamespace(t *testing.T) {
 		{name: "sub in the namespace", claims: with(goodClaims(epoch), "sub", "partner:mallory"), reason: identity.ReasonReservedNamespace},
 		{name: "org in the namespace", claims: with(goodClaims(epoch), "org", "partner:acme"), reason: identity.ReasonReservedNamespace},
 		{name: "domain in the namespace", claims: with(goodClaims(epoch), "domain", "partner:eu"), reason: identity.ReasonReservedNamespace},
+		// A case-insensitive upstream reads these as the namespace's people.
+		{name: "sub in the namespace in capitals", claims: with(goodClaims(epoch), "sub", "PARTNER:mallory"), reason: identity.ReasonReservedNamespace},
+		{name: "org in the namespace, capitalized", claims: with(goodClaims(epoch), "org", "Partner:acme"), reason: identity.ReasonReservedNamespace},
+		{name: "domain in the namespace, one capital", claims: with(goodClaims(epoch), "domain", "parTner:eu"), reason: identity.ReasonReservedNamespace},
 		{name: "sub beginning with the namespace, no colon", claims: with(goodClaims(epoch), "sub", "partnerco")},
 		{name: "sub in an unconfigured namespace", claims: with(goodClaims(epoch), "sub", "other:x")},
 	} {
@@ -137,6 +141,7 @@ func TestConfigNamespaces(t *testing.T) {
 		{name: "two issuer URLs", cfg: identity.Config{IssuerURLs: []string{"https://shop.example", "https://partner.example"}}, field: "identity.issuer_urls[1]"},
 		{name: "issuer URL beside an un-namespaced issuer", cfg: identity.Config{IssuerURLs: []string{"https://shop.example"}, Issuers: []identity.IssuerConfig{b}}, field: "identity.issuer_urls[0]"},
 		{name: "duplicate namespace", cfg: identity.Config{Issuers: []identity.IssuerConfig{ns(a, "p"), ns(b, "p")}}, field: "identity.issuers[1].namespace"},
+		{name: "duplicate namespace in letter case", cfg: identity.Config{Issuers: []identity.IssuerConfig{ns(a, "Partner"), ns(b, "partner")}}, field: "identity.issuers[1].namespace"},
 		{name: "namespace with a colon", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "partner:eu")}}, field: "identity.issuers[1].namespace"},
 		{name: "namespace with a space", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "par tner")}}, field: "identity.issuers[1].namespace"},
 		{name: "namespace with a hash tag brace", cfg: identity.Config{Issuers: []identity.IssuerConfig{a, ns(b, "{p}")}}, field: "identity.issuers[1].namespace"},

@@ -251,7 +251,7 @@ func reserveNamespaces(issuers []*issuer) {
 	var reserved []string
 	for _, is := range issuers {
 		if is.prefix != "" {
-			reserved = append(reserved, is.prefix)
+			reserved = append(reserved, sidecar.FoldID(is.prefix))
 		}
 	}
 	for _, is := range issuers {
@@ -561,9 +561,12 @@ func (is *issuer) namespace(id *sidecar.Identity) error {
 		id.Privileges = allowed(id.Privileges, is.privileges)
 		return nil
 	}
+	// Compared folded: a case-insensitive upstream reads PARTNER:mallory
+	// as the namespaced issuer's partner:mallory (reserved prefixes are
+	// folded at start).
 	for _, n := range names {
 		for _, p := range is.reserved {
-			if strings.HasPrefix(*n, p) {
+			if len(*n) >= len(p) && sidecar.FoldID((*n)[:len(p)]) == p {
 				return fmt.Errorf("%q is in the namespace %q of another issuer", *n, strings.TrimSuffix(p, ":"))
 			}
 		}
