@@ -418,17 +418,24 @@ func startNginxWith(t *testing.T, d *deputy, app *upstream, directives ...string
 
 func startCaddy(t *testing.T, d *deputy, app *upstream) string {
 	t.Helper()
+	return startCaddyWith(t, d, app)
+}
+
+// startCaddyWith starts Caddy on the shipped Caddyfile with the given
+// replacements (old, new pairs) made in it besides the harness's own.
+func startCaddyWith(t *testing.T, d *deputy, app *upstream, pairs ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("caddy")
 	if err != nil {
 		t.Fatal("caddy is not installed: apt-get install -y caddy")
 	}
 	dir := t.TempDir()
 	listen := freeAddr(t)
-	conf := rewrite(t, "caddy/Caddyfile",
-		"http://:8080 {", "http://"+listen+" {",
+	conf := rewrite(t, "caddy/Caddyfile", append([]string{
+		"http://:8080 {", "http://" + listen + " {",
 		"localhost:2019", freeAddr(t),
 		"127.0.0.1:8181", d.http,
-		"127.0.0.1:3000", app.addr())
+		"127.0.0.1:3000", app.addr()}, pairs...)...)
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -86,8 +86,9 @@ func ParseProxy(s string) (Proxy, error) {
 
 // convention is where a proxy puts the original request. length names the
 // header the shipped config sets to the original body's length (nginx
-// $content_length, Caddy's Content-Length placeholder), over a client's
-// copy; none for Traefik, which cannot set it.
+// $content_length, 0 for an HTTP/1.x request stating none; Caddy's
+// Content-Length placeholder), over a client's copy; none for Traefik,
+// which cannot set it.
 type convention struct{ proxy, method, uri, length string }
 
 func (p Proxy) convention() (convention, bool) {
