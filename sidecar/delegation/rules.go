@@ -138,8 +138,9 @@ func ReadRules(data map[string]any) (*Rules, error) {
 
 // CheckRules refuses policy data whose impersonation switches, partner or
 // reseller rules are malformed or incomplete, or whose public and
-// authenticated route tables the authz policy would misread; give it to
-// policy.WithDataCheck.
+// authenticated route tables the authz policy would misread.
+// authz.CheckData runs it, then checks that every route key is in the
+// form requests are matched in: give that to policy.WithDataCheck.
 func CheckRules(data map[string]any) error {
 	if _, err := ReadSwitches(data); err != nil {
 		return err
