@@ -122,7 +122,7 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("allow carries policy and injected headers", func(t *testing.T) {
-		resp, err := client.Check(ctx, check("/ok", map[string]string{"cookie": "deputy_session=s1", "x-deputy-actor": "forged", "x-deputy-level": "full_admin"}))
+		resp, err := client.Check(ctx, check("/ok", map[string]string{"cookie": "deputy_session=s1", "x-deputy-actor": "forged", "x-deputy-level": "full_admin", "x-app": "forged"}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,8 +134,10 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 		for _, h := range ok.GetHeaders() {
 			got[h.GetHeader().GetKey()] = h
 		}
-		if got["x-app"].GetHeader().GetValue() != "1" {
-			t.Errorf("policy header missing: %v", ok.GetHeaders())
+		// A policy's header replaces the client's copy: Envoy's default,
+		// APPEND_IF_EXISTS_OR_ADD, would keep the client's value first.
+		if got["x-app"].GetHeader().GetValue() != "1" || got["x-app"].GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			t.Errorf("policy header missing or not overwriting: %v", ok.GetHeaders())
 		}
 		for name, want := range map[string]string{"x-deputy-actor": "staff-1", "x-deputy-subject": "cust-9", "x-deputy-mode": "impersonation", "x-deputy-session": "s1"} {
 			h := got[name]
@@ -146,7 +148,9 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 		if strings.Join(ok.GetHeadersToRemove(), ",") != "x-deputy-level" {
 			t.Errorf("headers to remove = %v, want the forged level", ok.GetHeadersToRemove())
 		}
-		if len(ok.GetResponseHeadersToAdd()) != 1 || ok.GetResponseHeadersToAdd()[0].GetHeader().GetValue() != "private" {
+		// The application's own response headers (Set-Cookie) stay.
+		if len(ok.GetResponseHeadersToAdd()) != 1 || ok.GetResponseHeadersToAdd()[0].GetHeader().GetValue() != "private" ||
+			ok.GetResponseHeadersToAdd()[0].GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
 			t.Errorf("response headers = %v", ok.GetResponseHeadersToAdd())
 		}
 		if id := resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue(); len(id) != 32 {

@@ -67,9 +67,9 @@ func ToCheckResponse(r *authz.Response) *authv3.CheckResponse {
 	if r.Allowed {
 		out.Status = &rpcstatus.Status{Code: int32(codes.OK)}
 		ok := &authv3.OkHttpResponse{
-			Headers:                 headerOptions(r.Headers, r.Injected),
+			Headers:                 headerOptions(r.Headers, r.Injected, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
 			HeadersToRemove:         r.HeadersToRemove,
-			ResponseHeadersToAdd:    headerOptions(r.ResponseHeadersToAdd, nil),
+			ResponseHeadersToAdd:    headerOptions(r.ResponseHeadersToAdd, nil, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD),
 			QueryParametersToRemove: r.QueryParamsToRemove,
 		}
 		for _, q := range r.QueryParamsToSet {
@@ -92,16 +92,26 @@ func ToCheckResponse(r *authz.Response) *authv3.CheckResponse {
 	}
 	out.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
-		Headers: headerOptions(r.Headers, nil),
+		Headers: headerOptions(r.Headers, nil, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD),
 		Body:    r.Body,
 	}}
 	return out
 }
 
-// headerOptions renders policy headers as OPA-Envoy does (Envoy's default
-// action) and Deputy's injected headers with OVERWRITE, so a value a client
-// sent under the same name can never survive next to Deputy's.
-func headerOptions(policy, injected []authz.Header) []*corev3.HeaderValueOption {
+// headerOptions renders policy headers with the action given and Deputy's
+// injected headers with OVERWRITE, so a value a client sent under the same
+// name can never survive next to Deputy's.
+//
+// A policy's headers for the upstream request overwrite too. Envoy once
+// read a HeaderValueOption without "append" in an ext_authz answer as an
+// overwrite; since append_action, its zero value appends instead, so a
+// client's x-current-user: admin stayed in front of the x-current-user a
+// policy set from the verified token, and an application reading the
+// first value took the client's. (Envoy's http_service overwrites the
+// headers it copies, and so do nginx and Caddy.) Response headers and a
+// denial's keep Envoy's default: the application's own Set-Cookie must
+// survive a policy's.
+func headerOptions(policy, injected []authz.Header, action corev3.HeaderValueOption_HeaderAppendAction) []*corev3.HeaderValueOption {
 	if len(policy)+len(injected) == 0 {
 		return nil
 	}
@@ -113,6 +123,7 @@ func headerOptions(policy, injected []authz.Header) []*corev3.HeaderValueOption 
 	for i := range n {
 		if i < len(policy) {
 			values[i].Key, values[i].Value = policy[i].Key, policy[i].Value
+			opts[i].AppendAction = action
 		} else {
 			h := injected[i-len(policy)]
 			values[i].Key, values[i].Value = h.Key, h.Value
