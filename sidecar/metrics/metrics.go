@@ -70,7 +70,7 @@ type Metrics struct {
 	reg prometheus.Registerer
 
 	decisions     *prometheus.CounterVec
-	decisionKids  sync.Map // decisionKey → prometheus.Counter
+	decisionKids  sync.Map // decisionKey, by label → prometheus.Counter
 	reasons       *bounded
 	checkDuration prometheus.Histogram
 	stageIdentity prometheus.Observer
@@ -256,13 +256,21 @@ func (m *Metrics) ObserveDecision(d *sidecar.Decision) {
 	if k.reason == "" {
 		k.reason = ModeNone
 	}
+	// Children are kept under their label, never under the policy's
+	// reason: a reason that carries request data (a path, a client id) is
+	// new on every request, and keeping it would hold one entry and the
+	// whole string per value for the life of the process. An admitted
+	// reason is its own label, so the first lookup finds it; any other is
+	// folded first and found under Other.
 	c, ok := m.decisionKids.Load(k)
 	if !ok {
-		reason := k.reason
-		if len(reason) > maxReasonLen || !m.reasons.admit(reason) {
-			reason = Other
+		if reason := m.reasons.label(k.reason); reason != k.reason {
+			k.reason = reason
+			c, ok = m.decisionKids.Load(k)
 		}
-		c, _ = m.decisionKids.LoadOrStore(k, m.decisions.WithLabelValues(k.result, k.mode, reason))
+		if !ok {
+			c, _ = m.decisionKids.LoadOrStore(k, m.decisions.WithLabelValues(k.result, k.mode, k.reason))
+		}
 	}
 	c.(prometheus.Counter).Inc()
 	m.checkDuration.Observe(d.Latency.Seconds())
@@ -455,9 +463,12 @@ func newBounded(n int) *bounded { return &bounded{n: n, seen: make(map[string]st
 func (b *bounded) admit(v string) bool {
 	b.mu.RLock()
 	_, ok := b.seen[v]
+	full := len(b.seen) >= b.n
 	b.mu.RUnlock()
-	if ok {
-		return true
+	if ok || full {
+		// Once full, a new value is refused without the write lock: past
+		// the bound every such value comes here, on the check path.
+		return ok
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

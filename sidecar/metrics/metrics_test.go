@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,48 @@ func TestReasonLabelBounded(t *testing.T) {
 	}
 	if got, _ := series(t, reg, "deputy_decisions_total", map[string]string{"reason": "other"}); got != 501-64 {
 		t.Errorf("other = %v, want %d", got, 501-64)
+	}
+}
+
+// A policy whose reason carries request data (sprintf("no_route:%s",
+// [input.parsed_path]), an OPA-Envoy habit) hands ObserveDecision a new
+// reason on every request a client makes up. The label is folded to
+// "other"; the memory behind it must stay bounded as well, whatever the
+// reasons' number and size.
+func TestDecisionReasonsFromRequestDataRetainNoMemory(t *testing.T) {
+	liveHeap := func() uint64 {
+		runtime.GC()
+		var s runtime.MemStats
+		runtime.ReadMemStats(&s)
+		return s.HeapAlloc
+	}
+	for _, tc := range []struct {
+		name   string
+		n      int
+		reason func(i int) string
+		other  int // of the n counted as "other"
+	}{
+		// Past maxReasonLen: folded by length.
+		{"long reasons", 20000, func(i int) string { return fmt.Sprintf("no_route:/x/%d/%s", i, strings.Repeat("p", 2000)) }, 20000},
+		// Short enough for a label, past the bound on distinct reasons.
+		{"short reasons past the bound", 200000, func(i int) string { return fmt.Sprintf("no_route:/x/%d", i) }, 200000 - 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, reg := newMetrics(t)
+			before := liveHeap()
+			for i := range tc.n {
+				m.ObserveDecision(&sidecar.Decision{Reason: tc.reason(i)})
+			}
+			after := liveHeap()
+			// Kept per distinct reason before this was bounded: some 40 MB.
+			if after > before && after-before > 4<<20 {
+				t.Errorf("%d distinct reasons left %d MB on the heap, want the bounded labels' few KB", tc.n, (after-before)>>20)
+			}
+			if got, _ := series(t, reg, "deputy_decisions_total", map[string]string{"result": "deny", "reason": "other"}); int(got) != tc.other {
+				t.Errorf("other = %v, want %d", got, tc.other)
+			}
+			runtime.KeepAlive(m)
+		})
 	}
 }
 
