@@ -83,7 +83,7 @@ type Config struct {
 	// IncludeInput is a pointer so that an explicit false survives
 	// SetDefaults; read it with InputIncluded.
 	IncludeInput *bool    `yaml:"include_input" usage:"keep the masked policy input in each record"`
-	MaskHeaders  []string `yaml:"mask_headers" usage:"request headers erased from logged input, besides the actor token header, authorization, proxy-authorization, cookie, x-api-key, x-auth-token, x-access-token, x-csrf-token, x-xsrf-token, x-amz-security-token and every header whose name holds token, secret, session, sessid, password, passwd, cookie, api-key, apikey, credential, signature, assertion, oidc, userinfo, dpop or samlresponse, the word sid, pwd, key, jwt, sig or ticket (camelCase words too), or a word beginning with auth (not authority or author), in any case and _/-/. spelling"`
+	MaskHeaders  []string `yaml:"mask_headers" usage:"request headers erased from logged input, besides the actor token header, authorization, proxy-authorization, cookie, x-api-key, x-auth-token, x-access-token, x-csrf-token, x-xsrf-token, x-amz-security-token and every header whose name holds token, secret, session, sessid, password, passwd, cookie, api-key, apikey, credential, signature, assertion, oidc, userinfo, dpop, samlresponse, hmac, bearer, passcode or passphrase, the word sid, pwd, key, jwt, sig, ticket, otp, totp, hotp, mfa, 2fa, pin, verifier, cvv or cvc (camelCase words too), a verification, security, reset, recovery, backup, login, access, activation, confirmation or sms code, a magic, login or reset link, or a word beginning with auth (not authority or author), in any case and _/-/. spelling; the OAuth state and nonce and the PKCE code_challenge stay in clear"`
 	// MaskQueryParams: nil takes the defaults, an empty list masks none.
 	MaskQueryParams  []string      `yaml:"mask_query_params" usage:"query parameters that carry credentials, besides those named as the headers of mask_headers are; their values are masked in the logged path (;name=value path parameters too), URI headers (x-original-url and referer among them) and parsed_query (empty: no query masking at all)"`
 	ActorTokenHeader string        `yaml:"actor_token_header" usage:"header carrying Deputy's actor token, erased from logged input (default: check.actor_token_header)"`
@@ -101,10 +101,11 @@ type Config struct {
 
 // DefaultMaskQueryParams are the query parameters that commonly carry
 // credentials (OAuth tokens, codes and client secrets, API keys,
-// passwords).
+// passwords, a refresh token named refresh). Names secretName matches
+// are masked besides these.
 func DefaultMaskQueryParams() []string {
 	return []string{"access_token", "refresh_token", "id_token", "token", "code", "client_secret", "secret",
-		"password", "passwd", "api_key", "apikey"}
+		"password", "passwd", "api_key", "apikey", "refresh"}
 }
 
 // Defaults returns the configuration Deputy starts with.

@@ -81,6 +81,68 @@ func TestMaskingByNamePattern(t *testing.T) {
 	}
 }
 
+// Webhook HMACs, a bare bearer, one-time, MFA and pass codes, the PKCE
+// code_verifier and login links carry credentials under names that say
+// none of token, secret or key: the default masking knows their words
+// too, in headers and query alike. What a client may show anyone stays:
+// the OAuth state and nonce, the PKCE challenge, and codes that are data
+// (a coupon, a country, a status).
+func TestMaskingOneTimeCodesAndSigningNames(t *testing.T) {
+	secretHeaders := []string{
+		"x-shopify-hmac-sha256", "x-hmac", "x-bearer", "x-otp", "x-totp", "x-mfa-code", "x-passcode", "x-2fa",
+		"X-Hmac-Signature-256", "x-verification-code", "x-pin", "x-passphrase", "x-magic-link",
+	}
+	secretParams := []string{
+		"code_verifier", "bearer", "hmac", "otp", "passcode", "refresh", "refresh_token", "otp_code",
+		"verification_code", "magic_link", "codeVerifier", "totp", "mfa_code", "2fa", "hotp", "pin",
+		"verificationCode", "magicLink", "security_code", "reset_code", "login_link", "cvv", "cvc", "passphrase",
+	}
+	keptHeaders := []string{"x-nonce", "x-state", "x-country-code", "x-status-code", "x-spinner"}
+	keptParams := []string{
+		"state", "nonce", "code_challenge", "code_challenge_method", "promo_code", "country_code", "postal_code",
+		"coupon_code", "currency_code", "status_code", "link", "option", "topping", "shipping", "verified", "refresh_rate",
+	}
+	headers := map[string]any{}
+	for _, h := range secretHeaders {
+		headers[h] = "SECRET-" + h
+	}
+	for _, h := range keptHeaders {
+		headers[h] = "kept-" + h
+	}
+	var query []string
+	parsed := map[string]any{}
+	for _, p := range secretParams {
+		query = append(query, p+"=SECRET-"+p)
+		parsed[p] = []any{"SECRET-" + p}
+	}
+	for _, p := range keptParams {
+		query = append(query, p+"=kept-"+p)
+		parsed[p] = []any{"kept-" + p}
+	}
+	in := map[string]any{
+		"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
+			"path": "/oauth/callback?" + strings.Join(query, "&"), "headers": headers,
+		}}},
+		"parsed_query": parsed,
+	}
+	_, logged := maskDefaults(t, in)
+	for _, name := range append(secretHeaders, secretParams...) {
+		if strings.Contains(logged, "SECRET-"+name+`"`) || strings.Contains(logged, "SECRET-"+name+"&") {
+			t.Errorf("%s logged in clear", name)
+		}
+	}
+	for _, name := range keptHeaders {
+		if !strings.Contains(logged, `"kept-`+name+`"`) {
+			t.Errorf("header %s not kept: %s", name, logged)
+		}
+	}
+	for _, name := range keptParams {
+		if !strings.Contains(logged, name+"=kept-"+name) || !strings.Contains(logged, `"`+name+`":["kept-`+name+`"]`) {
+			t.Errorf("query parameter %s not kept: %s", name, logged)
+		}
+	}
+}
+
 // maskDefaults masks in as the default configuration does and returns the
 // record and its input as logged.
 func maskDefaults(t *testing.T, in any) (*Record, string) {
@@ -106,6 +168,12 @@ func TestSecretName(t *testing.T) {
 		"keyboard": false, "monkey": false, "keys": false, "Keyboard": false, "myMonkey": false, "signup": false,
 		"design": false, "jwts2": false, "tickets": false, "KEYBOARD": false,
 		"client_assertion": true, "SAMLResponse": true, "x-amzn-oidc-data": true, "DPoP": true, "x-userinfo": true,
+		// Second factors, PINs and PKCE verifiers as words; codes and
+		// links only after a word that makes them a credential.
+		"x-shopify-hmac-sha256": true, "X-Bearer": true, "x-otp": true, "otpCode": true, "x-2fa": true, "2faCode": true,
+		"codeVerifier": true, "PIN": true, "verificationCode": true, "x-magic-link": true,
+		"hotpink": false, "shipping": false, "x-spinner": false, "code_challenge": false, "verified": false,
+		"countryCode": false, "code-link": false, "state": false, "nonce": false, "x-pinned": false,
 	} {
 		if got := secretName(name); got != want {
 			t.Errorf("secretName(%q) = %v, want %v", name, got, want)

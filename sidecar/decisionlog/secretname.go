@@ -9,11 +9,14 @@ import "slices"
 // Names compare in any case with "_", "." and " " read as "-" (CGI, PHP
 // and WSGI upstreams merge them), so the fragments are written that way.
 // Assertions (client_assertion, SAMLResponse, x-goog-iap-jwt-assertion),
-// OIDC and userinfo data and DPoP proofs are credentials too.
+// OIDC and userinfo data and DPoP proofs are credentials too, and so are
+// webhook HMACs (x-shopify-hmac-sha256), a bearer under any name, pass
+// codes and pass phrases.
 var secretFragments = []string{
 	"token", "secret", "session", "sessid", "password", "passwd", "cookie",
 	"api-key", "apikey", "credential", "signature", "assertion", "oidc",
 	"userinfo", "dpop", "samlresponse", "saml-response",
+	"hmac", "bearer", "passcode", "passphrase",
 }
 
 // secretWords mark a name as carrying a credential only when they are a
@@ -21,9 +24,28 @@ var secretFragments = []string{
 // password; "key" is x-functions-key, ocp-apim-subscription-key, the
 // query's key and accessKey, where "keyboard" and "monkey" are not; "sig"
 // is a signature, "signup" is not; "jwt" and "ticket" are credentials.
+// One-time and second-factor codes (otp, totp, hotp, mfa, 2fa), a PIN,
+// the PKCE code_verifier and a card's cvv or cvc are words of this kind:
+// "otp" is no credential inside "hotpink", nor "pin" inside "shipping".
 // A word is a run of letters and digits, and a lower-case letter followed
 // by an upper-case one starts a new word (camelCase).
-var secretWords = []string{"sid", "pwd", "key", "jwt", "sig", "ticket"}
+var secretWords = []string{
+	"sid", "pwd", "key", "jwt", "sig", "ticket",
+	"otp", "totp", "hotp", "mfa", "2fa", "pin", "verifier", "cvv", "cvc",
+}
+
+// secretPairs are two words that carry a credential together where the
+// second alone does not: a verification_code or a magic_link logs a user
+// in, a country_code, a promo_code or a link does not. The OAuth state
+// and nonce and the PKCE code_challenge are left in clear on purpose: a
+// client shows them to anyone, and they are what a failed login is
+// debugged with.
+var secretPairs = [][2]string{
+	{"verification", "code"}, {"security", "code"}, {"reset", "code"}, {"recovery", "code"},
+	{"backup", "code"}, {"login", "code"}, {"access", "code"}, {"activation", "code"},
+	{"confirmation", "code"}, {"sms", "code"},
+	{"magic", "link"}, {"login", "link"}, {"reset", "link"},
+}
 
 // notSecretAuthWords begin with "auth" but carry no credential: the
 // authority is the request's host, which the log keeps.
@@ -31,15 +53,17 @@ var notSecretAuthWords = []string{"authority", "author", "authors"}
 
 // secretName reports whether a header or query parameter name carries a
 // credential by its name: it holds one of secretFragments, one of
-// secretWords as a word, or a word beginning with "auth" (auth,
-// authorization, authn, x-auth-token...) other than notSecretAuthWords.
-// It allocates nothing: it runs for every header of every logged check.
+// secretWords as a word, two words of secretPairs in a row, or a word
+// beginning with "auth" (auth, authorization, authn, x-auth-token...)
+// other than notSecretAuthWords. It allocates nothing: it runs for every
+// header of every logged check.
 func secretName(name string) bool {
 	for _, f := range secretFragments {
 		if containsFolded(name, f) {
 			return true
 		}
 	}
+	prev := ""
 	for i := 0; i < len(name); {
 		for i < len(name) && !alnum(name[i]) {
 			i++
@@ -48,10 +72,22 @@ func secretName(name string) bool {
 		for j < len(name) && alnum(name[j]) && (j == i || !camelBreak(name[j-1], name[j])) {
 			j++
 		}
-		if w := name[i:j]; w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...))) {
+		w := name[i:j]
+		if w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) || pairIs(prev, w)) {
 			return true
 		}
-		i = j
+		prev, i = w, j
+	}
+	return false
+}
+
+// pairIs reports whether the words a and b, folded, are one of
+// secretPairs.
+func pairIs(a, b string) bool {
+	for _, p := range secretPairs {
+		if wordIs(b, p[1]) && wordIs(a, p[0]) {
+			return true
+		}
 	}
 	return false
 }
