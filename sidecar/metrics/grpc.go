@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,8 +22,15 @@ import (
 type GRPCMetrics struct {
 	started, handled, received, sent *prometheus.CounterVec
 	handling                         *prometheus.HistogramVec
-	methods                          sync.Map // full method name → *methodSeries
+	// methods holds at most maxMethods full method names, then one
+	// otherMethods key per call type → *methodSeries.
+	methods sync.Map
+	named   atomic.Int32 // full method names in methods
 }
+
+// otherMethods keys the series of the methods past maxMethods, by call
+// type.
+type otherMethods string
 
 // methodSeries are one method's series; handled is indexed by status code.
 type methodSeries struct {
@@ -73,12 +81,23 @@ func (g *GRPCMetrics) collectors() []prometheus.Collector {
 }
 
 // series returns the series of fullMethod ("/package.Service/Method"),
-// resolving them on first use.
+// resolving them on first use. The gRPC server runs interceptors only for
+// the methods it registered, unless it has an unknown-service handler:
+// then the client names the method, so past maxMethods names methods are
+// counted under service and method Other, and nothing is kept per name.
 func (g *GRPCMetrics) series(fullMethod, typ string) *methodSeries {
 	if s, ok := g.methods.Load(fullMethod); ok {
 		return s.(*methodSeries)
 	}
+	var key any = fullMethod
 	service, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if g.named.Add(1) > maxMethods {
+		g.named.Add(-1)
+		key, service, method = otherMethods(typ), Other, Other
+		if s, ok := g.methods.Load(key); ok {
+			return s.(*methodSeries)
+		}
+	}
 	s := &methodSeries{
 		started:    g.started.WithLabelValues(typ, service, method),
 		received:   g.received.WithLabelValues(typ, service, method),
@@ -90,7 +109,10 @@ func (g *GRPCMetrics) series(fullMethod, typ string) *methodSeries {
 	for c := range s.handled {
 		s.handled[c] = g.handled.WithLabelValues(typ, service, method, codes.Code(c).String())
 	}
-	actual, _ := g.methods.LoadOrStore(fullMethod, s)
+	actual, loaded := g.methods.LoadOrStore(key, s)
+	if loaded && key == any(fullMethod) {
+		g.named.Add(-1) // another call kept it first
+	}
 	return actual.(*methodSeries)
 }
 

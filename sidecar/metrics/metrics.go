@@ -59,6 +59,7 @@ const (
 	maxCommands  = 64
 	maxCaches    = 16
 	maxRoutes    = 64
+	maxMethods   = 64 // gRPC methods, for a server that serves unknown ones
 )
 
 // LatencyBuckets suit a check that costs tens of microseconds in process

@@ -445,6 +445,51 @@ func TestGRPCServerMetricsByCodeAndStream(t *testing.T) {
 	}
 }
 
+// The method label comes from the registered services, but a server
+// with an unknown-service handler (a proxying front, say) runs its
+// interceptors for any method a client names: past a bound, methods
+// share one "other" series, and nothing is kept per name.
+func TestGRPCUnknownMethodsBounded(t *testing.T) {
+	m, reg := newMetrics(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
+		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error { return status.Error(codes.Unimplemented, "unknown") }),
+	)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	m.GRPC().InitializeMetrics(srv)
+	registered := 0
+	for _, info := range srv.GetServiceInfo() {
+		registered += len(info.Methods)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const calls = 200
+	for i := range calls {
+		err := conn.Invoke(context.Background(), fmt.Sprintf("/made.up.Service%d/Method", i), &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+		if status.Code(err) != codes.Unimplemented {
+			t.Fatalf("call %d: %v, want Unimplemented from the unknown-service handler", i, err)
+		}
+	}
+	const maxMethods = 64
+	if n := testutil.CollectAndCount(reg, "grpc_server_started_total"); n > maxMethods+1 {
+		t.Errorf("%d started series for %d registered and %d made-up methods, want at most %d", n, registered, calls, maxMethods+1)
+	}
+	other, _ := series(t, reg, "grpc_server_started_total", map[string]string{"grpc_service": "other", "grpc_method": "other"})
+	if want := calls - (maxMethods - registered); int(other) != want {
+		t.Errorf("started{other} = %v, want %d", other, want)
+	}
+}
+
 // startHealthServer serves the health and reflection services, instrumented as Deputy's
 // gRPC server is, and returns its address.
 func startHealthServer(t *testing.T, m *metrics.Metrics) string {
