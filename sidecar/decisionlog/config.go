@@ -68,10 +68,11 @@ type Config struct {
 	Sink string `yaml:"sink" usage:"where decision records go: stdout (JSON lines), redis (a stream) or none"`
 	// Past QueueSize new records are dropped and counted.
 	QueueSize int `yaml:"queue_size" usage:"records waiting for the sink; past it new records are dropped and counted"`
-	// Past MaxQueueBytes, too, new records are dropped and counted: a
-	// record keeps its input, so the record bound alone does not bound
-	// memory.
-	MaxQueueBytes int64         `yaml:"max_queue_bytes" usage:"estimated memory of the records waiting for the sink (input included); past it new records are dropped and counted"`
+	// MaxQueueBytes bounds memory too: a record keeps its input, so the
+	// record bound alone does not. A record whose input does not fit
+	// waits without it (oversized); one that does not fit even so is
+	// dropped and counted.
+	MaxQueueBytes int64         `yaml:"max_queue_bytes" usage:"estimated memory of the records waiting for the sink (input included); a new record that does not fit with its input is queued without it (input_dropped: oversized, counted), and one that does not fit even so is dropped and counted"`
 	BatchSize     int           `yaml:"batch_size" usage:"records one write to the sink carries"`
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
 	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted"`

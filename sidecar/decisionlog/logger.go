@@ -49,12 +49,11 @@ type Logger struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	ring     []*sidecar.Decision
-	sizes    []int64 // decisionSize of each queued decision, beside ring
-	head     int     // index of the oldest queued decision
-	n        int     // queued decisions
-	inflight int     // taken by the worker, not yet written
-	bytes    int64   // decisionSize of the queued and in-flight decisions
+	ring     []queued
+	head     int   // index of the oldest queued decision
+	n        int   // queued decisions
+	inflight int   // taken by the worker, not yet written
+	bytes    int64 // the sizes of the queued and in-flight decisions
 	stopped  bool
 
 	wake    chan struct{}
@@ -74,10 +73,10 @@ type Logger struct {
 	// read into spoolBatch, apart: while the spool is full, pending waits
 	// in memory behind the spool's older records.
 	pending      [][]byte
-	pendingSizes []int64 // decisionSize of each record of pending
+	pendingSizes []int64 // the queued size of each record of pending
 	spoolBatch   [][]byte
 	batchBuf     []byte // what the records of pending are encoded in
-	takeSizes    []int64
+	taken        []queued
 	spool        *spool // nil unless cfg.SpoolDir is set
 	down         bool   // the last write failed
 	// unsure is how many records at the front of pending a failed write
@@ -89,6 +88,15 @@ type Logger struct {
 }
 
 var _ sidecar.DecisionLogger = (*Logger)(nil)
+
+// queued is a decision waiting for the writer.
+type queued struct {
+	d    *sidecar.Decision
+	size int64 // what it weighs against max_queue_bytes
+	// cut: it did not fit the queue with its input, so it waits without
+	// it and is written in its oversized form.
+	cut bool
+}
 
 // Option configures a Logger.
 type Option func(*Logger)
@@ -110,8 +118,7 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 		sink:   sink,
 		masker: newMasker(cfg, nil),
 		log:    slog.Default(),
-		ring:   make([]*sidecar.Decision, cfg.QueueSize),
-		sizes:  make([]int64, cfg.QueueSize),
+		ring:   make([]queued, cfg.QueueSize),
 		wake:   make(chan struct{}, 1),
 		stopc:  make(chan context.Context, 1),
 		done:   make(chan struct{}),
@@ -123,23 +130,33 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 }
 
 // Log queues d and returns at once. The logger keeps d: the caller must
-// not change it afterwards. When the queue is full, in records or in
-// bytes, d is dropped and counted.
+// not change it afterwards. A decision whose input does not fit the
+// queue's byte bound is queued without it and written in its oversized
+// form (a client chooses much of what an input weighs: its size must not
+// cost the decision its record); when the queue is full in records, or in
+// bytes even without the input, d is dropped and counted.
 func (l *Logger) Log(d *sidecar.Decision) {
 	if d == nil || l.cfg.Sink == SinkNone {
 		// Sink none: no queueing, masking or encoding for records no one
 		// will read.
 		return
 	}
-	size := decisionSize(d) // outside the lock: it walks the input
+	bare := decisionSize(d)
+	size := bare + inputSize(d.Input) // outside the lock: it walks the input
 	l.mu.Lock()
+	cut := d.Input != nil && l.bytes+size > l.cfg.MaxQueueBytes
+	if cut {
+		size = bare
+	}
 	if l.stopped || l.n+l.inflight >= len(l.ring) || l.bytes+size > l.cfg.MaxQueueBytes {
 		l.mu.Unlock()
 		l.dropped.Add(1)
 		return
 	}
-	i := (l.head + l.n) % len(l.ring)
-	l.ring[i], l.sizes[i] = d, size
+	if cut {
+		d.Input = nil // the queue does not hold what it did not count
+	}
+	l.ring[(l.head+l.n)%len(l.ring)] = queued{d: d, size: size, cut: cut}
 	l.n++
 	half := l.cfg.MaxQueueBytes / 2
 	// A batch's worth of records, or half the byte bound, wakes the
@@ -195,7 +212,8 @@ func (l *Logger) SinkErrors() uint64 { return l.sinkErrors.Load() }
 func (l *Logger) MaskErrors() uint64 { return l.maskErrors.Load() }
 
 // Oversized is the number of records written without their input because
-// their encoding passed decision_log.max_record_bytes.
+// their encoding passed decision_log.max_record_bytes, or because they did
+// not fit decision_log.max_queue_bytes with it.
 func (l *Logger) Oversized() uint64 { return l.oversized.Load() }
 
 // Start runs the writer until Stop. ctx is for start-up only: the writer
@@ -481,13 +499,12 @@ func (l *Logger) wait(ctx context.Context, backoff time.Duration, final bool) bo
 func (l *Logger) take(ctx context.Context) bool {
 	l.mu.Lock()
 	k := min(l.n, l.cfg.BatchSize)
-	batch := make([]*sidecar.Decision, k)
-	sizes := slices.Grow(l.takeSizes[:0], k)[:k]
-	l.takeSizes = sizes
+	batch := slices.Grow(l.taken[:0], k)[:k]
+	l.taken = batch
 	for i := range k {
 		idx := (l.head + i) % len(l.ring)
-		batch[i], sizes[i] = l.ring[idx], l.sizes[idx]
-		l.ring[idx] = nil
+		batch[i] = l.ring[idx]
+		l.ring[idx] = queued{}
 	}
 	l.head = (l.head + k) % len(l.ring)
 	l.n -= k
@@ -500,22 +517,23 @@ func (l *Logger) take(ctx context.Context) bool {
 	// record per check no longer costs a copy of its own. pending is
 	// empty here, so nothing still reads the buffer.
 	buf := l.batchBuf[:0]
-	for i, d := range batch {
+	for _, q := range batch {
 		start := len(buf)
-		b, err := l.appendRecord(ctx, buf, d)
+		b, err := l.appendRecord(ctx, buf, q.d, q.cut)
 		if err != nil {
-			l.log.Error("decision log record not encodable", "decision_id", d.ID, "error", err)
+			l.log.Error("decision log record not encodable", "decision_id", q.d.ID, "error", err)
 			l.mu.Lock()
 			l.inflight--
-			l.bytes -= sizes[i]
+			l.bytes -= q.size
 			l.mu.Unlock()
 			l.dropped.Add(1)
 			continue
 		}
 		buf = b
 		l.pending = append(l.pending, buf[start:len(buf):len(buf)])
-		l.pendingSizes = append(l.pendingSizes, sizes[i])
+		l.pendingSizes = append(l.pendingSizes, q.size)
 	}
+	clear(batch) // encoded: the decisions are no longer needed
 	l.batchBuf = buf
 	if cap(buf) > maxBatchBuffer {
 		l.batchBuf = nil // the pending records keep it while they need it
@@ -526,9 +544,9 @@ func (l *Logger) take(ctx context.Context) bool {
 // maxBatchBuffer keeps a burst of large records from pinning its buffer.
 const maxBatchBuffer = 1 << 20
 
-// appendRecord appends d's record to dst; on an error dst is returned as
-// it was.
-func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decision) ([]byte, error) {
+// appendRecord appends d's record to dst, in its oversized form when cut;
+// on an error dst is returned as it was.
+func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decision, cut bool) ([]byte, error) {
 	rec := newRecord(d)
 	// The record's path is the request's without its query; its path
 	// parameters (/app;jsessionid=...) are masked as the input's are,
@@ -557,9 +575,10 @@ func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decisi
 		rec.Input, rec.MaskError = nil, "input not loggable: "+err.Error()
 		b, err = rec.appendJSON(dst)
 	}
-	if err == nil && len(b)-len(dst) > l.cfg.MaxRecordBytes {
+	if err == nil && (cut || len(b)-len(dst) > l.cfg.MaxRecordBytes) {
 		// A client chooses much of what a record holds; past the bound
-		// the record keeps the decision and loses the input.
+		// (or the queue's) the record keeps the decision and loses the
+		// input.
 		l.oversized.Add(1)
 		rec.dropInput()
 		b, err = rec.appendJSON(dst)

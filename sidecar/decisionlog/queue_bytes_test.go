@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
 )
 
 // largeInput is a policy input holding a request body of n bytes, the
@@ -43,7 +45,7 @@ func testQueueBytesBound(t *testing.T, input func(n int) any) {
 	const (
 		bound  = 64 << 10
 		body   = 16 << 10
-		logged = 100
+		logged = 20 // a few fit the bound with their input, all without it
 	)
 	cfg := testConfig()
 	cfg.QueueSize, cfg.BatchSize, cfg.MaxQueueBytes = 10000, 10, bound
@@ -54,31 +56,74 @@ func testQueueBytesBound(t *testing.T, input func(n int) any) {
 	for i := range logged {
 		l.Log(impersonationDecision(fmt.Sprint(i), input(body)))
 	}
-	accepted := l.QueueDepth()
-	if accepted < 1 || accepted > bound/body {
-		t.Fatalf("QueueDepth = %d, want between 1 and %d records of %d bytes within %d", accepted, bound/body, body, bound)
+	// Past the byte bound a record is queued without its input, never
+	// dropped: the decision is what the log is for.
+	if got := l.QueueDepth(); got != logged {
+		t.Fatalf("QueueDepth = %d, want all %d records", got, logged)
 	}
-	if got := l.Dropped(); got != uint64(logged-accepted) {
-		t.Errorf("Dropped = %d, want the %d past the byte bound", got, logged-accepted)
+	if got := l.Dropped(); got != 0 {
+		t.Errorf("Dropped = %d, want none: past the byte bound records lose their input, not the decision", got)
 	}
-	if got := l.QueueBytes(); got > bound || got < int64(accepted*body) {
-		t.Errorf("QueueBytes = %d, want at least %d and at most %d", got, accepted*body, bound)
+	if got := l.QueueBytes(); got > bound || got < body {
+		t.Errorf("QueueBytes = %d, want at least one input of %d and at most %d", got, body, bound)
+	}
+	// The bound still holds: records without input fill it too, and
+	// then new ones are dropped and counted.
+	for i := range 1000 {
+		l.Log(impersonationDecision(fmt.Sprint("more-", i), input(body)))
+	}
+	more := l.QueueDepth() - logged
+	if more < 1 || l.Dropped() != uint64(1000-more) || l.QueueBytes() > bound {
+		t.Errorf("of 1000 more records %d queued and %d dropped, holding %d bytes; want some queued, the rest dropped, at most %d bytes", more, l.Dropped(), l.QueueBytes(), bound)
 	}
 	release()
 	waitFor(t, "the queue to drain once the sink answers", func() bool { return l.QueueDepth() == 0 })
-	if l.Flushed() != uint64(accepted) {
-		t.Errorf("Flushed = %d, want %d", l.Flushed(), accepted)
+	if l.Flushed() != uint64(logged+more) {
+		t.Errorf("Flushed = %d, want %d", l.Flushed(), logged+more)
+	}
+	if kept := logged + more - int(l.Oversized()); kept < 1 || kept > bound/body {
+		t.Errorf("%d records kept their input, want between 1 and the %d that fit %d bytes", kept, bound/body, bound)
 	}
 	if got := l.QueueBytes(); got != 0 {
 		t.Errorf("QueueBytes = %d after the drain, want 0", got)
 	}
-	// Written records give their bytes back: the queue takes a full bound again.
-	before := l.Dropped()
+	// Written records give their bytes back: the queue takes a full bound
+	// again, inputs included.
+	before, dropped := l.Oversized(), l.Dropped()
 	for i := range bound / body / 2 {
 		l.Log(impersonationDecision(fmt.Sprint("again-", i), input(body)))
 	}
-	if l.Dropped() != before {
-		t.Errorf("Dropped %d records after the drain, want none", l.Dropped()-before)
+	waitFor(t, "the second records to be written", func() bool { return l.Flushed() == uint64(logged+more+bound/body/2) })
+	if l.Oversized() != before || l.Dropped() != dropped {
+		t.Errorf("after the drain %d records lost their input and %d were dropped, want none", l.Oversized()-before, l.Dropped()-dropped)
+	}
+}
+
+// A record larger than the whole queue bound (a client chose a long path,
+// many headers) is queued and written in its oversized form: without its
+// input, counted as oversized, never dropped.
+func TestRecordLargerThanTheQueueKeepsTheDecision(t *testing.T) {
+	var out lines
+	cfg := testConfig()
+	cfg.MaxQueueBytes = decisionlog.MinMaxQueueBytes
+	l := startLogger(t, cfg, decisionlog.NewWriterSink(&out))
+	l.Log(impersonationDecision("d-huge", largeInput(2*decisionlog.MinMaxQueueBytes)))
+	l.Log(impersonationDecision("d-small", largeInput(100)))
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	recs := out.records(t)
+	if len(recs) != 2 {
+		t.Fatalf("%d records written (dropped %d), want both", len(recs), l.Dropped())
+	}
+	if recs[0]["decision_id"] != "d-huge" || recs[0]["input_dropped"] != decisionlog.InputDroppedOversized || recs[0]["input"] != nil {
+		t.Errorf("record of the huge input = %v, want d-huge without its input, input_dropped %q", recs[0], decisionlog.InputDroppedOversized)
+	}
+	if recs[1]["decision_id"] != "d-small" || recs[1]["input"] == nil || recs[1]["input_dropped"] != nil {
+		t.Errorf("record of the small input = %v, want d-small with its input", recs[1])
+	}
+	if l.Oversized() != 1 || l.Dropped() != 0 {
+		t.Errorf("oversized %d, dropped %d; want 1 and 0", l.Oversized(), l.Dropped())
 	}
 }
 
@@ -98,22 +143,22 @@ func TestQueueBytesBoundSmallRecordsUnaffected(t *testing.T) {
 	}
 }
 
-func TestQueueBytesBoundStopWritesAccepted(t *testing.T) {
+func TestQueueBytesBoundStopWritesEveryRecord(t *testing.T) {
 	const (
-		bound = 64 << 10
-		body  = 16 << 10
+		bound  = 64 << 10
+		body   = 16 << 10
+		logged = 20 // a few fit the bound with their input, all without it
 	)
 	sink := &failingSink{broken: true}
 	cfg := testConfig()
 	cfg.QueueSize, cfg.BatchSize, cfg.MaxQueueBytes = 10000, 10, bound
 	l := startLogger(t, cfg, sink)
 	t.Cleanup(func() { sink.set(false) }) // before the logger's Stop, also when the test fails
-	for i := range 50 {
+	for i := range logged {
 		l.Log(impersonationDecision(fmt.Sprint(i), largeInput(body)))
 	}
-	accepted := l.QueueDepth()
-	if accepted < 1 || accepted > bound/body || l.Dropped() != uint64(50-accepted) {
-		t.Fatalf("accepted %d, dropped %d of 50; want at most %d accepted and the rest dropped", accepted, l.Dropped(), bound/body)
+	if l.QueueDepth() != logged || l.Dropped() != 0 {
+		t.Fatalf("queued %d, dropped %d of %d; want every record queued", l.QueueDepth(), l.Dropped(), logged)
 	}
 	waitFor(t, "a failed write", func() bool { return l.SinkErrors() > 0 })
 	sink.set(false)
@@ -121,13 +166,27 @@ func TestQueueBytesBoundStopWritesAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	recs := sink.out.records(t)
-	if len(recs) != accepted {
-		t.Fatalf("written %d records, want the %d accepted", len(recs), accepted)
+	if len(recs) != logged {
+		t.Fatalf("written %d records, want %d", len(recs), logged)
 	}
+	kept := 0
 	for i, r := range recs {
 		if r["decision_id"] != fmt.Sprint(i) {
-			t.Errorf("record %d is %v, want the accepted records oldest first", i, r["decision_id"])
+			t.Errorf("record %d is %v, want the records oldest first", i, r["decision_id"])
 		}
+		// The first ones fit the bound with their input; from the first
+		// that did not on, none kept it: its input was not queued.
+		switch {
+		case r["input"] != nil && kept == i:
+			kept++
+		case r["input"] != nil:
+			t.Errorf("record %d kept its input after record %d lost its own", i, kept)
+		case r["input_dropped"] != decisionlog.InputDroppedOversized:
+			t.Errorf("record %d has no input and input_dropped %v, want %q", i, r["input_dropped"], decisionlog.InputDroppedOversized)
+		}
+	}
+	if kept < 1 || kept > bound/body || l.Oversized() != uint64(logged-kept) {
+		t.Errorf("%d records kept their input, %d counted oversized; want between 1 and %d, the rest oversized", kept, l.Oversized(), bound/body)
 	}
 }
 

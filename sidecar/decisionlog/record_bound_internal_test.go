@@ -15,7 +15,7 @@ import (
 // the decision's id and result.
 func boundedRecord(t *testing.T, d *sidecar.Decision) map[string]any {
 	t.Helper()
-	b, err := smallestBound(t).appendRecord(context.Background(), nil, d)
+	b, err := smallestBound(t).appendRecord(context.Background(), nil, d, false)
 	if err != nil {
 		t.Fatalf("record not written: %v", err)
 	}
@@ -108,7 +108,7 @@ func TestRecordBoundWorstCase(t *testing.T) {
 func TestRecordBoundEdge(t *testing.T) {
 	d := decisionOf("x")
 	d.Input = map[string]any{"pad": ""}
-	empty, err := smallestBound(t).appendRecord(context.Background(), nil, d)
+	empty, err := smallestBound(t).appendRecord(context.Background(), nil, d, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func TestRecordPathMasksPathParameters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := l.appendRecord(context.Background(), nil, d)
+		b, err := l.appendRecord(context.Background(), nil, d, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -89,7 +89,7 @@ func TestUnwritableInputKeepsTheRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := ast.MustParseTerm(`{"source": {"x": y}, "attributes": {"request": {"http": {"headers": {"authorization": "Bearer abc"}}}}}`).Value
-	b, err := l.appendRecord(context.Background(), nil, &sidecar.Decision{ID: "d", Time: time.Unix(0, 0).UTC(), Allowed: true, Input: in})
+	b, err := l.appendRecord(context.Background(), nil, &sidecar.Decision{ID: "d", Time: time.Unix(0, 0).UTC(), Allowed: true, Input: in}, false)
 	if err != nil {
 		t.Fatalf("record lost: %v", err)
 	}

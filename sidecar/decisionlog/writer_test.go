@@ -55,7 +55,7 @@ func BenchmarkWriteRecord(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				var err error
-				if buf, err = l.appendRecord(ctx, buf[:0], tc.d); err != nil {
+				if buf, err = l.appendRecord(ctx, buf[:0], tc.d, false); err != nil {
 					b.Fatal(err)
 				}
 			}

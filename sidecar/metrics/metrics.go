@@ -368,7 +368,7 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_mask_errors_total",
 			Help: "Records logged without their input because the mask policy failed on it."}, func() float64 { return float64(s.MaskErrors()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_oversized_total",
-			Help: "Records logged without their input because they passed decision_log.max_record_bytes."}, func() float64 { return float64(s.Oversized()) }),
+			Help: "Records logged without their input because they passed decision_log.max_record_bytes, or did not fit decision_log.max_queue_bytes with it."}, func() float64 { return float64(s.Oversized()) }),
 	}
 	return m.register(cs...)
 }
