@@ -14,43 +14,83 @@ import (
 // Envoy's header_map and the query alike, and keeps what names no
 // credential, the request's authority first.
 func TestMaskingByNamePattern(t *testing.T) {
-	secretHeaders := []string{
-		"x-refresh-token", "x-id-token", "x-session-id", "x-client-secret", "api-key", "cookie2",
-		"refresh_token", "X_Refresh_Token", "X-SESSION-ID", "x-apikey", "x-api_key", "x-user-password",
-		"x-auth", "x-authn-ticket", "x-amz-credential", "x-goog-signature", "x-sid", "phpsessid", "set-cookie",
-		"x-goog-iap-jwt-assertion", "x-amzn-oidc-data", "ocp-apim-subscription-key", "x-functions-key", "x-jwt",
-		"dpop", "x-userinfo", "x-private-key", "x-access-key", "x-ticket", "x-sig", "X-Access_Key",
-	}
-	secretParams := []string{
-		"session", "sid", "auth", "SESSION", "refresh-token", "client.secret", "authToken", "X-Amz-Signature",
-		"jsessionid", "pwd", "user_password", "api-key",
-		"sig", "key", "ticket", "jwt", "SAMLResponse", "saml_response", "client_assertion", "accessKey", "KEY",
-	}
-	keptHeaders := []string{
-		":authority", "x-request-id", "user-agent", "x-on-behalf-of", "content-type", "x-author", "x-side",
-		"x-keyboard-layout", "x-monkey", "x-signup", "x-keys", "x-turnkey",
-	}
-	keptParams := []string{"page", "author", "inside", "sort", "access_level", "keyboard", "monkey", "signup", "keys", "hockey", "design"}
+	checkMaskedByName(t, maskedNames{
+		secretHeaders: []string{
+			"x-refresh-token", "x-id-token", "x-session-id", "x-client-secret", "api-key", "cookie2",
+			"refresh_token", "X_Refresh_Token", "X-SESSION-ID", "x-apikey", "x-api_key", "x-user-password",
+			"x-auth", "x-authn-ticket", "x-amz-credential", "x-goog-signature", "x-sid", "phpsessid", "set-cookie",
+			"x-goog-iap-jwt-assertion", "x-amzn-oidc-data", "ocp-apim-subscription-key", "x-functions-key", "x-jwt",
+			"dpop", "x-userinfo", "x-private-key", "x-access-key", "x-ticket", "x-sig", "X-Access_Key",
+		},
+		secretParams: []string{
+			"session", "sid", "auth", "SESSION", "refresh-token", "client.secret", "authToken", "X-Amz-Signature",
+			"jsessionid", "pwd", "user_password", "api-key",
+			"sig", "key", "ticket", "jwt", "SAMLResponse", "saml_response", "client_assertion", "accessKey", "KEY",
+		},
+		keptHeaders: []string{
+			":authority", "x-request-id", "user-agent", "x-on-behalf-of", "content-type", "x-author", "x-side",
+			"x-keyboard-layout", "x-monkey", "x-signup", "x-keys", "x-turnkey",
+		},
+		keptParams: []string{"page", "author", "inside", "sort", "access_level", "keyboard", "monkey", "signup", "keys", "hockey", "design"},
+	})
+}
 
+// Webhook HMACs, a bare bearer, one-time, MFA and pass codes, the PKCE
+// code_verifier and login links carry credentials under names that say
+// none of token, secret or key: the default masking knows their words
+// too, in headers and query alike. What a client may show anyone stays:
+// the OAuth state and nonce, the PKCE challenge, and codes that are data
+// (a coupon, a country, a status).
+func TestMaskingOneTimeCodesAndSigningNames(t *testing.T) {
+	checkMaskedByName(t, maskedNames{
+		secretHeaders: []string{
+			"x-shopify-hmac-sha256", "x-hmac", "x-bearer", "x-otp", "x-totp", "x-mfa-code", "x-passcode", "x-2fa",
+			"X-Hmac-Signature-256", "x-verification-code", "x-pin", "x-passphrase", "x-magic-link",
+		},
+		secretParams: []string{
+			"code_verifier", "bearer", "hmac", "otp", "passcode", "refresh", "refresh_token", "otp_code",
+			"verification_code", "magic_link", "codeVerifier", "totp", "mfa_code", "2fa", "hotp", "pin",
+			"verificationCode", "magicLink", "security_code", "reset_code", "login_link", "cvv", "cvc", "passphrase",
+		},
+		keptHeaders: []string{"x-nonce", "x-state", "x-country-code", "x-status-code", "x-spinner"},
+		keptParams: []string{
+			"state", "nonce", "code_challenge", "code_challenge_method", "promo_code", "country_code", "postal_code",
+			"coupon_code", "currency_code", "status_code", "link", "option", "topping", "shipping", "verified", "refresh_rate",
+		},
+	})
+}
+
+// maskedNames are header and query parameter names whose values the
+// default masking must erase, and names whose values it must keep.
+type maskedNames struct {
+	secretHeaders, secretParams, keptHeaders, keptParams []string
+}
+
+// checkMaskedByName masks, as the default configuration does, an input
+// that carries each header in headers and header_map, and each parameter
+// in the path, Envoy's query field, a URI header and parsed_query, and
+// checks that no secret value is logged and every kept one is.
+func checkMaskedByName(t *testing.T, n maskedNames) {
+	t.Helper()
 	headers := map[string]any{}
 	var entries []any
-	for _, h := range secretHeaders {
+	for _, h := range n.secretHeaders {
 		headers[h] = "SECRET-" + h
 		entries = append(entries,
 			map[string]any{"key": h, "value": "SECRET-" + h},
 			map[string]any{"key": h, "rawValue": base64.StdEncoding.EncodeToString([]byte("SECRET-" + h))})
 	}
-	for _, h := range keptHeaders {
+	for _, h := range n.keptHeaders {
 		headers[h] = "kept-" + h
 		entries = append(entries, map[string]any{"key": h, "value": "kept-" + h})
 	}
 	var query []string
 	parsed := map[string]any{}
-	for _, p := range secretParams {
+	for _, p := range n.secretParams {
 		query = append(query, p+"=SECRET-"+p)
 		parsed[p] = []any{"SECRET-" + p}
 	}
-	for _, p := range keptParams {
+	for _, p := range n.keptParams {
 		query = append(query, p+"=kept-"+p)
 		parsed[p] = []any{"kept-" + p}
 	}
@@ -64,79 +104,17 @@ func TestMaskingByNamePattern(t *testing.T) {
 		"parsed_query": parsed,
 	}
 	_, logged := maskDefaults(t, in)
-	for _, name := range append(secretHeaders, secretParams...) {
+	for _, name := range append(n.secretHeaders, n.secretParams...) {
 		if strings.Contains(logged, "SECRET-"+name) || strings.Contains(logged, base64.StdEncoding.EncodeToString([]byte("SECRET-"+name))) {
 			t.Errorf("%s logged in clear", name)
 		}
 	}
-	for _, name := range keptHeaders {
+	for _, name := range n.keptHeaders {
 		if strings.Count(logged, "kept-"+name) != 2 { // headers and headerMap
 			t.Errorf("header %s not kept: %s", name, logged)
 		}
 	}
-	for _, name := range keptParams {
-		if !strings.Contains(logged, name+"=kept-"+name) || !strings.Contains(logged, `"`+name+`":["kept-`+name+`"]`) {
-			t.Errorf("query parameter %s not kept: %s", name, logged)
-		}
-	}
-}
-
-// Webhook HMACs, a bare bearer, one-time, MFA and pass codes, the PKCE
-// code_verifier and login links carry credentials under names that say
-// none of token, secret or key: the default masking knows their words
-// too, in headers and query alike. What a client may show anyone stays:
-// the OAuth state and nonce, the PKCE challenge, and codes that are data
-// (a coupon, a country, a status).
-func TestMaskingOneTimeCodesAndSigningNames(t *testing.T) {
-	secretHeaders := []string{
-		"x-shopify-hmac-sha256", "x-hmac", "x-bearer", "x-otp", "x-totp", "x-mfa-code", "x-passcode", "x-2fa",
-		"X-Hmac-Signature-256", "x-verification-code", "x-pin", "x-passphrase", "x-magic-link",
-	}
-	secretParams := []string{
-		"code_verifier", "bearer", "hmac", "otp", "passcode", "refresh", "refresh_token", "otp_code",
-		"verification_code", "magic_link", "codeVerifier", "totp", "mfa_code", "2fa", "hotp", "pin",
-		"verificationCode", "magicLink", "security_code", "reset_code", "login_link", "cvv", "cvc", "passphrase",
-	}
-	keptHeaders := []string{"x-nonce", "x-state", "x-country-code", "x-status-code", "x-spinner"}
-	keptParams := []string{
-		"state", "nonce", "code_challenge", "code_challenge_method", "promo_code", "country_code", "postal_code",
-		"coupon_code", "currency_code", "status_code", "link", "option", "topping", "shipping", "verified", "refresh_rate",
-	}
-	headers := map[string]any{}
-	for _, h := range secretHeaders {
-		headers[h] = "SECRET-" + h
-	}
-	for _, h := range keptHeaders {
-		headers[h] = "kept-" + h
-	}
-	var query []string
-	parsed := map[string]any{}
-	for _, p := range secretParams {
-		query = append(query, p+"=SECRET-"+p)
-		parsed[p] = []any{"SECRET-" + p}
-	}
-	for _, p := range keptParams {
-		query = append(query, p+"=kept-"+p)
-		parsed[p] = []any{"kept-" + p}
-	}
-	in := map[string]any{
-		"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
-			"path": "/oauth/callback?" + strings.Join(query, "&"), "headers": headers,
-		}}},
-		"parsed_query": parsed,
-	}
-	_, logged := maskDefaults(t, in)
-	for _, name := range append(secretHeaders, secretParams...) {
-		if strings.Contains(logged, "SECRET-"+name+`"`) || strings.Contains(logged, "SECRET-"+name+"&") {
-			t.Errorf("%s logged in clear", name)
-		}
-	}
-	for _, name := range keptHeaders {
-		if !strings.Contains(logged, `"kept-`+name+`"`) {
-			t.Errorf("header %s not kept: %s", name, logged)
-		}
-	}
-	for _, name := range keptParams {
+	for _, name := range n.keptParams {
 		if !strings.Contains(logged, name+"=kept-"+name) || !strings.Contains(logged, `"`+name+`":["kept-`+name+`"]`) {
 			t.Errorf("query parameter %s not kept: %s", name, logged)
 		}

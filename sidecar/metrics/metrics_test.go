@@ -451,24 +451,11 @@ func TestGRPCServerMetricsByCodeAndStream(t *testing.T) {
 // share one "other" series, and nothing is kept per name.
 func TestGRPCUnknownMethodsBounded(t *testing.T) {
 	m, reg := newMetrics(t)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
-		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error { return status.Error(codes.Unimplemented, "unknown") }),
-	)
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	m.GRPC().InitializeMetrics(srv)
-	registered := 0
-	for _, info := range srv.GetServiceInfo() {
-		registered += len(info.Methods)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr := startHealthServer(t, m,
+		grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error { return status.Error(codes.Unimplemented, "unknown") }))
+	// Every registered method has its series from the start.
+	registered := testutil.CollectAndCount(reg, "grpc_server_started_total")
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,17 +478,17 @@ func TestGRPCUnknownMethodsBounded(t *testing.T) {
 }
 
 // startHealthServer serves the health and reflection services, instrumented as Deputy's
-// gRPC server is, and returns its address.
-func startHealthServer(t *testing.T, m *metrics.Metrics) string {
+// gRPC server is, with opts besides, and returns its address.
+func startHealthServer(t *testing.T, m *metrics.Metrics, opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(m.GRPC().UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(m.GRPC().StreamServerInterceptor()),
-	)
+	}, opts...)...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	reflection.Register(srv)
 	m.GRPC().InitializeMetrics(srv)
