@@ -57,8 +57,9 @@ run: build
 	$(BIN) serve --dev
 
 ## deps: the servers the tests drive for real (Redis, nginx with its
-## headers-more and njs modules, Caddy). Tests start their own instances on free
-## ports; the machine's services are left as they are.
+## headers-more and njs modules, Caddy, PHP's built-in server as an
+## application). Tests start their own instances on free ports; the
+## machine's services are left as they are.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -67,6 +68,7 @@ deps:
 	[ -f /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so ] || missing="$$missing libnginx-mod-http-headers-more-filter"; \
 	[ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || missing="$$missing libnginx-mod-http-js"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
+	command -v php >/dev/null || missing="$$missing php-cli"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

@@ -53,8 +53,13 @@ func TestGraphQLDuringImpersonation(t *testing.T) {
 		{name: "URL query beside a harmless body", method: "POST", path: "/graphql?query=mutation%7BdeleteCustomer%7D", contentType: jsonType, body: cart,
 			reason: "account_change_forbidden"},
 		// Go, like OPA-Envoy, leaves a query pair holding ";" out of
-		// parsed_query; PHP reads it: no document is seen, so none is judged.
-		{name: "semicolon hiding the query parameter", method: "GET", path: "/graphql?query=mutation{deleteCustomer;}", reason: "graphql_query_unreadable"},
+		// parsed_query, and keeps " query" apart; PHP reads both as
+		// query, the last winning: the policy would judge another
+		// document than the one the server runs, so they are refused.
+		{name: "semicolon hiding the query parameter", method: "GET", path: "/graphql?query=mutation{deleteCustomer;}", reason: authz.ReasonMalformedRequest},
+		{name: "a second document under another spelling", method: "GET",
+			path: "/graphql?query=%7Bcart(cart_id%3A%22c1%22)%7Bid%7D%7D&+query=mutation%7BdeleteCustomer%7D", reason: authz.ReasonMalformedRequest},
+		{name: "a document under another spelling alone", method: "GET", path: "/graphql?query%5B%5D=mutation%7BdeleteCustomer%7D", reason: authz.ReasonMalformedRequest},
 		{name: "form without an escape", method: "POST", path: "/graphql", contentType: formType,
 			body: "query=%7Bcart(cart_id%3A%22c1%22)%7Bid%7D%7D", reason: "graphql_query_unreadable"},
 		{name: "JSON sent as text", method: "POST", path: "/graphql", contentType: "text/plain",

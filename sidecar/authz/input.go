@@ -277,6 +277,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if err := routeParam(rawQuery, opts.QueryRouteParams); err != nil {
 		return nil, err
 	}
+	if err := unseenParam(rawQuery, need.Child("parsed_query")); err != nil {
+		return nil, err
+	}
 	r.canonical.canonicalPath = cp
 	if httpReq.GetMethod() == "" {
 		return nil, sidecar.Invalid("method", "missing")

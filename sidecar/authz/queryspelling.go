@@ -1,0 +1,162 @@
+package authz
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// goMaxQueryParams is net/url's limit: Go's ParseQuery reads no field at
+// all of a query with more, while upstreams read theirs (PHP the first
+// max_input_vars, 1000 by default).
+const goMaxQueryParams = 10000
+
+// unseenParam refuses a query field that a common upstream reads as a
+// parameter the policy reads (names: the parsed_query keys it needs) while
+// parsed_query, built as OPA-Envoy builds it (Go's url.ParseQuery), holds
+// it under another name or not at all. Upstreams read
+//   - " query", "query[]", "query[x]" as query (PHP drops leading spaces,
+//     reads " " and "." as "_" and a bracket as an array of query),
+//   - "[query]" and "query]" as query (Rack 2 drops brackets around the
+//     name; Node's qs reads "[query]" as query),
+//   - "Query" as query (ASP.NET compares names ignoring case),
+//   - a pair holding ";" or an invalid escape, which Go leaves out while
+//     PHP, qs and Rack read it (Rack 2 also splits it on ";"),
+//
+// and the last of repeated names wins in PHP and Rack. The policy would
+// judge one document (the exact "query") while the upstream runs
+// another. Deputy cannot merge the spellings into parsed_query, which
+// stays OPA-Envoy's, and a policy may read one value of it; refused, no
+// reading of the request by the policy can allow what the upstream runs.
+// A policy reading parsed_query whole sees every name as sent and is not
+// guarded.
+//
+// It allocates nothing for a query whose field names hold no escape, "+"
+// or non-ASCII byte: it runs on every check whose policy reads a query
+// parameter.
+func unseenParam(raw string, need *policy.InputNeeds) error {
+	if raw == "" || need == nil || need.All || len(need.Children) == 0 {
+		return nil
+	}
+	// The names' keys once, on the stack for the usual few names.
+	var buf [4]string
+	names, keys := buf[:0:2], buf[2:2:4]
+	for w := range need.Children {
+		names, keys = append(names, w), append(keys, paramKey(w))
+	}
+	for rest := raw; rest != ""; {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if pair == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		semicolon := strings.IndexByte(pair, ';') >= 0
+		want, exact := readAs(name, names, keys)
+		if want != "" {
+			switch {
+			case !exact:
+				return sidecar.Invalid("query", "field %q is read as %q by upstreams (PHP, Rack, qs or ASP.NET), not by the policy: refused", name, want)
+			case semicolon || !escapesValid(name) || !escapesValid(value):
+				return sidecar.Invalid("query", "field %q holds a \";\" or an invalid escape: the policy's parsed_query leaves it out, upstreams read it: refused", want)
+			case strings.Count(raw, "&") >= goMaxQueryParams:
+				return sidecar.Invalid("query", "more than %d fields: the policy's parsed_query holds none of them, upstreams read %q: refused", goMaxQueryParams, want)
+			}
+		}
+		if !semicolon {
+			continue
+		}
+		for piece := range strings.SplitSeq(pair, ";") {
+			pname, _, _ := strings.Cut(piece, "=")
+			if want, _ := readAs(pname, names, keys); want != "" {
+				return sidecar.Invalid("query", "field %q after a \";\" is read as %q by upstreams that split on it (Rack 2), not by the policy: refused", pname, want)
+			}
+		}
+	}
+	return nil
+}
+
+// readAs returns the one of names that a raw (still escaped) field name is
+// read as by some upstream, and whether Go reads it as that very name.
+// keys are the names' paramKeys.
+func readAs(raw string, names, keys []string) (want string, exact bool) {
+	name := raw
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == '%' || raw[i] == '+' {
+			// Decoded as PHP decodes, leaving an invalid escape as it is.
+			name = unescape(strings.ReplaceAll(raw, "+", " "))
+			break
+		}
+	}
+	key := paramKey(name)
+	for i, k := range keys {
+		if sameParamKey(key, k) {
+			return names[i], name == names[i]
+		}
+	}
+	return "", false
+}
+
+// paramKey is the part of a field name every common upstream keys it by:
+// leading spaces and brackets dropped, cut at the first bracket, folded
+// to ASCII when it holds another byte (ASP.NET reads "ı" as "i").
+func paramKey(name string) string {
+	name = cutParamKey(name)
+	for i := 0; i < len(name); i++ {
+		if name[i] >= utf8.RuneSelf {
+			return cutParamKey(foldASCII(name))
+		}
+	}
+	return name
+}
+
+func cutParamKey(name string) string {
+	for name != "" && (name[0] == ' ' || name[0] == '[' || name[0] == ']') {
+		name = name[1:]
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '[' || name[i] == ']' {
+			return name[:i]
+		}
+	}
+	return name
+}
+
+// sameParamKey compares two paramKeys ignoring ASCII case, with " " and
+// "." read as "_" (PHP).
+func sameParamKey(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if a[i] != b[i] && phpByte(a[i]) != phpByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func phpByte(c byte) byte {
+	if c == ' ' || c == '.' {
+		return '_'
+	}
+	return lowerByte(c)
+}
+
+// escapesValid reports whether every "%" of s starts a valid escape, as Go
+// requires to keep a field.
+func escapesValid(s string) bool {
+	for i := strings.IndexByte(s, '%'); i >= 0; {
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return false
+		}
+		j := strings.IndexByte(s[i+3:], '%')
+		if j < 0 {
+			break
+		}
+		i += 3 + j
+	}
+	return true
+}
