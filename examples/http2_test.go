@@ -3,10 +3,8 @@ package examples_test
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,32 +67,10 @@ func TestBodyOverridesOverHTTP2(t *testing.T) {
 				{name: "a body frameworks do not read, without content-length", contentType: "application/octet-stream", body: "_method=DELETE", unknownLength: true, reaches: true},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
-					var rd io.Reader
-					if tc.body != "" {
-						rd = strings.NewReader(tc.body)
-						if tc.unknownLength {
-							rd = io.MultiReader(rd) // a length the client does not know: no content-length
-						}
-					}
-					req, err := http.NewRequest("POST", h2+"/customers/acme/service-requests/42", rd)
-					if err != nil {
-						t.Fatal(err)
-					}
-					req.Header = partner.Clone()
-					if tc.contentType != "" {
-						req.Header.Set("Content-Type", tc.contentType)
-					}
-					before := app.count()
-					resp, err := client.Do(req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					b, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
+					resp, b, reached := postAsPartner(t, client, app, h2+"/customers/acme/service-requests/42", partner, tc.contentType, tc.body, tc.unknownLength)
 					if resp.ProtoMajor != 2 {
 						t.Fatalf("answered over %s, not HTTP/2", resp.Proto)
 					}
-					reached := app.count() != before
 					if reached != tc.reaches || reached != (resp.StatusCode == http.StatusOK) {
 						t.Errorf("reached the application %v (status %d %s), want %v", reached, resp.StatusCode, b, tc.reaches)
 					}

@@ -227,29 +227,7 @@ func TestBodyOverridesThroughProxy(t *testing.T) {
 				{name: "a body frameworks do not read", contentType: "application/octet-stream", body: "_method=DELETE", reaches: true},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
-					var rd io.Reader
-					if tc.body != "" {
-						rd = strings.NewReader(tc.body)
-						if tc.chunked {
-							rd = io.MultiReader(rd) // unknown length: sent chunked
-						}
-					}
-					req, err := http.NewRequest("POST", base+"/customers/acme/service-requests/42"+tc.query, rd)
-					if err != nil {
-						t.Fatal(err)
-					}
-					req.Header = partner.Clone()
-					if tc.contentType != "" {
-						req.Header.Set("Content-Type", tc.contentType)
-					}
-					before := app.count()
-					resp, err := http.DefaultClient.Do(req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					b, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					reached := app.count() != before
+					resp, b, reached := postAsPartner(t, http.DefaultClient, app, base+"/customers/acme/service-requests/42"+tc.query, partner, tc.contentType, tc.body, tc.chunked)
 					if reached != tc.reaches || reached != (resp.StatusCode == http.StatusOK) {
 						t.Errorf("reached the application %v (status %d %s), want %v", reached, resp.StatusCode, b, tc.reaches)
 					}
@@ -257,6 +235,38 @@ func TestBodyOverridesThroughProxy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// postAsPartner POSTs body (none when empty) of contentType to url with
+// the partner's headers, through client, and returns the response, its
+// body and whether the application was reached. A body of unknownLength
+// is sent without content-length: chunked over HTTP/1.1, in DATA frames
+// alone over HTTP/2.
+func postAsPartner(t *testing.T, client *http.Client, app *upstream, url string, partner http.Header, contentType, body string, unknownLength bool) (*http.Response, []byte, bool) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+		if unknownLength {
+			rd = io.MultiReader(rd) // hides the length from the client
+		}
+	}
+	req, err := http.NewRequest("POST", url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = partner.Clone()
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	before := app.count()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b, app.count() != before
 }
 
 // nginx and Caddy pass a "#" in the request target on to the application,
