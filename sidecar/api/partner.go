@@ -239,7 +239,7 @@ func (h *Partner) mySubscriptions(c *Call) error {
 	if err != nil {
 		return err
 	}
-	page, err := Paginate(vs, subscriptionKey, p)
+	page, err := Paginate(vs, delegation.SubscriptionSortKey, p)
 	return pageJSON(c, page, err)
 }
 
@@ -254,12 +254,8 @@ func (h *Partner) subscribers(c *Call) error {
 	if err != nil {
 		return err
 	}
-	page, err := Paginate(vs, subscriptionKey, p)
+	page, err := Paginate(vs, delegation.SubscriptionSortKey, p)
 	return pageJSON(c, page, err)
-}
-
-func subscriptionKey(v delegation.SubscriptionView) string {
-	return v.Customer + "\x00" + v.Kind + "\x00" + v.PartnerOrg + "/" + v.User
 }
 
 // pageJSON answers with one page, or the error of a bad cursor.

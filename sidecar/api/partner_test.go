@@ -645,6 +645,52 @@ func TestPartnerAPISubscriptions(t *testing.T) {
 	}
 }
 
+// A subscription belongs to one (organisation, user) pair. Both come from
+// the token and either may hold '/': the user "b" of organisation
+// "partnerco/a" is no member of partnerco and holds none of its grants,
+// so it neither lists nor deletes what partnerco's user "a/b" subscribed
+// to, and its own subscriptions stay its own.
+func TestPartnerAPISubscriptionsOfOrgAndUserHoldingSlash(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			p.grant(accessBody("look", 30, "organisation")) // partnerco at look on acme
+			member := p.tok(identity.DevClaims{Subject: "a/b", Org: "partnerco"})
+			outsider := p.tok(identity.DevClaims{Subject: "b", Org: "partnerco/a"})
+			p.must(p.call("PUT", "partner/subscriptions/acme/notifications", member, nil), 200)
+
+			if r := p.call("PUT", "partner/subscriptions/acme/notifications", outsider, nil); r.status != 403 || r.msg() != "no_live_grant" {
+				t.Fatalf("outsider subscribes without a grant: %d %s", r.status, r.raw)
+			}
+			if l := p.must(p.call("GET", "partner/subscriptions", outsider, nil), 200).items(); len(l) != 0 {
+				t.Fatalf("outsider lists partnerco's a/b subscriptions: %v", l)
+			}
+			p.must(p.call("DELETE", "partner/subscriptions/acme/notifications", outsider, nil), 204)
+			mine := p.must(p.call("GET", "partner/subscriptions", member, nil), 200).items()
+			if len(mine) != 1 || mine[0].(map[string]any)["user"] != "a/b" || mine[0].(map[string]any)["partner_org"] != "partnerco" {
+				t.Fatalf("after the outsider's delete, a/b's subscriptions = %v, want acme's notifications", mine)
+			}
+
+			// With a grant of its own, the organisation holding '/' subscribes
+			// as itself: each side lists and deletes only its own.
+			r := p.must(p.call("POST", "partner/requests", outsider, accessBody("look", 30, "organisation")), 201)
+			p.must(p.call("POST", "partner/requests/"+r.str("id")+"/approve", p.cora(), nil), 200)
+			p.must(p.call("PUT", "partner/subscriptions/acme/dashboard", outsider, nil), 200)
+			theirs := p.must(p.call("GET", "partner/subscriptions", outsider, nil), 200).items()
+			if len(theirs) != 1 || theirs[0].(map[string]any)["kind"] != "dashboard" || theirs[0].(map[string]any)["partner_org"] != "partnerco/a" || theirs[0].(map[string]any)["user"] != "b" {
+				t.Fatalf("outsider's own subscriptions = %v, want acme's dashboard as partnerco/a's b", theirs)
+			}
+			if l := p.must(p.call("GET", "partner/subscribers/acme", p.cora(), nil), 200).items(); len(l) != 2 {
+				t.Fatalf("acme's subscribers = %v, want both", l)
+			}
+			p.must(p.call("DELETE", "partner/subscriptions/acme/notifications", member, nil), 204)
+			if l := p.must(p.call("GET", "partner/subscriptions", outsider, nil), 200).items(); len(l) != 1 {
+				t.Fatalf("a/b's delete reached the outsider's subscriptions: %v", l)
+			}
+		})
+	}
+}
+
 func TestPartnerAPIPagination(t *testing.T) {
 	p := newPartnerAPI(t, partnerBackends(t)[0])
 	for _, c := range []string{"c1", "c2", "c3"} {

@@ -1108,14 +1108,51 @@ type SubscriptionView struct {
 	CreatedAt  time.Time     `json:"created_at,omitzero"`
 }
 
-// Subscriptions are stored under "org/user" because a subscription is only
-// as good as the grant of the user's organisation, and the record has no
-// organisation of its own.
-func subscriber(org, user string) string { return org + "/" + user }
+// Subscriptions are stored under a subscriber key naming the user's
+// organisation and the user, because a subscription is only as good as the
+// grant of the user's organisation, and the record has no organisation of
+// its own. Both come from the token and either may hold any printable
+// character, so they are joined as grant fields are, with \x00, which
+// neither may hold: no two pairs share a key.
+func subscriber(caller *sidecar.Identity) (string, error) {
+	if caller == nil || caller.Org == "" {
+		return "", sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
+	}
+	// The identity layer refuses control characters; a key must not rest
+	// on that alone.
+	for _, f := range [...]struct{ name, value string }{{"org", caller.Org}, {"sub", caller.Subject}} {
+		if strings.ContainsRune(f.value, 0) {
+			return "", sidecar.Invalid(f.name, "must not contain NUL")
+		}
+	}
+	return caller.Org + "\x00" + caller.Subject, nil
+}
 
+// legacySubscriber is the key subscriptions were stored under before,
+// "<org>/<user>", and whether caller has one. Only organisations without
+// '/' were let subscribe under it, and among those the string names one
+// pair; for an organisation holding '/' it would name another pair's
+// subscriptions ("partnerco/a" and "b" read as partnerco's "a/b").
+func legacySubscriber(caller *sidecar.Identity) (string, bool) {
+	if strings.Contains(caller.Org, "/") {
+		return "", false
+	}
+	return caller.Org + "/" + caller.Subject, true
+}
+
+// splitSubscriber reads a subscriber key, current or legacy.
 func splitSubscriber(s string) (org, user string) {
+	if org, user, ok := strings.Cut(s, "\x00"); ok {
+		return org, user
+	}
 	org, user, _ = strings.Cut(s, "/")
 	return org, user
+}
+
+// SubscriptionSortKey orders subscription lists and is their pagination
+// cursor.
+func SubscriptionSortKey(v SubscriptionView) string {
+	return v.Customer + "\x00" + v.Kind + "\x00" + v.PartnerOrg + "\x00" + v.User
 }
 
 // Subscribe records caller's subscription to kind for customer. It needs a
@@ -1140,11 +1177,9 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	if err := authorize("subscription.put", target); err != nil {
 		return nil, err
 	}
-	if caller == nil || caller.Org == "" {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
-	}
-	if strings.Contains(caller.Org, "/") {
-		return nil, sidecar.Invalid("org", "must not contain '/'")
+	user, err := subscriber(caller)
+	if err != nil {
+		return nil, err
 	}
 	if kind != SubscriptionNotifications && kind != SubscriptionDashboard {
 		return nil, sidecar.Invalid("kind", "must be %q or %q", SubscriptionNotifications, SubscriptionDashboard)
@@ -1159,9 +1194,15 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	if min := lim.SubscriptionMinLevel; !g.Level.AtLeast(min) {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "level_below_minimum:%s", min)
 	}
-	s := &sidecar.Subscription{User: subscriber(caller.Org, caller.Subject), Customer: customer, Kind: kind, CreatedAt: p.clock()}
+	s := &sidecar.Subscription{User: user, Customer: customer, Kind: kind, CreatedAt: p.clock()}
 	if err := p.store.PutSubscription(ctx, s); err != nil {
 		return nil, err
+	}
+	// The same subscription under the legacy key is now a duplicate.
+	if legacy, ok := legacySubscriber(caller); ok {
+		if err := p.store.DeleteSubscription(ctx, legacy, customer, kind); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+			return nil, err
+		}
 	}
 	return &SubscriptionView{Customer: customer, Kind: kind, User: caller.Subject, PartnerOrg: caller.Org, Active: true, Level: g.Level, CreatedAt: s.CreatedAt}, nil
 }
@@ -1172,14 +1213,20 @@ func (p *Partners) Unsubscribe(ctx context.Context, caller *sidecar.Identity, cu
 	if err := authorize("subscription.delete", map[string]any{"customer": customer, "kind": kind, "partner_org": orgOf(caller)}); err != nil {
 		return err
 	}
-	if caller == nil || caller.Org == "" {
-		return sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
+	user, err := subscriber(caller)
+	if err != nil {
+		return err
 	}
-	err := p.store.DeleteSubscription(ctx, subscriber(caller.Org, caller.Subject), customer, kind)
-	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		return nil
+	users := []string{user}
+	if legacy, ok := legacySubscriber(caller); ok {
+		users = append(users, legacy)
 	}
-	return err
+	for _, u := range users {
+		if err := p.store.DeleteSubscription(ctx, u, customer, kind); err != nil && sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+			return err
+		}
+	}
+	return nil
 }
 
 // MySubscriptions lists caller's subscriptions, each marked active only if
@@ -1188,12 +1235,20 @@ func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity
 	if err := authorize("subscription.list", map[string]any{"partner_org": orgOf(caller)}); err != nil {
 		return nil, err
 	}
-	if caller == nil || caller.Org == "" {
-		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
-	}
-	ss, err := p.store.SubscriptionsByUser(ctx, subscriber(caller.Org, caller.Subject))
+	user, err := subscriber(caller)
 	if err != nil {
 		return nil, err
+	}
+	ss, err := p.store.SubscriptionsByUser(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	if legacy, ok := legacySubscriber(caller); ok {
+		old, err := p.store.SubscriptionsByUser(ctx, legacy)
+		if err != nil {
+			return nil, err
+		}
+		ss = append(ss, old...)
 	}
 	return p.views(ctx, ss)
 }
@@ -1239,9 +1294,12 @@ func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]Subs
 		out = append(out, v)
 	}
 	slices.SortFunc(out, func(a, b SubscriptionView) int {
-		return strings.Compare(a.Customer+"\x00"+a.Kind+"\x00"+a.PartnerOrg+"/"+a.User, b.Customer+"\x00"+b.Kind+"\x00"+b.PartnerOrg+"/"+b.User)
+		return strings.Compare(SubscriptionSortKey(a), SubscriptionSortKey(b))
 	})
-	return out, nil
+	// A subscription stored under both its legacy and its current key
+	// (a fault between Subscribe's write and its removal of the legacy
+	// one) is one subscription.
+	return slices.CompactFunc(out, func(a, b SubscriptionView) bool { return SubscriptionSortKey(a) == SubscriptionSortKey(b) }), nil
 }
 
 // SweepExpiring appends a grant.expiring event for every live grant that

@@ -329,6 +329,78 @@ func TestPartnerSubscriptions(t *testing.T) {
 	}
 }
 
+// Subscriptions stored before the subscriber key named organisation and
+// user unambiguously were filed under "<org>/<user>", written only for
+// organisations without '/'. They still belong to that pair alone: its
+// user lists and deletes them, subscribing again moves them to the
+// current key, and a user of an organisation holding '/' whose pair spells
+// the same string reaches none of them.
+func TestPartnerSubscriptionsStoredUnderTheEarlierKey(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			ctx := context.Background()
+			env := newPartnerEnv(t, ps)
+			env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+			member := &sidecar.Identity{Subject: "a/b", Org: "partnerco"}
+			outsider := &sidecar.Identity{Subject: "b", Org: "partnerco/a"}
+			for _, s := range []sidecar.Subscription{
+				{User: "partnerco/pat", Customer: "acme", Kind: delegation.SubscriptionNotifications},
+				{User: "partnerco/pat", Customer: "acme", Kind: delegation.SubscriptionDashboard},
+				{User: "partnerco/a/b", Customer: "acme", Kind: delegation.SubscriptionNotifications},
+			} {
+				if err := env.store.PutSubscription(ctx, &s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			kinds := func(vs []delegation.SubscriptionView) []string {
+				var out []string
+				for _, v := range vs {
+					out = append(out, v.PartnerOrg+" "+v.User+" "+v.Kind)
+				}
+				return out
+			}
+			mine, err := env.partners.MySubscriptions(ctx, patUser, allowAll)
+			if want := []string{"partnerco pat dashboard", "partnerco pat notifications"}; err != nil || !slices.Equal(kinds(mine), want) {
+				t.Fatalf("pat's subscriptions = %v (%v), want %v", kinds(mine), err, want)
+			}
+			if err := env.partners.Unsubscribe(ctx, outsider, "acme", delegation.SubscriptionNotifications, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			theirs, err := env.partners.MySubscriptions(ctx, outsider, allowAll)
+			if err != nil || len(theirs) != 0 {
+				t.Fatalf("outsider's subscriptions = %v (%v), want none", kinds(theirs), err)
+			}
+			if got, _ := env.partners.MySubscriptions(ctx, member, allowAll); !slices.Equal(kinds(got), []string{"partnerco a/b notifications"}) {
+				t.Fatalf("after the outsider's delete, a/b's subscriptions = %v", kinds(got))
+			}
+
+			// Subscribing again moves the record: listed once, stored once.
+			if _, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			if old, _ := env.store.SubscriptionsByUser(ctx, "partnerco/pat"); len(old) != 1 || old[0].Kind != delegation.SubscriptionDashboard {
+				t.Fatalf("under the earlier key after subscribing again: %+v, want the dashboard alone", old)
+			}
+			subs, err := env.partners.Subscribers(ctx, cora, "acme", "", allowAll)
+			if want := []string{"partnerco pat dashboard", "partnerco a/b notifications", "partnerco pat notifications"}; err != nil || !slices.Equal(kinds(subs), want) {
+				t.Fatalf("acme's subscribers = %v (%v), want %v", kinds(subs), err, want)
+			}
+
+			for _, kind := range []string{delegation.SubscriptionNotifications, delegation.SubscriptionDashboard} {
+				if err := env.partners.Unsubscribe(ctx, patUser, "acme", kind, allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, _ := env.partners.MySubscriptions(ctx, patUser, allowAll); len(got) != 0 {
+				t.Fatalf("pat's subscriptions after unsubscribing = %v", kinds(got))
+			}
+			if old, _ := env.store.SubscriptionsByUser(ctx, "partnerco/pat"); len(old) != 0 {
+				t.Fatalf("under the earlier key after unsubscribing: %+v", old)
+			}
+		})
+	}
+}
+
 func TestPartnerShares(t *testing.T) {
 	cases := []struct {
 		name   string

@@ -31,6 +31,9 @@ import (
 //	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
 //	{cust:C}:subs              hash: "<user>\x00<kind>" → subscription
 //	{puser:U}:subs             set: "C\x00<kind>"
+//	                           (a subscription's user is the subscriber key the
+//	                           delegation package makes: "<org>\x00<user>", or
+//	                           "<org>/<user>" as stored before, still read)
 
 func (s *Store) reqKey(id string) string { return s.tagged("req", id, "") }
 func (s *Store) grantsExpiry() string    { return s.prefix + ":grants:expiry" }
