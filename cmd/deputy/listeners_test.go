@@ -274,10 +274,24 @@ func TestListenersCapConnections(t *testing.T) {
 						resp.Body.Close()
 					}
 					defer c.Close()
+					// Wait until the server has written the victim an answer
+					// after this pusher's: then the victim has been idle for
+					// less time than this pusher. A token already waiting
+					// does not count, nor does the first one after it: the
+					// victim may read an answer the server wrote before this
+					// pusher's (a loaded machine delays its reads), and only
+					// the answer to the request it sends after that read is
+					// surely later.
 					select {
-					case <-done:
-						return
 					case <-answeredVictim:
+					default:
+					}
+					for range 2 {
+						select {
+						case <-done:
+							return
+						case <-answeredVictim:
+						}
 					}
 				}
 			})
