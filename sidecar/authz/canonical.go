@@ -60,7 +60,13 @@ const (
 	refusedQueryFragment = `a "#" in the query is refused: proxies pass it on, and the upstream reads what follows as more parameters`
 	refusedQueryPath     = `a query that starts with a path ("/", "\", %2F or %5C, after "." or ".." too), or whose first field holds one and no "=", is refused: CodeIgniter and kin route on it instead of the path`
 	refusedQueryBare     = `a query whose first field has no "=" (?customer) is refused: CodeIgniter with uri_protocol QUERY_STRING runs it as a route (check.allow_bare_query lets it through for upstreams that never route on the query)`
+	refusedQueryFields   = `a query of more than 10000 fields ("&" or ";" separated) is refused: Go's parser reads none of them, so neither overrides nor parsed_query would, while upstreams read theirs`
 )
+
+// goMaxQueryParams is net/url's limit: Go's ParseQuery reads no field at
+// all of a query with more, while upstreams read theirs (PHP the first
+// max_input_vars, 1000 by default).
+const goMaxQueryParams = 10000
 
 // checkQuery refuses a raw query (after the first "?") that an upstream
 // may read as something else than a query.
@@ -92,6 +98,13 @@ const (
 func checkQuery(raw string, allowBare bool) error {
 	if strings.IndexByte(raw, '#') >= 0 {
 		return sidecar.Invalid("query", "%s", refusedQueryFragment)
+	}
+	// Past Go's limit, ParseQuery returns nothing: "_method=DELETE&"
+	// and 10000 more fields would be decided as the plain method while
+	// PHP reads the first 1000 fields and Symfony runs the DELETE. The
+	// fields behind ";" count too, as the overrides read them.
+	if strings.Count(raw, "&")+strings.Count(raw, ";") >= goMaxQueryParams {
+		return sidecar.Invalid("query", "%s", refusedQueryFields)
 	}
 	if queryCarriesPath(raw) {
 		return sidecar.Invalid("query", "%s", refusedQueryPath)

@@ -281,6 +281,8 @@ func TestCheckQuery(t *testing.T) {
 		{"slash in a later flag", "a=1&customer/account", ""},
 		{"bare later field", "a=1&flag", ""},
 		{"escape that is no separator", "a%2Eb", refusedQueryBare},
+		// Go's ParseQuery reads none of more than 10000 fields.
+		{"more fields than Go reads, with semicolons", "_method=DELETE" + strings.Repeat(";a=1", goMaxQueryParams/2) + strings.Repeat("&a=1", goMaxQueryParams/2), refusedQueryFields},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkQuery(tc.raw, false)
@@ -294,6 +296,27 @@ func TestCheckQuery(t *testing.T) {
 				t.Errorf("checkQuery(%q) = %v, want EINVALID query: %s", tc.raw, err, tc.why)
 			}
 		})
+	}
+}
+
+// A query checkQuery lets through is one Go's parser reads: at its field
+// limit an override is still read, one field more is refused.
+func TestQueryFieldLimitIsGos(t *testing.T) {
+	m, err := ParseMethodOverrides(DefaultMethodOverrides())
+	if err != nil {
+		t.Fatal(err)
+	}
+	within := "_method=DELETE" + strings.Repeat("&a=1", goMaxQueryParams-1)
+	if err := checkQuery(within, false); err != nil {
+		t.Fatalf("%d fields refused: %v", goMaxQueryParams, err)
+	}
+	var s methodSet
+	_ = s.add("POST")
+	if _, err := m.fromQuery(within, &s); err != nil || !slices.Contains(s, "DELETE") {
+		t.Errorf("%d fields: methods %v (%v), want DELETE read", goMaxQueryParams, s, err)
+	}
+	if err := checkQuery(within+"&a=1", false); sidecar.ErrorField(err) != "query" {
+		t.Errorf("%d fields: %v, want refused", goMaxQueryParams+1, err)
 	}
 }
 

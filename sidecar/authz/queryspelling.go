@@ -8,11 +8,6 @@ import (
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
-// goMaxQueryParams is net/url's limit: Go's ParseQuery reads no field at
-// all of a query with more, while upstreams read theirs (PHP the first
-// max_input_vars, 1000 by default).
-const goMaxQueryParams = 10000
-
 // unseenParam refuses a query field that a common upstream reads as a
 // parameter the policy reads (names: the parsed_query keys it needs) while
 // parsed_query, built as OPA-Envoy builds it (Go's url.ParseQuery), holds
@@ -61,8 +56,6 @@ func unseenParam(raw string, need *policy.InputNeeds) error {
 				return sidecar.Invalid("query", "field %q is read as %q by upstreams (PHP, Rack, qs or ASP.NET), not by the policy: refused", name, want)
 			case semicolon || !escapesValid(name) || !escapesValid(value):
 				return sidecar.Invalid("query", "field %q holds a \";\" or an invalid escape: the policy's parsed_query leaves it out, upstreams read it: refused", want)
-			case strings.Count(raw, "&") >= goMaxQueryParams:
-				return sidecar.Invalid("query", "more than %d fields: the policy's parsed_query holds none of them, upstreams read %q: refused", goMaxQueryParams, want)
 			}
 		}
 		if !semicolon {
