@@ -41,6 +41,7 @@ func checkOptions(cfg *Config) []authz.Option {
 		authz.WithBodyParsing(*cfg.Check.ParseBody),
 		authz.WithBareQuery(cfg.Check.AllowBareQuery),
 		authz.WithQueryRouteParams(cfg.Check.QueryRouteParams),
+		authz.WithMaxPathSegments(cfg.Check.MaxPathSegments),
 		authz.WithMethodOverrides(cfg.Check.MethodOverrides),
 		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithFacts(checkFacts(cfg)),

@@ -123,6 +123,26 @@ func TestEvalRefusesMalformedInput(t *testing.T) {
 	}
 }
 
+// check.max_path_segments shapes eval's pipeline as serve's: a path with
+// more segments is refused before policy.
+func TestEvalHonoursMaxPathSegments(t *testing.T) {
+	input := `{"method": "GET", "path": "/catalog/a/b/c"}`
+	out, err := runEvalCmd(t, "--input", input)
+	if err != nil || !strings.Contains(out, "decision: allow") {
+		t.Fatalf("4 segments with the default bound: %v\n%s", err, out)
+	}
+	t.Setenv("DEPUTY_CHECK_MAX_PATH_SEGMENTS", "3")
+	out, err = runEvalCmd(t, "--input", input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"decision: deny", "status:   400", "reason:   malformed_request", "more segments than check.max_path_segments (3) allows"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+}
+
 // FuzzParseEvalInput: any bytes give either an error or exactly one
 // request to decide, never a panic.
 func FuzzParseEvalInput(f *testing.F) {

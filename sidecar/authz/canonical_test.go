@@ -39,7 +39,7 @@ func TestParsePathCanonicalForm(t *testing.T) {
 		{"three dots are a name", "/a/.../b", "/a/.../b", []string{"a", "...", "b"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cp, err := parsePath(tc.raw)
+			cp, err := parsePath(tc.raw, 0)
 			if err != nil {
 				t.Fatalf("parsePath(%q): %v", tc.raw, err)
 			}
@@ -100,7 +100,7 @@ func TestRouteSegments(t *testing.T) {
 		{"/", ""},
 	} {
 		t.Run(tc.raw, func(t *testing.T) {
-			cp, err := parsePath(tc.raw)
+			cp, err := parsePath(tc.raw, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +122,7 @@ func TestRoutedMatchesFoldRoute(t *testing.T) {
 		"/customers/acme/service-requests/42", "/a/index.php", "/a/b/c/d/e/f/g",
 	} {
 		t.Run(raw, func(t *testing.T) {
-			cp, err := parsePath(raw)
+			cp, err := parsePath(raw, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +144,7 @@ func TestRouteSegmentsAreLowerCase(t *testing.T) {
 		"/customers/%E2%84%AAey/x", "/customers/%C4%B0STANBUL/x", "/customers/STRA%C3%9FE/x",
 		"/customers/%CE%A3%CE%A3/x", "/customers/A%CC%81/x", "/INDEX.PHP/Customers/X./y",
 	} {
-		cp, err := parsePath(raw)
+		cp, err := parsePath(raw, 0)
 		if err != nil {
 			t.Fatalf("%s: %v", raw, err)
 		}
@@ -223,7 +223,7 @@ func TestParsePathRefuses(t *testing.T) {
 		{"invalid raw UTF-8", "/customer\xff", refusedNotUTF8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cp, err := parsePath(tc.raw)
+			cp, err := parsePath(tc.raw, 0)
 			if err == nil {
 				t.Fatalf("parsePath(%q) = %q %q, want refused: %s", tc.raw, cp.path, cp.segments, tc.why)
 			}
@@ -367,7 +367,7 @@ func FuzzParsePath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		cp, err := parsePath(raw)
+		cp, err := parsePath(raw, 0)
 		if err != nil {
 			if sidecar.ErrorCode(err) != sidecar.EINVALID {
 				t.Fatalf("parsePath(%q): %v", raw, err)
@@ -432,7 +432,7 @@ func BenchmarkCanonical(b *testing.B) {
 	for b.Loop() {
 		var c canonicalRequest
 		rawPath, rawQuery, _ := strings.Cut("/catalog/shoes?size=42&color=red", "?")
-		cp, err := parsePath(rawPath)
+		cp, err := parsePath(rawPath, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -463,7 +463,7 @@ func TestRouteDirs(t *testing.T) {
 			[]string{"/shop/fr/customer/account/editpost/", "/fr/customer/account/editpost/", "/customer/account/editpost/", "/account/editpost/", "/editpost/"}},
 	} {
 		t.Run(tc.raw, func(t *testing.T) {
-			cp, err := parsePath(tc.raw)
+			cp, err := parsePath(tc.raw, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -485,7 +485,7 @@ func TestRouteDirs(t *testing.T) {
 		})
 	}
 	// Only the fields policy reads are built: route_dirs alone builds no route.
-	cp, _ := parsePath("/vault/cards")
+	cp, _ := parsePath("/vault/cards", 0)
 	c := canonicalRequest{canonicalPath: cp}
 	_ = c.methods.add("GET")
 	obj := c.requestTerm(&policy.InputNeeds{Children: map[string]*policy.InputNeeds{"route_dirs": {}}}).Value.(ast.Object)

@@ -99,6 +99,9 @@ type InputOptions struct {
 	// QueryRouteParams are query parameters the upstream routes on (in
 	// fieldKey form): a request naming one is refused (see routeParam).
 	QueryRouteParams []string
+	// MaxPathSegments: a path with more segments is refused (see
+	// refuseSegments); 0 sets no bound (a Pipeline always sets one).
+	MaxPathSegments int
 }
 
 // carried reports whether a header name reads as the on-behalf-of header
@@ -267,7 +270,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	r.canonical.methods = r.canonical.methodsBuf[:0]
 
 	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
-	cp, err := parsePath(rawPath)
+	cp, err := parsePath(rawPath, opts.MaxPathSegments)
 	if err != nil {
 		return nil, err
 	}

@@ -28,6 +28,10 @@ import (
 const (
 	DefaultOwnedPrefix = "x-deputy-"
 	DefaultErrorStatus = http.StatusForbidden
+	// DefaultMaxPathSegments is far more segments than any storefront
+	// route has (Magento's deepest, with store code and key/value
+	// parameters, have about a dozen).
+	DefaultMaxPathSegments = 128
 )
 
 // Reasons the pipeline itself gives (policies give their own).
@@ -156,6 +160,14 @@ func WithQueryRouteParams(params []string) Option {
 	}
 }
 
+// WithMaxPathSegments sets how many segments a path may have (default
+// DefaultMaxPathSegments); a path with more is refused as malformed.
+// input.deputy.request.route_dirs holds the route from each segment on,
+// so what a check builds grows with segments times the path's length.
+func WithMaxPathSegments(n int) Option {
+	return func(p *Pipeline) { p.inputOpts.MaxPathSegments = n }
+}
+
 // WithMethodOverrides sets where a request may name another method for
 // the upstream to run (default DefaultMethodOverrides); each carrier was
 // checked with ParseMethodOverrides. An empty list reads none.
@@ -210,6 +222,9 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	}
 	if p.inputOpts.OnBehalfOf == "" {
 		p.inputOpts.OnBehalfOf = delegation.DefaultOnBehalfOfHeader
+	}
+	if p.inputOpts.MaxPathSegments <= 0 {
+		p.inputOpts.MaxPathSegments = DefaultMaxPathSegments
 	}
 	p.inputOpts.OwnedPrefix = ownedName(p.prefix)
 	p.inputOpts.ActorTokenHeader = ownedName(p.tokenHeader)

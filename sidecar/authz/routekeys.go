@@ -66,7 +66,7 @@ func (f keyForm) of(key string) (string, error) {
 	if f == routeSegment || f == lowerSegment {
 		raw = "/" + key
 	}
-	cp, err := parsePath(raw)
+	cp, err := parsePath(raw, 0)
 	if err != nil {
 		return "", err
 	}

@@ -111,6 +111,11 @@ func serveGRPC(t *testing.T, p *authz.Pipeline, maxRecv int) (authv3.Authorizati
 	return authv3.NewAuthorizationClient(conn), healthpb.NewHealthClient(conn)
 }
 
+// tooManySegments is /ok with one segment more than check.max_path_segments
+// lets through by default: refused before any policy, whichever way the
+// request comes in.
+var tooManySegments = "/ok" + strings.Repeat("/a", authz.DefaultMaxPathSegments)
+
 func check(path string, headers map[string]string) *authv3.CheckRequest {
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Headers: headers},
@@ -183,10 +188,15 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 	})
 
 	// CodeIgniter routes a path carried in the query; the application
-	// reads what follows a "#" in the query as more parameters.
-	for _, path := range []string{"/ok?/customer/account/password/", "/ok?x=1#&_method=POST"} {
-		t.Run("refused: "+path, func(t *testing.T) {
-			resp, err := client.Check(ctx, check(path, nil))
+	// reads what follows a "#" in the query as more parameters; a path of
+	// more segments than check.max_path_segments costs every check work.
+	for _, tc := range []struct{ name, path string }{
+		{"a path in the query", "/ok?/customer/account/password/"},
+		{"a # in the query", "/ok?x=1#&_method=POST"},
+		{"too many path segments", tooManySegments},
+	} {
+		t.Run("refused: "+tc.name, func(t *testing.T) {
+			resp, err := client.Check(ctx, check(tc.path, nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -370,6 +380,14 @@ func TestHTTPCheck(t *testing.T) {
 			headers: map[string]string{"X-Original-URI": "/ok?x=1#&_method=POST", "X-Original-Method": "GET"}, wantStatus: 400, refused: "query"},
 		{name: "caddy: a # in the query", handler: caddy, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Forwarded-Uri": "/ok?#_method=POST", "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "query"},
+		// A path of more segments than check.max_path_segments is refused
+		// on every way in: each one costs the check work.
+		{name: "envoy http_service: too many path segments", handler: envoyHTTP, method: "GET",
+			target: "/ext_authz" + tooManySegments, wantStatus: 400, refused: "check.max_path_segments"},
+		{name: "nginx: too many path segments", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": tooManySegments, "X-Original-Method": "GET"}, wantStatus: 400, refused: "check.max_path_segments"},
+		{name: "caddy: too many path segments", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": tooManySegments, "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "check.max_path_segments"},
 		{name: "malformed JSON body is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
 			headers: map[string]string{"Content-Type": "application/json", "X-Body": "{"}, wantStatus: 400},
 	}
