@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
 // trick is one request a hostile client sends through the proxy: a
@@ -84,6 +86,9 @@ var anonymousTricks = []trick{
 	{name: "account page carried in the query", method: "GET", path: "/?/customer/account"},
 	{name: "cart carried in the query", method: "GET", path: "/?/checkout/cart"},
 	{name: "account page as the whole query", method: "GET", path: "/index.php?customer/account"},
+	// route_dirs makes a check's work grow with segments times length.
+	{name: "public page with more segments than check.max_path_segments", method: "GET",
+		path: "/catalog" + strings.Repeat("/a", authz.DefaultMaxPathSegments)},
 }
 
 // partnerTricks aim at contacts, which need full_admin, and at creating
