@@ -9,23 +9,10 @@ import (
 	"testing"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/logtest"
 )
-
-// longPathCheck is a check of a public page whose path has n more
-// one-letter segments: /catalog/a/a/...; upstreams such as Magento read
-// the extra segments as key/value parameters and act on such a path.
-func longPathCheck(n int) *authv3.CheckRequest {
-	path := "/catalog/" + strings.Repeat("a/", n)
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-		Method: "GET", Path: path, Host: "shop.example.com", Protocol: "HTTP/1.1",
-		Headers: map[string]string{":authority": "shop.example.com", ":method": "GET", ":path": path},
-	}}}}
-}
 
 // A check whose path has thousands of segments (5.8 KB for 2,900, within
 // nginx's 8 KB request line), let through by a raised
@@ -47,7 +34,10 @@ func TestLongPathDecisionIsLogged(t *testing.T) {
 	p := shippedPipeline(t, authz.WithDecisionLogger(l), authz.WithDecisionInput(true), authz.WithMaxPathSegments(3000))
 	segments := []int{2000, 2900}
 	for _, n := range segments {
-		if resp := p.Check(context.Background(), longPathCheck(n)); !resp.Allowed {
+		// Upstreams such as Magento read the extra segments as key/value
+		// parameters and act on such a path.
+		req := withHeaders(t, "/catalog/"+strings.Repeat("a/", n), nil)
+		if resp := p.Check(context.Background(), req); !resp.Allowed {
 			t.Fatalf("%d segments: want allowed (a public page), got %s", n, resp.Reason)
 		}
 	}
@@ -93,10 +83,7 @@ func TestPathSegmentBound(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			logged := &logSink{}
 			p := shippedPipeline(t, append([]authz.Option{authz.WithDecisionLogger(logged)}, tc.opts...)...)
-			req := checkRequest(t, storefrontRequest)
-			req.Attributes.Request.Http.Path = tc.path
-			req.Attributes.Request.Http.Headers[":path"] = tc.path
-			resp := p.Check(context.Background(), req)
+			resp := p.Check(context.Background(), withHeaders(t, tc.path, nil))
 			if !tc.refused {
 				if !resp.Allowed {
 					t.Fatalf("denied %s (%s), want a public page allowed", resp.Reason, resp.Body)
