@@ -242,10 +242,15 @@ func (h *Impersonation) get(c *Call) error {
 	return c.JSON(http.StatusOK, viewSession(s, c.Now()))
 }
 
+// end answers the ended session to a caller who may read it (GET), and
+// 204 to one who may only end it.
 func (h *Impersonation) end(c *Call) error {
 	s, err := h.svc.End(c.Context(), c.Identity, c.Request.PathValue("id"), authorizer(c))
 	if err != nil {
 		return err
+	}
+	if s == nil {
+		return c.NoContent()
 	}
 	return c.JSON(http.StatusOK, viewSession(s, c.Now()))
 }

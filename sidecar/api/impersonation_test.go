@@ -124,7 +124,7 @@ func TestSessionEnds(t *testing.T) {
 			e.must(e.do("DELETE", "/deputy/v1/impersonation/sessions/"+id, e.admin(), nil), 200)
 		}, "session_revoked"},
 		{"ended by the customer", func(e *env, id string) {
-			e.must(e.do("DELETE", "/deputy/v1/impersonation/sessions/"+id, e.customer(), nil), 200)
+			e.must(e.do("DELETE", "/deputy/v1/impersonation/sessions/"+id, e.customer(), nil), 204)
 		}, "session_revoked"},
 		{"replaced by a new session", func(e *env, _ string) {
 			e.must(e.start(e.agent(), nil), 201)

@@ -2,11 +2,14 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/identity"
 )
 
@@ -70,37 +73,7 @@ func TestRevokeUnknownGrantPublishesNothing(t *testing.T) {
 			}
 			events := len(p.eventTypes())
 
-			var mu sync.Mutex
-			var published []string
-			cancel := p.store.Subscribe(func(k string) {
-				if k == sidecar.InvalidateAll {
-					return // the bus reconnected: no one's write
-				}
-				mu.Lock()
-				published = append(published, k)
-				mu.Unlock()
-			})
-			defer cancel()
-			// settled waits for a marker published after the calls: the
-			// store's own publishes reach the subscriber before it.
-			settled := func(marker string) []string {
-				t.Helper()
-				if err := p.store.Invalidate(ctx, marker); err != nil {
-					t.Fatal(err)
-				}
-				var got []string
-				eventually(t, 5*time.Second, func() string {
-					mu.Lock()
-					defer mu.Unlock()
-					if len(published) == 0 || published[len(published)-1] != marker {
-						return "marker " + marker + " never arrived"
-					}
-					got, published = published[:len(published)-1], nil
-					return ""
-				})
-				return got
-			}
-			settled("start")
+			settled := watchInvalidations(t, p.store)
 			for who, tok := range map[string]string{"the partner": p.pat(), "the contact manager": p.cora()} {
 				if r := p.call("DELETE", "partner/grants/acme/nope", tok, nil); r.status != 404 || r.code() != "not_found" {
 					t.Errorf("%s revokes an unknown grant: %d %s, want 404", who, r.status, r.raw)
@@ -150,4 +123,105 @@ func TestNonPartySessionReadsAsUnknown(t *testing.T) {
 			t.Fatalf("the session after the refusals: %s", r.Raw)
 		}
 	})
+}
+
+// TestEndSessionAnswersWhatGetShows: ending a session answers the caller
+// only what reading it would: the session to whoever may read it, 204 and
+// no body to whoever may end it but not read it (the customer acted for,
+// whom the log is not for; a role holding end_any_login_as_customer
+// alone), and, once the session has ended, 404 to a caller GET answers
+// 404, word for word as an unknown id. Ending again stays a retry, for
+// every caller: the session stays as its first end left it, and its
+// eviction is published again.
+func TestEndSessionAnswersWhatGetShows(t *testing.T) {
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		e := newEnv(t, mk, func(sw map[string]any, _ *delegation.ImpersonationConfig) {
+			sw["role_permissions"].(map[string]any)["session_ender"] = []any{"end_any_login_as_customer"}
+		})
+		e.seed()
+		published := watchInvalidations(t, e.store)
+		cases := []struct {
+			name          string
+			sub           string
+			caller        func(e *env) string
+			first, second int // DELETE of the live session, then of the ended one
+		}{
+			{"staff who started it", "alice", (*env).agent, 200, 200},
+			{"admin, who reads the log", "ada", (*env).admin, 200, 200},
+			{"customer acted for", "c42", (*env).customer, 204, 204},
+			{"end_any_login_as_customer alone", "eve", func(e *env) string { return e.as("eve", "session_ender") }, 204, 404},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				st := e.must(e.start(e.agent(), map[string]any{"customer_id": "c42", "reason": "fraud check, internal", "ticket": "SEC-99"}), 201)
+				_, cookie := e.redeem(st.str("redeem_url"))
+				evict := sidecar.SessionKey(delegation.HashSecret(cookie))
+				path := "/deputy/v1/impersonation/sessions/" + st.str("session", "id")
+				tok := tc.caller(e)
+				published(tc.name) // what the start and the redeem published
+				for i, want := range []int{tc.first, tc.second} {
+					del := e.do("DELETE", path, tok, nil)
+					if got := published(fmt.Sprintf("%s %d", tc.name, i)); !slices.Contains(got, evict) {
+						t.Errorf("DELETE %d published %v, want the session's eviction", i+1, got)
+					}
+					get := e.do("GET", path, tok, nil)
+					switch {
+					case del.Status != want:
+						t.Fatalf("DELETE %d: %d %s, want %d", i+1, del.Status, del.Raw, want)
+					case want == 200 && (get.Status != 200 || del.Raw != get.Raw):
+						t.Errorf("DELETE %d answered %s; GET answers %d %s", i+1, del.Raw, get.Status, get.Raw)
+					case want == 204 && (del.Raw != "" || get.Status == 200):
+						t.Errorf("DELETE %d answered 204 with %q; GET answers %d (may it read?)", i+1, del.Raw, get.Status)
+					case want == 404:
+						unknown := e.do("DELETE", "/deputy/v1/impersonation/sessions/imp_nope", tok, nil)
+						if del.Raw != get.Raw || del.Raw != unknown.Raw {
+							t.Errorf("DELETE of the ended session: %s; GET: %d %s; an unknown id: %s; want all alike", del.Raw, get.Status, get.Raw, unknown.Raw)
+						}
+					}
+				}
+				s := e.must(e.do("GET", path, e.admin(), nil), 200)
+				if s.str("state") == "live" || s.str("ended_by") != tc.sub {
+					t.Fatalf("the session after two DELETEs: %s", s.Raw)
+				}
+			})
+		}
+	})
+}
+
+// watchInvalidations subscribes to st's invalidations and returns what
+// was published since its last call: it publishes marker and waits
+// (bounded) for it, as the store's own publishes reach the subscriber
+// before it.
+func watchInvalidations(t *testing.T, st sidecar.Store) func(marker string) []string {
+	t.Helper()
+	var mu sync.Mutex
+	var published []string
+	cancel := st.Subscribe(func(k string) {
+		if k == sidecar.InvalidateAll {
+			return // the bus reconnected: no one's write
+		}
+		mu.Lock()
+		published = append(published, k)
+		mu.Unlock()
+	})
+	t.Cleanup(cancel)
+	settled := func(marker string) []string {
+		t.Helper()
+		if err := st.Invalidate(context.Background(), marker); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		eventually(t, 5*time.Second, func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(published) == 0 || published[len(published)-1] != marker {
+				return "marker " + marker + " never arrived"
+			}
+			got, published = published[:len(published)-1], nil
+			return ""
+		})
+		return got
+	}
+	settled("test:watch") // the subscription delivers
+	return settled
 }

@@ -770,13 +770,18 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 	return &Redeemed{Session: s, Token: token, Redirect: target}, nil
 }
 
-// End ends a session at staff's (or the customer's) request.
+// End ends a session at staff's (or the customer's) request. It returns
+// the ended session only to a caller policy lets read it, as GetSession
+// would; to one who may end it but not read it (the customer acted for,
+// or a holder of end_any_login_as_customer alone), it returns nil and no
+// error.
 //
 // Ending a session that has ended is idempotent, and publishes its
 // eviction again: the caller may be retrying an End whose write reached
 // the store while its answer, or the eviction after it, was lost, and
 // replicas that cached the session would otherwise honour it until their
-// cache TTL.
+// cache TTL. To a caller who is no party to it, a session that had ended
+// reads as GetSession reads it: unknown.
 func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) (*sidecar.Session, error) {
 	if err := checkID("id", id); err != nil {
 		return nil, err
@@ -791,10 +796,16 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	if st := s.EndState(i.clock()); st != "" {
 		// An ended session stays as it ended.
 		i.recordEndAgain(ctx, s)
-		if s.TokenHash == "" {
-			return s, nil // never redeemed: cached nowhere
+		if s.TokenHash != "" { // else never redeemed: cached nowhere
+			if err := evictAgain(ctx, i.store, sidecar.SessionKey(s.TokenHash)); err != nil {
+				return nil, err
+			}
 		}
-		return s, evictAgain(ctx, i.store, sidecar.SessionKey(s.TokenHash))
+		err := readable(s, authorize)
+		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+			return nil, err
+		}
+		return shown(s, err), nil
 	}
 	reason := sidecar.EndEnded
 	if by.Subject != s.Actor {
@@ -805,7 +816,19 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 		return nil, err
 	}
 	i.ended(ctx, by, ended)
-	return ended, err
+	if err != nil {
+		return nil, err
+	}
+	return shown(ended, readable(ended, authorize)), nil
+}
+
+// shown is s when the caller may read it (refused is nil), else nil:
+// whatever the refusal, the session is left out.
+func shown(s *sidecar.Session, refused error) *sidecar.Session {
+	if refused != nil {
+		return nil
+	}
+	return s
 }
 
 // evictReplaced publishes again the evictions of actor's sessions started
@@ -857,10 +880,17 @@ func (i *Impersonation) GetSession(ctx context.Context, by *sidecar.Identity, id
 	if err != nil {
 		return nil, unknown(err, whatSession)
 	}
-	if err := authorize("impersonation.list", map[string]any{"actor": s.Actor, "session": sessionTarget(s)}); err != nil {
-		return nil, unseen(err, whatSession)
+	if err := readable(s, authorize); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// readable asks policy whether the caller may read s: whether it may list
+// the sessions of s's actor. A caller refused as no party to s is told s
+// is unknown.
+func readable(s *sidecar.Session, authorize Authorize) error {
+	return unseen(authorize("impersonation.list", map[string]any{"actor": s.Actor, "session": sessionTarget(s)}), whatSession)
 }
 
 // sessionTarget is what policy judges an action on a session by: its

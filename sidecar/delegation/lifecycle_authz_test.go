@@ -177,8 +177,12 @@ type lifecycleCall struct {
 
 // askedNext are what policy is asked once it allowed a call's action, in
 // order: reading a consent also asks whether the caller may see who set
-// it (consent.history).
-var askedNext = map[string][]string{"Impersonation.GetConsent": {"consent.history"}}
+// it (consent.history); ending a session, whether the caller may read it
+// (impersonation.list).
+var askedNext = map[string][]string{
+	"Impersonation.GetConsent": {"consent.history"},
+	"Impersonation.End":        {"impersonation.list"},
+}
 
 func lifecycleCalls() []lifecycleCall {
 	acmeRequest := map[string]any{"customer": "acme", "partner_org": "partnerco", "request_id": "req-1"}
