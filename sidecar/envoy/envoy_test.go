@@ -430,6 +430,36 @@ func TestHTTPCheck(t *testing.T) {
 }
 
 // A status Envoy's StatusCode enum lacks cannot be sent over gRPC: it is
+
+// A policy header of several values ({"x-roles": ["admin", "auditor"]},
+// as OPA-Envoy's result format allows) reaches the application whole: the
+// first entry replaces the client's copy, the others add to it. Each
+// overwriting would leave Envoy only the last value.
+func TestMultiValuedPolicyHeaderOverGRPC(t *testing.T) {
+	const pol = `package t
+decision := {"allowed": true, "reason": "fine", "headers": {"x-roles": ["admin", "auditor"], "x-team": "ops"}}
+`
+	mod := ast.MustParseModuleWithOpts(pol, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
+	client, _ := serveGRPC(t, authz.New(e, authz.WithQuery("data.t.decision")), 1<<20)
+	resp, err := client.Check(context.Background(), check("/x", map[string]string{":path": "/x", ":method": "GET", "x-roles": "superuser"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		got = append(got, h.GetHeader().GetKey()+"="+h.GetHeader().GetValue()+" "+h.GetAppendAction().String())
+	}
+	slices.Sort(got)
+	want := []string{"x-roles=admin OVERWRITE_IF_EXISTS_OR_ADD", "x-roles=auditor APPEND_IF_EXISTS_OR_ADD", "x-team=ops OVERWRITE_IF_EXISTS_OR_ADD"}
+	if !slices.Equal(got, want) {
+		t.Errorf("headers %q, want %q", got, want)
+	}
+}
+
 // denied with 403 rather than producing a response Envoy rejects.
 func TestStatusOutsideEnvoyEnumFallsBackTo403(t *testing.T) {
 	resp := envoy.ToCheckResponse(&authz.Response{Allowed: false, HTTPStatus: 418, DecisionID: "d"})

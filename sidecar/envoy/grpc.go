@@ -6,6 +6,7 @@ package envoy
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -39,14 +40,15 @@ func NewGRPCServer(checker Checker) *GRPCServer { return &GRPCServer{checker: ch
 // An allow also removes the client's headers of the families nginx and
 // Caddy clear by prefix (see clientPrefixed).
 func (s *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	out := ToCheckResponse(s.checker.Check(ctx, req))
+	r := s.checker.Check(ctx, req)
+	out := ToCheckResponse(r)
 	if ok := out.GetOkResponse(); ok != nil {
 		h, copied := req.GetAttributes().GetRequest().GetHttp(), false
 		for name := range h.GetHeaders() {
-			ok.HeadersToRemove = removeClientPrefixed(ok.HeadersToRemove, &copied, name)
+			ok.HeadersToRemove = removeClientPrefixed(ok.HeadersToRemove, &copied, name, r.Headers, r.Injected)
 		}
 		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			ok.HeadersToRemove = removeClientPrefixed(ok.HeadersToRemove, &copied, hv.GetKey())
+			ok.HeadersToRemove = removeClientPrefixed(ok.HeadersToRemove, &copied, hv.GetKey(), r.Headers, r.Injected)
 		}
 	}
 	return out, nil
@@ -108,9 +110,10 @@ func ToCheckResponse(r *authz.Response) *authv3.CheckResponse {
 // client's x-current-user: admin stayed in front of the x-current-user a
 // policy set from the verified token, and an application reading the
 // first value took the client's. (Envoy's http_service overwrites the
-// headers it copies, and so do nginx and Caddy.) Response headers and a
-// denial's keep Envoy's default: the application's own Set-Cookie must
-// survive a policy's.
+// headers it copies, and so do nginx and Caddy.) A header of several
+// values overwrites with its first and appends the others. Response
+// headers and a denial's keep Envoy's default: the application's own
+// Set-Cookie must survive a policy's.
 func headerOptions(policy, injected []authz.Header, action corev3.HeaderValueOption_HeaderAppendAction) []*corev3.HeaderValueOption {
 	if len(policy)+len(injected) == 0 {
 		return nil
@@ -124,6 +127,12 @@ func headerOptions(policy, injected []authz.Header, action corev3.HeaderValueOpt
 		if i < len(policy) {
 			values[i].Key, values[i].Value = policy[i].Key, policy[i].Value
 			opts[i].AppendAction = action
+			if action == corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD && repeated(policy[:i], policy[i].Key) {
+				// A header of several values ({"x-roles": ["a", "b"]}):
+				// the first entry replaces the client's, the others add
+				// to it, or each would replace the one before.
+				opts[i].AppendAction = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+			}
 		} else {
 			h := injected[i-len(policy)]
 			values[i].Key, values[i].Value = h.Key, h.Value
@@ -133,4 +142,15 @@ func headerOptions(policy, injected []authz.Header, action corev3.HeaderValueOpt
 		out[i] = &opts[i]
 	}
 	return out
+}
+
+// repeated reports whether a header of name comes among before, in any
+// letter case (Envoy's names are case-insensitive).
+func repeated(before []authz.Header, name string) bool {
+	for _, h := range before {
+		if strings.EqualFold(h.Key, name) {
+			return true
+		}
+	}
+	return false
 }

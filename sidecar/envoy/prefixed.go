@@ -1,6 +1,10 @@
 package envoy
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+)
 
 // Envoy removes request headers by exact name only, so the shipped Envoy
 // configs clear every spelling of the client headers they list (see
@@ -37,7 +41,9 @@ func clientPrefixed(name string) bool {
 	for _, p := range clearedPrefixes {
 		if len(name) > len(p) && sameSpelling(name[:len(p)], p) {
 			for _, own := range proxyOwn {
-				if name == own {
+				// In any letter case (Go's server canonicalizes Envoy's
+				// lower-case names on http_service), but not in "_".
+				if strings.EqualFold(name, own) {
 					return false
 				}
 			}
@@ -65,12 +71,21 @@ func sameSpelling(s, p string) bool {
 }
 
 // removeClientPrefixed is removals with name (as sent) added when it is of
-// a cleared family and not listed yet. Nothing is allocated for the
-// common name, and removals is copied before the first addition, so a
-// response's own list is never written through.
-func removeClientPrefixed(removals []string, copied *bool, name string) []string {
+// a cleared family, not listed yet, and not a name the answer sets (set:
+// Envoy removes after it sets, so listing it would remove the policy's or
+// Deputy's own value; setting it already replaces the client's). Nothing
+// is allocated for the common name, and removals is copied before the
+// first addition, so a response's own list is never written through.
+func removeClientPrefixed(removals []string, copied *bool, name string, set ...[]authz.Header) []string {
 	if !clientPrefixed(name) {
 		return removals
+	}
+	for _, hs := range set {
+		for _, h := range hs {
+			if strings.EqualFold(h.Key, name) {
+				return removals
+			}
+		}
 	}
 	lower := strings.ToLower(name)
 	for _, s := range removals {

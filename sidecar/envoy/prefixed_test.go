@@ -1,7 +1,11 @@
 package envoy_test
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -9,8 +13,11 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/envoy"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // Behind Envoy, which removes headers by exact name only, a client's
@@ -83,17 +90,52 @@ func TestEnvoyRemovesClientHeadersOfClearedFamilies(t *testing.T) {
 	})
 
 	t.Run("http_service", func(t *testing.T) {
-		h := envoy.NewHTTPHandler(pipeline(t), envoy.WithPathPrefix("/ext_authz"))
-		r := httptest.NewRequest("GET", "/ext_authz/plain", nil)
+		// Over a real connection, as Envoy sends it: Go's server
+		// canonicalizes the names (X-Forwarded-For), and Envoy's own must
+		// still be told apart.
+		srv := httptest.NewServer(envoy.NewHTTPHandler(pipeline(t), envoy.WithPathPrefix("/ext_authz")))
+		t.Cleanup(srv.Close)
+		raw := "GET /ext_authz/plain HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\n"
 		for _, name := range append(slices.Clone(sent), kept...) {
-			r.Header[name] = []string{"v"} // as sent, not canonicalized
+			raw += name + ": v\r\n"
 		}
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Code != http.StatusOK {
-			t.Fatalf("status %d: %s", w.Code, w.Body)
+		resp := rawRequest(t, srv.Listener.Addr().String(), raw+"\r\n")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
 		}
-		removesExactly(t, strings.Split(w.Header().Get(envoy.HeadersToRemoveHeader), ","))
+		removesExactly(t, strings.Split(resp.Header.Get(envoy.HeadersToRemoveHeader), ","))
+	})
+
+	// A header of those families that the answer sets is not listed: Envoy
+	// removes after it sets, so the client would delete the policy's
+	// value; setting it already replaces the client's copy.
+	t.Run("a header the answer sets", func(t *testing.T) {
+		const pol = `package t
+decision := {"allowed": true, "reason": "fine", "headers": {"x-auth-request-tenant": "acme"}}
+`
+		mod := ast.MustParseModuleWithOpts(pol, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+		if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+			t.Fatal(err)
+		}
+		p := authz.New(e, authz.WithQuery("data.t.decision"))
+		client, _ := serveGRPC(t, p, 1<<20)
+		resp, err := client.Check(context.Background(), check("/x", map[string]string{":path": "/x", ":method": "GET",
+			"x-auth-request-tenant": "evil", "x_auth_request_tenant": "evil"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.GetOkResponse().GetHeadersToRemove(); !slices.Equal(got, []string{"x_auth_request_tenant"}) {
+			t.Errorf("gRPC: removed %q, want only the other spelling, x_auth_request_tenant", got)
+		}
+		srv := httptest.NewServer(envoy.NewHTTPHandler(p, envoy.WithEnvoyUpstreamHeaders([]string{"x-auth-request-tenant"})))
+		t.Cleanup(srv.Close)
+		hr := rawRequest(t, srv.Listener.Addr().String(), "GET /x HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\n"+
+			"x-auth-request-tenant: evil\r\n\r\n")
+		if hr.StatusCode != http.StatusOK || hr.Header.Get("x-auth-request-tenant") != "acme" || hr.Header.Get(envoy.HeadersToRemoveHeader) != "" {
+			t.Errorf("http_service: status %d, x-auth-request-tenant %q, removed %q: want 200, acme, nothing", hr.StatusCode,
+				hr.Header.Get("x-auth-request-tenant"), hr.Header.Get(envoy.HeadersToRemoveHeader))
+		}
 	})
 
 	t.Run("nginx and Caddy clear them themselves", func(t *testing.T) {
@@ -118,4 +160,24 @@ func TestEnvoyRemovesClientHeadersOfClearedFamilies(t *testing.T) {
 			}
 		}
 	})
+}
+
+// rawRequest sends raw to addr as written (names as given, not as Go's
+// client would spell them) and reads the answer.
+func rawRequest(t *testing.T, addr, raw string) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }
