@@ -31,13 +31,14 @@ const (
 	DefaultFlushTimeout = 5 * time.Second
 	DefaultStream       = "deputy:decisions"
 	// DefaultMaxLen caps the stream's length when stream_max_bytes would
-	// allow more (max_len is stream_max_bytes / max_record_bytes by
-	// default).
+	// allow more (max_len is what stream_max_bytes leaves beside the
+	// once-set, divided by max_record_bytes, by default).
 	DefaultMaxLen = 1_000_000
-	// DefaultStreamMaxBytes is what the redis sink's stream may take of
-	// the Redis that also holds delegation state: its entries times
-	// max_record_bytes (a client can make every record that large) must
-	// fit in it. At the default max_record_bytes it holds 16,384 records.
+	// DefaultStreamMaxBytes is what the redis sink may take of the Redis
+	// that also holds delegation state: the stream's entries times
+	// max_record_bytes (a client can make every record that large), plus
+	// the once-set of dedup_max_ids ids, must fit in it. At the default
+	// max_record_bytes it holds 16,139 records.
 	DefaultStreamMaxBytes = 1 << 30
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = 5 * time.Second
@@ -46,6 +47,11 @@ const (
 	// writes the spool again; MaxDedupWindow bounds what it may cost.
 	DefaultDedupWindow = 10 * time.Minute
 	MaxDedupWindow     = 24 * time.Hour
+	// DefaultDedupMaxIDs holds the batches in flight of many replicas
+	// writing one stream (each keeps about one batch in the once-set)
+	// for 16 MB of Redis (DedupIDBytes each); a smaller stream_max_bytes
+	// gives it a sixteenth of itself by default.
+	DefaultDedupMaxIDs = 100_000
 	// MinSpoolMaxBytes keeps a spool at least a few batches deep.
 	MinSpoolMaxBytes = 64 << 10
 
@@ -77,10 +83,10 @@ type Config struct {
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
 	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted"`
 	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink (default: <redis.key_prefix>:decisions)"`
-	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (default: stream_max_bytes / max_record_bytes, at most 1,000,000); with the redis sink max_len × max_record_bytes must fit in stream_max_bytes"`
+	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (default: what stream_max_bytes holds of max_record_bytes records beside dedup_max_ids ids, at most 1,000,000); with the redis sink max_len × max_record_bytes must fit in stream_max_bytes with them"`
 	// StreamMaxBytes bounds the stream in bytes, not only in entries: a
 	// client chooses how large each record is, up to MaxRecordBytes.
-	StreamMaxBytes int64 `yaml:"stream_max_bytes" usage:"memory the redis sink's stream may take of Redis at most (max_len × max_record_bytes, the worst case a client can cause); a redis sink whose max_len × max_record_bytes is larger is refused at start"`
+	StreamMaxBytes int64 `yaml:"stream_max_bytes" usage:"memory the redis sink may take of Redis at most, whatever clients send: its stream (max_len × max_record_bytes) and the decision ids it keeps to write each record once (dedup_max_ids × 160 bytes); a redis sink whose two together are larger is refused at start"`
 	// IncludeInput is a pointer so that an explicit false survives
 	// SetDefaults; read it with InputIncluded.
 	IncludeInput *bool    `yaml:"include_input" usage:"keep the masked policy input in each record"`
@@ -92,9 +98,10 @@ type Config struct {
 	BackoffMax       time.Duration `yaml:"backoff_max" usage:"longest wait between failed writes to the sink"`
 	SpoolDir         string        `yaml:"spool_dir" usage:"directory where records wait on disk while the sink is down, kept across restarts (empty: no spool)"`
 	SpoolMaxBytes    int64         `yaml:"spool_max_bytes" usage:"bound of the on-disk spool; past it records wait in the queue, and past that are dropped and counted"`
-	// DedupWindow bounds the Redis memory the redis sink spends on
-	// writing each record once (see RedisSink).
-	DedupWindow time.Duration `yaml:"dedup_window" usage:"how long the redis sink remembers each decision id it wrote, so a batch written again after a lost reply (at once, from the spool, in parts, or by the next process) skips the records Redis already took; each id costs about 150 bytes of Redis memory for the window (90 MB at 1,000 decisions a second for the default 10m); a retry later than the window may write a record twice, under its one decision_id"`
+	// DedupWindow and DedupMaxIDs bound what the redis sink keeps to
+	// write each record once (see RedisSink).
+	DedupWindow time.Duration `yaml:"dedup_window" usage:"how long the redis sink remembers a decision id it wrote whose batch is not known delivered (its reply was lost, or the spool did not acknowledge it), so a batch written again (at once, from the spool, in parts, or by the next process) skips the records Redis already took; a retry later than the window may write a record twice, under its one decision_id"`
+	DedupMaxIDs int64         `yaml:"dedup_max_ids" usage:"decision ids the redis sink keeps at most for dedup_window, counted in stream_max_bytes at 160 bytes each: the last batch of each replica and those whose reply was lost; past it the oldest are forgotten, and their retry may write a record twice (default: 100,000, or what a sixteenth of stream_max_bytes holds if less)"`
 	// MaxRecordBytes bounds what a client can make Deputy write per
 	// check: the path, query and headers it sends all reach the record.
 	MaxRecordBytes int `yaml:"max_record_bytes" usage:"largest encoded record; a larger one is written without its input (input_dropped: oversized), its fields cut, and counted"`
@@ -145,10 +152,14 @@ func (c *Config) SetDefaults() {
 	if c.StreamMaxBytes == 0 {
 		c.StreamMaxBytes = DefaultStreamMaxBytes
 	}
+	if c.DedupMaxIDs == 0 {
+		c.DedupMaxIDs = max(1, min(DefaultDedupMaxIDs, c.StreamMaxBytes/16/DedupIDBytes))
+	}
 	// Whatever the sink (it may be set after Defaults): a redis sink's
-	// stream then fits stream_max_bytes at max_record_bytes per record.
+	// stream then fits stream_max_bytes, beside its once-set, at
+	// max_record_bytes per record.
 	if c.MaxLen == 0 && c.MaxRecordBytes > 0 {
-		c.MaxLen = max(1, min(DefaultMaxLen, c.StreamMaxBytes/int64(c.MaxRecordBytes)))
+		c.MaxLen = max(1, min(DefaultMaxLen, c.streamBytes()/int64(c.MaxRecordBytes)))
 	}
 	if c.MaskQueryParams == nil {
 		c.MaskQueryParams = DefaultMaskQueryParams()
@@ -171,6 +182,15 @@ func (c *Config) SetDefaults() {
 	if c.SpoolMaxBytes == 0 {
 		c.SpoolMaxBytes = DefaultSpoolMaxBytes
 	}
+}
+
+// streamBytes is what stream_max_bytes leaves the redis sink's stream
+// beside its once-set; negative when the set alone passes it.
+func (c Config) streamBytes() int64 {
+	if c.DedupMaxIDs > c.StreamMaxBytes/DedupIDBytes {
+		return -1 // and no overflow
+	}
+	return c.StreamMaxBytes - c.DedupMaxIDs*DedupIDBytes
 }
 
 // InputIncluded reports whether records keep the policy input.
@@ -234,11 +254,26 @@ func (c Config) Validate() error {
 	if c.StreamMaxBytes < int64(c.MaxRecordBytes) {
 		return sidecar.Invalid("decision_log.stream_max_bytes", "must hold at least one record of max_record_bytes (%d)", c.MaxRecordBytes)
 	}
+	if c.DedupMaxIDs < 1 {
+		return sidecar.Invalid("decision_log.dedup_max_ids", "must be positive")
+	}
+	if c.Sink != SinkRedis {
+		return nil
+	}
+	if c.DedupMaxIDs < int64(c.BatchSize) {
+		// A batch whose reply was lost must stay whole in the set.
+		return sidecar.Invalid("decision_log.dedup_max_ids", "must hold at least one batch (batch_size %d)", c.BatchSize)
+	}
+	rest := c.streamBytes()
+	if rest < int64(c.MaxRecordBytes) {
+		return sidecar.Invalid("decision_log.dedup_max_ids", "%d ids of %d bytes and one record of max_record_bytes (%d) must fit in stream_max_bytes (%d): lower dedup_max_ids or raise stream_max_bytes",
+			c.DedupMaxIDs, DedupIDBytes, c.MaxRecordBytes, c.StreamMaxBytes)
+	}
 	// Divided rather than multiplied: max_len × max_record_bytes may
 	// overflow.
-	if c.Sink == SinkRedis && c.MaxLen > c.StreamMaxBytes/int64(c.MaxRecordBytes) {
-		return sidecar.Invalid("decision_log.max_len", "%d records of up to max_record_bytes (%d) may take %d MiB of Redis, over stream_max_bytes (%d MiB): lower max_len (at most %d) or max_record_bytes, or raise stream_max_bytes",
-			c.MaxLen, c.MaxRecordBytes, c.MaxLen*int64(c.MaxRecordBytes)>>20, c.StreamMaxBytes>>20, c.StreamMaxBytes/int64(c.MaxRecordBytes))
+	if c.MaxLen > rest/int64(c.MaxRecordBytes) {
+		return sidecar.Invalid("decision_log.max_len", "%d records of up to max_record_bytes (%d) may take %d MiB of Redis, over what stream_max_bytes (%d MiB) leaves beside dedup_max_ids (%d MiB): lower max_len (at most %d) or max_record_bytes, or raise stream_max_bytes",
+			c.MaxLen, c.MaxRecordBytes, c.MaxLen*int64(c.MaxRecordBytes)>>20, c.StreamMaxBytes>>20, c.DedupMaxIDs*DedupIDBytes>>20, rest/int64(c.MaxRecordBytes))
 	}
 	return nil
 }

@@ -40,6 +40,17 @@ type Prober interface {
 	Probe(ctx context.Context) error
 }
 
+// Settler is a sink that keeps something of each written batch so that it
+// can be written again without repeating records (the Redis sink's
+// decision ids). The logger calls Settled after a successful Write once
+// that batch's records can never be written again: released from the
+// queue, or acknowledged in the spool. What is never settled (a crash
+// before the acknowledgement, a spool whose acknowledgement failed) the
+// sink keeps for its own bounded time.
+type Settler interface {
+	Settled()
+}
+
 // Logger is the asynchronous decision logger. Start it once, Stop it on
 // shutdown to flush what is queued.
 type Logger struct {
@@ -348,9 +359,11 @@ func (l *Logger) next(ctx context.Context) (batch [][]byte, spooled bool) {
 
 // delivered accounts for the batch next returned, written to the sink.
 func (l *Logger) delivered(spooled bool) {
+	settled := true
 	if spooled {
 		l.flushed.Add(uint64(len(l.spoolBatch)))
 		if err := l.spool.ack(); err != nil {
+			settled = false
 			l.log.Error("decision log spool: delivered records may be written again", "error", err)
 		}
 		l.spooled.Store(l.spool.size())
@@ -359,6 +372,9 @@ func (l *Logger) delivered(spooled bool) {
 	} else {
 		l.flushed.Add(uint64(len(l.pending)))
 		l.release(len(l.pending))
+	}
+	if s, ok := l.sink.(Settler); ok && settled {
+		s.Settled()
 	}
 	if l.down {
 		l.down = false

@@ -580,12 +580,21 @@ func TestConfigValidate(t *testing.T) {
 		// could fill the Redis that holds delegation state (1,000,000
 		// records of 64 KiB are 64 GiB).
 		{"redis stream over budget", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.MaxLen = 1_000_000 }, "decision_log.max_len"},
+		// The once-set's ids count in the same budget.
 		{"redis stream just over budget", func(c *decisionlog.Config) {
-			c.Sink, c.StreamMaxBytes, c.MaxLen = decisionlog.SinkRedis, 100<<20, 100<<20/int64(c.MaxRecordBytes)+1
+			c.Sink, c.StreamMaxBytes, c.DedupMaxIDs = decisionlog.SinkRedis, 100<<20, 10_000
+			c.MaxLen = (100<<20-10_000*decisionlog.DedupIDBytes)/int64(c.MaxRecordBytes) + 1
 		}, "decision_log.max_len"},
 		{"redis stream at budget", func(c *decisionlog.Config) {
-			c.Sink, c.StreamMaxBytes, c.MaxLen = decisionlog.SinkRedis, 100<<20, 100<<20/int64(c.MaxRecordBytes)
+			c.Sink, c.StreamMaxBytes, c.DedupMaxIDs = decisionlog.SinkRedis, 100<<20, 10_000
+			c.MaxLen = (100<<20 - 10_000*decisionlog.DedupIDBytes) / int64(c.MaxRecordBytes)
 		}, ""},
+		{"redis once-set over budget", func(c *decisionlog.Config) {
+			c.Sink, c.StreamMaxBytes, c.MaxLen, c.DedupMaxIDs = decisionlog.SinkRedis, 100<<20, 1, 100<<20/decisionlog.DedupIDBytes
+		}, "decision_log.dedup_max_ids"},
+		{"redis once-set, huge", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.DedupMaxIDs = 1 << 62 }, "decision_log.dedup_max_ids"},
+		{"redis once-set under a batch", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.DedupMaxIDs = int64(c.BatchSize) - 1 }, "decision_log.dedup_max_ids"},
+		{"once-set not positive", func(c *decisionlog.Config) { c.DedupMaxIDs = -1 }, "decision_log.dedup_max_ids"},
 		{"redis stream, huge max_len", func(c *decisionlog.Config) { c.Sink = decisionlog.SinkRedis; c.MaxLen = 1 << 62 }, "decision_log.max_len"},
 		{"stdout ignores the stream bound", func(c *decisionlog.Config) { c.MaxLen = 1_000_000 }, ""},
 		{"stream budget under a record", func(c *decisionlog.Config) { c.StreamMaxBytes = int64(c.MaxRecordBytes) - 1 }, "decision_log.stream_max_bytes"},
@@ -603,8 +612,9 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// A redis sink left at its defaults fits its stream in stream_max_bytes
-// at max_record_bytes per record, whatever those two are set to.
+// A redis sink left at its defaults fits its stream, at max_record_bytes
+// per record, and its once-set in stream_max_bytes, whatever those two
+// are set to.
 func TestRedisSinkDefaultsFitTheStreamBudget(t *testing.T) {
 	cases := []struct {
 		name                    string
@@ -622,8 +632,9 @@ func TestRedisSinkDefaultsFitTheStreamBudget(t *testing.T) {
 			if err := c.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			if c.MaxLen < 1 || c.MaxLen > decisionlog.DefaultMaxLen || c.MaxLen*int64(c.MaxRecordBytes) > c.StreamMaxBytes {
-				t.Errorf("max_len %d × max_record_bytes %d over stream_max_bytes %d", c.MaxLen, c.MaxRecordBytes, c.StreamMaxBytes)
+			if c.MaxLen < 1 || c.MaxLen > decisionlog.DefaultMaxLen || c.MaxLen*int64(c.MaxRecordBytes)+c.DedupMaxIDs*decisionlog.DedupIDBytes > c.StreamMaxBytes {
+				t.Errorf("max_len %d × max_record_bytes %d + dedup_max_ids %d × %d over stream_max_bytes %d",
+					c.MaxLen, c.MaxRecordBytes, c.DedupMaxIDs, decisionlog.DedupIDBytes, c.StreamMaxBytes)
 			}
 		})
 	}

@@ -203,12 +203,9 @@ func wantEachOnce(t *testing.T, srv *redistest.Server, stream string, want int) 
 	}
 }
 
-// A batch whose reply was lost in a stall, spooled at shutdown, is
-// written again by the next process (a new sink on the same spool); Redis
-// ran the first write on waking. Each decision is in the stream once.
 // What the sink remembers of the decisions it wrote lives for
-// decision_log.dedup_window, no longer: it is Redis memory spent per
-// record (about 150 bytes), bounded by the window and the decision rate.
+// decision_log.dedup_window, no longer: each id is scored by when it
+// expires, and the set itself expires a window after the last write.
 func TestRedisSinkRemembersWrittenDecisionsForTheWindow(t *testing.T) {
 	for _, window := range []time.Duration{0, 90 * time.Second} {
 		t.Run(window.String(), func(t *testing.T) {
@@ -216,17 +213,29 @@ func TestRedisSinkRemembersWrittenDecisionsForTheWindow(t *testing.T) {
 			cfg.DedupWindow = window
 			cfg.SetDefaults()
 			srv, rc, sink := stallableSink(t, cfg)
-			if err := sink.Write(context.Background(), [][]byte{[]byte(`{"decision_id":"d-window","result":"allow"}`)}); err != nil {
+			ctx := context.Background()
+			if err := sink.Write(ctx, [][]byte{[]byte(`{"decision_id":"d-window","result":"allow"}`)}); err != nil {
 				t.Fatal(err)
 			}
-			keys, err := rc.Keys(context.Background(), "*:once:*").Result()
+			keys, err := rc.Keys(ctx, "*once*").Result()
 			if err != nil || len(keys) != 1 {
 				t.Fatalf("once keys %v, %v; want one", keys, err)
 			}
-			ttl := srv.Client().TTL(context.Background(), keys[0]).Val()
 			want := cfg.DedupWindow
+			ttl := srv.Client().PTTL(ctx, keys[0]).Val()
 			if ttl <= want-5*time.Second || ttl > want {
 				t.Fatalf("%s lives %s, want about %s (dedup_window %s)", keys[0], ttl, want, window)
+			}
+			now, err := rc.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			score, err := rc.ZScore(ctx, keys[0], "d-window").Result()
+			if err != nil {
+				t.Fatalf("d-window in %s: %v", keys[0], err)
+			}
+			if left := time.UnixMilli(int64(score)).Sub(now); left <= want-5*time.Second || left > want {
+				t.Fatalf("d-window expires in %s, want about %s (dedup_window %s)", left, want, window)
 			}
 		})
 	}
@@ -255,6 +264,9 @@ func TestRedisSinkStopWithAnEndedContextCountsDrops(t *testing.T) {
 	}
 }
 
+// A batch whose reply was lost in a stall, spooled at shutdown, is
+// written again by the next process (a new sink on the same spool); Redis
+// ran the first write on waking. Each decision is in the stream once.
 func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
 	cfg := redisConfig(1000)
 	cfg.SpoolDir = t.TempDir()
@@ -374,7 +386,7 @@ func TestRedisSinkOnCluster(t *testing.T) {
 	for _, name := range []string{"deputy:decisions", "{deputy}:decisions", "a{b}c"} {
 		t.Run(name, func(t *testing.T) {
 			batch := [][]byte{[]byte(`{"decision_id":"d1"}`), []byte(`{"decision_id":"d2"}`), []byte(`{"no_id":true}`)}
-			for _, sink := range []*decisionlog.RedisSink{decisionlog.NewRedisSink(c, name, 0, 0), decisionlog.NewRedisSink(c, name, 0, 0)} {
+			for _, sink := range []*decisionlog.RedisSink{decisionlog.NewRedisSink(c, name, 0, 0, 0), decisionlog.NewRedisSink(c, name, 0, 0, 0)} {
 				if err := sink.Write(context.Background(), batch); err != nil {
 					t.Fatal(err)
 				}
@@ -694,11 +706,11 @@ func TestJSONLineEscapesC1(t *testing.T) {
 
 // BenchmarkRedisSinkWrite is one batch of the default size written to a
 // real Redis: the sink's cost per batch, round trip included. Each round
-// writes new decision ids, as the logger does.
+// writes new decision ids and settles them, as the logger does.
 func BenchmarkRedisSinkWrite(b *testing.B) {
 	srv := redistest.Start(b)
 	rc := fastClient(b, srv.Addr)
-	sink := decisionlog.NewRedisSink(rc, "deputy:bench", 1000, 0)
+	sink := decisionlog.NewRedisSink(rc, "deputy:bench", 1000, 0, 0)
 	batch := make([][]byte, decisionlog.DefaultBatchSize)
 	for i := range batch {
 		batch[i] = fmt.Appendf(nil, `{"decision_id":"%032x","time":"2026-03-01T12:00:00Z","result":"allow"}`, i)
@@ -715,5 +727,6 @@ func BenchmarkRedisSinkWrite(b *testing.B) {
 		if err := sink.Write(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
+		sink.Settled()
 	}
 }

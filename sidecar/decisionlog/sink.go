@@ -102,99 +102,170 @@ func (s *Stream) Range(ctx context.Context, start string, count int64) ([]redis.
 // connection cut after the command left) may still have been executed,
 // and the logger writes the batch again: at once, later from the spool,
 // split in parts when the spool took only some of it, or from the next
-// process after a restart. So the script sets a key per decision id,
-// {stream}:once:<id> in the stream's Cluster slot, with SET NX and a TTL,
-// and appends a record only when its key is new. The memory is Redis's,
-// not the sink's: no sink instance, restart or acknowledged write forgets
-// it before the TTL.
+// process after a restart. So the script adds each record's decision id
+// to a sorted set beside the stream, {stream}:once in the stream's
+// Cluster slot, scored by when it expires, and appends a record only when
+// its id is new. The memory is Redis's, not the sink's: no sink instance
+// or restart forgets an id before the window, decision_log.dedup_window,
+// has passed.
+//
+// An id is only needed until its record will never be written again: the
+// logger says so (Settled) once a write is confirmed and the batch is off
+// its queue or acknowledged in the spool, and the next write removes the
+// settled ids. So the set holds the last batch of each live sink, plus the
+// ids of writes whose reply was lost and not yet retried, however many
+// decisions a second there are; decision_log.dedup_max_ids caps it, the
+// oldest ids going first.
+//
+// Write and Settled are called from one goroutine, the logger's writer.
 type RedisSink struct {
 	stream *Stream
-	once   string // key prefix of the written decision ids
-	ttl    int64  // seconds Redis keeps a written decision id
-	keys   []string
+	keys   []string // the stream and its once-set
+	head   []any    // the script's first arguments, boxed once
 	args   []any
 	kbuf   []byte
-	ends   []int
+	// written holds the ids of the last write, if it succeeded; settled
+	// the ids the next write removes from the set. Each is one argument
+	// of the script: the ids of a batch, one a line.
+	written string
+	settled []any
 }
 
-// A written decision id costs about 150 bytes of Redis memory (measured:
-// a 32-character id under the default stream name, Redis 7), held for the
-// sink's window (decision_log.dedup_window): 90 MB at a thousand decisions
-// a second for the default ten minutes.
+// DedupIDBytes is what one decision id in the once-set may cost Redis, as
+// decision_log.stream_max_bytes counts it: 144 bytes measured for a
+// 32-character id (Redis 7, jemalloc, a skiplist-encoded sorted set),
+// with room for the allocator. Ids are at most 32 characters (longer ones
+// go by a digest of that length).
+const DedupIDBytes = 160
 
-// appendOnce appends each record ARGV[i+1] whose key KEYS[i] (i ≥ 2) SET
-// NX creates, to the stream KEYS[1]; ARGV[1] is the stream's approximate
-// MAXLEN (0 keeps everything), ARGV[2] the keys' TTL in seconds. A script
-// is atomic: a retry never runs beside the write it repeats.
+// maxIDLen is the longest id the once-set holds as it is.
+const maxIDLen = 32
+
+// appendOnce appends to the stream KEYS[1] each record whose id the
+// sorted set KEYS[2] does not hold, adding the id. ARGV[1] is the
+// stream's approximate MAXLEN (0 keeps everything), ARGV[2] the window in
+// milliseconds, ARGV[3] the set's bound, ARGV[4] the batch's n ids, one a
+// line (an id as JSON encodes it holds no raw newline); ARGV[5] to
+// ARGV[4+n] are the records, and each argument after them a line-separated
+// list of ids to forget. Ids go as one argument per batch, not one per
+// record: the client boxes and sends one string. Redis's own clock scores
+// the ids, so that sinks on hosts whose clocks differ agree on what has
+// expired. A script is atomic: a retry never runs beside the write it
+// repeats.
 var appendOnce = redis.NewScript(`
-local n = 0
-for i = 2, #KEYS do
-  if redis.call('SET', KEYS[i], 1, 'NX', 'EX', ARGV[2]) then
-    if ARGV[1] == '0' then
-      redis.call('XADD', KEYS[1], '*', 'record', ARGV[i+1])
-    else
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'record', ARGV[i+1])
+local function lines(s)
+  local t, pos = {}, 1
+  while true do
+    local e = string.find(s, '\n', pos, true)
+    if not e then
+      t[#t + 1] = string.sub(s, pos)
+      return t
     end
-    n = n + 1
+    t[#t + 1] = string.sub(s, pos, e - 1)
+    pos = e + 1
   end
 end
-return n
+local once = KEYS[2]
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local window, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ids = lines(ARGV[4])
+for i = 5 + #ids, #ARGV do
+  local gone = lines(ARGV[i])
+  for j = 1, #gone, 1000 do
+    redis.call('ZREM', once, unpack(gone, j, math.min(j + 999, #gone)))
+  end
+end
+redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
+local written = 0
+for i, id in ipairs(ids) do
+  if redis.call('ZADD', once, 'NX', now + window, id) == 1 then
+    if ARGV[1] == '0' then
+      redis.call('XADD', KEYS[1], '*', 'record', ARGV[4 + i])
+    else
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'record', ARGV[4 + i])
+    end
+    written = written + 1
+  end
+end
+local over = redis.call('ZCARD', once) - cap
+if over > 0 then
+  redis.call('ZREMRANGEBYRANK', once, 0, over - 1)
+end
+redis.call('PEXPIRE', once, window)
+return written
 `)
 
 // NewRedisSink returns a sink appending to the stream name, trimmed to
 // about maxLen entries, that remembers the decision ids it wrote for
-// window (DefaultDedupWindow when not positive).
-func NewRedisSink(client redis.UniversalClient, name string, maxLen int64, window time.Duration) *RedisSink {
+// window (DefaultDedupWindow when not positive), at most maxIDs of them
+// (DefaultDedupMaxIDs when not positive).
+func NewRedisSink(client redis.UniversalClient, name string, maxLen int64, window time.Duration, maxIDs int64) *RedisSink {
 	if window <= 0 {
 		window = DefaultDedupWindow
 	}
+	if maxIDs <= 0 {
+		maxIDs = DefaultDedupMaxIDs
+	}
 	return &RedisSink{
 		stream: NewStream(client, name, maxLen),
-		once:   sameSlot(name) + ":once:",
-		ttl:    max(1, int64(window/time.Second)),
+		keys:   []string{name, sameSlot(name) + ":once"},
+		head:   []any{maxLen, max(1, window.Milliseconds()), maxIDs},
 	}
 }
 
 func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
+	s.written = ""
 	if len(batch) == 0 {
 		return nil
 	}
-	// The keys are cut from one string: one allocation per batch, not
-	// one per record.
-	kbuf, ends := s.kbuf[:0], s.ends[:0]
-	for _, b := range batch {
-		kbuf = append(kbuf, s.once...)
-		kbuf = appendRecordKey(kbuf, b)
-		ends = append(ends, len(kbuf))
-	}
-	all := string(kbuf)
-	keys := append(s.keys[:0], s.stream.name)
-	args := append(s.args[:0], s.stream.maxLen, s.ttl)
-	off := 0
+	kbuf := s.kbuf[:0]
 	for i, b := range batch {
-		keys = append(keys, all[off:ends[i]])
-		args = append(args, b)
-		off = ends[i]
+		if i > 0 {
+			kbuf = append(kbuf, '\n')
+		}
+		kbuf = appendRecordKey(kbuf, b)
 	}
-	s.kbuf, s.ends, s.keys, s.args = kbuf, ends, keys, args
+	s.kbuf = kbuf
+	ids := string(kbuf)
+	args := append(append(s.args[:0], s.head...), ids)
+	for _, b := range batch {
+		args = append(args, b)
+	}
+	args = append(args, s.settled...)
+	s.args = args
 	if err := ctx.Err(); err != nil {
 		// Nothing leaves: go-redis answers an ended context before it
 		// sends, and the records are surely not written.
-		clear(keys)
 		clear(args)
 		return sidecar.Unavailable("append to stream "+s.stream.name, err)
 	}
-	err := appendOnce.Run(ctx, s.stream.client, keys, args...).Err()
-	clear(keys) // the batch's keys and records' memory hold the next batch
-	clear(args)
+	err := appendOnce.Run(ctx, s.stream.client, s.keys, args...).Err()
+	clear(args) // the batch's records' memory holds the next batch
 	if err != nil {
 		if mayHaveRun(err) {
 			err = fmt.Errorf("%w: %w", ErrUnconfirmed, err)
 		}
 		return sidecar.Unavailable("append to stream "+s.stream.name, err)
 	}
+	// Removed. A failed write keeps them for the next, which removes them
+	// again (ZREM of an absent id is nothing).
+	clear(s.settled)
+	s.settled, s.written = s.settled[:0], ids
 	return nil
 }
+
+// Settled tells the sink that the records of its last write, which
+// succeeded, will never be written again: the next write removes their
+// ids from the once-set. Without it they stay for the window.
+func (s *RedisSink) Settled() {
+	if s.written != "" {
+		s.settled = append(s.settled, s.written)
+		s.written = ""
+	}
+}
+
+var _ Settler = (*RedisSink)(nil)
 
 // ErrUnconfirmed marks a failed write the sink may still have made: the
 // command left, its reply did not come back.
@@ -217,8 +288,9 @@ func mayHaveRun(err error) bool {
 
 // appendRecordKey appends what tells the record b from every other: its
 // decision_id as encoded (appendJSON writes it first), or, for a record
-// that does not start so, a digest of the whole record, which keeps the
-// key short.
+// that does not start so or whose id is longer than maxIDLen, a digest of
+// that length, which bounds what an id costs Redis. The key never holds a
+// newline, which separates the ids of a batch.
 func appendRecordKey(dst, b []byte) []byte {
 	const prefix = `{"decision_id":"`
 	if bytes.HasPrefix(b, []byte(prefix)) {
@@ -227,12 +299,23 @@ func appendRecordKey(dst, b []byte) []byte {
 			case '\\':
 				i++
 			case '"':
-				return append(dst, b[len(prefix):i]...)
+				// A raw newline is not JSON, but the sink takes any bytes.
+				id := b[len(prefix):i]
+				if len(id) <= maxIDLen && bytes.IndexByte(id, '\n') < 0 {
+					return append(dst, id...)
+				}
+				return appendDigest(dst, id)
 			}
 		}
 	}
+	return appendDigest(dst, b)
+}
+
+// appendDigest appends '#' and 120 bits of b's SHA-256 in hex: 31
+// characters, within maxIDLen.
+func appendDigest(dst, b []byte) []byte {
 	sum := sha256.Sum256(b)
-	return hex.AppendEncode(append(dst, "sha256:"...), sum[:])
+	return hex.AppendEncode(append(dst, '#'), sum[:15])
 }
 
 // sameSlot returns a key prefix that Redis Cluster places in the slot of
@@ -274,7 +357,7 @@ func NewSink(cfg Config, client redis.UniversalClient, w io.Writer) (Sink, error
 		if client == nil {
 			return nil, sidecar.Invalid("decision_log.sink", "redis needs a configured Redis connection")
 		}
-		return NewRedisSink(client, cfg.Stream, cfg.MaxLen, cfg.DedupWindow), nil
+		return NewRedisSink(client, cfg.Stream, cfg.MaxLen, cfg.DedupWindow, cfg.DedupMaxIDs), nil
 	case SinkNone:
 		return DiscardSink{}, nil
 	}
