@@ -75,7 +75,8 @@ func activate(t *testing.T, edit func(dir string), checks ...func(map[string]any
 // route it means open; in an allow table the route silently never opens.
 // Each slip is shown dead first, activated without the check (the hole it
 // leaves, as Deputy served it before), then refused at activation, naming
-// the data path and the form to write.
+// the data path and the form to write; that form, written in its place, is
+// accepted and decides the request as the author meant.
 func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
 	const (
 		imp     = "deputy/impersonation/data.json"
@@ -91,6 +92,10 @@ func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
 	for _, tc := range []struct {
 		name, file, old, new string
 		path, want           string // named in the refusal
+		// fixed is written in place of old to follow the refusal, when
+		// more than the key must change; by default new with its key
+		// (its first JSON string) replaced by want.
+		fixed string
 		// The request the data means to forbid (or open), as whom, and
 		// whether the slip, served, lets it through.
 		del            *sidecar.Delegation
@@ -122,12 +127,6 @@ func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
 			old: `"/customer/account/password/"`, new: `"/customer/index.php/account/password/"`,
 			path: fr + "customer[0].prefix", want: "/customer/account/password/",
 			del: session, method: "GET", target: "/customer/index.php/account/password/", deadAllowed: true,
-		},
-		{
-			name: "format in a forbidden prefix", file: imp,
-			old: `"/vault/cards/"`, new: `"/vault/cards.html/"`,
-			path: fr + "vault[0].prefix", want: "/vault/cards/",
-			del: session, method: "GET", target: "/vault/cards.html", deadAllowed: true,
 		},
 		{
 			name: "trailing dot in a forbidden prefix", file: imp,
@@ -172,6 +171,10 @@ func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
       {
         "prefix": "/index.php/vault/cards/"`,
 			path: fr + "index.php[0].prefix", want: "/vault/cards/",
+			// Filed under its own section again.
+			fixed: `"vault": [
+      {
+        "prefix": "/vault/cards/"`,
 			del: session, method: "GET", target: "/vault/cards/1", deadAllowed: true,
 		},
 		// Allow tables: the route silently never opens.
@@ -180,12 +183,6 @@ func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
 			old: `"dashboard": {`, new: `"Dashboard": {`,
 			path: "data.deputy.partner.sections.Dashboard", want: "dashboard",
 			del: look, method: "GET", target: "/customers/acme/dashboard/d1",
-		},
-		{
-			name: "partner section with a format", file: partner,
-			old: `"dashboard": {`, new: `"dashboard.json": {`,
-			path: "data.deputy.partner.sections.dashboard.json", want: "dashboard",
-			del: look, method: "GET", target: "/customers/acme/dashboard.json",
 		},
 		{
 			name: "public path in upper case", file: authzJS,
@@ -224,17 +221,11 @@ func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
 			if err != nil {
 				t.Fatalf("activation without the data check: %v", err)
 			}
-			var opts []authz.Option
-			if tc.del != nil {
-				opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
-					func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
-						return tc.del, nil
-					})))
-			}
+			var verifier sidecar.IdentityVerifier
 			if tc.signedIn {
-				opts = append(opts, authz.WithVerifier(signedIn))
+				verifier = signedIn
 			}
-			resp := authz.New(served, opts...).Check(context.Background(), checkRequest(t, tc.method, tc.target, nil, ""))
+			resp := decide(t, served, tc.del, verifier, tc.method, tc.target)
 			if resp.Allowed != tc.deadAllowed {
 				t.Fatalf("served, %s %s: allowed %v (%s), want %v: the slip is no dead rule", tc.method, tc.target, resp.Allowed, resp.Reason, tc.deadAllowed)
 			}
@@ -242,11 +233,93 @@ func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.path+": ") {
 				t.Fatalf("activation: %v, want a refusal naming %s", err, tc.path)
 			}
-			if tc.want != "" && !strings.Contains(err.Error(), "write "+strconv.QuoteToASCII(tc.want)) {
+			if tc.want == "" {
+				return
+			}
+			if !strings.Contains(err.Error(), "write "+strconv.QuoteToASCII(tc.want)) {
 				t.Fatalf("activation: %v, want it to say to write %q", err, tc.want)
+			}
+			fixed := tc.fixed
+			if fixed == "" {
+				key := tc.new[:strings.IndexByte(tc.new[1:], '"')+2]
+				fixed = strings.Replace(tc.new, key, strconv.Quote(tc.want), 1)
+			}
+			if !strings.Contains(fixed, strconv.Quote(tc.want)) {
+				t.Fatalf("the fix %s does not write %q", fixed, tc.want)
+			}
+			following, err := activate(t, editFile(t, tc.file, tc.old, fixed), authz.CheckData)
+			if err != nil {
+				t.Fatalf("activation with the form the refusal asked for: %v", err)
+			}
+			if resp := decide(t, following, tc.del, verifier, tc.method, tc.target); resp.Allowed == tc.deadAllowed {
+				t.Fatalf("with %q written, %s %s: allowed %v (%s), want %v", tc.want, tc.method, tc.target, resp.Allowed, resp.Reason, !tc.deadAllowed)
 			}
 		})
 	}
+}
+
+// A key holding a dot is compared with segments that have more path after
+// them, which the route form keeps whole (only a request's last segment is
+// cut at its dot): it matches requests as written, so it is accepted and
+// decides them, in a deny list and in an allow table alike.
+func TestActivationAcceptsRouteKeysWithDots(t *testing.T) {
+	const (
+		imp     = "deputy/impersonation/data.json"
+		partner = "deputy/partner/data.json"
+	)
+	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Subject: "c42"}
+	look := &sidecar.Delegation{Mode: sidecar.ModePartner, ID: "g1", Actor: "pat", Subject: "acme", Level: "look"}
+	for _, tc := range []struct {
+		name, file, old, new string
+		del                  *sidecar.Delegation
+		target               string
+		allowed              bool
+		reason               string
+	}{
+		{
+			name: "forbidden prefix with a dot in its last segment", file: imp,
+			old: `"/customer/account/password/"`, new: `"/customer/account.v2/"`,
+			del: session, target: "/customer/account.v2/password", reason: "password_change_forbidden",
+		},
+		{
+			name: "forbidden prefix with a format", file: imp,
+			old: `"/vault/cards/"`, new: `"/vault/cards.html/"`,
+			del: session, target: "/vault/cards.html/1", reason: "payment_method_change_forbidden",
+		},
+		{
+			name: "partner section with a format", file: partner,
+			old: `"dashboard": {`, new: `"dashboard.json": {`,
+			del: look, target: "/customers/acme/dashboard.json/d1", allowed: true, reason: "partner_level_sufficient",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := activate(t, editFile(t, tc.file, tc.old, tc.new), authz.CheckData)
+			if err != nil {
+				t.Fatalf("activation: %v, want %s accepted", err, tc.new)
+			}
+			resp := decide(t, e, tc.del, nil, "GET", tc.target)
+			if resp.Allowed != tc.allowed || resp.Reason != tc.reason {
+				t.Fatalf("GET %s: allowed %v (%s), want %v (%s)", tc.target, resp.Allowed, resp.Reason, tc.allowed, tc.reason)
+			}
+		})
+	}
+}
+
+// decide checks one request through the pipeline on e, acting as del (none
+// when nil), its identity from verifier (none when nil).
+func decide(t *testing.T, e *policy.Engine, del *sidecar.Delegation, verifier sidecar.IdentityVerifier, method, target string) *authz.Response {
+	t.Helper()
+	var opts []authz.Option
+	if del != nil {
+		opts = append(opts, authz.WithResolvers(sidecar.DelegationResolverFunc(
+			func(context.Context, *sidecar.Request, *sidecar.Identity) (*sidecar.Delegation, error) {
+				return del, nil
+			})))
+	}
+	if verifier != nil {
+		opts = append(opts, authz.WithVerifier(verifier))
+	}
+	return authz.New(e, opts...).Check(context.Background(), checkRequest(t, method, target, nil, ""))
 }
 
 // Policy data the shipped policies would read otherwise than its author

@@ -41,8 +41,10 @@ const (
 	lowerSegment                // input.deputy.request.lower_segments[0]
 )
 
-// routeFormIs says what the route form is, for the refusals.
-const routeFormIs = "lower case with Unicode folding, slashes merged, ;params, trailing dots and spaces and index.php front controllers dropped, the last segment cut at its first dot"
+// routeFormIs says what the route form is, for the refusals, of the
+// segments a route key is compared with: never a request's last, the one
+// segment cut at its first dot.
+const routeFormIs = "lower case with Unicode folding, slashes merged, ;params, trailing dots and spaces and index.php front controllers dropped, as a segment with more path after it (dots kept)"
 
 // lowerFormIs says what the lower-cased canonical path is.
 const lowerFormIs = "decoded once, slashes merged, ;params dropped, lower case"
@@ -61,10 +63,19 @@ func (f keyForm) String() string {
 }
 
 // of returns key in form f, built as the request's form is from a raw path.
+// A route key is compared with segments that have more path after them (a
+// prefix ends in "/", a partner section is followed by its item), never
+// with a request's last segment, the one the route form cuts at its dot:
+// its form is built with one more segment after it, then dropped, so
+// "/customer/account.v2/" stays as written, as it appears in the route of
+// /customer/account.v2/password.
 func (f keyForm) of(key string) (string, error) {
 	raw := key
 	if f == routeSegment || f == lowerSegment {
 		raw = "/" + key
+	}
+	if f == routeDir || f == routeSegment {
+		raw += "/" + afterKey
 	}
 	cp, err := parsePath(raw, 0)
 	if err != nil {
@@ -81,6 +92,12 @@ func (f keyForm) of(key string) (string, error) {
 		return lower(segs[0]), nil
 	}
 	route := routeSegments(segs)
+	// The route form leaves afterKey as it is; were it ever to change it,
+	// the key is refused rather than compared in a form no request has.
+	if n := len(route); n == 0 || route[n-1] != afterKey {
+		return "", fmt.Errorf("its route form with a segment after it is %q", route)
+	}
+	route = route[:len(route)-1]
 	if f == routeSegment {
 		if len(route) != 1 {
 			return "", errNotOneSegment
@@ -92,6 +109,10 @@ func (f keyForm) of(key string) (string, error) {
 	}
 	return "/" + strings.Join(route, "/") + "/", nil
 }
+
+// afterKey is the segment a route key is followed by to build its form:
+// lower-case ASCII without a dot, its own route form.
+const afterKey = "x"
 
 var errNotOneSegment = errors.New("a section is one path segment, and requests are looked up by one")
 
