@@ -197,6 +197,14 @@ func TestActivationRefusesRoutesNoRequestMeets(t *testing.T) {
 			method: "GET", target: "//health",
 		},
 		{
+			// A request's path ends where its query begins: no path holds
+			// a "?", and there is no form to write.
+			name: "public path with a query", file: authzJS,
+			old: `"/health": {`, new: `"/health?full=1": {`,
+			path: "data.deputy.authz.public.paths./health?full=1", want: "",
+			method: "GET", target: "/health?full=1",
+		},
+		{
 			name: "public section in upper case", file: authzJS,
 			old: `"static": {`, new: `"STATIC": {`,
 			path: "data.deputy.authz.public.sections.STATIC", want: "static",

@@ -70,6 +70,11 @@ func (f keyForm) String() string {
 // "/customer/account.v2/" stays as written, as it appears in the route of
 // /customer/account.v2/password.
 func (f keyForm) of(key string) (string, error) {
+	if strings.IndexByte(key, '?') >= 0 {
+		// parsePath is given a path its query is cut from: it does not
+		// refuse "?" itself.
+		return "", errQuery
+	}
 	raw := key
 	if f == routeSegment || f == lowerSegment {
 		raw = "/" + key
@@ -113,6 +118,8 @@ func (f keyForm) of(key string) (string, error) {
 // afterKey is the segment a route key is followed by to build its form:
 // lower-case ASCII without a dot, its own route form.
 const afterKey = "x"
+
+var errQuery = errors.New(`a request's path ends at its first "?", where its query begins`)
 
 var errNotOneSegment = errors.New("a section is one path segment, and requests are looked up by one")
 
