@@ -151,6 +151,15 @@ func (r *Request) AppendHeaderValues(dst []string, name string) []string {
 	return dst
 }
 
+// HeaderName is the form Deputy keeps a configured header name in: lower
+// case, "-" between words. CGI, PHP and WSGI upstreams read "_" and "-" in
+// a name alike, so a name configured as x_auth_token is x-auth-token to
+// them, and must be to Deputy too, or Deputy reads one spelling while the
+// application reads another.
+func HeaderName(s string) string {
+	return strings.ReplaceAll(strings.ToLower(s), "_", "-")
+}
+
 // SameHeaderName reports whether a header name as sent reads as name (lower
 // case, "-" between words): in any case, with "_" for "-".
 func SameHeaderName(sent, name string) bool {

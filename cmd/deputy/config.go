@@ -240,6 +240,11 @@ func (c *Config) SetDefaults() {
 	if c.Check.ActorTokenHeader == "" {
 		c.Check.ActorTokenHeader = c.Check.OwnedPrefix + "token"
 	}
+	// Header names are held as upstreams read them ("_" is "-" to CGI,
+	// PHP and WSGI): what Deputy strips, sets, reads and masks is then the
+	// name the application acts on, however the setting spelled it.
+	c.Check.OwnedPrefix = sidecar.HeaderName(c.Check.OwnedPrefix)
+	c.Check.ActorTokenHeader = sidecar.HeaderName(c.Check.ActorTokenHeader)
 	if c.Check.ErrorStatus == 0 {
 		c.Check.ErrorStatus = DefaultErrorStatus
 	}
@@ -256,9 +261,13 @@ func (c *Config) SetDefaults() {
 	if c.DecisionLog.ActorTokenHeader == "" {
 		c.DecisionLog.ActorTokenHeader = c.Check.ActorTokenHeader
 	}
+	c.DecisionLog.ActorTokenHeader = sidecar.HeaderName(c.DecisionLog.ActorTokenHeader)
+	for i, h := range c.DecisionLog.MaskHeaders {
+		c.DecisionLog.MaskHeaders[i] = sidecar.HeaderName(h)
+	}
 	// And the header bearer tokens come in, whatever identity.header
 	// names it: a name without a secret word (x-principal) was logged.
-	if h := strings.ToLower(c.Identity.Header); h != "" && !slices.ContainsFunc(c.DecisionLog.MaskHeaders, func(m string) bool { return sidecar.SameHeaderName(m, h) }) {
+	if h := sidecar.HeaderName(c.Identity.Header); h != "" && !slices.Contains(c.DecisionLog.MaskHeaders, h) {
 		c.DecisionLog.MaskHeaders = append(c.DecisionLog.MaskHeaders, h)
 	}
 	if c.Dev {
@@ -403,8 +412,7 @@ func (c *Config) Validate() error {
 	// name it sets upstream rather than removing it: a name Envoy does not
 	// copy would reach the application as the client sent it.
 	if c.HTTP.CheckProxy == string(envoy.ProxyEnvoy) {
-		onBehalfOf := strings.ReplaceAll(strings.ToLower(c.Partner.OnBehalfOfHeader), "_", "-")
-		if name := envoy.UncoveredUpstream(c.HTTP.EnvoyUpstreamHeaders, c.Check.OwnedPrefix, c.Check.ActorTokenHeader, onBehalfOf); name != "" {
+		if name := envoy.UncoveredUpstream(c.HTTP.EnvoyUpstreamHeaders, c.Check.OwnedPrefix, c.Check.ActorTokenHeader, c.Partner.OnBehalfOfHeader); name != "" {
 			return sidecar.Invalid("http.envoy_upstream_headers", "leaves out %s, which Deputy sets upstream on a delegated allow "+
 				"(check.owned_prefix, check.actor_token_header, partner.on_behalf_of_header): with http.check_proxy envoy, "+
 				"list it here and in Envoy's allowed_upstream_headers", name)

@@ -229,6 +229,28 @@ func TestConfigDefaultsFollowOtherSettings(t *testing.T) {
 	if !slices.Contains(p.DecisionLog.MaskHeaders, "x-principal") {
 		t.Errorf("identity.header X-Principal: masked headers %q, want x-principal among them", p.DecisionLog.MaskHeaders)
 	}
+	// Header names are held as CGI, PHP and WSGI upstreams read them, "_"
+	// as "-": what Deputy reads, strips, sets and masks is the name the
+	// application acts on, however the setting spelled it.
+	u, err := loadWith(t, nil, nil, "identity: {header: X_Auth_Token}\ncheck: {owned_prefix: X_Acme_}\n"+
+		"partner: {on_behalf_of_header: X_Customer}\ndecision_log: {mask_headers: [X_Card_Number]}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct{ name, got, want string }{
+		{"identity.header", u.Identity.Header, "x-auth-token"},
+		{"check.owned_prefix", u.Check.OwnedPrefix, "x-acme-"},
+		{"check.actor_token_header", u.Check.ActorTokenHeader, "x-acme-token"},
+		{"decision_log.actor_token_header", u.DecisionLog.ActorTokenHeader, "x-acme-token"},
+		{"partner.on_behalf_of_header", u.Partner.OnBehalfOfHeader, "x-customer"},
+	} {
+		if f.got != f.want {
+			t.Errorf("%s = %q, want %q", f.name, f.got, f.want)
+		}
+	}
+	if !slices.Contains(u.DecisionLog.MaskHeaders, "x-auth-token") || !slices.Contains(u.DecisionLog.MaskHeaders, "x-card-number") {
+		t.Errorf("masked headers %q, want x-auth-token and x-card-number among them", u.DecisionLog.MaskHeaders)
+	}
 	d, err := loadWith(t, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)

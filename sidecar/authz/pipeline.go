@@ -126,12 +126,12 @@ func WithObserver(o Observer) Option { return func(p *Pipeline) { p.observer = o
 
 // WithOwnedPrefix sets the owned header prefix (default x-deputy-).
 func WithOwnedPrefix(prefix string) Option {
-	return func(p *Pipeline) { p.prefix = strings.ToLower(prefix) }
+	return func(p *Pipeline) { p.prefix = sidecar.HeaderName(prefix) }
 }
 
 // WithActorTokenHeader names the actor token header (default <prefix>token).
 func WithActorTokenHeader(h string) Option {
-	return func(p *Pipeline) { p.tokenHeader = strings.ToLower(h) }
+	return func(p *Pipeline) { p.tokenHeader = sidecar.HeaderName(h) }
 }
 
 // WithErrorStatus sets the status of denials caused by evaluation errors

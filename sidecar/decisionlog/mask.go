@@ -167,10 +167,9 @@ type masker struct {
 
 func newMasker(cfg Config, ev Evaluator) *masker {
 	// Lower case with "-" between words, as secretHeader compares.
-	canon := strings.NewReplacer("_", "-")
-	hs := append(slices.Clip(secretHeaders), canon.Replace(strings.ToLower(cfg.ActorTokenHeader)))
+	hs := append(slices.Clip(secretHeaders), sidecar.HeaderName(cfg.ActorTokenHeader))
 	for _, h := range cfg.MaskHeaders {
-		hs = append(hs, canon.Replace(strings.ToLower(h)))
+		hs = append(hs, sidecar.HeaderName(h))
 	}
 	qs := make([]string, len(cfg.MaskQueryParams))
 	for i, q := range cfg.MaskQueryParams {

@@ -61,6 +61,7 @@ func (c *PartnerConfig) SetDefaults() {
 	if c.OnBehalfOfHeader == "" {
 		c.OnBehalfOfHeader = DefaultOnBehalfOfHeader
 	}
+	c.OnBehalfOfHeader = sidecar.HeaderName(c.OnBehalfOfHeader)
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
 	}

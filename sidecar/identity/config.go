@@ -127,7 +127,8 @@ func (c *Config) SetDefaults() {
 	if c.Header == "" {
 		c.Header = DefaultHeader
 	}
-	c.Header = strings.ToLower(c.Header)
+	// Read in the form every spelling is compared against (Verify).
+	c.Header = sidecar.HeaderName(c.Header)
 	if len(c.Algorithms) == 0 {
 		c.Algorithms = append([]string(nil), DefaultAlgorithms...)
 	}

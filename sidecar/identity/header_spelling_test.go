@@ -15,12 +15,20 @@ import (
 // last). A second token under that spelling was not read: Deputy decided
 // as the first token's person while the application acted as the
 // second's. Several tokens are now refused, and one token is read under
-// whichever spelling it comes, as the application reads it.
+// whichever spelling it comes, as the application reads it, however the
+// setting spells the name: configured as x_auth_token, the name is the
+// same HTTP_X_AUTH_TOKEN to the application.
 func TestIdentityHeaderEverySpelling(t *testing.T) {
+	for _, configured := range []string{"x-auth-token", "x_auth_token", "X_Auth-Token"} {
+		t.Run(configured, func(t *testing.T) { testIdentityHeaderEverySpelling(t, configured) })
+	}
+}
+
+func testIdentityHeaderEverySpelling(t *testing.T, configured string) {
 	clock := newClock(epoch)
 	rk, ek, dk, _ := keys(t)
 	v, err := identity.New(identity.Config{
-		Header:    "x-auth-token",
+		Header:    configured,
 		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: writeFile(t, "jwks.json", jwks(rk, ek, dk))}},
 		Audiences: []string{testAudience},
 	}, identity.WithClock(clock.Now))
@@ -42,6 +50,7 @@ func TestIdentityHeaderEverySpelling(t *testing.T) {
 		{"the same token twice", &sidecar.Request{Headers: map[string]string{"x-auth-token": alice, "x_auth-token": alice}}, ""},
 		{"plain", &sidecar.Request{Headers: map[string]string{"x-auth-token": alice}, PlainNames: true}, "alice"},
 		{"underscore spelling alone", &sidecar.Request{Headers: map[string]string{"x_auth_token": bob}}, "bob"},
+		{"dash spelling alone", &sidecar.Request{Headers: map[string]string{"x-auth-token": bob}}, "bob"},
 		{"header_map alone", &sidecar.Request{HeaderMap: []sidecar.HeaderField{{Name: "X-Auth_Token", Value: bob}}}, "bob"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -408,7 +408,10 @@ func (v *Verifier) Verify(ctx context.Context, r *sidecar.Request) (*sidecar.Ide
 		// CGI, PHP and WSGI upstreams read x_auth_token as x-auth-token
 		// (PHP keeps the last): a token under another spelling of the
 		// name would be the one the application acts on, unchecked.
-		// The token is read under whichever spelling it comes.
+		// The token is read under whichever spelling it comes. The
+		// configured name is held with "-" (SetDefaults), so a name
+		// configured as x_auth_token is read so too; one with neither
+		// (authorization) has a single spelling and pays nothing.
 		var buf [2]string
 		switch vals := r.AppendHeaderValues(buf[:0], v.header); len(vals) {
 		case 0:

@@ -78,7 +78,7 @@ func NewOnBehalfResolver(grants GrantLookup, assignments AssignmentLookup, data 
 	r := &OnBehalfResolver{
 		grants:      grants,
 		assignments: assignments,
-		header:      strings.ReplaceAll(strings.ToLower(partner.OnBehalfOfHeader), "_", "-"),
+		header:      sidecar.HeaderName(partner.OnBehalfOfHeader),
 		rules:       delegation.NewRuleBook(data),
 		clock:       time.Now,
 		precedence: map[string]map[string]any{
