@@ -101,6 +101,60 @@ func TestUnNamespacedIssuerCannotSpellANamespace(t *testing.T) {
 	}
 }
 
+// Upstreams read names case-insensitively beyond ASCII, each its own
+// way: Go's strings.EqualFold reads U+017F (long s) as s and U+212A
+// (Kelvin) as k, Java's equalsIgnoreCase U+0131 and U+0130 as i, full
+// case folding U+FB00 as ff, MySQL's default collation U+015F as s. The
+// issuer without a namespace cannot spell another issuer's people that
+// way either: a non-ASCII character where its name still spells a
+// namespace is refused. A name that parts from every namespace in ASCII
+// first keeps any characters after.
+func TestUnNamespacedIssuerCannotSpellANamespaceBeyondASCII(t *testing.T) {
+	_, shop, _, kiosk := keys(t)
+	v, err := identity.New(identity.Config{
+		Issuers: []identity.IssuerConfig{
+			{Issuer: testIssuer, JWKSFile: writeFile(t, "shop.json", jwks(shop))},
+			{Issuer: partnerIssuer, JWKSFile: writeFile(t, "kiosk.json", jwks(kiosk)), Namespace: "kiosk-staff"},
+		},
+		Audiences: []string{testAudience},
+	}, identity.WithClock(newClock(epoch).Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	for _, tc := range []struct {
+		name, claim, value string
+		reserved           bool
+	}{
+		{"long s", "sub", "kio\u017Fk-staff:mallory", true},
+		{"long s, capitals", "sub", "KIO\u017FK-STAFF:mallory", true},
+		{"Kelvin sign", "sub", "\u212Aiosk-staff:mallory", true},
+		{"dotless i", "org", "k\u0131osk-staff:acme", true},
+		{"dotted capital I", "domain", "K\u0130OSK-STAFF:eu", true},
+		{"ff ligature", "sub", "kiosk-sta\uFB00:mallory", true},
+		{"s with cedilla", "sub", "kiosk-\u015Ftaff:mallory", true},
+		{"soft hyphen", "sub", "kiosk\u00AD-staff:mallory", true},
+		{"parts in ASCII first", "sub", "kiosk-staffer:jos\u00E9", false},
+		{"another name", "sub", "jos\u00E9", false},
+		{"the namespace without a colon", "sub", "kiosk-staff", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := with(goodClaims(epoch), tc.claim, tc.value)
+			id, err := v.VerifyToken(context.Background(), sign(t, shop, shop.kid, claims))
+			want := ""
+			if tc.reserved {
+				want = identity.ReasonReservedNamespace
+			}
+			if got := reasonOf(t, err); got != want {
+				t.Fatalf("%s %q: reason %q, want %q (%v)", tc.claim, tc.value, got, want, err)
+			}
+			if !tc.reserved && id.Subject != tc.value {
+				t.Fatalf("sub = %q, want %q", id.Subject, tc.value)
+			}
+		})
+	}
+}
+
 // One issuer without a namespace reads every name as before: no prefix,
 // and no name is reserved.
 func TestSingleIssuerNamesUnchanged(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -564,17 +565,49 @@ func (is *issuer) namespace(id *sidecar.Identity) error {
 		id.Privileges = allowed(id.Privileges, is.privileges)
 		return nil
 	}
-	// Compared folded: a case-insensitive upstream reads PARTNER:mallory
-	// as the namespaced issuer's partner:mallory (reserved prefixes are
-	// folded at start).
 	for _, n := range names {
 		for _, p := range is.reserved {
-			if len(*n) >= len(p) && sidecar.FoldID((*n)[:len(p)]) == p {
+			if mayReadAs(*n, p) {
 				return fmt.Errorf("%q is in the namespace %q of another issuer", *n, strings.TrimSuffix(p, ":"))
 			}
 		}
 	}
 	return nil
+}
+
+// mayReadAs reports whether some case-insensitive reading of name may
+// begin with the reserved prefix p (ASCII, lower case: namespaces are
+// ASCII tokens). A case-insensitive upstream reads PARTNER:mallory as
+// partner:mallory. Beyond ASCII, readings disagree: Go's strings.EqualFold
+// and Unicode simple folding read U+017F (long s) as s and U+212A (Kelvin)
+// as k; Java's equalsIgnoreCase also reads U+0131 and U+0130 as i; full
+// folding (ICU, Python's casefold) reads U+FB00 as ff and U+00DF as ss;
+// accent-insensitive collations (MySQL's default utf8mb4_0900_ai_ci) read
+// U+015F as s and skip U+00AD altogether. No fold table follows every
+// upstream, so a non-ASCII character where the name still spells p so
+// far counts as spelling it: the name is refused (control characters are
+// refused before). Under every one of them an ASCII character reads as one
+// character, never as another ASCII letter than itself in either case:
+// up to the first non-ASCII character, positions line up with p, and a
+// name that differs from p there in more than letter case is free under
+// every reading.
+func mayReadAs(name, p string) bool {
+	for i := 0; i < len(p); i++ {
+		if i == len(name) {
+			return false
+		}
+		c := name[i]
+		if c >= utf8.RuneSelf {
+			return true
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // allowed keeps the names of list that ok holds, in place: list is the
