@@ -325,9 +325,12 @@ static_resources:
                               - exact: set-cookie
                       # Owned headers (check.owned_prefix and
                       # check.actor_token_header) in every spelling, so that
-                      # Deputy lists them for removal; what decides the
-                      # customer acted for (partner.on_behalf_of_header) and
-                      # the method the application runs
+                      # Deputy lists them for removal; who asks (the token
+                      # in authorization, or identity.header in every
+                      # spelling: without it Deputy would decide without the
+                      # token the application signs in with), the customer
+                      # acted for (partner.on_behalf_of_header) and the
+                      # method the application runs
                       # (check.method_overrides' header carriers, the body's
                       # type and encoding, Envoy's partial-body flag), so
                       # that Deputy decides on it. Envoy removes headers by
@@ -344,6 +347,9 @@ static_resources:
                           - safe_regex: { regex: {{ printf "%s.*" (include "deputy.spellings" $names.prefix) | toJson }} }
                           - safe_regex: { regex: {{ include "deputy.spellings" $names.token | toJson }} }
                           - exact: authorization
+                          {{- if ne $names.identity "authorization" }}
+                          - safe_regex: { regex: {{ include "deputy.spellings" $names.identity | toJson }} }
+                          {{- end }}
                           - exact: cookie
                           - exact: content-type
                           - exact: content-encoding

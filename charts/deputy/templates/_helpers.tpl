@@ -131,9 +131,9 @@ lower case, with "-" and "_" alike, as CGI upstreams read them.
 {{/*
 The header names Deputy reads and sets beside its method overrides, from
 deputy.config as Deputy reads them (its defaults unless set), in lower
-case as Envoy carries them: check.owned_prefix, check.actor_token_header
-and partner.on_behalf_of_header (which Deputy sets with "-" for "_"), as
-JSON. Envoy's config and Deputy's http.envoy_upstream_headers both follow
+case with "-" for "_" as Deputy holds them: check.owned_prefix,
+check.actor_token_header, partner.on_behalf_of_header and identity.header,
+as JSON. Envoy's config and Deputy's http.envoy_upstream_headers both follow
 them: an Envoy config spelling the defaults would neither send Deputy a
 client's header under a configured name nor copy Deputy's upstream.
 */}}
@@ -142,7 +142,8 @@ client's header under a configured name nor copy Deputy's upstream.
 {{- $prefix := dig "check" "owned_prefix" "" $cfg | default "x-deputy-" -}}
 {{- $token := dig "check" "actor_token_header" "" $cfg | default (printf "%stoken" $prefix) -}}
 {{- $onBehalfOf := dig "partner" "on_behalf_of_header" "" $cfg | default "x-on-behalf-of" -}}
-{{- dict "prefix" (lower $prefix) "token" (lower $token) "onBehalfOf" (lower $onBehalfOf | replace "_" "-") | toJson -}}
+{{- $identity := dig "identity" "header" "" $cfg | default "authorization" -}}
+{{- dict "prefix" (lower $prefix | replace "_" "-") "token" (lower $token | replace "_" "-") "onBehalfOf" (lower $onBehalfOf | replace "_" "-") "identity" (lower $identity | replace "_" "-") | toJson -}}
 {{- end -}}
 
 {{/*

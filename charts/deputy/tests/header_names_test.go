@@ -9,8 +9,8 @@ import (
 	"github.com/deputyhq/deputy/examples/envoycheck"
 )
 
-// check.owned_prefix, check.actor_token_header and
-// partner.on_behalf_of_header are settings the chart passes to Deputy
+// check.owned_prefix, check.actor_token_header,
+// partner.on_behalf_of_header and identity.header are settings the chart passes to Deputy
 // (deputy.config). Its http_service Envoy config follows them: Envoy sends
 // Deputy a client's header under each name, in every spelling, so that
 // Deputy decides on it or lists it for removal, and copies Deputy's
@@ -18,7 +18,10 @@ import (
 // (http.envoy_upstream_headers). Left at the default names, a client's
 // X-Auth-Subject would reach the application as sent, and its X-Customer
 // would be decided as the partner acting as itself and then reach the
-// application naming a customer.
+// application naming a customer, and with identity.header x-auth-token
+// every request would be decided without identity while the application
+// signs the token's person in. Deputy holds the names with "-" for "_",
+// as CGI, PHP and WSGI upstreams read them, and so does Envoy's config.
 func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -31,12 +34,24 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 	}{
 		{name: "defaults", config: "{}",
 			sent:   []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of"},
-			copied: []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of", "cache-control"}, notSent: []string{"x-auth-subject", "x-customer"},
+			copied: []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of", "cache-control"}, notSent: []string{"x-auth-subject", "x-customer", "x-auth-token"},
 			upstream: []string{"x-deputy-*", "x-deputy-token", "x-on-behalf-of", "cache-control"}},
 		{name: "owned prefix", config: "{check: {owned_prefix: X-Auth-}}",
 			sent:   []string{"x-auth-subject", "x-auth-actor", "x-auth-token", "x-auth-role"},
 			copied: []string{"x-auth-subject", "x-auth-actor", "x-auth-token", "x-on-behalf-of"}, notSent: []string{"x-authz", "x-deputy-subject"},
 			upstream: []string{"x-auth-*", "x-auth-token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.owned_prefix": "X-Auth-"}},
+		{name: "owned prefix spelled with _", config: "{check: {owned_prefix: X_Auth_}}",
+			sent:   []string{"x-auth-subject", "x-auth-token"},
+			copied: []string{"x-auth-subject", "x-auth-token"}, notSent: []string{"x-deputy-subject"},
+			upstream: []string{"x-auth-*", "x-auth-token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.owned_prefix": "X_Auth_"}},
+		{name: "identity header", config: "{identity: {header: X-Auth-Token}}",
+			sent:   []string{"x-auth-token", "authorization", "x-deputy-subject"},
+			copied: []string{"x-deputy-subject"}, notSent: []string{"x-auth-tokens", "x-auth-token2"},
+			upstream: []string{"x-deputy-*", "x-deputy-token", "x-on-behalf-of", "cache-control"}},
+		{name: "identity header spelled with _", config: "{identity: {header: x_auth_token}}",
+			sent:   []string{"x-auth-token"},
+			copied: []string{"x-deputy-subject"}, notSent: []string{"x-auth-tokens"},
+			upstream: []string{"x-deputy-*", "x-deputy-token", "x-on-behalf-of", "cache-control"}},
 		{name: "on-behalf-of header", config: "{partner: {on_behalf_of_header: x-customer}}",
 			sent:   []string{"x-customer", "x-deputy-subject"},
 			copied: []string{"x-customer", "x-deputy-subject"}, notSent: []string{"x-on-behalf-of", "x-customers"},
