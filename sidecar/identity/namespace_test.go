@@ -17,11 +17,17 @@ const partnerIssuer = "https://partner.example"
 // and a partner issuer in the namespace "partner", each with its own key.
 func twoIssuers(t *testing.T) (v *identity.Verifier, shop, partner testKey) {
 	t.Helper()
+	return twoIssuersIn(t, "partner")
+}
+
+// twoIssuersIn is twoIssuers with the partner issuer's namespace ns.
+func twoIssuersIn(t *testing.T, ns string) (v *identity.Verifier, shop, partner testKey) {
+	t.Helper()
 	_, shop, _, partner = keys(t)
 	v, err := identity.New(identity.Config{
 		Issuers: []identity.IssuerConfig{
 			{Issuer: testIssuer, JWKSFile: writeFile(t, "shop.json", jwks(shop))},
-			{Issuer: partnerIssuer, JWKSFile: writeFile(t, "partner.json", jwks(partner)), Namespace: "partner"},
+			{Issuer: partnerIssuer, JWKSFile: writeFile(t, "partner.json", jwks(partner)), Namespace: ns},
 		},
 		Audiences: []string{testAudience},
 	}, identity.WithClock(newClock(epoch).Now))
@@ -110,18 +116,7 @@ func TestUnNamespacedIssuerCannotSpellANamespace(t *testing.T) {
 // namespace is refused. A name that parts from every namespace in ASCII
 // first keeps any characters after.
 func TestUnNamespacedIssuerCannotSpellANamespaceBeyondASCII(t *testing.T) {
-	_, shop, _, kiosk := keys(t)
-	v, err := identity.New(identity.Config{
-		Issuers: []identity.IssuerConfig{
-			{Issuer: testIssuer, JWKSFile: writeFile(t, "shop.json", jwks(shop))},
-			{Issuer: partnerIssuer, JWKSFile: writeFile(t, "kiosk.json", jwks(kiosk)), Namespace: "kiosk-staff"},
-		},
-		Audiences: []string{testAudience},
-	}, identity.WithClock(newClock(epoch).Now))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { v.Close() })
+	v, shop, _ := twoIssuersIn(t, "kiosk-staff")
 	for _, tc := range []struct {
 		name, claim, value string
 		reserved           bool
