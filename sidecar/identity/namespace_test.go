@@ -129,6 +129,10 @@ func TestUnNamespacedIssuerCannotSpellANamespaceBeyondASCII(t *testing.T) {
 		{"ff ligature", "sub", "kiosk-sta\uFB00:mallory", true},
 		{"s with cedilla", "sub", "kiosk-\u015Ftaff:mallory", true},
 		{"soft hyphen", "sub", "kiosk\u00AD-staff:mallory", true},
+		// White space an HTTP parser strips before the application reads
+		// the header (refused for every issuer as malformed).
+		{"leading space", "sub", " kiosk-staff:mallory", true},
+		{"leading space in org", "org", " kiosk-staff:acme", true},
 		{"parts in ASCII first", "sub", "kiosk-staffer:jos\u00E9", false},
 		{"another name", "sub", "jos\u00E9", false},
 		{"the namespace without a colon", "sub", "kiosk-staff", false},
@@ -139,6 +143,9 @@ func TestUnNamespacedIssuerCannotSpellANamespaceBeyondASCII(t *testing.T) {
 			want := ""
 			if tc.reserved {
 				want = identity.ReasonReservedNamespace
+			}
+			if strings.TrimSpace(tc.value) != tc.value {
+				want = identity.ReasonMalformed
 			}
 			if got := reasonOf(t, err); got != want {
 				t.Fatalf("%s %q: reason %q, want %q (%v)", tc.claim, tc.value, got, want, err)

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -537,6 +538,14 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	for _, f := range [...]struct{ claim, value string }{{"sub", id.Subject}, {"org", id.Org}, {"domain", id.Domain}, {"email", id.Email}} {
 		if strings.ContainsFunc(f.value, sidecar.IsControl) {
 			return refused(ReasonMalformed, fmt.Errorf("%s holds a control character", f.claim))
+		}
+		// Every HTTP parser strips white space around a header value (RFC
+		// 9110 5.5), and many applications trim what they read: a sub of
+		// " partner:mallory" or "alice " would reach the application as
+		// another issuer's person, or another person, than Deputy decided
+		// for.
+		if f.value != strings.TrimFunc(f.value, unicode.IsSpace) {
+			return refused(ReasonMalformed, fmt.Errorf("%s begins or ends with white space", f.claim))
 		}
 	}
 	if err := is.namespace(id); err != nil {

@@ -258,6 +258,14 @@ func TestVerify(t *testing.T) {
 		{name: "control character in email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "a@b.example\n"))), reason: identity.ReasonMalformed},
 		{name: "bidi override in sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", "nimda\u202e"))), reason: identity.ReasonMalformed},
 		{name: "bidi isolate in email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "a@\u2067b.example"))), reason: identity.ReasonMalformed},
+		// HTTP parsers strip white space around a header value, and many
+		// applications trim: " alice" or "alice\u00a0" would reach them as
+		// alice (or, from the issuer without a namespace, " partner:x" as
+		// the partner issuer's x).
+		{name: "leading space in sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", " alice"))), reason: identity.ReasonMalformed},
+		{name: "trailing space in org", req: bearer(sign(t, ek, ek.kid, with(good, "org", "acme "))), reason: identity.ReasonMalformed},
+		{name: "no-break space ending domain", req: bearer(sign(t, ek, ek.kid, with(good, "domain", "eu.example\u00a0"))), reason: identity.ReasonMalformed},
+		{name: "ideographic space opening email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "\u3000a@b.example"))), reason: identity.ReasonMalformed},
 		{name: "a nested claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"realm":{"roles":["x"],"roles":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
