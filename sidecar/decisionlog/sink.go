@@ -112,16 +112,19 @@ func (s *Stream) Range(ctx context.Context, start string, count int64) ([]redis.
 // An id is only needed until its record will never be written again: the
 // logger says so (Settled) once a write is confirmed and the batch is off
 // its queue or acknowledged in the spool, and the next write removes the
-// settled ids. So the set holds the last batch of each live sink, plus the
-// ids of writes whose reply was lost and not yet retried, however many
-// decisions a second there are; decision_log.dedup_max_ids caps it, the
-// oldest ids going first.
+// settled ids. But an attempt whose reply was lost may still be on its way
+// to Redis, and run after the removal: finding no id, it would append its
+// records again. So the script runs once per Write (go-redis never retries
+// it, whatever redis.max_retries says), every lost reply reaches the sink,
+// and the ids of a record any attempt of which went unconfirmed stay for
+// the window. The set holds the last batch of each live sink, plus the ids
+// of writes whose reply was lost, however many decisions a second there
+// are; decision_log.dedup_max_ids caps it, the oldest ids going first.
 //
 // Write and Settled are called from one goroutine, the logger's writer.
 type RedisSink struct {
 	stream *Stream
-	keys   []string // the stream and its once-set
-	head   []any    // the script's first arguments, boxed once
+	head   []any // the script's first arguments, boxed once
 	args   []any
 	kbuf   []byte
 	// written holds the ids of the last write, if it succeeded; settled
@@ -129,6 +132,10 @@ type RedisSink struct {
 	// of the script: the ids of a batch, one a line.
 	written string
 	settled []any
+	// unsure holds the ids of records an unconfirmed write held, until
+	// they are settled: those stay in the set for the window. Only
+	// records the logger still holds are here.
+	unsure map[string]struct{}
 }
 
 // DedupIDBytes is what one decision id in the once-set may cost Redis, as
@@ -152,7 +159,7 @@ const maxIDLen = 32
 // the ids, so that sinks on hosts whose clocks differ agree on what has
 // expired. A script is atomic: a retry never runs beside the write it
 // repeats.
-var appendOnce = redis.NewScript(`
+const appendOnceSrc = `
 local function lines(s)
   local t, pos = {}, 1
   while true do
@@ -194,7 +201,16 @@ if over > 0 then
 end
 redis.call('PEXPIRE', once, window)
 return written
-`)
+`
+
+var appendOnce = redis.NewScript(appendOnceSrc)
+
+// onceCmd is a command go-redis sends at most once: it retries a command
+// whose reply was lost on another connection (redis.max_retries), and
+// the first attempt may still reach Redis after the retry's success.
+type onceCmd struct{ *redis.Cmd }
+
+func (onceCmd) NoRetry() bool { return true }
 
 // NewRedisSink returns a sink appending to the stream name, trimmed to
 // about maxLen entries, that remembers the decision ids it wrote for
@@ -209,9 +225,27 @@ func NewRedisSink(client redis.UniversalClient, name string, maxLen int64, windo
 	}
 	return &RedisSink{
 		stream: NewStream(client, name, maxLen),
-		keys:   []string{name, sameSlot(name) + ":once"},
-		head:   []any{maxLen, max(1, window.Milliseconds()), maxIDs},
+		head: []any{"evalsha", appendOnce.Hash(), 2, name, sameSlot(name) + ":once",
+			maxLen, max(1, window.Milliseconds()), maxIDs},
 	}
+}
+
+// run runs appendOnce with args (s.head's first), once: EVALSHA, and EVAL
+// when Redis has not cached the script.
+func (s *RedisSink) run(ctx context.Context, args []any) error {
+	err := s.runOnce(ctx, args)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		args[0], args[1] = "eval", appendOnceSrc
+		err = s.runOnce(ctx, args)
+	}
+	return err
+}
+
+func (s *RedisSink) runOnce(ctx context.Context, args []any) error {
+	cmd := redis.NewCmd(ctx, args...)
+	cmd.SetFirstKeyPos(3)
+	_ = s.stream.client.Process(ctx, onceCmd{cmd})
+	return cmd.Err()
 }
 
 func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
@@ -240,11 +274,12 @@ func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
 		clear(args)
 		return sidecar.Unavailable("append to stream "+s.stream.name, err)
 	}
-	err := appendOnce.Run(ctx, s.stream.client, s.keys, args...).Err()
+	err := s.run(ctx, args)
 	clear(args) // the batch's records' memory holds the next batch
 	if err != nil {
 		if mayHaveRun(err) {
 			err = fmt.Errorf("%w: %w", ErrUnconfirmed, err)
+			s.keepUnsure(ids)
 		}
 		return sidecar.Unavailable("append to stream "+s.stream.name, err)
 	}
@@ -257,12 +292,45 @@ func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
 
 // Settled tells the sink that the records of its last write, which
 // succeeded, will never be written again: the next write removes their
-// ids from the once-set. Without it they stay for the window.
+// ids from the once-set, but for those of records an unconfirmed write
+// held. Without it they stay for the window.
 func (s *RedisSink) Settled() {
-	if s.written != "" {
-		s.settled = append(s.settled, s.written)
-		s.written = ""
+	written := s.written
+	s.written = ""
+	if len(s.unsure) > 0 {
+		written = s.settleUnsure(written)
 	}
+	if written != "" {
+		s.settled = append(s.settled, written)
+	}
+}
+
+// keepUnsure notes the ids of a write whose reply was lost.
+func (s *RedisSink) keepUnsure(ids string) {
+	if s.unsure == nil {
+		s.unsure = map[string]struct{}{}
+	}
+	for id := range strings.SplitSeq(ids, "\n") {
+		s.unsure[id] = struct{}{}
+	}
+}
+
+// settleUnsure returns the settled ids that no unconfirmed write held,
+// one a line, and forgets those that one did: they stay in the set for
+// the window, and their records are never written again.
+func (s *RedisSink) settleUnsure(written string) string {
+	var keep strings.Builder
+	for id := range strings.SplitSeq(written, "\n") {
+		if _, ok := s.unsure[id]; ok {
+			delete(s.unsure, id)
+			continue
+		}
+		if keep.Len() > 0 {
+			keep.WriteByte('\n')
+		}
+		keep.WriteString(id)
+	}
+	return keep.String()
 }
 
 var _ Settler = (*RedisSink)(nil)

@@ -44,3 +44,24 @@ func TestRecordKeyIsShortAndOneLine(t *testing.T) {
 		})
 	}
 }
+
+// The ids of records an unconfirmed write held are never removed early:
+// settling a batch removes only its other ids, and forgets the unsure
+// ones, whose records are never written again.
+func TestSettledKeepsUnsureIDs(t *testing.T) {
+	s := &RedisSink{}
+	s.keepUnsure("a\nb\nc")
+	s.written = "b\nd\ne"
+	s.Settled()
+	if len(s.settled) != 1 || s.settled[0] != "d\ne" {
+		t.Errorf("settled %q, want [\"d\\ne\"]", s.settled)
+	}
+	if _, ok := s.unsure["b"]; ok || len(s.unsure) != 2 {
+		t.Errorf("unsure holds %v, want a and c", s.unsure)
+	}
+	s.written = "a\nc"
+	s.Settled()
+	if len(s.settled) != 1 || len(s.unsure) != 0 {
+		t.Errorf("settled %q, unsure %v: a batch of unsure ids removes nothing and is forgotten", s.settled, s.unsure)
+	}
+}

@@ -1,0 +1,267 @@
+package decisionlog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
+	deputyredis "github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+// holdProxy forwards TCP to a redis-server. hold() makes every connection
+// open at that moment keep what its client sends (a packet in TCP
+// retransmission, a congested link, a proxy queue) instead of forwarding
+// it; connections made later forward at once. release() delivers what was
+// held and reports once Redis answered it.
+type holdProxy struct {
+	addr   string
+	target string
+	ln     net.Listener
+
+	mu      sync.Mutex
+	conns   []*heldConn
+	holding bool
+}
+
+type heldConn struct {
+	up      net.Conn
+	mu      sync.Mutex
+	held    []byte
+	hold    bool
+	replied chan struct{} // closed when Redis answers after release
+	once    sync.Once
+	armed   bool
+}
+
+func startHoldProxy(t *testing.T, target string) *holdProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdProxy{addr: ln.Addr().String(), target: target, ln: ln}
+	var all []net.Conn
+	var amu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			amu.Lock()
+			all = append(all, c, up)
+			amu.Unlock()
+			hc := &heldConn{up: up, replied: make(chan struct{})}
+			p.mu.Lock()
+			hc.hold = p.holding
+			p.conns = append(p.conns, hc)
+			p.mu.Unlock()
+			go func() { // client -> redis
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						hc.mu.Lock()
+						if hc.hold {
+							hc.held = append(hc.held, buf[:n]...)
+							hc.mu.Unlock()
+						} else {
+							hc.mu.Unlock()
+							if _, werr := up.Write(buf[:n]); werr != nil {
+								return
+							}
+						}
+					}
+					if err != nil {
+						return // the client gave up; up stays open for release
+					}
+				}
+			}()
+			go func() { // redis -> client
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := up.Read(buf)
+					if n > 0 {
+						hc.mu.Lock()
+						armed := hc.armed
+						hc.mu.Unlock()
+						if armed {
+							hc.once.Do(func() { close(hc.replied) })
+						}
+						_, _ = c.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		amu.Lock()
+		for _, c := range all {
+			c.Close()
+		}
+		amu.Unlock()
+	})
+	return p
+}
+
+func (p *holdProxy) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, hc := range p.conns {
+		hc.mu.Lock()
+		hc.hold = true
+		hc.mu.Unlock()
+	}
+}
+
+// release delivers the held bytes and waits (bounded) for Redis's answer.
+func (p *holdProxy) release(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	p.holding = false
+	conns := append([]*heldConn(nil), p.conns...)
+	p.mu.Unlock()
+	delivered := 0
+	for _, hc := range conns {
+		hc.mu.Lock()
+		held := hc.held
+		hc.held, hc.hold = nil, false
+		if len(held) > 0 {
+			hc.armed = true
+		}
+		hc.mu.Unlock()
+		if len(held) == 0 {
+			continue
+		}
+		if _, err := hc.up.Write(held); err != nil {
+			t.Fatal(err)
+		}
+		delivered++
+		select {
+		case <-hc.replied:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Redis never answered the held command")
+		}
+	}
+	if delivered == 0 {
+		t.Fatal("nothing was held: the first attempt never left the client")
+	}
+}
+
+// A write whose reply is lost may still be on its way to Redis: the
+// request, not the reply, was delayed past redis.read_timeout. The sink
+// must not take a retry's success for the whole story: had go-redis
+// retried the command itself, the sink would see success, the logger
+// would settle the batch, the next write would remove its ids from the
+// once-set, and the late first attempt, finding no id, would append the
+// whole batch again. The sink runs its script once per Write and keeps
+// the ids of a batch with an unconfirmed attempt for dedup_window.
+func TestRedisSinkLateFirstAttemptAddsNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := startHoldProxy(t, srv.Addr)
+	// Deputy's own client, its defaults: read_timeout 500ms, one retry.
+	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{proxy.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	cfg := redisConfig(1000)
+	sink, err := decisionlog.NewSink(cfg, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settler := sink.(decisionlog.Settler)
+	ctx := context.Background()
+	batch := func(prefix string, n int) [][]byte {
+		var b [][]byte
+		for i := range n {
+			b = append(b, fmt.Appendf(nil, `{"decision_id":"%s-%02d","result":"allow"}`, prefix, i))
+		}
+		return b
+	}
+	// As the logger's writer does: Write until it succeeds, then Settled.
+	write := func(b [][]byte) (unconfirmed int) {
+		t.Helper()
+		for attempt := 0; ; attempt++ {
+			err := sink.Write(ctx, b)
+			if err == nil {
+				settler.Settled()
+				return unconfirmed
+			}
+			if !errors.Is(err, decisionlog.ErrUnconfirmed) || attempt == 5 {
+				t.Fatal(err)
+			}
+			unconfirmed++
+		}
+	}
+	write(batch("warm", 3)) // loads the script, pools a connection
+
+	proxy.hold()
+	if n := write(batch("lost", 5)); n != 1 {
+		t.Fatalf("the held attempt ended %d writes unconfirmed, want 1: the sink did not see its lost reply", n)
+	}
+	write(batch("next", 5)) // removes the settled ids it may remove
+	proxy.release(t)        // the first attempt of "lost" arrives late
+	wantEachOnce(t, srv, cfg.Stream, 13)
+
+	// Confirmed batches still leave the set at the next write: only the
+	// ids of the batch with a lost reply stay for the window.
+	write(batch("last", 2))
+	got, err := srv.Client().ZRange(ctx, "{"+cfg.Stream+"}:once", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	want := []string{"last-00", "last-01", "lost-00", "lost-01", "lost-02", "lost-03", "lost-04"}
+	if !slices.Equal(got, want) {
+		t.Errorf("once-set holds %q, want %q", got, want)
+	}
+}
+
+// The same through the logger, as a running Deputy writes.
+func TestLoggerLateFirstAttemptAddsNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := startHoldProxy(t, srv.Addr)
+	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{proxy.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	cfg := redisConfig(1000)
+	sink, err := decisionlog.NewSink(cfg, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := startLogger(t, cfg, sink)
+	logN := func(prefix string, n int) {
+		for i := range n {
+			l.Log(impersonationDecision(fmt.Sprintf("%s-%02d", prefix, i), requestInput(t)))
+		}
+	}
+	logN("warm", 3)
+	waitFor(t, "warm-up written", func() bool { return l.Flushed() == 3 })
+	proxy.hold()
+	logN("lost", 5)
+	waitFor(t, "the held batch written again", func() bool { return l.Flushed() == 8 })
+	logN("next", 5)
+	waitFor(t, "the next batch written", func() bool { return l.Flushed() == 13 })
+	proxy.release(t)
+	wantEachOnce(t, srv, cfg.Stream, 13)
+}
+
