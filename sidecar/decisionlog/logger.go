@@ -45,8 +45,9 @@ type Prober interface {
 // decision ids). The logger calls Settled after a successful Write once
 // that batch's records can never be written again: released from the
 // queue, or acknowledged in the spool. What is never settled (a crash
-// before the acknowledgement, a spool whose acknowledgement failed) the
-// sink keeps for its own bounded time.
+// before the acknowledgement, a spool whose acknowledgement failed,
+// records a previous run left in the spool: its write of them may still
+// reach the sink) the sink keeps for its own bounded time.
 type Settler interface {
 	Settled()
 }
@@ -361,6 +362,9 @@ func (l *Logger) next(ctx context.Context) (batch [][]byte, spooled bool) {
 func (l *Logger) delivered(spooled bool) {
 	settled := true
 	if spooled {
+		// A previous run may have written these in a write whose reply
+		// was lost and which is still on its way: the sink keeps them.
+		settled = !l.spool.fromPreviousRun()
 		l.flushed.Add(uint64(len(l.spoolBatch)))
 		if err := l.spool.ack(); err != nil {
 			settled = false

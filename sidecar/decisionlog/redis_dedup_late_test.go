@@ -130,6 +130,15 @@ func (p *holdProxy) hold() {
 	}
 }
 
+// holdAll holds what every connection sends, also those made later,
+// until release.
+func (p *holdProxy) holdAll() {
+	p.mu.Lock()
+	p.holding = true
+	p.mu.Unlock()
+	p.hold()
+}
+
 // release delivers the held bytes and waits (bounded) for Redis's answer.
 func (p *holdProxy) release(t *testing.T) {
 	t.Helper()
@@ -265,3 +274,59 @@ func TestLoggerLateFirstAttemptAddsNothing(t *testing.T) {
 	wantEachOnce(t, srv, cfg.Stream, 13)
 }
 
+// The same across a restart: the process whose write lost its reply
+// spools the batch and stops; the next one writes it from the spool,
+// while the first attempt is still on its way to Redis. It cannot know
+// whether a batch left in the spool had such an attempt, so it keeps the
+// ids of everything a previous run left for the window.
+func TestLoggerLateFirstAttemptAcrossRestartAddsNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := startHoldProxy(t, srv.Addr)
+	rc1, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{proxy.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc1.Close() })
+	cfg := redisConfig(1000)
+	cfg.SpoolDir = t.TempDir()
+	sink1, err := decisionlog.NewSink(cfg, rc1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := startLogger(t, cfg, sink1)
+	logN := func(l *decisionlog.Logger, prefix string, n int) {
+		for i := range n {
+			l.Log(impersonationDecision(fmt.Sprintf("%s-%02d", prefix, i), requestInput(t)))
+		}
+	}
+	logN(l1, "warm", 3)
+	waitFor(t, "warm-up written", func() bool { return l1.Flushed() == 3 })
+	proxy.holdAll()
+	logN(l1, "lost", 5)
+	waitFor(t, "a write that lost its reply", func() bool { return l1.SinkErrors() > 0 })
+	// SIGTERM: a short deadline moves the batch to the spool.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_ = l1.Stop(ctx)
+	cancel()
+	if l1.SpoolBytes() == 0 {
+		t.Fatal("nothing was spooled at shutdown: the restart retries nothing")
+	}
+
+	rc2, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc2.Close() })
+	sink2, err := decisionlog.NewSink(cfg, rc2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2 := startLogger(t, cfg, sink2)
+	waitFor(t, "the spool delivered", func() bool { return l2.SpoolBytes() == 0 && l2.Flushed() == 5 })
+	logN(l2, "next", 5)
+	waitFor(t, "the next batch written", func() bool { return l2.Flushed() == 10 })
+	logN(l2, "last", 1) // removes the ids of "next"
+	waitFor(t, "the last batch written", func() bool { return l2.Flushed() == 11 })
+	proxy.release(t) // the first process's attempts arrive late
+	wantEachOnce(t, srv, cfg.Stream, 14)
+}

@@ -30,6 +30,11 @@ type spool struct {
 	nextOff int64     // where the lines handed out by read end, in segs[0]
 	bytes   int64     // bytes not yet delivered
 	w       *os.File  // the newest segment, open for appending
+	// What a previous run left undelivered ends in segment leftSeq at
+	// leftEnd; left until it is delivered.
+	left    bool
+	leftSeq uint64
+	leftEnd int64
 }
 
 type segment struct {
@@ -83,7 +88,22 @@ func openSpool(dir string, max int64) (*spool, error) {
 	}
 	s.bytes -= s.readOff
 	s.nextOff = s.readOff
+	if s.bytes > 0 {
+		last := s.segs[len(s.segs)-1]
+		s.left, s.leftSeq, s.leftEnd = true, last.seq, last.size
+	}
 	return s, nil
+}
+
+// fromPreviousRun reports whether the records read last hold some that a
+// previous run left: it may have sent them in a write whose reply was
+// lost, and which may still reach the sink.
+func (s *spool) fromPreviousRun() bool {
+	if !s.left || len(s.segs) == 0 {
+		return false
+	}
+	seq := s.segs[0].seq
+	return seq < s.leftSeq || seq == s.leftSeq && s.readOff < s.leftEnd
 }
 
 func cmpUint(a, b uint64) int {
@@ -303,6 +323,7 @@ func lineEnd(f *os.File, off, size int64) (int64, error) {
 func (s *spool) ack() error {
 	s.bytes -= s.nextOff - s.readOff
 	s.readOff = s.nextOff
+	s.left = s.fromPreviousRun()
 	if len(s.segs) == 1 && s.readOff == s.segs[0].size {
 		// Everything delivered: start over with an empty spool.
 		return s.dropOldest()
