@@ -89,6 +89,8 @@ var anonymousTricks = []trick{
 	// route_dirs makes a check's work grow with segments times length.
 	{name: "public page with more segments than check.max_path_segments", method: "GET",
 		path: "/catalog" + strings.Repeat("/a", authz.DefaultMaxPathSegments)},
+	{name: "public page of long segments past check.max_route_dirs_bytes", method: "GET",
+		path: "/catalog" + strings.Repeat("/aaaaaaaa", authz.DefaultMaxPathSegments-1)},
 }
 
 // partnerTricks aim at contacts, which need full_admin, and at creating

@@ -42,6 +42,7 @@ func checkOptions(cfg *Config) []authz.Option {
 		authz.WithBareQuery(cfg.Check.AllowBareQuery),
 		authz.WithQueryRouteParams(cfg.Check.QueryRouteParams),
 		authz.WithMaxPathSegments(cfg.Check.MaxPathSegments),
+		authz.WithMaxRouteDirsBytes(cfg.Check.MaxRouteDirsBytes),
 		authz.WithMethodOverrides(cfg.Check.MethodOverrides),
 		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithFacts(checkFacts(cfg)),

@@ -161,6 +161,9 @@ type CheckConfig struct {
 	AllowBareQuery   bool     `yaml:"allow_bare_query" usage:"let through a query whose first field has no '=' (?preview, ?1699999); off by default because CodeIgniter with uri_protocol QUERY_STRING runs ?customer as the customer controller: turn it on only for upstreams that never route on the query (a first field holding a path is refused either way)"`
 	QueryRouteParams []string `yaml:"query_route_params" usage:"query parameters the upstream routes on instead of the path (CodeIgniter's enable_query_strings: c, m, d; Yii: r; Drupal 7: q); a request naming any of them, in any spelling PHP reads as the same name, is refused with 400, since Deputy decides on the path"`
 	MaxPathSegments  int      `yaml:"max_path_segments" usage:"most segments a request path may have (repeated slashes merged); a path with more is refused with 400 malformed_request: no storefront route comes near the default, and input.deputy.request.route_dirs, the route from each segment on, makes a check's work grow with segments times the path's length"`
+	// MaxRouteDirsBytes bounds what long segments weigh within
+	// MaxPathSegments (see authz.WithMaxRouteDirsBytes).
+	MaxRouteDirsBytes int `yaml:"max_route_dirs_bytes" usage:"most bytes a request path may hold counted from each segment on and summed (what input.deputy.request.route_dirs holds); a path past it is refused with 400 malformed_request: long segments within max_path_segments still make a check's work grow with segments times length, while the longest storefront paths hold a few KB (27 KB for a Magento URL carrying a 2,000-byte page URL as uenc)"`
 	// MethodOverrides: nil takes the defaults, an empty list reads none.
 	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>); policy sees them in input.deputy.request.methods"`
 }
@@ -250,6 +253,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Check.MaxPathSegments == 0 {
 		c.Check.MaxPathSegments = authz.DefaultMaxPathSegments
+	}
+	if c.Check.MaxRouteDirsBytes == 0 {
+		c.Check.MaxRouteDirsBytes = authz.DefaultMaxRouteDirsBytes
 	}
 	if c.Check.MethodOverrides == nil {
 		c.Check.MethodOverrides = authz.DefaultMethodOverrides()
@@ -386,6 +392,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Check.MaxPathSegments < 1 {
 		return sidecar.Invalid("check.max_path_segments", "must be positive, not %d", c.Check.MaxPathSegments)
+	}
+	if c.Check.MaxRouteDirsBytes < 1 {
+		return sidecar.Invalid("check.max_route_dirs_bytes", "must be positive, not %d", c.Check.MaxRouteDirsBytes)
 	}
 	if c.Check.ErrorStatus < 400 || c.Check.ErrorStatus > 599 {
 		return sidecar.Invalid("check.error_status", "must be a 4xx or 5xx status, not %d", c.Check.ErrorStatus)

@@ -90,6 +90,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "allow status for errors", env: map[string]string{"DEPUTY_CHECK_ERROR_STATUS": "200"}, field: "check.error_status"},
 		{name: "env not a number", env: map[string]string{"DEPUTY_CHECK_ERROR_STATUS": "many"}, field: "check.error_status"},
 		{name: "negative path segment bound", args: []string{"--check-max-path-segments", "-1"}, field: "check.max_path_segments"},
+		{name: "negative route_dirs bound", args: []string{"--check-max-route-dirs-bytes", "-1"}, field: "check.max_route_dirs_bytes"},
 		{name: "env not a duration", env: map[string]string{"DEPUTY_SHUTDOWN_TIMEOUT": "soon"}, field: "shutdown_timeout"},
 		{name: "check path", args: []string{"--http-check-path", "authz"}, field: "http.check_path"},
 		{name: "negative read timeout", args: []string{"--http-read-timeout", "-1s"}, field: "http.read_timeout"},

@@ -123,23 +123,30 @@ func TestEvalRefusesMalformedInput(t *testing.T) {
 	}
 }
 
-// check.max_path_segments shapes eval's pipeline as serve's: a path with
-// more segments is refused before policy.
-func TestEvalHonoursMaxPathSegments(t *testing.T) {
+// check.max_path_segments and check.max_route_dirs_bytes shape eval's
+// pipeline as serve's: a path past either is refused before policy.
+func TestEvalHonoursPathBounds(t *testing.T) {
 	input := `{"method": "GET", "path": "/catalog/a/b/c"}`
 	out, err := runEvalCmd(t, "--input", input)
 	if err != nil || !strings.Contains(out, "decision: allow") {
-		t.Fatalf("4 segments with the default bound: %v\n%s", err, out)
+		t.Fatalf("4 segments, 30 bytes of route_dirs, with the default bounds: %v\n%s", err, out)
 	}
-	t.Setenv("DEPUTY_CHECK_MAX_PATH_SEGMENTS", "3")
-	out, err = runEvalCmd(t, "--input", input)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range []string{"decision: deny", "status:   400", "reason:   malformed_request", "more segments than check.max_path_segments (3) allows"} {
-		if !strings.Contains(out, w) {
-			t.Errorf("output lacks %q:\n%s", w, out)
-		}
+	for _, tc := range []struct{ env, value, refusal string }{
+		{"DEPUTY_CHECK_MAX_PATH_SEGMENTS", "3", "more segments than check.max_path_segments (3) allows"},
+		{"DEPUTY_CHECK_MAX_ROUTE_DIRS_BYTES", "29", "longer than check.max_route_dirs_bytes (29) allows"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			out, err := runEvalCmd(t, "--input", input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range []string{"decision: deny", "status:   400", "reason:   malformed_request", tc.refusal} {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
 	}
 }
 

@@ -39,7 +39,7 @@ func TestParsePathCanonicalForm(t *testing.T) {
 		{"three dots are a name", "/a/.../b", "/a/.../b", []string{"a", "...", "b"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cp, err := parsePath(tc.raw, 0)
+			cp, err := parsePath(tc.raw, 0, 0)
 			if err != nil {
 				t.Fatalf("parsePath(%q): %v", tc.raw, err)
 			}
@@ -100,7 +100,7 @@ func TestRouteSegments(t *testing.T) {
 		{"/", ""},
 	} {
 		t.Run(tc.raw, func(t *testing.T) {
-			cp, err := parsePath(tc.raw, 0)
+			cp, err := parsePath(tc.raw, 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +122,7 @@ func TestRoutedMatchesFoldRoute(t *testing.T) {
 		"/customers/acme/service-requests/42", "/a/index.php", "/a/b/c/d/e/f/g",
 	} {
 		t.Run(raw, func(t *testing.T) {
-			cp, err := parsePath(raw, 0)
+			cp, err := parsePath(raw, 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +144,7 @@ func TestRouteSegmentsAreLowerCase(t *testing.T) {
 		"/customers/%E2%84%AAey/x", "/customers/%C4%B0STANBUL/x", "/customers/STRA%C3%9FE/x",
 		"/customers/%CE%A3%CE%A3/x", "/customers/A%CC%81/x", "/INDEX.PHP/Customers/X./y",
 	} {
-		cp, err := parsePath(raw, 0)
+		cp, err := parsePath(raw, 0, 0)
 		if err != nil {
 			t.Fatalf("%s: %v", raw, err)
 		}
@@ -223,7 +223,7 @@ func TestParsePathRefuses(t *testing.T) {
 		{"invalid raw UTF-8", "/customer\xff", refusedNotUTF8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cp, err := parsePath(tc.raw, 0)
+			cp, err := parsePath(tc.raw, 0, 0)
 			if err == nil {
 				t.Fatalf("parsePath(%q) = %q %q, want refused: %s", tc.raw, cp.path, cp.segments, tc.why)
 			}
@@ -367,7 +367,7 @@ func FuzzParsePath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		cp, err := parsePath(raw, 0)
+		cp, err := parsePath(raw, 0, 0)
 		if err != nil {
 			if sidecar.ErrorCode(err) != sidecar.EINVALID {
 				t.Fatalf("parsePath(%q): %v", raw, err)
@@ -432,7 +432,7 @@ func BenchmarkCanonical(b *testing.B) {
 	for b.Loop() {
 		var c canonicalRequest
 		rawPath, rawQuery, _ := strings.Cut("/catalog/shoes?size=42&color=red", "?")
-		cp, err := parsePath(rawPath, 0)
+		cp, err := parsePath(rawPath, 0, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -463,7 +463,7 @@ func TestRouteDirs(t *testing.T) {
 			[]string{"/shop/fr/customer/account/editpost/", "/fr/customer/account/editpost/", "/customer/account/editpost/", "/account/editpost/", "/editpost/"}},
 	} {
 		t.Run(tc.raw, func(t *testing.T) {
-			cp, err := parsePath(tc.raw, 0)
+			cp, err := parsePath(tc.raw, 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -485,7 +485,7 @@ func TestRouteDirs(t *testing.T) {
 		})
 	}
 	// Only the fields policy reads are built: route_dirs alone builds no route.
-	cp, _ := parsePath("/vault/cards", 0)
+	cp, _ := parsePath("/vault/cards", 0, 0)
 	c := canonicalRequest{canonicalPath: cp}
 	_ = c.methods.add("GET")
 	obj := c.requestTerm(&policy.InputNeeds{Children: map[string]*policy.InputNeeds{"route_dirs": {}}}).Value.(ast.Object)
@@ -524,5 +524,42 @@ func TestQueryQuickFilter(t *testing.T) {
 	var s methodSet
 	if n := testing.AllocsPerRun(100, func() { _, _ = m.fromQuery("size=42&color=red&sort=price", &s) }); n != 0 {
 		t.Errorf("a query without carriers costs %v allocations", n)
+	}
+}
+
+// parsePath's route_dirs bound counts exactly what route_dirs of the
+// canonical segments holds, and the route form (which drops and shortens
+// segments) holds no more: a bound of that many bytes lets the path
+// through, one byte less refuses it.
+func TestParsePathRouteDirsBytes(t *testing.T) {
+	for _, raw := range []string{
+		"/", "/a", "/vault/cards/", "//shop//fr/;x/customer;y/account/",
+		"/shop/index.php/fr/customer/account/editPost/",
+		"/Catalog/Product/View/ID/42/Category/7.html",
+		"/catalogsearch/result/index/q/red%20leather%20boots",
+	} {
+		t.Run(raw, func(t *testing.T) {
+			cp, err := parsePath(raw, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dirBytes := func(route []string) (n int) {
+				routeDirsTerm(route).Value.(*ast.Array).Foreach(func(d *ast.Term) { n += len(d.Value.(ast.String)) })
+				return n
+			}
+			n := dirBytes(cp.segments)
+			if rs, _ := routeForm(cp.segments, false); dirBytes(rs) > n {
+				t.Errorf("route form %q holds %d bytes of route_dirs, more than the %d counted", rs, dirBytes(rs), n)
+			}
+			if n == 0 {
+				return
+			}
+			if _, err := parsePath(raw, 0, n); err != nil {
+				t.Errorf("bound %d, the bytes of route_dirs: %v", n, err)
+			}
+			if _, err := parsePath(raw, 0, n-1); err == nil || !strings.Contains(sidecar.ErrorMessage(err), "check.max_route_dirs_bytes (") {
+				t.Errorf("bound %d, one byte short of route_dirs: %v, want refused naming check.max_route_dirs_bytes", n-1, err)
+			}
+		})
 	}
 }

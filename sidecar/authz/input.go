@@ -102,6 +102,10 @@ type InputOptions struct {
 	// MaxPathSegments: a path with more segments is refused (see
 	// refuseSegments); 0 sets no bound (a Pipeline always sets one).
 	MaxPathSegments int
+	// MaxRouteDirsBytes: a path whose route_dirs would hold more bytes is
+	// refused (see refuseRouteDirs); 0 sets no bound (a Pipeline always
+	// sets one).
+	MaxRouteDirsBytes int
 }
 
 // carried reports whether a header name reads as the on-behalf-of header
@@ -270,7 +274,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	r.canonical.methods = r.canonical.methodsBuf[:0]
 
 	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
-	cp, err := parsePath(rawPath, opts.MaxPathSegments)
+	cp, err := parsePath(rawPath, opts.MaxPathSegments, opts.MaxRouteDirsBytes)
 	if err != nil {
 		return nil, err
 	}

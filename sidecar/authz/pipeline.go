@@ -32,6 +32,15 @@ const (
 	// route has (Magento's deepest, with store code and key/value
 	// parameters, have about a dozen).
 	DefaultMaxPathSegments = 128
+	// DefaultMaxRouteDirsBytes bounds what route_dirs, the path from each
+	// segment on, holds in all. Long storefront paths hold a few KB: a
+	// 255-byte product URL key under three categories 1.1 KB, an admin
+	// grid URL with a base64 filter and its secret key 4 KB, a 1 KB
+	// encoded search term 3.7 KB; the longest, a Magento URL carrying its
+	// 2,000-byte page URL as uenc after nine segments of key/value
+	// parameters, 27 KB. DefaultMaxPathSegments one- and two-letter
+	// segments (16.6 KB, 24.9 KB) pass too.
+	DefaultMaxRouteDirsBytes = 32 << 10
 )
 
 // Reasons the pipeline itself gives (policies give their own).
@@ -168,6 +177,15 @@ func WithMaxPathSegments(n int) Option {
 	return func(p *Pipeline) { p.inputOpts.MaxPathSegments = n }
 }
 
+// WithMaxRouteDirsBytes sets how many bytes the path from each segment
+// on may hold in all (default DefaultMaxRouteDirsBytes), which is what
+// input.deputy.request.route_dirs holds; a path past it is refused as
+// malformed. Under WithMaxPathSegments long segments still weigh
+// segments times length.
+func WithMaxRouteDirsBytes(n int) Option {
+	return func(p *Pipeline) { p.inputOpts.MaxRouteDirsBytes = n }
+}
+
 // WithMethodOverrides sets where a request may name another method for
 // the upstream to run (default DefaultMethodOverrides); each carrier was
 // checked with ParseMethodOverrides. An empty list reads none.
@@ -225,6 +243,9 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	}
 	if p.inputOpts.MaxPathSegments <= 0 {
 		p.inputOpts.MaxPathSegments = DefaultMaxPathSegments
+	}
+	if p.inputOpts.MaxRouteDirsBytes <= 0 {
+		p.inputOpts.MaxRouteDirsBytes = DefaultMaxRouteDirsBytes
 	}
 	p.inputOpts.OwnedPrefix = ownedName(p.prefix)
 	p.inputOpts.ActorTokenHeader = ownedName(p.tokenHeader)

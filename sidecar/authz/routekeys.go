@@ -82,7 +82,7 @@ func (f keyForm) of(key string) (string, error) {
 	if f == routeDir || f == routeSegment {
 		raw += "/" + afterKey
 	}
-	cp, err := parsePath(raw, 0)
+	cp, err := parsePath(raw, 0, 0)
 	if err != nil {
 		return "", err
 	}

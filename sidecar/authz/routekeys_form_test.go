@@ -42,7 +42,7 @@ func TestRouteKeyWithDotMatchingRequestsIsAccepted(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cp, err := parsePath(tc.request, 0)
+			cp, err := parsePath(tc.request, 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

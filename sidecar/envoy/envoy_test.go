@@ -116,6 +116,12 @@ func serveGRPC(t *testing.T, p *authz.Pipeline, maxRecv int) (authv3.Authorizati
 // request comes in.
 var tooManySegments = "/ok" + strings.Repeat("/a", authz.DefaultMaxPathSegments)
 
+// routeDirsTooLong is /ok with as many segments as check.max_path_segments
+// lets through, 1.1 KB in all, whose route_dirs (the path from each
+// segment on) would hold 74 KB, past check.max_route_dirs_bytes: refused
+// before any policy, whichever way the request comes in.
+var routeDirsTooLong = "/ok" + strings.Repeat("/aaaaaaaa", authz.DefaultMaxPathSegments-1)
+
 func check(path string, headers map[string]string) *authv3.CheckRequest {
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: path, Headers: headers},
@@ -189,11 +195,13 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 
 	// CodeIgniter routes a path carried in the query; the application
 	// reads what follows a "#" in the query as more parameters; a path of
-	// more segments than check.max_path_segments costs every check work.
+	// more segments than check.max_path_segments, or past
+	// check.max_route_dirs_bytes, costs every check work.
 	for _, tc := range []struct{ name, path string }{
 		{"a path in the query", "/ok?/customer/account/password/"},
 		{"a # in the query", "/ok?x=1#&_method=POST"},
 		{"too many path segments", tooManySegments},
+		{"too long a route_dirs", routeDirsTooLong},
 	} {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			resp, err := client.Check(ctx, check(tc.path, nil))
@@ -388,6 +396,13 @@ func TestHTTPCheck(t *testing.T) {
 			headers: map[string]string{"X-Original-URI": tooManySegments, "X-Original-Method": "GET"}, wantStatus: 400, refused: "check.max_path_segments"},
 		{name: "caddy: too many path segments", handler: caddy, method: "GET", target: "/deputy/authz",
 			headers: map[string]string{"X-Forwarded-Uri": tooManySegments, "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "check.max_path_segments"},
+		// So is a path whose route_dirs would pass check.max_route_dirs_bytes.
+		{name: "envoy http_service: too long a route_dirs", handler: envoyHTTP, method: "GET",
+			target: "/ext_authz" + routeDirsTooLong, wantStatus: 400, refused: "check.max_route_dirs_bytes"},
+		{name: "nginx: too long a route_dirs", handler: nginx, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Original-URI": routeDirsTooLong, "X-Original-Method": "GET"}, wantStatus: 400, refused: "check.max_route_dirs_bytes"},
+		{name: "caddy: too long a route_dirs", handler: caddy, method: "GET", target: "/deputy/authz",
+			headers: map[string]string{"X-Forwarded-Uri": routeDirsTooLong, "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "check.max_route_dirs_bytes"},
 		{name: "malformed JSON body is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
 			headers: map[string]string{"Content-Type": "application/json", "X-Body": "{"}, wantStatus: 400},
 	}
