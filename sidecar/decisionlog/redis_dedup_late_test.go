@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
-	deputyredis "github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
@@ -173,6 +172,13 @@ func (p *holdProxy) release(t *testing.T) {
 	}
 }
 
+// logN logs n decisions named prefix-00 on.
+func logN(t *testing.T, l *decisionlog.Logger, prefix string, n int) {
+	for i := range n {
+		l.Log(impersonationDecision(fmt.Sprintf("%s-%02d", prefix, i), requestInput(t)))
+	}
+}
+
 // A write whose reply is lost may still be on its way to Redis: the
 // request, not the reply, was delayed past redis.read_timeout. The sink
 // must not take a retry's success for the whole story: had go-redis
@@ -184,17 +190,8 @@ func (p *holdProxy) release(t *testing.T) {
 func TestRedisSinkLateFirstAttemptAddsNothing(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := startHoldProxy(t, srv.Addr)
-	// Deputy's own client, its defaults: read_timeout 500ms, one retry.
-	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{proxy.addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rc.Close() })
 	cfg := redisConfig(1000)
-	sink, err := decisionlog.NewSink(cfg, rc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sink := deputySink(t, cfg, proxy.addr).sink
 	settler := sink.(decisionlog.Settler)
 	ctx := context.Background()
 	batch := func(prefix string, n int) [][]byte {
@@ -247,28 +244,14 @@ func TestRedisSinkLateFirstAttemptAddsNothing(t *testing.T) {
 func TestLoggerLateFirstAttemptAddsNothing(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := startHoldProxy(t, srv.Addr)
-	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{proxy.addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rc.Close() })
 	cfg := redisConfig(1000)
-	sink, err := decisionlog.NewSink(cfg, rc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := startLogger(t, cfg, sink)
-	logN := func(prefix string, n int) {
-		for i := range n {
-			l.Log(impersonationDecision(fmt.Sprintf("%s-%02d", prefix, i), requestInput(t)))
-		}
-	}
-	logN("warm", 3)
+	l := startLogger(t, cfg, deputySink(t, cfg, proxy.addr).sink)
+	logN(t, l, "warm", 3)
 	waitFor(t, "warm-up written", func() bool { return l.Flushed() == 3 })
 	proxy.hold()
-	logN("lost", 5)
+	logN(t, l, "lost", 5)
 	waitFor(t, "the held batch written again", func() bool { return l.Flushed() == 8 })
-	logN("next", 5)
+	logN(t, l, "next", 5)
 	waitFor(t, "the next batch written", func() bool { return l.Flushed() == 13 })
 	proxy.release(t)
 	wantEachOnce(t, srv, cfg.Stream, 13)
@@ -282,27 +265,13 @@ func TestLoggerLateFirstAttemptAddsNothing(t *testing.T) {
 func TestLoggerLateFirstAttemptAcrossRestartAddsNothing(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := startHoldProxy(t, srv.Addr)
-	rc1, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{proxy.addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rc1.Close() })
 	cfg := redisConfig(1000)
 	cfg.SpoolDir = t.TempDir()
-	sink1, err := decisionlog.NewSink(cfg, rc1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l1 := startLogger(t, cfg, sink1)
-	logN := func(l *decisionlog.Logger, prefix string, n int) {
-		for i := range n {
-			l.Log(impersonationDecision(fmt.Sprintf("%s-%02d", prefix, i), requestInput(t)))
-		}
-	}
-	logN(l1, "warm", 3)
+	l1 := startLogger(t, cfg, deputySink(t, cfg, proxy.addr).sink)
+	logN(t, l1, "warm", 3)
 	waitFor(t, "warm-up written", func() bool { return l1.Flushed() == 3 })
 	proxy.holdAll()
-	logN(l1, "lost", 5)
+	logN(t, l1, "lost", 5)
 	waitFor(t, "a write that lost its reply", func() bool { return l1.SinkErrors() > 0 })
 	// SIGTERM: a short deadline moves the batch to the spool.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -312,20 +281,11 @@ func TestLoggerLateFirstAttemptAcrossRestartAddsNothing(t *testing.T) {
 		t.Fatal("nothing was spooled at shutdown: the restart retries nothing")
 	}
 
-	rc2, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rc2.Close() })
-	sink2, err := decisionlog.NewSink(cfg, rc2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l2 := startLogger(t, cfg, sink2)
+	l2 := startLogger(t, cfg, deputySink(t, cfg, srv.Addr).sink)
 	waitFor(t, "the spool delivered", func() bool { return l2.SpoolBytes() == 0 && l2.Flushed() == 5 })
-	logN(l2, "next", 5)
+	logN(t, l2, "next", 5)
 	waitFor(t, "the next batch written", func() bool { return l2.Flushed() == 10 })
-	logN(l2, "last", 1) // removes the ids of "next"
+	logN(t, l2, "last", 1) // removes the ids of "next"
 	waitFor(t, "the last batch written", func() bool { return l2.Flushed() == 11 })
 	proxy.release(t) // the first process's attempts arrive late
 	wantEachOnce(t, srv, cfg.Stream, 14)

@@ -141,7 +141,21 @@ func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
 func stallableSink(t *testing.T, cfg decisionlog.Config) (*redistest.Server, redis.UniversalClient, decisionlog.Sink) {
 	t.Helper()
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}})
+	s := deputySink(t, cfg, srv.Addr)
+	return srv, s.client, s.sink
+}
+
+// clientSink is a sink and the Redis client it writes through.
+type clientSink struct {
+	client redis.UniversalClient
+	sink   decisionlog.Sink
+}
+
+// deputySink returns a sink for cfg writing to the Redis at addr through
+// Deputy's own client, its defaults (read_timeout 500ms, one retry).
+func deputySink(t *testing.T, cfg decisionlog.Config, addr string) clientSink {
+	t.Helper()
+	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{addr}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +164,7 @@ func stallableSink(t *testing.T, cfg decisionlog.Config) (*redistest.Server, red
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv, rc, sink
+	return clientSink{rc, sink}
 }
 
 // stallRedis makes srv sleep for seconds (as a slow fsync or a BGSAVE
