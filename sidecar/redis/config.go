@@ -67,7 +67,7 @@ type Config struct {
 	ReadTimeout  time.Duration `yaml:"read_timeout" usage:"time allowed for a Redis reply"`
 	WriteTimeout time.Duration `yaml:"write_timeout" usage:"time allowed to send a Redis command"`
 	PoolSize     int           `yaml:"pool_size" usage:"connections per Redis node (0: 10 per CPU)"`
-	MaxRetries   int           `yaml:"max_retries" usage:"retries of a failed Redis command (-1: none)"`
+	MaxRetries   int           `yaml:"max_retries" usage:"retries of a failed Redis command (-1: none); not of a decision-log sink write, which the decision log writes again itself"`
 
 	KeyPrefix        string        `yaml:"key_prefix" usage:"prefix of every Redis key Deputy writes"`
 	EventsMaxLen     int64         `yaml:"events_maxlen" usage:"approximate length the events stream is trimmed to, keeping what a consumer group has not acknowledged (XACK)"`
