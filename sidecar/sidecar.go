@@ -160,6 +160,33 @@ func HeaderName(s string) string {
 	return strings.ReplaceAll(strings.ToLower(s), "_", "-")
 }
 
+// ValidHeaderName reports whether s may name a header Deputy reads, owns
+// or sets: not empty, and only letters, digits, "-" and "_". PHP, CGI and
+// WSGI read "." and every other byte as "_", as they read "-": a name
+// configured as x.acme.subject reaches the application as HTTP_X_ACME_SUBJECT,
+// the name a client's plain x-acme-subject reaches it under, which Deputy
+// would neither own nor read.
+func ValidHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
+// InvalidHeaderName is the EINVALID error naming field when name is not
+// a ValidHeaderName, or nil.
+func InvalidHeaderName(field, name string) error {
+	if ValidHeaderName(name) {
+		return nil
+	}
+	return Invalid(field, "%q is not a header name: use only letters, digits, \"-\" and \"_\" "+
+		"(upstreams read \".\" and other bytes as they read \"-\": the application would read a client's header under Deputy's name)", name)
+}
+
 // SameHeaderName reports whether a header name as sent reads as name (lower
 // case, "-" between words): in any case, with "_" for "-".
 func SameHeaderName(sent, name string) bool {

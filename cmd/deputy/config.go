@@ -367,9 +367,9 @@ func (c *Config) Validate() error {
 		return sidecar.Invalid("http.max_connections", "must be positive")
 	}
 	for _, p := range c.HTTP.EnvoyUpstreamHeaders {
-		name := strings.TrimSuffix(p, "*")
-		if name == "" || strings.ContainsAny(name, " \t:*") {
-			return sidecar.Invalid("http.envoy_upstream_headers", "%q: want a header name, or a prefix ending in *", p)
+		if !sidecar.ValidHeaderName(strings.TrimSuffix(p, "*")) {
+			return sidecar.Invalid("http.envoy_upstream_headers", "%q: want a header name, or a prefix ending in * "+
+				"(letters, digits, \"-\" and \"_\" only)", p)
 		}
 	}
 	if err := validAddr("metrics.addr", c.Metrics.Addr, false); err != nil {
@@ -384,8 +384,8 @@ func (c *Config) Validate() error {
 	if c.Metrics.MaxConnections <= 0 {
 		return sidecar.Invalid("metrics.max_connections", "must be positive")
 	}
-	if c.Check.OwnedPrefix == "" || strings.ContainsAny(c.Check.OwnedPrefix, " :\t") {
-		return sidecar.Invalid("check.owned_prefix", "must be a non-empty header name prefix")
+	if err := sidecar.InvalidHeaderName("check.owned_prefix", c.Check.OwnedPrefix); err != nil {
+		return err
 	}
 	if _, err := authz.ParseMethodOverrides(c.Check.MethodOverrides); err != nil {
 		return sidecar.Invalid("check.method_overrides", "%s", sidecar.ErrorMessage(err))
@@ -399,8 +399,8 @@ func (c *Config) Validate() error {
 	if c.Check.ErrorStatus < 400 || c.Check.ErrorStatus > 599 {
 		return sidecar.Invalid("check.error_status", "must be a 4xx or 5xx status, not %d", c.Check.ErrorStatus)
 	}
-	if c.Check.ActorTokenHeader == "" || strings.ContainsAny(c.Check.ActorTokenHeader, " :\t") {
-		return sidecar.Invalid("check.actor_token_header", "must be a header name")
+	if err := sidecar.InvalidHeaderName("check.actor_token_header", c.Check.ActorTokenHeader); err != nil {
+		return err
 	}
 	// The dev issuer's key sits on disk for anyone with a shell to mint
 	// any identity with: trusted only in dev mode, whose listeners stay on

@@ -525,3 +525,30 @@ func TestRev5SignedBundleURLCredentialInClear(t *testing.T) {
 		}
 	}
 }
+
+// PHP, CGI and WSGI read "." (and every byte but a letter, a digit, "-"
+// and "_") as they read "-": Deputy's own x.acme.subject reaches the
+// application as HTTP_X_ACME_SUBJECT, the name a client's plain
+// x-acme-subject reaches it under, which Deputy neither owns nor reads.
+// Every setting that names a header refuses such a name, naming itself.
+func TestHeaderNameSettingsRefuseOtherBytes(t *testing.T) {
+	for _, tc := range []struct{ field, file string }{
+		{"identity.header", "identity: {header: X-Auth.Token}\n"},
+		{"check.owned_prefix", "check: {owned_prefix: X.Acme.}\n"},
+		{"check.actor_token_header", "check: {actor_token_header: X-Actor.Token}\n"},
+		{"check.method_overrides", "check: {method_overrides: [\"header:X.HTTP-Method-Override\"]}\n"},
+		{"partner.on_behalf_of_header", "partner: {on_behalf_of_header: X.On-Behalf-Of}\n"},
+		{"decision_log.mask_headers", "decision_log: {mask_headers: [x-card.number]}\n"},
+		{"decision_log.actor_token_header", "decision_log: {actor_token_header: x-deputy.token}\n"},
+		{"http.envoy_upstream_headers", "http: {envoy_upstream_headers: [\"x.deputy.*\"]}\n"},
+		{"check.owned_prefix", "check: {owned_prefix: \"x-acme\u00e9-\"}\n"},
+		{"identity.header", "identity: {header: \"x-auth token\"}\n"},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			_, err := loadWith(t, nil, nil, tc.file)
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || !strings.HasPrefix(sidecar.ErrorField(err), tc.field) {
+				t.Fatalf("%s: error %v (field %q), want %s refused", strings.TrimSpace(tc.file), err, sidecar.ErrorField(err), tc.field)
+			}
+		})
+	}
+}

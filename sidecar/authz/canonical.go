@@ -428,6 +428,11 @@ func ParseMethodOverrides(carriers []string) (MethodOverrides, error) {
 		}
 		switch kind {
 		case carrierHeader:
+			// A name upstreams read as another (x.http.method.override)
+			// would leave the plain spelling unread.
+			if !sidecar.ValidHeaderName(name) {
+				return m, sidecar.Invalid("method_overrides", "%q: a header name holds only letters, digits, \"-\" and \"_\"", c)
+			}
 			m.headers = append(m.headers, ownedName(name))
 		case carrierQuery:
 			m.query = append(m.query, fieldKey(name))

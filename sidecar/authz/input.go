@@ -142,9 +142,21 @@ func (o *InputOptions) owned(name string) bool {
 // sameHeaderName compares name with an ownedName form.
 func sameHeaderName(name, owned string) bool { return sidecar.SameHeaderName(name, owned) }
 
-// ownedName is the form owned compares against: lower case, "-" for "_".
+// ownedName is the form owned compares against: lower case, "-" for "_"
+// and for every other byte that is not a letter or a digit. Configuration
+// refuses such names (sidecar.ValidHeaderName); a pipeline built with one
+// all the same owns what upstreams read it as (x.acme. is x-acme- to PHP,
+// CGI and WSGI), never only the spelling given.
 func ownedName(s string) string {
-	return strings.ReplaceAll(strings.ToLower(s), "_", "-")
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, s)
 }
 
 // request is one CheckRequest turned into what the pipeline needs: the

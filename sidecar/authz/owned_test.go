@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -187,6 +188,21 @@ func TestPolicyOutputNamingDeputysHeadersIsInvalid(t *testing.T) {
 					t.Fatalf("allowed %v reason %q headers %v removals %v, want %s", resp.Allowed, resp.Reason, resp.Headers, resp.HeadersToRemove, authz.ReasonInvalidDecision)
 				}
 			})
+		}
+	}
+}
+
+// Configuration refuses header names with a byte other than a letter, a
+// digit, "-" or "_" (sidecar.ValidHeaderName). A pipeline built with one
+// all the same owns what PHP, CGI and WSGI read it as: x.acme.subject is
+// HTTP_X_ACME_SUBJECT to them, as a client's plain x-acme-subject is, and
+// that client header must not reach the application beside Deputy's own.
+func TestDottedOwnedNamesOwnWhatUpstreamsRead(t *testing.T) {
+	p := authz.New(engineFor(t, "data.t.decision", ownedPolicy, nil), authz.WithQuery("data.t.decision"),
+		authz.WithOwnedPrefix("X.Acme."), authz.WithActorTokenHeader("X-Actor.Token"))
+	for _, name := range []string{"x-acme-subject", "x_acme_subject", "X-Acme-Actor", "x-actor-token", "x_actor_token"} {
+		if !p.Owned(name) {
+			t.Errorf("%s (HTTP_%s upstream, as Deputy's own names) is not owned", name, strings.ToUpper(strings.ReplaceAll(name, "-", "_")))
 		}
 	}
 }

@@ -135,12 +135,12 @@ func WithObserver(o Observer) Option { return func(p *Pipeline) { p.observer = o
 
 // WithOwnedPrefix sets the owned header prefix (default x-deputy-).
 func WithOwnedPrefix(prefix string) Option {
-	return func(p *Pipeline) { p.prefix = sidecar.HeaderName(prefix) }
+	return func(p *Pipeline) { p.prefix = ownedName(prefix) }
 }
 
 // WithActorTokenHeader names the actor token header (default <prefix>token).
 func WithActorTokenHeader(h string) Option {
-	return func(p *Pipeline) { p.tokenHeader = sidecar.HeaderName(h) }
+	return func(p *Pipeline) { p.tokenHeader = ownedName(h) }
 }
 
 // WithErrorStatus sets the status of denials caused by evaluation errors
@@ -247,8 +247,8 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 	if p.inputOpts.MaxRouteDirsBytes <= 0 {
 		p.inputOpts.MaxRouteDirsBytes = DefaultMaxRouteDirsBytes
 	}
-	p.inputOpts.OwnedPrefix = ownedName(p.prefix)
-	p.inputOpts.ActorTokenHeader = ownedName(p.tokenHeader)
+	p.inputOpts.OwnedPrefix = p.prefix
+	p.inputOpts.ActorTokenHeader = p.tokenHeader
 	if p.overrides == nil {
 		p.overrides = DefaultMethodOverrides()
 	}

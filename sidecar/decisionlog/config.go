@@ -228,12 +228,15 @@ func (c Config) Validate() error {
 	if c.MaxLen < 0 {
 		return sidecar.Invalid("decision_log.max_len", "must not be negative (0 keeps everything)")
 	}
-	if c.ActorTokenHeader == "" {
-		return sidecar.Invalid("decision_log.actor_token_header", "must not be empty")
+	if err := sidecar.InvalidHeaderName("decision_log.actor_token_header", c.ActorTokenHeader); err != nil {
+		return err
 	}
 	for i, h := range c.MaskHeaders {
 		if h == "" {
 			return sidecar.Invalid("decision_log.mask_headers", "entry %d is empty", i)
+		}
+		if err := sidecar.InvalidHeaderName("decision_log.mask_headers", h); err != nil {
+			return err
 		}
 	}
 	if c.BackoffMin <= 0 {

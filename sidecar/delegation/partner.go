@@ -74,8 +74,8 @@ func (c PartnerConfig) Validate() error {
 		return sidecar.Invalid("partner.max_grant_users", "must not be negative")
 	case c.SweepInterval < 0:
 		return sidecar.Invalid("partner.sweep_interval", "must not be negative")
-	case c.OnBehalfOfHeader != "" && !validHeaderName(c.OnBehalfOfHeader):
-		return sidecar.Invalid("partner.on_behalf_of_header", "not a valid header name: %q", c.OnBehalfOfHeader)
+	case c.OnBehalfOfHeader != "":
+		return sidecar.InvalidHeaderName("partner.on_behalf_of_header", c.OnBehalfOfHeader)
 	}
 	return nil
 }
@@ -1455,16 +1455,6 @@ func ValidRef(field, s string) error {
 		}
 	}
 	return nil
-}
-
-func validHeaderName(s string) bool {
-	for _, r := range s {
-		ok := r == '-' || r == '_' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
-		if !ok {
-			return false
-		}
-	}
-	return s != ""
 }
 
 func newGrantID() string {

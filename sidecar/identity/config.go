@@ -166,8 +166,8 @@ func (cc ClaimsConfig) withDefaults(d ClaimsConfig) ClaimsConfig {
 
 // Validate reports the first invalid field of a defaulted config.
 func (c *Config) Validate() error {
-	if strings.ContainsAny(c.Header, " :\t") {
-		return sidecar.Invalid("identity.header", "not a header name: %q", c.Header)
+	if err := sidecar.InvalidHeaderName("identity.header", c.Header); err != nil {
+		return err
 	}
 	for i, a := range c.Algorithms {
 		if !allowedAlgorithms[a] {
