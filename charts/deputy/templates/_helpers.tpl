@@ -135,7 +135,9 @@ case with "-" for "_" as Deputy holds them: check.owned_prefix,
 check.actor_token_header, partner.on_behalf_of_header and identity.header,
 as JSON. Envoy's config and Deputy's http.envoy_upstream_headers both follow
 them: an Envoy config spelling the defaults would neither send Deputy a
-client's header under a configured name nor copy Deputy's upstream.
+client's header under a configured name nor copy Deputy's upstream. A name
+with a byte other than a letter, a digit, "-" or "_" fails the render, as
+Deputy refuses it: PHP, CGI and WSGI read x.acme.subject as x-acme-subject.
 */}}
 {{- define "deputy.headerNames" -}}
 {{- $cfg := .Values.deputy.config | default dict -}}
@@ -143,6 +145,12 @@ client's header under a configured name nor copy Deputy's upstream.
 {{- $token := dig "check" "actor_token_header" "" $cfg | default (printf "%stoken" $prefix) -}}
 {{- $onBehalfOf := dig "partner" "on_behalf_of_header" "" $cfg | default "x-on-behalf-of" -}}
 {{- $identity := dig "identity" "header" "" $cfg | default "authorization" -}}
+{{- /* The prefix first: the actor-token header's default derives from it. */ -}}
+{{- range list (list "check.owned_prefix" $prefix) (list "check.actor_token_header" $token) (list "partner.on_behalf_of_header" $onBehalfOf) (list "identity.header" $identity) }}
+{{- if not (regexMatch "^[A-Za-z0-9_-]+$" (toString (index . 1))) }}
+{{- fail (printf "deputy.config.%s: %q is not a header name: use only letters, digits, \"-\" and \"_\" (upstreams read \".\" and other bytes as they read \"-\")" (index . 0) (index . 1)) }}
+{{- end }}
+{{- end -}}
 {{- dict "prefix" (lower $prefix | replace "_" "-") "token" (lower $token | replace "_" "-") "onBehalfOf" (lower $onBehalfOf | replace "_" "-") "identity" (lower $identity | replace "_" "-") | toJson -}}
 {{- end -}}
 

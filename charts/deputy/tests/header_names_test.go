@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,10 +57,10 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 			sent:   []string{"x-customer", "x-deputy-subject"},
 			copied: []string{"x-customer", "x-deputy-subject"}, notSent: []string{"x-on-behalf-of", "x-customers"},
 			upstream: []string{"x-deputy-*", "x-deputy-token", "x-customer", "cache-control"}, passed: map[string]any{"partner.on_behalf_of_header": "x-customer"}},
-		{name: "actor token header outside the prefix", config: "{check: {actor_token_header: X-Actor.Token}}",
-			sent:   []string{"x-actor.token", "x-deputy-subject"},
-			copied: []string{"x-actor.token", "x-deputy-subject"}, notSent: []string{"x-actorxtoken"},
-			upstream: []string{"x-deputy-*", "x-actor.token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.actor_token_header": "X-Actor.Token"}},
+		{name: "actor token header outside the prefix", config: "{check: {actor_token_header: X-Actor_Token}}",
+			sent:   []string{"x-actor-token", "x-deputy-subject"},
+			copied: []string{"x-actor-token", "x-deputy-subject"}, notSent: []string{"x-actorxtoken"},
+			upstream: []string{"x-deputy-*", "x-actor-token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.actor_token_header": "X-Actor_Token"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\ndeputy: {config: "+tc.config+"}\n")
@@ -100,6 +101,56 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 					t.Errorf("http.envoy_upstream_headers = %#v, want %q", got, tc.upstream)
 					break
 				}
+			}
+		})
+	}
+}
+
+// PHP, CGI and WSGI read "." and other bytes as they read "-": with
+// check.owned_prefix x.acme., Deputy's own x.acme.subject and a client's
+// x-acme-subject reach the application under one name, and Deputy owns
+// only the first. Deputy refuses such names at start; the render says so
+// first, naming the setting.
+func TestHeaderNamesWithOtherBytesFailTheRender(t *testing.T) {
+	c := loadChart(t)
+	for setting, config := range map[string]string{
+		"check.owned_prefix":          "{check: {owned_prefix: X.Acme.}}",
+		"check.actor_token_header":    "{check: {actor_token_header: X-Actor.Token}}",
+		"partner.on_behalf_of_header": "{partner: {on_behalf_of_header: 'x-on behalf-of'}}",
+		"identity.header":             "{identity: {header: X-Auth:Token}}",
+	} {
+		t.Run(setting, func(t *testing.T) {
+			values := "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {extAuthz: {transport: http}}, deputy: {config: " + config + "}}"
+			if _, err := renderYAML(t, c, values); err == nil || !strings.Contains(err.Error(), "deputy.config."+setting+": ") {
+				t.Fatalf("err = %v, want the render refused naming deputy.config.%s", err, setting)
+			}
+		})
+	}
+}
+
+// Envoy's config follows the header names, the method overrides and the
+// upstream headers set in deputy.config. Set by a flag or variable among
+// the extras instead, Deputy would read identity.header x-auth-token while
+// Envoy never sends it (every request decided without identity) and passes
+// it on to the application, which signs the token's person in: the render
+// refuses them, saying where they go.
+func TestHeaderSettingsAmongExtrasFailTheRender(t *testing.T) {
+	c := loadChart(t)
+	for _, tc := range []struct{ name, deputy, setting string }{
+		{"identity header variable", "{extraEnv: [{name: DEPUTY_IDENTITY_HEADER, value: x-auth-token}]}", "identity.header"},
+		{"identity header flag", "{extraArgs: [--identity-header=x-auth-token]}", "identity.header"},
+		{"identity header flag, value apart", "{extraArgs: [--identity-header, x-auth-token]}", "identity.header"},
+		{"owned prefix flag", "{extraArgs: [--check-owned-prefix=x-auth-]}", "check.owned_prefix"},
+		{"owned prefix variable", "{extraEnv: [{name: DEPUTY_CHECK_OWNED_PREFIX, value: x-auth-}]}", "check.owned_prefix"},
+		{"actor token header flag", "{extraArgs: [--check-actor-token-header=x-actor-token]}", "check.actor_token_header"},
+		{"on-behalf-of header variable", "{extraEnv: [{name: DEPUTY_PARTNER_ON_BEHALF_OF_HEADER, value: x-customer}]}", "partner.on_behalf_of_header"},
+		{"method overrides flag", "{extraArgs: ['--check-method-overrides=header:x-verb']}", "check.method_overrides"},
+		{"upstream headers variable", "{extraEnv: [{name: DEPUTY_HTTP_ENVOY_UPSTREAM_HEADERS, value: 'x-*'}]}", "http.envoy_upstream_headers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			values := "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {extAuthz: {transport: http}}, deputy: " + tc.deputy + "}"
+			if _, err := renderYAML(t, c, values); err == nil || !strings.Contains(err.Error(), "set "+tc.setting+" in deputy.config") {
+				t.Fatalf("err = %v, want the render refused, pointing at %s in deputy.config", err, tc.setting)
 			}
 		})
 	}
