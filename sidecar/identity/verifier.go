@@ -543,9 +543,11 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 		// 9110 5.5), and many applications trim what they read: a sub of
 		// " partner:mallory" or "alice " would reach the application as
 		// another issuer's person, or another person, than Deputy decided
-		// for.
-		if f.value != strings.TrimFunc(f.value, unicode.IsSpace) {
-			return refused(ReasonMalformed, fmt.Errorf("%s begins or ends with white space", f.claim))
+		// for. Format characters (U+FEFF, zero-width spaces and joiners,
+		// the word joiner) go too: JavaScript's trim() strips U+FEFF, and
+		// others print as nothing in the tools that show a name.
+		if f.value != strings.TrimFunc(f.value, trimmed) {
+			return refused(ReasonMalformed, fmt.Errorf("%s begins or ends with white space or a format character", f.claim))
 		}
 	}
 	if err := is.namespace(id); err != nil {
@@ -556,6 +558,10 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	id.Claims = claims
 	return id, exp, idx, nil
 }
+
+// trimmed reports whether r is white space or a format character
+// (Unicode Cf), which applications may trim from a name's ends.
+func trimmed(r rune) bool { return unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) }
 
 // namespace reads id's sub, org and domain in is's namespace and keeps
 // only the roles and privileges is may assert; for the issuer without

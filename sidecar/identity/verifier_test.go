@@ -266,6 +266,15 @@ func TestVerify(t *testing.T) {
 		{name: "trailing space in org", req: bearer(sign(t, ek, ek.kid, with(good, "org", "acme "))), reason: identity.ReasonMalformed},
 		{name: "no-break space ending domain", req: bearer(sign(t, ek, ek.kid, with(good, "domain", "eu.example\u00a0"))), reason: identity.ReasonMalformed},
 		{name: "ideographic space opening email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "\u3000a@b.example"))), reason: identity.ReasonMalformed},
+		// Format characters too: JavaScript's trim() strips U+FEFF, so
+		// "alice\uFEFF", another person to Deputy, reaches a Node upstream
+		// as alice; zero-width ones print as nothing.
+		{name: "BOM ending sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", "alice\ufeff"))), reason: identity.ReasonMalformed},
+		{name: "BOM opening sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", "\ufeffalice"))), reason: identity.ReasonMalformed},
+		{name: "BOM ending org", req: bearer(sign(t, ek, ek.kid, with(good, "org", "acme\ufeff"))), reason: identity.ReasonMalformed},
+		{name: "zero-width space opening domain", req: bearer(sign(t, ek, ek.kid, with(good, "domain", "\u200beu.example"))), reason: identity.ReasonMalformed},
+		{name: "zero-width joiner ending sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", "alice\u200d"))), reason: identity.ReasonMalformed},
+		{name: "word joiner ending email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "a@b.example\u2060"))), reason: identity.ReasonMalformed},
 		{name: "a nested claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"realm":{"roles":["x"],"roles":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
