@@ -295,8 +295,11 @@ func (l *Logger) run() {
 
 // drain writes batches until nothing is queued or spooled. A failing
 // sink is waited for (probed when it can be); records stay queued, or
-// move to the spool, meanwhile. When final, drain gives up when ctx ends:
-// what is left goes to the spool, or is counted as dropped without one.
+// move to the spool, meanwhile. When final, drain keeps writing again
+// until ctx ends, records staying in memory (a write that failed on a
+// dead pooled connection is most often followed by one that succeeds on
+// a fresh one); then what is left goes to the spool, or is counted as
+// dropped without one.
 func (l *Logger) drain(ctx context.Context, final bool) {
 	backoff := l.cfg.BackoffMin
 	for {
@@ -318,16 +321,12 @@ func (l *Logger) drain(ctx context.Context, final bool) {
 			l.down = true
 			l.log.Warn("decision log sink failed; records wait until it is back", "queued", l.QueueDepth(), "spooled_bytes", l.spooled.Load(), "error", err)
 		}
-		if l.spool != nil {
+		if l.spool != nil && !final {
 			l.spill(ctx)
-			if final && l.QueueDepth() == 0 {
-				// They are on disk: the next start delivers them.
-				return
-			}
 		}
 		if !l.wait(ctx, backoff, final) {
 			if final {
-				l.discard()
+				l.giveUp(ctx)
 			}
 			return
 		}
@@ -428,6 +427,17 @@ func (l *Logger) release(n int) {
 	l.pendingSizes = l.pendingSizes[:copy(l.pendingSizes, l.pendingSizes[n:])]
 }
 
+// giveUp ends the final drain at Stop's deadline: what is left goes to
+// the spool, as far as it has room, and the rest is discarded. The
+// records are encoded for the spool past the deadline: masking them with
+// the ended context would cost them their input.
+func (l *Logger) giveUp(ctx context.Context) {
+	if l.spool != nil {
+		l.spill(context.WithoutCancel(ctx))
+	}
+	l.discard()
+}
+
 func (l *Logger) closeSpool() {
 	if l.spool == nil {
 		return
@@ -465,7 +475,9 @@ func (l *Logger) discard() {
 // first probe that succeeds; another sink waits out backoff. With a
 // spool, queued records move to disk while waiting (also while a probe
 // is under way: one to a Redis that refuses connections takes its dial
-// retries), so the queue fills only once the spool is full. wait reports
+// retries), so the queue fills only once the spool is full; but not in
+// the final drain, where no record arrives and the queue's records stay
+// for the next write until Stop's deadline. wait reports
 // false when it was cut short and the drain should return (ctx ended, or
 // Stop was asked while not final).
 func (l *Logger) wait(ctx context.Context, backoff time.Duration, final bool) bool {
@@ -474,8 +486,9 @@ func (l *Logger) wait(ctx context.Context, backoff time.Duration, final bool) bo
 	if probes {
 		step = l.cfg.BackoffMin
 	}
+	spills := l.spool != nil && !final
 	var wake chan struct{}
-	if l.spool != nil {
+	if spills {
 		wake = l.wake
 	}
 	pctx, cancel := context.WithCancel(ctx)
@@ -509,7 +522,7 @@ func (l *Logger) wait(ctx context.Context, backoff time.Duration, final bool) bo
 			l.stopc <- sctx
 			return false
 		}
-		if l.spool != nil {
+		if spills {
 			l.spill(ctx)
 		}
 	}

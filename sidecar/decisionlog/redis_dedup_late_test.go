@@ -18,7 +18,8 @@ import (
 // open at that moment keep what its client sends (a packet in TCP
 // retransmission, a congested link, a proxy queue) instead of forwarding
 // it; connections made later forward at once. release() delivers what was
-// held and reports once Redis answered it.
+// held and reports once Redis answered it. cut() makes every connection
+// open at that moment close when its client next sends.
 type holdProxy struct {
 	addr   string
 	target string
@@ -34,6 +35,8 @@ type heldConn struct {
 	mu      sync.Mutex
 	held    []byte
 	hold    bool
+	cut     bool
+	rst     bool          // cut with a TCP reset, else a plain close
 	replied chan struct{} // closed when Redis answers after release
 	once    sync.Once
 	armed   bool
@@ -73,6 +76,15 @@ func startHoldProxy(t *testing.T, target string) *holdProxy {
 					n, err := c.Read(buf)
 					if n > 0 {
 						hc.mu.Lock()
+						if hc.cut {
+							if hc.rst {
+								_ = c.(*net.TCPConn).SetLinger(0)
+							}
+							hc.mu.Unlock()
+							c.Close()
+							up.Close()
+							return
+						}
 						if hc.hold {
 							hc.held = append(hc.held, buf[:n]...)
 							hc.mu.Unlock()
@@ -125,6 +137,21 @@ func (p *holdProxy) hold() {
 	for _, hc := range p.conns {
 		hc.mu.Lock()
 		hc.hold = true
+		hc.mu.Unlock()
+	}
+}
+
+// cut makes every connection open now close, with a reset when rst, on
+// the next bytes its client sends, as a load balancer or NAT whose idle
+// timeout forgot the flow does; connections made later forward normally.
+// go-redis's pool sees nothing wrong with such a connection until it
+// writes on it.
+func (p *holdProxy) cut(rst bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, hc := range p.conns {
+		hc.mu.Lock()
+		hc.cut, hc.rst = true, rst
 		hc.mu.Unlock()
 	}
 }
