@@ -43,13 +43,15 @@ type Prober interface {
 // Settler is a sink that keeps something of each written batch so that it
 // can be written again without repeating records (the Redis sink's
 // decision ids). The logger calls Settled after a successful Write once
-// that batch's records can never be written again: released from the
-// queue, or acknowledged in the spool. What is never settled (a crash
-// before the acknowledgement, a spool whose acknowledgement failed,
-// records a previous run left in the spool: its write of them may still
-// reach the sink) the sink keeps for its own bounded time.
+// this logger will never write that batch's records again: released from
+// the queue, or acknowledged in the spool. With keep, another write of
+// them may still reach the sink (one whose reply was lost, of this run or
+// of a previous one, which the spool marked; or a next run's, when the
+// spool's acknowledgement failed): the sink keeps what it holds of them
+// for its own bounded time. What is never settled (a crash before the
+// acknowledgement) it keeps so too.
 type Settler interface {
-	Settled()
+	Settled(keep bool)
 }
 
 // Logger is the asynchronous decision logger. Start it once, Stop it on
@@ -314,8 +316,12 @@ func (l *Logger) drain(ctx context.Context, final bool) {
 			continue
 		}
 		l.sinkErrors.Add(1)
-		if !spooled && errors.Is(err, ErrUnconfirmed) {
-			l.unsure = len(batch)
+		if errors.Is(err, ErrUnconfirmed) {
+			if spooled {
+				l.spool.markRead()
+			} else {
+				l.unsure = len(batch)
+			}
 		}
 		if !l.down {
 			l.down = true
@@ -359,14 +365,14 @@ func (l *Logger) next(ctx context.Context) (batch [][]byte, spooled bool) {
 
 // delivered accounts for the batch next returned, written to the sink.
 func (l *Logger) delivered(spooled bool) {
-	settled := true
+	keep := false
 	if spooled {
-		// A previous run may have written these in a write whose reply
-		// was lost and which is still on its way: the sink keeps them.
-		settled = !l.spool.fromPreviousRun()
+		// A write of these whose reply was lost (this run's, or a
+		// previous run's) may still be on its way: the sink keeps them.
+		keep = l.spool.unsure()
 		l.flushed.Add(uint64(len(l.spoolBatch)))
 		if err := l.spool.ack(); err != nil {
-			settled = false
+			keep = true
 			l.log.Error("decision log spool: delivered records may be written again", "error", err)
 		}
 		l.spooled.Store(l.spool.size())
@@ -376,8 +382,8 @@ func (l *Logger) delivered(spooled bool) {
 		l.flushed.Add(uint64(len(l.pending)))
 		l.release(len(l.pending))
 	}
-	if s, ok := l.sink.(Settler); ok && settled {
-		s.Settled()
+	if s, ok := l.sink.(Settler); ok {
+		s.Settled(keep)
 	}
 	if l.down {
 		l.down = false
@@ -393,7 +399,7 @@ func (l *Logger) delivered(spooled bool) {
 func (l *Logger) spill(ctx context.Context) {
 	for {
 		if len(l.pending) > 0 {
-			kept, err := l.spool.append(l.pending)
+			kept, err := l.spool.append(l.pending, l.unsure)
 			if err != nil {
 				l.log.Error("decision log spool write failed", "error", err)
 			}

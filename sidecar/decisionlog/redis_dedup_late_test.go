@@ -234,7 +234,7 @@ func TestRedisSinkLateFirstAttemptAddsNothing(t *testing.T) {
 		for attempt := 0; ; attempt++ {
 			err := sink.Write(ctx, b)
 			if err == nil {
-				settler.Settled()
+				settler.Settled(false)
 				return unconfirmed
 			}
 			if !errors.Is(err, decisionlog.ErrUnconfirmed) || attempt == 5 {
@@ -316,4 +316,38 @@ func TestLoggerLateFirstAttemptAcrossRestartAddsNothing(t *testing.T) {
 	waitFor(t, "the last batch written", func() bool { return l2.Flushed() == 11 })
 	proxy.release(t) // the first process's attempts arrive late
 	wantEachOnce(t, srv, cfg.Stream, 14)
+}
+
+// The spool marks only the records a write whose reply was lost held, and
+// the next run keeps only their ids for the window, settling the rest of
+// the spool as it goes: replaying a spool that holds more records than
+// dedup_max_ids (here two batches) must not push out of the once-set the
+// ids of the batch whose first attempt is still on its way.
+func TestLoggerLateFirstAttemptAfterLargeSpoolAddsNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := startHoldProxy(t, srv.Addr)
+	cfg := redisConfig(1000)
+	cfg.DedupMaxIDs = 2 * int64(cfg.BatchSize)
+	cfg.SpoolDir = t.TempDir()
+	l1 := startLogger(t, cfg, deputySink(t, cfg, proxy.addr).sink)
+	logN(t, l1, "warm", 3)
+	waitFor(t, "warm-up written", func() bool { return l1.Flushed() == 3 })
+	proxy.holdAll()
+	logN(t, l1, "lost", 5)
+	waitFor(t, "a write that lost its reply", func() bool { return l1.SinkErrors() > 0 })
+	logN(t, l1, "more", 99)
+	logN(t, l1, "tail", 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_ = l1.Stop(ctx)
+	cancel()
+	if l1.SpoolBytes() == 0 {
+		t.Fatal("nothing was spooled at shutdown")
+	}
+
+	l2 := startLogger(t, cfg, deputySink(t, cfg, srv.Addr).sink)
+	waitFor(t, "the spool delivered", func() bool { return l2.SpoolBytes() == 0 && l2.Flushed() == 204 })
+	logN(t, l2, "next", 5)
+	waitFor(t, "the next batch written", func() bool { return l2.Flushed() == 209 })
+	proxy.release(t) // the first process's attempt arrives late
+	wantEachOnce(t, srv, cfg.Stream, 3+204+5)
 }

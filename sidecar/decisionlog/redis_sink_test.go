@@ -741,6 +741,6 @@ func BenchmarkRedisSinkWrite(b *testing.B) {
 		if err := sink.Write(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
-		sink.Settled()
+		sink.Settled(false)
 	}
 }

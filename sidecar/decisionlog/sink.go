@@ -134,7 +134,7 @@ type RedisSink struct {
 	settled []any
 	// unsure holds the ids of records an unconfirmed write held, until
 	// they are settled: those stay in the set for the window. Only
-	// records the logger still holds are here.
+	// records the logger still holds, in its queue or spool, are here.
 	unsure map[string]struct{}
 }
 
@@ -290,17 +290,18 @@ func (s *RedisSink) Write(ctx context.Context, batch [][]byte) error {
 	return nil
 }
 
-// Settled tells the sink that the records of its last write, which
-// succeeded, will never be written again: the next write removes their
+// Settled tells the sink that the logger will never write the records of
+// its last write, which succeeded, again: the next write removes their
 // ids from the once-set, but for those of records an unconfirmed write
-// held. Without it they stay for the window.
-func (s *RedisSink) Settled() {
+// held, and all of them with keep. Those stay for the window, and the
+// sink forgets that they were unsure.
+func (s *RedisSink) Settled(keep bool) {
 	written := s.written
 	s.written = ""
 	if len(s.unsure) > 0 {
 		written = s.settleUnsure(written)
 	}
-	if written != "" {
+	if written != "" && !keep {
 		s.settled = append(s.settled, written)
 	}
 }

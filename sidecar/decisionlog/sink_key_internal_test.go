@@ -52,7 +52,7 @@ func TestSettledKeepsUnsureIDs(t *testing.T) {
 	s := &RedisSink{}
 	s.keepUnsure("a\nb\nc")
 	s.written = "b\nd\ne"
-	s.Settled()
+	s.Settled(false)
 	if len(s.settled) != 1 || s.settled[0] != "d\ne" {
 		t.Errorf("settled %q, want [\"d\\ne\"]", s.settled)
 	}
@@ -60,8 +60,16 @@ func TestSettledKeepsUnsureIDs(t *testing.T) {
 		t.Errorf("unsure holds %v, want a and c", s.unsure)
 	}
 	s.written = "a\nc"
-	s.Settled()
+	s.Settled(false)
 	if len(s.settled) != 1 || len(s.unsure) != 0 {
 		t.Errorf("settled %q, unsure %v: a batch of unsure ids removes nothing and is forgotten", s.settled, s.unsure)
+	}
+	// A batch the logger keeps (another write of it may still come)
+	// removes nothing either, and its unsure ids are forgotten all the same.
+	s.keepUnsure("f\ng")
+	s.written = "f\nh"
+	s.Settled(true)
+	if len(s.settled) != 1 || len(s.unsure) != 1 {
+		t.Errorf("settled %q, unsure %v: want nothing more settled, and only g still unsure", s.settled, s.unsure)
 	}
 }

@@ -20,6 +20,14 @@ import (
 //
 // A crash between a delivery and its ack repeats that batch on the next
 // start: the sink contract allows repeats, which decision_id tells apart.
+//
+// The spool also marks the records a write whose reply was lost held
+// (spilled after it, or read and written from the spool): such a write
+// may still reach the sink, so a sink that skips repeats must remember
+// their ids longer. The marks outlive a restart in the unsure file,
+// written at close with the extent of the segments it describes; a spool
+// without one that matches (an older version's, or a crash's) has every
+// record a previous run left marked.
 type spool struct {
 	dir    string
 	max    int64 // bound on bytes not yet delivered
@@ -30,11 +38,7 @@ type spool struct {
 	nextOff int64     // where the lines handed out by read end, in segs[0]
 	bytes   int64     // bytes not yet delivered
 	w       *os.File  // the newest segment, open for appending
-	// What a previous run left undelivered ends in segment leftSeq at
-	// leftEnd; left until it is delivered.
-	left    bool
-	leftSeq uint64
-	leftEnd int64
+	marks   []span    // the unsure records not yet delivered, in order
 }
 
 type segment struct {
@@ -42,9 +46,16 @@ type segment struct {
 	size int64
 }
 
+// span is the records at bytes [from, to) of segment seq, whole lines.
+type span struct {
+	seq      uint64
+	from, to int64
+}
+
 const (
-	segSuffix = ".seg"
-	ackFile   = "ack"
+	segSuffix  = ".seg"
+	ackFile    = "ack"
+	unsureFile = "unsure"
 	// readChunk bounds one read of a segment; a batch of records is far
 	// smaller.
 	readChunk = 1 << 20
@@ -88,22 +99,142 @@ func openSpool(dir string, max int64) (*spool, error) {
 	}
 	s.bytes -= s.readOff
 	s.nextOff = s.readOff
-	if s.bytes > 0 {
-		last := s.segs[len(s.segs)-1]
-		s.left, s.leftSeq, s.leftEnd = true, last.seq, last.size
+	if err := s.readMarks(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
-// fromPreviousRun reports whether the records read last hold some that a
-// previous run left: it may have sent them in a write whose reply was
-// lost, and which may still reach the sink.
-func (s *spool) fromPreviousRun() bool {
-	if !s.left || len(s.segs) == 0 {
+// readMarks restores the marks a previous run left, or, when it left none
+// that describe these segments, marks everything undelivered. The file is
+// removed: a crash before the next close must not leave marks that miss
+// what this run adds.
+func (s *spool) readMarks() error {
+	name := filepath.Join(s.dir, unsureFile)
+	raw, err := os.ReadFile(name)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if s.bytes > 0 {
+		marks, ok := parseMarks(string(raw), s.segs[len(s.segs)-1])
+		if !ok {
+			for _, g := range s.segs {
+				marks = append(marks, span{g.seq, 0, g.size})
+			}
+		}
+		s.marks = marks
+		s.pruneMarks()
+	}
+	if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// parseMarks reads the unsure file: "end <seq> <size>" naming the last
+// segment as it was written, then one "<seq> <from> <to>" a span. ok is
+// false unless the file is whole and describes last.
+func parseMarks(raw string, last segment) (marks []span, ok bool) {
+	head, rest, whole := strings.Cut(raw, "\n")
+	var end segment
+	if !whole {
+		return nil, false
+	}
+	if _, err := fmt.Sscanf(head, "end %d %d", &end.seq, &end.size); err != nil || end != last {
+		return nil, false
+	}
+	for line := range strings.Lines(rest) {
+		var m span
+		if _, err := fmt.Sscanf(strings.TrimSuffix(line, "\n"), "%d %d %d", &m.seq, &m.from, &m.to); err != nil || m.from >= m.to {
+			return nil, false
+		}
+		marks = append(marks, m)
+	}
+	return marks, true
+}
+
+// writeMarks keeps the marks for the next run.
+func (s *spool) writeMarks() error {
+	name := filepath.Join(s.dir, unsureFile)
+	if len(s.segs) == 0 {
+		if err := os.Remove(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	last := s.segs[len(s.segs)-1]
+	b := fmt.Appendf(nil, "end %d %d\n", last.seq, last.size)
+	for _, m := range s.marks {
+		b = fmt.Appendf(b, "%d %d %d\n", m.seq, m.from, m.to)
+	}
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
+}
+
+// mark marks the records at [from, to) of segment seq, merging it with
+// the span it continues.
+func (s *spool) mark(seq uint64, from, to int64) {
+	if from >= to {
+		return
+	}
+	i := len(s.marks)
+	for i > 0 && (s.marks[i-1].seq > seq || s.marks[i-1].seq == seq && s.marks[i-1].from > from) {
+		i--
+	}
+	if i > 0 && s.marks[i-1].seq == seq && s.marks[i-1].to >= from {
+		s.marks[i-1].to = max(s.marks[i-1].to, to)
+		return
+	}
+	s.marks = slices.Insert(s.marks, i, span{seq, from, to})
+}
+
+// markRead marks the records read last: a write of them lost its reply.
+func (s *spool) markRead() {
+	if len(s.segs) > 0 {
+		s.mark(s.segs[0].seq, s.readOff, s.nextOff)
+	}
+}
+
+// unsure reports whether the records read last are marked. A read stops
+// where a span starts or ends, so they are all marked, or none.
+func (s *spool) unsure() bool {
+	if len(s.segs) == 0 || len(s.marks) == 0 {
 		return false
 	}
-	seq := s.segs[0].seq
-	return seq < s.leftSeq || seq == s.leftSeq && s.readOff < s.leftEnd
+	m := s.marks[0]
+	return m.seq == s.segs[0].seq && m.from <= s.readOff && s.readOff < m.to
+}
+
+// readEnd is where a read of segment seg from s.readOff stops: the end of
+// the span it starts in, or the start of the next one.
+func (s *spool) readEnd(seg segment) int64 {
+	for _, m := range s.marks {
+		if m.seq != seg.seq || m.to <= s.readOff {
+			continue
+		}
+		if m.from <= s.readOff {
+			return m.to
+		}
+		return m.from
+	}
+	return seg.size
+}
+
+// pruneMarks forgets the spans delivered.
+func (s *spool) pruneMarks() {
+	if len(s.segs) == 0 {
+		s.marks = s.marks[:0]
+		return
+	}
+	first := s.segs[0].seq
+	i := 0
+	for i < len(s.marks) && (s.marks[i].seq < first || s.marks[i].seq == first && s.marks[i].to <= s.readOff) {
+		i++
+	}
+	s.marks = s.marks[i:]
 }
 
 func cmpUint(a, b uint64) int {
@@ -183,16 +314,20 @@ func (s *spool) size() int64 { return s.bytes }
 
 // append writes the records that fit within the bound, in order, and
 // returns how many it kept; the rest are the caller's to count as lost.
-func (s *spool) append(batch [][]byte) (int, error) {
+// The first unsure records of batch are marked.
+func (s *spool) append(batch [][]byte, unsure int) (int, error) {
 	var buf bytes.Buffer
-	kept := 0
-	for _, b := range batch {
+	kept, marked := 0, 0
+	for i, b := range batch {
 		if s.bytes+int64(buf.Len()+len(b)+1) > s.max {
 			break
 		}
 		buf.Write(b)
 		buf.WriteByte('\n')
 		kept++
+		if i < unsure {
+			marked = buf.Len()
+		}
 	}
 	if kept == 0 {
 		return 0, nil
@@ -206,6 +341,7 @@ func (s *spool) append(batch [][]byte) (int, error) {
 		_ = s.w.Truncate(last.size)
 		return 0, err
 	}
+	s.mark(last.seq, last.size, last.size+int64(marked))
 	last.size += int64(buf.Len())
 	s.bytes += int64(buf.Len())
 	return kept, nil
@@ -245,8 +381,8 @@ func (s *spool) writable(n int64) error {
 	return nil
 }
 
-// read returns up to n of the oldest undelivered records. Reading again
-// before ack returns the same records.
+// read returns up to n of the oldest undelivered records, all marked or
+// none. Reading again before ack returns the same records.
 func (s *spool) read(n int) ([][]byte, error) {
 	s.nextOff = s.readOff
 	for len(s.segs) > 0 {
@@ -270,7 +406,7 @@ func (s *spool) readSegment(seg segment, n int) ([][]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	buf := make([]byte, min(seg.size-s.readOff, readChunk))
+	buf := make([]byte, min(s.readEnd(seg)-s.readOff, readChunk))
 	if _, err := f.ReadAt(buf, s.readOff); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
@@ -323,7 +459,7 @@ func lineEnd(f *os.File, off, size int64) (int64, error) {
 func (s *spool) ack() error {
 	s.bytes -= s.nextOff - s.readOff
 	s.readOff = s.nextOff
-	s.left = s.fromPreviousRun()
+	s.pruneMarks()
 	if len(s.segs) == 1 && s.readOff == s.segs[0].size {
 		// Everything delivered: start over with an empty spool.
 		return s.dropOldest()
@@ -360,6 +496,7 @@ func (s *spool) dropOldest() error {
 	}
 	s.segs = s.segs[1:]
 	s.readOff, s.nextOff = 0, 0
+	s.pruneMarks()
 	return s.writeAck()
 }
 
@@ -372,10 +509,10 @@ func (s *spool) sync() error {
 }
 
 func (s *spool) close() error {
-	if s.w == nil {
-		return nil
+	var err error
+	if s.w != nil {
+		err = errors.Join(s.w.Sync(), s.w.Close())
+		s.w = nil
 	}
-	err := errors.Join(s.w.Sync(), s.w.Close())
-	s.w = nil
-	return err
+	return errors.Join(err, s.writeMarks())
 }

@@ -38,7 +38,7 @@ func TestSpoolSkipsOnlyAnOversizedRecord(t *testing.T) {
 		batch = append(batch, spoolRecord(t, id, nil))
 		want = append(want, id)
 	}
-	if kept, err := sp.append(batch); err != nil || kept != len(batch) {
+	if kept, err := sp.append(batch, 0); err != nil || kept != len(batch) {
 		t.Fatal(kept, err)
 	}
 	want = append([]string{"before"}, want...)

@@ -1,0 +1,114 @@
+package decisionlog
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar"
+	deputyredis "github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+)
+
+// The sink remembers which ids a write whose reply was lost held until
+// the logger delivers their records. The logger keeps the ids of a batch
+// read from a spool an older version left (any of its records may have
+// been in such a write) without settling it; the sink must forget them
+// as unsure all the same, or its set grows with every such batch for the
+// life of the process.
+func TestSinkForgetsUnsureIDsOfKeptBatches(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	dir := t.TempDir()
+	sp, err := openSpool(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left [][]byte
+	for i := range 40 {
+		left = append(left, fmt.Appendf(nil, `{"decision_id":"left-%02d","result":"allow"}`, i))
+	}
+	if _, err := sp.append(left, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, unsureFile)); err != nil { // as an older version leaves it
+		t.Fatal(err)
+	}
+
+	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{srv.Addr}, ReadTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	cfg := Defaults()
+	cfg.Sink, cfg.SpoolDir, cfg.BatchSize = SinkRedis, dir, 20
+	cfg.FlushInterval, cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond
+	sink := NewRedisSink(rc, cfg.Stream, 0, 0, 0)
+	if err := sink.Write(context.Background(), [][]byte{[]byte(`{"decision_id":"warm"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	sink.Settled(false)
+
+	// Redis stalls past read_timeout: the first write of the spool's first
+	// batch loses its reply, and runs when Redis wakes.
+	sleeper := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: -1, MaxRetries: -1})
+	defer sleeper.Close()
+	woke := make(chan error, 1)
+	go func() { woke <- sleeper.Do(context.Background(), "DEBUG", "SLEEP", 1).Err() }()
+	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 50 * time.Millisecond})
+	defer probe.Close()
+	for i := 0; probe.Ping(context.Background()).Err() == nil; i++ {
+		if i == 2000 {
+			select {
+			case err := <-woke:
+				t.Fatalf("Redis never stalled: DEBUG SLEEP %v", err)
+			default:
+			}
+			t.Fatal("Redis never stalled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	l, err := New(cfg, sink, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop(context.Background())
+	<-woke
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Flushed() < 40 || l.SpoolBytes() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("spool never delivered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Later batches of this run come and go, settled.
+	for i := range 60 {
+		l.Log(&sidecar.Decision{ID: fmt.Sprintf("now-%02d", i), Time: time.Now(), Reason: "allow"})
+	}
+	for l.Flushed() < 100 {
+		if time.Now().After(deadline) {
+			t.Fatal("later records never written")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = l.Stop(context.Background())
+	if l.SinkErrors() == 0 {
+		t.Fatal("no write lost its reply: nothing shown")
+	}
+	if n := len(sink.unsure); n > 0 {
+		t.Errorf("after every record was written and %d sink errors, the sink still holds %d unsure ids, which nothing will ever remove", l.SinkErrors(), n)
+	}
+}
