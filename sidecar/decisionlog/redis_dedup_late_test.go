@@ -286,68 +286,52 @@ func TestLoggerLateFirstAttemptAddsNothing(t *testing.T) {
 
 // The same across a restart: the process whose write lost its reply
 // spools the batch and stops; the next one writes it from the spool,
-// while the first attempt is still on its way to Redis. It cannot know
-// whether a batch left in the spool had such an attempt, so it keeps the
-// ids of everything a previous run left for the window.
+// while the first attempt is still on its way to Redis. The spool marks
+// the records such a write held, and the next run keeps only their ids
+// for the window, settling the rest of the spool as it goes: replaying a
+// spool that holds more records than dedup_max_ids must not push the
+// lost batch's ids out of the once-set.
 func TestLoggerLateFirstAttemptAcrossRestartAddsNothing(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := startHoldProxy(t, srv.Addr)
-	cfg := redisConfig(1000)
-	cfg.SpoolDir = t.TempDir()
-	l1 := startLogger(t, cfg, deputySink(t, cfg, proxy.addr).sink)
-	logN(t, l1, "warm", 3)
-	waitFor(t, "warm-up written", func() bool { return l1.Flushed() == 3 })
-	proxy.holdAll()
-	logN(t, l1, "lost", 5)
-	waitFor(t, "a write that lost its reply", func() bool { return l1.SinkErrors() > 0 })
-	// SIGTERM: a short deadline moves the batch to the spool.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_ = l1.Stop(ctx)
-	cancel()
-	if l1.SpoolBytes() == 0 {
-		t.Fatal("nothing was spooled at shutdown: the restart retries nothing")
+	for _, tc := range []struct {
+		name   string
+		behind int   // records spooled after the lost batch
+		maxIDs int64 // dedup_max_ids, in batches; 0 leaves the default
+	}{
+		{"the lost batch alone", 0, 0},
+		{"a spool larger than dedup_max_ids", 199, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			proxy := startHoldProxy(t, srv.Addr)
+			cfg := redisConfig(1000)
+			if tc.maxIDs > 0 {
+				cfg.DedupMaxIDs = tc.maxIDs * int64(cfg.BatchSize)
+			}
+			cfg.SpoolDir = t.TempDir()
+			l1 := startLogger(t, cfg, deputySink(t, cfg, proxy.addr).sink)
+			logN(t, l1, "warm", 3)
+			waitFor(t, "warm-up written", func() bool { return l1.Flushed() == 3 })
+			proxy.holdAll()
+			logN(t, l1, "lost", 5)
+			waitFor(t, "a write that lost its reply", func() bool { return l1.SinkErrors() > 0 })
+			logN(t, l1, "behind", tc.behind)
+			// SIGTERM: a short deadline moves the records to the spool.
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			_ = l1.Stop(ctx)
+			cancel()
+			if l1.SpoolBytes() == 0 {
+				t.Fatal("nothing was spooled at shutdown: the restart retries nothing")
+			}
+
+			spooled := uint64(5 + tc.behind)
+			l2 := startLogger(t, cfg, deputySink(t, cfg, srv.Addr).sink)
+			waitFor(t, "the spool delivered", func() bool { return l2.SpoolBytes() == 0 && l2.Flushed() == spooled })
+			logN(t, l2, "next", 5)
+			waitFor(t, "the next batch written", func() bool { return l2.Flushed() == spooled+5 })
+			logN(t, l2, "last", 1) // removes the ids of "next"
+			waitFor(t, "the last batch written", func() bool { return l2.Flushed() == spooled+6 })
+			proxy.release(t) // the first process's attempts arrive late
+			wantEachOnce(t, srv, cfg.Stream, 3+int(spooled)+6)
+		})
 	}
-
-	l2 := startLogger(t, cfg, deputySink(t, cfg, srv.Addr).sink)
-	waitFor(t, "the spool delivered", func() bool { return l2.SpoolBytes() == 0 && l2.Flushed() == 5 })
-	logN(t, l2, "next", 5)
-	waitFor(t, "the next batch written", func() bool { return l2.Flushed() == 10 })
-	logN(t, l2, "last", 1) // removes the ids of "next"
-	waitFor(t, "the last batch written", func() bool { return l2.Flushed() == 11 })
-	proxy.release(t) // the first process's attempts arrive late
-	wantEachOnce(t, srv, cfg.Stream, 14)
-}
-
-// The spool marks only the records a write whose reply was lost held, and
-// the next run keeps only their ids for the window, settling the rest of
-// the spool as it goes: replaying a spool that holds more records than
-// dedup_max_ids (here two batches) must not push out of the once-set the
-// ids of the batch whose first attempt is still on its way.
-func TestLoggerLateFirstAttemptAfterLargeSpoolAddsNothing(t *testing.T) {
-	srv := redistest.Start(t)
-	proxy := startHoldProxy(t, srv.Addr)
-	cfg := redisConfig(1000)
-	cfg.DedupMaxIDs = 2 * int64(cfg.BatchSize)
-	cfg.SpoolDir = t.TempDir()
-	l1 := startLogger(t, cfg, deputySink(t, cfg, proxy.addr).sink)
-	logN(t, l1, "warm", 3)
-	waitFor(t, "warm-up written", func() bool { return l1.Flushed() == 3 })
-	proxy.holdAll()
-	logN(t, l1, "lost", 5)
-	waitFor(t, "a write that lost its reply", func() bool { return l1.SinkErrors() > 0 })
-	logN(t, l1, "more", 99)
-	logN(t, l1, "tail", 100)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_ = l1.Stop(ctx)
-	cancel()
-	if l1.SpoolBytes() == 0 {
-		t.Fatal("nothing was spooled at shutdown")
-	}
-
-	l2 := startLogger(t, cfg, deputySink(t, cfg, srv.Addr).sink)
-	waitFor(t, "the spool delivered", func() bool { return l2.SpoolBytes() == 0 && l2.Flushed() == 204 })
-	logN(t, l2, "next", 5)
-	waitFor(t, "the next batch written", func() bool { return l2.Flushed() == 209 })
-	proxy.release(t) // the first process's attempt arrives late
-	wantEachOnce(t, srv, cfg.Stream, 3+204+5)
 }
