@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -163,7 +164,18 @@ type masker struct {
 	headers     []string // lower case, "-" between words
 	queryParams []string // lower case
 	eval        Evaluator
+
+	// verdicts remembers secretHeader's answer for header names seen,
+	// up to maxHeaderVerdicts: records carry the same few names again
+	// and again, and judging a name in every spelling against every
+	// secret word costs thousands of instructions. Past the bound names
+	// are judged afresh, so new names cost time, never memory.
+	verdictsMu sync.Mutex
+	verdicts   map[string]bool
 }
+
+// maxHeaderVerdicts bounds masker.verdicts.
+const maxHeaderVerdicts = 1024
 
 func newMasker(cfg Config, ev Evaluator) *masker {
 	// Lower case with "-" between words, as secretHeader compares.
@@ -175,7 +187,7 @@ func newMasker(cfg Config, ev Evaluator) *masker {
 	for i, q := range cfg.MaskQueryParams {
 		qs[i] = strings.ToLower(q)
 	}
-	return &masker{headers: hs, queryParams: qs, eval: ev}
+	return &masker{headers: hs, queryParams: qs, eval: ev, verdicts: make(map[string]bool)}
 }
 
 // spine names objects, each with the objects under it that are on the
@@ -331,7 +343,20 @@ var uriHeaders = func() []string {
 // logged, named as sent or in any of its other spellings (decoded, control
 // characters dropped: spellings).
 func (m *masker) secretHeader(name string) bool {
-	return anySpelling(name, m.secretHeaderAsSent)
+	m.verdictsMu.Lock()
+	secret, known := m.verdicts[name]
+	m.verdictsMu.Unlock()
+	if known {
+		return secret
+	}
+	secret = anySpelling(name, m.secretHeaderAsSent)
+	m.verdictsMu.Lock()
+	if len(m.verdicts) < maxHeaderVerdicts {
+		// A copy: the name may point into a request's buffers.
+		m.verdicts[strings.Clone(name)] = secret
+	}
+	m.verdictsMu.Unlock()
+	return secret
 }
 
 // secretHeaderAsSent reports whether a header, named as sent, is one named
