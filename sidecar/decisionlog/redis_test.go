@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
 )
 
 // fastClient fails at once while the server is down, so an outage shows
@@ -20,16 +22,7 @@ func fastClient(t testing.TB, addr string) *redis.Client {
 }
 
 // waitFor polls cond until it holds, failing the test after a bound.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 1000; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
+var waitFor = decisionlog.WaitFor
 
 func xlen(c *redis.Client, stream string) func() int64 {
 	return func() int64 {

@@ -66,17 +66,7 @@ func TestSinkForgetsUnsureIDsOfKeptBatches(t *testing.T) {
 	go func() { woke <- sleeper.Do(context.Background(), "DEBUG", "SLEEP", 1).Err() }()
 	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 50 * time.Millisecond})
 	defer probe.Close()
-	for i := 0; probe.Ping(context.Background()).Err() == nil; i++ {
-		if i == 2000 {
-			select {
-			case err := <-woke:
-				t.Fatalf("Redis never stalled: DEBUG SLEEP %v", err)
-			default:
-			}
-			t.Fatal("Redis never stalled")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	WaitFor(t, "Redis to stall under DEBUG SLEEP", func() bool { return probe.Ping(context.Background()).Err() != nil })
 
 	l, err := New(cfg, sink, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
@@ -87,23 +77,12 @@ func TestSinkForgetsUnsureIDsOfKeptBatches(t *testing.T) {
 	}
 	defer l.Stop(context.Background())
 	<-woke
-	deadline := time.Now().Add(10 * time.Second)
-	for l.Flushed() < 40 || l.SpoolBytes() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("spool never delivered")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	WaitFor(t, "the spool to be delivered", func() bool { return l.Flushed() >= 40 && l.SpoolBytes() == 0 })
 	// Later batches of this run come and go, settled.
 	for i := range 60 {
 		l.Log(&sidecar.Decision{ID: fmt.Sprintf("now-%02d", i), Time: time.Now(), Reason: "allow"})
 	}
-	for l.Flushed() < 100 {
-		if time.Now().After(deadline) {
-			t.Fatal("later records never written")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	WaitFor(t, "the later records to be written", func() bool { return l.Flushed() >= 100 })
 	_ = l.Stop(context.Background())
 	if l.SinkErrors() == 0 {
 		t.Fatal("no write lost its reply: nothing shown")
