@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -33,21 +31,9 @@ func TestEnvoyHTTPServiceRefusesOddHeaderNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hcm hcmv3.HttpConnectionManager
-	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+	ea, err := envoycheck.ExtAuthz(b)
+	if err != nil {
 		t.Fatal(err)
-	}
-	var ea *extauthzv3.ExtAuthz
-	for _, f := range hcm.GetHttpFilters() {
-		if f.GetName() == "envoy.filters.http.ext_authz" {
-			ea = &extauthzv3.ExtAuthz{}
-			if err := f.GetTypedConfig().UnmarshalTo(ea); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if ea == nil {
-		t.Fatal("no ext_authz filter in envoy-http.yaml")
 	}
 
 	d := startDeputy(t, "envoy")

@@ -18,6 +18,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	reqwithoutqueryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -29,7 +30,6 @@ import (
 
 	// The extensions Deputy's example configs use; importing them puts
 	// their types in the registry that resolves typed_config.
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
@@ -55,6 +55,26 @@ func Bootstrap(doc []byte) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	return &b, nil
+}
+
+// ExtAuthz is the ext_authz filter of the first listener's first filter,
+// the HTTP connection manager, in a bootstrap Bootstrap accepted: the
+// settings that decide what Envoy sends Deputy and what it removes.
+func ExtAuthz(b *bootstrapv3.Bootstrap) (*extauthzv3.ExtAuthz, error) {
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		return nil, fmt.Errorf("http connection manager: %w", err)
+	}
+	for _, f := range hcm.GetHttpFilters() {
+		if f.GetName() == "envoy.filters.http.ext_authz" {
+			var a extauthzv3.ExtAuthz
+			if err := f.GetTypedConfig().UnmarshalTo(&a); err != nil {
+				return nil, fmt.Errorf("ext_authz: %w", err)
+			}
+			return &a, nil
+		}
+	}
+	return nil, errors.New("no ext_authz filter")
 }
 
 // Validate runs the validation rules of m and of every message packed in

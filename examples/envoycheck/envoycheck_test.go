@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
@@ -33,7 +34,7 @@ func TestShippedConfigs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("shipped config rejected: %v", err)
 			}
-			authz := extAuthz(t, b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().GetValue())
+			authz := extAuthz(t, b)
 			// Deputy unreachable must never mean allowed.
 			if authz.GetFailureModeAllow() {
 				t.Error("failure_mode_allow is true")
@@ -119,23 +120,13 @@ func TestAccessLogsWithoutQuery(t *testing.T) {
 	}
 }
 
-func extAuthz(t *testing.T, hcmBytes []byte) *extauthzv3.ExtAuthz {
+func extAuthz(t *testing.T, b *bootstrapv3.Bootstrap) *extauthzv3.ExtAuthz {
 	t.Helper()
-	var hcm hcmv3.HttpConnectionManager
-	if err := protoUnmarshal(hcmBytes, &hcm); err != nil {
+	a, err := envoycheck.ExtAuthz(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range hcm.GetHttpFilters() {
-		if f.GetName() == "envoy.filters.http.ext_authz" {
-			var a extauthzv3.ExtAuthz
-			if err := f.GetTypedConfig().UnmarshalTo(&a); err != nil {
-				t.Fatal(err)
-			}
-			return &a
-		}
-	}
-	t.Fatal("no ext_authz filter")
-	return nil
+	return a
 }
 
 // Deputy's own routes bypass ext_authz, the application's do not.
@@ -268,7 +259,7 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authz := extAuthz(t, b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().GetValue())
+	authz := extAuthz(t, b)
 	forwarded := func(name string) bool {
 		ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name)
 		if err != nil {
