@@ -138,6 +138,9 @@ them: an Envoy config spelling the defaults would neither send Deputy a
 client's header under a configured name nor copy Deputy's upstream. A name
 with a byte other than a letter, a digit, "-" or "_" fails the render, as
 Deputy refuses it: PHP, CGI and WSGI read x.acme.subject as x-acme-subject.
+So does such a name in the other settings naming headers: the header
+carriers of check.method_overrides, decision_log.mask_headers and
+actor_token_header, and http.envoy_upstream_headers (before its "*").
 */}}
 {{- define "deputy.headerNames" -}}
 {{- $cfg := .Values.deputy.config | default dict -}}
@@ -146,7 +149,13 @@ Deputy refuses it: PHP, CGI and WSGI read x.acme.subject as x-acme-subject.
 {{- $onBehalfOf := dig "partner" "on_behalf_of_header" "" $cfg | default "x-on-behalf-of" -}}
 {{- $identity := dig "identity" "header" "" $cfg | default "authorization" -}}
 {{- /* The prefix first: the actor-token header's default derives from it. */ -}}
-{{- range list (list "check.owned_prefix" $prefix) (list "check.actor_token_header" $token) (list "partner.on_behalf_of_header" $onBehalfOf) (list "identity.header" $identity) }}
+{{- $checked := list (list "check.owned_prefix" $prefix) (list "check.actor_token_header" $token) (list "partner.on_behalf_of_header" $onBehalfOf) (list "identity.header" $identity) -}}
+{{- with dig "decision_log" "actor_token_header" "" $cfg }}{{ $checked = append $checked (list "decision_log.actor_token_header" .) }}{{ end -}}
+{{- /* The lists' entries, each named by its index. */ -}}
+{{- range $i, $c := dig "check" "method_overrides" list $cfg }}{{ if hasPrefix "header:" (toString $c) }}{{ $checked = append $checked (list (printf "check.method_overrides[%d]" $i) (trimPrefix "header:" (toString $c))) }}{{ end }}{{ end -}}
+{{- range $i, $h := dig "decision_log" "mask_headers" list $cfg }}{{ $checked = append $checked (list (printf "decision_log.mask_headers[%d]" $i) $h) }}{{ end -}}
+{{- range $i, $h := dig "http" "envoy_upstream_headers" list $cfg }}{{ $checked = append $checked (list (printf "http.envoy_upstream_headers[%d]" $i) (trimSuffix "*" (toString $h))) }}{{ end -}}
+{{- range $checked }}
 {{- if not (regexMatch "^[A-Za-z0-9_-]+$" (toString (index . 1))) }}
 {{- fail (printf "deputy.config.%s: %q is not a header name: use only letters, digits, \"-\" and \"_\" (upstreams read \".\" and other bytes as they read \"-\")" (index . 0) (index . 1)) }}
 {{- end }}

@@ -52,8 +52,8 @@ func TestHTTPServiceForwardsMethodOverrides(t *testing.T) {
 		{name: "defaults", values: "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n",
 			carriers: envoycheck.OverrideHeaders, notListed: []string{"x-custom-verb"}},
 		{name: "configured", values: "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n" +
-			"deputy: {config: {check: {method_overrides: [\"header:X-Custom-Verb\", \"header:X-Tunnel.Method\", \"query:_method\"]}}}\n",
-			carriers: []string{"x-custom-verb", "x-tunnel.method"}, notListed: []string{"x-http-method-override", "x-tunnel-method", "x-tunnelxmethod"}},
+			"deputy: {config: {check: {method_overrides: [\"header:X-Custom-Verb\", \"header:X_Tunnel_Method\", \"query:_method\"]}}}\n",
+			carriers: []string{"x-custom-verb", "x-tunnel-method"}, notListed: []string{"x-http-method-override", "x-tunnelxmethod"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			authz := httpServiceAuthz(t, renderInline(t, tc.values))

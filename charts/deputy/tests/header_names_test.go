@@ -61,6 +61,13 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 			sent:   []string{"x-actor-token", "x-deputy-subject"},
 			copied: []string{"x-actor-token", "x-deputy-subject"}, notSent: []string{"x-actorxtoken"},
 			upstream: []string{"x-deputy-*", "x-actor-token", "x-on-behalf-of", "cache-control"}, passed: map[string]any{"check.actor_token_header": "X-Actor_Token"}},
+		// Names with "_" in the list settings render, the method
+		// override sent to Deputy in every spelling.
+		{name: "list entries spelled with _", config: "{check: {method_overrides: ['header:X_Verb', 'query:_method']}, " +
+			"decision_log: {mask_headers: [x_card_number], actor_token_header: x_deputy_token}}",
+			sent:   []string{"x-verb", "x-deputy-subject"},
+			copied: []string{"x-deputy-subject"}, notSent: []string{"x-verbs", "x-http-method-override"},
+			upstream: []string{"x-deputy-*", "x-deputy-token", "x-on-behalf-of", "cache-control"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\ndeputy: {config: "+tc.config+"}\n")
@@ -113,16 +120,25 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 // first, naming the setting.
 func TestHeaderNamesWithOtherBytesFailTheRender(t *testing.T) {
 	c := loadChart(t)
-	for setting, config := range map[string]string{
-		"check.owned_prefix":          "{check: {owned_prefix: X.Acme.}}",
-		"check.actor_token_header":    "{check: {actor_token_header: X-Actor.Token}}",
-		"partner.on_behalf_of_header": "{partner: {on_behalf_of_header: 'x-on behalf-of'}}",
-		"identity.header":             "{identity: {header: X-Auth:Token}}",
+	for _, tc := range []struct{ setting, config string }{
+		{"check.owned_prefix", "{check: {owned_prefix: X.Acme.}}"},
+		{"check.actor_token_header", "{check: {actor_token_header: X-Actor.Token}}"},
+		{"partner.on_behalf_of_header", "{partner: {on_behalf_of_header: 'x-on behalf-of'}}"},
+		{"identity.header", "{identity: {header: X-Auth:Token}}"},
+		// The list settings name the entry. A method override header
+		// x.method is HTTP_X_METHOD to the application, as a client's
+		// x-method is, which Deputy would not read: the application would
+		// run a method Deputy did not decide.
+		{"check.method_overrides[1]", "{check: {method_overrides: ['query:_method', 'header:X.Method']}}"},
+		{"decision_log.mask_headers[0]", "{decision_log: {mask_headers: [x-card.number]}}"},
+		{"decision_log.actor_token_header", "{decision_log: {actor_token_header: x-deputy.token}}"},
+		{"http.envoy_upstream_headers[2]", "{http: {envoy_upstream_headers: [x-deputy-*, x-on-behalf-of, 'x.acme.*']}}"},
+		{"http.envoy_upstream_headers[0]", "{http: {envoy_upstream_headers: ['x-acme:role']}}"},
 	} {
-		t.Run(setting, func(t *testing.T) {
-			values := "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {extAuthz: {transport: http}}, deputy: {config: " + config + "}}"
-			if _, err := renderYAML(t, c, values); err == nil || !strings.Contains(err.Error(), "deputy.config."+setting+": ") {
-				t.Fatalf("err = %v, want the render refused naming deputy.config.%s", err, setting)
+		t.Run(tc.setting, func(t *testing.T) {
+			values := "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {extAuthz: {transport: http}}, deputy: {config: " + tc.config + "}}"
+			if _, err := renderYAML(t, c, values); err == nil || !strings.Contains(err.Error(), "deputy.config."+tc.setting+": ") {
+				t.Fatalf("err = %v, want the render refused naming deputy.config.%s", err, tc.setting)
 			}
 		})
 	}
@@ -146,6 +162,13 @@ func TestHeaderSettingsAmongExtrasFailTheRender(t *testing.T) {
 		{"on-behalf-of header variable", "{extraEnv: [{name: DEPUTY_PARTNER_ON_BEHALF_OF_HEADER, value: x-customer}]}", "partner.on_behalf_of_header"},
 		{"method overrides flag", "{extraArgs: ['--check-method-overrides=header:x-verb']}", "check.method_overrides"},
 		{"upstream headers variable", "{extraEnv: [{name: DEPUTY_HTTP_ENVOY_UPSTREAM_HEADERS, value: 'x-*'}]}", "http.envoy_upstream_headers"},
+		// Another config file replaces the chart's, whose names Envoy's
+		// config follows.
+		{"config file flag", "{extraArgs: ['--config=/etc/mine/deputy.yaml']}", "every setting"},
+		{"config file flag, value apart", "{extraArgs: [--config, /etc/mine/deputy.yaml]}", "every setting"},
+		{"config file shorthand", "{extraArgs: [-c, /etc/mine/deputy.yaml]}", "every setting"},
+		{"config file shorthand, value joined", "{extraArgs: [-c/etc/mine/deputy.yaml]}", "every setting"},
+		{"config file shorthand after another", "{extraArgs: [-hc=/etc/mine/deputy.yaml]}", "every setting"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			values := "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {extAuthz: {transport: http}}, deputy: " + tc.deputy + "}"
