@@ -131,7 +131,7 @@ type HTTPConfig struct {
 	Addr         string `yaml:"addr" usage:"HTTP address (HTTP ext_authz, management API, JWKS); 127.0.0.1:8181 in dev mode"`
 	CheckPath    string `yaml:"check_path" usage:"path of the nginx auth_request / Caddy forward_auth endpoint"`
 	CheckProxy   string `yaml:"check_proxy" usage:"proxy calling check_path, whose headers name the request to decide: nginx, caddy, traefik, or envoy (no check_path endpoint)"`
-	PathPrefix   string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, stripped from checked paths"`
+	PathPrefix   string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, exactly as Envoy's config sets it, stripped from checked paths; a check path that is not it followed by a path starting with / is refused with 400 malformed_request"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes" usage:"request body bytes read into a check"`
 	// Without ReadTimeout a client that never finishes its body holds a
 	// handler, and shutdown, as long as it likes.
@@ -350,6 +350,9 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.HTTP.CheckPath, "/") {
 		return sidecar.Invalid("http.check_path", "must start with /")
+	}
+	if p := c.HTTP.PathPrefix; p != "" && (p[0] != '/' || strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '?' || r == '#' })) {
+		return sidecar.Invalid("http.path_prefix", "must be a path starting with /, as Envoy's http_service path_prefix is, not %q", p)
 	}
 	if _, err := envoy.ParseProxy(c.HTTP.CheckProxy); err != nil {
 		return sidecar.Invalid("http.check_proxy", "%v", err)

@@ -552,3 +552,20 @@ func TestHeaderNameSettingsRefuseOtherBytes(t *testing.T) {
 		})
 	}
 }
+
+// Envoy's http_service prepends http.path_prefix to the request's path:
+// a prefix that is not a path of its own never matches what Envoy sends,
+// and every check would be refused.
+func TestPathPrefixIsAPath(t *testing.T) {
+	for _, file := range []string{"http: {path_prefix: authz}\n", "http: {path_prefix: \"/authz?x=\"}\n",
+		"http: {path_prefix: \"/authz#\"}\n", "http: {path_prefix: \"/au thz\"}\n"} {
+		if _, err := loadWith(t, nil, nil, file); sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "http.path_prefix" {
+			t.Errorf("%s: error %v, want http.path_prefix refused", strings.TrimSpace(file), err)
+		}
+	}
+	for _, file := range []string{"http: {path_prefix: /authz}\n", "http: {path_prefix: /ext_authz/}\n"} {
+		if _, err := loadWith(t, nil, nil, file); err != nil {
+			t.Errorf("%s: %v", strings.TrimSpace(file), err)
+		}
+	}
+}

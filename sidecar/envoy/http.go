@@ -46,9 +46,12 @@ type HTTPChecker interface {
 // HTTPOption configures the HTTP check handler.
 type HTTPOption func(*HTTPHandler)
 
-// WithPathPrefix strips Envoy http_service's path_prefix from the path.
+// WithPathPrefix strips Envoy http_service's path_prefix, exactly as its
+// config sets it, from the path. Envoy prepends it to the request's path,
+// which starts with "/": a check path that is not the prefix followed by
+// "/" does not come from Envoy, and is refused as malformed.
 func WithPathPrefix(p string) HTTPOption {
-	return func(h *HTTPHandler) { h.prefix = strings.TrimSuffix(p, "/") }
+	return func(h *HTTPHandler) { h.prefix = p }
 }
 
 // Proxy names the proxy in front of the forwarded check endpoint
@@ -400,13 +403,17 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 	if uri == "" || uri[0] != '/' {
 		uri = r.URL.RequestURI()
 	}
-	if h.prefix != "" {
-		uri = strings.TrimPrefix(uri, h.prefix)
-		if uri == "" || uri[0] != '/' {
-			uri = "/" + uri
+	var refusal error
+	if h.prefix != "" && !h.forwarded {
+		// Trimmed without the "/" boundary, /authzfoo would be decided
+		// as /foo; read as itself, a path without the prefix would be
+		// decided on what Envoy never sent.
+		if rest, ok := strings.CutPrefix(uri, h.prefix); ok && rest != "" && rest[0] == '/' {
+			uri = rest
+		} else {
+			refusal = sidecar.Invalid("path", "%q is not http.path_prefix %q followed by a path starting with \"/\", as Envoy's http_service sends it", uri, h.prefix)
 		}
 	}
-	var refusal error
 	if h.forwarded {
 		method, uri, host, refusal = h.original(r)
 	}

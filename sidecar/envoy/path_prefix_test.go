@@ -1,0 +1,84 @@
+package envoy_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/envoy"
+)
+
+// lockedRecorder records the decisions a server's handlers log.
+type lockedRecorder struct {
+	mu     sync.Mutex
+	logged []*sidecar.Decision
+}
+
+func (r *lockedRecorder) Log(d *sidecar.Decision) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.logged = append(r.logged, d)
+}
+
+func (r *lockedRecorder) take() []*sidecar.Decision {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.logged
+	r.logged = nil
+	return l
+}
+
+// Envoy's http_service prepends path_prefix to the request's path, which
+// starts with "/": the check path is always the prefix, then "/". Trimmed
+// without that boundary, /ext_authzplain was decided as /plain, and a
+// path without the prefix at all as itself; neither comes from Envoy, and
+// both are refused as malformed, never allowed. A prefix ending in "/" is
+// followed by the path's own "/".
+func TestHTTPServicePathPrefixBoundary(t *testing.T) {
+	malformed := sidecar.HTTPStatus(sidecar.Invalid("x", "y"))
+	for _, tc := range []struct {
+		prefix, target string
+		status         int
+		decided        string // the path decided, or "" when refused
+	}{
+		{"/ext_authz", "/ext_authz/plain", http.StatusOK, "/plain"},
+		{"/ext_authz", "/ext_authz/", http.StatusForbidden, "/"},
+		{"/ext_authz", "/ext_authz/ext_authz/plain", http.StatusForbidden, "/ext_authz/plain"},
+		{"/ext_authz/", "/ext_authz//plain", http.StatusOK, "/plain"},
+		{"/ext_authz", "/ext_authzplain", malformed, ""},
+		{"/ext_authz", "/plain", malformed, ""},
+		{"/ext_authz", "/ext_authz", malformed, ""},
+		{"/ext_authz", "/ext_authz?a=1", malformed, ""},
+		{"/ext_authz", "/EXT_AUTHZ/plain", malformed, ""},
+		{"/ext_authz/", "/ext_authz/plain", malformed, ""},
+	} {
+		t.Run(tc.prefix+" "+tc.target, func(t *testing.T) {
+			rec := &lockedRecorder{}
+			p := pipeline(t, authz.WithDecisionLogger(rec))
+			srv := httptest.NewServer(envoy.NewHTTPHandler(p, envoy.WithPathPrefix(tc.prefix)))
+			t.Cleanup(srv.Close)
+			resp := rawRequest(t, srv.Listener.Addr().String(), "GET "+tc.target+" HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\n\r\n")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			logged := rec.take()
+			if len(logged) != 1 {
+				t.Fatalf("%d decisions logged, want 1", len(logged))
+			}
+			d := logged[0]
+			if tc.decided != "" {
+				if d.Path != tc.decided {
+					t.Errorf("decided %q, want %q", d.Path, tc.decided)
+				}
+				return
+			}
+			if d.Allowed || d.Reason != authz.ReasonMalformedRequest || !strings.Contains(d.Error, "path_prefix") {
+				t.Errorf("decision allowed=%v reason %q error %q, want malformed_request naming path_prefix", d.Allowed, d.Reason, d.Error)
+			}
+		})
+	}
+}
