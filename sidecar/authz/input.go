@@ -341,7 +341,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	var body *ast.Term
 	var truncated bool
 	if !opts.SkipBodyParsing || len(opts.Methods.body) > 0 {
-		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods, post: r.canonical.methods[0] == "POST"}
+		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods, post: r.canonical.methods[0] == "POST", lengthOptional: !http1(httpReq.GetProtocol())}
 		body, truncated, err = pb.parse(&r.view, httpReq.GetBody(), httpReq.GetRawBody())
 		// With parse_body off only a malformed body is let through: a
 		// method, a form field or a body header Deputy cannot read is
@@ -490,6 +490,21 @@ type bodyParse struct {
 	post bool
 	// carriers counts the carrier values read from multipart fields.
 	carriers *int
+	// lengthOptional: the request came over a protocol whose body needs
+	// neither a content-length nor a transfer-encoding (see http1).
+	lengthOptional bool
+}
+
+// http1 reports whether a CheckRequest's protocol is HTTP/1.0 or 1.1,
+// where a request stating neither content-length nor transfer-encoding
+// has no body. In HTTP/2 and HTTP/3 a body needs neither (its DATA frames
+// end with the stream): a form POST without a length that Envoy was not
+// configured to send (with_request_body) reached the check as body-less,
+// and the upstream still read its _method=DELETE. Envoy states the
+// protocol of every HTTP request; one left unstated (a request written by
+// hand for deputy eval) is read as HTTP/1.x, as before.
+func http1(protocol string) bool {
+	return protocol == "" || protocol == "HTTP/1.1" || protocol == "HTTP/1.0"
 }
 
 // parse mirrors OPA-Envoy for JSON bodies and adds form and multipart
@@ -516,6 +531,8 @@ func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.
 	}
 	ct := h.contentType
 	truncated, unread := h.complete(body)
+	// A body stated by no header may still be there, unsent (see http1).
+	unread = unread || body == "" && !h.hasLength && !h.chunked && pb.lengthOptional
 	var term *ast.Term
 	var read bodyReadings
 	carriers := 0
