@@ -2,3 +2,6 @@ package identity
 
 // ReadDevKey lets tests read a key file as another user would.
 var ReadDevKey = readDevKey
+
+// MissRetry is how soon an unknown kid may fetch again after a failed fetch.
+const MissRetry = missRetry

@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/strictjson"
@@ -70,8 +71,18 @@ type Verifier struct {
 
 	index atomic.Pointer[keyIndex]
 
-	refreshMu   sync.Mutex // serialises loads; guards lastMiss and issuer.keys
-	lastMiss    time.Time
+	refreshMu sync.Mutex // serialises loads; guards issuer.keys
+	// Key set fetches triggered by an unknown kid belong to the verifier,
+	// not to the request that named the kid: they run under life (ended
+	// by Close), one at a time through missFlight, so a request that goes
+	// away neither aborts a fetch nor spends the rate bound for nothing.
+	missMu     sync.Mutex // guards issuer.nextMiss and closed
+	missFlight singleflight.Group
+	missWG     sync.WaitGroup
+	life       context.Context
+	end        context.CancelFunc
+	closed     bool
+
 	verdicts    *verdicts
 	stop        context.CancelFunc
 	done        chan struct{}
@@ -98,6 +109,8 @@ type issuer struct {
 	src               source
 	keys              []jose.JSONWebKey
 	loadErr           error
+	// nextMiss is when an unknown kid may fetch this issuer's keys again.
+	nextMiss time.Time
 }
 
 type keyEntry struct {
@@ -142,6 +155,7 @@ func WithCacheSize(n int) Option { return func(v *Verifier, _ *options) { v.cach
 // malformed file fails start-up; URLs are fetched by Start.
 func New(cfg Config, opts ...Option) (*Verifier, error) {
 	v := &Verifier{clock: time.Now, logger: slog.Default(), cacheSize: DefaultCacheSize}
+	v.life, v.end = context.WithCancel(context.Background())
 	var o options
 	for _, opt := range opts {
 		opt(v, &o)
@@ -286,12 +300,18 @@ func (v *Verifier) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the periodic refresh.
+// Close stops the periodic refresh and any fetch an unknown kid started;
+// unknown kids fetch nothing after it.
 func (v *Verifier) Close() error {
 	if v.stop != nil {
 		v.stop()
 		<-v.done
 	}
+	v.missMu.Lock()
+	v.closed = true
+	v.missMu.Unlock()
+	v.end()
+	v.missWG.Wait()
 	return nil
 }
 
@@ -313,16 +333,20 @@ func (v *Verifier) loop(ctx context.Context) {
 func (v *Verifier) Refresh(ctx context.Context) {
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
-	v.refreshAllLocked(ctx)
+	v.refreshLocked(ctx, v.issuers)
 }
 
-func (v *Verifier) refreshAllLocked(ctx context.Context) {
+// refreshLocked reloads the key sets of issuers and returns, for each,
+// whether its load failed.
+func (v *Verifier) refreshLocked(ctx context.Context, issuers []*issuer) (failed []bool) {
 	changed := false
-	for _, is := range v.issuers {
+	failed = make([]bool, len(issuers))
+	for i, is := range issuers {
 		ok, err := v.loadLocked(ctx, is)
 		if err != nil {
 			v.logger.Warn("identity: key set refresh failed; keeping the previous keys",
 				"issuer", shownIssuer(is.name), "source", is.src.String(), "err", err)
+			failed[i] = true
 			continue
 		}
 		changed = changed || ok
@@ -330,6 +354,7 @@ func (v *Verifier) refreshAllLocked(ctx context.Context) {
 	if changed {
 		v.rebuildLocked()
 	}
+	return failed
 }
 
 // shownIssuer is an issuer's name fit for logs, errors and /readyz: an
@@ -372,18 +397,75 @@ func (v *Verifier) rebuildLocked() {
 	v.verdicts.purge()
 }
 
+// missRetry is how soon an unknown kid may fetch an issuer's keys again
+// after a fetch of them failed (capped at MinRefreshInterval): a failure
+// must not keep a rotated key out for the whole interval, nor may forged
+// kids make Deputy hammer an identity provider that is down.
+const missRetry = time.Second
+
 // refreshOnMiss reloads key sets because a token named a kid nobody knows
-// (the issuer rotated). It fetches at most once per MinRefreshInterval so
-// forged kids cannot make Deputy hammer the identity provider.
+// (the issuer rotated). Each issuer's keys are fetched at most once per
+// MinRefreshInterval after a fetch that succeeded, so forged kids cannot
+// make Deputy hammer the identity provider. The fetch is the verifier's
+// own, shared by every miss while it runs; the caller stops waiting for it
+// when ctx ends, and the fetch completes and is used all the same.
 func (v *Verifier) refreshOnMiss(ctx context.Context) {
-	v.refreshMu.Lock()
-	defer v.refreshMu.Unlock()
-	now := v.clock()
-	if !v.lastMiss.IsZero() && now.Sub(v.lastMiss) < v.minRefresh {
+	if len(v.dueOnMiss()) == 0 {
 		return
 	}
-	v.lastMiss = now
-	v.refreshAllLocked(ctx)
+	select {
+	case <-v.missFlight.DoChan("", func() (any, error) {
+		v.fetchOnMiss()
+		return nil, nil
+	}):
+	case <-ctx.Done():
+	}
+}
+
+// dueOnMiss returns the issuers whose keys an unknown kid may fetch now:
+// none once the verifier is closed.
+func (v *Verifier) dueOnMiss() []*issuer {
+	v.missMu.Lock()
+	defer v.missMu.Unlock()
+	if v.closed {
+		return nil
+	}
+	now := v.clock()
+	var due []*issuer
+	for _, is := range v.issuers {
+		if !now.Before(is.nextMiss) {
+			due = append(due, is)
+		}
+	}
+	return due
+}
+
+// fetchOnMiss fetches the keys of the issuers due, under the verifier's
+// own context (each fetch bounded by FetchTimeout), and takes their rate
+// slots from when each fetch ends: MinRefreshInterval after a success,
+// missRetry after a failure.
+func (v *Verifier) fetchOnMiss() {
+	v.missMu.Lock()
+	if v.closed {
+		v.missMu.Unlock()
+		return
+	}
+	v.missWG.Add(1)
+	v.missMu.Unlock()
+	defer v.missWG.Done()
+	due := v.dueOnMiss()
+	v.refreshMu.Lock()
+	failed := v.refreshLocked(v.life, due)
+	v.refreshMu.Unlock()
+	v.missMu.Lock()
+	defer v.missMu.Unlock()
+	now := v.clock()
+	for i, is := range due {
+		is.nextMiss = now.Add(v.minRefresh)
+		if failed[i] {
+			is.nextMiss = now.Add(min(missRetry, v.minRefresh))
+		}
+	}
 }
 
 // Ready reports whether every issuer has keys.

@@ -1,0 +1,198 @@
+package identity_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+// slowJWKSServer is an identity provider a few round trips away: it
+// serves a key set the test can change, counting fetches.
+type slowJWKSServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	body    []byte
+	fetches atomic.Int32
+}
+
+func newSlowJWKSServer(t *testing.T, body []byte) *slowJWKSServer {
+	s := &slowJWKSServer{body: body}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.fetches.Add(1)
+		time.Sleep(50 * time.Millisecond)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(s.body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *slowJWKSServer) set(body []byte) { s.mu.Lock(); s.body = body; s.mu.Unlock() }
+
+func startURLVerifier(t *testing.T, url string, clock *fakeClock) *identity.Verifier {
+	t.Helper()
+	v, err := identity.New(identity.Config{
+		Issuers:            []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: url}},
+		Audiences:          []string{testAudience},
+		MinRefreshInterval: 10 * time.Second,
+	}, identity.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+// An unknown kid makes the verifier fetch the key set, and the request
+// that named it may go away (Envoy cancels the check when the client
+// disconnects) while the fetch runs. The fetch is the verifier's, not the
+// request's: it completes and is used. Were it aborted with its rate slot
+// spent, one cancelled request per min_refresh_interval would keep every
+// token of a rotated key refused as unknown_kid.
+func TestCancelledMissStillFetchesRotatedKey(t *testing.T) {
+	_, ek, _, other := keys(t)
+	srv := newSlowJWKSServer(t, jwks(ek))
+	clock := newClock(epoch)
+	v := startURLVerifier(t, srv.URL+"/jwks.json", clock)
+
+	// The issuer rotates: it now signs with "other".
+	srv.set(jwks(ek, other))
+	clock.Add(time.Minute) // well past min_refresh_interval since start
+
+	// Attacker: any token with a kid nobody knows, and a client that
+	// goes away 5 ms later.
+	forged := sign(t, other, "forged", goodClaims(clock.Now()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	_, err := v.Verify(ctx, bearer(forged))
+	cancel()
+	if got := reasonOf(t, err); got != identity.ReasonUnknownKid {
+		t.Fatalf("forged kid: reason %q", got)
+	}
+
+	// A legitimate user, a second later, with a token of the new key.
+	clock.Add(time.Second)
+	legit := sign(t, other, other.kid, goodClaims(clock.Now()))
+	id, err := v.Verify(context.Background(), bearer(legit))
+	if err != nil {
+		t.Fatalf("legitimate token of the rotated key refused: %v (want accepted: the issuer publishes the key)", err)
+	}
+	if id.Subject != "alice" {
+		t.Fatalf("sub = %q", id.Subject)
+	}
+	if got := srv.fetches.Load(); got != 2 {
+		t.Fatalf("fetches = %d, want 2 (start, and one shared by both misses)", got)
+	}
+}
+
+// A flood of unknown kids, from clients that wait and clients that go
+// away, makes at most one fetch per min_refresh_interval.
+func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
+	_, ek, _, other := keys(t)
+	srv := newSlowJWKSServer(t, jwks(ek))
+	clock := newClock(epoch)
+	v := startURLVerifier(t, srv.URL, clock)
+
+	round := 0
+	flood := func(t *testing.T) {
+		t.Helper()
+		round++
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithCancel(context.Background())
+				if i%2 == 1 {
+					cancel() // a client already gone
+				}
+				defer cancel()
+				tok := sign(t, other, fmt.Sprintf("forged-%d-%d", round, i), goodClaims(epoch))
+				if _, err := v.Verify(ctx, bearer(tok)); sidecar.ErrorReason(err) != identity.ReasonUnknownKid {
+					t.Errorf("forged kid: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		// A client that waits joins the fetch still in flight, if any, or
+		// finds the rate bound taken: either way no fetch runs after it.
+		if _, err := v.Verify(context.Background(), bearer(sign(t, other, "forged-last", goodClaims(epoch)))); sidecar.ErrorReason(err) != identity.ReasonUnknownKid {
+			t.Fatalf("forged kid: %v", err)
+		}
+	}
+	steps := []struct {
+		name        string
+		do          func()
+		wantFetches int32
+	}{
+		{name: "first flood fetches once", wantFetches: 2},
+		{name: "within the interval no fetch", do: func() { clock.Add(9 * time.Second) }, wantFetches: 2},
+		{name: "past the interval one fetch", do: func() { clock.Add(2 * time.Second); srv.set(jwks(ek, other)) }, wantFetches: 3},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.do != nil {
+				st.do()
+			}
+			flood(t)
+			if got := srv.fetches.Load(); got != st.wantFetches {
+				t.Fatalf("fetches = %d, want %d", got, st.wantFetches)
+			}
+		})
+	}
+	// The last flood's fetch brought the rotated key: it verifies.
+	if _, err := v.Verify(context.Background(), bearer(sign(t, other, other.kid, goodClaims(epoch)))); err != nil {
+		t.Fatalf("rotated key after the flood: %v", err)
+	}
+	if got := srv.fetches.Load(); got != 3 {
+		t.Fatalf("fetches = %d, want 3", got)
+	}
+}
+
+// A fetch that failed takes the rate slot for time.Second only: the
+// rotated key is fetched soon after the identity provider answers again,
+// not a whole min_refresh_interval later.
+func TestFailedMissFetchRetriedSoon(t *testing.T) {
+	_, ek, _, other := keys(t)
+	srv := newSlowJWKSServer(t, jwks(ek))
+	clock := newClock(epoch)
+	v := startURLVerifier(t, srv.URL, clock)
+	rotated := sign(t, other, other.kid, goodClaims(epoch))
+
+	steps := []struct {
+		name        string
+		do          func()
+		reason      string
+		wantFetches int32
+	}{
+		{name: "provider broken: fetch fails", do: func() { srv.set([]byte("<html>maintenance</html>")) },
+			reason: identity.ReasonUnknownKid, wantFetches: 2},
+		{name: "provider back, before the retry", do: func() { srv.set(jwks(ek, other)); clock.Add(identity.MissRetry / 2) },
+			reason: identity.ReasonUnknownKid, wantFetches: 2},
+		{name: "after the retry the key is fetched", do: func() { clock.Add(identity.MissRetry / 2) }, wantFetches: 3},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			st.do()
+			_, err := v.Verify(context.Background(), bearer(rotated))
+			if got := reasonOf(t, err); got != st.reason {
+				t.Fatalf("reason = %q (%v), want %q", got, err, st.reason)
+			}
+			if got := srv.fetches.Load(); got != st.wantFetches {
+				t.Fatalf("fetches = %d, want %d", got, st.wantFetches)
+			}
+		})
+	}
+}
