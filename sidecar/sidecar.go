@@ -183,9 +183,20 @@ func InvalidHeaderName(field, name string) error {
 	if ValidHeaderName(name) {
 		return nil
 	}
-	return Invalid(field, "%q is not a header name: use only letters, digits, \"-\" and \"_\" "+
-		"(upstreams read \".\" and other bytes as they read \"-\": the application would read a client's header under Deputy's name)", name)
+	return Invalid(field, "%q %s", name, headerNameRule)
 }
+
+// InvalidHeaderNameEntry is InvalidHeaderName for entry i of the list
+// field, naming the entry.
+func InvalidHeaderNameEntry(field string, i int, name string) error {
+	if ValidHeaderName(name) {
+		return nil
+	}
+	return Invalid(field, "entry %d: %q %s", i, name, headerNameRule)
+}
+
+const headerNameRule = "is not a header name: use only letters, digits, \"-\" and \"_\" " +
+	"(upstreams read \".\" and other bytes as they read \"-\": the application would read a client's header under Deputy's name)"
 
 // SameHeaderName reports whether a header name as sent reads as name (lower
 // case, "-" between words): in any case, with "_" for "-".

@@ -369,10 +369,10 @@ func (c *Config) Validate() error {
 	if c.HTTP.MaxConnections <= 0 {
 		return sidecar.Invalid("http.max_connections", "must be positive")
 	}
-	for _, p := range c.HTTP.EnvoyUpstreamHeaders {
+	for i, p := range c.HTTP.EnvoyUpstreamHeaders {
 		if !sidecar.ValidHeaderName(strings.TrimSuffix(p, "*")) {
-			return sidecar.Invalid("http.envoy_upstream_headers", "%q: want a header name, or a prefix ending in * "+
-				"(letters, digits, \"-\" and \"_\" only)", p)
+			return sidecar.Invalid("http.envoy_upstream_headers", "entry %d: %q: want a header name, or a prefix ending in * "+
+				"(letters, digits, \"-\" and \"_\" only)", i, p)
 		}
 	}
 	if err := validAddr("metrics.addr", c.Metrics.Addr, false); err != nil {
@@ -391,7 +391,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if _, err := authz.ParseMethodOverrides(c.Check.MethodOverrides); err != nil {
-		return sidecar.Invalid("check.method_overrides", "%s", sidecar.ErrorMessage(err))
+		return err
 	}
 	if c.Check.MaxPathSegments < 1 {
 		return sidecar.Invalid("check.max_path_segments", "must be positive, not %d", c.Check.MaxPathSegments)

@@ -532,22 +532,29 @@ func TestRev5SignedBundleURLCredentialInClear(t *testing.T) {
 // x-acme-subject reaches it under, which Deputy neither owns nor reads.
 // Every setting that names a header refuses such a name, naming itself.
 func TestHeaderNameSettingsRefuseOtherBytes(t *testing.T) {
-	for _, tc := range []struct{ field, file string }{
-		{"identity.header", "identity: {header: X-Auth.Token}\n"},
-		{"check.owned_prefix", "check: {owned_prefix: X.Acme.}\n"},
-		{"check.actor_token_header", "check: {actor_token_header: X-Actor.Token}\n"},
-		{"check.method_overrides", "check: {method_overrides: [\"header:X.HTTP-Method-Override\"]}\n"},
-		{"partner.on_behalf_of_header", "partner: {on_behalf_of_header: X.On-Behalf-Of}\n"},
-		{"decision_log.mask_headers", "decision_log: {mask_headers: [x-card.number]}\n"},
-		{"decision_log.actor_token_header", "decision_log: {actor_token_header: x-deputy.token}\n"},
-		{"http.envoy_upstream_headers", "http: {envoy_upstream_headers: [\"x.deputy.*\"]}\n"},
-		{"check.owned_prefix", "check: {owned_prefix: \"x-acme\u00e9-\"}\n"},
-		{"identity.header", "identity: {header: \"x-auth token\"}\n"},
+	for _, tc := range []struct{ field, file, entry string }{
+		{"identity.header", "identity: {header: X-Auth.Token}\n", ""},
+		{"check.owned_prefix", "check: {owned_prefix: X.Acme.}\n", ""},
+		{"check.actor_token_header", "check: {actor_token_header: X-Actor.Token}\n", ""},
+		{"check.method_overrides", "check: {method_overrides: [\"header:X.HTTP-Method-Override\"]}\n", "entry 0"},
+		{"check.method_overrides", "check: {method_overrides: [\"query:_method\", \"header:X_Verb\", \"header:X-Tunnel.Method\"]}\n", "entry 2"},
+		{"partner.on_behalf_of_header", "partner: {on_behalf_of_header: X.On-Behalf-Of}\n", ""},
+		{"decision_log.mask_headers", "decision_log: {mask_headers: [x-card.number]}\n", "entry 0"},
+		{"decision_log.mask_headers", "decision_log: {mask_headers: [x_card_number, \"x-card number\"]}\n", "entry 1"},
+		{"decision_log.actor_token_header", "decision_log: {actor_token_header: x-deputy.token}\n", ""},
+		{"http.envoy_upstream_headers", "http: {envoy_upstream_headers: [\"x.deputy.*\"]}\n", "entry 0"},
+		{"http.envoy_upstream_headers", "http: {envoy_upstream_headers: [\"x-deputy-*\", x-on-behalf-of, \"x-user:role\"]}\n", "entry 2"},
+		{"check.owned_prefix", "check: {owned_prefix: \"x-acme\u00e9-\"}\n", ""},
+		{"identity.header", "identity: {header: \"x-auth token\"}\n", ""},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			_, err := loadWith(t, nil, nil, tc.file)
 			if sidecar.ErrorCode(err) != sidecar.EINVALID || !strings.HasPrefix(sidecar.ErrorField(err), tc.field) {
 				t.Fatalf("%s: error %v (field %q), want %s refused", strings.TrimSpace(tc.file), err, sidecar.ErrorField(err), tc.field)
+			}
+			// A list's refusal names the entry.
+			if !strings.Contains(sidecar.ErrorMessage(err), tc.entry) {
+				t.Errorf("%s: error %q, want it to name %s", strings.TrimSpace(tc.file), sidecar.ErrorMessage(err), tc.entry)
 			}
 		})
 	}

@@ -416,22 +416,23 @@ type MethodOverrides struct {
 	queryRuns []string
 }
 
-// ParseMethodOverrides reads carriers; an unknown kind or an empty name is
-// an EINVALID error.
+// ParseMethodOverrides reads carriers; an unknown kind, an empty name or
+// a header name that is not a sidecar.ValidHeaderName is an EINVALID error
+// of check.method_overrides naming the entry.
 func ParseMethodOverrides(carriers []string) (MethodOverrides, error) {
 	var m MethodOverrides
-	for _, c := range carriers {
+	for i, c := range carriers {
 		kind, name, _ := strings.Cut(c, ":")
 		kind += ":"
 		if name == "" || strings.ContainsAny(name, " \t,") {
-			return m, sidecar.Invalid("method_overrides", "%q: want header:<name>, query:<param> or body:<param>", c)
+			return m, badCarrier(i, c)
 		}
 		switch kind {
 		case carrierHeader:
 			// A name upstreams read as another (x.http.method.override)
 			// would leave the plain spelling unread.
-			if !sidecar.ValidHeaderName(name) {
-				return m, sidecar.Invalid("method_overrides", "%q: a header name holds only letters, digits, \"-\" and \"_\"", c)
+			if err := sidecar.InvalidHeaderNameEntry("check.method_overrides", i, name); err != nil {
+				return m, err
 			}
 			m.headers = append(m.headers, ownedName(name))
 		case carrierQuery:
@@ -440,10 +441,14 @@ func ParseMethodOverrides(carriers []string) (MethodOverrides, error) {
 		case carrierBody:
 			m.body = append(m.body, fieldKey(name))
 		default:
-			return m, sidecar.Invalid("method_overrides", "%q: want header:<name>, query:<param> or body:<param>", c)
+			return m, badCarrier(i, c)
 		}
 	}
 	return m, nil
+}
+
+func badCarrier(i int, c string) error {
+	return sidecar.Invalid("check.method_overrides", "entry %d: %q: want header:<name>, query:<param> or body:<param>", i, c)
 }
 
 // methodSet collects the request's method and the ones its overrides name,

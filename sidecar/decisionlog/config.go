@@ -235,7 +235,7 @@ func (c Config) Validate() error {
 		if h == "" {
 			return sidecar.Invalid("decision_log.mask_headers", "entry %d is empty", i)
 		}
-		if err := sidecar.InvalidHeaderName("decision_log.mask_headers", h); err != nil {
+		if err := sidecar.InvalidHeaderNameEntry("decision_log.mask_headers", i, h); err != nil {
 			return err
 		}
 	}

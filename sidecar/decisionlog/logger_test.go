@@ -161,6 +161,9 @@ func TestExtraMaskHeadersAndInputOff(t *testing.T) {
 		hasInput bool
 	}{
 		{"mask_headers", func(c *decisionlog.Config) { c.MaskHeaders = []string{"X-Request-Id"} }, []string{"r-1"}, true},
+		// Configured with "_", the name is x-request-id to CGI, PHP and
+		// WSGI upstreams, and to the log's masking.
+		{"mask_headers spelled with _", func(c *decisionlog.Config) { c.MaskHeaders = []string{"X_Request_ID"} }, []string{"r-1"}, true},
 		{"include_input off", func(c *decisionlog.Config) { c.IncludeInput = new(false) }, []string{"staff-17@", "boots"}, false},
 	}
 	for _, tc := range cases {
