@@ -313,6 +313,76 @@ func TestActivationAcceptsRouteKeysWithDots(t *testing.T) {
 	}
 }
 
+// A forbidden prefix naming a page with its dot (a static page, or a
+// route an upstream serves with its format) is a deny list entry: the
+// page is forbidden in every spelling that names it, though the route
+// form cuts a request's last segment at its first dot. A prefix filed
+// under the page itself (its one segment) forbids it the same way, behind
+// any store code. Pages beside it stay open.
+func TestForbiddenPrefixWithADotForbidsThePageInEveryForm(t *testing.T) {
+	const imp = "deputy/impersonation/data.json"
+	session := &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Subject: "c42"}
+	type want struct {
+		target string
+		reason string // "" when allowed
+	}
+	for _, tc := range []struct {
+		name, old, new string
+		wants          []want
+	}{
+		{
+			name: "page with its format", old: `"/vault/cards/"`, new: `"/vault/cards.html/"`,
+			wants: []want{
+				{"/vault/cards.html", "payment_method_change_forbidden"},
+				{"/vault/Cards.HTML", "payment_method_change_forbidden"},
+				{"/vault/cards.html;x", "payment_method_change_forbidden"},
+				{"/vault/cards.html.json", "payment_method_change_forbidden"},
+				{"/vault/cards.html/", "payment_method_change_forbidden"},
+				{"/vault/cards.html/1", "payment_method_change_forbidden"},
+				{"/fr/vault/cards.html", "payment_method_change_forbidden"},
+				{"/index.php/vault/cards.html", "payment_method_change_forbidden"},
+				{"/vault/cards.html.", "payment_method_change_forbidden"},
+				{"/vault/cards.html%20.json", "payment_method_change_forbidden"},
+				{"/vault/other.html", ""},
+				{"/vault/cardsx", ""},
+				{"/vault/cards.htmlx", ""},
+				{"/vault/cards", ""},
+			},
+		},
+		{
+			name: "segment with a dot before more path", old: `"/customer/account/password/"`, new: `"/customer/account.v2/"`,
+			wants: []want{
+				{"/customer/account.v2", "password_change_forbidden"},
+				{"/customer/account.v2/", "password_change_forbidden"},
+				{"/customer/account.v2/password", "password_change_forbidden"},
+				{"/customer/account.v2.json", "password_change_forbidden"},
+				{"/customer/account.v3", ""},
+			},
+		},
+		{
+			name: "page alone as its section", old: `"password": [`, new: `"cards.html": [{"prefix": "/cards.html/", "reason": "payment_method_change_forbidden"}], "password": [`,
+			wants: []want{
+				{"/cards.html", "payment_method_change_forbidden"},
+				{"/fr/cards.html.json", "payment_method_change_forbidden"},
+				{"/cards.htm", ""},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := activate(t, editFile(t, imp, tc.old, tc.new), authz.CheckData)
+			if err != nil {
+				t.Fatalf("activation: %v, want %s accepted", err, tc.new)
+			}
+			for _, w := range tc.wants {
+				resp := decide(t, e, session, nil, "GET", w.target)
+				if resp.Allowed != (w.reason == "") || !resp.Allowed && (resp.Reason != w.reason || resp.HTTPStatus != 403) {
+					t.Errorf("GET %s: allowed %v (%s %d), want denied for %q (allowed when empty)", w.target, resp.Allowed, resp.Reason, resp.HTTPStatus, w.reason)
+				}
+			}
+		})
+	}
+}
+
 // decide checks one request through the pipeline on e, acting as del (none
 // when nil), its identity from verifier (none when nil).
 func decide(t *testing.T, e *policy.Engine, del *sidecar.Delegation, verifier sidecar.IdentityVerifier, method, target string) *authz.Response {

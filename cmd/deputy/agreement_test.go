@@ -61,7 +61,14 @@ func TestServeAndEvalAgree(t *testing.T) {
 	})
 	editData(t, dir, "deputy/impersonation/data.json", func(d map[string]any) {
 		d["role_permissions"].(map[string]any)["concierge"] = []string{"login_as_customer"}
+		// A forbidden page named with its dot, which the route form of a
+		// request for it cuts off.
+		d["forbidden_routes"].(map[string]any)["vault"] = []any{map[string]any{"prefix": "/vault/cards.html/", "reason": "payment_method_change_forbidden"}}
 	})
+	// `deputy policy check` accepts what serve and eval run.
+	if out, err := run(t, newPolicyCmd(), "check", dir); err != nil {
+		t.Fatalf("deputy policy check: %v\n%s", err, out)
+	}
 	editData(t, dir, "deputy/partner/data.json", func(d map[string]any) {
 		d["subscription_min_level"] = "update"
 		d["max_grant_days"] = 10
@@ -176,6 +183,9 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "impersonation by a custom staff role", method: "GET", path: "/customer/account", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
 		{name: "impersonation, forbidden route", method: "POST", path: "/customer/account/password/", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
 		{name: "impersonation, forbidden REST route", method: "PUT", path: "/rest/default/V1/customers/me/password", headers: map[string]string{"cookie": cookie}, reason: "password_change_forbidden"},
+		{name: "impersonation, forbidden page named with its dot", method: "GET", path: "/vault/Cards.HTML", headers: map[string]string{"cookie": cookie}, reason: "payment_method_change_forbidden"},
+		{name: "impersonation, forbidden page named with its dot, with a format", method: "GET", path: "/vault/cards.html.json", headers: map[string]string{"cookie": cookie}, reason: "payment_method_change_forbidden"},
+		{name: "impersonation, the page beside it", method: "GET", path: "/vault/other.html", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
 		{name: "impersonation, REST read", method: "GET", path: "/rest/default/V1/customers/me", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
 		{name: "impersonation, GraphQL cart mutation", method: "POST", path: "/graphql", headers: graphql(cartMutation), body: cartMutation, allowed: true, reason: "impersonation"},
 		{name: "impersonation, GraphQL account mutation", method: "POST", path: "/graphql", headers: graphql(accountMutation), body: accountMutation, reason: "account_change_forbidden"},

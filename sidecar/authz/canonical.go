@@ -318,6 +318,9 @@ func parsePath(raw string, maxSegments, maxDirBytes int) (canonicalPath, error) 
 		}
 		p = rest
 	}
+	if maxDirBytes > 0 && formatDirBytes(cp.segments, dirBytes) > maxDirBytes {
+		return cp, refuseRouteDirs(maxDirBytes)
+	}
 	for _, seg := range cp.segments[:max(len(cp.segments)-1, 0)] {
 		if strings.IndexByte(seg, '.') >= 0 && scriptWithPath(seg) {
 			return cp, refusePath(refusedScriptPath)
@@ -335,6 +338,30 @@ func parsePath(raw string, maxSegments, maxDirBytes int) (canonicalPath, error) 
 		}
 	}
 	return cp, nil
+}
+
+// formatDirBytes is dirBytes, what route_dirs holds for segs, plus the
+// directories route_dirs adds for the other forms of the route's last
+// segment (formatForms): the route again for each dot past that
+// segment's first byte, the segment cut there. The route's last segment
+// is the last one the route form keeps: blank ones after it are dropped,
+// but are counted, as if kept, in each form. A segment with many dots
+// would otherwise make route_dirs grow with their number times the path.
+func formatDirBytes(segs []string, dirBytes int) int {
+	last := len(segs) - 1
+	for last >= 0 && strings.TrimRight(segs[last], ". ") == "" {
+		last--
+	}
+	if last < 0 {
+		return dirBytes
+	}
+	seg, n := segs[last], dirBytes
+	for i := 1; i < len(seg); i++ {
+		if seg[i] == '.' {
+			n += dirBytes - (last+1)*(len(seg)-i)
+		}
+	}
+	return n
 }
 
 func isHex(c byte) bool {
@@ -774,28 +801,33 @@ type canonicalRequest struct {
 // optional "(.:format)", Laravel and Express ".json" routes: password.json
 // and password.json.html run the password action).
 func routeSegments(segs []string) []string {
-	route, _ := routeForm(segs, false)
+	route, _, _ := routeForm(segs, false)
 	return route
 }
 
-// routeForm returns the route segments (see routeSegments) and, when
-// spell is set, beside each the segment it came from as the client spelled
-// it. Blank segments are dropped wherever they stand, so the two are lined
-// up segment by segment, never by counting from either end.
-func routeForm(segs []string, spell bool) (route, spelled []string) {
+// routeForm returns the route segments (see routeSegments), the last of
+// them whole, before its cut at its first dot ("" for the root), and, when
+// spell is set, beside each route segment the segment it came from as the
+// client spelled it. Blank segments are dropped wherever they stand, so
+// the two are lined up segment by segment, never by counting from either
+// end.
+func routeForm(segs []string, spell bool) (route, spelled []string, whole string) {
 	if routed(segs) {
 		// The common path: segs are their own route form, and both
 		// results are segs itself, which callers only read.
 		if spell {
 			spelled = segs
 		}
-		return segs, spelled
+		if n := len(segs); n > 0 {
+			whole = segs[n-1]
+		}
+		return segs, spelled, whole
 	}
 	return foldRoute(segs, spell)
 }
 
 // foldRoute is routeForm written out, for segments routed does not pass.
-func foldRoute(segs []string, spell bool) (route, spelled []string) {
+func foldRoute(segs []string, spell bool) (route, spelled []string, whole string) {
 	route = make([]string, 0, len(segs))
 	if spell {
 		spelled = make([]string, 0, len(segs))
@@ -822,11 +854,40 @@ func foldRoute(segs []string, spell bool) (route, spelled []string) {
 		}
 	}
 	if n := len(route); n > 0 {
-		if i := strings.IndexByte(route[n-1], '.'); i > 0 {
-			route[n-1] = route[n-1][:i]
+		whole = route[n-1]
+		if i := strings.IndexByte(whole, '.'); i > 0 {
+			route[n-1] = whole[:i]
 		}
 	}
-	return route, spelled
+	return route, spelled, whole
+}
+
+// formatForms are the forms of a request's last route segment that the
+// route form does not hold but an upstream may serve it as: whole (the
+// segment before its format cut) cut at each of its dots after the first
+// character, trailing dots and spaces dropped, and whole itself, each
+// once, without cut, the form the route holds. For "cards.html.json" cut
+// to "cards": "cards.html", "cards.html.json". Rails reads the format
+// after the first dot, but a static page, an upstream routing
+// "cards.html" as one name, or one reading the format after the last dot
+// serves the others: a deny list naming the page in any of them must meet
+// it. Nil, allocating nothing, when whole has no dot past its first byte.
+func formatForms(cut, whole string) []string {
+	var forms []string
+	prev := cut
+	for i := 1; i < len(whole); i++ {
+		if whole[i] != '.' {
+			continue
+		}
+		if f := strings.TrimRight(whole[:i], ". "); f != "" && f != prev && f != cut {
+			forms = append(forms, f)
+			prev = f
+		}
+	}
+	if whole != prev && whole != cut {
+		forms = append(forms, whole)
+	}
+	return forms
 }
 
 // frontController is the one PHP script a route may be spelled after.
@@ -996,7 +1057,7 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 		obj.Insert(keyTerm("lower_segments"), segsT)
 	}
 	if need.Child("route") != nil || need.Child("route_dirs") != nil || need.Child("route_segments") != nil || need.Child("spelled_route_segments") != nil {
-		rs, spelled := routeForm(c.segments, need.Child("spelled_route_segments") != nil)
+		rs, spelled, whole := routeForm(c.segments, need.Child("spelled_route_segments") != nil)
 		if need.Child("route") != nil {
 			obj.Insert(keyTerm("route"), ast.StringTerm("/"+strings.Join(rs, "/")))
 		}
@@ -1005,9 +1066,16 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 		// startswith exactly when the route is /a/b or under it from
 		// segment i on (after a store code, a locale or a mount point),
 		// never /a/bc. One field, so a rule pays no builtin to join the
-		// segments on every check.
+		// segments on every check. After them come the same directories
+		// for each other form of the last segment (formatForms): deny
+		// lists read this field, and must meet the page a prefix names
+		// with its dot.
 		if need.Child("route_dirs") != nil {
-			obj.Insert(keyTerm("route_dirs"), routeDirsTerm(rs))
+			var forms []string
+			if n := len(rs); n > 0 {
+				forms = formatForms(rs[n-1], whole)
+			}
+			obj.Insert(keyTerm("route_dirs"), routeDirsTerm(rs, forms))
 		}
 		if need.Child("route_segments") != nil {
 			if need.Child("lower_segments") == nil || !sameLowered(rs, c.segments) {
@@ -1073,23 +1141,41 @@ func lower(s string) string {
 
 // segmentsTerm is an array of strings sharing one backing array, with
 // common section names interned.
-// routeDirsTerm is route from each of its segments on, as a directory:
-// for ["a", "b"], ["/a/b/", "/b/"]. The root has none.
-func routeDirsTerm(route []string) *ast.Term {
-	if len(route) == 0 {
+// routeDirsTerm is route from each of its segments on, as a directory,
+// then the same with its last segment read as each of forms in turn: for
+// ["a", "b"], ["/a/b/", "/b/"]; with forms ["b.html"], also
+// ["/a/b.html/", "/b.html/"]. The root has none.
+func routeDirsTerm(route, forms []string) *ast.Term {
+	n := len(route)
+	if n == 0 {
 		return ast.ArrayTerm()
 	}
-	dir := "/" + strings.Join(route, "/") + "/"
-	terms := make([]*ast.Term, len(route))
-	backing := make([]ast.Term, len(route))
+	terms := make([]*ast.Term, n*(1+len(forms)))
+	backing := make([]ast.Term, len(terms))
+	routeDirs(route, "/"+strings.Join(route, "/")+"/", terms[:n], backing[:n])
+	if len(forms) > 0 {
+		head := "/" + strings.Join(route[:n-1], "/")
+		if n > 1 {
+			head += "/"
+		}
+		for k, f := range forms {
+			at := (k + 1) * n
+			routeDirs(route, head+f+"/", terms[at:at+n], backing[at:at+n])
+		}
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+// routeDirs fills terms with dir, a route of route's segments as a
+// directory (its last segment in any form), from each segment on. Each is
+// a slice of dir: no allocation per segment.
+func routeDirs(route []string, dir string, terms []*ast.Term, backing []ast.Term) {
 	start := 0
 	for i, seg := range route {
-		// Each is a slice of dir: no allocation per segment.
 		backing[i].Value = ast.String(dir[start:])
 		terms[i] = &backing[i]
 		start += len(seg) + 1
 	}
-	return ast.ArrayTerm(terms...)
 }
 
 func segmentsTerm(segs []string, lowered bool) *ast.Term {

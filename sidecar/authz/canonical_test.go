@@ -126,10 +126,10 @@ func TestRoutedMatchesFoldRoute(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantRoute, wantSpelled := foldRoute(cp.segments, true)
-			gotRoute, gotSpelled := routeForm(cp.segments, true)
-			if !slices.Equal(gotRoute, wantRoute) || !slices.Equal(gotSpelled, wantSpelled) {
-				t.Errorf("routeForm = %q, %q; foldRoute = %q, %q", gotRoute, gotSpelled, wantRoute, wantSpelled)
+			wantRoute, wantSpelled, wantWhole := foldRoute(cp.segments, true)
+			gotRoute, gotSpelled, gotWhole := routeForm(cp.segments, true)
+			if !slices.Equal(gotRoute, wantRoute) || !slices.Equal(gotSpelled, wantSpelled) || gotWhole != wantWhole {
+				t.Errorf("routeForm = %q, %q, %q; foldRoute = %q, %q, %q", gotRoute, gotSpelled, gotWhole, wantRoute, wantSpelled, wantWhole)
 			}
 		})
 	}
@@ -160,10 +160,10 @@ func TestRouteSegmentsAreLowerCase(t *testing.T) {
 // that refusal ever loosen, the shortcut must still agree with foldRoute.
 func TestRoutedMatchesFoldRouteOnDotSegments(t *testing.T) {
 	for _, segs := range [][]string{{"."}, {".."}, {"a", "."}, {"a", ".."}, {".", "a"}, {"customer", "account", "."}} {
-		wantRoute, wantSpelled := foldRoute(segs, true)
-		gotRoute, gotSpelled := routeForm(segs, true)
-		if !slices.Equal(gotRoute, wantRoute) || !slices.Equal(gotSpelled, wantSpelled) {
-			t.Errorf("%q: routeForm = %q, %q; foldRoute = %q, %q", segs, gotRoute, gotSpelled, wantRoute, wantSpelled)
+		wantRoute, wantSpelled, wantWhole := foldRoute(segs, true)
+		gotRoute, gotSpelled, gotWhole := routeForm(segs, true)
+		if !slices.Equal(gotRoute, wantRoute) || !slices.Equal(gotSpelled, wantSpelled) || gotWhole != wantWhole {
+			t.Errorf("%q: routeForm = %q, %q, %q; foldRoute = %q, %q, %q", segs, gotRoute, gotSpelled, gotWhole, wantRoute, wantSpelled, wantWhole)
 		}
 	}
 }
@@ -457,10 +457,27 @@ func TestRouteDirs(t *testing.T) {
 		{"/", "/", nil},
 		{"/vault/cards", "/vault/cards", []string{"/vault/cards/", "/cards/"}},
 		{"/vault/cards/", "/vault/cards", []string{"/vault/cards/", "/cards/"}},
-		{"/Vault/Cards.json", "/vault/cards", []string{"/vault/cards/", "/cards/"}},
+		{"/Vault/Cards.json", "/vault/cards", []string{"/vault/cards/", "/cards/", "/vault/cards.json/", "/cards.json/"}},
 		{"/vault/cardsharing", "/vault/cardsharing", []string{"/vault/cardsharing/", "/cardsharing/"}},
 		{"/shop/index.php/fr/customer/account/editPost/", "/shop/fr/customer/account/editpost",
 			[]string{"/shop/fr/customer/account/editpost/", "/fr/customer/account/editpost/", "/customer/account/editpost/", "/account/editpost/", "/editpost/"}},
+		// After the route's own directories, those of each other form of
+		// its last segment: cut at each dot, and whole.
+		{"/vault/cards.html", "/vault/cards", []string{"/vault/cards/", "/cards/", "/vault/cards.html/", "/cards.html/"}},
+		{"/Vault/Cards.HTML.json/", "/vault/cards",
+			[]string{"/vault/cards/", "/cards/", "/vault/cards.html/", "/cards.html/", "/vault/cards.html.json/", "/cards.html.json/"}},
+		{"/cards.html", "/cards", []string{"/cards/", "/cards.html/"}},
+		{"/fr/index.php/cards.html.", "/fr/cards", []string{"/fr/cards/", "/cards/", "/fr/cards.html/", "/cards.html/"}},
+		// Trailing spaces and dots dropped from a form, as from a segment;
+		// each form once.
+		{"/a/cards%20.html..json", "/a/cards ",
+			[]string{"/a/cards /", "/cards /", "/a/cards/", "/cards/", "/a/cards .html/", "/cards .html/", "/a/cards .html..json/", "/cards .html..json/"}},
+		// A leading dot is no cut: the segment is its own route segment.
+		{"/.well-known/jwks.json", "/.well-known/jwks", []string{"/.well-known/jwks/", "/jwks/", "/.well-known/jwks.json/", "/jwks.json/"}},
+		{"/a/.env.local", "/a/.env.local", []string{"/a/.env.local/", "/.env.local/", "/a/.env/", "/.env/"}},
+		// A dot before more path is no format: no other form.
+		{"/customer/account.v2/password", "/customer/account.v2/password",
+			[]string{"/customer/account.v2/password/", "/account.v2/password/", "/password/"}},
 	} {
 		t.Run(tc.raw, func(t *testing.T) {
 			cp, err := parsePath(tc.raw, 0, 0)
@@ -491,6 +508,24 @@ func TestRouteDirs(t *testing.T) {
 	obj := c.requestTerm(&policy.InputNeeds{Children: map[string]*policy.InputNeeds{"route_dirs": {}}}).Value.(ast.Object)
 	if obj.Len() != 1 || obj.Get(ast.StringTerm("route_dirs")) == nil {
 		t.Errorf("requestTerm(route_dirs) = %v", obj)
+	}
+}
+
+// Blank segments after the route's last one are dropped from the route,
+// so the dot-cut forms of the segment before them are in route_dirs: the
+// bound counts them, and a bound below what route_dirs holds refuses.
+func TestParsePathRouteDirsBytesCountsFormsBeforeBlankSegments(t *testing.T) {
+	for _, raw := range []string{"/a/b.c.d.e.f.g.h/%20/...", "/b.c.d.e.f.g.h./%20%20"} {
+		cp, err := parsePath(raw, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, _, whole := routeForm(cp.segments, false)
+		held := 0
+		routeDirsTerm(rs, formatForms(rs[len(rs)-1], whole)).Value.(*ast.Array).Foreach(func(d *ast.Term) { held += len(d.Value.(ast.String)) })
+		if _, err := parsePath(raw, 0, held-1); err == nil {
+			t.Errorf("%s: route_dirs holds %d bytes, and a bound of %d lets it through", raw, held, held-1)
+		}
 	}
 }
 
@@ -528,28 +563,41 @@ func TestQueryQuickFilter(t *testing.T) {
 }
 
 // parsePath's route_dirs bound counts exactly what route_dirs of the
-// canonical segments holds, and the route form (which drops and shortens
-// segments) holds no more: a bound of that many bytes lets the path
-// through, one byte less refuses it.
+// canonical segments holds, their last segment also cut at each of its
+// dots after the first byte, and the route form (which drops and shortens
+// segments, and adds its last segment's dot-cut forms) holds no more: a
+// bound of that many bytes lets the path through, one byte less refuses
+// it.
 func TestParsePathRouteDirsBytes(t *testing.T) {
 	for _, raw := range []string{
 		"/", "/a", "/vault/cards/", "//shop//fr/;x/customer;y/account/",
 		"/shop/index.php/fr/customer/account/editPost/",
 		"/Catalog/Product/View/ID/42/Category/7.html",
 		"/catalogsearch/result/index/q/red%20leather%20boots",
+		"/vault/cards.html.json", "/vault/Cards.HTML.",
+		"/.well-known/jwks.json", "/a/cards. .html", "/a/..x.y",
 	} {
 		t.Run(raw, func(t *testing.T) {
 			cp, err := parsePath(raw, 0, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			dirBytes := func(route []string) (n int) {
-				routeDirsTerm(route).Value.(*ast.Array).Foreach(func(d *ast.Term) { n += len(d.Value.(ast.String)) })
+			dirBytes := func(route, forms []string) (n int) {
+				routeDirsTerm(route, forms).Value.(*ast.Array).Foreach(func(d *ast.Term) { n += len(d.Value.(ast.String)) })
 				return n
 			}
-			n := dirBytes(cp.segments)
-			if rs, _ := routeForm(cp.segments, false); dirBytes(rs) > n {
-				t.Errorf("route form %q holds %d bytes of route_dirs, more than the %d counted", rs, dirBytes(rs), n)
+			var cuts []string
+			if k := len(cp.segments); k > 0 {
+				last := cp.segments[k-1]
+				for i := 1; i < len(last); i++ {
+					if last[i] == '.' {
+						cuts = append(cuts, last[:i])
+					}
+				}
+			}
+			n := dirBytes(cp.segments, cuts)
+			if rs, _, whole := routeForm(cp.segments, false); len(rs) > 0 && dirBytes(rs, formatForms(rs[len(rs)-1], whole)) > n {
+				t.Errorf("route form %q holds %d bytes of route_dirs, more than the %d counted", rs, dirBytes(rs, formatForms(rs[len(rs)-1], whole)), n)
 			}
 			if n == 0 {
 				return

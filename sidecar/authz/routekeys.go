@@ -68,7 +68,9 @@ func (f keyForm) String() string {
 // with a request's last segment, the one the route form cuts at its dot:
 // its form is built with one more segment after it, then dropped, so
 // "/customer/account.v2/" stays as written, as it appears in the route of
-// /customer/account.v2/password.
+// /customer/account.v2/password, and in the route_dirs of
+// /customer/account.v2 (which also hold the last segment uncut:
+// formatForms).
 func (f keyForm) of(key string) (string, error) {
 	if strings.IndexByte(key, '?') >= 0 {
 		// parsePath is given a path its query is cut from: it does not

@@ -124,18 +124,32 @@ decision := lib.deny(403, "customer_protected") if {
 #   (in the route form and ending in "/", as Deputy requires of this data)
 #   matches /a/b, /a/b.json and everything under /a/b, but not /a/bc.
 #   (Deputy refuses dot segments before policy runs.)
+#   When the route's last segment had dots, dirs goes on with the route's
+#   directories again for each other form of it (cut at each dot, and
+#   whole), so a prefix naming a page with its dot ("/vault/cards.html/")
+#   meets /vault/cards.html and /vault/cards.html.json, whose route is
+#   /vault/cards. Those are matched from their own first segment, their
+#   section; most requests have none, and pay two counts and a slice.
 #   The answer depends on the route and this data alone, never on the
 #   request's methods or body, so Deputy keeps it across checks
 #   (deputy_memo): a storefront's pages repeat, and each route is matched
 #   against the table once per policy activation, not on every check.
 # custom:
 #   deputy_memo: true
-_forbidden_routes(segments, dirs) := [route |
-	some i, section in segments
-	routes := data.deputy.impersonation.forbidden_routes[section]
-	startswith(dirs[i], routes[k].prefix)
-	route := routes[k]
-]
+_forbidden_routes(segments, dirs) := array.concat(
+	[route |
+		some i, section in segments
+		routes := data.deputy.impersonation.forbidden_routes[section]
+		startswith(dirs[i], routes[k].prefix)
+		route := routes[k]
+	],
+	[route |
+		some dir in array.slice(dirs, count(segments), count(dirs))
+		routes := data.deputy.impersonation.forbidden_routes[split(dir, "/")[1]]
+		startswith(dir, routes[k].prefix)
+		route := routes[k]
+	],
+)
 
 # METADATA
 # description: Permissions the caller's roles grant (roles → permissions in data).

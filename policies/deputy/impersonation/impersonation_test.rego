@@ -90,6 +90,32 @@ test_custom_forbidden_routes if {
 
 # A matching route denies whatever its reason's value: the rule takes the
 # first reason found, it does not test the reason itself.
+# A prefix naming a page with its dot forbids the page in every form that
+# names it, though the route form cuts the last segment at its first dot;
+# pages beside it stay open.
+test_forbidden_page_with_a_dot[note] if {
+	routes := {
+		"vault": [{"prefix": "/vault/cards.html/", "reason": "cards_forbidden"}],
+		"terms.html": [{"prefix": "/terms.html/", "reason": "terms_forbidden"}],
+	}
+	some note, tc in {
+		"as named": {"path": "/vault/cards.html", "reason": "cards_forbidden"},
+		"other case": {"path": "/vault/Cards.HTML", "reason": "cards_forbidden"},
+		"with a format after it": {"path": "/vault/cards.html.json", "reason": "cards_forbidden"},
+		"trailing slash": {"path": "/vault/cards.html/", "reason": "cards_forbidden"},
+		"below a store code": {"path": "/fr/vault/cards.html", "reason": "cards_forbidden"},
+		"under it": {"path": "/vault/cards.html/1", "reason": "cards_forbidden"},
+		"page as its section": {"path": "/terms.html", "reason": "terms_forbidden"},
+		"page as its section, below a store code, with a format": {"path": "/fr/terms.html.json", "reason": "terms_forbidden"},
+		"another page": {"path": "/vault/other.html", "reason": "impersonation"},
+		"a longer name": {"path": "/vault/cardsx", "reason": "impersonation"},
+		"the page without its dot": {"path": "/vault/cards", "reason": "impersonation"},
+	}
+	d := impersonation.decision with input as _req("GET", tc.path)
+		with impersonation.forbidden_routes as routes
+	d.reason == tc.reason
+}
+
 test_forbidden_route_denies_whatever_its_reason if {
 	d := impersonation.decision with input as _req("GET", "/wishlist/share")
 		with impersonation.forbidden_routes as {"wishlist": [{"prefix": "/wishlist/share/", "reason": false}]}

@@ -21,7 +21,7 @@ request(methods, path) := {
 			"lower_path": lower(canonical),
 			"lower_segments": [lower(s) | some s in segments],
 			"route": concat("/", array.concat([""], route)),
-			"route_dirs": _route_dirs(route),
+			"route_dirs": _route_dirs_with_forms(route, segments, kept),
 			"route_segments": route,
 			"spelled_route_segments": [segments[i] | some i in kept],
 			"method": upper(methods[0]),
@@ -63,6 +63,36 @@ _front_controller_at(segments, i) if {
 }
 
 _route_dirs(route) := [concat("", ["/", concat("/", array.slice(route, i, count(route))), "/"]) | some i, _ in route]
+
+# route_dirs: the route's directories, then the same for each other form
+# of its last segment, as it was before its format cut (the last segment
+# kept): cut at each dot after the first character, trailing dots and
+# spaces dropped, and whole, each once.
+_route_dirs_with_forms(route, _, _) := [] if count(route) == 0
+
+_route_dirs_with_forms(route, segments, kept) := array.concat(_route_dirs(route), [dir |
+	some form in _format_forms(route[n - 1], _route_trim(segments[kept[count(kept) - 1]]))
+	some dir in _route_dirs(array.concat(array.slice(route, 0, n - 1), [form]))
+]) if {
+	n := count(route)
+	n > 0
+}
+
+_format_forms(cut, whole) := [f |
+	some j, f in forms
+	not f in array.slice(forms, 0, j)
+] if {
+	cuts := [f |
+		some i in indexof_n(whole, ".")
+		i > 0
+		f := trim_right(substring(whole, 0, i), ". ")
+		f != ""
+	]
+	forms := [f |
+		some f in array.concat(cuts, [whole])
+		f != cut
+	]
+}
 
 _route(trimmed) := [] if count(trimmed) == 0
 
@@ -133,6 +163,18 @@ test_route_model[note] if {
 	}
 	r := request(["GET"], tc.path).deputy.request
 	r.route_segments == tc.want
+}
+
+test_route_dirs_model[note] if {
+	some note, tc in {
+		"no dot": {"path": "/vault/cards", "want": ["/vault/cards/", "/cards/"]},
+		"format": {"path": "/Vault/Cards.HTML.json", "want": ["/vault/cards/", "/cards/", "/vault/cards.html/", "/cards.html/", "/vault/cards.html.json/", "/cards.html.json/"]},
+		"trailing dot": {"path": "/vault/cards.html.", "want": ["/vault/cards/", "/cards/", "/vault/cards.html/", "/cards.html/"]},
+		"leading dot": {"path": "/a/.env.local", "want": ["/a/.env.local/", "/.env.local/", "/a/.env/", "/.env/"]},
+		"dot before more path": {"path": "/a.b/c", "want": ["/a.b/c/", "/c/"]},
+		"root": {"path": "/", "want": []},
+	}
+	request(["GET"], tc.path).deputy.request.route_dirs == tc.want
 }
 
 test_route_segment_is[note] if {
