@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -89,6 +90,21 @@ type Request struct {
 	// every name. Whoever builds Headers sets it, from the names it holds;
 	// false (unknown) costs only time.
 	PlainNames bool
+}
+
+// HTTPHeaders returns the headers of an HTTP request as Request.Headers
+// holds them: names lower case, the values of a repeated name joined with
+// "," as Envoy joins them (so two bearer tokens read as one that no issuer
+// signed), every spelling of a name kept apart for HeaderValues to find.
+// Every surface that reads a request's identity from net/http builds its
+// headers here, so that they all read one token. room reserves entries for
+// the caller to add.
+func HTTPHeaders(h http.Header, room int) map[string]string {
+	out := make(map[string]string, len(h)+room)
+	for k, vs := range h {
+		out[strings.ToLower(k)] = strings.Join(vs, ",")
+	}
+	return out
 }
 
 // HeaderField is one header as sent.

@@ -227,19 +227,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth b
 	}
 }
 
+// authenticate reads the caller's token as the check path reads it: the
+// verifier is handed every header, so it reads the one identity.header
+// names, under every spelling, refusing a token sent more than once.
 func (s *Server) authenticate(r *http.Request) (*sidecar.Identity, error) {
-	authz := r.Header.Get("Authorization")
-	if authz == "" {
-		return nil, nil
-	}
 	if s.verifier == nil {
-		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "bearer tokens are not accepted: no verifier configured")
+		if r.Header.Get("Authorization") != "" {
+			return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "bearer tokens are not accepted: no verifier configured")
+		}
+		return nil, nil
 	}
 	req := &sidecar.Request{
 		Method:  r.Method,
 		Host:    r.Host,
 		Path:    r.URL.Path,
-		Headers: map[string]string{"authorization": authz},
+		Headers: sidecar.HTTPHeaders(r.Header, 0),
 	}
 	id, err := s.verifier.Verify(r.Context(), req)
 	if err != nil {

@@ -417,10 +417,7 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 	if h.forwarded {
 		method, uri, host, refusal = h.original(r)
 	}
-	headers := make(map[string]string, len(r.Header)+3)
-	for k, vs := range r.Header {
-		headers[strings.ToLower(k)] = strings.Join(vs, ",")
-	}
+	headers := sidecar.HTTPHeaders(r.Header, 3)
 	headers[":authority"] = host
 	headers[":method"] = method
 	headers[":path"] = uri
