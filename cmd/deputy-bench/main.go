@@ -203,7 +203,7 @@ func run(o options) error {
 		}
 		req := filepath.Join(pdir, "request.json")
 		newFloor("OPA-Envoy-style "+p.label, req)
-		ds, err := procs.deputy(o, "deputy-"+p.dir, "--decision-log-sink", "none", "--policy-paths", pdir,
+		ds, err := procs.deputy(o, "deputy-"+p.dir, "--decision-log-sink", "none", "--policy-paths", filepath.Join(pdir, "policy.rego"),
 			"--policy-decision-query", "data."+strings.ReplaceAll(p.path, "/", "."))
 		if err != nil {
 			return err

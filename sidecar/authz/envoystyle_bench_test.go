@@ -30,7 +30,7 @@ func BenchmarkCheckOPAEnvoyStyle(b *testing.B) {
 		{"principal", "data.envoy.authz.allow"},
 	} {
 		b.Run(tc.dir, func(b *testing.B) {
-			set, err := policy.LoadPaths([]string{filepath.Join(envoyStyleDir, tc.dir)})
+			set, err := policy.LoadPaths([]string{filepath.Join(envoyStyleDir, tc.dir, "policy.rego")})
 			if err != nil {
 				b.Fatal(err)
 			}

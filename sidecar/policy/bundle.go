@@ -52,16 +52,14 @@ func BuildBundle(paths []string, opts BuildOptions) (*bundle.Bundle, error) {
 	if len(roots) == 0 {
 		roots = DefaultRoots
 	}
-	filter := func(abspath string, info fs.FileInfo, depth int) bool {
-		if hidden(abspath, info, depth) {
-			return true
-		}
-		return !opts.IncludeTests && testModule(info)
-	}
+	filter := dirFilter{tests: opts.IncludeTests}
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).
-		Filtered(paths, filter)
+		Filtered(paths, filter.skip)
+	if err := filter.err("paths"); err != nil {
+		return nil, err
+	}
 	if err != nil {
 		return nil, sidecar.Invalid("paths", "load %s: %v", strings.Join(paths, ","), err)
 	}
@@ -221,7 +219,7 @@ func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 		return false
 	}
 	loader := bundle.NewTarballLoaderWithBaseURL(in, "").WithFilter(tooLarge).WithSizeLimitBytes(max)
-	b, err := readBundle(bundle.NewCustomReader(loader), opts)
+	b, err := readBundle(loader, opts)
 	if in.err != nil {
 		return nil, in.err // the cause, rather than the loader's account of it
 	}
@@ -236,8 +234,7 @@ func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 // signature names files relative to the bundle, so no signed directory
 // would ever verify.
 func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
-	loader := bundle.NewDirectoryLoader(dir).WithSizeLimitBytes(opts.maxBytes())
-	return readBundle(bundle.NewCustomReader(loader), opts)
+	return readBundle(bundle.NewDirectoryLoader(dir).WithSizeLimitBytes(opts.maxBytes()), opts)
 }
 
 func errTooLarge(max int64) error {
@@ -274,8 +271,9 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func readBundle(rd *bundle.Reader, opts ReadOptions) (*bundle.Bundle, error) {
-	rd = rd.WithRegoVersion(ast.RegoV1).WithProcessAnnotations(true).WithBundleEtag(opts.Etag).
+func readBundle(files bundle.DirectoryLoader, opts ReadOptions) (*bundle.Bundle, error) {
+	checked := &bundleFiles{DirectoryLoader: files}
+	rd := bundle.NewCustomReader(checked).WithRegoVersion(ast.RegoV1).WithProcessAnnotations(true).WithBundleEtag(opts.Etag).
 		WithSizeLimitBytes(opts.maxBytes())
 	if opts.PublicKey != "" {
 		vc, err := verificationConfig(opts)
@@ -289,6 +287,9 @@ func readBundle(rd *bundle.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 		rd = rd.WithSkipBundleVerification(true)
 	}
 	b, err := rd.Read()
+	if err := misreadError("bundle", checked.misread); err != nil {
+		return nil, err
+	}
 	if err != nil {
 		return nil, sidecar.Invalid("bundle", "%v", err)
 	}

@@ -54,10 +54,14 @@ type CheckReport struct {
 // checks an engine runs on the data before activating it (WithDataCheck),
 // so data a running Deputy would refuse fails here first.
 func Check(paths []string, dataChecks ...func(data map[string]any) error) (CheckReport, error) {
+	filter := dirFilter{tests: true}
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).
-		Filtered(paths, hidden)
+		Filtered(paths, filter.skip)
+	if err := filter.err("policies"); err != nil {
+		return CheckReport{}, err
+	}
 	if err != nil {
 		return CheckReport{}, sidecar.Invalid("policies", "load %s: %v", strings.Join(paths, ","), err)
 	}
@@ -152,7 +156,11 @@ func RunTests(ctx context.Context, paths []string, opts TestOptions) (TestReport
 	if out == nil {
 		out = io.Discard
 	}
-	modules, store, err := tester.LoadWithRegoVersion(paths, hidden, ast.RegoV1)
+	filter := dirFilter{tests: true}
+	modules, store, err := tester.LoadWithRegoVersion(paths, filter.skip, ast.RegoV1)
+	if err := filter.err("policies"); err != nil {
+		return rep, err
+	}
 	if err != nil {
 		return rep, sidecar.Invalid("policies", "load %s: %v", strings.Join(paths, ","), err)
 	}

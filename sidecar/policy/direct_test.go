@@ -43,7 +43,7 @@ func TestDirectEvalAnswersAsRego(t *testing.T) {
 		`{"attributes": {"request": {"http": {"method": "GET"}}}, "parsed_path": "not a list"}`,
 	}
 	for _, p := range policies {
-		set, err := LoadPaths([]string{filepath.Join(dir, p.dir)})
+		set, err := LoadPaths([]string{filepath.Join(dir, p.dir, "policy.rego")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -51,12 +51,14 @@ type Set struct {
 // leaves them out too, so a directory and its bundle serve the same set.
 // Kept, the tests would hold more memory than the rules they test.
 func LoadPaths(paths []string) (*Set, error) {
+	var filter dirFilter
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).
-		Filtered(paths, func(abspath string, info fs.FileInfo, depth int) bool {
-			return hidden(abspath, info, depth) || testModule(info)
-		})
+		Filtered(paths, filter.skip)
+	if err := filter.err("policies"); err != nil {
+		return nil, err
+	}
 	if err != nil {
 		return nil, sidecar.Invalid("policies", "load %s: %v", strings.Join(paths, ","), err)
 	}

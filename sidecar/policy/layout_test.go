@@ -1,0 +1,175 @@
+package policy_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar/policy"
+)
+
+// tarDir packs dir into a gzipped tarball, as `tar -czf b.tar.gz -C dir .`
+// would: a bundle made by hand rather than by BuildBundle.
+func tarDir(t *testing.T, dir string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		body, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if err := tw.WriteHeader(&tar.Header{Name: "/" + filepath.ToSlash(rel), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err = tw.Write(body)
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// policyDir writes a small policy directory laid out as a bundle (with a
+// .manifest), its data in the files given, and returns it.
+func policyDir(t *testing.T, data map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		".manifest":                      `{"roots": ["deputy", "system"], "revision": "r1"}`,
+		".regal/config.yaml":             "rules: {}\n", // hidden: neither loader reads it
+		"deputy/authz/authz.rego":        "package deputy.authz\n\ndefault allow := false\n\nallow if input.method in data.deputy.authz.methods\n",
+		"deputy/authz/authz_test.rego":   "package deputy.authz_test\n\nimport data.deputy.authz\n\ntest_get if authz.allow with input as {\"method\": \"GET\"}\n",
+		"deputy/authz/data.json":         `{"methods": ["GET"]}`,
+		"deputy/authz/reasons/data.yaml": "denied: no\n",
+	}
+	for name, body := range data {
+		files[name] = body
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, p, body)
+	}
+	return dir
+}
+
+// Every way Deputy reads a policy directory or bundle, by the command that
+// reads it that way.
+var policyReaders = []struct {
+	name string
+	read func(t *testing.T, dir string) error
+}{
+	{"serve and eval, policy.paths", func(t *testing.T, dir string) error {
+		return reload(t, policy.Config{Paths: []string{dir}})
+	}},
+	{"serve and eval, policy.bundle_file directory", func(t *testing.T, dir string) error {
+		return reload(t, policy.Config{BundleFile: dir})
+	}},
+	{"serve and eval, policy.bundle_file tarball", func(t *testing.T, dir string) error {
+		file := filepath.Join(t.TempDir(), "b.tar.gz")
+		if err := os.WriteFile(file, tarDir(t, dir), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return reload(t, policy.Config{BundleFile: file})
+	}},
+	{"serve, policy.bundle_url", func(t *testing.T, dir string) error {
+		return reload(t, policy.Config{BundleURL: newBundleServer(t, tarDir(t, dir)).URL + "/b.tar.gz"})
+	}},
+	{"policy check", func(t *testing.T, dir string) error {
+		_, err := policy.Check([]string{dir})
+		return err
+	}},
+	{"policy test", func(t *testing.T, dir string) error {
+		rep, err := policy.RunTests(context.Background(), []string{dir}, policy.TestOptions{})
+		if err == nil && rep.Passed != 1 {
+			t.Fatalf("policy test: %+v, want the one test passed", rep)
+		}
+		return err
+	}},
+	{"bundle build", func(t *testing.T, dir string) error {
+		_, err := policy.BuildBundle([]string{dir}, policy.BuildOptions{Revision: "r1"})
+		return err
+	}},
+	{"bundle verify and sign, a tarball", func(t *testing.T, dir string) error {
+		_, err := policy.ReadBundle(bytes.NewReader(tarDir(t, dir)), policy.ReadOptions{})
+		return err
+	}},
+}
+
+func reload(t *testing.T, cfg policy.Config) error {
+	t.Helper()
+	src, err := policy.NewSource(cfg, policy.New(policy.WithLogger(quiet())), policy.WithSourceLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src.Reload(context.Background())
+}
+
+// OPA's file loader reads every JSON and YAML file of a directory as
+// data, its bundle reader only data.json and data.yaml: rules kept in
+// methods.json would hold for a directory served as policy.paths and be
+// dropped, silently, for the same directory served as a bundle. Each way
+// of reading policies refuses such a file by name, so one directory has
+// one rule set however it is served.
+func TestPolicyDataOnlyInDataFiles(t *testing.T) {
+	misread := []struct{ file, body string }{
+		{"deputy/authz/methods.json", `{"methods": ["POST"]}`},
+		{"deputy/authz/limits.yaml", "limits: {}\n"},
+		{"deputy/partner/levels.yml", "levels: {}\n"},
+		{"deputy/plan.json", `{}`},
+	}
+	for _, r := range policyReaders {
+		t.Run(r.name, func(t *testing.T) {
+			if err := r.read(t, policyDir(t, nil)); err != nil {
+				t.Fatalf("data only in data.json and data.yaml: %v", err)
+			}
+			for _, m := range misread {
+				err := r.read(t, policyDir(t, map[string]string{m.file: m.body}))
+				if err == nil || !strings.Contains(err.Error(), m.file) || !strings.Contains(err.Error(), "data.json") {
+					t.Errorf("with %s: err = %v, want it refused by name, pointing to data.json", m.file, err)
+				}
+			}
+		})
+	}
+}
+
+// The shipped policies and the chart's copy of them keep their data in
+// data.json files, and load every way.
+func TestShippedPoliciesLoadEveryWay(t *testing.T) {
+	for _, dir := range []string{"../../policies", "../../charts/deputy/files/policies"} {
+		if _, err := policy.LoadPaths([]string{dir}); err != nil {
+			t.Errorf("load %s: %v", dir, err)
+		}
+		b, err := policy.BuildBundle([]string{dir}, policy.BuildOptions{Revision: "r1"})
+		if err != nil {
+			t.Fatalf("build %s: %v", dir, err)
+		}
+		var buf bytes.Buffer
+		if err := policy.WriteBundle(&buf, b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := policy.ReadBundle(&buf, policy.ReadOptions{}); err != nil {
+			t.Errorf("read the bundle of %s: %v", dir, err)
+		}
+	}
+}
