@@ -139,7 +139,7 @@ type HTTPConfig struct {
 	IdleTimeout    time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection waits for its next request; keep the proxy's own pool idle timeout below it"`
 	MaxConnections int           `yaml:"max_connections" usage:"connections the HTTP listener holds open at once; past it the one longest idle (or silent since it connected) is closed to make room, else newcomers wait"`
 	// EnvoyUpstreamHeaders mirrors Envoy's allowed_upstream_headers.
-	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *; an allow that sets another header is refused, and with check_proxy envoy Deputy does not start when the list leaves out its owned prefix, actor-token or on-behalf-of header"`
+	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *, compared as Envoy compares them, in any case but with _ and - apart (Deputy sets its own names with -); an allow that sets another header is refused, and with check_proxy envoy Deputy does not start when the list leaves out its owned prefix, actor-token or on-behalf-of header"`
 }
 
 // MetricsConfig is the metrics and health listener.
@@ -152,8 +152,8 @@ type MetricsConfig struct {
 
 // CheckConfig shapes every check.
 type CheckConfig struct {
-	OwnedPrefix      string `yaml:"owned_prefix" usage:"request headers under this prefix are Deputy's: stripped, never trusted"`
-	ActorTokenHeader string `yaml:"actor_token_header" usage:"header carrying the actor token (default: <owned_prefix>token)"`
+	OwnedPrefix      string `yaml:"owned_prefix" usage:"request headers under this prefix are Deputy's: stripped, never trusted; read in any case with _ as -, as CGI, PHP and WSGI upstreams read it"`
+	ActorTokenHeader string `yaml:"actor_token_header" usage:"header carrying the actor token (default: <owned_prefix>token); read in any case with _ as -, as CGI, PHP and WSGI upstreams read it"`
 	ErrorStatus      int    `yaml:"error_status" usage:"HTTP status of denials caused by policy errors or undefined decisions"`
 	ParseBody        *bool  `yaml:"parse_body" usage:"parse JSON, form and multipart bodies into input.parsed_body"`
 	// AllowBareQuery: off by default, since the upstream's routing is
@@ -165,7 +165,7 @@ type CheckConfig struct {
 	// MaxPathSegments (see authz.WithMaxRouteDirsBytes).
 	MaxRouteDirsBytes int `yaml:"max_route_dirs_bytes" usage:"most bytes a request path may hold counted from each segment on and summed (what input.deputy.request.route_dirs holds); a path past it is refused with 400 malformed_request: long segments within max_path_segments still make a check's work grow with segments times length, while the longest storefront paths hold a few KB (27 KB for a Magento URL carrying a 2,000-byte page URL as uenc)"`
 	// MethodOverrides: nil takes the defaults, an empty list reads none.
-	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>); policy sees them in input.deputy.request.methods"`
+	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>; a header name is read in any case with _ as -, as CGI, PHP and WSGI upstreams read it); policy sees them in input.deputy.request.methods"`
 }
 
 // SetDefaults fills every unset setting, core and sections, including the

@@ -576,3 +576,20 @@ func TestPathPrefixIsAPath(t *testing.T) {
 		}
 	}
 }
+
+// http.envoy_upstream_headers is compared as Envoy's
+// allowed_upstream_headers compares it: in any case, but with "_" and "-"
+// apart, and Deputy sets its own names with "-". Listed as x_deputy_*,
+// Envoy would copy none of them, and the client's x-on-behalf-of would
+// reach the application: behind Envoy, Deputy does not start.
+func TestEnvoyUpstreamHeadersKeepUnderscores(t *testing.T) {
+	for _, list := range []string{"[\"x_deputy_*\", x-deputy-token, x-on-behalf-of]", "[\"x-deputy-*\", x-deputy-token, x_on_behalf_of]"} {
+		_, err := loadWith(t, nil, nil, "http: {check_proxy: envoy, envoy_upstream_headers: "+list+"}\n")
+		if sidecar.ErrorField(err) != "http.envoy_upstream_headers" {
+			t.Errorf("%s: error %v, want http.envoy_upstream_headers refused", list, err)
+		}
+	}
+	if _, err := loadWith(t, nil, nil, "http: {check_proxy: envoy, envoy_upstream_headers: [\"X-Deputy-*\", X-Deputy-Token, X-On-Behalf-Of, x_user_role]}\n"); err != nil {
+		t.Error(err)
+	}
+}

@@ -37,7 +37,7 @@ const (
 type PartnerConfig struct {
 	MaxGrantUsers    int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
 	SweepInterval    time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
-	OnBehalfOfHeader string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for (a path under data.deputy.partner.customer_path_prefix naming another customer is refused)"`
+	OnBehalfOfHeader string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for (a path under data.deputy.partner.customer_path_prefix naming another customer is refused); read in any case with _ as -, as CGI, PHP and WSGI upstreams read it"`
 }
 
 // PartnerDefaults returns the partner section with every default set.

@@ -42,7 +42,7 @@ var allowedAlgorithms = map[string]bool{
 // Config is the `identity` section. The usage tags are the settings'
 // one-line descriptions (flag help and docs/configuration.md).
 type Config struct {
-	Header     string         `yaml:"header" usage:"request header carrying the bearer token, read alike on checks and management API calls"`
+	Header     string         `yaml:"header" usage:"request header carrying the bearer token, read alike on checks and management API calls, in any case with _ as -, as CGI, PHP and WSGI upstreams read it"`
 	Issuers    []IssuerConfig `yaml:"issuers" usage:"trusted token issuers, each with its own key set"`
 	IssuerURLs []string       `yaml:"issuer_urls" usage:"trusted issuers by URL alone: keys found by OIDC discovery (<issuer>/.well-known/openid-configuration); https, or plain http on loopback (any host in dev mode)"`
 	// AnonymousOnly lets Deputy start outside dev mode with no issuer:

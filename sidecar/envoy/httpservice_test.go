@@ -1,15 +1,20 @@
 package envoy_test
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/envoy"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // lockedRecorder records the decisions a server's handlers log.
@@ -78,6 +83,47 @@ func TestHTTPServicePathPrefixBoundary(t *testing.T) {
 			}
 			if d.Allowed || d.Reason != authz.ReasonMalformedRequest || !strings.Contains(d.Error, "path_prefix") {
 				t.Errorf("decision allowed=%v reason %q error %q, want malformed_request naming path_prefix", d.Allowed, d.Reason, d.Error)
+			}
+		})
+	}
+}
+
+// http.envoy_upstream_headers mirrors Envoy's allowed_upstream_headers,
+// which Envoy compares in any letter case but with "_" and "-" apart:
+// listed as x_user_role, a policy's x-user-role is not copied, and the
+// client's x-user-role would reach the application. Unlike the names
+// Deputy reads, the list is compared as Envoy compares it, so such an
+// allow is refused rather than answered as if Envoy applied it.
+func TestEnvoyUpstreamHeadersCompareAsEnvoyDoes(t *testing.T) {
+	const pol = `package t
+decision := {"allowed": true, "reason": "fine", "headers": {"x-user-role": "viewer"}}
+`
+	mod := ast.MustParseModuleWithOpts(pol, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
+	p := authz.New(e, authz.WithQuery("data.t.decision"))
+	for _, tc := range []struct {
+		listed  []string
+		allowed bool
+	}{
+		{[]string{"x-user-role"}, true},
+		{[]string{"X-User-Role"}, true},
+		{[]string{"x-user-*"}, true},
+		{[]string{"x_user_role"}, false},
+		{[]string{"x_user_*"}, false},
+		{[]string{"x-user_role"}, false},
+	} {
+		t.Run(strings.Join(tc.listed, ","), func(t *testing.T) {
+			srv := httptest.NewServer(envoy.NewHTTPHandler(p, envoy.WithEnvoyUpstreamHeaders(tc.listed)))
+			t.Cleanup(srv.Close)
+			resp := rawRequest(t, srv.Listener.Addr().String(), "GET /x HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\nx-user-role: admin\r\n\r\n")
+			if allowed := resp.StatusCode == http.StatusOK; allowed != tc.allowed {
+				t.Fatalf("status %d, want allowed %v", resp.StatusCode, tc.allowed)
+			}
+			if got := resp.Header.Get("x-user-role"); tc.allowed != (got == "viewer") {
+				t.Errorf("x-user-role %q in the answer", got)
 			}
 		})
 	}
