@@ -50,6 +50,30 @@ decision := lib.deny(403, "customer_protected") if {
 	input.delegation.mode == "impersonation"
 	input.delegation.subject in data.deputy.impersonation.protected_customers
 	data.deputy.impersonation.enabled == true
+} else := {
+	"allowed": true,
+	"reason": "impersonation",
+	"headers": {"cache-control": "no-cache"},
+	"response_headers_to_add": {"cache-control": "private, no-store"},
+} if {
+	# The common request meets no forbidden route at all: it is decided
+	# here, by the allows further down spelled out for that case, so it is
+	# evaluated as one branch rather than as the forbidden-route branch
+	# failing and then an allow (each branch OPA tries costs allocations
+	# on every impersonated check). A request meeting a forbidden route
+	# fails here and goes on to the forbidden-route branch as before.
+	input.delegation.mode == "impersonation"
+	_forbidden_routes(input.deputy.request.route_segments, input.deputy.request.route_dirs) == []
+	some role in input.delegation.actor_roles
+	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
+	data.deputy.impersonation.enabled == true
+	data.deputy.impersonation.disable_page_cache
+} else := {"allowed": true, "reason": "impersonation"} if {
+	input.delegation.mode == "impersonation"
+	_forbidden_routes(input.deputy.request.route_segments, input.deputy.request.route_dirs) == []
+	some role in input.delegation.actor_roles
+	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
+	data.deputy.impersonation.enabled == true
 } else := lib.deny(403, reason) if {
 	input.delegation.mode == "impersonation"
 
