@@ -89,6 +89,7 @@ type Pipeline struct {
 	clock       sidecar.Clock
 	facts       map[string]any
 	factsTerm   atomic.Pointer[activationFacts] // input.deputy when no owned header was stripped
+	resultTerms atomic.Pointer[resultTerms]     // the activation's results parsed once
 	names       headerNames
 	evalOpts    []rego.EvalOption
 	overrides   []string
@@ -494,10 +495,7 @@ func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input a
 	if !res.Defined() {
 		return denial(p.errorStatus, ReasonUndefined, nil)
 	}
-	pr, err := parseResult(res.Value)
-	if err == nil {
-		err = pr.namesDeputys(&p.inputOpts)
-	}
+	pr, err := p.result(act, res.Value)
 	if err != nil {
 		return denial(p.errorStatus, ReasonInvalidDecision, err)
 	}
