@@ -178,3 +178,17 @@ func TestHeaderSettingsAmongExtrasFailTheRender(t *testing.T) {
 		})
 	}
 }
+
+// The chart's Envoy http_service sets no path_prefix: Deputy told of one
+// refuses every check path without it (400), so the render refuses
+// http.path_prefix wherever it is set.
+func TestPathPrefixFailsTheRender(t *testing.T) {
+	c := loadChart(t)
+	for _, deputy := range []string{"{config: {http: {path_prefix: /authz}}}", "{extraArgs: [--http-path-prefix=/authz]}",
+		"{extraArgs: [--http-path-prefix, /authz]}", "{extraEnv: [{name: DEPUTY_HTTP_PATH_PREFIX, value: /authz}]}"} {
+		values := "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {extAuthz: {transport: http}}, deputy: " + deputy + "}"
+		if _, err := renderYAML(t, c, values); err == nil || !strings.Contains(err.Error(), "path_prefix") {
+			t.Errorf("%s: err = %v, want the render refused naming path_prefix", deputy, err)
+		}
+	}
+}
