@@ -73,14 +73,21 @@ func (s staticDelegation) Resolve(_ context.Context, r *sidecar.Request, _ *side
 
 func pipeline(t testing.TB, opts ...authz.Option) *authz.Pipeline {
 	t.Helper()
-	mod := ast.MustParseModuleWithOpts(testPolicy, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	return policyPipeline(t, testPolicy, append([]authz.Option{authz.WithResolvers(staticDelegation{&sidecar.Delegation{
+		Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "cust-9",
+	}})}, opts...)...)
+}
+
+// policyPipeline decides with the policy src, whose data.t.decision is
+// the decision.
+func policyPipeline(t testing.TB, src string, opts ...authz.Option) *authz.Pipeline {
+	t.Helper()
+	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
 	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
 		t.Fatal(err)
 	}
-	return authz.New(e, append([]authz.Option{authz.WithQuery("data.t.decision"), authz.WithResolvers(staticDelegation{&sidecar.Delegation{
-		Mode: sidecar.ModeImpersonation, ID: "s1", Actor: "staff-1", Subject: "cust-9",
-	}})}, opts...)...)
+	return authz.New(e, append([]authz.Option{authz.WithQuery("data.t.decision")}, opts...)...)
 }
 
 // startGRPC serves the ext_authz and health services on a loopback port,
@@ -234,13 +241,7 @@ func TestGRPCCheckOverLoopback(t *testing.T) {
 // header.
 func methodsPipeline(t *testing.T) *authz.Pipeline {
 	t.Helper()
-	src := "package t\n\ndecision := {\"allowed\": false, \"body\": concat(\",\", input.deputy.request.methods)}\n"
-	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
-	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
-	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
-		t.Fatal(err)
-	}
-	return authz.New(e, authz.WithQuery("data.t.decision"))
+	return policyPipeline(t, "package t\n\ndecision := {\"allowed\": false, \"body\": concat(\",\", input.deputy.request.methods)}\n")
 }
 
 // Envoy with encode_raw_headers sends every header in header_map, its
@@ -454,12 +455,7 @@ func TestMultiValuedPolicyHeaderOverGRPC(t *testing.T) {
 	const pol = `package t
 decision := {"allowed": true, "reason": "fine", "headers": {"x-roles": ["admin", "auditor"], "x-team": "ops"}}
 `
-	mod := ast.MustParseModuleWithOpts(pol, ast.ParserOptions{RegoVersion: ast.RegoV1})
-	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
-	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
-		t.Fatal(err)
-	}
-	client, _ := serveGRPC(t, authz.New(e, authz.WithQuery("data.t.decision")), 1<<20)
+	client, _ := serveGRPC(t, policyPipeline(t, pol), 1<<20)
 	resp, err := client.Check(context.Background(), check("/x", map[string]string{":path": "/x", ":method": "GET", "x-roles": "superuser"}))
 	if err != nil {
 		t.Fatal(err)

@@ -1,20 +1,15 @@
 package envoy_test
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/envoy"
-	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // lockedRecorder records the decisions a server's handlers log.
@@ -98,12 +93,7 @@ func TestEnvoyUpstreamHeadersCompareAsEnvoyDoes(t *testing.T) {
 	const pol = `package t
 decision := {"allowed": true, "reason": "fine", "headers": {"x-user-role": "viewer"}}
 `
-	mod := ast.MustParseModuleWithOpts(pol, ast.ParserOptions{RegoVersion: ast.RegoV1})
-	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
-	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
-		t.Fatal(err)
-	}
-	p := authz.New(e, authz.WithQuery("data.t.decision"))
+	p := policyPipeline(t, pol)
 	for _, tc := range []struct {
 		listed  []string
 		allowed bool

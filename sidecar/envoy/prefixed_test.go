@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,11 +12,8 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/envoy"
-	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // Behind Envoy, which removes headers by exact name only, a client's
@@ -113,12 +109,7 @@ func TestEnvoyRemovesClientHeadersOfClearedFamilies(t *testing.T) {
 		const pol = `package t
 decision := {"allowed": true, "reason": "fine", "headers": {"x-auth-request-tenant": "acme"}}
 `
-		mod := ast.MustParseModuleWithOpts(pol, ast.ParserOptions{RegoVersion: ast.RegoV1})
-		e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
-		if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
-			t.Fatal(err)
-		}
-		p := authz.New(e, authz.WithQuery("data.t.decision"))
+		p := policyPipeline(t, pol)
 		client, _ := serveGRPC(t, p, 1<<20)
 		resp, err := client.Check(context.Background(), check("/x", map[string]string{":path": "/x", ":method": "GET",
 			"x-auth-request-tenant": "evil", "x_auth_request_tenant": "evil"}))
