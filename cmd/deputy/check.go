@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/envoy"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -47,4 +48,18 @@ func checkOptions(cfg *Config) []authz.Option {
 		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithFacts(checkFacts(cfg)),
 	}
+}
+
+// httpChecks are the HTTP check endpoints of the config: Envoy's
+// http_service endpoint, and the forwarded endpoint at http.check_path
+// for the proxy http.check_proxy names (nil with envoy). `deputy serve`
+// mounts both and `deputy eval` decides a plain HTTP request on the
+// first, so every http.* setting that shapes a check reaches both.
+func httpChecks(cfg *Config, c envoy.HTTPChecker) (check, forwarded *envoy.HTTPHandler) {
+	check = envoy.NewHTTPHandler(c, envoy.WithPathPrefix(cfg.HTTP.PathPrefix), envoy.WithMaxBody(cfg.HTTP.MaxBodyBytes),
+		envoy.WithEnvoyUpstreamHeaders(cfg.HTTP.EnvoyUpstreamHeaders))
+	if proxy := envoy.Proxy(cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
+		forwarded = envoy.NewHTTPHandler(c, envoy.WithTrustedProxy(proxy), envoy.WithOwned(c.Owned), envoy.WithMaxBody(cfg.HTTP.MaxBodyBytes))
+	}
+	return check, forwarded
 }

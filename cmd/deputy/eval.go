@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,7 +27,6 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
-	"github.com/deputyhq/deputy/sidecar/envoy"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -54,6 +54,10 @@ deputy serve. The input is either a CheckRequest in protobuf JSON (as in
 OPA-Envoy decision logs: {"attributes": {...}}) or a plain HTTP request
 description: {"method", "path", "host", "headers", "body"}, or a
 decision-log record, whose recorded input is decided again as it stands.
+A plain HTTP request is decided as deputy serve's HTTP check decides it
+coming from Envoy's http_service: under http.path_prefix, its body read
+up to http.max_body_bytes, an allow setting a header outside
+http.envoy_upstream_headers refused.
 
 Tokens are not verified offline: give the verified identity (the
 input.identity of a decision-log record) with --identity, and the
@@ -184,11 +188,13 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 	if rec != nil {
 		resp = pipeline.Replay(ctx, rec.input)
 	} else if httpReq != nil {
-		// Through the HTTP ext_authz adapter, so the CheckRequest is the one
-		// the server would build from that HTTP request.
+		// Through serve's handler of Envoy's http_service, built from the
+		// same config, so the request is decided as serve's HTTP check
+		// decides it: Envoy sends the path under http.path_prefix.
 		capture := &responseCapture{next: pipeline}
-		rec := httptest.NewRecorder()
-		envoy.NewHTTPHandler(capture).ServeHTTP(rec, httpReq.WithContext(ctx))
+		check, _ := httpChecks(cfg, capture)
+		httpReq.RequestURI = cfg.HTTP.PathPrefix + httpReq.RequestURI
+		check.ServeHTTP(httptest.NewRecorder(), httpReq.WithContext(ctx))
 		resp = capture.resp
 	} else {
 		resp = pipeline.Check(ctx, req)
@@ -449,6 +455,15 @@ func parseEvalInput(raw []byte) (*authv3.CheckRequest, *http.Request, error) {
 	for k, v := range d.Headers {
 		r.Header.Set(k, v)
 	}
+	// As a server receives it: the request line as sent, and the body's
+	// length, which Go's client would send (for a POST, PUT or PATCH even
+	// when empty) and by which a check tells a cut body from a whole one.
+	r.RequestURI = d.Path
+	if r.Header.Get("Transfer-Encoding") != "" {
+		r.ContentLength = -1
+	} else if len(body) > 0 || d.Method == http.MethodPost || d.Method == http.MethodPut || d.Method == http.MethodPatch {
+		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
 	r.Host = d.Host
 	r.RemoteAddr = "127.0.0.1:1"
 	return nil, r, nil
@@ -540,11 +555,11 @@ func (c *responseCapture) Check(ctx context.Context, req *authv3.CheckRequest) *
 	return c.resp
 }
 
-// CheckEnforced decides as Check: an HTTP request given to eval is a way
-// to write the CheckRequest, not a choice of proxy, so what a proxy could
-// carry out of the policy's answer (see docs/deploy.md) is not judged here.
-func (c *responseCapture) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, _ func(*authz.Response) error) *authz.Response {
-	c.resp = c.next.Check(ctx, req)
+// CheckEnforced decides as serve's Envoy http_service endpoint does: an
+// allow Envoy would not carry out (a header outside
+// http.envoy_upstream_headers) is refused, as there (see docs/deploy.md).
+func (c *responseCapture) CheckEnforced(ctx context.Context, req *authv3.CheckRequest, enforce func(*authz.Response) error) *authz.Response {
+	c.resp = c.next.CheckEnforced(ctx, req, enforce)
 	return c.resp
 }
 

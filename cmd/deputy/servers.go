@@ -143,16 +143,16 @@ func serverTLS(c GRPCConfig) (credentials.TransportCredentials, error) {
 }
 
 func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
+	check, forwarded := httpChecks(s.cfg, h.pipeline)
 	routes := &httpRoutes{
 		checkPath: s.cfg.HTTP.CheckPath,
 		api:       h.api,
 		apiPrefix: api.Prefix,
 		wellKnown: h.wellKnown,
-		check: m.InstrumentHTTP("check", s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithPathPrefix(s.cfg.HTTP.PathPrefix), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes),
-			envoy.WithEnvoyUpstreamHeaders(s.cfg.HTTP.EnvoyUpstreamHeaders)))),
+		check:     m.InstrumentHTTP("check", s.recovery(m).Handler(check)),
 	}
-	if proxy := envoy.Proxy(s.cfg.HTTP.CheckProxy); proxy != envoy.ProxyEnvoy {
-		routes.forwarded = s.recovery(m).Handler(envoy.NewHTTPHandler(h.pipeline, envoy.WithTrustedProxy(proxy), envoy.WithOwned(h.pipeline.Owned), envoy.WithMaxBody(s.cfg.HTTP.MaxBodyBytes)))
+	if forwarded != nil {
+		routes.forwarded = s.recovery(m).Handler(forwarded)
 	}
 	s.http = &http.Server{
 		Handler:           routes,
