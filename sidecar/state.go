@@ -32,7 +32,11 @@ import (
 //     and the SessionKey of every session it ended; PutGrant, RevokeGrant →
 //     GrantKey; PutShare, DeleteShare → ShareKey; PutAssignment(s),
 //     DeleteAssignment, ChangeAssignments → AssignmentKey. Widening writes publish too, so a
-//     cached "nothing there" does not outlive the change. Lifecycle code
+//     cached "nothing there" does not outlive the change. The writing
+//     replica's own subscribers get the key before the method returns, so
+//     the change holds there from the next request on; the other replicas
+//     get it when the Invalidator delivers it (their cache TTL bounds the
+//     staleness if it is lost). Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
 //     its own. A publish that fails after a committed write of EndSession,
 //     SetConsent, PutCustomer, DeleteCustomer, MarkStaff, RevokeGrant,

@@ -15,8 +15,9 @@
 // record, which is the truth. TTLs mirror the domain expiries; reads also
 // check expiry against the injected clock.
 //
-// Every write that changes delegation state publishes its invalidation key
-// on one pub/sub channel (<prefix>:invalidate).
+// Every write that changes delegation state hands its invalidation key to
+// this replica's subscribers before it returns, and publishes it on one
+// pub/sub channel (<prefix>:invalidate) for every replica.
 package redis
 
 import (
@@ -229,7 +230,9 @@ func (s *Store) channel() string { return s.prefix + ":invalidate" }
 
 // ---- invalidation ------------------------------------------------------------
 
-// Invalidate publishes keys to every replica, this one included.
+// Invalidate publishes keys to every replica, this one included when the
+// message comes back. The store's own writes also hand theirs to this
+// replica's subscribers at once (publish).
 func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
@@ -248,8 +251,12 @@ func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
 
 // publish is Invalidate after a committed write: the write stands even if
 // the publish fails, and the cache TTL bounds the staleness, so the error
-// is logged rather than returned.
+// is logged rather than returned. This replica's subscribers get the keys
+// first, whatever the publish then does: the write holds here from the
+// next request on, not only once the message comes back over pub/sub (it
+// comes back too, and evicts again).
 func (s *Store) publish(ctx context.Context, keys ...string) {
+	s.dispatch(keys...)
 	if err := s.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
 		s.log.Warn("publish invalidation", "keys", keys, "err", err)
 	}
@@ -259,8 +266,10 @@ func (s *Store) publish(ctx context.Context, keys ...string) {
 // its caller can retry (ending sessions, consent, customer deletion): a
 // failure is returned as sidecar.Unpublished, so the caller answers 503
 // and its retry publishes again, rather than leaving replicas to honour
-// what ended until their cache TTL.
+// what ended until their cache TTL. As publish, it evicts on this replica
+// first.
 func (s *Store) publishNarrowed(ctx context.Context, keys ...string) error {
+	s.dispatch(keys...)
 	if err := s.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
 		return sidecar.Unpublished(err)
 	}
@@ -316,11 +325,13 @@ func (s *Store) startSubscription() {
 	}()
 }
 
-func (s *Store) dispatch(key string) {
+func (s *Store) dispatch(keys ...string) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
-	for _, fn := range s.subs {
-		fn(key)
+	for _, k := range keys {
+		for _, fn := range s.subs {
+			fn(k)
+		}
 	}
 }
 
