@@ -3,41 +3,13 @@ package identity_test
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/identity"
 )
-
-// slowJWKSServer is an identity provider a few round trips away: it
-// serves a key set the test can change, counting fetches.
-type slowJWKSServer struct {
-	*httptest.Server
-	mu      sync.Mutex
-	body    []byte
-	fetches atomic.Int32
-}
-
-func newSlowJWKSServer(t *testing.T, body []byte) *slowJWKSServer {
-	s := &slowJWKSServer{body: body}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.fetches.Add(1)
-		time.Sleep(50 * time.Millisecond)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(s.body)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *slowJWKSServer) set(body []byte) { s.mu.Lock(); s.body = body; s.mu.Unlock() }
 
 func startURLVerifier(t *testing.T, url string, clock *fakeClock) *identity.Verifier {
 	t.Helper()
@@ -64,7 +36,7 @@ func startURLVerifier(t *testing.T, url string, clock *fakeClock) *identity.Veri
 // token of a rotated key refused as unknown_kid.
 func TestCancelledMissStillFetchesRotatedKey(t *testing.T) {
 	_, ek, _, other := keys(t)
-	srv := newSlowJWKSServer(t, jwks(ek))
+	srv := newSlowJWKSServer(t, jwks(ek), 50*time.Millisecond)
 	clock := newClock(epoch)
 	v := startURLVerifier(t, srv.URL+"/jwks.json", clock)
 
@@ -101,7 +73,7 @@ func TestCancelledMissStillFetchesRotatedKey(t *testing.T) {
 // away, makes at most one fetch per min_refresh_interval.
 func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
 	_, ek, _, other := keys(t)
-	srv := newSlowJWKSServer(t, jwks(ek))
+	srv := newSlowJWKSServer(t, jwks(ek), 50*time.Millisecond)
 	clock := newClock(epoch)
 	v := startURLVerifier(t, srv.URL, clock)
 
@@ -166,7 +138,7 @@ func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
 // not a whole min_refresh_interval later.
 func TestFailedMissFetchRetriedSoon(t *testing.T) {
 	_, ek, _, other := keys(t)
-	srv := newSlowJWKSServer(t, jwks(ek))
+	srv := newSlowJWKSServer(t, jwks(ek), 50*time.Millisecond)
 	clock := newClock(epoch)
 	v := startURLVerifier(t, srv.URL, clock)
 	rotated := sign(t, other, other.kid, goodClaims(epoch))

@@ -554,9 +554,16 @@ type jwksServer struct {
 }
 
 func newJWKSServer(t *testing.T, body []byte) *jwksServer {
+	return newSlowJWKSServer(t, body, 0)
+}
+
+// newSlowJWKSServer is a jwksServer that answers after delay: an
+// identity provider a few round trips away.
+func newSlowJWKSServer(t *testing.T, body []byte, delay time.Duration) *jwksServer {
 	s := &jwksServer{body: body}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)
+		time.Sleep(delay)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
