@@ -25,7 +25,8 @@ import data.deputy.lib
 #   included) must be allowed at the grant's level. cc may only read items
 #   listed in cc_item_methods that were shared with the partner user.
 #   The common requests are branches of this one rule, each spelled out
-#   rather than calling helpers, so it is longer than Regal likes.
+#   rather than reading helper rules (the level check is a function Deputy
+#   keeps the answers of), so it is longer than Regal likes.
 # entrypoint: true
 decision := {"allowed": true, "reason": "partner_level_sufficient"} if { # regal ignore:rule-length
 	# The commonest request of all, one method on an item under the
@@ -48,18 +49,14 @@ decision := {"allowed": true, "reason": "partner_level_sufficient"} if { # regal
 	input.deputy.request.spelled_route_segments[1] == input.delegation.subject
 	input.deputy.request.route_segments[3]
 	input.deputy.request.route_segments[1] == input.delegation.subject
-	rank := data.deputy.partner.level_rank
-	route := data.deputy.partner.sections[input.deputy.request.route_segments[2]].item
-	rank[input.delegation.level] >= rank[route[input.deputy.request.sole_method]]
+	_item_level_allows(input.deputy.request.route_segments[2], input.delegation.level, input.deputy.request.sole_method)
 } else := {"allowed": true, "reason": "partner_level_sufficient"} if {
 	# The same for an item of a section at the root of the path, the
 	# customer named by the header alone: _at's last branch, spelled out.
 	input.delegation.mode == "partner"
 	input.deputy.request.route_segments[0] != data.deputy.partner.customer_path_prefix
 	input.deputy.request.route_segments[1]
-	rank := data.deputy.partner.level_rank
-	route := data.deputy.partner.sections[input.deputy.request.route_segments[0]].item
-	rank[input.delegation.level] >= rank[route[input.deputy.request.sole_method]]
+	_item_level_allows(input.deputy.request.route_segments[0], input.delegation.level, input.deputy.request.sole_method)
 } else := {"allowed": true, "reason": "partner_level_sufficient"} if {
 	# The common request, one method (sole_method, present only when no
 	# override names another) and a route naming it, allowed without a
@@ -134,6 +131,22 @@ _at := {"section": 2, "item": 3, "kind": "item"} if {
 }
 
 _section := data.deputy.partner.sections[input.deputy.request.route_segments[_at.section]]
+
+# METADATA
+# description: |
+#   Whether a grant of level may run method on an item of section: the
+#   level the section's item route names for the method (no "*" here: the
+#   chain below reads it) is at most level, by rank. The answer depends on
+#   the three values and this data alone, so Deputy keeps it across checks
+#   (deputy_memo): the rank lookups and their comparison, a fifth of every
+#   partner check, run once per activation for each section, level and
+#   method a portal's requests bring, not on every request.
+# custom:
+#   deputy_memo: true
+_item_level_allows(section, level, method) if {
+	rank := data.deputy.partner.level_rank
+	rank[level] >= rank[data.deputy.partner.sections[section].item[method]]
+}
 
 # The levels this route's methods need ({"GET": "look", "*": ...}). The
 # lookup is inline rather than through _section: every helper rule costs
