@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/policy"
@@ -50,6 +51,7 @@ const (
 	refusedDoubleEncoding = "double percent-encoding is refused: an upstream that decodes twice would route another path"
 	refusedDotSegment     = `dot segments ("." or "..", escaped or not) are refused: an upstream that resolves them would serve another path`
 	refusedNotUTF8        = "the decoded path is not UTF-8"
+	refusedCompatSyntax   = `characters whose Unicode compatibility form (NFKC) holds "/", "\" or "." (fullwidth "／", "＼", "．", dot leaders, "…") are refused: upstreams that normalize Unicode or map it best-fit to ASCII read them as path syntax`
 	refusedScriptPath     = "a PHP script other than index.php with a path after it is refused: the upstream runs that script, whatever route the rest spells"
 )
 
@@ -277,6 +279,9 @@ func parsePath(raw string, maxSegments, maxDirBytes int) (canonicalPath, error) 
 	if high && !utf8.ValidString(cp.decoded) {
 		return cp, refusePath(refusedNotUTF8)
 	}
+	if high && compatSyntax(cp.decoded) {
+		return cp, refusePath(refusedCompatSyntax)
+	}
 
 	// Split on "/", drop ";params" and empty segments. The common path
 	// (no empty segment, no parameter) keeps the decoded string as is.
@@ -304,7 +309,7 @@ func parsePath(raw string, maxSegments, maxDirBytes int) (canonicalPath, error) 
 			if maxSegments > 0 && len(cp.segments) == maxSegments {
 				return cp, refuseSegments(maxSegments)
 			}
-			dirBytes += (len(cp.segments)+1)*(len(seg)+1) + 1
+			dirBytes += (len(cp.segments)+1)*(compatLen(seg, high)+1) + 1
 			if maxDirBytes > 0 && dirBytes > maxDirBytes {
 				return cp, refuseRouteDirs(maxDirBytes)
 			}
@@ -349,19 +354,71 @@ func parsePath(raw string, maxSegments, maxDirBytes int) (canonicalPath, error) 
 // would otherwise make route_dirs grow with their number times the path.
 func formatDirBytes(segs []string, dirBytes int) int {
 	last := len(segs) - 1
-	for last >= 0 && strings.TrimRight(segs[last], ". ") == "" {
+	for last >= 0 && blankRoute(segs[last]) {
 		last--
 	}
 	if last < 0 {
 		return dirBytes
 	}
 	seg, n := segs[last], dirBytes
+	// Where the segment's compatibility form is longer, its dots shift: a
+	// form then counts as the whole route, which it never outweighs (a "."
+	// ends what NFKC composes, so a form's NFKC begins the segment's).
+	exact := compatLen(seg, true) == len(seg)
 	for i := 1; i < len(seg); i++ {
 		if seg[i] == '.' {
-			n += dirBytes - (last+1)*(len(seg)-i)
+			n += dirBytes
+			if exact {
+				n -= (last + 1) * (len(seg) - i)
+			}
 		}
 	}
 	return n
+}
+
+// blankRoute reports whether the route form drops seg as blank. An ASCII
+// segment is read in place, allocating nothing.
+func blankRoute(seg string) bool {
+	if isASCII(seg) {
+		return strings.TrimRight(seg, ". ") == ""
+	}
+	return routeFold(seg) == ""
+}
+
+// compatSyntax reports whether s holds a rune beyond ASCII whose
+// compatibility form (NFKC) holds "/", "\" or ".": "／" U+FF0F, "＼"
+// U+FF3C, "．" U+FF0E, the dot leaders U+2024 and U+2025, "﹒" U+FE52, "…",
+// "℀" (a/c), "⒈" and the others the Unicode tables list. IIS's best-fit
+// mapping and routers that normalize Unicode read them as the ASCII they
+// stand for: "/customer/account／password" would be the password page,
+// "/．．/" a dot segment. It reads the decomposition norm keeps for each
+// rune, allocating nothing; the tests compare it with NFKC over every rune.
+func compatSyntax(s string) bool {
+	for i := 0; i < len(s); {
+		if s[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		p := norm.NFKC.PropertiesString(s[i:])
+		for _, c := range p.Decomposition() {
+			if c == '/' || c == '\\' || c == '.' {
+				return true
+			}
+		}
+		i += max(p.Size(), 1)
+	}
+	return false
+}
+
+// compatLen is the length of seg's compatibility form (NFKC) when high (seg
+// may hold bytes beyond ASCII) and that form is longer: what the route form
+// reads (routeFold). A ligature such as U+FDFA stands for 33 bytes, so the
+// route_dirs bound counts those.
+func compatLen(seg string, high bool) int {
+	if !high || isASCII(seg) || norm.NFKC.IsNormalString(seg) {
+		return len(seg)
+	}
+	return max(len(norm.NFKC.String(seg)), len(seg))
 }
 
 func isHex(c byte) bool {
@@ -833,7 +890,7 @@ func foldRoute(segs []string, spell bool) (route, spelled []string, whole string
 		spelled = make([]string, 0, len(segs))
 	}
 	for _, s := range segs {
-		if r := strings.TrimRight(foldASCII(s), ". "); r != "" {
+		if r := routeFold(s); r != "" {
 			route = append(route, r)
 			if spell {
 				spelled = append(spelled, s)
@@ -890,6 +947,19 @@ func formatForms(cut, whole string) []string {
 	return forms
 }
 
+// routeFold is a segment as routers read it, before the route form drops
+// front controllers and cuts a format: beyond ASCII, its compatibility form
+// (NFKC: fullwidth "ｃ" is "c", "ﬀ" is "ff", an ideographic space a space,
+// as routers that normalize Unicode read them), then folded (foldASCII),
+// trailing dots and spaces dropped (Windows and IIS drop them). NFKC never
+// brings a "/", "\" or "." in: parsePath refused the runes it reads so.
+func routeFold(seg string) string {
+	if !isASCII(seg) {
+		seg = norm.NFKC.String(seg)
+	}
+	return strings.TrimRight(foldASCII(seg), ". ")
+}
+
 // frontController is the one PHP script a route may be spelled after.
 const frontController = "index.php"
 
@@ -901,7 +971,7 @@ const frontController = "index.php"
 // service request, keeping it would let a denylist miss /shop/admin.php/...
 // No route form is right for every upstream, so such paths are refused.
 func scriptWithPath(seg string) bool {
-	r := strings.TrimRight(foldASCII(seg), ". ")
+	r := routeFold(seg)
 	return phpScript(r) && r != frontController
 }
 

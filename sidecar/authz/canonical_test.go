@@ -5,8 +5,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/policy"
@@ -97,6 +99,16 @@ func TestRouteSegments(t *testing.T) {
 		{"/.well-known/jwks.json", ".well-known/jwks"},
 		{"/static/app.min.js", "static/app"},
 		{"/catalog/été", "catalog/été"},
+		// Compatibility forms (NFKC) are read as what they stand for,
+		// as NFKC-normalizing routers read them: fullwidth letters,
+		// ligatures, an ideographic space.
+		{"/%EF%BD%83%EF%BD%95%EF%BD%93%EF%BD%94%EF%BD%8F%EF%BD%8D%EF%BD%85%EF%BD%92/account/password", "customer/account/password"},
+		{"/ｃｕｓｔｏｍｅｒ/ＡＣＣＯＵＮＴ/password", "customer/account/password"},
+		{"/customer/account/password%E3%80%80", "customer/account/password"},
+		{"/customer/account/password%C2%A0", "customer/account/password"},
+		{"/catalog/%EF%AC%80", "catalog/ff"},
+		{"/catalog/caf%C3%A9", "catalog/café"},
+		{"/catalog/cafe%CC%81", "catalog/café"},
 		{"/", ""},
 	} {
 		t.Run(tc.raw, func(t *testing.T) {
@@ -220,6 +232,21 @@ func TestParsePathRefuses(t *testing.T) {
 		{"truncated escape", "/customer/%2", refusedBadEscape},
 		{"lone percent", "/customer/%", refusedBadEscape},
 		{"overlong UTF-8 slash", "/customer%c0%afaccount", refusedNotUTF8},
+		// Characters whose compatibility form (NFKC) is "/", "\" or
+		// ".": upstreams that normalize Unicode, or map it best-fit to
+		// ASCII (IIS), read them as path syntax.
+		{"fullwidth solidus", "/customer/account\uff0fpassword", refusedCompatSyntax},
+		{"encoded fullwidth solidus", "/customer/account%EF%BC%8Fpassword", refusedCompatSyntax},
+		{"fullwidth reverse solidus", "/customer/account%EF%BC%BCpassword", refusedCompatSyntax},
+		{"fullwidth full stops", "/%EF%BC%8E%EF%BC%8E/customer/account/password", refusedCompatSyntax},
+		{"raw fullwidth full stops", "/\uff0e\uff0e/customer", refusedCompatSyntax},
+		{"one dot leader", "/catalog/%E2%80%A4%E2%80%A4/customer", refusedCompatSyntax},
+		{"two dot leader", "/catalog/%E2%80%A5/customer", refusedCompatSyntax},
+		{"small full stop", "/catalog/%EF%B9%92%EF%B9%92/customer", refusedCompatSyntax},
+		{"ellipsis", "/catalog/%E2%80%A6/customer", refusedCompatSyntax},
+		{"account of", "/catalog/%E2%84%80", refusedCompatSyntax},
+		{"digit with full stop", "/catalog/%E2%92%88", refusedCompatSyntax},
+		{"in a parameter", "/customer;x%EF%BC%8Fy/account", refusedCompatSyntax},
 		{"invalid raw UTF-8", "/customer\xff", refusedNotUTF8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -357,13 +384,51 @@ func TestParseMethodOverrides(t *testing.T) {
 	}
 }
 
+// The runes refused as path syntax are exactly those whose compatibility
+// form (NFKC) holds "/", "\" or ".", computed over every rune, ASCII
+// "." itself aside.
+func TestCompatSyntaxIsNFKC(t *testing.T) {
+	var refused []rune
+	for r := rune(utf8.RuneSelf); r <= utf8.MaxRune; r++ {
+		if !utf8.ValidRune(r) {
+			continue
+		}
+		s := string(r)
+		want := strings.ContainsAny(norm.NFKC.String(s), "/\\.")
+		if got := compatSyntax("a" + s + "b"); got != want {
+			t.Errorf("U+%04X: compatSyntax %v, NFKC %+q", r, got, norm.NFKC.String(s))
+		}
+		if want {
+			refused = append(refused, r)
+		}
+	}
+	// Fullwidth solidus, reverse solidus and full stop, the dot leaders,
+	// the small full stop, the ellipsis, "a/c", "1." among them.
+	for _, r := range []rune{0xFF0F, 0xFF3C, 0xFF0E, 0x2024, 0x2025, 0xFE52, 0x2026, 0x2100, 0x2488} {
+		if !slices.Contains(refused, r) {
+			t.Errorf("U+%04X is not among the %d runes NFKC maps to path syntax", r, len(refused))
+		}
+	}
+	for _, s := range []string{"", "/customer/account/password.json", "/catalog/caf\u00e9/\u00fcber.html", "/\u5546\u54c1/\u9774"} {
+		if compatSyntax(s) {
+			t.Errorf("compatSyntax(%+q) = true", s)
+		}
+	}
+}
+
 // FuzzParsePath checks the canonical path against an independent model of
 // a slash-merging, decoding upstream (net/url's decoder, then segments
 // split, ";params" cut and empties dropped), and that no form of a refused
 // class ever comes out.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{"/", "//customer/account/password/", "/a;b/c", "/%2e%2e/x", "/a%2Fb", "/%252e",
-		"/a\\b", "/a%00", "/%c3%a9", "/a//b//", "/Customer;x/%41", "/;/;/", "/a%3b/b", "/%23", "/a%3Fb"} {
+		"/a\\b", "/a%00", "/%c3%a9", "/a//b//", "/Customer;x/%41", "/;/;/", "/a%3b/b", "/%23", "/a%3Fb",
+		// Compatibility forms of "/", "\" and ".", raw and encoded, and
+		// of letters.
+		"/customer/account\uff0fpassword", "/customer/account%EF%BC%8Fpassword", "/a%EF%BC%BCb", "/\uff3c",
+		"/\uff0e\uff0e/customer", "/%EF%BC%8E%EF%BC%8E/customer", "/a/\u2024\u2024/b", "/\u2025/x", "/%E2%80%A5",
+		"/\ufe52\ufe52/x", "/a\u2026", "/\u2100", "/\u2488x", "/\uff43\uff55\uff53\uff54\uff4f\uff4d\uff45\uff52/account",
+		"/password\u3000.json", "/\ufdfa"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -394,6 +459,16 @@ func FuzzParsePath(f *testing.F) {
 			if strings.ToLower(seg) != seg {
 				t.Fatalf("parsePath(%q): route segment %q is not lower-case", raw, seg)
 			}
+		}
+		// No rune an NFKC-normalizing upstream reads as "/", "\" or
+		// "." but ASCII "." itself, and no route segment it splits.
+		for _, r := range cp.decoded {
+			if r >= utf8.RuneSelf && strings.ContainsAny(norm.NFKC.String(string(r)), "/\\.") {
+				t.Fatalf("parsePath(%q) accepted %+q, whose NFKC form is %+q", raw, r, norm.NFKC.String(string(r)))
+			}
+		}
+		if strings.ContainsAny(norm.NFKC.String(cp.decoded), "\\") || strings.Count(norm.NFKC.String(cp.decoded), "/") != strings.Count(cp.decoded, "/") {
+			t.Fatalf("parsePath(%q) accepted %q, which NFKC splits otherwise", raw, cp.decoded)
 		}
 		// The upstream's view: decode once, split, cut params, merge.
 		dec, err := url.PathUnescape(raw)
@@ -511,11 +586,14 @@ func TestRouteDirs(t *testing.T) {
 	}
 }
 
-// Blank segments after the route's last one are dropped from the route,
-// so the dot-cut forms of the segment before them are in route_dirs: the
-// bound counts them, and a bound below what route_dirs holds refuses.
-func TestParsePathRouteDirsBytesCountsFormsBeforeBlankSegments(t *testing.T) {
-	for _, raw := range []string{"/a/b.c.d.e.f.g.h/%20/...", "/b.c.d.e.f.g.h./%20%20"} {
+// What the route form adds to the segments is counted too, so a bound
+// below what route_dirs holds refuses: blank segments after the route's
+// last one are dropped, so the dot-cut forms of the segment before them
+// are in route_dirs; a compatibility form (NFKC) may be longer than its
+// segment (U+FDFA stands for 33 bytes), its dots shifted.
+func TestParsePathRouteDirsBytesCountsWhatTheRouteFormAdds(t *testing.T) {
+	for _, raw := range []string{"/a/b.c.d.e.f.g.h/%20/...", "/b.c.d.e.f.g.h./%20%20", "/b.c.d.e/%E3%80%80",
+		"/a/%EF%B7%BA%EF%B7%BA", "/a/x%EF%B7%BA.%EF%B7%BA.b.c", "/%EF%B7%BA/b"} {
 		cp, err := parsePath(raw, 0, 0)
 		if err != nil {
 			t.Fatal(err)

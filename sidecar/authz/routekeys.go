@@ -44,7 +44,7 @@ const (
 // routeFormIs says what the route form is, for the refusals, of the
 // segments a route key is compared with: never a request's last, the one
 // segment cut at its first dot.
-const routeFormIs = "lower case with Unicode folding, slashes merged, ;params, trailing dots and spaces and index.php front controllers dropped, as a segment with more path after it (dots kept)"
+const routeFormIs = "lower case with Unicode compatibility forms (NFKC) and folding, slashes merged, ;params, trailing dots and spaces and index.php front controllers dropped, as a segment with more path after it (dots kept)"
 
 // lowerFormIs says what the lower-cased canonical path is.
 const lowerFormIs = "decoded once, slashes merged, ;params dropped, lower case"
