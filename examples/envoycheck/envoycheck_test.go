@@ -304,6 +304,13 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 		if ok, err := envoycheck.Matches(copied, name); err != nil || !ok {
 			t.Errorf("%s from Deputy's answer does not reach the application (%v)", name, err)
 		}
+		// Envoy replaces only the name set: the client's other spellings
+		// go to Deputy, which lists them for removal.
+		for _, spelled := range envoycheck.EverySpelling(name) {
+			if !forwarded(spelled) {
+				t.Errorf("%s, another spelling of %s an allow sets, is not sent to Deputy, which cannot list it for removal", spelled, name)
+			}
+		}
 	}
 }
 

@@ -70,14 +70,50 @@ func sameSpelling(s, p string) bool {
 	return true
 }
 
-// removeClientPrefixed is removals with name (as sent) added when it is of
-// a cleared family, not listed yet, and not a name the answer sets (set:
+// respelled reports whether a client's header name is another spelling of
+// a name the answer sets: the same once letter case is ignored and "_" is
+// read as "-", but not the same name. Envoy sets (overwrites) and removes
+// by name alone, so a client's x_current_user stayed beside the
+// x-current-user a policy set from the verified token, and CGI, PHP and
+// WSGI upstreams read both as HTTP_X_CURRENT_USER.
+func respelled(name string, set [][]authz.Header) bool {
+	for _, hs := range set {
+		for _, h := range hs {
+			if len(h.Key) == len(name) && !strings.EqualFold(h.Key, name) && foldedEqual(h.Key, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// foldedEqual reports whether two names of one length read alike with
+// letter case ignored and "_" read as "-".
+func foldedEqual(a, b string) bool {
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if x == '_' {
+			x = '-'
+		}
+		if y == '_' {
+			y = '-'
+		}
+		if x|0x20 != y|0x20 || x != y && (x|0x20 < 'a' || x|0x20 > 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+// removeClientCopies is removals with name (as sent) added when it is of
+// a cleared family or another spelling of a header the answer sets
+// (respelled), not listed yet, and not a name the answer sets (set:
 // Envoy removes after it sets, so listing it would remove the policy's or
 // Deputy's own value; setting it already replaces the client's). Nothing
 // is allocated for the common name, and removals is copied before the
 // first addition, so a response's own list is never written through.
-func removeClientPrefixed(removals []string, copied *bool, name string, set ...[]authz.Header) []string {
-	if !clientPrefixed(name) {
+func removeClientCopies(removals []string, copied *bool, name string, set ...[]authz.Header) []string {
+	if !clientPrefixed(name) && !respelled(name, set) {
 		return removals
 	}
 	for _, hs := range set {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -171,4 +172,64 @@ func rawRequest(t *testing.T, addr, raw string) *http.Response {
 	}
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// Envoy sets and removes a header by its name alone, so a client's
+// x_current_user stayed beside the x-current-user a policy set from the
+// verified token, and CGI, PHP and WSGI upstreams read both as
+// HTTP_X_CURRENT_USER. On an allow Deputy lists for removal every client
+// header that is another spelling of one the answer sets ("_" for "-" or
+// the reverse, in any letter case); the exact name in another case is
+// replaced by the answer's already.
+func TestEnvoyRemovesOtherSpellingsOfPolicyHeaders(t *testing.T) {
+	const pol = `package t
+decision := {"allowed": true, "reason": "fine", "headers": {"x-current-user": "alice", "x_tenant": "acme"}}
+`
+	p := policyPipeline(t, pol)
+	sent := map[string]string{"x_current_user": "admin", "X-Current_User": "admin", "x-tenant": "evil", "X_TENANT": "evil",
+		"x-current-user": "evil", "X-Tenant-Id": "kept", "x_current_users": "kept"}
+	// X_TENANT and x-current-user are the names set, in another case:
+	// Envoy replaces them, and removing them would remove the answer's.
+	want := []string{"x_current_user", "x-current_user", "x-tenant"}
+
+	t.Run("gRPC", func(t *testing.T) {
+		client, _ := serveGRPC(t, p, 1<<20)
+		headers := map[string]string{":path": "/x", ":method": "GET"}
+		var inMap []*corev3.HeaderValue
+		i := 0
+		for _, name := range slices.Sorted(maps.Keys(sent)) {
+			if i++; i%2 == 0 {
+				headers[name] = sent[name]
+			} else {
+				inMap = append(inMap, &corev3.HeaderValue{Key: name, RawValue: []byte(sent[name])})
+			}
+		}
+		req := check("/x", headers)
+		req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: inMap}
+		resp, err := client.Check(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := resp.GetOkResponse().GetHeadersToRemove()
+		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("removed %q, want exactly %q", got, want)
+		}
+	})
+
+	t.Run("http_service", func(t *testing.T) {
+		srv := httptest.NewServer(envoy.NewHTTPHandler(p, envoy.WithEnvoyUpstreamHeaders([]string{"x-current-user", "x_tenant"})))
+		t.Cleanup(srv.Close)
+		raw := "GET /x HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\n"
+		for _, name := range slices.Sorted(maps.Keys(sent)) {
+			raw += name + ": " + sent[name] + "\r\n"
+		}
+		resp := rawRequest(t, srv.Listener.Addr().String(), raw+"\r\n")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		got := strings.Split(resp.Header.Get(envoy.HeadersToRemoveHeader), ",")
+		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("removed %q, want exactly %q", got, want)
+		}
+	})
 }

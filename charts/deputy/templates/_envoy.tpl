@@ -365,6 +365,13 @@ static_resources:
                           - safe_regex: { regex: "(x[-_]forwarded|x[-_]auth[-_]request|remote)[-_].*" }
                           - safe_regex: { regex: "[^:].*[^-a-z0-9_].*" }
                           - safe_regex: { regex: "[^-a-z0-9_:].*" }
+                          {{- /* Every spelling of a header an allow may set
+                          upstream: Envoy replaces only the name set, so
+                          Deputy lists the client's other spellings
+                          (x_current_user beside x-current-user) for removal. */}}
+                          {{- range (include "deputy.envoyUpstreamHeaders" . | fromJsonArray) }}
+                          - safe_regex: { regex: {{ printf "%s%s" (include "deputy.spellings" (trimSuffix "*" .)) (ternary ".*" "" (hasSuffix "*" .)) | toJson }} }
+                          {{- end }}
                       {{- end }}
                       with_request_body:
                         max_request_bytes: {{ .Values.envoy.extAuthz.maxRequestBytes }}

@@ -154,3 +154,23 @@ func TestEnvoyAccessLogLeavesQueryOut(t *testing.T) {
 		})
 	}
 }
+
+// Envoy replaces only the name an allow sets upstream, so a client's
+// x_current_user stays beside the x-current-user a policy set, and CGI,
+// PHP and WSGI upstreams read both as one. Every spelling of each header
+// http.envoy_upstream_headers lets through goes to Deputy, which lists
+// the client's other spellings for removal.
+func TestHTTPServiceForwardsSpellingsOfUpstreamHeaders(t *testing.T) {
+	authz := httpServiceAuthz(t, renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n"+
+		"deputy: {config: {http: {envoy_upstream_headers: [\"x-deputy-*\", \"x-deputy-token\", \"x-on-behalf-of\", \"cache-control\", \"X-Current-User\", \"x_tenant\", \"x-acme-*\"]}}}\n"))
+	for _, name := range append(envoycheck.Spellings("x-current-user", "x-tenant", "cache-control", "x-acme-role"), "X-Current_User") {
+		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
+			t.Errorf("%s is not sent to Deputy, which cannot list it for removal (%v)", name, err)
+		}
+	}
+	for _, name := range []string{"x-current-users", "x-tenantx", "x-acmerole"} {
+		if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || ok {
+			t.Errorf("%s is sent to Deputy; the list grew wider than meant (%v)", name, err)
+		}
+	}
+}
