@@ -57,10 +57,17 @@ func guardLogged(t *testing.T, cfg resolve.LookupConfig, log *slog.Logger, opts 
 // fail without reaching the store; once Redis answers a probe, lookups
 // reach it again.
 func TestStateGuardOnAFrozenRedis(t *testing.T) {
-	cfg := resolve.LookupConfig{Budget: 50 * time.Millisecond, BreakerFailures: 3, ProbeInterval: 10 * time.Millisecond}
+	// A budget a loaded machine meets with Redis up: every frozen lookup
+	// waits it out, three of them.
+	cfg := resolve.LookupConfig{Budget: 500 * time.Millisecond, BreakerFailures: 3, ProbeInterval: 10 * time.Millisecond}
 	m, reg := guardMetrics(t)
 	srv, guard, src := guardOnRedis(t, cfg, resolve.WithGuardObserver(m))
 	ctx := context.Background()
+	// The first connection is opened outside the guard, so the guard's
+	// first lookup is not also the one that dials.
+	if _, err := src.GuardedSource.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		t.Fatalf("lookup with Redis up, outside the guard = %v, want not found", err)
+	}
 
 	if _, err := guard.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
 		t.Fatalf("lookup with Redis up = %v, want not found", err)
