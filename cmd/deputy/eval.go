@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,7 +79,14 @@ data.deputy.manage.decision.
 --input, --identity and --delegation take inline JSON ('{"path": "/"}'),
 @file, a file name, or - (or @-) for stdin. With --fail the command exits
 1 when the decision is undefined, with --fail-defined when it is defined;
-an evaluation error fails either way, as with opa eval.`,
+an evaluation error fails either way, as with opa eval.
+
+A decision-log record decided again otherwise than recorded is not
+reproducible when the log's mask removed or replaced input the policy
+reads (the default mask erases input.parsed_body, which GraphQL rules
+read): the difference may be the mask's, not the policy's. eval then says
+which input was masked, instead of a decision, and exits 3. Other errors
+exit 1.`,
 		Example: `  deputy eval --input examples/eval/request.json --explain
   deputy eval --input '{"method": "GET", "path": "/customer/account"}' --identity '{"sub": "alice", "roles": ["customer"]}'
   deputy eval --input @examples/eval/record.json          # replay a decision-log record
@@ -200,6 +208,11 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 		resp = pipeline.Check(ctx, req)
 	}
 
+	if rec != nil && rec.differs(resp) {
+		if err := rec.reproducible(engine, cfg.Policy.DecisionQuery, f); err != nil {
+			return err
+		}
+	}
 	if f.asJSON {
 		err = printEvalJSON(out, resp, &logged, rec)
 	} else {
@@ -398,6 +411,74 @@ func parseRecord(raw []byte) (*replay, error) {
 	return &r, nil
 }
 
+// exitNotReproducible is eval's exit status for a record it cannot
+// replay as it was decided; see reproducible.
+const exitNotReproducible = 3
+
+// exitStatus is an error that sets the process's exit status.
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e *exitStatus) Error() string { return e.err.Error() }
+func (e *exitStatus) Unwrap() error { return e.err }
+
+// differs reports whether resp decides otherwise than the record.
+func (r *replay) differs(resp *authz.Response) bool {
+	verdict := "deny"
+	if resp.Allowed {
+		verdict = "allow"
+	}
+	return r.record.Result != verdict || r.record.Reason != resp.Reason
+}
+
+// reproducible refuses a replay that differs from its record when the
+// decision-log mask removed or replaced input the policy reads: decided
+// on what is left, the difference may be the mask's, and reporting it as
+// the policy's would send whoever reads it after a change that was never
+// made. A masked part the policy does not read, or one eval's flags give
+// anew (--identity, --delegation), leaves the record reproducible.
+func (r *replay) reproducible(engine *policy.Engine, query string, f evalFlags) error {
+	act := engine.Current()
+	if act == nil {
+		return nil // decided as no_policy, as serve would
+	}
+	given := map[string]bool{"identity": f.identity != "", "delegation": f.delegation != "", "delegation_error": f.delegationError != ""}
+	needs := act.InputNeeds(query)
+	var lost []string
+	for _, p := range append(slices.Clone(r.record.Erased), r.record.Masked...) {
+		keys := strings.Split(strings.TrimPrefix(p, "/"), "/")
+		if keys[0] != "input" {
+			continue
+		}
+		keys = keys[1:]
+		for i, k := range keys {
+			keys[i] = strings.NewReplacer("~1", "/", "~0", "~").Replace(k)
+		}
+		if (len(keys) == 0 || !given[keys[0]]) && reads(needs, keys) {
+			lost = append(lost, p)
+		}
+	}
+	if len(lost) == 0 {
+		return nil
+	}
+	return &exitStatus{code: exitNotReproducible, err: fmt.Errorf("decision-log record %s (recorded %s, %s) is not reproducible: the decision log's mask removed or replaced input the policy reads, at %s, and decided without it the request comes out otherwise",
+		r.record.DecisionID, r.record.Result, r.record.Reason, strings.Join(lost, ", "))}
+}
+
+// reads reports whether a query with needs can read input at path.
+func reads(needs *policy.InputNeeds, path []string) bool {
+	n := needs
+	for _, k := range path {
+		if n == nil || n.All {
+			break
+		}
+		n = n.Child(k)
+	}
+	return n != nil
+}
+
 // httpDescription is the plain form of a request to decide.
 type httpDescription struct {
 	Method  string            `json:"method"`
@@ -577,7 +658,7 @@ func printEval(w io.Writer, r *authz.Response, d *sidecar.Decision, rec *replay)
 	}
 	if rec != nil {
 		same := "same as recorded"
-		if rec.record.Result != verdict || rec.record.Reason != r.Reason {
+		if rec.differs(r) {
 			same = "DIFFERS from the record"
 		}
 		fmt.Fprintf(w, "replayed: %s of %s, recorded %s (%s) with revision %s: %s\n", rec.record.DecisionID,

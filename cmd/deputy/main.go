@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -14,7 +15,12 @@ import (
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "deputy:", err)
-		os.Exit(1)
+		code := 1
+		var es *exitStatus
+		if errors.As(err, &es) {
+			code = es.code
+		}
+		os.Exit(code)
 	}
 }
 
