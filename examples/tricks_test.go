@@ -51,6 +51,14 @@ var impersonationTricks = []trick{
 	{name: "saved cards with a suffix", method: "GET", path: "/vault/cards.json"},
 	{name: "PHP front controller", method: "POST", path: "/index.php/customer/account/password/"},
 	{name: "long s", method: "POST", path: "/customer/account/pa%C5%BFsword/"},
+	// Compatibility forms (NFKC): IIS's best-fit mapping and routers that
+	// normalize Unicode read fullwidth letters as letters, and fullwidth
+	// solidus, full stops and dot leaders as path syntax.
+	{name: "fullwidth letters", method: "POST", path: "/%EF%BD%83%EF%BD%95%EF%BD%93%EF%BD%94%EF%BD%8F%EF%BD%8D%EF%BD%85%EF%BD%92/account/password/"},
+	{name: "fullwidth solidus", method: "POST", path: "/customer/account%EF%BC%8Fpassword/"},
+	{name: "fullwidth reverse solidus", method: "POST", path: "/customer/account%EF%BC%BCpassword/"},
+	{name: "fullwidth dot segment", method: "POST", path: "/catalog/%EF%BC%8E%EF%BC%8E/customer/account/password/"},
+	{name: "two dot leader segment", method: "POST", path: "/catalog/%E2%80%A5/customer/account/password/"},
 	{name: "PHP .method in query", method: "GET", path: "/customer/account/edit/?.method=POST"},
 	{name: "PHP leading space in query", method: "GET", path: "/customer/account/edit/?%20_method=POST"},
 	{name: "encoded # cutting the path", method: "POST", path: "/customer/account/password%23x"},
