@@ -26,8 +26,7 @@ decision := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	not data.deputy.partner.customer_path_prefix in input.deputy.request.route_segments
 	input.identity.domain != ""
 	input.delegation.domain == input.identity.domain
-	some role in input.identity.roles
-	role in data.deputy.reseller.admin_roles
+	_admin(input.identity.roles)
 } else := lib.deny(403, sprintf("missing_privilege:%s", [concat(",", missing_privileges)])) if {
 	# Checked in this order; staff of the right mode whose customer is not
 	# in their own domain get the default denial.
@@ -52,10 +51,7 @@ decision := {"allowed": true, "reason": "reseller_domain_customer"} if {
 # METADATA
 # scope: document
 # description: Whether the caller is reseller customer-care staff.
-staff if {
-	some role in input.identity.roles
-	role in data.deputy.reseller.admin_roles
-}
+staff if _admin(input.identity.roles)
 
 staff if {
 	some role in input.identity.roles
@@ -67,6 +63,19 @@ staff if {
 staff if {
 	count(data.deputy.reseller.required_privileges) > 0
 	count(missing_privileges) == 0
+}
+
+# METADATA
+# description: |
+#   Whether one of roles is an admin role. The answer depends on the roles
+#   and this data alone, so Deputy keeps it across checks (deputy_memo):
+#   a caller's requests bring the same roles, and the iteration and
+#   membership test cost allocations on every reseller check.
+# custom:
+#   deputy_memo: true
+_admin(roles) if {
+	some role in roles
+	role in data.deputy.reseller.admin_roles
 }
 
 # METADATA

@@ -64,16 +64,12 @@ decision := lib.deny(403, "customer_protected") if {
 	# fails here and goes on to the forbidden-route branch as before.
 	input.delegation.mode == "impersonation"
 	_forbidden_routes(input.deputy.request.route_segments, input.deputy.request.route_dirs) == []
-	some role in input.delegation.actor_roles
-	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
-	data.deputy.impersonation.enabled == true
+	_may_impersonate(input.delegation.actor_roles)
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
 	_forbidden_routes(input.deputy.request.route_segments, input.deputy.request.route_dirs) == []
-	some role in input.delegation.actor_roles
-	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
-	data.deputy.impersonation.enabled == true
+	_may_impersonate(input.delegation.actor_roles)
 } else := lib.deny(403, reason) if {
 	input.delegation.mode == "impersonation"
 
@@ -107,16 +103,12 @@ decision := lib.deny(403, "customer_protected") if {
 	# negation of a helper rule cost a fifth of every impersonated check.
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_dirs
-	some role in input.delegation.actor_roles
-	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
-	data.deputy.impersonation.enabled == true
+	_may_impersonate(input.delegation.actor_roles)
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_dirs
-	some role in input.delegation.actor_roles
-	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
-	data.deputy.impersonation.enabled == true
+	_may_impersonate(input.delegation.actor_roles)
 } else := lib.deny(403, "actor_not_permitted") if {
 	# What the allows above refused with the switch on and the canonical
 	# request present: the staff member's roles.
@@ -174,6 +166,25 @@ _forbidden_routes(segments, dirs) := array.concat(
 		route := routes[k]
 	],
 )
+
+# METADATA
+# description: |
+#   Whether a staff member whose session recorded these roles may go on
+#   impersonating: the switch is on and one of the roles grants
+#   login_as_customer in the live role_permissions. The answer depends on
+#   the roles and this data alone, so Deputy keeps it across checks
+#   (deputy_memo): a session's requests bring the same roles, and the
+#   iteration and membership test cost allocations on every impersonated
+#   check. A change of the data is a new activation, which starts afresh,
+#   so taking the permission from a role still ends its sessions on their
+#   next request.
+# custom:
+#   deputy_memo: true
+_may_impersonate(roles) if {
+	data.deputy.impersonation.enabled == true
+	some role in roles
+	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
+}
 
 # METADATA
 # description: Permissions the caller's roles grant (roles → permissions in data).
