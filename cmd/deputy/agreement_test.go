@@ -79,15 +79,7 @@ func TestServeAndEvalAgree(t *testing.T) {
 	if err := os.WriteFile(configFile, []byte("dev: true\ncheck:\n  parse_body: true\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, dir, func(c *Config) {
-		c.Redis.Addrs = []string{rs.Addr}
-		c.DecisionLog.Sink = decisionlog.SinkRedis
-		c.DecisionLog.IncludeInput = new(true)
-		c.DecisionLog.FlushInterval = 10 * time.Millisecond
-	})
-	runServer(t, &cfg)
-	waitListening(t, cfg.GRPC.Addr)
-	waitListening(t, cfg.HTTP.Addr)
+	cfg := serveLoggingInput(t, dir, rs.Addr)
 	token := devToken(t, &cfg)
 	base := "http://" + cfg.HTTP.Addr
 	api := func(method, path string, who identity.DevClaims, body string) (int, map[string]any) {
@@ -124,23 +116,9 @@ func TestServeAndEvalAgree(t *testing.T) {
 	mustAPI("PUT", "/deputy/v1/customers/cust-9", shop, `{"name":"Zoë"}`, 200)
 	mustAPI("PUT", "/deputy/v1/customers/cust-9/consent", identity.DevClaims{Subject: "cust-9"}, `{"allowed":true}`, 200)
 	started := mustAPI("POST", "/deputy/v1/impersonation/sessions", concierge, `{"customer_id":"cust-9"}`, 201)
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	// The link is used on the storefront host the checks below name: the
 	// session is bound to it.
-	redeem, err := http.NewRequest("GET", base+started["redeem_url"].(string), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	redeem.Host = "shop.example"
-	resp, err := noRedirect.Do(redeem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	var cookie string
-	for _, c := range resp.Cookies() {
-		cookie = c.Name + "=" + c.Value
-	}
+	cookie := redeemCookie(t, base, started["redeem_url"].(string))
 	// The partner limit changed in data: 30 days is now too long.
 	if code, out := api("POST", "/deputy/v1/partner/requests", pat, `{"customer":"acme","contact_email":"c@acme.example","expiry_days":30,"level":"look","scope":"organisation"}`); code != 400 || !strings.Contains(out["error"].(map[string]any)["message"].(string), "between 1 and 10") {
 		t.Fatalf("30-day request under a 10-day limit: %d %v", code, out)
@@ -320,6 +298,22 @@ func TestServeAndEvalAgree(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveLoggingInput runs Deputy on the policies in dir, its state and
+// its decision log, inputs included, in the Redis at redisAddr.
+func serveLoggingInput(t *testing.T, dir, redisAddr string) Config {
+	t.Helper()
+	cfg := testConfig(t, dir, func(c *Config) {
+		c.Redis.Addrs = []string{redisAddr}
+		c.DecisionLog.Sink = decisionlog.SinkRedis
+		c.DecisionLog.IncludeInput = new(true)
+		c.DecisionLog.FlushInterval = 10 * time.Millisecond
+	})
+	runServer(t, &cfg)
+	waitListening(t, cfg.GRPC.Addr)
+	waitListening(t, cfg.HTTP.Addr)
+	return cfg
 }
 
 func writeFile(t *testing.T, path string, raw []byte) {

@@ -5,20 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	goredis "github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
@@ -86,53 +82,13 @@ func TestEvalReplayOfServedGraphQLRecord(t *testing.T) {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
 	copyTree(t, "../../policies", dir)
-	cfg := testConfig(t, dir, func(c *Config) {
-		c.Redis.Addrs = []string{rs.Addr}
-		c.DecisionLog.Sink = decisionlog.SinkRedis
-		c.DecisionLog.IncludeInput = new(true)
-		c.DecisionLog.FlushInterval = 10 * time.Millisecond
-	})
-	runServer(t, &cfg)
-	waitListening(t, cfg.GRPC.Addr)
-	waitListening(t, cfg.HTTP.Addr)
+	cfg := serveLoggingInput(t, dir, rs.Addr)
 	token := devToken(t, &cfg)
 	base := "http://" + cfg.HTTP.Addr
-	api := func(method, path string, who identity.DevClaims, body string, want int) map[string]any {
-		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("authorization", "Bearer "+token(who))
-		req.Header.Set("content-type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var out map[string]any
-		_ = json.Unmarshal(raw, &out)
-		if resp.StatusCode != want {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-		}
-		return out
-	}
-	api("PUT", "/deputy/v1/customers/cust-9", identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}, `{"name": "Zoe"}`, 200)
-	api("PUT", "/deputy/v1/customers/cust-9/consent", identity.DevClaims{Subject: "cust-9"}, `{"allowed": true}`, 200)
-	started := api("POST", "/deputy/v1/impersonation/sessions", identity.DevClaims{Subject: "sam", Roles: []string{"support_agent"}}, `{"customer_id": "cust-9"}`, 201)
-	redeem, _ := http.NewRequest("GET", base+started["redeem_url"].(string), nil)
-	redeem.Host = "shop.example"
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noRedirect.Do(redeem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	var cookie string
-	for _, c := range resp.Cookies() {
-		cookie = c.Name + "=" + c.Value
-	}
-	if cookie == "" {
-		t.Fatal("the redeem set no session cookie")
-	}
+	apiCall(t, base, "PUT", "/deputy/v1/customers/cust-9", token(identity.DevClaims{Subject: "shop", Roles: []string{"customer_sync"}}), `{"name": "Zoe"}`, 200)
+	apiCall(t, base, "PUT", "/deputy/v1/customers/cust-9/consent", token(identity.DevClaims{Subject: "cust-9"}), `{"allowed": true}`, 200)
+	started := apiCall(t, base, "POST", "/deputy/v1/impersonation/sessions", token(identity.DevClaims{Subject: "sam", Roles: []string{"support_agent"}}), `{"customer_id": "cust-9"}`, 201)
+	cookie := redeemCookie(t, base, started["redeem_url"].(string))
 
 	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

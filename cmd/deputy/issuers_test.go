@@ -179,20 +179,7 @@ func TestIssuersKeepTheirPeopleApart(t *testing.T) {
 	t.Run("session cookie with another issuer's namesake of its actor", func(t *testing.T) {
 		api(t, shop, identity.DevClaims{Subject: "cust1"}, "PUT", "/deputy/v1/customers/cust1/consent", `{"allowed":true}`, 200)
 		started := api(t, shop, staff, "POST", "/deputy/v1/impersonation/sessions", `{"customer_id":"cust1"}`, 201)
-		redeem, _ := http.NewRequest("GET", base+started["redeem_url"].(string), nil)
-		redeem.Host = "shop.example"
-		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		resp, err := noRedirect.Do(redeem)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		for _, c := range resp.Cookies() {
-			cookie = c.Name + "=" + c.Value
-		}
-		if cookie == "" {
-			t.Fatalf("redeem set no cookie: %d", resp.StatusCode)
-		}
+		cookie = redeemCookie(t, base, started["redeem_url"].(string))
 		withCookie := func(h map[string]string) map[string]string { h["cookie"] = cookie; return h }
 		if got := check(t, "/customer/account", withCookie(bearer(t, partner, identity.DevClaims{Subject: "staff1"}))); got != nil {
 			t.Fatalf("partner issuer's staff1 carried the storefront staff1's session: %v", got)

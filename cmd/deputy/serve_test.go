@@ -435,6 +435,32 @@ func TestCheckProxyEnvoyServesNoForwardedEndpoint(t *testing.T) {
 	}
 }
 
+// redeemCookie follows an impersonation session's redeem link on the
+// storefront host shop.example, the host the session is bound to, and
+// returns the session cookie it sets, as name=value.
+func redeemCookie(t *testing.T, base, redeemURL string) string {
+	t.Helper()
+	redeem, err := http.NewRequest("GET", base+redeemURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	redeem.Host = "shop.example"
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Do(redeem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cookie string
+	for _, c := range resp.Cookies() {
+		cookie = c.Name + "=" + c.Value
+	}
+	if cookie == "" {
+		t.Fatalf("redeem set no cookie: %d", resp.StatusCode)
+	}
+	return cookie
+}
+
 // apiCall sends a management API request with a bearer token and a JSON
 // body and decodes the JSON answer. It fails the test unless the status is
 // wantStatus (any 2xx when wantStatus is 0).
