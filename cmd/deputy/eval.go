@@ -539,10 +539,14 @@ func parseEvalInput(raw []byte) (*authv3.CheckRequest, *http.Request, error) {
 	// As a server receives it: the request line as sent, and the body's
 	// length, which Go's client would send (for a POST, PUT or PATCH even
 	// when empty) and by which a check tells a cut body from a whole one.
+	// A length the description states stays, as Envoy sends the client's
+	// when it forwards no body (no with_request_body).
 	r.RequestURI = d.Path
-	if r.Header.Get("Transfer-Encoding") != "" {
+	switch {
+	case r.Header.Get("Transfer-Encoding") != "":
 		r.ContentLength = -1
-	} else if len(body) > 0 || d.Method == http.MethodPost || d.Method == http.MethodPut || d.Method == http.MethodPatch {
+	case r.Header.Get("Content-Length") != "":
+	case len(body) > 0 || d.Method == http.MethodPost || d.Method == http.MethodPut || d.Method == http.MethodPatch:
 		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	}
 	r.Host = d.Host

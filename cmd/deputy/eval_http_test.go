@@ -136,3 +136,34 @@ func TestEvalDecidesHTTPAsServe(t *testing.T) {
 		})
 	}
 }
+
+// A length the HTTP description states without its body is kept, as
+// Envoy's http_service sends the client's when it forwards no body: the
+// request is decided as the CheckRequest Envoy's gRPC check sends then,
+// as a body that may carry a method override.
+func TestEvalKeepsStatedLength(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "authz.rego"), []byte(httpCheckPolicy))
+	headers := map[string]string{"content-type": "application/x-www-form-urlencoded", "content-length": "9000"}
+	decide := func(input any) string {
+		t.Helper()
+		raw, _ := json.Marshal(input)
+		in := filepath.Join(t.TempDir(), "request.json")
+		writeFile(t, in, raw)
+		var out bytes.Buffer
+		if err := runEval(context.Background(), evalFlags{policies: []string{dir}, input: in, asJSON: true}, &out); err != nil {
+			t.Fatalf("eval: %v", err)
+		}
+		var evald struct{ Body string }
+		if err := json.Unmarshal(out.Bytes(), &evald); err != nil {
+			t.Fatal(err)
+		}
+		return evald.Body
+	}
+	described := decide(map[string]any{"method": "POST", "path": "/orders", "headers": headers})
+	checked := decide(map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
+		"method": "POST", "path": "/orders", "host": "localhost", "protocol": "HTTP/1.1", "headers": headers}}}})
+	if described != checked || !strings.Contains(described, `"DELETE"`) {
+		t.Fatalf("described: %s; as a CheckRequest: %s; want both decided as every method", described, checked)
+	}
+}
