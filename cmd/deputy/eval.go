@@ -396,6 +396,9 @@ func parseRecord(raw []byte) (*replay, error) {
 	if r.record.Input == nil && r.record.InputDropped != decisionlog.InputKept {
 		return nil, sidecar.Invalid("input", "decision-log record %s has no input: it was dropped as %s (past decision_log.max_record_bytes)", r.record.DecisionID, r.record.InputDropped)
 	}
+	if r.record.Input == nil && r.record.MaskError != "" {
+		return nil, &exitStatus{code: exitNotReproducible, err: sidecar.Invalid("input", "decision-log record %s is not reproducible: its input was erased whole, as masking it failed (%s)", r.record.DecisionID, r.record.MaskError)}
+	}
 	if r.record.Input == nil {
 		return nil, sidecar.Invalid("input", "decision-log record %s has no input: it was logged with decision_log.include_input off", r.record.DecisionID)
 	}

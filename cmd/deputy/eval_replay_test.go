@@ -51,6 +51,9 @@ func TestEvalReplayOfMaskedRecords(t *testing.T) {
 			want: "same as recorded"},
 		{name: "identity erased and given anew", record: record("allow", "delegated", "", `"/input/identity"`),
 			args: []string{"--identity", `{"sub": "staff-1"}`}, want: "same as recorded"},
+		{name: "input erased whole, its mask failing", record: `{"decision_id": "5f0c1d9e2a7b4c3d8e6f1a2b3c4d5e6f", "result": "allow", "reason": "delegated",
+			"erased": ["/input"], "mask_error": "eval_conflict_error"}`,
+			want: "not reproducible: its input was erased whole, as masking it failed (eval_conflict_error)", notRepro: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
