@@ -248,14 +248,22 @@ func BenchmarkCheckDelegated(b *testing.B) {
 // sending a new path on every request makes each of its checks cost (the
 // shipped policy memoizes its route matching; see sidecar/policy).
 func BenchmarkCheckUnseenRoute(b *testing.B) {
-	b.Run("impersonation", func(b *testing.B) {
-		p, token := impersonationPipeline(b, time.Now())
-		reqs := make([]*authv3.CheckRequest, 3*memoEntries)
-		for i := range reqs {
-			reqs[i] = withHeaders(b, fmt.Sprintf("/customer/account/%d", i), map[string]string{"cookie": "cart=abc123; deputy_session=" + token})
-		}
-		benchChecks(b, p, reqs, true)
-	})
+	b.Run("impersonation", func(b *testing.B) { benchUnseenRoutes(b, "/customer/account/%d") })
+	// A page with a format: route_dirs also holds the last segment's
+	// other forms ("42.html"), and the policy matches them too.
+	b.Run("impersonation_format", func(b *testing.B) { benchUnseenRoutes(b, "/customer/account/%d.html") })
+}
+
+// benchUnseenRoutes checks, in an impersonation session, as many
+// distinct paths spelled by format (with one %d) as make every check a
+// miss of the policy's memo.
+func benchUnseenRoutes(b *testing.B, format string) {
+	p, token := impersonationPipeline(b, time.Now())
+	reqs := make([]*authv3.CheckRequest, 3*memoEntries)
+	for i := range reqs {
+		reqs[i] = withHeaders(b, fmt.Sprintf(format, i), map[string]string{"cookie": "cart=abc123; deputy_session=" + token})
+	}
+	benchChecks(b, p, reqs, true)
 }
 
 // BenchmarkCheckLogged is BenchmarkCheck/public with every decision logged
