@@ -336,12 +336,21 @@ func checkRoots(m bundle.Manifest, allowed []string) error {
 }
 
 // SetFromBundle turns a read bundle into a policy set for Engine.Activate.
+// Test modules are left out, as LoadPaths leaves them out of a directory:
+// a bundle directory, or one built with its tests, serves the rules its
+// directory serves, even where a test module declares a rule of its own.
 func SetFromBundle(b *bundle.Bundle, source string) *Set {
 	data := b.Data
 	if data == nil {
 		data = map[string]any{}
 	}
-	return &Set{Modules: b.ParsedModules("bundle"), Data: data, Revision: b.Manifest.Revision, Source: source}
+	modules := b.ParsedModules("bundle")
+	for name := range modules {
+		if strings.HasSuffix(name, "_test.rego") {
+			delete(modules, name)
+		}
+	}
+	return &Set{Modules: modules, Data: data, Revision: b.Manifest.Revision, Source: source}
 }
 
 // ReadBundleFile reads a bundle from a .tar.gz file or a bundle directory.

@@ -173,3 +173,35 @@ func TestShippedPoliciesLoadEveryWay(t *testing.T) {
 		}
 	}
 }
+
+// A test module is never served, from a directory or from a bundle: one
+// that declares a rule of the package it tests (here opening POST) would
+// otherwise hold for the directory served as a bundle and not as
+// policy.paths.
+func TestTestModulesNeverServed(t *testing.T) {
+	dir := policyDir(t, map[string]string{
+		"deputy/authz/decision.rego": "package deputy.authz\n\ndefault decision := {\"allowed\": false, \"reason\": \"closed\"}\n",
+		"deputy/authz/open_test.rego": "package deputy.authz\n\ndecision := {\"allowed\": true, \"reason\": \"opened\"} if input.attributes.request.http.method == \"POST\"\n",
+	})
+	tarball := filepath.Join(t.TempDir(), "b.tar.gz")
+	if err := os.WriteFile(tarball, tarDir(t, dir), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []policy.Config{{Paths: []string{dir}}, {BundleFile: dir}, {BundleFile: tarball}} {
+		e := policy.New(policy.WithLogger(quiet()))
+		src, err := policy.NewSource(cfg, e, policy.WithSourceLogger(quiet()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Reload(context.Background()); err != nil {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+		res, err := e.Eval(context.Background(), policy.DefaultDecisionQuery, input("POST"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if allowed(res) {
+			t.Errorf("%+v serves the rule of a test module: %v", cfg, res.Value)
+		}
+	}
+}
