@@ -45,10 +45,10 @@ func (s *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	if ok := out.GetOkResponse(); ok != nil {
 		h, copied := req.GetAttributes().GetRequest().GetHttp(), false
 		for name := range h.GetHeaders() {
-			ok.HeadersToRemove = removeClientCopies(ok.HeadersToRemove, &copied, name, r.Headers, r.Injected)
+			ok.HeadersToRemove = removeClientCopies(ok.HeadersToRemove, &copied, name, r.HeadersToRemove, r.Headers, r.Injected)
 		}
 		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			ok.HeadersToRemove = removeClientCopies(ok.HeadersToRemove, &copied, hv.GetKey(), r.Headers, r.Injected)
+			ok.HeadersToRemove = removeClientCopies(ok.HeadersToRemove, &copied, hv.GetKey(), r.HeadersToRemove, r.Headers, r.Injected)
 		}
 	}
 	return out, nil

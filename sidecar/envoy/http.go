@@ -256,7 +256,7 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// nginx and Caddy clear by prefix go too (see clientPrefixed).
 			copied := false
 			for name := range r.Header {
-				removals = removeClientCopies(removals, &copied, name, resp.Headers, resp.Injected)
+				removals = removeClientCopies(removals, &copied, name, resp.HeadersToRemove, resp.Headers, resp.Injected)
 			}
 		}
 		if len(removals) > 0 {

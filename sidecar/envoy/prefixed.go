@@ -40,14 +40,9 @@ func clientPrefixed(name string) bool {
 	}
 	for _, p := range clearedPrefixes {
 		if len(name) > len(p) && sameSpelling(name[:len(p)], p) {
-			for _, own := range proxyOwn {
-				// In any letter case (Go's server canonicalizes Envoy's
-				// lower-case names on http_service), but not in "_".
-				if strings.EqualFold(name, own) {
-					return false
-				}
-			}
-			return true
+			// Envoy's own in any letter case (Go's server canonicalizes
+			// its lower-case names on http_service), but not in "_".
+			return !proxys(name)
 		}
 	}
 	return false
@@ -77,11 +72,42 @@ func sameSpelling(s, p string) bool {
 // x-current-user a policy set from the verified token, and CGI, PHP and
 // WSGI upstreams read both as HTTP_X_CURRENT_USER.
 func respelled(name string, set [][]authz.Header) bool {
+	if proxys(name) {
+		return false
+	}
 	for _, hs := range set {
 		for _, h := range hs {
 			if len(h.Key) == len(name) && !strings.EqualFold(h.Key, name) && foldedEqual(h.Key, name) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// respelledName reports whether a client's header name is another
+// spelling of one of names (see respelled): a policy that removes
+// x-user-role means the client's x_user_role too, which Envoy, removing by
+// name, leaves for CGI, PHP and WSGI to read as HTTP_X_USER_ROLE.
+func respelledName(name string, names []string) bool {
+	if proxys(name) {
+		return false
+	}
+	for _, n := range names {
+		if len(n) == len(name) && !strings.EqualFold(n, name) && foldedEqual(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// proxys reports whether name is one Envoy sets itself (proxyOwn), in any
+// letter case: Envoy's own value, which a policy's x_forwarded_for does
+// not name.
+func proxys(name string) bool {
+	for _, own := range proxyOwn {
+		if strings.EqualFold(name, own) {
+			return true
 		}
 	}
 	return false
@@ -107,13 +133,15 @@ func foldedEqual(a, b string) bool {
 
 // removeClientCopies is removals with name (as sent) added when it is of
 // a cleared family or another spelling of a header the answer sets
-// (respelled), not listed yet, and not a name the answer sets (set:
-// Envoy removes after it sets, so listing it would remove the policy's or
-// Deputy's own value; setting it already replaces the client's). Nothing
-// is allocated for the common name, and removals is copied before the
-// first addition, so a response's own list is never written through.
-func removeClientCopies(removals []string, copied *bool, name string, set ...[]authz.Header) []string {
-	if !clientPrefixed(name) && !respelled(name, set) {
+// (respelled) or removes (respelledName: removed is the answer's own
+// list), not listed yet, and not a name
+// the answer sets (set: Envoy removes after it sets, so listing it would
+// remove the policy's or Deputy's own value; setting it already replaces
+// the client's). Nothing is allocated for the common name, and removals
+// is copied before the first addition, so a response's own list is never
+// written through.
+func removeClientCopies(removals []string, copied *bool, name string, removed []string, set ...[]authz.Header) []string {
+	if !clientPrefixed(name) && !respelled(name, set) && !respelledName(name, removed) {
 		return removals
 	}
 	for _, hs := range set {

@@ -233,3 +233,57 @@ decision := {"allowed": true, "reason": "fine", "headers": {"x-current-user": "a
 		}
 	})
 }
+
+// A policy that removes x-user-role means the client's x_user_role too:
+// Envoy removes by name alone, and CGI, PHP and WSGI upstreams read both
+// as HTTP_X_USER_ROLE. Each other spelling the client sent is listed.
+func TestEnvoyRemovesOtherSpellingsOfPolicyRemovals(t *testing.T) {
+	const pol = `package t
+decision := {"allowed": true, "reason": "fine", "request_headers_to_remove": ["x-user-role", "x_tenant"]}
+`
+	p := policyPipeline(t, pol)
+	sent := map[string]string{"x_user_role": "admin", "X-User_Role": "admin", "x-tenant": "evil", "X-User-Role": "gone anyway",
+		"x_user_roles": "kept"}
+	want := []string{"x-user-role", "x_tenant", "x_user_role", "x-user_role", "x-tenant"}
+
+	t.Run("gRPC", func(t *testing.T) {
+		client, _ := serveGRPC(t, p, 1<<20)
+		headers := map[string]string{":path": "/x", ":method": "GET"}
+		var inMap []*corev3.HeaderValue
+		i := 0
+		for _, name := range slices.Sorted(maps.Keys(sent)) {
+			if i++; i%2 == 0 {
+				headers[name] = sent[name]
+			} else {
+				inMap = append(inMap, &corev3.HeaderValue{Key: name, RawValue: []byte(sent[name])})
+			}
+		}
+		req := check("/x", headers)
+		req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: inMap}
+		resp, err := client.Check(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := resp.GetOkResponse().GetHeadersToRemove()
+		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("removed %q, want exactly %q", got, want)
+		}
+	})
+
+	t.Run("http_service", func(t *testing.T) {
+		srv := httptest.NewServer(envoy.NewHTTPHandler(p))
+		t.Cleanup(srv.Close)
+		raw := "GET /x HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\n"
+		for _, name := range slices.Sorted(maps.Keys(sent)) {
+			raw += name + ": " + sent[name] + "\r\n"
+		}
+		resp := rawRequest(t, srv.Listener.Addr().String(), raw+"\r\n")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		got := strings.Split(resp.Header.Get(envoy.HeadersToRemoveHeader), ",")
+		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("removed %q, want exactly %q", got, want)
+		}
+	})
+}

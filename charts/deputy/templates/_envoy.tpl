@@ -366,9 +366,12 @@ static_resources:
                           - safe_regex: { regex: "[^:].*[^-a-z0-9_].*" }
                           - safe_regex: { regex: "[^-a-z0-9_:].*" }
                           {{- /* Every spelling of a header an allow may set
-                          upstream: Envoy replaces only the name set, so
-                          Deputy lists the client's other spellings
-                          (x_current_user beside x-current-user) for removal. */}}
+                          upstream, and every name holding "_": Envoy
+                          replaces or removes only the name an allow names,
+                          so Deputy lists the client's other spellings
+                          (x_current_user beside x-current-user, x_user_role
+                          beside a removal of x-user-role) for removal. */}}
+                          - safe_regex: { regex: ".*_.*" }
                           {{- range (include "deputy.envoyUpstreamHeaders" . | fromJsonArray) }}
                           - safe_regex: { regex: {{ printf "%s%s" (include "deputy.spellings" (trimSuffix "*" .)) (ternary ".*" "" (hasSuffix "*" .)) | toJson }} }
                           {{- end }}
