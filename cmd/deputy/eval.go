@@ -549,6 +549,9 @@ func parseEvalInput(raw []byte) (*authv3.CheckRequest, *http.Request, error) {
 	case r.Header.Get("Transfer-Encoding") != "":
 		r.ContentLength = -1
 	case r.Header.Get("Content-Length") != "":
+		if n := r.Header.Get("Content-Length"); len(body) > 0 && n != strconv.Itoa(len(body)) {
+			return nil, nil, sidecar.Invalid("input.headers.content-length", "%q, but the body holds %d bytes: state the body's length, or no body when its length alone is sent", n, len(body))
+		}
 	case len(body) > 0 || d.Method == http.MethodPost || d.Method == http.MethodPut || d.Method == http.MethodPatch:
 		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	}

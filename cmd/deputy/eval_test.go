@@ -232,6 +232,7 @@ func TestEvalRefusesBadArguments(t *testing.T) {
 		{name: "identity exp of the wrong kind", args: []string{"--input", "testdata/eval/http_get.json", "--identity", `{"sub": "x", "exp": true}`}, want: "identity.exp"},
 		{name: "inline JSON cut short", args: []string{"--input", `{"path": "/a"`}, want: "not a JSON object"},
 		{name: "missing @file", args: []string{"--input", "@testdata/eval/nope.json"}, want: "no such file"},
+		{name: "a length the body does not have", args: []string{"--input", `{"method": "POST", "path": "/a", "headers": {"content-length": "5"}, "body": "too long"}`}, want: "input.headers.content-length"},
 		{name: "query neither form", args: []string{"--input", "testdata/eval/http_get.json", "--query", "deputy.authz.decision"}, want: "data.deputy.authz.decision"},
 	}
 	for _, tc := range cases {
