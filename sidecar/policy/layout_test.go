@@ -180,7 +180,7 @@ func TestShippedPoliciesLoadEveryWay(t *testing.T) {
 // policy.paths.
 func TestTestModulesNeverServed(t *testing.T) {
 	dir := policyDir(t, map[string]string{
-		"deputy/authz/decision.rego": "package deputy.authz\n\ndefault decision := {\"allowed\": false, \"reason\": \"closed\"}\n",
+		"deputy/authz/decision.rego":  "package deputy.authz\n\ndefault decision := {\"allowed\": false, \"reason\": \"closed\"}\n",
 		"deputy/authz/open_test.rego": "package deputy.authz\n\ndecision := {\"allowed\": true, \"reason\": \"opened\"} if input.attributes.request.http.method == \"POST\"\n",
 	})
 	tarball := filepath.Join(t.TempDir(), "b.tar.gz")
