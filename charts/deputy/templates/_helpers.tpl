@@ -69,6 +69,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
+deputy.config as Deputy reads it, as JSON: a key set to null ("key:",
+"~", "null"), which Helm keeps when the chart has no default for it, is
+left out, at any depth, as Deputy reads a null as unset and takes its
+default. Every template reads deputy.config through it: read as set, a
+null check.method_overrides meant "no carriers" to Envoy's config while
+Deputy read its default carriers, which Envoy then never sent it. An
+empty list or map stays as set: [] is "none" for both.
+*/}}
+{{- define "deputy.userConfig" -}}
+{{- $cfg := deepCopy (.Values.deputy.config | default dict) -}}
+{{- include "deputy.dropNulls" $cfg -}}
+{{- toJson $cfg -}}
+{{- end -}}
+
+{{/* Removes, in place, the null values of a map (the argument) and of the maps and lists under it. */}}
+{{- define "deputy.dropNulls" -}}
+{{- if kindIs "map" . -}}
+{{- range $k, $v := . }}{{ if kindIs "invalid" $v }}{{ $_ := unset $ $k }}{{ else }}{{ include "deputy.dropNulls" $v }}{{ end }}{{ end -}}
+{{- else if kindIs "slice" . -}}
+{{- range . }}{{ include "deputy.dropNulls" . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Deputy's config file. Chart values fill the sections they own; anything in
 .Values.deputy.config is merged over them.
 */}}
@@ -117,7 +141,7 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- if and .Values.redis.username (not (include "deputy.redisHasPassword" .)) }}{{ fail "redis.username needs redis.password or redis.existingSecret: without one the client connects as the default user" }}{{ end -}}
 {{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}
-{{- toYaml (mergeOverwrite $cfg (deepCopy .Values.deputy.config)) -}}
+{{- toYaml (mergeOverwrite $cfg (include "deputy.userConfig" . | fromJson)) -}}
 {{- end -}}
 
 {{/*
@@ -143,7 +167,7 @@ carriers of check.method_overrides, decision_log.mask_headers and
 actor_token_header, and http.envoy_upstream_headers (before its "*").
 */}}
 {{- define "deputy.headerNames" -}}
-{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $cfg := include "deputy.userConfig" . | fromJson -}}
 {{- $prefix := dig "check" "owned_prefix" "" $cfg | default "x-deputy-" -}}
 {{- $token := dig "check" "actor_token_header" "" $cfg | default (printf "%stoken" $prefix) -}}
 {{- $onBehalfOf := dig "partner" "on_behalf_of_header" "" $cfg | default "x-on-behalf-of" -}}
@@ -172,7 +196,7 @@ allow that sets a header outside it, and does not start when it leaves
 out a name Deputy sets.
 */}}
 {{- define "deputy.envoyUpstreamHeaders" -}}
-{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $cfg := include "deputy.userConfig" . | fromJson -}}
 {{- $names := include "deputy.headerNames" . | fromJson -}}
 {{- dig "http" "envoy_upstream_headers" (list (printf "%s*" $names.prefix) $names.token $names.onBehalfOf "cache-control") $cfg | toJson -}}
 {{- end -}}
@@ -185,7 +209,7 @@ CGI upstreams read them.
 */}}
 {{- define "deputy.methodOverrideHeaders" -}}
 {{- $carriers := list "header:x-http-method-override" "header:x-http-method" "header:x-method-override" -}}
-{{- $check := dig "check" dict (.Values.deputy.config | default dict) -}}
+{{- $check := dig "check" dict (include "deputy.userConfig" . | fromJson) -}}
 {{- if hasKey $check "method_overrides" }}{{ $carriers = $check.method_overrides }}{{ end -}}
 {{- range $carriers }}
 {{- if hasPrefix "header:" . }}
@@ -373,7 +397,7 @@ the config ConfigMap or in the pod's args or env, readable by whoever can
 read those objects and kept in their history: such values go in Secrets.
 */}}
 {{- define "deputy.refuseInlineSecrets" -}}
-{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $cfg := include "deputy.userConfig" . | fromJson -}}
 {{- $redis := "put the Redis password in a Secret and set redis.existingSecret (and redis.existingSecretKey), or set redis.password for a Secret the chart creates" -}}
 {{- $token := "put the bundle server token in a Secret under the key \"token\" and set policies.bundle.tokenSecret" -}}
 {{- if dig "redis" "password" "" $cfg }}{{ fail (printf "deputy.config.redis.password would render into the ConfigMap: %s" $redis) }}{{ end -}}
@@ -453,7 +477,7 @@ loopback; deputy.config keeps that exception (a key proxy in the pod),
 identity.issuerURLs names the provider and takes https alone.
 */}}
 {{- define "deputy.refusePlainKeyURLs" -}}
-{{- $cfg := .Values.deputy.config | default dict -}}
+{{- $cfg := include "deputy.userConfig" . | fromJson -}}
 {{- $why := "keys fetched over plain http are chosen by whoever answers on the path, and so is every token Deputy accepts: use the identity provider's https URL" -}}
 {{- range $i, $u := .Values.identity.issuerURLs | default list -}}
 {{- if not (hasPrefix "https://" (lower (toString $u))) }}{{ fail (printf "identity.issuerURLs[%d] is not https: %s" $i $why) }}{{ end -}}

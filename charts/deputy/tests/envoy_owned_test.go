@@ -40,8 +40,10 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 }
 
 // The override headers Envoy sends Deputy follow check.method_overrides:
-// a header carrier the values configure travels in every spelling, and
-// the defaults no longer do when the values replace them.
+// a header carrier the values configure travels in every spelling, the
+// defaults no longer do when the values replace them (an empty list
+// reads none), and they do when the values leave the setting null, as
+// Deputy then reads them.
 func TestHTTPServiceForwardsMethodOverrides(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -54,6 +56,13 @@ func TestHTTPServiceForwardsMethodOverrides(t *testing.T) {
 		{name: "configured", values: "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n" +
 			"deputy: {config: {check: {method_overrides: [\"header:X-Custom-Verb\", \"header:X_Tunnel_Method\", \"query:_method\"]}}}\n",
 			carriers: []string{"x-custom-verb", "x-tunnel-method"}, notListed: []string{"x-http-method-override", "x-tunnelxmethod"}},
+		// Left null, Deputy reads its default carriers.
+		{name: "null", values: "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n" +
+			"deputy: {config: {check: {method_overrides: null}}}\n",
+			carriers: envoycheck.OverrideHeaders},
+		{name: "none", values: "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n" +
+			"deputy: {config: {check: {method_overrides: []}}}\n",
+			notListed: envoycheck.OverrideHeaders},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			authz := httpServiceAuthz(t, renderInline(t, tc.values))
