@@ -14,15 +14,29 @@ import (
 // bound is on memory, not on correctness.
 const RefusalTTL = time.Minute
 
-// tokenHash names a refused token: its SHA-256 keeps each entry small
-// however large the junk a client sends, while no other token can be made
-// to share it.
-type tokenHash [sha256.Size]byte
+// maxPlainRefusal is the longest refused token kept as it is; a longer
+// one is kept by its SHA-256. The refusals then hold at most
+// DefaultCacheSize times this (2 MiB) however large the junk a client
+// sends.
+const maxPlainRefusal = 512
 
-func hashToken(token string) tokenHash {
-	// Tokens of ordinary size are copied to the stack, not the heap.
-	var buf [1024]byte
-	return sha256.Sum256(append(buf[:0], token...))
+// refusalKey names a refused token: the token itself when it is short, as
+// bearer tokens of the OPA-Envoy kind are (a check then pays no SHA-256 of
+// a token it sees again, about a twentieth of the check), its SHA-256
+// otherwise. Either way no other token can be made to share it, and
+// hashed says which of the two s holds, so a short token can never stand
+// for the hash of a long one.
+type refusalKey struct {
+	s      string
+	hashed bool
+}
+
+func refusalKeyOf(token string) refusalKey {
+	if len(token) <= maxPlainRefusal {
+		return refusalKey{s: token}
+	}
+	sum := sha256.Sum256([]byte(token))
+	return refusalKey{s: string(sum[:]), hashed: true}
 }
 
 // verdicts remembers what the verifier concluded about recently presented
@@ -32,10 +46,10 @@ func hashToken(token string) tokenHash {
 // verdict void. Proven identities and refusals live in separate LRUs so
 // that a flood of junk tokens cannot evict the identities. Identities are
 // keyed by the token itself (it is only stored once its signature
-// verified), refusals by its hash.
+// verified), refusals by refusalKey.
 type verdicts struct {
 	ids      *lru.Cache[string, proven]
-	refusals *lru.Cache[tokenHash, refusal]
+	refusals *lru.Cache[refusalKey, refusal]
 }
 
 // proven is a verified token's identity; it is served only while now is
@@ -59,7 +73,7 @@ func newVerdicts(size int) *verdicts {
 		return nil
 	}
 	ids, _ := lru.New[string, proven](size)
-	refusals, _ := lru.New[tokenHash, refusal](size)
+	refusals, _ := lru.New[refusalKey, refusal](size)
 	return &verdicts{ids: ids, refusals: refusals}
 }
 
@@ -75,7 +89,7 @@ func (c *verdicts) lookup(token string, keys *keyIndex, now time.Time, leeway ti
 	if p, hit := c.ids.Peek(token); hit && p.keys == keys && now.Before(p.exp.Add(leeway)) {
 		return p.id, nil, true
 	}
-	if r, hit := c.refusals.Get(hashToken(token)); hit && r.keys == keys && now.Before(r.until) {
+	if r, hit := c.refusals.Get(refusalKeyOf(token)); hit && r.keys == keys && now.Before(r.until) {
 		return nil, r.err, true
 	}
 	return nil, nil, false
@@ -99,7 +113,7 @@ func (c *verdicts) remember(token string, keys *keyIndex, now time.Time, id *sid
 		// again once its rate bound has passed.
 		return
 	}
-	c.refusals.Add(hashToken(token), refusal{err: err, until: now.Add(RefusalTTL), keys: keys})
+	c.refusals.Add(refusalKeyOf(token), refusal{err: err, until: now.Add(RefusalTTL), keys: keys})
 }
 
 // purge forgets every verdict: the key set changed.
