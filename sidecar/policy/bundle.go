@@ -287,7 +287,7 @@ func readBundle(files bundle.DirectoryLoader, opts ReadOptions) (*bundle.Bundle,
 		rd = rd.WithSkipBundleVerification(true)
 	}
 	b, err := rd.Read()
-	if err := misreadError("bundle", checked.misread); err != nil {
+	if err := checked.err("bundle"); err != nil {
 		return nil, err
 	}
 	if err != nil {

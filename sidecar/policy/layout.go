@@ -2,7 +2,9 @@ package policy
 
 import (
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -17,15 +19,11 @@ import (
 // reader (policy.bundle_file and bundle_url, a bundle directory or
 // tarball) reads only data.json, data.yaml and data.yml, and passes over
 // the rest without a word. Rules kept in roles.json would hold when the
-// directory is served one way and vanish the other. Hidden files and
-// directories are left out: the file loader never reads them, and a
-// bundle's .manifest and .signatures.json live there.
+// directory is served one way and vanish the other. Hidden paths are
+// hiddenPolicy's: neither loader reads roles.json there.
 func misreadData(rel string) bool {
-	rel = strings.Trim(rel, "/")
-	for _, part := range strings.Split(rel, "/") {
-		if strings.HasPrefix(part, ".") {
-			return false
-		}
+	if hiddenPath(rel) {
+		return false
 	}
 	switch path.Ext(rel) {
 	case ".json", ".yaml", ".yml":
@@ -34,48 +32,119 @@ func misreadData(rel string) bool {
 	return false
 }
 
-// misreadError refuses the files misreadData found, naming them.
-func misreadError(field string, files []string) error {
-	if len(files) == 0 {
-		return nil
+// hiddenPolicy reports whether the file at rel, a slash-separated path
+// inside a policy directory or bundle, is a Rego module or a data file
+// (data.json, data.yaml, data.yml) under a hidden name: OPA's file loader
+// passes over hidden files and directories, its bundle reader loads them.
+// deputy/authz/.override.rego, or .extra/data.json under the key .extra,
+// would hold for a bundle and not for policy.paths, policy check and test
+// or bundle build. Other hidden files (a bundle's /.manifest and
+// /.signatures.json, .regal/config.yaml) are neither Rego nor data.
+func hiddenPolicy(rel string) bool {
+	if !hiddenPath(rel) {
+		return false
 	}
-	return sidecar.Invalid(field, "%s: data in a file not named data.json, which a bundle does not read while a policy directory does, so its rules would hold one way and not the other: merge it into the data.json of its directory, or name it data.json where there is none", strings.Join(files, ", "))
+	base := path.Base(rel)
+	return path.Ext(base) == ".rego" || base == "data.json" || bundle.IsYAMLDataFile(base)
 }
 
-// dirFilter is the filter every read of policy directories through OPA's
-// file loader goes through: it skips hidden files and directories, and
-// test modules unless tests is set, and collects the files misreadData
-// finds inside a directory. A file named on its own (depth 0) is data at
-// the root either way, and `deputy bundle build` packs it as data.json.
-type dirFilter struct {
-	tests   bool
-	misread []string
-}
-
-func (f *dirFilter) skip(abspath string, info fs.FileInfo, depth int) bool {
-	if hidden(abspath, info, depth) || (!f.tests && testModule(info)) {
-		return true
-	}
-	if depth > 0 && !info.IsDir() && misreadData(info.Name()) {
-		f.misread = append(f.misread, abspath)
-		return true
+// hiddenPath reports whether a part of rel names a hidden file or
+// directory. A "." part is none: `tar -czf b.tar.gz -C dir .` names every
+// file ./deputy/...
+func hiddenPath(rel string) bool {
+	for part := range strings.SplitSeq(strings.Trim(rel, "/"), "/") {
+		if part != "." && strings.HasPrefix(part, ".") {
+			return true
+		}
 	}
 	return false
 }
 
-func (f *dirFilter) err(field string) error { return misreadError(field, f.misread) }
+// layoutCheck collects the files of a policy directory or bundle that
+// OPA's two loaders would read apart, for the error that refuses them:
+// both loaders go through it, so they refuse the same files.
+type layoutCheck struct {
+	hidden  []string
+	misread []string
+}
+
+// refuse records the file at rel, named name in the error, when
+// hiddenPolicy or misreadData finds it, and reports whether it did.
+func (c *layoutCheck) refuse(rel, name string) bool {
+	switch {
+	case hiddenPolicy(rel):
+		c.hidden = append(c.hidden, name)
+	case misreadData(rel):
+		c.misread = append(c.misread, name)
+	default:
+		return false
+	}
+	return true
+}
+
+// err refuses the files recorded, naming them; nil when there are none.
+func (c *layoutCheck) err(field string) error {
+	if len(c.hidden) > 0 {
+		return sidecar.Invalid(field, "%s: Rego or data under a hidden name (starting with \".\"), which a bundle reads while a policy directory does not, so its rules would hold one way and not the other: move it out of the hidden path, or delete it", strings.Join(c.hidden, ", "))
+	}
+	if len(c.misread) > 0 {
+		return sidecar.Invalid(field, "%s: data in a file not named data.json, which a bundle does not read while a policy directory does, so its rules would hold one way and not the other: merge it into the data.json of its directory, or name it data.json where there is none", strings.Join(c.misread, ", "))
+	}
+	return nil
+}
+
+// dirFilter is the filter every read of policy directories through OPA's
+// file loader goes through: it skips hidden files and test modules unless
+// tests is set, and refuses what layoutCheck finds inside a directory. It
+// walks hidden directories, to find the Rego and data they hold. A file
+// named on its own (depth 0) is read as named: data at the root either
+// way, which `deputy bundle build` packs as data.json.
+type dirFilter struct {
+	layoutCheck
+	tests bool
+}
+
+func (f *dirFilter) skip(abspath string, info fs.FileInfo, depth int) bool {
+	if depth > 0 && info.IsDir() {
+		return kubeletCopy(abspath, info)
+	}
+	if depth == 0 {
+		return !f.tests && testModule(info)
+	}
+	// depth counts the parts of abspath below the path the loader was given.
+	parts := strings.Split(filepath.ToSlash(abspath), "/")
+	rel := strings.Join(parts[max(0, len(parts)-depth):], "/")
+	return f.refuse(rel, abspath) || hiddenPath(rel) || (!f.tests && testModule(info))
+}
+
+// kubeletCopy reports whether the directory at abspath is one the kubelet
+// keeps in a volume it mounts from a ConfigMap or Secret: the files sit in
+// a ..<timestamp> directory behind the ..data symlink, and each visible
+// name is a symlink through ..data, so the file loader reads them through
+// the visible names, once. Keys cannot start with "..": where ..data is a
+// symlink, only the kubelet writes such names. A bundle read from such a
+// volume is refused instead: OPA's bundle reader reads the ..<timestamp>
+// copies and not the symlinks.
+func kubeletCopy(abspath string, info fs.FileInfo) bool {
+	if !strings.HasPrefix(info.Name(), "..") {
+		return false
+	}
+	data, err := os.Lstat(filepath.Join(filepath.Dir(abspath), "..data"))
+	return err == nil && data.Mode()&fs.ModeSymlink != 0
+}
 
 // bundleFiles passes a bundle's files on to OPA's bundle reader and
-// collects those misreadData finds, which the reader would skip.
+// records those layoutCheck finds, which the reader would read apart from
+// the file loader.
 type bundleFiles struct {
 	bundle.DirectoryLoader
-	misread []string
+	layoutCheck
 }
 
 func (b *bundleFiles) NextFile() (*bundle.Descriptor, error) {
 	f, err := b.DirectoryLoader.NextFile()
-	if err == nil && misreadData(f.Path()) {
-		b.misread = append(b.misread, strings.TrimPrefix(f.Path(), "/"))
+	if err == nil {
+		b.refuse(f.Path(), strings.TrimPrefix(f.Path(), "/"))
 	}
 	return f, err
 }

@@ -17,6 +17,13 @@ import (
 // would: a bundle made by hand rather than by BuildBundle.
 func tarDir(t *testing.T, dir string) []byte {
 	t.Helper()
+	return tarDirAs(t, dir, "/")
+}
+
+// tarDirAs is tarDir with each name under prefix: "./" as
+// `tar -czf b.tar.gz -C dir .` names them.
+func tarDirAs(t *testing.T, dir, prefix string) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
@@ -29,7 +36,7 @@ func tarDir(t *testing.T, dir string) []byte {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
-		if err := tw.WriteHeader(&tar.Header{Name: "/" + filepath.ToSlash(rel), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Name: prefix + filepath.ToSlash(rel), Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
 			return err
 		}
 		_, err = tw.Write(body)
@@ -92,6 +99,13 @@ var policyReaders = []struct {
 		}
 		return reload(t, policy.Config{BundleFile: file})
 	}},
+	{"serve and eval, policy.bundle_file tarball of tar -C dir .", func(t *testing.T, dir string) error {
+		file := filepath.Join(t.TempDir(), "b.tar.gz")
+		if err := os.WriteFile(file, tarDirAs(t, dir, "./"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return reload(t, policy.Config{BundleFile: file})
+	}},
 	{"serve, policy.bundle_url", func(t *testing.T, dir string) error {
 		return reload(t, policy.Config{BundleURL: newBundleServer(t, tarDir(t, dir)).URL + "/b.tar.gz"})
 	}},
@@ -147,6 +161,34 @@ func TestPolicyDataOnlyInDataFiles(t *testing.T) {
 				err := r.read(t, policyDir(t, map[string]string{m.file: m.body}))
 				if err == nil || !strings.Contains(err.Error(), m.file) || !strings.Contains(err.Error(), "data.json") {
 					t.Errorf("with %s: err = %v, want it refused by name, pointing to data.json", m.file, err)
+				}
+			}
+		})
+	}
+}
+
+// OPA's file loader passes over hidden files and directories, its bundle
+// reader loads them: deputy/authz/.override.rego would open a route for a
+// directory served as a bundle and not as policy.paths, nor in policy
+// check and test or the bundle built from it. Each way of reading
+// policies refuses Rego and data under a hidden name, naming the file; the
+// bundle's own .manifest and other hidden files (.regal/config.yaml in
+// policyDir) still load.
+func TestPolicyNotUnderHiddenNames(t *testing.T) {
+	hidden := []struct{ file, body string }{
+		{"deputy/authz/.override.rego", "package deputy.authz\n\nallow if input.method == \"POST\"\n"},
+		{"deputy/authz/.d/extra.rego", "package deputy.authz\n\nallow if input.method == \"PUT\"\n"},
+		{"deputy/.h/data.json", `{"methods": ["POST"]}`},
+		{".h/data.yaml", "methods: [POST]\n"},
+		{"..extra/deputy/authz/data.json", `{"methods": ["POST"]}`},
+		{"deputy/authz/.old_test.rego", "package deputy.authz_test\n\ntest_nothing if true\n"},
+	}
+	for _, r := range policyReaders {
+		t.Run(r.name, func(t *testing.T) {
+			for _, h := range hidden {
+				err := r.read(t, policyDir(t, map[string]string{h.file: h.body}))
+				if err == nil || !strings.Contains(err.Error(), h.file) || !strings.Contains(err.Error(), "hidden") {
+					t.Errorf("with %s: err = %v, want it refused by name as hidden", h.file, err)
 				}
 			}
 		})

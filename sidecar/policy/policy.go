@@ -46,10 +46,11 @@ type Set struct {
 }
 
 // LoadPaths reads Rego and JSON/YAML data files from directories or files,
-// skipping hidden files and directories and test modules (*_test.rego): a
-// serving set never runs its tests, and a bundle built from the same paths
-// leaves them out too, so a directory and its bundle serve the same set.
-// Kept, the tests would hold more memory than the rules they test.
+// skipping test modules (*_test.rego) and hidden files, and refusing Rego
+// or data under a hidden name (dirFilter): a serving set never runs its
+// tests, and a bundle built from the same paths leaves them out too, so a
+// directory and its bundle serve the same set. Kept, the tests would hold
+// more memory than the rules they test.
 func LoadPaths(paths []string) (*Set, error) {
 	var filter dirFilter
 	res, err := loader.NewFileLoader().
@@ -63,10 +64,6 @@ func LoadPaths(paths []string) (*Set, error) {
 		return nil, sidecar.Invalid("policies", "load %s: %v", strings.Join(paths, ","), err)
 	}
 	return &Set{Modules: res.ParsedModules(), Data: res.Documents, Source: strings.Join(paths, ",")}, nil
-}
-
-func hidden(_ string, info fs.FileInfo, depth int) bool {
-	return depth > 0 && strings.HasPrefix(info.Name(), ".")
 }
 
 // testModule reports whether info is a Rego test module.
