@@ -79,6 +79,53 @@ func TestAttributesMatchProtojson(t *testing.T) {
 	}
 }
 
+// A policy that reads a few headers or context extensions gets them as
+// protojson spells them, read from the request's own maps.
+func TestAttributesNamedEntriesMatchProtojson(t *testing.T) {
+	var req authv3.CheckRequest
+	if err := protojson.Unmarshal([]byte(richRequest), &req); err != nil {
+		t.Fatal(err)
+	}
+	leaf := &policy.InputNeeds{All: true}
+	need := &policy.InputNeeds{Children: map[string]*policy.InputNeeds{
+		"request": {Children: map[string]*policy.InputNeeds{"http": {Children: map[string]*policy.InputNeeds{
+			"headers": {Children: map[string]*policy.InputNeeds{"cookie": leaf, "X-Upper": leaf, "x-upper": leaf, "absent": leaf}},
+			"method":  leaf,
+		}}}},
+		"contextExtensions": {Children: map[string]*policy.InputNeeds{"route": leaf, "absent": leaf}},
+	}}
+	got, err := protoToAST(req.GetAttributes().ProtoReflect(), need)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What protojson gives, less every entry the policy does not name.
+	want := viaProtojson(t, &req).(ast.Object)
+	keep := func(obj ast.Object, keys ...string) ast.Object {
+		out := ast.NewObject()
+		for _, k := range keys {
+			if v := obj.Get(ast.StringTerm(k)); v != nil {
+				out.Insert(ast.StringTerm(k), v)
+			}
+		}
+		return out
+	}
+	get := func(obj ast.Object, k string) ast.Object { return obj.Get(ast.StringTerm(k)).Value.(ast.Object) }
+	http := get(get(want, "request"), "http")
+	want = ast.NewObject(
+		[2]*ast.Term{ast.StringTerm("request"), ast.NewTerm(ast.NewObject([2]*ast.Term{ast.StringTerm("http"), ast.NewTerm(ast.NewObject(
+			[2]*ast.Term{ast.StringTerm("headers"), ast.NewTerm(keep(get(http, "headers"), "cookie", "X-Upper", "x-upper", "absent"))},
+			[2]*ast.Term{ast.StringTerm("method"), http.Get(ast.StringTerm("method"))},
+		))}))},
+		[2]*ast.Term{ast.StringTerm("contextExtensions"), ast.NewTerm(keep(get(want, "contextExtensions"), "route", "absent"))},
+	)
+	if keep(get(http, "headers"), "cookie", "X-Upper").Len() != 2 || get(want, "contextExtensions").Len() != 1 {
+		t.Fatalf("the request lacks the entries the test names: %v", want)
+	}
+	if got.Compare(want) != 0 {
+		t.Errorf("named entries differ from protojson's:\n got  %v\n want %v", got, want)
+	}
+}
+
 func TestInputShape(t *testing.T) {
 	var req authv3.CheckRequest
 	if err := protojson.Unmarshal([]byte(richRequest), &req); err != nil {
