@@ -1,22 +1,37 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/envoy"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // newEngine is the policy engine of `deputy serve` and `deputy eval`: the
-// configured decision query and the manage query prepared, and policy
-// data Deputy would read otherwise than meant refused (authz.CheckData).
+// configured decision query and the manage query prepared, and a set that
+// fails an activation check refused before it serves, whichever way it
+// comes (start, reload, bundle file or server, watched directory).
 func newEngine(cfg policy.Config, log *slog.Logger, opts ...policy.Option) *policy.Engine {
 	return policy.New(append([]policy.Option{
 		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
 		policy.WithLogger(log),
+	}, append(activationChecks(), opts...)...)...)
+}
+
+// activationChecks are the checks every set passes before it serves:
+// policy data Deputy would read otherwise than meant (authz.CheckData),
+// and mask rules that cannot run, which would log credentials or drop
+// every record's input (decisionlog.ValidateMask).
+func activationChecks() []policy.Option {
+	return []policy.Option{
 		policy.WithDataCheck(authz.CheckData),
-	}, opts...)...)
+		policy.WithActivationCheck(func(ctx context.Context, a *policy.Activation) error {
+			return decisionlog.ValidateMask(ctx, a)
+		}),
+	}
 }
 
 // checkFacts are the config switches policies read in input.deputy (the

@@ -74,22 +74,9 @@ func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*po
 	return p, nil
 }
 
-func (p *policyPart) Start(ctx context.Context) error {
-	if err := p.source.Start(ctx); err != nil {
-		return err
-	}
-	// A mask policy that cannot run would log credentials or nothing: refuse
-	// it at start. (A bundle server that is down at start leaves no policy
-	// yet: Deputy then starts unready, and the decision log counts mask
-	// failures of later revisions.)
-	if p.engine.Ready() {
-		if err := decisionlog.ValidateMask(ctx, p.engine); err != nil {
-			_ = p.source.Stop(ctx)
-			return err
-		}
-	}
-	return nil
-}
+// Start loads the policies; a set failing an activation check (newEngine)
+// is refused here as on every later reload.
+func (p *policyPart) Start(ctx context.Context) error { return p.source.Start(ctx) }
 
 func (p *policyPart) Stop(ctx context.Context) error { return p.source.Stop(ctx) }
 

@@ -120,6 +120,7 @@ type Engine struct {
 
 	onActivate []func(*Activation, error)
 	dataChecks []func(map[string]any) error
+	checks     []func(context.Context, *Activation) error
 }
 
 // Option configures an Engine.
@@ -148,6 +149,15 @@ func OnActivate(f func(*Activation, error)) Option {
 // whose rules it cannot read, and the last good set keeps serving.
 func WithDataCheck(f func(data map[string]any) error) Option {
 	return func(e *Engine) { e.dataChecks = append(e.dataChecks, f) }
+}
+
+// WithActivationCheck registers a check of a compiled set, run before it
+// activates, at start and on every reload alike: a set that fails one is
+// refused, counted and logged as any set that fails to compile, and the
+// last good set keeps serving. Checks that need packages importing this
+// one (the decision log's mask check) are given here by the wiring.
+func WithActivationCheck(f func(ctx context.Context, a *Activation) error) Option {
+	return func(e *Engine) { e.checks = append(e.checks, f) }
 }
 
 // New returns an engine with no policy: every evaluation fails until the
@@ -244,6 +254,11 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 				a.constant = map[string]Result{}
 			}
 			a.constant[q] = res
+		}
+	}
+	for _, check := range e.checks {
+		if err := check(ctx, a); err != nil {
+			return nil, err
 		}
 	}
 	return a, nil
