@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -19,6 +21,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
 	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/loader/filter"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -200,42 +203,179 @@ func (o ReadOptions) maxBytes() int64 {
 // The tarball and the total of its files inflated are each bounded by
 // opts.MaxBytes. OPA's tarball loader inflates and holds every file before
 // its reader applies any size limit (1 GiB per file by default), so a small
-// tarball could make Deputy hold gigabytes, signed or not. Here the sizes
-// the tar headers declare are added up before a file is read (the tar
-// reader yields no more than its header says); past the bound the
-// compressed input is cut off, so nothing more is inflated.
+// tarball could make Deputy hold gigabytes, signed or not; and it passes
+// over, without a word, every entry that is not a regular file or a
+// directory, so a rule file packed as a symbolic link would vanish from a
+// bundle its signature still blesses. checkTarball therefore reads the tar
+// headers first, refusing such entries and adding up the sizes the headers
+// declare (the tar reader yields no more than its header says); only a
+// tarball it passes is handed to OPA, from the compressed bytes it kept
+// (no more than the bound).
 func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 	max := opts.maxBytes()
 	in := &boundedReader{r: r, max: max}
-	var total int64
-	tooLarge := func(_ string, info fs.FileInfo, _ int) bool {
-		if info.IsDir() {
-			return false
-		}
-		if total += info.Size(); total > max {
-			in.cut(errTooLarge(max))
-			return true // skipped, and the next read fails
-		}
-		return false
+	var kept bytes.Buffer
+	err := checkTarball(io.TeeReader(in, &kept), max)
+	if in.err != nil {
+		return nil, in.err // the cause, rather than the tar reader's account of it
 	}
-	loader := bundle.NewTarballLoaderWithBaseURL(in, "").WithFilter(tooLarge).WithSizeLimitBytes(max)
+	if err != nil {
+		return nil, err
+	}
+	loader := bundle.NewTarballLoaderWithBaseURL(io.MultiReader(&kept, in), "").WithSizeLimitBytes(max)
 	b, err := readBundle(loader, opts)
 	if in.err != nil {
-		return nil, in.err // the cause, rather than the loader's account of it
+		return nil, in.err
 	}
 	return b, err
+}
+
+// checkTarball reads the headers of the gzipped tarball r, skipping the
+// files' contents, and refuses it when an entry is neither a regular file
+// nor a directory (a symbolic or hard link, a device, a fifo: OPA's
+// loader would drop it), or when its files' sizes add up to more than max.
+func checkTarball(r io.Reader, max int64) error {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return sidecar.Invalid("bundle", "archive read failed: %v", err)
+	}
+	tr := tar.NewReader(gz)
+	var total int64
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return sidecar.Invalid("bundle", "archive read failed: %v", err)
+		}
+		switch h.Typeflag {
+		case tar.TypeReg:
+			total += h.Size
+		case tar.TypeDir, tar.TypeXGlobalHeader: // a global header holds only PAX records (git archive writes one)
+		case tar.TypeSymlink:
+			return notRegular(h.Name, "a symbolic link to "+h.Linkname)
+		case tar.TypeLink:
+			return notRegular(h.Name, "a hard link to "+h.Linkname)
+		default:
+			return notRegular(h.Name, fmt.Sprintf("of tar type %q", h.Typeflag))
+		}
+		if total > max {
+			return errTooLarge(max)
+		}
+	}
+}
+
+func notRegular(name, what string) error {
+	return sidecar.Invalid("bundle", "entry %s is %s, not a regular file or a directory, which a bundle would drop while a policy directory reads what it points to: pack the file itself (tar -h follows links)", name, what)
 }
 
 // ReadBundleDir reads a bundle laid out as a directory (with .manifest).
 // Each file is bounded by opts.MaxBytes.
 //
-// No base directory is given to the reader: with one, OPA checks each file
-// against the signature under a path that includes the directory, while the
-// signature names files relative to the bundle, so no signed directory
-// would ever verify.
+// Its files are found as policy.paths finds them (bundleDir): OPA's
+// directory loader passes over symbolic links without a word, so a rule
+// file linked into the directory would hold when it is served as
+// policy.paths and vanish as policy.bundle_file.
 func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
-	return readBundle(bundle.NewDirectoryLoader(dir).WithSizeLimitBytes(opts.maxBytes()), opts)
+	files, err := bundleDir(dir, opts.maxBytes())
+	if err != nil {
+		return nil, err
+	}
+	return readBundle(files, opts)
 }
+
+// bundleDir lists the files of the bundle directory dir through OPA's file
+// loader, the one policy.paths reads with: it follows symbolic links to
+// files and directories alike. A directory mounted from a Kubernetes
+// ConfigMap is all such links, each top-level entry reaching its content
+// through ..data; the kubelet's own hidden copies are left out, as the
+// content is read through the links.
+//
+// Descriptors carry paths relative to dir, without dir in their URL
+// either: OPA checks each file against the signature under that name,
+// and the signature names files relative to the bundle.
+func bundleDir(dir string, max int64) (bundle.DirectoryLoader, error) {
+	skip := func(abspath string, info fs.FileInfo, depth int) bool {
+		return depth > 0 && info.IsDir() && kubeletDir(abspath, info)
+	}
+	paths, err := loader.FilteredPaths([]string{dir}, skip)
+	if err != nil {
+		return nil, sidecar.Invalid("bundle_file", "%v", err)
+	}
+	d := &dirFiles{}
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, sidecar.Invalid("bundle_file", "%v", err)
+		}
+		if info.Size() > max {
+			return nil, errTooLarge(max)
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return nil, sidecar.Invalid("bundle_file", "%v", err)
+		}
+		d.files = append(d.files, dirFile{abs: p, rel: "/" + filepath.ToSlash(rel)})
+	}
+	return d, nil
+}
+
+// kubeletDir reports whether the directory at abspath is one of the hidden
+// directories the kubelet keeps a mounted ConfigMap or Secret in: ..data
+// and the timestamped copy it points to, both beside a ..data link.
+func kubeletDir(abspath string, info fs.FileInfo) bool {
+	if !strings.HasPrefix(info.Name(), "..") {
+		return false
+	}
+	data, err := os.Lstat(filepath.Join(filepath.Dir(abspath), "..data"))
+	return err == nil && data.Mode()&fs.ModeSymlink != 0
+}
+
+// dirFiles hands the files bundleDir listed to OPA's bundle reader, each
+// opened only when the reader reads it.
+type dirFiles struct {
+	files []dirFile
+	next  int
+}
+
+type dirFile struct {
+	abs, rel string
+	f        *os.File
+}
+
+func (d *dirFiles) NextFile() (*bundle.Descriptor, error) {
+	if d.next >= len(d.files) {
+		return nil, io.EOF
+	}
+	f := &d.files[d.next]
+	d.next++
+	return bundle.NewDescriptor(f.rel, f.rel, f).WithCloser(f), nil
+}
+
+func (f *dirFile) Read(p []byte) (int, error) {
+	if f.f == nil {
+		file, err := os.Open(f.abs)
+		if err != nil {
+			return 0, err
+		}
+		f.f = file
+	}
+	return f.f.Read(p)
+}
+
+func (f *dirFile) Close() error {
+	if f.f == nil {
+		return nil
+	}
+	return f.f.Close()
+}
+
+// The reader only iterates; bundleDir has already applied what these set.
+func (d *dirFiles) WithFilter(filter.LoaderFilter) bundle.DirectoryLoader   { return d }
+func (d *dirFiles) WithPathFormat(bundle.PathFormat) bundle.DirectoryLoader { return d }
+func (d *dirFiles) WithSizeLimitBytes(int64) bundle.DirectoryLoader         { return d }
+func (d *dirFiles) WithFollowSymlinks(bool) bundle.DirectoryLoader          { return d }
 
 func errTooLarge(max int64) error {
 	return sidecar.Invalid("bundle", "larger than policy.max_bundle_bytes (%d bytes)", max)
