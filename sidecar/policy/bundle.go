@@ -297,7 +297,7 @@ func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
 // and the signature names files relative to the bundle.
 func bundleDir(dir string, max int64) (bundle.DirectoryLoader, error) {
 	skip := func(abspath string, info fs.FileInfo, depth int) bool {
-		return depth > 0 && info.IsDir() && kubeletDir(abspath, info)
+		return depth > 0 && info.IsDir() && kubeletCopy(abspath, info)
 	}
 	paths, err := loader.FilteredPaths([]string{dir}, skip)
 	if err != nil {
@@ -319,17 +319,6 @@ func bundleDir(dir string, max int64) (bundle.DirectoryLoader, error) {
 		d.files = append(d.files, dirFile{abs: p, rel: "/" + filepath.ToSlash(rel)})
 	}
 	return d, nil
-}
-
-// kubeletDir reports whether the directory at abspath is one of the hidden
-// directories the kubelet keeps a mounted ConfigMap or Secret in: ..data
-// and the timestamped copy it points to, both beside a ..data link.
-func kubeletDir(abspath string, info fs.FileInfo) bool {
-	if !strings.HasPrefix(info.Name(), "..") {
-		return false
-	}
-	data, err := os.Lstat(filepath.Join(filepath.Dir(abspath), "..data"))
-	return err == nil && data.Mode()&fs.ModeSymlink != 0
 }
 
 // dirFiles hands the files bundleDir listed to OPA's bundle reader, each

@@ -122,9 +122,8 @@ func (f *dirFilter) skip(abspath string, info fs.FileInfo, depth int) bool {
 // a ..<timestamp> directory behind the ..data symlink, and each visible
 // name is a symlink through ..data, so the file loader reads them through
 // the visible names, once. Keys cannot start with "..": where ..data is a
-// symlink, only the kubelet writes such names. A bundle read from such a
-// volume is refused instead: OPA's bundle reader reads the ..<timestamp>
-// copies and not the symlinks.
+// symlink, only the kubelet writes such names. A bundle directory in such
+// a volume is read through the visible names too (bundleDir).
 func kubeletCopy(abspath string, info fs.FileInfo) bool {
 	if !strings.HasPrefix(info.Name(), "..") {
 		return false
