@@ -110,7 +110,7 @@ public key refuses a bundle signed before the one it serves.`,
 
 func signFlags(cmd *cobra.Command, sign *policy.SignOptions) {
 	cmd.Flags().StringVar(&sign.Key, "key", "", "private key (PEM file) to sign with")
-	cmd.Flags().StringVar(&sign.Algorithm, "alg", policy.AlgES256, "signing algorithm: ES256 or RS256 (any OPA supports)")
+	cmd.Flags().StringVar(&sign.Algorithm, "alg", policy.AlgES256, "signing algorithm: ES256, RS256, or another of ES, PS, RS 256/384/512")
 	cmd.Flags().StringVar(&sign.KeyID, "key-id", "", "kid of the signing key, when verifiers hold several")
 	cmd.Flags().StringVar(&sign.Scope, "scope", "", "scope claim verifiers may require")
 }
@@ -141,7 +141,7 @@ func newBundleVerifyCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&opts.PublicKey, "public-key", "", "public key (PEM file) the bundle must be signed with")
-	cmd.Flags().StringVar(&opts.Algorithm, "alg", policy.AlgES256, "algorithm of the public key")
+	cmd.Flags().StringVar(&opts.Algorithm, "alg", policy.AlgES256, "algorithm of the public key: ES256, RS256, or another of ES, PS, RS 256/384/512")
 	cmd.Flags().StringVar(&opts.Scope, "scope", "", "required scope claim")
 	cmd.Flags().StringSliceVar(&opts.Roots, "root", policy.DefaultRoots, "roots the manifest may claim")
 	return cmd

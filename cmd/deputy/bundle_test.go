@@ -54,6 +54,10 @@ func TestBundleBuildSignVerify(t *testing.T) {
 	if _, err := run(t, newBundleCmd(), "verify", out, "--public-key", pub); err == nil || !strings.Contains(err.Error(), "missing .signatures.json") {
 		t.Fatalf("verify of an unsigned bundle = %v, want it refused as not signed", err)
 	}
+	// HMAC would sign with the key verifiers hold, the public one.
+	if _, err := run(t, newBundleCmd(), "sign", out, "--key", pub, "--alg", "HS256"); err == nil || !strings.Contains(err.Error(), "not a public-key signing algorithm") {
+		t.Fatalf("sign --alg HS256 = %v, want the algorithm refused", err)
+	}
 	before := time.Now().Truncate(time.Second)
 	if o, err := run(t, newBundleCmd(), "sign", out, "--key", priv, "--scope", "prod"); err != nil {
 		t.Fatalf("sign: %v\n%s", err, o)
@@ -79,6 +83,7 @@ func TestBundleBuildSignVerify(t *testing.T) {
 		{name: "other key", args: []string{"--public-key", otherPub}, wantErr: "verif"},
 		{name: "other scope", args: []string{"--public-key", pub, "--scope", "staging"}, wantErr: "scope"},
 		{name: "no key", args: nil, wantErr: "public key is required"},
+		{name: "HMAC with the public key", args: []string{"--public-key", pub, "--alg", "HS256"}, wantErr: "not a public-key signing algorithm"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

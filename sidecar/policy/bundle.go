@@ -36,6 +36,27 @@ const (
 	AlgRS256 = "RS256"
 )
 
+// signingAlgorithms are the algorithms a bundle is signed and verified
+// with: the asymmetric ones OPA supports. OPA also takes HS256, HS384 and
+// HS512, for which the verification key is the signing secret: the public
+// key configured to verify bundles would let whoever holds it, anyone,
+// sign them.
+var signingAlgorithms = []string{
+	"ES256", "ES384", "ES512",
+	"PS256", "PS384", "PS512",
+	"RS256", "RS384", "RS512",
+}
+
+// checkAlgorithm refuses, naming field, an algorithm that is not in
+// signingAlgorithms.
+func checkAlgorithm(field, alg string) error {
+	if !slices.Contains(signingAlgorithms, alg) {
+		return sidecar.Invalid(field, "%q is not a public-key signing algorithm: want one of %s (HMAC would make the public key a signing secret)",
+			alg, strings.Join(signingAlgorithms, ", "))
+	}
+	return nil
+}
+
 // DefaultKeyID names the verification key when a single public key is
 // configured; tokens without a kid are checked against it.
 const DefaultKeyID = "deputy"
@@ -140,8 +161,8 @@ func SignBundle(b *bundle.Bundle, opts SignOptions) error {
 	if alg == "" {
 		alg = AlgES256
 	}
-	if !keys.IsSupportedAlgorithm(alg) {
-		return sidecar.Invalid("alg", "unsupported algorithm %q", alg)
+	if err := checkAlgorithm("alg", alg); err != nil {
+		return err
 	}
 	key := opts.Key
 	if bs, err := os.ReadFile(key); err == nil {
@@ -432,6 +453,9 @@ func verificationConfig(opts ReadOptions) (*bundle.VerificationConfig, error) {
 	alg := opts.Algorithm
 	if alg == "" {
 		alg = AlgES256
+	}
+	if err := checkAlgorithm("key_algorithm", alg); err != nil {
+		return nil, err
 	}
 	kc, err := keys.NewKeyConfig(opts.PublicKey, alg, opts.Scope)
 	if err != nil {

@@ -4,8 +4,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/keys"
-
 	"github.com/deputyhq/deputy/sidecar"
 )
 
@@ -31,7 +29,7 @@ type Config struct {
 	PollInterval   time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
 	BearerToken    string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server; bundle_url must then be https"`
 	PublicKey      string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
-	KeyAlgorithm   string        `yaml:"key_algorithm" usage:"algorithm of public_key"`
+	KeyAlgorithm   string        `yaml:"key_algorithm" usage:"algorithm of public_key: ES256, ES384, ES512, PS256, PS384, PS512, RS256, RS384 or RS512; HMAC (HS*) is refused, it would make the public key a signing secret"`
 	Scope          string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
 	MinSignedAt    string        `yaml:"min_signed_at" usage:"RFC 3339 time: a bundle signed before it, or whose signature carries no time, is refused (needs public_key); move it forward when a new bundle withdraws access"`
 	Roots          []string      `yaml:"roots" usage:"data roots a bundle may claim"`
@@ -124,8 +122,8 @@ func (c *Config) Validate() error {
 	if c.MaxBundleBytes <= 0 {
 		return sidecar.Invalid("policy.max_bundle_bytes", "must be positive, got %d", c.MaxBundleBytes)
 	}
-	if !keys.IsSupportedAlgorithm(c.KeyAlgorithm) {
-		return sidecar.Invalid("policy.key_algorithm", "unsupported algorithm %q", c.KeyAlgorithm)
+	if err := checkAlgorithm("policy.key_algorithm", c.KeyAlgorithm); err != nil {
+		return err
 	}
 	for _, r := range c.Roots {
 		if r == "" {

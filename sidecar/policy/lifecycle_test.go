@@ -215,6 +215,40 @@ func TestSignAndVerify(t *testing.T) {
 	}
 }
 
+// With an HMAC algorithm the verification key is the signing secret: a
+// public key configured to verify bundles, which anyone may hold, would
+// sign them. A bundle signed so is refused however the reader is told to
+// check it, and HMAC is refused before any bundle is read.
+func TestPublicKeyIsNoHMACSecret(t *testing.T) {
+	_, pub := keyPair(t, policy.AlgES256)
+	pubPEM, err := os.ReadFile(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := policy.BuildBundle([]string{good}, policy.BuildOptions{Revision: "forged"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.GenerateSignature(bundle.NewSigningConfig(string(pubPEM), "HS256", ""), policy.DefaultKeyID, false); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := policy.WriteBundle(&buf, b); err != nil {
+		t.Fatal(err)
+	}
+	for _, alg := range []string{"HS256", "HS384", "HS512", "", policy.AlgRS256} {
+		t.Run("key_algorithm "+alg, func(t *testing.T) {
+			got, err := policy.ReadBundle(bytes.NewReader(buf.Bytes()), policy.ReadOptions{PublicKey: pub, Algorithm: alg})
+			if err == nil {
+				t.Fatalf("a bundle signed with the public key as HMAC secret verified (revision %q)", got.Manifest.Revision)
+			}
+			if strings.HasPrefix(alg, "HS") && !strings.Contains(err.Error(), "key_algorithm") {
+				t.Errorf("err = %v, want the algorithm refused, naming key_algorithm", err)
+			}
+		})
+	}
+}
+
 func TestSignBundleRejectsBadKeys(t *testing.T) {
 	cases := []struct {
 		name string
@@ -223,6 +257,7 @@ func TestSignBundleRejectsBadKeys(t *testing.T) {
 		{name: "no key", opts: policy.SignOptions{}},
 		{name: "missing key file", opts: policy.SignOptions{Key: "testdata/lifecycle/nope.pem"}},
 		{name: "unknown algorithm", opts: policy.SignOptions{Key: "x", Algorithm: "XX999"}},
+		{name: "HMAC", opts: policy.SignOptions{Key: "a shared secret", Algorithm: "HS256"}},
 		{name: "garbage PEM", opts: policy.SignOptions{Key: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}},
 	}
 	for _, tc := range cases {

@@ -418,6 +418,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "min_signed_at not RFC 3339", cfg: policy.Config{BundleFile: "b", PublicKey: "k", MinSignedAt: "2026-06-01"}, wantField: "policy.min_signed_at"},
 		{name: "poll too fast", cfg: policy.Config{BundleURL: "https://x/b", PollInterval: time.Millisecond}, wantField: "policy.poll_interval"},
 		{name: "unknown algorithm", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "ROT13"}, wantField: "policy.key_algorithm"},
+		{name: "HMAC algorithm HS256", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "HS256"}, wantField: "policy.key_algorithm"},
+		{name: "HMAC algorithm HS384", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "HS384"}, wantField: "policy.key_algorithm"},
+		{name: "HMAC algorithm HS512", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "HS512"}, wantField: "policy.key_algorithm"},
+		{name: "PS256", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "PS256"}},
 		{name: "bad decision query", cfg: policy.Config{DecisionQuery: "data.deputy.["}, wantField: "policy.decision_query"},
 	}
 	for _, tc := range cases {
