@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/metrics"
 	"github.com/deputyhq/deputy/sidecar/policy"
@@ -82,40 +81,63 @@ func (s servingPolicy) failures(t *testing.T) float64 {
 	return 0
 }
 
-// A mask policy that cannot run is refused on a reload as at start: the
-// set serving keeps serving (and its records keep their input), and the
-// refusal is counted and logged.
-func TestReloadRefusesMaskRefusedAtStart(t *testing.T) {
-	ctx := context.Background()
+// A set refused at start is refused on a reload too, before it serves:
+// the set serving keeps serving, and the refusal is counted and logged.
+func TestReloadRefusesWhatStartRefuses(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(t *testing.T, dir string)
+		want   string
+	}{
+		// A mask policy that cannot run: every decision record would
+		// drop its input.
+		{"mask that cannot run", func(t *testing.T, dir string) {
+			writePolicyFile(t, dir, "system/log/mask.rego", badMask)
+		}, decisionlog.MaskField},
+		// Data without rules: every check would be undefined, so denied.
+		{"no rules", func(t *testing.T, dir string) {
+			err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+				if err == nil && strings.HasSuffix(p, ".rego") {
+					err = os.Remove(p)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, "no rule defines " + policy.DefaultDecisionQuery},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			bad := shippedPolicies(t)
+			tc.change(t, bad)
+			if err := newServingPolicy(t, bad).Start(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("start: %v, want it refused naming %q", err, tc.want)
+			}
 
-	bad := shippedPolicies(t)
-	writePolicyFile(t, bad, "system/log/mask.rego", badMask)
-	err := newServingPolicy(t, bad).Start(ctx)
-	if sidecar.ErrorField(err) != decisionlog.MaskField {
-		t.Fatalf("start with a bad mask: %v, want it refused naming %s", err, decisionlog.MaskField)
-	}
-
-	dir := shippedPolicies(t)
-	p := newServingPolicy(t, dir)
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	before := p.engine.Current().Revision
-	writePolicyFile(t, dir, "system/log/mask.rego", badMask)
-	err = p.source.Reload(ctx)
-	if sidecar.ErrorField(err) != decisionlog.MaskField {
-		t.Errorf("reload to a bad mask: %v, want it refused naming %s", err, decisionlog.MaskField)
-	}
-	if now := p.engine.Current().Revision; now != before {
-		t.Errorf("serving revision %s after the refused reload, want %s still", now, before)
-	}
-	if err := decisionlog.ValidateMask(ctx, p.engine); err != nil {
-		t.Errorf("the serving set's mask: %v", err)
-	}
-	if got := p.failures(t); got != 1 {
-		t.Errorf("activation failures counted = %v, want 1", got)
-	}
-	if !strings.Contains(p.log.String(), "policy activation refused") || !strings.Contains(p.log.String(), decisionlog.MaskField) {
-		t.Errorf("log does not report the refusal naming the mask:\n%s", p.log.String())
+			dir := shippedPolicies(t)
+			p := newServingPolicy(t, dir)
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			before := p.engine.Current().Revision
+			tc.change(t, dir)
+			if err := p.source.Reload(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("reload: %v, want it refused naming %q", err, tc.want)
+			}
+			if now := p.engine.Current().Revision; now != before {
+				t.Errorf("serving revision %s after the refused reload, want %s still", now, before)
+			}
+			if err := decisionlog.ValidateMask(ctx, p.engine); err != nil {
+				t.Errorf("the serving set's mask: %v", err)
+			}
+			if got := p.failures(t); got != 1 {
+				t.Errorf("activation failures counted = %v, want 1", got)
+			}
+			if log := p.log.String(); !strings.Contains(log, "policy activation refused") || !strings.Contains(log, tc.want) {
+				t.Errorf("log does not report the refusal naming %q:\n%s", tc.want, log)
+			}
+		})
 	}
 }

@@ -18,16 +18,18 @@ func newEngine(cfg policy.Config, log *slog.Logger, opts ...policy.Option) *poli
 	return policy.New(append([]policy.Option{
 		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
 		policy.WithLogger(log),
-	}, append(activationChecks(), opts...)...)...)
+	}, append(activationChecks(cfg), opts...)...)...)
 }
 
 // activationChecks are the checks every set passes before it serves:
 // policy data Deputy would read otherwise than meant (authz.CheckData),
-// and mask rules that cannot run, which would log credentials or drop
-// every record's input (decisionlog.ValidateMask).
-func activationChecks() []policy.Option {
+// a decision query no rule answers (a bundle without its modules would
+// deny every request), and mask rules that cannot run, which would log
+// credentials or drop every record's input (decisionlog.ValidateMask).
+func activationChecks(cfg policy.Config) []policy.Option {
 	return []policy.Option{
 		policy.WithDataCheck(authz.CheckData),
+		policy.WithActivationCheck(policy.RequireRules(cfg.DecisionQuery)),
 		policy.WithActivationCheck(func(ctx context.Context, a *policy.Activation) error {
 			return decisionlog.ValidateMask(ctx, a)
 		}),

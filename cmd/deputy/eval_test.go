@@ -194,14 +194,14 @@ func TestEvalFailFlags(t *testing.T) {
 		fails    bool
 		decision string
 	}{
-		{name: "undefined without --fail exits 0", args: []string{"--query", "deputy/authz/nothing"}, decision: "undefined_decision"},
-		{name: "undefined with --fail", args: []string{"--query", "data.deputy.authz.nothing", "--fail"}, fails: true, decision: "undefined_decision"},
-		{name: "undefined with --fail-defined", args: []string{"--query", "deputy/authz/nothing", "--fail-defined"}, decision: "undefined_decision"},
+		{name: "undefined without --fail exits 0", args: []string{"--query", "deputy/authz/never"}, decision: "undefined_decision"},
+		{name: "undefined with --fail", args: []string{"--query", "data.deputy.authz.never", "--fail"}, fails: true, decision: "undefined_decision"},
+		{name: "undefined with --fail-defined", args: []string{"--query", "deputy/authz/never", "--fail-defined"}, decision: "undefined_decision"},
 		{name: "defined with --fail", args: []string{"--fail"}, decision: "reason:   public"},
 		{name: "defined with --fail-defined", args: []string{"--fail-defined"}, fails: true, decision: "reason:   public"},
 		{name: "a denial is defined", args: []string{"--input", "testdata/eval/checkrequest.json", "--fail-defined"}, fails: true, decision: "no_identity"},
-		{name: "an invalid decision fails --fail", args: []string{"--query", "deputy/authz/staff", "--fail"}, fails: true, decision: "invalid_decision"},
-		{name: "an invalid decision fails --fail-defined", args: []string{"--query", "deputy/authz/staff", "--fail-defined"}, fails: true, decision: "invalid_decision"},
+		{name: "an invalid decision fails --fail", args: []string{"--query", "deputy/authz/not_a_decision", "--fail"}, fails: true, decision: "invalid_decision"},
+		{name: "an invalid decision fails --fail-defined", args: []string{"--query", "deputy/authz/not_a_decision", "--fail-defined"}, fails: true, decision: "invalid_decision"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

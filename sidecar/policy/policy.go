@@ -283,6 +283,22 @@ func baseRoot(ctx context.Context, store storage.Store) (ast.Value, error) {
 	})
 }
 
+// RequireRules is an activation check refusing a set in which no rule
+// can answer one of queries. A bundle without modules (a manifest and
+// data alone, or a delta bundle, which Deputy does not apply) compiles,
+// and would replace the serving rules with none: every check undefined,
+// so denied, until someone notices.
+func RequireRules(queries ...string) func(context.Context, *Activation) error {
+	return func(_ context.Context, a *Activation) error {
+		for _, q := range queries {
+			if noRules(a.Compiler, q) {
+				return sidecar.Invalid("policies", "no rule defines %s: a set without the rules of its queries decides nothing (a bundle without its Rego modules?)", q)
+			}
+		}
+		return nil
+	}
+}
+
 // noRules reports whether query is a plain reference into data that no
 // rule can contribute to, so its value comes from base data alone.
 func noRules(c *ast.Compiler, query string) bool {

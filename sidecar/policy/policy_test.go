@@ -73,3 +73,36 @@ func TestDataCheckRefusesSet(t *testing.T) {
 		t.Fatalf("hooks heard %d failures, want 1", failures)
 	}
 }
+
+// RequireRules refuses a set in which no rule can answer a query, wherever
+// the rules that can answer it sit: at the query, above it or below it.
+func TestRequireRules(t *testing.T) {
+	cases := []struct {
+		name    string
+		src     string
+		refused bool
+	}{
+		{name: "rule at the query", src: "package t.authz\n\ndecision := true\n"},
+		{name: "rule above the query", src: "package t\n\nauthz := {\"decision\": true}\n"},
+		{name: "rules below the query", src: "package t.authz.decision\n\nallowed := true\n"},
+		{name: "rules elsewhere only", src: "package t.other\n\ndecision := true\n", refused: true},
+		{name: "no modules", refused: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := New(WithQueries("data.t.authz.decision"), WithLogger(slog.New(slog.DiscardHandler)),
+				WithActivationCheck(RequireRules("data.t.authz.decision")))
+			set := &Set{Modules: map[string]*ast.Module{}, Data: map[string]any{"t": map[string]any{"label": "x"}}}
+			if tc.src != "" {
+				set.Modules["t.rego"] = ast.MustParseModuleWithOpts(tc.src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+			}
+			err := e.Activate(context.Background(), set)
+			if tc.refused && (err == nil || !strings.Contains(err.Error(), "no rule defines data.t.authz.decision")) {
+				t.Fatalf("Activate = %v, want the set refused naming the query", err)
+			}
+			if !tc.refused && err != nil {
+				t.Fatalf("Activate = %v, want it served", err)
+			}
+		})
+	}
+}

@@ -149,6 +149,41 @@ func TestURLSourceRefusesBadBundles(t *testing.T) {
 	}
 }
 
+// A bundle without rules (a manifest and data alone) is refused by an
+// engine requiring its decision query's rules: it would replace the
+// serving rules with none, and every check would be denied.
+func TestURLSourceRefusesBundleWithoutRules(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "deputy", "authz"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, body := range map[string]string{
+		".manifest":              `{"revision":"empty","roots":["deputy"]}`,
+		"deputy/authz/data.json": `{"label":"v2"}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := newBundleServer(t, build(t, "r1", "v1", nil))
+	e := policy.New(policy.WithLogger(quiet()), policy.WithActivationCheck(policy.RequireRules(policy.DefaultDecisionQuery)))
+	src, err := policy.NewSource(policy.Config{BundleURL: srv.URL + "/b.tar.gz"}, e, policy.WithSourceLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := src.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv.serve(tarDir(t, dir), http.StatusOK)
+	if err := src.Reload(ctx); err == nil || !strings.Contains(err.Error(), "no rule defines "+policy.DefaultDecisionQuery) {
+		t.Errorf("reload = %v, want the bundle refused for its missing rules", err)
+	}
+	if rev, lbl := decide(t, e); rev != "r1" || lbl != "v1" {
+		t.Errorf("serving revision %s label %s, want the last good r1/v1", rev, lbl)
+	}
+}
+
 // startSource starts a source for cfg feeding a new engine, stopped when
 // the test ends, and counts the failed attempts its OnAttempt hook sees.
 func startSource(t *testing.T, cfg policy.Config) (*policy.Source, *policy.Engine, *atomic.Int64) {
