@@ -229,9 +229,9 @@ func (o ReadOptions) maxBytes() int64 {
 // directory, so a rule file packed as a symbolic link would vanish from a
 // bundle its signature still blesses. checkTarball therefore reads the tar
 // headers first, refusing such entries and adding up the sizes the headers
-// declare (the tar reader yields no more than its header says); only a
-// tarball it passes is handed to OPA, from the compressed bytes it kept
-// (no more than the bound).
+// declare (the tar reader yields no more than its header says) with the
+// entries' names, which OPA holds too; only a tarball it passes is handed
+// to OPA, from the compressed bytes it kept (no more than the bound).
 func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 	max := opts.maxBytes()
 	in := &boundedReader{r: r, max: max}
@@ -251,10 +251,25 @@ func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 	return b, err
 }
 
+// MaxBundleEntries bounds the entries (files and directories) of a bundle
+// tarball: OPA holds a record of each, and a policy set has tens of files.
+const MaxBundleEntries = 10000
+
+// maxEntryName bounds the name of an entry of a bundle tarball. PAX
+// headers carry names up to 1 MiB, which OPA would hold whatever the
+// entry's size: 300 empty files named so held 300 MiB.
+const maxEntryName = 4096
+
+// entryOverhead is what each tarball entry counts against the bound beyond
+// its name, PAX records and contents: a tar header block.
+const entryOverhead = 512
+
 // checkTarball reads the headers of the gzipped tarball r, skipping the
 // files' contents, and refuses it when an entry is neither a regular file
 // nor a directory (a symbolic or hard link, a device, a fifo: OPA's
-// loader would drop it), or when its files' sizes add up to more than max.
+// loader would drop it), when an entry's name is longer than maxEntryName,
+// when it has more than MaxBundleEntries entries, or when its entries'
+// names, PAX records, contents and overhead add up to more than max.
 func checkTarball(r io.Reader, max int64) error {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
@@ -262,13 +277,23 @@ func checkTarball(r io.Reader, max int64) error {
 	}
 	tr := tar.NewReader(gz)
 	var total int64
-	for {
+	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return sidecar.Invalid("bundle", "archive read failed: %v", err)
+		}
+		if n >= MaxBundleEntries {
+			return sidecar.Invalid("bundle", "more than %d entries", MaxBundleEntries)
+		}
+		if len(h.Name) > maxEntryName {
+			return sidecar.Invalid("bundle", "entry %q...: name longer than %d bytes", h.Name[:64], maxEntryName)
+		}
+		total += entryOverhead + int64(len(h.Name)+len(h.Linkname))
+		for k, v := range h.PAXRecords {
+			total += int64(len(k) + len(v))
 		}
 		switch h.Typeflag {
 		case tar.TypeReg:

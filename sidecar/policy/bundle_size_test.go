@@ -151,3 +151,82 @@ func TestMaxBundleBytesValidated(t *testing.T) {
 		t.Errorf("max_bundle_bytes defaults to %d, want %d", cfg.MaxBundleBytes, policy.DefaultMaxBundleBytes)
 	}
 }
+
+// entries is a bundle tarball of n empty files (or directories) whose
+// names are name(i); long names go in PAX headers.
+func entries(t *testing.T, n int, typ byte, name func(i int) string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	tw := tar.NewWriter(gz)
+	for i := range n {
+		if err := tw.WriteHeader(&tar.Header{Name: name(i), Typeflag: typ, Mode: 0o644, Format: tar.FormatPAX}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = tw.Close()
+	_ = gz.Close()
+	return buf.Bytes()
+}
+
+// Entry names count against the bound: OPA holds the name of every file,
+// whatever its size, and PAX headers carry names up to 1 MiB. A 327 KiB
+// tarball of 300 empty files named so made a verifying Deputy hold over
+// 300 MiB under a 16 MiB bound, before its signature was looked at; 40 of
+// them make the point.
+func TestBundleEntryNamesBounded(t *testing.T) {
+	_, pub := keyPair(t, policy.AlgES256)
+	cases := []struct {
+		name    string
+		body    []byte
+		maxAt   int64 // policy.max_bundle_bytes
+		wantErr string
+	}{
+		{
+			name: "names of 1 MiB",
+			body: entries(t, 40, tar.TypeReg, func(i int) string {
+				return fmt.Sprintf("/deputy/%s%d.txt", strings.Repeat("a", 1<<20-4096), i)
+			}),
+			maxAt:   16 << 20,
+			wantErr: "name longer than 4096 bytes",
+		},
+		{
+			name: "names of 4000 bytes past the bound",
+			body: entries(t, 2000, tar.TypeReg, func(i int) string {
+				return fmt.Sprintf("/deputy/%s%d.txt", strings.Repeat("a", 3980), i)
+			}),
+			maxAt:   1 << 20,
+			wantErr: "max_bundle_bytes",
+		},
+		{
+			name: "names in directories past the bound",
+			body: entries(t, 2000, tar.TypeDir, func(i int) string {
+				return fmt.Sprintf("/deputy/%s%d/", strings.Repeat("a", 3980), i)
+			}),
+			maxAt:   1 << 20,
+			wantErr: "max_bundle_bytes",
+		},
+		{
+			name: "too many entries",
+			body: entries(t, policy.MaxBundleEntries+1, tar.TypeDir, func(i int) string {
+				return fmt.Sprintf("/deputy/d%d/", i)
+			}),
+			wantErr: fmt.Sprintf("more than %d entries", policy.MaxBundleEntries),
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var err error
+			n := allocated(func() {
+				_, err = policy.ReadBundle(bytes.NewReader(c.body), policy.ReadOptions{PublicKey: pub, MaxBytes: c.maxAt})
+			})
+			t.Logf("compressed %d KiB; allocated %d MiB; %v", len(c.body)>>10, n>>20, err)
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("err = %v, want %q", err, c.wantErr)
+			}
+			if n > 16<<20 {
+				t.Errorf("refusing a %d KiB bundle allocated %d MiB", len(c.body)>>10, n>>20)
+			}
+		})
+	}
+}

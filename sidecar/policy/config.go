@@ -33,7 +33,7 @@ type Config struct {
 	Scope          string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
 	MinSignedAt    string        `yaml:"min_signed_at" usage:"RFC 3339 time: a bundle signed before it, or whose signature carries no time, is refused (needs public_key); move it forward when a new bundle withdraws access"`
 	Roots          []string      `yaml:"roots" usage:"data roots a bundle may claim"`
-	MaxBundleBytes int64         `yaml:"max_bundle_bytes" usage:"largest bundle read, in bytes: the tarball, and its files' total size inflated; a larger one is refused"`
+	MaxBundleBytes int64         `yaml:"max_bundle_bytes" usage:"largest bundle read, in bytes: the tarball, and its entries inflated (contents, names, PAX records and 512 bytes each); a larger one is refused, as is one of more than 10000 entries or with a name over 4 KiB"`
 	Watch          bool          `yaml:"watch" usage:"reload paths or bundle_file when they change"`
 	DecisionQuery  string        `yaml:"decision_query" usage:"the check's decision: data.a.b.c, or OPA-Envoy's a/b/c"`
 	DryRun         bool          `yaml:"dry_run" usage:"evaluate and log every decision, but let through what policy denies (requests refused as malformed stay refused)"`
