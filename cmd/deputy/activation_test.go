@@ -24,9 +24,7 @@ const badMask = "package system.log\n\nmask := \"not a list of paths\"\n"
 func shippedPolicies(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.CopyFS(filepath.Join(dir, "deputy"), os.DirFS("../../policies/deputy")); err != nil {
-		t.Fatal(err)
-	}
+	copyTree(t, "../../policies/deputy", filepath.Join(dir, "deputy"))
 	return dir
 }
 
@@ -51,13 +49,19 @@ type servingPolicy struct {
 
 func newServingPolicy(t *testing.T, dir string) servingPolicy {
 	t.Helper()
+	return newServingPolicyOn(t, policy.Config{Paths: []string{dir}})
+}
+
+func newServingPolicyOn(t *testing.T, cfg policy.Config) servingPolicy {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log bytes.Buffer
-	p, err := newPolicyPart(policy.Config{Paths: []string{dir}, DecisionQuery: policy.DefaultDecisionQuery}, slog.New(slog.NewTextHandler(&log, nil)), m)
+	cfg.DecisionQuery = policy.DefaultDecisionQuery
+	p, err := newPolicyPart(cfg, slog.New(slog.NewTextHandler(&log, nil)), m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +85,20 @@ func (s servingPolicy) failures(t *testing.T) float64 {
 	return 0
 }
 
+// removeRules deletes every Rego file under dir, leaving its data.
+func removeRules(t *testing.T, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".rego") {
+			err = os.Remove(p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A set refused at start is refused on a reload too, before it serves:
 // the set serving keeps serving, and the refusal is counted and logged.
 func TestReloadRefusesWhatStartRefuses(t *testing.T) {
@@ -95,17 +113,7 @@ func TestReloadRefusesWhatStartRefuses(t *testing.T) {
 			writePolicyFile(t, dir, "system/log/mask.rego", badMask)
 		}, decisionlog.MaskField},
 		// Data without rules: every check would be undefined, so denied.
-		{"no rules", func(t *testing.T, dir string) {
-			err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-				if err == nil && strings.HasSuffix(p, ".rego") {
-					err = os.Remove(p)
-				}
-				return err
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}, "no rule defines " + policy.DefaultDecisionQuery},
+		{"no rules", removeRules, "no rule defines " + policy.DefaultDecisionQuery},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,6 +146,78 @@ func TestReloadRefusesWhatStartRefuses(t *testing.T) {
 			if log := p.log.String(); !strings.Contains(log, "policy activation refused") || !strings.Contains(log, tc.want) {
 				t.Errorf("log does not report the refusal naming %q:\n%s", tc.want, log)
 			}
+		})
+	}
+}
+
+// signedBundleOf signs the bundle directory dir (a .manifest beside the
+// policies) without compiling it, as a careless pipeline could, and
+// writes it as a tarball.
+func signedBundleOf(t *testing.T, dir, key string) string {
+	t.Helper()
+	writePolicyFile(t, dir, ".manifest", `{"revision":"r1","roots":["deputy","system"]}`)
+	b, err := policy.ReadBundleFile(dir, policy.ReadOptions{Roots: []string{"deputy", "system"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := policy.SignBundle(b, policy.SignOptions{Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "deputy.tar.gz")
+	if err := policy.WriteBundleFile(out, b); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// `deputy bundle verify` ("as a serving Deputy would") passes exactly the
+// signed bundles serve activates, and `deputy policy check` and `deputy
+// bundle build` the directories it does: each runs serve's activation
+// checks after its own.
+func TestOfflineToolsRefuseWhatServeRefuses(t *testing.T) {
+	priv, pub := devKeys(t)
+	cases := []struct {
+		name   string
+		change func(t *testing.T, dir string)
+		want   string // empty: every tool and serve accept the set
+	}{
+		{"shipped policies", func(*testing.T, string) {}, ""},
+		{"mask that cannot run", func(t *testing.T, dir string) {
+			writePolicyFile(t, dir, "system/log/mask.rego", badMask)
+		}, decisionlog.MaskField},
+		{"no rules for the decision", func(t *testing.T, dir string) {
+			removeRules(t, dir)
+			writePolicyFile(t, dir, "deputy/other/other.rego", "package deputy.other\n\nx := 1\n")
+		}, "no rule defines " + policy.DefaultDecisionQuery},
+		{"module that does not compile", func(t *testing.T, dir string) {
+			writePolicyFile(t, dir, "deputy/authz/broken.rego", "package deputy.authz\n\nbroken := {\"allow\": nosuchfunc(1)}\n")
+		}, "nosuchfunc"},
+		{"rule data serve cannot read", func(t *testing.T, dir string) {
+			editData(t, dir, "deputy/impersonation/data.json", func(d map[string]any) { delete(d, "max_session") })
+		}, "data.deputy.impersonation.max_session"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := shippedPolicies(t)
+			tc.change(t, dir)
+			judged := func(tool string, err error) {
+				t.Helper()
+				if tc.want == "" && err != nil {
+					t.Errorf("%s: %v, want the set accepted", tool, err)
+				}
+				if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+					t.Errorf("%s: %v, want the set refused naming %q", tool, err, tc.want)
+				}
+			}
+			_, err := run(t, newPolicyCmd(), "check", dir)
+			judged("policy check", err)
+			_, err = run(t, newBundleCmd(), "build", dir, "-o", filepath.Join(t.TempDir(), "b.tar.gz"), "--revision", "r1", "--root", "deputy", "--root", "system")
+			judged("bundle build", err)
+
+			signed := signedBundleOf(t, dir, priv)
+			_, err = run(t, newBundleCmd(), "verify", signed, "--public-key", pub, "--root", "deputy", "--root", "system")
+			judged("bundle verify", err)
+			judged("serve", newServingPolicyOn(t, policy.Config{BundleFile: signed, PublicKey: pub, Roots: []string{"deputy", "system"}}).Start(context.Background()))
 		})
 	}
 }

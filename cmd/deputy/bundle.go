@@ -8,8 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/deputyhq/deputy/sidecar"
-	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -26,10 +24,10 @@ func newBundleCmd() *cobra.Command {
 
 func newBundleBuildCmd() *cobra.Command {
 	var (
-		out, revision string
-		roots         []string
-		includeTests  bool
-		sign          policy.SignOptions
+		out, revision, query string
+		roots                []string
+		includeTests         bool
+		sign                 policy.SignOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "build [paths...]",
@@ -46,8 +44,8 @@ be refused at load is refused here. With --key the bundle is signed too.`,
 			if err != nil {
 				return err
 			}
-			if err := authz.CheckData(b.Data); err != nil {
-				return sidecar.Invalid("policies", "data: %v", err)
+			if err := servable(cmd.Context(), query, policy.SetFromBundle(b, out)); err != nil {
+				return err
 			}
 			if sign.Key != "" {
 				if err := policy.SignBundle(b, sign); err != nil {
@@ -66,6 +64,7 @@ be refused at load is refused here. With --key the bundle is signed too.`,
 	cmd.Flags().StringVar(&revision, "revision", "", "manifest revision (default: git rev-parse HEAD)")
 	cmd.Flags().StringSliceVar(&roots, "root", policy.DefaultRoots, "manifest roots")
 	cmd.Flags().BoolVar(&includeTests, "include-tests", false, "keep *_test.rego files in the bundle")
+	decisionQueryFlag(cmd, &query)
 	signFlags(cmd, &sign)
 	return cmd
 }
@@ -116,14 +115,24 @@ func signFlags(cmd *cobra.Command, sign *policy.SignOptions) {
 }
 
 func newBundleVerifyCmd() *cobra.Command {
-	var opts policy.ReadOptions
+	var (
+		opts  policy.ReadOptions
+		query string
+	)
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE",
 		Short: "Verify a bundle's signature, files and roots as a serving Deputy would",
-		Args:  cobra.ExactArgs(1),
+		Long: `Verify a bundle's signature, files and roots, then compile it and run
+every check a serving Deputy runs before a set serves (rule data, mask
+rules, rules for the decision query): a bundle that verifies here is one
+serve activates.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := policy.VerifyBundleFile(args[0], opts)
 			if err != nil {
+				return err
+			}
+			if err := servable(cmd.Context(), query, policy.SetFromBundle(b, args[0])); err != nil {
 				return err
 			}
 			at, err := policy.SignedAt(b)
@@ -144,6 +153,7 @@ func newBundleVerifyCmd() *cobra.Command {
 	cmd.Flags().StringVar(&opts.Algorithm, "alg", policy.AlgES256, "algorithm of the public key: ES256, RS256, or another of ES, PS, RS 256/384/512")
 	cmd.Flags().StringVar(&opts.Scope, "scope", "", "required scope claim")
 	cmd.Flags().StringSliceVar(&opts.Roots, "root", policy.DefaultRoots, "roots the manifest may claim")
+	decisionQueryFlag(cmd, &query)
 	return cmd
 }
 

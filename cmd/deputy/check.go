@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/spf13/cobra"
+
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/envoy"
@@ -19,6 +21,25 @@ func newEngine(cfg policy.Config, log *slog.Logger, opts ...policy.Option) *poli
 		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
 		policy.WithLogger(log),
 	}, append(activationChecks(cfg), opts...)...)...)
+}
+
+// servable compiles set as `deputy serve` configured with query would
+// activate it, running every activation check, without serving it: the
+// offline tools (policy check, bundle build and verify) judge a set by
+// the same list as serve.
+func servable(ctx context.Context, query string, set *policy.Set) error {
+	q, err := policy.DecisionRef(query)
+	if err != nil {
+		return err
+	}
+	_, err = newEngine(policy.Config{DecisionQuery: q}, slog.New(slog.DiscardHandler)).Compile(ctx, set)
+	return err
+}
+
+// decisionQueryFlag is the --decision-query of the offline tools: the
+// policy.decision_query of the Deputy that would serve the set.
+func decisionQueryFlag(cmd *cobra.Command, q *string) {
+	cmd.Flags().StringVar(q, "decision-query", policy.DefaultDecisionQuery, "policy.decision_query of the serving Deputy: data.a.b.c, or OPA-Envoy's a/b/c")
 }
 
 // activationChecks are the checks every set passes before it serves:

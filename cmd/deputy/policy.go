@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -54,21 +53,34 @@ fails, so CI can gate on it. --coverage prints OPA's JSON coverage report.`,
 }
 
 func newPolicyCheckCmd() *cobra.Command {
-	return &cobra.Command{
+	var query string
+	cmd := &cobra.Command{
 		Use:   "check [paths...]",
-		Short: "Compile policies strictly and fail on opa fmt differences",
+		Short: "Compile policies strictly, fail on opa fmt differences, and run serve's activation checks",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rep, err := policy.Check(defaultPaths(args), authz.CheckData)
+			paths := defaultPaths(args)
+			rep, err := policy.Check(paths)
 			for _, f := range rep.Unformatted {
 				fmt.Fprintln(cmd.ErrOrStderr(), "not formatted:", f)
 			}
 			if err != nil {
 				return err
 			}
+			// The set serve would load from these paths (tests left out)
+			// passes every check a serving Deputy runs before it serves.
+			set, err := policy.LoadPaths(paths)
+			if err != nil {
+				return err
+			}
+			if err := servable(cmd.Context(), query, set); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d modules compile strictly and are formatted\n", rep.Modules)
 			return nil
 		},
 	}
+	decisionQueryFlag(cmd, &query)
+	return cmd
 }
 
 func defaultPaths(args []string) []string {
