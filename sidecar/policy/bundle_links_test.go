@@ -41,6 +41,24 @@ func decideDelete(t *testing.T, cfg policy.Config) (string, error) {
 	return res.Value.String(), nil
 }
 
+// deniedAsPathsAndBundleDir checks that dir, served as policy.paths, denies
+// a DELETE, and decides it alike served as policy.bundle_file; it returns
+// the decision.
+func deniedAsPathsAndBundleDir(t *testing.T, dir string) string {
+	t.Helper()
+	want, err := decideDelete(t, policy.Config{Paths: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want != `{"allowed": false}` {
+		t.Fatalf("policy.paths decides DELETE %s, want it denied", want)
+	}
+	if got, err := decideDelete(t, policy.Config{BundleFile: dir}); err != nil || got != want {
+		t.Errorf("as policy.bundle_file: DELETE %s (err %v), want %s as policy.paths", got, err, want)
+	}
+	return want
+}
+
 // A bundle directory whose deny rule reaches it through a link decides as
 // the same directory served as policy.paths, or is refused: OPA's readers
 // pass over symbolic links and link entries without a word, and a DELETE
@@ -89,16 +107,7 @@ func TestBundleLinkedRulesReadAsDirectory(t *testing.T) {
 			writeFile(t, filepath.Join(shared, "deny.rego"), linkedDeny)
 			c.link(t, shared, authz)
 
-			want, err := decideDelete(t, policy.Config{Paths: []string{dir}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want != `{"allowed": false}` {
-				t.Fatalf("policy.paths decides DELETE %s, want it denied by the linked rule", want)
-			}
-			if got, err := decideDelete(t, policy.Config{BundleFile: dir}); err != nil || got != want {
-				t.Errorf("as a bundle directory: DELETE %s (err %v), want %s as policy.paths", got, err, want)
-			}
+			want := deniedAsPathsAndBundleDir(t, dir)
 
 			packed := filepath.Join(root, "packed.tar.gz")
 			tarball(t, packed, "-czf", packed, "-C", dir, ".")
@@ -186,16 +195,7 @@ func TestConfigMapBundleDirectory(t *testing.T) {
 				layout.authz: linkedAllow,
 				layout.deny:  linkedDeny,
 			})
-			want, err := decideDelete(t, policy.Config{Paths: []string{dir}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want != `{"allowed": false}` {
-				t.Fatalf("policy.paths decides DELETE %s, want it denied", want)
-			}
-			if got, err := decideDelete(t, policy.Config{BundleFile: dir}); err != nil || got != want {
-				t.Errorf("as policy.bundle_file: DELETE %s (err %v), want %s as policy.paths", got, err, want)
-			}
+			deniedAsPathsAndBundleDir(t, dir)
 			b, err := policy.ReadBundleDir(dir, policy.ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
