@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -471,7 +472,26 @@ func readBundle(files bundle.DirectoryLoader, opts ReadOptions) (*bundle.Bundle,
 	if err := checkRoots(b.Manifest, opts.Roots); err != nil {
 		return nil, err
 	}
+	if err := checkRegoV1(b.Manifest); err != nil {
+		return nil, err
+	}
 	return &b, nil
+}
+
+// checkRegoV1 refuses a manifest that declares Rego other than v1 for the
+// bundle or for a file: Deputy's policies are Rego v1, and `policy check`,
+// `bundle build` and a policy directory read them only as v1, so a v0
+// bundle would be judged one way and served another.
+func checkRegoV1(m bundle.Manifest) error {
+	if m.RegoVersion != nil && *m.RegoVersion != 1 {
+		return sidecar.Invalid("bundle.rego_version", "manifest declares rego_version %d; Deputy serves Rego v1 only", *m.RegoVersion)
+	}
+	for _, file := range slices.Sorted(maps.Keys(m.FileRegoVersions)) {
+		if v := m.FileRegoVersions[file]; v != 1 {
+			return sidecar.Invalid("bundle.file_rego_versions", "manifest declares rego_version %d for %s; Deputy serves Rego v1 only", v, file)
+		}
+	}
+	return nil
 }
 
 func verificationConfig(opts ReadOptions) (*bundle.VerificationConfig, error) {

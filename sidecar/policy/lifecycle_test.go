@@ -100,6 +100,24 @@ func rawBundle(t *testing.T, roots []string, src string, sign ...policy.SignOpti
 	return buf.Bytes()
 }
 
+// regoV0Bundle is a bundle of one module in Rego v0 syntax, its manifest
+// as declare sets it.
+func regoV0Bundle(t *testing.T, declare func(*bundle.Manifest)) []byte {
+	t.Helper()
+	b := bundle.Bundle{Data: map[string]any{}}
+	b.Manifest.Revision = "v0"
+	b.Manifest.Roots = &[]string{"deputy"}
+	declare(&b.Manifest)
+	b.Manifest.Init()
+	src := "package deputy.authz\n\ndecision = {\"allowed\": true} { true }\n"
+	b.Modules = []bundle.ModuleFile{{URL: "/deputy/authz/authz.rego", Path: "/deputy/authz/authz.rego", Raw: []byte(src)}}
+	var buf bytes.Buffer
+	if err := policy.WriteBundle(&buf, &b); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func TestBuildBundle(t *testing.T) {
 	cases := []struct {
 		name      string
@@ -286,6 +304,12 @@ func TestReadBundleRefusesBadBundles(t *testing.T) {
 		{name: "claims the whole data tree", tar: rawBundle(t, []string{""}, "package deputy.authz\n\ndecision := true\n"), wantErr: "outside"},
 		{name: "package outside its own roots", tar: rawBundle(t, []string{"deputy"}, "package acme\n\ndecision := true\n"), wantErr: "roots"},
 		{name: "roots outside deputy and system", tar: rawBundle(t, []string{"acme"}, "package acme\n\ndecision := true\n"), wantErr: "outside"},
+		// Deputy's policies are Rego v1, and policy check, bundle build and
+		// a directory read them as v1 only: a bundle is served as v1 or not.
+		{name: "Rego v0 bundle", tar: regoV0Bundle(t, func(m *bundle.Manifest) { m.SetRegoVersion(ast.RegoV0) }), wantErr: "rego_version 0"},
+		{name: "Rego v0 file", tar: regoV0Bundle(t, func(m *bundle.Manifest) {
+			m.FileRegoVersions = map[string]int{"/deputy/authz/authz.rego": 0}
+		}), wantErr: "rego_version 0 for /deputy/authz/authz.rego"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
