@@ -221,3 +221,39 @@ func TestOfflineToolsRefuseWhatServeRefuses(t *testing.T) {
 		})
 	}
 }
+
+// A reload never takes the management rules away: the management API
+// would deny every call. A set without them may still start (policies
+// written for OPA-Envoy have none).
+func TestReloadKeepsManagementRules(t *testing.T) {
+	ctx := context.Background()
+	without := func(t *testing.T, dir string) {
+		t.Helper()
+		if err := os.RemoveAll(filepath.Join(dir, "deputy", "manage")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bare := shippedPolicies(t)
+	without(t, bare)
+	if err := newServingPolicy(t, bare).Start(ctx); err != nil {
+		t.Fatalf("start without management rules: %v", err)
+	}
+
+	dir := shippedPolicies(t)
+	p := newServingPolicy(t, dir)
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := p.engine.Current().Revision
+	without(t, dir)
+	want := "no rule defines " + policy.DefaultManageQuery
+	if err := p.source.Reload(ctx); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("reload without management rules: %v, want it refused naming %q", err, want)
+	}
+	if now := p.engine.Current().Revision; now != before {
+		t.Errorf("serving revision %s after the refused reload, want %s still", now, before)
+	}
+	if got := p.failures(t); got != 1 {
+		t.Errorf("activation failures counted = %v, want 1", got)
+	}
+}

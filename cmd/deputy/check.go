@@ -45,12 +45,14 @@ func decisionQueryFlag(cmd *cobra.Command, q *string) {
 // activationChecks are the checks every set passes before it serves:
 // policy data Deputy would read otherwise than meant (authz.CheckData),
 // a decision query no rule answers (a bundle without its modules would
-// deny every request), and mask rules that cannot run, which would log
+// deny every request), management rules a reload would take away, and
+// mask rules that cannot run, which would log
 // credentials or drop every record's input (decisionlog.ValidateMask).
 func activationChecks(cfg policy.Config) []policy.Option {
 	return []policy.Option{
 		policy.WithDataCheck(authz.CheckData),
 		policy.WithActivationCheck(policy.RequireRules(cfg.DecisionQuery)),
+		policy.WithKeptRules(policy.DefaultManageQuery),
 		policy.WithActivationCheck(func(ctx context.Context, a *policy.Activation) error {
 			return decisionlog.ValidateMask(ctx, a)
 		}),

@@ -299,6 +299,29 @@ func RequireRules(queries ...string) func(context.Context, *Activation) error {
 	}
 }
 
+// WithKeptRules refuses a set in which no rule answers one of queries
+// that the set serving answers: a reload to a bundle that lost, say, its
+// management rules would otherwise leave the management API denying
+// everything. Before the first activation (at start, and offline) nothing
+// is kept, so a set written for another purpose (OPA-Envoy's policies,
+// without Deputy's management rules) still serves.
+func WithKeptRules(queries ...string) Option {
+	return func(e *Engine) {
+		e.checks = append(e.checks, func(_ context.Context, a *Activation) error {
+			serving := e.current.Load()
+			if serving == nil {
+				return nil
+			}
+			for _, q := range queries {
+				if noRules(a.Compiler, q) && !noRules(serving.Compiler, q) {
+					return sidecar.Invalid("policies", "no rule defines %s, which revision %q serving defines: a reload does not take a query's rules away (restart Deputy to serve a set without them)", q, serving.Revision)
+				}
+			}
+			return nil
+		})
+	}
+}
+
 // noRules reports whether query is a plain reference into data that no
 // rule can contribute to, so its value comes from base data alone.
 func noRules(c *ast.Compiler, query string) bool {

@@ -106,3 +106,41 @@ func TestRequireRules(t *testing.T) {
 		})
 	}
 }
+
+// WithKeptRules refuses a reload that takes a query's rules away, and
+// nothing before the first activation: a set without them may start.
+func TestKeptRules(t *testing.T) {
+	mod := func(src string) map[string]*ast.Module {
+		return map[string]*ast.Module{"t.rego": ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})}
+	}
+	decideOnly := "package t.authz\n\ndecision := true\n"
+	withManage := decideOnly + "\nmanage := {\"allowed\": true}\n"
+	e := New(WithQueries("data.t.authz.decision", "data.t.authz.manage"), WithLogger(slog.New(slog.DiscardHandler)),
+		WithKeptRules("data.t.authz.manage"))
+	ctx := context.Background()
+	steps := []struct {
+		rev, src string
+		refused  bool
+	}{
+		{rev: "start without manage", src: decideOnly},
+		{rev: "manage added", src: withManage},
+		{rev: "manage taken away", src: decideOnly, refused: true},
+		{rev: "manage kept", src: withManage},
+	}
+	serving := ""
+	for _, s := range steps {
+		err := e.Activate(ctx, &Set{Modules: mod(s.src), Revision: s.rev})
+		if s.refused {
+			if err == nil || !strings.Contains(err.Error(), "no rule defines data.t.authz.manage") {
+				t.Fatalf("%s: Activate = %v, want it refused naming the query", s.rev, err)
+			}
+		} else if err != nil {
+			t.Fatalf("%s: Activate = %v, want it served", s.rev, err)
+		} else {
+			serving = s.rev
+		}
+		if got := e.Current().Revision; got != serving {
+			t.Fatalf("after %s: serving %q, want %q", s.rev, got, serving)
+		}
+	}
+}
