@@ -22,6 +22,10 @@ type virtualCache struct {
 	opt    rego.EvalOption // hands this cache to an evaluation, built once
 	memo   *memo           // the activation's memoized functions, read in the base frame
 	found  []memoEntry     // results for memo, kept once the evaluation succeeds
+	// keys backs the entries' keys: copies of the references OPA hands
+	// Put, which for a function call are a buffer it writes again (see
+	// Put). One array for the evaluation, reused with the cache.
+	keys []*ast.Term
 }
 
 type cacheEntry struct {
@@ -67,7 +71,8 @@ func (c *virtualCache) release() {
 		clear(c.frames[i])
 	}
 	clear(c.found)
-	c.depth, c.memo, c.found = 1, nil, c.found[:0]
+	clear(c.keys)
+	c.depth, c.memo, c.found, c.keys = 1, nil, c.found[:0], c.keys[:0]
 	virtualCaches.Put(c)
 }
 
@@ -125,7 +130,15 @@ func (c *virtualCache) Put(ref ast.Ref, value *ast.Term) {
 			c.found = append(c.found, e)
 		}
 	}
-	entry := cacheEntry{ref: ref, value: value, undefined: value == nil}
+	// The key is copied: for a function call OPA hands the argument buffer
+	// of a pooled frame, which its next call overwrites with its own
+	// arguments; kept as is, the stored key would equal whatever is looked
+	// up next, and f(b, a), which hashes as f(a, b) does, would be answered
+	// with f(a, b)'s value. The terms themselves are not written again.
+	// The copy is a capped slice of keys, so no later copy writes into it.
+	start := len(c.keys)
+	c.keys = append(c.keys, ref...)
+	entry := cacheEntry{ref: c.keys[start:len(c.keys):len(c.keys)], value: value, undefined: value == nil}
 	s, ok := m[h]
 	switch {
 	case !ok:
