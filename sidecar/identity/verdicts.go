@@ -2,6 +2,7 @@ package identity
 
 import (
 	"crypto/sha256"
+	"strings"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -100,8 +101,11 @@ func (c *verdicts) remember(token string, keys *keyIndex, now time.Time, id *sid
 	if c == nil {
 		return
 	}
+	// token is a slice of the header it came in, which may be far longer
+	// (white space around it): what is kept is a copy of the token alone,
+	// or each entry would hold the whole header.
 	if err == nil {
-		c.ids.Add(token, proven{id: id, exp: exp, keys: keys})
+		c.ids.Add(strings.Clone(token), proven{id: id, exp: exp, keys: keys})
 		return
 	}
 	if sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED {
@@ -113,7 +117,11 @@ func (c *verdicts) remember(token string, keys *keyIndex, now time.Time, id *sid
 		// again once its rate bound has passed.
 		return
 	}
-	c.refusals.Add(refusalKeyOf(token), refusal{err: err, until: now.Add(RefusalTTL), keys: keys})
+	k := refusalKeyOf(token)
+	if !k.hashed {
+		k.s = strings.Clone(k.s)
+	}
+	c.refusals.Add(k, refusal{err: err, until: now.Add(RefusalTTL), keys: keys})
 }
 
 // purge forgets every verdict: the key set changed.
