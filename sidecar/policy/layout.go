@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -48,6 +49,27 @@ func hiddenPolicy(rel string) bool {
 	return path.Ext(base) == ".rego" || base == "data.json" || bundle.IsYAMLDataFile(base)
 }
 
+// strayManifest reports whether the file at rel, a slash-separated path
+// inside a policy directory or bundle, is one OPA's bundle reader takes
+// for the bundle's manifest or signatures though it is not the root's
+// /.manifest or /.signatures.json: the reader takes any path ending in
+// ".manifest" (deputy/authz/release.manifest) or ".manifest.pb" as the
+// manifest, whose roots, revision and rego_version then govern the
+// bundle, and any .signatures.json as the signatures, while the file
+// loader reads neither.
+func strayManifest(rel string) bool {
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	parts = slices.DeleteFunc(parts, func(p string) bool { return p == "." || p == "" })
+	rel = strings.Join(parts, "/")
+	switch {
+	case rel == bundle.ManifestExt, rel == ".signatures.json":
+		return false
+	case strings.HasSuffix(rel, bundle.ManifestExt), strings.HasSuffix(rel, bundle.ManifestProtoExt):
+		return true
+	}
+	return bundle.IsSignaturesFile(rel)
+}
+
 // hiddenPath reports whether a part of rel names a hidden file or
 // directory. A "." part is none: `tar -czf b.tar.gz -C dir .` names every
 // file ./deputy/...
@@ -64,8 +86,9 @@ func hiddenPath(rel string) bool {
 // OPA's two loaders would read apart, for the error that refuses them:
 // both loaders go through it, so they refuse the same files.
 type layoutCheck struct {
-	hidden  []string
-	misread []string
+	hidden   []string
+	misread  []string
+	manifest []string
 }
 
 // refuse records the file at rel, named name in the error, when
@@ -76,6 +99,8 @@ func (c *layoutCheck) refuse(rel, name string) bool {
 		c.hidden = append(c.hidden, name)
 	case misreadData(rel):
 		c.misread = append(c.misread, name)
+	case strayManifest(rel):
+		c.manifest = append(c.manifest, name)
 	default:
 		return false
 	}
@@ -86,6 +111,9 @@ func (c *layoutCheck) refuse(rel, name string) bool {
 func (c *layoutCheck) err(field string) error {
 	if len(c.hidden) > 0 {
 		return sidecar.Invalid(field, "%s: Rego or data under a hidden name (starting with \".\"), which a bundle reads while a policy directory does not, so its rules would hold one way and not the other: move it out of the hidden path, or delete it", strings.Join(c.hidden, ", "))
+	}
+	if len(c.manifest) > 0 {
+		return sidecar.Invalid(field, "%s: a manifest or signatures file other than the root's /.manifest and /.signatures.json, which a bundle reads as its own while a policy directory does not, so its roots, revision and Rego version would hold one way and not the other: delete it, or move it to the root", strings.Join(c.manifest, ", "))
 	}
 	if len(c.misread) > 0 {
 		return sidecar.Invalid(field, "%s: data in a file not named data.json, which a bundle does not read while a policy directory does, so its rules would hold one way and not the other: merge it into the data.json of its directory, or name it data.json where there is none", strings.Join(c.misread, ", "))

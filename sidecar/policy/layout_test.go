@@ -195,6 +195,32 @@ func TestPolicyNotUnderHiddenNames(t *testing.T) {
 	}
 }
 
+// OPA's bundle reader takes any file whose path ends in ".manifest" (or
+// ".manifest.pb") as the bundle's manifest, and any .signatures.json as
+// its signatures, at any depth and under a visible name; the file loader
+// reads neither. deputy/authz/release.manifest stating rego_version 0 had
+// a bundle serve a v0 module that policy.paths refuses. Each reader
+// refuses such a file by name; the root's own stay the bundle's.
+func TestStrayManifestsRefused(t *testing.T) {
+	manifest := `{"revision":"nested","roots":["deputy"],"rego_version":0}`
+	for _, stray := range []string{"deputy/authz/release.manifest", "deputy/.manifest", "deputy/authz/x.manifest.pb", "deputy/.signatures.json"} {
+		for _, r := range policyReaders {
+			t.Run(r.name+"/"+stray, func(t *testing.T) {
+				err := r.read(t, policyDir(t, map[string]string{stray: manifest}))
+				if err == nil || !strings.Contains(err.Error(), stray) || !strings.Contains(err.Error(), "manifest or signatures") {
+					t.Errorf("err = %v, want %s refused by name", err, stray)
+				}
+			})
+		}
+	}
+	// policyDir's own root .manifest is the bundle's: every reader reads it.
+	for _, r := range policyReaders {
+		if err := r.read(t, policyDir(t, nil)); err != nil {
+			t.Errorf("%s: the root .manifest refused: %v", r.name, err)
+		}
+	}
+}
+
 // The shipped policies and the chart's copy of them keep their data in
 // data.json files, and load every way.
 func TestShippedPoliciesLoadEveryWay(t *testing.T) {
