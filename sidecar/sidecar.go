@@ -90,6 +90,11 @@ type Request struct {
 	// every name. Whoever builds Headers sets it, from the names it holds;
 	// false (unknown) costs only time.
 	PlainNames bool
+	// PolicyData is the base data of the policy activation deciding the
+	// request (nil: the active one). Resolvers read business rules from
+	// it, so a check's Go and Rego apply the same revision even when a
+	// reload lands in between.
+	PolicyData map[string]any
 }
 
 // HTTPHeaders returns the headers of an HTTP request as Request.Headers

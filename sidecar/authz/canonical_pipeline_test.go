@@ -10,10 +10,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
@@ -231,6 +234,32 @@ func TestResolversSeeHeaderMap(t *testing.T) {
 	p.Check(context.Background(), checkRequest(t, req))
 	if want := []string{"acme", "globex", "initech"}; !slices.Equal(got, want) {
 		t.Errorf("x-on-behalf-of values = %q, want %q", got, want)
+	}
+}
+
+// Resolvers read the policy data of the activation deciding the check,
+// even when a reload lands while they run: one revision's Rego never
+// decides with the next revision's Go-read rules (a customer path, the
+// reseller privileges).
+func TestResolversReadTheDecidingActivation(t *testing.T) {
+	const src = "package t\n\ndecision := {\"allowed\": true, \"reason\": data.t.rev}\n"
+	e := engineFor(t, "data.t.decision", src, map[string]any{"t": map[string]any{"rev": "a"}})
+	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	next := &policy.Set{Modules: map[string]*ast.Module{"policy.rego": mod}, Data: map[string]any{"t": map[string]any{"rev": "b"}}, Revision: "b"}
+	var read any
+	p := authz.New(e, authz.WithQuery("data.t.decision"),
+		authz.WithResolvers(sidecar.DelegationResolverFunc(func(ctx context.Context, r *sidecar.Request, _ *sidecar.Identity) (*sidecar.Delegation, error) {
+			if err := e.Activate(ctx, next); err != nil { // the reload lands now
+				return nil, err
+			}
+			if d, ok := r.PolicyData["t"].(map[string]any); ok {
+				read = d["rev"]
+			}
+			return nil, nil
+		})))
+	resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/a", nil, "")))
+	if resp.Reason != "a" || read != "a" {
+		t.Fatalf("Rego decided with revision %q, the resolver read revision %v: want both a", resp.Reason, read)
 	}
 }
 

@@ -393,6 +393,9 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	}
 	d.TraceID = r.traceID
 	input := r.input
+	// Resolvers read their rules from the activation deciding, not the
+	// one serving by the time they run.
+	r.view.PolicyData = act.Data()
 
 	// Identity.
 	t := p.clock()

@@ -297,7 +297,9 @@ func TestPathTemplateReadsTheCanonicalPath(t *testing.T) {
 	env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
 	mod := ast.MustParseModuleWithOpts("package t\n\ndecision := true\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
 	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
-	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+	// The engine serves the rules the resolver reads: resolvers read the
+	// data of the activation deciding the check.
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}, Data: shippedData(t)()}); err != nil {
 		t.Fatal(err)
 	}
 	logged := &lastDecision{}

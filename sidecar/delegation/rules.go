@@ -404,9 +404,12 @@ type parsedRules struct {
 // NewRuleBook reads rules from data.
 func NewRuleBook(data PolicyData) *RuleBook { return &RuleBook{data: data} }
 
-func (b *RuleBook) rules() (*Rules, error) {
-	var data map[string]any
-	if b.data != nil {
+func (b *RuleBook) rules() (*Rules, error) { return b.rulesIn(nil) }
+
+// rulesIn reads the rules of data, the base data of one activation; nil
+// stands for the active policy data.
+func (b *RuleBook) rulesIn(data map[string]any) (*Rules, error) {
+	if data == nil && b.data != nil {
 		data = b.data()
 	}
 	if data == nil {
@@ -439,16 +442,20 @@ func (b *RuleBook) Partner() (*PartnerRules, error) {
 // CustomerPath returns the path naming the customer in the active policy
 // data, nil when its data has no partner rules: then only the on-behalf-of
 // header names one, as the policies, which read the same data, expect.
-func (b *RuleBook) CustomerPath() *PathTemplate {
-	if r, err := b.rules(); err == nil && r.Partner != nil {
+// data is the base data of the activation deciding the check (nil: the
+// active one), so a check that overlaps a reload reads its rules from the
+// revision whose Rego decides it, never one revision's Rego with the
+// next one's path.
+func (b *RuleBook) CustomerPath(data map[string]any) *PathTemplate {
+	if r, err := b.rulesIn(data); err == nil && r.Partner != nil {
 		return r.Partner.CustomerPath
 	}
 	return nil
 }
 
-// Reseller returns the reseller rules of the active policy data.
-func (b *RuleBook) Reseller() (*ResellerRules, error) {
-	r, err := b.rules()
+// Reseller returns the reseller rules of data, as CustomerPath reads it.
+func (b *RuleBook) Reseller(data map[string]any) (*ResellerRules, error) {
+	r, err := b.rulesIn(data)
 	if err != nil {
 		return nil, err
 	}

@@ -114,7 +114,7 @@ func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	}
 	// Parsed once per policy activation, so the path costs a pointer
 	// comparison here.
-	tmpl := r.rules.CustomerPath()
+	tmpl := r.rules.CustomerPath(req.PolicyData)
 	if tmpl == nil {
 		return v, nil
 	}
@@ -143,7 +143,7 @@ func (r *OnBehalfResolver) Resolve(ctx context.Context, req *sidecar.Request, id
 		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonIdentityRequired, nil)
 	}
 	if id.Domain != "" {
-		return r.resolveReseller(ctx, customer, id)
+		return r.resolveReseller(ctx, req.PolicyData, customer, id)
 	}
 	return r.resolvePartner(ctx, customer, id)
 }

@@ -18,11 +18,11 @@ import (
 // customer exactly as assigned. A customer id outside the assignable set
 // (sidecar.ValidAssignedID) is refused before any lookup: no assignment
 // holds one, and an upstream's collation may read it as an assigned id.
-func (r *OnBehalfResolver) resolveReseller(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
+func (r *OnBehalfResolver) resolveReseller(ctx context.Context, data map[string]any, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
 	if sidecar.ValidAssignedID("customer", customer) != nil {
 		return nil, sidecar.Refused(sidecar.EINVALID, ReasonCustomerIDNotAllowed, nil)
 	}
-	rules, err := r.rules.Reseller()
+	rules, err := r.rules.Reseller(data)
 	if err != nil {
 		// Without rules nobody is staff: deny, never fall through.
 		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonResellerRulesMissing, err)
