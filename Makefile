@@ -21,7 +21,7 @@ IMAGE_REPOSITORY ?= ghcr.io/deputyhq/deputy
 IMAGE := bin/deputy-image
 CA_CERTS := /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: all build run test test-go test-charts test-image image chart-policies check-chart-policies deps vet lint fmt-check bench fuzz bundle clean
+.PHONY: all build run test test-go test-race test-charts test-image image chart-policies check-chart-policies deps vet lint fmt-check bench fuzz bundle clean
 
 all: build
 
@@ -69,6 +69,7 @@ deps:
 	[ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || missing="$$missing libnginx-mod-http-js"; \
 	command -v caddy >/dev/null || missing="$$missing caddy"; \
 	command -v php >/dev/null || missing="$$missing php-cli"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -76,7 +77,7 @@ deps:
 
 ## test: everything — Go tests (unit, contract on memory and real Redis,
 ## end-to-end through gRPC, nginx and Caddy), Rego tests, chart tests.
-test: deps lint test-go test-charts test-image
+test: deps lint test-go test-race test-charts test-image
 
 vet: fmt-check
 	$(GO) vet ./...
@@ -88,6 +89,14 @@ fmt-check:
 # The end-to-end tests (examples/, charts/deputy/tests) run the real binary.
 test-go: build
 	PATH="$$PATH:/usr/sbin" DEPUTY_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./...
+
+# The packages where checks, caches, stores and the decision log run
+# concurrently, again under the race detector: their concurrency tests
+# (many goroutines at once) prove nothing without it.
+RACE_PKGS := ./sidecar/ ./sidecar/authz/ ./sidecar/policy/ ./sidecar/resolve/ ./sidecar/memory/ ./sidecar/redis/ \
+	./sidecar/decisionlog/ ./sidecar/delegation/ ./sidecar/identity/ ./sidecar/api/ ./sidecar/envoy/
+test-race: build
+	PATH="$$PATH:/usr/sbin" DEPUTY_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 
 test-charts: build
 	cd charts/deputy/tests && PATH="$$PATH:/usr/sbin" DEPUTY_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m ./...
