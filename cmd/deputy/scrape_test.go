@@ -188,6 +188,9 @@ func TestMetricsExportedFromStart(t *testing.T) {
 	cfg := testConfig(t, "../../policies", func(*Config) {})
 	runServer(t, &cfg)
 	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
+	// deputy_readiness holds each condition as last evaluated: the first
+	// evaluation runs beside the listeners, and may come after them.
+	eventually(t, "the first readiness evaluation", func() bool { return scrape(t, metricsURL)["deputy_readiness"] })
 	wantQueriedMetrics(t, scrape(t, metricsURL))
 	for _, kind := range []string{"sessions", "grants", "shares", "assignments"} {
 		for _, series := range []string{
