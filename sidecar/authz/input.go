@@ -273,6 +273,10 @@ func (f headerForms) oddHeaderName() error {
 	return sidecar.Invalid(f.odd, "header name with a byte other than a letter, a digit, \"-\" or \"_\": refused, as upstreams read it as another name")
 }
 
+// keptQueryBytes is the most of a query the canonical path may keep alive
+// beside it (see buildInput): a longer one costs the path a copy.
+const keptQueryBytes = 256
+
 // buildInput converts a CheckRequest whose owned headers were stripped. The input is what OPA-Envoy builds
 // (protojson of the request plus parsed_path, parsed_query, parsed_body,
 // truncated_body, version), minus Deputy-owned headers, and limited to what
@@ -286,6 +290,12 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	r.canonical.methods = r.canonical.methodsBuf[:0]
 
 	rawPath, rawQuery, _ := strings.Cut(httpReq.GetPath(), "?")
+	if len(rawQuery) > keptQueryBytes {
+		// The canonical path and its segments are slices of rawPath, and
+		// caches keep them (request terms, state keys): cut from :path,
+		// each would hold the whole query alive with it.
+		rawPath = strings.Clone(rawPath)
+	}
 	cp, err := parsePath(rawPath, opts.MaxPathSegments, opts.MaxRouteDirsBytes)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math"
+	"strings"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -114,6 +115,15 @@ func (c *jwtVerdicts) decodeVerify(bctx topdown.BuiltinContext, operands []*ast.
 		if v, ok := c.cache.Peek(key); ok && v.from <= now && now < v.until && v.constraints.Compare(constraints) == 0 {
 			return v.result, nil
 		}
+	}
+	if tokOK {
+		// The token is often a slice of the whole Authorization header
+		// (trim_space(trim_prefix(h, "Bearer")) keeps its backing), and
+		// this cache and OPA's io.jwt cache both keep it: each entry would
+		// hold the whole header. They are handed a copy of the token.
+		own := strings.Clone(string(token))
+		key.token = own
+		operands = []*ast.Term{ast.StringTerm(own), operands[1]}
 	}
 	var out *ast.Term
 	if err := c.opa(bctx, operands, func(t *ast.Term) error { out = t; return nil }); err != nil {

@@ -127,6 +127,9 @@ func (r *OnBehalfResolver) Customer(req *sidecar.Request) (string, error) {
 	case v != "":
 		return v, nil
 	}
+	// c is a slice of the request's path, which may be far longer: the
+	// state cache keeps it as a key, so it keeps a copy of c alone.
+	c = strings.Clone(c)
 	if delegation.ValidRef("customer", c) != nil {
 		return "", sidecar.Refused(sidecar.EINVALID, ReasonInvalidOnBehalfOf, nil)
 	}
