@@ -293,8 +293,13 @@ type Decision struct {
 	Delegation *Delegation
 
 	Revision string // policy bundle revision
-	Latency  time.Duration
-	Stages   Stages
+	// Policy is the *policy.Activation that decided, nil when none was
+	// serving. The decision log masks Input with its data.system.log.mask
+	// rules, whichever set serves when the record is written; a record
+	// whose Policy is of another type loses its input.
+	Policy  any
+	Latency time.Duration
+	Stages  Stages
 
 	// Input is the policy input, for decision logs that keep it (masked).
 	Input any

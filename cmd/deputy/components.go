@@ -177,12 +177,12 @@ func (s *statePart) Stop(context.Context) error {
 // newDecisionLog builds the asynchronous, bounded, masked decision logger.
 // Its writer runs until Stop, which flushes what is queued: it must not
 // end with the signal that starts the shutdown, while checks still run.
-func newDecisionLog(cfg decisionlog.Config, client goredis.UniversalClient, mask decisionlog.Evaluator, log *slog.Logger, m *metrics.Metrics) (*decisionlog.Logger, error) {
+func newDecisionLog(cfg decisionlog.Config, client goredis.UniversalClient, log *slog.Logger, m *metrics.Metrics) (*decisionlog.Logger, error) {
 	sink, err := decisionlog.NewSink(cfg, client, os.Stdout)
 	if err != nil {
 		return nil, err
 	}
-	dlog, err := decisionlog.New(cfg, sink, decisionlog.WithMaskPolicy(mask), decisionlog.WithLogger(log))
+	dlog, err := decisionlog.New(cfg, sink, decisionlog.WithMaskPolicy(), decisionlog.WithLogger(log))
 	if err != nil {
 		return nil, err
 	}

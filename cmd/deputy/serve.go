@@ -143,7 +143,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		return nil, err
 	}
 
-	dlog, err := newDecisionLog(cfg.DecisionLog, state.client, pol.engine, s.log, m)
+	dlog, err := newDecisionLog(cfg.DecisionLog, state.client, s.log, m)
 	if err != nil {
 		return nil, err
 	}

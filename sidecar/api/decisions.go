@@ -10,6 +10,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
 // manageRecord is what Authorize knows of one manage decision before the
@@ -17,8 +18,9 @@ import (
 type manageRecord struct {
 	start    time.Time
 	id       *sidecar.Identity
-	input    map[string]any // as the policy sees it
-	revision string         // of the activation that answered
+	input    map[string]any     // as the policy sees it
+	revision string             // of the activation that answered
+	policy   *policy.Activation // that answered, whose mask rules the log applies
 }
 
 // callKey carries a call's callDecisions to Authorize.
@@ -63,6 +65,9 @@ func (s *Server) logDecision(ctx context.Context, rec manageRecord, a *Authoriza
 	// No ID: the decision log gives every record without one its own.
 	d := &sidecar.Decision{Time: rec.start, Identity: rec.id, Latency: s.clock().Sub(rec.start),
 		HTTPStatus: http.StatusOK, Revision: rec.revision}
+	if rec.policy != nil {
+		d.Policy = rec.policy
+	}
 	// A fresh AST value: no caller changes it while the log masks it, off
 	// the call's path. The input was converted once already for the
 	// policy, so this cannot fail.

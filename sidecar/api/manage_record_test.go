@@ -39,7 +39,7 @@ mask contains "/input/target/ticket" if input.input.action == "impersonation.sta
 	activate(t, e, dir, "rev-42")
 
 	var out logtest.Lines
-	logger := startDecisionLog(t, &out, decisionlog.WithMaskPolicy(e.engine))
+	logger := startDecisionLog(t, &out, decisionlog.WithMaskPolicy())
 	e.handler = api.New(api.WithVerifier(e.idv), api.WithEngine(e.engine), api.WithClock(e.clock.Now),
 		api.WithRoutes(api.NewImpersonation(e.svc)), api.WithDecisionLogger(logger))
 

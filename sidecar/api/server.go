@@ -40,6 +40,17 @@ func (a engineEvaluator) Eval(ctx context.Context, q string, in ast.Value) (poli
 	return a.e.Eval(ctx, q, in)
 }
 
+// evalOn evaluates on the serving activation and returns it, so the
+// decision log masks the decision with the rules of the set that made it.
+func (a engineEvaluator) evalOn(ctx context.Context, q string, in ast.Value) (policy.Result, *policy.Activation, error) {
+	act := a.e.Current()
+	if act == nil {
+		return policy.Result{}, nil, policy.ErrNoPolicy
+	}
+	res, err := act.Eval(ctx, q, in)
+	return res, act, err
+}
+
 // Routes is implemented by each resource area of the API.
 type Routes interface {
 	Register(r *Router)
@@ -286,8 +297,14 @@ func (s *Server) Authorize(ctx context.Context, id *sidecar.Identity, action str
 		return nil, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "build policy input", Err: err}
 	}
 	start := s.clock()
-	res, err := s.eval.Eval(ctx, s.query, v)
-	rec := manageRecord{start: start, id: id, input: in, revision: res.Revision}
+	var res policy.Result
+	var act *policy.Activation
+	if ee, ok := s.eval.(engineEvaluator); ok {
+		res, act, err = ee.evalOn(ctx, s.query, v)
+	} else {
+		res, err = s.eval.Eval(ctx, s.query, v)
+	}
+	rec := manageRecord{start: start, id: id, input: in, revision: res.Revision, policy: act}
 	if err != nil {
 		s.logDecision(ctx, rec, nil, err)
 		return nil, err

@@ -304,7 +304,7 @@ func (p *Pipeline) Refuse(ctx context.Context, req *authv3.CheckRequest, refusal
 	return p.finish(owned, nil, func(d *sidecar.Decision) *Response {
 		requestFacts(req, d)
 		if act := p.eval.Current(); act != nil {
-			d.Revision = act.Revision
+			d.Revision, d.Policy = act.Revision, act
 		}
 		resp := errorDenial(refusal)
 		resp.Body = sidecar.ErrorMessage(refusal)
@@ -323,7 +323,7 @@ func (p *Pipeline) Replay(ctx context.Context, input ast.Object) *Response {
 		if act == nil {
 			return denial(p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy)
 		}
-		d.Revision = act.Revision
+		d.Revision, d.Policy = act.Revision, act
 		if p.keepInput {
 			d.Input = input
 		}
@@ -373,7 +373,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	if act == nil {
 		return denial(p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy)
 	}
-	d.Revision = act.Revision
+	d.Revision, d.Policy = act.Revision, act
 	need := act.InputNeeds(p.query)
 	err := foldedSpelling(carried)
 	if err == nil {

@@ -116,8 +116,11 @@ type queued struct {
 type Option func(*Logger)
 
 // WithMaskPolicy makes the logger honour the policy's data.system.log.mask
-// rules, evaluated on the engine serving when a record is written.
-func WithMaskPolicy(ev Evaluator) Option { return func(l *Logger) { l.masker.eval = ev } }
+// rules, evaluated on the activation that made each decision
+// (sidecar.Decision.Policy), not on the one serving when the record is
+// written: a reload between the two must not unmask what the deciding
+// revision hid.
+func WithMaskPolicy() Option { return func(l *Logger) { l.masker.policy = true } }
 
 // WithLogger sets where the logger reports sink failures.
 func WithLogger(lg *slog.Logger) Option { return func(l *Logger) { l.log = lg } }
@@ -130,7 +133,7 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 	l := &Logger{
 		cfg:    cfg,
 		sink:   sink,
-		masker: newMasker(cfg, nil),
+		masker: newMasker(cfg),
 		log:    slog.Default(),
 		ring:   make([]queued, cfg.QueueSize),
 		wake:   make(chan struct{}, 1),
@@ -599,7 +602,7 @@ func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decisi
 		rec.Time = time.Now().UTC()
 	}
 	if l.cfg.InputIncluded() && d.Input != nil {
-		l.masker.mask(ctx, rec, d.Input)
+		l.masker.mask(ctx, rec, d.Input, d.Policy)
 		if rec.MaskError != "" {
 			// Log the first failure and then every 1000th, not every record.
 			if n := l.maskErrors.Add(1); n%1000 == 1 {

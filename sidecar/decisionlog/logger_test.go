@@ -203,18 +203,25 @@ func engineWith(t testing.TB, dir string) *policy.Engine {
 	return e
 }
 
+// decidedBy makes d a decision of the activation eng serves, whose mask
+// rules the log applies to it.
+func decidedBy(d *sidecar.Decision, eng *policy.Engine) *sidecar.Decision {
+	d.Policy = eng.Current()
+	return d
+}
+
 func TestMaskPolicy(t *testing.T) {
 	eng := engineWith(t, "testdata/mask")
 	if err := decisionlog.ValidateMask(context.Background(), eng); err != nil {
 		t.Fatalf("valid mask policy refused: %v", err)
 	}
 	var out lines
-	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy(eng))
+	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy())
 	search := requestInput(t)
 	other := requestInput(t)
 	other["parsed_path"] = []any{"cart"}
-	l.Log(impersonationDecision("search", search))
-	l.Log(impersonationDecision("cart", other))
+	l.Log(decidedBy(impersonationDecision("search", search), eng))
+	l.Log(decidedBy(impersonationDecision("cart", other), eng))
 	if err := l.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +268,8 @@ func TestMaskPolicyAbsent(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out lines
-			l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy(tc.eng))
-			l.Log(impersonationDecision("d", requestInput(t)))
+			l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy())
+			l.Log(decidedBy(impersonationDecision("d", requestInput(t)), tc.eng))
 			if err := l.Stop(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -315,10 +322,10 @@ func TestInvalidMaskPolicy(t *testing.T) {
 			t.Fatalf("mask valid on empty input refused: %v", err)
 		}
 		var out lines
-		l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy(eng))
+		l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out), decisionlog.WithMaskPolicy())
 		in := requestInput(t)
 		in["ticket"] = "T-1"
-		l.Log(impersonationDecision("d", in))
+		l.Log(decidedBy(impersonationDecision("d", in), eng))
 		if err := l.Stop(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -163,7 +163,7 @@ var secretHeaders = []string{
 type masker struct {
 	headers     []string // lower case, "-" between words
 	queryParams []string // lower case
-	eval        Evaluator
+	policy      bool     // apply the deciding activation's mask rules
 
 	// verdicts remembers secretHeader's answer for header names seen,
 	// up to maxHeaderVerdicts: records carry the same few names again
@@ -177,7 +177,7 @@ type masker struct {
 // maxHeaderVerdicts bounds masker.verdicts.
 const maxHeaderVerdicts = 1024
 
-func newMasker(cfg Config, ev Evaluator) *masker {
+func newMasker(cfg Config) *masker {
 	// Lower case with "-" between words, as secretHeader compares.
 	hs := append(slices.Clip(secretHeaders), sidecar.HeaderName(cfg.ActorTokenHeader))
 	for _, h := range cfg.MaskHeaders {
@@ -187,7 +187,7 @@ func newMasker(cfg Config, ev Evaluator) *masker {
 	for i, q := range cfg.MaskQueryParams {
 		qs[i] = strings.ToLower(q)
 	}
-	return &masker{headers: hs, queryParams: qs, eval: ev, verdicts: make(map[string]bool)}
+	return &masker{headers: hs, queryParams: qs, verdicts: make(map[string]bool)}
 }
 
 // spine names objects, each with the objects under it that are on the
@@ -249,17 +249,44 @@ var bodyPaths = [][]string{
 }
 
 // mask fills rec.Input with the masked copy of the decision's input. The
-// policy's rules run first; the fixed rules run last so no policy can
-// bring a credential back.
-func (m *masker) mask(ctx context.Context, rec *Record, in any) {
-	m.maskWith(ctx, rec, in, false)
+// mask rules of the activation that decided (deciding, the decision's
+// Policy) run first; the fixed rules run last so no policy can bring a
+// credential back.
+func (m *masker) mask(ctx context.Context, rec *Record, in, deciding any) {
+	ev, err := m.rulesOf(deciding)
+	if err != nil {
+		// Another revision's rules could show what this one hid: drop the
+		// input, as a failing mask does.
+		rec.MaskError = err.Error()
+		rec.Erased = append(rec.Erased, "/input")
+		return
+	}
+	m.maskWith(ctx, rec, in, ev, false)
 }
 
-// maskWith masks in into rec. Unless full, an AST input that no policy
-// rule masks is turned into Go maps only along maskSpine, the objects the
-// fixed rules read and change; everything else reaches the encoder as the
-// AST values the policy saw, with no copy.
-func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
+// rulesOf returns what evaluates the mask rules of the decision deciding
+// made: nil when the logger honours no mask policy or no policy was
+// serving, so no rules were in force.
+func (m *masker) rulesOf(deciding any) (Evaluator, error) {
+	if !m.policy || deciding == nil {
+		return nil, nil
+	}
+	act, ok := deciding.(*policy.Activation)
+	if !ok {
+		return nil, sidecar.Invalid(MaskField, "the deciding policy activation is not available (%T)", deciding)
+	}
+	if act == nil {
+		return nil, nil
+	}
+	return act, nil
+}
+
+// maskWith masks in into rec with the mask rules ev evaluates (none when
+// ev is nil). Unless full, an AST input that no policy rule masks is
+// turned into Go maps only along maskSpine, the objects the fixed rules
+// read and change; everything else reaches the encoder as the AST values
+// the policy saw, with no copy.
+func (m *masker) maskWith(ctx context.Context, rec *Record, in any, ev Evaluator, full bool) {
 	var plain any
 	var err error
 	value, isAST := astValue(in)
@@ -267,8 +294,8 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
 		plain, err = plainInput(in)
 	}
 	var rules []MaskRule
-	if err == nil && m.eval != nil {
-		if rules, err = m.policyRules(ctx, in, plain); err != nil {
+	if err == nil && ev != nil {
+		if rules, err = policyRules(ctx, ev, in, plain); err != nil {
 			// Never log what the policy wanted hidden: drop the input.
 			rec.MaskError = err.Error()
 			rec.Erased = append(rec.Erased, "/input")
@@ -290,14 +317,12 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, full bool) {
 		return
 	}
 	event := map[string]any{"input": plain}
-	if m.eval != nil {
-		for _, r := range rules {
-			if applyRule(event, r.parts, r.Op, r.Value) {
-				if r.Op == OpUpsert {
-					rec.Masked = append(rec.Masked, r.Path)
-				} else {
-					rec.Erased = append(rec.Erased, r.Path)
-				}
+	for _, r := range rules {
+		if applyRule(event, r.parts, r.Op, r.Value) {
+			if r.Op == OpUpsert {
+				rec.Masked = append(rec.Masked, r.Path)
+			} else {
+				rec.Erased = append(rec.Erased, r.Path)
 			}
 		}
 	}
@@ -613,7 +638,7 @@ func (m *masker) credentialParamAsSent(key string) bool {
 	return slices.Contains(m.queryParams, strings.ToLower(sidecar.PHPFieldName(key)))
 }
 
-func (m *masker) policyRules(ctx context.Context, in, plain any) ([]MaskRule, error) {
+func policyRules(ctx context.Context, ev Evaluator, in, plain any) ([]MaskRule, error) {
 	var v ast.Value
 	switch x := in.(type) {
 	case ast.Value:
@@ -626,7 +651,7 @@ func (m *masker) policyRules(ctx context.Context, in, plain any) ([]MaskRule, er
 			return nil, sidecar.Invalid(MaskField, "input: %v", err)
 		}
 	}
-	res, err := m.eval.Eval(ctx, policy.MaskQuery, ast.NewObject(ast.Item(ast.StringTerm("input"), ast.NewTerm(v))))
+	res, err := ev.Eval(ctx, policy.MaskQuery, ast.NewObject(ast.Item(ast.StringTerm("input"), ast.NewTerm(v))))
 	if errors.Is(err, policy.ErrNoPolicy) {
 		return nil, nil // no policy loaded yet, so no mask rules either
 	}

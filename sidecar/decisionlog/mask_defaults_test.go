@@ -12,7 +12,7 @@ import (
 // keys, session and CSRF tokens, temporary cloud credentials, OAuth
 // tokens and client secrets.
 func TestDefaultMaskingCoversCredentialCarriers(t *testing.T) {
-	m := newMasker(Defaults(), nil)
+	m := newMasker(Defaults())
 	headers := map[string]any{"x-request-id": "r-1"}
 	for _, h := range []string{"x-api-key", "X-Auth-Token", "x-csrf-token", "x_xsrf_token", "x-amz-security-token"} {
 		headers[h] = "SECRET-" + h
@@ -31,7 +31,7 @@ func TestDefaultMaskingCoversCredentialCarriers(t *testing.T) {
 		"parsed_query": parsed,
 	}
 	rec := &Record{}
-	m.mask(context.Background(), rec, in)
+	m.mask(context.Background(), rec, in, nil)
 	b, err := json.Marshal(rec.Input)
 	if err != nil {
 		t.Fatal(err)

@@ -126,7 +126,7 @@ func checkMaskedByName(t *testing.T, n maskedNames) {
 func maskDefaults(t *testing.T, in any) (*Record, string) {
 	t.Helper()
 	rec := &Record{}
-	newMasker(Defaults(), nil).mask(context.Background(), rec, in)
+	newMasker(Defaults()).mask(context.Background(), rec, in, nil)
 	b, err := json.Marshal(rec.Input)
 	if err != nil {
 		t.Fatal(err)

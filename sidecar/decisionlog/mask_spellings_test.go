@@ -12,7 +12,7 @@ import (
 // $_GET['access_token'] (Rack the last too), and older Python and Java
 // frameworks split pairs on ";".
 func TestQueryCredentialsMaskedInEverySpelling(t *testing.T) {
-	m := newMasker(Config{MaskQueryParams: []string{"access_token"}}, nil)
+	m := newMasker(Config{MaskQueryParams: []string{"access_token"}})
 	for _, q := range []string{
 		"access_token=SECRET1", "ACCESS_TOKEN=SECRET1", "access%5Ftoken=SECRET1",
 		"access.token=SECRET1", "access+token=SECRET1", "access_token[]=SECRET1",
@@ -28,7 +28,7 @@ func TestQueryCredentialsMaskedInEverySpelling(t *testing.T) {
 	}
 	for _, k := range []string{"access_token", "access.token", "access token", " access_token", "access_token[]", "access[token"} {
 		rec := &Record{}
-		m.mask(context.Background(), rec, map[string]any{"parsed_query": map[string]any{k: []any{"SECRET3"}}})
+		m.mask(context.Background(), rec, map[string]any{"parsed_query": map[string]any{k: []any{"SECRET3"}}}, nil)
 		b, err := json.Marshal(rec.Input)
 		if err != nil {
 			t.Fatal(err)

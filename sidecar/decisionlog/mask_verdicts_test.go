@@ -11,7 +11,7 @@ import (
 func TestHeaderVerdictsRememberedAndBounded(t *testing.T) {
 	cfg := Defaults()
 	cfg.MaskHeaders = []string{"x-principal"}
-	m := newMasker(cfg, nil)
+	m := newMasker(cfg)
 	names := []string{"authorization", "Authorization", "cookie", "x-principal", "X_Principal", "x-api-key", "x-shopify-hmac-sha256",
 		"tok%65n", "accept", "user-agent", "x-request-id", "content-type", "x-otp", "x-hotpink"}
 	for round := range 3 {

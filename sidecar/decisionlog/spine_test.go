@@ -52,14 +52,14 @@ func TestSpineMaskingMatchesFullConversion(t *testing.T) {
 		"parsed_query not an object":  ast.MustParseTerm(`{"parsed_query": ["access_token", "x"]}`).Value,
 		"headers with non-string val": ast.MustParseTerm(`{"attributes": {"request": {"http": {"headers": {"referer": ["https://x/?token=1"], "cookie": null}}}}}`).Value,
 	}
-	m := newMasker(Defaults(), nil)
+	m := newMasker(Defaults())
 	for name, in := range inputs {
 		t.Run(name, func(t *testing.T) {
 			var out [2][]byte
 			var recs [2]*Record
 			for i, full := range []bool{true, false} {
 				rec := &Record{DecisionID: "d", Time: time.Unix(0, 0).UTC(), Result: ResultAllow}
-				m.maskWith(context.Background(), rec, in, full)
+				m.maskWith(context.Background(), rec, in, nil, full)
 				b, err := rec.encode()
 				if err != nil {
 					t.Fatalf("full=%v: %v", full, err)

@@ -32,7 +32,7 @@ func BenchmarkWriteRecord(b *testing.B) {
 		Reason: "impersonation_session", Method: "GET", Host: "shop.example.com", Path: "/customer/account",
 		TraceID:    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		Delegation: &sidecar.Delegation{Mode: sidecar.ModeImpersonation, ID: "imp_1", Actor: "staff-1", Subject: "cust-9"},
-		Latency:    42 * time.Microsecond, Input: input}
+		Latency:    42 * time.Microsecond, Input: input, Policy: engine.Current()}
 	public := *d
 	public.Reason, public.Path, public.Delegation = "public_route", "/catalog/shoes", nil
 	public.Input = ast.MustParseTerm(publicPageInput).Value
@@ -42,8 +42,8 @@ func BenchmarkWriteRecord(b *testing.B) {
 		opts []Option
 	}{
 		{"no-mask-policy", d, nil},
-		{"shipped-policies", d, []Option{WithMaskPolicy(engine)}},
-		{"public-page/shipped-policies", &public, []Option{WithMaskPolicy(engine)}},
+		{"shipped-policies", d, []Option{WithMaskPolicy()}},
+		{"public-page/shipped-policies", &public, []Option{WithMaskPolicy()}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			l, err := New(Defaults(), DiscardSink{}, tc.opts...)
