@@ -1,11 +1,6 @@
 package examples_test
 
 import (
-	"bufio"
-	"bytes"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // During an impersonation session Deputy asks for a page-cache bypass
@@ -40,45 +34,11 @@ func TestCaddyCacheControlSpelling(t *testing.T) {
 	base := startCaddy(t, d, app)
 	session, _, _ := impersonate(t, d, base)
 	h := http.Header{"Cookie": {"deputy_session=" + session.Value}, "Cache_Control": {"max-age=3600"}}
-	resp, body := rawReq(t, base, "GET", "/customer/account", h)
+	resp, body := callRaw(t, base, "/customer/account", h)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("impersonated page: %d %s, want 200", resp.StatusCode, body)
 	}
 	if !strings.Contains(string(body), "HTTP_CACHE_CONTROL=no-cache") {
 		t.Errorf("impersonated page: the application read %s, not Deputy's no-cache", body)
 	}
-}
-
-// rawReq sends one HTTP/1.1 request to base with the header names as
-// given (Go's client would canonicalize them), and reads the answer.
-func rawReq(t *testing.T, base, method, target string, h http.Header) (*http.Response, []byte) {
-	t.Helper()
-	host := strings.TrimPrefix(base, "http://")
-	c, err := net.DialTimeout("tcp", host, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	var req bytes.Buffer
-	fmt.Fprintf(&req, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: 0\r\n", method, target, host)
-	if err := h.Write(&req); err != nil {
-		t.Fatal(err)
-	}
-	req.WriteString("\r\n")
-	if _, err := c.Write(req.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, target, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
 }

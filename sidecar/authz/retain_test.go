@@ -10,6 +10,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/memtest"
 )
 
 // The kept input.deputy terms (requestterm.go) are keyed by the canonical
@@ -20,16 +21,9 @@ import (
 func TestKeptRequestTermsHoldThePathAlone(t *testing.T) {
 	p := shippedPipeline(t)
 	const n, pad = 2000, 60 << 10
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	// warm up
 	p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/catalog/warm", nil, "")))
-	before := heap()
+	before := memtest.Live()
 	allowed := 0
 	for i := 0; i < n; i++ {
 		path := fmt.Sprintf("/catalog/shoes%d?q=", i) + strings.Repeat("a", pad)
@@ -38,7 +32,7 @@ func TestKeptRequestTermsHoldThePathAlone(t *testing.T) {
 			allowed++
 		}
 	}
-	after := heap()
+	after := memtest.Live()
 	runtime.KeepAlive(p)
 	grown := int64(after) - int64(before)
 	t.Logf("allowed %d/%d; heap grew %d bytes (%d per check)", allowed, n, grown, grown/n)
@@ -54,13 +48,6 @@ func TestKeptRequestTermsHoldThePathAlone(t *testing.T) {
 // request-term cache out of the picture.
 func TestGrantCacheHoldsTheCustomerAlone(t *testing.T) {
 	const n, pad = 1000, 60 << 10
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	for _, partnerToken := range []bool{false, true} {
 		store := memory.New()
 		p, mint := delegatedPipeline(t, store)
@@ -69,12 +56,12 @@ func TestGrantCacheHoldsTheCustomerAlone(t *testing.T) {
 			hdr["authorization"] = "Bearer " + mint(identity.DevClaims{Subject: "pat", Org: "helpco", Roles: []string{"partner"}, TTL: time.Hour})
 		}
 		p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/catalog/warm", hdr, "")))
-		before := heap()
+		before := memtest.Live()
 		for i := 0; i < n; i++ {
 			path := fmt.Sprintf("/customers/c%d/service-requests/%s?q=", i, strings.Repeat("x", 300)) + strings.Repeat("a", pad)
 			p.Check(context.Background(), checkRequest(t, httpRequest("GET", path, hdr, "")))
 		}
-		after := heap()
+		after := memtest.Live()
 		runtime.KeepAlive(p)
 		grown := int64(after) - int64(before)
 		t.Logf("partner token %v: heap grew %d bytes (%d per check)", partnerToken, grown, grown/n)

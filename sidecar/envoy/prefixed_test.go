@@ -14,6 +14,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/envoy"
 )
 
@@ -185,53 +186,12 @@ func TestEnvoyRemovesOtherSpellingsOfPolicyHeaders(t *testing.T) {
 	const pol = `package t
 decision := {"allowed": true, "reason": "fine", "headers": {"x-current-user": "alice", "x_tenant": "acme"}}
 `
-	p := policyPipeline(t, pol)
 	sent := map[string]string{"x_current_user": "admin", "X-Current_User": "admin", "x-tenant": "evil", "X_TENANT": "evil",
 		"x-current-user": "evil", "X-Tenant-Id": "kept", "x_current_users": "kept"}
 	// X_TENANT and x-current-user are the names set, in another case:
 	// Envoy replaces them, and removing them would remove the answer's.
-	want := []string{"x_current_user", "x-current_user", "x-tenant"}
-
-	t.Run("gRPC", func(t *testing.T) {
-		client, _ := serveGRPC(t, p, 1<<20)
-		headers := map[string]string{":path": "/x", ":method": "GET"}
-		var inMap []*corev3.HeaderValue
-		i := 0
-		for _, name := range slices.Sorted(maps.Keys(sent)) {
-			if i++; i%2 == 0 {
-				headers[name] = sent[name]
-			} else {
-				inMap = append(inMap, &corev3.HeaderValue{Key: name, RawValue: []byte(sent[name])})
-			}
-		}
-		req := check("/x", headers)
-		req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: inMap}
-		resp, err := client.Check(context.Background(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := resp.GetOkResponse().GetHeadersToRemove()
-		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
-			t.Errorf("removed %q, want exactly %q", got, want)
-		}
-	})
-
-	t.Run("http_service", func(t *testing.T) {
-		srv := httptest.NewServer(envoy.NewHTTPHandler(p, envoy.WithEnvoyUpstreamHeaders([]string{"x-current-user", "x_tenant"})))
-		t.Cleanup(srv.Close)
-		raw := "GET /x HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\n"
-		for _, name := range slices.Sorted(maps.Keys(sent)) {
-			raw += name + ": " + sent[name] + "\r\n"
-		}
-		resp := rawRequest(t, srv.Listener.Addr().String(), raw+"\r\n")
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-		got := strings.Split(resp.Header.Get(envoy.HeadersToRemoveHeader), ",")
-		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
-			t.Errorf("removed %q, want exactly %q", got, want)
-		}
-	})
+	removesExactly(t, policyPipeline(t, pol), sent, []string{"x_current_user", "x-current_user", "x-tenant"},
+		envoy.WithEnvoyUpstreamHeaders([]string{"x-current-user", "x_tenant"}))
 }
 
 // A policy that removes x-user-role means the client's x_user_role too:
@@ -241,11 +201,19 @@ func TestEnvoyRemovesOtherSpellingsOfPolicyRemovals(t *testing.T) {
 	const pol = `package t
 decision := {"allowed": true, "reason": "fine", "request_headers_to_remove": ["x-user-role", "x_tenant"]}
 `
-	p := policyPipeline(t, pol)
 	sent := map[string]string{"x_user_role": "admin", "X-User_Role": "admin", "x-tenant": "evil", "X-User-Role": "gone anyway",
 		"x_user_roles": "kept"}
-	want := []string{"x-user-role", "x_tenant", "x_user_role", "x-user_role", "x-tenant"}
+	removesExactly(t, policyPipeline(t, pol), sent, []string{"x-user-role", "x_tenant", "x_user_role", "x-user_role", "x-tenant"})
+}
 
+// removesExactly checks that an allow of p for a request carrying sent
+// (names as given) removes exactly want upstream, over gRPC (the headers
+// split between headers and header_map) and over http_service.
+func removesExactly(t *testing.T, p *authz.Pipeline, sent map[string]string, want []string, opts ...envoy.HTTPOption) {
+	t.Helper()
+	same := func(got []string) bool {
+		return slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want)))
+	}
 	t.Run("gRPC", func(t *testing.T) {
 		client, _ := serveGRPC(t, p, 1<<20)
 		headers := map[string]string{":path": "/x", ":method": "GET"}
@@ -264,14 +232,12 @@ decision := {"allowed": true, "reason": "fine", "request_headers_to_remove": ["x
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := resp.GetOkResponse().GetHeadersToRemove()
-		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+		if got := resp.GetOkResponse().GetHeadersToRemove(); !same(got) {
 			t.Errorf("removed %q, want exactly %q", got, want)
 		}
 	})
-
 	t.Run("http_service", func(t *testing.T) {
-		srv := httptest.NewServer(envoy.NewHTTPHandler(p))
+		srv := httptest.NewServer(envoy.NewHTTPHandler(p, opts...))
 		t.Cleanup(srv.Close)
 		raw := "GET /x HTTP/1.1\r\nhost: shop.example.com\r\nconnection: close\r\n"
 		for _, name := range slices.Sorted(maps.Keys(sent)) {
@@ -281,8 +247,7 @@ decision := {"allowed": true, "reason": "fine", "request_headers_to_remove": ["x
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
-		got := strings.Split(resp.Header.Get(envoy.HeadersToRemoveHeader), ",")
-		if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+		if got := strings.Split(resp.Header.Get(envoy.HeadersToRemoveHeader), ","); !same(got) {
 			t.Errorf("removed %q, want exactly %q", got, want)
 		}
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/memtest"
 )
 
 // The verdict caches hold tokens, each bounded (a refusal of more than
@@ -24,14 +25,7 @@ func TestRefusalCacheKeepsTheTokenAlone(t *testing.T) {
 	}
 	v := devVerifier(t, dev)
 	const n, pad = 2000, 60 << 10
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	before := heap()
+	before := memtest.Live()
 	for i := 0; i < n; i++ {
 		// built fresh each time, as a decoded request's header value is
 		h := "Bearer " + strings.Repeat(" ", pad) + fmt.Sprintf("junk.%08d.token", i)
@@ -51,7 +45,7 @@ func TestRefusalCacheKeepsTheTokenAlone(t *testing.T) {
 			t.Fatalf("token refused: %v", err)
 		}
 	}
-	after := heap()
+	after := memtest.Live()
 	runtime.KeepAlive(v)
 	grown := int64(after) - int64(before)
 	t.Logf("heap grew %d bytes for %d refusals (%d per refusal)", grown, n, grown/n)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/deputyhq/deputy/sidecar/memtest"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -47,15 +48,8 @@ allow if {
 		t.Fatal(err)
 	}
 	const n, pad = 1000, 60 << 10
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	exp := time.Now().Add(time.Hour).Unix()
-	before := heap()
+	before := memtest.Live()
 	for i := 0; i < n; i++ {
 		hdr := "Bearer" + strings.Repeat(" ", pad) + retainHS256(fmt.Sprintf("u%d", i), exp)
 		in := ast.MustInterfaceToValue(map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
@@ -65,7 +59,7 @@ allow if {
 			t.Fatalf("token %d not allowed: %v %v", i, res.Value, err)
 		}
 	}
-	after := heap()
+	after := memtest.Live()
 	runtime.KeepAlive(e)
 	grown := int64(after) - int64(before)
 	t.Logf("heap grew %d bytes for %d verified tokens (%d per token)", grown, n, grown/n)
