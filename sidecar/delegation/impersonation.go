@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -564,11 +565,13 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 	if err := checkTicket(req.Ticket); err != nil {
 		return nil, err
 	}
-	sw, err := i.enabledSwitches()
-	if err != nil {
-		return nil, err
-	}
 	for attempt := 1; ; attempt++ {
+		// The switches are read afresh on each attempt: an attempt may
+		// have failed because a reload changed them (see start).
+		sw, err := i.enabledSwitches()
+		if err != nil {
+			return nil, err
+		}
 		st, err := i.start(ctx, staff, req, authorize, sw)
 		if sidecar.ErrorCode(err) != sidecar.ECONFLICT || attempt == startAttempts {
 			return st, err
@@ -593,6 +596,16 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 	}
 	if err := authorize("impersonation.start", target); err != nil {
 		return nil, err
+	}
+	// The manage policy decided on the rules serving when it was asked; a
+	// reload since sw was read would store a session under one revision's
+	// switches (max_session, protected accounts) that another's rules
+	// authorized. Such an attempt is a conflict, and Start retries it on
+	// the switches serving then.
+	if again, err := i.enabledSwitches(); err != nil {
+		return nil, err
+	} else if !reflect.DeepEqual(again, sw) {
+		return nil, &sidecar.Error{Code: sidecar.ECONFLICT, Message: "policy data changed while the start was authorized; try again"}
 	}
 	if cust == nil { // policy allowed an unknown customer: still nobody to act as
 		return nil, &sidecar.Error{Code: sidecar.ENOTFOUND, Field: "customer_id", Message: "customer not found"}
