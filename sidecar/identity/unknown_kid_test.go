@@ -36,7 +36,7 @@ func startURLVerifier(t *testing.T, url string, clock *fakeClock) *identity.Veri
 // token of a rotated key refused as unknown_kid.
 func TestCancelledMissStillFetchesRotatedKey(t *testing.T) {
 	_, ek, _, other := keys(t)
-	srv := newSlowJWKSServer(t, jwks(ek), 50*time.Millisecond)
+	srv := newJWKSServer(t, jwks(ek))
 	clock := newClock(epoch)
 	v := startURLVerifier(t, srv.URL+"/jwks.json", clock)
 
@@ -44,15 +44,32 @@ func TestCancelledMissStillFetchesRotatedKey(t *testing.T) {
 	srv.set(jwks(ek, other))
 	clock.Add(time.Minute) // well past min_refresh_interval since start
 
-	// Attacker: any token with a kid nobody knows, and a client that
-	// goes away 5 ms later.
+	// Attacker: any token with a kid nobody knows, and a client that goes
+	// away while the fetch it started is in flight.
+	arrived, release := srv.hold(t)
 	forged := sign(t, other, "forged", goodClaims(clock.Now()))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-	_, err := v.Verify(ctx, bearer(forged))
+	ctx, cancel := context.WithCancel(context.Background())
+	refused := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(ctx, bearer(forged))
+		refused <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unknown kid started no key set fetch")
+	}
 	cancel()
+	var err error
+	select {
+	case err = <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client that went away still waits for the fetch")
+	}
 	if got := reasonOf(t, err); got != identity.ReasonUnknownKid {
 		t.Fatalf("forged kid: reason %q", got)
 	}
+	release() // the provider answers, after the client went away
 
 	// A legitimate user, a second later, with a token of the new key.
 	clock.Add(time.Second)
@@ -73,7 +90,7 @@ func TestCancelledMissStillFetchesRotatedKey(t *testing.T) {
 // away, makes at most one fetch per min_refresh_interval.
 func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
 	_, ek, _, other := keys(t)
-	srv := newSlowJWKSServer(t, jwks(ek), 50*time.Millisecond)
+	srv := newJWKSServer(t, jwks(ek))
 	clock := newClock(epoch)
 	v := startURLVerifier(t, srv.URL, clock)
 
@@ -81,8 +98,15 @@ func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
 	flood := func(t *testing.T) {
 		t.Helper()
 		round++
-		var wg sync.WaitGroup
+		// The provider answers only once every client that goes away has
+		// gone: the fetch any of them started is still in flight then.
+		_, release := srv.hold(t)
+		var gone, waiting sync.WaitGroup
 		for i := range 40 {
+			wg := &waiting
+			if i%2 == 1 {
+				wg = &gone
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -97,7 +121,9 @@ func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
 				}
 			}()
 		}
-		wg.Wait()
+		gone.Wait()
+		release()
+		waiting.Wait()
 		// A client that waits joins the fetch still in flight, if any, or
 		// finds the rate bound taken: either way no fetch runs after it.
 		if _, err := v.Verify(context.Background(), bearer(sign(t, other, "forged-last", goodClaims(epoch)))); sidecar.ErrorReason(err) != identity.ReasonUnknownKid {
@@ -138,7 +164,7 @@ func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
 // not a whole min_refresh_interval later.
 func TestFailedMissFetchRetriedSoon(t *testing.T) {
 	_, ek, _, other := keys(t)
-	srv := newSlowJWKSServer(t, jwks(ek), 50*time.Millisecond)
+	srv := newJWKSServer(t, jwks(ek))
 	clock := newClock(epoch)
 	v := startURLVerifier(t, srv.URL, clock)
 	rotated := sign(t, other, other.kid, goodClaims(epoch))

@@ -550,20 +550,25 @@ type jwksServer struct {
 	*httptest.Server
 	mu      sync.Mutex
 	body    []byte
+	gate    chan struct{} // non-nil: each fetch waits until it is closed (hold)
+	arrived chan struct{} // a fetch reached the gate
 	fetches atomic.Int32
 }
 
 func newJWKSServer(t *testing.T, body []byte) *jwksServer {
-	return newSlowJWKSServer(t, body, 0)
-}
-
-// newSlowJWKSServer is a jwksServer that answers after delay: an
-// identity provider a few round trips away.
-func newSlowJWKSServer(t *testing.T, body []byte, delay time.Duration) *jwksServer {
 	s := &jwksServer{body: body}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)
-		time.Sleep(delay)
+		s.mu.Lock()
+		gate, arrived := s.gate, s.arrived
+		s.mu.Unlock()
+		if gate != nil {
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			<-gate
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
@@ -571,6 +576,27 @@ func newSlowJWKSServer(t *testing.T, body []byte, delay time.Duration) *jwksServ
 	}))
 	t.Cleanup(s.Close)
 	return s
+}
+
+// hold makes the fetches from now on wait, an identity provider that has
+// not answered yet, until release: arrived receives as each one reaches
+// the wait.
+func (s *jwksServer) hold(t *testing.T) (arrived <-chan struct{}, release func()) {
+	s.mu.Lock()
+	gate, arr := make(chan struct{}), make(chan struct{}, 64)
+	s.gate, s.arrived = gate, arr
+	s.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.gate = nil
+			s.mu.Unlock()
+			close(gate)
+		})
+	}
+	t.Cleanup(release) // before s.Close, which waits for held fetches
+	return arr, release
 }
 
 func (s *jwksServer) set(body []byte) { s.mu.Lock(); s.body = body; s.mu.Unlock() }
