@@ -153,17 +153,18 @@ type AccessRequestInput struct {
 // policy lets caller ask for it, and tells the customer's contact manager.
 func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in AccessRequestInput, authorize Authorize) (*sidecar.AccessRequest, error) {
 	target := map[string]any{"customer": in.Customer, "partner_org": orgOf(caller), "level": string(in.Level), "scope": in.Scope}
-	if err := authorize("partner.request", target); err != nil {
-		return nil, err
-	}
-	r, err := p.checkRequest(ctx, caller, in)
+	lim, err := p.authorized("partner.request", target, authorize)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.checkPending(ctx, r); err != nil {
+	r, err := p.checkRequest(ctx, caller, in, lim)
+	if err != nil {
 		return nil, err
 	}
-	if err := p.takeSelfService(ctx, r.PartnerOrg); err != nil {
+	if err := p.checkPending(ctx, r, lim); err != nil {
+		return nil, err
+	}
+	if err := p.takeSelfService(ctx, r.PartnerOrg, lim); err != nil {
 		return nil, err
 	}
 	if err := p.store.CreateRequest(ctx, r); err != nil {
@@ -182,6 +183,14 @@ func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in Acc
 	})
 }
 
+// authorized asks the manage policy whether the caller may take action on
+// target, and returns the partner limits the call is to apply: those of
+// the activation whose manage rules decided (RuleBook.decided), never the
+// limits of a revision loaded while it was asked.
+func (p *Partners) authorized(action string, target map[string]any, authorize Authorize) (*PartnerRules, error) {
+	return partnerOf(p.rules.decided(func() error { return authorize(action, target) }))
+}
+
 func orgOf(id *sidecar.Identity) string {
 	if id == nil {
 		return ""
@@ -189,11 +198,11 @@ func orgOf(id *sidecar.Identity) string {
 	return id.Org
 }
 
-// checkRequest validates input for caller and returns the request it
-// would create. Users named for individual scope must be the caller or
+// checkRequest validates input for caller under lim and returns the
+// request it would create. Users named for individual scope must be the caller or
 // have a profile (set by the host application) whose org is the caller's
 // organisation.
-func (p *Partners) checkRequest(ctx context.Context, caller *sidecar.Identity, in AccessRequestInput) (*sidecar.AccessRequest, error) {
+func (p *Partners) checkRequest(ctx context.Context, caller *sidecar.Identity, in AccessRequestInput, lim *PartnerRules) (*sidecar.AccessRequest, error) {
 	if caller == nil || caller.Org == "" {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_partner_org")
 	}
@@ -214,10 +223,6 @@ func (p *Partners) checkRequest(ctx context.Context, caller *sidecar.Identity, i
 	// mailer sends and lists both sides read.
 	if strings.ContainsFunc(in.ContactEmail, sidecar.IsControl) {
 		return nil, sidecar.Invalid("contact_email", "contains control characters")
-	}
-	lim, err := p.rules.Partner()
-	if err != nil {
-		return nil, err
 	}
 	if in.ExpiryDays < lim.MinGrantDays || in.ExpiryDays > lim.MaxGrantDays {
 		return nil, sidecar.Invalid("expiry_days", "must be between %d and %d", lim.MinGrantDays, lim.MaxGrantDays)
@@ -269,15 +274,11 @@ func (p *Partners) checkRequest(ctx context.Context, caller *sidecar.Identity, i
 }
 
 // checkPending refuses r once its partner organisation has as many
-// requests waiting as policy data allows, in all or at r's customer. The
+// requests waiting as lim allows, in all or at r's customer. The
 // count is read before the request is stored, so requests racing each
 // other may pass it together: the per-caller write budget of the API
 // bounds by how many.
-func (p *Partners) checkPending(ctx context.Context, r *sidecar.AccessRequest) error {
-	lim, err := p.rules.Partner()
-	if err != nil {
-		return err
-	}
+func (p *Partners) checkPending(ctx context.Context, r *sidecar.AccessRequest, lim *PartnerRules) error {
 	for _, c := range []struct {
 		customer string
 		max      int
@@ -847,17 +848,13 @@ func (p *Partners) revokeReissued(ctx context.Context, caller *sidecar.Identity,
 }
 
 // takeSelfService holds what org does for itself that widens access (an
-// access request, a share) to the budget policy data sets, across
+// access request, a share) to the budget lim sets, across
 // replicas: each writes the self-service audit stream, which trims its
 // oldest records, and any organisation's account can repeat it. What
 // narrows (a rejection, a revocation, a share withdrawn) is never refused
 // and needs a counted change before it, so it counts nothing; an approval
 // decides a counted request.
-func (p *Partners) takeSelfService(ctx context.Context, org string) error {
-	lim, err := p.rules.Partner()
-	if err != nil {
-		return err
-	}
+func (p *Partners) takeSelfService(ctx context.Context, org string, lim *PartnerRules) error {
 	wait, ok, err := p.store.TakeSelfServiceChange(ctx, org, lim.MaxSelfServiceChanges, lim.SelfServiceChangeWindow)
 	if err != nil {
 		return err
@@ -1013,7 +1010,8 @@ type ShareInput struct {
 // error.
 func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer string, in ShareInput, authorize Authorize) (*sidecar.Share, error) {
 	target := map[string]any{"customer": customer, "user": in.User, "resource": in.Resource, "partner_org": in.PartnerOrg}
-	if err := authorize("share.put", target); err != nil {
+	lim, err := p.authorized("share.put", target, authorize)
+	if err != nil {
 		return nil, err
 	}
 	if caller == nil || caller.Org != customer {
@@ -1028,7 +1026,7 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 	if err := ValidRef("partner_org", in.PartnerOrg); err != nil {
 		return nil, err
 	}
-	if err := p.takeSelfService(ctx, customer); err != nil {
+	if err := p.takeSelfService(ctx, customer, lim); err != nil {
 		return nil, err
 	}
 	s := &sidecar.Share{Customer: customer, Resource: in.Resource, User: in.User, PartnerOrg: in.PartnerOrg, SharedBy: caller.Subject, SharedAt: p.clock()}
@@ -1175,7 +1173,8 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 			}
 		}
 	}
-	if err := authorize("subscription.put", target); err != nil {
+	lim, err := p.authorized("subscription.put", target, authorize)
+	if err != nil {
 		return nil, err
 	}
 	user, err := subscriber(caller)
@@ -1187,10 +1186,6 @@ func (p *Partners) Subscribe(ctx context.Context, caller *sidecar.Identity, cust
 	}
 	if g == nil {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "no_live_grant")
-	}
-	lim, err := p.rules.Partner()
-	if err != nil {
-		return nil, err
 	}
 	if min := lim.SubscriptionMinLevel; !g.Level.AtLeast(min) {
 		return nil, sidecar.Errorf(sidecar.EFORBIDDEN, "level_below_minimum:%s", min)
@@ -1233,7 +1228,8 @@ func (p *Partners) Unsubscribe(ctx context.Context, caller *sidecar.Identity, cu
 // MySubscriptions lists caller's subscriptions, each marked active only if
 // the caller's grant still reaches the minimum level now.
 func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity, authorize Authorize) ([]SubscriptionView, error) {
-	if err := authorize("subscription.list", map[string]any{"partner_org": orgOf(caller)}); err != nil {
+	lim, err := p.authorized("subscription.list", map[string]any{"partner_org": orgOf(caller)}, authorize)
+	if err != nil {
 		return nil, err
 	}
 	user, err := subscriber(caller)
@@ -1251,7 +1247,7 @@ func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity
 		}
 		ss = append(ss, old...)
 	}
-	return p.views(ctx, ss)
+	return p.views(ctx, ss, lim)
 }
 
 // Subscribers lists the subscriptions to customer's kind that count now:
@@ -1259,7 +1255,8 @@ func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity
 // mailer reads this instead of the raw records. Policy judges it as
 // listing the customer's partners.
 func (p *Partners) Subscribers(ctx context.Context, caller *sidecar.Identity, customer, kind string, authorize Authorize) ([]SubscriptionView, error) {
-	if err := authorize("partner.list_partners", map[string]any{"customer": customer}); err != nil {
+	lim, err := p.authorized("partner.list_partners", map[string]any{"customer": customer}, authorize)
+	if err != nil {
 		return nil, err
 	}
 	ss, err := p.store.SubscriptionsByCustomer(ctx, customer)
@@ -1267,18 +1264,16 @@ func (p *Partners) Subscribers(ctx context.Context, caller *sidecar.Identity, cu
 		return nil, err
 	}
 	ss = slices.DeleteFunc(ss, func(s sidecar.Subscription) bool { return kind != "" && s.Kind != kind })
-	vs, err := p.views(ctx, ss)
+	vs, err := p.views(ctx, ss, lim)
 	if err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(vs, func(v SubscriptionView) bool { return !v.Active }), nil
 }
 
-func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription) ([]SubscriptionView, error) {
-	lim, err := p.rules.Partner()
-	if err != nil {
-		return nil, err
-	}
+// views shows ss, each active when its user's grant reaches lim's
+// subscription level now.
+func (p *Partners) views(ctx context.Context, ss []sidecar.Subscription, lim *PartnerRules) ([]SubscriptionView, error) {
 	min := lim.SubscriptionMinLevel
 	out := make([]SubscriptionView, 0, len(ss))
 	for _, s := range ss {

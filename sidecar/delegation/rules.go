@@ -406,12 +406,25 @@ func NewRuleBook(data PolicyData) *RuleBook { return &RuleBook{data: data} }
 
 func (b *RuleBook) rules() (*Rules, error) { return b.rulesIn(nil) }
 
+// active returns the active policy data, nil when none is loaded.
+func (b *RuleBook) active() map[string]any {
+	if b.data == nil {
+		return nil
+	}
+	return b.data()
+}
+
 // rulesIn reads the rules of data, the base data of one activation; nil
 // stands for the active policy data.
 func (b *RuleBook) rulesIn(data map[string]any) (*Rules, error) {
-	if data == nil && b.data != nil {
-		data = b.data()
+	if data == nil {
+		data = b.active()
 	}
+	return b.parse(data)
+}
+
+// parse reads the rules of data, nil meaning no policy is loaded.
+func (b *RuleBook) parse(data map[string]any) (*Rules, error) {
 	if data == nil {
 		return nil, sidecar.Errorf(sidecar.EUNAVAILABLE, "no policy loaded")
 	}
@@ -428,8 +441,9 @@ func (b *RuleBook) rulesIn(data map[string]any) (*Rules, error) {
 }
 
 // Partner returns the partner limits of the active policy data.
-func (b *RuleBook) Partner() (*PartnerRules, error) {
-	r, err := b.rules()
+func (b *RuleBook) Partner() (*PartnerRules, error) { return partnerOf(b.rules()) }
+
+func partnerOf(r *Rules, err error) (*PartnerRules, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -437,6 +451,40 @@ func (b *RuleBook) Partner() (*PartnerRules, error) {
 		return nil, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy data has no partner rules (data.deputy.partner)"}
 	}
 	return r.Partner, nil
+}
+
+// decideAttempts bounds how often decided asks the manage policy again
+// when a reload lands while it is asked.
+const decideAttempts = 3
+
+// decided asks the manage policy (ask) and returns the rules of the
+// activation that decided, for the call it authorized to apply. The
+// policy is evaluated on the activation serving when it is asked, the
+// rules are read from the data active when they are read: a reload
+// between the two would have one revision's manage rules authorize what
+// the other's limits are then applied to (a level the new rules refuse,
+// for as long as the old limits allow). So the data serving before ask
+// and after its answer are compared by identity (the map before is held
+// here, so no later activation can reuse its address, and no reload
+// there and back goes unseen); the same map is the activation that
+// decided. Otherwise the policy is asked again, on the activation then
+// serving, and after decideAttempts the call is a conflict to retry. A
+// refusal stands whatever was reloaded, and a reload after the answer
+// leaves the call as if it had come first.
+func (b *RuleBook) decided(ask func() error) (*Rules, error) {
+	for attempt := 1; ; attempt++ {
+		before := b.active()
+		if err := ask(); err != nil {
+			return nil, err
+		}
+		after := b.active()
+		if reflect.ValueOf(before).UnsafePointer() == reflect.ValueOf(after).UnsafePointer() {
+			return b.parse(before)
+		}
+		if attempt == decideAttempts {
+			return nil, sidecar.Errorf(sidecar.ECONFLICT, "policy data changed while the call was authorized; try again")
+		}
+	}
 }
 
 // CustomerPath returns the path naming the customer in the active policy

@@ -1,0 +1,259 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/memory"
+)
+
+// revision is one policy activation as the partner lifecycle meets it:
+// the partner limits in its data, and its manage rules (manage).
+type revision struct {
+	name   string
+	data   map[string]any
+	manage delegation.Authorize
+}
+
+// reloading serves one revision at a time. The manage policy is asked on
+// the revision serving when it is asked, as the engine evaluates it, and
+// each of the first answers is followed by a reload to the next revision
+// of next: the reload lands after the decision and before whatever the
+// call reads of the limits.
+type reloading struct {
+	cur   atomic.Pointer[revision]
+	next  []*revision
+	asked []string // the revision each decision was made on
+}
+
+func (r *reloading) data() map[string]any { return r.cur.Load().data }
+
+func (r *reloading) serve(rev *revision) { r.cur.Store(rev) }
+
+func (r *reloading) authorize(action string, target map[string]any) error {
+	rev := r.cur.Load()
+	r.asked = append(r.asked, rev.name)
+	err := rev.manage(action, target)
+	if len(r.next) > 0 {
+		r.cur.Store(r.next[0])
+		r.next = r.next[1:]
+	}
+	return err
+}
+
+// refusing is manage rules that refuse action (with reason) and allow the
+// rest.
+func refusing(action, reason string) delegation.Authorize {
+	return func(a string, _ map[string]any) error {
+		if a == action {
+			return sidecar.Errorf(sidecar.EFORBIDDEN, "%s", reason)
+		}
+		return nil
+	}
+}
+
+// The partner calls read their limits (grant lengths, the self-service
+// budget, the subscription level) from the rules serving, and the manage
+// policy that authorizes them is evaluated on the rules serving when it
+// is asked. A reload between the two had one revision's manage rules
+// authorize what the call then applied the other revision's limits to:
+// an outcome neither revision allows, e.g. a full_admin request for 60
+// days when revision A caps requests at 30 days and revision B lets no
+// one ask for full_admin. Every call must decide and apply its limits on
+// one revision: the one serving after the manage policy answered, asked
+// again if a reload landed meanwhile.
+func TestPartnerCallsUnderOneRevision(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		// a serves first; the manage policy's first answer, a's, is
+		// followed by a reload to b.
+		a, b *revision
+		// prepare runs on a with every action allowed, before the reload
+		// is armed.
+		prepare func(t *testing.T, w revisionWorld)
+		call    func(w revisionWorld) (string, error)
+		// want is "" when the call must succeed, else the reason it is
+		// refused with.
+		want string
+	}{
+		{
+			name: "request: a level b refuses, for longer than a allows",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"max_grant_days": 30.0}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, map[string]any{"max_grant_days": 365.0}), manage: refusingLevel(sidecar.LevelFullAdmin)},
+			call: func(w revisionWorld) (string, error) {
+				r, err := w.p.Request(ctx, patUser, orgRequest(sidecar.LevelFullAdmin, 60), w.rl.authorize)
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("request %s for %d days stored", r.Level, r.ExpiryDays), nil
+			},
+			want: "level_not_requestable",
+		},
+		{
+			name: "request: b's rules and limits both allow it",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"max_grant_days": 30.0}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, map[string]any{"max_grant_days": 365.0}), manage: allowAll},
+			call: func(w revisionWorld) (string, error) {
+				r, err := w.p.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 60), w.rl.authorize)
+				if err != nil {
+					return "", err
+				}
+				if last := w.rl.asked[len(w.rl.asked)-1]; last != "b" {
+					return "", fmt.Errorf("request for %d days stored, last authorized on %s's rules, whose limit is 30 days", r.ExpiryDays, last)
+				}
+				return "", nil
+			},
+		},
+		{
+			name: "share: past a's self-service budget, by b's limits, which refuse shares",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"max_self_service_changes": 1.0}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("share.put", "shares_closed")},
+			prepare: func(t *testing.T, w revisionWorld) {
+				must(t, second(w.p.Share(ctx, cora, "acme", delegation.ShareInput{Resource: "sr-1", User: "pat", PartnerOrg: "partnerco"}, allowAll)))
+			},
+			call: func(w revisionWorld) (string, error) {
+				_, err := w.p.Share(ctx, cora, "acme", delegation.ShareInput{Resource: "sr-2", User: "pat", PartnerOrg: "partnerco"}, w.rl.authorize)
+				return "second share stored", err
+			},
+			want: "shares_closed",
+		},
+		{
+			name: "subscribe: below a's minimum level, by b's, which refuse subscriptions",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"subscription_min_level": "update"}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("subscription.put", "subscriptions_closed")},
+			prepare: func(t *testing.T, w revisionWorld) {
+				grantLook(t, w.p)
+			},
+			call: func(w revisionWorld) (string, error) {
+				v, err := w.p.Subscribe(ctx, patUser, "acme", delegation.SubscriptionDashboard, w.rl.authorize)
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("subscription at level %s stored", v.Level), nil
+			},
+			want: "subscriptions_closed",
+		},
+		{
+			name: "subscribers: active by b's minimum level, listed by a's rules",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"subscription_min_level": "update"}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("partner.list_partners", "listing_closed")},
+			prepare: func(t *testing.T, w revisionWorld) {
+				grantLook(t, w.p)
+				subscribeOn(t, w, "dashboard")
+			},
+			call: func(w revisionWorld) (string, error) {
+				vs, err := w.p.Subscribers(ctx, cora, "acme", "", w.rl.authorize)
+				return fmt.Sprintf("%d active subscribers listed", len(vs)), err
+			},
+			want: "listing_closed",
+		},
+		{
+			name: "my subscriptions: active by b's minimum level, listed by a's rules",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"subscription_min_level": "update"}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("subscription.list", "listing_closed")},
+			prepare: func(t *testing.T, w revisionWorld) {
+				grantLook(t, w.p)
+				subscribeOn(t, w, "dashboard")
+			},
+			call: func(w revisionWorld) (string, error) {
+				vs, err := w.p.MySubscriptions(ctx, patUser, w.rl.authorize)
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("subscriptions listed: %+v", vs), nil
+			},
+			want: "listing_closed",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := revisionWorld{rl: &reloading{}}
+			w.rl.serve(tc.a)
+			w.p = newRevisionPartners(t, w.rl)
+			if tc.prepare != nil {
+				tc.prepare(t, w)
+			}
+			w.rl.serve(tc.a)
+			w.rl.asked, w.rl.next = nil, []*revision{tc.b}
+			got, err := tc.call(w)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("decided on %v: %v", w.rl.asked, err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("decided on %v: %s, which neither revision allows", w.rl.asked, got)
+			case tc.want != "":
+				wantCode(t, err, sidecar.EFORBIDDEN, tc.want)
+			}
+		})
+	}
+}
+
+// A reload landing at every ask leaves no revision to decide on: the call
+// gives up with a conflict, and stores nothing.
+func TestPartnerCallReloadedThroughout(t *testing.T) {
+	ctx := context.Background()
+	rl := &reloading{}
+	var revs []*revision
+	for i := range 6 {
+		revs = append(revs, &revision{name: fmt.Sprint("r", i), data: withPartnerData(t, map[string]any{"max_grant_days": float64(30 + i)}), manage: allowAll})
+	}
+	rl.serve(revs[0])
+	rl.next = revs[1:]
+	p := newRevisionPartners(t, rl)
+	_, err := p.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 30), rl.authorize)
+	wantCode(t, err, sidecar.ECONFLICT, "")
+	rs, _, err := p.ListRequests(ctx, patUser, sidecar.RequestFilter{PartnerOrg: "partnerco"}, allowAll)
+	must(t, err)
+	if len(rs) != 0 {
+		t.Fatalf("%d requests stored by a call that gave up", len(rs))
+	}
+}
+
+// revisionWorld is a partner lifecycle on the revisions rl serves.
+type revisionWorld struct {
+	p  *delegation.Partners
+	rl *reloading
+}
+
+func newRevisionPartners(t *testing.T, rl *reloading) *delegation.Partners {
+	t.Helper()
+	clock := newPartnerClock()
+	store := memory.New(memory.WithClock(clock.Now))
+	t.Cleanup(func() { _ = store.Close() })
+	return delegation.NewPartners(store, rl.data, delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+}
+
+// refusingLevel is manage rules that let no one ask for level.
+func refusingLevel(level sidecar.Level) delegation.Authorize {
+	return func(action string, target map[string]any) error {
+		if action == "partner.request" && target["level"] == string(level) {
+			return sidecar.Errorf(sidecar.EFORBIDDEN, "level_not_requestable")
+		}
+		return nil
+	}
+}
+
+// grantLook gives partnerco a live look grant at acme.
+func grantLook(t *testing.T, p *delegation.Partners) {
+	t.Helper()
+	ctx := context.Background()
+	r, err := p.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 10), allowAll)
+	must(t, err)
+	_, _, err = p.Approve(ctx, cora, r.ID, allowAll)
+	must(t, err)
+}
+
+// subscribeOn subscribes pat to kind at acme on the shipped limits, where
+// a look grant may subscribe.
+func subscribeOn(t *testing.T, w revisionWorld, kind string) {
+	t.Helper()
+	w.rl.serve(&revision{name: "shipped", data: withPartnerData(t, nil), manage: allowAll})
+	must(t, second(w.p.Subscribe(context.Background(), patUser, "acme", kind, allowAll)))
+}
+
+func second[T any](_ T, err error) error { return err }
