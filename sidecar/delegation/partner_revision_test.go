@@ -68,6 +68,8 @@ func refusing(action, reason string) delegation.Authorize {
 // again if a reload landed meanwhile.
 func TestPartnerCallsUnderOneRevision(t *testing.T) {
 	ctx := context.Background()
+	// Revision a of the subscription cases: only update and up subscribe.
+	minUpdate := &revision{name: "a", data: withPartnerData(t, map[string]any{"subscription_min_level": "update"}), manage: allowAll}
 	cases := []struct {
 		name string
 		// a serves first; the manage policy's first answer, a's, is
@@ -124,7 +126,7 @@ func TestPartnerCallsUnderOneRevision(t *testing.T) {
 		},
 		{
 			name: "subscribe: below a's minimum level, by b's, which refuse subscriptions",
-			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"subscription_min_level": "update"}), manage: allowAll},
+			a:    minUpdate,
 			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("subscription.put", "subscriptions_closed")},
 			prepare: func(t *testing.T, w revisionWorld) {
 				grantLook(t, w.p)
@@ -139,13 +141,10 @@ func TestPartnerCallsUnderOneRevision(t *testing.T) {
 			want: "subscriptions_closed",
 		},
 		{
-			name: "subscribers: active by b's minimum level, listed by a's rules",
-			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"subscription_min_level": "update"}), manage: allowAll},
-			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("partner.list_partners", "listing_closed")},
-			prepare: func(t *testing.T, w revisionWorld) {
-				grantLook(t, w.p)
-				subscribeOn(t, w, "dashboard")
-			},
+			name:    "subscribers: active by b's minimum level, listed by a's rules",
+			a:       minUpdate,
+			b:       &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("partner.list_partners", "listing_closed")},
+			prepare: lookSubscriber,
 			call: func(w revisionWorld) (string, error) {
 				vs, err := w.p.Subscribers(ctx, cora, "acme", "", w.rl.authorize)
 				return fmt.Sprintf("%d active subscribers listed", len(vs)), err
@@ -153,13 +152,10 @@ func TestPartnerCallsUnderOneRevision(t *testing.T) {
 			want: "listing_closed",
 		},
 		{
-			name: "my subscriptions: active by b's minimum level, listed by a's rules",
-			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"subscription_min_level": "update"}), manage: allowAll},
-			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("subscription.list", "listing_closed")},
-			prepare: func(t *testing.T, w revisionWorld) {
-				grantLook(t, w.p)
-				subscribeOn(t, w, "dashboard")
-			},
+			name:    "my subscriptions: active by b's minimum level, listed by a's rules",
+			a:       minUpdate,
+			b:       &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("subscription.list", "listing_closed")},
+			prepare: lookSubscriber,
 			call: func(w revisionWorld) (string, error) {
 				vs, err := w.p.MySubscriptions(ctx, patUser, w.rl.authorize)
 				if err != nil {
@@ -248,12 +244,14 @@ func grantLook(t *testing.T, p *delegation.Partners) {
 	must(t, err)
 }
 
-// subscribeOn subscribes pat to kind at acme on the shipped limits, where
-// a look grant may subscribe.
-func subscribeOn(t *testing.T, w revisionWorld, kind string) {
+// lookSubscriber gives partnerco a look grant at acme and subscribes pat
+// to acme's dashboard on the shipped limits, where a look grant may
+// subscribe.
+func lookSubscriber(t *testing.T, w revisionWorld) {
 	t.Helper()
+	grantLook(t, w.p)
 	w.rl.serve(&revision{name: "shipped", data: withPartnerData(t, nil), manage: allowAll})
-	must(t, second(w.p.Subscribe(context.Background(), patUser, "acme", kind, allowAll)))
+	must(t, second(w.p.Subscribe(context.Background(), patUser, "acme", delegation.SubscriptionDashboard, allowAll)))
 }
 
 func second[T any](_ T, err error) error { return err }
