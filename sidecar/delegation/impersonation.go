@@ -466,7 +466,7 @@ func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity
 // the records got through, and appends them only if not; later it would
 // append them twice, so a setting that old is left as it is.
 func (i *Impersonation) recordConsentAgain(ctx context.Context, c *sidecar.Consent) {
-	if c.SetAt.IsZero() || c.SetBy == "" || i.clock().Sub(c.SetAt) >= sidecar.AppendOnceWindow {
+	if c.SetBy == "" || !recordableAgain(c.SetAt, i.clock()) {
 		return
 	}
 	i.consentChanged(ctx, &sidecar.Identity{Subject: c.SetBy}, c, "")
@@ -1054,7 +1054,7 @@ func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *side
 // records got through, and appends them only if not; later it would
 // append them twice, so an end that old is left as it is.
 func (i *Impersonation) recordEndAgain(ctx context.Context, s *sidecar.Session) {
-	if s.EndedAt.IsZero() || i.clock().Sub(s.EndedAt) >= sidecar.AppendOnceWindow {
+	if !recordableAgain(s.EndedAt, i.clock()) {
 		return
 	}
 	i.ended(ctx, &sidecar.Identity{Subject: s.EndedBy}, s)
