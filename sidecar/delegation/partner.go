@@ -188,7 +188,11 @@ func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in Acc
 // the activation whose manage rules decided (RuleBook.decided), never the
 // limits of a revision loaded while it was asked.
 func (p *Partners) authorized(action string, target map[string]any, authorize Authorize) (*PartnerRules, error) {
-	return partnerOf(p.rules.decided(func() error { return authorize(action, target) }))
+	data, err := p.rules.decided(func() error { return authorize(action, target) })
+	if err != nil {
+		return nil, err
+	}
+	return partnerOf(p.rules.parse(data))
 }
 
 func orgOf(id *sidecar.Identity) string {
@@ -350,9 +354,10 @@ func (p *Partners) GetRequest(ctx context.Context, caller *sidecar.Identity, id 
 }
 
 // requestTarget is what policy judges an action on a request by: the
-// parties as the request stored them.
+// parties as the request stored them, and the level and scope it asks
+// for (a revision's manage rules may grant a level no longer).
 func requestTarget(r *sidecar.AccessRequest) map[string]any {
-	return map[string]any{"customer": r.Customer, "partner_org": r.PartnerOrg, "request_id": r.ID}
+	return map[string]any{"customer": r.Customer, "partner_org": r.PartnerOrg, "request_id": r.ID, "level": string(r.Level), "scope": r.Scope}
 }
 
 // ListRequests lists requests with their status as of now, once policy
@@ -625,12 +630,20 @@ func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id stri
 // caller take it (action). A request decided already comes back as stored
 // with an ECONFLICT error, so that Approve can complete an approval cut
 // off part-way; a refusal comes back with no request.
+//
+// An approval must also be one the partner limits of the revision whose
+// manage rules authorized it allow (grantAllowed): the request was
+// checked against the limits serving when it was made, and a revision
+// since may have shortened the grants anyone may hold. Completing an
+// approval decided already checks nothing again: its grants are the ones
+// that decision allowed, made of the request as stored.
 func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, status, action string, authorize Authorize) (*sidecar.AccessRequest, error) {
 	r, err := p.store.GetRequest(ctx, id)
 	if err != nil {
 		return nil, unknown(err, whatRequest)
 	}
-	if err := authorize(action, requestTarget(r)); err != nil {
+	lim, err := p.authorized(action, requestTarget(r), authorize)
+	if err != nil {
 		return nil, unseen(err, whatRequest)
 	}
 	if err := party(caller, r.Customer, r.PartnerOrg, whatRequest); err != nil {
@@ -643,6 +656,11 @@ func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, sta
 	if st := r.StatusAt(now); st != sidecar.RequestPending {
 		return r, decidedError(st)
 	}
+	if status == sidecar.RequestApproved {
+		if err := grantAllowed(r, lim); err != nil {
+			return nil, err
+		}
+	}
 	d, err := p.store.DecideRequest(ctx, id, status, caller.Subject, now)
 	if sidecar.ErrorCode(err) == sidecar.ECONFLICT {
 		// Lost a race with another decision or the pending expiry.
@@ -652,6 +670,20 @@ func (p *Partners) decide(ctx context.Context, caller *sidecar.Identity, id, sta
 		return nil, err
 	}
 	return d, err
+}
+
+// grantAllowed refuses approving r when lim no longer allows the grant
+// length it asks for. The request cannot be changed, only rejected, and
+// asked for again within the limits.
+func grantAllowed(r *sidecar.AccessRequest, lim *PartnerRules) error {
+	const refused, then = "grant_days_not_allowed: the request asks for %d days, ", "; reject it, and the partner may ask again"
+	switch {
+	case r.ExpiryDays > lim.MaxGrantDays:
+		return sidecar.Errorf(sidecar.EFORBIDDEN, refused+"past max_grant_days (%d)"+then, r.ExpiryDays, lim.MaxGrantDays)
+	case r.ExpiryDays < lim.MinGrantDays:
+		return sidecar.Errorf(sidecar.EFORBIDDEN, refused+"short of min_grant_days (%d)"+then, r.ExpiryDays, lim.MinGrantDays)
+	}
+	return nil
 }
 
 func decidedError(status string) error {

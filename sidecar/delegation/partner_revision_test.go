@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
@@ -165,6 +166,44 @@ func TestPartnerCallsUnderOneRevision(t *testing.T) {
 			},
 			want: "listing_closed",
 		},
+		{
+			name: "approve: past a's grant length, by b's rules, which refuse approvals",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"max_grant_days": 30.0}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("partner.approve", "approvals_closed")},
+			prepare: func(t *testing.T, w revisionWorld) {
+				requestOn(t, w, orgRequest(sidecar.LevelLook, 365))
+			},
+			call: approvePending,
+			want: "approvals_closed",
+		},
+		{
+			name: "approve: a level b's rules do not grant, for longer than a allows",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"max_grant_days": 30.0}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: refusingApproval(sidecar.LevelFullAdmin)},
+			prepare: func(t *testing.T, w revisionWorld) {
+				requestOn(t, w, orgRequest(sidecar.LevelFullAdmin, 60))
+			},
+			call: approvePending,
+			want: "level_not_grantable",
+		},
+		{
+			name: "approve: b's rules and limits both allow it",
+			a:    &revision{name: "a", data: withPartnerData(t, map[string]any{"max_grant_days": 30.0}), manage: allowAll},
+			b:    &revision{name: "b", data: withPartnerData(t, nil), manage: allowAll},
+			prepare: func(t *testing.T, w revisionWorld) {
+				requestOn(t, w, orgRequest(sidecar.LevelLook, 60))
+			},
+			call: func(w revisionWorld) (string, error) {
+				got, err := approvePending(w)
+				if err != nil {
+					return "", err
+				}
+				if last := w.rl.asked[len(w.rl.asked)-1]; last != "b" {
+					return "", fmt.Errorf("%s approved, last authorized on %s's rules, whose limit is 30 days", got, last)
+				}
+				return "", nil
+			},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,6 +223,67 @@ func TestPartnerCallsUnderOneRevision(t *testing.T) {
 				t.Fatalf("decided on %v: %s, which neither revision allows", w.rl.asked, got)
 			case tc.want != "":
 				wantCode(t, err, sidecar.EFORBIDDEN, tc.want)
+			}
+		})
+	}
+}
+
+// Approve made the grant a request asked for, whatever the limits serving
+// when it is approved: a request for 365 days, stored before a revision
+// cut max_grant_days to 30, became a 365-day grant. Its grant length is
+// now checked against the limits of the revision that authorizes the
+// approval; one they no longer allow is refused, naming the limit, and
+// the request waits on, for a rejection or its expiry.
+func TestApproveUnderServingLimits(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		limits map[string]any // the partner limits serving at the approval
+		in     delegation.AccessRequestInput
+		want   string // the refusal, "" for a grant
+	}{
+		{
+			name:   "organisation grant past a lowered max_grant_days",
+			limits: map[string]any{"max_grant_days": 30.0},
+			in:     orgRequest(sidecar.LevelFullAdmin, 365),
+			want:   "grant_days_not_allowed: the request asks for 365 days, past max_grant_days (30); reject it, and the partner may ask again",
+		},
+		{
+			name:   "individual grant short of a raised min_grant_days",
+			limits: map[string]any{"min_grant_days": 10.0},
+			in:     individualRequest(sidecar.LevelLook, 5, "pat"),
+			want:   "grant_days_not_allowed: the request asks for 5 days, short of min_grant_days (10); reject it, and the partner may ask again",
+		},
+		{
+			name:   "grant within the lowered limit",
+			limits: map[string]any{"max_grant_days": 30.0},
+			in:     orgRequest(sidecar.LevelLook, 30),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := revisionWorld{rl: &reloading{}}
+			w.rl.serve(&revision{name: "shipped", data: withPartnerData(t, nil), manage: allowAll})
+			w.p = newRevisionPartners(t, w.rl)
+			requestOn(t, w, tc.in)
+			w.rl.serve(&revision{name: "cut", data: withPartnerData(t, tc.limits), manage: allowAll})
+			got, err := approvePending(w)
+			if tc.want == "" {
+				must(t, err)
+				return
+			}
+			if err == nil {
+				t.Fatalf("approved under the limits %v: %s", tc.limits, got)
+			}
+			wantCode(t, err, sidecar.EFORBIDDEN, tc.want)
+			user := ""
+			if tc.in.Scope == sidecar.ScopeIndividual {
+				user = tc.in.Users[0]
+			}
+			g, err := w.p.Effective(ctx, "acme", "partnerco", user)
+			must(t, err)
+			if g != nil {
+				t.Fatalf("refused approval left a grant: %+v", g)
 			}
 		})
 	}
@@ -232,6 +332,52 @@ func refusingLevel(level sidecar.Level) delegation.Authorize {
 		}
 		return nil
 	}
+}
+
+// requestOn stores partnerco's request in at acme on the shipped limits,
+// which allow every level for up to 365 days.
+func requestOn(t *testing.T, w revisionWorld, in delegation.AccessRequestInput) {
+	t.Helper()
+	w.rl.serve(&revision{name: "shipped", data: withPartnerData(t, nil), manage: allowAll})
+	must(t, second(w.p.Request(context.Background(), patUser, in, allowAll)))
+}
+
+// refusingApproval is manage rules that let no one approve a request for
+// level.
+func refusingApproval(level sidecar.Level) delegation.Authorize {
+	return func(action string, target map[string]any) error {
+		if action == "partner.approve" && target["level"] == string(level) {
+			return sidecar.Errorf(sidecar.EFORBIDDEN, "level_not_grantable")
+		}
+		return nil
+	}
+}
+
+// approvePending has cora approve the one request waiting at acme, on the
+// revisions w serves, and tells the grants it made. A refused approval
+// leaves the request waiting.
+func approvePending(w revisionWorld) (string, error) {
+	ctx := context.Background()
+	pending := sidecar.RequestFilter{Customer: "acme", Status: sidecar.RequestPending}
+	rs, _, err := w.p.ListRequests(ctx, cora, pending, allowAll)
+	if err != nil {
+		return "", err
+	}
+	if len(rs) != 1 {
+		return "", fmt.Errorf("%d requests waiting, want 1", len(rs))
+	}
+	_, gs, err := w.p.Approve(ctx, cora, rs[0].ID, w.rl.authorize)
+	if err != nil {
+		if rs, _, lerr := w.p.ListRequests(ctx, cora, pending, allowAll); lerr != nil || len(rs) != 1 {
+			return "", fmt.Errorf("refused approval (%w) left %d requests waiting (%v), want 1", err, len(rs), lerr)
+		}
+		return "", err
+	}
+	out := ""
+	for _, g := range gs {
+		out += fmt.Sprintf("%s grant for %q until %s; ", g.Level, g.User, g.ExpiresAt.Format(time.DateOnly))
+	}
+	return out, nil
 }
 
 // grantLook gives partnerco a live look grant at acme.

@@ -457,8 +457,9 @@ func partnerOf(r *Rules, err error) (*PartnerRules, error) {
 // when a reload lands while it is asked.
 const decideAttempts = 3
 
-// decided asks the manage policy (ask) and returns the rules of the
-// activation that decided, for the call it authorized to apply. The
+// decided asks the manage policy (ask) and returns the base data of the
+// activation that decided, whose rules and switches the call it
+// authorized is to apply (nil when no policy is loaded). The
 // policy is evaluated on the activation serving when it is asked, the
 // rules are read from the data active when they are read: a reload
 // between the two would have one revision's manage rules authorize what
@@ -471,7 +472,7 @@ const decideAttempts = 3
 // serving, and after decideAttempts the call is a conflict to retry. A
 // refusal stands whatever was reloaded, and a reload after the answer
 // leaves the call as if it had come first.
-func (b *RuleBook) decided(ask func() error) (*Rules, error) {
+func (b *RuleBook) decided(ask func() error) (map[string]any, error) {
 	for attempt := 1; ; attempt++ {
 		before := b.active()
 		if err := ask(); err != nil {
@@ -479,7 +480,7 @@ func (b *RuleBook) decided(ask func() error) (*Rules, error) {
 		}
 		after := b.active()
 		if reflect.ValueOf(before).UnsafePointer() == reflect.ValueOf(after).UnsafePointer() {
-			return b.parse(before)
+			return before, nil
 		}
 		if attempt == decideAttempts {
 			return nil, sidecar.Errorf(sidecar.ECONFLICT, "policy data changed while the call was authorized; try again")
