@@ -613,13 +613,26 @@ func (p *Partners) grantOf(ctx context.Context, customer, partnerOrg, user strin
 }
 
 // Reject closes the request without a grant.
+//
+// The manager who rejected a request and rejects it again within
+// sidecar.AppendOnceWindow of the decision is answered as the first time,
+// and the rejection is recorded again: the first may have lost the store's
+// reply, answered an error and recorded nothing. The records carry the
+// request's id as their Once, so a rejection whose records got through is
+// not recorded twice. Anyone else, or later, is told the request was
+// rejected already.
 func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, error) {
 	r, err := p.decide(ctx, caller, id, sidecar.RequestRejected, "partner.reject", authorize)
+	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestRejected &&
+		r.DecidedBy == caller.Subject && recordableAgain(r.DecidedAt, p.clock()) {
+		err = nil // a retry of this manager's rejection
+	}
 	if err != nil {
 		return nil, err
 	}
-	p.audit(ctx, caller.Subject, "partner.reject", r.Customer, r.ID, map[string]string{"partner_org": r.PartnerOrg})
-	return r, p.event(ctx, sidecar.EventGrantRejected, r.Customer, caller.Subject, map[string]string{
+	once := "partner.reject:" + r.ID
+	p.auditOnce(ctx, r.DecidedAt, once, r.DecidedBy, "partner.reject", r.Customer, r.ID, map[string]string{"partner_org": r.PartnerOrg})
+	return r, p.eventOnce(ctx, r.DecidedAt, once, sidecar.EventGrantRejected, r.Customer, r.DecidedBy, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
 		"requested_by": r.RequestedBy,
