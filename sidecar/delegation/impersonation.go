@@ -9,7 +9,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -44,7 +43,7 @@ type Authorize func(action string, target map[string]any) error
 // for a caller takes, with the customer, consent and session as stored.
 type Impersonation struct {
 	store  Store
-	data   PolicyData
+	rules  *RuleBook // reads the switches from the active policy data
 	cfg    ImpersonationConfig
 	clock  sidecar.Clock
 	logger *slog.Logger
@@ -97,7 +96,7 @@ func WithImpersonationRecorder(r *Recorder) ImpersonationOption {
 // NewImpersonation returns the lifecycle on store, reading switches from
 // the active policy data.
 func NewImpersonation(store Store, data PolicyData, opts ...ImpersonationOption) *Impersonation {
-	i := &Impersonation{store: store, data: data, clock: time.Now, logger: slog.Default()}
+	i := &Impersonation{store: store, rules: NewRuleBook(data), clock: time.Now, logger: slog.Default()}
 	i.staffSeen, _ = lru.New[string, time.Time](staffSeenSize) // fails only for a size below 1
 	for _, o := range opts {
 		o(i)
@@ -133,26 +132,38 @@ func (i *Impersonation) Config() ImpersonationConfig { return i.cfg }
 
 // Switches returns the switches of the active policy data; with no policy
 // active, or none in its data, impersonation is off.
-func (i *Impersonation) Switches() (Switches, error) {
-	var d map[string]any
-	if i.data != nil {
-		d = i.data()
-	}
-	s, err := ReadSwitches(d)
+func (i *Impersonation) Switches() (Switches, error) { return switchesIn(i.rules.active()) }
+
+// switchesIn reads the switches of data, the base data of one activation
+// (nil: none is loaded, and impersonation is off).
+func switchesIn(data map[string]any) (Switches, error) {
+	s, err := ReadSwitches(data)
 	if err != nil {
 		return s, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy data is malformed: " + err.Error()}
 	}
 	return s, nil
 }
 
-// enabledSwitches returns the switches when policy data turns
-// impersonation on, and refuses otherwise, whatever the manage policy said.
-func (i *Impersonation) enabledSwitches() (Switches, error) {
-	sw, err := i.Switches()
-	if err == nil && !sw.Enabled {
-		err = sidecar.Errorf(sidecar.EFORBIDDEN, "impersonation_disabled")
+// authorized asks the manage policy whether the caller may take action on
+// target, and returns the switches the call is to apply: those of the
+// activation whose manage rules decided (RuleBook.decided), never the
+// switches of a revision loaded while it was asked, nor of one loaded
+// before it and gone again by its answer.
+func (i *Impersonation) authorized(action string, target map[string]any, authorize Authorize) (Switches, error) {
+	data, err := i.rules.decided(func() error { return authorize(action, target) })
+	if err != nil {
+		return Switches{}, err
 	}
-	return sw, err
+	return switchesIn(data)
+}
+
+// enabled refuses unless sw turns impersonation on, whatever the manage
+// policy said.
+func enabled(sw Switches) error {
+	if !sw.Enabled {
+		return sidecar.Errorf(sidecar.EFORBIDDEN, "impersonation_disabled")
+	}
+	return nil
 }
 
 // Field limits for client-supplied text.
@@ -204,7 +215,8 @@ func checkTicket(v string) error {
 // PutCustomer upserts a customer profile synced by the host application,
 // once policy lets by.
 func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c *sidecar.Customer, authorize Authorize) error {
-	if err := authorize("customer.put", map[string]any{"customer_id": c.ID}); err != nil {
+	sw, err := i.authorized("customer.put", map[string]any{"customer_id": c.ID}, authorize)
+	if err != nil {
 		return err
 	}
 	if err := checkID("id", c.ID); err != nil {
@@ -229,10 +241,6 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 		if err := checkID("roles", r); err != nil {
 			return err
 		}
-	}
-	sw, err := i.Switches()
-	if err != nil {
-		return err
 	}
 	c.UpdatedAt, c.UpdatedBy = i.clock(), by.Subject
 	// A profile that is protected as written ends the customer's live
@@ -351,7 +359,8 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if by != nil && by.Subject == ch.Customer {
 		action = "consent.set_self"
 	}
-	if err := authorize(action, map[string]any{"customer_id": ch.Customer}); err != nil {
+	sw, err := i.authorized(action, map[string]any{"customer_id": ch.Customer}, authorize)
+	if err != nil {
 		return nil, nil, err
 	}
 	if err := checkID("customer_id", ch.Customer); err != nil {
@@ -390,7 +399,7 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		return cur, nil, evictAgain(ctx, i.store, sidecar.ConsentKey(ch.Customer))
 	}
 	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
-	if err := i.takeConsentChange(ctx, c); err != nil {
+	if err := i.takeConsentChange(ctx, c, sw); err != nil {
 		return nil, nil, err
 	}
 	// The store ends the sessions the new consent no longer covers in the
@@ -407,18 +416,14 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 }
 
 // takeConsentChange holds a customer's own consent changes to the budget
-// policy data sets, across replicas: each writes the events stream and
+// sw sets, across replicas: each writes the events stream and
 // the audit trail, and any signed-in customer can make them. A withdrawal
 // is never refused (it ends sessions on the customer), and needs a given
 // consent before it, so it counts nothing; changes set on a customer's
 // behalf are staff actions, under the caller's write budget.
-func (i *Impersonation) takeConsentChange(ctx context.Context, c *sidecar.Consent) error {
+func (i *Impersonation) takeConsentChange(ctx context.Context, c *sidecar.Consent, sw Switches) error {
 	if !c.Allowed || !c.SelfSet() {
 		return nil
-	}
-	sw, err := i.Switches()
-	if err != nil {
-		return err
 	}
 	if sw.MaxConsentChanges == 0 { // no impersonation section: no budget to take from
 		return &sidecar.Error{Code: sidecar.EFORBIDDEN, Reason: "impersonation_disabled", Message: "impersonation is turned off in policy data"}
@@ -544,7 +549,8 @@ type Started struct {
 }
 
 // startAttempts bounds how often Start reads the facts again when the
-// consent changed between reading it and storing the session.
+// consent changed between reading it and storing the session, or a reload
+// landed at every ask of the manage policy (RuleBook.decided).
 const startAttempts = 3
 
 // Start begins a session for staff on the customer, once policy has judged
@@ -566,20 +572,14 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
-		// The switches are read afresh on each attempt: an attempt may
-		// have failed because a reload changed them (see start).
-		sw, err := i.enabledSwitches()
-		if err != nil {
-			return nil, err
-		}
-		st, err := i.start(ctx, staff, req, authorize, sw)
+		st, err := i.start(ctx, staff, req, authorize)
 		if sidecar.ErrorCode(err) != sidecar.ECONFLICT || attempt == startAttempts {
 			return st, err
 		}
 	}
 }
 
-func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req StartRequest, authorize Authorize, sw Switches) (*Started, error) {
+func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req StartRequest, authorize Authorize) (*Started, error) {
 	now := i.clock()
 	cs, err := i.store.GetCustomerState(ctx, req.Customer)
 	if err != nil {
@@ -594,18 +594,15 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		"reason":      req.Reason,
 		"ticket":      req.Ticket,
 	}
-	if err := authorize("impersonation.start", target); err != nil {
+	// The session is stored under the switches (max_session, protected
+	// accounts, one session per staff member) of the revision whose manage
+	// rules authorized it, never under another's.
+	sw, err := i.authorized("impersonation.start", target, authorize)
+	if err != nil {
 		return nil, err
 	}
-	// The manage policy decided on the rules serving when it was asked; a
-	// reload since sw was read would store a session under one revision's
-	// switches (max_session, protected accounts) that another's rules
-	// authorized. Such an attempt is a conflict, and Start retries it on
-	// the switches serving then.
-	if again, err := i.enabledSwitches(); err != nil {
+	if err := enabled(sw); err != nil {
 		return nil, err
-	} else if !reflect.DeepEqual(again, sw) {
-		return nil, &sidecar.Error{Code: sidecar.ECONFLICT, Message: "policy data changed while the start was authorized; try again"}
 	}
 	if cust == nil { // policy allowed an unknown customer: still nobody to act as
 		return nil, &sidecar.Error{Code: sidecar.ENOTFOUND, Field: "customer_id", Message: "customer not found"}
@@ -741,7 +738,8 @@ type Redeemed struct {
 // The code is the credential: the caller may be anonymous, and policy is
 // asked with no target.
 func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string, authorize Authorize) (*Redeemed, error) {
-	if err := authorize("impersonation.redeem", nil); err != nil {
+	sw, err := i.authorized("impersonation.redeem", nil, authorize)
+	if err != nil {
 		return nil, err
 	}
 	if code == "" {
@@ -765,7 +763,7 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 	if err != nil {
 		return nil, err
 	}
-	if _, err := i.enabledSwitches(); err != nil {
+	if err := enabled(sw); err != nil {
 		return nil, err
 	}
 	token := randomToken()

@@ -17,12 +17,18 @@ import (
 // withPartnerData returns the shipped policy data with data.deputy.partner
 // changed by edit.
 func withPartnerData(t *testing.T, edit map[string]any) map[string]any {
+	return withDeputyData(t, "partner", edit)
+}
+
+// withDeputyData returns the shipped policy data with data.deputy.<section>
+// changed by edit.
+func withDeputyData(t *testing.T, section string, edit map[string]any) map[string]any {
 	t.Helper()
 	shipped := shippedData(t)()
 	deputy := maps.Clone(shipped["deputy"].(map[string]any))
-	partner := maps.Clone(deputy["partner"].(map[string]any))
-	maps.Copy(partner, edit)
-	deputy["partner"] = partner
+	changed := maps.Clone(deputy[section].(map[string]any))
+	maps.Copy(changed, edit)
+	deputy[section] = changed
 	out := maps.Clone(shipped)
 	out["deputy"] = deputy
 	return out

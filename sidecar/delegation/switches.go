@@ -10,9 +10,9 @@ import (
 
 // PolicyData returns the base data of the active policy set (nil before
 // one is active): the same map for as long as one activation serves, a
-// new one from the next, as the policy engine keeps it. The partner calls
-// tell by the map's identity whether a reload landed while the manage
-// policy was asked. Wire it to the policy engine:
+// new one from the next, as the policy engine keeps it. The partner and
+// impersonation calls tell by the map's identity whether a reload landed
+// while the manage policy was asked (RuleBook.decided). Wire it to the policy engine:
 //
 //	func() map[string]any { if a := engine.Current(); a != nil { return a.Data() }; return nil }
 type PolicyData func() map[string]any
