@@ -464,6 +464,12 @@ type Share struct {
 	PartnerOrg string    `json:"partner_org,omitempty"`
 	SharedBy   string    `json:"shared_by,omitempty"`
 	SharedAt   time.Time `json:"shared_at,omitzero"`
+	// RemovedAt and RemovedBy are when DeleteShare removed the share and
+	// who withdrew it, on the shares it and RemovedShares return: a
+	// retried withdrawal records it again only while the store still
+	// remembers whether the first record got through (AppendOnceWindow).
+	RemovedAt time.Time `json:"removed_at,omitzero"`
+	RemovedBy string    `json:"removed_by,omitempty"`
 }
 
 // For reports whether the share is made to the user of partnerOrg. A
@@ -788,9 +794,16 @@ type PartnerStore interface {
 type ShareStore interface {
 	// PutShare stores a share; EINVALID without a partner organisation.
 	PutShare(ctx context.Context, s *Share) error
-	// DeleteShare deletes the share of resource with partnerOrg's user;
-	// partnerOrg "" deletes a share stored without one. ENOTFOUND if absent.
-	DeleteShare(ctx context.Context, customer, resource, partnerOrg, user string) error
+	// DeleteShare deletes the share of resource with partnerOrg's user,
+	// withdrawn by by; partnerOrg "" deletes a share stored without one.
+	// It returns the share as removed (RemovedAt, RemovedBy set), and
+	// keeps it so for RemovedShares, in the same write. ENOTFOUND if absent.
+	DeleteShare(ctx context.Context, customer, resource, partnerOrg, user, by string) (*Share, error)
+	// RemovedShares lists the customer's shares DeleteShare removed within
+	// AppendOnceWindow, the last removal of each, ordered as ListShares:
+	// a retried withdrawal finds there that its share was removed, when,
+	// and by whom.
+	RemovedShares(ctx context.Context, customer string) ([]Share, error)
 	IsShared(ctx context.Context, customer, resource, partnerOrg, user string) (bool, error)
 	// SharesFor lists the resource ids of customer shared with partnerOrg's
 	// user, sorted; none when partnerOrg is "".

@@ -64,7 +64,10 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 			func(s sidecar.Store) error {
 				return s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "sr1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: clock.Now()})
 			},
-			func(s sidecar.Store) error { return s.DeleteShare(ctx, "acme", "sr1", "partnerco", "pat") },
+			func(s sidecar.Store) error {
+				_, err := s.DeleteShare(ctx, "acme", "sr1", "partnerco", "pat", "cora")
+				return err
+			},
 			func(s sidecar.Store) bool {
 				v, err := s.SharesFor(ctx, "acme", "partnerco", "pat")
 				return err == nil && len(v) == 0

@@ -1110,7 +1110,7 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 	deleted := false
 	var unpublished error
 	for _, org := range orgs {
-		err := p.store.DeleteShare(ctx, customer, in.Resource, org, in.User)
+		sh, err := p.store.DeleteShare(ctx, customer, in.Resource, org, in.User, caller.Subject)
 		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 			continue
 		}
@@ -1124,13 +1124,45 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 			unpublished = err
 		}
 		deleted = true
-		p.audit(ctx, caller.Subject, "share.delete", customer, in.Resource, map[string]string{"user": in.User, "partner_org": org})
+		p.unshared(ctx, sh)
 	}
 	if !deleted {
-		// Perhaps a retry of a withdrawal whose eviction was lost.
+		// Perhaps a retry of a withdrawal whose reply, and the records
+		// and eviction after it, were lost.
+		p.recordUnshareAgain(ctx, customer, in)
 		return evictAgain(ctx, p.store, sidecar.ShareKey(customer))
 	}
 	return unpublished
+}
+
+// unshared records the withdrawal of sh, as DeleteShare removed it. The
+// records carry a Once made of the share and the time of its removal, so
+// recording a withdrawal again (recordUnshareAgain) appends nothing when
+// the first got through.
+func (p *Partners) unshared(ctx context.Context, sh *sidecar.Share) {
+	once := onceOf("share.delete", sh.Customer, sh.PartnerOrg, sh.User, sh.Resource, strconv.FormatInt(sh.RemovedAt.UnixNano(), 10))
+	p.auditOnce(ctx, sh.RemovedAt, once, sh.RemovedBy, "share.delete", sh.Customer, sh.Resource, map[string]string{"user": sh.User, "partner_org": sh.PartnerOrg})
+}
+
+// recordUnshareAgain records once more the withdrawals of in the store
+// still keeps (RemovedShares): the Unshare that removed a share may have
+// lost the store's reply and answered an error before recording it, and
+// its retry finds nothing left to delete. Only withdrawals recent enough
+// for the store to tell whether their records got through are recorded
+// (recordableAgain). A failed read is logged: the eviction is what the
+// retry answers.
+func (p *Partners) recordUnshareAgain(ctx context.Context, customer string, in ShareInput) {
+	removed, err := p.store.RemovedShares(ctx, customer)
+	if err != nil {
+		p.logger.Error("withdrawn shares not read to record a retried withdrawal", "customer", customer, "resource", in.Resource, "error", err)
+		return
+	}
+	for _, sh := range removed {
+		if sh.Resource == in.Resource && sh.User == in.User && (in.PartnerOrg == "" || sh.PartnerOrg == in.PartnerOrg) &&
+			recordableAgain(sh.RemovedAt, p.clock()) {
+			p.unshared(ctx, &sh)
+		}
+	}
 }
 
 // Shares lists a customer's shares, once policy lets caller see them.

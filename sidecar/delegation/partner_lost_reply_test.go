@@ -106,3 +106,99 @@ func TestRejectOfARejectedRequestConflicts(t *testing.T) {
 		})
 	}
 }
+
+// A contact manager withdraws a share from a cc-level partner user; the
+// withdrawal's script runs in Redis but its reply is lost (503). The
+// retry finds no share, answers success, and records the withdrawal as
+// the manager's, once however often it is retried, with or without naming
+// the partner organisation.
+func TestUnshareRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		retry delegation.ShareInput
+	}{
+		{"same_withdrawal", delegation.ShareInput{Resource: "SR-1", User: "pat", PartnerOrg: "globex"}},
+		{"from_every_organisation", delegation.ShareInput{Resource: "SR-1", User: "pat"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t, "--enable-debug-command", "yes")
+			clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+			ctx := context.Background()
+			mgr := &sidecar.Identity{Subject: "mgr", Org: "acme"}
+			direct := directStore(t, srv.Addr, "lostunshare", clock.Now)
+			setup := delegation.NewPartners(direct, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+			for _, res := range []string{"SR-1", "SR-warm"} {
+				if _, err := setup.Share(ctx, mgr, "acme", delegation.ShareInput{Resource: res, User: "pat", PartnerOrg: "globex"}, allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stall := &stallBeforeScript{t: t, srv: srv, keyPart: "shares", stalled: make(chan error, 1)}
+			stalling := stallingStore(t, srv, "lostunshare", stall, clock.Now)
+			rec := startedRecorder(t, stalling)
+			p := delegation.NewPartners(stalling, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now), delegation.WithPartnerRecorder(rec))
+			// Loads the withdrawal's script, as any running Deputy has.
+			if err := p.Unshare(ctx, mgr, "acme", delegation.ShareInput{Resource: "SR-warm", User: "pat", PartnerOrg: "globex"}, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			stall.armed.Store(true)
+			err := p.Unshare(ctx, mgr, "acme", delegation.ShareInput{Resource: "SR-1", User: "pat", PartnerOrg: "globex"}, allowAll)
+			wantLostReply(t, &stall.armed, stall.stalled, "Unshare", err)
+			if ok, err := direct.IsShared(ctx, "acme", "SR-1", "globex", "pat"); err != nil || ok {
+				t.Fatalf("share after the stall: %v %v; want it deleted by the late write", ok, err)
+			}
+			clock.Advance(time.Minute)
+			for range 2 {
+				if err := p.Unshare(ctx, mgr, "acme", tc.retry, allowAll); err != nil {
+					t.Fatalf("Unshare retried: %v", err)
+				}
+			}
+			partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+			audit, _, err := direct.ReadAudit(ctx, sidecar.StreamFilter{Type: "share.delete", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, a := range audit {
+				if a.Target == "SR-1" {
+					n++
+					if a.Actor != mgr.Subject || a.Data["partner_org"] != "globex" || a.Data["user"] != "pat" {
+						t.Errorf("withdrawal recorded as %+v", a)
+					}
+				}
+			}
+			if n != 1 {
+				t.Errorf("the share of SR-1 was withdrawn; audit holds %d share.delete entries for it, want 1", n)
+			}
+		})
+	}
+}
+
+// A withdrawal retried after the store stopped telling whether its
+// records got through (sidecar.AppendOnceWindow) records nothing: it
+// could only record the withdrawal twice.
+func TestUnshareRetriedLateIsNotRecordedAgain(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		t.Run(ps.name, func(t *testing.T) {
+			env := newPartnerEnv(t, ps)
+			ctx := context.Background()
+			in := delegation.ShareInput{Resource: "SR-1", User: "pat", PartnerOrg: "partnerco"}
+			if _, err := env.partners.Share(ctx, cora, "acme", in, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			if err := env.partners.Unshare(ctx, cora, "acme", in, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			env.clock.Advance(sidecar.AppendOnceWindow)
+			if err := env.partners.Unshare(ctx, cora, "acme", in, allowAll); err != nil {
+				t.Fatal(err)
+			}
+			audit, _, err := env.store.ReadAudit(ctx, sidecar.StreamFilter{Type: "share.delete", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(audit) != 1 {
+				t.Errorf("one withdrawal, retried late; audit holds %d share.delete entries, want 1", len(audit))
+			}
+		})
+	}
+}

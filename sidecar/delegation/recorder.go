@@ -3,6 +3,7 @@ package delegation
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -262,6 +263,19 @@ func (r *Recorder) run() {
 // change that old (or of no known time) is left as it is.
 func recordableAgain(at, now time.Time) bool {
 	return !at.IsZero() && now.Sub(at) < sidecar.AppendOnceWindow
+}
+
+// onceOf is the Once of the records of one change, made of what names
+// the change (kind, then its parts) and nothing else: every call recording
+// the change, first or again, makes the same one. Parts are hashed, so
+// ids of any spelling make a Once of fixed length and alphabet.
+func onceOf(kind string, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return kind + ":" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func onceID() string {

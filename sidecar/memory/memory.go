@@ -82,6 +82,7 @@ type Store struct {
 	order      map[string]map[string]int64          // customer → org: last Seq taken; org\x00user: Seq of the last grant written or revocation
 	revoked    map[string]map[string]sidecar.Grant  // customer → grant id → the grant as revoked, until it would have expired
 	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
+	unshared   map[string]map[string]sidecar.Share  // as shares: the last removal of each, for sidecar.AppendOnceWindow
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
 	assign     map[string]*sidecar.Assignment
 	events     []sidecar.Event
@@ -126,6 +127,7 @@ func New(opts ...Option) *Store {
 		order:        map[string]map[string]int64{},
 		revoked:      map[string]map[string]sidecar.Grant{},
 		shares:       map[string]map[string]*sidecar.Share{},
+		unshared:     map[string]map[string]sidecar.Share{},
 		subs:         map[string]*sidecar.Subscription{},
 		assign:       map[string]*sidecar.Assignment{},
 		subs2:        map[int]func(string){},
@@ -1027,17 +1029,53 @@ func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
 	return nil
 }
 
-func (s *Store) DeleteShare(_ context.Context, customer, resource, partnerOrg, user string) error {
+func (s *Store) DeleteShare(_ context.Context, customer, resource, partnerOrg, user, by string) (*sidecar.Share, error) {
 	f := shareField(partnerOrg, user, resource)
 	s.mu.Lock()
-	_, ok := s.shares[customer][f]
-	delete(s.shares[customer], f)
+	sh, ok := s.shares[customer][f]
+	var removed sidecar.Share
+	if ok {
+		delete(s.shares[customer], f)
+		removed = *sh
+		removed.RemovedAt, removed.RemovedBy = s.now(), by
+		s.keepUnshared(customer, f, removed)
+	}
 	s.mu.Unlock()
 	if !ok {
-		return notFound("share")
+		return nil, notFound("share")
 	}
 	s.publish(sidecar.ShareKey(customer))
-	return nil
+	return &removed, nil
+}
+
+// keepUnshared records sh, removed, for RemovedShares and forgets the
+// customer's removals past sidecar.AppendOnceWindow. s.mu is held.
+func (s *Store) keepUnshared(customer, field string, sh sidecar.Share) {
+	m := s.unshared[customer]
+	if m == nil {
+		m = map[string]sidecar.Share{}
+		s.unshared[customer] = m
+	}
+	for f, old := range m {
+		if sh.RemovedAt.Sub(old.RemovedAt) >= sidecar.AppendOnceWindow {
+			delete(m, f)
+		}
+	}
+	m[field] = sh
+}
+
+func (s *Store) RemovedShares(_ context.Context, customer string) ([]sidecar.Share, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	var out []sidecar.Share
+	for _, sh := range s.unshared[customer] {
+		if now.Sub(sh.RemovedAt) < sidecar.AppendOnceWindow {
+			out = append(out, sh)
+		}
+	}
+	slices.SortFunc(out, sidecar.ShareOrder)
+	return out, nil
 }
 
 func (s *Store) IsShared(_ context.Context, customer, resource, partnerOrg, user string) (bool, error) {

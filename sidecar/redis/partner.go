@@ -29,6 +29,9 @@ import (
 //	{porg:O}:grants            sorted set: "C\x00<user>" by expiry, for "My Customers"
 //	grants:expiry              sorted set: "C\x00<org>\x00<user>" by expiry, for "expiring soon"
 //	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
+//	{cust:C}:shares:removed    hash: same fields → the share as last removed, for
+//	                           RemovedShares; kept sidecar.AppendOnceWindow past the
+//	                           last removal
 //	{cust:C}:subs              hash: "<user>\x00<kind>" → subscription
 //	{puser:U}:subs             set: "C\x00<kind>"
 //	                           (a subscription's user is the subscriber key the
@@ -627,16 +630,27 @@ return 1
 `)
 
 // deleteShareScript deletes a share, under its field or under the legacy
-// field when that one names the same partner organisation; it returns how
-// many fields it deleted.
-// KEYS: shares hash. ARGV: field, legacy field, partner org.
+// field when that one names the same partner organisation, and keeps it,
+// marked removed, in the removed shares' hash; it returns the share as
+// kept, or nil when there was none.
+// KEYS: shares hash, removed shares hash. ARGV: field, legacy field,
+// partner org, removed_at, removed_by, how long the removed are kept (ms).
 var deleteShareScript = goredis.NewScript(`
-local n = redis.call('HDEL', KEYS[1], ARGV[1])
+local removed = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
 local old = redis.call('HGET', KEYS[1], ARGV[2])
 if old and (cjson.decode(old)['partner_org'] or '') == ARGV[3] then
-  n = n + redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  removed = removed or old
 end
-return n
+if not removed then return false end
+local sh = cjson.decode(removed)
+sh['removed_at'] = ARGV[4]
+sh['removed_by'] = ARGV[5]
+local kept = cjson.encode(sh)
+redis.call('HSET', KEYS[2], ARGV[1], kept)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return kept
 `)
 
 func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
@@ -652,16 +666,35 @@ func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
 	return nil
 }
 
-func (s *Store) DeleteShare(ctx context.Context, customer, resource, partnerOrg, user string) error {
-	n, err := deleteShareScript.Run(ctx, s.c, []string{s.cust(customer, "shares")},
-		shareField(partnerOrg, user, resource), legacyShareField(user, resource), partnerOrg).Int()
+func (s *Store) DeleteShare(ctx context.Context, customer, resource, partnerOrg, user, by string) (*sidecar.Share, error) {
+	raw, err := deleteShareScript.Run(ctx, s.c, []string{s.cust(customer, "shares"), s.cust(customer, "shares:removed")},
+		shareField(partnerOrg, user, resource), legacyShareField(user, resource), partnerOrg,
+		s.now().UTC().Format(time.RFC3339Nano), by, sidecar.AppendOnceWindow.Milliseconds()).Text()
+	if errors.Is(err, goredis.Nil) {
+		return nil, notFound("share")
+	}
 	if err != nil {
-		return unavailable(err)
+		return nil, unavailable(err)
 	}
-	if n == 0 {
-		return notFound("share")
+	sh, err := decode[sidecar.Share](raw)
+	if err != nil {
+		return nil, err
 	}
-	return s.publishNarrowed(ctx, sidecar.ShareKey(customer))
+	return sh, s.publishNarrowed(ctx, sidecar.ShareKey(customer))
+}
+
+// RemovedShares reads the removed shares' hash; a removal older than
+// sidecar.AppendOnceWindow, kept while later ones renew the hash's
+// expiry, is left out.
+func (s *Store) RemovedShares(ctx context.Context, customer string) ([]sidecar.Share, error) {
+	all, err := hashValues[sidecar.Share](ctx, s, s.cust(customer, "shares:removed"))
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	all = slices.DeleteFunc(all, func(sh sidecar.Share) bool { return now.Sub(sh.RemovedAt) >= sidecar.AppendOnceWindow })
+	slices.SortFunc(all, sidecar.ShareOrder)
+	return all, nil
 }
 
 func (s *Store) IsShared(ctx context.Context, customer, resource, partnerOrg, user string) (bool, error) {

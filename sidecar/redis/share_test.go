@@ -67,11 +67,11 @@ func TestSharesStoredBeforeTheyNamedTheirOrg(t *testing.T) {
 	if err := s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora"}); err != nil {
 		t.Fatal(err)
 	}
-	if code := sidecar.ErrorCode(s.DeleteShare(ctx, "acme", "SR-1", "otherco", "pat")); code != sidecar.ENOTFOUND {
-		t.Fatalf("deleting SR-1 through otherco: %q, want %s", code, sidecar.ENOTFOUND)
+	if _, err := s.DeleteShare(ctx, "acme", "SR-1", "otherco", "pat", "cora"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		t.Fatalf("deleting SR-1 through otherco: %v, want %s", err, sidecar.ENOTFOUND)
 	}
 	for _, d := range []struct{ resource, org string }{{"SR-1", "partnerco"}, {"SR-2", ""}} {
-		if err := s.DeleteShare(ctx, "acme", d.resource, d.org, "pat"); err != nil {
+		if _, err := s.DeleteShare(ctx, "acme", d.resource, d.org, "pat", "cora"); err != nil {
 			t.Fatalf("deleting %s through %q: %v", d.resource, d.org, err)
 		}
 	}

@@ -264,7 +264,7 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 		{"share_removed", func(cs *resolve.CachedState) bool {
 			v, err := cs.SharesFor(ctx, "acme", "p1", "pat")
 			return err == nil && len(v) == 1
-		}, func() error { return a.DeleteShare(ctx, "acme", "SR-1", "p1", "pat") }},
+		}, func() error { _, err := a.DeleteShare(ctx, "acme", "SR-1", "p1", "pat", "cora"); return err }},
 		{"assignment_removed", func(cs *resolve.CachedState) bool {
 			as, err := cs.GetAssignment(ctx, "acme")
 			return err == nil && as.Domain == "eu.r1"

@@ -1105,20 +1105,65 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 				t.Fatalf("SR-3 with pat of %s: %v %v", org, ok, err)
 			}
 		}
-		must(t, e.s.DeleteShare(e.ctx, "acme", "SR-3", "p1", "pat"))
+		must(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-3", "p1", "pat", "boss")))
 		if ok, err := e.s.IsShared(e.ctx, "acme", "SR-3", "p2", "pat"); err != nil || !ok {
 			t.Fatalf("deleting p1's share took p2's: %v %v", ok, err)
 		}
 	})
 	t.Run("delete", func(t *testing.T) {
-		wantCode(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "p2", "pat"), sidecar.ENOTFOUND)
-		must(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat"))
+		wantCode(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p2", "pat", "boss")), sidecar.ENOTFOUND)
+		removedAt := e.clock.Now()
+		sh, err := e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "boss")
+		must(t, err)
+		if sh.Resource != "SR-1" || sh.PartnerOrg != "p1" || sh.User != "pat" || !sh.RemovedAt.Equal(removedAt) || sh.RemovedBy != "boss" {
+			t.Fatalf("DeleteShare answered %+v", sh)
+		}
 		ok, err := e.s.IsShared(e.ctx, "acme", "SR-1", "p1", "pat")
 		must(t, err)
 		if ok {
 			t.Fatal("still shared after delete")
 		}
-		wantCode(t, e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat"), sidecar.ENOTFOUND)
+		wantCode(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "boss")), sidecar.ENOTFOUND)
+	})
+	// A removed share is kept, as removed, for sidecar.AppendOnceWindow:
+	// a retried withdrawal finds there what it removed, when and by whom.
+	t.Run("removed_kept_for_the_once_window", func(t *testing.T) {
+		e := newEnv(t)
+		for _, r := range []string{"SR-1", "SR-2"} {
+			must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: r, User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.clock.Now()}))
+		}
+		removed, err := e.s.RemovedShares(e.ctx, "acme")
+		must(t, err)
+		if len(removed) != 0 {
+			t.Fatalf("nothing removed; RemovedShares = %+v", removed)
+		}
+		first := e.clock.Now()
+		must(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "boss")))
+		e.clock.Advance(sidecar.AppendOnceWindow / 2)
+		must(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-2", "p1", "pat", "cora")))
+		removed, err = e.s.RemovedShares(e.ctx, "acme")
+		must(t, err)
+		if len(removed) != 2 || removed[0].Resource != "SR-1" || !removed[0].RemovedAt.Equal(first) || removed[0].RemovedBy != "boss" ||
+			removed[0].SharedBy != "boss" || removed[1].Resource != "SR-2" || removed[1].RemovedBy != "cora" {
+			t.Fatalf("RemovedShares = %+v", removed)
+		}
+		if other, err := e.s.RemovedShares(e.ctx, "globex"); err != nil || len(other) != 0 {
+			t.Fatalf("RemovedShares of another customer = %+v, %v", other, err)
+		}
+		e.clock.Advance(sidecar.AppendOnceWindow / 2)
+		removed, err = e.s.RemovedShares(e.ctx, "acme")
+		must(t, err)
+		if len(removed) != 1 || removed[0].Resource != "SR-2" {
+			t.Fatalf("an hour after SR-1's removal, RemovedShares = %+v", removed)
+		}
+		// Shared and withdrawn again: the last removal is the one kept.
+		must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-2", User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.clock.Now()}))
+		must(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-2", "p1", "pat", "boss")))
+		removed, err = e.s.RemovedShares(e.ctx, "acme")
+		must(t, err)
+		if len(removed) != 1 || removed[0].RemovedBy != "boss" || !removed[0].RemovedAt.Equal(e.clock.Now()) {
+			t.Fatalf("after a second withdrawal of SR-2, RemovedShares = %+v", removed)
+		}
 	})
 	t.Run("invalid", func(t *testing.T) {
 		wantCode(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat", PartnerOrg: "p1"}), sidecar.EINVALID)
@@ -1490,7 +1535,7 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "C1", To: &sidecar.Assignment{Customer: "C1", Reseller: "r", Domain: "d"}}})
 			return err
 		}, "assign:c1"},
-		{"share_removed", func() error { return e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat") }, sidecar.ShareKey("acme")},
+		{"share_removed", func() error { return ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "cora")) }, sidecar.ShareKey("acme")},
 		{"customer_changed", func() error {
 			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Name: "x"}, sidecar.Protection{}))
 		}, sidecar.CustomerKey("c2")},
