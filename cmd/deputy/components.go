@@ -237,7 +237,10 @@ func newIdentityPart(cfg *Config, log *slog.Logger) (*identityPart, error) {
 
 func (p *identityPart) Start(ctx context.Context) error { return p.verifier.Start(ctx) }
 func (p *identityPart) Stop(context.Context) error      { return p.verifier.Close() }
-func (p *identityPart) ready(context.Context) error     { return p.verifier.Ready() }
+
+// ready reads the state the last key set load left (Ready never waits
+// for a load), so a fetch that hangs cannot hold the evaluation past ctx.
+func (p *identityPart) ready(context.Context) error { return p.verifier.Ready() }
 
 // delegationPart is impersonation, partner grants and reseller domains:
 // their management lifecycles, the check path's resolvers and caches,

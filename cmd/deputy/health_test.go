@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
@@ -398,5 +401,72 @@ func TestGRPCHealthIsNotClientControlled(t *testing.T) {
 	// and one in progress when counting began.
 	if max := int(elapsed/checkFreshness) + int(elapsed/healthRefresh) + 3; pings > max {
 		t.Errorf("200 health Checks in %s sent Redis %d commands, want at most %d", elapsed, pings, max)
+	}
+}
+
+// A key set fetch in flight must not hold readiness: any client starts
+// one with a token naming a kid nobody knows (signed or not), and an
+// identity provider that hangs keeps it in flight for
+// identity.fetch_timeout, then again a second later. Were the identity
+// check to wait for it, every replica would fail its probes and leave the
+// Service, while every check is decided with the keys loaded.
+func TestReadyWhileIdentityProviderHangs(t *testing.T) {
+	is := newTestIssuer(t, "https://login.example.com/realms/shop")
+	set, err := os.ReadFile(is.jwks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hang atomic.Bool
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if hang.Load() {
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(set)
+	}))
+	t.Cleanup(idp.Close) // after the server stops, which waits for the fetch
+	var once sync.Once
+	answer := func() { once.Do(func() { close(release) }) }
+	defer answer()
+	// The fetch ends when the test lets the provider answer, not before.
+	cfg := productionServerWith(t, func(c *Config) { c.Identity.FetchTimeout = time.Hour },
+		identity.IssuerConfig{Issuer: is.url, JWKSURL: idp.URL})
+	if status, checks := readyzAnswer(t, cfg.Metrics.Addr, "", readyTimeout+5*time.Second); status != http.StatusOK {
+		t.Fatalf("/readyz before the provider hangs = %d %v, want 200", status, checks)
+	}
+
+	hang.Store(true)
+	enc := base64.RawURLEncoding
+	junk := enc.EncodeToString([]byte(`{"alg":"ES256","kid":"nobody-knows"}`)) + "." + enc.EncodeToString([]byte(`{}`)) + "." + enc.EncodeToString([]byte("sig"))
+	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	checked := make(chan error, 1)
+	go func() {
+		_, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/", Host: "shop.example", Headers: map[string]string{"authorization": "Bearer " + junk}}}}})
+		checked <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a kid nobody knows started no key set fetch")
+	}
+	// Leaving the policy out asks for an evaluation nobody has asked for
+	// yet, so it runs now, during the fetch, and reads identity.
+	status, checks := readyzAnswer(t, cfg.Metrics.Addr, "?exclude=policy", readyTimeout+5*time.Second)
+	if status != http.StatusOK || checks["identity"] != "ok" {
+		t.Errorf("/readyz?exclude=policy during the fetch = %d %v, want 200 with identity ok: the issuer's keys are loaded", status, checks)
+	}
+	answer()
+	if err := <-checked; err != nil {
+		t.Errorf("check of the unknown kid: %v", err)
 	}
 }

@@ -13,11 +13,16 @@ import (
 
 func startURLVerifier(t *testing.T, url string, clock *fakeClock) *identity.Verifier {
 	t.Helper()
-	v, err := identity.New(identity.Config{
+	return startURLVerifierWith(t, identity.Config{
 		Issuers:            []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: url}},
 		Audiences:          []string{testAudience},
 		MinRefreshInterval: 10 * time.Second,
-	}, identity.WithClock(clock.Now))
+	}, clock)
+}
+
+func startURLVerifierWith(t *testing.T, cfg identity.Config, clock *fakeClock) *identity.Verifier {
+	t.Helper()
+	v, err := identity.New(cfg, identity.WithClock(clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}

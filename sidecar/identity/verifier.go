@@ -70,8 +70,12 @@ type Verifier struct {
 	cacheSize  int
 
 	index atomic.Pointer[keyIndex]
+	// unready is why Ready fails (nil while every issuer has keys), set
+	// after every load: a probe reads it without waiting for a key set
+	// fetch in flight, which any client can start with a junk token.
+	unready atomic.Pointer[sidecar.Error]
 
-	refreshMu sync.Mutex // serialises loads; guards issuer.keys
+	refreshMu sync.Mutex // serialises loads; guards issuer.keys and loadErr
 	// Key set fetches triggered by an unknown kid belong to the verifier,
 	// not to the request that named the kid: they run under life (ended
 	// by Close), one at a time through missFlight, so a request that goes
@@ -243,6 +247,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		}
 	}
 	v.rebuildLocked()
+	v.readinessLocked()
 	return v, nil
 }
 
@@ -354,6 +359,7 @@ func (v *Verifier) refreshLocked(ctx context.Context, issuers []*issuer) (failed
 	if changed {
 		v.rebuildLocked()
 	}
+	v.readinessLocked()
 	return failed
 }
 
@@ -468,16 +474,24 @@ func (v *Verifier) fetchOnMiss() {
 	}
 }
 
-// Ready reports whether every issuer has keys.
+// Ready reports whether every issuer has keys, as the last load left
+// them: it never waits for a load.
 func (v *Verifier) Ready() error {
-	v.refreshMu.Lock()
-	defer v.refreshMu.Unlock()
-	for _, is := range v.issuers {
-		if len(is.keys) == 0 {
-			return sidecar.Unavailable("identity: no keys for issuer "+shownIssuer(is.name), is.loadErr)
-		}
+	if err := v.unready.Load(); err != nil {
+		return err
 	}
 	return nil
+}
+
+// readinessLocked records what Ready answers after a load.
+func (v *Verifier) readinessLocked() {
+	for _, is := range v.issuers {
+		if len(is.keys) == 0 {
+			v.unready.Store(sidecar.Unavailable("identity: no keys for issuer "+shownIssuer(is.name), is.loadErr))
+			return
+		}
+	}
+	v.unready.Store(nil)
 }
 
 func unauthorized(reason string, cause error) error {
