@@ -141,14 +141,20 @@ type Consent struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: no expiry
 	SetBy     string    `json:"set_by"`              // the customer or the staff member
 	SetAt     time.Time `json:"set_at"`
+	// Reason says why it was set when nobody chose it:
+	// EndCustomerDeleted for the withdrawal deleting the profile made.
+	// It marks that withdrawal in history, so a retried delete that
+	// finds the profile gone can tell the deletion that was made, and
+	// record it, from an earlier withdrawal.
+	Reason string `json:"reason,omitempty"`
 }
 
 // CustomerDeletion is what deleting a customer changed besides the
 // profile, for the caller to report.
 type CustomerDeletion struct {
 	Ended []Session // the live sessions ended (EndCustomerDeleted)
-	// Withdrawn is the withdrawal recorded in the consent history; nil
-	// when no consent was in force.
+	// Withdrawn is the withdrawal recorded in the consent history, with
+	// Reason EndCustomerDeleted; nil when no consent was in force.
 	Withdrawn *Consent
 }
 
@@ -634,7 +640,7 @@ type CustomerStore interface {
 	// said whether the account is protected is gone. In that step it also
 	// removes the customer's consent, so a profile put later under the same
 	// id starts without one; a consent in force is recorded in history as
-	// withdrawn (by by), and the history is kept. It returns those
+	// withdrawn (by by, Reason EndCustomerDeleted), and the history is kept. It returns those
 	// sessions and that withdrawal; ENOTFOUND when there is no profile.
 	DeleteCustomer(ctx context.Context, id, by string) (*CustomerDeletion, error)
 	// MarkStaff records that subject acted as staff, so it can never be

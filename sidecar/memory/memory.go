@@ -254,7 +254,7 @@ func (s *Store) DeleteCustomer(_ context.Context, id, by string) (*sidecar.Custo
 	now := s.now()
 	del := &sidecar.CustomerDeletion{}
 	if c := s.consent[id]; c.Granted(now) {
-		del.Withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now}
+		del.Withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now, Reason: sidecar.EndCustomerDeleted}
 		s.appendConsentHistory(*del.Withdrawn)
 	}
 	delete(s.consent, id)

@@ -450,7 +450,7 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 				return false, err
 			}
 			if now := s.now(); c.Granted(now) {
-				withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now}
+				withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now, Reason: sidecar.EndCustomerDeleted}
 				withdrawal = encode(withdrawn)
 			}
 		}

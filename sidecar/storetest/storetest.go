@@ -190,7 +190,7 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 		// consent change is reported; nothing was given for c2.
 		del, err := e.s.DeleteCustomer(e.ctx, "c1", "sync")
 		must(t, err)
-		if w := del.Withdrawn; w == nil || w.Customer != "c1" || w.Allowed || w.SetBy != "sync" || !w.SetAt.Equal(deletedAt) {
+		if w := del.Withdrawn; w == nil || w.Customer != "c1" || w.Allowed || w.SetBy != "sync" || !w.SetAt.Equal(deletedAt) || w.Reason != sidecar.EndCustomerDeleted {
 			t.Fatalf("withdrawn %+v, want c1's consent withdrawn by sync at %v", w, deletedAt)
 		}
 		del, err = e.s.DeleteCustomer(e.ctx, "c2", "sync")
@@ -213,8 +213,8 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 
 		h, _, err := e.s.ConsentHistory(e.ctx, "c1", sidecar.Page{})
 		must(t, err)
-		if len(h) != 2 || h[0].Allowed || h[0].SetBy != "sync" || !h[0].SetAt.Equal(deletedAt) ||
-			!h[1].Allowed || h[1].SetBy != "c1" || !h[1].ExpiresAt.Equal(given.ExpiresAt) {
+		if len(h) != 2 || h[0].Allowed || h[0].SetBy != "sync" || !h[0].SetAt.Equal(deletedAt) || h[0].Reason != sidecar.EndCustomerDeleted ||
+			!h[1].Allowed || h[1].Reason != "" || h[1].SetBy != "c1" || !h[1].ExpiresAt.Equal(given.ExpiresAt) {
 			t.Fatalf("history %+v, want the withdrawal by sync at %v over c1's consent", h, deletedAt)
 		}
 		// Nothing was given for c2: nothing to withdraw.
