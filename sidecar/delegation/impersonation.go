@@ -61,7 +61,14 @@ type Impersonation struct {
 	staffMu   sync.Mutex // orders a recorded write after a forget
 	staffGen  uint64     // counts forgets, under staffMu
 	staffSeen *lru.Cache[string, time.Time]
-	cancel    func()
+	// sweepLost is the instant of the earliest sweep whose store write
+	// failed since the ends it may have made were last recorded again:
+	// a write whose reply was lost ended sessions and recorded nothing,
+	// and the sweeps after it find nothing left to end. Zero: none.
+	sweepMu    sync.Mutex
+	sweepLost  time.Time
+	sweepFails uint64 // counts failed sweeps, under sweepMu
+	cancel     func()
 }
 
 // staffSeenSize bounds the subjects remembered as recorded; one forgotten
@@ -253,6 +260,16 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 	for k := range ended {
 		i.ended(ctx, by, &ended[k])
 	}
+	if len(ended) == 0 && protection(sw).Protects(c.ID, c, false) {
+		// This may retry a put whose write ended the sessions and lost
+		// its reply: it finds none left to end.
+		rerr := i.recordEndsAgain(ctx, sidecar.SessionFilter{Customer: c.ID}, func(s *sidecar.Session) bool {
+			return s.EndReason == sidecar.EndCustomerProtected
+		})
+		if err == nil {
+			err = rerr
+		}
+	}
 	return err
 }
 
@@ -264,10 +281,11 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 // inherit it. A consent in force is reported as every withdrawal is (a
 // consent.changed event and a consent.set audit entry), by the caller,
 // with reason customer_deleted. A profile already gone is no error
-// (DELETE is idempotent): nothing is audited, and since policy was asked
-// first, only a caller allowed to delete it learns that it is absent; its
-// eviction is published again, since this may retry a delete whose
-// eviction was lost.
+// (DELETE is idempotent), and since policy was asked first, only a caller
+// allowed to delete it learns that it is absent; its eviction is
+// published again, since this may retry a delete whose eviction, or
+// reply, was lost, and what that delete left to find is recorded again
+// (recordDeletionAgain).
 func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) error {
 	if err := authorize("customer.delete", map[string]any{"customer_id": id}); err != nil {
 		return err
@@ -277,19 +295,55 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	}
 	del, err := i.store.DeleteCustomer(ctx, id, by.Subject)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		if err := i.recordDeletionAgain(ctx, id); err != nil {
+			return err
+		}
 		return evictAgain(ctx, i.store, sidecar.CustomerKey(id), sidecar.ConsentKey(id))
 	}
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return err
 	}
-	i.audit(ctx, by, "customer.delete", id, id, nil)
-	if del.Withdrawn != nil {
-		i.consentChanged(ctx, by, del.Withdrawn, sidecar.EndCustomerDeleted)
-	}
+	i.deleted(ctx, by, id, del.Withdrawn)
 	for k := range del.Ended {
 		i.ended(ctx, by, &del.Ended[k])
 	}
 	return err
+}
+
+// deleted records the deletion of customer id's profile and, when a
+// consent was in force, its withdrawal. The withdrawal the deletion
+// wrote to the consent history is the deletion's trace: its time is the
+// customer.delete record's Once, so recording the deletion again
+// (recordDeletionAgain) appends nothing when the first got through. A
+// deletion that withdrew nothing left no trace to find again.
+func (i *Impersonation) deleted(ctx context.Context, by *sidecar.Identity, id string, withdrawn *sidecar.Consent) {
+	a := &sidecar.AuditEntry{Time: i.clock(), Actor: by.Subject, Action: "customer.delete", Customer: id, Target: id, Outcome: "ok"}
+	if withdrawn != nil {
+		a.Time, a.Once = withdrawn.SetAt, "customer.delete:"+id+":"+withdrawn.SetAt.UTC().Format(time.RFC3339Nano)
+	}
+	i.records.Audit(ctx, a)
+	if withdrawn != nil {
+		i.consentChanged(ctx, by, withdrawn)
+	}
+}
+
+// recordDeletionAgain records once more the deletion of customer id's
+// profile, found gone: the delete whose reply was lost answered an error
+// before recording it. The newest consent history entry, when it is the
+// withdrawal a deletion made (Reason EndCustomerDeleted), says who
+// deleted the profile and when; the sessions the deletion ended say so
+// themselves.
+func (i *Impersonation) recordDeletionAgain(ctx context.Context, id string) error {
+	h, _, err := i.store.ConsentHistory(ctx, id, sidecar.Page{Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(h) == 1 && h[0].Reason == sidecar.EndCustomerDeleted && !h[0].Allowed && recordableAgain(h[0].SetAt, i.clock()) {
+		i.deleted(ctx, &sidecar.Identity{Subject: h[0].SetBy}, id, &h[0])
+	}
+	return i.recordEndsAgain(ctx, sidecar.SessionFilter{Customer: id}, func(s *sidecar.Session) bool {
+		return s.EndReason == sidecar.EndCustomerDeleted
+	})
 }
 
 // protection is what policy data protects beyond profiles and staff.
@@ -334,13 +388,21 @@ func (i *Impersonation) assertStaff(ctx context.Context, subject string) error {
 }
 
 // markStaff records subject as staff and reports the sessions it ended.
+// A mark that ends nothing may be written again after one whose reply
+// was lost, which ended the sessions and recorded nothing: their ends
+// are recorded again.
 func (i *Impersonation) markStaff(ctx context.Context, subject string) error {
 	ended, err := i.store.MarkStaff(ctx, subject)
 	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
 	for k := range ended {
 		i.ended(ctx, deputy, &ended[k])
 	}
-	return err
+	if err != nil || len(ended) > 0 {
+		return err
+	}
+	return i.recordEndsAgain(ctx, sidecar.SessionFilter{Customer: subject}, func(s *sidecar.Session) bool {
+		return s.EndReason == sidecar.EndCustomerProtected && s.EndedBy == sidecar.SweepActor
+	})
 }
 
 // ConsentChange is a request to set or withdraw consent.
@@ -408,7 +470,7 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, nil, err
 	}
-	i.consentChanged(ctx, by, c, "")
+	i.consentChanged(ctx, by, c)
 	for k := range ended {
 		i.ended(ctx, by, &ended[k])
 	}
@@ -439,19 +501,18 @@ func (i *Impersonation) takeConsentChange(ctx context.Context, c *sidecar.Consen
 }
 
 // consentChanged reports consent c as set: the event the mailer follows
-// and the audit entry ops read. reason says why when the customer did not
-// choose it (customer_deleted); "" otherwise.
+// and the audit entry ops read, with c.Reason when nobody chose it.
 //
 // The records carry the customer, the setting and its time as their Once,
 // so recording a setting again (recordConsentAgain) appends nothing when
 // the first got through.
-func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity, c *sidecar.Consent, reason string) {
+func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity, c *sidecar.Consent) {
 	data := map[string]string{"allowed": boolStr(c.Allowed), "set_by": c.SetBy}
 	if !c.ExpiresAt.IsZero() {
 		data["expires_at"] = c.ExpiresAt.UTC().Format(time.RFC3339)
 	}
-	if reason != "" {
-		data["reason"] = reason
+	if c.Reason != "" {
+		data["reason"] = c.Reason
 	}
 	at := c.SetAt
 	if at.IsZero() {
@@ -474,20 +535,14 @@ func (i *Impersonation) recordConsentAgain(ctx context.Context, c *sidecar.Conse
 	if c.SetBy == "" || !recordableAgain(c.SetAt, i.clock()) {
 		return
 	}
-	i.consentChanged(ctx, &sidecar.Identity{Subject: c.SetBy}, c, "")
+	i.consentChanged(ctx, &sidecar.Identity{Subject: c.SetBy}, c)
 	// The setting ended the sessions it did not cover as withdrawn by
-	// its setter. Recording again an older end of that kind appends
-	// nothing either (recordEndAgain), so no clock decides which ends
-	// were this setting's.
-	ss, _, err := i.store.ListSessions(ctx, sidecar.SessionFilter{Customer: c.Customer, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	// its setter.
+	err := i.recordEndsAgain(ctx, sidecar.SessionFilter{Customer: c.Customer}, func(s *sidecar.Session) bool {
+		return s.EndReason == sidecar.EndConsentWithdrawn && s.EndedBy == c.SetBy
+	})
 	if err != nil {
 		i.logger.Error("sessions a retried consent change ended not recorded again", "customer", c.Customer, "error", err)
-		return
-	}
-	for k := range ss {
-		if s := &ss[k]; s.EndReason == sidecar.EndConsentWithdrawn && s.EndedBy == c.SetBy {
-			i.recordEndAgain(ctx, s)
-		}
 	}
 }
 
@@ -676,6 +731,12 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		if replaced[k].EndedBy == sidecar.SweepActor { // lapsed: ended as the sweep would have
 			by = deputy
 		}
+		if replaced[k].TokenHash == "" {
+			// Never redeemed: perhaps stored by a start whose reply was
+			// lost, which answered an error before recording it, its code
+			// never handed out. Its end is not recorded without its start.
+			i.recordStartAgain(ctx, &replaced[k])
+		}
 		i.ended(ctx, by, &replaced[k])
 	}
 	if err != nil {
@@ -688,10 +749,29 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		}
 		return nil, err
 	}
-	data := sessionData(s)
-	i.event(ctx, sidecar.EventImpersonationStarted, s.Customer, s.Actor, data)
-	i.audit(ctx, staff, "impersonation.start", s.Customer, s.ID, data)
+	i.started(ctx, s)
 	return &Started{Session: s, Code: code, CodeUntil: until, Replaced: replaced}, nil
+}
+
+// started records the start of s. The records carry the session's id as
+// their Once, so recording a start again (recordStartAgain) appends
+// nothing when the first got through.
+func (i *Impersonation) started(ctx context.Context, s *sidecar.Session) {
+	data := sessionData(s)
+	once := "impersonation.start:" + s.ID
+	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventImpersonationStarted, Time: s.StartedAt, Customer: s.Customer, Actor: s.Actor, Data: data, Once: once})
+	i.records.Audit(ctx, &sidecar.AuditEntry{Time: s.StartedAt, Actor: s.Actor, Action: "impersonation.start", Customer: s.Customer, Target: s.ID,
+		Outcome: "ok", Data: data, Once: once})
+}
+
+// recordStartAgain records once more the start of s, stored by a start
+// that may have lost the store's reply and answered an error before
+// recording it, within sidecar.AppendOnceWindow of the start (see
+// recordableAgain).
+func (i *Impersonation) recordStartAgain(ctx context.Context, s *sidecar.Session) {
+	if recordableAgain(s.StartedAt, i.clock()) {
+		i.started(ctx, s)
+	}
 }
 
 // customerFacts is the profile as the manage policy judges it; a subject
@@ -844,19 +924,25 @@ func shown(s *sidecar.Session, refused error) *sidecar.Session {
 
 // evictReplaced publishes again the evictions of actor's sessions started
 // since that a new session replaced, or that ended as lapsed (a start
-// ends those too, and the sweep's evictions are best effort): a start
-// whose store write ended a redeemed session while its eviction was lost
-// answered 503, and this is its retry. The two newest sessions are the
-// ones that matter (the one replaced, and the one that start stored and
-// ended); a page looks past a few more.
+// ends those too, and the sweep's evictions are best effort), and records
+// their ends again: a start whose store write ended a session while its
+// eviction, or its reply, was lost answered 503 (recording nothing when
+// the reply was lost), and this is its retry. The two newest sessions are
+// the ones that matter (the one replaced, and the one that start stored
+// and ended); a page looks past a few more.
 func (i *Impersonation) evictReplaced(ctx context.Context, actor string, since time.Time) error {
 	ss, _, err := i.store.ListSessions(ctx, sidecar.SessionFilter{Actor: actor, From: since, Page: sidecar.Page{Limit: replacedLookBack}})
 	if err != nil {
 		return err
 	}
 	var keys []string
-	for _, s := range ss {
-		if (s.EndReason == sidecar.EndReplaced || s.EndedBy == sidecar.SweepActor) && s.TokenHash != "" {
+	for k := range ss {
+		s := &ss[k]
+		if s.EndReason != sidecar.EndReplaced && s.EndedBy != sidecar.SweepActor {
+			continue
+		}
+		i.recordEndAgain(ctx, s)
+		if s.TokenHash != "" {
 			keys = append(keys, sidecar.SessionKey(s.TokenHash))
 		}
 	}
@@ -973,6 +1059,7 @@ func sessionFromAudit(e sidecar.AuditEntry) sidecar.Session {
 func (i *Impersonation) Sweep(ctx context.Context) error {
 	now := i.clock()
 	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
+	aerr := i.recordSweptAgain(ctx)
 	ended, err := i.store.EndLapsedSessions(ctx, now)
 	for k := range ended {
 		i.ended(ctx, deputy, &ended[k])
@@ -980,10 +1067,12 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 	// Policy data that now protects a customer denied its sessions at
 	// their next request; this records their end.
 	var perr error
+	werr := err // the store's ends that failed, perhaps made
 	if sw, serr := i.Switches(); serr != nil {
 		perr = serr
 	} else {
 		ended, perr = i.store.EndProtectedSessions(ctx, protection(sw), now)
+		werr = errors.Join(werr, perr)
 		for k := range ended {
 			i.ended(ctx, deputy, &ended[k])
 		}
@@ -996,8 +1085,11 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 			for k := range ended {
 				i.ended(ctx, deputy, &ended[k])
 			}
-			perr = errors.Join(perr, uerr)
+			perr, werr = errors.Join(perr, uerr), errors.Join(werr, uerr)
 		}
+	}
+	if werr != nil {
+		i.sweepFailed(now)
 	}
 	lapsed, cerr := i.store.TakeLapsedConsents(ctx, now)
 	for _, c := range lapsed {
@@ -1009,7 +1101,49 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 		i.appendAudit(ctx, &sidecar.AuditEntry{Actor: deputy.Subject, Action: "consent.expired", Customer: c.Customer, Target: c.Customer,
 			SelfService: true, Data: data})
 	}
-	return errors.Join(err, perr, cerr)
+	return errors.Join(aerr, err, perr, cerr)
+}
+
+// sweepFailed remembers that the sweep at now may have ended sessions
+// without recording them.
+func (i *Impersonation) sweepFailed(now time.Time) {
+	i.sweepMu.Lock()
+	defer i.sweepMu.Unlock()
+	i.sweepFails++
+	if i.sweepLost.IsZero() || now.Before(i.sweepLost) {
+		i.sweepLost = now
+	}
+}
+
+// recordSweptAgain records once more the ends of the sessions Deputy
+// ended since the earliest failed sweep (sweepLost), and forgets that
+// sweep once it has. The sessions a sweep ends were live until it, or
+// lapsed at most a sweep's lag before: they started within max_session
+// and the append-once window before it, the sessions read.
+func (i *Impersonation) recordSweptAgain(ctx context.Context) error {
+	i.sweepMu.Lock()
+	since, fails := i.sweepLost, i.sweepFails
+	i.sweepMu.Unlock()
+	if since.IsZero() {
+		return nil
+	}
+	sw, err := i.Switches()
+	if err != nil {
+		return err
+	}
+	f := sidecar.SessionFilter{From: since.Add(-sw.MaxSession - sidecar.AppendOnceWindow)}
+	err = i.recordEndsAgain(ctx, f, func(s *sidecar.Session) bool {
+		return s.EndedBy == sidecar.SweepActor && !s.EndedAt.Before(since)
+	})
+	if err != nil {
+		return err
+	}
+	i.sweepMu.Lock()
+	if i.sweepFails == fails { // no sweep failed meanwhile
+		i.sweepLost = time.Time{}
+	}
+	i.sweepMu.Unlock()
+	return nil
 }
 
 // RunSweeper sweeps every SweepInterval until ctx ends.
@@ -1056,6 +1190,32 @@ func (i *Impersonation) recordEndAgain(ctx context.Context, s *sidecar.Session) 
 		return
 	}
 	i.ended(ctx, &sidecar.Identity{Subject: s.EndedBy}, s)
+}
+
+// recordEndsAgain records once more (recordEndAgain) the ends of the
+// sessions f selects that match: a write that ended sessions and lost its
+// store's reply answered an error before recording them, and its retry
+// finds them ended, nothing left for it to end. Recording again an end
+// whose records got through appends nothing, so match only narrows what
+// is recorded again and no clock decides which ends were that write's.
+// It reads every page f selects.
+func (i *Impersonation) recordEndsAgain(ctx context.Context, f sidecar.SessionFilter, match func(*sidecar.Session) bool) error {
+	f.Limit = sidecar.MaxPageLimit
+	for {
+		ss, next, err := i.store.ListSessions(ctx, f)
+		if err != nil {
+			return err
+		}
+		for k := range ss {
+			if s := &ss[k]; !s.EndedAt.IsZero() && match(s) {
+				i.recordEndAgain(ctx, s)
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		f.Cursor = next
+	}
 }
 
 func sessionData(s *sidecar.Session) map[string]string {
