@@ -58,9 +58,10 @@ type Config struct {
 	Leeway      time.Duration `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m)"`
 	Claims      ClaimsConfig  `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
 	// RefreshInterval re-reads every key set; MinRefreshInterval bounds how
-	// often an unknown kid may trigger a fetch.
+	// often an unknown kid (or no kid, and no key that verifies) may
+	// trigger a fetch.
 	RefreshInterval    time.Duration `yaml:"refresh_interval" usage:"how often every key set is fetched again"`
-	MinRefreshInterval time.Duration `yaml:"min_refresh_interval" usage:"least time between key set fetches triggered by an unknown kid"`
+	MinRefreshInterval time.Duration `yaml:"min_refresh_interval" usage:"least time between key set fetches triggered by a token of an unknown kid, or of no kid that no key verifies"`
 	FetchTimeout       time.Duration `yaml:"fetch_timeout" usage:"time allowed for one key set fetch"`
 	Dev                DevConfig     `yaml:"dev" usage:"the dev issuer, whose tokens 'deputy dev token' mints"`
 }

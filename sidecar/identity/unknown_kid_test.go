@@ -91,77 +91,158 @@ func TestCancelledMissStillFetchesRotatedKey(t *testing.T) {
 	}
 }
 
-// A flood of unknown kids, from clients that wait and clients that go
-// away, makes at most one fetch per min_refresh_interval.
-func TestUnknownKidFloodFetchesOncePerInterval(t *testing.T) {
-	_, ek, _, other := keys(t)
-	srv := newJWKSServer(t, jwks(ek))
+// A flood of junk tokens that make the verifier fetch the key sets (a kid
+// nobody knows, or no kid and a key nobody publishes), from clients that
+// wait and clients that go away, makes at most one fetch per
+// min_refresh_interval; and the fetch it makes serves the legitimate
+// tokens of a rotated key.
+func TestJunkTokenFloodFetchesOncePerInterval(t *testing.T) {
+	_, ek, edk, other := keys(t)
+	kinds := []struct {
+		name   string
+		keys   func(...testKey) []byte // the key sets the issuer publishes
+		junk   func(round, i int) string
+		reason string
+		legit  string // a token of the key the issuer rotates to
+	}{
+		{name: "kid nobody knows", keys: jwks, reason: identity.ReasonUnknownKid,
+			junk: func(round, i int) string {
+				return sign(t, other, fmt.Sprintf("forged-%d-%d", round, i), goodClaims(epoch))
+			},
+			legit: sign(t, other, other.kid, goodClaims(epoch))},
+		{name: "no kid", keys: kidless, reason: identity.ReasonBadSignature,
+			junk: func(round, i int) string {
+				return sign(t, edk, "", with(goodClaims(epoch), "jti", fmt.Sprint(round, "-", i)))
+			},
+			legit: sign(t, other, "", goodClaims(epoch))},
+	}
+	for _, kind := range kinds {
+		t.Run(kind.name, func(t *testing.T) {
+			srv := newJWKSServer(t, kind.keys(ek))
+			clock := newClock(epoch)
+			v := startURLVerifier(t, srv.URL, clock)
+
+			round := 0
+			flood := func(t *testing.T) {
+				t.Helper()
+				round++
+				// The provider answers only once every client that goes
+				// away has gone: the fetch any of them started is still in
+				// flight then.
+				_, release := srv.hold(t)
+				var gone, waiting sync.WaitGroup
+				for i := range 40 {
+					wg := &waiting
+					if i%2 == 1 {
+						wg = &gone
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						ctx, cancel := context.WithCancel(context.Background())
+						if i%2 == 1 {
+							cancel() // a client already gone
+						}
+						defer cancel()
+						if _, err := v.Verify(ctx, bearer(kind.junk(round, i))); sidecar.ErrorReason(err) != kind.reason {
+							t.Errorf("junk token: %v", err)
+						}
+					}()
+				}
+				gone.Wait()
+				release()
+				waiting.Wait()
+				// A client that waits joins the fetch still in flight, if
+				// any, or finds the rate bound taken: either way no fetch
+				// runs after it.
+				if _, err := v.Verify(context.Background(), bearer(kind.junk(round, -1))); sidecar.ErrorReason(err) != kind.reason {
+					t.Fatalf("junk token: %v", err)
+				}
+			}
+			steps := []struct {
+				name        string
+				do          func()
+				wantFetches int32
+			}{
+				{name: "first flood fetches once", wantFetches: 2},
+				{name: "within the interval no fetch", do: func() { clock.Add(9 * time.Second) }, wantFetches: 2},
+				{name: "past the interval one fetch", do: func() { clock.Add(2 * time.Second); srv.set(kind.keys(ek, other)) }, wantFetches: 3},
+			}
+			for _, st := range steps {
+				t.Run(st.name, func(t *testing.T) {
+					if st.do != nil {
+						st.do()
+					}
+					flood(t)
+					if got := srv.fetches.Load(); got != st.wantFetches {
+						t.Fatalf("fetches = %d, want %d", got, st.wantFetches)
+					}
+				})
+			}
+			// The last flood's fetch brought the rotated key: it verifies.
+			if _, err := v.Verify(context.Background(), bearer(kind.legit)); err != nil {
+				t.Fatalf("rotated key after the flood: %v", err)
+			}
+			if got := srv.fetches.Load(); got != 3 {
+				t.Fatalf("fetches = %d, want 3", got)
+			}
+		})
+	}
+}
+
+// An issuer that signs without kids rotates unseen: a token of its new
+// key names nothing the verifier does not know. When no key loaded
+// verifies a token that names no kid, the key sets are fetched again,
+// under the rate bound of an unknown kid, before it is refused; and the
+// refusal is not remembered, so the token verifies as soon as the bound
+// lets its key be fetched.
+func TestKidlessRotatedKeyFetched(t *testing.T) {
+	rk, ek, edk, other := keys(t)
+	srv := newJWKSServer(t, kidless(ek))
 	clock := newClock(epoch)
 	v := startURLVerifier(t, srv.URL, clock)
+	token := func(k testKey, sub string) string { return sign(t, k, "", with(goodClaims(epoch), "sub", sub)) }
+	junk := token(edk, "mallory") // of a key the issuer never publishes
+	rotated, again := token(other, "alice"), token(rk, "bob")
 
-	round := 0
-	flood := func(t *testing.T) {
-		t.Helper()
-		round++
-		// The provider answers only once every client that goes away has
-		// gone: the fetch any of them started is still in flight then.
-		_, release := srv.hold(t)
-		var gone, waiting sync.WaitGroup
-		for i := range 40 {
-			wg := &waiting
-			if i%2 == 1 {
-				wg = &gone
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ctx, cancel := context.WithCancel(context.Background())
-				if i%2 == 1 {
-					cancel() // a client already gone
-				}
-				defer cancel()
-				tok := sign(t, other, fmt.Sprintf("forged-%d-%d", round, i), goodClaims(epoch))
-				if _, err := v.Verify(ctx, bearer(tok)); sidecar.ErrorReason(err) != identity.ReasonUnknownKid {
-					t.Errorf("forged kid: %v", err)
-				}
-			}()
-		}
-		gone.Wait()
-		release()
-		waiting.Wait()
-		// A client that waits joins the fetch still in flight, if any, or
-		// finds the rate bound taken: either way no fetch runs after it.
-		if _, err := v.Verify(context.Background(), bearer(sign(t, other, "forged-last", goodClaims(epoch)))); sidecar.ErrorReason(err) != identity.ReasonUnknownKid {
-			t.Fatalf("forged kid: %v", err)
-		}
-	}
 	steps := []struct {
 		name        string
 		do          func()
+		token       string
+		reason      string
 		wantFetches int32
 	}{
-		{name: "first flood fetches once", wantFetches: 2},
-		{name: "within the interval no fetch", do: func() { clock.Add(9 * time.Second) }, wantFetches: 2},
-		{name: "past the interval one fetch", do: func() { clock.Add(2 * time.Second); srv.set(jwks(ek, other)) }, wantFetches: 3},
+		{name: "start fetched once", token: token(ek, "alice"), wantFetches: 1},
+		{name: "issuer rotates: its new key is fetched", do: func() { srv.set(kidless(other)) }, token: rotated, wantFetches: 2},
+		{name: "junk within the bound fetches nothing", token: junk, reason: identity.ReasonBadSignature, wantFetches: 2},
+		{name: "issuer rotates again within the bound", do: func() { srv.set(kidless(rk)) },
+			token: again, reason: identity.ReasonBadSignature, wantFetches: 2},
+		{name: "the refused token verifies once the bound has passed", do: func() { clock.Add(11 * time.Second) },
+			token: again, wantFetches: 3},
+		{name: "junk after that fetch fetches nothing", token: junk, reason: identity.ReasonBadSignature, wantFetches: 3},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			if st.do != nil {
 				st.do()
 			}
-			flood(t)
+			_, err := v.Verify(context.Background(), bearer(st.token))
+			if got := reasonOf(t, err); got != st.reason {
+				t.Fatalf("reason = %q (%v), want %q", got, err, st.reason)
+			}
 			if got := srv.fetches.Load(); got != st.wantFetches {
 				t.Fatalf("fetches = %d, want %d", got, st.wantFetches)
 			}
 		})
 	}
-	// The last flood's fetch brought the rotated key: it verifies.
-	if _, err := v.Verify(context.Background(), bearer(sign(t, other, other.kid, goodClaims(epoch)))); err != nil {
-		t.Fatalf("rotated key after the flood: %v", err)
+}
+
+// kidless is the key set of ks as an issuer that names no kids publishes it.
+func kidless(ks ...testKey) []byte {
+	for i := range ks {
+		ks[i].kid = ""
 	}
-	if got := srv.fetches.Load(); got != 3 {
-		t.Fatalf("fetches = %d, want 3", got)
-	}
+	return jwks(ks...)
 }
 
 // A fetch that failed takes the rate slot for time.Second only: the

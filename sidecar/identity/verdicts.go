@@ -2,6 +2,7 @@ package identity
 
 import (
 	"crypto/sha256"
+	"errors"
 	"strings"
 	"time"
 
@@ -116,6 +117,9 @@ func (c *verdicts) remember(token string, keys *keyIndex, now time.Time, id *sid
 		// Time lifts the first; the second must reach refreshOnMiss
 		// again once its rate bound has passed.
 		return
+	}
+	if errors.Is(err, errNoKidNoKey) {
+		return // as an unknown kid
 	}
 	k := refusalKeyOf(token)
 	if !k.hashed {

@@ -1,7 +1,8 @@
 // Package identity owns who a request comes from: it verifies bearer JWTs
 // against the trusted issuers' key sets (files or URLs, cached, refreshed
-// on an unknown kid at a bounded rate), maps their claims to
-// sidecar.Identity, and runs the dev issuer that mints local test tokens.
+// at a bounded rate on an unknown kid, or on no kid and no key that
+// verifies), maps their claims to sidecar.Identity, and runs the dev
+// issuer that mints local test tokens.
 package identity
 
 import (
@@ -76,10 +77,11 @@ type Verifier struct {
 	unready atomic.Pointer[sidecar.Error]
 
 	refreshMu sync.Mutex // serialises loads; guards issuer.keys and loadErr
-	// Key set fetches triggered by an unknown kid belong to the verifier,
-	// not to the request that named the kid: they run under life (ended
-	// by Close), one at a time through missFlight, so a request that goes
-	// away neither aborts a fetch nor spends the rate bound for nothing.
+	// Key set fetches triggered by a token (an unknown kid, or no kid and
+	// no key that verifies) belong to the verifier, not to its request:
+	// they run under life (ended by Close), one at a time through
+	// missFlight, so a request that goes away neither aborts a fetch nor
+	// spends the rate bound for nothing.
 	missMu     sync.Mutex // guards issuer.nextMiss and closed
 	missFlight singleflight.Group
 	missWG     sync.WaitGroup
@@ -403,16 +405,22 @@ func (v *Verifier) rebuildLocked() {
 	v.verdicts.purge()
 }
 
+// errNoKidNoKey is why a token that names no kid is refused when no key
+// loaded verifies it. A later key set may hold its key, so the refusal is
+// not remembered: the token must reach refreshOnMiss again.
+var errNoKidNoKey = errors.New("no kid, and no key loaded verifies the signature")
+
 // missRetry is how soon an unknown kid may fetch an issuer's keys again
 // after a fetch of them failed (capped at MinRefreshInterval): a failure
 // must not keep a rotated key out for the whole interval, nor may forged
 // kids make Deputy hammer an identity provider that is down.
 const missRetry = time.Second
 
-// refreshOnMiss reloads key sets because a token named a kid nobody knows
-// (the issuer rotated). Each issuer's keys are fetched at most once per
-// MinRefreshInterval after a fetch that succeeded, so forged kids cannot
-// make Deputy hammer the identity provider. The fetch is the verifier's
+// refreshOnMiss reloads key sets because a token named a kid nobody knows,
+// or named none and no key loaded verifies it (the issuer rotated). Each
+// issuer's keys are fetched at most once per MinRefreshInterval after a
+// fetch that succeeded, so junk tokens cannot make Deputy hammer the
+// identity provider. The fetch is the verifier's
 // own, shared by every miss while it runs; the caller stops waiting for it
 // when ctx ends, and the fetch completes and is used all the same.
 func (v *Verifier) refreshOnMiss(ctx context.Context) {
@@ -573,7 +581,7 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	hdr := jws.Signatures[0].Protected
 	alg, kid := hdr.Algorithm, hdr.KeyID
 
-	var candidates []keyEntry
+	candidates := idx.all
 	if kid != "" {
 		candidates = idx.byKid[kid]
 		if len(candidates) == 0 {
@@ -584,11 +592,22 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 		if len(candidates) == 0 {
 			return refused(ReasonUnknownKid, errors.New("kid "+kid))
 		}
-	} else {
-		candidates = idx.all
 	}
 
 	payload, is := signedBy(jws, alg, candidates, nil)
+	if is == nil && kid == "" {
+		// An issuer that signs without kids rotates unseen: a token of
+		// its new key names nothing unknown. So it is refreshed as for
+		// an unknown kid, under the same rate bound, before the refusal.
+		v.refreshOnMiss(ctx)
+		if fresh := v.index.Load(); fresh != idx {
+			idx, candidates = fresh, fresh.all
+			payload, is = signedBy(jws, alg, candidates, nil)
+		}
+		if is == nil {
+			return refused(ReasonBadSignature, errNoKidNoKey)
+		}
+	}
 	if is == nil {
 		return refused(ReasonBadSignature, nil)
 	}
