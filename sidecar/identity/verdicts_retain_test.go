@@ -15,9 +15,10 @@ import (
 
 // The verdict caches hold tokens, each bounded (a refusal of more than
 // 512 bytes is kept as its SHA-256). A token is a slice of the header it
-// was cut from, and "Bearer" + 60 KiB of spaces + a short token kept that
-// whole header alive with each entry: about 60 KiB a refusal, 257 MiB at
-// the cache's 4,096. Each entry now holds a copy of the token alone.
+// was cut from, and 60 KiB of spaces (white space around a header value,
+// which proxies strip) + "Bearer " + a short token kept that whole header
+// alive with each entry: about 60 KiB a refusal, 257 MiB at the cache's
+// 4,096. Each entry now holds a copy of the token alone.
 func TestRefusalCacheKeepsTheTokenAlone(t *testing.T) {
 	dev, err := identity.GenerateDevIssuer()
 	if err != nil {
@@ -28,7 +29,7 @@ func TestRefusalCacheKeepsTheTokenAlone(t *testing.T) {
 	before := memtest.Live()
 	for i := 0; i < n; i++ {
 		// built fresh each time, as a decoded request's header value is
-		h := "Bearer " + strings.Repeat(" ", pad) + fmt.Sprintf("junk.%08d.token", i)
+		h := strings.Repeat(" ", pad) + "Bearer " + fmt.Sprintf("junk.%08d.token", i)
 		r := &sidecar.Request{Headers: map[string]string{"authorization": h}}
 		if id, err := v.Verify(context.Background(), r); err == nil || id != nil {
 			t.Fatalf("junk token accepted: %v %v", id, err)
@@ -40,7 +41,7 @@ func TestRefusalCacheKeepsTheTokenAlone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &sidecar.Request{Headers: map[string]string{"authorization": "Bearer " + strings.Repeat(" ", pad) + tok}}
+		r := &sidecar.Request{Headers: map[string]string{"authorization": strings.Repeat(" ", pad) + "Bearer " + tok}}
 		if id, err := v.Verify(context.Background(), r); err != nil || id == nil {
 			t.Fatalf("token refused: %v", err)
 		}

@@ -531,14 +531,14 @@ func (v *Verifier) Verify(ctx context.Context, r *sidecar.Request) (*sidecar.Ide
 	if h == "" {
 		return nil, nil
 	}
-	scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok && strings.EqualFold(scheme, "bearer") {
-		return nil, unauthorized(ReasonMalformed, errors.New("empty bearer token"))
+	token, err := bearerToken(h)
+	if err != nil {
+		return nil, unauthorized(ReasonMalformed, err)
 	}
-	if !strings.EqualFold(scheme, "bearer") {
+	if token == "" {
 		return nil, nil // another scheme: not ours to judge
 	}
-	return v.VerifyToken(ctx, strings.TrimSpace(token))
+	return v.VerifyToken(ctx, token)
 }
 
 // VerifyToken verifies a raw compact JWT.

@@ -1,0 +1,80 @@
+package identity
+
+import (
+	"errors"
+	"strings"
+)
+
+// bearerToken reads the token of an identity header value h, which holds
+// one credential: "Bearer", one space and a token68 (RFC 6750 §2.1), the
+// scheme in any case. It returns "" and no error for a credential of
+// another scheme, which is not Deputy's to judge.
+//
+// Upstreams read bearer tokens more leniently than that: Rails matches
+// /^(Token|Bearer)\s+/, Django REST framework splits the value on any white
+// space, Laravel takes what follows the last "Bearer " anywhere in it and
+// drops what follows a comma, ASP.NET trims the token. A value one of them
+// reads a token from is never "another scheme" here, or a request would
+// carry no identity to Deputy while the upstream signs it in as the
+// token's holder (a session cookie binds to its actor only against an
+// identity Deputy verified). So a value that names "bearer" anywhere, in
+// any case, or whose scheme is Rails' "Token", is a bearer credential,
+// and one not in the exact form above is refused as malformed: a tab, a
+// no-break space, a colon or several spaces after the scheme, a second
+// credential, anything after the token.
+func bearerToken(h string) (string, error) {
+	h = strings.Trim(h, " \t") // OWS, which proxies strip
+	scheme, token, _ := strings.Cut(h, " ")
+	if strings.EqualFold(scheme, "bearer") && token68(token) {
+		return token, nil
+	}
+	if !containsFold(h, "bearer") && !strings.EqualFold(schemeOf(h), "token") {
+		return "", nil
+	}
+	if token == "" && strings.EqualFold(scheme, "bearer") {
+		return "", errors.New("empty bearer token")
+	}
+	return "", errors.New(`not "Bearer", one space and a token: a bearer credential an upstream may read otherwise`)
+}
+
+// token68 reports whether s is a token68 of RFC 9110 §11.2: the form of a
+// bearer token, which holds no space, comma or other separator.
+func token68(s string) bool {
+	body := strings.TrimRight(s, "=")
+	if body == "" {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// schemeOf is the auth-scheme h starts with: its leading run of token
+// characters (RFC 9110 §5.6.2).
+func schemeOf(h string) string {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return h[:i]
+	}
+	return h
+}
+
+// containsFold reports whether s contains the lower-case ASCII word w in
+// any case.
+func containsFold(s, w string) bool {
+	for i := 0; i+len(w) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(w)], w) {
+			return true
+		}
+	}
+	return false
+}
