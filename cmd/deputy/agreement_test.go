@@ -164,6 +164,10 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "impersonation, forbidden page named with its dot", method: "GET", path: "/vault/Cards.HTML", headers: map[string]string{"cookie": cookie}, reason: "payment_method_change_forbidden"},
 		{name: "impersonation, forbidden page named with its dot, with a format", method: "GET", path: "/vault/cards.html.json", headers: map[string]string{"cookie": cookie}, reason: "payment_method_change_forbidden"},
 		{name: "impersonation, the page beside it", method: "GET", path: "/vault/other.html", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
+		{name: "impersonation with a token after a tab", method: "GET", path: "/customer/account", headers: map[string]string{"cookie": cookie, "authorization": "Bearer\t" + token(identity.DevClaims{Subject: "mallory"})}, reason: "identity_refused"},
+		{name: "impersonation with an expired token", method: "GET", path: "/customer/account", headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + token(identity.DevClaims{Subject: "mallory", IssuedAt: time.Now().Add(-3 * time.Hour)})}, reason: "identity_refused"},
+		{name: "a refused token on a public route, with a session", method: "GET", path: "/catalog/shoes", headers: map[string]string{"cookie": cookie, "authorization": "bearer:" + token(concierge)}, allowed: true, reason: "public_route"},
+		{name: "partner with an expired token", method: "GET", path: "/accounts/acme/service-requests", headers: map[string]string{"x-on-behalf-of": "acme", "authorization": "Bearer " + token(identity.DevClaims{Subject: "pat", Org: "partnerco", IssuedAt: time.Now().Add(-3 * time.Hour)})}, reason: "identity_refused"},
 		{name: "impersonation, REST read", method: "GET", path: "/rest/default/V1/customers/me", headers: map[string]string{"cookie": cookie}, allowed: true, reason: "impersonation"},
 		{name: "impersonation, GraphQL cart mutation", method: "POST", path: "/graphql", headers: graphql(cartMutation), body: cartMutation, allowed: true, reason: "impersonation"},
 		{name: "impersonation, GraphQL account mutation", method: "POST", path: "/graphql", headers: graphql(accountMutation), body: accountMutation, reason: "account_change_forbidden"},
@@ -211,6 +215,9 @@ func TestServeAndEvalAgree(t *testing.T) {
 				writeFile(t, args.identity, id)
 			}
 			input, _ := rec.Input.(map[string]any)
+			if e, ok := input["identity_error"].(string); ok {
+				args.identityError = e
+			}
 			if d, ok := input["delegation"]; ok {
 				args.delegation = filepath.Join(work, "delegation.json")
 				raw, _ := json.Marshal(d)

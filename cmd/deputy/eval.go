@@ -32,13 +32,14 @@ import (
 )
 
 type evalFlags struct {
-	input, identity, delegation, delegationError string
-	policies, data                               []string
-	bundle, publicKey, query, config             string
-	methodOverrides                              []string
-	explain, dryRun, asJSON, manage              bool
-	fail, failDefined                            bool
-	stdin                                        io.Reader
+	input, identity, identityError   string
+	delegation, delegationError      string
+	policies, data                   []string
+	bundle, publicKey, query, config string
+	methodOverrides                  []string
+	explain, dryRun, asJSON, manage  bool
+	fail, failDefined                bool
+	stdin                            io.Reader
 }
 
 // newEvalCmd decides one request offline through the same pipeline the
@@ -61,9 +62,12 @@ up to http.max_body_bytes, an allow setting a header outside
 http.envoy_upstream_headers refused.
 
 Tokens are not verified offline: give the verified identity (the
-input.identity of a decision-log record) with --identity, and the
-delegation that applied with --delegation (or, when the request named one
-that was refused, the refusal with --delegation-error).
+input.identity of a decision-log record) with --identity, or, when the
+request presented a credential serve refused, the refusal with
+--identity-error (input.identity_error); and the delegation that applied
+with --delegation (or, when the request named one that was refused, the
+refusal with --delegation-error). As in serve, no delegation is resolved
+for a request whose credential was refused.
 
 The check is shaped by the same configuration as deputy serve (--config,
 or DEPUTY_CONFIG and DEPUTY_* variables): decision query, owned header
@@ -104,6 +108,7 @@ exit 1.`,
 	fl.StringVarP(&f.bundle, "bundle", "b", "", "decide with this bundle file instead of --policies")
 	fl.StringVar(&f.publicKey, "public-key", "", "verify --bundle against this public key (PEM file)")
 	fl.StringVar(&f.identity, "identity", "", "verified identity (input.identity): inline JSON, @file or a file")
+	fl.StringVar(&f.identityError, "identity-error", "", "reason the request's credential was refused (input.identity_error)")
 	fl.StringVar(&f.delegation, "delegation", "", "delegation that applies (input.delegation): inline JSON, @file or a file")
 	fl.StringVar(&f.delegationError, "delegation-error", "", "reason a delegation the request named was refused (input.delegation_error)")
 	fl.StringVar(&f.query, "query", "", "decision query: data.a.b.c, or OPA-Envoy's a/b/c (default: the config's, "+policy.DefaultDecisionQuery+")")
@@ -149,6 +154,15 @@ func runEval(ctx context.Context, f evalFlags, out io.Writer) error {
 
 	tracer := topdown.NewBufferTracer()
 	opts := checkOptions(cfg)
+	if f.identity != "" && f.identityError != "" {
+		return sidecar.Invalid("identity-error", "a request has a verified identity or a refused credential, not both: give --identity or --identity-error")
+	}
+	if f.identityError != "" {
+		if rec != nil {
+			rec.input.Insert(ast.StringTerm("identity_error"), ast.StringTerm(f.identityError))
+		}
+		opts = append(opts, authz.WithVerifier(refusedIdentity{sidecar.Refused(sidecar.EUNAUTHORIZED, f.identityError, nil)}))
+	}
 	if f.identity != "" {
 		id, err := decodeIdentity(f.identity, f.stdin)
 		if err != nil {
@@ -447,7 +461,7 @@ func (r *replay) reproducible(engine *policy.Engine, query string, f evalFlags) 
 	if act == nil {
 		return nil // decided as no_policy, as serve would
 	}
-	given := map[string]bool{"identity": f.identity != "", "delegation": f.delegation != "", "delegation_error": f.delegationError != ""}
+	given := map[string]bool{"identity": f.identity != "", "identity_error": f.identityError != "", "delegation": f.delegation != "", "delegation_error": f.delegationError != ""}
 	needs := act.InputNeeds(query)
 	var lost []string
 	for _, p := range append(slices.Clone(r.record.Erased), r.record.Masked...) {
@@ -630,6 +644,13 @@ type staticIdentity struct{ id *sidecar.Identity }
 
 func (s staticIdentity) Verify(context.Context, *sidecar.Request) (*sidecar.Identity, error) {
 	return s.id, nil
+}
+
+// refusedIdentity refuses every request's credential as serve refused it.
+type refusedIdentity struct{ err error }
+
+func (r refusedIdentity) Verify(context.Context, *sidecar.Request) (*sidecar.Identity, error) {
+	return nil, r.err
 }
 
 type decisionCapture struct{ d *sidecar.Decision }

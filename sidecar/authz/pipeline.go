@@ -400,11 +400,12 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	// Identity.
 	t := p.clock()
 	var id *sidecar.Identity
+	resolvers := p.resolvers
 	if p.verifier != nil {
 		id, err = p.verifier.Verify(ctx, &r.view)
 		if err != nil {
 			input.Insert(keyTerm("identity_error"), ast.StringTerm(sidecar.ErrorReason(err)))
-			id = nil
+			id, resolvers = nil, nil
 		} else if n := need.Child("identity"); id != nil && n != nil {
 			input.Insert(keyTerm("identity"), p.identities.term(id, n))
 		}
@@ -413,10 +414,15 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	t2 := p.clock()
 	d.Stages.Identity = t2.Sub(t)
 
-	// Delegation.
+	// Delegation. Not for a request presenting a credential Deputy
+	// refused (resolvers is nil then): a session binds to its actor only
+	// against an identity verified, and the upstream may still read the
+	// refused credential's holder from the header (a lenient parser, a
+	// token it accepts), so no delegation is resolved, and no resolver
+	// acts on the request.
 	var del *sidecar.Delegation
 	var delErr error
-	for _, res := range p.resolvers {
+	for _, res := range resolvers {
 		dd, err := res.Resolve(ctx, &r.view, id)
 		if err != nil {
 			if sidecar.ErrorCode(err) == sidecar.EUNAVAILABLE {

@@ -32,6 +32,26 @@ test_routes[note] if {
 	d.reason == tc.reason
 }
 
+# A delegation never applies to a request presenting a credential Deputy
+# refused: the upstream may read that credential's holder from the header
+# while Deputy injects the delegation's people. deputy serve resolves no
+# delegation for such a request; a replayed decision-log record, or a
+# resolver of one's own, can still put both in the input.
+test_refused_credential_with_delegation[note] if {
+	some note, tc in {
+		"impersonation session": {"delegation": {"mode": "impersonation", "actor": "staff1", "subject": "cust1"}, "path": "/customer/account"},
+		"on a public route": {"delegation": {"mode": "impersonation", "actor": "staff1", "subject": "cust1"}, "path": "/catalog/shoes"},
+		"partner grant": {"delegation": {"mode": "partner", "actor": "pat", "subject": "acme", "level": "full_admin"}, "path": "/customers/acme/service-requests"},
+		"reseller assignment": {"delegation": {"mode": "reseller", "actor": "rita", "subject": "acme"}, "path": "/support/cases"},
+		"a mode with no package": {"delegation": {"mode": "unknown", "subject": "c1"}, "path": "/customer/account"},
+	}
+	some refusal in ["malformed_token", "token_expired", "audience_mismatch"]
+	d := authz.decision with input as object.union(_req("GET", tc.path), {"identity_error": refusal, "delegation": tc.delegation})
+	not d.allowed
+	d.http_status == 401
+	d.reason == "identity_refused"
+}
+
 test_data_switches_routes if {
 	d := authz.decision with input as _req("GET", "/admin")
 		with authz.public as {"paths": {}, "sections": {"admin": {"GET": true}}}

@@ -3,7 +3,8 @@
 # description: >-
 #   The decision for every request Envoy asks about. Deny by default. When a
 #   request acts on someone's behalf, the package of that delegation mode
-#   decides; otherwise allow what data marks public, and the routes data
+#   decides, unless it presents a credential Deputy refused (denied, as
+#   identity_refused); otherwise allow what data marks public, and the routes data
 #   opens to signed-in callers. Routes are matched on the canonical request
 #   (input.deputy.request): lower-cased, slashes merged, ;params dropped,
 #   and every method the request may run as (method overrides included)
@@ -41,7 +42,15 @@ default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_ma
 # reaches the check is the application's, so "/Deputy/v1/x" or
 # "//deputy/x" is decided like every other application path.
 # regal ignore:rule-length
-decision := data.deputy.impersonation.decision if {
+decision := lib.deny(401, "identity_refused") if {
+	# No delegation applies to a request presenting a credential Deputy
+	# refused: the upstream may read that credential's holder from the
+	# header while the delegation's people are injected. deputy serve
+	# resolves none for it; a replayed record or a resolver of one's own
+	# may still put both here.
+	input.identity_error
+	input.delegation
+} else := data.deputy.impersonation.decision if {
 	# A delegated request is decided by the package of its mode.
 	input.delegation.mode == "impersonation"
 } else := data.deputy.partner.decision if {

@@ -1,0 +1,154 @@
+package authz_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/memory"
+	"github.com/deputyhq/deputy/sidecar/resolve"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// A session is never honoured for a request whose verified identity is
+// someone other than its actor. A credential Deputy refuses, or one it
+// does not read while the upstream does (Rails reads "Bearer<TAB>tok",
+// Django REST framework splits on any white space, Laravel takes the text
+// after the last "Bearer "), verifies nobody: decided as carrying no
+// identity, the request was allowed as the session's staff member acting
+// for the customer while the upstream signed in the credential's holder.
+// Such a request is refused before any delegation is resolved: no session,
+// grant or assignment applies, and no resolver runs.
+func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	store := memory.New()
+	session := "refused-identity-session-0123456789abcdef0"
+	if err := storetest.StartRedeemed(ctx, store, &sidecar.Session{ID: "imp_1", Actor: "staff-1", ActorRoles: []string{"support_agent"}, Customer: "cust-9",
+		StartedAt: now, ExpiresAt: now.Add(time.Hour), Host: "shop.example.com"}, delegation.HashSecret(session)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "helpco", Level: sidecar.Level("update"), ExpiresAt: now.Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "resellco", Domain: "eu.resellco.example"}); err != nil {
+		t.Fatal(err)
+	}
+
+	dev, verifier := devVerifier(t)
+	sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
+	t.Cleanup(func() { sessions.Close() })
+	cached := resolve.NewCachedState(store, resolve.CacheConfig{}.Defaults(), time.Now, nil)
+	t.Cleanup(func() { cached.Close() })
+	onBehalf, err := resolve.NewOnBehalfResolver(cached, cached, shippedData(t), delegation.PartnerDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resolved atomic.Int64
+	counted := func(r sidecar.DelegationResolver) sidecar.DelegationResolver {
+		return sidecar.DelegationResolverFunc(func(ctx context.Context, req *sidecar.Request, id *sidecar.Identity) (*sidecar.Delegation, error) {
+			resolved.Add(1)
+			return r.Resolve(ctx, req, id)
+		})
+	}
+	p := shippedPipeline(t, authz.WithVerifier(verifier), authz.WithResolvers(counted(sessions), counted(onBehalf)))
+	mint := func(c identity.DevClaims) string {
+		t.Helper()
+		tok, err := dev.Mint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	forger, _ := devVerifier(t)
+	forged, err := forger.Mint(identity.DevClaims{Subject: "mallory", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	mallory := mint(identity.DevClaims{Subject: "mallory", TTL: time.Hour})
+	staff := mint(identity.DevClaims{Subject: "staff-1", Roles: []string{"support_agent"}, TTL: time.Hour})
+	expired := mint(identity.DevClaims{Subject: "mallory", TTL: time.Hour, IssuedAt: now.Add(-3 * time.Hour)})
+	pat := identity.DevClaims{Subject: "pat", Org: "helpco", Roles: []string{"partner"}, TTL: time.Hour}
+	rita := identity.DevClaims{Subject: "rita", Domain: "eu.resellco.example", Roles: []string{"reseller_admin"}, TTL: time.Hour}
+	expiredPat, expiredRita := pat, rita
+	expiredPat.IssuedAt, expiredRita.IssuedAt = now.Add(-3*time.Hour), now.Add(-3*time.Hour)
+
+	const account, cases = "/customer/account", "/customers/acme/service-requests/42"
+	cookie := "deputy_session=" + session
+	for _, tc := range []struct {
+		name    string
+		path    string
+		headers map[string]string
+		fields  [][2]string // header_map entries
+		allowed bool
+		reason  string
+	}{
+		// What binds, for comparison.
+		{name: "session alone", path: account, headers: map[string]string{"cookie": cookie}, allowed: true},
+		{name: "session with its actor's token", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + staff}, allowed: true},
+		{name: "session with another's token", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + mallory}, reason: "session_actor_mismatch"},
+		{name: "session with basic credentials", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Basic bWFsbG9yeTpzZWNyZXQ="}, allowed: true},
+
+		// Bearer tokens Deputy reads no identity from, and upstreams do.
+		{name: "tab after the scheme", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer\t" + mallory}, reason: "identity_refused"},
+		{name: "no-break space after the scheme", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer\u00a0" + mallory}, reason: "identity_refused"},
+		{name: "ideographic space after the scheme", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer\u3000" + mallory}, reason: "identity_refused"},
+		{name: "colon after the scheme", path: account, headers: map[string]string{"cookie": cookie, "authorization": "bearer:" + mallory}, reason: "identity_refused"},
+		{name: "two spaces after the scheme", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer  " + mallory}, reason: "identity_refused"},
+		{name: "scheme upper case, tab", path: account, headers: map[string]string{"cookie": cookie, "authorization": "BEARER\t" + mallory}, reason: "identity_refused"},
+		{name: "comma and more after the token", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + mallory + ",x"}, reason: "identity_refused"},
+		{name: "a word after the token", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + mallory + " x"}, reason: "identity_refused"},
+		{name: "a bearer after another scheme", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Basic bWFsbG9yeTpzZWNyZXQ=, Bearer " + mallory}, reason: "identity_refused"},
+		{name: "two authorization fields", path: account, headers: map[string]string{"cookie": cookie},
+			fields: [][2]string{{"authorization", "Bearer " + staff}, {"authorization", "Bearer " + mallory}}, reason: "identity_refused"},
+		{name: "the actor's own token after a tab", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer\t" + staff}, reason: "identity_refused"},
+
+		// Tokens Deputy reads and refuses.
+		{name: "session with an expired token", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + expired}, reason: "identity_refused"},
+		{name: "session with a token of an unknown key", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + forged}, reason: "identity_refused"},
+		{name: "partner with an expired token", path: cases, headers: map[string]string{"authorization": "Bearer " + mint(expiredPat), "x-on-behalf-of": "acme"}, reason: "identity_refused"},
+		{name: "partner token after a tab", path: cases, headers: map[string]string{"authorization": "Bearer\t" + mint(pat), "x-on-behalf-of": "acme"}, reason: "identity_refused"},
+		{name: "reseller with an expired token", path: "/support/cases", headers: map[string]string{"authorization": "Bearer " + mint(expiredRita), "x-on-behalf-of": "acme"}, reason: "identity_refused"},
+		{name: "reseller token after a tab", path: "/support/cases", headers: map[string]string{"authorization": "Bearer\t" + mint(rita), "x-on-behalf-of": "acme"}, reason: "identity_refused"},
+		{name: "partner acting", path: cases, headers: map[string]string{"authorization": "Bearer " + mint(pat), "x-on-behalf-of": "acme"}, allowed: true},
+		{name: "reseller acting", path: "/support/cases", headers: map[string]string{"authorization": "Bearer " + mint(rita), "x-on-behalf-of": "acme"}, allowed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{":authority": "shop.example.com"}
+			for k, v := range tc.headers {
+				h[k] = v
+			}
+			req := withHeaders(t, tc.path, h)
+			req.Attributes.Request.Http.Host = "shop.example.com"
+			for _, kv := range tc.fields {
+				hm := req.Attributes.Request.Http.HeaderMap
+				if hm == nil {
+					hm = &corev3.HeaderMap{}
+					req.Attributes.Request.Http.HeaderMap = hm
+				}
+				hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[0], Value: kv[1]})
+			}
+			before := resolved.Load()
+			resp := p.Check(ctx, req)
+			if resp.Allowed != tc.allowed || (!tc.allowed && resp.Reason != tc.reason) {
+				t.Fatalf("allowed %v reason %q, want allowed %v reason %q", resp.Allowed, resp.Reason, tc.allowed, tc.reason)
+			}
+			if tc.reason == "identity_refused" {
+				if resp.HTTPStatus != 401 {
+					t.Errorf("status %d, want 401", resp.HTTPStatus)
+				}
+				if n := resolved.Load() - before; n != 0 {
+					t.Errorf("%d delegation resolvers ran for a refused credential, want none", n)
+				}
+			}
+		})
+	}
+}
