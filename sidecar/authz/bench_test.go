@@ -128,8 +128,9 @@ func BenchmarkCheckFloor(b *testing.B) {
 
 // delegatedPipeline wires the real resolvers over the embedded store, a
 // real token verifier (dev issuer) and a real actor-token signer, as serve
-// does. Returns the pipeline and a token minter.
-func delegatedPipeline(b testing.TB, store sidecar.Store) (*authz.Pipeline, func(identity.DevClaims) string) {
+// does, each resolver passed through wrap when given. Returns the pipeline
+// and a token minter.
+func delegatedPipeline(b testing.TB, store sidecar.Store, wrap ...func(sidecar.DelegationResolver) sidecar.DelegationResolver) (*authz.Pipeline, func(identity.DevClaims) string) {
 	b.Helper()
 	dev, verifier := devVerifier(b)
 	key, err := actortoken.GenerateKey()
@@ -148,7 +149,13 @@ func delegatedPipeline(b testing.TB, store sidecar.Store) (*authz.Pipeline, func
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := shippedPipeline(b, authz.WithVerifier(verifier), authz.WithResolvers(sessions, onBehalf), authz.WithActorTokenSigner(signer))
+	resolvers := []sidecar.DelegationResolver{sessions, onBehalf}
+	for _, w := range wrap {
+		for i, r := range resolvers {
+			resolvers[i] = w(r)
+		}
+	}
+	p := shippedPipeline(b, authz.WithVerifier(verifier), authz.WithResolvers(resolvers...), authz.WithActorTokenSigner(signer))
 	mint := func(c identity.DevClaims) string {
 		tok, err := dev.Mint(c)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
@@ -70,14 +71,7 @@ func TestOnBehalfOfReachesUpstreamOnlyAsDecided(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			req := withHeaders(t, tc.path, tc.headers)
-			for _, kv := range tc.headerMap {
-				hm := req.Attributes.Request.Http.HeaderMap
-				if hm == nil {
-					hm = &corev3.HeaderMap{}
-					req.Attributes.Request.Http.HeaderMap = hm
-				}
-				hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[0], Value: kv[1]})
-			}
+			addHeaderFields(req, tc.headerMap)
 			resp := p.Check(ctx, req)
 			if tc.status != 0 {
 				if resp.Allowed || resp.HTTPStatus != tc.status || resp.Reason != authz.ReasonMalformedRequest {
@@ -106,5 +100,18 @@ func TestOnBehalfOfReachesUpstreamOnlyAsDecided(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// addHeaderFields appends fields to the request's header_map, as Envoy
+// sends headers with encode_raw_headers.
+func addHeaderFields(req *authv3.CheckRequest, fields [][2]string) {
+	for _, kv := range fields {
+		hm := req.Attributes.Request.Http.HeaderMap
+		if hm == nil {
+			hm = &corev3.HeaderMap{}
+			req.Attributes.Request.Http.HeaderMap = hm
+		}
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[0], Value: kv[1]})
 	}
 }

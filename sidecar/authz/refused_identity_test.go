@@ -6,14 +6,10 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/deputyhq/deputy/sidecar"
-	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
-	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
@@ -42,31 +38,13 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dev, verifier := devVerifier(t)
-	sessions := resolve.NewSessionResolver(store, delegation.ImpersonationDefaults())
-	t.Cleanup(func() { sessions.Close() })
-	cached := resolve.NewCachedState(store, resolve.CacheConfig{}.Defaults(), time.Now, nil)
-	t.Cleanup(func() { cached.Close() })
-	onBehalf, err := resolve.NewOnBehalfResolver(cached, cached, shippedData(t), delegation.PartnerDefaults())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var resolved atomic.Int64
-	counted := func(r sidecar.DelegationResolver) sidecar.DelegationResolver {
+	p, mint := delegatedPipeline(t, store, func(r sidecar.DelegationResolver) sidecar.DelegationResolver {
 		return sidecar.DelegationResolverFunc(func(ctx context.Context, req *sidecar.Request, id *sidecar.Identity) (*sidecar.Delegation, error) {
 			resolved.Add(1)
 			return r.Resolve(ctx, req, id)
 		})
-	}
-	p := shippedPipeline(t, authz.WithVerifier(verifier), authz.WithResolvers(counted(sessions), counted(onBehalf)))
-	mint := func(c identity.DevClaims) string {
-		t.Helper()
-		tok, err := dev.Mint(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
+	})
 	forger, _ := devVerifier(t)
 	forged, err := forger.Mint(identity.DevClaims{Subject: "mallory", TTL: time.Hour})
 	if err != nil {
@@ -128,14 +106,7 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 			}
 			req := withHeaders(t, tc.path, h)
 			req.Attributes.Request.Http.Host = "shop.example.com"
-			for _, kv := range tc.fields {
-				hm := req.Attributes.Request.Http.HeaderMap
-				if hm == nil {
-					hm = &corev3.HeaderMap{}
-					req.Attributes.Request.Http.HeaderMap = hm
-				}
-				hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[0], Value: kv[1]})
-			}
+			addHeaderFields(req, tc.fields)
 			before := resolved.Load()
 			resp := p.Check(ctx, req)
 			if resp.Allowed != tc.allowed || (!tc.allowed && resp.Reason != tc.reason) {
