@@ -507,6 +507,12 @@ type Assignment struct {
 	Domain    string    `json:"domain"`
 	UpdatedBy string    `json:"updated_by,omitempty"`
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// RemovedAt and RemovedBy are when a change removed the assignment
+	// and who removed it, on the assignment RemovedAssignment returns: a
+	// retried removal records it again only while the store still
+	// remembers whether the first record got through (AppendOnceWindow).
+	RemovedAt time.Time `json:"removed_at,omitzero"`
+	RemovedBy string    `json:"removed_by,omitempty"`
 }
 
 // Event types appended to the events stream for the host's mailer.
@@ -831,10 +837,14 @@ type SubscriptionStore interface {
 // made on facts the caller read and had policy judge: it applies only
 // while the customer is still in From ("" when it was unassigned). To is
 // the new assignment, of the same customer; nil removes the assignment.
+// By and At are who removes it and when: the store keeps them with the
+// assignment as removed (RemovedAssignment).
 type AssignmentChange struct {
 	Customer string
 	From     string
 	To       *Assignment
+	By       string
+	At       time.Time
 }
 
 // AssignmentStore keeps reseller domain assignments.
@@ -861,6 +871,13 @@ type AssignmentStore interface {
 	PutAssignments(ctx context.Context, as []Assignment) (int, error)
 	// AssignmentsByDomain lists a domain's assignments, ordered by customer.
 	AssignmentsByDomain(ctx context.Context, domain string, p Page) ([]Assignment, string, error)
+	// RemovedAssignment returns the customer's assignment as the last
+	// change that removed it left it, with RemovedAt and RemovedBy set
+	// (the change's At and By), kept in the same write for
+	// AppendOnceWindow past RemovedAt; ENOTFOUND otherwise. A retried
+	// removal finds there that its assignment was removed, when, and by
+	// whom.
+	RemovedAssignment(ctx context.Context, customer string) (*Assignment, error)
 }
 
 // EventLog is the events stream the host application's mailer consumes.

@@ -18,9 +18,9 @@ import (
 )
 
 // stallBeforeScript, armed, stalls Redis (DEBUG SLEEP, longer than the
-// client's read timeout) just before the client's next EVALSHA naming a
-// key that contains keyPart, so that Redis runs the script after the
-// client gave up on its reply.
+// client's read timeout) just before the client's next EVAL or EVALSHA,
+// alone or in a pipeline, naming a key that contains keyPart, so that
+// Redis runs the script after the client gave up on its reply.
 type stallBeforeScript struct {
 	t       *testing.T
 	srv     *redistest.Server
@@ -31,17 +31,26 @@ type stallBeforeScript struct {
 
 func (h *stallBeforeScript) DialHook(next goredis.DialHook) goredis.DialHook { return next }
 func (h *stallBeforeScript) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		for _, cmd := range cmds {
+			h.stallBefore(cmd)
+		}
+		return next(ctx, cmds)
+	}
 }
 func (h *stallBeforeScript) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 	return func(ctx context.Context, cmd goredis.Cmder) error {
-		if cmd.Name() == "evalsha" && strings.Contains(fmt.Sprint(cmd.Args()...), h.keyPart) && h.armed.CompareAndSwap(true, false) {
-			go func() { h.stalled <- h.srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "1").Err() }()
-			probe := goredis.NewClient(&goredis.Options{Addr: h.srv.Addr, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
-			defer probe.Close()
-			partnerEventually(h.t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
-		}
+		h.stallBefore(cmd)
 		return next(ctx, cmd)
+	}
+}
+
+func (h *stallBeforeScript) stallBefore(cmd goredis.Cmder) {
+	if strings.HasPrefix(cmd.Name(), "eval") && strings.Contains(fmt.Sprint(cmd.Args()...), h.keyPart) && h.armed.CompareAndSwap(true, false) {
+		go func() { h.stalled <- h.srv.Client().Do(context.Background(), "DEBUG", "SLEEP", "1").Err() }()
+		probe := goredis.NewClient(&goredis.Options{Addr: h.srv.Addr, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
+		defer probe.Close()
+		partnerEventually(h.t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
 	}
 }
 

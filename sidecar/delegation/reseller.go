@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -75,6 +76,7 @@ type ResellerState interface {
 	GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
 	GetAssignments(ctx context.Context, customers []string) ([]*sidecar.Assignment, error)
 	ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentChange) (conflicts []int, err error)
+	RemovedAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
 	AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error)
 	sidecar.EventLog
 	sidecar.AuditLog
@@ -225,12 +227,9 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
-	unpublished := err
 	r.audit(ctx, by, "reseller.assignment.put", customer, map[string]string{"domain": domain})
-	if err := r.event(ctx, a.Customer, by.Subject, map[string]string{"domain": domain, "change": "put"}); err != nil {
-		return a, err
-	}
-	return a, unpublished
+	r.changed(ctx, a, "put")
+	return a, err
 }
 
 // Delete removes the customer from its domain once policy lets by; an
@@ -239,6 +238,10 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 // another domain: from by's domain there is nothing to delete, and a
 // refusal would tell which customer ids other domains hold (see
 // inAnotherDomain). Nothing is changed or audited then.
+//
+// A delete that finds nothing to delete may retry one whose write reached
+// the store while its answer was lost, before it was recorded: it records
+// again the removal the store still keeps (recordDeleteAgain).
 func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer string, authorize Authorize) error {
 	var prev *sidecar.Assignment
 	err := retryMoved(func() error {
@@ -258,25 +261,55 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 		}
 		if prev == nil {
 			// Nothing to delete, perhaps because this retries a delete
-			// whose write reached the store while its answer and eviction
-			// were lost: evict again, so no replica keeps it cached.
+			// whose write reached the store while its answer, records and
+			// eviction were lost: record it again, and evict again, so no
+			// replica keeps it cached.
+			r.recordDeleteAgain(ctx, customer)
 			return evictAgain(ctx, r.store, sidecar.AssignmentKey(customer))
 		}
-		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: prev.Domain})
+		prev.RemovedBy, prev.RemovedAt = by.Subject, r.clock()
+		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: prev.Domain, By: prev.RemovedBy, At: prev.RemovedAt})
 	})
 	// Unpublished: deleted, but replicas were not told; recorded as done,
 	// and the retry finds nothing to delete and evicts again.
 	if prev == nil || err != nil && !sidecar.IsUnpublished(err) {
 		return err
 	}
-	unpublished := err
-	// The customer as assigned, whatever variant of its id (FoldID) the
-	// caller named.
-	r.audit(ctx, by, "reseller.assignment.delete", prev.Customer, map[string]string{"domain": prev.Domain})
-	if err := r.event(ctx, prev.Customer, by.Subject, map[string]string{"domain": prev.Domain, "change": "delete"}); err != nil {
-		return err
+	r.deleted(ctx, prev)
+	return err
+}
+
+// deleted records the removal of a, as removed (RemovedAt, RemovedBy),
+// under the customer as assigned, whatever variant of its id (FoldID) the
+// caller named. The records carry a Once made of the customer and the
+// time of the removal, so recording a removal again (recordDeleteAgain)
+// appends nothing when the first got through.
+func (r *Resellers) deleted(ctx context.Context, a *sidecar.Assignment) {
+	once := onceOf("reseller.assignment.delete", sidecar.FoldID(a.Customer), strconv.FormatInt(a.RemovedAt.UnixNano(), 10))
+	data := map[string]string{"domain": a.Domain}
+	r.records.Audit(ctx, &sidecar.AuditEntry{Time: a.RemovedAt, Actor: a.RemovedBy, Action: "reseller.assignment.delete", Customer: a.Customer,
+		Target: a.Customer, Outcome: "ok", Data: data, Once: once})
+	r.records.Event(ctx, &sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: a.RemovedAt, Customer: a.Customer, Actor: a.RemovedBy,
+		Data: map[string]string{"domain": a.Domain, "change": "delete"}, Once: once})
+}
+
+// recordDeleteAgain records once more the removal of customer's
+// assignment the store still keeps (RemovedAssignment), when recent
+// enough for the store to tell whether its records got through
+// (recordableAgain). A failed read is logged: the eviction is what the
+// retry answers.
+func (r *Resellers) recordDeleteAgain(ctx context.Context, customer string) {
+	a, err := r.store.RemovedAssignment(ctx, customer)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return
 	}
-	return unpublished
+	if err != nil {
+		r.logger.Error("removed assignment not read to record a retried delete", "customer", customer, "error", err)
+		return
+	}
+	if recordableAgain(a.RemovedAt, r.clock()) {
+		r.deleted(ctx, a)
+	}
 }
 
 // List returns one page of the assignments of the domain by signed in
@@ -537,12 +570,15 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 	}
 	unpublished := err
 	r.audit(ctx, by, "reseller.assignment.import", "", map[string]string{"rows": fmt.Sprint(len(changes)), "domain": by.Domain})
+	// Every row written now is announced. A row kept as written before
+	// (importOnce) is announced again while the store can still tell
+	// whether its announcement got through (recordableAgain): it may have
+	// been written by an import whose reply was lost before it announced
+	// it, and which this one retries. The event's Once is that of the
+	// write, so an announcement that got through is not made twice.
 	for _, c := range changes {
-		if c.From == c.To.Domain {
-			continue
-		}
-		if err := r.event(ctx, c.Customer, by.Subject, map[string]string{"domain": c.To.Domain, "change": "import"}); err != nil {
-			return len(changes), err
+		if recordableAgain(c.To.UpdatedAt, r.clock()) {
+			r.changed(ctx, c.To, "import")
 		}
 	}
 	return len(changes), unpublished
@@ -592,8 +628,14 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 	now := r.clock()
 	cs := make([]sidecar.AssignmentChange, len(rows))
 	for i, row := range rows {
-		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(prev[row.Customer]),
-			To: &sidecar.Assignment{Customer: row.Customer, Reseller: resellerOf(by), Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}}
+		p := prev[row.Customer]
+		to := &sidecar.Assignment{Customer: row.Customer, Reseller: resellerOf(by), Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}
+		if p != nil && p.Customer == to.Customer && p.Domain == to.Domain && p.Reseller == to.Reseller {
+			// Assigned already as the row says: kept as written, so that
+			// every write is one its writer announced (Import).
+			to = p
+		}
+		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(p), To: to}
 	}
 	conflicts, err := r.store.ChangeAssignments(ctx, cs)
 	if (err == nil || sidecar.IsUnpublished(err)) && len(conflicts) == 0 {
@@ -633,6 +675,16 @@ func (r *Resellers) audit(ctx context.Context, by *sidecar.Identity, action, cus
 	r.records.Audit(ctx, a)
 }
 
-func (r *Resellers) event(ctx context.Context, customer, actor string, data map[string]string) error {
-	return r.store.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: r.clock(), Customer: customer, Actor: actor, Data: data})
+// changed announces a, written by a change of kind ("put", "import"). The
+// event goes through the Recorder, as audit entries do: the change stands
+// whatever the append does. Its Once is made of the assignment as written,
+// so announcing a write again appends nothing when the first got through.
+func (r *Resellers) changed(ctx context.Context, a *sidecar.Assignment, kind string) {
+	r.records.Event(ctx, &sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: a.UpdatedAt, Customer: a.Customer, Actor: a.UpdatedBy,
+		Data: map[string]string{"domain": a.Domain, "change": kind}, Once: assignmentOnce(a)})
+}
+
+// assignmentOnce is the Once of the event announcing a as written.
+func assignmentOnce(a *sidecar.Assignment) string {
+	return onceOf("assignment.changed", sidecar.FoldID(a.Customer), a.Domain, strconv.FormatInt(a.UpdatedAt.UnixNano(), 10))
 }

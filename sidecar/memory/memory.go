@@ -85,6 +85,7 @@ type Store struct {
 	unshared   map[string]map[string]sidecar.Share  // as shares: the last removal of each, for sidecar.AppendOnceWindow
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
 	assign     map[string]*sidecar.Assignment
+	unassigned map[string]sidecar.Assignment // folded customer id → assignment as last removed, for sidecar.AppendOnceWindow
 	events     []sidecar.Event
 	audit      []sidecar.AuditEntry
 	selfAudit  []sidecar.AuditEntry // SelfService entries, trimmed apart
@@ -130,6 +131,7 @@ func New(opts ...Option) *Store {
 		unshared:     map[string]map[string]sidecar.Share{},
 		subs:         map[string]*sidecar.Subscription{},
 		assign:       map[string]*sidecar.Assignment{},
+		unassigned:   map[string]sidecar.Assignment{},
 		subs2:        map[int]func(string){},
 	}
 	for _, o := range opts {
@@ -1233,6 +1235,9 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 			conflicts = append(conflicts, i)
 			continue
 		case c.To == nil:
+			if a := s.assign[key]; a != nil {
+				s.keepUnassigned(key, *a, c)
+			}
 			delete(s.assign, key)
 		default:
 			cp := *c.To
@@ -1243,6 +1248,28 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 	s.mu.Unlock()
 	s.publish(keys...)
 	return conflicts, nil
+}
+
+// keepUnassigned records a, removed by c, for RemovedAssignment and
+// forgets removals past sidecar.AppendOnceWindow. s.mu is held.
+func (s *Store) keepUnassigned(key string, a sidecar.Assignment, c sidecar.AssignmentChange) {
+	for k, old := range s.unassigned {
+		if c.At.Sub(old.RemovedAt) >= sidecar.AppendOnceWindow {
+			delete(s.unassigned, k)
+		}
+	}
+	a.RemovedAt, a.RemovedBy = c.At, c.By
+	s.unassigned[key] = a
+}
+
+func (s *Store) RemovedAssignment(_ context.Context, customer string) (*sidecar.Assignment, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.unassigned[sidecar.FoldID(customer)]
+	if !ok || s.now().Sub(a.RemovedAt) >= sidecar.AppendOnceWindow {
+		return nil, notFound("removed assignment")
+	}
+	return &a, nil
 }
 
 func (s *Store) DeleteAssignment(_ context.Context, customer string) error {

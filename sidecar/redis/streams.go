@@ -18,6 +18,9 @@ import (
 //	                       it was assigned under
 //	{dom:D}:customers      sorted set of D's customers as spelled in their
 //	                       records (lexicographic)
+//	{cust:F}:assign:removed  the assignment as the last change removing it
+//	                       left it, for RemovedAssignment; expires
+//	                       sidecar.AppendOnceWindow after the removal
 //
 // An id already in folded form (lower-case ASCII, the common case) has
 // the key it had before ids were folded.
@@ -130,21 +133,29 @@ func (s *Store) PutAssignments(ctx context.Context, as []sidecar.Assignment) (in
 }
 
 // changeAssignmentScript replaces or removes an assignment only while the
-// customer is still in the domain the caller read.
-// KEYS: the assignment. ARGV: that domain (empty when unassigned), the new
-// assignment JSON (empty removes it). Returns 0 when the customer is
-// elsewhere now; when applied, {1, the spelling the replaced record had
-// (empty when unassigned)}.
+// customer is still in the domain the caller read; a removal keeps the
+// record, marked removed, for RemovedAssignment.
+// KEYS: the assignment, the removed assignment. ARGV: that domain (empty
+// when unassigned), the new assignment JSON (empty removes it), and for a
+// removal removed_at, removed_by and how long to keep it (ms). Returns 0
+// when the customer is elsewhere now; when applied, {1, the spelling the
+// replaced record had (empty when unassigned)}.
 var changeAssignmentScript = goredis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 local current, spelled = '', ''
+local old
 if v then
-  local old = cjson.decode(v)
+  old = cjson.decode(v)
   current, spelled = old['domain'] or '', old['customer'] or ''
 end
 if current ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
+  if old then
+    old['removed_at'] = ARGV[3]
+    old['removed_by'] = ARGV[4]
+    redis.call('SET', KEYS[2], cjson.encode(old), 'PX', ARGV[5])
+  end
 else
   redis.call('SET', KEYS[1], ARGV[2])
 end
@@ -184,11 +195,12 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 		results := make([]*goredis.Cmd, len(batch))
 		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for i, c := range batch {
-				to := ""
+				to, keep := "", s.removedKeep(c.At)
 				if c.To != nil {
 					to = encode(c.To)
 				}
-				results[i] = changeAssignmentScript.Eval(ctx, p, []string{s.assignKey(c.Customer)}, c.From, to)
+				results[i] = changeAssignmentScript.Eval(ctx, p, []string{s.assignKey(c.Customer), s.removedAssignKey(c.Customer)}, c.From, to,
+					c.At.UTC().Format(time.RFC3339Nano), c.By, keep)
 			}
 			return nil
 		})
@@ -225,6 +237,31 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 		}
 	}
 	return conflicts, perr
+}
+
+func (s *Store) removedAssignKey(c string) string {
+	return s.cust(sidecar.FoldID(c), "assign:removed")
+}
+
+// removedKeep is how long, in ms, a removal made at at is kept: until
+// sidecar.AppendOnceWindow past it on the store's clock, at least 1.
+func (s *Store) removedKeep(at time.Time) int64 {
+	return max(at.Add(sidecar.AppendOnceWindow).Sub(s.now()).Milliseconds(), 1)
+}
+
+func (s *Store) RemovedAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error) {
+	raw, err := s.c.Get(ctx, s.removedAssignKey(customer)).Result()
+	if err != nil {
+		return nil, rerr(err, "removed assignment")
+	}
+	a, err := decode[sidecar.Assignment](raw)
+	if err != nil {
+		return nil, err
+	}
+	if s.now().Sub(a.RemovedAt) >= sidecar.AppendOnceWindow {
+		return nil, notFound("removed assignment")
+	}
+	return a, nil
 }
 
 func (s *Store) DeleteAssignment(ctx context.Context, customer string) error {

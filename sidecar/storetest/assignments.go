@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -193,6 +194,43 @@ func testAssignmentChanges(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("eu.r1 lists %v after deletion under a variant", l)
 		}
 		wantCode(t, e.s.DeleteAssignment(e.ctx, "acme"), sidecar.ENOTFOUND)
+	})
+
+	// A change removing an assignment keeps it, as it was, with who
+	// removed it and when, for sidecar.AppendOnceWindow: a retried
+	// removal finds there what it removed. A move, or a removal that
+	// found nothing, keeps nothing.
+	t.Run("removed_kept_for_the_once_window", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.s.RemovedAssignment(e.ctx, "acme")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		written := e.now()
+		a := &sidecar.Assignment{Customer: "Acme", Reseller: "r1", Domain: "eu.r1", UpdatedBy: "sam", UpdatedAt: written}
+		if !change(t, e, sidecar.AssignmentChange{Customer: "Acme", To: a}) ||
+			!change(t, e, sidecar.AssignmentChange{Customer: "Acme", From: "eu.r1", To: &sidecar.Assignment{Customer: "Acme", Reseller: "r1", Domain: "us.r1", UpdatedBy: "sam", UpdatedAt: written}}) {
+			t.Fatal("claim and move of Acme not applied")
+		}
+		_, err = e.s.RemovedAssignment(e.ctx, "acme")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		e.clock.Advance(time.Minute)
+		removedAt := e.now()
+		if !change(t, e, sidecar.AssignmentChange{Customer: "acme", From: "us.r1", By: "rae", At: removedAt}) {
+			t.Fatal("removal of Acme not applied")
+		}
+		for _, v := range []string{"acme", "ACME"} {
+			got, err := e.s.RemovedAssignment(e.ctx, v)
+			must(t, err)
+			if got.Customer != "Acme" || got.Domain != "us.r1" || got.UpdatedBy != "sam" || !got.UpdatedAt.Equal(written) ||
+				got.RemovedBy != "rae" || !got.RemovedAt.Equal(removedAt) {
+				t.Fatalf("RemovedAssignment(%q) = %+v", v, got)
+			}
+		}
+		change(t, e, sidecar.AssignmentChange{Customer: "globex", By: "rae", At: removedAt})
+		_, err = e.s.RemovedAssignment(e.ctx, "globex")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		e.clock.Advance(sidecar.AppendOnceWindow)
+		_, err = e.s.RemovedAssignment(e.ctx, "acme")
+		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 
 	// Outside ASCII letters, digits and . _ - @ : no fold matches every

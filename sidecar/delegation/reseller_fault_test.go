@@ -1,0 +1,144 @@
+package delegation_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
+)
+
+// resellerCutWorld is one cut point of a reseller fault test: the store
+// behind the cutting proxy with a running recorder, and the uncut store
+// that inspects what Redis holds.
+type resellerCutWorld struct {
+	direct    sidecar.Store
+	resellers *delegation.Resellers
+	recorder  *delegation.Recorder
+	cut       sidecar.Store
+}
+
+func newResellerCutWorld(t *testing.T, srv *redistest.Server, proxy *redistest.Proxy, prefix string, clock sidecar.Clock) *resellerCutWorld {
+	t.Helper()
+	w := &resellerCutWorld{direct: directStore(t, srv.Addr, prefix, clock), cut: faultStore(t, proxy.Addr, prefix, clock)}
+	w.recorder = delegation.NewRecorder(w.cut, nil)
+	if err := w.recorder.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.resellers = delegation.NewResellers(w.cut, delegation.ResellerConfig{}, delegation.WithResellerClock(clock), delegation.WithResellerRecorder(w.recorder))
+	return w
+}
+
+// stop appends what the recorder holds, now that Redis is back, and
+// closes the cut store.
+func (w *resellerCutWorld) stop(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.recorder.Stop(ctx); err != nil {
+		t.Fatalf("recorder: %v", err)
+	}
+	_ = w.cut.(interface{ Close() error }).Close()
+}
+
+// assignmentEvents counts customer's assignment.changed events of change.
+func assignmentEvents(t *testing.T, s sidecar.Store, customer, change string) int {
+	t.Helper()
+	es, _, err := s.ReadEvents(context.Background(), sidecar.StreamFilter{Type: sidecar.EventAssignmentChanged, Customer: customer, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range es {
+		if e.Data["change"] == change {
+			n++
+		}
+	}
+	return n
+}
+
+// A bulk import cut off at every point, then retried once Redis is back
+// until it succeeds: every customer it assigned is announced once, with
+// one assignment.changed event, whether the cut fell before the write,
+// took the write's reply, or took the event's append.
+func TestResellerImportUnderCutsAnnouncesEachAssignmentOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
+	rows := []delegation.ImportRow{{Line: 1, Customer: "acme", Domain: "shop-a.example"}, {Line: 2, Customer: "globex", Domain: "shop-a.example"}}
+	for n := 0; ; n++ {
+		proxy.Reset()
+		w := newResellerCutWorld(t, srv, proxy, fmt.Sprintf("impcut%d", n), clock.Now)
+		proxy.CutAfter(n)
+		_, first := w.resellers.Import(ctx, admin, rows, allowAll)
+		wasCut := proxy.WasCut()
+		proxy.Reset()
+		var err error
+		for range 5 {
+			if _, err = w.resellers.Import(ctx, admin, rows, allowAll); err == nil {
+				break
+			}
+		}
+		w.stop(t)
+		if err != nil {
+			t.Fatalf("cut after %d commands: import retried: %v", n, err)
+		}
+		for _, c := range []string{"acme", "globex"} {
+			if a, err := w.direct.GetAssignment(ctx, c); err != nil || a.Domain != "shop-a.example" {
+				t.Fatalf("cut after %d commands: %s = %+v, %v; want assigned to shop-a.example", n, c, a, err)
+			}
+			if got := assignmentEvents(t, w.direct, c, "import"); got != 1 {
+				t.Errorf("cut after %d commands (first import: %v): %s assigned, announced %d times, want once", n, first, c, got)
+			}
+		}
+		if !wasCut {
+			break
+		}
+	}
+}
+
+// An assignment delete cut off at every point, then retried once Redis
+// is back: the removal is recorded once, with one audit entry and one
+// assignment.changed event, wherever the cut fell.
+func TestResellerDeleteUnderCutsRecordsTheRemovalOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
+	for n := 0; ; n++ {
+		proxy.Reset()
+		w := newResellerCutWorld(t, srv, proxy, fmt.Sprintf("delcut%d", n), clock.Now)
+		setup := delegation.NewResellers(w.direct, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
+		if _, err := setup.Put(ctx, admin, "acme", "shop-a.example", allowAll); err != nil {
+			t.Fatal(err)
+		}
+		proxy.CutAfter(n)
+		first := w.resellers.Delete(ctx, admin, "acme", allowAll)
+		wasCut := proxy.WasCut()
+		proxy.Reset()
+		if err := w.resellers.Delete(ctx, admin, "acme", allowAll); err != nil {
+			t.Fatalf("cut after %d commands: delete retried: %v", n, err)
+		}
+		w.stop(t)
+		if _, err := w.direct.GetAssignment(ctx, "acme"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+			t.Fatalf("cut after %d commands: acme still assigned: %v", n, err)
+		}
+		audit, _, err := w.direct.ReadAudit(ctx, sidecar.StreamFilter{Type: "reseller.assignment.delete", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := assignmentEvents(t, w.direct, "acme", "delete"); len(audit) != 1 || got != 1 {
+			t.Errorf("cut after %d commands (first delete: %v): acme unassigned; %d audit entries and %d delete events, want 1 and 1", n, first, len(audit), got)
+		}
+		if !wasCut {
+			break
+		}
+	}
+}
