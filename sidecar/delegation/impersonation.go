@@ -731,12 +731,6 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		if replaced[k].EndedBy == sidecar.SweepActor { // lapsed: ended as the sweep would have
 			by = deputy
 		}
-		if replaced[k].TokenHash == "" {
-			// Never redeemed: perhaps stored by a start whose reply was
-			// lost, which answered an error before recording it, its code
-			// never handed out. Its end is not recorded without its start.
-			i.recordStartAgain(ctx, &replaced[k])
-		}
 		i.ended(ctx, by, &replaced[k])
 	}
 	if err != nil {
@@ -1165,7 +1159,16 @@ func (i *Impersonation) RunSweeper(ctx context.Context) {
 // ended records the end of s, by whom and why. The records carry the
 // session's id as their Once, so recording an end again (recordEndAgain)
 // appends nothing when the first got through.
+//
+// A session never redeemed may have been stored by a start whose reply
+// was lost, which answered an error before recording it and never handed
+// out its code; whatever ends it (the retry replacing it, a withdrawal,
+// the sweep) records its start first, so the session log never holds
+// its end without its start.
 func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *sidecar.Session) {
+	if s.TokenHash == "" {
+		i.recordStartAgain(ctx, s)
+	}
 	data := sessionData(s)
 	data["ended_by"] = s.EndedBy
 	data["end_reason"] = s.EndReason

@@ -174,56 +174,92 @@ func TestStaffMarkRetriedAfterLostReplyRecordsSessionEnd(t *testing.T) {
 
 // alice impersonates c1 (S1) and starts again; the start's transaction
 // loses its reply (Redis ran it late: S2 stored live, its code never
-// handed out, S1 ended as replaced) and answers an error. Her retry stores
-// S3, which replaces S2. The session log holds every session stored, and
-// the end of every one that ended, once each: S1's end, S2's start and end.
-func TestStartRetriedAfterLostReplyRecordsEverySession(t *testing.T) {
-	w := newLostReplyWorld(t, "loststart", "c1")
-	s1 := w.start(t, alice, "c1")
-	if _, err := w.setup.Redeem(w.ctx, s1.Code, "", "shop.example.com", allowAll); err != nil {
-		t.Fatal(err)
-	}
-	w.stall.parts = []string{"imp_"}
-	w.lc.RecordStaff(w.ctx, alice.Subject)
-	w.stall.armed.Store(true)
-	_, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
-	wantLostReply(t, &w.stall.armed, w.stall.stalled, "Start", err)
-	if s, err := w.direct.GetSession(w.ctx, s1.Session.ID); err != nil || s.EndReason != sidecar.EndReplaced {
-		t.Fatalf("S1 after the stall = %+v, %v; want it replaced by the late write", s, err)
-	}
-	s3, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
-	if err != nil {
-		t.Fatalf("Start retried: %v", err)
-	}
-	partnerEventually(t, "the recorder to append what waited", func() bool { return w.rec.Pending() == 0 })
-	all, _, err := w.direct.ListSessions(w.ctx, sidecar.SessionFilter{Actor: alice.Subject, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	audit, _, err := w.direct.ReadAudit(w.ctx, sidecar.StreamFilter{Customer: "c1", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	starts, ends := map[string]int{}, map[string]int{}
-	for _, a := range audit {
-		switch a.Action {
-		case "impersonation.start":
-			starts[a.Target]++
-		case "impersonation.end":
-			ends[a.Target]++
-		}
-	}
-	if len(all) != 3 {
-		t.Fatalf("alice's sessions: %+v; want S1, the one the lost start stored, and S3", all)
-	}
-	for _, s := range all {
-		want := 1 // S1 replaced, S2 replaced by S3; S3 live
-		if s.ID == s3.Session.ID {
-			want = 0
-		}
-		if starts[s.ID] != 1 || ends[s.ID] != want {
-			t.Errorf("session %s (ended as %q): the session log holds %d starts and %d ends of it, want 1 and %d", s.ID, s.EndReason, starts[s.ID], ends[s.ID], want)
-		}
+// handed out, S1 ended as replaced) and answers an error. Whatever ends
+// S2 records its start with its end: the session log never holds an end
+// without its start.
+func TestStartAfterLostReplyRecordsEverySession(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// then ends S2 after the lost start, and returns the session
+		// started instead, if any.
+		then func(t *testing.T, w *lostReplyWorld) *delegation.Started
+		// retried: S1's end is recorded too, by the start's retry.
+		retried bool
+	}{
+		{"retried", func(t *testing.T, w *lostReplyWorld) *delegation.Started {
+			s3, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+			if err != nil {
+				t.Fatalf("Start retried: %v", err)
+			}
+			return s3
+		}, true},
+		{"consent_withdrawn", func(t *testing.T, w *lostReplyWorld) *delegation.Started {
+			if _, _, err := w.lc.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1"}, allowAll); err != nil {
+				t.Fatalf("SetConsent: %v", err)
+			}
+			return nil
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newLostReplyWorld(t, "loststart"+tc.name, "c1")
+			s1 := w.start(t, alice, "c1")
+			if _, err := w.setup.Redeem(w.ctx, s1.Code, "", "shop.example.com", allowAll); err != nil {
+				t.Fatal(err)
+			}
+			w.stall.parts = []string{"imp_"}
+			w.lc.RecordStaff(w.ctx, alice.Subject)
+			w.stall.armed.Store(true)
+			_, err := w.lc.Start(w.ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
+			wantLostReply(t, &w.stall.armed, w.stall.stalled, "Start", err)
+			if s, err := w.direct.GetSession(w.ctx, s1.Session.ID); err != nil || s.EndReason != sidecar.EndReplaced {
+				t.Fatalf("S1 after the stall = %+v, %v; want it replaced by the late write", s, err)
+			}
+			s3 := tc.then(t, w)
+			partnerEventually(t, "the recorder to append what waited", func() bool { return w.rec.Pending() == 0 })
+			all, _, err := w.direct.ListSessions(w.ctx, sidecar.SessionFilter{Actor: alice.Subject, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			audit, _, err := w.direct.ReadAudit(w.ctx, sidecar.StreamFilter{Customer: "c1", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			starts, ends := map[string]int{}, map[string]int{}
+			for _, a := range audit {
+				switch a.Action {
+				case "impersonation.start":
+					starts[a.Target]++
+				case "impersonation.end":
+					ends[a.Target]++
+				}
+			}
+			stored := 2 // S1 and S2
+			if s3 != nil {
+				stored++
+			}
+			if len(all) != stored {
+				t.Fatalf("alice's sessions: %+v; want S1, the one the lost start stored, and the retry's", all)
+			}
+			for _, s := range all {
+				switch {
+				case s.ID == s1.Session.ID && !tc.retried:
+					// Nobody retried the start: its end of S1 is lost with
+					// its reply, as any write's records are when a 503 is
+					// never retried.
+					if starts[s.ID] != 1 {
+						t.Errorf("session %s: the session log holds %d starts of it, want 1", s.ID, starts[s.ID])
+					}
+				case s3 != nil && s.ID == s3.Session.ID:
+					if starts[s.ID] != 1 || ends[s.ID] != 0 {
+						t.Errorf("live session %s: the session log holds %d starts and %d ends of it, want 1 and 0", s.ID, starts[s.ID], ends[s.ID])
+					}
+				default:
+					if starts[s.ID] != 1 || ends[s.ID] != 1 {
+						t.Errorf("session %s (ended as %q): the session log holds %d starts and %d ends of it, want 1 and 1", s.ID, s.EndReason, starts[s.ID], ends[s.ID])
+					}
+				}
+			}
+		})
 	}
 }
 
