@@ -25,7 +25,7 @@ import (
 func bearerToken(h string) (string, error) {
 	h = strings.Trim(h, " \t") // OWS, which proxies strip
 	scheme, token, _ := strings.Cut(h, " ")
-	if strings.EqualFold(scheme, "bearer") && token68(token) {
+	if strings.EqualFold(scheme, "bearer") && plainToken(token) {
 		return token, nil
 	}
 	if !containsFold(h, "bearer") && !strings.EqualFold(schemeOf(h), "token") {
@@ -37,22 +37,15 @@ func bearerToken(h string) (string, error) {
 	return "", errors.New(`not "Bearer", one space and a token: a bearer credential an upstream may read otherwise`)
 }
 
-// token68 reports whether s is a token68 of RFC 9110 §11.2: the form of a
-// bearer token, which holds no space, comma or other separator.
-func token68(s string) bool {
-	body := strings.TrimRight(s, "=")
-	if body == "" {
-		return false
-	}
-	for i := 0; i < len(body); i++ {
-		switch c := body[i]; {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
-			c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
-		default:
-			return false
-		}
-	}
-	return true
+// plainToken reports whether s may be a bearer token: not empty, and free
+// of the separators lenient parsers cut a value at (space, tab, comma).
+// Any other byte outside a compact JWS's alphabet (base64url and dots), a
+// no-break space say, is refused by the JWS parse, which every token not
+// remembered goes through. This runs on every check, as three vectorised
+// scans: a byte-by-byte walk of a kilobyte of random letters and digits,
+// which mispredicts a branch a byte, took a microsecond.
+func plainToken(s string) bool {
+	return s != "" && strings.IndexByte(s, ' ') < 0 && strings.IndexByte(s, '\t') < 0 && strings.IndexByte(s, ',') < 0
 }
 
 // schemeOf is the auth-scheme h starts with: its leading run of token
