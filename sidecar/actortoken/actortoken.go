@@ -1,6 +1,6 @@
 // Package actortoken owns the signed delegated-identity JWT Deputy injects
 // upstream (x-deputy-token): RFC 8693 `act` claims, short lifetimes, key
-// rotation (the first key signs, every key is published) and the JWKS and
+// rotation (one key signs, every key is published) and the JWKS and
 // discovery documents upstreams verify it with.
 package actortoken
 
@@ -9,6 +9,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/url"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,9 +39,14 @@ type Config struct {
 	Issuer   string        `yaml:"issuer" usage:"iss of the actor tokens Deputy signs"`
 	Audience string        `yaml:"audience" usage:"aud of the actor tokens: the upstream they are meant for"`
 	TTL      time.Duration `yaml:"ttl" usage:"actor token lifetime (1s to 60s)"`
-	// KeyFiles: the first signs; the others stay published so tokens
-	// signed before a rotation keep verifying.
-	KeyFiles    []string      `yaml:"key_files" usage:"PEM or JWK private keys, the first signs, the rest stay published (required outside dev mode)"`
+	// KeyFiles are all published; the first signs unless SignKeyFile
+	// names another, so tokens signed before a rotation keep verifying.
+	KeyFiles []string `yaml:"key_files" usage:"PEM or JWK private keys, all published in the JWKS; the first signs unless sign_key_file names another (required outside dev mode)"`
+	// SignKeyFile lets a key be published before it signs: upstreams keep
+	// the JWKS up to CacheMaxAge, and refuse a token whose kid their copy
+	// lacks. Rotation is then two steps (docs/deploy.md): publish, and
+	// sign with the new key once CacheMaxAge has passed.
+	SignKeyFile string        `yaml:"sign_key_file" usage:"the one of key_files that signs (empty: the first); the others are only published, so a new key can be published for cache_max_age before it signs"`
 	JWKSURI     string        `yaml:"jwks_uri" usage:"jwks_uri advertised in the discovery document (empty: derived from an issuer URL; with neither, the document has none)"`
 	CacheMaxAge time.Duration `yaml:"cache_max_age" usage:"how long upstreams may cache the JWKS"`
 	// MintPerRequest: by default a token is reused for the same delegation
@@ -98,7 +105,19 @@ func (c *Config) Validate() error {
 			return sidecar.Invalid("actor_token.key_files["+strconv.Itoa(i)+"]", "empty path")
 		}
 	}
+	if c.SignKeyFile != "" && c.signIndex() < 0 {
+		return sidecar.Invalid("actor_token.sign_key_file", "%q is not one of actor_token.key_files: a key signs only while it is published", c.SignKeyFile)
+	}
 	return nil
+}
+
+// signIndex is the place in KeyFiles of the signing key: 0 without
+// SignKeyFile, -1 when it names none of them.
+func (c *Config) signIndex() int {
+	if c.SignKeyFile == "" {
+		return 0
+	}
+	return slices.IndexFunc(c.KeyFiles, func(f string) bool { return filepath.Clean(f) == filepath.Clean(c.SignKeyFile) })
 }
 
 // Signer implements sidecar.ActorTokenSigner.
@@ -159,6 +178,12 @@ func New(cfg Config, opts ...Option) (*Signer, error) {
 			}
 			s.keys = append(s.keys, k)
 		}
+		// The signing key first: the rest are only published.
+		if i := cfg.signIndex(); i > 0 {
+			s.keys = slices.Concat(s.keys[i:i+1], s.keys[:i], s.keys[i+1:])
+		}
+	} else if cfg.SignKeyFile != "" {
+		return nil, sidecar.Invalid("actor_token.sign_key_file", "names a file, but the keys were not read from actor_token.key_files")
 	}
 	if len(s.keys) == 0 {
 		return nil, sidecar.Invalid("actor_token.key_files", "at least one signing key is required outside dev mode")
