@@ -100,6 +100,13 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{name: "wrong type in file", file: "grpc:\n  max_recv_msg_bytes: lots\n", field: "grpc.max_recv_msg_bytes"},
 		{name: "negative page size", args: []string{"--api-page-size", "-5"}, field: "api.page_size"},
 		{name: "actor token too long", args: []string{"--actor-token-ttl", "10m"}, field: "actor_token.ttl"},
+		// A key signs only while it is published: sign_key_file names one
+		// of key_files, set by flag, environment or file.
+		{name: "signing key not among the key files", args: []string{"--actor-token-key-files", "keys/2026-08.pem", "--actor-token-sign-key-file", "keys/2026-11.pem"},
+			field: "actor_token.sign_key_file"},
+		{name: "signing key without key files", env: map[string]string{"DEPUTY_ACTOR_TOKEN_SIGN_KEY_FILE": "keys/2026-11.pem"}, field: "actor_token.sign_key_file"},
+		{name: "signing key not among the key files in file", file: "actor_token:\n  key_files: [keys/2026-08.pem]\n  sign_key_file: keys/2026-11.pem\n",
+			field: "actor_token.sign_key_file"},
 		{name: "partner sweep interval", args: []string{"--partner-sweep-interval", "-1s"}, field: "partner.sweep_interval"},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/deputy.yaml"}, field: "config"},
 		{name: "no identity issuer", env: map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}, field: "identity.issuer_urls"},
