@@ -89,8 +89,9 @@ func writeKeySecret(w io.Writer, name, namespace, keyName string, pemKey []byte)
 		ns = "\n  namespace: " + namespace
 	}
 	_, err := fmt.Fprintf(w, `# An actor-token signing key for Deputy. Keep it: tokens signed with a
-# deleted key stop verifying. Rotate by adding a newer key first in
-# signingKeys.existingSecretKeys and dropping the oldest later.
+# deleted key stop verifying. Rotate in two steps (docs/deploy.md): list a
+# newer key in signingKeys.existingSecretKeys, and name it in
+# signingKeys.signWith only once upstreams' cached key sets hold it.
 apiVersion: v1
 kind: Secret
 metadata:

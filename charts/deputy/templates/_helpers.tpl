@@ -40,11 +40,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-keys" (include "deputy.fullname" .)) .Values.signingKeys.existingSecret -}}
 {{- end -}}
 
-{{/* The signing key files, newest first (the first signs). */}}
+{{/* The signing key files, all published; the first signs unless signingKeys.signWith names another. */}}
 {{- define "deputy.signingKeyNames" -}}
 {{- if .Values.signingKeys.existingSecret -}}
 {{- if not .Values.signingKeys.existingSecretKeys -}}
-{{- fail "signingKeys.existingSecretKeys must name the key files in signingKeys.existingSecret, newest first" -}}
+{{- fail "signingKeys.existingSecretKeys must name the key files in signingKeys.existingSecret" -}}
 {{- end -}}
 {{- toYaml .Values.signingKeys.existingSecretKeys -}}
 {{- else if .Values.signingKeys.keys -}}
@@ -115,11 +115,18 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $_ := set $policy "watch" true -}}
 {{- end -}}
 {{- end -}}
+{{- $keyNames := include "deputy.signingKeyNames" . | fromYamlArray -}}
 {{- $keyFiles := list -}}
-{{- range (include "deputy.signingKeyNames" . | fromYamlArray) -}}
+{{- range $keyNames -}}
 {{- $keyFiles = append $keyFiles (printf "/etc/deputy/keys/%s" .) -}}
 {{- end -}}
-{{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" (dict "key_files" $keyFiles) -}}
+{{- $actorToken := dict "key_files" $keyFiles -}}
+{{- with .Values.signingKeys.signWith -}}
+{{- /* A key signs only while upstreams may hold it: one that is listed, so published. */ -}}
+{{- if not (has . $keyNames) }}{{ fail (printf "signingKeys.signWith %q is none of the keys listed (%s): a key signs only once it is published" . (join ", " $keyNames)) }}{{ end -}}
+{{- $_ := set $actorToken "sign_key_file" (printf "/etc/deputy/keys/%s" .) -}}
+{{- end -}}
+{{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" $actorToken -}}
 {{- /* Envoy sends Deputy the request itself: no forwarded endpoint, whose
        nginx headers a client could otherwise send through the pod. */ -}}
 {{- $http := dict "check_proxy" "envoy" "envoy_upstream_headers" (include "deputy.envoyUpstreamHeaders" . | fromJsonArray) -}}

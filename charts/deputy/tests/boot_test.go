@@ -69,6 +69,10 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		// The container an operator pastes into an existing pod, with the
 		// signing keys from a Secret they created.
 		{"sidecar-only", "testdata/sidecar-only.yaml", nil},
+		// The first step of a rotation: the newer key published, the
+		// other one signing.
+		{"sidecar-only, signing with a later key", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}, " +
+			"signingKeys: {existingSecret: deputy-signing-keys, existingSecretKeys: [current.pem, previous.pem], signWith: previous.pem}}", nil},
 		// Policies from a bundle server, signed; readiness waits for the
 		// first activation, of a bundle signed after minSignedAt.
 		{"bundle", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: bundle, bundle: {url: '" + bundleURL + "', minSignedAt: '2026-01-01T00:00:00Z', publicKey: " + strconv.Quote(bundleKey) + "}}}", nil},

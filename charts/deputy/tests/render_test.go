@@ -578,6 +578,16 @@ func TestDeputyConfig(t *testing.T) {
 				"actor_token.key_files": []any{"/etc/deputy/keys/current.pem", "/etc/deputy/keys/previous.pem"},
 				"http.check_proxy":      "envoy",
 			},
+			absent: []string{"actor_token.sign_key_file"},
+		},
+		{
+			// The first step of a rotation: the new key listed, published,
+			// while the old one still signs.
+			values: "rotation.yaml",
+			want: map[string]any{
+				"actor_token.key_files":     []any{"/etc/deputy/keys/2026-11.pem", "/etc/deputy/keys/2026-08.pem"},
+				"actor_token.sign_key_file": "/etc/deputy/keys/2026-08.pem",
+			},
 		},
 	}
 	for _, tc := range tests {
@@ -692,6 +702,10 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"redis user without a password", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['r:6379'], username: deputy}}", "redis.username"},
 		{"existing secret without key names", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, signingKeys: {existingSecret: keys}}", "signingKeys.existingSecretKeys"},
 		{"no key and generation off", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, signingKeys: {generate: false}}", "deputy keys generate"},
+		// A key signs only once it is published: it must be one listed.
+		{"signing with a key not listed", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, signingKeys: {existingSecret: keys, existingSecretKeys: [2026-08.pem], signWith: 2026-11.pem}}", "signingKeys.signWith"},
+		{"signing with a key not given inline", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, signingKeys: {keys: [{name: a.pem, pem: '-----BEGIN EC PRIVATE KEY-----'}], signWith: b.pem}}", "signingKeys.signWith"},
+		{"signing with a key beside the generated one", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, signingKeys: {signWith: 2026-11.pem}}", "signingKeys.signWith"},
 		{"sidecar-only network policy without its pod", "{mode: sidecar-only, identity: {anonymousOnly: true}}", "networkPolicy.podSelector"},
 		{"sidecar-only network policy without ports", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: shop}}}", "networkPolicy.ports"},
 		{"policies from a ConfigMap without its name", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: configMap}}", "policies.configMap.name"},
