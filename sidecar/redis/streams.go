@@ -168,7 +168,10 @@ return {1, spelled}
 // skips (and drops) a customer it no longer names. So the new domain's
 // entry is added before the record changes and the old one's dropped
 // after: a fault between them leaves a pointer the listing skips, never
-// an assignment other than one policy judged.
+// an assignment other than one policy judged. The new entry is added
+// again after the write: a listing that read the record before it and
+// dropped the entry meanwhile does not keep the customer out of its
+// domain's listing (dropStale).
 func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentChange) ([]int, error) {
 	for i := range cs {
 		if err := cs[i].Validate(); err != nil {
@@ -216,6 +219,9 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 					continue
 				}
 				applied = append(applied, sidecar.AssignmentKey(c.Customer))
+				if c.To != nil {
+					p.ZAdd(ctx, s.domainKey(c.To.Domain), goredis.Z{Member: c.To.Customer})
+				}
 				spelled := c.Customer
 				if len(reply) > 1 {
 					spelled, _ = reply[1].(string)
@@ -281,8 +287,12 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 	if p.Cursor != "" {
 		lo = "(" + p.Cursor
 	}
-	var out []sidecar.Assignment
+	var (
+		out   []sidecar.Assignment
+		stale []string // members whose records no longer put them here
+	)
 	index := s.domainKey(domain)
+	defer func() { s.dropStale(ctx, domain, stale) }()
 	for scanned := 0; scanned < scanLimit; {
 		members, err := s.c.ZRangeByLex(ctx, index, &goredis.ZRangeBy{Min: lo, Max: "+", Count: int64(n + 1)}).Result()
 		if err != nil {
@@ -311,7 +321,7 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 				}
 			}
 			if a == nil || a.Domain != domain || a.Customer != members[i] {
-				s.c.ZRem(ctx, index, members[i]) // moved, respelled or deleted meanwhile
+				stale = append(stale, members[i]) // moved, respelled or deleted meanwhile
 				continue
 			}
 			out = append(out, *a)
@@ -325,6 +335,48 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 		return out, out[len(out)-1].Customer, nil
 	}
 	return out, "", nil
+}
+
+// dropStale removes from domain's index the customers a listing found
+// no record putting there. A change may have added one before writing its
+// record (ChangeAssignments) and the listing read the record before the
+// write: so the records are read again after the removal, and a customer
+// now assigned there, as spelled, is put back; when they cannot be read,
+// every one is (a pointer the listing skips is harmless, a missing one
+// hides an assignment). The change adds its entry again after its write
+// too, so whichever runs last, the entry stays.
+func (s *Store) dropStale(ctx context.Context, domain string, stale []string) {
+	if len(stale) == 0 {
+		return
+	}
+	index := s.domainKey(domain)
+	members := make([]any, len(stale))
+	keys := make([]string, len(stale))
+	for i, m := range stale {
+		members[i], keys[i] = m, s.assignKey(m)
+	}
+	if err := s.c.ZRem(ctx, index, members...).Err(); err != nil {
+		return
+	}
+	var back []goredis.Z
+	raws, err := s.getMany(ctx, keys)
+	for i, m := range stale {
+		if err != nil {
+			back = append(back, goredis.Z{Member: m})
+			continue
+		}
+		if raws[i] == "" {
+			continue
+		}
+		if a, derr := decode[sidecar.Assignment](raws[i]); derr == nil && a.Domain == domain && a.Customer == m {
+			back = append(back, goredis.Z{Member: m})
+		}
+	}
+	if len(back) > 0 {
+		if err := s.c.ZAdd(ctx, index, back...).Err(); err != nil {
+			s.log.Warn("put back assignments dropped from a domain index", "domain", domain, "err", err)
+		}
+	}
 }
 
 // ---- streams ---------------------------------------------------------------

@@ -252,6 +252,58 @@ func testAssignmentChanges(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 	})
 
+	// Listings of a domain run while customers are claimed into it and
+	// moved between domains: once the changes are done, every customer is
+	// listed in the domain it is assigned to, whatever listing ran in the
+	// middle of a change.
+	t.Run("listing_during_changes_drops_no_assignment", func(t *testing.T) {
+		e := newEnv(t)
+		const customers = 40
+		done := make(chan struct{})
+		var (
+			wg      sync.WaitGroup
+			listErr error
+		)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for _, d := range []string{"eu.r1", "us.r1"} {
+					if _, _, err := e.s.AssignmentsByDomain(e.ctx, d, sidecar.Page{Limit: sidecar.MaxPageLimit}); err != nil {
+						listErr = err
+						return
+					}
+				}
+			}
+		}()
+		for i := range customers {
+			c := fmt.Sprintf("lc%02d", i)
+			if !change(t, e, sidecar.AssignmentChange{Customer: c, To: assign(c, "eu.r1")}) {
+				t.Fatalf("claim of %s not applied", c)
+			}
+			if i%2 == 1 && !change(t, e, sidecar.AssignmentChange{Customer: c, From: "eu.r1", To: assign(c, "us.r1")}) {
+				t.Fatalf("move of %s not applied", c)
+			}
+		}
+		close(done)
+		wg.Wait()
+		must(t, listErr)
+		for i := range customers {
+			c, want := fmt.Sprintf("lc%02d", i), "eu.r1"
+			if i%2 == 1 {
+				want = "us.r1"
+			}
+			if got := domainOf(t, e, c); got != want {
+				t.Fatalf("%s in %q, want %s", c, got, want)
+			}
+		}
+	})
+
 	// Twelve admins of four domains claim the same unassigned customer at
 	// once, each on the read "unassigned": exactly one claim lands, and the
 	// customer is where that one put it.
