@@ -34,9 +34,15 @@ import (
 //     DeleteAssignment, ChangeAssignments → AssignmentKey. Widening writes publish too, so a
 //     cached "nothing there" does not outlive the change. The writing
 //     replica's own subscribers get the key before the method returns, so
-//     the change holds there from the next request on; the other replicas
-//     get it when the Invalidator delivers it (their cache TTL bounds the
-//     staleness if it is lost). Lifecycle code
+//     the change holds there from the next request on. A narrowing write
+//     (those listed below, whose publish failure is Unpublished) returns
+//     only once every replica listening for invalidations has applied its
+//     keys, so it holds on every replica from the next request on; a
+//     replica that does not confirm within the store's bound makes it
+//     Unpublished. A replica that is not listening (its connection to the
+//     bus is down) caches nothing meanwhile (InvalidationsLost). Other
+//     writes reach the other replicas when the Invalidator delivers them
+//     (their cache TTL bounds the staleness if it is lost). Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
 //     its own. A publish that fails after a committed write of EndSession,
 //     SetConsent, PutCustomer, DeleteCustomer, MarkStaff, RevokeGrant,
@@ -896,7 +902,9 @@ type AuditLog interface {
 
 // Invalidator carries narrowing changes between replicas: a key published
 // on one reaches the subscribers on every replica (including itself).
-// Delivery is best effort; cache TTLs bound staleness if a message is lost.
+// Invalidate itself is best effort; cache TTLs bound staleness if a message
+// is lost. The stores' own narrowing writes wait for every replica (see
+// the conventions above).
 type Invalidator interface {
 	Invalidate(ctx context.Context, keys ...string) error
 	// Subscribe calls fn for every key published from now on, one call at
@@ -906,8 +914,17 @@ type Invalidator interface {
 
 // InvalidateAll is delivered to subscribers when invalidations may have
 // been missed (the connection to the bus was lost and re-established):
-// drop every cached entry.
+// drop every cached entry. It also ends InvalidationsLost: invalidations
+// are heard again from then on.
 const InvalidateAll = "*"
+
+// InvalidationsLost is delivered to subscribers when the replica stops
+// hearing invalidations (its connection to the bus is down): drop every
+// cached entry and cache nothing until InvalidateAll comes, since a
+// narrowing change made meanwhile on another replica would not reach the
+// cache. A subscriber that joins while invalidations are not heard gets it
+// at once.
+const InvalidationsLost = "*lost"
 
 // Invalidation keys, one per cached lookup on the check path.
 // AssignmentKey names the folded id (FoldID): the stores file variants of

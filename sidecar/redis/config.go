@@ -31,6 +31,9 @@ const (
 	// One retry: a check that needs state while Redis is down should fail
 	// closed fast, not wait out go-redis's default retries and dial backoff.
 	DefaultMaxRetries = 1
+	// DefaultInvalidationAckTimeout is how long a narrowing write waits
+	// for every replica to confirm its invalidation before it answers 503.
+	DefaultInvalidationAckTimeout = 2 * time.Second
 )
 
 // Connection buffers. go-redis gives every connection 32 KiB to read and
@@ -75,6 +78,8 @@ type Config struct {
 	AuditMaxLen      int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream (staff, partner and reseller actions) is trimmed to"`
 	AuditSelfMaxLen  int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of self-service audit records (accounts acting on their own side: own consent, partner requests, approvals, shares) is trimmed to, apart from the audit stream"`
 	Retention        time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
+
+	InvalidationAckTimeout time.Duration `yaml:"invalidation_ack_timeout" usage:"how long a write that narrows access (session ended, consent withdrawn, grant revoked, assignment removed...) waits for every replica to confirm it dropped the cached state; past it the write stands but answers 503 eviction_unpublished, to be retried"`
 }
 
 // Defaults returns the config with every unset field at its default.
@@ -114,6 +119,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxRetries == 0 {
 		c.MaxRetries = DefaultMaxRetries
+	}
+	if c.InvalidationAckTimeout == 0 {
+		c.InvalidationAckTimeout = DefaultInvalidationAckTimeout
 	}
 }
 
@@ -166,6 +174,8 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("redis.audit_self_maxlen", "must not be negative")
 	case c.Retention < 0:
 		return sidecar.Invalid("redis.retention", "must not be negative")
+	case c.InvalidationAckTimeout < 0:
+		return sidecar.Invalid("redis.invalidation_ack_timeout", "must not be negative")
 	case strings.ContainsAny(c.KeyPrefix, "{}"):
 		return sidecar.Invalid("redis.key_prefix", "must not contain hash tag braces")
 	case c.Username != "" && c.Password == "":

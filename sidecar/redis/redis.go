@@ -17,7 +17,9 @@
 //
 // Every write that changes delegation state hands its invalidation key to
 // this replica's subscribers before it returns, and publishes it on one
-// pub/sub channel (<prefix>:invalidate) for every replica.
+// pub/sub channel (<prefix>:invalidate) for every replica; a write that
+// narrows access returns once every replica has applied it
+// (invalidation.go).
 package redis
 
 import (
@@ -30,7 +32,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,11 +68,7 @@ type Store struct {
 
 	eventsDropped atomic.Uint64 // at the events stream's hard cap
 
-	subMu   sync.Mutex
-	subs    map[int]func(string)
-	nextSub int
-	ps      *goredis.PubSub
-	closed  bool
+	inv invalidations
 }
 
 var _ sidecar.Store = (*Store)(nil)
@@ -110,7 +107,7 @@ func NewClient(cfg Config) (goredis.UniversalClient, error) {
 // key prefix, stream lengths and retention of cfg are used.
 func NewFromClient(c goredis.UniversalClient, cfg Config, opts ...Option) *Store {
 	cfg = cfg.Defaults()
-	s := &Store{c: c, cfg: cfg, now: time.Now, log: slog.Default(), prefix: cfg.KeyPrefix, subs: map[int]func(string){}}
+	s := &Store{c: c, cfg: cfg, now: time.Now, log: slog.Default(), prefix: cfg.KeyPrefix, inv: newInvalidations()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -128,15 +125,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close stops the invalidation subscription and, when New made the
 // client, closes it.
 func (s *Store) Close() error {
-	s.subMu.Lock()
-	s.closed = true
-	ps := s.ps
-	s.ps = nil
-	clear(s.subs)
-	s.subMu.Unlock()
-	if ps != nil {
-		_ = ps.Close()
-	}
+	s.closeInvalidations()
 	if s.owned {
 		return s.c.Close()
 	}
@@ -225,114 +214,6 @@ func (s *Store) tagged(tag, v, suffix string) string {
 		k += ":" + suffix
 	}
 	return k
-}
-func (s *Store) channel() string { return s.prefix + ":invalidate" }
-
-// ---- invalidation ------------------------------------------------------------
-
-// Invalidate publishes keys to every replica, this one included when the
-// message comes back. The store's own writes also hand theirs to this
-// replica's subscribers at once (publish).
-func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, k := range keys {
-			p.Publish(ctx, s.channel(), k)
-		}
-		return nil
-	})
-	if err != nil {
-		return unavailable(err)
-	}
-	return nil
-}
-
-// publish is Invalidate after a committed write: the write stands even if
-// the publish fails, and the cache TTL bounds the staleness, so the error
-// is logged rather than returned. This replica's subscribers get the keys
-// first, whatever the publish then does: the write holds here from the
-// next request on, not only once the message comes back over pub/sub (it
-// comes back too, and evicts again).
-func (s *Store) publish(ctx context.Context, keys ...string) {
-	s.dispatch(keys...)
-	if err := s.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
-		s.log.Warn("publish invalidation", "keys", keys, "err", err)
-	}
-}
-
-// publishNarrowed is publish for a write that narrows access and that
-// its caller can retry (ending sessions, consent, customer deletion): a
-// failure is returned as sidecar.Unpublished, so the caller answers 503
-// and its retry publishes again, rather than leaving replicas to honour
-// what ended until their cache TTL. As publish, it evicts on this replica
-// first.
-func (s *Store) publishNarrowed(ctx context.Context, keys ...string) error {
-	s.dispatch(keys...)
-	if err := s.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
-		return sidecar.Unpublished(err)
-	}
-	return nil
-}
-
-// Subscribe calls fn for every key published on the channel from now on.
-// The first call subscribes (waiting for Redis to confirm, bounded); when
-// the connection is lost and restored, subscribers get
-// sidecar.InvalidateAll since messages may have been missed.
-func (s *Store) Subscribe(fn func(key string)) (cancel func()) {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	if s.closed {
-		return func() {}
-	}
-	id := s.nextSub
-	s.nextSub++
-	s.subs[id] = fn
-	if s.ps == nil {
-		s.startSubscription()
-	}
-	return func() {
-		s.subMu.Lock()
-		defer s.subMu.Unlock()
-		delete(s.subs, id)
-	}
-}
-
-// startSubscription runs with subMu held.
-func (s *Store) startSubscription() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout+s.cfg.ReadTimeout)
-	defer cancel()
-	ps := s.c.Subscribe(ctx, s.channel())
-	if _, err := ps.Receive(ctx); err != nil {
-		// go-redis keeps retrying; the confirmation then arrives on the
-		// channel below and triggers a flush, which is what we want.
-		s.log.Warn("subscribe to invalidations", "channel", s.channel(), "err", err)
-	}
-	s.ps = ps
-	ch := ps.ChannelWithSubscriptions(goredis.WithChannelSize(1024))
-	go func() {
-		for m := range ch {
-			switch m := m.(type) {
-			case *goredis.Subscription:
-				if m.Kind == "subscribe" {
-					s.dispatch(sidecar.InvalidateAll)
-				}
-			case *goredis.Message:
-				s.dispatch(m.Payload)
-			}
-		}
-	}()
-}
-
-func (s *Store) dispatch(keys ...string) {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	for _, k := range keys {
-		for _, fn := range s.subs {
-			fn(k)
-		}
-	}
 }
 
 // watch runs an optimistic transaction on keys (one slot), retrying when

@@ -19,26 +19,29 @@ func freshPrefix() string { return fmt.Sprintf("t%d", prefixes.Add(1)) }
 
 func TestContractSingleNode(t *testing.T) {
 	srv := redistest.Start(t)
-	storetest.Run(t, func(t *testing.T, now sidecar.Clock) sidecar.Store {
-		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: freshPrefix(),
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+	storetest.RunReplicated(t, replicas(redis.Config{Addrs: []string{srv.Addr}}))
 }
 
 func TestContractCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
-	storetest.Run(t, func(t *testing.T, now sidecar.Clock) sidecar.Store {
-		s, err := redis.New(redis.Config{Addrs: cl.Addrs, Cluster: true, KeyPrefix: freshPrefix(),
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
-		if err != nil {
-			t.Fatal(err)
+	storetest.RunReplicated(t, replicas(redis.Config{Addrs: cl.Addrs, Cluster: true}))
+}
+
+// replicas opens two stores on cfg's Redis under a fresh prefix: two
+// replicas of one state.
+func replicas(cfg redis.Config) storetest.NewReplicas {
+	return func(t *testing.T, now sidecar.Clock) (a, b sidecar.Store) {
+		cfg := cfg
+		cfg.KeyPrefix, cfg.ReadTimeout, cfg.WriteTimeout = freshPrefix(), redistest.ReplyTimeout, redistest.ReplyTimeout
+		open := func() sidecar.Store {
+			s, err := redis.New(cfg, redis.WithClock(now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
 		}
-		return s
-	})
+		return open(), open()
+	}
 }
 
 func TestSelfServiceAuditKeepsStaffRecords(t *testing.T) {

@@ -131,18 +131,22 @@ func TestResubscribeFlushesCaches(t *testing.T) {
 		default:
 		}
 	})()
-	// Messages published while the subscription was down are lost, so a
-	// subscriber is told to drop everything once it is back.
+	// While the subscription is down, a subscriber is told to cache
+	// nothing; messages published meanwhile are lost, so it is told to drop
+	// everything once it is back.
 	srv.Restart()
 	deadline := time.After(30 * time.Second)
-	for {
-		select {
-		case k := <-got:
-			if k == sidecar.InvalidateAll {
-				return
+	for _, want := range []string{sidecar.InvalidationsLost, sidecar.InvalidateAll} {
+	wait:
+		for {
+			select {
+			case k := <-got:
+				if k == want {
+					break wait
+				}
+			case <-deadline:
+				t.Fatalf("no %q after the subscription was lost", want)
 			}
-		case <-deadline:
-			t.Fatal("no flush after the subscription came back")
 		}
 	}
 }

@@ -51,17 +51,32 @@ func (c *Clock) Advance(d time.Duration) {
 // is closed by the suite.
 type NewStore func(t *testing.T, now sidecar.Clock) sidecar.Store
 
+// NewReplicas builds two replicas of one fresh, empty state, both using
+// now as their clock; an in-process store is its own only replica, and
+// returns itself twice. The suite closes them.
+type NewReplicas func(t *testing.T, now sidecar.Clock) (a, b sidecar.Store)
+
 type env struct {
 	t     *testing.T
 	ctx   context.Context
 	clock *Clock
 	s     sidecar.Store
+	peer  sidecar.Store // another replica on s's state, or s
 }
 
 func (e *env) now() time.Time { return e.clock.Now() }
 
-// Run runs the whole contract.
+// Run runs the whole contract on one replica.
 func Run(t *testing.T, newStore NewStore) {
+	RunReplicated(t, func(t *testing.T, now sidecar.Clock) (a, b sidecar.Store) {
+		s := newStore(t, now)
+		return s, s
+	})
+}
+
+// RunReplicated runs the whole contract on replica a, and checks that a
+// narrowing write on a holds on b too when it returns.
+func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 	groups := []struct {
 		name string
 		fn   func(*testing.T, func(*testing.T) *env)
@@ -98,9 +113,14 @@ func Run(t *testing.T, newStore NewStore) {
 			g.fn(t, func(t *testing.T) *env {
 				t.Helper()
 				c := NewClock(Epoch)
-				s := newStore(t, c.Now)
-				t.Cleanup(func() { _ = s.Close() })
-				return &env{t: t, ctx: context.Background(), clock: c, s: s}
+				s, peer := newReplicas(t, c.Now)
+				t.Cleanup(func() {
+					_ = s.Close()
+					if peer != s {
+						_ = peer.Close()
+					}
+				})
+				return &env{t: t, ctx: context.Background(), clock: c, s: s, peer: peer}
 			})
 		})
 	}
@@ -1478,14 +1498,19 @@ func deliveredKey(t *testing.T, ch <-chan string, key string) {
 
 func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 	e := newEnv(t)
-	ch := make(chan string, 1024)
-	cancel := e.s.Subscribe(func(k string) {
-		select {
-		case ch <- k:
-		default:
-		}
-	})
+	keys := func(s sidecar.Store) (chan string, func()) {
+		ch := make(chan string, 1024)
+		return ch, s.Subscribe(func(k string) {
+			select {
+			case ch <- k:
+			default:
+			}
+		})
+	}
+	ch, cancel := keys(e.s)
 	defer cancel()
+	peerCh, cancelPeer := keys(e.peer)
+	defer cancelPeer()
 	must(t, begin(e, newSession(e, "s1", "alice", "c1")))
 	must(t, ignore(redeem(e, "s1", "tok")))
 	must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "", sidecar.LevelLook, time.Hour)))
@@ -1494,10 +1519,13 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 	must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}, sidecar.Protection{})))
 	mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c3", Allowed: true, SetBy: "c3", SetAt: e.now()}))
 
+	// Narrowing writes hold on every replica when they return; widening
+	// ones reach the others when the message does.
 	cases := []struct {
-		name  string
-		write func() error
-		key   string
+		name      string
+		write     func() error
+		key       string
+		narrowing bool
 	}{
 		{"session_redeemed", func() error {
 			if err := begin(e, newSession(e, "s2", "bob", "c2")); err != nil {
@@ -1505,13 +1533,13 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			}
 			_, err := redeem(e, "s2", "tok2")
 			return err
-		}, sidecar.SessionKey("tok2")},
-		{"session_end", func() error { _, err := e.s.EndSession(e.ctx, "s1", "a", sidecar.EndEnded, e.now()); return err }, sidecar.SessionKey("tok")},
+		}, sidecar.SessionKey("tok2"), false},
+		{"session_end", func() error { _, err := e.s.EndSession(e.ctx, "s1", "a", sidecar.EndEnded, e.now()); return err }, sidecar.SessionKey("tok"), true},
 		{"consent_withdrawn", func() error {
 			_, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: false, SetBy: "c1", SetAt: e.now()})
 			return err
-		}, sidecar.ConsentKey("c1")},
-		{"grant_revoked", func() error { _, err := e.s.RevokeGrant(e.ctx, "acme", "g1", "cora", "acme"); return err }, sidecar.GrantKey("acme")},
+		}, sidecar.ConsentKey("c1"), true},
+		{"grant_revoked", func() error { _, err := e.s.RevokeGrant(e.ctx, "acme", "g1", "cora", "acme"); return err }, sidecar.GrantKey("acme"), true},
 		{"grant_replaced", func() error {
 			// Approved after the revocation above, which its Seq follows.
 			if err := e.s.CreateRequest(e.ctx, newRequest(e, "r-g2", "p1", "acme")); err != nil {
@@ -1524,26 +1552,26 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			g := grant(e, "g2", "acme", "p1", "", sidecar.LevelCC, time.Hour)
 			g.Seq = r.Seq
 			return e.s.PutGrant(e.ctx, g)
-		}, sidecar.GrantKey("acme")},
+		}, sidecar.GrantKey("acme"), true},
 		{"assignment_moved", func() error {
 			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "c1", From: "d", To: &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d2"}}})
 			return err
-		}, sidecar.AssignmentKey("c1")},
-		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1")},
+		}, sidecar.AssignmentKey("c1"), true},
+		{"assignment_removed", func() error { return e.s.DeleteAssignment(e.ctx, "c1") }, sidecar.AssignmentKey("c1"), true},
 		// Every spelling of c1 is cached and evicted as one entry.
 		{"assignment_claimed_under_a_variant", func() error {
 			_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "C1", To: &sidecar.Assignment{Customer: "C1", Reseller: "r", Domain: "d"}}})
 			return err
-		}, "assign:c1"},
-		{"share_removed", func() error { return ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "cora")) }, sidecar.ShareKey("acme")},
+		}, "assign:c1", false},
+		{"share_removed", func() error { return ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "cora")) }, sidecar.ShareKey("acme"), true},
 		{"customer_changed", func() error {
 			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Name: "x"}, sidecar.Protection{}))
-		}, sidecar.CustomerKey("c2")},
+		}, sidecar.CustomerKey("c2"), true},
 		{"customer_protected_ends_sessions", func() error {
 			return ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2", Protected: true}, sidecar.Protection{}))
-		}, sidecar.SessionKey("tok2")}, // s2, redeemed above and still live
-		{"staff_marked", func() error { return ignore(e.s.MarkStaff(e.ctx, "c9")) }, sidecar.CustomerKey("c9")},
-		{"customer_deleted_withdraws_consent", func() error { return ignore(e.s.DeleteCustomer(e.ctx, "c3", "sync")) }, sidecar.ConsentKey("c3")},
+		}, sidecar.SessionKey("tok2"), true}, // s2, redeemed above and still live
+		{"staff_marked", func() error { return ignore(e.s.MarkStaff(e.ctx, "c9")) }, sidecar.CustomerKey("c9"), true},
+		{"customer_deleted_withdraws_consent", func() error { return ignore(e.s.DeleteCustomer(e.ctx, "c3", "sync")) }, sidecar.ConsentKey("c3"), true},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1552,12 +1580,18 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			barrier := fmt.Sprintf("barrier:%d", i)
 			must(t, e.s.Invalidate(e.ctx, barrier))
 			waitKey(t, ch, barrier)
+			waitKey(t, peerCh, barrier)
 			must(t, tc.write())
 			// This store's own subscribers have the key by the time the
-			// write returns: a narrowing write holds on the replica that
-			// made it from its next request on, not once a message from
-			// the bus comes back.
+			// write returns: a write holds on the replica that made it
+			// from its next request on, not once a message from the bus
+			// comes back.
 			deliveredKey(t, ch, tc.key)
+			// A narrowing write holds on every replica from the next
+			// request on.
+			if tc.narrowing {
+				deliveredKey(t, peerCh, tc.key)
+			}
 		})
 	}
 	// Invalidate itself is the bus: what it publishes reaches this store's
