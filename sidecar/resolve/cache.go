@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -107,6 +108,9 @@ type Cache[K comparable, V any] struct {
 	now    sidecar.Clock
 	obs    CacheObserver
 	shards [cacheShards]cacheShard[K, V]
+	// deaf is set while the store does not hear invalidations
+	// (sidecar.InvalidationsLost): nothing is cached until it does again.
+	deaf atomic.Bool
 }
 
 type cacheShard[K comparable, V any] struct {
@@ -200,7 +204,7 @@ func (c *Cache[K, V]) put(tag string, k K, v V, found bool, gen uint64) {
 	s := c.shard(tag)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.gen != gen {
+	if s.gen != gen || c.deaf.Load() {
 		return
 	}
 	s.lru.Add(cacheKey[K]{tag, k}, e) // may drop the shard's oldest entry
@@ -230,9 +234,17 @@ func (c *Cache[K, V]) Load(ctx context.Context, tag string, k K, load func(conte
 }
 
 // Evict handles an invalidation key: it drops the tag's entries when the
-// key has this cache's prefix, and everything on sidecar.InvalidateAll.
+// key has this cache's prefix, and everything on sidecar.InvalidateAll and
+// sidecar.InvalidationsLost; after the latter, nothing is cached until the
+// next InvalidateAll.
 func (c *Cache[K, V]) Evict(key string) {
-	if key == sidecar.InvalidateAll {
+	if key == sidecar.InvalidateAll || key == sidecar.InvalidationsLost {
+		// Deaf before the purge, so that no load stores after it; heard
+		// again only after, and the purge's new generation refuses the
+		// loads that began while deaf.
+		if key == sidecar.InvalidationsLost {
+			c.deaf.Store(true)
+		}
 		for i := range c.shards {
 			s := &c.shards[i]
 			s.mu.Lock()
@@ -240,6 +252,9 @@ func (c *Cache[K, V]) Evict(key string) {
 			clear(s.tags)
 			s.gen++
 			s.mu.Unlock()
+		}
+		if key == sidecar.InvalidateAll {
+			c.deaf.Store(false)
 		}
 		c.obs.Evict(c.kind)
 		return

@@ -2,45 +2,160 @@ package resolve_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
-// A narrowing write (an assignment removed) holds on the replica that
-// made it from the next request on: its own cache is evicted before the
-// write returns. The other replica evicts when the pub/sub message
-// arrives; that one is waited for, bounded, and must come.
-func TestNarrowingWriteHoldsOnWritingReplicaAtNextRequest(t *testing.T) {
+// A narrowing write holds on every replica from the next request on: once
+// it has returned on replica a, neither a's cache nor b's (an hour's TTL)
+// still grants what it took away. Many rounds, since the replica that
+// lags behind the write's answer does so only now and then.
+func TestNarrowingWriteHoldsOnEveryReplicaAtNextRequest(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clock := storetest.NewClock(storetest.Epoch)
 	a, _, ca, cb := twoReplicas(t, srv, clock)
-	const rounds = 50
-	for i := 0; i < rounds; i++ {
-		if err := a.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"}); err != nil {
+	for _, tc := range []struct {
+		name   string
+		widen  func(round int) error
+		access func(cs *resolve.CachedState) bool
+		narrow func(round int) error
+	}{
+		{"assignment_removed", func(int) error {
+			return a.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"})
+		}, func(cs *resolve.CachedState) bool {
+			as, err := cs.GetAssignment(ctx, "acme")
+			return err == nil && as.Domain == "eu.r1"
+		}, func(int) error {
+			_, err := a.ChangeAssignments(ctx, []sidecar.AssignmentChange{{Customer: "acme", From: "eu.r1"}})
+			return err
+		}},
+		{"grant_revoked", func(round int) error {
+			return a.PutGrant(ctx, &sidecar.Grant{ID: fmt.Sprintf("g%d", round), Customer: "acme", PartnerOrg: "p1", User: "pat",
+				Level: sidecar.LevelUpdate, ExpiresAt: clock.Now().Add(24 * time.Hour), Seq: int64(1000 + 10*round)})
+		}, func(cs *resolve.CachedState) bool {
+			eg, err := cs.EffectiveGrants(ctx, "acme", "p1", "pat")
+			return err == nil && eg.Effective() != nil
+		}, func(round int) error {
+			_, err := a.RevokeGrant(ctx, "acme", fmt.Sprintf("g%d", round), "cora", "acme")
+			return err
+		}},
+		{"share_removed", func(int) error {
+			return a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})
+		}, func(cs *resolve.CachedState) bool {
+			v, err := cs.SharesFor(ctx, "acme", "p1", "pat")
+			return err == nil && len(v) == 1
+		}, func(int) error { _, err := a.DeleteShare(ctx, "acme", "SR-1", "p1", "pat", "cora"); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const rounds = 50
+			stale := map[string]int{}
+			must := func(err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range rounds {
+				must(tc.widen(i))
+				eventually(t, "access visible on both replicas", func() bool { return tc.access(ca) && tc.access(cb) })
+				must(tc.narrow(i))
+				// The write has returned: the next request on either replica.
+				for name, cs := range map[string]*resolve.CachedState{"a": ca, "b": cb} {
+					if tc.access(cs) {
+						stale[name]++
+					}
+				}
+				clock.Advance(2 * time.Minute) // past the negative TTL
+			}
+			if len(stale) > 0 {
+				t.Fatalf("of %d narrowing writes, the next lookup after the write returned still granted access this often, by replica: %v", rounds, stale)
+			}
+		})
+	}
+}
+
+// A replica whose connection to Redis is lost cannot hear the narrowing
+// writes of the others, and Redis no longer counts it among those that
+// must confirm them: from the moment it notices, its caches serve
+// nothing, until it listens again.
+func TestReplicaNotListeningServesNothingFromCache(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(storetest.Epoch)
+	open := func(addr string) *redis.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: "deaf", DialTimeout: 200 * time.Millisecond,
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "assignment visible on both", func() bool {
-			x, err1 := ca.GetAssignment(ctx, "acme")
-			y, err2 := cb.GetAssignment(ctx, "acme")
-			return err1 == nil && err2 == nil && x.Domain == "eu.r1" && y.Domain == "eu.r1"
-		})
-		// Narrow: remove acme from eu.r1 (what DELETE /reseller/assignments/acme writes).
-		if _, err := a.ChangeAssignments(ctx, []sidecar.AssignmentChange{{Customer: "acme", From: "eu.r1"}}); err != nil {
-			t.Fatal(err)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, b := open(srv.Addr), open(proxy.Addr)
+	cb := resolve.NewCachedState(b, resolve.CacheConfig{TTL: time.Hour, NegativeTTL: time.Minute}, clock.Now, nil)
+	defer cb.Close()
+	heard := make(chan string, 64)
+	defer b.Subscribe(func(k string) {
+		if k == sidecar.InvalidationsLost || k == sidecar.InvalidateAll {
+			heard <- k
 		}
-		// The write has returned: the next request on the writing replica.
-		if x, err := ca.GetAssignment(ctx, "acme"); err == nil {
-			t.Fatalf("round %d: the next lookup on the writing replica still found the removed assignment %+v", i, x)
+	})()
+	if err := a.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "p1", User: "pat",
+		Level: sidecar.LevelUpdate, ExpiresAt: clock.Now().Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	granted := func() bool {
+		eg, err := cb.EffectiveGrants(ctx, "acme", "p1", "pat")
+		return err == nil && eg.Effective() != nil
+	}
+	if !granted() {
+		t.Fatal("grant not visible on replica b")
+	}
+	proxy.CutAfter(0) // b loses Redis
+	waitHeard(t, heard, sidecar.InvalidationsLost)
+	raw := srv.Client()
+	eventually(t, "only replica a subscribed", func() bool {
+		m, err := raw.PubSubNumSub(ctx, "deaf:invalidate").Result()
+		return err == nil && m["deaf:invalidate"] == 1
+	})
+	// Replica a revokes: every replica Redis knows of confirms at once.
+	if _, err := a.RevokeGrant(ctx, "acme", "g1", "cora", "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if granted() {
+		t.Fatal("replica b, not listening, still grants the revoked access from its cache")
+	}
+	proxy.Reset()
+	waitHeard(t, heard, sidecar.InvalidateAll)
+	eventually(t, "replica b answers again", func() bool {
+		_, err := cb.EffectiveGrants(ctx, "acme", "p1", "pat")
+		return err == nil
+	})
+	if granted() {
+		t.Fatal("replica b grants the revoked access once listening again")
+	}
+}
+
+func waitHeard(t *testing.T, heard <-chan string, want string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case k := <-heard:
+			if k == want {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("replica b never heard %q", want)
 		}
-		eventually(t, "eviction on the other replica", func() bool {
-			_, err := cb.GetAssignment(ctx, "acme")
-			return err != nil
-		})
-		clock.Advance(2 * time.Minute) // past the negative TTL
 	}
 }

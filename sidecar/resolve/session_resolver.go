@@ -78,6 +78,7 @@ type SessionResolver struct {
 	mu      sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
 	entries *simplelru.LRU[[sha256.Size]byte, *sessionEntry]
 	gen     uint64 // under mu; bumped by every session eviction, so a fetch that raced one is not cached
+	deaf    bool   // under mu; set while the store does not hear invalidations: nothing is cached
 
 	customers *Cache[struct{}, *sidecar.CustomerState] // by customer, evicted by "consent:" and "customer:" keys
 }
@@ -190,10 +191,13 @@ func (r *SessionResolver) evict(key string) {
 		key = sidecar.ConsentKey(c) // the profile is cached with the consent
 	}
 	r.customers.Evict(key)
-	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
+	// Messages may have been lost: trust nothing cached; while they are
+	// not heard, cache nothing.
+	if key == sidecar.InvalidateAll || key == sidecar.InvalidationsLost {
 		r.mu.Lock()
 		r.entries.Purge()
 		r.gen++
+		r.deaf = key == sidecar.InvalidationsLost
 		r.mu.Unlock()
 		r.obs.Evict(CacheSessions)
 		return
@@ -330,7 +334,7 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	}
 	r.mu.RUnlock()
 	r.mu.Lock()
-	if r.gen == gen {
+	if r.gen == gen && !r.deaf {
 		r.entries.Add(key, e) // drops the oldest entry when full
 	}
 	r.mu.Unlock()
