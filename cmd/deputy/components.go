@@ -125,6 +125,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		if err := m.RegisterEventsDropped(func() uint64 { return 0 }); err != nil {
 			return nil, err
 		}
+		// One process: every invalidation is applied before the write returns.
+		if err := m.RegisterInvalidationsUnconfirmed(func() uint64 { return 0 }); err != nil {
+			return nil, err
+		}
 		return &statePart{store: memory.New()}, nil
 	}
 	if !cfg.Dev && !cfg.Redis.TLS && cfg.Redis.Remote() {
@@ -141,6 +145,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 	goredis.SetLogger(redis.NewClientLogger(log, redis.DefaultClientLogInterval, time.Now))
 	rs := redis.NewFromClient(client, cfg.Redis, redis.WithLogger(log))
 	if err := m.RegisterEventsDropped(rs.EventsDropped); err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	if err := m.RegisterInvalidationsUnconfirmed(rs.InvalidationsUnconfirmed); err != nil {
 		_ = client.Close()
 		return nil, err
 	}

@@ -42,6 +42,9 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterEventsDropped(func() uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.RegisterInvalidationsUnconfirmed(func() uint64 { return 0 }); err != nil {
+		t.Fatal(err)
+	}
 	zero := func() uint64 { return 0 }
 	if err := m.RegisterRecords(metrics.RecordsFuncs{AuditDropped: zero, EventsDropped: zero, Pending: func() int { return 0 }}); err != nil {
 		t.Fatal(err)

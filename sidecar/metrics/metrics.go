@@ -382,6 +382,15 @@ func (m *Metrics) RegisterEventsDropped(fn func() uint64) error {
 		func() float64 { return float64(fn()) }))
 }
 
+// RegisterInvalidationsUnconfirmed exports how many writes that narrow
+// access answered 503 because not every replica confirmed, in time, that
+// it dropped what it cached, read at scrape time.
+func (m *Metrics) RegisterInvalidationsUnconfirmed(fn func() uint64) error {
+	return m.register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "invalidations_unconfirmed_total",
+		Help: "Writes that narrow access answered 503 (eviction_unpublished): not every replica confirmed their invalidation within redis.invalidation_ack_timeout, or this replica did not listen."},
+		func() float64 { return float64(fn()) }))
+}
+
 // RecordsFuncs read the recorder of audit entries and events, at scrape
 // time.
 type RecordsFuncs struct {
