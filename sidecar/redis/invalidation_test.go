@@ -143,40 +143,52 @@ func eventuallyNoSubscriberBut(t *testing.T, raw interface {
 	}
 }
 
-// A listening connection that goes silent without failing (Redis hangs;
-// a peer vanishes without closing) cannot be told of narrowing writes:
-// its subscribers are told to cache nothing, and to drop everything once
-// a new connection listens again.
-func TestSilentSubscriptionStopsCaching(t *testing.T) {
-	srv := redistest.Start(t)
-	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: freshPrefix(), DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	got := make(chan string, 64)
-	defer s.Subscribe(func(k string) {
-		select {
-		case got <- k:
-		default:
-		}
-	})()
-	srv.Freeze()
-	defer srv.Thaw()
-	deadline := time.After(30 * time.Second)
-	for _, want := range []string{sidecar.InvalidationsLost, sidecar.InvalidateAll} {
-	wait:
-		for {
-			select {
-			case k := <-got:
-				if k == want {
-					break wait
-				}
-			case <-deadline:
-				t.Fatalf("no %q", want)
+// While a replica's subscription is down, its subscribers are told to
+// cache nothing, since narrowing writes would not reach them; messages
+// published meanwhile are lost, so they are told to drop everything once
+// it is back. Down: Redis restarted (the connection closes), or Redis
+// hangs (the connection stays silent; so does one whose peer vanished
+// without closing it).
+func TestLostSubscriptionStopsCaching(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		lose, heal func(srv *redistest.Server)
+	}{
+		{"redis_restarted", (*redistest.Server).Restart, func(*redistest.Server) {}},
+		{"redis_silent", (*redistest.Server).Freeze, (*redistest.Server).Thaw},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: freshPrefix(), DialTimeout: 200 * time.Millisecond,
+				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		srv.Thaw()
+			defer s.Close()
+			got := make(chan string, 64)
+			defer s.Subscribe(func(k string) {
+				select {
+				case got <- k:
+				default:
+				}
+			})()
+			defer srv.Thaw()
+			tc.lose(srv)
+			deadline := time.After(30 * time.Second)
+			for _, want := range []string{sidecar.InvalidationsLost, sidecar.InvalidateAll} {
+			wait:
+				for {
+					select {
+					case k := <-got:
+						if k == want {
+							break wait
+						}
+					case <-deadline:
+						t.Fatalf("no %q", want)
+					}
+				}
+				tc.heal(srv)
+			}
+		})
 	}
 }

@@ -117,40 +117,6 @@ func TestRedisDown(t *testing.T) {
 	})
 }
 
-func TestResubscribeFlushesCaches(t *testing.T) {
-	srv := redistest.Start(t)
-	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, DialTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	got := make(chan string, 64)
-	defer s.Subscribe(func(k string) {
-		select {
-		case got <- k:
-		default:
-		}
-	})()
-	// While the subscription is down, a subscriber is told to cache
-	// nothing; messages published meanwhile are lost, so it is told to drop
-	// everything once it is back.
-	srv.Restart()
-	deadline := time.After(30 * time.Second)
-	for _, want := range []string{sidecar.InvalidationsLost, sidecar.InvalidateAll} {
-	wait:
-		for {
-			select {
-			case k := <-got:
-				if k == want {
-					break wait
-				}
-			case <-deadline:
-				t.Fatalf("no %q after the subscription was lost", want)
-			}
-		}
-	}
-}
-
 func TestTTLsMirrorExpiries(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
