@@ -40,7 +40,7 @@ import (
 //     keys, so it holds on every replica from the next request on; a
 //     replica that does not confirm within the store's bound makes it
 //     Unpublished. A replica that is not listening (its connection to the
-//     bus is down) caches nothing meanwhile (InvalidationsLost). Other
+//     bus is down) is told so (InvalidationsLost). Other
 //     writes reach the other replicas when the Invalidator delivers them
 //     (their cache TTL bounds the staleness if it is lost). Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
@@ -919,11 +919,11 @@ type Invalidator interface {
 const InvalidateAll = "*"
 
 // InvalidationsLost is delivered to subscribers when the replica stops
-// hearing invalidations (its connection to the bus is down): drop every
-// cached entry and cache nothing until InvalidateAll comes, since a
-// narrowing change made meanwhile on another replica would not reach the
-// cache. A subscriber that joins while invalidations are not heard gets it
-// at once.
+// hearing invalidations (its connection to the bus is down): a narrowing
+// change made meanwhile on another replica does not reach its caches
+// until InvalidateAll comes. A subscriber that joins while invalidations
+// are not heard gets it at once. Subscribers that know nothing better
+// ignore it, as any key they do not cache.
 const InvalidationsLost = "*lost"
 
 // Invalidation keys, one per cached lookup on the check path.

@@ -33,8 +33,8 @@ import (
 //
 // A replica that is not listening (its connection lost, not yet
 // subscribed again) cannot hear narrowing writes: its subscribers get
-// sidecar.InvalidationsLost and cache nothing until sidecar.InvalidateAll
-// tells them it listens again. A connection that stays silent past
+// sidecar.InvalidationsLost, and sidecar.InvalidateAll once it listens
+// again. A connection that stays silent past
 // listenerSilence, pings unanswered, is replaced.
 
 const (

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -108,9 +107,6 @@ type Cache[K comparable, V any] struct {
 	now    sidecar.Clock
 	obs    CacheObserver
 	shards [cacheShards]cacheShard[K, V]
-	// deaf is set while the store does not hear invalidations
-	// (sidecar.InvalidationsLost): nothing is cached until it does again.
-	deaf atomic.Bool
 }
 
 type cacheShard[K comparable, V any] struct {
@@ -204,7 +200,7 @@ func (c *Cache[K, V]) put(tag string, k K, v V, found bool, gen uint64) {
 	s := c.shard(tag)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.gen != gen || c.deaf.Load() {
+	if s.gen != gen {
 		return
 	}
 	s.lru.Add(cacheKey[K]{tag, k}, e) // may drop the shard's oldest entry
@@ -234,17 +230,9 @@ func (c *Cache[K, V]) Load(ctx context.Context, tag string, k K, load func(conte
 }
 
 // Evict handles an invalidation key: it drops the tag's entries when the
-// key has this cache's prefix, and everything on sidecar.InvalidateAll and
-// sidecar.InvalidationsLost; after the latter, nothing is cached until the
-// next InvalidateAll.
+// key has this cache's prefix, and everything on sidecar.InvalidateAll.
 func (c *Cache[K, V]) Evict(key string) {
-	if key == sidecar.InvalidateAll || key == sidecar.InvalidationsLost {
-		// Deaf before the purge, so that no load stores after it; heard
-		// again only after, and the purge's new generation refuses the
-		// loads that began while deaf.
-		if key == sidecar.InvalidationsLost {
-			c.deaf.Store(true)
-		}
+	if key == sidecar.InvalidateAll {
 		for i := range c.shards {
 			s := &c.shards[i]
 			s.mu.Lock()
@@ -252,9 +240,6 @@ func (c *Cache[K, V]) Evict(key string) {
 			clear(s.tags)
 			s.gen++
 			s.mu.Unlock()
-		}
-		if key == sidecar.InvalidateAll {
-			c.deaf.Store(false)
 		}
 		c.obs.Evict(c.kind)
 		return

@@ -78,7 +78,6 @@ type SessionResolver struct {
 	mu      sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
 	entries *simplelru.LRU[[sha256.Size]byte, *sessionEntry]
 	gen     uint64 // under mu; bumped by every session eviction, so a fetch that raced one is not cached
-	deaf    bool   // under mu; set while the store does not hear invalidations: nothing is cached
 
 	customers *Cache[struct{}, *sidecar.CustomerState] // by customer, evicted by "consent:" and "customer:" keys
 }
@@ -191,13 +190,10 @@ func (r *SessionResolver) evict(key string) {
 		key = sidecar.ConsentKey(c) // the profile is cached with the consent
 	}
 	r.customers.Evict(key)
-	// Messages may have been lost: trust nothing cached; while they are
-	// not heard, cache nothing.
-	if key == sidecar.InvalidateAll || key == sidecar.InvalidationsLost {
+	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
 		r.mu.Lock()
 		r.entries.Purge()
 		r.gen++
-		r.deaf = key == sidecar.InvalidationsLost
 		r.mu.Unlock()
 		r.obs.Evict(CacheSessions)
 		return
@@ -334,7 +330,7 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 	}
 	r.mu.RUnlock()
 	r.mu.Lock()
-	if r.gen == gen && !r.deaf {
+	if r.gen == gen {
 		r.entries.Add(key, e) // drops the oldest entry when full
 	}
 	r.mu.Unlock()
