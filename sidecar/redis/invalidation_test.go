@@ -143,13 +143,12 @@ func eventuallyNoSubscriberBut(t *testing.T, raw interface {
 	}
 }
 
-// While a replica's subscription is down, its subscribers are told to
-// cache nothing, since narrowing writes would not reach them; messages
-// published meanwhile are lost, so they are told to drop everything once
-// it is back. Down: Redis restarted (the connection closes), or Redis
-// hangs (the connection stays silent; so does one whose peer vanished
-// without closing it).
-func TestLostSubscriptionStopsCaching(t *testing.T) {
+// While a replica's subscription is down, its subscribers are told that
+// invalidations are not heard; messages published meanwhile are lost, so
+// they are told to drop everything once it is back. Down: Redis restarted
+// (the connection closes), or Redis hangs (the connection stays silent; so
+// does one whose peer vanished without closing it).
+func TestLostSubscriptionIsReported(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		lose, heal func(srv *redistest.Server)
