@@ -3,6 +3,7 @@ package identity
 import (
 	"errors"
 	"strings"
+	"unicode"
 )
 
 // bearerToken reads the token of an identity header value h, which holds
@@ -22,13 +23,20 @@ import (
 // and one not in the exact form above is refused as malformed: a tab, a
 // no-break space, a colon or several spaces after the scheme, a second
 // credential, anything after the token.
+//
+// A compact JWS needs no "Bearer" to be read either: Go's
+// strings.TrimPrefix(h, "Bearer ") and passport-jwt's fromHeader take a
+// bare token, passport-jwt's fromAuthHeaderWithScheme("JWT") and
+// simplejwt's AUTH_HEADER_TYPES take "JWT <token>". So a value whose last
+// word looks like one (see LooksLikeJWS) is a bearer credential too, and
+// malformed in any form but the one above.
 func bearerToken(h string) (string, error) {
 	h = strings.Trim(h, " \t") // OWS, which proxies strip
 	scheme, token, _ := strings.Cut(h, " ")
 	if strings.EqualFold(scheme, "bearer") && plainToken(token) {
 		return token, nil
 	}
-	if !containsFold(h, "bearer") && !strings.EqualFold(schemeOf(h), "token") {
+	if !containsFold(h, "bearer") && !strings.EqualFold(schemeOf(h), "token") && !LooksLikeJWS(lastWord(h)) {
 		return "", nil
 	}
 	if token == "" && strings.EqualFold(scheme, "bearer") {
@@ -46,6 +54,40 @@ func bearerToken(h string) (string, error) {
 // which mispredicts a branch a byte, took a microsecond.
 func plainToken(s string) bool {
 	return s != "" && strings.IndexByte(s, ' ') < 0 && strings.IndexByte(s, '\t') < 0 && strings.IndexByte(s, ',') < 0
+}
+
+// LooksLikeJWS reports whether s has the form of a compact JWS, as every
+// JWT library reads one: three parts of base64url (padding let through)
+// joined by dots, the first a JSON object's encoding ("eyJ" is "{\"").
+// Only the form: whether it verifies is not asked.
+func LooksLikeJWS(s string) bool {
+	if !strings.HasPrefix(s, "eyJ") || strings.Count(s, ".") != 2 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '=') {
+			return false
+		}
+	}
+	return true
+}
+
+// lastWord is the trailing run of h's base64url letters and dots, after
+// any white space or commas at its end: its last word, as lenient parsers
+// split a value on white space or commas, or what follows a separator of
+// another kind (":", "=").
+func lastWord(h string) string {
+	h = strings.TrimRightFunc(h, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	i := len(h)
+	for i > 0 {
+		c := h[i-1]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			break
+		}
+		i--
+	}
+	return h[i:]
 }
 
 // schemeOf is the auth-scheme h starts with: its leading run of token

@@ -39,6 +39,8 @@ func TestBearerCredentialForms(t *testing.T) {
 		{name: "negotiate", value: "Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEFoQMCAQ6iBwMFACAAAACjggS"},
 		{name: "digest", value: `Digest username="mallory", realm="shop", nonce="dcd98b", uri="/", response="6629fae4"`},
 		{name: "a scheme beginning like token", value: "Tokenized abc"},
+		{name: "basic whose last word is not a JWS", value: "Basic eyJhbGciOiJIUzI1NiJ9"},
+		{name: "a scheme with a word of two parts", value: "Custom eyJhbGciOiJIUzI1NiJ9.e30"},
 
 		{name: "tab", value: "Bearer\t" + tok, refused: true},
 		{name: "tab, lower case", value: "bearer\t" + tok, refused: true},
@@ -62,6 +64,20 @@ func TestBearerCredentialForms(t *testing.T) {
 		{name: "token scheme", value: "Token " + tok, refused: true},
 		{name: "token scheme with a tab", value: "token\t" + tok, refused: true},
 		{name: "token scheme with options", value: `Token token="` + tok + `"`, refused: true},
+
+		// A compact JWS with no "Bearer": Go's strings.TrimPrefix(h,
+		// "Bearer ") and passport-jwt's fromHeader read the bare token,
+		// passport-jwt's "JWT" scheme and simplejwt's AUTH_HEADER_TYPES
+		// read "JWT <token>".
+		{name: "bare token", value: tok, refused: true},
+		{name: "bare token, white space around", value: "\t " + tok + " ", refused: true},
+		{name: "JWT scheme", value: "JWT " + tok, refused: true},
+		{name: "JWT scheme, lower case and a tab", value: "jwt\t" + tok, refused: true},
+		{name: "JWT scheme, colon", value: "JWT:" + tok, refused: true},
+		{name: "another scheme and a token", value: "Custom " + tok, refused: true},
+		{name: "a token after a comma", value: "Basic bWFsbG9yeTpzZWNyZXQ=," + tok, refused: true},
+		{name: "JWT scheme, token=", value: "JWT token=" + tok, refused: true},
+		{name: "a token after a no-break space", value: "JWT\u00a0" + tok, refused: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, configured := range []string{"authorization", "x-auth-token"} {
