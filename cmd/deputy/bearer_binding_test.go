@@ -18,7 +18,10 @@ import (
 // from the same header: the request was allowed as staff1 acting for
 // cust1. Every such request, and every one with a token Deputy refuses
 // (expired, for another audience), is denied, and so is a partner's or
-// reseller's naming a customer with one.
+// reseller's naming a customer with one. So is a request with a token
+// Deputy does not read while upstreams do: a bare compact JWS or one in
+// the "JWT" scheme (Go's strings.TrimPrefix(h, "Bearer "), passport-jwt,
+// simplejwt), or one in the query's access_token or bearer_token.
 func TestRefusedBearerBindsNoDelegation(t *testing.T) {
 	shop := newTestIssuer(t, "https://shop.example")
 	cfg := productionServer(t, identity.IssuerConfig{Issuer: shop.url, JWKSFile: shop.jwks})
@@ -71,10 +74,32 @@ func TestRefusedBearerBindsNoDelegation(t *testing.T) {
 		"an expired token":                  "Bearer " + expired,
 		"a token for another audience":      "Bearer " + otherAudience,
 		"the actor's own token after a tab": "Bearer\t" + shop.token(t, staff),
+		"a bare token":                      mallory,
+		"a bare expired token":              expired,
+		"the JWT scheme":                    "JWT " + mallory,
+		"the JWT scheme, an expired token":  "JWT " + expired,
 	} {
 		if got := check(t, "/customer/account", map[string]string{"cookie": cookie, "authorization": authorization}); got != nil {
 			t.Errorf("staff1's session with %s: allowed as %s acting for %s (%s), the authorization header passed on", name, got["x-deputy-actor"], got["x-deputy-subject"], got["x-deputy-mode"])
 		}
+	}
+	// A token in the query, read by Doorkeeper, Spring Security
+	// (allowUriQueryParameter) and passport-http-bearer.
+	for name, query := range map[string]string{
+		"access_token":                 "?access_token=" + mallory,
+		"an expired access_token":      "?access_token=" + expired,
+		"Access_Token":                 "?Access_Token=" + mallory,
+		"access%5Ftoken":               "?access%5Ftoken=" + mallory,
+		"a repeated access_token":      "?access_token=x&access_token=" + mallory,
+		"bearer_token":                 "?bearer_token=" + mallory,
+		"the actor's own access_token": "?access_token=" + shop.token(t, staff),
+	} {
+		if got := check(t, "/customer/account"+query, map[string]string{"cookie": cookie}); got != nil {
+			t.Errorf("staff1's session with %s in the query: allowed as %s acting for %s (%s)", name, got["x-deputy-actor"], got["x-deputy-subject"], got["x-deputy-mode"])
+		}
+	}
+	if got := check(t, "/customer/account?access_token=abc123", map[string]string{"cookie": cookie}); got["x-deputy-actor"] != "staff1" {
+		t.Errorf("staff1's session with an access_token that is no JWT: upstream headers %v, want the session", got)
 	}
 
 	for _, tc := range []struct {
@@ -102,10 +127,13 @@ func TestRefusedBearerBindsNoDelegation(t *testing.T) {
 			}
 			c["iat"], c["exp"] = jwt.NewNumericDate(time.Now().Add(-2*time.Hour)), jwt.NewNumericDate(time.Now().Add(-time.Hour))
 		})
-		for variant, authorization := range map[string]string{"an expired token": "Bearer " + expired, "a token after a tab": "Bearer\t" + shop.token(t, tc.who)} {
+		for variant, authorization := range map[string]string{"an expired token": "Bearer " + expired, "a token after a tab": "Bearer\t" + shop.token(t, tc.who), "the JWT scheme": "JWT " + shop.token(t, tc.who)} {
 			if got := check(t, tc.path, onBehalf(authorization)); got != nil {
 				t.Errorf("%s with %s naming acme: allowed as %s acting for %s (%s)", tc.name, variant, got["x-deputy-actor"], got["x-deputy-subject"], got["x-deputy-mode"])
 			}
+		}
+		if got := check(t, tc.path+"?access_token="+shop.token(t, tc.who), onBehalf("Bearer "+shop.token(t, tc.who))); got != nil {
+			t.Errorf("%s with an access_token in the query naming acme: allowed as %s acting for %s (%s)", tc.name, got["x-deputy-actor"], got["x-deputy-subject"], got["x-deputy-mode"])
 		}
 	}
 }

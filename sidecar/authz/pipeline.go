@@ -21,6 +21,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -406,9 +407,17 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 		if err != nil {
 			input.Insert(keyTerm("identity_error"), ast.StringTerm(sidecar.ErrorReason(err)))
 			id, resolvers = nil, nil
-		} else if n := need.Child("identity"); id != nil && n != nil {
-			input.Insert(keyTerm("identity"), p.identities.term(id, n))
 		}
+	}
+	if _, query, _ := strings.Cut(req.GetAttributes().GetRequest().GetHttp().GetPath(), "?"); err == nil && queryToken(query) {
+		// A token in the query is a credential Deputy does not verify,
+		// while the upstream may sign the request in as its holder:
+		// refused like a malformed one.
+		input.Insert(keyTerm("identity_error"), ast.StringTerm(identity.ReasonMalformed))
+		id, resolvers = nil, nil
+	}
+	if n := need.Child("identity"); id != nil && n != nil {
+		input.Insert(keyTerm("identity"), p.identities.term(id, n))
 	}
 	d.Identity = id
 	t2 := p.clock()
@@ -417,8 +426,8 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	// Delegation. Not for a request presenting a credential Deputy
 	// refused (resolvers is nil then): a session binds to its actor only
 	// against an identity verified, and the upstream may still read the
-	// refused credential's holder from the header (a lenient parser, a
-	// token it accepts), so no delegation is resolved, and no resolver
+	// refused credential's holder from the header or the query (a lenient
+	// parser, a token it accepts), so no delegation is resolved, and no resolver
 	// acts on the request.
 	var del *sidecar.Delegation
 	var delErr error

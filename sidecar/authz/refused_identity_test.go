@@ -89,6 +89,32 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 			fields: [][2]string{{"authorization", "Bearer " + staff}, {"authorization", "Bearer " + mallory}}, reason: "identity_refused"},
 		{name: "the actor's own token after a tab", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer\t" + staff}, reason: "identity_refused"},
 
+		// A compact JWS with no "Bearer" (Go's strings.TrimPrefix(h,
+		// "Bearer "), passport-jwt, simplejwt's "JWT" scheme).
+		{name: "bare token", path: account, headers: map[string]string{"cookie": cookie, "authorization": mallory}, reason: "identity_refused"},
+		{name: "bare expired token", path: account, headers: map[string]string{"cookie": cookie, "authorization": expired}, reason: "identity_refused"},
+		{name: "JWT scheme", path: account, headers: map[string]string{"cookie": cookie, "authorization": "JWT " + mallory}, reason: "identity_refused"},
+		{name: "JWT scheme, expired token", path: account, headers: map[string]string{"cookie": cookie, "authorization": "JWT " + expired}, reason: "identity_refused"},
+		{name: "partner token in the JWT scheme", path: cases, headers: map[string]string{"authorization": "JWT " + mint(pat), "x-on-behalf-of": "acme"}, reason: "identity_refused"},
+
+		// A token in the query (RFC 6750 §2.3: Doorkeeper, Spring's
+		// allowUriQueryParameter, passport-http-bearer; Doorkeeper also
+		// reads bearer_token), under every spelling an upstream reads.
+		{name: "access_token in the query", path: account + "?access_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "expired access_token in the query", path: account + "?access_token=" + expired, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "the actor's own access_token in the query", path: account + "?access_token=" + staff, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + staff}, reason: "identity_refused"},
+		{name: "bearer_token in the query", path: account + "?x=1&bearer_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "Access_Token in the query", path: account + "?Access_Token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "escaped name in the query", path: account + "?access%5Ftoken=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "PHP spelling in the query", path: account + "?access.token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "array spelling in the query", path: account + "?access_token[]=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "escaped value in the query", path: account + "?access_token=%65" + mallory[1:], headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "repeated access_token in the query", path: account + "?access_token=x&access_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "access_token after a semicolon", path: account + "?x=1;access_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "partner with access_token in the query", path: cases + "?access_token=" + mint(pat), headers: map[string]string{"authorization": "Bearer " + mint(pat), "x-on-behalf-of": "acme"}, reason: "identity_refused"},
+		{name: "session with an unrelated query", path: account + "?token_type=x&access=eyJ", headers: map[string]string{"cookie": cookie}, allowed: true},
+		{name: "session with an access_token that is no JWS", path: account + "?access_token=abc123", headers: map[string]string{"cookie": cookie}, allowed: true},
+
 		// Tokens Deputy reads and refuses.
 		{name: "session with an expired token", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + expired}, reason: "identity_refused"},
 		{name: "session with a token of an unknown key", path: account, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + forged}, reason: "identity_refused"},
