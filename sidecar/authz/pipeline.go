@@ -409,10 +409,10 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 			id, resolvers = nil, nil
 		}
 	}
-	if _, query, _ := strings.Cut(req.GetAttributes().GetRequest().GetHttp().GetPath(), "?"); err == nil && queryToken(query) {
-		// A token in the query is a credential Deputy does not verify,
-		// while the upstream may sign the request in as its holder:
-		// refused like a malformed one.
+	if h := req.GetAttributes().GetRequest().GetHttp(); err == nil && (queryToken(queryOf(h.GetPath())) || formToken(&r.view, h)) {
+		// A token in the query or a form body is a credential Deputy
+		// does not verify, while the upstream may sign the request in as
+		// its holder: refused like a malformed one.
 		input.Insert(keyTerm("identity_error"), ast.StringTerm(identity.ReasonMalformed))
 		id, resolvers = nil, nil
 	}

@@ -1,8 +1,12 @@
 package authz
 
 import (
+	"bytes"
 	"strings"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/identity"
 )
 
@@ -41,4 +45,30 @@ func queryToken(raw string) bool {
 		}
 	}
 	return false
+}
+
+// formToken reports whether a request's form body, as far as the check
+// was sent it, carries a token as queryToken reads one from a query:
+// Doorkeeper and passport-http-bearer read access_token from a form body
+// too. A body not sent (nginx, Caddy) or cut short is not seen.
+func formToken(view *sidecar.Request, h *authv3.AttributeContext_HttpRequest) bool {
+	body := h.GetBody()
+	if body == "" {
+		raw := h.GetRawBody()
+		if !bytes.Contains(raw, []byte("eyJ")) && bytes.IndexByte(raw, '%') < 0 {
+			return false
+		}
+		body = string(raw)
+	}
+	if body == "" {
+		return false
+	}
+	ct, _, _ := strings.Cut(view.Header("content-type"), ";")
+	return strings.EqualFold(strings.TrimSpace(ct), "application/x-www-form-urlencoded") && queryToken(body)
+}
+
+// queryOf is the raw query of a :path.
+func queryOf(path string) string {
+	_, q, _ := strings.Cut(path, "?")
+	return q
 }

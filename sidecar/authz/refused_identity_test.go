@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,13 +60,14 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 	expiredPat, expiredRita := pat, rita
 	expiredPat.IssuedAt, expiredRita.IssuedAt = now.Add(-3*time.Hour), now.Add(-3*time.Hour)
 
-	const account, cases = "/customer/account", "/customers/acme/service-requests/42"
+	const account, cases, cart = "/customer/account", "/customers/acme/service-requests/42", "/checkout/cart/add"
 	cookie := "deputy_session=" + session
 	for _, tc := range []struct {
 		name    string
 		path    string
 		headers map[string]string
 		fields  [][2]string // header_map entries
+		body    string      // a form POST's
 		allowed bool
 		reason  string
 	}{
@@ -112,6 +114,9 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 		{name: "repeated access_token in the query", path: account + "?access_token=x&access_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
 		{name: "access_token after a semicolon", path: account + "?x=1;access_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
 		{name: "partner with access_token in the query", path: cases + "?access_token=" + mint(pat), headers: map[string]string{"authorization": "Bearer " + mint(pat), "x-on-behalf-of": "acme"}, reason: "identity_refused"},
+		{name: "session posting a form", path: cart, headers: map[string]string{"cookie": cookie, "content-type": "application/x-www-form-urlencoded"}, body: "product=42&qty=1", allowed: true},
+		{name: "access_token in a form body", path: cart, headers: map[string]string{"cookie": cookie, "content-type": "application/x-www-form-urlencoded"}, body: "product=42&access_token=" + mallory, reason: "identity_refused"},
+		{name: "escaped access_token in a form body", path: cart, headers: map[string]string{"cookie": cookie, "content-type": "Application/X-WWW-Form-Urlencoded; charset=utf-8"}, body: "Access%5FToken=" + mallory, reason: "identity_refused"},
 		{name: "session with an unrelated query", path: account + "?token_type=x&access=eyJ", headers: map[string]string{"cookie": cookie}, allowed: true},
 		{name: "session with an access_token that is no JWS", path: account + "?access_token=abc123", headers: map[string]string{"cookie": cookie}, allowed: true},
 
@@ -133,6 +138,10 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 			req := withHeaders(t, tc.path, h)
 			req.Attributes.Request.Http.Host = "shop.example.com"
 			addHeaderFields(req, tc.fields)
+			if tc.body != "" {
+				req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Body = "POST", tc.body
+				req.Attributes.Request.Http.Headers["content-length"] = strconv.Itoa(len(tc.body))
+			}
 			before := resolved.Load()
 			resp := p.Check(ctx, req)
 			if resp.Allowed != tc.allowed || (!tc.allowed && resp.Reason != tc.reason) {
