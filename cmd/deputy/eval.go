@@ -67,7 +67,9 @@ request presented a credential serve refused, the refusal with
 --identity-error (input.identity_error); and the delegation that applied
 with --delegation (or, when the request named one that was refused, the
 refusal with --delegation-error). As in serve, no delegation is resolved
-for a request whose credential was refused.
+for a request whose credential was refused, and a token in the request's
+query or form body (access_token, bearer_token) is refused as serve
+refuses it, with no --identity-error needed.
 
 The check is shaped by the same configuration as deputy serve (--config,
 or DEPUTY_CONFIG and DEPUTY_* variables): decision query, owned header

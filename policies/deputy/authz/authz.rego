@@ -45,7 +45,8 @@ default decision := {"allowed": false, "http_status": 403, "reason": "no_rule_ma
 decision := lib.deny(401, "identity_refused") if {
 	# No delegation applies to a request presenting a credential Deputy
 	# refused: the upstream may read that credential's holder from the
-	# header while the delegation's people are injected. deputy serve
+	# request (a header, the query) while the delegation's people are
+	# injected. deputy serve
 	# resolves none for it; a replayed record or a resolver of one's own
 	# may still put both here.
 	input.identity_error
