@@ -143,6 +143,18 @@ func (r report) print(out io.Writer, o options) {
 			fmt.Fprintf(w, "in process, BenchmarkCheckUnseenRoute/impersonation / BenchmarkCheckFloor\t%.2f×\t-\t-\t%.1f µs %d allocs: every check a route not matched before (no goal)\n",
 				b.ns/floor.ns, b.ns/1e3, b.allocs)
 		}
+		// Not goals either: the other kinds of page, decided in other
+		// branches of the shipped decision than the catalog page.
+		for _, o := range []struct{ name, what string }{
+			{"BenchmarkCheck/home", "the home page, a public path"},
+			{"BenchmarkCheckSignedIn/token", "a page for signed-in customers, with a verified token"},
+			{"BenchmarkCheckSignedIn/no_token", "that page without a token (401)"},
+		} {
+			if b, ok := r.inproc[o.name]; ok {
+				fmt.Fprintf(w, "in process, %s / BenchmarkCheckFloor\t%.2f×\t-\t-\t%.1f µs %d allocs: %s (no goal)\n",
+					o.name, b.ns/floor.ns, b.ns/1e3, b.allocs, o.what)
+			}
+		}
 	}
 	_ = w.Flush()
 }

@@ -112,10 +112,34 @@ func processCPU() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-// BenchmarkCheck is one in-process check with the shipped policies.
+// BenchmarkCheck is one in-process check with the shipped policies: a
+// catalog page (the goal's figure), and the home page, a public path the
+// shipped decision reaches in another branch.
 func BenchmarkCheck(b *testing.B) {
 	b.Run("public", func(b *testing.B) {
 		benchCheck(b, shippedPipeline(b), checkRequest(b, storefrontRequest), true)
+	})
+	b.Run("home", func(b *testing.B) {
+		benchCheck(b, shippedPipeline(b), withHeaders(b, "/", nil), true)
+	})
+}
+
+// BenchmarkCheckSignedIn is a page open to any signed-in customer, with a
+// verified token and without one: the branches of the shipped decision
+// after every public one. Its own benchmark, so that the verifier it
+// needs runs during no other.
+func BenchmarkCheckSignedIn(b *testing.B) {
+	dev, verifier := devVerifier(b)
+	tok, err := dev.Mint(identity.DevClaims{Subject: "alice", TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := shippedPipeline(b, authz.WithVerifier(verifier))
+	b.Run("token", func(b *testing.B) {
+		benchCheck(b, p, withHeaders(b, "/customer/account", map[string]string{"authorization": "Bearer " + tok}), true)
+	})
+	b.Run("no_token", func(b *testing.B) {
+		benchCheck(b, p, withHeaders(b, "/customer/account", nil), false)
 	})
 }
 
