@@ -57,8 +57,10 @@ func TestCacheLoad(t *testing.T) {
 	ctx := context.Background()
 	type step struct {
 		advance   time.Duration
+		evict     string // an invalidation key handled before the lookup
 		answer    string // what the store says; "" = nothing there
 		storeErr  bool
+		failsElse bool // the store fails other than unavailable
 		want      string
 		wantErr   bool
 		wantCalls int // store calls so far
@@ -89,6 +91,28 @@ func TestCacheLoad(t *testing.T) {
 			{storeErr: true, wantErr: true, wantCalls: 1},
 			{answer: "v1", want: "v1", wantCalls: 2},
 		}},
+		// Invalidations not heard: a hit is read through and replaced.
+		{"not_listening_reads_hits_through", []step{
+			{answer: "v1", want: "v1", wantCalls: 1},
+			{evict: sidecar.InvalidationsLost, answer: "", want: "", wantCalls: 2},
+			{answer: "v2", want: "v2", wantCalls: 3},
+			{answer: "v3", want: "v3", wantCalls: 4},
+		}},
+		{"not_listening_fresh_entry_decides_while_store_unavailable", []step{
+			{answer: "v1", want: "v1", wantCalls: 1},
+			{evict: sidecar.InvalidationsLost, storeErr: true, want: "v1", wantCalls: 2},
+			{advance: 10 * time.Second, storeErr: true, wantErr: true, wantCalls: 3},
+		}},
+		{"not_listening_other_failure_refused", []step{
+			{answer: "v1", want: "v1", wantCalls: 1},
+			{evict: sidecar.InvalidationsLost, failsElse: true, wantErr: true, wantCalls: 2},
+		}},
+		{"listening_again_hits_without_store", []step{
+			{answer: "v1", want: "v1", wantCalls: 1},
+			{evict: sidecar.InvalidationsLost, answer: "v2", want: "v2", wantCalls: 2},
+			{evict: sidecar.InvalidateAll, answer: "v3", want: "v3", wantCalls: 3},
+			{answer: "v4", want: "v3", wantCalls: 3},
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,10 +121,16 @@ func TestCacheLoad(t *testing.T) {
 			calls := 0
 			for i, st := range tc.steps {
 				clock.Advance(st.advance)
+				if st.evict != "" {
+					c.Evict(st.evict)
+				}
 				v, _, err := c.Load(ctx, "acme", "k", func(context.Context) (string, bool, error) {
 					calls++
 					if st.storeErr {
 						return "", false, sidecar.Unavailable("down", errors.New("connection refused"))
+					}
+					if st.failsElse {
+						return "", false, errors.New("corrupt record")
 					}
 					return st.answer, st.answer != "", nil
 				})

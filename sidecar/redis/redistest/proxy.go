@@ -30,9 +30,11 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
-	count   int  // commands forwarded since the last Reset
-	cutAt   int  // forward this many commands, then cut; -1: never
-	cut     bool // cut happened: refuse connections until Reset
+	count   int                   // commands forwarded since the last Reset
+	cutAt   int                   // forward this many commands, then cut; -1: never
+	cut     bool                  // cut happened: refuse connections until Reset
+	deaf    bool                  // Deafen: no subscription until Reset
+	subs    map[net.Conn]struct{} // client connections that subscribed
 	stopped bool
 	wg      sync.WaitGroup
 }
@@ -45,7 +47,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("redistest: proxy listen: %v", err)
 	}
-	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, cutAt: -1}
+	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, subs: map[net.Conn]struct{}{}, cutAt: -1}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Stop)
@@ -70,7 +72,19 @@ func (p *Proxy) CutAfter(n int) {
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.count, p.cutAt, p.cut = 0, -1, false
+	p.count, p.cutAt, p.cut, p.deaf = 0, -1, false, false
+}
+
+// Deafen closes every connection that subscribed to a channel and closes
+// any that tries again, until Reset; other connections keep working: the
+// client is cut from pub/sub while Redis still answers its commands.
+func (p *Proxy) Deafen() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.deaf = true
+	for c := range p.subs {
+		_ = c.Close()
+	}
 }
 
 // Commands is how many commands were forwarded since the last Reset.
@@ -151,6 +165,7 @@ func (p *Proxy) forget(conns ...net.Conn) {
 	for _, c := range conns {
 		_ = c.Close()
 		delete(p.conns, c)
+		delete(p.subs, c)
 	}
 }
 
@@ -176,7 +191,19 @@ func (p *Proxy) commands(client, server net.Conn) {
 			return
 		}
 		handshake := isHandshake(cmd)
+		subscribe := false
+		switch strings.ToLower(commandName(cmd)) {
+		case "subscribe", "ssubscribe", "psubscribe":
+			subscribe = true
+		}
 		p.mu.Lock()
+		if subscribe {
+			if p.deaf {
+				p.mu.Unlock()
+				return
+			}
+			p.subs[client] = struct{}{}
+		}
 		if p.cut || (!handshake && p.cutAt >= 0 && p.count >= p.cutAt) {
 			p.cutLocked()
 			p.mu.Unlock()

@@ -1,0 +1,124 @@
+package resolve_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
+)
+
+// A replica cut from the invalidation channel while Redis still answers
+// its commands is not counted by the narrowing writes of the others and
+// cannot hear them. Its caches (an hour's TTL) must not keep honouring
+// what another replica took away: its next check reads the store.
+func TestReplicaNotListeningHonoursNarrowingOfOthers(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	open := func(addr string) *redis.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: "deaf",
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, b := open(srv.Addr), open(proxy.Addr) // only b goes through the proxy
+	cb := resolve.NewCachedState(b, resolve.CacheConfig{TTL: time.Hour, NegativeTTL: time.Minute}, nil, nil)
+	defer cb.Close()
+	sr := resolve.NewSessionResolver(b, delegation.ImpersonationConfig{CacheTTL: time.Hour})
+	defer sr.Close()
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	must(a.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "p1", User: "pat",
+		Level: sidecar.LevelUpdate, ExpiresAt: now.Add(24 * time.Hour)}))
+	must(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
+	must(a.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"}))
+	ended := startSession(t, a, "imp_ended")
+	withdrawn := startSession(t, a, "imp_withdrawn")
+
+	checks := []struct {
+		name   string
+		access func() bool
+		narrow func() error
+	}{
+		{"grant_revoked", func() bool {
+			eg, err := cb.EffectiveGrants(ctx, "acme", "p1", "pat")
+			return err == nil && eg.Effective() != nil
+		}, func() error { _, err := a.RevokeGrant(ctx, "acme", "g1", "cora", "acme"); return err }},
+		{"share_removed", func() bool {
+			v, err := cb.SharesFor(ctx, "acme", "p1", "pat")
+			return err == nil && len(v) == 1
+		}, func() error { _, err := a.DeleteShare(ctx, "acme", "SR-1", "p1", "pat", "cora"); return err }},
+		{"assignment_removed", func() bool {
+			as, err := cb.GetAssignment(ctx, "acme")
+			return err == nil && as.Domain == "eu.r1"
+		}, func() error {
+			_, err := a.ChangeAssignments(ctx, []sidecar.AssignmentChange{{Customer: "acme", From: "eu.r1"}})
+			return err
+		}},
+		{"session_ended", func() bool {
+			d, err := sr.Resolve(ctx, sessionRequest(ended), nil)
+			return err == nil && d != nil
+		}, func() error {
+			_, err := a.EndSession(ctx, "imp_ended", "lee", sidecar.EndRevoked, time.Now())
+			return err
+		}},
+		{"consent_withdrawn", func() bool {
+			d, err := sr.Resolve(ctx, sessionRequest(withdrawn), nil)
+			return err == nil && d != nil
+		}, func() error {
+			_, err := a.SetConsent(ctx, &sidecar.Consent{Customer: "c-imp_withdrawn", SetBy: "c-imp_withdrawn", SetAt: time.Now()})
+			return err
+		}},
+	}
+	for _, c := range checks {
+		if !c.access() {
+			t.Fatalf("%s: access not visible on replica b", c.name)
+		}
+	}
+
+	proxy.Deafen() // b's subscription is cut; its commands still reach Redis
+	eventually(t, "replica b not listening", func() bool { return !listening(b) })
+	eventually(t, "only replica a subscribed", func() bool {
+		m, err := srv.Client().PubSubNumSub(ctx, "deaf:invalidate").Result()
+		return err == nil && m["deaf:invalidate"] == 1
+	})
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			must(c.narrow())
+			if c.access() {
+				t.Fatal("replica b, not listening, still grants from its cache what replica a took away")
+			}
+		})
+	}
+
+	proxy.Reset()
+	eventually(t, "replica b listening again", func() bool { return listening(b) })
+	for _, c := range checks {
+		if c.access() {
+			t.Errorf("%s: replica b grants the narrowed access once listening again", c.name)
+		}
+	}
+}
+
+// listening reports whether s hears invalidations: a subscriber that
+// joins while it does not is told so at once. Subscribe waits for any
+// delivery in progress, so every earlier subscriber has been told too.
+func listening(s *redis.Store) bool {
+	lost := false
+	s.Subscribe(func(k string) { lost = lost || k == sidecar.InvalidationsLost })()
+	return !lost
+}
