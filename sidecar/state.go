@@ -40,7 +40,8 @@ import (
 //     keys, so it holds on every replica from the next request on; a
 //     replica that does not confirm within the store's bound makes it
 //     Unpublished. A replica that is not listening (its connection to the
-//     bus is down) is told so (InvalidationsLost). Other
+//     bus is down) is told so (InvalidationsLost): its caches read hits
+//     through until it listens again. Other
 //     writes reach the other replicas when the Invalidator delivers them
 //     (their cache TTL bounds the staleness if it is lost). Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
@@ -922,8 +923,10 @@ const InvalidateAll = "*"
 // hearing invalidations (its connection to the bus is down): a narrowing
 // change made meanwhile on another replica does not reach its caches
 // until InvalidateAll comes. A subscriber that joins while invalidations
-// are not heard gets it at once. Subscribers that know nothing better
-// ignore it, as any key they do not cache.
+// are not heard gets it at once. A cache of delegation state reads each
+// hit again from the store until then, keeping a fresh entry only when
+// that read fails as unavailable; other subscribers ignore it, as any key
+// they do not cache.
 const InvalidationsLost = "*lost"
 
 // Invalidation keys, one per cached lookup on the check path.

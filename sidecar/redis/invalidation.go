@@ -33,8 +33,8 @@ import (
 //
 // A replica that is not listening (its connection lost, not yet
 // subscribed again) cannot hear narrowing writes: its subscribers get
-// sidecar.InvalidationsLost, and sidecar.InvalidateAll once it listens
-// again. A connection that stays silent past
+// sidecar.InvalidationsLost (the caches read hits through meanwhile), and
+// sidecar.InvalidateAll once it listens again. A connection that stays silent past
 // listenerSilence, pings unanswered, is replaced.
 
 const (
@@ -375,7 +375,7 @@ func (s *Store) setListening(on bool, cause error) {
 		return
 	}
 	if !on {
-		s.log.Warn("invalidations not heard: caches bypassed until subscribed again", "channel", s.channel(), "err", cause)
+		s.log.Warn("invalidations not heard: cache hits read the store until subscribed again", "channel", s.channel(), "err", cause)
 	}
 	s.markListening(on)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -107,6 +108,10 @@ type Cache[K comparable, V any] struct {
 	now    sidecar.Clock
 	obs    CacheObserver
 	shards [cacheShards]cacheShard[K, V]
+	// deaf is set from sidecar.InvalidationsLost to the next
+	// sidecar.InvalidateAll: the store does not hear what other replicas
+	// narrow, so a hit is read again (see Load).
+	deaf atomic.Bool
 }
 
 type cacheShard[K comparable, V any] struct {
@@ -216,22 +221,42 @@ func (c *Cache[K, V]) put(tag string, k K, v V, found bool, gen uint64) {
 // (found or not). Errors are returned and not cached: an entry younger
 // than its TTL is served without asking the store, which is what keeps
 // requests decided while the store is down; older ones need the store.
+//
+// While the store does not hear invalidations (deaf), a narrowing write
+// on another replica would not drop the entry, so a hit is read through:
+// the store's answer replaces it, and only a store that is unavailable
+// leaves the fresh entry to decide, as during any outage. Listening, a
+// hit costs no round trip.
 func (c *Cache[K, V]) Load(ctx context.Context, tag string, k K, load func(context.Context) (V, bool, error)) (V, bool, error) {
-	if v, found, hit := c.Get(tag, k); hit {
+	v, found, hit := c.Get(tag, k)
+	if hit && !c.deaf.Load() {
 		return v, found, nil
 	}
 	gen := c.generation(tag)
-	v, found, err := load(ctx)
-	if err != nil {
-		return v, false, err
+	nv, nfound, err := load(ctx)
+	switch {
+	case err == nil:
+		c.put(tag, k, nv, nfound, gen)
+		return nv, nfound, nil
+	case hit && sidecar.ErrorCode(err) == sidecar.EUNAVAILABLE:
+		return v, found, nil
+	default:
+		return nv, false, err
 	}
-	c.put(tag, k, v, found, gen)
-	return v, found, nil
 }
+
+// readThrough reports whether a hit must be read again (see Load).
+func (c *Cache[K, V]) readThrough() bool { return c.deaf.Load() }
 
 // Evict handles an invalidation key: it drops the tag's entries when the
 // key has this cache's prefix, and everything on sidecar.InvalidateAll.
+// From sidecar.InvalidationsLost to the next InvalidateAll hits are read
+// through (see Load).
 func (c *Cache[K, V]) Evict(key string) {
+	if key == sidecar.InvalidationsLost {
+		c.deaf.Store(true)
+		return
+	}
 	if key == sidecar.InvalidateAll {
 		for i := range c.shards {
 			s := &c.shards[i]
@@ -241,6 +266,9 @@ func (c *Cache[K, V]) Evict(key string) {
 			s.gen++
 			s.mu.Unlock()
 		}
+		// Heard again only after the purge: until it, hits are still
+		// read through, and its new generation refuses older loads.
+		c.deaf.Store(false)
 		c.obs.Evict(c.kind)
 		return
 	}

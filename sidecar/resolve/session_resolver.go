@@ -78,6 +78,9 @@ type SessionResolver struct {
 	mu      sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
 	entries *simplelru.LRU[[sha256.Size]byte, *sessionEntry]
 	gen     uint64 // under mu; bumped by every session eviction, so a fetch that raced one is not cached
+	// deaf is set from sidecar.InvalidationsLost to the next InvalidateAll:
+	// a hit is read again, as Cache.Load does.
+	deaf atomic.Bool
 
 	customers *Cache[struct{}, *sidecar.CustomerState] // by customer, evicted by "consent:" and "customer:" keys
 }
@@ -190,11 +193,16 @@ func (r *SessionResolver) evict(key string) {
 		key = sidecar.ConsentKey(c) // the profile is cached with the consent
 	}
 	r.customers.Evict(key)
+	if key == sidecar.InvalidationsLost {
+		r.deaf.Store(true)
+		return
+	}
 	if key == sidecar.InvalidateAll { // messages may have been lost: trust nothing cached
 		r.mu.Lock()
 		r.entries.Purge()
 		r.gen++
 		r.mu.Unlock()
+		r.deaf.Store(false)
 		r.obs.Evict(CacheSessions)
 		return
 	}
@@ -235,18 +243,24 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	r.mu.RUnlock()
 	// A cached session that looks idle is read again before it is denied:
 	// another replica may have written its last-seen since.
-	if e != nil && now.Sub(e.fetchedAt) < r.cacheTTL && !e.lapsedIdle(now) {
+	// While the store does not hear invalidations, a fresh entry is read
+	// again too (an end on another replica would not drop it); it decides
+	// only when the store cannot be read, as during any outage.
+	fresh := e != nil && now.Sub(e.fetchedAt) < r.cacheTTL && !e.lapsedIdle(now)
+	if fresh && !r.deaf.Load() {
 		r.obs.Hit(CacheSessions)
 	} else {
 		r.obs.Miss(CacheSessions)
-		fresh, err := r.fetch(ctx, key, now)
-		if err != nil {
+		read, err := r.fetch(ctx, key, now)
+		switch {
+		case err != nil && !fresh:
 			return nil, err
-		}
-		if fresh == nil {
+		case err != nil: // unavailable: the fresh entry decides
+		case read == nil:
 			return nil, r.sessionError("unknown")
+		default:
+			e = read
 		}
-		e = fresh
 	}
 
 	if st := e.endState(now); st != "" {
@@ -345,7 +359,7 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session, now time.Time) (*sidecar.CustomerState, error) {
 	customer := s.Customer
 	cs, _, hit := r.customers.Get(customer, struct{}{})
-	if !hit {
+	if !hit || r.customers.readThrough() {
 		var err error
 		// "Found" is a live consent: without one the entry lives only for
 		// the negative TTL, and the request is denied either way.
