@@ -175,15 +175,24 @@ func (c *Cache[K, V]) shard(tag string) *cacheShard[K, V] {
 // Get returns the cached value. hit is false when there is no entry or it
 // is older than its TTL; found is false for a cached "nothing there".
 func (c *Cache[K, V]) Get(tag string, k K) (v V, found, hit bool) {
+	v, found, hit = c.peek(tag, k)
+	if hit {
+		c.obs.Hit(c.kind)
+	} else {
+		c.obs.Miss(c.kind)
+	}
+	return v, found, hit
+}
+
+// peek is Get without counting.
+func (c *Cache[K, V]) peek(tag string, k K) (v V, found, hit bool) {
 	s := c.shard(tag)
 	s.mu.RLock()
 	e, ok := s.lru.Peek(cacheKey[K]{tag, k})
 	s.mu.RUnlock()
 	if !ok || c.now().UnixNano() >= e.expires {
-		c.obs.Miss(c.kind)
 		return v, false, false
 	}
-	c.obs.Hit(c.kind)
 	return e.v, e.found, true
 }
 
@@ -228,10 +237,12 @@ func (c *Cache[K, V]) put(tag string, k K, v V, found bool, gen uint64) {
 // leaves the fresh entry to decide, as during any outage. Listening, a
 // hit costs no round trip.
 func (c *Cache[K, V]) Load(ctx context.Context, tag string, k K, load func(context.Context) (V, bool, error)) (V, bool, error) {
-	v, found, hit := c.Get(tag, k)
+	v, found, hit := c.peek(tag, k)
 	if hit && !c.deaf.Load() {
+		c.obs.Hit(c.kind)
 		return v, found, nil
 	}
+	c.obs.Miss(c.kind) // a read-through asks the store too
 	gen := c.generation(tag)
 	nv, nfound, err := load(ctx)
 	switch {
@@ -244,9 +255,6 @@ func (c *Cache[K, V]) Load(ctx context.Context, tag string, k K, load func(conte
 		return nv, false, err
 	}
 }
-
-// readThrough reports whether a hit must be read again (see Load).
-func (c *Cache[K, V]) readThrough() bool { return c.deaf.Load() }
 
 // Evict handles an invalidation key: it drops the tag's entries when the
 // key has this cache's prefix, and everything on sidecar.InvalidateAll.

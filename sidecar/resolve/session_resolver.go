@@ -358,8 +358,10 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 // on every replica, even where the session's own eviction was lost.
 func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session, now time.Time) (*sidecar.CustomerState, error) {
 	customer := s.Customer
-	cs, _, hit := r.customers.Get(customer, struct{}{})
-	if !hit || r.customers.readThrough() {
+	cs, _, hit := r.customers.peek(customer, struct{}{})
+	if hit && !r.customers.deaf.Load() {
+		r.obs.Hit(CacheConsents)
+	} else {
 		var err error
 		// "Found" is a live consent: without one the entry lives only for
 		// the negative TTL, and the request is denied either way.
