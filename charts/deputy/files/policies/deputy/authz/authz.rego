@@ -57,9 +57,11 @@ decision := lib.deny(401, "identity_refused") if {
 	# request (a header, the query) while the delegation's people are
 	# injected. deputy serve
 	# resolves none for it; a replayed record or a resolver of one's own
-	# may still put both here.
+	# may still put both here. Every delegation has a mode: the mode is
+	# read, not input.delegation whole, which Deputy would then build in
+	# full into every delegated check's input.
 	input.identity_error
-	input.delegation
+	input.delegation.mode
 } else := data.deputy.impersonation.decision if {
 	# A delegated request is decided by the package of its mode.
 	input.delegation.mode == "impersonation"
