@@ -132,13 +132,19 @@ func eventuallyNoSubscriberBut(t *testing.T, raw interface {
 	PubSubNumSub(ctx context.Context, channels ...string) *goredis.MapStringIntCmd
 }, channel string, n int64) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	eventually(t, fmt.Sprintf("%s with %d subscribers", channel, n), func() bool {
 		m, err := raw.PubSubNumSub(context.Background(), channel).Result()
-		if err == nil && m[channel] == n {
-			return
-		}
+		return err == nil && m[channel] == n
+	})
+}
+
+// eventually polls cond until it holds, and fails the test when it has
+// not within 10 seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: subscribers %v, never %d", channel, m, n)
+			t.Fatalf("%s never happened", what)
 		}
 	}
 }

@@ -104,13 +104,7 @@ func TestRedisDown(t *testing.T) {
 	}
 	t.Run("back_after_restart", func(t *testing.T) {
 		srv.Restart()
-		deadline := time.Now().Add(10 * time.Second)
-		for s.Ping(ctx) != nil {
-			if time.Now().After(deadline) {
-				t.Fatal("store never reachable again")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		eventually(t, "store reachable again", func() bool { return s.Ping(ctx) == nil })
 		if _, err := s.PutCustomer(ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{}); err != nil {
 			t.Fatal(err)
 		}
