@@ -22,6 +22,9 @@ const (
 	ECONFLICT     = "conflict"
 	ETOOLARGE     = "too_large"
 	ERATELIMIT    = "rate_limited"
+	// EPRECONDITION refuses a write whose precondition (If-Match and kin)
+	// cannot be shown true.
+	EPRECONDITION = "precondition_failed"
 	EUNAVAILABLE  = "unavailable" // state store or policy not reachable
 	EINTERNAL     = "internal"
 )
@@ -185,6 +188,7 @@ var codeTable = map[string]codeRow{
 	ECONFLICT:     {http.StatusConflict, codes.AlreadyExists, "conflict"},
 	ETOOLARGE:     {http.StatusRequestEntityTooLarge, codes.ResourceExhausted, "too_large"},
 	ERATELIMIT:    {http.StatusTooManyRequests, codes.ResourceExhausted, "rate_limited"},
+	EPRECONDITION: {http.StatusPreconditionFailed, codes.FailedPrecondition, "precondition_failed"},
 	EUNAVAILABLE:  {http.StatusServiceUnavailable, codes.Unavailable, "state_unavailable"},
 	EINTERNAL:     {http.StatusInternalServerError, codes.Internal, "internal"},
 }

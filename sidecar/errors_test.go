@@ -22,6 +22,7 @@ func TestErrorTable(t *testing.T) {
 		{sidecar.Errorf(sidecar.EFORBIDDEN, "no"), http.StatusForbidden, codes.PermissionDenied, "forbidden"},
 		{sidecar.Unavailable("redis down", errors.New("dial")), http.StatusServiceUnavailable, codes.Unavailable, "state_unavailable"},
 		{sidecar.Errorf(sidecar.ERATELIMIT, "slow"), http.StatusTooManyRequests, codes.ResourceExhausted, "rate_limited"},
+		{sidecar.Errorf(sidecar.EPRECONDITION, "no entity tags"), http.StatusPreconditionFailed, codes.FailedPrecondition, "precondition_failed"},
 		{errors.New("foreign"), http.StatusInternalServerError, codes.Internal, "internal"},
 		{&sidecar.Error{Code: "unknown_code"}, http.StatusInternalServerError, codes.PermissionDenied, "internal"},
 	} {

@@ -224,6 +224,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth b
 			writeError(w, s.logger, rateLimited(wait))
 			return
 		}
+		if err := unconditional(r.Header); err != nil {
+			writeError(w, s.logger, err)
+			return
+		}
 	}
 	if err := h(c); err != nil {
 		var mbe *http.MaxBytesError
@@ -236,6 +240,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth b
 		}
 		writeError(w, s.logger, err)
 	}
+}
+
+// preconditions are the request headers that make a write conditional
+// (RFC 9110 §13.1; If-Modified-Since applies to reads only).
+var preconditions = []string{"If-Match", "If-None-Match", "If-Unmodified-Since"}
+
+// unconditional refuses a write that carries a precondition. No
+// management resource has an entity tag or a modification time, so no
+// precondition on one can be shown true, and RFC 9110 §13.1.1 has the
+// server evaluate it before performing the method: a caller that sends
+// If-Match relies on the write not happening over a change it has not
+// seen (a sync job putting back a profile an administrator just
+// protected), and applying it as if unconditional would be the lost
+// update it guards against. Reads keep ignoring them: a full answer is
+// always a correct one.
+func unconditional(h http.Header) error {
+	for _, name := range preconditions {
+		if len(h.Values(name)) > 0 {
+			return sidecar.Errorf(sidecar.EPRECONDITION, "%s is not supported: management resources carry no entity tags, so the write was not made", name)
+		}
+	}
+	return nil
 }
 
 // authenticate reads the caller's token as the check path reads it: the
