@@ -1,6 +1,7 @@
 package identity_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -805,19 +806,25 @@ func BenchmarkVerify(b *testing.B) {
 		name    string
 		key     testKey
 		cache   int
-		foreign bool // an HS256 token of another issuer: refused
+		foreign bool   // an HS256 token of another issuer: refused
+		other   string // a credential of another scheme: no identity
 	}{
-		{"ES256/cached", ek, identity.DefaultCacheSize, false},
-		{"ES256/uncached", ek, 0, false},
-		{"RS256/uncached", rk, 0, false},
-		{"foreign/cached", ek, identity.DefaultCacheSize, true},
-		{"foreign/uncached", ek, 0, true},
+		{"ES256/cached", ek, identity.DefaultCacheSize, false, ""},
+		{"ES256/uncached", ek, 0, false, ""},
+		{"RS256/uncached", rk, 0, false, ""},
+		{"foreign/cached", ek, identity.DefaultCacheSize, true, ""},
+		{"foreign/uncached", ek, 0, true, ""},
+		{"basic", ek, identity.DefaultCacheSize, false, "Basic " + base64.StdEncoding.EncodeToString([]byte("mallory@shop.example:correct-horse-battery-staple"))},
+		{"negotiate", ek, identity.DefaultCacheSize, false, "Negotiate " + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("\x60\x82\x06\x86\x06\x09\x2a\x86\x48\x86\xf7\x12"), 128))},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			v := newFileVerifier(b, newClock(epoch), identity.WithCacheSize(bc.cache))
 			req := bearer(sign(b, bc.key, bc.key.kid, goodClaims(epoch)))
 			if bc.foreign {
 				req = bearer(foreignToken)
+			}
+			if bc.other != "" {
+				req = &sidecar.Request{Headers: map[string]string{"authorization": bc.other}}
 			}
 			ctx := context.Background()
 			b.ReportAllocs()
