@@ -150,19 +150,22 @@ type Consent struct {
 	SetAt     time.Time `json:"set_at"`
 	// Reason says why it was set when nobody chose it:
 	// EndCustomerDeleted for the withdrawal deleting the profile made.
-	// It marks that withdrawal in history, so a retried delete that
-	// finds the profile gone can tell the deletion that was made, and
-	// record it, from an earlier withdrawal.
+	// It marks that withdrawal in history, and in its records, as the
+	// deletion's rather than anyone's choice.
 	Reason string `json:"reason,omitempty"`
 }
 
-// CustomerDeletion is what deleting a customer changed besides the
-// profile, for the caller to report.
+// CustomerDeletion is a customer's deletion, who made it and when, and
+// what it changed besides the profile, for the caller to report.
 type CustomerDeletion struct {
-	Ended []Session // the live sessions ended (EndCustomerDeleted)
+	By string    `json:"by"`
+	At time.Time `json:"at"`
+	// Ended are the live sessions ended (EndCustomerDeleted); the store
+	// does not keep them with the deletion (they say so themselves).
+	Ended []Session `json:"-"`
 	// Withdrawn is the withdrawal recorded in the consent history, with
 	// Reason EndCustomerDeleted; nil when no consent was in force.
-	Withdrawn *Consent
+	Withdrawn *Consent `json:"withdrawn,omitempty"`
 }
 
 // SelfSet reports whether the customer set this consent themself: its
@@ -654,8 +657,16 @@ type CustomerStore interface {
 	// removes the customer's consent, so a profile put later under the same
 	// id starts without one; a consent in force is recorded in history as
 	// withdrawn (by by, Reason EndCustomerDeleted), and the history is kept. It returns those
-	// sessions and that withdrawal; ENOTFOUND when there is no profile.
+	// sessions and that withdrawal, with by and the store's now (By, At);
+	// ENOTFOUND when there is no profile. It keeps the deletion (By, At,
+	// Withdrawn) for CustomerDeleted in the same step.
 	DeleteCustomer(ctx context.Context, id, by string) (*CustomerDeletion, error)
+	// CustomerDeleted returns the customer's last deletion as
+	// DeleteCustomer kept it (By, At and Withdrawn; no Ended), for
+	// AppendOnceWindow past At; ENOTFOUND otherwise. A retried delete
+	// finds there that the profile was deleted, when, and by whom: a
+	// deletion that withdrew no consent leaves no other trace.
+	CustomerDeleted(ctx context.Context, id string) (*CustomerDeletion, error)
 	// MarkStaff records that subject acted as staff, so it can never be
 	// impersonated (SessionStart.Check), and in the same atomic step ends
 	// (EndCustomerProtected, by SweepActor) the live sessions that

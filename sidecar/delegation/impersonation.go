@@ -303,43 +303,43 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return err
 	}
-	i.deleted(ctx, by, id, del.Withdrawn)
+	i.deleted(ctx, by, id, del)
 	for k := range del.Ended {
 		i.ended(ctx, by, &del.Ended[k])
 	}
 	return err
 }
 
-// deleted records the deletion of customer id's profile and, when a
-// consent was in force, its withdrawal. The withdrawal the deletion
-// wrote to the consent history is the deletion's trace: its time is the
-// customer.delete record's Once, so recording the deletion again
-// (recordDeletionAgain) appends nothing when the first got through. A
-// deletion that withdrew nothing left no trace to find again.
-func (i *Impersonation) deleted(ctx context.Context, by *sidecar.Identity, id string, withdrawn *sidecar.Consent) {
+// deleted records del, the deletion of customer id's profile, and, when
+// it withdrew a consent, the withdrawal. The deletion's time, the store's,
+// is the customer.delete record's Once, so recording the deletion again
+// (recordDeletionAgain) appends nothing when the first got through.
+func (i *Impersonation) deleted(ctx context.Context, by *sidecar.Identity, id string, del *sidecar.CustomerDeletion) {
 	a := &sidecar.AuditEntry{Time: i.clock(), Actor: by.Subject, Action: "customer.delete", Customer: id, Target: id, Outcome: "ok"}
-	if withdrawn != nil {
-		a.Time, a.Once = withdrawn.SetAt, "customer.delete:"+id+":"+withdrawn.SetAt.UTC().Format(time.RFC3339Nano)
+	if !del.At.IsZero() {
+		a.Time, a.Once = del.At, "customer.delete:"+id+":"+del.At.UTC().Format(time.RFC3339Nano)
 	}
 	i.records.Audit(ctx, a)
-	if withdrawn != nil {
-		i.consentChanged(ctx, by, withdrawn)
+	if del.Withdrawn != nil {
+		i.consentChanged(ctx, by, del.Withdrawn)
 	}
 }
 
 // recordDeletionAgain records once more the deletion of customer id's
 // profile, found gone: the delete whose reply was lost answered an error
-// before recording it. The newest consent history entry, when it is the
-// withdrawal a deletion made (Reason EndCustomerDeleted), says who
-// deleted the profile and when; the sessions the deletion ended say so
+// before recording it. The store keeps the deletion, who made it and
+// when, and the withdrawal it made, for sidecar.AppendOnceWindow
+// (CustomerDeleted): a deletion that withdrew nothing and ended nothing
+// leaves no other trace. The sessions the deletion ended say so
 // themselves.
 func (i *Impersonation) recordDeletionAgain(ctx context.Context, id string) error {
-	h, _, err := i.store.ConsentHistory(ctx, id, sidecar.Page{Limit: 1})
-	if err != nil {
+	del, err := i.store.CustomerDeleted(ctx, id)
+	switch {
+	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND: // never deleted, or too long ago
+	case err != nil:
 		return err
-	}
-	if len(h) == 1 && h[0].Reason == sidecar.EndCustomerDeleted && !h[0].Allowed && recordableAgain(h[0].SetAt, i.clock()) {
-		i.deleted(ctx, &sidecar.Identity{Subject: h[0].SetBy}, id, &h[0])
+	case recordableAgain(del.At, i.clock()):
+		i.deleted(ctx, &sidecar.Identity{Subject: del.By}, id, del)
 	}
 	return i.recordEndsAgain(ctx, sidecar.SessionFilter{Customer: id}, func(s *sidecar.Session) bool {
 		return s.EndReason == sidecar.EndCustomerDeleted

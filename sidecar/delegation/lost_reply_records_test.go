@@ -134,6 +134,49 @@ func TestDeleteCustomerRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	}
 }
 
+// A customer delete of c1, who has no consent in force and no live
+// session, loses its transaction's reply (Redis ran it late: the profile
+// gone) and answers an error; the deletion withdrew nothing, so the
+// consent history holds no trace of it. The sync's retry finds no profile,
+// answers success, and records the deletion as the sync's, once however
+// often it is retried: the store keeps who deleted the profile and when.
+func TestDeleteCustomerWithoutConsentRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	w := newLostReplyWorld(t, "lostdeletebare", "warm")
+	sync := &sidecar.Identity{Subject: "sync"}
+	if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.lc.DeleteCustomer(w.ctx, sync, "warm", allowAll); err != nil {
+		t.Fatal(err)
+	}
+	w.stall.armed.Store(true)
+	err := w.lc.DeleteCustomer(w.ctx, sync, "c1", allowAll)
+	wantLostReply(t, &w.stall.armed, w.stall.stalled, "DeleteCustomer", err)
+	if _, err := w.direct.GetCustomer(w.ctx, "c1"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		t.Fatalf("customer after the stall: %v, want deleted", err)
+	}
+	for range 2 {
+		if err := w.lc.DeleteCustomer(w.ctx, sync, "c1", allowAll); err != nil {
+			t.Fatalf("DeleteCustomer retried: %v", err)
+		}
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return w.rec.Pending() == 0 })
+	audit, _, err := w.direct.ReadAudit(w.ctx, sidecar.StreamFilter{Customer: "c1", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, a := range audit {
+		count[a.Action]++
+		if a.Action == "customer.delete" && a.Actor != sync.Subject {
+			t.Errorf("customer.delete recorded by %q, want %q", a.Actor, sync.Subject)
+		}
+	}
+	if !maps.Equal(count, map[string]int{"customer.delete": 1}) {
+		t.Errorf("c1 deleted; audit of c1 holds %v, want customer.delete 1 and nothing else", count)
+	}
+}
+
 // A profile put marking c1 protected while alice impersonates it loses
 // its transaction's reply (Redis ran it late, ending alice's session as
 // customer_protected) and answers an error; the retry stores the same
@@ -284,7 +327,8 @@ func TestSweepAfterLostReplyRecordsSessionEnd(t *testing.T) {
 }
 
 // Writes repeated after they went through record nothing more: a delete
-// finding the profile gone, a protected profile put again and a staff
+// finding the profile gone (c1's, which withdrew a consent and ended a
+// session, and c4's, which did neither), a protected profile put again and a staff
 // mark written again find the changes made and record them again under
 // their first records' Once within sidecar.AppendOnceWindow, and not at
 // all later.
@@ -310,10 +354,16 @@ func TestRepeatedWritesAreRecordedOnce(t *testing.T) {
 				}
 				sessions[c] = st.Session.ID
 			}
+			if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: "c4", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+				t.Fatal(err)
+			}
 			for _, wait := range []time.Duration{0, time.Minute, sidecar.AppendOnceWindow} {
 				clock.Advance(wait)
 				if err := lc.DeleteCustomer(ctx, sync, "c1", allowAll); err != nil {
 					t.Fatalf("DeleteCustomer after %v: %v", wait, err)
+				}
+				if err := lc.DeleteCustomer(ctx, sync, "c4", allowAll); err != nil {
+					t.Fatalf("DeleteCustomer of c4 after %v: %v", wait, err)
 				}
 				if err := lc.PutCustomer(ctx, sync, &sidecar.Customer{ID: "c2", DefaultStoreView: "en", Protected: true}, allowAll); err != nil {
 					t.Fatalf("PutCustomer after %v: %v", wait, err)
@@ -329,8 +379,8 @@ func TestRepeatedWritesAreRecordedOnce(t *testing.T) {
 			count := map[string]int{}
 			for _, a := range audit {
 				switch {
-				case a.Action == "customer.delete" && a.Customer == "c1":
-					count["customer.delete"]++
+				case a.Action == "customer.delete":
+					count["customer.delete "+a.Customer]++
 				case a.Action == "consent.set" && a.Customer == "c1" && a.Data["allowed"] == "false":
 					count["consent.set withdrawn"]++
 				case a.Action == "impersonation.end":
@@ -340,7 +390,7 @@ func TestRepeatedWritesAreRecordedOnce(t *testing.T) {
 					}
 				}
 			}
-			want := map[string]int{"customer.delete": 1, "consent.set withdrawn": 1, "impersonation.end c1": 1, "impersonation.end c2": 1, "impersonation.end c3": 1}
+			want := map[string]int{"customer.delete c1": 1, "customer.delete c4": 1, "consent.set withdrawn": 1, "impersonation.end c1": 1, "impersonation.end c2": 1, "impersonation.end c3": 1}
 			if !maps.Equal(count, want) {
 				t.Errorf("records %v, want %v", count, want)
 			}

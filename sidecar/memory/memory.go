@@ -63,6 +63,7 @@ type Store struct {
 
 	mu        sync.RWMutex
 	customers map[string]*sidecar.Customer
+	deletions map[string]sidecar.CustomerDeletion // customer → its last deletion, for sidecar.AppendOnceWindow
 	staff     map[string]bool // subjects that acted as staff
 	consent   map[string]*sidecar.Consent
 	history   map[string][]sidecar.Consent // oldest first
@@ -116,6 +117,7 @@ func New(opts ...Option) *Store {
 		auditMax:     DefaultAuditMaxLen,
 		auditSelfMax: DefaultAuditSelfMaxLen,
 		customers:    map[string]*sidecar.Customer{},
+		deletions:    map[string]sidecar.CustomerDeletion{},
 		staff:        map[string]bool{},
 		consent:      map[string]*sidecar.Consent{},
 		history:      map[string][]sidecar.Consent{},
@@ -254,18 +256,48 @@ func (s *Store) DeleteCustomer(_ context.Context, id, by string) (*sidecar.Custo
 	}
 	delete(s.customers, id)
 	now := s.now()
-	del := &sidecar.CustomerDeletion{}
+	del := &sidecar.CustomerDeletion{By: by, At: now}
 	if c := s.consent[id]; c.Granted(now) {
 		del.Withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now, Reason: sidecar.EndCustomerDeleted}
 		s.appendConsentHistory(*del.Withdrawn)
 	}
 	delete(s.consent, id)
 	delete(s.lapsing, id)
+	s.keepDeletion(id, *del)
 	del.Ended = s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == id }, by, sidecar.EndCustomerDeleted, now)
 	s.mu.Unlock()
 	s.publish(sidecar.CustomerKey(id), sidecar.ConsentKey(id))
 	s.publishEnded(del.Ended)
 	return del, nil
+}
+
+// keepDeletion records del, customer id's deletion, for CustomerDeleted
+// and forgets deletions past sidecar.AppendOnceWindow. s.mu is held.
+func (s *Store) keepDeletion(id string, del sidecar.CustomerDeletion) {
+	for k, old := range s.deletions {
+		if del.At.Sub(old.At) >= sidecar.AppendOnceWindow {
+			delete(s.deletions, k)
+		}
+	}
+	if del.Withdrawn != nil {
+		w := *del.Withdrawn
+		del.Withdrawn = &w
+	}
+	s.deletions[id] = del
+}
+
+func (s *Store) CustomerDeleted(_ context.Context, id string) (*sidecar.CustomerDeletion, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	del, ok := s.deletions[id]
+	if !ok || s.now().Sub(del.At) >= sidecar.AppendOnceWindow {
+		return nil, notFound("customer deletion")
+	}
+	if del.Withdrawn != nil {
+		w := *del.Withdrawn
+		del.Withdrawn = &w
+	}
+	return &del, nil
 }
 
 // ---- consent ---------------------------------------------------------------

@@ -305,10 +305,12 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, 
 // DeleteCustomer withdraws the customer's consent with the profile, in
 // the same transaction: a profile synced later under the same id must not
 // inherit it. History keeps the consent given and records the withdrawal.
+// The deletion itself is kept ({imp}:deleted:C) in that transaction too,
+// for CustomerDeleted.
 func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.CustomerDeletion, error) {
-	key, consent, hist := s.customerKey(id), s.consentKey(id), s.consentHistKey(id)
-	var withdrawn *sidecar.Consent // nil when no consent is in force
-	var withdrawal string          // withdrawn, encoded
+	key, consent, hist, kept := s.customerKey(id), s.consentKey(id), s.consentHistKey(id), s.deletedKey(id)
+	var del *sidecar.CustomerDeletion // as kept: Withdrawn nil when no consent is in force
+	var withdrawal string             // del.Withdrawn, encoded
 	// The profile and consent are watched, so a session start that read
 	// them cannot slip in between reading the live set and ending it.
 	ended, err := s.protectCustomer(ctx, id, by, sidecar.EndCustomerDeleted, func(tx *goredis.Tx) (bool, error) {
@@ -324,15 +326,16 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 		if exists.Val() == 0 {
 			return false, notFound("customer")
 		}
-		withdrawn, withdrawal = nil, ""
+		now := s.now()
+		del, withdrawal = &sidecar.CustomerDeletion{By: by, At: now}, ""
 		if raw, err := current.Result(); err == nil {
 			c, err := decode[sidecar.Consent](raw)
 			if err != nil {
 				return false, err
 			}
-			if now := s.now(); c.Granted(now) {
-				withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now, Reason: sidecar.EndCustomerDeleted}
-				withdrawal = encode(withdrawn)
+			if c.Granted(now) {
+				del.Withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now, Reason: sidecar.EndCustomerDeleted}
+				withdrawal = encode(del.Withdrawn)
 			}
 		}
 		return true, nil
@@ -343,6 +346,7 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 			p.LPush(ctx, hist, withdrawal)
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 		}
+		p.Set(ctx, kept, encode(del), time.Duration(s.removedKeep(del.At))*time.Millisecond)
 	}, key, consent)
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
@@ -350,7 +354,23 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 	if perr := s.publishNarrowed(ctx, sidecar.ConsentKey(id)); err == nil {
 		err = perr
 	}
-	return &sidecar.CustomerDeletion{Ended: ended, Withdrawn: withdrawn}, err
+	del.Ended = ended
+	return del, err
+}
+
+func (s *Store) CustomerDeleted(ctx context.Context, id string) (*sidecar.CustomerDeletion, error) {
+	raw, err := s.c.Get(ctx, s.deletedKey(id)).Result()
+	if err != nil {
+		return nil, rerr(err, "customer deletion")
+	}
+	del, err := decode[sidecar.CustomerDeletion](raw)
+	if err != nil {
+		return nil, err
+	}
+	if s.now().Sub(del.At) >= sidecar.AppendOnceWindow {
+		return nil, notFound("customer deletion")
+	}
+	return del, nil
 }
 
 // ---- staff -----------------------------------------------------------------

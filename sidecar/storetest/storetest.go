@@ -272,6 +272,56 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 			}
 		}
 	})
+	// A deletion is kept, with who made it, when, and the withdrawal it
+	// made, for sidecar.AppendOnceWindow: a retried delete finds there
+	// the deletion its lost reply hid, which, having withdrawn no
+	// consent, left nothing in the consent history.
+	t.Run("deletion_kept_for_the_once_window", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.s.CustomerDeleted(e.ctx, "c1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		for _, id := range []string{"c1", "c2"} {
+			must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: id}, sidecar.Protection{})))
+		}
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c2", Allowed: true, SetBy: "c2", SetAt: e.now()}))
+		e.clock.Advance(time.Minute)
+		first := e.now()
+		del, err := e.s.DeleteCustomer(e.ctx, "c1", "sync")
+		must(t, err)
+		if del.By != "sync" || !del.At.Equal(first) || del.Withdrawn != nil {
+			t.Fatalf("deletion %+v, want by sync at %v, nothing withdrawn", del, first)
+		}
+		e.clock.Advance(sidecar.AppendOnceWindow / 2)
+		second := e.now()
+		del, err = e.s.DeleteCustomer(e.ctx, "c2", "ops")
+		must(t, err)
+		if del.By != "ops" || !del.At.Equal(second) || del.Withdrawn == nil || !del.Withdrawn.SetAt.Equal(second) {
+			t.Fatalf("deletion %+v, want by ops at %v, c2's consent withdrawn then", del, second)
+		}
+		got, err := e.s.CustomerDeleted(e.ctx, "c1")
+		must(t, err)
+		if got.By != "sync" || !got.At.Equal(first) || got.Withdrawn != nil || len(got.Ended) != 0 {
+			t.Fatalf("c1's deletion kept as %+v, want by sync at %v, nothing withdrawn", got, first)
+		}
+		got, err = e.s.CustomerDeleted(e.ctx, "c2")
+		must(t, err)
+		if w := got.Withdrawn; got.By != "ops" || !got.At.Equal(second) || w == nil || w.Customer != "c2" || w.Allowed || w.SetBy != "ops" ||
+			!w.SetAt.Equal(second) || w.Reason != sidecar.EndCustomerDeleted {
+			t.Fatalf("c2's deletion kept as %+v (withdrawn %+v), want by ops at %v withdrawing c2's consent", got, got.Withdrawn, second)
+		}
+		// Still there when the profile is put again: only a retried
+		// delete, finding no profile, reads it.
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2"}, sidecar.Protection{})))
+		if _, err := e.s.CustomerDeleted(e.ctx, "c2"); err != nil {
+			t.Fatalf("c2's deletion after c2 was put again: %v", err)
+		}
+		e.clock.Advance(sidecar.AppendOnceWindow / 2)
+		_, err = e.s.CustomerDeleted(e.ctx, "c1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		if _, err := e.s.CustomerDeleted(e.ctx, "c2"); err != nil {
+			t.Fatalf("c2's deletion half an hour after it: %v", err)
+		}
+	})
 	t.Run("missing_id_rejected", func(t *testing.T) {
 		e := newEnv(t)
 		err := ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{Name: "x"}, sidecar.Protection{}))
