@@ -688,8 +688,14 @@ type ConsentStore interface {
 	// past its expiry.
 	GetConsent(ctx context.Context, customer string) (*Consent, error)
 	// TakeLapsedConsents returns the consents given until a time that has
-	// come by now, each once across all callers and replicas.
+	// come by now, each once across all callers and replicas, and keeps
+	// them, as taken at now, for LapsedConsentsTaken in the same step.
 	TakeLapsedConsents(ctx context.Context, now time.Time) ([]Consent, error)
+	// LapsedConsentsTaken returns the consents TakeLapsedConsents took at
+	// a now not before since, as it returned them, for AppendOnceWindow
+	// past that now; oldest take first. A sweep whose take failed, and
+	// may have been made (its reply lost), finds there what it took.
+	LapsedConsentsTaken(ctx context.Context, since time.Time) ([]Consent, error)
 	// ConsentHistory lists past settings, newest first.
 	ConsentHistory(ctx context.Context, customer string, p Page) ([]Consent, string, error)
 	// TakeConsentChange takes one of the limit changes the customer may

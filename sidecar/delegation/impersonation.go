@@ -1085,21 +1085,36 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 	if werr != nil {
 		i.sweepFailed(now)
 	}
+	// The store keeps what it takes, as taken at now: a take whose reply
+	// was lost is found again (recordSweptAgain).
 	lapsed, cerr := i.store.TakeLapsedConsents(ctx, now)
-	for _, c := range lapsed {
-		data := map[string]string{"expires_at": c.ExpiresAt.UTC().Format(time.RFC3339)}
-		i.event(ctx, sidecar.EventConsentExpired, c.Customer, sidecar.SweepActor, data)
-		// A lapse records no one's action, and a customer makes one as
-		// often as they set a consent that lapses: self-service, whoever
-		// set it (setting it on behalf is recorded apart, as consent.set).
-		i.appendAudit(ctx, &sidecar.AuditEntry{Actor: deputy.Subject, Action: "consent.expired", Customer: c.Customer, Target: c.Customer,
-			SelfService: true, Data: data})
+	if cerr != nil {
+		i.sweepFailed(now)
+	}
+	for k := range lapsed {
+		i.consentLapsed(ctx, &lapsed[k])
 	}
 	return errors.Join(aerr, err, perr, cerr)
 }
 
-// sweepFailed remembers that the sweep at now may have ended sessions
-// without recording them.
+// consentLapsed records that consent c lapsed: its event and its audit
+// entry. The records carry the customer and the expiry as their Once (a
+// consent lapses at most once at a time: one given again must expire
+// later), so recording a lapse again (recordSweptAgain) appends nothing
+// when the first got through.
+func (i *Impersonation) consentLapsed(ctx context.Context, c *sidecar.Consent) {
+	data := map[string]string{"expires_at": c.ExpiresAt.UTC().Format(time.RFC3339)}
+	at, once := i.clock(), onceOf("consent.expired", c.Customer, c.ExpiresAt.UTC().Format(time.RFC3339Nano))
+	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventConsentExpired, Time: at, Customer: c.Customer, Actor: sidecar.SweepActor, Data: data, Once: once})
+	// A lapse records no one's action, and a customer makes one as
+	// often as they set a consent that lapses: self-service, whoever
+	// set it (setting it on behalf is recorded apart, as consent.set).
+	i.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: sidecar.SweepActor, Action: "consent.expired", Customer: c.Customer, Target: c.Customer,
+		Outcome: "ok", SelfService: true, Data: data, Once: once})
+}
+
+// sweepFailed remembers that the sweep at now may have ended sessions,
+// or taken lapsed consents, without recording them.
 func (i *Impersonation) sweepFailed(now time.Time) {
 	i.sweepMu.Lock()
 	defer i.sweepMu.Unlock()
@@ -1110,10 +1125,12 @@ func (i *Impersonation) sweepFailed(now time.Time) {
 }
 
 // recordSweptAgain records once more the ends of the sessions Deputy
-// ended since the earliest failed sweep (sweepLost), and forgets that
-// sweep once it has. The sessions a sweep ends were live until it, or
-// lapsed at most a sweep's lag before: they started within max_session
-// and the append-once window before it, the sessions read.
+// ended, and the lapses of the consents taken, since the earliest failed
+// sweep (sweepLost), and forgets that sweep once it has. The sessions a
+// sweep ends were live until it, or lapsed at most a sweep's lag before:
+// they started within max_session and the append-once window before it,
+// the sessions read. The store keeps the consents taken, as taken at the
+// sweep's now, for the append-once window.
 func (i *Impersonation) recordSweptAgain(ctx context.Context) error {
 	i.sweepMu.Lock()
 	since, fails := i.sweepLost, i.sweepFails
@@ -1131,6 +1148,13 @@ func (i *Impersonation) recordSweptAgain(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	lapsed, err := i.store.LapsedConsentsTaken(ctx, since)
+	if err != nil {
+		return err
+	}
+	for k := range lapsed {
+		i.consentLapsed(ctx, &lapsed[k])
 	}
 	i.sweepMu.Lock()
 	if i.sweepFails == fails { // no sweep failed meanwhile

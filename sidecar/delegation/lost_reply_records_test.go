@@ -177,6 +177,57 @@ func TestDeleteCustomerWithoutConsentRetriedAfterLostReplyIsRecordedOnce(t *test
 	}
 }
 
+// c1's consent lapses; the sweep's take of the lapsing index runs in
+// Redis but loses its reply, and the sweep fails. The next sweeps find
+// nothing lapsing and record the lapse (consent.expired, its event and its
+// audit entry), once.
+func TestSweepAfterLostLapseReplyRecordsExpiry(t *testing.T) {
+	w := newLostReplyWorld(t, "lostlapse", "warm")
+	if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	until := w.clock.Now().Add(10 * time.Minute)
+	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"},
+		delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: until}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(10 * time.Minute)
+	w.stall.parts = []string{"lapsing"}
+	w.stall.armed.Store(true)
+	err := w.lc.Sweep(w.ctx)
+	wantLostReply(t, &w.stall.armed, w.stall.stalled, "Sweep", err)
+	if again, err := w.direct.TakeLapsedConsents(w.ctx, w.clock.Now()); err != nil || len(again) != 0 {
+		t.Fatalf("lapsing after the stall: %+v, %v; want c1 taken by the late write", again, err)
+	}
+	for range 2 {
+		if err := w.lc.Sweep(w.ctx); err != nil {
+			t.Fatalf("Sweep again: %v", err)
+		}
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return w.rec.Pending() == 0 })
+	audit, _, err := w.direct.ReadAudit(w.ctx, sidecar.StreamFilter{Type: "consent.expired", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, _, err := w.direct.ReadEvents(w.ctx, sidecar.StreamFilter{Type: sidecar.EventConsentExpired, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range audit {
+		if a.Customer != "c1" || a.Actor != sidecar.SweepActor || a.Data["expires_at"] != until.UTC().Format(time.RFC3339) {
+			t.Errorf("consent.expired recorded as %+v, want c1's lapse at %v, by %s", a, until, sidecar.SweepActor)
+		}
+	}
+	for _, e := range events {
+		if e.Customer != "c1" || e.Data["expires_at"] != until.UTC().Format(time.RFC3339) {
+			t.Errorf("consent.expired event %+v, want c1's lapse at %v", e, until)
+		}
+	}
+	if len(audit) != 1 || len(events) != 1 {
+		t.Errorf("c1's consent lapsed; %d consent.expired audit entries and %d events, want 1 and 1", len(audit), len(events))
+	}
+}
+
 // A profile put marking c1 protected while alice impersonates it loses
 // its transaction's reply (Redis ran it late, ending alice's session as
 // customer_protected) and answers an error; the retry stores the same

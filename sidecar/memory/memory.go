@@ -64,10 +64,11 @@ type Store struct {
 	mu        sync.RWMutex
 	customers map[string]*sidecar.Customer
 	deletions map[string]sidecar.CustomerDeletion // customer → its last deletion, for sidecar.AppendOnceWindow
-	staff     map[string]bool // subjects that acted as staff
+	staff     map[string]bool                     // subjects that acted as staff
 	consent   map[string]*sidecar.Consent
 	history   map[string][]sidecar.Consent // oldest first
 	lapsing   map[string]time.Time         // customer → expiry of a consent given until then
+	lapsed    []takenLapse                 // consents taken from lapsing, for sidecar.AppendOnceWindow
 	// budgets: the changes each customer made to their own consent in
 	// the current window; windows that ended are pruned once the map has
 	// doubled since the last pruning (pruneAt).
@@ -355,6 +356,12 @@ func (s *Store) publishEnded(ended []sidecar.Session) {
 	}
 }
 
+// takenLapse is a consent TakeLapsedConsents took, and when.
+type takenLapse struct {
+	at time.Time
+	c  sidecar.Consent
+}
+
 func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.Consent, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -364,6 +371,28 @@ func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.
 			out = append(out, sidecar.Consent{Customer: c, Allowed: true, ExpiresAt: exp})
 			delete(s.lapsing, c)
 		}
+	}
+	s.lapsed = slices.DeleteFunc(s.lapsed, func(l takenLapse) bool { return now.Sub(l.at) >= sidecar.AppendOnceWindow })
+	for _, c := range out {
+		s.lapsed = append(s.lapsed, takenLapse{at: now, c: c})
+	}
+	return out, nil
+}
+
+func (s *Store) LapsedConsentsTaken(_ context.Context, since time.Time) ([]sidecar.Consent, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	var taken []takenLapse
+	for _, l := range s.lapsed {
+		if !l.at.Before(since) && now.Sub(l.at) < sidecar.AppendOnceWindow {
+			taken = append(taken, l)
+		}
+	}
+	slices.SortStableFunc(taken, func(a, b takenLapse) int { return a.at.Compare(b.at) })
+	out := make([]sidecar.Consent, len(taken))
+	for k, l := range taken {
+		out[k] = l.c
 	}
 	return out, nil
 }

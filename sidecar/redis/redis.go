@@ -464,8 +464,10 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 	return ended, s.publishNarrowed(ctx, append(endedKeys(ended), sidecar.ConsentKey(c.Customer))...)
 }
 
+// TakeLapsedConsents keeps what it takes in {imp}:lapsed, scored by now,
+// in the transaction that takes it.
 func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sidecar.Consent, error) {
-	key := s.lapsingKey()
+	key, kept := s.lapsingKey(), s.lapsedKey()
 	var out []sidecar.Consent
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		out = out[:0]
@@ -474,20 +476,45 @@ func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sideca
 		if err != nil || len(due) == 0 {
 			return err
 		}
-		members := make([]any, len(due))
+		members, taken := make([]any, len(due)), make([]goredis.Z, len(due))
 		for i, z := range due {
 			members[i] = z.Member
 			out = append(out, sidecar.Consent{Customer: z.Member.(string), Allowed: true, ExpiresAt: time.UnixMilli(int64(z.Score)).UTC()})
+			taken[i] = goredis.Z{Score: ms(now), Member: encode(&out[i])}
 		}
 		// Whoever removes them reports them: once across replicas.
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.ZRem(ctx, key, members...)
+			p.ZAdd(ctx, kept, taken...)
+			p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(now.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+			p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
 			return nil
 		})
 		return err
 	}, key)
 	if err != nil {
 		return nil, rerr(err, "consent")
+	}
+	return out, nil
+}
+
+// LapsedConsentsTaken reads at most scanLimit of the takes.
+func (s *Store) LapsedConsentsTaken(ctx context.Context, since time.Time) ([]sidecar.Consent, error) {
+	from := strconv.FormatFloat(ms(since), 'f', 0, 64)
+	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
+		from = "(" + strconv.FormatFloat(ms(edge), 'f', 0, 64)
+	}
+	raws, err := s.c.ZRangeByScore(ctx, s.lapsedKey(), &goredis.ZRangeBy{Min: from, Max: "+inf", Count: scanLimit}).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]sidecar.Consent, 0, len(raws))
+	for _, raw := range raws {
+		c, err := decode[sidecar.Consent](raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *c)
 	}
 	return out, nil
 }

@@ -35,6 +35,8 @@ import (
 //	{imp}:code:<hash>    redeem code → [session id, expiry]
 //	{imp}:live           set of possibly live session ids (for the sweep)
 //	{imp}:lapsing        customers whose consent was given until a time (by it)
+//	{imp}:lapsed         consents taken from lapsing (JSON, by the taker's now),
+//	                     kept sidecar.AppendOnceWindow past it
 //	{imp}:live:a:A       set of A's possibly live session ids
 //	{imp}:live:c:C       set of C's possibly live session ids
 //	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes
@@ -54,6 +56,7 @@ func (s *Store) tokKey(hash string) string       { return s.imp("tok:" + hash) }
 func (s *Store) codeKey(hash string) string      { return s.imp("code:" + hash) }
 func (s *Store) liveKey() string                 { return s.imp("live") }
 func (s *Store) lapsingKey() string              { return s.imp("lapsing") }
+func (s *Store) lapsedKey() string               { return s.imp("lapsed") }
 func (s *Store) liveActorKey(a string) string    { return s.imp("live:a:" + a) }
 func (s *Store) liveCustomerKey(c string) string { return s.imp("live:c:" + c) }
 func (s *Store) sessionLogKey(actor, customer string) string {

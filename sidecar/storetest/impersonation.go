@@ -518,4 +518,63 @@ func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("taken twice: %+v", again)
 		}
 	})
+	// What a take took is kept, as taken at its now, for
+	// sidecar.AppendOnceWindow: a sweep whose take lost its reply finds
+	// there the lapses it took and never recorded.
+	t.Run("lapsed_consents_taken_are_kept_for_the_once_window", func(t *testing.T) {
+		e := newEnv(t)
+		start := e.now()
+		for _, c := range []string{"c1", "c2"} {
+			mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: c, Allowed: true, ExpiresAt: start.Add(10 * time.Minute), SetBy: c, SetAt: start}))
+		}
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c3", Allowed: true, ExpiresAt: start.Add(40 * time.Minute), SetBy: "c3", SetAt: start}))
+		kept, err := e.s.LapsedConsentsTaken(e.ctx, start)
+		must(t, err)
+		if len(kept) != 0 {
+			t.Fatalf("nothing taken; kept %+v", kept)
+		}
+		e.clock.Advance(10 * time.Minute)
+		first := e.now()
+		took, err := e.s.TakeLapsedConsents(e.ctx, first)
+		must(t, err)
+		byCustomer := func(cs []sidecar.Consent) []sidecar.Consent {
+			return slices.SortedFunc(slices.Values(cs), func(a, b sidecar.Consent) int { return strings.Compare(a.Customer, b.Customer) })
+		}
+		took = byCustomer(took)
+		kept, err = e.s.LapsedConsentsTaken(e.ctx, first)
+		must(t, err)
+		if len(took) != 2 || !slices.EqualFunc(byCustomer(kept), took, sameLapse) {
+			t.Fatalf("took %+v, kept %+v; want c1 and c2, kept as taken", took, kept)
+		}
+		if later, err := e.s.LapsedConsentsTaken(e.ctx, first.Add(time.Millisecond)); err != nil || len(later) != 0 {
+			t.Fatalf("taken since after the take: %+v, %v; want none", later, err)
+		}
+		e.clock.Advance(30 * time.Minute)
+		second := e.now()
+		took3, err := e.s.TakeLapsedConsents(e.ctx, second)
+		must(t, err)
+		if len(took3) != 1 || took3[0].Customer != "c3" {
+			t.Fatalf("took %+v, want c3", took3)
+		}
+		kept, err = e.s.LapsedConsentsTaken(e.ctx, start)
+		must(t, err)
+		if want := append(slices.Clone(took), took3[0]); len(kept) != 3 || !slices.EqualFunc(byCustomer(kept[:2]), want[:2], sameLapse) || !sameLapse(kept[2], want[2]) {
+			t.Fatalf("kept %+v, want c1 and c2, then c3", kept)
+		}
+		if since, err := e.s.LapsedConsentsTaken(e.ctx, second); err != nil || len(since) != 1 || !sameLapse(since[0], took3[0]) {
+			t.Fatalf("taken since the second take: %+v, %v; want c3", since, err)
+		}
+		// An hour after the first take, it is forgotten.
+		e.clock.Advance(sidecar.AppendOnceWindow - 30*time.Minute)
+		kept, err = e.s.LapsedConsentsTaken(e.ctx, start)
+		must(t, err)
+		if len(kept) != 1 || !sameLapse(kept[0], took3[0]) {
+			t.Fatalf("an hour after the first take, kept %+v; want only c3", kept)
+		}
+	})
+}
+
+// sameLapse reports whether a and b are the same consent lapse.
+func sameLapse(a, b sidecar.Consent) bool {
+	return a.Customer == b.Customer && a.Allowed == b.Allowed && a.ExpiresAt.Equal(b.ExpiresAt)
 }
