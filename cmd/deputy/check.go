@@ -85,6 +85,8 @@ func checkOptions(cfg *Config) []authz.Option {
 		authz.WithMaxPathSegments(cfg.Check.MaxPathSegments),
 		authz.WithMaxRouteDirsBytes(cfg.Check.MaxRouteDirsBytes),
 		authz.WithMethodOverrides(cfg.Check.MethodOverrides),
+		authz.WithCredentialCarriers(cfg.Identity.CredentialCarriers),
+		authz.WithIdentityHeader(cfg.Identity.Header),
 		authz.WithDryRun(cfg.Policy.DryRun),
 		authz.WithFacts(checkFacts(cfg)),
 	}

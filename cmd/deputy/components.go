@@ -221,7 +221,7 @@ func newIdentityPart(cfg *Config, log *slog.Logger) (*identityPart, error) {
 		}
 		idOpts = append(idOpts, identity.WithDevIssuer(dev))
 	}
-	verifier, err := identity.New(cfg.Identity, idOpts...)
+	verifier, err := identity.New(cfg.Identity.Config, idOpts...)
 	if err != nil {
 		return nil, err
 	}

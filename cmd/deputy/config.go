@@ -95,7 +95,7 @@ type Config struct {
 	Check   CheckConfig   `yaml:"check" usage:"what every check does whatever the policy says"`
 
 	Policy        policy.Config                  `yaml:"policy" usage:"where policies come from and how they are checked before they serve"`
-	Identity      identity.Config                `yaml:"identity" usage:"how callers' bearer tokens are verified and read"`
+	Identity      IdentityConfig                 `yaml:"identity" usage:"how callers' bearer tokens are verified and read, and where else a request may carry one"`
 	ActorToken    actortoken.Config              `yaml:"actor_token" usage:"the signed delegated-identity token sent upstream"`
 	Redis         redis.Config                   `yaml:"redis" usage:"Redis, the shared state store (the embedded store when addrs is empty)"`
 	StateCache    resolve.CacheConfig            `yaml:"state_cache" usage:"the local cache in front of grant, share and assignment lookups"`
@@ -105,6 +105,32 @@ type Config struct {
 	Partner       delegation.PartnerConfig       `yaml:"partner" usage:"bounds of partner access requests (the rules are policy data)"`
 	Reseller      delegation.ResellerConfig      `yaml:"reseller" usage:"who counts as reseller staff, and bulk import bounds"`
 	DecisionLog   decisionlog.Config             `yaml:"decision_log" usage:"the asynchronous, masked decision log"`
+}
+
+// IdentityConfig is the identity section: how the bearer token in the
+// identity header is verified (identity.Config), and the other places an
+// upstream may read a token from, which Deputy refuses to see one in.
+type IdentityConfig struct {
+	identity.Config `yaml:",inline"`
+	// CredentialCarriers: nil takes the defaults, an empty list reads none.
+	CredentialCarriers []string `yaml:"credential_carriers" usage:"other places an upstream reads a bearer token from (query:<param>, body:<param> for form fields, JSON top-level keys and multipart parts, cookie:<name>, header:<name>), each read under every spelling upstreams read as its name (query, body and cookie names in any case, escaped, with PHP's _ for . and space; header names in any case with _ as -); a JWT in one that is not the token verified from the identity header is refused as malformed (401 identity_refused) and no session or on-behalf-of delegation is resolved, since the upstream may sign the request in as its holder. The defaults cover Doorkeeper, passport-http-bearer, Spring Security, hapi-auth-jwt2, tymon/jwt-auth, Laravel's TokenGuard, go-chi/jwtauth, Flask-JWT-Extended and LexikJWTAuthenticationBundle; add your upstream's, and drop a default only when nothing behind Deputy reads it"`
+}
+
+// SetDefaults fills the section's unset settings.
+func (c *IdentityConfig) SetDefaults() {
+	c.Config.SetDefaults()
+	if c.CredentialCarriers == nil {
+		c.CredentialCarriers = authz.DefaultCredentialCarriers()
+	}
+}
+
+// Validate checks the section.
+func (c *IdentityConfig) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	_, err := authz.ParseCredentialCarriers(c.CredentialCarriers)
+	return err
 }
 
 // GRPCConfig is the ext_authz gRPC listener.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
 // loadWith loads a config from flags, env and a file. Outside dev mode
@@ -553,6 +554,7 @@ func TestHeaderNameSettingsRefuseOtherBytes(t *testing.T) {
 		{"http.envoy_upstream_headers", "http: {envoy_upstream_headers: [\"x-deputy-*\", x-on-behalf-of, \"x-user:role\"]}\n", "entry 2"},
 		{"check.owned_prefix", "check: {owned_prefix: \"x-acme\u00e9-\"}\n", ""},
 		{"identity.header", "identity: {header: \"x-auth token\"}\n", ""},
+		{"identity.credential_carriers", "identity: {credential_carriers: [\"cookie:jwt\", \"header:X-Auth.Token\"]}\n", "entry 1"},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			_, err := loadWith(t, nil, nil, tc.file)
@@ -598,5 +600,45 @@ func TestEnvoyUpstreamHeadersKeepUnderscores(t *testing.T) {
 	}
 	if _, err := loadWith(t, nil, nil, "http: {check_proxy: envoy, envoy_upstream_headers: [\"X-Deputy-*\", X-Deputy-Token, X-On-Behalf-Of, x_user_role]}\n"); err != nil {
 		t.Error(err)
+	}
+}
+
+// identity.credential_carriers sits in the identity section beside the
+// verifier's settings, from the file, a variable or a flag: unset, the
+// defaults; an empty list, none; an entry of no known kind, or a name a
+// carrier's place splits on, is refused naming it.
+func TestCredentialCarriersSetting(t *testing.T) {
+	cfg, err := loadWith(t, nil, nil, "identity: {header: authorization, leeway: 10s}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Identity.CredentialCarriers, authz.DefaultCredentialCarriers()) || cfg.Identity.Leeway != 10*time.Second {
+		t.Fatalf("unset: carriers %v, leeway %v; want the defaults and 10s", cfg.Identity.CredentialCarriers, cfg.Identity.Leeway)
+	}
+	cfg, err = loadWith(t, nil, nil, "identity: {credential_carriers: [\"cookie:shop_jwt\", \"header:X-Shop-Token\"]}\n")
+	if err != nil || !slices.Equal(cfg.Identity.CredentialCarriers, []string{"cookie:shop_jwt", "header:X-Shop-Token"}) {
+		t.Fatalf("from the file: %v, %v", cfg, err)
+	}
+	cfg, err = loadWith(t, nil, nil, "identity: {credential_carriers: []}\n")
+	if err != nil || cfg.Identity.CredentialCarriers == nil || len(cfg.Identity.CredentialCarriers) != 0 {
+		t.Fatalf("an empty list: %v, %v", cfg, err)
+	}
+	for _, bad := range []string{"[jwt]", "[\"form:token\"]", "[\"cookie:a=b\"]", "[\"query:\"]"} {
+		_, err := loadWith(t, nil, nil, "identity: {credential_carriers: "+bad+"}\n")
+		if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "identity.credential_carriers" || !strings.Contains(sidecar.ErrorMessage(err), "entry 0") {
+			t.Errorf("%s: error %v, want identity.credential_carriers entry 0 refused", bad, err)
+		}
+	}
+	if _, err := loadWith(t, nil, nil, "identity: {credential_carrier: [\"cookie:jwt\"]}\n"); sidecar.ErrorField(err) != "identity.credential_carrier" {
+		t.Errorf("a misspelt key: error %v, want it refused", err)
+	}
+	// A variable stays set for the rest of the test: last.
+	cfg, err = loadWith(t, []string{"--identity-credential-carriers=query:t,cookie:c"}, map[string]string{"DEPUTY_IDENTITY_CREDENTIAL_CARRIERS": "header:x-a"}, "")
+	if err != nil || !slices.Equal(cfg.Identity.CredentialCarriers, []string{"query:t", "cookie:c"}) {
+		t.Fatalf("from a flag: %v, %v", cfg, err)
+	}
+	cfg, err = loadWith(t, nil, map[string]string{"DEPUTY_IDENTITY_CREDENTIAL_CARRIERS": "header:x-a"}, "")
+	if err != nil || !slices.Equal(cfg.Identity.CredentialCarriers, []string{"header:x-a"}) {
+		t.Fatalf("from a variable: %v, %v", cfg, err)
 	}
 }

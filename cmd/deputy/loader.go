@@ -50,6 +50,15 @@ func walkSettings(t reflect.Type, v reflect.Value, prefix string, index []int, y
 		if !sf.IsExported() || name == "-" {
 			continue
 		}
+		if inline(sf) {
+			// Its settings are the section's own.
+			var fv reflect.Value
+			if v.IsValid() {
+				fv = v.Field(i)
+			}
+			walkSettings(sf.Type, fv, prefix, append(slices.Clone(index), i), yamlOnly, out)
+			continue
+		}
 		if name == "" {
 			name = strings.ToLower(sf.Name)
 		}
@@ -355,6 +364,29 @@ func loadYAMLFile(file string, cfg *Config) error {
 	return decodeYAML(&doc, reflect.ValueOf(cfg).Elem(), "", file)
 }
 
+// inline reports whether a field is an embedded struct whose settings
+// are its section's own (`yaml:",inline"`).
+func inline(sf reflect.StructField) bool {
+	return sf.Anonymous && sf.Type.Kind() == reflect.Struct && slices.Contains(strings.Split(sf.Tag.Get("yaml"), ",")[1:], "inline")
+}
+
+// yamlFields maps the YAML keys of struct type t to their field indexes,
+// an inline struct's keys among them.
+func yamlFields(t reflect.Type, index []int, fields map[string][]int) {
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		idx := append(slices.Clone(index), i)
+		if inline(sf) {
+			yamlFields(sf.Type, idx, fields)
+			continue
+		}
+		name := strings.Split(sf.Tag.Get("yaml"), ",")[0]
+		if sf.IsExported() && name != "-" && name != "" {
+			fields[name] = idx
+		}
+	}
+}
+
 func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 	for n.Kind == yaml.DocumentNode || n.Kind == yaml.AliasNode {
 		if n.Kind == yaml.AliasNode {
@@ -381,13 +413,8 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 		if n.Kind != yaml.MappingNode {
 			return bad("want keys and values")
 		}
-		fields := map[string]int{}
-		for i := 0; i < t.NumField(); i++ {
-			name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-			if t.Field(i).IsExported() && name != "-" && name != "" {
-				fields[name] = i
-			}
-		}
+		fields := map[string][]int{}
+		yamlFields(t, nil, fields)
 		return decodeMapping(n, path, file, func(key string, val *yaml.Node, p string) error {
 			i, ok := fields[key]
 			if to, moved := movedToPolicyData[p]; !ok && moved {
@@ -396,7 +423,7 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 			if !ok {
 				return sidecar.Invalid(p, "unknown key (%s:%d)", file, val.Line)
 			}
-			return decodeYAML(val, v.Field(i), p, file)
+			return decodeYAML(val, v.FieldByIndex(i), p, file)
 		})
 	case t.Kind() == reflect.Pointer:
 		elem := reflect.New(t.Elem())

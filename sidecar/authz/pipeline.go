@@ -94,9 +94,14 @@ type Pipeline struct {
 	names       headerNames
 	evalOpts    []rego.EvalOption
 	overrides   []string
-	identities  identityTerms
-	delegations delegationTerms
-	requests    requestTerms
+	// carrierList and identityHeader: see WithCredentialCarriers and
+	// WithIdentityHeader; carriers is carrierList parsed.
+	carrierList    []string
+	carriers       CredentialCarriers
+	identityHeader string
+	identities     identityTerms
+	delegations    delegationTerms
+	requests       requestTerms
 }
 
 // activationFacts is input.deputy built once for the activation it names
@@ -195,6 +200,21 @@ func WithMethodOverrides(carriers []string) Option {
 	return func(p *Pipeline) { p.overrides = append([]string{}, carriers...) }
 }
 
+// WithCredentialCarriers sets where besides the identity header a request
+// may carry a token the upstream reads (default
+// DefaultCredentialCarriers); each carrier was checked with
+// ParseCredentialCarriers. An empty list reads none.
+func WithCredentialCarriers(carriers []string) Option {
+	return func(p *Pipeline) { p.carrierList = append([]string{}, carriers...) }
+}
+
+// WithIdentityHeader names the header the verifier reads the bearer token
+// from (default identity.DefaultHeader): a carrier holding that very
+// token is the same credential.
+func WithIdentityHeader(name string) Option {
+	return func(p *Pipeline) { p.identityHeader = sidecar.HeaderName(name) }
+}
+
 // WithOnBehalfOfHeader names the header a client names the customer it
 // acts for in (default delegation.DefaultOnBehalfOfHeader).
 func WithOnBehalfOfHeader(name string) Option {
@@ -255,6 +275,13 @@ func New(eval Evaluator, opts ...Option) *Pipeline {
 		p.overrides = DefaultMethodOverrides()
 	}
 	p.inputOpts.Methods, _ = ParseMethodOverrides(p.overrides) // checked by the caller
+	if p.carrierList == nil {
+		p.carrierList = DefaultCredentialCarriers()
+	}
+	p.carriers, _ = ParseCredentialCarriers(p.carrierList) // checked by the caller
+	if p.identityHeader == "" {
+		p.identityHeader = identity.DefaultHeader
+	}
 	p.names = newHeaderNames(p.prefix)
 	p.delegations = newDelegationTerms(p.names, p.inputOpts.OnBehalfOf)
 	return p
@@ -409,10 +436,17 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 			id, resolvers = nil, nil
 		}
 	}
-	if h := req.GetAttributes().GetRequest().GetHttp(); err == nil && (queryToken(queryOf(h.GetPath())) || formToken(&r.view, h)) {
-		// A token in the query or a form body is a credential Deputy
-		// does not verify, while the upstream may sign the request in as
-		// its holder: refused like a malformed one.
+	if h := req.GetAttributes().GetRequest().GetHttp(); err == nil && p.carriers.refused(&r.view, h, func() string {
+		if id == nil {
+			return ""
+		}
+		return verifiedToken(&r.view, p.identityHeader)
+	}) {
+		// A token in a credential carrier (the query, a body, a cookie,
+		// a header: see DefaultCredentialCarriers), other than the one
+		// verified, is a credential Deputy does not verify, while the
+		// upstream may sign the request in as its holder: refused like a
+		// malformed one.
 		input.Insert(keyTerm("identity_error"), ast.StringTerm(identity.ReasonMalformed))
 		id, resolvers = nil, nil
 	}
@@ -426,7 +460,7 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 	// Delegation. Not for a request presenting a credential Deputy
 	// refused (resolvers is nil then): a session binds to its actor only
 	// against an identity verified, and the upstream may still read the
-	// refused credential's holder from the header or the query (a lenient
+	// refused credential's holder from the header or a carrier (a lenient
 	// parser, a token it accepts), so no delegation is resolved, and no resolver
 	// acts on the request.
 	var del *sidecar.Delegation

@@ -104,7 +104,8 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 		// reads bearer_token), under every spelling an upstream reads.
 		{name: "access_token in the query", path: account + "?access_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
 		{name: "expired access_token in the query", path: account + "?access_token=" + expired, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
-		{name: "the actor's own access_token in the query", path: account + "?access_token=" + staff, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + staff}, reason: "identity_refused"},
+		{name: "the actor's own access_token in the query, unverified", path: account + "?access_token=" + staff, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
+		{name: "the verified token again in the query", path: account + "?access_token=" + staff, headers: map[string]string{"cookie": cookie, "authorization": "Bearer " + staff}, allowed: true},
 		{name: "bearer_token in the query", path: account + "?x=1&bearer_token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
 		{name: "Access_Token in the query", path: account + "?Access_Token=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},
 		{name: "escaped name in the query", path: account + "?access%5Ftoken=" + mallory, headers: map[string]string{"cookie": cookie}, reason: "identity_refused"},

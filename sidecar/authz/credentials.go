@@ -1,0 +1,471 @@
+package authz
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime"
+	"mime/multipart"
+	"strconv"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
+)
+
+// Credential carriers: the places besides the identity header where an
+// upstream reads a bearer token and signs the request in as its holder. A
+// carrier is "query:<param>", "body:<param>" (a form, a JSON body's
+// top-level key, a multipart part), "cookie:<name>" or "header:<name>". A
+// carrier holding what looks like a JWT (identity.LooksLikeJWS) other than
+// the token Deputy verified on the same request is a credential Deputy
+// does not verify while the upstream may act on it: the request is
+// refused as carrying a malformed one, and no delegation is resolved.
+const carrierCookie = "cookie:"
+
+// DefaultCredentialCarriers are the places common upstreams read a token
+// from, by default or as their documentation sets them up.
+func DefaultCredentialCarriers() []string {
+	return []string{
+		// RFC 6750 §2.3's query parameter: Doorkeeper, Spring Security
+		// (allowUriQueryParameter), passport-http-bearer.
+		"query:access_token",
+		// Doorkeeper's from_bearer_param, on by default.
+		"query:bearer_token",
+		// hapi-auth-jwt2's urlKey and tymon/jwt-auth's QueryString parser.
+		"query:token",
+		// Flask-JWT-Extended's JWT_QUERY_STRING_NAME.
+		"query:jwt",
+		// Laravel's TokenGuard (the api guard's input key).
+		"query:api_token",
+		// LexikJWTAuthenticationBundle's query_parameter extractor.
+		"query:bearer",
+		// The OpenID Connect response parameter, and a name applications
+		// read a token from by hand.
+		"query:id_token", "query:auth",
+		// Doorkeeper (Rails' params merge form, JSON and multipart
+		// bodies), passport-http-bearer (req.body.access_token, whatever
+		// parser filled it), Flask-JWT-Extended's JWT_JSON_KEY.
+		"body:access_token", "body:bearer_token",
+		// tymon/jwt-auth's InputSource parser (form and JSON input),
+		// Laravel's TokenGuard, an OpenID Connect form_post response.
+		"body:token", "body:api_token", "body:id_token",
+		// hapi-auth-jwt2's cookieKey and tymon/jwt-auth's Cookies parser.
+		"cookie:token",
+		// go-chi/jwtauth's TokenFromCookie.
+		"cookie:jwt",
+		// Flask-JWT-Extended's JWT_ACCESS_COOKIE_NAME.
+		"cookie:access_token_cookie",
+		// LexikJWTAuthenticationBundle's cookie extractor.
+		"cookie:BEARER",
+		// A name applications set and read by hand.
+		"cookie:access_token",
+		// Headers applications read a token from by hand (Express and
+		// Spring examples' x-access-token and x-auth-token, API gateways'
+		// x-api-key).
+		"header:x-access-token", "header:x-auth-token", "header:x-api-key", "header:token", "header:x-authorization",
+	}
+}
+
+// CredentialCarriers are the parsed carriers.
+type CredentialCarriers struct {
+	query, body, cookie paramNames
+	headers             []string // sidecar.HeaderName form
+	// bodyRuns are the body names' longestRun, lower case: a body Deputy
+	// cannot read is looked through for them.
+	bodyRuns []string
+}
+
+// paramNames are names as given and their paramKeys, for readAs.
+type paramNames struct{ names, keys []string }
+
+func (n *paramNames) add(name string) {
+	n.names, n.keys = append(n.names, name), append(n.keys, paramKey(name))
+}
+
+// ParseCredentialCarriers reads carriers; an unknown kind, an empty name,
+// a name holding a separator its place splits on, or a header name that
+// is not a sidecar.ValidHeaderName is an EINVALID error of
+// identity.credential_carriers naming the entry.
+func ParseCredentialCarriers(carriers []string) (CredentialCarriers, error) {
+	var c CredentialCarriers
+	for i, e := range carriers {
+		kind, name, _ := strings.Cut(e, ":")
+		kind += ":"
+		if name == "" || strings.ContainsAny(name, " \t,;=&\"") {
+			return c, badCredentialCarrier(i, e)
+		}
+		switch kind {
+		case carrierQuery:
+			c.query.add(name)
+		case carrierBody:
+			c.body.add(name)
+			c.bodyRuns = addRun(c.bodyRuns, strings.ToLower(longestRun(fieldKey(name))))
+		case carrierCookie:
+			c.cookie.add(name)
+		case carrierHeader:
+			if err := sidecar.InvalidHeaderNameEntry("identity.credential_carriers", i, name); err != nil {
+				return c, err
+			}
+			c.headers = append(c.headers, sidecar.HeaderName(name))
+		default:
+			return c, badCredentialCarrier(i, e)
+		}
+	}
+	return c, nil
+}
+
+func badCredentialCarrier(i int, c string) error {
+	return sidecar.Invalid("identity.credential_carriers", "entry %d: %q: want query:<param>, body:<param>, cookie:<name> or header:<name>", i, c)
+}
+
+// credentialCheck looks through one request's carriers.
+type credentialCheck struct {
+	c    *CredentialCarriers
+	view *sidecar.Request
+	// verified reads the token Deputy verified on the request ("" when
+	// none), once, when a carrier holds a token.
+	verified func() string
+	same     string
+	read     bool
+}
+
+// foreign reports whether tok, which looks like a JWT, is another
+// credential than the one Deputy verified.
+func (k *credentialCheck) foreign(tok string) bool {
+	if !k.read {
+		k.same, k.read = k.verified(), true
+	}
+	return k.same == "" || tok != k.same
+}
+
+// refused reports whether a request carries a token Deputy does not
+// verify in one of the carriers. A request whose query, cookies, carrier
+// headers and body hold neither "eyJ" nor an escape allocates nothing.
+func (c *CredentialCarriers) refused(view *sidecar.Request, h *authv3.AttributeContext_HttpRequest, verified func() string) bool {
+	k := credentialCheck{c: c, view: view, verified: verified}
+	return k.param(queryOf(h.GetPath()), &c.query) || k.headers() || k.cookies() || k.body(h)
+}
+
+// param reports whether a raw query or form carries a token in a field
+// read as one of names under any spelling an upstream reads (see readAs:
+// case, PHP's "." for "_", brackets, escapes; Rack 2's ";" as a
+// separator; every repetition) whose value looks like a JWT.
+func (k *credentialCheck) param(raw string, names *paramNames) bool {
+	if raw == "" || len(names.keys) == 0 || !strings.Contains(raw, "eyJ") && strings.IndexByte(raw, '%') < 0 {
+		return false
+	}
+	for rest := raw; rest != ""; {
+		var pair string
+		if i := strings.IndexAny(rest, "&;"); i >= 0 {
+			pair, rest = rest[:i], rest[i+1:]
+		} else {
+			pair, rest = rest, ""
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		if want, _ := readAs(name, names.names, names.keys); want == "" {
+			continue
+		}
+		if strings.ContainsAny(value, "%+") {
+			value = unescape(strings.ReplaceAll(value, "+", " "))
+		}
+		if k.token(strings.TrimSpace(value)) {
+			return true
+		}
+	}
+	return false
+}
+
+// token reports whether a field's whole value is a token Deputy did not
+// verify.
+func (k *credentialCheck) token(v string) bool {
+	return identity.LooksLikeJWS(v) && k.foreign(v)
+}
+
+// words reports whether a header or cookie value holds a token Deputy did
+// not verify as one of its words: upstreams strip a scheme ("Bearer ",
+// "JWT ") or other prefix from these.
+func (k *credentialCheck) words(v string) bool {
+	for i := 0; ; {
+		j := strings.Index(v[i:], "eyJ")
+		if j < 0 {
+			return false
+		}
+		start := i + j
+		end := start + 3
+		for end < len(v) && jwtByte(v[end]) {
+			end++
+		}
+		// A word starts after a byte no token holds before its end:
+		// "=" only pads a part's end, and separates a name before it.
+		if (start == 0 || v[start-1] == '=' || !jwtByte(v[start-1])) && k.token(v[start:end]) {
+			return true
+		}
+		i = end
+	}
+}
+
+// jwtByte reports whether c may be part of a compact JWT: base64url,
+// padding and the dots between parts.
+func jwtByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '='
+}
+
+// headers reports whether a carrier header, in any spelling an upstream
+// reads as its name (any case, "_" for "-"), holds a token.
+func (k *credentialCheck) headers() bool {
+	var buf [2]string
+	for _, name := range k.c.headers {
+		for _, v := range k.view.AppendHeaderValues(buf[:0], name) {
+			if strings.Contains(v, "eyJ") && k.words(v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// cookies reports whether a carrier cookie holds a token, its name read as
+// the most lenient parsers read it: split at ";" and "," (Rack 2), names
+// unescaped (Rack, PHP), in any case (ASP.NET), with PHP's "_" for "." and
+// " "; values unquoted (Go, Python, with Python's backslash escapes) and
+// unescaped (Rack, PHP, Node's cookie).
+func (k *credentialCheck) cookies() bool {
+	if len(k.c.cookie.keys) == 0 {
+		return false
+	}
+	var buf [2]string
+	for _, v := range k.view.AppendHeaderValues(buf[:0], "cookie") {
+		if !strings.Contains(v, "eyJ") && !mayEscape(v) {
+			continue
+		}
+		for rest := v; rest != ""; {
+			var pair string
+			if i := strings.IndexAny(rest, ";,"); i >= 0 {
+				pair, rest = rest[:i], rest[i+1:]
+			} else {
+				pair, rest = rest, ""
+			}
+			name, value, _ := strings.Cut(pair, "=")
+			if want, _ := readAs(strings.TrimSpace(name), k.c.cookie.names, k.c.cookie.keys); want == "" {
+				continue
+			}
+			value = strings.TrimSpace(value)
+			if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+				value = value[1 : len(value)-1]
+			}
+			if strings.IndexByte(value, '\\') >= 0 {
+				value = unquoteCookie(value)
+			}
+			if strings.IndexByte(value, '%') >= 0 {
+				value = unescape(value)
+			}
+			if k.words(value) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mayEscape reports whether s holds "%" or a backslash, which may spell "eyJ" or
+// a name to an upstream that decodes them.
+func mayEscape(s string) bool {
+	return strings.IndexByte(s, '%') >= 0 || strings.IndexByte(s, '\\') >= 0
+}
+
+// unquoteCookie undoes the backslash escapes Python's http.cookies reads
+// in a cookie value: "\ooo" (three octal digits) and "\c".
+func unquoteCookie(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		i++
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+
+// body reports whether a request's body, as far as the check was sent
+// it, carries a token, read every way an upstream may read it (see
+// readingsOf: a form for no content type, or one starting with the form
+// type whatever follows; JSON for "/json" and "+json" types; multipart):
+// a form field, a JSON body's top-level key, a multipart part named as a
+// carrier. A body Deputy cannot read one of these ways (another type, a
+// parse error, cut short) is refused when it holds a token anywhere and
+// a carrier's name, or an escape that may hide one. A body not sent
+// (nginx, Caddy) is not seen.
+func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
+	if len(k.c.body.keys) == 0 {
+		return false
+	}
+	body, raw := h.GetBody(), h.GetRawBody()
+	if body == "" && len(raw) == 0 {
+		return false
+	}
+	ct := k.view.Header("content-type")
+	// A multipart part may be quoted-printable ("=65yJ"), which Go's
+	// reader decodes.
+	multi := false
+	if t := strings.TrimSpace(ct); len(t) >= 10 && strings.EqualFold(t[:10], "multipart/") {
+		multi = true
+	}
+	if body == "" {
+		if !bytes.Contains(raw, []byte("eyJ")) && bytes.IndexByte(raw, '%') < 0 && bytes.IndexByte(raw, '\\') < 0 && !(multi && bytes.Contains(bytes.ToLower(raw), []byte("quoted-printable"))) {
+			return false
+		}
+		body = string(raw)
+	} else if !strings.Contains(body, "eyJ") && !mayEscape(body) && !(multi && containsLower(body, "quoted-printable")) {
+		return false
+	}
+	readings := readingsOf(ct)
+	unread := readings == 0
+	if cl := k.view.Header("content-length"); cl != "" {
+		if n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64); err != nil || n > int64(len(body)) {
+			unread = true
+		}
+	}
+	if readings&readsForm != 0 && k.param(body, &k.c.body) {
+		return true
+	}
+	if readings&readsJSON != 0 {
+		found, ok := k.jsonBody(body)
+		if found {
+			return true
+		}
+		unread = unread || !ok
+	}
+	if readings&readsMultipart != 0 {
+		found, ok := k.multipartBody(ct, body)
+		if found {
+			return true
+		}
+		unread = unread || !ok
+	}
+	return unread && k.hidden(body)
+}
+
+// jsonBody reports whether a JSON body's top-level carrier holds a token
+// (a string, or a string in an array: every repetition of the key), and
+// whether the body parsed.
+func (k *credentialCheck) jsonBody(body string) (found, ok bool) {
+	dec := json.NewDecoder(strings.NewReader(body))
+	t, err := dec.Token()
+	if err != nil {
+		return false, false
+	}
+	if d, obj := t.(json.Delim); !obj || d != '{' {
+		return false, json.Valid([]byte(body))
+	}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return false, false
+		}
+		key, _ := kt.(string)
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return false, false
+		}
+		if want, _ := readAs(key, k.c.body.names, k.c.body.keys); want == "" {
+			continue
+		}
+		switch v := v.(type) {
+		case string:
+			found = k.token(strings.TrimSpace(v))
+		case []any:
+			for _, e := range v {
+				if s, isString := e.(string); isString && k.token(strings.TrimSpace(s)) {
+					found = true
+				}
+			}
+		}
+		if found {
+			return true, true
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return false, false
+	}
+	if _, err := dec.Token(); err == nil {
+		return false, false // more after the object
+	}
+	return false, true
+}
+
+// multipartBody reports whether a multipart part named as a carrier holds
+// a token, and whether the body parsed with every part's name clear (see
+// unsureNames).
+func (k *credentialCheck) multipartBody(ct, body string) (found, ok bool) {
+	_, params, err := mime.ParseMediaType(ct)
+	if err != nil || params["boundary"] == "" {
+		return false, false
+	}
+	form, err := multipart.NewReader(strings.NewReader(body), params["boundary"]).ReadForm(int64(len(body)) + 1)
+	if err != nil {
+		return false, false
+	}
+	defer form.RemoveAll()
+	for name, vs := range form.Value {
+		if want, _ := readAs(name, k.c.body.names, k.c.body.keys); want == "" {
+			continue
+		}
+		for _, v := range vs {
+			if k.token(strings.TrimSpace(v)) {
+				return true, true
+			}
+		}
+	}
+	return false, !unsureNames(body, params["boundary"])
+}
+
+// hidden reports whether a body Deputy could not read holds a token
+// anywhere (escaped or not) and a carrier's name, or an escape that may
+// spell one: the upstream may read it as a carrier Deputy did not.
+func (k *credentialCheck) hidden(body string) bool {
+	escaped := mayEscape(body)
+	if !k.words(body) && !(strings.IndexByte(body, '%') >= 0 && k.words(unescape(strings.ReplaceAll(body, "+", " ")))) {
+		return false
+	}
+	if escaped {
+		return true
+	}
+	for _, run := range k.c.bodyRuns {
+		if containsLower(body, run) {
+			return true
+		}
+	}
+	return false
+}
+
+// verifiedToken is the token a verified identity header carries: its
+// value is "Bearer", one space and the token.
+func verifiedToken(view *sidecar.Request, header string) string {
+	var buf [2]string
+	vals := view.AppendHeaderValues(buf[:0], header)
+	if len(vals) != 1 {
+		return ""
+	}
+	v := strings.Trim(vals[0], " \t")
+	if len(v) < 8 || !strings.EqualFold(v[:7], "bearer ") {
+		return ""
+	}
+	return v[7:]
+}
+
+// queryOf is the raw query of a :path.
+func queryOf(path string) string {
+	_, q, _ := strings.Cut(path, "?")
+	return q
+}
