@@ -173,11 +173,19 @@ func Matches(list *matcherv3.ListStringMatcher, s string) (bool, error) {
 // config must list each in every spelling, or Deputy decides without it.
 //
 // The body's encoding and Envoy's partial-body flag go too: Deputy reads
-// a compressed or cut body as one that may hide an override.
+// a compressed or cut body as one that may hide an override. So do the
+// default credential carrier headers: a token in X-Auth-Token that Deputy
+// never sees would leave a session honoured while the upstream signs its
+// holder in.
 func ReadByDeputy() []string {
 	names := []string{"authorization", "cookie", "content-type", "content-encoding", "x-envoy-auth-partial-body"}
-	return append(names, Spellings(append([]string{"x-on-behalf-of", "x-original-url", "x-rewrite-url"}, OverrideHeaders...)...)...)
+	names = append(names, Spellings(append([]string{"x-on-behalf-of", "x-original-url", "x-rewrite-url"}, OverrideHeaders...)...)...)
+	return append(names, Spellings(CarrierHeaders...)...)
 }
+
+// CarrierHeaders are the credential carrier headers Deputy reads by
+// default (authz.DefaultCredentialCarriers, a test keeps them equal).
+var CarrierHeaders = []string{"x-access-token", "x-auth-token", "x-api-key", "token", "x-authorization"}
 
 // Spellings are the names given, lowercased as Envoy sends them, with
 // "_" for "-" throughout and in the first place only.

@@ -326,6 +326,20 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 	}
 }
 
+// ReadByDeputy lists the credential carrier headers Deputy reads by
+// default.
+func TestCarrierHeadersAreDeputys(t *testing.T) {
+	var want []string
+	for _, c := range authz.DefaultCredentialCarriers() {
+		if h, ok := strings.CutPrefix(c, "header:"); ok {
+			want = append(want, h)
+		}
+	}
+	if !slices.Equal(envoycheck.CarrierHeaders, want) {
+		t.Errorf("envoycheck.CarrierHeaders = %q, Deputy reads %q", envoycheck.CarrierHeaders, want)
+	}
+}
+
 // ReadByDeputy lists the override headers Deputy reads by default.
 func TestOverrideHeadersAreDeputys(t *testing.T) {
 	var want []string

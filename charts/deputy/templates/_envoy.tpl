@@ -333,7 +333,9 @@ static_resources:
                       # method the application runs
                       # (check.method_overrides' header carriers, the body's
                       # type and encoding, Envoy's partial-body flag), so
-                      # that Deputy decides on it. Envoy removes headers by
+                      # that Deputy decides on it; and the header carriers
+                      # of identity.credential_carriers, so that Deputy
+                      # refuses a token there it did not verify. Envoy removes headers by
                       # exact name only: a client's X-Forwarded-*,
                       # X-Auth-Request-* and Remote-* headers the route does
                       # not name go to Deputy, which lists them in
@@ -357,6 +359,7 @@ static_resources:
                           - safe_regex: { regex: {{ include "deputy.spellings" $names.onBehalfOf | toJson }} }
                           - safe_regex: { regex: "x[-_](original|rewrite)[-_]url" }
                           {{- include "deputy.methodOverrideHeaders" . | nindent 26 }}
+                          {{- include "deputy.credentialCarrierHeaders" . | nindent 26 }}
                           - exact: x-request-id
                           - exact: traceparent
                           - exact: user-agent

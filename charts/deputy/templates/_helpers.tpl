@@ -170,7 +170,8 @@ client's header under a configured name nor copy Deputy's upstream. A name
 with a byte other than a letter, a digit, "-" or "_" fails the render, as
 Deputy refuses it: PHP, CGI and WSGI read x.acme.subject as x-acme-subject.
 So does such a name in the other settings naming headers: the header
-carriers of check.method_overrides, decision_log.mask_headers and
+carriers of check.method_overrides and identity.credential_carriers,
+decision_log.mask_headers and
 actor_token_header, and http.envoy_upstream_headers (before its "*").
 */}}
 {{- define "deputy.headerNames" -}}
@@ -184,6 +185,7 @@ actor_token_header, and http.envoy_upstream_headers (before its "*").
 {{- with dig "decision_log" "actor_token_header" "" $cfg }}{{ $checked = append $checked (list "decision_log.actor_token_header" .) }}{{ end -}}
 {{- /* The lists' entries, each named by its index. */ -}}
 {{- range $i, $c := dig "check" "method_overrides" list $cfg }}{{ if hasPrefix "header:" (toString $c) }}{{ $checked = append $checked (list (printf "check.method_overrides[%d]" $i) (trimPrefix "header:" (toString $c))) }}{{ end }}{{ end -}}
+{{- range $i, $c := dig "identity" "credential_carriers" list $cfg }}{{ if hasPrefix "header:" (toString $c) }}{{ $checked = append $checked (list (printf "identity.credential_carriers[%d]" $i) (trimPrefix "header:" (toString $c))) }}{{ end }}{{ end -}}
 {{- range $i, $h := dig "decision_log" "mask_headers" list $cfg }}{{ $checked = append $checked (list (printf "decision_log.mask_headers[%d]" $i) $h) }}{{ end -}}
 {{- range $i, $h := dig "http" "envoy_upstream_headers" list $cfg }}{{ $checked = append $checked (list (printf "http.envoy_upstream_headers[%d]" $i) (trimSuffix "*" (toString $h))) }}{{ end -}}
 {{- range $checked }}
@@ -218,6 +220,24 @@ CGI upstreams read them.
 {{- $carriers := list "header:x-http-method-override" "header:x-http-method" "header:x-method-override" -}}
 {{- $check := dig "check" dict (include "deputy.userConfig" . | fromJson) -}}
 {{- if hasKey $check "method_overrides" }}{{ $carriers = $check.method_overrides }}{{ end -}}
+{{- range $carriers }}
+{{- if hasPrefix "header:" . }}
+- safe_regex: { regex: {{ include "deputy.spellings" (trimPrefix "header:" .) | toJson }} }
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Envoy allowed_headers patterns for the header carriers of Deputy's
+identity.credential_carriers (the server's defaults unless deputy.config
+sets them), as deputy.methodOverrideHeaders spells them: a token in a
+header Deputy is not sent would leave a session honoured while the
+application signs the token's holder in.
+*/}}
+{{- define "deputy.credentialCarrierHeaders" -}}
+{{- $carriers := list "header:x-access-token" "header:x-auth-token" "header:x-api-key" "header:token" "header:x-authorization" -}}
+{{- $identity := dig "identity" dict (include "deputy.userConfig" . | fromJson) -}}
+{{- if hasKey $identity "credential_carriers" }}{{ $carriers = $identity.credential_carriers }}{{ end -}}
 {{- range $carriers }}
 {{- if hasPrefix "header:" . }}
 - safe_regex: { regex: {{ include "deputy.spellings" (trimPrefix "header:" .) | toJson }} }

@@ -39,6 +39,41 @@ func TestHTTPServiceForwardsOwnedHeaders(t *testing.T) {
 	}
 }
 
+// The credential carrier headers Envoy sends Deputy follow
+// identity.credential_carriers: a token in a header Deputy is not sent
+// would leave a session honoured while the application signs the token's
+// holder in. Configured carriers travel in every spelling, the defaults
+// no longer do when the values replace them, and an empty list reads none.
+func TestHTTPServiceForwardsCredentialCarriers(t *testing.T) {
+	const base = "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: http}}\n"
+	for _, tc := range []struct {
+		name      string
+		values    string
+		carriers  []string
+		notListed []string
+	}{
+		{name: "defaults", values: base, carriers: envoycheck.CarrierHeaders, notListed: []string{"x-shop-jwt"}},
+		{name: "configured", values: base + "deputy: {config: {identity: {credential_carriers: [\"header:X-Shop-JWT\", \"cookie:jwt\", \"query:token\"]}}}\n",
+			carriers: []string{"x-shop-jwt"}, notListed: []string{"x-auth-token", "x-shopxjwt"}},
+		{name: "null", values: base + "deputy: {config: {identity: {credential_carriers: null}}}\n", carriers: envoycheck.CarrierHeaders},
+		{name: "none", values: base + "deputy: {config: {identity: {credential_carriers: []}}}\n", notListed: []string{"x-auth-token", "x-api-key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			authz := httpServiceAuthz(t, renderInline(t, tc.values))
+			for _, name := range envoycheck.Spellings(tc.carriers...) {
+				if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || !ok {
+					t.Errorf("%s is not sent to Deputy (%v)", name, err)
+				}
+			}
+			for _, name := range tc.notListed {
+				if ok, err := envoycheck.Matches(authz.GetAllowedHeaders(), name); err != nil || ok {
+					t.Errorf("%s is sent to Deputy, not a configured carrier (%v)", name, err)
+				}
+			}
+		})
+	}
+}
+
 // The override headers Envoy sends Deputy follow check.method_overrides:
 // a header carrier the values configure travels in every spelling, the
 // defaults no longer do when the values replace them (an empty list

@@ -33,9 +33,11 @@ func TestHTTPServiceFollowsHeaderSettings(t *testing.T) {
 		upstream []string       // http.envoy_upstream_headers
 		passed   map[string]any // Deputy's config keeps the values as set
 	}{
+		// x-auth-token goes as a default credential carrier
+		// (identity.credential_carriers), not as the identity header.
 		{name: "defaults", config: "{}",
-			sent:   []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of"},
-			copied: []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of", "cache-control"}, notSent: []string{"x-auth-subject", "x-customer", "x-auth-token"},
+			sent:   []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of", "x-auth-token"},
+			copied: []string{"x-deputy-subject", "x-deputy-token", "x-on-behalf-of", "cache-control"}, notSent: []string{"x-auth-subject", "x-customer", "x-auth-tokens"},
 			upstream: []string{"x-deputy-*", "x-deputy-token", "x-on-behalf-of", "cache-control"}},
 		{name: "owned prefix", config: "{check: {owned_prefix: X-Auth-}}",
 			sent:   []string{"x-auth-subject", "x-auth-actor", "x-auth-token", "x-auth-role"},
@@ -130,6 +132,7 @@ func TestHeaderNamesWithOtherBytesFailTheRender(t *testing.T) {
 		// x-method is, which Deputy would not read: the application would
 		// run a method Deputy did not decide.
 		{"check.method_overrides[1]", "{check: {method_overrides: ['query:_method', 'header:X.Method']}}"},
+		{"identity.credential_carriers[1]", "{identity: {credential_carriers: ['cookie:jwt', 'header:X.Token']}}"},
 		{"decision_log.mask_headers[0]", "{decision_log: {mask_headers: [x-card.number]}}"},
 		{"decision_log.actor_token_header", "{decision_log: {actor_token_header: x-deputy.token}}"},
 		{"http.envoy_upstream_headers[2]", "{http: {envoy_upstream_headers: [x-deputy-*, x-on-behalf-of, 'x.acme.*']}}"},
@@ -161,6 +164,7 @@ func TestHeaderSettingsAmongExtrasFailTheRender(t *testing.T) {
 		{"actor token header flag", "{extraArgs: [--check-actor-token-header=x-actor-token]}", "check.actor_token_header"},
 		{"on-behalf-of header variable", "{extraEnv: [{name: DEPUTY_PARTNER_ON_BEHALF_OF_HEADER, value: x-customer}]}", "partner.on_behalf_of_header"},
 		{"method overrides flag", "{extraArgs: ['--check-method-overrides=header:x-verb']}", "check.method_overrides"},
+		{"credential carriers variable", "{extraEnv: [{name: DEPUTY_IDENTITY_CREDENTIAL_CARRIERS, value: 'header:x-shop-jwt'}]}", "identity.credential_carriers"},
 		{"upstream headers variable", "{extraEnv: [{name: DEPUTY_HTTP_ENVOY_UPSTREAM_HEADERS, value: 'x-*'}]}", "http.envoy_upstream_headers"},
 		// Another config file replaces the chart's, whose names Envoy's
 		// config follows.

@@ -26,7 +26,7 @@ redis: {enabled: true, addrs: ['redis:6379']}
 	read := map[string][]string{
 		"check":        {"owned_prefix", "actor_token_header", "method_overrides"},
 		"partner":      {"on_behalf_of_header"},
-		"identity":     {"header", "issuer_urls", "issuers", "audiences", "any_audience"},
+		"identity":     {"header", "issuer_urls", "issuers", "audiences", "any_audience", "credential_carriers"},
 		"decision_log": {"actor_token_header", "mask_headers"},
 		"http":         {"envoy_upstream_headers", "path_prefix"},
 		"redis":        {"tls", "tls_insecure_skip_verify", "password", "addrs"},
