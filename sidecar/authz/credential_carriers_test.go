@@ -140,6 +140,8 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "escaped cookie value", path: account, headers: session1("cookie", cookie+"; jwt=%65"+mallory[1:])},
 		{name: "escaped cookie name", path: account, headers: session1("cookie", cookie+"; %6Awt="+mallory)},
 		{name: "cookie with a Bearer prefix", path: account, headers: session1("cookie", cookie+"; token=Bearer%20"+mallory)},
+		{name: "cookie in the standard alphabet", path: account, headers: session1("cookie", cookie+"; jwt="+strings.NewReplacer("-", "+", "_", "/").Replace(mallory))},
+		{name: "cookie holding a JWE", path: account, headers: session1("cookie", cookie+"; token=eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.a2V5.aXY.Y2lwaGVy.dGFn")},
 		{name: "cookie in a second field", path: account, headers: session1("cookie", ""), fields: [][2]string{{"cookie", cookie}, {"cookie", "jwt=" + mallory}}},
 
 		// Header carriers, in any case, "_" read as "-".
@@ -149,6 +151,12 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "Token", path: account, headers: session1("token", mallory)},
 		{name: "X-Authorization with Bearer", path: account, headers: session1("x-authorization", "Bearer "+mallory)},
 		{name: "x_auth_token", path: account, headers: session1("x_auth_token", mallory)},
+		{name: "X-Auth-Token in the standard alphabet", path: account, headers: session1("x-auth-token", "eyJhbGciOiJFZERTQSJ9+/x.eyJzdWIiOiJtYWxsb3J5In0+/.c2ln")},
+		{name: "cookie in the standard alphabet, quoted", path: account, headers: session1("cookie", cookie+`; jwt="eyJhbGciOiJFZERTQSJ9/+x.eyJzdWIiOiJtYWxsb3J5In0.c2ln"`)},
+		{name: "X-Auth-Token padded", path: account, headers: session1("x-auth-token", mallory+"==")},
+		{name: "X-Auth-Token quoted", path: account, headers: session1("x-auth-token", `"`+mallory+`"`)},
+		{name: "X-Auth-Token as a parameter", path: account, headers: session1("x-auth-token", "token="+mallory)},
+		{name: "the actor's own token padded in a header", path: account, headers: session1("authorization", "Bearer "+staff, "x-auth-token", staff+"=")},
 		{name: "X-Auth-Token in header_map", path: account, headers: session1(), fields: [][2]string{{"X-Auth-Token", mallory}}},
 
 		// A partner naming a customer.

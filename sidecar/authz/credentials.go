@@ -184,8 +184,10 @@ func (k *credentialCheck) token(v string) bool {
 }
 
 // words reports whether a header or cookie value holds a token Deputy did
-// not verify as one of its words: upstreams strip a scheme ("Bearer ",
-// "JWT ") or other prefix from these.
+// not verify anywhere in it: upstreams strip a scheme ("Bearer ", "JWT ")
+// or other prefix from these, and quotes or "=" around it. The token
+// compared with the verified one runs from its "eyJ" over the bytes a
+// JWT may hold.
 func (k *credentialCheck) words(v string) bool {
 	for i := 0; ; {
 		j := strings.Index(v[i:], "eyJ")
@@ -197,19 +199,19 @@ func (k *credentialCheck) words(v string) bool {
 		for end < len(v) && jwtByte(v[end]) {
 			end++
 		}
-		// A word starts after a byte no token holds before its end:
-		// "=" only pads a part's end, and separates a name before it.
-		if (start == 0 || v[start-1] == '=' || !jwtByte(v[start-1])) && k.token(v[start:end]) {
+		// The run holds whatever JWT begins in it (its parts are made
+		// of run bytes), so the search goes on after it: linear in v.
+		if identity.LooksLikeJWS(v[start:end]) && k.foreign(v[start:end]) {
 			return true
 		}
 		i = end
 	}
 }
 
-// jwtByte reports whether c may be part of a compact JWT: base64url,
-// padding and the dots between parts.
+// jwtByte reports whether c may be part of a compact JWT: base64 in
+// either alphabet, padding and the dots between parts.
 func jwtByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '='
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '+' || c == '/' || c == '.' || c == '='
 }
 
 // headers reports whether a carrier header, in any spelling an upstream
