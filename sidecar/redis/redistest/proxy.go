@@ -35,6 +35,8 @@ type Proxy struct {
 	cut     bool                  // cut happened: refuse connections until Reset
 	deaf    bool                  // Deafen: no subscription until Reset
 	subs    map[net.Conn]struct{} // client connections that subscribed
+	hold    int                   // Hold: new connections still to hold
+	held    []net.Conn            // accepted, never answered
 	stopped bool
 	wg      sync.WaitGroup
 }
@@ -72,7 +74,8 @@ func (p *Proxy) CutAfter(n int) {
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.count, p.cutAt, p.cut, p.deaf = 0, -1, false, false
+	p.count, p.cutAt, p.cut, p.deaf, p.hold = 0, -1, false, false, 0
+	p.releaseHeld()
 }
 
 // Deafen closes every connection that subscribed to a channel and closes
@@ -82,6 +85,20 @@ func (p *Proxy) Deafen() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.deaf = true
+	for c := range p.subs {
+		_ = c.Close()
+	}
+}
+
+// Hold closes every connection that subscribed to a channel and holds
+// the next n new connections (accepted, never answered, as by a Redis
+// that does not get to them) until Reset or Stop; connections after
+// those are forwarded as usual, and the others keep working. A client
+// whose subscription closed then hangs if it dials again.
+func (p *Proxy) Hold(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = n
 	for c := range p.subs {
 		_ = c.Close()
 	}
@@ -113,8 +130,17 @@ func (p *Proxy) Stop() {
 	for c := range p.conns {
 		_ = c.Close()
 	}
+	p.releaseHeld()
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// releaseHeld closes the held connections; p.mu is held.
+func (p *Proxy) releaseHeld() {
+	for _, c := range p.held {
+		_ = c.Close()
+	}
+	p.held = nil
 }
 
 // cutLocked closes every open connection; p.mu is held.
@@ -134,9 +160,17 @@ func (p *Proxy) accept() {
 		}
 		p.mu.Lock()
 		refuse := p.cut || p.stopped
+		hold := !refuse && p.hold > 0
+		if hold {
+			p.hold--
+			p.held = append(p.held, client)
+		}
 		p.mu.Unlock()
 		if refuse {
 			_ = client.Close()
+			continue
+		}
+		if hold {
 			continue
 		}
 		server, err := net.Dial("tcp", p.target)
