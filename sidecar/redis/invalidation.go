@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,11 +32,30 @@ import (
 // same connection); the write waits for that many acknowledgements, at
 // most Config.InvalidationAckTimeout, and fails otherwise.
 //
+// PUBLISH counts only the subscriptions of the node it runs on. In a
+// Cluster, invalidations are published on the master of the channel's
+// slot, every replica subscribes there, and checks at every ping that
+// the node still owns the slot, subscribing on the new owner when it
+// moved (reshard, rebalance, failover). Each acknowledgement names the
+// node its replica listens on, and a writer counts only those from the
+// node it published on: a replica heard through the cluster bus was not
+// counted, so its acknowledgement does not take the place of one that
+// was. A writer that does not listen where it publishes, or whose
+// PUBLISH counted nobody (not even itself), or that published on a node
+// no longer owning the slot, cannot be confirmed and fails.
+//
 // A replica that is not listening (its connection lost, not yet
 // subscribed again) cannot hear narrowing writes: its subscribers get
 // sidecar.InvalidationsLost (the caches read hits through meanwhile), and
-// sidecar.InvalidateAll once it listens again. A connection that stays silent past
-// listenerSilence, pings unanswered, is replaced.
+// sidecar.InvalidateAll once it listens again. It stops listening the
+// moment its connection fails, before anything is dialled again: Redis
+// has already dropped the subscription, so writers no longer count it.
+// That is why the subscription has a client of its own that dials once
+// (go-redis would otherwise redial and subscribe again inside the read
+// that failed, for up to dial_timeout + read_timeout, before reporting
+// the failure); a failed connection is given up, and a new subscription
+// opened, on the slot's owner. A connection that stays silent past
+// listenerSilence, pings unanswered, is replaced too.
 
 const (
 	// barrierPrefix starts a barrier message. No invalidation key starts
@@ -61,7 +81,10 @@ type invalidations struct {
 	mu        sync.Mutex // all below; held while subscribers are called
 	subs      map[int]func(string)
 	nextSub   int
-	ps        *goredis.PubSub
+	started   bool          // the listening goroutines run
+	sub       *subscription // nil while none could be opened
+	node      string        // the last subscription's node (Cluster)
+	movedAt   time.Time     // when a subscription went to another node than the last
 	conn      int           // counts connections: acknowledgements name theirs
 	listening bool          // the subscription is confirmed and the connection up
 	resumed   chan struct{} // closed when listening again
@@ -69,7 +92,13 @@ type invalidations struct {
 	done      chan struct{} // closed by Close: stops the pinger and the acknowledger
 	wg        sync.WaitGroup
 
-	heard atomic.Int64 // unix nanos of the last frame read from ps
+	heard atomic.Int64 // unix nanos of the last frame read from the subscription
+	// owned is when (unix nanos) the subscription's node last confirmed
+	// it owns the channel's slot (Cluster).
+	owned atomic.Int64
+	// resubscribe asks the pinger for a new subscription: a PUBLISH
+	// counted nobody, not even this replica.
+	resubscribe atomic.Bool
 
 	waitMu  sync.Mutex
 	waiting map[string]*ackWait // by nonce
@@ -79,13 +108,57 @@ type invalidations struct {
 }
 
 // ack is an acknowledgement to send: nonce, on writer's channel, from
-// this replica's connection conn.
-type ack struct{ writer, nonce, conn string }
+// this replica's connection conn, subscribed on node.
+type ack struct{ writer, nonce, conn, node string }
 
 // ackWait collects the acknowledgements of one barrier.
 type ackWait struct {
+	node string              // published on; "" when not a Cluster
 	from map[string]struct{} // connections that acknowledged
 	more chan struct{}       // signalled when one comes
+}
+
+// subscription is one subscribed connection. Its PubSub is made by a
+// client of its own whose dialer connects once, so that go-redis never
+// connects it again by itself.
+type subscription struct {
+	ps     *goredis.PubSub
+	client *goredis.Client // its own; nil for a kind of client it cannot be made for
+	node   *goredis.Client // in a Cluster, the master it subscribed on (the store's client for it)
+}
+
+// addr is the node the subscription is on; "" when not in a Cluster.
+func (sub *subscription) addr() string {
+	if sub == nil || sub.node == nil {
+		return ""
+	}
+	return sub.node.Options().Addr
+}
+
+func (sub *subscription) close() {
+	_ = sub.ps.Close()
+	if sub.client != nil {
+		_ = sub.client.Close()
+	}
+}
+
+// errRedial is what a subscription's dialer answers once it has
+// connected: the subscription is given up rather than connected again.
+var errRedial = errors.New("subscription connection lost")
+
+// dialOnce lets dial connect once; every later call fails at once.
+func dialOnce(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	var connected atomic.Bool
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if connected.Load() {
+			return nil, errRedial
+		}
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			connected.Store(true)
+		}
+		return c, err
+	}
 }
 
 func newInvalidations() invalidations {
@@ -115,8 +188,29 @@ func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
 		s.inv.unconfirmed.Add(1)
 		return unavailable(err)
 	}
+	node, addr, err := s.publisher(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	s.inv.mu.Lock()
+	listensOn, movedAt := s.inv.sub.addr(), s.inv.movedAt
+	s.inv.mu.Unlock()
+	if listensOn != addr {
+		// This replica would not be among those PUBLISH counts, nor hear
+		// the acknowledgements that count: it listens on the slot's
+		// former owner, or the new one is not in its slot map yet.
+		s.inv.unconfirmed.Add(1)
+		return unavailable(fmt.Errorf("listening for invalidations on %s, publishing them on %s", listensOn, addr))
+	}
+	if since := time.Since(movedAt); since < s.moveGrace() {
+		// The slot moved lately: replicas still subscribed on its former
+		// owner are not counted here, and may not have stopped
+		// listening yet.
+		s.inv.unconfirmed.Add(1)
+		return unavailable(fmt.Errorf("invalidation channel's slot moved %s ago, replicas may still listen on its former owner", since.Round(time.Millisecond)))
+	}
 	nonce := rand.Text()
-	w := &ackWait{from: map[string]struct{}{}, more: make(chan struct{}, 1)}
+	w := &ackWait{node: addr, from: map[string]struct{}{}, more: make(chan struct{}, 1)}
 	s.inv.waitMu.Lock()
 	s.inv.waiting[nonce] = w
 	s.inv.waitMu.Unlock()
@@ -125,12 +219,13 @@ func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
 		delete(s.inv.waiting, nonce)
 		s.inv.waitMu.Unlock()
 	}()
-	node, err := s.publisher(ctx)
-	if err != nil {
-		return unavailable(err)
-	}
 	var barrier *goredis.IntCmd
 	_, err = node.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		if addr != "" {
+			// Answered MOVED when the node no longer owns the slot:
+			// PUBLISH there would not count the replicas that moved.
+			p.Exists(ctx, s.channel())
+		}
 		for _, k := range keys {
 			p.Publish(ctx, s.channel(), k)
 		}
@@ -138,9 +233,21 @@ func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
 		return nil
 	})
 	if err != nil {
+		if _, moved := goredis.IsMovedError(err); moved {
+			s.reloadSlots()
+			s.inv.unconfirmed.Add(1)
+		}
 		return unavailable(err)
 	}
 	want := int(barrier.Val())
+	if want < 1 {
+		// This replica subscribes where it publishes: a count of 0 says
+		// its own subscription is not there (gone, or the master
+		// changed), and nobody was counted.
+		s.inv.resubscribe.Store(true)
+		s.inv.unconfirmed.Add(1)
+		return unavailable(errors.New("the invalidation reached no replica, this one included"))
+	}
 	for {
 		s.inv.waitMu.Lock()
 		got := len(w.from)
@@ -157,24 +264,48 @@ func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
 	}
 }
 
-// publisher is where invalidations are published: in a Cluster, the
-// master of the channel's slot, which is where go-redis subscribes every
-// replica (to the master of its first channel's slot). There, PUBLISH's
-// count of receivers is every replica's subscription, not only those on
-// a random node, and keys and barrier reach each replica in the order
-// they were published. (While the slot moves or fails over, a replica may
-// still listen on another node: it gets the messages through the cluster
-// bus, but is not counted.)
-func (s *Store) publisher(ctx context.Context) (goredis.Cmdable, error) {
+// publisher is where invalidations are published, and its address: in a
+// Cluster, the master of the channel's slot, which is where every
+// replica subscribes. There, PUBLISH's count of receivers is every
+// replica's subscription, not only those on a random node, and keys and
+// barrier reach each replica in the order they were published. (While
+// the slot moves or fails over, a replica may still listen on another
+// node until its next ping: it gets the messages through the cluster
+// bus, but is not counted, and its acknowledgements do not count.)
+// Elsewhere, the store's client, and "".
+func (s *Store) publisher(ctx context.Context) (goredis.Cmdable, string, error) {
 	if cc, ok := s.c.(*goredis.ClusterClient); ok {
-		return cc.MasterForKey(ctx, s.channel())
+		node, err := cc.MasterForKey(ctx, s.channel())
+		if err != nil {
+			return nil, "", err
+		}
+		return node, node.Options().Addr, nil
 	}
-	return s.c, nil
+	return s.c, "", nil
+}
+
+// moveGrace is how long after its subscription moved to another node a
+// replica does not confirm narrowing writes: long enough for a replica
+// left on the former owner to have stopped listening. That one's node
+// last confirmed owning the slot before it moved, and the replica stops
+// listening once that is listenerSilence old, checked after the probe
+// of every ping round; between two checks, the ping (write_timeout), the
+// wait for the next tick, and the probe (listenerPing).
+func (s *Store) moveGrace() time.Duration {
+	return listenerSilence + 2*listenerPing + s.cfg.WriteTimeout
+}
+
+// reloadSlots has a Cluster client reload its slot map (in the
+// background).
+func (s *Store) reloadSlots() {
+	if cc, ok := s.c.(*goredis.ClusterClient); ok {
+		cc.ReloadState(context.Background())
+	}
 }
 
 // send publishes keys without waiting for the replicas.
 func (s *Store) send(ctx context.Context, keys ...string) error {
-	node, err := s.publisher(ctx)
+	node, _, err := s.publisher(ctx)
 	if err != nil {
 		return unavailable(err)
 	}
@@ -233,7 +364,7 @@ func (s *Store) Subscribe(fn func(key string)) (cancel func()) {
 	id := s.inv.nextSub
 	s.inv.nextSub++
 	s.inv.subs[id] = fn
-	if s.inv.ps == nil {
+	if !s.inv.started {
 		s.startListening()
 	}
 	if !s.inv.listening {
@@ -255,7 +386,7 @@ func (s *Store) listen(timeout <-chan time.Time) error {
 		s.inv.mu.Unlock()
 		return errors.New("store closed")
 	}
-	if s.inv.ps == nil {
+	if !s.inv.started {
 		s.startListening()
 	}
 	resumed := s.inv.resumed
@@ -272,68 +403,109 @@ func (s *Store) listen(timeout <-chan time.Time) error {
 	}
 }
 
-// startListening subscribes on a new connection, waits (bounded) for
-// Redis to confirm, and starts its listener; inv.mu is held.
+// startListening starts the pinger and the acknowledger, subscribes on
+// a new connection, waits (bounded) for Redis to confirm, and starts its
+// listener; inv.mu is held. When the subscription cannot be opened, or
+// is not confirmed, the listener or the pinger opens another.
 func (s *Store) startListening() {
-	ps := s.subscribe()
+	s.inv.started = true
+	s.inv.wg.Add(2)
+	go s.pinger()
+	go s.acknowledger()
+	sub, err := s.subscribe()
+	if err != nil {
+		s.log.Warn("subscribe to invalidations", "channel", s.channel(), "err", err)
+		return
+	}
 	// Wait for the first confirmation here, so that a subscriber returns
-	// listening. When it does not come, go-redis keeps trying; the
-	// listener then hears it and resumes.
+	// listening.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout+s.cfg.ReadTimeout)
 	defer cancel()
-	if m, err := ps.Receive(ctx); err != nil {
+	if m, err := sub.ps.Receive(ctx); err != nil {
 		s.log.Warn("subscribe to invalidations", "channel", s.channel(), "err", err)
-	} else if sub, ok := m.(*goredis.Subscription); ok && sub.Kind == "subscribe" {
+	} else if m, ok := m.(*goredis.Subscription); ok && m.Kind == "subscribe" {
 		s.markListening(true)
 	}
-	s.listenOn(ps)
+	s.listenOn(sub)
 }
 
 // subscribe opens a connection subscribed to the invalidation channel and
-// this store's acknowledgement channel.
-func (s *Store) subscribe() *goredis.PubSub {
+// this store's acknowledgement channel: in a Cluster, on the master of
+// the channel's slot (which it checks), through a client of its own that
+// connects once.
+func (s *Store) subscribe() (*subscription, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout+s.cfg.WriteTimeout)
 	defer cancel()
-	return s.c.Subscribe(ctx, s.channel(), s.ackChannel(s.inv.id))
+	sub := &subscription{}
+	var base *goredis.Client
+	switch c := s.c.(type) {
+	case *goredis.ClusterClient:
+		node, err := c.MasterForKey(ctx, s.channel())
+		if err != nil {
+			return nil, err
+		}
+		asked := time.Now()
+		if err := node.Exists(ctx, s.channel()).Err(); err != nil {
+			if _, moved := goredis.IsMovedError(err); moved {
+				c.ReloadState(ctx)
+			}
+			return nil, err
+		}
+		s.inv.owned.Store(asked.UnixNano())
+		base, sub.node = node, node
+	case *goredis.Client: // single node, Sentinel
+		base = c
+	default:
+		sub.ps = s.c.Subscribe(ctx, s.channel(), s.ackChannel(s.inv.id))
+		return sub, nil
+	}
+	o := *base.Options()
+	o.Dialer = dialOnce(o.Dialer)
+	o.MinIdleConns = 0
+	o.PushNotificationProcessor = nil // the store client's, handlers registered: this client makes its own
+	sub.client = goredis.NewClient(&o)
+	sub.ps = sub.client.Subscribe(ctx, s.channel(), s.ackChannel(s.inv.id))
+	return sub, nil
 }
 
-// listenOn makes ps the listening connection and starts its listener; the
-// first time, also the pinger and the acknowledger. inv.mu is held.
-func (s *Store) listenOn(ps *goredis.PubSub) {
-	first := s.inv.conn == 0
+// listenOn makes sub the listening connection and starts its listener;
+// inv.mu is held.
+func (s *Store) listenOn(sub *subscription) {
 	s.inv.conn++
 	conn := s.inv.id + ":" + strconv.Itoa(s.inv.conn)
-	s.inv.ps = ps
+	s.inv.sub = sub
+	if addr := sub.addr(); addr != s.inv.node {
+		if s.inv.node != "" {
+			s.inv.movedAt = time.Now()
+		}
+		s.inv.node = addr
+	}
 	s.inv.heard.Store(time.Now().UnixNano())
 	s.inv.wg.Add(1)
-	go s.listener(ps, conn)
-	if first {
-		s.inv.wg.Add(2)
-		go s.pinger()
-		go s.acknowledger()
-	}
+	go s.listener(sub, conn)
 }
 
-// listener reads ps until it is closed or replaced, handing keys to the
-// subscribers and acknowledging barriers, in the order they arrive.
-func (s *Store) listener(ps *goredis.PubSub, conn string) {
+// listener reads sub until it is closed or replaced, handing keys to the
+// subscribers and acknowledging barriers, in the order they arrive. When
+// the connection fails, the replica stops listening at once, and the
+// listener gives it up for a new one.
+func (s *Store) listener(sub *subscription, conn string) {
 	defer s.inv.wg.Done()
 	ctx := context.Background()
 	for {
-		m, err := ps.Receive(ctx)
-		if !s.current(ps) {
+		m, err := sub.ps.Receive(ctx)
+		if !s.current(sub) {
 			return
 		}
 		if err != nil {
-			// go-redis connects again on the next Receive; until it has
-			// subscribed again, this replica hears nothing.
 			s.setListening(false, err)
 			select {
 			case <-s.inv.done:
 				return
 			case <-time.After(listenerRetry):
 			}
-			continue
+			s.replaceConnection(sub, err)
+			return
 		}
 		s.inv.heard.Store(time.Now().UnixNano())
 		switch m := m.(type) {
@@ -347,7 +519,7 @@ func (s *Store) listener(ps *goredis.PubSub, conn string) {
 				if writer, nonce, ok := strings.Cut(strings.TrimPrefix(m.Payload, barrierPrefix), " "); ok && strings.HasPrefix(m.Payload, barrierPrefix) {
 					// Everything published before the barrier has been
 					// handed over: acknowledge it.
-					s.queueAck(ack{writer: writer, nonce: nonce, conn: conn})
+					s.queueAck(ack{writer: writer, nonce: nonce, conn: conn, node: sub.addr()})
 				} else {
 					s.dispatch(m.Payload)
 				}
@@ -358,10 +530,10 @@ func (s *Store) listener(ps *goredis.PubSub, conn string) {
 	}
 }
 
-func (s *Store) current(ps *goredis.PubSub) bool {
+func (s *Store) current(sub *subscription) bool {
 	s.inv.mu.Lock()
 	defer s.inv.mu.Unlock()
-	return s.inv.ps == ps && !s.inv.closed
+	return s.inv.sub == sub && !s.inv.closed
 }
 
 // setListening records whether the replica hears invalidations and tells
@@ -401,7 +573,9 @@ func (s *Store) markListening(on bool) {
 }
 
 // pinger pings the listening connection, so a dead one is noticed even
-// when nothing is published, and replaces it once silent too long.
+// when nothing is published, and replaces it once silent too long; in a
+// Cluster, also when its node no longer owns the channel's slot. When
+// there is none, it opens one.
 func (s *Store) pinger() {
 	defer s.inv.wg.Done()
 	tick := time.NewTicker(listenerPing)
@@ -413,38 +587,82 @@ func (s *Store) pinger() {
 		case <-tick.C:
 		}
 		s.inv.mu.Lock()
-		ps := s.inv.ps
+		sub := s.inv.sub
 		s.inv.mu.Unlock()
-		if ps == nil {
+		if sub == nil {
+			s.replaceConnection(nil, errors.New("not subscribed"))
 			continue
 		}
 		if time.Since(time.Unix(0, s.inv.heard.Load())) > listenerSilence {
-			s.replaceConnection(ps)
+			s.replaceConnection(sub, errors.New("listening connection silent"))
 			continue
 		}
+		if s.inv.resubscribe.Swap(false) {
+			s.replaceConnection(sub, errors.New("a publish counted no subscriber, this one included"))
+			continue
+		}
+		if sub.node != nil {
+			asked := time.Now()
+			moved, err := s.slotMoved(sub.node)
+			if moved {
+				s.reloadSlots()
+				s.replaceConnection(sub, errors.New("the invalidation channel's slot moved"))
+				continue
+			}
+			if err == nil {
+				s.inv.owned.Store(asked.UnixNano())
+			}
+			if time.Since(time.Unix(0, s.inv.owned.Load())) > listenerSilence {
+				s.replaceConnection(sub, errors.New("the node listened on has not confirmed owning the channel's slot"))
+				continue
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout)
-		_ = ps.Ping(ctx) // the answer, or its absence, is what counts
+		_ = sub.ps.Ping(ctx) // the answer, or its absence, is what counts
 		cancel()
 	}
 }
 
-// replaceConnection gives up the silent connection old for a new one,
-// whose listener resumes once Redis confirms the subscription.
-func (s *Store) replaceConnection(old *goredis.PubSub) {
+// slotMoved asks node, where the subscription is, whether it still owns
+// the channel's slot: it answers MOVED when not (the store's slot map may
+// not know yet). err is any other failure to answer.
+func (s *Store) slotMoved(node *goredis.Client) (moved bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), listenerPing)
+	defer cancel()
+	err = node.Exists(ctx, s.channel()).Err()
+	if _, moved = goredis.IsMovedError(err); moved {
+		return true, nil
+	}
+	return false, err
+}
+
+// replaceConnection gives up the connection old (nil: none) for a new
+// one, whose listener resumes once Redis confirms the subscription. When
+// none can be opened, the pinger tries again.
+func (s *Store) replaceConnection(old *subscription, cause error) {
 	if !s.current(old) {
 		return
 	}
-	s.setListening(false, errors.New("listening connection silent"))
-	ps := s.subscribe()
+	s.setListening(false, cause)
+	sub, err := s.subscribe()
 	s.inv.mu.Lock()
-	if s.inv.ps != old || s.inv.closed {
+	if s.inv.sub != old || s.inv.closed {
 		s.inv.mu.Unlock()
-		_ = ps.Close()
+		if sub != nil {
+			sub.close()
+		}
 		return
 	}
-	s.listenOn(ps)
+	if err != nil {
+		s.log.Warn("subscribe to invalidations", "channel", s.channel(), "err", err)
+		s.inv.sub = nil
+	} else {
+		s.listenOn(sub)
+	}
 	s.inv.mu.Unlock()
-	_ = old.Close()
+	if old != nil {
+		old.close()
+	}
 }
 
 func (s *Store) queueAck(a ack) {
@@ -464,7 +682,7 @@ func (s *Store) acknowledger() {
 			return
 		case a := <-s.inv.acks:
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout+s.cfg.ReadTimeout)
-			if err := s.c.Publish(ctx, s.ackChannel(a.writer), a.nonce+" "+a.conn).Err(); err != nil {
+			if err := s.c.Publish(ctx, s.ackChannel(a.writer), a.nonce+" "+a.conn+" "+a.node).Err(); err != nil {
 				s.log.Warn("acknowledge invalidation", "channel", s.channel(), "err", err)
 			}
 			cancel()
@@ -472,16 +690,20 @@ func (s *Store) acknowledger() {
 	}
 }
 
-// acked records an acknowledgement (nonce, then the connection that sent
-// it) of a barrier this store published.
+// acked records an acknowledgement (nonce, the connection that sent it,
+// and the node that connection is subscribed on) of a barrier this store
+// published. One from a replica on another node than the barrier was
+// published on does not count: PUBLISH did not count that replica. (An
+// earlier version names no node; its acknowledgement counts.)
 func (s *Store) acked(payload string) {
 	nonce, from, ok := strings.Cut(payload, " ")
 	if !ok {
 		return
 	}
+	from, node, _ := strings.Cut(from, " ")
 	s.inv.waitMu.Lock()
 	defer s.inv.waitMu.Unlock()
-	if w := s.inv.waiting[nonce]; w != nil {
+	if w := s.inv.waiting[nonce]; w != nil && (node == "" || node == w.node) {
 		w.from[from] = struct{}{}
 		select {
 		case w.more <- struct{}{}:
@@ -504,16 +726,16 @@ func (s *Store) dispatch(keys ...string) {
 // closeInvalidations stops listening and waits for the goroutines.
 func (s *Store) closeInvalidations() {
 	s.inv.mu.Lock()
-	ps := s.inv.ps
+	sub := s.inv.sub
 	if !s.inv.closed {
 		s.inv.closed = true
 		close(s.inv.done)
 	}
-	s.inv.ps = nil
+	s.inv.sub = nil
 	clear(s.inv.subs)
 	s.inv.mu.Unlock()
-	if ps != nil {
-		_ = ps.Close()
+	if sub != nil {
+		sub.close()
 	}
 	s.inv.wg.Wait()
 }
