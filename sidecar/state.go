@@ -455,19 +455,80 @@ func (g *Grant) Scope() string {
 func (g *Grant) Live(now time.Time) bool { return g != nil && now.Before(g.ExpiresAt) }
 
 // EffectiveGrants are the live grants that may apply to one partner user
-// for one customer. Effective applies the precedence rule.
+// for one customer, and the holds the user's revoked individual grants
+// left. Effective and At apply the precedence rule.
 type EffectiveGrants struct {
 	Individual   *Grant // the user's own grant, nil if none
 	Organisation *Grant // the partner organisation's grant, nil if none
+	Held         []Hold // holds on the user, live when read
+}
+
+// Hold is what revoking a user's individual grant leaves: the individual
+// grant is considered before the organisation's even when lower, so it
+// restricts the user, and its revocation must not lift that restriction.
+// Until the revoked grant would have expired (Until), the user gets
+// nothing through an organisation grant approved before the revocation
+// (whose Seq is below the revocation's, Seq). An organisation grant
+// approved later, or a new individual grant, applies as usual.
+type Hold struct {
+	Seq   int64     `json:"seq"`
+	Until time.Time `json:"until"`
 }
 
 // Effective is the individual grant when there is one — even when it is
-// lower than the organisation's — else the organisation grant, else nil.
+// lower than the organisation's — else the organisation grant unless a
+// hold keeps the user from it, else nil. The grants and holds are taken
+// as live, as a store returns them.
 func (e EffectiveGrants) Effective() *Grant {
 	if e.Individual != nil {
 		return e.Individual
 	}
+	if e.Organisation == nil || e.heldBack(e.Organisation, time.Time{}) {
+		return nil
+	}
 	return e.Organisation
+}
+
+// At is Effective at now: expired grants and holds count as absent.
+func (e EffectiveGrants) At(now time.Time) *Grant {
+	if e.Individual.Live(now) {
+		return e.Individual
+	}
+	if !e.Organisation.Live(now) || e.heldBack(e.Organisation, now) {
+		return nil
+	}
+	return e.Organisation
+}
+
+// HeldBack reports whether a hold keeps the user from the organisation
+// grant at now, the organisation grant being live.
+func (e EffectiveGrants) HeldBack(now time.Time) bool {
+	return !e.Individual.Live(now) && e.Organisation.Live(now) && e.heldBack(e.Organisation, now)
+}
+
+// heldBack reports whether a hold live at now (any, for a zero now) was
+// left after org was approved.
+func (e EffectiveGrants) heldBack(org *Grant, now time.Time) bool {
+	for _, h := range e.Held {
+		if (now.IsZero() || now.Before(h.Until)) && org.Seq < h.Seq {
+			return true
+		}
+	}
+	return false
+}
+
+// AddHold returns holds with h, left by a revocation later than every one
+// in holds, added; holds no longer live at now, and those h outlasts (a
+// later revocation reaches every organisation grant an earlier one did),
+// are dropped. Both stores keep a user's holds this way.
+func AddHold(holds []Hold, h Hold, now time.Time) []Hold {
+	out := make([]Hold, 0, len(holds)+1)
+	for _, old := range holds {
+		if now.Before(old.Until) && old.Until.After(h.Until) {
+			out = append(out, old)
+		}
+	}
+	return append(out, h)
 }
 
 // Share makes one of a customer's resources (a service request) visible to
@@ -796,6 +857,9 @@ type PartnerStore interface {
 	// customer, so that no approval decided before it issues the grant
 	// again. It keeps the grant as it was for RevokedGrant, in the same
 	// atomic write, with who revoked it: subject by of organisation byOrg.
+	// Revoking a user's individual grant also leaves, in that write, a
+	// Hold on the user with that Seq until the grant would have expired
+	// (AddHold), which EffectiveGrants returns from then on.
 	RevokeGrant(ctx context.Context, customer, id, by, byOrg string) (*Grant, error)
 	// TakeSelfServiceChange takes one of the limit changes an
 	// organisation may make for itself in a window (access requests,
@@ -809,7 +873,7 @@ type PartnerStore interface {
 	// it was, so it publishes the eviction again for its parties only.
 	RevokedGrant(ctx context.Context, customer, id string) (*Grant, error)
 	// EffectiveGrants returns the user's individual and the org's live
-	// grants for the customer, in one read.
+	// grants for the customer, and the user's live holds, in one read.
 	EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (EffectiveGrants, error)
 	// GrantsByCustomer lists a customer's live grants ("My Partners").
 	GrantsByCustomer(ctx context.Context, customer string) ([]Grant, error)

@@ -2,9 +2,12 @@ package sidecar_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
+
+const day = 24 * time.Hour
 
 // The one rule for which accounts cannot be impersonated, as the stores
 // apply it when a session starts and when a profile is written.
@@ -36,5 +39,62 @@ func TestProtectionProtects(t *testing.T) {
 	}
 	if (sidecar.Protection{}).Protects("c1", &sidecar.Customer{ID: "c1", Roles: []string{"admin"}}, false) {
 		t.Fatal("a role protects only when policy data lists it")
+	}
+}
+
+// Precedence at an instant, as the check path applies it to a cached pair
+// of grants and the holds read with them.
+func TestEffectiveGrantsAt(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	org := &sidecar.Grant{ID: "org", PartnerOrg: "p", Level: sidecar.LevelUpdate, ExpiresAt: now.Add(30 * day), Seq: 1}
+	later := &sidecar.Grant{ID: "later", PartnerOrg: "p", Level: sidecar.LevelUpdate, ExpiresAt: now.Add(30 * day), Seq: 3}
+	own := &sidecar.Grant{ID: "own", PartnerOrg: "p", User: "pat", Level: sidecar.LevelLook, ExpiresAt: now.Add(10 * day), Seq: 4}
+	lapsed := &sidecar.Grant{ID: "lapsed", PartnerOrg: "p", User: "pat", Level: sidecar.LevelLook, ExpiresAt: now, Seq: 4}
+	hold := []sidecar.Hold{{Seq: 2, Until: now.Add(10 * day)}}
+	cases := []struct {
+		name string
+		e    sidecar.EffectiveGrants
+		at   time.Time
+		want string
+		held bool
+	}{
+		{"individual_even_when_lower", sidecar.EffectiveGrants{Individual: own, Organisation: org}, now, "own", false},
+		{"lapsed_individual_lets_the_organisation_apply", sidecar.EffectiveGrants{Individual: lapsed, Organisation: org}, now, "org", false},
+		{"held_back_from_an_earlier_organisation_grant", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now, "", true},
+		{"held_back_until_the_revoked_grant_would_have_expired", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now.Add(10*day - time.Nanosecond), "", true},
+		{"hold_lapsed", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now.Add(10 * day), "org", false},
+		{"organisation_grant_approved_after_the_revocation", sidecar.EffectiveGrants{Organisation: later, Held: hold}, now, "later", false},
+		{"new_individual_grant", sidecar.EffectiveGrants{Individual: own, Organisation: org, Held: hold}, now, "own", false},
+		{"held_and_the_individual_lapsed", sidecar.EffectiveGrants{Individual: lapsed, Organisation: org, Held: hold}, now, "", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ""
+			if g := tc.e.At(tc.at); g != nil {
+				got = g.ID
+			}
+			if got != tc.want || tc.e.HeldBack(tc.at) != tc.held {
+				t.Fatalf("At = %q, HeldBack = %v; want %q, %v", got, tc.e.HeldBack(tc.at), tc.want, tc.held)
+			}
+		})
+	}
+}
+
+// A user's holds: a later revocation outlasting an earlier one replaces
+// it; an earlier one outlasting the later is kept; lapsed ones go.
+func TestAddHold(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	holds := sidecar.AddHold(nil, sidecar.Hold{Seq: 2, Until: now.Add(30 * day)}, now)
+	holds = sidecar.AddHold(holds, sidecar.Hold{Seq: 5, Until: now.Add(10 * day)}, now)
+	if len(holds) != 2 {
+		t.Fatalf("holds = %+v, want both", holds)
+	}
+	holds = sidecar.AddHold(holds, sidecar.Hold{Seq: 7, Until: now.Add(20 * day)}, now.Add(11*day))
+	if len(holds) != 2 || holds[0].Seq != 2 || holds[1].Seq != 7 {
+		t.Fatalf("holds = %+v, want seq 2 (outlasting) and 7", holds)
+	}
+	holds = sidecar.AddHold(holds, sidecar.Hold{Seq: 9, Until: now.Add(40 * day)}, now.Add(11*day))
+	if len(holds) != 1 || holds[0].Seq != 9 {
+		t.Fatalf("holds = %+v, want seq 9 alone", holds)
 	}
 }

@@ -83,6 +83,7 @@ type Store struct {
 	grants     map[string]map[string]*sidecar.Grant // customer → org\x00user → grant
 	order      map[string]map[string]int64          // customer → org: last Seq taken; org\x00user: Seq of the last grant written or revocation
 	revoked    map[string]map[string]sidecar.Grant  // customer → grant id → the grant as revoked, until it would have expired
+	held       map[string]map[string][]sidecar.Hold // customer → org\x00user → holds the user's revoked individual grants left
 	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
 	unshared   map[string]map[string]sidecar.Share  // as shares: the last removal of each, for sidecar.AppendOnceWindow
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
@@ -130,6 +131,7 @@ func New(opts ...Option) *Store {
 		grants:       map[string]map[string]*sidecar.Grant{},
 		order:        map[string]map[string]int64{},
 		revoked:      map[string]map[string]sidecar.Grant{},
+		held:         map[string]map[string][]sidecar.Hold{},
 		shares:       map[string]map[string]*sidecar.Share{},
 		unshared:     map[string]map[string]sidecar.Share{},
 		subs:         map[string]*sidecar.Subscription{},
@@ -955,6 +957,9 @@ func (s *Store) RevokeGrant(_ context.Context, customer, id, by, byOrg string) (
 			delete(s.grants[customer], k)
 			seq := s.nextSeq(customer, g.PartnerOrg)
 			s.order[customer][k] = seq
+			if out != nil && out.User != "" {
+				s.hold(customer, k, sidecar.Hold{Seq: seq, Until: out.ExpiresAt})
+			}
 		}
 	}
 	if out != nil {
@@ -987,6 +992,23 @@ func (s *Store) keepRevoked(customer string, g sidecar.Grant) {
 	m[g.ID] = g
 }
 
+// hold adds h to the holds on the user of field at customer and forgets
+// the customer's holds no longer live. s.mu is held.
+func (s *Store) hold(customer, field string, h sidecar.Hold) {
+	m := s.held[customer]
+	if m == nil {
+		m = map[string][]sidecar.Hold{}
+		s.held[customer] = m
+	}
+	now := s.now()
+	for f, hs := range m {
+		if !slices.ContainsFunc(hs, func(h sidecar.Hold) bool { return now.Before(h.Until) }) {
+			delete(m, f)
+		}
+	}
+	m[field] = sidecar.AddHold(m[field], h, now)
+}
+
 func (s *Store) RevokedGrant(_ context.Context, customer, id string) (*sidecar.Grant, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -1003,6 +1025,12 @@ func (s *Store) EffectiveGrants(_ context.Context, customer, partnerOrg, user st
 	var e sidecar.EffectiveGrants
 	if user != "" {
 		e.Individual = s.liveGrant(customer, grantField(partnerOrg, user))
+		now := s.now()
+		for _, h := range s.held[customer][grantField(partnerOrg, user)] {
+			if now.Before(h.Until) {
+				e.Held = append(e.Held, h)
+			}
+		}
 	}
 	e.Organisation = s.liveGrant(customer, grantField(partnerOrg, ""))
 	return e, nil

@@ -22,6 +22,9 @@ import (
 //	{cust:C}:grants:exp        sorted set: same fields by expiry (ms), to expire fields
 //	{cust:C}:grants:closed     sorted set: ids of C's requests that issue no more grants,
 //	                           by when the request is forgotten (ms)
+//	{cust:C}:grants:held       hash: "<org>\x00<user>" → JSON [[seq, until ms], …], the
+//	                           holds the user's revoked individual grants left
+//	                           (sidecar.Hold); kept until the last one lapses
 //	{cust:C}:grants:seq        hash: "<org>" → last Seq taken for O's access to C;
 //	                           "<org>\x00<user>" → Seq of the grant last written or revoked
 //	                           there. Kept 2×retention past its last change: every
@@ -322,16 +325,38 @@ return 1
 // It also keeps the grant as it was for RevokedGrant: KEYS[4] holds it by
 // id, KEYS[5] its expiry, and both are trimmed of grants past theirs and
 // live until the last one kept expires.
-// KEYS: grants, grants:exp, grants:seq, grants:revoked, grants:revoked:exp.
-// ARGV: field, id, partner org, seq TTL ms, expires-at ms, now ms.
+// A user's individual grant (ARGV[8] = "1") leaves a hold on the user in
+// KEYS[6] with the revocation's Seq until the grant's expiry, added to the
+// field's holds as sidecar.AddHold does (the store contract pins both);
+// the hash lives until its last hold lapses.
+// KEYS: grants, grants:exp, grants:seq, grants:revoked, grants:revoked:exp,
+// grants:held.
+// ARGV: field, id, partner org, seq TTL ms, expires-at ms, now ms, grant
+// as revoked, individual.
 var revokeGrantScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
 if cjson.decode(v)['id'] ~= ARGV[2] then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], redis.call('HINCRBY', KEYS[3], ARGV[3], 1))
+local seq = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+redis.call('HSET', KEYS[3], ARGV[1], seq)
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+local now, untl = tonumber(ARGV[6]), tonumber(ARGV[5])
+if ARGV[8] == '1' and untl > now then
+  local holds = {}
+  local raw = redis.call('HGET', KEYS[6], ARGV[1])
+  if raw then
+    for _, h in ipairs(cjson.decode(raw)) do
+      if h[2] > now and h[2] > untl then table.insert(holds, h) end
+    end
+  end
+  table.insert(holds, {seq, untl})
+  redis.call('HSET', KEYS[6], ARGV[1], cjson.encode(holds))
+  local ttl = untl - now
+  if ttl < 1000 then ttl = 1000 end
+  if redis.call('PTTL', KEYS[6]) < ttl then redis.call('PEXPIRE', KEYS[6], ttl) end
+end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[7])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
 local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[6], 'LIMIT', 0, 100)
@@ -429,12 +454,16 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string)
 			continue
 		}
 		keys := []string{s.cust(customer, "grants"), s.cust(customer, "grants:exp"), s.cust(customer, "grants:seq"),
-			s.cust(customer, "grants:revoked"), s.cust(customer, "grants:revoked:exp")}
+			s.cust(customer, "grants:revoked"), s.cust(customer, "grants:revoked:exp"), s.cust(customer, "grants:held")}
 		now := s.now()
 		kept := *g // the script removes only the grant with this id: this one
 		kept.RevokedAt, kept.RevokedBy, kept.RevokedByOrg = now, by, byOrg
+		individual := "0"
+		if g.User != "" {
+			individual = "1"
+		}
 		raw, err := revokeGrantScript.Run(ctx, s.c, keys, f, id, g.PartnerOrg, s.seqTTL().Milliseconds(),
-			g.ExpiresAt.UnixMilli(), now.UnixMilli(), encode(&kept)).Text()
+			g.ExpiresAt.UnixMilli(), now.UnixMilli(), encode(&kept), individual).Text()
 		if errors.Is(err, goredis.Nil) {
 			break // replaced or revoked meanwhile
 		}
@@ -474,13 +503,39 @@ func (s *Store) RevokedGrant(ctx context.Context, customer, id string) (*sidecar
 	return g, nil
 }
 
+// EffectiveGrants reads the grants and the user's holds in one
+// transaction: a revocation writes both at once, so no read sees the
+// individual grant gone and its hold not yet there.
 func (s *Store) EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error) {
 	var e sidecar.EffectiveGrants
-	vals, err := s.c.HMGet(ctx, s.cust(customer, "grants"), field(partnerOrg, ""), field(partnerOrg, user)).Result()
+	var grants *goredis.SliceCmd
+	var held *goredis.StringCmd
+	_, err := s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		grants = p.HMGet(ctx, s.cust(customer, "grants"), field(partnerOrg, ""), field(partnerOrg, user))
+		if user != "" {
+			held = p.HGet(ctx, s.cust(customer, "grants:held"), field(partnerOrg, user))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return e, unavailable(err)
+	}
+	vals, err := grants.Result()
 	if err != nil {
 		return e, unavailable(err)
 	}
 	now := s.now()
+	if held != nil && held.Val() != "" {
+		holds, err := decode[[][2]int64](held.Val())
+		if err != nil {
+			return e, err
+		}
+		for _, h := range *holds {
+			if until := time.UnixMilli(h[1]); now.Before(until) {
+				e.Held = append(e.Held, sidecar.Hold{Seq: h[0], Until: until})
+			}
+		}
+	}
 	for i, v := range vals {
 		raw, ok := v.(string)
 		if !ok || (i == 1 && user == "") {

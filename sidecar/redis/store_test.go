@@ -143,6 +143,14 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 			ConsentExpiresAt: now.Add(2 * time.Hour)}})
 	must(err)
 	must(s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(72 * time.Hour)}))
+	for _, g := range []struct {
+		id, user string
+		ttl      time.Duration
+	}{{"gi", "pat", 48 * time.Hour}, {"gj", "sam", 24 * time.Hour}} {
+		must(s.PutGrant(ctx, &sidecar.Grant{ID: g.id, Customer: "acme", PartnerOrg: "p1", User: g.user, Level: sidecar.LevelCC, ExpiresAt: now.Add(g.ttl)}))
+		_, err = s.RevokeGrant(ctx, "acme", g.id, "cora", "acme")
+		must(err)
+	}
 	must(s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r1", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, CreatedAt: now,
 		Status: sidecar.RequestPending, PendingExpiresAt: now.Add(30 * 24 * time.Hour)}))
 	cases := []struct {
@@ -154,6 +162,7 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 		{"redeem_code", "ttl:{imp}:code:code2", 30 * time.Second},
 		{"consent", "ttl:{imp}:consent:acme", 2 * time.Hour},
 		{"grants_until_last_expiry", "ttl:{cust:acme}:grants", 72 * time.Hour},
+		{"holds_until_the_last_revoked_grant_would_have_expired", "ttl:{cust:acme}:grants:held", 48 * time.Hour},
 		{"pending_request_until_retention_after_expiry", "ttl:{req:r1}", 31 * 24 * time.Hour},
 	}
 	for _, tc := range cases {
@@ -198,6 +207,8 @@ func TestClusterKeysThatChangeTogetherShareASlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(time.Hour)})
+	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "gi", Customer: "acme", PartnerOrg: "p1", User: "pat", Level: sidecar.LevelCC, ExpiresAt: now.Add(time.Hour)})
+	_, _ = s.RevokeGrant(ctx, "acme", "gi", "cora", "acme") // leaves a hold on pat
 	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})
 	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
 	for _, tc := range []struct {

@@ -910,6 +910,96 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("rejected request's Seq = %d, want 0", r6.Seq)
 		}
 	})
+	// A user's individual grant is considered before the organisation's,
+	// even when lower. Revoking it narrows: until it would have expired,
+	// the user gets nothing through an organisation grant approved before
+	// the revocation, whoever revoked it. An organisation grant approved
+	// after the revocation, or a new individual grant, applies as usual.
+	t.Run("revoked_individual_grant_holds_back_earlier_org_grant", func(t *testing.T) {
+		e := newEnv(t)
+		n := 0
+		approve := func() int64 {
+			t.Helper()
+			n++
+			id := fmt.Sprintf("r%d", n)
+			must(t, e.s.CreateRequest(e.ctx, newRequest(e, id, "p1", "acme")))
+			r, err := e.s.DecideRequest(e.ctx, id, sidecar.RequestApproved, "boss", e.now())
+			must(t, err)
+			return r.Seq
+		}
+		put := func(id, user string, level sidecar.Level, ttl time.Duration, seq int64) {
+			t.Helper()
+			g := grant(e, id, "acme", "p1", user, level, ttl)
+			g.Seq = seq
+			must(t, e.s.PutGrant(e.ctx, g))
+		}
+		effective := func(s sidecar.Store, user string) string {
+			t.Helper()
+			eg, err := s.EffectiveGrants(e.ctx, "acme", "p1", user)
+			must(t, err)
+			if g := eg.Effective(); g != nil {
+				return g.ID
+			}
+			return ""
+		}
+		want := func(what, user, id string) {
+			t.Helper()
+			for _, s := range []sidecar.Store{e.s, e.peer} {
+				if got := effective(s, user); got != id {
+					t.Fatalf("%s: %s's effective grant = %q, want %q", what, user, got, id)
+				}
+			}
+		}
+		put("g-org", "", sidecar.LevelUpdate, 30*day, approve())
+		put("g-pat", "pat", sidecar.LevelLook, 10*day, approve())
+		want("before the revocation", "pat", "g-pat")
+		_, err := e.s.RevokeGrant(e.ctx, "acme", "g-pat", "pat", "p1")
+		must(t, err)
+		want("after the revocation", "pat", "")
+		eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", "pat")
+		must(t, err)
+		if len(eg.Held) != 1 || !eg.Held[0].Until.Equal(e.now().Add(10*day)) || eg.Organisation == nil || eg.Held[0].Seq <= eg.Organisation.Seq {
+			t.Fatalf("pat's grants after the revocation: %+v, want the organisation's and one hold until the revoked grant's expiry", eg)
+		}
+		if eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", ""); err != nil || len(eg.Held) != 0 {
+			t.Fatalf("the organisation's grants: %+v, %v; want no hold", eg, err)
+		}
+		want("another user of the organisation", "sam", "g-org")
+		want("the organisation itself", "", "g-org")
+		e.clock.Advance(10*day - time.Second)
+		want("just before the revoked grant would have expired", "pat", "")
+		e.clock.Advance(time.Second)
+		want("once the revoked grant would have expired", "pat", "g-org")
+
+		// Revoked again before it expires, a second individual grant
+		// leaves its own hold; the first one's still holds until it
+		// would have expired.
+		put("g-pat2", "pat", sidecar.LevelLook, 10*day, approve())
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-pat2", "cora", "acme")
+		must(t, err)
+		put("g-pat3", "pat", sidecar.LevelCC, 2*day, approve())
+		want("a new individual grant", "pat", "g-pat3")
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-pat3", "paul", "p1")
+		must(t, err)
+		e.clock.Advance(5 * day)
+		want("past the second revoked grant's expiry, before the first's", "pat", "")
+		e.clock.Advance(5 * day)
+		want("past both", "pat", "g-org")
+
+		// An organisation grant approved after a revocation applies.
+		put("g-pat4", "pat", sidecar.LevelLook, 10*day, approve())
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-pat4", "pat", "p1")
+		must(t, err)
+		want("after the fourth revocation", "pat", "")
+		put("g-org2", "", sidecar.LevelCreate, 30*day, approve())
+		want("an organisation grant approved after the revocation", "pat", "g-org2")
+
+		// Revoking the organisation grant holds nobody back from a later one.
+		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-org2", "cora", "acme")
+		must(t, err)
+		put("g-org3", "", sidecar.LevelLook, 30*day, approve())
+		want("a later organisation grant", "sam", "g-org3")
+	})
 	t.Run("individual_before_organisation_even_when_lower", func(t *testing.T) {
 		e := newEnv(t)
 		must(t, e.s.PutGrant(e.ctx, grant(e, "g-org", "acme", "p1", "", sidecar.LevelFullAdmin, 30*day)))
