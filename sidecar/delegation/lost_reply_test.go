@@ -120,6 +120,7 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 			ctx := context.Background()
 			rec := startedRecorder(t, env.store)
 			p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
+			env.grant(t, patUser, orgRequest(sidecar.LevelCreate, 30))
 			env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"))
 			patG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
 			if err != nil || patG.Individual == nil {
@@ -144,6 +145,11 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 				if _, err := p.Revoke(ctx, by, "acme", id, allowAll); err != nil {
 					t.Fatalf("Revoke retried by %s: %v", by.Subject, err)
 				}
+			}
+			// The late script left its hold with the revocation: the
+			// organisation grant approved before it does not apply to pat.
+			if g, err := p.Effective(ctx, "acme", "partnerco", "pat"); err != nil || g != nil {
+				t.Fatalf("pat's effective grant after the retried revocation: %+v, %v; want none", g, err)
 			}
 			partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
 			entries := audited(t, env.store, "partner.revoke", id)

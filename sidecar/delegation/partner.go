@@ -994,7 +994,19 @@ func (p *Partners) MyCustomers(ctx context.Context, caller *sidecar.Identity, au
 	}
 	out := make([]CustomerAccess, 0, len(byCustomer))
 	for c, e := range byCustomer {
-		g := e.Effective()
+		if e.Individual == nil {
+			// Only the organisation's grant is listed: a hold left by the
+			// caller's revoked individual grant may keep them from it, as
+			// on the check path.
+			var err error
+			if e, err = p.store.EffectiveGrants(ctx, c, caller.Org, caller.Subject); err != nil {
+				return nil, err
+			}
+		}
+		g := e.At(now)
+		if g == nil {
+			continue
+		}
 		out = append(out, CustomerAccess{Customer: c, Level: g.Level, Scope: g.Scope(), ExpiresAt: g.ExpiresAt, GrantID: g.ID})
 	}
 	slices.SortFunc(out, func(a, b CustomerAccess) int { return strings.Compare(a.Customer, b.Customer) })
@@ -1032,16 +1044,11 @@ func (p *Partners) Effective(ctx context.Context, customer, partnerOrg, user str
 }
 
 // EffectiveAt applies precedence at now: a live individual grant wins even
-// when lower; an expired grant counts as absent.
-func EffectiveAt(e sidecar.EffectiveGrants, now time.Time) *sidecar.Grant {
-	if e.Individual != nil && e.Individual.Live(now) {
-		return e.Individual
-	}
-	if e.Organisation != nil && e.Organisation.Live(now) {
-		return e.Organisation
-	}
-	return nil
-}
+// when lower; an expired grant counts as absent; a revoked individual
+// grant's hold keeps its user from the organisation grant approved before
+// the revocation until the revoked grant would have expired
+// (sidecar.Hold).
+func EffectiveAt(e sidecar.EffectiveGrants, now time.Time) *sidecar.Grant { return e.At(now) }
 
 // ShareInput is a resource the customer shares with a cc-level partner user.
 type ShareInput struct {

@@ -123,13 +123,18 @@ func TestResolveThroughCache(t *testing.T) {
 			if _, err := env.partners.Revoke(ctx, cora, "acme", g.ID, allowAll); err != nil {
 				t.Fatal(err)
 			}
-			partnerEventually(t, "the organisation grant again", func() bool { return resolvedLevel(r, patUser, "acme") == "full_admin" })
+			// Revoking the individual grant narrows: the organisation
+			// grant approved before it does not apply to pat instead.
+			partnerEventually(t, "the individual grant's revocation", func() bool { return resolvedLevel(r, patUser, "acme") == "no_live_grant" })
+			if got := resolvedLevel(r, paulUser, "acme"); got != "full_admin" {
+				t.Fatalf("paul's level = %s, want the organisation's full_admin", got)
+			}
 
-			org, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat")
+			org, _ := env.partners.Effective(ctx, "acme", "partnerco", "paul")
 			if _, err := env.partners.Revoke(ctx, patUser, "acme", org.ID, allowAll); err != nil {
 				t.Fatal(err)
 			}
-			partnerEventually(t, "revocation", func() bool { return resolvedLevel(r, patUser, "acme") == "no_live_grant" })
+			partnerEventually(t, "revocation", func() bool { return resolvedLevel(r, paulUser, "acme") == "no_live_grant" })
 		})
 		t.Run(ps.name+"/expiry does not wait for the cache", func(t *testing.T) {
 			env := newPartnerEnv(t, ps)

@@ -582,3 +582,75 @@ func TestUnshareByPartnerOrg(t *testing.T) {
 		})
 	}
 }
+
+// Revoking a user's individual grant narrows their access, whoever
+// revokes it: until it would have expired, the organisation grant approved
+// before it does not apply to them instead — not on the check path's
+// lookup, not in "My Customers", not for subscriptions. An organisation
+// grant approved after the revocation applies.
+func TestPartnerRevokedIndividualGrantHoldsBackTheOrgGrant(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		for _, by := range []*sidecar.Identity{patUser, paulUser, cora} {
+			t.Run(ps.name+"/by "+by.Subject, func(t *testing.T) {
+				ctx := context.Background()
+				env := newPartnerEnv(t, ps)
+				env.grant(t, patUser, orgRequest(sidecar.LevelUpdate, 30))
+				env.grant(t, patUser, individualRequest(sidecar.LevelLook, 10, "pat"))
+				if _, err := env.partners.Subscribe(ctx, patUser, "acme", delegation.SubscriptionNotifications, allowAll); err != nil {
+					t.Fatal(err)
+				}
+				own, err := env.partners.Effective(ctx, "acme", "partnerco", "pat")
+				if err != nil || own == nil || own.Level != sidecar.LevelLook {
+					t.Fatalf("pat's effective grant = %+v, %v; want the individual look", own, err)
+				}
+				if _, err := env.partners.Revoke(ctx, by, "acme", own.ID, allowAll); err != nil {
+					t.Fatal(err)
+				}
+
+				held := func(what string) {
+					t.Helper()
+					if g, err := env.partners.Effective(ctx, "acme", "partnerco", "pat"); err != nil || g != nil {
+						t.Fatalf("%s: pat's effective grant = %+v, %v; want none", what, g, err)
+					}
+					if mine, err := env.partners.MyCustomers(ctx, patUser, allowAll); err != nil || len(mine) != 0 {
+						t.Fatalf("%s: pat's customers = %+v, %v; want none", what, mine, err)
+					}
+					subs, err := env.partners.Subscribers(ctx, cora, "acme", "", allowAll)
+					if err != nil || len(subs) != 0 {
+						t.Fatalf("%s: subscribers = %+v, %v; want none", what, subs, err)
+					}
+					if g, err := env.partners.Effective(ctx, "acme", "partnerco", "paul"); err != nil || g == nil || g.Level != sidecar.LevelUpdate {
+						t.Fatalf("%s: paul's effective grant = %+v, %v; want the organisation's update", what, g, err)
+					}
+				}
+				held("after the revocation")
+				env.clock.Advance(10*day - time.Minute)
+				held("just before the revoked grant would have expired")
+				env.clock.Advance(time.Minute)
+				if g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat"); g == nil || g.Level != sidecar.LevelUpdate {
+					t.Fatalf("once the revoked grant would have expired: pat's effective grant = %+v, want the organisation's", g)
+				}
+
+				// Revoked again, then the customer approves the organisation
+				// anew: that later decision applies to pat.
+				env.grant(t, patUser, individualRequest(sidecar.LevelLook, 10, "pat"))
+				own, _ = env.partners.Effective(ctx, "acme", "partnerco", "pat")
+				if _, err := env.partners.Revoke(ctx, by, "acme", own.ID, allowAll); err != nil {
+					t.Fatal(err)
+				}
+				held("after the second revocation")
+				env.grant(t, patUser, orgRequest(sidecar.LevelCreate, 30))
+				if g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat"); g == nil || g.Level != sidecar.LevelCreate {
+					t.Fatalf("organisation grant approved after the revocation: pat's effective grant = %+v, want create", g)
+				}
+				mine, _ := env.partners.MyCustomers(ctx, patUser, allowAll)
+				if len(mine) != 1 || mine[0].Level != sidecar.LevelCreate || mine[0].Scope != sidecar.ScopeOrganisation {
+					t.Fatalf("pat's customers = %+v, want acme at create", mine)
+				}
+				if subs, _ := env.partners.Subscribers(ctx, cora, "acme", "", allowAll); len(subs) != 1 {
+					t.Fatalf("subscribers = %+v, want pat's again", subs)
+				}
+			})
+		}
+	}
+}
