@@ -40,7 +40,9 @@ import (
 // node its replica listens on, and a writer counts only those from the
 // node it published on: a replica heard through the cluster bus was not
 // counted, so its acknowledgement does not take the place of one that
-// was. A writer that does not listen where it publishes, or whose
+// was. Acknowledgements are published on that node too, so they reach
+// the writer without crossing the cluster bus. A writer that does not
+// listen where it publishes, or whose
 // PUBLISH counted nobody (not even itself), or that published on a node
 // no longer owning the slot, cannot be confirmed and fails.
 //
@@ -108,8 +110,13 @@ type invalidations struct {
 }
 
 // ack is an acknowledgement to send: nonce, on writer's channel, from
-// this replica's connection conn, subscribed on node.
-type ack struct{ writer, nonce, conn, node string }
+// this replica's connection conn, subscribed on node (in a Cluster,
+// where it is published: the node the writer published the barrier on
+// and listens on, so no cluster bus lies between them).
+type ack struct {
+	writer, nonce, conn, node string
+	on                        goredis.Cmdable
+}
 
 // ackWait collects the acknowledgements of one barrier.
 type ackWait struct {
@@ -519,7 +526,11 @@ func (s *Store) listener(sub *subscription, conn string) {
 				if writer, nonce, ok := strings.Cut(strings.TrimPrefix(m.Payload, barrierPrefix), " "); ok && strings.HasPrefix(m.Payload, barrierPrefix) {
 					// Everything published before the barrier has been
 					// handed over: acknowledge it.
-					s.queueAck(ack{writer: writer, nonce: nonce, conn: conn, node: sub.addr()})
+					a := ack{writer: writer, nonce: nonce, conn: conn, node: sub.addr(), on: s.c}
+					if sub.node != nil {
+						a.on = sub.node
+					}
+					s.queueAck(a)
 				} else {
 					s.dispatch(m.Payload)
 				}
@@ -682,7 +693,7 @@ func (s *Store) acknowledger() {
 			return
 		case a := <-s.inv.acks:
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout+s.cfg.ReadTimeout)
-			if err := s.c.Publish(ctx, s.ackChannel(a.writer), a.nonce+" "+a.conn+" "+a.node).Err(); err != nil {
+			if err := a.on.Publish(ctx, s.ackChannel(a.writer), a.nonce+" "+a.conn+" "+a.node).Err(); err != nil {
 				s.log.Warn("acknowledge invalidation", "channel", s.channel(), "err", err)
 			}
 			cancel()
