@@ -44,6 +44,7 @@ func TestLenientTokenFormsBindNoDelegation(t *testing.T) {
 		t.Fatal(err)
 	}
 	basic := func(userPass string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(userPass)) }
+	apiKey := base64.StdEncoding.EncodeToString([]byte("apikey:" + mallory))
 
 	// What must hold, for comparison: the session alone, and beside a
 	// credential of another scheme that carries no token, is staff1's.
@@ -68,6 +69,8 @@ func TestLenientTokenFormsBindNoDelegation(t *testing.T) {
 		"Basic, the token as user":           basic(mallory + ":"),
 		"Basic, the token as password":       basic("api:" + mallory),
 		"Basic, the token percent-encoded":   basic("client:" + strings.ReplaceAll(mallory, ".", "%2E")),
+		"Basic, a space inside the encoding": "Basic " + apiKey[:8] + " " + apiKey[8:],
+		"Basic, a dash inside the encoding":  "Basic " + apiKey[:40] + "-" + apiKey[40:],
 	} {
 		if got := check(t, "/customer/account", map[string]string{"cookie": cookie, "authorization": authorization}); got != nil {
 			t.Errorf("staff1's session with %s: allowed as %s acting for %s (%s), the authorization header passed on", name, got["x-deputy-actor"], got["x-deputy-subject"], got["x-deputy-mode"])

@@ -45,13 +45,18 @@ const (
 	// (Envoy's default 1 h, nginx 60 s, Caddy 2 min), so that they close
 	// first: a connection closed under a check being sent fails it.
 	DefaultHTTPIdleTimeout = 65 * time.Minute
-	DefaultShutdownTimeout = 15 * time.Second
-	DefaultGCPercent       = 200
-	DefaultStreamWorkers   = 16
-	DefaultCheckPath       = "/deputy/authz"
-	DefaultOwnedPrefix     = "x-deputy-"
-	DefaultErrorStatus     = 403
-	DefaultParseBody       = true
+	// Above what the proxies send a check (Envoy's default
+	// max_request_headers_kb is 60, nginx's large_client_header_buffers
+	// 4 × 8k): Go's own default, a megabyte, let one request's headers cost
+	// a check that much scanning for credentials.
+	DefaultHTTPMaxHeaderBytes = 64 << 10
+	DefaultShutdownTimeout    = 15 * time.Second
+	DefaultGCPercent          = 200
+	DefaultStreamWorkers      = 16
+	DefaultCheckPath          = "/deputy/authz"
+	DefaultOwnedPrefix        = "x-deputy-"
+	DefaultErrorStatus        = 403
+	DefaultParseBody          = true
 )
 
 // Listener bounds. At a connection cap an idle connection is closed to
@@ -154,11 +159,12 @@ func (c GRPCConfig) socketMode() os.FileMode {
 
 // HTTPConfig is the HTTP listener: HTTP ext_authz, management API, JWKS.
 type HTTPConfig struct {
-	Addr         string `yaml:"addr" usage:"HTTP address (HTTP ext_authz, management API, JWKS); 127.0.0.1:8181 in dev mode"`
-	CheckPath    string `yaml:"check_path" usage:"path of the nginx auth_request / Caddy forward_auth endpoint"`
-	CheckProxy   string `yaml:"check_proxy" usage:"proxy calling check_path, whose headers name the request to decide: nginx, caddy, traefik, or envoy (no check_path endpoint)"`
-	PathPrefix   string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, exactly as Envoy's config sets it, stripped from checked paths; a check path that is not it followed by a path starting with / is refused with 400 malformed_request"`
-	MaxBodyBytes int64  `yaml:"max_body_bytes" usage:"request body bytes read into a check"`
+	Addr           string `yaml:"addr" usage:"HTTP address (HTTP ext_authz, management API, JWKS); 127.0.0.1:8181 in dev mode"`
+	CheckPath      string `yaml:"check_path" usage:"path of the nginx auth_request / Caddy forward_auth endpoint"`
+	CheckProxy     string `yaml:"check_proxy" usage:"proxy calling check_path, whose headers name the request to decide: nginx, caddy, traefik, or envoy (no check_path endpoint)"`
+	PathPrefix     string `yaml:"path_prefix" usage:"path_prefix of Envoy's http_service, exactly as Envoy's config sets it, stripped from checked paths; a check path that is not it followed by a path starting with / is refused with 400 malformed_request"`
+	MaxBodyBytes   int64  `yaml:"max_body_bytes" usage:"request body bytes read into a check"`
+	MaxHeaderBytes int    `yaml:"max_header_bytes" usage:"bytes of request line and headers the HTTP listener reads; a larger request is answered 431"`
 	// Without ReadTimeout a client that never finishes its body holds a
 	// handler, and shutdown, as long as it likes.
 	ReadTimeout    time.Duration `yaml:"read_timeout" usage:"how long a client may take to send a whole request, body included; a slower one is cut"`
@@ -238,6 +244,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.HTTP.ReadTimeout == 0 {
 		c.HTTP.ReadTimeout = DefaultHTTPReadTimeout
+	}
+	if c.HTTP.MaxHeaderBytes == 0 {
+		c.HTTP.MaxHeaderBytes = DefaultHTTPMaxHeaderBytes
 	}
 	if c.HTTP.IdleTimeout == 0 {
 		c.HTTP.IdleTimeout = DefaultHTTPIdleTimeout
@@ -388,6 +397,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.ReadTimeout <= 0 {
 		return sidecar.Invalid("http.read_timeout", "must be positive")
+	}
+	if c.HTTP.MaxHeaderBytes < 4<<10 {
+		return sidecar.Invalid("http.max_header_bytes", "must be at least 4096")
 	}
 	if c.HTTP.IdleTimeout <= 0 {
 		return sidecar.Invalid("http.idle_timeout", "must be positive")

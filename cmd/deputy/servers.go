@@ -159,6 +159,7 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       s.cfg.HTTP.ReadTimeout,
 		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.HTTP.MaxHeaderBytes,
 	}
 
 	mm := http.NewServeMux()

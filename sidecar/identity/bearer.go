@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"encoding/binary"
 	"errors"
 	"strings"
 )
@@ -146,22 +147,48 @@ func basicJWS(h string) bool {
 		if i := strings.IndexAny(word, " \t"); i >= 0 {
 			word = word[:i]
 		}
-		userPass := decodeBase64(word)
-		if containsJWS(userPass) || strings.IndexByte(userPass, '%') >= 0 && containsJWS(percentDecode(userPass)) {
+		if jwsInUserPass(decodeBase64(word, &base64Values)) {
 			return true
 		}
+	}
+	// PHP's base64_decode (Symfony's PHP_AUTH_USER and PHP_AUTH_PW, so
+	// Laravel's) and werkzeug's b64decode decode all that follows a
+	// leading "Basic ", skipping every byte outside the standard alphabet:
+	// white space, a comma, a quote, "-" or "_" put inside the encoding
+	// is dropped by them, and shifts a decoding that reads it. So the
+	// whole rest is decoded again as they do, and as a decoder of the URL
+	// alphabet alone would.
+	if rest, ok := afterScheme(h, "basic"); ok {
+		return jwsInUserPass(decodeBase64(rest, &stdBase64Values)) || jwsInUserPass(decodeBase64(rest, &urlBase64Values))
 	}
 	return false
 }
 
-// decodeBase64 decodes s as lenient decoders do: letters of either
-// alphabet, every other byte (padding, white space) dropped.
-func decodeBase64(s string) string {
+// jwsInUserPass reports whether a decoded Basic credential holds a JWT,
+// as it is or, when it holds a "%", once percent-decoded.
+func jwsInUserPass(userPass string) bool {
+	return containsJWS(userPass) || strings.IndexByte(userPass, '%') >= 0 && containsJWS(percentDecode(userPass))
+}
+
+// afterScheme is what follows h's leading auth-scheme when it is scheme
+// (lower-case ASCII) in any case, past optional white space first.
+func afterScheme(h, scheme string) (string, bool) {
+	h = strings.TrimLeft(h, " \t")
+	sc := schemeOf(h)
+	if len(sc) != len(scheme) || !hasPrefixFold(sc, scheme) {
+		return "", false
+	}
+	return h[len(sc):], true
+}
+
+// decodeBase64 decodes s as lenient decoders do: letters of the alphabet
+// values gives a value, every other byte (padding, white space) dropped.
+func decodeBase64(s string, values *[256]byte) string {
 	out := make([]byte, 0, len(s)*3/4)
 	var acc uint32
 	bits := 0
 	for i := 0; i < len(s); i++ {
-		v := base64Values[s[i]]
+		v := values[s[i]]
 		if v == 0xff {
 			continue
 		}
@@ -186,6 +213,15 @@ var base64Values = func() (t [256]byte) {
 	}
 	t['-'], t['_'] = 62, 63
 	return t
+}()
+
+// stdBase64Values and urlBase64Values are base64Values for one alphabet
+// alone: the standard one (PHP, Python's b64decode) and the URL one.
+var stdBase64Values, urlBase64Values = func() (std, url [256]byte) {
+	std, url = base64Values, base64Values
+	std['-'], std['_'] = 0xff, 0xff
+	url['+'], url['/'] = 0xff, 0xff
+	return std, url
 }()
 
 // percentDecode decodes each "%" and two hex digits in s to its byte and
@@ -231,23 +267,57 @@ func schemeOf(h string) string {
 }
 
 // containsFold reports whether s contains the lower-case ASCII word w in
-// any case. Only where s has w's first letter, in either case (no rune
-// outside ASCII folds to "b", the first letter of every w), is the rest
-// compared: an EqualFold call at every byte of a two-kilobyte Negotiate
-// blob took 20µs a check, two vectorised scans for the letter take less
-// than one.
+// any ASCII case. Every byte of a hostile value may start a candidate
+// ("bbbb…" for "bearer"): a search call, or an EqualFold call, at each of
+// them cost tens of microseconds a kilobyte. Here eight bytes at a time
+// are asked whether any is w's first letter in either case (one word's
+// arithmetic, see hasFoldByte), and only a word that has one is walked
+// byte by byte: a few instructions a byte, however s is made.
 func containsFold(s, w string) bool {
-	for _, c := range [2]byte{w[0], w[0] - 'a' + 'A'} {
-		for rest := s; ; {
-			i := strings.IndexByte(rest, c)
-			if i < 0 || len(rest)-i < len(w) {
-				break
-			}
-			if strings.EqualFold(rest[i:i+len(w)], w) {
+	c := w[0]
+	pattern := uint64(c) * 0x0101010101010101
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if !hasFoldByte(binary.LittleEndian.Uint64([]byte(s[i:i+8])), pattern) {
+			continue
+		}
+		for k := i; k < i+8; k++ {
+			if s[k]|0x20 == c && hasPrefixFold(s[k+1:], w[1:]) {
 				return true
 			}
-			rest = rest[i+1:]
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i]|0x20 == c && hasPrefixFold(s[i+1:], w[1:]) {
+			return true
 		}
 	}
 	return false
+}
+
+// hasFoldByte reports whether some byte of x, with its 0x20 bit set (an
+// ASCII letter lower-cased), equals the byte repeated in pattern: the
+// classic test for a zero byte in x^pattern. It may answer true falsely
+// (a borrow), never falsely false; the caller checks each byte.
+func hasFoldByte(x, pattern uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	y := (x | 0x2020202020202020) ^ pattern
+	return (y-ones)&^y&highs != 0
+}
+
+// hasPrefixFold reports whether s starts with the lower-case ASCII letters
+// w in any ASCII case. It is what upstreams compare (PHP's stripos, Ruby's
+// and Python's regular expressions, Go's EqualFold on ASCII), and, unlike
+// strings.EqualFold, costs a few instructions a byte: a value of
+// kilobytes of "b" is a comparison at every byte.
+func hasPrefixFold(s, w string) bool {
+	if len(s) < len(w) {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		if s[i]|0x20 != w[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -59,6 +59,7 @@ func TestLenientTokenForms(t *testing.T) {
 	dir := jwe(t, jose.DIRECT, make([]byte, 16))
 	wrapped := jwe(t, jose.A128KW, make([]byte, 16))
 	basic := func(userPass string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(userPass)) }
+	b64 := base64.StdEncoding.EncodeToString([]byte("apikey:" + tok))
 	pct := func(s string) string {
 		var b strings.Builder
 		for i := 0; i < len(s); i++ {
@@ -109,6 +110,15 @@ func TestLenientTokenForms(t *testing.T) {
 		{name: "basic, token percent-encoded", value: basic(pct(tok) + ":"), refused: true},
 		{name: "basic, token's dots percent-encoded", value: basic("client:" + strings.ReplaceAll(tok, ".", "%2E")), refused: true},
 		{name: "basic, token after a comma", value: "Basic eA==, Basic " + base64.StdEncoding.EncodeToString([]byte(tok+":")), refused: true},
+		// PHP's base64_decode (Symfony's PHP_AUTH_PW, so Laravel) and
+		// werkzeug's b64decode decode all that follows "Basic ", dropping
+		// every byte outside the standard alphabet: a space, a comma, "-"
+		// or "_" put into the encoding is skipped by them.
+		{name: "basic, a space inside the encoding", value: "Basic " + b64[:8] + " " + b64[8:], refused: true},
+		{name: "basic, a comma inside the encoding", value: "Basic " + b64[:8] + "," + b64[8:], refused: true},
+		{name: "basic, a dash inside the encoding", value: "Basic " + b64[:40] + "-" + b64[40:], refused: true},
+		{name: "basic, an underscore inside the encoding", value: "Basic " + b64[:40] + "_" + b64[40:], refused: true},
+		{name: "basic, tabs and quotes inside the encoding", value: "Basic \"" + b64[:12] + "\t" + b64[12:30] + "\"" + b64[30:], refused: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, configured := range []string{"authorization", "x-auth-token"} {

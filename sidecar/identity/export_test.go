@@ -5,3 +5,6 @@ var ReadDevKey = readDevKey
 
 // MissRetry is how soon an unknown kid may fetch again after a failed fetch.
 const MissRetry = missRetry
+
+// ContainsFold is containsFold, for its fuzz test.
+var ContainsFold = containsFold

@@ -816,6 +816,10 @@ func BenchmarkVerify(b *testing.B) {
 		{"foreign/uncached", ek, 0, true, ""},
 		{"basic", ek, identity.DefaultCacheSize, false, "Basic " + base64.StdEncoding.EncodeToString([]byte("mallory@shop.example:correct-horse-battery-staple"))},
 		{"negotiate", ek, identity.DefaultCacheSize, false, "Negotiate " + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("\x60\x82\x06\x86\x06\x09\x2a\x86\x48\x86\xf7\x12"), 128))},
+		// Hostile values of 8 KiB (nginx's header buffer): each byte a
+		// candidate for the scheme words, or a Basic credential to decode.
+		{"hostile/b", ek, identity.DefaultCacheSize, false, strings.Repeat("b", 8<<10)},
+		{"hostile/basic", ek, identity.DefaultCacheSize, false, "Basic " + strings.Repeat("Basi", 2<<10)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			v := newFileVerifier(b, newClock(epoch), identity.WithCacheSize(bc.cache))
