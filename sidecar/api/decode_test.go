@@ -34,6 +34,7 @@ func FuzzDecode(f *testing.F) {
 		`{"allowed":true}`, `{"allowed":true,"allowed":false}`, `{"Allowed":true}`, `{"name":"x","NAME":"y"}`,
 		`{"inner":{"a":1,"a":2}}`, `{"inner":{"A":1}}`, `{"meta":{"k":"v","K":"w"}}`, `{"tags":["a","a"]}`,
 		"{\"name\":\"\xff\"}", `{"allowed":true}{}`, `{"n\u0061me":"x","name":"y"}`, `{"nam\u017f":1}`, `[]`, `null`, ``,
+		`{"name":"\ud83d\ude00"}`, `{"tags":["\udfff"]}`, `{"meta":{"\ud800\u0041":"v"}}`, `{"name":"\\ud800"}`,
 	} {
 		f.Add(s)
 	}
@@ -51,6 +52,19 @@ func FuzzDecode(f *testing.F) {
 		}
 		if !utf8.ValidString(body) {
 			t.Fatalf("Decode(%q) accepted invalid UTF-8", body)
+		}
+		// Nor did it read a stray byte or lone surrogate escape as U+FFFD:
+		// a body that spells no U+FFFD decodes to none.
+		if !strings.Contains(body, "\ufffd") && !strings.Contains(strings.ToLower(body), `\ufffd`) {
+			texts := append([]string{v.Name}, v.Tags...)
+			for k, val := range v.Meta {
+				texts = append(texts, k, val)
+			}
+			for _, s := range texts {
+				if strings.ContainsRune(s, utf8.RuneError) {
+					t.Fatalf("Decode(%q) read %q", body, s)
+				}
+			}
 		}
 		// The top-level keys as sent, read by encoding/json's tokenizer.
 		dec := json.NewDecoder(strings.NewReader(body))

@@ -39,6 +39,9 @@ func TestStrictBodies(t *testing.T) {
 		// encoding/json would store a stray byte as U+FFFD, another text.
 		{"invalid UTF-8 in reason", "{\"customer_id\":\"c42\",\"reason\":\"caf\xe9\"}", 400, "reason"},
 		{"invalid UTF-8 in the id", "{\"customer_id\":\"c4\xff2\"}", 400, "customer_id"},
+		// It reads an escaped lone UTF-16 surrogate as U+FFFD too.
+		{"lone surrogate in reason", `{"customer_id":"c42","reason":"caf\udfff"}`, 400, "reason"},
+		{"lone surrogate in the id", `{"customer_id":"c4\ud8002"}`, 400, "customer_id"},
 		// encoding/json keeps the last of a repeated key and matches keys
 		// to fields in any case: a body must say one thing, as spelled.
 		{"repeated field", `{"customer_id":"c42","customer_id":"c7"}`, 400, "customer_id"},

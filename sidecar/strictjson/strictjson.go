@@ -2,7 +2,8 @@
 // JSON-lines imports) add to encoding/json, which decodes without a word
 // documents that do not say one thing: it replaces invalid UTF-8 in
 // strings with U+FFFD (a name sent with a stray byte would be stored as
-// another name), keeps the last of a repeated key ({"allowed":true,
+// another name), and so an escaped UTF-16 surrogate that is not half of a
+// pair ("\ud800" and "\udfff" both read as U+FFFD), keeps the last of a repeated key ({"allowed":true,
 // "allowed":false} is false), and matches keys to struct fields in any
 // letter case ({"Allowed":true} sets allowed).
 package strictjson
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -36,8 +38,8 @@ func InvalidUTF8(doc []byte) (field string, invalid bool) {
 }
 
 // Check reports the first thing in doc that encoding/json would decode
-// into v without a word but that does not say one thing: invalid UTF-8, a
-// key repeated in one object, and a key that names a field of v's type
+// into v without a word but that does not say one thing: invalid UTF-8, an
+// escaped lone UTF-16 surrogate, a key repeated in one object, and a key that names a field of v's type
 // (through pointers, slices, maps and nested structs) in another letter
 // case. A document that is not JSON has no problem here: the decoder
 // names its syntax error.
@@ -113,6 +115,9 @@ func walk(doc []byte, root reflect.Type, strict bool) (Problem, bool) {
 					return Problem{path("") + " (a key)", "invalid UTF-8"}, true
 				}
 				if strict {
+					if loneSurrogate(raw) {
+						return Problem{path("") + " (a key)", loneSurrogateMsg}, true
+					}
 					if top.seen[t] {
 						return Problem{path(t), "repeated field"}, true
 					}
@@ -130,11 +135,63 @@ func walk(doc []byte, root reflect.Type, strict bool) (Problem, bool) {
 			if !utf8.Valid(raw) {
 				return Problem{path(""), "invalid UTF-8"}, true
 			}
+			if strict && loneSurrogate(raw) {
+				return Problem{path(""), loneSurrogateMsg}, true
+			}
 			valueDone()
 		default:
 			valueDone()
 		}
 	}
+}
+
+const loneSurrogateMsg = "invalid \\u escape: a UTF-16 surrogate not paired"
+
+// loneSurrogate reports whether raw, the bytes of one string token (with
+// what separates it from the previous token, which holds no backslash),
+// escapes a UTF-16 high surrogate (U+D800-U+DBFF) not followed at once by
+// an escaped low one (U+DC00-U+DFFF), or a low one not preceded by a high
+// one. The tokenizer already read raw, so each \u has four hex digits.
+func loneSurrogate(raw []byte) bool {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character: u, or one that is not an escape's start
+		if raw[i] != 'u' {
+			continue
+		}
+		r := hex4(raw[i+1:])
+		i += 4
+		if !utf16.IsSurrogate(r) {
+			continue
+		}
+		if r >= 0xdc00 || i+6 >= len(raw) || raw[i+1] != '\\' || raw[i+2] != 'u' {
+			return true
+		}
+		if low := hex4(raw[i+3:]); low < 0xdc00 || low > 0xdfff {
+			return true
+		}
+		i += 6
+	}
+	return false
+}
+
+// hex4 reads the four hex digits b begins with.
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b[:4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()

@@ -1,7 +1,9 @@
 package strictjson_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -99,6 +101,20 @@ func TestCheck(t *testing.T) {
 		{name: "not JSON", doc: `{"name":`},
 		{name: "invalid UTF-8 in a key after another", doc: "{\"a\":1,\"b\xff\":2}", field: "body (a key)"},
 		{name: "invalid UTF-8 in a nested value", doc: "{\"inner\":{\"a\":1},\"name\":\"\xff\"}", field: "name"},
+		// encoding/json reads an escaped UTF-16 surrogate that is not
+		// half of a pair as U+FFFD, as it reads invalid UTF-8.
+		{name: "valid surrogate pair", doc: `{"name":"glob\ud83d\ude00ex","rows":[{"a":1}],"any":"\uD83D\uDE00"}`},
+		{name: "escaped backslash before u", doc: `{"name":"\\ud800"}`},
+		{name: "lone high surrogate", doc: `{"name":"glob\ud800ex"}`, field: "name"},
+		{name: "lone low surrogate", doc: `{"name":"glob\udfffex"}`, field: "name"},
+		{name: "high surrogate at the end", doc: `{"name":"glob\uDBFF"}`, field: "name"},
+		{name: "high surrogate before a non-surrogate", doc: `{"name":"\ud800\u0041"}`, field: "name"},
+		{name: "two high surrogates", doc: `{"name":"\ud800\ud800\udc00"}`, field: "name"},
+		{name: "low before high", doc: `{"name":"\udc00\ud800"}`, field: "name"},
+		{name: "high surrogate before an escaped backslash", doc: `{"name":"\ud800\\udc00"}`, field: "name"},
+		{name: "lone surrogate in a nested value", doc: `{"inner":{"a":1},"rows":[{"a":1}],"any":["\udfff"]}`, field: "any"},
+		{name: "lone surrogate in a key", doc: `{"inner":{"\ud800":1}}`, field: "inner (a key)"},
+		{name: "lone surrogate in a top-level string", doc: `"\ud800"`, field: "body"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, bad := strictjson.Check([]byte(tc.doc), &checkTarget{})
@@ -114,4 +130,59 @@ func TestCheck(t *testing.T) {
 			t.Errorf("Check(%T) = %+v", target, p)
 		}
 	}
+}
+
+// FuzzCheck: Check finds no problem in a JSON document only if
+// encoding/json reads every string in it (keys too) as it is spelled,
+// with no U+FFFD the document does not spell; and it refuses a document
+// for its text only if encoding/json would read such a U+FFFD.
+func FuzzCheck(f *testing.F) {
+	for _, s := range []string{
+		`{"a": ["x"]}`, `{"a": "\ufffd` + "\xef\xbf\xbd" + `"}`, "{\"a\": \"\xff\"}", `{"a": "\ud800"}`,
+		`{"\udfff": 1}`, `["\ud83d\ude00", "\uD83D\uDE00"]`, `"\ud800\u0041"`, `"\ud800\ud800\udc00"`,
+		`"\\ud800"`, `"\ud800\\udc00"`, `{"a": {"b": "\udc00\ud800"}}`, `"\u0000\ufffe\uffff\ufdd0"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		if !json.Valid(doc) {
+			return
+		}
+		p, bad := strictjson.Check(doc, nil)
+		rewritten := ""
+		dec := json.NewDecoder(bytes.NewReader(doc))
+		for {
+			start := dec.InputOffset()
+			tok, err := dec.Token()
+			if err != nil {
+				break
+			}
+			s, ok := tok.(string)
+			if ok && strings.Count(s, "\ufffd") != spelledFFFD(doc[start:dec.InputOffset()]) {
+				rewritten = s
+				break
+			}
+		}
+		// A repeated key found first hides what follows it.
+		textProblem := bad && p.Message != "repeated field"
+		if rewritten != "" && !bad || textProblem && rewritten == "" {
+			t.Fatalf("Check(%q) = %+v, %v; encoding/json reads a string as %q", doc, p, bad, rewritten)
+		}
+	})
+}
+
+// spelledFFFD counts the U+FFFD a JSON string token spells: as UTF-8, or
+// as the escape \ufffd (any case).
+func spelledFFFD(raw []byte) int {
+	n := bytes.Count(raw, []byte("\ufffd"))
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++
+		if i+4 < len(raw) && raw[i] == 'u' && strings.EqualFold(string(raw[i+1:i+5]), "fffd") {
+			n++
+		}
+	}
+	return n
 }
