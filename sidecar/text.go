@@ -1,6 +1,9 @@
 package sidecar
 
-import "strings"
+import (
+	"strings"
+	"unicode"
+)
 
 // IsControl reports whether r is a C0 or C1 control character, DEL, or a
 // bidirectional embedding, override or isolate (U+202A-U+202E,
@@ -34,4 +37,29 @@ func StripControl(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// Blank reports whether s has no visible character: it is empty, or holds
+// only white space and characters that print as nothing (Unicode's
+// default-ignorable code points: format characters such as the zero-width
+// space and joiners, the word joiner, BOM and soft hyphen; the Hangul
+// fillers; variation selectors), and the blank Braille pattern, a glyph
+// drawn as nothing. A reason, a name or a ticket that is blank reads as
+// empty in the session log, the audit trail and the customer's email, so
+// Deputy treats it as empty.
+func Blank(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return !Invisible(r) })
+}
+
+// Invisible reports whether r prints as nothing, as Blank reads it.
+func Invisible(r rune) bool {
+	switch {
+	case unicode.IsSpace(r), IsControl(r), r == '\u2800':
+		return true
+	case unicode.Is(unicode.Cf, r):
+		// Prepended concatenation marks (the Arabic number sign) are
+		// format characters drawn as signs.
+		return !unicode.Is(unicode.Prepended_Concatenation_Mark, r)
+	}
+	return unicode.In(r, unicode.White_Space, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }

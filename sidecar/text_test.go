@@ -38,3 +38,41 @@ func TestControlText(t *testing.T) {
 		})
 	}
 }
+
+// Text with no visible character reads as no text in the session log,
+// the audit trail and the mail an event becomes: white space, format
+// characters (zero-width space and joiners, word joiner, BOM, soft
+// hyphen), Hangul fillers, variation selectors and the blank Braille
+// pattern.
+func TestBlank(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		blank    bool
+	}{
+		{"empty", "", true},
+		{"spaces and tab", "  \t ", true},
+		{"no-break and ideographic spaces", "\u00a0\u3000", true},
+		{"zero-width space", "\u200b", true},
+		{"word joiner", "\u2060", true},
+		{"byte order mark", "\ufeff", true},
+		{"soft hyphen", "\u00ad", true},
+		{"hangul filler", "\u3164", true},
+		{"other hangul fillers", "\u115f\u1160\uffa0", true},
+		{"zero-width joiners", "\u200b\u200c\u200d", true},
+		{"variation selector and grapheme joiner", "\ufe0f\u034f", true},
+		{"mongolian vowel separator and tags", "\u180e\U000e0001\U000e0041", true},
+		{"braille blank", "\u2800", true},
+		{"a letter", "x", false},
+		{"a letter among invisible ones", "\u200bx\u3164", false},
+		{"arabic", "مرحبا", false},
+		{"arabic number sign", "\u0600", false},
+		{"emoji", "\U0001f600", false},
+		{"punctuation", ".", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := sidecar.Blank(tc.in); got != tc.blank {
+				t.Errorf("Blank(%q) = %v, want %v", tc.in, got, tc.blank)
+			}
+		})
+	}
+}

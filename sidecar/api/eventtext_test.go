@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ func TestEventTextHasNoControlCharacters(t *testing.T) {
 			{"ticket CRLF", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1\r\nX-Injected: 1"}},
 			{"ticket space", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1 X"}},
 			{"ticket tab", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1\tX"}},
+			// A filler prints as nothing, as a space does.
+			{"ticket hangul filler", "ticket", map[string]any{"customer_id": "c42", "ticket": "\u3164"}},
+			{"ticket with a filler", "ticket", map[string]any{"customer_id": "c42", "ticket": "T-1\u3164"}},
 			{"customer_id ESC", "customer_id", map[string]any{"customer_id": "c42\x1b"}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -102,6 +106,39 @@ func TestEventTextHasNoControlCharacters(t *testing.T) {
 			if s := s.(map[string]any); s["actor_name"] != wantName || !strings.HasPrefix(s["reason"].(string), "order\t") {
 				t.Fatalf("session = %v", s)
 			}
+		}
+	})
+}
+
+// A reason or customer name made only of characters that print as
+// nothing (white space, format characters, fillers) is stored as none,
+// so the session log, the audit trail and the event the mailer reads
+// never show a reason, or a name, that reads as empty but is not.
+func TestInvisibleTextIsNone(t *testing.T) {
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		e := newEnv(t, mk)
+		e.handler = api.New(api.WithVerifier(e.idv), api.WithEngine(e.engine), api.WithClock(e.clock.Now),
+			api.WithRoutes(api.NewImpersonation(e.svc), api.NewStreams(e.store)))
+		e.seed()
+		e.must(e.do("PUT", "/deputy/v1/customers/c43", e.admin(), map[string]any{"name": "\u3164\u200b", "default_store_view": "default"}), 200)
+		cs, err := e.store.GetCustomerState(context.Background(), "c43")
+		if err != nil || cs.Customer == nil || cs.Customer.Name != "" {
+			t.Fatalf("stored profile = %+v, %v; want no name", cs.Customer, err)
+		}
+		e.must(e.start(e.agent(), map[string]any{"customer_id": "c42", "reason": "\u200b\u200c\u200d\u00ad", "ticket": "SR-1"}), 201)
+		mailer := e.as("mail", "mailer")
+		evs := e.must(e.do("GET", "/deputy/v1/events?customer=c42&type=impersonation.started", mailer, nil), 200)
+		items := evs.Body["items"].([]any)
+		if len(items) != 1 {
+			t.Fatalf("events = %s", evs.Raw)
+		}
+		if data := items[0].(map[string]any)["data"].(map[string]any); data["reason"] != nil || data["ticket"] != "SR-1" {
+			t.Fatalf("event data = %v", data)
+		}
+		log := e.must(e.do("GET", "/deputy/v1/impersonation/log?customer_id=c42", e.lead(), nil), 200)
+		sessions := log.Body["items"].([]any)
+		if len(sessions) != 1 || sessions[0].(map[string]any)["reason"] != nil {
+			t.Fatalf("session log = %s", log.Raw)
 		}
 	})
 }

@@ -351,6 +351,21 @@ func TestStartRules(t *testing.T) {
 				t.Fatalf("start on a known staff member's account: %d %s", r.Status, r.Raw)
 			}
 		})
+		// A reason no reader can see is no reason: refused as an empty one.
+		t.Run("reason of invisible characters", func(t *testing.T) {
+			e := newEnv(t, mk, withSwitch("require_reason", true))
+			e.seed()
+			for _, reason := range []string{"", "   ", "\u00a0\u3000", "\u200b", "\u2060", "\ufeff", "\u00ad", "\u3164", "\u200b\u200c\u200d"} {
+				r := e.start(e.agent(), map[string]any{"customer_id": "c42", "reason": reason})
+				if r.Status != 400 || r.errMsg() != "reason_required" || r.errField() != "reason" {
+					t.Fatalf("reason %q: got %d %s; want 400 reason_required", reason, r.Status, r.Raw)
+				}
+			}
+			list, _, err := e.store.ListSessions(context.Background(), sidecar.SessionFilter{})
+			if err != nil || len(list) != 0 {
+				t.Fatalf("a refused start left sessions: %v %v", list, err)
+			}
+		})
 		t.Run("manual store view", func(t *testing.T) {
 			e := newEnv(t, mk, withSwitch("store_view_selection", "manual"), withSwitch("require_reason", true))
 			e.seed()

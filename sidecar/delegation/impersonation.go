@@ -196,24 +196,35 @@ func checkID(field, v string) error {
 // characters (CR, LF, ESC, bidi overrides, ... but tab) are refused, so a
 // value cannot forge a mail header line, drive a terminal or show other
 // text than it holds. HTML in it is the
-// mailer's to escape (README, Events).
-func checkText(field, v string, max int) error {
+// mailer's to escape (README, Events). It returns the text to store and
+// judge: "" for text with no visible character (sidecar.Blank), which
+// every reader sees as empty. It is made empty here, before policy, not
+// judged by a rule of its own in policy: policy then refuses a blank
+// reason exactly when it refuses a missing one, and the session log,
+// audit trail and events never hold a reason or name that shows as
+// nothing; Go's Unicode tables say which characters print as nothing.
+func checkText(field, v string, max int) (string, error) {
 	if len(v) > max {
-		return sidecar.Invalid(field, "longer than %d bytes", max)
+		return "", sidecar.Invalid(field, "longer than %d bytes", max)
 	}
 	if sidecar.HasControl(v) {
-		return sidecar.Invalid(field, "contains control characters")
+		return "", sidecar.Invalid(field, "contains control characters")
 	}
-	return nil
+	if sidecar.Blank(v) {
+		return "", nil
+	}
+	return v, nil
 }
 
 // checkTicket admits an optional support-tool reference such as JIRA-123,
-// #4521 or a ticket URL: printable, without spaces or control characters.
+// #4521 or a ticket URL: printable, without spaces, control characters
+// or characters that print as nothing (a Hangul filler is refused as a
+// space is).
 func checkTicket(v string) error {
 	if len(v) > maxIDLen {
 		return sidecar.Invalid("ticket", "longer than %d bytes", maxIDLen)
 	}
-	if strings.ContainsFunc(v, func(r rune) bool { return sidecar.IsControl(r) || unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
+	if strings.ContainsFunc(v, func(r rune) bool { return sidecar.Invisible(r) || !unicode.IsPrint(r) }) {
 		return sidecar.Invalid("ticket", "must be a reference like JIRA-123 or #4521: no spaces or control characters")
 	}
 	return nil
@@ -229,7 +240,7 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 	if err := checkID("id", c.ID); err != nil {
 		return err
 	}
-	if err := checkText("name", c.Name, maxIDLen); err != nil {
+	if c.Name, err = checkText("name", c.Name, maxIDLen); err != nil {
 		return err
 	}
 	for _, f := range [...]struct{ name, v string }{{"org", c.Org}, {"default_store_view", c.DefaultStoreView}} {
@@ -620,7 +631,8 @@ func (i *Impersonation) Start(ctx context.Context, staff *sidecar.Identity, req 
 			return nil, err
 		}
 	}
-	if err := checkText("reason", req.Reason, maxReasonLen); err != nil {
+	var err error
+	if req.Reason, err = checkText("reason", req.Reason, maxReasonLen); err != nil {
 		return nil, err
 	}
 	if err := checkTicket(req.Ticket); err != nil {
