@@ -276,6 +276,9 @@ func TestVerify(t *testing.T) {
 		{name: "zero-width space opening domain", req: bearer(sign(t, ek, ek.kid, with(good, "domain", "\u200beu.example"))), reason: identity.ReasonMalformed},
 		{name: "zero-width joiner ending sub", req: bearer(sign(t, ek, ek.kid, with(good, "sub", "alice\u200d"))), reason: identity.ReasonMalformed},
 		{name: "word joiner ending email", req: bearer(sign(t, ek, ek.kid, with(good, "email", "a@b.example\u2060"))), reason: identity.ReasonMalformed},
+		// Go reads a lone surrogate escape as U+FFFD: "\ud800" and
+		// "\udfff" would be one name.
+		{name: "a lone surrogate escape in a claim", req: bearer(signRaw(t, ek, ek.kid, `{"nickname":"al\ud800ice",`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 		{name: "a nested claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"realm":{"roles":["x"],"roles":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
