@@ -13,6 +13,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -470,6 +471,9 @@ func (s *Store) subscribe() (*subscription, error) {
 	o.Dialer = dialOnce(o.Dialer)
 	o.MinIdleConns = 0
 	o.PushNotificationProcessor = nil // the store client's, handlers registered: this client makes its own
+	// Not the store client's, which it updates under its own lock; and a
+	// subscription that a maintenance handoff would redial anyway.
+	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	sub.client = goredis.NewClient(&o)
 	sub.ps = sub.client.Subscribe(ctx, s.channel(), s.ackChannel(s.inv.id))
 	return sub, nil
