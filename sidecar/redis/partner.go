@@ -27,8 +27,11 @@ import (
 //	                           (sidecar.Hold); kept until the last one lapses
 //	{cust:C}:grants:seq        hash: "<org>" → last Seq taken for O's access to C;
 //	                           "<org>\x00<user>" → Seq of the grant last written or revoked
-//	                           there. Kept 2×retention past its last change: every
-//	                           request whose Seq it ordered is forgotten by then
+//	                           there. Kept 2×retention past its last change (every
+//	                           request whose Seq it ordered is forgotten by then), and
+//	                           at least retention past the expiry of every grant and
+//	                           hold it stamped: never shortened, so it cannot restart
+//	                           below a Seq still compared
 //	{porg:O}:grants            sorted set: "C\x00<user>" by expiry, for "My Customers"
 //	grants:expiry              sorted set: "C\x00<org>\x00<user>" by expiry, for "expiring soon"
 //	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
@@ -130,23 +133,31 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 }
 
 // seqTTL is how long a customer's Seqs are kept past their last change:
-// longer than any request they ordered is.
+// longer than any request they ordered is. Grants and holds, which may
+// live longer, extend it to their own expiry (putGrantScript,
+// revokeGrantScript); no write shortens it. Were the counter to lapse
+// while a grant stamped with a high Seq is live, it would restart below
+// that Seq, and a later revocation's hold would not hold a user back from
+// an organisation grant approved before it.
 func (s *Store) seqTTL() time.Duration { return 2 * s.cfg.Retention }
+
+// nextSeqScript takes the next Seq of a partner org and keeps the counter
+// for at least the seq TTL, never shortening it.
+// KEYS: seq hash. ARGV: partner org, seq TTL ms.
+var nextSeqScript = goredis.NewScript(`
+local seq = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return seq
+`)
 
 // nextSeq takes the next Seq of partnerOrg's access to customer, in the
 // customer's slot where PutGrant and RevokeGrant compare and take them.
 func (s *Store) nextSeq(ctx context.Context, customer, partnerOrg string) (int64, error) {
-	key := s.cust(customer, "grants:seq")
-	var incr *goredis.IntCmd
-	_, err := s.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		incr = p.HIncrBy(ctx, key, partnerOrg, 1)
-		p.PExpire(ctx, key, s.seqTTL())
-		return nil
-	})
+	seq, err := nextSeqScript.Run(ctx, s.c, []string{s.cust(customer, "grants:seq")}, partnerOrg, s.seqTTL().Milliseconds()).Int64()
 	if err != nil {
 		return 0, unavailable(err)
 	}
-	return incr.Val(), nil
+	return seq, nil
 }
 
 // closeGrantsScript records that a request issues no more grants, in its
@@ -283,9 +294,11 @@ func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]si
 // putGrantScript stores a grant in the customer's hash, unless its
 // request is closed (returns -1) or a later approval or revocation of the
 // field took a higher Seq (returns -2), drops expired fields and keeps the
-// hash alive until its last grant expires.
+// hash alive until its last grant expires. A grant with a Seq keeps the
+// seq hash at least retention past its expiry (and the seq TTL), never
+// shortening it.
 // KEYS: grants hash, expiry set, closed set, seq hash. ARGV: field, grant
-// JSON, expiry ms, now ms, request id, seq, seq TTL ms.
+// JSON, expiry ms, now ms, request id, seq, seq TTL ms, retention ms.
 var putGrantScript = goredis.NewScript(`
 if ARGV[5] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[5]) then
   return -1
@@ -296,7 +309,8 @@ if seq < tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') then
 end
 if seq > 0 then
   redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+  local keep = math.max(tonumber(ARGV[7]), tonumber(ARGV[3]) - tonumber(ARGV[4]) + tonumber(ARGV[8]))
+  if redis.call('PTTL', KEYS[4]) < keep then redis.call('PEXPIRE', KEYS[4], keep) end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -328,11 +342,12 @@ return 1
 // A user's individual grant (ARGV[8] = "1") leaves a hold on the user in
 // KEYS[6] with the revocation's Seq until the grant's expiry, added to the
 // field's holds as sidecar.AddHold does (the store contract pins both);
-// the hash lives until its last hold lapses.
+// the hash lives until its last hold lapses. The seq hash is kept at least
+// retention past the grant's expiry (and the seq TTL), never shortened.
 // KEYS: grants, grants:exp, grants:seq, grants:revoked, grants:revoked:exp,
 // grants:held.
 // ARGV: field, id, partner org, seq TTL ms, expires-at ms, now ms, grant
-// as revoked, individual.
+// as revoked, individual, retention ms.
 var revokeGrantScript = goredis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
@@ -341,8 +356,9 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local seq = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('HSET', KEYS[3], ARGV[1], seq)
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
 local now, untl = tonumber(ARGV[6]), tonumber(ARGV[5])
+local keep = math.max(tonumber(ARGV[4]), untl - now + tonumber(ARGV[9]))
+if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
 if ARGV[8] == '1' and untl > now then
   local holds = {}
   local raw = redis.call('HGET', KEYS[6], ARGV[1])
@@ -381,7 +397,7 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 	now := s.now()
 	f := field(g.PartnerOrg, g.User)
 	keys := []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp"), s.cust(g.Customer, "grants:closed"), s.cust(g.Customer, "grants:seq")}
-	n, err := putGrantScript.Run(ctx, s.c, keys, f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID, g.Seq, s.seqTTL().Milliseconds()).Int()
+	n, err := putGrantScript.Run(ctx, s.c, keys, f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID, g.Seq, s.seqTTL().Milliseconds(), s.cfg.Retention.Milliseconds()).Int()
 	switch {
 	case err != nil:
 		return unavailable(err)
@@ -463,7 +479,7 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string)
 			individual = "1"
 		}
 		raw, err := revokeGrantScript.Run(ctx, s.c, keys, f, id, g.PartnerOrg, s.seqTTL().Milliseconds(),
-			g.ExpiresAt.UnixMilli(), now.UnixMilli(), encode(&kept), individual).Text()
+			g.ExpiresAt.UnixMilli(), now.UnixMilli(), encode(&kept), individual, s.cfg.Retention.Milliseconds()).Text()
 		if errors.Is(err, goredis.Nil) {
 			break // replaced or revoked meanwhile
 		}
