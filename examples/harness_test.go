@@ -339,7 +339,11 @@ func (u *upstream) count() int {
 func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
 
 // rewrite replaces each old string of a shipped config, failing when one
-// is missing so the test never runs a config it did not mean to.
+// is missing so the test never runs a config it did not mean to. The
+// replacements are made in one pass over the config, never over what an
+// earlier one wrote: Deputy's port written for 127.0.0.1:8181 may begin
+// with 3000, and replacing 127.0.0.1:3000 after it sent Caddy to
+// 127.0.0.1:<app port><rest of Deputy's port>.
 func rewrite(t *testing.T, file string, pairs ...string) string {
 	t.Helper()
 	b, err := os.ReadFile(file)
@@ -351,9 +355,8 @@ func rewrite(t *testing.T, file string, pairs ...string) string {
 		if !strings.Contains(s, pairs[i]) {
 			t.Fatalf("%s: %q not found", file, pairs[i])
 		}
-		s = strings.ReplaceAll(s, pairs[i], pairs[i+1])
 	}
-	return s
+	return strings.NewReplacer(pairs...).Replace(s)
 }
 
 func startNginx(t *testing.T, d *deputy, app *upstream) string {

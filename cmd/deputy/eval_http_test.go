@@ -33,12 +33,13 @@ decision := {"allowed": true, "reason": "asked", "headers": {"x-extra": "1"}} if
 // http_service endpoint decides, and why; every other one needs a case in
 // TestEvalDecidesHTTPAsServe.
 var httpCheckSettings = map[string]string{
-	"http.addr":            "the listener",
-	"http.read_timeout":    "the listener",
-	"http.idle_timeout":    "the listener",
-	"http.max_connections": "the listener",
-	"http.check_path":      "the forwarded endpoint of nginx, Caddy and Traefik; eval decides as Envoy's http_service",
-	"http.check_proxy":     "the forwarded endpoint of nginx, Caddy and Traefik; eval decides as Envoy's http_service",
+	"http.addr":             "the listener",
+	"http.read_timeout":     "the listener",
+	"http.idle_timeout":     "the listener",
+	"http.max_connections":  "the listener",
+	"http.max_header_bytes": "the listener: a request over it is answered 431 before any check",
+	"http.check_path":       "the forwarded endpoint of nginx, Caddy and Traefik; eval decides as Envoy's http_service",
+	"http.check_proxy":      "the forwarded endpoint of nginx, Caddy and Traefik; eval decides as Envoy's http_service",
 }
 
 // `deputy eval` decides a plain HTTP request as serve's HTTP check
