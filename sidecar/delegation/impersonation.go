@@ -64,10 +64,20 @@ type Impersonation struct {
 	// sweepLost is the instant of the earliest sweep whose store write
 	// failed since the ends it may have made were last recorded again:
 	// a write whose reply was lost ended sessions and recorded nothing,
-	// and the sweeps after it find nothing left to end. Zero: none.
+	// and the sweeps after it find nothing left to end. Zero: none. The
+	// first sweep of a process takes it as failed one append-once window
+	// back: a predecessor that lost a reply and restarted left no trace.
 	sweepMu    sync.Mutex
 	sweepLost  time.Time
 	sweepFails uint64 // counts failed sweeps, under sweepMu
+	swept      bool   // a sweep ran, under sweepMu
+	// lapsesFrom is where the next sweep reads back the consents taken
+	// (LapsedConsentsTaken), by any replica: a take whose reply was lost
+	// is found there by whichever replica sweeps next. lapsesDone holds
+	// the Onces of the lapses this process recorded since, with the
+	// sweep's now, so that it appends each only once. Under sweepMu.
+	lapsesFrom time.Time
+	lapsesDone map[string]time.Time
 	cancel     func()
 }
 
@@ -1065,7 +1075,7 @@ func sessionFromAudit(e sidecar.AuditEntry) sidecar.Session {
 func (i *Impersonation) Sweep(ctx context.Context) error {
 	now := i.clock()
 	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
-	aerr := i.recordSweptAgain(ctx)
+	aerr := i.recordSweptAgain(ctx, now)
 	ended, err := i.store.EndLapsedSessions(ctx, now)
 	for k := range ended {
 		i.ended(ctx, deputy, &ended[k])
@@ -1098,15 +1108,37 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 		i.sweepFailed(now)
 	}
 	// The store keeps what it takes, as taken at now: a take whose reply
-	// was lost is found again (recordSweptAgain).
+	// was lost is read back by the next sweep of any replica
+	// (recordSweptAgain).
 	lapsed, cerr := i.store.TakeLapsedConsents(ctx, now)
-	if cerr != nil {
-		i.sweepFailed(now)
-	}
 	for k := range lapsed {
-		i.consentLapsed(ctx, &lapsed[k])
+		i.lapseDone(ctx, &lapsed[k], now)
 	}
 	return errors.Join(aerr, err, perr, cerr)
+}
+
+// lapseDone records consent c's lapse unless this process recorded it
+// since lapsesFrom, and remembers it, as recorded by the sweep at now.
+func (i *Impersonation) lapseDone(ctx context.Context, c *sidecar.Consent, now time.Time) {
+	once := lapseOnce(c)
+	i.sweepMu.Lock()
+	_, done := i.lapsesDone[once]
+	if !done {
+		if i.lapsesDone == nil {
+			i.lapsesDone = make(map[string]time.Time)
+		}
+		i.lapsesDone[once] = now
+	}
+	i.sweepMu.Unlock()
+	if !done {
+		i.consentLapsed(ctx, c)
+	}
+}
+
+// lapseOnce is the Once of consent c's lapse: a consent lapses at most
+// once at a time (one given again must expire later).
+func lapseOnce(c *sidecar.Consent) string {
+	return onceOf("consent.expired", c.Customer, c.ExpiresAt.UTC().Format(time.RFC3339Nano))
 }
 
 // consentLapsed records that consent c lapsed: its event and its audit
@@ -1116,7 +1148,7 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 // when the first got through.
 func (i *Impersonation) consentLapsed(ctx context.Context, c *sidecar.Consent) {
 	data := map[string]string{"expires_at": c.ExpiresAt.UTC().Format(time.RFC3339)}
-	at, once := i.clock(), onceOf("consent.expired", c.Customer, c.ExpiresAt.UTC().Format(time.RFC3339Nano))
+	at, once := i.clock(), lapseOnce(c)
 	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventConsentExpired, Time: at, Customer: c.Customer, Actor: sidecar.SweepActor, Data: data, Once: once})
 	// A lapse records no one's action, and a customer makes one as
 	// often as they set a consent that lapses: self-service, whoever
@@ -1125,8 +1157,8 @@ func (i *Impersonation) consentLapsed(ctx context.Context, c *sidecar.Consent) {
 		Outcome: "ok", SelfService: true, Data: data, Once: once})
 }
 
-// sweepFailed remembers that the sweep at now may have ended sessions,
-// or taken lapsed consents, without recording them.
+// sweepFailed remembers that the sweep at now may have ended sessions
+// without recording them.
 func (i *Impersonation) sweepFailed(now time.Time) {
 	i.sweepMu.Lock()
 	defer i.sweepMu.Unlock()
@@ -1137,15 +1169,43 @@ func (i *Impersonation) sweepFailed(now time.Time) {
 }
 
 // recordSweptAgain records once more the ends of the sessions Deputy
-// ended, and the lapses of the consents taken, since the earliest failed
-// sweep (sweepLost), and forgets that sweep once it has. The sessions a
-// sweep ends were live until it, or lapsed at most a sweep's lag before:
-// they started within max_session and the append-once window before it,
-// the sessions read. The store keeps the consents taken, as taken at the
-// sweep's now, for the append-once window.
-func (i *Impersonation) recordSweptAgain(ctx context.Context) error {
+// ended since the earliest failed sweep (sweepLost), and forgets that
+// sweep once it has, and the lapses of the consents taken, by any
+// replica, since lapsesFrom. The sessions a sweep ends were live until
+// it, or lapsed at most a sweep's lag before: they started within
+// max_session and the append-once window before it, the sessions read.
+// The store keeps the consents taken, as taken at the sweep's now, for
+// the append-once window; what a sweep reads back is what was taken since
+// the last (one sweep interval before it: a take made at an earlier now
+// may land late), so a lapse costs each replica one more record at most.
+// The first sweep of a process reads back the whole window, as its
+// predecessor may have lost a reply and left no trace.
+func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) error {
 	i.sweepMu.Lock()
-	since, fails := i.sweepLost, i.sweepFails
+	if !i.swept {
+		i.swept = true
+		back := now.Add(-sidecar.AppendOnceWindow)
+		if i.sweepLost.IsZero() || back.Before(i.sweepLost) {
+			i.sweepLost = back
+		}
+		i.lapsesFrom = back
+	}
+	since, fails, from := i.sweepLost, i.sweepFails, i.lapsesFrom
+	i.sweepMu.Unlock()
+	lapsed, err := i.store.LapsedConsentsTaken(ctx, from)
+	if err != nil {
+		return err
+	}
+	for k := range lapsed {
+		i.lapseDone(ctx, &lapsed[k], now)
+	}
+	i.sweepMu.Lock()
+	i.lapsesFrom = now.Add(-i.cfg.SweepInterval)
+	for once, at := range i.lapsesDone {
+		if at.Before(i.lapsesFrom) {
+			delete(i.lapsesDone, once)
+		}
+	}
 	i.sweepMu.Unlock()
 	if since.IsZero() {
 		return nil
@@ -1160,13 +1220,6 @@ func (i *Impersonation) recordSweptAgain(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
-	}
-	lapsed, err := i.store.LapsedConsentsTaken(ctx, since)
-	if err != nil {
-		return err
-	}
-	for k := range lapsed {
-		i.consentLapsed(ctx, &lapsed[k])
 	}
 	i.sweepMu.Lock()
 	if i.sweepFails == fails { // no sweep failed meanwhile

@@ -448,3 +448,88 @@ func TestRepeatedWritesAreRecordedOnce(t *testing.T) {
 		})
 	}
 }
+
+// countRecords counts customer's audit entries and events of type typ.
+func (w *lostReplyWorld) countRecords(t *testing.T, typ, customer string) (audit, events int) {
+	t.Helper()
+	f := sidecar.StreamFilter{Type: typ, Customer: customer, Page: sidecar.Page{Limit: sidecar.MaxPageLimit}}
+	as, _, err := w.direct.ReadAudit(w.ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, _, err := w.direct.ReadEvents(w.ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(as), len(es)
+}
+
+// lapseLost gives c1 a consent until ten minutes on, lets it lapse, and
+// has lc's sweep take it with the take's reply lost.
+func (w *lostReplyWorld) lapseLost(t *testing.T) {
+	t.Helper()
+	if _, err := w.direct.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"},
+		delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: w.clock.Now().Add(10 * time.Minute)}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(10 * time.Minute)
+	w.stall.parts = []string{"lapsing"}
+	w.stall.armed.Store(true)
+	err := w.lc.Sweep(w.ctx)
+	wantLostReply(t, &w.stall.armed, w.stall.stalled, "Sweep", err)
+}
+
+// A sweep's take of c1's lapsed consent loses its reply and its replica
+// is gone (restarted, or scaled down): a replica that never failed sweeps
+// next, twice, and records the lapse, once. Replicas are stateless: which
+// takes are still to record is the store's to know.
+func TestLostLapseTakeRecordedByAnotherReplica(t *testing.T) {
+	for _, swept := range []bool{false, true} {
+		name := map[bool]string{false: "fresh", true: "swept_before"}[swept]
+		t.Run(name, func(t *testing.T) {
+			w := newLostReplyWorld(t, "lapseother"+name, "warm")
+			rec := startedRecorder(t, w.direct)
+			other := delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(w.clock.Now), delegation.WithImpersonationRecorder(rec))
+			if swept {
+				if err := other.Sweep(w.ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.lapseLost(t)
+			for range 2 {
+				w.clock.Advance(time.Minute)
+				if err := other.Sweep(w.ctx); err != nil {
+					t.Fatalf("Sweep on the other replica: %v", err)
+				}
+			}
+			partnerEventually(t, "the recorders to append what waited", func() bool { return rec.Pending() == 0 && w.rec.Pending() == 0 })
+			if a, e := w.countRecords(t, "consent.expired", "c1"); a != 1 || e != 1 {
+				t.Errorf("c1's consent lapsed, its take's reply lost; %d consent.expired audit entries and %d events, want 1 and 1", a, e)
+			}
+		})
+	}
+}
+
+// A sweep ending alice's session loses its reply and its replica
+// restarts: the successor's sweep records the end, once.
+func TestLostSweepEndRecordedAfterRestart(t *testing.T) {
+	w := newLostReplyWorld(t, "sweepend", "c1")
+	st := w.start(t, alice, "c1")
+	w.stall.parts = []string{st.Session.ID}
+	w.clock.Advance(2 * time.Hour)
+	w.stall.armed.Store(true)
+	err := w.lc.Sweep(w.ctx)
+	wantLostReply(t, &w.stall.armed, w.stall.stalled, "Sweep", err)
+	w.wantEnded(t, st.Session.ID)
+	w.lc = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(w.clock.Now), delegation.WithImpersonationRecorder(w.rec))
+	for range 2 {
+		w.clock.Advance(time.Minute)
+		if err := w.lc.Sweep(w.ctx); err != nil {
+			t.Fatalf("Sweep after restart: %v", err)
+		}
+	}
+	w.wantEndRecordedOnce(t, st.Session.ID, sidecar.SweepActor)
+}
