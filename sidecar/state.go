@@ -720,14 +720,16 @@ type CustomerStore interface {
 	// withdrawn (by by, Reason EndCustomerDeleted), and the history is kept. It returns those
 	// sessions and that withdrawal, with by and the store's now (By, At);
 	// ENOTFOUND when there is no profile. It keeps the deletion (By, At,
-	// Withdrawn) for CustomerDeleted in the same step.
+	// Withdrawn) for CustomerDeletions in the same step.
 	DeleteCustomer(ctx context.Context, id, by string) (*CustomerDeletion, error)
-	// CustomerDeleted returns the customer's last deletion as
-	// DeleteCustomer kept it (By, At and Withdrawn; no Ended), for
-	// AppendOnceWindow past At; ENOTFOUND otherwise. A retried delete
-	// finds there that the profile was deleted, when, and by whom: a
-	// deletion that withdrew no consent leaves no other trace.
-	CustomerDeleted(ctx context.Context, id string) (*CustomerDeletion, error)
+	// CustomerDeletions returns the customer's deletions as DeleteCustomer
+	// kept them (By, At and Withdrawn; no Ended), each for AppendOnceWindow
+	// past its At, oldest first; none when there are none. A delete finds
+	// there the deletions before it, when, and by whom, and records those
+	// a delete whose reply was lost never did: a deletion that withdrew no
+	// consent leaves no other trace, and the profile may have been put
+	// again and deleted again since.
+	CustomerDeletions(ctx context.Context, id string) ([]CustomerDeletion, error)
 	// MarkStaff records that subject acted as staff, so it can never be
 	// impersonated (SessionStart.Check), and in the same atomic step ends
 	// (EndCustomerProtected, by SweepActor) the live sessions that

@@ -306,7 +306,7 @@ func (i *Impersonation) PutCustomer(ctx context.Context, by *sidecar.Identity, c
 // allowed to delete it learns that it is absent; its eviction is
 // published again, since this may retry a delete whose eviction, or
 // reply, was lost, and what that delete left to find is recorded again
-// (recordDeletionAgain).
+// (recordDeletionsAgain).
 func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) error {
 	if err := authorize("customer.delete", map[string]any{"customer_id": id}); err != nil {
 		return err
@@ -316,7 +316,7 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	}
 	del, err := i.store.DeleteCustomer(ctx, id, by.Subject)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		if err := i.recordDeletionAgain(ctx, id); err != nil {
+		if err := i.recordDeletionsAgain(ctx, id, time.Time{}); err != nil {
 			return err
 		}
 		return evictAgain(ctx, i.store, sidecar.CustomerKey(id), sidecar.ConsentKey(id))
@@ -328,13 +328,19 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	for k := range del.Ended {
 		i.ended(ctx, by, &del.Ended[k])
 	}
+	// A delete whose reply was lost may have gone before it, the profile
+	// put again since. This delete is made: a failure to read that is
+	// logged, and the next delete of the customer reads it again.
+	if rerr := i.recordDeletionsAgain(ctx, id, del.At); rerr != nil {
+		i.logger.Warn("earlier customer deletions not read back", "customer", id, "error", rerr)
+	}
 	return err
 }
 
 // deleted records del, the deletion of customer id's profile, and, when
 // it withdrew a consent, the withdrawal. The deletion's time, the store's,
 // is the customer.delete record's Once, so recording the deletion again
-// (recordDeletionAgain) appends nothing when the first got through.
+// (recordDeletionsAgain) appends nothing when the first got through.
 func (i *Impersonation) deleted(ctx context.Context, by *sidecar.Identity, id string, del *sidecar.CustomerDeletion) {
 	a := &sidecar.AuditEntry{Time: i.clock(), Actor: by.Subject, Action: "customer.delete", Customer: id, Target: id, Outcome: "ok"}
 	if !del.At.IsZero() {
@@ -346,21 +352,29 @@ func (i *Impersonation) deleted(ctx context.Context, by *sidecar.Identity, id st
 	}
 }
 
-// recordDeletionAgain records once more the deletion of customer id's
-// profile, found gone: the delete whose reply was lost answered an error
-// before recording it. The store keeps the deletion, who made it and
-// when, and the withdrawal it made, for sidecar.AppendOnceWindow
-// (CustomerDeleted): a deletion that withdrew nothing and ended nothing
-// leaves no other trace. The sessions the deletion ended say so
-// themselves.
-func (i *Impersonation) recordDeletionAgain(ctx context.Context, id string) error {
-	del, err := i.store.CustomerDeleted(ctx, id)
-	switch {
-	case sidecar.ErrorCode(err) == sidecar.ENOTFOUND: // never deleted, or too long ago
-	case err != nil:
+// recordDeletionsAgain records once more the deletions of customer id's
+// profile the store keeps, but the one made at made (zero: none), and
+// the ends of the sessions they ended: a delete whose reply was lost
+// answered an error before recording them, and the retry finds the
+// profile gone, or a later delete finds it put again since. The store
+// keeps every deletion, who made it and when, and the withdrawal it
+// made, for sidecar.AppendOnceWindow (CustomerDeletions): a deletion that
+// withdrew nothing and ended nothing leaves no other trace. A deletion's
+// records carry its Once, so one recorded already appends nothing.
+func (i *Impersonation) recordDeletionsAgain(ctx context.Context, id string, made time.Time) error {
+	dels, err := i.store.CustomerDeletions(ctx, id)
+	if err != nil {
 		return err
-	case recordableAgain(del.At, i.clock()):
-		i.deleted(ctx, &sidecar.Identity{Subject: del.By}, id, del)
+	}
+	before := false
+	for k := range dels {
+		if del := &dels[k]; !del.At.Equal(made) && recordableAgain(del.At, i.clock()) {
+			i.deleted(ctx, &sidecar.Identity{Subject: del.By}, id, del)
+			before = true
+		}
+	}
+	if !before && !made.IsZero() { // the usual delete: none before it
+		return nil
 	}
 	return i.recordEndsAgain(ctx, sidecar.SessionFilter{Customer: id}, func(s *sidecar.Session) bool {
 		return s.EndReason == sidecar.EndCustomerDeleted

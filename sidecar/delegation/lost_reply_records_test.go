@@ -3,6 +3,7 @@ package delegation_test
 import (
 	"context"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -532,4 +533,43 @@ func TestLostSweepEndRecordedAfterRestart(t *testing.T) {
 		}
 	}
 	w.wantEndRecordedOnce(t, st.Session.ID, sidecar.SweepActor)
+}
+
+// ops' delete of c1 loses its reply (the profile gone, nothing recorded);
+// the customer sync puts c1 again (a new sign-up under the same id) and
+// deletes it a minute later. Both deletions are recorded, once each: the
+// second delete finds the first kept and records it.
+func TestLostDeleteThenRecreateThenDeleteRecordsBoth(t *testing.T) {
+	w := newLostReplyWorld(t, "delrecreate", "c1", "warm")
+	ops := &sidecar.Identity{Subject: "ops"}
+	sync := &sidecar.Identity{Subject: "sync"}
+	if err := w.lc.DeleteCustomer(w.ctx, sync, "warm", allowAll); err != nil {
+		t.Fatal(err)
+	}
+	w.stall.armed.Store(true)
+	err := w.lc.DeleteCustomer(w.ctx, ops, "c1", allowAll)
+	wantLostReply(t, &w.stall.armed, w.stall.stalled, "DeleteCustomer", err)
+	w.clock.Advance(time.Minute)
+	if err := w.lc.PutCustomer(w.ctx, sync, &sidecar.Customer{ID: "c1", DefaultStoreView: "en"}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(time.Minute)
+	for range 2 { // the second finds the profile gone
+		if err := w.lc.DeleteCustomer(w.ctx, sync, "c1", allowAll); err != nil {
+			t.Fatalf("delete after the put: %v", err)
+		}
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return w.rec.Pending() == 0 })
+	as, _, err := w.direct.ReadAudit(w.ctx, sidecar.StreamFilter{Type: "customer.delete", Customer: "c1", Page: sidecar.Page{Limit: sidecar.MaxPageLimit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var by []string
+	for _, a := range as {
+		by = append(by, a.Actor)
+	}
+	slices.Sort(by)
+	if !slices.Equal(by, []string{"ops", "sync"}) {
+		t.Errorf("c1 deleted by ops, then by sync; customer.delete entries by %v, want [ops sync]", by)
+	}
 }

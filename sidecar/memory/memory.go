@@ -63,8 +63,9 @@ type Store struct {
 
 	mu        sync.RWMutex
 	customers map[string]*sidecar.Customer
-	deletions map[string]sidecar.CustomerDeletion // customer → its last deletion, for sidecar.AppendOnceWindow
-	staff     map[string]bool                     // subjects that acted as staff
+	deletions map[string][]sidecar.CustomerDeletion // customer → its deletions, oldest first, for sidecar.AppendOnceWindow
+	deleted   []deletedRef                          // every kept deletion, in the order made: pruned from the front
+	staff     map[string]bool                       // subjects that acted as staff
 	consent   map[string]*sidecar.Consent
 	history   map[string][]sidecar.Consent // oldest first
 	lapsing   map[string]time.Time         // customer → expiry of a consent given until then
@@ -119,7 +120,7 @@ func New(opts ...Option) *Store {
 		auditMax:     DefaultAuditMaxLen,
 		auditSelfMax: DefaultAuditSelfMaxLen,
 		customers:    map[string]*sidecar.Customer{},
-		deletions:    map[string]sidecar.CustomerDeletion{},
+		deletions:    map[string][]sidecar.CustomerDeletion{},
 		staff:        map[string]bool{},
 		consent:      map[string]*sidecar.Consent{},
 		history:      map[string][]sidecar.Consent{},
@@ -274,33 +275,53 @@ func (s *Store) DeleteCustomer(_ context.Context, id, by string) (*sidecar.Custo
 	return del, nil
 }
 
-// keepDeletion records del, customer id's deletion, for CustomerDeleted
-// and forgets deletions past sidecar.AppendOnceWindow. s.mu is held.
+// deletedRef names a kept deletion: whose, and when it was made.
+type deletedRef struct {
+	id string
+	at time.Time
+}
+
+// keepDeletion records del, customer id's deletion, for CustomerDeletions
+// and forgets the deletions past sidecar.AppendOnceWindow, oldest first:
+// each is forgotten once, so a delete costs O(1) amortised. s.mu is held.
 func (s *Store) keepDeletion(id string, del sidecar.CustomerDeletion) {
-	for k, old := range s.deletions {
-		if del.At.Sub(old.At) >= sidecar.AppendOnceWindow {
-			delete(s.deletions, k)
+	for len(s.deleted) > 0 && del.At.Sub(s.deleted[0].at) >= sidecar.AppendOnceWindow {
+		// Both are in the order made: the oldest of its customer's.
+		old := s.deleted[0].id
+		s.deleted[0] = deletedRef{}
+		s.deleted = s.deleted[1:]
+		if dels := s.deletions[old]; len(dels) > 1 {
+			dels[0] = sidecar.CustomerDeletion{}
+			s.deletions[old] = dels[1:]
+		} else {
+			delete(s.deletions, old)
 		}
 	}
 	if del.Withdrawn != nil {
 		w := *del.Withdrawn
 		del.Withdrawn = &w
 	}
-	s.deletions[id] = del
+	del.Ended = nil
+	s.deletions[id] = append(s.deletions[id], del)
+	s.deleted = append(s.deleted, deletedRef{id: id, at: del.At})
 }
 
-func (s *Store) CustomerDeleted(_ context.Context, id string) (*sidecar.CustomerDeletion, error) {
+func (s *Store) CustomerDeletions(_ context.Context, id string) ([]sidecar.CustomerDeletion, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	del, ok := s.deletions[id]
-	if !ok || s.now().Sub(del.At) >= sidecar.AppendOnceWindow {
-		return nil, notFound("customer deletion")
+	now := s.now()
+	var out []sidecar.CustomerDeletion
+	for _, del := range s.deletions[id] {
+		if now.Sub(del.At) >= sidecar.AppendOnceWindow {
+			continue
+		}
+		if del.Withdrawn != nil {
+			w := *del.Withdrawn
+			del.Withdrawn = &w
+		}
+		out = append(out, del)
 	}
-	if del.Withdrawn != nil {
-		w := *del.Withdrawn
-		del.Withdrawn = &w
-	}
-	return &del, nil
+	return out, nil
 }
 
 // ---- consent ---------------------------------------------------------------
@@ -374,27 +395,43 @@ func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.
 			delete(s.lapsing, c)
 		}
 	}
-	s.lapsed = slices.DeleteFunc(s.lapsed, func(l takenLapse) bool { return now.Sub(l.at) >= sidecar.AppendOnceWindow })
-	for _, c := range out {
-		s.lapsed = append(s.lapsed, takenLapse{at: now, c: c})
+	// s.lapsed is in the order of at: the takes past the window are a
+	// prefix, forgotten once each.
+	n := 0
+	for n < len(s.lapsed) && now.Sub(s.lapsed[n].at) >= sidecar.AppendOnceWindow {
+		n++
 	}
+	clear(s.lapsed[:n])
+	s.lapsed = s.lapsed[n:]
+	k, _ := slices.BinarySearchFunc(s.lapsed, now, func(l takenLapse, t time.Time) int {
+		if l.at.After(t) {
+			return 1
+		}
+		return -1
+	}) // after every take at now or before: a take at an earlier now goes in place
+	taken := make([]takenLapse, len(out))
+	for j, c := range out {
+		taken[j] = takenLapse{at: now, c: c}
+	}
+	s.lapsed = slices.Insert(s.lapsed, k, taken...)
 	return out, nil
 }
 
 func (s *Store) LapsedConsentsTaken(_ context.Context, since time.Time) ([]sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	now := s.now()
-	var taken []takenLapse
-	for _, l := range s.lapsed {
-		if !l.at.Before(since) && now.Sub(l.at) < sidecar.AppendOnceWindow {
-			taken = append(taken, l)
-		}
+	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
+		since = edge.Add(time.Nanosecond) // a take at the edge is past the window
 	}
-	slices.SortStableFunc(taken, func(a, b takenLapse) int { return a.at.Compare(b.at) })
-	out := make([]sidecar.Consent, len(taken))
-	for k, l := range taken {
-		out[k] = l.c
+	k, _ := slices.BinarySearchFunc(s.lapsed, since, func(l takenLapse, t time.Time) int {
+		if l.at.Before(t) {
+			return -1
+		}
+		return 1
+	}) // the first take not before since
+	out := make([]sidecar.Consent, 0, len(s.lapsed)-k)
+	for _, l := range s.lapsed[k:] {
+		out = append(out, l.c)
 	}
 	return out, nil
 }

@@ -305,8 +305,9 @@ func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, 
 // DeleteCustomer withdraws the customer's consent with the profile, in
 // the same transaction: a profile synced later under the same id must not
 // inherit it. History keeps the consent given and records the withdrawal.
-// The deletion itself is kept ({imp}:deleted:C) in that transaction too,
-// for CustomerDeleted.
+// The deletion itself is kept ({imp}:deletions:C, scored by its time) in
+// that transaction too, for CustomerDeletions, with the deletions before
+// it that are not yet sidecar.AppendOnceWindow old.
 func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.CustomerDeletion, error) {
 	key, consent, hist, kept := s.customerKey(id), s.consentKey(id), s.consentHistKey(id), s.deletedKey(id)
 	var del *sidecar.CustomerDeletion // as kept: Withdrawn nil when no consent is in force
@@ -346,7 +347,9 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 			p.LPush(ctx, hist, withdrawal)
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 		}
-		p.Set(ctx, kept, encode(del), time.Duration(s.removedKeep(del.At))*time.Millisecond)
+		p.ZAdd(ctx, kept, goredis.Z{Score: ms(del.At), Member: encode(del)})
+		p.ZRemRangeByScore(ctx, kept, "-inf", strconv.FormatFloat(ms(del.At.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+		p.PExpire(ctx, kept, time.Duration(s.removedKeep(del.At))*time.Millisecond)
 	}, key, consent)
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
@@ -358,19 +361,22 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 	return del, err
 }
 
-func (s *Store) CustomerDeleted(ctx context.Context, id string) (*sidecar.CustomerDeletion, error) {
-	raw, err := s.c.Get(ctx, s.deletedKey(id)).Result()
+// CustomerDeletions reads at most scanLimit of them.
+func (s *Store) CustomerDeletions(ctx context.Context, id string) ([]sidecar.CustomerDeletion, error) {
+	edge := "(" + strconv.FormatFloat(ms(s.now().Add(-sidecar.AppendOnceWindow)), 'f', 0, 64)
+	raws, err := s.c.ZRangeByScore(ctx, s.deletedKey(id), &goredis.ZRangeBy{Min: edge, Max: "+inf", Count: scanLimit}).Result()
 	if err != nil {
-		return nil, rerr(err, "customer deletion")
+		return nil, unavailable(err)
 	}
-	del, err := decode[sidecar.CustomerDeletion](raw)
-	if err != nil {
-		return nil, err
+	out := make([]sidecar.CustomerDeletion, 0, len(raws))
+	for _, raw := range raws {
+		del, err := decode[sidecar.CustomerDeletion](raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *del)
 	}
-	if s.now().Sub(del.At) >= sidecar.AppendOnceWindow {
-		return nil, notFound("customer deletion")
-	}
-	return del, nil
+	return out, nil
 }
 
 // ---- staff -----------------------------------------------------------------

@@ -25,8 +25,8 @@ import (
 // retention) and, on the check path, read through the local cache.
 //
 //	{imp}:customer:C     profile (JSON)
-//	{imp}:deleted:C      its last deletion (JSON: by, at, withdrawn), kept
-//	                     sidecar.AppendOnceWindow past it
+//	{imp}:deletions:C    its deletions (JSON: by, at, withdrawn; by at), each
+//	                     kept sidecar.AppendOnceWindow past it
 //	{imp}:staff          set of subjects that acted as staff
 //	{imp}:consent:C      consent (JSON), TTL its expiry
 //	{imp}:consenthist:C  consent history (list, newest first)
@@ -47,7 +47,7 @@ import (
 
 func (s *Store) imp(suffix string) string        { return s.prefix + ":{imp}:" + suffix }
 func (s *Store) customerKey(c string) string     { return s.imp("customer:" + c) }
-func (s *Store) deletedKey(c string) string      { return s.imp("deleted:" + c) }
+func (s *Store) deletedKey(c string) string      { return s.imp("deletions:" + c) }
 func (s *Store) staffKey() string                { return s.imp("staff") }
 func (s *Store) consentKey(c string) string      { return s.imp("consent:" + c) }
 func (s *Store) consentHistKey(c string) string  { return s.imp("consenthist:" + c) }

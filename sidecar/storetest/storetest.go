@@ -278,8 +278,15 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 	// consent, left nothing in the consent history.
 	t.Run("deletion_kept_for_the_once_window", func(t *testing.T) {
 		e := newEnv(t)
-		_, err := e.s.CustomerDeleted(e.ctx, "c1")
-		wantCode(t, err, sidecar.ENOTFOUND)
+		kept := func(id string) []sidecar.CustomerDeletion {
+			t.Helper()
+			dels, err := e.s.CustomerDeletions(e.ctx, id)
+			must(t, err)
+			return dels
+		}
+		if dels := kept("c1"); len(dels) != 0 {
+			t.Fatalf("c1 never deleted; kept %+v", dels)
+		}
 		for _, id := range []string{"c1", "c2"} {
 			must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: id}, sidecar.Protection{})))
 		}
@@ -298,28 +305,39 @@ func testCustomers(t *testing.T, newEnv func(*testing.T) *env) {
 		if del.By != "ops" || !del.At.Equal(second) || del.Withdrawn == nil || !del.Withdrawn.SetAt.Equal(second) {
 			t.Fatalf("deletion %+v, want by ops at %v, c2's consent withdrawn then", del, second)
 		}
-		got, err := e.s.CustomerDeleted(e.ctx, "c1")
-		must(t, err)
-		if got.By != "sync" || !got.At.Equal(first) || got.Withdrawn != nil || len(got.Ended) != 0 {
-			t.Fatalf("c1's deletion kept as %+v, want by sync at %v, nothing withdrawn", got, first)
+		if got := kept("c1"); len(got) != 1 || got[0].By != "sync" || !got[0].At.Equal(first) || got[0].Withdrawn != nil || len(got[0].Ended) != 0 {
+			t.Fatalf("c1's deletions kept as %+v, want one by sync at %v, nothing withdrawn", got, first)
 		}
-		got, err = e.s.CustomerDeleted(e.ctx, "c2")
-		must(t, err)
-		if w := got.Withdrawn; got.By != "ops" || !got.At.Equal(second) || w == nil || w.Customer != "c2" || w.Allowed || w.SetBy != "ops" ||
+		got := kept("c2")
+		if len(got) != 1 {
+			t.Fatalf("c2's deletions kept as %+v, want one", got)
+		}
+		if w := got[0].Withdrawn; got[0].By != "ops" || !got[0].At.Equal(second) || w == nil || w.Customer != "c2" || w.Allowed || w.SetBy != "ops" ||
 			!w.SetAt.Equal(second) || w.Reason != sidecar.EndCustomerDeleted {
-			t.Fatalf("c2's deletion kept as %+v (withdrawn %+v), want by ops at %v withdrawing c2's consent", got, got.Withdrawn, second)
+			t.Fatalf("c2's deletion kept as %+v (withdrawn %+v), want by ops at %v withdrawing c2's consent", got[0], got[0].Withdrawn, second)
 		}
-		// Still there when the profile is put again: only a retried
-		// delete, finding no profile, reads it.
+		// Still there when the profile is put again, and deleted again:
+		// every deletion is kept, not only the last.
 		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c2"}, sidecar.Protection{})))
-		if _, err := e.s.CustomerDeleted(e.ctx, "c2"); err != nil {
-			t.Fatalf("c2's deletion after c2 was put again: %v", err)
+		if got := kept("c2"); len(got) != 1 {
+			t.Fatalf("c2's deletions after c2 was put again: %+v, want one", got)
+		}
+		e.clock.Advance(time.Minute)
+		third := e.now()
+		must(t, ignore(e.s.DeleteCustomer(e.ctx, "c2", "sync")))
+		if got := kept("c2"); len(got) != 2 || got[0].By != "ops" || !got[0].At.Equal(second) || got[1].By != "sync" || !got[1].At.Equal(third) || got[1].Withdrawn != nil {
+			t.Fatalf("c2's deletions kept as %+v, want by ops at %v, then by sync at %v", got, second, third)
+		}
+		e.clock.Advance(sidecar.AppendOnceWindow/2 - time.Minute)
+		if got := kept("c1"); len(got) != 0 {
+			t.Fatalf("c1's deletion an hour after it: %+v, want none", got)
+		}
+		if got := kept("c2"); len(got) != 2 {
+			t.Fatalf("c2's deletions half an hour after the first: %+v, want both", got)
 		}
 		e.clock.Advance(sidecar.AppendOnceWindow / 2)
-		_, err = e.s.CustomerDeleted(e.ctx, "c1")
-		wantCode(t, err, sidecar.ENOTFOUND)
-		if _, err := e.s.CustomerDeleted(e.ctx, "c2"); err != nil {
-			t.Fatalf("c2's deletion half an hour after it: %v", err)
+		if got := kept("c2"); len(got) != 1 || !got[0].At.Equal(third) {
+			t.Fatalf("c2's deletions an hour after the first: %+v, want the one at %v", got, third)
 		}
 	})
 	t.Run("missing_id_rejected", func(t *testing.T) {
