@@ -110,6 +110,12 @@ func TestCredentialCarriersBindNoDelegation(t *testing.T) {
 		{"a partner with a cookie carrier", "GET", cases, map[string]string{"authorization": "Bearer " + patToken, "x-on-behalf-of": "acme", "cookie": "jwt=" + mallory}, ""},
 		{"a partner with a header carrier", "GET", cases, map[string]string{"authorization": "Bearer " + patToken, "x-on-behalf-of": "acme", "x-auth-token": mallory}, ""},
 		{"a partner with a JSON body", "GET", cases, map[string]string{"authorization": "Bearer " + patToken, "x-on-behalf-of": "acme", "content-type": "application/json"}, `{"access_token":"` + mallory + `"}`},
+		// hapi-auth-jwt2 drops "Bearer" (any case) and every space from
+		// the query and cookie token before it verifies it.
+		{"a query token split by a space", "GET", account + "?token=e%20" + mallory[1:], map[string]string{"cookie": cookie}, ""},
+		{"a query token split by BEARER", "GET", account + "?token=eBEARER" + mallory[1:], map[string]string{"cookie": cookie}, ""},
+		{"a cookie token split by a space", "GET", account, map[string]string{"cookie": cookie + "; token=e%20" + mallory[1:]}, ""},
+		{"a query token after Bearer", "GET", account + "?access_token=Bearer%20" + mallory, map[string]string{"cookie": cookie}, ""},
 	} {
 		if got := check(t, tc.method, tc.path, tc.headers, tc.body); got != nil {
 			t.Errorf("%s holding mallory's token: allowed as %s acting for %s (%s)", tc.name, got["x-deputy-actor"], got["x-deputy-subject"], got["x-deputy-mode"])

@@ -128,6 +128,21 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "bearer in the query", path: account + "?bearer=" + mallory, headers: session1()},
 		{name: "Token in the query", path: account + "?x=1&Token=" + mallory, headers: session1()},
 		{name: "escaped jwt in the query", path: account + "?%6Awt=" + mallory, headers: session1()},
+		// Readers that drop "Bearer" in any case and white space
+		// (hapi-auth-jwt2), or take the token from inside the value.
+		{name: "token in the query split by a space", path: account + "?token=e%20" + mallory[1:], headers: session1()},
+		{name: "token in the query split by a plus", path: account + "?token=e+" + mallory[1:], headers: session1()},
+		{name: "token in the query split by BEARER", path: account + "?token=eBEARER" + mallory[1:], headers: session1()},
+		{name: "token in the query split by bearer twice", path: account + "?token=eBEbearerARERyJ" + mallory[3:], headers: session1()},
+		{name: "access_token in the query after Bearer", path: account + "?access_token=Bearer%20" + mallory, headers: session1()},
+		{name: "token in the query after a prefix", path: account + "?token=x." + mallory, headers: session1()},
+		{name: "cookie token split by a space", path: account, headers: session1("cookie", cookie+"; token=e%20"+mallory[1:])},
+		{name: "cookie token split by Bearer", path: account, headers: session1("cookie", cookie+"; token=eBearer"+mallory[1:])},
+		{name: "X-Auth-Token split by a space", path: account, headers: session1("x-auth-token", "e "+mallory[1:])},
+		{name: "token in a form body split by a space", path: cart, headers: session1("content-type", form), body: "product=42&token=e+" + mallory[1:]},
+		{name: "token in a JSON body split by Bearer", path: cart, headers: session1("content-type", jsonType), body: `{"token":"eBearer` + mallory[1:] + `"}`},
+		{name: "token in a multipart part split by a space", path: cart, headers: session1("content-type", multi), body: multipart("token", "e "+mallory[1:])},
+		{name: "the actor's own token after Bearer in the query", path: account + "?access_token=Bearer%20" + staff, headers: session1("authorization", "Bearer "+staff), allowed: true},
 
 		// Cookie carriers, as cookie parsers read them.
 		{name: "cookie token", path: account, headers: session1("cookie", cookie+"; token="+mallory)},

@@ -135,14 +135,15 @@ type credentialCheck struct {
 // credential than the one Deputy verified.
 func (k *credentialCheck) foreign(tok string) bool {
 	if !k.read {
-		k.same, k.read = k.verified(), true
+		k.same, k.read = lenient(k.verified()), true
 	}
 	return k.same == "" || tok != k.same
 }
 
 // refused reports whether a request carries a token Deputy does not
 // verify in one of the carriers. A request whose query, cookies, carrier
-// headers and body hold neither "eyJ" nor an escape allocates nothing.
+// headers and body hold neither "eyJ" (see mayHoldJWT) nor an escape
+// allocates nothing.
 func (c *CredentialCarriers) refused(view *sidecar.Request, h *authv3.AttributeContext_HttpRequest, verified func() string) bool {
 	k := credentialCheck{c: c, view: view, verified: verified}
 	return k.param(queryOf(h.GetPath()), &c.query) || k.headers() || k.cookies() || k.body(h)
@@ -153,7 +154,7 @@ func (c *CredentialCarriers) refused(view *sidecar.Request, h *authv3.AttributeC
 // case, PHP's "." for "_", brackets, escapes; Rack 2's ";" as a
 // separator; every repetition) whose value looks like a JWT.
 func (k *credentialCheck) param(raw string, names *paramNames) bool {
-	if raw == "" || len(names.keys) == 0 || !strings.Contains(raw, "eyJ") && strings.IndexByte(raw, '%') < 0 {
+	if raw == "" || len(names.keys) == 0 || !mayHoldJWT(raw) && strings.IndexByte(raw, '%') < 0 {
 		return false
 	}
 	for rest := raw; rest != ""; {
@@ -170,17 +171,89 @@ func (k *credentialCheck) param(raw string, names *paramNames) bool {
 		if strings.ContainsAny(value, "%+") {
 			value = unescape(strings.ReplaceAll(value, "+", " "))
 		}
-		if k.token(strings.TrimSpace(value)) {
+		if k.token(value) {
 			return true
 		}
 	}
 	return false
 }
 
-// token reports whether a field's whole value is a token Deputy did not
-// verify.
+// token reports whether a carrier's value holds a token Deputy did not
+// verify, read as the most lenient reader takes it (see lenient), the
+// token beginning anywhere in it.
 func (k *credentialCheck) token(v string) bool {
-	return identity.LooksLikeJWS(v) && k.foreign(v)
+	return k.words(lenient(v))
+}
+
+// lenient is a carrier's value (unescaped) as the most lenient reader
+// takes a token from it: hapi-auth-jwt2 drops "Bearer" in any case and
+// then every space, others drop white space or a scheme first. Every
+// "bearer" in any case and every ASCII white space byte is dropped, again
+// where a drop joins a new "bearer", until none is left: whatever token
+// any order of those drops leaves keeps its "eyJ" and its dots here (none
+// of them is in "bearer"), so it is still found. A stack keeps it linear.
+// A value holding neither is returned as it is.
+func lenient(v string) string {
+	if !containsLower(v, "bearer") && !hasWhite(v) {
+		return v
+	}
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if isWhite(c) {
+			continue
+		}
+		b = append(b, c)
+		if n := len(b); n >= 6 && lowerByte(c) == 'r' && containsLower(string(b[n-6:]), "bearer") {
+			b = b[:n-6]
+		}
+	}
+	return string(b)
+}
+
+func isWhite(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+func hasWhite[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if isWhite(s[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// mayHoldJWT reports whether s may hold "eyJ" once lenient (with "+" read
+// as a space too) has dropped what it drops: it holds "bearer" in any
+// case, or an "e", "y" and "J" with only white space or "+" between them.
+// It allocates nothing.
+func mayHoldJWT[T string | []byte](s T) bool {
+	for i := 0; i+2 < len(s); i++ {
+		if s[i] != 'e' {
+			if (s[i] == 'b' || s[i] == 'B') && i+6 <= len(s) && lowerByte(s[i+1]) == 'e' && lowerByte(s[i+2]) == 'a' && lowerByte(s[i+3]) == 'r' && lowerByte(s[i+4]) == 'e' && lowerByte(s[i+5]) == 'r' {
+				return true
+			}
+			continue
+		}
+		j := skipWhite(s, i+1)
+		if j < len(s) && s[j] == 'y' {
+			if j = skipWhite(s, j+1); j < len(s) && s[j] == 'J' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// skipWhite is the index of the first byte at or after i in s that is
+// neither white space nor "+". Each run is skipped from one "e" or "y"
+// before it only, so a search calling it stays linear.
+func skipWhite[T string | []byte](s T, i int) int {
+	for i < len(s) && (isWhite(s[i]) || s[i] == '+') {
+		i++
+	}
+	return i
 }
 
 // words reports whether a header or cookie value holds a token Deputy did
@@ -220,7 +293,7 @@ func (k *credentialCheck) headers() bool {
 	var buf [2]string
 	for _, name := range k.c.headers {
 		for _, v := range k.view.AppendHeaderValues(buf[:0], name) {
-			if strings.Contains(v, "eyJ") && k.words(v) {
+			if mayHoldJWT(v) && k.token(v) {
 				return true
 			}
 		}
@@ -239,7 +312,7 @@ func (k *credentialCheck) cookies() bool {
 	}
 	var buf [2]string
 	for _, v := range k.view.AppendHeaderValues(buf[:0], "cookie") {
-		if !strings.Contains(v, "eyJ") && !mayEscape(v) {
+		if !mayHoldJWT(v) && !mayEscape(v) {
 			continue
 		}
 		for rest := v; rest != ""; {
@@ -263,7 +336,7 @@ func (k *credentialCheck) cookies() bool {
 			if strings.IndexByte(value, '%') >= 0 {
 				value = unescape(value)
 			}
-			if k.words(value) {
+			if k.token(value) {
 				return true
 			}
 		}
@@ -324,11 +397,11 @@ func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 		multi = true
 	}
 	if body == "" {
-		if !bytes.Contains(raw, []byte("eyJ")) && bytes.IndexByte(raw, '%') < 0 && bytes.IndexByte(raw, '\\') < 0 && !(multi && bytes.Contains(bytes.ToLower(raw), []byte("quoted-printable"))) {
+		if !mayHoldJWT(raw) && bytes.IndexByte(raw, '%') < 0 && bytes.IndexByte(raw, '\\') < 0 && !(multi && bytes.Contains(bytes.ToLower(raw), []byte("quoted-printable"))) {
 			return false
 		}
 		body = string(raw)
-	} else if !strings.Contains(body, "eyJ") && !mayEscape(body) && !(multi && containsLower(body, "quoted-printable")) {
+	} else if !mayHoldJWT(body) && !mayEscape(body) && !(multi && containsLower(body, "quoted-printable")) {
 		return false
 	}
 	readings := readingsOf(ct)
@@ -385,10 +458,10 @@ func (k *credentialCheck) jsonBody(body string) (found, ok bool) {
 		}
 		switch v := v.(type) {
 		case string:
-			found = k.token(strings.TrimSpace(v))
+			found = k.token(v)
 		case []any:
 			for _, e := range v {
-				if s, isString := e.(string); isString && k.token(strings.TrimSpace(s)) {
+				if s, isString := e.(string); isString && k.token(s) {
 					found = true
 				}
 			}
@@ -424,7 +497,7 @@ func (k *credentialCheck) multipartBody(ct, body string) (found, ok bool) {
 			continue
 		}
 		for _, v := range vs {
-			if k.token(strings.TrimSpace(v)) {
+			if k.token(v) {
 				return true, true
 			}
 		}
@@ -437,7 +510,7 @@ func (k *credentialCheck) multipartBody(ct, body string) (found, ok bool) {
 // spell one: the upstream may read it as a carrier Deputy did not.
 func (k *credentialCheck) hidden(body string) bool {
 	escaped := mayEscape(body)
-	if !k.words(body) && !(strings.IndexByte(body, '%') >= 0 && k.words(unescape(strings.ReplaceAll(body, "+", " ")))) {
+	if !k.token(body) && !(strings.IndexByte(body, '%') >= 0 && k.token(unescape(strings.ReplaceAll(body, "+", " ")))) {
 		return false
 	}
 	if escaped {
