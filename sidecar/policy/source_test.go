@@ -255,8 +255,13 @@ func TestURLSourceRefusesUnsignedFailures(t *testing.T) {
 func TestURLSourcePollsWithETagAndToken(t *testing.T) {
 	srv := newTLSBundleServer(t, build(t, "r1", "v1", nil))
 	e := policy.New(policy.WithLogger(quiet()))
+	// Polls are counted as the source sends them: a request sent before
+	// Stop may still reach the server's handler after Stop returned.
+	client := srv.Client()
+	sent := &countingTransport{next: client.Transport}
+	client.Transport = sent
 	src, err := policy.NewSource(policy.Config{BundleURL: srv.URL, BearerToken: "s3cret", PollInterval: 10 * time.Millisecond}, e,
-		policy.WithSourceLogger(quiet()), policy.WithHTTPClient(srv.Client()))
+		policy.WithSourceLogger(quiet()), policy.WithHTTPClient(client))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,11 +280,22 @@ func TestURLSourcePollsWithETagAndToken(t *testing.T) {
 	if err := src.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	n := srv.requests.Load()
-	time.Sleep(50 * time.Millisecond) // several poll intervals: none may come after Stop
-	if srv.requests.Load() != n {
+	n := sent.n.Load()
+	time.Sleep(50 * time.Millisecond) // several poll intervals: none may be sent after Stop
+	if sent.n.Load() != n {
 		t.Errorf("source kept polling after Stop")
 	}
+}
+
+// countingTransport counts the requests sent through it.
+type countingTransport struct {
+	next http.RoundTripper
+	n    atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
 }
 
 func TestURLSourceStartsUnreadyWhenServerIsDown(t *testing.T) {
