@@ -76,6 +76,10 @@ func TestCredentialCarriersBindNoDelegation(t *testing.T) {
 	}
 	const account, cart, cases = "/customer/account", "/checkout/cart/add", "/customers/acme/service-requests"
 	jsonBody := map[string]string{"cookie": cookie, "content-type": "application/json"}
+	multi := map[string]string{"cookie": cookie, "content-type": "multipart/form-data; boundary=XX"}
+	mpart := func(disposition string) string {
+		return "--XX\r\nContent-Disposition: form-data; name=\"product\"\r\n\r\n1\r\n--XX\r\nContent-Disposition: " + disposition + "\r\n\r\n" + mallory + "\r\n--XX--\r\n"
+	}
 
 	// What must hold, for comparison.
 	for _, tc := range []struct {
@@ -116,6 +120,14 @@ func TestCredentialCarriersBindNoDelegation(t *testing.T) {
 		{"a query token split by BEARER", "GET", account + "?token=eBEARER" + mallory[1:], map[string]string{"cookie": cookie}, ""},
 		{"a cookie token split by a space", "GET", account, map[string]string{"cookie": cookie + "; token=e%20" + mallory[1:]}, ""},
 		{"a query token after Bearer", "GET", account + "?access_token=Bearer%20" + mallory, map[string]string{"cookie": cookie}, ""},
+		// Multipart parts PHP reads as api_token and Go's reader skips.
+		{"a multipart attachment part", "POST", cart, multi, mpart(`attachment; name="api_token"`)},
+		{"a multipart part naming itself twice", "POST", cart, multi, mpart(`form-data; name="x"; name="api_token"`)},
+		{"a multipart part with a bare parameter", "POST", cart, multi, mpart(`form-data; name="api_token"; foo`)},
+		{"a multipart part with an empty parameter", "POST", cart, multi, mpart(`form-data; name="api_token";;`)},
+		{"a multipart part name in single quotes", "POST", cart, multi, mpart(`form-data; name='api_token'`)},
+		{"a multipart boundary inside another parameter", "POST", cart, map[string]string{"cookie": cookie, "content-type": "multipart/form-data; xboundary=YY; boundary=XX"},
+			"--XX\r\nContent-Disposition: form-data; name=\"product\"\r\n\r\n1\r\n--YY\r\nContent-Disposition: form-data; name=\"api_token\"\r\n\r\n" + mallory + "\r\n--YY--\r\n--XX--\r\n"},
 	} {
 		if got := check(t, tc.method, tc.path, tc.headers, tc.body); got != nil {
 			t.Errorf("%s holding mallory's token: allowed as %s acting for %s (%s)", tc.name, got["x-deputy-actor"], got["x-deputy-subject"], got["x-deputy-mode"])

@@ -72,6 +72,10 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		return "--XyZ\r\nContent-Disposition: form-data; name=\"product\"\r\n\r\n42\r\n" +
 			"--XyZ\r\nContent-Disposition: form-data; name=\"" + name + "\"\r\n\r\n" + value + "\r\n--XyZ--\r\n"
 	}
+	part := func(disposition, value string) string {
+		return "--XyZ\r\nContent-Disposition: form-data; name=\"product\"\r\n\r\n42\r\n" +
+			"--XyZ\r\nContent-Disposition: " + disposition + "\r\n\r\n" + value + "\r\n--XyZ--\r\n"
+	}
 	const form, jsonType, multi = "application/x-www-form-urlencoded", "application/json", "multipart/form-data; boundary=XyZ"
 	for _, tc := range []struct {
 		name    string
@@ -86,6 +90,7 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "session alone", path: account, headers: session1(), allowed: true},
 		{name: "session posting JSON", path: cart, headers: session1("content-type", jsonType), body: `{"product":42,"note":"` + mallory + `"}`, allowed: true},
 		{name: "session posting multipart", path: cart, headers: session1("content-type", multi), body: multipart("note", mallory), allowed: true},
+		{name: "session posting multipart with a token name in a value", path: cart, headers: session1("content-type", multi), body: multipart("note", "api_token "+mallory), allowed: true},
 		{name: "session with carriers holding no JWT", path: account + "?token=abc&jwt=1", headers: session1("cookie", cookie+"; token=abc; jwt=x.y.z", "x-api-key", "k-123", "x-auth-token", "opaque"), allowed: true},
 		{name: "session with a JWT in a cookie no reader names", path: account, headers: session1("cookie", cookie+"; analytics="+mallory), allowed: true},
 		{name: "session with a JWT in a header no reader names", path: account, headers: session1("x-trace-token", mallory), allowed: true},
@@ -115,6 +120,17 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "a JSON body cut short", path: cart, headers: session1("content-type", "application/json-seq", "content-length", "9999"), body: `{"access_token":"` + mallory + `"`},
 		{name: "a multipart body with a name parsers read apart", path: cart, headers: session1("content-type", multi),
 			body: "--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\nContent-Disposition: form-data; name=\"access_token\"\r\n\r\n" + mallory + "\r\n--XyZ--\r\n"},
+		// Parts PHP ($_POST: Laravel's TokenGuard, tymon/jwt-auth) reads
+		// under a carrier's name while Go's reader skips or misnames them.
+		{name: "a multipart attachment part", path: cart, headers: session1("content-type", multi), body: part(`attachment; name="api_token"`, mallory)},
+		{name: "a multipart part naming itself twice", path: cart, headers: session1("content-type", multi), body: part(`form-data; name="x"; name="api_token"`, mallory)},
+		{name: "a multipart part with a bare parameter", path: cart, headers: session1("content-type", multi), body: part(`form-data; name="api_token"; foo`, mallory)},
+		{name: "a multipart part with an empty parameter", path: cart, headers: session1("content-type", multi), body: part(`form-data; name="api_token";;`, mallory)},
+		{name: "a multipart part name in single quotes", path: cart, headers: session1("content-type", multi), body: part(`form-data; name='api_token'`, mallory)},
+		{name: "a multipart part name in another case", path: cart, headers: session1("content-type", multi), body: part(`attachment; NAME=Api_Token`, mallory)},
+		{name: "a multipart part split by a space", path: cart, headers: session1("content-type", multi), body: part(`attachment; name="token"`, "e "+mallory[1:])},
+		{name: "a multipart boundary inside another parameter", path: cart, headers: session1("content-type", "multipart/form-data; xboundary=YY; boundary=XyZ"),
+			body: "--XyZ\r\nContent-Disposition: form-data; name=\"product\"\r\n\r\n1\r\n--YY\r\nContent-Disposition: form-data; name=\"api_token\"\r\n\r\n" + mallory + "\r\n--YY--\r\n--XyZ--\r\n"},
 		// Bodies OPA-Envoy's parse refuses are refused before that.
 		{name: "a JSON body that does not parse", path: cart, headers: session1("content-type", jsonType), body: `{"access_token":"` + mallory + `",}`, reason: "malformed_request"},
 		{name: "a multipart body that does not parse", path: cart, headers: session1("content-type", multi), body: "--XyZ\r\nContent-Disposition: form-data; name=\"access_token\"\r\n\r\n" + mallory, reason: "malformed_request"},

@@ -377,9 +377,11 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 // readingsOf: a form for no content type, or one starting with the form
 // type whatever follows; JSON for "/json" and "+json" types; multipart):
 // a form field, a JSON body's top-level key, a multipart part named as a
-// carrier. A body Deputy cannot read one of these ways (another type, a
-// parse error, cut short) is refused when it holds a token anywhere and
-// a carrier's name, or an escape that may hide one. A body not sent
+// carrier; a multipart body holding a token anywhere and a carrier's
+// name in any part's headers (see partHeadersName). A body Deputy cannot
+// read one of these ways (another type, a parse error, cut short) is
+// refused when it holds a token anywhere and a carrier's name, or an
+// escape that may hide one. A body not sent
 // (nginx, Caddy) is not seen.
 func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 	if len(k.c.body.keys) == 0 {
@@ -423,7 +425,7 @@ func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 	}
 	if readings&readsMultipart != 0 {
 		found, ok := k.multipartBody(ct, body)
-		if found {
+		if found || k.partHeadersName(body) && k.anyToken(body) {
 			return true
 		}
 		unread = unread || !ok
@@ -505,12 +507,74 @@ func (k *credentialCheck) multipartBody(ct, body string) (found, ok bool) {
 	return false, !unsureNames(body, params["boundary"])
 }
 
+// partHeadersName reports whether a multipart body's part headers, as any
+// parser may find them whatever it takes the boundary and a part's name
+// from, hold a body carrier's name (its core, bodyRuns, in any case and
+// folded as readAs folds), or an escape or encoded word that may spell
+// one. PHP reads a part under the last name= parameter of any
+// disposition, quoted with " or ' or not, on the boundary from the first
+// "boundary" in the content type; Go skips what it cannot parse. Every
+// part's headers, for either of them, run from a line beginning "--"
+// (its boundary line) to the first empty line: every such stretch is
+// looked through, so whatever name either parser reads is inside one.
+// Each byte is in one stretch at most: linear.
+func (k *credentialCheck) partHeadersName(body string) bool {
+	from := -1 // start of the open stretch
+	for i := 0; i < len(body); {
+		j := strings.IndexByte(body[i:], '\n')
+		if j < 0 {
+			j = len(body)
+		} else {
+			j += i
+		}
+		line := body[i:j]
+		switch {
+		case from < 0 && (strings.HasPrefix(line, "--") || strings.Contains(line, "\r--")):
+			from = i
+		case from >= 0 && (line == "" || line == "\r"):
+			if k.namesCarrier(body[from:i]) {
+				return true
+			}
+			from = -1
+		}
+		i = j + 1
+	}
+	return from >= 0 && k.namesCarrier(body[from:])
+}
+
+// namesCarrier reports whether part headers hold a body carrier's name
+// core in any case (folded to ASCII when they hold another byte), or "%",
+// a backslash or "=?" (RFC 2231 and 2047 spellings, escaped quotes).
+func (k *credentialCheck) namesCarrier(headers string) bool {
+	if mayEscape(headers) || strings.Contains(headers, "=?") {
+		return true
+	}
+	for i := 0; i < len(headers); i++ {
+		if headers[i] >= 0x80 {
+			headers = foldASCII(headers)
+			break
+		}
+	}
+	for _, run := range k.c.bodyRuns {
+		if containsLower(headers, run) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyToken reports whether a body holds a token anywhere, as it is or
+// unescaped.
+func (k *credentialCheck) anyToken(body string) bool {
+	return k.token(body) || strings.IndexByte(body, '%') >= 0 && k.token(unescape(strings.ReplaceAll(body, "+", " ")))
+}
+
 // hidden reports whether a body Deputy could not read holds a token
 // anywhere (escaped or not) and a carrier's name, or an escape that may
 // spell one: the upstream may read it as a carrier Deputy did not.
 func (k *credentialCheck) hidden(body string) bool {
 	escaped := mayEscape(body)
-	if !k.token(body) && !(strings.IndexByte(body, '%') >= 0 && k.token(unescape(strings.ReplaceAll(body, "+", " ")))) {
+	if !k.anyToken(body) {
 		return false
 	}
 	if escaped {
