@@ -228,6 +228,9 @@ func newIdentityPart(cfg *Config, log *slog.Logger) (*identityPart, error) {
 	if !cfg.Identity.HasIssuer() && !cfg.Identity.Dev.Enabled {
 		log.Warn("identity.anonymous_only: no issuer is trusted, every bearer token is refused")
 	}
+	if len(cfg.Identity.CredentialCarriers) == 0 {
+		log.Warn("identity.credential_carriers is empty: no credential carrier is checked, a token an upstream reads from the query, body, a cookie or a header beside a delegation is not seen")
+	}
 	var atOpts []actortoken.Option
 	if cfg.Dev && len(cfg.ActorToken.KeyFiles) == 0 {
 		k, err := actortoken.GenerateKey()

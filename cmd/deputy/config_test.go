@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -640,5 +641,53 @@ func TestCredentialCarriersSetting(t *testing.T) {
 	cfg, err = loadWith(t, nil, map[string]string{"DEPUTY_IDENTITY_CREDENTIAL_CARRIERS": "header:x-a"}, "")
 	if err != nil || !slices.Equal(cfg.Identity.CredentialCarriers, []string{"header:x-a"}) {
 		t.Fatalf("from a variable: %v, %v", cfg, err)
+	}
+}
+
+// A blank variable or flag (a templated value: "", " ", ",") named no
+// carrier and was read as the empty list, turning every carrier off with
+// nothing said; it is refused naming the setting. Only the file's explicit
+// empty list reads none, and the start logs a warning that none is checked.
+func TestCredentialCarriersBlankRefused(t *testing.T) {
+	for _, blank := range []string{"", " ", ",", " , "} {
+		_, err := loadWith(t, nil, map[string]string{"DEPUTY_IDENTITY_CREDENTIAL_CARRIERS": blank}, "")
+		if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "identity.credential_carriers" {
+			t.Errorf("variable %q: error %v, want identity.credential_carriers refused", blank, err)
+		}
+		os.Unsetenv("DEPUTY_IDENTITY_CREDENTIAL_CARRIERS")
+		_, err = loadWith(t, []string{"--identity-credential-carriers=" + blank}, nil, "")
+		if err == nil || !strings.Contains(err.Error(), "identity.credential_carriers") {
+			t.Errorf("flag %q: error %v, want identity.credential_carriers refused", blank, err)
+		}
+	}
+	pemKey, err := generateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "signing-key.pem")
+	if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := map[string]string{"DEPUTY_ACTOR_TOKEN_KEY_FILES": keyFile}
+	cfg, err := loadWith(t, nil, key, "identity: {credential_carriers: []}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	if _, err := newIdentityPart(cfg, slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "identity.credential_carriers") {
+		t.Errorf("an empty list logged %q, want a warning naming identity.credential_carriers", logged.String())
+	}
+	logged.Reset()
+	if cfg, err = loadWith(t, nil, key, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newIdentityPart(cfg, slog.New(slog.NewTextHandler(&logged, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logged.String(), "credential_carriers") {
+		t.Errorf("the defaults logged %q, want nothing about carriers", logged.String())
 	}
 }

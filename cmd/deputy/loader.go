@@ -227,7 +227,7 @@ func newConfigLoader(fs *pflag.FlagSet, sections ...string) *configLoader {
 		if s.section || s.yamlOnly {
 			continue
 		}
-		f := fs.VarPF(&fieldValue{v: root.FieldByIndex(s.index)}, flagName(s.path), "", s.usage+" (env "+envName(s.path)+")")
+		f := fs.VarPF(&fieldValue{v: root.FieldByIndex(s.index), path: s.path}, flagName(s.path), "", s.usage+" (env "+envName(s.path)+")")
 		f.DefValue = s.def
 		if s.def == "0s" || s.def == "0" || s.def == "false" {
 			f.DefValue = "" // pflag would print a zero default
@@ -254,8 +254,9 @@ func (l *configLoader) covers(path string) bool {
 // fieldValue exposes a config field as a flag value. A repeated list flag
 // adds to the list; a list flag also takes comma-separated values.
 type fieldValue struct {
-	v   reflect.Value
-	set bool
+	v    reflect.Value
+	path string
+	set  bool
 }
 
 func (f *fieldValue) String() string {
@@ -266,6 +267,9 @@ func (f *fieldValue) String() string {
 }
 
 func (f *fieldValue) Set(s string) error {
+	if err := blankRefused(f.path, s); err != nil {
+		return err
+	}
 	if f.set && f.v.Kind() == reflect.Slice {
 		before := f.v.Len()
 		old := reflect.AppendSlice(reflect.MakeSlice(f.v.Type(), 0, before), f.v)
@@ -306,6 +310,9 @@ func (l *configLoader) load() (*Config, error) {
 			continue
 		}
 		if v, ok := os.LookupEnv(envName(s.path)); ok {
+			if err := blankRefused(s.path, v); err != nil {
+				return nil, sidecar.Invalid(s.path, "from %s: %v", envName(s.path), sidecar.ErrorMessage(err))
+			}
 			if err := setValue(root.FieldByIndex(s.index), v); err != nil {
 				return nil, sidecar.Invalid(s.path, "from %s: %v", envName(s.path), err)
 			}
@@ -488,6 +495,20 @@ func decodeMapping(n *yaml.Node, path, file string, f func(key string, val *yaml
 		if err := f(k.Value, val, p); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// nonBlankLists are the list settings a variable or flag may not give as
+// blank ("", " ", ","): for them an empty list turns a check off, which a
+// templated empty value must not do unnoticed. The file's explicit empty
+// list still does.
+var nonBlankLists = map[string]bool{"identity.credential_carriers": true}
+
+// blankRefused refuses a blank value of a nonBlankLists setting.
+func blankRefused(path, s string) error {
+	if nonBlankLists[path] && strings.Trim(s, " \t,") == "" {
+		return sidecar.Invalid(path, "a blank value %q names no entry; to check none, give an empty list in the configuration file", s)
 	}
 	return nil
 }
