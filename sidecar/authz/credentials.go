@@ -381,7 +381,8 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 // name in any part's headers (see partHeadersName). A body Deputy cannot
 // read one of these ways (another type, a parse error, cut short) is
 // refused when it holds a token anywhere and a carrier's name, or an
-// escape that may hide one. A body not sent
+// escape that may hide one; of a form cut short, only the last field,
+// which the cut may have shortened, is looked through so. A body not sent
 // (nginx, Caddy) is not seen.
 func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 	if len(k.c.body.keys) == 0 {
@@ -407,10 +408,10 @@ func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 		return false
 	}
 	readings := readingsOf(ct)
-	unread := readings == 0
+	unread, cut := readings == 0, false
 	if cl := k.view.Header("content-length"); cl != "" {
 		if n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64); err != nil || n > int64(len(body)) {
-			unread = true
+			cut = true
 		}
 	}
 	if readings&readsForm != 0 && k.param(body, &k.c.body) {
@@ -430,7 +431,24 @@ func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 		}
 		unread = unread || !ok
 	}
-	return unread && k.hidden(body)
+	switch {
+	case unread:
+		return k.hidden(body)
+	case cut && readings&readsForm != 0:
+		// The form reading judged every field before the last, which
+		// the cut may have shortened (a carrier's name, a token): only
+		// that one is uncertain.
+		return k.hidden(lastField(body))
+	case cut:
+		return k.hidden(body)
+	}
+	return false
+}
+
+// lastField is a form body's last field, after its last "&" or ";" (Rack
+// 2 splits on it too).
+func lastField(body string) string {
+	return body[strings.LastIndexAny(body, "&;")+1:]
 }
 
 // jsonBody reports whether a JSON body's top-level carrier holds a token
