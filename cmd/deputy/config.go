@@ -458,6 +458,9 @@ func (c *Config) Validate() error {
 	if err := validateSections(reflect.ValueOf(c).Elem()); err != nil {
 		return err
 	}
+	if err := onBehalfOfOwnUse(c); err != nil {
+		return err
+	}
 	// Behind Envoy's http_service, Deputy replaces a client's copy of a
 	// name it sets upstream rather than removing it: a name Envoy does not
 	// copy would reach the application as the client sent it.
@@ -551,6 +554,41 @@ func validAddr(field, addr string, unixOK bool) error {
 	port, err := strconv.Atoi(addr[i+1:])
 	if err != nil || port < 0 || port > 65535 {
 		return sidecar.Invalid(field, "bad port in %q", addr)
+	}
+	return nil
+}
+
+// onBehalfOfOwnUse refuses an on-behalf-of header that Deputy or the
+// proxy reads for something else. A client sets it freely, and it would
+// mean two things at once: the partner's own bearer token or cookie read
+// as a customer's name (or a customer's name as a credential), a name
+// Deputy owns and strips, a method override, the original request a proxy
+// reports.
+func onBehalfOfOwnUse(c *Config) error {
+	name := c.Partner.OnBehalfOfHeader
+	refuse := func(what string) error {
+		return sidecar.Invalid("partner.on_behalf_of_header", "%q is %s: name a header of its own (default %s)",
+			name, what, delegation.DefaultOnBehalfOfHeader)
+	}
+	switch {
+	case strings.HasPrefix(name, c.Check.OwnedPrefix):
+		return refuse("under check.owned_prefix, whose headers Deputy removes and sets")
+	case name == c.Check.ActorTokenHeader:
+		return refuse("check.actor_token_header")
+	case name == "authorization", name == "proxy-authorization", name == "cookie":
+		return refuse("a credential")
+	case name == "forwarded", strings.HasPrefix(name, "x-forwarded-"), strings.HasPrefix(name, "x-original-"):
+		return refuse("one a proxy sets to report the original request")
+	}
+	for _, e := range c.Identity.CredentialCarriers {
+		if kind, n, _ := strings.Cut(e, ":"); kind == "header" && sidecar.HeaderName(n) == name {
+			return refuse("an identity.credential_carriers header")
+		}
+	}
+	for _, e := range c.Check.MethodOverrides {
+		if kind, n, _ := strings.Cut(e, ":"); kind == "header" && sidecar.HeaderName(n) == name {
+			return refuse("a check.method_overrides header")
+		}
 	}
 	return nil
 }

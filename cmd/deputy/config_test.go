@@ -691,3 +691,44 @@ func TestCredentialCarriersBlankRefused(t *testing.T) {
 		t.Errorf("the defaults logged %q, want nothing about carriers", logged.String())
 	}
 }
+
+// The on-behalf-of header is a name a client sets freely. One that Deputy
+// or the proxy reads for something else (its owned names, the actor
+// token, a credential, a method override, the original request the proxy
+// reports) would mean two things at once: the partner's bearer token or
+// cookie taken for a customer name, a customer name taken for a method.
+// Refused at start, naming the setting.
+func TestOnBehalfOfHeaderNotAnotherUse(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		ok         bool
+	}{
+		{name: "default", ok: true, file: "partner: {}\n"},
+		{name: "a name of its own", ok: true, file: "partner: {on_behalf_of_header: X_Customer}\n"},
+		{name: "owned prefix", file: "partner: {on_behalf_of_header: X_Deputy_Customer}\n"},
+		{name: "owned prefix changed", file: "check: {owned_prefix: x-auth-}\npartner: {on_behalf_of_header: x-auth-customer}\n"},
+		{name: "actor token header", file: "check: {actor_token_header: x-actor-token}\npartner: {on_behalf_of_header: X-Actor-Token}\n"},
+		{name: "authorization", file: "partner: {on_behalf_of_header: Authorization}\n"},
+		{name: "proxy authorization", file: "partner: {on_behalf_of_header: proxy-authorization}\n"},
+		{name: "cookie", file: "partner: {on_behalf_of_header: cookie}\n"},
+		{name: "credential carrier", file: "partner: {on_behalf_of_header: X_Access_Token}\n"},
+		{name: "credential carrier added", file: "identity: {credential_carriers: ['header:x-session-token']}\npartner: {on_behalf_of_header: x-session-token}\n"},
+		{name: "method override", file: "partner: {on_behalf_of_header: x-http-method-override}\n"},
+		{name: "original request", file: "partner: {on_behalf_of_header: X-Original-URI}\n"},
+		{name: "forwarded request", file: "partner: {on_behalf_of_header: x-forwarded-host}\n"},
+		{name: "forwarded", file: "partner: {on_behalf_of_header: forwarded}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadWith(t, []string{"--dev"}, nil, tc.file)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "partner.on_behalf_of_header" {
+				t.Fatalf("error %v (field %q), want field partner.on_behalf_of_header", err, sidecar.ErrorField(err))
+			}
+		})
+	}
+}
