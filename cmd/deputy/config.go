@@ -575,6 +575,8 @@ func onBehalfOfOwnUse(c *Config) error {
 		return refuse("under check.owned_prefix, whose headers Deputy removes and sets")
 	case name == c.Check.ActorTokenHeader:
 		return refuse("check.actor_token_header")
+	case name == sidecar.HeaderName(c.Identity.Header):
+		return refuse("identity.header, which carries the bearer token")
 	case name == "authorization", name == "proxy-authorization", name == "cookie":
 		return refuse("a credential")
 	case name == "forwarded", strings.HasPrefix(name, "x-forwarded-"), strings.HasPrefix(name, "x-original-"):

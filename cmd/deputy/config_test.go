@@ -711,6 +711,7 @@ func TestOnBehalfOfHeaderNotAnotherUse(t *testing.T) {
 		{name: "authorization", file: "partner: {on_behalf_of_header: Authorization}\n"},
 		{name: "proxy authorization", file: "partner: {on_behalf_of_header: proxy-authorization}\n"},
 		{name: "cookie", file: "partner: {on_behalf_of_header: cookie}\n"},
+		{name: "identity header", file: "identity: {header: X-Customer-Token}\npartner: {on_behalf_of_header: x_customer_token}\n"},
 		{name: "credential carrier", file: "partner: {on_behalf_of_header: X_Access_Token}\n"},
 		{name: "credential carrier added", file: "identity: {credential_carriers: ['header:x-session-token']}\npartner: {on_behalf_of_header: x-session-token}\n"},
 		{name: "method override", file: "partner: {on_behalf_of_header: x-http-method-override}\n"},
