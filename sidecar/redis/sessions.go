@@ -580,8 +580,11 @@ func (s *Store) getMany(ctx context.Context, keys []string) ([]string, error) {
 // scanIndex walks a log index (members from logMember) in time order —
 // newest first when reverse — from the cursor, within [from, to), handing
 // batches to take, which returns how many members of the batch it
-// consumed; it stops consuming when it has a full page. The returned
-// cursor resumes after the last consumed member, "" at the end.
+// consumed; it stops consuming when it has a full page, or when it has
+// consumed scanLimit members. The returned cursor resumes after the last
+// consumed member, "" only at the end of the index: a read that stopped at
+// scanLimit returns a cursor even with a short or empty page, so that a
+// client following cursors never takes a cut list for the whole one.
 func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to time.Time, reverse bool, n int,
 	take func([]string) (used int, full bool, err error)) (string, error) {
 	lo, hi := "-", "+"
@@ -605,18 +608,25 @@ func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to ti
 		}
 	}
 	batch := int64(min(max(2*n, 20), sidecar.MaxPageLimit))
-	scanned := 0
-	for scanned < scanLimit {
+	read := func(count int64) ([]string, error) {
+		rb := &goredis.ZRangeBy{Min: lo, Max: hi, Count: count}
 		var members []string
 		var err error
-		rb := &goredis.ZRangeBy{Min: lo, Max: hi, Count: batch}
 		if reverse {
 			members, err = s.c.ZRevRangeByLex(ctx, index, rb).Result()
 		} else {
 			members, err = s.c.ZRangeByLex(ctx, index, rb).Result()
 		}
 		if err != nil {
-			return "", unavailable(err)
+			return nil, unavailable(err)
+		}
+		return members, nil
+	}
+	scanned, last := 0, ""
+	for scanned < scanLimit {
+		members, err := read(batch)
+		if err != nil {
+			return "", err
 		}
 		if len(members) == 0 {
 			return "", nil
@@ -626,7 +636,7 @@ func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to ti
 			return "", err
 		}
 		scanned += used
-		last := members[used-1]
+		last = members[used-1]
 		if full {
 			if used == len(members) && int64(len(members)) < batch {
 				return "", nil // page full and index exhausted
@@ -642,7 +652,13 @@ func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to ti
 			lo = "(" + last
 		}
 	}
-	return "", nil
+	// Stopped at scanLimit: resume after last, unless nothing is left.
+	if more, err := read(1); err != nil {
+		return "", err
+	} else if len(more) == 0 {
+		return "", nil
+	}
+	return encodeCursor(last), nil
 }
 
 // ---- redeem codes ------------------------------------------------------------

@@ -293,10 +293,17 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 	)
 	index := s.domainKey(domain)
 	defer func() { s.dropStale(ctx, domain, stale) }()
-	for scanned := 0; scanned < scanLimit; {
-		members, err := s.c.ZRangeByLex(ctx, index, &goredis.ZRangeBy{Min: lo, Max: "+", Count: int64(n + 1)}).Result()
+	read := func(count int64) ([]string, error) {
+		members, err := s.c.ZRangeByLex(ctx, index, &goredis.ZRangeBy{Min: lo, Max: "+", Count: count}).Result()
 		if err != nil {
-			return nil, "", unavailable(err)
+			return nil, unavailable(err)
+		}
+		return members, nil
+	}
+	for scanned := 0; scanned < scanLimit; {
+		members, err := read(int64(n + 1))
+		if err != nil {
+			return nil, "", err
 		}
 		if len(members) == 0 {
 			return out, "", nil
@@ -331,10 +338,15 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 		}
 		lo = "(" + members[len(members)-1]
 	}
-	if len(out) > 0 {
-		return out, out[len(out)-1].Customer, nil
+	// Stopped at scanLimit, however few it found: resume after the last
+	// member examined, unless none is left. An empty cursor would tell
+	// the caller it has the whole domain.
+	if more, err := read(1); err != nil {
+		return nil, "", err
+	} else if len(more) == 0 {
+		return out, "", nil
 	}
-	return out, "", nil
+	return out, lo[1:], nil
 }
 
 // dropStale removes from domain's index the customers a listing found

@@ -86,6 +86,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"consent_budget", testConsentBudget},
 		{"sessions", testSessions},
 		{"session_log", testSessionLog},
+		{"long_lists", testLongLists},
 		{"redeem_codes", testRedeemCodes},
 		{"start_rules", testStartRules},
 		{"consent_ends_sessions", testConsentEndsSessions},
