@@ -442,7 +442,8 @@ func TestReadyWhileIdentityProviderHangs(t *testing.T) {
 
 	hang.Store(true)
 	enc := base64.RawURLEncoding
-	junk := enc.EncodeToString([]byte(`{"alg":"ES256","kid":"nobody-knows"}`)) + "." + enc.EncodeToString([]byte(`{}`)) + "." + enc.EncodeToString([]byte("sig"))
+	// It names the issuer: a token of an issuer not trusted fetches nothing.
+	junk := enc.EncodeToString([]byte(`{"alg":"ES256","kid":"nobody-knows"}`)) + "." + enc.EncodeToString([]byte(`{"iss":"`+is.url+`"}`)) + "." + enc.EncodeToString([]byte("sig"))
 	conn, err := grpc.NewClient(cfg.GRPC.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

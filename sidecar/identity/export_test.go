@@ -8,3 +8,6 @@ const MissRetry = missRetry
 
 // ContainsFold is containsFold, for its fuzz test.
 var ContainsFold = containsFold
+
+// SignatureChecks is how many signature verifications v has made.
+func (v *Verifier) SignatureChecks() int64 { return v.sigChecks.Load() }

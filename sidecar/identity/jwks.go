@@ -19,10 +19,18 @@ import (
 // MaxJWKSSize bounds a key set read from a file or URL.
 const MaxJWKSSize = 1 << 20
 
+// MaxJWKSKeys bounds the keys of one key set, usable or not. Identity
+// providers publish a handful (the largest, multi-tenant ones a few dozen);
+// a set of more is refused as too large, as one of more than MaxJWKSSize
+// bytes is, and the issuer's previous keys stay. Every key is parsed and
+// checked on each fetch and held in memory, whatever tokens name.
+const MaxJWKSKeys = 100
+
 // ParseJWKS reads a JSON Web Key Set and keeps the public signing keys.
 // Keys of an unknown type or meant for encryption are skipped, so an
 // identity provider adding a new key type does not break verification;
-// a set that is not JSON, has no "keys" array or no usable key is an error.
+// a set that is not JSON, has no "keys" array, more than MaxJWKSKeys keys
+// or no usable key is an error.
 func ParseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -33,6 +41,9 @@ func ParseJWKS(data []byte) ([]jose.JSONWebKey, error) {
 	}
 	if raw.Keys == nil {
 		return nil, errors.New(`malformed key set: no "keys" array`)
+	}
+	if len(raw.Keys) > MaxJWKSKeys {
+		return nil, fmt.Errorf("key set has %d keys, more than %d", len(raw.Keys), MaxJWKSKeys)
 	}
 	var keys []jose.JSONWebKey
 	var skipped []error

@@ -194,8 +194,8 @@ func TestJunkTokenFloodFetchesOncePerInterval(t *testing.T) {
 // key names nothing the verifier does not know. When no key loaded
 // verifies a token that names no kid, the key sets are fetched again,
 // under the rate bound of an unknown kid, before it is refused; and the
-// refusal is not remembered, so the token verifies as soon as the bound
-// lets its key be fetched.
+// refusal is remembered only until the bound has passed, so the token
+// verifies as soon as the bound lets its key be fetched.
 func TestKidlessRotatedKeyFetched(t *testing.T) {
 	rk, ek, edk, other := keys(t)
 	srv := newJWKSServer(t, kidless(ek))

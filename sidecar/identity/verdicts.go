@@ -118,14 +118,23 @@ func (c *verdicts) remember(token string, keys *keyIndex, now time.Time, id *sid
 		// again once its rate bound has passed.
 		return
 	}
-	if errors.Is(err, errNoKidNoKey) {
-		return // as an unknown kid
+	until := now.Add(RefusalTTL)
+	var nk *noKidNoKey
+	if errors.As(err, &nk) && nk.retry.Before(until) {
+		// Kept while no fetch may bring the token's key: a junk token
+		// without a kid costs its signature checks once per
+		// MinRefreshInterval, and a token of a key rotated in unseen
+		// still reaches refreshOnMiss as soon as the fetch is allowed.
+		until = nk.retry
+	}
+	if !now.Before(until) {
+		return
 	}
 	k := refusalKeyOf(token)
 	if !k.hashed {
 		k.s = strings.Clone(k.s)
 	}
-	c.refusals.Add(k, refusal{err: err, until: now.Add(RefusalTTL), keys: keys})
+	c.refusals.Add(k, refusal{err: err, until: until, keys: keys})
 }
 
 // purge forgets every verdict: the key set changed.

@@ -8,6 +8,10 @@ package identity
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,10 +50,22 @@ const (
 	// namespace whose sub, org or domain is spelled in another issuer's
 	// namespace: it would name that issuer's people.
 	ReasonReservedNamespace = "reserved_namespace"
+	// ReasonAmbiguousKey refuses, untried, a token that names no kid, or
+	// a kid its issuer gives many keys, when more than MaxKeysPerToken of
+	// the issuer's keys could have signed it.
+	ReasonAmbiguousKey = "ambiguous_key"
 )
 
 // MaxTokenSize refuses absurd tokens before any parsing.
 const MaxTokenSize = 16 << 10
+
+// MaxKeysPerToken bounds the signature checks one token costs: a token is
+// tried only against the keys of the issuer its iss names, those its kid
+// names (all of them without a kid) that fit its alg, and when there are
+// more than this it is refused untried (ReasonAmbiguousKey). An identity
+// provider that signs without kids rotates through two or three keys; one
+// with more names them.
+const MaxKeysPerToken = 4
 
 // DefaultCacheSize is how many verified tokens, and separately how many
 // refused ones, are remembered. A caller presents the same token on every
@@ -66,11 +82,14 @@ type Verifier struct {
 	minRefresh time.Duration
 	timeout    time.Duration
 	issuers    []*issuer
+	byName     map[string]*issuer
 	clock      sidecar.Clock
 	logger     *slog.Logger
 	cacheSize  int
 
 	index atomic.Pointer[keyIndex]
+	// sigChecks counts signature verifications, the cost a token imposes.
+	sigChecks atomic.Int64
 	// unready is why Ready fails (nil while every issuer has keys), set
 	// after every load: a probe reads it without waiting for a key set
 	// fetch in flight, which any client can start with a junk token.
@@ -119,15 +138,26 @@ type issuer struct {
 	nextMiss time.Time
 }
 
-type keyEntry struct {
-	key *jose.JSONWebKey
-	iss *issuer
-}
-
 // keyIndex is immutable; a refresh builds a new one.
 type keyIndex struct {
-	byKid map[string][]keyEntry
-	all   []keyEntry
+	of map[*issuer]issuerKeys
+}
+
+// issuerKeys are one issuer's keys, by kid and all of them.
+type issuerKeys struct {
+	byKid map[string][]*jose.JSONWebKey
+	all   []*jose.JSONWebKey
+}
+
+// keysOf returns is's keys that a token naming kid may have been signed
+// with: every one when kid is empty. known is false when kid names none.
+func (idx *keyIndex) keysOf(is *issuer, kid string) (keys []*jose.JSONWebKey, known bool) {
+	ik := idx.of[is]
+	if kid == "" {
+		return ik.all, true
+	}
+	keys = ik.byKid[kid]
+	return keys, len(keys) > 0
 }
 
 // Option configures a Verifier.
@@ -230,6 +260,10 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		v.addAlg(jose.ES256)
 	}
 	reserveNamespaces(v.issuers)
+	v.byName = make(map[string]*issuer, len(v.issuers))
+	for _, is := range v.issuers {
+		v.byName[is.name] = is
+	}
 	for _, is := range v.issuers {
 		if is.prefix != "" && len(is.roles)+len(is.privileges) == 0 {
 			v.logger.Info("identity: issuer has a namespace and no roles or privileges listed, so its tokens assert none: "+
@@ -237,7 +271,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 				"issuer", shownIssuer(is.name), "namespace", strings.TrimSuffix(is.prefix, ":"), "setting", is.allowSetting)
 		}
 	}
-	v.index.Store(&keyIndex{byKid: map[string][]keyEntry{}})
+	v.index.Store(&keyIndex{})
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
 	for _, is := range v.issuers {
@@ -389,15 +423,17 @@ func (v *Verifier) loadLocked(ctx context.Context, is *issuer) (changed bool, er
 }
 
 func (v *Verifier) rebuildLocked() {
-	idx := &keyIndex{byKid: map[string][]keyEntry{}}
+	idx := &keyIndex{of: make(map[*issuer]issuerKeys, len(v.issuers))}
 	for _, is := range v.issuers {
+		ik := issuerKeys{byKid: map[string][]*jose.JSONWebKey{}}
 		for i := range is.keys {
-			e := keyEntry{key: &is.keys[i], iss: is}
-			idx.all = append(idx.all, e)
-			if kid := is.keys[i].KeyID; kid != "" {
-				idx.byKid[kid] = append(idx.byKid[kid], e)
+			k := &is.keys[i]
+			ik.all = append(ik.all, k)
+			if k.KeyID != "" {
+				ik.byKid[k.KeyID] = append(ik.byKid[k.KeyID], k)
 			}
 		}
+		idx.of[is] = ik
 	}
 	v.index.Store(idx)
 	// A key that left the set must stop vouching for tokens at once;
@@ -405,10 +441,23 @@ func (v *Verifier) rebuildLocked() {
 	v.verdicts.purge()
 }
 
-// errNoKidNoKey is why a token that names no kid is refused when no key
-// loaded verifies it. A later key set may hold its key, so the refusal is
-// not remembered: the token must reach refreshOnMiss again.
-var errNoKidNoKey = errors.New("no kid, and no key loaded verifies the signature")
+// errNoKey is why a token is refused when none of the keys it may have
+// been signed with verifies it.
+var errNoKey = errors.New("no key loaded verifies the signature")
+
+// noKidNoKey is why a token that names no kid is refused when no key of
+// its issuer verifies it. A later key set may hold its key, so the refusal
+// is remembered only until retry, when the token may make the issuer's keys
+// be fetched again (refreshOnMiss): until then, under the same keys, it
+// would be refused alike.
+type noKidNoKey struct{ retry time.Time }
+
+func (*noKidNoKey) Error() string {
+	return "no kid, and no key loaded verifies the signature"
+}
+
+// errAmbiguous is why a token is refused untried (ReasonAmbiguousKey).
+var errAmbiguous = fmt.Errorf("more than %d keys of its issuer could have signed it: the token must name its key (kid)", MaxKeysPerToken)
 
 // missRetry is how soon an unknown kid may fetch an issuer's keys again
 // after a fetch of them failed (capped at MinRefreshInterval): a failure
@@ -416,49 +465,46 @@ var errNoKidNoKey = errors.New("no kid, and no key loaded verifies the signature
 // kids make Deputy hammer an identity provider that is down.
 const missRetry = time.Second
 
-// refreshOnMiss reloads key sets because a token named a kid nobody knows,
-// or named none and no key loaded verifies it (the issuer rotated). Each
-// issuer's keys are fetched at most once per MinRefreshInterval after a
-// fetch that succeeded, so junk tokens cannot make Deputy hammer the
-// identity provider. The fetch is the verifier's
-// own, shared by every miss while it runs; the caller stops waiting for it
-// when ctx ends, and the fetch completes and is used all the same.
-func (v *Verifier) refreshOnMiss(ctx context.Context) {
-	if len(v.dueOnMiss()) == 0 {
+// refreshOnMiss reloads is's key set because a token of is named a kid
+// is does not publish, or named none and no key of is verifies it (is
+// rotated). Each issuer's keys are fetched at most once per
+// MinRefreshInterval after a fetch that succeeded, so junk tokens cannot
+// make Deputy hammer the identity provider. The fetch is the verifier's
+// own, shared by every miss of is while it runs; the caller stops waiting
+// for it when ctx ends, and the fetch completes and is used all the same.
+func (v *Verifier) refreshOnMiss(ctx context.Context, is *issuer) {
+	if !v.dueOnMiss(is) {
 		return
 	}
 	select {
-	case <-v.missFlight.DoChan("", func() (any, error) {
-		v.fetchOnMiss()
+	case <-v.missFlight.DoChan(is.name, func() (any, error) {
+		v.fetchOnMiss(is)
 		return nil, nil
 	}):
 	case <-ctx.Done():
 	}
 }
 
-// dueOnMiss returns the issuers whose keys an unknown kid may fetch now:
-// none once the verifier is closed.
-func (v *Verifier) dueOnMiss() []*issuer {
+// dueOnMiss reports whether a miss may fetch is's keys now: never once the
+// verifier is closed.
+func (v *Verifier) dueOnMiss(is *issuer) bool {
 	v.missMu.Lock()
 	defer v.missMu.Unlock()
-	if v.closed {
-		return nil
-	}
-	now := v.clock()
-	var due []*issuer
-	for _, is := range v.issuers {
-		if !now.Before(is.nextMiss) {
-			due = append(due, is)
-		}
-	}
-	return due
+	return !v.closed && !v.clock().Before(is.nextMiss)
 }
 
-// fetchOnMiss fetches the keys of the issuers due, under the verifier's
-// own context (each fetch bounded by FetchTimeout), and takes their rate
-// slots from when each fetch ends: MinRefreshInterval after a success,
-// missRetry after a failure.
-func (v *Verifier) fetchOnMiss() {
+// nextMissOf is when a miss may fetch is's keys again.
+func (v *Verifier) nextMissOf(is *issuer) time.Time {
+	v.missMu.Lock()
+	defer v.missMu.Unlock()
+	return is.nextMiss
+}
+
+// fetchOnMiss fetches is's keys if still due, under the verifier's own
+// context (bounded by FetchTimeout), and takes its rate slot from when the
+// fetch ends: MinRefreshInterval after a success, missRetry after a
+// failure.
+func (v *Verifier) fetchOnMiss(is *issuer) {
 	v.missMu.Lock()
 	if v.closed {
 		v.missMu.Unlock()
@@ -467,18 +513,17 @@ func (v *Verifier) fetchOnMiss() {
 	v.missWG.Add(1)
 	v.missMu.Unlock()
 	defer v.missWG.Done()
-	due := v.dueOnMiss()
+	if !v.dueOnMiss(is) {
+		return
+	}
 	v.refreshMu.Lock()
-	failed := v.refreshLocked(v.life, due)
+	failed := v.refreshLocked(v.life, []*issuer{is})
 	v.refreshMu.Unlock()
 	v.missMu.Lock()
 	defer v.missMu.Unlock()
-	now := v.clock()
-	for i, is := range due {
-		is.nextMiss = now.Add(v.minRefresh)
-		if failed[i] {
-			is.nextMiss = now.Add(min(missRetry, v.minRefresh))
-		}
+	is.nextMiss = v.clock().Add(v.minRefresh)
+	if failed[0] {
+		is.nextMiss = v.clock().Add(min(missRetry, v.minRefresh))
 	}
 }
 
@@ -581,35 +626,47 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	hdr := jws.Signatures[0].Protected
 	alg, kid := hdr.Algorithm, hdr.KeyID
 
-	candidates := idx.all
-	if kid != "" {
-		candidates = idx.byKid[kid]
-		if len(candidates) == 0 {
-			v.refreshOnMiss(ctx)
-			idx = v.index.Load()
-			candidates = idx.byKid[kid]
-		}
-		if len(candidates) == 0 {
+	// A token is valid only for the issuer its iss names (checkClaims
+	// holds the verified iss to it), so only that issuer's keys are
+	// tried: no other issuer's keys, however many it publishes, can make
+	// a token cost more, and issuers that publish the same keys (tenants
+	// of one provider) each sign their own tokens alone.
+	iss, ok := claimedIssuer(jws.UnsafePayloadWithoutVerification())
+	if !ok {
+		return refused(ReasonMalformed, errors.New("claims are not a JSON object"))
+	}
+	is := v.byName[iss]
+	if is == nil {
+		return refused(ReasonIssuer, errors.New("iss "+iss))
+	}
+	keys, known := idx.keysOf(is, kid)
+	if !known {
+		v.refreshOnMiss(ctx, is)
+		idx = v.index.Load()
+		if keys, known = idx.keysOf(is, kid); !known {
 			return refused(ReasonUnknownKid, errors.New("kid "+kid))
 		}
 	}
-
-	payload, is := signedBy(jws, alg, candidates, nil)
-	if is == nil && kid == "" {
+	payload, err := v.signedBy(jws, alg, keys)
+	if errors.Is(err, errNoKey) && kid == "" {
 		// An issuer that signs without kids rotates unseen: a token of
 		// its new key names nothing unknown. So it is refreshed as for
 		// an unknown kid, under the same rate bound, before the refusal.
-		v.refreshOnMiss(ctx)
+		v.refreshOnMiss(ctx, is)
 		if fresh := v.index.Load(); fresh != idx {
-			idx, candidates = fresh, fresh.all
-			payload, is = signedBy(jws, alg, candidates, nil)
+			idx = fresh
+			keys, _ = idx.keysOf(is, "")
+			payload, err = v.signedBy(jws, alg, keys)
 		}
-		if is == nil {
-			return refused(ReasonBadSignature, errNoKidNoKey)
+		if errors.Is(err, errNoKey) {
+			err = &noKidNoKey{retry: v.nextMissOf(is)}
 		}
 	}
-	if is == nil {
-		return refused(ReasonBadSignature, nil)
+	switch {
+	case errors.Is(err, errAmbiguous):
+		return refused(ReasonAmbiguousKey, err)
+	case err != nil:
+		return refused(ReasonBadSignature, err)
 	}
 
 	// Numbers stay as written (json.Number): a numeric id must not be
@@ -626,15 +683,6 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	// so this walk runs once per token.
 	if p, bad := strictjson.Check(payload, claims); bad {
 		return refused(ReasonMalformed, fmt.Errorf("claims: %s: %s", p.Field, p.Message))
-	}
-	if iss, _ := claims["iss"].(string); iss != is.name {
-		// Issuers that publish the same keys (tenants of one provider)
-		// all verify the signature: the token belongs to the one its
-		// iss names, if that issuer's own keys verify it too; else the
-		// claims check below refuses the mismatch.
-		if _, named := signedBy(jws, alg, candidates, func(c *issuer) bool { return c.name == iss }); named != nil {
-			is = named
-		}
 	}
 	exp, err := v.checkClaims(claims, is, now)
 	if err != nil {
@@ -752,19 +800,70 @@ func allowed(list []string, ok map[string]bool) []string {
 	return kept
 }
 
-// signedBy returns the payload of jws and the issuer of the first
-// candidate key, of an issuer accepted by only (any when nil), that
-// verifies it; no issuer when none does.
-func signedBy(jws *jose.JSONWebSignature, alg string, candidates []keyEntry, only func(*issuer) bool) ([]byte, *issuer) {
-	for _, c := range candidates {
-		if (c.key.Algorithm != "" && c.key.Algorithm != alg) || (only != nil && !only(c.iss)) {
-			continue
-		}
-		if p, err := jws.Verify(c.key); err == nil {
-			return p, c.iss
+// claimedIssuer reads the iss claim of a token not verified yet, as the
+// claims are read once it is (the last of a repeated key; strictjson
+// refuses the repetition then): "" when it is absent or not a string. ok is
+// false when the claims are not a JSON object.
+func claimedIssuer(payload []byte) (iss string, ok bool) {
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &claims); err != nil || claims == nil {
+		return "", false
+	}
+	if raw, found := claims["iss"]; found && json.Unmarshal(raw, &iss) != nil {
+		return "", true
+	}
+	return iss, true
+}
+
+// signedBy returns the payload of jws if one of keys, those fit for alg,
+// verifies it: errNoKey when none does, errAmbiguous, untried, when more
+// than MaxKeysPerToken fit.
+func (v *Verifier) signedBy(jws *jose.JSONWebSignature, alg string, keys []*jose.JSONWebKey) ([]byte, error) {
+	n := 0
+	for _, k := range keys {
+		if fits(k, alg) {
+			n++
 		}
 	}
-	return nil, nil
+	if n > MaxKeysPerToken {
+		return nil, errAmbiguous
+	}
+	for _, k := range keys {
+		if !fits(k, alg) {
+			continue
+		}
+		v.sigChecks.Add(1)
+		if p, err := jws.Verify(k); err == nil {
+			return p, nil
+		}
+	}
+	return nil, errNoKey
+}
+
+// fits reports whether k can verify a signature of alg: its alg, when it
+// names one, is alg, and its type and curve are alg's. A key that does not
+// fit would fail the check anyway, and must not count towards
+// MaxKeysPerToken.
+func fits(k *jose.JSONWebKey, alg string) bool {
+	if k.Algorithm != "" && k.Algorithm != alg {
+		return false
+	}
+	switch pub := k.Key.(type) {
+	case *rsa.PublicKey:
+		return strings.HasPrefix(alg, "RS") || strings.HasPrefix(alg, "PS")
+	case *ecdsa.PublicKey:
+		switch alg {
+		case "ES256":
+			return pub.Curve == elliptic.P256()
+		case "ES384":
+			return pub.Curve == elliptic.P384()
+		case "ES512":
+			return pub.Curve == elliptic.P521()
+		}
+	case ed25519.PublicKey:
+		return alg == "EdDSA"
+	}
+	return false
 }
 
 func (v *Verifier) checkClaims(claims map[string]any, is *issuer, now time.Time) (time.Time, error) {
