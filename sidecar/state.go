@@ -228,8 +228,11 @@ type Session struct {
 	Ticket       string    `json:"ticket,omitempty"`
 	StartedAt    time.Time `json:"started_at"`
 	ExpiresAt    time.Time `json:"expires_at"` // min(start+max session, staff token expiry, consent expiry)
-	// ConsentExpiresAt is the expiry of the consent the session started
-	// under (zero: none); reaching it ends the session as consent_expired.
+	// ConsentExpiresAt is the expiry of the consent in force (zero:
+	// none): the one the session started under, then each consent set
+	// since that still covers it (SetConsent). Reaching it ends the
+	// session as consent_expired; a session that reaches its ExpiresAt
+	// under a consent lasting longer ends as expired.
 	ConsentExpiresAt time.Time     `json:"consent_expires_at,omitzero"`
 	IdleTimeout      time.Duration `json:"idle_timeout,omitempty"` // zero: none
 	LastSeen         time.Time     `json:"last_seen,omitzero"`
@@ -745,7 +748,10 @@ type ConsentStore interface {
 	// SetConsent replaces the customer's consent, appends it to history
 	// and, in the same atomic step, ends (EndConsentWithdrawn, by c.SetBy)
 	// every live session of the customer the new consent does not cover
-	// (Consent.Covers); it returns those sessions.
+	// (Consent.Covers); it returns those sessions. The live sessions it
+	// covers take its expiry as their ConsentExpiresAt in that step, so
+	// that a session reaching its own expiry under a consent extended
+	// since ends as expired, not as consent_expired.
 	SetConsent(ctx context.Context, c *Consent) ([]Session, error)
 	// GetConsent returns the current consent; ENOTFOUND when never set or
 	// past its expiry.

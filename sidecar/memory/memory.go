@@ -343,9 +343,18 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	ended := s.endLive(func(ss *sidecar.Session) bool {
 		return ss.Customer == c.Customer && !cp.Covers(ss, now)
 	}, c.SetBy, sidecar.EndConsentWithdrawn, now)
+	// The sessions it covers are under it from now on.
+	var covered []sidecar.Session
+	for _, ss := range s.sessions {
+		if ss.Customer == c.Customer && ss.Live(now) && !ss.ConsentExpiresAt.Equal(cp.ExpiresAt) {
+			ss.ConsentExpiresAt = cp.ExpiresAt
+			covered = append(covered, *ss)
+		}
+	}
 	s.mu.Unlock()
 	s.publish(sidecar.ConsentKey(c.Customer))
 	s.publishEnded(ended)
+	s.publishEnded(covered)
 	return ended, nil
 }
 

@@ -435,9 +435,9 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 		ttl = s.ttl(c.ExpiresAt)
 	}
 	key, hist, live := s.consentKey(c.Customer), s.consentHistKey(c.Customer), s.liveCustomerKey(c.Customer)
-	var ended []sidecar.Session
+	var ended, covered []sidecar.Session
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		ended = ended[:0]
+		ended, covered = ended[:0], covered[:0]
 		now := s.now()
 		sessions, stale, err := s.liveSessions(ctx, tx, live, now)
 		if err != nil {
@@ -454,9 +454,14 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 			var uncovered []*sidecar.Session
 			for _, ss := range sessions {
-				if !c.Covers(ss, now) {
+				switch {
+				case !c.Covers(ss, now):
 					ss.EndedAt, ss.EndedBy, ss.EndReason = now, c.SetBy, sidecar.EndConsentWithdrawn
 					uncovered = append(uncovered, ss)
+				case !ss.ConsentExpiresAt.Equal(c.ExpiresAt): // covered: under this consent from now on
+					ss.ConsentExpiresAt = c.ExpiresAt
+					p.Set(ctx, s.sessionKey(ss.ID), encode(ss), s.ttl(s.forgetAt(ss)))
+					covered = append(covered, *ss)
 				}
 			}
 			s.queueEnds(ctx, p, live, uncovered, stale, &ended)
@@ -467,7 +472,8 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 	if err != nil {
 		return nil, rerr(err, "consent")
 	}
-	return ended, s.publishNarrowed(ctx, append(endedKeys(ended), sidecar.ConsentKey(c.Customer))...)
+	keys := append(endedKeys(ended), endedKeys(covered)...)
+	return ended, s.publishNarrowed(ctx, append(keys, sidecar.ConsentKey(c.Customer))...)
 }
 
 // TakeLapsedConsents keeps what it takes in {imp}:lapsed, scored by now,

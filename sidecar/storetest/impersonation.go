@@ -256,6 +256,50 @@ func testConsentEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
 			}
 		})
 	}
+	// A session capped at the expiry of the consent it started under
+	// keeps its expiry when a later consent still covers it, and then
+	// reaches it as expired, not as consent_expired: only a consent that
+	// ends with it ends it as consent_expired.
+	for _, tc := range []struct {
+		name  string
+		until time.Duration // the later consent's expiry, from the start (0: none)
+		want  string
+	}{
+		{"consent_extended_without_expiry", 0, sidecar.EndExpired},
+		{"consent_extended_past_the_session", 3 * time.Hour, sidecar.EndExpired},
+		{"consent_set_again_to_the_session_end", 20 * time.Minute, sidecar.EndConsentExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			start := e.now()
+			capped := start.Add(20 * time.Minute)
+			mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: capped, SetBy: "c1", SetAt: start}))
+			s := newSession(e, "s1", "alice", "c1")
+			s.ExpiresAt, s.ConsentExpiresAt, s.IdleTimeout = capped, capped, 0
+			must(t, begin(e, s))
+			e.clock.Advance(time.Minute)
+			later := &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1", SetAt: e.now()}
+			if tc.until != 0 {
+				later.ExpiresAt = start.Add(tc.until)
+			}
+			ended, err := e.s.SetConsent(e.ctx, later)
+			must(t, err)
+			if len(ended) != 0 {
+				t.Fatalf("the later consent ended %v; it covers s1", sessionIDs(ended))
+			}
+			e.clock.Advance(20 * time.Minute)
+			got, err := e.s.GetSession(e.ctx, "s1")
+			must(t, err)
+			if !got.ExpiresAt.Equal(capped) || got.EndState(e.now()) != tc.want {
+				t.Fatalf("past its expiry s1 = %+v reads %q; want its expiry kept and %q", got, got.EndState(e.now()), tc.want)
+			}
+			swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+			must(t, err)
+			if len(swept) != 1 || swept[0].EndReason != tc.want {
+				t.Fatalf("swept %+v, want s1 ended as %q", swept, tc.want)
+			}
+		})
+	}
 }
 
 // Race test sizes: rounds × goroutines per test.
