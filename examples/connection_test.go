@@ -210,3 +210,56 @@ func startUpgradeUpstream(t *testing.T) *upstream {
 	t.Cleanup(u.Close)
 	return u
 }
+
+// An upgrade to anything but WebSocket is dropped at Caddy: after a 101
+// the connection is a tunnel to the application that Deputy never sees
+// again. An application that takes "Upgrade: h2c" (the upgrade curl
+// --http2 asks for on http://) would then read HTTP/2 requests the
+// client sends down the tunnel, unchecked, with any x-deputy-* headers
+// the client likes. The request goes on as plain HTTP/1.1, which is what
+// an upgrade refused by the server means to the client.
+func TestUpgradeOtherThanWebSocketDroppedThroughCaddy(t *testing.T) {
+	d := startDeputy(t, "caddy")
+	app := startUpgradeUpstream(t)
+	base := startCaddy(t, d, app)
+	for _, tc := range []struct{ connection, upgrade string }{
+		{"Upgrade, HTTP2-Settings", "h2c"},
+		{"upgrade", "H2C"},
+		{"Upgrade", "websocket, h2c"},
+		{"Upgrade", "h2c, websocket"},
+		{"Upgrade", "TLS/1.2"},
+		{"Upgrade", "x-private"},
+	} {
+		t.Run(tc.upgrade, func(t *testing.T) {
+			c, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(c, "GET /catalog/shoes HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\nUpgrade: %s\r\n"+
+				"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", strings.TrimPrefix(base, "http://"), tc.connection, tc.upgrade)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				t.Fatalf("upgraded to %q through Caddy", resp.Header.Get("Upgrade"))
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("answered %d %s, want the page as plain HTTP/1.1", resp.StatusCode, body)
+			}
+			var s seen
+			if err := json.Unmarshal(body, &s); err != nil {
+				t.Fatalf("%v: %q", err, body)
+			}
+			if got := s.Headers.Values("Upgrade"); len(got) != 0 {
+				t.Errorf("the application got Upgrade: %q", got)
+			}
+		})
+	}
+}
