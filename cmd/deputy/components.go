@@ -249,6 +249,15 @@ func newIdentityPart(cfg *Config, log *slog.Logger) (*identityPart, error) {
 func (p *identityPart) Start(ctx context.Context) error { return p.verifier.Start(ctx) }
 func (p *identityPart) Stop(context.Context) error      { return p.verifier.Close() }
 
+// keySets reports the verifier's key sets to the metrics.
+func (p *identityPart) keySets() []metrics.KeySet {
+	var out []metrics.KeySet
+	for _, ks := range p.verifier.KeySets() {
+		out = append(out, metrics.KeySet{Issuer: ks.Issuer, Age: ks.Age, FetchFailures: ks.FetchFailures})
+	}
+	return out
+}
+
 // ready reads the state the last key set load left (Ready never waits
 // for a load), so a fetch that hangs cannot hold the evaluation past ctx.
 func (p *identityPart) ready(context.Context) error { return p.verifier.Ready() }

@@ -155,6 +155,9 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := m.RegisterKeySets(id.keySets); err != nil {
+		return nil, err
+	}
 	if err := start(id); err != nil {
 		return nil, err
 	}

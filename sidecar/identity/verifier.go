@@ -86,6 +86,7 @@ type Verifier struct {
 	clock      sidecar.Clock
 	logger     *slog.Logger
 	cacheSize  int
+	started    time.Time
 
 	index atomic.Pointer[keyIndex]
 	// sigChecks counts signature verifications, the cost a token imposes.
@@ -136,6 +137,12 @@ type issuer struct {
 	loadErr           error
 	// nextMiss is when an unknown kid may fetch this issuer's keys again.
 	nextMiss time.Time
+	// loadedAt is when the keys were last loaded without error (Unix
+	// nanoseconds; changed or not: a fetch that finds the same keys
+	// confirms them), and failures counts the loads that failed. A scrape
+	// reads them without waiting for a fetch in flight.
+	loadedAt atomic.Int64
+	failures atomic.Uint64
 }
 
 // keyIndex is immutable; a refresh builds a new one.
@@ -272,6 +279,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		}
 	}
 	v.index.Store(&keyIndex{})
+	v.started = v.clock()
 	v.refreshMu.Lock()
 	defer v.refreshMu.Unlock()
 	for _, is := range v.issuers {
@@ -415,8 +423,13 @@ func (v *Verifier) loadLocked(ctx context.Context, is *issuer) (changed bool, er
 	defer cancel()
 	keys, changed, err := is.src.load(ctx)
 	is.loadErr = err
-	if err != nil || !changed {
+	if err != nil {
+		is.failures.Add(1)
 		return false, err
+	}
+	is.loadedAt.Store(v.clock().UnixNano())
+	if !changed {
+		return false, nil
 	}
 	is.keys = keys
 	return true, nil
@@ -525,6 +538,47 @@ func (v *Verifier) fetchOnMiss(is *issuer) {
 	if failed[0] {
 		is.nextMiss = v.clock().Add(min(missRetry, v.minRefresh))
 	}
+}
+
+// KeySetStatus is one trusted issuer's key set as the verifier's loads
+// left it.
+type KeySetStatus struct {
+	// Issuer is the issuer's name as logs show it (a URL without its
+	// credential).
+	Issuer string
+	// Age is how long ago the key set was last fetched (or read)
+	// without error, whether or not it changed; since New while it never
+	// was. The dev issuer's key, held in process, is always 0 old.
+	Age time.Duration
+	// FetchFailures counts the loads of the key set that failed; the
+	// previous keys stayed.
+	FetchFailures uint64
+}
+
+// KeySets reports every trusted issuer's key set, for the metrics: while
+// fetches fail the previous keys keep verifying, a key the issuer removed
+// among them, so how long that has lasted must show. It never waits for a
+// fetch in flight.
+func (v *Verifier) KeySets() []KeySetStatus {
+	now := v.clock()
+	out := make([]KeySetStatus, 0, len(v.issuers))
+	for _, is := range v.issuers {
+		ks := KeySetStatus{Issuer: shownIssuer(is.name), FetchFailures: is.failures.Load()}
+		if _, inProcess := is.src.(*staticSource); !inProcess {
+			ks.Age = max(now.Sub(v.loadedAt(is)), 0)
+		}
+		out = append(out, ks)
+	}
+	return out
+}
+
+// loadedAt is when is's keys were last loaded without error; when the
+// verifier was made while they never were.
+func (v *Verifier) loadedAt(is *issuer) time.Time {
+	if ns := is.loadedAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return v.started
 }
 
 // Ready reports whether every issuer has keys, as the last load left

@@ -24,6 +24,7 @@
 //	deputy_records_pending                           audit entries and events waiting for the store
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
+//	deputy_identity_key_set_age_seconds{issuer}, deputy_identity_key_set_fetch_failures_total{issuer}
 //	deputy_build_info{version,commit,go_version}
 //	grpc_server_* (as go-grpc-middleware names them), go_*, process_*
 package metrics
