@@ -63,7 +63,12 @@ type Config struct {
 	RefreshInterval    time.Duration `yaml:"refresh_interval" usage:"how often every key set is fetched again"`
 	MinRefreshInterval time.Duration `yaml:"min_refresh_interval" usage:"least time between key set fetches triggered by a token of an unknown kid, or of no kid that no key verifies"`
 	FetchTimeout       time.Duration `yaml:"fetch_timeout" usage:"time allowed for one key set fetch"`
-	Dev                DevConfig     `yaml:"dev" usage:"the dev issuer, whose tokens 'deputy dev token' mints"`
+	// MaxKeyAge bounds how long keys verify while their key set cannot be
+	// fetched. Off by default: keeping the last keys through an identity
+	// provider's outage keeps everyone signed in, and the key set age
+	// metric and alert show the outage.
+	MaxKeyAge time.Duration `yaml:"max_key_age" usage:"refuse an issuer's tokens (stale_keys) once its key set has not been fetched for this long, so a key it removed stops verifying during an outage; 0 keeps verifying with the last keys fetched; else at least twice refresh_interval"`
+	Dev       DevConfig     `yaml:"dev" usage:"the dev issuer, whose tokens 'deputy dev token' mints"`
 }
 
 // IssuerConfig is one trusted issuer. Its keys come from JWKSFile, from
@@ -186,6 +191,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FetchTimeout <= 0 {
 		return sidecar.Invalid("identity.fetch_timeout", "must be positive")
+	}
+	if c.MaxKeyAge < 0 || (c.MaxKeyAge > 0 && c.MaxKeyAge < 2*c.RefreshInterval) {
+		return sidecar.Invalid("identity.max_key_age", "must be 0 (off) or at least twice refresh_interval (%s), so that one failed refresh does not refuse every token", 2*c.RefreshInterval)
 	}
 	seen := map[string]bool{}
 	for i, u := range c.IssuerURLs {

@@ -85,3 +85,63 @@ func TestKeySetsBeforeAnyFetch(t *testing.T) {
 		t.Errorf("dev issuer: %+v (%v), want age 0", ks, ok)
 	}
 }
+
+// With identity.max_key_age, an issuer's keys stop verifying once its key
+// set has not been fetched for that long: a key the issuer removed (to
+// revoke it) cannot outlive the outage that keeps Deputy from seeing the
+// removal. A token of that issuer, remembered as verified or not, is
+// refused (stale_keys), and fetches the key set again under the rate
+// bound of an unknown kid; once a fetch succeeds it verifies again.
+// Without the setting the last keys keep verifying.
+func TestMaxKeyAge(t *testing.T) {
+	_, ek, _, _ := keys(t)
+	for _, tc := range []struct {
+		name      string
+		maxKeyAge time.Duration
+		reason    string
+	}{
+		{name: "off by default", reason: ""},
+		{name: "set", maxKeyAge: 2 * time.Minute, reason: identity.ReasonStaleKeys},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newJWKSServer(t, jwks(ek))
+			clock := newClock(epoch)
+			v := startURLVerifierWith(t, identity.Config{
+				Issuers:         []identity.IssuerConfig{{Issuer: testIssuer, JWKSURL: srv.URL}},
+				Audiences:       []string{testAudience},
+				RefreshInterval: time.Minute,
+				MaxKeyAge:       tc.maxKeyAge,
+			}, clock)
+			tok := sign(t, ek, ek.kid, goodClaims(epoch))
+			if _, err := v.Verify(context.Background(), bearer(tok)); err != nil {
+				t.Fatalf("fresh keys: %v", err)
+			}
+			srv.set([]byte("<html>maintenance</html>"))
+			clock.Add(3 * time.Minute)
+			v.Refresh(context.Background())
+			before := srv.fetches.Load()
+			_, err := v.Verify(context.Background(), bearer(tok))
+			if got := reasonOf(t, err); got != tc.reason {
+				t.Fatalf("keys 3m old: reason %q (%v), want %q", got, err, tc.reason)
+			}
+			if tc.reason == "" {
+				return
+			}
+			if got := srv.fetches.Load() - before; got != 1 {
+				t.Fatalf("the refused token made %d key set fetches, want 1", got)
+			}
+			_, err = v.Verify(context.Background(), bearer(tok))
+			if got := reasonOf(t, err); got != tc.reason {
+				t.Fatalf("again at once: reason %q (%v), want %q", got, err, tc.reason)
+			}
+			if got := srv.fetches.Load() - before; got != 1 {
+				t.Fatalf("within the rate bound: %d fetches, want 1", got)
+			}
+			srv.set(jwks(ek))
+			clock.Add(identity.MissRetry)
+			if _, err := v.Verify(context.Background(), bearer(tok)); err != nil {
+				t.Fatalf("once the provider answers: %v", err)
+			}
+		})
+	}
+}

@@ -113,9 +113,10 @@ func (c *verdicts) remember(token string, keys *keyIndex, now time.Time, id *sid
 		return // not a judgement on the token
 	}
 	switch sidecar.ErrorReason(err) {
-	case ReasonNotYetValid, ReasonUnknownKid:
-		// Time lifts the first; the second must reach refreshOnMiss
-		// again once its rate bound has passed.
+	case ReasonNotYetValid, ReasonUnknownKid, ReasonStaleKeys:
+		// Time lifts the first; the others must reach refreshOnMiss
+		// again once its rate bound has passed (a fetch that confirms
+		// stale keys unchanged leaves the key index as it was).
 		return
 	}
 	until := now.Add(RefusalTTL)

@@ -54,6 +54,9 @@ const (
 	// a kid its issuer gives many keys, when more than MaxKeysPerToken of
 	// the issuer's keys could have signed it.
 	ReasonAmbiguousKey = "ambiguous_key"
+	// ReasonStaleKeys refuses a token of an issuer whose key set has not
+	// been fetched for identity.max_key_age.
+	ReasonStaleKeys = "stale_keys"
 )
 
 // MaxTokenSize refuses absurd tokens before any parsing.
@@ -81,6 +84,7 @@ type Verifier struct {
 	refresh    time.Duration
 	minRefresh time.Duration
 	timeout    time.Duration
+	maxKeyAge  time.Duration
 	issuers    []*issuer
 	byName     map[string]*issuer
 	clock      sidecar.Clock
@@ -213,7 +217,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		return nil, err
 	}
 	v.header, v.leeway, v.timeout = cfg.Header, cfg.Leeway, cfg.FetchTimeout
-	v.refresh, v.minRefresh = cfg.RefreshInterval, cfg.MinRefreshInterval
+	v.refresh, v.minRefresh, v.maxKeyAge = cfg.RefreshInterval, cfg.MinRefreshInterval, cfg.MaxKeyAge
 	v.verdicts = newVerdicts(v.cacheSize)
 	for _, a := range cfg.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
@@ -572,6 +576,18 @@ func (v *Verifier) KeySets() []KeySetStatus {
 	return out
 }
 
+// stale reports whether is's keys have gone unconfirmed for longer than
+// max_key_age (never when it is off, nor for keys held in process).
+func (v *Verifier) stale(is *issuer, now time.Time) bool {
+	if v.maxKeyAge <= 0 || is == nil {
+		return false
+	}
+	if _, inProcess := is.src.(*staticSource); inProcess {
+		return false
+	}
+	return now.Sub(v.loadedAt(is)) > v.maxKeyAge
+}
+
 // loadedAt is when is's keys were last loaded without error; when the
 // verifier was made while they never were.
 func (v *Verifier) loadedAt(is *issuer) time.Time {
@@ -647,7 +663,9 @@ func (v *Verifier) VerifyToken(ctx context.Context, token string) (*sidecar.Iden
 	}
 	now := v.clock()
 	idx := v.index.Load()
-	if id, err, ok := v.verdicts.lookup(token, idx, now, v.leeway); ok {
+	// A remembered identity is the verdict of keys that may have gone
+	// stale since: it is not served then, so verify refuses it.
+	if id, err, ok := v.verdicts.lookup(token, idx, now, v.leeway); ok && (id == nil || !v.stale(v.byName[id.Issuer], now)) {
 		return id, err
 	}
 	id, exp, idx, err := v.verify(ctx, token, idx, now)
@@ -692,6 +710,17 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	is := v.byName[iss]
 	if is == nil {
 		return refused(ReasonIssuer, errors.New("iss "+iss))
+	}
+	if v.stale(is, now) {
+		// A fetch now may confirm the keys; it is bounded as an unknown
+		// kid's is, so stale_keys cannot make Deputy hammer a provider
+		// that is down.
+		v.refreshOnMiss(ctx, is)
+		if now = v.clock(); v.stale(is, now) {
+			return refused(ReasonStaleKeys, fmt.Errorf("key set not fetched for %s (identity.max_key_age %s)",
+				now.Sub(v.loadedAt(is)).Round(time.Second), v.maxKeyAge))
+		}
+		idx = v.index.Load()
 	}
 	keys, known := idx.keysOf(is, kid)
 	if !known {
