@@ -262,6 +262,10 @@ func (p *identityPart) keySets() []metrics.KeySet {
 // for a load), so a fetch that hangs cannot hold the evaluation past ctx.
 func (p *identityPart) ready(context.Context) error { return p.verifier.Ready() }
 
+// readyNamespaced is ready's for the issuers with a namespace, reported
+// apart (namespacedIdentityCheck).
+func (p *identityPart) readyNamespaced(context.Context) error { return p.verifier.NamespacedReady() }
+
 // delegationPart is impersonation, partner grants and reseller domains:
 // their management lifecycles, the check path's resolvers and caches,
 // and the sweeper of expiring grants.

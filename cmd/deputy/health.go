@@ -41,6 +41,20 @@ const readyTimeout = 800 * time.Millisecond
 // down with the store.
 const storeCheck = "redis"
 
+// namespacedIdentityCheck names the readiness condition of the issuers
+// with a namespace beside the one without (partners' identity providers):
+// that each has keys. /readyz reports it, for ops; gRPC health and the
+// chart's probes leave it out, as the store: while a partner's provider
+// does not serve its keys, Deputy still decides the other issuers' tokens
+// and anonymous requests, and refuses that issuer's tokens (unknown_kid),
+// so a pod started meanwhile must still join its Service. The identity
+// condition answers for the issuer without a namespace.
+const namespacedIdentityCheck = "identity_namespaced"
+
+// probesLeaveOut are the conditions gRPC health leaves out, as the chart's
+// HTTP probes do with ?exclude=.
+var probesLeaveOut = []string{storeCheck, namespacedIdentityCheck}
+
 // readinessChecks are the conditions /readyz and gRPC health both answer
 // from. Why one fails is logged when it changes, not served; whether it
 // holds is exported for alerts.
@@ -168,10 +182,11 @@ func (r *readinessChecks) report(name string, err error) {
 }
 
 // readyHealth is the gRPC health service, answering as
-// /readyz?exclude=redis does: NOT_SERVING until the conditions Deputy
-// needs to decide hold (a pod with no policy must not be marked ready by
-// a gRPC probe), NOT_SERVING again while one fails, and for good from
-// shutdown on. The store is left out (see storeCheck).
+// /readyz?exclude=redis&exclude=identity_namespaced does: NOT_SERVING
+// until the conditions Deputy needs to decide hold (a pod with no policy
+// must not be marked ready by a gRPC probe), NOT_SERVING again while one
+// fails, and for good from shutdown on. The store and the namespaced
+// issuers are left out (see storeCheck and namespacedIdentityCheck).
 //
 // The status is shared by every client, so it is evaluated only under the
 // server's own context: a caller's deadline or cancellation must never
@@ -219,7 +234,7 @@ func (h *readyHealth) readinessChanged() {
 func (h *readyHealth) refreshOlder(age time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ok, _ := h.ready.check(h.ctx, age, storeCheck)
+	ok, _ := h.ready.check(h.ctx, age, probesLeaveOut...)
 	if h.ctx.Err() == nil { // stopping: Shutdown decides
 		h.set(ok)
 	}

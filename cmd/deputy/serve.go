@@ -162,6 +162,9 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		return nil, err
 	}
 	ready = append(ready, readiness{"identity", id.ready})
+	if id.verifier.HasNamespacedReadiness() {
+		ready = append(ready, readiness{namespacedIdentityCheck, id.readyNamespaced})
+	}
 
 	del, err := newDelegationPart(cfg, state, pol.data, s.log, m)
 	if err != nil {

@@ -66,3 +66,59 @@ func TestReadyAnswersDuringKeySetFetch(t *testing.T) {
 		})
 	}
 }
+
+// Ready answers for the issuer without a namespace, the storefront's own;
+// the issuers with a namespace beside it, partners' identity providers,
+// are NamespacedReady's, so that one whose keys cannot be fetched does not
+// keep a pod out of service while the others' tokens verify.
+func TestReadyLeavesNamespacedIssuersApart(t *testing.T) {
+	_, ek, _, other := keys(t)
+	shopSrv, partnerSrv := newJWKSServer(t, jwks(ek)), newJWKSServer(t, []byte("<html>down</html>"))
+	clock := newClock(epoch)
+	v := startURLVerifierWith(t, identity.Config{
+		Issuers: []identity.IssuerConfig{
+			{Issuer: testIssuer, JWKSURL: shopSrv.URL},
+			{Issuer: partnerIssuer, JWKSURL: partnerSrv.URL, Namespace: "partner"},
+		},
+		Audiences: []string{testAudience},
+	}, clock)
+	if !v.HasNamespacedReadiness() {
+		t.Fatal("HasNamespacedReadiness() = false beside a namespaced issuer")
+	}
+	if err := v.Ready(); err != nil {
+		t.Errorf("Ready() = %v with the shop issuer's keys loaded", err)
+	}
+	if err := v.NamespacedReady(); err == nil {
+		t.Error("NamespacedReady() = nil with the partner's keys never fetched")
+	}
+	partnerSrv.set(jwks(other))
+	v.Refresh(context.Background())
+	if err := v.NamespacedReady(); err != nil {
+		t.Errorf("NamespacedReady() = %v once the partner's keys are fetched", err)
+	}
+	shopSrv.set([]byte("<html>down</html>"))
+	v.Refresh(context.Background())
+	if err := v.Ready(); err != nil {
+		t.Errorf("Ready() = %v with the shop issuer's previous keys held", err)
+	}
+}
+
+// With issuers that all have a namespace, or one alone, Ready answers for
+// every one as before.
+func TestReadyWithoutNamespacedIssuersApart(t *testing.T) {
+	srv := newJWKSServer(t, []byte("<html>down</html>"))
+	clock := newClock(epoch)
+	v := startURLVerifierWith(t, identity.Config{
+		Issuers:   []identity.IssuerConfig{{Issuer: partnerIssuer, JWKSURL: srv.URL, Namespace: "partner"}},
+		Audiences: []string{testAudience},
+	}, clock)
+	if v.HasNamespacedReadiness() {
+		t.Error("HasNamespacedReadiness() = true for a lone issuer")
+	}
+	if err := v.Ready(); err == nil {
+		t.Error("Ready() = nil with the lone issuer's keys never fetched")
+	}
+	if err := v.NamespacedReady(); err != nil {
+		t.Errorf("NamespacedReady() = %v, want nil when Ready answers for every issuer", err)
+	}
+}

@@ -95,10 +95,14 @@ type Verifier struct {
 	index atomic.Pointer[keyIndex]
 	// sigChecks counts signature verifications, the cost a token imposes.
 	sigChecks atomic.Int64
-	// unready is why Ready fails (nil while every issuer has keys), set
-	// after every load: a probe reads it without waiting for a key set
+	// unready is why Ready fails (nil while every issuer it answers for
+	// has keys), and unreadyNamespaced why NamespacedReady does, set
+	// after every load: a probe reads them without waiting for a key set
 	// fetch in flight, which any client can start with a junk token.
-	unready atomic.Pointer[sidecar.Error]
+	unready, unreadyNamespaced atomic.Pointer[sidecar.Error]
+	// apart is whether the issuers with a namespace are reported apart
+	// (NamespacedReady): when one issuer has none and others do.
+	apart bool
 
 	refreshMu sync.Mutex // serialises loads; guards issuer.keys and loadErr
 	// Key set fetches triggered by a token (an unknown kid, or no kid and
@@ -271,6 +275,13 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		v.addAlg(jose.ES256)
 	}
 	reserveNamespaces(v.issuers)
+	bare := 0
+	for _, is := range v.issuers {
+		if is.prefix == "" {
+			bare++
+		}
+	}
+	v.apart = bare > 0 && bare < len(v.issuers)
 	v.byName = make(map[string]*issuer, len(v.issuers))
 	for _, is := range v.issuers {
 		v.byName[is.name] = is
@@ -597,8 +608,12 @@ func (v *Verifier) loadedAt(is *issuer) time.Time {
 	return v.started
 }
 
-// Ready reports whether every issuer has keys, as the last load left
-// them: it never waits for a load.
+// Ready reports whether the issuer without a namespace has keys (every
+// issuer, when all have a namespace or none has), as the last load left
+// them: it never waits for a load. The issuers with a namespace beside
+// it, partners' identity providers, are NamespacedReady's: the outage of
+// one must not keep a pod out of service while it decides the others'
+// tokens and anonymous requests.
 func (v *Verifier) Ready() error {
 	if err := v.unready.Load(); err != nil {
 		return err
@@ -606,15 +621,39 @@ func (v *Verifier) Ready() error {
 	return nil
 }
 
-// readinessLocked records what Ready answers after a load.
+// NamespacedReady reports whether every issuer with a namespace has keys,
+// when Ready leaves them out (HasNamespacedReadiness); nil otherwise.
+func (v *Verifier) NamespacedReady() error {
+	if err := v.unreadyNamespaced.Load(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// HasNamespacedReadiness reports whether NamespacedReady answers for
+// issuers Ready leaves out.
+func (v *Verifier) HasNamespacedReadiness() bool { return v.apart }
+
+// readinessLocked records what Ready and NamespacedReady answer after a
+// load.
 func (v *Verifier) readinessLocked() {
+	v.unready.Store(v.missingKeysLocked(false))
+	v.unreadyNamespaced.Store(v.missingKeysLocked(true))
+}
+
+// missingKeysLocked is why the issuers with a namespace (namespaced) or
+// the others fall short: the first of them without keys. Without apart,
+// every issuer counts among the others.
+func (v *Verifier) missingKeysLocked(namespaced bool) *sidecar.Error {
 	for _, is := range v.issuers {
+		if (v.apart && is.prefix != "") != namespaced {
+			continue
+		}
 		if len(is.keys) == 0 {
-			v.unready.Store(sidecar.Unavailable("identity: no keys for issuer "+shownIssuer(is.name), is.loadErr))
-			return
+			return sidecar.Unavailable("identity: no keys for issuer "+shownIssuer(is.name), is.loadErr)
 		}
 	}
-	v.unready.Store(nil)
+	return nil
 }
 
 func unauthorized(reason string, cause error) error {

@@ -5,7 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 func newReadinessGauge() *prometheus.GaugeVec {
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "readiness",
-		Help: "1 while a readiness condition holds, 0 while it fails, by check (policy, identity, redis), as last evaluated. Checks that need no delegation state are still decided while redis is 0.",
+		Help: "1 while a readiness condition holds, 0 while it fails, by check (policy, identity, identity_namespaced, redis), as last evaluated. Checks that need no delegation state are still decided while redis is 0; other issuers' tokens and anonymous requests while identity_namespaced is 0.",
 	}, []string{"check"})
 }
 

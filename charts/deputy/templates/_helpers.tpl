@@ -313,14 +313,18 @@ ports:
   - name: metrics
     containerPort: {{ .Values.deputy.ports.metrics }}
     protocol: TCP
-{{- /* The probes gate on what Deputy needs to decide (policy, identity
-  keys, listeners), never on Redis: while Redis is down plain checks are
-  still decided and those needing state fail closed (503), so an unready
-  pod would only take the storefront down with the store. /readyz itself
-  still reports Redis, and DeputyRedisUnreachable alerts on it. */}}
+{{- /* The probes gate on what Deputy needs to decide (policy, the keys
+  of the issuer without a namespace, listeners), never on Redis: while
+  Redis is down plain checks are still decided and those needing state
+  fail closed (503), so an unready pod would only take the storefront down
+  with the store. /readyz itself still reports Redis, and
+  DeputyRedisUnreachable alerts on it. Nor on the issuers with a namespace
+  (partners' identity providers): while one does not serve its keys its
+  tokens are refused and every other request decided, as gRPC health
+  answers; DeputyIdentityKeysStale alerts on it. */}}
 startupProbe:
   httpGet:
-    path: /readyz?exclude=redis
+    path: /readyz?exclude=redis&exclude=identity_namespaced
     port: metrics
   periodSeconds: 2
   failureThreshold: 60
@@ -336,7 +340,7 @@ readinessProbe:
     port: {{ .Values.deputy.ports.grpc }}
   {{- else }}
   httpGet:
-    path: /readyz?exclude=redis
+    path: /readyz?exclude=redis&exclude=identity_namespaced
     port: metrics
   {{- end }}
   periodSeconds: 5

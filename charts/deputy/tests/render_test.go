@@ -349,17 +349,20 @@ func TestDeputyProbes(t *testing.T) {
 			if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != "/healthz" || p.Port.String() != "metrics" {
 				t.Errorf("liveness %+v", c.LivenessProbe)
 			}
-			// Probes leave Redis out: a Redis outage must not unready
-			// every replica (DESIGN §6), nor keep new pods from starting.
-			if p := c.StartupProbe.HTTPGet; p == nil || p.Path != "/readyz?exclude=redis" {
-				t.Errorf("startup %+v", c.StartupProbe)
+			// Probes leave Redis and the namespaced issuers (partners'
+			// identity providers) out, as gRPC health does: neither's
+			// outage may unready every replica (DESIGN §6), nor keep new
+			// pods from starting.
+			const readyz = "/readyz?exclude=redis&exclude=identity_namespaced"
+			if p := c.StartupProbe.HTTPGet; p == nil || p.Path != readyz {
+				t.Errorf("startup %+v, want %s", c.StartupProbe, readyz)
 			}
 			if tc.readinessGRPC {
 				if p := c.ReadinessProbe.GRPC; p == nil || p.Port != 9191 {
 					t.Errorf("readiness %+v, want gRPC health on 9191", c.ReadinessProbe)
 				}
-			} else if p := c.ReadinessProbe.HTTPGet; p == nil || p.Path != "/readyz?exclude=redis" {
-				t.Errorf("readiness %+v, want /readyz?exclude=redis", c.ReadinessProbe)
+			} else if p := c.ReadinessProbe.HTTPGet; p == nil || p.Path != readyz {
+				t.Errorf("readiness %+v, want %s", c.ReadinessProbe, readyz)
 			}
 			if !slices.Contains(c.Args, tc.grpcAddr) {
 				t.Errorf("args %v lack %s", c.Args, tc.grpcAddr)
