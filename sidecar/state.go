@@ -824,6 +824,15 @@ type SessionStore interface {
 	EndUnpermittedSessions(ctx context.Context, granting []string, now time.Time) ([]Session, error)
 	// ListSessions returns one page of sessions, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, string, error)
+	// SessionsEnded returns the sessions ended at a time (EndedAt) not
+	// before since, as ended, each for AppendOnceWindow past its end,
+	// earliest end first. Every write that ends a session (EndSession,
+	// SetConsent, PutCustomer, DeleteCustomer, MarkStaff, StartSession,
+	// the sweeps) keeps its end for it in the same atomic step: a write
+	// whose reply was lost answered an error before recording the ends it
+	// made, and its caller may never retry it, or do something else
+	// instead; a sweep of any replica finds them there.
+	SessionsEnded(ctx context.Context, since time.Time) ([]Session, error)
 }
 
 // PartnerStore keeps partner access requests and grants.

@@ -70,6 +70,7 @@ type Store struct {
 	history   map[string][]sidecar.Consent // oldest first
 	lapsing   map[string]time.Time         // customer → expiry of a consent given until then
 	lapsed    []takenLapse                 // consents taken from lapsing, for sidecar.AppendOnceWindow
+	ended     []endedRef                   // sessions ended, in the order of their end, for sidecar.AppendOnceWindow
 	// budgets: the changes each customer made to their own consent in
 	// the current window; windows that ended are pruned once the map has
 	// doubled since the last pruning (pruneAt).
@@ -374,10 +375,58 @@ func (s *Store) endLive(match func(*sidecar.Session) bool, by, reason string, at
 	for _, ss := range s.sessions {
 		if ss.Live(at) && match(ss) {
 			ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+			s.keepEnded(ss)
 			out = append(out, *ss)
 		}
 	}
 	return out
+}
+
+// endedRef is a session ended, and when.
+type endedRef struct {
+	at time.Time
+	id string
+}
+
+// keepEnded keeps the end of ss, just ended, for SessionsEnded, and
+// forgets the ends past sidecar.AppendOnceWindow, oldest first, with s.mu
+// held.
+func (s *Store) keepEnded(ss *sidecar.Session) {
+	now := s.now()
+	n := 0
+	for n < len(s.ended) && now.Sub(s.ended[n].at) >= sidecar.AppendOnceWindow {
+		n++
+	}
+	clear(s.ended[:n])
+	s.ended = s.ended[n:]
+	k, _ := slices.BinarySearchFunc(s.ended, ss.EndedAt, func(r endedRef, t time.Time) int {
+		if r.at.After(t) {
+			return 1
+		}
+		return -1
+	}) // after every end at its time or before
+	s.ended = slices.Insert(s.ended, k, endedRef{at: ss.EndedAt, id: ss.ID})
+}
+
+func (s *Store) SessionsEnded(_ context.Context, since time.Time) ([]sidecar.Session, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
+		since = edge.Add(time.Nanosecond) // an end at the edge is past the window
+	}
+	k, _ := slices.BinarySearchFunc(s.ended, since, func(r endedRef, t time.Time) int {
+		if r.at.Before(t) {
+			return -1
+		}
+		return 1
+	}) // the first end not before since
+	out := make([]sidecar.Session, 0, len(s.ended)-k)
+	for _, r := range s.ended[k:] {
+		if ss, ok := s.sessions[r.id]; ok { // else forgotten
+			out = append(out, *ss)
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) publishEnded(ended []sidecar.Session) {
@@ -452,6 +501,7 @@ func (s *Store) EndLapsedSessions(_ context.Context, now time.Time) ([]sidecar.S
 	for _, ss := range s.sessions {
 		if st := ss.EndState(now); ss.EndedAt.IsZero() && st != "" {
 			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, st
+			s.keepEnded(ss)
 			out = append(out, *ss)
 		}
 	}
@@ -632,6 +682,7 @@ func (s *Store) StartSession(_ context.Context, st sidecar.SessionStart) ([]side
 		for _, ss := range s.sessions {
 			if ss.Actor == st.Session.Actor && ss.EndedAt.IsZero() {
 				st.Supersede(ss, now)
+				s.keepEnded(ss)
 				replaced = append(replaced, *ss)
 			}
 		}
@@ -748,6 +799,7 @@ func (s *Store) EndSession(_ context.Context, id, by, reason string, at time.Tim
 	ended := ss.EndedAt.IsZero()
 	if ended {
 		ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+		s.keepEnded(ss)
 	}
 	out := cloneSession(ss)
 	s.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -37,6 +38,8 @@ import (
 //	{imp}:lapsing        customers whose consent was given until a time (by it)
 //	{imp}:lapsed         consents taken from lapsing (JSON, by the taker's now),
 //	                     kept sidecar.AppendOnceWindow past it
+//	{imp}:ended          ids of the sessions ended (by their end), each kept
+//	                     sidecar.AppendOnceWindow past it
 //	{imp}:live:a:A       set of A's possibly live session ids
 //	{imp}:live:c:C       set of C's possibly live session ids
 //	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes
@@ -57,6 +60,7 @@ func (s *Store) codeKey(hash string) string      { return s.imp("code:" + hash) 
 func (s *Store) liveKey() string                 { return s.imp("live") }
 func (s *Store) lapsingKey() string              { return s.imp("lapsing") }
 func (s *Store) lapsedKey() string               { return s.imp("lapsed") }
+func (s *Store) endedKey() string                { return s.imp("ended") }
 func (s *Store) liveActorKey(a string) string    { return s.imp("live:a:" + a) }
 func (s *Store) liveCustomerKey(c string) string { return s.imp("live:c:" + c) }
 func (s *Store) sessionLogKey(actor, customer string) string {
@@ -149,7 +153,8 @@ func (s *Store) queueEnds(ctx context.Context, p goredis.Pipeliner, set string, 
 	}
 }
 
-// writeEnded queues the writes that end ss (already marked ended).
+// writeEnded queues the writes that end ss (already marked ended),
+// keeping its end in {imp}:ended for SessionsEnded.
 func (s *Store) writeEnded(ctx context.Context, p goredis.Pipeliner, ss *sidecar.Session) {
 	ttl := s.ttl(s.forgetAt(ss))
 	p.Set(ctx, s.sessionKey(ss.ID), encode(ss), ttl)
@@ -159,6 +164,45 @@ func (s *Store) writeEnded(ctx context.Context, p goredis.Pipeliner, ss *sidecar
 	if ss.TokenHash != "" {
 		p.Expire(ctx, s.tokKey(ss.TokenHash), ttl)
 	}
+	kept := s.endedKey()
+	p.ZAdd(ctx, kept, goredis.Z{Score: ms(ss.EndedAt), Member: ss.ID})
+	p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(ss.EndedAt.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+	p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
+}
+
+// SessionsEnded reads at most scanLimit of the ends kept.
+func (s *Store) SessionsEnded(ctx context.Context, since time.Time) ([]sidecar.Session, error) {
+	from := strconv.FormatFloat(ms(since), 'f', 0, 64)
+	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
+		from = "(" + strconv.FormatFloat(ms(edge), 'f', 0, 64)
+	}
+	ids, err := s.c.ZRangeByScore(ctx, s.endedKey(), &goredis.ZRangeBy{Min: from, Max: "+inf", Count: scanLimit}).Result()
+	if err != nil || len(ids) == 0 {
+		return nil, rerr(err, "sessions")
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.sessionKey(id)
+	}
+	raws, err := s.c.MGet(ctx, keys...).Result() // the keys share {imp}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]sidecar.Session, 0, len(raws))
+	for _, raw := range raws {
+		str, ok := raw.(string)
+		if !ok {
+			continue // forgotten
+		}
+		ss, err := decode[sidecar.Session](str)
+		if err != nil {
+			return nil, err
+		}
+		if !ss.EndedAt.IsZero() {
+			out = append(out, *ss)
+		}
+	}
+	return out, nil
 }
 
 // publishEnded evicts the ended sessions from every replica's cache.

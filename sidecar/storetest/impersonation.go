@@ -618,6 +618,67 @@ func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 }
 
+// testSessionsEnded: every write that ends a session keeps its end, as
+// ended, for sidecar.AppendOnceWindow, where any replica reads it back:
+// a write whose reply was lost ended sessions and recorded nothing, and
+// its caller may do something else than retry it.
+func testSessionsEnded(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	start := e.now()
+	for _, s := range [][2]string{{"s1", "c1"}, {"s2", "c2"}, {"s3", "c3"}, {"s4", "c4"}, {"s5", "c5"}} {
+		must(t, begin(e, newSession(e, s[0], "staff-"+s[1], s[1]))) // expires in an hour
+	}
+	kept, err := e.peer.SessionsEnded(e.ctx, start)
+	must(t, err)
+	if len(kept) != 0 {
+		t.Fatalf("nothing ended; kept %v", sessionIDs(kept))
+	}
+	_, err = e.s.EndSession(e.ctx, "s1", "staff-c1", sidecar.EndEnded, e.now())
+	must(t, err)
+	e.clock.Advance(10 * time.Minute)
+	second := e.now()
+	mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c2", SetBy: "c2", SetAt: second}))
+	e.clock.Advance(time.Second)
+	mustEnd(t)(e.s.MarkStaff(e.ctx, "c3"))
+	type end struct{ id, by, reason string }
+	ends := func(ss []sidecar.Session) []end {
+		out := make([]end, len(ss))
+		for i, s := range ss {
+			out[i] = end{s.ID, s.EndedBy, s.EndReason}
+		}
+		return out
+	}
+	kept, err = e.peer.SessionsEnded(e.ctx, start)
+	must(t, err)
+	want := []end{{"s1", "staff-c1", sidecar.EndEnded}, {"s2", "c2", sidecar.EndConsentWithdrawn}, {"s3", sidecar.SweepActor, sidecar.EndCustomerProtected}}
+	if !slices.Equal(ends(kept), want) {
+		t.Fatalf("kept %+v, want %+v, in the order ended", ends(kept), want)
+	}
+	kept, err = e.peer.SessionsEnded(e.ctx, second)
+	must(t, err)
+	if !slices.Equal(ends(kept), want[1:]) {
+		t.Fatalf("ended since the withdrawal: %+v, want %+v", ends(kept), want[1:])
+	}
+	// An hour after the first end it is forgotten; the sweep's ends are
+	// kept as the others.
+	e.clock.Advance(sidecar.AppendOnceWindow - 10*time.Minute - time.Second)
+	swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+	must(t, err)
+	if ids := slices.Sorted(slices.Values(sessionIDs(swept))); !slices.Equal(ids, []string{"s4", "s5"}) {
+		t.Fatalf("swept %v, want s4 and s5", ids)
+	}
+	kept, err = e.peer.SessionsEnded(e.ctx, start)
+	must(t, err)
+	if ids := sessionIDs(kept); len(ids) != 4 || !slices.Equal(ids[:2], []string{"s2", "s3"}) || !slices.Equal(slices.Sorted(slices.Values(ids[2:])), []string{"s4", "s5"}) {
+		t.Fatalf("an hour after s1 ended, kept %v; want s2, s3, then s4 and s5", ids)
+	}
+	for _, s := range kept[2:] {
+		if s.EndReason != sidecar.EndExpired || s.EndedBy != sidecar.SweepActor {
+			t.Fatalf("kept %s as ended %q by %q, want expired by deputy", s.ID, s.EndReason, s.EndedBy)
+		}
+	}
+}
+
 // sameLapse reports whether a and b are the same consent lapse.
 func sameLapse(a, b sidecar.Consent) bool {
 	return a.Customer == b.Customer && a.Allowed == b.Allowed && a.ExpiresAt.Equal(b.ExpiresAt)

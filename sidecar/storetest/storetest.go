@@ -95,6 +95,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"unpermitted_actors_end", testUnpermittedActorsEnd},
 		{"impersonation_races", testImpersonationRaces},
 		{"sweep", testSweep},
+		{"sessions_ended", testSessionsEnded},
 		{"access_requests", testRequests},
 		{"grants", testGrants},
 		{"shares", testShares},
