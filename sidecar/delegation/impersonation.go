@@ -71,14 +71,17 @@ type Impersonation struct {
 	sweepLost  time.Time
 	sweepFails uint64 // counts failed sweeps, under sweepMu
 	swept      bool   // a sweep ran, under sweepMu
-	// lapsesFrom is where the next sweep reads back the consents taken
-	// (LapsedConsentsTaken), by any replica: a take whose reply was lost
-	// is found there by whichever replica sweeps next. lapsesDone holds
-	// the Onces of the lapses this process recorded since, with the
-	// sweep's now, so that it appends each only once. Under sweepMu.
-	lapsesFrom time.Time
-	lapsesDone map[string]time.Time
-	cancel     func()
+	// keptFrom is where the next sweep reads back what the store kept
+	// to be recorded, by any replica: the consents taken
+	// (LapsedConsentsTaken) and the sessions ended (SessionsEnded). A
+	// take or an end whose reply was lost is found there by whichever
+	// replica sweeps next, whatever its caller did after the error.
+	// keptDone holds the Onces of the lapses and ends this process
+	// recorded from there since, with the sweep's now, so that it appends
+	// each only once. Under sweepMu.
+	keptFrom time.Time
+	keptDone map[string]time.Time
+	cancel   func()
 }
 
 // staffSeenSize bounds the subjects remembered as recorded; one forgotten
@@ -499,6 +502,10 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if err := i.takeConsentChange(ctx, c, sw); err != nil {
 		return nil, nil, err
 	}
+	// The setting in force may be a change whose reply was lost, its
+	// caller told it failed: not retried, since this is another change.
+	// It is recorded again before this one, with the ends it made.
+	i.recordConsentAgain(ctx, cur)
 	// The store ends the sessions the new consent no longer covers in the
 	// same atomic step: no fault can leave a live session without consent.
 	ended, err := i.store.SetConsent(ctx, c)
@@ -562,7 +569,8 @@ func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity
 // recordConsentAgain records once more c, the customer's consent as set,
 // and the ends of the sessions setting it ended: a change whose store
 // reply was lost answered an error before recording them, and its
-// caller's retry, finding the consent already so, lands here. Within
+// caller's retry, finding the consent already so, lands here; so does the
+// next change of the consent, whatever it is. Within
 // sidecar.AppendOnceWindow of the setting the store still knows whether
 // the records got through, and appends them only if not; later it would
 // append them twice, so a setting that old is left as it is.
@@ -1126,27 +1134,27 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 	// (recordSweptAgain).
 	lapsed, cerr := i.store.TakeLapsedConsents(ctx, now)
 	for k := range lapsed {
-		i.lapseDone(ctx, &lapsed[k], now)
+		if i.keptFirst(lapseOnce(&lapsed[k]), now) {
+			i.consentLapsed(ctx, &lapsed[k])
+		}
 	}
 	return errors.Join(aerr, err, perr, cerr)
 }
 
-// lapseDone records consent c's lapse unless this process recorded it
-// since lapsesFrom, and remembers it, as recorded by the sweep at now.
-func (i *Impersonation) lapseDone(ctx context.Context, c *sidecar.Consent, now time.Time) {
-	once := lapseOnce(c)
+// keptFirst reports whether this process recorded the change whose
+// records carry once no time since keptFrom, and remembers it, as
+// recorded by the sweep at now.
+func (i *Impersonation) keptFirst(once string, now time.Time) bool {
 	i.sweepMu.Lock()
-	_, done := i.lapsesDone[once]
-	if !done {
-		if i.lapsesDone == nil {
-			i.lapsesDone = make(map[string]time.Time)
-		}
-		i.lapsesDone[once] = now
+	defer i.sweepMu.Unlock()
+	if _, done := i.keptDone[once]; done {
+		return false
 	}
-	i.sweepMu.Unlock()
-	if !done {
-		i.consentLapsed(ctx, c)
+	if i.keptDone == nil {
+		i.keptDone = make(map[string]time.Time)
 	}
+	i.keptDone[once] = now
+	return true
 }
 
 // lapseOnce is the Once of consent c's lapse: a consent lapses at most
@@ -1184,15 +1192,16 @@ func (i *Impersonation) sweepFailed(now time.Time) {
 
 // recordSweptAgain records once more the ends of the sessions Deputy
 // ended since the earliest failed sweep (sweepLost), and forgets that
-// sweep once it has, and the lapses of the consents taken, by any
-// replica, since lapsesFrom. The sessions a sweep ends were live until
+// sweep once it has, and the lapses of the consents taken and the ends of
+// the sessions ended, by any write on any replica, since keptFrom. The sessions a sweep ends were live until
 // it, or lapsed at most a sweep's lag before: they started within
 // max_session and the append-once window before it, the sessions read.
-// The store keeps the consents taken, as taken at the sweep's now, for
-// the append-once window; what a sweep reads back is what was taken since
-// the last (one sweep interval before it: a take made at an earlier now
-// may land late), so a lapse costs each replica one more record at most.
-// The first sweep of a process reads back the whole window, as its
+// The store keeps the consents taken, as taken at the sweep's now, and
+// the sessions ended, by their end, for the append-once window; what a
+// sweep reads back is what was taken or ended since the last (one sweep
+// interval before it: a write made at an earlier now may land late), so
+// a lapse or an end costs each replica one more record at most. The
+// first sweep of a process reads back the whole window, as its
 // predecessor may have lost a reply and left no trace.
 func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) error {
 	i.sweepMu.Lock()
@@ -1202,22 +1211,33 @@ func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) err
 		if i.sweepLost.IsZero() || back.Before(i.sweepLost) {
 			i.sweepLost = back
 		}
-		i.lapsesFrom = back
+		i.keptFrom = back
 	}
-	since, fails, from := i.sweepLost, i.sweepFails, i.lapsesFrom
+	since, fails, from := i.sweepLost, i.sweepFails, i.keptFrom
 	i.sweepMu.Unlock()
 	lapsed, err := i.store.LapsedConsentsTaken(ctx, from)
 	if err != nil {
 		return err
 	}
 	for k := range lapsed {
-		i.lapseDone(ctx, &lapsed[k], now)
+		if i.keptFirst(lapseOnce(&lapsed[k]), now) {
+			i.consentLapsed(ctx, &lapsed[k])
+		}
+	}
+	ended, err := i.store.SessionsEnded(ctx, from)
+	if err != nil {
+		return err
+	}
+	for k := range ended {
+		if s := &ended[k]; i.keptFirst(endOnce(s.ID), now) {
+			i.recordEndAgain(ctx, s)
+		}
 	}
 	i.sweepMu.Lock()
-	i.lapsesFrom = now.Add(-i.cfg.SweepInterval)
-	for once, at := range i.lapsesDone {
-		if at.Before(i.lapsesFrom) {
-			delete(i.lapsesDone, once)
+	i.keptFrom = now.Add(-i.cfg.SweepInterval)
+	for once, at := range i.keptDone {
+		if at.Before(i.keptFrom) {
+			delete(i.keptDone, once)
 		}
 	}
 	i.sweepMu.Unlock()
@@ -1279,11 +1299,15 @@ func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *side
 	if at.IsZero() {
 		at = i.clock()
 	}
-	once := "impersonation.end:" + s.ID
+	once := endOnce(s.ID)
 	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventImpersonationEnded, Time: at, Customer: s.Customer, Actor: s.Actor, Data: data, Once: once})
 	i.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: by.Subject, Action: "impersonation.end", Customer: s.Customer, Target: s.ID,
 		Outcome: "ok", Data: data, Once: once})
 }
+
+// endOnce is the Once of the records of session id's end: a session
+// ends once.
+func endOnce(id string) string { return "impersonation.end:" + id }
 
 // recordEndAgain records once more the end of s, found ended: the End
 // that ended it may have lost the store's reply and answered an error
