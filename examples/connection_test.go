@@ -223,6 +223,11 @@ func TestUpgradeOtherThanWebSocketDroppedThroughCaddy(t *testing.T) {
 	app := startUpgradeUpstream(t)
 	base := startCaddy(t, d, app)
 	for _, tc := range []struct{ connection, upgrade string }{
+		// Two Upgrade fields: reverse_proxy upgrades to the first.
+		{"Upgrade, HTTP2-Settings", "h2c\r\nUpgrade: websocket"},
+		{"Upgrade", "x-private\r\nUpgrade: websocket"},
+		{"Upgrade", "websocket\r\nUpgrade: h2c"},
+		{"Upgrade", "websocket\r\nUpgrade: websocket"},
 		{"Upgrade, HTTP2-Settings", "h2c"},
 		{"upgrade", "H2C"},
 		{"Upgrade", "websocket, h2c"},

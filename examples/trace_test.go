@@ -21,12 +21,15 @@ func TestTraceRefusedThroughProxy(t *testing.T) {
 			if resp, body := call(t, "GET", base+"/customer/account", staff, nil); resp.StatusCode != http.StatusOK {
 				t.Fatalf("GET in the session: %d %s", resp.StatusCode, body)
 			}
-			for _, method := range []string{"TRACE", "TRACK"} {
+			// Caddy's method matcher is case-sensitive, while servers
+			// behind it (hypercorn, for one) upper-case the method.
+			for _, method := range []string{"TRACE", "TRACK", "trace", "Trace", "track", "tRaCk"} {
 				for _, path := range []string{"/customer/account", "/catalog/shoes", "/deputy/v1/customers/c42", "/.well-known/jwks.json"} {
 					t.Run(method+" "+path, func(t *testing.T) {
 						before, decided := app.count(), d.decisions(t)
 						resp, body := call(t, method, base+path, staff, nil)
-						if resp.StatusCode != http.StatusMethodNotAllowed {
+						// nginx answers a method not in upper case 400.
+						if resp.StatusCode != http.StatusMethodNotAllowed && (resp.StatusCode != http.StatusBadRequest || method == strings.ToUpper(method)) {
 							t.Errorf("status %d %s, want 405", resp.StatusCode, body)
 						}
 						if strings.Contains(string(body), session.Value) || strings.Contains(strings.ToLower(string(body)), "x-deputy") {
