@@ -840,6 +840,9 @@ func hasLower(s string) bool {
 // canonicalRequest is what input.deputy.request holds.
 type canonicalRequest struct {
 	canonicalPath
+	// host is the host the request is decided on (decidedHost); zero
+	// when the check named none.
+	host    sidecar.Host
 	methods methodSet
 	// methodsBuf holds methods for a request naming at most two, nearly
 	// every one, saving their own allocation.
@@ -1162,6 +1165,12 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 			}
 			obj.Insert(keyTerm("spelled_route_segments"), segsT)
 		}
+	}
+	// The host decided on by name (decidedHost), as sessions and
+	// storefront hosts compare it: lower case, no trailing dot, no port.
+	// Absent when the check named none.
+	if need.Child("host") != nil && c.host.Name != "" {
+		obj.Insert(keyTerm("host"), ast.StringTerm(c.host.Name))
 	}
 	if need.Child("method") != nil {
 		obj.Insert(keyTerm("method"), keyTerm(c.methods[0]))

@@ -326,7 +326,6 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	// counts the same in headers and in header_map.
 	r.view = sidecar.Request{
 		Method:     r.canonical.methods[0],
-		Host:       httpReq.GetHost(),
 		Path:       cp.path,
 		Headers:    view,
 		PlainNames: plain,
@@ -341,6 +340,12 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 			r.view.HeaderMap[i] = sidecar.HeaderField{Name: h.GetKey(), Value: v}
 		}
 	}
+	if r.canonical.host, err = decidedHost(httpReq, &r.view); err != nil {
+		return nil, err
+	}
+	// Resolvers bind sessions and storefront hosts to the name alone:
+	// browsers ignore ports for cookies.
+	r.view.Host = r.canonical.host.Name
 	if err := opts.Methods.fromHeaders(headers, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
 		return nil, err
 	}

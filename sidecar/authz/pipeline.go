@@ -420,6 +420,11 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 		return resp
 	}
 	d.TraceID = r.traceID
+	if r.canonical.host.Name != "" {
+		// The host decided on, as every comparison reads it; a refused
+		// request keeps the host as sent, for the operator.
+		d.Host = r.canonical.host.String()
+	}
 	input := r.input
 	// Resolvers read their rules from the activation deciding, not the
 	// one serving by the time they run.

@@ -21,18 +21,18 @@ const (
 
 // requestTerms keeps input.deputy (the activation's facts a rule can read
 // plus the canonical request) of checks that stripped no owned header, by
-// canonical path and methods: pages are asked about again and again, and
-// the term (some twenty-five allocations to build) is a function of those
-// two and of the activation alone. Policy never changes input, so the term
-// is shared as the activation's facts are.
+// host name, canonical path and methods: pages are asked about again and
+// again, and the term (some twenty-five allocations to build) is a
+// function of those three and of the activation alone. Policy never
+// changes input, so the term is shared as the activation's facts are.
 type requestTerms struct {
 	cache *lru.Cache[requestKey, requestTerm]
 }
 
-// requestKey is a canonical request: its path, and its methods joined by
-// a space, which no method name holds (isToken).
+// requestKey is a canonical request: its host's name, its path, and its
+// methods joined by a space, which no method name holds (isToken).
 type requestKey struct {
-	path, methods string
+	host, path, methods string
 }
 
 type requestTerm struct {
@@ -50,7 +50,7 @@ func (requestTerms) key(c *canonicalRequest) (requestKey, bool) {
 	if len(c.path) > requestTermMaxPath || len(c.methods) == 0 {
 		return requestKey{}, false
 	}
-	k := requestKey{path: c.path, methods: c.methods[0]}
+	k := requestKey{host: c.host.Name, path: c.path, methods: c.methods[0]}
 	if len(c.methods) > 1 {
 		k.methods = strings.Join(c.methods, " ")
 	}

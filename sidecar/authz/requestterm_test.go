@@ -59,3 +59,42 @@ decision := {"allowed": true, "reason": concat(" ", [input.deputy.revision, inpu
 		}
 	}
 }
+
+// input.deputy.request.host is the host decided on by name, as sessions
+// and storefront hosts compare it, whatever its spelling; a kept term is
+// never reused for another host, and a check naming none has none. A host
+// in a form proxies read apart never reaches policy.
+func TestRequestHost(t *testing.T) {
+	const src = `package t
+default host := "none"
+host := input.deputy.request.host
+decision := {"allowed": true, "reason": host}
+`
+	mod := ast.MustParseModuleWithOpts(src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	e := policy.New(policy.WithQueries("data.t.decision"), policy.WithLogger(slog.New(slog.DiscardHandler)))
+	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
+	p := authz.New(e, authz.WithQuery("data.t.decision"))
+	for _, tc := range []struct{ authority, want string }{
+		{"Shop.Example.com.:8443", "shop.example.com"},
+		{"shop.example.com", "shop.example.com"},
+		{"admin.example", "admin.example"},
+		{"[2001:DB8::0:1]:443", "[2001:db8::1]"},
+		{"", "none"},
+		{"shop.example.com:1,admin.example", authz.ReasonMalformedRequest},
+	} {
+		for name, build := range map[string]func(string, string, map[string]string, string) string{"headers": httpRequest, "header_map": headerMapRequest} {
+			t.Run(name+" "+tc.authority, func(t *testing.T) {
+				h := map[string]string{}
+				if tc.authority != "" {
+					h[":authority"] = tc.authority
+				}
+				resp := p.Check(context.Background(), checkRequest(t, build("GET", "/catalog", h, "")))
+				if resp.Reason != tc.want {
+					t.Fatalf("reason %q, want %q", resp.Reason, tc.want)
+				}
+			})
+		}
+	}
+}

@@ -2,11 +2,13 @@ package authz_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
@@ -33,11 +35,26 @@ func TestSessionCookieBinding(t *testing.T) {
 	}{
 		{"on_its_host", "shop.example.com", live, "", true, "", false},
 		{"its_host_with_a_port", "shop.example.com:443", live, "", true, "", false},
+		{"its_host_in_capitals_with_a_trailing_dot", "SHOP.Example.com.:8443", live, "", true, "", false},
 		{"its_own_actor_signed_in", "shop.example.com", live, "staff-1", true, "", false},
 		{"another_host", "evil.example.net", live, "", false, "session_wrong_host", false},
 		{"someone_elses_identity", "shop.example.com", live, "staff-2", false, "session_actor_mismatch", false},
 		{"unknown_cookie", "shop.example.com", strings.Repeat("u", 43), "", false, "session_unknown", true},
 		{"ended_session", "shop.example.com", ended, "", false, "session_ended", true},
+		// Forms no browser sends, which the proxy and the application may
+		// read as another host (Rails and werkzeug's ProxyFix take the last
+		// comma-separated value): refused before policy, never read as the
+		// session's host.
+		{"comma_after_a_port", "shop.example.com:1,evil.example.net", live, "", false, "malformed_request", false},
+		{"comma_after_an_empty_port", "shop.example.com:,evil.example.net", live, "", false, "malformed_request", false},
+		{"comma", "shop.example.com,evil.example.net", live, "", false, "malformed_request", false},
+		{"space_after_the_port", "shop.example.com:80 evil.example.net", live, "", false, "malformed_request", false},
+		{"semicolon", "shop.example.com:1;evil.example.net", live, "", false, "malformed_request", false},
+		{"empty_port", "shop.example.com:", live, "", false, "malformed_request", false},
+		{"port_out_of_range", "shop.example.com:65536", live, "", false, "malformed_request", false},
+		{"two_ports", "shop.example.com:80:81", live, "", false, "malformed_request", false},
+		{"two_trailing_dots", "shop.example.com..", live, "", false, "malformed_request", false},
+		{"underscore", "shop_example.com", live, "", false, "malformed_request", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,6 +68,9 @@ func TestSessionCookieBinding(t *testing.T) {
 			if resp.Allowed != tc.allowed || (!tc.allowed && resp.Reason != tc.reason) {
 				t.Fatalf("allowed %v reason %q, want %v %q", resp.Allowed, resp.Reason, tc.allowed, tc.reason)
 			}
+			if tc.reason == authz.ReasonMalformedRequest && (resp.HTTPStatus != http.StatusBadRequest || len(resp.Injected) > 0) {
+				t.Fatalf("status %d, injected %v: want 400 and no delegated identity", resp.HTTPStatus, resp.Injected)
+			}
 			var setCookie string
 			for _, hd := range resp.Headers {
 				if hd.Key == "set-cookie" {
@@ -62,6 +82,40 @@ func TestSessionCookieBinding(t *testing.T) {
 				t.Fatalf("denial does not clear the cookie: %q", setCookie)
 			case !tc.clears && setCookie != "":
 				t.Fatalf("cookie cleared on %s: %q", tc.name, setCookie)
+			}
+		})
+	}
+}
+
+// Envoy names the host twice, in the check's host and in its :authority
+// header, both from the same header: a policy may read either, so a check
+// whose two disagree, or whose :authority is not a host, is refused before
+// policy rather than decided on one of them.
+func TestHostNamedTwiceMustAgree(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	live, _ := twoSessions(t, store, time.Now())
+	p, _ := delegatedPipeline(t, store)
+	for _, tc := range []struct{ name, host, authority, reason string }{
+		{"same", "shop.example.com", "shop.example.com", ""},
+		{"same_up_to_case", "shop.example.com", "Shop.Example.com", ""},
+		{"authority_names_another_host", "shop.example.com", "evil.example.net", "malformed_request"},
+		{"authority_with_a_comma", "shop.example.com", "shop.example.com:1,evil.example.net", "malformed_request"},
+		{"only_an_authority_with_a_comma", "", "shop.example.com:1,evil.example.net", "malformed_request"},
+		{"only_an_authority", "", "shop.example.com", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := withHeaders(t, "/customer/account", map[string]string{"cookie": "deputy_session=" + live, ":authority": tc.authority})
+			req.Attributes.Request.Http.Host = tc.host
+			resp := p.Check(ctx, req)
+			if tc.reason == "" {
+				if !resp.Allowed {
+					t.Fatalf("denied %q (%d)", resp.Reason, resp.HTTPStatus)
+				}
+				return
+			}
+			if resp.Allowed || resp.Reason != tc.reason || resp.HTTPStatus != http.StatusBadRequest {
+				t.Fatalf("allowed %v reason %q status %d, want refused %q with 400", resp.Allowed, resp.Reason, resp.HTTPStatus, tc.reason)
 			}
 		})
 	}

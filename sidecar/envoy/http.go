@@ -520,6 +520,12 @@ func (h *HTTPHandler) original(r *http.Request) (method, uri, host string, err e
 		if err = single(r.Header, "X-Forwarded-Host"); err != nil {
 			return method, uri, host, err
 		}
+		// The check decides on this host (authz reads it strictly as the
+		// check's host); refused here, the refusal names the header the
+		// proxy copied the client's Host into.
+		if _, err = sidecar.ParseHost(host); err != nil {
+			return method, uri, host, sidecar.RefuseHost("X-Forwarded-Host", err)
+		}
 	}
 	return method, uri, host, nil
 }

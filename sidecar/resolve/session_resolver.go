@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,7 +168,7 @@ func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, 
 		obs:        nopObserver{},
 	}
 	for _, h := range cfg.StorefrontHosts {
-		r.hosts = append(r.hosts, strings.ToLower(h))
+		r.hosts = append(r.hosts, sidecar.HostName(h))
 	}
 	for _, o := range opts {
 		o(r)
@@ -456,15 +457,20 @@ func (r *SessionResolver) sessionError(state string) error {
 }
 
 // hostAllowed reports whether a request to host may use a session
-// redeemed on own. Ports are ignored, as browsers ignore them for cookies.
-// A session bound to no host (redeemed before redeeming required one) is
-// valid on none.
+// redeemed on own, both read strictly (sidecar.ParseHost: the check hands
+// its decided host, a session records the host it was redeemed on) and
+// compared by name. Ports are ignored, as browsers ignore them for
+// cookies. A session bound to no host (redeemed before redeeming required
+// one), or a host that is not one, matches none.
 func (r *SessionResolver) hostAllowed(host, own string) bool {
-	if len(r.hosts) == 0 {
-		own = delegation.Hostname(own)
-		return own != "" && strings.EqualFold(delegation.Hostname(host), own)
+	name := sidecar.HostName(host)
+	if name == "" {
+		return false
 	}
-	return delegation.HostIn(host, r.hosts)
+	if len(r.hosts) == 0 {
+		return sidecar.HostName(own) == name
+	}
+	return slices.Contains(r.hosts, name)
 }
 
 // cookieValue finds name's value in a Cookie header without allocating.
