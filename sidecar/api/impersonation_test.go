@@ -270,7 +270,11 @@ func TestRedeem(t *testing.T) {
 			e := newEnv(t, mk, withStorefrontHosts("shop.example"))
 			e.seed()
 			link := e.must(e.start(e.agent(), nil), 201).str("redeem_url")
-			for _, host := range []string{"evil.example", "shop.example.evil.example", "evil.example:443"} {
+			// A host no browser sends, which a reader cutting at its
+			// last ":" reads as shop.example and Rails (the last
+			// comma-separated value) as evil.example, is refused too.
+			for _, host := range []string{"evil.example", "shop.example.evil.example", "evil.example:443",
+				"shop.example:1,evil.example", "shop.example:,evil.example", "shop.example:80 evil.example", "shop.example:1;evil.example"} {
 				e.host = host
 				r, cookie := e.redeem(link)
 				if r.Status != 400 || r.errField() != "host" || cookie != "" {
@@ -281,6 +285,29 @@ func TestRedeem(t *testing.T) {
 			r, cookie := e.redeem(link)
 			if r.Status != 302 || cookie == "" {
 				t.Fatalf("redeem on the storefront after refusals: %d %s", r.Status, r.Raw)
+			}
+		})
+		// Without storefront_hosts the session is bound to the host the
+		// link is opened on: one in a form no browser sends is refused
+		// before the code is spent, never bound as another host.
+		t.Run("host in a form no browser sends", func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			link := e.must(e.start(e.agent(), nil), 201).str("redeem_url")
+			for _, host := range []string{"example.com:1,evil.example", "example.com:", "example.com:80:81", "example.com.."} {
+				e.host = host
+				r, cookie := e.redeem(link)
+				if r.Status != 400 || r.errField() != "host" || cookie != "" {
+					t.Fatalf("redeem on %q: %d %s cookie=%q, want 400 field host", host, r.Status, r.Raw, cookie)
+				}
+			}
+			e.host = "Example.COM.:8443"
+			r, cookie := e.redeem(link)
+			if r.Status != 302 || cookie == "" {
+				t.Fatalf("redeem after refusals: %d %s", r.Status, r.Raw)
+			}
+			if d, err := e.check(cookie); err != nil || d == nil {
+				t.Fatalf("the session redeemed on Example.COM.:8443 is not honoured on example.com: %v %v", d, err)
 			}
 		})
 		t.Run("allowed host", func(t *testing.T) {

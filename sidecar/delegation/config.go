@@ -108,14 +108,16 @@ func (c ImpersonationConfig) Validate() error {
 	if c.CacheSize < 0 {
 		return sidecar.Invalid("impersonation.cache_size", "must not be negative")
 	}
+	// Read as request hosts are (sidecar.ParseHost), so an entry means
+	// what the hosts it is compared with mean.
 	for i, h := range c.RedirectHosts {
-		if h == "" || strings.ContainsAny(h, "/?#@ ") {
-			return sidecar.Invalid("impersonation.redirect_hosts", "entry %d: %q is not a host name", i, h)
+		if _, err := sidecar.ParseHost(h); err != nil {
+			return sidecar.Invalid("impersonation.redirect_hosts", "entry %d: %q is not a host, optionally with a port: %v", i, h, err)
 		}
 	}
 	for i, h := range c.StorefrontHosts {
-		if h == "" || strings.ContainsAny(h, "/?#@: ") {
-			return sidecar.Invalid("impersonation.storefront_hosts", "entry %d: %q is not a host name (without port)", i, h)
+		if p, err := sidecar.ParseHost(h); err != nil || p.Port != "" {
+			return sidecar.Invalid("impersonation.storefront_hosts", "entry %d: %q is not a host name (a name or an address, without port)", i, h)
 		}
 	}
 	return nil
@@ -148,8 +150,12 @@ func SafeRedirect(target string, hosts []string) (string, error) {
 	if err != nil || u.Scheme != "https" || u.User != nil || u.Host == "" {
 		return "", bad
 	}
+	th, err := sidecar.ParseHost(u.Host)
+	if err != nil {
+		return "", bad
+	}
 	for _, h := range hosts {
-		if strings.EqualFold(u.Host, h) {
+		if p, err := sidecar.ParseHost(h); err == nil && p == th {
 			return u.String(), nil
 		}
 	}
@@ -157,28 +163,26 @@ func SafeRedirect(target string, hosts []string) (string, error) {
 }
 
 // OnStorefront reports whether a session may be redeemed and honoured on
-// host: one of StorefrontHosts, or any host when none are configured (the
-// session is then bound to the host it was redeemed on).
+// host, a host as sidecar.ParseHost reads it: one of StorefrontHosts, or
+// any host when none are configured (the session is then bound to the
+// host it was redeemed on).
 func (c ImpersonationConfig) OnStorefront(host string) bool {
 	return len(c.StorefrontHosts) == 0 || HostIn(host, c.StorefrontHosts)
 }
 
-// HostIn reports whether host is one of hosts, ignoring case, its port and
-// a trailing dot, as browsers do for cookies.
+// HostIn reports whether host is one of hosts, both read strictly
+// (sidecar.ParseHost) and compared by name: case, a trailing dot and the
+// port do not count, as browsers ignore them for cookies. A host that is
+// not one matches none.
 func HostIn(host string, hosts []string) bool {
-	host = Hostname(host)
+	name := sidecar.HostName(host)
+	if name == "" {
+		return false
+	}
 	for _, h := range hosts {
-		if strings.EqualFold(host, h) {
+		if sidecar.HostName(h) == name {
 			return true
 		}
 	}
 	return false
-}
-
-// Hostname drops the port and a trailing dot of an HTTP host.
-func Hostname(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
-		h = h[:i]
-	}
-	return strings.TrimSuffix(h, ".")
 }

@@ -866,11 +866,19 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 	if len(code) > 128 {
 		return nil, sidecar.Invalid("code", "malformed")
 	}
-	if Hostname(host) == "" {
+	if host == "" {
 		// The session is bound to this host: without one it would be
 		// bound to none, or valid on every host.
 		return nil, sidecar.Invalid("host", "required: the session is bound to the host the link is used on")
 	}
+	// Read as the check reads the hosts it honours the session on: a form
+	// that a proxy and the application read as different hosts binds it
+	// to none, and is refused before the code is spent.
+	h, err := sidecar.ParseHost(host)
+	if err != nil {
+		return nil, sidecar.RefuseHost("host", err)
+	}
+	host = h.String()
 	if !i.cfg.OnStorefront(host) {
 		// Refused before the code is spent: a link opened on the wrong
 		// host (or sent there) stays usable on the storefront until it

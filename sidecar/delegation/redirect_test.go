@@ -29,6 +29,8 @@ func TestSafeRedirect(t *testing.T) {
 		{"header injection", "/a\r\nSet-Cookie: x=1", "", false},
 		{"suffix of allowed host", "https://evilshop.example.com/", "", false},
 		{"allowed host with port", "https://shop.example.com:8443/", "", false},
+		{"allowed host and another", "https://shop.example.com,evil.example/", "", false},
+		{"allowed host, a port and another", "https://shop.example.com:443,evil.example/", "", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -249,6 +249,12 @@ func TestImpersonationConfigValidate(t *testing.T) {
 		{"bad cookie name", delegation.ImpersonationConfig{SessionCookie: "a=b"}, "impersonation.session_cookie"},
 		{"long redeem link", delegation.ImpersonationConfig{RedeemTTL: time.Hour}, "impersonation.redeem_ttl"},
 		{"redirect host with path", delegation.ImpersonationConfig{RedirectHosts: []string{"shop.example.com/x"}}, "impersonation.redirect_hosts"},
+		{"redirect host with a port", delegation.ImpersonationConfig{RedirectHosts: []string{"Shop.example.com:8443"}}, ""},
+		{"redirect host naming two", delegation.ImpersonationConfig{RedirectHosts: []string{"shop.example.com,evil.example"}}, "impersonation.redirect_hosts"},
+		{"storefront hosts", delegation.ImpersonationConfig{StorefrontHosts: []string{"Shop.example.com.", "127.0.0.1", "[::1]"}}, ""},
+		{"storefront host with a port", delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com:443"}}, "impersonation.storefront_hosts"},
+		{"storefront host naming two", delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com,admin.example"}}, "impersonation.storefront_hosts"},
+		{"storefront host with an underscore", delegation.ImpersonationConfig{StorefrontHosts: []string{"shop_example.com"}}, "impersonation.storefront_hosts"},
 		{"negative cache ttl", delegation.ImpersonationConfig{CacheTTL: -time.Second}, "impersonation.cache_ttl"},
 	}
 	for _, tc := range cases {
