@@ -490,8 +490,14 @@ func call(t *testing.T, method, url string, h http.Header, body any) (*http.Resp
 // returns the response and its body.
 func callRaw(t *testing.T, base, target string, h http.Header) (*http.Response, []byte) {
 	t.Helper()
-	host := strings.TrimPrefix(base, "http://")
-	c, err := net.DialTimeout("tcp", host, 5*time.Second)
+	return callRawHost(t, base, strings.TrimPrefix(base, "http://"), target, h)
+}
+
+// callRawHost is callRaw with a Host header written as given, which Go's
+// client would check first.
+func callRawHost(t *testing.T, base, host, target string, h http.Header) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
