@@ -75,14 +75,17 @@ decision := {"allowed": true, "reason": host}
 	if err := e.Activate(context.Background(), &policy.Set{Modules: map[string]*ast.Module{"t.rego": mod}}); err != nil {
 		t.Fatal(err)
 	}
-	p := authz.New(e, authz.WithQuery("data.t.decision"))
-	for _, tc := range []struct{ authority, want string }{
-		{"Shop.Example.com.:8443", "shop.example.com"},
-		{"shop.example.com", "shop.example.com"},
-		{"admin.example", "admin.example"},
-		{"[2001:DB8::0:1]:443", "[2001:db8::1]"},
-		{"", "none"},
-		{"shop.example.com:1,admin.example", authz.ReasonMalformedRequest},
+	logs := &logSink{}
+	p := authz.New(e, authz.WithQuery("data.t.decision"), authz.WithDecisionLogger(logs))
+	// logged is the decision record's host: the decided form, or a
+	// refused request's host as sent.
+	for _, tc := range []struct{ authority, want, logged string }{
+		{"Shop.Example.com.:8443", "shop.example.com", "shop.example.com:8443"},
+		{"shop.example.com", "shop.example.com", "shop.example.com"},
+		{"admin.example", "admin.example", "admin.example"},
+		{"[2001:DB8::0:1]:0443", "[2001:db8::1]", "[2001:db8::1]:443"},
+		{"", "none", ""},
+		{"shop.example.com:1,admin.example", authz.ReasonMalformedRequest, "shop.example.com:1,admin.example"},
 	} {
 		for name, build := range map[string]func(string, string, map[string]string, string) string{"headers": httpRequest, "header_map": headerMapRequest} {
 			t.Run(name+" "+tc.authority, func(t *testing.T) {
@@ -90,9 +93,18 @@ decision := {"allowed": true, "reason": host}
 				if tc.authority != "" {
 					h[":authority"] = tc.authority
 				}
-				resp := p.Check(context.Background(), checkRequest(t, build("GET", "/catalog", h, "")))
+				req := checkRequest(t, build("GET", "/catalog", h, ""))
+				req.Attributes.Request.Http.Host = tc.authority
+				logs.got = nil
+				resp := p.Check(context.Background(), req)
 				if resp.Reason != tc.want {
 					t.Fatalf("reason %q, want %q", resp.Reason, tc.want)
+				}
+				if len(logs.got) != 1 {
+					t.Fatalf("logged %d decisions, want 1", len(logs.got))
+				}
+				if logs.got[0].Host != tc.logged {
+					t.Fatalf("logged host %q, want %q", logs.got[0].Host, tc.logged)
 				}
 			})
 		}
