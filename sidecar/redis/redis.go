@@ -510,25 +510,20 @@ func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sideca
 	return out, nil
 }
 
-// LapsedConsentsTaken reads at most scanLimit of the takes.
+// LapsedConsentsTaken reads every take kept (readKept).
 func (s *Store) LapsedConsentsTaken(ctx context.Context, since time.Time) ([]sidecar.Consent, error) {
-	from := strconv.FormatFloat(ms(since), 'f', 0, 64)
-	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
-		from = "(" + strconv.FormatFloat(ms(edge), 'f', 0, 64)
-	}
-	raws, err := s.c.ZRangeByScore(ctx, s.lapsedKey(), &goredis.ZRangeBy{Min: from, Max: "+inf", Count: scanLimit}).Result()
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	out := make([]sidecar.Consent, 0, len(raws))
-	for _, raw := range raws {
-		c, err := decode[sidecar.Consent](raw)
-		if err != nil {
-			return nil, err
+	var out []sidecar.Consent
+	err := s.readKept(ctx, s.lapsedKey(), since, func(raws []string) error {
+		for _, raw := range raws {
+			c, err := decode[sidecar.Consent](raw)
+			if err != nil {
+				return err
+			}
+			out = append(out, *c)
 		}
-		out = append(out, *c)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 func (s *Store) GetConsent(ctx context.Context, customer string) (*sidecar.Consent, error) {

@@ -170,39 +170,79 @@ func (s *Store) writeEnded(ctx context.Context, p goredis.Pipeliner, ss *sidecar
 	p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
 }
 
-// SessionsEnded reads at most scanLimit of the ends kept.
+// SessionsEnded reads every end kept, scanLimit at a time: a sweep moves
+// on past what it read, so one left out would never be recorded. The set
+// holds an hour's ends at most.
 func (s *Store) SessionsEnded(ctx context.Context, since time.Time) ([]sidecar.Session, error) {
+	var out []sidecar.Session
+	err := s.readKept(ctx, s.endedKey(), since, func(ids []string) error {
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = s.sessionKey(id)
+		}
+		raws, err := s.c.MGet(ctx, keys...).Result() // the keys share {imp}
+		if err != nil {
+			return unavailable(err)
+		}
+		for _, raw := range raws {
+			str, ok := raw.(string)
+			if !ok {
+				continue // forgotten
+			}
+			ss, err := decode[sidecar.Session](str)
+			if err != nil {
+				return err
+			}
+			if !ss.EndedAt.IsZero() {
+				out = append(out, *ss)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// readKept hands fn the members of a set kept for the once window (scored
+// by time in ms) from since on, earliest first, scanLimit at a time, until
+// none is left. Each read resumes at the last score read, skipping the
+// members already handed at it: pruning the set's head between two reads
+// moves no member past an offset.
+func (s *Store) readKept(ctx context.Context, key string, since time.Time, fn func([]string) error) error {
 	from := strconv.FormatFloat(ms(since), 'f', 0, 64)
 	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
 		from = "(" + strconv.FormatFloat(ms(edge), 'f', 0, 64)
 	}
-	ids, err := s.c.ZRangeByScore(ctx, s.endedKey(), &goredis.ZRangeBy{Min: from, Max: "+inf", Count: scanLimit}).Result()
-	if err != nil || len(ids) == 0 {
-		return nil, rerr(err, "sessions")
-	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = s.sessionKey(id)
-	}
-	raws, err := s.c.MGet(ctx, keys...).Result() // the keys share {imp}
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	out := make([]sidecar.Session, 0, len(raws))
-	for _, raw := range raws {
-		str, ok := raw.(string)
-		if !ok {
-			continue // forgotten
-		}
-		ss, err := decode[sidecar.Session](str)
+	var atLast map[string]bool // members handed at the last score
+	for {
+		zs, err := s.c.ZRangeByScoreWithScores(ctx, key, &goredis.ZRangeBy{Min: from, Max: "+inf", Count: scanLimit + int64(len(atLast))}).Result()
 		if err != nil {
-			return nil, err
+			return unavailable(err)
 		}
-		if !ss.EndedAt.IsZero() {
-			out = append(out, *ss)
+		members := make([]string, 0, len(zs))
+		for _, z := range zs {
+			if m, _ := z.Member.(string); !atLast[m] {
+				members = append(members, m)
+			}
 		}
+		if len(members) > 0 {
+			if err := fn(members); err != nil {
+				return err
+			}
+		}
+		if len(members) == 0 || len(zs) < int(scanLimit)+len(atLast) {
+			return nil
+		}
+		last := zs[len(zs)-1].Score
+		if from != strconv.FormatFloat(last, 'f', 0, 64) {
+			atLast = map[string]bool{}
+		}
+		for _, z := range zs {
+			if z.Score == last {
+				atLast[z.Member.(string)] = true
+			}
+		}
+		from = strconv.FormatFloat(last, 'f', 0, 64)
 	}
-	return out, nil
 }
 
 // publishEnded evicts the ended sessions from every replica's cache.

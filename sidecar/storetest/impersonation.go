@@ -679,6 +679,42 @@ func testSessionsEnded(t *testing.T, newEnv func(*testing.T) *env) {
 	}
 }
 
+// testSessionsEndedAll: every end kept is returned, however many there
+// are. A sweep reads back the ends since its last one, and moves on: one
+// left out of a read that stopped at a limit would never be recorded.
+func testSessionsEndedAll(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	start := e.now()
+	const n = 10*sidecar.MaxPageLimit + 1 // past a store's scan limit
+	for i := range n {
+		must(t, begin(e, newSession(e, fmt.Sprintf("s%05d", i), fmt.Sprintf("staff-%05d", i), "c1")))
+	}
+	e.clock.Advance(time.Hour) // every session has expired
+	ended := 0
+	for range 3 {
+		swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+		must(t, err)
+		if ended += len(swept); len(swept) == 0 {
+			break
+		}
+	}
+	if ended != n {
+		t.Fatalf("swept %d sessions, want %d", ended, n)
+	}
+	kept, err := e.peer.SessionsEnded(e.ctx, start)
+	must(t, err)
+	if len(kept) != n {
+		t.Fatalf("kept %d ends, want all %d", len(kept), n)
+	}
+	seen := map[string]bool{}
+	for _, s := range kept {
+		seen[s.ID] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("kept %d distinct sessions of %d ends, want %d", len(seen), len(kept), n)
+	}
+}
+
 // sameLapse reports whether a and b are the same consent lapse.
 func sameLapse(a, b sidecar.Consent) bool {
 	return a.Customer == b.Customer && a.Allowed == b.Allowed && a.ExpiresAt.Equal(b.ExpiresAt)

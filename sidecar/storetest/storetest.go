@@ -96,6 +96,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"impersonation_races", testImpersonationRaces},
 		{"sweep", testSweep},
 		{"sessions_ended", testSessionsEnded},
+		{"sessions_ended_all", testSessionsEndedAll},
 		{"access_requests", testRequests},
 		{"grants", testGrants},
 		{"shares", testShares},
