@@ -30,10 +30,11 @@ func (h Host) String() string {
 
 // ParseHost reads an HTTP host (a Host header, Envoy's :authority, a
 // proxy's X-Forwarded-Host) strictly: a registered name (letters, digits,
-// "-" and "." between non-empty labels, in any case, with at most one
-// trailing dot), an IPv4 address, or an IPv6 literal in brackets without
-// a zone, then optionally ":" and a decimal port from 1 to 65535. Nothing
-// else: proxies and applications read other forms apart. Go's HTTP server
+// "-", "_" (Docker Compose service names hold it) and "." between
+// non-empty labels, in any case, with at most one trailing dot), an IPv4
+// address, or an IPv6 literal in brackets without a zone, then optionally
+// ":" and a decimal port from 1 to 65535 (not an empty one, which Rack
+// reads as part of the name). Nothing else: proxies and applications read other forms apart. Go's HTTP server
 // (Caddy) accepts "," and ";" in Host, Rails' request.host and werkzeug's
 // ProxyFix read the last comma-separated value of X-Forwarded-Host, nginx
 // cuts at the first ":", and a reader cutting at the last ":" finds yet
@@ -67,7 +68,7 @@ func ParseHost(s string) (Host, error) {
 		}
 		var ok bool
 		if h.Name, ok = regName(name); !ok {
-			return Host{}, errors.New(`not a host name: letters, digits, "-" and "." between non-empty labels`)
+			return Host{}, errors.New(`not a host name: letters, digits, "-", "_" and "." between non-empty labels`)
 		}
 	}
 	if rest != "" {
@@ -98,7 +99,8 @@ func HostName(s string) string {
 }
 
 // regName returns s lower-cased without one trailing dot, and whether it
-// is a registered name of non-empty labels of letters, digits and "-".
+// is a registered name of non-empty labels of letters, digits, "-" and
+// "_".
 func regName(s string) (string, bool) {
 	s = strings.TrimSuffix(s, ".")
 	if s == "" {
@@ -107,7 +109,7 @@ func regName(s string) (string, bool) {
 	upper, label := false, 0
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
 			label++
 		case c >= 'A' && c <= 'Z':
 			upper = true

@@ -33,6 +33,9 @@ func TestParseHost(t *testing.T) {
 		{"[2001:DB8:0:0::1]:1", "[2001:db8::1]", "1"},
 		{"shop.example:1", "shop.example", "1"},
 		{"shop.example:00080", "shop.example", "80"},
+		// Docker Compose service names may hold "_".
+		{"shop_web:8080", "shop_web", "8080"},
+		{"Shop_Web", "shop_web", ""},
 	}
 	for _, tc := range ok {
 		t.Run(tc.in, func(t *testing.T) {
@@ -57,6 +60,7 @@ func TestParseHost(t *testing.T) {
 		"shop.example;admin.example",
 		"shop.example:80;x",
 		"shop.example:",
+		"[::1]:",
 		"shop.example:0",
 		"shop.example:65536",
 		"shop.example:123456",
@@ -69,7 +73,6 @@ func TestParseHost(t *testing.T) {
 		".shop.example",
 		".",
 		":80",
-		"shop_example",
 		"shop.example ",
 		" shop.example",
 		"shop.example\x00",
@@ -84,7 +87,6 @@ func TestParseHost(t *testing.T) {
 		"[::1",
 		"::1",
 		"[::1]x",
-		"[::1]:",
 		"[::1]:0",
 		"[fe80::1%25eth0]",
 		"[fe80::1%eth0]",
@@ -106,10 +108,10 @@ func TestParseHost(t *testing.T) {
 }
 
 // The rules, spelled a second way: a registered name (letters, digits,
-// "-", non-empty labels, one trailing dot dropped), or a bracketed IPv6
-// literal without a zone; optionally ":" and a decimal port 1-65535.
+// "-", "_", non-empty labels, one trailing dot dropped), or a bracketed
+// IPv6 literal without a zone; optionally ":" and a decimal port 1-65535.
 var (
-	regName  = regexp.MustCompile(`^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$`)
+	regName  = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$`)
 	withPort = regexp.MustCompile(`(?s)^(.*?)(?::([0-9]{1,5}))?$`)
 )
 

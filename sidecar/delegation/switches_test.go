@@ -254,7 +254,7 @@ func TestImpersonationConfigValidate(t *testing.T) {
 		{"storefront hosts", delegation.ImpersonationConfig{StorefrontHosts: []string{"Shop.example.com.", "127.0.0.1", "[::1]"}}, ""},
 		{"storefront host with a port", delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com:443"}}, "impersonation.storefront_hosts"},
 		{"storefront host naming two", delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com,admin.example"}}, "impersonation.storefront_hosts"},
-		{"storefront host with an underscore", delegation.ImpersonationConfig{StorefrontHosts: []string{"shop_example.com"}}, "impersonation.storefront_hosts"},
+		{"storefront host with a comma", delegation.ImpersonationConfig{StorefrontHosts: []string{"shop.example.com,"}}, "impersonation.storefront_hosts"},
 		{"negative cache ttl", delegation.ImpersonationConfig{CacheTTL: -time.Second}, "impersonation.cache_ttl"},
 	}
 	for _, tc := range cases {
