@@ -56,6 +56,7 @@ func WithAuditSelfMaxLen(n int) Option { return func(s *Store) { s.auditSelfMax 
 // Store is the in-process sidecar.Store.
 type Store struct {
 	now          sidecar.Clock
+	cursors      *sidecar.Cursors // the process's own key: cursors live as long as the records
 	retention    time.Duration
 	eventsMax    int
 	auditMax     int
@@ -141,6 +142,11 @@ func New(opts ...Option) *Store {
 		unassigned:   map[string]sidecar.Assignment{},
 		subs2:        map[int]func(string){},
 	}
+	cursors, err := sidecar.NewCursors(sidecar.NewCursorKey())
+	if err != nil {
+		panic(err) // a key of the right size
+	}
+	s.cursors = cursors
 	for _, o := range opts {
 		o(s)
 	}
@@ -815,7 +821,11 @@ func (s *Store) ListSessions(_ context.Context, f sidecar.SessionFilter) ([]side
 	now := s.now()
 	hi := len(s.sessionLog)
 	if f.Cursor != "" {
-		hi = sort.SearchStrings(s.sessionLog, f.Cursor)
+		at, err := s.cursors.Open(f.CursorScope(), f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		hi = sort.SearchStrings(s.sessionLog, at)
 	}
 	if !f.To.IsZero() {
 		hi = min(hi, sort.SearchStrings(s.sessionLog, logKey(f.To, "")))
@@ -836,7 +846,7 @@ func (s *Store) ListSessions(_ context.Context, f sidecar.SessionFilter) ([]side
 	}
 	next := ""
 	if i >= lo && len(out) > 0 {
-		next = s.sessionLog[i+1]
+		next = s.cursors.Seal(f.CursorScope(), s.sessionLog[i+1])
 	}
 	return out, next, nil
 }
@@ -967,7 +977,11 @@ func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]side
 	now := s.now()
 	hi := len(s.requestLog)
 	if f.Cursor != "" {
-		hi = sort.SearchStrings(s.requestLog, f.Cursor)
+		at, err := s.cursors.Open(f.CursorScope(), f.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		hi = sort.SearchStrings(s.requestLog, at)
 	}
 	var out []sidecar.AccessRequest
 	i := hi - 1
@@ -982,7 +996,7 @@ func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]side
 	}
 	next := ""
 	if i >= 0 && len(out) > 0 {
-		next = s.requestLog[i+1]
+		next = s.cursors.Seal(f.CursorScope(), s.requestLog[i+1])
 	}
 	return out, next, nil
 }
@@ -1473,10 +1487,17 @@ func (s *Store) DeleteAssignment(_ context.Context, customer string) error {
 }
 
 func (s *Store) AssignmentsByDomain(_ context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error) {
+	after := ""
+	if p.Cursor != "" {
+		var err error
+		if after, err = s.cursors.Open(sidecar.AssignmentsScope(domain), p.Cursor); err != nil {
+			return nil, "", err
+		}
+	}
 	s.mu.RLock()
 	var all []sidecar.Assignment
 	for _, a := range s.assign {
-		if a.Domain == domain && a.Customer > p.Cursor {
+		if a.Domain == domain && a.Customer > after {
 			all = append(all, *a)
 		}
 	}
@@ -1485,7 +1506,7 @@ func (s *Store) AssignmentsByDomain(_ context.Context, domain string, p sidecar.
 	next := ""
 	if len(all) > p.N() {
 		all = all[:p.N()]
-		next = all[len(all)-1].Customer
+		next = s.cursors.Seal(sidecar.AssignmentsScope(domain), all[len(all)-1].Customer)
 	}
 	return all, next, nil
 }

@@ -11,13 +11,15 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // TestDomainListingPastStalePointersSaysItStopped: a domain's index may
 // hold pointers its records no longer back (a move whose index removal
 // failed); a listing skips them, and past the most one read examines it
 // must still answer a cursor, not end the list before the customers
-// assigned there.
+// assigned there. That cursor does not name the stale customer it
+// stopped at.
 func TestDomainListingPastStalePointersSaysItStopped(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
@@ -31,8 +33,10 @@ func TestDomainListingPastStalePointersSaysItStopped(t *testing.T) {
 	const stale = 11 * sidecar.MaxPageLimit // past ten full pages, whatever the batch
 	moved := make([]sidecar.Assignment, stale)
 	pointers := make([]goredis.Z, stale)
+	staleIDs := make([]string, stale)
 	for i := range moved {
 		c := fmt.Sprintf("a%05d", i)
+		staleIDs[i] = c
 		moved[i] = sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: "shop-b"}
 		pointers[i] = goredis.Z{Member: c}
 	}
@@ -54,6 +58,9 @@ func TestDomainListingPastStalePointersSaysItStopped(t *testing.T) {
 		}
 		for _, a := range as {
 			got = append(got, a.Customer)
+		}
+		if leak, ok := storetest.Reveals(next, staleIDs...); ok {
+			t.Fatalf("page %d's cursor %q names %s, a customer of another domain", pages, next, leak)
 		}
 		if next == "" {
 			break

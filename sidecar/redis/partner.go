@@ -253,7 +253,7 @@ func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]si
 	}
 	now := s.now()
 	var out []sidecar.AccessRequest
-	next, err := s.scanIndex(ctx, index, f.Cursor, time.Time{}, time.Time{}, true, f.N(), func(members []string) (int, bool, error) {
+	next, err := s.scanIndex(ctx, index, f.CursorScope(), f.Cursor, time.Time{}, time.Time{}, true, f.N(), func(members []string) (int, bool, error) {
 		keys := make([]string, len(members))
 		for i, m := range members {
 			id, _ := splitMember(m)

@@ -24,7 +24,6 @@ package redis
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,6 +66,8 @@ type Store struct {
 	prefix string
 
 	eventsDropped atomic.Uint64 // at the events stream's hard cap
+
+	sealer atomic.Pointer[cursorSealer] // list cursors' key, once read (cursors.go)
 
 	inv invalidations
 }
@@ -191,18 +192,6 @@ func splitMember(m string) (id, customer string) {
 	_, rest, _ := strings.Cut(m, ":")
 	id, customer, _ = strings.Cut(rest, "\x00")
 	return id, customer
-}
-
-func encodeCursor(member string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(member))
-}
-
-func decodeCursor(c string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) < 21 || b[20] != ':' {
-		return "", sidecar.Invalid("cursor", "malformed cursor")
-	}
-	return string(b), nil
 }
 
 // ---- keys ------------------------------------------------------------------

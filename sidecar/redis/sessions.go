@@ -596,7 +596,7 @@ func (s *Store) ListSessions(ctx context.Context, f sidecar.SessionFilter) ([]si
 	index := s.sessionLogKey(f.Actor, f.Customer)
 	now := s.now()
 	var out []sidecar.Session
-	next, err := s.scanIndex(ctx, index, f.Cursor, f.From, f.To, true, f.N(), func(members []string) (int, bool, error) {
+	next, err := s.scanIndex(ctx, index, f.CursorScope(), f.Cursor, f.From, f.To, true, f.N(), func(members []string) (int, bool, error) {
 		keys := make([]string, len(members))
 		for i, m := range members {
 			id, _ := splitMember(m)
@@ -669,7 +669,9 @@ func (s *Store) getMany(ctx context.Context, keys []string) ([]string, error) {
 // consumed member, "" only at the end of the index: a read that stopped at
 // scanLimit returns a cursor even with a short or empty page, so that a
 // client following cursors never takes a cut list for the whole one.
-func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to time.Time, reverse bool, n int,
+// That member may be one the caller's filter dropped: the cursor is
+// sealed for the list scope names (sealCursor), telling nothing of it.
+func (s *Store) scanIndex(ctx context.Context, index, scope, cursor string, from, to time.Time, reverse bool, n int,
 	take func([]string) (used int, full bool, err error)) (string, error) {
 	lo, hi := "-", "+"
 	if !from.IsZero() {
@@ -679,7 +681,7 @@ func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to ti
 		hi = "(" + logBound(to)
 	}
 	if cursor != "" {
-		m, err := decodeCursor(cursor)
+		m, err := s.openCursor(ctx, scope, cursor)
 		if err != nil {
 			return "", err
 		}
@@ -725,7 +727,7 @@ func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to ti
 			if used == len(members) && int64(len(members)) < batch {
 				return "", nil // page full and index exhausted
 			}
-			return encodeCursor(last), nil
+			return s.sealCursor(ctx, scope, last)
 		}
 		if int64(len(members)) < batch {
 			return "", nil // index exhausted
@@ -742,7 +744,7 @@ func (s *Store) scanIndex(ctx context.Context, index, cursor string, from, to ti
 	} else if len(more) == 0 {
 		return "", nil
 	}
-	return encodeCursor(last), nil
+	return s.sealCursor(ctx, scope, last)
 }
 
 // ---- redeem codes ------------------------------------------------------------

@@ -283,9 +283,14 @@ func (s *Store) DeleteAssignment(ctx context.Context, customer string) error {
 
 func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error) {
 	n := p.N()
+	scope := sidecar.AssignmentsScope(domain)
 	lo := "-"
 	if p.Cursor != "" {
-		lo = "(" + p.Cursor
+		after, err := s.openCursor(ctx, scope, p.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		lo = "(" + after
 	}
 	var (
 		out   []sidecar.Assignment
@@ -318,8 +323,9 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 		}
 		for i, raw := range raws {
 			scanned++
-			if len(out) == n {
-				return out, out[n-1].Customer, nil // members[i] exists: another page follows
+			if len(out) == n { // members[i] exists: another page follows
+				next, err := s.sealCursor(ctx, scope, out[n-1].Customer)
+				return out, next, err
 			}
 			var a *sidecar.Assignment
 			if raw != "" {
@@ -340,13 +346,15 @@ func (s *Store) AssignmentsByDomain(ctx context.Context, domain string, p sideca
 	}
 	// Stopped at scanLimit, however few it found: resume after the last
 	// member examined, unless none is left. An empty cursor would tell
-	// the caller it has the whole domain.
+	// the caller it has the whole domain. That member may be a stale
+	// pointer, another domain's customer: the sealed cursor hides it.
 	if more, err := read(1); err != nil {
 		return nil, "", err
 	} else if len(more) == 0 {
 		return out, "", nil
 	}
-	return out, lo[1:], nil
+	next, err := s.sealCursor(ctx, scope, lo[1:])
+	return out, next, err
 }
 
 // dropStale removes from domain's index the customers a listing found

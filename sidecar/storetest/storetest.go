@@ -87,6 +87,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"sessions", testSessions},
 		{"session_log", testSessionLog},
 		{"long_lists", testLongLists},
+		{"cursors", testCursors},
 		{"redeem_codes", testRedeemCodes},
 		{"start_rules", testStartRules},
 		{"consent_ends_sessions", testConsentEndsSessions},
