@@ -245,6 +245,45 @@ type Session struct {
 // past its expiry, not idle longer than its idle timeout.
 func (s *Session) Live(now time.Time) bool { return s != nil && s.EndState(now) == "" }
 
+// SessionLimits are the lifetime rules policy data sets now
+// (impersonation.max_session and idle_timeout). A session stores the ones
+// in force at its start; the current ones bound it too, so narrowing them
+// reaches the sessions already started. Zero fields bound nothing.
+type SessionLimits struct {
+	MaxSession  time.Duration
+	IdleTimeout time.Duration
+}
+
+// Within returns s as limits l bound it: expiring at the earlier of its
+// stored expiry and its start plus l.MaxSession, idle after the shorter of
+// its stored idle timeout and l.IdleTimeout. It is never longer than as
+// stored: raising a limit extends no session. An ended session is
+// returned as it is.
+func (s Session) Within(l SessionLimits) Session {
+	if !s.EndedAt.IsZero() {
+		return s
+	}
+	if l.MaxSession > 0 {
+		if end := s.StartedAt.Add(l.MaxSession); end.Before(s.ExpiresAt) {
+			s.ExpiresAt = end
+		}
+	}
+	if l.IdleTimeout > 0 && (s.IdleTimeout <= 0 || l.IdleTimeout < s.IdleTimeout) {
+		s.IdleTimeout = l.IdleTimeout
+	}
+	return s
+}
+
+// LiveWithin reports whether the session, bounded by l (Within), may be
+// used at now.
+func (s *Session) LiveWithin(now time.Time, l SessionLimits) bool {
+	if s == nil {
+		return false
+	}
+	b := s.Within(l)
+	return b.EndState(now) == ""
+}
+
 // ActorPermitted reports whether one of the roles the session recorded at
 // start is among granting, the roles policy data now grants
 // login_as_customer, as the impersonation policy judges every request. A
@@ -290,20 +329,39 @@ type SessionStart struct {
 	// ReplaceLive ends the actor's other sessions in the same step
 	// (Supersede): one live session per staff member.
 	ReplaceLive bool
+	// Limits are policy data's session limits, which bound the sessions
+	// it replaces (Supersede).
+	Limits SessionLimits
 }
 
 // Supersede ends old, another session of the starting actor that nobody
 // ended, in the start's atomic step: a live one as replaced, by the actor;
-// one that lapsed (idle, expired, past its consent) with its EndState, by
-// SweepActor, as the sweep would have. A lapsed session is ended too, not
-// only passed over: the session log records its end, replicas evict it,
-// and no later write can make it a second live session of the actor.
+// one that lapsed (idle, expired, past its consent; within st.Limits) with
+// its EndState, by SweepActor, as the sweep would have. A lapsed session
+// is ended too, not only passed over: the session log records its end,
+// replicas evict it, and no later write can make it a second live session
+// of the actor.
 func (st *SessionStart) Supersede(old *Session, now time.Time) {
 	by, reason := st.Session.Actor, EndReplaced
-	if state := old.EndState(now); state != "" {
-		by, reason = SweepActor, state
+	if b := old.Within(st.Limits); b.EndState(now) != "" {
+		*old = b
+		by, reason = SweepActor, b.EndState(now)
 	}
 	old.EndedAt, old.EndedBy, old.EndReason = now, by, reason
+}
+
+// EndLapsed ends s, which nobody ended, if it is not live at now within
+// l: as SweepActor, with its EndState within l as the reason, and with the
+// expiry and idle timeout it lapsed by. It reports whether it ended s.
+func (s *Session) EndLapsed(now time.Time, l SessionLimits) bool {
+	b := s.Within(l)
+	state := b.EndState(now)
+	if !s.EndedAt.IsZero() || state == "" {
+		return false
+	}
+	*s = b
+	s.EndedAt, s.EndedBy, s.EndReason = now, SweepActor, state
+	return true
 }
 
 // Touch records activity at at, as TouchSession does inside the store's
@@ -683,7 +741,8 @@ func (p Page) N() int {
 type SessionFilter struct {
 	Actor    string
 	Customer string
-	LiveOnly bool // only sessions live at the store's now
+	LiveOnly bool // only sessions live at the store's now, within Limits
+	Limits   SessionLimits
 	From, To time.Time
 	Page
 }
@@ -792,8 +851,9 @@ type SessionStore interface {
 	// in one atomic step: of
 	// concurrent redeemers exactly one succeeds. ENOTFOUND when the code
 	// is unknown, used or expired; ECONFLICT when the session already has
-	// a token or is no longer live (the code is used up either way).
-	RedeemSession(ctx context.Context, codeHash, tokenHash, host string) (*Session, error)
+	// a token or is no longer live within l (the code is used up either
+	// way).
+	RedeemSession(ctx context.Context, codeHash, tokenHash, host string, l SessionLimits) (*Session, error)
 	// SessionByToken returns the session whose token hashes to tokenHash,
 	// live or not (callers check Live); ENOTFOUND for unknown hashes.
 	SessionByToken(ctx context.Context, tokenHash string) (*Session, error)
@@ -807,10 +867,11 @@ type SessionStore interface {
 	// not an error: it returns the session with its first end unchanged.
 	EndSession(ctx context.Context, id, by, reason string, at time.Time) (*Session, error)
 	// EndLapsedSessions ends the sessions that are no longer live at now
-	// (expired, idle, past their consent) but that nobody ended, with
-	// their EndState as the reason, by "deputy", and returns them: of
-	// concurrent sweepers, on any replica, each session goes to one.
-	EndLapsedSessions(ctx context.Context, now time.Time) ([]Session, error)
+	// within l (expired, idle, past their consent) but that nobody ended
+	// (Session.EndLapsed: their EndState as the reason, by "deputy"), and
+	// returns them: of concurrent sweepers, on any replica, each session
+	// goes to one.
+	EndLapsedSessions(ctx context.Context, now time.Time, l SessionLimits) ([]Session, error)
 	// EndProtectedSessions ends (EndCustomerProtected, by SweepActor) the
 	// live sessions whose customer p protects as stored at that instant
 	// (profile, staff mark): how a change of policy data's lists reaches

@@ -98,3 +98,51 @@ func TestAddHold(t *testing.T) {
 		t.Fatalf("holds = %+v, want seq 9 alone", holds)
 	}
 }
+
+// A session is bounded by the session limits in force now as well as by
+// what it stored at its start: the shorter of each wins, so lowering a
+// limit cuts sessions already started and raising one extends none.
+func TestSessionWithinLimits(t *testing.T) {
+	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	stored := sidecar.Session{ID: "s1", StartedAt: start, ExpiresAt: start.Add(time.Hour), IdleTimeout: 15 * time.Minute}
+	consentCapped := stored
+	consentCapped.ExpiresAt, consentCapped.ConsentExpiresAt = start.Add(30*time.Minute), start.Add(30*time.Minute)
+	ended := stored
+	ended.EndedAt, ended.EndedBy, ended.EndReason = start.Add(time.Minute), "alice", sidecar.EndEnded
+	noIdle := sidecar.Session{ID: "s2", StartedAt: start, ExpiresAt: start.Add(time.Hour)}
+	const m = time.Minute
+	cases := []struct {
+		name     string
+		s        sidecar.Session
+		l        sidecar.SessionLimits
+		seen, at time.Duration // last used, and now, after the start
+		expires  time.Duration
+		idle     time.Duration
+		endState string
+	}{
+		{"no_limits", stored, sidecar.SessionLimits{}, 0, 20 * m, time.Hour, 15 * m, sidecar.EndIdle},
+		{"lowered_max_session", stored, sidecar.SessionLimits{MaxSession: 10 * m}, 10 * m, 11 * m, 10 * m, 15 * m, sidecar.EndExpired},
+		{"within_lowered_max_session", stored, sidecar.SessionLimits{MaxSession: 10 * m}, 8 * m, 9 * m, 10 * m, 15 * m, ""},
+		{"raised_limits", stored, sidecar.SessionLimits{MaxSession: 8 * time.Hour, IdleTimeout: 8 * time.Hour}, 50 * m, 61 * m, time.Hour, 15 * m, sidecar.EndExpired},
+		{"raised_idle_timeout", stored, sidecar.SessionLimits{MaxSession: time.Hour, IdleTimeout: 8 * time.Hour}, 0, 16 * m, time.Hour, 15 * m, sidecar.EndIdle},
+		{"lowered_idle_timeout", stored, sidecar.SessionLimits{MaxSession: time.Hour, IdleTimeout: 5 * m}, 0, 6 * m, time.Hour, 5 * m, sidecar.EndIdle},
+		{"idle_timeout_now_none", stored, sidecar.SessionLimits{MaxSession: time.Hour}, 0, 16 * m, time.Hour, 15 * m, sidecar.EndIdle},
+		{"idle_timeout_stored_none", noIdle, sidecar.SessionLimits{IdleTimeout: 5 * m}, 0, 6 * m, time.Hour, 5 * m, sidecar.EndIdle},
+		{"limit_before_consent", consentCapped, sidecar.SessionLimits{MaxSession: 10 * m}, 9 * m, 10 * m, 10 * m, 15 * m, sidecar.EndExpired},
+		{"consent_before_limit", consentCapped, sidecar.SessionLimits{MaxSession: 40 * m}, 29 * m, 30 * m, 30 * m, 15 * m, sidecar.EndConsentExpired},
+		{"ended_as_it_ended", ended, sidecar.SessionLimits{MaxSession: time.Second, IdleTimeout: time.Second}, 0, 2 * m, time.Hour, 15 * m, sidecar.EndEnded},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.s
+			s.LastSeen = start.Add(tc.seen)
+			b := s.Within(tc.l)
+			now := start.Add(tc.at)
+			if !b.ExpiresAt.Equal(start.Add(tc.expires)) || b.IdleTimeout != tc.idle || b.EndState(now) != tc.endState ||
+				s.LiveWithin(now, tc.l) != (tc.endState == "") {
+				t.Fatalf("within %+v: expires %s, idle %s, state %q; want %s, %s, %q",
+					tc.l, b.ExpiresAt.Sub(start), b.IdleTimeout, b.EndState(now), tc.expires, tc.idle, tc.endState)
+			}
+		})
+	}
+}

@@ -765,6 +765,7 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		ProtectedRoles:     sw.ProtectedRoles,
 		ProtectedCustomers: sw.ProtectedCustomers,
 		ReplaceLive:        sw.OneSessionPerStaff,
+		Limits:             sw.Limits(),
 	})
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
@@ -893,7 +894,7 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 		return nil, err
 	}
 	token := randomToken()
-	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token), host)
+	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token), host, sw.Limits())
 	switch sidecar.ErrorCode(err) {
 	case "":
 	case sidecar.ENOTFOUND:
@@ -923,7 +924,7 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	if err := checkID("id", id); err != nil {
 		return nil, err
 	}
-	s, err := i.store.GetSession(ctx, id)
+	s, err := i.getSession(ctx, id)
 	if err != nil {
 		return nil, unknown(err, whatSession)
 	}
@@ -1013,13 +1014,29 @@ func evictAgain(ctx context.Context, inv sidecar.Invalidator, keys ...string) er
 	return nil
 }
 
+// getSession reads a session as the active policy data's session limits
+// bound it (sidecar.Session.Within): ended, expired or idle as the check
+// path judges it, whether or not the sweep has ended it yet.
+func (i *Impersonation) getSession(ctx context.Context, id string) (*sidecar.Session, error) {
+	l, err := i.rules.Limits(nil)
+	if err != nil {
+		return nil, err
+	}
+	s, err := i.store.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	b := s.Within(l)
+	return &b, nil
+}
+
 // GetSession returns a session by id, once policy lets by list its
 // actor's sessions.
 func (i *Impersonation) GetSession(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) (*sidecar.Session, error) {
 	if err := checkID("id", id); err != nil {
 		return nil, err
 	}
-	s, err := i.store.GetSession(ctx, id)
+	s, err := i.getSession(ctx, id)
 	if err != nil {
 		return nil, unknown(err, whatSession)
 	}
@@ -1051,7 +1068,15 @@ func (i *Impersonation) List(ctx context.Context, by *sidecar.Identity, f sideca
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		return nil, "", sidecar.Invalid("from", "must be before to")
 	}
-	return i.store.ListSessions(ctx, f)
+	var err error
+	if f.Limits, err = i.rules.Limits(nil); err != nil {
+		return nil, "", err
+	}
+	ss, next, err := i.store.ListSessions(ctx, f)
+	for k := range ss {
+		ss[k] = ss[k].Within(f.Limits)
+	}
+	return ss, next, err
 }
 
 // Log is the session log, read from the audit trail: one entry per session
@@ -1074,7 +1099,7 @@ func (i *Impersonation) Log(ctx context.Context, by *sidecar.Identity, f sidecar
 	}
 	out := make([]sidecar.Session, 0, len(entries))
 	for _, e := range entries {
-		s, err := i.store.GetSession(ctx, e.Target)
+		s, err := i.getSession(ctx, e.Target)
 		switch {
 		case err == nil:
 			out = append(out, *s)
@@ -1106,7 +1131,12 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 	now := i.clock()
 	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
 	aerr := i.recordSweptAgain(ctx, now)
-	ended, err := i.store.EndLapsedSessions(ctx, now)
+	// Sessions lapse within the current max_session and idle_timeout
+	// too (with none readable, within what each stored at its start):
+	// policy data that lowered them denied the sessions they cut at their
+	// next request; this ends and records them as expired or idle.
+	sw, serr := i.Switches()
+	ended, err := i.store.EndLapsedSessions(ctx, now, sw.Limits())
 	for k := range ended {
 		i.ended(ctx, deputy, &ended[k])
 	}
@@ -1114,7 +1144,7 @@ func (i *Impersonation) Sweep(ctx context.Context) error {
 	// their next request; this records their end.
 	var perr error
 	werr := err // the store's ends that failed, perhaps made
-	if sw, serr := i.Switches(); serr != nil {
+	if serr != nil {
 		perr = serr
 	} else {
 		ended, perr = i.store.EndProtectedSessions(ctx, protection(sw), now)

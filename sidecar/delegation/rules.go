@@ -391,8 +391,37 @@ func dataInt(v any) (int, bool) {
 // tells whether the parsed rules are still current, at the cost of one
 // pointer comparison on the check path.
 type RuleBook struct {
-	data PolicyData
-	last atomic.Pointer[parsedRules]
+	data   PolicyData
+	last   atomic.Pointer[parsedRules]
+	limits atomic.Pointer[parsedLimits]
+}
+
+type parsedLimits struct {
+	key    unsafe.Pointer
+	limits sidecar.SessionLimits
+	err    error
+}
+
+// Limits returns the session limits (impersonation.max_session and
+// idle_timeout) of data, the base data of one activation (nil: the active
+// one), read once per activation: the check path bounds every session by
+// them, so narrowing them in policy data reaches the sessions already
+// started at their next request. No policy loaded bounds nothing beyond
+// what each session stores.
+func (b *RuleBook) Limits(data map[string]any) (sidecar.SessionLimits, error) {
+	if data == nil {
+		if data = b.active(); data == nil {
+			return sidecar.SessionLimits{}, nil
+		}
+	}
+	key := reflect.ValueOf(data).UnsafePointer()
+	if p := b.limits.Load(); p != nil && p.key == key {
+		return p.limits, p.err
+	}
+	sw, err := switchesIn(data)
+	p := &parsedLimits{key: key, limits: sw.Limits(), err: err}
+	b.limits.Store(p)
+	return p.limits, p.err
 }
 
 type parsedRules struct {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
 )
 
 // PolicyData returns the base data of the active policy set (nil before
@@ -38,6 +40,12 @@ type Switches struct {
 	// replicas. Each writes the events stream and the audit trail.
 	MaxConsentChanges   int
 	ConsentChangeWindow time.Duration
+}
+
+// Limits are the switches that bound a session's life, which bound the
+// sessions already started as well as new ones.
+func (s Switches) Limits() sidecar.SessionLimits {
+	return sidecar.SessionLimits{MaxSession: s.MaxSession, IdleTimeout: s.IdleTimeout}
 }
 
 // PermissionImpersonate is the permission in role_permissions that lets a

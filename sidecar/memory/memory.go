@@ -500,17 +500,19 @@ func (s *Store) LapsedConsentsTaken(_ context.Context, since time.Time) ([]sidec
 	return out, nil
 }
 
-func (s *Store) EndLapsedSessions(_ context.Context, now time.Time) ([]sidecar.Session, error) {
+func (s *Store) EndLapsedSessions(_ context.Context, now time.Time, l sidecar.SessionLimits) ([]sidecar.Session, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []sidecar.Session
 	for _, ss := range s.sessions {
-		if st := ss.EndState(now); ss.EndedAt.IsZero() && st != "" {
-			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, st
+		if ss.EndLapsed(now, l) {
 			s.keepEnded(ss)
 			out = append(out, *ss)
 		}
 	}
+	s.mu.Unlock()
+	// A cache may hold one as live by the limits it stored: those that
+	// policy data lowered since ended it.
+	s.publishEnded(out)
 	return out, nil
 }
 
@@ -740,7 +742,7 @@ func (s *Store) GetSession(_ context.Context, id string) (*sidecar.Session, erro
 	return cloneSession(ss), nil
 }
 
-func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host string) (*sidecar.Session, error) {
+func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host string, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	if tokenHash == "" {
 		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
@@ -755,8 +757,9 @@ func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host strin
 		err = notFound("redeem code")
 	case ss.TokenHash != "":
 		err = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
-	case !ss.Live(now):
-		err = sidecar.SessionOver(ss.EndState(now))
+	case !ss.LiveWithin(now, l):
+		b := ss.Within(l)
+		err = sidecar.SessionOver(b.EndState(now))
 	default:
 		if _, taken := s.tokens[tokenHash]; taken {
 			err = sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
@@ -839,7 +842,7 @@ func (s *Store) ListSessions(_ context.Context, f sidecar.SessionFilter) ([]side
 	for ; i >= lo && len(out) < f.N(); i-- {
 		ss := s.sessions[logID(s.sessionLog[i])]
 		if (f.Actor != "" && ss.Actor != f.Actor) || (f.Customer != "" && ss.Customer != f.Customer) ||
-			(f.LiveOnly && !ss.Live(now)) {
+			(f.LiveOnly && !ss.LiveWithin(now, f.Limits)) {
 			continue
 		}
 		out = append(out, *ss)

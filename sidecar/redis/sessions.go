@@ -332,11 +332,11 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 	return replaced, s.publishNarrowed(ctx, endedKeys(replaced)...)
 }
 
-func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time) ([]sidecar.Session, error) {
+func (s *Store) EndLapsedSessions(ctx context.Context, now time.Time, l sidecar.SessionLimits) ([]sidecar.Session, error) {
 	return s.sweepLive(ctx, func(tx *goredis.Tx) ([]*sidecar.Session, []string, error) {
-		lapsed, stale, err := s.setSessions(ctx, tx, s.liveKey(), now, func(ss *sidecar.Session) bool { return !ss.Live(now) })
+		lapsed, stale, err := s.setSessions(ctx, tx, s.liveKey(), now, func(ss *sidecar.Session) bool { return !ss.LiveWithin(now, l) })
 		for _, ss := range lapsed {
-			ss.EndedAt, ss.EndedBy, ss.EndReason = now, sidecar.SweepActor, ss.EndState(now)
+			ss.EndLapsed(now, l)
 		}
 		return lapsed, stale, err
 	})
@@ -494,7 +494,7 @@ func (s *Store) updateSession(ctx context.Context, id string, change func(*sidec
 
 var errUnchanged = errors.New("unchanged")
 
-func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host string) (*sidecar.Session, error) {
+func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host string, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	if tokenHash == "" {
 		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
@@ -531,8 +531,9 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host str
 			refused = notFound("redeem code")
 		case ss.TokenHash != "":
 			refused = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
-		case !ss.Live(now):
-			refused = sidecar.SessionOver(ss.EndState(now))
+		case !ss.LiveWithin(now, l):
+			b := ss.Within(l)
+			refused = sidecar.SessionOver(b.EndState(now))
 		case taken > 0:
 			refused = sidecar.Errorf(sidecar.ECONFLICT, "session token in use")
 		}
@@ -619,7 +620,7 @@ func (s *Store) ListSessions(ctx context.Context, f sidecar.SessionFilter) ([]si
 				return 0, false, err
 			}
 			if (f.Actor != "" && ss.Actor != f.Actor) || (f.Customer != "" && ss.Customer != f.Customer) ||
-				(f.LiveOnly && !ss.Live(now)) {
+				(f.LiveOnly && !ss.LiveWithin(now, f.Limits)) {
 				continue
 			}
 			out = append(out, *ss)

@@ -34,7 +34,7 @@ func begin(e *env, s *sidecar.Session) error {
 
 // redeem uses the redeem code begin gave session id, with token hash h.
 func redeem(e *env, id, h string) (*sidecar.Session, error) {
-	return e.s.RedeemSession(e.ctx, codeOf(id), h, "shop.example.com")
+	return e.s.RedeemSession(e.ctx, codeOf(id), h, "shop.example.com", sidecar.SessionLimits{})
 }
 
 func ignore[T any](_ T, err error) error { return err }
@@ -192,7 +192,7 @@ func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("an ended session was ended again: %+v", done)
 		}
 		// Nothing of alice's is left for the sweep, and nothing comes back.
-		swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+		swept, err := e.s.EndLapsedSessions(e.ctx, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		if !slices.Equal(sessionIDs(swept), []string{"bobs"}) {
 			t.Fatalf("the sweep after the start ended %v, want only bob's", sessionIDs(swept))
@@ -293,7 +293,7 @@ func testConsentEndsSessions(t *testing.T, newEnv func(*testing.T) *env) {
 			if !got.ExpiresAt.Equal(capped) || got.EndState(e.now()) != tc.want {
 				t.Fatalf("past its expiry s1 = %+v reads %q; want its expiry kept and %q", got, got.EndState(e.now()), tc.want)
 			}
-			swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+			swept, err := e.s.EndLapsedSessions(e.ctx, e.now(), sidecar.SessionLimits{})
 			must(t, err)
 			if len(swept) != 1 || swept[0].EndReason != tc.want {
 				t.Fatalf("swept %+v, want s1 ended as %q", swept, tc.want)
@@ -509,7 +509,7 @@ func StartRedeemed(ctx context.Context, s SessionSetup, ss *sidecar.Session, tok
 	if _, err := s.StartSession(ctx, sidecar.SessionStart{Session: ss, CodeHash: code, CodeExpiresAt: ss.StartedAt.Add(30 * time.Second)}); err != nil {
 		return err
 	}
-	_, err := s.RedeemSession(ctx, code, tokenHash, ss.Host)
+	_, err := s.RedeemSession(ctx, code, tokenHash, ss.Host, sidecar.SessionLimits{})
 	return err
 }
 
@@ -523,13 +523,15 @@ func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, err)
 		e.clock.Advance(10 * time.Minute)
 		must(t, e.s.TouchSession(e.ctx, "busy", e.now()))
-		none, err := e.s.EndLapsedSessions(e.ctx, e.now())
+		none, err := e.s.EndLapsedSessions(e.ctx, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		if len(none) != 0 {
 			t.Fatalf("ended before anything lapsed: %v", sessionIDs(none))
 		}
 		e.clock.Advance(6 * time.Minute)
-		all := sweepConcurrently(t, func() ([]sidecar.Session, error) { return e.s.EndLapsedSessions(e.ctx, e.now()) })
+		all := sweepConcurrently(t, func() ([]sidecar.Session, error) {
+			return e.s.EndLapsedSessions(e.ctx, e.now(), sidecar.SessionLimits{})
+		})
 		if len(all) != 1 || all[0].ID != "idle" || all[0].EndReason != sidecar.EndIdle || all[0].EndedBy != sidecar.SweepActor {
 			t.Fatalf("six sweepers ended %+v, want idle once", all)
 		}
@@ -662,7 +664,7 @@ func testSessionsEnded(t *testing.T, newEnv func(*testing.T) *env) {
 	// An hour after the first end it is forgotten; the sweep's ends are
 	// kept as the others.
 	e.clock.Advance(sidecar.AppendOnceWindow - 10*time.Minute - time.Second)
-	swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+	swept, err := e.s.EndLapsedSessions(e.ctx, e.now(), sidecar.SessionLimits{})
 	must(t, err)
 	if ids := slices.Sorted(slices.Values(sessionIDs(swept))); !slices.Equal(ids, []string{"s4", "s5"}) {
 		t.Fatalf("swept %v, want s4 and s5", ids)
@@ -692,7 +694,7 @@ func testSessionsEndedAll(t *testing.T, newEnv func(*testing.T) *env) {
 	e.clock.Advance(time.Hour) // every session has expired
 	ended := 0
 	for range 3 {
-		swept, err := e.s.EndLapsedSessions(e.ctx, e.now())
+		swept, err := e.s.EndLapsedSessions(e.ctx, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		if ended += len(swept); len(swept) == 0 {
 			break

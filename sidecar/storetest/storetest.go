@@ -98,6 +98,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"sweep", testSweep},
 		{"sessions_ended", testSessionsEnded},
 		{"sessions_ended_all", testSessionsEndedAll},
+		{"session_limits", testSessionLimits},
 		{"access_requests", testRequests},
 		{"grants", testGrants},
 		{"shares", testShares},
@@ -648,7 +649,7 @@ func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 	t.Run("unknown_code_refused", func(t *testing.T) {
 		e := newEnv(t)
-		_, err := e.s.RedeemSession(e.ctx, "nope", "h1", "shop.example.com")
+		_, err := e.s.RedeemSession(e.ctx, "nope", "h1", "shop.example.com", sidecar.SessionLimits{})
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 	t.Run("concurrent_redeemers_one_wins", func(t *testing.T) {
