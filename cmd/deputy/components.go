@@ -307,7 +307,7 @@ func newDelegationPart(cfg *Config, state *statePart, policyData func() map[stri
 		records: records,
 		imp: delegation.NewImpersonation(store, policyData, delegation.WithImpersonationRecorder(records),
 			delegation.WithImpersonationConfig(cfg.Impersonation), delegation.WithImpersonationLogger(log)),
-		sessions: resolve.NewSessionResolver(lookups, cfg.Impersonation,
+		sessions: resolve.NewSessionResolver(lookups, cfg.Impersonation, resolve.WithSessionPolicyData(policyData),
 			resolve.WithSessionLogger(log), resolve.WithSessionObserver(cacheMetrics{m})),
 		cached:    resolve.NewCachedState(lookups, cfg.StateCache, time.Now, cacheMetrics{m}),
 		partners:  delegation.NewPartners(store, policyData, cfg.Partner, delegation.WithPartnerLogger(log), delegation.WithPartnerRecorder(records)),

@@ -51,6 +51,12 @@ type SessionState interface {
 // SubjectRoles), which owns the protected_roles and protected_customers
 // lists, so a change of policy data also takes effect on the next request.
 //
+// A session is bounded by the session limits of the policy data deciding
+// the request (impersonation.max_session and idle_timeout,
+// sidecar.Session.Within) as well as by those it stored at its start: a
+// cached session that lowered limits cut is denied at its next request,
+// on every replica serving that data, as expired or idle.
+//
 // A cookie that names no live session resolves to no delegation and an
 // EUNAUTHORIZED error whose Message is the reason for policy
 // (session_unknown, session_ended, session_expired, session_idle,
@@ -74,6 +80,7 @@ type SessionResolver struct {
 	clock      sidecar.Clock
 	logger     *slog.Logger
 	obs        CacheObserver
+	rules      *delegation.RuleBook // session limits of the policy data
 	cancel     func()
 
 	mu      sync.RWMutex // simplelru is not safe for concurrent use; Peek only reads
@@ -98,9 +105,6 @@ type sessionEntry struct {
 	// store holds idle (and a new start of its actor ends).
 	seen      atomic.Int64
 	lastTouch atomic.Int64 // unix nanos of the last last-seen write attempt
-	// touchEvery is the least time between last-seen writes for this
-	// session (touchInterval).
-	touchEvery time.Duration
 }
 
 var _ sidecar.DelegationResolver = (*SessionResolver)(nil)
@@ -121,8 +125,9 @@ const minTouchInterval = time.Second
 // with idle timeout idle: the configured interval, but at most a third of
 // the idle timeout, so that a session used at least every two thirds of
 // its idle timeout never lapses between writes, whatever the two settings.
-// The idle timeout is the session's own (policy data at its start). Below
-// three seconds of idle timeout the third is rounded up to a second.
+// The idle timeout is the session's own (policy data at its start), or
+// the current one if shorter. Below three seconds of idle timeout the
+// third is rounded up to a second.
 func touchInterval(every, idle time.Duration) time.Duration {
 	if idle <= 0 {
 		return every
@@ -147,6 +152,14 @@ func WithSessionLogger(l *slog.Logger) SessionResolverOption {
 	return func(r *SessionResolver) { r.logger = l }
 }
 
+// WithSessionPolicyData sets where the session limits are read when a
+// request carries no policy data (sidecar.Request.PolicyData): the active
+// policy data. Without it such a request's sessions are bounded only by
+// what they stored at their start.
+func WithSessionPolicyData(data delegation.PolicyData) SessionResolverOption {
+	return func(r *SessionResolver) { r.rules = delegation.NewRuleBook(data) }
+}
+
 // WithSessionObserver counts cache hits, misses and evictions.
 func WithSessionObserver(o CacheObserver) SessionResolverOption {
 	return func(r *SessionResolver) { r.obs = o }
@@ -166,6 +179,7 @@ func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, 
 		clock:      time.Now,
 		logger:     slog.Default(),
 		obs:        nopObserver{},
+		rules:      delegation.NewRuleBook(nil),
 	}
 	for _, h := range cfg.StorefrontHosts {
 		r.hosts = append(r.hosts, sidecar.HostName(h))
@@ -238,6 +252,10 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	var buf [maxToken]byte
 	key := sha256.Sum256(buf[:copy(buf[:], token)])
 	now := r.clock()
+	lim, err := r.rules.Limits(req.PolicyData)
+	if err != nil { // refused at activation; never served
+		return nil, sidecar.Refused(sidecar.EUNAVAILABLE, "session_state_unavailable", err)
+	}
 
 	r.mu.RLock()
 	e, _ := r.entries.Peek(key)
@@ -247,7 +265,7 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	// While the store does not hear invalidations, a fresh entry is read
 	// again too (an end on another replica would not drop it); it decides
 	// only when the store cannot be read, as during any outage.
-	fresh := e != nil && now.Sub(e.fetchedAt) < r.cacheTTL && !e.lapsedIdle(now)
+	fresh := e != nil && now.Sub(e.fetchedAt) < r.cacheTTL && !e.lapsedIdle(now, lim)
 	if fresh && !r.deaf.Load() {
 		r.obs.Hit(CacheSessions)
 	} else {
@@ -264,7 +282,8 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 		}
 	}
 
-	if st := e.endState(now); st != "" {
+	b := e.session.Within(lim)
+	if st := e.endState(&b, now); st != "" {
 		return nil, r.sessionError(st)
 	}
 	cs, err := r.customerState(ctx, e.session, now)
@@ -277,11 +296,12 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	if id != nil && id.Subject != e.session.Actor {
 		return nil, sidecar.Refused(sidecar.EUNAUTHORIZED, "session_actor_mismatch", nil)
 	}
-	if err := r.touch(ctx, key, e, now); err != nil {
+	if err := r.touch(ctx, key, e, touchInterval(r.touchEvery, b.IdleTimeout), now); err != nil {
 		return nil, err
 	}
 	d := new(sidecar.Delegation)
 	*d = e.deleg
+	d.ExpiresAt = b.ExpiresAt
 	d.SubjectProtected = cs.Staff
 	if c := cs.Customer; c != nil {
 		d.SubjectProtected = d.SubjectProtected || c.Protected
@@ -307,9 +327,8 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 		return nil, sidecar.Refused(sidecar.EUNAVAILABLE, "session_state_unavailable", err)
 	}
 	e := &sessionEntry{
-		session:    s,
-		fetchedAt:  now,
-		touchEvery: touchInterval(r.touchEvery, s.IdleTimeout),
+		session:   s,
+		fetchedAt: now,
 		deleg: sidecar.Delegation{
 			Mode:        sidecar.ModeImpersonation,
 			ID:          s.ID,
@@ -388,18 +407,18 @@ func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session,
 	return cs, nil
 }
 
-// touch writes the session's last-seen once per touch interval (the
-// configured one, or a third of the session's idle timeout if shorter). The store
+// touch writes the session's last-seen at most once per every (the
+// touchInterval of its idle timeout within the current limits). The store
 // refuses a session it no longer holds live (ended, or lapsed by its own
 // last-seen): that refusal is the session's end here too, the request is
 // denied and its cookie cleared, and the entry is dropped so the next
 // request reads what the store holds. Any other failure is logged: the
 // session was live at its last-seen as this replica knows it, which the
 // store holds too, or a later one.
-func (r *SessionResolver) touch(ctx context.Context, key [sha256.Size]byte, e *sessionEntry, now time.Time) error {
+func (r *SessionResolver) touch(ctx context.Context, key [sha256.Size]byte, e *sessionEntry, every time.Duration, now time.Time) error {
 	nowNS := now.UnixNano()
 	last := e.lastTouch.Load()
-	if nowNS-last < int64(e.touchEvery) || !e.lastTouch.CompareAndSwap(last, nowNS) {
+	if nowNS-last < int64(every) || !e.lastTouch.CompareAndSwap(last, nowNS) {
 		return nil
 	}
 	err := r.state.TouchSession(ctx, e.session.ID, now)
@@ -425,27 +444,34 @@ func (r *SessionResolver) touch(ctx context.Context, key [sha256.Size]byte, e *s
 	return r.sessionError(state)
 }
 
-// endState is Session.EndState with last-seen as this replica knows the
-// store holds it (seen).
-func (e *sessionEntry) endState(now time.Time) string {
-	s := e.session
+// endState is Session.EndState of b, the entry's session within the
+// current limits, with last-seen as this replica knows the store holds it
+// (seen).
+func (e *sessionEntry) endState(b *sidecar.Session, now time.Time) string {
 	switch {
-	case !s.EndedAt.IsZero(), !now.Before(s.ExpiresAt):
-		return s.EndState(now) // its end, expired, or consent_expired
-	case e.lapsedIdle(now):
+	case !b.EndedAt.IsZero(), !now.Before(b.ExpiresAt):
+		return b.EndState(now) // its end, expired, or consent_expired
+	case lapsedIdle(b, e.seen.Load(), now):
 		return sidecar.EndIdle
 	}
 	return ""
 }
 
-// lapsedIdle reports whether the session, not ended nor expired, is idle
-// at now by the latest last-seen this replica knows the store holds.
-func (e *sessionEntry) lapsedIdle(now time.Time) bool {
-	s := e.session
-	if !s.EndedAt.IsZero() || !now.Before(s.ExpiresAt) || s.IdleTimeout <= 0 {
+// lapsedIdle reports whether the session, not ended nor expired within
+// l, is idle at now within l by the latest last-seen this replica knows
+// the store holds.
+func (e *sessionEntry) lapsedIdle(now time.Time, l sidecar.SessionLimits) bool {
+	b := e.session.Within(l)
+	return lapsedIdle(&b, e.seen.Load(), now)
+}
+
+// lapsedIdle reports whether b, not ended nor expired, is idle at now
+// with its last-seen at seen (unix nanos).
+func lapsedIdle(b *sidecar.Session, seen int64, now time.Time) bool {
+	if !b.EndedAt.IsZero() || !now.Before(b.ExpiresAt) || b.IdleTimeout <= 0 {
 		return false
 	}
-	return now.UnixNano()-e.seen.Load() >= int64(s.IdleTimeout)
+	return now.UnixNano()-seen >= int64(b.IdleTimeout)
 }
 
 // maxToken bounds the cookie value: real tokens are 43 bytes.
