@@ -417,6 +417,24 @@ func (l *liveCounts) Stop(ctx context.Context) error {
 	}
 }
 
+// liveSessions counts the live sessions started in the last day, reading
+// every page: a page may be short, even empty, with more to follow.
+func (l *liveCounts) liveSessions(ctx context.Context) (int, error) {
+	f := sidecar.SessionFilter{LiveOnly: true, From: time.Now().Add(-24 * time.Hour), Page: sidecar.Page{Limit: sidecar.MaxPageLimit}}
+	n := 0
+	for {
+		ss, next, err := l.store.ListSessions(ctx, f)
+		if err != nil {
+			return 0, err
+		}
+		n += len(ss)
+		if next == "" {
+			return n, nil
+		}
+		f.Cursor = next
+	}
+}
+
 // refresh recounts; a count the store cannot give keeps its last value.
 func (l *liveCounts) refresh(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -425,9 +443,8 @@ func (l *liveCounts) refresh(ctx context.Context) {
 	if out == nil {
 		out = map[string]int{}
 	}
-	sessions, _, err := l.store.ListSessions(ctx, sidecar.SessionFilter{LiveOnly: true, From: time.Now().Add(-24 * time.Hour), Page: sidecar.Page{Limit: 10000}})
-	if err == nil {
-		out[sidecar.ModeImpersonation] = len(sessions)
+	if n, err := l.liveSessions(ctx); err == nil {
+		out[sidecar.ModeImpersonation] = n
 	}
 	grants, err := l.store.GrantsExpiringBefore(ctx, time.Now().AddDate(100, 0, 0), 100000)
 	if err == nil {
