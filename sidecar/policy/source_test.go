@@ -255,10 +255,10 @@ func TestURLSourceRefusesUnsignedFailures(t *testing.T) {
 func TestURLSourcePollsWithETagAndToken(t *testing.T) {
 	srv := newTLSBundleServer(t, build(t, "r1", "v1", nil))
 	e := policy.New(policy.WithLogger(quiet()))
-	// Polls are counted as the source sends them: a request sent before
+	// Polls are watched as the source sends them: a request sent before
 	// Stop may still reach the server's handler after Stop returned.
 	client := srv.Client()
-	sent := &countingTransport{next: client.Transport}
+	sent := &lateTransport{next: client.Transport}
 	client.Transport = sent
 	src, err := policy.NewSource(policy.Config{BundleURL: srv.URL, BearerToken: "s3cret", PollInterval: 10 * time.Millisecond}, e,
 		policy.WithSourceLogger(quiet()), policy.WithHTTPClient(client))
@@ -280,21 +280,35 @@ func TestURLSourcePollsWithETagAndToken(t *testing.T) {
 	if err := src.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	n := sent.n.Load()
-	time.Sleep(50 * time.Millisecond) // several poll intervals: none may be sent after Stop
-	if sent.n.Load() != n {
+	// Stop returned: any request sent from now on is one too many. A
+	// source still polling sends one every 10ms; five intervals without
+	// one is the bounded wait a "never" needs.
+	late := sent.stop()
+	select {
+	case <-late:
 		t.Errorf("source kept polling after Stop")
+	case <-time.After(5 * 10 * time.Millisecond):
 	}
 }
 
-// countingTransport counts the requests sent through it.
-type countingTransport struct {
+// lateTransport, once stopped, signals the first request sent through it.
+type lateTransport struct {
 	next http.RoundTripper
-	n    atomic.Int64
+	late atomic.Pointer[chan struct{}] // set by stop
+	once sync.Once
 }
 
-func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.n.Add(1)
+// stop returns a channel closed when a request is sent from now on.
+func (c *lateTransport) stop() <-chan struct{} {
+	ch := make(chan struct{})
+	c.late.Store(&ch)
+	return ch
+}
+
+func (c *lateTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if ch := c.late.Load(); ch != nil {
+		c.once.Do(func() { close(*ch) })
+	}
 	return c.next.RoundTrip(r)
 }
 
