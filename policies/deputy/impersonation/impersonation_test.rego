@@ -314,6 +314,25 @@ test_rest_api[note] if {
 	d.reason == tc.reason
 }
 
+# Magento's SOAP API serves the same service contracts as REST, each
+# operation a POST to /soap/<store>?services=..., named only in the body
+# and the SOAPAction: no path tells a password change from a read, and
+# no storefront page calls it, so impersonation reaches none of it.
+test_soap_api[note] if {
+	some note, tc in {
+		"an operation": {"methods": ["POST"], "path": "/soap/default"},
+		"every store": {"methods": ["POST"], "path": "/soap/all"},
+		"no store code": {"methods": ["POST"], "path": "/soap"},
+		"through the front controller": {"methods": ["POST"], "path": "/index.php/soap/default"},
+		"in upper case": {"methods": ["POST"], "path": "/SOAP/Default"},
+		"the service description": {"methods": ["GET"], "path": "/soap/default"},
+		"behind a mount point": {"methods": ["POST"], "path": "/shop/index.php/soap/fr"},
+	}
+	d := impersonation.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _session})
+	not d.allowed
+	d.reason == "soap_forbidden"
+}
+
 # Reading the account, and the REST routes of shopping, stay open.
 test_rest_api_reads_and_shopping_stay_allowed[note] if {
 	some note, tc in {
