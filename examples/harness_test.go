@@ -426,7 +426,21 @@ func startCaddy(t *testing.T, d *deputy, app *upstream) string {
 
 // startCaddyWith starts Caddy on the shipped Caddyfile with the given
 // replacements (old, new pairs) made in it besides the harness's own.
+// Its site serves the listener's address as host only.
 func startCaddyWith(t *testing.T, d *deputy, app *upstream, pairs ...string) string {
+	t.Helper()
+	return startCaddySite(t, d, app, false, pairs...)
+}
+
+// startCaddyAnyHost starts Caddy on the shipped Caddyfile with its site
+// as shipped (http://:8080), serving a request whatever host it names,
+// or none, on a loopback listener.
+func startCaddyAnyHost(t *testing.T, d *deputy, app *upstream) string {
+	t.Helper()
+	return startCaddySite(t, d, app, true)
+}
+
+func startCaddySite(t *testing.T, d *deputy, app *upstream, anyHost bool, pairs ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("caddy")
 	if err != nil {
@@ -434,8 +448,16 @@ func startCaddyWith(t *testing.T, d *deputy, app *upstream, pairs ...string) str
 	}
 	dir := t.TempDir()
 	listen := freeAddr(t)
+	site := "http://" + listen + " {"
+	if anyHost {
+		host, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		site = "http://:" + port + " {\n\tbind " + host
+	}
 	conf := rewrite(t, "caddy/Caddyfile", append([]string{
-		"http://:8080 {", "http://" + listen + " {",
+		"http://:8080 {", site,
 		"localhost:2019", freeAddr(t),
 		"127.0.0.1:8181", d.http,
 		"127.0.0.1:3000", app.addr()}, pairs...)...)

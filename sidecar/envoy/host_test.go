@@ -26,7 +26,7 @@ const hostSession = "host-session-token-0123456789abcdef01234567"
 
 // sessionPipeline decides with testPolicy, resolving impersonation
 // sessions from a store that holds hostSession, bound to shop.example.
-func sessionPipeline(t *testing.T, cfg delegation.ImpersonationConfig) *authz.Pipeline {
+func sessionPipeline(t *testing.T, cfg delegation.ImpersonationConfig, opts ...authz.Option) *authz.Pipeline {
 	t.Helper()
 	store := memory.New()
 	now := time.Now()
@@ -37,7 +37,7 @@ func sessionPipeline(t *testing.T, cfg delegation.ImpersonationConfig) *authz.Pi
 	}
 	sessions := resolve.NewSessionResolver(store, cfg)
 	t.Cleanup(func() { sessions.Close() })
-	return policyPipeline(t, testPolicy, authz.WithResolvers(sessions))
+	return policyPipeline(t, testPolicy, append([]authz.Option{authz.WithResolvers(sessions)}, opts...)...)
 }
 
 // Hosts that a front end and an application read apart. Go's HTTP server
@@ -165,6 +165,102 @@ func TestHostReadStrictlyOverHTTP(t *testing.T) {
 				}
 				if status != http.StatusBadRequest || subject != "" || !strings.Contains(body, header) {
 					t.Errorf("%q: %d subject %q body %q; want a 400 naming %s", host, status, subject, body, header)
+				}
+			}
+		})
+	}
+}
+
+// askRaw writes raw, a whole request, to addr over loopback and returns
+// the status and the subject Deputy's answer names.
+func askRaw(t *testing.T, addr, raw string) (status int, subject, body string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("x-deputy-subject"), string(b)
+}
+
+// On the forwarded check (nginx, Caddy, Traefik) the host is the proxy's
+// X-Forwarded-Host alone: without one, or with an empty one (Caddy's for
+// a request naming none), the request named no host and is decided on
+// none, as Envoy's check naming none is, never on the check's own Host,
+// which is the proxy's subrequest's (nginx's upstream name, Caddy's and
+// Traefik's address for Deputy). No session is honoured on it, whatever
+// that Host says. Envoy's http_service passes the original host as the
+// check's Host, and only that is read there.
+func TestForwardedCheckHostIsTheProxysAlone(t *testing.T) {
+	rec := &lockedRecorder{}
+	p := sessionPipeline(t, delegation.ImpersonationDefaults(), authz.WithDecisionLogger(rec))
+	cookie := "Cookie: deputy_session=" + hostSession + "\r\n"
+	type probe struct {
+		name, head string
+		status     int
+		subject    string
+		logged     string
+	}
+	forwarded := func(request string) []probe {
+		return []probe{
+			{name: "X-Forwarded-Host names the host", head: "HTTP/1.1\r\nHost: deputy\r\n" + request + "X-Forwarded-Host: shop.example\r\n",
+				status: http.StatusOK, subject: "cust-9", logged: "shop.example"},
+			{name: "no X-Forwarded-Host, the subrequest's Host the session's", head: "HTTP/1.1\r\nHost: shop.example\r\n" + request,
+				status: http.StatusOK, logged: ""},
+			{name: "an empty X-Forwarded-Host", head: "HTTP/1.1\r\nHost: shop.example\r\n" + request + "X-Forwarded-Host: \r\n",
+				status: http.StatusOK, logged: ""},
+			{name: "HTTP/1.0 naming no host at all", head: "HTTP/1.0\r\n" + request,
+				status: http.StatusOK, logged: ""},
+			{name: "two X-Forwarded-Host", head: "HTTP/1.1\r\nHost: deputy\r\n" + request + "X-Forwarded-Host: shop.example\r\nX-Forwarded-Host: \r\n",
+				status: http.StatusBadRequest},
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		handler http.Handler
+		target  string
+		probes  []probe
+	}{
+		{"nginx", envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyNginx), envoy.WithOwned(p.Owned)),
+			"/deputy/authz", forwarded("X-Original-URI: /plain\r\nX-Original-Method: GET\r\n")},
+		{"caddy", envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyCaddy), envoy.WithOwned(p.Owned)),
+			"/deputy/authz", forwarded("X-Forwarded-Uri: /plain\r\nX-Forwarded-Method: GET\r\n")},
+		{"traefik", envoy.NewHTTPHandler(p, envoy.WithTrustedProxy(envoy.ProxyTraefik), envoy.WithOwned(p.Owned)),
+			"/deputy/authz", forwarded("X-Forwarded-Uri: /plain\r\nX-Forwarded-Method: GET\r\n")},
+		{"envoy http_service", envoy.NewHTTPHandler(p, envoy.WithPathPrefix("/ext_authz")), "/ext_authz/plain", []probe{
+			{name: "Host names the host", head: "HTTP/1.1\r\nHost: shop.example\r\n",
+				status: http.StatusOK, subject: "cust-9", logged: "shop.example"},
+			{name: "X-Forwarded-Host is not read", head: "HTTP/1.1\r\nHost: other.example\r\nX-Forwarded-Host: shop.example\r\n",
+				status: http.StatusOK, logged: "other.example"},
+			{name: "HTTP/1.0 naming no host", head: "HTTP/1.0\r\n",
+				status: http.StatusOK, logged: ""},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			t.Cleanup(srv.Close)
+			for _, pr := range tc.probes {
+				rec.take()
+				status, subject, body := askRaw(t, strings.TrimPrefix(srv.URL, "http://"),
+					"GET "+tc.target+" "+pr.head+cookie+"Connection: close\r\n\r\n")
+				if status != pr.status || subject != pr.subject {
+					t.Errorf("%s: %d subject %q, want %d subject %q: %s", pr.name, status, subject, pr.status, pr.subject, body)
+				}
+				logged := rec.take()
+				if len(logged) != 1 {
+					t.Fatalf("%s: %d decisions logged, want 1", pr.name, len(logged))
+				}
+				if pr.status == http.StatusOK && logged[0].Host != pr.logged {
+					t.Errorf("%s: decided on host %q, want %q", pr.name, logged[0].Host, pr.logged)
 				}
 			}
 		})

@@ -71,7 +71,8 @@ const (
 	// ProxyTraefik: the same headers as Caddy, set by forwardAuth.
 	ProxyTraefik Proxy = "traefik"
 	// ProxyEnvoy: Envoy's http_service sends the original request itself
-	// (under path_prefix); no forwarded endpoint is served.
+	// (under path_prefix, its host as the check's Host); no forwarded
+	// endpoint is served.
 	ProxyEnvoy Proxy = "envoy"
 )
 
@@ -491,11 +492,18 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 // refusing (EINVALID, naming the header) what that proxy does not set or
 // strip. With a refusal, method, uri and host are the headers' first
 // values, for the decision log only.
+//
+// The host is X-Forwarded-Host alone, which each convention's proxy sets
+// from the host the client named (nginx's $host, Caddy's and Traefik's
+// request host). A client naming none (HTTP/1.0 without Host) gets none
+// from nginx and Traefik and an empty one from Caddy: the check then names
+// no host, as an Envoy check naming none does. The check's own Host is the
+// proxy's subrequest's (nginx's upstream name; the address Traefik, and
+// Caddy for such a request, dial Deputy at): read instead, the request
+// would be decided, logged and matched against sessions and
+// storefront_hosts on a name the operator gave Deputy.
 func (h *HTTPHandler) original(r *http.Request) (method, uri, host string, err error) {
-	method, uri, host = r.Header.Get(h.conv.method), r.Header.Get(h.conv.uri), r.Host
-	if v := r.Header.Get("X-Forwarded-Host"); v != "" {
-		host = v
-	}
+	method, uri, host = r.Header.Get(h.conv.method), r.Header.Get(h.conv.uri), r.Header.Get("X-Forwarded-Host")
 	for _, name := range originHeaders {
 		if name != h.conv.method && name != h.conv.uri && name != h.conv.length && len(r.Header.Values(name)) > 0 {
 			return method, uri, host, sidecar.Invalid(name, "not set by the proxy this check trusts (it reads %s and %s): refused", h.conv.method, h.conv.uri)
@@ -516,10 +524,10 @@ func (h *HTTPHandler) original(r *http.Request) (method, uri, host string, err e
 	if uri[0] != '/' {
 		return method, uri, host, sidecar.Invalid(h.conv.uri, "%q is not an origin-form request URI", uri)
 	}
-	if len(r.Header.Values("X-Forwarded-Host")) > 0 {
-		if err = single(r.Header, "X-Forwarded-Host"); err != nil {
-			return method, uri, host, err
-		}
+	if n := len(r.Header.Values("X-Forwarded-Host")); n > 1 {
+		return method, uri, host, sidecar.Invalid("X-Forwarded-Host", "want at most one value set by the proxy, got %d", n)
+	}
+	if host != "" {
 		// The check decides on this host (authz reads it strictly as the
 		// check's host); refused here, the refusal names the header the
 		// proxy copied the client's Host into.
