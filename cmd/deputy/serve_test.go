@@ -191,7 +191,16 @@ decision := {"allowed": true, "reason": "fast"} if input.attributes.request.http
 	}()
 	<-entered
 	stop() // SIGTERM
-	time.Sleep(100 * time.Millisecond)
+	// The slow check is released only once shutdown has closed the gRPC
+	// listener, so it is still in flight while Deputy shuts down.
+	eventually(t, "the gRPC listener closed by shutdown", func() bool {
+		c, err := net.DialTimeout("tcp", cfg.GRPC.Addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
 	close(release)
 
 	got := <-inflight
