@@ -358,6 +358,24 @@ func (s *Store) publishNarrowed(ctx context.Context, keys ...string) error {
 	return nil
 }
 
+// evictDespite is for a narrowing write that failed with err: when err
+// says Redis could not be reached or did not answer, the write may have
+// been applied with only its reply lost (a transaction is not retried),
+// so the eviction of keys, what the write would have narrowed, goes out
+// anyway, with publishNarrowed. A write that did land then holds on every
+// replica from the next request on, as if it had been confirmed, instead
+// of when their caches expire; an eviction for a write that did not
+// happen costs a cache miss. err is returned as it is.
+func (s *Store) evictDespite(ctx context.Context, err error, keys ...string) error {
+	if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE || len(keys) == 0 {
+		return err
+	}
+	if perr := s.publishNarrowed(ctx, keys...); perr != nil {
+		s.log.Warn("evict after a narrowing write whose outcome is unknown", "keys", keys, "err", perr)
+	}
+	return err
+}
+
 // Subscribe calls fn for every key published on the channel from now on.
 // The first call subscribes (waiting for Redis to confirm, bounded). While
 // the store is not listening, subscribers get sidecar.InvalidationsLost

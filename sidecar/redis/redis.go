@@ -277,10 +277,11 @@ func (s *Store) protectCustomer(ctx context.Context, customer, by, reason string
 		})
 		return err
 	}, append(watch, live)...)
+	keys := append(endedKeys(ended), sidecar.CustomerKey(customer))
 	if err != nil {
-		return nil, rerr(err, "customer")
+		return nil, s.evictDespite(ctx, rerr(err, "customer"), keys...)
 	}
-	return ended, s.publishNarrowed(ctx, append(endedKeys(ended), sidecar.CustomerKey(customer))...)
+	return ended, s.publishNarrowed(ctx, keys...)
 }
 
 func (s *Store) GetCustomer(ctx context.Context, id string) (*sidecar.Customer, error) {
@@ -341,7 +342,7 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 		p.PExpire(ctx, kept, time.Duration(s.removedKeep(del.At))*time.Millisecond)
 	}, key, consent)
 	if err != nil && !sidecar.IsUnpublished(err) {
-		return nil, err
+		return nil, s.evictDespite(ctx, err, sidecar.ConsentKey(id))
 	}
 	if perr := s.publishNarrowed(ctx, sidecar.ConsentKey(id)); err == nil {
 		err = perr
@@ -458,11 +459,11 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 		})
 		return err
 	}, key, live)
+	keys := append(append(endedKeys(ended), endedKeys(covered)...), sidecar.ConsentKey(c.Customer))
 	if err != nil {
-		return nil, rerr(err, "consent")
+		return nil, s.evictDespite(ctx, rerr(err, "consent"), keys...)
 	}
-	keys := append(endedKeys(ended), endedKeys(covered)...)
-	return ended, s.publishNarrowed(ctx, append(keys, sidecar.ConsentKey(c.Customer))...)
+	return ended, s.publishNarrowed(ctx, keys...)
 }
 
 // TakeLapsedConsents keeps what it takes in {imp}:lapsed, scored by now,

@@ -327,7 +327,7 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 		return err
 	}, key, code, liveActor, s.customerKey(ss.Customer), s.consentKey(ss.Customer), s.staffKey())
 	if err != nil {
-		return nil, rerr(err, "session")
+		return nil, s.evictDespite(ctx, rerr(err, "session"), endedKeys(replaced)...)
 	}
 	return replaced, s.publishNarrowed(ctx, endedKeys(replaced)...)
 }
@@ -361,7 +361,7 @@ func (s *Store) sweepLive(ctx context.Context, pick func(*goredis.Tx) ([]*sideca
 		return err
 	}, key)
 	if err != nil {
-		return nil, rerr(err, "session")
+		return nil, s.evictDespite(ctx, rerr(err, "session"), endedKeys(ended)...)
 	}
 	s.publishEnded(ctx, ended)
 	return ended, nil
@@ -575,7 +575,7 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 }
 
 func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {
-	var already *sidecar.Session
+	var already, queued *sidecar.Session
 	ss, err := s.updateSession(ctx, id, func(ss *sidecar.Session) error {
 		if !ss.EndedAt.IsZero() {
 			already = ss
@@ -583,11 +583,17 @@ func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.T
 		}
 		ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
 		return nil
-	}, func(p goredis.Pipeliner, ss *sidecar.Session) { s.writeEnded(ctx, p, ss) })
+	}, func(p goredis.Pipeliner, ss *sidecar.Session) {
+		queued = ss
+		s.writeEnded(ctx, p, ss)
+	})
 	if already != nil {
 		return already, nil
 	}
 	if err != nil {
+		if queued != nil {
+			err = s.evictDespite(ctx, err, endedKeys([]sidecar.Session{*queued})...)
+		}
 		return nil, err
 	}
 	return ss, s.publishNarrowed(ctx, endedKeys([]sidecar.Session{*ss})...)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy is a TCP proxy in front of a real redis-server that counts the
@@ -37,6 +38,8 @@ type Proxy struct {
 	subs    map[net.Conn]struct{} // client connections that subscribed
 	hold    int                   // Hold: new connections still to hold
 	held    []net.Conn            // accepted, never answered
+	lose    string                // LoseReply: the command whose reply to lose
+	muted   map[net.Conn]struct{} // client connections whose replies are dropped
 	stopped bool
 	wg      sync.WaitGroup
 }
@@ -49,7 +52,8 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("redistest: proxy listen: %v", err)
 	}
-	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, subs: map[net.Conn]struct{}{}, cutAt: -1}
+	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, subs: map[net.Conn]struct{}{},
+		muted: map[net.Conn]struct{}{}, cutAt: -1}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Stop)
@@ -74,7 +78,7 @@ func (p *Proxy) CutAfter(n int) {
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.count, p.cutAt, p.cut, p.deaf, p.hold = 0, -1, false, false, 0
+	p.count, p.cutAt, p.cut, p.deaf, p.hold, p.lose = 0, -1, false, false, 0, ""
 	p.releaseHeld()
 }
 
@@ -102,6 +106,19 @@ func (p *Proxy) Hold(n int) {
 	for c := range p.subs {
 		_ = c.Close()
 	}
+}
+
+// LoseReply makes the next command named name (any case: "exec" for a
+// transaction) reach Redis, which runs it, while the connection that sent
+// it never gets its reply: that connection closes as the command is
+// forwarded, and its server side is kept open until Redis had time to
+// answer, so the command is not cut short. Other connections keep
+// working: one reply is lost, as when a connection breaks after Redis
+// applied a write, and the client cannot tell whether the write happened.
+func (p *Proxy) LoseReply(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lose = name
 }
 
 // Commands is how many commands were forwarded since the last Reset.
@@ -200,21 +217,49 @@ func (p *Proxy) forget(conns ...net.Conn) {
 		_ = c.Close()
 		delete(p.conns, c)
 		delete(p.subs, c)
+		delete(p.muted, c)
 	}
 }
 
-// replies copies the server's answers back unchanged.
+// replies copies the server's answers back unchanged, or drops them once
+// the connection is muted by LoseReply.
 func (p *Proxy) replies(client, server net.Conn) {
 	defer p.wg.Done()
-	_, _ = io.Copy(client, server)
-	p.forget(client, server)
+	defer p.forget(client, server)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := server.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			_, muted := p.muted[client]
+			p.mu.Unlock()
+			if !muted {
+				if _, werr := client.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
+
+// lostReplyGrace is how long the server side of a connection whose reply
+// is lost stays open after the command: far more than Redis takes to run
+// it on loopback.
+const lostReplyGrace = time.Second
 
 // commands forwards the client's commands one at a time, counting them,
 // and cuts when the planned count is reached.
 func (p *Proxy) commands(client, server net.Conn) {
 	defer p.wg.Done()
-	defer p.forget(client, server)
+	lost := false
+	defer func() {
+		if !lost {
+			p.forget(client, server)
+		}
+	}()
 	r := bufio.NewReader(client)
 	for {
 		cmd, err := readCommand(r)
@@ -246,8 +291,19 @@ func (p *Proxy) commands(client, server net.Conn) {
 		if !handshake {
 			p.count++
 		}
+		if !handshake && p.lose != "" && strings.EqualFold(commandName(cmd), p.lose) {
+			p.lose, lost = "", true
+			p.muted[client] = struct{}{}
+		}
 		p.mu.Unlock()
 		if _, err := server.Write(cmd); err != nil {
+			return
+		}
+		if lost {
+			// replies drops the answer and closes both sides once the
+			// server side has been quiet for the grace.
+			_ = server.SetReadDeadline(time.Now().Add(lostReplyGrace))
+			_ = client.Close()
 			return
 		}
 	}
