@@ -847,6 +847,50 @@ type canonicalRequest struct {
 	// methodsBuf holds methods for a request naming at most two, nearly
 	// every one, saving their own allocation.
 	methodsBuf [2]string
+	// upgrading says the request asks to switch protocols (upgradeOf),
+	// upgrade to which ones.
+	upgrading bool
+	upgrade   []string
+}
+
+// upgradeOf returns the protocols a request asks to switch to, and whether
+// it asks at all. After a 101 (or an extended CONNECT's 200) the
+// connection is a tunnel to the upstream that Deputy is never asked about
+// again, so policy must know a request that opens one: the tokens of
+// every Upgrade field, lower-cased, each once, in the order sent
+// (protocol/version kept: "tls/1.2"), then HTTP/2 extended CONNECT's
+// :protocol (RFC 8441). A Connection naming the upgrade token asks too,
+// with no protocol named (an empty list): no proxy switches on it alone,
+// but no honest client sends it either. An Upgrade field holding no token
+// asks for nothing. The names hold neither "-" nor "_", so a header
+// spelled with "_" is never one of them; case does not count, in headers
+// and header_map alike (Request.Header reads both, joining repeated
+// fields with ",").
+func upgradeOf(v *sidecar.Request) (protocols []string, asks bool) {
+	for _, name := range [...]string{"upgrade", ":protocol"} {
+		h := v.Header(name)
+		if h == "" {
+			continue
+		}
+		for tok := range strings.SplitSeq(h, ",") {
+			if tok = lower(strings.Trim(tok, " \t")); tok != "" && !slices.Contains(protocols, tok) {
+				protocols = append(protocols, tok)
+			}
+		}
+	}
+	if protocols != nil {
+		return protocols, true
+	}
+	h := v.Header("connection")
+	if h == "" {
+		return nil, false
+	}
+	for tok := range strings.SplitSeq(h, ",") {
+		if strings.EqualFold(strings.Trim(tok, " \t"), "upgrade") {
+			return []string{}, true
+		}
+	}
+	return nil, false
 }
 
 // routeSegments are the segments as an upstream router matches them, for
@@ -1183,6 +1227,15 @@ func (c *canonicalRequest) requestTerm(need *policy.InputNeeds) *ast.Term {
 	// than any test of methods' length.
 	if need.Child("sole_method") != nil && len(c.methods) == 1 {
 		obj.Insert(keyTerm("sole_method"), keyTerm(c.methods[0]))
+	}
+	// upgrade is present only on a request asking to switch protocols,
+	// so a rule tests it with one lookup that fails on every other check.
+	if need.Child("upgrade") != nil && c.upgrading {
+		terms := make([]*ast.Term, len(c.upgrade))
+		for i, p := range c.upgrade {
+			terms[i] = ast.StringTerm(p)
+		}
+		obj.Insert(keyTerm("upgrade"), ast.ArrayTerm(terms...))
 	}
 	return ast.NewTerm(obj)
 }

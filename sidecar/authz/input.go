@@ -346,6 +346,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	// Resolvers bind sessions and storefront hosts to the name alone:
 	// browsers ignore ports for cookies.
 	r.view.Host = r.canonical.host.Name
+	r.canonical.upgrade, r.canonical.upgrading = upgradeOf(&r.view)
 	if err := opts.Methods.fromHeaders(headers, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
 		return nil, err
 	}

@@ -45,9 +45,11 @@ func newRequestTerms() requestTerms {
 	return requestTerms{cache: c}
 }
 
-// key returns the key of c, and false for a request not kept.
+// key returns the key of c, and false for a request not kept: one asking
+// to upgrade is not (its term holds what it asks for).
 func (requestTerms) key(c *canonicalRequest) (requestKey, bool) {
-	if len(c.path) > requestTermMaxPath || len(c.methods) == 0 {
+	// An upgrade is rare, and its term is not the plain request's.
+	if len(c.path) > requestTermMaxPath || len(c.methods) == 0 || c.upgrading {
 		return requestKey{}, false
 	}
 	k := requestKey{host: c.host.Name, path: c.path, methods: c.methods[0]}
