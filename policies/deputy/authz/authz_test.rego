@@ -145,3 +145,20 @@ test_route_method_lookup[note] if {
 		with authz.authenticated as routes
 	signed.allowed == tc.allowed
 }
+
+# A delegated request never switches protocols, whichever mode decides it;
+# a request acting for no one upgrades as its route allows (a signed-in
+# customer's own socket, a public page).
+test_upgrades[note] if {
+	some note, tc in {
+		"impersonation": {"in": object.union(_req("GET", "/customer/account"), {"identity": {"sub": "alice"}, "delegation": {"mode": "impersonation", "actor": "alice", "actor_roles": ["support_agent"], "subject": "c42"}}), "allowed": false, "reason": "delegated_upgrade"},
+		"partner": {"in": object.union(_req("GET", "/customers/acme/service-requests"), {"identity": {"sub": "pat", "org": "partnerco"}, "delegation": {"mode": "partner", "actor": "pat", "subject": "acme", "level": "look"}}), "allowed": false, "reason": "delegated_upgrade"},
+		"reseller": {"in": object.union(_req("GET", "/support/cases"), {"identity": {"sub": "rita", "domain": "shop-a.example", "roles": ["reseller_admin"]}, "delegation": {"mode": "reseller", "actor": "rita", "subject": "acme", "domain": "shop-a.example"}}), "allowed": false, "reason": "delegated_upgrade"},
+		"signed-in customer's own socket": {"in": object.union(_req("GET", "/customer/account"), {"identity": {"sub": "c42"}}), "allowed": true, "reason": "authenticated_route"},
+		"public page": {"in": _req("GET", "/catalog/live"), "allowed": true, "reason": "public_route"},
+		"signed-in route without a token": {"in": _req("GET", "/customer/account"), "allowed": false, "reason": "authentication_required"},
+	}
+	d := authz.decision with input as lib_test.upgrade(tc.in, ["websocket"])
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}

@@ -28,7 +28,18 @@ default decision := {"allowed": false, "reason": "not_impersonating", "http_stat
 # turns it on: a switch left out or not a boolean is off, as Deputy's Go
 # code reads it.
 # regal ignore:rule-length
-decision := lib.deny(403, "customer_protected") if {
+decision := lib.deny(403, "delegated_upgrade") if {
+	# A request asking to switch protocols (a WebSocket, h2c): after the
+	# 101 the connection is a tunnel to the storefront that Deputy is
+	# never asked about again. What runs on it (a GraphQL mutation sent as
+	# a socket message) is never judged, whatever the handshake's URL
+	# said, and it keeps the customer's identity after the session ends,
+	# consent is withdrawn or the actor token expires. The field is absent
+	# on every other request, so the common check fails here at once.
+	input.deputy.request.upgrade
+	input.delegation.mode == "impersonation"
+	data.deputy.impersonation.enabled == true
+} else := lib.deny(403, "customer_protected") if {
 	# The customer's account as of this request (Deputy reads it with the
 	# consent on every impersonated check): protected by its profile, or
 	# its subject known as staff...

@@ -42,6 +42,13 @@ request(methods, path) := {
 	route := _route([_route_trim(segments[i]) | some i in kept])
 }
 
+# METADATA
+# description: |
+#   The input req, for a request that asks to switch protocols to
+#   protocols, as Deputy derives input.deputy.request.upgrade (an empty
+#   list: a Connection naming upgrade with no Upgrade field).
+upgrade(req, protocols) := object.union(req, {"deputy": {"request": {"upgrade": protocols}}})
+
 # The route form without Unicode folding (the Go canonicaliser's tests
 # cover that): lower case, trailing dots and spaces dropped, the index.php
 # front controller dropped wherever it stands before a later segment, the

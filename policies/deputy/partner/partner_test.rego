@@ -304,3 +304,35 @@ test_no_route_opens_to_cc if {
 		}
 	}
 }
+
+# A socket opened on a route the level allows carries whatever the
+# application runs on it (update and create commands on a look grant), and
+# outlives a revocation: no upgrade is allowed while acting for a
+# customer, at any level, on any route.
+test_upgrade_refused[note] if {
+	some note, tc in {
+		"look on service requests": {"path": "customers/acme/service-requests", "level": "look", "protocols": ["websocket"]},
+		"look on the dashboard": {"path": "dashboard", "level": "look", "protocols": ["websocket"]},
+		"full_admin": {"path": "contacts", "level": "full_admin", "protocols": ["websocket"]},
+		"cc on a shared item": {"path": "service-requests/sr-1", "level": "cc", "protocols": ["websocket"]},
+		"Connection upgrade with no protocol": {"path": "service-requests", "level": "look", "protocols": []},
+	}
+	req := _request("GET", tc.path, object.union(_cc_grant(["sr-1"]), {"level": tc.level}))
+
+	# Each of these is allowed as a plain request.
+	plain := partner.decision with input as req
+	plain.allowed
+	d := partner.decision with input as lib_test.upgrade(req, tc.protocols)
+	not d.allowed
+	d.reason == "delegated_upgrade"
+	d.http_status == 403
+}
+
+test_upgrade_of_another_mode_is_not_partner_delegation if {
+	d := partner.decision with input as lib_test.upgrade(
+		_request("GET", "service-requests", object.union(_grant("look"), {"mode": "reseller"})),
+		["websocket"],
+	)
+	not d.allowed
+	d.reason == "not_partner_delegation"
+}

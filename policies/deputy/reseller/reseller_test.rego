@@ -150,3 +150,23 @@ test_admin_without_partner_template if {
 	d.allowed
 	d.reason == "reseller_domain_customer"
 }
+
+# A socket opened for a customer of the domain outlives the assignment
+# and carries requests Deputy never sees: no upgrade while acting for a
+# customer.
+test_upgrade_refused[note] if {
+	some note, protocols in {"websocket": ["websocket"], "Connection upgrade with no protocol": []}
+	d := reseller.decision with input as lib_test.upgrade(_request(_staff(["reseller_admin"], []), _assigned("shop-a.example")), protocols)
+	not d.allowed
+	d.reason == "delegated_upgrade"
+	d.http_status == 403
+}
+
+test_upgrade_of_another_mode_is_not_reseller_delegation if {
+	d := reseller.decision with input as lib_test.upgrade(
+		_request(_staff(["reseller_admin"], []), object.union(_assigned("shop-a.example"), {"mode": "partner"})),
+		["websocket"],
+	)
+	not d.allowed
+	d.reason == "not_reseller_delegation"
+}

@@ -28,7 +28,16 @@ import data.deputy.lib
 #   rather than reading helper rules (the level check is a function Deputy
 #   keeps the answers of), so it is longer than Regal likes.
 # entrypoint: true
-decision := {"allowed": true, "reason": "partner_level_sufficient"} if { # regal ignore:rule-length
+decision := lib.deny(403, "delegated_upgrade") if { # regal ignore:rule-length
+	# A request asking to switch protocols (a WebSocket): after the 101
+	# the connection is a tunnel to the portal that Deputy is never asked
+	# about again, so what runs on it (update or create commands on a
+	# socket a look grant opened) is never judged, and it outlives a
+	# revocation. The field is absent on every other request, so the
+	# common check fails here at once.
+	input.deputy.request.upgrade
+	input.delegation.mode == "partner"
+} else := {"allowed": true, "reason": "partner_level_sufficient"} if {
 	# The commonest request of all, one method on an item under the
 	# customer's own path template, in one body: what _at's first branch
 	# and the branch below decide for it, without reading _at (a rule read

@@ -20,8 +20,14 @@ default decision := {"allowed": false, "reason": "customer_not_in_domain", "http
 # allowed in one body. Each helper rule read (staff, _same_domain) and each
 # negation costs OPA allocations on every check, so this branch spells
 # them out; what it does not allow falls through to the chain below, which
-# decides every request exactly as before.
-decision := {"allowed": true, "reason": "reseller_domain_customer"} if {
+# decides every request exactly as before. Before it, a request asking to
+# switch protocols is refused: after the 101 the connection is a tunnel
+# Deputy is never asked about again, which carries requests no rule
+# judged and outlives the assignment.
+decision := lib.deny(403, "delegated_upgrade") if {
+	input.deputy.request.upgrade
+	input.delegation.mode == "reseller"
+} else := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	input.delegation.mode == "reseller"
 	not data.deputy.partner.customer_path_prefix in input.deputy.request.route_segments
 	input.identity.domain != ""
