@@ -1,0 +1,121 @@
+package examples_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// webSocketHandshake sends a WebSocket handshake for target through the
+// proxy at base, with h, and returns the response read from the
+// connection; after a 101 the caller goes on reading and writing on br
+// and c, which the test closes.
+func webSocketHandshake(t *testing.T, base, target string, h http.Header) (*http.Response, *bufio.Reader, net.Conn) {
+	t.Helper()
+	host := strings.TrimPrefix(base, "http://")
+	c, err := net.DialTimeout("tcp", host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var req strings.Builder
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", target, host)
+	for name, vals := range h {
+		for _, v := range vals {
+			fmt.Fprintf(&req, "%s: %s\r\n", name, v)
+		}
+	}
+	req.WriteString("\r\n")
+	if _, err := io.WriteString(c, req.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, br, c
+}
+
+// After a 101 the connection is a tunnel to the application that Deputy
+// is never asked about again. A WebSocket opened while acting for a
+// customer would carry operations no rule judged (a GraphQL mutation sent
+// as a socket message, on a handshake whose ?query= was harmless; update
+// commands on a socket a look grant opened), and would keep the
+// customer's identity after the session ends, consent is withdrawn or the
+// grant is revoked. The shipped policy refuses the handshake while a
+// delegation applies (delegated_upgrade), through the shipped Caddyfile,
+// before it reaches the application.
+func TestDelegatedUpgradeRefusedThroughCaddy(t *testing.T) {
+	d := startDeputy(t, "caddy")
+	app := startUpgradeUpstream(t)
+	base := startCaddy(t, d, app)
+	session, _, _ := impersonate(t, d, base)
+	partner := partnerGrant(t, d, base, "look")
+	for _, tc := range []struct {
+		name, target, path string
+		h                  http.Header
+	}{
+		{"impersonation, GraphQL with a harmless query", "/graphql?query=%7Bwhoami%7D", "/graphql", http.Header{"Cookie": {"deputy_session=" + session.Value}}},
+		{"impersonation, a page staff may open", "/customer/account", "/customer/account", http.Header{"Cookie": {"deputy_session=" + session.Value}}},
+		{"partner at look, on a route look reads", "/customers/acme/service-requests", "/customers/acme/service-requests", partner},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The same request without the upgrade is allowed: only the
+			// tunnel is refused.
+			if resp, body := call(t, "GET", base+tc.target, tc.h, nil); resp.StatusCode != http.StatusOK || resp.Header.Get("x-upstream") != "app" {
+				t.Fatalf("plain GET: %d %s", resp.StatusCode, body)
+			}
+			before := app.count()
+			resp, br, c := webSocketHandshake(t, base, tc.target, tc.h)
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				line, _ := br.ReadString('\n')
+				_, _ = io.WriteString(c, "mutation { changeCustomerPassword }\n")
+				echo, _ := br.ReadString('\n')
+				t.Fatalf("upgraded while acting for a customer: the application got %s, and the socket carried %q to it", strings.TrimSpace(line), strings.TrimSpace(echo))
+			}
+			if resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("handshake answered %d, want 403", resp.StatusCode)
+			}
+			if app.count() != before {
+				t.Error("the refused handshake reached the application")
+			}
+			var reasons []string
+			eventually(t, 10*time.Second, func() bool {
+				reasons = reasons[:0]
+				for _, r := range d.records(t, tc.path) {
+					reasons = append(reasons, r.Reason)
+				}
+				return len(reasons) == 2
+			}, func() string {
+				return fmt.Sprintf("decisions on %s: %q, want the plain GET's and the handshake's", tc.path, reasons)
+			})
+			if reasons[1] != "delegated_upgrade" {
+				t.Errorf("handshake decided %q, want delegated_upgrade", reasons[1])
+			}
+		})
+	}
+}
+
+// records are the decisions Deputy has logged so far on path, in order.
+func (d *deputy) records(t *testing.T, path string) []record {
+	t.Helper()
+	var out []record
+	for line := range strings.Lines(d.proc.out.String()) {
+		var r record
+		if json.Unmarshal([]byte(line), &r) == nil && r.Path == path {
+			out = append(out, r)
+		}
+	}
+	return out
+}
