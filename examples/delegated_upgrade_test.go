@@ -107,6 +107,55 @@ func TestDelegatedUpgradeRefusedThroughCaddy(t *testing.T) {
 	}
 }
 
+// The Caddyfile holds the line on its own too: with a policy that allows
+// a delegated upgrade (one written before delegated_upgrade, or of one's
+// own), Caddy proxies the handshake as a plain request whenever Deputy
+// injected a delegated identity, so no tunnel opens as the customer. A
+// request acting for no one still upgrades.
+func TestCaddyTunnelsNoDelegatedUpgrade(t *testing.T) {
+	dir := policyDir(t, "permissive", "package permissive\n\ndecision := {\"allowed\": true, \"reason\": \"permissive\"}\n")
+	d := startDeputyWith(t, "caddy", dir, "data.permissive.decision")
+	app := startUpgradeUpstream(t)
+	base := startCaddy(t, d, app)
+	session, _, _ := impersonate(t, d, base)
+
+	resp, br, _ := webSocketHandshake(t, base, "/graphql?query=%7Bwhoami%7D", http.Header{"Cookie": {"deputy_session=" + session.Value}})
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		line, _ := br.ReadString('\n')
+		t.Fatalf("tunnelled a delegated upgrade; the application got %s", strings.TrimSpace(line))
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("answered %d %s, want the page as plain HTTP/1.1", resp.StatusCode, body)
+	}
+	s := decodeSeen(t, resp, body)
+	if got := s.Headers.Values("X-Deputy-Mode"); len(got) != 1 || got[0] != "impersonation" {
+		t.Fatalf("the application got X-Deputy-Mode %q, want the session's", got)
+	}
+	for _, name := range []string{"Upgrade", "Connection"} {
+		if got := s.Headers.Values(name); len(got) != 0 {
+			t.Errorf("the application got %s: %q", name, got)
+		}
+	}
+
+	// No delegation: the upgrade goes through, as before.
+	resp, br, c := webSocketHandshake(t, base, "/catalog/live", nil)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("an upgrade acting for no one answered %d %s, want 101", resp.StatusCode, b)
+	}
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatalf("reading the application's first line: %v", err)
+	}
+	if _, err := io.WriteString(c, "ping\n"); err != nil {
+		t.Fatal(err)
+	}
+	if echo, err := br.ReadString('\n'); err != nil || echo != "ping\n" {
+		t.Errorf("over the upgraded connection: %q, %v", echo, err)
+	}
+}
+
 // records are the decisions Deputy has logged so far on path, in order.
 func (d *deputy) records(t *testing.T, path string) []record {
 	t.Helper()
