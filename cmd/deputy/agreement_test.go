@@ -187,6 +187,12 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "reseller on the customer's path in another case", method: "GET", path: "/accounts/ACME/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "on_behalf_of_ambiguous"},
 		{name: "reseller on the customer's path", method: "GET", path: "/accounts/acme/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "reseller_domain_customer"},
 		{name: "reseller of another domain", method: "GET", path: "/support/cases", who: &otherDesk, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "customer_not_in_domain"},
+		// A delegated request never switches protocols; a signed-in
+		// customer's own socket upgrades as its route allows.
+		{name: "impersonation, WebSocket to GraphQL with a harmless query", method: "GET", path: "/graphql?query=%7Bwhoami%7D", headers: map[string]string{"cookie": cookie, "connection": "Upgrade", "upgrade": "websocket"}, reason: "delegated_upgrade"},
+		{name: "partner within its level, WebSocket", method: "GET", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme", "connection": "Upgrade", "upgrade": "websocket"}, reason: "delegated_upgrade"},
+		{name: "reseller by a custom role, WebSocket", method: "GET", path: "/support/cases", who: &desk, headers: map[string]string{"x-on-behalf-of": "acme", "Upgrade": "WebSocket"}, reason: "delegated_upgrade"},
+		{name: "signed-in customer's own WebSocket", method: "GET", path: "/customer/account", who: &identity.DevClaims{Subject: "alice"}, headers: map[string]string{"connection": "Upgrade", "upgrade": "websocket"}, allowed: true, reason: "authenticated_route"},
 		{name: "reseller role without privileges", method: "GET", path: "/support/cases", who: &identity.DevClaims{Subject: "vic", Domain: "shop-a.example", Roles: []string{"reseller_viewer"}}, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "missing_privilege:access_support_cases"},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
