@@ -9,13 +9,20 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
+// regoTestTimeout bounds each Rego test. `deputy policy test` allows 5s,
+// which catches a rule that never ends; here the tests share two cores
+// with every other package of `make test`, and the longest table-driven
+// ones, about a second alone, went past 5s on a busy machine.
+const regoTestTimeout = time.Minute
+
 func TestRegoTests(t *testing.T) {
 	var out bytes.Buffer
-	rep, err := policy.RunTests(context.Background(), []string{"."}, policy.TestOptions{Output: &out})
+	rep, err := policy.RunTests(context.Background(), []string{"."}, policy.TestOptions{Output: &out, Timeout: regoTestTimeout})
 	if err != nil {
 		t.Fatalf("Rego tests could not run: %v", err)
 	}
