@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,8 @@ type Proxy struct {
 	held    []net.Conn            // accepted, never answered
 	lose    string                // LoseReply: the command whose reply to lose
 	muted   map[net.Conn]struct{} // client connections whose replies are dropped
+	stallOn []byte                // StallOn: what a command holds to stall its connection
+	stalled map[net.Conn]struct{} // client connections stalled by StallOn
 	stopped bool
 	wg      sync.WaitGroup
 }
@@ -53,7 +56,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 		t.Fatalf("redistest: proxy listen: %v", err)
 	}
 	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, subs: map[net.Conn]struct{}{},
-		muted: map[net.Conn]struct{}{}, cutAt: -1}
+		muted: map[net.Conn]struct{}{}, stalled: map[net.Conn]struct{}{}, cutAt: -1}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Stop)
@@ -78,8 +81,30 @@ func (p *Proxy) CutAfter(n int) {
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.count, p.cutAt, p.cut, p.deaf, p.hold, p.lose = 0, -1, false, false, 0, ""
+	p.count, p.cutAt, p.cut, p.deaf, p.hold, p.lose, p.stallOn = 0, -1, false, false, 0, "", nil
 	p.releaseHeld()
+	for c := range p.stalled {
+		_ = c.Close()
+	}
+	clear(p.stalled)
+}
+
+// StallOn stalls, until Reset, every connection that sends a command
+// holding s (a key name, say): that command and every later one on the
+// connection are swallowed, never reaching Redis, and the connection
+// stays open, as to a Redis that stopped answering that client alone.
+// Other connections keep working. Reset closes the stalled ones.
+func (p *Proxy) StallOn(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stallOn = []byte(s)
+}
+
+// Stalled is how many connections StallOn stalled since the last Reset.
+func (p *Proxy) Stalled() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.stalled)
 }
 
 // Deafen closes every connection that subscribed to a channel and closes
@@ -218,6 +243,7 @@ func (p *Proxy) forget(conns ...net.Conn) {
 		delete(p.conns, c)
 		delete(p.subs, c)
 		delete(p.muted, c)
+		delete(p.stalled, c)
 	}
 }
 
@@ -287,6 +313,11 @@ func (p *Proxy) commands(client, server net.Conn) {
 			p.cutLocked()
 			p.mu.Unlock()
 			return
+		}
+		if _, ok := p.stalled[client]; ok || (len(p.stallOn) > 0 && bytes.Contains(cmd, p.stallOn)) {
+			p.stalled[client] = struct{}{}
+			p.mu.Unlock()
+			continue
 		}
 		if !handshake {
 			p.count++

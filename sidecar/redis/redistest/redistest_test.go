@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	goredis "github.com/redis/go-redis/v9"
@@ -122,6 +123,36 @@ func TestProxy(t *testing.T) {
 		}
 		if direct.Exists(ctx, "first").Val() != 1 || direct.Exists(ctx, "second").Val() != 0 {
 			t.Fatal("the cut did not fall between the two commands")
+		}
+	})
+	t.Run("stall_on_stalls_only_that_connection", func(t *testing.T) {
+		p.Reset()
+		other := goredis.NewClient(&goredis.Options{Addr: p.Addr, MaxRetries: -1, Protocol: 2, DisableIdentity: true, PoolSize: 1})
+		defer other.Close()
+		if err := other.Ping(ctx).Err(); err != nil { // opens its connection before the stall
+			t.Fatal(err)
+		}
+		p.StallOn("stall:me")
+		sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if err := c.Set(sctx, "stall:me", "1", 0).Err(); err == nil {
+			t.Fatal("a command holding the stall string was answered")
+		}
+		if p.Stalled() != 1 {
+			t.Fatalf("stalled connections = %d, want 1", p.Stalled())
+		}
+		if direct.Exists(ctx, "stall:me").Val() != 0 {
+			t.Fatal("the stalled command reached Redis")
+		}
+		if err := other.Set(ctx, "free", "1", 0).Err(); err != nil {
+			t.Fatalf("another connection while one is stalled: %v", err)
+		}
+		p.Reset()
+		if p.Stalled() != 0 {
+			t.Fatal("Reset left a stalled connection")
+		}
+		if err := c.Set(ctx, "stall:me", "1", 0).Err(); err != nil {
+			t.Fatalf("after reset: %v", err)
 		}
 	})
 }
