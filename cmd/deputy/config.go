@@ -71,6 +71,11 @@ const (
 	// Scrapers and probes reconnect cheaply: an idle connection on the
 	// metrics listener is memory held for whoever opened it.
 	DefaultMetricsIdleTimeout = 2 * time.Minute
+	// DefaultFinalScrapeWait is a scrape interval of most Prometheus
+	// set-ups (15 s or less), short of the longer ones (30 s, 1 min): a
+	// shutdown that lost records waits this long at most, and one that
+	// lost none not at all.
+	DefaultFinalScrapeWait = 15 * time.Second
 )
 
 // DefaultGRPCSocketMode keeps a unix: socket its owner's: whoever connects
@@ -180,6 +185,17 @@ type MetricsConfig struct {
 	LiveRefresh    time.Duration `yaml:"live_refresh" usage:"how often live sessions and grants are recounted for /metrics (a scrape never waits on the store)"`
 	IdleTimeout    time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection to the metrics listener waits for its next request"`
 	MaxConnections int           `yaml:"max_connections" usage:"connections the metrics listener holds open at once; past it the one longest idle (or silent since it connected) is closed to make room, else newcomers wait"`
+	// FinalScrapeWait is a pointer so that an explicit 0 survives
+	// SetDefaults; read it with finalScrapeWait.
+	FinalScrapeWait *time.Duration `yaml:"final_scrape_wait" usage:"on shutdown, when the flush lost records (decision records, audit entries or events, counted): how long the metrics listener, which closes last, stays open for a scrape to read the counts; it closes once one is served (0: at once)"`
+}
+
+// finalScrapeWait is FinalScrapeWait, its default when unset.
+func (c MetricsConfig) finalScrapeWait() time.Duration {
+	if c.FinalScrapeWait == nil {
+		return DefaultFinalScrapeWait
+	}
+	return *c.FinalScrapeWait
 }
 
 // CheckConfig shapes every check.
@@ -271,6 +287,10 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Metrics.MaxConnections == 0 {
 		c.Metrics.MaxConnections = DefaultMetricsMaxConnections
+	}
+	if c.Metrics.FinalScrapeWait == nil {
+		d := DefaultFinalScrapeWait
+		c.Metrics.FinalScrapeWait = &d
 	}
 	if c.Check.OwnedPrefix == "" {
 		c.Check.OwnedPrefix = DefaultOwnedPrefix
@@ -424,6 +444,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Metrics.MaxConnections <= 0 {
 		return sidecar.Invalid("metrics.max_connections", "must be positive")
+	}
+	if c.Metrics.finalScrapeWait() < 0 {
+		return sidecar.Invalid("metrics.final_scrape_wait", "must not be negative (0: the listener closes at once)")
 	}
 	if err := sidecar.InvalidHeaderName("check.owned_prefix", c.Check.OwnedPrefix); err != nil {
 		return err

@@ -9,8 +9,11 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -40,15 +43,22 @@ func newServeCmd() *cobra.Command {
 	return cmd
 }
 
-// server is everything `deputy serve` runs: components started in order
-// (each may use the ones before it) and stopped in reverse, so the
-// listeners close first, in-flight checks finish, the decision log
-// flushes, and the stores close last.
+// server is everything `deputy serve` runs: components started in
+// stages, in order (each may use the earlier stages', never its own
+// stage's), and stopped in reverse, the components of a stage together:
+// the listeners close first, in-flight checks finish, the decision log
+// and the delegation records flush side by side, each with the whole
+// flush budget, the stores close, and the metrics listener closes last.
 type server struct {
-	cfg        *Config
-	log        *slog.Logger
-	components []component
-	servers    *servers
+	cfg     *Config
+	log     *slog.Logger
+	stages  [][]component
+	servers *servers
+	serving bool // servers started: the metrics listener is open
+
+	// lost counts the records lost for good (decision records, audit
+	// entries, events), to tell whether the shutdown's flush lost any.
+	lost []func() uint64
 }
 
 func newLogger(level string) *slog.Logger {
@@ -99,13 +109,17 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 			s.stop(context.Background())
 		}
 	}()
+	// stage begins a stage: the components started next may use those
+	// started before it, and stop before them.
+	stage := func() { s.stages = append(s.stages, nil) }
 	start := func(c component) error {
 		if err := c.Start(ctx); err != nil {
 			return err
 		}
-		s.components = append(s.components, c)
+		s.stages[len(s.stages)-1] = append(s.stages[len(s.stages)-1], c)
 		return nil
 	}
+	stage()
 	registry := prometheus.NewRegistry()
 	m, err := metrics.New(registry)
 	if err != nil {
@@ -129,12 +143,18 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	stage()
 	if err := start(state); err != nil {
 		return nil, err
 	}
 	if state.ping != nil {
 		ready = append(ready, readiness{storeCheck, state.ping})
 	}
+	// What uses the state store, and stops before it closes. These stop
+	// together: the decision log and the delegation records each flush
+	// within the whole flush_timeout, a silent store under one spending
+	// none of the other's.
+	stage()
 	live := newLiveCounts(state.store, cfg.Metrics.LiveRefresh)
 	if err := start(live); err != nil {
 		return nil, err
@@ -150,6 +170,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 	if err := start(dlog); err != nil {
 		return nil, err
 	}
+	s.lost = append(s.lost, dlog.Dropped)
 
 	id, err := newIdentityPart(cfg, s.log)
 	if err != nil {
@@ -173,6 +194,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 	if err := start(del); err != nil {
 		return nil, err
 	}
+	s.lost = append(s.lost, del.records.AuditDropped, del.records.EventsDropped)
 
 	pipeline := authz.New(pol.engine, append(checkOptions(cfg),
 		authz.WithVerifier(id.verifier),
@@ -203,18 +225,33 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		return nil, err
 	}
 	pol.notify(s.servers.health.readinessChanged)
+	stage()
 	if err := start(s.servers); err != nil {
 		return nil, err
 	}
+	s.serving = true
 	return s, nil
 }
 
-// stop stops the started components, last started first, within ctx.
+// stop stops the started components, last stage first, within ctx, and
+// then closes the metrics listener.
 func (s *server) stop(ctx context.Context) {
-	for i := len(s.components) - 1; i >= 0; i-- {
-		s.stopOne(ctx, s.components[i])
+	s.stopStages(ctx)
+	s.closeAdmin()
+}
+
+// stopStages stops the started components, last stage first, the
+// components of a stage together, within ctx.
+func (s *server) stopStages(ctx context.Context) {
+	for i := len(s.stages) - 1; i >= 0; i-- {
+		var wg sync.WaitGroup
+		for _, c := range s.stages[i] {
+			wg.Add(1)
+			go func() { defer wg.Done(); s.stopOne(ctx, c) }()
+		}
+		wg.Wait()
 	}
-	s.components = nil
+	s.stages = nil
 }
 
 func (s *server) stopOne(ctx context.Context, c component) {
@@ -223,12 +260,39 @@ func (s *server) stopOne(ctx context.Context, c component) {
 	}
 }
 
+// adminCloseTimeout bounds how long the metrics listener's last scrapes
+// and probes may take to finish at the very end: they take milliseconds.
+const adminCloseTimeout = time.Second
+
+func (s *server) closeAdmin() {
+	if !s.serving {
+		return
+	}
+	s.serving = false
+	ctx, cancel := context.WithTimeout(context.Background(), adminCloseTimeout)
+	defer cancel()
+	if err := s.servers.closeAdmin(ctx); err != nil {
+		s.log.Error("shutdown", "component", "metrics", "error", err)
+	}
+}
+
+func (s *server) lostRecords() uint64 {
+	var n uint64
+	for _, f := range s.lost {
+		n += f()
+	}
+	return n
+}
+
 // run serves until ctx ends or a server fails, then shuts down: listeners
 // close and in-flight checks finish within shutdown_timeout (what is left
-// then is cut), then the decision log flushes and the stores close within
-// decision_log.flush_timeout. The flush has a budget of its own: checks
-// answered just before the servers' deadline still have their records
-// queued, and a deadline the servers used up would throw them away.
+// then is cut), then the decision log and the delegation records flush,
+// side by side, and the stores close, within decision_log.flush_timeout.
+// The flush has a budget of its own: checks answered just before the
+// servers' deadline still have their records queued, and a deadline the
+// servers used up would throw them away. The metrics listener serves
+// until the end: when the flush lost records, it waits up to
+// metrics.final_scrape_wait for a scrape that sees them counted.
 func (s *server) run(ctx context.Context) error {
 	var runErr error
 	select {
@@ -236,14 +300,23 @@ func (s *server) run(ctx context.Context) error {
 	case runErr = <-s.servers.failed():
 	}
 	s.log.Info("deputy shutting down")
-	if n := len(s.components) - 1; n >= 0 && s.components[n] == component(s.servers) {
+	before := s.lostRecords()
+	if n := len(s.stages) - 1; n >= 0 && slices.Equal(s.stages[n], []component{s.servers}) {
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		s.stopOne(sctx, s.servers)
 		cancel()
-		s.components = s.components[:n]
+		s.stages = s.stages[:n]
 	}
 	fctx, cancel := context.WithTimeout(context.Background(), s.cfg.DecisionLog.FlushTimeout)
 	defer cancel()
-	s.stop(fctx)
+	s.stopStages(fctx)
+	if lost := s.lostRecords() - before; lost > 0 && s.serving && s.cfg.Metrics.finalScrapeWait() > 0 {
+		wait := s.cfg.Metrics.finalScrapeWait()
+		s.log.Warn("records lost at shutdown; the metrics listener waits for a scrape to count them", "lost", lost, "wait", wait.String())
+		if !s.servers.awaitScrape(time.Now(), wait) {
+			s.log.Warn("no scrape came before metrics.final_scrape_wait ran out")
+		}
+	}
+	s.closeAdmin()
 	return runErr
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -39,7 +40,9 @@ import (
 // servers is the listening part of Deputy: gRPC ext_authz, the HTTP
 // listener (HTTP ext_authz, management API, JWKS) and metrics/health. It
 // starts last and stops first: no new check or API call is accepted
-// while the rest shuts down.
+// while the rest shuts down. The metrics listener (and pprof's) is the
+// exception: it serves until the rest has stopped (closeAdmin), so that
+// what the shutdown's flush lost can still be scraped.
 type servers struct {
 	cfg     *Config
 	log     *slog.Logger
@@ -52,8 +55,14 @@ type servers struct {
 
 	stopPprof func(context.Context) error // nil unless pprof.addr is set
 
-	errc chan error
-	wg   sync.WaitGroup
+	errc    chan error
+	wg      sync.WaitGroup // the gRPC and HTTP servers
+	adminWG sync.WaitGroup // the metrics server
+
+	// lastScrape is when the latest /metrics answer served began (Unix
+	// nanoseconds); scraped is told after each.
+	lastScrape atomic.Int64
+	scraped    chan struct{}
 }
 
 // handlers is what the servers serve.
@@ -66,7 +75,8 @@ type handlers struct {
 }
 
 func newServers(cfg *Config, log *slog.Logger, m *metrics.Metrics, h handlers) (*servers, error) {
-	s := &servers{cfg: cfg, log: log, readiness: newReadinessChecks(h.ready, log, m.ObserveReadiness), errc: make(chan error, 3)}
+	s := &servers{cfg: cfg, log: log, readiness: newReadinessChecks(h.ready, log, m.ObserveReadiness), errc: make(chan error, 3),
+		scraped: make(chan struct{}, 1)}
 	if err := s.buildGRPC(m, h.pipeline); err != nil {
 		return nil, err
 	}
@@ -163,7 +173,7 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 	}
 
 	mm := http.NewServeMux()
-	mm.Handle("/metrics", metrics.Handler(h.registry))
+	mm.Handle("/metrics", s.noteScrapes(metrics.Handler(h.registry)))
 	mm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("content-type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
@@ -176,6 +186,41 @@ func (s *servers) buildHTTP(m *metrics.Metrics, h handlers) {
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readHeaderTimeout,
 		IdleTimeout:       s.cfg.Metrics.IdleTimeout,
+	}
+}
+
+// noteScrapes records when each answer of h began, for awaitScrape.
+func (s *servers) noteScrapes(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		began := time.Now().UnixNano()
+		h.ServeHTTP(w, r)
+		for {
+			last := s.lastScrape.Load()
+			if last >= began || s.lastScrape.CompareAndSwap(last, began) {
+				break
+			}
+		}
+		select {
+		case s.scraped <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// awaitScrape waits, up to wait, for a /metrics answer begun at since or
+// later to be served; it reports whether one was.
+func (s *servers) awaitScrape(since time.Time, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		if s.lastScrape.Load() >= since.UnixNano() {
+			return true
+		}
+		select {
+		case <-s.scraped:
+		case <-t.C:
+			return false
+		}
 	}
 }
 
@@ -274,11 +319,12 @@ func (s *servers) Start(context.Context) error {
 			return err
 		}
 	}
-	s.wg.Add(3)
+	s.wg.Add(2)
+	s.adminWG.Add(1)
 	go func() { defer s.wg.Done(); s.errc <- serveGRPCCapped(s.grpc, gl, s.cfg.GRPC.MaxConnections) }()
 	go func() { defer s.wg.Done(); s.errc <- ignoreClosed(serveCapped(s.http, hl, s.cfg.HTTP.MaxConnections)) }()
 	go func() {
-		defer s.wg.Done()
+		defer s.adminWG.Done()
 		s.errc <- ignoreClosed(serveCapped(s.metrics, ml, s.cfg.Metrics.MaxConnections))
 	}()
 	s.health.start()
@@ -294,7 +340,8 @@ func (s *servers) failed() <-chan error { return s.errc }
 
 // Stop refuses new checks and API calls and lets in-flight ones finish,
 // up to ctx; then it cuts what is left, so that no client, however slow,
-// holds the process past its shutdown budget.
+// holds the process past its shutdown budget. The metrics listener stays
+// open: closeAdmin closes it.
 func (s *servers) Stop(ctx context.Context) error {
 	s.health.stop()
 	done := make(chan struct{})
@@ -306,11 +353,18 @@ func (s *servers) Stop(ctx context.Context) error {
 		s.grpc.Stop()
 		err = errors.Join(err, fmt.Errorf("grpc: in-flight checks cut: %w", ctx.Err()))
 	}
-	err = errors.Join(err, shutdownHTTP(ctx, "metrics", s.metrics))
+	s.wg.Wait()
+	return err
+}
+
+// closeAdmin closes the metrics and health listener, and pprof's, once
+// everything else has stopped: a scrape in flight finishes, up to ctx.
+func (s *servers) closeAdmin(ctx context.Context) error {
+	err := shutdownHTTP(ctx, "metrics", s.metrics)
 	if s.stopPprof != nil {
 		err = errors.Join(err, s.stopPprof(ctx))
 	}
-	s.wg.Wait()
+	s.adminWG.Wait()
 	return err
 }
 
