@@ -127,6 +127,11 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $_ := set $actorToken "sign_key_file" (printf "/etc/deputy/keys/%s" .) -}}
 {{- end -}}
 {{- $cfg := dict "log_level" .Values.deputy.logLevel "policy" $policy "actor_token" $actorToken -}}
+{{- if .Values.deputy.spool.enabled -}}
+{{- /* Records the sink has not taken when the container stops wait in
+       the pod's emptyDir, and its next start sends them first. */ -}}
+{{- $_ := set $cfg "decision_log" (dict "spool_dir" "/var/lib/deputy/spool" "spool_max_bytes" (include "deputy.spoolMaxBytes" . | int64)) -}}
+{{- end -}}
 {{- /* Envoy sends Deputy the request itself: no forwarded endpoint, whose
        nginx headers a client could otherwise send through the pod. */ -}}
 {{- $http := dict "check_proxy" "envoy" "envoy_upstream_headers" (include "deputy.envoyUpstreamHeaders" . | fromJsonArray) -}}
@@ -246,22 +251,120 @@ application signs the token's holder in.
 {{- end -}}
 
 {{/*
-GOMEMLIMIT for Deputy, in bytes: 90% of its container's memory limit (the
-argument), so that near the limit the Go GC works harder instead of the
-kernel killing the container. It costs nothing below the limit. A quantity
-is an integer with an optional Ki, Mi, Gi, Ti, k, M, G or T suffix; other
-forms fail the render, naming the setting.
+A Kubernetes quantity (the argument's "value") in bytes: an integer with
+an optional Ki, Mi, Gi, Ti, k, M, G or T suffix; other forms fail the
+render, naming the setting (the argument's "setting"; "hint" says what
+else to do).
 */}}
-{{- define "deputy.goMemLimit" -}}
-{{- $q := . -}}
+{{- define "deputy.quantityBytes" -}}
+{{- $q := .value -}}
 {{- if or (kindIs "float64" $q) (kindIs "int64" $q) (kindIs "int" $q) }}{{ $q = printf "%d" (int64 $q) }}{{ end -}}
 {{- $form := "^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$" -}}
 {{- if not (regexMatch $form $q) -}}
-{{- fail (printf "deputy.resources.limits.memory: cannot derive GOMEMLIMIT from %q; write it as an integer with Ki, Mi, Gi, Ti, k, M, G or T, or set GOMEMLIMIT in deputy.extraEnv" $q) -}}
+{{- fail (printf "%s: %s %q; write it as an integer with Ki, Mi, Gi, Ti, k, M, G or T%s" .setting .what $q .hint) -}}
 {{- end -}}
 {{- $units := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 -}}
-{{- $bytes := mul (atoi (regexReplaceAll $form $q "${1}")) (get $units (regexReplaceAll $form $q "${2}")) -}}
+{{- mul (atoi (regexReplaceAll $form $q "${1}")) (get $units (regexReplaceAll $form $q "${2}")) -}}
+{{- end -}}
+
+{{/*
+GOMEMLIMIT for Deputy, in bytes: 90% of its container's memory limit (the
+argument), so that near the limit the Go GC works harder instead of the
+kernel killing the container. It costs nothing below the limit.
+*/}}
+{{- define "deputy.goMemLimit" -}}
+{{- $bytes := include "deputy.quantityBytes" (dict "value" . "setting" "deputy.resources.limits.memory" "what" "cannot derive GOMEMLIMIT from" "hint" ", or set GOMEMLIMIT in deputy.extraEnv") -}}
 {{- div (mul $bytes 9) 10 -}}
+{{- end -}}
+
+{{/*
+The decision log spool's bound, decision_log.spool_max_bytes, in bytes:
+deputy.config's, or three quarters of deputy.spool.sizeLimit. The spool
+keeps besides its bound the delivered part of its oldest segment (a
+quarter of the bound at most, 16 MiB at most) and two small files; past
+its sizeLimit the kubelet evicts the pod, so a bound that leaves no room
+for them fails the render.
+*/}}
+{{- define "deputy.spoolMaxBytes" -}}
+{{- $size := include "deputy.quantityBytes" (dict "value" .Values.deputy.spool.sizeLimit "setting" "deputy.spool.sizeLimit" "what" "cannot read" "hint" "") | int64 -}}
+{{- $max := div (mul $size 3) 4 -}}
+{{- with dig "decision_log" "spool_max_bytes" nil (include "deputy.userConfig" . | fromJson) -}}
+{{- $max = int64 . -}}
+{{- $room := add $max (min (div $max 4) 16777216) 65536 -}}
+{{- if gt $room $size -}}
+{{- fail (printf "deputy.config.decision_log.spool_max_bytes %d does not fit deputy.spool.sizeLimit (%d bytes) with the spool's oldest segment (%d bytes at most): past its sizeLimit the pod is evicted. Raise sizeLimit or lower spool_max_bytes" $max $size (sub $room $max)) -}}
+{{- end -}}
+{{- end -}}
+{{- $max -}}
+{{- end -}}
+
+{{/*
+A Go duration (the argument's "value", as deputy.config spells it: 15s,
+1m30s, 500ms) in milliseconds, rounded up; another form fails the render,
+naming the setting (the argument's "setting").
+*/}}
+{{- define "deputy.durationMillis" -}}
+{{- $d := toString .value -}}
+{{- $part := "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|ms|s|m|h)" -}}
+{{- if not (or (eq $d "0") (regexMatch (printf "^(%s)+$" $part) $d)) -}}
+{{- fail (printf "deputy.config.%s: the chart cannot read %q as a duration: write it as Go does, e.g. 15s, 1m30s or 500ms" .setting $d) -}}
+{{- end -}}
+{{- $units := dict "ns" 0.000001 "us" 0.001 "µs" 0.001 "ms" 1.0 "s" 1000.0 "m" 60000.0 "h" 3600000.0 -}}
+{{- $ms := 0.0 -}}
+{{- range regexFindAll $part $d -1 -}}
+{{- $unit := regexReplaceAll "^[0-9.]+" . "" -}}
+{{- $ms = addf $ms (mulf (float64 (trimSuffix $unit .)) (get $units $unit)) -}}
+{{- end -}}
+{{- ceil $ms | int64 -}}
+{{- end -}}
+
+{{/*
+The longest Deputy may take to stop after SIGTERM, in whole seconds:
+shutdown_timeout (in-flight checks), then decision_log.flush_timeout
+(the decision log and the delegation records flush side by side), then,
+when the flush lost records, metrics.final_scrape_wait (for a scrape to
+count them); from deputy.config, or Deputy's defaults (15s, 5s, 15s).
+*/}}
+{{- define "deputy.stopSeconds" -}}
+{{- $cfg := include "deputy.userConfig" . | fromJson -}}
+{{- $ms := 0 -}}
+{{- range list (list "shutdown_timeout" (dig "shutdown_timeout" "15s" $cfg)) (list "decision_log.flush_timeout" (dig "decision_log" "flush_timeout" "5s" $cfg)) (list "metrics.final_scrape_wait" (dig "metrics" "final_scrape_wait" "15s" $cfg)) -}}
+{{- $ms = add $ms (include "deputy.durationMillis" (dict "setting" (index . 0) "value" (index . 1))) -}}
+{{- end -}}
+{{- div (add $ms 999) 1000 -}}
+{{- end -}}
+
+{{/*
+The pod's terminationGracePeriodSeconds: long enough for Deputy to stop
+(deputy.stopSeconds) with a margin of 5 s, so the kubelet's SIGKILL never
+cuts the decision log's flush. Set by the operator, it must be at least
+that: the render fails otherwise. The timeouts it follows are read from
+deputy.config only: set among the extras, they fail the render.
+*/}}
+{{- define "deputy.terminationGracePeriodSeconds" -}}
+{{- $timeouts := dict "shutdown-timeout" "shutdown_timeout" "decision-log-flush-timeout" "decision_log.flush_timeout" "metrics-final-scrape-wait" "metrics.final_scrape_wait" -}}
+{{- range $flag, $setting := $timeouts -}}
+{{- $env := printf "DEPUTY_%s" ($flag | upper | replace "-" "_") -}}
+{{- range $.Values.deputy.extraArgs -}}
+{{- if or (eq (toString .) (printf "--%s" $flag)) (hasPrefix (printf "--%s=" $flag) (toString .)) -}}
+{{- fail (printf "deputy.extraArgs: --%s is not followed by the pod's terminationGracePeriodSeconds: set %s in deputy.config" $flag $setting) -}}
+{{- end -}}
+{{- end -}}
+{{- range $.Values.deputy.extraEnv -}}
+{{- if eq (toString .name) $env -}}
+{{- fail (printf "deputy.extraEnv: %s is not followed by the pod's terminationGracePeriodSeconds: set %s in deputy.config" $env $setting) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $need := add (include "deputy.stopSeconds" .) 5 -}}
+{{- $set := .Values.terminationGracePeriodSeconds -}}
+{{- if kindIs "invalid" $set -}}
+{{- $need -}}
+{{- else if lt (int64 $set) (int64 $need) -}}
+{{- fail (printf "terminationGracePeriodSeconds %d is shorter than Deputy may take to stop (%d s: shutdown_timeout, decision_log.flush_timeout and metrics.final_scrape_wait, and a margin of 5 s): the kubelet would kill it before its decision log is flushed. Raise it to %d or more, or leave it unset" (int64 $set) (int64 $need) (int64 $need)) -}}
+{{- else -}}
+{{- int64 $set -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The Deputy container, shared by the Deployment and sidecar-only mode. */}}
@@ -368,6 +471,10 @@ volumeMounts:
     readOnly: true
   - name: deputy-tmp
     mountPath: /tmp
+  {{- if .Values.deputy.spool.enabled }}
+  - name: deputy-spool
+    mountPath: /var/lib/deputy/spool
+  {{- end }}
   {{- with .Values.deputy.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -417,6 +524,11 @@ volumeMounts:
 - name: deputy-tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- if .Values.deputy.spool.enabled }}
+- name: deputy-spool
+  emptyDir:
+    sizeLimit: {{ .Values.deputy.spool.sizeLimit }}
+{{- end }}
 {{- with .Values.deputy.extraVolumes }}
 {{ toYaml . }}
 {{- end }}

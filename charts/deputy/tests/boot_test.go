@@ -110,7 +110,7 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 			metrics, grpc, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 			args := make([]string, 0, len(c.Args)+3)
 			for _, a := range c.Args {
-				args = append(args, strings.ReplaceAll(a, "/etc/deputy/", root+"/etc/deputy/"))
+				args = append(args, underRoot(a, root))
 			}
 			// The pod's ports, moved to free loopback ones (the last flag
 			// wins), and the identity provider, to one served here: readiness
@@ -369,7 +369,7 @@ func mountVolumes(t *testing.T, m manifests, vols []corev1.Volume, mounts []core
 				f = dst
 				_ = os.Remove(dst)
 			}
-			content = strings.ReplaceAll(content, "/etc/deputy/", root+"/etc/deputy/")
+			content = underRoot(content, root)
 			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -378,6 +378,15 @@ func mountVolumes(t *testing.T, m manifests, vols []corev1.Volume, mounts []core
 			}
 		}
 	}
+}
+
+// underRoot moves the pod's paths Deputy reads and writes (its config,
+// keys and policies, its spool) under root, where mountVolumes put them.
+func underRoot(s, root string) string {
+	for _, dir := range []string{"/etc/deputy/", "/var/lib/deputy/"} {
+		s = strings.ReplaceAll(s, dir, root+dir)
+	}
+	return s
 }
 
 func project(files, data map[string]string, items []corev1.KeyToPath) {
