@@ -274,6 +274,9 @@ func (l *Logger) Stop(ctx context.Context) error {
 	before := l.dropped.Load()
 	l.stopc <- ctx
 	<-l.done
+	if n := l.spooled.Load(); n > 0 {
+		l.log.Warn("decision log stopped with records in the spool: the next start on this spool_dir sends them", "spooled_bytes", n, "spool_dir", l.cfg.SpoolDir)
+	}
 	if lost := l.dropped.Load() - before; lost > 0 {
 		return sidecar.Unavailable(fmt.Sprintf("decision log: %d records not written", lost), ctx.Err())
 	}
