@@ -196,16 +196,52 @@ func startDeputyWith(t *testing.T, checkProxy, policyDir, query string) *deputy 
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	d := &deputy{http: freeAddr(t), grpc: freeAddr(t), metrics: freeAddr(t), devKey: filepath.Join(t.TempDir(), "dev-key.json"), checkProxy: checkProxy}
-	p := start(t, "deputy", []string{"DEPUTY_IDENTITY_DEV_KEY_FILE=" + d.devKey}, repoRoot,
-		deputyBin, "serve", "--dev",
-		"--grpc-addr", d.grpc, "--http-addr", d.http, "--metrics-addr", d.metrics,
-		"--http-check-proxy", checkProxy,
-		"--policy-paths", filepath.Join(repoRoot, "policies")+","+policyDir,
-		"--policy-decision-query", query)
-	waitHTTP(t, p, "http://"+d.metrics+"/readyz", http.StatusOK)
-	d.proc = p
-	return d
+	d := &deputy{devKey: filepath.Join(t.TempDir(), "dev-key.json"), checkProxy: checkProxy}
+	// A free address is free when chosen, not when Deputy binds it: a
+	// server of another package (or anything else on the machine) may
+	// take it in between. Deputy then exits naming the address; it is
+	// started again on others, a bounded number of times.
+	for attempt := 1; ; attempt++ {
+		d.http, d.grpc, d.metrics = freeAddr(t), freeAddr(t), freeAddr(t)
+		p := start(t, "deputy", []string{"DEPUTY_IDENTITY_DEV_KEY_FILE=" + d.devKey}, repoRoot,
+			deputyBin, "serve", "--dev",
+			"--grpc-addr", d.grpc, "--http-addr", d.http, "--metrics-addr", d.metrics,
+			"--http-check-proxy", checkProxy,
+			"--policy-paths", filepath.Join(repoRoot, "policies")+","+policyDir,
+			"--policy-decision-query", query)
+		if attempt < 3 && exitedTakenAddr(p, "http://"+d.metrics+"/readyz") {
+			t.Logf("deputy: an address was taken before it bound it; starting again (%s)", strings.TrimSpace(p.out.String()))
+			continue
+		}
+		waitHTTP(t, p, "http://"+d.metrics+"/readyz", http.StatusOK)
+		d.proc = p
+		return d
+	}
+}
+
+// exitedTakenAddr waits until p answers 200 on url or exits, for at most
+// 30 s, and reports whether it exited because an address it was to listen
+// on was in use.
+func exitedTakenAddr(p *process, url string) bool {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case <-p.exited:
+			return strings.Contains(p.out.String(), "address already in use")
+		default:
+		}
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return false
+			}
+		}
+		select {
+		case <-p.exited:
+			return strings.Contains(p.out.String(), "address already in use")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 // token mints a dev bearer token the running Deputy accepts.
