@@ -919,7 +919,9 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 // the store while its answer, or the eviction after it, was lost, and
 // replicas that cached the session would otherwise honour it until their
 // cache TTL. To a caller who is no party to it, a session that had ended
-// reads as GetSession reads it: unknown.
+// reads as GetSession reads it: unknown. An End that another party's
+// beats to the store (both read it live) is answered the same way, and
+// records the end as the store kept it: by whoever ended it, and why.
 func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string, authorize Authorize) (*sidecar.Session, error) {
 	if err := checkID("id", id); err != nil {
 		return nil, err
@@ -932,32 +934,45 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 		return nil, unseen(err, whatSession)
 	}
 	if st := s.EndState(i.clock()); st != "" {
-		// An ended session stays as it ended.
-		i.recordEndAgain(ctx, s)
-		if s.TokenHash != "" { // else never redeemed: cached nowhere
-			if err := evictAgain(ctx, i.store, sidecar.SessionKey(s.TokenHash)); err != nil {
-				return nil, err
-			}
-		}
-		err := readable(s, authorize)
-		if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-			return nil, err
-		}
-		return shown(s, err), nil
+		return i.endedAlready(ctx, s, authorize)
 	}
 	reason := sidecar.EndEnded
 	if by.Subject != s.Actor {
 		reason = sidecar.EndRevoked
 	}
-	ended, err := i.store.EndSession(ctx, id, by.Subject, reason, i.clock())
+	at := i.clock()
+	ended, err := i.store.EndSession(ctx, id, by.Subject, reason, at)
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
+	}
+	if err == nil && (ended.EndedBy != by.Subject || ended.EndReason != reason || !ended.EndedAt.Equal(at)) {
+		// Another party (or the sweep) ended it since it was read live:
+		// its end is theirs to be recorded as, and this End is one of an
+		// ended session.
+		return i.endedAlready(ctx, ended, authorize)
 	}
 	i.ended(ctx, by, ended)
 	if err != nil {
 		return nil, err
 	}
 	return shown(ended, readable(ended, authorize)), nil
+}
+
+// endedAlready answers End of session s, found ended: an ended session
+// stays as it ended. Its end is recorded again, as whoever the store kept
+// as having ended it, and its eviction published again.
+func (i *Impersonation) endedAlready(ctx context.Context, s *sidecar.Session, authorize Authorize) (*sidecar.Session, error) {
+	i.recordEndAgain(ctx, s)
+	if s.TokenHash != "" { // else never redeemed: cached nowhere
+		if err := evictAgain(ctx, i.store, sidecar.SessionKey(s.TokenHash)); err != nil {
+			return nil, err
+		}
+	}
+	err := readable(s, authorize)
+	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		return nil, err
+	}
+	return shown(s, err), nil
 }
 
 // shown is s when the caller may read it (refused is nil), else nil:
