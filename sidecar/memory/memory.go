@@ -273,7 +273,7 @@ func (s *Store) DeleteCustomer(_ context.Context, id, by string) (*sidecar.Custo
 		s.appendConsentHistory(*del.Withdrawn)
 	}
 	delete(s.consent, id)
-	delete(s.lapsing, id)
+	s.takeLapse(id, now)
 	s.keepDeletion(id, *del)
 	del.Ended = s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == id }, by, sidecar.EndCustomerDeleted, now)
 	s.mu.Unlock()
@@ -339,14 +339,13 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	}
 	cp := *c
 	s.mu.Lock()
+	now := s.now()
 	s.consent[c.Customer] = &cp
 	s.appendConsentHistory(cp)
+	s.takeLapse(c.Customer, now)
 	if c.Allowed && !c.ExpiresAt.IsZero() {
 		s.lapsing[c.Customer] = c.ExpiresAt
-	} else {
-		delete(s.lapsing, c.Customer)
 	}
-	now := s.now()
 	ended := s.endLive(func(ss *sidecar.Session) bool {
 		return ss.Customer == c.Customer && !cp.Covers(ss, now)
 	}, c.SetBy, sidecar.EndConsentWithdrawn, now)
@@ -459,6 +458,29 @@ func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.
 			delete(s.lapsing, c)
 		}
 	}
+	s.keepLapses(now, out)
+	return out, nil
+}
+
+// takeLapse removes customer's consent from lapsing, for a write that
+// replaces it, with s.mu held. A consent that lapsed by now, and that no
+// take took yet, is taken and kept as taken at now (keepLapses): the
+// sweep after the write reads it back and records it, which nothing
+// else would.
+func (s *Store) takeLapse(customer string, now time.Time) {
+	exp, ok := s.lapsing[customer]
+	if !ok {
+		return
+	}
+	delete(s.lapsing, customer)
+	if !now.Before(exp) {
+		s.keepLapses(now, []sidecar.Consent{{Customer: customer, Allowed: true, ExpiresAt: exp}})
+	}
+}
+
+// keepLapses keeps out, taken at now, for LapsedConsentsTaken, and
+// forgets the takes past sidecar.AppendOnceWindow, with s.mu held.
+func (s *Store) keepLapses(now time.Time, out []sidecar.Consent) {
 	// s.lapsed is in the order of at: the takes past the window are a
 	// prefix, forgotten once each.
 	n := 0
@@ -478,7 +500,6 @@ func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.
 		taken[j] = takenLapse{at: now, c: c}
 	}
 	s.lapsed = slices.Insert(s.lapsed, k, taken...)
-	return out, nil
 }
 
 func (s *Store) LapsedConsentsTaken(_ context.Context, since time.Time) ([]sidecar.Consent, error) {

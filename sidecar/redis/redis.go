@@ -302,13 +302,15 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 	key, consent, hist, kept := s.customerKey(id), s.consentKey(id), s.consentHistKey(id), s.deletedKey(id)
 	var del *sidecar.CustomerDeletion // as kept: Withdrawn nil when no consent is in force
 	var withdrawal string             // del.Withdrawn, encoded
+	var lapse []goredis.Z             // the consent's lapse, due and not taken yet (dueLapse)
 	// The profile and consent are watched, so a session start that read
 	// them cannot slip in between reading the live set and ending it.
 	ended, err := s.protectCustomer(ctx, id, by, sidecar.EndCustomerDeleted, func(tx *goredis.Tx) (bool, error) {
 		var exists *goredis.IntCmd
 		var current *goredis.StringCmd
+		var lapsing *goredis.FloatCmd
 		_, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			exists, current = p.Exists(ctx, key), p.Get(ctx, consent)
+			exists, current, lapsing = p.Exists(ctx, key), p.Get(ctx, consent), p.ZScore(ctx, s.lapsingKey(), id)
 			return nil
 		})
 		if err != nil && !errors.Is(err, goredis.Nil) {
@@ -319,6 +321,7 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 		}
 		now := s.now()
 		del, withdrawal = &sidecar.CustomerDeletion{By: by, At: now}, ""
+		lapse = s.dueLapse(id, lapsing, now)
 		if raw, err := current.Result(); err == nil {
 			c, err := decode[sidecar.Consent](raw)
 			if err != nil {
@@ -333,6 +336,9 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 	}, func(p goredis.Pipeliner) {
 		p.Del(ctx, key, consent)
 		p.ZRem(ctx, s.lapsingKey(), id)
+		if lapse != nil {
+			s.keepLapses(ctx, p, del.At, lapse...)
+		}
 		if withdrawal != "" {
 			p.LPush(ctx, hist, withdrawal)
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
@@ -433,8 +439,16 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 		if err != nil {
 			return err
 		}
+		lapsing := tx.ZScore(ctx, s.lapsingKey(), c.Customer)
+		if err := lapsing.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+			return unavailable(err)
+		}
+		lapse := s.dueLapse(c.Customer, lapsing, now)
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, raw, ttl)
+			if lapse != nil {
+				s.keepLapses(ctx, p, now, lapse...)
+			}
 			if c.Allowed && !c.ExpiresAt.IsZero() {
 				p.ZAdd(ctx, s.lapsingKey(), goredis.Z{Score: ms(c.ExpiresAt), Member: c.Customer})
 			} else {
@@ -469,7 +483,7 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 // TakeLapsedConsents keeps what it takes in {imp}:lapsed, scored by now,
 // in the transaction that takes it.
 func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sidecar.Consent, error) {
-	key, kept := s.lapsingKey(), s.lapsedKey()
+	key := s.lapsingKey()
 	var out []sidecar.Consent
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		out = out[:0]
@@ -481,15 +495,13 @@ func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sideca
 		members, taken := make([]any, len(due)), make([]goredis.Z, len(due))
 		for i, z := range due {
 			members[i] = z.Member
-			out = append(out, sidecar.Consent{Customer: z.Member.(string), Allowed: true, ExpiresAt: time.UnixMilli(int64(z.Score)).UTC()})
+			out = append(out, lapsed(z.Member.(string), z.Score))
 			taken[i] = goredis.Z{Score: ms(now), Member: encode(&out[i])}
 		}
 		// Whoever removes them reports them: once across replicas.
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.ZRem(ctx, key, members...)
-			p.ZAdd(ctx, kept, taken...)
-			p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(now.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
-			p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
+			s.keepLapses(ctx, p, now, taken...)
 			return nil
 		})
 		return err
@@ -498,6 +510,38 @@ func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sideca
 		return nil, rerr(err, "consent")
 	}
 	return out, nil
+}
+
+// lapsed is the consent of customer that lapsed at score, its expiry in
+// {imp}:lapsing, as a take reports it.
+func lapsed(customer string, score float64) sidecar.Consent {
+	return sidecar.Consent{Customer: customer, Allowed: true, ExpiresAt: time.UnixMilli(int64(score)).UTC()}
+}
+
+// keepLapses queues keeping taken, lapses taken at now, in {imp}:lapsed,
+// and forgetting the takes past sidecar.AppendOnceWindow.
+func (s *Store) keepLapses(ctx context.Context, p goredis.Pipeliner, now time.Time, taken ...goredis.Z) {
+	kept := s.lapsedKey()
+	p.ZAdd(ctx, kept, taken...)
+	p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(now.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+	p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
+}
+
+// dueLapse is the lapse of customer's consent, read from {imp}:lapsing
+// (score), as kept when taken at now by the write that replaces the
+// consent; none when it is not due (or there is none). A write that
+// replaces a consent removes it from {imp}:lapsing, and a lapse no sweep
+// took yet would be recorded by none. A sweep may take it between the
+// read and the write (the index is not watched, so that consent writes
+// of different customers do not conflict): both then keep the same
+// member, recorded once under its Once.
+func (s *Store) dueLapse(customer string, score *goredis.FloatCmd, now time.Time) []goredis.Z {
+	at, err := score.Result()
+	if err != nil || at > ms(now) {
+		return nil
+	}
+	c := lapsed(customer, at)
+	return []goredis.Z{{Score: ms(now), Member: encode(&c)}}
 }
 
 // LapsedConsentsTaken reads every take kept (readKept).

@@ -618,6 +618,73 @@ func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("an hour after the first take, kept %+v; want only c3", kept)
 		}
 	})
+	// A consent that lapsed is replaced (given again, withdrawn, deleted
+	// with its customer) before any sweep took its lapse: the write that
+	// replaces it takes the lapse, kept as a take at its now, in the same
+	// step, so the next sweep reads it back and it is recorded; no later
+	// take returns it again. A consent replaced before it lapsed leaves
+	// nothing.
+	t.Run("a_lapse_is_taken_by_the_write_that_replaces_its_consent", func(t *testing.T) {
+		for _, tc := range []struct {
+			name    string
+			replace func(e *env) error
+		}{
+			{"given_again_until_later", func(e *env) error {
+				return ignore(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: e.now().Add(time.Hour), SetBy: "c1", SetAt: e.now()}))
+			}},
+			{"given_again_without_expiry", func(e *env) error {
+				return ignore(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1", SetAt: e.now()}))
+			}},
+			{"withdrawn", func(e *env) error {
+				return ignore(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", SetBy: "c1", SetAt: e.now()}))
+			}},
+			{"customer_deleted", func(e *env) error {
+				_, err := e.s.DeleteCustomer(e.ctx, "c1", "sync")
+				return err
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newEnv(t)
+				start := e.now()
+				must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
+				until := start.Add(10 * time.Minute)
+				mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: until, SetBy: "c1", SetAt: start}))
+				e.clock.Advance(5 * time.Minute)
+				must(t, tc.replace(e)) // before the lapse: none
+				mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: until, SetBy: "c1", SetAt: e.now()}))
+				e.clock.Advance(6 * time.Minute) // lapsed a minute ago
+				if tc.name == "customer_deleted" {
+					must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
+				}
+				replaced := e.now()
+				must(t, tc.replace(e))
+				kept, err := e.peer.LapsedConsentsTaken(e.ctx, start)
+				must(t, err)
+				want := sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: until}
+				if len(kept) != 1 || !sameLapse(kept[0], want) {
+					t.Fatalf("kept %+v, want the lapse at %v once", kept, until)
+				}
+				if since, err := e.peer.LapsedConsentsTaken(e.ctx, replaced); err != nil || len(since) != 1 {
+					t.Fatalf("taken since the write that replaced it: %+v, %v; want it, as taken then", since, err)
+				}
+				took, err := e.s.TakeLapsedConsents(e.ctx, e.now())
+				must(t, err)
+				if len(took) != 0 {
+					t.Fatalf("taken again by a sweep: %+v", took)
+				}
+				if tc.name != "given_again_until_later" {
+					return
+				}
+				// The consent given again lapses in its turn.
+				e.clock.Advance(time.Hour)
+				took, err = e.s.TakeLapsedConsents(e.ctx, e.now())
+				must(t, err)
+				if len(took) != 1 || !took[0].ExpiresAt.Equal(replaced.Add(time.Hour)) {
+					t.Fatalf("took %+v, want the consent given again, at its expiry", took)
+				}
+			})
+		}
+	})
 }
 
 // testSessionsEnded: every write that ends a session keeps its end, as
