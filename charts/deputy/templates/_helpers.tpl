@@ -300,8 +300,9 @@ for them fails the render.
 
 {{/*
 A Go duration (the argument's "value", as deputy.config spells it: 15s,
-1m30s, 500ms) in milliseconds, rounded up; another form fails the render,
-naming the setting (the argument's "setting").
+1m30s, 500ms) in milliseconds, rounded up from whole nanoseconds as Go
+reads it (each part's fraction below a nanosecond cut, so 0.4ns is 0); another
+form fails the render, naming the setting (the argument's "setting").
 */}}
 {{- define "deputy.durationMillis" -}}
 {{- $d := toString .value -}}
@@ -309,13 +310,13 @@ naming the setting (the argument's "setting").
 {{- if not (or (eq $d "0") (regexMatch (printf "^(%s)+$" $part) $d)) -}}
 {{- fail (printf "deputy.config.%s: the chart cannot read %q as a duration: write it as Go does, e.g. 15s, 1m30s or 500ms" .setting $d) -}}
 {{- end -}}
-{{- $units := dict "ns" 0.000001 "us" 0.001 "µs" 0.001 "ms" 1.0 "s" 1000.0 "m" 60000.0 "h" 3600000.0 -}}
-{{- $ms := 0.0 -}}
+{{- $units := dict "ns" 1.0 "us" 1000.0 "µs" 1000.0 "ms" 1000000.0 "s" 1000000000.0 "m" 60000000000.0 "h" 3600000000000.0 -}}
+{{- $ns := 0.0 -}}
 {{- range regexFindAll $part $d -1 -}}
 {{- $unit := regexReplaceAll "^[0-9.]+" . "" -}}
-{{- $ms = addf $ms (mulf (float64 (trimSuffix $unit .)) (get $units $unit)) -}}
+{{- $ns = addf $ns (floor (mulf (float64 (trimSuffix $unit .)) (get $units $unit))) -}}
 {{- end -}}
-{{- ceil $ms | int64 -}}
+{{- ceil (divf $ns 1000000.0) | int64 -}}
 {{- end -}}
 
 {{/*
@@ -324,12 +325,15 @@ shutdown_timeout (in-flight checks), then decision_log.flush_timeout
 (the decision log and the delegation records flush side by side), then,
 when the flush lost records, metrics.final_scrape_wait (for a scrape to
 count them); from deputy.config, or Deputy's defaults (15s, 5s, 15s).
+Deputy reads a zero shutdown_timeout or flush_timeout as unset and takes
+its default, so the chart does too; a zero final_scrape_wait is none.
 */}}
 {{- define "deputy.stopSeconds" -}}
 {{- $cfg := include "deputy.userConfig" . | fromJson -}}
 {{- $ms := 0 -}}
-{{- range list (list "shutdown_timeout" (dig "shutdown_timeout" "15s" $cfg)) (list "decision_log.flush_timeout" (dig "decision_log" "flush_timeout" "5s" $cfg)) (list "metrics.final_scrape_wait" (dig "metrics" "final_scrape_wait" "15s" $cfg)) -}}
-{{- $ms = add $ms (include "deputy.durationMillis" (dict "setting" (index . 0) "value" (index . 1))) -}}
+{{- range list (list "shutdown_timeout" (dig "shutdown_timeout" "15s" $cfg) 15000) (list "decision_log.flush_timeout" (dig "decision_log" "flush_timeout" "5s" $cfg) 5000) (list "metrics.final_scrape_wait" (dig "metrics" "final_scrape_wait" "15s" $cfg) 0) -}}
+{{- $d := include "deputy.durationMillis" (dict "setting" (index . 0) "value" (index . 1)) | int64 -}}
+{{- $ms = add $ms (ternary (index . 2) $d (eq $d 0)) -}}
 {{- end -}}
 {{- div (add $ms 999) 1000 -}}
 {{- end -}}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -28,6 +29,14 @@ func TestTerminationGracePeriodCoversTheShutdown(t *testing.T) {
 		{"every timeout set", "deputy: {config: {shutdown_timeout: 10s, decision_log: {flush_timeout: 1m30s}, metrics: {final_scrape_wait: 0}}}", 10 + 90 + 0 + 5},
 		{"fractions round up", "deputy: {config: {shutdown_timeout: 500ms, decision_log: {flush_timeout: 2.2s}, metrics: {final_scrape_wait: 1s}}}", 4 + 5},
 		{"operator's own, long enough", "terminationGracePeriodSeconds: 60", 60},
+		// Deputy reads a zero shutdown_timeout or flush_timeout as unset,
+		// and takes its default; a zero final_scrape_wait is none. Below
+		// a nanosecond, Go reads a duration as zero.
+		{"zero is Deputy's default", "deputy: {config: {shutdown_timeout: 0s, decision_log: {flush_timeout: 0s}}}", 15 + 5 + 15 + 5},
+		{"zero, every spelling", "deputy: {config: {shutdown_timeout: \"0\", decision_log: {flush_timeout: 0.4ns}}}", 15 + 5 + 15 + 5},
+		{"zero, a number", "deputy: {config: {shutdown_timeout: 0, decision_log: {flush_timeout: 0ms}}}", 15 + 5 + 15 + 5},
+		{"every timeout zero", "deputy: {config: {shutdown_timeout: 0s, decision_log: {flush_timeout: 0h0m}, metrics: {final_scrape_wait: 0s}}}", 15 + 5 + 0 + 5},
+		{"a nanosecond is not zero", "deputy: {config: {shutdown_timeout: 1ns, decision_log: {flush_timeout: 1.5ns}, metrics: {final_scrape_wait: 0s}}}", 1 + 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := renderYAML(t, c, baseValues+tc.values)
@@ -37,7 +46,11 @@ func TestTerminationGracePeriodCoversTheShutdown(t *testing.T) {
 			m := decode(t, out)
 			pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
 			if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds != tc.want {
-				t.Fatalf("terminationGracePeriodSeconds = %v, want %d", pod.TerminationGracePeriodSeconds, tc.want)
+				got := "unset"
+				if pod.TerminationGracePeriodSeconds != nil {
+					got = fmt.Sprint(*pod.TerminationGracePeriodSeconds)
+				}
+				t.Fatalf("terminationGracePeriodSeconds = %s, want %d", got, tc.want)
 			}
 		})
 	}
@@ -56,6 +69,7 @@ func TestTerminationGracePeriodCoversTheShutdown(t *testing.T) {
 		// SIGKILL would come before the flush began.
 		{"shorter than the shutdown", "terminationGracePeriodSeconds: 30\ndeputy: {config: {shutdown_timeout: 30s}}", "terminationGracePeriodSeconds 30 is shorter than Deputy may take to stop (55 s"},
 		{"shorter than the defaults", "terminationGracePeriodSeconds: 39", "terminationGracePeriodSeconds 39 is shorter"},
+		{"shorter than the defaults zero stands for", "terminationGracePeriodSeconds: 20\ndeputy: {config: {shutdown_timeout: 0s, decision_log: {flush_timeout: 0s}}}", "terminationGracePeriodSeconds 20 is shorter than Deputy may take to stop (40 s"},
 		{"flag among the extras", "deputy: {extraArgs: [--shutdown-timeout=30s]}", "deputy.extraArgs: --shutdown-timeout is not followed by the pod's terminationGracePeriodSeconds: set shutdown_timeout in deputy.config"},
 		{"variable among the extras", "deputy: {extraEnv: [{name: DEPUTY_DECISION_LOG_FLUSH_TIMEOUT, value: 1m}]}", "deputy.extraEnv: DEPUTY_DECISION_LOG_FLUSH_TIMEOUT is not followed"},
 		{"unreadable duration", "deputy: {config: {decision_log: {flush_timeout: 5}}}", "deputy.config.decision_log.flush_timeout: the chart cannot read \"5\" as a duration"},
