@@ -313,37 +313,59 @@ func (s *spool) empty() bool { return s.bytes == 0 }
 func (s *spool) size() int64 { return s.bytes }
 
 // append writes the records that fit within the bound, in order, and
-// returns how many it kept; the rest are the caller's to count as lost.
-// The first unsure records of batch are marked.
+// returns how many it kept (on an error, how many were written before
+// it); the rest are the caller's to count as lost. The first unsure
+// records of batch are marked. A batch is split across segments so that
+// none passes segMax unless a single record does: the spool's directory
+// holds at most its bound plus the delivered part of its oldest segment.
 func (s *spool) append(batch [][]byte, unsure int) (int, error) {
-	var buf bytes.Buffer
-	kept, marked := 0, 0
-	for i, b := range batch {
-		if s.bytes+int64(buf.Len()+len(b)+1) > s.max {
+	kept, room := 0, s.max-s.bytes
+	for _, b := range batch {
+		if int64(len(b)+1) > room {
 			break
 		}
-		buf.Write(b)
-		buf.WriteByte('\n')
+		room -= int64(len(b) + 1)
 		kept++
-		if i < unsure {
-			marked = buf.Len()
+	}
+	var buf bytes.Buffer
+	for done := 0; done < kept; {
+		// The records for the newest segment: as many as its room takes,
+		// one at least (a new segment's room is segMax).
+		free := s.segMax
+		if last := len(s.segs) - 1; last >= 0 && s.segs[last].size > 0 {
+			free = max(s.segMax-s.segs[last].size, 0)
 		}
+		buf.Reset()
+		n, marked := 0, 0
+		for done+n < kept {
+			b := batch[done+n]
+			if n > 0 && int64(buf.Len()+len(b)+1) > free {
+				break
+			}
+			if n == 0 && int64(len(b)+1) > free && free < s.segMax {
+				free = s.segMax // it goes to a new segment
+			}
+			buf.Write(b)
+			buf.WriteByte('\n')
+			if done+n < unsure {
+				marked = buf.Len()
+			}
+			n++
+		}
+		if err := s.writable(int64(buf.Len())); err != nil {
+			return done, err
+		}
+		last := &s.segs[len(s.segs)-1]
+		if _, err := s.w.Write(buf.Bytes()); err != nil {
+			// Keep the segment on a line boundary: a partial write is lost whole.
+			_ = s.w.Truncate(last.size)
+			return done, err
+		}
+		s.mark(last.seq, last.size, last.size+int64(marked))
+		last.size += int64(buf.Len())
+		s.bytes += int64(buf.Len())
+		done += n
 	}
-	if kept == 0 {
-		return 0, nil
-	}
-	if err := s.writable(int64(buf.Len())); err != nil {
-		return 0, err
-	}
-	last := &s.segs[len(s.segs)-1]
-	if _, err := s.w.Write(buf.Bytes()); err != nil {
-		// Keep the segment on a line boundary: a partial batch is lost whole.
-		_ = s.w.Truncate(last.size)
-		return 0, err
-	}
-	s.mark(last.seq, last.size, last.size+int64(marked))
-	last.size += int64(buf.Len())
-	s.bytes += int64(buf.Len())
 	return kept, nil
 }
 
