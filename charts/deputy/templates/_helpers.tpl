@@ -281,19 +281,24 @@ kernel killing the container. It costs nothing below the limit.
 The decision log spool's bound, decision_log.spool_max_bytes, in bytes:
 deputy.config's, or three quarters of deputy.spool.sizeLimit. The spool
 keeps besides its bound the delivered part of its oldest segment (a
-quarter of the bound at most, 16 MiB at most) and two small files; past
-its sizeLimit the kubelet evicts the pod, so a bound that leaves no room
-for them fails the render.
+quarter of the bound at most, 16 MiB at most, or one record of
+decision_log.max_record_bytes when that is larger) and two small files;
+past its sizeLimit the kubelet evicts the pod, so a bound that leaves no
+room for them fails the render.
 */}}
 {{- define "deputy.spoolMaxBytes" -}}
 {{- $size := include "deputy.quantityBytes" (dict "value" .Values.deputy.spool.sizeLimit "setting" "deputy.spool.sizeLimit" "what" "cannot read" "hint" "") | int64 -}}
+{{- $cfg := include "deputy.userConfig" . | fromJson -}}
 {{- $max := div (mul $size 3) 4 -}}
-{{- with dig "decision_log" "spool_max_bytes" nil (include "deputy.userConfig" . | fromJson) -}}
+{{- $whose := "decision_log.spool_max_bytes %d (three quarters of deputy.spool.sizeLimit)" -}}
+{{- with dig "decision_log" "spool_max_bytes" nil $cfg -}}
 {{- $max = int64 . -}}
-{{- $room := add $max (min (div $max 4) 16777216) 65536 -}}
-{{- if gt $room $size -}}
-{{- fail (printf "deputy.config.decision_log.spool_max_bytes %d does not fit deputy.spool.sizeLimit (%d bytes) with the spool's oldest segment (%d bytes at most): past its sizeLimit the pod is evicted. Raise sizeLimit or lower spool_max_bytes" $max $size (sub $room $max)) -}}
+{{- $whose = "deputy.config.decision_log.spool_max_bytes %d" -}}
 {{- end -}}
+{{- $record := dig "decision_log" "max_record_bytes" 0 $cfg | int64 | default 65536 -}}
+{{- $segment := max (min (div $max 4) 16777216) (add $record 1) -}}
+{{- if gt (add $max $segment 65536) $size -}}
+{{- fail (printf "%s does not fit deputy.spool.sizeLimit (%d bytes) with the spool's oldest segment (%d bytes at most, a quarter of the bound up to 16 MiB, or one record of decision_log.max_record_bytes) and its small files (64 KiB): past its sizeLimit the pod is evicted. Raise sizeLimit, or lower spool_max_bytes or max_record_bytes" (printf $whose $max) $size $segment) -}}
 {{- end -}}
 {{- $max -}}
 {{- end -}}

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"testing"
@@ -90,8 +91,9 @@ func TestDecisionLogSpoolOnEmptyDir(t *testing.T) {
 	c := loadChart(t)
 	type spoolConfig struct {
 		DecisionLog struct {
-			SpoolDir      string `json:"spool_dir"`
-			SpoolMaxBytes int64  `json:"spool_max_bytes"`
+			SpoolDir       string `json:"spool_dir"`
+			SpoolMaxBytes  int64  `json:"spool_max_bytes"`
+			MaxRecordBytes int64  `json:"max_record_bytes"`
 		} `json:"decision_log"`
 	}
 	check := func(t *testing.T, values string, wantMax int64, wantSize string) {
@@ -134,8 +136,10 @@ func TestDecisionLogSpoolOnEmptyDir(t *testing.T) {
 			t.Fatalf("spool_max_bytes = %d, want %d", cfg.DecisionLog.SpoolMaxBytes, wantMax)
 		}
 		// The spool keeps the delivered part of its oldest segment besides
-		// its bound: a quarter of it at most, 16 MiB at most.
-		if room := wantMax + min(wantMax/4, 16<<20) + 64<<10; room > vol.EmptyDir.SizeLimit.Value() {
+		// its bound: a quarter of it at most, 16 MiB at most, or one record
+		// when a record is larger.
+		record := cmp.Or(cfg.DecisionLog.MaxRecordBytes, 64<<10)
+		if room := wantMax + max(min(wantMax/4, 16<<20), record+1) + 64<<10; room > vol.EmptyDir.SizeLimit.Value() {
 			t.Fatalf("a spool of %d bytes may take %d, over its sizeLimit %s", wantMax, room, wantSize)
 		}
 	}
@@ -144,7 +148,22 @@ func TestDecisionLogSpoolOnEmptyDir(t *testing.T) {
 	t.Run("bound set in config", func(t *testing.T) {
 		check(t, "deputy: {config: {decision_log: {spool_max_bytes: 67108864}}}", 64<<20, "128Mi")
 	})
+	t.Run("small", func(t *testing.T) { check(t, "deputy: {spool: {sizeLimit: 16Mi}}", 12<<20, "16Mi") })
 	t.Run("disabled", func(t *testing.T) { check(t, "deputy: {spool: {enabled: false}}", 0, "") })
+	// A segment passes its cap (a quarter of the bound) by one record when
+	// the record is larger: a sizeLimit without room for that fails.
+	for _, tc := range []struct{ name, values, want string }{
+		{"record larger than a segment", "deputy: {spool: {sizeLimit: 1Mi}, config: {decision_log: {max_record_bytes: 524288}}}",
+			"decision_log.spool_max_bytes 786432 (three quarters of deputy.spool.sizeLimit) does not fit deputy.spool.sizeLimit (1048576 bytes) with the spool's oldest segment (524289 bytes at most"},
+		{"record larger than a segment, bound set", "deputy: {spool: {sizeLimit: 2Mi}, config: {decision_log: {spool_max_bytes: 1572864, max_record_bytes: 524288}}}",
+			"deputy.config.decision_log.spool_max_bytes 1572864 does not fit deputy.spool.sizeLimit (2097152 bytes) with the spool's oldest segment (524289 bytes at most"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := renderYAML(t, c, baseValues+tc.values); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want the render refused with %q", err, tc.want)
+			}
+		})
+	}
 	t.Run("bound past the sizeLimit", func(t *testing.T) {
 		_, err := renderYAML(t, c, baseValues+"deputy: {config: {decision_log: {spool_max_bytes: 125829120}}}")
 		if err == nil || !strings.Contains(err.Error(), "deputy.config.decision_log.spool_max_bytes 125829120 does not fit deputy.spool.sizeLimit") {
