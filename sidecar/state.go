@@ -516,24 +516,39 @@ func (g *Grant) Scope() string {
 func (g *Grant) Live(now time.Time) bool { return g != nil && now.Before(g.ExpiresAt) }
 
 // EffectiveGrants are the live grants that may apply to one partner user
-// for one customer, and the holds the user's revoked individual grants
-// left. Effective and At apply the precedence rule.
+// for one customer, and the holds on the user. Effective and At apply the
+// precedence rule.
 type EffectiveGrants struct {
 	Individual   *Grant // the user's own grant, nil if none
 	Organisation *Grant // the partner organisation's grant, nil if none
 	Held         []Hold // holds on the user, live when read
 }
 
-// Hold is what revoking a user's individual grant leaves: the individual
-// grant is considered before the organisation's even when lower, so it
-// restricts the user, and its revocation must not lift that restriction.
-// Until the revoked grant would have expired (Until), the user gets
-// nothing through an organisation grant approved before the revocation
-// (whose Seq is below the revocation's, Seq). An organisation grant
-// approved later, or a new individual grant, applies as usual.
+// Hold keeps a user, until Until, from any organisation grant above
+// Level. The individual grant is considered before the
+// organisation's even when lower, so it may restrict its user; a change
+// that ends it before its time must only narrow. Revoking a user's
+// individual grant, and replacing it with one that ends earlier, leave a
+// hold at its level until it would have expired: meanwhile an
+// organisation grant above that level, approved before the change or
+// after, gives the user nothing, and one at or below it applies. A new
+// individual grant applies as usual while it lasts.
 type Hold struct {
-	Seq   int64     `json:"seq"`
+	Level Level     `json:"level"`
 	Until time.Time `json:"until"`
+}
+
+// Keeps reports whether h, when live, keeps its user from an organisation
+// grant at level: one above h's level. A hold of no known level keeps
+// its user from every organisation grant.
+func (h Hold) Keeps(level Level) bool {
+	return !h.Level.Valid() || level.Rank() > h.Level.Rank()
+}
+
+// covers reports whether h keeps its user from every organisation grant
+// o does, for at least as long (an unknown level ranks below cc).
+func (h Hold) covers(o Hold) bool {
+	return !h.Until.Before(o.Until) && h.Level.Rank() <= o.Level.Rank()
 }
 
 // Effective is the individual grant when there is one — even when it is
@@ -567,29 +582,51 @@ func (e EffectiveGrants) HeldBack(now time.Time) bool {
 	return !e.Individual.Live(now) && e.Organisation.Live(now) && e.heldBack(e.Organisation, now)
 }
 
-// heldBack reports whether a hold live at now (any, for a zero now) was
-// left after org was approved.
+// heldBack reports whether a hold live at now (any, for a zero now) keeps
+// the user from org.
 func (e EffectiveGrants) heldBack(org *Grant, now time.Time) bool {
 	for _, h := range e.Held {
-		if (now.IsZero() || now.Before(h.Until)) && org.Seq < h.Seq {
+		if (now.IsZero() || now.Before(h.Until)) && h.Keeps(org.Level) {
 			return true
 		}
 	}
 	return false
 }
 
-// AddHold returns holds with h, left by a revocation later than every one
-// in holds, added; holds no longer live at now, and those h outlasts (a
-// later revocation reaches every organisation grant an earlier one did),
-// are dropped. Both stores keep a user's holds this way.
+// ReplacementHold is the hold that writing next over old, the grant
+// stored for the same user, leaves: one at old's level until old's end
+// when next is a user's grant ending earlier than old, live at now. ok
+// is false when it leaves none.
+func ReplacementHold(old, next *Grant, now time.Time) (h Hold, ok bool) {
+	if next.User == "" || !old.Live(now) || !next.ExpiresAt.Before(old.ExpiresAt) {
+		return Hold{}, false
+	}
+	return Hold{Level: old.Level, Until: old.ExpiresAt}, true
+}
+
+// AddHold returns holds with h added, when h is live at now. Holds no
+// longer live are dropped, and so is every hold another one covers
+// (keeps its user from every organisation grant it does, for at least as
+// long): h when one already there covers it, else those h covers. So a
+// user has at most one hold per level. Both stores keep a user's holds
+// this way.
 func AddHold(holds []Hold, h Hold, now time.Time) []Hold {
 	out := make([]Hold, 0, len(holds)+1)
+	add := now.Before(h.Until)
 	for _, old := range holds {
-		if now.Before(old.Until) && old.Until.After(h.Until) {
+		switch {
+		case !now.Before(old.Until):
+		case add && old.covers(h):
+			add = false
+			out = append(out, old)
+		case !add || !h.covers(old):
 			out = append(out, old)
 		}
 	}
-	return append(out, h)
+	if add {
+		out = append(out, h)
+	}
+	return out
 }
 
 // Share makes one of a customer's resources (a service request) visible to

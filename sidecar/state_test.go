@@ -1,6 +1,7 @@
 package sidecar_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -47,10 +48,10 @@ func TestProtectionProtects(t *testing.T) {
 func TestEffectiveGrantsAt(t *testing.T) {
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	org := &sidecar.Grant{ID: "org", PartnerOrg: "p", Level: sidecar.LevelUpdate, ExpiresAt: now.Add(30 * day), Seq: 1}
-	later := &sidecar.Grant{ID: "later", PartnerOrg: "p", Level: sidecar.LevelUpdate, ExpiresAt: now.Add(30 * day), Seq: 3}
+	lower := &sidecar.Grant{ID: "lower", PartnerOrg: "p", Level: sidecar.LevelLook, ExpiresAt: now.Add(30 * day), Seq: 3}
 	own := &sidecar.Grant{ID: "own", PartnerOrg: "p", User: "pat", Level: sidecar.LevelLook, ExpiresAt: now.Add(10 * day), Seq: 4}
 	lapsed := &sidecar.Grant{ID: "lapsed", PartnerOrg: "p", User: "pat", Level: sidecar.LevelLook, ExpiresAt: now, Seq: 4}
-	hold := []sidecar.Hold{{Seq: 2, Until: now.Add(10 * day)}}
+	hold := []sidecar.Hold{{Level: sidecar.LevelLook, Until: now.Add(10 * day)}}
 	cases := []struct {
 		name string
 		e    sidecar.EffectiveGrants
@@ -60,10 +61,11 @@ func TestEffectiveGrantsAt(t *testing.T) {
 	}{
 		{"individual_even_when_lower", sidecar.EffectiveGrants{Individual: own, Organisation: org}, now, "own", false},
 		{"lapsed_individual_lets_the_organisation_apply", sidecar.EffectiveGrants{Individual: lapsed, Organisation: org}, now, "org", false},
-		{"held_back_from_an_earlier_organisation_grant", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now, "", true},
-		{"held_back_until_the_revoked_grant_would_have_expired", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now.Add(10*day - time.Nanosecond), "", true},
+		{"held_back_from_an_organisation_grant_above_the_hold", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now, "", true},
+		{"held_back_until_the_hold_ends", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now.Add(10*day - time.Nanosecond), "", true},
 		{"hold_lapsed", sidecar.EffectiveGrants{Organisation: org, Held: hold}, now.Add(10 * day), "org", false},
-		{"organisation_grant_approved_after_the_revocation", sidecar.EffectiveGrants{Organisation: later, Held: hold}, now, "later", false},
+		{"organisation_grant_at_the_hold_level", sidecar.EffectiveGrants{Organisation: lower, Held: hold}, now, "lower", false},
+		{"hold_of_no_known_level", sidecar.EffectiveGrants{Organisation: lower, Held: []sidecar.Hold{{Until: now.Add(day)}}}, now, "", true},
 		{"new_individual_grant", sidecar.EffectiveGrants{Individual: own, Organisation: org, Held: hold}, now, "own", false},
 		{"held_and_the_individual_lapsed", sidecar.EffectiveGrants{Individual: lapsed, Organisation: org, Held: hold}, now, "", true},
 	}
@@ -80,22 +82,64 @@ func TestEffectiveGrantsAt(t *testing.T) {
 	}
 }
 
-// A user's holds: a later revocation outlasting an earlier one replaces
-// it; an earlier one outlasting the later is kept; lapsed ones go.
+// A user's holds: a hold another one covers (ending no later, at a level
+// no lower) goes, whichever came first; lapsed ones go; so a user keeps
+// at most one hold per level.
 func TestAddHold(t *testing.T) {
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	holds := sidecar.AddHold(nil, sidecar.Hold{Seq: 2, Until: now.Add(30 * day)}, now)
-	holds = sidecar.AddHold(holds, sidecar.Hold{Seq: 5, Until: now.Add(10 * day)}, now)
-	if len(holds) != 2 {
-		t.Fatalf("holds = %+v, want both", holds)
+	hold := func(l sidecar.Level, d time.Duration) sidecar.Hold { return sidecar.Hold{Level: l, Until: now.Add(d)} }
+	holds := sidecar.AddHold(nil, hold(sidecar.LevelLook, 30*day), now)
+	holds = sidecar.AddHold(holds, hold(sidecar.LevelLook, 10*day), now)
+	if !slices.Equal(holds, []sidecar.Hold{hold(sidecar.LevelLook, 30*day)}) {
+		t.Fatalf("holds = %+v, want look for 30 days alone (it covers look for 10)", holds)
 	}
-	holds = sidecar.AddHold(holds, sidecar.Hold{Seq: 7, Until: now.Add(20 * day)}, now.Add(11*day))
-	if len(holds) != 2 || holds[0].Seq != 2 || holds[1].Seq != 7 {
-		t.Fatalf("holds = %+v, want seq 2 (outlasting) and 7", holds)
+	holds = sidecar.AddHold(holds, hold(sidecar.LevelCC, 10*day), now)
+	holds = sidecar.AddHold(holds, hold(sidecar.LevelUpdate, 40*day), now)
+	want := []sidecar.Hold{hold(sidecar.LevelLook, 30*day), hold(sidecar.LevelCC, 10*day), hold(sidecar.LevelUpdate, 40*day)}
+	if !slices.Equal(holds, want) {
+		t.Fatalf("holds = %+v, want %+v", holds, want)
 	}
-	holds = sidecar.AddHold(holds, sidecar.Hold{Seq: 9, Until: now.Add(40 * day)}, now.Add(11*day))
-	if len(holds) != 1 || holds[0].Seq != 9 {
-		t.Fatalf("holds = %+v, want seq 9 alone", holds)
+	holds = sidecar.AddHold(holds, hold(sidecar.LevelCC, 30*day), now.Add(day))
+	want = []sidecar.Hold{hold(sidecar.LevelUpdate, 40*day), hold(sidecar.LevelCC, 30*day)}
+	if !slices.Equal(holds, want) {
+		t.Fatalf("holds = %+v, want %+v", holds, want)
+	}
+	holds = sidecar.AddHold(holds, hold(sidecar.LevelLook, 20*day), now.Add(31*day))
+	if !slices.Equal(holds, []sidecar.Hold{hold(sidecar.LevelUpdate, 40*day)}) {
+		t.Fatalf("holds = %+v, want update for 40 days alone (the rest lapsed)", holds)
+	}
+	if holds = sidecar.AddHold(holds, sidecar.Hold{Until: now.Add(50 * day)}, now.Add(31*day)); len(holds) != 1 || holds[0].Level != "" {
+		t.Fatalf("holds = %+v, want the hold of no known level alone", holds)
+	}
+}
+
+// A user's grant replaced by one that ends earlier leaves a hold at the
+// replaced grant's level until its end; nothing else does.
+func TestReplacementHold(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	g := func(user string, l sidecar.Level, d time.Duration) *sidecar.Grant {
+		return &sidecar.Grant{ID: "g", PartnerOrg: "p", User: user, Level: l, ExpiresAt: now.Add(d)}
+	}
+	cases := []struct {
+		name      string
+		old, next *sidecar.Grant
+		want      sidecar.Hold
+		ok        bool
+	}{
+		{"shorter", g("pat", sidecar.LevelLook, 300*day), g("pat", sidecar.LevelLook, day), sidecar.Hold{Level: sidecar.LevelLook, Until: now.Add(300 * day)}, true},
+		{"shorter_and_higher", g("pat", sidecar.LevelCC, 300*day), g("pat", sidecar.LevelFullAdmin, day), sidecar.Hold{Level: sidecar.LevelCC, Until: now.Add(300 * day)}, true},
+		{"as_long", g("pat", sidecar.LevelLook, day), g("pat", sidecar.LevelCC, day), sidecar.Hold{}, false},
+		{"longer", g("pat", sidecar.LevelLook, day), g("pat", sidecar.LevelLook, 2*day), sidecar.Hold{}, false},
+		{"none_before", nil, g("pat", sidecar.LevelLook, day), sidecar.Hold{}, false},
+		{"replaced_lapsed", g("pat", sidecar.LevelLook, 0), g("pat", sidecar.LevelLook, -time.Hour), sidecar.Hold{}, false},
+		{"organisation", g("", sidecar.LevelLook, 300*day), g("", sidecar.LevelLook, day), sidecar.Hold{}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if h, ok := sidecar.ReplacementHold(tc.old, tc.next, now); h != tc.want || ok != tc.ok {
+				t.Fatalf("ReplacementHold = %+v, %v; want %+v, %v", h, ok, tc.want, tc.ok)
+			}
+		})
 	}
 }
 

@@ -20,8 +20,9 @@ import (
 // pat's individual grant — pat, a colleague or the customer — must not
 // let pat's next request be decided at the organisation's update: over
 // gRPC, pat is denied PUT and GET for the customer, while the colleague
-// keeps update; once the customer approves the organisation anew, pat
-// gets that.
+// keeps update; until the revoked grant would have expired, an
+// organisation grant the customer approves anew reaches pat only at or
+// below look.
 func TestRevokedIndividualGrantNeverWidens(t *testing.T) {
 	stores := map[string]func(c *Config){
 		"memory": func(c *Config) {},
@@ -113,9 +114,18 @@ func TestRevokedIndividualGrantNeverWidens(t *testing.T) {
 					}
 				}
 
+				// Approved anew above the revoked look, the organisation
+				// grant still does not reach pat; at look, it does.
 				grant("create", "organisation", "")
-				if level, _ := check(pat, "PUT", customer); level != "create" {
-					t.Fatalf("revoked by %s: pat's PUT once the organisation is approved anew decided at %q, want create", by, level)
+				if level, reason := check(pat, "GET", customer); level != "" || reason != "no_live_grant" {
+					t.Fatalf("revoked by %s: pat's GET once the organisation is approved anew at create: level %q reason %q, want denied no_live_grant", by, level, reason)
+				}
+				grant("look", "organisation", "")
+				if level, _ := check(pat, "GET", customer); level != "look" {
+					t.Fatalf("revoked by %s: pat's GET once the organisation is approved anew at look decided at %q, want look", by, level)
+				}
+				if level, _ := check(pat, "PUT", customer); level != "" {
+					t.Fatalf("revoked by %s: pat's PUT once the organisation is approved anew at look allowed at %q", by, level)
 				}
 			}
 		})

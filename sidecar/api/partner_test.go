@@ -819,7 +819,8 @@ func streamID(t *testing.T, s string) sidecar.StreamID {
 // look": revoking pat's individual grant — pat, a colleague or the
 // customer — leaves pat with nothing for the customer until the revoked
 // grant would have expired, on the check path through its cache; an
-// organisation grant the customer approves after the revocation applies.
+// organisation grant the customer approves after the revocation applies
+// only at or below look.
 func TestPartnerAPIRevokedIndividualGrantHoldsBack(t *testing.T) {
 	revokers := map[string]func(p *partnerAPI) string{
 		"by pat":          (*partnerAPI).pat,
@@ -862,7 +863,13 @@ func TestPartnerAPIRevokedIndividualGrantHoldsBack(t *testing.T) {
 				p.must(p.call("DELETE", "partner/grants/acme/"+own, revoker(p), nil), 204)
 				want("after the second revocation", patClaims, "PUT", false, "no_live_grant")
 				p.grant(accessBody("update", 30, "organisation"))
-				want("organisation grant approved after the revocation", patClaims, "PUT", true, "partner_level_sufficient")
+				want("organisation grant above the revoked level approved after the revocation", patClaims, "GET", false, "no_live_grant")
+				p.grant(accessBody("look", 30, "organisation"))
+				want("organisation grant at the revoked level approved after the revocation", patClaims, "GET", true, "")
+				want("organisation grant at the revoked level approved after the revocation", patClaims, "PUT", false, "")
+				if items := p.must(p.call("GET", "partner/customers", p.pat(), nil), 200).items(); len(items) != 1 || items[0].(map[string]any)["level"] != "look" {
+					t.Fatalf("pat's customers under the organisation's look: %v, want acme at look", items)
+				}
 			})
 		}
 	}

@@ -121,7 +121,7 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 			rec := startedRecorder(t, env.store)
 			p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
 			env.grant(t, patUser, orgRequest(sidecar.LevelCreate, 30))
-			env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat", "paul"))
+			env.grant(t, patUser, individualRequest(sidecar.LevelLook, 30, "pat", "paul"))
 			patG, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
 			if err != nil || patG.Individual == nil {
 				t.Fatalf("pat's grant: %+v %v", patG, err)
@@ -147,7 +147,8 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 				}
 			}
 			// The late script left its hold with the revocation: the
-			// organisation grant approved before it does not apply to pat.
+			// organisation grant, above the revoked look, does not apply
+			// to pat.
 			if g, err := p.Effective(ctx, "acme", "partnerco", "pat"); err != nil || g != nil {
 				t.Fatalf("pat's effective grant after the retried revocation: %+v, %v; want none", g, err)
 			}

@@ -584,10 +584,10 @@ func TestUnshareByPartnerOrg(t *testing.T) {
 }
 
 // Revoking a user's individual grant narrows their access, whoever
-// revokes it: until it would have expired, the organisation grant approved
-// before it does not apply to them instead — not on the check path's
-// lookup, not in "My Customers", not for subscriptions. An organisation
-// grant approved after the revocation applies.
+// revokes it: until it would have expired, an organisation grant above
+// its level does not apply to them instead — not on the check path's
+// lookup, not in "My Customers", not for subscriptions — whether approved
+// before the revocation or after. One at or below its level applies.
 func TestPartnerRevokedIndividualGrantHoldsBackTheOrgGrant(t *testing.T) {
 	for _, ps := range partnerStores(t) {
 		for _, by := range []*sidecar.Identity{patUser, paulUser, cora} {
@@ -632,7 +632,8 @@ func TestPartnerRevokedIndividualGrantHoldsBackTheOrgGrant(t *testing.T) {
 				}
 
 				// Revoked again, then the customer approves the organisation
-				// anew: that later decision applies to pat.
+				// anew: above the revoked grant's level that later decision
+				// does not reach pat either; at it, it does.
 				env.grant(t, patUser, individualRequest(sidecar.LevelLook, 10, "pat"))
 				own, _ = env.partners.Effective(ctx, "acme", "partnerco", "pat")
 				if _, err := env.partners.Revoke(ctx, by, "acme", own.ID, allowAll); err != nil {
@@ -640,12 +641,19 @@ func TestPartnerRevokedIndividualGrantHoldsBackTheOrgGrant(t *testing.T) {
 				}
 				held("after the second revocation")
 				env.grant(t, patUser, orgRequest(sidecar.LevelCreate, 30))
-				if g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat"); g == nil || g.Level != sidecar.LevelCreate {
-					t.Fatalf("organisation grant approved after the revocation: pat's effective grant = %+v, want create", g)
+				if g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat"); g != nil {
+					t.Fatalf("organisation grant above the revoked level approved after the revocation: pat's effective grant = %+v, want none", g)
+				}
+				if mine, _ := env.partners.MyCustomers(ctx, patUser, allowAll); len(mine) != 0 {
+					t.Fatalf("pat's customers under an organisation grant above the revoked level = %+v, want none", mine)
+				}
+				env.grant(t, patUser, orgRequest(sidecar.LevelLook, 30))
+				if g, _ := env.partners.Effective(ctx, "acme", "partnerco", "pat"); g == nil || g.Level != sidecar.LevelLook {
+					t.Fatalf("organisation grant at the revoked level approved after the revocation: pat's effective grant = %+v, want look", g)
 				}
 				mine, _ := env.partners.MyCustomers(ctx, patUser, allowAll)
-				if len(mine) != 1 || mine[0].Level != sidecar.LevelCreate || mine[0].Scope != sidecar.ScopeOrganisation {
-					t.Fatalf("pat's customers = %+v, want acme at create", mine)
+				if len(mine) != 1 || mine[0].Level != sidecar.LevelLook || mine[0].Scope != sidecar.ScopeOrganisation {
+					t.Fatalf("pat's customers = %+v, want acme at look", mine)
 				}
 				if subs, _ := env.partners.Subscribers(ctx, cora, "acme", "", allowAll); len(subs) != 1 {
 					t.Fatalf("subscribers = %+v, want pat's again", subs)

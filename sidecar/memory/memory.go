@@ -86,7 +86,7 @@ type Store struct {
 	grants     map[string]map[string]*sidecar.Grant // customer → org\x00user → grant
 	order      map[string]map[string]int64          // customer → org: last Seq taken; org\x00user: Seq of the last grant written or revocation
 	revoked    map[string]map[string]sidecar.Grant  // customer → grant id → the grant as revoked, until it would have expired
-	held       map[string]map[string][]sidecar.Hold // customer → org\x00user → holds the user's revoked individual grants left
+	held       map[string]map[string][]sidecar.Hold // customer → org\x00user → holds the user's revoked or replaced individual grants left
 	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
 	unshared   map[string]map[string]sidecar.Share  // as shares: the last removal of each, for sidecar.AppendOnceWindow
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
@@ -1051,6 +1051,9 @@ func (s *Store) PutGrant(_ context.Context, g *sidecar.Grant) error {
 		s.grants[g.Customer] = m
 	}
 	now := s.now()
+	if h, ok := sidecar.ReplacementHold(m[f], &cp, now); ok {
+		s.hold(g.Customer, f, h)
+	}
 	for k, old := range m {
 		if !old.Live(now) {
 			delete(m, k)
@@ -1094,7 +1097,7 @@ func (s *Store) RevokeGrant(_ context.Context, customer, id, by, byOrg string) (
 			seq := s.nextSeq(customer, g.PartnerOrg)
 			s.order[customer][k] = seq
 			if out != nil && out.User != "" {
-				s.hold(customer, k, sidecar.Hold{Seq: seq, Until: out.ExpiresAt})
+				s.hold(customer, k, sidecar.Hold{Level: out.Level, Until: out.ExpiresAt})
 			}
 		}
 	}

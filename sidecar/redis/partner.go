@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,9 +23,12 @@ import (
 //	{cust:C}:grants:exp        sorted set: same fields by expiry (ms), to expire fields
 //	{cust:C}:grants:closed     sorted set: ids of C's requests that issue no more grants,
 //	                           by when the request is forgotten (ms)
-//	{cust:C}:grants:held       hash: "<org>\x00<user>" → JSON [[seq, until ms], …], the
-//	                           holds the user's revoked individual grants left
-//	                           (sidecar.Hold); kept until the last one lapses
+//	{cust:C}:grants:held       hash: "<org>\x00<user>" → JSON [[until ms, level], …], the
+//	                           holds the user's revoked or replaced individual
+//	                           grants left (sidecar.Hold; an entry [seq, until ms],
+//	                           written before holds had a level, holds the user
+//	                           back from every organisation grant); kept until
+//	                           the last one lapses
 //	{cust:C}:grants:seq        hash: "<org>" → last Seq taken for O's access to C;
 //	                           "<org>\x00<user>" → Seq of the grant last written or revoked
 //	                           there. Kept 2×retention past its last change (every
@@ -291,15 +295,64 @@ func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]si
 
 // ---- grants ----------------------------------------------------------------
 
+// holdLua defines hold(key, field, until ms, level, now ms): it adds the
+// hold at level until the given instant to the field's holds in the hash
+// key as sidecar.AddHold does (the store contract pins both) and keeps
+// the hash until its last hold lapses. Levels rank as sidecar.Level.Rank.
+var holdLua = func() string {
+	var ranks strings.Builder
+	for _, l := range sidecar.Levels {
+		fmt.Fprintf(&ranks, "[%q]=%d,", l, l.Rank())
+	}
+	return `
+local ranks = {` + ranks.String() + `}
+local function covers(a, b)
+  return a[1] >= b[1] and (ranks[a[2]] or 0) <= (ranks[b[2]] or 0)
+end
+local function hold(key, f, untl, level, now)
+  local h = {untl, level}
+  local add = untl > now
+  local out = {}
+  local raw = redis.call('HGET', key, f)
+  if raw then
+    for _, o in ipairs(cjson.decode(raw)) do
+      if type(o[2]) ~= 'string' then o = {o[2], ''} end
+      if o[1] <= now then
+      elseif add and covers(o, h) then
+        add = false
+        table.insert(out, o)
+      elseif not add or not covers(h, o) then
+        table.insert(out, o)
+      end
+    end
+  end
+  if add then table.insert(out, h) end
+  if #out == 0 then
+    redis.call('HDEL', key, f)
+    return
+  end
+  redis.call('HSET', key, f, cjson.encode(out))
+  local ttl = 1000
+  for _, o in ipairs(out) do
+    if o[1] - now > ttl then ttl = o[1] - now end
+  end
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+`
+}()
+
 // putGrantScript stores a grant in the customer's hash, unless its
 // request is closed (returns -1) or a later approval or revocation of the
 // field took a higher Seq (returns -2), drops expired fields and keeps the
 // hash alive until its last grant expires. A grant with a Seq keeps the
 // seq hash at least retention past its expiry (and the seq TTL), never
-// shortening it.
-// KEYS: grants hash, expiry set, closed set, seq hash. ARGV: field, grant
-// JSON, expiry ms, now ms, request id, seq, seq TTL ms, retention ms.
-var putGrantScript = goredis.NewScript(`
+// shortening it. A user's grant (ARGV[9] = "1") replacing a live one that
+// ends later leaves a hold on the user in KEYS[5] at the replaced grant's
+// level until its end (sidecar.ReplacementHold).
+// KEYS: grants hash, expiry set, closed set, seq hash, held hash. ARGV:
+// field, grant JSON, expiry ms, now ms, request id, seq, seq TTL ms,
+// retention ms, individual.
+var putGrantScript = goredis.NewScript(holdLua + `
 if ARGV[5] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[5]) then
   return -1
 end
@@ -311,6 +364,13 @@ if seq > 0 then
   redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
   local keep = math.max(tonumber(ARGV[7]), tonumber(ARGV[3]) - tonumber(ARGV[4]) + tonumber(ARGV[8]))
   if redis.call('PTTL', KEYS[4]) < keep then redis.call('PEXPIRE', KEYS[4], keep) end
+end
+if ARGV[9] == '1' then
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  local ends = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')
+  if old and ends > tonumber(ARGV[4]) and ends > tonumber(ARGV[3]) then
+    hold(KEYS[5], ARGV[1], ends, cjson.decode(old)['level'], tonumber(ARGV[4]))
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -340,18 +400,18 @@ return 1
 // id, KEYS[5] its expiry, and both are trimmed of grants past theirs and
 // live until the last one kept expires.
 // A user's individual grant (ARGV[8] = "1") leaves a hold on the user in
-// KEYS[6] with the revocation's Seq until the grant's expiry, added to the
-// field's holds as sidecar.AddHold does (the store contract pins both);
-// the hash lives until its last hold lapses. The seq hash is kept at least
-// retention past the grant's expiry (and the seq TTL), never shortened.
+// KEYS[6] at the grant's level until its expiry (hold). The seq hash is
+// kept at least retention past the grant's expiry (and the seq TTL),
+// never shortened.
 // KEYS: grants, grants:exp, grants:seq, grants:revoked, grants:revoked:exp,
 // grants:held.
 // ARGV: field, id, partner org, seq TTL ms, expires-at ms, now ms, grant
 // as revoked, individual, retention ms.
-var revokeGrantScript = goredis.NewScript(`
+var revokeGrantScript = goredis.NewScript(holdLua + `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return false end
-if cjson.decode(v)['id'] ~= ARGV[2] then return false end
+local g = cjson.decode(v)
+if g['id'] ~= ARGV[2] then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local seq = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
@@ -360,18 +420,7 @@ local now, untl = tonumber(ARGV[6]), tonumber(ARGV[5])
 local keep = math.max(tonumber(ARGV[4]), untl - now + tonumber(ARGV[9]))
 if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
 if ARGV[8] == '1' and untl > now then
-  local holds = {}
-  local raw = redis.call('HGET', KEYS[6], ARGV[1])
-  if raw then
-    for _, h in ipairs(cjson.decode(raw)) do
-      if h[2] > now and h[2] > untl then table.insert(holds, h) end
-    end
-  end
-  table.insert(holds, {seq, untl})
-  redis.call('HSET', KEYS[6], ARGV[1], cjson.encode(holds))
-  local ttl = untl - now
-  if ttl < 1000 then ttl = 1000 end
-  if redis.call('PTTL', KEYS[6]) < ttl then redis.call('PEXPIRE', KEYS[6], ttl) end
+  hold(KEYS[6], ARGV[1], untl, g['level'], now)
 end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[7])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
@@ -396,8 +445,14 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 	}
 	now := s.now()
 	f := field(g.PartnerOrg, g.User)
-	keys := []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp"), s.cust(g.Customer, "grants:closed"), s.cust(g.Customer, "grants:seq")}
-	n, err := putGrantScript.Run(ctx, s.c, keys, f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID, g.Seq, s.seqTTL().Milliseconds(), s.cfg.Retention.Milliseconds()).Int()
+	keys := []string{s.cust(g.Customer, "grants"), s.cust(g.Customer, "grants:exp"), s.cust(g.Customer, "grants:closed"), s.cust(g.Customer, "grants:seq"),
+		s.cust(g.Customer, "grants:held")}
+	individual := "0"
+	if g.User != "" {
+		individual = "1"
+	}
+	n, err := putGrantScript.Run(ctx, s.c, keys, f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID, g.Seq, s.seqTTL().Milliseconds(),
+		s.cfg.Retention.Milliseconds(), individual).Int()
 	switch {
 	case err != nil:
 		return unavailable(err)
@@ -542,13 +597,18 @@ func (s *Store) EffectiveGrants(ctx context.Context, customer, partnerOrg, user 
 	}
 	now := s.now()
 	if held != nil && held.Val() != "" {
-		holds, err := decode[[][2]int64](held.Val())
+		holds, err := decode[[][2]any](held.Val())
 		if err != nil {
 			return e, err
 		}
 		for _, h := range *holds {
-			if until := time.UnixMilli(h[1]); now.Before(until) {
-				e.Held = append(e.Held, sidecar.Hold{Seq: h[0], Until: until})
+			until, _ := h[0].(float64)
+			level, _ := h[1].(string)
+			if legacy, ok := h[1].(float64); ok {
+				until = legacy // [seq, until]: no level, so it holds the user back from every organisation grant
+			}
+			if until := time.UnixMilli(int64(until)); now.Before(until) {
+				e.Held = append(e.Held, sidecar.Hold{Level: sidecar.Level(level), Until: until})
 			}
 		}
 	}

@@ -16,9 +16,9 @@ import (
 // organisation grant may live longer (max_grant_days, 365 by default, against
 // 180 days of 2×90). Had the counter expired while that grant was live, the
 // next approval and revocation would take Seqs from 1 again, at or below the
-// grant's, and the hold a revoked individual grant leaves would no longer
-// keep the user from the organisation grant approved before it: the
-// revocation would widen. The counter must outlive every Seq still stored.
+// grant's: the grant of the organisation's next approval would be refused as
+// older than the one it follows, and a grant approved before a revocation
+// could be written after it. The counter must outlive every Seq still stored.
 // Retention is shrunk to 300ms so the 2×retention elapses in real time.
 func TestSeqCounterOutlivesLiveGrants(t *testing.T) {
 	t.Run("single_node", func(t *testing.T) {

@@ -834,6 +834,49 @@ func grantIDs(gs []sidecar.Grant) []string {
 	return ids
 }
 
+// grantSteps approves requests of p1 at acme in order, writes grants
+// with their Seqs, and checks the grant that applies to a user on both
+// replicas.
+type grantSteps struct {
+	t *testing.T
+	e *env
+	n int
+}
+
+// approve records the approval of a new request and returns its Seq.
+func (s *grantSteps) approve() int64 {
+	s.t.Helper()
+	s.n++
+	id := fmt.Sprintf("r%d", s.n)
+	must(s.t, s.e.s.CreateRequest(s.e.ctx, newRequest(s.e, id, "p1", "acme")))
+	r, err := s.e.s.DecideRequest(s.e.ctx, id, sidecar.RequestApproved, "boss", s.e.now())
+	must(s.t, err)
+	return r.Seq
+}
+
+func (s *grantSteps) put(id, user string, level sidecar.Level, ttl time.Duration, seq int64) {
+	s.t.Helper()
+	g := grant(s.e, id, "acme", "p1", user, level, ttl)
+	g.Seq = seq
+	must(s.t, s.e.s.PutGrant(s.e.ctx, g))
+}
+
+// want checks the id of the grant that applies to user, "" for none.
+func (s *grantSteps) want(what, user, id string) {
+	s.t.Helper()
+	for _, st := range []sidecar.Store{s.e.s, s.e.peer} {
+		eg, err := st.EffectiveGrants(s.e.ctx, "acme", "p1", user)
+		must(s.t, err)
+		got := ""
+		if g := eg.At(s.e.now()); g != nil {
+			got = g.ID
+		}
+		if got != id {
+			s.t.Fatalf("%s: %s's effective grant = %q, want %q", what, user, got, id)
+		}
+	}
+}
+
 func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 	day := 24 * time.Hour
 	// Once an approval's grants are issued or closed (a grant of it was
@@ -935,93 +978,129 @@ func testGrants(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 	// A user's individual grant is considered before the organisation's,
 	// even when lower. Revoking it narrows: until it would have expired,
-	// the user gets nothing through an organisation grant approved before
-	// the revocation, whoever revoked it. An organisation grant approved
-	// after the revocation, or a new individual grant, applies as usual.
+	// the user gets nothing through an organisation grant above the
+	// revoked grant's level, whoever revoked it and whenever the
+	// organisation grant was approved. A new individual grant applies as
+	// usual.
 	t.Run("revoked_individual_grant_holds_back_earlier_org_grant", func(t *testing.T) {
 		e := newEnv(t)
-		n := 0
-		approve := func() int64 {
-			t.Helper()
-			n++
-			id := fmt.Sprintf("r%d", n)
-			must(t, e.s.CreateRequest(e.ctx, newRequest(e, id, "p1", "acme")))
-			r, err := e.s.DecideRequest(e.ctx, id, sidecar.RequestApproved, "boss", e.now())
-			must(t, err)
-			return r.Seq
-		}
-		put := func(id, user string, level sidecar.Level, ttl time.Duration, seq int64) {
-			t.Helper()
-			g := grant(e, id, "acme", "p1", user, level, ttl)
-			g.Seq = seq
-			must(t, e.s.PutGrant(e.ctx, g))
-		}
-		effective := func(s sidecar.Store, user string) string {
-			t.Helper()
-			eg, err := s.EffectiveGrants(e.ctx, "acme", "p1", user)
-			must(t, err)
-			if g := eg.Effective(); g != nil {
-				return g.ID
-			}
-			return ""
-		}
-		want := func(what, user, id string) {
-			t.Helper()
-			for _, s := range []sidecar.Store{e.s, e.peer} {
-				if got := effective(s, user); got != id {
-					t.Fatalf("%s: %s's effective grant = %q, want %q", what, user, got, id)
-				}
-			}
-		}
-		put("g-org", "", sidecar.LevelUpdate, 30*day, approve())
-		put("g-pat", "pat", sidecar.LevelLook, 10*day, approve())
-		want("before the revocation", "pat", "g-pat")
+		s := &grantSteps{t: t, e: e}
+		s.put("g-org", "", sidecar.LevelUpdate, 30*day, s.approve())
+		s.put("g-pat", "pat", sidecar.LevelLook, 10*day, s.approve())
+		s.want("before the revocation", "pat", "g-pat")
 		_, err := e.s.RevokeGrant(e.ctx, "acme", "g-pat", "pat", "p1")
 		must(t, err)
-		want("after the revocation", "pat", "")
+		s.want("after the revocation", "pat", "")
 		eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", "pat")
 		must(t, err)
-		if len(eg.Held) != 1 || !eg.Held[0].Until.Equal(e.now().Add(10*day)) || eg.Organisation == nil || eg.Held[0].Seq <= eg.Organisation.Seq {
-			t.Fatalf("pat's grants after the revocation: %+v, want the organisation's and one hold until the revoked grant's expiry", eg)
+		if len(eg.Held) != 1 || !eg.Held[0].Until.Equal(e.now().Add(10*day)) || eg.Organisation == nil || eg.Held[0].Level != sidecar.LevelLook {
+			t.Fatalf("pat's grants after the revocation: %+v, want the organisation's and one hold at look until the revoked grant's expiry", eg)
 		}
 		if eg, err := e.s.EffectiveGrants(e.ctx, "acme", "p1", ""); err != nil || len(eg.Held) != 0 {
 			t.Fatalf("the organisation's grants: %+v, %v; want no hold", eg, err)
 		}
-		want("another user of the organisation", "sam", "g-org")
-		want("the organisation itself", "", "g-org")
+		s.want("another user of the organisation", "sam", "g-org")
+		s.want("the organisation itself", "", "g-org")
 		e.clock.Advance(10*day - time.Second)
-		want("just before the revoked grant would have expired", "pat", "")
+		s.want("just before the revoked grant would have expired", "pat", "")
 		e.clock.Advance(time.Second)
-		want("once the revoked grant would have expired", "pat", "g-org")
+		s.want("once the revoked grant would have expired", "pat", "g-org")
 
 		// Revoked again before it expires, a second individual grant
 		// leaves its own hold; the first one's still holds until it
 		// would have expired.
-		put("g-pat2", "pat", sidecar.LevelLook, 10*day, approve())
+		s.put("g-pat2", "pat", sidecar.LevelLook, 10*day, s.approve())
 		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-pat2", "cora", "acme")
 		must(t, err)
-		put("g-pat3", "pat", sidecar.LevelCC, 2*day, approve())
-		want("a new individual grant", "pat", "g-pat3")
+		s.put("g-pat3", "pat", sidecar.LevelCC, 2*day, s.approve())
+		s.want("a new individual grant", "pat", "g-pat3")
 		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-pat3", "paul", "p1")
 		must(t, err)
 		e.clock.Advance(5 * day)
-		want("past the second revoked grant's expiry, before the first's", "pat", "")
+		s.want("past the second revoked grant's expiry, before the first's", "pat", "")
 		e.clock.Advance(5 * day)
-		want("past both", "pat", "g-org")
+		s.want("past both", "pat", "g-org")
 
-		// An organisation grant approved after a revocation applies.
-		put("g-pat4", "pat", sidecar.LevelLook, 10*day, approve())
+		// An organisation grant approved after a revocation is held back
+		// too when it is above the revoked grant's level.
+		s.put("g-pat4", "pat", sidecar.LevelLook, 10*day, s.approve())
 		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-pat4", "pat", "p1")
 		must(t, err)
-		want("after the fourth revocation", "pat", "")
-		put("g-org2", "", sidecar.LevelCreate, 30*day, approve())
-		want("an organisation grant approved after the revocation", "pat", "g-org2")
+		s.want("after the fourth revocation", "pat", "")
+		s.put("g-org2", "", sidecar.LevelCreate, 30*day, s.approve())
+		s.want("an organisation grant above the revoked level, approved after the revocation", "pat", "")
+		s.want("another user, under the organisation grant approved after the revocation", "sam", "g-org2")
 
 		// Revoking the organisation grant holds nobody back from a later one.
 		_, err = e.s.RevokeGrant(e.ctx, "acme", "g-org2", "cora", "acme")
 		must(t, err)
-		put("g-org3", "", sidecar.LevelLook, 30*day, approve())
-		want("a later organisation grant", "sam", "g-org3")
+		s.put("g-org3", "", sidecar.LevelLook, 30*day, s.approve())
+		s.want("a later organisation grant", "sam", "g-org3")
+		s.want("a later organisation grant at the revoked level", "pat", "g-org3")
+	})
+	// A revocation only narrows: an organisation grant the customer
+	// approves after it (one that lowers the organisation, say) never
+	// takes the user above the revoked grant's level while its hold
+	// lasts. At or below that level it applies.
+	t.Run("hold_keeps_user_at_or_below_revoked_level", func(t *testing.T) {
+		e := newEnv(t)
+		s := &grantSteps{t: t, e: e}
+		s.put("g-org", "", sidecar.LevelFullAdmin, 60*day, s.approve())
+		s.put("g-pat", "pat", sidecar.LevelCC, 60*day, s.approve())
+		_, err := e.s.RevokeGrant(e.ctx, "acme", "g-pat", "cora", "acme")
+		must(t, err)
+		s.want("after the revocation", "pat", "")
+		s.put("g-org2", "", sidecar.LevelUpdate, 90*day, s.approve())
+		s.want("the organisation lowered to update after the revocation", "pat", "")
+		s.want("another user under the lowered organisation grant", "sam", "g-org2")
+		s.put("g-org3", "", sidecar.LevelCC, 90*day, s.approve())
+		s.want("the organisation lowered to the revoked level", "pat", "g-org3")
+		s.put("g-org4", "", sidecar.LevelLook, 90*day, s.approve())
+		s.want("the organisation raised again", "pat", "")
+		e.clock.Advance(60*day - time.Millisecond)
+		s.want("just before the revoked grant would have expired", "pat", "")
+		e.clock.Advance(time.Millisecond)
+		s.want("once the revoked grant would have expired", "pat", "g-org4")
+	})
+	// Asking again replaces a user's individual grant. A replacement that
+	// ends earlier than the grant it replaces only narrows: from its end
+	// until the replaced grant's, the user gets nothing through an
+	// organisation grant above the replaced grant's level, as after a
+	// revocation.
+	t.Run("shorter_individual_replacement_holds_to_replaced_level", func(t *testing.T) {
+		e := newEnv(t)
+		s := &grantSteps{t: t, e: e}
+		s.put("g-org", "", sidecar.LevelUpdate, 365*day, s.approve())
+		s.put("g-pat", "pat", sidecar.LevelLook, 300*day, s.approve())
+		g := grant(e, "g-pat2", "acme", "p1", "pat", sidecar.LevelLook, day)
+		g.Seq = s.approve()
+		must(t, e.s.PutGrant(e.ctx, g))
+		e.clock.Advance(time.Minute)
+		must(t, e.s.PutGrant(e.ctx, g)) // written again: a retry whose reply was lost
+		s.want("the shorter grant", "pat", "g-pat2")
+		e.clock.Advance(day - time.Minute - time.Millisecond)
+		s.want("just before the shorter grant ends", "pat", "g-pat2")
+		e.clock.Advance(time.Millisecond)
+		s.want("once the shorter grant ended", "pat", "")
+		s.want("another user", "sam", "g-org")
+		e.clock.Advance(299*day - time.Millisecond)
+		s.want("just before the replaced grant would have ended", "pat", "")
+		e.clock.Advance(time.Millisecond)
+		s.want("once the replaced grant would have ended", "pat", "g-org")
+
+		// A replacement that lasts at least as long holds nobody back.
+		s.put("g-pat3", "pat", sidecar.LevelLook, 10*day, s.approve())
+		s.put("g-pat4", "pat", sidecar.LevelCC, 10*day, s.approve())
+		e.clock.Advance(10 * day)
+		s.want("a replacement as long as the grant it replaced, ended", "pat", "g-org")
+
+		// An organisation grant at or below the replaced level applies.
+		s.put("g-pat5", "pat", sidecar.LevelLook, 30*day, s.approve())
+		s.put("g-pat6", "pat", sidecar.LevelCC, day, s.approve())
+		e.clock.Advance(day)
+		s.want("the shorter replacement ended", "pat", "")
+		s.put("g-org2", "", sidecar.LevelLook, 30*day, s.approve())
+		s.want("an organisation grant at the replaced level", "pat", "g-org2")
 	})
 	t.Run("individual_before_organisation_even_when_lower", func(t *testing.T) {
 		e := newEnv(t)
