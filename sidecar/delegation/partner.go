@@ -996,8 +996,8 @@ func (p *Partners) MyCustomers(ctx context.Context, caller *sidecar.Identity, au
 	for c, e := range byCustomer {
 		if e.Individual == nil {
 			// Only the organisation's grant is listed: a hold left by the
-			// caller's revoked individual grant may keep them from it, as
-			// on the check path.
+			// caller's revoked or replaced individual grant may keep them
+			// from it, as on the check path.
 			var err error
 			if e, err = p.store.EffectiveGrants(ctx, c, caller.Org, caller.Subject); err != nil {
 				return nil, err
@@ -1044,10 +1044,10 @@ func (p *Partners) Effective(ctx context.Context, customer, partnerOrg, user str
 }
 
 // EffectiveAt applies precedence at now: a live individual grant wins even
-// when lower; an expired grant counts as absent; a revoked individual
-// grant's hold keeps its user from the organisation grant approved before
-// the revocation until the revoked grant would have expired
-// (sidecar.Hold).
+// when lower; an expired grant counts as absent; the hold a revoked
+// individual grant, or one replaced by a grant ending earlier, left keeps
+// its user from an organisation grant above its level until it would have
+// expired (sidecar.Hold).
 func EffectiveAt(e sidecar.EffectiveGrants, now time.Time) *sidecar.Grant { return e.At(now) }
 
 // ShareInput is a resource the customer shares with a cc-level partner user.

@@ -171,8 +171,9 @@ func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, 
 	now := r.clock()
 	g := delegation.EffectiveAt(e, now)
 	if g == nil {
-		// Held back by a revoked individual grant, the user has no grant
-		// that applies, as after a revocation of the organisation's.
+		// Held back by a revoked or replaced individual grant, the user
+		// has no grant that applies, as after a revocation of the
+		// organisation's.
 		if !e.HeldBack(now) && (e.Individual != nil || e.Organisation != nil) {
 			return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonGrantExpired, nil)
 		}
