@@ -6,6 +6,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/resolve"
 )
 
@@ -122,5 +123,47 @@ func TestShorterIndividualReapprovalReachesEveryReplica(t *testing.T) {
 	clock.Advance(day)
 	if got := resolvedLevel(resolverB, patUser, "acme"); got != "no_live_grant" {
 		t.Fatalf("replica b resolves %q once the 1-day grant ended, want no_live_grant", got)
+	}
+}
+
+// The shorter grant's approval whose write lost its reply (Redis ran the
+// script after the client's read timeout) answers an error; its retry
+// completes it. The hold the late write left stands, once: pat gets
+// nothing through the organisation from the shorter grant's end to the
+// replaced grant's, and then the organisation's update.
+func TestShorterIndividualReapprovalRetriedAfterLostReplyHolds(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	stall := &stallBeforeScript{t: t, srv: srv, keyPart: "grants:closed", stalled: make(chan error, 1)}
+	env := newPartnerEnv(t, partnerStore{name: "redis-stalling", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		return stallingStore(t, srv, "lostreapprove", stall, clock)
+	}})
+	ctx := context.Background()
+	env.grant(t, patUser, orgRequest(sidecar.LevelUpdate, 365))
+	env.grant(t, patUser, individualRequest(sidecar.LevelLook, 300, "pat"))
+	r, err := env.partners.Request(ctx, patUser, individualRequest(sidecar.LevelLook, 1, "pat"), allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall.armed.Store(true)
+	_, _, err = env.partners.Approve(ctx, cora, r.ID, allowAll)
+	wantLostReply(t, &stall.armed, stall.stalled, "Approve", err)
+	if _, _, err := env.partners.Approve(ctx, cora, r.ID, allowAll); err != nil {
+		t.Fatalf("Approve retried: %v", err)
+	}
+	e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Individual == nil || e.Individual.RequestID != r.ID || len(e.Held) != 1 || e.Held[0].Level != sidecar.LevelLook ||
+		!e.Held[0].Until.Equal(env.clock.Now().Add(300*day)) {
+		t.Fatalf("pat's grants after the retried approval: %+v, want the 1-day grant and one hold at look until the 300-day grant's end", e)
+	}
+	env.clock.Advance(day)
+	if g, err := env.partners.Effective(ctx, "acme", "partnerco", "pat"); err != nil || g != nil {
+		t.Fatalf("once the 1-day grant ended: pat's effective grant = %+v, %v; want none", g, err)
+	}
+	env.clock.Advance(299 * day)
+	if g, err := env.partners.Effective(ctx, "acme", "partnerco", "pat"); err != nil || g == nil || g.Level != sidecar.LevelUpdate {
+		t.Fatalf("once the replaced grant would have ended: pat's effective grant = %+v, %v; want the organisation's update", g, err)
 	}
 }
