@@ -875,6 +875,32 @@ func TestPartnerAPIRevokedIndividualGrantHoldsBack(t *testing.T) {
 	}
 }
 
+// Asking again replaces pat's grant. A partner admin offboarding pat with
+// the id of the grant replaced is answered 409 conflict naming the grant
+// that holds pat's access, not 204 as if access were gone; revoking that
+// one ends it, and revoking it again is 204 as before.
+func TestPartnerAPIRevokeOfAReplacedGrantNamesTheLiveOne(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			first := p.grant(accessBody("look", 10, "individual", "pat"))
+			live := p.grant(accessBody("update", 30, "individual", "pat"))
+			r := p.must(p.call("DELETE", "partner/grants/acme/"+first, p.paul(), nil), 409)
+			if r.code() != "conflict" || !strings.HasPrefix(r.msg(), "grant_replaced: ") || !strings.Contains(r.msg(), live) {
+				t.Fatalf("revoking the replaced grant: %s, want conflict grant_replaced naming %s", r.raw, live)
+			}
+			if ok, why := p.check(patClaims, "PUT", "/service-requests/1", nil); !ok {
+				t.Fatalf("pat after the refused revocation: denied (%s), want the live grant to hold", why)
+			}
+			p.must(p.call("DELETE", "partner/grants/acme/"+live, p.paul(), nil), 204)
+			p.must(p.call("DELETE", "partner/grants/acme/"+live, p.paul(), nil), 204)
+			if ok, why := p.check(patClaims, "GET", "/service-requests/1", nil); ok || why != "no_live_grant" {
+				t.Fatalf("pat after the revocation: allowed=%v %s, want no_live_grant", ok, why)
+			}
+		})
+	}
+}
+
 // cacheChecks makes check read grants through the check path's cache, kept
 // long enough to outlive every clock move of a test: what it answers from
 // a cached entry must agree with the store.

@@ -189,8 +189,9 @@ func TestConcurrentApprovalsOfOneRequest(t *testing.T) {
 
 // A revocation names the grant an approval answered. When that id is not
 // stored, the grant its request issued to the same user is revoked
-// whatever its id; only when nothing of the request is live for the user
-// is revoking it a no-op. Another customer's request is not looked at:
+// whatever its id; when nothing of the request is live for the user,
+// revoking it is a no-op, or a conflict while a later grant holds the
+// user's access. Another customer's request is not looked at:
 // its grant's id is unknown at acme.
 func TestRevokeOfAnAnsweredIDNotStored(t *testing.T) {
 	globexManager := &sidecar.Identity{Subject: "gina", Org: "globex", Roles: []string{"contact_manager"}}
@@ -224,7 +225,9 @@ func TestRevokeOfAnAnsweredIDNotStored(t *testing.T) {
 				}
 				return delegation.GrantID(r.ID, "pat")
 			}},
-			{name: "replaced_by_a_later_request", wantLevel: sidecar.LevelCC, prep: func(t *testing.T, env *partnerEnv) string {
+			// A later request's grant holds pat's access: refused, naming it
+			// (TestRevokeOfAReplacedGrantNamesTheLiveOne).
+			{name: "replaced_by_a_later_request", wantErr: sidecar.ECONFLICT, wantLevel: sidecar.LevelCC, prep: func(t *testing.T, env *partnerEnv) string {
 				ctx := context.Background()
 				first := env.grant(t, patUser, individualRequest(sidecar.LevelFullAdmin, 30, "pat"))
 				env.grant(t, patUser, individualRequest(sidecar.LevelCC, 30, "pat"))
@@ -410,7 +413,8 @@ func TestApprovalsOnTwoReplicasAnswerOneGrant(t *testing.T) {
 // the same user (the partner asked again with another level): the later
 // decision stands, both older approvals answer grant_superseded, the
 // older approval is audited once and announces no grant, and revoking the
-// id the older request makes leaves the later grant alone.
+// id the older request makes leaves the later grant alone, answered 409
+// naming it.
 func TestApprovalsOfOneRequestRacingALaterRequest(t *testing.T) {
 	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
@@ -449,9 +453,11 @@ func TestApprovalsOfOneRequestRacingALaterRequest(t *testing.T) {
 					t.Errorf("the older approval announced a grant it did not issue: %+v", e)
 				}
 			}
-			if g, err := p.Revoke(ctx, cora, "acme", delegation.GrantID(older.ID, "pat"), allowAll); err != nil || g != nil {
-				t.Errorf("revoking the older request's grant id: %+v (%v), want nothing revoked", g, err)
+			g, err := p.Revoke(ctx, cora, "acme", delegation.GrantID(older.ID, "pat"), allowAll)
+			if g != nil {
+				t.Errorf("revoking the older request's grant id revoked %+v, want nothing revoked", g)
 			}
+			wantReplacedBy(t, err, delegation.GrantID(later.ID, "pat"))
 			wantGrant(t, store, "pat", later.ID, sidecar.LevelCC)
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/mail"
 	"slices"
@@ -724,6 +725,12 @@ func decidedError(status string) error {
 // the grant ids the request makes, and a grant stored before ids were made
 // so may have been written again under another by a retried approval.
 //
+// A grant that another grant of the same access replaced (asking again,
+// once approved, replaces the earlier grant), before or during the
+// revocation, is refused with ECONFLICT grant_replaced naming the grant
+// live instead, with nothing changed or recorded: success would tell the
+// caller the access is gone while the user holds it (see replaced).
+//
 // An id never issued (or expired), and any grant to a caller who is no
 // party to it, answer alike ENOTFOUND, with nothing changed or published:
 // no one learns which grants exist, nor makes every replica drop its cache.
@@ -767,8 +774,12 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		revoked, err = p.revokeReissued(ctx, caller, g)
 	}
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
-		// Revoked or expired meanwhile: what was asked holds, and this
-		// caller did nothing to audit or announce.
+		// Revoked, expired or replaced meanwhile, or an approval closed
+		// above before it stored the grant. This caller did nothing to
+		// audit or announce.
+		if err := p.replaced(ctx, g); err != nil {
+			return nil, err
+		}
 		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
 	// Unpublished: the grant is revoked but replicas were not told. It is
@@ -783,6 +794,35 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return g, err
 	}
 	return g, unpublished
+}
+
+// reasonGrantReplaced is the reason of the ECONFLICT answering the
+// revocation of a grant that another grant of the same access replaced.
+const reasonGrantReplaced = "grant_replaced"
+
+// replaced refuses the revocation of g, which found nothing of g left to
+// revoke, when another grant holds the same access (a later approval
+// replaced g): answered success, it would tell the caller that access is
+// gone while the user holds it. It names that grant, for the caller to
+// revoke it by its id. g revoked meanwhile (the store kept it), or
+// nothing live for the same access, is no error: what the revocation
+// asks holds, and a retry of one that revoked g answers as it did.
+func (p *Partners) replaced(ctx context.Context, g *sidecar.Grant) error {
+	_, err := p.store.RevokedGrant(ctx, g.Customer, g.ID)
+	if sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+		return err
+	}
+	cur, err := p.grantOf(ctx, g.Customer, g.PartnerOrg, g.User)
+	if err != nil || cur == nil || cur.ID == g.ID {
+		return err
+	}
+	holder := "organisation " + g.PartnerOrg
+	if g.User != "" {
+		holder = "user " + g.User
+	}
+	return &sidecar.Error{Code: sidecar.ECONFLICT, Reason: reasonGrantReplaced, Message: fmt.Sprintf(
+		"%s: grant %s is no longer live; the access of %s at %s is grant %s (level %s, until %s): revoke that grant to end it",
+		reasonGrantReplaced, g.ID, holder, g.Customer, cur.ID, cur.Level, cur.ExpiresAt.UTC().Format(time.RFC3339))}
 }
 
 // revoked records the revocation of g by subject by of organisation
