@@ -931,6 +931,15 @@ type SessionStore interface {
 	// made, and its caller may never retry it, or do something else
 	// instead; a sweep of any replica finds them there.
 	SessionsEnded(ctx context.Context, since time.Time) ([]Session, error)
+	// SessionsStarted returns the sessions started at a time (StartedAt)
+	// not before since, as they stand (ended or not), each for
+	// AppendOnceWindow past its start, earliest start first. StartSession
+	// keeps each start for it in the same atomic step that stores the
+	// session: the start's records are appended after that step, and a
+	// process that stops, or loses the store, before they are leaves the
+	// session stored with no record of its start; a sweep of any replica
+	// finds it there.
+	SessionsStarted(ctx context.Context, since time.Time) ([]Session, error)
 }
 
 // PartnerStore keeps partner access requests and grants.

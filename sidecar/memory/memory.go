@@ -434,6 +434,23 @@ func (s *Store) SessionsEnded(_ context.Context, since time.Time) ([]sidecar.Ses
 	return out, nil
 }
 
+// SessionsStarted reads the session log, which StartSession writes under
+// the same lock that stores the session, from since on.
+func (s *Store) SessionsStarted(_ context.Context, since time.Time) ([]sidecar.Session, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
+		since = edge.Add(time.Nanosecond) // a start at the edge is past the window
+	}
+	var out []sidecar.Session
+	for _, k := range s.sessionLog[sort.SearchStrings(s.sessionLog, logKey(since, "")):] {
+		if ss, ok := s.sessions[logID(k)]; ok {
+			out = append(out, *ss)
+		}
+	}
+	return out, nil
+}
+
 func (s *Store) publishEnded(ended []sidecar.Session) {
 	for _, ss := range ended {
 		if ss.TokenHash != "" {

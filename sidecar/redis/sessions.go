@@ -42,7 +42,8 @@ import (
 //	                     sidecar.AppendOnceWindow past it
 //	{imp}:live:a:A       set of A's possibly live session ids
 //	{imp}:live:c:C       set of C's possibly live session ids
-//	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes
+//	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes; {imp}:slog
+//	                     is also where SessionsStarted reads the starts back
 //
 // Records and pointers live until the session ended plus the retention;
 // live sets are pruned of ended members in the transactions that read
@@ -200,6 +201,51 @@ func (s *Store) SessionsEnded(ctx context.Context, since time.Time) ([]sidecar.S
 		return nil
 	})
 	return out, err
+}
+
+// SessionsStarted reads the session log's index ({imp}:slog), which
+// StartSession writes in the transaction that stores the session, from
+// since on, scanLimit members at a time: a sweep moves on past what it
+// read, so one left out would never be recorded.
+func (s *Store) SessionsStarted(ctx context.Context, since time.Time) ([]sidecar.Session, error) {
+	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
+		since = edge.Add(time.Nanosecond) // a start at the edge is past the window
+	}
+	var out []sidecar.Session
+	lo := "[" + logBound(since)
+	for {
+		members, err := s.c.ZRangeByLex(ctx, s.sessionLogKey("", ""), &goredis.ZRangeBy{Min: lo, Max: "+", Count: scanLimit}).Result()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if len(members) == 0 {
+			return out, nil
+		}
+		keys := make([]string, len(members))
+		for i, m := range members {
+			id, _ := splitMember(m)
+			keys[i] = s.sessionKey(id)
+		}
+		raws, err := s.c.MGet(ctx, keys...).Result() // the keys share {imp}
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		for _, raw := range raws {
+			str, ok := raw.(string)
+			if !ok {
+				continue // forgotten
+			}
+			ss, err := decode[sidecar.Session](str)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, *ss)
+		}
+		if len(members) < int(scanLimit) {
+			return out, nil
+		}
+		lo = "(" + members[len(members)-1]
+	}
 }
 
 // readKept hands fn the members of a set kept for the once window (scored

@@ -748,15 +748,73 @@ func testSessionsEnded(t *testing.T, newEnv func(*testing.T) *env) {
 	}
 }
 
-// testSessionsEndedAll: every end kept is returned, however many there
-// are. A sweep reads back the ends since its last one, and moves on: one
-// left out of a read that stopped at a limit would never be recorded.
+// testSessionsStarted: every session start is kept, as the session now
+// stands (ended or not), for sidecar.AppendOnceWindow past its start, in
+// the same atomic step that stores the session, where any replica reads
+// it back: the start's records are appended after it, and a process that
+// stops (or a store that goes away) before they are leaves the session
+// live with no record of its start; a sweep of any replica finds it
+// there.
+func testSessionsStarted(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	start := e.now()
+	kept, err := e.peer.SessionsStarted(e.ctx, start)
+	must(t, err)
+	if len(kept) != 0 {
+		t.Fatalf("nothing started; kept %v", sessionIDs(kept))
+	}
+	s1 := newSession(e, "s1", "staff-c1", "c1")
+	must(t, begin(e, s1))
+	e.clock.Advance(10 * time.Minute)
+	second := e.now()
+	must(t, begin(e, newSession(e, "s2", "staff-c2", "c2")))
+	// A start refused (no consent) stores nothing and keeps nothing.
+	_, err = e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}, sidecar.Protection{})
+	must(t, err)
+	refused := newSession(e, "s3", "staff-c3", "c3")
+	if _, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: refused, CodeHash: codeOf("s3"), CodeExpiresAt: e.now().Add(30 * time.Second)}); err == nil {
+		t.Fatal("a start without consent was stored")
+	}
+	_, err = e.s.EndSession(e.ctx, "s1", "staff-c1", sidecar.EndEnded, e.now())
+	must(t, err)
+	kept, err = e.peer.SessionsStarted(e.ctx, start)
+	must(t, err)
+	if ids := sessionIDs(kept); !slices.Equal(ids, []string{"s1", "s2"}) {
+		t.Fatalf("kept %v, want s1 then s2, in the order started", ids)
+	}
+	if got := kept[0]; got.Actor != s1.Actor || got.Customer != s1.Customer || got.Reason != s1.Reason || got.Ticket != s1.Ticket ||
+		!got.StartedAt.Equal(s1.StartedAt) || !got.ExpiresAt.Equal(s1.ExpiresAt) || got.EndReason != sidecar.EndEnded {
+		t.Fatalf("kept s1 as %+v; want it as stored, ended since", got)
+	}
+	kept, err = e.peer.SessionsStarted(e.ctx, second)
+	must(t, err)
+	if ids := sessionIDs(kept); !slices.Equal(ids, []string{"s2"}) {
+		t.Fatalf("started since the second start: %v, want s2", ids)
+	}
+	// An hour after the first start it is forgotten.
+	e.clock.Advance(sidecar.AppendOnceWindow - 10*time.Minute)
+	kept, err = e.peer.SessionsStarted(e.ctx, start)
+	must(t, err)
+	if ids := sessionIDs(kept); !slices.Equal(ids, []string{"s2"}) {
+		t.Fatalf("an hour after s1 started, kept %v; want s2", ids)
+	}
+}
+
+// testSessionsEndedAll: every start and end kept is returned, however
+// many there are. A sweep reads back the starts and ends since its last
+// one, and moves on: one left out of a read that stopped at a limit would
+// never be recorded.
 func testSessionsEndedAll(t *testing.T, newEnv func(*testing.T) *env) {
 	e := newEnv(t)
 	start := e.now()
 	const n = 10*sidecar.MaxPageLimit + 1 // past a store's scan limit
 	for i := range n {
 		must(t, begin(e, newSession(e, fmt.Sprintf("s%05d", i), fmt.Sprintf("staff-%05d", i), "c1")))
+	}
+	started, err := e.peer.SessionsStarted(e.ctx, start)
+	must(t, err)
+	if len(started) != n {
+		t.Fatalf("kept %d starts, want all %d", len(started), n)
 	}
 	e.clock.Advance(time.Hour) // every session has expired
 	ended := 0

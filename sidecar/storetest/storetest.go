@@ -96,6 +96,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"unpermitted_actors_end", testUnpermittedActorsEnd},
 		{"impersonation_races", testImpersonationRaces},
 		{"sweep", testSweep},
+		{"sessions_started", testSessionsStarted},
 		{"sessions_ended", testSessionsEnded},
 		{"sessions_ended_all", testSessionsEndedAll},
 		{"session_limits", testSessionLimits},
