@@ -73,12 +73,14 @@ type Impersonation struct {
 	swept      bool   // a sweep ran, under sweepMu
 	// keptFrom is where the next sweep reads back what the store kept
 	// to be recorded, by any replica: the consents taken
-	// (LapsedConsentsTaken) and the sessions ended (SessionsEnded). A
-	// take or an end whose reply was lost is found there by whichever
+	// (LapsedConsentsTaken), the sessions started (SessionsStarted) and
+	// the sessions ended (SessionsEnded). A take or an end whose reply
+	// was lost, or a start or an end whose records were still to be
+	// appended when its process stopped, is found there by whichever
 	// replica sweeps next, whatever its caller did after the error.
-	// keptDone holds the Onces of the lapses and ends this process
-	// recorded from there since, with the sweep's now, so that it appends
-	// each only once. Under sweepMu.
+	// keptDone holds the Onces of the lapses, starts and ends this
+	// process recorded from there since, with the sweep's now, so that it
+	// appends each only once. Under sweepMu.
 	keptFrom time.Time
 	keptDone map[string]time.Time
 	cancel   func()
@@ -797,16 +799,19 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 // nothing when the first got through.
 func (i *Impersonation) started(ctx context.Context, s *sidecar.Session) {
 	data := sessionData(s)
-	once := "impersonation.start:" + s.ID
+	once := startOnce(s.ID)
 	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventImpersonationStarted, Time: s.StartedAt, Customer: s.Customer, Actor: s.Actor, Data: data, Once: once})
 	i.records.Audit(ctx, &sidecar.AuditEntry{Time: s.StartedAt, Actor: s.Actor, Action: "impersonation.start", Customer: s.Customer, Target: s.ID,
 		Outcome: "ok", Data: data, Once: once})
 }
 
+// startOnce is the Once of the records of session id's start.
+func startOnce(id string) string { return "impersonation.start:" + id }
+
 // recordStartAgain records once more the start of s, stored by a start
 // that may have lost the store's reply and answered an error before
-// recording it, within sidecar.AppendOnceWindow of the start (see
-// recordableAgain).
+// recording it, or whose records were lost with its process, within
+// sidecar.AppendOnceWindow of the start (see recordableAgain).
 func (i *Impersonation) recordStartAgain(ctx context.Context, s *sidecar.Session) {
 	if recordableAgain(s.StartedAt, i.clock()) {
 		i.started(ctx, s)
@@ -1245,17 +1250,19 @@ func (i *Impersonation) sweepFailed(now time.Time) {
 
 // recordSweptAgain records once more the ends of the sessions Deputy
 // ended since the earliest failed sweep (sweepLost), and forgets that
-// sweep once it has, and the lapses of the consents taken and the ends of
-// the sessions ended, by any write on any replica, since keptFrom. The sessions a sweep ends were live until
+// sweep once it has, and the lapses of the consents taken, the starts of
+// the sessions started and the ends of the sessions ended, by any write
+// on any replica, since keptFrom. The sessions a sweep ends were live until
 // it, or lapsed at most a sweep's lag before: they started within
 // max_session and the append-once window before it, the sessions read.
-// The store keeps the consents taken, as taken at the sweep's now, and
-// the sessions ended, by their end, for the append-once window; what a
-// sweep reads back is what was taken or ended since the last (one sweep
-// interval before it: a write made at an earlier now may land late), so
-// a lapse or an end costs each replica one more record at most. The
-// first sweep of a process reads back the whole window, as its
-// predecessor may have lost a reply and left no trace.
+// The store keeps the consents taken, as taken at the sweep's now, the
+// sessions started, by their start, and the sessions ended, by their
+// end, for the append-once window; what a sweep reads back is what was
+// taken, started or ended since the last (one sweep interval before it:
+// a write made at an earlier now may land late), so a lapse, a start or
+// an end costs each replica one more record at most. The first sweep of
+// a process reads back the whole window, as its predecessor may have
+// lost a reply, or stopped with records not appended, and left no trace.
 func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) error {
 	i.sweepMu.Lock()
 	if !i.swept {
@@ -1275,6 +1282,17 @@ func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) err
 	for k := range lapsed {
 		if i.keptFirst(lapseOnce(&lapsed[k]), now) {
 			i.consentLapsed(ctx, &lapsed[k])
+		}
+	}
+	// Starts before ends: the session log holds a session's start before
+	// its end.
+	started, err := i.store.SessionsStarted(ctx, from)
+	if err != nil {
+		return err
+	}
+	for k := range started {
+		if s := &started[k]; i.keptFirst(startOnce(s.ID), now) {
+			i.recordStartAgain(ctx, s)
 		}
 	}
 	ended, err := i.store.SessionsEnded(ctx, from)
@@ -1336,15 +1354,15 @@ func (i *Impersonation) RunSweeper(ctx context.Context) {
 // session's id as their Once, so recording an end again (recordEndAgain)
 // appends nothing when the first got through.
 //
-// A session never redeemed may have been stored by a start whose reply
-// was lost, which answered an error before recording it and never handed
-// out its code; whatever ends it (the retry replacing it, a withdrawal,
-// the sweep) records its start first, so the session log never holds
-// its end without its start.
+// The start's records may be missing: a start whose reply was lost
+// answered an error before recording it, and one whose process stopped
+// before the recorder appended them answered 201. Sweeps record such a
+// start (recordSweptAgain), but the end may come first: it records the
+// start first, appending nothing when the start's records got through,
+// so the session log and the events stream never hold an end without
+// its start before it.
 func (i *Impersonation) ended(ctx context.Context, by *sidecar.Identity, s *sidecar.Session) {
-	if s.TokenHash == "" {
-		i.recordStartAgain(ctx, s)
-	}
+	i.recordStartAgain(ctx, s)
 	data := sessionData(s)
 	data["ended_by"] = s.EndedBy
 	data["end_reason"] = s.EndReason
