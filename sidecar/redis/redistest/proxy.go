@@ -34,6 +34,7 @@ type Proxy struct {
 	conns   map[net.Conn]struct{}
 	count   int                   // commands forwarded since the last Reset
 	cutAt   int                   // forward this many commands, then cut; -1: never
+	cutOn   string                // cut at the first command holding this; "": never
 	cut     bool                  // cut happened: refuse connections until Reset
 	deaf    bool                  // Deafen: no subscription until Reset
 	subs    map[net.Conn]struct{} // client connections that subscribed
@@ -76,12 +77,22 @@ func (p *Proxy) CutAfter(n int) {
 	}
 }
 
+// CutOn closes every connection instead of forwarding the first command
+// (but a handshake) that holds part, and refuses new connections until
+// Reset: Redis is gone from the client's point of view right before that
+// command, after everything the client sent before it.
+func (p *Proxy) CutOn(part string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cutOn = part
+}
+
 // Reset heals the proxy: connections are accepted again, no cut is
 // planned and the command count starts from zero.
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.count, p.cutAt, p.cut, p.deaf, p.hold, p.lose, p.stallOn = 0, -1, false, false, 0, "", nil
+	p.count, p.cutAt, p.cutOn, p.cut, p.deaf, p.hold, p.lose, p.stallOn = 0, -1, "", false, false, 0, "", nil
 	p.releaseHeld()
 	for c := range p.stalled {
 		_ = c.Close()
@@ -309,7 +320,8 @@ func (p *Proxy) commands(client, server net.Conn) {
 			}
 			p.subs[client] = struct{}{}
 		}
-		if p.cut || (!handshake && p.cutAt >= 0 && p.count >= p.cutAt) {
+		if p.cut || (!handshake && p.cutAt >= 0 && p.count >= p.cutAt) ||
+			(!handshake && p.cutOn != "" && bytes.Contains(cmd, []byte(p.cutOn))) {
 			p.cutLocked()
 			p.mu.Unlock()
 			return
