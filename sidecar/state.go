@@ -849,6 +849,14 @@ type ConsentStore interface {
 	// that a session reaching its own expiry under a consent extended
 	// since ends as expired, not as consent_expired.
 	SetConsent(ctx context.Context, c *Consent) ([]Session, error)
+	// ConsentsSet returns the consents SetConsent stored at a time
+	// (SetAt) not before since, as set, each for AppendOnceWindow past its
+	// SetAt, earliest first. SetConsent keeps each for it in the same
+	// atomic step: its consent.changed event and audit entry are appended
+	// after that step, and a process that stops, or loses the store,
+	// before they are leaves the customer untold; a sweep of any replica
+	// finds it there.
+	ConsentsSet(ctx context.Context, since time.Time) ([]Consent, error)
 	// GetConsent returns the current consent; ENOTFOUND when never set or
 	// past its expiry.
 	GetConsent(ctx context.Context, customer string) (*Consent, error)

@@ -73,12 +73,13 @@ type Impersonation struct {
 	swept      bool   // a sweep ran, under sweepMu
 	// keptFrom is where the next sweep reads back what the store kept
 	// to be recorded, by any replica: the consents taken
-	// (LapsedConsentsTaken), the sessions started (SessionsStarted) and
-	// the sessions ended (SessionsEnded). A take or an end whose reply
-	// was lost, or a start or an end whose records were still to be
-	// appended when its process stopped, is found there by whichever
-	// replica sweeps next, whatever its caller did after the error.
-	// keptDone holds the Onces of the lapses, starts and ends this
+	// (LapsedConsentsTaken), the consents set (ConsentsSet), the
+	// sessions started (SessionsStarted) and the sessions ended
+	// (SessionsEnded). A take or an end whose reply was lost, or a
+	// setting, a start or an end whose records were still to be appended
+	// when its process stopped, is found there by whichever replica
+	// sweeps next, whatever its caller did after the error. keptDone
+	// holds the Onces of the lapses, settings, starts and ends this
 	// process recorded from there since, with the sweep's now, so that it
 	// appends each only once. Under sweepMu.
 	keptFrom time.Time
@@ -562,10 +563,26 @@ func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity
 	if at.IsZero() {
 		at = i.clock()
 	}
-	once := "consent:" + c.Customer + ":" + at.UTC().Format(time.RFC3339Nano) + ":" + data["allowed"] + ":" + data["expires_at"]
+	once := consentOnce(c.Customer, at, data["allowed"], data["expires_at"])
 	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventConsentChanged, Time: at, Customer: c.Customer, Actor: by.Subject, Data: data, Once: once})
 	i.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: by.Subject, Action: "consent.set", Customer: c.Customer, Target: c.Customer,
 		Outcome: "ok", SelfService: c.SelfSet(), Data: data, Once: once})
+}
+
+// consentOnce is the Once of the records of a consent setting: the
+// customer, the setting and its time.
+func consentOnce(customer string, at time.Time, allowed, expires string) string {
+	return "consent:" + customer + ":" + at.UTC().Format(time.RFC3339Nano) + ":" + allowed + ":" + expires
+}
+
+// recordConsentSetAgain records once more c, a consent as SetConsent
+// stored it (ConsentsSet), found by a sweep: the change's records are
+// appended after it is stored, and may have been lost with its process.
+// The ends it made are kept apart (SessionsEnded).
+func (i *Impersonation) recordConsentSetAgain(ctx context.Context, c *sidecar.Consent) {
+	if c.SetBy != "" && recordableAgain(c.SetAt, i.clock()) {
+		i.consentChanged(ctx, &sidecar.Identity{Subject: c.SetBy}, c)
+	}
 }
 
 // recordConsentAgain records once more c, the customer's consent as set,
@@ -1250,17 +1267,18 @@ func (i *Impersonation) sweepFailed(now time.Time) {
 
 // recordSweptAgain records once more the ends of the sessions Deputy
 // ended since the earliest failed sweep (sweepLost), and forgets that
-// sweep once it has, and the lapses of the consents taken, the starts of
-// the sessions started and the ends of the sessions ended, by any write
-// on any replica, since keptFrom. The sessions a sweep ends were live until
+// sweep once it has, and the lapses of the consents taken, the consents
+// set, the starts of the sessions started and the ends of the sessions
+// ended, by any write on any replica, since keptFrom. The sessions a sweep ends were live until
 // it, or lapsed at most a sweep's lag before: they started within
 // max_session and the append-once window before it, the sessions read.
 // The store keeps the consents taken, as taken at the sweep's now, the
-// sessions started, by their start, and the sessions ended, by their
-// end, for the append-once window; what a sweep reads back is what was
-// taken, started or ended since the last (one sweep interval before it:
-// a write made at an earlier now may land late), so a lapse, a start or
-// an end costs each replica one more record at most. The first sweep of
+// consents set, by their setting, the sessions started, by their start,
+// and the sessions ended, by their end, for the append-once window; what
+// a sweep reads back is what was taken, set, started or ended since the
+// last (one sweep interval before it: a write made at an earlier now may
+// land late), so a lapse, a setting, a start or an end costs each
+// replica one more record at most. The first sweep of
 // a process reads back the whole window, as its predecessor may have
 // lost a reply, or stopped with records not appended, and left no trace.
 func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) error {
@@ -1282,6 +1300,20 @@ func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) err
 	for k := range lapsed {
 		if i.keptFirst(lapseOnce(&lapsed[k]), now) {
 			i.consentLapsed(ctx, &lapsed[k])
+		}
+	}
+	set, err := i.store.ConsentsSet(ctx, from)
+	if err != nil {
+		return err
+	}
+	for k := range set {
+		c := &set[k]
+		expires := ""
+		if !c.ExpiresAt.IsZero() {
+			expires = c.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		if i.keptFirst(consentOnce(c.Customer, c.SetAt, boolStr(c.Allowed), expires), now) {
+			i.recordConsentSetAgain(ctx, c)
 		}
 	}
 	// Starts before ends: the session log holds a session's start before

@@ -3,6 +3,7 @@ package delegation_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,6 +149,99 @@ func TestStartRecordsLostAtCommitAreRecordedBySweeps(t *testing.T) {
 				}
 				if len(log) != 1 || log[0].ID != lost.Session.ID {
 					t.Errorf("alice's session log: %+v, want the live session whose records were lost", log)
+				}
+			})
+		}
+	}
+}
+
+// A consent change is stored and answered, but its records never reach
+// the store: the replica stops (or loses Redis) before the recorder
+// appends them. The next sweep of a replica that swept before, or of a
+// fresh one, records the change once: the consent.changed event the
+// customer is told by and the consent.set audit entry, with the end of
+// the session the withdrawal ended, its start first. A change whose
+// records got through is not recorded twice.
+func TestConsentRecordsLostAtCommitAreRecordedBySweeps(t *testing.T) {
+	for _, ps := range partnerStores(t) {
+		for _, other := range []string{"fresh", "swept_before"} {
+			t.Run(ps.name+"/"+other, func(t *testing.T) {
+				ctx := context.Background()
+				clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+				store := ps.open(t, clock.Now)
+				replica := func(rs delegation.RecordStore) *delegation.Impersonation {
+					return delegation.NewImpersonation(store, shippedData(t), delegation.WithImpersonationClock(clock.Now),
+						delegation.WithImpersonationRecorder(delegation.NewRecorder(rs, nil)))
+				}
+				for _, c := range []string{"c1", "c2"} {
+					if _, err := store.PutCustomer(ctx, &sidecar.Customer{ID: c, DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				b := replica(store)
+				if other == "swept_before" {
+					if err := b.Sweep(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, _, err := b.SetConsent(ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1", Allowed: true}, allowAll); err != nil {
+					t.Fatal(err)
+				}
+				st, err := b.Start(ctx, &sidecar.Identity{Subject: "alice", Roles: []string{"support_agent"}}, delegation.StartRequest{Customer: "c1"}, allowAll)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := b.Redeem(ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+					t.Fatal(err)
+				}
+				clock.Advance(time.Second)
+				// a records nothing: its appends fail, and no relay is left
+				// to retry them.
+				a := replica(appendsLost{store})
+				if _, _, err := a.SetConsent(ctx, &sidecar.Identity{Subject: "c1"}, delegation.ConsentChange{Customer: "c1"}, allowAll); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := a.SetConsent(ctx, &sidecar.Identity{Subject: "ops"}, delegation.ConsentChange{Customer: "c2", Allowed: true}, allowAll); err != nil {
+					t.Fatal(err)
+				}
+				for range 3 {
+					clock.Advance(time.Minute)
+					for _, r := range []*delegation.Impersonation{b, replica(store)} {
+						if err := r.Sweep(ctx); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				type change struct{ customer, allowed, by string }
+				f := sidecar.StreamFilter{Page: sidecar.Page{Limit: sidecar.MaxPageLimit}}
+				var audited, told []change
+				as, _, err := store.ReadAudit(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range as {
+					if e.Action == "consent.set" {
+						audited = append(audited, change{e.Customer, e.Data["allowed"], e.Actor})
+					}
+				}
+				es, _, err := store.ReadEvents(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range es {
+					if e.Type == sidecar.EventConsentChanged {
+						told = append(told, change{e.Customer, e.Data["allowed"], e.Actor})
+					}
+				}
+				slices.SortFunc(audited, func(x, y change) int { return strings.Compare(x.customer+x.allowed, y.customer+y.allowed) })
+				slices.SortFunc(told, func(x, y change) int { return strings.Compare(x.customer+x.allowed, y.customer+y.allowed) })
+				want := []change{{"c1", "false", "c1"}, {"c1", "true", "c1"}, {"c2", "true", "ops"}}
+				if !slices.Equal(audited, want) || !slices.Equal(told, want) {
+					t.Errorf("consent.set entries %v and consent.changed events %v, want %v each", audited, told, want)
+				}
+				if au, ev := startRecords(t, store, "c1", st.Session.ID); !slices.Equal(au, []string{"impersonation.start", "impersonation.end"}) ||
+					!slices.Equal(ev, []string{sidecar.EventImpersonationStarted, sidecar.EventImpersonationEnded}) {
+					t.Errorf("session the lost withdrawal ended: audit %v and events %v, want its start then its end", au, ev)
 				}
 			})
 		}

@@ -71,6 +71,7 @@ type Store struct {
 	history   map[string][]sidecar.Consent // oldest first
 	lapsing   map[string]time.Time         // customer → expiry of a consent given until then
 	lapsed    []takenLapse                 // consents taken from lapsing, for sidecar.AppendOnceWindow
+	set       []takenLapse                 // consents set, by SetAt, for sidecar.AppendOnceWindow
 	ended     []endedRef                   // sessions ended, in the order of their end, for sidecar.AppendOnceWindow
 	// budgets: the changes each customer made to their own consent in
 	// the current window; windows that ended are pruned once the map has
@@ -343,6 +344,7 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	s.consent[c.Customer] = &cp
 	s.appendConsentHistory(cp)
 	s.takeLapse(c.Customer, now)
+	s.keepSet(cp)
 	if c.Allowed && !c.ExpiresAt.IsZero() {
 		s.lapsing[c.Customer] = c.ExpiresAt
 	}
@@ -362,6 +364,44 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	s.publishEnded(ended)
 	s.publishEnded(covered)
 	return ended, nil
+}
+
+// keepSet keeps c, just set, for ConsentsSet, and forgets the settings
+// past sidecar.AppendOnceWindow, oldest first, with s.mu held.
+func (s *Store) keepSet(c sidecar.Consent) {
+	now := s.now()
+	n := 0
+	for n < len(s.set) && now.Sub(s.set[n].at) >= sidecar.AppendOnceWindow {
+		n++
+	}
+	clear(s.set[:n])
+	s.set = s.set[n:]
+	k, _ := slices.BinarySearchFunc(s.set, c.SetAt, func(l takenLapse, t time.Time) int {
+		if l.at.After(t) {
+			return 1
+		}
+		return -1
+	}) // after every setting at its time or before
+	s.set = slices.Insert(s.set, k, takenLapse{at: c.SetAt, c: c})
+}
+
+func (s *Store) ConsentsSet(_ context.Context, since time.Time) ([]sidecar.Consent, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
+		since = edge.Add(time.Nanosecond) // a setting at the edge is past the window
+	}
+	k, _ := slices.BinarySearchFunc(s.set, since, func(l takenLapse, t time.Time) int {
+		if l.at.Before(t) {
+			return -1
+		}
+		return 1
+	}) // the first setting not before since
+	out := make([]sidecar.Consent, 0, len(s.set)-k)
+	for _, l := range s.set[k:] {
+		out = append(out, l.c)
+	}
+	return out, nil
 }
 
 // appendConsentHistory records c as its customer's newest setting, with

@@ -456,6 +456,10 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 			}
 			p.LPush(ctx, hist, raw)
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
+			kept := s.consentsSetKey()
+			p.ZAdd(ctx, kept, goredis.Z{Score: ms(c.SetAt), Member: raw})
+			p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(now.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+			p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
 			var uncovered []*sidecar.Session
 			for _, ss := range sessions {
 				switch {
@@ -542,6 +546,22 @@ func (s *Store) dueLapse(customer string, score *goredis.FloatCmd, now time.Time
 	}
 	c := lapsed(customer, at)
 	return []goredis.Z{{Score: ms(now), Member: encode(&c)}}
+}
+
+// ConsentsSet reads every setting kept (readKept).
+func (s *Store) ConsentsSet(ctx context.Context, since time.Time) ([]sidecar.Consent, error) {
+	var out []sidecar.Consent
+	err := s.readKept(ctx, s.consentsSetKey(), since, func(raws []string) error {
+		for _, raw := range raws {
+			c, err := decode[sidecar.Consent](raw)
+			if err != nil {
+				return err
+			}
+			out = append(out, *c)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // LapsedConsentsTaken reads every take kept (readKept).

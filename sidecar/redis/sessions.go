@@ -40,6 +40,8 @@ import (
 //	                     kept sidecar.AppendOnceWindow past it
 //	{imp}:ended          ids of the sessions ended (by their end), each kept
 //	                     sidecar.AppendOnceWindow past it
+//	{imp}:consentset     consents set (JSON, by their SetAt), each kept
+//	                     sidecar.AppendOnceWindow past it
 //	{imp}:live:a:A       set of A's possibly live session ids
 //	{imp}:live:c:C       set of C's possibly live session ids
 //	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes; {imp}:slog
@@ -62,6 +64,7 @@ func (s *Store) liveKey() string                 { return s.imp("live") }
 func (s *Store) lapsingKey() string              { return s.imp("lapsing") }
 func (s *Store) lapsedKey() string               { return s.imp("lapsed") }
 func (s *Store) endedKey() string                { return s.imp("ended") }
+func (s *Store) consentsSetKey() string          { return s.imp("consentset") }
 func (s *Store) liveActorKey(a string) string    { return s.imp("live:a:" + a) }
 func (s *Store) liveCustomerKey(c string) string { return s.imp("live:c:" + c) }
 func (s *Store) sessionLogKey(actor, customer string) string {

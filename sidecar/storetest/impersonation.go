@@ -687,6 +687,52 @@ func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 }
 
+// testConsentsSet: every consent setting is kept, as set, for
+// sidecar.AppendOnceWindow past its setting, in the same atomic step that
+// stores it, where any replica reads it back: its consent.changed event
+// and audit entry are appended after it, and a process that stops (or a
+// store that goes away) before they are leaves the customer untold.
+func testConsentsSet(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	start := e.now()
+	kept, err := e.peer.ConsentsSet(e.ctx, start)
+	must(t, err)
+	if len(kept) != 0 {
+		t.Fatalf("nothing set; kept %+v", kept)
+	}
+	given := sidecar.Consent{Customer: "c1", Allowed: true, ExpiresAt: start.Add(2 * time.Hour), SetBy: "c1", SetAt: start}
+	mustEnd(t)(e.s.SetConsent(e.ctx, &given))
+	e.clock.Advance(10 * time.Minute)
+	second := e.now()
+	onBehalf := sidecar.Consent{Customer: "c2", Allowed: true, SetBy: "ops", SetAt: second}
+	mustEnd(t)(e.s.SetConsent(e.ctx, &onBehalf))
+	e.clock.Advance(time.Second)
+	withdrawn := sidecar.Consent{Customer: "c1", SetBy: "c1", SetAt: e.now()}
+	mustEnd(t)(e.s.SetConsent(e.ctx, &withdrawn))
+	same := func(got []sidecar.Consent, want ...sidecar.Consent) bool {
+		return slices.EqualFunc(got, want, func(a, b sidecar.Consent) bool {
+			return a.Customer == b.Customer && a.Allowed == b.Allowed && a.ExpiresAt.Equal(b.ExpiresAt) && a.SetBy == b.SetBy && a.SetAt.Equal(b.SetAt)
+		})
+	}
+	kept, err = e.peer.ConsentsSet(e.ctx, start)
+	must(t, err)
+	if !same(kept, given, onBehalf, withdrawn) {
+		t.Fatalf("kept %+v, want c1's, c2's, then c1's withdrawal, as set", kept)
+	}
+	kept, err = e.peer.ConsentsSet(e.ctx, second)
+	must(t, err)
+	if !same(kept, onBehalf, withdrawn) {
+		t.Fatalf("set since the second setting: %+v, want c2's, then c1's withdrawal", kept)
+	}
+	// An hour after the first setting it is forgotten.
+	e.clock.Advance(sidecar.AppendOnceWindow - 10*time.Minute - time.Second)
+	kept, err = e.peer.ConsentsSet(e.ctx, start)
+	must(t, err)
+	if !same(kept, onBehalf, withdrawn) {
+		t.Fatalf("an hour after c1's first setting, kept %+v; want c2's, then c1's withdrawal", kept)
+	}
+}
+
 // testSessionsEnded: every write that ends a session keeps its end, as
 // ended, for sidecar.AppendOnceWindow, where any replica reads it back:
 // a write whose reply was lost ended sessions and recorded nothing, and

@@ -97,6 +97,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"impersonation_races", testImpersonationRaces},
 		{"sweep", testSweep},
 		{"sessions_started", testSessionsStarted},
+		{"consents_set", testConsentsSet},
 		{"sessions_ended", testSessionsEnded},
 		{"sessions_ended_all", testSessionsEndedAll},
 		{"session_limits", testSessionLimits},
