@@ -563,16 +563,20 @@ func (i *Impersonation) consentChanged(ctx context.Context, by *sidecar.Identity
 	if at.IsZero() {
 		at = i.clock()
 	}
-	once := consentOnce(c.Customer, at, data["allowed"], data["expires_at"])
+	once := consentOnce(c, at)
 	i.records.Event(ctx, &sidecar.Event{Type: sidecar.EventConsentChanged, Time: at, Customer: c.Customer, Actor: by.Subject, Data: data, Once: once})
 	i.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: by.Subject, Action: "consent.set", Customer: c.Customer, Target: c.Customer,
 		Outcome: "ok", SelfService: c.SelfSet(), Data: data, Once: once})
 }
 
-// consentOnce is the Once of the records of a consent setting: the
+// consentOnce is the Once of the records of consent c, set at at: the
 // customer, the setting and its time.
-func consentOnce(customer string, at time.Time, allowed, expires string) string {
-	return "consent:" + customer + ":" + at.UTC().Format(time.RFC3339Nano) + ":" + allowed + ":" + expires
+func consentOnce(c *sidecar.Consent, at time.Time) string {
+	expires := ""
+	if !c.ExpiresAt.IsZero() {
+		expires = c.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	return "consent:" + c.Customer + ":" + at.UTC().Format(time.RFC3339Nano) + ":" + boolStr(c.Allowed) + ":" + expires
 }
 
 // recordConsentSetAgain records once more c, a consent as SetConsent
@@ -1269,18 +1273,19 @@ func (i *Impersonation) sweepFailed(now time.Time) {
 // ended since the earliest failed sweep (sweepLost), and forgets that
 // sweep once it has, and the lapses of the consents taken, the consents
 // set, the starts of the sessions started and the ends of the sessions
-// ended, by any write on any replica, since keptFrom. The sessions a sweep ends were live until
-// it, or lapsed at most a sweep's lag before: they started within
-// max_session and the append-once window before it, the sessions read.
+// ended, by any write on any replica, since keptFrom. The sessions a
+// sweep ends were live until it, or lapsed at most a sweep's lag before:
+// they started within max_session and the append-once window before it,
+// the sessions read.
 // The store keeps the consents taken, as taken at the sweep's now, the
 // consents set, by their setting, the sessions started, by their start,
 // and the sessions ended, by their end, for the append-once window; what
 // a sweep reads back is what was taken, set, started or ended since the
 // last (one sweep interval before it: a write made at an earlier now may
 // land late), so a lapse, a setting, a start or an end costs each
-// replica one more record at most. The first sweep of
-// a process reads back the whole window, as its predecessor may have
-// lost a reply, or stopped with records not appended, and left no trace.
+// replica one more record at most. The first sweep of a process reads
+// back the whole window, as its predecessor may have lost a reply, or
+// stopped with records not appended, and left no trace.
 func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) error {
 	i.sweepMu.Lock()
 	if !i.swept {
@@ -1307,12 +1312,7 @@ func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) err
 		return err
 	}
 	for k := range set {
-		c := &set[k]
-		expires := ""
-		if !c.ExpiresAt.IsZero() {
-			expires = c.ExpiresAt.UTC().Format(time.RFC3339)
-		}
-		if i.keptFirst(consentOnce(c.Customer, c.SetAt, boolStr(c.Allowed), expires), now) {
+		if c := &set[k]; i.keptFirst(consentOnce(c, c.SetAt), now) {
 			i.recordConsentSetAgain(ctx, c)
 		}
 	}
