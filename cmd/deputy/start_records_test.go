@@ -27,6 +27,8 @@ func TestStartRecordsSurviveARestartWithRedisGone(t *testing.T) {
 		c.DecisionLog.FlushTimeout = time.Second
 		c.Redis.Addrs = []string{proxy.Addr}
 		c.Impersonation.SweepInterval = 100 * time.Millisecond
+		none := time.Duration(0)
+		c.Metrics.FinalScrapeWait = &none // no one scrapes
 	})
 	token := devToken(t, &cfg)
 	base := "http://" + cfg.HTTP.Addr
