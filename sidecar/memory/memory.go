@@ -388,20 +388,26 @@ func (s *Store) keepSet(c sidecar.Consent) {
 func (s *Store) ConsentsSet(_ context.Context, since time.Time) ([]sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.keptSince(s.set, since), nil
+}
+
+// keptSince returns the consents of kept (in time order) kept at since or
+// after, within sidecar.AppendOnceWindow of now; s.mu is held.
+func (s *Store) keptSince(kept []takenLapse, since time.Time) []sidecar.Consent {
 	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
-		since = edge.Add(time.Nanosecond) // a setting at the edge is past the window
+		since = edge.Add(time.Nanosecond) // one kept at the edge is past the window
 	}
-	k, _ := slices.BinarySearchFunc(s.set, since, func(l takenLapse, t time.Time) int {
+	k, _ := slices.BinarySearchFunc(kept, since, func(l takenLapse, t time.Time) int {
 		if l.at.Before(t) {
 			return -1
 		}
 		return 1
-	}) // the first setting not before since
-	out := make([]sidecar.Consent, 0, len(s.set)-k)
-	for _, l := range s.set[k:] {
+	}) // the first kept not before since
+	out := make([]sidecar.Consent, 0, len(kept)-k)
+	for _, l := range kept[k:] {
 		out = append(out, l.c)
 	}
-	return out, nil
+	return out
 }
 
 // appendConsentHistory records c as its customer's newest setting, with
@@ -562,20 +568,7 @@ func (s *Store) keepLapses(now time.Time, out []sidecar.Consent) {
 func (s *Store) LapsedConsentsTaken(_ context.Context, since time.Time) ([]sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
-		since = edge.Add(time.Nanosecond) // a take at the edge is past the window
-	}
-	k, _ := slices.BinarySearchFunc(s.lapsed, since, func(l takenLapse, t time.Time) int {
-		if l.at.Before(t) {
-			return -1
-		}
-		return 1
-	}) // the first take not before since
-	out := make([]sidecar.Consent, 0, len(s.lapsed)-k)
-	for _, l := range s.lapsed[k:] {
-		out = append(out, l.c)
-	}
-	return out, nil
+	return s.keptSince(s.lapsed, since), nil
 }
 
 func (s *Store) EndLapsedSessions(_ context.Context, now time.Time, l sidecar.SessionLimits) ([]sidecar.Session, error) {

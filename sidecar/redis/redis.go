@@ -548,26 +548,20 @@ func (s *Store) dueLapse(customer string, score *goredis.FloatCmd, now time.Time
 	return []goredis.Z{{Score: ms(now), Member: encode(&c)}}
 }
 
-// ConsentsSet reads every setting kept (readKept).
+// ConsentsSet reads every setting kept.
 func (s *Store) ConsentsSet(ctx context.Context, since time.Time) ([]sidecar.Consent, error) {
-	var out []sidecar.Consent
-	err := s.readKept(ctx, s.consentsSetKey(), since, func(raws []string) error {
-		for _, raw := range raws {
-			c, err := decode[sidecar.Consent](raw)
-			if err != nil {
-				return err
-			}
-			out = append(out, *c)
-		}
-		return nil
-	})
-	return out, err
+	return s.keptConsents(ctx, s.consentsSetKey(), since)
 }
 
-// LapsedConsentsTaken reads every take kept (readKept).
+// LapsedConsentsTaken reads every take kept.
 func (s *Store) LapsedConsentsTaken(ctx context.Context, since time.Time) ([]sidecar.Consent, error) {
+	return s.keptConsents(ctx, s.lapsedKey(), since)
+}
+
+// keptConsents reads every consent kept under key since since (readKept).
+func (s *Store) keptConsents(ctx context.Context, key string, since time.Time) ([]sidecar.Consent, error) {
 	var out []sidecar.Consent
-	err := s.readKept(ctx, s.lapsedKey(), since, func(raws []string) error {
+	err := s.readKept(ctx, key, since, func(raws []string) error {
 		for _, raw := range raws {
 			c, err := decode[sidecar.Consent](raw)
 			if err != nil {
