@@ -362,17 +362,19 @@ func (s *Store) publishNarrowed(ctx context.Context, keys ...string) error {
 // says Redis could not be reached or did not answer, the write may have
 // been applied with only its reply lost (a transaction is not retried),
 // so the eviction of keys, what the write would have narrowed, goes out
-// anyway, with publishNarrowed. A write that did land then holds on every
-// replica from the next request on, as if it had been confirmed, instead
-// of when their caches expire; an eviction for a write that did not
-// happen costs a cache miss. err is returned as it is.
+// anyway: this replica drops them at once and the message goes to the
+// others, as publish sends it. A write that did land then holds on every
+// replica that hears it from its next request on, instead of when their
+// caches expire; an eviction for a write that did not happen costs a
+// cache miss. It does not wait for the replicas to confirm, as
+// publishNarrowed does: the caller is answered 503 either way, and with
+// Redis gone the wait would only hold every failing write for the
+// confirmation bound. err is returned as it is.
 func (s *Store) evictDespite(ctx context.Context, err error, keys ...string) error {
 	if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE || len(keys) == 0 {
 		return err
 	}
-	if perr := s.publishNarrowed(ctx, keys...); perr != nil {
-		s.log.Warn("evict after a narrowing write whose outcome is unknown", "keys", keys, "err", perr)
-	}
+	s.publish(ctx, keys...)
 	return err
 }
 
