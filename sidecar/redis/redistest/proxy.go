@@ -43,7 +43,8 @@ type Proxy struct {
 	lose    string                // LoseReply: the command whose reply to lose
 	muted   map[net.Conn]struct{} // client connections whose replies are dropped
 	stallOn []byte                // StallOn: what a command holds to stall its connection
-	stalled map[net.Conn]struct{} // client connections stalled by StallOn
+	stalled map[net.Conn]struct{} // client connections stalled by StallOn, still open
+	nstalls int                   // connections StallOn stalled since the last Reset
 	stopped bool
 	wg      sync.WaitGroup
 }
@@ -98,6 +99,7 @@ func (p *Proxy) Reset() {
 		_ = c.Close()
 	}
 	clear(p.stalled)
+	p.nstalls = 0
 }
 
 // StallOn stalls, until Reset, every connection that sends a command
@@ -111,11 +113,12 @@ func (p *Proxy) StallOn(s string) {
 	p.stallOn = []byte(s)
 }
 
-// Stalled is how many connections StallOn stalled since the last Reset.
+// Stalled is how many connections StallOn stalled since the last Reset,
+// those their client has closed since (after its timeout) included.
 func (p *Proxy) Stalled() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.stalled)
+	return p.nstalls
 }
 
 // Deafen closes every connection that subscribed to a channel and closes
@@ -327,6 +330,9 @@ func (p *Proxy) commands(client, server net.Conn) {
 			return
 		}
 		if _, ok := p.stalled[client]; ok || (len(p.stallOn) > 0 && bytes.Contains(cmd, p.stallOn)) {
+			if !ok {
+				p.nstalls++
+			}
 			p.stalled[client] = struct{}{}
 			p.mu.Unlock()
 			continue
