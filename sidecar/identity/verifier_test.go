@@ -863,8 +863,12 @@ func TestPeriodicRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.set(jwks(ek, other))
+	// The second fetch, the first to see the new key, has been answered
+	// and its keys installed once a third begins: refreshes run one after
+	// another. Waiting for the second to arrive is not enough: Close would
+	// cancel it before its answer is read.
 	deadline := time.Now().Add(10 * time.Second)
-	for srv.fetches.Load() < 2 {
+	for srv.fetches.Load() < 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("key set was not refreshed periodically")
 		}
