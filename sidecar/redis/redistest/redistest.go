@@ -229,8 +229,13 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			if err != nil {
 				t.Fatalf("redistest: %v", err)
 			}
+			// A node that answers no gossip for cluster-node-timeout is
+			// failed by the others, and with no replicas the cluster
+			// answers CLUSTERDOWN until it recovers. On a loaded test
+			// machine a node can starve for 5 s; no test here fails a
+			// node over, so only a long timeout is right.
 			s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, dir: t.TempDir(),
-				args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"}}
+				args: []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "60000"}}
 			if err = s.start(); err == nil {
 				node = s
 				break
