@@ -40,3 +40,58 @@ func TestPolicyHeadersWithControlBytesAreInvalid(t *testing.T) {
 		t.Errorf("a tab in a value: %s", resp.Reason)
 	}
 }
+
+// Headers that frame or route a message are the proxy's, never a
+// decision's: an allow that set Host would have Envoy send the request to
+// another virtual host than the one Deputy decided on, one that set
+// Content-Length or Transfer-Encoding would give the upstream a second
+// idea of where the body ends (request smuggling), and one that set
+// Upgrade or Connection would ask the upstream for a tunnel Deputy never
+// sees into. They are invalid_decision in every headers field, in any
+// case and with "_" for "-", and so is removing Host or the body's
+// framing.
+func TestPolicyFramingHeadersAreInvalid(t *testing.T) {
+	for _, tc := range []struct{ name, result string }{
+		{"upstream host", `{"allowed": true, "headers": {"host": "admin.internal"}}`},
+		{"upstream Host in another case", `{"allowed": true, "headers": {"HoSt": "admin.internal"}}`},
+		{"upstream content-length", `{"allowed": true, "headers": {"content-length": "0"}}`},
+		{"upstream content_length", `{"allowed": true, "headers": {"Content_Length": "0"}}`},
+		{"upstream transfer-encoding", `{"allowed": true, "headers": {"transfer-encoding": "chunked"}}`},
+		{"upstream upgrade", `{"allowed": true, "headers": {"upgrade": "websocket"}}`},
+		{"upstream connection", `{"allowed": true, "headers": {"connection": "upgrade"}}`},
+		{"upstream te", `{"allowed": true, "headers": {"te": "trailers"}}`},
+		{"upstream trailer", `{"allowed": true, "headers": {"trailer": "x-a"}}`},
+		{"upstream keep-alive", `{"allowed": true, "headers": {"keep-alive": "timeout=5"}}`},
+		{"upstream proxy-connection", `{"allowed": true, "headers": {"proxy-connection": "keep-alive"}}`},
+		{"upstream host in a list", `{"allowed": true, "headers": [{"host": ["a", "b"]}]}`},
+		{"client content-length", `{"allowed": true, "response_headers_to_add": {"content-length": "5"}}`},
+		{"client transfer-encoding", `{"allowed": true, "response_headers_to_add": {"Transfer-Encoding": "chunked"}}`},
+		{"denial content-length", `{"allowed": false, "headers": {"content-length": "5"}}`},
+		{"denial connection", `{"allowed": false, "headers": {"connection": "close"}}`},
+		{"removing host", `{"allowed": true, "request_headers_to_remove": ["host"]}`},
+		{"removing content-length", `{"allowed": true, "request_headers_to_remove": ["Content-Length"]}`},
+		{"removing transfer_encoding", `{"allowed": true, "request_headers_to_remove": ["transfer_encoding"]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := "package t\n\ndecision := json.unmarshal(" + strconv.Quote(tc.result) + ")\n"
+			p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
+			resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
+			if resp.Allowed || resp.Reason != authz.ReasonInvalidDecision {
+				t.Errorf("allowed %v reason %q, want denied %s", resp.Allowed, resp.Reason, authz.ReasonInvalidDecision)
+			}
+		})
+	}
+	// Names that only resemble them are a policy's to set.
+	for _, result := range []string{
+		`{"allowed": true, "headers": {"x-forwarded-host-hint": "a", "hostname": "b", "content-type": "text/plain"}}`,
+		`{"allowed": true, "request_headers_to_remove": ["connection-id", "x-upgrade"]}`,
+		`{"allowed": false, "http_status": 302, "headers": {"location": "/login"}}`,
+	} {
+		pol := "package t\n\ndecision := json.unmarshal(" + strconv.Quote(result) + ")\n"
+		p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
+		resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
+		if resp.Reason == authz.ReasonInvalidDecision {
+			t.Errorf("%s: refused as %s", result, resp.Reason)
+		}
+	}
+}

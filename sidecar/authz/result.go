@@ -143,6 +143,11 @@ func parseObject(obj ast.Object) (policyResult, error) {
 	if r.headersToRemove, err = stringsField(field("request_headers_to_remove"), "request_headers_to_remove"); err != nil {
 		return r, err
 	}
+	for _, name := range r.headersToRemove {
+		if framing(name, framingRemovals) {
+			return r, fmt.Errorf("request_headers_to_remove: %s frames or routes the request: it is the proxy's to remove", name)
+		}
+	}
 	if r.queryToRemove, err = stringsField(field("query_parameters_to_remove"), "query_parameters_to_remove"); err != nil {
 		return r, err
 	}
@@ -230,8 +235,51 @@ func validHeaders(field string, hs []Header) error {
 		if !httpguts.ValidHeaderFieldValue(h.Value) {
 			return fmt.Errorf("%s: value of %q holds a control byte", field, h.Key)
 		}
+		if framing(h.Key, framingHeaders) {
+			return fmt.Errorf("%s: %s frames or routes the message: it is the proxy's to set", field, h.Key)
+		}
 	}
 	return nil
+}
+
+// framingHeaders frame or route a message, or ask for a tunnel: set by a
+// decision, Host would send the request to another virtual host than the
+// one decided on, Content-Length or Transfer-Encoding would give the
+// upstream a second idea of where the body ends, and Upgrade or
+// Connection would ask it for a connection Deputy never sees into.
+// framingRemovals are those whose removal changes what the upstream acts
+// on.
+var (
+	framingHeaders = []string{"host", "content-length", "transfer-encoding", "connection", "upgrade",
+		"te", "trailer", "keep-alive", "proxy-connection"}
+	framingRemovals = []string{"host", "content-length", "transfer-encoding"}
+)
+
+// framing reports whether name is one of names in any case, with "_"
+// read as "-" (as CGI, PHP and WSGI upstreams read it).
+func framing(name string, names []string) bool {
+	for _, f := range names {
+		if len(name) != len(f) {
+			continue
+		}
+		i := 0
+		for ; i < len(f); i++ {
+			c := name[i]
+			switch {
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			case c == '_':
+				c = '-'
+			}
+			if c != f[i] {
+				break
+			}
+		}
+		if i == len(f) {
+			return true
+		}
+	}
+	return false
 }
 
 // namesDeputys refuses a result naming one of Deputy's own headers, an
