@@ -251,12 +251,24 @@ func validAddr(i int, a string) error {
 		return sidecar.Invalid("redis.addrs", "entry %d is a URL or user@host, not host:port: "+
 			"give the password in redis.password (DEPUTY_REDIS_PASSWORD) and the user in redis.username", i)
 	}
-	_, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return sidecar.Invalid("redis.addrs", "entry %d: %q is not host:port", i, a)
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || strings.IndexFunc(host, notHostByte) >= 0 || port == "" || strings.IndexFunc(port, notDigit) >= 0 {
+		// Not repeated: what a host:port cannot hold (a query, a path, a
+		// port that is no number) may be a password put in the wrong
+		// place.
+		return sidecar.Invalid("redis.addrs", "entry %d is not host:port (a name or IP address, a colon and a port number); "+
+			"give the password in redis.password (DEPUTY_REDIS_PASSWORD)", i)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return sidecar.Invalid("redis.addrs", "entry %d: %q has no port between 1 and 65535", i, a)
 	}
 	return nil
 }
+
+// notHostByte reports a rune no host name, IPv4 or IPv6 address (with a
+// zone) holds.
+func notHostByte(r rune) bool {
+	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_:%", r))
+}
+
+func notDigit(r rune) bool { return r < '0' || r > '9' }
