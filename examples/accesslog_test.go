@@ -1,6 +1,7 @@
 package examples_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -52,7 +53,10 @@ func TestAccessLogsLeaveQueryOut(t *testing.T) {
 	})
 	t.Run("caddy", func(t *testing.T) {
 		for _, line := range strings.Split(readConfig(t, "caddy/Caddyfile"), "\n") {
-			if f := strings.Fields(line); len(f) > 0 && f[0] == "log" {
+			// The default logger (global options) is Caddy's own log,
+			// filtered (TestCaddyErrorLogLeavesSecretsOut); a log in a
+			// site block is an access log.
+			if f := strings.Fields(line); len(f) > 0 && f[0] == "log" && !(len(f) == 3 && f[1] == "default" && f[2] == "{") {
 				t.Errorf("Caddyfile enables a log (%q): Caddy's access log writes the URI with its query", strings.TrimSpace(line))
 			}
 		}
@@ -119,5 +123,82 @@ func TestNginxErrorLogLeavesRedeemCodeOut(t *testing.T) {
 	}, func() string { return "error log lacks the failed management call:\n" + logged })
 	if strings.Contains(logged, "SECRET-CODE") {
 		t.Errorf("error log holds the redeem code:\n%s", logged)
+	}
+}
+
+// Caddy logs every request it fails to serve (logger http.log.error) with
+// the request: its URI, query included, and its headers, of which Caddy
+// redacts only Cookie, Set-Cookie, Authorization and Proxy-Authorization.
+// With Deputy unreachable (a restart, a crash), a redeem link's code, a
+// token in the query and one in a header of the application's own would
+// be written there, still valid. The shipped Caddyfile filters every log
+// Caddy writes: the error is still logged, with the path, and no secret.
+// With debug on, reverse_proxy also logs each round trip to an upstream,
+// with the request it sent and the response's headers (Deputy's answer
+// carries the actor token): the filter holds for those too.
+func TestCaddyErrorLogLeavesSecretsOut(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		t.Run(map[bool]string{false: "shipped", true: "debug"}[debug], func(t *testing.T) {
+			down := &deputy{http: freeAddr(t)} // nothing listens: every call to Deputy fails
+			app := startUpstream(t)
+			var pairs []string
+			if debug {
+				pairs = []string{"auto_https off", "auto_https off\n\tdebug"}
+			}
+			base, caddy := startCaddySite(t, down, app, false, pairs...)
+			secrets := http.Header{
+				"X-Api-Key":     {"SECRET-API-KEY"},
+				"X-Auth-Token":  {"SECRET-AUTH-TOKEN"},
+				"Authorization": {"Bearer SECRET-BEARER"},
+				"Cookie":        {"deputy_session=SECRET-SESSION"},
+			}
+			paths := map[string]string{
+				"/deputy/v1/impersonation/redeem": "?code=SECRET-CODE",
+				"/catalog/shoes":                  "?page=2&access_token=SECRET-QUERY-TOKEN",
+			}
+			for path, query := range paths {
+				resp, _ := call(t, http.MethodGet, base+path+query, secrets, nil)
+				if resp.StatusCode != http.StatusBadGateway {
+					t.Fatalf("GET %s with Deputy down: %d, want 502", path+query, resp.StatusCode)
+				}
+			}
+			// Caddy writes the error after answering: wait, bounded, for
+			// the error of each request before reading the whole log.
+			logged := func() map[string]bool {
+				seen := map[string]bool{}
+				for line := range strings.Lines(caddy.out.String()) {
+					var rec struct {
+						Logger  string `json:"logger"`
+						Request struct {
+							URI string `json:"uri"`
+						} `json:"request"`
+					}
+					if json.Unmarshal([]byte(line), &rec) == nil && rec.Logger == "http.log.error" {
+						path, _, _ := strings.Cut(rec.Request.URI, "?")
+						seen[path] = true
+					}
+				}
+				return seen
+			}
+			eventually(t, 5*time.Second, func() bool {
+				seen := logged()
+				return seen["/deputy/v1/impersonation/redeem"] && seen["/catalog/shoes"]
+			}, func() string {
+				return "Caddy logged no error for a request Deputy could not decide:\n" + caddy.out.String()
+			})
+			out := caddy.out.String()
+			if debug && !strings.Contains(out, `"msg":"upstream roundtrip"`) {
+				t.Error("debug on, but Caddy logged no round trip to Deputy:\n" + out)
+			}
+			if strings.Contains(out, "SECRET-") {
+				var leaks []string
+				for line := range strings.Lines(out) {
+					if strings.Contains(line, "SECRET-") {
+						leaks = append(leaks, line)
+					}
+				}
+				t.Errorf("Caddy's log holds a secret:\n%s", strings.Join(leaks, ""))
+			}
+		})
 	}
 }

@@ -465,7 +465,8 @@ func startCaddy(t *testing.T, d *deputy, app *upstream) string {
 // Its site serves the listener's address as host only.
 func startCaddyWith(t *testing.T, d *deputy, app *upstream, pairs ...string) string {
 	t.Helper()
-	return startCaddySite(t, d, app, false, pairs...)
+	base, _ := startCaddySite(t, d, app, false, pairs...)
+	return base
 }
 
 // startCaddyAnyHost starts Caddy on the shipped Caddyfile with its site
@@ -473,10 +474,13 @@ func startCaddyWith(t *testing.T, d *deputy, app *upstream, pairs ...string) str
 // or none, on a loopback listener.
 func startCaddyAnyHost(t *testing.T, d *deputy, app *upstream) string {
 	t.Helper()
-	return startCaddySite(t, d, app, true)
+	base, _ := startCaddySite(t, d, app, true)
+	return base
 }
 
-func startCaddySite(t *testing.T, d *deputy, app *upstream, anyHost bool, pairs ...string) string {
+// startCaddySite starts Caddy and returns its base URL and its process,
+// whose output holds every log Caddy writes (to stderr, as shipped).
+func startCaddySite(t *testing.T, d *deputy, app *upstream, anyHost bool, pairs ...string) (string, *process) {
 	t.Helper()
 	bin, err := exec.LookPath("caddy")
 	if err != nil {
@@ -504,7 +508,7 @@ func startCaddySite(t *testing.T, d *deputy, app *upstream, anyHost bool, pairs 
 	env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}
 	p := start(t, "caddy", env, dir, bin, "run", "--config", file, "--adapter", "caddyfile")
 	waitHTTP(t, p, "http://"+listen+"/deputy/authz", http.StatusNotFound)
-	return "http://" + listen
+	return "http://" + listen, p
 }
 
 // call sends a request through the proxy without following redirects.
