@@ -217,3 +217,57 @@ func TestCaddyErrorLogLeavesSecretsOut(t *testing.T) {
 		})
 	}
 }
+
+// nginx's error log writes the request line, query included, of a request
+// whose check failed: Deputy unreachable, or answering auth_request with a
+// status other than 2xx, 401 or 403 (a 400 malformed_request, a 503 while
+// Redis is down). A bearer token a client puts in the query
+// (?access_token=...) is then written there, and no format removes it. As
+// shipped, location / logs these errors, so an outage shows; docs/deploy.md
+// gives the options, of which this test holds the one nginx itself offers:
+// error_log at crit in location / writes neither line (the main request's
+// location decides, the check's subrequest included), while the access
+// log still records each request's status, without its query.
+func TestNginxErrorLogOfFailedChecks(t *testing.T) {
+	for _, crit := range []bool{false, true} {
+		t.Run(map[bool]string{false: "shipped", true: "crit"}[crit], func(t *testing.T) {
+			d := startDeputy(t, "nginx")
+			app := startUpstream(t)
+			dir := t.TempDir()
+			errorLog, accessLog := filepath.Join(dir, "error.log"), filepath.Join(dir, "access.log")
+			var pairs []string
+			if crit {
+				pairs = []string{"auth_request /_deputy/check;", "auth_request /_deputy/check;\n            error_log " + errorLog + " crit;"}
+			}
+			base := startNginxRewritten(t, d, app, []string{" error_log " + errorLog + " info; access_log " + accessLog + " deputy;"}, pairs...)
+			// A dot segment: Deputy refuses the request as malformed (400).
+			if resp, _ := callRaw(t, base, "/catalog/./shoes?access_token=SECRET-REFUSED", nil); resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("dot segment: %d, want Deputy's 400", resp.StatusCode)
+			}
+			d.stop(t)
+			if resp, _ := callRaw(t, base, "/catalog/shoes?access_token=SECRET-UNDECIDED", nil); resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("Deputy down: %d, want 503", resp.StatusCode)
+			}
+			// $uri is the normalized path.
+			wants := []string{`"GET /catalog/shoes HTTP/1.1" 400`, `"GET /catalog/shoes HTTP/1.1" 503`}
+			var logged string
+			eventually(t, 5*time.Second, func() bool {
+				logged = readConfig(t, accessLog)
+				return strings.Contains(logged, wants[0]) && strings.Contains(logged, wants[1])
+			}, func() string { return "access log lacks a line of " + strings.Join(wants, " or ") + ":\n" + logged })
+			errors := readConfig(t, errorLog)
+			if !crit {
+				// Written before the access log line of the same request.
+				for _, want := range []string{"auth request unexpected status: 400", "connect() failed"} {
+					if !strings.Contains(errors, want) {
+						t.Errorf("error log lacks %q:\n%s", want, errors)
+					}
+				}
+				return
+			}
+			if strings.Contains(errors, "SECRET-") {
+				t.Errorf("error log holds a query token:\n%s", errors)
+			}
+		})
+	}
+}

@@ -404,6 +404,13 @@ func startNginx(t *testing.T, d *deputy, app *upstream) string {
 // directives added to its server block.
 func startNginxWith(t *testing.T, d *deputy, app *upstream, directives ...string) string {
 	t.Helper()
+	return startNginxRewritten(t, d, app, directives)
+}
+
+// startNginxRewritten is startNginxWith with the given replacements (old,
+// new pairs) made in the config besides the harness's own.
+func startNginxRewritten(t *testing.T, d *deputy, app *upstream, directives []string, pairs ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		bin = "/usr/sbin/nginx" // Debian installs it outside a user's PATH
@@ -422,12 +429,12 @@ func startNginxWith(t *testing.T, d *deputy, app *upstream, directives ...string
 	for _, kind := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		fmt.Fprintf(&temps, "\n    %s_temp_path %s;", kind, filepath.Join(dir, kind+"_temp"))
 	}
-	conf := rewrite(t, "nginx/nginx.conf",
-		"listen 8080;", "listen "+listen+";"+strings.Join(directives, ""),
+	conf := rewrite(t, "nginx/nginx.conf", append([]string{
+		"listen 8080;", "listen " + listen + ";" + strings.Join(directives, ""),
 		"127.0.0.1:8181", d.http,
 		"127.0.0.1:3000", app.addr(),
 		"/var/log/nginx/access.log", filepath.Join(dir, "logs", "access.log"),
-		"\nhttp {", "\nhttp {"+temps.String())
+		"\nhttp {", "\nhttp {" + temps.String()}, pairs...)...)
 	global := "daemon off; pid " + filepath.Join(dir, "nginx.pid") + ";"
 	if os.Geteuid() == 0 {
 		global += " user root;" // workers would otherwise switch to a user who cannot read the test's files
