@@ -85,7 +85,7 @@ func partnerBackends(t *testing.T) []partnerBackend {
 		}},
 		{name: "redis", open: func(t *testing.T, now sidecar.Clock) sidecar.Store {
 			s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: fmt.Sprintf("api%d", partnerAPIPrefixes.Add(1)),
-				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
+				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(now))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,7 +20,7 @@ func redisStore(t *testing.T, now sidecar.Clock) sidecar.Store {
 func redisStoreOn(t *testing.T, srv *redistest.Server, now sidecar.Clock) sidecar.Store {
 	t.Helper()
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr},
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(now))
 	if err != nil {
 		t.Fatal(err)
 	}

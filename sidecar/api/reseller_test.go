@@ -261,7 +261,7 @@ func TestResellerCheckPath(t *testing.T) {
 func TestResellerImportRefusedBeforeReads(t *testing.T) {
 	srv := redistest.Start(t)
 	p := newPartnerAPI(t, partnerBackend{name: "redis", open: func(t *testing.T, now sidecar.Clock) sidecar.Store {
-		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(now))
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(now))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -72,7 +72,7 @@ func partnerStores(t *testing.T) []partnerStore {
 		}},
 		{name: "redis", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
 			s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: fmt.Sprintf("pt%d", partnerPrefixes.Add(1)),
-				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock))
+				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,7 +20,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 	clock := newPartnerClock()
 	replica := func() sidecar.Store {
 		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "replicas",
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func twoReplicas(t *testing.T) (*redistest.Server, sidecar.Store, sidecar.Store,
 	clock := newPartnerClock()
 	replica := func() sidecar.Store {
 		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "retry",
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
 		if err != nil {
 			t.Fatal(err)
 		}

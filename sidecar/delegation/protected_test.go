@@ -68,7 +68,7 @@ func TestProfileChangeReachesEveryReplica(t *testing.T) {
 func redisReplica(t *testing.T, srv *redistest.Server, prefix string, clock *storetest.Clock) sidecar.Store {
 	t.Helper()
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix,
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func TestOwnConsentCannotPushImpersonationOutOfAudit(t *testing.T) {
 		},
 		"redis": func(t *testing.T, clock *storetest.Clock) sidecar.Store {
 			s, err := redis.New(redis.Config{Addrs: []string{redistest.Start(t).Addr}, AuditMaxLen: keep, AuditSelfMaxLen: keep,
-				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -266,7 +266,7 @@ func TestFoldAssignmentsUnderFaults(t *testing.T) {
 		}
 		open := func(addr string) *redis.Store {
 			s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: p, MaxRetries: -1,
-				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithLogger(slog.New(slog.DiscardHandler)))
+				ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithLogger(slog.New(slog.DiscardHandler)))
 			if err != nil {
 				t.Fatal(err)
 			}

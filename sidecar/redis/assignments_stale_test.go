@@ -25,7 +25,7 @@ func TestDomainListingPastStalePointersSaysItStopped(t *testing.T) {
 	ctx := context.Background()
 	prefix := freshPrefix()
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix,
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

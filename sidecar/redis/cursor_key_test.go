@@ -21,7 +21,7 @@ func TestCursorKeyLost(t *testing.T) {
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
 	open := func() *redis.Store {
 		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix,
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(func() time.Time { return now }))
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(func() time.Time { return now }))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -169,7 +169,7 @@ func mailerStream(t *testing.T, maxLen, hard int64) (*redis.Store, *goredis.Clie
 	srv := redistest.Start(t)
 	prefix := freshPrefix()
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, EventsMaxLen: maxLen, EventsHardMaxLen: hard,
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

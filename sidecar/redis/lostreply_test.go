@@ -26,7 +26,7 @@ func TestNarrowingWriteWithLostReplyStillEvicts(t *testing.T) {
 	prefix := freshPrefix()
 	open := func(addr string) *redis.Store {
 		s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, ReadTimeout: redistest.ReplyTimeout,
-			WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+			WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
 		if err != nil {
 			t.Fatal(err)
 		}

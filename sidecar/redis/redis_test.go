@@ -33,6 +33,7 @@ func replicas(cfg redis.Config) storetest.NewReplicas {
 	return func(t *testing.T, now sidecar.Clock) (a, b sidecar.Store) {
 		cfg := cfg
 		cfg.KeyPrefix, cfg.ReadTimeout, cfg.WriteTimeout = freshPrefix(), redistest.ReplyTimeout, redistest.ReplyTimeout
+		cfg.InvalidationAckTimeout = redistest.AckTimeout
 		open := func() sidecar.Store {
 			s, err := redis.New(cfg, redis.WithClock(now))
 			if err != nil {
@@ -47,7 +48,7 @@ func replicas(cfg redis.Config) storetest.NewReplicas {
 func TestSelfServiceAuditKeepsStaffRecords(t *testing.T) {
 	srv := redistest.Start(t)
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: freshPrefix(), AuditMaxLen: 50, AuditSelfMaxLen: 50,
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ func seqCounterOutlivesLiveGrants(t *testing.T, cfg redis.Config, raw goredis.Un
 	ctx := context.Background()
 	cfg.KeyPrefix, cfg.Retention = freshPrefix(), 300*time.Millisecond
 	cfg.ReadTimeout, cfg.WriteTimeout = redistest.ReplyTimeout, redistest.ReplyTimeout
+	cfg.InvalidationAckTimeout = redistest.AckTimeout
 	s, err := redis.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ func TestSharesStoredBeforeTheyNamedTheirOrg(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "legacy",
-		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -241,7 +241,7 @@ func twoReplicas(t *testing.T, srv *redistest.Server, clock *storetest.Clock) (a
 	t.Helper()
 	mk := func() (*redis.Store, *resolve.CachedState) {
 		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "replicas",
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout}, redis.WithClock(clock.Now))
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,7 @@ func TestReplicaNotListeningHonoursNarrowingOfOthers(t *testing.T) {
 	proxy := redistest.StartProxy(t, srv.Addr)
 	open := func(addr string) *redis.Store {
 		s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: "deaf",
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -69,7 +69,7 @@ func raceStores() map[string]func(t *testing.T) (resolverSide resolve.SessionSta
 			srv := redistest.Start(t)
 			mk := func() *redis.Store {
 				s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "race",
-					ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout})
+					ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout})
 				if err != nil {
 					t.Fatal(err)
 				}

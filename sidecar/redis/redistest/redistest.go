@@ -30,6 +30,14 @@ const startWait = 15 * time.Second
 // i/o timeout there would fail a case for a reason it does not test.
 const ReplyTimeout = 10 * time.Second
 
+// AckTimeout is the invalidation_ack_timeout for a test's store where the
+// test is not about a replica that fails to confirm: the replicas are in
+// the test's process, and how soon they confirm a narrowing write on a
+// machine loaded by the rest of the test run is that machine's speed.
+// The production default (2 s) would answer such a write Unpublished and
+// fail a case for a reason it does not test.
+const AckTimeout = 10 * time.Second
+
 // Server is one redis-server process owned by a test.
 type Server struct {
 	Addr string
