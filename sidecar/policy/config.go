@@ -33,8 +33,8 @@ type Config struct {
 	Scope          string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
 	MinSignedAt    string        `yaml:"min_signed_at" usage:"RFC 3339 time: a bundle signed before it, or whose signature carries no time, is refused (needs public_key); move it forward when a new bundle withdraws access"`
 	Roots          []string      `yaml:"roots" usage:"data roots a bundle may claim"`
-	MaxBundleBytes int64         `yaml:"max_bundle_bytes" usage:"largest bundle read, in bytes: the tarball, and its entries inflated (contents, names, PAX records and 512 bytes each); a larger one is refused, as is one of more than 10000 entries or with a name over 4 KiB"`
-	Watch          bool          `yaml:"watch" usage:"reload paths or bundle_file when they change"`
+	MaxBundleBytes int64         `yaml:"max_bundle_bytes" usage:"largest bundle read, in bytes: the tarball, and its entries inflated (contents, names, PAX records and 512 bytes each); a larger one is refused, as is one of more than 10000 entries or with a name over 4 KiB; also the files of paths or a bundle directory in total, which a watch reads on every poll"`
+	Watch          bool          `yaml:"watch" usage:"reload paths or bundle_file when their content changes (every poll reads the files: a same-size edit under an unchanged modification time is seen)"`
 	DecisionQuery  string        `yaml:"decision_query" usage:"the check's decision: data.a.b.c, or OPA-Envoy's a/b/c"`
 	DryRun         bool          `yaml:"dry_run" usage:"evaluate and log every decision, but let through what policy denies (requests refused as malformed stay refused)"`
 }

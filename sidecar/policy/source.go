@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -291,38 +293,61 @@ func (s *Source) readOptions() ReadOptions {
 }
 
 func (s *Source) fetchPaths(context.Context) (*Set, error) {
-	fp, err := fingerprint(s.cfg.Paths)
-	if err != nil {
-		return nil, sidecar.Invalid("policy.paths", "%v", err)
-	}
-	if fp == s.seen {
-		return nil, errNotModified
-	}
-	s.seen = fp
-	set, err := LoadPaths(s.cfg.Paths)
+	set, fp, err := s.readSettled(s.cfg.Paths, "policy.paths", func() (*Set, error) { return LoadPaths(s.cfg.Paths) })
 	if err != nil {
 		return nil, err
 	}
-	// Local files have no manifest; the fingerprint tells revisions apart
-	// in logs and in input.deputy.revision.
+	// Local files have no manifest; the digest of their content tells
+	// revisions apart in logs, metrics and input.deputy.revision.
 	set.Revision = "local-" + fp[:12]
 	return set, nil
 }
 
 func (s *Source) fetchBundleFile(context.Context) (*Set, error) {
-	fp, err := fingerprint([]string{s.cfg.BundleFile})
+	set, _, err := s.readSettled([]string{s.cfg.BundleFile}, "policy.bundle_file", func() (*Set, error) {
+		b, err := ReadBundleFile(s.cfg.BundleFile, s.readOptions())
+		if err != nil {
+			return nil, err
+		}
+		return s.fromBundle(b)
+	})
+	return set, err
+}
+
+// maxSettleReads bounds how often readSettled reads files that keep
+// changing under it before it gives up until the next poll.
+const maxSettleReads = 3
+
+// readSettled reads the files under paths with read when their digest
+// differs from the one last tried, and returns the set with the digest of
+// what it read: the files are digested again after the read, and read
+// again while the two digests differ, so a set read while a deployment was
+// writing its files is never served under the digest of other content.
+// errNotModified when the files are those last tried, whether they served
+// or were refused.
+func (s *Source) readSettled(paths []string, field string, read func() (*Set, error)) (*Set, string, error) {
+	fp, err := fingerprint(paths, s.cfg.MaxBundleBytes)
 	if err != nil {
-		return nil, sidecar.Invalid("policy.bundle_file", "%v", err)
+		return nil, "", sidecar.Invalid(field, "%v", err)
 	}
-	if fp == s.seen {
-		return nil, errNotModified
+	for range maxSettleReads {
+		if fp == s.seen {
+			return nil, "", errNotModified
+		}
+		s.seen = fp
+		set, err := read()
+		after, ferr := fingerprint(paths, s.cfg.MaxBundleBytes)
+		if ferr != nil {
+			s.seen = ""
+			return nil, "", sidecar.Invalid(field, "%v", ferr)
+		}
+		if after == fp {
+			return set, fp, err
+		}
+		fp = after
 	}
-	s.seen = fp
-	b, err := ReadBundleFile(s.cfg.BundleFile, s.readOptions())
-	if err != nil {
-		return nil, err
-	}
-	return s.fromBundle(b)
+	s.seen = "" // tried again at the next poll
+	return nil, "", sidecar.Invalid(field, "%s kept changing while read (%d reads); tried again at the next poll", strings.Join(paths, ","), maxSettleReads)
 }
 
 func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
@@ -364,31 +389,56 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	return s.fromBundle(b)
 }
 
-// fingerprint summarises the non-hidden files under paths as the loader
-// reads them, through symlinks: each file's path, the path it resolves
-// to, its size and modification time, so a poll notices edits without
-// reading every file. A mounted ConfigMap or Secret is a tree of symlinks
-// through ..data, which the kubelet swaps to a new hidden directory on
-// every update: the symlinks themselves never change, what they resolve
-// to does.
-func fingerprint(paths []string) (string, error) {
-	h := sha256.New()
-	for _, root := range paths {
-		if err := fingerprintTree(h, root, 0); err != nil {
+// fingerprint digests the non-hidden files under paths as the loader
+// reads them, through symlinks: each file's place (the position of its
+// root in paths, its path below that root) and its content. Content, not
+// size and modification time: policies deployed from a reproducible
+// archive (one fixed time on every file), or copied with cp -p or rsync
+// -a, keep their times, and an edit that keeps a file's size would go
+// unnoticed, and two sets of rules would share a revision. Paths are
+// relative to their roots, so the same files give the same digest
+// wherever they are mounted. A mounted ConfigMap or Secret is a tree of
+// symlinks through ..data, which the kubelet swaps to a new hidden
+// directory on every update: the content is read through the links.
+//
+// Policies are small: reading them on every poll costs less than a check.
+// The files read are bounded by max in total (policy.max_bundle_bytes), so
+// a path pointed at a large tree is refused rather than read every poll.
+func fingerprint(paths []string, max int64) (string, error) {
+	d := treeDigest{h: sha256.New(), left: max, max: max}
+	for i, root := range paths {
+		info, err := os.Stat(root)
+		if err == nil {
+			rel := ""
+			if !info.IsDir() {
+				rel = filepath.Base(root)
+			}
+			err = d.walk(root, fmt.Sprintf("%d", i), rel, 0)
+		}
+		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return "", fmt.Errorf("%s does not exist", root)
 			}
 			return "", err
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(d.h.Sum(nil)), nil
 }
 
-// maxTreeDepth bounds how deep fingerprintTree follows directories, so a
+// maxTreeDepth bounds how deep fingerprint follows directories, so a
 // symlink loop is an error rather than a walk without end.
 const maxTreeDepth = 64
 
-func fingerprintTree(h io.Writer, p string, depth int) error {
+// treeDigest accumulates fingerprint's digest: for every file, its root's
+// position, its slash-separated path below the root and the SHA-256 of its
+// content, each ended by a NUL (which no file name holds).
+type treeDigest struct {
+	h         hash.Hash
+	left, max int64 // bytes that may still be read, of max
+	buf       []byte
+}
+
+func (d *treeDigest) walk(p, root, rel string, depth int) error {
 	if depth > maxTreeDepth {
 		return fmt.Errorf("%s: directories nested deeper than %d (a symlink loop?)", p, maxTreeDepth)
 	}
@@ -397,14 +447,14 @@ func fingerprintTree(h io.Writer, p string, depth int) error {
 		return err
 	}
 	if !info.IsDir() {
-		real, err := filepath.EvalSymlinks(p)
+		sum, err := d.file(p, info)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d\n", p, real, info.Size(), info.ModTime().UnixNano())
+		fmt.Fprintf(d.h, "%s\x00%s\x00%x\x00", root, rel, sum)
 		return nil
 	}
-	entries, err := os.ReadDir(p)
+	entries, err := os.ReadDir(p) // sorted by name
 	if err != nil {
 		return err
 	}
@@ -413,9 +463,36 @@ func fingerprintTree(h io.Writer, p string, depth int) error {
 		if strings.HasPrefix(name, ".") && name != ".manifest" && name != ".signatures.json" {
 			continue
 		}
-		if err := fingerprintTree(h, filepath.Join(p, name), depth+1); err != nil {
+		if err := d.walk(filepath.Join(p, name), root, path.Join(rel, name), depth+1); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// file returns the SHA-256 of the content of the file at p. A file that
+// is not regular (a fifo, a device) is digested by its mode alone: reading
+// it could block or never end, and the loader refuses it anyway.
+func (d *treeDigest) file(p string, info os.FileInfo) ([]byte, error) {
+	h := sha256.New()
+	if !info.Mode().IsRegular() {
+		fmt.Fprintf(h, "%v", info.Mode())
+		return h.Sum(nil), nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if d.buf == nil {
+		d.buf = make([]byte, 32<<10)
+	}
+	n, err := io.CopyBuffer(h, io.LimitReader(f, d.left+1), d.buf)
+	if err != nil {
+		return nil, err
+	}
+	if d.left -= n; d.left < 0 {
+		return nil, fmt.Errorf("the files add up to more than policy.max_bundle_bytes (%d bytes)", d.max)
+	}
+	return h.Sum(nil), nil
 }
