@@ -401,8 +401,8 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 // symlinks through ..data, which the kubelet swaps to a new hidden
 // directory on every update: the content is read through the links.
 //
-// Policies are small: reading them on every poll costs less than a check.
-// The files read are bounded by max in total (policy.max_bundle_bytes), so
+// Policies are small: reading the shipped ones on every poll takes under a
+// millisecond, against a poll every 2 s by default. The files read are bounded by max in total (policy.max_bundle_bytes), so
 // a path pointed at a large tree is refused rather than read every poll.
 func fingerprint(paths []string, max int64) (string, error) {
 	d := treeDigest{h: sha256.New(), left: max, max: max}
