@@ -36,7 +36,7 @@ func TestRegoTests(t *testing.T) {
 }
 
 func TestFormattedAndStrict(t *testing.T) {
-	rep, err := policy.Check([]string{"."})
+	rep, err := policy.Check([]string{"."}, policy.CheckOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

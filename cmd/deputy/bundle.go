@@ -25,7 +25,7 @@ func newBundleCmd() *cobra.Command {
 func newBundleBuildCmd() *cobra.Command {
 	var (
 		out, revision, query string
-		roots                []string
+		roots, allow         []string
 		includeTests         bool
 		sign                 policy.SignOptions
 	)
@@ -40,11 +40,14 @@ be refused at load is refused here. With --key the bundle is signed too.`,
 			if !cmd.Flags().Changed("revision") {
 				revision = gitRevision()
 			}
-			b, err := policy.BuildBundle(defaultPaths(args), policy.BuildOptions{Revision: revision, Roots: roots, IncludeTests: includeTests})
+			if err := policy.CheckAllowedBuiltins("allow-builtins", allow); err != nil {
+				return err
+			}
+			b, err := policy.BuildBundle(defaultPaths(args), policy.BuildOptions{Revision: revision, Roots: roots, IncludeTests: includeTests, AllowBuiltins: allow})
 			if err != nil {
 				return err
 			}
-			if err := servable(cmd.Context(), query, policy.SetFromBundle(b, out)); err != nil {
+			if err := servable(cmd.Context(), query, allow, policy.SetFromBundle(b, out)); err != nil {
 				return err
 			}
 			if sign.Key != "" {
@@ -65,6 +68,7 @@ be refused at load is refused here. With --key the bundle is signed too.`,
 	cmd.Flags().StringSliceVar(&roots, "root", policy.DefaultRoots, "manifest roots")
 	cmd.Flags().BoolVar(&includeTests, "include-tests", false, "keep *_test.rego files in the bundle")
 	decisionQueryFlag(cmd, &query)
+	allowBuiltinsFlag(cmd, &allow)
 	signFlags(cmd, &sign)
 	return cmd
 }
@@ -118,6 +122,7 @@ func newBundleVerifyCmd() *cobra.Command {
 	var (
 		opts  policy.ReadOptions
 		query string
+		allow []string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify BUNDLE",
@@ -132,7 +137,10 @@ serve activates.`,
 			if err != nil {
 				return err
 			}
-			if err := servable(cmd.Context(), query, policy.SetFromBundle(b, args[0])); err != nil {
+			if err := policy.CheckAllowedBuiltins("allow-builtins", allow); err != nil {
+				return err
+			}
+			if err := servable(cmd.Context(), query, allow, policy.SetFromBundle(b, args[0])); err != nil {
 				return err
 			}
 			at, err := policy.SignedAt(b)
@@ -154,6 +162,7 @@ serve activates.`,
 	cmd.Flags().StringVar(&opts.Scope, "scope", "", "required scope claim")
 	cmd.Flags().StringSliceVar(&opts.Roots, "root", policy.DefaultRoots, "roots the manifest may claim")
 	decisionQueryFlag(cmd, &query)
+	allowBuiltinsFlag(cmd, &allow)
 	return cmd
 }
 

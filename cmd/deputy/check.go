@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -20,6 +21,7 @@ func newEngine(cfg policy.Config, log *slog.Logger, opts ...policy.Option) *poli
 	return policy.New(append([]policy.Option{
 		policy.WithQueries(cfg.DecisionQuery, policy.DefaultManageQuery),
 		policy.WithLogger(log),
+		policy.WithAllowedBuiltins(cfg.AllowBuiltins...),
 	}, append(activationChecks(cfg), opts...)...)...)
 }
 
@@ -27,12 +29,12 @@ func newEngine(cfg policy.Config, log *slog.Logger, opts ...policy.Option) *poli
 // activate it, running every activation check, without serving it: the
 // offline tools (policy check, bundle build and verify) judge a set by
 // the same list as serve.
-func servable(ctx context.Context, query string, set *policy.Set) error {
+func servable(ctx context.Context, query string, allow []string, set *policy.Set) error {
 	q, err := policy.DecisionRef(query)
 	if err != nil {
 		return err
 	}
-	_, err = newEngine(policy.Config{DecisionQuery: q}, slog.New(slog.DiscardHandler)).Compile(ctx, set)
+	_, err = newEngine(policy.Config{DecisionQuery: q, AllowBuiltins: allow}, slog.New(slog.DiscardHandler)).Compile(ctx, set)
 	return err
 }
 
@@ -40,6 +42,13 @@ func servable(ctx context.Context, query string, set *policy.Set) error {
 // policy.decision_query of the Deputy that would serve the set.
 func decisionQueryFlag(cmd *cobra.Command, q *string) {
 	cmd.Flags().StringVar(q, "decision-query", policy.DefaultDecisionQuery, "policy.decision_query of the serving Deputy: data.a.b.c, or OPA-Envoy's a/b/c")
+}
+
+// allowBuiltinsFlag is the --allow-builtins of the offline tools: the
+// policy.allow_builtins of the Deputy that would serve the set, so they
+// refuse the built-ins it refuses.
+func allowBuiltinsFlag(cmd *cobra.Command, allow *[]string) {
+	cmd.Flags().StringSliceVar(allow, "allow-builtins", nil, "policy.allow_builtins of the serving Deputy: refused built-ins ("+strings.Join(policy.RefusedBuiltins(), ", ")+") the policies may call anyway")
 }
 
 // activationChecks are the checks every set passes before it serves:

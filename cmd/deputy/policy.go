@@ -32,6 +32,9 @@ fails, so CI can gate on it. --coverage prints OPA's JSON coverage report.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			paths := defaultPaths(args)
 			opts.Output = cmd.OutOrStdout()
+			if err := policy.CheckAllowedBuiltins("allow-builtins", opts.AllowBuiltins); err != nil {
+				return err
+			}
 			rep, err := policy.RunTests(cmd.Context(), paths, opts)
 			if err != nil {
 				return err
@@ -49,17 +52,24 @@ fails, so CI can gate on it. --coverage prints OPA's JSON coverage report.`,
 	cmd.Flags().BoolVar(&opts.Coverage, "coverage", false, "print a JSON coverage report")
 	cmd.Flags().StringVarP(&opts.Run, "run", "r", "", "run only tests matching this regular expression")
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", 0, "timeout per test (default 5s)")
+	allowBuiltinsFlag(cmd, &opts.AllowBuiltins)
 	return cmd
 }
 
 func newPolicyCheckCmd() *cobra.Command {
-	var query string
+	var (
+		query string
+		allow []string
+	)
 	cmd := &cobra.Command{
 		Use:   "check [paths...]",
 		Short: "Compile policies strictly, fail on opa fmt differences, and run serve's activation checks",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			paths := defaultPaths(args)
-			rep, err := policy.Check(paths)
+			if err := policy.CheckAllowedBuiltins("allow-builtins", allow); err != nil {
+				return err
+			}
+			rep, err := policy.Check(paths, policy.CheckOptions{AllowBuiltins: allow})
 			for _, f := range rep.Unformatted {
 				fmt.Fprintln(cmd.ErrOrStderr(), "not formatted:", f)
 			}
@@ -72,7 +82,7 @@ func newPolicyCheckCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := servable(cmd.Context(), query, set); err != nil {
+			if err := servable(cmd.Context(), query, allow, set); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d modules compile strictly and are formatted\n", rep.Modules)
@@ -80,6 +90,7 @@ func newPolicyCheckCmd() *cobra.Command {
 		},
 	}
 	decisionQueryFlag(cmd, &query)
+	allowBuiltinsFlag(cmd, &allow)
 	return cmd
 }
 

@@ -67,6 +67,9 @@ type BuildOptions struct {
 	Revision     string   // manifest revision, usually the commit
 	Roots        []string // manifest roots; DefaultRoots when empty
 	IncludeTests bool     // keep *_test.rego modules in the bundle
+	// AllowBuiltins are refused built-ins the policies may call anyway:
+	// the serving Deputy's policy.allow_builtins.
+	AllowBuiltins []string
 }
 
 // BuildBundle loads Rego and data from paths, compiles them strictly and
@@ -106,7 +109,7 @@ func BuildBundle(paths []string, opts BuildOptions) (*bundle.Bundle, error) {
 		p := "/" + strings.TrimPrefix(filepath.ToSlash(relativeTo(paths, m.Name)), "/")
 		b.Modules = append(b.Modules, bundle.ModuleFile{URL: p, Path: p, Raw: m.Raw, Parsed: m.Parsed})
 	}
-	if err := strictCompile(b.ParsedModules(""), b.Data); err != nil {
+	if err := strictCompile(b.ParsedModules(""), b.Data, opts.AllowBuiltins); err != nil {
 		return nil, err
 	}
 	// Round-trip through the reader so a bundle that would be refused at

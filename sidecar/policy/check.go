@@ -24,7 +24,7 @@ import (
 // errors, so mistakes that still evaluate are caught before they ship. A
 // rule at a path data holds is refused, as at activation (compileOver),
 // and so is a memoized function that is not pure.
-func strictCompile(modules map[string]*ast.Module, data map[string]any) error {
+func strictCompile(modules map[string]*ast.Module, data map[string]any, allow []string) error {
 	comp := ast.NewCompiler().
 		WithStrict(true).
 		WithDefaultRegoVersion(ast.RegoV1).
@@ -32,13 +32,24 @@ func strictCompile(modules map[string]*ast.Module, data map[string]any) error {
 	if data == nil {
 		data = map[string]any{}
 	}
-	if err := compileOver(context.Background(), comp, modules, inmem.NewFromObject(data)); err != nil {
+	if err := compileOver(context.Background(), comp, modules, inmem.NewFromObject(data), allow); err != nil {
 		return err
 	}
 	if _, err := newMemo(comp); err != nil {
 		return sidecar.Invalid("policies", "%v", err)
 	}
 	return nil
+}
+
+// CheckOptions tune Check.
+type CheckOptions struct {
+	// AllowBuiltins are refused built-ins the policies may call anyway:
+	// the serving Deputy's policy.allow_builtins.
+	AllowBuiltins []string
+	// DataChecks are the checks an engine runs on the data before
+	// activating it (WithDataCheck), so data a running Deputy would
+	// refuse fails here first.
+	DataChecks []func(data map[string]any) error
 }
 
 // CheckReport is the outcome of Check.
@@ -50,10 +61,9 @@ type CheckReport struct {
 // Check loads every Rego module under paths (tests included), compiles them
 // strictly and lists the files that `opa fmt` would change. A compile error
 // or an unformatted file is an error naming the files, and so is a denial
-// whose constant http_status DenialStatus refuses. dataChecks are the
-// checks an engine runs on the data before activating it (WithDataCheck),
-// so data a running Deputy would refuse fails here first.
-func Check(paths []string, dataChecks ...func(data map[string]any) error) (CheckReport, error) {
+// whose constant http_status DenialStatus refuses, and a call of a
+// built-in Deputy refuses (see refusedBuiltins).
+func Check(paths []string, opts CheckOptions) (CheckReport, error) {
 	filter := dirFilter{tests: true}
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
@@ -78,13 +88,13 @@ func Check(paths []string, dataChecks ...func(data map[string]any) error) (Check
 		}
 	}
 	slices.Sort(rep.Unformatted)
-	if err := strictCompile(modules, res.Documents); err != nil {
+	if err := strictCompile(modules, res.Documents, opts.AllowBuiltins); err != nil {
 		return rep, err
 	}
 	if err := checkDenialStatuses(modules); err != nil {
 		return rep, err
 	}
-	for _, check := range dataChecks {
+	for _, check := range opts.DataChecks {
 		if err := check(res.Documents); err != nil {
 			return rep, sidecar.Invalid("policies", "data: %v", err)
 		}
@@ -102,6 +112,9 @@ type TestOptions struct {
 	Coverage bool          // write a JSON coverage report instead of the test list
 	Run      string        // regular expression selecting tests; all when empty
 	Timeout  time.Duration // per test; 5s when zero
+	// AllowBuiltins are refused built-ins the policies may call anyway:
+	// the serving Deputy's policy.allow_builtins.
+	AllowBuiltins []string
 }
 
 // TestReport counts the outcome of a RunTests call.
@@ -178,7 +191,7 @@ func RunTests(ctx context.Context, paths []string, opts TestOptions) (TestReport
 		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
 		WithEnablePrintStatements(true).
 		WithDefaultRegoVersion(ast.RegoV1).
-		WithCapabilities(ast.CapabilitiesForThisVersion())
+		WithCapabilities(capabilities(opts.AllowBuiltins))
 	runner := tester.NewRunner().
 		SetCompiler(comp).
 		SetStore(store).
@@ -195,6 +208,9 @@ func RunTests(ctx context.Context, paths []string, opts TestOptions) (TestReport
 	}
 	ch, err := runner.RunTests(ctx, txn)
 	if err != nil {
+		if err := compileErr(err); err != nil {
+			return rep, err
+		}
 		return rep, sidecar.Invalid("policies", "%v", err)
 	}
 	counted := make(chan *tester.Result)

@@ -28,7 +28,7 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rep, err := policy.Check([]string{tc.path})
+			rep, err := policy.Check([]string{tc.path}, policy.CheckOptions{})
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -36,6 +36,7 @@ type Config struct {
 	MaxBundleBytes int64         `yaml:"max_bundle_bytes" usage:"largest bundle read, in bytes: the tarball, and its entries inflated (contents, names, PAX records and 512 bytes each); a larger one is refused, as is one of more than 10000 entries or with a name over 4 KiB; also the files of paths or a bundle directory in total, which a watch reads on every poll"`
 	Watch          bool          `yaml:"watch" usage:"reload paths or bundle_file when their content changes (every poll reads the files: a same-size edit under an unchanged modification time is seen)"`
 	DecisionQuery  string        `yaml:"decision_query" usage:"the check's decision: data.a.b.c, or OPA-Envoy's a/b/c"`
+	AllowBuiltins  []string      `yaml:"allow_builtins" usage:"OPA built-ins refused by default that policies may call anyway: http.send, net.lookup_ip_addr, opa.runtime; each reaches the network or the host on every check, and again on every deputy eval replay, and http.send or net.lookup_ip_addr lets json.match_schema fetch remote $refs too; give deputy policy check, policy test and bundle build the same list with --allow-builtins"`
 	DryRun         bool          `yaml:"dry_run" usage:"evaluate and log every decision, but let through what policy denies (requests refused as malformed stay refused)"`
 }
 
@@ -118,6 +119,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < MinPollInterval {
 		return sidecar.Invalid("policy.poll_interval", "must be at least %s", MinPollInterval)
+	}
+	if err := CheckAllowedBuiltins("policy.allow_builtins", c.AllowBuiltins); err != nil {
+		return err
 	}
 	if c.MaxBundleBytes <= 0 {
 		return sidecar.Invalid("policy.max_bundle_bytes", "must be positive, got %d", c.MaxBundleBytes)

@@ -110,7 +110,7 @@ var policyReaders = []struct {
 		return reload(t, policy.Config{BundleURL: newBundleServer(t, tarDir(t, dir)).URL + "/b.tar.gz"})
 	}},
 	{"policy check", func(t *testing.T, dir string) error {
-		_, err := policy.Check([]string{dir})
+		_, err := policy.Check([]string{dir}, policy.CheckOptions{})
 		return err
 	}},
 	{"policy test", func(t *testing.T, dir string) error {

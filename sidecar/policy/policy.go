@@ -121,6 +121,8 @@ type Engine struct {
 	onActivate []func(*Activation, error)
 	dataChecks []func(map[string]any) error
 	checks     []func(context.Context, *Activation) error
+
+	allowBuiltins []string // refused built-ins allowed anyway: policy.allow_builtins
 }
 
 // Option configures an Engine.
@@ -160,6 +162,12 @@ func WithActivationCheck(f func(ctx context.Context, a *Activation) error) Optio
 	return func(e *Engine) { e.checks = append(e.checks, f) }
 }
 
+// WithAllowedBuiltins allows policies to call the named built-ins that
+// Deputy refuses by default (policy.allow_builtins; see refusedBuiltins).
+func WithAllowedBuiltins(names ...string) Option {
+	return func(e *Engine) { e.allowBuiltins = append(e.allowBuiltins, names...) }
+}
+
 // New returns an engine with no policy: every evaluation fails until the
 // first successful Activate.
 func New(opts ...Option) *Engine {
@@ -192,7 +200,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		data = map[string]any{}
 	}
 	store := inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
-	comp, err := compileModules(ctx, set.Modules, store, e.jwt != nil)
+	comp, err := compileModules(ctx, set.Modules, store, e.jwt != nil, e.allowBuiltins)
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +340,7 @@ func noRules(c *ast.Compiler, query string) bool {
 	return len(c.GetRulesDynamicWithOpts(ref, ast.RulesOptions{IncludeHiddenModules: true})) == 0
 }
 
-func compileModules(ctx context.Context, modules map[string]*ast.Module, data storage.Store, jwtVerdicts bool) (*ast.Compiler, error) {
+func compileModules(ctx context.Context, modules map[string]*ast.Module, data storage.Store, jwtVerdicts bool, allow []string) (*ast.Compiler, error) {
 	comp := ast.NewCompiler().
 		WithEnablePrintStatements(false).
 		WithDefaultRegoVersion(ast.RegoV1)
@@ -341,26 +349,31 @@ func compileModules(ctx context.Context, modules map[string]*ast.Module, data st
 			Name: "DeputyDecodeVerify", MetricName: "compile_stage_deputy_decode_verify", Stage: rewriteDecodeVerify,
 		})
 	}
-	if err := compileOver(ctx, comp, modules, data); err != nil {
+	if err := compileOver(ctx, comp, modules, data, allow); err != nil {
 		return nil, err
 	}
 	return comp, nil
 }
 
-// compileOver compiles modules with comp, refusing a rule at a path base
+// compileOver compiles modules with comp and Deputy's capabilities (no
+// built-in reaching the network or the host, but those allow names),
+// refusing a rule at a path base
 // data holds (or below a value there that is not an object), as OPA's own
 // bundle activation does. Rego would read the rule, and Go code reading
 // the data (the impersonation switches, the partner and reseller rules)
 // the data: `max_session := "15m"` beside data saying "1h" would have the
 // policy and the session lifecycle each apply its own.
-func compileOver(ctx context.Context, comp *ast.Compiler, modules map[string]*ast.Module, data storage.Store) error {
+func compileOver(ctx context.Context, comp *ast.Compiler, modules map[string]*ast.Module, data storage.Store, allow []string) error {
 	txn, err := data.NewTransaction(ctx)
 	if err != nil {
 		return sidecar.Invalid("policies", "data: %v", err)
 	}
 	defer data.Abort(ctx, txn)
-	comp.WithPathConflictsCheck(storage.NonEmpty(ctx, data, txn)).Compile(modules)
+	comp.WithCapabilities(capabilities(allow)).WithPathConflictsCheck(storage.NonEmpty(ctx, data, txn)).Compile(modules)
 	if comp.Failed() {
+		if err := refusedBuiltinErr(comp.Errors); err != nil {
+			return err
+		}
 		for _, e := range comp.Errors {
 			if strings.HasPrefix(e.Message, "conflicting rule for data path") {
 				return sidecar.Invalid("policies", "compile: %v (policy data holds that path, and Deputy's Go code reads the data: define the value in one place)", comp.Errors)
