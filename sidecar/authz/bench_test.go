@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -271,6 +272,22 @@ func BenchmarkCheckDelegated(b *testing.B) {
 		req := withHeaders(b, "/support/cases", map[string]string{"authorization": "Bearer " + tok, "x-on-behalf-of": "acme"})
 		benchCheck(b, p, req, true)
 	})
+}
+
+// BenchmarkCheckGraphQL is a cart mutation to the GraphQL endpoint in an
+// impersonation session, its JSON body sent along (Envoy's
+// with_request_body): the check reads every object key of the body, and
+// the policy every string.
+func BenchmarkCheckGraphQL(b *testing.B) {
+	p, token := impersonationPipeline(b, time.Now())
+	const body = `{"operationName":"AddToCart","query":"mutation AddToCart($cartId: String!, $items: [CartItemInput!]!) { addProductsToCart(cartId: $cartId, cartItems: $items) { cart { id total_quantity items { uid quantity product { sku name } } } user_errors { code message } } }",` +
+		`"variables":{"cartId":"x2Q9kLm4Tz8Vb1Nc","items":[{"sku":"SHOE-42-RED","quantity":1,"selected_options":["Y29uZmlndXJhYmxlLzkzLzUz"]},{"sku":"SOCK-M","quantity":3,"entered_options":[{"uid":"Y3VzdG9tLW9wdGlvbi8x","value":"Gift"}]}]},` +
+		`"extensions":{"clientLibrary":{"name":"@apollo/client","version":"3.11.8"}}}`
+	req := withHeaders(b, "/graphql", map[string]string{"cookie": "cart=abc123; deputy_session=" + token,
+		"content-type": "application/json", "content-length": strconv.Itoa(len(body))})
+	h := req.Attributes.Request.Http
+	h.Method, h.Headers[":method"], h.Body = "POST", "POST", body
+	benchCheck(b, p, req, true)
 }
 
 // BenchmarkCheckUnseenRoute is BenchmarkCheckDelegated/impersonation with
