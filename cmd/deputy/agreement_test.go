@@ -152,6 +152,11 @@ func TestServeAndEvalAgree(t *testing.T) {
 	const (
 		cartMutation    = `{"query":"mutation { addProductsToCart(cartId: \"c1\", cartItems: [{sku: \"S1\", quantity: 1}]) { cart { id } } }"}`
 		accountMutation = `{"query":"mutation { x: \u0075pdateCustomerV2(input: {firstname: \"Eve\"}) { customer { firstname } } }"}`
+		// A server whose JSON parser keeps the first of two equal keys
+		// runs the mutation; Go keeps the last, which alone is allowed.
+		repeatedQuery  = `{"query":"mutation { changeCustomerPassword(currentPassword: \"old\", newPassword: \"new\") { email } }","query":"{ cart { id } }"}`
+		hiddenMutation = `{"query":"mutation { changeCustomerPassword(currentPassword: \"old\", newPassword: \"new\") { email } }","\u0071uery":"{ cart { id } }"}`
+		batchedRepeat  = `[` + cartMutation + `,{"query":"{ cart { id } }","variables":{"id":"c1","id":"c2"}}]`
 	)
 	for _, sc := range []scenario{
 		{name: "public", method: "GET", path: "/catalog/shoes", allowed: true, reason: "public_route"},
@@ -176,6 +181,9 @@ func TestServeAndEvalAgree(t *testing.T) {
 		{name: "impersonation, GraphQL cart mutation", method: "POST", path: "/graphql", headers: graphql(cartMutation), body: cartMutation, allowed: true, reason: "impersonation"},
 		{name: "impersonation, GraphQL account mutation", method: "POST", path: "/graphql", headers: graphql(accountMutation), body: accountMutation, reason: "account_change_forbidden"},
 		{name: "impersonation, GraphQL body not sent", method: "POST", path: "/graphql", headers: graphql(cartMutation), reason: "graphql_body_unread"},
+		{name: "impersonation, GraphQL mutation before a repeated key", method: "POST", path: "/graphql", headers: graphql(repeatedQuery), body: repeatedQuery, reason: "malformed_request"},
+		{name: "impersonation, GraphQL mutation behind a repeated key", method: "POST", path: "/graphql", headers: graphql(hiddenMutation), body: hiddenMutation, reason: "malformed_request"},
+		{name: "impersonation, GraphQL batch repeating a variable", method: "POST", path: "/graphql", headers: graphql(batchedRepeat), body: batchedRepeat, reason: "malformed_request"},
 		{name: "partner within its level", method: "GET", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, allowed: true, reason: "partner_level_sufficient"},
 		{name: "partner above its level", method: "POST", path: "/accounts/acme/service-requests", who: &pat, headers: map[string]string{"x-on-behalf-of": "acme"}, reason: "level_too_low:create"},
 		{name: "partner named by the changed path alone", method: "GET", path: "/accounts/acme/service-requests", who: &pat, allowed: true, reason: "partner_level_sufficient"},

@@ -113,7 +113,10 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "access_token in a +json body", path: cart, headers: session1("content-type", "application/vnd.api+json; charset=utf-8"), body: `{"access_token":"` + mallory + `"}`},
 		{name: "an escaped token in a JSON body", path: cart, headers: session1("content-type", jsonType), body: `{"access_token":"\u0065` + mallory[1:] + `"}`},
 		{name: "an escaped name in a JSON body", path: cart, headers: session1("content-type", jsonType), body: `{"access\u005ftoken":"` + mallory + `"}`},
-		{name: "a repeated key in a JSON body", path: cart, headers: session1("content-type", jsonType), body: `{"access_token":"` + mallory + `","access_token":"x"}`},
+		// A JSON object repeating a key is refused as malformed before
+		// anything is resolved.
+		{name: "a repeated key in a JSON body", path: cart, headers: session1("content-type", jsonType), body: `{"access_token":"` + mallory + `","access_token":"x"}`,
+			reason: authz.ReasonMalformedRequest},
 		{name: "access_token in a multipart part", path: cart, headers: session1("content-type", multi), body: multipart("access_token", mallory)},
 		{name: "form type then a comma", path: cart, headers: session1("content-type", form+",text/plain"), body: "product=42&access_token=" + mallory},
 		{name: "form type then a space", path: cart, headers: session1("content-type", form+" text/plain"), body: "product=42&access_token=" + mallory},

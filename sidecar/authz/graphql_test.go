@@ -44,8 +44,44 @@ func TestGraphQLDuringImpersonation(t *testing.T) {
 			body: `{"query":"mutation { \u0075pdateCustomerV2(input: {}) { customer { id } } }"}`, reason: "account_change_forbidden"},
 		{name: "JSON escapes in a batch", method: "POST", path: "/default/graphql", contentType: jsonType,
 			body: `[` + cart + `,{"query":"mutation { d\u0065letePaymentToken(public_hash: \"h\") { result } }"}]`, reason: "payment_method_change_forbidden"},
+		// A JSON object that repeats a key is refused before policy:
+		// Go keeps the last value, and the policy would judge it alone,
+		// while an upstream whose parser keeps the first (gjson,
+		// jsonparser) runs that one. Keys are compared as decoded.
 		{name: "duplicate query keys", method: "POST", path: "/graphql", contentType: jsonType,
-			body: `{"query":"{ cart(cart_id: \"c1\") { id } }","query":"mutation { deleteCustomer }"}`, reason: "account_change_forbidden"},
+			body: `{"query":"{ cart(cart_id: \"c1\") { id } }","query":"mutation { deleteCustomer }"}`, reason: authz.ReasonMalformedRequest},
+		{name: "duplicate query keys, mutation first", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"mutation { changeCustomerPassword(currentPassword: \"a\", newPassword: \"b\") { email } }","query":"{ cart { id } }"}`, reason: authz.ReasonMalformedRequest},
+		{name: "duplicate query keys, one escaped", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"mutation { changeCustomerPassword }","\u0071uery":"{ cart { id } }"}`, reason: authz.ReasonMalformedRequest},
+		{name: "duplicate keys in variables", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"mutation($c: String!) { addProductsToCart(cartId: $c, cartItems: []) { cart { id } } }","variables":{"c":"c1","c":"c2"}}`, reason: authz.ReasonMalformedRequest},
+		{name: "duplicate keys deep in extensions", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"{ cart { id } }","extensions":{"a":[1,{"b":{"x":1,"\u0078":2}}]}}`, reason: authz.ReasonMalformedRequest},
+		{name: "duplicate query keys in a batch", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `[` + cart + `,{"query":"mutation { deleteCustomer }","query":"{ cart { id } }"}]`, reason: authz.ReasonMalformedRequest},
+		// Keys Go decodes to U+FFFD (invalid UTF-8, an unpaired surrogate
+		// escape) or that a C string ends early (NUL) may be "query" to
+		// another parser: refused too.
+		{name: "key holding invalid UTF-8", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"{ cart { id } }","query` + "\xff" + `":"mutation { deleteCustomer }"}`, reason: authz.ReasonMalformedRequest},
+		{name: "value holding invalid UTF-8", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"mutation { changeCustomer` + "\xff" + `Password }"}`, reason: authz.ReasonMalformedRequest},
+		{name: "key holding an unpaired surrogate", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"{ cart { id } }","query\ud800":"x"}`, reason: authz.ReasonMalformedRequest},
+		{name: "key holding NUL", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"{ cart { id } }","query\u0000":"x"}`, reason: authz.ReasonMalformedRequest},
+		// The same name in other objects, in another case, or spelled
+		// with a surrogate pair is another key.
+		{name: "one name in several objects", method: "POST", path: "/graphql", contentType: jsonType,
+			body:    `{"query":"{ cart { id } }","variables":{"query":"q","v":{"query":"q"}},"extensions":[{"query":1},{"query":2}],"Query":"x","q\ud83d\ude00":1,"q\ud83d\ude01":2}`,
+			allowed: true, reason: "impersonation"},
+		// A form field sent twice is in parsed_body with every value, as
+		// the policy reads it: each is judged.
+		{name: "form field sent twice", method: "POST", path: "/graphql", contentType: formType,
+			body: "query=mutation+%7B+changeCustomerPassword+%7D&query=%7Bcart%7Bid%7D%7D", reason: "password_change_forbidden"},
+		{name: "form field sent twice, mutation last", method: "POST", path: "/graphql", contentType: formType,
+			body: "query=%7Bcart%7Bid%7D%7D&query=mutation+%7B+changeCustomerPassword+%7D", reason: "password_change_forbidden"},
 		{name: "percent escapes in a form", method: "POST", path: "/graphql", contentType: formType,
 			body: "query=mutation+%7B+%75pdateCustomerV2(input%3A+%7B%7D)+%7B+customer+%7B+id+%7D+%7D+%7D", reason: "account_change_forbidden"},
 		{name: "percent escapes in the URL", method: "GET", path: "/graphql?query=mutation%7B%63hangeCustomerPassword(currentPassword%3A%22a%22%2CnewPassword%3A%22b%22)%7Bid%7D%7D",

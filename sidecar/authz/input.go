@@ -700,6 +700,11 @@ func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bodyReadings, error)
 		if err := util.UnmarshalJSON([]byte(body), &x); err != nil {
 			return nil, 0, sidecar.Invalid("body", "malformed JSON body: %v", err)
 		}
+		// What parsers read differently (a key an object repeats, bytes
+		// that are not UTF-8) is refused: see checkJSONBody.
+		if err := checkJSONBody(body); err != nil {
+			return nil, 0, sidecar.Invalid("body", "malformed JSON body: %v", err)
+		}
 		if err := pb.fromJSON(x); err != nil {
 			return nil, 0, err
 		}
@@ -889,7 +894,7 @@ func (pb bodyParse) readAlso(ct, body string, readings bodyReadings) bool {
 	}
 	if readings&readsJSON != 0 {
 		var x any
-		ok = util.UnmarshalJSON([]byte(body), &x) == nil && pb.fromJSON(x) == nil && ok
+		ok = util.UnmarshalJSON([]byte(body), &x) == nil && checkJSONBody(body) == nil && pb.fromJSON(x) == nil && ok
 	}
 	return ok
 }

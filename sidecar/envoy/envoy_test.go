@@ -406,6 +406,11 @@ func TestHTTPCheck(t *testing.T) {
 			headers: map[string]string{"X-Forwarded-Uri": routeDirsTooLong, "X-Forwarded-Method": "GET"}, wantStatus: 400, refused: "check.max_route_dirs_bytes"},
 		{name: "malformed JSON body is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
 			headers: map[string]string{"Content-Type": "application/json", "X-Body": "{"}, wantStatus: 400},
+		// So is one whose object repeats a key: the policy would see the
+		// last value alone, and an upstream may run the first.
+		{name: "repeated JSON key is a 400", handler: envoyHTTP, method: "POST", target: "/ext_authz/ok",
+			headers:    map[string]string{"Content-Type": "application/json", "X-Body": `{"query":"mutation { deleteCustomer }","variables":{},"query":"{ cart { id } }"}`},
+			wantStatus: 400, refused: `repeats the key "query"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
