@@ -371,7 +371,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if n := need.Child("attributes"); n != nil {
 		var attrs ast.Value = ast.NewObject()
 		if req.GetAttributes() != nil {
-			if attrs, err = protoToAST(req.GetAttributes().ProtoReflect(), n); err != nil {
+			if attrs, err = attributeContextAST(req.GetAttributes(), n); err != nil {
 				return nil, sidecar.Invalid("attributes", "cannot convert request: %v", err)
 			}
 		}

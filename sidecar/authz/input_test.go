@@ -53,6 +53,15 @@ func viaProtojson(t testing.TB, req *authv3.CheckRequest) ast.Value {
 	return v
 }
 
+// attributeConverters are the typed conversion the check runs and the
+// reflective one it is held to.
+var attributeConverters = map[string]func(*authv3.AttributeContext, *policy.InputNeeds) (ast.Value, error){
+	"typed": attributeContextAST,
+	"reflective": func(a *authv3.AttributeContext, need *policy.InputNeeds) (ast.Value, error) {
+		return protoToAST(a.ProtoReflect(), need)
+	},
+}
+
 func TestAttributesMatchProtojson(t *testing.T) {
 	cases := map[string]string{
 		"rich":          richRequest,
@@ -67,13 +76,15 @@ func TestAttributesMatchProtojson(t *testing.T) {
 			if err := protojson.Unmarshal([]byte(js), &req); err != nil {
 				t.Fatal(err)
 			}
-			got, err := protoToAST(req.GetAttributes().ProtoReflect(), policy.AllInput)
-			if err != nil {
-				t.Fatal(err)
-			}
 			want := viaProtojson(t, &req)
-			if got.Compare(want) != 0 {
-				t.Errorf("attributes differ from protojson:\n got  %v\n want %v", got, want)
+			for name, convert := range attributeConverters {
+				got, err := convert(req.GetAttributes(), policy.AllInput)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Compare(want) != 0 {
+					t.Errorf("%s: attributes differ from protojson:\n got  %v\n want %v", name, got, want)
+				}
 			}
 		})
 	}
@@ -94,10 +105,6 @@ func TestAttributesNamedEntriesMatchProtojson(t *testing.T) {
 		}}}},
 		"contextExtensions": {Children: map[string]*policy.InputNeeds{"route": leaf, "absent": leaf}},
 	}}
-	got, err := protoToAST(req.GetAttributes().ProtoReflect(), need)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// What protojson gives, less every entry the policy does not name.
 	want := viaProtojson(t, &req).(ast.Object)
 	keep := func(obj ast.Object, keys ...string) ast.Object {
@@ -121,8 +128,14 @@ func TestAttributesNamedEntriesMatchProtojson(t *testing.T) {
 	if keep(get(http, "headers"), "cookie", "X-Upper").Len() != 2 || get(want, "contextExtensions").Len() != 1 {
 		t.Fatalf("the request lacks the entries the test names: %v", want)
 	}
-	if got.Compare(want) != 0 {
-		t.Errorf("named entries differ from protojson's:\n got  %v\n want %v", got, want)
+	for name, convert := range attributeConverters {
+		got, err := convert(req.GetAttributes(), need)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Compare(want) != 0 {
+			t.Errorf("%s: named entries differ from protojson's:\n got  %v\n want %v", name, got, want)
+		}
 	}
 }
 

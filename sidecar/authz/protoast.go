@@ -5,7 +5,6 @@ import (
 	"math"
 	"strconv"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -18,6 +17,9 @@ import (
 // (camelCase names, unpopulated fields omitted, 64-bit integers as strings,
 // enums by name), without the JSON round trip OPA-Envoy pays on every
 // check. Well-known types take the slow, exact path through protojson.
+// It reads any message through protobuf reflection; the check converts
+// Envoy's AttributeContext with attributeContextAST, which is held to
+// give exactly what this gives.
 //
 // need limits the conversion to what policy can read (see
 // policy.InputNeeds); nil need converts nothing.
@@ -31,10 +33,6 @@ func protoToAST(m protoreflect.Message, need *policy.InputNeeds) (ast.Value, err
 		for key, child := range need.Children {
 			fd := fields.ByJSONName(key)
 			if fd == nil || !m.Has(fd) {
-				continue
-			}
-			if sm, ok := stringMap(m, fd); ok && !child.All {
-				obj.Insert(keyTerm(key), ast.NewTerm(stringMapToAST(sm, child)))
 				continue
 			}
 			val, err := fieldToAST(fd, m.Get(fd), child)
@@ -60,43 +58,6 @@ func protoToAST(m protoreflect.Message, need *policy.InputNeeds) (ast.Value, err
 		return nil, err
 	}
 	return obj, nil
-}
-
-// stringMap returns the Go map behind the map<string, string> fields of
-// the messages Envoy sends on every check (the request's headers, the
-// context extensions): a policy reads a header or two, and protobuf's
-// reflection boxes every key it looks up and every value it finds (four
-// allocations a header).
-func stringMap(m protoreflect.Message, fd protoreflect.FieldDescriptor) (map[string]string, bool) {
-	switch msg := m.Interface().(type) {
-	case *authv3.AttributeContext_HttpRequest:
-		if fd.Number() == httpHeadersField {
-			return msg.GetHeaders(), true
-		}
-	case *authv3.AttributeContext:
-		if fd.Number() == contextExtensionsField {
-			return msg.GetContextExtensions(), true
-		}
-	}
-	return nil, false
-}
-
-// The field numbers stringMap reads, as Envoy's attribute_context.proto
-// declares them.
-const (
-	httpHeadersField       = 3
-	contextExtensionsField = 10
-)
-
-// stringMapToAST converts the entries of a string map that need names.
-func stringMapToAST(sm map[string]string, need *policy.InputNeeds) ast.Value {
-	obj := ast.NewObjectWithCapacity(len(need.Children))
-	for key := range need.Children {
-		if v, ok := sm[key]; ok {
-			obj.Insert(keyTerm(key), ast.NewTerm(internedString(v)))
-		}
-	}
-	return obj
 }
 
 func fieldToAST(fd protoreflect.FieldDescriptor, v protoreflect.Value, need *policy.InputNeeds) (ast.Value, error) {
