@@ -627,21 +627,33 @@ func refuseURLOverride(name string) error {
 // fromHeaders adds the methods override headers name, in headers and in
 // header_map (Envoy's encode_raw_headers). Names compare as owned headers
 // do, case-insensitively with "_" read as "-": CGI, PHP and WSGI upstreams
-// read X_HTTP_Method_Override as HTTP_X_HTTP_METHOD_OVERRIDE.
-func (m *MethodOverrides) fromHeaders(headers map[string]string, headerMap []*corev3.HeaderValue, s *methodSet) error {
-	// One pass over the headers gathers every carrier's other spellings:
-	// a check reads the map once, not once per carrier.
+// read X_HTTP_Method_Override as HTTP_X_HTTP_METHOD_OVERRIDE. plain says
+// that every name in headers is lower case without "_" (as Envoy sends
+// them): each is then its own only spelling, and looking the URL override
+// headers up finds what comparing every name would, without walking the
+// map.
+func (m *MethodOverrides) fromHeaders(headers map[string]string, plain bool, headerMap []*corev3.HeaderValue, s *methodSet) error {
 	var other [][]string
-	for k, v := range headers {
-		if urlOverride(k) {
-			return refuseURLOverride(k)
+	if plain {
+		for _, h := range urlOverrides {
+			if _, ok := headers[h]; ok {
+				return refuseURLOverride(h)
+			}
 		}
-		for i, h := range m.headers {
-			if k != h && len(k) == len(h) && sameHeaderName(k, h) {
-				if other == nil {
-					other = make([][]string, len(m.headers))
+	} else {
+		// One pass over the headers gathers every carrier's other
+		// spellings: a check reads the map once, not once per carrier.
+		for k, v := range headers {
+			if urlOverride(k) {
+				return refuseURLOverride(k)
+			}
+			for i, h := range m.headers {
+				if k != h && len(k) == len(h) && sameHeaderName(k, h) {
+					if other == nil {
+						other = make([][]string, len(m.headers))
+					}
+					other[i] = append(other[i], v)
 				}
-				other[i] = append(other[i], v)
 			}
 		}
 	}

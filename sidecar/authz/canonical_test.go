@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
@@ -496,6 +498,39 @@ func FuzzParsePath(f *testing.F) {
 	})
 }
 
+// Headers whose names are all lower case without "_" (as Envoy sends
+// them) have one spelling each: the override carriers and URL overrides
+// they name are what comparing every name finds, whatever else is there.
+func TestMethodOverridesFromPlainHeaders(t *testing.T) {
+	m, err := ParseMethodOverrides(append(DefaultMethodOverrides(), "header:x-tunnel-method"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"x-http-method-override", "x-http-method", "x-method-override", "x-tunnel-method", "x-original-url",
+		"x-rewrite-url", "x-original-urls", "x-http-method-overrid", "accept", "cookie", ":path", "x-method"}
+	values := []string{"PUT", "delete", "GET", "", "bad method", "/x"}
+	rnd := rand.New(rand.NewPCG(7, 8))
+	for range 5000 {
+		headers := map[string]string{}
+		for range rnd.IntN(6) {
+			headers[names[rnd.IntN(len(names))]] = values[rnd.IntN(len(values))]
+		}
+		var scanned, looked methodSet
+		errScanned := m.fromHeaders(headers, false, nil, &scanned)
+		errLooked := m.fromHeaders(headers, true, nil, &looked)
+		_, orig := headers["x-original-url"]
+		_, rewrite := headers["x-rewrite-url"]
+		// With both URL overrides sent, either may be the one named.
+		sameErr := fmt.Sprint(errScanned) == fmt.Sprint(errLooked) || orig && rewrite && errScanned != nil && errLooked != nil
+		if !sameErr || !slices.Equal(scanned, looked) {
+			t.Fatalf("%q: comparing every name gives %q, %v; looking up gives %q, %v", headers, scanned, errScanned, looked, errLooked)
+		}
+		if (orig || rewrite) && errLooked == nil {
+			t.Fatalf("%q: URL override let through", headers)
+		}
+	}
+}
+
 // BenchmarkCanonical is the canonical request's own cost on a check: the
 // path, the method and its override carriers, and the input term policy
 // reads.
@@ -513,7 +548,7 @@ func BenchmarkCanonical(b *testing.B) {
 		}
 		c.canonicalPath = cp
 		_ = c.methods.add("GET")
-		_ = m.fromHeaders(headers, nil, &c.methods)
+		_ = m.fromHeaders(headers, true, nil, &c.methods)
 		_, _ = m.fromQuery(rawQuery, &c.methods)
 		_ = c.requestTerm(need)
 	}

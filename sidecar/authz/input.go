@@ -347,7 +347,7 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	// browsers ignore ports for cookies.
 	r.view.Host = r.canonical.host.Name
 	r.canonical.upgrade, r.canonical.upgrading = upgradeOf(&r.view)
-	if err := opts.Methods.fromHeaders(headers, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
+	if err := opts.Methods.fromHeaders(headers, forms.lower && forms.plain, httpReq.GetHeaderMap().GetHeaders(), &r.canonical.methods); err != nil {
 		return nil, err
 	}
 	query, err := opts.Methods.fromQuery(rawQuery, &r.canonical.methods)
