@@ -137,6 +137,7 @@ bench: build deps
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzBuildInput$$' -fuzztime 30s ./sidecar/authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePath$$' -fuzztime 30s ./sidecar/authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzAttributeContextAST$$' -fuzztime 30s ./sidecar/authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeString$$' -fuzztime 30s ./sidecar/decisionlog/
 
 clean:
