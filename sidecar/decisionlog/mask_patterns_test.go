@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
 // Credentials hide under names no fixed list holds: the default masking
@@ -110,7 +112,7 @@ func checkMaskedByName(t *testing.T, n maskedNames) {
 		}
 	}
 	for _, name := range n.keptHeaders {
-		if strings.Count(logged, "kept-"+name) != 2 { // headers and headerMap
+		if strings.Count(logged, `"kept-`+name+`"`) != 2 { // headers and headerMap
 			t.Errorf("header %s not kept: %s", name, logged)
 		}
 	}
@@ -157,4 +159,36 @@ func TestSecretName(t *testing.T) {
 			t.Errorf("secretName(%q) = %v, want %v", name, got, want)
 		}
 	}
+}
+
+// Envoy and every HTTP/2 client deliver header names in lower case, so a
+// camelCase name (BunnyCDN's AccessKey, VTEX's X-VTEX-API-AppKey) reaches
+// the masker as one word; query names are often written so too. A
+// credential word ending such a word, beginning one no ordinary word
+// begins with, or a pair run together, is still a credential. The words
+// that merely end in the same letters (monkey, turkey, spin) and every
+// header browsers and Envoy send on ordinary requests stay readable.
+func TestMaskingLowerCaseCompounds(t *testing.T) {
+	var kept []string
+	for _, h := range authz.CommonHeaderNames() {
+		if h != "authorization" && h != "cookie" {
+			kept = append(kept, h)
+		}
+	}
+	kept = append(kept, "x-b3-spanid", "x-amzn-trace-id", "x-hotkey", "x-donkey",
+		"x-whiskey", "x-spin", "x-hairpin", "x-keyboard", "x-keys", "x-sidebar", "x-signin", "x-tickets", "x-pinned")
+	checkMaskedByName(t, maskedNames{
+		secretHeaders: []string{
+			"accesskey", "x-vtex-api-appkey", "x-passkey", "x-privatekey", "x-masterkey", "x-subscriptionkey",
+			"x-userpwd", "x-usersid", "x-urlsig", "x-serviceticket", "x-smsotp", "x-cardpin", "x-accessjwt",
+			"x-verificationcode", "x-magiclink", "x-otpcode", "x-mfacode", "x-codeverifier",
+		},
+		secretParams: []string{
+			"accesskey", "appkey", "passkey", "licensekey", "signingkey", "userpwd", "pwdhash", "resetcode", "loginlink",
+			"smscode", "2facode", "cvvcode", "codeverifier",
+		},
+		keptHeaders: kept,
+		keptParams: []string{"monkey", "turkey", "hockey", "jockey", "turnkey", "keyboard", "keys", "keyid", "spin", "topspin",
+			"signup", "side", "sidebar", "tickets", "ping", "shipping", "countrycode", "promocode", "design", "inside"},
+	})
 }

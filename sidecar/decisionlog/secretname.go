@@ -28,11 +28,37 @@ var secretFragments = []string{
 // the PKCE code_verifier and a card's cvv or cvc are words of this kind:
 // "otp" is no credential inside "hotpink", nor "pin" inside "shipping".
 // A word is a run of letters and digits, and a lower-case letter followed
-// by an upper-case one starts a new word (camelCase).
+// by an upper-case one starts a new word (camelCase); a compound written
+// in one lower-case word counts too (see notSecretEndings).
 var secretWords = []string{
 	"sid", "pwd", "key", "jwt", "sig", "ticket",
 	"otp", "totp", "hotp", "mfa", "2fa", "pin", "verifier", "cvv", "cvc",
 }
+
+// Names often reach Deputy as one lower-case word where their author
+// wrote several: Envoy and every HTTP/2 client lower-case header names, so
+// BunnyCDN's AccessKey and VTEX's X-VTEX-API-AppKey arrive as accesskey
+// and x-vtex-api-appkey, with no camelCase break left; query names are
+// often written so too (appkey, passkey). So a word also counts when it
+// ends in one of secretWords (appkey, userpwd, cardpin, urlsig), unless it
+// is one of notSecretEndings, ordinary words that merely end in the same
+// letters; when it begins with one of secretStarts, which no ordinary word
+// begins with (otpcode, pwdhash); and when it is the two words of a
+// secretPairs entry run together (verificationcode, magiclink). Masking a
+// field too many costs a log reader a value; missing a credential puts it
+// in every log store the records reach.
+var notSecretEndings = []string{
+	"monkey", "donkey", "turkey", "hockey", "jockey", "whiskey", "lackey", "flunkey", "malarkey",
+	"turnkey", "hotkey",
+	"spin", "backspin", "topspin", "sidespin", "tailspin", "hairpin", "kingpin", "linchpin", "lynchpin",
+	"tiepin", "terrapin", "pippin", "lupin",
+}
+
+// secretStarts are the secretWords no ordinary word begins with: "key"
+// begins keyboard, "sid" sidebar, "sig" signup, "pin" ping, "ticket"
+// tickets, "hotp" hotpink, and "jwt" is left out so that jwts stays a
+// word of its own.
+var secretStarts = []string{"pwd", "otp", "totp", "mfa", "2fa", "cvv", "cvc"}
 
 // secretPairs are two words that carry a credential together where the
 // second alone does not: a verification_code or a magic_link logs a user
@@ -53,8 +79,8 @@ var notSecretAuthWords = []string{"authority", "author", "authors"}
 
 // secretName reports whether a header or query parameter name carries a
 // credential by its name: it holds one of secretFragments, one of
-// secretWords as a word, two words of secretPairs in a row, or a word
-// beginning with "auth" (auth, authorization, authn, x-auth-token...)
+// secretWords as a word or joined to another in one word (compoundIs),
+// two words of secretPairs in a row, or a word beginning with "auth" (auth, authorization, authn, x-auth-token...)
 // other than notSecretAuthWords. It allocates nothing: it runs for every
 // header of every logged check.
 func secretName(name string) bool {
@@ -73,10 +99,33 @@ func secretName(name string) bool {
 			j++
 		}
 		w := name[i:j]
-		if w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) || pairIs(prev, w)) {
+		if w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) || pairIs(prev, w) || compoundIs(w)) {
 			return true
 		}
 		prev, i = w, j
+	}
+	return false
+}
+
+// compoundIs reports whether the word w, folded, is a credential word
+// joined to another (see notSecretEndings): it ends in one of secretWords
+// and is not one of notSecretEndings, begins with one of secretStarts, or
+// is a pair of secretPairs run together.
+func compoundIs(w string) bool {
+	for _, x := range secretWords {
+		if len(w) > len(x) && hasPrefixFolded(w[len(w)-len(x):], x) && !wordIs(w, notSecretEndings...) {
+			return true
+		}
+	}
+	for _, x := range secretStarts {
+		if len(w) > len(x) && hasPrefixFolded(w, x) {
+			return true
+		}
+	}
+	for _, p := range secretPairs {
+		if n := len(p[0]); len(w) == n+len(p[1]) && hasPrefixFolded(w, p[0]) && hasPrefixFolded(w[n:], p[1]) {
+			return true
+		}
 	}
 	return false
 }
