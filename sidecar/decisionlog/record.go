@@ -289,7 +289,8 @@ func plainObject(x ast.Object, sp spine) (map[string]any, error) {
 var errNotPlain = errors.New("object key is not a string")
 
 // encode is the record's JSON, byte for byte what encoding/json.Marshal
-// writes for it, built by appending into a pooled buffer instead of by
+// writes for it with the runes of displayEscaped escaped too (as
+// escapeDisplay writes them), built by appending into a pooled buffer instead of by
 // reflection: the decision log encodes one record per check.
 func (r *Record) encode() ([]byte, error) {
 	bp := encodeBuffers.Get().(*[]byte)
@@ -571,14 +572,17 @@ func appendFloat(b []byte, f float64) ([]byte, error) {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString writes s quoted as encoding/json does by default: <, > and
-// & escaped for HTML, invalid UTF-8 as U+FFFD, U+2028 and U+2029 escaped.
+// appendString writes s quoted as encoding/json does by default (<, > and
+// & escaped for HTML, invalid UTF-8 as U+FFFD, U+2028 and U+2029 escaped),
+// and every other rune of displayEscaped as a \u escape too: the string
+// reads back the same, and no viewer of the record shows it other than it
+// is stored. Plain ASCII is copied as it is, with no allocation.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if plainASCII[c] {
 				i++
 				continue
 			}
@@ -611,9 +615,9 @@ func appendString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		if r == '\u2028' || r == '\u2029' {
+		if displayEscaped(r) {
 			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			b = appendEscape(b, r)
 			i += size
 			start = i
 			continue
@@ -622,6 +626,60 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// plainASCII holds the ASCII bytes appendString copies as they are: all
+// but the C0 controls, DEL, the quote, the backslash and <, > and &.
+var plainASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = true
+	}
+	for _, c := range `"\<>&` {
+		t[c] = false
+	}
+	return t
+}()
+
+// displayEscaped reports whether r, valid in a JSON string, is written as
+// a \u escape all the same, as `deputy decisions tail --json` writes it
+// (JSONLine): DEL and the C1 controls (U+009B is a terminal's CSI), the
+// bidi embeddings, overrides and isolates (sidecar.IsControl's runes past
+// ASCII: "/catalog/\u202egnp.exe" shows as "exe.png" and reverses the rest
+// of the line), the bidi marks LRM, RLM and ALM, which reorder what is
+// next to them, and the line and paragraph separators, as encoding/json
+// escapes them. A client puts any of them in a path or a header.
+func displayEscaped(r rune) bool {
+	switch {
+	case r < 0x7f:
+		return false
+	case r <= 0x9f:
+		return true // DEL and C1
+	case r < 0x061c, r > 0x2069:
+		return false // most text: Latin, Greek, Cyrillic, Hebrew, CJK...
+	}
+	return r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x2028 && r <= 0x202e) || r >= 0x2066
+}
+
+// appendEscape appends r, at most U+FFFF, as \uXXXX.
+func appendEscape(b []byte, r rune) []byte {
+	return append(b, '\\', 'u', hexDigits[r>>12&0xF], hexDigits[r>>8&0xF], hexDigits[r>>4&0xF], hexDigits[r&0xF])
+}
+
+// escapeDisplay returns JSON text with each rune of displayEscaped that it
+// holds raw written as a \u escape instead: such a rune can only stand
+// inside a string, so the text reads back the same.
+func escapeDisplay(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if displayEscaped(r) {
+			out = appendEscape(out, r)
+		} else {
+			out = append(out, b[:n]...)
+		}
+		b = b[n:]
+	}
+	return out
 }
 
 // isNumber reports whether s is a valid JSON number literal.

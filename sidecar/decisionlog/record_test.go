@@ -9,16 +9,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // randomString mixes what string escaping must get right: quotes,
 // backslashes, control characters, HTML characters, multi-byte runes,
-// U+2028/2029 and invalid UTF-8.
+// U+2028/2029, bidi controls and marks, C1 controls and invalid UTF-8.
 func randomString(r *rand.Rand) string {
 	pieces := []string{"", "a", "Zoë", "日本", "\"", "\\", "<", ">", "&", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1f", "\x7f",
-		"\u2028", "\u2029", "\xff", "\xe2\x80", "\U0001F600", "/", "~", " ", "deputy_session=abc", "0"}
+		"\u2028", "\u2029", "\u202e", "\u2066", "\u200f", "\u061c", "\u0085", "\u009b", "\u00a0", "\xff", "\xe2\x80", "\U0001F600", "/", "~", " ", "deputy_session=abc", "0"}
 	var sb strings.Builder
 	for range r.IntN(8) {
 		sb.WriteString(pieces[r.IntN(len(pieces))])
@@ -110,14 +111,16 @@ func randomRecord(r *rand.Rand) *Record {
 	return rec
 }
 
-// The encoder writes exactly what encoding/json writes, so the stdout
-// lines and stream entries keep their bytes.
+// The encoder writes exactly what encoding/json writes, the runes that
+// make a record read other than it is stored escaped as the tail escapes
+// them, so the stdout lines and stream entries keep their bytes.
 func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	r := rand.New(rand.NewPCG(seed, 15))
 	for i := range 20000 {
 		rec := randomRecord(r)
 		want, wantErr := json.Marshal(rec)
+		want = escapeDisplay(want)
 		got, err := rec.encode()
 		if (err != nil) != (wantErr != nil) {
 			t.Fatalf("seed %d record %d: error %v, encoding/json %v", seed, i, err, wantErr)
@@ -156,6 +159,7 @@ func FuzzEncodeString(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string, lat float64) {
 		rec := &Record{DecisionID: s, Path: s, LatencyMS: lat, Input: map[string]any{s: []any{s, json.Number("1")}}, Erased: []string{s}}
 		want, wantErr := json.Marshal(rec)
+		want = escapeDisplay(want)
 		got, err := rec.encode()
 		if (err != nil) != (wantErr != nil) || !bytes.Equal(got, want) {
 			t.Fatalf("got %s (%v), want %s (%v)", got, err, want, wantErr)
@@ -235,5 +239,59 @@ func TestPlainValueMatchesASTJSON(t *testing.T) {
 	}
 	if _, err := plainValue(ast.MustParseTerm(`{"a": x}`).Value); err == nil {
 		t.Fatal("a variable in the input was converted, want an error as ast.JSON gives")
+	}
+}
+
+// Any string encodes as a JSON string that encoding/json reads back to the
+// same string when it is valid UTF-8, and to what encoding/json's own
+// encoding reads back to when it is not (each invalid byte U+FFFD); and no
+// rune that makes a record read other than it is stored (DEL, C1, bidi
+// controls and marks) is written raw.
+func FuzzAppendStringDecodes(f *testing.F) {
+	for _, s := range []string{"", "plain", "/catalog/\u202egnp.exe", "x\u009b31m\x7f", "\u200e\u200f\u061c\u2066\u2069",
+		"\xff\xfe\u2028", "\xe2\x80", "\xe2\x80\xae", "\xc2\x9b", "Zoë <&> \"\\\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := appendString(nil, s)
+		var got string
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%q encodes as %q, not JSON: %v", s, out, err)
+		}
+		want := s
+		if !utf8.ValidString(s) {
+			ref, _ := json.Marshal(s)
+			if err := json.Unmarshal(ref, &want); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got != want {
+			t.Fatalf("%q encodes as %q, reads back as %q", s, out, got)
+		}
+		for _, r := range string(out) {
+			if r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == 0x061c || r == 0x200e || r == 0x200f ||
+				(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x2028 || r == 0x2029 {
+				t.Fatalf("%q encodes as %q, %U raw", s, out, r)
+			}
+		}
+	})
+}
+
+// BenchmarkAppendString is the string encoder on what records mostly hold
+// (ASCII: paths, header names and values, ids) and on text that is not.
+func BenchmarkAppendString(b *testing.B) {
+	for _, tc := range []struct{ name, s string }{
+		{"ascii", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"},
+		{"utf8", "/catalogue/chaussures-été/søknad/日本語のページ/Zoë"},
+		{"bidi", "/catalog/\u202egnp.exe\u2066x\u2069\u009b31m"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			buf := make([]byte, 0, 256)
+			b.SetBytes(int64(len(tc.s)))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = appendString(buf[:0], tc.s)
+			}
+		})
 	}
 }

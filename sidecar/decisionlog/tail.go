@@ -216,26 +216,16 @@ func FormatLine(r *Record) string {
 
 // JSONLine is r as one line of JSON for a terminal. encoding/json escapes
 // C0 controls but writes DEL, the C1 controls (U+0080-U+009F) and the bidi
-// overrides raw: a terminal may read U+009B as CSI, and U+202E reverses
-// what follows. They are written as \u escapes, as FormatLine escapes
-// them, which is still the same JSON since they can only stand inside a
-// string.
+// controls and marks raw: a terminal may read U+009B as CSI, and U+202E
+// reverses what follows. They are written as \u escapes, as the sinks
+// write them (displayEscaped), which is still the same JSON since they
+// can only stand inside a string.
 func JSONLine(r *Record) ([]byte, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, len(b)+1)
-	for len(b) > 0 {
-		c, n := utf8.DecodeRune(b)
-		if c >= 0x7f && sidecar.IsControl(c) { // DEL, C1 and bidi: C0 is escaped already
-			out = fmt.Appendf(out, `\u%04x`, c)
-		} else {
-			out = append(out, b[:n]...)
-		}
-		b = b[n:]
-	}
-	return append(out, '\n'), nil
+	return append(escapeDisplay(b), '\n'), nil
 }
 
 // term returns s as it is when it is plain printable text without spaces,
