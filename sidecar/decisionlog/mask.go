@@ -196,7 +196,8 @@ type spine map[string]spine
 
 // maskSpine holds every object the fixed masking reads or changes (the
 // headers, the http object with path, query and bodies, parsed_query,
-// and input itself for parsed_body), and the objects above them.
+// and input itself for parsed_body), the parsed_path array, and the
+// objects above them.
 var maskSpine = spine{"input": {
 	"attributes":   {"request": {"http": {"headers": {}}}},
 	"parsed_query": {},
@@ -214,14 +215,20 @@ func astValue(in any) (ast.Value, bool) {
 	return nil, false
 }
 
-// spineValue converts v as plainValue does where v is an object on the
-// spine sp, and leaves other objects, arrays, sets and numbers as AST
-// values (strings become Go strings, as masking reads them). An object
-// on the spine with a key that is not a string is converted whole.
+// spineValue converts v as plainValue does where v is an object or an
+// array on the spine sp (parsed_path, whose segments masking reads), and
+// leaves other objects, arrays, sets and numbers as AST values (strings
+// become Go strings, as masking reads them). An object on the spine with
+// a key that is not a string is converted whole.
 func spineValue(v ast.Value, sp spine) (any, error) {
 	switch x := v.(type) {
 	case ast.String:
 		return string(x), nil
+	case *ast.Array:
+		if sp == nil {
+			return v, nil
+		}
+		return plainValue(v)
 	case ast.Object:
 		if sp == nil {
 			return v, nil
