@@ -14,6 +14,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/actortoken"
+	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/delegation"
 	"github.com/deputyhq/deputy/sidecar/identity"
@@ -185,12 +186,20 @@ func (s *statePart) Stop(context.Context) error {
 // newDecisionLog builds the asynchronous, bounded, masked decision logger.
 // Its writer runs until Stop, which flushes what is queued: it must not
 // end with the signal that starts the shutdown, while checks still run.
-func newDecisionLog(cfg decisionlog.Config, client goredis.UniversalClient, log *slog.Logger, m *metrics.Metrics) (*decisionlog.Logger, error) {
+// It masks the credential carriers as credential headers and query
+// parameters: an upstream reads a bearer token from them, so a record
+// holding one in clear hands that token to every reader of the log.
+func newDecisionLog(cfg decisionlog.Config, carriers []string, client goredis.UniversalClient, log *slog.Logger, m *metrics.Metrics) (*decisionlog.Logger, error) {
+	cc, err := authz.ParseCredentialCarriers(carriers)
+	if err != nil {
+		return nil, err
+	}
 	sink, err := decisionlog.NewSink(cfg, client, os.Stdout)
 	if err != nil {
 		return nil, err
 	}
-	dlog, err := decisionlog.New(cfg, sink, decisionlog.WithMaskPolicy(), decisionlog.WithLogger(log))
+	dlog, err := decisionlog.New(cfg, sink, decisionlog.WithMaskPolicy(), decisionlog.WithLogger(log),
+		decisionlog.WithCredentialCarriers(cc.HeaderNames(), cc.QueryNames()))
 	if err != nil {
 		return nil, err
 	}

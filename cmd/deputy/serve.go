@@ -163,7 +163,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		return nil, err
 	}
 
-	dlog, err := newDecisionLog(cfg.DecisionLog, state.client, s.log, m)
+	dlog, err := newDecisionLog(cfg.DecisionLog, cfg.Identity.CredentialCarriers, state.client, s.log, m)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"mime"
 	"mime/multipart"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -115,6 +116,12 @@ func ParseCredentialCarriers(carriers []string) (CredentialCarriers, error) {
 	}
 	return c, nil
 }
+
+// HeaderNames are the header carriers' names, in sidecar.HeaderName form.
+func (c *CredentialCarriers) HeaderNames() []string { return slices.Clone(c.headers) }
+
+// QueryNames are the query carriers' names, as given.
+func (c *CredentialCarriers) QueryNames() []string { return slices.Clone(c.query.names) }
 
 func badCredentialCarrier(i int, c string) error {
 	return sidecar.Invalid("identity.credential_carriers", "entry %d: %q: want query:<param>, body:<param>, cookie:<name> or header:<name>", i, c)

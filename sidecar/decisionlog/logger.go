@@ -122,6 +122,18 @@ type Option func(*Logger)
 // revision hid.
 func WithMaskPolicy() Option { return func(l *Logger) { l.masker.policy = true } }
 
+// WithCredentialCarriers masks the other places requests carry a bearer
+// token in (identity.credential_carriers), whatever mask_headers and
+// mask_query_params say: each header as those of mask_headers are (in
+// headers and header_map, any case, "_" as "-", any other spelling), each
+// query parameter as those of mask_query_params are (the path and its
+// ";name=" parameters, Envoy's query, the URI headers and parsed_query).
+// Cookies and bodies, where the other carriers are, are erased whole
+// already.
+func WithCredentialCarriers(headers, queryParams []string) Option {
+	return func(l *Logger) { l.masker.addCarriers(headers, queryParams) }
+}
+
 // WithLogger sets where the logger reports sink failures.
 func WithLogger(lg *slog.Logger) Option { return func(l *Logger) { l.log = lg } }
 

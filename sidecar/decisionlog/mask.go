@@ -161,8 +161,8 @@ var secretHeaders = []string{
 
 // masker applies Deputy's fixed masking and the policy's mask rules.
 type masker struct {
-	headers     []string // lower case, "-" between words
-	queryParams []string // lower case
+	headers     []string // lower case, "-" between words: the fixed ones, mask_headers and the header carriers
+	queryParams []string // lower case: mask_query_params and the query carriers
 	policy      bool     // apply the deciding activation's mask rules
 
 	// verdicts remembers secretHeader's answer for header names seen,
@@ -188,6 +188,22 @@ func newMasker(cfg Config) *masker {
 		qs[i] = strings.ToLower(q)
 	}
 	return &masker{headers: hs, queryParams: qs, verdicts: make(map[string]bool)}
+}
+
+// addCarriers adds the credential carriers' headers and query parameters
+// to those masked (WithCredentialCarriers).
+func (m *masker) addCarriers(headers, queryParams []string) {
+	for _, h := range headers {
+		if h = sidecar.HeaderName(h); !slices.Contains(m.headers, h) {
+			m.headers = append(m.headers, h)
+		}
+	}
+	for _, q := range queryParams {
+		if q = strings.ToLower(q); !slices.Contains(m.queryParams, q) {
+			m.queryParams = append(m.queryParams, q)
+		}
+	}
+	clear(m.verdicts)
 }
 
 // spine names objects, each with the objects under it that are on the

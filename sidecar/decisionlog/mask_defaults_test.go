@@ -45,3 +45,20 @@ func TestDefaultMaskingCoversCredentialCarriers(t *testing.T) {
 		}
 	}
 }
+
+// A credential carrier is masked whatever the operator's mask lists say:
+// with mask_query_params set empty, the query carrier still is, and the
+// header carrier in any case and "_" spelling.
+func TestCarriersMaskedWithEmptyLists(t *testing.T) {
+	m := newMasker(Config{MaskQueryParams: []string{}})
+	m.addCarriers([]string{"X_User"}, []string{"T"})
+	in := map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
+		"path": "/a?t=SECRET-q&page=2", "headers": map[string]any{"x-user": "SECRET-h", "X_USER": "SECRET-h2", "x-other": "kept"},
+	}}}, "parsed_query": map[string]any{"t": []any{"SECRET-p"}, "page": []any{"2"}}}
+	rec := &Record{}
+	m.mask(context.Background(), rec, in, nil)
+	b, _ := json.Marshal(rec.Input)
+	if s := string(b); strings.Contains(s, "SECRET-") || !strings.Contains(s, "page=2") || !strings.Contains(s, `"x-other":"kept"`) {
+		t.Errorf("carriers logged, or other values lost: %s", s)
+	}
+}
