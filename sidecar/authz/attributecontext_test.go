@@ -494,7 +494,7 @@ func (f *filler) any(a *anypb.Any) {
 // JWT example), and the whole input.
 func BenchmarkAttributeContextAST(b *testing.B) {
 	var req authv3.CheckRequest
-	if err := protojson.Unmarshal([]byte(storefrontAttributes), &req); err != nil {
+	if err := protojson.Unmarshal([]byte(StorefrontRequest), &req); err != nil {
 		b.Fatal(err)
 	}
 	for _, need := range []struct {
@@ -514,16 +514,3 @@ func BenchmarkAttributeContextAST(b *testing.B) {
 		}
 	}
 }
-
-// storefrontAttributes is what Envoy sends for a browser page view.
-const storefrontAttributes = `{"attributes":{
-  "source":{"address":{"socketAddress":{"address":"10.0.3.17","portValue":51234}}},
-  "destination":{"address":{"socketAddress":{"address":"10.0.0.5","portValue":8080}}},
-  "request":{"time":"2026-11-22T10:00:00.123Z","http":{
-    "id":"8f4c1e2a-6b1d-4c3e-9a57-3f0e2d1c4b5a","method":"GET","path":"/catalog/shoes?size=42&color=red",
-    "host":"shop.example.com","scheme":"https","protocol":"HTTP/2",
-    "headers":{
-      ":authority":"shop.example.com",":method":"GET",":path":"/catalog/shoes?size=42&color=red",":scheme":"https",
-      "accept":"text/html,application/xhtml+xml","accept-encoding":"gzip, deflate, br","authorization":"Bearer x",
-      "cookie":"cart=abc123; theme=dark","user-agent":"Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
-      "x-forwarded-for":"203.0.113.9","x-forwarded-proto":"https","x-request-id":"8f4c1e2a-6b1d-4c3e-9a57-3f0e2d1c4b5a"}}}}}`

@@ -25,18 +25,14 @@ func TestPolicyHeadersWithControlBytesAreInvalid(t *testing.T) {
 		{"header in a list with CRLF", `{"allowed": true, "headers": [{"x-user": ["ok", "a\r\nb"]}]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pol := "package t\n\ndecision := json.unmarshal(" + strconv.Quote(tc.result) + ")\n"
-			p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
-			resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
+			resp := checkWithResult(t, tc.result)
 			if resp.Allowed || resp.Reason != authz.ReasonInvalidDecision {
 				t.Errorf("allowed %v reason %q, want denied %s", resp.Allowed, resp.Reason, authz.ReasonInvalidDecision)
 			}
 		})
 	}
 	// A tab is a value's own byte.
-	pol := "package t\n\ndecision := json.unmarshal(" + strconv.Quote(`{"allowed": true, "headers": {"x-user": "a\tb"}}`) + ")\n"
-	p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
-	if resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`)); !resp.Allowed {
+	if resp := checkWithResult(t, `{"allowed": true, "headers": {"x-user": "a\tb"}}`); !resp.Allowed {
 		t.Errorf("a tab in a value: %s", resp.Reason)
 	}
 }
@@ -73,9 +69,7 @@ func TestPolicyFramingHeadersAreInvalid(t *testing.T) {
 		{"removing transfer_encoding", `{"allowed": true, "request_headers_to_remove": ["transfer_encoding"]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pol := "package t\n\ndecision := json.unmarshal(" + strconv.Quote(tc.result) + ")\n"
-			p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
-			resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
+			resp := checkWithResult(t, tc.result)
 			if resp.Allowed || resp.Reason != authz.ReasonInvalidDecision {
 				t.Errorf("allowed %v reason %q, want denied %s", resp.Allowed, resp.Reason, authz.ReasonInvalidDecision)
 			}
@@ -87,11 +81,17 @@ func TestPolicyFramingHeadersAreInvalid(t *testing.T) {
 		`{"allowed": true, "request_headers_to_remove": ["connection-id", "x-upgrade"]}`,
 		`{"allowed": false, "http_status": 302, "headers": {"location": "/login"}}`,
 	} {
-		pol := "package t\n\ndecision := json.unmarshal(" + strconv.Quote(result) + ")\n"
-		p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
-		resp := p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
-		if resp.Reason == authz.ReasonInvalidDecision {
+		if resp := checkWithResult(t, result); resp.Reason == authz.ReasonInvalidDecision {
 			t.Errorf("%s: refused as %s", result, resp.Reason)
 		}
 	}
+}
+
+// checkWithResult checks a plain GET under a policy whose decision is
+// result, a JSON object.
+func checkWithResult(t *testing.T, result string) *authz.Response {
+	t.Helper()
+	pol := "package t\n\ndecision := json.unmarshal(" + strconv.Quote(result) + ")\n"
+	p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
+	return p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
 }
