@@ -611,6 +611,17 @@ func fieldKey(k string) string {
 // than the one decided. No client sends them.
 var urlOverrides = sidecar.URLOverrideHeaders()
 
+// header reports whether name is one of m's header carriers, compared as
+// owned names are.
+func (m *MethodOverrides) header(name string) bool {
+	for _, h := range m.headers {
+		if len(name) == len(h) && sameHeaderName(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
 func urlOverride(name string) bool {
 	for _, h := range urlOverrides {
 		if len(name) == len(h) && sameHeaderName(name, h) {

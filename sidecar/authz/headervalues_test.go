@@ -95,3 +95,35 @@ func checkWithResult(t *testing.T, result string) *authz.Response {
 	p := authz.New(engineFor(t, "data.t.decision", pol, nil), authz.WithQuery("data.t.decision"))
 	return p.Check(context.Background(), checkRequest(t, `{"attributes":{"request":{"http":{"method":"GET","path":"/"}}}}`))
 }
+
+// Headers that tell Envoy's router or the upstream what to run are not a
+// decision's to set either: x-envoy-* steer retries, timeouts and the
+// path Envoy reports (Envoy strips a client's copies before any filter,
+// but takes ext_authz's unless told not to), and a method or URL
+// override would have the upstream run a DELETE, or another path, after
+// Deputy decided a GET on this one.
+func TestPolicyRoutingHeadersAreInvalid(t *testing.T) {
+	for _, tc := range []struct{ name, result string }{
+		{"x-envoy-original-path", `{"allowed": true, "headers": {"x-envoy-original-path": "/admin"}}`},
+		{"x-envoy-internal", `{"allowed": true, "headers": {"X-Envoy-Internal": "true"}}`},
+		{"x_envoy_retry_on", `{"allowed": true, "headers": {"x_envoy_retry_on": "5xx"}}`},
+		{"x-envoy-upstream-rq-timeout-ms", `{"allowed": true, "headers": {"x-envoy-upstream-rq-timeout-ms": "1"}}`},
+		{"method override", `{"allowed": true, "headers": {"x-http-method-override": "DELETE"}}`},
+		{"method override, another name", `{"allowed": true, "headers": {"X-HTTP-Method": "DELETE"}}`},
+		{"method override, underscores", `{"allowed": true, "headers": {"x_method_override": "DELETE"}}`},
+		{"URL override", `{"allowed": true, "headers": {"x-original-url": "/admin"}}`},
+		{"URL override, rewrite", `{"allowed": true, "headers": {"X-Rewrite-Url": "/admin"}}`},
+		{"in a list", `{"allowed": true, "headers": [{"x-envoy-original-path": ["/admin"]}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := checkWithResult(t, tc.result)
+			if resp.Allowed || resp.Reason != authz.ReasonInvalidDecision {
+				t.Errorf("allowed %v reason %q, want denied %s", resp.Allowed, resp.Reason, authz.ReasonInvalidDecision)
+			}
+		})
+	}
+	// Names that only begin alike are a policy's.
+	if resp := checkWithResult(t, `{"allowed": true, "headers": {"x-envoyer": "a", "x-http-method-overrides": "b"}}`); !resp.Allowed {
+		t.Errorf("look-alike names refused: %s", resp.Reason)
+	}
+}

@@ -242,6 +242,19 @@ func validHeaders(field string, hs []Header) error {
 	return nil
 }
 
+// steers reports whether name, set on the upstream request, would change
+// what is run after the decision: an x-envoy-* header steers Envoy's
+// router (retries, timeouts, the original path it reports), and a method
+// or URL override header has the upstream run another method or path than
+// the one decided on. Names compare in any case, "_" as "-".
+func steers(name string, o *InputOptions) bool {
+	const envoy = "x-envoy-"
+	if len(name) > len(envoy) && sameHeaderName(name[:len(envoy)], envoy) {
+		return true
+	}
+	return urlOverride(name) || o.Methods.header(name)
+}
+
 // framingHeaders frame or route a message, or ask for a tunnel: set by a
 // decision, Host would send the request to another virtual host than the
 // one decided on, Content-Length or Transfer-Encoding would give the
@@ -259,23 +272,7 @@ var (
 // read as "-" (as CGI, PHP and WSGI upstreams read it).
 func framing(name string, names []string) bool {
 	for _, f := range names {
-		if len(name) != len(f) {
-			continue
-		}
-		i := 0
-		for ; i < len(f); i++ {
-			c := name[i]
-			switch {
-			case 'A' <= c && c <= 'Z':
-				c += 'a' - 'A'
-			case c == '_':
-				c = '-'
-			}
-			if c != f[i] {
-				break
-			}
-		}
-		if i == len(f) {
+		if sameHeaderName(name, f) {
 			return true
 		}
 	}
@@ -294,6 +291,9 @@ func (r *policyResult) namesDeputys(o *InputOptions) error {
 	for _, h := range r.headers {
 		if deputys(h.Key) {
 			return fmt.Errorf("headers: %s is Deputy's header to set", h.Key)
+		}
+		if steers(h.Key, o) {
+			return fmt.Errorf("headers: %s tells Envoy or the upstream what to run, not the decision", h.Key)
 		}
 	}
 	for _, name := range r.headersToRemove {
