@@ -30,12 +30,18 @@ var refusedBuiltins = map[string]string{
 	ast.HTTPSend.Name:        "sends HTTP requests",
 	ast.NetLookupIPAddr.Name: "resolves names over DNS",
 	ast.OPARuntime.Name:      "reads the host's runtime (environment, configuration)",
+	// A schema's $ref may name a file:// URL, which OPA's schema loader
+	// opens whatever allow_net says: a policy could test for, and read
+	// parts of, any file Deputy can read (its keys among them).
+	ast.JSONMatchSchema.Name:  "reads the files (file://) and hosts a schema's $ref names",
+	ast.JSONSchemaVerify.Name: "reads the files (file://) and hosts a schema's $ref names",
 }
 
 // capabilities returns what every compile of Deputy's policies may use:
 // OPA's built-ins for this version without refusedBuiltins, and no host
-// to reach (allow_net empty), so json.match_schema and json.verify_schema
-// fetch no remote $ref. The evaluator reads allow_net from the compiler.
+// to reach (allow_net empty), so json.match_schema and json.verify_schema,
+// when allowed, fetch no remote $ref (a file:// one they still read). The
+// evaluator reads allow_net from the compiler.
 // The refused built-ins allow names (policy.allow_builtins) stay; when one
 // of them reaches the network, so may every built-in, to any host, as in
 // OPA.

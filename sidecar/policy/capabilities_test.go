@@ -49,6 +49,11 @@ func TestNetworkAndHostBuiltinsRefused(t *testing.T) {
 		{"http.send", `http.send({"method": "GET", "url": concat("", ["` + srv.URL + `/leak?h=", object.get(input, "h", "")])}).status_code`},
 		{"net.lookup_ip_addr", `net.lookup_ip_addr("localhost")`},
 		{"opa.runtime", `opa.runtime()`},
+		// A file:// $ref is opened whatever allow_net says: the schema
+		// built-ins could test for and read parts of any file Deputy
+		// can read.
+		{"json.match_schema", `json.match_schema({"a": 1}, {"type": "object", "properties": {"a": {"$ref": "file:///etc/hostname"}}})`},
+		{"json.verify_schema", `json.verify_schema({"$ref": "file:///etc/hostname"})`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.builtin, func(t *testing.T) {
@@ -89,13 +94,13 @@ func TestNetworkAndHostBuiltinsRefused(t *testing.T) {
 	}
 }
 
-// JSON schema built-ins stay, for schemas the policy carries, but fetch no
-// remote $ref: that would reach the network from the check path as
-// http.send does.
+// JSON schema built-ins allowed by name (policy.allow_builtins) still
+// fetch no remote $ref: that would reach the network from the check path
+// as http.send does.
 func TestSchemaBuiltinsFetchNothing(t *testing.T) {
 	srv, hits := hitCounter(t)
 	dir, _ := policyWith(t, `json.match_schema({"a": 1}, {"type": "object", "properties": {"a": {"$ref": "`+srv.URL+`/schema.json"}}})`)
-	e := policy.New(policy.WithLogger(quiet()))
+	e := policy.New(policy.WithLogger(quiet()), policy.WithAllowedBuiltins("json.match_schema"))
 	src, err := policy.NewSource(policy.Config{Paths: []string{dir}}, e, policy.WithSourceLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
