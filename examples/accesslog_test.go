@@ -2,6 +2,7 @@ package examples_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,7 +29,11 @@ func TestAccessLogsLeaveQueryOut(t *testing.T) {
 		if len(logs) == 0 {
 			t.Fatal("no access_log: nginx logs in the default format, query included")
 		}
-		leaks := regexp.MustCompile(`\$(request|request_uri|args|query_string|arg_\w+|http_referer)\b`)
+		// $uri is decoded: a "?" a client sent encoded (%3F) is one there.
+		leaks := regexp.MustCompile(`\$(request|request_uri|uri|args|query_string|arg_\w+|http_referer)\b`)
+		if !regexp.MustCompile(`map \$uri \$deputy_log_uri \{`).MatchString(conf) {
+			t.Error("no map $uri $deputy_log_uri: the logged path is not cut at a decoded \"?\"")
+		}
 		for _, l := range logs {
 			args := strings.Fields(l[1])
 			if args[0] == "off" {
@@ -46,8 +51,8 @@ func TestAccessLogsLeaveQueryOut(t *testing.T) {
 			if v := leaks.FindString(format); v != "" {
 				t.Errorf("log_format %s writes %s, which may hold the query", args[1], v)
 			}
-			if !strings.Contains(format, "$uri") {
-				t.Errorf("log_format %s does not write the path ($uri)", args[1])
+			if !strings.Contains(format, "$deputy_log_uri") {
+				t.Errorf("log_format %s does not write the path ($deputy_log_uri)", args[1])
 			}
 		}
 	})
@@ -73,29 +78,55 @@ func readConfig(t *testing.T, file string) string {
 }
 
 // A real nginx writes the shipped deputy format: a redeem link's code and
-// a session parameter never reach its access log, the path does.
+// a session parameter never reach its access log, the path does. A mail or
+// chat client may percent-encode a link's "?": nginx decodes the path
+// ($uri) it would log, so the format cuts it at the first "?", and at an
+// encoded one left by a link encoded twice. Deputy answers such a link 404
+// without using the code up.
 func TestNginxAccessLogLeavesQueryOut(t *testing.T) {
 	d := startDeputy(t, "nginx")
 	app := startUpstream(t)
 	logFile := filepath.Join(t.TempDir(), "access.log")
 	base := startNginxWith(t, d, app, " access_log "+logFile+" deputy;")
-	for _, path := range []string{"/deputy/v1/impersonation/redeem?code=SECRET-CODE", "/catalog/shoes?page=2&session=SECRET-SESSION"} {
-		resp, _ := call(t, http.MethodGet, base+path, nil, nil)
-		resp.Body.Close()
+	requests := []struct{ target, line string }{
+		{"/deputy/v1/impersonation/redeem?code=SECRET-CODE", `"GET /deputy/v1/impersonation/redeem HTTP/1.1"`},
+		{"/deputy/v1/impersonation/redeem%3Fcode=SECRET-ENCODED-CODE", `"GET /deputy/v1/impersonation/redeem HTTP/1.1"`},
+		{"/deputy/v1/impersonation/redeem%3fcode%3dSECRET-LOWER-CODE", `"GET /deputy/v1/impersonation/redeem HTTP/1.1"`},
+		{"/deputy/v1/impersonation/redeem%253Fcode=SECRET-TWICE-CODE", `"GET /deputy/v1/impersonation/redeem HTTP/1.1"`},
+		{"/deputy/v1/impersonation/redeem%25253Fcode=SECRET-THRICE-CODE", `"GET /deputy/v1/impersonation/redeem HTTP/1.1"`},
+		{"/catalog/shoes?page=2&session=SECRET-SESSION", `"GET /catalog/shoes HTTP/1.1"`},
+		{"/catalog/shoes/%3Fsession=SECRET-ENCODED-SESSION", `"GET /catalog/shoes/ HTTP/1.1"`},
+	}
+	for _, r := range requests {
+		callRaw(t, base, r.target, nil)
 	}
 	// nginx writes a request's line once it has finalised the request,
 	// which may be after the client read the answer, and the log holds
 	// other lines too (the harness's own requests): wait, bounded, for
 	// the line of each request sent before reading what they say.
-	wants := []string{`"GET /deputy/v1/impersonation/redeem HTTP/1.1"`, `"GET /catalog/shoes HTTP/1.1"`}
 	var logged string
 	eventually(t, 5*time.Second, func() bool {
 		logged = readConfig(t, logFile)
-		return strings.Contains(logged, wants[0]) && strings.Contains(logged, wants[1])
-	}, func() string { return "access log lacks a line of " + strings.Join(wants, " or ") + ":\n" + logged })
+		return loggedEach(logged, requests)
+	}, func() string { return "access log lacks the line of a request sent:\n" + logged })
 	if strings.Contains(logged, "SECRET-") {
 		t.Errorf("access log holds a query:\n%s", logged)
 	}
+}
+
+// loggedEach reports whether log holds, for each request, a line holding
+// its line: as many lines holding a given text as requests expecting it.
+func loggedEach(log string, requests []struct{ target, line string }) bool {
+	want := map[string]int{}
+	for _, r := range requests {
+		want[r.line]++
+	}
+	for line, n := range want {
+		if strings.Count(log, line) < n {
+			return false
+		}
+	}
+	return true
 }
 
 // nginx's error log writes the request line of every request it logs an
@@ -112,9 +143,10 @@ func TestNginxAccessLogLeavesQueryOut(t *testing.T) {
 func TestNginxErrorLogLeavesRedeemCodeOut(t *testing.T) {
 	down := &deputy{http: freeAddr(t)} // nothing listens: every proxied call fails
 	app := startUpstream(t)
-	logFile := filepath.Join(t.TempDir(), "error.log")
-	base := startNginxWith(t, down, app, " error_log "+logFile+" info;")
-	for _, target := range []string{
+	dir := t.TempDir()
+	logFile, accessLog := filepath.Join(dir, "error.log"), filepath.Join(dir, "access.log")
+	base := startNginxWith(t, down, app, " error_log "+logFile+" info; access_log "+accessLog+" deputy;")
+	targets := []string{
 		"/deputy/v1/impersonation/redeem?code=SECRET-CODE",
 		"//deputy/v1/impersonation/redeem?code=SECRET-SLASHES",
 		"/deputy/v1/impersonation//redeem?code=SECRET-INNER-SLASHES",
@@ -124,8 +156,11 @@ func TestNginxErrorLogLeavesRedeemCodeOut(t *testing.T) {
 		"/deputy/v1/impersonation/redeem;x?code=SECRET-PARAM",
 		"/deputy/v1/impersonation/redeem%2F?code=SECRET-ESCAPED-SLASH",
 		"/deputy/v1/impersonation/redeem%3Fcode=SECRET-IN-PATH",
+		"/deputy/v1/impersonation/redeem%3fcode%3dSECRET-LOWER-IN-PATH",
+		"/deputy/v1/impersonation/redeem%253Fcode=SECRET-TWICE-IN-PATH",
 		"/deputy/v1/impersonation/sessions?marker=LOGGED",
-	} {
+	}
+	for _, target := range targets {
 		resp, _ := callRaw(t, base, target, nil)
 		if resp.StatusCode != http.StatusBadGateway {
 			t.Fatalf("GET %s with Deputy down: %d, want 502", target, resp.StatusCode)
@@ -138,6 +173,15 @@ func TestNginxErrorLogLeavesRedeemCodeOut(t *testing.T) {
 	}, func() string { return "error log lacks the failed management call:\n" + logged })
 	if strings.Contains(logged, "SECRET-") {
 		t.Errorf("error log holds a redeem code:\n%s", logged)
+	}
+	// The access log records each of these requests, with no code in
+	// the path it writes ($uri decoded "%3F" to "?").
+	eventually(t, 5*time.Second, func() bool {
+		logged = readConfig(t, accessLog)
+		return strings.Count(logged, `" 502 `) >= len(targets)
+	}, func() string { return "access log lacks a failed request:\n" + logged })
+	if strings.Contains(logged, "SECRET-") {
+		t.Errorf("access log holds a redeem code:\n%s", logged)
 	}
 }
 
@@ -167,20 +211,30 @@ func TestCaddyErrorLogLeavesSecretsOut(t *testing.T) {
 				"Authorization": {"Bearer SECRET-BEARER"},
 				"Cookie":        {"deputy_session=SECRET-SESSION"},
 			}
-			paths := map[string]string{
-				"/deputy/v1/impersonation/redeem": "?code=SECRET-CODE",
-				"/catalog/shoes":                  "?page=2&access_token=SECRET-QUERY-TOKEN",
+			// A mail or chat client may percent-encode a link's "?": Caddy
+			// logs the URI as sent, so the filter cuts at an encoded "?"
+			// too (Deputy answers such a link 404 without using the code
+			// up). Each request's logged path, the cut URI.
+			requests := []struct{ target, path string }{
+				{"/deputy/v1/impersonation/redeem?code=SECRET-CODE", "/deputy/v1/impersonation/redeem"},
+				{"/deputy/v1/impersonation/redeem%3Fcode=SECRET-ENCODED-CODE", "/deputy/v1/impersonation/redeem"},
+				{"/deputy/v1/impersonation/redeem%3fcode%3dSECRET-LOWER-CODE", "/deputy/v1/impersonation/redeem"},
+				{"/deputy/v1/impersonation/redeem%253Fcode=SECRET-TWICE-CODE", "/deputy/v1/impersonation/redeem"},
+				{"/catalog/shoes?page=2&access_token=SECRET-QUERY-TOKEN", "/catalog/shoes"},
+				{"/catalog/shoes/%3Faccess_token=SECRET-ENCODED-TOKEN", "/catalog/shoes/"},
 			}
-			for path, query := range paths {
-				resp, _ := call(t, http.MethodGet, base+path+query, secrets, nil)
+			want := map[string]int{}
+			for _, r := range requests {
+				resp, _ := callRaw(t, base, r.target, secrets)
 				if resp.StatusCode != http.StatusBadGateway {
-					t.Fatalf("GET %s with Deputy down: %d, want 502", path+query, resp.StatusCode)
+					t.Fatalf("GET %s with Deputy down: %d, want 502", r.target, resp.StatusCode)
 				}
+				want[r.path]++
 			}
 			// Caddy writes the error after answering: wait, bounded, for
 			// the error of each request before reading the whole log.
-			logged := func() map[string]bool {
-				seen := map[string]bool{}
+			logged := func() map[string]int {
+				seen := map[string]int{}
 				for line := range strings.Lines(caddy.out.String()) {
 					var rec struct {
 						Logger  string `json:"logger"`
@@ -189,17 +243,21 @@ func TestCaddyErrorLogLeavesSecretsOut(t *testing.T) {
 						} `json:"request"`
 					}
 					if json.Unmarshal([]byte(line), &rec) == nil && rec.Logger == "http.log.error" {
-						path, _, _ := strings.Cut(rec.Request.URI, "?")
-						seen[path] = true
+						seen[rec.Request.URI]++
 					}
 				}
 				return seen
 			}
 			eventually(t, 5*time.Second, func() bool {
 				seen := logged()
-				return seen["/deputy/v1/impersonation/redeem"] && seen["/catalog/shoes"]
+				for path, n := range want {
+					if seen[path] < n {
+						return false
+					}
+				}
+				return true
 			}, func() string {
-				return "Caddy logged no error for a request Deputy could not decide:\n" + caddy.out.String()
+				return fmt.Sprintf("Caddy did not log, by path, the errors %v for requests Deputy could not decide:\n%s", want, caddy.out.String())
 			})
 			out := caddy.out.String()
 			if debug && !strings.Contains(out, `"msg":"upstream roundtrip"`) {
