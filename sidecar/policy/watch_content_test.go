@@ -183,3 +183,54 @@ func TestPathsBoundedByMaxBundleBytes(t *testing.T) {
 		t.Fatalf("start over the bound: err = %v, ready %v; want it refused naming max_bundle_bytes", err, e.Ready())
 	}
 }
+
+// Only the files the loader reads count toward policy.max_bundle_bytes
+// and name the revision: a large file beside the policies that no loader
+// reads (a GeoIP database, a log) neither stops the source from starting,
+// nor changes the revision, nor makes a watch refuse the edits made after
+// it appeared. A policy file over the bound is still refused.
+func TestPathsBoundCountsOnlyLoadedFiles(t *testing.T) {
+	const bound = 64 << 10
+	large := strings.Repeat("x", 2*bound)
+	deploy := func(t *testing.T, dir string) {
+		for name, body := range goodFiles(t, "v1") {
+			if name != ".manifest" {
+				writeStamped(t, filepath.Join(dir, name), body)
+			}
+		}
+	}
+	plain := t.TempDir()
+	deploy(t, plain)
+	_, e, _ := startSource(t, policy.Config{Paths: []string{plain}, MaxBundleBytes: bound})
+	want, _ := decide(t, e)
+
+	dir := t.TempDir()
+	deploy(t, dir)
+	writeStamped(t, filepath.Join(dir, "geoip.mmdb"), large)
+	writeStamped(t, filepath.Join(dir, "deputy", "authz", "authz_test.rego"), "package deputy.authz_test\n#"+large)
+	writeStamped(t, filepath.Join(dir, "deputy", ".cache", "data.bin"), large)
+	src, e, failures := startSource(t, policy.Config{Paths: []string{dir}, MaxBundleBytes: bound, Watch: true, PollInterval: 10 * time.Millisecond})
+	if rev, l := decide(t, e); rev != want || l != "v1" {
+		t.Fatalf("served revision %s label %q, want %s (the same files without the unread ones) and v1", rev, l, want)
+	}
+
+	writeStamped(t, filepath.Join(dir, "app.log"), large)
+	rules := filepath.Join(dir, "deputy", "authz", "authz.rego")
+	body, err := os.ReadFile(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeStamped(t, rules, strings.Replace(string(body), "data.deputy.authz.label", `"edited"`, 1))
+	waitFor(t, "the edited rules to be served", func() bool { _, l := decide(t, e); return l == "edited" })
+	if failures.Load() != 0 {
+		t.Fatalf("%d failed attempts, want none (status %+v)", failures.Load(), src.Status())
+	}
+
+	writeStamped(t, filepath.Join(dir, "deputy", "authz", "padding.rego"), "package deputy.authz\n#"+large)
+	waitFor(t, "a policy file over the bound to be refused", func() bool {
+		return strings.Contains(src.Status().LastError, "max_bundle_bytes")
+	})
+	if _, l := decide(t, e); l != "edited" {
+		t.Errorf("label %q after a refused update, want the edited rules still serving", l)
+	}
+}
