@@ -346,10 +346,7 @@ func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
 // either: OPA checks each file against the signature under that name,
 // and the signature names files relative to the bundle.
 func bundleDir(dir string, max int64) (bundle.DirectoryLoader, error) {
-	skip := func(abspath string, info fs.FileInfo, depth int) bool {
-		return depth > 0 && info.IsDir() && kubeletCopy(abspath, info)
-	}
-	paths, err := loader.FilteredPaths([]string{dir}, skip)
+	paths, err := loader.FilteredPaths([]string{dir}, bundleDirSkip)
 	if err != nil {
 		return nil, sidecar.Invalid("bundle_file", "%v", err)
 	}
@@ -369,6 +366,12 @@ func bundleDir(dir string, max int64) (bundle.DirectoryLoader, error) {
 		d.files = append(d.files, dirFile{abs: p, rel: "/" + filepath.ToSlash(rel)})
 	}
 	return d, nil
+}
+
+// bundleDirSkip is bundleDir's filter: it passes over the kubelet's
+// hidden copies only.
+func bundleDirSkip(abspath string, info fs.FileInfo, depth int) bool {
+	return depth > 0 && info.IsDir() && kubeletCopy(abspath, info)
 }
 
 // dirFiles hands the files bundleDir listed to OPA's bundle reader, each

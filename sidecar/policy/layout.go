@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/loader/extension"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -122,11 +123,13 @@ func (c *layoutCheck) err(field string) error {
 }
 
 // dirFilter is the filter every read of policy directories through OPA's
-// file loader goes through: it skips hidden files and test modules unless
-// tests is set, and refuses what layoutCheck finds inside a directory. It
-// walks hidden directories, to find the Rego and data they hold. A file
-// named on its own (depth 0) is read as named: data at the root either
-// way, which `deputy bundle build` packs as data.json.
+// file loader goes through: it skips hidden files, files of a type the
+// loader does not keep (loadedType) and test modules unless tests is set,
+// and refuses what layoutCheck finds inside a directory. It walks hidden
+// directories, to find the Rego and data they hold. A file named on its
+// own (depth 0) is read as named: data at the root either way, which
+// `deputy bundle build` packs as data.json. A watch digests what it
+// reads and refuses (watched), and nothing else.
 type dirFilter struct {
 	layoutCheck
 	tests bool
@@ -142,8 +145,38 @@ func (f *dirFilter) skip(abspath string, info fs.FileInfo, depth int) bool {
 	// depth counts the parts of abspath below the path the loader was given.
 	parts := strings.Split(filepath.ToSlash(abspath), "/")
 	rel := strings.Join(parts[max(0, len(parts)-depth):], "/")
-	return f.refuse(rel, abspath) || hiddenPath(rel) || (!f.tests && testModule(info))
+	return f.refuse(rel, abspath) || hiddenPath(rel) || !loadedType(rel) || (!f.tests && testModule(info))
 }
+
+// loadedType reports whether OPA's file loader keeps a file of this name
+// found inside a directory: Rego, JSON, YAML, a bundle tarball, or a type
+// a registered extension parses. It reads any other file whole and then
+// drops it; the filter passes over it unread, so a large file beside the
+// policies (a GeoIP database, a log) is neither read nor digested by a
+// watch nor counted toward policy.max_bundle_bytes.
+func loadedType(name string) bool {
+	ext := path.Ext(name)
+	return ext == ".rego" || ext == ".json" || bundle.IsYAMLFile(name) ||
+		strings.HasSuffix(name, ".tar.gz") || extension.FindExtension(ext) != nil
+}
+
+// watched tells fingerprint what of the file or directory at abspath the
+// loader's result depends on, by the loader's own filter: the content of
+// what it reads (and the directories it walks), the name of what it
+// refuses, nothing of what it passes over.
+func (f *dirFilter) watched(abspath string, info fs.FileInfo, depth int) digestOf {
+	refused := f.refused()
+	switch {
+	case !f.skip(abspath, info, depth):
+		return digestContent
+	case f.refused() > refused:
+		return digestName
+	}
+	return digestNothing
+}
+
+// refused counts the files refused so far.
+func (c *layoutCheck) refused() int { return len(c.hidden) + len(c.misread) + len(c.manifest) }
 
 // kubeletCopy reports whether the directory at abspath is one the kubelet
 // keeps in a volume it mounts from a ConfigMap or Secret: the files sit in

@@ -293,7 +293,8 @@ func (s *Source) readOptions() ReadOptions {
 }
 
 func (s *Source) fetchPaths(context.Context) (*Set, error) {
-	set, fp, err := s.readSettled(s.cfg.Paths, "policy.paths", func() (*Set, error) { return LoadPaths(s.cfg.Paths) })
+	var filter dirFilter // LoadPaths's
+	set, fp, err := s.readSettled(s.cfg.Paths, "policy.paths", filter.watched, func() (*Set, error) { return LoadPaths(s.cfg.Paths) })
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +305,7 @@ func (s *Source) fetchPaths(context.Context) (*Set, error) {
 }
 
 func (s *Source) fetchBundleFile(context.Context) (*Set, error) {
-	set, _, err := s.readSettled([]string{s.cfg.BundleFile}, "policy.bundle_file", func() (*Set, error) {
+	set, _, err := s.readSettled([]string{s.cfg.BundleFile}, "policy.bundle_file", bundleFileWatched, func() (*Set, error) {
 		b, err := ReadBundleFile(s.cfg.BundleFile, s.readOptions())
 		if err != nil {
 			return nil, err
@@ -325,8 +326,8 @@ const maxSettleReads = 3
 // writing its files is never served under the digest of other content.
 // errNotModified when the files are those last tried, whether they served
 // or were refused.
-func (s *Source) readSettled(paths []string, field string, read func() (*Set, error)) (*Set, string, error) {
-	fp, err := fingerprint(paths, s.cfg.MaxBundleBytes)
+func (s *Source) readSettled(paths []string, field string, watched watchFilter, read func() (*Set, error)) (*Set, string, error) {
+	fp, err := fingerprint(paths, s.cfg.MaxBundleBytes, watched)
 	if err != nil {
 		return nil, "", sidecar.Invalid(field, "%v", err)
 	}
@@ -336,7 +337,7 @@ func (s *Source) readSettled(paths []string, field string, read func() (*Set, er
 		}
 		s.seen = fp
 		set, err := read()
-		after, ferr := fingerprint(paths, s.cfg.MaxBundleBytes)
+		after, ferr := fingerprint(paths, s.cfg.MaxBundleBytes, watched)
 		if ferr != nil {
 			s.seen = ""
 			return nil, "", sidecar.Invalid(field, "%v", ferr)
@@ -389,9 +390,11 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	return s.fromBundle(b)
 }
 
-// fingerprint digests the non-hidden files under paths as the loader
-// reads them, through symlinks: each file's place (the position of its
-// root in paths, its path below that root) and its content. Content, not
+// fingerprint digests the files under paths that the loader reads, as it
+// reads them (watched is the loader's filter), through symlinks: each
+// file's place (the position of its root in paths, its path below that
+// root) and its content, and the place of each file the loader refuses.
+// Files the loader passes over count for nothing. Content, not
 // size and modification time: policies deployed from a reproducible
 // archive (one fixed time on every file), or copied with cp -p or rsync
 // -a, keep their times, and an edit that keeps a file's size would go
@@ -402,10 +405,11 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 // directory on every update: the content is read through the links.
 //
 // Policies are small: reading the shipped ones on every poll takes under a
-// millisecond, against a poll every 2 s by default. The files read are bounded by max in total (policy.max_bundle_bytes), so
-// a path pointed at a large tree is refused rather than read every poll.
-func fingerprint(paths []string, max int64) (string, error) {
-	d := treeDigest{h: sha256.New(), left: max, max: max}
+// millisecond, against a poll every 2 s by default. The files read are
+// bounded by max in total (policy.max_bundle_bytes), so a path pointed at
+// a large tree of policies is refused rather than read every poll.
+func fingerprint(paths []string, max int64, watched watchFilter) (string, error) {
+	d := treeDigest{h: sha256.New(), left: max, max: max, watched: watched}
 	for i, root := range paths {
 		info, err := os.Stat(root)
 		if err == nil {
@@ -429,13 +433,35 @@ func fingerprint(paths []string, max int64) (string, error) {
 // symlink loop is an error rather than a walk without end.
 const maxTreeDepth = 64
 
+// watchFilter tells fingerprint what of a file or directory found
+// depth levels below its root the loader's result depends on.
+type watchFilter func(abspath string, info os.FileInfo, depth int) digestOf
+
+type digestOf int
+
+const (
+	digestNothing digestOf = iota // passed over
+	digestName                    // refused by its name
+	digestContent                 // read (a directory: walked)
+)
+
+// bundleFileWatched is policy.bundle_file's watchFilter: a tarball is
+// read whole, and a bundle directory as bundleDir lists it.
+func bundleFileWatched(abspath string, info os.FileInfo, depth int) digestOf {
+	if bundleDirSkip(abspath, info, depth) {
+		return digestNothing
+	}
+	return digestContent
+}
+
 // treeDigest accumulates fingerprint's digest: for every file, its root's
 // position, its slash-separated path below the root and the SHA-256 of its
-// content, each ended by a NUL (which no file name holds).
+// content (or "refused"), each ended by a NUL (which no file name holds).
 type treeDigest struct {
 	h         hash.Hash
 	left, max int64 // bytes that may still be read, of max
 	buf       []byte
+	watched   watchFilter
 }
 
 func (d *treeDigest) walk(p, root, rel string, depth int) error {
@@ -445,6 +471,13 @@ func (d *treeDigest) walk(p, root, rel string, depth int) error {
 	info, err := os.Stat(p) // through symlinks, as the loader reads
 	if err != nil {
 		return err
+	}
+	switch d.watched(p, info, depth) {
+	case digestNothing:
+		return nil
+	case digestName:
+		fmt.Fprintf(d.h, "%s\x00%s\x00refused\x00", root, rel)
+		return nil
 	}
 	if !info.IsDir() {
 		sum, err := d.file(p, info)
@@ -460,9 +493,6 @@ func (d *treeDigest) walk(p, root, rel string, depth int) error {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") && name != ".manifest" && name != ".signatures.json" {
-			continue
-		}
 		if err := d.walk(filepath.Join(p, name), root, path.Join(rel, name), depth+1); err != nil {
 			return err
 		}
