@@ -70,9 +70,9 @@ type Store struct {
 	consent   map[string]*sidecar.Consent
 	history   map[string][]sidecar.Consent // oldest first
 	lapsing   map[string]time.Time         // customer → expiry of a consent given until then
-	lapsed    []takenLapse                 // consents taken from lapsing, for sidecar.AppendOnceWindow
-	set       []takenLapse                 // consents set, by SetAt, for sidecar.AppendOnceWindow
-	ended     []endedRef                   // sessions ended, in the order of their end, for sidecar.AppendOnceWindow
+	lapsed    window[sidecar.Consent]      // consents taken from lapsing, for sidecar.AppendOnceWindow
+	set       window[sidecar.Consent]      // consents set, by SetAt, for sidecar.AppendOnceWindow
+	ended     window[string]               // ids of sessions ended, in the order of their end, for sidecar.AppendOnceWindow
 	// budgets: the changes each customer made to their own consent in
 	// the current window; windows that ended are pruned once the map has
 	// doubled since the last pruning (pruneAt).
@@ -344,7 +344,7 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	s.consent[c.Customer] = &cp
 	s.appendConsentHistory(cp)
 	s.takeLapse(c.Customer, now)
-	s.keepSet(cp)
+	s.set.keep(s.now(), cp.SetAt, cp)
 	if c.Allowed && !c.ExpiresAt.IsZero() {
 		s.lapsing[c.Customer] = c.ExpiresAt
 	}
@@ -366,48 +366,10 @@ func (s *Store) SetConsent(_ context.Context, c *sidecar.Consent) ([]sidecar.Ses
 	return ended, nil
 }
 
-// keepSet keeps c, just set, for ConsentsSet, and forgets the settings
-// past sidecar.AppendOnceWindow, oldest first, with s.mu held.
-func (s *Store) keepSet(c sidecar.Consent) {
-	now := s.now()
-	n := 0
-	for n < len(s.set) && now.Sub(s.set[n].at) >= sidecar.AppendOnceWindow {
-		n++
-	}
-	clear(s.set[:n])
-	s.set = s.set[n:]
-	k, _ := slices.BinarySearchFunc(s.set, c.SetAt, func(l takenLapse, t time.Time) int {
-		if l.at.After(t) {
-			return 1
-		}
-		return -1
-	}) // after every setting at its time or before
-	s.set = slices.Insert(s.set, k, takenLapse{at: c.SetAt, c: c})
-}
-
 func (s *Store) ConsentsSet(_ context.Context, since time.Time) ([]sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.keptSince(s.set, since), nil
-}
-
-// keptSince returns the consents of kept (in time order) kept at since or
-// after, within sidecar.AppendOnceWindow of now; s.mu is held.
-func (s *Store) keptSince(kept []takenLapse, since time.Time) []sidecar.Consent {
-	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
-		since = edge.Add(time.Nanosecond) // one kept at the edge is past the window
-	}
-	k, _ := slices.BinarySearchFunc(kept, since, func(l takenLapse, t time.Time) int {
-		if l.at.Before(t) {
-			return -1
-		}
-		return 1
-	}) // the first kept not before since
-	out := make([]sidecar.Consent, 0, len(kept)-k)
-	for _, l := range kept[k:] {
-		out = append(out, l.c)
-	}
-	return out
+	return s.set.since(s.now(), since), nil
 }
 
 // appendConsentHistory records c as its customer's newest setting, with
@@ -433,47 +395,16 @@ func (s *Store) endLive(match func(*sidecar.Session) bool, by, reason string, at
 	return out
 }
 
-// endedRef is a session ended, and when.
-type endedRef struct {
-	at time.Time
-	id string
-}
-
-// keepEnded keeps the end of ss, just ended, for SessionsEnded, and
-// forgets the ends past sidecar.AppendOnceWindow, oldest first, with s.mu
-// held.
-func (s *Store) keepEnded(ss *sidecar.Session) {
-	now := s.now()
-	n := 0
-	for n < len(s.ended) && now.Sub(s.ended[n].at) >= sidecar.AppendOnceWindow {
-		n++
-	}
-	clear(s.ended[:n])
-	s.ended = s.ended[n:]
-	k, _ := slices.BinarySearchFunc(s.ended, ss.EndedAt, func(r endedRef, t time.Time) int {
-		if r.at.After(t) {
-			return 1
-		}
-		return -1
-	}) // after every end at its time or before
-	s.ended = slices.Insert(s.ended, k, endedRef{at: ss.EndedAt, id: ss.ID})
-}
-
+// keepEnded keeps the end of ss, just ended, for SessionsEnded, with
+// s.mu held.
+func (s *Store) keepEnded(ss *sidecar.Session) { s.ended.keep(s.now(), ss.EndedAt, ss.ID) }
 func (s *Store) SessionsEnded(_ context.Context, since time.Time) ([]sidecar.Session, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if edge := s.now().Add(-sidecar.AppendOnceWindow); !since.After(edge) {
-		since = edge.Add(time.Nanosecond) // an end at the edge is past the window
-	}
-	k, _ := slices.BinarySearchFunc(s.ended, since, func(r endedRef, t time.Time) int {
-		if r.at.Before(t) {
-			return -1
-		}
-		return 1
-	}) // the first end not before since
-	out := make([]sidecar.Session, 0, len(s.ended)-k)
-	for _, r := range s.ended[k:] {
-		if ss, ok := s.sessions[r.id]; ok { // else forgotten
+	ids := s.ended.since(s.now(), since)
+	out := make([]sidecar.Session, 0, len(ids))
+	for _, id := range ids {
+		if ss, ok := s.sessions[id]; ok { // else forgotten
 			out = append(out, *ss)
 		}
 	}
@@ -505,12 +436,6 @@ func (s *Store) publishEnded(ended []sidecar.Session) {
 	}
 }
 
-// takenLapse is a consent TakeLapsedConsents took, and when.
-type takenLapse struct {
-	at time.Time
-	c  sidecar.Consent
-}
-
 func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.Consent, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -521,13 +446,13 @@ func (s *Store) TakeLapsedConsents(_ context.Context, now time.Time) ([]sidecar.
 			delete(s.lapsing, c)
 		}
 	}
-	s.keepLapses(now, out)
+	s.lapsed.keep(now, now, out...)
 	return out, nil
 }
 
 // takeLapse removes customer's consent from lapsing, for a write that
 // replaces it, with s.mu held. A consent that lapsed by now, and that no
-// take took yet, is taken and kept as taken at now (keepLapses): the
+// take took yet, is taken and kept as taken at now (s.lapsed): the
 // sweep after the write reads it back and records it, which nothing
 // else would.
 func (s *Store) takeLapse(customer string, now time.Time) {
@@ -537,38 +462,14 @@ func (s *Store) takeLapse(customer string, now time.Time) {
 	}
 	delete(s.lapsing, customer)
 	if !now.Before(exp) {
-		s.keepLapses(now, []sidecar.Consent{{Customer: customer, Allowed: true, ExpiresAt: exp}})
+		s.lapsed.keep(now, now, sidecar.Consent{Customer: customer, Allowed: true, ExpiresAt: exp})
 	}
-}
-
-// keepLapses keeps out, taken at now, for LapsedConsentsTaken, and
-// forgets the takes past sidecar.AppendOnceWindow, with s.mu held.
-func (s *Store) keepLapses(now time.Time, out []sidecar.Consent) {
-	// s.lapsed is in the order of at: the takes past the window are a
-	// prefix, forgotten once each.
-	n := 0
-	for n < len(s.lapsed) && now.Sub(s.lapsed[n].at) >= sidecar.AppendOnceWindow {
-		n++
-	}
-	clear(s.lapsed[:n])
-	s.lapsed = s.lapsed[n:]
-	k, _ := slices.BinarySearchFunc(s.lapsed, now, func(l takenLapse, t time.Time) int {
-		if l.at.After(t) {
-			return 1
-		}
-		return -1
-	}) // after every take at now or before: a take at an earlier now goes in place
-	taken := make([]takenLapse, len(out))
-	for j, c := range out {
-		taken[j] = takenLapse{at: now, c: c}
-	}
-	s.lapsed = slices.Insert(s.lapsed, k, taken...)
 }
 
 func (s *Store) LapsedConsentsTaken(_ context.Context, since time.Time) ([]sidecar.Consent, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.keptSince(s.lapsed, since), nil
+	return s.lapsed.since(s.now(), since), nil
 }
 
 func (s *Store) EndLapsedSessions(_ context.Context, now time.Time, l sidecar.SessionLimits) ([]sidecar.Session, error) {
