@@ -180,30 +180,41 @@ func (s *Store) writeEnded(ctx context.Context, p goredis.Pipeliner, ss *sidecar
 func (s *Store) SessionsEnded(ctx context.Context, since time.Time) ([]sidecar.Session, error) {
 	var out []sidecar.Session
 	err := s.readKept(ctx, s.endedKey(), since, func(ids []string) error {
-		keys := make([]string, len(ids))
-		for i, id := range ids {
-			keys[i] = s.sessionKey(id)
-		}
-		raws, err := s.c.MGet(ctx, keys...).Result() // the keys share {imp}
-		if err != nil {
-			return unavailable(err)
-		}
-		for _, raw := range raws {
-			str, ok := raw.(string)
-			if !ok {
-				continue // forgotten
-			}
-			ss, err := decode[sidecar.Session](str)
-			if err != nil {
-				return err
-			}
+		kept, err := s.sessionsOf(ctx, ids)
+		for _, ss := range kept {
 			if !ss.EndedAt.IsZero() {
 				out = append(out, *ss)
 			}
 		}
-		return nil
+		return err
 	})
 	return out, err
+}
+
+// sessionsOf reads the sessions ids name in one MGET (the keys share
+// {imp}), leaving out those forgotten.
+func (s *Store) sessionsOf(ctx context.Context, ids []string) ([]*sidecar.Session, error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.sessionKey(id)
+	}
+	raws, err := s.c.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]*sidecar.Session, 0, len(raws))
+	for _, raw := range raws {
+		str, ok := raw.(string)
+		if !ok {
+			continue // forgotten
+		}
+		ss, err := decode[sidecar.Session](str)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ss)
+	}
+	return out, nil
 }
 
 // SessionsStarted reads the session log's index ({imp}:slog), which
@@ -224,24 +235,15 @@ func (s *Store) SessionsStarted(ctx context.Context, since time.Time) ([]sidecar
 		if len(members) == 0 {
 			return out, nil
 		}
-		keys := make([]string, len(members))
+		ids := make([]string, len(members))
 		for i, m := range members {
-			id, _ := splitMember(m)
-			keys[i] = s.sessionKey(id)
+			ids[i], _ = splitMember(m)
 		}
-		raws, err := s.c.MGet(ctx, keys...).Result() // the keys share {imp}
+		kept, err := s.sessionsOf(ctx, ids)
 		if err != nil {
-			return nil, unavailable(err)
+			return nil, err
 		}
-		for _, raw := range raws {
-			str, ok := raw.(string)
-			if !ok {
-				continue // forgotten
-			}
-			ss, err := decode[sidecar.Session](str)
-			if err != nil {
-				return nil, err
-			}
+		for _, ss := range kept {
 			out = append(out, *ss)
 		}
 		if len(members) < int(scanLimit) {
