@@ -132,7 +132,7 @@ func TestURLSourceRefusesOversizedBundle(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "max_bundle_bytes") {
 				t.Fatalf("err = %v, want the bundle refused for its size", err)
 			}
-			if rev, label := decide(t, e); rev != "r1" || label != "v1" {
+			if rev, label := decide(t, e); manifestRevision(rev) != "r1" || label != "v1" {
 				t.Errorf("serving %s/%s after an oversized bundle, want r1/v1", rev, label)
 			}
 		})

@@ -104,7 +104,7 @@ func TestWatchFollowsMountedBundleFile(t *testing.T) {
 	if err := src.Reload(context.Background()); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	if rev, _ := decide(t, e); rev != "r2" {
+	if rev, _ := decide(t, e); manifestRevision(rev) != "r2" {
 		t.Errorf("after the mounted bundle changed the serving revision is still %q", rev)
 	}
 }

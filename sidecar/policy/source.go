@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -273,10 +275,95 @@ func (s *Source) admit(set *Set) error {
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// fromBundle is the set of a bundle just read. Its signing time is kept
-// only when a public key verified the signature.
+// bundleRevision is the revision b serves under: its manifest revision
+// followed by "+" and the first 12 hex digits of contentDigest, or
+// "bundle-" and those digits when the manifest has no revision.
+//
+// Unverified (no policy.public_key), the manifest revision is whatever
+// the bundle's author or anyone who could write the file or the bundle
+// server wrote, and a bundle directory edited in place, or a tarball
+// repacked with its old .manifest, serves new rules under the old name:
+// replicas enforcing different rules would look alike in
+// deputy_bundle_info, /readyz and decision records, and deputy eval
+// would replay a record against other rules than the ones it names. The
+// content's digest tells them apart, and the same content keeps its name
+// wherever it is read from (a tarball, the directory it was extracted to,
+// a bundle server), so a reload or restart changes no label.
+//
+// Verified, the manifest revision stands alone: OPA's reader refuses a
+// bundle in which any file it takes (the manifest, every module and data
+// file; only .signatures.json itself is not) is missing from the
+// signature or differs from its signed hash, and Deputy excludes no file
+// from verification, so the revision and the content are bound by the
+// key holder and only the key holder can serve other content under it.
+// A verified bundle without a manifest revision is named by its content,
+// as an unsigned one, so that no record goes without a revision.
+func bundleRevision(b *bundle.Bundle, verified bool) (string, error) {
+	rev := b.Manifest.Revision
+	if verified && rev != "" {
+		return rev, nil
+	}
+	digest, err := contentDigest(b)
+	if err != nil {
+		return "", err
+	}
+	if rev == "" {
+		return "bundle-" + digest[:12], nil
+	}
+	return rev + "+" + digest[:12], nil
+}
+
+// contentDigest is a SHA-256 over what Deputy takes from the bundle b: its
+// manifest, its Rego modules (each by its path in the bundle and its
+// bytes) and its data (hashed as OPA hashes signed data: objects with
+// sorted keys, so neither a file's layout nor the order of the files in a
+// tarball counts). Files the reader passes over and the signatures count
+// for nothing: they change no rule.
+func contentDigest(b *bundle.Bundle) (string, error) {
+	hasher, err := bundle.NewSignatureHasher(bundle.SHA256)
+	if err != nil {
+		return "", err
+	}
+	manifest, err := json.Marshal(b.Manifest)
+	if err != nil {
+		return "", fmt.Errorf("bundle manifest: %w", err)
+	}
+	data := b.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	type part struct {
+		name  string // a module's path; the others start with NUL, which no path holds
+		value any
+	}
+	parts := []part{{"\x00manifest", manifest}, {"\x00data", data}}
+	for _, m := range b.Modules {
+		parts = append(parts, part{m.Path, m.Raw})
+	}
+	// Stable: a tarball repeating a path keeps its modules in the order
+	// the reader took them.
+	slices.SortStableFunc(parts, func(a, b part) int { return strings.Compare(a.name, b.name) })
+	h := sha256.New()
+	for _, p := range parts {
+		sum, err := hasher.HashFile(p.value)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00%x\x00", p.name, sum)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fromBundle is the set of a bundle just read, under the revision
+// bundleRevision names. Its signing time is kept only when a public key
+// verified the signature.
 func (s *Source) fromBundle(b *bundle.Bundle) (*Set, error) {
 	set := SetFromBundle(b, s.status.Source)
+	rev, err := bundleRevision(b, s.cfg.PublicKey != "")
+	if err != nil {
+		return nil, err
+	}
+	set.Revision = rev
 	if s.cfg.PublicKey == "" {
 		return set, nil
 	}

@@ -179,7 +179,7 @@ func TestURLSourceRefusesBundleWithoutRules(t *testing.T) {
 	if err := src.Reload(ctx); err == nil || !strings.Contains(err.Error(), "no rule defines "+policy.DefaultDecisionQuery) {
 		t.Errorf("reload = %v, want the bundle refused for its missing rules", err)
 	}
-	if rev, lbl := decide(t, e); rev != "r1" || lbl != "v1" {
+	if rev, lbl := decide(t, e); manifestRevision(rev) != "r1" || lbl != "v1" {
 		t.Errorf("serving revision %s label %s, want the last good r1/v1", rev, lbl)
 	}
 }
@@ -242,7 +242,7 @@ func TestURLSourceRefusesUnsignedFailures(t *testing.T) {
 			if err := src.Reload(ctx); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("reload err = %v, want it to mention %q", err, tc.wantErr)
 			}
-			if rev, _ := decide(t, e); rev != "r1" {
+			if rev, _ := decide(t, e); manifestRevision(rev) != "r1" {
 				t.Errorf("serving %s, want the last good r1", rev)
 			}
 			if st := src.Status(); st.LastError == "" || !strings.Contains(st.LastError, tc.wantErr) {
@@ -276,7 +276,7 @@ func TestURLSourcePollsWithETagAndToken(t *testing.T) {
 		t.Errorf("Authorization = %q, want the bearer token", got)
 	}
 	srv.serve(build(t, "r2", "v2", nil), http.StatusOK)
-	waitFor(t, "revision r2 serving", func() bool { rev, _ := decide(t, e); return rev == "r2" })
+	waitFor(t, "revision r2 serving", func() bool { rev, _ := decide(t, e); return manifestRevision(rev) == "r2" })
 	if err := src.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestSwapKeepsServing(t *testing.T) {
 				}
 				res, err := e.Eval(ctx, policy.DefaultDecisionQuery, input("GET"))
 				evals.Add(1)
-				if err != nil || !allowed(res) || "v"+strings.TrimPrefix(res.Revision, "r") != label(res) {
+				if err != nil || !allowed(res) || "v"+strings.TrimPrefix(manifestRevision(res.Revision), "r") != label(res) {
 					bad.Add(1)
 				}
 			}
@@ -381,7 +381,7 @@ func TestSwapKeepsServing(t *testing.T) {
 	if evals.Load() == 0 || bad.Load() != 0 {
 		t.Fatalf("%d of %d evaluations failed or saw a mixed revision", bad.Load(), evals.Load())
 	}
-	if rev, _ := decide(t, e); rev != "r1" {
+	if rev, _ := decide(t, e); manifestRevision(rev) != "r1" {
 		t.Errorf("serving %s after the last swap, want r1", rev)
 	}
 }
