@@ -28,7 +28,7 @@ type Config struct {
 	BundleURL      string        `yaml:"bundle_url" usage:"a bundle server URL, polled with ETag; shown without its userinfo and query values; plain http to a host that is not loopback needs public_key (outside dev mode) and carries no user:password@"`
 	PollInterval   time.Duration `yaml:"poll_interval" usage:"how often bundle_url is polled, or paths and bundle_file are checked with watch" default:"30s with bundle_url, else 2s"`
 	BearerToken    string        `yaml:"bearer_token" usage:"bearer token sent to the bundle server; bundle_url must then be https"`
-	PublicKey      string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it"`
+	PublicKey      string        `yaml:"public_key" usage:"PEM public key (or its file): bundles must be signed by it, and serve under their manifest revision; without it a bundle serves as <manifest revision>+<12 hex of its content digest> (bundle-<digest> without a manifest revision)"`
 	KeyAlgorithm   string        `yaml:"key_algorithm" usage:"algorithm of public_key: ES256, ES384, ES512, PS256, PS384, PS512, RS256, RS384 or RS512; HMAC (HS*) is refused, it would make the public key a signing secret"`
 	Scope          string        `yaml:"scope" usage:"signature scope a bundle must carry (needs public_key)"`
 	MinSignedAt    string        `yaml:"min_signed_at" usage:"RFC 3339 time: a bundle signed before it, or whose signature carries no time, is refused (needs public_key); move it forward when a new bundle withdraws access"`
