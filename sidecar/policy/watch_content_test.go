@@ -19,16 +19,22 @@ var fixedStamp = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // writeStamped writes content at path and sets its modification time to
 // fixedStamp, as extracting a reproducible archive (or cp -p, rsync -a)
-// leaves it.
+// leaves it. The file is written and stamped beside the watched tree and
+// renamed into place, so a poll never reads it half written (a poll that
+// did would fail that attempt, which the tests count).
 func writeStamped(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	staged := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := os.WriteFile(staged, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chtimes(path, fixedStamp, fixedStamp); err != nil {
+	if err := os.Chtimes(staged, fixedStamp, fixedStamp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(staged, path); err != nil {
 		t.Fatal(err)
 	}
 }
