@@ -4,15 +4,14 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/paramkey"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -601,9 +600,10 @@ func isCarrier(k string, keys []string) bool {
 // fieldKey is a field name as the frameworks that read overrides may take
 // it: PHP makes $_GET['_method'] of ".method", " _method" and "_method["
 // (sidecar.PHPFieldName), Slim reads "_METHOD", and ASP.NET compares form
-// and query names ignoring case, Unicode included (foldASCII: "ı" is "i").
+// and query names ignoring case, Unicode included (paramkey.FoldASCII:
+// "ı" is "i").
 func fieldKey(k string) string {
-	return foldASCII(sidecar.PHPFieldName(k))
+	return paramkey.FoldASCII(sidecar.PHPFieldName(k))
 }
 
 // urlOverrides replace the request URI in upstreams that honour them
@@ -1020,14 +1020,15 @@ func formatForms(cut, whole string) []string {
 // routeFold is a segment as routers read it, before the route form drops
 // front controllers and cuts a format: beyond ASCII, its compatibility form
 // (NFKC: fullwidth "ｃ" is "c", "ﬀ" is "ff", an ideographic space a space,
-// as routers that normalize Unicode read them), then folded (foldASCII),
+// as routers that normalize Unicode read them), then folded
+// (paramkey.FoldASCII),
 // trailing dots and spaces dropped (Windows and IIS drop them). NFKC never
 // brings a "/", "\" or "." in: parsePath refused the runes it reads so.
 func routeFold(seg string) string {
 	if !isASCII(seg) {
 		seg = norm.NFKC.String(seg)
 	}
-	return strings.TrimRight(foldASCII(seg), ". ")
+	return strings.TrimRight(paramkey.FoldASCII(seg), ". ")
 }
 
 // frontController is the one PHP script a route may be spelled after.
@@ -1089,63 +1090,6 @@ func sameLowered(route, segs []string) bool {
 		}
 	}
 	return true
-}
-
-// foldASCII lower-cases s and reads every non-ASCII rune as the ASCII
-// letters a case-insensitive router may take it for: its simple case
-// folding orbit ("ſ" is "s", "K" is "k"), its upper or lower case (Java's
-// equalsIgnoreCase reads "ı" as "i"), or its full case folding ("ß" is
-// "ss", "ﬁ" is "fi", as String.toUpperCase and Unicode-aware routers read
-// them).
-func foldASCII(s string) string {
-	s = lower(s)
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return foldRunes(s)
-		}
-	}
-	return s
-}
-
-func foldRunes(s string) string {
-	var b strings.Builder
-	var full cases.Caser
-	for _, r := range s {
-		if r < utf8.RuneSelf {
-			b.WriteRune(r)
-			continue
-		}
-		if a, ok := asciiFold(r); ok {
-			b.WriteRune(a)
-			continue
-		}
-		if full == (cases.Caser{}) {
-			full = cases.Fold() // a Caser holds state: one per call
-		}
-		if f := full.String(string(r)); isASCII(f) {
-			b.WriteString(lower(f))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// asciiFold is the ASCII letter r's simple folding orbit, upper case or
-// lower case holds, if any.
-func asciiFold(r rune) (rune, bool) {
-	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-		if f < utf8.RuneSelf {
-			return unicode.ToLower(f), true
-		}
-	}
-	if u := unicode.ToUpper(r); u < utf8.RuneSelf {
-		return unicode.ToLower(u), true
-	}
-	if l := unicode.ToLower(r); l < utf8.RuneSelf {
-		return l, true
-	}
-	return r, false
 }
 
 func isASCII(s string) bool {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/identity"
+	"github.com/deputyhq/deputy/sidecar/paramkey"
 )
 
 // Credential carriers: the places besides the identity header where an
@@ -78,11 +79,11 @@ type CredentialCarriers struct {
 	bodyRuns []string
 }
 
-// paramNames are names as given and their paramKeys, for readAs.
+// paramNames are names as given and their keys (paramkey.Of), for readAs.
 type paramNames struct{ names, keys []string }
 
 func (n *paramNames) add(name string) {
-	n.names, n.keys = append(n.names, name), append(n.keys, paramKey(name))
+	n.names, n.keys = append(n.names, name), append(n.keys, paramkey.Of(name))
 }
 
 // ParseCredentialCarriers reads carriers; an unknown kind, an empty name,
@@ -576,7 +577,7 @@ func (k *credentialCheck) namesCarrier(headers string) bool {
 	}
 	for i := 0; i < len(headers); i++ {
 		if headers[i] >= 0x80 {
-			headers = foldASCII(headers)
+			headers = paramkey.FoldASCII(headers)
 			break
 		}
 	}

@@ -2,9 +2,9 @@ package authz
 
 import (
 	"strings"
-	"unicode/utf8"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/paramkey"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -39,7 +39,7 @@ func unseenParam(raw string, need *policy.InputNeeds) error {
 	var buf [4]string
 	names, keys := buf[:0:2], buf[2:2:4]
 	for w := range need.Children {
-		names, keys = append(names, w), append(keys, paramKey(w))
+		names, keys = append(names, w), append(keys, paramkey.Of(w))
 	}
 	for rest := raw; rest != ""; {
 		var pair string
@@ -73,69 +73,17 @@ func unseenParam(raw string, need *policy.InputNeeds) error {
 
 // readAs returns the one of names that a raw (still escaped) field name is
 // read as by some upstream, and whether Go reads it as that very name.
-// keys are the names' paramKeys.
+// keys are the names' keys (paramkey.Of). The decision log masks a query
+// carrier under the same reading.
 func readAs(raw string, names, keys []string) (want string, exact bool) {
-	name := raw
-	for i := 0; i < len(raw); i++ {
-		if raw[i] == '%' || raw[i] == '+' {
-			// Decoded as PHP decodes, leaving an invalid escape as it is.
-			name = unescape(strings.ReplaceAll(raw, "+", " "))
-			break
-		}
-	}
-	key := paramKey(name)
+	name := paramkey.Decode(raw)
+	key := paramkey.Of(name)
 	for i, k := range keys {
-		if sameParamKey(key, k) {
+		if paramkey.Same(key, k) {
 			return names[i], name == names[i]
 		}
 	}
 	return "", false
-}
-
-// paramKey is the part of a field name every common upstream keys it by:
-// leading spaces and brackets dropped, cut at the first bracket, folded
-// to ASCII when it holds another byte (ASP.NET reads "ı" as "i").
-func paramKey(name string) string {
-	name = cutParamKey(name)
-	for i := 0; i < len(name); i++ {
-		if name[i] >= utf8.RuneSelf {
-			return cutParamKey(foldASCII(name))
-		}
-	}
-	return name
-}
-
-func cutParamKey(name string) string {
-	for name != "" && (name[0] == ' ' || name[0] == '[' || name[0] == ']') {
-		name = name[1:]
-	}
-	for i := 0; i < len(name); i++ {
-		if name[i] == '[' || name[i] == ']' {
-			return name[:i]
-		}
-	}
-	return name
-}
-
-// sameParamKey compares two paramKeys ignoring ASCII case, with " " and
-// "." read as "_" (PHP).
-func sameParamKey(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if a[i] != b[i] && phpByte(a[i]) != phpByte(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func phpByte(c byte) byte {
-	if c == ' ' || c == '.' {
-		return '_'
-	}
-	return lowerByte(c)
 }
 
 // escapesValid reports whether every "%" of s starts a valid escape, as Go

@@ -1,0 +1,177 @@
+// Package paramkey reads the name of a query or form field as common
+// upstreams key it (PHP, Rack, Node's qs, ASP.NET, Java). The check reads
+// names so when it looks for a credential or a parameter the policy reads
+// under another spelling, and the decision log masks the same spellings:
+// one rule, so that what the check refuses as a credential is never
+// logged in clear under a name the log reads differently.
+package paramkey
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/cases"
+)
+
+// Decode is a raw (still escaped) field name as PHP decodes it: "+" is a
+// space, each valid escape is decoded and an invalid one kept as sent. A
+// name holding neither "%" nor "+" is returned as it is, with no copy.
+func Decode(raw string) string {
+	if strings.IndexByte(raw, '%') < 0 && strings.IndexByte(raw, '+') < 0 {
+		return raw
+	}
+	var b strings.Builder
+	b.Grow(len(raw))
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '+':
+			b.WriteByte(' ')
+		case c == '%' && i+2 < len(raw) && unhex(raw[i+1]) >= 0 && unhex(raw[i+2]) >= 0:
+			b.WriteByte(byte(unhex(raw[i+1])<<4 | unhex(raw[i+2])))
+			i += 2
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// Of is the part of a decoded field name every common upstream keys it
+// by: leading spaces and brackets dropped (PHP drops leading spaces, Rack 2
+// the brackets around a name, qs reads "[name]" as name), cut at the first
+// bracket ("name[]" and "name[x]" are arrays of name), folded to ASCII
+// when it holds another byte (FoldASCII: ASP.NET reads "ı" as "i"). Of a
+// name of ASCII bytes alone it allocates nothing.
+func Of(name string) string {
+	name = cut(name)
+	for i := 0; i < len(name); i++ {
+		if name[i] >= utf8.RuneSelf {
+			return cut(FoldASCII(name))
+		}
+	}
+	return name
+}
+
+func cut(name string) string {
+	for name != "" && (name[0] == ' ' || name[0] == '[' || name[0] == ']') {
+		name = name[1:]
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '[' || name[i] == ']' {
+			return name[:i]
+		}
+	}
+	return name
+}
+
+// Same reports whether two keys (Of) name one field: compared ignoring
+// ASCII case, with " " and "." read as "_" (PHP).
+func Same(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if a[i] != b[i] && phpByte(a[i]) != phpByte(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func phpByte(c byte) byte {
+	switch {
+	case c == ' ' || c == '.':
+		return '_'
+	case c >= 'A' && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// FoldASCII lower-cases s and reads every non-ASCII rune as the ASCII
+// letters a case-insensitive router may take it for: its simple case
+// folding orbit ("ſ" is "s", "K" is "k"), its upper or lower case (Java's
+// equalsIgnoreCase reads "ı" as "i"), or its full case folding ("ß" is
+// "ss", "ﬁ" is "fi", as String.toUpperCase and Unicode-aware routers read
+// them). The check folds route segments and header names so too.
+func FoldASCII(s string) string {
+	s = lower(s)
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return foldRunes(s)
+		}
+	}
+	return s
+}
+
+func foldRunes(s string) string {
+	var b strings.Builder
+	var full cases.Caser
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			b.WriteRune(r)
+			continue
+		}
+		if a, ok := asciiFold(r); ok {
+			b.WriteRune(a)
+			continue
+		}
+		if full == (cases.Caser{}) {
+			full = cases.Fold() // a Caser holds state: one per call
+		}
+		if f := full.String(string(r)); isASCII(f) {
+			b.WriteString(lower(f))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// asciiFold is the ASCII letter r's simple folding orbit, upper case or
+// lower case holds, if any.
+func asciiFold(r rune) (rune, bool) {
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f < utf8.RuneSelf {
+			return unicode.ToLower(f), true
+		}
+	}
+	if u := unicode.ToUpper(r); u < utf8.RuneSelf {
+		return unicode.ToLower(u), true
+	}
+	if l := unicode.ToLower(r); l < utf8.RuneSelf {
+		return l, true
+	}
+	return r, false
+}
+
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= utf8.RuneSelf {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c - 'a' + 10)
+	case c >= 'A' && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
