@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/paramkey"
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
 
@@ -163,6 +164,7 @@ var secretHeaders = []string{
 type masker struct {
 	headers     []string // lower case, "-" between words: the fixed ones, mask_headers and the header carriers
 	queryParams []string // lower case: mask_query_params and the query carriers
+	queryKeys   []string // their keys (paramkey.Of), as the check reads names
 	policy      bool     // apply the deciding activation's mask rules
 
 	// verdicts remembers secretHeader's answer for header names seen,
@@ -183,11 +185,17 @@ func newMasker(cfg Config) *masker {
 	for _, h := range cfg.MaskHeaders {
 		hs = append(hs, sidecar.HeaderName(h))
 	}
-	qs := make([]string, len(cfg.MaskQueryParams))
-	for i, q := range cfg.MaskQueryParams {
-		qs[i] = strings.ToLower(q)
+	m := &masker{headers: hs, verdicts: make(map[string]bool)}
+	for _, q := range cfg.MaskQueryParams {
+		m.addQueryParam(q)
 	}
-	return &masker{headers: hs, queryParams: qs, verdicts: make(map[string]bool)}
+	return m
+}
+
+func (m *masker) addQueryParam(q string) {
+	if q = strings.ToLower(q); !slices.Contains(m.queryParams, q) {
+		m.queryParams, m.queryKeys = append(m.queryParams, q), append(m.queryKeys, paramkey.Of(q))
+	}
 }
 
 // addCarriers adds the credential carriers' headers and query parameters
@@ -199,9 +207,7 @@ func (m *masker) addCarriers(headers, queryParams []string) {
 		}
 	}
 	for _, q := range queryParams {
-		if q = strings.ToLower(q); !slices.Contains(m.queryParams, q) {
-			m.queryParams = append(m.queryParams, q)
-		}
+		m.addQueryParam(q)
 	}
 	clear(m.verdicts)
 }
@@ -556,9 +562,10 @@ func (m *masker) maskQueries(event map[string]any) []string {
 
 // maskQuery replaces the values of credential parameters in the query of
 // a URI (or in a bare query), and in the URI's path parameters, leaving
-// every other byte as it was. Names compare decoded, case-insensitively
-// and as PHP reads them (credentialParam), and pairs are split on "&" and
-// on ";", as older Python and Java frameworks split them.
+// every other byte as it was. Names are decoded as the check decodes them
+// (paramkey.Decode: "+" is a space, an invalid escape stays) and compare
+// as it reads them (credentialParam), and pairs are split on "&" and on
+// ";", as older Python and Java frameworks split them.
 func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 	prefix, query := "", uri
 	pathChanged := false
@@ -584,11 +591,7 @@ func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 		}
 		pair := query[start:i]
 		rawKey, _, _ := strings.Cut(pair, "=")
-		key, err := url.QueryUnescape(rawKey)
-		if err != nil {
-			key = rawKey
-		}
-		if m.credentialParam(key) {
+		if m.credentialParam(paramkey.Decode(rawKey)) {
 			b.WriteString(rawKey + "=" + MaskedValue)
 			changed = true
 		} else {
@@ -641,10 +644,15 @@ func (m *masker) maskPathParams(path string) (string, bool) {
 }
 
 // credentialParam reports whether a decoded query parameter name is named
-// as a credential (secretName), or is one of the credential names, in any
-// case and as PHP and Rack read it: "access.token", "access token" and
-// "access_token[]" are all $_GET['access_token']. With mask_query_params
-// set empty, no parameter is masked. The name is matched as given and in
+// as a credential (secretName), or is one of the credential names under
+// any spelling the check reads as that name when it looks for a
+// credential carrier (paramkey.Of and paramkey.Same: any case, "." and
+// " " for "_", brackets around or after it, non-ASCII letters folded, so
+// "access.token", "[access_token]", "access_token[]" and "acceſs_token"
+// are all access_token), or as PHP reads it ("access[token" is
+// $_GET['access_token']). A name the check refuses a token in is never
+// logged with that token. With mask_query_params set empty, and no query
+// carrier, no parameter is masked. The name is matched as given and in
 // its other spellings (decoded again, control characters dropped:
 // spellings).
 func (m *masker) credentialParam(key string) bool {
@@ -655,10 +663,16 @@ func (m *masker) credentialParamAsSent(key string) bool {
 	if secretName(key) {
 		return true
 	}
-	if slices.Contains(m.queryParams, strings.ToLower(key)) {
-		return true
+	if len(m.queryKeys) == 0 {
+		return false
 	}
-	return slices.Contains(m.queryParams, strings.ToLower(sidecar.PHPFieldName(key)))
+	k, php := paramkey.Of(key), strings.ToLower(sidecar.PHPFieldName(key))
+	for i, q := range m.queryKeys {
+		if paramkey.Same(k, q) || php == m.queryParams[i] {
+			return true
+		}
+	}
+	return false
 }
 
 func policyRules(ctx context.Context, ev Evaluator, in, plain any) ([]MaskRule, error) {
