@@ -192,3 +192,36 @@ func TestMaskingLowerCaseCompounds(t *testing.T) {
 			"signup", "side", "sidebar", "tickets", "ping", "shipping", "countrycode", "promocode", "design", "inside"},
 	})
 }
+
+// Short and run-together names for a password (pass, pw, pswd, userpass),
+// compounds ending in auth (basicauth, proxyauth), second-factor and
+// e-mail codes (verify_code, two_factor_code, emailCode) and plurals of
+// a compound (accesskeys) carry credentials too. The words that merely
+// hold the same letters stay readable: passage, compass, author, the
+// OAuth protocol's name and parameters that are no credential, and a
+// plural standing alone (keys, tickets, pins).
+func TestMaskingPassAuthCodesAndPlurals(t *testing.T) {
+	checkMaskedByName(t, maskedNames{
+		secretHeaders: []string{
+			"x-pass", "x-userpass", "x-pw", "x-pswd", "x-basicauth", "x-apiauth", "x-proxyauth", "x-httpauth",
+			"x-verify-code", "x-two-factor-code", "x-email-code", "x-accesskeys", "x-vercel-protection-bypass",
+		},
+		secretParams: []string{
+			"pass", "Pass", "userpass", "userPass", "user_pass", "upass", "pass_hash", "pw", "PW", "userpw", "pswd", "psw",
+			"basicauth", "apiauth", "proxyauth", "httpauth", "BasicAuth", "basicAuth",
+			"verify_code", "verifyCode", "verifycode", "verify-code", "VERIFY_CODE",
+			"two_factor_code", "twoFactorCode", "twofactorcode", "twofactor_code", "two-factor-code", "2fa_code", "2faCode",
+			"email_code", "emailCode", "emailcode", "email-code",
+			"accesskeys", "passkeys", "appkeys", "apikeys", "accessKeys", "tokens", "secrets", "servicetickets", "cardpins",
+			"bypass",
+		},
+		keptHeaders: []string{"x-passage", "x-compass", "x-author", "x-oauth-provider", "x-keys", "x-hotkeys"},
+		keptParams: []string{
+			"passage", "passenger", "passive", "passes", "passport", "compass", "encompass", "overpass", "underpass",
+			"surpass", "trespass", "author", "coauthor", "authors", "oauth", "oauth_provider", "oauthProvider",
+			"keys", "tickets", "pins", "monkeys", "donkeys", "turkeys", "hotkeys", "turnkeys", "spins", "hairpins",
+			"verified", "email", "verify", "factor_count", "two_factor_enabled", "zipcode", "country_code", "pwned",
+			"hotKeys", "myMonkeys", "oauth_callback", "oauth_version",
+		},
+	})
+}

@@ -20,19 +20,23 @@ var secretFragments = []string{
 }
 
 // secretWords mark a name as carrying a credential only when they are a
-// whole word: "sid" is a session id, "inside" is not; "pwd" is a
-// password; "key" is x-functions-key, ocp-apim-subscription-key, the
-// query's key and accessKey, where "keyboard" and "monkey" are not; "sig"
-// is a signature, "signup" is not; "jwt" and "ticket" are credentials.
-// One-time and second-factor codes (otp, totp, hotp, mfa, 2fa), a PIN,
-// the PKCE code_verifier and a card's cvv or cvc are words of this kind:
-// "otp" is no credential inside "hotpink", nor "pin" inside "shipping".
-// A word is a run of letters and digits, and a lower-case letter followed
-// by an upper-case one starts a new word (camelCase); a compound written
-// in one lower-case word counts too (see notSecretEndings).
+// whole word: "sid" is a session id, "inside" is not; "pwd", "pw", "pswd",
+// "psw" and "pass" are a password (?user=alice&pass=...), "passage" and
+// "compass" are not; "key" is x-functions-key, ocp-apim-subscription-key,
+// the query's key and accessKey, where "keyboard" and "monkey" are not;
+// "sig" is a signature, "signup" is not; "jwt" and "ticket" are
+// credentials. One-time and second-factor codes (otp, totp, hotp, mfa,
+// 2fa), a PIN, the PKCE code_verifier and a card's cvv or cvc are words
+// of this kind: "otp" is no credential inside "hotpink", nor "pin" inside
+// "shipping". "auth" is here for its compounds (basicauth, proxyauth,
+// x-apiauth): as a word it begins with "auth", which secretName reads as
+// a credential already. A word is a run of letters and digits, and a
+// lower-case letter followed by an upper-case one starts a new word
+// (camelCase); a compound written in one lower-case word counts too (see
+// notSecretEndings), and so does its plural (accesskeys, passkeys).
 var secretWords = []string{
-	"sid", "pwd", "key", "jwt", "sig", "ticket",
-	"otp", "totp", "hotp", "mfa", "2fa", "pin", "verifier", "cvv", "cvc",
+	"sid", "pwd", "pw", "pswd", "psw", "pass", "key", "jwt", "sig", "ticket",
+	"otp", "totp", "hotp", "mfa", "2fa", "pin", "verifier", "cvv", "cvc", "auth",
 }
 
 // Names often reach Deputy as one lower-case word where their author
@@ -40,18 +44,29 @@ var secretWords = []string{
 // BunnyCDN's AccessKey and VTEX's X-VTEX-API-AppKey arrive as accesskey
 // and x-vtex-api-appkey, with no camelCase break left; query names are
 // often written so too (appkey, passkey). So a word also counts when it
-// ends in one of secretWords (appkey, userpwd, cardpin, urlsig), unless it
-// is one of notSecretEndings, ordinary words that merely end in the same
-// letters; when it begins with one of secretStarts, which no ordinary word
-// begins with (otpcode, pwdhash); and when it is the two words of a
-// secretPairs entry run together (verificationcode, magiclink). Masking a
-// field too many costs a log reader a value; missing a credential puts it
-// in every log store the records reach.
+// ends in one of secretWords (appkey, userpwd, userpass, cardpin, urlsig,
+// basicauth), or in one and a plural "s" (accesskeys, appkeys), unless it
+// is one of notSecretEndings (or its plural), ordinary words that merely
+// end in the same letters; when it begins with one of secretStarts, which
+// no ordinary word begins with (otpcode, pwdhash); and when it is the two
+// words of a secretPairs entry run together (verificationcode,
+// magiclink). A plural standing alone (keys, tickets, pins, x-keys) is
+// a list of names or things more often than a credential and stays
+// readable; joined in camelCase to the word before it (accessKeys,
+// serviceTickets) it is the plural of a compound. "bypass" is left a
+// credential on purpose: Vercel's x-vercel-protection-bypass carries a
+// secret. "oauth" names the protocol (oauth_provider, oauth_callback);
+// its credentials (oauth_token, oauth_signature, oauth_verifier) hold
+// words of their own. Masking a field too many costs a log reader a
+// value; missing a credential puts it in every log store the records
+// reach.
 var notSecretEndings = []string{
 	"monkey", "donkey", "turkey", "hockey", "jockey", "whiskey", "lackey", "flunkey", "malarkey",
 	"turnkey", "hotkey",
 	"spin", "backspin", "topspin", "sidespin", "tailspin", "hairpin", "kingpin", "linchpin", "lynchpin",
 	"tiepin", "terrapin", "pippin", "lupin",
+	"compass", "encompass", "overpass", "underpass", "surpass", "trespass",
+	"oauth",
 }
 
 // secretStarts are the secretWords no ordinary word begins with: "key"
@@ -61,15 +76,17 @@ var notSecretEndings = []string{
 var secretStarts = []string{"pwd", "otp", "totp", "mfa", "2fa", "cvv", "cvc"}
 
 // secretPairs are two words that carry a credential together where the
-// second alone does not: a verification_code or a magic_link logs a user
-// in, a country_code, a promo_code or a link does not. The OAuth state
-// and nonce and the PKCE code_challenge are left in clear on purpose: a
-// client shows them to anyone, and they are what a failed login is
-// debugged with.
+// second alone does not: a verification_code, a verify_code, an
+// email_code, a two_factor_code (any factor_code: second_factor_code,
+// multi_factor_code) or a magic_link logs a user in, a country_code, a
+// promo_code or a link does not. The OAuth state and nonce and the PKCE
+// code_challenge are left in clear on purpose: a client shows them to
+// anyone, and they are what a failed login is debugged with.
 var secretPairs = [][2]string{
 	{"verification", "code"}, {"security", "code"}, {"reset", "code"}, {"recovery", "code"},
 	{"backup", "code"}, {"login", "code"}, {"access", "code"}, {"activation", "code"},
-	{"confirmation", "code"}, {"sms", "code"},
+	{"confirmation", "code"}, {"sms", "code"}, {"verify", "code"}, {"email", "code"},
+	{"factor", "code"}, {"twofactor", "code"},
 	{"magic", "link"}, {"login", "link"}, {"reset", "link"},
 }
 
@@ -80,17 +97,20 @@ var notSecretAuthWords = []string{"authority", "author", "authors"}
 // secretName reports whether a header or query parameter name carries a
 // credential by its name: it holds one of secretFragments, one of
 // secretWords as a word or joined to another in one word (compoundIs),
-// two words of secretPairs in a row, or a word beginning with "auth" (auth, authorization, authn, x-auth-token...)
-// other than notSecretAuthWords. It allocates nothing: it runs for every
-// header of every logged check.
+// two words of secretPairs in a row, a word beginning with "auth" (auth,
+// authorization, authn, x-auth-token...) other than notSecretAuthWords,
+// or a plural of one of secretWords joined in camelCase to the word
+// before it, the two a compound (accessKeys). It allocates nothing: it
+// runs for every header of every logged check.
 func secretName(name string) bool {
 	for _, f := range secretFragments {
 		if containsFolded(name, f) {
 			return true
 		}
 	}
-	prev := ""
+	prev, prevStart := "", 0
 	for i := 0; i < len(name); {
+		joined := i > 0 && i < len(name) && alnum(name[i]) // a camelCase break
 		for i < len(name) && !alnum(name[i]) {
 			i++
 		}
@@ -99,23 +119,26 @@ func secretName(name string) bool {
 			j++
 		}
 		w := name[i:j]
-		if w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) || pairIs(prev, w) || compoundIs(w)) {
+		if w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) || pairIs(prev, w) || compoundIs(w) ||
+			joined && prev != "" && pluralWord(w) && compoundIs(name[prevStart:j])) {
 			return true
 		}
-		prev, i = w, j
+		prev, prevStart, i = w, i, j
 	}
 	return false
 }
 
 // compoundIs reports whether the word w, folded, is a credential word
-// joined to another (see notSecretEndings): it ends in one of secretWords
-// and is not one of notSecretEndings, begins with one of secretStarts, or
-// is a pair of secretPairs run together.
+// joined to another (see notSecretEndings): it ends in one of secretWords,
+// or in one and a plural "s", and is not one of notSecretEndings (or its
+// plural), begins with one of secretStarts, or is a pair of secretPairs
+// run together.
 func compoundIs(w string) bool {
-	for _, x := range secretWords {
-		if len(w) > len(x) && hasPrefixFolded(w[len(w)-len(x):], x) && !wordIs(w, notSecretEndings...) {
-			return true
-		}
+	if endsInSecretWord(w) {
+		return true
+	}
+	if n := len(w); n > 1 && fold(w[n-1]) == 's' && endsInSecretWord(w[:n-1]) {
+		return true
 	}
 	for _, x := range secretStarts {
 		if len(w) > len(x) && hasPrefixFolded(w, x) {
@@ -128,6 +151,27 @@ func compoundIs(w string) bool {
 		}
 	}
 	return false
+}
+
+// endsInSecretWord reports whether the word w, folded, ends in one of
+// secretWords after other letters and is not one of notSecretEndings.
+func endsInSecretWord(w string) bool {
+	if wordIs(w, notSecretEndings...) {
+		return false
+	}
+	for _, x := range secretWords {
+		if len(w) > len(x) && hasPrefixFolded(w[len(w)-len(x):], x) {
+			return true
+		}
+	}
+	return false
+}
+
+// pluralWord reports whether the word w, folded, is one of secretWords
+// and a plural "s" (Keys, Tickets).
+func pluralWord(w string) bool {
+	n := len(w)
+	return n > 1 && fold(w[n-1]) == 's' && wordIs(w[:n-1], secretWords...)
 }
 
 // pairIs reports whether the words a and b, folded, are one of
