@@ -24,7 +24,7 @@ const foreignJWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJtYWxsb3J5In0.bWFsbG9yeS1zaWd
 var carrierSpellings = []string{
 	"my_sso", "MY_SSO", "my.sso", "my+sso", "my_sso[]", "%6Dy_sso", "[my_sso]", "[[my_sso]]", "]my_sso",
 	"my_sso]", "%5Bmy_sso%5D", "my_%C5%BFso", "my_s%C5%BFo", "MY_%C5%BF%C5%BFO", "my_%C3%9Fo",
-	"[my+sso]%zz", "x;my_sso", "+my_sso",
+	"[my+sso]%zz", "x;my_sso", "+my_sso", "my[sso", "my%5Bsso", "MY[s%C5%BFo",
 }
 
 // carrierLogCheck checks one request carrying foreignJWT under a query

@@ -156,6 +156,12 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "bearer in the query", path: account + "?bearer=" + mallory, headers: session1()},
 		{name: "Token in the query", path: account + "?x=1&Token=" + mallory, headers: session1()},
 		{name: "escaped jwt in the query", path: account + "?%6Awt=" + mallory, headers: session1()},
+		// PHP reads a name whose "[" is never closed with that "[" as "_":
+		// $_GET['access_token'], $_GET['id_token'].
+		{name: "access[token in the query", path: account + "?access[token=" + mallory, headers: session1()},
+		{name: "escaped id%5Btoken in the query", path: account + "?id%5Btoken=" + mallory, headers: session1()},
+		{name: "access[token in a form body", path: cart, headers: session1("content-type", form), body: "product=42&access[token=" + mallory},
+		{name: "cookie access[token", path: account, headers: session1("cookie", cookie+"; access[token="+mallory)},
 		// Readers that drop "Bearer" in any case and white space
 		// (hapi-auth-jwt2), or take the token from inside the value.
 		{name: "token in the query split by a space", path: account + "?token=e%20" + mallory[1:], headers: session1()},

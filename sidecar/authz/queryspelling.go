@@ -73,13 +73,15 @@ func unseenParam(raw string, need *policy.InputNeeds) error {
 
 // readAs returns the one of names that a raw (still escaped) field name is
 // read as by some upstream, and whether Go reads it as that very name.
-// keys are the names' keys (paramkey.Of). The decision log masks a query
-// carrier under the same reading.
+// keys are the names' keys (paramkey.Of); a name is read as one when
+// either of its keys (paramkey.Keys: PHP reads "access[token" as
+// access_token) is that key. The decision log masks a query carrier under
+// the same readings.
 func readAs(raw string, names, keys []string) (want string, exact bool) {
 	name := paramkey.Decode(raw)
-	key := paramkey.Of(name)
+	key, php := paramkey.Keys(name)
 	for i, k := range keys {
-		if paramkey.Same(key, k) {
+		if paramkey.Same(key, k) || php != "" && paramkey.Same(php, k) {
 			return names[i], name == names[i]
 		}
 	}

@@ -666,9 +666,9 @@ func (m *masker) credentialParamAsSent(key string) bool {
 	if len(m.queryKeys) == 0 {
 		return false
 	}
-	k, php := paramkey.Of(key), strings.ToLower(sidecar.PHPFieldName(key))
-	for i, q := range m.queryKeys {
-		if paramkey.Same(k, q) || php == m.queryParams[i] {
+	k, php := paramkey.Keys(key)
+	for _, q := range m.queryKeys {
+		if paramkey.Same(k, q) || php != "" && paramkey.Same(php, q) {
 			return true
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/cases"
+
+	"github.com/deputyhq/deputy/sidecar"
 )
 
 // Decode is a raw (still escaped) field name as PHP decodes it: "+" is a
@@ -51,6 +53,21 @@ func Of(name string) string {
 		}
 	}
 	return name
+}
+
+// Keys is a decoded field name's key (Of) and, when PHP reads it as
+// another name, that name's key (else ""): PHP reads a name whose "[" is
+// never closed with that "[" as "_" ("access[token" is
+// $_GET['access_token']), where the others cut it at the "[". A name is
+// read as a field when either key is the field's (Same).
+func Keys(name string) (key, php string) {
+	key = Of(name)
+	if strings.IndexByte(name, '[') >= 0 {
+		if p := Of(sidecar.PHPFieldName(name)); !Same(p, key) {
+			php = p
+		}
+	}
+	return key, php
 }
 
 func cut(name string) string {

@@ -23,6 +23,25 @@ func TestReadAs(t *testing.T) {
 	}
 }
 
+// PHP's reading of a name whose "[" is never closed is a second key; a
+// name with none, or with a closed "[", has one.
+func TestKeys(t *testing.T) {
+	for name, want := range map[string][2]string{
+		"access[token":      {"access", "access_token"},
+		"ACCESS[to\u212aen": {"ACCESS", "access_token"},
+		"access[tok]en":     {"access", ""},
+		"access_token[]":    {"access_token", ""},
+		"access_token":      {"access_token", ""},
+		"[access_token":     {"access_token", "_access_token"},
+		"a.b[c d":           {"a.b", "a_b_c d"},
+	} {
+		key, php := paramkey.Keys(name)
+		if key != want[0] || php != want[1] {
+			t.Errorf("Keys(%q) = %q, %q; want %q, %q", name, key, php, want[0], want[1])
+		}
+	}
+}
+
 func TestFoldASCII(t *testing.T) {
 	for in, want := range map[string]string{
 		"ABC": "abc", "ſ": "s", "\u212a": "k", "ı": "i", "İ": "i", "ß": "ss", "ﬁ": "fi", "é": "é", "日本": "日本",
