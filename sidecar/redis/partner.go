@@ -164,16 +164,35 @@ func (s *Store) nextSeq(ctx context.Context, customer, partnerOrg string) (int64
 	return seq, nil
 }
 
+// cutLua defines cut(now ms): the instant a script judges what is over
+// at, the earlier of the writer's now and Redis's own clock (TIME, on the
+// node that holds the keys). Every replica judges expiry at its own clock
+// on read, so what a write drops as over, or declines to hold, must be
+// over for the others too: a grant, hold or closed request dropped while
+// live restricts no one any more, on every replica. Judged at the writer's
+// clock alone, a replica whose clock runs ahead by d would drop them up
+// to d early, for everyone; at the earlier of the two clocks, both must
+// agree that it is over. TTLs count from the same instant, so Redis keeps
+// a key at least as long as the writer's clock would (longer when it runs
+// ahead).
+const cutLua = `
+local function cut(now)
+  local t = redis.call('TIME')
+  return math.min(now, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+`
+
 // closeGrantsScript records that a request issues no more grants, in its
 // customer's slot where putGrantScript checks it, until the request is
-// forgotten, and drops the records of requests forgotten since.
+// forgotten, and drops the records of requests forgotten since (cut).
 // KEYS: closed set. ARGV: request id, forget-at ms, now ms.
-var closeGrantsScript = goredis.NewScript(`
+var closeGrantsScript = goredis.NewScript(cutLua + `
+local now = cut(tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if #top == 0 then return 0 end
-local ttl = tonumber(top[2]) - tonumber(ARGV[3])
+local ttl = tonumber(top[2]) - now
 if ttl < 1000 then ttl = 1000 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
@@ -299,12 +318,13 @@ func (s *Store) ListRequests(ctx context.Context, f sidecar.RequestFilter) ([]si
 // hold at level until the given instant to the field's holds in the hash
 // key as sidecar.AddHold does (the store contract pins both) and keeps
 // the hash until its last hold lapses. Levels rank as sidecar.Level.Rank.
+// Callers pass cut's now (cutLua), which holdLua defines too.
 var holdLua = func() string {
 	var ranks strings.Builder
 	for _, l := range sidecar.Levels {
 		fmt.Fprintf(&ranks, "[%q]=%d,", l, l.Rank())
 	}
-	return `
+	return cutLua + `
 local ranks = {` + ranks.String() + `}
 local function covers(a, b)
   return a[1] >= b[1] and (ranks[a[2]] or 0) <= (ranks[b[2]] or 0)
@@ -343,8 +363,9 @@ end
 
 // putGrantScript stores a grant in the customer's hash, unless its
 // request is closed (returns -1) or a later approval or revocation of the
-// field took a higher Seq (returns -2), drops expired fields and keeps the
-// hash alive until its last grant expires. A grant with a Seq keeps the
+// field took a higher Seq (returns -2), drops the fields expired at cut's
+// now (cutLua), which it returns, and keeps the hash alive until its last
+// grant expires. A grant with a Seq keeps the
 // seq hash at least retention past its expiry (and the seq TTL), never
 // shortening it. A user's grant (ARGV[9] = "1") replacing a live one that
 // ends later leaves a hold on the user in KEYS[5] at the replaced grant's
@@ -360,21 +381,22 @@ local seq = tonumber(ARGV[6])
 if seq < tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') then
   return -2
 end
+local now = cut(tonumber(ARGV[4]))
 if seq > 0 then
   redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
-  local keep = math.max(tonumber(ARGV[7]), tonumber(ARGV[3]) - tonumber(ARGV[4]) + tonumber(ARGV[8]))
+  local keep = math.max(tonumber(ARGV[7]), tonumber(ARGV[3]) - now + tonumber(ARGV[8]))
   if redis.call('PTTL', KEYS[4]) < keep then redis.call('PEXPIRE', KEYS[4], keep) end
 end
 if ARGV[9] == '1' then
   local old = redis.call('HGET', KEYS[1], ARGV[1])
   local ends = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')
-  if old and ends > tonumber(ARGV[4]) and ends > tonumber(ARGV[3]) then
-    hold(KEYS[5], ARGV[1], ends, cjson.decode(old)['level'], tonumber(ARGV[4]))
+  if old and ends > now and ends > tonumber(ARGV[3]) then
+    hold(KEYS[5], ARGV[1], ends, cjson.decode(old)['level'], now)
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, f in ipairs(dead) do
   redis.call('HDEL', KEYS[1], f)
   redis.call('ZREM', KEYS[2], f)
@@ -382,13 +404,13 @@ end
 local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 if #top == 0 then
   redis.call('DEL', KEYS[1], KEYS[2])
-  return 0
+  return now
 end
-local ttl = tonumber(top[2]) - tonumber(ARGV[4])
+local ttl = tonumber(top[2]) - now
 if ttl < 1000 then ttl = 1000 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return 1
+return now
 `)
 
 // revokeGrantScript deletes a grant field if it still holds the grant id,
@@ -397,8 +419,8 @@ return 1
 // KEYS: grants hash, expiry set, seq hash. ARGV: field, grant id, partner
 // org, seq TTL ms.
 // It also keeps the grant as it was for RevokedGrant: KEYS[4] holds it by
-// id, KEYS[5] its expiry, and both are trimmed of grants past theirs and
-// live until the last one kept expires.
+// id, KEYS[5] its expiry, and both are trimmed of grants past theirs at
+// cut's now (cutLua) and live until the last one kept expires.
 // A user's individual grant (ARGV[8] = "1") leaves a hold on the user in
 // KEYS[6] at the grant's level until its expiry (hold). The seq hash is
 // kept at least retention past the grant's expiry (and the seq TTL),
@@ -416,7 +438,7 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 local seq = redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('HSET', KEYS[3], ARGV[1], seq)
-local now, untl = tonumber(ARGV[6]), tonumber(ARGV[5])
+local now, untl = cut(tonumber(ARGV[6])), tonumber(ARGV[5])
 local keep = math.max(tonumber(ARGV[4]), untl - now + tonumber(ARGV[9]))
 if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
 if ARGV[8] == '1' and untl > now then
@@ -424,14 +446,14 @@ if ARGV[8] == '1' and untl > now then
 end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[7])
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
-local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[6], 'LIMIT', 0, 100)
+local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 100)
 if #old > 0 then
   redis.call('ZREM', KEYS[5], unpack(old))
   redis.call('HDEL', KEYS[4], unpack(old))
 end
 local top = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')
 if #top > 0 then
-  local ttl = tonumber(top[2]) - tonumber(ARGV[6])
+  local ttl = tonumber(top[2]) - now
   if ttl < 1000 then ttl = 1000 end
   redis.call('PEXPIRE', KEYS[4], ttl)
   redis.call('PEXPIRE', KEYS[5], ttl)
@@ -452,7 +474,7 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 		individual = "1"
 	}
 	n, err := putGrantScript.Run(ctx, s.c, keys, f, encode(g), g.ExpiresAt.UnixMilli(), now.UnixMilli(), g.RequestID, g.Seq, s.seqTTL().Milliseconds(),
-		s.cfg.Retention.Milliseconds(), individual).Int()
+		s.cfg.Retention.Milliseconds(), individual).Int64()
 	switch {
 	case err != nil:
 		return unavailable(err)
@@ -461,12 +483,14 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 	case n == -2:
 		return sidecar.Superseded()
 	}
+	// The indexes are trimmed at the instant the script judged expiry at
+	// (n), so they keep what the hash keeps.
 	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		porg := s.tagged("porg", g.PartnerOrg, "grants")
 		p.ZAdd(ctx, porg, goredis.Z{Score: ms(g.ExpiresAt), Member: field(g.Customer, g.User)})
-		p.ZRemRangeByScore(ctx, porg, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		p.ZRemRangeByScore(ctx, porg, "-inf", strconv.FormatInt(n, 10))
 		p.ZAdd(ctx, s.grantsExpiry(), goredis.Z{Score: ms(g.ExpiresAt), Member: field(g.Customer, f)})
-		p.ZRemRangeByScore(ctx, s.grantsExpiry(), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		p.ZRemRangeByScore(ctx, s.grantsExpiry(), "-inf", strconv.FormatInt(n, 10))
 		return nil
 	})
 	// A grant may replace a higher or longer one: a narrowing whose lost

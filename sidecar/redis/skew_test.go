@@ -1,0 +1,127 @@
+package redis_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/redis"
+	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// skewedReplicas opens two stores on one Redis under one prefix: honest
+// judges at the real clock (Redis's), ahead at the real clock plus skew.
+// raw reads Redis as is, keys under prefix.
+func skewedReplicas(t *testing.T, skew time.Duration) (honest, ahead *redis.Store, raw goredis.UniversalClient, prefix string) {
+	t.Helper()
+	srv := redistest.Start(t)
+	prefix = freshPrefix()
+	cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: prefix, ReadTimeout: redistest.ReplyTimeout,
+		WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}
+	open := func(now func() time.Time) *redis.Store {
+		s, err := redis.New(cfg, redis.WithClock(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	return open(time.Now), open(func() time.Time { return time.Now().Add(skew) }), srv.Client(), prefix
+}
+
+// A write through a replica whose clock runs ahead must not end, for
+// every replica, a user's individual grant or hold that is still live by
+// the others' clocks and Redis's: the individual grant restricts its user
+// below the organisation's, and ending it early widens. Each case leaves
+// pat with 150 s of a restriction, lets a replica 5 minutes ahead write,
+// and asks the honest replica what pat holds. Nor may Redis forget the
+// grants before the last one ends.
+func TestWriterAheadEndsNoLiveRestriction(t *testing.T) {
+	const skew, left, day = 5 * time.Minute, 150 * time.Second, 24 * time.Hour
+	ctx := context.Background()
+	seq := int64(1000) // above every Seq a revocation takes here
+	grant := func(t *testing.T, s *redis.Store, id, customer, org, user string, level sidecar.Level, ends time.Time) {
+		t.Helper()
+		seq++
+		g := &sidecar.Grant{ID: id, Customer: customer, PartnerOrg: org, User: user, Level: level, ExpiresAt: ends,
+			ApprovedBy: "boss", ApprovedAt: time.Now(), RequestID: "r-" + id, Seq: seq}
+		if err := s.PutGrant(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke := func(t *testing.T, s *redis.Store, customer, id string) {
+		t.Helper()
+		if _, err := s.RevokeGrant(ctx, customer, id, "cora", customer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name string
+		org  sidecar.Level // p1's organisation grant at acme
+		// setup runs on the honest replica, write on the one ahead.
+		setup, write func(t *testing.T, honest, ahead *redis.Store)
+		want         string // pat's effective grant at p1 afterwards, "" for none
+	}{
+		{
+			name: "unrelated_approval_keeps_the_individual_grant",
+			org:  sidecar.LevelFullAdmin,
+			setup: func(t *testing.T, honest, _ *redis.Store) {
+				grant(t, honest, "g-pat", "acme", "p1", "pat", sidecar.LevelLook, time.Now().Add(left))
+			},
+			write: func(t *testing.T, _, ahead *redis.Store) {
+				grant(t, ahead, "g-other", "acme", "p2", "", sidecar.LevelCC, time.Now().Add(30*day))
+			},
+			want: "g-pat",
+		},
+		{
+			name: "shorter_replacement_leaves_a_hold",
+			org:  sidecar.LevelFullAdmin,
+			setup: func(t *testing.T, honest, _ *redis.Store) {
+				grant(t, honest, "g-pat", "acme", "p1", "pat", sidecar.LevelLook, time.Now().Add(left))
+			},
+			write: func(t *testing.T, _, ahead *redis.Store) {
+				grant(t, ahead, "g-pat2", "acme", "p1", "pat", sidecar.LevelCC, time.Now().Add(left/2))
+			},
+			want: "g-pat2",
+		},
+		{
+			// The look hold keeps pat from the organisation's update grant;
+			// the later update hold does not.
+			name: "a_later_hold_keeps_a_live_one",
+			org:  sidecar.LevelUpdate,
+			setup: func(t *testing.T, honest, _ *redis.Store) {
+				grant(t, honest, "g-pat", "acme", "p1", "pat", sidecar.LevelLook, time.Now().Add(left))
+				revoke(t, honest, "acme", "g-pat")
+				grant(t, honest, "g-pat2", "acme", "p1", "pat", sidecar.LevelUpdate, time.Now().Add(day))
+			},
+			write: func(t *testing.T, _, ahead *redis.Store) { revoke(t, ahead, "acme", "g-pat2") },
+			want:  "",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			honest, ahead, raw, prefix := skewedReplicas(t, skew)
+			last := time.Now().Add(30 * day)
+			grant(t, honest, "g-org", "acme", "p1", "", tc.org, last)
+			tc.setup(t, honest, ahead)
+			tc.write(t, honest, ahead)
+			eg, err := honest.EffectiveGrants(ctx, "acme", "p1", "pat")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if g := eg.At(time.Now()); g != nil {
+				got = g.ID
+			}
+			if got != tc.want {
+				t.Fatalf("pat's effective grant = %q, want %q (individual %+v, holds %+v)", got, tc.want, eg.Individual, eg.Held)
+			}
+			// The TTL was set a moment ago: within a few seconds below.
+			if ttl := raw.PTTL(ctx, prefix+":{cust:acme}:grants").Val(); ttl < time.Until(last)-5*time.Second {
+				t.Fatalf("grants kept %v, the organisation grant lives %v", ttl, time.Until(last))
+			}
+		})
+	}
+}
