@@ -634,8 +634,19 @@ func newHeaderNames(prefix string) headerNames {
 // plus every owned header the client sent that Deputy does not overwrite
 // (overwritten ones are replaced, not removed, so the order in which a
 // proxy applies removals and additions cannot drop the injected value).
+// A client chooses how many owned headers it sends: past a few, the names
+// listed are looked up in a set rather than the list, so that n of them
+// cost n lookups, not n²/2 comparisons (a gRPC check of 20,000 took
+// seconds); the few of the common case allocate nothing.
 func ownedRemovals(policyRemovals, owned []string, set []Header) []string {
 	out := policyRemovals
+	var listed map[string]struct{}
+	if len(owned) > shortList {
+		listed = make(map[string]struct{}, len(out)+len(owned))
+		for _, s := range out {
+			listed[s] = struct{}{}
+		}
+	}
 	for _, o := range owned {
 		lo := strings.ToLower(o)
 		replaced := false
@@ -645,12 +656,24 @@ func ownedRemovals(policyRemovals, owned []string, set []Header) []string {
 				break
 			}
 		}
-		if !replaced && !slices.Contains(out, lo) {
+		if replaced {
+			continue
+		}
+		if listed == nil {
+			if !slices.Contains(out, lo) {
+				out = append(out, lo)
+			}
+		} else if _, ok := listed[lo]; !ok {
+			listed[lo] = struct{}{}
 			out = append(out, lo)
 		}
 	}
 	return out
 }
+
+// shortList is how many names a list may hold and still be searched
+// rather than indexed.
+const shortList = 16
 
 // activationFacts returns input.deputy for checks that stripped nothing,
 // and the facts of it a rule can read (need is the activation's), built

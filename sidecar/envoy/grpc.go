@@ -43,13 +43,15 @@ func (s *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	r := s.checker.Check(ctx, req)
 	out := ToCheckResponse(r)
 	if ok := out.GetOkResponse(); ok != nil {
-		h, copied := req.GetAttributes().GetRequest().GetHttp(), false
+		h := req.GetAttributes().GetRequest().GetHttp()
+		c := newClientCopies(ok.HeadersToRemove, r.HeadersToRemove, r.Headers, r.Injected)
 		for name := range h.GetHeaders() {
-			ok.HeadersToRemove = removeClientCopies(ok.HeadersToRemove, &copied, name, r.HeadersToRemove, r.Headers, r.Injected)
+			c.add(name)
 		}
 		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			ok.HeadersToRemove = removeClientCopies(ok.HeadersToRemove, &copied, hv.GetKey(), r.HeadersToRemove, r.Headers, r.Injected)
+			c.add(hv.GetKey())
 		}
+		ok.HeadersToRemove = c.removals
 	}
 	return out, nil
 }

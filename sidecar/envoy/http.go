@@ -255,10 +255,11 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !h.forwarded {
 			// Envoy's http_service: the client's headers of the families
 			// nginx and Caddy clear by prefix go too (see clientPrefixed).
-			copied := false
+			c := newClientCopies(removals, resp.HeadersToRemove, resp.Headers, resp.Injected)
 			for name := range r.Header {
-				removals = removeClientCopies(removals, &copied, name, resp.HeadersToRemove, resp.Headers, resp.Injected)
+				c.add(name)
 			}
+			removals = c.removals
 		}
 		if len(removals) > 0 {
 			out.Set(HeadersToRemoveHeader, strings.Join(removals, ","))
