@@ -17,22 +17,29 @@ func (s *Store) consentBudgetKey(c string) string { return s.cust(c, "consentbud
 
 // takeConsentChangeScript takes one change from a budget's window (a
 // customer's consent changes, an organisation's self-service ones), or
-// answers how long it has left. The window is decided by the caller's
-// clock (the store's now), so replicas and tests agree on it; the key
-// expires with it.
+// answers how long it has left. The window runs window long from the
+// caller's clock (the store's now), so tests that set the clock decide
+// it, and is over once it is over by both that clock and Redis's (cut, as
+// for everything a script drops as over): a replica whose clock runs
+// ahead ends no window early. The key expires relative to the same
+// instant (PEXPIRE), never at an instant Redis would judge on its own
+// clock: a window begun on a replica whose clock lags by more than its
+// length would otherwise be over in Redis before its first change was
+// counted.
 // KEYS: the budget. ARGV: now (Unix ms), limit, window (ms).
 // Returns -1 when taken, else the ms until the window ends.
-var takeConsentChangeScript = goredis.NewScript(`
+var takeConsentChangeScript = goredis.NewScript(cutLua + `
 local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local at = cut(now)
 local n, ends = 0, tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-if now >= ends then
+if at >= ends then
   ends = now + window
 else
   n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
 end
-if n >= limit then return ends - now end
+if n >= limit then return ends - at end
 redis.call('HSET', KEYS[1], 'n', n + 1, 'until', string.format('%.0f', ends))
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', ends))
+redis.call('PEXPIRE', KEYS[1], math.max(ends - at, 1))
 return -1
 `)
 

@@ -164,24 +164,6 @@ func (s *Store) nextSeq(ctx context.Context, customer, partnerOrg string) (int64
 	return seq, nil
 }
 
-// cutLua defines cut(now ms): the instant a script judges what is over
-// at, the earlier of the writer's now and Redis's own clock (TIME, on the
-// node that holds the keys). Every replica judges expiry at its own clock
-// on read, so what a write drops as over, or declines to hold, must be
-// over for the others too: a grant, hold or closed request dropped while
-// live restricts no one any more, on every replica. Judged at the writer's
-// clock alone, a replica whose clock runs ahead by d would drop them up
-// to d early, for everyone; at the earlier of the two clocks, both must
-// agree that it is over. TTLs count from the same instant, so Redis keeps
-// a key at least as long as the writer's clock would (longer when it runs
-// ahead).
-const cutLua = `
-local function cut(now)
-  local t = redis.call('TIME')
-  return math.min(now, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-end
-`
-
 // closeGrantsScript records that a request issues no more grants, in its
 // customer's slot where putGrantScript checks it, until the request is
 // forgotten, and drops the records of requests forgotten since (cut).

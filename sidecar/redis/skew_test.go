@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -121,6 +122,43 @@ func TestWriterAheadEndsNoLiveRestriction(t *testing.T) {
 			// The TTL was set a moment ago: within a few seconds below.
 			if ttl := raw.PTTL(ctx, prefix+":{cust:acme}:grants").Val(); ttl < time.Until(last)-5*time.Second {
 				t.Fatalf("grants kept %v, the organisation grant lives %v", ttl, time.Until(last))
+			}
+		})
+	}
+}
+
+// A budget counted through a replica whose clock lags by more than its
+// window still counts: its window must not end, by Redis's clock, before
+// it began. (The window's end, on the replica's clock, was handed to
+// PEXPIREAT, which Redis judges at its own: a window already over there
+// dropped the count at once.)
+func TestLaggingReplicaCountsBudgets(t *testing.T) {
+	const window, limit = time.Minute, 3
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		take func(*redis.Store) func(context.Context, string, int, time.Duration) (time.Duration, bool, error)
+	}{
+		{"consent", func(s *redis.Store) func(context.Context, string, int, time.Duration) (time.Duration, bool, error) {
+			return s.TakeConsentChange
+		}},
+		{"self_service", func(s *redis.Store) func(context.Context, string, int, time.Duration) (time.Duration, bool, error) {
+			return s.TakeSelfServiceChange
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, lagging, _, _ := skewedReplicas(t, -2*window)
+			var got []bool
+			for range 8 {
+				_, ok, err := tc.take(lagging)(ctx, "acme", limit, window)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, ok)
+			}
+			want := []bool{true, true, true, false, false, false, false, false}
+			if !slices.Equal(got, want) {
+				t.Fatalf("8 changes through a replica lagging 2 windows: taken %v, want %v", got, want)
 			}
 		})
 	}

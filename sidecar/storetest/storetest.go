@@ -21,8 +21,11 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 )
 
-// Epoch is where every case's clock starts.
-var Epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+// Epoch is where every case's clock starts. It lies in the past: the
+// Redis store takes and drops what is due at the earlier of its clock and
+// Redis's own (real) clock, so behind the real clock a case's clock is
+// the one that decides, as it does in the memory store.
+var Epoch = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // Clock is a settable clock.
 type Clock struct {
