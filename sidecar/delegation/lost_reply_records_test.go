@@ -31,7 +31,7 @@ type lostReplyWorld struct {
 func newLostReplyWorld(t *testing.T, prefix string, customers ...string) *lostReplyWorld {
 	t.Helper()
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	w := &lostReplyWorld{ctx: context.Background(), clock: storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))}
+	w := &lostReplyWorld{ctx: context.Background(), clock: storetest.NewClock(storetest.Epoch)}
 	w.direct = directStore(t, srv.Addr, prefix, w.clock.Now)
 	w.setup = delegation.NewImpersonation(w.direct, shippedData(t), delegation.WithImpersonationClock(w.clock.Now))
 	for _, c := range customers {
@@ -387,7 +387,7 @@ func TestSweepAfterLostReplyRecordsSessionEnd(t *testing.T) {
 func TestRepeatedWritesAreRecordedOnce(t *testing.T) {
 	for _, ps := range partnerStores(t) {
 		t.Run(ps.name, func(t *testing.T) {
-			clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+			clock := storetest.NewClock(storetest.Epoch)
 			ctx := context.Background()
 			sync := &sidecar.Identity{Subject: "sync"}
 			store := ps.open(t, clock.Now)

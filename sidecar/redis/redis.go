@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -197,6 +198,21 @@ local function cut(now)
 end
 `
 
+// judgedAt is the instant a write judges at what it takes or drops as
+// due, as the scripts do (cutLua): the earlier of the writer's now and
+// Redis's clock, so that a replica whose clock runs ahead takes nothing
+// before Redis's clock agrees.
+func judgedAt(now time.Time, redisNow *goredis.TimeCmd) (time.Time, error) {
+	t, err := redisNow.Result()
+	if err != nil {
+		return time.Time{}, unavailable(err)
+	}
+	if t.Before(now) {
+		return t, nil
+	}
+	return now, nil
+}
+
 // logMember orders index members by time, then id, as fixed-width text so
 // that lexicographic order is time order; the customer rides along so a
 // reader can find the record.
@@ -321,14 +337,17 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 	var del *sidecar.CustomerDeletion // as kept: Withdrawn nil when no consent is in force
 	var withdrawal string             // del.Withdrawn, encoded
 	var lapse []goredis.Z             // the consent's lapse, due and not taken yet (dueLapse)
+	var due time.Time                 // what is due is judged at (judgedAt)
 	// The profile and consent are watched, so a session start that read
 	// them cannot slip in between reading the live set and ending it.
 	ended, err := s.protectCustomer(ctx, id, by, sidecar.EndCustomerDeleted, func(tx *goredis.Tx) (bool, error) {
 		var exists *goredis.IntCmd
 		var current *goredis.StringCmd
 		var lapsing *goredis.FloatCmd
+		var redisNow *goredis.TimeCmd
 		_, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			exists, current, lapsing = p.Exists(ctx, key), p.Get(ctx, consent), p.ZScore(ctx, s.lapsingKey(), id)
+			redisNow = p.Time(ctx)
 			return nil
 		})
 		if err != nil && !errors.Is(err, goredis.Nil) {
@@ -338,8 +357,11 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 			return false, notFound("customer")
 		}
 		now := s.now()
+		if due, err = judgedAt(now, redisNow); err != nil {
+			return false, err
+		}
 		del, withdrawal = &sidecar.CustomerDeletion{By: by, At: now}, ""
-		lapse = s.dueLapse(id, lapsing, now)
+		lapse = s.dueLapse(id, lapsing, now, due)
 		if raw, err := current.Result(); err == nil {
 			c, err := decode[sidecar.Consent](raw)
 			if err != nil {
@@ -355,14 +377,14 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 		p.Del(ctx, key, consent)
 		p.ZRem(ctx, s.lapsingKey(), id)
 		if lapse != nil {
-			s.keepLapses(ctx, p, del.At, lapse...)
+			s.keepLapses(ctx, p, due, lapse...)
 		}
 		if withdrawal != "" {
 			p.LPush(ctx, hist, withdrawal)
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 		}
 		p.ZAdd(ctx, kept, goredis.Z{Score: ms(del.At), Member: encode(del)})
-		p.ZRemRangeByScore(ctx, kept, "-inf", strconv.FormatFloat(ms(del.At.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+		p.ZRemRangeByScore(ctx, kept, "-inf", strconv.FormatFloat(ms(due.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
 		p.PExpire(ctx, kept, time.Duration(s.removedKeep(del.At))*time.Millisecond)
 	}, key, consent)
 	if err != nil && !sidecar.IsUnpublished(err) {
@@ -457,15 +479,24 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 		if err != nil {
 			return err
 		}
-		lapsing := tx.ZScore(ctx, s.lapsingKey(), c.Customer)
-		if err := lapsing.Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		var lapsing *goredis.FloatCmd
+		var redisNow *goredis.TimeCmd
+		_, err = tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			lapsing, redisNow = p.ZScore(ctx, s.lapsingKey(), c.Customer), p.Time(ctx)
+			return nil
+		})
+		if err != nil && !errors.Is(err, goredis.Nil) {
 			return unavailable(err)
 		}
-		lapse := s.dueLapse(c.Customer, lapsing, now)
+		due, err := judgedAt(now, redisNow)
+		if err != nil {
+			return err
+		}
+		lapse := s.dueLapse(c.Customer, lapsing, now, due)
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, raw, ttl)
 			if lapse != nil {
-				s.keepLapses(ctx, p, now, lapse...)
+				s.keepLapses(ctx, p, due, lapse...)
 			}
 			if c.Allowed && !c.ExpiresAt.IsZero() {
 				p.ZAdd(ctx, s.lapsingKey(), goredis.Z{Score: ms(c.ExpiresAt), Member: c.Customer})
@@ -476,7 +507,7 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 			p.LTrim(ctx, hist, 0, consentHistoryLen-1)
 			kept := s.consentsSetKey()
 			p.ZAdd(ctx, kept, goredis.Z{Score: ms(c.SetAt), Member: raw})
-			p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(now.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+			p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(due.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
 			p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
 			var uncovered []*sidecar.Session
 			for _, ss := range sessions {
@@ -503,16 +534,32 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 }
 
 // TakeLapsedConsents keeps what it takes in {imp}:lapsed, scored by now,
-// in the transaction that takes it.
+// in the transaction that takes it. It takes what lapsed by Redis's clock
+// too (judgedAt), read in the same round trip: a sweeper whose clock runs
+// ahead takes a lapse when it comes, not before.
 func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sidecar.Consent, error) {
 	key := s.lapsingKey()
 	var out []sidecar.Consent
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		out = out[:0]
-		due, err := tx.ZRangeByScoreWithScores(ctx, key, &goredis.ZRangeBy{Min: "-inf", Max: strconv.FormatFloat(ms(now), 'f', 0, 64),
-			Count: sidecar.MaxPageLimit}).Result()
-		if err != nil || len(due) == 0 {
+		var lapsing *goredis.ZSliceCmd
+		var redisNow *goredis.TimeCmd
+		_, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			lapsing = p.ZRangeByScoreWithScores(ctx, key, &goredis.ZRangeBy{Min: "-inf", Max: strconv.FormatFloat(ms(now), 'f', 0, 64),
+				Count: sidecar.MaxPageLimit})
+			redisNow = p.Time(ctx)
+			return nil
+		})
+		if err != nil {
 			return err
+		}
+		at, err := judgedAt(now, redisNow)
+		if err != nil {
+			return err
+		}
+		due := slices.DeleteFunc(lapsing.Val(), func(z goredis.Z) bool { return z.Score > ms(at) })
+		if len(due) == 0 {
+			return nil
 		}
 		members, taken := make([]any, len(due)), make([]goredis.Z, len(due))
 		for i, z := range due {
@@ -523,7 +570,7 @@ func (s *Store) TakeLapsedConsents(ctx context.Context, now time.Time) ([]sideca
 		// Whoever removes them reports them: once across replicas.
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.ZRem(ctx, key, members...)
-			s.keepLapses(ctx, p, now, taken...)
+			s.keepLapses(ctx, p, at, taken...)
 			return nil
 		})
 		return err
@@ -540,26 +587,29 @@ func lapsed(customer string, score float64) sidecar.Consent {
 	return sidecar.Consent{Customer: customer, Allowed: true, ExpiresAt: time.UnixMilli(int64(score)).UTC()}
 }
 
-// keepLapses queues keeping taken, lapses taken at now, in {imp}:lapsed,
-// and forgetting the takes past sidecar.AppendOnceWindow.
-func (s *Store) keepLapses(ctx context.Context, p goredis.Pipeliner, now time.Time, taken ...goredis.Z) {
+// keepLapses queues keeping taken, lapses scored by when they were
+// taken, in {imp}:lapsed, and forgetting the takes past
+// sidecar.AppendOnceWindow before due (judgedAt): a replica whose clock
+// runs ahead does not forget takes the others may still read back.
+func (s *Store) keepLapses(ctx context.Context, p goredis.Pipeliner, due time.Time, taken ...goredis.Z) {
 	kept := s.lapsedKey()
 	p.ZAdd(ctx, kept, taken...)
-	p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(now.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+	p.ZRemRangeByScore(ctx, kept, "-inf", "("+strconv.FormatFloat(ms(due.Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
 	p.PExpire(ctx, kept, sidecar.AppendOnceWindow)
 }
 
 // dueLapse is the lapse of customer's consent, read from {imp}:lapsing
 // (score), as kept when taken at now by the write that replaces the
-// consent; none when it is not due (or there is none). A write that
+// consent; none when it is not due at due (judgedAt), or there is none:
+// a consent replaced before it lapsed by Redis's clock did not lapse. A write that
 // replaces a consent removes it from {imp}:lapsing, and a lapse no sweep
 // took yet would be recorded by none. A sweep may take it between the
 // read and the write (the index is not watched, so that consent writes
 // of different customers do not conflict): both then keep the same
 // member, recorded once under its Once.
-func (s *Store) dueLapse(customer string, score *goredis.FloatCmd, now time.Time) []goredis.Z {
+func (s *Store) dueLapse(customer string, score *goredis.FloatCmd, now, due time.Time) []goredis.Z {
 	at, err := score.Result()
-	if err != nil || at > ms(now) {
+	if err != nil || at > ms(due) {
 		return nil
 	}
 	c := lapsed(customer, at)

@@ -127,6 +127,75 @@ func TestWriterAheadEndsNoLiveRestriction(t *testing.T) {
 	}
 }
 
+// A replica whose clock runs ahead must not take a consent's lapse, nor
+// keep one as due when it replaces the consent, while the consent is in
+// force by Redis's clock: its sweep would record consent.expired (event,
+// audit, the customer's mail) early, and nothing at the real lapse. The
+// lapse is taken once it is due by both clocks, through that replica too.
+func TestWriterAheadTakesNoLapseEarly(t *testing.T) {
+	const skew = 5 * time.Minute
+	ctx := context.Background()
+	give := func(t *testing.T, s *redis.Store, ends time.Time) {
+		t.Helper()
+		if _, err := s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, ExpiresAt: ends, SetBy: "acme", SetAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	noneKept := func(t *testing.T, s *redis.Store, since time.Time) {
+		t.Helper()
+		kept, err := s.LapsedConsentsTaken(ctx, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(kept) != 0 {
+			t.Fatalf("lapses kept as taken before the consent lapsed: %+v", kept)
+		}
+	}
+	t.Run("sweep", func(t *testing.T) {
+		honest, ahead, _, _ := skewedReplicas(t, skew)
+		since := time.Now().Add(-time.Minute)
+		ends := time.Now().Add(3 * time.Second)
+		give(t, honest, ends)
+		took, err := ahead.TakeLapsedConsents(ctx, time.Now().Add(skew))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(took) != 0 {
+			t.Fatalf("took %+v with the consent in force until %v", took, ends)
+		}
+		noneKept(t, honest, since)
+		eventually(t, "the lapse taken through the replica ahead", func() bool {
+			took, err = ahead.TakeLapsedConsents(ctx, time.Now().Add(skew))
+			return err != nil || len(took) > 0
+		})
+		if err != nil || len(took) != 1 || !took[0].ExpiresAt.Equal(ends.Truncate(time.Millisecond)) || time.Now().Before(ends) {
+			t.Fatalf("took %+v (%v) at %v, want the consent ending at %v, once it ended", took, err, time.Now(), ends)
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		write func(t *testing.T, ahead *redis.Store)
+	}{
+		{"replacing_the_consent", func(t *testing.T, ahead *redis.Store) { give(t, ahead, time.Now().Add(2*time.Hour)) }},
+		{"deleting_the_customer", func(t *testing.T, ahead *redis.Store) {
+			if _, err := ahead.DeleteCustomer(ctx, "acme", "cora"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			honest, ahead, _, _ := skewedReplicas(t, skew)
+			since := time.Now().Add(-time.Minute)
+			if _, err := honest.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{}); err != nil {
+				t.Fatal(err)
+			}
+			give(t, honest, time.Now().Add(150*time.Second))
+			tc.write(t, ahead)
+			noneKept(t, honest, since)
+		})
+	}
+}
+
 // A budget counted through a replica whose clock lags by more than its
 // window still counts: its window must not end, by Redis's clock, before
 // it began. (The window's end, on the replica's clock, was handed to
