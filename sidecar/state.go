@@ -899,6 +899,15 @@ type SessionStore interface {
 	// a token or is no longer live within l (the code is used up either
 	// way).
 	RedeemSession(ctx context.Context, codeHash, tokenHash, host string, l SessionLimits) (*Session, error)
+	// BurnRedeemCode takes the single-use redeem code as RedeemSession
+	// does, in the same atomic step with respect to it, and attaches
+	// nothing: the code can never be redeemed, and its session stays as it
+	// was (unredeemed; it ends as any session does). It is for a code that
+	// came in a form that may have been written where others read it. Of
+	// a burn and concurrent redeemers exactly one takes the code. It
+	// returns the session the code was for; ENOTFOUND when the code is
+	// unknown, used or expired.
+	BurnRedeemCode(ctx context.Context, codeHash string) (*Session, error)
 	// SessionByToken returns the session whose token hashes to tokenHash,
 	// live or not (callers check Live); ENOTFOUND for unknown hashes.
 	SessionByToken(ctx context.Context, tokenHash string) (*Session, error)

@@ -720,13 +720,9 @@ func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host strin
 	}
 	s.mu.Lock()
 	now := s.now()
-	c, ok := s.redeem[codeHash]
-	delete(s.redeem, codeHash)
-	ss := s.sessions[c.session]
-	var err error
+	ss, err := s.takeCode(codeHash, now)
 	switch {
-	case !ok || !now.Before(c.expires) || ss == nil:
-		err = notFound("redeem code")
+	case err != nil:
 	case ss.TokenHash != "":
 		err = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
 	case !ss.LiveWithin(now, l):
@@ -747,6 +743,29 @@ func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host strin
 	s.mu.Unlock()
 	s.publish(sidecar.SessionKey(tokenHash))
 	return out, nil
+}
+
+// BurnRedeemCode takes the code as RedeemSession does and attaches nothing.
+func (s *Store) BurnRedeemCode(_ context.Context, codeHash string) (*sidecar.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, err := s.takeCode(codeHash, s.now())
+	if err != nil {
+		return nil, err
+	}
+	return cloneSession(ss), nil
+}
+
+// takeCode uses the redeem code up, whatever comes of it, and returns its
+// session; ENOTFOUND when it is unknown, used or late. s.mu is held.
+func (s *Store) takeCode(codeHash string, now time.Time) (*sidecar.Session, error) {
+	c, ok := s.redeem[codeHash]
+	delete(s.redeem, codeHash)
+	ss := s.sessions[c.session]
+	if !ok || !now.Before(c.expires) || ss == nil {
+		return nil, notFound("redeem code")
+	}
+	return ss, nil
 }
 
 func (s *Store) SessionByToken(_ context.Context, tokenHash string) (*sidecar.Session, error) {

@@ -549,10 +549,27 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host str
 	if tokenHash == "" {
 		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
+	return s.takeCode(ctx, codeHash, tokenHash, host, l)
+}
+
+// BurnRedeemCode takes the code as RedeemSession does and attaches nothing.
+func (s *Store) BurnRedeemCode(ctx context.Context, codeHash string) (*sidecar.Session, error) {
+	return s.takeCode(ctx, codeHash, "", "", sidecar.SessionLimits{})
+}
+
+// takeCode uses the redeem code up, whatever comes of it, in one
+// transaction with attaching tokenHash and host to its session when it is
+// redeemable; with no tokenHash (a burn) nothing is attached.
+func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host string, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	if codeHash == "" {
 		return nil, notFound("redeem code")
 	}
+	burn := tokenHash == ""
 	code, tok := s.codeKey(codeHash), s.tokKey(tokenHash)
+	watched := []string{code, tok}
+	if burn {
+		watched = watched[:1]
+	}
 	var out *sidecar.Session
 	var refused error
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
@@ -572,14 +589,17 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host str
 		if err != nil {
 			return err
 		}
-		taken, err := tx.Exists(ctx, tok).Result()
-		if err != nil {
-			return unavailable(err)
+		var taken int64
+		if !burn {
+			if taken, err = tx.Exists(ctx, tok).Result(); err != nil {
+				return unavailable(err)
+			}
 		}
 		now := s.now()
 		switch {
 		case !now.Before(ref.Expires) || ss == nil:
 			refused = notFound("redeem code")
+		case burn:
 		case ss.TokenHash != "":
 			refused = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
 		case !ss.LiveWithin(now, l):
@@ -590,7 +610,7 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host str
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Del(ctx, code) // used up, whatever the outcome
-			if refused == nil {
+			if refused == nil && !burn {
 				ss.TokenHash, ss.Host = tokenHash, host
 				ttl := s.ttl(s.forgetAt(ss))
 				p.Set(ctx, key, encode(ss), ttl)
@@ -600,14 +620,16 @@ func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host str
 		})
 		out = ss
 		return err
-	}, code, tok)
+	}, watched...)
 	if err != nil {
 		return nil, rerr(err, "redeem code")
 	}
 	if refused != nil {
 		return nil, refused
 	}
-	s.publish(ctx, sidecar.SessionKey(tokenHash))
+	if !burn {
+		s.publish(ctx, sidecar.SessionKey(tokenHash))
+	}
 	return out, nil
 }
 

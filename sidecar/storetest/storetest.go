@@ -676,6 +676,78 @@ func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("%d redeemers got the session", wins.Load())
 		}
 	})
+	t.Run("burned_code_is_never_redeemed", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+		s, err := e.s.BurnRedeemCode(e.ctx, codeOf("s1"))
+		must(t, err)
+		if s.ID != "s1" || s.TokenHash != "" {
+			t.Fatalf("burn answered %+v, want s1 unredeemed", s)
+		}
+		_, err = redeem(e, "s1", "h1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		_, err = e.peer.RedeemSession(e.ctx, codeOf("s1"), "h2", "shop.example.com", sidecar.SessionLimits{})
+		wantCode(t, err, sidecar.ENOTFOUND)
+		got, err := e.s.GetSession(e.ctx, "s1")
+		must(t, err)
+		if got.TokenHash != "" || got.Host != "" || !got.EndedAt.IsZero() {
+			t.Fatalf("session after burn = %+v, want it unredeemed and not ended", got)
+		}
+		_, err = e.s.SessionByToken(e.ctx, "h1")
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("burn_of_an_unknown_used_or_late_code_not_found", func(t *testing.T) {
+		e := newEnv(t)
+		_, err := e.s.BurnRedeemCode(e.ctx, "nope")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		_, err = e.s.BurnRedeemCode(e.ctx, "")
+		wantCode(t, err, sidecar.ENOTFOUND)
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+		_, err = redeem(e, "s1", "h1")
+		must(t, err)
+		_, err = e.s.BurnRedeemCode(e.ctx, codeOf("s1"))
+		wantCode(t, err, sidecar.ENOTFOUND)
+		if got, err := e.s.SessionByToken(e.ctx, "h1"); err != nil || got.ID != "s1" {
+			t.Fatalf("burning a used code touched its session: %+v, %v", got, err)
+		}
+		must(t, begin(e, newSession(e, "s2", "bob", "c1")))
+		e.clock.Advance(30 * time.Second)
+		_, err = e.s.BurnRedeemCode(e.ctx, codeOf("s2"))
+		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("burn_and_redeem_racing_one_takes_the_code", func(t *testing.T) {
+		for round := range 8 {
+			e := newEnv(t)
+			id := fmt.Sprintf("s%d", round)
+			must(t, begin(e, newSession(e, id, "alice", "c1")))
+			var redeemed, burned atomic.Int32
+			var wg sync.WaitGroup
+			for i := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if i%2 == 0 {
+						if _, err := redeem(e, id, fmt.Sprintf("h%d", i)); err == nil {
+							redeemed.Add(1)
+						}
+						return
+					}
+					if _, err := e.peer.BurnRedeemCode(e.ctx, codeOf(id)); err == nil {
+						burned.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			if redeemed.Load()+burned.Load() != 1 {
+				t.Fatalf("round %d: %d redeemed and %d burned the one code", round, redeemed.Load(), burned.Load())
+			}
+			got, err := e.s.GetSession(e.ctx, id)
+			must(t, err)
+			if (got.TokenHash != "") != (redeemed.Load() == 1) {
+				t.Fatalf("round %d: session %+v after %d redeems", round, got, redeemed.Load())
+			}
+		}
+	})
 }
 
 // ---- partner requests and grants --------------------------------------------
