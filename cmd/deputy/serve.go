@@ -203,6 +203,7 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		authz.WithObserver(m),
 		authz.WithDecisionLogger(dlog),
 		authz.WithDecisionInput(cfg.DecisionLog.InputIncluded()),
+		authz.WithRedeemBurner(api.Prefix, del.imp.BurnExposed),
 	)...)
 	mgmt := api.New(
 		api.WithConfig(cfg.API),

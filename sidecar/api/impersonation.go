@@ -35,7 +35,8 @@ func (h *Impersonation) Register(r *Router) {
 	r.Handle("GET", "impersonation/sessions/{id}", h.get)
 	r.Handle("DELETE", "impersonation/sessions/{id}", h.end)
 	r.Handle("GET", "impersonation/log", h.log)
-	r.HandlePublic("GET", "impersonation/redeem", h.redeem)
+	r.HandlePublic("GET", delegation.RedeemPath, h.redeem)
+	r.Intercept(h.encodedRedeem)
 }
 
 // --- customers --------------------------------------------------------------
@@ -314,6 +315,19 @@ func timeParam(q url.Values, name string) (time.Time, error) {
 		return time.Time{}, sidecar.Invalid(name, "must be an RFC 3339 time")
 	}
 	return t, nil
+}
+
+// encodedRedeem serves a redeem link that came with its "?"
+// percent-encoded (redeem%3Fcode=..., at any level of encoding), whatever
+// the method: proxies' access logs write such a path whole, so its code
+// is used up, never redeemed, and the answer says to ask for a new link.
+// It reads alike whether the code was live, used or never issued.
+func (h *Impersonation) encodedRedeem(r *http.Request) Handler {
+	codes, ok := delegation.ExposedRedeemCodes(Prefix, r.URL.EscapedPath(), r.URL.RawQuery)
+	if !ok {
+		return nil
+	}
+	return func(c *Call) error { return h.svc.BurnExposed(c.Context(), codes) }
 }
 
 // redeem is opened by the staff member's browser on the storefront host:

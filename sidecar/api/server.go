@@ -81,6 +81,7 @@ type Server struct {
 	writes     *writeLimiter
 
 	mux       *http.ServeMux
+	intercept []func(*http.Request) Handler
 	handler   http.Handler
 	paths     map[string]bool
 	endpoints []string // "METHOD path" as registered, for tests that walk them
@@ -158,7 +159,7 @@ func New(opts ...Option) *Server {
 	s.mux.HandleFunc(Prefix, func(w http.ResponseWriter, req *http.Request) {
 		writeError(w, s.logger, sidecar.Errorf(sidecar.ENOTFOUND, "no such resource: %s", req.URL.Path))
 	})
-	var h http.Handler = s.mux
+	var h http.Handler = http.HandlerFunc(s.route)
 	for i := len(s.middleware) - 1; i >= 0; i-- {
 		h = s.middleware[i](h)
 	}
@@ -168,6 +169,17 @@ func New(opts ...Option) *Server {
 
 // ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// route offers the request to the interceptors, then to the routes.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	for _, f := range s.intercept {
+		if h := f(r); h != nil {
+			s.serve(w, r, h, false)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // Router registers endpoints under Prefix.
 type Router struct{ s *Server }
@@ -180,6 +192,15 @@ func (rt *Router) Handle(method, path string, h Handler) { rt.handle(method, pat
 // (e.g. a single-use code); the caller's identity is still read when a
 // bearer token is present.
 func (rt *Router) HandlePublic(method, path string, h Handler) { rt.handle(method, path, h, false) }
+
+// Intercept offers every request, whatever its method and path, to f
+// before it is routed: a Handler f returns serves it as a public
+// endpoint's does. It is for a request the routes would answer 404 (or
+// the mux with a redirect to a cleaned path) that must be acted on, such
+// as a redeem link whose "?" arrived percent-encoded.
+func (rt *Router) Intercept(f func(*http.Request) Handler) {
+	rt.s.intercept = append(rt.s.intercept, f)
+}
 
 func (rt *Router) handle(method, path string, h Handler, auth bool) {
 	s := rt.s

@@ -102,6 +102,9 @@ type Pipeline struct {
 	identities     identityTerms
 	delegations    delegationTerms
 	requests       requestTerms
+	// apiPrefix and burn: see WithRedeemBurner.
+	apiPrefix string
+	burn      func(ctx context.Context, codes []string) error
 }
 
 // activationFacts is input.deputy built once for the activation it names
@@ -233,6 +236,17 @@ func WithDecisionInput(on bool) Option { return func(p *Pipeline) { p.keepInput 
 // `deputy eval --explain`).
 func WithEvalOptions(o ...rego.EvalOption) Option {
 	return func(p *Pipeline) { p.evalOpts = append(p.evalOpts, o...) }
+}
+
+// WithRedeemBurner has a check for a redeem link under the management
+// API at apiPrefix whose "?" came percent-encoded (a spelling proxies'
+// access logs write whole, code included; delegation.ExposedRedeemCodes)
+// burn the codes it carries and refuse with burn's answer, before policy
+// is asked: such a link reaches a check when the proxy asks Deputy about
+// Deputy's own paths too, and a denial would leave the logged code valid.
+// delegation.Impersonation.BurnExposed is the burner.
+func WithRedeemBurner(apiPrefix string, burn func(ctx context.Context, codes []string) error) Option {
+	return func(p *Pipeline) { p.apiPrefix, p.burn = apiPrefix, burn }
 }
 
 // WithClock sets the clock.
@@ -397,6 +411,9 @@ func (p *Pipeline) finish(owned, carried []string, decide func(*sidecar.Decision
 // decide returns the verdict of one branch; finish does the rest.
 func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, carried []string, forms headerForms, d *sidecar.Decision) *Response {
 	requestFacts(req, d)
+	if resp := p.burnExposed(ctx, req); resp != nil {
+		return resp
+	}
 	act := p.eval.Current()
 	if act == nil {
 		return denial(p.errorStatus, ReasonNoPolicy, policy.ErrNoPolicy)
@@ -584,6 +601,25 @@ func (p *Pipeline) evaluate(ctx context.Context, act *policy.Activation, input a
 	resp.Headers = pr.headers
 	resp.Injected = injected
 	resp.HeadersToRemove = pr.headersToRemove
+	return resp
+}
+
+// burnExposed refuses a redeem link whose "?" came percent-encoded,
+// having burned its codes (WithRedeemBurner); nil for any other request.
+// Not a policy verdict: dry run refuses it too.
+func (p *Pipeline) burnExposed(ctx context.Context, req *authv3.CheckRequest) *Response {
+	if p.burn == nil {
+		return nil
+	}
+	path, query, _ := strings.Cut(req.GetAttributes().GetRequest().GetHttp().GetPath(), "?")
+	codes, ok := delegation.ExposedRedeemCodes(p.apiPrefix, path, query)
+	if !ok {
+		return nil
+	}
+	err := p.burn(ctx, codes)
+	resp := errorDenial(err)
+	resp.Body = sidecar.ErrorMessage(err)
+	resp.refused = true
 	return resp
 }
 

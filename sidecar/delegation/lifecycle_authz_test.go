@@ -31,6 +31,8 @@ var callerless = map[string]string{
 	"Impersonation.Close":      "lifecycle: stops listening for the store's invalidations",
 	"Impersonation.RecordStaff": "Deputy's own record of a subject that acted with a staff permission, " +
 		"taken after policy allowed that action; it only ever narrows access",
+	"Impersonation.BurnExposed": "uses up redeem codes a link exposed to proxy logs, whoever sent it: " +
+		"it only ever takes access away, and must not depend on a policy that could leave the code valid",
 }
 
 // authorizedMethods returns "Type.Method" of every exported method of the

@@ -1,0 +1,160 @@
+package delegation
+
+import (
+	"context"
+	"strings"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// RedeemPath is the redeem link's path under the management API's prefix.
+const RedeemPath = "impersonation/redeem"
+
+// redeemCodeLen is the length of every redeem code Start issues:
+// randomToken's 32 bytes, unpadded base64url.
+const redeemCodeLen = 43
+
+// maxExposedCodes bounds the store calls one exposed link costs.
+const maxExposedCodes = 16
+
+// maxUnescapes bounds the rounds of percent-decoding of a path: each one
+// undoes one level of encoding, so a link encoded twice (%253F) takes two.
+const maxUnescapes = 32
+
+// ExposedRedeemCodes reads a request's path (as sent, still escaped) and
+// query: when the path is the redeem link at prefix followed by a
+// percent-encoded "?" (%3F, %253F, at any level of encoding) and more,
+// the link reached Deputy in a spelling that proxies' logs write whole
+// (Envoy's %REQ_WITHOUT_QUERY% cuts at a literal "?" only), code
+// included. It then reports true, with every string in the rest of the
+// link that may be a redeem code: each run of base64url characters of a
+// code's length or more, cut to a code's length from either end, however
+// the query around it was spelled or encoded (code=, code%3D, a
+// parameter before it, a ">" a chat tool added after it). A plain link
+// (a literal "?") is not exposed.
+func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
+	p := unescapeAll(escapedPath)
+	rest, ok := strings.CutPrefix(p, prefix+RedeemPath)
+	if !ok || rest == "" {
+		return nil, false
+	}
+	_, tail, ok := strings.Cut(rest, "?")
+	if !ok {
+		return nil, false
+	}
+	tail += "&" + unescapeAll(rawQuery)
+	var codes []string
+	add := func(c string) {
+		for _, have := range codes {
+			if have == c {
+				return
+			}
+		}
+		codes = append(codes, c)
+	}
+	for i := 0; i < len(tail) && len(codes) < maxExposedCodes; {
+		if !base64URL(tail[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(tail) && base64URL(tail[j]) {
+			j++
+		}
+		if run := tail[i:j]; len(run) >= redeemCodeLen {
+			add(run[:redeemCodeLen])
+			add(run[len(run)-redeemCodeLen:])
+		}
+		i = j
+	}
+	if len(codes) > maxExposedCodes {
+		codes = codes[:maxExposedCodes]
+	}
+	return codes, true
+}
+
+func base64URL(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+}
+
+// unescapeAll undoes percent-encoding until none is left (at most
+// maxUnescapes levels). A "%" not followed by two hex digits stays as it
+// is: a log holds the link however malformed, so it is read, not refused.
+func unescapeAll(s string) string {
+	for range maxUnescapes {
+		if !strings.Contains(s, "%") {
+			return s
+		}
+		d := unescapeOnce(s)
+		if d == s {
+			return s
+		}
+		s = d
+	}
+	return s
+}
+
+func unescapeOnce(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
+// redeemLinkEncoded is the answer to a redeem link that came with its "?"
+// percent-encoded, whatever became of its code: a live, used and unknown
+// code read alike.
+func redeemLinkEncoded() error {
+	return &sidecar.Error{
+		Code:   sidecar.EINVALID,
+		Field:  "code",
+		Reason: "redeem_link_encoded",
+		Message: `this redeem link arrived with its "?" percent-encoded (as %3F), a form proxy logs write whole, ` +
+			"so its code may have been read there: the code is used up and can never be redeemed; " +
+			"ask for a new link, and open it exactly as it was sent",
+	}
+}
+
+// BurnExposed uses up the codes ExposedRedeemCodes read from a link, so
+// none of them can ever be redeemed, and returns the refusal to answer
+// with (EINVALID on field code, reason redeem_link_encoded). Policy is
+// not asked: burning takes nothing from anyone but the holder of the
+// link, who must ask for a new one. A code's session stays as it was,
+// unredeemed. Any other error is the store's: a code may not have been
+// used up.
+func (i *Impersonation) BurnExposed(ctx context.Context, codes []string) error {
+	for _, c := range codes {
+		s, err := i.store.BurnRedeemCode(ctx, HashSecret(c))
+		switch sidecar.ErrorCode(err) {
+		case "":
+			i.logger.Warn("redeem code used up: its link came with the \"?\" percent-encoded, a form proxy logs write whole",
+				"session", s.ID, "actor", s.Actor, "customer", s.Customer)
+		case sidecar.ENOTFOUND:
+		default:
+			return err
+		}
+	}
+	return redeemLinkEncoded()
+}
