@@ -77,6 +77,37 @@ func ExtAuthz(b *bootstrapv3.Bootstrap) (*extauthzv3.ExtAuthz, error) {
 	return nil, errors.New("no ext_authz filter")
 }
 
+// RefusesControlHeaders returns an error unless a's
+// decoder_header_mutation_rules have Envoy refuse a check answer that
+// sets, changes or removes an Envoy control header (x-envoy-*: retries,
+// timeouts, the original path the access log writes) or a routing one
+// (host, :authority, :scheme, :method), and fail that request rather than
+// forward it without the change. Without the rules Envoy applies any
+// mutation ext_authz asks for; with them, its defaults refuse those names
+// unless allow_envoy, allow_all_routing or an allow_expression lets them
+// through, and disallow_is_error makes a refusal an error (500). Deputy
+// refuses such a policy result itself; this is the proxy's own guard.
+// disallow_all would refuse Deputy's identity headers too, so every
+// delegated request would fail: it is refused as well.
+func RefusesControlHeaders(a *extauthzv3.ExtAuthz) error {
+	r := a.GetDecoderHeaderMutationRules()
+	switch {
+	case r == nil:
+		return errors.New("no decoder_header_mutation_rules: Envoy applies any header mutation a check answer asks for, x-envoy-*, host and :authority included")
+	case r.GetAllowEnvoy().GetValue():
+		return errors.New("decoder_header_mutation_rules.allow_envoy lets a check answer set x-envoy-* headers")
+	case r.GetAllowAllRouting().GetValue():
+		return errors.New("decoder_header_mutation_rules.allow_all_routing lets a check answer set host, :authority, :scheme and :method")
+	case r.GetAllowExpression() != nil:
+		return errors.New("decoder_header_mutation_rules.allow_expression overrides the refusals of x-envoy-* and routing headers")
+	case r.GetDisallowAll().GetValue():
+		return errors.New("decoder_header_mutation_rules.disallow_all refuses Deputy's identity headers too")
+	case !r.GetDisallowIsError().GetValue():
+		return errors.New("decoder_header_mutation_rules without disallow_is_error: a refused mutation is dropped and the request forwarded without it")
+	}
+	return nil
+}
+
 // Validate runs the validation rules of m and of every message packed in
 // an Any inside it, however deep.
 func Validate(m proto.Message) error {

@@ -50,6 +50,11 @@ func TestShippedConfigs(t *testing.T) {
 			if got := authz.GetTransportApiVersion().String(); got != "V3" {
 				t.Errorf("transport_api_version = %s", got)
 			}
+			// A check answer never steers Envoy's router or changes the
+			// host, scheme or method decided on.
+			if err := envoycheck.RefusesControlHeaders(authz); err != nil {
+				t.Error(err)
+			}
 			if (authz.GetGrpcService() != nil) != tc.grpc || (authz.GetHttpService() != nil) == tc.grpc {
 				t.Errorf("grpc_service=%v http_service=%v, want gRPC %v", authz.GetGrpcService() != nil, authz.GetHttpService() != nil, tc.grpc)
 			}
@@ -113,6 +118,52 @@ func TestAccessLogsWithoutQuery(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = envoycheck.AccessLogsWithoutQuery(b)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Error("accepted")
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// RefusesControlHeaders accepts only mutation rules under which Envoy
+// fails a request whose check answer sets x-envoy-* or routing headers.
+func TestRefusesControlHeaders(t *testing.T) {
+	tests := []struct {
+		name  string
+		rules string // the ext_authz filter's decoder_header_mutation_rules; "" for none
+		want  string // in the error; "" when accepted
+	}{
+		{"none", ``, "no decoder_header_mutation_rules"},
+		{"defaults only", `{}`, "disallow_is_error"},
+		{"refused mutations dropped", `{disallow_is_error: false}`, "disallow_is_error"},
+		{"envoy headers allowed", `{allow_envoy: true, disallow_is_error: true}`, "allow_envoy"},
+		{"routing allowed", `{allow_all_routing: true, disallow_is_error: true}`, "allow_all_routing"},
+		{"allowed by expression", `{allow_expression: {regex: "x-envoy-.*"}, disallow_is_error: true}`, "allow_expression"},
+		{"everything refused", `{disallow_all: true, disallow_is_error: true}`, "disallow_all"},
+		{"refused with an error", `{disallow_is_error: true}`, ""},
+		{"explicit", `{allow_envoy: false, allow_all_routing: false, disallow_is_error: true}`, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rules := ""
+			if tc.rules != "" {
+				rules = `, decoder_header_mutation_rules: ` + tc.rules
+			}
+			doc := `static_resources: {listeners: [{name: l, address: {socket_address: {address: 0.0.0.0, port_value: 8080}}, filter_chains: [{filters: [{name: hcm, typed_config: {
+  "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: {},
+  http_filters: [{name: envoy.filters.http.ext_authz, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+    grpc_service: {envoy_grpc: {cluster_name: deputy}}` + rules + `}},
+  {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]}]}`
+			b, err := envoycheck.Bootstrap([]byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = envoycheck.RefusesControlHeaders(extAuthz(t, b))
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("refused: %v", err)

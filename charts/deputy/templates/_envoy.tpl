@@ -292,6 +292,16 @@ static_resources:
                       transport_api_version: V3
                       failure_mode_allow: false
                       status_on_error: { code: ServiceUnavailable }
+                      # A check answer may not set, change or remove Envoy's
+                      # x-envoy-* headers (retries, timeouts, the original path
+                      # the access log writes) or host, :authority, :scheme
+                      # and :method: Envoy fails such a request (500) rather
+                      # than forward it without the change. Deputy refuses a
+                      # policy result that asks for them itself.
+                      decoder_header_mutation_rules:
+                        allow_envoy: false
+                        allow_all_routing: false
+                        disallow_is_error: true
                       {{- if $grpc }}
                       grpc_service:
                         envoy_grpc: { cluster_name: deputy_grpc }

@@ -449,7 +449,7 @@ func TestPoliciesMountedAtTheirPaths(t *testing.T) {
 }
 
 // The Envoy config the pod runs passes the same strict check as the
-// shipped examples.
+// shipped examples, and refuses the same header mutations.
 func TestEnvoyConfigIsValid(t *testing.T) {
 	tests := []struct {
 		values  string
@@ -479,6 +479,15 @@ func TestEnvoyConfigIsValid(t *testing.T) {
 			}
 			if got := slices.Contains(clusters, "deputy_grpc"); got != tc.grpc {
 				t.Errorf("clusters %v", clusters)
+			}
+			// A check answer never steers Envoy's router or changes the
+			// host, scheme or method decided on.
+			authz, err := envoycheck.ExtAuthz(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := envoycheck.RefusesControlHeaders(authz); err != nil {
+				t.Error(err)
 			}
 		})
 	}
