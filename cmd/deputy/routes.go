@@ -3,6 +3,8 @@ package main
 import (
 	"net/http"
 	"strings"
+
+	"github.com/deputyhq/deputy/sidecar/delegation"
 )
 
 // httpRoutes dispatches Deputy's HTTP port on the path as sent.
@@ -28,6 +30,12 @@ func (h *httpRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(p, "/.well-known/"):
 		h.wellKnown.ServeHTTP(w, r)
 	case h.reserved(p):
+		if _, ok := delegation.ExposedRedeemCodes(h.apiPrefix, r.URL.EscapedPath(), r.URL.RawQuery); ok {
+			// A redeem link whose "?" came encoded: the API uses its
+			// code up and refuses it, whatever the spelling of its path.
+			h.api.ServeHTTP(w, r)
+			return
+		}
 		http.NotFound(w, r)
 	default:
 		h.check.ServeHTTP(w, r)

@@ -2,6 +2,7 @@ package delegation
 
 import (
 	"context"
+	"path"
 	"strings"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -30,16 +31,13 @@ const maxUnescapes = 32
 // link that may be a redeem code: each run of base64url characters of a
 // code's length or more, cut to a code's length from either end, however
 // the query around it was spelled or encoded (code=, code%3D, a
-// parameter before it, a ">" a chat tool added after it). A plain link
-// (a literal "?") is not exposed.
+// parameter before it, a ">" a chat tool added after it). The path is
+// read as a proxy that merges slashes and resolves dot segments routes
+// it (//deputy/v1/..., .../x/../...). A plain link (a literal "?") is not
+// exposed.
 func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
-	p := unescapeAll(escapedPath)
-	rest, ok := strings.CutPrefix(p, prefix+RedeemPath)
-	if !ok || rest == "" {
-		return nil, false
-	}
-	_, tail, ok := strings.Cut(rest, "?")
-	if !ok {
+	head, tail, ok := strings.Cut(unescapeAll(escapedPath), "?")
+	if !ok || !strings.HasPrefix(path.Clean("/"+head), prefix+RedeemPath) {
 		return nil, false
 	}
 	tail += "&" + unescapeAll(rawQuery)

@@ -34,6 +34,9 @@ func TestExposedRedeemCodes(t *testing.T) {
 		{"no code", prefix + "impersonation/redeem%3Fredirect=%2Fcheckout", "", true, nil},
 		{"short bogus code", prefix + "impersonation/redeem%3Fcode=AAAA", "", true, nil},
 		{"slash before the ?", prefix + "impersonation/redeem/%3Fcode=" + code, "", true, []string{code}},
+		{"slashes doubled", "/" + prefix + "impersonation//redeem%3Fcode=" + code, "", true, []string{code}},
+		{"dot segments", prefix + "x/../impersonation/./redeem%3Fcode=" + code, "", true, []string{code}},
+		{"plain link, slashes doubled", "/" + prefix + "impersonation/redeem", "code=" + code, false, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
