@@ -119,11 +119,11 @@ func (h *Impersonation) putConsent(c *Call) error {
 	}
 	ch := delegation.ConsentChange{Customer: id, Allowed: *b.Allowed}
 	if b.ExpiresAt != "" {
-		t, err := time.Parse(time.RFC3339, b.ExpiresAt)
-		if err != nil {
+		t, ok := sidecar.ParseTime(b.ExpiresAt)
+		if !ok {
 			return sidecar.Invalid("expires_at", "must be an RFC 3339 time")
 		}
-		ch.ExpiresAt = t
+		ch.ExpiresAt = &t
 	}
 	con, ended, err := h.svc.SetConsent(c.Context(), c.Identity, ch, authorizer(c))
 	if err != nil {
@@ -305,14 +305,22 @@ func (h *Impersonation) sessions(c *Call, f sidecar.SessionFilter, list func(con
 	return c.JSON(http.StatusOK, out)
 }
 
+// timeParam reads a time filter bound; the zero time when absent, which
+// the filters read as no bound. A bound the client names is never that:
+// one at or before the zero instant (to=0001-01-01T00:00:00Z, what a Go
+// client sends for a time it never set) is refused rather than read as
+// everything.
 func timeParam(q url.Values, name string) (time.Time, error) {
 	s := q.Get(name)
 	if s == "" {
 		return time.Time{}, nil
 	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
+	t, ok := sidecar.ParseTime(s)
+	if !ok {
 		return time.Time{}, sidecar.Invalid(name, "must be an RFC 3339 time")
+	}
+	if !t.After(time.Time{}) {
+		return time.Time{}, sidecar.Invalid(name, "must be after 0001-01-01T00:00:00Z")
 	}
 	return t, nil
 }

@@ -83,7 +83,7 @@ func TestLostConsentChangeEndRecordedWhateverFollows(t *testing.T) {
 			}
 			until := w.clock.Now().Add(10 * time.Minute)
 			w.stall.armed.Store(true)
-			_, _, err := w.lc.SetConsent(w.ctx, c1, delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: until}, allowAll)
+			_, _, err := w.lc.SetConsent(w.ctx, c1, delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: new(until)}, allowAll)
 			wantLostReply(t, &w.stall.armed, w.stall.stalled, "the narrowing", err)
 			w.wantEnded(t, st.Session.ID)
 			w.clock.Advance(5 * time.Second)
@@ -145,7 +145,7 @@ func TestConsentChangeEndRecordedOnceOnEveryStore(t *testing.T) {
 					if ended, err := store.SetConsent(ctx, narrowing); err != nil || len(ended) != 1 {
 						t.Fatalf("narrowing written: ended %d, %v; want alice's session", len(ended), err)
 					}
-				} else if _, ended, err := lc.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: until}, allowAll); err != nil || len(ended) != 1 {
+				} else if _, ended, err := lc.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: new(until)}, allowAll); err != nil || len(ended) != 1 {
 					t.Fatalf("narrowing: ended %d, %v; want alice's session", len(ended), err)
 				}
 				clock.Advance(5 * time.Second)

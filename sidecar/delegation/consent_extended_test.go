@@ -36,7 +36,7 @@ func TestExtendedConsentSessionEndsAsExpired(t *testing.T) {
 					t.Fatal(err)
 				}
 				until := clock.Now().Add(20 * time.Minute)
-				if _, _, err := lc.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: until}, allowAll); err != nil {
+				if _, _, err := lc.SetConsent(ctx, c1, delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: new(until)}, allowAll); err != nil {
 					t.Fatal(err)
 				}
 				st, err := lc.Start(ctx, alice, delegation.StartRequest{Customer: "c1"}, allowAll)
@@ -49,7 +49,7 @@ func TestExtendedConsentSessionEndsAsExpired(t *testing.T) {
 				if tc.extend {
 					ch := delegation.ConsentChange{Customer: "c1", Allowed: true}
 					if tc.until != 0 {
-						ch.ExpiresAt = st.Session.StartedAt.Add(tc.until)
+						ch.ExpiresAt = new(st.Session.StartedAt.Add(tc.until))
 					}
 					clock.Advance(time.Minute)
 					if _, ended, err := lc.SetConsent(ctx, c1, ch, allowAll); err != nil || len(ended) != 0 {

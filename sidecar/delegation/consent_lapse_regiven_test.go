@@ -22,7 +22,7 @@ func TestConsentLapseRecordedOnceWhateverReplacesIt(t *testing.T) {
 	c7 := &sidecar.Identity{Subject: "c7"}
 	changes := map[string]delegation.ConsentChange{
 		"given_again":             {Customer: "c7", Allowed: true},
-		"given_again_until_later": {Customer: "c7", Allowed: true, ExpiresAt: storetest.Epoch.Add(time.Hour)},
+		"given_again_until_later": {Customer: "c7", Allowed: true, ExpiresAt: new(storetest.Epoch.Add(time.Hour))},
 		"withdrawn":               {Customer: "c7"},
 	}
 	for _, name := range []string{"memory", "redis"} {
@@ -43,7 +43,7 @@ func TestConsentLapseRecordedOnceWhateverReplacesIt(t *testing.T) {
 						t.Cleanup(func() { _ = lcs[k].Close() })
 					}
 					until := clock.Now().Add(time.Minute)
-					_, _, err := lcs[0].SetConsent(ctx, c7, delegation.ConsentChange{Customer: "c7", Allowed: true, ExpiresAt: until}, allowAll)
+					_, _, err := lcs[0].SetConsent(ctx, c7, delegation.ConsentChange{Customer: "c7", Allowed: true, ExpiresAt: new(until)}, allowAll)
 					must(t, err)
 					for _, lc := range lcs {
 						must(t, lc.Sweep(ctx))

@@ -34,9 +34,9 @@ func TestDeleteCustomerRecordsConsentWithdrawal(t *testing.T) {
 			st := newStore(t, clock)
 			lc := delegation.NewImpersonation(st, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 			consents := map[string]*delegation.ConsentChange{
-				"c-live":      {Customer: "c-live", Allowed: true, ExpiresAt: clock.Now().Add(time.Hour)},
+				"c-live":      {Customer: "c-live", Allowed: true, ExpiresAt: new(clock.Now().Add(time.Hour))},
 				"c-withdrawn": {Customer: "c-withdrawn"},
-				"c-expired":   {Customer: "c-expired", Allowed: true, ExpiresAt: clock.Now().Add(time.Minute)},
+				"c-expired":   {Customer: "c-expired", Allowed: true, ExpiresAt: new(clock.Now().Add(time.Minute))},
 				"c-none":      nil,
 			}
 			for id, ch := range consents {

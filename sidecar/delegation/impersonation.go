@@ -446,11 +446,14 @@ func (i *Impersonation) markStaff(ctx context.Context, subject string) error {
 	})
 }
 
-// ConsentChange is a request to set or withdraw consent.
+// ConsentChange is a request to set or withdraw consent. ExpiresAt is nil
+// for consent without an expiry: a time the caller gave is judged as the
+// instant it is, even the zero one, which sidecar.Consent stores as "no
+// expiry".
 type ConsentChange struct {
 	Customer  string
 	Allowed   bool
-	ExpiresAt time.Time
+	ExpiresAt *time.Time
 }
 
 // SetConsent records a customer's consent (history is kept by the store).
@@ -470,14 +473,20 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		return nil, nil, err
 	}
 	now := i.clock()
-	if ch.Allowed && !ch.ExpiresAt.IsZero() && !ch.ExpiresAt.After(now) {
-		return nil, nil, sidecar.Invalid("expires_at", "must be in the future")
-	}
-	// A withdrawal has nothing to expire. Were an expiry taken with it,
-	// each new one would make the same withdrawal a change: it would
-	// escape the dedupe below, and, being a withdrawal, the budget too.
-	if !ch.Allowed && !ch.ExpiresAt.IsZero() {
-		return nil, nil, sidecar.Invalid("expires_at", "only with allowed true: a withdrawal has no expiry")
+	var expires time.Time // zero: no expiry
+	if ch.ExpiresAt != nil {
+		expires = *ch.ExpiresAt
+		switch {
+		// A withdrawal has nothing to expire. Were an expiry taken with
+		// it, each new one would make the same withdrawal a change: it
+		// would escape the dedupe below, and, being a withdrawal, the
+		// budget too.
+		case !ch.Allowed:
+			return nil, nil, sidecar.Invalid("expires_at", "only with allowed true: a withdrawal has no expiry")
+		// After now, hence never the zero time that means none.
+		case !expires.After(now):
+			return nil, nil, sidecar.Invalid("expires_at", "must be in the future")
+		}
 	}
 	// A write that changes nothing records nothing new (recording the
 	// setting again appends nothing the store took): repeating it must not
@@ -492,7 +501,7 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	}
 	// Withdrawals are all alike, whatever expiry an older one was stored
 	// with.
-	if cur.Allowed == ch.Allowed && (!ch.Allowed || cur.ExpiresAt.Equal(ch.ExpiresAt)) {
+	if cur.Allowed == ch.Allowed && (!ch.Allowed || cur.ExpiresAt.Equal(expires)) {
 		// This may retry a change whose write reached the store while its
 		// eviction, or its reply, was lost: record it again and evict
 		// again. The consent is part of every impersonated decision, so
@@ -501,7 +510,7 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 		i.recordConsentAgain(ctx, cur)
 		return cur, nil, evictAgain(ctx, i.store, sidecar.ConsentKey(ch.Customer))
 	}
-	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: ch.ExpiresAt, SetBy: by.Subject, SetAt: now}
+	c := &sidecar.Consent{Customer: ch.Customer, Allowed: ch.Allowed, ExpiresAt: expires, SetBy: by.Subject, SetAt: now}
 	if err := i.takeConsentChange(ctx, c, sw); err != nil {
 		return nil, nil, err
 	}

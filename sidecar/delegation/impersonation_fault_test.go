@@ -134,7 +134,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 		}},
 		{"consent_narrowed", nil, func(w *faultWorld) error {
 			_, _, err := w.lc.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"},
-				delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: w.now.Add(4 * time.Second)}, allowAll)
+				delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: new(w.now.Add(4 * time.Second))}, allowAll)
 			return err
 		}},
 		{"session_start_replacing", nil, func(w *faultWorld) error {

@@ -47,7 +47,7 @@ func TestRetriedNarrowingReachesEveryReplica(t *testing.T) {
 		{"consent_narrowed", func(t *testing.T, w *retryWorld) {
 			w.set(t, w.imp("consent:c42"), sidecar.Consent{Customer: "c42", Allowed: true, ExpiresAt: w.narrowed(), SetBy: "c42", SetAt: w.clock.Now()})
 		}, func(w *retryWorld) error {
-			_, _, err := w.lc.SetConsent(w.ctx, customer, delegation.ConsentChange{Customer: "c42", Allowed: true, ExpiresAt: w.narrowed()}, allowAll)
+			_, _, err := w.lc.SetConsent(w.ctx, customer, delegation.ConsentChange{Customer: "c42", Allowed: true, ExpiresAt: new(w.narrowed())}, allowAll)
 			return err
 		}, sidecar.EndConsentWithdrawn},
 		{"customer_deleted", func(t *testing.T, w *retryWorld) {

@@ -32,7 +32,7 @@ func TestSweepEmitsEventsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, _, err := lc.SetConsent(ctx, &sidecar.Identity{Subject: "c2"},
-		delegation.ConsentChange{Customer: "c2", Allowed: true, ExpiresAt: clock.Now().Add(10 * time.Minute)}, allowAll); err != nil {
+		delegation.ConsentChange{Customer: "c2", Allowed: true, ExpiresAt: new(clock.Now().Add(10 * time.Minute))}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 	st, err := lc.Start(ctx, &sidecar.Identity{Subject: "alice"}, delegation.StartRequest{Customer: "c1"}, allowAll)

@@ -189,7 +189,7 @@ func TestSweepAfterLostLapseReplyRecordsExpiry(t *testing.T) {
 	}
 	until := w.clock.Now().Add(10 * time.Minute)
 	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"},
-		delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: until}, allowAll); err != nil {
+		delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: new(until)}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 	w.clock.Advance(10 * time.Minute)
@@ -473,7 +473,7 @@ func (w *lostReplyWorld) lapseLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, _, err := w.setup.SetConsent(w.ctx, &sidecar.Identity{Subject: "c1"},
-		delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: w.clock.Now().Add(10 * time.Minute)}, allowAll); err != nil {
+		delegation.ConsentChange{Customer: "c1", Allowed: true, ExpiresAt: new(w.clock.Now().Add(10 * time.Minute))}, allowAll); err != nil {
 		t.Fatal(err)
 	}
 	w.clock.Advance(10 * time.Minute)

@@ -61,7 +61,7 @@ func TestOwnConsentCannotPushImpersonationOutOfAudit(t *testing.T) {
 				t.Fatal(err)
 			}
 			self := &sidecar.Identity{Subject: "c7"}
-			if _, _, err := lc.SetConsent(ctx, self, delegation.ConsentChange{Customer: "c7", Allowed: true, ExpiresAt: clock.Now().Add(time.Minute)}, allowAll); err != nil {
+			if _, _, err := lc.SetConsent(ctx, self, delegation.ConsentChange{Customer: "c7", Allowed: true, ExpiresAt: new(clock.Now().Add(time.Minute))}, allowAll); err != nil {
 				t.Fatal(err)
 			}
 			clock.Advance(2 * time.Minute)

@@ -88,7 +88,7 @@ func TestConsentChangeReachesEveryReplica(t *testing.T) {
 		reason string
 	}{
 		{"withdrawn", delegation.ConsentChange{Customer: "c42"}, "session_consent_withdrawn"},
-		{"narrowed", delegation.ConsentChange{Customer: "c42", Allowed: true, ExpiresAt: clock.Now().Add(4 * time.Second)}, "session_consent_withdrawn"},
+		{"narrowed", delegation.ConsentChange{Customer: "c42", Allowed: true, ExpiresAt: new(clock.Now().Add(4 * time.Second))}, "session_consent_withdrawn"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -147,8 +147,8 @@ func (c *Config) minSignedAt() (time.Time, error) {
 	if c.MinSignedAt == "" {
 		return time.Time{}, nil
 	}
-	t, err := time.Parse(time.RFC3339, c.MinSignedAt)
-	if err != nil {
+	t, ok := sidecar.ParseTime(c.MinSignedAt)
+	if !ok {
 		return time.Time{}, sidecar.Invalid("policy.min_signed_at", "want an RFC 3339 time like 2026-01-02T15:04:05Z, got %q", c.MinSignedAt)
 	}
 	return t, nil

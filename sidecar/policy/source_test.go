@@ -481,6 +481,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "min_signed_at", cfg: policy.Config{BundleFile: "b", PublicKey: "k", MinSignedAt: "2026-06-01T12:00:00Z"}},
 		{name: "min_signed_at without key", cfg: policy.Config{BundleFile: "b", MinSignedAt: "2026-06-01T12:00:00Z"}, wantField: "policy.min_signed_at"},
 		{name: "min_signed_at not RFC 3339", cfg: policy.Config{BundleFile: "b", PublicKey: "k", MinSignedAt: "2026-06-01"}, wantField: "policy.min_signed_at"},
+		// RFC 3339 offsets stop at 23:59; time.Parse takes +24:00.
+		{name: "min_signed_at offset past 23:59", cfg: policy.Config{BundleFile: "b", PublicKey: "k", MinSignedAt: "2026-06-01T12:00:00+24:00"}, wantField: "policy.min_signed_at"},
 		{name: "poll too fast", cfg: policy.Config{BundleURL: "https://x/b", PollInterval: time.Millisecond}, wantField: "policy.poll_interval"},
 		{name: "unknown algorithm", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "ROT13"}, wantField: "policy.key_algorithm"},
 		{name: "HMAC algorithm HS256", cfg: policy.Config{BundleFile: "b", PublicKey: "k", KeyAlgorithm: "HS256"}, wantField: "policy.key_algorithm"},
