@@ -2,6 +2,18 @@ package sidecar
 
 import "time"
 
+// MaxSpan bounds every configured length of time that Deputy adds to an
+// instant or multiplies: retention, grant lengths, session limits,
+// budget windows. A hundred years keeps what is computed from it in
+// range: twice it still fits a time.Duration (at most about 292 years),
+// and an instant that far ahead still has a UnixNano (until 2262). Past
+// it the arithmetic wraps, and a "keep forever" retention would prune
+// everything it was meant to keep.
+const MaxSpan = 100 * 365 * 24 * time.Hour
+
+// MaxSpanDays is MaxSpan in whole days, for the settings counted in days.
+const MaxSpanDays = int(MaxSpan / (24 * time.Hour))
+
 // ParseTime parses an RFC 3339 time as RFC 3339 writes it:
 // YYYY-MM-DDTHH:MM:SS, an optional fraction after a period, then Z or an
 // offset ±HH:MM of at most 23:59. time.Parse(time.RFC3339) also takes an

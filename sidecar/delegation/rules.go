@@ -170,13 +170,18 @@ func readPartnerRules(m map[string]any) (*PartnerRules, error) {
 		if !ok || n <= 0 {
 			return nil, fmt.Errorf("data.deputy.partner.%s: want a positive whole number of %s, got %s", f.key, f.unit, show(m[f.key]))
 		}
+		// Days become a time.Duration added to now, which wraps past
+		// 106751 days.
+		if f.unit == "days" && n > sidecar.MaxSpanDays {
+			return nil, fmt.Errorf("data.deputy.partner.%s: want at most %d days (100 years), got %d", f.key, sidecar.MaxSpanDays, n)
+		}
 		*f.dst = n
 	}
 	w, _ := m["self_service_change_window"].(string)
-	if d, err := time.ParseDuration(w); err == nil && d > 0 {
+	if d, err := time.ParseDuration(w); err == nil && d > 0 && d <= sidecar.MaxSpan {
 		p.SelfServiceChangeWindow = d
 	} else {
-		return nil, fmt.Errorf(`data.deputy.partner.self_service_change_window: want a positive duration like "1h", got %s`, show(m["self_service_change_window"]))
+		return nil, fmt.Errorf(`data.deputy.partner.self_service_change_window: want a positive duration like "1h", at most %dh (100 years), got %s`, sidecar.MaxSpan/time.Hour, show(m["self_service_change_window"]))
 	}
 	if p.MinGrantDays > p.MaxGrantDays {
 		return nil, fmt.Errorf("data.deputy.partner.min_grant_days: %d exceeds max_grant_days (%d)", p.MinGrantDays, p.MaxGrantDays)

@@ -138,6 +138,17 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 		{name: "fractional days", section: "partner", edit: map[string]any{"max_grant_days": 1.5}, path: "data.deputy.partner.max_grant_days"},
 		{name: "zero minimum", section: "partner", edit: map[string]any{"min_grant_days": 0.0}, path: "data.deputy.partner.min_grant_days"},
 		{name: "missing maximum", section: "partner", edit: map[string]any{"max_grant_days": nil}, path: "data.deputy.partner.max_grant_days"},
+		// Days become a time.Duration, which wraps past 106751 days;
+		// the bound is 100 years.
+		{name: "maximum at 100 years", section: "partner", edit: map[string]any{"max_grant_days": 36500.0}},
+		{name: "maximum past 100 years", section: "partner", edit: map[string]any{"max_grant_days": 36501.0}, path: "data.deputy.partner.max_grant_days"},
+		{name: "maximum past a Duration", section: "partner", edit: map[string]any{"max_grant_days": 106752.0}, path: "data.deputy.partner.max_grant_days"},
+		{name: "pending expiry past 100 years", section: "partner", edit: map[string]any{"pending_expiry_days": 200000.0}, path: "data.deputy.partner.pending_expiry_days"},
+		{name: "expiring window past 100 years", section: "partner", edit: map[string]any{"expiring_within_days": 200000.0}, path: "data.deputy.partner.expiring_within_days"},
+		{name: "self-service window past 100 years", section: "partner", edit: map[string]any{"self_service_change_window": "876001h"}, path: "data.deputy.partner.self_service_change_window"},
+		{name: "session past 100 years", section: "impersonation", edit: map[string]any{"max_session": "876001h"}, path: "data.deputy.impersonation.max_session"},
+		{name: "idle timeout past 100 years", section: "impersonation", edit: map[string]any{"idle_timeout": "2562047h"}, path: "data.deputy.impersonation.idle_timeout"},
+		{name: "consent window past 100 years", section: "impersonation", edit: map[string]any{"consent_change_window": "876001h"}, path: "data.deputy.impersonation.consent_change_window"},
 		{name: "minimum above maximum", section: "partner", edit: map[string]any{"min_grant_days": 20.0, "max_grant_days": 10.0}, path: "data.deputy.partner.min_grant_days"},
 		{name: "customer path left out", section: "partner", edit: map[string]any{"customer_path_prefix": nil}, path: "data.deputy.partner.customer_path_prefix"},
 		{name: "customer path empty", section: "partner", edit: map[string]any{"customer_path_prefix": ""}, path: "data.deputy.partner.customer_path_prefix"},

@@ -101,8 +101,11 @@ func ReadSwitches(data map[string]any) (Switches, error) {
 	duration := func(key string, dst *time.Duration) {
 		str, _ := imp[key].(string)
 		d, perr := time.ParseDuration(str)
-		if perr != nil || d < 0 {
+		switch {
+		case perr != nil || d < 0:
 			fail(key, `a duration like "1h"`)
+		case d > sidecar.MaxSpan: // added to now, and to the retention after it
+			fail(key, fmt.Sprintf("a duration of at most %dh (100 years)", sidecar.MaxSpan/time.Hour))
 		}
 		*dst = d
 	}

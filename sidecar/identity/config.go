@@ -60,14 +60,14 @@ type Config struct {
 	// RefreshInterval re-reads every key set; MinRefreshInterval bounds how
 	// often an unknown kid (or no kid, and no key that verifies) may
 	// trigger a fetch.
-	RefreshInterval    time.Duration `yaml:"refresh_interval" usage:"how often every key set is fetched again"`
+	RefreshInterval    time.Duration `yaml:"refresh_interval" usage:"how often every key set is fetched again (at most 876000h, 100 years)"`
 	MinRefreshInterval time.Duration `yaml:"min_refresh_interval" usage:"least time between key set fetches triggered by a token of an unknown kid, or of no kid that no key verifies"`
 	FetchTimeout       time.Duration `yaml:"fetch_timeout" usage:"time allowed for one key set fetch"`
 	// MaxKeyAge bounds how long keys verify while their key set cannot be
 	// fetched. Off by default: keeping the last keys through an identity
 	// provider's outage keeps everyone signed in, and the key set age
 	// metric and alert show the outage.
-	MaxKeyAge time.Duration `yaml:"max_key_age" usage:"refuse an issuer's tokens (stale_keys) once its key set has not been fetched for this long, so a key it removed stops verifying during an outage; 0 keeps verifying with the last keys fetched; else at least twice refresh_interval"`
+	MaxKeyAge time.Duration `yaml:"max_key_age" usage:"refuse an issuer's tokens (stale_keys) once its key set has not been fetched for this long, so a key it removed stops verifying during an outage; 0 keeps verifying with the last keys fetched; else at least twice refresh_interval and at most 876000h (100 years)"`
 	Dev       DevConfig     `yaml:"dev" usage:"the dev issuer, whose tokens 'deputy dev token' mints"`
 }
 
@@ -183,14 +183,18 @@ func (c *Config) Validate() error {
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
 		return sidecar.Invalid("identity.leeway", "must be between 0 and %s", MaxLeeway)
 	}
-	if c.RefreshInterval < time.Second {
-		return sidecar.Invalid("identity.refresh_interval", "must be at least 1s")
+	if c.RefreshInterval < time.Second || c.RefreshInterval > sidecar.MaxSpan {
+		// Bounded above so that twice it, below, does not wrap.
+		return sidecar.Invalid("identity.refresh_interval", "must be between 1s and %dh (100 years)", sidecar.MaxSpan/time.Hour)
 	}
 	if c.MinRefreshInterval < 0 || c.MinRefreshInterval > c.RefreshInterval {
 		return sidecar.Invalid("identity.min_refresh_interval", "must be between 0 and refresh_interval")
 	}
 	if c.FetchTimeout <= 0 {
 		return sidecar.Invalid("identity.fetch_timeout", "must be positive")
+	}
+	if c.MaxKeyAge > sidecar.MaxSpan {
+		return sidecar.Invalid("identity.max_key_age", "must be at most %dh (100 years)", sidecar.MaxSpan/time.Hour)
 	}
 	if c.MaxKeyAge < 0 || (c.MaxKeyAge > 0 && c.MaxKeyAge < 2*c.RefreshInterval) {
 		return sidecar.Invalid("identity.max_key_age", "must be 0 (off) or at least twice refresh_interval (%s), so that one failed refresh does not refuse every token", 2*c.RefreshInterval)

@@ -734,6 +734,10 @@ func TestConfigValidate(t *testing.T) {
 		{name: "max key age", cfg: identity.Config{RefreshInterval: time.Minute, MaxKeyAge: 2 * time.Minute}},
 		{name: "max key age below twice the refresh", cfg: identity.Config{RefreshInterval: time.Minute, MaxKeyAge: 119 * time.Second}, field: "identity.max_key_age"},
 		{name: "negative max key age", cfg: identity.Config{MaxKeyAge: -time.Second}, field: "identity.max_key_age"},
+		// Twice a refresh interval past 100 years wraps negative, and the
+		// max_key_age check above passed.
+		{name: "refresh interval past 100 years", cfg: identity.Config{RefreshInterval: 2562047 * time.Hour, MaxKeyAge: time.Hour}, field: "identity.refresh_interval"},
+		{name: "max key age past 100 years", cfg: identity.Config{MaxKeyAge: 876001 * time.Hour}, field: "identity.max_key_age"},
 		{name: "issuer without name", cfg: identity.Config{Issuers: []identity.IssuerConfig{{JWKSURL: ok.JWKSURL}}}, field: "identity.issuers[0].issuer"},
 		{name: "issuer by URL alone", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "https://id.example.com"}}}},
 		{name: "issuer neither URL nor keys", cfg: identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "a"}}}, field: "identity.issuers[0].issuer"},

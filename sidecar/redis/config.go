@@ -77,7 +77,7 @@ type Config struct {
 	EventsHardMaxLen int64         `yaml:"events_hard_maxlen" usage:"length past which the events stream drops entries a consumer group has not acknowledged, counted in deputy_events_dropped_total (0: 10 times events_maxlen)"`
 	AuditMaxLen      int64         `yaml:"audit_maxlen" usage:"approximate length the audit stream (staff, partner and reseller actions) is trimmed to"`
 	AuditSelfMaxLen  int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of self-service audit records (accounts acting on their own side: own consent, partner requests, approvals, shares) is trimmed to, apart from the audit stream"`
-	Retention        time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept"`
+	Retention        time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept (at most 876000h, 100 years)"`
 
 	InvalidationAckTimeout time.Duration `yaml:"invalidation_ack_timeout" usage:"how long a write that narrows access (session ended, consent withdrawn, grant revoked, assignment removed...) waits for every replica to confirm it dropped the cached state; past it the write stands but answers 503 eviction_unpublished, to be retried"`
 }
@@ -174,6 +174,9 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("redis.audit_self_maxlen", "must not be negative")
 	case c.Retention < 0:
 		return sidecar.Invalid("redis.retention", "must not be negative")
+	case c.Retention > sidecar.MaxSpan:
+		// The session log and request indexes are pruned at twice it.
+		return sidecar.Invalid("redis.retention", "must be at most %dh (100 years)", sidecar.MaxSpan/time.Hour)
 	case c.InvalidationAckTimeout < 0:
 		return sidecar.Invalid("redis.invalidation_ack_timeout", "must not be negative")
 	case strings.ContainsAny(c.KeyPrefix, "{}"):

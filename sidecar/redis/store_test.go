@@ -45,6 +45,12 @@ func TestConfigValidate(t *testing.T) {
 		{"username_without_password", redis.Config{Addrs: []string{"a:1"}, Username: "deputy"}, "redis.password"},
 		{"username_and_password", redis.Config{Addrs: []string{"a:1"}, Username: "deputy", Password: "s3cret"}, ""},
 		{"missing_ca_file", redis.Config{Addrs: []string{"a:1"}, TLS: true, TLSCAFile: "testdata/none.pem"}, "redis.tls_ca_file"},
+		// Twice the retention must fit a time.Duration: the session log
+		// and request indexes are pruned at now-2×retention, which
+		// wrapped into the future and pruned every entry.
+		{"retention_at_maximum", redis.Config{Addrs: []string{"a:1"}, Retention: 876000 * time.Hour}, ""},
+		{"retention_past_maximum", redis.Config{Addrs: []string{"a:1"}, Retention: 876001 * time.Hour}, "redis.retention"},
+		{"retention_go_maximum", redis.Config{Addrs: []string{"a:1"}, Retention: 2562047 * time.Hour}, "redis.retention"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,6 +115,49 @@ func TestRedisDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// The longest retention allowed keeps what it is meant to keep: the live
+// session list and the access requests are still listed after writes
+// that prune their indexes.
+func TestLongestRetentionKeepsIndexes(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clock := storetest.NewClock(time.Now())
+	cfg := redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "longest", Retention: 876000 * time.Hour}
+	if err := cfg.Defaults().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := redis.New(cfg, redis.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := clock.Now()
+	if _, err := s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"s1", "s2"} {
+		if _, err := s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code-" + id, CodeExpiresAt: now.Add(30 * time.Second),
+			Session: &sidecar.Session{ID: id, Actor: "alice-" + id, Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r" + id, Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook,
+			CreatedAt: now, Status: sidecar.RequestPending, PendingExpiresAt: now.Add(30 * 24 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live, _, err := s.ListSessions(ctx, sidecar.SessionFilter{LiveOnly: true, Page: sidecar.Page{Limit: 10}})
+	if err != nil || len(live) != 2 {
+		t.Fatalf("live sessions = %d, %v; want 2", len(live), err)
+	}
+	reqs, _, err := s.ListRequests(ctx, sidecar.RequestFilter{Customer: "acme", Page: sidecar.Page{Limit: 10}})
+	if err != nil || len(reqs) != 2 {
+		t.Fatalf("requests = %d, %v; want 2", len(reqs), err)
+	}
 }
 
 func TestTTLsMirrorExpiries(t *testing.T) {
