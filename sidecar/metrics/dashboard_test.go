@@ -48,6 +48,9 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterKeySets(func() []metrics.KeySet { return []metrics.KeySet{{Issuer: "https://login.example.com/"}} }); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.RegisterRedisClockOffset(func() (time.Duration, bool) { return 0, true }); err != nil {
+		t.Fatal(err)
+	}
 	zero := func() uint64 { return 0 }
 	if err := m.RegisterRecords(metrics.RecordsFuncs{AuditDropped: zero, EventsDropped: zero, Pending: func() int { return 0 }}); err != nil {
 		t.Fatal(err)
@@ -133,7 +136,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 func TestAlertRulesShape(t *testing.T) {
 	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
-		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
+		"DeputyDecisionLogDropping", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyRedisClockSkew", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {
