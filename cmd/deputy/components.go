@@ -130,6 +130,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		if err := m.RegisterInvalidationsUnconfirmed(func() uint64 { return 0 }); err != nil {
 			return nil, err
 		}
+		// One process, one clock: nothing judges at another clock.
+		if err := m.RegisterRedisClockOffset(func() (time.Duration, bool) { return 0, true }); err != nil {
+			return nil, err
+		}
 		return &statePart{store: memory.New()}, nil
 	}
 	if !cfg.Dev && !cfg.Redis.TLS && cfg.Redis.Remote() {
@@ -460,4 +464,94 @@ func (l *liveCounts) refresh(ctx context.Context) {
 		out[sidecar.ModePartner] = len(grants)
 	}
 	l.counts.Store(&out)
+}
+
+// clockCheckEvery is how often Redis's clock is measured against this
+// replica's; clockSkewWarn is the difference past which it is logged.
+const (
+	clockCheckEvery = 30 * time.Second
+	clockSkewWarn   = time.Second
+)
+
+// What the clock watch logs on crossing clockSkewWarn, each way.
+const (
+	clockApartMsg = "clock apart from Redis's: this replica judges expiry at its own clock; run NTP here and on the Redis hosts"
+	clockBackMsg  = "clock back within 1s of Redis's"
+)
+
+// clockWatch measures Redis's clock against this replica's at start and
+// every period after, for deputy_redis_clock_offset_seconds, in the
+// background: a scrape never waits on Redis. Reads judge expiry at the
+// replica's own clock, writes at the earlier of the writer's and Redis's,
+// so a replica lagging by d honours what has ended for up to d. It warns
+// once when the offset passes clockSkewWarn and says once when it is back
+// within, not at every measurement. A failed measurement keeps the last.
+type clockWatch struct {
+	measure func(context.Context) (time.Duration, error)
+	every   time.Duration
+	log     *slog.Logger
+	offset  atomic.Pointer[time.Duration]
+	apart   bool // past clockSkewWarn at the last measurement; the loop's own
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+func newClockWatch(measure func(context.Context) (time.Duration, error), every time.Duration, log *slog.Logger) *clockWatch {
+	return &clockWatch{measure: measure, every: every, log: log}
+}
+
+// get is the last offset measured, and whether one was.
+func (w *clockWatch) get() (time.Duration, bool) {
+	if d := w.offset.Load(); d != nil {
+		return *d, true
+	}
+	return 0, false
+}
+
+func (w *clockWatch) Start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stop, w.done = cancel, make(chan struct{})
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(w.every)
+		defer t.Stop()
+		for {
+			w.check(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+func (w *clockWatch) Stop(ctx context.Context) error {
+	w.stop()
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *clockWatch) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d, err := w.measure(ctx)
+	if err != nil {
+		return // Redis's failures are counted and logged where they happen
+	}
+	w.offset.Store(&d)
+	switch apart := d > clockSkewWarn || d < -clockSkewWarn; {
+	case apart && !w.apart:
+		w.log.Warn(clockApartMsg, "offset", d.String(), "threshold", clockSkewWarn.String())
+	case !apart && w.apart:
+		w.log.Info(clockBackMsg, "offset", d.String())
+	default:
+		return
+	}
+	w.apart = !w.apart
 }

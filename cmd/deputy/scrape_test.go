@@ -101,6 +101,18 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 		return resp
 	}
 
+	// Redis's clock, measured at start: this host's own, so about 0.
+	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
+	var offset float64
+	eventually(t, "deputy_redis_clock_offset_seconds measured", func() bool {
+		var ok bool
+		offset, ok = sampled(t, metricsURL, "deputy_redis_clock_offset_seconds")
+		return ok
+	})
+	if offset < -1 || offset > 1 {
+		t.Errorf("deputy_redis_clock_offset_seconds = %v on one host, want about 0", offset)
+	}
+
 	// Plain checks, both transports.
 	check("/catalog/shoes", nil)
 	check("/admin", nil)
@@ -141,7 +153,6 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 	// A Redis outage: an API write fails (503), Redis errors are counted,
 	// and checks needing state for customers no cache holds trip the
 	// breaker, which ops see on the dashboard until Redis is back.
-	metricsURL := "http://" + cfg.Metrics.Addr + "/metrics"
 	rs.Stop()
 	api("PUT", "/deputy/v1/customers/cust-9/consent", token(identity.DevClaims{Subject: "cust-9"}), `{"allowed":true}`, 503)
 	for i := range cfg.StateLookup.BreakerFailures {

@@ -163,6 +163,16 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		return nil, err
 	}
 
+	if state.redis != nil {
+		clock := newClockWatch(state.redis.ClockOffset, clockCheckEvery, s.log)
+		if err := start(clock); err != nil {
+			return nil, err
+		}
+		if err := m.RegisterRedisClockOffset(clock.get); err != nil {
+			return nil, err
+		}
+	}
+
 	dlog, err := newDecisionLog(cfg.DecisionLog, cfg.Identity.CredentialCarriers, state.client, s.log, m)
 	if err != nil {
 		return nil, err
