@@ -287,6 +287,10 @@ func TestCredentialCarriersConfigured(t *testing.T) {
 		{"an added header, _ for -", []string{"header:x_shop_jwt"}, "/customer/account", map[string]string{"X-Shop-Jwt": mallory}, false},
 		{"an added cookie", []string{"cookie:shop_auth"}, "/customer/account", map[string]string{"cookie": cookie + "; shop_auth=" + mallory}, false},
 		{"an added query name", []string{"query:t"}, "/customer/account?t=" + mallory, nil, false},
+		// PHP 8 reads every " ", "." and "[" after an unclosed "[" as "_".
+		{"an added query name, PHP's unclosed brackets", []string{"query:my_sso_ref"}, "/customer/account?my[sso[ref=" + mallory, nil, false},
+		{"an added query name, PHP's unclosed bracket and dot", []string{"query:my_sso_ref"}, "/customer/account?my%5Bsso.ref=" + mallory, nil, false},
+		{"an added cookie, PHP's unclosed brackets", []string{"cookie:my_sso_ref"}, "/customer/account", map[string]string{"cookie": cookie + "; my[sso[ref=" + mallory}, false},
 		{"a default left out", []string{"header:x-shop-jwt"}, "/customer/account?access_token=" + mallory, nil, true},
 		{"none", []string{}, "/customer/account?access_token=" + mallory, map[string]string{"x-auth-token": mallory}, true},
 	} {

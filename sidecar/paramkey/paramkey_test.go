@@ -33,7 +33,8 @@ func TestKeys(t *testing.T) {
 		"access_token[]":    {"access_token", ""},
 		"access_token":      {"access_token", ""},
 		"[access_token":     {"access_token", "_access_token"},
-		"a.b[c d":           {"a.b", "a_b_c d"},
+		"a.b[c d":           {"a.b", "a_b_c_d"},
+		"my[sso[ref":        {"my", "my_sso_ref"},
 	} {
 		key, php := paramkey.Keys(name)
 		if key != want[0] || php != want[1] {
