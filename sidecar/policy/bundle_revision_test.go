@@ -1,6 +1,11 @@
 package policy_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,6 +140,56 @@ func TestBundleRevisionSameAcrossLayouts(t *testing.T) {
 	if rev := revisionOf(t, policy.Config{BundleFile: path, Watch: true}); rev != want {
 		t.Errorf("the tarball watched serves as %s, want %s", rev, want)
 	}
+	// tar spells member names as it was asked to: "/deputy/…" (deputy
+	// bundle build), "./deputy/…" (tar -C dir .), "deputy/…".
+	for _, prefix := range []string{"./", "", "/./"} {
+		repacked := filepath.Join(t.TempDir(), "repacked.tar.gz")
+		if err := os.WriteFile(repacked, renamed(t, tarball, prefix), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if rev := revisionOf(t, policy.Config{BundleFile: repacked}); rev != want {
+			t.Errorf("the tarball repacked with members under %q serves as %s, want %s", prefix, rev, want)
+		}
+	}
+}
+
+// renamed is tarball with every member's name under prefix instead of "/".
+func renamed(t *testing.T, tarball []byte, prefix string) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(tarball))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for tr := tar.NewReader(zr); ; {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Name = prefix + strings.TrimPrefix(h.Name, "/")
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // A verified bundle serves under its manifest revision: the signature

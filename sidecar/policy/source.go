@@ -338,7 +338,9 @@ func contentDigest(b *bundle.Bundle) (string, error) {
 	}
 	parts := []part{{"\x00manifest", manifest}, {"\x00data", data}}
 	for _, m := range b.Modules {
-		parts = append(parts, part{m.Path, m.Raw})
+		// A module's path as tar spelled its member name ("/deputy/a.rego",
+		// "./deputy/a.rego", "deputy/a.rego" name one file).
+		parts = append(parts, part{path.Clean("/" + m.Path), m.Raw})
 	}
 	// Stable: a tarball repeating a path keeps its modules in the order
 	// the reader took them.
