@@ -164,7 +164,7 @@ var secretHeaders = []string{
 type masker struct {
 	headers     []string // lower case, "-" between words: the fixed ones, mask_headers and the header carriers
 	queryParams []string // lower case: mask_query_params and the query carriers
-	queryKeys   []string // their keys (paramkey.Of), as the check reads names
+	queryKeys   []string // their keys (paramkey.Of), as the check reads names; "" for an entry naming an array's member
 	policy      bool     // apply the deciding activation's mask rules
 
 	// verdicts remembers secretHeader's answer for header names seen,
@@ -187,14 +187,23 @@ func newMasker(cfg Config) *masker {
 	}
 	m := &masker{headers: hs, verdicts: make(map[string]bool)}
 	for _, q := range cfg.MaskQueryParams {
-		m.addQueryParam(q)
+		m.addQueryParam(q, !strings.Contains(q, "["))
 	}
 	return m
 }
 
-func (m *masker) addQueryParam(q string) {
+// addQueryParam masks the query parameter q. keyed, q is matched under
+// every spelling the check reads as its name (paramkey); else only as
+// given, in any case, or as PHP names it: a mask_query_params entry such
+// as "payment[card_number]" names that member, where its key would be the
+// whole of "payment".
+func (m *masker) addQueryParam(q string, keyed bool) {
 	if q = strings.ToLower(q); !slices.Contains(m.queryParams, q) {
-		m.queryParams, m.queryKeys = append(m.queryParams, q), append(m.queryKeys, paramkey.Of(q))
+		key := ""
+		if keyed {
+			key = paramkey.Of(q)
+		}
+		m.queryParams, m.queryKeys = append(m.queryParams, q), append(m.queryKeys, key)
 	}
 }
 
@@ -207,7 +216,7 @@ func (m *masker) addCarriers(headers, queryParams []string) {
 		}
 	}
 	for _, q := range queryParams {
-		m.addQueryParam(q)
+		m.addQueryParam(q, true)
 	}
 	clear(m.verdicts)
 }
@@ -667,7 +676,13 @@ func (m *masker) credentialParamAsSent(key string) bool {
 		return false
 	}
 	k, php := paramkey.Keys(key)
-	for _, q := range m.queryKeys {
+	for i, q := range m.queryKeys {
+		if q == "" {
+			if lower := strings.ToLower(key); lower == m.queryParams[i] || strings.ToLower(sidecar.PHPFieldName(key)) == m.queryParams[i] {
+				return true
+			}
+			continue
+		}
 		if paramkey.Same(k, q) || php != "" && paramkey.Same(php, q) {
 			return true
 		}

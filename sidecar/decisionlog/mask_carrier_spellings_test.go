@@ -70,3 +70,21 @@ func TestCarrierMaskedInEverySpellingTheCheckReads(t *testing.T) {
 		}
 	}
 }
+
+// A mask_query_params entry naming an array's member masks that member,
+// in any case and escaped, and leaves its siblings and the array's other
+// spellings in clear, as before entries were read as the check reads
+// names (its key would be the whole array).
+func TestMaskQueryParamNamingAMember(t *testing.T) {
+	m := newMasker(Config{MaskQueryParams: []string{"payment[card_number]"}})
+	for _, raw := range []string{"payment[card_number]", "PAYMENT[Card_Number]", "payment%5Bcard_number%5D"} {
+		if out, changed := m.maskQuery("/a?"+raw+"=4111111111111111&page=2", false); !changed || strings.Contains(out, "4111111111111111") {
+			t.Errorf("%q logged in clear: %s", raw, out)
+		}
+	}
+	for _, raw := range []string{"payment[method]", "payment[amount]", "payment", "payment[]"} {
+		if out, changed := m.maskQuery("/a?"+raw+"=VISIBLE", false); changed || !strings.Contains(out, "VISIBLE") {
+			t.Errorf("%q masked: %s", raw, out)
+		}
+	}
+}
