@@ -991,7 +991,11 @@ type PartnerStore interface {
 	// user is refused with ECONFLICT and reason ReasonGrantSuperseded,
 	// atomically too: a later decision stands, whichever write comes last.
 	PutGrant(ctx context.Context, g *Grant) error
-	// GetGrant returns a live grant by customer and id.
+	// GetGrant returns a live grant by customer and id. It is the lookup
+	// of a revocation: a store whose clock may differ from the shared
+	// state's judges live at the earlier of the two, like RevokeGrant and
+	// RevokedGrant, so that a replica whose clock runs ahead revokes what
+	// the others still honour.
 	GetGrant(ctx context.Context, customer, id string) (*Grant, error)
 	// RevokeGrant deletes a grant and returns it; ENOTFOUND if absent. It
 	// takes the next Seq of the grant's partner organisation at the

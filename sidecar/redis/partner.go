@@ -488,15 +488,33 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 	return perr
 }
 
-// customerGrants returns the live grants of a customer by field.
-func (s *Store) customerGrants(ctx context.Context, customer string) (map[string]*sidecar.Grant, error) {
-	all, err := s.c.HGetAll(ctx, s.cust(customer, "grants")).Result()
+// customerGrants returns the live grants of a customer by field: live at
+// the store's clock, or, for a write (revoking), at the earlier of it and
+// Redis's clock (judgedAt), read in the same round trip. A replica whose
+// clock runs ahead must not find over, and so leave in force for the
+// others, a grant that Redis's clock and the other replicas still hold
+// live.
+func (s *Store) customerGrants(ctx context.Context, customer string, write bool) (map[string]*sidecar.Grant, error) {
+	var all *goredis.MapStringStringCmd
+	var redisNow *goredis.TimeCmd
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		all = p.HGetAll(ctx, s.cust(customer, "grants"))
+		if write {
+			redisNow = p.Time(ctx)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	now := s.now()
-	out := make(map[string]*sidecar.Grant, len(all))
-	for f, raw := range all {
+	if write {
+		if now, err = judgedAt(now, redisNow); err != nil {
+			return nil, err
+		}
+	}
+	out := make(map[string]*sidecar.Grant, len(all.Val()))
+	for f, raw := range all.Val() {
 		g, err := decode[sidecar.Grant](raw)
 		if err != nil {
 			return nil, err
@@ -509,7 +527,7 @@ func (s *Store) customerGrants(ctx context.Context, customer string) (map[string
 }
 
 func (s *Store) GetGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
-	gs, err := s.customerGrants(ctx, customer)
+	gs, err := s.customerGrants(ctx, customer, true)
 	if err != nil {
 		return nil, err
 	}
@@ -522,7 +540,7 @@ func (s *Store) GetGrant(ctx context.Context, customer, id string) (*sidecar.Gra
 }
 
 func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string) (*sidecar.Grant, error) {
-	gs, err := s.customerGrants(ctx, customer)
+	gs, err := s.customerGrants(ctx, customer, true)
 	if err != nil {
 		return nil, err
 	}
@@ -565,8 +583,22 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string)
 	return nil, notFound("grant")
 }
 
+// RevokedGrant keeps a revoked grant until it would have ended by the
+// earlier of the store's clock and Redis's, as the revocation's lookups
+// judge (customerGrants): a retry through a replica whose clock runs ahead
+// still finds it revoked.
 func (s *Store) RevokedGrant(ctx context.Context, customer, id string) (*sidecar.Grant, error) {
-	raw, err := s.c.HGet(ctx, s.cust(customer, "grants:revoked"), id).Result()
+	var rawCmd *goredis.StringCmd
+	var redisNow *goredis.TimeCmd
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		rawCmd = p.HGet(ctx, s.cust(customer, "grants:revoked"), id)
+		redisNow = p.Time(ctx)
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, unavailable(err)
+	}
+	raw, err := rawCmd.Result()
 	if err != nil {
 		return nil, rerr(err, "revoked grant")
 	}
@@ -574,7 +606,11 @@ func (s *Store) RevokedGrant(ctx context.Context, customer, id string) (*sidecar
 	if err != nil {
 		return nil, err
 	}
-	if !g.Live(s.now()) {
+	at, err := judgedAt(s.now(), redisNow)
+	if err != nil {
+		return nil, err
+	}
+	if !g.Live(at) {
 		return nil, notFound("revoked grant")
 	}
 	return g, nil
@@ -646,7 +682,7 @@ func sortGrants(gs []sidecar.Grant) {
 }
 
 func (s *Store) GrantsByCustomer(ctx context.Context, customer string) ([]sidecar.Grant, error) {
-	gs, err := s.customerGrants(ctx, customer)
+	gs, err := s.customerGrants(ctx, customer, false)
 	if err != nil {
 		return nil, err
 	}

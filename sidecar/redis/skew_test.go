@@ -232,3 +232,43 @@ func TestLaggingReplicaCountsBudgets(t *testing.T) {
 		})
 	}
 }
+
+// A revocation through a replica whose clock runs ahead must revoke a
+// grant that the others and Redis still hold live: found over by that
+// replica's clock alone, it was left in force for every other replica
+// while the revocation answered success. Revoke finds the grant (GetGrant),
+// revokes it (RevokeGrant), and a retry finds it revoked (RevokedGrant):
+// each judges at the earlier of the two clocks.
+func TestWriterAheadRevokesLiveGrant(t *testing.T) {
+	const skew, left = 5 * time.Minute, 150 * time.Second
+	ctx := context.Background()
+	for _, user := range []string{"", "pat"} {
+		t.Run("user="+user, func(t *testing.T) {
+			honest, ahead, _, _ := skewedReplicas(t, skew)
+			g := &sidecar.Grant{ID: "g1", Customer: "acme3", PartnerOrg: "thirdco", User: user, Level: sidecar.LevelLook,
+				ExpiresAt: time.Now().Add(left), ApprovedBy: "cora", ApprovedAt: time.Now(), RequestID: "r1", Seq: 1}
+			if err := honest.PutGrant(ctx, g); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ahead.GetGrant(ctx, "acme3", "g1"); err != nil {
+				t.Fatalf("the revocation's lookup through the replica ahead: %v, want the live grant", err)
+			}
+			if _, err := ahead.RevokeGrant(ctx, "acme3", "g1", "cora", "acme3"); err != nil {
+				t.Fatalf("revoking through the replica ahead: %v", err)
+			}
+			if got, err := honest.GetGrant(ctx, "acme3", "g1"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
+				t.Fatalf("the honest replica still finds %+v (%v) after the revocation", got, err)
+			}
+			e, err := honest.EffectiveGrants(ctx, "acme3", "thirdco", "pat")
+			if err != nil || e.Organisation != nil || e.Individual != nil {
+				t.Fatalf("the honest replica resolves %+v (%v) after the revocation, want nothing", e, err)
+			}
+			for name, s := range map[string]*redis.Store{"honest": honest, "ahead": ahead} {
+				rev, err := s.RevokedGrant(ctx, "acme3", "g1")
+				if err != nil || rev.RevokedBy != "cora" {
+					t.Fatalf("the revocation as the %s replica finds it: %+v (%v), want kept with its revoker", name, rev, err)
+				}
+			}
+		})
+	}
+}
