@@ -367,7 +367,9 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 			if err != nil {
 				return false, err
 			}
-			if c.Granted(now) {
+			// In force by Redis's clock too is withdrawn, as its lapse is
+			// then not due (dueLapse): one of the two records its end.
+			if c.Granted(due) {
 				del.Withdrawn = &sidecar.Consent{Customer: id, SetBy: by, SetAt: now, Reason: sidecar.EndCustomerDeleted}
 				withdrawal = encode(del.Withdrawn)
 			}

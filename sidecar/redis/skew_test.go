@@ -272,3 +272,27 @@ func TestWriterAheadRevokesLiveGrant(t *testing.T) {
 		})
 	}
 }
+
+// Deleting a customer through a replica whose clock runs ahead withdraws
+// a consent still in force by Redis's clock, and says so: judged over at
+// that replica's clock alone, the withdrawal went unrecorded, while the
+// lapse was not taken either (it was not due by Redis's clock), so the
+// consent's end was recorded nowhere.
+func TestWriterAheadRecordsWithdrawalOnDelete(t *testing.T) {
+	ctx := context.Background()
+	honest, ahead, _, _ := skewedReplicas(t, 5*time.Minute)
+	if _, err := honest.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	ends := time.Now().Add(150 * time.Second)
+	if _, err := honest.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, ExpiresAt: ends, SetBy: "acme", SetAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	del, err := ahead.DeleteCustomer(ctx, "acme", "cora")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if del.Withdrawn == nil || del.Withdrawn.Reason != sidecar.EndCustomerDeleted {
+		t.Fatalf("deletion %+v records no withdrawal of the consent in force until %v", del, ends)
+	}
+}
