@@ -38,6 +38,12 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
+// testStart is where a test clock that advances starts: a year behind the
+// real one. The Redis store judges what is over at the earlier of the
+// writer's clock and Redis's own (sidecar/redis: cutLua, budgets), so a
+// test clock advanced past the real one would see nothing come due there.
+func testStart() time.Time { return time.Now().AddDate(-1, 0, 0).Truncate(time.Second) }
+
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
@@ -110,7 +116,7 @@ func policyFiles(t *testing.T, files ...string) string {
 
 func newEnv(t *testing.T, mk storeFactory, opts ...envOption) *env {
 	t.Helper()
-	ck := &clock{now: time.Now().Truncate(time.Second)}
+	ck := &clock{now: testStart()}
 	set, err := policy.LoadPaths([]string{shippedPolicies(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +158,7 @@ func newEnv(t *testing.T, mk storeFactory, opts ...envOption) *env {
 // token mints (once) a dev token for sub with roles, valid for ttl.
 func (e *env) token(sub string, ttl time.Duration, roles ...string) string {
 	e.t.Helper()
-	tok, err := e.dev.Mint(identity.DevClaims{Subject: sub, Name: strings.ToUpper(sub[:1]) + sub[1:], Roles: roles, TTL: ttl})
+	tok, err := e.dev.Mint(identity.DevClaims{Subject: sub, Name: strings.ToUpper(sub[:1]) + sub[1:], Roles: roles, TTL: ttl, IssuedAt: e.clock.Now()})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func TestEventTextHasNoControlCharacters(t *testing.T) {
 
 		// Ticket references as support tools write them, and a tab in a
 		// reason, pass; a hostile name claim is stripped, not refused.
-		tok, err := e.dev.Mint(identity.DevClaims{Subject: "sam", Roles: []string{"support_agent"}, TTL: time.Hour,
+		tok, err := e.dev.Mint(identity.DevClaims{Subject: "sam", Roles: []string{"support_agent"}, TTL: time.Hour, IssuedAt: e.clock.Now(),
 			Name: "Sam\r\nBcc: all@evil.example\r\n<img src=x onerror=alert(1)>\x1b[2J\u009b\u202e\u2066"})
 		if err != nil {
 			t.Fatal(err)

@@ -51,7 +51,7 @@ mask contains "/input/target/ticket" if input.input.action == "impersonation.sta
 		t.Fatalf("consent: %d %s", r.Status, r.Raw)
 	}
 	alice, err := e.dev.Mint(identity.DevClaims{Subject: "alice", Name: "Alice Smith", Email: "alice@shop.example", Org: "shopco",
-		Roles: []string{"support_agent"}, TTL: time.Hour, Extra: map[string]any{"ssn": "078-05-1120"}})
+		Roles: []string{"support_agent"}, TTL: time.Hour, IssuedAt: e.clock.Now(), Extra: map[string]any{"ssn": "078-05-1120"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func partnerBackends(t *testing.T) []partnerBackend {
 
 func newPartnerAPI(t *testing.T, b partnerBackend) *partnerAPI {
 	t.Helper()
-	p := &partnerAPI{t: t, now: time.Now().Truncate(time.Second)}
+	p := &partnerAPI{t: t, now: testStart()}
 	set, err := policy.LoadPaths([]string{partnerPolicies(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +158,7 @@ func (p *partnerAPI) bob() string { return p.tok(identity.DevClaims{Subject: "bo
 
 func (p *partnerAPI) tok(c identity.DevClaims) string {
 	p.t.Helper()
-	c.TTL = 400 * 24 * time.Hour
+	c.TTL, c.IssuedAt = 400*24*time.Hour, p.clock()
 	tok, err := p.dev.Mint(c)
 	if err != nil {
 		p.t.Fatal(err)
