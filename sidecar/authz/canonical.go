@@ -249,10 +249,10 @@ func parsePath(raw string, maxSegments, maxDirBytes int) (canonicalPath, error) 
 		case c >= 0x80:
 			high = true
 		case c == '%':
-			if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+			if i+2 >= len(raw) || !sidecar.IsHex(raw[i+1]) || !sidecar.IsHex(raw[i+2]) {
 				return cp, refusePath(refusedBadEscape)
 			}
-			switch d := unhex(raw[i+1])<<4 | unhex(raw[i+2]); {
+			switch d := sidecar.Unhex(raw[i+1])<<4 | sidecar.Unhex(raw[i+2]); {
 			case d == '/' || d == '\\':
 				return cp, refusePath(refusedEncodedSep)
 			case d == '?' || d == '#':
@@ -270,7 +270,7 @@ func parsePath(raw string, maxSegments, maxDirBytes int) (canonicalPath, error) 
 	}
 	cp.decoded = raw
 	if escaped {
-		cp.decoded = unescape(raw)
+		cp.decoded = sidecar.UnescapeValid(raw)
 		if pct && hasEscape(cp.decoded) {
 			return cp, refusePath(refusedDoubleEncoding)
 		}
@@ -420,42 +420,11 @@ func compatLen(seg string, high bool) int {
 	return max(len(norm.NFKC.String(seg)), len(seg))
 }
 
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0'
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10
-	default:
-		return c - 'A' + 10
-	}
-}
-
-// unescape decodes the valid escapes of a path, query or form field and
-// keeps the rest as sent (a path's escapes were all checked valid).
-func unescape(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // hasEscape reports whether a decoded path still holds a valid escape: the
 // raw path encoded one twice ("%252e" decodes to "%2e").
 func hasEscape(s string) bool {
 	for i := strings.IndexByte(s, '%'); i >= 0 && i+2 < len(s); {
-		if isHex(s[i+1]) && isHex(s[i+2]) {
+		if sidecar.IsHex(s[i+1]) && sidecar.IsHex(s[i+2]) {
 			return true
 		}
 		j := strings.IndexByte(s[i+1:], '%')
@@ -748,7 +717,7 @@ func controlFree(where, raw string) error {
 	}
 	for pair := range strings.SplitSeq(raw, "&") {
 		name, value, _ := strings.Cut(pair, "=")
-		name, value = unescape(name), unescape(value)
+		name, value = sidecar.UnescapeValid(name), sidecar.UnescapeValid(value)
 		if strings.IndexFunc(name, isControl) >= 0 {
 			return sidecar.Invalid(where, "field %q: control character in its name", name)
 		}

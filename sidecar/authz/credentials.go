@@ -177,7 +177,7 @@ func (k *credentialCheck) param(raw string, names *paramNames) bool {
 			continue
 		}
 		if strings.ContainsAny(value, "%+") {
-			value = unescape(strings.ReplaceAll(value, "+", " "))
+			value = sidecar.UnescapeValid(strings.ReplaceAll(value, "+", " "))
 		}
 		if k.token(value) {
 			return true
@@ -342,7 +342,7 @@ func (k *credentialCheck) cookies() bool {
 				value = unquoteCookie(value)
 			}
 			if strings.IndexByte(value, '%') >= 0 {
-				value = unescape(value)
+				value = sidecar.UnescapeValid(value)
 			}
 			if k.token(value) {
 				return true
@@ -592,7 +592,7 @@ func (k *credentialCheck) namesCarrier(headers string) bool {
 // anyToken reports whether a body holds a token anywhere, as it is or
 // unescaped.
 func (k *credentialCheck) anyToken(body string) bool {
-	return k.token(body) || strings.IndexByte(body, '%') >= 0 && k.token(unescape(strings.ReplaceAll(body, "+", " ")))
+	return k.token(body) || strings.IndexByte(body, '%') >= 0 && k.token(sidecar.UnescapeValid(strings.ReplaceAll(body, "+", " ")))
 }
 
 // hidden reports whether a body Deputy could not read holds a token

@@ -92,7 +92,7 @@ func readAs(raw string, names, keys []string) (want string, exact bool) {
 // requires to keep a field.
 func escapesValid(s string) bool {
 	for i := strings.IndexByte(s, '%'); i >= 0; {
-		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+		if i+2 >= len(s) || !sidecar.IsHex(s[i+1]) || !sidecar.IsHex(s[i+2]) {
 			return false
 		}
 		j := strings.IndexByte(s[i+3:], '%')

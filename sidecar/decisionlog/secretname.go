@@ -1,6 +1,10 @@
 package decisionlog
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
 
 // secretFragments are the parts of a header or query parameter name that
 // mark it as carrying a credential, whoever chose the name: a fixed list
@@ -300,11 +304,11 @@ func needsDecoding(s string) bool {
 func percentDecode(s string) string {
 	var b []byte
 	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && unhex(s[i+1]) >= 0 && unhex(s[i+2]) >= 0 {
+		if s[i] == '%' && i+2 < len(s) && sidecar.IsHex(s[i+1]) && sidecar.IsHex(s[i+2]) {
 			if b == nil {
 				b = append(make([]byte, 0, len(s)), s[:i]...)
 			}
-			b = append(b, byte(unhex(s[i+1])<<4|unhex(s[i+2])))
+			b = append(b, sidecar.Unhex(s[i+1])<<4|sidecar.Unhex(s[i+2]))
 			i += 2
 			continue
 		}
@@ -316,18 +320,6 @@ func percentDecode(s string) string {
 		return s
 	}
 	return string(b)
-}
-
-func unhex(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'a' && c <= 'f':
-		return int(c - 'a' + 10)
-	case c >= 'A' && c <= 'F':
-		return int(c - 'A' + 10)
-	}
-	return -1
 }
 
 // dropControls returns s without its C0 control characters and DEL; s

@@ -83,42 +83,13 @@ func unescapeAll(s string) string {
 		if !strings.Contains(s, "%") {
 			return s
 		}
-		d := unescapeOnce(s)
+		d := sidecar.UnescapeValid(s)
 		if d == s {
 			return s
 		}
 		s = d
 	}
 	return s
-}
-
-func unescapeOnce(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
-			i += 2
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	default:
-		return c - 'a' + 10
-	}
 }
 
 // redeemLinkEncoded is the answer to a redeem link that came with its "?"

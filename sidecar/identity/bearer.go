@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+
+	"github.com/deputyhq/deputy/sidecar"
 )
 
 // bearerToken reads the token of an identity header value h, which holds
@@ -229,28 +231,14 @@ var stdBase64Values, urlBase64Values = func() (std, url [256]byte) {
 func percentDecode(s string) string {
 	out := make([]byte, 0, len(s))
 	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
-			out = append(out, unhex(s[i+1])<<4|unhex(s[i+2]))
+		if s[i] == '%' && i+2 < len(s) && sidecar.IsHex(s[i+1]) && sidecar.IsHex(s[i+2]) {
+			out = append(out, sidecar.Unhex(s[i+1])<<4|sidecar.Unhex(s[i+2]))
 			i += 2
 			continue
 		}
 		out = append(out, s[i])
 	}
 	return string(out)
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c >= 'a':
-		return c - 'a' + 10
-	case c >= 'A':
-		return c - 'A' + 10
-	}
-	return c - '0'
 }
 
 // schemeOf is the auth-scheme h starts with: its leading run of token

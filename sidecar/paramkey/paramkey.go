@@ -29,8 +29,8 @@ func Decode(raw string) string {
 		switch c := raw[i]; {
 		case c == '+':
 			b.WriteByte(' ')
-		case c == '%' && i+2 < len(raw) && unhex(raw[i+1]) >= 0 && unhex(raw[i+2]) >= 0:
-			b.WriteByte(byte(unhex(raw[i+1])<<4 | unhex(raw[i+2])))
+		case c == '%' && i+2 < len(raw) && sidecar.IsHex(raw[i+1]) && sidecar.IsHex(raw[i+2]):
+			b.WriteByte(sidecar.Unhex(raw[i+1])<<4 | sidecar.Unhex(raw[i+2]))
 			i += 2
 		default:
 			b.WriteByte(c)
@@ -179,16 +179,4 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-func unhex(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'a' && c <= 'f':
-		return int(c - 'a' + 10)
-	case c >= 'A' && c <= 'F':
-		return int(c - 'A' + 10)
-	}
-	return -1
 }
