@@ -247,20 +247,39 @@ func (f *headerForms) see(name string) {
 // so "X.Deputy.Subject" is HTTP_X_DEPUTY_SUBJECT as "X-Deputy-Subject" is;
 // nginx drops such names and Caddy passes them on.
 func scanHeaderName(name string) (upper, underscore, plain bool) {
-	plain = name != "" && name != ":"
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
+	start := 0
+	if name != "" && name[0] == ':' {
+		start = 1
+	}
+	var seen uint8
+	for i := start; i < len(name); i++ {
+		seen |= headerNameBytes[name[i]]
+	}
+	return seen&nameUpper != 0, seen&nameUnderscore != 0, seen&nameOther == 0 && name != "" && name != ":"
+}
+
+// What scanHeaderName reads of each byte of a name: one table lookup per
+// byte, as a check scans every header name of every request.
+const (
+	nameUpper uint8 = 1 << iota
+	nameUnderscore
+	nameOther // not a letter, a digit, "-" or "_"
+)
+
+var headerNameBytes = func() (t [256]uint8) {
+	for c := range t {
+		switch {
 		case c >= 'A' && c <= 'Z':
-			upper = true
+			t[c] = nameUpper
 		case c == '_':
-			underscore = true
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == ':' && i == 0:
+			t[c] = nameUnderscore
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
 		default:
-			plain = false
+			t[c] = nameOther
 		}
 	}
-	return upper, underscore, plain
-}
+	return t
+}()
 
 // oddHeaderName refuses a request with a header name that is not plain
 // (scanHeaderName): no spelling of Deputy's owned or on-behalf-of headers, of a

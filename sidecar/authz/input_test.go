@@ -299,3 +299,48 @@ func TestViewHeaderValuesEverySpelling(t *testing.T) {
 		})
 	}
 }
+
+// scanHeaderNameByBytes is scanHeaderName as a switch on each byte, kept as
+// the oracle of its table.
+func scanHeaderNameByBytes(name string) (upper, underscore, plain bool) {
+	plain = name != "" && name != ":"
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'A' && c <= 'Z':
+			upper = true
+		case c == '_':
+			underscore = true
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == ':' && i == 0:
+		default:
+			plain = false
+		}
+	}
+	return upper, underscore, plain
+}
+
+func TestScanHeaderNameEveryByte(t *testing.T) {
+	names := []string{"", ":", "::", ":path", "a:b", "x-deputy-subject", "X_Deputy", "x.deputy", "x deputy", "\x00", "ſ", ":A_b"}
+	for a := range 256 {
+		names = append(names, string([]byte{byte(a)}), string([]byte{':', byte(a)}), string([]byte{byte(a), ':'}), "x-"+string([]byte{byte(a)})+"-y")
+	}
+	for _, name := range names {
+		u, s, p := scanHeaderName(name)
+		wu, ws, wp := scanHeaderNameByBytes(name)
+		if u != wu || s != ws || p != wp {
+			t.Errorf("scanHeaderName(%q) = %v %v %v, want %v %v %v", name, u, s, p, wu, ws, wp)
+		}
+	}
+}
+
+func FuzzScanHeaderName(f *testing.F) {
+	for _, s := range []string{"", ":", ":path", "X-Deputy_Subject", "x.y", "a\xffb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		u, s, p := scanHeaderName(name)
+		wu, ws, wp := scanHeaderNameByBytes(name)
+		if u != wu || s != ws || p != wp {
+			t.Errorf("scanHeaderName(%q) = %v %v %v, want %v %v %v", name, u, s, p, wu, ws, wp)
+		}
+	})
+}
