@@ -57,6 +57,11 @@ const (
 	// ReasonStaleKeys refuses a token of an issuer whose key set has not
 	// been fetched for identity.max_key_age.
 	ReasonStaleKeys = "stale_keys"
+	// ReasonDelegatedToken refuses a token carrying an act claim (RFC
+	// 8693 §4.1: its act acts for its sub), such as another Deputy's actor
+	// token: read as an identity it would be its subject acting, and the
+	// actor would reach neither policy nor the decision record.
+	ReasonDelegatedToken = "delegated_token"
 )
 
 // MaxTokenSize refuses absurd tokens before any parsing.
@@ -809,6 +814,13 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	exp, err := v.checkClaims(claims, is, now)
 	if err != nil {
 		return nil, time.Time{}, idx, err
+	}
+	if _, ok := claims["act"]; ok {
+		// Deputy reads one person from a token. A delegated one names two,
+		// and read as its sub alone it would have the subject act for
+		// themselves: the actor would be dropped from the input, the
+		// headers and every record.
+		return refused(ReasonDelegatedToken, errors.New("act claim: the token is delegated, and Deputy does not read delegated tokens as identities"))
 	}
 	id, err := is.claims.identity(claims)
 	if err != nil {
