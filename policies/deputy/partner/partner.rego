@@ -37,6 +37,16 @@ decision := lib.deny(403, "delegated_upgrade") if { # regal ignore:rule-length
 	# common check fails here at once.
 	input.deputy.request.upgrade
 	input.delegation.mode == "partner"
+} else := lib.deny(403, "path_names_another_customer") if {
+	# Every customers/{customer} template in the path must name the
+	# customer acted for, wherever it stands, as the reseller policy
+	# requires: the branches below read the path from its first segments
+	# only, and a portal router that matches a later template
+	# (/service-requests/1/customers/globex) serves that customer.
+	input.delegation.mode == "partner"
+	some i, segment in input.deputy.request.route_segments
+	segment == data.deputy.partner.customer_path_prefix
+	not lib.route_segment_is(i + 1, input.delegation.subject)
 } else := {"allowed": true, "reason": "partner_level_sufficient"} if {
 	# The commonest request of all, one method on an item under the
 	# customer's own path template, in one body: what _at's first branch

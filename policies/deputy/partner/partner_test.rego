@@ -83,7 +83,7 @@ test_cc_without_attributes if {
 test_path_template[note] if {
 	cases := [
 		{"note": "customer named in the path", "path": "customers/acme/service-requests/sr-1", "allowed": true, "reason": "partner_level_sufficient"},
-		{"note": "another customer in the path", "path": "customers/globex/service-requests/sr-1", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "another customer in the path", "path": "customers/globex/service-requests/sr-1", "allowed": false, "reason": "path_names_another_customer"},
 		{"note": "bare customer path", "path": "customers/acme", "allowed": false, "reason": "route_not_mapped"},
 	]
 	some tc in cases
@@ -168,12 +168,12 @@ test_tricky_forms[note] if {
 		{"note": "upper-case template and section", "methods": ["GET"], "path": "/Customers/acme/Contacts", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
 		{"note": "path parameter on the section", "methods": ["GET"], "path": "/customers/acme/contacts;x", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
 		{"note": "trailing slash is the collection", "methods": ["POST"], "path": "/service-requests//", "level": "update", "allowed": false, "reason": "level_too_low:create"},
-		{"note": "customer id compares exactly", "methods": ["GET"], "path": "/customers/ACME/service-requests", "level": "look", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "customer id compares exactly", "methods": ["GET"], "path": "/customers/ACME/service-requests", "level": "look", "allowed": false, "reason": "path_names_another_customer"},
 		{"note": "front controller before the template", "methods": ["GET"], "path": "/index.php/customers/acme/contacts", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
 		{"note": "front controller, own customer", "methods": ["GET"], "path": "/index.php/customers/acme/service-requests", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
-		{"note": "front controller, another customer", "methods": ["GET"], "path": "/index.php/customers/globex/service-requests", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "front controller, another customer", "methods": ["GET"], "path": "/index.php/customers/globex/service-requests", "level": "full_admin", "allowed": false, "reason": "path_names_another_customer"},
 		{"note": "template with a trailing dot", "methods": ["GET"], "path": "/customers./acme/contacts", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
-		{"note": "template with a trailing space, another customer", "methods": ["GET"], "path": "/customers /globex/service-requests", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		{"note": "template with a trailing space, another customer", "methods": ["GET"], "path": "/customers /globex/service-requests", "level": "full_admin", "allowed": false, "reason": "path_names_another_customer"},
 		{"note": "section with a format", "methods": ["GET"], "path": "/customers/acme/contacts.json", "level": "look", "allowed": false, "reason": "level_too_low:full_admin"},
 		{"note": "blank segment after a collection is the collection", "methods": ["POST"], "path": "/service-requests/ ", "level": "update", "allowed": false, "reason": "level_too_low:create"},
 	]
@@ -201,7 +201,7 @@ test_folded_template_names_another_customer if {
 	})
 	d := partner.decision with input as req
 	not d.allowed
-	d.reason == "route_not_mapped"
+	d.reason == "path_names_another_customer"
 }
 
 # Under the customer's own path template, the section and whether the path
@@ -226,13 +226,13 @@ test_customer_template_kinds[note] if {
 }
 
 # Without the client's spelling of the route, the customer's path template
-# is not recognised: the path reads from its first segment and maps to no
-# route, as lib.route_segment_is decides.
+# is not recognised as naming the customer acted for, as
+# lib.route_segment_is decides: refused.
 test_customer_template_needs_spelled_form if {
 	req := object.union(lib_test.request(["GET"], "/customers/acme/service-requests/sr-1"), {"delegation": _grant("full_admin")})
 	d := partner.decision with input as json.remove(req, ["deputy/request/spelled_route_segments"])
 	not d.allowed
-	d.reason == "route_not_mapped"
+	d.reason == "path_names_another_customer"
 }
 
 # The one-body branch for an item under the customer's own template and
@@ -245,9 +245,9 @@ test_template_item_branch_seams[note] if {
 		"own customer in mixed case, item PATCH": {"methods": ["PATCH"], "path": "/customers/Acme/service-requests/sr-1", "subject": "Acme", "level": "update", "allowed": true, "reason": "partner_level_sufficient"},
 		"own customer in mixed case, level too low": {"methods": ["PATCH"], "path": "/customers/Acme/service-requests/sr-1", "subject": "Acme", "level": "look", "allowed": false, "reason": "level_too_low:update"},
 		"own customer in non-ASCII upper case": {"methods": ["GET"], "path": "/customers/ÉCOLE/service-requests/sr-1", "subject": "ÉCOLE", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
-		"customer spelled lower, granted upper": {"methods": ["GET"], "path": "/customers/acme/service-requests/sr-1", "subject": "ACME", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
-		"customer spelled upper, granted lower": {"methods": ["GET"], "path": "/customers/ACME/service-requests/sr-1", "subject": "acme", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
-		"customer with a trailing dot": {"methods": ["GET"], "path": "/customers/acme./service-requests/sr-1", "subject": "acme.", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		"customer spelled lower, granted upper": {"methods": ["GET"], "path": "/customers/acme/service-requests/sr-1", "subject": "ACME", "level": "full_admin", "allowed": false, "reason": "path_names_another_customer"},
+		"customer spelled upper, granted lower": {"methods": ["GET"], "path": "/customers/ACME/service-requests/sr-1", "subject": "acme", "level": "full_admin", "allowed": false, "reason": "path_names_another_customer"},
+		"customer with a trailing dot": {"methods": ["GET"], "path": "/customers/acme./service-requests/sr-1", "subject": "acme.", "level": "full_admin", "allowed": false, "reason": "path_names_another_customer"},
 		"section of * only": {"methods": ["DELETE"], "path": "/customers/acme/contacts/c-1", "subject": "acme", "level": "full_admin", "allowed": true, "reason": "partner_level_sufficient"},
 		"section of * only, level too low": {"methods": ["GET"], "path": "/customers/acme/contacts/c-1", "subject": "acme", "level": "service_admin", "allowed": false, "reason": "level_too_low:full_admin"},
 		"override within the level": {"methods": ["GET", "HEAD"], "path": "/customers/acme/service-requests/sr-1", "subject": "acme", "level": "look", "allowed": true, "reason": "partner_level_sufficient"},
@@ -274,7 +274,7 @@ test_root_item_branch_seams[note] if {
 		"unknown section": {"methods": ["GET"], "path": "/billing/b-1", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
 		"unknown level": {"methods": ["GET"], "path": "/service-requests/sr-1", "level": "owner", "allowed": false, "reason": "unknown_level"},
 		"cc, item not shared": {"methods": ["GET"], "path": "/service-requests/sr-1", "level": "cc", "allowed": false, "reason": "cc_resource_not_shared"},
-		"template word without a customer": {"methods": ["GET"], "path": "/customers", "level": "full_admin", "allowed": false, "reason": "route_not_mapped"},
+		"template word without a customer": {"methods": ["GET"], "path": "/customers", "level": "full_admin", "allowed": false, "reason": "path_names_another_customer"},
 	}
 	d := partner.decision with input as object.union(lib_test.request(tc.methods, tc.path), {"delegation": _grant(tc.level)})
 	d.allowed == tc.allowed
@@ -335,4 +335,22 @@ test_upgrade_of_another_mode_is_not_partner_delegation if {
 	)
 	not d.allowed
 	d.reason == "not_partner_delegation"
+}
+
+# Every customers/{customer} template in the path must name the customer
+# acted for, wherever it stands, as the reseller policy requires: a portal
+# router matching the later template serves globex to acme's partner.
+test_later_template_names_another_customer[note] if {
+	some note, tc in {
+		"template after a root item": {"path": "/service-requests/1/customers/globex", "allowed": false, "reason": "path_names_another_customer"},
+		"template after a root section": {"path": "/service-requests/customers/globex/service-requests/1", "allowed": false, "reason": "path_names_another_customer"},
+		"template after the own one": {"path": "/customers/acme/service-requests/1/customers/globex/service-requests/2", "allowed": false, "reason": "path_names_another_customer"},
+		"template behind a locale": {"path": "/fr/customers/globex/service-requests/1", "allowed": false, "reason": "path_names_another_customer"},
+		"template word at the end": {"path": "/service-requests/1/customers", "allowed": false, "reason": "path_names_another_customer"},
+		"own customer named again": {"path": "/customers/acme/service-requests/1/customers/acme", "allowed": true, "reason": "partner_level_sufficient"},
+		"own customer after a root item": {"path": "/service-requests/1/customers/acme", "allowed": true, "reason": "partner_level_sufficient"},
+	}
+	d := partner.decision with input as object.union(lib_test.request(["GET"], tc.path), {"delegation": _grant("full_admin")})
+	d.allowed == tc.allowed
+	d.reason == tc.reason
 }
