@@ -649,6 +649,24 @@ func TestCredentialCarriersSetting(t *testing.T) {
 // nothing said; it is refused naming the setting. Only the file's explicit
 // empty list reads none, and the start logs a warning that none is checked.
 func TestCredentialCarriersBlankRefused(t *testing.T) {
+	// So are the other lists whose empty value turns a check off: method
+	// overrides (a POST run as DELETE would be decided as a POST) and the
+	// decision log's masked query parameters.
+	for _, setting := range []struct{ path, env, flag string }{
+		{"check.method_overrides", "DEPUTY_CHECK_METHOD_OVERRIDES", "--check-method-overrides="},
+		{"decision_log.mask_query_params", "DEPUTY_DECISION_LOG_MASK_QUERY_PARAMS", "--decision-log-mask-query-params="},
+	} {
+		for _, blank := range []string{"", " ", ","} {
+			_, err := loadWith(t, nil, map[string]string{setting.env: blank}, "")
+			if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != setting.path {
+				t.Errorf("variable %s=%q: error %v, want %s refused", setting.env, blank, err, setting.path)
+			}
+			os.Unsetenv(setting.env)
+			if _, err := loadWith(t, []string{setting.flag + blank}, nil, ""); err == nil || !strings.Contains(err.Error(), setting.path) {
+				t.Errorf("flag %s%q: error %v, want %s refused", setting.flag, blank, err, setting.path)
+			}
+		}
+	}
 	for _, blank := range []string{"", " ", ",", " , "} {
 		_, err := loadWith(t, nil, map[string]string{"DEPUTY_IDENTITY_CREDENTIAL_CARRIERS": blank}, "")
 		if sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "identity.credential_carriers" {

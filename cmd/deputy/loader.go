@@ -503,7 +503,11 @@ func decodeMapping(n *yaml.Node, path, file string, f func(key string, val *yaml
 // blank ("", " ", ","): for them an empty list turns a check off, which a
 // templated empty value must not do unnoticed. The file's explicit empty
 // list still does.
-var nonBlankLists = map[string]bool{"identity.credential_carriers": true}
+var nonBlankLists = map[string]bool{
+	"identity.credential_carriers":   true,
+	"check.method_overrides":         true, // empty: a POST that runs as DELETE is decided as a POST
+	"decision_log.mask_query_params": true, // empty: access_token and kin are logged unless a name rule catches them
+}
 
 // blankRefused refuses a blank value of a nonBlankLists setting.
 func blankRefused(path, s string) error {

@@ -22,12 +22,15 @@ type httpRoutes struct {
 }
 
 func (h *httpRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch p := r.URL.Path; {
-	case h.forwarded != nil && p == h.checkPath:
+	// Deputy's own paths are matched as sent: "/%64eputy/v1/x" decodes to
+	// the API's path, and a proxy that routes on the path as sent would
+	// take the API's answer for a check's. Such spellings are reserved.
+	switch p, sent := r.URL.Path, r.URL.EscapedPath(); {
+	case h.forwarded != nil && sent == h.checkPath:
 		h.forwarded.ServeHTTP(w, r)
-	case strings.HasPrefix(p, h.apiPrefix):
+	case strings.HasPrefix(sent, h.apiPrefix):
 		h.api.ServeHTTP(w, r)
-	case strings.HasPrefix(p, "/.well-known/"):
+	case strings.HasPrefix(sent, "/.well-known/"):
 		h.wellKnown.ServeHTTP(w, r)
 	case h.reserved(p):
 		if _, ok := delegation.ExposedRedeemCodes(h.apiPrefix, r.URL.EscapedPath(), r.URL.RawQuery); ok {
@@ -42,8 +45,9 @@ func (h *httpRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// reserved reports whether p is a spelling of one of Deputy's own paths
-// that is not that path as sent: /Deputy/V1/x, //deputy/v1/x. A proxy
+// reserved reports whether p, decoded, is a spelling of one of Deputy's
+// own paths that is not that path as sent: /Deputy/V1/x, //deputy/v1/x,
+// /%64eputy/v1/x. A proxy
 // that matched it as Deputy's (Caddy's path matcher folds case and merges
 // slashes, then passes the path on as sent) would hand the client a check
 // answer, delegated identity and actor token included. Such a path is

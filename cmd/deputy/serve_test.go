@@ -378,7 +378,8 @@ decision := {"allowed": true, "reason": "seen_as_sent"} if input.attributes.requ
 func TestHTTPNeverDecidesSpellingsOfDeputyPaths(t *testing.T) {
 	cfg := startServer(t, func(*Config) {})
 	waitListening(t, cfg.HTTP.Addr)
-	for _, path := range []string{"//deputy/authz", "/deputy//authz", "/Deputy/Authz", "//deputy/v1/customers", "/DEPUTY/v1/x", "/deputy/x", "//.well-known/jwks.json", "/.Well-Known/jwks.json"} {
+	for _, path := range []string{"//deputy/authz", "/deputy//authz", "/Deputy/Authz", "//deputy/v1/customers", "/DEPUTY/v1/x", "/deputy/x", "//.well-known/jwks.json", "/.Well-Known/jwks.json",
+		"/%64eputy/v1/customers", "/deputy%2Fv1/customers", "/.well-known%2Fjwks.json", "/%2Ewell-known/jwks.json", "/deputy/v1%2Fcustomers"} {
 		resp, err := http.Get("http://" + cfg.HTTP.Addr + path)
 		if err != nil {
 			t.Fatal(err)
