@@ -269,6 +269,40 @@ type ClearCookie struct {
 
 func (c *ClearCookie) Error() string { return "clear the session cookie" }
 
+// Attempt rides (as Err, WithAttempt) on a delegation error: whom the
+// refused request tried to act for. It is for the decision record alone,
+// beside the caller's own identity: it grants nothing, and reaches
+// neither policy nor the upstream.
+type Attempt struct {
+	// OnBehalfOf is the customer the request named, or the customer of
+	// the session its cookie named.
+	OnBehalfOf string
+	// Session is the id of the session the cookie named, when one was
+	// found; never the cookie's token, which is the credential.
+	Session      string
+	SessionActor string // that session's actor
+	Err          error  // the cause it stands in front of
+}
+
+func (a *Attempt) Error() string { return "attempted delegation" }
+
+func (a *Attempt) Unwrap() error { return a.Err }
+
+// WithAttempt returns err, an *Error, as a new *Error whose cause is a,
+// in front of the cause it had (a.Err is set to it); any other error,
+// which no delegation refusal is, is returned unchanged. err itself is
+// not modified: a resolver may hand the same error to many requests.
+func WithAttempt(err error, a Attempt) error {
+	e, ok := err.(*Error)
+	if !ok {
+		return err
+	}
+	c := *e
+	a.Err = e.Err
+	c.Err = &a
+	return &c
+}
+
 // ActorTokenSigner mints the short-lived JWT injected as x-deputy-token.
 type ActorTokenSigner interface {
 	Sign(d *Delegation) (string, error)
@@ -291,6 +325,9 @@ type Decision struct {
 
 	Identity   *Identity
 	Delegation *Delegation
+	// Attempt is whom a request refused its delegation tried to act for,
+	// when the refusal says (nil otherwise); Delegation is nil then.
+	Attempt *Attempt
 
 	Revision string // policy bundle revision
 	// Policy is the *policy.Activation that decided, nil when none was

@@ -145,6 +145,12 @@ func BenchmarkCheckFloor(b *testing.B) {
 // and a token minter.
 func delegatedPipeline(b testing.TB, store sidecar.Store, wrap ...func(sidecar.DelegationResolver) sidecar.DelegationResolver) (*authz.Pipeline, func(identity.DevClaims) string) {
 	b.Helper()
+	return delegatedPipelineWith(b, store, nil, wrap...)
+}
+
+// delegatedPipelineWith is delegatedPipeline with further options.
+func delegatedPipelineWith(b testing.TB, store sidecar.Store, opts []authz.Option, wrap ...func(sidecar.DelegationResolver) sidecar.DelegationResolver) (*authz.Pipeline, func(identity.DevClaims) string) {
+	b.Helper()
 	dev, verifier := devVerifier(b)
 	key, err := actortoken.GenerateKey()
 	if err != nil {
@@ -168,7 +174,7 @@ func delegatedPipeline(b testing.TB, store sidecar.Store, wrap ...func(sidecar.D
 			resolvers[i] = w(r)
 		}
 	}
-	p := shippedPipeline(b, authz.WithVerifier(verifier), authz.WithResolvers(resolvers...), authz.WithActorTokenSigner(signer))
+	p := shippedPipeline(b, append([]authz.Option{authz.WithVerifier(verifier), authz.WithResolvers(resolvers...), authz.WithActorTokenSigner(signer)}, opts...)...)
 	mint := func(c identity.DevClaims) string {
 		tok, err := dev.Mint(c)
 		if err != nil {

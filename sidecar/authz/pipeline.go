@@ -513,6 +513,12 @@ func (p *Pipeline) decide(ctx context.Context, req *authv3.CheckRequest, owned, 
 		}
 	} else if delErr != nil {
 		input.Insert(keyTerm("delegation_error"), ast.StringTerm(sidecar.ErrorReason(delErr)))
+		// Whom it tried to act for goes to the record alone: not to
+		// policy, which decides on the caller, nor to the upstream.
+		var at *sidecar.Attempt
+		if errors.As(delErr, &at) {
+			d.Attempt = at
+		}
 	}
 	d.Delegation = del
 	d.Stages.State = p.clock().Sub(t2)

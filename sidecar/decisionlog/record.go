@@ -26,23 +26,29 @@ const (
 // Record is one decision as it reaches a sink. Field names are the stable
 // contract of the stdout lines and the Redis stream entries.
 type Record struct {
-	DecisionID     string    `json:"decision_id"`
-	Time           time.Time `json:"time"`
-	Actor          string    `json:"actor,omitempty"`
-	Subject        string    `json:"subject,omitempty"`
-	Mode           string    `json:"mode,omitempty"`
-	Level          string    `json:"level,omitempty"`
-	SessionID      string    `json:"session_id,omitempty"` // session or grant id
-	Method         string    `json:"method,omitempty"`
-	Host           string    `json:"host,omitempty"`
-	Path           string    `json:"path,omitempty"`
-	Result         string    `json:"result"`
-	Reason         string    `json:"reason,omitempty"`
-	HTTPStatus     int       `json:"http_status,omitempty"`
-	BundleRevision string    `json:"bundle_revision,omitempty"`
-	LatencyMS      float64   `json:"latency_ms"`
-	TraceID        string    `json:"trace_id,omitempty"`
-	DryRun         bool      `json:"dry_run,omitempty"`
+	DecisionID string    `json:"decision_id"`
+	Time       time.Time `json:"time"`
+	Actor      string    `json:"actor,omitempty"`
+	Subject    string    `json:"subject,omitempty"`
+	Mode       string    `json:"mode,omitempty"`
+	Level      string    `json:"level,omitempty"`
+	SessionID  string    `json:"session_id,omitempty"` // session or grant id
+	// A refused delegation's attempt (sidecar.Attempt): whom the request
+	// tried to act for, never whom it acted for, which Actor and Subject
+	// say.
+	AttemptedOnBehalfOf   string  `json:"attempted_on_behalf_of,omitempty"`
+	AttemptedSession      string  `json:"attempted_session,omitempty"`
+	AttemptedSessionActor string  `json:"attempted_session_actor,omitempty"`
+	Method                string  `json:"method,omitempty"`
+	Host                  string  `json:"host,omitempty"`
+	Path                  string  `json:"path,omitempty"`
+	Result                string  `json:"result"`
+	Reason                string  `json:"reason,omitempty"`
+	HTTPStatus            int     `json:"http_status,omitempty"`
+	BundleRevision        string  `json:"bundle_revision,omitempty"`
+	LatencyMS             float64 `json:"latency_ms"`
+	TraceID               string  `json:"trace_id,omitempty"`
+	DryRun                bool    `json:"dry_run,omitempty"`
 	// InputDropped says why a record has no input although records keep
 	// it. One byte beside DryRun: the record of every check stays the size
 	// it was.
@@ -112,6 +118,7 @@ func (r *Record) dropInput() {
 	r.InputDropped = InputOversized
 	r.Path = cutEncoded(r.Path, MaxDroppedPathBytes)
 	for _, f := range []*string{&r.DecisionID, &r.Actor, &r.Subject, &r.Mode, &r.Level, &r.SessionID,
+		&r.AttemptedOnBehalfOf, &r.AttemptedSession, &r.AttemptedSessionActor,
 		&r.Method, &r.Host, &r.Reason, &r.BundleRevision, &r.TraceID, &r.Error, &r.MaskError} {
 		*f = cutEncoded(*f, maxDroppedFieldBytes)
 	}
@@ -179,6 +186,11 @@ func newRecord(d *sidecar.Decision) *Record {
 		r.Mode = del.Mode
 		r.Level = del.Level
 		r.SessionID = del.ID
+	}
+	if at := d.Attempt; at != nil {
+		r.AttemptedOnBehalfOf = at.OnBehalfOf
+		r.AttemptedSession = at.Session
+		r.AttemptedSessionActor = at.SessionActor
 	}
 	return r
 }
@@ -332,6 +344,9 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 	b = appendField(b, "mode", r.Mode)
 	b = appendField(b, "level", r.Level)
 	b = appendField(b, "session_id", r.SessionID)
+	b = appendField(b, "attempted_on_behalf_of", r.AttemptedOnBehalfOf)
+	b = appendField(b, "attempted_session", r.AttemptedSession)
+	b = appendField(b, "attempted_session_actor", r.AttemptedSessionActor)
 	b = appendField(b, "method", r.Method)
 	b = appendField(b, "host", r.Host)
 	b = appendField(b, "path", r.Path)

@@ -73,6 +73,7 @@ func decisionOf(s string) *sidecar.Decision {
 		Latency:    time.Millisecond,
 		Identity:   &sidecar.Identity{Subject: s},
 		Delegation: &sidecar.Delegation{Mode: s, Level: s, ID: s, Actor: s, Subject: s},
+		Attempt:    &sidecar.Attempt{OnBehalfOf: s, Session: s, SessionActor: s},
 		Input:      map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{"path": s, "headers": map[string]any{s: s}}}}},
 	}
 }
@@ -94,7 +95,7 @@ func TestRecordBoundWorstCase(t *testing.T) {
 			if r["input_dropped"] != InputDroppedOversized || r["input"] != nil {
 				t.Errorf("input_dropped = %v, input present %v", r["input_dropped"], r["input"] != nil)
 			}
-			for _, f := range []string{"actor", "subject", "reason", "path", "host"} {
+			for _, f := range []string{"actor", "subject", "reason", "path", "host", "attempted_on_behalf_of", "attempted_session", "attempted_session_actor"} {
 				if v, _ := r[f].(string); v == "" || !strings.HasPrefix(logged, v) {
 					t.Errorf("%s = %.20q..., want a prefix of the decision's", f, v)
 				}

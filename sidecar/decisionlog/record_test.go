@@ -99,6 +99,7 @@ func randomRecord(r *rand.Rand) *Record {
 	rec := &Record{
 		DecisionID: str(), Time: time.Unix(r.Int64N(1<<34), r.Int64N(1e9)).UTC(),
 		Actor: str(), Subject: str(), Mode: str(), Level: str(), SessionID: str(), Method: str(), Host: str(), Path: str(),
+		AttemptedOnBehalfOf: str(), AttemptedSession: str(), AttemptedSessionActor: str(),
 		Result: str(), Reason: str(), BundleRevision: str(), LatencyMS: randomFloat(r), TraceID: str(),
 		DryRun: r.IntN(2) == 0, InputDropped: InputDrop(r.IntN(3)), Error: str(), Erased: strs(), Masked: strs(), MaskError: str(),
 	}

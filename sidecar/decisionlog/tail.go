@@ -195,7 +195,10 @@ func FormatLine(r *Record) string {
 			fmt.Fprintf(&b, " user=%s", term(orDash(r.Actor)))
 		}
 	}
-	for _, f := range [...]struct{ key, v string }{{"mode", r.Mode}, {"level", r.Level}, {"session", r.SessionID}, {"reason", r.Reason}} {
+	for _, f := range [...]struct{ key, v string }{
+		{"mode", r.Mode}, {"level", r.Level}, {"session", r.SessionID}, {"reason", r.Reason},
+		{"attempted_on_behalf_of", r.AttemptedOnBehalfOf}, {"attempted_session", r.AttemptedSession}, {"attempted_session_actor", r.AttemptedSessionActor},
+	} {
 		if f.v != "" {
 			fmt.Fprintf(&b, " %s=%s", f.key, term(f.v))
 		}

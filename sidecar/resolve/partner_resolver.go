@@ -142,13 +142,21 @@ func (r *OnBehalfResolver) Resolve(ctx context.Context, req *sidecar.Request, id
 	if err != nil || customer == "" {
 		return nil, err
 	}
-	if id == nil {
-		return nil, sidecar.Refused(sidecar.EFORBIDDEN, ReasonIdentityRequired, nil)
+	var d *sidecar.Delegation
+	switch {
+	case id == nil:
+		err = sidecar.Refused(sidecar.EFORBIDDEN, ReasonIdentityRequired, nil)
+	case id.Domain != "":
+		d, err = r.resolveReseller(ctx, req.PolicyData, customer, id)
+	default:
+		d, err = r.resolvePartner(ctx, customer, id)
 	}
-	if id.Domain != "" {
-		return r.resolveReseller(ctx, req.PolicyData, customer, id)
+	if err != nil {
+		// The customer it tried to act for, for the decision record:
+		// the caller acts as themselves, and that alone would not say.
+		return nil, sidecar.WithAttempt(err, sidecar.Attempt{OnBehalfOf: customer})
 	}
-	return r.resolvePartner(ctx, customer, id)
+	return d, nil
 }
 
 func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {

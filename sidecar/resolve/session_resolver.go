@@ -62,7 +62,9 @@ type SessionState interface {
 // (session_unknown, session_ended, session_expired, session_idle,
 // session_replaced, session_consent_withdrawn, session_consent_expired,
 // session_revoked); the error carries a sidecar.ClearCookie so the denial
-// tells the browser to drop the cookie.
+// tells the browser to drop the cookie. A refusal of a cookie that named
+// a session carries it as a sidecar.Attempt (its id, actor and customer)
+// for the decision record.
 //
 // A live session is bound: honoured only on the storefront hosts (those
 // configured, else the host its link was redeemed on: session_wrong_host),
@@ -283,21 +285,24 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	}
 
 	b := e.session.Within(lim)
+	// From here the cookie named a session: a refusal says which, for
+	// the decision record (a cookie used with someone else's token, or
+	// after its end, is one that left its owner's browser).
 	if st := e.endState(&b, now); st != "" {
-		return nil, r.sessionError(st)
+		return nil, attempted(r.sessionError(st), e.session)
 	}
 	cs, err := r.customerState(ctx, e.session, now)
 	if err != nil {
-		return nil, err
+		return nil, attempted(err, e.session)
 	}
 	if !r.hostAllowed(req.Host, e.session.Host) {
-		return nil, sidecar.Refused(sidecar.EUNAUTHORIZED, "session_wrong_host", nil)
+		return nil, attempted(sidecar.Refused(sidecar.EUNAUTHORIZED, "session_wrong_host", nil), e.session)
 	}
 	if id != nil && id.Subject != e.session.Actor {
-		return nil, sidecar.Refused(sidecar.EUNAUTHORIZED, "session_actor_mismatch", nil)
+		return nil, attempted(sidecar.Refused(sidecar.EUNAUTHORIZED, "session_actor_mismatch", nil), e.session)
 	}
 	if err := r.touch(ctx, key, e, touchInterval(r.touchEvery, b.IdleTimeout), now); err != nil {
-		return nil, err
+		return nil, attempted(err, e.session)
 	}
 	d := new(sidecar.Delegation)
 	*d = e.deleg
@@ -476,6 +481,12 @@ func lapsedIdle(b *sidecar.Session, seen int64, now time.Time) bool {
 
 // maxToken bounds the cookie value: real tokens are 43 bytes.
 const maxToken = 128
+
+// attempted is err naming s as the session a refused cookie named: its
+// id, actor and customer, never its token.
+func attempted(err error, s *sidecar.Session) error {
+	return sidecar.WithAttempt(err, sidecar.Attempt{OnBehalfOf: s.Customer, Session: s.ID, SessionActor: s.Actor})
+}
 
 // sessionError is the denial of a cookie that names no live session.
 func (r *SessionResolver) sessionError(state string) error {
