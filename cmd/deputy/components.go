@@ -327,7 +327,10 @@ func newDelegationPart(cfg *Config, state *statePart, policyData func() map[stri
 		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log), delegation.WithResellerRecorder(records)),
 	}
 	var err error
-	if d.onBehalf, err = resolve.NewOnBehalfResolver(d.cached, d.cached, policyData, cfg.Partner); err != nil {
+	// On the storefront hosts a consented session is the only way of
+	// acting for a customer: no one is acted for there by header or path.
+	if d.onBehalf, err = resolve.NewOnBehalfResolver(d.cached, d.cached, policyData, cfg.Partner,
+		resolve.WithStorefrontHosts(cfg.Impersonation.StorefrontHosts)); err != nil {
 		d.closeResolvers()
 		return nil, err
 	}

@@ -46,7 +46,7 @@ type ImpersonationConfig struct {
 	RedirectHosts []string      `yaml:"redirect_hosts" usage:"hosts a redeem link may redirect to, besides relative paths on the storefront host"`
 	// StorefrontHosts are where a session is honoured; empty: only on the
 	// host its redeem link was used on.
-	StorefrontHosts []string `yaml:"storefront_hosts" usage:"storefront hosts on which a redeem link may be used and a session cookie is honoured (default: any host for the link; the cookie only on the host the link was used on)"`
+	StorefrontHosts []string `yaml:"storefront_hosts" usage:"storefront hosts on which a redeem link may be used and a session cookie is honoured (default: any host for the link; the cookie only on the host the link was used on); partner and reseller requests naming a customer are refused there"`
 	// SweepInterval bounds how late an impersonation.ended event for an
 	// expired or idle session, or a consent.expired event, may come.
 	SweepInterval time.Duration `yaml:"sweep_interval" usage:"how often sessions that expired or went idle are ended, and lapsed consents reported, with their events"`

@@ -402,9 +402,10 @@ type RuleBook struct {
 }
 
 type parsedLimits struct {
-	key    unsafe.Pointer
-	limits sidecar.SessionLimits
-	err    error
+	key        unsafe.Pointer
+	limits     sidecar.SessionLimits
+	protection sidecar.Protection
+	err        error
 }
 
 // Limits returns the session limits (impersonation.max_session and
@@ -414,19 +415,36 @@ type parsedLimits struct {
 // started at their next request. No policy loaded bounds nothing beyond
 // what each session stores.
 func (b *RuleBook) Limits(data map[string]any) (sidecar.SessionLimits, error) {
+	p := b.switches(data)
+	return p.limits, p.err
+}
+
+// Protection returns what data (nil: the active policy data) protects
+// beyond profiles and staff marks (impersonation.protected_roles and
+// protected_customers), read once per activation as Limits is: the
+// on-behalf resolver refuses to act for those accounts, as impersonation
+// refuses to start or go on. No policy loaded protects nothing more.
+func (b *RuleBook) Protection(data map[string]any) (sidecar.Protection, error) {
+	p := b.switches(data)
+	return p.protection, p.err
+}
+
+// switches parses the impersonation switches of data (nil: the active
+// policy data) once per activation.
+func (b *RuleBook) switches(data map[string]any) *parsedLimits {
 	if data == nil {
 		if data = b.active(); data == nil {
-			return sidecar.SessionLimits{}, nil
+			return &parsedLimits{}
 		}
 	}
 	key := reflect.ValueOf(data).UnsafePointer()
 	if p := b.limits.Load(); p != nil && p.key == key {
-		return p.limits, p.err
+		return p
 	}
 	sw, err := switchesIn(data)
-	p := &parsedLimits{key: key, limits: sw.Limits(), err: err}
+	p := &parsedLimits{key: key, limits: sw.Limits(), protection: protection(sw), err: err}
 	b.limits.Store(p)
-	return p.limits, p.err
+	return p
 }
 
 type parsedRules struct {

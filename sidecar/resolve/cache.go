@@ -24,12 +24,13 @@ const (
 	CacheGrants      = "grants"
 	CacheShares      = "shares"
 	CacheAssignments = "assignments"
+	CacheCustomers   = "customers"
 )
 
 // CacheKinds names every kind the delegation caches report to a
 // CacheObserver, so metrics can show each one before its first lookup.
 func CacheKinds() []string {
-	return []string{CacheSessions, CacheGrants, CacheShares, CacheAssignments}
+	return []string{CacheSessions, CacheGrants, CacheShares, CacheAssignments, CacheCustomers}
 }
 
 // CacheConfig is the `state_cache` section: the local cache in front of the
@@ -317,6 +318,7 @@ type CachedSource interface {
 	EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error)
 	SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error)
 	GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
+	GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error)
 	Subscribe(fn func(key string)) (cancel func())
 }
 
@@ -332,7 +334,11 @@ type CachedState struct {
 	grants *Cache[grantCacheKey, sidecar.EffectiveGrants]
 	shares *Cache[grantCacheKey, []string]
 	assign *Cache[struct{}, *sidecar.Assignment]
-	cancel func()
+	// customers holds each customer's profile and staff mark, evicted by
+	// the customer's key, which a profile's put or delete and a staff
+	// mark publish.
+	customers *Cache[struct{}, *sidecar.CustomerState]
+	cancel    func()
 }
 
 // NewCachedState subscribes to src's invalidations; Close unsubscribes.
@@ -341,11 +347,12 @@ func NewCachedState(src CachedSource, cfg CacheConfig, now sidecar.Clock, obs Ca
 		now = time.Now
 	}
 	cs := &CachedState{
-		src:    src,
-		now:    now,
-		grants: NewCache[grantCacheKey, sidecar.EffectiveGrants](CacheGrants, sidecar.GrantKey(""), cfg, now, obs),
-		shares: NewCache[grantCacheKey, []string](CacheShares, sidecar.ShareKey(""), cfg, now, obs),
-		assign: NewCache[struct{}, *sidecar.Assignment](CacheAssignments, sidecar.AssignmentKey(""), cfg, now, obs),
+		src:       src,
+		now:       now,
+		grants:    NewCache[grantCacheKey, sidecar.EffectiveGrants](CacheGrants, sidecar.GrantKey(""), cfg, now, obs),
+		shares:    NewCache[grantCacheKey, []string](CacheShares, sidecar.ShareKey(""), cfg, now, obs),
+		assign:    NewCache[struct{}, *sidecar.Assignment](CacheAssignments, sidecar.AssignmentKey(""), cfg, now, obs),
+		customers: NewCache[struct{}, *sidecar.CustomerState](CacheCustomers, sidecar.CustomerKey(""), cfg, now, obs),
 	}
 	cs.cancel = src.Subscribe(cs.Evict)
 	return cs
@@ -356,6 +363,7 @@ func (cs *CachedState) Evict(key string) {
 	cs.grants.Evict(key)
 	cs.shares.Evict(key)
 	cs.assign.Evict(key)
+	cs.customers.Evict(key)
 }
 
 // Close stops listening for invalidations.
@@ -419,3 +427,26 @@ func (cs *CachedState) GetAssignment(ctx context.Context, customer string) (*sid
 
 // errNoAssignment is shared so a cached negative answer does not allocate.
 var errNoAssignment = sidecar.Errorf(sidecar.ENOTFOUND, "assignment not found")
+
+// GetCustomerState is the store's GetCustomerState through the cache, for
+// the customer's protection: its profile and staff mark. The consent is
+// left out (nil): it is evicted by another key, which this cache does not
+// hear. A customer with neither a profile nor a staff mark is remembered
+// for the negative TTL only.
+func (cs *CachedState) GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error) {
+	v, _, err := cs.customers.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.CustomerState, bool, error) {
+		st, err := cs.src.GetCustomerState(ctx, customer)
+		if err != nil {
+			return nil, false, err
+		}
+		v := &sidecar.CustomerState{Customer: st.Customer, Staff: st.Staff}
+		return v, v.Customer != nil || v.Staff, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		v = &sidecar.CustomerState{}
+	}
+	return v, nil
+}

@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,9 +18,13 @@ type GrantLookup interface {
 	SharesFor(ctx context.Context, customer, partnerOrg, user string) ([]string, error)
 }
 
-// AssignmentLookup is what the check path reads for reseller access.
+// AssignmentLookup is what the check path reads for reseller access, and,
+// for every delegation it resolves, whether the customer's account is
+// protected: its profile and staff mark (GetCustomerState; the consent it
+// may carry is not read here).
 type AssignmentLookup interface {
 	GetAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
+	GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error)
 }
 
 // Reasons the on-behalf resolver refuses a delegation. They reach policy
@@ -35,6 +40,8 @@ const (
 	ReasonMissingPrivilegePref = "missing_privilege:"
 	ReasonResellerRulesMissing = "reseller_rules_missing"
 	ReasonCustomerIDNotAllowed = "customer_id_not_allowed"
+	ReasonCustomerProtected    = sidecar.EndCustomerProtected
+	ReasonOnStorefrontHost     = "on_behalf_of_storefront_host"
 )
 
 // OnBehalfResolver resolves requests that name a customer — by the
@@ -44,12 +51,26 @@ const (
 // reseller staff (customer-care portal); other callers with an org are
 // partner users (support portal). A request naming no customer, or the
 // caller's own organisation, acts as the caller: no delegation.
+//
+// Neither acts for a protected account: one whose profile says so, holds
+// a role of impersonation.protected_roles, is listed in
+// protected_customers, or whose subject acted as staff, as impersonation
+// judges it (sidecar.Protection). That is read at every request, after
+// the grant or assignment is found (so only a caller who could otherwise
+// act learns it), through the same evicted lookups, so a customer
+// protected after the grant or assignment is refused at its next request
+// on every replica (customer_protected).
+//
+// On the storefront hosts (impersonation.storefront_hosts) no customer is
+// acted for this way: there the consented impersonation session is the
+// only one (on_behalf_of_storefront_host).
 type OnBehalfResolver struct {
 	grants      GrantLookup
 	assignments AssignmentLookup
 	header      string
 	rules       *delegation.RuleBook
 	clock       sidecar.Clock
+	storefronts []string // impersonation.storefront_hosts
 	// precedence holds the attributes of a partner delegation above cc,
 	// one map for each scope, handed out with every such delegation
 	// instead of a new map per check: attributes are only ever read.
@@ -64,6 +85,13 @@ type ResolverOption func(*OnBehalfResolver)
 // WithResolverClock sets the clock (default time.Now).
 func WithResolverClock(c sidecar.Clock) ResolverOption {
 	return func(r *OnBehalfResolver) { r.clock = c }
+}
+
+// WithStorefrontHosts sets the storefront hosts
+// (impersonation.storefront_hosts), where no customer is acted for by
+// header or path: a request naming one there is refused.
+func WithStorefrontHosts(hosts []string) ResolverOption {
+	return func(r *OnBehalfResolver) { r.storefronts = slices.Clone(hosts) }
 }
 
 // NewOnBehalfResolver returns the resolver. data is the active policy
@@ -144,6 +172,8 @@ func (r *OnBehalfResolver) Resolve(ctx context.Context, req *sidecar.Request, id
 	}
 	var d *sidecar.Delegation
 	switch {
+	case len(r.storefronts) > 0 && delegation.HostIn(req.Host, r.storefronts):
+		err = sidecar.Refused(sidecar.EFORBIDDEN, ReasonOnStorefrontHost, nil)
 	case id == nil:
 		err = sidecar.Refused(sidecar.EFORBIDDEN, ReasonIdentityRequired, nil)
 	case id.Domain != "":
@@ -151,12 +181,34 @@ func (r *OnBehalfResolver) Resolve(ctx context.Context, req *sidecar.Request, id
 	default:
 		d, err = r.resolvePartner(ctx, customer, id)
 	}
+	if err == nil && d != nil {
+		err = r.unprotected(ctx, req.PolicyData, d.Subject)
+	}
 	if err != nil {
 		// The customer it tried to act for, for the decision record:
 		// the caller acts as themselves, and that alone would not say.
 		return nil, sidecar.WithAttempt(err, sidecar.Attempt{OnBehalfOf: customer})
 	}
 	return d, nil
+}
+
+// unprotected refuses customer's account when it is protected as
+// impersonation judges it: by its profile or staff mark, read now, and by
+// the protected roles and customers of data, the policy data deciding
+// the check.
+func (r *OnBehalfResolver) unprotected(ctx context.Context, data map[string]any, customer string) error {
+	p, err := r.rules.Protection(data)
+	if err != nil { // refused at activation; never served
+		return sidecar.Refused(sidecar.EUNAVAILABLE, "policy_data_malformed", err)
+	}
+	cs, err := r.assignments.GetCustomerState(ctx, customer)
+	if err != nil {
+		return err
+	}
+	if p.Protects(customer, cs.Customer, cs.Staff) {
+		return sidecar.Refused(sidecar.EFORBIDDEN, ReasonCustomerProtected, nil)
+	}
+	return nil
 }
 
 func (r *OnBehalfResolver) resolvePartner(ctx context.Context, customer string, id *sidecar.Identity) (*sidecar.Delegation, error) {
