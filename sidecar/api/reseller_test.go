@@ -32,6 +32,15 @@ func readFixture(t *testing.T, name string) string {
 // seedDomains puts globex in the reseller's other domain and acme in shop-a.
 func seedDomains(t *testing.T, p *partnerAPI) {
 	t.Helper()
+	ctx := context.Background()
+	for _, c := range []*sidecar.Customer{{ID: "staff-1", Protected: true}, {ID: "ann", Roles: []string{"customer", "support_agent"}}, {ID: "bob", Roles: []string{"customer"}}} {
+		if _, err := p.store.PutCustomer(ctx, c, sidecar.Protection{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.store.MarkStaff(ctx, "staff-2"); err != nil {
+		t.Fatal(err)
+	}
 	for c, d := range map[string]string{"acme": "shop-a.example", "globex": "shop-b.example"} {
 		if err := p.store.PutAssignment(context.Background(), &sidecar.Assignment{Customer: c, Reseller: "resellerco", Domain: d}); err != nil {
 			t.Fatal(err)
@@ -162,6 +171,27 @@ func TestResellerAPI(t *testing.T) {
 				noAssignment("c9")(t, p)
 				noAssignment("c10")(t, p)
 			}},
+		// An account Login as Customer holds protected is put into no
+		// domain, one by one or by import (seedDomains protects staff-1
+		// by its profile, ann by a protected role and marks staff-2).
+		{name: "put a protected profile", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/staff-1", sam, map[string]any{})
+		}, after: noAssignment("staff-1")},
+		{name: "put a customer with a protected role", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/ann", sam, map[string]any{})
+		}, after: noAssignment("ann")},
+		{name: "put a subject known as staff", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/staff-2", sam, map[string]any{})
+		}, after: noAssignment("staff-2")},
+		{name: "import with a protected row", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, "c9,shop-a.example\nstaff-1,shop-a.example\n", "text/csv")
+		}, after: func(t *testing.T, p *partnerAPI) {
+			noAssignment("c9")(t, p)
+			noAssignment("staff-1")(t, p)
+		}},
+		{name: "put an unprotected profile", status: 200, do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/bob", sam, map[string]any{})
+		}},
 		{name: "import too large", status: 413, code: "too_large", field: "body", do: func(p *partnerAPI, sam string) pres {
 			return p.call("POST", "reseller/imports", sam, strings.Repeat("c1,shop-a.example\n", 200), "text/csv")
 		}},

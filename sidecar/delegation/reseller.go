@@ -78,6 +78,10 @@ type ResellerState interface {
 	ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentChange) (conflicts []int, err error)
 	RemovedAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
 	AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error)
+	// GetCustomerState reads the customer's profile and staff mark, which
+	// policy judges a put or an import by (a protected account is put
+	// into no domain).
+	GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error)
 	sidecar.EventLog
 	sidecar.AuditLog
 	sidecar.Invalidator // to evict again on a retried delete
@@ -191,6 +195,20 @@ func (r *Resellers) current(ctx context.Context, customer string) (*sidecar.Assi
 	return a, target, nil
 }
 
+// profile is customer's profile as Login as Customer judges it
+// (customerFacts): policy refuses to put a protected account into any
+// domain. A subject known as staff reads as protected, with or without a
+// profile.
+func (r *Resellers) profile(ctx context.Context, customer string) (map[string]any, error) {
+	cs, err := r.store.GetCustomerState(ctx, customer)
+	if err != nil {
+		return nil, err
+	}
+	f := customerFacts(customer, cs.Customer, cs.Staff)
+	f["protected"] = cs.Staff || (cs.Customer != nil && cs.Customer.Protected)
+	return f, nil
+}
+
 // validCustomer checks an assigned customer id: a reference of the
 // characters on which the loose collations of upstreams agree up to
 // letter case (sidecar.ValidAssignedID).
@@ -212,6 +230,9 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 			return err
 		}
 		target["domain"] = domain
+		if target["profile"], err = r.profile(ctx, customer); err != nil {
+			return err
+		}
 		if err := authorize("reseller.assignment.put", target); err != nil {
 			return err
 		}
@@ -621,7 +642,20 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 			addDomain(a.Domain)
 		}
 	}
-	target := map[string]any{"domain": domainOf(by), "domains": domains, "rows": len(rows)}
+	profiles := make([]any, 0, len(rows))
+	read := make(map[string]bool, len(rows))
+	for _, row := range rows {
+		if read[row.Customer] {
+			continue
+		}
+		read[row.Customer] = true
+		f, err := r.profile(ctx, row.Customer)
+		if err != nil {
+			return nil, err
+		}
+		profiles = append(profiles, f)
+	}
+	target := map[string]any{"domain": domainOf(by), "domains": domains, "rows": len(rows), "profiles": profiles}
 	if err := authorize("reseller.assignment.import", target); err != nil {
 		return nil, err
 	}

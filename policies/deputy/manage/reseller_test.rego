@@ -30,3 +30,25 @@ test_reseller_assignment_actions[note] if {
 	d.allowed == tc.allowed
 	d.reason == tc.reason
 }
+
+# A protected account (as Login as Customer judges it) is put into no
+# domain, one by one or by import; an unprotected one is.
+test_reseller_assignment_of_protected_customers[note] if {
+	some note, tc in {
+		"profile says protected": {"action": "reseller.assignment.put", "target": {"customer": "staff-1", "domain": "shop-a.example", "profile": {"id": "staff-1", "exists": true, "protected": true, "roles": []}}, "reason": "customer_protected"},
+		"protected role": {"action": "reseller.assignment.put", "target": {"customer": "ann", "domain": "shop-a.example", "profile": {"id": "ann", "exists": true, "protected": false, "roles": ["customer", "support_agent"]}}, "reason": "customer_protected"},
+		"staff without a profile": {"action": "reseller.assignment.put", "target": {"customer": "staff-2", "domain": "shop-a.example", "profile": {"id": "staff-2", "exists": false, "protected": true}}, "reason": "customer_protected"},
+		"listed customer": {"action": "reseller.assignment.put", "target": {"customer": "vip", "domain": "shop-a.example", "profile": {"id": "vip", "exists": false, "protected": false}}, "reason": "customer_protected", "listed": ["vip"]},
+		"unprotected profile": {"action": "reseller.assignment.put", "target": {"customer": "acme", "domain": "shop-a.example", "profile": {"id": "acme", "exists": true, "protected": false, "roles": ["customer"]}}, "reason": "ok"},
+		"no profile": {"action": "reseller.assignment.put", "target": {"customer": "acme", "domain": "shop-a.example", "profile": {"id": "acme", "exists": false, "protected": false}}, "reason": "ok"},
+		"import with a protected row": {"action": "reseller.assignment.import", "target": {"domain": "shop-a.example", "domains": ["shop-a.example"], "profiles": [{"id": "acme", "exists": false, "protected": false}, {"id": "staff-1", "exists": true, "protected": true, "roles": []}]}, "reason": "customer_protected"},
+		"import of unprotected rows": {"action": "reseller.assignment.import", "target": {"domain": "shop-a.example", "domains": ["shop-a.example"], "profiles": [{"id": "acme", "exists": false, "protected": false}]}, "reason": "ok"},
+		"another domain's protected customer": {"action": "reseller.assignment.put", "target": {"customer": "staff-1", "domain": "shop-a.example", "current_domain": "shop-b.example", "profile": {"id": "staff-1", "exists": true, "protected": true, "roles": []}}, "reason": "customer_not_in_domain"},
+		"not permitted at all": {"action": "reseller.assignment.put", "identity": object.union(_super_admin, {"roles": ["reseller_admin"]}), "target": {"customer": "staff-1", "domain": "shop-a.example", "profile": {"id": "staff-1", "exists": true, "protected": true, "roles": []}}, "reason": "not_permitted"},
+	}
+	d := manage.decision with input as {"action": tc.action, "identity": object.get(tc, "identity", _super_admin), "target": tc.target}
+		with data.deputy.impersonation.protected_customers as object.get(tc, "listed", [])
+	d.reason == tc.reason
+	allowed := tc.reason == "ok"
+	d.allowed == allowed
+}
