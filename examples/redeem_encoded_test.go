@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// A redeem link whose "?" a mail or chat client percent-encoded reaches
-// Deputy through each shipped proxy (nginx re-encodes the path it
+// A redeem link whose "?" a mail or chat client percent-encoded, or wrote
+// as a look-alike (fullwidth ？), on its path as sent or in another case,
+// reaches Deputy through each shipped proxy (nginx re-encodes the path it
 // decoded, Caddy passes it as sent), and a proxy's log may have written
 // it whole: Deputy uses the code up and says to ask for a new link, and
 // the plain link, opened afterwards, no longer redeems.
@@ -41,6 +42,17 @@ func TestEncodedRedeemLinkThroughProxyIsDead(t *testing.T) {
 					return strings.Replace(strings.Replace(l, "?", "%3f", 1), "code=", "code%3d", 1)
 				},
 				func(l string) string { return strings.Replace(l, "?", "%253F", 1) },
+				// A look-alike of "?", as a browser sends it, and a path
+				// in another case (Caddy's path matcher folds case; nginx
+				// asks Deputy's check about it).
+				func(l string) string { return strings.Replace(l, "?", "%EF%BC%9F", 1) },
+				func(l string) string { return strings.Replace(l, "?", "%EF%B9%96", 1) },
+				func(l string) string {
+					return strings.Replace(strings.Replace(l, "/deputy/v1/impersonation/redeem", "/Deputy/V1/Impersonation/Redeem", 1), "?", "%3F", 1)
+				},
+				func(l string) string {
+					return strings.Replace(strings.Replace(l, "/deputy/v1/impersonation/redeem", "/DEPUTY/V1/IMPERSONATION/REDEEM", 1), "?", "%EF%BC%9F", 1)
+				},
 			} {
 				l := link()
 				resp, body := callRaw(t, base, spell(l), nil)

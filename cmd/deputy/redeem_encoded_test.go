@@ -21,9 +21,10 @@ var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Reques
 // TestEncodedRedeemLinkBurnsOnEveryPath runs Deputy, on the embedded store
 // and on a real Redis, and sends a redeem link whose "?" arrived
 // percent-encoded (a form proxies' access logs write whole, code
-// included) each way such a request reaches Deputy: to the management
-// API on the HTTP port (also as //deputy/v1/...), as a gRPC check, and as an HTTP check under
-// http.path_prefix. Each refuses with 400 and uses the code up: the plain
+// included), or with a look-alike of the "?" (fullwidth ？), on the path
+// as sent or in another case, each way such a request reaches Deputy: to
+// the management API on the HTTP port (also as //deputy/v1/...), as a
+// gRPC check, and as an HTTP check under http.path_prefix. Each refuses with 400 and uses the code up: the plain
 // link, opened afterwards, no longer redeems.
 func TestEncodedRedeemLinkBurnsOnEveryPath(t *testing.T) {
 	stores := map[string]func(c *Config){
@@ -92,15 +93,33 @@ func TestEncodedRedeemLinkBurnsOnEveryPath(t *testing.T) {
 					return int(resp.GetDeniedResponse().GetStatus().GetCode()), resp.GetDeniedResponse().GetBody()
 				},
 			}
+			// The "?" encoded, or a look-alike of it (fullwidth, raw or
+			// encoded), on the path as sent or in another case (a path a
+			// proxy that folds case routes as the redeem path).
+			mixedCase := func(l string) string {
+				return strings.Replace(l, "/deputy/v1/impersonation/redeem", "/Deputy/V1/Impersonation/Redeem", 1)
+			}
+			spellings := []struct {
+				name  string
+				spell func(string) string
+			}{
+				{"%3F", func(l string) string { return strings.Replace(l, "?", "%3F", 1) }},
+				{"%253f", func(l string) string { return strings.Replace(l, "?", "%253f", 1) }},
+				{"fullwidth ？", func(l string) string { return strings.Replace(l, "?", "\uFF1F", 1) }},
+				{"%EF%BC%9F", func(l string) string { return strings.Replace(l, "?", "%EF%BC%9F", 1) }},
+				{"%25EF%25BC%259F", func(l string) string { return strings.Replace(l, "?", "%25EF%25BC%259F", 1) }},
+				{"%3F, path in mixed case", func(l string) string { return strings.Replace(mixedCase(l), "?", "%3F", 1) }},
+				{"%EF%BC%9F, path in mixed case", func(l string) string { return strings.Replace(mixedCase(l), "?", "%EF%BC%9F", 1) }},
+			}
 			for way, send := range ways {
-				for _, enc := range []string{"%3F", "%253f"} {
+				for _, sp := range spellings {
 					l := link()
-					status, body := send(strings.Replace(l, "?", enc, 1))
+					status, body := send(sp.spell(l))
 					if status != http.StatusBadRequest || !strings.Contains(body, "ask for a new link") {
-						t.Fatalf("%s, ? as %s: %d %s, want 400 saying to ask for a new link", way, enc, status, body)
+						t.Fatalf("%s, ? as %s: %d %s, want 400 saying to ask for a new link", way, sp.name, status, body)
 					}
 					if status, body := get(l); status != http.StatusUnauthorized {
-						t.Fatalf("plain link after the %s spelling reached the %s: %d %s: its code is still valid", enc, way, status, body)
+						t.Fatalf("plain link after the %s spelling reached the %s: %d %s: its code is still valid", sp.name, way, status, body)
 					}
 				}
 			}

@@ -1,10 +1,15 @@
 package api_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
 )
 
 // encodedSpellings are the ways a mail client, a chat tool or a person
@@ -40,6 +45,27 @@ var encodedSpellings = []struct {
 	{"whole path encoded", func(l string) string {
 		return "/deputy/v1/impersonation/" + url.QueryEscape(strings.TrimPrefix(l, "/deputy/v1/impersonation/"))
 	}},
+	// A path in another case is the redeem path to a proxy that folds
+	// case (Caddy's path matcher), and its log writes it whole alike.
+	{"path in capitals", func(l string) string {
+		p, q, _ := strings.Cut(l, "?")
+		return strings.ToUpper(p) + "%3F" + q
+	}},
+	{"path in mixed case, %253F", func(l string) string {
+		return strings.Replace(strings.Replace(l, "/deputy/v1/impersonation/redeem", "/Deputy/V1/Impersonation/Redeem", 1), "?", "%253F", 1)
+	}},
+	// A look-alike of "?" (a word processor's or an input method's) is no
+	// query to any proxy, and a browser sends it percent-encoded as UTF-8.
+	{"fullwidth ？, raw", func(l string) string { return strings.Replace(l, "?", "\uFF1F", 1) }},
+	{"fullwidth ？, %EF%BC%9F", func(l string) string { return strings.Replace(l, "?", "%EF%BC%9F", 1) }},
+	{"fullwidth ？, encoded twice", func(l string) string { return strings.Replace(l, "?", "%25EF%25BC%259F", 1) }},
+	{"fullwidth ？ and ＝", func(l string) string {
+		return strings.Replace(strings.Replace(l, "?", "%EF%BC%9F", 1), "code=", "code%EF%BC%9D", 1)
+	}},
+	{"fullwidth ？, path in mixed case", func(l string) string {
+		return strings.Replace(strings.Replace(l, "/deputy/v1/impersonation/redeem", "/Deputy/V1/Impersonation/Redeem", 1), "?", "%EF%BC%9F", 1)
+	}},
+	{"small ﹖", func(l string) string { return strings.Replace(l, "?", "%EF%B9%96", 1) }},
 }
 
 // A redeem link that reaches Deputy with its "?" percent-encoded has been
@@ -53,7 +79,8 @@ func TestEncodedRedeemLinkBurnsTheCode(t *testing.T) {
 			t.Run(sp.name, func(t *testing.T) {
 				e := newEnv(t, mk)
 				e.seed()
-				link := e.must(e.start(e.agent(), nil), 201).str("redeem_url")
+				st := e.must(e.start(e.agent(), nil), 201)
+				link, id := st.str("redeem_url"), st.str("session", "id")
 				for _, method := range []string{"GET", "HEAD"} {
 					r := e.do(method, sp.spell(link), "", nil)
 					if cookie := cookieOf(r); r.Status != http.StatusBadRequest || cookie != "" {
@@ -67,6 +94,23 @@ func TestEncodedRedeemLinkBurnsTheCode(t *testing.T) {
 				if r.Status != http.StatusUnauthorized || cookie != "" {
 					t.Fatalf("plain link after %s: %d %s cookie=%q: the logged code is still valid", sp.spell(link), r.Status, r.Raw, cookie)
 				}
+				// The audit trail says whose code was used up, and why:
+				// once, though the HEAD came with it again.
+				eventually(t, 5*time.Second, func() string {
+					audit, _, err := e.store.ReadAudit(context.Background(), sidecar.StreamFilter{Type: "impersonation.code_burned"})
+					if err != nil {
+						return err.Error()
+					}
+					if len(audit) != 1 {
+						return fmt.Sprintf("%d impersonation.code_burned entries after %s, want 1: %+v", len(audit), sp.spell(link), audit)
+					}
+					a := audit[0]
+					if a.Target != id || a.Customer != "c42" || a.Actor != sidecar.SweepActor || a.Data["session_actor"] != "alice" ||
+						a.Data["reason"] != "redeem_link_encoded" || a.Outcome != "ok" {
+						return fmt.Sprintf("entry %+v, want session %s of alice for c42 used up by deputy, reason redeem_link_encoded", a, id)
+					}
+					return ""
+				})
 			})
 		}
 	})

@@ -5,6 +5,8 @@ import (
 	"path"
 	"strings"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/deputyhq/deputy/sidecar"
 )
 
@@ -23,21 +25,28 @@ const maxExposedCodes = 16
 const maxUnescapes = 32
 
 // ExposedRedeemCodes reads a request's path (as sent, still escaped) and
-// query: when the path is the redeem link at prefix followed by a
-// percent-encoded "?" (%3F, %253F, at any level of encoding) and more,
-// the link reached Deputy in a spelling that proxies' logs write whole
-// (Envoy's %REQ_WITHOUT_QUERY% cuts at a literal "?" only), code
-// included. It then reports true, with every string in the rest of the
-// link that may be a redeem code: each run of base64url characters of a
-// code's length or more, cut to a code's length from either end, however
-// the query around it was spelled or encoded (code=, code%3D, a
+// query: when the path is the redeem link at prefix followed by a "?"
+// that is not a literal one, and more, the link reached Deputy in a
+// spelling that proxies' logs write whole (Envoy's %REQ_WITHOUT_QUERY%
+// cuts at a literal "?" only), code included. Such a "?" is
+// percent-encoded (%3F, %253F, at any level of encoding) or a look-alike
+// a mail client, a word processor or an input method wrote in its place
+// (fullwidth ？, small ﹖, ⁇, Arabic ؟; raw or percent-encoded as UTF-8:
+// questionMarks). It then reports true, with every string in the rest of
+// the link that may be a redeem code: each run of base64url characters of
+// a code's length or more, cut to a code's length from either end,
+// however the query around it was spelled or encoded (code=, code%3D, a
 // parameter before it, a ">" a chat tool added after it). The path is
-// read as a proxy that merges slashes and resolves dot segments routes
-// it (//deputy/v1/..., .../x/../...). A plain link (a literal "?") is not
-// exposed.
+// read as a proxy that merges slashes, resolves dot segments and folds
+// case routes it (//deputy/v1/..., .../x/../..., /Deputy/V1/...; Caddy's
+// path matcher folds case), and in its compatibility form (fullwidth
+// letters, ſ for s). A plain link (a literal "?") is not exposed.
 func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
-	head, tail, ok := strings.Cut(unescapeAll(escapedPath), "?")
-	if !ok || !strings.HasPrefix(path.Clean("/"+head), prefix+RedeemPath) {
+	if plainASCII(escapedPath) {
+		return nil, false // nearly every path: no escape, no look-alike, no "?" but a literal one
+	}
+	head, tail, ok := strings.Cut(questionMarks.Replace(norm.NFKC.String(unescapeAll(escapedPath))), "?")
+	if !ok || !strings.HasPrefix(strings.ToLower(path.Clean("/"+head)), strings.ToLower(prefix+RedeemPath)) {
 		return nil, false
 	}
 	tail += "&" + unescapeAll(rawQuery)
@@ -71,6 +80,22 @@ func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
 	return codes, true
 }
 
+// questionMarks reads as "?" the look-alikes that Unicode's compatibility
+// form (NFKC, applied first: ？ and ﹖ are "?" there, ⁇ "??") leaves as
+// they are: the Arabic and reversed question marks and the emoji ones.
+var questionMarks = strings.NewReplacer("\u061F", "?", "\u2E2E", "?", "\u2753", "?", "\u2754", "?")
+
+// plainASCII reports whether s holds neither "%", "?" nor a byte outside
+// ASCII: no spelling of a "?" that is not a literal one.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c == '?' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 func base64URL(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
 }
@@ -93,14 +118,14 @@ func unescapeAll(s string) string {
 }
 
 // redeemLinkEncoded is the answer to a redeem link that came with its "?"
-// percent-encoded, whatever became of its code: a live, used and unknown
+// percent-encoded or as a look-alike, whatever became of its code: a live, used and unknown
 // code read alike.
 func redeemLinkEncoded() error {
 	return &sidecar.Error{
 		Code:   sidecar.EINVALID,
 		Field:  "code",
 		Reason: "redeem_link_encoded",
-		Message: `this redeem link arrived with its "?" percent-encoded (as %3F), a form proxy logs write whole, ` +
+		Message: `this redeem link arrived with its "?" percent-encoded (as %3F) or written as a look-alike (as ？), a form proxy logs write whole, ` +
 			"so its code may have been read there: the code is used up and can never be redeemed; " +
 			"ask for a new link, and open it exactly as it was sent",
 	}
@@ -111,15 +136,19 @@ func redeemLinkEncoded() error {
 // with (EINVALID on field code, reason redeem_link_encoded). Policy is
 // not asked: burning takes nothing from anyone but the holder of the
 // link, who must ask for a new one. A code's session stays as it was,
-// unredeemed. Any other error is the store's: a code may not have been
-// used up.
+// unredeemed. Each code used up is recorded in the audit trail
+// (impersonation.code_burned, by Deputy, on the session, with its staff
+// member as session_actor); one already used, or never issued, is not.
+// Any other error is the store's: a code may not have been used up.
 func (i *Impersonation) BurnExposed(ctx context.Context, codes []string) error {
 	for _, c := range codes {
 		s, err := i.store.BurnRedeemCode(ctx, HashSecret(c))
 		switch sidecar.ErrorCode(err) {
 		case "":
-			i.logger.Warn("redeem code used up: its link came with the \"?\" percent-encoded, a form proxy logs write whole",
+			i.logger.Warn("redeem code used up: its link came with the \"?\" percent-encoded or a look-alike, a form proxy logs write whole",
 				"session", s.ID, "actor", s.Actor, "customer", s.Customer)
+			i.appendAudit(ctx, &sidecar.AuditEntry{Actor: sidecar.SweepActor, Action: "impersonation.code_burned", Customer: s.Customer, Target: s.ID,
+				Data: map[string]string{"session_actor": s.Actor, "reason": "redeem_link_encoded"}})
 		case sidecar.ENOTFOUND:
 		default:
 			return err

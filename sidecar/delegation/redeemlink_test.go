@@ -37,6 +37,26 @@ func TestExposedRedeemCodes(t *testing.T) {
 		{"slashes doubled", "/" + prefix + "impersonation//redeem%3Fcode=" + code, "", true, []string{code}},
 		{"dot segments", prefix + "x/../impersonation/./redeem%3Fcode=" + code, "", true, []string{code}},
 		{"plain link, slashes doubled", "/" + prefix + "impersonation/redeem", "code=" + code, false, nil},
+		// Proxies that fold case route these as the redeem path (Caddy's
+		// path matcher), and Envoy's log writes them whole all the same.
+		{"path in capitals", "/DEPUTY/V1/IMPERSONATION/REDEEM%3Fcode=" + code, "", true, []string{code}},
+		{"path in mixed case", "/Deputy/V1/Impersonation/Redeem%3Fcode=" + code, "", true, []string{code}},
+		{"path in mixed case, %253F", "/Deputy/v1/impersonation/Redeem%253Fcode=" + code, "", true, []string{code}},
+		{"long s for s", prefix + "imper%C5%BFonation/redeem%3Fcode=" + code, "", true, []string{code}},
+		{"plain link in capitals", "/DEPUTY/V1/IMPERSONATION/REDEEM", "code=" + code, false, nil},
+		// A "?" a mail client, a word processor or an input method wrote
+		// in another form: a browser sends it percent-encoded as UTF-8.
+		{"fullwidth ?, raw", prefix + "impersonation/redeem\uFF1Fcode=" + code, "", true, []string{code}},
+		{"fullwidth ?, encoded", prefix + "impersonation/redeem%EF%BC%9Fcode=" + code, "", true, []string{code}},
+		{"fullwidth ?, lower-case escapes", prefix + "impersonation/redeem%ef%bc%9fcode=" + code, "", true, []string{code}},
+		{"fullwidth ?, encoded twice", prefix + "impersonation/redeem%25EF%25BC%259Fcode=" + code, "", true, []string{code}},
+		{"fullwidth ? and =", prefix + "impersonation/redeem%EF%BC%9Fcode%EF%BC%9D" + code, "", true, []string{code}},
+		{"fullwidth ?, path in capitals", "/DEPUTY/V1/IMPERSONATION/REDEEM%EF%BC%9Fcode=" + code, "", true, []string{code}},
+		{"small ?", prefix + "impersonation/redeem%EF%B9%96code=" + code, "", true, []string{code}},
+		{"Arabic ?", prefix + "impersonation/redeem%D8%9Fcode=" + code, "", true, []string{code}},
+		{"double ?", prefix + "impersonation/redeem%E2%81%87code=" + code, "", true, []string{code}},
+		{"fullwidth path", prefix + "impersonation/%EF%BD%92%EF%BD%85%EF%BD%84%EF%BD%85%EF%BD%85%EF%BD%8D%3Fcode=" + code, "", true, []string{code}},
+		{"fullwidth ? on another path", prefix + "impersonation/sessions%EF%BC%9Fcode=" + code, "", false, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
