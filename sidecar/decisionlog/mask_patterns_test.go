@@ -48,16 +48,24 @@ func TestMaskingOneTimeCodesAndSigningNames(t *testing.T) {
 		secretHeaders: []string{
 			"x-shopify-hmac-sha256", "x-hmac", "x-bearer", "x-otp", "x-totp", "x-mfa-code", "x-passcode", "x-2fa",
 			"X-Hmac-Signature-256", "x-verification-code", "x-pin", "x-passphrase", "x-magic-link",
+			"x-one-time-code", "x-invite-code", "x-samlart", "x-reset-token",
 		},
 		secretParams: []string{
 			"code_verifier", "bearer", "hmac", "otp", "passcode", "refresh", "refresh_token", "otp_code",
 			"verification_code", "magic_link", "codeVerifier", "totp", "mfa_code", "2fa", "hotp", "pin",
 			"verificationCode", "magicLink", "security_code", "reset_code", "login_link", "cvv", "cvc", "passphrase",
+			// One-time and invitation codes, SAML artifacts and responses
+			// (the browser profile's bearer credentials), reset tokens.
+			"one_time_code", "oneTimeCode", "onetimecode", "one-time-code", "onetime_code", "ONE_TIME_CODE",
+			"invite_code", "inviteCode", "invitecode", "invitation_code", "InvitationCode",
+			"SAMLart", "samlart", "SAML_art", "SAMLResponse", "saml_response", "OTP", "otp", "magic_link", "magiclink",
+			"reset_token", "resetToken",
 		},
-		keptHeaders: []string{"x-nonce", "x-state", "x-country-code", "x-status-code", "x-spinner"},
+		keptHeaders: []string{"x-nonce", "x-state", "x-country-code", "x-status-code", "x-spinner", "x-invite", "x-timecode"},
 		keptParams: []string{
 			"state", "nonce", "code_challenge", "code_challenge_method", "promo_code", "country_code", "postal_code",
 			"coupon_code", "currency_code", "status_code", "link", "option", "topping", "shipping", "verified", "refresh_rate",
+			"invite", "invited_by", "invitation", "timecode", "time_code", "one_time", "onetime", "samlRequest_id", "saml",
 		},
 	})
 }
@@ -154,6 +162,13 @@ func TestSecretName(t *testing.T) {
 		"codeVerifier": true, "PIN": true, "verificationCode": true, "x-magic-link": true,
 		"hotpink": false, "shipping": false, "x-spinner": false, "code_challenge": false, "verified": false,
 		"countryCode": false, "code-link": false, "state": false, "nonce": false, "x-pinned": false,
+		// Short forms of passwords and credentials, Stripe's sk, one-time
+		// and invitation codes, SAML artifacts; the words holding the
+		// same letters are not.
+		"passw": true, "pword": true, "cred": true, "creds": true, "userCreds": true, "sk": true, "stripe_sk": true,
+		"one_time_code": true, "oneTimeCode": true, "invite_code": true, "SAMLart": true,
+		"task": false, "sku": false, "skip": false, "desk": false, "credit": false, "incredible": false,
+		"accredited": false, "sacred": false, "timecode": false, "one_time": false, "invite": false, "password_hint": true,
 	} {
 		if got := secretName(name); got != want {
 			t.Errorf("secretName(%q) = %v, want %v", name, got, want)
@@ -214,14 +229,22 @@ func TestMaskingPassAuthCodesAndPlurals(t *testing.T) {
 			"email_code", "emailCode", "emailcode", "email-code",
 			"accesskeys", "passkeys", "appkeys", "apikeys", "accessKeys", "tokens", "secrets", "servicetickets", "cardpins",
 			"bypass",
+			// Short forms of a password and of credentials, and a
+			// secret key (Stripe's sk) as a word of its own.
+			"passw", "user_passw", "userPassw", "PASSW", "passwort", "pword", "user_pword", "userpword", "PWord",
+			"cred", "creds", "user_cred", "userCreds", "awscreds", "aws_creds", "CREDS", "db_credential", "apiCredentials",
+			"sk", "SK", "stripe_sk", "stripeSk", "sk_live", "x-sk",
 		},
-		keptHeaders: []string{"x-passage", "x-compass", "x-author", "x-oauth-provider", "x-keys", "x-hotkeys"},
+		keptHeaders: []string{"x-passage", "x-compass", "x-author", "x-oauth-provider", "x-keys", "x-hotkeys", "x-task", "x-desk", "x-credit"},
 		keptParams: []string{
 			"passage", "passenger", "passive", "passes", "passport", "compass", "encompass", "overpass", "underpass",
 			"surpass", "trespass", "author", "coauthor", "authors", "oauth", "oauth_provider", "oauthProvider",
 			"keys", "tickets", "pins", "monkeys", "donkeys", "turkeys", "hotkeys", "turnkeys", "spins", "hairpins",
 			"verified", "email", "verify", "factor_count", "two_factor_enabled", "zipcode", "country_code", "pwned",
 			"hotKeys", "myMonkeys", "oauth_callback", "oauth_version",
+			"task", "tasks", "sku", "skus", "skip", "desk", "ask", "risk", "disk", "mask", "kiosk", "skin", "task_id", "sku_id",
+			"credit", "credits", "credit_limit", "incredible", "accredited", "credo", "credible", "sacred", "discredit",
+			"passage_id", "wordpress", "keyword", "swordfish", "crossword",
 		},
 	})
 }

@@ -15,18 +15,22 @@ import (
 // Assertions (client_assertion, SAMLResponse, x-goog-iap-jwt-assertion),
 // OIDC and userinfo data and DPoP proofs are credentials too, and so are
 // webhook HMACs (x-shopify-hmac-sha256), a bearer under any name, pass
-// codes and pass phrases.
+// codes and pass phrases, and SAML artifacts (SAMLart: the artifact
+// binding's reference, which the identity provider trades for the
+// assertion once).
 var secretFragments = []string{
 	"token", "secret", "session", "sessid", "password", "passwd", "cookie",
 	"api-key", "apikey", "credential", "signature", "assertion", "oidc",
-	"userinfo", "dpop", "samlresponse", "saml-response",
+	"userinfo", "dpop", "samlresponse", "saml-response", "samlart", "saml-art",
 	"hmac", "bearer", "passcode", "passphrase",
 }
 
 // secretWords mark a name as carrying a credential only when they are a
 // whole word: "sid" is a session id, "inside" is not; "pwd", "pw", "pswd",
 // "psw" and "pass" are a password (?user=alice&pass=...), "passage" and
-// "compass" are not; "key" is x-functions-key, ocp-apim-subscription-key,
+// "compass" are not, and "passw" and "pword" are a password cut short;
+// "cred" and "creds" are credentials, "credit" and "incredible" are not;
+// "key" is x-functions-key, ocp-apim-subscription-key,
 // the query's key and accessKey, where "keyboard" and "monkey" are not;
 // "sig" is a signature, "signup" is not; "jwt" and "ticket" are
 // credentials. One-time and second-factor codes (otp, totp, hotp, mfa,
@@ -39,9 +43,15 @@ var secretFragments = []string{
 // (camelCase); a compound written in one lower-case word counts too (see
 // notSecretEndings), and so does its plural (accesskeys, passkeys).
 var secretWords = []string{
-	"sid", "pwd", "pw", "pswd", "psw", "pass", "key", "jwt", "sig", "ticket",
+	"sid", "pwd", "pw", "pswd", "psw", "pass", "passw", "pword", "cred", "creds", "key", "jwt", "sig", "ticket",
 	"otp", "totp", "hotp", "mfa", "2fa", "pin", "verifier", "cvv", "cvc", "auth",
 }
+
+// secretWholeWords mark a name as carrying a credential only as a word of
+// their own, never joined to another in one lower-case word: "sk" is a
+// secret key (Stripe's sk, stripe_sk, stripeSk), and task, desk, risk and
+// kiosk end in the same letters, skip and sku begin with them.
+var secretWholeWords = []string{"sk"}
 
 // Names often reach Deputy as one lower-case word where their author
 // wrote several: Envoy and every HTTP/2 client lower-case header names, so
@@ -70,29 +80,39 @@ var notSecretEndings = []string{
 	"spin", "backspin", "topspin", "sidespin", "tailspin", "hairpin", "kingpin", "linchpin", "lynchpin",
 	"tiepin", "terrapin", "pippin", "lupin",
 	"compass", "encompass", "overpass", "underpass", "surpass", "trespass",
+	"sacred",
 	"oauth",
 }
 
 // secretStarts are the secretWords no ordinary word begins with: "key"
 // begins keyboard, "sid" sidebar, "sig" signup, "pin" ping, "ticket"
-// tickets, "hotp" hotpink, and "jwt" is left out so that jwts stays a
-// word of its own.
-var secretStarts = []string{"pwd", "otp", "totp", "mfa", "2fa", "cvv", "cvc"}
+// tickets, "hotp" hotpink, "cred" credit, and "jwt" is left out so that
+// jwts stays a word of its own; "passw" begins password in more languages
+// than one (passwort, passwoord), "pword" nothing else.
+var secretStarts = []string{"pwd", "passw", "pword", "otp", "totp", "mfa", "2fa", "cvv", "cvc"}
 
 // secretPairs are two words that carry a credential together where the
 // second alone does not: a verification_code, a verify_code, an
 // email_code, a two_factor_code (any factor_code: second_factor_code,
-// multi_factor_code) or a magic_link logs a user in, a country_code, a
-// promo_code or a link does not. The OAuth state and nonce and the PKCE
+// multi_factor_code), a one-time code (onetime_code; one_time_code, the
+// three words, is secretTriples'), an invite_code or a magic_link logs a
+// user in or lets one sign up, a country_code, a promo_code, a timecode
+// or a link does not. The OAuth state and nonce and the PKCE
 // code_challenge are left in clear on purpose: a client shows them to
 // anyone, and they are what a failed login is debugged with.
 var secretPairs = [][2]string{
 	{"verification", "code"}, {"security", "code"}, {"reset", "code"}, {"recovery", "code"},
 	{"backup", "code"}, {"login", "code"}, {"access", "code"}, {"activation", "code"},
 	{"confirmation", "code"}, {"sms", "code"}, {"verify", "code"}, {"email", "code"},
-	{"factor", "code"}, {"twofactor", "code"},
+	{"factor", "code"}, {"twofactor", "code"}, {"onetime", "code"}, {"invite", "code"}, {"invitation", "code"},
 	{"magic", "link"}, {"login", "link"}, {"reset", "link"},
 }
+
+// secretTriples are three words that carry a credential together where no
+// two of them do: one_time_code (the one-time-code of HTML's
+// autocomplete), where time_code is a video's timecode and one_time a
+// kind of payment.
+var secretTriples = [][3]string{{"one", "time", "code"}}
 
 // notSecretAuthWords begin with "auth" but carry no credential: the
 // authority is the request's host, which the log keeps.
@@ -101,7 +121,8 @@ var notSecretAuthWords = []string{"authority", "author", "authors"}
 // secretName reports whether a header or query parameter name carries a
 // credential by its name: it holds one of secretFragments, one of
 // secretWords as a word or joined to another in one word (compoundIs),
-// two words of secretPairs in a row, a word beginning with "auth" (auth,
+// one of secretWholeWords as a word, two words of secretPairs or three
+// of secretTriples in a row, a word beginning with "auth" (auth,
 // authorization, authn, x-auth-token...) other than notSecretAuthWords,
 // or a plural of one of secretWords joined in camelCase to the word
 // before it, the two a compound (accessKeys). It allocates nothing: it
@@ -112,7 +133,7 @@ func secretName(name string) bool {
 			return true
 		}
 	}
-	prev, prevStart := "", 0
+	prev2, prev, prevStart := "", "", 0
 	for i := 0; i < len(name); {
 		joined := i > 0 && i < len(name) && alnum(name[i]) // a camelCase break
 		for i < len(name) && !alnum(name[i]) {
@@ -123,11 +144,12 @@ func secretName(name string) bool {
 			j++
 		}
 		w := name[i:j]
-		if w != "" && (wordIs(w, secretWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) || pairIs(prev, w) || compoundIs(w) ||
+		if w != "" && (wordIs(w, secretWords...) || wordIs(w, secretWholeWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) ||
+			pairIs(prev, w) || tripleIs(prev2, prev, w) || compoundIs(w) ||
 			joined && prev != "" && pluralWord(w) && compoundIs(name[prevStart:j])) {
 			return true
 		}
-		prev, prevStart, i = w, i, j
+		prev2, prev, prevStart, i = prev, w, i, j
 	}
 	return false
 }
@@ -136,7 +158,7 @@ func secretName(name string) bool {
 // joined to another (see notSecretEndings): it ends in one of secretWords,
 // or in one and a plural "s", and is not one of notSecretEndings (or its
 // plural), begins with one of secretStarts, or is a pair of secretPairs
-// run together.
+// or a triple of secretTriples run together.
 func compoundIs(w string) bool {
 	if endsInSecretWord(w) {
 		return true
@@ -151,6 +173,11 @@ func compoundIs(w string) bool {
 	}
 	for _, p := range secretPairs {
 		if n := len(p[0]); len(w) == n+len(p[1]) && hasPrefixFolded(w, p[0]) && hasPrefixFolded(w[n:], p[1]) {
+			return true
+		}
+	}
+	for _, p := range secretTriples {
+		if n, m := len(p[0]), len(p[1]); len(w) == n+m+len(p[2]) && hasPrefixFolded(w, p[0]) && hasPrefixFolded(w[n:], p[1]) && hasPrefixFolded(w[n+m:], p[2]) {
 			return true
 		}
 	}
@@ -183,6 +210,17 @@ func pluralWord(w string) bool {
 func pairIs(a, b string) bool {
 	for _, p := range secretPairs {
 		if wordIs(b, p[1]) && wordIs(a, p[0]) {
+			return true
+		}
+	}
+	return false
+}
+
+// tripleIs reports whether the words a, b and c, folded, are one of
+// secretTriples.
+func tripleIs(a, b, c string) bool {
+	for _, p := range secretTriples {
+		if wordIs(c, p[2]) && wordIs(b, p[1]) && wordIs(a, p[0]) {
 			return true
 		}
 	}
