@@ -122,7 +122,8 @@ func TestEncodedRedeemLinkAnswersAlike(t *testing.T) {
 	eachStore(t, func(t *testing.T, mk storeFactory) {
 		e := newEnv(t, mk)
 		e.seed()
-		live := e.must(e.start(e.agent(), nil), 201).str("redeem_url")
+		st := e.must(e.start(e.agent(), nil), 201)
+		live, liveID := st.str("redeem_url"), st.str("session", "id")
 		used := e.must(e.start(e.lead(), nil), 201).str("redeem_url")
 		if r, _ := e.redeem(used); r.Status != http.StatusFound {
 			t.Fatalf("redeem: %d %s", r.Status, r.Raw)
@@ -136,6 +137,15 @@ func TestEncodedRedeemLinkAnswersAlike(t *testing.T) {
 				t.Fatalf("%s: %d %s, a live code's: %d %s", enc(l), got.Status, got.Raw, want.Status, want.Raw)
 			}
 		}
+		// Only the live code was used up, so only it is in the audit
+		// trail: a used or unknown one records nothing.
+		eventually(t, 5*time.Second, func() string {
+			audit, _, err := e.store.ReadAudit(context.Background(), sidecar.StreamFilter{Type: "impersonation.code_burned"})
+			if err != nil || len(audit) != 1 || audit[0].Target != liveID {
+				return fmt.Sprintf("impersonation.code_burned entries %+v, %v; want the live session %s's alone", audit, err, liveID)
+			}
+			return ""
+		})
 	})
 }
 
