@@ -65,6 +65,19 @@ decision := lib.deny(401, "identity_refused") if {
 } else := data.deputy.impersonation.decision if {
 	# A delegated request is decided by the package of its mode.
 	input.delegation.mode == "impersonation"
+} else := lib.deny(403, reason) if {
+	# A route impersonation refuses as too sensitive for anyone acting for
+	# a customer (a password change, a payment method, the vault) is
+	# refused in every other delegated mode too, with the same reason: a
+	# partner or reseller request reaching the storefront acts for the
+	# customer as much as a session does.
+	# The routes met come first, kept across checks: most delegated
+	# requests meet none, and pay no rule evaluation for the reason.
+	input.delegation.mode
+	request := input.deputy.request
+	matches := data.deputy.impersonation.forbidden_routes_met(request.route_segments, request.route_dirs)
+	matches[0]
+	reason := data.deputy.impersonation.forbidden_route_reason
 } else := data.deputy.partner.decision if {
 	input.delegation.mode == "partner"
 } else := data.deputy.reseller.decision if {

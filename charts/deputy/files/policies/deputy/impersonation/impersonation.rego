@@ -137,6 +137,34 @@ decision := lib.deny(403, "delegated_upgrade") if {
 
 # METADATA
 # description: |
+#   Why this request meets a route too sensitive for anyone acting for a
+#   customer (forbidden_routes, and forbidden_graphql_fields on a GraphQL
+#   endpoint), as a live session's request is refused; undefined when it
+#   meets none. The check refuses such a request in every other delegated
+#   mode too (deputy.authz), partner and reseller included: the shipped
+#   routes are the storefront's, which no portal route reaches.
+forbidden_route_reason := reason if {
+	matches := forbidden_routes_met(input.deputy.request.route_segments, input.deputy.request.route_dirs)
+	matches[0]
+	reasons := [why |
+		some route in matches
+		why := _route_reason(route)
+	]
+	reason := reasons[0]
+}
+
+# METADATA
+# description: |
+#   The forbidden routes a route meets (_forbidden_routes), for the check
+#   of the other delegated modes: most of their requests meet none, and
+#   this answer, kept across checks (deputy_memo), tells so before any
+#   rule reads the request's methods or body.
+# custom:
+#   deputy_memo: true
+forbidden_routes_met(segments, dirs) := _forbidden_routes(segments, dirs)
+
+# METADATA
+# description: |
 #   The forbidden routes a route meets, in data order within a section,
 #   the shallowest first. Matching is on the route form of the canonical
 #   request (case folded, format suffix and front controller dropped), so
