@@ -112,6 +112,19 @@ func Superseded() *Error {
 		Message: ReasonGrantSuperseded + ": a later approval or revocation of this access stands"}
 }
 
+// ReasonRedeemActorMismatch refuses a redeem link opened with the
+// verified identity of someone other than its session's staff member.
+const ReasonRedeemActorMismatch = "redeem_actor_mismatch"
+
+// RedeemActorMismatch is the EFORBIDDEN refusing a redeem link opened
+// with the verified identity of someone other than its session's staff
+// member.
+func RedeemActorMismatch() *Error {
+	return &Error{Code: EFORBIDDEN, Reason: ReasonRedeemActorMismatch,
+		Message: ReasonRedeemActorMismatch + ": this link starts a session for another person than the one signed in; " +
+			"it is used up and can never be redeemed: the staff member who started the session must start a new one"}
+}
+
 // SessionOver is the ECONFLICT refusing a use of a session that is no
 // longer live; state is its EndState, and the reason, session_<state>, is
 // the one the check path denies its cookie with.

@@ -894,11 +894,14 @@ type SessionStore interface {
 	// RedeemSession takes the single-use redeem code and attaches the
 	// cookie token's hash and the host it was redeemed on to its session,
 	// in one atomic step: of
-	// concurrent redeemers exactly one succeeds. ENOTFOUND when the code
-	// is unknown, used or expired; ECONFLICT when the session already has
-	// a token or is no longer live within l (the code is used up either
-	// way).
-	RedeemSession(ctx context.Context, codeHash, tokenHash, host string, l SessionLimits) (*Session, error)
+	// concurrent redeemers exactly one succeeds. redeemer is the verified
+	// subject of whoever opened the link, "" when nobody's was verified.
+	// ENOTFOUND when the code is unknown, used or expired; EFORBIDDEN
+	// (ReasonRedeemActorMismatch) when redeemer is set and is not the
+	// session's actor, answered with the session, which stays as it was
+	// (unredeemed); ECONFLICT when the session already has a token or is
+	// no longer live within l. The code is used up whatever the answer.
+	RedeemSession(ctx context.Context, codeHash, tokenHash, host, redeemer string, l SessionLimits) (*Session, error)
 	// BurnRedeemCode takes the single-use redeem code as RedeemSession
 	// does, in the same atomic step with respect to it, and attaches
 	// nothing: the code can never be redeemed, and its session stays as it

@@ -33,7 +33,7 @@ func TestStaffPermissionRemovedDeniesLiveSession(t *testing.T) {
 	staff := &sidecar.Identity{Subject: "staff-1", Roles: []string{"support_agent"}, ExpiresAt: time.Now().Add(time.Hour)}
 	st, err := lc.Start(ctx, staff, delegation.StartRequest{Customer: "c42"}, allow)
 	must(t, err)
-	red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com", allow)
+	red, err := lc.Redeem(ctx, nil, st.Code, "", "shop.example.com", allow)
 	must(t, err)
 	sessions := resolve.NewSessionResolver(mem, delegation.ImpersonationConfig{CacheTTL: time.Hour})
 	defer sessions.Close()

@@ -74,7 +74,7 @@ func TestLostConsentChangeEndRecordedWhateverFollows(t *testing.T) {
 			w := newLostReplyWorld(t, "lostnarrow"+next.name, "c1", "c2")
 			c1 := &sidecar.Identity{Subject: "c1"}
 			st := w.start(t, alice, "c1")
-			if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+			if _, err := w.setup.Redeem(w.ctx, nil, st.Code, "", "shop.example.com", allowAll); err != nil {
 				t.Fatal(err)
 			}
 			// Warm the connection (a consent change on c2).

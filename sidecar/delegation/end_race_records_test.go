@@ -41,7 +41,7 @@ func liveSession(t *testing.T, lc *delegation.Impersonation) *sidecar.Session {
 	must(t, err)
 	st, err := lc.Start(ctx, alice, delegation.StartRequest{Customer: "c42", Reason: "help"}, allowAll)
 	must(t, err)
-	if _, err := lc.Redeem(ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+	if _, err := lc.Redeem(ctx, nil, st.Code, "", "shop.example.com", allowAll); err != nil {
 		t.Fatal(err)
 	}
 	return st.Session

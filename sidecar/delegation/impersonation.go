@@ -889,9 +889,13 @@ type Redeemed struct {
 // Redeem exchanges a single-use code for the session token; host is the
 // storefront host the link was used on, where the cookie is set. A used,
 // unknown or late code is refused the same way, so codes cannot be probed.
-// The code is the credential: the caller may be anonymous, and policy is
-// asked with no target.
-func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string, authorize Authorize) (*Redeemed, error) {
+// The code is the credential: the caller may be anonymous (by is nil),
+// and policy is asked with no target. A caller whose identity was
+// verified is refused unless they are the session's staff member, as the
+// check refuses the session's cookie for them: the code is used up, since
+// the link has been in someone else's hands, and the audit trail names
+// who opened it (EFORBIDDEN, sidecar.ReasonRedeemActorMismatch).
+func (i *Impersonation) Redeem(ctx context.Context, by *sidecar.Identity, code, redirect, host string, authorize Authorize) (*Redeemed, error) {
 	sw, err := i.authorized("impersonation.redeem", nil, authorize)
 	if err != nil {
 		return nil, err
@@ -928,10 +932,23 @@ func (i *Impersonation) Redeem(ctx context.Context, code, redirect, host string,
 	if err := enabled(sw); err != nil {
 		return nil, err
 	}
+	var redeemer string
+	if by != nil {
+		redeemer = by.Subject
+	}
 	token := randomToken()
-	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token), host, sw.Limits())
+	s, err := i.store.RedeemSession(ctx, HashSecret(code), HashSecret(token), host, redeemer, sw.Limits())
 	switch sidecar.ErrorCode(err) {
 	case "":
+	case sidecar.EFORBIDDEN:
+		if s != nil {
+			i.records.Audit(ctx, &sidecar.AuditEntry{Time: i.clock(), Actor: redeemer, Action: "impersonation.redeem",
+				Customer: s.Customer, Target: s.ID, Outcome: sidecar.EFORBIDDEN,
+				Data: map[string]string{"reason": sidecar.ErrorReason(err), "session_actor": s.Actor}})
+			i.logger.Warn("redeem link opened by someone other than its staff member: refused, and the code used up",
+				"session", s.ID, "actor", s.Actor, "opened_by", redeemer, "customer", s.Customer)
+		}
+		return nil, err
 	case sidecar.ENOTFOUND:
 		return nil, sidecar.Errorf(sidecar.EUNAUTHORIZED, "redeem code unknown, already used or expired")
 	case sidecar.ECONFLICT: // redeemed already, or ended (session_<state>)

@@ -74,7 +74,7 @@ func (w *faultWorld) start(t *testing.T, staff *sidecar.Identity, customer strin
 		t.Fatal(err)
 	}
 	if redeem {
-		if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+		if _, err := w.setup.Redeem(w.ctx, nil, st.Code, "", "shop.example.com", allowAll); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -149,7 +149,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 			return err
 		}},
 		{"session_redeem", func(t *testing.T, w *faultWorld) { w.start(t, alice, "c2", false) }, func(w *faultWorld) error {
-			_, err := w.lc.Redeem(w.ctx, w.started["alice@c2"].Code, "", "shop.example.com", allowAll)
+			_, err := w.lc.Redeem(w.ctx, nil, w.started["alice@c2"].Code, "", "shop.example.com", allowAll)
 			return err
 		}},
 	}
@@ -413,7 +413,7 @@ func TestSessionLogSurvivesFaults(t *testing.T) {
 				}
 				return false
 			}
-			if _, err := w.setup.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+			if _, err := w.setup.Redeem(w.ctx, nil, st.Code, "", "shop.example.com", allowAll); err != nil {
 				t.Errorf("cut after %d commands: Start answered success but its link does not redeem: %v", cut, err)
 			}
 			recorded(t, w, cut, "impersonation.start", sidecar.EventImpersonationStarted, st.Session.ID)

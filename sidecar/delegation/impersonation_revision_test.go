@@ -78,7 +78,7 @@ func TestImpersonationCallsUnderOneRevision(t *testing.T) {
 				w.started = w.start(t, agent)
 			},
 			call: func(w *impWorld) (string, error) {
-				r, err := w.lc.Redeem(ctx, w.started.Code, "", "shop.example.com", w.authorize)
+				r, err := w.lc.Redeem(ctx, nil, w.started.Code, "", "shop.example.com", w.authorize)
 				if err != nil {
 					return "", err
 				}

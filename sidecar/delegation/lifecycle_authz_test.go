@@ -226,7 +226,7 @@ func lifecycleCalls() []lifecycleCall {
 			}},
 		{"Impersonation.Redeem", "impersonation.redeem", nil,
 			func(w *authzWorld, az delegation.Authorize) error {
-				_, err := w.imp.Redeem(w.ctx, "code-1", "", "shop.example.com", az)
+				_, err := w.imp.Redeem(w.ctx, nil, "code-1", "", "shop.example.com", az)
 				return err
 			}},
 		{"Impersonation.End", "impersonation.end", map[string]any{"session": session},

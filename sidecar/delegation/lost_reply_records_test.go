@@ -298,7 +298,7 @@ func TestStartAfterLostReplyRecordsEverySession(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newLostReplyWorld(t, "loststart"+tc.name, "c1")
 			s1 := w.start(t, alice, "c1")
-			if _, err := w.setup.Redeem(w.ctx, s1.Code, "", "shop.example.com", allowAll); err != nil {
+			if _, err := w.setup.Redeem(w.ctx, nil, s1.Code, "", "shop.example.com", allowAll); err != nil {
 				t.Fatal(err)
 			}
 			w.stall.parts = []string{"imp_"}

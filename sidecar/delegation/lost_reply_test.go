@@ -304,7 +304,7 @@ func TestConsentWithdrawalRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := setup.Redeem(ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+	if _, err := setup.Redeem(ctx, nil, st.Code, "", "shop.example.com", allowAll); err != nil {
 		t.Fatal(err)
 	}
 	stall := &stallBeforeTx{t: t, srv: srv, stalled: make(chan error, 1)}

@@ -117,7 +117,7 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 				if err := startSession(s, "imp_old", "code1"); err != nil {
 					return err
 				}
-				_, err := s.RedeemSession(ctx, delegation.HashSecret("code1"), delegation.HashSecret("token1"), "shop.example", sidecar.SessionLimits{})
+				_, err := s.RedeemSession(ctx, delegation.HashSecret("code1"), delegation.HashSecret("token1"), "shop.example", "", sidecar.SessionLimits{})
 				return err
 			},
 			func(s sidecar.Store) error { return startSession(s, "imp_new", "code2") },

@@ -58,7 +58,7 @@ func startAfterIdleBoundary(t *testing.T, store sidecar.Store, clock *storetest.
 		if err != nil {
 			t.Fatal(err)
 		}
-		red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com", allowAll)
+		red, err := lc.Redeem(ctx, nil, st.Code, "", "shop.example.com", allowAll)
 		if err != nil {
 			t.Fatal(err)
 		}

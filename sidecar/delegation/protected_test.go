@@ -93,7 +93,7 @@ func liveOnTwoReplicas(t *testing.T, lc *delegation.Impersonation, a, b sidecar.
 	if err != nil {
 		t.Fatal(err)
 	}
-	red, err := lc.Redeem(ctx, st.Code, "", "shop.example.com", allowAll)
+	red, err := lc.Redeem(ctx, nil, st.Code, "", "shop.example.com", allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func TestOwnConsentCannotPushImpersonationOutOfAudit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := lc.Redeem(ctx, started.Code, "", "shop.example.com", allowAll); err != nil {
+			if _, err := lc.Redeem(ctx, nil, started.Code, "", "shop.example.com", allowAll); err != nil {
 				t.Fatal(err)
 			}
 			// The customer's own withdrawal ends the session on them.

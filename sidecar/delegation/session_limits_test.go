@@ -103,7 +103,7 @@ func (w *limitsWorld) started(t *testing.T) *delegation.Started {
 func (w *limitsWorld) live(t *testing.T) (*delegation.Started, string) {
 	t.Helper()
 	st := w.started(t)
-	red, err := w.replicas[0].lc.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll)
+	red, err := w.replicas[0].lc.Redeem(w.ctx, nil, st.Code, "", "shop.example.com", allowAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestRedeemAfterLoweredMaxSession(t *testing.T) {
 			st := w.started(t)
 			w.clock.Advance(20 * time.Second)
 			w.setLimits(t, map[string]any{"max_session": "10s", "idle_timeout": "2h"})
-			_, err := w.replicas[1].lc.Redeem(w.ctx, st.Code, "", "shop.example.com", allowAll)
+			_, err := w.replicas[1].lc.Redeem(w.ctx, nil, st.Code, "", "shop.example.com", allowAll)
 			if sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED || sidecar.ErrorMessage(err) != "session_expired" {
 				t.Fatalf("redeem 20 s after the start with max_session 10s: %v; want refused as session_expired", err)
 			}

@@ -103,7 +103,7 @@ func TestStartRecordsLostAtCommitAreRecordedBySweeps(t *testing.T) {
 				// Each is redeemed: a session whose code is never used ends
 				// when the code expires.
 				for _, st := range []*delegation.Started{lost, endedFirst, kept} {
-					if _, err := b.Redeem(ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+					if _, err := b.Redeem(ctx, nil, st.Code, "", "shop.example.com", allowAll); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -191,7 +191,7 @@ func TestConsentRecordsLostAtCommitAreRecordedBySweeps(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := b.Redeem(ctx, st.Code, "", "shop.example.com", allowAll); err != nil {
+				if _, err := b.Redeem(ctx, nil, st.Code, "", "shop.example.com", allowAll); err != nil {
 					t.Fatal(err)
 				}
 				clock.Advance(time.Second)

@@ -226,7 +226,7 @@ func TestStartNeedsSwitchesInPolicyData(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := lc.Redeem(ctx, st.Code, "/", "shop.example", allow); err != nil {
+				if _, err := lc.Redeem(ctx, nil, st.Code, "/", "shop.example", allow); err != nil {
 					t.Fatalf("redeem: %v", err)
 				}
 				return

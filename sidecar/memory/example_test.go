@@ -25,8 +25,8 @@ func Example() {
 		CodeHash: "sha256-of-code", CodeExpiresAt: now.Add(30 * time.Second),
 	})
 
-	_, _ = s.RedeemSession(ctx, "sha256-of-code", "sha256-of-cookie", "shop.example.com", sidecar.SessionLimits{})
-	_, err := s.RedeemSession(ctx, "sha256-of-code", "sha256-of-other-cookie", "shop.example.com", sidecar.SessionLimits{})
+	_, _ = s.RedeemSession(ctx, "sha256-of-code", "sha256-of-cookie", "shop.example.com", "", sidecar.SessionLimits{})
+	_, err := s.RedeemSession(ctx, "sha256-of-code", "sha256-of-other-cookie", "shop.example.com", "", sidecar.SessionLimits{})
 	fmt.Println("second redeem:", sidecar.ErrorCode(err))
 
 	ss, _ := s.SessionByToken(ctx, "sha256-of-cookie")

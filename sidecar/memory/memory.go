@@ -714,7 +714,7 @@ func (s *Store) GetSession(_ context.Context, id string) (*sidecar.Session, erro
 	return cloneSession(ss), nil
 }
 
-func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host string, l sidecar.SessionLimits) (*sidecar.Session, error) {
+func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host, redeemer string, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	if tokenHash == "" {
 		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
@@ -723,6 +723,10 @@ func (s *Store) RedeemSession(_ context.Context, codeHash, tokenHash, host strin
 	ss, err := s.takeCode(codeHash, now)
 	switch {
 	case err != nil:
+	case redeemer != "" && redeemer != ss.Actor:
+		out := cloneSession(ss)
+		s.mu.Unlock()
+		return out, sidecar.RedeemActorMismatch()
 	case ss.TokenHash != "":
 		err = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
 	case !ss.LiveWithin(now, l):

@@ -545,22 +545,22 @@ func (s *Store) updateSession(ctx context.Context, id string, change func(*sidec
 
 var errUnchanged = errors.New("unchanged")
 
-func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host string, l sidecar.SessionLimits) (*sidecar.Session, error) {
+func (s *Store) RedeemSession(ctx context.Context, codeHash, tokenHash, host, redeemer string, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	if tokenHash == "" {
 		return nil, sidecar.Invalid("token_hash", "token hash is required")
 	}
-	return s.takeCode(ctx, codeHash, tokenHash, host, l)
+	return s.takeCode(ctx, codeHash, tokenHash, host, redeemer, l)
 }
 
 // BurnRedeemCode takes the code as RedeemSession does and attaches nothing.
 func (s *Store) BurnRedeemCode(ctx context.Context, codeHash string) (*sidecar.Session, error) {
-	return s.takeCode(ctx, codeHash, "", "", sidecar.SessionLimits{})
+	return s.takeCode(ctx, codeHash, "", "", "", sidecar.SessionLimits{})
 }
 
 // takeCode uses the redeem code up, whatever comes of it, in one
 // transaction with attaching tokenHash and host to its session when it is
-// redeemable; with no tokenHash (a burn) nothing is attached.
-func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host string, l sidecar.SessionLimits) (*sidecar.Session, error) {
+// redeemable by redeemer; with no tokenHash (a burn) nothing is attached.
+func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host, redeemer string, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	if codeHash == "" {
 		return nil, notFound("redeem code")
 	}
@@ -600,6 +600,8 @@ func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host string, 
 		case !now.Before(ref.Expires) || ss == nil:
 			refused = notFound("redeem code")
 		case burn:
+		case redeemer != "" && redeemer != ss.Actor:
+			refused = sidecar.RedeemActorMismatch()
 		case ss.TokenHash != "":
 			refused = sidecar.Errorf(sidecar.ECONFLICT, "session already redeemed")
 		case !ss.LiveWithin(now, l):
@@ -625,6 +627,9 @@ func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host string, 
 		return nil, rerr(err, "redeem code")
 	}
 	if refused != nil {
+		if sidecar.ErrorReason(refused) == sidecar.ReasonRedeemActorMismatch {
+			return out, refused // the session, for the record of who opened the link
+		}
 		return nil, refused
 	}
 	if !burn {

@@ -98,7 +98,10 @@ func TestRedisDown(t *testing.T) {
 			return err
 		}},
 		{"append", func() error { return s.AppendEvent(ctx, &sidecar.Event{Type: sidecar.EventConsentChanged}) }},
-		{"redeem", func() error { _, err := s.RedeemSession(ctx, "c", "h", "shop", sidecar.SessionLimits{}); return err }},
+		{"redeem", func() error {
+			_, err := s.RedeemSession(ctx, "c", "h", "shop", "", sidecar.SessionLimits{})
+			return err
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -185,7 +188,7 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 		Session: &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour),
 			ConsentExpiresAt: now.Add(2 * time.Hour)}})
 	must(err)
-	_, err = s.RedeemSession(ctx, "code", "tok", "shop", sidecar.SessionLimits{})
+	_, err = s.RedeemSession(ctx, "code", "tok", "shop", "", sidecar.SessionLimits{})
 	must(err)
 	_, err = s.StartSession(ctx, sidecar.SessionStart{CodeHash: "code2", CodeExpiresAt: now.Add(30 * time.Second),
 		Session: &sidecar.Session{ID: "s2", Actor: "bob", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour),

@@ -233,7 +233,7 @@ func TestSessionNeedsAHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, host := range []string{"", ":8080", "."} {
-		if _, err := lc.Redeem(ctx, st.Code, "", host, allow); sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "host" {
+		if _, err := lc.Redeem(ctx, nil, st.Code, "", host, allow); sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != "host" {
 			t.Errorf("redeem on host %q: %v, want EINVALID host", host, err)
 		}
 	}

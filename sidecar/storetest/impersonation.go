@@ -34,7 +34,7 @@ func begin(e *env, s *sidecar.Session) error {
 
 // redeem uses the redeem code begin gave session id, with token hash h.
 func redeem(e *env, id, h string) (*sidecar.Session, error) {
-	return e.s.RedeemSession(e.ctx, codeOf(id), h, "shop.example.com", sidecar.SessionLimits{})
+	return e.s.RedeemSession(e.ctx, codeOf(id), h, "shop.example.com", "", sidecar.SessionLimits{})
 }
 
 func ignore[T any](_ T, err error) error { return err }
@@ -509,7 +509,7 @@ func StartRedeemed(ctx context.Context, s SessionSetup, ss *sidecar.Session, tok
 	if _, err := s.StartSession(ctx, sidecar.SessionStart{Session: ss, CodeHash: code, CodeExpiresAt: ss.StartedAt.Add(30 * time.Second)}); err != nil {
 		return err
 	}
-	_, err := s.RedeemSession(ctx, code, tokenHash, ss.Host, sidecar.SessionLimits{})
+	_, err := s.RedeemSession(ctx, code, tokenHash, ss.Host, "", sidecar.SessionLimits{})
 	return err
 }
 

@@ -94,7 +94,7 @@ func testSessionLimits(t *testing.T, newEnv func(*testing.T) *env) {
 		e := newEnv(t)
 		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
 		e.clock.Advance(20 * time.Second)
-		_, err := e.s.RedeemSession(e.ctx, codeOf("s1"), "h1", "shop.example.com", sidecar.SessionLimits{MaxSession: 10 * time.Second})
+		_, err := e.s.RedeemSession(e.ctx, codeOf("s1"), "h1", "shop.example.com", "", sidecar.SessionLimits{MaxSession: 10 * time.Second})
 		if state, over := sidecar.SessionOverState(err); !over || state != sidecar.EndExpired {
 			t.Fatalf("redeem 20 s in under max_session 10s: %v, want refused as expired", err)
 		}

@@ -654,7 +654,7 @@ func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
 	})
 	t.Run("unknown_code_refused", func(t *testing.T) {
 		e := newEnv(t)
-		_, err := e.s.RedeemSession(e.ctx, "nope", "h1", "shop.example.com", sidecar.SessionLimits{})
+		_, err := e.s.RedeemSession(e.ctx, "nope", "h1", "shop.example.com", "", sidecar.SessionLimits{})
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 	t.Run("concurrent_redeemers_one_wins", func(t *testing.T) {
@@ -686,7 +686,7 @@ func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 		_, err = redeem(e, "s1", "h1")
 		wantCode(t, err, sidecar.ENOTFOUND)
-		_, err = e.peer.RedeemSession(e.ctx, codeOf("s1"), "h2", "shop.example.com", sidecar.SessionLimits{})
+		_, err = e.peer.RedeemSession(e.ctx, codeOf("s1"), "h2", "shop.example.com", "", sidecar.SessionLimits{})
 		wantCode(t, err, sidecar.ENOTFOUND)
 		got, err := e.s.GetSession(e.ctx, "s1")
 		must(t, err)
@@ -695,6 +695,40 @@ func testRedeemCodes(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 		_, err = e.s.SessionByToken(e.ctx, "h1")
 		wantCode(t, err, sidecar.ENOTFOUND)
+	})
+	t.Run("redeemer_other_than_the_actor_uses_the_code_up", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+		s, err := e.s.RedeemSession(e.ctx, codeOf("s1"), "h1", "shop.example.com", "mallory", sidecar.SessionLimits{})
+		wantCode(t, err, sidecar.EFORBIDDEN)
+		if sidecar.ErrorReason(err) != sidecar.ReasonRedeemActorMismatch {
+			t.Fatalf("reason %q, want %q", sidecar.ErrorReason(err), sidecar.ReasonRedeemActorMismatch)
+		}
+		if s == nil || s.ID != "s1" || s.Actor != "alice" || s.TokenHash != "" {
+			t.Fatalf("refusal answered %+v, want s1 of alice, unredeemed", s)
+		}
+		// Used up, on every replica, for its own actor too.
+		_, err = e.peer.RedeemSession(e.ctx, codeOf("s1"), "h2", "shop.example.com", "alice", sidecar.SessionLimits{})
+		wantCode(t, err, sidecar.ENOTFOUND)
+		got, err := e.s.GetSession(e.ctx, "s1")
+		must(t, err)
+		if got.TokenHash != "" || got.Host != "" || !got.EndedAt.IsZero() {
+			t.Fatalf("session after the refusal = %+v, want it unredeemed and not ended", got)
+		}
+		for _, h := range []string{"h1", "h2"} {
+			_, err = e.s.SessionByToken(e.ctx, h)
+			wantCode(t, err, sidecar.ENOTFOUND)
+		}
+		// Its own actor, or nobody verified, redeems.
+		for i, by := range []string{"alice", ""} {
+			id := fmt.Sprintf("s%d", i+2)
+			must(t, begin(e, newSession(e, id, "alice", "c1")))
+			s, err := e.s.RedeemSession(e.ctx, codeOf(id), "h"+id, "shop.example.com", by, sidecar.SessionLimits{})
+			must(t, err)
+			if s.ID != id || s.TokenHash != "h"+id {
+				t.Fatalf("redeem by %q answered %+v", by, s)
+			}
+		}
 	})
 	t.Run("burn_of_an_unknown_used_or_late_code_not_found", func(t *testing.T) {
 		e := newEnv(t)
