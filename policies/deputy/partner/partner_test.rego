@@ -354,3 +354,13 @@ test_later_template_names_another_customer[note] if {
 	d.allowed == tc.allowed
 	d.reason == tc.reason
 }
+
+# The commonest request's branch reads the template at the path's start
+# alone; a customer whose id is the template word itself names the
+# template again, and is decided as the walk of the segments decides it.
+test_template_word_as_the_customer if {
+	grant := object.union(_grant("full_admin"), {"subject": "customers"})
+	d := partner.decision with input as object.union(lib_test.request(["GET"], "/customers/customers/service-requests/1"), {"delegation": grant})
+	not d.allowed
+	d.reason == "path_names_another_customer"
+}
