@@ -25,7 +25,11 @@ func (h *httpRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Deputy's own paths are matched as sent: "/%64eputy/v1/x" decodes to
 	// the API's path, and a proxy that routes on the path as sent would
 	// take the API's answer for a check's. Such spellings are reserved.
-	switch p, sent := r.URL.Path, r.URL.EscapedPath(); {
+	// The request line is read, not URL.EscapedPath, which escapes the
+	// decoded path again when the one sent holds a byte Go would have
+	// escaped ("/%64eputy/v1/x|" would read "/deputy/v1/x%7C").
+	sent, _, _ := strings.Cut(r.RequestURI, "?")
+	switch p := r.URL.Path; {
 	case h.forwarded != nil && sent == h.checkPath:
 		h.forwarded.ServeHTTP(w, r)
 	case strings.HasPrefix(sent, h.apiPrefix):

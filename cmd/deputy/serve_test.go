@@ -379,8 +379,18 @@ func TestHTTPNeverDecidesSpellingsOfDeputyPaths(t *testing.T) {
 	cfg := startServer(t, func(*Config) {})
 	waitListening(t, cfg.HTTP.Addr)
 	for _, path := range []string{"//deputy/authz", "/deputy//authz", "/Deputy/Authz", "//deputy/v1/customers", "/DEPUTY/v1/x", "/deputy/x", "//.well-known/jwks.json", "/.Well-Known/jwks.json",
-		"/%64eputy/v1/customers", "/deputy%2Fv1/customers", "/.well-known%2Fjwks.json", "/%2Ewell-known/jwks.json", "/deputy/v1%2Fcustomers"} {
-		resp, err := http.Get("http://" + cfg.HTTP.Addr + path)
+		"/%64eputy/v1/customers", "/deputy%2Fv1/customers", "/.well-known%2Fjwks.json", "/%2Ewell-known/jwks.json", "/deputy/v1%2Fcustomers",
+		"/%64eputy/v1/customers|", "/%64eputy/v1/customers/bob|/consent", "/%2Ewell-known/jwks.json^", "/%64eputy/v1/x{"} {
+		req, err := http.NewRequest(http.MethodGet, "http://"+cfg.HTTP.Addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.ContainsAny(path, "|^{") {
+			// Sent as written: Go's client would escape the byte and
+			// send the decoded path.
+			req.URL.Opaque = path
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
