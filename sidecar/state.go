@@ -3,6 +3,7 @@ package sidecar
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -1081,6 +1082,25 @@ type AssignmentChange struct {
 	To       *Assignment
 	By       string
 	At       time.Time
+	// MaxInDomain, when positive, bounds the customers To.Domain may hold
+	// once the call's changes into it are applied: a call that would take
+	// a domain past the bound of any of its changes writes nothing and
+	// fails with ECONFLICT, reason ReasonTooManyAssignments. The count and
+	// the write are one step, so calls racing for the last places cannot
+	// together pass it. Zero bounds nothing (putting back what was).
+	MaxInDomain int
+}
+
+// ReasonTooManyAssignments is the reason of a change refused by its
+// domain's MaxInDomain.
+const ReasonTooManyAssignments = "too_many_assignments"
+
+// TooManyAssignments refuses changes that would add more customers to
+// domain, which holds held, than its bound allows.
+func TooManyAssignments(domain string, held, adding, bound int) *Error {
+	return &Error{Code: ECONFLICT, Reason: ReasonTooManyAssignments,
+		Message: fmt.Sprintf("too_many_assignments: domain %s holds %d customers; %d more would pass max_domain_assignments (%d); nothing was written, remove assignments first",
+			domain, held, adding, bound)}
 }
 
 // AssignmentStore keeps reseller domain assignments.
@@ -1114,6 +1134,12 @@ type AssignmentStore interface {
 	// removal finds there that its assignment was removed, when, and by
 	// whom.
 	RemovedAssignment(ctx context.Context, customer string) (*Assignment, error)
+	// TakeAssignmentRows takes rows of the limit assignment rows a
+	// reseller domain may write in a window, all or none, counted across
+	// replicas as TakeConsentChange counts a customer's changes, in a
+	// budget of its own. Over the limit it takes nothing and returns false
+	// with how long until the window ends.
+	TakeAssignmentRows(ctx context.Context, domain string, rows, limit int, window time.Duration) (wait time.Duration, ok bool, err error)
 }
 
 // EventLog is the events stream the host application's mailer consumes.

@@ -543,6 +543,12 @@ func (s *Store) TakeSelfServiceChange(_ context.Context, org string, limit int, 
 // takeBudget takes one change from the window of key ("consent\x00" and
 // a customer, or "org\x00" and an organisation).
 func (s *Store) takeBudget(key string, limit int, window time.Duration) (time.Duration, bool, error) {
+	return s.takeBudgetN(key, 1, limit, window)
+}
+
+// takeBudgetN takes n changes from the window of key, all or none (a
+// domain's assignment rows: "rows\x00" and the domain).
+func (s *Store) takeBudgetN(key string, n, limit int, window time.Duration) (time.Duration, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -553,10 +559,10 @@ func (s *Store) takeBudget(key string, limit int, window time.Duration) (time.Du
 	if !ok || !now.Before(w.ends) {
 		w = consentWindow{ends: now.Add(window)}
 	}
-	if w.n >= limit {
+	if w.n+n > limit {
 		return w.ends.Sub(now), false, nil
 	}
-	w.n++
+	w.n += n
 	s.budgets[key] = w
 	if len(s.budgets) >= max(s.pruneAt, 1024) {
 		for c, w := range s.budgets {
@@ -1426,6 +1432,10 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 	var conflicts []int
 	keys := make([]string, 0, len(cs))
 	s.mu.Lock()
+	if err := s.withinDomainBounds(cs); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	for i, c := range cs {
 		key := sidecar.FoldID(c.Customer)
 		current := ""
@@ -1450,6 +1460,50 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 	s.mu.Unlock()
 	s.publish(keys...)
 	return conflicts, nil
+}
+
+// withinDomainBounds refuses cs when the customers they would add to a
+// domain (those not in it now, whose change applies) take it past the
+// smallest MaxInDomain of the changes into it. s.mu is held, so the count
+// and the write are one step.
+func (s *Store) withinDomainBounds(cs []sidecar.AssignmentChange) error {
+	bound := map[string]int{}
+	added := map[string]map[string]bool{}
+	for _, c := range cs {
+		if c.To == nil || c.MaxInDomain <= 0 {
+			continue
+		}
+		d := c.To.Domain
+		if b, ok := bound[d]; !ok || c.MaxInDomain < b {
+			bound[d] = c.MaxInDomain
+		}
+		key := sidecar.FoldID(c.Customer)
+		current := ""
+		if a := s.assign[key]; a != nil {
+			current = a.Domain
+		}
+		if current == c.From && current != d {
+			if added[d] == nil {
+				added[d] = map[string]bool{}
+			}
+			added[d][key] = true
+		}
+	}
+	if len(bound) == 0 {
+		return nil
+	}
+	held := map[string]int{}
+	for _, a := range s.assign {
+		if _, ok := bound[a.Domain]; ok {
+			held[a.Domain]++
+		}
+	}
+	for d, b := range bound {
+		if held[d]+len(added[d]) > b {
+			return sidecar.TooManyAssignments(d, held[d], len(added[d]), b)
+		}
+	}
+	return nil
 }
 
 // keepUnassigned records a, removed by c, for RemovedAssignment and
@@ -1704,4 +1758,8 @@ func readStream[T any](lists [][]T, f sidecar.StreamFilter, inspect func(*T) (st
 		last = ""
 	}
 	return out, last, nil
+}
+
+func (s *Store) TakeAssignmentRows(_ context.Context, domain string, rows, limit int, window time.Duration) (time.Duration, bool, error) {
+	return s.takeBudgetN("rows\x00"+domain, rows, limit, window)
 }

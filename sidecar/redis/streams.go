@@ -178,6 +178,9 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 			return nil, err
 		}
 	}
+	if err := s.reserveInDomains(ctx, cs); err != nil {
+		return nil, err
+	}
 	var (
 		conflicts []int
 		perr      error // a lost eviction: the changes stand, a retry publishes again
@@ -243,6 +246,100 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 		}
 	}
 	return conflicts, perr
+}
+
+// reserveScript adds members to a domain's index only while the index,
+// with those of them not in it yet, holds at most limit: the count and
+// the additions are one step on the index's key, so calls racing for a
+// domain's last places cannot together pass its bound.
+// KEYS: the domain index. ARGV: limit, then the members.
+// Returns {1 when added (0 when refused), members held before, the
+// members it added (when refused: how many it would have)}.
+var reserveScript = goredis.NewScript(`
+local limit = tonumber(ARGV[1])
+local held = redis.call('ZCARD', KEYS[1])
+local new = {}
+for i = 2, #ARGV do
+  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then new[#new + 1] = ARGV[i] end
+end
+if held + #new > limit then return {0, held, #new} end
+local args = {}
+for _, m in ipairs(new) do
+  args[#args + 1] = 0
+  args[#args + 1] = m
+  if #args >= 1000 then
+    redis.call('ZADD', KEYS[1], unpack(args))
+    args = {}
+  end
+end
+if #args > 0 then redis.call('ZADD', KEYS[1], unpack(args)) end
+return {1, held, new}
+`)
+
+// reserveInDomains enters the customers of cs's bounded changes
+// (MaxInDomain) in their domains' indexes, all of a domain in one step
+// that refuses them when they would take it past the smallest bound of
+// its changes, before any record is written. The index is the count:
+// every assigned customer is in it (ChangeAssignments adds a customer
+// before its record), and what else it holds (a change that did not
+// apply, a move whose old entry was not dropped) is a pointer a listing
+// drops, so the count errs only high. When a later domain refuses, the
+// entries reserved in earlier ones are taken back and nothing is written.
+func (s *Store) reserveInDomains(ctx context.Context, cs []sidecar.AssignmentChange) error {
+	var (
+		order   []string
+		bound   = map[string]int{}
+		members = map[string][]any{}
+		seen    = map[string]bool{}
+	)
+	for _, c := range cs {
+		if c.To == nil || c.MaxInDomain <= 0 {
+			continue
+		}
+		d := c.To.Domain
+		b, ok := bound[d]
+		if !ok {
+			order = append(order, d)
+		}
+		if !ok || c.MaxInDomain < b {
+			bound[d] = c.MaxInDomain
+		}
+		if k := d + "\x00" + c.Customer; !seen[k] {
+			seen[k] = true
+			members[d] = append(members[d], c.Customer)
+		}
+	}
+	type reserved struct {
+		domain string
+		added  []any
+	}
+	var done []reserved
+	takeBack := func() {
+		for _, r := range done {
+			if len(r.added) > 0 {
+				if err := s.c.ZRem(ctx, s.domainKey(r.domain), r.added...).Err(); err != nil {
+					s.log.Warn("take back domain index entries of a refused change", "domain", r.domain, "err", err)
+				}
+			}
+		}
+	}
+	for _, d := range order {
+		reply, err := reserveScript.Run(ctx, s.c, []string{s.domainKey(d)}, append([]any{bound[d]}, members[d]...)...).Slice()
+		if err != nil || len(reply) != 3 {
+			takeBack()
+			return unavailable(err)
+		}
+		ok, _ := reply[0].(int64)
+		held, _ := reply[1].(int64)
+		if ok != 1 {
+			adding, _ := reply[2].(int64)
+			takeBack()
+			return sidecar.TooManyAssignments(d, int(held), int(adding), bound[d])
+		}
+		added, _ := reply[2].([]any)
+		done = append(done, reserved{d, added})
+	}
+	return nil
 }
 
 func (s *Store) removedAssignKey(c string) string {

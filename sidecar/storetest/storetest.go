@@ -110,6 +110,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"subscriptions", testSubscriptions},
 		{"assignments", testAssignments},
 		{"assignment_changes", testAssignmentChanges},
+		{"assignment_bounds", testAssignmentBounds},
 		{"events", testEvents},
 		{"audit", testAudit},
 		{"audit_trail", testAuditTrail},
