@@ -324,7 +324,7 @@ func newDelegationPart(cfg *Config, state *statePart, policyData func() map[stri
 			resolve.WithSessionLogger(log), resolve.WithSessionObserver(cacheMetrics{m})),
 		cached:    resolve.NewCachedState(lookups, cfg.StateCache, time.Now, cacheMetrics{m}),
 		partners:  delegation.NewPartners(store, policyData, cfg.Partner, delegation.WithPartnerLogger(log), delegation.WithPartnerRecorder(records)),
-		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerLogger(log), delegation.WithResellerRecorder(records)),
+		resellers: delegation.NewResellers(store, cfg.Reseller, delegation.WithResellerPolicyData(policyData), delegation.WithResellerLogger(log), delegation.WithResellerRecorder(records)),
 	}
 	var err error
 	// On the storefront hosts a consented session is the only way of

@@ -77,6 +77,7 @@ type ResellerState interface {
 	GetAssignments(ctx context.Context, customers []string) ([]*sidecar.Assignment, error)
 	ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentChange) (conflicts []int, err error)
 	RemovedAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
+	TakeAssignmentRows(ctx context.Context, domain string, rows, limit int, window time.Duration) (time.Duration, bool, error)
 	AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error)
 	// GetCustomerState reads the customer's profile and staff mark, which
 	// policy judges a put or an import by (a protected account is put
@@ -104,6 +105,7 @@ const assignmentTries = 3
 // come one after the other (the write, or policy's refusal), and a
 // conflict (409) only when the customer keeps changing under it.
 type Resellers struct {
+	rules   *RuleBook // the reseller limits of the policy data
 	store   ResellerState
 	cfg     ResellerConfig
 	clock   sidecar.Clock
@@ -126,9 +128,17 @@ func WithResellerRecorder(rec *Recorder) ResellerOption {
 	return func(r *Resellers) { r.records = rec }
 }
 
+// WithResellerPolicyData reads the reseller limits
+// (data.deputy.reseller.max_domain_assignments and
+// max_assignment_rows_per_hour) from the policy data; without it, or when
+// the data has no reseller section, the defaults apply.
+func WithResellerPolicyData(data PolicyData) ResellerOption {
+	return func(r *Resellers) { r.rules = NewRuleBook(data) }
+}
+
 // NewResellers returns the assignment lifecycle on store.
 func NewResellers(store ResellerState, cfg ResellerConfig, opts ...ResellerOption) *Resellers {
-	r := &Resellers{store: store, cfg: cfg.WithDefaults(), clock: time.Now, logger: slog.Default()}
+	r := &Resellers{store: store, cfg: cfg.WithDefaults(), clock: time.Now, logger: slog.Default(), rules: NewRuleBook(nil)}
 	for _, o := range opts {
 		o(r)
 	}
@@ -223,7 +233,10 @@ func validCustomer(customer string) error {
 // once policy lets by move the customer out of its current domain and
 // into domain.
 func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, domain string, authorize Authorize) (*sidecar.Assignment, error) {
-	var a *sidecar.Assignment
+	var (
+		a     *sidecar.Assignment
+		taken bool
+	)
 	err := retryMoved(func() error {
 		prev, target, err := r.current(ctx, customer)
 		if err != nil {
@@ -233,14 +246,21 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 		if target["profile"], err = r.profile(ctx, customer); err != nil {
 			return err
 		}
-		if err := authorize("reseller.assignment.put", target); err != nil {
+		lim, err := r.authorized("reseller.assignment.put", target, authorize)
+		if err != nil {
 			return err
 		}
 		if err := ValidRef("domain", domain); err != nil {
 			return err
 		}
+		if !taken {
+			if err := r.takeRows(ctx, by, domain, 1, lim); err != nil {
+				return err
+			}
+			taken = true
+		}
 		a = &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
-		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: domainIn(prev), To: a})
+		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: domainIn(prev), To: a, MaxInDomain: lim.MaxDomainAssignments})
 	})
 	// Unpublished: the move stands but replicas were not told; it is
 	// recorded as done, and the 503 makes the caller retry, which writes
@@ -346,6 +366,53 @@ func (r *Resellers) List(ctx context.Context, by *sidecar.Identity, p sidecar.Pa
 	return r.store.AssignmentsByDomain(ctx, domain, p)
 }
 
+// authorized asks the manage policy whether by may take action on target,
+// and returns the reseller limits the call is to apply: those of the
+// activation whose manage rules decided (RuleBook.decided), the defaults
+// when no policy data or no reseller section is loaded.
+func (r *Resellers) authorized(action string, target map[string]any, authorize Authorize) (*ResellerRules, error) {
+	data, err := r.rules.decided(func() error { return authorize(action, target) })
+	if err != nil {
+		return nil, err
+	}
+	if data == nil {
+		return DefaultResellerLimits(), nil
+	}
+	rules, err := r.rules.parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if rules.Reseller == nil {
+		return DefaultResellerLimits(), nil
+	}
+	return rules.Reseller, nil
+}
+
+// takeRows takes rows from the hourly budget of the domain by signed in
+// through (domain when it signed in through none), across replicas: each
+// row written is a record and an event in the stream the host's mailer
+// reads, which trims its oldest entries, and one import carries up to
+// max_import_rows of them. Removals are never counted. An import larger
+// than the whole budget could never pass, and is too large.
+func (r *Resellers) takeRows(ctx context.Context, by *sidecar.Identity, domain string, rows int, lim *ResellerRules) error {
+	if d := domainOf(by); d != "" {
+		domain = d
+	}
+	if rows > lim.MaxAssignmentRowsPerHour {
+		return &sidecar.Error{Code: sidecar.ETOOLARGE, Field: "body",
+			Message: fmt.Sprintf("%d rows; max_assignment_rows_per_hour (%d) bounds what a domain writes in an hour", rows, lim.MaxAssignmentRowsPerHour)}
+	}
+	wait, ok, err := r.store.TakeAssignmentRows(ctx, domain, rows, lim.MaxAssignmentRowsPerHour, time.Hour)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return sidecar.RateLimited(wait, "domain %s wrote its max_assignment_rows_per_hour (%d) assignment rows for this hour; %d more do not fit, nothing was written; deleting is always allowed",
+			domain, lim.MaxAssignmentRowsPerHour, rows)
+	}
+	return nil
+}
+
 // change writes one change; ECONFLICT when the customer moved since it
 // was read.
 func (r *Resellers) change(ctx context.Context, c sidecar.AssignmentChange) error {
@@ -371,7 +438,7 @@ func moved(customer string) error {
 func retryMoved(attempt func() error) error {
 	var err error
 	for range assignmentTries {
-		if err = attempt(); sidecar.ErrorCode(err) != sidecar.ECONFLICT {
+		if err = attempt(); sidecar.ErrorCode(err) != sidecar.ECONFLICT || sidecar.ErrorReason(err) == sidecar.ReasonTooManyAssignments {
 			return err
 		}
 	}
@@ -579,9 +646,12 @@ func jsonProblem(err error) string {
 // judged and written again (as Put is). On a store failure part-way it
 // puts back what each customer had before.
 func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize) (int, error) {
-	var changes []sidecar.AssignmentChange
+	var (
+		changes []sidecar.AssignmentChange
+		taken   bool
+	)
 	err := retryMoved(func() (err error) {
-		changes, err = r.importOnce(ctx, by, rows, authorize)
+		changes, err = r.importOnce(ctx, by, rows, authorize, &taken)
 		return err
 	})
 	// Unpublished: every row stands but replicas were not told; recorded
@@ -617,7 +687,10 @@ func (r *Resellers) MayImport(by *sidecar.Identity, authorize Authorize) error {
 
 // importOnce reads where every row's customer is, asks policy, and writes
 // every row on those facts, or none.
-func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize) ([]sidecar.AssignmentChange, error) {
+// The rows are taken from the domain's hourly budget at the first
+// attempt policy allows (*taken), and every change is bounded by
+// max_domain_assignments.
+func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize, taken *bool) ([]sidecar.AssignmentChange, error) {
 	prev := make(map[string]*sidecar.Assignment, len(rows))
 	domains := []any{}
 	seen := map[string]bool{}
@@ -656,8 +729,15 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 		profiles = append(profiles, f)
 	}
 	target := map[string]any{"domain": domainOf(by), "domains": domains, "rows": len(rows), "profiles": profiles}
-	if err := authorize("reseller.assignment.import", target); err != nil {
+	lim, err := r.authorized("reseller.assignment.import", target, authorize)
+	if err != nil {
 		return nil, err
+	}
+	if !*taken {
+		if err := r.takeRows(ctx, by, rows[0].Domain, len(rows), lim); err != nil {
+			return nil, err
+		}
+		*taken = true
 	}
 	now := r.clock()
 	cs := make([]sidecar.AssignmentChange, len(rows))
@@ -669,11 +749,14 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 			// every write is one its writer announced (Import).
 			to = p
 		}
-		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(p), To: to}
+		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(p), To: to, MaxInDomain: lim.MaxDomainAssignments}
 	}
 	conflicts, err := r.store.ChangeAssignments(ctx, cs)
 	if (err == nil || sidecar.IsUnpublished(err)) && len(conflicts) == 0 {
 		return cs, err
+	}
+	if sidecar.ErrorReason(err) == sidecar.ReasonTooManyAssignments {
+		return nil, err // refused before anything was written
 	}
 	r.undo(ctx, cs, conflicts, prev)
 	if err != nil && !sidecar.IsUnpublished(err) {

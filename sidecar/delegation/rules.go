@@ -49,6 +49,27 @@ type ResellerRules struct {
 	LegacyRoles        []string
 	RequiredPrivileges []string
 	RolePrivileges     map[string][]string
+	// MaxDomainAssignments bounds the customers one domain may hold, and
+	// MaxAssignmentRowsPerHour the assignment rows (a PUT one, an import
+	// each of its rows) a domain may write an hour: every row is a record
+	// kept until removed and an event in the stream the mailer reads.
+	MaxDomainAssignments     int
+	MaxAssignmentRowsPerHour int
+}
+
+// Defaults of the reseller limits, when policy data does not set them:
+// 50,000 customers is about 20 MB of Redis per domain (the record, ~250
+// bytes, and its entry in the domain's index); 20,000 rows an hour is two
+// full imports.
+const (
+	DefaultMaxDomainAssignments     = 50000
+	DefaultMaxAssignmentRowsPerHour = 20000
+)
+
+// DefaultResellerLimits are the reseller rules' limits when no policy
+// data (or no reseller section) sets them.
+func DefaultResellerLimits() *ResellerRules {
+	return &ResellerRules{MaxDomainAssignments: DefaultMaxDomainAssignments, MaxAssignmentRowsPerHour: DefaultMaxAssignmentRowsPerHour}
 }
 
 // MissingPrivileges returns the required privileges id lacks, sorted, or
@@ -338,6 +359,25 @@ func readResellerRules(m map[string]any) (*ResellerRules, error) {
 	// which reads a string as holding nothing and an object by its values.
 	if _, err = dataStrings(m, "super_admin_roles", false); err != nil {
 		return nil, fmt.Errorf("data.deputy.reseller.%w", err)
+	}
+	for _, f := range []struct {
+		key  string
+		dst  *int
+		dflt int
+	}{
+		{"max_domain_assignments", &r.MaxDomainAssignments, DefaultMaxDomainAssignments},
+		{"max_assignment_rows_per_hour", &r.MaxAssignmentRowsPerHour, DefaultMaxAssignmentRowsPerHour},
+	} {
+		v, ok := m[f.key]
+		if !ok {
+			*f.dst = f.dflt
+			continue
+		}
+		if n, ok := dataInt(v); ok && n > 0 {
+			*f.dst = n
+			continue
+		}
+		return nil, fmt.Errorf("data.deputy.reseller.%s: want a positive whole number, got %s", f.key, show(v))
 	}
 	if v, ok := m["role_privileges"]; ok {
 		roles, ok := v.(map[string]any)

@@ -208,6 +208,8 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 		{name: "no required privilege", section: "reseller", edit: map[string]any{"required_privileges": []any{}}, path: "data.deputy.reseller.required_privileges"},
 		{name: "empty privilege name", section: "reseller", edit: map[string]any{"required_privileges": []any{"a", ""}}, path: "data.deputy.reseller.required_privileges[1]"},
 		{name: "admin roles not a list", section: "reseller", edit: map[string]any{"admin_roles": "reseller_admin"}, path: "data.deputy.reseller.admin_roles"},
+		{name: "domain bound zero", section: "reseller", edit: map[string]any{"max_domain_assignments": 0.0}, path: "data.deputy.reseller.max_domain_assignments"},
+		{name: "row budget a string", section: "reseller", edit: map[string]any{"max_assignment_rows_per_hour": "20000"}, path: "data.deputy.reseller.max_assignment_rows_per_hour"},
 		{name: "role privileges not a list", section: "reseller", edit: map[string]any{"role_privileges": map[string]any{"x": "view_customers"}}, path: "data.deputy.reseller.role_privileges.x"},
 	}
 	for _, tc := range cases {
