@@ -18,7 +18,8 @@ import (
 //
 //	{req:<id>}                 access request record
 //	{cust:C}:requests          log index of requests to C
-//	{porg:O}:requests          log index of requests from partner org O
+//	{porg:O}:requests          log index of requests from partner org O; both
+//	                           kept until their last request is forgotten
 //	{cust:C}:grants            hash: "<org>\x00<user>" → grant (user "" = organisation)
 //	{cust:C}:grants:exp        sorted set: same fields by expiry (ms), to expire fields
 //	{cust:C}:grants:closed     sorted set: ids of C's requests that issue no more grants,
@@ -80,6 +81,7 @@ func (s *Store) CreateRequest(ctx context.Context, r *sidecar.AccessRequest) err
 		for _, k := range []string{s.cust(r.Customer, "requests"), s.tagged("porg", r.PartnerOrg, "requests")} {
 			p.ZAdd(ctx, k, goredis.Z{Member: member})
 			p.ZRemRangeByLex(ctx, k, "-", prune)
+			s.keepIndex(ctx, p, k, s.requestForgetAt(r))
 		}
 		return nil
 	})

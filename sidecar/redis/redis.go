@@ -180,6 +180,23 @@ func (s *Store) ttl(t time.Time) time.Duration {
 
 func ms(t time.Time) float64 { return float64(t.UnixMilli()) }
 
+// keepIndexLua lengthens an index's TTL to ARGV[1] ms, never shortens it,
+// and sets it on an index written before indexes expired (no TTL): an
+// index lives as long as the longest-living record it points at, so one
+// whose records are all forgotten goes with them, not only when its owner
+// writes again. KEYS: the index.
+const keepIndexLua = `
+local want, t = tonumber(ARGV[1]), redis.call('PTTL', KEYS[1])
+if t == -1 or (t >= 0 and t < want) then redis.call('PEXPIRE', KEYS[1], want) end
+return 0
+`
+
+// keepIndex queues keepIndexLua on p: index is to live until at least
+// until, by the store's clock (a relative PEXPIRE, as every record's TTL).
+func (s *Store) keepIndex(ctx context.Context, p goredis.Pipeliner, index string, until time.Time) {
+	p.Eval(ctx, keepIndexLua, []string{index}, s.ttl(until).Milliseconds())
+}
+
 // cutLua defines cut(now ms): the instant a script judges what is over
 // at, the earlier of the writer's now and Redis's own clock (TIME, on the
 // node that holds the keys). Every replica judges expiry at its own clock

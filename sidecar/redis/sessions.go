@@ -47,7 +47,8 @@ import (
 //	{imp}:slog, {imp}:slog:a:A, {imp}:slog:c:C  session log indexes; {imp}:slog
 //	                     is also where SessionsStarted reads the starts back
 //
-// Records and pointers live until the session ended plus the retention;
+// Records and pointers live until the session ended plus the retention,
+// and the log indexes until their last session is forgotten;
 // live sets are pruned of ended members in the transactions that read
 // them; index members whose record is gone are skipped and dropped on read.
 
@@ -372,6 +373,7 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 			for _, k := range []string{s.sessionLogKey("", ""), s.sessionLogKey(ss.Actor, ""), s.sessionLogKey("", ss.Customer)} {
 				p.ZAdd(ctx, k, goredis.Z{Member: member})
 				p.ZRemRangeByLex(ctx, k, "-", prune)
+				s.keepIndex(ctx, p, k, s.forgetAt(ss))
 			}
 			return nil
 		})

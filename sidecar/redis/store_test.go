@@ -205,6 +205,9 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 	}
 	must(s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r1", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, CreatedAt: now,
 		Status: sidecar.RequestPending, PendingExpiresAt: now.Add(30 * 24 * time.Hour)}))
+	// A later, shorter-lived member does not shorten an index.
+	must(s.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r2", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, CreatedAt: now,
+		Status: sidecar.RequestPending, PendingExpiresAt: now.Add(24 * time.Hour)}))
 	cases := []struct {
 		name, key string
 		want      time.Duration
@@ -216,6 +219,13 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 		{"grants_until_last_expiry", "ttl:{cust:acme}:grants", 72 * time.Hour},
 		{"holds_until_the_last_revoked_grant_would_have_expired", "ttl:{cust:acme}:grants:held", 48 * time.Hour},
 		{"pending_request_until_retention_after_expiry", "ttl:{req:r1}", 31 * 24 * time.Hour},
+		// Indexes live as long as the longest-living record they index, so
+		// one whose records are all gone goes too.
+		{"customer_request_index_until_its_last_request_is_forgotten", "ttl:{cust:acme}:requests", 31 * 24 * time.Hour},
+		{"partner_request_index_likewise", "ttl:{porg:p1}:requests", 31 * 24 * time.Hour},
+		{"session_log_index_until_its_last_session_is_forgotten", "ttl:{imp}:slog", 25 * time.Hour},
+		{"actor_session_log_index_likewise", "ttl:{imp}:slog:a:alice", 25 * time.Hour},
+		{"customer_session_log_index_likewise", "ttl:{imp}:slog:c:acme", 25 * time.Hour},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
