@@ -58,8 +58,8 @@ type ResellerRules struct {
 }
 
 // Defaults of the reseller limits, when policy data does not set them:
-// 50,000 customers is about 20 MB of Redis per domain (the record, ~250
-// bytes, and its entry in the domain's index); 20,000 rows an hour is two
+// 50,000 customers is about 18 MB of Redis per domain (the record and its
+// entry in the domain's index, ~370 bytes); 20,000 rows an hour is two
 // full imports.
 const (
 	DefaultMaxDomainAssignments     = 50000
