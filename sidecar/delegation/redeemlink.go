@@ -24,6 +24,18 @@ const maxExposedCodes = 16
 // undoes one level of encoding, so a link encoded twice (%253F) takes two.
 const maxUnescapes = 32
 
+// What of a path ExposedRedeemCodes reads, as sent (escaped): its first
+// maxRedeemLead bytes for the redeem path and its "?", then its first
+// maxRedeemLink bytes for codes. A mangled link is short: the redeem path
+// in fullwidth letters, percent-encoded twice, is some 300 bytes, a query
+// of a code far less. Decoding and normalizing a whole path costs tens of
+// milliseconds for 60 KB of characters NFKC expands (U+FDFA is 18), and
+// every check with a "%" or a byte outside ASCII in its path pays it.
+const (
+	maxRedeemLead = 512
+	maxRedeemLink = 2048
+)
+
 // ExposedRedeemCodes reads a request's path (as sent, still escaped) and
 // query: when the path is the redeem link at prefix followed by a "?"
 // that is not a literal one, and more, the link reached Deputy in a
@@ -45,8 +57,11 @@ func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
 	if plainASCII(escapedPath) {
 		return nil, false // nearly every path: no escape, no look-alike, no "?" but a literal one
 	}
-	head, tail, ok := strings.Cut(questionMarks.Replace(norm.NFKC.String(unescapeAll(escapedPath))), "?")
-	if !ok || !strings.HasPrefix(strings.ToLower(path.Clean("/"+head)), strings.ToLower(prefix+RedeemPath)) {
+	if !redeemHead(prefix, escapedPath[:min(len(escapedPath), maxRedeemLead)]) {
+		return nil, false
+	}
+	_, tail, ok := strings.Cut(readLink(escapedPath[:min(len(escapedPath), maxRedeemLink)]), "?")
+	if !ok {
 		return nil, false
 	}
 	tail += "&" + unescapeAll(rawQuery)
@@ -78,6 +93,19 @@ func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
 		codes = codes[:maxExposedCodes]
 	}
 	return codes, true
+}
+
+// redeemHead reports whether escapedPath, read as a link (readLink), is
+// the redeem path at prefix followed by a "?".
+func redeemHead(prefix, escapedPath string) bool {
+	head, _, ok := strings.Cut(readLink(escapedPath), "?")
+	return ok && strings.HasPrefix(strings.ToLower(path.Clean("/"+head)), strings.ToLower(prefix+RedeemPath))
+}
+
+// readLink is a path as sent, decoded, in its compatibility form, with
+// every look-alike of "?" read as one.
+func readLink(escapedPath string) string {
+	return questionMarks.Replace(norm.NFKC.String(unescapeAll(escapedPath)))
 }
 
 // questionMarks reads as "?" the look-alikes that Unicode's compatibility

@@ -1,6 +1,7 @@
 package delegation_test
 
 import (
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -77,4 +78,33 @@ func TestExposedRedeemCodes(t *testing.T) {
 			t.Fatalf("%d codes from 100 candidates, want the first 16", len(codes))
 		}
 	})
+}
+
+// A path is read for a redeem link only as far as a mangled link reaches:
+// decoding and normalizing all of a long path that NFKC expands (U+FDFA is
+// eighteen characters in that form) cost every check tens of milliseconds.
+// What one call allocates stays near the bound, whatever follows it.
+func TestExposedRedeemCodesReadsABoundedPath(t *testing.T) {
+	const prefix = "/deputy/v1/"
+	code := strings.Repeat("Ab9-_", 8) + "xyz"
+	for _, tc := range []struct{ name, path string }{
+		{"encoded U+FDFA", "/x/" + strings.Repeat("%EF%B7%BA", 20000)},
+		{"raw U+FDFA", "/x/" + strings.Repeat("\uFDFA", 20000)},
+		{"encoded letters", "/x/" + strings.Repeat("%41", 20000)},
+		{"redeem link, then U+FDFA", prefix + "impersonation/redeem%3Fcode=" + code + "&x=" + strings.Repeat("%EF%B7%BA", 20000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			delegation.ExposedRedeemCodes(prefix, tc.path, "")
+			runtime.ReadMemStats(&after)
+			if n := after.TotalAlloc - before.TotalAlloc; n > 256<<10 {
+				t.Fatalf("one call allocated %d bytes for a %d-byte path", n, len(tc.path))
+			}
+		})
+	}
+	codes, ok := delegation.ExposedRedeemCodes(prefix, prefix+"impersonation/redeem%3Fcode="+code+"&x="+strings.Repeat("%EF%B7%BA", 20000), "")
+	if !ok || len(codes) != 1 || codes[0] != code {
+		t.Fatalf("the link's code is not read: %v %v", codes, ok)
+	}
 }
