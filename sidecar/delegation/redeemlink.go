@@ -24,14 +24,17 @@ const maxExposedCodes = 16
 // undoes one level of encoding, so a link encoded twice (%253F) takes two.
 const maxUnescapes = 32
 
-// What of a path ExposedRedeemCodes reads, as sent (escaped): its first
-// maxRedeemLead bytes for the redeem path and its "?", then its first
-// maxRedeemLink bytes for codes. A mangled link is short: the redeem path
-// in fullwidth letters, percent-encoded twice, is some 300 bytes, a query
-// of a code far less. Decoding and normalizing a whole path costs tens of
-// milliseconds for 60 KB of characters NFKC expands (U+FDFA is 18), and
-// every check with a "%" or a byte outside ASCII in its path pays it.
+// What of a link ExposedRedeemCodes reads: the first maxRedeemSent bytes
+// of its path as sent are decoded; of that, the first maxRedeemLead bytes
+// are read for the redeem path and its "?", and the first maxRedeemLink
+// for codes, as are that many of its query. A mangled link is short once
+// decoded (the whole link in fullwidth characters is some 250 bytes,
+// however often it was encoded), and decoding is cheap; normalizing
+// (NFKC) is not, for characters it expands (U+FDFA is 18): a whole 60 KB
+// path of them cost tens of milliseconds, and every check with a "%" or
+// a byte outside ASCII in its path pays this function.
 const (
+	maxRedeemSent = 8192
 	maxRedeemLead = 512
 	maxRedeemLink = 2048
 )
@@ -57,14 +60,15 @@ func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
 	if plainASCII(escapedPath) {
 		return nil, false // nearly every path: no escape, no look-alike, no "?" but a literal one
 	}
-	if !redeemHead(prefix, escapedPath[:min(len(escapedPath), maxRedeemLead)]) {
+	decoded := unescapeAll(escapedPath[:min(len(escapedPath), maxRedeemSent)])
+	if !redeemHead(prefix, decoded[:min(len(decoded), maxRedeemLead)]) {
 		return nil, false
 	}
-	_, tail, ok := strings.Cut(readLink(escapedPath[:min(len(escapedPath), maxRedeemLink)]), "?")
+	_, tail, ok := strings.Cut(readLink(decoded[:min(len(decoded), maxRedeemLink)]), "?")
 	if !ok {
 		return nil, false
 	}
-	tail += "&" + unescapeAll(rawQuery)
+	tail += "&" + unescapeAll(rawQuery[:min(len(rawQuery), maxRedeemLink)])
 	var codes []string
 	add := func(c string) {
 		for _, have := range codes {
@@ -95,17 +99,17 @@ func ExposedRedeemCodes(prefix, escapedPath, rawQuery string) ([]string, bool) {
 	return codes, true
 }
 
-// redeemHead reports whether escapedPath, read as a link (readLink), is
-// the redeem path at prefix followed by a "?".
-func redeemHead(prefix, escapedPath string) bool {
-	head, _, ok := strings.Cut(readLink(escapedPath), "?")
+// redeemHead reports whether decoded, a path read as a link (readLink),
+// is the redeem path at prefix followed by a "?".
+func redeemHead(prefix, decoded string) bool {
+	head, _, ok := strings.Cut(readLink(decoded), "?")
 	return ok && strings.HasPrefix(strings.ToLower(path.Clean("/"+head)), strings.ToLower(prefix+RedeemPath))
 }
 
-// readLink is a path as sent, decoded, in its compatibility form, with
-// every look-alike of "?" read as one.
-func readLink(escapedPath string) string {
-	return questionMarks.Replace(norm.NFKC.String(unescapeAll(escapedPath)))
+// readLink is a decoded path in its compatibility form, with every
+// look-alike of "?" read as one.
+func readLink(decoded string) string {
+	return questionMarks.Replace(norm.NFKC.String(decoded))
 }
 
 // questionMarks reads as "?" the look-alikes that Unicode's compatibility

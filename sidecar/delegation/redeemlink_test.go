@@ -1,6 +1,7 @@
 package delegation_test
 
 import (
+	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -106,5 +107,30 @@ func TestExposedRedeemCodesReadsABoundedPath(t *testing.T) {
 	codes, ok := delegation.ExposedRedeemCodes(prefix, prefix+"impersonation/redeem%3Fcode="+code+"&x="+strings.Repeat("%EF%B7%BA", 20000), "")
 	if !ok || len(codes) != 1 || codes[0] != code {
 		t.Fatalf("the link's code is not read: %v %v", codes, ok)
+	}
+	// The bound is on the decoded link: the whole link in fullwidth
+	// characters, encoded three times, is 1.7 KB as sent and read whole.
+	fullwidth := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			if r > 0x20 && r < 0x7f {
+				return r - 0x21 + 0xFF01
+			}
+			return r
+		}, s)
+	}
+	link := fullwidth(prefix + "impersonation/redeem?code=" + code)
+	for n := 1; n <= 3; n++ {
+		link = strings.ReplaceAll(url.PathEscape(link), "/", "%2F")
+		if codes, ok := delegation.ExposedRedeemCodes(prefix, "/"+link, ""); !ok || !slices.Contains(codes, code) {
+			t.Errorf("the fullwidth link encoded %d times (%d bytes) is not read: %v %v", n, len(link)+1, codes, ok)
+		}
+	}
+	// A query is read as far as codes are.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	delegation.ExposedRedeemCodes(prefix, prefix+"impersonation/redeem%3F", strings.Repeat("%"+strings.Repeat("25", 30)+"41", 2000))
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 256<<10 {
+		t.Fatalf("a long query: one call allocated %d bytes", n)
 	}
 }
