@@ -28,8 +28,7 @@ func (h *httpRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The request line is read, not URL.EscapedPath, which escapes the
 	// decoded path again when the one sent holds a byte Go would have
 	// escaped ("/%64eputy/v1/x|" would read "/deputy/v1/x%7C").
-	sent, _, _ := strings.Cut(r.RequestURI, "?")
-	switch p := r.URL.Path; {
+	switch p, sent := r.URL.Path, sentPath(r.RequestURI); {
 	case h.forwarded != nil && sent == h.checkPath:
 		h.forwarded.ServeHTTP(w, r)
 	case strings.HasPrefix(sent, h.apiPrefix):
@@ -47,6 +46,23 @@ func (h *httpRoutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.check.ServeHTTP(w, r)
 	}
+}
+
+// sentPath is the path of a request line's target as sent: origin form
+// ("/a?q") or absolute form ("http://host/a?q", RFC 9112 §3.2.2), which
+// a server must accept too.
+func sentPath(target string) string {
+	target, _, _ = strings.Cut(target, "?")
+	if strings.HasPrefix(target, "/") {
+		return target
+	}
+	if _, rest, ok := strings.Cut(target, "://"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			return rest[i:]
+		}
+		return "/"
+	}
+	return target
 }
 
 // reserved reports whether p, decoded, is a spelling of one of Deputy's
