@@ -64,3 +64,24 @@ func FoldID(s string) string {
 	}
 	return string(b)
 }
+
+// SameFold reports whether a and b are one id up to the letter case
+// FoldID removes (A-Z alone), without allocating.
+func SameFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

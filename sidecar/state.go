@@ -125,12 +125,31 @@ type Protection struct {
 
 // Protects reports whether c cannot be impersonated: its profile says so,
 // it holds a protected role, it is listed, or its subject acted as staff.
-// A missing profile is protected only by the list and the staff mark.
+// A missing profile is protected only by the list and the staff mark. The
+// list is compared up to letter case (SameFold): an upstream that reads
+// "ACME" as "acme" serves a listed "acme" to either.
 func (p Protection) Protects(id string, c *Customer, staff bool) bool {
-	if staff || slices.Contains(p.Customers, id) {
+	if staff || slices.ContainsFunc(p.Customers, func(l string) bool { return SameFold(l, id) }) {
 		return true
 	}
 	return c != nil && (c.Protected || slices.ContainsFunc(c.Roles, func(r string) bool { return slices.Contains(p.Roles, r) }))
+}
+
+// ProtectsState reports whether the customer id, whose state st is, cannot
+// be impersonated or acted for: Protects of its own profile and staff
+// mark, or of any other spelling of the id (st.Spellings). To an upstream
+// that looks customers up without regard to case, "STAFF-1" is the
+// protected "staff-1".
+func (p Protection) ProtectsState(id string, st *CustomerState) bool {
+	if p.Protects(id, st.Customer, st.Staff) {
+		return true
+	}
+	for k := range st.Spellings {
+		if v := &st.Spellings[k]; p.Protects(v.ID, v.Customer, v.Staff) {
+			return true
+		}
+	}
+	return false
 }
 
 // CustomerState is what every impersonated check must know of the
@@ -140,6 +159,32 @@ type CustomerState struct {
 	Customer *Customer // nil: no profile
 	Consent  *Consent  // nil: never given, or past its expiry
 	Staff    bool      // the customer's subject acted as staff
+	// Spellings are the other ids that fold to the customer's (FoldID)
+	// and have a profile or a staff mark: one account to an upstream
+	// that reads ids without regard to case, so what protects one
+	// protects all (Protection.ProtectsState). Usually empty.
+	Spellings []Spelling
+}
+
+// Spelling is another spelling of a customer's id, with what may protect
+// it: its profile (nil: none; the stores fill ID, Protected and Roles
+// alone) and its staff mark.
+type Spelling struct {
+	ID       string
+	Customer *Customer
+	Staff    bool
+}
+
+// SpellingProtected reports whether any of st's spellings says by itself, without
+// policy data, that the account is protected: a profile's flag or a staff
+// mark.
+func (st *CustomerState) SpellingProtected() bool {
+	for _, v := range st.Spellings {
+		if v.Staff || (v.Customer != nil && v.Customer.Protected) {
+			return true
+		}
+	}
+	return false
 }
 
 // Consent is a customer's "allow remote shopping assistance" setting.

@@ -67,6 +67,7 @@ type Store struct {
 	deletions map[string][]sidecar.CustomerDeletion // customer → its deletions, oldest first, for sidecar.AppendOnceWindow
 	deleted   []deletedRef                          // every kept deletion, in the order made: pruned from the front
 	staff     map[string]bool                       // subjects that acted as staff
+	spellings map[string]map[string]struct{}        // FoldID → the ids under it with a profile or a staff mark
 	consent   map[string]*sidecar.Consent
 	history   map[string][]sidecar.Consent // oldest first
 	lapsing   map[string]time.Time         // customer → expiry of a consent given until then
@@ -125,6 +126,7 @@ func New(opts ...Option) *Store {
 		customers:    map[string]*sidecar.Customer{},
 		deletions:    map[string][]sidecar.CustomerDeletion{},
 		staff:        map[string]bool{},
+		spellings:    map[string]map[string]struct{}{},
 		consent:      map[string]*sidecar.Consent{},
 		history:      map[string][]sidecar.Consent{},
 		lapsing:      map[string]time.Time{},
@@ -208,6 +210,7 @@ func (s *Store) PutCustomer(_ context.Context, c *sidecar.Customer, p sidecar.Pr
 	cp := cloneCustomer(c)
 	s.mu.Lock()
 	s.customers[c.ID] = cp
+	s.spell(c.ID)
 	var ended []sidecar.Session
 	if p.Protects(c.ID, cp, s.staff[c.ID]) {
 		ended = s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == c.ID },
@@ -242,6 +245,7 @@ func (s *Store) MarkStaff(_ context.Context, subject string) ([]sidecar.Session,
 	}
 	s.mu.Lock()
 	s.staff[subject] = true
+	s.spell(subject)
 	ended := s.endLive(func(ss *sidecar.Session) bool { return ss.Customer == subject },
 		sidecar.SweepActor, sidecar.EndCustomerProtected, s.now())
 	s.mu.Unlock()
@@ -257,7 +261,40 @@ func (s *Store) GetCustomerState(_ context.Context, customer string) (*sidecar.C
 	if c, ok := s.customers[customer]; ok {
 		st.Customer = cloneCustomer(c)
 	}
+	for id := range s.spellings[sidecar.FoldID(customer)] {
+		if id == customer {
+			continue
+		}
+		v := sidecar.Spelling{ID: id, Staff: s.staff[id]}
+		if c, ok := s.customers[id]; ok {
+			v.Customer = &sidecar.Customer{ID: id, Protected: c.Protected, Roles: slices.Clone(c.Roles)}
+		}
+		st.Spellings = append(st.Spellings, v)
+	}
+	slices.SortFunc(st.Spellings, func(a, b sidecar.Spelling) int { return strings.Compare(a.ID, b.ID) })
 	return st, nil
+}
+
+// spell files id under its FoldID, for GetCustomerState's Spellings: it
+// has a profile or a staff mark. s.mu is held.
+func (s *Store) spell(id string) {
+	f := sidecar.FoldID(id)
+	m := s.spellings[f]
+	if m == nil {
+		m = map[string]struct{}{}
+		s.spellings[f] = m
+	}
+	m[id] = struct{}{}
+}
+
+// unspell drops id from its FoldID: it has neither a profile nor a staff
+// mark any more. s.mu is held.
+func (s *Store) unspell(id string) {
+	f := sidecar.FoldID(id)
+	delete(s.spellings[f], id)
+	if len(s.spellings[f]) == 0 {
+		delete(s.spellings, f)
+	}
 }
 
 func (s *Store) DeleteCustomer(_ context.Context, id, by string) (*sidecar.CustomerDeletion, error) {
@@ -267,6 +304,9 @@ func (s *Store) DeleteCustomer(_ context.Context, id, by string) (*sidecar.Custo
 		return nil, notFound("customer")
 	}
 	delete(s.customers, id)
+	if !s.staff[id] {
+		s.unspell(id)
+	}
 	now := s.now()
 	del := &sidecar.CustomerDeletion{By: by, At: now}
 	if c := s.consent[id]; c.Granted(now) {

@@ -291,7 +291,10 @@ func (s *Store) PutCustomer(ctx context.Context, c *sidecar.Customer, p sidecar.
 			return false, unavailable(err)
 		}
 		return p.Protects(c.ID, c, staff), nil
-	}, func(p goredis.Pipeliner) { p.Set(ctx, key, raw, 0) }, key, s.staffKey())
+	}, func(p goredis.Pipeliner) {
+		p.Set(ctx, key, raw, 0)
+		p.HSet(ctx, s.spellingsKey(c.ID), spellingProfile+c.ID, encode(&sidecar.Customer{ID: c.ID, Protected: c.Protected, Roles: c.Roles}))
+	}, key, s.staffKey())
 }
 
 // protectCustomer queues write and, when protected says the customer's
@@ -394,6 +397,7 @@ func (s *Store) DeleteCustomer(ctx context.Context, id, by string) (*sidecar.Cus
 		return true, nil
 	}, func(p goredis.Pipeliner) {
 		p.Del(ctx, key, consent)
+		p.HDel(ctx, s.spellingsKey(id), spellingProfile+id)
 		p.ZRem(ctx, s.lapsingKey(), id)
 		if lapse != nil {
 			s.keepLapses(ctx, p, due, lapse...)
@@ -441,18 +445,33 @@ func (s *Store) MarkStaff(ctx context.Context, subject string) ([]sidecar.Sessio
 		return nil, sidecar.Invalid("subject", "subject is required")
 	}
 	return s.protectCustomer(ctx, subject, sidecar.SweepActor, sidecar.EndCustomerProtected, func(*goredis.Tx) (bool, error) { return true, nil },
-		func(p goredis.Pipeliner) { p.SAdd(ctx, s.staffKey(), subject) })
+		func(p goredis.Pipeliner) {
+			p.SAdd(ctx, s.staffKey(), subject)
+			p.HSet(ctx, s.spellingsKey(subject), spellingStaff+subject, "1")
+		})
 }
 
-// GetCustomerState pipelines its three reads: the keys share {imp}, so
+// Spellings fields: the spellings hash of a FoldID (spellingsKey) holds,
+// for each id under it, "p:<id>" (its profile's protection: ID, Protected
+// and Roles) while it has a profile and "s:<id>" once it is marked as
+// staff, written and removed in the transaction that writes the profile
+// or the mark.
+const (
+	spellingProfile = "p:"
+	spellingStaff   = "s:"
+)
+
+// GetCustomerState pipelines its four reads: the keys share {imp}, so
 // even in a Cluster they go to one node in one round trip.
 func (s *Store) GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error) {
 	var cust, consent *goredis.StringCmd
 	var staff *goredis.BoolCmd
+	var spellings *goredis.MapStringStringCmd
 	cmds, _ := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		cust = p.Get(ctx, s.customerKey(customer))
 		consent = p.Get(ctx, s.consentKey(customer))
 		staff = p.SIsMember(ctx, s.staffKey(), customer)
+		spellings = p.HGetAll(ctx, s.spellingsKey(customer))
 		return nil
 	})
 	for _, cmd := range cmds { // a missing record is not a failure
@@ -466,6 +485,11 @@ func (s *Store) GetCustomerState(ctx context.Context, customer string) (*sidecar
 			return nil, err
 		}
 	}
+	sp, err := otherSpellings(customer, spellings.Val())
+	if err != nil {
+		return nil, err
+	}
+	st.Spellings = sp
 	if raw, err := consent.Result(); err == nil {
 		c, err := decode[sidecar.Consent](raw)
 		if err != nil {
@@ -476,6 +500,42 @@ func (s *Store) GetCustomerState(ctx context.Context, customer string) (*sidecar
 		}
 	}
 	return st, nil
+}
+
+// otherSpellings reads a spellings hash (spellingsKey) into the spellings
+// other than customer, in the order of their ids.
+func otherSpellings(customer string, h map[string]string) ([]sidecar.Spelling, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	byID := map[string]*sidecar.Spelling{}
+	var out []sidecar.Spelling
+	for field, raw := range h {
+		kind, id := field[:min(2, len(field))], field[min(2, len(field)):]
+		if id == customer {
+			continue
+		}
+		v := byID[id]
+		if v == nil {
+			v = &sidecar.Spelling{ID: id}
+			byID[id] = v
+		}
+		switch kind {
+		case spellingStaff:
+			v.Staff = true
+		case spellingProfile:
+			c, err := decode[sidecar.Customer](raw)
+			if err != nil {
+				return nil, err
+			}
+			v.Customer = c
+		}
+	}
+	for _, v := range byID {
+		out = append(out, *v)
+	}
+	slices.SortFunc(out, func(a, b sidecar.Spelling) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }
 
 // ---- consent ---------------------------------------------------------------

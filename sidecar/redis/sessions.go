@@ -52,10 +52,15 @@ import (
 // live sets are pruned of ended members in the transactions that read
 // them; index members whose record is gone are skipped and dropped on read.
 
-func (s *Store) imp(suffix string) string        { return s.prefix + ":{imp}:" + suffix }
-func (s *Store) customerKey(c string) string     { return s.imp("customer:" + c) }
-func (s *Store) deletedKey(c string) string      { return s.imp("deletions:" + c) }
-func (s *Store) staffKey() string                { return s.imp("staff") }
+func (s *Store) imp(suffix string) string    { return s.prefix + ":{imp}:" + suffix }
+func (s *Store) customerKey(c string) string { return s.imp("customer:" + c) }
+func (s *Store) deletedKey(c string) string  { return s.imp("deletions:" + c) }
+func (s *Store) staffKey() string            { return s.imp("staff") }
+
+// spellingsKey is the hash of the ids that fold to c's FoldID and have a
+// profile or a staff mark (see spellingProfile); in {imp} with them, so it
+// is written in their transaction and read in GetCustomerState's round trip.
+func (s *Store) spellingsKey(c string) string    { return s.imp("spellings:" + sidecar.FoldID(c)) }
 func (s *Store) consentKey(c string) string      { return s.imp("consent:" + c) }
 func (s *Store) consentHistKey(c string) string  { return s.imp("consenthist:" + c) }
 func (s *Store) sessionKey(id string) string     { return s.imp("sess:" + id) }

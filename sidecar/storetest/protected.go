@@ -60,6 +60,58 @@ func testCustomerState(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("after the consent's expiry: %+v", st)
 		}
 	})
+	// The other spellings of the id (FoldID) with a profile or a staff
+	// mark come with it, so that what protects one protects all; the id
+	// itself and ids that fold elsewhere do not.
+	t.Run("other_spellings", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "ACME", Name: "Ada", Protected: true, Roles: []string{"admin"}}, sidecar.Protection{})))
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{})))
+		mustEnd(t)(e.s.MarkStaff(e.ctx, "Acme"))
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "acme2", Protected: true}, sidecar.Protection{})))
+		spellings := func(id string) []sidecar.Spelling {
+			t.Helper()
+			st, err := e.s.GetCustomerState(e.ctx, id)
+			must(t, err)
+			return st.Spellings
+		}
+		same := func(got []sidecar.Spelling, want ...sidecar.Spelling) {
+			t.Helper()
+			ok := len(got) == len(want)
+			for k := 0; ok && k < len(got); k++ {
+				g, w := got[k], want[k]
+				ok = g.ID == w.ID && g.Staff == w.Staff && (g.Customer == nil) == (w.Customer == nil) &&
+					(g.Customer == nil || g.Customer.Protected == w.Customer.Protected && slices.Equal(g.Customer.Roles, w.Customer.Roles))
+			}
+			if !ok {
+				t.Fatalf("spellings %+v, want %+v", got, want)
+			}
+		}
+		same(spellings("aCmE"),
+			sidecar.Spelling{ID: "ACME", Customer: &sidecar.Customer{Protected: true, Roles: []string{"admin"}}},
+			sidecar.Spelling{ID: "Acme", Staff: true},
+			sidecar.Spelling{ID: "acme", Customer: &sidecar.Customer{}})
+		same(spellings("acme"),
+			sidecar.Spelling{ID: "ACME", Customer: &sidecar.Customer{Protected: true, Roles: []string{"admin"}}},
+			sidecar.Spelling{ID: "Acme", Staff: true})
+		// A profile rewritten is read as rewritten; one deleted is gone,
+		// a staff mark stays with its deleted profile.
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "ACME", Roles: []string{"customer"}}, sidecar.Protection{})))
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "Acme"}, sidecar.Protection{})))
+		same(spellings("acme"),
+			sidecar.Spelling{ID: "ACME", Customer: &sidecar.Customer{Roles: []string{"customer"}}},
+			sidecar.Spelling{ID: "Acme", Customer: &sidecar.Customer{}, Staff: true})
+		must(t, ignore(e.s.DeleteCustomer(e.ctx, "ACME", "shop")))
+		must(t, ignore(e.s.DeleteCustomer(e.ctx, "Acme", "shop")))
+		same(spellings("acme"), sidecar.Spelling{ID: "Acme", Staff: true})
+		same(spellings("nobody"))
+		st, err := e.s.GetCustomerState(e.ctx, "ACME2")
+		must(t, err)
+		same(st.Spellings, sidecar.Spelling{ID: "acme2", Customer: &sidecar.Customer{Protected: true}})
+		if !(sidecar.Protection{}).ProtectsState("ACME2", st) {
+			t.Fatal("ACME2 not protected by acme2's profile")
+		}
+	})
 }
 
 // testProtectionEndsSessions: a profile written protected, or a subject
