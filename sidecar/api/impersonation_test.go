@@ -378,6 +378,28 @@ func TestStartRules(t *testing.T) {
 				t.Fatalf("start on a known staff member's account: %d %s", r.Status, r.Raw)
 			}
 		})
+		// Another spelling of a protected account's id is that account to
+		// an upstream that reads ids without regard to case: its own
+		// profile, unprotected and with consent, does not open it.
+		t.Run("another spelling of a protected account", func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			e.must(e.do("PUT", "/deputy/v1/customers/c8", e.admin(), map[string]any{"default_store_view": "default", "roles": []string{"customer", "admin"}}), 200)
+			e.must(e.do("PUT", "/deputy/v1/customers/alice", e.admin(), map[string]any{"default_store_view": "default"}), 200)
+			e.must(e.start(e.agent(), map[string]any{"customer_id": "c42"}), 201) // alice is now known as staff
+			// s1: profile protected; c8: a protected role; alice: staff.
+			for _, id := range []string{"S1", "C8", "Alice"} {
+				e.must(e.do("PUT", "/deputy/v1/customers/"+id, e.admin(), map[string]any{"default_store_view": "default"}), 200)
+				e.must(e.do("PUT", "/deputy/v1/customers/"+id+"/consent", e.lead(), map[string]any{"allowed": true}), 200)
+				r := e.start(e.lead(), map[string]any{"customer_id": id})
+				if r.Status != 403 || r.errMsg() != "customer_protected" {
+					t.Fatalf("start on %s: %d %s", id, r.Status, r.Raw)
+				}
+			}
+			e.must(e.do("PUT", "/deputy/v1/customers/C42", e.admin(), map[string]any{"default_store_view": "default"}), 200)
+			e.must(e.do("PUT", "/deputy/v1/customers/C42/consent", e.lead(), map[string]any{"allowed": true}), 200)
+			e.must(e.start(e.lead(), map[string]any{"customer_id": "C42"}), 201) // c42 is not protected
+		})
 		// A reason no reader can see is no reason: refused as an empty one.
 		t.Run("reason of invisible characters", func(t *testing.T) {
 			e := newEnv(t, mk, withSwitch("require_reason", true))

@@ -189,6 +189,26 @@ func TestResellerAPI(t *testing.T) {
 			noAssignment("c9")(t, p)
 			noAssignment("staff-1")(t, p)
 		}},
+		// ...nor under another letter case: an upstream that reads ids
+		// without regard to case serves "STAFF-1" as "staff-1".
+		{name: "put a protected profile in capitals", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/STAFF-1", sam, map[string]any{})
+		}, after: noAssignment("staff-1")},
+		{name: "put a customer with a protected role in other case", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/Ann", sam, map[string]any{})
+		}, after: noAssignment("ann")},
+		{name: "put a subject known as staff in other case", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/Staff-2", sam, map[string]any{})
+		}, after: noAssignment("staff-2")},
+		{name: "import with a protected row in other case", status: 403, code: "forbidden", msg: "customer_protected", do: func(p *partnerAPI, sam string) pres {
+			return p.call("POST", "reseller/imports", sam, "c9,shop-a.example\nSTAFF-1,shop-a.example\n", "text/csv")
+		}, after: func(t *testing.T, p *partnerAPI) {
+			noAssignment("c9")(t, p)
+			noAssignment("staff-1")(t, p)
+		}},
+		{name: "put an unprotected profile in other case", status: 200, do: func(p *partnerAPI, sam string) pres {
+			return p.call("PUT", "reseller/assignments/BOB", sam, map[string]any{})
+		}},
 		{name: "put an unprotected profile", status: 200, do: func(p *partnerAPI, sam string) pres {
 			return p.call("PUT", "reseller/assignments/bob", sam, map[string]any{})
 		}},

@@ -719,7 +719,7 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 	cust, consent := cs.Customer, cs.Consent
 	target := map[string]any{
 		"customer_id": req.Customer,
-		"customer":    customerFacts(req.Customer, cust, cs.Staff),
+		"customer":    customerFacts(req.Customer, cs),
 		"consent":     map[string]any{"live": consent.Granted(now)},
 		"store_view":  req.StoreView,
 		"reason":      req.Reason,
@@ -849,10 +849,16 @@ func (i *Impersonation) recordStartAgain(ctx context.Context, s *sidecar.Session
 }
 
 // customerFacts is the profile as the manage policy judges it; a subject
-// known as staff reads as protected.
-func customerFacts(id string, c *sidecar.Customer, staff bool) map[string]any {
+// known as staff reads as protected. Its "spellings" are the other
+// spellings of the id (sidecar.Spelling) with a profile or a staff mark,
+// present only when there are any: policy's _protected holds for the
+// customer when it holds for one of them.
+func customerFacts(id string, cs *sidecar.CustomerState) map[string]any {
+	c, staff := cs.Customer, cs.Staff
 	if c == nil {
-		return map[string]any{"id": id, "exists": false}
+		f := map[string]any{"id": id, "exists": false}
+		addSpellings(f, cs)
+		return f
 	}
 	views := make([]any, 0, len(c.StoreViews)+1)
 	seenDefault := false
@@ -867,7 +873,7 @@ func customerFacts(id string, c *sidecar.Customer, staff bool) map[string]any {
 	for k, r := range c.Roles {
 		roles[k] = r
 	}
-	return map[string]any{
+	f := map[string]any{
 		"id":                 c.ID,
 		"exists":             true,
 		"protected":          c.Protected || staff,
@@ -876,6 +882,30 @@ func customerFacts(id string, c *sidecar.Customer, staff bool) map[string]any {
 		"store_views":        views,
 		"default_store_view": c.DefaultStoreView,
 	}
+	addSpellings(f, cs)
+	return f
+}
+
+// addSpellings adds to customer facts f the "spellings" of cs: for each,
+// its id, whether its profile or staff mark protects it, and its
+// profile's roles.
+func addSpellings(f map[string]any, cs *sidecar.CustomerState) {
+	if len(cs.Spellings) == 0 {
+		return
+	}
+	out := make([]any, len(cs.Spellings))
+	for k, v := range cs.Spellings {
+		roles := []any{}
+		protected := v.Staff
+		if v.Customer != nil {
+			protected = protected || v.Customer.Protected
+			for _, r := range v.Customer.Roles {
+				roles = append(roles, r)
+			}
+		}
+		out[k] = map[string]any{"id": v.ID, "protected": protected, "roles": roles}
+	}
+	f["spellings"] = out
 }
 
 // Redeemed is a session whose redeem code was used: Token goes into the

@@ -36,6 +36,29 @@ func TestOnBehalfRefusesProtectedCustomers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, reason: "customer_protected"},
+		// Another spelling of the id is one account to an upstream that
+		// reads ids without regard to case.
+		{name: "another spelling's profile says protected", protect: func(t *testing.T, s sidecar.Store) {
+			putProfile(t, s, &sidecar.Customer{ID: "acme", Roles: []string{"customer"}})
+			putProfile(t, s, &sidecar.Customer{ID: "ACME", Protected: true})
+		}, reason: "customer_protected"},
+		{name: "another spelling's protected role", protect: func(t *testing.T, s sidecar.Store) {
+			putProfile(t, s, &sidecar.Customer{ID: "Acme", Roles: []string{"support_agent"}})
+		}, reason: "customer_protected"},
+		{name: "another spelling known as staff", protect: func(t *testing.T, s sidecar.Store) {
+			if _, err := s.MarkStaff(context.Background(), "aCME"); err != nil {
+				t.Fatal(err)
+			}
+		}, reason: "customer_protected"},
+		{name: "another spelling's profile deleted", protect: func(t *testing.T, s sidecar.Store) {
+			putProfile(t, s, &sidecar.Customer{ID: "ACME", Protected: true})
+			if _, err := s.DeleteCustomer(context.Background(), "ACME", "shop"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "another spelling unprotected", protect: func(t *testing.T, s sidecar.Store) {
+			putProfile(t, s, &sidecar.Customer{ID: "ACME", Roles: []string{"customer"}})
+		}},
 	}
 	for _, ps := range partnerStores(t) {
 		for _, tc := range cases {
@@ -79,6 +102,15 @@ func TestProtectionReachesEveryReplica(t *testing.T) {
 		}},
 		{"marked staff", func(t *testing.T, s sidecar.Store) {
 			if _, err := s.MarkStaff(context.Background(), "acme"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		// Another spelling's eviction drops what "acme" read too.
+		{"another spelling's profile protected", func(t *testing.T, s sidecar.Store) {
+			putProfile(t, s, &sidecar.Customer{ID: "ACME", Protected: true})
+		}},
+		{"another spelling marked staff", func(t *testing.T, s sidecar.Store) {
+			if _, err := s.MarkStaff(context.Background(), "Acme"); err != nil {
 				t.Fatal(err)
 			}
 		}},

@@ -214,7 +214,7 @@ func (r *Resellers) profile(ctx context.Context, customer string) (map[string]an
 	if err != nil {
 		return nil, err
 	}
-	f := customerFacts(customer, cs.Customer, cs.Staff)
+	f := customerFacts(customer, cs)
 	f["protected"] = cs.Staff || (cs.Customer != nil && cs.Customer.Protected)
 	return f, nil
 }

@@ -334,10 +334,12 @@ type CachedState struct {
 	grants *Cache[grantCacheKey, sidecar.EffectiveGrants]
 	shares *Cache[grantCacheKey, []string]
 	assign *Cache[struct{}, *sidecar.Assignment]
-	// customers holds each customer's profile and staff mark, evicted by
-	// the customer's key, which a profile's put or delete and a staff
-	// mark publish.
-	customers *Cache[struct{}, *sidecar.CustomerState]
+	// customers holds each customer's profile, staff mark and other
+	// spellings, filed under the folded id (sidecar.FoldID) and keyed by
+	// the id as asked, evicted by the key of any spelling, which a
+	// profile's put or delete and a staff mark publish: protecting
+	// "staff-1" drops what "STAFF-1" read too.
+	customers *Cache[string, *sidecar.CustomerState]
 	cancel    func()
 }
 
@@ -352,7 +354,7 @@ func NewCachedState(src CachedSource, cfg CacheConfig, now sidecar.Clock, obs Ca
 		grants:    NewCache[grantCacheKey, sidecar.EffectiveGrants](CacheGrants, sidecar.GrantKey(""), cfg, now, obs),
 		shares:    NewCache[grantCacheKey, []string](CacheShares, sidecar.ShareKey(""), cfg, now, obs),
 		assign:    NewCache[struct{}, *sidecar.Assignment](CacheAssignments, sidecar.AssignmentKey(""), cfg, now, obs),
-		customers: NewCache[struct{}, *sidecar.CustomerState](CacheCustomers, sidecar.CustomerKey(""), cfg, now, obs),
+		customers: NewCache[string, *sidecar.CustomerState](CacheCustomers, sidecar.CustomerKey(""), cfg, now, obs),
 	}
 	cs.cancel = src.Subscribe(cs.Evict)
 	return cs
@@ -363,6 +365,9 @@ func (cs *CachedState) Evict(key string) {
 	cs.grants.Evict(key)
 	cs.shares.Evict(key)
 	cs.assign.Evict(key)
+	if c, ok := strings.CutPrefix(key, sidecar.CustomerKey("")); ok {
+		key = sidecar.CustomerKey(sidecar.FoldID(c))
+	}
 	cs.customers.Evict(key)
 }
 
@@ -434,13 +439,13 @@ var errNoAssignment = sidecar.Errorf(sidecar.ENOTFOUND, "assignment not found")
 // hear. A customer with neither a profile nor a staff mark is remembered
 // for the negative TTL only.
 func (cs *CachedState) GetCustomerState(ctx context.Context, customer string) (*sidecar.CustomerState, error) {
-	v, _, err := cs.customers.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.CustomerState, bool, error) {
+	v, _, err := cs.customers.Load(ctx, sidecar.FoldID(customer), customer, func(ctx context.Context) (*sidecar.CustomerState, bool, error) {
 		st, err := cs.src.GetCustomerState(ctx, customer)
 		if err != nil {
 			return nil, false, err
 		}
-		v := &sidecar.CustomerState{Customer: st.Customer, Staff: st.Staff}
-		return v, v.Customer != nil || v.Staff, nil
+		v := &sidecar.CustomerState{Customer: st.Customer, Staff: st.Staff, Spellings: st.Spellings}
+		return v, v.Customer != nil || v.Staff || len(v.Spellings) > 0, nil
 	})
 	if err != nil {
 		return nil, err

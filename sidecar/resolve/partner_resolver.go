@@ -205,7 +205,7 @@ func (r *OnBehalfResolver) unprotected(ctx context.Context, data map[string]any,
 	if err != nil {
 		return err
 	}
-	if p.Protects(customer, cs.Customer, cs.Staff) {
+	if p.ProtectsState(customer, cs) {
 		return sidecar.Refused(sidecar.EFORBIDDEN, ReasonCustomerProtected, nil)
 	}
 	return nil

@@ -24,3 +24,40 @@ route_segment_is(i, value) if {
 	input.deputy.request.route_segments[i] == lower(value)
 	input.deputy.request.spelled_route_segments[i] == value
 }
+
+# METADATA
+# description: |
+#   id with A-Z in lower case and every other byte as it is: the form
+#   Deputy files assigned ids under (FoldID), in which ids that differ in
+#   letter case alone, one customer to an upstream that looks customers up
+#   without regard to case, are one id.
+fold_id(id) := strings.replace_n(_ascii_lower, id)
+
+_ascii_lower := {
+	"A": "a",
+	"B": "b",
+	"C": "c",
+	"D": "d",
+	"E": "e",
+	"F": "f",
+	"G": "g",
+	"H": "h",
+	"I": "i",
+	"J": "j",
+	"K": "k",
+	"L": "l",
+	"M": "m",
+	"N": "n",
+	"O": "o",
+	"P": "p",
+	"Q": "q",
+	"R": "r",
+	"S": "s",
+	"T": "t",
+	"U": "u",
+	"V": "v",
+	"W": "w",
+	"X": "x",
+	"Y": "y",
+	"Z": "z",
+}

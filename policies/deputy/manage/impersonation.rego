@@ -4,6 +4,8 @@
 # data.deputy.impersonation.role_permissions.
 package deputy.manage
 
+import data.deputy.lib
+
 _imp := data.deputy.impersonation
 
 _perms := data.deputy.impersonation.permissions
@@ -179,14 +181,25 @@ _starting if {
 	"login_as_customer" in _perms
 }
 
-_protected(c) if c.protected == true
+# An account is protected when it is by itself, or when another spelling
+# of its id (c.spellings: the ids equal up to letter case that have a
+# profile or a staff mark) is: an upstream that looks customers up without
+# regard to case serves "STAFF-1" as "staff-1".
+_protected(c) if _protected_as(c)
 
 _protected(c) if {
+	some s in c.spellings
+	_protected_as(s)
+}
+
+_protected_as(c) if c.protected == true
+
+_protected_as(c) if {
 	some role in c.roles
 	role in _imp.protected_roles
 }
 
-_protected(c) if c.id in _imp.protected_customers
+_protected_as(c) if lib.fold_id(c.id) in {lib.fold_id(id) | some id in _imp.protected_customers}
 
 # manual: any of the customer's store views; default: only its default one.
 _store_view_allowed(sv) if {

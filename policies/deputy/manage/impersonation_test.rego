@@ -26,6 +26,8 @@ test_start[note] if {
 		"no consent": {"id": _agent, "target": _start({"consent": {"live": false}}), "reason": "consent_required"},
 		"protected by flag": {"id": _agent, "target": _start({"customer": object.union(_profile, {"protected": true})}), "reason": "customer_protected"},
 		"protected without consent": {"id": _agent, "target": _start({"consent": {"live": false}, "customer": object.union(_profile, {"protected": true})}), "reason": "customer_protected"},
+		"another spelling protected": {"id": _agent, "target": _start({"customer": object.union(_profile, {"spellings": [{"id": "C42", "protected": true, "roles": []}]})}), "reason": "customer_protected"},
+		"another spelling protected by role": {"id": _agent, "target": _start({"customer": object.union(_profile, {"spellings": [{"id": "C42", "protected": false, "roles": ["admin"]}]})}), "reason": "customer_protected"},
 		"protected by role": {"id": _agent, "target": _start({"customer": object.union(_profile, {"roles": ["admin"]})}), "reason": "customer_protected"},
 		"self": {"id": {"sub": "c42", "roles": ["support_agent"]}, "target": _start({}), "reason": "self_impersonation"},
 		"default store view given": {"id": _agent, "target": _start({"store_view": "default"}), "reason": "ok"},
@@ -45,6 +47,7 @@ test_start_switches[note] if {
 		"reason required and given": {"data": {"require_reason": true}, "target": _start({"reason": "order 1234 stuck", "ticket": "SR-1"}), "reason": "ok"},
 		"feature off": {"data": {"enabled": false}, "target": _start({}), "reason": "impersonation_disabled"},
 		"protected customer id": {"data": {"protected_customers": ["c42"]}, "target": _start({}), "reason": "customer_protected"},
+		"protected customer id in other letter case": {"data": {"protected_customers": ["C42"]}, "target": _start({}), "reason": "customer_protected"},
 	}
 	d := manage.decision with input as {"action": "impersonation.start", "identity": _agent, "target": tc.target}
 		with data.deputy.impersonation.store_view_selection as object.get(tc.data, "store_view_selection", "default")
