@@ -146,6 +146,14 @@ func maskDefaults(t *testing.T, in any) (*Record, string) {
 
 func TestSecretName(t *testing.T) {
 	for name, want := range map[string]bool{
+		// Card, account and national id numbers, as words or pairs.
+		"card_number": true, "cardNumber": true, "cardnumber": true, "cc_number": true, "ccNumber": true,
+		"cc-num": true, "credit_card": true, "creditCard": true, "pan": true, "x-pan": true, "PAN": true,
+		"iban": true, "customer_iban": true, "ssn": true, "account_number": true, "accountNumber": true,
+		"routing_number": true,
+		"span": false, "japan": false, "company": false, "pancake": false, "panel": false, "number": false,
+		"card": false, "card_type": false, "phone_number": false, "order_number": false, "cardholder": false,
+		"lesson": false, "account": false,
 		"authorization": true, "Proxy-Authorization": true, "x_auth_token": true, "auth": true, "AUTH": true,
 		"x-session-id": true, "sid": true, "x.sid": true, "my pwd": true, "cookie": true, "Cookie2": true,
 		":authority": false, "author": false, "x-sides": false, "inside": false, "": false, "-": false, "code": false,

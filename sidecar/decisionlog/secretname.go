@@ -51,7 +51,11 @@ var secretWords = []string{
 // their own, never joined to another in one lower-case word: "sk" is a
 // secret key (Stripe's sk, stripe_sk, stripeSk), and task, desk, risk and
 // kiosk end in the same letters, skip and sku begin with them.
-var secretWholeWords = []string{"sk"}
+//
+// "pan" (a card's primary account number), "ssn" and "iban" are words of
+// this kind too: not credentials, but data PCI DSS and privacy law keep
+// out of logs, where span, japan and company end in the same letters.
+var secretWholeWords = []string{"sk", "pan", "ssn", "iban"}
 
 // Names often reach Deputy as one lower-case word where their author
 // wrote several: Envoy and every HTTP/2 client lower-case header names, so
@@ -106,6 +110,11 @@ var secretPairs = [][2]string{
 	{"confirmation", "code"}, {"sms", "code"}, {"verify", "code"}, {"email", "code"},
 	{"factor", "code"}, {"twofactor", "code"}, {"onetime", "code"}, {"invite", "code"}, {"invitation", "code"},
 	{"magic", "link"}, {"login", "link"}, {"reset", "link"},
+	// Card and account numbers: not credentials, but what PCI DSS and
+	// privacy law keep out of logs (a phone_number, an order_number are
+	// not).
+	{"card", "number"}, {"card", "num"}, {"cc", "number"}, {"cc", "num"}, {"credit", "card"},
+	{"account", "number"}, {"acct", "number"}, {"routing", "number"},
 }
 
 // secretTriples are three words that carry a credential together where no
