@@ -2,7 +2,10 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -150,4 +153,64 @@ func TestDeleteCustomerWithdrawsConsent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A live session on one spelling of an id is judged protected once
+// another spelling is (its profile's flag or roles, or its subject acting
+// as staff): to an upstream that reads ids without regard to case they
+// are one account. The session's customer cache is evicted by the folded
+// id, so on Redis the change reaches this replica through pub/sub.
+func TestProtectionOfAnotherSpellingReachesLiveSessions(t *testing.T) {
+	cases := []struct {
+		name    string
+		protect func(e *env)
+		roles   bool   // judged by its roles rather than the flag
+		session string // the spelling the session is on; C42 unless set
+	}{
+		{"profile_protected", func(e *env) {
+			e.must(e.do("PUT", "/deputy/v1/customers/c42", e.admin(), map[string]any{"default_store_view": "default", "protected": true}), 200)
+		}, false, ""},
+		{"profile_roles_admin", func(e *env) {
+			e.must(e.do("PUT", "/deputy/v1/customers/c42", e.admin(), map[string]any{"default_store_view": "default", "roles": []string{"admin"}}), 200)
+		}, true, ""},
+		{"customer_acts_as_staff", func(e *env) {
+			e.must(e.do("GET", "/deputy/v1/impersonation/sessions?actor=c42", e.as("c42", "support_agent"), nil), 200)
+		}, false, ""},
+		// The other way round: the capitals protected, the session on c42.
+		{"capitals_profile_protected", func(e *env) {
+			e.must(e.do("PUT", "/deputy/v1/customers/C42", e.admin(), map[string]any{"default_store_view": "default", "protected": true}), 200)
+		}, false, "c42"},
+	}
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newEnv(t, mk)
+				e.seed()
+				on := "C42"
+				if tc.session != "" {
+					on = tc.session
+				}
+				e.must(e.do("PUT", "/deputy/v1/customers/"+on, e.admin(), map[string]any{"default_store_view": "default"}), 200)
+				e.must(e.do("PUT", "/deputy/v1/customers/"+on+"/consent", e.lead(), map[string]any{"allowed": true}), 200)
+				st := e.must(e.start(e.agent(), map[string]any{"customer_id": on}), 201)
+				_, cookie := e.redeem(st.str("redeem_url"))
+				if d, err := e.check(cookie); err != nil || d == nil || d.SubjectProtected || slices.Contains(d.SubjectRoles, "admin") {
+					t.Fatalf("before: %+v, %v", d, err)
+				}
+				tc.protect(e)
+				eventually(t, 2*time.Second, func() string {
+					d, err := e.check(cookie)
+					switch {
+					case err != nil || d == nil:
+						return fmt.Sprintf("check = %+v, %v", d, err)
+					case tc.roles && !slices.Contains(d.SubjectRoles, "admin"):
+						return fmt.Sprintf("roles %v, want admin among them", d.SubjectRoles)
+					case !tc.roles && !d.SubjectProtected:
+						return "not protected"
+					}
+					return ""
+				})
+			})
+		}
+	})
 }

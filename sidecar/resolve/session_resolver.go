@@ -92,7 +92,11 @@ type SessionResolver struct {
 	// a hit is read again, as Cache.Load does.
 	deaf atomic.Bool
 
-	customers *Cache[struct{}, *sidecar.CustomerState] // by customer, evicted by "consent:" and "customer:" keys
+	// customers holds each customer's state under its folded id
+	// (sidecar.FoldID), keyed by the id as the session names it, evicted
+	// by the "consent:" and "customer:" keys of any spelling: the other
+	// spellings' profiles and staff marks protect it too.
+	customers *Cache[string, *sidecar.CustomerState]
 }
 
 type sessionEntry struct {
@@ -191,7 +195,7 @@ func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, 
 	}
 	// The size is positive, the only way NewLRU fails.
 	r.entries, _ = simplelru.NewLRU[[sha256.Size]byte, *sessionEntry](max(1, r.maxEntries), nil)
-	r.customers = NewCache[struct{}, *sidecar.CustomerState](CacheConsents, sidecar.ConsentKey(""),
+	r.customers = NewCache[string, *sidecar.CustomerState](CacheConsents, sidecar.ConsentKey(""),
 		CacheConfig{TTL: r.cacheTTL, NegativeTTL: min(consentNegativeTTL, r.cacheTTL), Size: r.maxEntries}, r.clock, r.obs)
 	r.cancel = state.Subscribe(r.evict)
 	return r
@@ -209,7 +213,11 @@ func (r *SessionResolver) evict(key string) {
 	if c, ok := strings.CutPrefix(key, sidecar.CustomerKey("")); ok {
 		key = sidecar.ConsentKey(c) // the profile is cached with the consent
 	}
-	r.customers.Evict(key)
+	if c, ok := strings.CutPrefix(key, sidecar.ConsentKey("")); ok {
+		r.customers.Evict(sidecar.ConsentKey(sidecar.FoldID(c)))
+	} else {
+		r.customers.Evict(key)
+	}
 	if key == sidecar.InvalidationsLost {
 		r.deaf.Store(true)
 		return
@@ -307,10 +315,17 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 	d := new(sidecar.Delegation)
 	*d = e.deleg
 	d.ExpiresAt = b.ExpiresAt
-	d.SubjectProtected = cs.Staff
+	d.SubjectProtected = cs.Staff || cs.SpellingProtected()
 	if c := cs.Customer; c != nil {
 		d.SubjectProtected = d.SubjectProtected || c.Protected
 		d.SubjectRoles = c.Roles // cached values are never modified
+	}
+	// The other spellings' roles count as the customer's: policy refuses
+	// a protected role on any of them. Usually there are none.
+	for _, v := range cs.Spellings {
+		if v.Customer != nil && len(v.Customer.Roles) > 0 {
+			d.SubjectRoles = append(slices.Clip(d.SubjectRoles), v.Customer.Roles...)
+		}
 	}
 	return d, nil
 }
@@ -383,14 +398,15 @@ func (r *SessionResolver) fetch(ctx context.Context, key [sha256.Size]byte, now 
 // on every replica, even where the session's own eviction was lost.
 func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session, now time.Time) (*sidecar.CustomerState, error) {
 	customer := s.Customer
-	cs, _, hit := r.customers.peek(customer, struct{}{})
+	tag := sidecar.FoldID(customer)
+	cs, _, hit := r.customers.peek(tag, customer)
 	if hit && !r.customers.deaf.Load() {
 		r.obs.Hit(CacheConsents)
 	} else {
 		var err error
 		// "Found" is a live consent: without one the entry lives only for
 		// the negative TTL, and the request is denied either way.
-		cs, _, err = r.customers.Load(ctx, customer, struct{}{}, func(ctx context.Context) (*sidecar.CustomerState, bool, error) {
+		cs, _, err = r.customers.Load(ctx, tag, customer, func(ctx context.Context) (*sidecar.CustomerState, bool, error) {
 			cs, err := r.state.GetCustomerState(ctx, customer)
 			if err != nil {
 				return nil, false, err

@@ -218,6 +218,8 @@ test_protected_customer[note] if {
 		"protected role": {"delegation": {"subject_roles": ["customer", "admin"]}, "roles": ["admin"], "customers": [], "reason": "customer_protected"},
 		"role added to data": {"delegation": {"subject_roles": ["vip"]}, "roles": ["staff", "vip"], "customers": [], "reason": "customer_protected"},
 		"customer listed in data": {"delegation": {}, "roles": [], "customers": ["c42"], "reason": "customer_protected"},
+		"customer listed in other letter case": {"delegation": {}, "roles": [], "customers": ["C42"], "reason": "customer_protected"},
+		"another spelling of the subject listed": {"delegation": {"subject": "C42"}, "roles": [], "customers": ["c42"], "reason": "customer_protected"},
 		"unprotected roles": {"delegation": {"subject_roles": ["customer"]}, "roles": ["admin"], "customers": ["c7"], "reason": "impersonation"},
 		"protected flag false": {"delegation": {"subject_protected": false}, "roles": [], "customers": [], "reason": "impersonation"},
 	}

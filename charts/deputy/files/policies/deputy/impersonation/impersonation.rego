@@ -57,9 +57,10 @@ decision := lib.deny(403, "delegated_upgrade") if {
 	role in data.deputy.impersonation.protected_roles
 	data.deputy.impersonation.enabled == true
 } else := lib.deny(403, "customer_protected") if {
+	# Listed up to letter case, as the stores read ids (lib.fold_id).
 	data.deputy.impersonation.protected_customers[0]
 	input.delegation.mode == "impersonation"
-	input.delegation.subject in data.deputy.impersonation.protected_customers
+	lib.fold_id(input.delegation.subject) in {lib.fold_id(c) | some c in data.deputy.impersonation.protected_customers}
 	data.deputy.impersonation.enabled == true
 } else := {
 	"allowed": true,
