@@ -64,6 +64,29 @@ func (s *Store) requestForgetAt(r *sidecar.AccessRequest) time.Time {
 	return end.Add(s.cfg.Retention)
 }
 
+// requestIndexes are the log indexes that list r.
+func (s *Store) requestIndexes(r *sidecar.AccessRequest) []string {
+	return []string{s.cust(r.Customer, "requests"), s.tagged("porg", r.PartnerOrg, "requests")}
+}
+
+// keepRequestIndexes keeps r's log indexes at least until r's record is
+// forgotten, before the record's TTL is set to that: the indexes lie in
+// other slots than the record, outside its transaction, and in this order
+// a fault in between leaves an index longer than its record, never
+// shorter. A transaction that then retries keeps them again.
+func (s *Store) keepRequestIndexes(ctx context.Context, r *sidecar.AccessRequest) error {
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, k := range s.requestIndexes(r) {
+			s.keepIndex(ctx, p, k, s.requestForgetAt(r))
+		}
+		return nil
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
 func (s *Store) CreateRequest(ctx context.Context, r *sidecar.AccessRequest) error {
 	if err := r.Validate(); err != nil {
 		return err
@@ -78,10 +101,8 @@ func (s *Store) CreateRequest(ctx context.Context, r *sidecar.AccessRequest) err
 	member := logMember(r.CreatedAt, r.ID, r.Customer)
 	prune := "(" + logBound(s.now().Add(-2*s.cfg.Retention))
 	_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, k := range []string{s.cust(r.Customer, "requests"), s.tagged("porg", r.PartnerOrg, "requests")} {
-			p.ZAdd(ctx, k, goredis.Z{Member: member})
-			p.ZRemRangeByLex(ctx, k, "-", prune)
-			s.keepIndex(ctx, p, k, s.requestForgetAt(r))
+		for _, k := range s.requestIndexes(r) {
+			s.addToIndex(ctx, p, k, member, prune, s.requestForgetAt(r))
 		}
 		return nil
 	})
@@ -126,6 +147,9 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 			}
 		}
 		out = r
+		if err := s.keepRequestIndexes(ctx, r); err != nil {
+			return err
+		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, encode(r), s.ttl(s.requestForgetAt(r)))
 			return nil
@@ -239,6 +263,9 @@ func (s *Store) updateRequest(ctx context.Context, id string, change func(*sidec
 			return err
 		}
 		if changed, err := change(r); err != nil || !changed {
+			return err
+		}
+		if err := s.keepRequestIndexes(ctx, r); err != nil {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {

@@ -180,21 +180,40 @@ func (s *Store) ttl(t time.Time) time.Duration {
 
 func ms(t time.Time) float64 { return float64(t.UnixMilli()) }
 
-// keepIndexLua lengthens an index's TTL to ARGV[1] ms, never shortens it,
-// and sets it on an index written before indexes expired (no TTL): an
-// index lives as long as the longest-living record it points at, so one
-// whose records are all forgotten goes with them, not only when its owner
-// writes again. KEYS: the index.
+// keepIndexLua keeps an index at least ARGV[1] ms: it lengthens the TTL,
+// never shortens it. With ARGV[2] it first adds that member (score 0) and
+// drops the members below ARGV[3] (ZREMRANGEBYLEX max), giving an index it
+// creates the TTL. An index that already has no TTL keeps none: one
+// written before indexes expired lists records whose forget times it does
+// not know (an older session may outlive the one being added by hours, a
+// record written under a longer retention by more), and any TTL given it
+// could be shorter than one of them; it stays, as it was, until its owner
+// writes again and the prune drops its old members. So an index always
+// lives at least as long as the longest-living record it lists, and goes
+// with them. KEYS: the index.
 const keepIndexLua = `
 local want, t = tonumber(ARGV[1]), redis.call('PTTL', KEYS[1])
-if t == -1 or (t >= 0 and t < want) then redis.call('PEXPIRE', KEYS[1], want) end
+if ARGV[2] then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[3])
+end
+if (t == -2 and ARGV[2]) or (t >= 0 and t < want) then redis.call('PEXPIRE', KEYS[1], want) end
 return 0
 `
 
 // keepIndex queues keepIndexLua on p: index is to live until at least
-// until, by the store's clock (a relative PEXPIRE, as every record's TTL).
+// until, by the store's clock (a relative PEXPIRE, as every record's
+// TTL). Every write that sets a record's TTL keeps the record's indexes
+// so, with the same until: the retention may have been raised since the
+// record was indexed, and the index would go first.
 func (s *Store) keepIndex(ctx context.Context, p goredis.Pipeliner, index string, until time.Time) {
 	p.Eval(ctx, keepIndexLua, []string{index}, s.ttl(until).Milliseconds())
+}
+
+// addToIndex queues adding member to index, dropping the members below
+// prune (a ZREMRANGEBYLEX max), with keepIndex's TTL.
+func (s *Store) addToIndex(ctx context.Context, p goredis.Pipeliner, index, member, prune string, until time.Time) {
+	p.Eval(ctx, keepIndexLua, []string{index}, s.ttl(until).Milliseconds(), member, prune)
 }
 
 // cutLua defines cut(now ms): the instant a script judges what is over
@@ -596,7 +615,7 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 					uncovered = append(uncovered, ss)
 				case !ss.ConsentExpiresAt.Equal(c.ExpiresAt): // covered: under this consent from now on
 					ss.ConsentExpiresAt = c.ExpiresAt
-					p.Set(ctx, s.sessionKey(ss.ID), encode(ss), s.ttl(s.forgetAt(ss)))
+					s.setSession(ctx, p, ss)
 					covered = append(covered, *ss)
 				}
 			}

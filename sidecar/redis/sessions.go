@@ -83,6 +83,24 @@ func (s *Store) sessionLogKey(actor, customer string) string {
 	return s.imp("slog")
 }
 
+// sessionLogKeys are the log indexes that list ss.
+func (s *Store) sessionLogKeys(ss *sidecar.Session) []string {
+	return []string{s.sessionLogKey("", ""), s.sessionLogKey(ss.Actor, ""), s.sessionLogKey("", ss.Customer)}
+}
+
+// setSession queues writing ss's record, kept until it is forgotten, and
+// keeping its log indexes at least as long, in the same transaction (all
+// in {imp}); it returns the record's TTL.
+func (s *Store) setSession(ctx context.Context, p goredis.Pipeliner, ss *sidecar.Session) time.Duration {
+	until := s.forgetAt(ss)
+	for _, k := range s.sessionLogKeys(ss) {
+		s.keepIndex(ctx, p, k, until)
+	}
+	ttl := s.ttl(until)
+	p.Set(ctx, s.sessionKey(ss.ID), encode(ss), ttl)
+	return ttl
+}
+
 // forgetAt is when an ended or expired session may be dropped.
 func (s *Store) forgetAt(ss *sidecar.Session) time.Time {
 	end := ss.ExpiresAt
@@ -166,8 +184,7 @@ func (s *Store) queueEnds(ctx context.Context, p goredis.Pipeliner, set string, 
 // writeEnded queues the writes that end ss (already marked ended),
 // keeping its end in {imp}:ended for SessionsEnded.
 func (s *Store) writeEnded(ctx context.Context, p goredis.Pipeliner, ss *sidecar.Session) {
-	ttl := s.ttl(s.forgetAt(ss))
-	p.Set(ctx, s.sessionKey(ss.ID), encode(ss), ttl)
+	ttl := s.setSession(ctx, p, ss)
 	p.SRem(ctx, s.liveKey(), ss.ID)
 	p.SRem(ctx, s.liveActorKey(ss.Actor), ss.ID)
 	p.SRem(ctx, s.liveCustomerKey(ss.Customer), ss.ID)
@@ -362,7 +379,6 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 				return err
 			}
 		}
-		ttl := s.ttl(s.forgetAt(ss))
 		member := logMember(ss.StartedAt, ss.ID, ss.Customer)
 		prune := "(" + logBound(now.Add(-2*s.cfg.Retention))
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -370,16 +386,14 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 				st.Supersede(o, now)
 			}
 			s.queueEnds(ctx, p, liveActor, old, stale, &replaced)
-			p.Set(ctx, key, encode(ss), ttl)
+			for _, k := range s.sessionLogKeys(ss) {
+				s.addToIndex(ctx, p, k, member, prune, s.forgetAt(ss))
+			}
+			p.Set(ctx, key, encode(ss), s.ttl(s.forgetAt(ss)))
 			p.Set(ctx, code, encode(redeemRef{ss.ID, st.CodeExpiresAt}), s.ttl(st.CodeExpiresAt))
 			p.SAdd(ctx, s.liveKey(), ss.ID)
 			p.SAdd(ctx, liveActor, ss.ID)
 			p.SAdd(ctx, s.liveCustomerKey(ss.Customer), ss.ID)
-			for _, k := range []string{s.sessionLogKey("", ""), s.sessionLogKey(ss.Actor, ""), s.sessionLogKey("", ss.Customer)} {
-				p.ZAdd(ctx, k, goredis.Z{Member: member})
-				p.ZRemRangeByLex(ctx, k, "-", prune)
-				s.keepIndex(ctx, p, k, s.forgetAt(ss))
-			}
 			return nil
 		})
 		return err
@@ -535,7 +549,7 @@ func (s *Store) updateSession(ctx context.Context, id string, change func(*sidec
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			p.Set(ctx, key, encode(ss), s.ttl(s.forgetAt(ss)))
+			s.setSession(ctx, p, ss)
 			if more != nil {
 				more(p, ss)
 			}
@@ -621,8 +635,7 @@ func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host, redeeme
 			p.Del(ctx, code) // used up, whatever the outcome
 			if refused == nil && !burn {
 				ss.TokenHash, ss.Host = tokenHash, host
-				ttl := s.ttl(s.forgetAt(ss))
-				p.Set(ctx, key, encode(ss), ttl)
+				ttl := s.setSession(ctx, p, ss)
 				p.Set(ctx, tok, ss.ID, ttl)
 			}
 			return nil

@@ -347,3 +347,131 @@ func TestSubscribeWhileRedisDown(t *testing.T) {
 		}
 	}
 }
+
+// Every write that sets a record's TTL keeps the indexes that list it at
+// least as long, also when the retention was raised since the record was
+// indexed (a restart with a longer redis.retention, or a replica already
+// on it): a decided request or an ended session stays in the listings for
+// as long as its record lives. An index written before indexes expired
+// (no TTL) is never given one shorter than a record it lists.
+func TestIndexesOutliveTheirRecords(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	clock := storetest.NewClock(time.Now())
+	open := func(retention time.Duration) *redis.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "ix", Retention: retention}, redis.WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	before, raised := open(time.Hour), open(100*time.Hour)
+	now := clock.Now()
+	must := func(t *testing.T, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// outlives fails unless each index lives at least as long as record
+	// (an index with no TTL lives for good).
+	outlives := func(t *testing.T, record string, indexes ...string) {
+		t.Helper()
+		rt := c.PTTL(ctx, record).Val()
+		if rt <= 0 {
+			t.Fatalf("record %s: TTL %v", record, rt)
+		}
+		for _, ix := range indexes {
+			it := c.PTTL(ctx, ix).Val()
+			if it != -1 && it < rt-time.Second {
+				t.Errorf("index %s TTL %v, shorter than its record %s: %v", ix, it, record, rt)
+			}
+		}
+	}
+	requestIndexes := []string{"ix:{cust:acme}:requests", "ix:{porg:p1}:requests"}
+	request := func(t *testing.T, id string) {
+		t.Helper()
+		must(t, before.CreateRequest(ctx, &sidecar.AccessRequest{ID: id, Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, CreatedAt: now,
+			Status: sidecar.RequestPending, PendingExpiresAt: now.Add(time.Minute)}))
+	}
+	t.Run("decided_request", func(t *testing.T) {
+		request(t, "r1")
+		_, err := raised.DecideRequest(ctx, "r1", sidecar.RequestApproved, "cora", now)
+		must(t, err)
+		outlives(t, "ix:{req:r1}", requestIndexes...)
+		for _, f := range []sidecar.RequestFilter{{Customer: "acme"}, {PartnerOrg: "p1"}} {
+			f.Page.Limit = 10
+			got, _, err := raised.ListRequests(ctx, f)
+			if err != nil || len(got) == 0 {
+				t.Fatalf("ListRequests(%+v) = %d, %v", f, len(got), err)
+			}
+		}
+	})
+	t.Run("updated_request", func(t *testing.T) {
+		request(t, "r2")
+		_, err := before.DecideRequest(ctx, "r2", sidecar.RequestApproved, "cora", now)
+		must(t, err)
+		_, err = raised.RecordApproval(ctx, "r2")
+		must(t, err)
+		outlives(t, "ix:{req:r2}", requestIndexes...)
+	})
+
+	_, err := before.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{})
+	must(t, err)
+	_, err = before.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetAt: now, ExpiresAt: now.Add(2 * time.Hour)})
+	must(t, err)
+	sessionIndexes := func(actor string) []string {
+		return []string{"ix:{imp}:slog", "ix:{imp}:slog:a:" + actor, "ix:{imp}:slog:c:acme"}
+	}
+	consentUntil := now.Add(2 * time.Hour)
+	start := func(t *testing.T, id, actor string, life time.Duration) {
+		t.Helper()
+		_, err := before.StartSession(ctx, sidecar.SessionStart{CodeHash: "code-" + id, CodeExpiresAt: now.Add(30 * time.Second),
+			Session: &sidecar.Session{ID: id, Actor: actor, Customer: "acme", StartedAt: now, ExpiresAt: now.Add(life),
+				ConsentExpiresAt: consentUntil}})
+		must(t, err)
+	}
+	t.Run("redeemed_session", func(t *testing.T) {
+		start(t, "s1", "alice", time.Hour)
+		_, err := raised.RedeemSession(ctx, "code-s1", "tok1", "shop", "", sidecar.SessionLimits{})
+		must(t, err)
+		outlives(t, "ix:{imp}:sess:s1", sessionIndexes("alice")...)
+	})
+	t.Run("touched_session", func(t *testing.T) {
+		start(t, "s2", "bob", time.Hour)
+		must(t, raised.TouchSession(ctx, "s2", now.Add(time.Second)))
+		outlives(t, "ix:{imp}:sess:s2", sessionIndexes("bob")...)
+	})
+	t.Run("ended_session", func(t *testing.T) {
+		start(t, "s3", "carol", time.Hour)
+		_, err := raised.EndSession(ctx, "s3", "carol", sidecar.EndEnded, now.Add(30*time.Minute))
+		must(t, err)
+		outlives(t, "ix:{imp}:sess:s3", sessionIndexes("carol")...)
+	})
+	t.Run("session_under_a_new_consent", func(t *testing.T) {
+		start(t, "s4", "dave", time.Hour)
+		_, err := raised.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetAt: now, ExpiresAt: now.Add(3 * time.Hour)})
+		must(t, err)
+		consentUntil = now.Add(3 * time.Hour)
+		outlives(t, "ix:{imp}:sess:s4", sessionIndexes("dave")...)
+	})
+	t.Run("index_written_before_indexes_expired", func(t *testing.T) {
+		start(t, "long", "erin", 150*time.Minute)
+		for _, k := range sessionIndexes("erin") {
+			must(t, c.Persist(ctx, k).Err())
+		}
+		start(t, "short", "erin", time.Minute)
+		outlives(t, "ix:{imp}:sess:long", sessionIndexes("erin")...)
+		request(t, "r3")
+		for _, k := range requestIndexes {
+			must(t, c.Persist(ctx, k).Err())
+		}
+		must(t, before.CreateRequest(ctx, &sidecar.AccessRequest{ID: "r4", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, CreatedAt: now,
+			Status: sidecar.RequestPending, PendingExpiresAt: now.Add(time.Second)}))
+		for _, id := range []string{"r1", "r2", "r3"} {
+			outlives(t, "ix:{req:"+id+"}", requestIndexes...)
+		}
+	})
+}
