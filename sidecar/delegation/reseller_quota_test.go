@@ -69,6 +69,13 @@ func TestResellerDomainBound(t *testing.T) {
 			if _, err := rs.Import(ctx, superAdmin, importRows(0, 5, "shop-a.example"), allowAll); err != nil {
 				t.Fatalf("re-import of the 5 held: %v", err)
 			}
+			// Ids fold: a held customer in another spelling adds none either.
+			if _, err := rs.Put(ctx, superAdmin, "Q1", "shop-a.example", allowAll); err != nil {
+				t.Fatalf("PUT of q1 respelled Q1 into its full domain: %v", err)
+			}
+			if _, err := rs.Import(ctx, superAdmin, []delegation.ImportRow{{Line: 1, Customer: "Q2", Domain: "shop-a.example"}}, allowAll); err != nil {
+				t.Fatalf("import of q2 respelled Q2 into its full domain: %v", err)
+			}
 			if err := rs.Delete(ctx, superAdmin, "q0", allowAll); err != nil {
 				t.Fatal(err)
 			}

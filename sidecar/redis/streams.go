@@ -251,16 +251,23 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 // reserveScript adds members to a domain's index only while the index,
 // with those of them not in it yet, holds at most limit: the count and
 // the additions are one step on the index's key, so calls racing for a
-// domain's last places cannot together pass its bound.
-// KEYS: the domain index. ARGV: limit, then the members.
+// domain's last places cannot together pass its bound. Ids fold
+// (sidecar.FoldID): a member whose record the domain holds in another
+// spelling comes with that spelling, and is not new while the index holds
+// either.
+// KEYS: the domain index. ARGV: limit, then pairs of member and its held
+// spelling ("" when none).
 // Returns {1 when added (0 when refused), members held before, the
 // members it added (when refused: how many it would have)}.
 var reserveScript = goredis.NewScript(`
 local limit = tonumber(ARGV[1])
 local held = redis.call('ZCARD', KEYS[1])
 local new = {}
-for i = 2, #ARGV do
-  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then new[#new + 1] = ARGV[i] end
+for i = 2, #ARGV, 2 do
+  local m, was = ARGV[i], ARGV[i + 1]
+  if not redis.call('ZSCORE', KEYS[1], m) and (was == '' or not redis.call('ZSCORE', KEYS[1], was)) then
+    new[#new + 1] = m
+  end
 end
 if held + #new > limit then return {0, held, #new} end
 local args = {}
@@ -285,17 +292,41 @@ return {1, held, new}
 // apply, a move whose old entry was not dropped) is a pointer a listing
 // drops, so the count errs only high. When a later domain refuses, the
 // entries reserved in earlier ones are taken back and nothing is written.
+// Ids fold, as in the memory store: a change from the domain into the
+// same domain, of a customer whose record (read first) the domain holds
+// in another spelling, is not a new one while the index holds that
+// spelling. Should the record leave the domain after the read, the
+// change, made from the domain, conflicts and writes nothing.
 func (s *Store) reserveInDomains(ctx context.Context, cs []sidecar.AssignmentChange) error {
 	var (
 		order   []string
 		bound   = map[string]int{}
 		members = map[string][]any{}
 		seen    = map[string]bool{}
+		ids     []string
 	)
+	for _, c := range cs {
+		if c.To != nil && c.MaxInDomain > 0 {
+			ids = append(ids, c.Customer)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	current, err := s.GetAssignments(ctx, ids)
+	if err != nil {
+		return err
+	}
+	i := 0
 	for _, c := range cs {
 		if c.To == nil || c.MaxInDomain <= 0 {
 			continue
 		}
+		was := ""
+		if a := current[i]; a != nil && c.From == c.To.Domain && a.Domain == c.From && a.Customer != c.Customer {
+			was = a.Customer
+		}
+		i++
 		d := c.To.Domain
 		b, ok := bound[d]
 		if !ok {
@@ -304,9 +335,9 @@ func (s *Store) reserveInDomains(ctx context.Context, cs []sidecar.AssignmentCha
 		if !ok || c.MaxInDomain < b {
 			bound[d] = c.MaxInDomain
 		}
-		if k := d + "\x00" + c.Customer; !seen[k] {
+		if k := d + "\x00" + sidecar.FoldID(c.Customer); !seen[k] {
 			seen[k] = true
-			members[d] = append(members[d], c.Customer)
+			members[d] = append(members[d], c.Customer, was)
 		}
 	}
 	type reserved struct {

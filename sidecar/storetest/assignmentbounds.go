@@ -71,6 +71,26 @@ func testAssignmentBounds(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 	})
 
+	// Ids fold (sidecar.FoldID): a customer the domain holds, written
+	// again in another spelling, is not a new one and fits a full domain.
+	t.Run("respelling_a_held_customer_adds_none", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, ignore(e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{claim("q0", "eu.r1", 2), claim("q1", "eu.r1", 2)})))
+		respelled := claim("Q0", "eu.r1", 2)
+		respelled.From = "eu.r1"
+		if conflicts, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{respelled}); err != nil || len(conflicts) > 0 {
+			t.Fatalf("respelling a customer of a full domain: %v %v", conflicts, err)
+		}
+		if a, err := e.s.GetAssignment(e.ctx, "q0"); err != nil || a.Customer != "Q0" {
+			t.Fatalf("q0 after respelling: %+v %v, want spelled Q0", a, err)
+		}
+		if n := count(t, e, "eu.r1"); n != 2 {
+			t.Fatalf("eu.r1 lists %d customers after a respelling, want 2", n)
+		}
+		_, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{claim("q2", "eu.r1", 2)})
+		refused(t, err)
+	})
+
 	// Calls racing for the last places: their sum never passes the bound,
 	// each call is written whole or not at all.
 	t.Run("concurrent_calls_share_the_bound", func(t *testing.T) {
