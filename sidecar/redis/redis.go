@@ -486,11 +486,21 @@ func (s *Store) GetCustomerState(ctx context.Context, customer string) (*sidecar
 	var cust, consent *goredis.StringCmd
 	var staff *goredis.BoolCmd
 	var spellings *goredis.MapStringStringCmd
+	// An id with capitals also reads its lower-case spelling's profile
+	// and staff mark directly: those written before the spellings hash
+	// existed are in no hash until written again.
+	var foldCust *goredis.StringCmd
+	var foldStaff *goredis.BoolCmd
+	fold := sidecar.FoldID(customer)
 	cmds, _ := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		cust = p.Get(ctx, s.customerKey(customer))
 		consent = p.Get(ctx, s.consentKey(customer))
 		staff = p.SIsMember(ctx, s.staffKey(), customer)
 		spellings = p.HGetAll(ctx, s.spellingsKey(customer))
+		if fold != customer {
+			foldCust = p.Get(ctx, s.customerKey(fold))
+			foldStaff = p.SIsMember(ctx, s.staffKey(), fold)
+		}
 		return nil
 	})
 	for _, cmd := range cmds { // a missing record is not a failure
@@ -507,6 +517,20 @@ func (s *Store) GetCustomerState(ctx context.Context, customer string) (*sidecar
 	sp, err := otherSpellings(customer, spellings.Val())
 	if err != nil {
 		return nil, err
+	}
+	if foldCust != nil && !slices.ContainsFunc(sp, func(v sidecar.Spelling) bool { return v.ID == fold }) {
+		v := sidecar.Spelling{ID: fold, Staff: foldStaff.Val()}
+		if raw, err := foldCust.Result(); err == nil {
+			c, err := decode[sidecar.Customer](raw)
+			if err != nil {
+				return nil, err
+			}
+			v.Customer = &sidecar.Customer{ID: fold, Protected: c.Protected, Roles: c.Roles}
+		}
+		if v.Staff || v.Customer != nil {
+			sp = append(sp, v)
+			slices.SortFunc(sp, func(a, b sidecar.Spelling) int { return strings.Compare(a.ID, b.ID) })
+		}
 	}
 	st.Spellings = sp
 	if raw, err := consent.Result(); err == nil {
