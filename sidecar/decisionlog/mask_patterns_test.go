@@ -151,7 +151,7 @@ func TestSecretName(t *testing.T) {
 		"cc-num": true, "credit_card": true, "creditCard": true, "pan": true, "x-pan": true, "PAN": true,
 		"iban": true, "customer_iban": true, "ssn": true, "account_number": true, "accountNumber": true,
 		"routing_number": true,
-		"span": false, "japan": false, "company": false, "pancake": false, "panel": false, "number": false,
+		"span":           false, "japan": false, "company": false, "pancake": false, "panel": false, "number": false,
 		"card": false, "card_type": false, "phone_number": false, "order_number": false, "cardholder": false,
 		"lesson": false, "account": false,
 		"authorization": true, "Proxy-Authorization": true, "x_auth_token": true, "auth": true, "AUTH": true,
