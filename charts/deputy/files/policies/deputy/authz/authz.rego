@@ -71,12 +71,11 @@ decision := lib.deny(401, "identity_refused") if {
 	# refused in every other delegated mode too, with the same reason: a
 	# partner or reseller request reaching the storefront acts for the
 	# customer as much as a session does.
-	# The routes met come first, kept across checks: most delegated
-	# requests meet none, and pay no rule evaluation for the reason.
+	# Whether any route is met comes first, kept across checks: most
+	# delegated requests meet none, and pay no rule evaluation for the
+	# reason.
 	input.delegation.mode
-	request := input.deputy.request
-	matches := data.deputy.impersonation.forbidden_routes_met(request.route_segments, request.route_dirs)
-	matches[0]
+	data.deputy.impersonation.forbidden_route_met(input.deputy.request.route_segments, input.deputy.request.route_dirs)
 	reason := data.deputy.impersonation.forbidden_route_reason
 } else := data.deputy.partner.decision if {
 	input.delegation.mode == "partner"
