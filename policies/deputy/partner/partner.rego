@@ -55,14 +55,16 @@ decision := lib.deny(403, "delegated_upgrade") if { # regal ignore:rule-length
 	# test cost about a microsecond on every partner request. No other
 	# customers/{customer} template may follow (path_names_another_customer
 	# below): one membership test here spares the commonest request that
-	# branch's walk of the segments.
+	# branch's walk of the segments. The segments after the first are
+	# sliced to a stop no path reaches (array.slice clamps it to the
+	# length): counting them first cost two more expressions of OPA's
+	# evaluator, some fifteen thousand instructions a partner check.
 	input.delegation.mode == "partner"
 	input.deputy.request.route_segments[0] == data.deputy.partner.customer_path_prefix
 	input.deputy.request.spelled_route_segments[1] == input.delegation.subject
 	input.deputy.request.route_segments[3]
 	input.deputy.request.route_segments[1] == input.delegation.subject
-	rest := array.slice(input.deputy.request.route_segments, 1, count(input.deputy.request.route_segments))
-	not data.deputy.partner.customer_path_prefix in rest
+	not data.deputy.partner.customer_path_prefix in array.slice(input.deputy.request.route_segments, 1, 1000000000)
 	_item_level_allows(input.deputy.request.route_segments[2], input.delegation.level, input.deputy.request.sole_method)
 } else := lib.deny(403, "path_names_another_customer") if {
 	# Every customers/{customer} template in the path must name the

@@ -347,6 +347,8 @@ test_later_template_names_another_customer[note] if {
 		"template after the own one": {"path": "/customers/acme/service-requests/1/customers/globex/service-requests/2", "allowed": false, "reason": "path_names_another_customer"},
 		"template behind a locale": {"path": "/fr/customers/globex/service-requests/1", "allowed": false, "reason": "path_names_another_customer"},
 		"template word at the end": {"path": "/service-requests/1/customers", "allowed": false, "reason": "path_names_another_customer"},
+		"template word as the own path's item": {"path": "/customers/acme/service-requests/customers", "allowed": false, "reason": "path_names_another_customer"},
+		"template far down the own path": {"path": "/customers/acme/service-requests/1/a/b/c/d/e/f/g/h/i/j/k/l/customers/globex", "allowed": false, "reason": "path_names_another_customer"},
 		"own customer named again": {"path": "/customers/acme/service-requests/1/customers/acme", "allowed": true, "reason": "partner_level_sufficient"},
 		"own customer after a root item": {"path": "/service-requests/1/customers/acme", "allowed": true, "reason": "partner_level_sufficient"},
 	}
