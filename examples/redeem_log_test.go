@@ -132,6 +132,15 @@ func TestNginxLogsLeaveRespelledRedeemCodesOut(t *testing.T) {
 					t.Errorf("%s: %d %s, want Deputy's 400 saying to ask for a new link", s.target, resp.StatusCode, body)
 				}
 			}
+			if up {
+				// An application path holding a look-alike comes to the
+				// location nested in / (errors not logged), which serves
+				// it as / does: checked, and sent on with Deputy's answer.
+				resp, body := callRaw(t, base, "/catalog/shoes/%EF%BC%9F", nil)
+				if seen := decodeSeen(t, resp, body); seen.Path != "/catalog/shoes/%EF%BC%9F" || seen.Headers.Get("X-Deputy-Decision-Id") == "" {
+					t.Errorf("application path with a look-alike: the application saw %+v, want the path as sent and Deputy's decision id", seen)
+				}
+			}
 			// Ordinary paths, logged as nginx decoded them (escaping
 			// bytes outside ASCII).
 			for target, line := range map[string]string{
