@@ -480,3 +480,17 @@ test_graphql_switch_off_outranks_a_forbidden_field if {
 	not d.allowed
 	d.reason == "impersonation_disabled"
 }
+
+# forbidden_route_met answers true or false, never undefined: Deputy keeps
+# a false answer across checks, and the check of every other delegated
+# mode tests it as its own expression.
+test_forbidden_route_met_answers_a_boolean[note] if {
+	some note, tc in {
+		"password page": {"path": "/customer/account/password", "met": true},
+		"behind a store code, with a format": {"path": "/fr/customer/account/password.json", "met": true},
+		"a catalog page": {"path": "/catalog/shoes", "met": false},
+		"the root": {"path": "/", "met": false},
+	}
+	request := lib_test.request(["GET"], tc.path).deputy.request
+	impersonation.forbidden_route_met(request.route_segments, request.route_dirs) == tc.met
+}
