@@ -597,3 +597,37 @@ deputy_build_info{commit="abc123",go_version="go1.26.0",version="v1.2.3"} 1
 		t.Fatal(err)
 	}
 }
+
+// The decision log stream's figures are what fn reports, read at scrape
+// time: absent while fn has no recent read, and the trimmed count absent
+// when Redis does not report it (before 7.0) rather than a false 0.
+func TestDecisionLogStream(t *testing.T) {
+	m, reg := newMetrics(t)
+	s, ok := metrics.DecisionLogStream{Length: 1003, Trimmed: 497, OldestAge: 90 * time.Second, MaxLen: 1000}, true
+	if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) { return s, ok }); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP deputy_decision_log_stream_length Entries in the decision log's Redis stream, as last read; the same on every replica writing to it.
+# TYPE deputy_decision_log_stream_length gauge
+deputy_decision_log_stream_length 1003
+# HELP deputy_decision_log_stream_max_len decision_log.max_len: the approximate length the decision log's Redis stream is trimmed to (0: never trimmed).
+# TYPE deputy_decision_log_stream_max_len gauge
+deputy_decision_log_stream_max_len 1000
+# HELP deputy_decision_log_stream_oldest_age_seconds Age of the oldest record the decision log's Redis stream keeps, by its entry id (Redis's clock): how far back the log reaches; 0 while it holds none.
+# TYPE deputy_decision_log_stream_oldest_age_seconds gauge
+deputy_decision_log_stream_oldest_age_seconds 90
+`
+	names := []string{"deputy_decision_log_stream_length", "deputy_decision_log_stream_max_len", "deputy_decision_log_stream_oldest_age_seconds", "deputy_decision_log_stream_trimmed_total"}
+	if v, _ := series(t, reg, "deputy_decision_log_stream_trimmed_total", nil); v != 497 {
+		t.Errorf("trimmed = %v, want 497", v)
+	}
+	s.Trimmed = -1
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Errorf("with Redis before 7.0: %v", err)
+	}
+	ok = false
+	if n, err := testutil.GatherAndCount(reg, names...); err != nil || n != 0 {
+		t.Errorf("%d series with no recent read (%v), want none", n, err)
+	}
+}
