@@ -210,6 +210,16 @@ func newDecisionLog(cfg decisionlog.Config, carriers []string, client goredis.Un
 	if err := m.RegisterDecisionLog(dlog); err != nil {
 		return nil, err
 	}
+	if cfg.Sink == decisionlog.SinkRedis {
+		// Any client's checks rotate the stream: these show how far back
+		// it reaches, and how much it discarded.
+		if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) {
+			s, ok := dlog.StreamStats()
+			return metrics.DecisionLogStream(s), ok
+		}); err != nil {
+			return nil, err
+		}
+	}
 	return dlog, nil
 }
 

@@ -41,8 +41,11 @@ const (
 	// max_record_bytes it holds 16,139 records.
 	DefaultStreamMaxBytes = 1 << 30
 	DefaultBackoffMin     = 100 * time.Millisecond
-	DefaultBackoffMax     = 5 * time.Second
-	DefaultSpoolMaxBytes  = 256 << 20
+	// DefaultStatsInterval keeps the stream's figures as fresh as a
+	// common scrape interval, for one short script per replica.
+	DefaultStatsInterval = 15 * time.Second
+	DefaultBackoffMax    = 5 * time.Second
+	DefaultSpoolMaxBytes = 256 << 20
 	// DefaultDedupWindow covers a retry from memory and a restart that
 	// writes the spool again; MaxDedupWindow bounds what it may cost.
 	DefaultDedupWindow = 10 * time.Minute
@@ -83,7 +86,10 @@ type Config struct {
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
 	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted"`
 	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink (default: <redis.key_prefix>:decisions)"`
-	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (default: what stream_max_bytes holds of max_record_bytes records beside dedup_max_ids ids, at most 1,000,000); with the redis sink max_len × max_record_bytes must fit in stream_max_bytes with them"`
+	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (default: what stream_max_bytes holds of max_record_bytes records beside dedup_max_ids ids, at most 1,000,000); with the redis sink max_len × max_record_bytes must fit in stream_max_bytes with them. The stream is a ring any client rotates: every check, an anonymous one too, adds a record and pushes the oldest out, so a burst of requests erases the records before it; deputy_decision_log_stream_oldest_age_seconds says how far back it reaches (the chart's alert DeputyDecisionLogShort: under 24 h while full) and deputy_decision_log_stream_trimmed_total how many records it discarded"`
+	// StatsInterval paces the reads behind the stream's metrics (see
+	// Logger.StreamStats).
+	StatsInterval time.Duration `yaml:"stats_interval" usage:"how often the redis sink's stream is read for the deputy_decision_log_stream_* metrics (its length, the records trimming discarded, the age of the oldest one kept); a scrape never waits on Redis"`
 	// StreamMaxBytes bounds the stream in bytes, not only in entries: a
 	// client chooses how large each record is, up to MaxRecordBytes.
 	StreamMaxBytes int64 `yaml:"stream_max_bytes" usage:"memory the redis sink may take of Redis at most, whatever clients send: its stream (max_len × max_record_bytes) and the decision ids it keeps to write each record once (dedup_max_ids × 160 bytes); a redis sink whose two together are larger is refused at start"`
@@ -180,6 +186,9 @@ func (c *Config) SetDefaults() {
 	if c.DedupWindow == 0 {
 		c.DedupWindow = DefaultDedupWindow
 	}
+	if c.StatsInterval == 0 {
+		c.StatsInterval = DefaultStatsInterval
+	}
 	if c.SpoolMaxBytes == 0 {
 		c.SpoolMaxBytes = DefaultSpoolMaxBytes
 	}
@@ -228,6 +237,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxLen < 0 {
 		return sidecar.Invalid("decision_log.max_len", "must not be negative (0 keeps everything)")
+	}
+	if c.StatsInterval <= 0 {
+		return sidecar.Invalid("decision_log.stats_interval", "must be positive")
 	}
 	if err := sidecar.InvalidHeaderName("decision_log.actor_token_header", c.ActorTokenHeader); err != nil {
 		return err

@@ -99,6 +99,13 @@ type Logger struct {
 	unsure int
 
 	spooled atomic.Int64 // spool bytes, for QueueDepth's readers
+
+	// The redis sink's stream as last read (watchStream), and when.
+	statsMu     sync.Mutex
+	stats       streamRead
+	statsAt     time.Time
+	statsCancel context.CancelFunc // nil unless watchStream runs
+	statsDone   chan struct{}
 }
 
 var _ sidecar.DecisionLogger = (*Logger)(nil)
@@ -265,6 +272,11 @@ func (l *Logger) Start(context.Context) error {
 		}
 	}
 	go l.run()
+	if r, ok := l.sink.(statsReader); ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.statsCancel, l.statsDone = cancel, make(chan struct{})
+		go l.watchStream(ctx, r)
+	}
 	return nil
 }
 
@@ -286,6 +298,10 @@ func (l *Logger) Stop(ctx context.Context) error {
 	before := l.dropped.Load()
 	l.stopc <- ctx
 	<-l.done
+	if l.statsCancel != nil {
+		l.statsCancel()
+		<-l.statsDone
+	}
 	if n := l.spooled.Load(); n > 0 {
 		l.log.Warn("decision log stopped with records in the spool: the next start on this spool_dir sends them", "spooled_bytes", n, "spool_dir", l.cfg.SpoolDir)
 	}
@@ -293,6 +309,90 @@ func (l *Logger) Stop(ctx context.Context) error {
 		return sidecar.Unavailable(fmt.Sprintf("decision log: %d records not written", lost), ctx.Err())
 	}
 	return nil
+}
+
+// statsReader is a sink whose stream can be read for its metrics: the
+// redis sink.
+type statsReader interface {
+	readStats(ctx context.Context) (streamRead, error)
+}
+
+// StreamStats is the redis sink's stream as last read: see
+// metrics.DecisionLogStream, which has the same fields.
+type StreamStats struct {
+	// Length is the entries the stream holds.
+	Length int64
+	// Trimmed is how many entries the stream discarded since it was
+	// created: XINFO STREAM's entries-added minus its length, negative
+	// when Redis does not report entries-added (before 7.0).
+	Trimmed int64
+	// OldestAge is the age of the oldest entry, by its id; 0 when the
+	// stream holds none.
+	OldestAge time.Duration
+	// MaxLen is decision_log.max_len.
+	MaxLen int64
+}
+
+// statsReadTimeout bounds one read of the stream's figures.
+const statsReadTimeout = time.Second
+
+// StreamStats reports the redis sink's stream as last read, and false
+// when it was not read within the last two stats_interval (Redis is
+// down, or the sink is not redis): stale figures would say the stream
+// reaches further back than it may. It never waits on Redis, so a scrape
+// does not either.
+func (l *Logger) StreamStats() (StreamStats, bool) {
+	l.statsMu.Lock()
+	r, at := l.stats, l.statsAt
+	l.statsMu.Unlock()
+	since := time.Since(at)
+	if at.IsZero() || since > 2*l.cfg.StatsInterval+l.statsTimeout() {
+		return StreamStats{}, false
+	}
+	s := StreamStats{Length: r.length, Trimmed: r.trimmed, MaxLen: l.cfg.MaxLen}
+	if r.oldestAge > 0 || r.length > 0 {
+		s.OldestAge = r.oldestAge + since // it ages between reads
+	}
+	return s, true
+}
+
+func (l *Logger) statsTimeout() time.Duration { return min(statsReadTimeout, l.cfg.StatsInterval) }
+
+// watchStream reads the sink's stream every stats_interval, until Stop.
+// Periodically, and not at scrape time: a scrape (two Prometheus
+// servers, a person's curl) never waits on Redis and adds no round trip
+// to it, however many there are, and a Redis that is down or hung costs
+// this goroutine a read's timeout, never a scrape or a check. On a
+// goroutine of its own, not the writer's: a slow read must not hold
+// records back. Every replica writing the stream reads it: one short
+// script each per interval.
+func (l *Logger) watchStream(ctx context.Context, r statsReader) {
+	defer close(l.statsDone)
+	t := time.NewTicker(l.cfg.StatsInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		rctx, cancel := context.WithTimeout(ctx, l.statsTimeout())
+		got, err := r.readStats(rctx)
+		cancel()
+		switch {
+		case err == nil:
+			l.statsMu.Lock()
+			l.stats, l.statsAt = got, time.Now()
+			l.statsMu.Unlock()
+			failing = false
+		case ctx.Err() != nil:
+			return
+		case !failing:
+			failing = true
+			l.log.Warn("decision log stream not read; its metrics are absent until it is", "stream", l.cfg.Stream, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (l *Logger) run() {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -431,4 +432,77 @@ func NewSink(cfg Config, client redis.UniversalClient, w io.Writer) (Sink, error
 		return DiscardSink{}, nil
 	}
 	return nil, sidecar.Invalid("decision_log.sink", "unknown sink %q", cfg.Sink)
+}
+
+// streamStatsSrc reads what the stream's metrics show, in one round trip
+// and one small reply: XINFO STREAM's length and entries-added (Redis
+// 7.0 on; -1 before), the first entry's id ("" when the stream is empty or
+// missing) and Redis's clock, which made that id, so the oldest record's
+// age owes nothing to this host's clock. XINFO's reply carries the first
+// and last entries whole, up to max_record_bytes each: the script keeps
+// them in Redis.
+const streamStatsSrc = `
+local t = redis.call('TIME')
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, 0, '', t[1], t[2]}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local length, added, first = 0, -1, ''
+for i = 1, #info, 2 do
+  local k, v = info[i], info[i + 1]
+  if k == 'length' then
+    length = v
+  elseif k == 'entries-added' then
+    added = v
+  elseif k == 'first-entry' and v then
+    first = v[1]
+  end
+end
+return {length, added, first, t[1], t[2]}
+`
+
+var streamStats = redis.NewScript(streamStatsSrc)
+
+// streamRead is one read of the stream for its metrics.
+type streamRead struct {
+	length int64
+	// trimmed is entries-added minus length: what the stream discarded
+	// since it was created; -1 when Redis does not report entries-added.
+	trimmed int64
+	// oldestAge is the first entry's age by Redis's clock; 0 when the
+	// stream holds nothing.
+	oldestAge time.Duration
+}
+
+// readStats reads the stream's length, how many entries it discarded and
+// how old its oldest entry is. The stream is the same for every replica
+// writing to it, and so are these.
+func (s *RedisSink) readStats(ctx context.Context) (streamRead, error) {
+	v, err := streamStats.Run(ctx, s.stream.client, []string{s.stream.name}).Slice()
+	if err != nil {
+		return streamRead{}, sidecar.Unavailable("read stream "+s.stream.name, err)
+	}
+	if len(v) != 5 {
+		return streamRead{}, sidecar.Unavailable("read stream "+s.stream.name, fmt.Errorf("unexpected reply %v", v))
+	}
+	length, _ := v[0].(int64)
+	added, _ := v[1].(int64)
+	first, _ := v[2].(string)
+	sec, _ := v[3].(string)
+	usec, _ := v[4].(string)
+	r := streamRead{length: length, trimmed: -1}
+	if added >= 0 {
+		r.trimmed = max(0, added-length)
+	}
+	if first != "" {
+		ms, err1 := strconv.ParseInt(strings.SplitN(first, "-", 2)[0], 10, 64)
+		secs, err2 := strconv.ParseInt(sec, 10, 64)
+		us, err3 := strconv.ParseInt(usec, 10, 64)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return streamRead{}, sidecar.Unavailable("read stream "+s.stream.name, err)
+		}
+		now := time.UnixMicro(secs*1e6 + us)
+		r.oldestAge = max(0, now.Sub(time.UnixMilli(ms)))
+	}
+	return r, nil
 }
