@@ -133,12 +133,18 @@ func TestNginxLogsLeaveRespelledRedeemCodesOut(t *testing.T) {
 				}
 			}
 			if up {
-				// An application path holding a look-alike comes to the
-				// location nested in / (errors not logged), which serves
-				// it as / does: checked, and sent on with Deputy's answer.
+				// An application path holding a look-alike is served as
+				// any other: checked, and sent on with Deputy's answer
+				// (TestNginxLogsOutagesOnPathsWithLookalikes: its errors
+				// are logged). So is one holding "redeem" before it, which
+				// comes to the location nested in / (errors not logged).
 				resp, body := callRaw(t, base, "/catalog/shoes/%EF%BC%9F", nil)
 				if seen := decodeSeen(t, resp, body); seen.Path != "/catalog/shoes/%EF%BC%9F" || seen.Headers.Get("X-Deputy-Decision-Id") == "" {
 					t.Errorf("application path with a look-alike: the application saw %+v, want the path as sent and Deputy's decision id", seen)
+				}
+				resp, body = callRaw(t, base, "/catalog/redeem-offers/%EF%BC%9F", nil)
+				if seen := decodeSeen(t, resp, body); seen.Path != "/catalog/redeem-offers/%EF%BC%9F" || seen.Headers.Get("X-Deputy-Decision-Id") == "" {
+					t.Errorf("application path with redeem and a look-alike: the application saw %+v, want the path as sent and Deputy's decision id", seen)
 				}
 			}
 			// Ordinary paths, logged as nginx decoded them (escaping
@@ -297,13 +303,74 @@ func TestRedeemLogPatternsAgree(t *testing.T) {
 	if m == nil {
 		t.Fatal("nginx.conf: no map entry cutting $uri at a spelling of \"?\"")
 	}
-	loc := `location ~* "^/deputy/v1/impersonation/redeem|` + m[1] + `" {`
-	if n := strings.Count(nginx, loc); n != 2 {
-		t.Errorf("nginx.conf: %d locations %s, want 2 (nested in /deputy/v1/ and in /)", n, loc)
+	for _, c := range []struct{ where, loc string }{
+		{"/deputy/v1/", `location ~* "^/deputy/v1/impersonation/redeem|` + m[1] + `" {`},
+		// Only where "redeem" (the first one) comes before the spelling.
+		{"/", `location ~* "^/deputy/v1/impersonation/redeem|^(?>(?s:.*?)redeem)(?s:.*?)(?:` + m[1] + `)" {`},
+	} {
+		if n := strings.Count(nginx, c.loc); n != 1 {
+			t.Errorf("nginx.conf: %d locations %s, want 1 (nested in %s)", n, c.loc, c.where)
+		}
 	}
 	caddy := readConfig(t, "caddy/Caddyfile")
 	filters := regexp.MustCompile(`request>uri regexp (\S+) \$1`).FindAllStringSubmatch(caddy, -1)
 	if len(filters) != 2 || filters[0][1] != filters[1][1] {
 		t.Errorf("Caddyfile: URI filters %q, want the same one twice (log default and the access log shown)", filters)
+	}
+}
+
+// An outage (the application down, or Deputy) is written to nginx's
+// error log for an ordinary application path holding a look-alike of
+// "?", as for any other path: such characters are ordinary in Japanese,
+// Chinese and Arabic title slugs and in marketing ones. Only a path
+// holding "redeem" before one (a redeem link Deputy would burn always
+// does, on its way to location /) is kept out of the error log.
+func TestNginxLogsOutagesOnPathsWithLookalikes(t *testing.T) {
+	targets := []string{
+		"/blog/%E3%81%AA%E3%81%9C%EF%BC%9F",  // なぜ？
+		"/ar/%D9%85%D8%A7%D8%B0%D8%A7%D8%9F", // ماذا؟
+		"/catalog/shoes/%E2%9D%93",           // ❓
+		"/catalog/shoes/%E2%81%89-deal",      // ⁉
+		"/catalog/shoes",                     // no look-alike
+	}
+	for _, c := range []struct {
+		name, outage string
+		deputyUp     bool
+	}{
+		{"app down", "connect() failed", true},
+		{"deputy down", "auth request unexpected status", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := &deputy{http: freeAddr(t)} // nothing listens: every check fails
+			if c.deputyUp {
+				// A site whose blog is public: Deputy allows every path.
+				dir := policyDir(t, "permissive", "package permissive\n\ndecision := {\"allowed\": true, \"reason\": \"permissive\"}\n")
+				d = startDeputyWith(t, "nginx", dir, "data.permissive.decision")
+			}
+			app := startUpstream(t)
+			if c.deputyUp {
+				app.Close() // the application is down
+			}
+			errorLog := filepath.Join(t.TempDir(), "error.log")
+			base := startNginxWith(t, d, app, " error_log "+errorLog+" info;")
+			for _, target := range targets {
+				if resp, body := callRaw(t, base, target, nil); resp.StatusCode < 500 {
+					t.Fatalf("%s: %d %s, want an outage's 5xx", target, resp.StatusCode, body)
+				}
+			}
+			// Errors are written before the answer: the log is complete.
+			logged := readConfig(t, errorLog)
+			for _, target := range targets {
+				found := false
+				for line := range strings.Lines(logged) {
+					if strings.Contains(line, c.outage) && strings.Contains(line, `request: "GET `+target+` HTTP/1.1"`) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("error log lacks %q for %s:\n%s", c.outage, target, logged)
+				}
+			}
+		})
 	}
 }
