@@ -216,7 +216,7 @@ func newDecisionLog(cfg decisionlog.Config, carriers []string, client goredis.Un
 		if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) {
 			s, ok := dlog.StreamStats()
 			return metrics.DecisionLogStream(s), ok
-		}); err != nil {
+		}, dlog.StreamReadErrors); err != nil {
 			return nil, err
 		}
 	}

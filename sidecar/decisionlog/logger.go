@@ -81,6 +81,7 @@ type Logger struct {
 	sinkErrors  atomic.Uint64
 	maskErrors  atomic.Uint64
 	oversized   atomic.Uint64
+	statsErrors atomic.Uint64 // failed reads of the redis sink's stream
 
 	// Owned by the worker. pending holds records taken from the queue,
 	// encoded, in flight until written or spooled; spooled records are
@@ -356,6 +357,12 @@ func (l *Logger) StreamStats() (StreamStats, bool) {
 	return s, true
 }
 
+// StreamReadErrors is the number of failed reads of the redis sink's
+// stream for its figures (Redis down, an ACL user without XINFO, a key of
+// another type at the stream's name): while they fail the figures are
+// absent, and this is what says why.
+func (l *Logger) StreamReadErrors() uint64 { return l.statsErrors.Load() }
+
 func (l *Logger) statsTimeout() time.Duration { return min(statsReadTimeout, l.cfg.StatsInterval) }
 
 // watchStream reads the sink's stream every stats_interval, until Stop.
@@ -383,9 +390,13 @@ func (l *Logger) watchStream(ctx context.Context, r statsReader) {
 			failing = false
 		case ctx.Err() != nil:
 			return
-		case !failing:
-			failing = true
-			l.log.Warn("decision log stream not read; its metrics are absent until it is", "stream", l.cfg.Stream, "error", err)
+		default:
+			// Counted each time, logged once until a read succeeds.
+			l.statsErrors.Add(1)
+			if !failing {
+				failing = true
+				l.log.Warn("decision log stream not read; its metrics are absent until it is", "stream", l.cfg.Stream, "error", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -14,6 +14,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/decisionlog"
 	"github.com/deputyhq/deputy/sidecar/metrics"
 	"github.com/deputyhq/deputy/sidecar/metrics/metricstest"
+	deputyredis "github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 )
 
@@ -32,7 +33,7 @@ func streamMetrics(t *testing.T, l *decisionlog.Logger) *prometheus.Registry {
 	if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) {
 		s, ok := l.StreamStats()
 		return metrics.DecisionLogStream(s), ok
-	}); err != nil {
+	}, l.StreamReadErrors); err != nil {
 		t.Fatal(err)
 	}
 	return reg
@@ -191,9 +192,16 @@ func TestRedisStreamStatsScrapeWhileRedisDown(t *testing.T) {
 				slowest = max(slowest, time.Since(start))
 				scrapes++
 				return !slices.ContainsFunc(mfs, func(mf *dto.MetricFamily) bool {
-					return strings.HasPrefix(mf.GetName(), "deputy_decision_log_stream_")
+					return strings.HasPrefix(mf.GetName(), "deputy_decision_log_stream_") &&
+						mf.GetName() != "deputy_decision_log_stream_read_errors_total"
 				})
 			})
+			// What is left says why. (A hung read fails only at the
+			// client's read timeout, 10 s here, so only the refused
+			// connection is counted by now.)
+			if v, _ := metricValue(t, reg, "deputy_decision_log_stream_read_errors_total"); v == 0 && tc.name == "stopped" {
+				t.Errorf("no failed read counted while Redis was %s", tc.name)
+			}
 			// Well under the client's 10 s timeouts, and under what a
 			// Prometheus scrape allows by default (10 s), on a loaded machine.
 			if slowest > time.Second {
@@ -205,6 +213,57 @@ func TestRedisStreamStatsScrapeWhileRedisDown(t *testing.T) {
 			logN(t, l, "during", 3)
 			if d := time.Since(start); d > time.Second {
 				t.Errorf("logging 3 records took %v", d)
+			}
+		})
+	}
+}
+
+// A stream the logger cannot read leaves its figures absent, which looks
+// just like "no redis sink" or "no recent read", and no alert on them can
+// fire. An ACL user that may write the stream but not run XINFO (a common
+// least-privilege setup), or a key of another type at the stream's name:
+// every failed read is counted, the sink's writes aside.
+func TestRedisStreamReadErrorsCounted(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, srv *redistest.Server, cfg decisionlog.Config) deputyredis.Config
+	}{
+		{"acl user without xinfo", func(t *testing.T, srv *redistest.Server, _ decisionlog.Config) deputyredis.Config {
+			if err := srv.Client().Do(context.Background(), "ACL", "SETUSER", "logger", "on", ">logger-pw", "~*", "&*", "+@all", "-xinfo").Err(); err != nil {
+				t.Fatal(err)
+			}
+			return deputyredis.Config{Addrs: []string{srv.Addr}, Username: "logger", Password: "logger-pw"}
+		}},
+		{"wrong type at the stream name", func(t *testing.T, srv *redistest.Server, cfg decisionlog.Config) deputyredis.Config {
+			if err := srv.Client().Set(context.Background(), cfg.Stream, "not a stream", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			return deputyredis.Config{Addrs: []string{srv.Addr}}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			cfg := redisConfig(1000)
+			cfg.StatsInterval = 20 * time.Millisecond
+			rc, err := deputyredis.NewClient(tc.setup(t, srv, cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rc.Close() })
+			sink, err := decisionlog.NewSink(cfg, rc, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := startLogger(t, cfg, sink)
+			reg := streamMetrics(t, l)
+			// A stream that exists: a missing one is read without XINFO.
+			logN(t, l, "probe", 1)
+			waitFor(t, "three failed reads counted", func() bool {
+				v, ok := metricValue(t, reg, "deputy_decision_log_stream_read_errors_total")
+				return ok && v >= 3
+			})
+			if _, ok := metricValue(t, reg, "deputy_decision_log_stream_length"); ok {
+				t.Error("the stream's length is exported though no read succeeded")
 			}
 		})
 	}

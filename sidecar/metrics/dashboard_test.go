@@ -39,7 +39,7 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterLiveDelegations(func() map[string]int { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) { return metrics.DecisionLogStream{}, true }); err != nil {
+	if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) { return metrics.DecisionLogStream{}, true }, func() uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.RegisterEventsDropped(func() uint64 { return 0 }); err != nil {
@@ -139,7 +139,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 func TestAlertRulesShape(t *testing.T) {
 	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
-		"DeputyDecisionLogDropping", "DeputyDecisionLogShort", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyRedisClockSkew", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
+		"DeputyDecisionLogDropping", "DeputyDecisionLogShort", "DeputyDecisionLogStreamUnread", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyRedisClockSkew", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {

@@ -19,6 +19,7 @@
 //	deputy_decision_log_queue_depth
 //	deputy_decision_log_flushed_total, _dropped_total, _unconfirmed_total, _sink_errors_total, _mask_errors_total, _oversized_total
 //	deputy_decision_log_stream_length, _stream_trimmed_total, _stream_oldest_age_seconds, _stream_max_len  redis sink: the shared stream as last read
+//	deputy_decision_log_stream_read_errors_total     redis sink: failed reads of those figures
 //	deputy_live_delegations{mode}
 //	deputy_events_dropped_total                      past redis.events_hard_maxlen, unread by a consumer group
 //	deputy_audit_dropped_total, deputy_events_undelivered_total  records of committed changes never appended

@@ -600,11 +600,14 @@ deputy_build_info{commit="abc123",go_version="go1.26.0",version="v1.2.3"} 1
 
 // The decision log stream's figures are what fn reports, read at scrape
 // time: absent while fn has no recent read, and the trimmed count absent
-// when Redis does not report it (before 7.0) rather than a false 0.
+// when Redis does not report it (before 7.0) rather than a false 0. The
+// failed reads are counted whether or not a recent read succeeded: an
+// unreadable stream shows there, not only as figures gone.
 func TestDecisionLogStream(t *testing.T) {
 	m, reg := newMetrics(t)
 	s, ok := metrics.DecisionLogStream{Length: 1003, Trimmed: 497, OldestAge: 90 * time.Second, MaxLen: 1000}, true
-	if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) { return s, ok }); err != nil {
+	var readErrors uint64
+	if err := m.RegisterDecisionLogStream(func() (metrics.DecisionLogStream, bool) { return s, ok }, func() uint64 { return readErrors }); err != nil {
 		t.Fatal(err)
 	}
 	want := `
@@ -626,8 +629,14 @@ deputy_decision_log_stream_oldest_age_seconds 90
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
 		t.Errorf("with Redis before 7.0: %v", err)
 	}
-	ok = false
+	if v, ok := series(t, reg, "deputy_decision_log_stream_read_errors_total", nil); !ok || v != 0 {
+		t.Errorf("read errors = %v (exported %v) before any failed, want 0", v, ok)
+	}
+	ok, readErrors = false, 7
 	if n, err := testutil.GatherAndCount(reg, names...); err != nil || n != 0 {
 		t.Errorf("%d series with no recent read (%v), want none", n, err)
+	}
+	if v, _ := series(t, reg, "deputy_decision_log_stream_read_errors_total", nil); v != 7 {
+		t.Errorf("read errors = %v with no recent read, want 7", v)
 	}
 }

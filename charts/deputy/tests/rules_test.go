@@ -1,0 +1,132 @@
+package tests
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// renderedRules is the PrometheusRule the chart renders with its own rules
+// files, by alert name.
+func renderedRules(t *testing.T) map[string]monitoringv1.Rule {
+	t.Helper()
+	m := mustRender(t, "testdata/default.yaml", true)
+	pr := m.get(t, "PrometheusRule", "shop-deputy").(*monitoringv1.PrometheusRule)
+	rules := map[string]monitoringv1.Rule{}
+	for _, g := range pr.Spec.Groups {
+		for _, r := range g.Rules {
+			rules[r.Alert] = r
+		}
+	}
+	return rules
+}
+
+// Every rule the chart renders is PromQL that Prometheus accepts: the
+// operator hands it on as it is, and Prometheus refuses the whole group
+// for one bad expression.
+func TestRenderedRulesParse(t *testing.T) {
+	for name, r := range renderedRules(t) {
+		if _, err := parser.NewParser(parser.Options{}).ParseExpr(r.Expr.String()); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// selectors lists the metric names an expression reads, with the
+// aggregation (sum, max, min...) wrapping each directly, and the range
+// functions (rate, quantile_over_time...) that read it.
+type selectorUse struct {
+	name, agg string
+	funcs     []string
+}
+
+func selectors(t *testing.T, expr string) []selectorUse {
+	t.Helper()
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(expr)
+	if err != nil {
+		t.Fatalf("%q: %v", expr, err)
+	}
+	var uses []selectorUse
+	parser.Inspect(e, func(n parser.Node, path []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		u := selectorUse{name: vs.Name}
+		for i := len(path) - 1; i >= 0; i-- {
+			switch p := path[i].(type) {
+			case *parser.Call:
+				u.funcs = append(u.funcs, p.Func.Name)
+			case *parser.AggregateExpr:
+				if u.agg == "" {
+					u.agg = p.Op.String()
+				}
+			case *parser.BinaryExpr:
+				i = -1 // stop at the nearest comparison or arithmetic
+			}
+		}
+		uses = append(uses, u)
+		return nil
+	})
+	return uses
+}
+
+// DeputyDecisionLogShort signals the log's reach shrinking suddenly, as
+// a flood does, and not the steady state of a busy site (a full stream
+// whose oldest record is younger than a fixed age). The stream is
+// trimmed to the smallest max_len any writer uses, so the stream's
+// fullness is judged against min, not max, of max_len.
+func TestDecisionLogShortAlert(t *testing.T) {
+	r, ok := renderedRules(t)["DeputyDecisionLogShort"]
+	if !ok {
+		t.Fatal("DeputyDecisionLogShort not rendered")
+	}
+	uses := selectors(t, r.Expr.String())
+	var relative, fullness bool
+	for _, u := range uses {
+		switch u.name {
+		case "deputy_decision_log_stream_oldest_age_seconds":
+			if slices.Contains(u.funcs, "quantile_over_time") {
+				relative = true
+			}
+		case "deputy_decision_log_stream_max_len":
+			fullness = true
+			if u.agg != "min" {
+				t.Errorf("max_len aggregated with %q: the stream is trimmed to the smallest writer's max_len, want min", u.agg)
+			}
+		}
+	}
+	if !relative {
+		t.Errorf("the oldest age is not compared with its own recent level (quantile_over_time): %s", r.Expr.String())
+	}
+	if !fullness {
+		t.Errorf("the alert does not require the stream full at max_len: %s", r.Expr.String())
+	}
+	if r.For == nil || string(*r.For) == "" {
+		t.Error("DeputyDecisionLogShort fires on one evaluation; want a for: of some minutes")
+	}
+}
+
+// A stream the logger cannot read has no figures, and no alert on them
+// fires: the failed reads have an alert of their own.
+func TestDecisionLogStreamUnreadAlert(t *testing.T) {
+	var found []string
+	for name, r := range renderedRules(t) {
+		for _, u := range selectors(t, r.Expr.String()) {
+			if u.name == "deputy_decision_log_stream_read_errors_total" && slices.Contains(u.funcs, "increase") {
+				found = append(found, name)
+			}
+		}
+	}
+	if len(found) == 0 {
+		t.Fatal("no alert reads deputy_decision_log_stream_read_errors_total")
+	}
+	for _, name := range found {
+		if !strings.HasPrefix(name, "DeputyDecisionLog") {
+			t.Errorf("alert %s: name it with the decision log's others", name)
+		}
+	}
+}
