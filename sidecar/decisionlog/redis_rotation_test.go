@@ -245,16 +245,7 @@ func TestRedisStreamReadErrorsCounted(t *testing.T) {
 			srv := redistest.Start(t)
 			cfg := redisConfig(1000)
 			cfg.StatsInterval = 20 * time.Millisecond
-			rc, err := deputyredis.NewClient(tc.setup(t, srv, cfg))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { rc.Close() })
-			sink, err := decisionlog.NewSink(cfg, rc, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := startLogger(t, cfg, sink)
+			l := startLogger(t, cfg, deputySinkWith(t, cfg, tc.setup(t, srv, cfg)).sink)
 			reg := streamMetrics(t, l)
 			// A stream that exists: a missing one is read without XINFO.
 			logN(t, l, "probe", 1)

@@ -155,7 +155,13 @@ type clientSink struct {
 // Deputy's own client, its defaults (read_timeout 500ms, one retry).
 func deputySink(t *testing.T, cfg decisionlog.Config, addr string) clientSink {
 	t.Helper()
-	rc, err := deputyredis.NewClient(deputyredis.Config{Addrs: []string{addr}})
+	return deputySinkWith(t, cfg, deputyredis.Config{Addrs: []string{addr}})
+}
+
+// deputySinkWith is deputySink through a client configured by rcfg.
+func deputySinkWith(t *testing.T, cfg decisionlog.Config, rcfg deputyredis.Config) clientSink {
+	t.Helper()
+	rc, err := deputyredis.NewClient(rcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
