@@ -53,6 +53,7 @@ func TestFrontControllerBelowTheRoot(t *testing.T) {
 		t.Run(tc.path, func(t *testing.T) {
 			req := withHeaders(t, tc.path, map[string]string{"cookie": "deputy_session=" + token})
 			req.Attributes.Request.Http.Method = "POST"
+			req.Attributes.Request.Http.Headers[":method"] = "POST"
 			resp := p.Check(ctx, req)
 			if resp.Allowed != tc.allowed {
 				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, resp.Reason, tc.allowed)

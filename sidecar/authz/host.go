@@ -46,3 +46,34 @@ func decidedHost(http *authv3.AttributeContext_HttpRequest, view *sidecar.Reques
 	}
 	return h, nil
 }
+
+// copiesAgree refuses a check whose fields and their copies disagree: a
+// :path header other than the path field, a :method header other than
+// the method field, or a body and a raw_body that differ. Envoy fills
+// each pair from one source, so only a caller other than Envoy sends a
+// disagreeing pair; Deputy decides on the field, and a policy (or what
+// the caller forwards) may read the copy, so the two would be deciding
+// on different requests. The query and fragment fields, which Envoy
+// always leaves empty (the query is in path, a fragment is never sent),
+// are refused when filled, for the same reason. Refused (EINVALID, 400
+// malformed_request) as a disagreeing host is (decidedHost).
+func copiesAgree(http *authv3.AttributeContext_HttpRequest, view *sidecar.Request) error {
+	if http.GetQuery() != "" || http.GetFragment() != "" {
+		return sidecar.Invalid("query", "the check's query and fragment fields are always empty in Envoy's checks, the query being in path: refused when filled, as policy may read them")
+	}
+	var buf [2]string
+	for _, v := range view.AppendHeaderValues(buf[:0], ":path") {
+		if v != http.GetPath() {
+			return sidecar.Invalid(":path", "names another path than the check's path: refused, as policy and upstream may read either")
+		}
+	}
+	for _, v := range view.AppendHeaderValues(buf[:0], ":method") {
+		if v != http.GetMethod() {
+			return sidecar.Invalid(":method", "names another method than the check's method: refused, as policy and upstream may read either")
+		}
+	}
+	if body, raw := http.GetBody(), http.GetRawBody(); body != "" && len(raw) > 0 && body != string(raw) {
+		return sidecar.Invalid("raw_body", "differs from the check's body: refused, as policy may read either")
+	}
+	return nil
+}

@@ -362,6 +362,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if r.canonical.host, err = decidedHost(httpReq, &r.view); err != nil {
 		return nil, err
 	}
+	if err := copiesAgree(httpReq, &r.view); err != nil {
+		return nil, err
+	}
 	// Resolvers bind sessions and storefront hosts to the name alone:
 	// browsers ignore ports for cookies.
 	r.view.Host = r.canonical.host.Name

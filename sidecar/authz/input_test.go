@@ -26,7 +26,7 @@ const richRequest = `{
     "request": {
       "time": "2026-03-04T05:06:07.123456Z",
       "http": {"id": "r-1", "method": "POST", "path": "/cart/add?x=1&x=2", "host": "shop.example", "scheme": "https",
-        "protocol": "HTTP/2", "size": "9007199254740993", "body": "{\"sku\":1}", "rawBody": "AAEC",
+        "protocol": "HTTP/2", "size": "9007199254740993", "body": "{\"sku\":1}", "rawBody": "eyJza3UiOjF9",
         "headers": {":authority": "shop.example", "content-type": "application/json", "cookie": "a=b", "X-Upper": "v"}}
     },
     "contextExtensions": {"route": "cart"},

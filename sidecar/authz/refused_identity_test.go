@@ -140,7 +140,7 @@ func TestRefusedIdentityResolvesNoDelegation(t *testing.T) {
 			req.Attributes.Request.Http.Host = "shop.example.com"
 			addHeaderFields(req, tc.fields)
 			if tc.body != "" {
-				req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Body = "POST", tc.body
+				req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Headers[":method"], req.Attributes.Request.Http.Body = "POST", "POST", tc.body
 				req.Attributes.Request.Http.Headers["content-length"] = strconv.Itoa(len(tc.body))
 			}
 			before := resolved.Load()
