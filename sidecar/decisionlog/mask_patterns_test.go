@@ -176,6 +176,11 @@ func TestSecretName(t *testing.T) {
 		"passw": true, "pword": true, "cred": true, "creds": true, "userCreds": true, "sk": true, "stripe_sk": true,
 		"one_time_code": true, "oneTimeCode": true, "invite_code": true, "SAMLart": true,
 		"task": false, "sku": false, "skip": false, "desk": false, "credit": false, "incredible": false,
+		// Numbered, and split by camelCase into single letters: a second
+		// key is a key, sK is sk; words holding the same letters are not.
+		"sk2": true, "SK2": true, "stripe_sk2": true, "sK": true, "pWd": true, "pin1": true, "pan2": true, "iban1": true,
+		"key2": true, "x-sig1": true,
+		"sku2": false, "task1": false, "skip2": false, "sKu": false, "sKip": false, "desk2": false, "span2": false,
 		"accredited": false, "sacred": false, "timecode": false, "one_time": false, "invite": false, "password_hint": true,
 	} {
 		if got := secretName(name); got != want {
@@ -242,6 +247,8 @@ func TestMaskingPassAuthCodesAndPlurals(t *testing.T) {
 			"passw", "user_passw", "userPassw", "PASSW", "passwort", "pword", "user_pword", "userpword", "PWord",
 			"cred", "creds", "user_cred", "userCreds", "awscreds", "aws_creds", "CREDS", "db_credential", "apiCredentials",
 			"sk", "SK", "stripe_sk", "stripeSk", "sk_live", "x-sk",
+			// Numbered, or split by camelCase into single letters.
+			"sk2", "sK", "stripe_sk2", "pWd", "pin1",
 		},
 		keptHeaders: []string{"x-passage", "x-compass", "x-author", "x-oauth-provider", "x-keys", "x-hotkeys", "x-task", "x-desk", "x-credit"},
 		keptParams: []string{
@@ -253,6 +260,7 @@ func TestMaskingPassAuthCodesAndPlurals(t *testing.T) {
 			"task", "tasks", "sku", "skus", "skip", "desk", "ask", "risk", "disk", "mask", "kiosk", "skin", "task_id", "sku_id",
 			"credit", "credits", "credit_limit", "incredible", "accredited", "credo", "credible", "sacred", "discredit",
 			"passage_id", "wordpress", "keyword", "swordfish", "crossword",
+			"sku2", "task1", "sKu", "desk2",
 		},
 	})
 }

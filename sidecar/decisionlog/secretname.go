@@ -142,25 +142,44 @@ func secretName(name string) bool {
 			return true
 		}
 	}
-	prev2, prev, prevStart := "", "", 0
+	prev2, prev, prevStart, runStart := "", "", 0, 0
 	for i := 0; i < len(name); {
 		joined := i > 0 && i < len(name) && alnum(name[i]) // a camelCase break
 		for i < len(name) && !alnum(name[i]) {
 			i++
+		}
+		if !joined {
+			runStart = i
 		}
 		j := i
 		for j < len(name) && alnum(name[j]) && (j == i || !camelBreak(name[j-1], name[j])) {
 			j++
 		}
 		w := name[i:j]
-		if w != "" && (wordIs(w, secretWords...) || wordIs(w, secretWholeWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) ||
+		if w != "" && (numberedWordIs(w) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) ||
 			pairIs(prev, w) || tripleIs(prev2, prev, w) || compoundIs(w) ||
 			joined && prev != "" && pluralWord(w) && compoundIs(name[prevStart:j])) {
+			return true
+		}
+		// A run of letters and digits that camelCase splits into pieces
+		// is read whole as well: sK and pWd are sk and pwd.
+		if joined && (j == len(name) || !alnum(name[j])) && numberedWordIs(name[runStart:j]) {
 			return true
 		}
 		prev2, prev, prevStart, i = prev, w, i, j
 	}
 	return false
+}
+
+// numberedWordIs reports whether w, folded, is one of secretWords or
+// secretWholeWords, alone or numbered (sk2, pin1, key_2 is two words
+// already): a second key is as secret as the first.
+func numberedWordIs(w string) bool {
+	n := len(w)
+	for n > 0 && w[n-1] >= '0' && w[n-1] <= '9' {
+		n--
+	}
+	return n > 0 && (wordIs(w[:n], secretWords...) || wordIs(w[:n], secretWholeWords...))
 }
 
 // compoundIs reports whether the word w, folded, is a credential word
