@@ -5,18 +5,21 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/deputyhq/deputy/sidecar/authz"
 )
 
-// Envoy fills path and :path, method and :method, body and raw_body from
-// one source each, and leaves query and fragment empty. A caller other
-// than Envoy can send a pair that disagrees, or fill the empty fields: Deputy decided on the field while a policy reading the copy,
-// or whatever the caller forwards, acts on the other. During a live
-// session, each disagreeing pair below was allowed with the customer's
-// identity injected; each is now refused as malformed, and the same
-// request with its copies agreeing is still decided as before.
+// Envoy fills path and :path, method and :method, body and raw_body, and
+// a header_map entry's value and raw_value from one source each, and
+// leaves query and fragment empty. A caller other than Envoy can send a
+// pair that disagrees, or fill the empty fields: Deputy decided on one
+// while a policy reading the other, or whatever the caller forwards,
+// acts on another request. During a live session, each such check below
+// was allowed with the customer's identity injected; each is now refused
+// as malformed, and the same request with its copies agreeing is still
+// decided as before.
 func TestFieldCopiesMustAgree(t *testing.T) {
 	ctx := context.Background()
 	p, token := impersonationPipeline(t, time.Now())
@@ -36,6 +39,18 @@ func TestFieldCopiesMustAgree(t *testing.T) {
 		}},
 		{name: ":path also in header_map", edit: func(r *authv3.CheckRequest) {
 			addHeaderFields(r, [][2]string{{":path", "/customer/account/password/"}})
+		}},
+		{name: "a header_map :path whose raw_value differs", edit: func(r *authv3.CheckRequest) {
+			r.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				{Key: ":path", Value: "/catalog/shoes", RawValue: []byte("/customer/account/password/")}}}
+		}},
+		{name: "a header_map :method whose raw_value differs", edit: func(r *authv3.CheckRequest) {
+			r.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				{Key: ":method", Value: "GET", RawValue: []byte("POST")}}}
+		}},
+		{name: "a header_map entry with the same value and raw_value", agree: true, edit: func(r *authv3.CheckRequest) {
+			r.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				{Key: ":path", Value: "/catalog/shoes", RawValue: []byte("/catalog/shoes")}}}
 		}},
 		{name: ":path with the query cut", edit: func(r *authv3.CheckRequest) {
 			r.Attributes.Request.Http.Path += "?next=/customer/account/password/"

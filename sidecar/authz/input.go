@@ -352,9 +352,12 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	if hm := httpReq.GetHeaderMap().GetHeaders(); len(hm) > 0 {
 		r.view.HeaderMap = make([]sidecar.HeaderField, len(hm))
 		for i, h := range hm {
-			v := h.GetValue()
+			v, raw := h.GetValue(), h.GetRawValue()
 			if v == "" {
-				v = string(h.GetRawValue())
+				v = string(raw)
+			} else if len(raw) > 0 && string(raw) != v {
+				// Envoy fills one of the two; a policy reads both.
+				return nil, sidecar.Invalid(h.GetKey(), "header_map entry whose value and raw_value differ: refused, as policy may read either")
 			}
 			r.view.HeaderMap[i] = sidecar.HeaderField{Name: h.GetKey(), Value: v}
 		}
