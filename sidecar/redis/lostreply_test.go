@@ -3,12 +3,14 @@ package redis_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/resolve"
 	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
@@ -129,6 +131,156 @@ func TestNarrowingWriteWithLostReplyStillEvicts(t *testing.T) {
 			for _, k := range tc.keys(customer) {
 				eventually(t, "the other replica told to evict "+k, func() bool { return heard.count(k) > before[k] })
 			}
+		})
+	}
+}
+
+// The partner and reseller writes that narrow access (a grant revoked or
+// lowered, a share withdrawn, an assignment deleted or moved) evict from
+// every replica's state cache when their reply is lost after Redis
+// applied them, as the ones above do. The writer makes no retry of its
+// own (max_retries -1): a script or pipeline would otherwise be sent
+// again, and the lost reply is the caller's error. Before, each returned
+// 503 without a message, and every replica, the writer included, kept
+// answering the old access from its cache until the cache's lifetime
+// (here an hour) ran out.
+func TestPartnerAndResellerNarrowingWithLostReplyStillEvicts(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	px := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(storetest.Epoch)
+	prefix := freshPrefix()
+	open := func(addr string) (*redis.Store, *resolve.CachedState) {
+		s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1, ReadTimeout: redistest.ReplyTimeout,
+			WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		cached := resolve.NewCachedState(s, resolve.CacheConfig{TTL: time.Hour, NegativeTTL: time.Hour}, clock.Now, nil)
+		t.Cleanup(func() { _ = cached.Close() })
+		return s, cached
+	}
+	// The writer reaches Redis through the proxy; the other replica does
+	// not.
+	writer, writerCache := open(px.Addr)
+	other, otherCache := open(srv.Addr)
+	eventuallyNoSubscriberBut(t, srv.Client(), prefix+":invalidate", 2)
+
+	must := func(t *testing.T, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	orgGrant := func(c string, level sidecar.Level) *sidecar.Grant {
+		return &sidecar.Grant{ID: "g-" + string(level) + "-" + c, Customer: c, PartnerOrg: "pco", Level: level,
+			ExpiresAt: clock.Now().Add(time.Hour), ApprovedBy: c, ApprovedAt: clock.Now()}
+	}
+	orgLevel := func(cs *resolve.CachedState, c string) sidecar.Level {
+		eg, err := cs.EffectiveGrants(ctx, c, "pco", "")
+		if err != nil || eg.Organisation == nil {
+			return ""
+		}
+		return eg.Organisation.Level
+	}
+	assign := func(c, domain string) *sidecar.Assignment {
+		return &sidecar.Assignment{Customer: c, Reseller: "r-" + domain, Domain: domain}
+	}
+	claim := func(t *testing.T, c, domain string) {
+		t.Helper()
+		conflicts, err := writer.ChangeAssignments(ctx, []sidecar.AssignmentChange{{Customer: c, To: assign(c, domain), By: "admin", At: clock.Now()}})
+		must(t, err)
+		if len(conflicts) > 0 {
+			t.Fatalf("claim of %s refused", c)
+		}
+	}
+	domainOf := func(cs *resolve.CachedState, c string) string {
+		a, err := cs.GetAssignment(ctx, c)
+		if err != nil {
+			return ""
+		}
+		return a.Domain
+	}
+	sharedWithPat := func(cs *resolve.CachedState, c string) bool {
+		rs, err := cs.SharesFor(ctx, c, "pco", "pat")
+		return err == nil && len(rs) > 0
+	}
+	for _, tc := range []struct {
+		name  string
+		lose  string // the command whose reply is lost
+		setup func(t *testing.T, customer string)
+		write func(customer string) error
+		// narrowed reads, through a replica's cache, whether the write
+		// holds there.
+		narrowed func(cs *resolve.CachedState, customer string) bool
+	}{
+		{"grant revoked", "evalsha", func(t *testing.T, c string) {
+			must(t, writer.PutGrant(ctx, orgGrant(c, sidecar.LevelUpdate)))
+		}, func(c string) error {
+			_, err := writer.RevokeGrant(ctx, c, "g-update-"+c, "boss", "cust")
+			return err
+		}, func(cs *resolve.CachedState, c string) bool { return orgLevel(cs, c) == "" }},
+		{"grant lowered", "evalsha", func(t *testing.T, c string) {
+			must(t, writer.PutGrant(ctx, orgGrant(c, sidecar.LevelUpdate)))
+		}, func(c string) error {
+			return writer.PutGrant(ctx, orgGrant(c, sidecar.LevelLook))
+		}, func(cs *resolve.CachedState, c string) bool { return orgLevel(cs, c) == sidecar.LevelLook }},
+		{"share withdrawn", "evalsha", func(t *testing.T, c string) {
+			must(t, writer.PutShare(ctx, &sidecar.Share{Customer: c, Resource: "orders", User: "pat", PartnerOrg: "pco", SharedBy: c, SharedAt: clock.Now()}))
+		}, func(c string) error {
+			_, err := writer.DeleteShare(ctx, c, "orders", "pco", "pat", c)
+			return err
+		}, func(cs *resolve.CachedState, c string) bool { return !sharedWithPat(cs, c) }},
+		{"assignment deleted by its domain", "eval", func(t *testing.T, c string) { claim(t, c, "d1.example") }, func(c string) error {
+			_, err := writer.ChangeAssignments(ctx, []sidecar.AssignmentChange{{Customer: c, From: "d1.example", By: "admin", At: clock.Now()}})
+			return err
+		}, func(cs *resolve.CachedState, c string) bool { return domainOf(cs, c) == "" }},
+		{"assignment moved to another domain", "eval", func(t *testing.T, c string) { claim(t, c, "d1.example") }, func(c string) error {
+			_, err := writer.ChangeAssignments(ctx, []sidecar.AssignmentChange{{Customer: c, From: "d1.example", To: assign(c, "d2.example"),
+				By: "admin", At: clock.Now()}})
+			return err
+		}, func(cs *resolve.CachedState, c string) bool { return domainOf(cs, c) == "d2.example" }},
+		{"assignment deleted", "getdel", func(t *testing.T, c string) { claim(t, c, "d1.example") }, func(c string) error {
+			return writer.DeleteAssignment(ctx, c)
+		}, func(cs *resolve.CachedState, c string) bool { return domainOf(cs, c) == "" }},
+		{"assignment loaded into another domain", "set", func(t *testing.T, c string) { claim(t, c, "d1.example") }, func(c string) error {
+			_, err := writer.PutAssignments(ctx, []sidecar.Assignment{*assign(c, "d2.example")})
+			return err
+		}, func(cs *resolve.CachedState, c string) bool { return domainOf(cs, c) == "d2.example" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Once with every reply, so that the write's script is cached
+			// in Redis (a lost reply to a script Redis does not know yet
+			// loses a NOSCRIPT, and nothing is written), then with one lost.
+			warm := "warm-" + strings.ReplaceAll(tc.name, " ", "-")
+			tc.setup(t, warm)
+			must(t, tc.write(warm))
+			customer := strings.ReplaceAll(tc.name, " ", "-")
+			tc.setup(t, customer)
+			// What the setup published is heard on every replica once
+			// this returns: what a cache drops after it is the write's.
+			must(t, writer.Invalidate(ctx, "fence:"+customer))
+			for _, cs := range []*resolve.CachedState{writerCache, otherCache} {
+				if tc.narrowed(cs, customer) {
+					t.Fatal("narrowed before the write: this case shows nothing")
+				}
+			}
+			px.LoseReply(tc.lose)
+			err := tc.write(customer)
+			if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE {
+				t.Fatalf("write whose reply was lost: %v, want unavailable", err)
+			}
+			// Read from Redis itself, through a cache of its own.
+			fresh := resolve.NewCachedState(other, resolve.CacheConfig{}.Defaults(), clock.Now, nil)
+			defer fresh.Close()
+			if !tc.narrowed(fresh, customer) {
+				t.Fatal("not narrowed in Redis: the write did not land, so this case shows nothing")
+			}
+			if !tc.narrowed(writerCache, customer) {
+				t.Error("the writer still answers the old access from its cache")
+			}
+			eventually(t, "the other replica's cache drops the old access", func() bool { return tc.narrowed(otherCache, customer) })
 		})
 	}
 }

@@ -488,7 +488,9 @@ func (s *Store) PutGrant(ctx context.Context, g *sidecar.Grant) error {
 		s.cfg.Retention.Milliseconds(), individual).Int64()
 	switch {
 	case err != nil:
-		return unavailable(err)
+		// The grant may stand with only its reply lost, and may narrow
+		// what the one it replaces allowed.
+		return s.evictDespite(ctx, unavailable(err), sidecar.GrantKey(g.Customer))
 	case n == -1:
 		return sidecar.Errorf(sidecar.ECONFLICT, "access request %s issues no more grants", g.RequestID)
 	case n == -2:
@@ -592,7 +594,8 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string)
 			break // replaced or revoked meanwhile
 		}
 		if err != nil {
-			return nil, unavailable(err)
+			// The revocation may be made with only its reply lost.
+			return nil, s.evictDespite(ctx, unavailable(err), sidecar.GrantKey(customer))
 		}
 		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			p.ZRem(ctx, s.tagged("porg", g.PartnerOrg, "grants"), field(customer, g.User))
@@ -876,7 +879,8 @@ func (s *Store) DeleteShare(ctx context.Context, customer, resource, partnerOrg,
 		return nil, notFound("share")
 	}
 	if err != nil {
-		return nil, unavailable(err)
+		// The share may be gone with only the reply lost.
+		return nil, s.evictDespite(ctx, unavailable(err), sidecar.ShareKey(customer))
 	}
 	sh, err := decode[sidecar.Share](raw)
 	if err != nil {

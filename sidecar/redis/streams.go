@@ -119,12 +119,14 @@ func (s *Store) PutAssignments(ctx context.Context, as []sidecar.Assignment) (in
 			}
 			return nil
 		})
-		if err != nil {
-			return stored, unavailable(err)
-		}
 		inv := make([]string, len(batch))
 		for i := range batch {
 			inv[i] = sidecar.AssignmentKey(batch[i].Customer)
+		}
+		if err != nil {
+			// Some of the batch may be written, with only the replies
+			// lost: a customer moved out of a domain is a narrowing.
+			return stored, s.evictDespite(ctx, unavailable(err), inv...)
 		}
 		s.publish(ctx, inv...)
 		stored += len(batch)
@@ -211,7 +213,13 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 			return nil
 		})
 		if err != nil {
-			return conflicts, unavailable(err)
+			// Any of the batch's changes may be applied with only its
+			// reply lost: each is evicted, as if applied.
+			keys := make([]string, len(batch))
+			for i, c := range batch {
+				keys[i] = sidecar.AssignmentKey(c.Customer)
+			}
+			return conflicts, s.evictDespite(ctx, unavailable(err), keys...)
 		}
 		var applied []string
 		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
@@ -401,7 +409,8 @@ func (s *Store) RemovedAssignment(ctx context.Context, customer string) (*sideca
 func (s *Store) DeleteAssignment(ctx context.Context, customer string) error {
 	raw, err := s.c.GetDel(ctx, s.assignKey(customer)).Result()
 	if err != nil {
-		return rerr(err, "assignment")
+		// The record may be gone with only the reply lost.
+		return s.evictDespite(ctx, rerr(err, "assignment"), sidecar.AssignmentKey(customer))
 	}
 	if old, err := decode[sidecar.Assignment](raw); err == nil {
 		s.c.ZRem(ctx, s.domainKey(old.Domain), old.Customer)
