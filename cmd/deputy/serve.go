@@ -171,6 +171,19 @@ func build(ctx context.Context, cfg *Config) (_ *server, err error) {
 		if err := m.RegisterRedisClockOffset(clock.get); err != nil {
 			return nil, err
 		}
+		// With snapshots only, a Redis restart undoes answered writes
+		// that narrow access: said in a metric and the log, and, with
+		// redis.require_aof, in readiness.
+		durable := newPersistenceWatch(state.redis.Persistence, persistenceCheckEvery, s.log)
+		if err := start(durable); err != nil {
+			return nil, err
+		}
+		if err := m.RegisterRedisPersistence(durable.aof, durable.readErrors); err != nil {
+			return nil, err
+		}
+		if cfg.Redis.RequireAOF {
+			ready = append(ready, readiness{aofCheck, durable.ready})
+		}
 	}
 
 	dlog, err := newDecisionLog(cfg.DecisionLog, cfg.Identity.CredentialCarriers, state.client, s.log, m)

@@ -24,6 +24,8 @@
 //	deputy_events_dropped_total                      past redis.events_hard_maxlen, unread by a consumer group
 //	deputy_audit_dropped_total, deputy_events_undelivered_total  records of committed changes never appended
 //	deputy_redis_clock_offset_seconds                Redis's clock minus this replica's, as last measured
+//	deputy_redis_aof_enabled                         1: every Redis master appends to an AOF, 0: one keeps only snapshots
+//	deputy_redis_persistence_read_errors_total       failed readings of that (INFO persistence)
 //	deputy_records_pending                           audit entries and events waiting for the store
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
 //	deputy_bundle_activations_total, deputy_bundle_activation_failures_total

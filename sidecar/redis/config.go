@@ -79,6 +79,8 @@ type Config struct {
 	AuditSelfMaxLen  int64         `yaml:"audit_self_maxlen" usage:"approximate length the stream of self-service audit records (accounts acting on their own side: own consent, partner requests, approvals, shares) is trimmed to, apart from the audit stream"`
 	Retention        time.Duration `yaml:"retention" usage:"how long ended sessions and decided access requests are kept (at most 876000h, 100 years)"`
 
+	RequireAOF bool `yaml:"require_aof" usage:"fail readiness (/readyz and the probes, as redis_aof) while a Redis master reports AOF off (appendonly no): a restart from an RDB snapshot undoes answered revocations, consent withdrawals and assignment removals, with their audit entries and events; deputy_redis_aof_enabled and a warning report it either way"`
+
 	InvalidationAckTimeout time.Duration `yaml:"invalidation_ack_timeout" usage:"how long a write that narrows access (session ended, consent withdrawn, grant revoked, assignment removed...) waits for every replica to confirm it dropped the cached state; past it the write stands but answers 503 eviction_unpublished, to be retried"`
 }
 
@@ -143,6 +145,11 @@ func (c Config) Enabled() bool { return len(c.Addrs) > 0 }
 // without addresses is valid: Redis is simply not used.
 func (c Config) Validate() error {
 	if !c.Enabled() {
+		if c.RequireAOF {
+			// The embedded store keeps state in this process only: a
+			// restart loses all of it, which no AOF can prevent.
+			return sidecar.Invalid("redis.require_aof", "needs redis.addrs: the embedded store keeps state in memory only")
+		}
 		return nil
 	}
 	switch {

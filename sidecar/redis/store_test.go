@@ -24,6 +24,10 @@ func TestConfigValidate(t *testing.T) {
 		{"sentinel", redis.Config{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster"}, ""},
 		{"cluster", redis.Config{Addrs: []string{"n1:6379", "n2:6379"}, Cluster: true}, ""},
 		{"not_configured", redis.Config{}, ""},
+		// The embedded store loses everything on a restart: no AOF can
+		// meet the requirement.
+		{"require_aof_without_redis", redis.Config{RequireAOF: true}, "redis.require_aof"},
+		{"require_aof", redis.Config{Addrs: []string{"a:1"}, RequireAOF: true}, ""},
 		{"address_without_port", redis.Config{Addrs: []string{"localhost"}}, "redis.addrs"},
 		{"ipv6_address", redis.Config{Addrs: []string{"[::1]:6379"}}, ""},
 		{"address_as_url", redis.Config{Addrs: []string{"redis://r:6379"}}, "redis.addrs"},
