@@ -113,6 +113,18 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 	if offset < -1 || offset > 1 {
 		t.Errorf("deputy_redis_clock_offset_seconds = %v on one host, want about 0", offset)
 	}
+	// Redis's persistence, read at start: the test's Redis runs with
+	// appendonly no. The outage below withdraws the figure until the next
+	// reading, after the final scrape.
+	var aof float64
+	eventually(t, "deputy_redis_aof_enabled read", func() bool {
+		var ok bool
+		aof, ok = sampled(t, metricsURL, "deputy_redis_aof_enabled")
+		return ok
+	})
+	if aof != 0 {
+		t.Errorf("deputy_redis_aof_enabled = %v with appendonly no, want 0", aof)
+	}
 
 	// Plain checks, both transports.
 	check("/catalog/shoes", nil)
@@ -186,7 +198,7 @@ func TestDashboardMetricsScrapedFromRunningServer(t *testing.T) {
 			sample(t, metricsURL, "deputy_bundle_activation_failures_total"))
 	}
 	scraped := scrape(t, metricsURL)
-	wantQueriedMetrics(t, scraped)
+	wantQueriedMetrics(t, scraped, "deputy_redis_aof_enabled")
 	if !scraped["deputy_build_info"] {
 		t.Error("a running Deputy does not export deputy_build_info")
 	}
@@ -205,7 +217,8 @@ func TestMetricsExportedFromStart(t *testing.T) {
 	eventually(t, "the first readiness evaluation", func() bool { return scrape(t, metricsURL)["deputy_readiness"] })
 	// The decision log's stream figures exist with the redis sink only
 	// (TestDashboardMetricsScrapedFromRunningServer has them).
-	wantQueriedMetrics(t, scrape(t, metricsURL), "deputy_decision_log_stream_")
+	// Redis's persistence is read only when there is a Redis.
+	wantQueriedMetrics(t, scrape(t, metricsURL), "deputy_decision_log_stream_", "deputy_redis_aof_enabled", "deputy_redis_persistence_")
 	for _, kind := range []string{"sessions", "grants", "shares", "assignments"} {
 		for _, series := range []string{
 			`deputy_state_cache_requests_total{cache="` + kind + `",result="miss"}`,

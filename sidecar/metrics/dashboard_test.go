@@ -54,6 +54,9 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterRedisClockOffset(func() (time.Duration, bool) { return 0, true }); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.RegisterRedisPersistence(func() (bool, bool) { return true, true }, func() uint64 { return 0 }); err != nil {
+		t.Fatal(err)
+	}
 	zero := func() uint64 { return 0 }
 	if err := m.RegisterRecords(metrics.RecordsFuncs{AuditDropped: zero, EventsDropped: zero, Pending: func() int { return 0 }}); err != nil {
 		t.Fatal(err)
@@ -139,7 +142,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 func TestAlertRulesShape(t *testing.T) {
 	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
-		"DeputyDecisionLogDropping", "DeputyDecisionLogShort", "DeputyDecisionLogStreamUnread", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyRedisClockSkew", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
+		"DeputyDecisionLogDropping", "DeputyDecisionLogShort", "DeputyDecisionLogStreamUnread", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyRedisClockSkew", "DeputyRedisNotDurable", "DeputyRedisPersistenceUnread", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {

@@ -150,6 +150,7 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- $redis := dict "addrs" .Values.redis.addrs "db" .Values.redis.db "tls" .Values.redis.tls "cluster" .Values.redis.cluster -}}
 {{- with .Values.redis.masterName }}{{ $_ := set $redis "master_name" . }}{{ end -}}
 {{- with .Values.redis.username }}{{ $_ := set $redis "username" . }}{{ end -}}
+{{- if .Values.redis.requireAOF }}{{ $_ := set $redis "require_aof" true }}{{ end -}}
 {{- if and .Values.redis.username (not (include "deputy.redisHasPassword" .)) }}{{ fail "redis.username needs redis.password or redis.existingSecret: without one the client connects as the default user" }}{{ end -}}
 {{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}

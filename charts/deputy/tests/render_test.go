@@ -558,6 +558,7 @@ func TestDeputyConfig(t *testing.T) {
 			values: "redis.yaml",
 			want: map[string]any{
 				"redis.master_name":        "deputy",
+				"redis.require_aof":        true,
 				"redis.addrs":              []any{"sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379", "sentinel-2.sentinel:26379"},
 				"impersonation.redeem_ttl": "20s",
 				// The newest key signs: the order of the values is kept.

@@ -130,3 +130,40 @@ func TestDecisionLogStreamUnreadAlert(t *testing.T) {
 		}
 	}
 }
+
+// DeputyRedisNotDurable fires when a replica reads a Redis master without
+// AOF: the gauge is the same on every replica reading the same masters,
+// so one alert per job, and min, so that one master without AOF is
+// enough. Failed readings leave the gauge absent: another alert reads
+// them.
+func TestRedisNotDurableAlert(t *testing.T) {
+	rules := renderedRules(t)
+	r, ok := rules["DeputyRedisNotDurable"]
+	if !ok {
+		t.Fatal("DeputyRedisNotDurable not rendered")
+	}
+	e, err := parser.NewParser(parser.Options{}).ParseExpr(r.Expr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmp, ok := e.(*parser.BinaryExpr)
+	if !ok || cmp.Op.String() != "==" || cmp.RHS.String() != "0" {
+		t.Fatalf("DeputyRedisNotDurable is not a comparison with 0: %s", r.Expr.String())
+	}
+	uses := selectors(t, r.Expr.String())
+	if len(uses) != 1 || uses[0].name != "deputy_redis_aof_enabled" || uses[0].agg != "min" {
+		t.Fatalf("DeputyRedisNotDurable reads %+v, want min of deputy_redis_aof_enabled", uses)
+	}
+	if r.For == nil || string(*r.For) == "" {
+		t.Error("DeputyRedisNotDurable fires on one evaluation; want a for: of some minutes")
+	}
+	var unread bool
+	for _, r := range rules {
+		for _, u := range selectors(t, r.Expr.String()) {
+			unread = unread || u.name == "deputy_redis_persistence_read_errors_total" && slices.Contains(u.funcs, "increase")
+		}
+	}
+	if !unread {
+		t.Error("no alert reads deputy_redis_persistence_read_errors_total")
+	}
+}
