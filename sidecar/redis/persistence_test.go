@@ -84,3 +84,24 @@ func TestPersistenceRefusedINFO(t *testing.T) {
 		t.Fatal("a refused reading says AOF on")
 	}
 }
+
+// Through Sentinel, the master it names is read: the one holding the
+// state, not the Sentinel.
+func TestPersistenceSentinelMaster(t *testing.T) {
+	master := redistest.Start(t, "--appendonly", "no")
+	sentinel := redistest.StartSentinel(t, "deputy", master)
+	cfg := redis.Config{Addrs: []string{sentinel.Addr}, MasterName: "deputy"}
+	p, err := persistenceOf(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.AOF() || p.Masters != 1 || !slices.Equal(p.WithoutAOF, []string{"sentinel master deputy"}) {
+		t.Fatalf("read %+v, want the Sentinel's master without AOF", p)
+	}
+	if err := master.Client().ConfigSet(context.Background(), "appendonly", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = persistenceOf(t, cfg); err != nil || !p.AOF() {
+		t.Fatalf("the master with AOF read as %+v, %v", p, err)
+	}
+}

@@ -46,6 +46,7 @@ type Server struct {
 	t    testing.TB
 	dir  string
 	args []string
+	conf string // a Sentinel's config file: redis-server wants it first
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -72,6 +73,33 @@ func Start(t testing.TB, args ...string) *Server {
 	return nil
 }
 
+// StartSentinel starts a Sentinel (redis-server --sentinel) on a free
+// loopback port, monitoring master under name with a quorum of one, and
+// stops it when the test ends. Clients with master_name name find the
+// master through it.
+func StartSentinel(t testing.TB, name string, master *Server) *Server {
+	t.Helper()
+	var lastErr error
+	for range 5 {
+		port, err := freePort(false)
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		dir := t.TempDir()
+		conf := dir + "/sentinel.conf"
+		if err := os.WriteFile(conf, []byte("sentinel monitor "+name+" 127.0.0.1 "+strconv.Itoa(master.Port)+" 1\n"), 0o600); err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		s := &Server{Port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, dir: dir, conf: conf}
+		if lastErr = s.start(); lastErr == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+	}
+	t.Fatalf("redistest: start redis-server --sentinel: %v", lastErr)
+	return nil
+}
+
 func binary(name string) (string, error) {
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -85,10 +113,13 @@ func (s *Server) start() error {
 	if err != nil {
 		s.t.Fatalf("redistest: %v", err)
 	}
-	argv := append([]string{
-		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--protected-mode", "no", "--logfile", "",
-	}, s.args...)
+	var argv []string
+	if s.conf != "" {
+		argv = []string{s.conf, "--sentinel"}
+	}
+	argv = append(argv, "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--protected-mode", "no", "--logfile", "")
+	argv = append(argv, s.args...)
 	cmd := exec.Command(bin, argv...)
 	out, _ := os.Create(s.dir + "/redis.log")
 	cmd.Stdout, cmd.Stderr = out, out
