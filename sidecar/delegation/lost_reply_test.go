@@ -177,6 +177,62 @@ func TestRevokeRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	}
 }
 
+// Revoke whose script lost its reply while the client's own retry
+// (redis.max_retries, 1 by default) ran it again, finding the grant
+// already gone, is recorded as the revocation it made. Before, the
+// second run's "nothing to revoke" sent Revoke down the path of a grant
+// revoked or replaced by someone else: it answered success and appended
+// neither partner.revoke nor grant.revoked, so the revocation was in no
+// trail and no mail announced it.
+func TestRevokeWhoseClientRetryFindsItRevokedIsRecorded(t *testing.T) {
+	srv := redistest.Start(t)
+	px := redistest.StartProxy(t, srv.Addr)
+	env := newPartnerEnv(t, partnerStore{name: "redis-proxied", open: func(t *testing.T, clock sidecar.Clock) sidecar.Store {
+		return newFaultStore(t, redis.Config{Addrs: []string{px.Addr}, KeyPrefix: "retryrevoke", ReadTimeout: redistest.ReplyTimeout,
+			WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout}, clock)
+	}})
+	ctx := context.Background()
+	rec := startedRecorder(t, env.store)
+	p := delegation.NewPartners(env.store, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(env.clock.Now), delegation.WithPartnerRecorder(rec))
+	env.grant(t, patUser, individualRequest(sidecar.LevelLook, 30, "pat", "paul"))
+	grantOf := func(user string) *sidecar.Grant {
+		e, err := env.store.EffectiveGrants(ctx, "acme", "partnerco", user)
+		if err != nil || e.Individual == nil {
+			t.Fatalf("%s's grant: %+v %v", user, e, err)
+		}
+		return e.Individual
+	}
+	pat, paul := grantOf("pat"), grantOf("paul")
+	// Warm: loads the revoke script, as a running Deputy has it.
+	if _, err := p.Revoke(ctx, cora, "acme", paul.ID, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	px.LoseReply("evalsha")
+	if _, err := p.Revoke(ctx, cora, "acme", pat.ID, allowAll); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if _, err := env.store.RevokedGrant(ctx, "acme", pat.ID); err != nil {
+		t.Fatalf("pat's grant not revoked: %v", err)
+	}
+	if px.LosingReply() {
+		t.Fatal("no reply was lost: this case shows nothing")
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	entries := audited(t, env.store, "partner.revoke", pat.ID)
+	evs := 0
+	for _, e := range events(t, env.store, sidecar.EventGrantRevoked) {
+		if e.Data["grant_id"] == pat.ID {
+			evs++
+			if e.Actor != cora.Subject {
+				t.Errorf("grant.revoked by %q, want %q", e.Actor, cora.Subject)
+			}
+		}
+	}
+	if len(entries) != 1 || evs != 1 {
+		t.Errorf("revocation of %s: %d partner.revoke audit entries, %d grant.revoked events; want 1 and 1", pat.ID, len(entries), evs)
+	}
+}
+
 // A revocation is recorded again only while the store remembers whether
 // its first record got through: a retry later than sidecar.AppendOnceWindow
 // appends no second partner.revoke nor grant.revoked.

@@ -775,9 +775,10 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 	}
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
 		// Revoked, expired or replaced meanwhile, or an approval closed
-		// above before it stored the grant. This caller did nothing to
-		// audit or announce.
-		if err := p.replaced(ctx, g); err != nil {
+		// above before it stored the grant. A revocation found is
+		// recorded again: it may be this call's, its script run and its
+		// reply lost, the client's retry finding nothing left to revoke.
+		if err := p.replaced(ctx, caller, g); err != nil {
 			return nil, err
 		}
 		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
@@ -806,9 +807,14 @@ const reasonGrantReplaced = "grant_replaced"
 // gone while the user holds it. It names that grant, for the caller to
 // revoke it by its id. g revoked meanwhile (the store kept it), or
 // nothing live for the same access, is no error: what the revocation
-// asks holds, and a retry of one that revoked g answers as it did.
-func (p *Partners) replaced(ctx context.Context, g *sidecar.Grant) error {
-	_, err := p.store.RevokedGrant(ctx, g.Customer, g.ID)
+// asks holds, and a retry of one that revoked g answers as it did. g
+// found revoked is recorded again (recordRevokeAgain), as the revoker's.
+func (p *Partners) replaced(ctx context.Context, caller *sidecar.Identity, g *sidecar.Grant) error {
+	revoked, err := p.store.RevokedGrant(ctx, g.Customer, g.ID)
+	if err == nil {
+		p.recordRevokeAgain(ctx, caller, revoked)
+		return nil
+	}
 	if sidecar.ErrorCode(err) != sidecar.ENOTFOUND {
 		return err
 	}

@@ -160,6 +160,14 @@ func (p *Proxy) LoseReply(name string) {
 	p.lose = name
 }
 
+// LosingReply reports whether the command LoseReply named is still to
+// come: false once its reply was lost (or after Reset).
+func (p *Proxy) LosingReply() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lose != ""
+}
+
 // Commands is how many commands were forwarded since the last Reset.
 func (p *Proxy) Commands() int {
 	p.mu.Lock()
