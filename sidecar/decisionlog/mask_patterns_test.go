@@ -179,7 +179,9 @@ func TestSecretName(t *testing.T) {
 		// Numbered, and split by camelCase into single letters: a second
 		// key is a key, sK is sk; words holding the same letters are not.
 		"sk2": true, "SK2": true, "stripe_sk2": true, "sK": true, "pWd": true, "pin1": true, "pan2": true, "iban1": true,
-		"key2": true, "x-sig1": true,
+		"key2": true, "x-sig1": true, "accesskey2": true, "x-bunny-accesskey2": true, "privatekey2": true, "x-appkey2": true,
+		"userpwd2": true, "basicauth2": true, "verificationcode2": true, "magiclink2": true, "cardnumber2": true,
+		"card_number2": true, "passkeys2": true, "urlsig2": true, "x-access-token2": true,
 		"sku2": false, "task1": false, "skip2": false, "sKu": false, "sKip": false, "desk2": false, "span2": false,
 		"accredited": false, "sacred": false, "timecode": false, "one_time": false, "invite": false, "password_hint": true,
 	} {
@@ -248,7 +250,7 @@ func TestMaskingPassAuthCodesAndPlurals(t *testing.T) {
 			"cred", "creds", "user_cred", "userCreds", "awscreds", "aws_creds", "CREDS", "db_credential", "apiCredentials",
 			"sk", "SK", "stripe_sk", "stripeSk", "sk_live", "x-sk",
 			// Numbered, or split by camelCase into single letters.
-			"sk2", "sK", "stripe_sk2", "pWd", "pin1",
+			"sk2", "sK", "stripe_sk2", "pWd", "pin1", "accesskey2", "userpass2", "card_number2", "subscriptionkey2",
 		},
 		keptHeaders: []string{"x-passage", "x-compass", "x-author", "x-oauth-provider", "x-keys", "x-hotkeys", "x-task", "x-desk", "x-credit"},
 		keptParams: []string{
@@ -260,7 +262,7 @@ func TestMaskingPassAuthCodesAndPlurals(t *testing.T) {
 			"task", "tasks", "sku", "skus", "skip", "desk", "ask", "risk", "disk", "mask", "kiosk", "skin", "task_id", "sku_id",
 			"credit", "credits", "credit_limit", "incredible", "accredited", "credo", "credible", "sacred", "discredit",
 			"passage_id", "wordpress", "keyword", "swordfish", "crossword",
-			"sku2", "task1", "sKu", "desk2",
+			"sku2", "task1", "sKu", "desk2", "monkey2", "keyboard2", "page2", "x-request-id2",
 		},
 	})
 }

@@ -155,31 +155,33 @@ func secretName(name string) bool {
 		for j < len(name) && alnum(name[j]) && (j == i || !camelBreak(name[j-1], name[j])) {
 			j++
 		}
-		w := name[i:j]
-		if w != "" && (numberedWordIs(w) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) ||
+		// A word is read without the number that ends it: a second key
+		// (sk2, accesskey2, card_number2) is as secret as the first.
+		w := trimDigits(name[i:j])
+		if w != "" && (wordIs(w, secretWords...) || wordIs(w, secretWholeWords...) || (hasPrefixFolded(w, "auth") && !wordIs(w, notSecretAuthWords...)) ||
 			pairIs(prev, w) || tripleIs(prev2, prev, w) || compoundIs(w) ||
-			joined && prev != "" && pluralWord(w) && compoundIs(name[prevStart:j])) {
+			joined && prev != "" && pluralWord(w) && compoundIs(trimDigits(name[prevStart:j]))) {
 			return true
 		}
 		// A run of letters and digits that camelCase splits into pieces
 		// is read whole as well: sK and pWd are sk and pwd.
-		if joined && (j == len(name) || !alnum(name[j])) && numberedWordIs(name[runStart:j]) {
-			return true
+		if joined && (j == len(name) || !alnum(name[j])) {
+			if run := trimDigits(name[runStart:j]); wordIs(run, secretWords...) || wordIs(run, secretWholeWords...) {
+				return true
+			}
 		}
 		prev2, prev, prevStart, i = prev, w, i, j
 	}
 	return false
 }
 
-// numberedWordIs reports whether w, folded, is one of secretWords or
-// secretWholeWords, alone or numbered (sk2, pin1, key_2 is two words
-// already): a second key is as secret as the first.
-func numberedWordIs(w string) bool {
+// trimDigits is w without the digits that end it.
+func trimDigits(w string) string {
 	n := len(w)
 	for n > 0 && w[n-1] >= '0' && w[n-1] <= '9' {
 		n--
 	}
-	return n > 0 && (wordIs(w[:n], secretWords...) || wordIs(w[:n], secretWholeWords...))
+	return w[:n]
 }
 
 // compoundIs reports whether the word w, folded, is a credential word
