@@ -26,7 +26,7 @@ const aofCheck = "redis_aof"
 
 // Log messages of persistenceWatch, matched by its tests.
 const (
-	aofOffMsg     = "redis keeps Deputy's state without AOF (appendonly no): a Redis restart reloads its last RDB snapshot and undoes every answered write since; revoked grants, withdrawn consents and removed assignments are honoured again, and their audit entries and events vanish. Set appendonly yes"
+	aofOffMsg     = "redis keeps Deputy's state without AOF (appendonly no): a Redis restart reloads its last RDB snapshot and undoes every answered write since; revoked grants, withdrawn consents and removed assignments are honoured again, and their audit entries and events vanish. Set appendonly yes in redis.conf (CONFIG SET alone lasts until the next restart: follow it with CONFIG REWRITE)"
 	aofOnMsg      = "redis appends Deputy's state to an AOF again (appendonly yes)"
 	aofUnreadMsg  = "redis persistence not read; deputy_redis_aof_enabled is absent until it is"
 	aofAtRiskNote = "revocations, consent withdrawals, assignment removals, audit entries, events"
