@@ -228,8 +228,13 @@ func TestRedisStreamReadErrorsCounted(t *testing.T) {
 		name  string
 		setup func(t *testing.T, srv *redistest.Server, cfg decisionlog.Config) deputyredis.Config
 	}{
-		{"acl user without xinfo", func(t *testing.T, srv *redistest.Server, _ decisionlog.Config) deputyredis.Config {
+		{"acl user without xinfo", func(t *testing.T, srv *redistest.Server, cfg decisionlog.Config) deputyredis.Config {
 			if err := srv.Client().Do(context.Background(), "ACL", "SETUSER", "logger", "on", ">logger-pw", "~*", "&*", "+@all", "-xinfo").Err(); err != nil {
+				t.Fatal(err)
+			}
+			// The stream exists before the logger starts: a missing one
+			// is read without XINFO, and that reading would succeed.
+			if err := srv.Client().Do(context.Background(), "XADD", cfg.Stream, "*", "probe", "1").Err(); err != nil {
 				t.Fatal(err)
 			}
 			return deputyredis.Config{Addrs: []string{srv.Addr}, Username: "logger", Password: "logger-pw"}
@@ -247,8 +252,6 @@ func TestRedisStreamReadErrorsCounted(t *testing.T) {
 			cfg.StatsInterval = 20 * time.Millisecond
 			l := startLogger(t, cfg, deputySinkWith(t, cfg, tc.setup(t, srv, cfg)).sink)
 			reg := streamMetrics(t, l)
-			// A stream that exists: a missing one is read without XINFO.
-			logN(t, l, "probe", 1)
 			waitFor(t, "three failed reads counted", func() bool {
 				v, ok := metricValue(t, reg, "deputy_decision_log_stream_read_errors_total")
 				return ok && v >= 3
