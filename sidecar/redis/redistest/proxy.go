@@ -45,7 +45,10 @@ type Proxy struct {
 	stallOn []byte                // StallOn: what a command holds to stall its connection
 	stalled map[net.Conn]struct{} // client connections stalled by StallOn, still open
 	nstalls int                   // connections StallOn stalled since the last Reset
+	delayOn []byte                // DelayOn: what the command to hold late holds
+	delay   time.Duration         // DelayOn: how long to hold it
 	stopped bool
+	done    chan struct{} // closed by Stop: ends a DelayOn hold
 	wg      sync.WaitGroup
 }
 
@@ -58,7 +61,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 		t.Fatalf("redistest: proxy listen: %v", err)
 	}
 	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, subs: map[net.Conn]struct{}{},
-		muted: map[net.Conn]struct{}{}, stalled: map[net.Conn]struct{}{}, cutAt: -1}
+		muted: map[net.Conn]struct{}{}, stalled: map[net.Conn]struct{}{}, cutAt: -1, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Stop)
@@ -93,7 +96,7 @@ func (p *Proxy) CutOn(part string) {
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.count, p.cutAt, p.cutOn, p.cut, p.deaf, p.hold, p.lose, p.stallOn = 0, -1, "", false, false, 0, "", nil
+	p.count, p.cutAt, p.cutOn, p.cut, p.deaf, p.hold, p.lose, p.stallOn, p.delayOn = 0, -1, "", false, false, 0, "", nil, nil
 	p.releaseHeld()
 	for c := range p.stalled {
 		_ = c.Close()
@@ -111,6 +114,20 @@ func (p *Proxy) StallOn(s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stallOn = []byte(s)
+}
+
+// DelayOn holds the next command holding s (a key name, say) for d, then
+// forwards it to Redis, which runs it, whether or not its client still
+// waits: a client that gave up meanwhile (its read timeout) has closed
+// its side, and the server side stays open long enough for Redis to run
+// the command. Commands after it on that connection wait behind it;
+// other connections keep working. The write arrives late, as over a
+// stalled link or through a stalling middlebox, after its client was
+// told it failed.
+func (p *Proxy) DelayOn(s string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delayOn, p.delay = []byte(s), d
 }
 
 // Stalled is how many connections StallOn stalled since the last Reset,
@@ -190,6 +207,7 @@ func (p *Proxy) Stop() {
 		return
 	}
 	p.stopped = true
+	close(p.done)
 	_ = p.ln.Close()
 	for c := range p.conns {
 		_ = c.Close()
@@ -302,9 +320,16 @@ const lostReplyGrace = time.Second
 // and cuts when the planned count is reached.
 func (p *Proxy) commands(client, server net.Conn) {
 	defer p.wg.Done()
-	lost := false
+	lost, late := false, false
 	defer func() {
-		if !lost {
+		switch {
+		case lost:
+		case late:
+			// As for a lost reply: the client is gone, replies closes
+			// both once Redis had time to run the late command.
+			_ = server.SetReadDeadline(time.Now().Add(lostReplyGrace))
+			_ = client.Close()
+		default:
 			p.forget(client, server)
 		}
 	}()
@@ -352,7 +377,19 @@ func (p *Proxy) commands(client, server net.Conn) {
 			p.lose, lost = "", true
 			p.muted[client] = struct{}{}
 		}
+		var delay time.Duration
+		if !handshake && len(p.delayOn) > 0 && bytes.Contains(cmd, p.delayOn) {
+			p.delayOn, delay = nil, p.delay
+		}
 		p.mu.Unlock()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-p.done:
+				return
+			}
+			late = true
+		}
 		if _, err := server.Write(cmd); err != nil {
 			return
 		}
