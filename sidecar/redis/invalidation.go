@@ -370,12 +370,69 @@ func (s *Store) publishNarrowed(ctx context.Context, keys ...string) error {
 // publishNarrowed does: the caller is answered 503 either way, and with
 // Redis gone the wait would only hold every failing write for the
 // confirmation bound. err is returned as it is.
+//
+// The write may also not have reached Redis yet (a stalled link, a
+// stalling proxy or TLS terminator, TCP retransmitting it): the replicas
+// that drop the keys now read the old state again, and would cache it
+// for their whole TTL once the write lands. So the eviction goes out
+// again later (evictLater).
 func (s *Store) evictDespite(ctx context.Context, err error, keys ...string) error {
 	if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE || len(keys) == 0 {
 		return err
 	}
 	s.publish(ctx, keys...)
+	s.evictLater(keys)
 	return err
+}
+
+// The evictions of a failed narrowing write go out again lateEvictFirst
+// after it failed, then at twice that age each time, the last at
+// lateEvictLast: a write landing at age a (a >= lateEvictFirst) is
+// evicted again by age 2a, so what it narrowed stays allowed after it
+// lands for at most as long as it was late (and never past the cache
+// TTL, which bounds it anyway). The span is fixed, as the store does not
+// know the caches' TTL: two minutes covers what TCP keeps retransmitting
+// for a connection its client closed (Linux gives up on it after about
+// 100 s at the minimum retransmission timeout). After a write landing
+// later, the old state stays allowed until the cache TTL runs out, as
+// before. Failed writes happen only under faults: nothing is spent
+// otherwise.
+const (
+	lateEvictFirst = time.Second
+	lateEvictLast  = 128 * time.Second
+)
+
+// evictLater publishes keys again at lateEvictFirst, twice that, and so
+// on up to lateEvictLast after now, from one goroutine that Close stops.
+// A publish that fails is logged at debug level: the first one has
+// already warned, and Redis is likely still out of reach.
+func (s *Store) evictLater(keys []string) {
+	s.inv.mu.Lock()
+	defer s.inv.mu.Unlock()
+	if s.inv.closed {
+		return
+	}
+	s.inv.wg.Add(1)
+	go func() {
+		defer s.inv.wg.Done()
+		failed := time.Now()
+		timer := time.NewTimer(lateEvictFirst)
+		defer timer.Stop()
+		for age := lateEvictFirst; age <= lateEvictLast; age *= 2 {
+			timer.Reset(time.Until(failed.Add(age)))
+			select {
+			case <-s.inv.done:
+				return
+			case <-timer.C:
+			}
+			s.dispatch(keys...)
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout+s.cfg.ReadTimeout)
+			if err := s.send(ctx, keys...); err != nil {
+				s.log.Debug("publish invalidation again", "keys", keys, "err", err)
+			}
+			cancel()
+		}
+	}()
 }
 
 // Subscribe calls fn for every key published on the channel from now on.

@@ -284,3 +284,105 @@ func TestPartnerAndResellerNarrowingWithLostReplyStillEvicts(t *testing.T) {
 		})
 	}
 }
+
+// A revocation whose command reaches Redis late, after the writer's read
+// timeout (a stalled link), answers 503 and is evicted at once; every
+// replica's next check may then read Redis before the revocation lands
+// and cache the old grant again. The eviction goes out again later, so
+// the caches drop it once Redis holds the revocation, rather than
+// honouring it for their whole TTL. Before, nothing was published after
+// the first eviction, and both replicas kept the revoked grant.
+func TestNarrowingWriteArrivingLateIsEvictedAgain(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	px := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(storetest.Epoch)
+	prefix := freshPrefix()
+	// The production read timeout for the writer: its revocation is the
+	// write that times out.
+	const readTimeout = redis.DefaultReadTimeout
+	open := func(addr string, timeout time.Duration) (*redis.Store, *resolve.CachedState) {
+		s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: prefix, MaxRetries: -1, ReadTimeout: timeout,
+			WriteTimeout: timeout, InvalidationAckTimeout: redistest.AckTimeout}, redis.WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		// The TTL never runs out in the test (the clock stands still):
+		// only an eviction drops the old grant.
+		cached := resolve.NewCachedState(s, resolve.CacheConfig{TTL: time.Hour, NegativeTTL: time.Hour}, clock.Now, nil)
+		t.Cleanup(func() { _ = cached.Close() })
+		return s, cached
+	}
+	// The writer reaches Redis through the proxy; the other replica does
+	// not, and makes the setup.
+	writer, writerCache := open(px.Addr, readTimeout)
+	other, otherCache := open(srv.Addr, redistest.ReplyTimeout)
+	eventuallyNoSubscriberBut(t, srv.Client(), prefix+":invalidate", 2)
+
+	const customer, grant = "late-revoke", "g-late-revoke"
+	// level is the organisation's level for customer as src reads it.
+	level := func(src interface {
+		EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error)
+	}) (sidecar.Level, error) {
+		eg, err := src.EffectiveGrants(ctx, customer, "pco", "")
+		if err != nil || eg.Organisation == nil {
+			return "", err
+		}
+		return eg.Organisation.Level, nil
+	}
+	revoked := func(src interface {
+		EffectiveGrants(ctx context.Context, customer, partnerOrg, user string) (sidecar.EffectiveGrants, error)
+	}) bool {
+		l, err := level(src)
+		return err == nil && l == ""
+	}
+	// A grant revoked once, so that Redis knows the script (the writer's
+	// EVALSHA would otherwise be answered NOSCRIPT, late, and write
+	// nothing).
+	for _, c := range []string{"warm-" + customer, customer} {
+		if err := other.PutGrant(ctx, &sidecar.Grant{ID: "g-" + c, Customer: c, PartnerOrg: "pco", Level: sidecar.LevelUpdate,
+			ExpiresAt: clock.Now().Add(time.Hour), ApprovedBy: c, ApprovedAt: clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if c != customer {
+			if _, err := other.RevokeGrant(ctx, c, "g-"+c, "boss", "cust"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// The revocation reaches Redis well after the writer gave up on it.
+	start := time.Now()
+	px.DelayOn(grant, 4*readTimeout)
+	_, err := writer.RevokeGrant(ctx, customer, grant, "boss", "cust")
+	if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE {
+		t.Fatalf("revocation that reached Redis late: %v, want unavailable", err)
+	}
+	failed := time.Since(start)
+	// Once every replica heard the eviction that went out at once, each
+	// reads the grant again, before Redis holds the revocation.
+	if err := other.Invalidate(ctx, "fence:"+customer); err != nil {
+		t.Fatal(err)
+	}
+	for name, cs := range map[string]*resolve.CachedState{"writer": writerCache, "other replica": otherCache} {
+		if l, err := level(cs); err != nil || l != sidecar.LevelUpdate {
+			t.Fatalf("%s read %q, %v, before the revocation landed, want the grant: the revocation was not late enough to show anything", name, l, err)
+		}
+	}
+	if revoked(other) {
+		t.Fatal("revoked in Redis before the caches read the grant again: this case shows nothing")
+	}
+	// Checks keep coming on both replicas meanwhile: each cache reads the
+	// grant again whenever something evicted it before Redis held the
+	// revocation.
+	eventually(t, "Redis holds the revocation", func() bool {
+		_, _ = level(writerCache)
+		_, _ = level(otherCache)
+		return revoked(other)
+	})
+	landed := time.Since(start)
+	eventually(t, "both caches drop the revoked grant", func() bool { return revoked(writerCache) && revoked(otherCache) })
+	t.Logf("revocation answered 503 after %s, landed after %s, dropped by both caches after %s",
+		failed.Round(time.Millisecond), landed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
