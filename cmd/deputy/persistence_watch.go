@@ -40,9 +40,10 @@ const (
 // (Redis down, INFO refused by an ACL or a managed Redis) withdraws the
 // figure, is counted, and is logged once until one succeeds.
 type persistenceWatch struct {
-	read  func(context.Context) (redis.Persistence, error)
-	every time.Duration
-	log   *slog.Logger
+	read    func(context.Context) (redis.Persistence, error)
+	every   time.Duration
+	timeout time.Duration // bounds one reading
+	log     *slog.Logger
 
 	last     atomic.Pointer[redis.Persistence] // the last reading; nil when it failed
 	known    atomic.Pointer[redis.Persistence] // the last reading that succeeded
@@ -57,7 +58,7 @@ type persistenceWatch struct {
 }
 
 func newPersistenceWatch(read func(context.Context) (redis.Persistence, error), every time.Duration, log *slog.Logger) *persistenceWatch {
-	return &persistenceWatch{read: read, every: every, log: log}
+	return &persistenceWatch{read: read, every: every, timeout: min(persistenceReadTimeout, every), log: log}
 }
 
 // aof is the last reading: whether every master has AOF on, and whether
@@ -121,7 +122,7 @@ func (w *persistenceWatch) Stop(ctx context.Context) error {
 }
 
 func (w *persistenceWatch) check(ctx context.Context) {
-	rctx, cancel := context.WithTimeout(ctx, min(persistenceReadTimeout, w.every))
+	rctx, cancel := context.WithTimeout(ctx, w.timeout)
 	p, err := w.read(rctx)
 	cancel()
 	if err != nil {

@@ -33,6 +33,10 @@ func TestPersistenceWatchWarnsOnceOnChange(t *testing.T) {
 	}
 	lines := &logtest.Lines{}
 	w := newPersistenceWatch(read, 5*time.Millisecond, slog.New(slog.NewJSONHandler(lines, nil)))
+	// Readings come every 5 ms so that the test is quick, but each may
+	// take longer on a loaded machine: bounded by the interval, a slow
+	// one would fail and be logged as unread.
+	w.timeout = redistest.ReplyTimeout
 	if _, ok := w.aof(); ok {
 		t.Fatal("a figure before any reading")
 	}
