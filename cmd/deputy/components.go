@@ -395,15 +395,15 @@ func (c cacheMetrics) Evict(kind string) { c.m.CacheEviction(kind, "invalidated"
 // background, so a scrape never waits on the store: a frozen Redis makes
 // the gauges stale, never /metrics slow.
 type liveCounts struct {
+	periodic
 	store  sidecar.Store
-	every  time.Duration
 	counts atomic.Pointer[map[string]int]
-	stop   context.CancelFunc
-	done   chan struct{}
 }
 
 func newLiveCounts(store sidecar.Store, every time.Duration) *liveCounts {
-	return &liveCounts{store: store, every: every}
+	l := &liveCounts{store: store}
+	l.periodic = periodic{every: every, run: l.refresh}
+	return l
 }
 
 // get is the last count (empty before the first one).
@@ -412,35 +412,6 @@ func (l *liveCounts) get() map[string]int {
 		return *c
 	}
 	return nil
-}
-
-func (l *liveCounts) Start(context.Context) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	l.stop, l.done = cancel, make(chan struct{})
-	go func() {
-		defer close(l.done)
-		t := time.NewTicker(l.every)
-		defer t.Stop()
-		for {
-			l.refresh(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return nil
-}
-
-func (l *liveCounts) Stop(ctx context.Context) error {
-	l.stop()
-	select {
-	case <-l.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // liveSessions counts the live sessions started in the last day, reading
@@ -500,17 +471,17 @@ const (
 // once when the offset passes clockSkewWarn and says once when it is back
 // within, not at every measurement. A failed measurement keeps the last.
 type clockWatch struct {
+	periodic
 	measure func(context.Context) (time.Duration, error)
-	every   time.Duration
 	log     *slog.Logger
 	offset  atomic.Pointer[time.Duration]
 	apart   bool // past clockSkewWarn at the last measurement; the loop's own
-	stop    context.CancelFunc
-	done    chan struct{}
 }
 
 func newClockWatch(measure func(context.Context) (time.Duration, error), every time.Duration, log *slog.Logger) *clockWatch {
-	return &clockWatch{measure: measure, every: every, log: log}
+	w := &clockWatch{measure: measure, log: log}
+	w.periodic = periodic{every: every, run: w.check}
+	return w
 }
 
 // get is the last offset measured, and whether one was.
@@ -521,15 +492,25 @@ func (w *clockWatch) get() (time.Duration, bool) {
 	return 0, false
 }
 
-func (w *clockWatch) Start(context.Context) error {
+// periodic runs run at Start and every period after, on a goroutine of
+// its own, until Stop: the background readings of the store (live counts,
+// Redis's clock, its persistence) that no check or scrape waits on.
+type periodic struct {
+	every time.Duration
+	run   func(context.Context)
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+func (p *periodic) Start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
-	w.stop, w.done = cancel, make(chan struct{})
+	p.stop, p.done = cancel, make(chan struct{})
 	go func() {
-		defer close(w.done)
-		t := time.NewTicker(w.every)
+		defer close(p.done)
+		t := time.NewTicker(p.every)
 		defer t.Stop()
 		for {
-			w.check(ctx)
+			p.run(ctx)
 			select {
 			case <-ctx.Done():
 				return
@@ -540,10 +521,10 @@ func (w *clockWatch) Start(context.Context) error {
 	return nil
 }
 
-func (w *clockWatch) Stop(ctx context.Context) error {
-	w.stop()
+func (p *periodic) Stop(ctx context.Context) error {
+	p.stop()
 	select {
-	case <-w.done:
+	case <-p.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -40,8 +40,8 @@ const (
 // (Redis down, INFO refused by an ACL or a managed Redis) withdraws the
 // figure, is counted, and is logged once until one succeeds.
 type persistenceWatch struct {
+	periodic
 	read    func(context.Context) (redis.Persistence, error)
-	every   time.Duration
 	timeout time.Duration // bounds one reading
 	log     *slog.Logger
 
@@ -52,13 +52,12 @@ type persistenceWatch struct {
 
 	logged  *bool // AOF as last logged; the loop's own
 	failing bool  // the loop's own
-
-	stop context.CancelFunc
-	done chan struct{}
 }
 
 func newPersistenceWatch(read func(context.Context) (redis.Persistence, error), every time.Duration, log *slog.Logger) *persistenceWatch {
-	return &persistenceWatch{read: read, every: every, timeout: min(persistenceReadTimeout, every), log: log}
+	w := &persistenceWatch{read: read, timeout: min(persistenceReadTimeout, every), log: log}
+	w.periodic = periodic{every: every, run: w.check}
+	return w
 }
 
 // aof is the last reading: whether every master has AOF on, and whether
@@ -90,35 +89,6 @@ func (w *persistenceWatch) ready(context.Context) error {
 		return fmt.Errorf("redis.require_aof: AOF is off (appendonly no) on %s", strings.Join(p.WithoutAOF, ", "))
 	}
 	return nil
-}
-
-func (w *persistenceWatch) Start(context.Context) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	w.stop, w.done = cancel, make(chan struct{})
-	go func() {
-		defer close(w.done)
-		t := time.NewTicker(w.every)
-		defer t.Stop()
-		for {
-			w.check(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return nil
-}
-
-func (w *persistenceWatch) Stop(ctx context.Context) error {
-	w.stop()
-	select {
-	case <-w.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (w *persistenceWatch) check(ctx context.Context) {
