@@ -98,16 +98,23 @@ type Request struct {
 }
 
 // HTTPHeaders returns the headers of an HTTP request as Request.Headers
-// holds them: names lower case, the values of a repeated name joined with
-// "," as Envoy joins them (so two bearer tokens read as one that no issuer
-// signed), every spelling of a name kept apart for HeaderValues to find.
+// holds them: names lower case, the values of a repeated name joined as
+// Envoy joins them, "; " for cookie and "," for others (so two bearer
+// tokens read as one that no issuer signed, and two Cookie headers as one
+// cookie list), every spelling of a name kept apart for HeaderValues to
+// find.
 // Every surface that reads a request's identity from net/http builds its
 // headers here, so that they all read one token. room reserves entries for
 // the caller to add.
 func HTTPHeaders(h http.Header, room int) map[string]string {
 	out := make(map[string]string, len(h)+room)
 	for k, vs := range h {
-		out[strings.ToLower(k)] = strings.Join(vs, ",")
+		k = strings.ToLower(k)
+		sep := ","
+		if k == "cookie" {
+			sep = "; "
+		}
+		out[k] = strings.Join(vs, sep)
 	}
 	return out
 }

@@ -250,10 +250,70 @@ func (r *SessionResolver) evict(key string) {
 
 // Resolve implements sidecar.DelegationResolver.
 func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id *sidecar.Identity) (*sidecar.Delegation, error) {
-	token := cookieValue(req.Header("cookie"), r.cookie)
+	header := req.Header("cookie")
+	token, rest := cookieValue(header, r.cookie)
 	if token == "" {
 		return nil, nil
 	}
+	if next, _ := cookieValue(rest, r.cookie); next != "" {
+		return r.resolveAmong(ctx, req, id, header)
+	}
+	return r.resolveToken(ctx, req, id, token)
+}
+
+// maxSessionCookies bounds the values of the session cookie one request
+// may carry: each is a store read.
+const maxSessionCookies = 8
+
+// resolveAmong resolves a request carrying several values of the session
+// cookie. A browser sends them when a host under the same registrable
+// domain, or a script on one, set a cookie of that name with a Domain or a
+// longer Path: the planted one comes first. Going by the first alone let
+// a junk value deny the request and its clearing answer delete the real
+// cookie. So every value is read: the one live session among them is
+// honoured; two different ones are refused (session_ambiguous), as
+// neither can be told to be the browser's own, and no cookie is cleared,
+// as one may be good. A value refused for a fault of the store (not a
+// refusal of the value) is returned as it is: it may have been the other
+// live session.
+func (r *SessionResolver) resolveAmong(ctx context.Context, req *sidecar.Request, id *sidecar.Identity, header string) (*sidecar.Delegation, error) {
+	ambiguous := sidecar.Refused(sidecar.EUNAUTHORIZED, "session_ambiguous", nil)
+	var tokens []string
+	n := 0
+	for v, rest := cookieValue(header, r.cookie); v != ""; v, rest = cookieValue(rest, r.cookie) {
+		if n++; n > maxSessionCookies {
+			return nil, ambiguous
+		}
+		if !slices.Contains(tokens, v) {
+			tokens = append(tokens, v)
+		}
+	}
+	var found *sidecar.Delegation
+	var refused error
+	for _, token := range tokens {
+		d, err := r.resolveToken(ctx, req, id, token)
+		switch {
+		case err != nil && sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED:
+			return nil, err
+		case err != nil:
+			if refused == nil {
+				refused = err
+			}
+		case d == nil:
+		case found != nil && found.ID != d.ID:
+			return nil, ambiguous
+		default:
+			found = d
+		}
+	}
+	if found != nil {
+		return found, nil
+	}
+	return nil, refused
+}
+
+// resolveToken resolves one value of the session cookie.
+func (r *SessionResolver) resolveToken(ctx context.Context, req *sidecar.Request, id *sidecar.Identity, token string) (*sidecar.Delegation, error) {
 	if len(token) > maxToken {
 		return nil, r.sessionError("unknown")
 	}
@@ -526,16 +586,19 @@ func (r *SessionResolver) hostAllowed(host, own string) bool {
 	return slices.Contains(r.hosts, name)
 }
 
-// cookieValue finds name's value in a Cookie header without allocating.
-func cookieValue(header, name string) string {
+// cookieValue finds name's first non-empty value in a Cookie header
+// without allocating, and returns it with the rest of the header after it.
+func cookieValue(header, name string) (value, rest string) {
 	for header != "" {
 		var part string
 		part, header, _ = strings.Cut(header, ";")
 		part = strings.TrimSpace(part)
 		k, v, ok := strings.Cut(part, "=")
 		if ok && k == name {
-			return strings.Trim(v, `"`)
+			if v = strings.Trim(v, `"`); v != "" {
+				return v, header
+			}
 		}
 	}
-	return ""
+	return "", ""
 }

@@ -2,6 +2,7 @@ package resolve_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -306,5 +307,55 @@ func TestSessionCookieInHeaderMap(t *testing.T) {
 	d, err := f.r.Resolve(context.Background(), req, nil)
 	if err != nil || d == nil || d.Subject != "c42" || d.Actor != "alice" {
 		t.Fatalf("delegation %+v, err %v; want alice acting for c42", d, err)
+	}
+}
+
+// A browser may send several cookies of the session's name: a host under
+// the same registrable domain (or a script on one) can set
+// deputy_session=junk; Domain=.example; Path=/customer, which the browser
+// sends before the real one. The first must not decide alone: a junk
+// value denied the request and its clearing answer deleted the real
+// cookie. Exactly one live session among them is honoured; two different
+// live sessions are refused as ambiguous, whichever came first.
+func TestSessionResolverSeveralCookies(t *testing.T) {
+	f := newResolverFixture(t)
+	ctx := context.Background()
+	other := strings.Repeat("m", 43)
+	s2 := &sidecar.Session{ID: "imp_2", Actor: "alice", ActorName: "Alice", Customer: "c43", CustomerName: "Other",
+		StoreView: "fr", StartedAt: f.clock(), ExpiresAt: f.clock().Add(time.Hour), IdleTimeout: 15 * time.Minute, Host: "shop.example.com"}
+	if err := storetest.StartRedeemed(ctx, f.state, s2, delegation.HashSecret(other)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, header, subject, reason string
+	}{
+		{"junk first", "deputy_session=junk; deputy_session=" + f.cookie, "c42", ""},
+		{"junk last", "deputy_session=" + f.cookie + "; deputy_session=junk", "c42", ""},
+		{"empty first", "deputy_session=; deputy_session=" + f.cookie, "c42", ""},
+		{"the same session twice", "deputy_session=" + f.cookie + "; a=b; deputy_session=" + f.cookie, "c42", ""},
+		{"only junk", "deputy_session=junk; deputy_session=forged", "", "session_unknown"},
+		{"two live sessions", "deputy_session=" + other + "; deputy_session=" + f.cookie, "", "session_ambiguous"},
+		{"two live sessions, other order", "deputy_session=" + f.cookie + "; deputy_session=" + other, "", "session_ambiguous"},
+		{"too many to read", strings.Repeat("deputy_session=junk; ", 16) + "deputy_session=" + f.cookie, "", "session_ambiguous"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := f.resolve(tc.header)
+			if tc.reason != "" {
+				if d != nil || sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED || sidecar.ErrorReason(err) != tc.reason {
+					t.Fatalf("got %+v, %v; want %s", d, err, tc.reason)
+				}
+				var clear *sidecar.ClearCookie
+				if tc.reason == "session_ambiguous" && errors.As(err, &clear) {
+					t.Fatal("an ambiguous request clears a cookie that may be good")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d == nil || d.Subject != tc.subject || d.ID != "imp_1" {
+				t.Fatalf("delegation = %+v, want imp_1 on %s", d, tc.subject)
+			}
+		})
 	}
 }
