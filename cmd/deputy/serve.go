@@ -38,6 +38,14 @@ func newServeCmd() *cobra.Command {
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
+		// Whatever reads standard output (the stdout decision log) or
+		// standard error may go away: a log shipper or tee restarting, a
+		// broken journald stream. The Go runtime ends a program whose
+		// write to a broken pipe on fd 1 or 2 fails unless SIGPIPE is
+		// ignored; ignored, the write fails with EPIPE, the decision log
+		// counts its sink's errors and drops, and checks go on being
+		// decided.
+		signal.Ignore(syscall.SIGPIPE)
 		return serve(ctx, cfg)
 	}
 	return cmd
