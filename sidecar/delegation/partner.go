@@ -406,8 +406,12 @@ func (p *Partners) ListRequests(ctx context.Context, caller *sidecar.Identity, f
 // answers ECONFLICT grant_superseded.
 func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, []sidecar.Grant, error) {
 	r, err := p.decide(ctx, caller, id, sidecar.RequestApproved, "partner.approve", authorize)
-	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestApproved && r.GrantsPending {
-		err = nil // completing an approval cut part-way, or still under way
+	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestApproved {
+		if r.GrantsPending {
+			err = nil // completing an approval cut part-way, or still under way
+		} else if aerr := p.announceAgain(ctx, r); aerr != nil {
+			return nil, nil, aerr
+		}
 	}
 	if err != nil {
 		return nil, nil, err
@@ -469,6 +473,31 @@ func (p *Partners) Approve(ctx context.Context, caller *sidecar.Identity, id str
 		return nil, nil, sidecar.Superseded()
 	}
 	return r, grants, announced
+}
+
+// announceAgain records once more the approval of r, completed: the
+// approval that completed it may have answered the fault of its event's
+// append (with its grants live and the request closed), and its retry
+// lands here, answered that the request is approved. Within
+// sidecar.AppendOnceWindow of the decision the store still knows whether
+// the records got through, and appends them only if not, with the grants
+// of the request that are live, as the contact manager who decided it;
+// later it would append them twice, so an approval that old is left as it
+// is. The event's append error is returned, so the retry answers the
+// fault again rather than that all is done.
+func (p *Partners) announceAgain(ctx context.Context, r *sidecar.AccessRequest) error {
+	if p.clock().Sub(r.DecidedAt) >= sidecar.AppendOnceWindow {
+		return nil
+	}
+	live, _, err := p.liveGrantsOf(ctx, r)
+	if err != nil {
+		return err
+	}
+	users := make([]string, len(live))
+	for i, g := range live {
+		users[i] = g.User
+	}
+	return p.record(ctx, &sidecar.Identity{Subject: r.DecidedBy}, r, users)
 }
 
 // recordApproval records r's approval, completed by caller, with the
