@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -108,6 +109,8 @@ type invalidations struct {
 
 	acks        chan ack
 	unconfirmed atomic.Uint64
+
+	late lateEvictions // failed narrowing writes' keys, to evict again
 }
 
 // ack is an acknowledgement to send: nonce, on writer's channel, from
@@ -171,7 +174,7 @@ func dialOnce(dial func(ctx context.Context, network, addr string) (net.Conn, er
 
 func newInvalidations() invalidations {
 	return invalidations{id: rand.Text(), subs: map[int]func(string){}, done: make(chan struct{}), resumed: make(chan struct{}),
-		waiting: map[string]*ackWait{}, acks: make(chan ack, ackQueueLen)}
+		waiting: map[string]*ackWait{}, acks: make(chan ack, ackQueueLen), late: newLateEvictions()}
 }
 
 func (s *Store) channel() string             { return s.prefix + ":invalidate" }
@@ -402,37 +405,198 @@ const (
 	lateEvictLast  = 128 * time.Second
 )
 
+// lateEvictMax bounds the keys scheduled to be evicted again: however
+// long Redis stays out of reach and however many writes fail meanwhile,
+// the schedules take about 11 MB at most (some 170 bytes a key). That
+// holds 512 failed writes a second, each naming new keys, for the whole
+// span. Past it the oldest schedules, closest to their end, are dropped.
+const lateEvictMax = 1 << 16
+
+// lateEvictBatch bounds the keys published together, so that one
+// publish fits its timeout even when many fall due at once.
+const lateEvictBatch = 1024
+
+// lateEvictions holds the keys of failed narrowing writes that are to be
+// evicted again, for one goroutine (lateEvictor) that runs while any
+// is scheduled: a key named by many failures is scheduled once, from its
+// latest failure, and keys falling due together go out together.
+type lateEvictions struct {
+	mu   sync.Mutex
+	keys map[string]*list.Element // of *lateEviction, in byAge[its step]
+	// byAge[i] holds the keys whose next age due is lateEvictFirst << i,
+	// by failure time, oldest first: its front falls due first.
+	byAge   []list.List
+	running bool          // lateEvictor runs
+	wake    chan struct{} // tells lateEvictor that keys were scheduled
+	max     int           // lateEvictMax, smaller in tests
+	dropped int           // schedules dropped past max
+	now     func() time.Time
+	sent    func(keys []string) // called by lateEvictor after each publish (tests)
+}
+
+// lateEviction is one key's schedule.
+type lateEviction struct {
+	key    string
+	failed time.Time // the latest failure that named key
+	step   int       // the next age due is lateEvictFirst << step
+}
+
+func newLateEvictions() lateEvictions {
+	return lateEvictions{wake: make(chan struct{}, 1), max: lateEvictMax, now: time.Now}
+}
+
+// schedule (re)starts the schedule of keys from now; l.mu is held.
+func (l *lateEvictions) schedule(keys []string) {
+	if l.keys == nil {
+		l.keys = map[string]*list.Element{}
+		for a := lateEvictFirst; a <= lateEvictLast; a *= 2 {
+			l.byAge = append(l.byAge, list.List{})
+		}
+	}
+	now := l.now()
+	for _, k := range keys {
+		le := &lateEviction{key: k}
+		if e := l.keys[k]; e != nil {
+			// This write may land later than the one that named k
+			// before: k's schedule starts again. That one, landing
+			// after now at age a, lands at a smaller age of this
+			// schedule, and is evicted again as soon.
+			le = l.byAge[e.Value.(*lateEviction).step].Remove(e).(*lateEviction)
+		} else if len(l.keys) >= l.max {
+			l.dropOldest()
+		}
+		le.failed, le.step = now, 0
+		l.keys[k] = l.insert(le)
+	}
+}
+
+// insert puts le in its step's list at its place by failure time (at
+// the back, nearly always) and returns its element.
+func (l *lateEvictions) insert(le *lateEviction) *list.Element {
+	ll := &l.byAge[le.step]
+	for e := ll.Back(); e != nil; e = e.Prev() {
+		if !e.Value.(*lateEviction).failed.After(le.failed) {
+			return ll.InsertAfter(le, e)
+		}
+	}
+	return ll.PushFront(le)
+}
+
+// dropOldest drops the schedule of the oldest failure; l.mu is held.
+func (l *lateEvictions) dropOldest() {
+	for i := len(l.byAge) - 1; i >= 0; i-- {
+		if e := l.byAge[i].Front(); e != nil {
+			l.byAge[i].Remove(e)
+			delete(l.keys, e.Value.(*lateEviction).key)
+			l.dropped++
+			return
+		}
+	}
+}
+
+// due takes the keys due at now (at most lateEvictBatch), moving each
+// to its next age or, past lateEvictLast, dropping it, and says when the
+// next falls due; ok is false when none remains scheduled. l.mu is held.
+func (l *lateEvictions) due(now time.Time) (keys []string, next time.Time, ok bool) {
+	// From the last age down, so that a key moved to the next age is
+	// not taken twice.
+	for i := len(l.byAge) - 1; i >= 0; i-- {
+		age := lateEvictFirst << i
+		for e := l.byAge[i].Front(); e != nil && len(keys) < lateEvictBatch; e = l.byAge[i].Front() {
+			le := e.Value.(*lateEviction)
+			if le.failed.Add(age).After(now) {
+				break
+			}
+			keys = append(keys, le.key)
+			l.byAge[i].Remove(e)
+			if le.step++; le.step < len(l.byAge) {
+				l.keys[le.key] = l.insert(le)
+			} else {
+				delete(l.keys, le.key)
+			}
+		}
+	}
+	for i := range l.byAge {
+		if e := l.byAge[i].Front(); e != nil {
+			at := e.Value.(*lateEviction).failed.Add(lateEvictFirst << i)
+			if !ok || at.Before(next) {
+				next, ok = at, true
+			}
+		}
+	}
+	return keys, next, ok
+}
+
 // evictLater publishes keys again at lateEvictFirst, twice that, and so
-// on up to lateEvictLast after now, from one goroutine that Close stops.
-// A publish that fails is logged at debug level: the first one has
-// already warned, and Redis is likely still out of reach.
+// on up to lateEvictLast after now, from the store's one lateEvictor,
+// started here when none runs.
 func (s *Store) evictLater(keys []string) {
 	s.inv.mu.Lock()
 	defer s.inv.mu.Unlock()
 	if s.inv.closed {
 		return
 	}
-	s.inv.wg.Add(1)
-	go func() {
-		defer s.inv.wg.Done()
-		failed := time.Now()
-		timer := time.NewTimer(lateEvictFirst)
-		defer timer.Stop()
-		for age := lateEvictFirst; age <= lateEvictLast; age *= 2 {
-			timer.Reset(time.Until(failed.Add(age)))
-			select {
-			case <-s.inv.done:
-				return
-			case <-timer.C:
-			}
+	l := &s.inv.late
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dropped := l.dropped
+	l.schedule(keys)
+	if dropped == 0 && l.dropped > 0 {
+		s.log.Warn("failed narrowing writes: more keys to evict again than are kept, the oldest schedules are dropped (said once)", "max", l.max)
+	}
+	if !l.running {
+		l.running = true
+		s.inv.wg.Add(1)
+		go s.lateEvictor()
+		return
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// lateEvictor publishes the keys of evictLater as they fall due, until
+// none remains scheduled (nothing runs while no write fails) or Close
+// stops it. A publish that fails is
+// logged at debug level: the first one has already warned, and Redis is
+// likely still out of reach.
+func (s *Store) lateEvictor() {
+	defer s.inv.wg.Done()
+	l := &s.inv.late
+	timer := time.NewTimer(lateEvictLast)
+	defer timer.Stop()
+	for {
+		l.mu.Lock()
+		keys, next, ok := l.due(l.now())
+		if !ok && len(keys) == 0 {
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		wait := next.Sub(l.now())
+		l.mu.Unlock()
+		if len(keys) > 0 {
 			s.dispatch(keys...)
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout+s.cfg.ReadTimeout)
 			if err := s.send(ctx, keys...); err != nil {
-				s.log.Debug("publish invalidation again", "keys", keys, "err", err)
+				s.log.Debug("publish invalidation again", "keys", len(keys), "err", err)
 			}
 			cancel()
+			if l.sent != nil {
+				l.sent(keys)
+			}
+			// More may have fallen due meanwhile.
+			wait = 0
 		}
-	}()
+		timer.Reset(wait)
+		select {
+		case <-s.inv.done:
+			return
+		case <-l.wake:
+		case <-timer.C:
+		}
+	}
 }
 
 // Subscribe calls fn for every key published on the channel from now on.
