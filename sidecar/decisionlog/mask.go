@@ -386,6 +386,11 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, ev Evaluator
 		}
 	}
 	rec.Masked = append(rec.Masked, m.maskQueries(event)...)
+	if claims := lookup(event, "input", "identity", "claims"); claims != nil {
+		claimed := maskClaims(claims, "/input/identity/claims", 0)
+		sort.Strings(claimed)
+		rec.Masked = append(rec.Masked, claimed...)
+	}
 	rec.Input = event["input"]
 }
 
@@ -398,7 +403,7 @@ const MaskedValue = "***"
 // the URI the client sent.
 var uriHeaders = func() []string {
 	o := sidecar.URLOverrideHeaders()
-	return append(o[:], ":path", "x-envoy-original-path", "x-original-uri", "x-forwarded-uri",
+	return append(o[:], ":path", "x-envoy-original-path", "x-envoy-original-url", "x-original-uri", "x-forwarded-uri",
 		"x-forwarded-url", "x-request-uri", "request-uri", "referer")
 }()
 
@@ -558,9 +563,20 @@ func (m *masker) maskQueries(event map[string]any) []string {
 		}
 	}
 	if q, ok := lookup(event, "input", "parsed_query").(map[string]any); ok {
-		for k := range q {
+		for k, vs := range q {
 			if m.credentialParam(k) {
 				q[k] = []any{MaskedValue}
+				masked = append(masked, "/input/parsed_query/"+escape(k))
+				continue
+			}
+			list, _ := vs.([]any)
+			nested := false
+			for i, v := range list {
+				if str, isStr := v.(string); isStr && m.nestedCredential(str, 1) {
+					list[i], nested = MaskedValue, true
+				}
+			}
+			if nested {
 				masked = append(masked, "/input/parsed_query/"+escape(k))
 			}
 		}
@@ -576,6 +592,18 @@ func (m *masker) maskQueries(event map[string]any) []string {
 // as it reads them (credentialParam), and pairs are split on "&" and on
 // ";", as older Python and Java frameworks split them.
 func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
+	return m.maskQueryAt(uri, bare, 0)
+}
+
+// maxNesting bounds how deep a query value is read as a URL of its own
+// (nestedCredential): redirect_uri's query is read, and a URL in that
+// query's values, no deeper.
+const maxNesting = 2
+
+// maskQueryAt is maskQuery for a URI nested depth query values deep. A
+// value that is itself a URL or a query holding a credential
+// (nestedCredential) is masked whole.
+func (m *masker) maskQueryAt(uri string, bare bool, depth int) (string, bool) {
 	prefix, query := "", uri
 	pathChanged := false
 	if !bare {
@@ -599,8 +627,8 @@ func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 			continue
 		}
 		pair := query[start:i]
-		rawKey, _, _ := strings.Cut(pair, "=")
-		if m.credentialParam(paramkey.Decode(rawKey)) {
+		rawKey, value, _ := strings.Cut(pair, "=")
+		if m.credentialParam(paramkey.Decode(rawKey)) || depth < maxNesting && m.nestedCredential(value, depth+1) {
 			b.WriteString(rawKey + "=" + MaskedValue)
 			changed = true
 		} else {
@@ -619,6 +647,65 @@ func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 	}
 	return prefix + b.String(), true
 }
+
+// nestedCredential reports whether a query value, as sent or as parsed,
+// holds a credential of its own: a URL or a query, as OAuth's
+// redirect_uri and sign-in flows' next, return_to and continue carry
+// (https://x/cb?code=..., /cb%3Ftoken%3D...), with a credential parameter
+// in its query, its path parameters, or its fragment (where the implicit
+// flow puts access_token). Each form the value takes decoded once, twice
+// and three times is read, as an upstream may decode it again before it
+// follows it.
+func (m *masker) nestedCredential(v string, depth int) bool {
+	for range 4 {
+		if strings.ContainsAny(v, "?#;") {
+			uri, frag, _ := strings.Cut(v, "#")
+			if _, changed := m.maskQueryAt(uri, false, depth); changed {
+				return true
+			}
+			if _, changed := m.maskQueryAt(frag, true, depth); frag != "" && changed {
+				return true
+			}
+		}
+		d, err := url.QueryUnescape(v)
+		if err != nil || d == v {
+			return false
+		}
+		v = d
+	}
+	return false
+}
+
+// maskClaims masks, in a token's claims, the value of every claim named
+// as a credential (secretName: api_key, refresh_token, an OIDC sid), at
+// any depth of objects and lists up to maxClaimDepth, and returns the
+// pointers it masked.
+func maskClaims(v any, at string, depth int) []string {
+	if depth > maxClaimDepth {
+		return nil
+	}
+	var masked []string
+	switch x := v.(type) {
+	case map[string]any:
+		for k, c := range x {
+			if secretName(k) {
+				x[k] = MaskedValue
+				masked = append(masked, at+"/"+escape(k))
+				continue
+			}
+			masked = append(masked, maskClaims(c, at+"/"+escape(k), depth+1)...)
+		}
+	case []any:
+		for i, c := range x {
+			masked = append(masked, maskClaims(c, at+"/"+strconv.Itoa(i), depth+1)...)
+		}
+	}
+	return masked
+}
+
+// maxClaimDepth bounds how deep maskClaims reads a token's claims: deeper
+// than identity providers nest them.
+const maxClaimDepth = 16
 
 // maskPathParams replaces the values of credential path parameters
 // (/app;jsessionid=...), which servlet containers read the session from,
