@@ -613,8 +613,8 @@ func TestCredentialCarriersSetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cfg.Identity.CredentialCarriers, authz.DefaultCredentialCarriers()) || cfg.Identity.Leeway != 10*time.Second {
-		t.Fatalf("unset: carriers %v, leeway %v; want the defaults and 10s", cfg.Identity.CredentialCarriers, cfg.Identity.Leeway)
+	if !slices.Equal(cfg.Identity.CredentialCarriers, authz.DefaultCredentialCarriers()) || *cfg.Identity.Leeway != 10*time.Second {
+		t.Fatalf("unset: carriers %v, leeway %v; want the defaults and 10s", cfg.Identity.CredentialCarriers, *cfg.Identity.Leeway)
 	}
 	cfg, err = loadWith(t, nil, nil, "identity: {credential_carriers: [\"cookie:shop_jwt\", \"header:X-Shop-Token\"]}\n")
 	if err != nil || !slices.Equal(cfg.Identity.CredentialCarriers, []string{"cookie:shop_jwt", "header:X-Shop-Token"}) {
@@ -749,5 +749,38 @@ func TestOnBehalfOfHeaderNotAnotherUse(t *testing.T) {
 				t.Fatalf("error %v (field %q), want field partner.on_behalf_of_header", err, sidecar.ErrorField(err))
 			}
 		})
+	}
+}
+
+// TestIdentityLeewayZeroKept: 0 cuts tokens off at exp and nbf exactly,
+// from the file, a variable or a flag; unset, the default stays.
+func TestIdentityLeewayZeroKept(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+	}{
+		{name: "file", file: "identity:\n  leeway: 0s\n"},
+		{name: "variable", env: map[string]string{"DEPUTY_IDENTITY_LEEWAY": "0s"}},
+		{name: "flag", args: []string{"--identity-leeway", "0s"}},
+		{name: "flag over file", args: []string{"--identity-leeway=0"}, file: "identity:\n  leeway: 20s\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadWith(t, tc.args, tc.env, tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := formatValue(reflect.ValueOf(cfg.Identity.Leeway)); got != "0s" {
+				t.Fatalf("leeway %s, want 0s", got)
+			}
+		})
+	}
+	d, err := loadWith(t, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := formatValue(reflect.ValueOf(d.Identity.Leeway)); got != "30s" {
+		t.Fatalf("unset: leeway %s, want the default 30s", got)
 	}
 }

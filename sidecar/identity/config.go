@@ -53,10 +53,12 @@ type Config struct {
 	// AnyAudience accepts an issuer's tokens whatever their aud: tokens
 	// the same IdP mints for other applications then sign in too. Only
 	// for an IdP that mints tokens for Deputy's application alone.
-	AnyAudience bool          `yaml:"any_audience" usage:"accept tokens of an issuer with no audiences configured whatever their aud (tokens minted for other applications sign in too)"`
-	Algorithms  []string      `yaml:"algorithms" usage:"accepted signature algorithms: RS*, PS*, ES*, EdDSA (none and HMAC are refused)"`
-	Leeway      time.Duration `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m)"`
-	Claims      ClaimsConfig  `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
+	AnyAudience bool     `yaml:"any_audience" usage:"accept tokens of an issuer with no audiences configured whatever their aud (tokens minted for other applications sign in too)"`
+	Algorithms  []string `yaml:"algorithms" usage:"accepted signature algorithms: RS*, PS*, ES*, EdDSA (none and HMAC are refused)"`
+	// Leeway is a pointer so that an explicit 0, a token cut off the
+	// second it expires, survives SetDefaults.
+	Leeway *time.Duration `yaml:"leeway" usage:"clock skew allowed on exp, nbf and iat (at most 5m; 0: none, a token is refused from the second it expires)"`
+	Claims ClaimsConfig   `yaml:"claims" usage:"the claim each identity field is read from; dotted paths reach into nested objects (realm_access.roles)"`
 	// RefreshInterval re-reads every key set; MinRefreshInterval bounds how
 	// often an unknown kid (or no kid, and no key that verifies) may
 	// trigger a fetch.
@@ -138,8 +140,8 @@ func (c *Config) SetDefaults() {
 	if len(c.Algorithms) == 0 {
 		c.Algorithms = append([]string(nil), DefaultAlgorithms...)
 	}
-	if c.Leeway == 0 {
-		c.Leeway = DefaultLeeway
+	if c.Leeway == nil {
+		c.Leeway = new(DefaultLeeway)
 	}
 	if c.RefreshInterval == 0 {
 		c.RefreshInterval = DefaultRefreshInterval
@@ -180,15 +182,16 @@ func (c *Config) Validate() error {
 			return sidecar.Invalid("identity.algorithms", "algorithm %q (entry %d) is not allowed: use asymmetric algorithms (RS*, PS*, ES*, EdDSA); none and HMAC are refused", a, i)
 		}
 	}
-	if c.Leeway < 0 || c.Leeway > MaxLeeway {
+	if c.Leeway == nil || *c.Leeway < 0 || *c.Leeway > MaxLeeway {
 		return sidecar.Invalid("identity.leeway", "must be between 0 and %s", MaxLeeway)
 	}
 	if c.RefreshInterval < time.Second || c.RefreshInterval > sidecar.MaxSpan {
 		// Bounded above so that twice it, below, does not wrap.
 		return sidecar.Invalid("identity.refresh_interval", "must be between 1s and %dh (100 years)", sidecar.MaxSpan/time.Hour)
 	}
-	if c.MinRefreshInterval < 0 || c.MinRefreshInterval > c.RefreshInterval {
-		return sidecar.Invalid("identity.min_refresh_interval", "must be between 0 and refresh_interval")
+	// At 0 every token of an unknown kid would fetch the key set again.
+	if c.MinRefreshInterval <= 0 || c.MinRefreshInterval > c.RefreshInterval {
+		return sidecar.Invalid("identity.min_refresh_interval", "must be positive and at most refresh_interval")
 	}
 	if c.FetchTimeout <= 0 {
 		return sidecar.Invalid("identity.fetch_timeout", "must be positive")

@@ -225,7 +225,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v.header, v.leeway, v.timeout = cfg.Header, cfg.Leeway, cfg.FetchTimeout
+	v.header, v.leeway, v.timeout = cfg.Header, *cfg.Leeway, cfg.FetchTimeout
 	v.refresh, v.minRefresh, v.maxKeyAge = cfg.RefreshInterval, cfg.MinRefreshInterval, cfg.MaxKeyAge
 	v.verdicts = newVerdicts(v.cacheSize)
 	for _, a := range cfg.Algorithms {

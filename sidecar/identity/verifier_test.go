@@ -322,6 +322,42 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// TestZeroLeewayCutsTokensOffExactly: an operator who sets leeway 0 wants
+// a token refused the second it expires, and before its nbf; the default
+// leeway, 30 s, taken in its place, accepted both.
+func TestZeroLeewayCutsTokensOffExactly(t *testing.T) {
+	rk, ek, dk, _ := keys(t)
+	now := epoch
+	good := goodClaims(now)
+	cfg := identity.Config{
+		Issuers:   []identity.IssuerConfig{{Issuer: testIssuer, JWKSFile: writeFile(t, "jwks.json", jwks(rk, ek, dk))}},
+		Audiences: []string{testAudience},
+		Leeway:    new(time.Duration(0)),
+	}
+	v, err := identity.New(cfg, identity.WithClock(newClock(now).Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	for _, tc := range []struct {
+		name   string
+		claims map[string]any
+		reason string
+	}{
+		{"valid", good, ""},
+		{"expired 5s ago", with(good, "exp", now.Add(-5*time.Second).Unix()), identity.ReasonExpired},
+		{"expired 1s ago", with(good, "exp", now.Add(-time.Second).Unix()), identity.ReasonExpired},
+		{"nbf 5s ahead", with(good, "nbf", now.Add(5*time.Second).Unix()), identity.ReasonNotYetValid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := v.Verify(context.Background(), bearer(sign(t, ek, ek.kid, tc.claims)))
+			if got := reasonOf(t, err); got != tc.reason {
+				t.Fatalf("leeway 0: reason = %q (%v), want %q", got, err, tc.reason)
+			}
+		})
+	}
+}
+
 // TestRememberedVerdictsFollowClockAndKeys pins what the verifier may
 // remember of a token: a refusal that time or a key set change can lift
 // is judged again, an identity never outlives its exp, and a token that
@@ -728,8 +764,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "no issuers", cfg: identity.Config{}},
 		{name: "alg none", cfg: identity.Config{Algorithms: []string{"ES256", "none"}}, field: "identity.algorithms"},
 		{name: "HMAC", cfg: identity.Config{Algorithms: []string{"HS256"}}, field: "identity.algorithms"},
-		{name: "negative leeway", cfg: identity.Config{Leeway: -time.Second}, field: "identity.leeway"},
-		{name: "huge leeway", cfg: identity.Config{Leeway: time.Hour}, field: "identity.leeway"},
+		{name: "negative leeway", cfg: identity.Config{Leeway: new(-time.Second)}, field: "identity.leeway"},
+		{name: "huge leeway", cfg: identity.Config{Leeway: new(time.Hour)}, field: "identity.leeway"},
 		{name: "min refresh above refresh", cfg: identity.Config{RefreshInterval: time.Minute, MinRefreshInterval: time.Hour}, field: "identity.min_refresh_interval"},
 		{name: "max key age", cfg: identity.Config{RefreshInterval: time.Minute, MaxKeyAge: 2 * time.Minute}},
 		{name: "max key age below twice the refresh", cfg: identity.Config{RefreshInterval: time.Minute, MaxKeyAge: 119 * time.Second}, field: "identity.max_key_age"},
@@ -775,7 +811,7 @@ func wantValidate(t *testing.T, cfg identity.Config, field string) error {
 
 func TestDefaults(t *testing.T) {
 	d := identity.Defaults()
-	if d.Leeway != 30*time.Second || !slices.Equal(d.Algorithms, []string{"RS256", "ES256", "EdDSA"}) ||
+	if *d.Leeway != 30*time.Second || !slices.Equal(d.Algorithms, []string{"RS256", "ES256", "EdDSA"}) ||
 		d.Header != "authorization" || d.Claims.Roles != "roles" || d.Dev.KeyFile != identity.DefaultDevKeyFile {
 		t.Fatalf("defaults = %+v", d)
 	}
