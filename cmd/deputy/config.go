@@ -91,11 +91,13 @@ const DefaultGRPCSocketMode = "0600"
 // description (flag help and docs/configuration.md are generated from it);
 // a `default` tag describes a default that depends on other settings.
 // Zero means "unset": SetDefaults fills it, so a setting whose zero value
-// means something else is a pointer. Validate never changes the config.
+// means something else is a pointer. The loader refuses an explicit 0 of a
+// number that is not a pointer and has a default (zeroRefused), unless its
+// usage says "0: the default". Validate never changes the config.
 type Config struct {
 	Dev             bool          `yaml:"dev" usage:"dev mode: generated signing keys, embedded store unless redis is set, tokens from 'deputy dev token', listeners on loopback"`
 	LogLevel        string        `yaml:"log_level" usage:"debug, info, warn or error"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" usage:"how long in-flight checks and API calls may take to finish on SIGTERM; then their connections are cut, and the decision log flushes within decision_log.flush_timeout"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" usage:"how long in-flight checks and API calls may take to finish on SIGTERM; then their connections are cut, and the decision log flushes within decision_log.flush_timeout (0: the default)"`
 	GCPercent       int           `yaml:"gc_percent" usage:"Go GC target percentage when GOGC is unset; a sidecar's heap is small, so trading memory for less GC pays"`
 
 	GRPC    GRPCConfig    `yaml:"grpc" usage:"the ext_authz gRPC listener"`

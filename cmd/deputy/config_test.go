@@ -752,6 +752,60 @@ func TestOnBehalfOfHeaderNotAnotherUse(t *testing.T) {
 	}
 }
 
+// TestConfigExplicitZeroNeverReplaced walks every number, duration and
+// switch the loader knows and sets it to zero through its variable: Deputy
+// either keeps the zero or refuses to start naming the setting, never
+// quietly takes a default in its place (identity.leeway 0 once accepted
+// tokens 30 s past their exp).
+func TestConfigExplicitZeroNeverReplaced(t *testing.T) {
+	// The settings whose usage says 0 takes the default: the chart works
+	// out the pod's grace period reading 0 as the default of these two.
+	zeroMeansDefault := map[string]bool{
+		"shutdown_timeout":           true,
+		"decision_log.flush_timeout": true,
+	}
+	zeros := map[string]string{"int": "0", "number": "0", "duration": "0s", "bool": "false"}
+	walked := 0
+	for _, s := range settings(defaultConfig()) {
+		zero, ok := zeros[typeName(s.typ)]
+		if s.section || s.yamlOnly || !ok {
+			continue
+		}
+		walked++
+		t.Run(s.path, func(t *testing.T) {
+			if zeroMeansDefault[s.path] {
+				if !strings.Contains(s.usage, "(0: the default)") {
+					t.Fatalf("allowed to take its default for 0, but its usage does not say so: %q", s.usage)
+				}
+				return
+			}
+			env := map[string]string{envName(s.path): zero}
+			if s.path == "identity.anonymous_only" {
+				// Then an issuer is needed.
+				env["DEPUTY_IDENTITY_ISSUER_URLS"] = "https://login.example.com/"
+				env["DEPUTY_IDENTITY_ANY_AUDIENCE"] = "true"
+			}
+			cfg, err := loadWith(t, nil, env, "")
+			if err != nil {
+				if sidecar.ErrorField(err) != s.path {
+					t.Fatalf("%s=%s refused naming %q, not the setting: %v", envName(s.path), zero, sidecar.ErrorField(err), err)
+				}
+				return
+			}
+			v := reflect.ValueOf(cfg).Elem().FieldByIndex(s.index)
+			if v.Kind() == reflect.Pointer && !v.IsNil() {
+				v = v.Elem()
+			}
+			if !v.IsZero() {
+				t.Fatalf("%s=%s loaded as %s: an explicit zero was replaced", envName(s.path), zero, formatValue(v))
+			}
+		})
+	}
+	if walked < 60 {
+		t.Fatalf("walked %d settings: the loader's list was not read", walked)
+	}
+}
+
 // TestIdentityLeewayZeroKept: 0 cuts tokens off at exp and nbf exactly,
 // from the file, a variable or a flag; unset, the default stays.
 func TestIdentityLeewayZeroKept(t *testing.T) {
@@ -782,5 +836,39 @@ func TestIdentityLeewayZeroKept(t *testing.T) {
 	}
 	if got := formatValue(reflect.ValueOf(d.Identity.Leeway)); got != "30s" {
 		t.Fatalf("unset: leeway %s, want the default 30s", got)
+	}
+}
+
+// TestConfigExplicitZeroRefusedEverywhere: a 0 that would be replaced by
+// a default is refused from the file, a variable and a flag alike, naming
+// the setting and what to set instead; left unset, the default holds.
+func TestConfigExplicitZeroRefusedEverywhere(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+		want string
+	}{
+		{name: "file", file: "state_cache:\n  ttl: 0s\n", want: "deputy.yaml:2"},
+		{name: "file, a number", file: "redis:\n  max_retries: 0\n", want: "-1 for no retries"},
+		{name: "variable", env: map[string]string{"DEPUTY_IDENTITY_MIN_REFRESH_INTERVAL": "0s"}, want: "DEPUTY_IDENTITY_MIN_REFRESH_INTERVAL"},
+		{name: "flag", args: []string{"--state-cache-ttl=0"}, want: "--state-cache-ttl"},
+		{name: "flag over file", args: []string{"--state-cache-ttl", "0s"}, file: "state_cache:\n  ttl: 5s\n", want: "--state-cache-ttl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadWith(t, tc.args, tc.env, tc.file)
+			if err == nil || sidecar.ErrorCode(err) != sidecar.EINVALID || !strings.Contains(err.Error(), tc.want) ||
+				!strings.Contains(err.Error(), "leave it unset") {
+				t.Fatalf("err = %v, want an explicit 0 refused, naming %q and what to set instead", err, tc.want)
+			}
+		})
+	}
+	d, err := loadWith(t, nil, nil, "state_cache:\n  ttl:\n")
+	if err != nil {
+		t.Fatalf("ttl left empty: %v", err)
+	}
+	if d.StateCache.TTL != 10*time.Second || d.Redis.MaxRetries != 1 || d.Identity.MinRefreshInterval != 10*time.Second {
+		t.Fatalf("unset: ttl %s, max_retries %d, min_refresh_interval %s: want the defaults", d.StateCache.TTL, d.Redis.MaxRetries, d.Identity.MinRefreshInterval)
 	}
 }

@@ -316,6 +316,9 @@ func (l *configLoader) load() (*Config, error) {
 			if err := setValue(root.FieldByIndex(s.index), v); err != nil {
 				return nil, sidecar.Invalid(s.path, "from %s: %v", envName(s.path), err)
 			}
+			if err := zeroRefused(s.path, root.FieldByIndex(s.index)); err != nil {
+				return nil, sidecar.Invalid(s.path, "from %s: %v", envName(s.path), err)
+			}
 		}
 	}
 	flagged := reflect.ValueOf(&l.flagged).Elem()
@@ -325,6 +328,9 @@ func (l *configLoader) load() (*Config, error) {
 		}
 		if f := l.flags.Lookup(flagName(s.path)); f != nil && f.Changed {
 			root.FieldByIndex(s.index).Set(flagged.FieldByIndex(s.index))
+			if err := zeroRefused(s.path, root.FieldByIndex(s.index)); err != nil {
+				return nil, sidecar.Invalid(s.path, "from --%s: %v", flagName(s.path), err)
+			}
 		}
 	}
 	cfg.SetDefaults()
@@ -474,6 +480,59 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 	}
 	if err := setValue(v, n.Value); err != nil {
 		return bad("%v", err)
+	}
+	if err := zeroRefused(path, v); err != nil {
+		return bad("%v", err)
+	}
+	return nil
+}
+
+// zeroMeansDefault are the numbers whose usage says that 0 takes the
+// default: the chart works out the pod's grace period reading 0 so.
+var zeroMeansDefault = map[string]bool{
+	"shutdown_timeout":           true,
+	"decision_log.flush_timeout": true,
+}
+
+// zeroInstead says, for a number an operator may set to 0 meaning to turn
+// something off or to tighten it, what to set instead.
+var zeroInstead = map[string]string{
+	"gc_percent":                    "-1 to turn the GC off",
+	"redis.max_retries":             "-1 for no retries",
+	"identity.min_refresh_interval": "a positive interval: at 0 every token of an unknown kid would fetch the key set again",
+	"state_cache.ttl":               "a short positive ttl such as 1s: a revoked grant or share is then seen within it",
+	"impersonation.cache_ttl":       "a short positive ttl such as 1s",
+	"decision_log.max_len":          "a positive length: the stream always fits decision_log.stream_max_bytes",
+}
+
+// zeroRefused refuses an explicit 0 (given as v, at path) of a number
+// whose 0 SetDefaults reads as unset: Deputy would run on the default,
+// often a looser bound (a leeway of 30 s, a key set fetch per junk token
+// bounded at 10 s), while the operator believes 0 holds. A setting whose 0
+// means something is a pointer, and keeps it; one whose default is 0 loses
+// nothing.
+func zeroRefused(path string, v reflect.Value) error {
+	if !v.IsValid() || !v.IsZero() || zeroMeansDefault[path] {
+		return nil
+	}
+	def := defaultConfig()
+	for _, s := range settings(def) {
+		if s.path != path || s.index == nil {
+			continue
+		}
+		switch s.typ.Kind() {
+		case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint32, reflect.Uint64, reflect.Float64:
+		default:
+			return nil
+		}
+		if reflect.ValueOf(def).FieldByIndex(s.index).IsZero() {
+			return nil
+		}
+		instead := zeroInstead[path]
+		if instead == "" {
+			instead = "a value other than 0"
+		}
+		return fmt.Errorf("0 would be read as unset and replaced by the default (%s): leave it unset for that, or set %s", s.def, instead)
 	}
 	return nil
 }

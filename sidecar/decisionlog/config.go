@@ -84,7 +84,7 @@ type Config struct {
 	MaxQueueBytes int64         `yaml:"max_queue_bytes" usage:"estimated memory of the records waiting for the sink (input included); a new record that does not fit with its input is queued without it (input_dropped: oversized, counted), and one that does not fit even so is dropped and counted"`
 	BatchSize     int           `yaml:"batch_size" usage:"records one write to the sink carries"`
 	FlushInterval time.Duration `yaml:"flush_interval" usage:"how long a partial batch waits before it is written"`
-	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted"`
+	FlushTimeout  time.Duration `yaml:"flush_timeout" usage:"on shutdown, once the listeners stopped (whatever shutdown_timeout they used): how long queued records may take to reach the sink; then they go to the spool, or are dropped and counted (0: the default)"`
 	Stream        string        `yaml:"stream" usage:"Redis stream of the redis sink (default: <redis.key_prefix>:decisions)"`
 	MaxLen        int64         `yaml:"max_len" usage:"approximate length the Redis stream is trimmed to (default: what stream_max_bytes holds of max_record_bytes records beside dedup_max_ids ids, at most 1,000,000); with the redis sink max_len × max_record_bytes must fit in stream_max_bytes with them. The stream is a ring any client rotates: every check, an anonymous one too, adds a record and pushes the oldest out, so a burst of requests erases the records before it; deputy_decision_log_stream_oldest_age_seconds says how far back it reaches (the chart's alert DeputyDecisionLogShort: a sudden fall of it while full) and deputy_decision_log_stream_trimmed_total how many records it discarded"`
 	// StatsInterval paces the reads behind the stream's metrics (see
@@ -236,7 +236,7 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("decision_log.stream", "a name holding '}' must carry a hash tag ({tag}), not %q", c.Stream)
 	}
 	if c.MaxLen < 0 {
-		return sidecar.Invalid("decision_log.max_len", "must not be negative (0 keeps everything)")
+		return sidecar.Invalid("decision_log.max_len", "must not be negative")
 	}
 	if c.StatsInterval <= 0 {
 		return sidecar.Invalid("decision_log.stats_interval", "must be positive")
