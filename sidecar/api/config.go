@@ -23,7 +23,7 @@ type Config struct {
 	MaxBodyBytes int64   `yaml:"max_body_bytes" usage:"largest management API request body (at most 16 MiB)"`
 	PageSize     int     `yaml:"page_size" usage:"items per page when a list request names no limit"`
 	MaxPageSize  int     `yaml:"max_page_size" usage:"largest page a list request may ask for"`
-	WriteRate    float64 `yaml:"write_rate" usage:"management writes (POST, PUT, PATCH, DELETE) one caller (issuer and sub) may make per second on one replica; beyond it 429 rate_limited with Retry-After"`
+	WriteRate    float64 `yaml:"write_rate" usage:"management writes (POST, PUT, PATCH, DELETE) one caller (issuer and sub) may make per second on one replica; beyond it 429 rate_limited with Retry-After. Writes that narrow access (session ended, consent withdrawn, grant revoked, request rejected, share, subscription, assignment or customer deleted) are never refused and count nothing, unless they find nothing left to narrow"`
 	WriteBurst   int     `yaml:"write_burst" usage:"management writes one caller may make at once before write_rate applies"`
 	WriteCallers int     `yaml:"write_callers" usage:"callers whose write budget each replica remembers (least recently seen forgotten first)"`
 }

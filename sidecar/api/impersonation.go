@@ -26,14 +26,14 @@ func NewImpersonation(svc *delegation.Impersonation) *Impersonation {
 // Register mounts the routes.
 func (h *Impersonation) Register(r *Router) {
 	r.Handle("PUT", "customers/{id}", h.putCustomer)
-	r.Handle("DELETE", "customers/{id}", h.deleteCustomer)
+	r.HandleNarrowing("DELETE", "customers/{id}", h.deleteCustomer)
 	r.Handle("GET", "customers/{id}/consent", h.getConsent)
-	r.Handle("PUT", "customers/{id}/consent", h.putConsent)
+	r.HandleNarrowing("PUT", "customers/{id}/consent", h.putConsent) // given: counted by SetConsent
 	r.Handle("GET", "customers/{id}/consent/history", h.consentHistory)
 	r.Handle("POST", "impersonation/sessions", h.start)
 	r.Handle("GET", "impersonation/sessions", h.list)
 	r.Handle("GET", "impersonation/sessions/{id}", h.get)
-	r.Handle("DELETE", "impersonation/sessions/{id}", h.end)
+	r.HandleNarrowing("DELETE", "impersonation/sessions/{id}", h.end)
 	r.Handle("GET", "impersonation/log", h.log)
 	r.HandlePublic("GET", delegation.RedeemPath, h.redeem)
 	r.Intercept(h.encodedRedeem)

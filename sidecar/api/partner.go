@@ -26,16 +26,16 @@ func (h *Partner) Register(r *Router) {
 	r.Handle("GET", "partner/requests", h.listRequests)
 	r.Handle("GET", "partner/requests/{id}", h.getRequest)
 	r.Handle("POST", "partner/requests/{id}/approve", h.approve)
-	r.Handle("POST", "partner/requests/{id}/reject", h.reject)
+	r.HandleNarrowing("POST", "partner/requests/{id}/reject", h.reject)
 	r.Handle("GET", "partner/customers", h.myCustomers)
 	r.Handle("GET", "partner/partners", h.myPartners)
-	r.Handle("DELETE", "partner/grants/{customer}/{id}", h.revoke)
+	r.HandleNarrowing("DELETE", "partner/grants/{customer}/{id}", h.revoke)
 	r.Handle("GET", "partner/shares/{customer}", h.listShares)
 	r.Handle("PUT", "partner/shares/{customer}/{user}/{resource}", h.putShare)
-	r.Handle("DELETE", "partner/shares/{customer}/{user}/{resource}", h.deleteShare)
+	r.HandleNarrowing("DELETE", "partner/shares/{customer}/{user}/{resource}", h.deleteShare)
 	r.Handle("GET", "partner/subscriptions", h.mySubscriptions)
 	r.Handle("PUT", "partner/subscriptions/{customer}/{kind}", h.subscribe)
-	r.Handle("DELETE", "partner/subscriptions/{customer}/{kind}", h.unsubscribe)
+	r.HandleNarrowing("DELETE", "partner/subscriptions/{customer}/{kind}", h.unsubscribe) // a no-op deletes nothing, as cheap as a read: never counted
 	r.Handle("GET", "partner/subscribers/{customer}", h.subscribers)
 }
 

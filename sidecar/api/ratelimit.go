@@ -17,7 +17,9 @@ import (
 // approximate MAXLEN, so a caller writing without bound would push real
 // entries out of them. Buckets are per replica and kept for the most
 // recently seen callers only: a caller forgotten starts again with a full
-// bucket, which costs nothing worse than one more burst.
+// bucket, which costs nothing worse than one more burst. A write that
+// narrows access is counted only when it narrows nothing
+// (Router.HandleNarrowing).
 type writeLimiter struct {
 	limit rate.Limit
 	burst int

@@ -28,7 +28,7 @@ func (h *Reseller) Register(r *Router) {
 	r.Handle("POST", "reseller/imports", h.importAssignments)
 	r.Handle("GET", "reseller/assignments/{customer}", h.get)
 	r.Handle("PUT", "reseller/assignments/{customer}", h.put)
-	r.Handle("DELETE", "reseller/assignments/{customer}", h.delete)
+	r.HandleNarrowing("DELETE", "reseller/assignments/{customer}", h.delete)
 }
 
 func (h *Reseller) get(c *Call) error {

@@ -174,7 +174,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	for _, f := range s.intercept {
 		if h := f(r); h != nil {
-			s.serve(w, r, h, false)
+			s.serve(w, r, h, false, false)
 			return
 		}
 	}
@@ -186,12 +186,27 @@ type Router struct{ s *Server }
 
 // Handle registers an authenticated endpoint. path is relative to Prefix
 // and may use http.ServeMux wildcards, e.g. "impersonation/sessions/{id}".
-func (rt *Router) Handle(method, path string, h Handler) { rt.handle(method, path, h, true) }
+func (rt *Router) Handle(method, path string, h Handler) { rt.handle(method, path, h, true, false) }
+
+// HandleNarrowing registers an authenticated write that narrows access
+// (ends a session, withdraws consent, revokes, rejects, removes): it is
+// never refused for the caller's write budget, since a refusal would leave
+// in force what the caller asked to end. The lifecycle takes from the
+// budget (delegation.WithWriteBudget) for what the write does that
+// narrows nothing: finding it done already (it records again and
+// publishes its eviction to every replica, and a caller could repeat it
+// without end), or widening access (consent given on the same route).
+// An endpoint whose no-op is dearer than a read must do so.
+func (rt *Router) HandleNarrowing(method, path string, h Handler) {
+	rt.handle(method, path, h, true, true)
+}
 
 // HandlePublic registers an endpoint that authenticates by other means
 // (e.g. a single-use code); the caller's identity is still read when a
 // bearer token is present.
-func (rt *Router) HandlePublic(method, path string, h Handler) { rt.handle(method, path, h, false) }
+func (rt *Router) HandlePublic(method, path string, h Handler) {
+	rt.handle(method, path, h, false, false)
+}
 
 // Intercept offers every request, whatever its method and path, to f
 // before it is routed: a Handler f returns serves it as a public
@@ -202,12 +217,12 @@ func (rt *Router) Intercept(f func(*http.Request) Handler) {
 	rt.s.intercept = append(rt.s.intercept, f)
 }
 
-func (rt *Router) handle(method, path string, h Handler, auth bool) {
+func (rt *Router) handle(method, path string, h Handler, auth, narrows bool) {
 	s := rt.s
 	full := Prefix + strings.TrimPrefix(path, "/")
 	s.endpoints = append(s.endpoints, method+" "+path)
 	s.mux.HandleFunc(method+" "+full, func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r, h, auth)
+		s.serve(w, r, h, auth, narrows)
 	})
 	if !s.paths[full] {
 		s.paths[full] = true
@@ -221,7 +236,7 @@ func (rt *Router) handle(method, path string, h Handler, auth bool) {
 // codeMethodNotAllowed is local to the API: no other surface needs it.
 const codeMethodNotAllowed = "method_not_allowed"
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth bool) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth, narrows bool) {
 	if s.decisions != nil {
 		var flush func()
 		w, r, flush = s.recordCall(w, r)
@@ -239,10 +254,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth b
 		return
 	}
 	// Before the body is read or the store asked: a caller over budget
-	// costs nothing more.
+	// costs nothing more. A narrowing write is counted by its lifecycle
+	// only if it narrows nothing (see HandleNarrowing).
 	if id != nil && mutating(r.Method) {
-		if wait, ok := s.writes.allow(id, s.clock()); !ok {
-			writeError(w, s.logger, rateLimited(wait))
+		if narrows {
+			c.Request = r.WithContext(delegation.WithWriteBudget(r.Context(), c.takeWrite))
+		} else if err := c.takeWrite(); err != nil {
+			writeError(w, s.logger, err)
 			return
 		}
 		if err := unconditional(r.Header); err != nil {
@@ -445,6 +463,20 @@ type Call struct {
 	w        http.ResponseWriter
 	s        *Server
 	wrote    bool
+	counted  bool // a write taken from the caller's budget (takeWrite)
+}
+
+// takeWrite takes one write from the caller's budget, once per call: a
+// lifecycle may find more than one reason to count the same write.
+func (c *Call) takeWrite() error {
+	if c.counted || c.Identity == nil {
+		return nil
+	}
+	if wait, ok := c.s.writes.allow(c.Identity, c.s.clock()); !ok {
+		return rateLimited(wait)
+	}
+	c.counted = true
+	return nil
 }
 
 // Context returns the request's context.

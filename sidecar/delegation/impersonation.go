@@ -322,6 +322,9 @@ func (i *Impersonation) DeleteCustomer(ctx context.Context, by *sidecar.Identity
 	}
 	del, err := i.store.DeleteCustomer(ctx, id, by.Subject)
 	if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		if err := spend(ctx); err != nil { // nothing to narrow: see writeBudgetKey
+			return err
+		}
 		if err := i.recordDeletionsAgain(ctx, id, time.Time{}); err != nil {
 			return err
 		}
@@ -472,6 +475,16 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	if err := checkID("customer_id", ch.Customer); err != nil {
 		return nil, nil, err
 	}
+	// Only a withdrawal narrows for sure: a consent given may widen, and a
+	// shorter expiry, while it narrows, is one a caller can set again and
+	// again, a nanosecond sooner each time, with nothing counted between
+	// (the store's budget counts it too). Withdrawing ends sessions as
+	// well, and is never refused.
+	if ch.Allowed {
+		if err := spend(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
 	now := i.clock()
 	var expires time.Time // zero: no expiry
 	if ch.ExpiresAt != nil {
@@ -502,6 +515,9 @@ func (i *Impersonation) SetConsent(ctx context.Context, by *sidecar.Identity, ch
 	// Withdrawals are all alike, whatever expiry an older one was stored
 	// with.
 	if cur.Allowed == ch.Allowed && (!ch.Allowed || cur.ExpiresAt.Equal(expires)) {
+		if err := spend(ctx); err != nil { // nothing to narrow: see writeBudgetKey
+			return nil, nil, err
+		}
 		// This may retry a change whose write reached the store while its
 		// eviction, or its reply, was lost: record it again and evict
 		// again. The consent is part of every impersonated decision, so
@@ -1044,6 +1060,9 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 // stays as it ended. Its end is recorded again, as whoever the store kept
 // as having ended it, and its eviction published again.
 func (i *Impersonation) endedAlready(ctx context.Context, s *sidecar.Session, authorize Authorize) (*sidecar.Session, error) {
+	if err := spend(ctx); err != nil { // nothing to narrow: see writeBudgetKey
+		return nil, err
+	}
 	i.recordEndAgain(ctx, s)
 	if s.TokenHash != "" { // else never redeemed: cached nowhere
 		if err := evictAgain(ctx, i.store, sidecar.SessionKey(s.TokenHash)); err != nil {

@@ -655,7 +655,7 @@ func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id stri
 	r, err := p.decide(ctx, caller, id, sidecar.RequestRejected, "partner.reject", authorize)
 	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestRejected &&
 		r.DecidedBy == caller.Subject && recordableAgain(r.DecidedAt, p.clock()) {
-		err = nil // a retry of this manager's rejection
+		err = spend(ctx) // a retry of this manager's rejection: nothing to narrow (see writeBudgetKey)
 	}
 	if err != nil {
 		return nil, err
@@ -784,6 +784,9 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		return nil, err
 	}
 	if gone {
+		if err := spend(ctx); err != nil { // nothing to narrow: see writeBudgetKey
+			return nil, err
+		}
 		p.recordRevokeAgain(ctx, caller, g)
 		return nil, evictAgain(ctx, p.store, sidecar.GrantKey(customer))
 	}
@@ -807,6 +810,9 @@ func (p *Partners) Revoke(ctx context.Context, caller *sidecar.Identity, custome
 		// above before it stored the grant. A revocation found is
 		// recorded again: it may be this call's, its script run and its
 		// reply lost, the client's retry finding nothing left to revoke.
+		if err := spend(ctx); err != nil { // see writeBudgetKey
+			return nil, err
+		}
 		if err := p.replaced(ctx, caller, g); err != nil {
 			return nil, err
 		}
@@ -1211,6 +1217,9 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 	if !deleted {
 		// Perhaps a retry of a withdrawal whose reply, and the records
 		// and eviction after it, were lost.
+		if err := spend(ctx); err != nil { // nothing to narrow: see writeBudgetKey
+			return err
+		}
 		p.recordUnshareAgain(ctx, customer, in)
 		return evictAgain(ctx, p.store, sidecar.ShareKey(customer))
 	}

@@ -304,7 +304,11 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 			// Nothing to delete, perhaps because this retries a delete
 			// whose write reached the store while its answer, records and
 			// eviction were lost: record it again, and evict again, so no
-			// replica keeps it cached.
+			// replica keeps it cached. It narrows nothing, so it is
+			// counted (see writeBudgetKey).
+			if err := spend(ctx); err != nil {
+				return err
+			}
 			r.recordDeleteAgain(ctx, customer)
 			return evictAgain(ctx, r.store, sidecar.AssignmentKey(customer))
 		}
