@@ -9,6 +9,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/authz"
 	"github.com/deputyhq/deputy/sidecar/delegation"
+	"github.com/deputyhq/deputy/sidecar/identity"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/resolve"
@@ -47,5 +48,45 @@ func TestStaffPermissionRemovedDeniesLiveSession(t *testing.T) {
 	must(t, engine.Activate(ctx, set))
 	if resp := p.Check(ctx, req); resp.Allowed || resp.Reason != "actor_not_permitted" {
 		t.Fatalf("after: allowed %v reason %q, want denied actor_not_permitted", resp.Allowed, resp.Reason)
+	}
+}
+
+// A staff member's own token, sent with the session's cookie, tells what
+// their roles are now: once the identity provider takes away the role
+// that granted login_as_customer, the session started with it is denied
+// on that request, though the roles recorded at its start still grant
+// it. A request with the cookie alone is judged on the recorded roles.
+func TestStaffCurrentRolesJudgeLiveSession(t *testing.T) {
+	ctx := context.Background()
+	store := memory.New()
+	live, _ := twoSessions(t, store, time.Now()) // started by staff-1 as support_agent
+	p, mint := delegatedPipeline(t, store)
+	cases := []struct {
+		name    string
+		bearer  bool
+		roles   []string // staff-1's roles in the bearer token
+		allowed bool
+		reason  string
+	}{
+		{"cookie_alone", false, nil, true, "impersonation"},
+		{"roles_unchanged", true, []string{"support_agent"}, true, "impersonation"},
+		{"another_role_granting_it", true, []string{"support_lead"}, true, "impersonation"},
+		{"role_taken_away", true, []string{"customer"}, false, "actor_not_permitted"},
+		{"no_roles_left", true, nil, false, "actor_not_permitted"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{"cookie": "deputy_session=" + live}
+			if tc.bearer {
+				h["authorization"] = "Bearer " + mint(identity.DevClaims{Subject: "staff-1", Roles: tc.roles, TTL: time.Hour})
+			}
+			resp := p.Check(ctx, withHeaders(t, "/customer/account", h))
+			if resp.Allowed != tc.allowed || resp.Reason != tc.reason {
+				t.Fatalf("allowed %v reason %q, want %v %q", resp.Allowed, resp.Reason, tc.allowed, tc.reason)
+			}
+			if !tc.allowed && len(resp.Injected) > 0 {
+				t.Fatalf("denied, yet the customer's identity is injected: %v", resp.Injected)
+			}
+		})
 	}
 }

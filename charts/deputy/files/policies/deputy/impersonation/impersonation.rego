@@ -76,12 +76,12 @@ decision := lib.deny(403, "delegated_upgrade") if {
 	# fails here and goes on to the forbidden-route branch as before.
 	input.delegation.mode == "impersonation"
 	_forbidden_routes(input.deputy.request.route_segments, input.deputy.request.route_dirs) == []
-	_may_impersonate(input.delegation.actor_roles)
+	_may_impersonate(input.delegation.actor_roles, [[role | some role in input.identity.roles] | input.identity.sub])
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
 	_forbidden_routes(input.deputy.request.route_segments, input.deputy.request.route_dirs) == []
-	_may_impersonate(input.delegation.actor_roles)
+	_may_impersonate(input.delegation.actor_roles, [[role | some role in input.identity.roles] | input.identity.sub])
 } else := lib.deny(403, reason) if {
 	input.delegation.mode == "impersonation"
 
@@ -109,21 +109,32 @@ decision := lib.deny(403, "delegated_upgrade") if {
 } if {
 	# Allowed only while one of the staff member's roles as of the
 	# session's start still grants login_as_customer in the live
-	# role_permissions: taking it from a role ends its sessions on their
-	# next request, and a session recorded without roles is never allowed.
-	# The test is part of each allow, not a denial before them: a
-	# negation of a helper rule cost a fifth of every impersonated check.
+	# role_permissions, and, when the request carries their verified
+	# token, one of the roles it gives them now does too (none when it
+	# names none): taking the permission from a role ends its sessions on
+	# their next request, taking the role from the staff member ends
+	# theirs on the next request that shows their token, and a session
+	# recorded without roles is never allowed. A request with the
+	# session's cookie alone tells nothing new of the staff member and is
+	# judged on the recorded roles. Deputy refuses a token naming anyone
+	# but the session's actor before policy, and verifies none without a
+	# subject. The roles now are passed as a list of at most one list,
+	# empty without a token, built in the allow itself: a helper rule
+	# saying which roles to judge would be one more rule evaluation on
+	# every impersonated check. The test is part of each allow, not a
+	# denial before them: a negation of a helper rule cost a fifth of
+	# every impersonated check.
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_dirs
-	_may_impersonate(input.delegation.actor_roles)
+	_may_impersonate(input.delegation.actor_roles, [[role | some role in input.identity.roles] | input.identity.sub])
 	data.deputy.impersonation.disable_page_cache
 } else := {"allowed": true, "reason": "impersonation"} if {
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_dirs
-	_may_impersonate(input.delegation.actor_roles)
+	_may_impersonate(input.delegation.actor_roles, [[role | some role in input.identity.roles] | input.identity.sub])
 } else := lib.deny(403, "actor_not_permitted") if {
 	# What the allows above refused with the switch on and the canonical
-	# request present: the staff member's roles.
+	# request present: the staff member's roles, as recorded or as now.
 	input.delegation.mode == "impersonation"
 	input.deputy.request.route_dirs
 	data.deputy.impersonation.enabled == true
@@ -214,20 +225,25 @@ _forbidden_routes(segments, dirs) := array.concat(
 # METADATA
 # description: |
 #   Whether a staff member whose session recorded these roles may go on
-#   impersonating: the switch is on and one of the roles grants
-#   login_as_customer in the live role_permissions. The answer depends on
-#   the roles and this data alone, so Deputy keeps it across checks
-#   (deputy_memo): a session's requests bring the same roles, and the
-#   iteration and membership test cost allocations on every impersonated
-#   check. A change of the data is a new activation, which starts afresh,
-#   so taking the permission from a role still ends its sessions on their
-#   next request.
+#   impersonating: the switch is on, one of the roles grants
+#   login_as_customer in the live role_permissions, and so does one of
+#   the roles in each list of now (their roles as their verified token
+#   gives them on this request; no list without a token). The answer depends on the roles and this data alone,
+#   so Deputy keeps it across checks (deputy_memo): a session's requests
+#   bring the same roles, and the iteration and membership tests cost
+#   allocations on every impersonated check. A change of the data is a new
+#   activation, which starts afresh, so taking the permission from a role
+#   still ends its sessions on their next request.
 # custom:
 #   deputy_memo: true
-_may_impersonate(roles) if {
+_may_impersonate(recorded, now) if {
 	data.deputy.impersonation.enabled == true
-	some role in roles
+	some role in recorded
 	"login_as_customer" in data.deputy.impersonation.role_permissions[role]
+	every roles in now {
+		some current in roles
+		"login_as_customer" in data.deputy.impersonation.role_permissions[current]
+	}
 }
 
 # METADATA
