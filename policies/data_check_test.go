@@ -442,6 +442,14 @@ func TestActivationRefusesDataThePoliciesMisread(t *testing.T) {
 			old: `"checkout": {"*": true}`, new: `"checkout": {"*": true, "DELETE": false}`,
 			path: "data.deputy.authz.authenticated.sections.checkout.DELETE",
 		},
+		{
+			// The reseller policy compares the host as Deputy decides on
+			// it, lower-cased without a port: this entry would match no
+			// request, and refuse every one of its domain's.
+			name: "domain host with a port", file: "deputy/reseller/data.json",
+			old: `"domain_hosts": {}`, new: `"domain_hosts": {"shop-a.example": ["Portal.shop-a.example:443"]}`,
+			path: "data.deputy.reseller.domain_hosts.shop-a.example[0]",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := activateEdited(t, tc.file, tc.old, tc.new)

@@ -379,6 +379,12 @@ func readResellerRules(m map[string]any) (*ResellerRules, error) {
 		}
 		return nil, fmt.Errorf("data.deputy.reseller.%s: want a positive whole number, got %s", f.key, show(v))
 	}
+	// Read by the reseller policy alone, on every request.
+	if v, ok := m["domain_hosts"]; ok {
+		if err := checkDomainHosts(v); err != nil {
+			return nil, err
+		}
+	}
 	if v, ok := m["role_privileges"]; ok {
 		roles, ok := v.(map[string]any)
 		if !ok {
@@ -393,6 +399,46 @@ func readResellerRules(m map[string]any) (*ResellerRules, error) {
 		}
 	}
 	return r, nil
+}
+
+// checkDomainHosts refuses a domain_hosts the reseller policy would read
+// otherwise than meant. The policy compares each listed host with the
+// host a request is decided on (sidecar.ParseHost's Name: lower case, no
+// trailing dot, no port) as equal strings, so a host in any other form
+// (Portal.example, portal.example:443) would match no request and refuse
+// every one of its domain's staff. An empty list, like a domain left
+// out, refuses them everywhere: leave the domain out to mean that. A
+// host listed for two domains would let both act through one portal,
+// which is what the map is there to prevent. Empty binds no host, as
+// the key left out does.
+func checkDomainHosts(v any) error {
+	const at = "data.deputy.reseller.domain_hosts"
+	domains, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s: want an object of domain to the portal hosts its staff sign in through, got %s", at, show(v))
+	}
+	owner := map[string]string{}
+	for _, domain := range slices.Sorted(maps.Keys(domains)) {
+		if domain == "" {
+			return fmt.Errorf(`%s: want domains (the token's domain claim) as keys, got ""`, at)
+		}
+		at := at + "." + domain
+		hosts, ok := domains[domain].([]any)
+		if !ok || len(hosts) == 0 {
+			return fmt.Errorf("%s: want a non-empty list of host names (leave the domain out to refuse its staff on every host), got %s", at, show(domains[domain]))
+		}
+		for i, e := range hosts {
+			s, _ := e.(string)
+			if h, err := sidecar.ParseHost(s); err != nil || h.Port != "" || h.Name != s {
+				return fmt.Errorf("%s[%d]: want a host name as requests are compared on it (lower case, no trailing dot, no port), got %s", at, i, show(e))
+			}
+			if d, dup := owner[s]; dup {
+				return fmt.Errorf("%s[%d]: %s is listed for %s already: a portal host belongs to one domain", at, i, s, d)
+			}
+			owner[s] = domain
+		}
+	}
+	return nil
 }
 
 // dataStrings reads m[key] as a list of non-empty strings.

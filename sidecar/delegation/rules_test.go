@@ -211,6 +211,22 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 		{name: "domain bound zero", section: "reseller", edit: map[string]any{"max_domain_assignments": 0.0}, path: "data.deputy.reseller.max_domain_assignments"},
 		{name: "row budget a string", section: "reseller", edit: map[string]any{"max_assignment_rows_per_hour": "20000"}, path: "data.deputy.reseller.max_assignment_rows_per_hour"},
 		{name: "role privileges not a list", section: "reseller", edit: map[string]any{"role_privileges": map[string]any{"x": "view_customers"}}, path: "data.deputy.reseller.role_privileges.x"},
+		{name: "domain hosts", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"portal.shop-a.example", "10.0.0.7", "[2001:db8::1]"}, "shop-b.example": []any{"portal.shop-b.example"}}}},
+		{name: "domain hosts empty", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{}}},
+		{name: "domain hosts left out", section: "reseller", edit: map[string]any{"domain_hosts": nil}},
+		{name: "domain hosts null", section: "reseller", edit: map[string]any{"domain_hosts": nullValue}, path: "data.deputy.reseller.domain_hosts"},
+		{name: "domain hosts a list", section: "reseller", edit: map[string]any{"domain_hosts": []any{"portal.shop-a.example"}}, path: "data.deputy.reseller.domain_hosts"},
+		{name: "domain hosts for an empty domain", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"": []any{"portal.shop-a.example"}}}, path: "data.deputy.reseller.domain_hosts"},
+		{name: "domain hosts a string", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": "portal.shop-a.example"}}, path: "data.deputy.reseller.domain_hosts.shop-a.example"},
+		{name: "domain hosts an empty list", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example"},
+		{name: "domain host upper-case", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"Portal.shop-a.example"}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example[0]"},
+		{name: "domain host with a port", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"portal.shop-a.example", "portal.shop-a.example:8443"}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example[1]"},
+		{name: "domain host with a trailing dot", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"portal.shop-a.example."}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example[0]"},
+		{name: "domain host a URL", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"https://portal.shop-a.example/"}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example[0]"},
+		{name: "domain host IPv6 not canonical", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"[2001:DB8:0::1]"}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example[0]"},
+		{name: "domain host not a string", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{1.0}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example[0]"},
+		{name: "domain host of two domains", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"portal.example"}, "shop-b.example": []any{"portal.example"}}}, path: "data.deputy.reseller.domain_hosts.shop-b.example[0]"},
+		{name: "domain host twice", section: "reseller", edit: map[string]any{"domain_hosts": map[string]any{"shop-a.example": []any{"portal.example", "portal.example"}}}, path: "data.deputy.reseller.domain_hosts.shop-a.example[1]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,9 +234,12 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 			deputy := maps.Clone(shipped["deputy"].(map[string]any))
 			section := maps.Clone(deputy[tc.section].(map[string]any))
 			for k, v := range tc.edit {
-				if v == nil {
+				switch v {
+				case nil:
 					delete(section, k)
-				} else {
+				case nullValue:
+					section[k] = nil
+				default:
 					section[k] = v
 				}
 			}
@@ -238,6 +257,9 @@ func TestReadRulesRefusesMalformedData(t *testing.T) {
 		})
 	}
 }
+
+// nullValue marks a key an edit sets to JSON null (nil leaves it out).
+const nullValue = "(null)"
 
 // deleted marks a key ranks leaves out.
 const deleted = "(deleted)"
