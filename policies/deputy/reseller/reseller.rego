@@ -6,6 +6,8 @@
 #   directly in the token or through a custom role in role_privileges.
 #   The resolver only hands over customers assigned to the caller's own
 #   domain; the policy checks that again so a resolver bug cannot cross domains.
+#   Where domain_hosts binds domains to the portal hosts their staff sign
+#   in through, a request is allowed only on one of its domain's hosts.
 package deputy.reseller
 
 import data.deputy.lib
@@ -17,13 +19,15 @@ default decision := {"allowed": false, "reason": "customer_not_in_domain", "http
 
 # The common request first: an admin role, a customer of the caller's own
 # domain and a path naming no customers/{customer} template anywhere,
-# allowed in one body. Each helper rule read (staff, _same_domain) and each
-# negation costs OPA allocations on every check, so this branch spells
-# them out; what it does not allow falls through to the chain below, which
+# allowed in one body (in the second, where domain_hosts binds domains
+# to their portal hosts, on one of its domain's hosts). Each helper rule
+# read (staff, _same_domain) and each negation costs OPA allocations on
+# every check, so this branch spells them out; what it does not allow falls through to the chain below, which
 # decides every request exactly as before. Before it, a request asking to
 # switch protocols is refused: after the 101 the connection is a tunnel
 # Deputy is never asked about again, which carries requests no rule
 # judged and outlives the assignment.
+# regal ignore:rule-length
 decision := lib.deny(403, "delegated_upgrade") if {
 	input.deputy.request.upgrade
 	input.delegation.mode == "reseller"
@@ -32,7 +36,15 @@ decision := lib.deny(403, "delegated_upgrade") if {
 	not data.deputy.partner.customer_path_prefix in input.deputy.request.route_segments
 	input.identity.domain != ""
 	input.delegation.domain == input.identity.domain
-	_admin(input.identity.roles)
+	_admin_on_any_host(input.identity.roles)
+} else := {"allowed": true, "reason": "reseller_domain_customer"} if {
+	# The same request where domain_hosts binds domains to their portal
+	# hosts, on one of its domain's: never evaluated while it binds none.
+	input.delegation.mode == "reseller"
+	not data.deputy.partner.customer_path_prefix in input.deputy.request.route_segments
+	input.identity.domain != ""
+	input.delegation.domain == input.identity.domain
+	_admin_on_host(input.identity.roles, input.identity.domain, input.deputy.request.host)
 } else := lib.deny(403, sprintf("missing_privilege:%s", [concat(",", missing_privileges)])) if {
 	# Checked in this order; staff of the right mode whose customer is not
 	# in their own domain get the default denial.
@@ -50,6 +62,24 @@ decision := lib.deny(403, "delegated_upgrade") if {
 	some i, segment in input.deputy.request.route_segments
 	segment == data.deputy.partner.customer_path_prefix
 	not lib.route_segment_is(i + 1, input.delegation.subject)
+} else := lib.deny(403, "domain_hosts_unlisted") if {
+	# Once domain_hosts binds any domain to its portal hosts, a domain it
+	# leaves out acts on none: a domain added to the identity provider
+	# is not let in on every host until someone lists its portals.
+	_same_domain
+	_domain_hosts_bound
+	not data.deputy.reseller.domain_hosts[input.identity.domain]
+} else := lib.deny(403, "domain_host_mismatch") if {
+	# The token names the domain its holder signed in through; the host
+	# names the domain's portal the upstream acts on. Where one identity
+	# provider client serves every domain's portal, a token of one domain
+	# is accepted on another's, and the upstream, told nothing of the
+	# domain, serves the customer there. A check naming no host is on
+	# none of the domain's hosts: read through a rule, as "not host in
+	# hosts" fails, rather than holds, where the host is missing.
+	_same_domain
+	_domain_hosts_bound
+	not _on_domain_host
 } else := {"allowed": true, "reason": "reseller_domain_customer"} if {
 	_same_domain
 }
@@ -83,6 +113,40 @@ _admin(roles) if {
 	some role in roles
 	role in data.deputy.reseller.admin_roles
 }
+
+# METADATA
+# description: |
+#   Whether one of roles is an admin role and domain_hosts binds no
+#   domain to its hosts (as shipped): the common request's branch, which
+#   then need not read the host. Kept across checks (deputy_memo) as
+#   _admin is, so the common check pays one call for both, as before
+#   domain_hosts existed (reading the host costs allocations on every
+#   check); once it binds a domain, the next branch decides instead.
+# custom:
+#   deputy_memo: true
+_admin_on_any_host(roles) if {
+	_admin(roles)
+	not _domain_hosts_bound
+}
+
+# METADATA
+# description: |
+#   Whether one of roles is an admin role and host (lower case, no
+#   trailing dot, no port) is one domain_hosts lists for domain. Kept
+#   across checks (deputy_memo): a portal's checks bring the same few
+#   triples.
+# custom:
+#   deputy_memo: true
+_admin_on_host(roles, domain, host) if {
+	_admin(roles)
+	host in data.deputy.reseller.domain_hosts[domain]
+}
+
+_on_domain_host if input.deputy.request.host in data.deputy.reseller.domain_hosts[input.identity.domain]
+
+# Whether domain_hosts binds any domain; absent (data from before it)
+# binds none.
+_domain_hosts_bound if count(data.deputy.reseller.domain_hosts) > 0
 
 # METADATA
 # description: The required privileges the caller lacks, sorted, for the denial reason.

@@ -170,3 +170,55 @@ test_upgrade_of_another_mode_is_not_reseller_delegation if {
 	not d.allowed
 	d.reason == "not_reseller_delegation"
 }
+
+# domain_hosts binds each domain to the portal hosts its staff sign in
+# through. With any entry, a request is allowed only on a host of its
+# domain: a token of shop-a.example used on shop-b.example's portal acts
+# there for no one, whatever role lets it in.
+_domain_hosts := {
+	"shop-a.example": ["portal.shop-a.example", "care.shop-a.example"],
+	"shop-b.example": ["portal.shop-b.example"],
+}
+
+_on_host(req, "") := req
+
+_on_host(req, host) := object.union(req, {"deputy": {"request": {"host": host}}}) if host != ""
+
+test_domain_hosts[note] if {
+	some note, tc in {
+		"own domain's portal": {"roles": ["reseller_admin"], "host": "portal.shop-a.example", "domain_hosts": _domain_hosts, "allowed": true, "reason": "reseller_domain_customer"},
+		"own domain's second portal": {"roles": ["reseller_admin"], "host": "care.shop-a.example", "domain_hosts": _domain_hosts, "allowed": true, "reason": "reseller_domain_customer"},
+		"custom role on the own domain's portal": {"roles": ["reseller_support"], "host": "portal.shop-a.example", "domain_hosts": _domain_hosts, "allowed": true, "reason": "reseller_domain_customer"},
+		"the reseller's other domain's portal": {"roles": ["reseller_admin"], "host": "portal.shop-b.example", "domain_hosts": _domain_hosts, "allowed": false, "reason": "domain_host_mismatch"},
+		"custom role on the other domain's portal": {"roles": ["reseller_support"], "host": "portal.shop-b.example", "domain_hosts": _domain_hosts, "allowed": false, "reason": "domain_host_mismatch"},
+		"legacy role on the other domain's portal": {"roles": ["legacy_enterprise_support"], "host": "portal.shop-b.example", "domain_hosts": _domain_hosts, "allowed": false, "reason": "domain_host_mismatch"},
+		"a host no domain lists": {"roles": ["reseller_admin"], "host": "shop-a.example", "domain_hosts": _domain_hosts, "allowed": false, "reason": "domain_host_mismatch"},
+		"a check naming no host": {"roles": ["reseller_admin"], "host": "", "domain_hosts": _domain_hosts, "allowed": false, "reason": "domain_host_mismatch"},
+		"domain missing from the map": {"roles": ["reseller_admin"], "host": "portal.shop-a.example", "domain_hosts": {"shop-b.example": ["portal.shop-b.example"]}, "allowed": false, "reason": "domain_hosts_unlisted"},
+		"domain missing, custom role": {"roles": ["reseller_support"], "host": "portal.shop-a.example", "domain_hosts": {"shop-b.example": ["portal.shop-b.example"]}, "allowed": false, "reason": "domain_hosts_unlisted"},
+		# Empty, as shipped: every host, as before the map existed.
+		"empty map, the other domain's portal": {"roles": ["reseller_admin"], "host": "portal.shop-b.example", "domain_hosts": {}, "allowed": true, "reason": "reseller_domain_customer"},
+		"empty map, no host": {"roles": ["reseller_admin"], "host": "", "domain_hosts": {}, "allowed": true, "reason": "reseller_domain_customer"},
+		"empty map, custom role, no host": {"roles": ["reseller_support"], "host": "", "domain_hosts": {}, "allowed": true, "reason": "reseller_domain_customer"},
+	}
+	req := _on_host(_request(_staff(tc.roles, []), _assigned("shop-a.example")), tc.host)
+	d := reseller.decision with input as req
+		with reseller.domain_hosts as tc.domain_hosts
+	d.allowed == tc.allowed
+	d.reason == tc.reason
+}
+
+# The host check comes after the customer's: a customer of another
+# domain, or a path naming another customer, is refused for that on any
+# host.
+test_domain_hosts_after_customer_checks[note] if {
+	some note, tc in {
+		"customer of another domain": {"delegation": _assigned("shop-b.example"), "path": "/cases", "reason": "customer_not_in_domain"},
+		"path naming another customer": {"delegation": _assigned("shop-a.example"), "path": "/customers/globex/cases", "reason": "path_names_another_customer"},
+	}
+	req := object.union(_on_host(_request(_staff(["reseller_admin"], []), tc.delegation), "portal.shop-b.example"), {"deputy": lib_test.request(["GET"], tc.path).deputy})
+	d := reseller.decision with input as req
+		with reseller.domain_hosts as _domain_hosts
+	not d.allowed
+	d.reason == tc.reason
+}
