@@ -100,6 +100,39 @@ func StartSentinel(t testing.TB, name string, master *Server) *Server {
 	return nil
 }
 
+// StartReplica starts a redis-server replicating master, and returns
+// once master counts it as an online replica (INFO replication) that has
+// caught up: a write to master from then on reaches it, and WAIT counts
+// it.
+func StartReplica(t testing.TB, master *Server) *Server {
+	t.Helper()
+	ctx := context.Background()
+	mc := goredis.NewClient(&goredis.Options{Addr: master.Addr})
+	defer mc.Close()
+	// Redis waits 5 s for more replicas before a diskless full sync.
+	if err := mc.ConfigSet(ctx, "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	r := Start(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))
+	rc := goredis.NewClient(&goredis.Options{Addr: r.Addr})
+	defer rc.Close()
+	online := "port=" + strconv.Itoa(r.Port) + ",state=online"
+	for deadline := time.Now().Add(startWait); ; time.Sleep(20 * time.Millisecond) {
+		mi, merr := mc.Info(ctx, "replication").Result()
+		ri, rerr := rc.Info(ctx, "replication").Result()
+		if merr == nil && rerr == nil && strings.Contains(mi, online) && strings.Contains(ri, "master_link_status:up") {
+			// WAIT 1 returns at once only when it has acknowledged
+			// everything master wrote so far.
+			if n, err := mc.Wait(ctx, 1, time.Second).Result(); err == nil && n >= 1 {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: replica %s of %s not online: %v %v\n%s\n%s", r.Addr, master.Addr, merr, rerr, mi, ri)
+		}
+	}
+}
+
 func binary(name string) (string, error) {
 	p, err := exec.LookPath(name)
 	if err != nil {
