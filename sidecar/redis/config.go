@@ -34,7 +34,19 @@ const (
 	// DefaultInvalidationAckTimeout is how long a narrowing write waits
 	// for every replica to confirm its invalidation before it answers 503.
 	DefaultInvalidationAckTimeout = 2 * time.Second
+	// DefaultNarrowingReplicas waits, after a narrowing write, for one
+	// replica of the master that took it, when that master had any at
+	// its last reading.
+	DefaultNarrowingReplicas = NarrowingReplicasAuto
+	// DefaultNarrowingReplicaTimeout bounds that wait: a replica on the
+	// same network acknowledges within a round trip.
+	DefaultNarrowingReplicaTimeout = 300 * time.Millisecond
 )
+
+// NarrowingReplicasAuto is the narrowing_replicas setting that waits for
+// one replica where the master had one at its last reading, none where
+// it had none.
+const NarrowingReplicasAuto = "auto"
 
 // Connection buffers. go-redis gives every connection 32 KiB to read and
 // 32 KiB to write, and pipeline connections 128 KiB each way: sized for
@@ -82,6 +94,9 @@ type Config struct {
 	RequireAOF bool `yaml:"require_aof" usage:"fail readiness (/readyz and the probes, as redis_aof) while a Redis master reports AOF off (appendonly no): a restart from an RDB snapshot undoes answered revocations, consent withdrawals and assignment removals, with their audit entries and events; deputy_redis_aof_enabled and a warning report it either way"`
 
 	InvalidationAckTimeout time.Duration `yaml:"invalidation_ack_timeout" usage:"how long a write that narrows access (session ended, consent withdrawn, grant revoked, assignment removed...) waits for every replica to confirm it dropped the cached state; past it the write stands but answers 503 eviction_unpublished, to be retried"`
+
+	NarrowingReplicas       string        `yaml:"narrowing_replicas" usage:"how many Redis replicas of the master that took a write narrowing access must acknowledge it (WAIT) before it is answered as done; fewer within narrowing_replica_timeout answer 503, to be retried, as a failover may undo it: auto waits for one where that master had a replica connected at the last reading (INFO replication, every 30s), none where it had none or was not read; 0 never waits"`
+	NarrowingReplicaTimeout time.Duration `yaml:"narrowing_replica_timeout" usage:"how long a write that narrows access waits for narrowing_replicas Redis replicas to acknowledge it"`
 }
 
 // Defaults returns the config with every unset field at its default.
@@ -125,6 +140,22 @@ func (c *Config) SetDefaults() {
 	if c.InvalidationAckTimeout == 0 {
 		c.InvalidationAckTimeout = DefaultInvalidationAckTimeout
 	}
+	if c.NarrowingReplicas == "" {
+		c.NarrowingReplicas = DefaultNarrowingReplicas
+	}
+	if c.NarrowingReplicaTimeout == 0 {
+		c.NarrowingReplicaTimeout = DefaultNarrowingReplicaTimeout
+	}
+}
+
+// narrowingReplicas is narrowing_replicas: n, or auto. It trusts a
+// validated config.
+func (c Config) narrowingReplicas() (n int, auto bool) {
+	if c.NarrowingReplicas == NarrowingReplicasAuto {
+		return 0, true
+	}
+	n, _ = strconv.Atoi(c.NarrowingReplicas)
+	return n, false
 }
 
 // Remote reports whether an address is not on loopback: what crosses the
@@ -186,6 +217,12 @@ func (c Config) Validate() error {
 		return sidecar.Invalid("redis.retention", "must be at most %dh (100 years)", sidecar.MaxSpan/time.Hour)
 	case c.InvalidationAckTimeout < 0:
 		return sidecar.Invalid("redis.invalidation_ack_timeout", "must not be negative")
+	case c.NarrowingReplicas != "" && c.NarrowingReplicas != NarrowingReplicasAuto && !nonNegativeInt(c.NarrowingReplicas):
+		return sidecar.Invalid("redis.narrowing_replicas", "must be auto or a number of replicas (0: none), not %q", c.NarrowingReplicas)
+	case c.NarrowingReplicaTimeout < 0 || c.NarrowingReplicaTimeout > 0 && c.NarrowingReplicaTimeout < time.Millisecond:
+		// WAIT counts in milliseconds, and WAIT 0 would wait for ever
+		// (0 here takes the default).
+		return sidecar.Invalid("redis.narrowing_replica_timeout", "must be at least 1ms")
 	case strings.ContainsAny(c.KeyPrefix, "{}"):
 		return sidecar.Invalid("redis.key_prefix", "must not contain hash tag braces")
 	case c.Username != "" && c.Password == "":
@@ -282,3 +319,8 @@ func notHostByte(r rune) bool {
 }
 
 func notDigit(r rune) bool { return r < '0' || r > '9' }
+
+func nonNegativeInt(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0
+}

@@ -188,11 +188,22 @@ func (s *Store) InvalidationsUnconfirmed() uint64 { return s.inv.unconfirmed.Loa
 // returns once every replica listening has handed them to its subscribers
 // (EUNAVAILABLE when one did not within Config.InvalidationAckTimeout, or
 // when this replica is not listening itself and so cannot hear them
-// confirm).
+// confirm). It is for a narrowing write found made already (a retry's),
+// so first it makes sure that write is on Redis replicas (replicated),
+// as publishNarrowed does: EUNAVAILABLE when not, the keys published
+// anyway, without waiting.
 func (s *Store) Invalidate(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	if err := s.replicated(ctx, keys...); err != nil {
+		return s.evictDespite(ctx, err, keys...)
+	}
+	return s.invalidate(ctx, keys...)
+}
+
+// invalidate is Invalidate once the write is replicated.
+func (s *Store) invalidate(ctx context.Context, keys ...string) error {
 	timeout := time.NewTimer(s.cfg.InvalidationAckTimeout)
 	defer timeout.Stop()
 	if err := s.listen(timeout.C); err != nil {
@@ -347,15 +358,27 @@ func (s *Store) publish(ctx context.Context, keys ...string) {
 
 // publishNarrowed is for a write that narrows access and that its caller
 // can retry (ending sessions, consent, customer deletion, revocation...):
-// it returns once every replica has applied the keys (Invalidate), so the
+// it returns once every replica has applied the keys (invalidate), so the
 // write holds everywhere from the next request on. A failure, or a
 // replica that did not confirm in time, is returned as
 // sidecar.Unpublished, so the caller answers 503 and its retry publishes
 // again, rather than leaving replicas to honour what ended until their
 // cache TTL. As publish, it evicts on this replica first.
+//
+// Before that, the write must be on Redis replicas (replicated), which a
+// failover would otherwise undo: when it is not, it answers as a store
+// fault (EUNAVAILABLE), the write not known to last, and evicts anyway
+// (evictDespite), as the write stands for now and may stay.
 func (s *Store) publishNarrowed(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil // nothing narrowed
+	}
 	s.dispatch(keys...)
-	if err := s.Invalidate(context.WithoutCancel(ctx), keys...); err != nil {
+	ctx = context.WithoutCancel(ctx) // the write is made: its caller leaving does not undo it
+	if err := s.replicated(ctx, keys...); err != nil {
+		return s.evictDespite(ctx, err, keys...)
+	}
+	if err := s.invalidate(ctx, keys...); err != nil {
 		return sidecar.Unpublished(err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -33,11 +34,24 @@ func (p Persistence) AOF() bool { return p.Masters > 0 && len(p.WithoutAOF) == 0
 // does not answer, or refuses INFO (an ACL user without +info, a managed
 // Redis that hides the section), fails the reading: a partial one would
 // report AOF on while a master that was not read may have it off.
+//
+// It reads INFO replication too, and keeps how many replicas each master
+// has connected (connected_slaves) for the narrowing writes, which wait
+// for one of them (redis.narrowing_replicas auto): a reading that fails
+// keeps the last that succeeded.
 func (s *Store) Persistence(ctx context.Context) (Persistence, error) {
+	_, cluster := s.c.(*goredis.ClusterClient)
+	where := func(c *goredis.Client) string { // as wantReplicas looks a master up
+		if cluster {
+			return c.Options().Addr
+		}
+		return ""
+	}
 	var (
-		mu  sync.Mutex
-		p   Persistence
-		one = func(ctx context.Context, c *goredis.Client) error {
+		mu       sync.Mutex
+		p        Persistence
+		replicas = map[string]int{}
+		one      = func(ctx context.Context, c *goredis.Client) error {
 			name := c.Options().Addr
 			if s.cfg.MasterName != "" {
 				name = "sentinel master " + s.cfg.MasterName
@@ -50,8 +64,17 @@ func (s *Store) Persistence(ctx context.Context) (Persistence, error) {
 			if !ok {
 				return fmt.Errorf("INFO persistence on %s: no aof_enabled field", name)
 			}
+			repl, err := c.Info(ctx, "replication").Result()
+			if err != nil {
+				return fmt.Errorf("INFO replication on %s: %w", name, err)
+			}
 			mu.Lock()
 			defer mu.Unlock()
+			if v, ok := infoField(repl, "connected_slaves"); ok {
+				if n, err := strconv.Atoi(v); err == nil {
+					replicas[where(c)] = n
+				}
+			}
 			p.Masters++
 			if aof != "1" {
 				p.WithoutAOF = append(p.WithoutAOF, name)
@@ -71,6 +94,7 @@ func (s *Store) Persistence(ctx context.Context) (Persistence, error) {
 	if err != nil {
 		return Persistence{}, unavailable(err)
 	}
+	s.repl.replicas.Store(&replicas)
 	slices.Sort(p.WithoutAOF)
 	return p, nil
 }

@@ -70,7 +70,8 @@ type Store struct {
 
 	sealer atomic.Pointer[cursorSealer] // list cursors' key, once read (cursors.go)
 
-	inv invalidations
+	inv  invalidations
+	repl replication
 }
 
 var _ sidecar.Store = (*Store)(nil)

@@ -55,6 +55,14 @@ func TestConfigValidate(t *testing.T) {
 		{"retention_at_maximum", redis.Config{Addrs: []string{"a:1"}, Retention: 876000 * time.Hour}, ""},
 		{"retention_past_maximum", redis.Config{Addrs: []string{"a:1"}, Retention: 876001 * time.Hour}, "redis.retention"},
 		{"retention_go_maximum", redis.Config{Addrs: []string{"a:1"}, Retention: 2562047 * time.Hour}, "redis.retention"},
+		{"narrowing_replicas_auto", redis.Config{Addrs: []string{"a:1"}, NarrowingReplicas: "auto"}, ""},
+		{"narrowing_replicas_none", redis.Config{Addrs: []string{"a:1"}, NarrowingReplicas: "0"}, ""},
+		{"narrowing_replicas_two", redis.Config{Addrs: []string{"a:1"}, NarrowingReplicas: "2"}, ""},
+		{"narrowing_replicas_negative", redis.Config{Addrs: []string{"a:1"}, NarrowingReplicas: "-1"}, "redis.narrowing_replicas"},
+		{"narrowing_replicas_word", redis.Config{Addrs: []string{"a:1"}, NarrowingReplicas: "all"}, "redis.narrowing_replicas"},
+		// WAIT 0 would wait for ever.
+		{"narrowing_replica_timeout_below_1ms", redis.Config{Addrs: []string{"a:1"}, NarrowingReplicaTimeout: time.Microsecond}, "redis.narrowing_replica_timeout"},
+		{"narrowing_replica_timeout_negative", redis.Config{Addrs: []string{"a:1"}, NarrowingReplicaTimeout: -time.Second}, "redis.narrowing_replica_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
