@@ -130,6 +130,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		if err := m.RegisterInvalidationsUnconfirmed(func() uint64 { return 0 }); err != nil {
 			return nil, err
 		}
+		// No Redis replicas: nothing to wait for.
+		if err := m.RegisterNarrowingUnreplicated(func() uint64 { return 0 }); err != nil {
+			return nil, err
+		}
 		// One process, one clock: nothing judges at another clock.
 		if err := m.RegisterRedisClockOffset(func() (time.Duration, bool) { return 0, true }); err != nil {
 			return nil, err
@@ -154,6 +158,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		return nil, err
 	}
 	if err := m.RegisterInvalidationsUnconfirmed(rs.InvalidationsUnconfirmed); err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	if err := m.RegisterNarrowingUnreplicated(rs.NarrowingUnreplicated); err != nil {
 		_ = client.Close()
 		return nil, err
 	}

@@ -397,6 +397,16 @@ func (m *Metrics) RegisterInvalidationsUnconfirmed(fn func() uint64) error {
 		func() float64 { return float64(fn()) }))
 }
 
+// RegisterNarrowingUnreplicated exports fn, at scrape time, as the count
+// of narrowing writes answered 503 because fewer Redis replicas than
+// redis.narrowing_replicas acknowledged them.
+func (m *Metrics) RegisterNarrowingUnreplicated(fn func() uint64) error {
+	return m.register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "redis_narrowing_unreplicated_total",
+		Help: "Writes that narrow access answered 503 (unavailable) because fewer Redis replicas than redis.narrowing_replicas acknowledged them " +
+			"within redis.narrowing_replica_timeout: a failover would undo them (a planned Sentinel failover, a replica down or lagging). Callers retry."},
+		func() float64 { return float64(fn()) }))
+}
+
 // RecordsFuncs read the recorder of audit entries and events, at scrape
 // time.
 type RecordsFuncs struct {

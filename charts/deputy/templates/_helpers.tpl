@@ -151,6 +151,7 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- with .Values.redis.masterName }}{{ $_ := set $redis "master_name" . }}{{ end -}}
 {{- with .Values.redis.username }}{{ $_ := set $redis "username" . }}{{ end -}}
 {{- if .Values.redis.requireAOF }}{{ $_ := set $redis "require_aof" true }}{{ end -}}
+{{- if ne (toString .Values.redis.narrowingReplicas) "" }}{{ $_ := set $redis "narrowing_replicas" (toString .Values.redis.narrowingReplicas) }}{{ end -}}
 {{- if and .Values.redis.username (not (include "deputy.redisHasPassword" .)) }}{{ fail "redis.username needs redis.password or redis.existingSecret: without one the client connects as the default user" }}{{ end -}}
 {{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}

@@ -559,6 +559,7 @@ func TestDeputyConfig(t *testing.T) {
 			want: map[string]any{
 				"redis.master_name":        "deputy",
 				"redis.require_aof":        true,
+				"redis.narrowing_replicas": "1",
 				"redis.addrs":              []any{"sentinel-0.sentinel:26379", "sentinel-1.sentinel:26379", "sentinel-2.sentinel:26379"},
 				"impersonation.redeem_ttl": "20s",
 				// The newest key signs: the order of the values is kept.
