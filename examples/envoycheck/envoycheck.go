@@ -333,32 +333,12 @@ func AccessLogsWithoutQuery(b *bootstrapv3.Bootstrap) error {
 }
 
 func accessLogWithoutQuery(al *accesslogv3.AccessLog) error {
-	inner, err := al.GetTypedConfig().UnmarshalNew()
+	format, texts, err := logFormat(al)
 	if err != nil {
 		return err
 	}
-	var format *corev3.SubstitutionFormatString
-	switch c := inner.(type) {
-	case *streamv3.StdoutAccessLog:
-		format = c.GetLogFormat()
-	case *streamv3.StderrAccessLog:
-		format = c.GetLogFormat()
-	default:
-		return fmt.Errorf("%T: cannot tell what it logs", inner)
-	}
 	if format == nil {
 		return errors.New("no log_format: Envoy's default format logs the path with its query")
-	}
-	var texts []string
-	switch {
-	case format.GetTextFormatSource() != nil:
-		texts = append(texts, format.GetTextFormatSource().GetInlineString())
-	case format.GetJsonFormat() != nil:
-		for _, v := range format.GetJsonFormat().GetFields() {
-			texts = append(texts, v.GetStringValue())
-		}
-	default:
-		return errors.New("log_format: only an inline text_format_source or a json_format can be checked")
 	}
 	withoutQuery := slices.ContainsFunc(format.GetFormatters(), func(e *corev3.TypedExtensionConfig) bool {
 		return e.GetTypedConfig().MessageIs((*reqwithoutqueryv3.ReqWithoutQuery)(nil))
@@ -383,3 +363,109 @@ func accessLogWithoutQuery(al *accesslogv3.AccessLog) error {
 // commandOperator is one %NAME% or %NAME(args)% (with an optional :N
 // length) of an access log format.
 var commandOperator = regexp.MustCompile(`%([A-Z_]+)(?:\(([^)]*)\))?(?::\d+)?%`)
+
+// logFormat is the format of an access log, nil for Envoy's default, and
+// the strings of it that hold command operators.
+func logFormat(al *accesslogv3.AccessLog) (*corev3.SubstitutionFormatString, []string, error) {
+	inner, err := al.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return nil, nil, err
+	}
+	var format *corev3.SubstitutionFormatString
+	switch c := inner.(type) {
+	case *streamv3.StdoutAccessLog:
+		format = c.GetLogFormat()
+	case *streamv3.StderrAccessLog:
+		format = c.GetLogFormat()
+	default:
+		return nil, nil, fmt.Errorf("%T: cannot tell what it logs", inner)
+	}
+	if format == nil {
+		return nil, nil, nil
+	}
+	var texts []string
+	switch {
+	case format.GetTextFormatSource() != nil:
+		texts = append(texts, format.GetTextFormatSource().GetInlineString())
+	case format.GetJsonFormat() != nil:
+		for _, v := range format.GetJsonFormat().GetFields() {
+			texts = append(texts, v.GetStringValue())
+		}
+	default:
+		return nil, nil, errors.New("log_format: only an inline text_format_source or a json_format can be checked")
+	}
+	return format, texts, nil
+}
+
+// LogsRequestPath returns an error for every HTTP connection manager of b
+// whose access log may write x-envoy-original-path, or whose route config
+// lets a client's copy of it reach the upstream. Envoy sets that header
+// only when a route rewrites the path, which no shipped config does, and
+// keeps a client's copy (its internal-header cleaning does not name it):
+// a log writing it, as Envoy's default format, %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%
+// and %PATH% (whose source defaults to ORIG_OR_PATH) do, writes the path
+// the client chose instead of the one Deputy decided on, and a '"' in it
+// forges the rest of a text line. Log :path itself.
+func LogsRequestPath(b *bootstrapv3.Bootstrap) error {
+	var errs []error
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+					continue
+				}
+				if forwards(&hcm) && !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), originalPath) {
+					errs = append(errs, fmt.Errorf("listener %s: route_config does not remove a client's %s, which the upstream then reads", l.GetName(), originalPath))
+				}
+				for _, al := range hcm.GetAccessLog() {
+					if err := accessLogRequestPath(al); err != nil {
+						errs = append(errs, fmt.Errorf("listener %s: access log %s: %w", l.GetName(), al.GetName(), err))
+					}
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// forwards reports whether a route of hcm sends requests upstream.
+func forwards(hcm *hcmv3.HttpConnectionManager) bool {
+	for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			if r.GetRoute() != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// originalPath is the header Envoy keeps a path in before rewriting it.
+const originalPath = "x-envoy-original-path"
+
+func accessLogRequestPath(al *accesslogv3.AccessLog) error {
+	format, texts, err := logFormat(al)
+	if err != nil {
+		return err
+	}
+	if format == nil {
+		return fmt.Errorf("no log_format: Envoy's default format logs %s when a client sends one", originalPath)
+	}
+	for _, text := range texts {
+		for _, op := range commandOperator.FindAllStringSubmatch(text, -1) {
+			name, args := op[1], strings.ToLower(op[2])
+			source := args
+			if name == "PATH" {
+				_, source, _ = strings.Cut(args, ":")
+			}
+			switch {
+			case strings.Contains(args, originalPath):
+				return fmt.Errorf("%s logs the %s a client may send", op[0], originalPath)
+			case name == "PATH" && source != "path":
+				return fmt.Errorf("%s logs the %s a client may send (want %%PATH(NQ:PATH)%%)", op[0], originalPath)
+			}
+		}
+	}
+	return nil
+}

@@ -84,6 +84,59 @@ func TestShippedConfigs(t *testing.T) {
 			if err := envoycheck.AccessLogsWithoutQuery(b); err != nil {
 				t.Error(err)
 			}
+			// The access log writes the path Envoy forwarded, never one
+			// a client chose in x-envoy-original-path.
+			if err := envoycheck.LogsRequestPath(b); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// LogsRequestPath refuses an access log that writes x-envoy-original-path,
+// and a route config that lets a client's copy reach the upstream.
+func TestLogsRequestPath(t *testing.T) {
+	const (
+		formatter = `, formatters: [{name: envoy.formatter.req_without_query, typed_config: {"@type": type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery}}]`
+		routes    = `virtual_hosts: [{name: app, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]`
+		removed   = `{request_headers_to_remove: [x-forwarded-host, x-envoy-original-path], ` + routes + `}`
+	)
+	tests := []struct {
+		name      string
+		logConfig string // the StdoutAccessLog's fields after its @type
+		route     string // the route_config
+		want      string // in the error; "" when accepted
+	}{
+		{"default format", ``, removed, "default format"},
+		{"original path first", `, log_format: {text_format_source: {inline_string: "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%\n"}` + formatter + `}`, removed, "X-ENVOY-ORIGINAL-PATH"},
+		{"original path in json", `, log_format: {json_format: {p: "%REQ(x-envoy-original-path)%"}}`, removed, "x-envoy-original-path"},
+		{"PATH reading the original", `, log_format: {text_format_source: {inline_string: "%PATH(NQ:ORIG)%\n"}}`, removed, "ORIG"},
+		// PATH reads x-envoy-original-path first unless told :PATH.
+		{"PATH by default", `, log_format: {text_format_source: {inline_string: "%PATH(NQ)%\n"}}`, removed, "PATH(NQ)"},
+		{"client's copy forwarded", `, log_format: {text_format_source: {inline_string: "%REQ_WITHOUT_QUERY(:PATH)%\n"}` + formatter + `}`, `{request_headers_to_remove: [x-forwarded-host], ` + routes + `}`, "x-envoy-original-path"},
+		{"no route config removal", `, log_format: {text_format_source: {inline_string: "%REQ_WITHOUT_QUERY(:PATH)%\n"}` + formatter + `}`, `{` + routes + `}`, "x-envoy-original-path"},
+		{"request path", `, log_format: {text_format_source: {inline_string: "%REQ(:METHOD)% %REQ_WITHOUT_QUERY(:PATH)%\n"}` + formatter + `}`, removed, ""},
+		{"PATH of the request", `, log_format: {text_format_source: {inline_string: "%PATH(NQ:PATH)%\n"}}`, removed, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := `static_resources: {listeners: [{name: l, address: {socket_address: {address: 0.0.0.0, port_value: 8080}}, filter_chains: [{filters: [{name: hcm, typed_config: {
+  "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s,
+  route_config: ` + tc.route + `, http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}],
+  access_log: [{name: envoy.access_loggers.stdout, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog` + tc.logConfig + `}}]}}]}]}]}`
+			b, err := envoycheck.Bootstrap([]byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = envoycheck.LogsRequestPath(b)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Error("accepted")
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
 		})
 	}
 }

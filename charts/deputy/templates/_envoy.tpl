@@ -30,10 +30,14 @@ static_resources:
                       "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
                       # Envoy's default format, but the path without its query: single-use
                       # redeem codes travel in one (/deputy/v1/impersonation/redeem?code=),
-                      # as may other secrets, and must not reach the pod's logs.
+                      # as may other secrets, and must not reach the pod's logs. And
+                      # :path itself, the one decided on and forwarded: the default's
+                      # X-ENVOY-ORIGINAL-PATH comes first, and no route here rewrites
+                      # the path, so any copy is a client's, who would choose the path
+                      # logged (and, with a '"', the rest of the line).
                       log_format:
                         text_format_source:
-                          inline_string: "[%START_TIME%] \"%REQ(:METHOD)% %REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n"
+                          inline_string: "[%START_TIME%] \"%REQ(:METHOD)% %REQ_WITHOUT_QUERY(:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n"
                         formatters:
                           - name: envoy.formatter.req_without_query
                             typed_config:
@@ -267,6 +271,10 @@ static_resources:
                     - x-forwarded_for
                     - x_forwarded-for
                     - x_forwarded_for
+                    # Envoy's own when a route rewrites the path, which none here does:
+                    # a client's copy would tell the application another path than the
+                    # one decided on.
+                    - x-envoy-original-path
                   virtual_hosts:
                     - name: app
                       domains: ["*"]

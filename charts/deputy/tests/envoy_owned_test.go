@@ -199,6 +199,26 @@ func TestEnvoyAccessLogLeavesQueryOut(t *testing.T) {
 	}
 }
 
+// A client's x-envoy-original-path chooses neither the path Envoy's access
+// log writes (nor, through a '"', the rest of the line) nor the one the
+// application reads: the chart's Envoy rewrites no path, so any copy is a
+// client's. Whichever the transport.
+func TestEnvoyLogsRequestPath(t *testing.T) {
+	for _, transport := range []string{"grpc", "http"} {
+		t.Run(transport, func(t *testing.T) {
+			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
+			cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
+			b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := envoycheck.LogsRequestPath(b); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 // Envoy replaces only the name an allow sets upstream, so a client's
 // x_current_user stays beside the x-current-user a policy set, and CGI,
 // PHP and WSGI upstreams read both as one. Every spelling of each header
