@@ -30,6 +30,7 @@ import (
 
 	// The extensions Deputy's example configs use; importing them puts
 	// their types in the registry that resolves typed_config.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )

@@ -3,6 +3,9 @@ The Envoy bootstrap of the pod: the same shape as examples/envoy/envoy.yaml
 (gRPC) and examples/envoy/envoy-http.yaml (http_service), with the ports
 and limits from values.
 */}}
+{{/* The path the kubelet asks Envoy's probe listener for the application's readiness. */}}
+{{- define "deputy.appReadyPath" -}}/app/ready{{- end -}}
+
 {{- define "deputy.envoyConfig" -}}
 {{- $grpc := eq .Values.envoy.extAuthz.transport "grpc" -}}
 admin:
@@ -403,6 +406,42 @@ static_resources:
                   - name: envoy.filters.http.router
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+    {{- if .Values.app.readinessPath }}
+    # The kubelet's readiness probe of the application: Envoy answers 200
+    # while its health check of the app cluster passes, 503 otherwise (and
+    # while Envoy drains). Nothing here is forwarded, nor logged.
+    - name: app_ready
+      address:
+        socket_address: { address: 0.0.0.0, port_value: {{ .Values.envoy.probePort }} }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: app_ready
+                codec_type: AUTO
+                route_config:
+                  name: app_ready
+                  virtual_hosts:
+                    - name: app_ready
+                      domains: ["*"]
+                      routes:
+                        - match: { prefix: "/" }
+                          direct_response: { status: 404 }
+                http_filters:
+                  - name: envoy.filters.http.health_check
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
+                      pass_through_mode: false
+                      headers:
+                        - name: ":path"
+                          string_match: { exact: {{ include "deputy.appReadyPath" . | toJson }} }
+                      cluster_min_healthy_percentages:
+                        app: { value: 100 }
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+    {{- end }}
   clusters:
     {{- if $grpc }}
     - name: deputy_grpc
@@ -434,6 +473,22 @@ static_resources:
     - name: app
       type: STATIC
       connect_timeout: 1s
+      {{- with .Values.app.readinessPath }}
+      # Asked on loopback, so the application need not listen on the pod IP.
+      # A cluster that never carried traffic (a pod not yet ready) is
+      # checked every no_traffic_interval, 60 s unless set. An unhealthy
+      # app still gets requests (panic mode, one host): only the readiness
+      # the kubelet reads changes.
+      health_checks:
+        - timeout: 1s
+          interval: 5s
+          no_traffic_interval: 5s
+          unhealthy_threshold: 2
+          healthy_threshold: 1
+          http_health_check:
+            host: localhost
+            path: {{ . | toJson }}
+      {{- end }}
       load_assignment:
         cluster_name: app
         endpoints:

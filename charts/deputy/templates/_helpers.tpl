@@ -378,7 +378,9 @@ deputy.config only: set among the extras, they fail the render.
 {{- end -}}
 {{- end -}}
 
-{{/* The Deputy container, shared by the Deployment and sidecar-only mode. */}}
+{{/* The Deputy container, shared by the Deployment and sidecar-only mode.
+  The gRPC ext_authz port listens on loopback, where Envoy reaches it, and
+  on the pod IP only for the kubelet's gRPC probe (deputy.probes.grpc). */}}
 {{- define "deputy.container" -}}
 name: deputy
 image: {{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) | quote }}
@@ -421,9 +423,11 @@ env:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 ports:
+  {{- if .Values.deputy.probes.grpc }}
   - name: grpc-authz
     containerPort: {{ .Values.deputy.ports.grpc }}
     protocol: TCP
+  {{- end }}
   - name: metrics
     containerPort: {{ .Values.deputy.ports.metrics }}
     protocol: TCP

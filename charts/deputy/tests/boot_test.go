@@ -65,7 +65,7 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		// Readiness needs Redis reachable with the password from the Secret.
 		{"redis", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, replicaCount: 2, redis: {enabled: true, addrs: ['" + redisAddr + "'], password: s3cret}, deputy: {config: {impersonation: {redeem_ttl: 20s}}}}", nil},
 		{"redis frozen", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, replicaCount: 2, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}}", nil},
-		{"redis frozen, http probes", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}, deputy: {probes: {grpc: false}}}", nil},
+		{"redis frozen, gRPC probes", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true, addrs: ['" + frozenAddr + "'], password: s3cret}, deputy: {probes: {grpc: true}}}", nil},
 		// The container an operator pastes into an existing pod, with the
 		// signing keys from a Secret they created.
 		{"sidecar-only", "testdata/sidecar-only.yaml", nil},

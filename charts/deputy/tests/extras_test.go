@@ -112,7 +112,8 @@ func TestDisruptionBudget(t *testing.T) {
 }
 
 // In every mode a NetworkPolicy admits the serving port and metrics, and
-// never Deputy's gRPC port, which listens on the pod IP for the probes.
+// never Deputy's gRPC port, which listens on the pod IP for the kubelet's
+// gRPC probe (deputy.probes.grpc).
 func TestNetworkPolicyEveryMode(t *testing.T) {
 	cases := []struct {
 		name, values string

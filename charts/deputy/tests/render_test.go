@@ -338,8 +338,9 @@ func TestDeputyProbes(t *testing.T) {
 		readinessGRPC bool
 		grpcAddr      string
 	}{
-		{"default.yaml", true, "--grpc-addr=:9191"},
+		{"default.yaml", false, "--grpc-addr=127.0.0.1:9191"},
 		{"http-ext-authz.yaml", false, "--grpc-addr=127.0.0.1:9191"},
+		{"grpc-probe.yaml", true, "--grpc-addr=:9191"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.TrimSuffix(tc.values, ".yaml"), func(t *testing.T) {
