@@ -6,11 +6,21 @@ and limits from values.
 {{/* The path the kubelet asks Envoy's probe listener for the application's readiness. */}}
 {{- define "deputy.appReadyPath" -}}/app/ready{{- end -}}
 
+{{/* Where Envoy's admin socket lives: a volume only Envoy's container mounts. */}}
+{{- define "deputy.envoyAdminDir" -}}/var/run/envoy-admin{{- end -}}
+
 {{- define "deputy.envoyConfig" -}}
 {{- $grpc := eq .Values.envoy.extAuthz.transport "grpc" -}}
+{{- /* Admin changes log levels, drains listeners and stops Envoy: on
+  127.0.0.1 the application's container, which shares the pod's loopback,
+  would reach it. */}}
 admin:
   address:
+    {{- if .Values.envoy.adminPort }}
     socket_address: { address: 127.0.0.1, port_value: {{ .Values.envoy.adminPort }} }
+    {{- else }}
+    pipe: { path: {{ include "deputy.envoyAdminDir" . }}/admin.sock }
+    {{- end }}
 static_resources:
   listeners:
     - name: ingress

@@ -10,6 +10,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"helm.sh/helm/v3/pkg/chart"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
@@ -202,5 +203,84 @@ func TestNotesOnExposure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Envoy at debug or trace writes every request's headers to the pod log:
+// bearer tokens, session cookies, x-deputy-token, redeem codes. The render
+// refuses those levels unless envoy.allowCredentialLogging says so, through
+// the schema and without it (helm's --skip-schema-validation); allowed,
+// the release notes say what the log holds.
+func TestEnvoyDebugLogNeedsConsent(t *testing.T) {
+	const base = "app: {image: {repository: x}}, identity: {anonymousOnly: true}, envoy: {logLevel: "
+	withSchema := loadChart(t)
+	withoutSchema := loadChart(t)
+	withoutSchema.Schema = nil
+	for _, level := range []string{"debug", "trace"} {
+		t.Run(level, func(t *testing.T) {
+			for name, c := range map[string]*chart.Chart{"schema": withSchema, "no schema": withoutSchema} {
+				_, err := renderYAML(t, c, "{"+base+level+"}}")
+				if err == nil || !strings.Contains(err.Error(), "allowCredentialLogging") {
+					t.Errorf("%s: err = %v, want a refusal naming envoy.allowCredentialLogging", name, err)
+				}
+			}
+			if n := notes(t, "{"+base+level+", allowCredentialLogging: true}}"); !strings.Contains(n, "headers go to the\npod log in clear") {
+				t.Errorf("NOTES.txt does not warn:\n%s", n)
+			}
+		})
+	}
+	if n := notes(t, "{"+base+"info}}"); strings.Contains(n, "in clear") {
+		t.Errorf("NOTES.txt warns at info:\n%s", n)
+	}
+}
+
+// Envoy's admin interface stops Envoy, fails its health checks and turns
+// its logging to debug: it listens on a unix socket in a volume only the
+// Envoy container mounts, not on the loopback the application's container
+// shares. envoy.adminPort puts it on 127.0.0.1, and the notes say who
+// reaches it there.
+func TestEnvoyAdminOnlyForEnvoy(t *testing.T) {
+	const values = "{app: {image: {repository: x}}, identity: {anonymousOnly: true}"
+	m := renderInline(t, values+"}")
+	b, err := envoycheck.Bootstrap([]byte(m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap).Data["envoy.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := b.GetAdmin().GetAddress().GetPipe().GetPath()
+	if sock == "" {
+		t.Fatalf("admin on %v, want a unix socket", b.GetAdmin().GetAddress())
+	}
+	pod := m.get(t, "Deployment", "shop-deputy").(*appsv1.Deployment).Spec.Template.Spec
+	var vol string
+	for _, vm := range container(t, pod, "envoy").VolumeMounts {
+		if strings.HasPrefix(sock, vm.MountPath+"/") {
+			vol = vm.Name
+			if vm.ReadOnly {
+				t.Errorf("%s mounted read-only: Envoy cannot create its socket", vm.MountPath)
+			}
+		}
+	}
+	if vol == "" {
+		t.Fatalf("the admin socket %s is on no volume of Envoy's", sock)
+	}
+	if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == vol && v.EmptyDir != nil }) {
+		t.Errorf("volume %s is not an emptyDir of the pod", vol)
+	}
+	for _, c := range pod.Containers {
+		if c.Name != "envoy" && slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.Name == vol }) {
+			t.Errorf("container %s mounts Envoy's admin socket", c.Name)
+		}
+	}
+
+	m = renderInline(t, values+", envoy: {adminPort: 9901}}")
+	b, err = envoycheck.Bootstrap([]byte(m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap).Data["envoy.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := b.GetAdmin().GetAddress().GetSocketAddress(); a.GetAddress() != "127.0.0.1" || a.GetPortValue() != 9901 {
+		t.Errorf("admin on %v, want 127.0.0.1:9901", b.GetAdmin().GetAddress())
+	}
+	if n := notes(t, values+", envoy: {adminPort: 9901}}"); !strings.Contains(n, "127.0.0.1:9901") {
+		t.Errorf("NOTES.txt does not say where admin listens:\n%s", n)
 	}
 }
