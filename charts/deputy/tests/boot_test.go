@@ -71,7 +71,7 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 		{"sidecar-only", "testdata/sidecar-only.yaml", nil},
 		// The first step of a rotation: the newer key published, the
 		// other one signing.
-		{"sidecar-only, signing with a later key", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}, " +
+		{"sidecar-only, signing with a later key", "{mode: sidecar-only, singleReplica: true, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}, " +
 			"signingKeys: {existingSecret: deputy-signing-keys, existingSecretKeys: [current.pem, previous.pem], signWith: previous.pem}}", nil},
 		// Policies from a bundle server, signed; readiness waits for the
 		// first activation, of a bundle signed after minSignedAt.

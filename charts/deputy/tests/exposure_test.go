@@ -138,7 +138,7 @@ func TestDeputyGRPCOnLoopback(t *testing.T) {
 		grpcAddr     string
 	}{
 		{"default", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}}", false, "--grpc-addr=127.0.0.1:9191"},
-		{"sidecar-only", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}}", false, "--grpc-addr=127.0.0.1:9191"},
+		{"sidecar-only", "{mode: sidecar-only, singleReplica: true, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}}", false, "--grpc-addr=127.0.0.1:9191"},
 		{"gRPC probe", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, deputy: {probes: {grpc: true}}}", true, "--grpc-addr=:9191"},
 	}
 	for _, tc := range tests {
@@ -174,7 +174,7 @@ func TestDeputyGRPCOnLoopback(t *testing.T) {
 // NetworkPolicy.
 func TestNotesOnExposure(t *testing.T) {
 	const app = "app: {image: {repository: x}, port: 3000}, identity: {anonymousOnly: true}"
-	const sidecarOnly = "mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]"
+	const sidecarOnly = "mode: sidecar-only, singleReplica: true, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]"
 	tests := []struct {
 		name, values string
 		want         []string // in NOTES.txt
@@ -282,5 +282,32 @@ func TestEnvoyAdminOnlyForEnvoy(t *testing.T) {
 	}
 	if n := notes(t, values+", envoy: {adminPort: 9901}}"); !strings.Contains(n, "127.0.0.1:9901") {
 		t.Errorf("NOTES.txt does not say where admin listens:\n%s", n)
+	}
+}
+
+// In sidecar-only mode the replicas are the workload's, which the chart
+// cannot count: without Redis each would keep sessions, consents and
+// grants of its own, and a consent withdrawn through one pod would not end
+// a session another holds. The render needs Redis, or singleReplica saying
+// there is one.
+func TestSidecarOnlySharedState(t *testing.T) {
+	const base = "mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: shop}, ports: [8080]}"
+	for _, tc := range []struct {
+		name, values string
+		ok           bool
+	}{
+		{"embedded store", "{" + base + "}", false},
+		{"embedded store, one replica", "{" + base + ", singleReplica: true}", true},
+		{"redis", "{" + base + ", redis: {enabled: true, addrs: ['redis:6379'], tls: true}}", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderYAML(t, loadChart(t), tc.values)
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.ok && (err == nil || !strings.Contains(err.Error(), "singleReplica")):
+				t.Fatalf("err = %v, want a refusal naming singleReplica", err)
+			}
+		})
 	}
 }

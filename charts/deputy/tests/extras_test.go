@@ -60,7 +60,7 @@ deputy:
 		check(t, container(t, pod, "deputy"), pod.Volumes)
 	})
 	t.Run("sidecar-only", func(t *testing.T) {
-		m := renderInline(t, values+"mode: sidecar-only\nnetworkPolicy: {podSelector: {app: shop}, ports: [8080]}\n")
+		m := renderInline(t, values+"mode: sidecar-only\nsingleReplica: true\nnetworkPolicy: {podSelector: {app: shop}, ports: [8080]}\n")
 		cm := m.get(t, "ConfigMap", "shop-deputy-sidecar").(*corev1.ConfigMap)
 		var c corev1.Container
 		var vols []corev1.Volume
@@ -122,7 +122,7 @@ func TestNetworkPolicyEveryMode(t *testing.T) {
 	}{
 		{"sidecar", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}}",
 			map[string]string{"app.kubernetes.io/name": "deputy", "app.kubernetes.io/instance": "shop"}, []string{"http", "metrics"}},
-		{"sidecar-only", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}}",
+		{"sidecar-only", "{mode: sidecar-only, singleReplica: true, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: storefront}, ports: [8080]}}",
 			map[string]string{"app": "storefront"}, []string{"8080", "9090"}},
 	}
 	for _, tc := range cases {

@@ -708,6 +708,9 @@ func TestRenderRefusesUnsafeCombinations(t *testing.T) {
 		{"anonymous only switched off in config", "{app: {image: {repository: x}}, deputy: {config: {identity: {anonymous_only: false}}}}", "identity.issuerURLs is required"},
 		{"replicas without redis", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, replicaCount: 2}", "redis.enabled"},
 		{"autoscaling without redis", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, autoscaling: {enabled: true}}", "redis.enabled"},
+		// The workload Deputy joins usually runs several replicas, each
+		// Deputy then keeping sessions, consents and grants of its own.
+		{"sidecar-only without redis", "{mode: sidecar-only, identity: {anonymousOnly: true}, networkPolicy: {podSelector: {app: shop}, ports: [8080]}}", "singleReplica"},
 		{"bundle without url", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: bundle, bundle: {publicKey: k}}}", "policies.bundle.url"},
 		{"unsigned bundle", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, policies: {source: bundle, bundle: {url: 'https://b.example.com/b.tar.gz'}}}", "publicKey"},
 		{"redis without address", "{app: {image: {repository: x}}, identity: {anonymousOnly: true}, redis: {enabled: true}}", "redis.addrs"},

@@ -56,7 +56,7 @@ func TestTerminationGracePeriodCoversTheShutdown(t *testing.T) {
 		})
 	}
 	t.Run("sidecar-only says what the pod needs", func(t *testing.T) {
-		out, err := renderYAML(t, c, baseValues+"mode: sidecar-only\nnetworkPolicy: {podSelector: {app: shop}, ports: [8080]}\ndeputy: {config: {shutdown_timeout: 30s}}\n")
+		out, err := renderYAML(t, c, baseValues+"mode: sidecar-only\nsingleReplica: true\nnetworkPolicy: {podSelector: {app: shop}, ports: [8080]}\ndeputy: {config: {shutdown_timeout: 30s}}\n")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +171,7 @@ func TestDecisionLogSpoolOnEmptyDir(t *testing.T) {
 		}
 	})
 	t.Run("sidecar-only", func(t *testing.T) {
-		out, err := renderYAML(t, c, baseValues+"mode: sidecar-only\nnetworkPolicy: {podSelector: {app: shop}, ports: [8080]}\n")
+		out, err := renderYAML(t, c, baseValues+"mode: sidecar-only\nsingleReplica: true\nnetworkPolicy: {podSelector: {app: shop}, ports: [8080]}\n")
 		if err != nil {
 			t.Fatal(err)
 		}
