@@ -233,6 +233,7 @@ var maskSpine = spine{"input": {
 	"attributes":   {"request": {"http": {"headers": {}}}},
 	"parsed_query": {},
 	"parsed_path":  {},
+	"identity":     {},
 }}
 
 // astValue returns in as an AST value, if it is one.
@@ -386,8 +387,17 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, ev Evaluator
 		}
 	}
 	rec.Masked = append(rec.Masked, m.maskQueries(event)...)
-	if claims := lookup(event, "input", "identity", "claims"); claims != nil {
-		claimed := maskClaims(claims, "/input/identity/claims", 0)
+	if id, ok := lookup(event, "input", "identity").(map[string]any); ok && id["claims"] != nil {
+		if v, isAST := astValue(id["claims"]); isAST {
+			// The check path's AST: claims are read whole, so turned
+			// into Go values whole.
+			if plain, err := plainValue(v); err == nil {
+				id["claims"] = plain
+			} else {
+				id["claims"] = MaskedValue
+			}
+		}
+		claimed := maskClaims(id["claims"], "/input/identity/claims", 0)
 		sort.Strings(claimed)
 		rec.Masked = append(rec.Masked, claimed...)
 	}
@@ -569,14 +579,8 @@ func (m *masker) maskQueries(event map[string]any) []string {
 				masked = append(masked, "/input/parsed_query/"+escape(k))
 				continue
 			}
-			list, _ := vs.([]any)
-			nested := false
-			for i, v := range list {
-				if str, isStr := v.(string); isStr && m.nestedCredential(str, 1) {
-					list[i], nested = MaskedValue, true
-				}
-			}
-			if nested {
+			if list, changed := m.maskNestedValues(vs); changed {
+				q[k] = list
 				masked = append(masked, "/input/parsed_query/"+escape(k))
 			}
 		}
@@ -648,6 +652,37 @@ func (m *masker) maskQueryAt(uri string, bare bool, depth int) (string, bool) {
 	return prefix + b.String(), true
 }
 
+// maskNestedValues masks the values of one parameter of parsed_query
+// that hold a credential of their own (nestedCredential). The list is Go
+// values, or, on the check path, the AST array the policy read, which is
+// only turned into Go values when one is masked.
+func (m *masker) maskNestedValues(vs any) ([]any, bool) {
+	if arr, ok := vs.(*ast.Array); ok {
+		hit := false
+		arr.Until(func(t *ast.Term) bool {
+			s, isStr := t.Value.(ast.String)
+			hit = isStr && m.nestedCredential(string(s), 1)
+			return hit
+		})
+		if !hit {
+			return nil, false
+		}
+		plain, err := plainValue(arr)
+		if err != nil {
+			return []any{MaskedValue}, true
+		}
+		vs = plain
+	}
+	list, _ := vs.([]any)
+	changed := false
+	for i, v := range list {
+		if str, isStr := v.(string); isStr && m.nestedCredential(str, 1) {
+			list[i], changed = MaskedValue, true
+		}
+	}
+	return list, changed
+}
+
 // nestedCredential reports whether a query value, as sent or as parsed,
 // holds a credential of its own: a URL or a query, as OAuth's
 // redirect_uri and sign-in flows' next, return_to and continue carry
@@ -658,12 +693,18 @@ func (m *masker) maskQueryAt(uri string, bare bool, depth int) (string, bool) {
 // follows it.
 func (m *masker) nestedCredential(v string, depth int) bool {
 	for range 4 {
-		if strings.ContainsAny(v, "?#;") {
+		if strings.ContainsAny(v, "?#;=@") {
 			uri, frag, _ := strings.Cut(v, "#")
 			if _, changed := m.maskQueryAt(uri, false, depth); changed {
 				return true
 			}
+			if _, changed := m.maskQueryAt(uri, true, depth); changed {
+				return true
+			}
 			if _, changed := m.maskQueryAt(frag, true, depth); frag != "" && changed {
+				return true
+			}
+			if userPassword(uri) {
 				return true
 			}
 		}
@@ -674,6 +715,18 @@ func (m *masker) nestedCredential(v string, depth int) bool {
 		v = d
 	}
 	return false
+}
+
+// userPassword reports whether v is a URL with a password in its user
+// information (https://admin:pw@host/).
+func userPassword(v string) bool {
+	_, rest, ok := strings.Cut(v, "://")
+	if !ok {
+		return false
+	}
+	authority, _, _ := strings.Cut(rest, "/")
+	userinfo, _, hasAt := strings.Cut(authority, "@")
+	return hasAt && strings.Contains(userinfo, ":")
 }
 
 // maskClaims masks, in a token's claims, the value of every claim named

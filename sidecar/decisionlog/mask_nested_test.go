@@ -1,9 +1,43 @@
 package decisionlog
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
+
+// maskForms masks in as plain Go values and as the AST value the check
+// path hands the logger, and returns both records, each with its
+// encoding.
+func maskForms(t *testing.T, in map[string]any) map[string]struct {
+	rec    *Record
+	logged string
+} {
+	t.Helper()
+	v, err := ast.InterfaceToValue(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]struct {
+		rec    *Record
+		logged string
+	}{}
+	for name, form := range map[string]any{"plain": in, "ast": v} {
+		rec := &Record{}
+		newMasker(Defaults()).mask(context.Background(), rec, form, nil)
+		b, err := rec.appendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = struct {
+			rec    *Record
+			logged string
+		}{rec, string(b)}
+	}
+	return out
+}
 
 // A query value may itself be a URL or a query, as OAuth's redirect_uri
 // and the next, return_to and continue of sign-in and password-reset flows
@@ -62,5 +96,39 @@ func TestMaskingSecretClaims(t *testing.T) {
 	claims := lookup(rec.Input, "identity", "claims")
 	if lookup(claims, "sub") != "alice" || lookup(claims, "ext", "tenant") != "acme" || lookup(claims, "api_key") != MaskedValue {
 		t.Errorf("claims logged as %v", claims)
+	}
+}
+
+// The check path hands the logger the input as OPA's AST, which masking
+// turns into Go values only along the objects it reads: claims and
+// parsed_query's values are masked in that form too, nested credentials
+// in bare queries and in a URL's user information included.
+func TestMaskingNestedAndClaimsInTheCheckPathsForm(t *testing.T) {
+	for name, got := range maskForms(t, map[string]any{
+		"identity": map[string]any{"sub": "alice", "claims": map[string]any{
+			"sub": "alice", "api_key": "SECRET-K", "refresh_token": "SECRET-R", "sid": "SECRET-S",
+			"ext": map[string]any{"client_secret": "SECRET-N", "tenant": "acme"},
+		}},
+		"parsed_query": map[string]any{
+			"next":         []any{"/cb?code=SECRET-Q"},
+			"redirect_uri": []any{"https://x/?access_token=SECRET-A"},
+			"bare":         []any{"access_token=SECRET-B"},
+			"login":        []any{"https://admin:SECRET-P@host.example/x"},
+			"page":         []any{"2"},
+		},
+		"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
+			"path": "/a?bare=access_token%3DSECRET-C&login=https%3A%2F%2Fadmin%3ASECRET-D%40h%2F&page=2",
+		}}},
+	}) {
+		t.Run(name, func(t *testing.T) {
+			if strings.Contains(got.logged, "SECRET") {
+				t.Fatalf("logged in clear: %s", got.logged)
+			}
+			for _, want := range []string{`"tenant":"acme"`, `"page":["2"]`, `page=2`} {
+				if !strings.Contains(got.logged, want) {
+					t.Errorf("%s not kept: %s", want, got.logged)
+				}
+			}
+		})
 	}
 }
