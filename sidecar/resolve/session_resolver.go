@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -262,18 +263,23 @@ func (r *SessionResolver) Resolve(ctx context.Context, req *sidecar.Request, id 
 }
 
 // maxSessionCookies bounds the values of the session cookie one request
-// may carry: each is a store read.
-const maxSessionCookies = 8
+// may carry: each may be a store read. An honest browser sends one.
+const maxSessionCookies = 4
 
 // resolveAmong resolves a request carrying several values of the session
 // cookie. A browser sends them when a host under the same registrable
 // domain, or a script on one, set a cookie of that name with a Domain or a
 // longer Path: the planted one comes first. Going by the first alone let
 // a junk value deny the request and its clearing answer delete the real
-// cookie. So every value is read: the one live session among them is
-// honoured; two different ones are refused (session_ambiguous), as
-// neither can be told to be the browser's own, and no cookie is cleared,
-// as one may be good. A value refused for a fault of the store (not a
+// cookie. So every value is read, and values that name no session at all
+// are passed over: the one live session among the rest is honoured. When
+// another value names a session too (someone else's, or an ended one, as
+// a planted live session beside the browser's own ended one would be),
+// neither can be told to be the browser's own: the request is refused
+// (session_ambiguous) and no cookie is cleared, as one may be good. A
+// request whose values all fail is refused as the first that named a
+// session is, so its record says whose session it was (attempted_*), or
+// else as the first. A value refused for a fault of the store (not a
 // refusal of the value) is returned as it is: it may have been the other
 // live session.
 func (r *SessionResolver) resolveAmong(ctx context.Context, req *sidecar.Request, id *sidecar.Identity, header string) (*sidecar.Delegation, error) {
@@ -289,15 +295,19 @@ func (r *SessionResolver) resolveAmong(ctx context.Context, req *sidecar.Request
 		}
 	}
 	var found *sidecar.Delegation
-	var refused error
+	var refused, named error
 	for _, token := range tokens {
 		d, err := r.resolveToken(ctx, req, id, token)
+		var a *sidecar.Attempt
 		switch {
 		case err != nil && sidecar.ErrorCode(err) != sidecar.EUNAUTHORIZED:
 			return nil, err
 		case err != nil:
 			if refused == nil {
 				refused = err
+			}
+			if named == nil && errors.As(err, &a) {
+				named = err
 			}
 		case d == nil:
 		case found != nil && found.ID != d.ID:
@@ -306,8 +316,13 @@ func (r *SessionResolver) resolveAmong(ctx context.Context, req *sidecar.Request
 			found = d
 		}
 	}
-	if found != nil {
+	switch {
+	case found != nil && named != nil:
+		return nil, ambiguous
+	case found != nil:
 		return found, nil
+	case named != nil:
+		return nil, named
 	}
 	return nil, refused
 }

@@ -326,6 +326,15 @@ func TestSessionResolverSeveralCookies(t *testing.T) {
 	if err := storetest.StartRedeemed(ctx, f.state, s2, delegation.HashSecret(other)); err != nil {
 		t.Fatal(err)
 	}
+	ended := strings.Repeat("e", 43)
+	s3 := &sidecar.Session{ID: "imp_3", Actor: "bob", Customer: "c44", StoreView: "fr", StartedAt: f.clock(),
+		ExpiresAt: f.clock().Add(time.Hour), IdleTimeout: 15 * time.Minute, Host: "shop.example.com"}
+	if err := storetest.StartRedeemed(ctx, f.state, s3, delegation.HashSecret(ended)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.state.EndSession(ctx, "imp_3", "bob", "ended", f.clock()); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, header, subject, reason string
 	}{
@@ -336,7 +345,14 @@ func TestSessionResolverSeveralCookies(t *testing.T) {
 		{"only junk", "deputy_session=junk; deputy_session=forged", "", "session_unknown"},
 		{"two live sessions", "deputy_session=" + other + "; deputy_session=" + f.cookie, "", "session_ambiguous"},
 		{"two live sessions, other order", "deputy_session=" + f.cookie + "; deputy_session=" + other, "", "session_ambiguous"},
-		{"too many to read", strings.Repeat("deputy_session=junk; ", 16) + "deputy_session=" + f.cookie, "", "session_ambiguous"},
+		{"too many to read", strings.Repeat("deputy_session=junk; ", 4) + "deputy_session=" + f.cookie, "", "session_ambiguous"},
+		// A value naming a session that is not live (the browser's own,
+		// ended) beside a live one: either may be the planted one.
+		{"an ended session beside a live one", "deputy_session=" + ended + "; deputy_session=" + f.cookie, "", "session_ambiguous"},
+		{"a live session beside an ended one", "deputy_session=" + f.cookie + "; deputy_session=" + ended, "", "session_ambiguous"},
+		// Junk in front of an ended session: refused as the ended one,
+		// which names whose session it was.
+		{"junk before an ended session", "deputy_session=junk; deputy_session=" + ended, "", "session_ended"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := f.resolve(tc.header)
@@ -347,6 +363,10 @@ func TestSessionResolverSeveralCookies(t *testing.T) {
 				var clear *sidecar.ClearCookie
 				if tc.reason == "session_ambiguous" && errors.As(err, &clear) {
 					t.Fatal("an ambiguous request clears a cookie that may be good")
+				}
+				var a *sidecar.Attempt
+				if tc.reason == "session_ended" && (!errors.As(err, &a) || a.Session != "imp_3") {
+					t.Fatalf("refusal %v does not name the ended session", err)
 				}
 				return
 			}
