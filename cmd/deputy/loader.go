@@ -497,7 +497,7 @@ var zeroMeansDefault = map[string]bool{
 // zeroInstead says, for a number an operator may set to 0 meaning to turn
 // something off or to tighten it, what to set instead.
 var zeroInstead = map[string]string{
-	"gc_percent":                    "-1 to turn the GC off",
+	"gc_percent":                    "a small percentage such as 25 for the least memory (GOMEMLIMIT bounds it too); -1 turns the GC off, and memory then grows without bound",
 	"redis.max_retries":             "-1 for no retries",
 	"identity.min_refresh_interval": "a positive interval: at 0 every token of an unknown kid would fetch the key set again",
 	"state_cache.ttl":               "a short positive ttl such as 1s: a revoked grant or share is then seen within it",
