@@ -80,7 +80,7 @@ func BuildBundle(paths []string, opts BuildOptions) (*bundle.Bundle, error) {
 	if len(roots) == 0 {
 		roots = DefaultRoots
 	}
-	filter := dirFilter{tests: opts.IncludeTests}
+	filter := dirFilter{tests: opts.IncludeTests, values: newValueBudget("paths", DefaultMaxBundleValues), maxBytes: DefaultMaxBundleBytes}
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).
@@ -212,7 +212,13 @@ type ReadOptions struct {
 	Roots     []string // roots the manifest may claim; DefaultRoots when empty
 	Etag      string
 	MaxBytes  int64 // the files' total size, inflated; DefaultMaxBundleBytes when zero
+	// MaxValues bounds the values its data files and manifest parse into
+	// (see valueBudget); DefaultMaxBundleValues when zero.
+	MaxValues int64
 }
+
+// values is a new count of the values read against opts.MaxValues.
+func (o ReadOptions) values() *valueBudget { return newValueBudget("bundle", o.MaxValues) }
 
 func (o ReadOptions) maxBytes() int64 {
 	if o.MaxBytes > 0 {
@@ -236,11 +242,16 @@ func (o ReadOptions) maxBytes() int64 {
 // declare (the tar reader yields no more than its header says) with the
 // entries' names, which OPA holds too; only a tarball it passes is handed
 // to OPA, from the compressed bytes it kept (no more than the bound).
+//
+// checkTarball also reads every file OPA's reader parses into Go values
+// before it checks them against the signature (data, manifest,
+// signatures) and refuses the bundle when they are larger or hold more
+// values than parsing them may cost (valueBudget).
 func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 	max := opts.maxBytes()
 	in := &boundedReader{r: r, max: max}
 	var kept bytes.Buffer
-	err := checkTarball(io.TeeReader(in, &kept), max)
+	err := checkTarball(io.TeeReader(in, &kept), max, opts.values())
 	if in.err != nil {
 		return nil, in.err // the cause, rather than the tar reader's account of it
 	}
@@ -269,12 +280,14 @@ const maxEntryName = 4096
 const entryOverhead = 512
 
 // checkTarball reads the headers of the gzipped tarball r, skipping the
-// files' contents, and refuses it when an entry is neither a regular file
-// nor a directory (a symbolic or hard link, a device, a fifo: OPA's
-// loader would drop it), when an entry's name is longer than maxEntryName,
-// when it has more than MaxBundleEntries entries, or when its entries'
-// names, PAX records, contents and overhead add up to more than max.
-func checkTarball(r io.Reader, max int64) error {
+// contents of the files OPA's reader does not parse, and refuses it when
+// an entry is neither a regular file nor a directory (a symbolic or hard
+// link, a device, a fifo: OPA's loader would drop it), when an entry's
+// name is longer than maxEntryName, when it has more than
+// MaxBundleEntries entries, when its entries' names, PAX records,
+// contents and overhead add up to more than max, or when the files OPA's
+// reader parses are larger or hold more values than values allows.
+func checkTarball(r io.Reader, max int64, values *valueBudget) error {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return sidecar.Invalid("bundle", "archive read failed: %v", err)
@@ -313,7 +326,22 @@ func checkTarball(r io.Reader, max int64) error {
 		if total > max {
 			return errTooLarge(max)
 		}
+		if h.Typeflag == tar.TypeReg {
+			if err := values.check(h.Name, bundleParse(h.Name), h.Size, tr); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// checkTarballFile is checkTarball of the file at p.
+func checkTarballFile(p string, max int64, values *valueBudget) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return sidecar.Invalid(values.field, "%v", err)
+	}
+	defer f.Close()
+	return checkTarball(&boundedReader{r: f, max: max}, max, values)
 }
 
 func notRegular(name, what string) error {
@@ -328,7 +356,7 @@ func notRegular(name, what string) error {
 // file linked into the directory would hold when it is served as
 // policy.paths and vanish as policy.bundle_file.
 func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
-	files, err := bundleDir(dir, opts.maxBytes())
+	files, err := bundleDir(dir, opts.maxBytes(), opts.values())
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +373,10 @@ func ReadBundleDir(dir string, opts ReadOptions) (*bundle.Bundle, error) {
 // Descriptors carry paths relative to dir, without dir in their URL
 // either: OPA checks each file against the signature under that name,
 // and the signature names files relative to the bundle.
-func bundleDir(dir string, max int64) (bundle.DirectoryLoader, error) {
+//
+// The files OPA's reader parses are read first and counted against
+// values, as checkTarball counts them in a tarball.
+func bundleDir(dir string, max int64, values *valueBudget) (bundle.DirectoryLoader, error) {
 	paths, err := loader.FilteredPaths([]string{dir}, bundleDirSkip)
 	if err != nil {
 		return nil, sidecar.Invalid("bundle_file", "%v", err)
@@ -363,9 +394,27 @@ func bundleDir(dir string, max int64) (bundle.DirectoryLoader, error) {
 		if err != nil {
 			return nil, sidecar.Invalid("bundle_file", "%v", err)
 		}
-		d.files = append(d.files, dirFile{abs: p, rel: "/" + filepath.ToSlash(rel)})
+		rel = "/" + filepath.ToSlash(rel)
+		if err := checkFile(values, p, rel, bundleParse(rel), info.Size()); err != nil {
+			return nil, err
+		}
+		d.files = append(d.files, dirFile{abs: p, rel: rel})
 	}
 	return d, nil
+}
+
+// checkFile counts the file at p, named name, against values, parsed as
+// how.
+func checkFile(values *valueBudget, p, name string, how parseAs, size int64) error {
+	if how == parseNone {
+		return nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return sidecar.Invalid(values.field, "%v", err)
+	}
+	defer f.Close()
+	return values.check(name, how, size, f)
 }
 
 // bundleDirSkip is bundleDir's filter: it passes over the kubelet's

@@ -64,7 +64,7 @@ type CheckReport struct {
 // whose constant http_status DenialStatus refuses, and a call of a
 // built-in Deputy refuses (see refusedBuiltins).
 func Check(paths []string, opts CheckOptions) (CheckReport, error) {
-	filter := dirFilter{tests: true}
+	filter := dirFilter{tests: true, values: newValueBudget("policies", DefaultMaxBundleValues), maxBytes: DefaultMaxBundleBytes}
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).

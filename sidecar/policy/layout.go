@@ -133,19 +133,59 @@ func (c *layoutCheck) err(field string) error {
 type dirFilter struct {
 	layoutCheck
 	tests bool
+	// values, when set, counts the values of the JSON and YAML files the
+	// loader reads, which it parses whole, and checks the bundle
+	// tarballs it reads as ReadBundle does (up to maxBytes each): the
+	// first file past a bound is refused (tooCostly), and nothing more is
+	// read. A watch's filter has none: it digests files, never parses
+	// them.
+	values    *valueBudget
+	maxBytes  int64
+	tooCostly error
 }
 
 func (f *dirFilter) skip(abspath string, info fs.FileInfo, depth int) bool {
+	if f.tooCostly != nil {
+		return true
+	}
 	if depth > 0 && info.IsDir() {
 		return kubeletCopy(abspath, info)
 	}
 	if depth == 0 {
-		return !f.tests && testModule(info)
+		return !f.tests && testModule(info) || f.costly(abspath, info)
 	}
 	// depth counts the parts of abspath below the path the loader was given.
 	parts := strings.Split(filepath.ToSlash(abspath), "/")
 	rel := strings.Join(parts[max(0, len(parts)-depth):], "/")
-	return f.refuse(rel, abspath) || hiddenPath(rel) || !loadedType(rel) || (!f.tests && testModule(info))
+	return f.refuse(rel, abspath) || hiddenPath(rel) || !loadedType(rel) || (!f.tests && testModule(info)) || f.costly(abspath, info)
+}
+
+// costly reports whether the file at abspath, which the loader is about
+// to read, is past a bound of f.values, recording the refusal.
+func (f *dirFilter) costly(abspath string, info fs.FileInfo) bool {
+	if f.values == nil || info.IsDir() {
+		return false
+	}
+	var err error
+	switch {
+	case info.Size() > f.maxBytes:
+		err = errTooLarge(f.maxBytes)
+	case strings.HasSuffix(abspath, ".tar.gz"):
+		err = checkTarballFile(abspath, f.maxBytes, f.values)
+	default:
+		err = checkFile(f.values, abspath, abspath, pathParse(abspath), info.Size())
+	}
+	f.tooCostly = err
+	return err != nil
+}
+
+// err refuses the files layoutCheck recorded, or the one past a bound of
+// values; nil when there are none.
+func (f *dirFilter) err(field string) error {
+	if err := f.layoutCheck.err(field); err != nil {
+		return err
+	}
+	return f.tooCostly
 }
 
 // loadedType reports whether OPA's file loader keeps a file of this name

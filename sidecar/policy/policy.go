@@ -51,8 +51,17 @@ type Set struct {
 // tests, and a bundle built from the same paths leaves them out too, so a
 // directory and its bundle serve the same set. Kept, the tests would hold
 // more memory than the rules they test.
+//
+// The JSON and YAML files, which the loader parses whole, are bounded as a
+// bundle's are (DefaultMaxBundleValues; see valueBudget).
 func LoadPaths(paths []string) (*Set, error) {
-	var filter dirFilter
+	return loadPaths(paths, DefaultMaxBundleBytes, DefaultMaxBundleValues)
+}
+
+// loadPaths is LoadPaths under policy.max_bundle_bytes (for the bundle
+// tarballs among paths) and policy.max_bundle_values.
+func loadPaths(paths []string, maxBytes, maxValues int64) (*Set, error) {
+	filter := dirFilter{values: newValueBudget("policies", maxValues), maxBytes: maxBytes}
 	res, err := loader.NewFileLoader().
 		WithProcessAnnotation(true).
 		WithRegoVersion(ast.RegoV1).

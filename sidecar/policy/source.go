@@ -378,12 +378,14 @@ func (s *Source) fromBundle(b *bundle.Bundle) (*Set, error) {
 }
 
 func (s *Source) readOptions() ReadOptions {
-	return ReadOptions{PublicKey: s.cfg.PublicKey, Algorithm: s.cfg.KeyAlgorithm, Scope: s.cfg.Scope, Roots: s.cfg.Roots, MaxBytes: s.cfg.MaxBundleBytes}
+	return ReadOptions{PublicKey: s.cfg.PublicKey, Algorithm: s.cfg.KeyAlgorithm, Scope: s.cfg.Scope, Roots: s.cfg.Roots, MaxBytes: s.cfg.MaxBundleBytes, MaxValues: s.cfg.MaxBundleValues}
 }
 
 func (s *Source) fetchPaths(context.Context) (*Set, error) {
 	var filter dirFilter // LoadPaths's
-	set, fp, err := s.readSettled(s.cfg.Paths, "policy.paths", filter.watched, func() (*Set, error) { return LoadPaths(s.cfg.Paths) })
+	set, fp, err := s.readSettled(s.cfg.Paths, "policy.paths", filter.watched, func() (*Set, error) {
+		return loadPaths(s.cfg.Paths, s.cfg.MaxBundleBytes, s.cfg.MaxBundleValues)
+	})
 	if err != nil {
 		return nil, err
 	}
