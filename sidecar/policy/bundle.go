@@ -266,6 +266,19 @@ func ReadBundle(r io.Reader, opts ReadOptions) (*bundle.Bundle, error) {
 	return b, err
 }
 
+// readBundleBytes is ReadBundle of a tarball already held whole (a bundle
+// server's answer), of which no copy need be kept.
+func readBundleBytes(body []byte, opts ReadOptions) (*bundle.Bundle, error) {
+	max := opts.maxBytes()
+	if int64(len(body)) > max {
+		return nil, errTooLarge(max)
+	}
+	if err := checkTarball(bytes.NewReader(body), max, opts.values()); err != nil {
+		return nil, err
+	}
+	return readBundle(bundle.NewTarballLoaderWithBaseURL(bytes.NewReader(body), "").WithSizeLimitBytes(max), opts)
+}
+
 // MaxBundleEntries bounds the entries (files and directories) of a bundle
 // tarball: OPA holds a record of each, and a policy set has tens of files.
 const MaxBundleEntries = 10000
@@ -290,7 +303,7 @@ const entryOverhead = 512
 func checkTarball(r io.Reader, max int64, values *valueBudget) error {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
-		return sidecar.Invalid("bundle", "archive read failed: %v", err)
+		return archiveFailed(err)
 	}
 	tr := tar.NewReader(gz)
 	var total int64
@@ -300,7 +313,7 @@ func checkTarball(r io.Reader, max int64, values *valueBudget) error {
 			return nil
 		}
 		if err != nil {
-			return sidecar.Invalid("bundle", "archive read failed: %v", err)
+			return archiveFailed(err)
 		}
 		if n >= MaxBundleEntries {
 			return sidecar.Invalid("bundle", "more than %d entries", MaxBundleEntries)
@@ -342,6 +355,15 @@ func checkTarballFile(p string, max int64, values *valueBudget) error {
 	}
 	defer f.Close()
 	return checkTarball(&boundedReader{r: f, max: max}, max, values)
+}
+
+// archiveError is the cause of a bundle refused because its gzip or tar
+// stream could not be read through: corrupt, or cut short, as a transfer
+// cut short leaves it too.
+type archiveError struct{ error }
+
+func archiveFailed(err error) error {
+	return &sidecar.Error{Code: sidecar.EINVALID, Field: "bundle", Message: "archive read failed", Err: archiveError{err}}
 }
 
 func notRegular(name, what string) error {

@@ -5,14 +5,21 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar/policy"
 )
@@ -273,6 +280,98 @@ func TestShippedPoliciesBundleVerifies(t *testing.T) {
 			}
 			if a := e.Current(); a == nil || a.Revision != "shipped" {
 				t.Fatalf("serving %+v, want revision shipped", a)
+			}
+		})
+	}
+}
+
+// etagServer serves one body at a time, with an ETag or without, and
+// answers If-None-Match or ignores it, as bundle servers variously do.
+type etagServer struct {
+	*httptest.Server
+	mu       sync.Mutex
+	body     []byte
+	etag     bool // send an ETag
+	honour   bool // answer a matching If-None-Match with 304
+	requests atomic.Int64
+	notMod   atomic.Int64
+}
+
+func newETagServer(t *testing.T, body []byte, etag, honour bool) *etagServer {
+	s := &etagServer{body: body, etag: etag, honour: honour}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		s.mu.Lock()
+		body := s.body
+		s.mu.Unlock()
+		sum := sha256.Sum256(body)
+		tag := `"` + hex.EncodeToString(sum[:8]) + `"`
+		if s.etag && s.honour && r.Header.Get("If-None-Match") == tag {
+			s.notMod.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		if s.etag {
+			w.Header().Set("ETag", tag)
+		}
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *etagServer) serve(body []byte) {
+	s.mu.Lock()
+	s.body = body
+	s.mu.Unlock()
+}
+
+// A bundle refused while it was read is remembered by its ETag, or by its
+// content's digest when the server sends none: polling again neither
+// reads it again nor counts it again, whether the server answers 304 or
+// sends the same bundle anyway. A changed bundle is read at once.
+func TestRefusedBundleNotReadAgain(t *testing.T) {
+	priv, pub := keyPair(t, policy.AlgES256)
+	good := build(t, "r1", "v1", &policy.SignOptions{Key: priv, IssuedAt: time.Now().Add(-time.Minute)})
+	refused := replaced(t, good, "data.json", []byte(`{"deputy":{"authz":{"label":"forged"}}}`))
+	next := build(t, "r2", "v2", &policy.SignOptions{Key: priv})
+	cases := []struct {
+		name         string
+		etag, honour bool
+	}{
+		{"ETag answered with 304", true, true},
+		{"ETag, If-None-Match ignored", true, false},
+		{"no ETag", false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := newETagServer(t, good, c.etag, c.honour)
+			src, e, failures := startSource(t, policy.Config{BundleURL: srv.URL, PublicKey: pub, PollInterval: time.Hour})
+			ctx := context.Background()
+			srv.serve(refused)
+			if err := src.Reload(ctx); err == nil || !strings.Contains(err.Error(), "digest mismatch") {
+				t.Fatalf("reload err = %v, want the forged bundle refused", err)
+			}
+			for range 3 {
+				if err := src.Reload(ctx); err != nil {
+					t.Fatalf("polling the bundle refused again: %v", err)
+				}
+			}
+			if n := failures.Load(); n != 1 {
+				t.Errorf("the refused bundle was read and counted %d times in 4 polls, want once", n)
+			}
+			if st := src.Status(); st.Failures != 1 || !strings.Contains(st.LastError, "digest mismatch") {
+				t.Errorf("status = %+v, want one failure, the refusal", st)
+			}
+			if c.etag && c.honour && srv.notMod.Load() != 3 {
+				t.Errorf("%d of 3 polls were answered 304, want all: the refused bundle's ETag is sent", srv.notMod.Load())
+			}
+			srv.serve(next)
+			if err := src.Reload(ctx); err != nil {
+				t.Fatalf("a changed bundle after the refused one: %v", err)
+			}
+			if rev, label := decide(t, e); rev != "r2" || label != "v2" {
+				t.Errorf("serving %s/%s, want r2/v2 read at once", rev, label)
 			}
 		})
 	}

@@ -55,6 +55,9 @@ type Source struct {
 	attemptMu sync.Mutex
 	etag      string
 	seen      string // fingerprint of the files last tried
+	// The ETag, or the SHA-256 of the body when the server sent none, of
+	// the bundle last refused while it was read: not read again.
+	refusedETag, refusedDigest string
 	// The verified signing time and revision of the set serving, so an
 	// older bundle is never activated again (see admit).
 	activeSignedAt time.Time
@@ -467,18 +470,45 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status))
 	}
 	etag := resp.Header.Get("ETag")
+	if etag != "" && etag == s.refusedETag {
+		return nil, errNotModified // a server that ignores If-None-Match, sending the bundle last refused
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxBundleBytes+1))
+	if err != nil {
+		// The transfer's failure, not the bundle's: tried again next poll.
+		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %w", s.status.Source, sidecar.RedactURLError(err)))
+	}
+	sum := sha256.Sum256(body)
+	digest := hex.EncodeToString(sum[:])
+	if etag == "" && digest == s.refusedDigest {
+		return nil, errNotModified
+	}
 	opts := s.readOptions()
 	opts.Etag = etag
-	b, err := ReadBundle(resp.Body, opts)
-	if err != nil {
+	b, err := readBundleBytes(body, opts)
+	var cut archiveError
+	if errors.As(err, &cut) {
+		// Truncated or corrupt, as a transfer cut short (a body without
+		// a length, closed early) leaves it too: tried again next poll.
 		return nil, err
 	}
 	// The ETag is remembered before activation: a bundle that reads fine
-	// but fails to compile is not fetched again until the server changes it.
-	// A bundle that failed to read is retried, as the failure may be the
-	// transfer's (a truncated body).
+	// but fails to compile is not fetched again until the server changes
+	// it. So is one refused while read (its signature, its size, the
+	// values its data would parse into), by its ETag or, when the server
+	// sends none, by its digest: reading it again would cost as much at
+	// every poll, and be refused again. It stays counted once, as a
+	// failure, and a changed bundle is read at once.
 	s.etag = etag
-	return s.fromBundle(b)
+	s.refusedETag, s.refusedDigest = "", ""
+	if err == nil {
+		var set *Set
+		if set, err = s.fromBundle(b); err == nil {
+			return set, nil
+		}
+	}
+	s.refusedETag, s.refusedDigest = etag, digest
+	return nil, err
 }
 
 // fingerprint digests the files under paths that the loader reads, as it
