@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"regexp"
 	"slices"
 	"strings"
@@ -315,22 +316,34 @@ func EverySpelling(name string) []string {
 // formatter extension configured) or %PATH(...NQ...)%.
 func AccessLogsWithoutQuery(b *bootstrapv3.Bootstrap) error {
 	var errs []error
-	for _, l := range b.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				var hcm hcmv3.HttpConnectionManager
-				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
-					continue
-				}
-				for _, al := range hcm.GetAccessLog() {
-					if err := accessLogWithoutQuery(al); err != nil {
-						errs = append(errs, fmt.Errorf("listener %s: access log %s: %w", l.GetName(), al.GetName(), err))
+	for listener, hcm := range connectionManagers(b) {
+		for _, al := range hcm.GetAccessLog() {
+			if err := accessLogWithoutQuery(al); err != nil {
+				errs = append(errs, fmt.Errorf("listener %s: access log %s: %w", listener, al.GetName(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// connectionManagers yields every HTTP connection manager of b's static
+// listeners, with its listener's name.
+func connectionManagers(b *bootstrapv3.Bootstrap) iter.Seq2[string, *hcmv3.HttpConnectionManager] {
+	return func(yield func(string, *hcmv3.HttpConnectionManager) bool) {
+		for _, l := range b.GetStaticResources().GetListeners() {
+			for _, fc := range l.GetFilterChains() {
+				for _, f := range fc.GetFilters() {
+					hcm := new(hcmv3.HttpConnectionManager)
+					if f.GetTypedConfig().UnmarshalTo(hcm) != nil {
+						continue
+					}
+					if !yield(l.GetName(), hcm) {
+						return
 					}
 				}
 			}
 		}
 	}
-	return errors.Join(errs...)
 }
 
 func accessLogWithoutQuery(al *accesslogv3.AccessLog) error {
@@ -409,21 +422,13 @@ func logFormat(al *accesslogv3.AccessLog) (*corev3.SubstitutionFormatString, []s
 // forges the rest of a text line. Log :path itself.
 func LogsRequestPath(b *bootstrapv3.Bootstrap) error {
 	var errs []error
-	for _, l := range b.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				var hcm hcmv3.HttpConnectionManager
-				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
-					continue
-				}
-				if forwards(&hcm) && !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), originalPath) {
-					errs = append(errs, fmt.Errorf("listener %s: route_config does not remove a client's %s, which the upstream then reads", l.GetName(), originalPath))
-				}
-				for _, al := range hcm.GetAccessLog() {
-					if err := accessLogRequestPath(al); err != nil {
-						errs = append(errs, fmt.Errorf("listener %s: access log %s: %w", l.GetName(), al.GetName(), err))
-					}
-				}
+	for listener, hcm := range connectionManagers(b) {
+		if forwards(hcm) && !slices.Contains(hcm.GetRouteConfig().GetRequestHeadersToRemove(), originalPath) {
+			errs = append(errs, fmt.Errorf("listener %s: route_config does not remove a client's %s, which the upstream then reads", listener, originalPath))
+		}
+		for _, al := range hcm.GetAccessLog() {
+			if err := accessLogRequestPath(al); err != nil {
+				errs = append(errs, fmt.Errorf("listener %s: access log %s: %w", listener, al.GetName(), err))
 			}
 		}
 	}

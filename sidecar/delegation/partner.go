@@ -489,13 +489,9 @@ func (p *Partners) announceAgain(ctx context.Context, r *sidecar.AccessRequest) 
 	if p.clock().Sub(r.DecidedAt) >= sidecar.AppendOnceWindow {
 		return nil
 	}
-	live, _, err := p.liveGrantsOf(ctx, r)
+	users, err := p.liveUsersOf(ctx, r)
 	if err != nil {
 		return err
-	}
-	users := make([]string, len(live))
-	for i, g := range live {
-		users[i] = g.User
 	}
 	return p.record(ctx, &sidecar.Identity{Subject: r.DecidedBy}, r, users)
 }
@@ -627,6 +623,20 @@ func (p *Partners) liveGrantsOf(ctx context.Context, r *sidecar.AccessRequest) (
 		}
 	}
 	return out, later, nil
+}
+
+// liveUsersOf lists the users of r's live grants (liveGrantsOf), "" for
+// the organisation's, as an approval's records name them.
+func (p *Partners) liveUsersOf(ctx context.Context, r *sidecar.AccessRequest) ([]string, error) {
+	live, _, err := p.liveGrantsOf(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	users := make([]string, len(live))
+	for i, g := range live {
+		users[i] = g.User
+	}
+	return users, nil
 }
 
 // grantOf returns the live grant stored for user of partnerOrg (user ""
@@ -924,13 +934,9 @@ func (p *Partners) closeApproval(ctx context.Context, id string) error {
 		return err
 	}
 	if r.Status == sidecar.RequestApproved && r.GrantsPending {
-		live, _, err := p.liveGrantsOf(ctx, r)
+		users, err := p.liveUsersOf(ctx, r)
 		if err != nil {
 			return err
-		}
-		users := make([]string, len(live))
-		for i, g := range live {
-			users[i] = g.User
 		}
 		announced, err := p.recordApproval(ctx, &sidecar.Identity{Subject: r.DecidedBy}, r, users)
 		if err != nil {
