@@ -63,6 +63,9 @@ type Source struct {
 	activeSignedAt time.Time
 	activeRevision string
 	minSignedAt    time.Time // policy.min_signed_at
+	// A 304 answered a request without If-None-Match at the last attempt,
+	// and was reported then.
+	bare304 bool
 
 	mu     sync.Mutex
 	status Status
@@ -446,6 +449,8 @@ func (s *Source) readSettled(paths []string, field string, watched watchFilter, 
 }
 
 func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
+	reported := s.bare304
+	s.bare304 = false
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.BundleURL, nil)
 	if err != nil {
 		return nil, sidecar.Invalid("policy.bundle_url", "%v", sidecar.RedactURLError(err))
@@ -465,7 +470,21 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotModified:
-		return nil, errNotModified
+		if s.etag != "" {
+			return nil, errNotModified // the bundle of that ETag: what serves stays
+		}
+		// Without If-None-Match the request named no bundle, so a 304
+		// names none to keep: after a start there is none at all. A cache
+		// or proxy answering in the bundle server's place for another
+		// client sends this, and without an error nothing would show why
+		// no policy loads. Reported once, when it begins; what serves
+		// stays.
+		s.bare304 = true
+		if reported {
+			return nil, errNotModified
+		}
+		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: 304 Not Modified to a request without If-None-Match, "+
+			"which names no bundle to keep (a cache or proxy answering in the bundle server's place?)", s.status.Source))
 	default:
 		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status))
 	}
