@@ -215,6 +215,12 @@ type ReadOptions struct {
 	// MaxValues bounds the values its data files and manifest parse into
 	// (see valueBudget); DefaultMaxBundleValues when zero.
 	MaxValues int64
+
+	// key is PublicKey as a Source read it for one attempt, so that the
+	// key a bundle is verified with is the key the Source's memory of
+	// verified bundles is tied to (see Source.readKey); read from
+	// PublicKey when nil.
+	key *keys.Config
 }
 
 // values is a new count of the values read against opts.MaxValues.
@@ -579,9 +585,12 @@ func verificationConfig(opts ReadOptions) (*bundle.VerificationConfig, error) {
 	if err := checkAlgorithm("key_algorithm", alg); err != nil {
 		return nil, err
 	}
-	kc, err := keys.NewKeyConfig(opts.PublicKey, alg, opts.Scope)
-	if err != nil {
-		return nil, sidecar.Invalid("public_key", "%v", err)
+	kc := opts.key
+	if kc == nil {
+		var err error
+		if kc, err = keys.NewKeyConfig(opts.PublicKey, alg, opts.Scope); err != nil {
+			return nil, sidecar.Invalid("public_key", "%v", err)
+		}
 	}
 	if !strings.Contains(kc.Key, "-----BEGIN") {
 		return nil, sidecar.Invalid("public_key", "%s is neither a readable PEM file nor a PEM key", opts.PublicKey)

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,4 +232,150 @@ func TestNotModifiedWithoutIfNoneMatch(t *testing.T) {
 			t.Errorf("%d of 3 polls sent If-None-Match, want all: the refused bundle's ETag", srv.matched.Load())
 		}
 	})
+}
+
+// A bundle server that sends no ETag, or ignores If-None-Match, sends the
+// bundle serving at every poll: the same bytes are neither verified, read
+// nor activated again, and a changed bundle is activated at the next poll.
+func TestSameBundleNotActivatedAgain(t *testing.T) {
+	priv, pub := keyPair(t, policy.AlgES256)
+	t0 := time.Now().Add(-time.Hour)
+	cases := []struct {
+		name   string
+		etag   bool
+		signed bool
+	}{
+		{"no ETag, signed", false, true},
+		{"no ETag, unsigned", false, false},
+		{"ETag, If-None-Match ignored", true, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			bundle := func(rev, label string, at int) []byte {
+				if !c.signed {
+					return build(t, rev, label, nil)
+				}
+				return build(t, rev, label, &policy.SignOptions{Key: priv, IssuedAt: t0.Add(time.Duration(at) * time.Minute)})
+			}
+			r1, r2 := bundle("r1", "v1", 0), bundle("r2", "v2", 1)
+			cfg := policy.Config{BundleURL: "", PollInterval: time.Hour}
+			if c.signed {
+				cfg.PublicKey = pub
+			}
+			srv := newPollServer(t, r1, c.etag, false)
+			cfg.BundleURL = srv.URL
+			p := startPolled(t, cfg)
+			ctx := context.Background()
+			first := p.engine.Current()
+			for range 3 {
+				if err := p.src.Reload(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := p.activations.Load(); n != 1 || p.engine.Current() != first {
+				t.Errorf("the same bundle sent 4 times was activated %d times, want once", n)
+			}
+			if srv.bodies.Load() != 4 {
+				t.Fatalf("the server sent %d bundles, want 4: the test needs one resending it", srv.bodies.Load())
+			}
+
+			// A refused bundle, then the one serving again: no activation,
+			// and the refusal no longer shows as the last attempt's error.
+			srv.serve(replaced(t, r1, "deputy/authz/authz.rego", []byte("package deputy.authz\n\ndecision := {")))
+			if err := p.src.Reload(ctx); err == nil {
+				t.Fatal("a broken bundle was not refused")
+			}
+			srv.serve(r1)
+			if err := p.src.Reload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := p.src.Status(); p.activations.Load() != 1 || st.LastError != "" || st.Failures != 0 {
+				t.Errorf("back to the bundle serving: %d activations, status %+v; want 1, no error", p.activations.Load(), st)
+			}
+
+			srv.serve(r2)
+			if err := p.src.Reload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if rev, lbl := decide(t, p.engine); manifestRevision(rev) != "r2" || lbl != "v2" || p.activations.Load() != 2 {
+				t.Errorf("serving %s/%s after %d activations, want r2/v2 activated at the next poll", rev, lbl, p.activations.Load())
+			}
+		})
+	}
+}
+
+// The bundle serving was verified with the key configured then. When the
+// key's file is replaced, the next poll verifies the bundle again, even
+// when the bundle's bytes are the same, the server answers 304 or the
+// watched bundle file is unchanged, and one signed with the new key
+// activates.
+func TestKeyChangeVerifiesAgain(t *testing.T) {
+	oldPriv, oldPub := keyPair(t, policy.AlgES256)
+	newPriv, newPub := keyPair(t, policy.AlgES256)
+	t0 := time.Now().Add(-time.Hour)
+	r1 := build(t, "r1", "v1", &policy.SignOptions{Key: oldPriv, IssuedAt: t0})
+	r2 := build(t, "r2", "v2", &policy.SignOptions{Key: newPriv, IssuedAt: t0.Add(time.Minute)})
+	readKey := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		name         string
+		etag, honour bool
+		file         bool // a watched bundle_file, not bundle_url
+	}{
+		{"no ETag", false, false, false},
+		{"ETag answered with 304", true, true, false},
+		{"watched bundle_file", false, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := filepath.Join(t.TempDir(), "bundle.pem")
+			if err := os.WriteFile(key, readKey(oldPub), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := policy.Config{PublicKey: key, PollInterval: time.Hour}
+			var serve func([]byte)
+			if c.file {
+				cfg.BundleFile, cfg.Watch = filepath.Join(t.TempDir(), "bundle.tar.gz"), true
+				serve = func(b []byte) {
+					if err := os.WriteFile(cfg.BundleFile, b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				serve(r1)
+			} else {
+				srv := newPollServer(t, r1, c.etag, c.honour)
+				cfg.BundleURL, serve = srv.URL, srv.serve
+			}
+			p := startPolled(t, cfg)
+			ctx := context.Background()
+			if err := p.src.Reload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(key, readKey(newPub), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.src.Reload(ctx); err == nil || !strings.Contains(err.Error(), "verif") {
+				t.Fatalf("reload after the key changed = %v, want r1 verified again and refused", err)
+			}
+			for range 2 {
+				if err := p.src.Reload(ctx); err != nil {
+					t.Fatalf("polling the bundle refused under the new key: %v", err)
+				}
+			}
+			if p.failures.Load() != 1 || p.activations.Load() != 1 {
+				t.Errorf("%d failures, %d activations; want the refusal counted once, r1 activated once", p.failures.Load(), p.activations.Load())
+			}
+			serve(r2)
+			if err := p.src.Reload(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if rev, lbl := decide(t, p.engine); rev != "r2" || lbl != "v2" {
+				t.Errorf("serving %s/%s, want r2/v2 signed with the new key", rev, lbl)
+			}
+		})
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/keys"
 
 	"github.com/deputyhq/deputy/sidecar"
 )
@@ -63,6 +64,19 @@ type Source struct {
 	activeSignedAt time.Time
 	activeRevision string
 	minSignedAt    time.Time // policy.min_signed_at
+	// The SHA-256 of the bundle from the bundle server that activated, and
+	// its activation while it serves: the same bytes again (from a server
+	// that sends no ETag, or ignores If-None-Match) are not verified,
+	// read or activated again. fetched is that of the bundle just fetched.
+	activeDigest, fetched string
+	activeAt              *Activation
+	// The public key as read for this attempt, and the fingerprint of the
+	// key, algorithm and scope the memories above (ETags, digests, the
+	// files seen) were made under: a bundle verified, or refused, under
+	// one key is read again under another. policy.public_key may name a
+	// file replaced while Deputy runs.
+	key      *keys.Config
+	verifier string
 	// A 304 answered a request without If-None-Match at the last attempt,
 	// and was reported then.
 	bare304 bool
@@ -76,6 +90,9 @@ type Source struct {
 
 // errNotModified tells the loop that nothing changed since the last attempt.
 var errNotModified = errors.New("not modified")
+
+// errServing tells the loop that the bundle fetched is the one serving.
+var errServing = errors.New("serving")
 
 // SourceOption configures a Source.
 type SourceOption func(*Source)
@@ -208,19 +225,27 @@ func (s *Source) Reload(ctx context.Context) error {
 	s.attemptMu.Lock()
 	defer s.attemptMu.Unlock()
 	now := s.clock()
+	s.readKey()
+	s.fetched = ""
 	set, err := s.fetch(ctx)
 	if err == nil {
 		err = s.admit(set)
 	}
-	if errors.Is(err, errNotModified) {
+	if errors.Is(err, errNotModified) || errors.Is(err, errServing) {
 		s.mu.Lock()
 		s.status.LastAttempt = now
+		if errors.Is(err, errServing) {
+			// What the server sends serves: no attempt is failing.
+			s.status.LastError = ""
+			s.status.Failures = 0
+		}
 		s.mu.Unlock()
 		return nil
 	}
 	if err == nil {
 		if err = s.engine.Activate(ctx, set); err == nil {
 			s.activeSignedAt, s.activeRevision = set.SignedAt, set.Revision
+			s.activeDigest, s.activeAt = s.fetched, s.engine.Current()
 		}
 	} else {
 		s.logger.Error("policy update refused", "source", s.status.Source, "error", err)
@@ -241,6 +266,35 @@ func (s *Source) Reload(ctx context.Context) error {
 		h(st, err)
 	}
 	return err
+}
+
+// readKey reads policy.public_key for this attempt and, when the key,
+// its algorithm or its scope differ from those of the last attempt,
+// forgets every bundle remembered as verified, refused or seen: each is
+// read and verified again under the key now configured. The key read here
+// is the one the attempt verifies with (readOptions), so no bundle is
+// remembered under a key it was not verified with.
+func (s *Source) readKey() {
+	s.key = nil
+	verifier := ""
+	if s.cfg.PublicKey != "" {
+		kc, err := keys.NewKeyConfig(s.cfg.PublicKey, s.cfg.KeyAlgorithm, s.cfg.Scope)
+		if err != nil {
+			// Refused with this error when the bundle is read.
+			verifier = "unreadable\x00" + err.Error()
+		} else {
+			s.key = kc
+			sum := sha256.Sum256([]byte(kc.Algorithm + "\x00" + kc.Scope + "\x00" + kc.Key))
+			verifier = hex.EncodeToString(sum[:])
+		}
+	}
+	if verifier == s.verifier {
+		return
+	}
+	s.verifier = verifier
+	s.etag, s.seen = "", ""
+	s.refusedETag, s.refusedDigest = "", ""
+	s.activeDigest, s.activeAt = "", nil
 }
 
 // admit refuses a verified bundle signed before the one serving, or before
@@ -384,7 +438,7 @@ func (s *Source) fromBundle(b *bundle.Bundle) (*Set, error) {
 }
 
 func (s *Source) readOptions() ReadOptions {
-	return ReadOptions{PublicKey: s.cfg.PublicKey, Algorithm: s.cfg.KeyAlgorithm, Scope: s.cfg.Scope, Roots: s.cfg.Roots, MaxBytes: s.cfg.MaxBundleBytes, MaxValues: s.cfg.MaxBundleValues}
+	return ReadOptions{PublicKey: s.cfg.PublicKey, Algorithm: s.cfg.KeyAlgorithm, Scope: s.cfg.Scope, Roots: s.cfg.Roots, MaxBytes: s.cfg.MaxBundleBytes, MaxValues: s.cfg.MaxBundleValues, key: s.key}
 }
 
 func (s *Source) fetchPaths(context.Context) (*Set, error) {
@@ -502,6 +556,14 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	if etag == "" && digest == s.refusedDigest {
 		return nil, errNotModified
 	}
+	if digest == s.activeDigest && s.activeAt != nil && s.engine.Current() == s.activeAt {
+		// The bundle serving, verified under the key configured now
+		// (readKey): activating it again would cost a compile and count
+		// an activation at every poll. Its ETag, when new, is sent next.
+		s.etag = etag
+		s.refusedETag, s.refusedDigest = "", ""
+		return nil, errServing
+	}
 	opts := s.readOptions()
 	opts.Etag = etag
 	b, err := readBundleBytes(body, opts)
@@ -523,6 +585,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	if err == nil {
 		var set *Set
 		if set, err = s.fromBundle(b); err == nil {
+			s.fetched = digest
 			return set, nil
 		}
 	}
