@@ -10,6 +10,7 @@ and limits from values.
 {{- define "deputy.envoyAdminDir" -}}/var/run/envoy-admin{{- end -}}
 
 {{- define "deputy.envoyConfig" -}}
+{{- include "deputy.checkExtAuthzBounds" . -}}
 {{- $grpc := eq .Values.envoy.extAuthz.transport "grpc" -}}
 {{- /* Admin changes log levels, drains listeners and stops Envoy: on
   127.0.0.1 the application's container, which shares the pod's loopback,

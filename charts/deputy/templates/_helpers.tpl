@@ -155,7 +155,13 @@ Deputy's config file. Chart values fill the sections they own; anything in
 {{- if and .Values.redis.username (not (include "deputy.redisHasPassword" .)) }}{{ fail "redis.username needs redis.password or redis.existingSecret: without one the client connects as the default user" }}{{ end -}}
 {{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}
-{{- toYaml (mergeOverwrite $cfg (include "deputy.userConfig" . | fromJson)) -}}
+{{- $cfg = mergeOverwrite $cfg (include "deputy.userConfig" . | fromJson) -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- /* Below the chart's Envoy timeout (deputy.stateLookupBudget). */ -}}
+{{- $lookup := get $cfg "state_lookup" | default dict -}}
+{{- if kindIs "map" $lookup }}{{ $_ := set $lookup "budget" (include "deputy.stateLookupBudget" .) }}{{ $_ := set $cfg "state_lookup" $lookup }}{{ end -}}
+{{- end -}}
+{{- toYaml $cfg -}}
 {{- end -}}
 
 {{/*
@@ -324,6 +330,97 @@ form fails the render, naming the setting (the argument's "setting").
 {{- $ns = addf $ns (floor (mulf (float64 (trimSuffix $unit .)) (get $units $unit))) -}}
 {{- end -}}
 {{- ceil (divf $ns 1000000.0) | int64 -}}
+{{- end -}}
+
+{{/*
+envoy.extAuthz.timeout (seconds as protobuf JSON spells them: 0.5s) in
+whole microseconds, read from its digits, a fraction below a microsecond
+cut.
+*/}}
+{{- define "deputy.extAuthzTimeoutMicros" -}}
+{{- $parts := splitList "." (trimSuffix "s" (toString .Values.envoy.extAuthz.timeout)) -}}
+{{- $frac := "" -}}
+{{- if gt (len $parts) 1 }}{{ $frac = index $parts 1 }}{{ end -}}
+{{- add (mul (atoi (index $parts 0)) 1000000) (atoi (trunc 6 (printf "%s000000" $frac))) -}}
+{{- end -}}
+
+{{/*
+Deputy's state_lookup.budget under the chart's Envoy. Envoy stops waiting
+for a check at envoy.extAuthz.timeout and answers its own 503, without
+Deputy's reason (state_unavailable): Deputy's must come first. A check may
+wait on three lookups in turn (a session's token, its customer's consent
+and its last-seen; acting on behalf, the grants, the shares and the
+customer's protection), each with the whole budget, so the budget is a
+quarter of the timeout at most, the last quarter left for the rest of the
+check and the way to Deputy and back. Unset (or 0, which Deputy reads as
+unset), it is Deputy's default, 100ms, or a quarter of a timeout shorter
+than 400ms, in whole milliseconds; set over a quarter, the render fails.
+*/}}
+{{- define "deputy.stateLookupBudget" -}}
+{{- $timeout := toString .Values.envoy.extAuthz.timeout -}}
+{{- $us := include "deputy.extAuthzTimeoutMicros" . | int64 -}}
+{{- $quarter := div $us 4000 -}}
+{{- $set := dig "state_lookup" "budget" "" (include "deputy.userConfig" . | fromJson) | toString -}}
+{{- $ms := 0 -}}
+{{- if $set }}{{ $ms = include "deputy.durationMillis" (dict "setting" "state_lookup.budget" "value" $set) | int64 }}{{ end -}}
+{{- if eq $ms 0 -}}
+{{- if lt $quarter 1 -}}
+{{- fail (printf "envoy.extAuthz.timeout %s is too short: Deputy's state lookups get a quarter of it (state_lookup.budget), and a quarter under 1ms leaves them none. Set 0.004s or more (0.5s by default)" $timeout) -}}
+{{- end -}}
+{{- printf "%dms" (min 100 $quarter) -}}
+{{- else if gt (mul $ms 4000) $us -}}
+{{- fail (printf "deputy.config.state_lookup.budget %s is more than a quarter of envoy.extAuthz.timeout (%s): a check may wait on three state lookups in turn, each with the whole budget, and Envoy answers its own 503 when its timeout passes first, without Deputy's reason (state_unavailable). Set the budget to %dms or less, raise the timeout, or leave the budget unset (the chart then sets 100ms, or a quarter of a timeout under 0.4s)" $set $timeout $quarter) -}}
+{{- else -}}
+{{- $set -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the chart's Envoy sends must fit what Deputy accepts, and the render
+fails otherwise. Over gRPC a CheckRequest carries the body (up to
+envoy.extAuthz.maxRequestBytes) and the rest of the request: its headers,
+up to Envoy's max_request_headers_kb (60 KiB), of which the path and the
+host come twice (as headers and as fields of their own), each entry's
+framing, the addresses and a peer certificate. 256 KiB is kept for them,
+twice the headers and room to spare; past grpc.max_recv_msg_bytes Deputy
+refuses the message and Envoy denies the request (503). Over http_service
+Deputy reads a body of exactly http.max_body_bytes as possibly cut: the
+chart sets it to maxRequestBytes, and deputy.config may not set it apart.
+The settings are read from deputy.config only: set among the extras, they
+fail the render.
+*/}}
+{{- define "deputy.checkExtAuthzBounds" -}}
+{{- $followed := dict "grpc-max-recv-msg-bytes" "grpc.max_recv_msg_bytes" "http-max-body-bytes" "http.max_body_bytes" "state-lookup-budget" "state_lookup.budget" -}}
+{{- range $flag, $setting := $followed -}}
+{{- $env := printf "DEPUTY_%s" ($flag | upper | replace "-" "_") -}}
+{{- range $.Values.deputy.extraArgs -}}
+{{- if or (eq (toString .) (printf "--%s" $flag)) (hasPrefix (printf "--%s=" $flag) (toString .)) -}}
+{{- fail (printf "deputy.extraArgs: --%s is not followed by the chart's Envoy config: set %s in deputy.config" $flag $setting) -}}
+{{- end -}}
+{{- end -}}
+{{- range $.Values.deputy.extraEnv -}}
+{{- if eq (toString .name) $env -}}
+{{- fail (printf "deputy.extraEnv: %s is not followed by the chart's Envoy config: set %s in deputy.config" $env $setting) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $cfg := include "deputy.userConfig" . | fromJson -}}
+{{- $body := int64 .Values.envoy.extAuthz.maxRequestBytes -}}
+{{- $room := 262144 -}}
+{{- if eq .Values.envoy.extAuthz.transport "grpc" -}}
+{{- /* 0 is unset to Deputy, as null is. */ -}}
+{{- $max := dig "grpc" "max_recv_msg_bytes" 0 $cfg | int64 | default 4194304 | int64 -}}
+{{- if le $max $room -}}
+{{- fail (printf "deputy.config.grpc.max_recv_msg_bytes %d leaves no room for a body: raise it to at least %d (envoy.extAuthz.maxRequestBytes, and 256 KiB for the rest of Envoy's CheckRequest)" $max (add $body $room)) -}}
+{{- else if gt $body (sub $max $room) -}}
+{{- fail (printf "envoy.extAuthz.maxRequestBytes %d leaves less than 256 KiB of grpc.max_recv_msg_bytes (%d) for the rest of Envoy's CheckRequest (its headers, up to Envoy's 60 KiB, of which the path and the host come twice, their framing, the addresses and a peer certificate): Deputy would refuse the check of a body that large, and Envoy deny the request (503). Set it at most %d, or raise deputy.config.grpc.max_recv_msg_bytes" $body $max (sub $max $room)) -}}
+{{- end -}}
+{{- else -}}
+{{- $http := get $cfg "http" -}}
+{{- if and (kindIs "map" $http) (hasKey $http "max_body_bytes") (ne (int64 $http.max_body_bytes) $body) -}}
+{{- fail (printf "deputy.config.http.max_body_bytes %d is not envoy.extAuthz.maxRequestBytes (%d): Deputy reads a body of exactly its limit as possibly cut, and one Envoy cut at another length as whole. Set envoy.extAuthz.maxRequestBytes alone: the chart gives Deputy the same number" (int64 $http.max_body_bytes) $body) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
