@@ -90,88 +90,13 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 				}
 			}
 			m := mustRender(t, values, true)
-			var c corev1.Container
-			var vols []corev1.Volume
-			if d, ok := m["Deployment"]["shop-deputy"]; ok {
-				pod := d.(*appsv1.Deployment).Spec.Template.Spec
-				c, vols = container(t, pod, "deputy"), pod.Volumes
-			} else {
-				cm := m.get(t, "ConfigMap", "shop-deputy-sidecar").(*corev1.ConfigMap)
-				strictYAML(t, cm.Data["container.yaml"], &c)
-				strictYAML(t, cm.Data["volumes.yaml"], &vols)
-				m["Secret"] = map[string]any{"deputy-signing-keys": signingKeysSecret(t, "current.pem", "previous.pem")}
-			}
 			if tc.extra != nil {
 				m["ConfigMap"][tc.extra.Name] = tc.extra
 			}
-			root := t.TempDir()
-			mountVolumes(t, m, vols, c.VolumeMounts, root)
-
-			metrics, grpc, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-			args := make([]string, 0, len(c.Args)+3)
-			for _, a := range c.Args {
-				args = append(args, underRoot(a, root))
-			}
-			// The pod's ports, moved to free loopback ones (the last flag
-			// wins), and the identity provider, to one served here: readiness
+			// The identity provider, moved to one served here: readiness
 			// waits for its keys, found by discovery.
-			args = append(args, "--grpc-addr="+grpc, "--http-addr="+httpAddr, "--metrics-addr="+metrics,
-				"--identity-issuer-urls="+issuer, "--identity-audiences=storefront")
-			cmd := exec.Command(bin, args...)
-			cmd.Dir = root
-			for _, e := range c.Env {
-				switch {
-				case e.ValueFrom == nil:
-					cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
-				case e.ValueFrom.SecretKeyRef != nil:
-					ref := e.ValueFrom.SecretKeyRef
-					s := m.get(t, "Secret", ref.Name).(*corev1.Secret)
-					cmd.Env = append(cmd.Env, e.Name+"="+string(s.Data[ref.Key]))
-				default:
-					t.Fatalf("env %s: unexpected source", e.Name)
-				}
-			}
-			out := &strings.Builder{}
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			// Closed when Deputy exits, so every waiter sees it.
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			t.Cleanup(func() {
-				_ = cmd.Process.Signal(os.Interrupt)
-				select {
-				case <-done:
-				case <-time.After(10 * time.Second):
-					_ = cmd.Process.Kill()
-					<-done
-				}
-			})
-
-			// Each probe as the kubelet runs it, within its timeout.
-			for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
-				switch {
-				case p == nil:
-				case p.GRPC != nil:
-					if !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool {
-						return cp.Name == "grpc-authz" && cp.ContainerPort == p.GRPC.Port
-					}) {
-						t.Fatalf("gRPC probe on port %d, not the ext_authz port", p.GRPC.Port)
-					}
-					if err := pollGRPCHealth(grpc, probeTimeout(p), done); err != nil {
-						t.Fatalf("gRPC health: %v\n%s", err, out.String())
-					}
-				case p.HTTPGet != nil:
-					if p.HTTPGet.Port.String() != "metrics" {
-						t.Fatalf("probe on port %s", p.HTTPGet.Port.String())
-					}
-					url := "http://" + metrics + p.HTTPGet.Path
-					if err := poll(url, probeTimeout(p), done); err != nil {
-						t.Fatalf("%s: %v\n%s", p.HTTPGet.Path, err, out.String())
-					}
-				}
-			}
+			d := startRendered(t, bin, m, "--identity-issuer-urls="+issuer, "--identity-audiences=storefront")
+			httpAddr := d.http
 			// Behind the pod's Envoy no forwarded check endpoint is served:
 			// headers naming another request are nobody's to read.
 			req, _ := http.NewRequest("GET", "http://"+httpAddr+"/deputy/authz", nil)
@@ -187,6 +112,98 @@ func TestRenderedPodStartsDeputy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// renderedDeputy is Deputy started from a rendered pod: its listeners,
+// moved to free loopback ports, and its output.
+type renderedDeputy struct {
+	grpc, http, metrics string
+	out                 *strings.Builder
+}
+
+// startRendered runs bin as the container the manifests m describe runs
+// it (its args, environment and mounts, under a temporary root), with
+// args appended (the last flag wins), until each of its probes passes
+// as the kubelet runs it. It stops Deputy when the test ends.
+func startRendered(t *testing.T, bin string, m manifests, args ...string) *renderedDeputy {
+	t.Helper()
+	var c corev1.Container
+	var vols []corev1.Volume
+	if d, ok := m["Deployment"]["shop-deputy"]; ok {
+		pod := d.(*appsv1.Deployment).Spec.Template.Spec
+		c, vols = container(t, pod, "deputy"), pod.Volumes
+	} else {
+		cm := m.get(t, "ConfigMap", "shop-deputy-sidecar").(*corev1.ConfigMap)
+		strictYAML(t, cm.Data["container.yaml"], &c)
+		strictYAML(t, cm.Data["volumes.yaml"], &vols)
+		m["Secret"] = map[string]any{"deputy-signing-keys": signingKeysSecret(t, "current.pem", "previous.pem")}
+	}
+	root := t.TempDir()
+	mountVolumes(t, m, vols, c.VolumeMounts, root)
+
+	d := &renderedDeputy{grpc: freeAddr(t), http: freeAddr(t), metrics: freeAddr(t), out: &strings.Builder{}}
+	argv := make([]string, 0, len(c.Args)+3+len(args))
+	for _, a := range c.Args {
+		argv = append(argv, underRoot(a, root))
+	}
+	// The pod's ports, moved to free loopback ones.
+	argv = append(argv, "--grpc-addr="+d.grpc, "--http-addr="+d.http, "--metrics-addr="+d.metrics)
+	argv = append(argv, args...)
+	cmd := exec.Command(bin, argv...)
+	cmd.Dir = root
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			s := m.get(t, "Secret", ref.Name).(*corev1.Secret)
+			cmd.Env = append(cmd.Env, e.Name+"="+string(s.Data[ref.Key]))
+		default:
+			t.Fatalf("env %s: unexpected source", e.Name)
+		}
+	}
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Closed when Deputy exits, so every waiter sees it.
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+
+	// Each probe as the kubelet runs it, within its timeout.
+	for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
+		switch {
+		case p == nil:
+		case p.GRPC != nil:
+			if !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool {
+				return cp.Name == "grpc-authz" && cp.ContainerPort == p.GRPC.Port
+			}) {
+				t.Fatalf("gRPC probe on port %d, not the ext_authz port", p.GRPC.Port)
+			}
+			if err := pollGRPCHealth(d.grpc, probeTimeout(p), done); err != nil {
+				t.Fatalf("gRPC health: %v\n%s", err, d.out.String())
+			}
+		case p.HTTPGet != nil:
+			if p.HTTPGet.Port.String() != "metrics" {
+				t.Fatalf("probe on port %s", p.HTTPGet.Port.String())
+			}
+			url := "http://" + d.metrics + p.HTTPGet.Path
+			if err := poll(url, probeTimeout(p), done); err != nil {
+				t.Fatalf("%s: %v\n%s", p.HTTPGet.Path, err, d.out.String())
+			}
+		}
+	}
+	return d
 }
 
 // signingKeysSecret is a Secret an operator made with fresh ECDSA keys.

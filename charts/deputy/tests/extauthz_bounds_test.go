@@ -1,10 +1,22 @@
 package tests
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
@@ -157,4 +169,118 @@ func seconds(t *testing.T, s string) float64 {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// The bounds against Deputy itself, started from the rendered pod: a
+// CheckRequest as large as Envoy sends at the largest maxRequestBytes the
+// render accepts (the body whole, and 60 KiB of headers, the listener's
+// most, in Envoy's 100 at most, the path and host again in their fields)
+// is decided, while one carrying a body of Deputy's whole limit, which a
+// larger maxRequestBytes would send, is refused. With the store hung, a
+// check needing state is answered with Deputy's 503 within the rendered
+// Envoy timeout, the deadline Envoy gives the call.
+func TestRenderedBoundsHoldAgainstDeputy(t *testing.T) {
+	bin := deputyBinary(t)
+	frozenAddr, frozen := startRedis(t, "s3cret")
+	if err := frozen.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = frozen.Signal(syscall.SIGCONT) })
+	const limit, bound = 4 << 20, 4<<20 - checkRequestHeadroom
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte(fmt.Sprintf("{%s, envoy: {extAuthz: {maxRequestBytes: %d}}, redis: {enabled: true, addrs: ['%s'], password: s3cret}}",
+		boundsBase, bound, frozenAddr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := mustRender(t, values, true)
+	b, err := envoycheck.Bootstrap([]byte(m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap).Data["envoy.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authz, err := envoycheck.ExtAuthz(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := authz.GetWithRequestBody().GetMaxRequestBytes(); got != bound {
+		t.Fatalf("max_request_bytes %d, want %d", got, bound)
+	}
+	timeout := authz.GetGrpcService().GetTimeout().AsDuration()
+	d := startRendered(t, bin, m)
+	conn, err := grpc.NewClient(d.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	client := authv3.NewAuthorizationClient(conn)
+
+	for _, tc := range []struct {
+		name string
+		body int
+		want codes.Code
+	}{
+		{"the largest body the render allows", bound, codes.OK},
+		{"a body of Deputy's whole limit", limit, codes.ResourceExhausted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := largestCheck(tc.body)
+			if tc.want == codes.OK && proto.Size(req) > limit {
+				t.Fatalf("the CheckRequest holds %d bytes, over Deputy's %d", proto.Size(req), limit)
+			}
+			// The size decides here, not the time: a loaded machine
+			// may take a while to copy megabytes.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := client.Check(ctx, req)
+			if got := status.Code(err); got != tc.want {
+				t.Fatalf("Check of %d bytes: %v, want %v\n%s", proto.Size(req), err, tc.want, d.out.String())
+			}
+		})
+	}
+
+	t.Run("the store hung", func(t *testing.T) {
+		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "GET", Path: "/account", Host: "shop.example.com", Scheme: "https", Protocol: "HTTP/1.1",
+			Headers: map[string]string{":method": "GET", ":path": "/account", ":authority": "shop.example.com", ":scheme": "https",
+				"cookie": "deputy_session=" + strings.Repeat("a", 43)},
+		}}}}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		resp, err := client.Check(ctx, req)
+		if err != nil {
+			t.Fatalf("no answer within Envoy's timeout (%s): %v\n%s", timeout, err, d.out.String())
+		}
+		if got := resp.GetDeniedResponse().GetStatus().GetCode(); got != 503 || resp.GetStatus().GetMessage() != "state_unavailable" {
+			t.Fatalf("answered %v, want Deputy's 503 state_unavailable", resp)
+		}
+	})
+}
+
+// largestCheck is the CheckRequest Envoy sends for a request with a body
+// of size bytes and the most header bytes its listener takes (60 KiB, in
+// its 100 headers at most), nearly all in the path, which comes again in a
+// field of its own, as the host does, and both addresses.
+func largestCheck(size int) *authv3.CheckRequest {
+	const headerBytes, headers = 60 << 10, 100
+	h := map[string]string{":method": "POST", ":scheme": "https", ":authority": "shop.example.com", "content-type": "application/octet-stream"}
+	for i := len(h); i < headers-1; i++ {
+		h[fmt.Sprintf("x-%02d", i)] = "v"
+	}
+	used := len(":path")
+	for k, v := range h {
+		used += len(k) + len(v)
+	}
+	path := "/upload?q=" + strings.Repeat("q", headerBytes-used-len("/upload?q="))
+	h[":path"] = path
+	addr := func(ip string, port uint32) *authv3.AttributeContext_Peer {
+		return &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}}
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      addr("203.0.113.9", 54321),
+		Destination: addr("10.0.0.7", 8080),
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "5a1c3e0e-0d6f-4c51-9d3a-0e1f2a3b4c5d", Method: "POST", Path: path, Host: "shop.example.com",
+			Scheme: "https", Protocol: "HTTP/1.1", Size: int64(size), Headers: h, Body: strings.Repeat("b", size),
+		}},
+	}}
 }
