@@ -89,6 +89,14 @@ func TestShippedConfigs(t *testing.T) {
 			if err := envoycheck.LogsRequestPath(b); err != nil {
 				t.Error(err)
 			}
+			// Envoy's admin interface (its config dump, POST
+			// /quitquitquit, /logging, /runtime_modify) on a port, even
+			// of 127.0.0.1, or on an abstract socket answers anything in
+			// Envoy's network namespace: the pod's other containers, any
+			// process of the host.
+			if a := b.GetAdmin().GetAddress(); a.GetSocketAddress() != nil || strings.HasPrefix(a.GetPipe().GetPath(), "@") {
+				t.Errorf("admin listens on %v", a)
+			}
 		})
 	}
 }
