@@ -93,7 +93,10 @@ const DefaultGRPCSocketMode = "0600"
 // Zero means "unset": SetDefaults fills it, so a setting whose zero value
 // means something else is a pointer. The loader refuses an explicit 0 of a
 // number that is not a pointer and has a default (zeroRefused), unless its
-// usage says "0: the default". Validate never changes the config.
+// usage says "0: the default"; and an empty string or list that
+// SetDefaults fills (emptyGiven.replaced): a list whose empty value means
+// something is filled only when nil, and its usage says "empty: ...".
+// Validate never changes the config.
 type Config struct {
 	Dev             bool          `yaml:"dev" usage:"dev mode: generated signing keys, embedded store unless redis is set, tokens from 'deputy dev token', listeners on loopback"`
 	LogLevel        string        `yaml:"log_level" usage:"debug, info, warn or error"`
@@ -125,7 +128,7 @@ type Config struct {
 type IdentityConfig struct {
 	identity.Config `yaml:",inline"`
 	// CredentialCarriers: nil takes the defaults, an empty list reads none.
-	CredentialCarriers []string `yaml:"credential_carriers" usage:"other places an upstream reads a bearer token from (query:<param>, body:<param> for form fields, JSON top-level keys and multipart parts, cookie:<name>, header:<name>), each read under every spelling upstreams read as its name (query, body and cookie names in any case, escaped, with PHP's _ for . and space; header names in any case with _ as -); a JWT in one that is not the token verified from the identity header is refused as malformed (401 identity_refused) and no session or on-behalf-of delegation is resolved, since the upstream may sign the request in as its holder. The decision log masks every carrier (header and query values; cookies and bodies are erased whole). The defaults cover Doorkeeper, passport-http-bearer, Spring Security, hapi-auth-jwt2, tymon/jwt-auth, Laravel's TokenGuard, go-chi/jwtauth, Flask-JWT-Extended and LexikJWTAuthenticationBundle; add your upstream's, and drop a default only when nothing behind Deputy reads it"`
+	CredentialCarriers []string `yaml:"credential_carriers" usage:"other places an upstream reads a bearer token from (query:<param>, body:<param> for form fields, JSON top-level keys and multipart parts, cookie:<name>, header:<name>), each read under every spelling upstreams read as its name (query, body and cookie names in any case, escaped, with PHP's _ for . and space; header names in any case with _ as -); a JWT in one that is not the token verified from the identity header is refused as malformed (401 identity_refused) and no session or on-behalf-of delegation is resolved, since the upstream may sign the request in as its holder. The decision log masks every carrier (header and query values; cookies and bodies are erased whole). The defaults cover Doorkeeper, passport-http-bearer, Spring Security, hapi-auth-jwt2, tymon/jwt-auth, Laravel's TokenGuard, go-chi/jwtauth, Flask-JWT-Extended and LexikJWTAuthenticationBundle; add your upstream's, and drop a default only when nothing behind Deputy reads it (empty: none, given as [] in the configuration file)"`
 }
 
 // SetDefaults fills the section's unset settings.
@@ -178,7 +181,7 @@ type HTTPConfig struct {
 	IdleTimeout    time.Duration `yaml:"idle_timeout" usage:"how long a kept-alive connection waits for its next request; keep the proxy's own pool idle timeout below it"`
 	MaxConnections int           `yaml:"max_connections" usage:"connections the HTTP listener holds open at once; past it the one longest idle (or silent since it connected) is closed to make room, else newcomers wait"`
 	// EnvoyUpstreamHeaders mirrors Envoy's allowed_upstream_headers.
-	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *, compared as Envoy compares them, in any case but with _ and - apart (Deputy sets its own names with -); an allow that sets another header is refused, and with check_proxy envoy Deputy does not start when the list leaves out its owned prefix, actor-token or on-behalf-of header"`
+	EnvoyUpstreamHeaders []string `yaml:"envoy_upstream_headers" usage:"headers Envoy's http_service copies upstream from an allow (its allowed_upstream_headers): exact names or prefixes ending in *, compared as Envoy compares them, in any case but with _ and - apart (Deputy sets its own names with -); an allow that sets another header is refused, and with check_proxy envoy Deputy does not start when the list leaves out its owned prefix, actor-token or on-behalf-of header (empty: none)"`
 }
 
 // MetricsConfig is the metrics and health listener.
@@ -215,7 +218,7 @@ type CheckConfig struct {
 	// MaxPathSegments (see authz.WithMaxRouteDirsBytes).
 	MaxRouteDirsBytes int `yaml:"max_route_dirs_bytes" usage:"most bytes a request path may hold counted from each segment on and summed (what input.deputy.request.route_dirs holds); a path past it is refused with 400 malformed_request: long segments within max_path_segments still make a check's work grow with segments times length, while the longest storefront paths hold a few KB (27 KB for a Magento URL carrying a 2,000-byte page URL as uenc)"`
 	// MethodOverrides: nil takes the defaults, an empty list reads none.
-	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>; a header name is read in any case with _ as -, as CGI, PHP and WSGI upstreams read it); policy sees them in input.deputy.request.methods"`
+	MethodOverrides []string `yaml:"method_overrides" usage:"where a request may name another method (header:<name>, query:<param>, body:<param>; a header name is read in any case with _ as -, as CGI, PHP and WSGI upstreams read it); policy sees them in input.deputy.request.methods (empty: none, given as [] in the configuration file: every request is decided on its own method)"`
 }
 
 // SetDefaults fills every unset setting, core and sections, including the

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -870,5 +871,242 @@ func TestConfigExplicitZeroRefusedEverywhere(t *testing.T) {
 	}
 	if d.StateCache.TTL != 10*time.Second || d.Redis.MaxRetries != 1 || d.Identity.MinRefreshInterval != 10*time.Second {
 		t.Fatalf("unset: ttl %s, max_retries %d, min_refresh_interval %s: want the defaults", d.StateCache.TTL, d.Redis.MaxRetries, d.Identity.MinRefreshInterval)
+	}
+}
+
+// yamlAt is a config file setting the dotted path to the YAML value.
+func yamlAt(path, value string) string {
+	keys := strings.Split(path, ".")
+	var b strings.Builder
+	for i, k := range keys {
+		b.WriteString(strings.Repeat("  ", i) + k + ":")
+		if i < len(keys)-1 {
+			b.WriteString("\n")
+		}
+	}
+	return b.String() + " " + value + "\n"
+}
+
+// TestConfigExplicitEmptyNeverReplaced walks every string and list the
+// loader knows and gives it empty, from the file, a variable and a flag:
+// Deputy either keeps it empty or refuses to start naming the setting,
+// never quietly takes a default in its place (identity.algorithms: []
+// once accepted the three default algorithms).
+func TestConfigExplicitEmptyNeverReplaced(t *testing.T) {
+	// The settings with a default whose empty value means something, and
+	// the words of their usage that say what; each is kept empty.
+	emptyKept := map[string]string{
+		// No other place is read for a token: nothing behind Deputy
+		// reads one there.
+		"identity.credential_carriers": "empty: none",
+		// No request names another method: the upstream honours none.
+		"check.method_overrides": "empty: none",
+		// Only the query carriers and the names the headers'
+		// rules catch are masked.
+		"decision_log.mask_query_params": "empty, with no query carrier either: no query masking at all",
+		// Envoy copies no header of an allow: with check_proxy envoy,
+		// Deputy refuses to start, as the usage says.
+		"http.envoy_upstream_headers": "empty: none",
+	}
+	def := reflect.ValueOf(defaultConfig())
+	walked := 0
+	for _, s := range settings(defaultConfig()) {
+		typ := typeName(s.typ)
+		if s.section || s.yamlOnly || (typ != "string" && typ != "strings") {
+			continue
+		}
+		walked++
+		empty := `""`
+		if typ == "strings" {
+			empty = "[]"
+		}
+		forms := []struct {
+			name string
+			args []string
+			env  map[string]string
+			file string
+		}{
+			{name: "file", file: yamlAt(s.path, empty)},
+			{name: "variable", env: map[string]string{envName(s.path): ""}},
+			{name: "flag", args: []string{"--" + flagName(s.path) + "="}},
+		}
+		for _, form := range forms {
+			t.Run(s.path+"/"+form.name, func(t *testing.T) {
+				want, kept := emptyKept[s.path]
+				if kept && !strings.Contains(s.usage, want) {
+					t.Fatalf("kept empty, but its usage does not say what empty means (%q): %q", want, s.usage)
+				}
+				cfg, err := loadWith(t, form.args, form.env, form.file)
+				if err != nil {
+					if sidecar.ErrorField(err) != s.path {
+						t.Fatalf("empty refused naming %q, not the setting: %v", sidecar.ErrorField(err), err)
+					}
+					if kept && form.name == "file" {
+						t.Fatalf("the file's empty value is refused, yet its usage says what it means: %v", err)
+					}
+					if !kept && !strings.Contains(err.Error(), "leave it unset") {
+						t.Fatalf("refused without saying what to write instead: %v", err)
+					}
+					return
+				}
+				v := reflect.ValueOf(cfg).Elem().FieldByIndex(s.index)
+				if v.Len() != 0 {
+					t.Fatalf("empty loaded as %s: an explicit empty value was replaced", formatValue(v))
+				}
+				if def.FieldByIndex(s.index).Len() != 0 && !kept {
+					t.Fatalf("empty kept where the default is %s, and its usage is not listed as saying what empty means", s.def)
+				}
+			})
+		}
+	}
+	if walked < 50 {
+		t.Fatalf("walked %d settings: the loader's list was not read", walked)
+	}
+	// The items of lists of objects, in the file alone: an item's setting
+	// whose usage, or its section's, says it defaults to another setting
+	// (default identity.audiences) is refused empty; any other is kept.
+	usage := map[string]string{}
+	items := 0
+	for _, s := range settings(defaultConfig()) {
+		usage[s.path] = s.usage
+		typ := typeName(s.typ)
+		if s.section || !s.yamlOnly || (typ != "string" && typ != "strings") {
+			continue
+		}
+		list, key, ok := strings.Cut(s.path, "[].")
+		if !ok {
+			continue
+		}
+		items++
+		inherits := strings.Contains(s.usage, "(default identity.")
+		if sec, _, nested := strings.Cut(key, "."); nested {
+			inherits = inherits || strings.Contains(usage[list+"[]."+sec], "(default identity.")
+		}
+		empty := `""`
+		if typ == "strings" {
+			empty = "[]"
+		}
+		t.Run(s.path, func(t *testing.T) {
+			item := map[string]any{"issuer": "https://login.example.com/", "jwks_url": "https://login.example.com/jwks"}
+			m := item
+			keys := strings.Split(key, ".")
+			for _, k := range keys[:len(keys)-1] {
+				m[k] = map[string]any{}
+				m = m[k].(map[string]any)
+			}
+			m[keys[len(keys)-1]] = empty
+			file := fmt.Sprintf("identity:\n  audiences: [shop]\n  issuers:\n    - %s\n", flowMap(item))
+			cfg, err := loadWith(t, nil, map[string]string{"DEPUTY_IDENTITY_ANONYMOUS_ONLY": "false"}, file)
+			at := strings.Replace(s.path, "[]", "[0]", 1)
+			if inherits {
+				if sidecar.ErrorField(err) != at || !strings.Contains(err.Error(), "leave it unset") {
+					t.Fatalf("err = %v: an empty value that takes another setting's must be refused naming %s", err, at)
+				}
+				return
+			}
+			if err != nil {
+				if sidecar.ErrorField(err) != at {
+					t.Fatalf("empty refused naming %q, not the setting: %v", sidecar.ErrorField(err), err)
+				}
+				return
+			}
+			v := reflect.ValueOf(cfg.Identity.Issuers[0])
+			for _, k := range keys {
+				fields := map[string][]int{}
+				yamlFields(v.Type(), nil, fields)
+				v = v.FieldByIndex(fields[k])
+				if v.Kind() == reflect.Pointer {
+					v = v.Elem()
+				}
+			}
+			if v.Len() != 0 {
+				t.Fatalf("empty loaded as %s", formatValue(v))
+			}
+		})
+	}
+	if items < 10 {
+		t.Fatalf("walked %d settings of list items", items)
+	}
+}
+
+// flowMap writes m as a YAML flow mapping, its keys sorted.
+func flowMap(m map[string]any) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		switch v := m[k].(type) {
+		case map[string]any:
+			parts = append(parts, k+": "+flowMap(v))
+		default:
+			parts = append(parts, fmt.Sprintf("%s: %v", k, v))
+		}
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// TestConfigExplicitEmptyRefusedEverywhere: an empty string or list that
+// would be replaced by a default is refused from the file, a variable and
+// a flag alike, naming the setting, where it was given and what to write
+// instead; a later source setting it wins over an earlier empty one, and
+// an empty value no default replaces loads.
+func TestConfigExplicitEmptyRefusedEverywhere(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		file  string
+		field string
+		want  string
+	}{
+		{name: "file", file: "identity:\n  algorithms: []\n", field: "identity.algorithms", want: "deputy.yaml:2"},
+		{name: "file, a string", file: "check:\n  owned_prefix: \"\"\n", field: "check.owned_prefix", want: "deputy.yaml:2"},
+		{name: "file, a derived default", file: "check: {owned_prefix: x-auth-, actor_token_header: ''}\n", field: "check.actor_token_header", want: "(x-auth-token)"},
+		{name: "variable", env: map[string]string{"DEPUTY_IDENTITY_ALGORITHMS": ""}, field: "identity.algorithms", want: "DEPUTY_IDENTITY_ALGORITHMS"},
+		{name: "blank variable", env: map[string]string{"DEPUTY_POLICY_ROOTS": " , "}, field: "policy.roots", want: "DEPUTY_POLICY_ROOTS"},
+		{name: "variable, a string", env: map[string]string{"DEPUTY_DECISION_LOG_SINK": ""}, field: "decision_log.sink", want: "none for no decision log"},
+		{name: "flag", args: []string{"--identity-algorithms="}, field: "identity.algorithms", want: "--identity-algorithms"},
+		{name: "flag over file", args: []string{"--identity-algorithms", ""}, file: "identity:\n  algorithms: [ES256]\n", field: "identity.algorithms", want: "--identity-algorithms"},
+		{name: "variable over file", env: map[string]string{"DEPUTY_POLICY_PATHS": ""}, file: "policy:\n  paths: [policies]\n", field: "policy.paths", want: "policy.bundle_url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadWith(t, tc.args, tc.env, tc.file)
+			if err == nil || sidecar.ErrorCode(err) != sidecar.EINVALID || sidecar.ErrorField(err) != tc.field || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %s refused, saying %q", err, tc.field, tc.want)
+			}
+			if !strings.Contains(err.Error(), "leave it unset") {
+				t.Fatalf("err = %v, want what to write instead", err)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		file  string
+		check func(*Config) bool
+	}{
+		{name: "unset", check: func(c *Config) bool { return slices.Equal(c.Identity.Algorithms, []string{"RS256", "ES256", "EdDSA"}) }},
+		{name: "left empty", file: "identity:\n  algorithms:\n", check: func(c *Config) bool { return len(c.Identity.Algorithms) == 3 }},
+		{name: "variable over empty file", env: map[string]string{"DEPUTY_IDENTITY_ALGORITHMS": "ES384"}, file: "identity:\n  algorithms: []\n",
+			check: func(c *Config) bool { return slices.Equal(c.Identity.Algorithms, []string{"ES384"}) }},
+		{name: "flag over empty variable", args: []string{"--identity-algorithms=PS256"}, env: map[string]string{"DEPUTY_IDENTITY_ALGORITHMS": ""},
+			check: func(c *Config) bool { return slices.Equal(c.Identity.Algorithms, []string{"PS256"}) }},
+		// With a bundle, no paths is the default: nothing replaces it.
+		{name: "no paths beside a bundle", file: "policy:\n  paths: []\n  bundle_url: https://bundles.example.com/b.tar.gz\n",
+			check: func(c *Config) bool { return c.Policy.Paths != nil && len(c.Policy.Paths) == 0 }},
+		// identity.header is masked besides the list, as the usage says.
+		{name: "no extra masked headers", file: "identity: {header: x-principal}\ndecision_log: {mask_headers: []}\n",
+			check: func(c *Config) bool { return slices.Equal(c.DecisionLog.MaskHeaders, []string{"x-principal"}) }},
+		{name: "an empty string without a default", env: map[string]string{"DEPUTY_REDIS_PASSWORD": ""}, file: "grpc: {tls_cert: ''}\n",
+			check: func(c *Config) bool { return c.Redis.Password == "" && c.GRPC.TLSCert == "" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadWith(t, tc.args, tc.env, tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(cfg) {
+				t.Fatalf("loaded %+v", cfg)
+			}
+		})
 	}
 }

@@ -93,7 +93,7 @@ func TestEvalDecidesHTTPAsServe(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "deputy.yaml")
 			writeFile(t, file, []byte("dev: true\n"+tc.config))
 			cfg := testConfig(t, dir, func(c *Config) {
-				if err := loadYAMLFile(file, c); err != nil {
+				if err := loadYAMLFile(file, c, nil); err != nil {
 					t.Fatal(err)
 				}
 			})

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -290,12 +292,14 @@ func (f *fieldValue) Type() string { return typeName(f.v.Type()) }
 // validates, once. Errors name the setting's YAML path.
 func (l *configLoader) load() (*Config, error) {
 	var cfg Config
+	// The strings and lists given empty, and where.
+	empty := emptyGiven{}
 	file := l.file
 	if file == "" {
 		file = os.Getenv("DEPUTY_CONFIG")
 	}
 	if file != "" {
-		if err := loadYAMLFile(file, &cfg); err != nil {
+		if err := loadYAMLFile(file, &cfg, empty); err != nil {
 			return nil, err
 		}
 	}
@@ -319,6 +323,7 @@ func (l *configLoader) load() (*Config, error) {
 			if err := zeroRefused(s.path, root.FieldByIndex(s.index)); err != nil {
 				return nil, sidecar.Invalid(s.path, "from %s: %v", envName(s.path), err)
 			}
+			empty.note(s.path, root.FieldByIndex(s.index), givenAt{from: "from " + envName(s.path) + ": "})
 		}
 	}
 	flagged := reflect.ValueOf(&l.flagged).Elem()
@@ -331,9 +336,16 @@ func (l *configLoader) load() (*Config, error) {
 			if err := zeroRefused(s.path, root.FieldByIndex(s.index)); err != nil {
 				return nil, sidecar.Invalid(s.path, "from --%s: %v", flagName(s.path), err)
 			}
+			empty.note(s.path, root.FieldByIndex(s.index), givenAt{from: "from --" + flagName(s.path) + ": "})
 		}
 	}
 	cfg.SetDefaults()
+	if err := empty.replaced(l.settings, root); err != nil {
+		return nil, err
+	}
+	if err := empty.inherited(l.covers); err != nil {
+		return nil, err
+	}
 	if len(l.sections) == 0 {
 		if err := cfg.Validate(); err != nil {
 			return nil, err
@@ -362,7 +374,8 @@ var movedToPolicyData = map[string]string{
 
 // loadYAMLFile decodes file into cfg strictly: an unknown key, a key given
 // twice or a value of the wrong kind is an error naming the key's path.
-func loadYAMLFile(file string, cfg *Config) error {
+// The strings and lists it gives empty are noted in empty, when not nil.
+func loadYAMLFile(file string, cfg *Config, empty emptyGiven) error {
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		return sidecar.Invalid("config", "read %s: %v", file, err)
@@ -374,7 +387,7 @@ func loadYAMLFile(file string, cfg *Config) error {
 		}
 		return sidecar.Invalid("config", "%s: %v", file, err)
 	}
-	return decodeYAML(&doc, reflect.ValueOf(cfg).Elem(), "", file)
+	return decodeYAML(&doc, reflect.ValueOf(cfg).Elem(), "", file, empty)
 }
 
 // inline reports whether a field is an embedded struct whose settings
@@ -400,7 +413,7 @@ func yamlFields(t reflect.Type, index []int, fields map[string][]int) {
 	}
 }
 
-func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
+func decodeYAML(n *yaml.Node, v reflect.Value, path, file string, empty emptyGiven) error {
 	for n.Kind == yaml.DocumentNode || n.Kind == yaml.AliasNode {
 		if n.Kind == yaml.AliasNode {
 			n = n.Alias
@@ -436,11 +449,11 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 			if !ok {
 				return sidecar.Invalid(p, "unknown key (%s:%d)", file, val.Line)
 			}
-			return decodeYAML(val, v.FieldByIndex(i), p, file)
+			return decodeYAML(val, v.FieldByIndex(i), p, file, empty)
 		})
 	case t.Kind() == reflect.Pointer:
 		elem := reflect.New(t.Elem())
-		if err := decodeYAML(n, elem.Elem(), path, file); err != nil {
+		if err := decodeYAML(n, elem.Elem(), path, file, empty); err != nil {
 			return err
 		}
 		v.Set(elem)
@@ -452,12 +465,13 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 		out := reflect.MakeSlice(t, 0, len(n.Content))
 		for i, item := range n.Content {
 			ev := reflect.New(t.Elem()).Elem()
-			if err := decodeYAML(item, ev, fmt.Sprintf("%s[%d]", path, i), file); err != nil {
+			if err := decodeYAML(item, ev, fmt.Sprintf("%s[%d]", path, i), file, empty); err != nil {
 				return err
 			}
 			out = reflect.Append(out, ev)
 		}
 		v.Set(out)
+		empty.note(path, v, givenAt{at: fmt.Sprintf(" (%s:%d)", file, n.Line)})
 		return nil
 	case t.Kind() == reflect.Map && t.Key().Kind() == reflect.String:
 		if n.Kind != yaml.MappingNode {
@@ -466,7 +480,7 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 		m := reflect.MakeMap(t)
 		err := decodeMapping(n, path, file, func(key string, val *yaml.Node, p string) error {
 			ev := reflect.New(t.Elem()).Elem()
-			if err := decodeYAML(val, ev, p, file); err != nil {
+			if err := decodeYAML(val, ev, p, file, empty); err != nil {
 				return err
 			}
 			m.SetMapIndex(reflect.ValueOf(key).Convert(t.Key()), ev)
@@ -484,6 +498,7 @@ func decodeYAML(n *yaml.Node, v reflect.Value, path, file string) error {
 	if err := zeroRefused(path, v); err != nil {
 		return bad("%v", err)
 	}
+	empty.note(path, v, givenAt{at: fmt.Sprintf(" (%s:%d)", file, n.Line)})
 	return nil
 }
 
@@ -572,6 +587,109 @@ var nonBlankLists = map[string]bool{
 func blankRefused(path, s string) error {
 	if nonBlankLists[path] && strings.Trim(s, " \t,") == "" {
 		return sidecar.Invalid(path, "a blank value %q names no entry; to check none, give an empty list in the configuration file", s)
+	}
+	return nil
+}
+
+// emptyGiven maps each setting given an empty string or list to where.
+type emptyGiven map[string]givenAt
+
+// givenAt says where a value was given, around an error's message: from
+// a variable or flag before it, at a file's line after it.
+type givenAt struct{ from, at string }
+
+// note records v, the value just given at path, as empty or not: a later
+// source that sets it forgets an earlier empty one.
+func (e emptyGiven) note(path string, v reflect.Value, where givenAt) {
+	if e == nil || (v.Kind() != reflect.String && v.Kind() != reflect.Slice) {
+		return
+	}
+	if v.Len() == 0 {
+		e[path] = where
+	} else {
+		delete(e, path)
+	}
+}
+
+// emptyAdded are the lists to which SetDefaults adds an entry the usage
+// names as always there besides the list: given empty, the entry is not a
+// default taking the empty list's place.
+var emptyAdded = map[string]bool{
+	"decision_log.mask_headers": true, // identity.header is masked besides the list
+}
+
+// emptyInstead says, for a string or list an operator may give empty
+// meaning "none" or "off", what to write instead.
+var emptyInstead = map[string]string{
+	"log_level":                "debug, info, warn or error",
+	"grpc.socket_mode":         "the octal permission bits, such as 0600 or 0660",
+	"http.check_proxy":         "nginx, caddy, traefik or envoy",
+	"policy.paths":             "list the Rego and data files or directories, or set policy.bundle_file or policy.bundle_url to serve a bundle instead",
+	"policy.roots":             "list the data roots a bundle may claim",
+	"policy.key_algorithm":     "the algorithm of policy.public_key",
+	"identity.algorithms":      "list the algorithms your issuers sign with (RS*, PS*, ES*, EdDSA); to refuse every bearer token, configure no issuer and set identity.anonymous_only",
+	"redis.narrowing_replicas": "0 never to wait, or the number of replicas to wait for",
+	"decision_log.sink":        "none for no decision log",
+}
+
+// replaced refuses a string or list given empty that SetDefaults, which
+// reads empty as unset, filled: Deputy would run on the default (the three
+// default algorithms for identity.algorithms: []) while the operator
+// believes the empty value holds. A setting whose empty value means
+// something has SetDefaults tell nil from empty, and keeps it.
+func (e emptyGiven) replaced(settings []setting, root reflect.Value) error {
+	for _, s := range settings {
+		where, ok := e[s.path]
+		if !ok || s.section || s.yamlOnly || emptyAdded[s.path] {
+			continue
+		}
+		v := root.FieldByIndex(s.index)
+		if (v.Kind() != reflect.String && v.Kind() != reflect.Slice) || v.Len() == 0 {
+			continue
+		}
+		instead := emptyInstead[s.path]
+		if instead == "" && v.Kind() == reflect.Slice {
+			instead = "list the entries you mean"
+		} else if instead == "" {
+			instead = "the value you mean"
+		}
+		msg := fmt.Sprintf("empty would be read as unset and replaced by the default (%s): leave it unset for that, or set %s", formatValue(v), instead)
+		if v.Kind() == reflect.Slice {
+			msg = fmt.Sprintf("an empty list would be read as unset and replaced by the default (%s): leave it unset for that, or %s", formatValue(v), instead)
+		}
+		return sidecar.Invalid(s.path, "%s%s%s", where.from, msg, where.at)
+	}
+	return nil
+}
+
+// listIndex is a list item's index in a setting's path: issuers[0].
+var listIndex = regexp.MustCompile(`\[[0-9]+\]`)
+
+// inheritedFrom names the setting whose value an item of a list of objects
+// takes for item (a path as issuers[].audiences) left unset, or "".
+func inheritedFrom(item string) string {
+	switch {
+	case item == "identity.issuers[].audiences":
+		return "identity.audiences"
+	case strings.HasPrefix(item, "identity.issuers[].claims."):
+		return "identity.claims." + strings.TrimPrefix(item, "identity.issuers[].claims.")
+	}
+	return ""
+}
+
+// inherited refuses a list item's string or list given empty where the
+// item takes another setting's value for it unset: an issuer's
+// audiences: [] accepted identity.audiences, and its claims: {roles: ""}
+// read roles from identity.claims.roles, the claim the operator meant not
+// to read from that issuer.
+func (e emptyGiven) inherited(covers func(string) bool) error {
+	for _, p := range slices.Sorted(maps.Keys(e)) {
+		from := inheritedFrom(listIndex.ReplaceAllString(p, "[]"))
+		if from == "" || !covers(p) {
+			continue
+		}
+		where := e[p]
+		return sidecar.Invalid(p, "%sempty would be read as unset and take %s: leave it unset for that, or set the value this issuer's tokens need%s", where.from, from, where.at)
 	}
 	return nil
 }

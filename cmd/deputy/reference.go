@@ -57,12 +57,15 @@ except lists of objects and maps, which only the YAML file can hold.
 - Durations are written `+"`500ms`, `30s`, `5m`, `1h`"+`.
 - Lists (`+"`strings`"+`) are YAML lists in the file; in a variable or a flag they
   are comma-separated, and a repeated flag adds to the list.
-- A value left empty takes its default. A number set to 0 means what its
-  description says of 0 (0: the default, where it says so); a number that
-  says nothing of 0 and has a default stops Deputy at start, so that 0 is
-  never quietly replaced by a looser default. Invalid values, unknown keys
-  and keys given twice stop Deputy at start with the key's path named
-  (`+"`grpc.adr: unknown key`"+`).
+- A setting left out, or a key with nothing after it (`+"`key:`"+`), takes its
+  default. A number set to 0 means what its description says of 0 (0: the
+  default, where it says so); a number that says nothing of 0 and has a
+  default stops Deputy at start, so that 0 is never quietly replaced by a
+  looser default. Likewise an empty string or list (`+"`\"\"`, `[]`"+`, or an empty
+  variable or flag) means what its description says of empty, and one that
+  says nothing of it and has a default stops Deputy at start. Invalid
+  values, unknown keys and keys given twice stop Deputy at start with the
+  key's path named (`+"`grpc.adr: unknown key`"+`).
 
 `)
 	all := settings(defaultConfig())
