@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -631,9 +632,15 @@ func (m *masker) maskQueryAt(uri string, bare bool, depth int) (string, bool) {
 			continue
 		}
 		pair := query[start:i]
-		rawKey, value, _ := strings.Cut(pair, "=")
-		if m.credentialParam(paramkey.Decode(rawKey)) || depth < maxNesting && m.nestedCredential(value, depth+1) {
-			b.WriteString(rawKey + "=" + MaskedValue)
+		rawKey, value, hasValue := strings.Cut(pair, "=")
+		if key := paramkey.Decode(rawKey); m.credentialParam(key) || depth < maxNesting && m.nestedCredential(value, depth+1) {
+			if hasValue && plainName(key) {
+				b.WriteString(rawKey + "=")
+			}
+			// A pair with no value, or a name that is more than a name
+			// (token:..., a JSON value cut at a raw "&"), may hold the
+			// credential in its name: masked whole.
+			b.WriteString(MaskedValue)
 			changed = true
 		} else {
 			b.WriteString(pair)
@@ -690,9 +697,12 @@ func (m *masker) maskNestedValues(vs any) ([]any, bool) {
 // in its query, its path parameters, or its fragment (where the implicit
 // flow puts access_token). Each form the value takes decoded once, twice
 // and three times is read, as an upstream may decode it again before it
-// follows it.
+// follows it, and so is JSON in it (jsonCredential).
 func (m *masker) nestedCredential(v string, depth int) bool {
 	for range 4 {
+		if m.jsonCredential(v, depth) {
+			return true
+		}
 		if strings.ContainsAny(v, "?#;=@") {
 			uri, frag, _ := strings.Cut(v, "#")
 			if _, changed := m.maskQueryAt(uri, false, depth); changed {
@@ -708,13 +718,25 @@ func (m *masker) nestedCredential(v string, depth int) bool {
 				return true
 			}
 		}
-		d, err := url.QueryUnescape(v)
-		if err != nil || d == v {
+		d := queryDecode(v)
+		if d == v {
 			return false
 		}
 		v = d
 	}
 	return false
+}
+
+// plainName reports whether a decoded query parameter name is a name and
+// nothing more: letters (non-ASCII ones too), digits, spaces and the
+// "_", "-", ".", "[" and "]" of the spellings credentialParam reads.
+func plainName(key string) bool {
+	for _, r := range key {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("_-.[] ", r) {
+			return false
+		}
+	}
+	return true
 }
 
 // userPassword reports whether v is a URL with a password in its user
