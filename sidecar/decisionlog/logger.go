@@ -82,6 +82,7 @@ type Logger struct {
 	maskErrors  atomic.Uint64
 	oversized   atomic.Uint64
 	statsErrors atomic.Uint64 // failed reads of the redis sink's stream
+	spoolErrors atomic.Uint64 // failed writes to the spool
 
 	// Owned by the worker. pending holds records taken from the queue,
 	// encoded, in flight until written or spooled; spooled records are
@@ -98,6 +99,10 @@ type Logger struct {
 	// may have made (ErrUnconfirmed): at Stop's deadline they are not
 	// known lost.
 	unsure int
+	// A full or failing disk fails every spool write, every backoff
+	// step: the failures are counted each time and logged at most once
+	// per spoolErrorLogEvery, appends and acknowledgements apart.
+	appendFailures, ackFailures failureLog
 
 	spooled atomic.Int64 // spool bytes, for QueueDepth's readers
 
@@ -159,6 +164,9 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 		wake:   make(chan struct{}, 1),
 		stopc:  make(chan context.Context, 1),
 		done:   make(chan struct{}),
+
+		appendFailures: failureLog{every: spoolErrorLogEvery},
+		ackFailures:    failureLog{every: spoolErrorLogEvery},
 	}
 	for _, o := range opts {
 		o(l)
@@ -243,6 +251,12 @@ func (l *Logger) Unconfirmed() uint64 { return l.unconfirmed.Load() }
 
 // SinkErrors is the number of failed writes to the sink.
 func (l *Logger) SinkErrors() uint64 { return l.sinkErrors.Load() }
+
+// SpoolErrors is the number of failed writes to the spool (a full or
+// read-only disk): appends, whose records stay in memory within the
+// queue's bound (past it they are dropped, and counted), and
+// acknowledgements of delivered records, which may then be written again.
+func (l *Logger) SpoolErrors() uint64 { return l.spoolErrors.Load() }
 
 // MaskErrors is the number of records whose input was dropped because the
 // mask policy failed on it.
@@ -502,7 +516,12 @@ func (l *Logger) delivered(spooled bool) {
 		l.flushed.Add(uint64(len(l.spoolBatch)))
 		if err := l.spool.ack(); err != nil {
 			keep = true
-			l.log.Error("decision log spool: delivered records may be written again", "error", err)
+			l.spoolErrors.Add(1)
+			if log, n := l.ackFailures.failed(time.Now()); log {
+				l.log.Error("decision log spool: acknowledgement not written; delivered records may be written again", "failures_since_last_log", n, "error", err)
+			}
+		} else if failing, n := l.ackFailures.ok(); failing {
+			l.log.Info("decision log spool acknowledgements written again", "failures_since_last_log", n)
 		}
 		l.spooled.Store(l.spool.size())
 		clear(l.spoolBatch)
@@ -530,7 +549,13 @@ func (l *Logger) spill(ctx context.Context) {
 		if len(l.pending) > 0 {
 			kept, err := l.spool.append(l.pending, l.unsure)
 			if err != nil {
-				l.log.Error("decision log spool write failed", "error", err)
+				l.spoolErrors.Add(1)
+				if log, n := l.appendFailures.failed(time.Now()); log {
+					l.log.Error("decision log spool write failed; records wait in memory within the queue's bound, past it they are dropped",
+						"failures_since_last_log", n, "queued", l.QueueDepth(), "spool_dir", l.cfg.SpoolDir, "error", err)
+				}
+			} else if failing, n := l.appendFailures.ok(); failing {
+				l.log.Info("decision log spool written again", "failures_since_last_log", n, "spool_dir", l.cfg.SpoolDir)
 			}
 			l.release(kept)
 			if len(l.pending) > 0 {
@@ -578,6 +603,7 @@ func (l *Logger) closeSpool() {
 		return
 	}
 	if err := l.spool.close(); err != nil {
+		l.spoolErrors.Add(1)
 		l.log.Error("decision log spool close", "error", err)
 	}
 }
@@ -755,6 +781,38 @@ func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decisi
 		return dst, err
 	}
 	return b, nil
+}
+
+// spoolErrorLogEvery is how often, at most, a run of failing spool
+// writes is logged.
+const spoolErrorLogEvery = time.Minute
+
+// failureLog paces the log lines of a run of failures of one kind: the
+// first is logged at once, later ones at most once per every, each line
+// saying how many failed since the one before.
+type failureLog struct {
+	every time.Duration
+	at    time.Time // when the run's last line was logged; zero: no run
+	since uint64    // failures since that line
+}
+
+// failed counts a failure at now, and reports whether to log it and how
+// many failures that line stands for (this one included).
+func (f *failureLog) failed(now time.Time) (log bool, n uint64) {
+	f.since++
+	if !f.at.IsZero() && now.Sub(f.at) < f.every {
+		return false, 0
+	}
+	n, f.at, f.since = f.since, now, 0
+	return true, n
+}
+
+// ok ends a run of failures: it reports whether one was under way and
+// how many of its failures no line logged yet.
+func (f *failureLog) ok() (failing bool, n uint64) {
+	failing, n = !f.at.IsZero(), f.since
+	f.at, f.since = time.Time{}, 0
+	return failing, n
 }
 
 func randomID() string {

@@ -39,6 +39,10 @@ type spool struct {
 	bytes   int64     // bytes not yet delivered
 	w       *os.File  // the newest segment, open for appending
 	marks   []span    // the unsure records not yet delivered, in order
+	// sealed: a failed write left bytes in the newest segment that could
+	// not be cut off, so it takes no more records (reads stop at its
+	// size; a next start cuts the torn line).
+	sealed bool
 }
 
 type segment struct {
@@ -358,7 +362,10 @@ func (s *spool) append(batch [][]byte, unsure int) (int, error) {
 		last := &s.segs[len(s.segs)-1]
 		if _, err := s.w.Write(buf.Bytes()); err != nil {
 			// Keep the segment on a line boundary: a partial write is lost whole.
-			_ = s.w.Truncate(last.size)
+			if terr := s.w.Truncate(last.size); terr != nil {
+				s.sealed = true
+				err = errors.Join(err, terr)
+			}
 			return done, err
 		}
 		s.mark(last.seq, last.size, last.size+int64(marked))
@@ -370,10 +377,11 @@ func (s *spool) append(batch [][]byte, unsure int) (int, error) {
 }
 
 // writable opens the segment the next n bytes go to: the newest one
-// while it has room (also one a previous run left), else a new one.
+// while it has room (also one a previous run left) and is not sealed,
+// else a new one.
 func (s *spool) writable(n int64) error {
 	last := len(s.segs) - 1
-	if last >= 0 && s.segs[last].size > 0 && s.segs[last].size+n > s.segMax {
+	if last >= 0 && (s.sealed || s.segs[last].size > 0 && s.segs[last].size+n > s.segMax) {
 		if s.w != nil {
 			if err := s.w.Close(); err != nil {
 				return err
@@ -398,7 +406,7 @@ func (s *spool) writable(n int64) error {
 	if err != nil {
 		return err
 	}
-	s.w = f
+	s.w, s.sealed = f, false
 	s.segs = append(s.segs, segment{seq: seq})
 	return nil
 }

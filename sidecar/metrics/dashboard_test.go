@@ -145,7 +145,7 @@ func TestDashboardAndRulesQueryExportedMetrics(t *testing.T) {
 func TestAlertRulesShape(t *testing.T) {
 	rules := metricstest.LoadRules(t, rulesFile)
 	want := []string{"DeputyHighDenyRate", "DeputyCheckErrors", "DeputyServerErrors", "DeputyCheckLatencyHigh",
-		"DeputyDecisionLogDropping", "DeputyDecisionLogShort", "DeputyDecisionLogStreamUnread", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyRedisClockSkew", "DeputyRedisNotDurable", "DeputyRedisPersistenceUnread", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
+		"DeputyDecisionLogDropping", "DeputyDecisionLogSpoolFailing", "DeputyDecisionLogShort", "DeputyDecisionLogStreamUnread", "DeputyRedisErrors", "DeputyRedisUnreachable", "DeputyRedisClockSkew", "DeputyRedisNotDurable", "DeputyRedisPersistenceUnread", "DeputyStateBreakerOpen", "DeputyStateBreakerFlapping", "DeputyBundleActivationFailing", "DeputyUnusualImpersonationVolume", "DeputyCheckPanics", "DeputyIdentityKeysStale"}
 	seen := map[string]bool{}
 	for _, g := range rules.Groups {
 		for _, r := range g.Rules {

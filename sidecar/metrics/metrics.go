@@ -18,6 +18,7 @@
 //	deputy_state_lookup_failures_total{reason}     breaker_open, over_budget, unavailable
 //	deputy_decision_log_queue_depth
 //	deputy_decision_log_flushed_total, _dropped_total, _unconfirmed_total, _sink_errors_total, _mask_errors_total, _oversized_total
+//	deputy_decision_log_spool_errors_total           failed writes to the spool (a full or read-only disk)
 //	deputy_decision_log_stream_length, _stream_trimmed_total, _stream_oldest_age_seconds, _stream_max_len  redis sink: the shared stream as last read
 //	deputy_decision_log_stream_read_errors_total     redis sink: failed reads of those figures
 //	deputy_live_delegations{mode}
@@ -353,6 +354,7 @@ type DecisionLogStats interface {
 	SinkErrors() uint64
 	MaskErrors() uint64
 	Oversized() uint64
+	SpoolErrors() uint64
 }
 
 // RegisterDecisionLog exports the decision logger's queue depth and
@@ -375,6 +377,8 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 			Help: "Records logged without their input because the mask policy failed on it."}, func() float64 { return float64(s.MaskErrors()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_oversized_total",
 			Help: "Records logged without their input because they passed decision_log.max_record_bytes, or did not fit decision_log.max_queue_bytes with it."}, func() float64 { return float64(s.Oversized()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_spool_errors_total",
+			Help: "Failed writes to the decision log spool (decision_log.spool_dir), a full or read-only disk: records stay queued in memory, and past the queue bound are dropped (decision_log_dropped_total)."}, func() float64 { return float64(s.SpoolErrors()) }),
 	}
 	return m.register(cs...)
 }

@@ -131,6 +131,28 @@ func TestDecisionLogStreamUnreadAlert(t *testing.T) {
 	}
 }
 
+// A spool on a full or read-only disk fails every write while the sink
+// is down, and records then wait in memory alone: an alert reads the
+// failed writes, named with the decision log's others.
+func TestDecisionLogSpoolFailingAlert(t *testing.T) {
+	var found []string
+	for name, r := range renderedRules(t) {
+		for _, u := range selectors(t, r.Expr.String()) {
+			if u.name == "deputy_decision_log_spool_errors_total" && (slices.Contains(u.funcs, "increase") || slices.Contains(u.funcs, "rate")) {
+				found = append(found, name)
+			}
+		}
+	}
+	if len(found) == 0 {
+		t.Fatal("no alert reads deputy_decision_log_spool_errors_total")
+	}
+	for _, name := range found {
+		if !strings.HasPrefix(name, "DeputyDecisionLog") {
+			t.Errorf("alert %s: name it with the decision log's others", name)
+		}
+	}
+}
+
 // DeputyRedisNotDurable fires when a replica reads a Redis master without
 // AOF: the gauge is the same on every replica reading the same masters,
 // so one alert per job, and min, so that one master without AOF is
