@@ -27,18 +27,26 @@ const maxJSONDepth = 32
 // (v1.{...}), and again after each value read. Text from a "{" or "[" on
 // that is not JSON (cut short, single quotes, names without quotes, as
 // lenient readers and JavaScript take them) is read as words instead, any
-// of them a credential name masking the value. A value too long or too
+// of them a credential name masking the value, and so is text around the
+// JSON that holds a piece of JSON ("}", "]" or `":`: what a raw "&" or
+// ";" in JSON leaves of it in the pairs after). A value too long or too
 // deep to read is reported as holding one: it is masked, never logged
 // unread.
 func (m *masker) jsonCredential(v string, depth int) bool {
-	i := strings.IndexAny(v, "{[")
-	if i < 0 {
+	if !strings.ContainsAny(v, "{[]}") && !strings.Contains(v, `":`) {
 		return false
 	}
 	if len(v) > maxJSONBytes {
 		return true
 	}
-	for i >= 0 {
+	for {
+		i := strings.IndexAny(v, "{[")
+		if i < 0 {
+			return m.pieceCredential(v)
+		}
+		if m.pieceCredential(v[:i]) {
+			return true
+		}
 		n, found, ok := m.readJSON(v[i:], depth)
 		if found {
 			return true
@@ -47,9 +55,13 @@ func (m *masker) jsonCredential(v string, depth int) bool {
 			return m.wordCredential(v[i:])
 		}
 		v = v[i+n:]
-		i = strings.IndexAny(v, "{[")
 	}
-	return false
+}
+
+// pieceCredential reports whether text that holds a piece of JSON holds
+// a credential name among its words.
+func (m *masker) pieceCredential(s string) bool {
+	return (strings.ContainsAny(s, "}]") || strings.Contains(s, `":`)) && m.wordCredential(s)
 }
 
 // readJSON reads the JSON value s starts with and returns the bytes it

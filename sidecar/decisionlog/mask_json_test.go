@@ -126,12 +126,17 @@ func values(t *testing.T, v any) []any {
 
 // A pair without "=" whose name reads as a credential is masked whole:
 // its name is all it has, and may hold the credential itself (a JSON
-// value cut at a raw "&" or ";", token:SECRET).
+// value cut at a raw "&" or ";", token:SECRET). A value that is a piece
+// of JSON so cut is read as words.
 func TestMaskingPairsWithoutValue(t *testing.T) {
 	for _, q := range []string{
 		`state={"x":"a&b","access_token":"SECRET"}`,
 		`state={"x":"a;b","pwd":"SECRET"}`,
 		`token:SECRET`,
+		`state={"x":"a&b=c","pwd":"SECRET"}`,
+		`state={"x":"a&b=c","pwd":"SECRET","y":"d&e=f"}`,
+		`state={"x":"a&b=c","pwd":"SECRET","y":{"z":1}}`,
+		`state={"x":"a&b=c","y":{"z":1},"pwd":"SECRET"}`,
 	} {
 		t.Run(q, func(t *testing.T) {
 			for form, got := range maskForms(t, httpInput(map[string]any{"path": "/cb?" + q + "&page=2"})) {
