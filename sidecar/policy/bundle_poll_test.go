@@ -48,12 +48,13 @@ func newPollServer(t *testing.T, body []byte, etag, honour bool) *pollServer {
 		sum := sha256.Sum256(body)
 		tag := `"` + hex.EncodeToString(sum[:8]) + `"`
 		switch {
+		case status != 0 && !always:
+			// Failing, it fails conditional requests too.
+			http.Error(w, "unavailable", status)
+			return
 		case always, s.etag && s.honour && r.Header.Get("If-None-Match") == tag:
 			s.notMod.Add(1)
 			w.WriteHeader(http.StatusNotModified)
-			return
-		case status != 0:
-			http.Error(w, "unavailable", status)
 			return
 		}
 		if s.etag {

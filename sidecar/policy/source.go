@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -80,6 +81,15 @@ type Source struct {
 	// A 304 answered a request without If-None-Match at the last attempt,
 	// and was reported then.
 	bare304 bool
+	// settled is the error of the last attempt that fetched something
+	// (empty when that served): a poll that finds the same again
+	// (errNotModified) shows it as the last error, whatever fetches
+	// failed in between.
+	settled string
+	// The run of failed fetches under way, for the log.
+	fetchLog failureLog
+
+	fetchFailures atomic.Uint64
 
 	mu     sync.Mutex
 	status Status
@@ -94,6 +104,29 @@ var errNotModified = errors.New("not modified")
 // errServing tells the loop that the bundle fetched is the one serving.
 var errServing = errors.New("serving")
 
+// fetchError is a failed fetch: nothing was read to check (the bundle
+// server unreachable, an error status, a transfer cut short, policy files
+// that cannot be read), so nothing is remembered of it, and the next poll
+// fetches again.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return e.err.Error() }
+func (e *fetchError) Unwrap() error { return e.err }
+
+func fetchFailed(err error) error { return &fetchError{err} }
+
+// FetchFailed reports whether err, from an attempt, is a failed fetch
+// (counted in FetchFailures at every poll) rather than a policy set, or
+// an answer of the bundle server, refused (reported once while it lasts).
+func FetchFailed(err error) bool {
+	var fe *fetchError
+	return errors.As(err, &fe)
+}
+
+// fetchErrorLogEvery is how often, at most, a run of failed fetches is
+// logged after its first.
+const fetchErrorLogEvery = time.Minute
+
 // SourceOption configures a Source.
 type SourceOption func(*Source)
 
@@ -107,9 +140,10 @@ func WithSourceClock(c sidecar.Clock) SourceOption { return func(s *Source) { s.
 func WithHTTPClient(c *http.Client) SourceOption { return func(s *Source) { s.client = c } }
 
 // OnAttempt registers a hook called after every attempt that found
-// something new, with the resulting status and the attempt's error (nil on
-// activation). Metrics count failures here: a bundle refused for its
-// signature never reaches the engine's OnActivate.
+// something new, and after every failed fetch (FetchFailed), with the
+// resulting status and the attempt's error (nil on activation). Metrics
+// count refusals here: a bundle refused for its signature never reaches
+// the engine's OnActivate.
 func OnAttempt(f func(Status, error)) SourceOption {
 	return func(s *Source) { s.hooks = append(s.hooks, f) }
 }
@@ -207,6 +241,10 @@ func (s *Source) loop(ctx context.Context) {
 	}
 }
 
+// FetchFailures is the number of failed fetches (FetchFailed) since the
+// source was made: every poll that failed, logged or not.
+func (s *Source) FetchFailures() uint64 { return s.fetchFailures.Load() }
+
 // Status returns the current status.
 func (s *Source) Status() Status {
 	s.mu.Lock()
@@ -228,15 +266,27 @@ func (s *Source) Reload(ctx context.Context) error {
 	s.readKey()
 	s.fetched = ""
 	set, err := s.fetch(ctx)
+	if FetchFailed(err) {
+		s.fetchFailed(now, err)
+		return err
+	}
+	if failing, n := s.fetchLog.ok(); failing {
+		s.logger.Info("policy source answers again", "source", s.status.Source, "failures_since_last_log", n)
+	}
 	if err == nil {
 		err = s.admit(set)
 	}
 	if errors.Is(err, errNotModified) || errors.Is(err, errServing) {
-		s.mu.Lock()
-		s.status.LastAttempt = now
 		if errors.Is(err, errServing) {
 			// What the server sends serves: no attempt is failing.
-			s.status.LastError = ""
+			s.settled = ""
+		}
+		s.mu.Lock()
+		s.status.LastAttempt = now
+		// The outcome of what was last fetched stands again: a refusal
+		// still refused, or a set serving, whatever fetches failed since.
+		s.status.LastError = s.settled
+		if s.settled == "" {
 			s.status.Failures = 0
 		}
 		s.mu.Unlock()
@@ -260,12 +310,68 @@ func (s *Source) Reload(ctx context.Context) error {
 		s.status.LastError = err.Error()
 		s.status.Failures++
 	}
+	s.settled = s.status.LastError
 	s.mu.Unlock()
+	s.attempted(err)
+	return err
+}
+
+// fetchFailed records the failed fetch err at now: counted and shown in
+// the status at every poll, logged at the first of a run, then at most
+// once per fetchErrorLogEvery with how many failed since (a short
+// poll_interval would otherwise log a line at every poll while a bundle
+// server is down).
+func (s *Source) fetchFailed(now time.Time, err error) {
+	s.fetchFailures.Add(1)
+	first := s.fetchLog.at.IsZero()
+	if log, n := s.fetchLog.failed(now, fetchErrorLogEvery); log {
+		if first {
+			s.logger.Error("policy update refused", "source", s.status.Source, "error", err)
+		} else {
+			s.logger.Error("policy update still failing", "source", s.status.Source, "failures_since_last_log", n, "error", err)
+		}
+	}
+	s.mu.Lock()
+	s.status.LastAttempt = now
+	s.status.LastError = err.Error()
+	s.status.Failures++
+	s.mu.Unlock()
+	s.attempted(err)
+}
+
+// attempted tells the hooks of an attempt's outcome.
+func (s *Source) attempted(err error) {
 	st := s.Status()
 	for _, h := range s.hooks {
 		h(st, err)
 	}
-	return err
+}
+
+// failureLog paces the log lines of a run of failures: the first is
+// logged at once, later ones at most once per interval, each saying how
+// many failed since the line before.
+type failureLog struct {
+	at    time.Time // when the run's last line was logged; zero: no run
+	since uint64    // failures since that line
+}
+
+// failed counts a failure at now, and reports whether to log it and how
+// many failures that line stands for (this one included).
+func (f *failureLog) failed(now time.Time, every time.Duration) (log bool, n uint64) {
+	f.since++
+	if !f.at.IsZero() && now.Sub(f.at) < every {
+		return false, 0
+	}
+	n, f.at, f.since = f.since, now, 0
+	return true, n
+}
+
+// ok ends a run of failures: it reports whether one was under way and
+// how many of its failures no line logged yet.
+func (f *failureLog) ok() (failing bool, n uint64) {
+	failing, n = !f.at.IsZero(), f.since
+	f.at, f.since = time.Time{}, 0
+	return failing, n
 }
 
 // readKey reads policy.public_key for this attempt and, when the key,
@@ -480,7 +586,7 @@ const maxSettleReads = 3
 func (s *Source) readSettled(paths []string, field string, watched watchFilter, read func() (*Set, error)) (*Set, string, error) {
 	fp, err := fingerprint(paths, s.cfg.MaxBundleBytes, watched)
 	if err != nil {
-		return nil, "", sidecar.Invalid(field, "%v", err)
+		return nil, "", fetchFailed(sidecar.Invalid(field, "%v", err))
 	}
 	for range maxSettleReads {
 		if fp == s.seen {
@@ -491,7 +597,7 @@ func (s *Source) readSettled(paths []string, field string, watched watchFilter, 
 		after, ferr := fingerprint(paths, s.cfg.MaxBundleBytes, watched)
 		if ferr != nil {
 			s.seen = ""
-			return nil, "", sidecar.Invalid(field, "%v", ferr)
+			return nil, "", fetchFailed(sidecar.Invalid(field, "%v", ferr))
 		}
 		if after == fp {
 			return set, fp, err
@@ -499,7 +605,7 @@ func (s *Source) readSettled(paths []string, field string, watched watchFilter, 
 		fp = after
 	}
 	s.seen = "" // tried again at the next poll
-	return nil, "", sidecar.Invalid(field, "%s kept changing while read (%d reads); tried again at the next poll", strings.Join(paths, ","), maxSettleReads)
+	return nil, "", fetchFailed(sidecar.Invalid(field, "%s kept changing while read (%d reads); tried again at the next poll", strings.Join(paths, ","), maxSettleReads))
 }
 
 func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
@@ -507,7 +613,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	s.bare304 = false
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.BundleURL, nil)
 	if err != nil {
-		return nil, sidecar.Invalid("policy.bundle_url", "%v", sidecar.RedactURLError(err))
+		return nil, fetchFailed(sidecar.Invalid("policy.bundle_url", "%v", sidecar.RedactURLError(err)))
 	}
 	req.Header.Set("Accept", "application/gzip, application/octet-stream")
 	if s.etag != "" {
@@ -518,7 +624,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, sidecar.Unavailable("bundle server unreachable", sidecar.RedactURLError(err))
+		return nil, fetchFailed(sidecar.Unavailable("bundle server unreachable", sidecar.RedactURLError(err)))
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -540,7 +646,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: 304 Not Modified to a request without If-None-Match, "+
 			"which names no bundle to keep (a cache or proxy answering in the bundle server's place?)", s.status.Source))
 	default:
-		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status))
+		return nil, fetchFailed(sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status)))
 	}
 	etag := resp.Header.Get("ETag")
 	if etag != "" && etag == s.refusedETag {
@@ -549,7 +655,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxBundleBytes+1))
 	if err != nil {
 		// The transfer's failure, not the bundle's: tried again next poll.
-		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %w", s.status.Source, sidecar.RedactURLError(err)))
+		return nil, fetchFailed(sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %w", s.status.Source, sidecar.RedactURLError(err))))
 	}
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
@@ -571,7 +677,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	if errors.As(err, &cut) {
 		// Truncated or corrupt, as a transfer cut short (a body without
 		// a length, closed early) leaves it too: tried again next poll.
-		return nil, err
+		return nil, fetchFailed(err)
 	}
 	// The ETag is remembered before activation: a bundle that reads fine
 	// but fails to compile is not fetched again until the server changes
