@@ -50,9 +50,10 @@ type policyPart struct {
 }
 
 func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*policyPart, error) {
-	// Activations are counted where they happen, failures where every
+	// Activations are counted where they happen, refusals where every
 	// attempt ends: a bundle refused before compiling (unreadable, badly
-	// signed) never reaches the engine.
+	// signed) never reaches the engine. Failed fetches, which recur at
+	// every poll, are counted apart, by the source.
 	p := &policyPart{}
 	engine := newEngine(cfg, log, policy.OnActivate(func(a *policy.Activation, err error) {
 		if err == nil {
@@ -61,7 +62,7 @@ func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*po
 	}))
 	src, err := policy.NewSource(cfg, engine, policy.WithSourceLogger(log),
 		policy.OnAttempt(func(_ policy.Status, err error) {
-			if err != nil {
+			if err != nil && !policy.FetchFailed(err) {
 				m.ObserveActivation("", time.Time{}, err)
 			}
 			if f := p.onChange.Load(); f != nil {
@@ -72,6 +73,9 @@ func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*po
 		return nil, err
 	}
 	p.engine, p.source = engine, src
+	if err := m.RegisterBundleSource(func() bool { return src.Status().LastError != "" }, src.FetchFailures); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

@@ -45,6 +45,9 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterEventsDropped(func() uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.RegisterBundleSource(func() bool { return false }, func() uint64 { return 0 }); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.RegisterInvalidationsUnconfirmed(func() uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}

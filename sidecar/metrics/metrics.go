@@ -29,7 +29,9 @@
 //	deputy_redis_persistence_read_errors_total       failed readings of that (INFO persistence)
 //	deputy_records_pending                           audit entries and events waiting for the store
 //	deputy_bundle_info{revision}, deputy_bundle_last_activation_timestamp_seconds
-//	deputy_bundle_activations_total, deputy_bundle_activation_failures_total
+//	deputy_bundle_activations_total, deputy_bundle_activation_failures_total  policy sets refused, each once
+//	deputy_bundle_failing                            1 while the last policy attempt failed (a refusal or a failed fetch)
+//	deputy_bundle_fetch_failures_total               failed fetches of the bundle server or policy files, every poll
 //	deputy_identity_key_set_age_seconds{issuer}, deputy_identity_key_set_fetch_failures_total{issuer}
 //	deputy_build_info{version,commit,go_version}
 //	grpc_server_* (as go-grpc-middleware names them), go_*, process_*
@@ -174,7 +176,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		}),
 		activationFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "bundle_activation_failures_total",
-			Help: "Policy sets refused at activation; the previous set kept serving.",
+			Help: "Policy updates refused, each once however many polls bring it again: a policy set or bundle that failed to read, verify or compile, or a bundle server's 304 to a request that named no bundle. The previous set kept serving; deputy_bundle_failing says whether the refusal still holds.",
 		}),
 		activations: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "bundle_activations_total",
@@ -381,6 +383,29 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 			Help: "Failed writes to the decision log spool (decision_log.spool_dir), a full or read-only disk: records stay queued in memory, and past the queue bound are dropped (decision_log_dropped_total)."}, func() float64 { return float64(s.SpoolErrors()) }),
 	}
 	return m.register(cs...)
+}
+
+// RegisterBundleSource exports, read from the policy source at scrape
+// time, whether its last attempt failed and how many of its fetches
+// failed. A refusal is counted once in
+// deputy_bundle_activation_failures_total however long it lasts: the
+// gauge shows it for as long as it does.
+func (m *Metrics) RegisterBundleSource(failing func() bool, fetchFailures func() uint64) error {
+	return m.register(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "bundle_failing",
+			Help: "1 while the last policy attempt failed: a policy set or bundle refused (until another one activates, or the server sends the one serving again), " +
+				"or a failed fetch (until a fetch succeeds); 0 otherwise. The set serving, if any, keeps serving; with none, Deputy is unready."},
+			func() float64 {
+				if failing() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "bundle_fetch_failures_total",
+			Help: "Failed fetches of policies, counted at every poll: the bundle server unreachable, an error status, a transfer cut short or a corrupt tarball, " +
+				"policy files that cannot be read. Not counted in deputy_bundle_activation_failures_total."},
+			func() float64 { return float64(fetchFailures()) }),
+	)
 }
 
 // RegisterEventsDropped exports how many events the Redis events stream

@@ -189,3 +189,33 @@ func TestRedisNotDurableAlert(t *testing.T) {
 		t.Error("no alert reads deputy_redis_persistence_read_errors_total")
 	}
 }
+
+// A refused bundle is counted once however long it stays refused, and a
+// failing bundle server keeps Deputy on a stale set (or unready) for as
+// long as it fails: DeputyBundleActivationFailing reads the gauge that
+// holds while the last attempt failed, not an increase that clears
+// after its window while the failure lasts.
+func TestBundleFailingAlert(t *testing.T) {
+	r, ok := renderedRules(t)["DeputyBundleActivationFailing"]
+	if !ok {
+		t.Fatal("DeputyBundleActivationFailing not rendered")
+	}
+	var gauge bool
+	for _, u := range selectors(t, r.Expr.String()) {
+		switch {
+		case u.name == "deputy_bundle_failing" && len(u.funcs) == 0:
+			gauge = true
+		case len(u.funcs) > 0:
+			t.Errorf("%s read through %v: it clears after its window while a failure lasts", u.name, u.funcs)
+		}
+	}
+	if !gauge {
+		t.Errorf("the alert does not read deputy_bundle_failing as it is: %s", r.Expr.String())
+	}
+	if r.For == nil || string(*r.For) == "" {
+		t.Error("fires on one failed poll; want a for: of some minutes, so one failed fetch is not paged")
+	}
+	if d := r.Annotations["description"]; !strings.Contains(d, "deputy_bundle_fetch_failures_total") || !strings.Contains(d, "policy update refused") {
+		t.Errorf("the description names neither the failed fetches nor the log line to read:\n%s", d)
+	}
+}
