@@ -69,12 +69,13 @@ func (sc *scratch) release() {
 // attributes (1), request (4), http (2), headers (3).
 var headersPath = []protowire.Number{1, 4, 2, 3}
 
-// UnmarshalCheckRequest decodes b into req exactly as proto.Unmarshal does.
-// The headers map entries are cut out of b and decoded here, the rest by
-// proto.Unmarshal. Anything but well-formed entries of two UTF-8 strings
-// (an unknown field in an entry, another wire type, invalid UTF-8, a
-// malformed message) is left to proto.Unmarshal on the whole of b, so its
-// verdict and its errors stay the only ones.
+// UnmarshalCheckRequest decodes b into req exactly as proto.Unmarshal does,
+// but for a body that is not UTF-8 (see unmarshalWhole). The headers map
+// entries are cut out of b and decoded here, the rest by proto.Unmarshal.
+// Anything but well-formed entries of two UTF-8 strings (an unknown field
+// in an entry, another wire type, invalid UTF-8, a malformed message) is
+// left to unmarshalWhole on the whole of b, so its verdict and its errors
+// stay the only ones.
 func UnmarshalCheckRequest(b []byte, req *authv3.CheckRequest) error {
 	sc := scratchPool.Get().(*scratch)
 	defer sc.release()
@@ -82,13 +83,13 @@ func UnmarshalCheckRequest(b []byte, req *authv3.CheckRequest) error {
 	size, ok := headerEntries(b, headersPath, &entries)
 	sc.entries = entries
 	if !ok || len(entries) == 0 {
-		return proto.Unmarshal(b, req)
+		return unmarshalWhole(b, req)
 	}
 	headers := make(map[string]string, len(entries))
 	for _, e := range entries {
 		k, v, ok := mapEntry(e)
 		if !ok {
-			return proto.Unmarshal(b, req)
+			return unmarshalWhole(b, req)
 		}
 		headers[k] = v
 	}
@@ -98,10 +99,99 @@ func UnmarshalCheckRequest(b []byte, req *authv3.CheckRequest) error {
 	if len(rest) != size || proto.Unmarshal(rest, req) != nil || req.GetAttributes().GetRequest().GetHttp() == nil {
 		// None of these can be once headerEntries accepted b; should
 		// one be, the whole of b decides.
-		return proto.Unmarshal(b, req)
+		return unmarshalWhole(b, req)
 	}
 	req.Attributes.Request.Http.Headers = headers
 	return nil
+}
+
+// unmarshalWhole is proto.Unmarshal, except that a request whose body
+// field is not UTF-8 is read with that field as raw_body. Envoy without
+// pack_as_bytes sends the body, whatever its bytes, in body, a proto3
+// string, which protobuf-go refuses to decode unless it is UTF-8: every
+// upload of a file (an image, a PDF, a gzip) failed the Check call, and
+// Envoy denied it. raw_body is what Envoy sends the same bytes in with
+// pack_as_bytes, and what authz reads a body from when body is empty, so
+// the request is decided on the bytes the upstream receives. Only one
+// body field and no raw_body are read so: a check holding both is no
+// Envoy's, and protobuf-go's error stands.
+func unmarshalWhole(b []byte, req *authv3.CheckRequest) error {
+	err := proto.Unmarshal(b, req)
+	if err == nil {
+		return nil
+	}
+	var f bodyFields
+	if !f.find(b, 0, httpPath) || f.bodies != 1 || f.raws != 0 || utf8.Valid(f.body) {
+		return err
+	}
+	asRaw := append([]byte(nil), b...)
+	asRaw[f.tag] = rawBodyTag
+	if proto.Unmarshal(asRaw, req) != nil {
+		// Something else in b is malformed too: protobuf-go's first
+		// verdict is the one reported.
+		proto.Reset(req)
+		return err
+	}
+	return nil
+}
+
+// httpPath is where the HttpRequest lies in a CheckRequest: attributes
+// (1), request (4), http (2).
+var httpPath = []protowire.Number{1, 4, 2}
+
+// The HttpRequest's body (11, string) and raw_body (12, bytes) fields.
+const (
+	bodyField    protowire.Number = 11
+	rawBodyField protowire.Number = 12
+)
+
+// rawBodyTag is raw_body's one-byte tag, which replaces body's (also one
+// byte) in place: the lengths around it stay as they are.
+var rawBodyTag = protowire.AppendTag(nil, rawBodyField, protowire.BytesType)[0]
+
+// bodyFields is what find saw of the body fields of a CheckRequest: how
+// many body and raw_body fields, and the offset of the (last) body
+// field's tag when it is one byte long, with its value.
+type bodyFields struct {
+	bodies, raws int
+	tag          int
+	body         []byte
+}
+
+// find walks message b, at offset base of the whole message, down path
+// to the HttpRequest messages and counts their body fields; false when b
+// is malformed along the path or a body's tag is not one byte.
+func (f *bodyFields) find(b []byte, base int, path []protowire.Number) bool {
+	for off := 0; off < len(b); {
+		num, typ, n := protowire.ConsumeTag(b[off:])
+		if n < 0 {
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[off+n:])
+		if m < 0 {
+			return false
+		}
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[off+n:])
+			start := off + n + m - len(v)
+			switch {
+			case len(path) > 0 && num == path[0]:
+				if !f.find(v, base+start, path[1:]) {
+					return false
+				}
+			case len(path) == 0 && num == bodyField:
+				if n != 1 {
+					return false
+				}
+				f.bodies++
+				f.tag, f.body = base+off, v
+			case len(path) == 0 && num == rawBodyField:
+				f.raws++
+			}
+		}
+		off += n + m
+	}
+	return true
 }
 
 // headerEntries returns the size of message b without the map entries at

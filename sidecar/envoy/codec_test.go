@@ -1,7 +1,9 @@
 package envoy_test
 
 import (
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -126,11 +128,68 @@ func assertSameDecoding(t *testing.T, b []byte) {
 	var want, got authv3.CheckRequest
 	wantErr := proto.Unmarshal(b, &want)
 	gotErr := envoy.UnmarshalCheckRequest(b, &got)
+	if wantErr != nil && gotErr == nil {
+		// The one difference: a body that is not UTF-8, read as raw_body.
+		h := got.GetAttributes().GetRequest().GetHttp()
+		if h.GetBody() != "" || utf8.Valid(h.GetRawBody()) || !strings.Contains(wantErr.Error(), "invalid UTF-8") {
+			t.Fatalf("decoded\n%v\nproto.Unmarshal refused it: %v", &got, wantErr)
+		}
+		return
+	}
 	if (wantErr == nil) != (gotErr == nil) {
 		t.Fatalf("error = %v, proto.Unmarshal's = %v", gotErr, wantErr)
 	}
 	if wantErr == nil && !proto.Equal(&want, &got) {
 		t.Fatalf("decoded\n%v\nproto.Unmarshal decoded\n%v", &got, &want)
+	}
+}
+
+// TestBodyNotUTF8ReadAsRawBody: Envoy without pack_as_bytes sends a body
+// that is not UTF-8 in body, which protobuf-go refuses; it is read as
+// raw_body, byte for byte. A check holding a second body, or a raw_body
+// beside it, is no Envoy's and stays refused.
+func TestBodyNotUTF8ReadAsRawBody(t *testing.T) {
+	binary := "\x89PNG\r\n\x1a\n\xff\xfe"
+	req := func(raw string) *authv3.CheckRequest {
+		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "POST", Path: "/upload", Headers: map[string]string{"content-type": "image/png", ":path": "/upload"}, RawBody: []byte(raw),
+		}}}}
+	}
+	// A body field appended to a CheckRequest's wire form: a second
+	// attributes message, merged into the first by protobuf.
+	appendBody := func(b []byte, body string) []byte {
+		h := protowire.AppendBytes(protowire.AppendTag(nil, 11, protowire.BytesType), []byte(body))
+		r := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), h)
+		a := protowire.AppendBytes(protowire.AppendTag(nil, 4, protowire.BytesType), r)
+		return protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), a)
+	}
+	marshal := func(m proto.Message) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t.Run("body as raw_body", func(t *testing.T) {
+		var got authv3.CheckRequest
+		if err := envoy.UnmarshalCheckRequest(asStringBody(t, req(binary)), &got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, req(binary)) {
+			t.Errorf("decoded\n%v\nwant\n%v", &got, req(binary))
+		}
+	})
+	for name, b := range map[string][]byte{
+		"body beside raw_body": appendBody(marshal(req(binary)), binary),
+		"two bodies":           appendBody(asStringBody(t, req(binary)), binary),
+		"UTF-8 body beside":    appendBody(asStringBody(t, req(binary)), "plain"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var got authv3.CheckRequest
+			if err := envoy.UnmarshalCheckRequest(b, &got); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+				t.Errorf("error %v, want protobuf's invalid UTF-8 (decoded %v)", err, &got)
+			}
+		})
 	}
 }
 

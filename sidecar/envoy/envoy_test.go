@@ -100,6 +100,17 @@ func startGRPC(t *testing.T, maxRecv int) (authv3.AuthorizationClient, healthpb.
 // serveGRPC is startGRPC deciding with p.
 func serveGRPC(t *testing.T, p *authz.Pipeline, maxRecv int) (authv3.AuthorizationClient, healthpb.HealthClient) {
 	t.Helper()
+	conn, err := grpc.NewClient(serveGRPCAddr(t, p, maxRecv), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return authv3.NewAuthorizationClient(conn), healthpb.NewHealthClient(conn)
+}
+
+// serveGRPCAddr serves as serveGRPC does and returns the address.
+func serveGRPCAddr(t *testing.T, p *authz.Pipeline, maxRecv int) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,12 +121,7 @@ func serveGRPC(t *testing.T, p *authz.Pipeline, maxRecv int) (authv3.Authorizati
 	healthpb.RegisterHealthServer(srv, hs)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return authv3.NewAuthorizationClient(conn), healthpb.NewHealthClient(conn)
+	return lis.Addr().String()
 }
 
 // tooManySegments is /ok with one segment more than check.max_path_segments
