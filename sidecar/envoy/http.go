@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -470,6 +471,18 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 	if size < 0 {
 		size = int64(len(body))
 	}
+	// A body that is not UTF-8 (a file upload, a gzip) goes in raw_body,
+	// as Envoy's gRPC check sends it with pack_as_bytes and as Deputy
+	// reads it from one without (see unmarshalWhole): body is a proto3
+	// string, and a policy finds such a body in one place whatever the
+	// transport.
+	var text string
+	var raw []byte
+	if utf8.Valid(body) {
+		text = string(body)
+	} else {
+		raw = body
+	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Source: peer(r.RemoteAddr),
 		Request: &authv3.AttributeContext_Request{
@@ -483,7 +496,8 @@ func (h *HTTPHandler) checkRequest(r *http.Request) (*authv3.CheckRequest, error
 				Scheme:   scheme,
 				Protocol: r.Proto,
 				Size:     size,
-				Body:     string(body),
+				Body:     text,
+				RawBody:  raw,
 			},
 		},
 	}}, refusal

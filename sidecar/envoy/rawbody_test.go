@@ -2,7 +2,11 @@ package envoy_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +18,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/deputyhq/deputy/sidecar/envoy"
 )
 
 // uploadPolicy allows a multipart upload to /upload whose title field is
@@ -173,6 +179,50 @@ func TestBinaryUploadOverGRPC(t *testing.T) {
 			}
 			if got := codes.Code(resp.GetStatus().GetCode()) == codes.OK; got != tc.allowed {
 				t.Errorf("allowed %v, want %v (%v)", got, tc.allowed, resp.GetStatus())
+			}
+		})
+	}
+}
+
+// TestBinaryUploadOverHTTPService sends a file upload as Envoy's
+// http_service does with with_request_body: the body's bytes as the
+// check's body, whatever they are. It is decided on its form fields, and
+// a policy finds the bytes where a gRPC check carries them with
+// pack_as_bytes: in raw_body, as a string (body) holds only UTF-8.
+func TestBinaryUploadOverHTTPService(t *testing.T) {
+	ct, body := pngUpload()
+	pol := uploadPolicy + fmt.Sprintf(`
+decision := {"allowed": true, "reason": "raw"} if {
+	input.attributes.request.http.path == "/raw"
+	input.attributes.request.http.rawBody == %q
+	not input.attributes.request.http.body
+}
+`, base64.StdEncoding.EncodeToString([]byte(body)))
+	srv := httptest.NewServer(envoy.NewHTTPHandler(policyPipeline(t, pol), envoy.WithPathPrefix("/ext_authz")))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		name, path, title string
+		want              int
+	}{
+		{name: "form field allows", path: "/upload", title: "cat", want: 200},
+		{name: "form field denies", path: "/upload", title: "dog", want: 403},
+		{name: "bytes in raw_body", path: "/raw", title: "cat", want: 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := strings.Replace(body, "\r\n\r\ncat\r\n", "\r\n\r\n"+tc.title+"\r\n", 1)
+			req, err := http.NewRequest("POST", srv.URL+"/ext_authz"+tc.path, strings.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", ct)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("status %d (%s), want %d", resp.StatusCode, msg, tc.want)
 			}
 		})
 	}
