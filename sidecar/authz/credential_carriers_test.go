@@ -42,12 +42,16 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		t.Fatal(err)
 	}
 	var resolved atomic.Int64
-	p, mint := delegatedPipeline(t, store, func(r sidecar.DelegationResolver) sidecar.DelegationResolver {
+	counted := func(r sidecar.DelegationResolver) sidecar.DelegationResolver {
 		return sidecar.DelegationResolverFunc(func(ctx context.Context, req *sidecar.Request, id *sidecar.Identity) (*sidecar.Delegation, error) {
 			resolved.Add(1)
 			return r.Resolve(ctx, req, id)
 		})
-	})
+	}
+	p, mint := delegatedPipeline(t, store, counted)
+	// With check.parse_body off a body Deputy cannot parse is let through:
+	// only the credential check stands between it and the upstream.
+	noParse, _ := delegatedPipelineWith(t, store, []authz.Option{authz.WithBodyParsing(false)}, counted)
 	mallory := mint(identity.DevClaims{Subject: "mallory", TTL: time.Hour})
 	staff := mint(identity.DevClaims{Subject: "staff-1", Roles: []string{"support_agent"}, TTL: time.Hour})
 	pat := mint(identity.DevClaims{Subject: "pat", Org: "helpco", Roles: []string{"partner"}, TTL: time.Hour})
@@ -85,6 +89,7 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		body    string      // a POST's
 		allowed bool
 		reason  string // identity_refused unless set
+		noParse bool   // check.parse_body off
 	}{
 		// What binds, for comparison.
 		{name: "session alone", path: account, headers: session1(), allowed: true},
@@ -213,47 +218,70 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "partner with cookie jwt", path: cases, headers: partner("cookie", "jwt="+mallory)},
 		{name: "partner with X-Auth-Token", path: cases, headers: partner("x-auth-token", mallory)},
 		{name: "partner with access_token in a JSON body", path: cases, headers: partner("content-type", jsonType), body: `{"access_token":"` + mallory + `"}`},
+
+		// A byte order mark, which body-parser drops and Deputy's form
+		// reading keeps: access_token is a carrier there.
+		{name: "a form after a byte order mark", path: cart, headers: session1("content-type", form), body: "\xef\xbb\xbfaccess_token=" + mallory, reason: "malformed_request"},
+		{name: "a form after a byte order mark, parse_body off", path: cart, headers: session1("content-type", form), body: "\xef\xbb\xbfaccess_token=" + mallory, noParse: true},
+		{name: "a JSON body after a byte order mark, parse_body off", path: cart, headers: session1("content-type", jsonType), body: "\xef\xbb\xbf{\"access_token\":\"" + mallory + "\"}", noParse: true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h := map[string]string{":authority": "shop.example.com"}
-			for k, v := range tc.headers {
-				if v != "" {
-					h[k] = v
+		// A body is looked through alike in body and in raw_body (Envoy
+		// with pack_as_bytes, and any body that is not UTF-8).
+		fields := []string{"body"}
+		if tc.body != "" {
+			fields = append(fields, "raw_body")
+		}
+		for _, field := range fields {
+			t.Run(tc.name+"/"+field, func(t *testing.T) {
+				h := map[string]string{":authority": "shop.example.com"}
+				for k, v := range tc.headers {
+					if v != "" {
+						h[k] = v
+					}
 				}
-			}
-			req := withHeaders(t, tc.path, h)
-			if tc.headers["cookie"] == "" {
-				delete(req.Attributes.Request.Http.Headers, "cookie")
-			}
-			req.Attributes.Request.Http.Host = "shop.example.com"
-			addHeaderFields(req, tc.fields)
-			if tc.body != "" {
-				req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Headers[":method"], req.Attributes.Request.Http.Body = "POST", "POST", tc.body
-				if tc.headers["content-length"] == "" {
-					req.Attributes.Request.Http.Headers["content-length"] = strconv.Itoa(len(tc.body))
+				req := withHeaders(t, tc.path, h)
+				if tc.headers["cookie"] == "" {
+					delete(req.Attributes.Request.Http.Headers, "cookie")
 				}
-			}
-			before := resolved.Load()
-			resp := p.Check(ctx, req)
-			if tc.allowed {
-				if !resp.Allowed {
-					t.Fatalf("denied (%s), want allowed", resp.Reason)
+				req.Attributes.Request.Http.Host = "shop.example.com"
+				addHeaderFields(req, tc.fields)
+				if tc.body != "" {
+					req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Headers[":method"] = "POST", "POST"
+					if field == "raw_body" {
+						req.Attributes.Request.Http.RawBody = []byte(tc.body)
+					} else {
+						req.Attributes.Request.Http.Body = tc.body
+					}
+					if tc.headers["content-length"] == "" {
+						req.Attributes.Request.Http.Headers["content-length"] = strconv.Itoa(len(tc.body))
+					}
 				}
-				return
-			}
-			if tc.reason != "" {
-				if resp.Allowed || resp.Reason != tc.reason {
-					t.Fatalf("allowed %v reason %q, want %s", resp.Allowed, resp.Reason, tc.reason)
+				before := resolved.Load()
+				check := p
+				if tc.noParse {
+					check = noParse
 				}
-				return
-			}
-			if resp.Allowed || resp.Reason != "identity_refused" || resp.HTTPStatus != 401 {
-				t.Fatalf("allowed %v reason %q status %d, want identity_refused (401)", resp.Allowed, resp.Reason, resp.HTTPStatus)
-			}
-			if n := resolved.Load() - before; n != 0 {
-				t.Errorf("%d delegation resolvers ran for a refused credential, want none", n)
-			}
-		})
+				resp := check.Check(ctx, req)
+				if tc.allowed {
+					if !resp.Allowed {
+						t.Fatalf("denied (%s), want allowed", resp.Reason)
+					}
+					return
+				}
+				if tc.reason != "" {
+					if resp.Allowed || resp.Reason != tc.reason {
+						t.Fatalf("allowed %v reason %q, want %s", resp.Allowed, resp.Reason, tc.reason)
+					}
+					return
+				}
+				if resp.Allowed || resp.Reason != "identity_refused" || resp.HTTPStatus != 401 {
+					t.Fatalf("allowed %v reason %q status %d, want identity_refused (401)", resp.Allowed, resp.Reason, resp.HTTPStatus)
+				}
+				if n := resolved.Load() - before; n != 0 {
+					t.Errorf("%d delegation resolvers ran for a refused credential, want none", n)
+				}
+			})
+		}
 	}
 }
 

@@ -387,11 +387,12 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 // a form field, a JSON body's top-level key, a multipart part named as a
 // carrier; a multipart body holding a token anywhere and a carrier's
 // name in any part's headers (see partHeadersName). A body Deputy cannot
-// read one of these ways (another type, a parse error, cut short) is
-// refused when it holds a token anywhere and a carrier's name, or an
-// escape that may hide one; of a form cut short, only the last field,
-// which the cut may have shortened, is looked through so. A body not sent
-// (nginx, Caddy) is not seen.
+// read one of these ways (another type, a parse error, cut short, led by
+// a byte order mark) is refused when it holds a token anywhere and a
+// carrier's name, or an escape that may hide one; of a form cut short,
+// only the last field, which the cut may have shortened, is looked
+// through so. A body is read alike from body and raw_body. A body not
+// sent (nginx, Caddy) is not seen.
 func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 	if len(k.c.body.keys) == 0 {
 		return false
@@ -416,7 +417,10 @@ func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 		return false
 	}
 	readings := readingsOf(ct)
-	unread, cut := readings == 0, false
+	// A byte order mark is dropped by some upstreams (iconv-lite, under
+	// body-parser) and kept by Deputy's readings, which then see another
+	// first name than the upstream does.
+	unread, cut := readings == 0 || strings.HasPrefix(body, byteOrderMark), false
 	if cl := k.view.Header("content-length"); cl != "" {
 		if n, err := strconv.ParseInt(strings.TrimSpace(cl), 10, 64); err != nil || n > int64(len(body)) {
 			cut = true

@@ -534,6 +534,9 @@ type bodyParse struct {
 	// lengthOptional: the request came over a protocol whose body needs
 	// neither a content-length nor a transfer-encoding (see http1).
 	lengthOptional bool
+	// opaque says why the body's bytes are not what the upstream parses
+	// (see parse); empty when they are.
+	opaque string
 }
 
 // http1 reports whether a CheckRequest's protocol is HTTP/1.0 or 1.1,
@@ -574,6 +577,19 @@ func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.
 	truncated, unread := h.complete(body)
 	// A body stated by no header may still be there, unsent (see http1).
 	unread = unread || body == "" && !h.hasLength && !h.chunked && pb.lengthOptional
+	// A compressed body is inflated by the upstream (Express's
+	// body-parser, express-graphql), and a byte order mark dropped by some
+	// (iconv-lite, under body-parser: "\ufeff_method=DELETE" is an
+	// override there) and kept by others (Rack, PHP, Go). Read as its
+	// bytes say, either would be decided on another body than the
+	// upstream runs: not read, and refused where it would be parsed.
+	switch {
+	case h.encoded && body != "":
+		pb.opaque = "sent with content-encoding " + strconv.Quote(h.encoding) + ", which the upstream may inflate"
+	case strings.HasPrefix(body, byteOrderMark):
+		pb.opaque = "starting with a byte order mark, which upstreams differ on dropping"
+		unread = true
+	}
 	var term *ast.Term
 	var read bodyReadings
 	carriers := 0
@@ -636,10 +652,15 @@ type bodyHeaders struct {
 	// length is the content-length, when hasLength.
 	length    int64
 	hasLength bool
-	// encoded: a content-encoding other than identity; chunked: a
-	// transfer-encoding; partial: Envoy's x-envoy-auth-partial-body.
+	// encoded: a content-encoding other than identity (encoding, the
+	// last such); chunked: a transfer-encoding; partial: Envoy's
+	// x-envoy-auth-partial-body.
 	encoded, chunked, partial bool
+	encoding                  string
 }
+
+// byteOrderMark is U+FEFF in UTF-8.
+const byteOrderMark = "\xef\xbb\xbf"
 
 // readBodyHeaders reads the body headers of a request. Content-type and
 // content-length decide how much of the body there is and how it is read,
@@ -669,7 +690,7 @@ func readBodyHeaders(view *sidecar.Request) (bodyHeaders, error) {
 	// cannot be read for an override either.
 	for _, ce := range view.AppendHeaderValues(buf[:0], "content-encoding") {
 		if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
-			h.encoded = true
+			h.encoded, h.encoding = true, ce
 		}
 	}
 	for _, te := range view.AppendHeaderValues(buf[:0], "transfer-encoding") {
@@ -761,6 +782,10 @@ func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bodyReadings, error)
 	mediaType, params, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return nil, 0, nil
+	}
+	if pb.opaque != "" && (mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") ||
+		mediaType == "application/x-www-form-urlencoded" || mediaType == "multipart/form-data") {
+		return nil, 0, sidecar.Invalid("body", "%s body %s: refused, as policy would decide on other fields than the upstream reads", mediaType, pb.opaque)
 	}
 	switch {
 	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):

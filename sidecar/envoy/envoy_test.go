@@ -695,9 +695,10 @@ func TestForwardedBodyLength(t *testing.T) {
 		// body without a type may be JSON or a form whose type was not sent.
 		{"envoy http_service: body without a content type", envoyHTTP, map[string]string{"Content-Length": "9"},
 			`{"a":"b"}`, every, ""},
-		// A compressed body (body-parser inflates gzip) hides its fields.
+		// A compressed body (body-parser inflates gzip) hides its fields:
+		// a form is refused, not decided on bytes the upstream inflates.
 		{"envoy http_service: compressed body", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
-			"a=1", every, ""},
+			"a=1", "", "content-encoding \"gzip\""},
 		{"envoy http_service: identity encoding is read", envoyHTTP, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "identity"},
 			"_method=PUT", "POST,PUT", ""},
 	} {
