@@ -44,6 +44,13 @@ func TestShippedConfigs(t *testing.T) {
 			if wrb := authz.GetWithRequestBody(); wrb == nil || wrb.GetMaxRequestBytes() == 0 {
 				t.Error("with_request_body is not set: Deputy cannot decide a body's method override")
 			}
+			// Over gRPC the body goes in raw_body only with pack_as_bytes;
+			// otherwise in body, a proto3 string, whatever its bytes: a
+			// file upload is not UTF-8. http_service sends the bytes as
+			// they are and has no such setting.
+			if tc.grpc && !authz.GetWithRequestBody().GetPackAsBytes() {
+				t.Error("with_request_body.pack_as_bytes is not set: Envoy sends a binary upload as a string")
+			}
 			if got := authz.GetStatusOnError().GetCode(); got != 503 {
 				t.Errorf("status_on_error = %v, want 503", got)
 			}

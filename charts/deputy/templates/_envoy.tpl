@@ -414,6 +414,12 @@ static_resources:
                       with_request_body:
                         max_request_bytes: {{ .Values.envoy.extAuthz.maxRequestBytes }}
                         allow_partial_message: {{ .Values.envoy.extAuthz.allowPartialMessage }}
+                        {{- if $grpc }}
+                        # The body in raw_body, bytes: without it Envoy
+                        # sends it in body, a string, which a file upload
+                        # is not. http_service sends the bytes as they are.
+                        pack_as_bytes: true
+                        {{- end }}
                   - name: envoy.filters.http.router
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
