@@ -109,6 +109,7 @@ func codecCases(t testing.TB) map[string][]byte {
 		"attributes not a message": cat(field(1, "\xff\xff\xff")),
 		"unknown top-level field":  cat(full, field(9, "unknown")),
 		"header_map beside":        marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"a": "1"}, HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "A", Value: "2"}}}}}}}),
+		"body not UTF-8":           asStringBody(t, uploadCheck("cat")),
 		"body and raw body":        marshal(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"content-type": "application/json"}, Body: `{"a":1}`, RawBody: []byte(`{"a":1}`)}}}}),
 	}
 }
@@ -122,7 +123,9 @@ func TestUnmarshalCheckRequestAsProto(t *testing.T) {
 }
 
 // assertSameDecoding fails unless UnmarshalCheckRequest and proto.Unmarshal
-// agree on b: both refuse it, or both give equal messages.
+// agree on b: both refuse it, or both give equal messages; but for a body
+// that is not UTF-8, which proto.Unmarshal refuses and UnmarshalCheckRequest
+// reads as raw_body (see TestBodyNotUTF8ReadAsRawBody).
 func assertSameDecoding(t *testing.T, b []byte) {
 	t.Helper()
 	var want, got authv3.CheckRequest

@@ -75,7 +75,7 @@ var httpRequestPath = []protowire.Number{1, 4, 2}
 // as body (11) instead, byte for byte: what Envoy sends without
 // pack_as_bytes, which protobuf-go refuses to marshal when the body is not
 // UTF-8. Both fields are length-delimited, so only the tag changes.
-func asStringBody(t *testing.T, req *authv3.CheckRequest) []byte {
+func asStringBody(t testing.TB, req *authv3.CheckRequest) []byte {
 	t.Helper()
 	b, err := proto.Marshal(req)
 	if err != nil {
