@@ -96,7 +96,7 @@ func UnmarshalCheckRequest(b []byte, req *authv3.CheckRequest) error {
 	// proto.Unmarshal copies what it keeps, so the buffer is reused.
 	rest := appendWithout(sc.rest[:0], b, headersPath)
 	sc.rest = rest
-	if len(rest) != size || proto.Unmarshal(rest, req) != nil || req.GetAttributes().GetRequest().GetHttp() == nil {
+	if len(rest) != size || unmarshalWhole(rest, req) != nil || req.GetAttributes().GetRequest().GetHttp() == nil {
 		// None of these can be once headerEntries accepted b; should
 		// one be, the whole of b decides.
 		return unmarshalWhole(b, req)
