@@ -534,9 +534,6 @@ type bodyParse struct {
 	// lengthOptional: the request came over a protocol whose body needs
 	// neither a content-length nor a transfer-encoding (see http1).
 	lengthOptional bool
-	// opaque says why the body's bytes are not what the upstream parses
-	// (see parse); empty when they are.
-	opaque string
 }
 
 // http1 reports whether a CheckRequest's protocol is HTTP/1.0 or 1.1,
@@ -583,11 +580,15 @@ func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.
 	// override there) and kept by others (Rack, PHP, Go). Read as its
 	// bytes say, either would be decided on another body than the
 	// upstream runs: not read, and refused where it would be parsed.
+	// opaque says why; it is passed on, not kept in pb: a field of pb
+	// that reaches an error would take pb's carrier count to the heap on
+	// every check.
+	var opaque string
 	switch {
 	case h.encoded && body != "":
-		pb.opaque = "sent with content-encoding " + strconv.Quote(h.encoding) + ", which the upstream may inflate"
+		opaque = "sent with content-encoding " + strconv.Quote(h.encoding) + ", which the upstream may inflate"
 	case strings.HasPrefix(body, byteOrderMark):
-		pb.opaque = "starting with a byte order mark, which upstreams differ on dropping"
+		opaque = "starting with a byte order mark, which upstreams differ on dropping"
 		unread = true
 	}
 	var term *ast.Term
@@ -595,7 +596,7 @@ func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.
 	carriers := 0
 	pb.carriers = &carriers
 	if !truncated && body != "" {
-		term, read, err = pb.parseKnown(ct, body)
+		term, read, err = pb.parseKnown(ct, body, opaque)
 	}
 	if pb.post && len(pb.overrides) > 0 {
 		if readings := readingsOf(ct); readings != 0 &&
@@ -775,7 +776,7 @@ func jsonValue(x any) (ast.Value, error) {
 // parseKnown parses the types OPA-Envoy's parsed_body holds, and the form
 // types, reading overrides from them; read is the reading it did (none
 // when it did not).
-func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bodyReadings, error) {
+func (pb bodyParse) parseKnown(ct, body, opaque string) (*ast.Term, bodyReadings, error) {
 	if ct == "" {
 		return nil, 0, nil
 	}
@@ -783,9 +784,9 @@ func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bodyReadings, error)
 	if err != nil {
 		return nil, 0, nil
 	}
-	if pb.opaque != "" && (mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") ||
+	if opaque != "" && (mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") ||
 		mediaType == "application/x-www-form-urlencoded" || mediaType == "multipart/form-data") {
-		return nil, 0, sidecar.Invalid("body", "%s body %s: refused, as policy would decide on other fields than the upstream reads", mediaType, pb.opaque)
+		return nil, 0, sidecar.Invalid("body", "%s body %s: refused, as policy would decide on other fields than the upstream reads", mediaType, opaque)
 	}
 	switch {
 	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
