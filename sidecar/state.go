@@ -1078,6 +1078,22 @@ type PartnerStore interface {
 	// GrantsExpiringBefore lists live grants expiring before t, soonest
 	// first, for "expiring soon" events.
 	GrantsExpiringBefore(ctx context.Context, t time.Time, limit int) ([]Grant, error)
+	// RequestsDecided returns the requests decided (DecideRequest) or
+	// whose approval was marked recorded (RecordApproval) at a time not
+	// before since, as they stand, each once, for AppendOnceWindow past
+	// the later of the two, earliest first. Both keep the request for it
+	// before or with the write they make: the decision's records are
+	// appended after it, and a process that stops, or loses the streams'
+	// node, before they are leaves the decision with no record; a sweep of
+	// any replica finds it there.
+	RequestsDecided(ctx context.Context, since time.Time) ([]AccessRequest, error)
+	// GrantsRevoked returns the grants RevokeGrant revoked at a time
+	// (RevokedAt) not before since, as RevokedGrant keeps them, each for
+	// AppendOnceWindow past the revocation (and no longer than the grant
+	// would have lived), earliest first: kept, as RequestsDecided keeps a
+	// decision, for a sweep to record a revocation whose records never
+	// got through.
+	GrantsRevoked(ctx context.Context, since time.Time) ([]Grant, error)
 }
 
 // ShareStore keeps resources shared with cc-level partner users. A share

@@ -88,6 +88,8 @@ type Store struct {
 	grants     map[string]map[string]*sidecar.Grant // customer → org\x00user → grant
 	order      map[string]map[string]int64          // customer → org: last Seq taken; org\x00user: Seq of the last grant written or revocation
 	revoked    map[string]map[string]sidecar.Grant  // customer → grant id → the grant as revoked, until it would have expired
+	decided    window[string]                       // ids of requests decided or marked recorded, for sidecar.AppendOnceWindow
+	revokes    window[[2]string]                    // customer and id of grants revoked, by RevokedAt, for sidecar.AppendOnceWindow
 	held       map[string]map[string][]sidecar.Hold // customer → org\x00user → holds the user's revoked or replaced individual grants left
 	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
 	unshared   map[string]map[string]sidecar.Share  // as shares: the last removal of each, for sidecar.AppendOnceWindow
@@ -965,6 +967,7 @@ func (s *Store) DecideRequest(_ context.Context, id, status, by string, at time.
 	if status == sidecar.RequestApproved {
 		r.Seq = s.nextSeq(r.Customer, r.PartnerOrg)
 	}
+	s.decided.keep(s.now(), at, id)
 	return cloneRequest(r), nil
 }
 
@@ -1009,7 +1012,47 @@ func (s *Store) RecordApproval(_ context.Context, id string) (bool, error) {
 		return false, nil
 	}
 	r.ApprovalRecorded = true
+	now := s.now()
+	s.decided.keep(now, now, id)
 	return true, nil
+}
+
+// RequestsDecided reads the decisions and approvals marked recorded kept
+// since since: a request kept twice is returned at its later time.
+func (s *Store) RequestsDecided(_ context.Context, since time.Time) ([]sidecar.AccessRequest, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	ids := s.decided.since(now, since)
+	last := make(map[string]int, len(ids))
+	for i, id := range ids {
+		last[id] = i
+	}
+	out := make([]sidecar.AccessRequest, 0, len(last))
+	for i, id := range ids {
+		r, ok := s.requests[id]
+		if !ok || last[id] != i {
+			continue // forgotten, or kept again later
+		}
+		cp := cloneRequest(r)
+		cp.Status = r.StatusAt(now)
+		out = append(out, *cp)
+	}
+	return out, nil
+}
+
+// GrantsRevoked reads the revocations kept since since.
+func (s *Store) GrantsRevoked(_ context.Context, since time.Time) ([]sidecar.Grant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	var out []sidecar.Grant
+	for _, ref := range s.revokes.since(now, since) {
+		if g, ok := s.revoked[ref[0]][ref[1]]; ok && g.Live(now) {
+			out = append(out, g)
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) ListRequests(_ context.Context, f sidecar.RequestFilter) ([]sidecar.AccessRequest, string, error) {
@@ -1125,6 +1168,7 @@ func (s *Store) RevokeGrant(_ context.Context, customer, id, by, byOrg string) (
 		kept := *out
 		kept.RevokedAt, kept.RevokedBy, kept.RevokedByOrg = s.now(), by, byOrg
 		s.keepRevoked(customer, kept)
+		s.revokes.keep(kept.RevokedAt, kept.RevokedAt, [2]string{customer, id})
 	}
 	s.mu.Unlock()
 	if out == nil {

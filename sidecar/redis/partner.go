@@ -39,6 +39,11 @@ import (
 //	                           below a Seq still compared
 //	{porg:O}:grants            sorted set: "C\x00<user>" by expiry, for "My Customers"
 //	grants:expiry              sorted set: "C\x00<org>\x00<user>" by expiry, for "expiring soon"
+//	partner:decided            sorted set: ids of requests by their decision, or by
+//	                           the marking of their approval recorded if later (ms),
+//	                           for RequestsDecided; kept sidecar.AppendOnceWindow
+//	partner:revoked            sorted set: "C\x00<grant id>" by revocation (ms), for
+//	                           GrantsRevoked; kept sidecar.AppendOnceWindow
 //	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
 //	{cust:C}:shares:removed    hash: same fields → the share as last removed, for
 //	                           RemovedShares; kept sidecar.AppendOnceWindow past the
@@ -51,6 +56,27 @@ import (
 
 func (s *Store) reqKey(id string) string { return s.tagged("req", id, "") }
 func (s *Store) grantsExpiry() string    { return s.prefix + ":grants:expiry" }
+func (s *Store) decidedKey() string      { return s.prefix + ":partner:decided" }
+func (s *Store) revokesKey() string      { return s.prefix + ":partner:revoked" }
+
+// keepChange keeps member in the set key at at, for a sweep to read back
+// (readKept) for sidecar.AppendOnceWindow: never earlier than it was kept
+// at before, and forgetting what the window left behind. The set lies in
+// another slot than the change, so it is written before the change: a
+// fault in between keeps a change not made, which the sweep reading it
+// finds not made, never a change made without its mark.
+func (s *Store) keepChange(ctx context.Context, key, member string, at time.Time) error {
+	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.ZAddArgs(ctx, key, goredis.ZAddArgs{GT: true, Members: []goredis.Z{{Score: ms(at), Member: member}}})
+		p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatFloat(ms(s.now().Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
+		p.PExpire(ctx, key, sidecar.AppendOnceWindow)
+		return nil
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
 
 func field(a, b string) string { return a + "\x00" + b }
 
@@ -150,6 +176,9 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 		if err := s.keepRequestIndexes(ctx, r); err != nil {
 			return err
 		}
+		if err := s.keepChange(ctx, s.decidedKey(), id, at); err != nil {
+			return err
+		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.Set(ctx, key, encode(r), s.ttl(s.requestForgetAt(r)))
 			return nil
@@ -242,10 +271,60 @@ func (s *Store) RecordApproval(ctx context.Context, id string) (bool, error) {
 		case r.ApprovalRecorded:
 			return false, nil
 		}
+		if err := s.keepChange(ctx, s.decidedKey(), id, s.now()); err != nil {
+			return false, err
+		}
 		r.ApprovalRecorded, recorded = true, true
 		return true, nil
 	})
 	return recorded, err
+}
+
+// RequestsDecided reads the requests kept in partner:decided, scanLimit
+// at a time: a sweep moves on past what it read, so one left out would
+// never be recorded. The set holds an hour's decisions at most.
+func (s *Store) RequestsDecided(ctx context.Context, since time.Time) ([]sidecar.AccessRequest, error) {
+	var out []sidecar.AccessRequest
+	err := s.readKept(ctx, s.decidedKey(), since, func(ids []string) error {
+		for _, id := range ids {
+			r, err := s.GetRequest(ctx, id)
+			if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+				continue // forgotten
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, *r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GrantsRevoked reads the revocations kept in partner:revoked, as
+// RequestsDecided reads decisions: a revocation kept whose grant is not
+// kept revoked (its script failed, or the grant would have expired) is
+// left out.
+func (s *Store) GrantsRevoked(ctx context.Context, since time.Time) ([]sidecar.Grant, error) {
+	var out []sidecar.Grant
+	err := s.readKept(ctx, s.revokesKey(), since, func(refs []string) error {
+		for _, ref := range refs {
+			customer, id, ok := strings.Cut(ref, "\x00")
+			if !ok {
+				continue
+			}
+			g, err := s.RevokedGrant(ctx, customer, id)
+			if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, *g)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // updateRequest changes the stored request id with change, which reports
@@ -584,6 +663,9 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string)
 		now := s.now()
 		kept := *g // the script removes only the grant with this id: this one
 		kept.RevokedAt, kept.RevokedBy, kept.RevokedByOrg = now, by, byOrg
+		if err := s.keepChange(ctx, s.revokesKey(), field(customer, id), now); err != nil {
+			return nil, err
+		}
 		individual := "0"
 		if g.User != "" {
 			individual = "1"

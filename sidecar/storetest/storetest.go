@@ -106,6 +106,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"session_limits", testSessionLimits},
 		{"access_requests", testRequests},
 		{"grants", testGrants},
+		{"partner_changes_kept", testPartnerChangesKept},
 		{"shares", testShares},
 		{"subscriptions", testSubscriptions},
 		{"assignments", testAssignments},
