@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/mail"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -37,7 +39,7 @@ const (
 // policies/deputy/partner/data.json.
 type PartnerConfig struct {
 	MaxGrantUsers    int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
-	SweepInterval    time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for"`
+	SweepInterval    time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for; decisions and revocations whose audit entries or events are missing are looked for at this interval or every minute, whichever is shorter"`
 	OnBehalfOfHeader string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for (a path under data.deputy.partner.customer_path_prefix naming another customer is refused); read in any case with _ as -, as CGI, PHP and WSGI upstreams read it"`
 }
 
@@ -106,6 +108,10 @@ type Partners struct {
 	logger  *slog.Logger
 	rules   *RuleBook
 	records *Recorder // appends the audit trail's records
+
+	sweepMu  sync.Mutex
+	keptFrom time.Time            // decisions and revocations from then on are read back; zero: the whole window
+	keptDone map[string]time.Time // Once → when a sweep recorded it, since keptFrom
 }
 
 // PartnerOption configures Partners.
@@ -639,6 +645,32 @@ func (p *Partners) liveUsersOf(ctx context.Context, r *sidecar.AccessRequest) ([
 	return users, nil
 }
 
+// issuedUsersOf lists the users of the grants r issued, "" for the
+// organisation's: those live (liveUsersOf) and those revoked since, which
+// the store keeps (RevokedGrant). An approval recorded after its grants
+// were revoked still names whom it let in; the revocation is recorded
+// after it.
+func (p *Partners) issuedUsersOf(ctx context.Context, r *sidecar.AccessRequest) ([]string, error) {
+	live, err := p.liveUsersOf(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for _, u := range grantUsers(r) {
+		if !slices.Contains(live, u) {
+			_, err := p.store.RevokedGrant(ctx, r.Customer, grantID(r.ID, u))
+			if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		users = append(users, u)
+	}
+	return users, nil
+}
+
 // grantOf returns the live grant stored for user of partnerOrg (user ""
 // the organisation's), or nil.
 func (p *Partners) grantOf(ctx context.Context, customer, partnerOrg, user string) (*sidecar.Grant, error) {
@@ -670,9 +702,17 @@ func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id stri
 	if err != nil {
 		return nil, err
 	}
+	return r, p.rejected(ctx, r)
+}
+
+// rejected records the rejection of r. The records carry the request's id
+// as their Once, so recording a rejection again (Reject retried,
+// RecordAgain) appends nothing when the first got through. The event's
+// append error is returned.
+func (p *Partners) rejected(ctx context.Context, r *sidecar.AccessRequest) error {
 	once := "partner.reject:" + r.ID
 	p.auditOnce(ctx, r.DecidedAt, once, r.DecidedBy, "partner.reject", r.Customer, r.ID, map[string]string{"partner_org": r.PartnerOrg})
-	return r, p.eventOnce(ctx, r.DecidedAt, once, sidecar.EventGrantRejected, r.Customer, r.DecidedBy, map[string]string{
+	return p.eventOnce(ctx, r.DecidedAt, once, sidecar.EventGrantRejected, r.Customer, r.DecidedBy, map[string]string{
 		"request_id":   r.ID,
 		"partner_org":  r.PartnerOrg,
 		"requested_by": r.RequestedBy,
@@ -1534,19 +1574,142 @@ func (p *Partners) announced(ctx context.Context, since time.Time) (map[string]b
 	}
 }
 
-// RunSweeper calls SweepExpiring now and then every SweepInterval until
-// ctx ends. A failed sweep is logged and retried at the next tick.
-func (p *Partners) RunSweeper(ctx context.Context) {
-	t := time.NewTicker(p.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		if _, err := p.SweepExpiring(ctx, 0); err != nil && ctx.Err() == nil {
-			p.logger.Warn("expiring-grant sweep failed", "error", err)
+// RecordAgain records once more the decisions on access requests and the
+// revocations of grants made, by any call on any replica, since the last
+// sweep of this process: their records are appended after the change is
+// committed, and a process that stops, or loses the node of the audit
+// and events streams, before the recorder appends them leaves the change
+// with no record. The store keeps the requests decided (and the
+// approvals marked recorded) and the grants revoked for
+// sidecar.AppendOnceWindow (RequestsDecided, GrantsRevoked), and the
+// records carry the Once of the first (the request's or the grant's id),
+// so what got through is not appended twice.
+//
+// A sweep reads back what was kept since the last sweep that recorded
+// everything it read (one recordInterval before it: a write made at an
+// earlier time may land late), so a change costs each replica one more
+// record at most; the first sweep of a process reads back the whole
+// window, as its predecessor may have stopped with records not appended
+// and left no trace; a sweep that fails to append an event reads back
+// from the same time again. An approval is recorded once it is marked
+// recorded (the call completing it records it first), with the users it
+// issued grants to (issuedUsersOf); a revocation as its revoker's. A revocation kept by a release that kept no revoker is left
+// as it is.
+func (p *Partners) RecordAgain(ctx context.Context) error {
+	now := p.clock()
+	p.sweepMu.Lock()
+	from := p.keptFrom
+	if from.IsZero() {
+		from = now.Add(-sidecar.AppendOnceWindow)
+	}
+	p.sweepMu.Unlock()
+	decided, err := p.store.RequestsDecided(ctx, from)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for k := range decided {
+		r := &decided[k]
+		switch {
+		case r.Status == sidecar.RequestApproved && r.ApprovalRecorded:
+			errs = append(errs, p.recordKept(now, "partner.approve:"+r.ID, func() error {
+				users, err := p.issuedUsersOf(ctx, r)
+				if err != nil {
+					return err
+				}
+				return p.record(ctx, &sidecar.Identity{Subject: r.DecidedBy}, r, users)
+			}))
+		case r.Status == sidecar.RequestRejected:
+			errs = append(errs, p.recordKept(now, "partner.reject:"+r.ID, func() error { return p.rejected(ctx, r) }))
 		}
+	}
+	// Decisions before revocations: a grant's approval is recorded
+	// before its revocation.
+	revoked, err := p.store.GrantsRevoked(ctx, from)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for k := range revoked {
+		g := &revoked[k]
+		if g.RevokedBy == "" {
+			continue
+		}
+		errs = append(errs, p.recordKept(now, "partner.revoke:"+g.ID, func() error {
+			return p.revoked(ctx, g.RevokedBy, g.RevokedByOrg, g, g.RevokedAt)
+		}))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err // the next sweep reads back from the same time
+	}
+	p.sweepMu.Lock()
+	p.keptFrom = now.Add(-p.recordInterval())
+	for once, at := range p.keptDone {
+		if at.Before(p.keptFrom) {
+			delete(p.keptDone, once)
+		}
+	}
+	p.sweepMu.Unlock()
+	return nil
+}
+
+// recordKept runs record, the recording of the change whose records
+// carry once, unless a sweep of this process recorded it since keptFrom,
+// and remembers it as recorded at now when it appended its event.
+func (p *Partners) recordKept(now time.Time, once string, record func() error) error {
+	p.sweepMu.Lock()
+	_, done := p.keptDone[once]
+	p.sweepMu.Unlock()
+	if done {
+		return nil
+	}
+	if err := record(); err != nil {
+		return err
+	}
+	p.sweepMu.Lock()
+	if p.keptDone == nil {
+		p.keptDone = make(map[string]time.Time)
+	}
+	p.keptDone[once] = now
+	p.sweepMu.Unlock()
+	return nil
+}
+
+// RecordInterval is the most time between two RecordAgain calls of
+// RunSweeper, whatever SweepInterval: a change is read back by the sweeps
+// of the interval after it, well within sidecar.AppendOnceWindow.
+const RecordInterval = time.Minute
+
+// recordInterval is how often RunSweeper calls RecordAgain.
+func (p *Partners) recordInterval() time.Duration { return min(p.cfg.SweepInterval, RecordInterval) }
+
+// RunSweeper calls RecordAgain and SweepExpiring now, then RecordAgain
+// every recordInterval and SweepExpiring every SweepInterval, until ctx
+// ends. A failed sweep is logged and retried at its next tick.
+func (p *Partners) RunSweeper(ctx context.Context) {
+	records := time.NewTicker(p.recordInterval())
+	defer records.Stop()
+	expiring := time.NewTicker(p.cfg.SweepInterval)
+	defer expiring.Stop()
+	record, announce := true, true
+	for {
+		if record {
+			if err := p.RecordAgain(ctx); err != nil && ctx.Err() == nil {
+				p.logger.Warn("partner records sweep failed", "error", err)
+			}
+		}
+		if announce {
+			if _, err := p.SweepExpiring(ctx, 0); err != nil && ctx.Err() == nil {
+				p.logger.Warn("expiring-grant sweep failed", "error", err)
+			}
+		}
+		record, announce = false, false
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-records.C:
+			record = true
+		case <-expiring.C:
+			announce = true
 		}
 	}
 }
