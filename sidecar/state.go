@@ -1092,7 +1092,8 @@ type PartnerStore interface {
 	// AppendOnceWindow past the revocation (and no longer than the grant
 	// would have lived), earliest first: kept, as RequestsDecided keeps a
 	// decision, for a sweep to record a revocation whose records never
-	// got through.
+	// got through. A revocation the store cannot keep so still goes
+	// ahead: it narrows access.
 	GrantsRevoked(ctx context.Context, since time.Time) ([]Grant, error)
 }
 

@@ -354,7 +354,9 @@ func TestNarrowingWriteArrivingLateIsEvictedAgain(t *testing.T) {
 
 	// The revocation reaches Redis well after the writer gave up on it.
 	start := time.Now()
-	px.DelayOn(grant, 4*readTimeout)
+	// The script's keys name the customer's revoked grants: held is the
+	// revocation itself, not the mark a sweep reads that goes before it.
+	px.DelayOn("{cust:"+customer+"}:grants:revoked", 4*readTimeout)
 	_, err := writer.RevokeGrant(ctx, customer, grant, "boss", "cust")
 	if sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE {
 		t.Fatalf("revocation that reached Redis late: %v, want unavailable", err)
