@@ -40,8 +40,8 @@ type spool struct {
 	w       *os.File  // the newest segment, open for appending
 	marks   []span    // the unsure records not yet delivered, in order
 	// sealed: a failed write left bytes in the newest segment that could
-	// not be cut off, so it takes no more records (reads stop at its
-	// size; a next start cuts the torn line).
+	// not be cut off, so it takes no more records. Reads stop at its size,
+	// which its seal file keeps for the next start to cut the segment to.
 	sealed bool
 }
 
@@ -58,6 +58,7 @@ type span struct {
 
 const (
 	segSuffix  = ".seg"
+	sealSuffix = ".seal"
 	ackFile    = "ack"
 	unsureFile = "unsure"
 	// readChunk bounds one read of a segment; a batch of records is far
@@ -95,8 +96,16 @@ func openSpool(dir string, max int64) (*spool, error) {
 	if err := s.readAck(); err != nil {
 		return nil, err
 	}
-	if err := s.trimTornTail(); err != nil {
+	if err := s.cutSealed(); err != nil {
 		return nil, err
+	}
+	for i := range s.segs {
+		if err := s.trimTornTail(&s.segs[i]); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.segs) > 0 {
+		s.readOff = min(s.readOff, s.segs[0].size)
 	}
 	for _, g := range s.segs {
 		s.bytes += g.size
@@ -282,31 +291,91 @@ func (s *spool) readAck() error {
 	return nil
 }
 
-// trimTornTail cuts a partial last line a crash left behind, so appends
-// start on a line boundary.
-func (s *spool) trimTornTail() error {
-	if len(s.segs) == 0 {
+func (s *spool) sealPath(seq uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("%020d%s", seq, sealSuffix))
+}
+
+// seal records that segment g ends at its size, whatever bytes a failed
+// write left after it, so that a next start cuts them off: the records
+// they hold were counted as lost and must not be delivered.
+func (s *spool) seal(g segment) error {
+	tmp := s.sealPath(g.seq) + ".tmp"
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d\n", g.size), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.sealPath(g.seq))
+}
+
+// cutSealed cuts each sealed segment to the size its seal file records,
+// then removes the seal files. A seal file that cannot be read, or names
+// no segment or a size past the segment's end, is only removed (a torn
+// tail left is cut by trimTornTail).
+func (s *spool) cutSealed() error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), sealSuffix)
+		if !ok {
+			if strings.HasSuffix(e.Name(), sealSuffix+".tmp") {
+				if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+			}
+			continue
+		}
+		if seq, err := strconv.ParseUint(name, 10, 64); err == nil {
+			i := slices.IndexFunc(s.segs, func(g segment) bool { return g.seq == seq })
+			raw, rerr := os.ReadFile(filepath.Join(s.dir, e.Name()))
+			var size int64
+			if _, err := fmt.Sscanf(string(raw), "%d\n", &size); i >= 0 && rerr == nil && err == nil && size >= 0 && size < s.segs[i].size {
+				if err := os.Truncate(s.path(seq), size); err != nil {
+					return err
+				}
+				s.segs[i].size = size
+			}
+		}
+		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimTornTail cuts a partial last line off segment g, which a crash, or
+// a failed write whose seal was not recorded, left behind: appends start
+// on a line boundary, and no read takes a fragment for a record.
+func (s *spool) trimTornTail(g *segment) error {
+	if g.size == 0 {
 		return nil
 	}
-	last := &s.segs[len(s.segs)-1]
-	f, err := os.OpenFile(s.path(last.seq), os.O_RDWR, 0)
+	f, err := os.OpenFile(s.path(g.seq), os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	from := max(last.size-readChunk, 0)
-	buf := make([]byte, last.size-from)
-	if _, err := f.ReadAt(buf, from); err != nil && !errors.Is(err, io.EOF) {
-		return err
+	buf := make([]byte, 64<<10)
+	end := g.size
+	for end > 0 {
+		from := max(end-int64(len(buf)), 0)
+		chunk := buf[:end-from]
+		if _, err := f.ReadAt(chunk, from); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			end = from + int64(i) + 1
+			break
+		}
+		end = from
 	}
-	if len(buf) == 0 || buf[len(buf)-1] == '\n' {
+	if end == g.size {
 		return nil
 	}
-	keep := from + int64(bytes.LastIndexByte(buf, '\n')+1)
-	if err := f.Truncate(keep); err != nil {
+	if err := f.Truncate(end); err != nil {
 		return err
 	}
-	last.size = keep
+	g.size = end
 	return nil
 }
 
@@ -364,7 +433,7 @@ func (s *spool) append(batch [][]byte, unsure int) (int, error) {
 			// Keep the segment on a line boundary: a partial write is lost whole.
 			if terr := s.w.Truncate(last.size); terr != nil {
 				s.sealed = true
-				err = errors.Join(err, terr)
+				err = errors.Join(err, terr, s.seal(*last))
 			}
 			return done, err
 		}
@@ -454,35 +523,39 @@ func (s *spool) readSegment(seg segment, n int) ([][]byte, error) {
 		// No whole line in a full chunk: a record past the chunk bound.
 		// It cannot be delivered; skip that record alone rather than stall,
 		// never the records after it.
-		end, err := lineEnd(f, s.readOff+int64(len(buf)), seg.size)
+		end, whole, err := lineEnd(f, s.readOff+int64(len(buf)), seg.size)
 		if err != nil {
 			return nil, err
 		}
 		s.nextOff = end
-		return nil, errors.Join(fmt.Errorf("spool segment %d: a record of %d bytes passes the %d-byte read bound; that record skipped", seg.seq, end-s.readOff, readChunk), s.ack())
+		skip := fmt.Errorf("spool segment %d: a record of %d bytes passes the %d-byte read bound; that record skipped", seg.seq, end-s.readOff, readChunk)
+		if !whole {
+			skip = fmt.Errorf("spool segment %d: a torn record of %d bytes, cut short before its line end; that record skipped", seg.seq, end-s.readOff)
+		}
+		return nil, errors.Join(skip, s.ack())
 	}
 	s.nextOff = s.readOff + int64(used)
 	return out, nil
 }
 
 // lineEnd is the offset just after the first newline in f at or after
-// off, or size when the segment ends first (a record cut short).
-func lineEnd(f *os.File, off, size int64) (int64, error) {
+// off (whole), or size when the segment ends first (a record cut short).
+func lineEnd(f *os.File, off, size int64) (int64, bool, error) {
 	buf := make([]byte, 64<<10)
 	for off < size {
 		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
 		if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
-			return off + int64(i) + 1, nil
+			return off + int64(i) + 1, true, nil
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return 0, err
+			return 0, false, err
 		}
 		if n == 0 {
 			break
 		}
 		off += int64(n)
 	}
-	return size, nil
+	return size, false, nil
 }
 
 // ack marks the records read last as delivered.
@@ -522,6 +595,9 @@ func (s *spool) dropOldest() error {
 	}
 	s.bytes -= s.segs[0].size - s.readOff
 	if err := os.Remove(s.path(s.segs[0].seq)); err != nil {
+		return err
+	}
+	if err := os.Remove(s.sealPath(s.segs[0].seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	s.segs = s.segs[1:]
