@@ -389,6 +389,36 @@ chart sets it to maxRequestBytes, and deputy.config may not set it apart.
 The settings are read from deputy.config only: set among the extras, they
 fail the render.
 */}}
+{{/*
+Deputy's grpc.max_recv_msg_bytes as Deputy reads deputy.config's (the
+argument) from config.yaml, or its default, 4194304, unset. Deputy's
+loader reads the setting's text as a decimal integer (a sign allowed,
+leading zeros decimal) and refuses 0, which it would take for unset; the
+text is what the values give, a number as JSON writes it (4.5e6 as
+4500000, 1e21 as 1e+21). Anything else fails the render here, not the
+pod at start.
+*/}}
+{{- define "deputy.grpcMaxRecvMsgBytes" -}}
+{{- $set := dig "grpc" "max_recv_msg_bytes" nil . -}}
+{{- if kindIs "invalid" $set -}}
+4194304
+{{- else -}}
+{{- $text := ternary $set (toJson $set) (kindIs "string" $set) -}}
+{{- if not (regexMatch "^[+-]?[0-9]+$" $text) -}}
+{{- fail (printf "deputy.config.grpc.max_recv_msg_bytes: Deputy cannot read %q as a number of bytes: write a whole number of bytes in decimal digits, such as 8388608 (no unit, fraction or exponent)" $text) -}}
+{{- end -}}
+{{- $digits := regexReplaceAll "^[+-]?0*" $text "" -}}
+{{- if eq $digits "" -}}
+{{- fail "deputy.config.grpc.max_recv_msg_bytes: Deputy reads 0 as unset and refuses it: leave the setting unset for the default (4194304), or set a number of bytes" -}}
+{{- end -}}
+{{- if or (gt (len $digits) 19) (and (eq (len $digits) 19) (gt $digits "9223372036854775807")) -}}
+{{- fail (printf "deputy.config.grpc.max_recv_msg_bytes: %s is past the largest integer Deputy reads (9223372036854775807)" $text) -}}
+{{- end -}}
+{{- /* The digits alone: the chart's int64 would read a leading 0 as octal. */ -}}
+{{- if hasPrefix "-" $text }}-{{ end }}{{ $digits }}
+{{- end -}}
+{{- end -}}
+
 {{- define "deputy.checkExtAuthzBounds" -}}
 {{- $followed := dict "grpc-max-recv-msg-bytes" "grpc.max_recv_msg_bytes" "http-max-body-bytes" "http.max_body_bytes" "state-lookup-budget" "state_lookup.budget" -}}
 {{- range $flag, $setting := $followed -}}
@@ -408,8 +438,7 @@ fail the render.
 {{- $body := int64 .Values.envoy.extAuthz.maxRequestBytes -}}
 {{- $room := 262144 -}}
 {{- if eq .Values.envoy.extAuthz.transport "grpc" -}}
-{{- /* 0 is unset to Deputy, as null is. */ -}}
-{{- $max := dig "grpc" "max_recv_msg_bytes" 0 $cfg | int64 | default 4194304 | int64 -}}
+{{- $max := include "deputy.grpcMaxRecvMsgBytes" $cfg | int64 -}}
 {{- if le $max $room -}}
 {{- fail (printf "deputy.config.grpc.max_recv_msg_bytes %d leaves no room for a body: raise it to at least %d (envoy.extAuthz.maxRequestBytes, and 256 KiB for the rest of Envoy's CheckRequest)" $max (add $body $room)) -}}
 {{- else if gt $body (sub $max $room) -}}
