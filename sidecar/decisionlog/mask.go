@@ -366,6 +366,7 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, ev Evaluator
 			}
 		}
 	}
+	w := newMaskWork()
 	if h, ok := lookup(event, "input", "attributes", "request", "http", "headers").(map[string]any); ok {
 		var erased []string
 		for k := range h {
@@ -378,7 +379,7 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, ev Evaluator
 		rec.Erased = append(rec.Erased, erased...)
 	}
 	if http, ok := lookup(event, "input", "attributes", "request", "http").(map[string]any); ok {
-		erased, masked := m.maskHeaderMap(http)
+		erased, masked := m.maskHeaderMap(w, http)
 		rec.Erased = append(rec.Erased, erased...)
 		rec.Masked = append(rec.Masked, masked...)
 	}
@@ -387,7 +388,7 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, ev Evaluator
 			rec.Erased = append(rec.Erased, "/"+strings.Join(p, "/"))
 		}
 	}
-	rec.Masked = append(rec.Masked, m.maskQueries(event)...)
+	rec.Masked = append(rec.Masked, m.maskQueries(w, event)...)
 	if id, ok := lookup(event, "input", "identity").(map[string]any); ok && id["claims"] != nil {
 		if v, isAST := astValue(id["claims"]); isAST {
 			// The check path's AST: claims are read whole, so turned
@@ -471,7 +472,7 @@ var headerMapFields = []string{"headerMap", "header_map"}
 // ({key, value} or {key, rawValue} with the value in base64): a secret
 // header loses its value and rawValue, a URI header has its credential
 // query parameters masked. It returns the pointers it erased and masked.
-func (m *masker) maskHeaderMap(http map[string]any) (erased, masked []string) {
+func (m *masker) maskHeaderMap(w *maskWork, http map[string]any) (erased, masked []string) {
 	for _, f := range headerMapFields {
 		hm, ok := http[f]
 		if !ok {
@@ -507,7 +508,7 @@ func (m *masker) maskHeaderMap(http map[string]any) (erased, masked []string) {
 					erased = append(erased, ptr+fld)
 				case fld == "value":
 					if str, isStr := v.(string); isStr {
-						if out, changed := m.maskQuery(str, false); changed {
+						if out, changed := m.maskQueryAt(w, str, false, 0); changed {
 							ent[fld] = out
 							masked = append(masked, ptr+fld)
 						}
@@ -519,7 +520,7 @@ func (m *masker) maskHeaderMap(http map[string]any) (erased, masked []string) {
 						// Not readable, so not checkable: never logged.
 						delete(ent, fld)
 						erased = append(erased, ptr+fld)
-					} else if out, changed := m.maskQuery(string(raw), false); changed {
+					} else if out, changed := m.maskQueryAt(w, string(raw), false, 0); changed {
 						ent[fld] = base64.StdEncoding.EncodeToString([]byte(out))
 						masked = append(masked, ptr+fld)
 					}
@@ -533,7 +534,7 @@ func (m *masker) maskHeaderMap(http map[string]any) (erased, masked []string) {
 // maskQueries masks the values of credential query parameters wherever the
 // input holds the query: the path, the URI headers, Envoy's query field and
 // OPA-Envoy's parsed_query. It returns the pointers it changed.
-func (m *masker) maskQueries(event map[string]any) []string {
+func (m *masker) maskQueries(w *maskWork, event map[string]any) []string {
 	if len(m.queryParams) == 0 {
 		return nil
 	}
@@ -542,7 +543,7 @@ func (m *masker) maskQueries(event map[string]any) []string {
 	if http != nil {
 		for _, f := range []string{"path", "query"} {
 			if v, ok := http[f].(string); ok {
-				if out, changed := m.maskQuery(v, f == "query"); changed {
+				if out, changed := m.maskQueryAt(w, v, f == "query", 0); changed {
 					http[f] = out
 					masked = append(masked, "/input/attributes/request/http/"+f)
 				}
@@ -554,7 +555,7 @@ func (m *masker) maskQueries(event map[string]any) []string {
 				if !isStr || !uriHeader(k) {
 					continue
 				}
-				if out, changed := m.maskQuery(str, false); changed {
+				if out, changed := m.maskQueryAt(w, str, false, 0); changed {
 					h[k] = out
 					masked = append(masked, "/input/attributes/request/http/headers/"+escape(k))
 				}
@@ -580,7 +581,7 @@ func (m *masker) maskQueries(event map[string]any) []string {
 				masked = append(masked, "/input/parsed_query/"+escape(k))
 				continue
 			}
-			if list, changed := m.maskNestedValues(vs); changed {
+			if list, changed := m.maskNestedValues(w, vs); changed {
 				q[k] = list
 				masked = append(masked, "/input/parsed_query/"+escape(k))
 			}
@@ -597,7 +598,7 @@ func (m *masker) maskQueries(event map[string]any) []string {
 // as it reads them (credentialParam), and pairs are split on "&" and on
 // ";", as older Python and Java frameworks split them.
 func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
-	return m.maskQueryAt(uri, bare, 0)
+	return m.maskQueryAt(newMaskWork(), uri, bare, 0)
 }
 
 // maxNesting bounds how deep a query value is read as a URL of its own
@@ -605,10 +606,10 @@ func (m *masker) maskQuery(uri string, bare bool) (string, bool) {
 // query's values, no deeper.
 const maxNesting = 2
 
-// maskQueryAt is maskQuery for a URI nested depth query values deep. A
-// value that is itself a URL or a query holding a credential
-// (nestedCredential) is masked whole.
-func (m *masker) maskQueryAt(uri string, bare bool, depth int) (string, bool) {
+// maskQueryAt is maskQuery for a URI nested depth query values deep, its
+// reading charged to w. A value that is itself a URL or a query holding a
+// credential (nestedCredential) is masked whole.
+func (m *masker) maskQueryAt(w *maskWork, uri string, bare bool, depth int) (string, bool) {
 	prefix, query := "", uri
 	pathChanged := false
 	if !bare {
@@ -633,7 +634,7 @@ func (m *masker) maskQueryAt(uri string, bare bool, depth int) (string, bool) {
 		}
 		pair := query[start:i]
 		rawKey, value, hasValue := strings.Cut(pair, "=")
-		if key := paramkey.Decode(rawKey); m.credentialParam(key) || depth < maxNesting && m.nestedCredential(value, depth+1) {
+		if key := paramkey.Decode(rawKey); m.credentialParam(key) || depth < maxNesting && m.nestedCredential(w, value, depth+1) {
 			if hasValue && plainName(key) {
 				b.WriteString(rawKey + "=")
 			}
@@ -663,12 +664,12 @@ func (m *masker) maskQueryAt(uri string, bare bool, depth int) (string, bool) {
 // that hold a credential of their own (nestedCredential). The list is Go
 // values, or, on the check path, the AST array the policy read, which is
 // only turned into Go values when one is masked.
-func (m *masker) maskNestedValues(vs any) ([]any, bool) {
+func (m *masker) maskNestedValues(w *maskWork, vs any) ([]any, bool) {
 	if arr, ok := vs.(*ast.Array); ok {
 		hit := false
 		arr.Until(func(t *ast.Term) bool {
 			s, isStr := t.Value.(ast.String)
-			hit = isStr && m.nestedCredential(string(s), 1)
+			hit = isStr && m.nestedCredential(w, string(s), 1)
 			return hit
 		})
 		if !hit {
@@ -683,7 +684,7 @@ func (m *masker) maskNestedValues(vs any) ([]any, bool) {
 	list, _ := vs.([]any)
 	changed := false
 	for i, v := range list {
-		if str, isStr := v.(string); isStr && m.nestedCredential(str, 1) {
+		if str, isStr := v.(string); isStr && m.nestedCredential(w, str, 1) {
 			list[i], changed = MaskedValue, true
 		}
 	}
@@ -697,21 +698,42 @@ func (m *masker) maskNestedValues(vs any) ([]any, bool) {
 // in its query, its path parameters, or its fragment (where the implicit
 // flow puts access_token). Each form the value takes decoded once, twice
 // and three times is read, as an upstream may decode it again before it
-// follows it, and so is JSON in it (jsonCredential).
-func (m *masker) nestedCredential(v string, depth int) bool {
+// follows it, and so is JSON in it (jsonCredential). Each form read is
+// charged to w: once the record's work is spent, a value is reported as
+// holding one, so masked whole, never logged unread. A value of the
+// request's own query (depth 1) is read once per record, wherever the
+// query appears.
+func (m *masker) nestedCredential(w *maskWork, v string, depth int) bool {
+	if depth == 1 {
+		if found, known := w.seen[v]; known {
+			return found
+		}
+		found := m.readNested(w, v, depth)
+		if len(w.seen) < maxSeenValues {
+			w.seen[v] = found
+		}
+		return found
+	}
+	return m.readNested(w, v, depth)
+}
+
+func (m *masker) readNested(w *maskWork, v string, depth int) bool {
 	for range 4 {
-		if m.jsonCredential(v, depth) {
+		if !w.spend(readCost + len(v)) {
+			return true
+		}
+		if m.jsonCredential(w, v, depth) {
 			return true
 		}
 		if strings.ContainsAny(v, "?#;=@") {
 			uri, frag, _ := strings.Cut(v, "#")
-			if _, changed := m.maskQueryAt(uri, false, depth); changed {
+			if _, changed := m.maskQueryAt(w, uri, false, depth); changed {
 				return true
 			}
-			if _, changed := m.maskQueryAt(uri, true, depth); changed {
+			if _, changed := m.maskQueryAt(w, uri, true, depth); changed {
 				return true
 			}
-			if _, changed := m.maskQueryAt(frag, true, depth); frag != "" && changed {
+			if _, changed := m.maskQueryAt(w, frag, true, depth); frag != "" && changed {
 				return true
 			}
 			if userPassword(uri) {
@@ -725,6 +747,43 @@ func (m *masker) nestedCredential(v string, depth int) bool {
 		v = d
 	}
 	return false
+}
+
+// maxMaskWork bounds the bytes masking reads in the query values of one
+// record, at every place the query appears, every level of decoding and
+// every level of nesting: a few times what the largest query a proxy
+// passes (Envoy's 60 KiB of headers) costs to read. Past it, a value not
+// yet read is masked whole.
+const maxMaskWork = 1 << 20
+
+// readCost is what reading a value costs beyond its bytes, so that many
+// short values spend the work as a few long ones do.
+const readCost = 256
+
+// maxSeenValues bounds the query values whose verdict a record remembers.
+const maxSeenValues = 256
+
+// maskWork is what masking one record may still read (left, in bytes),
+// and the verdicts on the request's query values it has read (seen), so
+// the same query in the path, the URI headers, Envoy's query field and
+// parsed_query is read once.
+type maskWork struct {
+	left int
+	seen map[string]bool
+}
+
+func newMaskWork() *maskWork {
+	return &maskWork{left: maxMaskWork, seen: make(map[string]bool)}
+}
+
+// spend charges n bytes of reading and reports whether they were left.
+func (w *maskWork) spend(n int) bool {
+	if n > w.left {
+		w.left = 0
+		return false
+	}
+	w.left -= n
+	return true
 }
 
 // plainName reports whether a decoded query parameter name is a name and

@@ -1,8 +1,8 @@
 package decisionlog
 
 import (
-	"encoding/json"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -21,22 +21,23 @@ const maxJSONDepth = 32
 // JSON with a credential of its own, as OAuth's state and sign-in flows'
 // return data often do (state={"access_token":...}): a member named as a
 // credential (credentialParam: secretName and mask_query_params, in the
-// spellings those read, \u escapes decoded by the JSON reader), at any
-// depth, or a string that holds a URL, a query or JSON with one
-// (nestedCredential). JSON is looked for from the first "{" or "[" on
-// (v1.{...}), and again after each value read. Text from a "{" or "[" on
-// that is not JSON (cut short, single quotes, names without quotes, as
-// lenient readers and JavaScript take them) is read as words instead, any
-// of them a credential name masking the value, and so is text around the
-// JSON that holds a piece of JSON ("}", "]" or `":`: what a raw "&" or
-// ";" in JSON leaves of it in the pairs after). A value too long or too
-// deep to read is reported as holding one: it is masked, never logged
-// unread.
-func (m *masker) jsonCredential(v string, depth int) bool {
+// spellings those read, \u escapes decoded), at any depth, or a string
+// that holds a URL, a query or JSON with one (nestedCredential).
+// JSON is looked for from the first "{" or "[" on (v1.{...}), and again
+// after each value read. Text from a "{" or "[" on that is not JSON (cut
+// short, single quotes, names without quotes, as lenient readers and
+// JavaScript take them) is read as words instead, any of them a
+// credential name masking the value, and so is text around the JSON that
+// holds a piece of JSON ("}", "]" or `":`: what a raw "&" or ";" in JSON
+// leaves of it in the pairs after). A value too long or too deep to read
+// is reported as holding one: it is masked, never logged unread. The
+// value is read in one pass, each byte once, and its length is charged
+// to the record's work (w).
+func (m *masker) jsonCredential(w *maskWork, v string, depth int) bool {
 	if !strings.ContainsAny(v, "{[]}") && !strings.Contains(v, `":`) {
 		return false
 	}
-	if len(v) > maxJSONBytes {
+	if len(v) > maxJSONBytes || !w.spend(len(v)) {
 		return true
 	}
 	for {
@@ -47,7 +48,7 @@ func (m *masker) jsonCredential(v string, depth int) bool {
 		if m.pieceCredential(v[:i]) {
 			return true
 		}
-		n, found, ok := m.readJSON(v[i:], depth)
+		n, found, ok := m.readJSON(w, v[i:], depth)
 		if found {
 			return true
 		}
@@ -64,60 +65,263 @@ func (m *masker) pieceCredential(s string) bool {
 	return (strings.ContainsAny(s, "}]") || strings.Contains(s, `":`)) && m.wordCredential(s)
 }
 
-// readJSON reads the JSON value s starts with and returns the bytes it
-// took, and whether it holds a credential (found; also when it nests past
-// maxJSONDepth). ok is false when s does not start with JSON.
-func (m *masker) readJSON(s string, depth int) (n int, found, ok bool) {
-	dec := json.NewDecoder(strings.NewReader(s))
-	dec.UseNumber() // numbers are skipped: no float parsing
-	// Each open object or array, and for an object whether its next
-	// token is a member's name.
-	type level struct{ object, name bool }
-	stack := make([]level, 0, 8)
+// readJSON reads the JSON value s starts with, as encoding/json reads it,
+// and returns the bytes it took, and whether it holds a credential (found;
+// also when it nests past maxJSONDepth). ok is false when s does not start
+// with JSON. Strings are read as they are met, a string with no escape
+// with no copy.
+func (m *masker) readJSON(w *maskWork, s string, depth int) (n int, found, ok bool) {
+	// Each open container: whether it is an object.
+	type level struct{ object bool }
+	var buf [8]level
+	stack := buf[:0]
+	const (
+		value        = iota // a value
+		valueOrClose        // an array's first element, or its "]"
+		nameOrClose         // an object's first name, or its "}"
+		name                // a member's name
+		after               // what follows a value: ",", a close or the end
+	)
+	state, i := value, 0
 	for {
-		tok, err := dec.Token()
-		if err != nil {
+		i = skipSpace(s, i)
+		if i >= len(s) {
 			return 0, false, false
 		}
-		top := len(stack) - 1
-		if top >= 0 && stack[top].object && stack[top].name {
-			// Token returns names as strings, and ends an empty
-			// object with "}".
-			if name, isName := tok.(string); isName {
-				if m.credentialParam(name) {
-					return 0, true, true
+		c := s[i]
+		switch state {
+		case valueOrClose, nameOrClose:
+			if c == ']' && state == valueOrClose || c == '}' && state == nameOrClose {
+				stack = stack[:len(stack)-1]
+				i++
+				if len(stack) == 0 {
+					return i, false, true
 				}
-				stack[top].name = false
+				state = after
 				continue
 			}
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{', '[':
-				if len(stack) == maxJSONDepth {
-					return 0, true, true
-				}
-				if top >= 0 && stack[top].object {
-					stack[top].name = true // after this member's value
-				}
-				stack = append(stack, level{object: t == '{', name: t == '{'})
-			default:
-				stack = stack[:top]
+			if state == valueOrClose {
+				state = value
+			} else {
+				state = name
 			}
-		default:
-			if str, isStr := t.(string); isStr && depth < maxNesting && m.nestedCredential(str, depth+1) {
+			continue
+		case name:
+			str, next, good := readString(s, i)
+			if !good {
+				return 0, false, false
+			}
+			if m.credentialParam(str) {
 				return 0, true, true
 			}
-			if top >= 0 && stack[top].object {
-				stack[top].name = true
+			if i = skipSpace(s, next); i >= len(s) || s[i] != ':' {
+				return 0, false, false
 			}
+			i++
+			state = value
+			continue
+		case after:
+			top := &stack[len(stack)-1]
+			switch {
+			case c == ',':
+				i++
+				if top.object {
+					state = name
+				} else {
+					state = value
+				}
+			case c == '}' && top.object, c == ']' && !top.object:
+				stack = stack[:len(stack)-1]
+				i++
+				if len(stack) == 0 {
+					return i, false, true
+				}
+			default:
+				return 0, false, false
+			}
+			continue
+		}
+		// state == value
+		if c == '{' || c == '[' {
+			if len(stack) == maxJSONDepth {
+				return 0, true, true
+			}
+			stack = append(stack, level{object: c == '{'})
+			i++
+			if c == '{' {
+				state = nameOrClose
+			} else {
+				state = valueOrClose
+			}
+			continue
+		}
+		if c == '"' {
+			str, next, good := readString(s, i)
+			if !good {
+				return 0, false, false
+			}
+			if depth < maxNesting && m.nestedCredential(w, str, depth+1) {
+				return 0, true, true
+			}
+			i = next
+		} else {
+			next, good := readLiteral(s, i)
+			if !good {
+				return 0, false, false
+			}
+			i = next
 		}
 		if len(stack) == 0 {
-			return int(dec.InputOffset()), false, true
+			return i, false, true
 		}
+		state = after
 	}
 }
+
+// skipSpace returns the place of the first byte at or after i that is
+// not JSON whitespace.
+func skipSpace(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// readString reads the JSON string at s[i] (a '"') and returns it decoded
+// and the place after it. A string with no escape is returned with no
+// copy. Escapes decode as encoding/json decodes them (a lone surrogate is
+// U+FFFD); a control character, an unknown escape or a string cut short is
+// not JSON (ok false).
+func readString(s string, i int) (str string, next int, ok bool) {
+	if i >= len(s) || s[i] != '"' {
+		return "", 0, false
+	}
+	start := i + 1
+	j := start
+	for j < len(s) && s[j] != '"' && s[j] != '\\' && s[j] >= 0x20 {
+		j++
+	}
+	if j < len(s) && s[j] == '"' {
+		return s[start:j], j + 1, true
+	}
+	var b strings.Builder
+	b.WriteString(s[start:j])
+	for j < len(s) {
+		c := s[j]
+		switch {
+		case c == '"':
+			return b.String(), j + 1, true
+		case c < 0x20:
+			return "", 0, false
+		case c != '\\':
+			b.WriteByte(c)
+			j++
+			continue
+		}
+		if j+1 >= len(s) {
+			return "", 0, false
+		}
+		switch e := s[j+1]; e {
+		case '"', '\\', '/':
+			b.WriteByte(e)
+		case 'b':
+			b.WriteByte('\b')
+		case 'f':
+			b.WriteByte('\f')
+		case 'n':
+			b.WriteByte('\n')
+		case 'r':
+			b.WriteByte('\r')
+		case 't':
+			b.WriteByte('\t')
+		case 'u':
+			r, good := hex4(s, j+2)
+			if !good {
+				return "", 0, false
+			}
+			j += 6
+			if utf16.IsSurrogate(r) {
+				if r2, good := hex4(s, j+2); good && j+1 < len(s) && s[j] == '\\' && s[j+1] == 'u' {
+					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+						b.WriteRune(d)
+						j += 6
+						continue
+					}
+				}
+				r = utf8.RuneError
+			}
+			b.WriteRune(r)
+			continue
+		default:
+			return "", 0, false
+		}
+		j += 2
+	}
+	return "", 0, false
+}
+
+// hex4 reads the four hex digits at s[i:].
+func hex4(s string, i int) (rune, bool) {
+	if i+4 > len(s) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range []byte(s[i : i+4]) {
+		if !sidecar.IsHex(c) {
+			return 0, false
+		}
+		r = r<<4 | rune(sidecar.Unhex(c))
+	}
+	return r, true
+}
+
+// readLiteral reads the JSON number, true, false or null at s[i] and
+// returns the place after it.
+func readLiteral(s string, i int) (next int, ok bool) {
+	for _, lit := range []string{"true", "false", "null"} {
+		if strings.HasPrefix(s[i:], lit) {
+			return i + len(lit), true
+		}
+	}
+	j := i
+	if j < len(s) && s[j] == '-' {
+		j++
+	}
+	switch {
+	case j < len(s) && s[j] == '0':
+		j++
+	case j < len(s) && s[j] >= '1' && s[j] <= '9':
+		for j < len(s) && isDigit(s[j]) {
+			j++
+		}
+	default:
+		return 0, false
+	}
+	if j < len(s) && s[j] == '.' {
+		j++
+		if j >= len(s) || !isDigit(s[j]) {
+			return 0, false
+		}
+		for j < len(s) && isDigit(s[j]) {
+			j++
+		}
+	}
+	if j < len(s) && (s[j] == 'e' || s[j] == 'E') {
+		j++
+		if j < len(s) && (s[j] == '+' || s[j] == '-') {
+			j++
+		}
+		if j >= len(s) || !isDigit(s[j]) {
+			return 0, false
+		}
+		for j < len(s) && isDigit(s[j]) {
+			j++
+		}
+	}
+	return j, true
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // wordCredential reports whether text that looks like JSON but is not
 // holds a word named as a credential (credentialParam), its \u escapes
