@@ -608,7 +608,8 @@ const maxNesting = 2
 
 // maskQueryAt is maskQuery for a URI nested depth query values deep, its
 // reading charged to w. A value that is itself a URL or a query holding a
-// credential (nestedCredential) is masked whole.
+// credential (nestedCredential) is masked whole, and so is a value nested
+// too deeply to read that may hold one (mayHoldCredential).
 func (m *masker) maskQueryAt(w *maskWork, uri string, bare bool, depth int) (string, bool) {
 	prefix, query := "", uri
 	pathChanged := false
@@ -634,7 +635,7 @@ func (m *masker) maskQueryAt(w *maskWork, uri string, bare bool, depth int) (str
 		}
 		pair := query[start:i]
 		rawKey, value, hasValue := strings.Cut(pair, "=")
-		if key := paramkey.Decode(rawKey); m.credentialParam(key) || depth < maxNesting && m.nestedCredential(w, value, depth+1) {
+		if key := paramkey.Decode(rawKey); m.credentialParam(key) || m.valueCredential(w, value, depth) {
 			if hasValue && plainName(key) {
 				b.WriteString(rawKey + "=")
 			}
@@ -698,7 +699,8 @@ func (m *masker) maskNestedValues(w *maskWork, vs any) ([]any, bool) {
 // in its query, its path parameters, or its fragment (where the implicit
 // flow puts access_token). Each form the value takes decoded once, twice
 // and three times is read, as an upstream may decode it again before it
-// follows it, and so is JSON in it (jsonCredential). Each form read is
+// follows it, and so is JSON in it (jsonCredential). A value that is a
+// bearer credential ("Bearer" and a token) is one too. Each form read is
 // charged to w: once the record's work is spent, a value is reported as
 // holding one, so masked whole, never logged unread. A value of the
 // request's own query (depth 1) is read once per record, wherever the
@@ -717,9 +719,19 @@ func (m *masker) nestedCredential(w *maskWork, v string, depth int) bool {
 	return m.readNested(w, v, depth)
 }
 
+// valueCredential reports whether a query value read depth values deep
+// holds a credential of its own: read (nestedCredential) below
+// maxNesting, and at it, judged by its look (mayHoldCredential).
+func (m *masker) valueCredential(w *maskWork, v string, depth int) bool {
+	if depth < maxNesting {
+		return m.nestedCredential(w, v, depth+1)
+	}
+	return m.mayHoldCredential(w, v)
+}
+
 func (m *masker) readNested(w *maskWork, v string, depth int) bool {
 	for range 4 {
-		if !w.spend(readCost + len(v)) {
+		if !w.spend(readCost+len(v)) || bearer(v) {
 			return true
 		}
 		if m.jsonCredential(w, v, depth) {

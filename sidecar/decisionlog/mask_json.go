@@ -21,8 +21,10 @@ const maxJSONDepth = 32
 // JSON with a credential of its own, as OAuth's state and sign-in flows'
 // return data often do (state={"access_token":...}): a member named as a
 // credential (credentialParam: secretName and mask_query_params, in the
-// spellings those read, \u escapes decoded), at any depth, or a string
-// that holds a URL, a query or JSON with one (nestedCredential).
+// spellings those read, \u escapes decoded), at any depth, a credential
+// name in an array followed by its value (["access_token","..."], at an
+// even place, as name and value lists put it), or a string that holds a
+// URL, a query, JSON or a bearer credential with one (nestedCredential).
 // JSON is looked for from the first "{" or "[" on (v1.{...}), and again
 // after each value read. Text from a "{" or "[" on that is not JSON (cut
 // short, single quotes, names without quotes, as lenient readers and
@@ -68,11 +70,18 @@ func (m *masker) pieceCredential(s string) bool {
 // readJSON reads the JSON value s starts with, as encoding/json reads it,
 // and returns the bytes it took, and whether it holds a credential (found;
 // also when it nests past maxJSONDepth). ok is false when s does not start
-// with JSON. Strings are read as they are met, a string with no escape
-// with no copy.
+// with JSON. Strings are read as they are met (a string with no escape
+// with no copy); a string past the nesting of strings read
+// (maxNesting) that may still hold a credential (mayHoldCredential) is
+// reported as one.
 func (m *masker) readJSON(w *maskWork, s string, depth int) (n int, found, ok bool) {
-	// Each open container: whether it is an object.
-	type level struct{ object bool }
+	// Each open object or array, and for an array the place of its next
+	// element and whether the one before it was a credential name.
+	type level struct {
+		object bool
+		index  int
+		named  bool
+	}
 	var buf [8]level
 	stack := buf[:0]
 	const (
@@ -96,6 +105,12 @@ func (m *masker) readJSON(w *maskWork, s string, depth int) (n int, found, ok bo
 				i++
 				if len(stack) == 0 {
 					return i, false, true
+				}
+				if top := &stack[len(stack)-1]; !top.object {
+					if top.named {
+						return 0, true, true
+					}
+					top.named = false
 				}
 				state = after
 				continue
@@ -125,6 +140,7 @@ func (m *masker) readJSON(w *maskWork, s string, depth int) (n int, found, ok bo
 			switch {
 			case c == ',':
 				i++
+				top.index++
 				if top.object {
 					state = name
 				} else {
@@ -135,6 +151,11 @@ func (m *masker) readJSON(w *maskWork, s string, depth int) (n int, found, ok bo
 				i++
 				if len(stack) == 0 {
 					return i, false, true
+				}
+				if up := &stack[len(stack)-1]; !up.object {
+					if up.named {
+						return 0, true, true
+					}
 				}
 			default:
 				return 0, false, false
@@ -155,13 +176,18 @@ func (m *masker) readJSON(w *maskWork, s string, depth int) (n int, found, ok bo
 			}
 			continue
 		}
+		isName := false
 		if c == '"' {
 			str, next, good := readString(s, i)
 			if !good {
 				return 0, false, false
 			}
-			if depth < maxNesting && m.nestedCredential(w, str, depth+1) {
+			if m.stringCredential(w, str, depth) {
 				return 0, true, true
+			}
+			if len(stack) > 0 {
+				top := stack[len(stack)-1]
+				isName = !top.object && top.index%2 == 0 && m.credentialParam(str)
 			}
 			i = next
 		} else {
@@ -174,8 +200,61 @@ func (m *masker) readJSON(w *maskWork, s string, depth int) (n int, found, ok bo
 		if len(stack) == 0 {
 			return i, false, true
 		}
+		if top := &stack[len(stack)-1]; !top.object {
+			if top.named {
+				// A credential name, then its value.
+				return 0, true, true
+			}
+			top.named = isName
+		}
 		state = after
 	}
+}
+
+// stringCredential reports whether a JSON string read at depth holds a
+// credential of its own: a bearer credential, or, read as a query value
+// (nestedCredential), a URL, a query or JSON with one. Past the nesting
+// read (maxNesting), a string that may hold one (mayHoldCredential) is
+// reported as one: too deep to read, it is masked, never logged unread.
+func (m *masker) stringCredential(w *maskWork, str string, depth int) bool {
+	if depth < maxNesting {
+		return m.nestedCredential(w, str, depth+1)
+	}
+	return m.mayHoldCredential(w, str)
+}
+
+// mayHoldCredential reports whether a value too deeply nested to read may
+// still hold a credential: in any of the forms it takes decoded (up to
+// four times, as nestedCredential reads it), it looks like JSON, a query
+// or a URL, holds a credential name among its words, or is a bearer
+// credential.
+func (m *masker) mayHoldCredential(w *maskWork, v string) bool {
+	for range 4 {
+		if !w.spend(readCost + len(v)) {
+			return true
+		}
+		if strings.ContainsAny(v, "{[?#;=@") || strings.Contains(v, `":`) || bearer(v) || m.wordCredential(v) {
+			return true
+		}
+		d := queryDecode(v)
+		if d == v {
+			return false
+		}
+		v = d
+	}
+	return false
+}
+
+// bearer reports whether v is a bearer credential as an Authorization
+// header carries it: "Bearer" (in any case) and one token after it, with
+// no space in it ("Bearer of bad news" is text).
+func bearer(v string) bool {
+	const scheme = "bearer "
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return false
+	}
+	token := strings.TrimLeft(v[len(scheme):], " ")
+	return token != "" && !strings.ContainsAny(token, " \t")
 }
 
 // skipSpace returns the place of the first byte at or after i that is

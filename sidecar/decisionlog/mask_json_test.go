@@ -13,26 +13,31 @@ import (
 // credential written SECRET, in the spellings an upstream's JSON reader
 // (or a lenient one) reads as the same object.
 var jsonValues = map[string]string{
-	"raw":                     `{"access_token":"SECRET"}`,
-	"percent-encoded":         `%7B%22access_token%22%3A%22SECRET%22%7D`,
-	"doubly percent-encoded":  url.QueryEscape(url.QueryEscape(`{"access_token":"SECRET"}`)),
-	"plus for space":          `{+"access_token"+:+"SECRET"+}`,
-	"encoded whitespace":      `%7B%0A%20%22access_token%22%20%3A%09%22SECRET%22%7D`,
-	"nested object and array": `{"a":{"b":[1,{"refresh_token":"SECRET"}]}}`,
-	"array of objects":        `[{"client_secret":"SECRET"}]`,
-	"unicode escape":          `{"\u0061ccess_token":"SECRET"}`,
-	"unicode escaped word":    `{"\u0070wd":"SECRET"}`,
-	"a configured name":       `{"code":"SECRET"}`,
-	"a secret-named object":   `{"credentials":{"user":"alice","p":"SECRET"}}`,
-	"a URL in a string":       `{"return":"https://x.example/cb?access_token=SECRET"}`,
-	"an encoded URL":          `{"return":"https%3A%2F%2Fx.example%2Fcb%3Ftoken%3DSECRET"}`,
-	"JSON in a string":        `{"inner":"{\"api_key\":\"SECRET\"}"}`,
-	"after a prefix":          `v1.{"access_token":"SECRET"}`,
-	"second of two":           `{"a":1}{"token":"SECRET"}`,
-	"unquoted names":          `{access_token:'SECRET'}`,
-	"cut short":               `{"step":2,"access_token":"SECRET"`,
-	"too deep":                strings.Repeat("[", 200) + `"SECRET"` + strings.Repeat("]", 200),
-	"too long":                `{"note":"` + strings.Repeat("x", 64<<10) + `SECRET"}`,
+	"raw":                       `{"access_token":"SECRET"}`,
+	"percent-encoded":           `%7B%22access_token%22%3A%22SECRET%22%7D`,
+	"doubly percent-encoded":    url.QueryEscape(url.QueryEscape(`{"access_token":"SECRET"}`)),
+	"plus for space":            `{+"access_token"+:+"SECRET"+}`,
+	"encoded whitespace":        `%7B%0A%20%22access_token%22%20%3A%09%22SECRET%22%7D`,
+	"nested object and array":   `{"a":{"b":[1,{"refresh_token":"SECRET"}]}}`,
+	"array of objects":          `[{"client_secret":"SECRET"}]`,
+	"unicode escape":            `{"\u0061ccess_token":"SECRET"}`,
+	"unicode escaped word":      `{"\u0070wd":"SECRET"}`,
+	"a configured name":         `{"code":"SECRET"}`,
+	"a secret-named object":     `{"credentials":{"user":"alice","p":"SECRET"}}`,
+	"a URL in a string":         `{"return":"https://x.example/cb?access_token=SECRET"}`,
+	"an encoded URL":            `{"return":"https%3A%2F%2Fx.example%2Fcb%3Ftoken%3DSECRET"}`,
+	"JSON in a string":          `{"inner":"{\"api_key\":\"SECRET\"}"}`,
+	"JSON in JSON in a string":  `{"a":"{\"b\":\"{\\\"access_token\\\":\\\"SECRET\\\"}\"}"}`,
+	"a URL in JSON in a string": `{"a":"{\"b\":\"https://x.example/cb?token=SECRET\"}"}`,
+	"a name and its value":      `["access_token","SECRET"]`,
+	"name and value pairs":      `[["page","2"],["access_token","SECRET"]]`,
+	"a bearer credential":       `{"h":"Bearer SECRET"}`,
+	"after a prefix":            `v1.{"access_token":"SECRET"}`,
+	"second of two":             `{"a":1}{"token":"SECRET"}`,
+	"unquoted names":            `{access_token:'SECRET'}`,
+	"cut short":                 `{"step":2,"access_token":"SECRET"`,
+	"too deep":                  strings.Repeat("[", 200) + `"SECRET"` + strings.Repeat("]", 200),
+	"too long":                  `{"note":"` + strings.Repeat("x", 64<<10) + `SECRET"}`,
 }
 
 // A query value that is JSON is read as JSON: a credential-named key at
@@ -86,6 +91,9 @@ func TestMaskingKeepsJSONWithoutCredentials(t *testing.T) {
 		`{"left":3}x`,
 		`[draft]`,
 		`{"a":"{\"b\":1}"}`,
+		`{"a":"{\"b\":\"en\"}"}`,
+		`{"fields":["email","password"]}`,
+		`{"h":"Bearer of bad news"}`,
 	} {
 		t.Run(raw, func(t *testing.T) {
 			decoded, err := url.QueryUnescape(raw)
@@ -148,5 +156,48 @@ func TestMaskingPairsWithoutValue(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A query value that is a bearer credential, as an Authorization header
+// carries it, is masked whole under any name; text that starts with the
+// word is kept.
+func TestMaskingBearerValues(t *testing.T) {
+	for q, masked := range map[string]bool{
+		"h=Bearer+SECRET":          true,
+		"h=bearer%20SECRET":        true,
+		"h=Bearer%2520SECRET":      true,
+		"q=Bearer+of+bad+news":     false,
+		"q=Bearer":                 false,
+		"q=Bearers%20are%20common": false,
+	} {
+		path := "/cb?" + q + "&page=2"
+		for form, got := range maskForms(t, httpInput(map[string]any{"path": path})) {
+			p := lookup(got.rec.Input, "attributes", "request", "http", "path")
+			if masked && (strings.Contains(got.logged, "SECRET") || !strings.Contains(got.logged, "page=2")) {
+				t.Errorf("%s: %s logged as %v", form, q, p)
+			}
+			if !masked && p != path {
+				t.Errorf("%s: %s logged as %v", form, q, p)
+			}
+		}
+	}
+}
+
+// A query value nested past the levels masking reads is masked whole when
+// it may still hold a credential, and kept when it cannot.
+func TestMaskingPastTheNestingRead(t *testing.T) {
+	deep := "https://c.example/cb?token=SECRET"
+	for value, masked := range map[string]bool{
+		"https://a.example/?r=" + url.QueryEscape("https://b.example/?u="+url.QueryEscape(deep)): true,
+		"https://a.example/?r=" + url.QueryEscape("https://b.example/?u=en"):                     false,
+	} {
+		path := "/login?next=" + url.QueryEscape(value) + "&page=2"
+		for form, got := range maskForms(t, httpInput(map[string]any{"path": path})) {
+			p := lookup(got.rec.Input, "attributes", "request", "http", "path")
+			if masked && p != "/login?next=***&page=2" || !masked && p != path {
+				t.Errorf("%s: %s logged as %v", form, value, p)
+			}
+		}
 	}
 }
