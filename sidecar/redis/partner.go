@@ -78,6 +78,40 @@ func (s *Store) keepChange(ctx context.Context, key, member string, at time.Time
 	return nil
 }
 
+// How long a narrowing write waits for its mark (keepChangeAhead), and
+// how long the mark may go on after that.
+const (
+	markWait    = 100 * time.Millisecond
+	markTimeout = time.Second
+)
+
+// keepChangeAhead keeps member as keepChange does, for a write that
+// narrows access: the write waits for its mark at most markWait, then
+// goes ahead while the mark goes on, on its own deadline. The mark lies
+// in another slot, on another node of a Cluster: that node slow or gone
+// must not hold back a revocation, nor turn it into a 503 with the grant
+// still live. A mark that fails, or lands after the write, leaves the
+// write's records to the Recorder and to a retry of the write, as before
+// marks were kept. Failures are logged with msg and args.
+func (s *Store) keepChangeAhead(ctx context.Context, key, member string, at time.Time, msg string, args ...any) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+		defer cancel()
+		if err := s.keepChange(mctx, key, member, at); err != nil {
+			s.log.Warn(msg, append(args, "err", err)...)
+		}
+	}()
+	wait := time.NewTimer(markWait)
+	defer wait.Stop()
+	select {
+	case <-done:
+	case <-wait.C:
+	case <-ctx.Done():
+	}
+}
+
 func field(a, b string) string { return a + "\x00" + b }
 
 // ---- access requests ---------------------------------------------------------
@@ -663,12 +697,7 @@ func (s *Store) RevokeGrant(ctx context.Context, customer, id, by, byOrg string)
 		now := s.now()
 		kept := *g // the script removes only the grant with this id: this one
 		kept.RevokedAt, kept.RevokedBy, kept.RevokedByOrg = now, by, byOrg
-		if err := s.keepChange(ctx, s.revokesKey(), field(customer, id), now); err != nil {
-			// A revocation narrows access: it is not held back by its
-			// mark, which lies on another node in a Cluster. Its records
-			// are then recorded again only by a retry of it.
-			s.log.Warn("revocation not kept for the records sweep", "customer", customer, "grant", id, "err", err)
-		}
+		s.keepChangeAhead(ctx, s.revokesKey(), field(customer, id), now, "revocation not kept for the records sweep", "customer", customer, "grant", id)
 		individual := "0"
 		if g.User != "" {
 			individual = "1"
