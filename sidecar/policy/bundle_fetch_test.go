@@ -261,3 +261,35 @@ func TestLastingRefusalStaysShown(t *testing.T) {
 		})
 	}
 }
+
+// A failure of another kind within a minute of the last line is logged at
+// once: a run of 500s that turns into 403s (the server's credentials
+// revoked) shows the first 403 when it comes, then the first 500 again,
+// while repeats of one kind stay paced.
+func TestFetchFailureOfAnotherKindLoggedAtOnce(t *testing.T) {
+	ctx := context.Background()
+	r1 := build(t, "r1", "v1", nil)
+	srv := newPollServer(t, r1, true, true)
+	srv.fail(http.StatusInternalServerError)
+	clock := &stepClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	p := startPolledAt(t, policy.Config{BundleURL: srv.URL, PollInterval: time.Hour}, clock)
+	poll := func(n int) {
+		for range n {
+			clock.add(time.Second)
+			if err := p.src.Reload(ctx); err == nil {
+				t.Fatal("a failing server's bundle loaded")
+			}
+		}
+	}
+	poll(5)
+	srv.fail(http.StatusForbidden)
+	poll(10)
+	if got := strings.Count(p.logged(), "403"); got != 1 {
+		t.Fatalf("10 polls answered 403 after a run of 500s logged the 403 %d times, want once, at the first:\n%s", got, p.logged())
+	}
+	srv.fail(http.StatusInternalServerError)
+	poll(10)
+	if got := strings.Count(p.logged(), "500"); got != 2 {
+		t.Fatalf("500s again after the 403s logged a 500 %d times in all, want twice (the first of each run):\n%s", got, p.logged())
+	}
+}

@@ -317,14 +317,14 @@ func (s *Source) Reload(ctx context.Context) error {
 }
 
 // fetchFailed records the failed fetch err at now: counted and shown in
-// the status at every poll, logged at the first of a run, then at most
-// once per fetchErrorLogEvery with how many failed since (a short
-// poll_interval would otherwise log a line at every poll while a bundle
-// server is down).
+// the status at every poll, logged at the first of a run and at the first
+// of another message, then at most once per fetchErrorLogEvery with how
+// many failed since (a short poll_interval would otherwise log a line at
+// every poll while a bundle server is down).
 func (s *Source) fetchFailed(now time.Time, err error) {
 	s.fetchFailures.Add(1)
 	first := s.fetchLog.at.IsZero()
-	if log, n := s.fetchLog.failed(now, fetchErrorLogEvery); log {
+	if log, n := s.fetchLog.failed(now, fetchErrorLogEvery, err.Error()); log {
 		if first {
 			s.logger.Error("policy update refused", "source", s.status.Source, "error", err)
 		} else {
@@ -349,20 +349,23 @@ func (s *Source) attempted(err error) {
 
 // failureLog paces the log lines of a run of failures: the first is
 // logged at once, later ones at most once per interval, each saying how
-// many failed since the line before.
+// many failed since the line before. A failure of another kind than the
+// last logged (another message: a 403 in a run of 500s) is logged at
+// once, so that a line per interval never hides what changed.
 type failureLog struct {
 	at    time.Time // when the run's last line was logged; zero: no run
 	since uint64    // failures since that line
+	kind  string    // the kind of the failure that line logged
 }
 
-// failed counts a failure at now, and reports whether to log it and how
-// many failures that line stands for (this one included).
-func (f *failureLog) failed(now time.Time, every time.Duration) (log bool, n uint64) {
+// failed counts a failure of kind at now, and reports whether to log it
+// and how many failures that line stands for (this one included).
+func (f *failureLog) failed(now time.Time, every time.Duration, kind string) (log bool, n uint64) {
 	f.since++
-	if !f.at.IsZero() && now.Sub(f.at) < every {
+	if !f.at.IsZero() && now.Sub(f.at) < every && kind == f.kind {
 		return false, 0
 	}
-	n, f.at, f.since = f.since, now, 0
+	n, f.at, f.since, f.kind = f.since, now, 0, kind
 	return true, n
 }
 
@@ -370,7 +373,7 @@ func (f *failureLog) failed(now time.Time, every time.Duration) (log bool, n uin
 // how many of its failures no line logged yet.
 func (f *failureLog) ok() (failing bool, n uint64) {
 	failing, n = !f.at.IsZero(), f.since
-	f.at, f.since = time.Time{}, 0
+	f.at, f.since, f.kind = time.Time{}, 0, ""
 	return failing, n
 }
 
