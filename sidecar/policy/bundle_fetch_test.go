@@ -1,7 +1,9 @@
 package policy_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -291,5 +293,38 @@ func TestFetchFailureOfAnotherKindLoggedAtOnce(t *testing.T) {
 	poll(10)
 	if got := strings.Count(p.logged(), "500"); got != 2 {
 		t.Fatalf("500s again after the 403s logged a 500 %d times in all, want twice (the first of each run):\n%s", got, p.logged())
+	}
+}
+
+// A server chooses its reason phrase: one that names each answer anew
+// ("500 req-1", "500 req-2", ...) is still one kind of failure, logged
+// once a minute, not at every poll.
+func TestFetchFailureReasonPhraseNotAKind(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for n := 1; ; n++ {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = http.ReadRequest(bufio.NewReader(c))
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 500 req-%d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", n)
+			_ = c.Close()
+		}
+	}()
+	clock := &stepClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	p := startPolledAt(t, policy.Config{BundleURL: "http://" + l.Addr().String() + "/bundle.tar.gz", PollInterval: time.Hour}, clock)
+	for range 30 {
+		clock.add(time.Second)
+		if err := p.src.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "500 req-") {
+			t.Fatalf("reload = %v, want the server's 500", err)
+		}
+	}
+	if got := strings.Count(p.logged(), "500 req-"); got != 1 {
+		t.Fatalf("31 polls answered 500 with another reason phrase each logged %d lines naming one, want 1:\n%s", got, p.logged())
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,12 +109,27 @@ var errServing = errors.New("serving")
 // server unreachable, an error status, a transfer cut short, policy files
 // that cannot be read), so nothing is remembered of it, and the next poll
 // fetches again.
-type fetchError struct{ err error }
+type fetchError struct {
+	err error
+	// kind names the failure for the paced log (failureLog): the error's
+	// message, or, for an error status, its code alone, as the server
+	// chooses the reason phrase and could vary it at every poll.
+	kind string
+}
 
 func (e *fetchError) Error() string { return e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
-func fetchFailed(err error) error { return &fetchError{err} }
+func fetchFailed(err error) error { return &fetchError{err: err, kind: err.Error()} }
+
+// failureKind is the kind of a failed fetch err (see fetchError.kind).
+func failureKind(err error) string {
+	var fe *fetchError
+	if errors.As(err, &fe) {
+		return fe.kind
+	}
+	return err.Error()
+}
 
 // FetchFailed reports whether err, from an attempt, is a failed fetch
 // (counted in FetchFailures at every poll) rather than a policy set, or
@@ -324,7 +340,7 @@ func (s *Source) Reload(ctx context.Context) error {
 func (s *Source) fetchFailed(now time.Time, err error) {
 	s.fetchFailures.Add(1)
 	first := s.fetchLog.at.IsZero()
-	if log, n := s.fetchLog.failed(now, fetchErrorLogEvery, err.Error()); log {
+	if log, n := s.fetchLog.failed(now, fetchErrorLogEvery, failureKind(err)); log {
 		if first {
 			s.logger.Error("policy update refused", "source", s.status.Source, "error", err)
 		} else {
@@ -649,7 +665,8 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: 304 Not Modified to a request without If-None-Match, "+
 			"which names no bundle to keep (a cache or proxy answering in the bundle server's place?)", s.status.Source))
 	default:
-		return nil, fetchFailed(sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status)))
+		return nil, &fetchError{err: sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status)),
+			kind: "status " + strconv.Itoa(resp.StatusCode)}
 	}
 	etag := resp.Header.Get("ETag")
 	if etag != "" && etag == s.refusedETag {
