@@ -22,7 +22,7 @@ const (
 
 // LookupConfig bounds how long a check waits for state.
 type LookupConfig struct {
-	Budget          time.Duration `yaml:"budget" usage:"time one state lookup of a check may take before the check fails closed (503 state_unavailable); keep it below Envoy's ext_authz timeout"`
+	Budget          time.Duration `yaml:"budget" usage:"time one state lookup of a check may take before the check fails closed (503 state_unavailable); a check may wait on up to three lookups in turn, so keep it under a quarter of Envoy's ext_authz timeout (the chart enforces that)"`
 	BreakerFailures int           `yaml:"breaker_failures" usage:"consecutive failed state lookups after which checks needing state fail at once, until a probe finds the store back"`
 	ProbeInterval   time.Duration `yaml:"probe_interval" usage:"how often the store is probed while state lookups fail at once"`
 }
