@@ -1,6 +1,9 @@
 package authz_test
 
 import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"strconv"
 	"strings"
@@ -81,6 +84,7 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 			"--XyZ\r\nContent-Disposition: " + disposition + "\r\n\r\n" + value + "\r\n--XyZ--\r\n"
 	}
 	const form, jsonType, multi = "application/x-www-form-urlencoded", "application/json", "multipart/form-data; boundary=XyZ"
+	tokenJSON, tokenForm := `{"product":42,"access_token":"`+mallory+`"}`, "product=42&access_token="+mallory
 	for _, tc := range []struct {
 		name    string
 		path    string
@@ -224,6 +228,47 @@ func TestCredentialCarriersResolveNoDelegation(t *testing.T) {
 		{name: "a form after a byte order mark", path: cart, headers: session1("content-type", form), body: "\xef\xbb\xbfaccess_token=" + mallory, reason: "malformed_request"},
 		{name: "a form after a byte order mark, parse_body off", path: cart, headers: session1("content-type", form), body: "\xef\xbb\xbfaccess_token=" + mallory, noParse: true},
 		{name: "a JSON body after a byte order mark, parse_body off", path: cart, headers: session1("content-type", jsonType), body: "\xef\xbb\xbf{\"access_token\":\"" + mallory + "\"}", noParse: true},
+
+		// A compressed body, or one in a charset that is not ASCII to a
+		// token's bytes, is another body to an upstream that inflates or
+		// decodes it (Express's body-parser does both): refused whenever
+		// body carriers are read, parse_body on or off, whatever its type.
+		{name: "a gzip JSON body", path: cart, headers: session1("content-type", jsonType, "content-encoding", "gzip"), body: gzipped(tokenJSON), reason: "malformed_request"},
+		{name: "a gzip JSON body, parse_body off", path: cart, headers: session1("content-type", jsonType, "content-encoding", "gzip"), body: gzipped(tokenJSON), noParse: true},
+		{name: "a gzip form, parse_body off", path: cart, headers: session1("content-type", form, "content-encoding", "GZIP"), body: gzipped(tokenForm), noParse: true},
+		{name: "a deflate form", path: cart, headers: session1("content-type", form, "content-encoding", "deflate"), body: deflated(tokenForm), reason: "malformed_request"},
+		{name: "a deflate form, parse_body off", path: cart, headers: session1("content-type", form, "content-encoding", "deflate"), body: deflated(tokenForm), noParse: true},
+		{name: "a br JSON body", path: cart, headers: session1("content-type", jsonType, "content-encoding", "br"), body: "\x1b\x1e\x00\xf8\xa5\x40\x72\x21", reason: "malformed_request"},
+		{name: "a br JSON body, parse_body off", path: cart, headers: session1("content-type", jsonType, "content-encoding", "br"), body: "\x1b\x1e\x00\xf8\xa5\x40\x72\x21", noParse: true},
+		{name: "identity then gzip, parse_body off", path: cart, headers: session1("content-type", jsonType, "content-encoding", "identity, gzip"), body: gzipped(tokenJSON), noParse: true},
+		{name: "a gzip text/json body", path: cart, headers: session1("content-type", "text/json", "content-encoding", "gzip"), body: gzipped(tokenJSON), reason: "malformed_request"},
+		{name: "a gzip text/json body, parse_body off", path: cart, headers: session1("content-type", "text/json", "content-encoding", "gzip"), body: gzipped(tokenJSON), noParse: true},
+		{name: "a gzip body with no type", path: cart, headers: session1("content-encoding", "gzip"), body: gzipped(tokenForm), reason: "malformed_request"},
+		{name: "a gzip body with no type, parse_body off", path: cart, headers: session1("content-encoding", "gzip"), body: gzipped(tokenForm), noParse: true},
+		{name: "a gzip body of a type not read", path: cart, headers: session1("content-type", "application/octet-stream", "content-encoding", "gzip"), body: gzipped(tokenForm)},
+		{name: "a gzip body in header_map", path: cart, headers: session1("content-type", jsonType), fields: [][2]string{{"Content-Encoding", "gzip"}}, body: gzipped(tokenJSON), noParse: true},
+		{name: "a UTF-16LE JSON body", path: cart, headers: session1("content-type", jsonType+"; charset=utf-16le"), body: utf16le(tokenJSON), reason: "malformed_request"},
+		{name: "a UTF-16LE JSON body, parse_body off", path: cart, headers: session1("content-type", jsonType+"; charset=utf-16le"), body: utf16le(tokenJSON), noParse: true},
+		{name: "a UTF-16LE JSON body with a quoted charset, parse_body off", path: cart, headers: session1("content-type", jsonType+`; Charset="UTF-16LE"`), body: utf16le(tokenJSON), noParse: true},
+		{name: "a UTF-16 byte order mark, no charset", path: cart, headers: session1("content-type", jsonType), body: "\xff\xfe" + utf16le(tokenJSON), reason: "malformed_request"},
+		{name: "a UTF-16 byte order mark, no charset, parse_body off", path: cart, headers: session1("content-type", jsonType), body: "\xff\xfe" + utf16le(tokenJSON), noParse: true},
+		// A form holding a control byte (UTF-16's NULs) is refused as
+		// malformed, parse_body on or off.
+		{name: "a UTF-16BE byte order mark in a form, parse_body off", path: cart, headers: session1("content-type", form), body: "\xfe\xff" + utf16be(tokenForm), noParse: true, reason: "malformed_request"},
+		{name: "a UTF-16 byte order mark in text/plain", path: cart, headers: session1("content-type", "text/plain"), body: "\xff\xfe" + utf16le(tokenForm)},
+		{name: "a UTF-16LE JSON body without a mark or charset, parse_body off", path: cart, headers: session1("content-type", jsonType), body: utf16le(tokenJSON), noParse: true},
+		{name: "a UTF-32 JSON body, parse_body off", path: cart, headers: session1("content-type", jsonType+"; charset=utf-32"), body: "\x00\x00\xfe\xff" + utf16be(utf16be(tokenJSON)), noParse: true},
+		{name: "a UTF-16 form, parse_body off", path: cart, headers: session1("content-type", form+"; charset=utf-16"), body: utf16be(tokenForm), noParse: true, reason: "malformed_request"},
+		{name: "a UTF-7 form, parse_body off", path: cart, headers: session1("content-type", form+"; charset=utf-7"), body: "access+AF8-token=" + mallory, noParse: true},
+		// Bodies an upstream reads as their bytes say.
+		{name: "session posting JSON as identity", path: cart, headers: session1("content-type", jsonType, "content-encoding", "identity"), body: `{"product":42}`, allowed: true},
+		{name: "session posting JSON as identity, parse_body off", path: cart, headers: session1("content-type", jsonType, "content-encoding", "Identity"), body: `{"product":42}`, noParse: true, allowed: true},
+		{name: "session posting UTF-8 JSON", path: cart, headers: session1("content-type", jsonType+"; charset=utf-8"), body: `{"product":42,"note":"caf\u00e9 ` + "\u00e9" + `"}`, allowed: true},
+		{name: "session posting UTF-8 JSON, parse_body off", path: cart, headers: session1("content-type", jsonType+`; charset="UTF-8"`), body: `{"product":42}`, noParse: true, allowed: true},
+		{name: "session posting a US-ASCII form", path: cart, headers: session1("content-type", form+"; charset=us-ascii"), body: "product=42", allowed: true},
+		{name: "session posting an ISO-8859-1 form", path: cart, headers: session1("content-type", form+"; charset=ISO-8859-1"), body: "product=42&note=caf\xe9", noParse: true, allowed: true},
+		{name: "session posting a compressed body with nothing in it", path: cart, headers: session1("content-type", jsonType, "content-encoding", "gzip", "content-length", "0"), allowed: true},
+		{name: "a token in an ISO-8859-1 form", path: cart, headers: session1("content-type", form+"; charset=iso-8859-1"), body: "product=42&access_token=" + mallory},
 	} {
 		// A body is looked through alike in body and in raw_body (Envoy
 		// with pack_as_bytes, and any body that is not UTF-8).
@@ -348,4 +393,38 @@ func TestParseCredentialCarriers(t *testing.T) {
 			t.Errorf("%q: error %v, want one naming identity.credential_carriers entry 1", bad, err)
 		}
 	}
+}
+
+func gzipped(s string) string {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	w.Write([]byte(s))
+	w.Close()
+	return b.String()
+}
+
+// deflated is s as HTTP's deflate coding sends it: zlib.
+func deflated(s string) string {
+	var b bytes.Buffer
+	w := zlib.NewWriter(&b)
+	w.Write([]byte(s))
+	w.Close()
+	return b.String()
+}
+
+// utf16le and utf16be spell ASCII s in UTF-16.
+func utf16le(s string) string {
+	b := make([]byte, 0, 2*len(s))
+	for i := 0; i < len(s); i++ {
+		b = append(b, s[i], 0)
+	}
+	return string(b)
+}
+
+func utf16be(s string) string {
+	b := make([]byte, 0, 2*len(s))
+	for i := 0; i < len(s); i++ {
+		b = append(b, 0, s[i])
+	}
+	return string(b)
 }

@@ -392,7 +392,8 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 // carrier's name, or an escape that may hide one; of a form cut short,
 // only the last field, which the cut may have shortened, is looked
 // through so. A body is read alike from body and raw_body. A body not
-// sent (nginx, Caddy) is not seen.
+// sent (nginx, Caddy) is not seen. A body an upstream may read as other
+// bytes (see otherBytes) is refused before it is read at all.
 func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 	if len(k.c.body.keys) == 0 {
 		return false
@@ -402,6 +403,13 @@ func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 		return false
 	}
 	ct := k.view.Header("content-type")
+	head := body
+	if head == "" {
+		head = string(raw[:min(len(raw), 4)])
+	}
+	if k.otherBytes(ct, head) {
+		return true
+	}
 	// A multipart part may be quoted-printable ("=65yJ"), which Go's
 	// reader decodes.
 	multi := false
@@ -455,6 +463,65 @@ func (k *credentialCheck) body(h *authv3.AttributeContext_HttpRequest) bool {
 		return k.hidden(body)
 	}
 	return false
+}
+
+// otherBytes reports whether an upstream may read a body (head is its
+// first bytes) as other bytes than were sent, which Deputy cannot look
+// through for a carrier: compressed (a content-encoding other than
+// identity, which Express's body-parser inflates), or text in a charset
+// that spells a token or a carrier's name in other bytes than ASCII does
+// (body-parser decodes every charset iconv-lite knows): a charset other
+// than UTF-8, US-ASCII or ISO-8859-1, or a UTF-16 or UTF-32 byte order
+// mark. A JSON body whose first four bytes hold a NUL is UTF-16 or UTF-32
+// to a reader that detects it so (RFC 4627, Jackson). Deputy does not
+// inflate or decode a body: such a body is refused whatever it holds.
+func (k *credentialCheck) otherBytes(ct, head string) bool {
+	var buf [2]string
+	for _, ce := range k.view.AppendHeaderValues(buf[:0], "content-encoding") {
+		if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+			return true
+		}
+	}
+	if strings.HasPrefix(head, "\xff\xfe") || strings.HasPrefix(head, "\xfe\xff") || strings.HasPrefix(head, "\x00\x00\xfe\xff") {
+		return true
+	}
+	if strings.IndexByte(head[:min(len(head), 4)], 0) >= 0 && readingsOf(ct)&readsJSON != 0 {
+		return true
+	}
+	return !asciiCharsets(ct)
+}
+
+// asciiCharsets reports whether every charset parameter of a content type
+// spells ASCII as ASCII does, one byte a character, and no other byte as
+// an ASCII one: UTF-8, US-ASCII and ISO-8859-1, in any case, quoted or
+// not. Every "charset" in the type is looked at, as types may be joined
+// with ","; one not followed by "=" (an RFC 2231 "charset*") is not
+// known to be ASCII.
+func asciiCharsets(ct string) bool {
+	const name = "charset"
+	for i := 0; i+len(name) <= len(ct); i++ {
+		if !strings.EqualFold(ct[i:i+len(name)], name) {
+			continue
+		}
+		rest := strings.TrimLeft(ct[i+len(name):], " \t")
+		if !strings.HasPrefix(rest, "=") {
+			return false
+		}
+		rest = strings.TrimLeft(rest[1:], " \t\"")
+		end := strings.IndexAny(rest, "\"; ,\t")
+		if end < 0 {
+			end = len(rest)
+		}
+		switch cs := rest[:end]; {
+		case strings.EqualFold(cs, "utf-8"), strings.EqualFold(cs, "utf8"),
+			strings.EqualFold(cs, "us-ascii"), strings.EqualFold(cs, "ascii"),
+			strings.EqualFold(cs, "iso-8859-1"), strings.EqualFold(cs, "latin1"):
+		default:
+			return false
+		}
+		i += len(name) - 1
+	}
+	return true
 }
 
 // lastField is a form body's last field, after its last "&" or ";" (Rack

@@ -579,7 +579,8 @@ func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.
 	// (iconv-lite, under body-parser: "\ufeff_method=DELETE" is an
 	// override there) and kept by others (Rack, PHP, Go). Read as its
 	// bytes say, either would be decided on another body than the
-	// upstream runs: not read, and refused where it would be parsed.
+	// upstream runs: not read, and refused for every type a framework
+	// reads a body of (readingsOf).
 	// opaque says why; it is passed on, not kept in pb: a field of pb
 	// that reaches an error would take pb's carrier count to the heap on
 	// every check.
@@ -587,6 +588,7 @@ func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.
 	switch {
 	case h.encoded && body != "":
 		opaque = "sent with content-encoding " + strconv.Quote(h.encoding) + ", which the upstream may inflate"
+		unread = true
 	case strings.HasPrefix(body, byteOrderMark):
 		opaque = "starting with a byte order mark, which upstreams differ on dropping"
 		unread = true
@@ -595,8 +597,14 @@ func (pb bodyParse) parse(view *sidecar.Request, body string, raw []byte) (*ast.
 	var read bodyReadings
 	carriers := 0
 	pb.carriers = &carriers
-	if !truncated && body != "" {
-		term, read, err = pb.parseKnown(ct, body, opaque)
+	switch {
+	case truncated || body == "":
+	case opaque != "" && readingsOf(ct) != 0:
+		// Every type a framework reads a body of (see readingsOf: no
+		// type, "text/json"), not only those parseKnown parses.
+		err = sidecar.Invalid("body", "body of type %q %s: refused, as policy would decide on other fields than the upstream reads", ct, opaque)
+	default:
+		term, read, err = pb.parseKnown(ct, body)
 	}
 	if pb.post && len(pb.overrides) > 0 {
 		if readings := readingsOf(ct); readings != 0 &&
@@ -776,17 +784,13 @@ func jsonValue(x any) (ast.Value, error) {
 // parseKnown parses the types OPA-Envoy's parsed_body holds, and the form
 // types, reading overrides from them; read is the reading it did (none
 // when it did not).
-func (pb bodyParse) parseKnown(ct, body, opaque string) (*ast.Term, bodyReadings, error) {
+func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bodyReadings, error) {
 	if ct == "" {
 		return nil, 0, nil
 	}
 	mediaType, params, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return nil, 0, nil
-	}
-	if opaque != "" && (mediaType == "application/json" || strings.HasSuffix(mediaType, "+json") ||
-		mediaType == "application/x-www-form-urlencoded" || mediaType == "multipart/form-data") {
-		return nil, 0, sidecar.Invalid("body", "%s body %s: refused, as policy would decide on other fields than the upstream reads", mediaType, opaque)
 	}
 	switch {
 	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
