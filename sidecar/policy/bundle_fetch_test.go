@@ -296,35 +296,58 @@ func TestFetchFailureOfAnotherKindLoggedAtOnce(t *testing.T) {
 	}
 }
 
-// A server chooses its reason phrase: one that names each answer anew
-// ("500 req-1", "500 req-2", ...) is still one kind of failure, logged
-// once a minute, not at every poll.
-func TestFetchFailureReasonPhraseNotAKind(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for n := 1; ; n++ {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = http.ReadRequest(bufio.NewReader(c))
+// A server chooses its reason phrase, and Go's text of a failed
+// connection names its local port: a failure whose message changes at
+// every poll ("500 req-1", "500 req-2", ..., a reset from another port
+// each time) is still one kind, logged once a minute, not at every
+// poll; and a reason phrase of a megabyte is shown cut short.
+func TestFetchFailureMessageNotAKind(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		answer func(c net.Conn, n int)
+		want   string // in every failure, and in exactly one line
+	}{
+		{"reason phrase counting", func(c net.Conn, n int) {
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 500 req-%d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", n)
-			_ = c.Close()
-		}
-	}()
-	clock := &stepClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	p := startPolledAt(t, policy.Config{BundleURL: "http://" + l.Addr().String() + "/bundle.tar.gz", PollInterval: time.Hour}, clock)
-	for range 30 {
-		clock.add(time.Second)
-		if err := p.src.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "500 req-") {
-			t.Fatalf("reload = %v, want the server's 500", err)
-		}
-	}
-	if got := strings.Count(p.logged(), "500 req-"); got != 1 {
-		t.Fatalf("31 polls answered 500 with another reason phrase each logged %d lines naming one, want 1:\n%s", got, p.logged())
+		}, "500 req-"},
+		{"connection reset", func(c net.Conn, _ int) {
+			_ = c.(*net.TCPConn).SetLinger(0)
+		}, "reset"},
+		{"reason phrase of a megabyte", func(c net.Conn, _ int) {
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 500 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", strings.Repeat("x", 1<<20))
+		}, "500 xxx"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close() })
+			go func() {
+				for n := 1; ; n++ {
+					conn, err := l.Accept()
+					if err != nil {
+						return
+					}
+					_, _ = http.ReadRequest(bufio.NewReader(conn))
+					c.answer(conn, n)
+					_ = conn.Close()
+				}
+			}()
+			clock := &stepClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+			p := startPolledAt(t, policy.Config{BundleURL: "http://" + l.Addr().String() + "/bundle.tar.gz", PollInterval: time.Hour}, clock)
+			for range 30 {
+				clock.add(time.Second)
+				if err := p.src.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("reload = %v, want the failure naming %q", err, c.want)
+				}
+			}
+			if got := strings.Count(p.logged(), c.want); got != 1 {
+				t.Fatalf("31 polls, each failing with another message, logged %d lines naming %q, want 1", got, c.want)
+			}
+			if n := len(p.logged()); n > 4096 {
+				t.Fatalf("31 failed polls logged %d bytes", n)
+			}
+		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/keys"
@@ -121,6 +122,23 @@ func (e *fetchError) Error() string { return e.err.Error() }
 func (e *fetchError) Unwrap() error { return e.err }
 
 func fetchFailed(err error) error { return &fetchError{err: err, kind: err.Error()} }
+
+// maxReasonPhrase is the most of a bundle server's status line an error
+// shows: a server chooses its reason phrase, a megabyte of it included.
+const maxReasonPhrase = 128
+
+// shortStatus is status cut to maxReasonPhrase bytes, on a character's
+// boundary.
+func shortStatus(status string) string {
+	if len(status) <= maxReasonPhrase {
+		return status
+	}
+	cut := maxReasonPhrase
+	for cut > 0 && !utf8.RuneStart(status[cut]) {
+		cut--
+	}
+	return status[:cut] + "…"
+}
 
 // failureKind is the kind of a failed fetch err (see fetchError.kind).
 func failureKind(err error) string {
@@ -643,7 +661,10 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, fetchFailed(sidecar.Unavailable("bundle server unreachable", sidecar.RedactURLError(err)))
+		// Go's text of a failed connection changes from poll to poll (the
+		// local port of a reset, the time of an expired certificate):
+		// one kind, so the log stays paced.
+		return nil, &fetchError{err: sidecar.Unavailable("bundle server unreachable", sidecar.RedactURLError(err)), kind: "unreachable"}
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -665,7 +686,8 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 		return nil, sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: 304 Not Modified to a request without If-None-Match, "+
 			"which names no bundle to keep (a cache or proxy answering in the bundle server's place?)", s.status.Source))
 	default:
-		return nil, &fetchError{err: sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, resp.Status)),
+		// The reason phrase is the server's: shown cut to a line's worth.
+		return nil, &fetchError{err: sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %s", s.status.Source, shortStatus(resp.Status))),
 			kind: "status " + strconv.Itoa(resp.StatusCode)}
 	}
 	etag := resp.Header.Get("ETag")
@@ -675,7 +697,7 @@ func (s *Source) fetchURL(ctx context.Context) (*Set, error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, s.cfg.MaxBundleBytes+1))
 	if err != nil {
 		// The transfer's failure, not the bundle's: tried again next poll.
-		return nil, fetchFailed(sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %w", s.status.Source, sidecar.RedactURLError(err))))
+		return nil, &fetchError{err: sidecar.Unavailable("bundle server", fmt.Errorf("GET %s: %w", s.status.Source, sidecar.RedactURLError(err))), kind: "transfer"}
 	}
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
