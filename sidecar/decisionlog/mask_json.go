@@ -245,16 +245,34 @@ func (m *masker) mayHoldCredential(w *maskWork, v string) bool {
 	return false
 }
 
-// bearer reports whether v is a bearer credential as an Authorization
-// header carries it: "Bearer" (in any case) and one token after it, with
-// no space in it ("Bearer of bad news" is text).
+// bearer reports whether v is a credential as an Authorization header
+// carries it: "Bearer" or "DPoP" (in any case) and one token after it,
+// with no space in it ("Bearer of bad news" is text); around it, spaces,
+// quotes and the header's own name.
 func bearer(v string) bool {
-	const scheme = "bearer "
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return false
+	// Servers trim a header value's whitespace, and a value may be quoted
+	// or carry the header's name: each is read as the bare value.
+	v = strings.Trim(v, " \t\r\n\"'\\")
+	if hasPrefixFold(v, "authorization:") {
+		v = strings.TrimLeft(v[len("authorization:"):], " \t")
 	}
-	token := strings.TrimLeft(v[len(scheme):], " ")
-	return token != "" && !strings.ContainsAny(token, " \t")
+	for _, scheme := range []string{"bearer", "dpop"} {
+		if len(v) <= len(scheme) || !hasPrefixFold(v, scheme) {
+			continue
+		}
+		rest := v[len(scheme):]
+		token := strings.TrimLeft(rest, " \t\u00a0")
+		if len(token) == len(rest) {
+			continue // "bearers", not the scheme
+		}
+		return token != "" && !strings.ContainsAny(token, " \t\r\n\u00a0")
+	}
+	return false
+}
+
+// hasPrefixFold reports whether s begins with prefix, in any ASCII case.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // skipSpace returns the place of the first byte at or after i that is

@@ -170,6 +170,18 @@ func TestMaskingBearerValues(t *testing.T) {
 		"q=Bearer+of+bad+news":     false,
 		"q=Bearer":                 false,
 		"q=Bearers%20are%20common": false,
+		// Servers trim a header value, and a value may be quoted or
+		// carry the header's name.
+		"h=Bearer+SECRET+":                                             true,
+		"h=%09Bearer%09SECRET%09":                                      true,
+		"h=%22Bearer+SECRET%22":                                        true,
+		"h=Authorization:+Bearer+SECRET":                               true,
+		"h=DPoP+SECRET":                                                true,
+		"s=" + url.QueryEscape(`{"h":"Bearer SECRET "}`):               true,
+		"s=" + url.QueryEscape(`"\"Bearer SECRET\""`):                  true,
+		"s=" + url.QueryEscape(`{"h":"\"Bearer SECRET\""}`):            true,
+		"s=" + url.QueryEscape(`{"h":"Authorization: Bearer SECRET"}`): true,
+		"q=%22Bearer+of+bad+news%22":                                   false,
 	} {
 		path := "/cb?" + q + "&page=2"
 		for form, got := range maskForms(t, httpInput(map[string]any{"path": path})) {
