@@ -80,6 +80,17 @@ func startRun(t *testing.T, cfg *Config) (stop context.CancelFunc, done <-chan e
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	s, err := build(ctx, cfg)
+	// A port chosen free may be taken before the bind by a server another
+	// test (of this package or one beside it) chose at random too: the
+	// listeners on loopback ports move to others, a few times at most.
+	for try := 0; err != nil && strings.Contains(err.Error(), "address already in use") && try < 5; try++ {
+		for _, addr := range []*string{&cfg.GRPC.Addr, &cfg.HTTP.Addr, &cfg.Metrics.Addr} {
+			if strings.HasPrefix(*addr, "127.0.0.1:") {
+				*addr = freePort(t)
+			}
+		}
+		s, err = build(ctx, cfg)
+	}
 	if err != nil {
 		stop()
 		t.Fatal(err)

@@ -286,12 +286,12 @@ func TestFetchFailureOfAnotherKindLoggedAtOnce(t *testing.T) {
 	poll(5)
 	srv.fail(http.StatusForbidden)
 	poll(10)
-	if got := strings.Count(p.logged(), "403"); got != 1 {
+	if got := strings.Count(p.logged(), "403 Forbidden"); got != 1 {
 		t.Fatalf("10 polls answered 403 after a run of 500s logged the 403 %d times, want once, at the first:\n%s", got, p.logged())
 	}
 	srv.fail(http.StatusInternalServerError)
 	poll(10)
-	if got := strings.Count(p.logged(), "500"); got != 2 {
+	if got := strings.Count(p.logged(), "500 Internal Server Error"); got != 2 {
 		t.Fatalf("500s again after the 403s logged a 500 %d times in all, want twice (the first of each run):\n%s", got, p.logged())
 	}
 }
