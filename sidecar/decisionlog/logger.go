@@ -102,7 +102,7 @@ type Logger struct {
 	// A full or failing disk fails every spool write, every backoff
 	// step: the failures are counted each time and logged at most once
 	// per spoolErrorLogEvery, appends and acknowledgements apart.
-	appendFailures, ackFailures failureLog
+	appendFailures, ackFailures sidecar.FailureLog
 
 	spooled atomic.Int64 // spool bytes, for QueueDepth's readers
 
@@ -165,8 +165,8 @@ func New(cfg Config, sink Sink, opts ...Option) (*Logger, error) {
 		stopc:  make(chan context.Context, 1),
 		done:   make(chan struct{}),
 
-		appendFailures: failureLog{every: spoolErrorLogEvery},
-		ackFailures:    failureLog{every: spoolErrorLogEvery},
+		appendFailures: sidecar.FailureLog{Every: spoolErrorLogEvery},
+		ackFailures:    sidecar.FailureLog{Every: spoolErrorLogEvery},
 	}
 	for _, o := range opts {
 		o(l)
@@ -517,10 +517,10 @@ func (l *Logger) delivered(spooled bool) {
 		if err := l.spool.ack(); err != nil {
 			keep = true
 			l.spoolErrors.Add(1)
-			if log, n := l.ackFailures.failed(time.Now()); log {
+			if log, n := l.ackFailures.Failed(time.Now(), ""); log {
 				l.log.Error("decision log spool: acknowledgement not written; delivered records may be written again", "failures_since_last_log", n, "error", err)
 			}
-		} else if failing, n := l.ackFailures.ok(); failing {
+		} else if failing, n := l.ackFailures.OK(); failing {
 			l.log.Info("decision log spool acknowledgements written again", "failures_since_last_log", n)
 		}
 		l.spooled.Store(l.spool.size())
@@ -550,11 +550,11 @@ func (l *Logger) spill(ctx context.Context) {
 			kept, err := l.spool.append(l.pending, l.unsure)
 			if err != nil {
 				l.spoolErrors.Add(1)
-				if log, n := l.appendFailures.failed(time.Now()); log {
+				if log, n := l.appendFailures.Failed(time.Now(), ""); log {
 					l.log.Error("decision log spool write failed; records wait in memory within the queue's bound, past it they are dropped",
 						"failures_since_last_log", n, "queued", l.QueueDepth(), "spool_dir", l.cfg.SpoolDir, "error", err)
 				}
-			} else if failing, n := l.appendFailures.ok(); failing {
+			} else if failing, n := l.appendFailures.OK(); failing {
 				l.log.Info("decision log spool written again", "failures_since_last_log", n, "spool_dir", l.cfg.SpoolDir)
 			}
 			l.release(kept)
@@ -786,34 +786,6 @@ func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decisi
 // spoolErrorLogEvery is how often, at most, a run of failing spool
 // writes is logged.
 const spoolErrorLogEvery = time.Minute
-
-// failureLog paces the log lines of a run of failures of one kind: the
-// first is logged at once, later ones at most once per every, each line
-// saying how many failed since the one before.
-type failureLog struct {
-	every time.Duration
-	at    time.Time // when the run's last line was logged; zero: no run
-	since uint64    // failures since that line
-}
-
-// failed counts a failure at now, and reports whether to log it and how
-// many failures that line stands for (this one included).
-func (f *failureLog) failed(now time.Time) (log bool, n uint64) {
-	f.since++
-	if !f.at.IsZero() && now.Sub(f.at) < f.every {
-		return false, 0
-	}
-	n, f.at, f.since = f.since, now, 0
-	return true, n
-}
-
-// ok ends a run of failures: it reports whether one was under way and
-// how many of its failures no line logged yet.
-func (f *failureLog) ok() (failing bool, n uint64) {
-	failing, n = !f.at.IsZero(), f.since
-	f.at, f.since = time.Time{}, 0
-	return failing, n
-}
 
 func randomID() string {
 	var b [16]byte

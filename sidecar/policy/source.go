@@ -89,7 +89,7 @@ type Source struct {
 	// failed in between.
 	settled string
 	// The run of failed fetches under way, for the log.
-	fetchLog failureLog
+	fetchLog sidecar.FailureLog
 
 	fetchFailures atomic.Uint64
 
@@ -112,7 +112,7 @@ var errServing = errors.New("serving")
 // fetches again.
 type fetchError struct {
 	err error
-	// kind names the failure for the paced log (failureLog): the error's
+	// kind names the failure for the paced log (sidecar.FailureLog): the error's
 	// message, or, for an error status, its code alone, as the server
 	// chooses the reason phrase and could vary it at every poll.
 	kind string
@@ -190,11 +190,12 @@ func NewSource(cfg Config, engine *Engine, opts ...SourceOption) (*Source, error
 		return nil, err
 	}
 	s := &Source{
-		cfg:    cfg,
-		engine: engine,
-		logger: slog.Default(),
-		clock:  time.Now,
-		client: &http.Client{Timeout: 30 * time.Second},
+		cfg:      cfg,
+		engine:   engine,
+		logger:   slog.Default(),
+		clock:    time.Now,
+		client:   &http.Client{Timeout: 30 * time.Second},
+		fetchLog: sidecar.FailureLog{Every: fetchErrorLogEvery},
 	}
 	s.minSignedAt, _ = cfg.minSignedAt() // validated above
 	for _, o := range opts {
@@ -304,7 +305,7 @@ func (s *Source) Reload(ctx context.Context) error {
 		s.fetchFailed(now, err)
 		return err
 	}
-	if failing, n := s.fetchLog.ok(); failing {
+	if failing, n := s.fetchLog.OK(); failing {
 		s.logger.Info("policy source answers again", "source", s.status.Source, "failures_since_last_log", n)
 	}
 	if err == nil {
@@ -352,13 +353,13 @@ func (s *Source) Reload(ctx context.Context) error {
 
 // fetchFailed records the failed fetch err at now: counted and shown in
 // the status at every poll, logged at the first of a run and at the first
-// of another message, then at most once per fetchErrorLogEvery with how
+// of another kind (see failureKind), then at most once per fetchErrorLogEvery with how
 // many failed since (a short poll_interval would otherwise log a line at
 // every poll while a bundle server is down).
 func (s *Source) fetchFailed(now time.Time, err error) {
 	s.fetchFailures.Add(1)
-	first := s.fetchLog.at.IsZero()
-	if log, n := s.fetchLog.failed(now, fetchErrorLogEvery, failureKind(err)); log {
+	first := !s.fetchLog.Failing()
+	if log, n := s.fetchLog.Failed(now, failureKind(err)); log {
 		if first {
 			s.logger.Error("policy update refused", "source", s.status.Source, "error", err)
 		} else {
@@ -379,36 +380,6 @@ func (s *Source) attempted(err error) {
 	for _, h := range s.hooks {
 		h(st, err)
 	}
-}
-
-// failureLog paces the log lines of a run of failures: the first is
-// logged at once, later ones at most once per interval, each saying how
-// many failed since the line before. A failure of another kind than the
-// last logged (another message: a 403 in a run of 500s) is logged at
-// once, so that a line per interval never hides what changed.
-type failureLog struct {
-	at    time.Time // when the run's last line was logged; zero: no run
-	since uint64    // failures since that line
-	kind  string    // the kind of the failure that line logged
-}
-
-// failed counts a failure of kind at now, and reports whether to log it
-// and how many failures that line stands for (this one included).
-func (f *failureLog) failed(now time.Time, every time.Duration, kind string) (log bool, n uint64) {
-	f.since++
-	if !f.at.IsZero() && now.Sub(f.at) < every && kind == f.kind {
-		return false, 0
-	}
-	n, f.at, f.since, f.kind = f.since, now, 0, kind
-	return true, n
-}
-
-// ok ends a run of failures: it reports whether one was under way and
-// how many of its failures no line logged yet.
-func (f *failureLog) ok() (failing bool, n uint64) {
-	failing, n = !f.at.IsZero(), f.since
-	f.at, f.since, f.kind = time.Time{}, 0, ""
-	return failing, n
 }
 
 // readKey reads policy.public_key for this attempt and, when the key,
