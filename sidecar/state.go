@@ -1095,6 +1095,16 @@ type PartnerStore interface {
 	// got through. A revocation the store cannot keep so still goes
 	// ahead: it narrows access.
 	GrantsRevoked(ctx context.Context, since time.Time) ([]Grant, error)
+	// RequestsCreated returns the requests CreateRequest stored with a
+	// CreatedAt not before since, as they stand, each for
+	// AppendOnceWindow past its creation, earliest first. CreateRequest
+	// keeps the request for it before or with the write that stores it:
+	// the request's records (the grant.requested event the customer's
+	// mailer asks the contact manager by) are appended after it, and a
+	// process that stops, or loses the streams' node, before they are
+	// leaves the request waiting with no one told; a sweep of any replica
+	// finds it there. A request kept but never stored is left out.
+	RequestsCreated(ctx context.Context, since time.Time) ([]AccessRequest, error)
 }
 
 // ShareStore keeps resources shared with cc-level partner users. A share
@@ -1115,6 +1125,13 @@ type ShareStore interface {
 	// a retried withdrawal finds there that its share was removed, when,
 	// and by whom.
 	RemovedShares(ctx context.Context, customer string) ([]Share, error)
+	// SharesChanged returns the shares PutShare stored (as stored) and
+	// DeleteShare removed (as removed: RemovedAt set) at a time (SharedAt,
+	// RemovedAt) not before since, each for AppendOnceWindow past it,
+	// earliest first: each write keeps its share for it in the same
+	// atomic step, for a sweep of any replica to record a change whose
+	// records never got through.
+	SharesChanged(ctx context.Context, since time.Time) ([]Share, error)
 	IsShared(ctx context.Context, customer, resource, partnerOrg, user string) (bool, error)
 	// SharesFor lists the resource ids of customer shared with partnerOrg's
 	// user, sorted; none when partnerOrg is "".

@@ -89,10 +89,12 @@ type Store struct {
 	order      map[string]map[string]int64          // customer → org: last Seq taken; org\x00user: Seq of the last grant written or revocation
 	revoked    map[string]map[string]sidecar.Grant  // customer → grant id → the grant as revoked, until it would have expired
 	decided    window[string]                       // ids of requests decided or marked recorded, for sidecar.AppendOnceWindow
+	created    window[string]                       // ids of requests created, by CreatedAt, for sidecar.AppendOnceWindow
 	revokes    window[[2]string]                    // customer and id of grants revoked, by RevokedAt, for sidecar.AppendOnceWindow
 	held       map[string]map[string][]sidecar.Hold // customer → org\x00user → holds the user's revoked or replaced individual grants left
 	shares     map[string]map[string]*sidecar.Share // customer → partner org\x00user\x00resource → share
 	unshared   map[string]map[string]sidecar.Share  // as shares: the last removal of each, for sidecar.AppendOnceWindow
+	reshared   window[sidecar.Share]                // shares as put and as removed, by SharedAt or RemovedAt, for sidecar.AppendOnceWindow
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
 	assign     map[string]*sidecar.Assignment
 	unassigned map[string]sidecar.Assignment // folded customer id → assignment as last removed, for sidecar.AppendOnceWindow
@@ -917,7 +919,24 @@ func (s *Store) CreateRequest(_ context.Context, r *sidecar.AccessRequest) error
 	}
 	s.requests[r.ID] = cloneRequest(r)
 	s.requestLog = insertSorted(s.requestLog, logKey(r.CreatedAt, r.ID))
+	s.created.keep(s.now(), r.CreatedAt, r.ID)
 	return nil
+}
+
+// RequestsCreated reads the requests kept at their creation since since.
+func (s *Store) RequestsCreated(_ context.Context, since time.Time) ([]sidecar.AccessRequest, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	now := s.now()
+	var out []sidecar.AccessRequest
+	for _, id := range s.created.since(now, since) {
+		if r, ok := s.requests[id]; ok {
+			cp := cloneRequest(r)
+			cp.Status = r.StatusAt(now)
+			out = append(out, *cp)
+		}
+	}
+	return out, nil
 }
 
 // pruneRequests forgets requests decided or expired longer than the
@@ -1318,6 +1337,7 @@ func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
 		s.shares[sh.Customer] = m
 	}
 	m[shareField(sh.PartnerOrg, sh.User, sh.Resource)] = &cp
+	s.reshared.keep(s.now(), cp.SharedAt, cp)
 	s.mu.Unlock()
 	s.publish(sidecar.ShareKey(sh.Customer))
 	return nil
@@ -1333,6 +1353,7 @@ func (s *Store) DeleteShare(_ context.Context, customer, resource, partnerOrg, u
 		removed = *sh
 		removed.RemovedAt, removed.RemovedBy = s.now(), by
 		s.keepUnshared(customer, f, removed)
+		s.reshared.keep(removed.RemovedAt, removed.RemovedAt, removed)
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -1370,6 +1391,13 @@ func (s *Store) RemovedShares(_ context.Context, customer string) ([]sidecar.Sha
 	}
 	slices.SortFunc(out, sidecar.ShareOrder)
 	return out, nil
+}
+
+// SharesChanged reads the shares kept as put and as removed since since.
+func (s *Store) SharesChanged(_ context.Context, since time.Time) ([]sidecar.Share, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.reshared.since(s.now(), since), nil
 }
 
 func (s *Store) IsShared(_ context.Context, customer, resource, partnerOrg, user string) (bool, error) {

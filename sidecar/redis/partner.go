@@ -44,10 +44,18 @@ import (
 //	                           for RequestsDecided; kept sidecar.AppendOnceWindow
 //	partner:revoked            sorted set: "C\x00<grant id>" by revocation (ms), for
 //	                           GrantsRevoked; kept sidecar.AppendOnceWindow
+//	partner:requested          sorted set: ids of requests by their creation (ms), for
+//	                           RequestsCreated; kept sidecar.AppendOnceWindow
+//	partner:shared             sorted set: customers by their last share put or
+//	                           removed (ms), for SharesChanged; kept
+//	                           sidecar.AppendOnceWindow
 //	{cust:C}:shares            hash: "<org>\x00<user>\x00<resource>" → share (see shareField)
 //	{cust:C}:shares:removed    hash: same fields → the share as last removed, for
 //	                           RemovedShares; kept sidecar.AppendOnceWindow past the
 //	                           last removal
+//	{cust:C}:shares:kept       sorted set: shares as put and as removed (JSON) by the
+//	                           time of the change (ms), written with it, for
+//	                           SharesChanged; each kept sidecar.AppendOnceWindow
 //	{cust:C}:subs              hash: "<user>\x00<kind>" → subscription
 //	{puser:U}:subs             set: "C\x00<kind>"
 //	                           (a subscription's user is the subscriber key the
@@ -58,6 +66,8 @@ func (s *Store) reqKey(id string) string { return s.tagged("req", id, "") }
 func (s *Store) grantsExpiry() string    { return s.prefix + ":grants:expiry" }
 func (s *Store) decidedKey() string      { return s.prefix + ":partner:decided" }
 func (s *Store) revokesKey() string      { return s.prefix + ":partner:revoked" }
+func (s *Store) requestedKey() string    { return s.prefix + ":partner:requested" }
+func (s *Store) sharedKey() string       { return s.prefix + ":partner:shared" }
 
 // keepChange keeps member in the set key at at, for a sweep to read back
 // (readKept) for sidecar.AppendOnceWindow: never earlier than it was kept
@@ -149,6 +159,9 @@ func (s *Store) keepRequestIndexes(ctx context.Context, r *sidecar.AccessRequest
 
 func (s *Store) CreateRequest(ctx context.Context, r *sidecar.AccessRequest) error {
 	if err := r.Validate(); err != nil {
+		return err
+	}
+	if err := s.keepChange(ctx, s.requestedKey(), r.ID, r.CreatedAt); err != nil {
 		return err
 	}
 	ok, err := s.c.SetNX(ctx, s.reqKey(r.ID), encode(r), s.ttl(s.requestForgetAt(r))).Result()
@@ -332,6 +345,33 @@ func (s *Store) RequestsDecided(ctx context.Context, since time.Time) ([]sidecar
 		}
 		return nil
 	})
+	return out, err
+}
+
+// RequestsCreated reads the requests kept in partner:requested, as
+// RequestsDecided reads decisions: an id kept whose request was never
+// stored (its SetNX failed), or is forgotten, is left out, and so is one
+// created before since or past the window (an id taken again kept it
+// later than its request was made).
+func (s *Store) RequestsCreated(ctx context.Context, since time.Time) ([]sidecar.AccessRequest, error) {
+	edge := s.now().Add(-sidecar.AppendOnceWindow)
+	var out []sidecar.AccessRequest
+	err := s.readKept(ctx, s.requestedKey(), since, func(ids []string) error {
+		for _, id := range ids {
+			r, err := s.GetRequest(ctx, id)
+			if sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !r.CreatedAt.Before(since) && r.CreatedAt.After(edge) {
+				out = append(out, *r)
+			}
+		}
+		return nil
+	})
+	slices.SortStableFunc(out, func(a, b sidecar.AccessRequest) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out, err
 }
 
@@ -938,23 +978,46 @@ func legacyShareField(user, resource string) string { return field(user, resourc
 
 // putShareScript stores a share and drops the same share stored under the
 // legacy field, when that one names the same partner organisation.
-// KEYS: shares hash. ARGV: field, share JSON, legacy field, partner org.
-var putShareScript = goredis.NewScript(`
+// It keeps the share as put in the kept shares (keepShareLua).
+// KEYS: shares hash, kept shares. ARGV: field, share JSON, legacy field,
+// partner org, then keepShareLua's: the put's time, the window's edge
+// (ms), the window (ms).
+var putShareScript = goredis.NewScript(keepShareLua + `
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local old = redis.call('HGET', KEYS[1], ARGV[3])
 if old and (cjson.decode(old)['partner_org'] or '') == ARGV[4] then
   redis.call('HDEL', KEYS[1], ARGV[3])
 end
+keep(KEYS[2], ARGV[2], ARGV[5], ARGV[6], ARGV[7])
 return 1
 `)
+
+// keepShareLua keeps a share as put or removed in the customer's kept
+// shares, written with the change in its slot: a sweep reads back exactly
+// the changes made (SharesChanged), and forgets those past the window.
+var keepShareLua = `
+local function keep(key, share, at, edge, window)
+  redis.call('ZADD', key, at, share)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. edge)
+  redis.call('PEXPIRE', key, window)
+end
+`
+
+// keepShareArgs are keepShareLua's arguments for a change at at.
+func (s *Store) keepShareArgs(at time.Time) []any {
+	return []any{int64(ms(at)), int64(ms(s.now().Add(-sidecar.AppendOnceWindow))), sidecar.AppendOnceWindow.Milliseconds()}
+}
 
 // deleteShareScript deletes a share, under its field or under the legacy
 // field when that one names the same partner organisation, and keeps it,
 // marked removed, in the removed shares' hash; it returns the share as
 // kept, or nil when there was none.
-// KEYS: shares hash, removed shares hash. ARGV: field, legacy field,
-// partner org, removed_at, removed_by, how long the removed are kept (ms).
-var deleteShareScript = goredis.NewScript(`
+// It keeps the share as removed in the kept shares too (keepShareLua).
+// KEYS: shares hash, removed shares hash, kept shares. ARGV: field, legacy
+// field, partner org, removed_at, removed_by, how long the removed are
+// kept (ms), then keepShareLua's: the removal's time, the window's edge
+// (ms), the window (ms).
+var deleteShareScript = goredis.NewScript(keepShareLua + `
 local removed = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 local old = redis.call('HGET', KEYS[1], ARGV[2])
@@ -969,6 +1032,7 @@ sh['removed_by'] = ARGV[5]
 local kept = cjson.encode(sh)
 redis.call('HSET', KEYS[2], ARGV[1], kept)
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+keep(KEYS[3], kept, ARGV[7], ARGV[8], ARGV[9])
 return kept
 `)
 
@@ -976,8 +1040,14 @@ func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
 	if err := sh.Validate(); err != nil {
 		return err
 	}
-	err := putShareScript.Run(ctx, s.c, []string{s.cust(sh.Customer, "shares")},
-		shareField(sh.PartnerOrg, sh.User, sh.Resource), encode(sh), legacyShareField(sh.User, sh.Resource), sh.PartnerOrg).Err()
+	// The customer is marked first, in its own slot: a fault after it
+	// marks a put not made, whose share SharesChanged does not find kept.
+	if err := s.keepChange(ctx, s.sharedKey(), sh.Customer, sh.SharedAt); err != nil {
+		return err
+	}
+	args := append([]any{shareField(sh.PartnerOrg, sh.User, sh.Resource), encode(sh), legacyShareField(sh.User, sh.Resource), sh.PartnerOrg},
+		s.keepShareArgs(sh.SharedAt)...)
+	err := putShareScript.Run(ctx, s.c, []string{s.cust(sh.Customer, "shares"), s.cust(sh.Customer, "shares:kept")}, args...).Err()
 	if err != nil {
 		return unavailable(err)
 	}
@@ -986,9 +1056,14 @@ func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
 }
 
 func (s *Store) DeleteShare(ctx context.Context, customer, resource, partnerOrg, user, by string) (*sidecar.Share, error) {
-	raw, err := deleteShareScript.Run(ctx, s.c, []string{s.cust(customer, "shares"), s.cust(customer, "shares:removed")},
-		shareField(partnerOrg, user, resource), legacyShareField(user, resource), partnerOrg,
-		s.now().UTC().Format(time.RFC3339Nano), by, sidecar.AppendOnceWindow.Milliseconds()).Text()
+	now := s.now()
+	// A withdrawal narrows access: it goes ahead when its mark cannot be
+	// kept (see keepChangeAhead).
+	s.keepChangeAhead(ctx, s.sharedKey(), customer, now, "share withdrawal not kept for the records sweep", "customer", customer, "resource", resource)
+	args := append([]any{shareField(partnerOrg, user, resource), legacyShareField(user, resource), partnerOrg,
+		now.UTC().Format(time.RFC3339Nano), by, sidecar.AppendOnceWindow.Milliseconds()}, s.keepShareArgs(now)...)
+	raw, err := deleteShareScript.Run(ctx, s.c, []string{s.cust(customer, "shares"), s.cust(customer, "shares:removed"), s.cust(customer, "shares:kept")},
+		args...).Text()
 	if errors.Is(err, goredis.Nil) {
 		return nil, notFound("share")
 	}
@@ -1015,6 +1090,43 @@ func (s *Store) RemovedShares(ctx context.Context, customer string) ([]sidecar.S
 	all = slices.DeleteFunc(all, func(sh sidecar.Share) bool { return now.Sub(sh.RemovedAt) >= sidecar.AppendOnceWindow })
 	slices.SortFunc(all, sidecar.ShareOrder)
 	return all, nil
+}
+
+// SharesChanged reads the customers kept in partner:shared since since,
+// then each one's kept shares since since: a customer is kept at its
+// last change, so none with a change since since is left out.
+func (s *Store) SharesChanged(ctx context.Context, since time.Time) ([]sidecar.Share, error) {
+	edge := s.now().Add(-sidecar.AppendOnceWindow)
+	from := strconv.FormatInt(int64(ms(since)), 10)
+	var out []sidecar.Share
+	err := s.readKept(ctx, s.sharedKey(), since, func(customers []string) error {
+		for _, c := range customers {
+			raws, err := s.c.ZRangeByScore(ctx, s.cust(c, "shares:kept"), &goredis.ZRangeBy{Min: from, Max: "+inf"}).Result()
+			if err != nil {
+				return unavailable(err)
+			}
+			for _, raw := range raws {
+				sh, err := decode[sidecar.Share](raw)
+				if err != nil {
+					return err
+				}
+				if at := shareChangedAt(sh); !at.Before(since) && at.After(edge) {
+					out = append(out, *sh)
+				}
+			}
+		}
+		return nil
+	})
+	slices.SortStableFunc(out, func(a, b sidecar.Share) int { return shareChangedAt(&a).Compare(shareChangedAt(&b)) })
+	return out, err
+}
+
+// shareChangedAt is when sh was put or, removed, when it was removed.
+func shareChangedAt(sh *sidecar.Share) time.Time {
+	if !sh.RemovedAt.IsZero() {
+		return sh.RemovedAt
+	}
+	return sh.SharedAt
 }
 
 func (s *Store) IsShared(ctx context.Context, customer, resource, partnerOrg, user string) (bool, error) {

@@ -132,3 +132,110 @@ func testPartnerChangesKept(t *testing.T, newEnv func(*testing.T) *env) {
 		t.Fatalf("past the window kept %v and %+v", ids(kept), revsOf(revs))
 	}
 }
+
+// testRequestsAndSharesKept: every access request created and every
+// share put or withdrawn is kept, as created, put or removed, for
+// sidecar.AppendOnceWindow, where any replica reads it back: the grant
+// request's event and the shares' audit entries are appended after the
+// change, and a process that stops, or loses the streams' node, before
+// they are leaves the change with no record.
+func testRequestsAndSharesKept(t *testing.T, newEnv func(*testing.T) *env) {
+	t.Run("requests", func(t *testing.T) {
+		e := newEnv(t)
+		start := e.now()
+		ids := func(rs []sidecar.AccessRequest) []string {
+			out := make([]string, len(rs))
+			for i, r := range rs {
+				out[i] = r.ID + ":" + r.Status
+			}
+			return out
+		}
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
+		e.clock.Advance(10 * time.Minute)
+		second := e.now()
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r2", "p1", "globex")))
+		wantCode(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p2", "acme")), sidecar.ECONFLICT)
+		_, err := e.s.DecideRequest(e.ctx, "r1", sidecar.RequestRejected, "boss", e.now())
+		must(t, err)
+		kept, err := e.peer.RequestsCreated(e.ctx, start)
+		must(t, err)
+		if got := ids(kept); !slices.Equal(got, []string{"r1:rejected", "r2:pending"}) {
+			t.Fatalf("kept %v, want r1 as it stands (rejected), then r2", got)
+		}
+		if kept[0].PartnerOrg != "p1" || kept[0].ContactEmail != "boss@acme" {
+			t.Fatalf("r1 kept as %+v, want the request as created (p1's), not the refused duplicate", kept[0])
+		}
+		kept, err = e.peer.RequestsCreated(e.ctx, second)
+		must(t, err)
+		if got := ids(kept); !slices.Equal(got, []string{"r2:pending"}) {
+			t.Fatalf("created since r2: %v, want r2", got)
+		}
+		e.clock.Advance(sidecar.AppendOnceWindow - 10*time.Minute)
+		kept, err = e.peer.RequestsCreated(e.ctx, start)
+		must(t, err)
+		if got := ids(kept); !slices.Equal(got, []string{"r2:pending"}) {
+			t.Fatalf("an hour after r1 kept %v, want r2", got)
+		}
+		e.clock.Advance(10 * time.Minute)
+		kept, err = e.peer.RequestsCreated(e.ctx, start)
+		must(t, err)
+		if len(kept) != 0 {
+			t.Fatalf("past the window kept %v", ids(kept))
+		}
+	})
+	t.Run("shares", func(t *testing.T) {
+		e := newEnv(t)
+		start := e.now()
+		type change struct{ customer, resource, by string }
+		of := func(shs []sidecar.Share) []change {
+			out := make([]change, len(shs))
+			for i, sh := range shs {
+				by := "put by " + sh.SharedBy
+				if !sh.RemovedAt.IsZero() {
+					by = "removed by " + sh.RemovedBy
+				}
+				out[i] = change{sh.Customer, sh.Resource, by}
+			}
+			return out
+		}
+		put := func(customer, resource string) {
+			t.Helper()
+			must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: customer, Resource: resource, User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.now()}))
+		}
+		put("acme", "SR-1")
+		e.clock.Advance(time.Minute)
+		put("globex", "SR-9")
+		e.clock.Advance(time.Minute)
+		second := e.now()
+		must(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "cora")))
+		wantCode(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-2", "p1", "pat", "cora")), sidecar.ENOTFOUND)
+		kept, err := e.peer.SharesChanged(e.ctx, start)
+		must(t, err)
+		want := []change{{"acme", "SR-1", "put by boss"}, {"globex", "SR-9", "put by boss"}, {"acme", "SR-1", "removed by cora"}}
+		if got := of(kept); !slices.Equal(got, want) {
+			t.Fatalf("kept %+v, want %+v", got, want)
+		}
+		if !kept[2].RemovedAt.Equal(second) || kept[2].SharedBy != "boss" || kept[2].PartnerOrg != "p1" {
+			t.Fatalf("withdrawal kept as %+v, want the share as removed", kept[2])
+		}
+		kept, err = e.peer.SharesChanged(e.ctx, second)
+		must(t, err)
+		if got := of(kept); !slices.Equal(got, want[2:]) {
+			t.Fatalf("changed since the withdrawal: %+v, want it alone", got)
+		}
+		e.clock.Advance(sidecar.AppendOnceWindow - 2*time.Minute)
+		put("acme", "SR-3")
+		kept, err = e.peer.SharesChanged(e.ctx, start)
+		must(t, err)
+		want = []change{{"globex", "SR-9", "put by boss"}, {"acme", "SR-1", "removed by cora"}, {"acme", "SR-3", "put by boss"}}
+		if got := of(kept); !slices.Equal(got, want) {
+			t.Fatalf("an hour after the first put kept %+v, want %+v", got, want)
+		}
+		e.clock.Advance(2 * time.Minute)
+		kept, err = e.peer.SharesChanged(e.ctx, start)
+		must(t, err)
+		if got := of(kept); !slices.Equal(got, want[2:]) {
+			t.Fatalf("past the window kept %+v, want the last put alone", got)
+		}
+	})
+}

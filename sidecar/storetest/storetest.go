@@ -107,6 +107,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"access_requests", testRequests},
 		{"grants", testGrants},
 		{"partner_changes_kept", testPartnerChangesKept},
+		{"requests_and_shares_kept", testRequestsAndSharesKept},
 		{"shares", testShares},
 		{"subscriptions", testSubscriptions},
 		{"assignments", testAssignments},
