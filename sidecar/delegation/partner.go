@@ -177,8 +177,18 @@ func (p *Partners) Request(ctx context.Context, caller *sidecar.Identity, in Acc
 	if err := p.store.CreateRequest(ctx, r); err != nil {
 		return nil, err
 	}
-	p.audit(ctx, r.RequestedBy, "partner.request", r.Customer, r.ID, map[string]string{"level": string(r.Level), "scope": r.Scope, "partner_org": r.PartnerOrg})
-	return r, p.event(ctx, sidecar.EventGrantRequested, r.Customer, r.RequestedBy, map[string]string{
+	return r, p.requested(ctx, r)
+}
+
+// requested records the creation of r: the audit entry and the
+// grant.requested event the customer's mailer asks the contact manager
+// by. The records carry the request's id as their Once, so recording a
+// request again (RecordAgain) appends nothing when the first got
+// through. The event's append error is returned.
+func (p *Partners) requested(ctx context.Context, r *sidecar.AccessRequest) error {
+	once := "partner.request:" + r.ID
+	p.auditOnce(ctx, r.CreatedAt, once, r.RequestedBy, "partner.request", r.Customer, r.ID, map[string]string{"level": string(r.Level), "scope": r.Scope, "partner_org": r.PartnerOrg})
+	return p.eventOnce(ctx, r.CreatedAt, once, sidecar.EventGrantRequested, r.Customer, r.RequestedBy, map[string]string{
 		"to":          r.ContactEmail,
 		"request_id":  r.ID,
 		"partner_org": r.PartnerOrg,
@@ -1212,8 +1222,16 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 	if err := p.store.PutShare(ctx, s); err != nil {
 		return nil, err
 	}
-	p.audit(ctx, caller.Subject, "share.put", customer, in.Resource, map[string]string{"user": in.User, "partner_org": in.PartnerOrg})
+	p.records.Audit(ctx, sharedAudit(s))
 	return s, nil
+}
+
+// sharedAudit is the audit entry of sh put. Its Once is made of the share
+// and the time it was put, so recording a share again (RecordAgain)
+// appends nothing when the first got through.
+func sharedAudit(sh *sidecar.Share) *sidecar.AuditEntry {
+	once := onceOf("share.put", sh.Customer, sh.PartnerOrg, sh.User, sh.Resource, strconv.FormatInt(sh.SharedAt.UnixNano(), 10))
+	return partnerAudit(sh.SharedAt, once, sh.SharedBy, "share.put", sh.Customer, sh.Resource, map[string]string{"user": sh.User, "partner_org": sh.PartnerOrg})
 }
 
 // Unshare withdraws a share once policy lets caller; withdrawing an
@@ -1277,8 +1295,14 @@ func (p *Partners) Unshare(ctx context.Context, caller *sidecar.Identity, custom
 // recording a withdrawal again (recordUnshareAgain) appends nothing when
 // the first got through.
 func (p *Partners) unshared(ctx context.Context, sh *sidecar.Share) {
+	p.records.Audit(ctx, unsharedAudit(sh))
+}
+
+// unsharedAudit is the audit entry of sh withdrawn, with a Once made of
+// the share and the time of its removal.
+func unsharedAudit(sh *sidecar.Share) *sidecar.AuditEntry {
 	once := onceOf("share.delete", sh.Customer, sh.PartnerOrg, sh.User, sh.Resource, strconv.FormatInt(sh.RemovedAt.UnixNano(), 10))
-	p.auditOnce(ctx, sh.RemovedAt, once, sh.RemovedBy, "share.delete", sh.Customer, sh.Resource, map[string]string{"user": sh.User, "partner_org": sh.PartnerOrg})
+	return partnerAudit(sh.RemovedAt, once, sh.RemovedBy, "share.delete", sh.Customer, sh.Resource, map[string]string{"user": sh.User, "partner_org": sh.PartnerOrg})
 }
 
 // recordUnshareAgain records once more the withdrawals of in the store
@@ -1574,16 +1598,20 @@ func (p *Partners) announced(ctx context.Context, since time.Time) (map[string]b
 	}
 }
 
-// RecordAgain records once more the decisions on access requests and the
-// revocations of grants made, by any call on any replica, since the last
-// sweep of this process: their records are appended after the change is
-// committed, and a process that stops, or loses the node of the audit
-// and events streams, before the recorder appends them leaves the change
-// with no record. The store keeps the requests decided (and the
-// approvals marked recorded) and the grants revoked for
-// sidecar.AppendOnceWindow (RequestsDecided, GrantsRevoked), and the
-// records carry the Once of the first (the request's or the grant's id),
-// so what got through is not appended twice.
+// RecordAgain records once more the access requests created, the
+// decisions on them, the revocations of grants and the shares put and
+// withdrawn, by any call on any replica, since the last sweep of this
+// process: their records are appended after the change is committed, and
+// a process that stops, or loses the node of the audit and events
+// streams, before the recorder appends them leaves the change with no
+// record (a request no contact manager is asked about, a grant live with
+// no record of who let it in). The store keeps the requests created, the
+// requests decided (and the approvals marked recorded), the grants
+// revoked and the shares changed for sidecar.AppendOnceWindow
+// (RequestsCreated, RequestsDecided, GrantsRevoked, SharesChanged), and
+// the records carry the Once of the first (the request's or the grant's
+// id, the share and the time of its change), so what got through is not
+// appended twice.
 //
 // A sweep reads back what was kept since the last sweep that recorded
 // everything it read (one recordInterval before it: a write made at an
@@ -1591,10 +1619,22 @@ func (p *Partners) announced(ctx context.Context, since time.Time) (map[string]b
 // record at most; the first sweep of a process reads back the whole
 // window, as its predecessor may have stopped with records not appended
 // and left no trace; a sweep that fails to append an event reads back
-// from the same time again. An approval is recorded once it is marked
+// from the same time again. Requests are recorded before decisions,
+// decisions before revocations. An approval is recorded once it is marked
 // recorded (the call completing it records it first), with the users it
-// issued grants to (issuedUsersOf); a revocation as its revoker's. A revocation kept by a release that kept no revoker is left
-// as it is.
+// issued grants to (issuedUsersOf); a revocation as its revoker's. A
+// revocation kept by a release that kept no revoker is left as it is.
+//
+// An approval whose call was cut before it marked the approval recorded
+// (the replica stopped, or lost the store, between the decision and the
+// marking), and that no retry completes, would stay unrecorded: once
+// ApprovalGrace has passed since its decision, the sweep marks it
+// recorded itself (RecordApproval, so that of it and any call completing
+// the approval one records it) and records it with the users its grants
+// stored so far let in, as the contact manager's who decided it. Within
+// the grace it is left to the call still completing it, and read back by
+// the next sweep. A retry completing it later issues the grants still
+// missing without announcing the approval again.
 func (p *Partners) RecordAgain(ctx context.Context) error {
 	now := p.clock()
 	p.sweepMu.Lock()
@@ -1603,11 +1643,20 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 		from = now.Add(-sidecar.AppendOnceWindow)
 	}
 	p.sweepMu.Unlock()
-	decided, err := p.store.RequestsDecided(ctx, from)
+	created, err := p.store.RequestsCreated(ctx, from)
 	if err != nil {
 		return err
 	}
 	var errs []error
+	for k := range created {
+		r := &created[k]
+		errs = append(errs, p.recordKept(now, "partner.request:"+r.ID, func() error { return p.requested(ctx, r) }))
+	}
+	decided, err := p.store.RequestsDecided(ctx, from)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	var held time.Time // the earliest decision left to its call, if any
 	for k := range decided {
 		r := &decided[k]
 		switch {
@@ -1619,6 +1668,12 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 				}
 				return p.record(ctx, &sidecar.Identity{Subject: r.DecidedBy}, r, users)
 			}))
+		case r.Status == sidecar.RequestApproved && now.Sub(r.DecidedAt) < ApprovalGrace:
+			if held.IsZero() || r.DecidedAt.Before(held) {
+				held = r.DecidedAt
+			}
+		case r.Status == sidecar.RequestApproved:
+			errs = append(errs, p.recordKept(now, "partner.approve:"+r.ID, func() error { return p.recordCut(ctx, r) }))
 		case r.Status == sidecar.RequestRejected:
 			errs = append(errs, p.recordKept(now, "partner.reject:"+r.ID, func() error { return p.rejected(ctx, r) }))
 		}
@@ -1638,11 +1693,27 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 			return p.revoked(ctx, g.RevokedBy, g.RevokedByOrg, g, g.RevokedAt)
 		}))
 	}
+	shares, err := p.store.SharesChanged(ctx, from)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for k := range shares {
+		// Appended here, not through the recorder: a share has no event
+		// whose failure would tell the sweep to read it back again.
+		a := sharedAudit(&shares[k])
+		if !shares[k].RemovedAt.IsZero() {
+			a = unsharedAudit(&shares[k])
+		}
+		errs = append(errs, p.recordKept(now, a.Once, func() error { return p.store.AppendAudit(ctx, a) }))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err // the next sweep reads back from the same time
 	}
 	p.sweepMu.Lock()
 	p.keptFrom = now.Add(-p.recordInterval())
+	if !held.IsZero() && held.Before(p.keptFrom) {
+		p.keptFrom = held // read back again once its grace has passed
+	}
 	for once, at := range p.keptDone {
 		if at.Before(p.keptFrom) {
 			delete(p.keptDone, once)
@@ -1672,6 +1743,27 @@ func (p *Partners) recordKept(now time.Time, once string, record func() error) e
 	p.keptDone[once] = now
 	p.sweepMu.Unlock()
 	return nil
+}
+
+// ApprovalGrace is how long after its decision an approval not marked
+// recorded is left to the call completing it, before a sweep records it
+// (RecordAgain): longer than an approval call takes.
+const ApprovalGrace = time.Minute
+
+// recordCut records r's approval, decided more than ApprovalGrace ago and
+// not marked recorded: its call was cut before it marked it. The grants
+// stored so far are named; the approval is not closed, so a retry still
+// issues those missing. The event's append error is returned.
+func (p *Partners) recordCut(ctx context.Context, r *sidecar.AccessRequest) error {
+	users, err := p.issuedUsersOf(ctx, r)
+	if err != nil {
+		return err
+	}
+	announced, err := p.recordApproval(ctx, &sidecar.Identity{Subject: r.DecidedBy}, r, users)
+	if err != nil {
+		return err
+	}
+	return announced
 }
 
 // RecordInterval is the most time between two RecordAgain calls of
@@ -1734,8 +1826,15 @@ func nonEmpty(data map[string]string) map[string]string {
 	return data
 }
 
-// audit records a management action; it is not the caller's failure,
-// because the action itself has happened: the recorder retries it.
+// auditOnce records a management action at at, appended once per once as
+// eventOnce is ("": a Once of the recorder's); it is not the caller's
+// failure, because the action itself has happened: the recorder retries
+// it.
+func (p *Partners) auditOnce(ctx context.Context, at time.Time, once, actor, action, customer, target string, data map[string]string) {
+	p.records.Audit(ctx, partnerAudit(at, once, actor, action, customer, target, data))
+}
+
+// partnerAudit is the audit entry of a partner action.
 //
 // Every record is self-service (sidecar.AuditEntry.SelfService): Partners
 // admits only a party acting for their own organisation (a partner user
@@ -1744,15 +1843,9 @@ func nonEmpty(data map[string]string) map[string]string {
 // Revoke, Share and Unshare check caller.Org whatever policy allows), and
 // any ordinary account can repeat those as often as its write budget
 // allows. Kept apart, they never push staff records out of the trail.
-func (p *Partners) audit(ctx context.Context, actor, action, customer, target string, data map[string]string) {
-	p.auditOnce(ctx, p.clock(), "", actor, action, customer, target, data)
-}
-
-// auditOnce is audit at at, appended once per once as eventOnce is ("": a
-// Once of the recorder's).
-func (p *Partners) auditOnce(ctx context.Context, at time.Time, once, actor, action, customer, target string, data map[string]string) {
-	p.records.Audit(ctx, &sidecar.AuditEntry{Time: at, Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok",
-		SelfService: true, Data: nonEmpty(data), Once: once})
+func partnerAudit(at time.Time, once, actor, action, customer, target string, data map[string]string) *sidecar.AuditEntry {
+	return &sidecar.AuditEntry{Time: at, Actor: actor, Action: action, Customer: customer, Target: target, Outcome: "ok",
+		SelfService: true, Data: nonEmpty(data), Once: once}
 }
 
 func grantDays(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }
