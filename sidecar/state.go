@@ -1161,6 +1161,16 @@ type AssignmentChange struct {
 	To       *Assignment
 	By       string
 	At       time.Time
+	// Change is what a write a caller asked for is recorded as
+	// (ChangePut, ChangeImport): the store keeps the assignment it writes
+	// under it for AssignmentsChanged, in the same atomic step, unless the
+	// write changes nothing. A removal with a By is kept as ChangeDelete.
+	// "" keeps nothing: a write putting back what was.
+	Change string
+	// Undoes, on a change putting back what an earlier change of the same
+	// caller replaced, is that change: the store forgets the write it
+	// kept, in the same step, as one that no caller was answered.
+	Undoes *AssignmentChange
 	// MaxInDomain, when positive, bounds the customers To.Domain may hold
 	// once the call's changes into it are applied: a call that would take
 	// a domain past the bound of any of its changes writes nothing and
@@ -1168,6 +1178,50 @@ type AssignmentChange struct {
 	// the write are one step, so calls racing for the last places cannot
 	// together pass it. Zero bounds nothing (putting back what was).
 	MaxInDomain int
+}
+
+// What an assignment write is recorded as (AssignmentChange.Change).
+const (
+	ChangePut    = "put"
+	ChangeImport = "import"
+	ChangeDelete = "delete"
+)
+
+// AssignmentWrite is an assignment as a change wrote it (Change ChangePut
+// or ChangeImport) or removed it (ChangeDelete, RemovedAt and RemovedBy
+// set), as AssignmentsChanged returns it.
+type AssignmentWrite struct {
+	Assignment
+	Change string `json:"change"`
+}
+
+// At is when the write was made: the removal's time, or the assignment's.
+func (w *AssignmentWrite) At() time.Time {
+	if w.Change == ChangeDelete {
+		return w.RemovedAt
+	}
+	return w.UpdatedAt
+}
+
+// Kept is the write c makes as the store keeps it for AssignmentsChanged,
+// given the assignment old it replaces (nil when unassigned); nil when it
+// keeps none (see AssignmentChange.Change).
+func (c *AssignmentChange) Kept(old *Assignment) *AssignmentWrite {
+	switch {
+	case c.To == nil && old != nil && c.By != "":
+		a := *old
+		a.RemovedAt, a.RemovedBy = c.At, c.By
+		return &AssignmentWrite{Assignment: a, Change: ChangeDelete}
+	case c.To == nil || c.Change == "" || old != nil && old.Same(c.To):
+		return nil
+	}
+	return &AssignmentWrite{Assignment: *c.To, Change: c.Change}
+}
+
+// Same reports whether a and b are the same assignment as written.
+func (a *Assignment) Same(b *Assignment) bool {
+	return a.Customer == b.Customer && a.Reseller == b.Reseller && a.Domain == b.Domain && a.UpdatedBy == b.UpdatedBy &&
+		a.UpdatedAt.Equal(b.UpdatedAt)
 }
 
 // ReasonTooManyAssignments is the reason of a change refused by its
@@ -1219,6 +1273,16 @@ type AssignmentStore interface {
 	// budget of its own. Over the limit it takes nothing and returns false
 	// with how long until the window ends.
 	TakeAssignmentRows(ctx context.Context, domain string, rows, limit int, window time.Duration) (wait time.Duration, ok bool, err error)
+	// AssignmentsChanged returns the writes ChangeAssignments kept
+	// (AssignmentChange.Change, AssignmentChange.Kept) made at a time
+	// (AssignmentWrite.At) not before since, each for AppendOnceWindow
+	// past it, earliest first. Each is kept in the same atomic step as
+	// the write, and forgotten in the step of a change that Undoes it: a
+	// write's records (the audit entry, the assignment.changed event) are
+	// appended after it, and a process that stops, or loses the streams'
+	// node, before they are leaves a change of which domain sees which
+	// customer with no record; a sweep of any replica finds it there.
+	AssignmentsChanged(ctx context.Context, since time.Time) ([]AssignmentWrite, error)
 }
 
 // EventLog is the events stream the host application's mailer consumes.

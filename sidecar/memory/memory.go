@@ -97,7 +97,8 @@ type Store struct {
 	reshared   window[sidecar.Share]                // shares as put and as removed, by SharedAt or RemovedAt, for sidecar.AppendOnceWindow
 	subs       map[string]*sidecar.Subscription     // user\x00customer\x00kind → subscription
 	assign     map[string]*sidecar.Assignment
-	unassigned map[string]sidecar.Assignment // folded customer id → assignment as last removed, for sidecar.AppendOnceWindow
+	unassigned map[string]sidecar.Assignment   // folded customer id → assignment as last removed, for sidecar.AppendOnceWindow
+	written    window[sidecar.AssignmentWrite] // assignments written and removed (AssignmentChange.Kept), for sidecar.AppendOnceWindow
 	events     []sidecar.Event
 	audit      []sidecar.AuditEntry
 	selfAudit  []sidecar.AuditEntry // SelfService entries, trimmed apart
@@ -1554,10 +1555,21 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 		if a := s.assign[key]; a != nil {
 			current = a.Domain
 		}
-		switch {
-		case current != c.From:
+		if current != c.From {
 			conflicts = append(conflicts, i)
 			continue
+		}
+		if w := c.Kept(s.assign[key]); w != nil {
+			s.written.keep(s.now(), w.At(), *w)
+		}
+		if u := c.Undoes; u != nil {
+			if w := u.Kept(nil); w != nil {
+				s.written = slices.DeleteFunc(s.written, func(e timed[sidecar.AssignmentWrite]) bool {
+					return e.v.Change == w.Change && e.v.Same(&w.Assignment)
+				})
+			}
+		}
+		switch {
 		case c.To == nil:
 			if a := s.assign[key]; a != nil {
 				s.keepUnassigned(key, *a, c)
@@ -1572,6 +1584,13 @@ func (s *Store) ChangeAssignments(_ context.Context, cs []sidecar.AssignmentChan
 	s.mu.Unlock()
 	s.publish(keys...)
 	return conflicts, nil
+}
+
+// AssignmentsChanged reads the writes kept since since.
+func (s *Store) AssignmentsChanged(_ context.Context, since time.Time) ([]sidecar.AssignmentWrite, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.written.since(s.now(), since), nil
 }
 
 // withinDomainBounds refuses cs when the customers they would add to a

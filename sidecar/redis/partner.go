@@ -76,8 +76,14 @@ func (s *Store) sharedKey() string       { return s.prefix + ":partner:shared" }
 // fault in between keeps a change not made, which the sweep reading it
 // finds not made, never a change made without its mark.
 func (s *Store) keepChange(ctx context.Context, key, member string, at time.Time) error {
+	return s.keepChanges(ctx, key, []goredis.Z{{Score: ms(at), Member: member}})
+}
+
+// keepChanges keeps several members as keepChange keeps one, each at its
+// score (ms).
+func (s *Store) keepChanges(ctx context.Context, key string, zs []goredis.Z) error {
 	_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		p.ZAddArgs(ctx, key, goredis.ZAddArgs{GT: true, Members: []goredis.Z{{Score: ms(at), Member: member}}})
+		p.ZAddArgs(ctx, key, goredis.ZAddArgs{GT: true, Members: zs})
 		p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatFloat(ms(s.now().Add(-sidecar.AppendOnceWindow)), 'f', 0, 64))
 		p.PExpire(ctx, key, sidecar.AppendOnceWindow)
 		return nil
@@ -104,12 +110,17 @@ const (
 // write's records to the Recorder and to a retry of the write, as before
 // marks were kept. Failures are logged with msg and args.
 func (s *Store) keepChangeAhead(ctx context.Context, key, member string, at time.Time, msg string, args ...any) {
+	s.keepChangesAhead(ctx, key, []goredis.Z{{Score: ms(at), Member: member}}, msg, args...)
+}
+
+// keepChangesAhead keeps several members as keepChangeAhead keeps one.
+func (s *Store) keepChangesAhead(ctx context.Context, key string, zs []goredis.Z, msg string, args ...any) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
 		defer cancel()
-		if err := s.keepChange(mctx, key, member, at); err != nil {
+		if err := s.keepChanges(mctx, key, zs); err != nil {
 			s.log.Warn(msg, append(args, "err", err)...)
 		}
 	}()

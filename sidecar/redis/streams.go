@@ -3,6 +3,8 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +23,12 @@ import (
 //	{cust:F}:assign:removed  the assignment as the last change removing it
 //	                       left it, for RemovedAssignment; expires
 //	                       sidecar.AppendOnceWindow after the removal
+//	{cust:F}:assign:kept   sorted set: the writes kept (sidecar.AssignmentWrite,
+//	                       JSON) by their time (ms), written with them, for
+//	                       AssignmentsChanged; each kept sidecar.AppendOnceWindow
+//	reseller:assigned      sorted set: F by its last write kept (ms), written
+//	                       before it, for AssignmentsChanged; kept
+//	                       sidecar.AppendOnceWindow
 //
 // An id already in folded form (lower-case ASCII, the common case) has
 // the key it had before ids were folded.
@@ -136,12 +144,18 @@ func (s *Store) PutAssignments(ctx context.Context, as []sidecar.Assignment) (in
 
 // changeAssignmentScript replaces or removes an assignment only while the
 // customer is still in the domain the caller read; a removal keeps the
-// record, marked removed, for RemovedAssignment.
-// KEYS: the assignment, the removed assignment. ARGV: that domain (empty
-// when unassigned), the new assignment JSON (empty removes it), and for a
-// removal removed_at, removed_by and how long to keep it (ms). Returns 0
-// when the customer is elsewhere now; when applied, {1, the spelling the
-// replaced record had (empty when unassigned)}.
+// record, marked removed, for RemovedAssignment. It keeps the write for
+// AssignmentsChanged (sidecar.AssignmentChange.Kept): a removal with a
+// removed_by, a write with a kept form that changes the record; and
+// forgets the write the change undoes.
+// KEYS: the assignment, the removed assignment, the kept writes. ARGV:
+// that domain (empty when unassigned), the new assignment JSON (empty
+// removes it), and for a removal removed_at, removed_by and how long to
+// keep it (ms); then the write as kept (JSON, empty: none; a removal's is
+// made here), its time (ms), the undone write (JSON, empty: none), the
+// window's edge (ms) and the window (ms). Returns 0 when the customer is
+// elsewhere now; when applied, {1, the spelling the replaced record had
+// (empty when unassigned)}.
 var changeAssignmentScript = goredis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 local current, spelled = '', ''
@@ -151,18 +165,115 @@ if v then
   current, spelled = old['domain'] or '', old['customer'] or ''
 end
 if current ~= ARGV[1] then return 0 end
+local kept = ''
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
   if old then
     old['removed_at'] = ARGV[3]
     old['removed_by'] = ARGV[4]
     redis.call('SET', KEYS[2], cjson.encode(old), 'PX', ARGV[5])
+    if ARGV[4] ~= '' then
+      old['change'] = 'delete'
+      kept = cjson.encode(old)
+    end
   end
 else
   redis.call('SET', KEYS[1], ARGV[2])
+  if v ~= ARGV[2] then kept = ARGV[6] end
+end
+if ARGV[8] ~= '' then redis.call('ZREM', KEYS[3], ARGV[8]) end
+if kept ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[7], kept)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9])
+  redis.call('PEXPIRE', KEYS[3], ARGV[10])
 end
 return {1, spelled}
 `)
+
+func (s *Store) keptAssignKey(c string) string { return s.cust(sidecar.FoldID(c), "assign:kept") }
+func (s *Store) assignedKey() string           { return s.prefix + ":reseller:assigned" }
+
+// keptWrite is the write c keeps as the script receives it: a put's as
+// JSON, a removal's made by the script (empty here); and its time.
+func keptWrite(c *sidecar.AssignmentChange) (string, time.Time) {
+	if c.To == nil {
+		return "", c.At
+	}
+	if w := c.Kept(nil); w != nil {
+		return encode(w), w.At()
+	}
+	return "", c.To.UpdatedAt
+}
+
+// undoneWrite is the write c undoes as kept (JSON), or empty.
+func undoneWrite(c *sidecar.AssignmentChange) string {
+	if c.Undoes == nil {
+		return ""
+	}
+	if w := c.Undoes.Kept(nil); w != nil {
+		return encode(w)
+	}
+	return ""
+}
+
+// markAssigned marks in reseller:assigned the customers of the changes in
+// cs that keep a write, before the writes: a fault in between marks a
+// write not made, whose customer's kept writes hold nothing new. A batch
+// of removals only narrows access, so it waits for its marks at most
+// markWait and goes ahead, as a revocation does (keepChangeAhead); a
+// batch that writes fails when they cannot be kept.
+func (s *Store) markAssigned(ctx context.Context, cs []sidecar.AssignmentChange) error {
+	var zs []goredis.Z
+	narrowing := true
+	for i := range cs {
+		c := &cs[i]
+		if c.To != nil {
+			narrowing = false
+		}
+		if c.To == nil && c.By == "" || c.To != nil && c.Change == "" {
+			continue
+		}
+		_, at := keptWrite(c)
+		zs = append(zs, goredis.Z{Score: ms(at), Member: sidecar.FoldID(c.Customer)})
+	}
+	if len(zs) == 0 {
+		return nil
+	}
+	if narrowing {
+		s.keepChangesAhead(ctx, s.assignedKey(), zs, "assignment removals not kept for the records sweep", "customers", len(zs))
+		return nil
+	}
+	return s.keepChanges(ctx, s.assignedKey(), zs)
+}
+
+// AssignmentsChanged reads the customers kept in reseller:assigned since
+// since, then each one's kept writes since since: a customer is kept at
+// its last write, so none with a write since since is left out.
+func (s *Store) AssignmentsChanged(ctx context.Context, since time.Time) ([]sidecar.AssignmentWrite, error) {
+	edge := s.now().Add(-sidecar.AppendOnceWindow)
+	from := strconv.FormatInt(int64(ms(since)), 10)
+	var out []sidecar.AssignmentWrite
+	err := s.readKept(ctx, s.assignedKey(), since, func(customers []string) error {
+		for _, c := range customers {
+			raws, err := s.c.ZRangeByScore(ctx, s.keptAssignKey(c), &goredis.ZRangeBy{Min: from, Max: "+inf"}).Result()
+			if err != nil {
+				return unavailable(err)
+			}
+			for _, raw := range raws {
+				w, err := decode[sidecar.AssignmentWrite](raw)
+				if err != nil {
+					return err
+				}
+				if at := w.At(); !at.Before(since) && at.After(edge) {
+					out = append(out, *w)
+				}
+			}
+		}
+		return nil
+	})
+	slices.SortStableFunc(out, func(a, b sidecar.AssignmentWrite) int { return a.At().Compare(b.At()) })
+	return out, err
+}
 
 // ChangeAssignments checks and writes each assignment in one script on its
 // key, so no other write lands in between. The domain indexes live in
@@ -181,6 +292,9 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 		}
 	}
 	if err := s.reserveInDomains(ctx, cs); err != nil {
+		return nil, err
+	}
+	if err := s.markAssigned(ctx, cs); err != nil {
 		return nil, err
 	}
 	var (
@@ -207,8 +321,10 @@ func (s *Store) ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentCh
 				if c.To != nil {
 					to = encode(c.To)
 				}
-				results[i] = changeAssignmentScript.Eval(ctx, p, []string{s.assignKey(c.Customer), s.removedAssignKey(c.Customer)}, c.From, to,
-					c.At.UTC().Format(time.RFC3339Nano), c.By, keep)
+				kept, at := keptWrite(&c)
+				results[i] = changeAssignmentScript.Eval(ctx, p, []string{s.assignKey(c.Customer), s.removedAssignKey(c.Customer), s.keptAssignKey(c.Customer)},
+					c.From, to, c.At.UTC().Format(time.RFC3339Nano), c.By, keep,
+					kept, int64(ms(at)), undoneWrite(&c), int64(ms(s.now().Add(-sidecar.AppendOnceWindow))), sidecar.AppendOnceWindow.Milliseconds())
 			}
 			return nil
 		})

@@ -346,3 +346,85 @@ func testAssignmentChanges(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 	})
 }
+
+// testAssignmentWritesKept: every write a caller asked for (put, import)
+// and every removal by someone is kept, as written or removed, for
+// sidecar.AppendOnceWindow, where any replica reads it back: its records
+// are appended after it, and a process that stops, or loses the streams'
+// node, before they are leaves a change of which domain sees which
+// customer with no record. A write that changes nothing, a change that
+// did not apply, and a put-back keep nothing; a put-back forgets the
+// write it undoes.
+func testAssignmentWritesKept(t *testing.T, newEnv func(*testing.T) *env) {
+	e := newEnv(t)
+	start := e.now()
+	assign := func(customer, domain, by string) *sidecar.Assignment {
+		return &sidecar.Assignment{Customer: customer, Reseller: "r1", Domain: domain, UpdatedBy: by, UpdatedAt: e.now()}
+	}
+	apply := func(cs ...sidecar.AssignmentChange) {
+		t.Helper()
+		conflicts, err := e.s.ChangeAssignments(e.ctx, cs)
+		must(t, err)
+		if len(conflicts) != 0 {
+			t.Fatalf("changes %v not applied", conflicts)
+		}
+	}
+	type write struct{ customer, domain, change, by string }
+	of := func(ws []sidecar.AssignmentWrite) []write {
+		out := make([]write, len(ws))
+		for i, w := range ws {
+			by := w.UpdatedBy
+			if w.Change == sidecar.ChangeDelete {
+				by = w.RemovedBy
+			}
+			out[i] = write{w.Customer, w.Domain, w.Change, by}
+		}
+		return out
+	}
+	kept := func(since time.Time, want ...write) {
+		t.Helper()
+		ws, err := e.peer.AssignmentsChanged(e.ctx, since)
+		must(t, err)
+		if got := of(ws); !slices.Equal(got, want) {
+			t.Fatalf("kept %+v, want %+v", got, want)
+		}
+	}
+	kept(start)
+	acme := assign("Acme", "eu.r1", "sam")
+	apply(sidecar.AssignmentChange{Customer: "Acme", To: acme, Change: sidecar.ChangePut})
+	e.clock.Advance(time.Minute)
+	second := e.now()
+	globex := assign("globex", "us.r1", "ivy")
+	apply(sidecar.AssignmentChange{Customer: "globex", To: globex, Change: sidecar.ChangeImport},
+		// Written again as it is: no change to record.
+		sidecar.AssignmentChange{Customer: "acme", From: "eu.r1", To: acme, Change: sidecar.ChangeImport},
+		// Loaded, not asked for: nothing to record.
+		sidecar.AssignmentChange{Customer: "initech", To: assign("initech", "us.r1", "")})
+	conflicts, err := e.s.ChangeAssignments(e.ctx, []sidecar.AssignmentChange{{Customer: "hooli", From: "eu.r1", To: assign("hooli", "us.r1", "ivy"), Change: sidecar.ChangePut}})
+	must(t, err)
+	if len(conflicts) != 1 {
+		t.Fatal("a change from a domain hooli is not in applied")
+	}
+	kept(start, write{"Acme", "eu.r1", "put", "sam"}, write{"globex", "us.r1", "import", "ivy"})
+	e.clock.Advance(time.Minute)
+	third := e.now()
+	apply(sidecar.AssignmentChange{Customer: "ACME", From: "eu.r1", By: "rae", At: third})
+	// Removed with no one removing it (a put-back): nothing to record.
+	apply(sidecar.AssignmentChange{Customer: "initech", From: "us.r1"})
+	ws, err := e.peer.AssignmentsChanged(e.ctx, third)
+	must(t, err)
+	if len(ws) != 1 || ws[0].Change != sidecar.ChangeDelete || !ws[0].RemovedAt.Equal(third) || ws[0].UpdatedBy != "sam" || ws[0].Domain != "eu.r1" {
+		t.Fatalf("since the removal kept %+v, want Acme as removed by rae", ws)
+	}
+	kept(second, write{"globex", "us.r1", "import", "ivy"}, write{"Acme", "eu.r1", "delete", "rae"})
+	// An import undone: globex put back where it was, its write forgotten.
+	imported := sidecar.AssignmentChange{Customer: "globex", From: "us.r1", To: assign("globex", "eu.r1", "ivy"), Change: sidecar.ChangeImport}
+	apply(imported)
+	kept(third, write{"Acme", "eu.r1", "delete", "rae"}, write{"globex", "eu.r1", "import", "ivy"})
+	apply(sidecar.AssignmentChange{Customer: "globex", From: "eu.r1", To: globex, Undoes: &imported})
+	kept(start, write{"Acme", "eu.r1", "put", "sam"}, write{"globex", "us.r1", "import", "ivy"}, write{"Acme", "eu.r1", "delete", "rae"})
+	e.clock.Advance(sidecar.AppendOnceWindow - 2*time.Minute)
+	kept(start, write{"globex", "us.r1", "import", "ivy"}, write{"Acme", "eu.r1", "delete", "rae"})
+	e.clock.Advance(2 * time.Minute)
+	kept(start)
+}

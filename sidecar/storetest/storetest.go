@@ -112,6 +112,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"subscriptions", testSubscriptions},
 		{"assignments", testAssignments},
 		{"assignment_changes", testAssignmentChanges},
+		{"assignment_writes_kept", testAssignmentWritesKept},
 		{"assignment_bounds", testAssignmentBounds},
 		{"events", testEvents},
 		{"audit", testAudit},
