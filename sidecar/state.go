@@ -1167,6 +1167,8 @@ type AssignmentChange struct {
 	// write changes nothing. A removal with a By is kept as ChangeDelete.
 	// "" keeps nothing: a write putting back what was.
 	Change string
+	// Via is the domain the writer signed in through, kept with the write.
+	Via string
 	// Undoes, on a change putting back what an earlier change of the same
 	// caller replaced, is that change: the store forgets the write it
 	// kept, in the same step, as one that no caller was answered.
@@ -1193,6 +1195,7 @@ const (
 type AssignmentWrite struct {
 	Assignment
 	Change string `json:"change"`
+	Via    string `json:"via,omitempty"` // the domain its writer signed in through (AssignmentChange.Via)
 }
 
 // At is when the write was made: the removal's time, or the assignment's.
@@ -1215,7 +1218,7 @@ func (c *AssignmentChange) Kept(old *Assignment) *AssignmentWrite {
 	case c.To == nil || c.Change == "" || old != nil && old.Same(c.To):
 		return nil
 	}
-	return &AssignmentWrite{Assignment: *c.To, Change: c.Change}
+	return &AssignmentWrite{Assignment: *c.To, Change: c.Change, Via: c.Via}
 }
 
 // Same reports whether a and b are the same assignment as written.

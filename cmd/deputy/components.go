@@ -366,9 +366,10 @@ func (d *delegationPart) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopSweep, d.swept = cancel, make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); d.partners.RunSweeper(ctx) }()
 	go func() { defer wg.Done(); d.imp.RunSweeper(ctx) }()
+	go func() { defer wg.Done(); d.resellers.RunSweeper(ctx) }()
 	go func() { wg.Wait(); close(d.swept) }()
 	return nil
 }

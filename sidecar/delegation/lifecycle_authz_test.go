@@ -33,8 +33,11 @@ var callerless = map[string]string{
 		"taken after policy allowed that action; it only ever narrows access",
 	"Impersonation.BurnExposed": "uses up redeem codes a link exposed to proxy logs, whoever sent it: " +
 		"it only ever takes access away, and must not depend on a policy that could leave the code valid",
-	"Partners.RecordAgain": "Deputy's own sweep recording again decisions and revocations, made and " +
-		"authorized already, whose records are missing",
+	"Partners.RecordAgain": "Deputy's own sweep recording again requests, decisions, revocations and shares, " +
+		"made and authorized already, whose records are missing",
+	"Resellers.RecordAgain": "Deputy's own sweep recording again assignment writes, made and authorized already, " +
+		"whose records are missing",
+	"Resellers.RunSweeper": "Deputy's own sweep recording again assignment writes",
 }
 
 // authorizedMethods returns "Type.Method" of every exported method of the

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -109,9 +108,7 @@ type Partners struct {
 	rules   *RuleBook
 	records *Recorder // appends the audit trail's records
 
-	sweepMu  sync.Mutex
-	keptFrom time.Time            // decisions and revocations from then on are read back; zero: the whole window
-	keptDone map[string]time.Time // Once → when a sweep recorded it, since keptFrom
+	kept keptSweep // how far RecordAgain has got
 }
 
 // PartnerOption configures Partners.
@@ -1637,12 +1634,7 @@ func (p *Partners) announced(ctx context.Context, since time.Time) (map[string]b
 // missing without announcing the approval again.
 func (p *Partners) RecordAgain(ctx context.Context) error {
 	now := p.clock()
-	p.sweepMu.Lock()
-	from := p.keptFrom
-	if from.IsZero() {
-		from = now.Add(-sidecar.AppendOnceWindow)
-	}
-	p.sweepMu.Unlock()
+	from := p.kept.since(now)
 	created, err := p.store.RequestsCreated(ctx, from)
 	if err != nil {
 		return err
@@ -1650,7 +1642,7 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 	var errs []error
 	for k := range created {
 		r := &created[k]
-		errs = append(errs, p.recordKept(now, "partner.request:"+r.ID, func() error { return p.requested(ctx, r) }))
+		errs = append(errs, p.kept.record(now, "partner.request:"+r.ID, func() error { return p.requested(ctx, r) }))
 	}
 	decided, err := p.store.RequestsDecided(ctx, from)
 	if err != nil {
@@ -1661,7 +1653,7 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 		r := &decided[k]
 		switch {
 		case r.Status == sidecar.RequestApproved && r.ApprovalRecorded:
-			errs = append(errs, p.recordKept(now, "partner.approve:"+r.ID, func() error {
+			errs = append(errs, p.kept.record(now, "partner.approve:"+r.ID, func() error {
 				users, err := p.issuedUsersOf(ctx, r)
 				if err != nil {
 					return err
@@ -1673,9 +1665,9 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 				held = r.DecidedAt
 			}
 		case r.Status == sidecar.RequestApproved:
-			errs = append(errs, p.recordKept(now, "partner.approve:"+r.ID, func() error { return p.recordCut(ctx, r) }))
+			errs = append(errs, p.kept.record(now, "partner.approve:"+r.ID, func() error { return p.recordCut(ctx, r) }))
 		case r.Status == sidecar.RequestRejected:
-			errs = append(errs, p.recordKept(now, "partner.reject:"+r.ID, func() error { return p.rejected(ctx, r) }))
+			errs = append(errs, p.kept.record(now, "partner.reject:"+r.ID, func() error { return p.rejected(ctx, r) }))
 		}
 	}
 	// Decisions before revocations: a grant's approval is recorded
@@ -1689,7 +1681,7 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 		if g.RevokedBy == "" {
 			continue
 		}
-		errs = append(errs, p.recordKept(now, "partner.revoke:"+g.ID, func() error {
+		errs = append(errs, p.kept.record(now, "partner.revoke:"+g.ID, func() error {
 			return p.revoked(ctx, g.RevokedBy, g.RevokedByOrg, g, g.RevokedAt)
 		}))
 	}
@@ -1704,44 +1696,16 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 		if !shares[k].RemovedAt.IsZero() {
 			a = unsharedAudit(&shares[k])
 		}
-		errs = append(errs, p.recordKept(now, a.Once, func() error { return p.store.AppendAudit(ctx, a) }))
+		errs = append(errs, p.kept.record(now, a.Once, func() error { return p.store.AppendAudit(ctx, a) }))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err // the next sweep reads back from the same time
 	}
-	p.sweepMu.Lock()
-	p.keptFrom = now.Add(-p.recordInterval())
-	if !held.IsZero() && held.Before(p.keptFrom) {
-		p.keptFrom = held // read back again once its grace has passed
+	next := now.Add(-p.recordInterval())
+	if !held.IsZero() && held.Before(next) {
+		next = held // read back again once its grace has passed
 	}
-	for once, at := range p.keptDone {
-		if at.Before(p.keptFrom) {
-			delete(p.keptDone, once)
-		}
-	}
-	p.sweepMu.Unlock()
-	return nil
-}
-
-// recordKept runs record, the recording of the change whose records
-// carry once, unless a sweep of this process recorded it since keptFrom,
-// and remembers it as recorded at now when it appended its event.
-func (p *Partners) recordKept(now time.Time, once string, record func() error) error {
-	p.sweepMu.Lock()
-	_, done := p.keptDone[once]
-	p.sweepMu.Unlock()
-	if done {
-		return nil
-	}
-	if err := record(); err != nil {
-		return err
-	}
-	p.sweepMu.Lock()
-	if p.keptDone == nil {
-		p.keptDone = make(map[string]time.Time)
-	}
-	p.keptDone[once] = now
-	p.sweepMu.Unlock()
+	p.kept.swept(next)
 	return nil
 }
 

@@ -269,6 +269,66 @@ func recordableAgain(at, now time.Time) bool {
 	return !at.IsZero() && now.Sub(at) < sidecar.AppendOnceWindow
 }
 
+// keptSweep is how far a sweep recording again the changes a store keeps
+// for sidecar.AppendOnceWindow (Partners.RecordAgain,
+// Resellers.RecordAgain) has got: it reads back what was kept since the
+// last sweep that recorded everything it read (one interval before it: a
+// write made at an earlier time may land late), so a change costs each
+// replica one more record at most; the first sweep of a process reads
+// back the whole window, as its predecessor may have stopped with records
+// not appended and left no trace; a sweep that fails to append reads back
+// from the same time again.
+type keptSweep struct {
+	mu   sync.Mutex
+	from time.Time            // changes from then on are read back; zero: the whole window
+	done map[string]time.Time // Once → when a sweep recorded it, since from
+}
+
+// since is the time a sweep at now reads back from.
+func (k *keptSweep) since(now time.Time) time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.from.IsZero() {
+		return now.Add(-sidecar.AppendOnceWindow)
+	}
+	return k.from
+}
+
+// record runs record, the recording of the change whose records carry
+// once, unless a sweep of this process recorded it since from, and
+// remembers it as recorded at now when record succeeds.
+func (k *keptSweep) record(now time.Time, once string, record func() error) error {
+	k.mu.Lock()
+	_, done := k.done[once]
+	k.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := record(); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	if k.done == nil {
+		k.done = make(map[string]time.Time)
+	}
+	k.done[once] = now
+	k.mu.Unlock()
+	return nil
+}
+
+// swept moves the next sweep's start to from, once a sweep recorded all
+// it read, forgetting what was recorded before it.
+func (k *keptSweep) swept(from time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.from = from
+	for once, at := range k.done {
+		if at.Before(from) {
+			delete(k.done, once)
+		}
+	}
+}
+
 // onceOf is the Once of the records of one change, made of what names
 // the change (kind, then its parts) and nothing else: every call recording
 // the change, first or again, makes the same one. Parts are hashed, so

@@ -78,6 +78,9 @@ type ResellerState interface {
 	ChangeAssignments(ctx context.Context, cs []sidecar.AssignmentChange) (conflicts []int, err error)
 	RemovedAssignment(ctx context.Context, customer string) (*sidecar.Assignment, error)
 	TakeAssignmentRows(ctx context.Context, domain string, rows, limit int, window time.Duration) (time.Duration, bool, error)
+	// AssignmentsChanged reads back the writes kept for the records
+	// sweep (RecordAgain).
+	AssignmentsChanged(ctx context.Context, since time.Time) ([]sidecar.AssignmentWrite, error)
 	AssignmentsByDomain(ctx context.Context, domain string, p sidecar.Page) ([]sidecar.Assignment, string, error)
 	// GetCustomerState reads the customer's profile and staff mark, which
 	// policy judges a put or an import by (a protected account is put
@@ -111,6 +114,7 @@ type Resellers struct {
 	clock   sidecar.Clock
 	logger  *slog.Logger
 	records *Recorder // appends the audit trail's records
+	kept    keptSweep // how far RecordAgain has got
 }
 
 // ResellerOption configures Resellers.
@@ -260,7 +264,8 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 			taken = true
 		}
 		a = &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
-		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: domainIn(prev), To: a, MaxInDomain: lim.MaxDomainAssignments})
+		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: domainIn(prev), To: a, MaxInDomain: lim.MaxDomainAssignments,
+			Change: sidecar.ChangePut, Via: domainOf(by)})
 	})
 	// Unpublished: the move stands but replicas were not told; it is
 	// recorded as done, and the 503 makes the caller retry, which writes
@@ -268,9 +273,17 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
-	r.audit(ctx, by, "reseller.assignment.put", customer, map[string]string{"domain": domain})
-	r.changed(ctx, a, "put")
+	r.records.Audit(ctx, putAudit(a))
+	r.changed(ctx, a, sidecar.ChangePut)
 	return a, err
+}
+
+// putAudit is the audit entry of a written by a put. Its Once is the
+// write's (assignmentOnce), so recording a put again (RecordAgain)
+// appends nothing when the first got through.
+func putAudit(a *sidecar.Assignment) *sidecar.AuditEntry {
+	return &sidecar.AuditEntry{Time: a.UpdatedAt, Actor: a.UpdatedBy, Action: "reseller.assignment.put", Customer: a.Customer, Target: a.Customer,
+		Outcome: "ok", Data: map[string]string{"domain": a.Domain}, Once: assignmentOnce(a)}
 }
 
 // Delete removes the customer from its domain once policy lets by; an
@@ -330,12 +343,18 @@ func (r *Resellers) Delete(ctx context.Context, by *sidecar.Identity, customer s
 // time of the removal, so recording a removal again (recordDeleteAgain)
 // appends nothing when the first got through.
 func (r *Resellers) deleted(ctx context.Context, a *sidecar.Assignment) {
+	audit, event := deletedRecords(a)
+	r.records.Audit(ctx, audit)
+	r.records.Event(ctx, event)
+}
+
+// deletedRecords are the audit entry and the event of a removed.
+func deletedRecords(a *sidecar.Assignment) (*sidecar.AuditEntry, *sidecar.Event) {
 	once := onceOf("reseller.assignment.delete", sidecar.FoldID(a.Customer), strconv.FormatInt(a.RemovedAt.UnixNano(), 10))
-	data := map[string]string{"domain": a.Domain}
-	r.records.Audit(ctx, &sidecar.AuditEntry{Time: a.RemovedAt, Actor: a.RemovedBy, Action: "reseller.assignment.delete", Customer: a.Customer,
-		Target: a.Customer, Outcome: "ok", Data: data, Once: once})
-	r.records.Event(ctx, &sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: a.RemovedAt, Customer: a.Customer, Actor: a.RemovedBy,
-		Data: map[string]string{"domain": a.Domain, "change": "delete"}, Once: once})
+	return &sidecar.AuditEntry{Time: a.RemovedAt, Actor: a.RemovedBy, Action: "reseller.assignment.delete", Customer: a.Customer,
+			Target: a.Customer, Outcome: "ok", Data: map[string]string{"domain": a.Domain}, Once: once},
+		&sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: a.RemovedAt, Customer: a.Customer, Actor: a.RemovedBy,
+			Data: map[string]string{"domain": a.Domain, "change": sidecar.ChangeDelete}, Once: once}
 }
 
 // recordDeleteAgain records once more the removal of customer's
@@ -652,10 +671,11 @@ func jsonProblem(err error) string {
 func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize) (int, error) {
 	var (
 		changes []sidecar.AssignmentChange
+		at      time.Time
 		taken   bool
 	)
 	err := retryMoved(func() (err error) {
-		changes, err = r.importOnce(ctx, by, rows, authorize, &taken)
+		changes, at, err = r.importOnce(ctx, by, rows, authorize, &taken)
 		return err
 	})
 	// Unpublished: every row stands but replicas were not told; recorded
@@ -664,7 +684,7 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 		return 0, err
 	}
 	unpublished := err
-	r.audit(ctx, by, "reseller.assignment.import", "", map[string]string{"rows": fmt.Sprint(len(changes)), "domain": by.Domain})
+	r.records.Audit(ctx, importAudit(by.Subject, at, len(changes), by.Domain))
 	// Every row written now is announced. A row kept as written before
 	// (importOnce) is announced again while the store can still tell
 	// whether its announcement got through (recordableAgain): it may have
@@ -673,10 +693,19 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 	// write, so an announcement that got through is not made twice.
 	for _, c := range changes {
 		if recordableAgain(c.To.UpdatedAt, r.clock()) {
-			r.changed(ctx, c.To, "import")
+			r.changed(ctx, c.To, sidecar.ChangeImport)
 		}
 	}
 	return len(changes), unpublished
+}
+
+// importAudit is the audit entry of an import by by, written at at, of
+// rows rows, through domain. Its Once is made of who imported and when,
+// so recording an import again (RecordAgain) appends nothing when the
+// first got through.
+func importAudit(by string, at time.Time, rows int, domain string) *sidecar.AuditEntry {
+	return &sidecar.AuditEntry{Time: at, Actor: by, Action: "reseller.assignment.import", Outcome: "ok",
+		Data: map[string]string{"rows": strconv.Itoa(rows), "domain": domain}, Once: onceOf("reseller.assignment.import", by, strconv.FormatInt(at.UnixNano(), 10))}
 }
 
 // MayImport asks policy whether by may import into the domain it signed
@@ -694,7 +723,7 @@ func (r *Resellers) MayImport(by *sidecar.Identity, authorize Authorize) error {
 // The rows are taken from the domain's hourly budget at the first
 // attempt policy allows (*taken), and every change is bounded by
 // max_domain_assignments.
-func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize, taken *bool) ([]sidecar.AssignmentChange, error) {
+func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows []ImportRow, authorize Authorize, taken *bool) ([]sidecar.AssignmentChange, time.Time, error) {
 	prev := make(map[string]*sidecar.Assignment, len(rows))
 	domains := []any{}
 	seen := map[string]bool{}
@@ -710,7 +739,7 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 	}
 	current, err := r.store.GetAssignments(ctx, customers)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	for i, row := range rows {
 		addDomain(row.Domain)
@@ -728,18 +757,18 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 		read[row.Customer] = true
 		f, err := r.profile(ctx, row.Customer)
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		profiles = append(profiles, f)
 	}
 	target := map[string]any{"domain": domainOf(by), "domains": domains, "rows": len(rows), "profiles": profiles}
 	lim, err := r.authorized("reseller.assignment.import", target, authorize)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if !*taken {
 		if err := r.takeRows(ctx, by, rows[0].Domain, len(rows), lim); err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		*taken = true
 	}
@@ -753,21 +782,22 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 			// every write is one its writer announced (Import).
 			to = p
 		}
-		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(p), To: to, MaxInDomain: lim.MaxDomainAssignments}
+		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(p), To: to, MaxInDomain: lim.MaxDomainAssignments,
+			Change: sidecar.ChangeImport, Via: domainOf(by)}
 	}
 	conflicts, err := r.store.ChangeAssignments(ctx, cs)
 	if (err == nil || sidecar.IsUnpublished(err)) && len(conflicts) == 0 {
-		return cs, err
+		return cs, now, err
 	}
 	if sidecar.ErrorReason(err) == sidecar.ReasonTooManyAssignments {
-		return nil, err // refused before anything was written
+		return nil, time.Time{}, err // refused before anything was written
 	}
 	r.undo(ctx, cs, conflicts, prev)
 	if err != nil && !sidecar.IsUnpublished(err) {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	row := rows[conflicts[0]]
-	return nil, sidecar.Errorf(sidecar.ECONFLICT, "line %d: the assignment of customer %s changed meanwhile; nothing was imported, try again", row.Line, row.Customer)
+	return nil, time.Time{}, sidecar.Errorf(sidecar.ECONFLICT, "line %d: the assignment of customer %s changed meanwhile; nothing was imported, try again", row.Line, row.Customer)
 }
 
 // undo puts back what each customer had before cs, for every change but
@@ -781,7 +811,11 @@ func (r *Resellers) undo(ctx context.Context, cs []sidecar.AssignmentChange, con
 			conflicts = conflicts[1:]
 			continue
 		}
-		back = append(back, sidecar.AssignmentChange{Customer: c.Customer, From: c.To.Domain, To: prev[c.Customer]})
+		b := sidecar.AssignmentChange{Customer: c.Customer, From: c.To.Domain, To: prev[c.Customer]}
+		if p := prev[c.Customer]; p == nil || !p.Same(c.To) {
+			b.Undoes = &cs[i] // forget the write kept for it (a row written again as it was kept none)
+		}
+		back = append(back, b)
 	}
 	// A lost eviction of the undo is not a failure to undo: the import is
 	// read and written again (retryMoved), or answers 409 asking for a
@@ -791,21 +825,109 @@ func (r *Resellers) undo(ctx context.Context, cs []sidecar.AssignmentChange, con
 	}
 }
 
-func (r *Resellers) audit(ctx context.Context, by *sidecar.Identity, action, customer string, data map[string]string) {
-	a := &sidecar.AuditEntry{Time: r.clock(), Actor: by.Subject, Action: action, Customer: customer, Target: customer, Outcome: "ok", Data: data}
-	r.records.Audit(ctx, a)
-}
-
 // changed announces a, written by a change of kind ("put", "import"). The
 // event goes through the Recorder, as audit entries do: the change stands
 // whatever the append does. Its Once is made of the assignment as written,
 // so announcing a write again appends nothing when the first got through.
 func (r *Resellers) changed(ctx context.Context, a *sidecar.Assignment, kind string) {
-	r.records.Event(ctx, &sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: a.UpdatedAt, Customer: a.Customer, Actor: a.UpdatedBy,
-		Data: map[string]string{"domain": a.Domain, "change": kind}, Once: assignmentOnce(a)})
+	r.records.Event(ctx, changedEvent(a, kind))
+}
+
+// changedEvent is the event announcing a, written by a change of kind.
+func changedEvent(a *sidecar.Assignment, kind string) *sidecar.Event {
+	return &sidecar.Event{Type: sidecar.EventAssignmentChanged, Time: a.UpdatedAt, Customer: a.Customer, Actor: a.UpdatedBy,
+		Data: map[string]string{"domain": a.Domain, "change": kind}, Once: assignmentOnce(a)}
 }
 
 // assignmentOnce is the Once of the event announcing a as written.
 func assignmentOnce(a *sidecar.Assignment) string {
 	return onceOf("assignment.changed", sidecar.FoldID(a.Customer), a.Domain, strconv.FormatInt(a.UpdatedAt.UnixNano(), 10))
+}
+
+// RecordAgain records once more the assignment writes (puts, imports)
+// and removals made, by any call on any replica, since the last sweep of
+// this process (see keptSweep): their records are appended after the
+// write, and a process that stops, or loses the node of the audit and
+// events streams, before the recorder appends them leaves a change of
+// which domain sees which customer with no record. The store keeps each
+// write for sidecar.AppendOnceWindow (AssignmentsChanged), and the records
+// carry the Once of the first (made of the write: the customer, the
+// domain and the time), so what got through is not appended twice.
+//
+// A put is recorded with its audit entry and event, a removal too, as its
+// remover's; an import with the event of each row it wrote and one audit
+// entry for the rows written at its time by its writer. The records are
+// appended here, not through the recorder, so that a sweep that fails to
+// append one reads it back again at the next.
+func (r *Resellers) RecordAgain(ctx context.Context) error {
+	now := r.clock()
+	ws, err := r.store.AssignmentsChanged(ctx, r.kept.since(now))
+	if err != nil {
+		return err
+	}
+	type importKey struct {
+		by string
+		at int64
+	}
+	imported := map[importKey]int{} // rows each import wrote
+	for _, w := range ws {
+		if w.Change == sidecar.ChangeImport {
+			imported[importKey{w.UpdatedBy, w.UpdatedAt.UnixNano()}]++
+		}
+	}
+	var errs []error
+	for k := range ws {
+		w := &ws[k]
+		var (
+			audit *sidecar.AuditEntry
+			event *sidecar.Event
+		)
+		switch w.Change {
+		case sidecar.ChangePut:
+			audit, event = putAudit(&w.Assignment), changedEvent(&w.Assignment, sidecar.ChangePut)
+		case sidecar.ChangeImport:
+			// The import's audit entry before its rows' events, once.
+			key := importKey{w.UpdatedBy, w.UpdatedAt.UnixNano()}
+			if n := imported[key]; n > 0 {
+				a := importAudit(w.UpdatedBy, w.UpdatedAt, n, w.Via)
+				errs = append(errs, r.kept.record(now, a.Once, func() error { return r.store.AppendAudit(ctx, a) }))
+				imported[key] = 0
+			}
+			event = changedEvent(&w.Assignment, sidecar.ChangeImport)
+		case sidecar.ChangeDelete:
+			audit, event = deletedRecords(&w.Assignment)
+		default:
+			continue
+		}
+		errs = append(errs, r.kept.record(now, w.Change+":"+event.Once, func() error {
+			if audit != nil {
+				if err := r.store.AppendAudit(ctx, audit); err != nil {
+					return err
+				}
+			}
+			return r.store.AppendEvent(ctx, event)
+		}))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err // the next sweep reads back from the same time
+	}
+	r.kept.swept(now.Add(-RecordInterval))
+	return nil
+}
+
+// RunSweeper calls RecordAgain now and then every RecordInterval, until
+// ctx ends. A failed sweep is logged and retried at its next tick.
+func (r *Resellers) RunSweeper(ctx context.Context) {
+	t := time.NewTicker(RecordInterval)
+	defer t.Stop()
+	for {
+		if err := r.RecordAgain(ctx); err != nil && ctx.Err() == nil {
+			r.logger.Warn("reseller records sweep failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
