@@ -38,7 +38,7 @@ const (
 // policies/deputy/partner/data.json.
 type PartnerConfig struct {
 	MaxGrantUsers    int           `yaml:"max_grant_users" usage:"users one individual access request may name"`
-	SweepInterval    time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for; decisions and revocations whose audit entries or events are missing are looked for at this interval or every minute, whichever is shorter"`
+	SweepInterval    time.Duration `yaml:"sweep_interval" usage:"how often expiring grants are looked for; access requests, decisions, revocations and shares whose audit entries or events are missing are looked for at this interval or every minute, whichever is shorter"`
 	OnBehalfOfHeader string        `yaml:"on_behalf_of_header" usage:"request header naming the customer a partner acts for (a path under data.deputy.partner.customer_path_prefix naming another customer is refused); read in any case with _ as -, as CGI, PHP and WSGI upstreams read it"`
 }
 

@@ -31,10 +31,12 @@ type RecordStore interface {
 // out, refused by the store as invalid, or failing while no relay runs)
 // is logged and counted: deputy_audit_dropped_total and
 // deputy_events_undelivered_total. The records of session starts and
-// ends, of consent settings and lapses, and of partner access decisions
-// and grant revocations are not lost with them: the store keeps those
+// ends, of consent settings and lapses, of partner access requests,
+// decisions, grant revocations and shares, and of reseller assignment
+// puts, imports and deletes are not lost with them: the store keeps those
 // changes for sidecar.AppendOnceWindow, and sweeps record again the ones
-// whose records are missing (Impersonation.Sweep, Partners.RecordAgain).
+// whose records are missing (Impersonation.Sweep, Partners.RecordAgain,
+// Resellers.RecordAgain).
 type Recorder struct {
 	store  RecordStore
 	logger *slog.Logger
