@@ -289,6 +289,13 @@ func run(o options) error {
 				if perr := profiled(); perr != nil && err == nil {
 					err = fmt.Errorf("%s: CPU profile: %w", s.name, perr)
 				}
+				// The heap as the last collection of the run left it:
+				// what is live under load, the part of the resident set
+				// Deputy's own code decides.
+				heap := filepath.Join(o.profile, strings.TrimSuffix(profileName(s.name), ".pprof")+".heap.pprof")
+				if herr := fetchProfile(s.srv.pprof, "heap", heap, 30*time.Second); herr != nil && err == nil {
+					err = fmt.Errorf("%s: heap profile: %w", s.name, herr)
+				}
 			}
 			if err != nil {
 				return err

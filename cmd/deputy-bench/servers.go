@@ -295,24 +295,28 @@ func cpuProfile(addr, file string, run time.Duration) func() error {
 	secs := max(1, int(run.Seconds())-1)
 	done := make(chan error, 1)
 	go func() {
-		c := &http.Client{Timeout: time.Duration(secs)*time.Second + 30*time.Second}
-		resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
-		if err != nil {
-			done <- err
-			return
-		}
-		defer func() { _ = resp.Body.Close() }()
-		if resp.StatusCode != http.StatusOK {
-			done <- fmt.Errorf("%s", resp.Status)
-			return
-		}
-		raw, err := io.ReadAll(resp.Body)
-		if err == nil {
-			err = os.WriteFile(file, raw, 0o644)
-		}
-		done <- err
+		done <- fetchProfile(addr, fmt.Sprintf("profile?seconds=%d", secs), file, time.Duration(secs)*time.Second+30*time.Second)
 	}()
 	return func() error { return <-done }
+}
+
+// fetchProfile writes the profile that the server at addr serves under
+// /debug/pprof/<which> to file.
+func fetchProfile(addr, which, file string, timeout time.Duration) error {
+	c := &http.Client{Timeout: timeout}
+	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/%s", addr, which))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, raw, 0o644)
 }
 
 // profileName is a scenario's name as a file name.
