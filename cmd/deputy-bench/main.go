@@ -48,7 +48,7 @@ func main() {
 	flag.IntVar(&o.connections, "connections", 4, "gRPC connections")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; each figure is the median over them")
 	flag.DurationVar(&o.duration, "z", 5*time.Second, "duration of each run")
-	flag.StringVar(&o.profile, "profile", "", "directory to write a CPU profile of each Deputy scenario's last run to (empty: none)")
+	flag.StringVar(&o.profile, "profile", "", "directory to write the CPU and heap profiles of each Deputy scenario's last run to (empty: none)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "deputy-bench:", err)

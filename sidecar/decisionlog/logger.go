@@ -80,6 +80,7 @@ type Logger struct {
 	flushed     atomic.Uint64
 	sinkErrors  atomic.Uint64
 	maskErrors  atomic.Uint64
+	maskSpent   atomic.Uint64
 	oversized   atomic.Uint64
 	statsErrors atomic.Uint64 // failed reads of the redis sink's stream
 	spoolErrors atomic.Uint64 // failed writes to the spool
@@ -261,6 +262,12 @@ func (l *Logger) SpoolErrors() uint64 { return l.spoolErrors.Load() }
 // MaskErrors is the number of records whose input was dropped because the
 // mask policy failed on it.
 func (l *Logger) MaskErrors() uint64 { return l.maskErrors.Load() }
+
+// MaskWorkSpent is the number of records whose masking read its bound of
+// query values (1 MiB) and masked the values past it whole, unread: a
+// client sending queries built to cost the logger work, or queries longer
+// than the bound allows for, whose values are then logged masked.
+func (l *Logger) MaskWorkSpent() uint64 { return l.maskSpent.Load() }
 
 // Oversized is the number of records written without their input because
 // their encoding passed decision_log.max_record_bytes, or because they did
@@ -760,6 +767,9 @@ func (l *Logger) appendRecord(ctx context.Context, dst []byte, d *sidecar.Decisi
 			if n := l.maskErrors.Add(1); n%1000 == 1 {
 				l.log.Warn("decision log mask policy failed; input left out of the record", "failures", n, "error", rec.MaskError)
 			}
+		}
+		if rec.unread {
+			l.maskSpent.Add(1)
 		}
 	}
 	b, err := rec.appendJSON(dst)

@@ -342,6 +342,32 @@ func TestInvalidMaskPolicy(t *testing.T) {
 	})
 }
 
+// Ops learn that masking ran out of its bound from a counter: a client
+// sending queries built to cost the logger work, or a portal whose queries
+// are longer than the bound allows for (its values then logged masked).
+func TestMaskingPastTheWorkBoundIsCounted(t *testing.T) {
+	// Distinct values, so each is read: 64 of 32 KB, twice the bound.
+	var pairs []string
+	for i := range 64 {
+		pairs = append(pairs, fmt.Sprintf("v%d=[%s%d]", i, strings.Repeat(`{"a":1},`, 4000), i))
+	}
+	long := "/?" + strings.Join(pairs, "&")
+	var out lines
+	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out))
+	for _, path := range []string{"/?q=shoes", long, "/?q=socks", long} {
+		l.Log(&sidecar.Decision{Allowed: true, Path: "/", Input: map[string]any{"attributes": map[string]any{"request": map[string]any{"http": map[string]any{"path": path}}}}})
+	}
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(out.records(t)); n != 4 {
+		t.Fatalf("%d records, want 4", n)
+	}
+	if got := l.MaskWorkSpent(); got != 2 {
+		t.Errorf("MaskWorkSpent = %d, want 2 (the two long queries)", got)
+	}
+}
+
 func TestParseMask(t *testing.T) {
 	cases := []struct {
 		name    string

@@ -389,6 +389,7 @@ func (m *masker) maskWith(ctx context.Context, rec *Record, in any, ev Evaluator
 		}
 	}
 	rec.Masked = append(rec.Masked, m.maskQueries(w, event)...)
+	rec.unread = w.spent
 	if id, ok := lookup(event, "input", "identity").(map[string]any); ok && id["claims"] != nil {
 		if v, isAST := astValue(id["claims"]); isAST {
 			// The check path's AST: claims are read whole, so turned
@@ -782,6 +783,9 @@ const maxSeenValues = 256
 type maskWork struct {
 	left int
 	seen map[string]bool
+	// spent: a read was refused for want of work left, so a value was
+	// masked unread.
+	spent bool
 }
 
 func newMaskWork() *maskWork {
@@ -791,7 +795,7 @@ func newMaskWork() *maskWork {
 // spend charges n bytes of reading and reports whether they were left.
 func (w *maskWork) spend(n int) bool {
 	if n > w.left {
-		w.left = 0
+		w.left, w.spent = 0, true
 		return false
 	}
 	w.left -= n

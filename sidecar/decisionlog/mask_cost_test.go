@@ -136,5 +136,13 @@ func TestMaskingPastTheWorkBoundMasksWhole(t *testing.T) {
 		if kept == 0 || masked == 0 || kept+masked != len(pairs) {
 			t.Errorf("%s: %d values kept, %d masked, of %d", form, kept, masked, len(pairs))
 		}
+		if !got.rec.unread {
+			t.Errorf("%s: values masked unread, and the record does not say so", form)
+		}
+	}
+	for form, got := range maskForms(t, httpInput(map[string]any{"path": "/?" + strings.Join(pairs[:3], "&")})) {
+		if got.rec.unread {
+			t.Errorf("%s: a query within the bound read as past it", form)
+		}
 	}
 }

@@ -61,6 +61,11 @@ type Record struct {
 	Erased    []string `json:"erased,omitempty"`
 	Masked    []string `json:"masked,omitempty"`
 	MaskError string   `json:"mask_error,omitempty"`
+
+	// unread: masking spent its work bound (maxMaskWork) on this record,
+	// so some query values were masked whole without being read. Counted
+	// (MaskWorkSpent), not written.
+	unread bool
 }
 
 // InputDrop is why a record was written without its input; the zero value

@@ -17,7 +17,7 @@
 //	deputy_state_breaker_open, deputy_state_breaker_trips_total
 //	deputy_state_lookup_failures_total{reason}     breaker_open, over_budget, unavailable
 //	deputy_decision_log_queue_depth
-//	deputy_decision_log_flushed_total, _dropped_total, _unconfirmed_total, _sink_errors_total, _mask_errors_total, _oversized_total
+//	deputy_decision_log_flushed_total, _dropped_total, _unconfirmed_total, _sink_errors_total, _mask_errors_total, _mask_work_spent_total, _oversized_total
 //	deputy_decision_log_spool_errors_total           failed writes to the spool (a full or read-only disk)
 //	deputy_decision_log_stream_length, _stream_trimmed_total, _stream_oldest_age_seconds, _stream_max_len  redis sink: the shared stream as last read
 //	deputy_decision_log_stream_read_errors_total     redis sink: failed reads of those figures
@@ -355,6 +355,7 @@ type DecisionLogStats interface {
 	Unconfirmed() uint64
 	SinkErrors() uint64
 	MaskErrors() uint64
+	MaskWorkSpent() uint64
 	Oversized() uint64
 	SpoolErrors() uint64
 }
@@ -377,6 +378,8 @@ func (m *Metrics) RegisterDecisionLog(s DecisionLogStats) error {
 			Help: "Failed writes to the decision log sink (records stay queued)."}, func() float64 { return float64(s.SinkErrors()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_mask_errors_total",
 			Help: "Records logged without their input because the mask policy failed on it."}, func() float64 { return float64(s.MaskErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_mask_work_spent_total",
+			Help: "Records whose masking read its bound of query values (1 MiB) and masked the values past it whole, unread: queries built to cost the logger work, or longer than the bound allows for."}, func() float64 { return float64(s.MaskWorkSpent()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_oversized_total",
 			Help: "Records logged without their input because they passed decision_log.max_record_bytes, or did not fit decision_log.max_queue_bytes with it."}, func() float64 { return float64(s.Oversized()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "decision_log_spool_errors_total",
