@@ -34,3 +34,8 @@ func (s *Store) LateEvictionsScheduled() int {
 
 // Channel is the invalidation channel.
 func (s *Store) Channel() string { return s.channel() }
+
+// KeepChangeAhead keeps member in key as a narrowing write keeps its mark.
+func (s *Store) KeepChangeAhead(ctx context.Context, key, member string) {
+	s.keepChangeAhead(ctx, key, member, time.Now(), "mark not kept")
+}

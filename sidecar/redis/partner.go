@@ -116,7 +116,9 @@ func (s *Store) keepChangeAhead(ctx context.Context, key, member string, at time
 // keepChangesAhead keeps several members as keepChangeAhead keeps one.
 func (s *Store) keepChangesAhead(ctx context.Context, key string, zs []goredis.Z, msg string, args ...any) {
 	done := make(chan struct{})
+	s.marks.RLock()
 	go func() {
+		defer s.marks.RUnlock()
 		defer close(done)
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
 		defer cancel()

@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,12 @@ type Store struct {
 
 	inv  invalidations
 	repl replication
+
+	// marks is read-held by each mark of a narrowing write still on its
+	// way (keepChangesAhead); Close takes it to wait for them. (A
+	// WaitGroup may not gain work while waited on; a write may race a
+	// stop.)
+	marks sync.RWMutex
 }
 
 var _ sidecar.Store = (*Store)(nil)
@@ -125,9 +132,14 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the invalidation subscription and, when New made the
-// client, closes it.
+// Close waits for the marks of narrowing writes still on their way (each
+// on its own deadline, markTimeout), stops the invalidation subscription
+// and, when New made the client, closes it. A replica stopping right
+// after a revocation answered must not cut its mark: the revocation's
+// records may rest on the sweep that reads it.
 func (s *Store) Close() error {
+	s.marks.Lock()
+	s.marks.Unlock() // nothing to hold: taking it was the wait
 	s.closeInvalidations()
 	if s.owned {
 		return s.c.Close()
