@@ -1412,7 +1412,7 @@ func (i *Impersonation) recordSweptAgain(ctx context.Context, now time.Time) err
 		}
 	}
 	i.sweepMu.Lock()
-	i.keptFrom = now.Add(-i.cfg.SweepInterval)
+	i.keptFrom = now.Add(-max(i.cfg.SweepInterval, keptOverlap))
 	for once, at := range i.keptDone {
 		if at.Before(i.keptFrom) {
 			delete(i.keptDone, once)

@@ -1701,7 +1701,7 @@ func (p *Partners) RecordAgain(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err // the next sweep reads back from the same time
 	}
-	next := now.Add(-p.recordInterval())
+	next := now.Add(-max(p.recordInterval(), keptOverlap))
 	if !held.IsZero() && held.Before(next) {
 		next = held // read back again once its grace has passed
 	}

@@ -271,12 +271,23 @@ func recordableAgain(at, now time.Time) bool {
 	return !at.IsZero() && now.Sub(at) < sidecar.AppendOnceWindow
 }
 
+// keptOverlap is the least a sweep of kept changes reads back from
+// before the time of the last one that recorded everything: a change is
+// kept at its writer's time, which may lie before a sweep that ran while
+// the change was not yet there to read. A narrowing write's mark lands
+// up to a second after its write (it goes ahead of a slow mark), and
+// replicas' clocks differ. A short sweep interval alone would leave such
+// a change behind; reading it twice costs a lookup, as the sweep
+// remembers what it recorded.
+const keptOverlap = 10 * time.Second
+
 // keptSweep is how far a sweep recording again the changes a store keeps
 // for sidecar.AppendOnceWindow (Partners.RecordAgain,
 // Resellers.RecordAgain) has got: it reads back what was kept since the
-// last sweep that recorded everything it read (one interval before it: a
-// write made at an earlier time may land late), so a change costs each
-// replica one more record at most; the first sweep of a process reads
+// last sweep that recorded everything it read (one interval, and at least
+// keptOverlap, before it: a write made at an earlier time may land late),
+// so a change costs each replica one more record at most; the first sweep
+// of a process reads
 // back the whole window, as its predecessor may have stopped with records
 // not appended and left no trace; a sweep that fails to append reads back
 // from the same time again.

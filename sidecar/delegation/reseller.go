@@ -911,7 +911,7 @@ func (r *Resellers) RecordAgain(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err // the next sweep reads back from the same time
 	}
-	r.kept.swept(now.Add(-RecordInterval))
+	r.kept.swept(now.Add(-max(RecordInterval, keptOverlap)))
 	return nil
 }
 
