@@ -18,20 +18,13 @@ func testPartnerChangesKept(t *testing.T, newEnv func(*testing.T) *env) {
 	e := newEnv(t)
 	day := 24 * time.Hour
 	start := e.now()
-	ids := func(rs []sidecar.AccessRequest) []string {
-		out := make([]string, len(rs))
-		for i, r := range rs {
-			out[i] = r.ID + ":" + r.Status
-		}
-		return out
-	}
 	for _, id := range []string{"r1", "r2", "r3"} {
 		must(t, e.s.CreateRequest(e.ctx, newRequest(e, id, "p1", "acme")))
 	}
 	kept, err := e.peer.RequestsDecided(e.ctx, start)
 	must(t, err)
 	if len(kept) != 0 {
-		t.Fatalf("nothing decided; kept %v", ids(kept))
+		t.Fatalf("nothing decided; kept %v", requestStates(kept))
 	}
 	_, err = e.s.DecideRequest(e.ctx, "r1", sidecar.RequestApproved, "boss", e.now())
 	must(t, err)
@@ -41,12 +34,12 @@ func testPartnerChangesKept(t *testing.T, newEnv func(*testing.T) *env) {
 	must(t, err)
 	kept, err = e.peer.RequestsDecided(e.ctx, start)
 	must(t, err)
-	if got := ids(kept); !slices.Equal(got, []string{"r1:approved", "r2:rejected"}) {
+	if got := requestStates(kept); !slices.Equal(got, []string{"r1:approved", "r2:rejected"}) {
 		t.Fatalf("kept %v, want r1 approved, then r2 rejected", got)
 	}
 	kept, err = e.peer.RequestsDecided(e.ctx, second)
 	must(t, err)
-	if got := ids(kept); !slices.Equal(got, []string{"r2:rejected"}) {
+	if got := requestStates(kept); !slices.Equal(got, []string{"r2:rejected"}) {
 		t.Fatalf("decided since r2's decision: %v, want r2", got)
 	}
 	// Marking r1's approval recorded keeps it again, at the marking: once.
@@ -59,7 +52,7 @@ func testPartnerChangesKept(t *testing.T, newEnv func(*testing.T) *env) {
 	}
 	kept, err = e.peer.RequestsDecided(e.ctx, start)
 	must(t, err)
-	if got := ids(kept); !slices.Equal(got, []string{"r2:rejected", "r1:approved"}) {
+	if got := requestStates(kept); !slices.Equal(got, []string{"r2:rejected", "r1:approved"}) {
 		t.Fatalf("kept %v, want r2, then r1 at its marking", got)
 	}
 	if !kept[1].ApprovalRecorded || kept[1].DecidedBy != "boss" {
@@ -67,7 +60,7 @@ func testPartnerChangesKept(t *testing.T, newEnv func(*testing.T) *env) {
 	}
 	kept, err = e.peer.RequestsDecided(e.ctx, third)
 	must(t, err)
-	if got := ids(kept); !slices.Equal(got, []string{"r1:approved"}) {
+	if got := requestStates(kept); !slices.Equal(got, []string{"r1:approved"}) {
 		t.Fatalf("kept since the marking %v, want r1", got)
 	}
 
@@ -114,7 +107,7 @@ func testPartnerChangesKept(t *testing.T, newEnv func(*testing.T) *env) {
 	e.clock.Advance(sidecar.AppendOnceWindow - time.Minute - time.Second)
 	kept, err = e.peer.RequestsDecided(e.ctx, start)
 	must(t, err)
-	if got := ids(kept); !slices.Equal(got, []string{"r1:approved"}) {
+	if got := requestStates(kept); !slices.Equal(got, []string{"r1:approved"}) {
 		t.Fatalf("an hour after r2's decision kept %v, want r1 (marked later)", got)
 	}
 	e.clock.Advance(time.Second)
@@ -129,7 +122,7 @@ func testPartnerChangesKept(t *testing.T, newEnv func(*testing.T) *env) {
 	revs, err2 := e.peer.GrantsRevoked(e.ctx, start)
 	must(t, err2)
 	if len(kept)+len(revs) != 0 {
-		t.Fatalf("past the window kept %v and %+v", ids(kept), revsOf(revs))
+		t.Fatalf("past the window kept %v and %+v", requestStates(kept), revsOf(revs))
 	}
 }
 
@@ -143,13 +136,6 @@ func testRequestsAndSharesKept(t *testing.T, newEnv func(*testing.T) *env) {
 	t.Run("requests", func(t *testing.T) {
 		e := newEnv(t)
 		start := e.now()
-		ids := func(rs []sidecar.AccessRequest) []string {
-			out := make([]string, len(rs))
-			for i, r := range rs {
-				out[i] = r.ID + ":" + r.Status
-			}
-			return out
-		}
 		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "r1", "p1", "acme")))
 		e.clock.Advance(10 * time.Minute)
 		second := e.now()
@@ -159,7 +145,7 @@ func testRequestsAndSharesKept(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, err)
 		kept, err := e.peer.RequestsCreated(e.ctx, start)
 		must(t, err)
-		if got := ids(kept); !slices.Equal(got, []string{"r1:rejected", "r2:pending"}) {
+		if got := requestStates(kept); !slices.Equal(got, []string{"r1:rejected", "r2:pending"}) {
 			t.Fatalf("kept %v, want r1 as it stands (rejected), then r2", got)
 		}
 		if kept[0].PartnerOrg != "p1" || kept[0].ContactEmail != "boss@acme" {
@@ -167,20 +153,20 @@ func testRequestsAndSharesKept(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 		kept, err = e.peer.RequestsCreated(e.ctx, second)
 		must(t, err)
-		if got := ids(kept); !slices.Equal(got, []string{"r2:pending"}) {
+		if got := requestStates(kept); !slices.Equal(got, []string{"r2:pending"}) {
 			t.Fatalf("created since r2: %v, want r2", got)
 		}
 		e.clock.Advance(sidecar.AppendOnceWindow - 10*time.Minute)
 		kept, err = e.peer.RequestsCreated(e.ctx, start)
 		must(t, err)
-		if got := ids(kept); !slices.Equal(got, []string{"r2:pending"}) {
+		if got := requestStates(kept); !slices.Equal(got, []string{"r2:pending"}) {
 			t.Fatalf("an hour after r1 kept %v, want r2", got)
 		}
 		e.clock.Advance(10 * time.Minute)
 		kept, err = e.peer.RequestsCreated(e.ctx, start)
 		must(t, err)
 		if len(kept) != 0 {
-			t.Fatalf("past the window kept %v", ids(kept))
+			t.Fatalf("past the window kept %v", requestStates(kept))
 		}
 	})
 	t.Run("shares", func(t *testing.T) {
@@ -238,4 +224,13 @@ func testRequestsAndSharesKept(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("past the window kept %+v, want the last put alone", got)
 		}
 	})
+}
+
+// requestStates names each request by its id and status ("r1:rejected").
+func requestStates(rs []sidecar.AccessRequest) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.ID + ":" + r.Status
+	}
+	return out
 }
