@@ -37,81 +37,75 @@ func requestAndShareRecordsOf(t *testing.T, s sidecar.Store, id string) requestA
 // audit entry, the share and its withdrawal, each as its maker's. Later
 // sweeps, of any replica, append nothing more.
 func TestPartnerRequestsAndSharesRefusedAreRecordedBySweeps(t *testing.T) {
-	for _, backend := range []string{"memory", "redis"} {
-		for _, other := range []string{"fresh", "swept_before"} {
-			t.Run(backend+"/"+other, func(t *testing.T) {
-				ctx := context.Background()
-				clock := newPartnerClock()
-				rs := refusedStreams(t, backend, clock.Now)
-				store := rs.store
-				replica := func(s sidecar.Store, rec *delegation.Recorder) *delegation.Partners {
-					return delegation.NewPartners(s, shippedData(t), delegation.PartnerConfig{},
-						delegation.WithPartnerClock(clock.Now), delegation.WithPartnerRecorder(rec))
-				}
-				b := replica(store, delegation.NewRecorder(store, nil))
-				if other == "swept_before" {
-					must(t, b.RecordAgain(ctx))
-				}
-				clock.Advance(time.Minute)
-
-				rs.refuse()
-				rec := delegation.NewRecorder(rs.replica, nil)
-				must(t, rec.Start(ctx))
-				a := replica(rs.replica, rec)
-				r, err := a.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 30), allowAll)
-				if r == nil || err == nil {
-					t.Fatalf("request with the events stream refusing writes answered %+v, %v; want the request stored and the event's failure", r, err)
-				}
-				if _, err := a.Share(ctx, cora, "acme", sharedSR1, allowAll); err != nil {
-					t.Fatal(err)
-				}
-				clock.Advance(time.Second)
-				if err := a.Unshare(ctx, cora, "acme", sharedSR1, allowAll); err != nil {
-					t.Fatal(err)
-				}
-				if rec.Pending() == 0 {
-					t.Fatal("no audit entry waits for the refusing stream")
-				}
-				stopped, cancel := context.WithCancel(ctx)
-				cancel()
-				if err := rec.Stop(stopped); err == nil {
-					t.Fatal("stopping with audit entries queued answered no error")
-				}
-				if _, err := store.GetRequest(ctx, r.ID); err != nil {
-					t.Fatalf("request not stored: %v", err)
-				}
-				clock.Advance(2 * delegation.RecordInterval)
-				rs.accept()
-				if got := requestAndShareRecordsOf(t, store, r.ID); got != (requestAndShareRecords{}) {
-					t.Fatalf("recorded while refused: %+v", got)
-				}
-
-				must(t, b.RecordAgain(ctx))
-				want := requestAndShareRecords{1, 1, 1, 1}
-				if got := requestAndShareRecordsOf(t, store, r.ID); got != want {
-					t.Fatalf("after b's sweep: %+v, want %+v", got, want)
-				}
-				for range 2 {
-					clock.Advance(time.Minute)
-					for _, p := range []*delegation.Partners{b, replica(store, delegation.NewRecorder(store, nil))} {
-						must(t, p.RecordAgain(ctx))
-					}
-				}
-				if got := requestAndShareRecordsOf(t, store, r.ID); got != want {
-					t.Fatalf("after later sweeps: %+v, want %+v", got, want)
-				}
-				es := events(t, store, sidecar.EventGrantRequested)
-				if len(es) != 1 || es[0].Actor != patUser.Subject || es[0].Data["to"] != "cora@acme.example" || es[0].Data["request_id"] != r.ID {
-					t.Errorf("grant.requested events %+v, want one from pat asking cora@acme.example", es)
-				}
-				for _, action := range []string{"share.put", "share.delete"} {
-					if as := audited(t, store, action, "SR-1"); len(as) != 1 || as[0].Actor != cora.Subject || as[0].Data["user"] != "pat" {
-						t.Errorf("%s audited as %+v, want once, by cora, for pat", action, as)
-					}
-				}
-			})
+	refusedSweepCases(t, func(t *testing.T, _ string, clock *partnerClock, rs streamsRefused, sweptBefore bool) {
+		ctx := context.Background()
+		store := rs.store
+		replica := func(s sidecar.Store, rec *delegation.Recorder) *delegation.Partners {
+			return delegation.NewPartners(s, shippedData(t), delegation.PartnerConfig{},
+				delegation.WithPartnerClock(clock.Now), delegation.WithPartnerRecorder(rec))
 		}
-	}
+		b := replica(store, delegation.NewRecorder(store, nil))
+		if sweptBefore {
+			must(t, b.RecordAgain(ctx))
+		}
+		clock.Advance(time.Minute)
+
+		rs.refuse()
+		rec := delegation.NewRecorder(rs.replica, nil)
+		must(t, rec.Start(ctx))
+		a := replica(rs.replica, rec)
+		r, err := a.Request(ctx, patUser, orgRequest(sidecar.LevelLook, 30), allowAll)
+		if r == nil || err == nil {
+			t.Fatalf("request with the events stream refusing writes answered %+v, %v; want the request stored and the event's failure", r, err)
+		}
+		if _, err := a.Share(ctx, cora, "acme", sharedSR1, allowAll); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Second)
+		if err := a.Unshare(ctx, cora, "acme", sharedSR1, allowAll); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Pending() == 0 {
+			t.Fatal("no audit entry waits for the refusing stream")
+		}
+		stopped, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := rec.Stop(stopped); err == nil {
+			t.Fatal("stopping with audit entries queued answered no error")
+		}
+		if _, err := store.GetRequest(ctx, r.ID); err != nil {
+			t.Fatalf("request not stored: %v", err)
+		}
+		clock.Advance(2 * delegation.RecordInterval)
+		rs.accept()
+		if got := requestAndShareRecordsOf(t, store, r.ID); got != (requestAndShareRecords{}) {
+			t.Fatalf("recorded while refused: %+v", got)
+		}
+
+		must(t, b.RecordAgain(ctx))
+		want := requestAndShareRecords{1, 1, 1, 1}
+		if got := requestAndShareRecordsOf(t, store, r.ID); got != want {
+			t.Fatalf("after b's sweep: %+v, want %+v", got, want)
+		}
+		for range 2 {
+			clock.Advance(time.Minute)
+			for _, p := range []*delegation.Partners{b, replica(store, delegation.NewRecorder(store, nil))} {
+				must(t, p.RecordAgain(ctx))
+			}
+		}
+		if got := requestAndShareRecordsOf(t, store, r.ID); got != want {
+			t.Fatalf("after later sweeps: %+v, want %+v", got, want)
+		}
+		es := events(t, store, sidecar.EventGrantRequested)
+		if len(es) != 1 || es[0].Actor != patUser.Subject || es[0].Data["to"] != "cora@acme.example" || es[0].Data["request_id"] != r.ID {
+			t.Errorf("grant.requested events %+v, want one from pat asking cora@acme.example", es)
+		}
+		for _, action := range []string{"share.put", "share.delete"} {
+			if as := audited(t, store, action, "SR-1"); len(as) != 1 || as[0].Actor != cora.Subject || as[0].Data["user"] != "pat" {
+				t.Errorf("%s audited as %+v, want once, by cora, for pat", action, as)
+			}
+		}
+	})
 }
 
 // A request, a share and a withdrawal whose records got through are not

@@ -58,81 +58,75 @@ var resellerAdmin = &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", O
 // entry and event, the import with one audit entry naming its rows and an
 // event for each row. Later sweeps, of any replica, append nothing more.
 func TestResellerWritesRefusedAreRecordedBySweeps(t *testing.T) {
-	for _, backend := range []string{"memory", "redis"} {
-		for _, other := range []string{"fresh", "swept_before"} {
-			t.Run(backend+"/"+other, func(t *testing.T) {
-				ctx := context.Background()
-				clock := newPartnerClock()
-				rs := refusedStreams(t, backend, clock.Now)
-				store := rs.store
-				replica := func(s sidecar.Store, rec *delegation.Recorder) *delegation.Resellers {
-					return delegation.NewResellers(s, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now), delegation.WithResellerRecorder(rec))
-				}
-				b := replica(store, delegation.NewRecorder(store, nil))
-				if _, err := b.Put(ctx, resellerAdmin, "gone", "shop-a.example", allowAll); err != nil {
-					t.Fatal(err)
-				}
-				if other == "swept_before" {
-					must(t, b.RecordAgain(ctx))
-				}
-				clock.Advance(time.Minute)
-
-				rs.refuse()
-				rec := delegation.NewRecorder(rs.replica, nil)
-				must(t, rec.Start(ctx))
-				a := replica(rs.replica, rec)
-				if _, err := a.Put(ctx, resellerAdmin, "acme", "shop-a.example", allowAll); err != nil {
-					t.Fatal(err)
-				}
-				clock.Advance(time.Second)
-				must(t, a.Delete(ctx, resellerAdmin, "gone", allowAll))
-				clock.Advance(time.Second)
-				rows := []delegation.ImportRow{{Line: 1, Customer: "imp1", Domain: "shop-a.example"}, {Line: 2, Customer: "imp2", Domain: "shop-a.example"}}
-				if n, err := a.Import(ctx, resellerAdmin, rows, allowAll); err != nil || n != 2 {
-					t.Fatalf("import answered %d, %v", n, err)
-				}
-				if rec.Pending() == 0 {
-					t.Fatal("no record waits for the refusing streams")
-				}
-				stopped, cancel := context.WithCancel(ctx)
-				cancel()
-				if err := rec.Stop(stopped); err == nil {
-					t.Fatal("stopping with records queued answered no error")
-				}
-				clock.Advance(2 * delegation.RecordInterval)
-				rs.accept()
-				before := assignmentRecordsOf(t, store, "acme", "gone", "imp1", "imp2")
-				if before != (assignmentRecords{}) {
-					t.Fatalf("recorded while refused: %+v", before)
-				}
-
-				must(t, b.RecordAgain(ctx))
-				want := assignmentRecords{put: 1, putEvents: 1, del: 1, delEvents: 1, imports: 1, importEvents: 2, importRows: "2"}
-				if got := assignmentRecordsOf(t, store, "acme", "gone", "imp1", "imp2"); got != want {
-					t.Fatalf("after b's sweep: %+v, want %+v", got, want)
-				}
-				for range 2 {
-					clock.Advance(time.Minute)
-					for _, r := range []*delegation.Resellers{b, replica(store, delegation.NewRecorder(store, nil))} {
-						must(t, r.RecordAgain(ctx))
-					}
-				}
-				if got := assignmentRecordsOf(t, store, "acme", "gone", "imp1", "imp2"); got != want {
-					t.Fatalf("after later sweeps: %+v, want %+v", got, want)
-				}
-				for _, action := range []string{"reseller.assignment.put", "reseller.assignment.delete", "reseller.assignment.import"} {
-					for _, e := range audited(t, store, action, "") {
-						if e.Actor != resellerAdmin.Subject || e.Customer != "" && e.Data["domain"] != "shop-a.example" {
-							t.Errorf("%s recorded as %+v, want sa's, in shop-a.example", action, e)
-						}
-					}
-				}
-				if imp := audited(t, store, "reseller.assignment.import", ""); len(imp) == 1 && imp[0].Data["domain"] != resellerAdmin.Domain {
-					t.Errorf("import recorded as %+v, want through sa's domain", imp[0])
-				}
-			})
+	refusedSweepCases(t, func(t *testing.T, _ string, clock *partnerClock, rs streamsRefused, sweptBefore bool) {
+		ctx := context.Background()
+		store := rs.store
+		replica := func(s sidecar.Store, rec *delegation.Recorder) *delegation.Resellers {
+			return delegation.NewResellers(s, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now), delegation.WithResellerRecorder(rec))
 		}
-	}
+		b := replica(store, delegation.NewRecorder(store, nil))
+		if _, err := b.Put(ctx, resellerAdmin, "gone", "shop-a.example", allowAll); err != nil {
+			t.Fatal(err)
+		}
+		if sweptBefore {
+			must(t, b.RecordAgain(ctx))
+		}
+		clock.Advance(time.Minute)
+
+		rs.refuse()
+		rec := delegation.NewRecorder(rs.replica, nil)
+		must(t, rec.Start(ctx))
+		a := replica(rs.replica, rec)
+		if _, err := a.Put(ctx, resellerAdmin, "acme", "shop-a.example", allowAll); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Second)
+		must(t, a.Delete(ctx, resellerAdmin, "gone", allowAll))
+		clock.Advance(time.Second)
+		rows := []delegation.ImportRow{{Line: 1, Customer: "imp1", Domain: "shop-a.example"}, {Line: 2, Customer: "imp2", Domain: "shop-a.example"}}
+		if n, err := a.Import(ctx, resellerAdmin, rows, allowAll); err != nil || n != 2 {
+			t.Fatalf("import answered %d, %v", n, err)
+		}
+		if rec.Pending() == 0 {
+			t.Fatal("no record waits for the refusing streams")
+		}
+		stopped, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := rec.Stop(stopped); err == nil {
+			t.Fatal("stopping with records queued answered no error")
+		}
+		clock.Advance(2 * delegation.RecordInterval)
+		rs.accept()
+		before := assignmentRecordsOf(t, store, "acme", "gone", "imp1", "imp2")
+		if before != (assignmentRecords{}) {
+			t.Fatalf("recorded while refused: %+v", before)
+		}
+
+		must(t, b.RecordAgain(ctx))
+		want := assignmentRecords{put: 1, putEvents: 1, del: 1, delEvents: 1, imports: 1, importEvents: 2, importRows: "2"}
+		if got := assignmentRecordsOf(t, store, "acme", "gone", "imp1", "imp2"); got != want {
+			t.Fatalf("after b's sweep: %+v, want %+v", got, want)
+		}
+		for range 2 {
+			clock.Advance(time.Minute)
+			for _, r := range []*delegation.Resellers{b, replica(store, delegation.NewRecorder(store, nil))} {
+				must(t, r.RecordAgain(ctx))
+			}
+		}
+		if got := assignmentRecordsOf(t, store, "acme", "gone", "imp1", "imp2"); got != want {
+			t.Fatalf("after later sweeps: %+v, want %+v", got, want)
+		}
+		for _, action := range []string{"reseller.assignment.put", "reseller.assignment.delete", "reseller.assignment.import"} {
+			for _, e := range audited(t, store, action, "") {
+				if e.Actor != resellerAdmin.Subject || e.Customer != "" && e.Data["domain"] != "shop-a.example" {
+					t.Errorf("%s recorded as %+v, want sa's, in shop-a.example", action, e)
+				}
+			}
+		}
+		if imp := audited(t, store, "reseller.assignment.import", ""); len(imp) == 1 && imp[0].Data["domain"] != resellerAdmin.Domain {
+			t.Errorf("import recorded as %+v, want through sa's domain", imp[0])
+		}
+	})
 }
 
 // A put, a removal and an import whose records got through are not
