@@ -806,16 +806,19 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	}
 	// A key given twice reads as its last value here and as its first to
 	// other parsers (the upstream's, if it reads the token itself): such a
-	// token says two things, so it says nothing. Verdicts are remembered,
-	// so this walk runs once per token.
-	if p, bad := strictjson.Check(payload, claims); bad {
+	// token says two things, so it says nothing. So does one given again
+	// in another case ("SUB", "ſub"), which an upstream decoding claims
+	// into a struct reads as the key, and a key holding NUL, which one
+	// reading names as C strings ends there (strictjson.CheckUntyped).
+	// Verdicts are remembered, so this walk runs once per token.
+	if p, bad := strictjson.CheckUntyped(payload); bad {
 		return refused(ReasonMalformed, fmt.Errorf("claims: %s: %s", p.Field, p.Message))
 	}
 	exp, err := v.checkClaims(claims, is, now)
 	if err != nil {
 		return nil, time.Time{}, idx, err
 	}
-	if _, ok := claims["act"]; ok {
+	if delegated(claims) {
 		// Deputy reads one person from a token. A delegated one names two,
 		// and read as its sub alone it would have the subject act for
 		// themselves: the actor would be dropped from the input, the
@@ -854,6 +857,18 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	id.ExpiresAt = exp
 	id.Claims = claims
 	return id, exp, idx, nil
+}
+
+// delegated reports whether claims name an actor: an act claim, in any
+// case, since an upstream decoding claims into a struct reads "ACT" or
+// "Act" as act (strings.EqualFold is encoding/json's folding).
+func delegated(claims map[string]any) bool {
+	for k := range claims {
+		if strings.EqualFold(k, "act") {
+			return true
+		}
+	}
+	return false
 }
 
 // trimmed reports whether r is white space or a format character

@@ -280,6 +280,20 @@ func TestVerify(t *testing.T) {
 		// "\udfff" would be one name.
 		{name: "a lone surrogate escape in a claim", req: bearer(signRaw(t, ek, ek.kid, `{"nickname":"al\ud800ice",`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
 		{name: "a nested claim repeated", req: bearer(signRaw(t, ek, ek.kid, `{"realm":{"roles":["x"],"roles":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
+		// Go's encoding/json (golang-jwt's claims), System.Text.Json under
+		// ASP.NET Core's defaults and Jackson with case-insensitive
+		// properties read a struct field under any case, Go under Unicode
+		// folding too: an upstream decoding the token itself reads mallory
+		// or globex where Deputy reads alice of acme.
+		{name: "a claim repeated in upper case", req: bearer(signRaw(t, ek, ek.kid, string(goodPayload[:len(goodPayload)-1])+`,"SUB":"mallory"}`)), reason: identity.ReasonMalformed},
+		{name: "a claim repeated in mixed case", req: bearer(signRaw(t, ek, ek.kid, string(goodPayload[:len(goodPayload)-1])+`,"Org":"globex"}`)), reason: identity.ReasonMalformed},
+		{name: "a claim repeated under Unicode folding", req: bearer(signRaw(t, ek, ek.kid, string(goodPayload[:len(goodPayload)-1])+`,"\u017fub":"mallory"}`)), reason: identity.ReasonMalformed},
+		{name: "a nested claim repeated in another case", req: bearer(signRaw(t, ek, ek.kid, `{"realm_access":{"roles":["x"],"ROLES":["admin"]},`+string(goodPayload[1:]))), reason: identity.ReasonMalformed},
+		// Read as a C string, "sub\u0000x" is sub.
+		{name: "a claim key holding NUL", req: bearer(signRaw(t, ek, ek.kid, string(goodPayload[:len(goodPayload)-1])+`,"sub\u0000x":"mallory"}`)), reason: identity.ReasonMalformed},
+		// The other way round: Deputy would read no actor where such an
+		// upstream reads one.
+		{name: "act in another case", req: bearer(signRaw(t, ek, ek.kid, `{"ACT":{"sub":"bert"},`+string(goodPayload[1:]))), reason: identity.ReasonDelegatedToken},
 
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
 		{name: "alg none with kid", req: bearer(rawJWT(`{"alg":"none","kid":"rsa-1"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -33,7 +34,7 @@ func InvalidUTF8(doc []byte) (field string, invalid bool) {
 	if utf8.Valid(doc) {
 		return "", false
 	}
-	p, bad := walk(doc, nil, false)
+	p, bad := walk(doc, nil, rules{})
 	return p.Field, bad
 }
 
@@ -44,7 +45,31 @@ func InvalidUTF8(doc []byte) (field string, invalid bool) {
 // case. A document that is not JSON has no problem here: the decoder
 // names its syntax error.
 func Check(doc []byte, v any) (Problem, bool) {
-	return walk(doc, reflect.TypeOf(v), true)
+	return walk(doc, reflect.TypeOf(v), rules{strict: true})
+}
+
+// CheckUntyped is Check for a document that Deputy reads into maps while
+// others read it into structs of their own: a bearer token's claims or
+// header, which the upstream may decode itself. encoding/json (so
+// golang-jwt's claims), System.Text.Json under ASP.NET Core's defaults and
+// Jackson with case-insensitive properties match a struct field's name in
+// any case, and Go under Unicode simple folding ("ſub" is "sub"): of
+// {"sub":"alice","SUB":"mallory"} Deputy reads alice and those read
+// mallory. So beside Check's rules it refuses, in any object, a key equal
+// to another of the object under encoding/json's folding, and a key
+// holding NUL, which a parser keeping names as C strings ends there
+// ("sub\u0000x" reads as "sub").
+func CheckUntyped(doc []byte) (Problem, bool) {
+	return walk(doc, nil, rules{strict: true, untyped: true})
+}
+
+// rules says what walk looks for.
+type rules struct {
+	// strict: Check's rules; without it, invalid UTF-8 only (doc is
+	// known to hold some).
+	strict bool
+	// untyped: CheckUntyped's, beside strict.
+	untyped bool
 }
 
 // frame is an object or array being read.
@@ -53,11 +78,12 @@ type frame struct {
 	key             string
 	typ             reflect.Type // the Go type it decodes into; nil: unchecked
 	seen            map[string]bool
+	folded          map[string]string // untyped: a key's fold, to the key
 }
 
-// walk reads doc's tokens once. Without strict it looks for invalid UTF-8
-// only (doc is known to hold some).
-func walk(doc []byte, root reflect.Type, strict bool) (Problem, bool) {
+// walk reads doc's tokens once, looking for what r says.
+func walk(doc []byte, root reflect.Type, r rules) (Problem, bool) {
+	strict := r.strict
 	var stack []*frame
 	path := func(last string) string {
 		var keys []string
@@ -125,6 +151,19 @@ func walk(doc []byte, root reflect.Type, strict bool) (Problem, bool) {
 						top.seen = map[string]bool{}
 					}
 					top.seen[t] = true
+					if r.untyped {
+						if strings.IndexByte(t, 0) >= 0 {
+							return Problem{path(t), "a key holding NUL"}, true
+						}
+						f := foldName(t)
+						if other, ok := top.folded[f]; ok {
+							return Problem{path(t), fmt.Sprintf("repeated field (as %q in another letter case)", other)}, true
+						}
+						if top.folded == nil {
+							top.folded = map[string]string{}
+						}
+						top.folded[f] = t
+					}
 					if name, ok := otherCase(top.typ, t); ok {
 						return Problem{path(t), fmt.Sprintf("unknown field (names are case-sensitive: %q)", name)}, true
 					}
@@ -143,6 +182,33 @@ func walk(doc []byte, root reflect.Type, strict bool) (Problem, bool) {
 			valueDone()
 		}
 	}
+}
+
+// foldName is what encoding/json matches a key to a struct field's name
+// by (its own foldName): ASCII letters in upper case, any other rune as
+// the smallest of its Unicode simple folding orbit, so that two names
+// fold alike exactly when bytes.EqualFold holds.
+func foldName(s string) string {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			if 'a' <= r && r <= 'z' {
+				r -= 'a' - 'A'
+			}
+			b = append(b, byte(r))
+			continue
+		}
+		for {
+			next := unicode.SimpleFold(r)
+			if next <= r {
+				r = next
+				break
+			}
+			r = next
+		}
+		b = utf8.AppendRune(b, r)
+	}
+	return string(b)
 }
 
 const loneSurrogateMsg = "invalid \\u escape: a UTF-16 surrogate not paired"

@@ -132,6 +132,40 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// CheckUntyped refuses, beside Check's rules, keys of one object that a
+// case-insensitive struct decoder reads as one name, and keys holding
+// NUL: Deputy reads such a document into a map, others into structs.
+func TestCheckUntyped(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		field     string // "" for no problem
+	}{
+		{name: "distinct keys", doc: `{"sub":"a","subject":"b","org":{"id":"x","ids":["y"]},"n":[{"a":1},{"A":1}]}`},
+		{name: "one key in another case alone", doc: `{"SUB":"a"}`},
+		{name: "the same key in two objects", doc: `{"a":{"sub":1},"b":{"SUB":2}}`},
+		{name: "repeated key", doc: `{"sub":"a","sub":"b"}`, field: "sub"},
+		{name: "upper case after lower", doc: `{"sub":"a","SUB":"b"}`, field: "SUB"},
+		{name: "lower case after mixed", doc: `{"Sub":"a","iss":"x","sub":"b"}`, field: "sub"},
+		{name: "escaped", doc: `{"sub":"a","\u0053ub":"b"}`, field: "Sub"},
+		{name: "long s", doc: `{"sub":"a","\u017fub":"b"}`, field: "\u017fub"},
+		{name: "Kelvin sign", doc: `{"kid":"a","\u212aid":"b"}`, field: "\u212aid"},
+		{name: "non-ASCII in two cases", doc: `{"\u00e9t\u00e9":1,"\u00c9T\u00c9":2}`, field: "\u00c9T\u00c9"},
+		{name: "nested", doc: `{"realm_access":{"roles":["a"],"ROLES":["admin"]}}`, field: "realm_access.ROLES"},
+		{name: "in an array's object", doc: `{"n":[{"a":1},{"a":1,"A":2}]}`, field: "n.A"},
+		{name: "NUL in a key", doc: `{"sub\u0000x":"m"}`, field: "sub\u0000x"},
+		{name: "NUL ending a key in another case", doc: `{"sub":"a","SUB\u0000":"m"}`, field: "SUB\u0000"},
+		{name: "NUL in a value", doc: `{"sub":"a\u0000"}`},
+		{name: "lone surrogate in a key", doc: `{"\ud800":1}`, field: "body (a key)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, bad := strictjson.CheckUntyped([]byte(tc.doc))
+			if bad != (tc.field != "") || p.Field != tc.field {
+				t.Fatalf("CheckUntyped = %+v, %v; want field %q", p, bad, tc.field)
+			}
+		})
+	}
+}
+
 // FuzzCheck: Check finds no problem in a JSON document only if
 // encoding/json reads every string in it (keys too) as it is spelled,
 // with no U+FFFD the document does not spell; and it refuses a document
