@@ -14,6 +14,9 @@ import (
 type claimPath struct {
 	full  string
 	parts []string
+	// spaced: the claim is named scope or scp, whose string holds
+	// several values (see list).
+	spaced bool
 }
 
 type claimPaths struct {
@@ -21,7 +24,11 @@ type claimPaths struct {
 }
 
 func compileClaims(c ClaimsConfig) claimPaths {
-	p := func(s string) claimPath { return claimPath{full: s, parts: strings.Split(s, ".")} }
+	p := func(s string) claimPath {
+		parts := strings.Split(s, ".")
+		last := parts[len(parts)-1]
+		return claimPath{full: s, parts: parts, spaced: last == "scope" || last == "scp"}
+	}
 	return claimPaths{sub: p(c.Sub), name: p(c.Name), email: p(c.Email), roles: p(c.Roles),
 		privileges: p(c.Privileges), org: p(c.Org), domain: p(c.Domain)}
 }
@@ -89,12 +96,23 @@ func (p claimPath) str(claims map[string]any) (string, error) {
 	return "", nil
 }
 
-// list accepts an array of strings or a space-separated string (the OAuth
-// "scope" convention); anything else yields nothing.
+// list accepts an array of strings, or a string: one value, except in a
+// claim named scope or scp, which holds values separated by white space
+// (the OAuth convention: RFC 8693 4.2, Entra ID's scp). Providers send a
+// one-valued roles or groups claim as a string (Keycloak mappers with
+// multivalued off, SAML bridges, Auth0 actions) and as an array once it
+// holds two: split, a role named "Regional admin" would grant admin when
+// sent alone. Anything else yields nothing.
 func (p claimPath) list(claims map[string]any) []string {
 	switch v := p.lookup(claims).(type) {
 	case string:
-		return strings.Fields(v)
+		if p.spaced {
+			return strings.Fields(v)
+		}
+		if v == "" {
+			return nil
+		}
+		return []string{v}
 	case []any:
 		out := make([]string, 0, len(v))
 		for _, x := range v {

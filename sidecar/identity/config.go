@@ -99,8 +99,8 @@ type ClaimsConfig struct {
 	Sub        string `yaml:"sub" usage:"claim holding the subject"`
 	Name       string `yaml:"name" usage:"claim holding the display name"`
 	Email      string `yaml:"email" usage:"claim holding the email address"`
-	Roles      string `yaml:"roles" usage:"claim holding the roles"`
-	Privileges string `yaml:"privileges" usage:"claim holding the privileges"`
+	Roles      string `yaml:"roles" usage:"claim holding the roles: an array of strings, or a string holding one role (split at white space only when the claim is named scope or scp)"`
+	Privileges string `yaml:"privileges" usage:"claim holding the privileges: an array of strings, or a string holding one privilege (split at white space only when the claim is named scope or scp)"`
 	Org        string `yaml:"org" usage:"claim holding the organisation"`
 	Domain     string `yaml:"domain" usage:"claim holding the reseller domain signed in through"`
 }

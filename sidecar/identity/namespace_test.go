@@ -270,7 +270,7 @@ func TestNamespacedIssuerAssertsOnlyListedRoles(t *testing.T) {
 		}
 	}
 	claims := with(goodClaims(epoch), "roles", []any{"admin", "partner_user", "support_agent"},
-		"privileges", "view_customers access_support_cases")
+		"privileges", []any{"view_customers", "access_support_cases"})
 	cases := []struct {
 		name              string
 		roles, privileges []string

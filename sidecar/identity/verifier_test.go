@@ -137,7 +137,7 @@ func goodClaims(now time.Time) map[string]any {
 	return map[string]any{
 		"iss": testIssuer, "aud": testAudience, "sub": "alice",
 		"name": "Alice Example", "email": "alice@example.com",
-		"roles": []any{"support_agent", "viewer"}, "privileges": "view_customers access_support_cases",
+		"roles": []any{"support_agent", "viewer"}, "privileges": []any{"view_customers", "access_support_cases"},
 		"org": "acme", "domain": "shop.example.com",
 		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 	}
@@ -547,6 +547,37 @@ func TestClaimsMapping(t *testing.T) {
 			mapping: identity.ClaimsConfig{Privileges: "scope"},
 			claims:  with(base, "sub", "carol", "scope", "view_customers  access_support_cases"),
 			want:    sidecar.Identity{Subject: "carol", Privileges: []string{"view_customers", "access_support_cases"}},
+		},
+		{
+			name:    "scp is space-separated too",
+			mapping: identity.ClaimsConfig{Roles: "ext.scp"},
+			claims:  with(base, "sub", "carol", "ext", map[string]any{"scp": "support_agent viewer"}),
+			want:    sidecar.Identity{Subject: "carol", Roles: []string{"support_agent", "viewer"}},
+		},
+		// Providers send a one-valued roles or groups claim as a string
+		// (Keycloak mappers with multivalued off, SAML bridges, Auth0
+		// actions) and as an array once it has two: "Regional admin" is
+		// one role either way, not Regional and admin.
+		{
+			name:   "a role given as a string is one role",
+			claims: with(base, "sub", "hana", "roles", "Regional admin"),
+			want:   sidecar.Identity{Subject: "hana", Roles: []string{"Regional admin"}},
+		},
+		{
+			name:   "a privilege given as a string is one privilege",
+			claims: with(base, "sub", "hana", "privileges", "view_customers access_support_cases"),
+			want:   sidecar.Identity{Subject: "hana", Privileges: []string{"view_customers access_support_cases"}},
+		},
+		{
+			name:    "a string of another claim named like scope is one value",
+			mapping: identity.ClaimsConfig{Roles: "scopes"},
+			claims:  with(base, "sub", "hana", "scopes", "Shop admin"),
+			want:    sidecar.Identity{Subject: "hana", Roles: []string{"Shop admin"}},
+		},
+		{
+			name:   "an empty string is no role",
+			claims: with(base, "sub", "hana", "roles", ""),
+			want:   sidecar.Identity{Subject: "hana"},
 		},
 		{
 			name:   "array with non-strings keeps the strings",
