@@ -12,6 +12,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -739,6 +740,9 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	if len(jws.Signatures) != 1 {
 		return refused(ReasonMalformed, errors.New("want exactly one signature"))
 	}
+	if err := checkHeader(token); err != nil {
+		return refused(ReasonMalformed, err)
+	}
 	hdr := jws.Signatures[0].Protected
 	alg, kid := hdr.Algorithm, hdr.KeyID
 
@@ -857,6 +861,34 @@ func (v *Verifier) verify(ctx context.Context, token string, idx *keyIndex, now 
 	id.ExpiresAt = exp
 	id.Claims = claims
 	return id, exp, idx, nil
+}
+
+// checkHeader holds a token's protected header, which go-jose parsed, to
+// the claims' rules. go-jose refuses a key given twice, but takes "ALG" or
+// "Kid" beside "alg" or "kid" as other keys, which an upstream decoding
+// the header into a struct in any case reads as the algorithm or the key
+// (strictjson.CheckUntyped). And it takes "crit": [], which RFC 7515
+// 4.1.11 forbids: crit, when present, is a list of at least one name.
+func checkHeader(token string) error {
+	seg, _, _ := strings.Cut(token, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return fmt.Errorf("header: %w", err)
+	}
+	if p, bad := strictjson.CheckUntyped(raw); bad {
+		return fmt.Errorf("header: %s: %s", p.Field, p.Message)
+	}
+	var h map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return fmt.Errorf("header: %w", err)
+	}
+	if c, ok := h["crit"]; ok {
+		var names []string
+		if err := json.Unmarshal(c, &names); err != nil || len(names) == 0 {
+			return errors.New("header: crit is not a list of at least one name")
+		}
+	}
+	return nil
 }
 
 // delegated reports whether claims name an actor: an act claim, in any

@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -126,6 +127,22 @@ func signRaw(t testing.TB, k testKey, kid, payload string) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// signHeader makes a compact JWS of payload under header, both exactly
+// as given, with the ES256 key k.
+func signHeader(t testing.TB, k testKey, header, payload string) string {
+	t.Helper()
+	in := base64.RawURLEncoding.EncodeToString([]byte(header)) + "." + base64.RawURLEncoding.EncodeToString([]byte(payload))
+	h := sha256.Sum256([]byte(in))
+	r, s, err := ecdsa.Sign(rand.Reader, k.key.(*ecdsa.PrivateKey), h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
 func rawJWT(header, payload string, sig []byte) string {
@@ -295,6 +312,17 @@ func TestVerify(t *testing.T) {
 		// upstream reads one.
 		{name: "act in another case", req: bearer(signRaw(t, ek, ek.kid, `{"ACT":{"sub":"bert"},`+string(goodPayload[1:]))), reason: identity.ReasonDelegatedToken},
 
+		{name: "header as signed", req: bearer(signHeader(t, ek, `{"alg":"ES256","kid":"ec-1","typ":"JWT"}`, string(goodPayload))), subject: "alice"},
+		// go-jose refuses a header key repeated exactly, but takes "ALG"
+		// or "Kid" as other keys: an upstream decoding the header into a
+		// struct in any case reads another algorithm or key.
+		{name: "alg in another case beside", req: bearer(signHeader(t, ek, `{"alg":"ES256","ALG":"HS256","kid":"ec-1"}`, string(goodPayload))), reason: identity.ReasonMalformed},
+		{name: "kid in another case beside", req: bearer(signHeader(t, ek, `{"alg":"ES256","kid":"ec-1","Kid":"rsa-1"}`, string(goodPayload))), reason: identity.ReasonMalformed},
+		{name: "header key holding NUL", req: bearer(signHeader(t, ek, `{"alg":"ES256","kid":"ec-1","kid\u0000":"rsa-1"}`, string(goodPayload))), reason: identity.ReasonMalformed},
+		// RFC 7515 4.1.11: crit, when present, lists header names; it
+		// must not be empty.
+		{name: "crit empty", req: bearer(signHeader(t, ek, `{"alg":"ES256","kid":"ec-1","crit":[]}`, string(goodPayload))), reason: identity.ReasonMalformed},
+		{name: "crit not a list", req: bearer(signHeader(t, ek, `{"alg":"ES256","kid":"ec-1","crit":"b64"}`, string(goodPayload))), reason: identity.ReasonMalformed},
 		{name: "alg none", req: bearer(rawJWT(`{"alg":"none","typ":"JWT"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
 		{name: "alg none with kid", req: bearer(rawJWT(`{"alg":"none","kid":"rsa-1"}`, string(goodPayload), nil)), reason: identity.ReasonAlgNotAllowed},
 		{name: "HMAC signed with the public key", req: bearer(hmacWithPublicKey()), reason: identity.ReasonAlgNotAllowed},
