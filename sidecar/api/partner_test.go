@@ -653,6 +653,30 @@ func TestPartnerAPISubscriptions(t *testing.T) {
 	}
 }
 
+// The host's mailer (read_events) learns from the subscribers whom to
+// notify of a customer's events, and nothing more of the customer's
+// partners: "My Partners" stays the contact manager's.
+func TestPartnerAPIMailerReadsSubscribers(t *testing.T) {
+	for _, b := range partnerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			p := newPartnerAPI(t, b)
+			p.grant(accessBody("look", 30, "individual", "pat"))
+			p.must(p.call("PUT", "partner/subscriptions/acme/notifications", p.pat(), nil), 200)
+			mailer := p.tok(identity.DevClaims{Subject: "mail", Roles: []string{"mailer"}})
+			l := p.must(p.call("GET", "partner/subscribers/acme?kind=notifications", mailer, nil), 200).items()
+			if len(l) != 1 || l[0].(map[string]any)["user"] != "pat" {
+				t.Fatalf("the mailer's subscribers of acme = %v, want pat", l)
+			}
+			if r := p.call("GET", "partner/partners", mailer, nil); r.status != 403 {
+				t.Fatalf("the mailer lists partners: %d %s", r.status, r.raw)
+			}
+			if r := p.call("GET", "partner/subscribers/acme", p.pat(), nil); r.status != 403 {
+				t.Fatalf("a partner lists acme's subscribers: %d %s", r.status, r.raw)
+			}
+		})
+	}
+}
+
 // A subscription belongs to one (organisation, user) pair. Both come from
 // the token and either may hold '/': the user "b" of organisation
 // "partnerco/a" is no member of partnerco and holds none of its grants,

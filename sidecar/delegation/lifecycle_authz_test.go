@@ -329,7 +329,7 @@ func lifecycleCalls() []lifecycleCall {
 				_, err := w.partners.MySubscriptions(w.ctx, patUser, az)
 				return err
 			}},
-		{"Partners.Subscribers", "partner.list_partners", map[string]any{"customer": "acme"},
+		{"Partners.Subscribers", "partner.list_subscribers", map[string]any{"customer": "acme"},
 			func(w *authzWorld, az delegation.Authorize) error {
 				_, err := w.partners.Subscribers(w.ctx, cora, "acme", "", az)
 				return err

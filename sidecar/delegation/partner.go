@@ -1487,10 +1487,12 @@ func (p *Partners) MySubscriptions(ctx context.Context, caller *sidecar.Identity
 
 // Subscribers lists the subscriptions to customer's kind that count now:
 // those whose user still holds a grant of the minimum level. The host's
-// mailer reads this instead of the raw records. Policy judges it as
-// listing the customer's partners.
+// mailer reads this instead of the raw records, to know whom to notify of
+// the customer's events. It is an action of its own, not the listing of
+// the customer's partners, so that policy lets the mailer read whom to
+// notify without the customer's grants.
 func (p *Partners) Subscribers(ctx context.Context, caller *sidecar.Identity, customer, kind string, authorize Authorize) ([]SubscriptionView, error) {
-	lim, err := p.authorized("partner.list_partners", map[string]any{"customer": customer}, authorize)
+	lim, err := p.authorized("partner.list_subscribers", map[string]any{"customer": customer}, authorize)
 	if err != nil {
 		return nil, err
 	}

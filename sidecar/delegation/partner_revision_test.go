@@ -144,7 +144,7 @@ func TestPartnerCallsUnderOneRevision(t *testing.T) {
 		{
 			name:    "subscribers: active by b's minimum level, listed by a's rules",
 			a:       minUpdate,
-			b:       &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("partner.list_partners", "listing_closed")},
+			b:       &revision{name: "b", data: withPartnerData(t, nil), manage: refusing("partner.list_subscribers", "listing_closed")},
 			prepare: lookSubscriber,
 			call: func(w revisionWorld) (string, error) {
 				vs, err := w.p.Subscribers(ctx, cora, "acme", "", w.rl.authorize)

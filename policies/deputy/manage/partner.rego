@@ -18,6 +18,7 @@ _partner_actions := {
 	"partner.list_requests",
 	"partner.list_customers",
 	"partner.list_partners",
+	"partner.list_subscribers",
 	"share.put",
 	"share.delete",
 	"share.list",
@@ -57,6 +58,14 @@ allow contains "partner.list_requests" if {
 }
 
 allow contains "partner.list_customers" if _partner_member
+
+# Whose subscriptions to the customer count: the contact manager sees them
+# beside its partners, and the host's mailer (read_events, as for the
+# events stream) reads them to know whom to notify of the customer's
+# events. The mailer is not shown the customer's grants.
+allow contains "partner.list_subscribers" if _contact_manager
+
+allow contains "partner.list_subscribers" if "read_events" in _perms
 
 allow contains action if {
 	_partner_member

@@ -10,6 +10,8 @@ _acme_employee := {"sub": "eve", "org": "acme", "roles": ["support_agent"]}
 
 _other_contact_manager := {"sub": "gil", "org": "globex", "roles": ["contact_manager"]}
 
+_mailer := {"sub": "mail", "roles": ["mailer"]}
+
 _acme_target := {"customer": "acme", "partner_org": "partnerco"}
 
 test_partner_actions[note] if {
@@ -30,6 +32,12 @@ test_partner_actions[note] if {
 		{"note": "partner lists its customers", "action": "partner.list_customers", "identity": _partner_user, "allowed": true, "reason": "ok"},
 		{"note": "contact manager lists partners", "action": "partner.list_partners", "identity": _contact_manager, "allowed": true, "reason": "ok"},
 		{"note": "partner cannot list the customer's partners", "action": "partner.list_partners", "identity": _partner_user, "allowed": false, "reason": "not_permitted"},
+		{"note": "contact manager lists subscribers", "action": "partner.list_subscribers", "identity": _contact_manager, "allowed": true, "reason": "ok"},
+		{"note": "mailer lists subscribers", "action": "partner.list_subscribers", "identity": _mailer, "allowed": true, "reason": "ok"},
+		{"note": "mailer cannot list the customer's partners", "action": "partner.list_partners", "identity": _mailer, "allowed": false, "reason": "not_permitted"},
+		{"note": "partner cannot list the customer's subscribers", "action": "partner.list_subscribers", "identity": _partner_user, "allowed": false, "reason": "not_permitted"},
+		{"note": "another customer's contact manager cannot list subscribers", "action": "partner.list_subscribers", "identity": _other_contact_manager, "allowed": false, "reason": "not_permitted"},
+		{"note": "customer employee without the role cannot list subscribers", "action": "partner.list_subscribers", "identity": _acme_employee, "allowed": false, "reason": "not_permitted"},
 		{"note": "contact manager shares", "action": "share.put", "identity": _contact_manager, "allowed": true, "reason": "ok"},
 		{"note": "contact manager unshares", "action": "share.delete", "identity": _contact_manager, "allowed": true, "reason": "ok"},
 		{"note": "partner cannot share to itself", "action": "share.put", "identity": _partner_user, "allowed": false, "reason": "not_permitted"},
