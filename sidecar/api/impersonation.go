@@ -341,7 +341,9 @@ func (h *Impersonation) encodedRedeem(r *http.Request) Handler {
 // redeem is opened by the staff member's browser on the storefront host:
 // the code is the credential. It sets the session cookie and redirects.
 // A bearer token, when one is sent and verifies, must be the staff
-// member's: opened by anyone else, the link is refused and used up.
+// member's: opened by anyone else, the link is refused and used up. One
+// that does not verify refuses the request before it gets here
+// (HandlePublic), so no opener passes as anonymous.
 func (h *Impersonation) redeem(c *Call) error {
 	q := c.Request.URL.Query()
 	rd, err := h.svc.Redeem(c.Context(), c.Identity, q.Get("code"), q.Get("redirect"), c.Request.Host, authorizer(c))

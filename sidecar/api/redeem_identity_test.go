@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/identity"
 )
 
 // A session is never honoured for a verified identity other than its
@@ -86,5 +88,62 @@ func TestRedeemByAnotherIdentity(t *testing.T) {
 				}
 			})
 		}
+	})
+}
+
+// A redeem link opened with a credential Deputy refuses (a lapsed token
+// the storefront browser still attaches, another issuer's, a malformed
+// one) is refused 401 with the reason, as every other endpoint refuses
+// it: read as no credential, it redeemed as anonymous, past the check
+// that the opener is the staff member, and the audit named no one. The
+// code is not spent: the staff member signs in again and opens it, or
+// opens it without the token. A link that must be used up (its "?" sent
+// encoded) is, whatever credential comes with it.
+func TestRedeemWithRefusedCredential(t *testing.T) {
+	eachStore(t, func(t *testing.T, mk storeFactory) {
+		for _, tc := range []struct{ name, reason string }{
+			{"the staff member's expired token", identity.ReasonExpired},
+			{"someone else's expired token", identity.ReasonExpired},
+			{"a malformed token", identity.ReasonMalformed},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := newEnv(t, mk)
+				e.seed()
+				link := e.must(e.start(e.agent(), nil), 201).str("redeem_url")
+				tok := "not-a-token"
+				if tc.reason == identity.ReasonExpired {
+					sub := "alice"
+					if strings.HasPrefix(tc.name, "someone") {
+						sub = "bert"
+					}
+					var err error
+					tok, err = e.dev.Mint(identity.DevClaims{Subject: sub, Roles: []string{"support_agent"}, TTL: time.Hour, IssuedAt: e.clock.Now().Add(-3 * time.Hour)})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				r := e.do("GET", link, tok, nil)
+				if cookie := cookieOf(r); r.Status != http.StatusUnauthorized || cookie != "" {
+					t.Fatalf("redeem: %d %s cookie=%q, want 401 and no cookie", r.Status, r.Raw, cookie)
+				}
+				if r.errCode() != sidecar.EUNAUTHORIZED || !strings.Contains(r.errMsg(), tc.reason) {
+					t.Fatalf("refusal %s does not say %s", r.Raw, tc.reason)
+				}
+				if r, cookie := e.redeem(link); r.Status != http.StatusFound || cookie == "" {
+					t.Fatalf("the link opened again without the token: %d %s cookie=%q, want 302 with the cookie", r.Status, r.Raw, cookie)
+				}
+			})
+		}
+		t.Run("an encoded link", func(t *testing.T) {
+			e := newEnv(t, mk)
+			e.seed()
+			link := e.must(e.start(e.agent(), nil), 201).str("redeem_url")
+			if r := e.do("GET", strings.Replace(link, "?", "%3F", 1), "not-a-token", nil); r.Status != http.StatusBadRequest || r.errField() != "code" {
+				t.Fatalf("encoded link with a malformed token: %d %s, want 400 on the code", r.Status, r.Raw)
+			}
+			if r, cookie := e.redeem(link); r.Status != http.StatusUnauthorized || cookie != "" {
+				t.Fatalf("plain link after the encoded one: %d %s cookie=%q: the logged code is still valid", r.Status, r.Raw, cookie)
+			}
+		})
 	})
 }

@@ -174,7 +174,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	for _, f := range s.intercept {
 		if h := f(r); h != nil {
-			s.serve(w, r, h, false, false)
+			s.serve(w, r, h, anyCredential, false)
 			return
 		}
 	}
@@ -186,7 +186,7 @@ type Router struct{ s *Server }
 
 // Handle registers an authenticated endpoint. path is relative to Prefix
 // and may use http.ServeMux wildcards, e.g. "impersonation/sessions/{id}".
-func (rt *Router) Handle(method, path string, h Handler) { rt.handle(method, path, h, true, false) }
+func (rt *Router) Handle(method, path string, h Handler) { rt.handle(method, path, h, signedIn, false) }
 
 // HandleNarrowing registers an authenticated write that narrows access
 // (ends a session, withdraws consent, revokes, rejects, removes): it is
@@ -198,31 +198,52 @@ func (rt *Router) Handle(method, path string, h Handler) { rt.handle(method, pat
 // without end), or widening access (consent given on the same route).
 // An endpoint whose no-op is dearer than a read must do so.
 func (rt *Router) HandleNarrowing(method, path string, h Handler) {
-	rt.handle(method, path, h, true, true)
+	rt.handle(method, path, h, signedIn, true)
 }
 
 // HandlePublic registers an endpoint that authenticates by other means
 // (e.g. a single-use code); the caller's identity is still read when a
-// bearer token is present.
+// bearer token is present, and a credential that is refused refuses the
+// request, as on every other endpoint.
 func (rt *Router) HandlePublic(method, path string, h Handler) {
-	rt.handle(method, path, h, false, false)
+	rt.handle(method, path, h, noneOrVerified, false)
 }
+
+// credential is what an endpoint asks of the caller's credential.
+type credential int
+
+const (
+	// signedIn: a bearer token that verifies.
+	signedIn credential = iota
+	// noneOrVerified: none, or one that verifies. A credential that is
+	// refused (expired, another issuer's, malformed) is not read as
+	// none: the caller meant to be someone, and a public endpoint that
+	// judges who opens it (a redeem link opened by anyone but its staff
+	// member is used up, and the audit names the opener) would let that
+	// person pass as anonymous.
+	noneOrVerified
+	// anyCredential: read when it verifies, else ignored; for what must
+	// happen whoever asks (an interceptor using up an exposed code).
+	anyCredential
+)
 
 // Intercept offers every request, whatever its method and path, to f
 // before it is routed: a Handler f returns serves it as a public
-// endpoint's does. It is for a request the routes would answer 404 (or
-// the mux with a redirect to a cleaned path) that must be acted on, such
-// as a redeem link whose "?" arrived percent-encoded.
+// endpoint's does, except that a refused credential is ignored, not
+// refused: what it does must happen whoever asks. It is for a request the
+// routes would answer 404 (or the mux with a redirect to a cleaned path)
+// that must be acted on, such as a redeem link whose "?" arrived
+// percent-encoded.
 func (rt *Router) Intercept(f func(*http.Request) Handler) {
 	rt.s.intercept = append(rt.s.intercept, f)
 }
 
-func (rt *Router) handle(method, path string, h Handler, auth, narrows bool) {
+func (rt *Router) handle(method, path string, h Handler, cred credential, narrows bool) {
 	s := rt.s
 	full := Prefix + strings.TrimPrefix(path, "/")
 	s.endpoints = append(s.endpoints, method+" "+path)
 	s.mux.HandleFunc(method+" "+full, func(w http.ResponseWriter, r *http.Request) {
-		s.serve(w, r, h, auth, narrows)
+		s.serve(w, r, h, cred, narrows)
 	})
 	if !s.paths[full] {
 		s.paths[full] = true
@@ -236,7 +257,7 @@ func (rt *Router) handle(method, path string, h Handler, auth, narrows bool) {
 // codeMethodNotAllowed is local to the API: no other surface needs it.
 const codeMethodNotAllowed = "method_not_allowed"
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth, narrows bool) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, cred credential, narrows bool) {
 	if s.decisions != nil {
 		var flush func()
 		w, r, flush = s.recordCall(w, r)
@@ -244,12 +265,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h Handler, auth, 
 	}
 	c := &Call{Request: r, w: w, s: s}
 	id, err := s.authenticate(r)
-	if err != nil && auth {
+	if err != nil && cred != anyCredential {
 		writeError(w, s.logger, err)
 		return
 	}
 	c.Identity = id
-	if auth && id == nil {
+	if cred == signedIn && id == nil {
 		writeError(w, s.logger, sidecar.Errorf(sidecar.EUNAUTHORIZED, "missing bearer token"))
 		return
 	}
