@@ -693,6 +693,13 @@ type Share struct {
 	RemovedBy string    `json:"removed_by,omitempty"`
 }
 
+// Same reports whether s and o are the same share as written, put or
+// removed.
+func (s *Share) Same(o *Share) bool {
+	return s.Customer == o.Customer && s.Resource == o.Resource && s.User == o.User && s.PartnerOrg == o.PartnerOrg &&
+		s.SharedBy == o.SharedBy && s.SharedAt.Equal(o.SharedAt) && s.RemovedAt.Equal(o.RemovedAt) && s.RemovedBy == o.RemovedBy
+}
+
 // For reports whether the share is made to the user of partnerOrg. A
 // share without a partner organisation is for no one.
 func (s *Share) For(partnerOrg, user string) bool {

@@ -1338,7 +1338,7 @@ func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
 		s.shares[sh.Customer] = m
 	}
 	m[shareField(sh.PartnerOrg, sh.User, sh.Resource)] = &cp
-	s.reshared.keep(s.now(), cp.SharedAt, cp)
+	s.reshared.keepOnce(s.now(), cp.SharedAt, cp, func(a, b sidecar.Share) bool { return a.Same(&b) })
 	s.mu.Unlock()
 	s.publish(sidecar.ShareKey(sh.Customer))
 	return nil

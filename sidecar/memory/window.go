@@ -41,6 +41,28 @@ func (w *window[T]) keep(now, at time.Time, vs ...T) {
 	*w = slices.Insert(*w, k, kept...)
 }
 
+// keepOnce keeps v at at as keep does, unless a value same as v is kept at
+// at already: a write made again as it was (a retry keeping its first
+// time) is one write, as Redis keeps it as one member of a sorted set.
+func (w *window[T]) keepOnce(now, at time.Time, v T, same func(a, b T) bool) {
+	k, _ := slices.BinarySearchFunc(*w, at, func(e timed[T], t time.Time) int {
+		if e.at.Before(t) {
+			return -1
+		}
+		return 1
+	}) // the first kept not before at
+	for _, e := range (*w)[k:] {
+		if !e.at.Equal(at) {
+			break
+		}
+		if same(e.v, v) {
+			w.keep(now, at) // forgets what is past the window all the same
+			return
+		}
+	}
+	w.keep(now, at, v)
+}
+
 // since returns the values kept at since or after, within the window of
 // now (one kept at its edge is past it), oldest first.
 func (w window[T]) since(now, since time.Time) []T {
