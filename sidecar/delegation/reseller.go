@@ -264,18 +264,39 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 			taken = true
 		}
 		a = &sidecar.Assignment{Customer: customer, Reseller: resellerOf(by), Domain: domain, UpdatedBy: by.Subject, UpdatedAt: r.clock()}
+		if writtenBefore(prev, a) {
+			// by's own put, written already: a retry of one whose reply
+			// was lost, or which answered Unpublished. Kept as written, it
+			// carries the first write's time and so its Once, and is
+			// recorded once, whether the first was recorded live or is
+			// read back by a sweep (RecordAgain); the store keeps nothing
+			// new for it, and the change publishes again.
+			a = prev
+		}
 		return r.change(ctx, sidecar.AssignmentChange{Customer: customer, From: domainIn(prev), To: a, MaxInDomain: lim.MaxDomainAssignments,
 			Change: sidecar.ChangePut, Via: domainOf(by)})
 	})
 	// Unpublished: the move stands but replicas were not told; it is
-	// recorded as done, and the 503 makes the caller retry, which writes
-	// the same assignment again and publishes again.
+	// recorded as done, and the 503 makes the caller retry, which finds
+	// the same assignment written (writtenBefore), records nothing new
+	// and publishes again.
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
 	r.records.Audit(ctx, putAudit(a))
 	r.changed(ctx, a, sidecar.ChangePut)
 	return a, err
+}
+
+// writtenBefore reports whether prev, the assignment stored, is the write
+// to as its writer made it before, within sidecar.AppendOnceWindow (the
+// store tells whether its records got through as long as that): the same
+// customer, reseller and domain, by the same caller. Any other is a new
+// write: another domain, reseller or caller, an assignment written again
+// after a delete (prev is then nil), or one past the window.
+func writtenBefore(prev, to *sidecar.Assignment) bool {
+	return prev != nil && prev.Customer == to.Customer && prev.Reseller == to.Reseller && prev.Domain == to.Domain &&
+		prev.UpdatedBy == to.UpdatedBy && !prev.UpdatedAt.After(to.UpdatedAt) && recordableAgain(prev.UpdatedAt, to.UpdatedAt)
 }
 
 // putAudit is the audit entry of a written by a put. Its Once is the

@@ -152,3 +152,48 @@ func TestResellerDeleteUnderCutsRecordsTheRemovalOnce(t *testing.T) {
 		}
 	}
 }
+
+// An assignment put cut off at every point, then retried once Redis is
+// back (time moving on between attempts) until it succeeds, then another
+// replica's sweep: the put is recorded once, with one audit entry and one
+// assignment.changed event, wherever the cut fell. A cut at the publish
+// step answers "change saved, but not yet announced" after recording the
+// put; the retry is the same write and is not recorded again.
+func TestResellerPutUnderCutsIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
+	unpublished := false
+	for n := 0; ; n++ {
+		proxy.Reset()
+		w := newResellerCutWorld(t, srv, proxy, fmt.Sprintf("putcut%d", n), clock.Now)
+		proxy.CutAfter(n)
+		clock.Advance(time.Millisecond)
+		_, first := w.resellers.Put(ctx, admin, "acme", "shop-a.example", allowAll)
+		unpublished = unpublished || sidecar.IsUnpublished(first)
+		wasCut := proxy.WasCut()
+		proxy.Reset()
+		err := first
+		for k := 0; k < 5 && err != nil; k++ {
+			clock.Advance(time.Millisecond)
+			_, err = w.resellers.Put(ctx, admin, "acme", "shop-a.example", allowAll)
+		}
+		w.stop(t)
+		if err != nil {
+			t.Fatalf("cut after %d commands: put retried: %v", n, err)
+		}
+		must(t, delegation.NewResellers(w.direct, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now)).RecordAgain(ctx))
+		puts, ev := len(audited(t, w.direct, "reseller.assignment.put", "acme")), assignmentEvents(t, w.direct, "acme", "put")
+		if puts != 1 || ev != 1 {
+			t.Errorf("cut after %d commands (first put: %v): one put recorded as %d audit entries and %d events, want 1 and 1", n, first, puts, ev)
+		}
+		if !wasCut {
+			break
+		}
+	}
+	if !unpublished {
+		t.Error("no cut fell at the publish step")
+	}
+}

@@ -100,3 +100,117 @@ func TestResellerDeleteRetriedLateIsNotRecordedAgain(t *testing.T) {
 		})
 	}
 }
+
+// A reseller super admin puts acme into shop-a; the put's write runs in
+// Redis but its reply is lost (503). The admin retries the same put, which
+// succeeds, and another replica's sweep reads the first write back. One
+// put was asked for: it is recorded once, with one
+// reseller.assignment.put entry and one assignment.changed event, as the
+// retry carries the first write's time and so its Once.
+func TestResellerPutRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
+	direct := directStore(t, srv.Addr, "lostassign", clock.Now)
+	stall := &stallBeforeScript{t: t, srv: srv, keyPart: "{cust:acme}:assign:kept", stalled: make(chan error, 1)}
+	stalling := stallingStore(t, srv, "lostassign", stall, clock.Now)
+	rec := startedRecorder(t, stalling)
+	r := delegation.NewResellers(stalling, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now), delegation.WithResellerRecorder(rec))
+	// Loads the change's script, as any running Deputy has.
+	if _, err := r.Put(ctx, admin, "warm", "shop-a.example", allowAll); err != nil {
+		t.Fatal(err)
+	}
+	stall.armed.Store(true)
+	_, err := r.Put(ctx, admin, "acme", "shop-a.example", allowAll)
+	wantLostReply(t, &stall.armed, stall.stalled, "Put", err)
+	clock.Advance(time.Second)
+	if _, err := r.Put(ctx, admin, "acme", "shop-a.example", allowAll); err != nil {
+		t.Fatalf("Put retried: %v", err)
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	other := delegation.NewResellers(direct, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
+	must(t, other.RecordAgain(ctx))
+	if got := assignmentRecordsOf(t, direct, "acme", ""); got.put != 1 || got.putEvents != 1 {
+		t.Errorf("one put of acme, retried after a lost reply; audit holds %d reseller.assignment.put entries and events %d put events, want 1 and 1", got.put, got.putEvents)
+	}
+}
+
+// A put that is not the same write as the one stored is a new write,
+// recorded as one: by another admin, into another domain, after a delete,
+// or once the store no longer tells whether the first was recorded
+// (sidecar.AppendOnceWindow). A put of the same write by the same admin
+// within the window is recorded once, and the store keeps nothing new.
+func TestResellerPutAgainIsANewWriteUnlessTheSame(t *testing.T) {
+	sa := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
+	sb := &sidecar.Identity{Subject: "sb", Domain: "shop-a.example", Org: "resellerA"}
+	for _, ps := range partnerStores(t) {
+		for _, tc := range []struct {
+			name  string
+			again func(ctx context.Context, t *testing.T, r *delegation.Resellers, clock *partnerClock)
+			want  int // reseller.assignment.put entries and put events
+			kept  int // put writes the store keeps
+		}{
+			{"same admin and domain", func(ctx context.Context, t *testing.T, r *delegation.Resellers, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				if _, err := r.Put(ctx, sa, "acme", "shop-a.example", allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}, 1, 1},
+			{"another admin", func(ctx context.Context, t *testing.T, r *delegation.Resellers, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				if _, err := r.Put(ctx, sb, "acme", "shop-a.example", allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}, 2, 2},
+			{"another domain", func(ctx context.Context, t *testing.T, r *delegation.Resellers, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				if _, err := r.Put(ctx, sa, "acme", "shop-b.example", allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}, 2, 2},
+			{"after a delete", func(ctx context.Context, t *testing.T, r *delegation.Resellers, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				must(t, r.Delete(ctx, sa, "acme", allowAll))
+				clock.Advance(time.Minute)
+				if _, err := r.Put(ctx, sa, "acme", "shop-a.example", allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}, 2, 2},
+			{"past the window", func(ctx context.Context, t *testing.T, r *delegation.Resellers, clock *partnerClock) {
+				clock.Advance(sidecar.AppendOnceWindow)
+				if _, err := r.Put(ctx, sa, "acme", "shop-a.example", allowAll); err != nil {
+					t.Fatal(err)
+				}
+			}, 2, 1}, // the first is past the window
+		} {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				clock := newPartnerClock()
+				s := ps.open(t, clock.Now)
+				r := delegation.NewResellers(s, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now))
+				start := clock.Now()
+				if _, err := r.Put(ctx, sa, "acme", "shop-a.example", allowAll); err != nil {
+					t.Fatal(err)
+				}
+				tc.again(ctx, t, r, clock)
+				must(t, delegation.NewResellers(s, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now)).RecordAgain(ctx))
+				got := assignmentRecordsOf(t, s, "acme", "")
+				if got.put != tc.want || got.putEvents != tc.want {
+					t.Errorf("audit holds %d reseller.assignment.put entries and events %d put events, want %d and %d", got.put, got.putEvents, tc.want, tc.want)
+				}
+				ws, err := s.AssignmentsChanged(ctx, start)
+				must(t, err)
+				puts := 0
+				for _, w := range ws {
+					if w.Change == sidecar.ChangePut {
+						puts++
+					}
+				}
+				if puts != tc.kept {
+					t.Errorf("store keeps %d put writes, want %d", puts, tc.kept)
+				}
+			})
+		}
+	}
+}
