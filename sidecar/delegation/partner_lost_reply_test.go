@@ -202,3 +202,117 @@ func TestUnshareRetriedLateIsNotRecordedAgain(t *testing.T) {
 		})
 	}
 }
+
+// Cora shares SR-1 with pat; the share's write runs in Redis but its
+// reply is lost (503). Cora retries, which succeeds, and another replica's
+// sweep reads the first write back. One share was asked for: it is
+// recorded once, as the retry carries the first write's SharedAt and so
+// its Once.
+func TestShareRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
+	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	direct := directStore(t, srv.Addr, "lostshare", clock.Now)
+	stall := &stallBeforeScript{t: t, srv: srv, keyPart: "{cust:acme}:shares:kept", stalled: make(chan error, 1)}
+	stalling := stallingStore(t, srv, "lostshare", stall, clock.Now)
+	rec := startedRecorder(t, stalling)
+	p := delegation.NewPartners(stalling, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now), delegation.WithPartnerRecorder(rec))
+	// Loads the share's script, as any running Deputy has.
+	if _, err := p.Share(ctx, cora, "acme", delegation.ShareInput{Resource: "SR-0", User: "pat", PartnerOrg: "partnerco"}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	stall.armed.Store(true)
+	_, err := p.Share(ctx, cora, "acme", sharedSR1, allowAll)
+	wantLostReply(t, &stall.armed, stall.stalled, "Share", err)
+	clock.Advance(time.Second)
+	sh, err := p.Share(ctx, cora, "acme", sharedSR1, allowAll)
+	if err != nil {
+		t.Fatalf("Share retried: %v", err)
+	}
+	partnerEventually(t, "the recorder to append what waited", func() bool { return rec.Pending() == 0 })
+	other := delegation.NewPartners(direct, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+	must(t, other.RecordAgain(ctx))
+	if n := len(audited(t, direct, "share.put", "SR-1")); n != 1 {
+		t.Errorf("one share of SR-1, retried after a lost reply; audit holds %d share.put entries, want 1", n)
+	}
+	if want := clock.Now().Add(-time.Second); !sh.SharedAt.Equal(want) {
+		t.Errorf("retried share answered as shared at %v, want the first write's %v", sh.SharedAt, want)
+	}
+}
+
+// A share that is not the same write as the one stored is a new write,
+// recorded as one: by another sharer, to another user or partner
+// organisation, after a withdrawal, or once the store no longer tells
+// whether the first was recorded (sidecar.AppendOnceWindow). The same
+// share by the same sharer within the window is recorded once, and the
+// store keeps nothing new.
+func TestShareAgainIsANewWriteUnlessTheSame(t *testing.T) {
+	dora := &sidecar.Identity{Subject: "dora", Org: "acme"}
+	for _, ps := range partnerStores(t) {
+		for _, tc := range []struct {
+			name  string
+			again func(ctx context.Context, t *testing.T, p *delegation.Partners, clock *partnerClock)
+			want  int // share.put entries
+			kept  int // shares as put the store keeps
+		}{
+			{"same sharer and share", func(ctx context.Context, t *testing.T, p *delegation.Partners, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				mustShare(ctx, t, p, cora, sharedSR1)
+			}, 1, 1},
+			{"another sharer", func(ctx context.Context, t *testing.T, p *delegation.Partners, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				mustShare(ctx, t, p, dora, sharedSR1)
+			}, 2, 2},
+			{"another user", func(ctx context.Context, t *testing.T, p *delegation.Partners, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				mustShare(ctx, t, p, cora, delegation.ShareInput{Resource: "SR-1", User: "sam", PartnerOrg: "partnerco"})
+			}, 2, 2},
+			{"another partner organisation", func(ctx context.Context, t *testing.T, p *delegation.Partners, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				mustShare(ctx, t, p, cora, delegation.ShareInput{Resource: "SR-1", User: "pat", PartnerOrg: "otherco"})
+			}, 2, 2},
+			{"after a withdrawal", func(ctx context.Context, t *testing.T, p *delegation.Partners, clock *partnerClock) {
+				clock.Advance(time.Minute)
+				must(t, p.Unshare(ctx, cora, "acme", sharedSR1, allowAll))
+				clock.Advance(time.Minute)
+				mustShare(ctx, t, p, cora, sharedSR1)
+			}, 2, 2},
+			{"past the window", func(ctx context.Context, t *testing.T, p *delegation.Partners, clock *partnerClock) {
+				clock.Advance(sidecar.AppendOnceWindow)
+				mustShare(ctx, t, p, cora, sharedSR1)
+			}, 2, 1}, // the first is past the window
+		} {
+			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				clock := newPartnerClock()
+				s := ps.open(t, clock.Now)
+				p := delegation.NewPartners(s, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now))
+				start := clock.Now()
+				mustShare(ctx, t, p, cora, sharedSR1)
+				tc.again(ctx, t, p, clock)
+				must(t, delegation.NewPartners(s, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(clock.Now)).RecordAgain(ctx))
+				if n := len(audited(t, s, "share.put", "SR-1")); n != tc.want {
+					t.Errorf("audit holds %d share.put entries, want %d", n, tc.want)
+				}
+				kept, err := s.SharesChanged(ctx, start)
+				must(t, err)
+				puts := 0
+				for _, sh := range kept {
+					if sh.RemovedAt.IsZero() {
+						puts++
+					}
+				}
+				if puts != tc.kept {
+					t.Errorf("store keeps %d shares as put, want %d", puts, tc.kept)
+				}
+			})
+		}
+	}
+}
+
+func mustShare(ctx context.Context, t *testing.T, p *delegation.Partners, by *sidecar.Identity, in delegation.ShareInput) {
+	t.Helper()
+	if _, err := p.Share(ctx, by, "acme", in, allowAll); err != nil {
+		t.Fatal(err)
+	}
+}
