@@ -700,7 +700,9 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 		return err
 	})
 	// Unpublished: every row stands but replicas were not told; recorded
-	// as done, and the retry writes the rows again and publishes again.
+	// as done, and the retry finds every row written by this import
+	// (importOnce), records it again under the same Once and publishes
+	// again.
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return 0, err
 	}
@@ -795,20 +797,34 @@ func (r *Resellers) importOnce(ctx context.Context, by *sidecar.Identity, rows [
 	}
 	now := r.clock()
 	cs := make([]sidecar.AssignmentChange, len(rows))
+	at, again := time.Time{}, true // the time of by's import these rows were all written by, if one
 	for i, row := range rows {
 		p := prev[row.Customer]
 		to := &sidecar.Assignment{Customer: row.Customer, Reseller: resellerOf(by), Domain: row.Domain, UpdatedBy: by.Subject, UpdatedAt: now}
-		if p != nil && p.Customer == to.Customer && p.Domain == to.Domain && p.Reseller == to.Reseller {
+		switch {
+		case writtenBefore(p, to) && (i == 0 || again && p.UpdatedAt.Equal(at)):
+			at, to = p.UpdatedAt, p
+		case p != nil && p.Customer == to.Customer && p.Domain == to.Domain && p.Reseller == to.Reseller:
 			// Assigned already as the row says: kept as written, so that
 			// every write is one its writer announced (Import).
-			to = p
+			to, again = p, false
+		default:
+			again = false
 		}
 		cs[i] = sidecar.AssignmentChange{Customer: row.Customer, From: domainIn(p), To: to, MaxInDomain: lim.MaxDomainAssignments,
 			Change: sidecar.ChangeImport, Via: domainOf(by)}
 	}
+	if !again {
+		at = now
+	}
+	// Every row written already by by's import at at, within the window
+	// (writtenBefore): a retry of one whose reply was lost, or which
+	// answered Unpublished. The import is that one, recorded at its time
+	// and so under its Once, whether it was recorded live or is read back
+	// by a sweep (RecordAgain).
 	conflicts, err := r.store.ChangeAssignments(ctx, cs)
 	if (err == nil || sidecar.IsUnpublished(err)) && len(conflicts) == 0 {
-		return cs, now, err
+		return cs, at, err
 	}
 	if sidecar.ErrorReason(err) == sidecar.ReasonTooManyAssignments {
 		return nil, time.Time{}, err // refused before anything was written

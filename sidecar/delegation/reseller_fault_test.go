@@ -197,3 +197,54 @@ func TestResellerPutUnderCutsIsRecordedOnce(t *testing.T) {
 		t.Error("no cut fell at the publish step")
 	}
 }
+
+// A bulk import cut off at every point, then retried once Redis is back
+// (time moving on between attempts) until it succeeds, then another
+// replica's sweep: the import is audited once. A cut at the publish step
+// answers "change saved, but not yet announced" after recording the
+// import; the retry finds every row written by it and is that import, not
+// another. (A first attempt cut part-way through its rows whose undo
+// fails too leaves rows written by an import that was never recorded; its
+// retry, which writes the rest, is audited beside the sweep's entry for
+// those rows.)
+func TestResellerImportUnderCutsIsAuditedOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	ctx := context.Background()
+	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
+	rows := []delegation.ImportRow{{Line: 1, Customer: "acme", Domain: "shop-a.example"}, {Line: 2, Customer: "globex", Domain: "shop-a.example"}}
+	unpublished := false
+	for n := 0; ; n++ {
+		proxy.Reset()
+		w := newResellerCutWorld(t, srv, proxy, fmt.Sprintf("impaudit%d", n), clock.Now)
+		proxy.CutAfter(n)
+		clock.Advance(time.Millisecond)
+		_, first := w.resellers.Import(ctx, admin, rows, allowAll)
+		unpublished = unpublished || sidecar.IsUnpublished(first)
+		wasCut := proxy.WasCut()
+		proxy.Reset()
+		as, err := w.direct.GetAssignments(ctx, []string{"acme", "globex"})
+		must(t, err)
+		partly := (as[0] == nil) != (as[1] == nil)
+		err = first
+		for k := 0; k < 5 && err != nil; k++ {
+			clock.Advance(time.Millisecond)
+			_, err = w.resellers.Import(ctx, admin, rows, allowAll)
+		}
+		w.stop(t)
+		if err != nil {
+			t.Fatalf("cut after %d commands: import retried: %v", n, err)
+		}
+		must(t, delegation.NewResellers(w.direct, delegation.ResellerConfig{}, delegation.WithResellerClock(clock.Now)).RecordAgain(ctx))
+		if imps := audited(t, w.direct, "reseller.assignment.import", ""); len(imps) != 1 && !partly {
+			t.Errorf("cut after %d commands (first import: %v): one import audited %d times, want once", n, first, len(imps))
+		}
+		if !wasCut {
+			break
+		}
+	}
+	if !unpublished {
+		t.Error("no cut fell at the publish step")
+	}
+}
