@@ -38,6 +38,8 @@ type Proxy struct {
 	cut     bool                  // cut happened: refuse connections until Reset
 	deaf    bool                  // Deafen: no subscription until Reset
 	subs    map[net.Conn]struct{} // client connections that subscribed
+	server  map[net.Conn]net.Conn // each client connection's server side
+	silent  bool                  // Silence: subscriptions dropped unheard until Reset
 	hold    int                   // Hold: new connections still to hold
 	held    []net.Conn            // accepted, never answered
 	lose    string                // LoseReply: the command whose reply to lose
@@ -61,7 +63,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 		t.Fatalf("redistest: proxy listen: %v", err)
 	}
 	p := &Proxy{Addr: ln.Addr().String(), t: t, target: target, ln: ln, conns: map[net.Conn]struct{}{}, subs: map[net.Conn]struct{}{},
-		muted: map[net.Conn]struct{}{}, stalled: map[net.Conn]struct{}{}, cutAt: -1, done: make(chan struct{})}
+		muted: map[net.Conn]struct{}{}, stalled: map[net.Conn]struct{}{}, server: map[net.Conn]net.Conn{}, cutAt: -1, done: make(chan struct{})}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.Stop)
@@ -97,6 +99,7 @@ func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.count, p.cutAt, p.cutOn, p.cut, p.deaf, p.hold, p.lose, p.stallOn, p.delayOn = 0, -1, "", false, false, 0, "", nil, nil
+	p.silent = false
 	p.releaseHeld()
 	for c := range p.stalled {
 		_ = c.Close()
@@ -147,6 +150,34 @@ func (p *Proxy) Deafen() {
 	p.deaf = true
 	for c := range p.subs {
 		_ = c.Close()
+	}
+}
+
+// Silence drops every subscription from Redis without its client
+// hearing of it, until Reset: the server side of each connection that
+// subscribed is closed, so Redis forgets the subscription (a PUBLISH no
+// longer counts it), while the client side stays open and silent,
+// swallowing what the client sends, as StallOn does. A connection that
+// subscribes meanwhile is silenced as it subscribes. The client learns
+// only from its own pings going unanswered: as a replica does that was
+// paused, or cut by a partition, while Redis dropped its subscription
+// (CLIENT KILL, an output buffer limit, a restart). Reset closes the
+// silenced connections.
+func (p *Proxy) Silence() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.silent = true
+	for c := range p.subs {
+		p.silenceLocked(c)
+	}
+}
+
+// silenceLocked stalls client c and closes its server side; p.mu is
+// held.
+func (p *Proxy) silenceLocked(c net.Conn) {
+	p.stalled[c] = struct{}{}
+	if srv := p.server[c]; srv != nil {
+		_ = srv.Close()
 	}
 }
 
@@ -268,6 +299,7 @@ func (p *Proxy) accept() {
 			continue
 		}
 		p.conns[client], p.conns[server] = struct{}{}, struct{}{}
+		p.server[client] = server
 		p.wg.Add(2)
 		p.mu.Unlock()
 		go p.replies(client, server)
@@ -284,6 +316,7 @@ func (p *Proxy) forget(conns ...net.Conn) {
 		delete(p.subs, c)
 		delete(p.muted, c)
 		delete(p.stalled, c)
+		delete(p.server, c)
 	}
 }
 
@@ -291,7 +324,18 @@ func (p *Proxy) forget(conns ...net.Conn) {
 // the connection is muted by LoseReply.
 func (p *Proxy) replies(client, server net.Conn) {
 	defer p.wg.Done()
-	defer p.forget(client, server)
+	defer func() {
+		p.mu.Lock()
+		_, silenced := p.stalled[client]
+		p.mu.Unlock()
+		if silenced {
+			// Silence closed the server side: the client side stays
+			// open and silent; commands forgets both when it closes.
+			_ = server.Close()
+			return
+		}
+		p.forget(client, server)
+	}()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := server.Read(buf)
@@ -355,6 +399,9 @@ func (p *Proxy) commands(client, server net.Conn) {
 				return
 			}
 			p.subs[client] = struct{}{}
+			if p.silent {
+				p.silenceLocked(client)
+			}
 		}
 		if p.cut || (!handshake && p.cutAt >= 0 && p.count >= p.cutAt) ||
 			(!handshake && p.cutOn != "" && bytes.Contains(cmd, []byte(p.cutOn))) {
