@@ -42,7 +42,10 @@ import (
 //     replica that does not confirm within the store's bound makes it
 //     Unpublished. A replica that is not listening (its connection to the
 //     bus is down) is told so (InvalidationsLost): its caches read hits
-//     through until it listens again. Other
+//     through until it listens again. One that cannot tell yet (paused,
+//     or cut off, while the bus dropped it) stops trusting its caches
+//     when its lease on the bus runs out (HearingLease), which the
+//     narrowing write waits for. Other
 //     writes reach the other replicas when the Invalidator delivers them
 //     (their cache TTL bounds the staleness if it is lost). Lifecycle code
 //     never needs to call Invalidate for store writes; it may for changes of
@@ -1336,6 +1339,17 @@ const InvalidateAll = "*"
 // that read fails as unavailable; other subscribers ignore it, as any key
 // they do not cache.
 const InvalidationsLost = "*lost"
+
+// HearingLease is implemented by an Invalidator whose replica may stop
+// hearing invalidations before it can tell (its process paused, or cut
+// off, while the bus dropped its subscription): Hears reports whether
+// this replica still holds its lease on the bus, which every narrowing
+// write waits on. While it does not, a cache of delegation state reads
+// each hit again, as after InvalidationsLost. It is called on every
+// cache hit, so it must be cheap.
+type HearingLease interface {
+	Hears() bool
+}
 
 // Invalidation keys, one per cached lookup on the check path.
 // AssignmentKey names the folded id (FoldID): the stores file variants of

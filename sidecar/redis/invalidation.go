@@ -48,6 +48,14 @@ import (
 // PUBLISH counted nobody (not even itself), or that published on a node
 // no longer owning the slot, cannot be confirmed and fails.
 //
+// PUBLISH does not count a replica whose subscription Redis dropped
+// before the replica could tell (its process paused, a partition), and
+// that replica would serve its caches until its pings go unanswered. So
+// a replica trusts its caches only while it holds a lease that writers
+// wait on too (lease.go): the write is confirmed once every subscription
+// counted has acknowledged and every replica holding a lease has
+// acknowledged or seen it run out.
+//
 // A replica that is not listening (its connection lost, not yet
 // subscribed again) cannot hear narrowing writes: its subscribers get
 // sidecar.InvalidationsLost (the caches read hits through meanwhile), and
@@ -103,6 +111,9 @@ type invalidations struct {
 	// resubscribe asks the pinger for a new subscription: a PUBLISH
 	// counted nobody, not even this replica.
 	resubscribe atomic.Bool
+	// leaseLost asks the pinger for a new subscription too: a lease
+	// renewal found the subscription gone from Redis (lease.go).
+	leaseLost atomic.Bool
 
 	waitMu  sync.Mutex
 	waiting map[string]*ackWait // by nonce
@@ -111,6 +122,12 @@ type invalidations struct {
 	unconfirmed atomic.Uint64
 
 	late lateEvictions // failed narrowing writes' keys, to evict again
+
+	// epoch is the monotonic origin of leaseEnds: this replica's lease
+	// on the channel (lease.go) ends at epoch + leaseEnds.
+	epoch     time.Time
+	leaseEnds atomic.Int64
+	renewNow  chan struct{} // asks the leaser to renew at once
 }
 
 // ack is an acknowledgement to send: nonce, on writer's channel, from
@@ -124,9 +141,10 @@ type ack struct {
 
 // ackWait collects the acknowledgements of one barrier.
 type ackWait struct {
-	node string              // published on; "" when not a Cluster
-	from map[string]struct{} // connections that acknowledged
-	more chan struct{}       // signalled when one comes
+	node     string              // published on; "" when not a Cluster
+	from     map[string]struct{} // connections that acknowledged
+	replicas map[string]struct{} // the replicas (store ids) they belong to
+	more     chan struct{}       // signalled when one comes
 }
 
 // subscription is one subscribed connection. Its PubSub is made by a
@@ -174,7 +192,8 @@ func dialOnce(dial func(ctx context.Context, network, addr string) (net.Conn, er
 
 func newInvalidations() invalidations {
 	return invalidations{id: rand.Text(), subs: map[int]func(string){}, done: make(chan struct{}), resumed: make(chan struct{}),
-		waiting: map[string]*ackWait{}, acks: make(chan ack, ackQueueLen), late: newLateEvictions()}
+		waiting: map[string]*ackWait{}, acks: make(chan ack, ackQueueLen), late: newLateEvictions(),
+		epoch: time.Now(), renewNow: make(chan struct{}, 1)}
 }
 
 func (s *Store) channel() string             { return s.prefix + ":invalidate" }
@@ -232,7 +251,7 @@ func (s *Store) invalidate(ctx context.Context, keys ...string) error {
 		return unavailable(fmt.Errorf("invalidation channel's slot moved %s ago, replicas may still listen on its former owner", since.Round(time.Millisecond)))
 	}
 	nonce := rand.Text()
-	w := &ackWait{node: addr, from: map[string]struct{}{}, more: make(chan struct{}, 1)}
+	w := &ackWait{node: addr, from: map[string]struct{}{}, replicas: map[string]struct{}{}, more: make(chan struct{}, 1)}
 	s.inv.waitMu.Lock()
 	s.inv.waiting[nonce] = w
 	s.inv.waitMu.Unlock()
@@ -241,19 +260,16 @@ func (s *Store) invalidate(ctx context.Context, keys ...string) error {
 		delete(s.inv.waiting, nonce)
 		s.inv.waitMu.Unlock()
 	}()
-	var barrier *goredis.IntCmd
-	_, err = node.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		if addr != "" {
-			// Answered MOVED when the node no longer owns the slot:
-			// PUBLISH there would not count the replicas that moved.
-			p.Exists(ctx, s.channel())
-		}
-		for _, k := range keys {
-			p.Publish(ctx, s.channel(), k)
-		}
-		barrier = p.Publish(ctx, s.channel(), barrierPrefix+s.inv.id+" "+nonce)
-		return nil
-	})
+	// Keys, barrier and the leases at that instant, at once (lease.go).
+	// In a Cluster, answered MOVED when the node no longer owns the
+	// slot: PUBLISH there would not count the replicas that moved.
+	args := make([]any, 0, len(keys)+2)
+	args = append(args, s.channel())
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	args = append(args, barrierPrefix+s.inv.id+" "+nonce)
+	v, err := publishScript.Run(ctx, node, []string{s.leasesKey()}, args...).Result()
 	if err != nil {
 		if _, moved := goredis.IsMovedError(err); moved {
 			s.reloadSlots()
@@ -261,7 +277,11 @@ func (s *Store) invalidate(ctx context.Context, keys ...string) error {
 		}
 		return unavailable(err)
 	}
-	want := int(barrier.Val())
+	want, leases, err := published(v, time.Now())
+	if err != nil {
+		s.inv.unconfirmed.Add(1)
+		return unavailable(err)
+	}
 	if want < 1 {
 		// This replica subscribes where it publishes: a count of 0 says
 		// its own subscription is not there (gone, or the master
@@ -270,18 +290,48 @@ func (s *Store) invalidate(ctx context.Context, keys ...string) error {
 		s.inv.unconfirmed.Add(1)
 		return unavailable(errors.New("the invalidation reached no replica, this one included"))
 	}
+	// Confirmed once every subscription counted has acknowledged, and
+	// every replica holding a lease has acknowledged or let it run out.
+	var leaseTimer *time.Timer
+	defer func() {
+		if leaseTimer != nil {
+			leaseTimer.Stop()
+		}
+	}()
 	for {
 		s.inv.waitMu.Lock()
 		got := len(w.from)
+		var held *lease // the lease running longest of those not acknowledged
+		now := time.Now()
+		for i := range leases {
+			l := &leases[i]
+			if _, ok := w.replicas[l.id]; !ok && now.Before(l.ends) && (held == nil || l.ends.After(held.ends)) {
+				held = l
+			}
+		}
 		s.inv.waitMu.Unlock()
-		if got >= want {
+		if got >= want && held == nil {
 			return nil
+		}
+		var leaseOut <-chan time.Time
+		if held != nil {
+			if leaseTimer == nil {
+				leaseTimer = time.NewTimer(held.ends.Sub(now))
+			} else {
+				leaseTimer.Reset(held.ends.Sub(now))
+			}
+			leaseOut = leaseTimer.C
 		}
 		select {
 		case <-w.more:
+		case <-leaseOut:
 		case <-timeout.C:
 			s.inv.unconfirmed.Add(1)
-			return unavailable(fmt.Errorf("%d of %d replicas confirmed the invalidation within %s", got, want, s.cfg.InvalidationAckTimeout))
+			if got < want {
+				return unavailable(fmt.Errorf("%d of %d replicas confirmed the invalidation within %s", got, want, s.cfg.InvalidationAckTimeout))
+			}
+			return unavailable(fmt.Errorf("replica %s neither confirmed the invalidation nor let its lease run out within %s (its lease ends in %s)",
+				held.id, s.cfg.InvalidationAckTimeout, time.Until(held.ends).Round(time.Millisecond)))
 		}
 	}
 }
@@ -681,9 +731,10 @@ func (s *Store) listen(timeout <-chan time.Time) error {
 // is not confirmed, the listener or the pinger opens another.
 func (s *Store) startListening() {
 	s.inv.started = true
-	s.inv.wg.Add(2)
+	s.inv.wg.Add(3)
 	go s.pinger()
 	go s.acknowledger()
+	go s.leaser()
 	sub, err := s.subscribe()
 	if err != nil {
 		s.log.Warn("subscribe to invalidations", "channel", s.channel(), "err", err)
@@ -838,6 +889,7 @@ func (s *Store) markListening(on bool) {
 	key := sidecar.InvalidateAll
 	switch {
 	case !on:
+		s.dropLease()
 		key = sidecar.InvalidationsLost
 		if s.inv.resumed == nil {
 			s.inv.resumed = make(chan struct{})
@@ -848,6 +900,10 @@ func (s *Store) markListening(on bool) {
 	}
 	for _, fn := range s.inv.subs {
 		fn(key)
+	}
+	select { // renew, or take the lease out of Redis, at once
+	case s.inv.renewNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -878,6 +934,10 @@ func (s *Store) pinger() {
 		}
 		if s.inv.resubscribe.Swap(false) {
 			s.replaceConnection(sub, errors.New("a publish counted no subscriber, this one included"))
+			continue
+		}
+		if s.inv.leaseLost.Swap(false) {
+			s.replaceConnection(sub, errors.New("Redis no longer holds the subscription"))
 			continue
 		}
 		if sub.node != nil {
@@ -984,6 +1044,8 @@ func (s *Store) acked(payload string) {
 	defer s.inv.waitMu.Unlock()
 	if w := s.inv.waiting[nonce]; w != nil && (node == "" || node == w.node) {
 		w.from[from] = struct{}{}
+		replica, _, _ := strings.Cut(from, ":") // a connection is named <store id>:<n>
+		w.replicas[replica] = struct{}{}
 		select {
 		case w.more <- struct{}{}:
 		default:
@@ -1017,4 +1079,8 @@ func (s *Store) closeInvalidations() {
 		sub.close()
 	}
 	s.inv.wg.Wait()
+	s.dropLease()
+	if s.inv.started {
+		s.removeLease()
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -334,7 +335,8 @@ func TestClusterSlotMoveResubscribes(t *testing.T) {
 	eventuallyNoSubscriberBut(t, old, channel, int64(len(stores)))
 	invalidateEverywhere(t, stores, logs, "before")
 
-	// Move the (empty) slot to another master, on every node.
+	// Move the slot to another master with its keys (the replicas'
+	// leases), as a reshard does, and tell every node.
 	var target *goredis.Client
 	ids := map[string]string{}
 	for _, n := range cl.Nodes {
@@ -345,6 +347,22 @@ func TestClusterSlotMoveResubscribes(t *testing.T) {
 		ids[n.Addr] = id
 		if n.Addr != old.Options().Addr && target == nil {
 			target = n.Client()
+		}
+	}
+	if err := target.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[old.Options().Addr]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target.Options().Addr]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := old.ClusterGetKeysInSlot(ctx, int(slot), 100).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(target.Options().Addr, ":")
+	for _, k := range keys {
+		if err := old.Migrate(ctx, host, port, k, 0, 5*time.Second).Err(); err != nil {
+			t.Fatalf("migrate %s: %v", k, err)
 		}
 	}
 	for _, n := range cl.Nodes {

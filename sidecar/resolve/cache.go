@@ -113,6 +113,23 @@ type Cache[K comparable, V any] struct {
 	// sidecar.InvalidateAll: the store does not hear what other replicas
 	// narrow, so a hit is read again (see Load).
 	deaf atomic.Bool
+	// hears is the store's sidecar.HearingLease (nil: the store needs
+	// none): while it answers false, a hit is read again too.
+	hears func() bool
+}
+
+// trusted reports whether a hit may be served without asking the store:
+// the store hears what other replicas narrow.
+func (c *Cache[K, V]) trusted() bool {
+	return !c.deaf.Load() && (c.hears == nil || c.hears())
+}
+
+// hearingOf is src's sidecar.HearingLease, or nil.
+func hearingOf(src any) func() bool {
+	if h, ok := src.(sidecar.HearingLease); ok {
+		return h.Hears
+	}
+	return nil
 }
 
 type cacheShard[K comparable, V any] struct {
@@ -232,14 +249,15 @@ func (c *Cache[K, V]) put(tag string, k K, v V, found bool, gen uint64) {
 // than its TTL is served without asking the store, which is what keeps
 // requests decided while the store is down; older ones need the store.
 //
-// While the store does not hear invalidations (deaf), a narrowing write
+// While the store does not hear invalidations (deaf, or its lease on the
+// bus has run out: see sidecar.HearingLease), a narrowing write
 // on another replica would not drop the entry, so a hit is read through:
 // the store's answer replaces it, and only a store that is unavailable
 // leaves the fresh entry to decide, as during any outage. Listening, a
 // hit costs no round trip.
 func (c *Cache[K, V]) Load(ctx context.Context, tag string, k K, load func(context.Context) (V, bool, error)) (V, bool, error) {
 	v, found, hit := c.peek(tag, k)
-	if hit && !c.deaf.Load() {
+	if hit && c.trusted() {
 		c.obs.Hit(c.kind)
 		return v, found, nil
 	}
@@ -356,6 +374,8 @@ func NewCachedState(src CachedSource, cfg CacheConfig, now sidecar.Clock, obs Ca
 		assign:    NewCache[struct{}, *sidecar.Assignment](CacheAssignments, sidecar.AssignmentKey(""), cfg, now, obs),
 		customers: NewCache[string, *sidecar.CustomerState](CacheCustomers, sidecar.CustomerKey(""), cfg, now, obs),
 	}
+	hears := hearingOf(src)
+	cs.grants.hears, cs.shares.hears, cs.assign.hears, cs.customers.hears = hears, hears, hears, hears
 	cs.cancel = src.Subscribe(cs.Evict)
 	return cs
 }

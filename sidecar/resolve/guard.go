@@ -276,3 +276,12 @@ func (g *StateGuard) GetAssignment(ctx context.Context, customer string) (*sidec
 
 // Subscribe passes through: invalidations are not lookups.
 func (g *StateGuard) Subscribe(fn func(key string)) (cancel func()) { return g.src.Subscribe(fn) }
+
+// Hears passes the store's sidecar.HearingLease through: true for a
+// store that needs none.
+func (g *StateGuard) Hears() bool {
+	if h, ok := g.src.(sidecar.HearingLease); ok {
+		return h.Hears()
+	}
+	return true
+}

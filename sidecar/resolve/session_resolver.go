@@ -198,6 +198,7 @@ func NewSessionResolver(state SessionState, cfg delegation.ImpersonationConfig, 
 	r.entries, _ = simplelru.NewLRU[[sha256.Size]byte, *sessionEntry](max(1, r.maxEntries), nil)
 	r.customers = NewCache[string, *sidecar.CustomerState](CacheConsents, sidecar.ConsentKey(""),
 		CacheConfig{TTL: r.cacheTTL, NegativeTTL: min(consentNegativeTTL, r.cacheTTL), Size: r.maxEntries}, r.clock, r.obs)
+	r.customers.hears = hearingOf(state)
 	r.cancel = state.Subscribe(r.evict)
 	return r
 }
@@ -351,7 +352,7 @@ func (r *SessionResolver) resolveToken(ctx context.Context, req *sidecar.Request
 	// again too (an end on another replica would not drop it); it decides
 	// only when the store cannot be read, as during any outage.
 	fresh := e != nil && now.Sub(e.fetchedAt) < r.cacheTTL && !e.lapsedIdle(now, lim)
-	if fresh && !r.deaf.Load() {
+	if fresh && !r.deaf.Load() && r.customers.trusted() {
 		r.obs.Hit(CacheSessions)
 	} else {
 		r.obs.Miss(CacheSessions)
@@ -475,7 +476,7 @@ func (r *SessionResolver) customerState(ctx context.Context, s *sidecar.Session,
 	customer := s.Customer
 	tag := sidecar.FoldID(customer)
 	cs, _, hit := r.customers.peek(tag, customer)
-	if hit && !r.customers.deaf.Load() {
+	if hit && r.customers.trusted() {
 		r.obs.Hit(CacheConsents)
 	} else {
 		var err error
