@@ -2,6 +2,9 @@ package resolve_test
 
 import (
 	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,4 +148,85 @@ func listening(s *redis.Store) bool {
 	lost := false
 	s.Subscribe(func(k string) { lost = lost || k == sidecar.InvalidationsLost })()
 	return !lost
+}
+
+// Many checks run on replica b while replica a revokes, round after
+// round, with b's subscription dropped unheard in every other round: no
+// check that starts after a revocation was answered grants it, whether
+// b heard it or its lease ran out meanwhile (run under -race).
+func TestRevocationAnsweredHoldsForConcurrentChecksOnAReplicaDroppedUnheard(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	open := func(addr string) *redis.Store {
+		s, err := redis.New(redis.Config{Addrs: []string{addr}, KeyPrefix: "race",
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, b := open(srv.Addr), open(proxy.Addr)
+	t.Cleanup(a.Subscribe(func(string) {}))
+	cb := resolve.NewCachedState(b, resolve.CacheConfig{TTL: time.Hour, NegativeTTL: time.Hour}, nil, nil)
+	defer cb.Close()
+	customer := func(round int64) string { return "acme-" + strconv.FormatInt(round, 10) }
+	granted := func(round int64) bool {
+		eg, err := cb.EffectiveGrants(ctx, customer(round), "p1", "pat")
+		return err == nil && eg.Effective() != nil
+	}
+
+	var revoked atomic.Int64 // the last round whose revocation was answered
+	var violations, checks atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if r := revoked.Load(); r > 0 {
+					if granted(r) {
+						violations.Add(1)
+					}
+					checks.Add(1)
+				}
+			}
+		})
+	}
+	const rounds = 4
+	for round := int64(1); round <= rounds; round++ {
+		g := &sidecar.Grant{ID: "g", Customer: customer(round), PartnerOrg: "p1", User: "pat",
+			Level: sidecar.LevelLook, ExpiresAt: time.Now().Add(time.Hour)}
+		if err := a.PutGrant(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "replica b caches the grant", func() bool { return granted(round) })
+		silenced := round%2 == 0
+		if silenced {
+			proxy.Silence()
+			eventually(t, "only replica a subscribed", func() bool {
+				m, err := srv.Client().PubSubNumSub(ctx, "race:invalidate").Result()
+				return err == nil && m["race:invalidate"] == 1
+			})
+		}
+		if _, err := a.RevokeGrant(ctx, customer(round), "g", "cora", customer(round)); err != nil {
+			t.Fatalf("round %d: revoke: %v", round, err)
+		}
+		revoked.Store(round)
+		before := checks.Load()
+		eventually(t, "checks ran after the revocation", func() bool { return checks.Load() > before+100 })
+		if silenced {
+			proxy.Reset()
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if n := violations.Load(); n > 0 {
+		t.Fatalf("%d of %d checks granted a revocation already answered", n, checks.Load())
+	}
 }
