@@ -1020,11 +1020,19 @@ func (s *Store) acknowledger() {
 		case <-s.inv.done:
 			return
 		case a := <-s.inv.acks:
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout+s.cfg.ReadTimeout)
-			if err := a.on.Publish(ctx, s.ackChannel(a.writer), a.nonce+" "+a.conn+" "+a.node).Err(); err != nil {
-				s.log.Warn("acknowledge invalidation", "channel", s.channel(), "err", err)
+			// Sent again once when the first attempt fails (a pooled
+			// connection that Redis or the network closed meanwhile,
+			// with retries off): the writer counts each connection
+			// once, and is otherwise held to its bound and answers 503.
+			for attempt := 0; attempt < 2; attempt++ {
+				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout+s.cfg.ReadTimeout)
+				err := a.on.Publish(ctx, s.ackChannel(a.writer), a.nonce+" "+a.conn+" "+a.node).Err()
+				cancel()
+				if err == nil {
+					break
+				}
+				s.log.Warn("acknowledge invalidation", "channel", s.channel(), "attempt", attempt+1, "err", err)
 			}
-			cancel()
 		}
 	}
 }
