@@ -138,6 +138,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		if err := m.RegisterNarrowingUnreplicated(func() uint64 { return 0 }); err != nil {
 			return nil, err
 		}
+		// One process hears every invalidation.
+		if err := m.RegisterInvalidationLease(func() bool { return true }); err != nil {
+			return nil, err
+		}
 		// One process, one clock: nothing judges at another clock.
 		if err := m.RegisterRedisClockOffset(func() (time.Duration, bool) { return 0, true }); err != nil {
 			return nil, err
@@ -166,6 +170,10 @@ func newStatePart(cfg *Config, log *slog.Logger, m *metrics.Metrics) (*statePart
 		return nil, err
 	}
 	if err := m.RegisterNarrowingUnreplicated(rs.NarrowingUnreplicated); err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	if err := m.RegisterInvalidationLease(rs.Hears); err != nil {
 		_ = client.Close()
 		return nil, err
 	}

@@ -54,6 +54,9 @@ func exported(t *testing.T) map[string]bool {
 	if err := m.RegisterNarrowingUnreplicated(func() uint64 { return 0 }); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.RegisterInvalidationLease(func() bool { return true }); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.RegisterKeySets(func() []metrics.KeySet { return []metrics.KeySet{{Issuer: "https://login.example.com/"}} }); err != nil {
 		t.Fatal(err)
 	}

@@ -429,6 +429,20 @@ func (m *Metrics) RegisterInvalidationsUnconfirmed(fn func() uint64) error {
 		func() float64 { return float64(fn()) }))
 }
 
+// RegisterInvalidationLease exports fn, at scrape time, as 1 while this
+// replica holds its lease on the invalidation channel, 0 otherwise.
+func (m *Metrics) RegisterInvalidationLease(fn func() bool) error {
+	return m.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "invalidation_lease_held",
+		Help: "1 while this replica holds its lease on the Redis invalidation channel and serves cache hits without a round trip; " +
+			"0 while it reads every hit again from Redis (its subscription lost, or not renewed in time)."},
+		func() float64 {
+			if fn() {
+				return 1
+			}
+			return 0
+		}))
+}
+
 // RegisterNarrowingUnreplicated exports fn, at scrape time, as the count
 // of narrowing writes answered 503 because fewer Redis replicas than
 // redis.narrowing_replicas acknowledged them.
