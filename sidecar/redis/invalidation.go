@@ -84,6 +84,8 @@ const (
 	// ackQueueLen bounds the acknowledgements waiting to be sent; past it
 	// they are dropped, and the writers waiting for them answer 503.
 	ackQueueLen = 1024
+	// ackAttempts bounds the sends of one acknowledgement.
+	ackAttempts = 4
 )
 
 // invalidations is a Store's side of the invalidation channel.
@@ -1020,18 +1022,23 @@ func (s *Store) acknowledger() {
 		case <-s.inv.done:
 			return
 		case a := <-s.inv.acks:
-			// Sent again once when the first attempt fails (a pooled
-			// connection that Redis or the network closed meanwhile,
-			// with retries off): the writer counts each connection
-			// once, and is otherwise held to its bound and answers 503.
-			for attempt := 0; attempt < 2; attempt++ {
+			// Sent again when an attempt fails (pooled connections that
+			// a cut closed meanwhile, each failing once, with retries
+			// off): the writer counts each connection once, and is
+			// otherwise held to its bound and answers 503.
+			for attempt := 1; attempt <= ackAttempts; attempt++ {
 				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.WriteTimeout+s.cfg.ReadTimeout)
 				err := a.on.Publish(ctx, s.ackChannel(a.writer), a.nonce+" "+a.conn+" "+a.node).Err()
 				cancel()
 				if err == nil {
 					break
 				}
-				s.log.Warn("acknowledge invalidation", "channel", s.channel(), "attempt", attempt+1, "err", err)
+				s.log.Warn("acknowledge invalidation", "channel", s.channel(), "attempt", attempt, "err", err)
+				select {
+				case <-s.inv.done:
+					return
+				case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+				}
 			}
 		}
 	}
