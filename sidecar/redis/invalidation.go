@@ -113,9 +113,10 @@ type invalidations struct {
 	// resubscribe asks the pinger for a new subscription: a PUBLISH
 	// counted nobody, not even this replica.
 	resubscribe atomic.Bool
-	// leaseLost asks the pinger for a new subscription too: a lease
-	// renewal found the subscription gone from Redis (lease.go).
-	leaseLost atomic.Bool
+	// leaseLost asks the pinger to replace this subscription: a lease
+	// renewal found it gone from Redis (lease.go). Only that one: a
+	// subscription opened since is not replaced for it.
+	leaseLost atomic.Pointer[subscription]
 
 	waitMu  sync.Mutex
 	waiting map[string]*ackWait // by nonce
@@ -938,7 +939,7 @@ func (s *Store) pinger() {
 			s.replaceConnection(sub, errors.New("a publish counted no subscriber, this one included"))
 			continue
 		}
-		if s.inv.leaseLost.Swap(false) {
+		if s.inv.leaseLost.Swap(nil) == sub {
 			s.replaceConnection(sub, errors.New("Redis no longer holds the subscription"))
 			continue
 		}

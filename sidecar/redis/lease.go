@@ -205,7 +205,7 @@ func (s *Store) renewLease(sub *subscription) error {
 	case held != 1:
 		// Redis dropped the subscription (or it is on a node that no
 		// longer owns the channel's slot): open another.
-		s.inv.leaseLost.Store(true)
+		s.inv.leaseLost.Store(sub)
 		return errNotSubscribed
 	}
 	if conn != nil {
