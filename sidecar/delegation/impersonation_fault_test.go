@@ -53,9 +53,12 @@ func newFaultWorld(t *testing.T, srv *redistest.Server, proxy *redistest.Proxy, 
 }
 
 // wholeRun has the world's lifecycle write through a store for a run
-// without a cut, which must succeed (wholeRunStore).
+// without a cut, which must succeed (wholeRunStore). The store it
+// replaces is closed: left open, it would keep subscribing and pinging
+// through the proxy, whose command count sets where later worlds are cut.
 func (w *faultWorld) wholeRun(t *testing.T, proxy *redistest.Proxy, clock *storetest.Clock) {
 	t.Helper()
+	_ = w.cut.(io.Closer).Close()
 	w.cut = wholeRunStore(t, proxy.Addr, w.prefix, clock.Now)
 	w.lc = delegation.NewImpersonation(w.cut, shippedData(t), delegation.WithImpersonationClock(clock.Now))
 }

@@ -193,7 +193,11 @@ func TestLostEvictionAnswersUnavailable(t *testing.T) {
 
 // settle returns once a marker published on from now reached to: pub/sub
 // keeps a publisher's order, so every eviction from published before it
-// has been delivered.
+// has been delivered. The marker's own confirmation may fail where a
+// replica's subscription was cut right before it: Redis still counted
+// the dying connection, which never acknowledges, and the write is
+// answered 503 once the bound runs out. The marker was published all the
+// same, and its arrival is what settle waits for.
 func settle(t *testing.T, from, to sidecar.Store, name string) {
 	t.Helper()
 	marker := "settled:" + name
@@ -207,13 +211,14 @@ func settle(t *testing.T, from, to sidecar.Store, name string) {
 		}
 	})
 	defer cancel()
-	if err := from.Invalidate(context.Background(), marker); err != nil {
+	err := from.Invalidate(context.Background(), marker)
+	if err != nil && sidecar.ErrorCode(err) != sidecar.EUNAVAILABLE {
 		t.Fatal(err)
 	}
 	select {
 	case <-seen:
 	case <-time.After(5 * time.Second):
-		t.Fatal("marker eviction never reached the other replica")
+		t.Fatalf("marker eviction never reached the other replica (publishing it: %v)", err)
 	}
 }
 
