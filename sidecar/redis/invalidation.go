@@ -110,9 +110,10 @@ type invalidations struct {
 	// owned is when (unix nanos) the subscription's node last confirmed
 	// it owns the channel's slot (Cluster).
 	owned atomic.Int64
-	// resubscribe asks the pinger for a new subscription: a PUBLISH
-	// counted nobody, not even this replica.
-	resubscribe atomic.Bool
+	// resubscribe asks the pinger to replace this subscription: a
+	// PUBLISH made while it was the one counted nobody, not even this
+	// replica. A subscription opened since is not replaced for it.
+	resubscribe atomic.Pointer[subscription]
 	// leaseLost asks the pinger to replace this subscription: a lease
 	// renewal found it gone from Redis (lease.go). Only that one: a
 	// subscription opened since is not replaced for it.
@@ -237,7 +238,7 @@ func (s *Store) invalidate(ctx context.Context, keys ...string) error {
 		return unavailable(err)
 	}
 	s.inv.mu.Lock()
-	listensOn, movedAt := s.inv.sub.addr(), s.inv.movedAt
+	listening, listensOn, movedAt := s.inv.sub, s.inv.sub.addr(), s.inv.movedAt
 	s.inv.mu.Unlock()
 	if listensOn != addr {
 		// This replica would not be among those PUBLISH counts, nor hear
@@ -289,7 +290,7 @@ func (s *Store) invalidate(ctx context.Context, keys ...string) error {
 		// This replica subscribes where it publishes: a count of 0 says
 		// its own subscription is not there (gone, or the master
 		// changed), and nobody was counted.
-		s.inv.resubscribe.Store(true)
+		s.inv.resubscribe.Store(listening)
 		s.inv.unconfirmed.Add(1)
 		return unavailable(errors.New("the invalidation reached no replica, this one included"))
 	}
@@ -935,7 +936,7 @@ func (s *Store) pinger() {
 			s.replaceConnection(sub, errors.New("listening connection silent"))
 			continue
 		}
-		if s.inv.resubscribe.Swap(false) {
+		if s.inv.resubscribe.Swap(nil) == sub {
 			s.replaceConnection(sub, errors.New("a publish counted no subscriber, this one included"))
 			continue
 		}
