@@ -384,19 +384,37 @@ type SessionStart struct {
 }
 
 // Supersede ends old, another session of the starting actor that nobody
-// ended, in the start's atomic step: a live one as replaced, by the actor;
-// one that lapsed (idle, expired, past its consent; within st.Limits) with
-// its EndState, by SweepActor, as the sweep would have. A lapsed session
-// is ended too, not only passed over: the session log records its end,
-// replicas evict it, and no later write can make it a second live session
-// of the actor.
-func (st *SessionStart) Supersede(old *Session, now time.Time) {
+// ended, in the start's atomic step, at now: a live one as replaced, by
+// the actor; one that lapsed (idle, expired, past its consent; within
+// st.Limits) with its EndState, by SweepActor, as the sweep would have. A
+// lapsed session is ended too, not only passed over: the session log
+// records its end, replicas evict it, and no later write can make it a
+// second live session of the actor. Whether it lapsed is judged at liveAt,
+// the store's judging instant (LiveAt): a session live there is live for
+// some replica, and is replaced.
+func (st *SessionStart) Supersede(old *Session, now, liveAt time.Time) {
 	by, reason := st.Session.Actor, EndReplaced
-	if b := old.Within(st.Limits); b.EndState(now) != "" {
+	if b := old.Within(st.Limits); b.EndState(liveAt) != "" {
 		*old = b
-		by, reason = SweepActor, b.EndState(now)
+		by, reason = SweepActor, b.EndState(liveAt)
 	}
 	old.EndedAt, old.EndedBy, old.EndReason = now, by, reason
+}
+
+// LiveAt is the instant a narrowing write judges at which sessions are
+// still live, and so must be ended: the earliest of the writer's now and
+// the store's time (each store's own clock; on Redis, Redis's TIME too).
+// A session is live at an earlier instant whenever it is live at a later
+// one, so judged at the earliest, every session live by any replica's
+// clock that is no earlier is ended: a writer whose clock runs ahead
+// cannot leave one live for the others by taking it for expired.
+func LiveAt(now time.Time, store ...time.Time) time.Time {
+	for _, t := range store {
+		if t.Before(now) {
+			now = t
+		}
+	}
+	return now
 }
 
 // EndLapsed ends s, which nobody ended, if it is not live at now within

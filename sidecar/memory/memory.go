@@ -427,11 +427,15 @@ func (s *Store) appendConsentHistory(c sidecar.Consent) {
 	s.history[c.Customer] = h
 }
 
-// endLive ends every live session that match selects, with s.mu held.
+// endLive ends at at every live session that match selects, with s.mu
+// held. Live is judged at the earlier of at and the store's clock
+// (sidecar.LiveAt): a sweep whose now runs ahead ends what is still live
+// by the store's clock too.
 func (s *Store) endLive(match func(*sidecar.Session) bool, by, reason string, at time.Time) []sidecar.Session {
 	var out []sidecar.Session
+	liveAt := sidecar.LiveAt(at, s.now())
 	for _, ss := range s.sessions {
-		if ss.Live(at) && match(ss) {
+		if ss.Live(liveAt) && match(ss) {
 			ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
 			s.keepEnded(ss)
 			out = append(out, *ss)
@@ -712,7 +716,7 @@ func (s *Store) StartSession(_ context.Context, st sidecar.SessionStart) ([]side
 	if st.ReplaceLive {
 		for _, ss := range s.sessions {
 			if ss.Actor == st.Session.Actor && ss.EndedAt.IsZero() {
-				st.Supersede(ss, now)
+				st.Supersede(ss, now, now)
 				s.keepEnded(ss)
 				replaced = append(replaced, *ss)
 			}

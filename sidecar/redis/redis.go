@@ -187,9 +187,12 @@ func decode[T any](raw string) (*T, error) {
 
 // ttl is the Redis TTL for a record that may be forgotten at t, by the
 // store's clock. Never below a second: expiry is decided on read anyway.
-func (s *Store) ttl(t time.Time) time.Duration {
-	return max(t.Sub(s.now()), time.Second)
-}
+func (s *Store) ttl(t time.Time) time.Duration { return ttlFrom(t, s.now()) }
+
+// ttlFrom is the Redis TTL for a record that may be forgotten at t, counted
+// from at rather than the store's clock: from the instant a write judged
+// at (liveAt), when it moved what it stores to that instant.
+func ttlFrom(t, at time.Time) time.Duration { return max(t.Sub(at), time.Second) }
 
 func ms(t time.Time) float64 { return float64(t.UnixMilli()) }
 
@@ -260,6 +263,18 @@ func judgedAt(now time.Time, redisNow *goredis.TimeCmd) (time.Time, error) {
 		return t, nil
 	}
 	return now, nil
+}
+
+// liveAt is the instant a narrowing write judges at which sessions are
+// still live, and so are its to end (sidecar.LiveAt): the earlier of now,
+// the writer's (no later than the store's clock), and Redis's clock
+// (TIME), read through c, a transaction's connection. Every replica judges
+// a session at its own clock on read; judged at the writer's clock alone,
+// a replica whose clock runs ahead by d took a session with less than d
+// left for expired, and neither ended nor evicted it, while the others
+// went on honouring it.
+func liveAt(ctx context.Context, c goredis.Cmdable, now time.Time) (time.Time, error) {
+	return judgedAt(now, c.Time(ctx))
 }
 
 // logMember orders index members by time, then id, as fixed-width text so
@@ -349,7 +364,11 @@ func (s *Store) protectCustomer(ctx context.Context, customer, by, reason string
 		var stale []string
 		if protect {
 			now := s.now()
-			if sessions, stale, err = s.liveSessions(ctx, tx, live, now); err != nil {
+			at, err := liveAt(ctx, tx, now)
+			if err != nil {
+				return err
+			}
+			if sessions, stale, err = s.liveSessions(ctx, tx, live, at); err != nil {
 				return err
 			}
 			for _, ss := range sessions {
@@ -610,13 +629,9 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		ended, covered = ended[:0], covered[:0]
 		now := s.now()
-		sessions, stale, err := s.liveSessions(ctx, tx, live, now)
-		if err != nil {
-			return err
-		}
 		var lapsing *goredis.FloatCmd
 		var redisNow *goredis.TimeCmd
-		_, err = tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		_, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			lapsing, redisNow = p.ZScore(ctx, s.lapsingKey(), c.Customer), p.Time(ctx)
 			return nil
 		})
@@ -624,6 +639,12 @@ func (s *Store) SetConsent(ctx context.Context, c *sidecar.Consent) ([]sidecar.S
 			return unavailable(err)
 		}
 		due, err := judgedAt(now, redisNow)
+		if err != nil {
+			return err
+		}
+		// The sessions live at due, as liveAt judges them, are the ones
+		// this consent must cover or end.
+		sessions, stale, err := s.liveSessions(ctx, tx, live, due)
 		if err != nil {
 			return err
 		}

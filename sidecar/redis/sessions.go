@@ -351,6 +351,7 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		replaced = replaced[:0]
 		now := s.now()
+		at := now
 		cust, err := getRecord[sidecar.Customer](ctx, tx, s.customerKey(ss.Customer))
 		if err != nil {
 			return err
@@ -374,8 +375,12 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 		var old []*sidecar.Session
 		var stale []string
 		if st.ReplaceLive {
-			// Every session of the actor nobody ended, lapsed or not.
-			if old, stale, err = s.setSessions(ctx, tx, liveActor, now, func(*sidecar.Session) bool { return true }); err != nil {
+			// Every session of the actor nobody ended, lapsed or not; which
+			// lapsed is judged at liveAt.
+			if at, err = liveAt(ctx, tx, now); err != nil {
+				return err
+			}
+			if old, stale, err = s.setSessions(ctx, tx, liveActor, at, func(*sidecar.Session) bool { return true }); err != nil {
 				return err
 			}
 		}
@@ -383,7 +388,7 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 		prune := "(" + logBound(now.Add(-2*s.cfg.Retention))
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, o := range old {
-				st.Supersede(o, now)
+				st.Supersede(o, now, at)
 			}
 			s.queueEnds(ctx, p, liveActor, old, stale, &replaced)
 			for _, k := range s.sessionLogKeys(ss) {
@@ -441,7 +446,11 @@ func (s *Store) sweepLive(ctx context.Context, pick func(*goredis.Tx) ([]*sideca
 
 func (s *Store) EndProtectedSessions(ctx context.Context, p sidecar.Protection, now time.Time) ([]sidecar.Session, error) {
 	return s.sweepLive(ctx, func(tx *goredis.Tx) ([]*sidecar.Session, []string, error) {
-		live, _, err := s.liveSessions(ctx, tx, s.liveKey(), now) // stale ids are EndLapsedSessions' to drop
+		at, err := liveAt(ctx, tx, sidecar.LiveAt(now, s.now()))
+		if err != nil {
+			return nil, nil, err
+		}
+		live, _, err := s.liveSessions(ctx, tx, s.liveKey(), at) // stale ids are EndLapsedSessions' to drop
 		if err != nil || len(live) == 0 {
 			return nil, nil, err
 		}
@@ -489,7 +498,11 @@ func (s *Store) EndProtectedSessions(ctx context.Context, p sidecar.Protection, 
 
 func (s *Store) EndUnpermittedSessions(ctx context.Context, granting []string, now time.Time) ([]sidecar.Session, error) {
 	return s.sweepLive(ctx, func(tx *goredis.Tx) ([]*sidecar.Session, []string, error) {
-		live, _, err := s.liveSessions(ctx, tx, s.liveKey(), now) // stale ids are EndLapsedSessions' to drop
+		at, err := liveAt(ctx, tx, sidecar.LiveAt(now, s.now()))
+		if err != nil {
+			return nil, nil, err
+		}
+		live, _, err := s.liveSessions(ctx, tx, s.liveKey(), at) // stale ids are EndLapsedSessions' to drop
 		if err != nil {
 			return nil, nil, err
 		}

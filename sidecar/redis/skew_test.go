@@ -296,3 +296,124 @@ func TestWriterAheadRecordsWithdrawalOnDelete(t *testing.T) {
 		t.Fatalf("deletion %+v records no withdrawal of the consent in force until %v", del, ends)
 	}
 }
+
+// liveSession starts, through s, a session of alice on acme that ends in
+// left (consent given without expiry), redeems it with token hash h, and
+// returns it as stored.
+func liveSession(t *testing.T, s *redis.Store, id, h string, left time.Duration, roles ...string) *sidecar.Session {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.GetCustomer(ctx, "acme"); sidecar.ErrorCode(err) == sidecar.ENOTFOUND {
+		if _, err := s.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetBy: "acme", SetAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	ss := &sidecar.Session{ID: id, Actor: "alice", Customer: "acme", ActorRoles: roles, StartedAt: now, ExpiresAt: now.Add(left)}
+	if _, err := s.StartSession(ctx, sidecar.SessionStart{Session: ss, CodeHash: "code-" + id, CodeExpiresAt: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RedeemSession(ctx, "code-"+id, h, "shop.example.com", "", sidecar.SessionLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// endedEverywhere fails unless the session of token hash h is ended, for
+// reason, as the honest replica reads it, the write reported it among
+// those it ended (so that it is recorded), and the honest replica heard
+// its eviction before the write returned.
+func endedEverywhere(t *testing.T, honest *redis.Store, heard *keyLog, h, reason string, reported []sidecar.Session) {
+	t.Helper()
+	got, err := honest.SessionByToken(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Live(time.Now()) || got.EndReason != reason {
+		t.Fatalf("the honest replica reads the session %+v: live %v, end reason %q; want ended as %q",
+			got, got.Live(time.Now()), got.EndReason, reason)
+	}
+	if !slices.ContainsFunc(reported, func(s sidecar.Session) bool { return s.ID == got.ID }) {
+		t.Fatalf("the write reported %+v ended, not %s", reported, got.ID)
+	}
+	if !heard.has(sidecar.SessionKey(h)) {
+		t.Fatalf("the honest replica heard %v, not the session's eviction", heard.keys)
+	}
+}
+
+// A narrowing write through a replica whose clock runs ahead must end,
+// and evict, every session that is still live for the others: judged
+// live at that replica's clock alone, a session with 2 minutes left was
+// taken for expired by a writer 5 minutes ahead, neither ended nor
+// evicted, and every honest replica went on honouring it after the write
+// had answered success. Each kind of narrowing write leaves the session
+// to the honest replica to read.
+func TestWriterAheadEndsEveryLiveSessionWhenNarrowing(t *testing.T) {
+	const skew, left = 5 * time.Minute, 2 * time.Minute
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		reason string
+		write  func(t *testing.T, ahead *redis.Store) []sidecar.Session
+	}{
+		{"consent_withdrawn", sidecar.EndConsentWithdrawn, func(t *testing.T, ahead *redis.Store) []sidecar.Session {
+			ended, err := ahead.SetConsent(ctx, &sidecar.Consent{Customer: "acme", SetBy: "acme", SetAt: time.Now().Add(skew)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ended
+		}},
+		{"consent_shortened", sidecar.EndConsentWithdrawn, func(t *testing.T, ahead *redis.Store) []sidecar.Session {
+			ended, err := ahead.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, ExpiresAt: time.Now().Add(left / 2),
+				SetBy: "cora", SetAt: time.Now().Add(skew)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ended
+		}},
+		{"customer_protected", sidecar.EndCustomerProtected, func(t *testing.T, ahead *redis.Store) []sidecar.Session {
+			ended, err := ahead.PutCustomer(ctx, &sidecar.Customer{ID: "acme", Protected: true, UpdatedBy: "sync"}, sidecar.Protection{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ended
+		}},
+		{"customer_deleted", sidecar.EndCustomerDeleted, func(t *testing.T, ahead *redis.Store) []sidecar.Session {
+			del, err := ahead.DeleteCustomer(ctx, "acme", "sync")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return del.Ended
+		}},
+		{"marked_staff", sidecar.EndCustomerProtected, func(t *testing.T, ahead *redis.Store) []sidecar.Session {
+			ended, err := ahead.MarkStaff(ctx, "acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ended
+		}},
+		{"replaced_by_a_start", sidecar.EndReplaced, func(t *testing.T, ahead *redis.Store) []sidecar.Session {
+			now := time.Now().Add(skew)
+			ss := &sidecar.Session{ID: "s2", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour)}
+			replaced, err := ahead.StartSession(ctx, sidecar.SessionStart{Session: ss, CodeHash: "code-s2", CodeExpiresAt: now.Add(time.Minute),
+				ReplaceLive: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return replaced
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			honest, ahead, _, _ := skewedReplicas(t, skew)
+			heard := &keyLog{}
+			t.Cleanup(honest.Subscribe(heard.add))
+			t.Cleanup(ahead.Subscribe(func(string) {}))
+			liveSession(t, honest, "s1", "h1", left)
+			endedEverywhere(t, honest, heard, "h1", tc.reason, tc.write(t, ahead))
+		})
+	}
+}
