@@ -323,6 +323,31 @@ func liveSession(t *testing.T, s *redis.Store, id, h string, left time.Duration,
 	return got
 }
 
+// heardBy returns what s hands its subscribers, once quiet.
+func heardBy(t *testing.T, s, other *redis.Store) *keyLog {
+	t.Helper()
+	heard := &keyLog{}
+	t.Cleanup(s.Subscribe(heard.add))
+	quiet(t, heard, other)
+	return heard
+}
+
+// quiet forgets what heard holds once everything published before has
+// reached it: a write's key comes back over pub/sub after the write
+// returned, in the order published, so once a probe published through
+// other is heard, the keys before it went by.
+func quiet(t *testing.T, heard *keyLog, other *redis.Store) {
+	t.Helper()
+	probe := "probe:" + freshPrefix()
+	eventually(t, "a probe published through the other replica", func() bool {
+		_ = other.Invalidate(context.Background(), probe)
+		return heard.has(probe)
+	})
+	heard.mu.Lock()
+	heard.keys = nil
+	heard.mu.Unlock()
+}
+
 // endedEverywhere fails unless the session of token hash h is ended, for
 // reason, as the honest replica reads it, the write reported it among
 // those it ended (so that it is recorded), and the honest replica heard
@@ -409,11 +434,49 @@ func TestWriterAheadEndsEveryLiveSessionWhenNarrowing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			honest, ahead, _, _ := skewedReplicas(t, skew)
-			heard := &keyLog{}
-			t.Cleanup(honest.Subscribe(heard.add))
 			t.Cleanup(ahead.Subscribe(func(string) {}))
+			heard := heardBy(t, honest, ahead)
 			liveSession(t, honest, "s1", "h1", left)
+			quiet(t, heard, ahead)
 			endedEverywhere(t, honest, heard, "h1", tc.reason, tc.write(t, ahead))
+		})
+	}
+}
+
+// The sweeps that end sessions policy data no longer allows (the
+// customer protected, the actor's roles no longer granting
+// login_as_customer) must end, through a replica whose clock runs ahead,
+// every session still live for the others: judged at the sweeper's clock
+// alone, a session with 2 minutes left was passed over as expired by a
+// sweeper 5 minutes ahead, and the others honoured it until their own
+// sweep.
+func TestWriterAheadSweepsJudgeLiveAtRedisClock(t *testing.T) {
+	const skew, left = 5 * time.Minute, 2 * time.Minute
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		reason string
+		sweep  func(ahead *redis.Store, now time.Time) ([]sidecar.Session, error)
+	}{
+		{"protected", sidecar.EndCustomerProtected, func(ahead *redis.Store, now time.Time) ([]sidecar.Session, error) {
+			return ahead.EndProtectedSessions(ctx, sidecar.Protection{Customers: []string{"acme"}}, now)
+		}},
+		{"unpermitted", sidecar.EndActorNotPermitted, func(ahead *redis.Store, now time.Time) ([]sidecar.Session, error) {
+			return ahead.EndUnpermittedSessions(ctx, []string{"admin"}, now)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			honest, ahead, _, _ := skewedReplicas(t, skew)
+			t.Cleanup(ahead.Subscribe(func(string) {}))
+			heard := heardBy(t, honest, ahead)
+			liveSession(t, honest, "s1", "h1", left, "agent")
+			quiet(t, heard, ahead)
+			ended, err := tc.sweep(ahead, time.Now().Add(skew))
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the honest replica hears the session's eviction", func() bool { return heard.has(sidecar.SessionKey("h1")) })
+			endedEverywhere(t, honest, heard, "h1", tc.reason, ended)
 		})
 	}
 }
