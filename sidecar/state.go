@@ -435,15 +435,19 @@ func (s *Session) EndLapsed(now time.Time, l SessionLimits) bool {
 // atomic step, now being the store's time. A session not live at the
 // later of the two is refused (SessionOver), and its last-seen stays as
 // it was: the store alone judges idleness, and a replica that judged by
-// requests the store never saw cannot bring a lapsed session back. It
-// reports whether LastSeen moved. The store's time is the writing
-// replica's clock (the Redis store reads no server time, to keep one
-// contract with the memory store): a replica whose clock lags the others'
-// by d still records activity up to d after they hold the session lapsed.
+// requests the store never saw cannot bring a lapsed session back. The
+// last-seen recorded is at most now: a replica whose clock runs ahead
+// cannot record activity in the future, which would keep the session from
+// going idle, for every replica, that much past its idle timeout. It
+// reports whether LastSeen moved. The store's time is the earlier of the
+// writing replica's clock and, on Redis, Redis's (TIME): a replica whose
+// clock lags the others' by d still records activity up to d after they
+// hold the session lapsed.
 func (s *Session) Touch(at, now time.Time) (bool, error) {
 	if state := s.EndState(later(at, now)); state != "" {
 		return false, SessionOver(state)
 	}
+	at = LiveAt(at, now)
 	if !at.After(s.LastSeen) {
 		return false, nil
 	}

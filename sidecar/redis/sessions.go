@@ -544,9 +544,10 @@ func (s *Store) SessionByToken(ctx context.Context, tokenHash string) (*sidecar.
 	return s.GetSession(ctx, id)
 }
 
-// updateSession applies change to the session record atomically and
-// returns the result; more queues writes that go with it.
-func (s *Store) updateSession(ctx context.Context, id string, change func(*sidecar.Session) error,
+// updateSession applies change to the session record atomically (tx is
+// the transaction's connection, for reads that go with it) and returns
+// the result; more queues writes that go with it.
+func (s *Store) updateSession(ctx context.Context, id string, change func(*goredis.Tx, *sidecar.Session) error,
 	more func(goredis.Pipeliner, *sidecar.Session)) (*sidecar.Session, error) {
 	key := s.sessionKey(id)
 	var out *sidecar.Session
@@ -558,7 +559,7 @@ func (s *Store) updateSession(ctx context.Context, id string, change func(*sidec
 		if ss == nil {
 			return notFound("session")
 		}
-		if err := change(ss); err != nil {
+		if err := change(tx, ss); err != nil {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -671,9 +672,15 @@ func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host, redeeme
 	return out, nil
 }
 
+// TouchSession takes the store's time (sidecar.Session.Touch) as the
+// earlier of its clock and Redis's, read in the transaction (liveAt).
 func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {
-	_, err := s.updateSession(ctx, id, func(ss *sidecar.Session) error {
-		moved, err := ss.Touch(at, s.now())
+	_, err := s.updateSession(ctx, id, func(tx *goredis.Tx, ss *sidecar.Session) error {
+		now, err := liveAt(ctx, tx, s.now())
+		if err != nil {
+			return err
+		}
+		moved, err := ss.Touch(at, now)
 		if err == nil && !moved {
 			err = errUnchanged
 		}
@@ -687,7 +694,7 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 
 func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {
 	var already, queued *sidecar.Session
-	ss, err := s.updateSession(ctx, id, func(ss *sidecar.Session) error {
+	ss, err := s.updateSession(ctx, id, func(_ *goredis.Tx, ss *sidecar.Session) error {
 		if !ss.EndedAt.IsZero() {
 			already = ss
 			return errUnchanged

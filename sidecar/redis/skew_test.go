@@ -480,3 +480,35 @@ func TestWriterAheadSweepsJudgeLiveAtRedisClock(t *testing.T) {
 		})
 	}
 }
+
+// A replica whose clock runs ahead records activity no later than
+// Redis's clock: a last-seen 5 minutes in the future kept the session
+// from going idle, for every replica, 5 minutes past its idle timeout.
+func TestWriterAheadTouchExtendsNoIdle(t *testing.T) {
+	const skew, idle = 5 * time.Minute, 10 * time.Minute
+	ctx := context.Background()
+	honest, ahead, _, _ := skewedReplicas(t, skew)
+	if _, err := honest.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := honest.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetBy: "acme", SetAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	ss := &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(time.Hour), IdleTimeout: idle}
+	if _, err := honest.StartSession(ctx, sidecar.SessionStart{Session: ss, CodeHash: "code-s1", CodeExpiresAt: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ahead.TouchSession(ctx, "s1", time.Now().Add(skew)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := honest.GetSession(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	if got.LastSeen.After(after) || got.EndState(after.Add(idle)) != sidecar.EndIdle {
+		t.Fatalf("last seen %v, touched at %v by Redis's clock: idle at %v is %q, want %q",
+			got.LastSeen, after, after.Add(idle), got.EndState(after.Add(idle)), sidecar.EndIdle)
+	}
+}

@@ -104,6 +104,7 @@ func RunReplicated(t *testing.T, newReplicas NewReplicas) {
 		{"sessions_ended", testSessionsEnded},
 		{"sessions_ended_all", testSessionsEndedAll},
 		{"session_limits", testSessionLimits},
+		{"writer_ahead", testWriterAhead},
 		{"access_requests", testRequests},
 		{"grants", testGrants},
 		{"partner_changes_kept", testPartnerChangesKept},

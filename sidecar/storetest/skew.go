@@ -1,0 +1,65 @@
+package storetest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/deputyhq/deputy/sidecar"
+)
+
+// testWriterAhead: a write stamped later than the store's time (a
+// replica whose clock runs ahead of the others') neither records that
+// future as the session's nor takes a session still live by the store's
+// time for over. The store's time is its clock (on Redis, the earlier of
+// its clock and Redis's).
+func testWriterAhead(t *testing.T, newEnv func(*testing.T) *env) {
+	const ahead, left = 5 * time.Minute, 2 * time.Minute
+	// A last-seen in the future would keep the session from going idle
+	// that much past its idle timeout, for every replica.
+	t.Run("touch_records_no_later_than_the_store_time", func(t *testing.T) {
+		e := newEnv(t)
+		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
+		must(t, e.s.TouchSession(e.ctx, "s1", e.now().Add(ahead)))
+		got, err := e.s.GetSession(e.ctx, "s1")
+		must(t, err)
+		if !got.LastSeen.Equal(e.now()) {
+			t.Fatalf("touched at %v with the store at %v: last seen %v, want the store's time", e.now().Add(ahead), e.now(), got.LastSeen)
+		}
+		if state := got.EndState(e.now().Add(got.IdleTimeout)); state != sidecar.EndIdle {
+			t.Fatalf("a full idle timeout after the store's time: %q, want %q", state, sidecar.EndIdle)
+		}
+	})
+	// A sweep whose now runs ahead of the store's time ends a session
+	// that is live by the store's time: passed over as expired, it would
+	// stay live for every replica until a sweep of its own.
+	for _, tc := range []struct {
+		name   string
+		reason string
+		sweep  func(e *env, now time.Time) ([]sidecar.Session, error)
+	}{
+		{"protected_sweep_ends_what_the_store_holds_live", sidecar.EndCustomerProtected, func(e *env, now time.Time) ([]sidecar.Session, error) {
+			return e.s.EndProtectedSessions(e.ctx, sidecar.Protection{Customers: []string{"c1"}}, now)
+		}},
+		{"unpermitted_sweep_ends_what_the_store_holds_live", sidecar.EndActorNotPermitted, func(e *env, now time.Time) ([]sidecar.Session, error) {
+			return e.s.EndUnpermittedSessions(e.ctx, []string{"admin"}, now)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			s := newSession(e, "s1", "alice", "c1")
+			s.ExpiresAt = e.now().Add(left)
+			must(t, begin(e, s))
+			must(t, ignore(redeem(e, "s1", "h1")))
+			ended, err := tc.sweep(e, e.now().Add(ahead))
+			must(t, err)
+			if len(ended) != 1 || ended[0].ID != "s1" || ended[0].EndReason != tc.reason {
+				t.Fatalf("a sweep %v ahead ended %+v, want s1 (live for %v more) as %s", ahead, ended, left, tc.reason)
+			}
+			got, err := e.peer.SessionByToken(e.ctx, "h1")
+			must(t, err)
+			if got.Live(e.now()) || got.EndReason != tc.reason {
+				t.Fatalf("the session after the sweep: %+v, want ended as %s", got, tc.reason)
+			}
+		})
+	}
+}
