@@ -381,6 +381,12 @@ type SessionStart struct {
 	// Limits are policy data's session limits, which bound the sessions
 	// it replaces (Supersede).
 	Limits SessionLimits
+	// StartNoLater moves the session's start back to the store's time
+	// when it is later (MoveStart): a replica whose clock runs ahead
+	// stamped a start in the future, and the session would outlive
+	// max_session, and its redeem code its TTL, that much on every other
+	// replica.
+	StartNoLater bool
 }
 
 // Supersede ends old, another session of the starting actor that nobody
@@ -399,6 +405,34 @@ func (st *SessionStart) Supersede(old *Session, now, liveAt time.Time) {
 		by, reason = SweepActor, b.EndState(liveAt)
 	}
 	old.EndedAt, old.EndedBy, old.EndReason = now, by, reason
+}
+
+// MoveStart moves the session's start back to at, the store's time, when
+// StartNoLater is set and the start is later, and by as much the expiries
+// that count from it: the session's to at most its new start plus
+// Limits.MaxSession (an expiry set by the staff member's token or the
+// consent stays), the redeem code's back by the same shift
+// (MoveCodeExpiry). The session is moved in place, so that the caller
+// holds it as stored. It reports how far the start moved.
+func (st *SessionStart) MoveStart(at time.Time) time.Duration {
+	s := st.Session
+	if !st.StartNoLater || !s.StartedAt.After(at) {
+		return 0
+	}
+	d := s.StartedAt.Sub(at)
+	s.StartedAt = at
+	if end := at.Add(st.Limits.MaxSession); st.Limits.MaxSession > 0 && end.Before(s.ExpiresAt) {
+		s.ExpiresAt = end
+	}
+	st.CodeExpiresAt = MoveCodeExpiry(st.CodeExpiresAt, d, s.ExpiresAt)
+	return d
+}
+
+// MoveCodeExpiry is a redeem code's expiry once its session's start moved
+// back by d (MoveStart): as much earlier, and never past expires, the
+// session's expiry.
+func MoveCodeExpiry(code time.Time, d time.Duration, expires time.Time) time.Time {
+	return LiveAt(code.Add(-d), expires)
 }
 
 // LiveAt is the instant a narrowing write judges at which sessions are

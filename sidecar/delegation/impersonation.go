@@ -814,9 +814,16 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		ProtectedCustomers: sw.ProtectedCustomers,
 		ReplaceLive:        sw.OneSessionPerStaff,
 		Limits:             sw.Limits(),
+		// Started later than the store's time (this replica's clock runs
+		// ahead), the session would outlive max_session, and its code the
+		// redeem TTL, on every other replica: the store moves s back.
+		StartNoLater: true,
 	})
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
+	}
+	if moved := now.Sub(s.StartedAt); moved > 0 {
+		until = sidecar.MoveCodeExpiry(until, moved, s.ExpiresAt)
 	}
 	deputy := &sidecar.Identity{Subject: sidecar.SweepActor}
 	for k := range replaced {

@@ -111,7 +111,7 @@ func TestImpersonationWritesUnderFaults(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
 	raw := srv.Client()
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch) // in the past: a start later than Redis's clock moves back to it
 	n := 0
 	newWorld := func(t *testing.T) *faultWorld {
 		n++
@@ -330,7 +330,7 @@ func TestSessionLogSurvivesFaults(t *testing.T) {
 	srv := redistest.Start(t)
 	lcProxy := redistest.StartProxy(t, srv.Addr)
 	recProxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch) // in the past: a start later than Redis's clock moves back to it
 	n := 0
 	// cutStore reaches Redis through proxy; a cut fails it at once, so it
 	// waits for a slow reply as long as a test may.
@@ -562,7 +562,7 @@ func (h *stallBeforeTx) holds(cmds []goredis.Cmder) bool {
 // end, once however often it is retried.
 func TestEndRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch) // in the past: a start later than Redis's clock moves back to it
 	ctx := context.Background()
 	direct := directStore(t, srv.Addr, "lostreply", clock.Now)
 	setup := delegation.NewImpersonation(direct, shippedData(t), delegation.WithImpersonationClock(clock.Now))

@@ -689,6 +689,7 @@ func (s *Store) StartSession(_ context.Context, st sidecar.SessionStart) ([]side
 	s.pruneSessions()
 	var consent *sidecar.Consent
 	if st.Session != nil {
+		st.MoveStart(now)
 		consent = s.consent[st.Session.Customer]
 	}
 	var cust *sidecar.Customer

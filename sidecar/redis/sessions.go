@@ -351,7 +351,13 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
 		replaced = replaced[:0]
 		now := s.now()
-		at := now
+		// The store's time: the start moves back to it (StartNoLater),
+		// and the sessions it replaces are judged at it.
+		at, err := liveAt(ctx, tx, now)
+		if err != nil {
+			return err
+		}
+		st.MoveStart(at)
 		cust, err := getRecord[sidecar.Customer](ctx, tx, s.customerKey(ss.Customer))
 		if err != nil {
 			return err
@@ -376,10 +382,7 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 		var stale []string
 		if st.ReplaceLive {
 			// Every session of the actor nobody ended, lapsed or not; which
-			// lapsed is judged at liveAt.
-			if at, err = liveAt(ctx, tx, now); err != nil {
-				return err
-			}
+			// lapsed is judged at at.
 			if old, stale, err = s.setSessions(ctx, tx, liveActor, at, func(*sidecar.Session) bool { return true }); err != nil {
 				return err
 			}
@@ -394,8 +397,10 @@ func (s *Store) StartSession(ctx context.Context, st sidecar.SessionStart) ([]si
 			for _, k := range s.sessionLogKeys(ss) {
 				s.addToIndex(ctx, p, k, member, prune, s.forgetAt(ss))
 			}
-			p.Set(ctx, key, encode(ss), s.ttl(s.forgetAt(ss)))
-			p.Set(ctx, code, encode(redeemRef{ss.ID, st.CodeExpiresAt}), s.ttl(st.CodeExpiresAt))
+			// Kept from at: a start moved back to it would otherwise
+			// lose its redeem code that much early.
+			p.Set(ctx, key, encode(ss), ttlFrom(s.forgetAt(ss), at))
+			p.Set(ctx, code, encode(redeemRef{ss.ID, st.CodeExpiresAt}), ttlFrom(st.CodeExpiresAt, at))
 			p.SAdd(ctx, s.liveKey(), ss.ID)
 			p.SAdd(ctx, liveActor, ss.ID)
 			p.SAdd(ctx, s.liveCustomerKey(ss.Customer), ss.ID)

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -510,5 +511,54 @@ func TestWriterAheadTouchExtendsNoIdle(t *testing.T) {
 	if got.LastSeen.After(after) || got.EndState(after.Add(idle)) != sidecar.EndIdle {
 		t.Fatalf("last seen %v, touched at %v by Redis's clock: idle at %v is %q, want %q",
 			got.LastSeen, after, after.Add(idle), got.EndState(after.Add(idle)), sidecar.EndIdle)
+	}
+}
+
+// A start through a replica whose clock runs ahead is stamped no later
+// than Redis's clock: stamped 5 minutes ahead, the session outlived
+// max_session, and its redeem code its TTL, by 5 minutes on every honest
+// replica (and idled from a start in the future).
+func TestWriterAheadStartOutlivesNoMaxSession(t *testing.T) {
+	const skew, maxSession, codeTTL = 5 * time.Minute, 10 * time.Minute, time.Minute
+	ctx := context.Background()
+	honest, ahead, raw, prefix := skewedReplicas(t, skew)
+	if _, err := honest.PutCustomer(ctx, &sidecar.Customer{ID: "acme"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := honest.SetConsent(ctx, &sidecar.Consent{Customer: "acme", Allowed: true, SetBy: "acme", SetAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Add(skew) // the replica ahead's
+	ss := &sidecar.Session{ID: "s1", Actor: "alice", Customer: "acme", StartedAt: now, ExpiresAt: now.Add(maxSession), IdleTimeout: maxSession / 2}
+	l := sidecar.SessionLimits{MaxSession: maxSession}
+	if _, err := ahead.StartSession(ctx, sidecar.SessionStart{Session: ss, CodeHash: "code-s1", CodeExpiresAt: now.Add(codeTTL),
+		Limits: l, StartNoLater: true}); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	got, err := honest.GetSession(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.StartedAt.After(after) || got.LiveWithin(after.Add(maxSession), l) || got.LiveWithin(after.Add(maxSession), sidecar.SessionLimits{}) {
+		t.Fatalf("started %v, expiring %v, stored at %v by Redis's clock: live past max_session (%v) as the honest replica judges it",
+			got.StartedAt, got.ExpiresAt, after, maxSession)
+	}
+	if !got.StartedAt.Equal(ss.StartedAt) || !got.ExpiresAt.Equal(ss.ExpiresAt) {
+		t.Fatalf("the starter holds the session as started %v, expiring %v; stored %v, %v", ss.StartedAt, ss.ExpiresAt, got.StartedAt, got.ExpiresAt)
+	}
+	var ref struct {
+		Expires time.Time `json:"exp"`
+	}
+	code := raw.Get(ctx, prefix+":{imp}:code:code-s1").Val()
+	if err := json.Unmarshal([]byte(code), &ref); err != nil {
+		t.Fatalf("redeem code %q: %v", code, err)
+	}
+	if ref.Expires.After(after.Add(codeTTL)) || raw.PTTL(ctx, prefix+":{imp}:code:code-s1").Val() < codeTTL-5*time.Second {
+		t.Fatalf("redeem code expiring %v (kept %v), stored at %v: past its TTL (%v), or gone before it",
+			ref.Expires, raw.PTTL(ctx, prefix+":{imp}:code:code-s1").Val(), after, codeTTL)
+	}
+	if _, err := honest.RedeemSession(ctx, "code-s1", "h1", "shop.example.com", "alice", l); err != nil {
+		t.Fatalf("redeeming through the honest replica: %v", err)
 	}
 }

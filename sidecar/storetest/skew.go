@@ -29,6 +29,43 @@ func testWriterAhead(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("a full idle timeout after the store's time: %q, want %q", state, sidecar.EndIdle)
 		}
 	})
+	// A start stamped ahead of the store's time, StartNoLater, starts at
+	// the store's time: the session's max_session and its redeem code's
+	// TTL count from there, and the starter holds it as stored. An expiry
+	// its staff member's token set stays. Without StartNoLater the start
+	// is kept as given.
+	t.Run("start_moves_back_to_the_store_time", func(t *testing.T) {
+		e := newEnv(t)
+		const maxSession, codeTTL = 10 * time.Minute, time.Minute
+		must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c1"}, sidecar.Protection{})))
+		mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: true, SetBy: "c1", SetAt: e.now()}))
+		start := func(id string, lasts time.Duration, noLater bool) *sidecar.Session {
+			t.Helper()
+			at := e.now().Add(ahead)
+			s := &sidecar.Session{ID: id, Actor: "staff-" + id, Customer: "c1", StartedAt: at, ExpiresAt: at.Add(lasts), IdleTimeout: maxSession}
+			must(t, ignore(e.s.StartSession(e.ctx, sidecar.SessionStart{Session: s, CodeHash: codeOf(id), CodeExpiresAt: at.Add(codeTTL),
+				Limits: sidecar.SessionLimits{MaxSession: maxSession}, StartNoLater: noLater})))
+			got, err := e.s.GetSession(e.ctx, id)
+			must(t, err)
+			if !got.StartedAt.Equal(s.StartedAt) || !got.ExpiresAt.Equal(s.ExpiresAt) {
+				t.Fatalf("%s: the starter holds it as started %v, expiring %v; stored %v, %v", id, s.StartedAt, s.ExpiresAt, got.StartedAt, got.ExpiresAt)
+			}
+			return got
+		}
+		if s := start("max", maxSession, true); !s.StartedAt.Equal(e.now()) || !s.ExpiresAt.Equal(e.now().Add(maxSession)) {
+			t.Fatalf("started %v, expiring %v; want the store's time %v, and max_session from it", s.StartedAt, s.ExpiresAt, e.now())
+		}
+		if s := start("token", 3*time.Minute, true); !s.StartedAt.Equal(e.now()) || !s.ExpiresAt.Equal(e.now().Add(ahead+3*time.Minute)) {
+			t.Fatalf("started %v, expiring %v; want the store's time %v, and the token's expiry", s.StartedAt, s.ExpiresAt, e.now())
+		}
+		if s := start("kept", maxSession, false); !s.StartedAt.Equal(e.now().Add(ahead)) {
+			t.Fatalf("started %v without StartNoLater, want as given, %v", s.StartedAt, e.now().Add(ahead))
+		}
+		e.clock.Advance(codeTTL + time.Second)
+		_, err := e.s.RedeemSession(e.ctx, codeOf("max"), "h1", "shop.example.com", "", sidecar.SessionLimits{})
+		wantCode(t, err, sidecar.ENOTFOUND) // a code TTL past the store's time: expired
+		must(t, ignore(e.s.RedeemSession(e.ctx, codeOf("kept"), "h2", "shop.example.com", "", sidecar.SessionLimits{})))
+	})
 	// A sweep whose now runs ahead of the store's time ends a session
 	// that is live by the store's time: passed over as expired, it would
 	// stay live for every replica until a sweep of its own.
