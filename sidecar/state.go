@@ -432,7 +432,7 @@ func (st *SessionStart) MoveStart(at time.Time) time.Duration {
 // back by d (MoveStart): as much earlier, and never past expires, the
 // session's expiry.
 func MoveCodeExpiry(code time.Time, d time.Duration, expires time.Time) time.Time {
-	return LiveAt(code.Add(-d), expires)
+	return earlier(code.Add(-d), expires)
 }
 
 // LiveAt is the instant a narrowing write judges at which sessions are
@@ -481,7 +481,7 @@ func (s *Session) Touch(at, now time.Time) (bool, error) {
 	if state := s.EndState(later(at, now)); state != "" {
 		return false, SessionOver(state)
 	}
-	at = LiveAt(at, now)
+	at = earlier(at, now)
 	if !at.After(s.LastSeen) {
 		return false, nil
 	}
@@ -491,6 +491,13 @@ func (s *Session) Touch(at, now time.Time) (bool, error) {
 
 func later(a, b time.Time) time.Time {
 	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
 		return b
 	}
 	return a

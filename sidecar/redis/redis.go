@@ -266,9 +266,11 @@ func judgedAt(now time.Time, redisNow *goredis.TimeCmd) (time.Time, error) {
 }
 
 // liveAt is the instant a narrowing write judges at which sessions are
-// still live, and so are its to end (sidecar.LiveAt): the earlier of now,
-// the writer's (no later than the store's clock), and Redis's clock
-// (TIME), read through c, a transaction's connection. Every replica judges
+// still live, and so are its to end (sidecar.LiveAt): the earlier of now
+// (the writer's clock, or a sweep's now no later than it) and Redis's
+// clock (TIME), read through c, a transaction's connection; it is the
+// store's time too, which a last-seen or a start is recorded no later
+// than. Every replica judges
 // a session at its own clock on read; judged at the writer's clock alone,
 // a replica whose clock runs ahead by d took a session with less than d
 // left for expired, and neither ended nor evicted it, while the others
