@@ -15,6 +15,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/policy"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // shippedData is the policy data Deputy ships: the one place the partner
@@ -38,6 +39,10 @@ type partnerClock struct {
 func newPartnerClock() *partnerClock {
 	return &partnerClock{now: time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)}
 }
+
+// newPastPartnerClock is a partnerClock in the past, for the tests that
+// start sessions: a start later than Redis's clock is moved back to it.
+func newPastPartnerClock() *partnerClock { return &partnerClock{now: storetest.Epoch} }
 
 func (c *partnerClock) Now() time.Time {
 	c.mu.Lock()
