@@ -1039,9 +1039,15 @@ type SessionStore interface {
 	// refused with SessionOver, and the check path denies its cookie.
 	// ENOTFOUND for an unknown id.
 	TouchSession(ctx context.Context, id string, at time.Time) error
-	// EndSession ends a session and returns it. Ending an ended session is
-	// not an error: it returns the session with its first end unchanged.
-	EndSession(ctx context.Context, id, by, reason string, at time.Time) (*Session, error)
+	// EndSession ends a session and returns it: by by, for reason, at at.
+	// A session that is no longer live within l at the earlier of at and
+	// the store's time (LiveAt), and that nobody ended, is ended as lapsed
+	// instead (Session.EndLapsed), as the sweep would have: a writer whose
+	// clock runs ahead can neither take a session still live for the
+	// others for over nor record a lapse as its own end. Ending an ended
+	// session is not an error: it returns the session with its first end
+	// unchanged.
+	EndSession(ctx context.Context, id, by, reason string, at time.Time, l SessionLimits) (*Session, error)
 	// EndLapsedSessions ends the sessions that are no longer live at now
 	// within l (expired, idle, past their consent) but that nobody ended
 	// (Session.EndLapsed: their EndState as the reason, by "deputy"), and

@@ -184,7 +184,7 @@ func twoSessions(t *testing.T, store sidecar.Store, now time.Time) (live, ended 
 			t.Fatal(err)
 		}
 	}
-	if _, err := store.EndSession(ctx, "imp_ended", "staff-1", sidecar.EndEnded, now); err != nil {
+	if _, err := store.EndSession(ctx, "imp_ended", "staff-1", sidecar.EndEnded, now, sidecar.SessionLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	return live, ended

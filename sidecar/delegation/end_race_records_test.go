@@ -23,13 +23,13 @@ type endFirstStore struct {
 	once  sync.Once
 }
 
-func (s *endFirstStore) EndSession(ctx context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {
+func (s *endFirstStore) EndSession(ctx context.Context, id, by, reason string, at time.Time, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	s.once.Do(func() {
-		if _, err := s.Store.EndSession(ctx, id, s.first.Subject, sidecar.EndRevoked, at); err != nil {
+		if _, err := s.Store.EndSession(ctx, id, s.first.Subject, sidecar.EndRevoked, at, l); err != nil {
 			panic(err)
 		}
 	})
-	return s.Store.EndSession(ctx, id, by, reason, at)
+	return s.Store.EndSession(ctx, id, by, reason, at, l)
 }
 
 // liveSession has alice start and redeem a session on c42 through lc.

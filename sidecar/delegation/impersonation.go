@@ -838,7 +838,7 @@ func (i *Impersonation) start(ctx context.Context, staff *sidecar.Identity, req 
 		// 503 makes the caller retry, and the retry publishes their
 		// evictions again (evictReplaced). The new session's code is never
 		// handed out: end it rather than leave it live until its expiry.
-		if _, eerr := i.store.EndSession(ctx, s.ID, staff.Subject, sidecar.EndEnded, now); eerr != nil && !sidecar.IsUnpublished(eerr) {
+		if _, eerr := i.store.EndSession(ctx, s.ID, staff.Subject, sidecar.EndEnded, now, sw.Limits()); eerr != nil && !sidecar.IsUnpublished(eerr) {
 			i.logger.Warn("unannounced session not ended", "session", s.ID, "error", eerr)
 		}
 		return nil, err
@@ -1031,14 +1031,25 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 	if err := checkID("id", id); err != nil {
 		return nil, err
 	}
-	s, err := i.getSession(ctx, id)
+	l, err := i.rules.Limits(nil)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := i.store.GetSession(ctx, id)
 	if err != nil {
 		return nil, unknown(err, whatSession)
 	}
+	b := stored.Within(l)
+	s := &b
 	if err := authorize("impersonation.end", map[string]any{"session": sessionTarget(s)}); err != nil {
 		return nil, unseen(err, whatSession)
 	}
-	if st := s.EndState(i.clock()); st != "" {
+	// Only an end the store holds makes this End one of an ended session.
+	// One that has lapsed by this replica's clock alone is ended all the
+	// same: the store judges lapse at the earlier of the two clocks and
+	// ends a lapsed session as lapsed, and a replica whose clock runs
+	// ahead would otherwise leave it live for the others.
+	if !s.EndedAt.IsZero() {
 		return i.endedAlready(ctx, s, authorize)
 	}
 	reason := sidecar.EndEnded
@@ -1046,14 +1057,19 @@ func (i *Impersonation) End(ctx context.Context, by *sidecar.Identity, id string
 		reason = sidecar.EndRevoked
 	}
 	at := i.clock()
-	ended, err := i.store.EndSession(ctx, id, by.Subject, reason, at)
+	ended, err := i.store.EndSession(ctx, id, by.Subject, reason, at, l)
 	if err != nil && !sidecar.IsUnpublished(err) {
 		return nil, err
 	}
-	if err == nil && (ended.EndedBy != by.Subject || ended.EndReason != reason || !ended.EndedAt.Equal(at)) {
-		// Another party (or the sweep) ended it since it was read live:
-		// its end is theirs to be recorded as, and this End is one of an
-		// ended session.
+	if ended.EndedBy != by.Subject || ended.EndReason != reason || !ended.EndedAt.Equal(at) {
+		// Another party (or the sweep) ended it since it was read live,
+		// or the store found it lapsed: its end is theirs to be recorded
+		// as, and this End is one of an ended session. An eviction left
+		// unpublished is published again by the caller's retry.
+		if err != nil {
+			i.recordEndAgain(ctx, ended)
+			return nil, err
+		}
 		return i.endedAlready(ctx, ended, authorize)
 	}
 	i.ended(ctx, by, ended)

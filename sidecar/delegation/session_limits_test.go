@@ -216,6 +216,29 @@ func TestLoweredMaxSessionBoundsLiveSessions(t *testing.T) {
 	}
 }
 
+// TestEndOfALapsedSessionEndsItAsLapsed: staff ending a session that
+// has run past the lowered max_session ends it as the sweep would have,
+// as expired by Deputy, recorded once: its lapse came before the End.
+func TestEndOfALapsedSessionEndsItAsLapsed(t *testing.T) {
+	for name, open := range limitsStores {
+		t.Run(name, func(t *testing.T) {
+			w := newLimitsWorld(t, open, map[string]any{"max_session": "1h", "idle_timeout": "2h"})
+			st, token := w.live(t)
+			w.clock.Advance(15 * time.Minute)
+			w.setLimits(t, map[string]any{"max_session": "10m", "idle_timeout": "2h"})
+			got, err := w.replicas[1].lc.End(w.ctx, alice, st.Session.ID, allowAll)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == nil || got.EndedBy != sidecar.SweepActor || got.EndReason != sidecar.EndExpired || got.EndedAt.IsZero() {
+				t.Fatalf("End past the lowered max_session answered %+v; want it ended as expired by %s", got, sidecar.SweepActor)
+			}
+			w.deniedEverywhere(t, token, sidecar.EndExpired)
+			w.sweptOnce(t, st.Session.ID, sidecar.EndExpired)
+		})
+	}
+}
+
 // TestRaisedMaxSessionExtendsNoSession: a session keeps the expiry it
 // stored at its start when max_session is raised.
 func TestRaisedMaxSessionExtendsNoSession(t *testing.T) {

@@ -29,43 +29,8 @@ func (c *offsetClock) Set(d time.Duration) { c.off.Store(int64(d)) }
 func TestWriterAheadStartIsHonouredNoLongerThanMaxSession(t *testing.T) {
 	const skew, maxSession = 5 * time.Minute, 10 * time.Minute
 	ctx := context.Background()
-	srv := redistest.Start(t)
-	raw, err := json.Marshal(shippedData(t)())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var data map[string]any
-	if err := json.Unmarshal(raw, &data); err != nil {
-		t.Fatal(err)
-	}
-	sw := data["deputy"].(map[string]any)["impersonation"].(map[string]any)
-	sw["max_session"], sw["idle_timeout"] = "10m", "1h"
-	policyData := func() map[string]any { return data }
-	var honestClock, aheadClock offsetClock
-	aheadClock.Set(skew)
-	open := func(clock *offsetClock) (sidecar.Store, *delegation.Impersonation) {
-		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "ahead",
-			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout},
-			redis.WithClock(clock.Now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		lc := delegation.NewImpersonation(s, policyData, delegation.WithImpersonationClock(clock.Now))
-		t.Cleanup(func() { _ = lc.Close(); _ = s.Close() })
-		return s, lc
-	}
-	honest, honestLC := open(&honestClock)
-	_, aheadLC := open(&aheadClock)
-	res := resolve.NewSessionResolver(honest, delegation.ImpersonationConfig{}, resolve.WithSessionClock(honestClock.Now),
-		resolve.WithSessionPolicyData(policyData))
-	t.Cleanup(func() { _ = res.Close() })
-	if _, err := honest.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := honestLC.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}, allowAll); err != nil {
-		t.Fatal(err)
-	}
-
+	w := newWriterAhead(t, skew, maxSession)
+	honestLC, aheadLC, res, honestClock, aheadClock := w.honestLC, w.aheadLC, w.res, &w.honestClock, &w.aheadClock
 	st, err := aheadLC.Start(ctx, &sidecar.Identity{Subject: "alice", Roles: []string{"support_agent"}, ExpiresAt: aheadClock.Now().Add(8 * time.Hour)},
 		delegation.StartRequest{Customer: "c42"}, allowAll)
 	if err != nil {
@@ -88,5 +53,91 @@ func TestWriterAheadStartIsHonouredNoLongerThanMaxSession(t *testing.T) {
 	honestClock.Set(time.Since(started) + maxSession)
 	if d, err := res.Resolve(ctx, req, nil); d != nil || sidecar.ErrorReason(err) != "session_"+sidecar.EndExpired {
 		t.Fatalf("the honest replica max_session (%v) after the start: %+v, %v; want denied as expired", maxSession, d, err)
+	}
+}
+
+// writerAhead is two replicas on one redis-server, each with its
+// Impersonation, the honest one with its check path's session resolver:
+// the other's clock runs skew ahead. Customer c42 consents.
+type writerAhead struct {
+	honestClock, aheadClock offsetClock
+	honestLC, aheadLC       *delegation.Impersonation
+	res                     *resolve.SessionResolver
+}
+
+func newWriterAhead(t *testing.T, skew, maxSession time.Duration) *writerAhead {
+	t.Helper()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	raw, err := json.Marshal(shippedData(t)())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatal(err)
+	}
+	sw := data["deputy"].(map[string]any)["impersonation"].(map[string]any)
+	sw["max_session"], sw["idle_timeout"] = maxSession.String(), "1h"
+	policyData := func() map[string]any { return data }
+	w := &writerAhead{}
+	w.aheadClock.Set(skew)
+	open := func(clock *offsetClock) (sidecar.Store, *delegation.Impersonation) {
+		s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "ahead",
+			ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout},
+			redis.WithClock(clock.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lc := delegation.NewImpersonation(s, policyData, delegation.WithImpersonationClock(clock.Now))
+		t.Cleanup(func() { _ = lc.Close(); _ = s.Close() })
+		return s, lc
+	}
+	var honest sidecar.Store
+	honest, w.honestLC = open(&w.honestClock)
+	_, w.aheadLC = open(&w.aheadClock)
+	w.res = resolve.NewSessionResolver(honest, delegation.ImpersonationConfig{}, resolve.WithSessionClock(w.honestClock.Now),
+		resolve.WithSessionPolicyData(policyData))
+	t.Cleanup(func() { _ = w.res.Close() })
+	if _, err := honest.PutCustomer(ctx, &sidecar.Customer{ID: "c42", DefaultStoreView: "en"}, sidecar.Protection{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.honestLC.SetConsent(ctx, &sidecar.Identity{Subject: "c42"}, delegation.ConsentChange{Customer: "c42", Allowed: true}, allowAll); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// An End through a replica whose clock runs past the session's
+// max_session ends it for every replica: judged at that replica's clock,
+// the session was answered as over already, and the honest replicas went
+// on honouring it for what was left of it by their clocks.
+func TestWriterAheadEndIsHonouredByEveryReplica(t *testing.T) {
+	const maxSession = 10 * time.Minute
+	ctx := context.Background()
+	w := newWriterAhead(t, 0, maxSession)
+	alice := &sidecar.Identity{Subject: "alice", Roles: []string{"support_agent"}, ExpiresAt: time.Now().Add(8 * time.Hour)}
+	st, err := w.honestLC.Start(ctx, alice, delegation.StartRequest{Customer: "c42"}, allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	red, err := w.honestLC.Redeem(ctx, nil, st.Code, "", "shop.example.com", allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &sidecar.Request{Host: "shop.example.com", Headers: map[string]string{"cookie": "deputy_session=" + red.Token}}
+	if d, err := w.res.Resolve(ctx, req, nil); err != nil || d == nil {
+		t.Fatalf("the honest replica before the end: %+v, %v; want the session honoured", d, err)
+	}
+	w.aheadClock.Set(maxSession + time.Minute) // past max_session by this replica's clock alone
+	ended, err := w.aheadLC.End(ctx, alice, st.Session.ID, allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ended == nil || ended.EndedBy != "alice" || ended.EndReason != sidecar.EndEnded {
+		t.Fatalf("ended through the replica %v ahead: %+v, want ended by alice", maxSession+time.Minute, ended)
+	}
+	if d, err := w.res.Resolve(ctx, req, nil); d != nil || sidecar.ErrorReason(err) != "session_"+sidecar.EndEnded {
+		t.Fatalf("the honest replica after the end was answered: %+v, %v; want denied as ended", d, err)
 	}
 }

@@ -849,7 +849,7 @@ func (s *Store) TouchSession(_ context.Context, id string, at time.Time) error {
 	return err
 }
 
-func (s *Store) EndSession(_ context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {
+func (s *Store) EndSession(_ context.Context, id, by, reason string, at time.Time, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	s.mu.Lock()
 	ss, ok := s.sessions[id]
 	if !ok {
@@ -858,7 +858,9 @@ func (s *Store) EndSession(_ context.Context, id, by, reason string, at time.Tim
 	}
 	ended := ss.EndedAt.IsZero()
 	if ended {
-		ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+		if !ss.EndLapsed(sidecar.LiveAt(at, s.now()), l) {
+			ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+		}
 		s.keepEnded(ss)
 	}
 	out := cloneSession(ss)

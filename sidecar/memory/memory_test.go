@@ -72,7 +72,7 @@ func TestEndedSessionsAreForgottenAfterRetention(t *testing.T) {
 		}
 	}
 	start("old")
-	if _, err := s.EndSession(ctx, "old", "a", sidecar.EndEnded, clock.Now()); err != nil {
+	if _, err := s.EndSession(ctx, "old", "a", sidecar.EndEnded, clock.Now(), sidecar.SessionLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	steps := []struct {

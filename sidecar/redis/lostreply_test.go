@@ -77,7 +77,7 @@ func TestNarrowingWriteWithLostReplyStillEvicts(t *testing.T) {
 			return []string{sidecar.ConsentKey(c), sidecar.SessionKey("tok-" + c)}
 		}},
 		{"session ended by staff", func(c string) error {
-			_, err := writer.EndSession(ctx, "s-"+c, "lead", sidecar.EndEnded, clock.Now())
+			_, err := writer.EndSession(ctx, "s-"+c, "lead", sidecar.EndEnded, clock.Now(), sidecar.SessionLimits{})
 			return err
 		}, func(t *testing.T, c string) { ended(t, "s-"+c) }, func(c string) []string {
 			return []string{sidecar.SessionKey("tok-" + c)}

@@ -111,7 +111,7 @@ var narrowings = []narrowing{
 			}
 		},
 		narrow: func(e *narrowingEnv) error {
-			_, err := e.writer.EndSession(e.ctx, "s1", "lead", sidecar.EndEnded, e.clock.Now())
+			_, err := e.writer.EndSession(e.ctx, "s1", "lead", sidecar.EndEnded, e.clock.Now(), sidecar.SessionLimits{})
 			return err
 		},
 		key: sidecar.SessionKey("tok-1"),

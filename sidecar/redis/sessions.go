@@ -697,14 +697,20 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 	return err
 }
 
-func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.Time) (*sidecar.Session, error) {
+func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.Time, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	var already, queued *sidecar.Session
-	ss, err := s.updateSession(ctx, id, func(_ *goredis.Tx, ss *sidecar.Session) error {
+	ss, err := s.updateSession(ctx, id, func(tx *goredis.Tx, ss *sidecar.Session) error {
 		if !ss.EndedAt.IsZero() {
 			already = ss
 			return errUnchanged
 		}
-		ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+		now, err := liveAt(ctx, tx, sidecar.LiveAt(at, s.now()))
+		if err != nil {
+			return err
+		}
+		if !ss.EndLapsed(now, l) {
+			ss.EndedAt, ss.EndedBy, ss.EndReason = at, by, reason
+		}
 		return nil
 	}, func(p goredis.Pipeliner, ss *sidecar.Session) {
 		queued = ss

@@ -252,7 +252,7 @@ func TestTTLsMirrorExpiries(t *testing.T) {
 		})
 	}
 	t.Run("ending_shortens_the_session", func(t *testing.T) {
-		_, err := s.EndSession(ctx, "s1", "alice", sidecar.EndEnded, now)
+		_, err := s.EndSession(ctx, "s1", "alice", sidecar.EndEnded, now, sidecar.SessionLimits{})
 		must(err)
 		for _, k := range []string{"ttl:{imp}:sess:s1", "ttl:{imp}:tok:tok"} {
 			ttl, _ := c.PTTL(ctx, k).Result()
@@ -458,7 +458,7 @@ func TestIndexesOutliveTheirRecords(t *testing.T) {
 	})
 	t.Run("ended_session", func(t *testing.T) {
 		start(t, "s3", "carol", time.Hour)
-		_, err := raised.EndSession(ctx, "s3", "carol", sidecar.EndEnded, now.Add(30*time.Minute))
+		_, err := raised.EndSession(ctx, "s3", "carol", sidecar.EndEnded, now.Add(30*time.Minute), sidecar.SessionLimits{})
 		must(t, err)
 		outlives(t, "ix:{imp}:sess:s3", sessionIndexes("carol")...)
 	})

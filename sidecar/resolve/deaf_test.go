@@ -96,7 +96,7 @@ func replicaCutHonoursNarrowingOfOthers(t *testing.T, cut func(*redistest.Proxy)
 			d, err := sr.Resolve(ctx, sessionRequest(ended), nil)
 			return err == nil && d != nil
 		}, func() error {
-			_, err := a.EndSession(ctx, "imp_ended", "lee", sidecar.EndRevoked, time.Now())
+			_, err := a.EndSession(ctx, "imp_ended", "lee", sidecar.EndRevoked, time.Now(), sidecar.SessionLimits{})
 			return err
 		}},
 		{"consent_withdrawn", func() bool {

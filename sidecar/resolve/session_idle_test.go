@@ -78,7 +78,7 @@ func TestSessionResolverTouchRefusedEndsTheSession(t *testing.T) {
 	if _, err := r.Resolve(ctx, req, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.state.EndSession(ctx, "imp_1", "lee", sidecar.EndRevoked, f.clock()); err != nil {
+	if _, err := f.state.EndSession(ctx, "imp_1", "lee", sidecar.EndRevoked, f.clock(), sidecar.SessionLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Resolve(ctx, req, nil); err != nil { // cached, no touch due: the eviction was lost

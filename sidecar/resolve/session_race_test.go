@@ -84,7 +84,7 @@ func raceStores() map[string]func(t *testing.T) (resolverSide resolve.SessionSta
 
 // endAndMark ends the session on ender, then publishes the marker w waits for.
 func endAndMark(ctx context.Context, ender endingStore, w *watchedState, id string) error {
-	if _, err := ender.EndSession(ctx, id, "lee", sidecar.EndRevoked, time.Now()); err != nil {
+	if _, err := ender.EndSession(ctx, id, "lee", sidecar.EndRevoked, time.Now(), sidecar.SessionLimits{}); err != nil {
 		return err
 	}
 	return ender.Invalidate(ctx, w.key)

@@ -152,7 +152,7 @@ func TestSessionResolverEviction(t *testing.T) {
 	if _, err := f.resolve("deputy_session=" + f.cookie); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.state.EndSession(context.Background(), "imp_1", "lee", sidecar.EndRevoked, f.clock()); err != nil {
+	if _, err := f.state.EndSession(context.Background(), "imp_1", "lee", sidecar.EndRevoked, f.clock(), sidecar.SessionLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.resolve("deputy_session=" + f.cookie); sidecar.ErrorReason(err) != "session_revoked" {
@@ -332,7 +332,7 @@ func TestSessionResolverSeveralCookies(t *testing.T) {
 	if err := storetest.StartRedeemed(ctx, f.state, s3, delegation.HashSecret(ended)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.state.EndSession(ctx, "imp_3", "bob", "ended", f.clock()); err != nil {
+	if _, err := f.state.EndSession(ctx, "imp_3", "bob", "ended", f.clock(), sidecar.SessionLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

@@ -154,7 +154,7 @@ func testStartRules(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, begin(e, short))
 		must(t, ignore(redeem(e, "short", "h-short")))
 		must(t, begin(e, newSession(e, "done", "alice", "c3")))
-		_, err := e.s.EndSession(e.ctx, "done", "alice", sidecar.EndEnded, e.now())
+		_, err := e.s.EndSession(e.ctx, "done", "alice", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		must(t, begin(e, newSession(e, "bobs", "bob", "c1"))) // idle too, but not alice's
 		e.clock.Advance(10 * time.Minute)
@@ -519,7 +519,7 @@ func testSweep(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, begin(e, newSession(e, "idle", "alice", "c1"))) // idle after 15 minutes
 		must(t, begin(e, newSession(e, "busy", "bob", "c2")))
 		must(t, begin(e, newSession(e, "done", "carol", "c3")))
-		_, err := e.s.EndSession(e.ctx, "done", "carol", sidecar.EndEnded, e.now())
+		_, err := e.s.EndSession(e.ctx, "done", "carol", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		e.clock.Advance(10 * time.Minute)
 		must(t, e.s.TouchSession(e.ctx, "busy", e.now()))
@@ -748,7 +748,7 @@ func testSessionsEnded(t *testing.T, newEnv func(*testing.T) *env) {
 	if len(kept) != 0 {
 		t.Fatalf("nothing ended; kept %v", sessionIDs(kept))
 	}
-	_, err = e.s.EndSession(e.ctx, "s1", "staff-c1", sidecar.EndEnded, e.now())
+	_, err = e.s.EndSession(e.ctx, "s1", "staff-c1", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
 	must(t, err)
 	e.clock.Advance(10 * time.Minute)
 	second := e.now()
@@ -821,7 +821,7 @@ func testSessionsStarted(t *testing.T, newEnv func(*testing.T) *env) {
 	if _, err := e.s.StartSession(e.ctx, sidecar.SessionStart{Session: refused, CodeHash: codeOf("s3"), CodeExpiresAt: e.now().Add(30 * time.Second)}); err == nil {
 		t.Fatal("a start without consent was stored")
 	}
-	_, err = e.s.EndSession(e.ctx, "s1", "staff-c1", sidecar.EndEnded, e.now())
+	_, err = e.s.EndSession(e.ctx, "s1", "staff-c1", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
 	must(t, err)
 	kept, err = e.peer.SessionsStarted(e.ctx, start)
 	must(t, err)

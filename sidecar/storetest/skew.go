@@ -66,6 +66,43 @@ func testWriterAhead(t *testing.T, newEnv func(*testing.T) *env) {
 		wantCode(t, err, sidecar.ENOTFOUND) // a code TTL past the store's time: expired
 		must(t, ignore(e.s.RedeemSession(e.ctx, codeOf("kept"), "h2", "shop.example.com", "", sidecar.SessionLimits{})))
 	})
+	// An end stamped ahead of the store's time ends, as asked, a session
+	// the store's time holds live: taken for lapsed, it was left live for
+	// every replica. One the store's time holds lapsed within the limits
+	// given is ended as lapsed, as the sweep would have (EndLapsed), not
+	// as the caller's: its lapse came first.
+	t.Run("end_judges_lapse_at_the_store_time", func(t *testing.T) {
+		e := newEnv(t)
+		const maxSession = time.Hour
+		live := newSession(e, "live", "alice", "c1")
+		live.ExpiresAt = e.now().Add(left)
+		must(t, begin(e, live))
+		must(t, ignore(redeem(e, "live", "h1")))
+		must(t, begin(e, newSession(e, "capped", "bob", "c2")))
+		e.clock.Advance(time.Minute)
+		at := e.now().Add(ahead)
+		l := sidecar.SessionLimits{MaxSession: maxSession}
+		got, err := e.s.EndSession(e.ctx, "live", "alice", sidecar.EndEnded, at, l)
+		must(t, err)
+		if got.EndedBy != "alice" || got.EndReason != sidecar.EndEnded || !got.EndedAt.Equal(at) {
+			t.Fatalf("ended %v ahead, with %v left by the store's time: %+v, want ended by alice as asked", ahead, left-time.Minute, got)
+		}
+		byTok, err := e.peer.SessionByToken(e.ctx, "h1")
+		must(t, err)
+		if byTok.Live(e.now()) {
+			t.Fatalf("the session after its end, read through another client: %+v, want ended", byTok)
+		}
+		// Past max_session by the store's time, and by the limits alone.
+		e.clock.Advance(maxSession)
+		got, err = e.s.EndSession(e.ctx, "capped", "bob", sidecar.EndEnded, e.now(), sidecar.SessionLimits{MaxSession: time.Minute})
+		must(t, err)
+		if got.EndedBy != sidecar.SweepActor || got.EndReason != sidecar.EndExpired || !got.EndedAt.Equal(e.now()) {
+			t.Fatalf("ended past max_session: %+v, want ended as expired by %s at %v", got, sidecar.SweepActor, e.now())
+		}
+		if !got.ExpiresAt.Equal(got.StartedAt.Add(time.Minute)) {
+			t.Fatalf("ended as lapsed: expires %v, want the limit's %v", got.ExpiresAt, got.StartedAt.Add(time.Minute))
+		}
+	})
 	// A sweep whose now runs ahead of the store's time ends a session
 	// that is live by the store's time: passed over as expired, it would
 	// stay live for every replica until a sweep of its own.

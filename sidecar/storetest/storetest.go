@@ -466,7 +466,7 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 	t.Run("ended_session_cannot_be_redeemed", func(t *testing.T) {
 		e := newEnv(t)
 		must(t, begin(e, newSession(e, "s1", "alice", "c1")))
-		_, err := e.s.EndSession(e.ctx, "s1", "alice", sidecar.EndEnded, e.now())
+		_, err := e.s.EndSession(e.ctx, "s1", "alice", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		_, err = redeem(e, "s1", "h1")
 		wantCode(t, err, sidecar.ECONFLICT)
@@ -479,13 +479,13 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, ignore(redeem(e, "s1", "h1")))
 		e.clock.Advance(time.Minute)
 		end := e.now()
-		got, err := e.s.EndSession(e.ctx, "s1", "bob", sidecar.EndRevoked, end)
+		got, err := e.s.EndSession(e.ctx, "s1", "bob", sidecar.EndRevoked, end, sidecar.SessionLimits{})
 		must(t, err)
 		if got.EndReason != sidecar.EndRevoked || got.EndedBy != "bob" || !got.EndedAt.Equal(end) || got.Live(e.now()) {
 			t.Fatalf("ended = %+v", got)
 		}
 		e.clock.Advance(time.Minute)
-		again, err := e.s.EndSession(e.ctx, "s1", "carol", sidecar.EndEnded, e.now())
+		again, err := e.s.EndSession(e.ctx, "s1", "carol", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		if again.EndReason != sidecar.EndRevoked || again.EndedBy != "bob" {
 			t.Fatalf("second end overwrote the first: %+v", again)
@@ -495,7 +495,7 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		if byTok.Live(e.now()) || byTok.EndState(e.now()) != sidecar.EndRevoked {
 			t.Fatalf("cookie still live after end: %+v", byTok)
 		}
-		_, err = e.s.EndSession(e.ctx, "missing", "bob", sidecar.EndEnded, e.now())
+		_, err = e.s.EndSession(e.ctx, "missing", "bob", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
 		wantCode(t, err, sidecar.ENOTFOUND)
 	})
 	t.Run("expiry_and_idle_timeout_follow_the_clock", func(t *testing.T) {
@@ -537,7 +537,7 @@ func testSessions(t *testing.T, newEnv func(*testing.T) *env) {
 		e.clock.Advance(10 * time.Minute)
 		must(t, e.s.TouchSession(e.ctx, "expired", e.now()))
 		must(t, e.s.TouchSession(e.ctx, "live", e.now()))
-		_, err := e.s.EndSession(e.ctx, "ended", "bob", sidecar.EndRevoked, e.now())
+		_, err := e.s.EndSession(e.ctx, "ended", "bob", sidecar.EndRevoked, e.now(), sidecar.SessionLimits{})
 		must(t, err)
 		e.clock.Advance(5 * time.Minute) // "idle": 15 min since start
 		cases := []struct{ id, state string }{{"idle", sidecar.EndIdle}, {"ended", sidecar.EndRevoked}}
@@ -590,7 +590,7 @@ func testSessionLog(t *testing.T, newEnv func(*testing.T) *env) {
 		must(t, begin(e, newSession(e, st.id, st.actor, st.customer)))
 		e.clock.Advance(time.Minute)
 	}
-	_, err := e.s.EndSession(e.ctx, "s3", "alice", sidecar.EndReplaced, e.now())
+	_, err := e.s.EndSession(e.ctx, "s3", "alice", sidecar.EndReplaced, e.now(), sidecar.SessionLimits{})
 	must(t, err)
 
 	cases := []struct {
@@ -1892,7 +1892,10 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 			_, err := redeem(e, "s2", "tok2")
 			return err
 		}, sidecar.SessionKey("tok2"), false},
-		{"session_end", func() error { _, err := e.s.EndSession(e.ctx, "s1", "a", sidecar.EndEnded, e.now()); return err }, sidecar.SessionKey("tok"), true},
+		{"session_end", func() error {
+			_, err := e.s.EndSession(e.ctx, "s1", "a", sidecar.EndEnded, e.now(), sidecar.SessionLimits{})
+			return err
+		}, sidecar.SessionKey("tok"), true},
 		{"consent_withdrawn", func() error {
 			_, err := e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c1", Allowed: false, SetBy: "c1", SetAt: e.now()})
 			return err
