@@ -549,22 +549,36 @@ func (s *Store) SessionByToken(ctx context.Context, tokenHash string) (*sidecar.
 	return s.GetSession(ctx, id)
 }
 
-// updateSession applies change to the session record atomically (tx is
-// the transaction's connection, for reads that go with it) and returns
-// the result; more queues writes that go with it.
-func (s *Store) updateSession(ctx context.Context, id string, change func(*goredis.Tx, *sidecar.Session) error,
+// updateSession applies change to the session record atomically and
+// returns the result; more queues writes that go with it. The record and
+// Redis's clock (TIME, for judgedAt) are read in one round trip: change
+// judges at the store's time without a read of its own.
+func (s *Store) updateSession(ctx context.Context, id string, change func(ss *sidecar.Session, redisNow *goredis.TimeCmd) error,
 	more func(goredis.Pipeliner, *sidecar.Session)) (*sidecar.Session, error) {
 	key := s.sessionKey(id)
 	var out *sidecar.Session
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		ss, err := getRecord[sidecar.Session](ctx, tx, key)
+		var raw *goredis.StringCmd
+		var redisNow *goredis.TimeCmd
+		_, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			raw, redisNow = p.Get(ctx, key), p.Time(ctx)
+			return nil
+		})
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return unavailable(err)
+		}
+		v, err := raw.Result()
+		switch {
+		case errors.Is(err, goredis.Nil):
+			return notFound("session")
+		case err != nil:
+			return unavailable(err)
+		}
+		ss, err := decode[sidecar.Session](v)
 		if err != nil {
 			return err
 		}
-		if ss == nil {
-			return notFound("session")
-		}
-		if err := change(tx, ss); err != nil {
+		if err := change(ss, redisNow); err != nil {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -678,10 +692,10 @@ func (s *Store) takeCode(ctx context.Context, codeHash, tokenHash, host, redeeme
 }
 
 // TouchSession takes the store's time (sidecar.Session.Touch) as the
-// earlier of its clock and Redis's, read in the transaction (liveAt).
+// earlier of its clock and Redis's, read with the record (judgedAt).
 func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {
-	_, err := s.updateSession(ctx, id, func(tx *goredis.Tx, ss *sidecar.Session) error {
-		now, err := liveAt(ctx, tx, s.now())
+	_, err := s.updateSession(ctx, id, func(ss *sidecar.Session, redisNow *goredis.TimeCmd) error {
+		now, err := judgedAt(s.now(), redisNow)
 		if err != nil {
 			return err
 		}
@@ -699,12 +713,12 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 
 func (s *Store) EndSession(ctx context.Context, id, by, reason string, at time.Time, l sidecar.SessionLimits) (*sidecar.Session, error) {
 	var already, queued *sidecar.Session
-	ss, err := s.updateSession(ctx, id, func(tx *goredis.Tx, ss *sidecar.Session) error {
+	ss, err := s.updateSession(ctx, id, func(ss *sidecar.Session, redisNow *goredis.TimeCmd) error {
 		if !ss.EndedAt.IsZero() {
 			already = ss
 			return errUnchanged
 		}
-		now, err := liveAt(ctx, tx, sidecar.LiveAt(at, s.now()))
+		now, err := judgedAt(sidecar.LiveAt(at, s.now()), redisNow)
 		if err != nil {
 			return err
 		}
