@@ -766,6 +766,16 @@ func (s *Share) Same(o *Share) bool {
 		s.SharedBy == o.SharedBy && s.SharedAt.Equal(o.SharedAt) && s.RemovedAt.Equal(o.RemovedAt) && s.RemovedBy == o.RemovedBy
 }
 
+// Retried reports whether s, the share stored, is the write sh repeats:
+// the same share by the same sharer, put no later than sh and within
+// AppendOnceWindow of it, while the store still tells whether its records
+// got through. A retry of a share whose reply was lost keeps it as it is,
+// with its SharedAt and so its records' Once.
+func (s *Share) Retried(sh *Share) bool {
+	return s.Customer == sh.Customer && s.Resource == sh.Resource && s.User == sh.User && s.PartnerOrg == sh.PartnerOrg &&
+		s.SharedBy == sh.SharedBy && !s.SharedAt.IsZero() && !s.SharedAt.After(sh.SharedAt) && sh.SharedAt.Sub(s.SharedAt) < AppendOnceWindow
+}
+
 // For reports whether the share is made to the user of partnerOrg. A
 // share without a partner organisation is for no one.
 func (s *Share) For(partnerOrg, user string) bool {
@@ -1192,8 +1202,13 @@ type PartnerStore interface {
 // same subject is someone else. A share stored without a partner
 // organisation (written before shares named one) matches no one.
 type ShareStore interface {
-	// PutShare stores a share; EINVALID without a partner organisation.
-	PutShare(ctx context.Context, s *Share) error
+	// PutShare stores a share and returns it as stored: in one atomic
+	// step, the share stored under its key is kept as it is when it is
+	// the write s repeats (Share.Retried), and nothing new is kept for
+	// SharesChanged; otherwise s replaces it (another sharer, a share put
+	// again after a withdrawal, or past the window). EINVALID without a
+	// partner organisation.
+	PutShare(ctx context.Context, s *Share) (*Share, error)
 	// DeleteShare deletes the share of resource with partnerOrg's user,
 	// withdrawn by by; partnerOrg "" deletes a share stored without one.
 	// It returns the share as removed (RemovedAt, RemovedBy set), and

@@ -101,7 +101,7 @@ func newAuthzWorld(t *testing.T, data delegation.PolicyData) *authzWorld {
 			Status: sidecar.RequestPending, CreatedAt: now, PendingExpiresAt: now.Add(30 * day)}),
 		store.PutGrant(w.ctx, &sidecar.Grant{ID: "g-1", Customer: "acme", PartnerOrg: "partnerco", Level: sidecar.LevelLook,
 			ExpiresAt: now.Add(30 * day), ApprovedBy: "cora", ApprovedAt: now}),
-		store.PutShare(w.ctx, &sidecar.Share{Customer: "acme", Resource: "sr-1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: now}),
+		storetest.ErrOf(store.PutShare(w.ctx, &sidecar.Share{Customer: "acme", Resource: "sr-1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: now})),
 		store.PutSubscription(w.ctx, &sidecar.Subscription{User: "partnerco/pat", Customer: "acme", Kind: delegation.SubscriptionNotifications, CreatedAt: now}),
 	}
 	_, err := store.PutCustomer(w.ctx, &sidecar.Customer{ID: "c1", Name: "Cleo", DefaultStoreView: "en"}, sidecar.Protection{})

@@ -62,7 +62,7 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 	}{
 		{"share_withdrawn", sidecar.ShareKey("acme"),
 			func(s sidecar.Store) error {
-				return s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "sr1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: clock.Now()})
+				return storetest.ErrOf(s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "sr1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: clock.Now()}))
 			},
 			func(s sidecar.Store) error {
 				_, err := s.DeleteShare(ctx, "acme", "sr1", "partnerco", "pat", "cora")
@@ -232,7 +232,7 @@ func TestRetriedUnshareReachesEveryReplica(t *testing.T) {
 		}
 		prefix := fmt.Sprintf("unshare%d", cut)
 		direct := directStore(t, srv.Addr, prefix, clock.Now)
-		if err := direct.PutShare(t.Context(), &sidecar.Share{Customer: "acme", Resource: "sr1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: clock.Now()}); err != nil {
+		if err := storetest.ErrOf(direct.PutShare(t.Context(), &sidecar.Share{Customer: "acme", Resource: "sr1", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora", SharedAt: clock.Now()})); err != nil {
 			t.Fatal(err)
 		}
 		cutStore := faultStore(t, proxy.Addr, prefix, clock.Now)

@@ -1215,38 +1215,19 @@ func (p *Partners) Share(ctx context.Context, caller *sidecar.Identity, customer
 	if err := p.takeSelfService(ctx, customer, lim); err != nil {
 		return nil, err
 	}
-	s := &sidecar.Share{Customer: customer, Resource: in.Resource, User: in.User, PartnerOrg: in.PartnerOrg, SharedBy: caller.Subject, SharedAt: p.clock()}
-	if s, err = p.sharedBefore(ctx, s); err != nil {
-		return nil, err
-	}
-	if err := p.store.PutShare(ctx, s); err != nil {
+	// A retry of a share whose reply was lost gets the share the first
+	// write stored, with its SharedAt and so its Once: it is recorded
+	// once, whether the first was recorded live or is read back by a
+	// sweep (RecordAgain). The store decides that in the same step as the
+	// write (Share.Retried), so a withdrawal in between makes this a new
+	// share, recorded as one.
+	s, err := p.store.PutShare(ctx, &sidecar.Share{Customer: customer, Resource: in.Resource, User: in.User, PartnerOrg: in.PartnerOrg,
+		SharedBy: caller.Subject, SharedAt: p.clock()})
+	if err != nil {
 		return nil, err
 	}
 	p.records.Audit(ctx, sharedAudit(s))
 	return s, nil
-}
-
-// sharedBefore returns the share stored for sh's customer, resource,
-// user and partner organisation when it is sh as its sharer put it
-// before, within sidecar.AppendOnceWindow: a retry of a share whose reply
-// was lost. Kept as written, it carries the first write's SharedAt and so
-// its Once, and is recorded once, whether the first was recorded live or
-// is read back by a sweep (RecordAgain); the store keeps nothing new for
-// it. Any other share is a new write, sh: by another sharer, one put
-// again after a withdrawal (nothing is stored then), or past the window.
-func (p *Partners) sharedBefore(ctx context.Context, sh *sidecar.Share) (*sidecar.Share, error) {
-	all, err := p.store.ListShares(ctx, sh.Customer)
-	if err != nil {
-		return nil, err
-	}
-	for i := range all {
-		prev := &all[i]
-		if prev.Resource == sh.Resource && prev.User == sh.User && prev.PartnerOrg == sh.PartnerOrg && prev.SharedBy == sh.SharedBy &&
-			!prev.SharedAt.After(sh.SharedAt) && recordableAgain(prev.SharedAt, sh.SharedAt) {
-			return prev, nil
-		}
-	}
-	return sh, nil
 }
 
 // sharedAudit is the audit entry of sh put. Its Once is made of the share

@@ -1333,9 +1333,9 @@ func shareField(partnerOrg, user, resource string) string {
 	return partnerOrg + "\x00" + user + "\x00" + resource
 }
 
-func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
+func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) (*sidecar.Share, error) {
 	if err := sh.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	cp := *sh
 	s.mu.Lock()
@@ -1344,11 +1344,18 @@ func (s *Store) PutShare(_ context.Context, sh *sidecar.Share) error {
 		m = map[string]*sidecar.Share{}
 		s.shares[sh.Customer] = m
 	}
-	m[shareField(sh.PartnerOrg, sh.User, sh.Resource)] = &cp
+	f := shareField(sh.PartnerOrg, sh.User, sh.Resource)
+	if cur := m[f]; cur != nil && cur.Retried(sh) {
+		kept := *cur
+		s.mu.Unlock()
+		return &kept, nil
+	}
+	m[f] = &cp
 	s.reshared.keepOnce(s.now(), cp.SharedAt, cp, func(a, b sidecar.Share) bool { return a.Same(&b) })
 	s.mu.Unlock()
 	s.publish(sidecar.ShareKey(sh.Customer))
-	return nil
+	out := cp
+	return &out, nil
 }
 
 func (s *Store) DeleteShare(_ context.Context, customer, resource, partnerOrg, user, by string) (*sidecar.Share, error) {

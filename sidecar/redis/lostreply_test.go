@@ -227,7 +227,7 @@ func TestPartnerAndResellerNarrowingWithLostReplyStillEvicts(t *testing.T) {
 			return writer.PutGrant(ctx, orgGrant(c, sidecar.LevelLook))
 		}, func(cs *resolve.CachedState, c string) bool { return orgLevel(cs, c) == sidecar.LevelLook }},
 		{"share withdrawn", "evalsha", func(t *testing.T, c string) {
-			must(t, writer.PutShare(ctx, &sidecar.Share{Customer: c, Resource: "orders", User: "pat", PartnerOrg: "pco", SharedBy: c, SharedAt: clock.Now()}))
+			must(t, storetest.ErrOf(writer.PutShare(ctx, &sidecar.Share{Customer: c, Resource: "orders", User: "pat", PartnerOrg: "pco", SharedBy: c, SharedAt: clock.Now()})))
 		}, func(c string) error {
 			_, err := writer.DeleteShare(ctx, c, "orders", "pco", "pat", c)
 			return err

@@ -991,18 +991,23 @@ func legacyShareField(user, resource string) string { return field(user, resourc
 
 // putShareScript stores a share and drops the same share stored under the
 // legacy field, when that one names the same partner organisation.
-// It keeps the share as put in the kept shares (keepShareLua).
+// It keeps the share as put in the kept shares (keepShareLua). When the
+// field still holds the share the put repeats (sidecar.Share.Retried, as
+// read before), it changes nothing. It returns the share as stored.
 // KEYS: shares hash, kept shares. ARGV: field, share JSON, legacy field,
 // partner org, then keepShareLua's: the put's time, the window's edge
-// (ms), the window (ms).
+// (ms), the window (ms); then the share the put repeats, or "".
 var putShareScript = goredis.NewScript(keepShareLua + `
+if ARGV[8] ~= '' and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[8] then
+  return ARGV[8]
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local old = redis.call('HGET', KEYS[1], ARGV[3])
 if old and (cjson.decode(old)['partner_org'] or '') == ARGV[4] then
   redis.call('HDEL', KEYS[1], ARGV[3])
 end
 keep(KEYS[2], ARGV[2], ARGV[5], ARGV[6], ARGV[7])
-return 1
+return ARGV[2]
 `)
 
 // keepShareLua keeps a share as put or removed in the customer's kept
@@ -1049,23 +1054,39 @@ keep(KEYS[3], kept, ARGV[7], ARGV[8], ARGV[9])
 return kept
 `)
 
-func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) error {
+func (s *Store) PutShare(ctx context.Context, sh *sidecar.Share) (*sidecar.Share, error) {
 	if err := sh.Validate(); err != nil {
-		return err
+		return nil, err
+	}
+	hash, f := s.cust(sh.Customer, "shares"), shareField(sh.PartnerOrg, sh.User, sh.Resource)
+	// The share stored, when sh repeats it, is kept only if the script
+	// still finds it there: a withdrawal in between makes sh a new share.
+	repeats := ""
+	cur, err := s.c.HGet(ctx, hash, f).Result()
+	switch {
+	case errors.Is(err, goredis.Nil):
+	case err != nil:
+		return nil, unavailable(err)
+	default:
+		if old, err := decode[sidecar.Share](cur); err == nil && old.Retried(sh) {
+			repeats = cur
+		}
 	}
 	// The customer is marked first, in its own slot: a fault after it
 	// marks a put not made, whose share SharesChanged does not find kept.
 	if err := s.keepChange(ctx, s.sharedKey(), sh.Customer, sh.SharedAt); err != nil {
-		return err
+		return nil, err
 	}
-	args := append([]any{shareField(sh.PartnerOrg, sh.User, sh.Resource), encode(sh), legacyShareField(sh.User, sh.Resource), sh.PartnerOrg},
-		s.keepShareArgs(sh.SharedAt)...)
-	err := putShareScript.Run(ctx, s.c, []string{s.cust(sh.Customer, "shares"), s.cust(sh.Customer, "shares:kept")}, args...).Err()
+	args := append([]any{f, encode(sh), legacyShareField(sh.User, sh.Resource), sh.PartnerOrg}, s.keepShareArgs(sh.SharedAt)...)
+	stored, err := putShareScript.Run(ctx, s.c, []string{hash, s.cust(sh.Customer, "shares:kept")}, append(args, repeats)...).Text()
 	if err != nil {
-		return unavailable(err)
+		return nil, unavailable(err)
+	}
+	if stored == repeats {
+		return decode[sidecar.Share](stored)
 	}
 	s.publish(ctx, sidecar.ShareKey(sh.Customer))
-	return nil
+	return decode[sidecar.Share](stored)
 }
 
 func (s *Store) DeleteShare(ctx context.Context, customer, resource, partnerOrg, user, by string) (*sidecar.Share, error) {

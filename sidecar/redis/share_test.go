@@ -9,6 +9,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // Shares were once stored under "<user>\x00<resource>", whatever their
@@ -64,7 +65,7 @@ func TestSharesStoredBeforeTheyNamedTheirOrg(t *testing.T) {
 
 	// Sharing SR-3 again replaces the legacy record; SR-1 and SR-2 are
 	// deleted through their organisation's key, or none.
-	if err := s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora"}); err != nil {
+	if err := storetest.ErrOf(s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "partnerco", SharedBy: "cora"})); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.DeleteShare(ctx, "acme", "SR-1", "otherco", "pat", "cora"); sidecar.ErrorCode(err) != sidecar.ENOTFOUND {

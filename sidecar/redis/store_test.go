@@ -283,7 +283,7 @@ func TestClusterKeysThatChangeTogetherShareASlot(t *testing.T) {
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "g", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: now.Add(time.Hour)})
 	_ = s.PutGrant(ctx, &sidecar.Grant{ID: "gi", Customer: "acme", PartnerOrg: "p1", User: "pat", Level: sidecar.LevelCC, ExpiresAt: now.Add(time.Hour)})
 	_, _ = s.RevokeGrant(ctx, "acme", "gi", "cora", "acme") // leaves a hold on pat
-	_ = s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})
+	_ = storetest.ErrOf(s.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
 	_ = s.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: "d"})
 	for _, tc := range []struct {
 		name, pattern string

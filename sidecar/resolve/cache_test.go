@@ -278,7 +278,7 @@ func TestCachedStateEvictsOnEveryReplica(t *testing.T) {
 		}
 	}
 	must(a.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "p1", User: "pat", Level: sidecar.LevelUpdate, ExpiresAt: clock.Now().Add(day)}))
-	must(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
+	must(storetest.ErrOf(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})))
 	must(a.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"}))
 	must(a.PutAssignment(ctx, &sidecar.Assignment{Customer: "initech", Reseller: "r1", Domain: "eu.r1"}))
 

@@ -13,6 +13,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar/redis"
 	"github.com/deputyhq/deputy/sidecar/redis/redistest"
 	"github.com/deputyhq/deputy/sidecar/resolve"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // A replica cut from the invalidation channel while Redis still answers
@@ -67,7 +68,7 @@ func replicaCutHonoursNarrowingOfOthers(t *testing.T, cut func(*redistest.Proxy)
 	now := time.Now()
 	must(a.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "p1", User: "pat",
 		Level: sidecar.LevelUpdate, ExpiresAt: now.Add(24 * time.Hour)}))
-	must(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
+	must(storetest.ErrOf(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})))
 	must(a.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"}))
 	ended := startSession(t, a, "imp_ended")
 	withdrawn := startSession(t, a, "imp_withdrawn")

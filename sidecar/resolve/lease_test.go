@@ -9,6 +9,7 @@ import (
 	"github.com/deputyhq/deputy/sidecar"
 	"github.com/deputyhq/deputy/sidecar/memory"
 	"github.com/deputyhq/deputy/sidecar/resolve"
+	"github.com/deputyhq/deputy/sidecar/storetest"
 )
 
 // unheard is a store whose replica hears no invalidation at all, and
@@ -39,7 +40,7 @@ func TestCacheHitsReadThroughOnceTheLeaseRunsOut(t *testing.T) {
 		}
 	}
 	must(src.PutGrant(ctx, &sidecar.Grant{ID: "g1", Customer: "acme", PartnerOrg: "p1", Level: sidecar.LevelLook, ExpiresAt: time.Now().Add(time.Hour)}))
-	must(src.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
+	must(storetest.ErrOf(src.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})))
 	must(src.PutAssignment(ctx, &sidecar.Assignment{Customer: "acme", Reseller: "r1", Domain: "eu.r1"}))
 	granted := func() bool {
 		eg, err := cs.EffectiveGrants(ctx, "acme", "p1", "pat")

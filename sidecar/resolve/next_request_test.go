@@ -47,7 +47,7 @@ func TestNarrowingWriteHoldsOnEveryReplicaAtNextRequest(t *testing.T) {
 			return err
 		}},
 		{"share_removed", func(int) error {
-			return a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})
+			return storetest.ErrOf(a.PutShare(ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
 		}, func(cs *resolve.CachedState) bool {
 			v, err := cs.SharesFor(ctx, "acme", "p1", "pat")
 			return err == nil && len(v) == 1

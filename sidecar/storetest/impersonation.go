@@ -37,7 +37,11 @@ func redeem(e *env, id, h string) (*sidecar.Session, error) {
 	return e.s.RedeemSession(e.ctx, codeOf(id), h, "shop.example.com", "", sidecar.SessionLimits{})
 }
 
-func ignore[T any](_ T, err error) error { return err }
+func ignore[T any](v T, err error) error { return ErrOf(v, err) }
+
+// ErrOf is the error of a call whose other result the caller does not
+// need: must(ErrOf(store.PutShare(ctx, sh))).
+func ErrOf[T any](_ T, err error) error { return err }
 
 // mustEnd fails on the error of a call that also returns ended sessions.
 func mustEnd(t *testing.T) func([]sidecar.Session, error) {

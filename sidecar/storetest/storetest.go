@@ -1435,7 +1435,7 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 		{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "p2"},
 		{Customer: "globex", Resource: "SR-9", User: "pat", PartnerOrg: "p1"},
 	} {
-		must(t, e.s.PutShare(e.ctx, &sh))
+		must(t, ignore(e.s.PutShare(e.ctx, &sh)))
 	}
 	// A share is made to a user of one partner organisation: the same
 	// subject in another organisation is someone else.
@@ -1477,7 +1477,7 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 		}
 	})
 	t.Run("same_resource_and_user_in_two_orgs", func(t *testing.T) {
-		must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "p1"}))
+		must(t, ignore(e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-3", User: "pat", PartnerOrg: "p1"})))
 		for _, org := range []string{"p1", "p2"} {
 			if ok, err := e.s.IsShared(e.ctx, "acme", "SR-3", org, "pat"); err != nil || !ok {
 				t.Fatalf("SR-3 with pat of %s: %v %v", org, ok, err)
@@ -1508,7 +1508,7 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 	t.Run("removed_kept_for_the_once_window", func(t *testing.T) {
 		e := newEnv(t)
 		for _, r := range []string{"SR-1", "SR-2"} {
-			must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: r, User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.clock.Now()}))
+			must(t, ignore(e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: r, User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.clock.Now()})))
 		}
 		removed, err := e.s.RemovedShares(e.ctx, "acme")
 		must(t, err)
@@ -1535,7 +1535,7 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("an hour after SR-1's removal, RemovedShares = %+v", removed)
 		}
 		// Shared and withdrawn again: the last removal is the one kept.
-		must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-2", User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.clock.Now()}))
+		must(t, ignore(e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-2", User: "pat", PartnerOrg: "p1", SharedBy: "boss", SharedAt: e.clock.Now()})))
 		must(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-2", "p1", "pat", "boss")))
 		removed, err = e.s.RemovedShares(e.ctx, "acme")
 		must(t, err)
@@ -1543,9 +1543,49 @@ func testShares(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("after a second withdrawal of SR-2, RemovedShares = %+v", removed)
 		}
 	})
+	// A put that repeats the share stored (Share.Retried: same sharer,
+	// within the once window) keeps it, and its time; after a withdrawal,
+	// by another sharer or past the window, the put is stored as given.
+	t.Run("put_again", func(t *testing.T) {
+		e := newEnv(t)
+		first := e.clock.Now()
+		put := func(by string) *sidecar.Share {
+			t.Helper()
+			got, err := e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1", SharedBy: by, SharedAt: e.clock.Now()})
+			must(t, err)
+			return got
+		}
+		if got := put("boss"); !got.SharedAt.Equal(first) || got.SharedBy != "boss" {
+			t.Fatalf("first put answered %+v", got)
+		}
+		e.clock.Advance(time.Minute)
+		if got := put("boss"); !got.SharedAt.Equal(first) {
+			t.Fatalf("the same put a minute later answered as shared at %v, want the first's %v", got.SharedAt, first)
+		}
+		kept, err := e.s.SharesChanged(e.ctx, first)
+		must(t, err)
+		if len(kept) != 1 {
+			t.Fatalf("one share put twice as the same write: %d kept, want 1", len(kept))
+		}
+		must(t, ignore(e.s.DeleteShare(e.ctx, "acme", "SR-1", "p1", "pat", "cora")))
+		if got := put("boss"); !got.SharedAt.Equal(e.clock.Now()) {
+			t.Fatalf("put again after a withdrawal answered as shared at %v, want %v", got.SharedAt, e.clock.Now())
+		}
+		e.clock.Advance(time.Minute)
+		if got := put("cora"); got.SharedBy != "cora" || !got.SharedAt.Equal(e.clock.Now()) {
+			t.Fatalf("put by another sharer answered %+v", got)
+		}
+		e.clock.Advance(sidecar.AppendOnceWindow)
+		if got := put("cora"); !got.SharedAt.Equal(e.clock.Now()) {
+			t.Fatalf("put again past the window answered as shared at %v, want %v", got.SharedAt, e.clock.Now())
+		}
+		if ok, err := e.s.IsShared(e.ctx, "acme", "SR-1", "p1", "pat"); err != nil || !ok {
+			t.Fatalf("IsShared after the puts: %v, %v", ok, err)
+		}
+	})
 	t.Run("invalid", func(t *testing.T) {
-		wantCode(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat", PartnerOrg: "p1"}), sidecar.EINVALID)
-		wantCode(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-5", User: "pat"}), sidecar.EINVALID)
+		wantCode(t, ignore(e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", User: "pat", PartnerOrg: "p1"})), sidecar.EINVALID)
+		wantCode(t, ignore(e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-5", User: "pat"})), sidecar.EINVALID)
 	})
 }
 
@@ -1873,7 +1913,7 @@ func testInvalidation(t *testing.T, newEnv func(*testing.T) *env) {
 	must(t, ignore(redeem(e, "s1", "tok")))
 	must(t, e.s.PutGrant(e.ctx, grant(e, "g1", "acme", "p1", "", sidecar.LevelLook, time.Hour)))
 	must(t, e.s.PutAssignment(e.ctx, &sidecar.Assignment{Customer: "c1", Reseller: "r", Domain: "d"}))
-	must(t, e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"}))
+	must(t, ignore(e.s.PutShare(e.ctx, &sidecar.Share{Customer: "acme", Resource: "SR-1", User: "pat", PartnerOrg: "p1"})))
 	must(t, ignore(e.s.PutCustomer(e.ctx, &sidecar.Customer{ID: "c3"}, sidecar.Protection{})))
 	mustEnd(t)(e.s.SetConsent(e.ctx, &sidecar.Consent{Customer: "c3", Allowed: true, SetBy: "c3", SetAt: e.now()}))
 
