@@ -56,8 +56,8 @@ func TestCPUTime(t *testing.T) {
 			t.Fatal(err)
 		}
 		if after > before {
-			if rss, err := rssBytes(pid); err != nil || rss <= 0 {
-				t.Fatalf("rss = %d, %v", rss, err)
+			if rss, err := rssBytes(pid); err != nil || rss.total <= 0 || rss.anon <= 0 || rss.file <= 0 || rss.anon+rss.file > rss.total {
+				t.Fatalf("rss = %+v, %v; want a total, and anonymous and file-backed parts within it", rss, err)
 			}
 			return
 		}

@@ -312,7 +312,9 @@ func run(o options) error {
 		}
 		rep.rows = append(rep.rows, r)
 		if strings.HasPrefix(s.srv.name, "deputy") {
-			rep.deputyRSS = max(rep.deputyRSS, s.median().rssMB)
+			if r.m.rssMB > rep.deputyRSS {
+				rep.deputyRSS, rep.rssOf = r.m.rssMB, r
+			}
 		}
 	}
 	for _, k := range []string{"public", "impersonation", "partner", "reseller"} {

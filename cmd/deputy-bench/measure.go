@@ -35,6 +35,8 @@ type sample struct {
 	cpuUS      float64 // server CPU time per check, µs
 	loadCPUUS  float64 // the load tool's own CPU time per check, µs
 	rssMB      float64 // largest resident set sampled during the run
+	anonMB     float64 // of that sample, anonymous memory (heap, stacks)
+	fileMB     float64 // of that sample, file-backed pages (the binary's)
 	trips      float64 // Redis commands per check, when counted
 	hasTrips   bool
 }
@@ -56,8 +58,10 @@ func (s *scenario) median() sample {
 		loadCPUUS: pick(func(r sample) float64 {
 			return r.loadCPUUS
 		}),
-		rssMB: pick(func(r sample) float64 { return r.rssMB }),
-		trips: pick(func(r sample) float64 { return r.trips }),
+		rssMB:  pick(func(r sample) float64 { return r.rssMB }),
+		anonMB: pick(func(r sample) float64 { return r.anonMB }),
+		fileMB: pick(func(r sample) float64 { return r.fileMB }),
+		trips:  pick(func(r sample) float64 { return r.trips }),
 	}
 	for _, r := range s.samples {
 		m.count += r.count
@@ -95,7 +99,7 @@ func measure(o options, s *scenario) (sample, error) {
 	if r.count > 0 {
 		r.cpuUS = float64((cpu1 - cpu0).Microseconds()) / float64(r.count)
 	}
-	r.rssMB = float64(peak) / (1 << 20)
+	r.rssMB, r.anonMB, r.fileMB = float64(peak.total)/(1<<20), float64(peak.anon)/(1<<20), float64(peak.file)/(1<<20)
 	if s.redis != nil && r.count > 0 {
 		calls1, err := s.redis.calls()
 		if err != nil {
@@ -135,34 +139,52 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / userHZ, nil
 }
 
-// rssBytes is pid's resident set size now.
-func rssBytes(pid int) (int64, error) {
+// resident is a process's resident set: in all, and the part of it that
+// is anonymous memory (heap, stacks: what the process's own allocations
+// hold) and that is file-backed (the pages of its binary it has touched,
+// which the kernel may drop and read again).
+type resident struct{ total, anon, file int64 }
+
+// rssBytes is pid's resident set now, from /proc/<pid>/status.
+func rssBytes(pid int) (resident, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return resident{}, err
 	}
+	var r resident
+	fields := map[string]*int64{"VmRSS:": &r.total, "RssAnon:": &r.anon, "RssFile:": &r.file}
+	seen := 0
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
+		for prefix, dst := range fields {
+			if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				if err != nil {
+					return resident{}, fmt.Errorf("/proc/%d/status: %s %w", pid, prefix, err)
+				}
+				*dst = kb << 10
+				seen++
+			}
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	if seen != len(fields) {
+		return resident{}, fmt.Errorf("/proc/%d/status: no VmRSS, RssAnon and RssFile", pid)
+	}
+	return r, nil
 }
 
-// sampleRSS samples pid's RSS until the returned stop is called, which
-// returns the largest sample.
-func sampleRSS(pid int) (stop func() int64) {
+// sampleRSS samples pid's resident set until the returned stop is called,
+// which returns the largest sample (by its total).
+func sampleRSS(pid int) (stop func() resident) {
 	done := make(chan struct{})
-	peak := make(chan int64, 1)
+	peak := make(chan resident, 1)
 	go func() {
-		var m int64
+		var m resident
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if v, err := rssBytes(pid); err == nil {
-				m = max(m, v)
+			if v, err := rssBytes(pid); err == nil && v.total > m.total {
+				m = v
 			}
 			select {
 			case <-done:
@@ -172,7 +194,7 @@ func sampleRSS(pid int) (stop func() int64) {
 			}
 		}
 	}()
-	return func() int64 { close(done); return <-peak }
+	return func() resident { close(done); return <-peak }
 }
 
 // writePayload writes a CheckRequest as a browser page view with 15

@@ -54,6 +54,7 @@ type report struct {
 	throughput []throughputGoal
 	overhead   []overheadGoal
 	deputyRSS  float64
+	rssOf      row // the scenario of the largest Deputy process
 	inproc     map[string]benchFigure
 }
 
@@ -114,7 +115,8 @@ func (r report) print(out io.Writer, o options) {
 		fmt.Fprintf(w, "throughput vs do-nothing, %s\t%.2f\t≥ %.2f\t%s\t%.0f vs %.0f checks/s (same request)%s\n",
 			g.name, ratio, g.goal, met(ratio >= g.goal), g.m.rps, g.floor.rps, bound)
 	}
-	fmt.Fprintf(w, "RSS under load, largest Deputy process\t%.1f MB\t≤ %d MB\t%s\t\n", r.deputyRSS, rssGoalMB, met(r.deputyRSS <= rssGoalMB))
+	fmt.Fprintf(w, "RSS under load, largest Deputy process\t%.1f MB\t≤ %d MB\t%s\t%s: anonymous (heap, stacks) %.1f MB, file-backed (the binary's pages) %.1f MB\n",
+		r.deputyRSS, rssGoalMB, met(r.deputyRSS <= rssGoalMB), r.rssOf.name, r.rssOf.m.anonMB, r.rssOf.m.fileMB)
 
 	floor, ok := r.inproc["BenchmarkCheckFloor"]
 	if r.inproc == nil || !ok {
