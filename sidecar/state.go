@@ -1105,7 +1105,11 @@ type PartnerStore interface {
 	// DecideRequest moves a pending request to status (approved or
 	// rejected) atomically; ECONFLICT if it is no longer pending (decided
 	// already, or past its pending expiry). An approval gets the next Seq
-	// of its partner organisation at its customer.
+	// of its partner organisation at its customer. The decision is stamped
+	// at the earlier of at and the store's time (LiveAt; on Redis,
+	// Redis's TIME too), and its grants expire counted from there: an
+	// approval through a replica whose clock runs ahead would otherwise
+	// give grants that outlive their days, on every replica, by as much.
 	DecideRequest(ctx context.Context, id, status, by string, at time.Time) (*AccessRequest, error)
 	// GrantsIssued clears GrantsPending: no grant of the request is to be
 	// issued any more, and PutGrant refuses those that would be from then

@@ -123,7 +123,7 @@ func TestConsentChangeEndRecordedOnceOnEveryStore(t *testing.T) {
 		for _, lost := range []bool{true, false} {
 			name := ps.name + map[bool]string{true: "/lost_reply", false: "/recorded"}[lost]
 			t.Run(name, func(t *testing.T) {
-				clock := newPastPartnerClock()
+				clock := newPartnerClock()
 				ctx := context.Background()
 				store := ps.open(t, clock.Now)
 				lc := delegation.NewImpersonation(store, shippedData(t), delegation.WithImpersonationClock(clock.Now))

@@ -27,7 +27,7 @@ func TestExtendedConsentSessionEndsAsExpired(t *testing.T) {
 			{"not_extended", false, 0, sidecar.EndConsentExpired},
 		} {
 			t.Run(ps.name+"/"+tc.name, func(t *testing.T) {
-				clock := newPastPartnerClock()
+				clock := newPartnerClock()
 				ctx := context.Background()
 				store := ps.open(t, clock.Now)
 				lc := delegation.NewImpersonation(store, shippedData(t), delegation.WithImpersonationClock(clock.Now))

@@ -27,7 +27,7 @@ import (
 func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	assign := func(domain string) *sidecar.Assignment {
 		return &sidecar.Assignment{Customer: "acme", Reseller: "r", Domain: domain, UpdatedAt: clock.Now()}
@@ -218,7 +218,7 @@ func TestLostNarrowingEvictionAnswersUnavailable(t *testing.T) {
 func TestRetriedUnshareReachesEveryReplica(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	data := shippedData(t)
 	in := delegation.ShareInput{Resource: "sr1", User: "pat", PartnerOrg: "partnerco"}
 	retried := 0

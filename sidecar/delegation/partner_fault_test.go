@@ -40,7 +40,7 @@ type partnerFaultWorld struct {
 func TestPartnerWritesUnderFaults(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	data := shippedData(t)
 	sam := &sidecar.Identity{Subject: "sam", Org: "resellerco", Domain: "shop-a"}
 	n := 0

@@ -36,13 +36,9 @@ type partnerClock struct {
 	now time.Time
 }
 
-func newPartnerClock() *partnerClock {
-	return &partnerClock{now: time.Date(2030, 1, 1, 9, 0, 0, 0, time.UTC)}
-}
-
-// newPastPartnerClock is a partnerClock in the past, for the tests that
-// start sessions: a start later than Redis's clock is moved back to it.
-func newPastPartnerClock() *partnerClock { return &partnerClock{now: storetest.Epoch} }
+// newPartnerClock is a partnerClock in the past: a session's start, or a
+// request's decision, later than Redis's clock is moved back to it.
+func newPartnerClock() *partnerClock { return &partnerClock{now: storetest.Epoch} }
 
 func (c *partnerClock) Now() time.Time {
 	c.mu.Lock()

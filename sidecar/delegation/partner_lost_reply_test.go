@@ -18,7 +18,7 @@ import (
 // mailer.
 func TestRejectRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	pat := &sidecar.Identity{Subject: "pat", Org: "globex"}
 	mgr := &sidecar.Identity{Subject: "mgr", Org: "acme"}
@@ -122,7 +122,7 @@ func TestUnshareRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := redistest.Start(t, "--enable-debug-command", "yes")
-			clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+			clock := storetest.NewClock(storetest.Epoch)
 			ctx := context.Background()
 			mgr := &sidecar.Identity{Subject: "mgr", Org: "acme"}
 			direct := directStore(t, srv.Addr, "lostunshare", clock.Now)
@@ -210,7 +210,7 @@ func TestUnshareRetriedLateIsNotRecordedAgain(t *testing.T) {
 // its Once.
 func TestShareRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	direct := directStore(t, srv.Addr, "lostshare", clock.Now)
 	stall := &stallBeforeScript{t: t, srv: srv, keyPart: "{cust:acme}:shares:kept", stalled: make(chan error, 1)}

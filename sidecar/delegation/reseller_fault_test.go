@@ -68,7 +68,7 @@ func assignmentEvents(t *testing.T, s sidecar.Store, customer, change string) in
 func TestResellerImportUnderCutsAnnouncesEachAssignmentOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
 	rows := []delegation.ImportRow{{Line: 1, Customer: "acme", Domain: "shop-a.example"}, {Line: 2, Customer: "globex", Domain: "shop-a.example"}}
@@ -109,7 +109,7 @@ func TestResellerImportUnderCutsAnnouncesEachAssignmentOnce(t *testing.T) {
 func TestResellerDeleteUnderCutsRecordsTheRemovalOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
 	for n := 0; ; n++ {
@@ -162,7 +162,7 @@ func TestResellerDeleteUnderCutsRecordsTheRemovalOnce(t *testing.T) {
 func TestResellerPutUnderCutsIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
 	unpublished := false
@@ -210,7 +210,7 @@ func TestResellerPutUnderCutsIsRecordedOnce(t *testing.T) {
 func TestResellerImportUnderCutsIsAuditedOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
 	rows := []delegation.ImportRow{{Line: 1, Customer: "acme", Domain: "shop-a.example"}, {Line: 2, Customer: "globex", Domain: "shop-a.example"}}

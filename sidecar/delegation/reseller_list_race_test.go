@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -40,7 +39,7 @@ func (h *afterPipelineOf) ProcessPipelineHook(next goredis.ProcessPipelineHook) 
 // yet assigned. Once the put is done, acme is listed in its domain.
 func TestListDuringPutKeepsTheAssignmentListed(t *testing.T) {
 	srv := redistest.Start(t)
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
 	direct := directStore(t, srv.Addr, "listrace", clock.Now)

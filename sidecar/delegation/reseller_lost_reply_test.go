@@ -18,7 +18,7 @@ import (
 // assignment.changed event.
 func TestResellerDeleteRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
 	direct := directStore(t, srv.Addr, "lostunassign", clock.Now)
@@ -109,7 +109,7 @@ func TestResellerDeleteRetriedLateIsNotRecordedAgain(t *testing.T) {
 // retry carries the first write's time and so its Once.
 func TestResellerPutRetriedAfterLostReplyIsRecordedOnce(t *testing.T) {
 	srv := redistest.Start(t, "--enable-debug-command", "yes")
-	clock := storetest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	clock := storetest.NewClock(storetest.Epoch)
 	ctx := context.Background()
 	admin := &sidecar.Identity{Subject: "sa", Domain: "shop-a.example", Org: "resellerA"}
 	direct := directStore(t, srv.Addr, "lostassign", clock.Now)

@@ -141,3 +141,43 @@ func TestWriterAheadEndIsHonouredByEveryReplica(t *testing.T) {
 		t.Fatalf("the honest replica after the end was answered: %+v, %v; want denied as ended", d, err)
 	}
 }
+
+// An approval through a replica whose clock runs 5 minutes ahead issues
+// grants that expire their days after the approval by Redis's clock:
+// counted from that replica's clock, they outlived their days by 5
+// minutes on every replica.
+func TestWriterAheadApprovalGrantsOutliveNoDays(t *testing.T) {
+	const skew, days = 5 * time.Minute, 30
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	var aheadClock offsetClock
+	aheadClock.Set(skew)
+	s, err := redis.New(redis.Config{Addrs: []string{srv.Addr}, KeyPrefix: "approve",
+		ReadTimeout: redistest.ReplyTimeout, WriteTimeout: redistest.ReplyTimeout, InvalidationAckTimeout: redistest.AckTimeout},
+		redis.WithClock(aheadClock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	p := delegation.NewPartners(s, shippedData(t), delegation.PartnerConfig{}, delegation.WithPartnerClock(aheadClock.Now))
+	r, err := p.Request(ctx, patUser, individualRequest(sidecar.LevelLook, days, "pat"), allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, gs, err := p.Approve(ctx, cora, r.ID, allowAll)
+	approved := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gs) != 1 || gs[0].ExpiresAt.After(approved.Add(days*24*time.Hour)) || gs[0].ApprovedAt.After(approved) {
+		t.Fatalf("approved through the replica %v ahead at %v by Redis's clock: grants %+v, want one expiring no later than %d days on",
+			skew, approved, gs, days)
+	}
+	stored, err := s.EffectiveGrants(ctx, "acme", "partnerco", "pat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := stored.At(approved); g == nil || g.ExpiresAt.After(approved.Add(days*24*time.Hour)) {
+		t.Fatalf("the grant as stored: %+v, want it expiring no later than %d days after %v", g, days, approved)
+	}
+}

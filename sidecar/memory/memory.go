@@ -990,7 +990,7 @@ func (s *Store) DecideRequest(_ context.Context, id, status, by string, at time.
 	if st := r.StatusAt(s.now()); st != sidecar.RequestPending {
 		return nil, sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
 	}
-	r.Decide(status, by, at)
+	r.Decide(status, by, sidecar.LiveAt(at, s.now()))
 	if status == sidecar.RequestApproved {
 		r.Seq = s.nextSeq(r.Customer, r.PartnerOrg)
 	}

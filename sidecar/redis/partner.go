@@ -215,18 +215,30 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 	key := s.reqKey(id)
 	var out *sidecar.AccessRequest
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		raw, err := tx.Get(ctx, key).Result()
+		var raw *goredis.StringCmd
+		var redisNow *goredis.TimeCmd
+		if _, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			raw, redisNow = p.Get(ctx, key), p.Time(ctx)
+			return nil
+		}); err != nil && !errors.Is(err, goredis.Nil) {
+			return unavailable(err)
+		}
+		v, err := raw.Result()
 		if err != nil {
 			return rerr(err, "access request")
 		}
-		r, err := decode[sidecar.AccessRequest](raw)
+		r, err := decode[sidecar.AccessRequest](v)
 		if err != nil {
 			return err
 		}
 		if st := r.StatusAt(s.now()); st != sidecar.RequestPending {
 			return sidecar.Errorf(sidecar.ECONFLICT, "access request is %s", st)
 		}
-		r.Decide(status, by, at)
+		decided, err := judgedAt(sidecar.LiveAt(at, s.now()), redisNow)
+		if err != nil {
+			return err
+		}
+		r.Decide(status, by, decided)
 		if status == sidecar.RequestApproved {
 			if r.Seq, err = s.nextSeq(ctx, r.Customer, r.PartnerOrg); err != nil {
 				return err

@@ -103,6 +103,32 @@ func testWriterAhead(t *testing.T, newEnv func(*testing.T) *env) {
 			t.Fatalf("ended as lapsed: expires %v, want the limit's %v", got.ExpiresAt, got.StartedAt.Add(time.Minute))
 		}
 	})
+	// A decision stamped ahead of the store's time is stamped at the
+	// store's time: the grants an approval issues count their days from
+	// it, and one ahead would outlive them on every replica.
+	t.Run("decision_moves_back_to_the_store_time", func(t *testing.T) {
+		e := newEnv(t)
+		for _, st := range []string{sidecar.RequestApproved, sidecar.RequestRejected} {
+			must(t, e.s.CreateRequest(e.ctx, newRequest(e, st, "p1", "acme")))
+			got, err := e.s.DecideRequest(e.ctx, st, st, "boss", e.now().Add(ahead))
+			must(t, err)
+			if !got.DecidedAt.Equal(e.now()) || got.Status != st {
+				t.Fatalf("%s %v ahead: decided %v as %s, want at the store's time %v", st, ahead, got.DecidedAt, got.Status, e.now())
+			}
+			stored, err := e.s.GetRequest(e.ctx, st)
+			must(t, err)
+			if !stored.DecidedAt.Equal(e.now()) {
+				t.Fatalf("%s: stored as decided %v, want %v", st, stored.DecidedAt, e.now())
+			}
+		}
+		must(t, e.s.CreateRequest(e.ctx, newRequest(e, "behind", "p1", "acme")))
+		behind := e.now().Add(-time.Minute)
+		got, err := e.s.DecideRequest(e.ctx, "behind", sidecar.RequestApproved, "boss", behind)
+		must(t, err)
+		if !got.DecidedAt.Equal(behind) {
+			t.Fatalf("decided by a replica a minute behind: %v, want its own time %v", got.DecidedAt, behind)
+		}
+	})
 	// A sweep whose now runs ahead of the store's time ends a session
 	// that is live by the store's time: passed over as expired, it would
 	// stay live for every replica until a sweep of its own.
