@@ -71,11 +71,15 @@ func TestGraphQLDuringImpersonation(t *testing.T) {
 			body: `{"query":"{ cart { id } }","query\ud800":"x"}`, reason: authz.ReasonMalformedRequest},
 		{name: "key holding NUL", method: "POST", path: "/graphql", contentType: jsonType,
 			body: `{"query":"{ cart { id } }","query\u0000":"x"}`, reason: authz.ReasonMalformedRequest},
-		// The same name in other objects, in another case, or spelled
-		// with a surrogate pair is another key.
+		// The same name in other objects, or spelled with another
+		// surrogate pair, is another key.
 		{name: "one name in several objects", method: "POST", path: "/graphql", contentType: jsonType,
-			body:    `{"query":"{ cart { id } }","variables":{"query":"q","v":{"query":"q"}},"extensions":[{"query":1},{"query":2}],"Query":"x","q\ud83d\ude00":1,"q\ud83d\ude01":2}`,
+			body:    `{"query":"{ cart { id } }","variables":{"query":"q","v":{"Query":"q"}},"extensions":[{"query":1},{"QUERY":2}],"q\ud83d\ude00":1,"q\ud83d\ude01":2}`,
 			allowed: true, reason: "impersonation"},
+		// In another letter case it is the same key to an upstream that
+		// decodes into a struct: refused as a repeat.
+		{name: "the query in another letter case", method: "POST", path: "/graphql", contentType: jsonType,
+			body: `{"query":"{ cart { id } }","QUERY":"{ customer { id } }"}`, reason: authz.ReasonMalformedRequest},
 		// A form field sent twice is in parsed_body with every value, as
 		// the policy reads it: each is judged.
 		{name: "form field sent twice", method: "POST", path: "/graphql", contentType: formType,

@@ -42,7 +42,13 @@ func TestRepeatedJSONKeysAreRefused(t *testing.T) {
 		{name: "an unpaired surrogate in a value", headers: jsonType, body: `{"_method":"DELETE","note":"\ud83d"}`, wantAllow: "POST,DELETE"},
 		{name: "repeated key with parse_body off", headers: jsonType, body: `{"_method":"DELETE","_method":"POST"}`, parseOff: true, wantAllow: every},
 		{name: "JSON read for overrides alone", headers: map[string]string{"content-type": "text/json"}, body: `{"_method":"DELETE","_method":"POST"}`, wantAllow: every},
-		{name: "keys apart", headers: jsonType, body: `{"_method":"DELETE","x":{"_method":"PUT"},"_Method":"PATCH"}`, wantAllow: "POST,PATCH,DELETE"},
+		// A policy reading parsed_body.query sees "{ catalog }"; an
+		// upstream decoding into a struct (Go's encoding/json, ASP.NET's
+		// System.Text.Json, Newtonsoft) runs the last of the two.
+		{name: "a key in another letter case", headers: jsonType, body: `{"query":"{ catalog }","Query":"mutation { deleteCustomer }"}`,
+			refusal: `has the keys "query" and "Query"`},
+		{name: "an override in another letter case", headers: jsonType, body: `{"_method":"DELETE","_Method":"PATCH"}`, refusal: `has the keys "_method" and "_Method"`},
+		{name: "keys apart", headers: jsonType, body: `{"_method":"DELETE","x":{"_method":"PUT"},"y":{"_Method":"PATCH"}}`, wantAllow: "POST,DELETE"},
 		{name: "keys apart, parse_body off", headers: jsonType, body: `{"_method":"DELETE"}`, parseOff: true, wantAllow: "POST,DELETE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

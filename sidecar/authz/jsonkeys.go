@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/deputyhq/deputy/sidecar/strictjson"
 )
 
 // A JSON body Deputy parses is read by Go's decoder, which keeps the last
@@ -19,8 +21,13 @@ import (
 // these (I-JSON, RFC 7493, forbids repeated names, bytes that are not
 // UTF-8 and unpaired surrogates), so checkJSONKeys finds them and the body
 // is refused as malformed. Keys are compared as decoded: "query" and
-// "\u0071uery" are one name to every parser. Case is not folded: JSON
-// parsers keep "Query" apart from "query".
+// "\u0071uery" are one name to every parser. And in any letter case:
+// a parser into a map keeps "Query" apart from "query", as the policy's
+// does, but decoders into a struct match a field's name in any case (Go's
+// encoding/json, ASP.NET's System.Text.Json, Newtonsoft, Jackson when
+// asked), so of {"query":"{ a }","Query":"mutation { b }"} the policy
+// reads one operation and such an upstream runs the other
+// (strictjson.FoldRune says which runes they join).
 
 // checkJSONBody reports what in a JSON body Go's decoder accepted parsers
 // read differently: bytes that are not UTF-8 anywhere (Go reads them as
@@ -50,12 +57,17 @@ func checkJSONBody(body string) error {
 
 // jsonKeyFault is why a JSON body's object keys are refused.
 type jsonKeyFault struct {
-	path string // the object's place in the body: "$", "$.variables", "$[1]"
-	key  string // the repeated key (decoded), or the refused key as sent
-	bad  string // what is wrong with the key; "" for a repeated key
+	path  string // the object's place in the body: "$", "$.variables", "$[1]"
+	key   string // the repeated key (decoded), or the refused key as sent
+	bad   string // what is wrong with the key; "" for a repeated key
+	other string // the key of the object that key repeats in another letter case
 }
 
 func (f *jsonKeyFault) Error() string {
+	if f.other != "" {
+		return fmt.Sprintf("the object at %s has the keys %s and %s, one name to parsers that ignore letter case: they differ on which value they keep",
+			f.path, quoteKey(f.other), quoteKey(f.key))
+	}
 	if f.bad == "" {
 		return fmt.Sprintf("the object at %s repeats the key %s: parsers differ on which value they keep", f.path, quoteKey(f.key))
 	}
@@ -71,8 +83,9 @@ type jsonFrame struct {
 	// index is the array's current element.
 	index int
 	// seen holds the keys of an object of more than jsonLinearKeys of
-	// them; smaller objects compare in the list.
-	seen map[string]struct{}
+	// them, by their fold (foldKey), to the key; smaller objects compare
+	// in the list.
+	seen map[string]string
 }
 
 // jsonLinearKeys is how many keys of one object are compared one by one
@@ -126,8 +139,12 @@ func checkJSONKeys(body string) *jsonKeyFault {
 					return &jsonKeyFault{path: jsonPath(frames, keys), key: raw, bad: bad}
 				}
 				top := &frames[len(frames)-1]
-				if top.repeats(key, keys) {
-					return &jsonKeyFault{path: jsonPath(frames, keys), key: key}
+				if other, ok := top.repeats(key, keys); ok {
+					f := &jsonKeyFault{path: jsonPath(frames, keys), key: key}
+					if other != key {
+						f.other = other
+					}
+					return f
 				}
 				keys = append(keys, key)
 				expectKey = false
@@ -139,30 +156,61 @@ func checkJSONKeys(body string) *jsonKeyFault {
 }
 
 // repeats reports whether an object (the innermost open one, its keys
-// ending keys) already has key, and records key in its map once it has
-// many.
-func (f *jsonFrame) repeats(key string, keys []string) bool {
+// ending keys) already has key in any letter case (foldEqual), and which
+// of its keys that is; it records key in its map once it has many.
+func (f *jsonFrame) repeats(key string, keys []string) (string, bool) {
 	if f.seen != nil {
-		if _, ok := f.seen[key]; ok {
-			return true
+		folded := foldKey(key)
+		if k, ok := f.seen[folded]; ok {
+			return k, true
 		}
-		f.seen[key] = struct{}{}
-		return false
+		f.seen[folded] = key
+		return "", false
 	}
 	own := keys[f.start:]
 	for _, k := range own {
-		if k == key {
-			return true
+		if k == key || foldEqual(k, key) {
+			return k, true
 		}
 	}
 	if len(own) >= jsonLinearKeys {
-		f.seen = make(map[string]struct{}, 2*len(own))
+		f.seen = make(map[string]string, 2*len(own))
 		for _, k := range own {
-			f.seen[k] = struct{}{}
+			f.seen[foldKey(k)] = k
 		}
-		f.seen[key] = struct{}{}
+		f.seen[foldKey(key)] = key
 	}
-	return false
+	return "", false
+}
+
+// foldKey is key with each rune folded (strictjson.FoldRune).
+func foldKey(key string) string {
+	b := make([]byte, 0, len(key))
+	for _, r := range key {
+		b = utf8.AppendRune(b, strictjson.FoldRune(r))
+	}
+	return string(b)
+}
+
+// foldEqual reports whether a and b fold alike rune by rune
+// (strictjson.FoldRune), without allocating: most keys of an object
+// differ in their first letter.
+func foldEqual(a, b string) bool {
+	for a != "" && b != "" {
+		ra, na := rune(a[0]), 1
+		if ra >= utf8.RuneSelf {
+			ra, na = utf8.DecodeRuneInString(a)
+		}
+		rb, nb := rune(b[0]), 1
+		if rb >= utf8.RuneSelf {
+			rb, nb = utf8.DecodeRuneInString(b)
+		}
+		if ra != rb && strictjson.FoldRune(ra) != strictjson.FoldRune(rb) {
+			return false
+		}
+		a, b = a[na:], b[nb:]
+	}
+	return a == "" && b == ""
 }
 
 // jsonStringEnd returns the index of the quote that ends the JSON string

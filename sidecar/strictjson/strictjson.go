@@ -53,10 +53,11 @@ func Check(doc []byte, v any) (Problem, bool) {
 // header, which the upstream may decode itself. encoding/json (so
 // golang-jwt's claims), System.Text.Json under ASP.NET Core's defaults and
 // Jackson with case-insensitive properties match a struct field's name in
-// any case, and Go under Unicode simple folding ("ſub" is "sub"): of
-// {"sub":"alice","SUB":"mallory"} Deputy reads alice and those read
-// mallory. So beside Check's rules it refuses, in any object, a key equal
-// to another of the object under encoding/json's folding, and a key
+// any case, Go under Unicode simple folding ("ſub" is "sub"), .NET and
+// Java beyond it ("ıd" is "id"): of {"sub":"alice","SUB":"mallory"}
+// Deputy reads alice and those read mallory. So beside Check's rules it
+// refuses, in any object, a key equal to another of the object under any
+// of those foldings (FoldRune), and a key
 // holding NUL, which a parser keeping names as C strings ends there
 // ("sub\u0000x" reads as "sub").
 func CheckUntyped(doc []byte) (Problem, bool) {
@@ -184,31 +185,38 @@ func walk(doc []byte, root reflect.Type, r rules) (Problem, bool) {
 	}
 }
 
-// foldName is what encoding/json matches a key to a struct field's name
-// by (its own foldName): ASCII letters in upper case, any other rune as
-// the smallest of its Unicode simple folding orbit, so that two names
-// fold alike exactly when bytes.EqualFold holds.
+// foldName is a key as decoders that match names in any letter case
+// read it: each rune folded by FoldRune.
 func foldName(s string) string {
 	b := make([]byte, 0, len(s))
 	for _, r := range s {
-		if r < utf8.RuneSelf {
-			if 'a' <= r && r <= 'z' {
-				r -= 'a' - 'A'
-			}
-			b = append(b, byte(r))
-			continue
-		}
-		for {
-			next := unicode.SimpleFold(r)
-			if next <= r {
-				r = next
-				break
-			}
-			r = next
-		}
-		b = utf8.AppendRune(b, r)
+		b = utf8.AppendRune(b, FoldRune(r))
 	}
 	return string(b)
+}
+
+// FoldRune is one rune for all the runes that a decoder matching names in
+// any letter case reads as one: encoding/json (bytes.EqualFold: the
+// orbits of Unicode simple folding, so "ſ" is "s" and the Kelvin sign
+// "k"), .NET's OrdinalIgnoreCase (equal upper cases: "ı" is "i") and
+// Java's equalsIgnoreCase (equal upper or lower cases: "İ" is "i"). Two
+// names whose runes fold alike are one name to some such decoder.
+func FoldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		if 'a' <= r && r <= 'z' {
+			r -= 'a' - 'A'
+		}
+		return r
+	}
+	r = unicode.ToLower(unicode.ToUpper(r))
+	// The smallest rune of its simple folding orbit.
+	for {
+		next := unicode.SimpleFold(r)
+		if next <= r {
+			return next
+		}
+		r = next
+	}
 }
 
 const loneSurrogateMsg = "invalid \\u escape: a UTF-16 surrogate not paired"

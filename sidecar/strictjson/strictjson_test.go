@@ -149,6 +149,11 @@ func TestCheckUntyped(t *testing.T) {
 		{name: "escaped", doc: `{"sub":"a","\u0053ub":"b"}`, field: "Sub"},
 		{name: "long s", doc: `{"sub":"a","\u017fub":"b"}`, field: "\u017fub"},
 		{name: "Kelvin sign", doc: `{"kid":"a","\u212aid":"b"}`, field: "\u212aid"},
+		// Beyond Go's folding: .NET's OrdinalIgnoreCase and Java's
+		// equalsIgnoreCase compare upper cases (ı is I) and lower cases
+		// (İ is i) too.
+		{name: "dotless i", doc: `{"admin":false,"adm\u0131n":true}`, field: "adm\u0131n"},
+		{name: "dotted capital I", doc: `{"id":"a","\u0130D":"b"}`, field: "\u0130D"},
 		{name: "non-ASCII in two cases", doc: `{"\u00e9t\u00e9":1,"\u00c9T\u00c9":2}`, field: "\u00c9T\u00c9"},
 		{name: "nested", doc: `{"realm_access":{"roles":["a"],"ROLES":["admin"]}}`, field: "realm_access.ROLES"},
 		{name: "in an array's object", doc: `{"n":[{"a":1},{"a":1,"A":2}]}`, field: "n.A"},
