@@ -383,6 +383,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 	var truncated bool
 	if !opts.SkipBodyParsing || len(opts.Methods.body) > 0 {
 		pb := bodyParse{overrides: opts.Methods.body, methods: &r.canonical.methods, post: r.canonical.methods[0] == "POST", lengthOptional: !http1(httpReq.GetProtocol())}
+		if !opts.SkipBodyParsing {
+			pb.fields = need.Child("parsed_body")
+		}
 		body, truncated, err = pb.parse(&r.view, httpReq.GetBody(), httpReq.GetRawBody())
 		// With parse_body off only a malformed body is let through: a
 		// method, a form field or a body header Deputy cannot read is
@@ -534,6 +537,10 @@ type bodyParse struct {
 	// lengthOptional: the request came over a protocol whose body needs
 	// neither a content-length nor a transfer-encoding (see http1).
 	lengthOptional bool
+	// fields is what the policy reads of parsed_body (nil: not given to
+	// it): a form field upstreams read as one of them under another
+	// spelling is refused (unseenFields).
+	fields *policy.InputNeeds
 }
 
 // http1 reports whether a CheckRequest's protocol is HTTP/1.0 or 1.1,
@@ -822,6 +829,9 @@ func (pb bodyParse) parseKnown(ct, body string) (*ast.Term, bodyReadings, error)
 		if err := pb.methods.addValues(vals, pb.overrides); err != nil {
 			return nil, 0, err
 		}
+		if err := unseenFields(body, pb.fields, "body"); err != nil {
+			return nil, 0, err
+		}
 		return valuesTerm(vals), readsForm, nil
 	case mediaType == "multipart/form-data":
 		vals, err := pb.multipart(body, params["boundary"])
@@ -872,7 +882,8 @@ func (pb bodyParse) multipart(body, boundary string) (url.Values, error) {
 	if err := pb.methods.addValues(form.Value, pb.overrides); err != nil {
 		return nil, err
 	}
-	if unsureNames(body, boundary) {
+	unsure := unsureNames(body, boundary)
+	if unsure {
 		pb.everyOverride()
 	}
 	if pb.carriers != nil {
@@ -887,6 +898,9 @@ func (pb bodyParse) multipart(body, boundary string) (url.Values, error) {
 		for _, f := range files {
 			vals[name] = append(vals[name], f.Filename)
 		}
+	}
+	if err := unseenParts(vals, unsure, pb.fields); err != nil {
+		return nil, err
 	}
 	return vals, nil
 }

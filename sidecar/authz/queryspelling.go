@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"net/url"
 	"strings"
 
 	"github.com/deputyhq/deputy/sidecar"
@@ -32,15 +33,19 @@ import (
 // or non-ASCII byte: it runs on every check whose policy reads a query
 // parameter.
 func unseenParam(raw string, need *policy.InputNeeds) error {
+	return unseenFields(raw, need, "query")
+}
+
+// unseenFields is unseenParam for the fields of raw, a query string or a
+// form body (in: "query" or "body", the field an error names), against
+// the fields need says the policy reads of parsed_query or parsed_body.
+func unseenFields(raw string, need *policy.InputNeeds, in string) error {
 	if raw == "" || need == nil || need.All || len(need.Children) == 0 {
 		return nil
 	}
 	// The names' keys once, on the stack for the usual few names.
 	var buf [4]string
-	names, keys := buf[:0:2], buf[2:2:4]
-	for w := range need.Children {
-		names, keys = append(names, w), append(keys, paramkey.Of(w))
-	}
+	names, keys := readNames(need, buf[:0:2], buf[2:2:4])
 	for rest := raw; rest != ""; {
 		var pair string
 		pair, rest, _ = strings.Cut(rest, "&")
@@ -53,9 +58,9 @@ func unseenParam(raw string, need *policy.InputNeeds) error {
 		if want != "" {
 			switch {
 			case !exact:
-				return sidecar.Invalid("query", "field %q is read as %q by upstreams (PHP, Rack, qs or ASP.NET), not by the policy: refused", name, want)
+				return sidecar.Invalid(in, "field %q is read as %q by upstreams (PHP, Rack, qs or ASP.NET), not by the policy: refused", name, want)
 			case semicolon || !escapesValid(name) || !escapesValid(value):
-				return sidecar.Invalid("query", "field %q holds a \";\" or an invalid escape: the policy's parsed_query leaves it out, upstreams read it: refused", want)
+				return sidecar.Invalid(in, "field %q holds a \";\" or an invalid escape: the policy's parsed_%s leaves it out, upstreams read it: refused", want, in)
 			}
 		}
 		if !semicolon {
@@ -64,11 +69,41 @@ func unseenParam(raw string, need *policy.InputNeeds) error {
 		for piece := range strings.SplitSeq(pair, ";") {
 			pname, _, _ := strings.Cut(piece, "=")
 			if want, _ := readAs(pname, names, keys); want != "" {
-				return sidecar.Invalid("query", "field %q after a \";\" is read as %q by upstreams that split on it (Rack 2), not by the policy: refused", pname, want)
+				return sidecar.Invalid(in, "field %q after a \";\" is read as %q by upstreams that split on it (Rack 2), not by the policy: refused", pname, want)
 			}
 		}
 	}
 	return nil
+}
+
+// unseenParts is unseenFields for a multipart body's parts, by the names
+// Go's parser read (fields and files alike), unescaped as multipart sends
+// them. unsure (unsureNames) says a part names its field in a way parsers
+// read differently: Deputy cannot say which name the upstream sees, so
+// a policy reading some fields cannot be shown what the upstream reads.
+func unseenParts(vals url.Values, unsure bool, need *policy.InputNeeds) error {
+	if need == nil || need.All || len(need.Children) == 0 {
+		return nil
+	}
+	if unsure {
+		return sidecar.Invalid("body", "a multipart part names its field in a way parsers read differently (an encoded word, name*=, or two Content-Disposition headers): the policy reads fields by name, refused")
+	}
+	var buf [4]string
+	names, keys := readNames(need, buf[:0:2], buf[2:2:4])
+	for name := range vals {
+		if want, exact := readAsName(name, names, keys); want != "" && !exact {
+			return sidecar.Invalid("body", "field %q is read as %q by upstreams (PHP, Rack, qs or ASP.NET), not by the policy: refused", name, want)
+		}
+	}
+	return nil
+}
+
+// readNames appends the names need reads, and their keys (paramkey.Of).
+func readNames(need *policy.InputNeeds, names, keys []string) ([]string, []string) {
+	for w := range need.Children {
+		names, keys = append(names, w), append(keys, paramkey.Of(w))
+	}
+	return names, keys
 }
 
 // readAs returns the one of names that a raw (still escaped) field name is
@@ -78,7 +113,11 @@ func unseenParam(raw string, need *policy.InputNeeds) error {
 // access_token) is that key. The decision log masks a query carrier under
 // the same readings.
 func readAs(raw string, names, keys []string) (want string, exact bool) {
-	name := paramkey.Decode(raw)
+	return readAsName(paramkey.Decode(raw), names, keys)
+}
+
+// readAsName is readAs for a name as decoded.
+func readAsName(name string, names, keys []string) (want string, exact bool) {
 	key, php := paramkey.Keys(name)
 	for i, k := range keys {
 		if paramkey.Same(key, k) || php != "" && paramkey.Same(php, k) {
