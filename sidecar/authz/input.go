@@ -341,6 +341,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 			return nil, err
 		}
 	}
+	if err := unseenHeader(view, plain, need.Child("attributes").Child("request").Child("http").Child("headers")); err != nil {
+		return nil, err
+	}
 	// The view is what every header read goes through, so that a header
 	// counts the same in headers and in header_map.
 	r.view = sidecar.Request{
@@ -464,6 +467,42 @@ func lowerHeaders(h map[string]string) (_ map[string]string, plain bool, err err
 		}
 	}
 	return h, plain, nil
+}
+
+// unseenHeader refuses a header (headers: names lower case; plain: none
+// has "_") under another spelling of a header the policy reads by name
+// (need: what it reads of attributes.request.http.headers): Envoy and
+// Caddy forward "x_tenant" beside "x-tenant", and CGI, PHP and WSGI read
+// both as HTTP_X_TENANT, while the policy reading headers["x-tenant"]
+// sees the one, or nothing when only the other is sent. A policy reading
+// the headers whole sees every name as sent.
+func unseenHeader(headers map[string]string, plain bool, need *policy.InputNeeds) error {
+	if need == nil || need.All || len(need.Children) == 0 {
+		return nil
+	}
+	for name := range need.Children {
+		dashed := sidecar.HeaderName(name)
+		if plain {
+			// Every name sent is its own HeaderName: only a read name
+			// that is not has another spelling here.
+			if dashed != name {
+				if _, ok := headers[dashed]; ok {
+					return unseenHeaderError(dashed, name)
+				}
+			}
+			continue
+		}
+		for k := range headers {
+			if k != name && sidecar.SameHeaderName(k, dashed) {
+				return unseenHeaderError(k, name)
+			}
+		}
+	}
+	return nil
+}
+
+func unseenHeaderError(sent, read string) error {
+	return sidecar.Invalid(sent, "header read as %q by upstreams that read \"_\" as \"-\" and names in any case (CGI, PHP, WSGI), not by the policy: refused", read)
 }
 
 func hasUnderscore(h map[string]string) bool {

@@ -1,0 +1,54 @@
+package authz_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/deputyhq/deputy/sidecar/authz"
+)
+
+// A header under another spelling of one the policy reads by name is
+// refused: Envoy and Caddy forward "x_tenant" beside "x-tenant", and CGI,
+// PHP and WSGI read both as HTTP_X_TENANT (one of the two values, or
+// both), while the policy reads headers["x-tenant"] alone, or nothing at
+// all when only "x_tenant" is sent. A policy reading the headers whole
+// sees every name as sent and is not guarded.
+func TestHeaderSpellingsThePolicyDoesNotSeeAreRefused(t *testing.T) {
+	const (
+		readsDash       = "package t\n\ndecision := {\"allowed\": true, \"reason\": r} if r := input.attributes.request.http.headers[\"x-tenant\"]\n\telse := {\"allowed\": true, \"reason\": \"none\"}\n"
+		readsUnderscore = "package t\n\ndecision := {\"allowed\": true, \"reason\": r} if r := input.attributes.request.http.headers[\"x_tenant\"]\n\telse := {\"allowed\": true, \"reason\": \"none\"}\n"
+		readsWhole      = "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", sort([k | some k, _ in input.attributes.request.http.headers; startswith(k, \"x\")]))}\n"
+	)
+	for _, tc := range []struct {
+		name, policy string
+		headers      map[string]string
+		refusal      string // the 400 names this, when refused
+		wantReason   string // else the policy's answer
+	}{
+		{name: "both spellings", policy: readsDash, headers: map[string]string{"x-tenant": "good", "x_tenant": "evil"}, refusal: `x_tenant: header read as "x-tenant"`},
+		{name: "the other spelling alone", policy: readsDash, headers: map[string]string{"x_tenant": "evil"}, refusal: `x_tenant: header read as "x-tenant"`},
+		{name: "the other spelling in upper case", policy: readsDash, headers: map[string]string{"X_Tenant": "evil"}, refusal: `x_tenant: header read as "x-tenant"`},
+		{name: "a policy reading the underscore name", policy: readsUnderscore, headers: map[string]string{"x-tenant": "evil"}, refusal: `x-tenant: header read as "x_tenant"`},
+		{name: "the name itself", policy: readsDash, headers: map[string]string{"x-tenant": "good", "x_other": "1"}, wantReason: "good"},
+		{name: "not sent", policy: readsDash, headers: map[string]string{"x_other": "1"}, wantReason: "none"},
+		{name: "a policy reading the headers whole", policy: readsWhole, headers: map[string]string{"x-tenant": "good", "x_tenant": "evil"}, wantReason: "x-tenant,x_tenant"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := authz.New(engineFor(t, "data.t.decision", tc.policy, nil), authz.WithQuery("data.t.decision"))
+			resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/a", tc.headers, "")))
+			if tc.refusal == "" {
+				if !resp.Allowed || resp.Reason != tc.wantReason {
+					t.Fatalf("allowed %v (%s %s), want allowed with %q", resp.Allowed, resp.Reason, resp.Body, tc.wantReason)
+				}
+				return
+			}
+			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+				t.Fatalf("allowed %v %d %s (%s), want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, resp.Body, authz.ReasonMalformedRequest)
+			}
+			if !strings.Contains(resp.Body, tc.refusal) {
+				t.Errorf("refusal %q does not say %q", resp.Body, tc.refusal)
+			}
+		})
+	}
+}
