@@ -23,6 +23,7 @@ func TestHeaderSpellingsThePolicyDoesNotSeeAreRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name, policy string
 		headers      map[string]string
+		headerMap    bool   // sent as Envoy's encode_raw_headers sends them
 		refusal      string // the 400 names this, when refused
 		wantReason   string // else the policy's answer
 	}{
@@ -33,10 +34,22 @@ func TestHeaderSpellingsThePolicyDoesNotSeeAreRefused(t *testing.T) {
 		{name: "the name itself", policy: readsDash, headers: map[string]string{"x-tenant": "good", "x_other": "1"}, wantReason: "good"},
 		{name: "not sent", policy: readsDash, headers: map[string]string{"x_other": "1"}, wantReason: "none"},
 		{name: "a policy reading the headers whole", policy: readsWhole, headers: map[string]string{"x-tenant": "good", "x_tenant": "evil"}, wantReason: "x-tenant,x_tenant"},
+		// Envoy's encode_raw_headers sends every header in header_map and
+		// none in headers: a policy reading headers["x-tenant"] would see
+		// nothing of what the upstream gets.
+		{name: "header_map", policy: readsDash, headers: map[string]string{"x-tenant": "evil"}, headerMap: true,
+			refusal: `x-tenant: header sent in header_map (encode_raw_headers), while the policy reads headers["x-tenant"]`},
+		{name: "header_map, another spelling", policy: readsDash, headers: map[string]string{"X_Tenant": "evil"}, headerMap: true,
+			refusal: `X_Tenant: header sent in header_map`},
+		{name: "header_map, other names", policy: readsDash, headers: map[string]string{"x-other": "1"}, headerMap: true, wantReason: "none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := authz.New(engineFor(t, "data.t.decision", tc.policy, nil), authz.WithQuery("data.t.decision"))
-			resp := p.Check(context.Background(), checkRequest(t, httpRequest("GET", "/a", tc.headers, "")))
+			build := httpRequest
+			if tc.headerMap {
+				build = headerMapRequest
+			}
+			resp := p.Check(context.Background(), checkRequest(t, build("GET", "/a", tc.headers, "")))
 			if tc.refusal == "" {
 				if !resp.Allowed || resp.Reason != tc.wantReason {
 					t.Fatalf("allowed %v (%s %s), want allowed with %q", resp.Allowed, resp.Reason, resp.Body, tc.wantReason)

@@ -341,9 +341,6 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 			return nil, err
 		}
 	}
-	if err := unseenHeader(view, plain, need.Child("attributes").Child("request").Child("http").Child("headers")); err != nil {
-		return nil, err
-	}
 	// The view is what every header read goes through, so that a header
 	// counts the same in headers and in header_map.
 	r.view = sidecar.Request{
@@ -364,6 +361,9 @@ func buildInput(req *authv3.CheckRequest, opts *InputOptions, need *policy.Input
 			}
 			r.view.HeaderMap[i] = sidecar.HeaderField{Name: h.GetKey(), Value: v}
 		}
+	}
+	if err := unseenHeader(&r.view, need.Child("attributes").Child("request").Child("http").Child("headers")); err != nil {
+		return nil, err
 	}
 	if r.canonical.host, err = decidedHost(httpReq, &r.view); err != nil {
 		return nil, err
@@ -469,30 +469,36 @@ func lowerHeaders(h map[string]string) (_ map[string]string, plain bool, err err
 	return h, plain, nil
 }
 
-// unseenHeader refuses a header (headers: names lower case; plain: none
-// has "_") under another spelling of a header the policy reads by name
-// (need: what it reads of attributes.request.http.headers): Envoy and
-// Caddy forward "x_tenant" beside "x-tenant", and CGI, PHP and WSGI read
-// both as HTTP_X_TENANT, while the policy reading headers["x-tenant"]
-// sees the one, or nothing when only the other is sent. A policy reading
-// the headers whole sees every name as sent.
-func unseenHeader(headers map[string]string, plain bool, need *policy.InputNeeds) error {
+// unseenHeader refuses a header under another spelling of a header the
+// policy reads by name (need: what it reads of
+// attributes.request.http.headers): Envoy and Caddy forward "x_tenant"
+// beside "x-tenant", and CGI, PHP and WSGI read both as HTTP_X_TENANT,
+// while the policy reading headers["x-tenant"] sees the one, or nothing
+// when only the other is sent. So is one sent in header_map (Envoy's
+// encode_raw_headers), which the upstream gets and the policy's headers
+// never hold. A policy reading the headers whole sees every name as sent.
+func unseenHeader(view *sidecar.Request, need *policy.InputNeeds) error {
 	if need == nil || need.All || len(need.Children) == 0 {
 		return nil
 	}
 	for name := range need.Children {
 		dashed := sidecar.HeaderName(name)
-		if plain {
+		for _, h := range view.HeaderMap {
+			if sidecar.SameHeaderName(h.Name, dashed) {
+				return sidecar.Invalid(h.Name, "header sent in header_map (encode_raw_headers), while the policy reads headers[%q]: refused, as the upstream gets it and the policy does not", name)
+			}
+		}
+		if view.PlainNames {
 			// Every name sent is its own HeaderName: only a read name
 			// that is not has another spelling here.
 			if dashed != name {
-				if _, ok := headers[dashed]; ok {
+				if _, ok := view.Headers[dashed]; ok {
 					return unseenHeaderError(dashed, name)
 				}
 			}
 			continue
 		}
-		for k := range headers {
+		for k := range view.Headers {
 			if k != name && sidecar.SameHeaderName(k, dashed) {
 				return unseenHeaderError(k, name)
 			}
