@@ -139,6 +139,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePath$$' -fuzztime 30s ./sidecar/authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzAttributeContextAST$$' -fuzztime 30s ./sidecar/authz/
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeString$$' -fuzztime 30s ./sidecar/decisionlog/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckJSONKeys$$' -fuzztime 30s ./sidecar/authz/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIIS$$' -fuzztime 30s ./sidecar/paramkey/
 
 clean:
 	rm -rf bin .bench-*.txt .bench-profiles

@@ -112,8 +112,18 @@ func readNames(need *policy.InputNeeds, names, keys []string) ([]string, []strin
 // either of its keys (paramkey.Keys: PHP reads "access[token" as
 // access_token) is that key. The decision log masks a query carrier under
 // the same readings.
+// IIS reads "%uXXXX" escapes too (paramkey.DecodeIIS), which Go leaves
+// as sent: a name read so is never the name itself to Go.
 func readAs(raw string, names, keys []string) (want string, exact bool) {
-	return readAsName(paramkey.Decode(raw), names, keys)
+	if want, exact = readAsName(paramkey.Decode(raw), names, keys); want != "" {
+		return want, exact
+	}
+	if iis, ok := paramkey.DecodeIIS(raw); ok {
+		if want, _ = readAsName(iis, names, keys); want != "" {
+			return want, false
+		}
+	}
+	return "", false
 }
 
 // readAsName is readAs for a name as decoded.

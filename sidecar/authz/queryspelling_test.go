@@ -42,6 +42,11 @@ func TestUnseenParamIsRefused(t *testing.T) {
 		{name: "ASP.NET: another case", raw: "Query=b", need: named, refused: true},
 		{name: "ASP.NET: another case, mixed name", raw: "OPERATIONNAME=x", need: named, refused: true},
 		{name: "ASP.NET: dotless i", raw: "operat%C4%B1onName=x", need: named, refused: true},
+		// IIS and classic ASP.NET (HttpUtility.UrlDecode) decode %uXXXX,
+		// which Go leaves out as an invalid escape.
+		{name: "IIS: a %u escape", raw: "query=a&%u0071uery=b", need: named, refused: true},
+		{name: "IIS: a %u escape in another case", raw: "q%u0055ERY=b", need: named, refused: true},
+		{name: "IIS: a %u escape elsewhere", raw: "x%u0071uery=b&query=a", need: named},
 		{name: "Go drops a semicolon in the value", raw: "query=a&query=b;c", need: named, refused: true},
 		{name: "Go drops an invalid escape in the value", raw: "query=a&query=b%zz", need: named, refused: true},
 		{name: "PHP: keyed array, an invalid escape in the key", raw: "query[%zz]=b", need: named, refused: true},

@@ -72,3 +72,27 @@ func TestCredentialQueryParamsAreConfigurable(t *testing.T) {
 		t.Errorf("configured list not applied: %s", b)
 	}
 }
+
+// IIS and classic ASP.NET decode "%uXXXX" in a name (HttpUtility.UrlDecode):
+// "p%u0077d" is their pwd and "%u0073id" their sid, and their values are
+// masked.
+func TestCredentialQueryParamsInIISEscapesAreMasked(t *testing.T) {
+	var out lines
+	l := startLogger(t, testConfig(), decisionlog.NewWriterSink(&out))
+	uri := "/login?user=alice&p%u0077d=hunt3r-s3cret&%u0073id=s1d-s3cret"
+	l.Log(impersonationDecision("q", map[string]any{
+		"attributes": map[string]any{"request": map[string]any{"http": map[string]any{"method": "GET", "path": uri}}},
+	}))
+	if err := l.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(out.records(t)[0])
+	for _, s := range []string{"hunt3r-s3cret", "s1d-s3cret"} {
+		if strings.Contains(string(b), s) {
+			t.Errorf("credential %q reached the sink: %s", s, b)
+		}
+	}
+	if !strings.Contains(string(b), "user=alice") {
+		t.Errorf("user=alice lost: masking went too far: %s", b)
+	}
+}

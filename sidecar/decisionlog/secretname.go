@@ -2,8 +2,10 @@ package decisionlog
 
 import (
 	"slices"
+	"unicode/utf8"
 
 	"github.com/deputyhq/deputy/sidecar"
+	"github.com/deputyhq/deputy/sidecar/paramkey"
 )
 
 // secretFragments are the parts of a header or query parameter name that
@@ -367,11 +369,20 @@ func needsDecoding(s string) bool {
 	return false
 }
 
-// percentDecode decodes every valid %XX in s and leaves the rest as it is;
-// s itself when it holds none.
+// percentDecode decodes every valid %XX in s, and every %uXXXX as IIS
+// does (paramkey.DecodeIIS), and leaves the rest as it is; s itself when
+// it holds none.
 func percentDecode(s string) string {
 	var b []byte
 	for i := 0; i < len(s); i++ {
+		if r, n := paramkey.UnitAt(s, i); n > 0 {
+			if b == nil {
+				b = append(make([]byte, 0, len(s)), s[:i]...)
+			}
+			b = utf8.AppendRune(b, r)
+			i += n - 1
+			continue
+		}
 		if s[i] == '%' && i+2 < len(s) && sidecar.IsHex(s[i+1]) && sidecar.IsHex(s[i+2]) {
 			if b == nil {
 				b = append(make([]byte, 0, len(s)), s[:i]...)

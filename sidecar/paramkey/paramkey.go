@@ -9,6 +9,7 @@ package paramkey
 import (
 	"strings"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"golang.org/x/text/cases"
@@ -37,6 +38,77 @@ func Decode(raw string) string {
 		}
 	}
 	return b.String()
+}
+
+// DecodeIIS is a raw field name as IIS and classic ASP.NET decode it
+// (HttpUtility.UrlDecode): Decode's readings, and "%uXXXX" as the UTF-16
+// unit XXXX (a pair of them as one rune, a lone surrogate as U+FFFD),
+// which PHP and Go leave as sent. ok is false when the name holds no such
+// escape: it reads as Decode reads it.
+func DecodeIIS(raw string) (string, bool) {
+	if !strings.Contains(raw, "%u") && !strings.Contains(raw, "%U") {
+		return "", false
+	}
+	var b strings.Builder
+	b.Grow(len(raw))
+	decoded := false
+	for i := 0; i < len(raw); i++ {
+		if r, n := UnitAt(raw, i); n > 0 {
+			b.WriteRune(r)
+			i += n - 1
+			decoded = true
+			continue
+		}
+		switch c := raw[i]; {
+		case c == '+':
+			b.WriteByte(' ')
+		case c == '%' && i+2 < len(raw) && sidecar.IsHex(raw[i+1]) && sidecar.IsHex(raw[i+2]):
+			b.WriteByte(sidecar.Unhex(raw[i+1])<<4 | sidecar.Unhex(raw[i+2]))
+			i += 2
+		default:
+			b.WriteByte(c)
+		}
+	}
+	if !decoded {
+		return "", false
+	}
+	return b.String(), true
+}
+
+// UnitAt reads an IIS escape "%uXXXX" at s[i:] (u in either case): the
+// rune it spells and how many bytes it takes, 6, or 12 for a UTF-16
+// surrogate pair of two such escapes; a lone surrogate is U+FFFD, as
+// IIS hands it on. n is 0 when s[i:] starts no such escape.
+func UnitAt(s string, i int) (r rune, n int) {
+	u, ok := hexUnit(s, i)
+	if !ok {
+		return 0, 0
+	}
+	r = rune(u)
+	if !utf16.IsSurrogate(r) {
+		return r, 6
+	}
+	if u2, ok := hexUnit(s, i+6); ok {
+		if pair := utf16.DecodeRune(r, rune(u2)); pair != utf8.RuneError {
+			return pair, 12
+		}
+	}
+	return utf8.RuneError, 6
+}
+
+// hexUnit reads the UTF-16 unit of "%uXXXX" at s[i:].
+func hexUnit(s string, i int) (uint16, bool) {
+	if i < 0 || i+6 > len(s) || s[i] != '%' || s[i+1] != 'u' && s[i+1] != 'U' {
+		return 0, false
+	}
+	var u uint16
+	for k := i + 2; k < i+6; k++ {
+		if !sidecar.IsHex(s[k]) {
+			return 0, false
+		}
+		u = u<<4 | uint16(sidecar.Unhex(s[k]))
+	}
+	return u, true
 }
 
 // Of is the part of a decoded field name every common upstream keys it

@@ -2,6 +2,7 @@ package paramkey_test
 
 import (
 	"testing"
+	"unicode/utf8"
 
 	"github.com/deputyhq/deputy/sidecar/paramkey"
 )
@@ -59,4 +60,49 @@ func TestPlainNamesAllocateNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = paramkey.Of(paramkey.Decode("access_token[]")) }); n != 0 {
 		t.Errorf("%v allocations", n)
 	}
+}
+
+func TestDecodeIIS(t *testing.T) {
+	for _, tc := range []struct {
+		raw, want string
+		ok        bool
+	}{
+		{raw: "query"},
+		{raw: "%71uery"}, // Decode's alone
+		{raw: "%u0071uery", want: "query", ok: true},
+		{raw: "%U0071uery", want: "query", ok: true},
+		{raw: "q%u0075%65ry+x", want: "query x", ok: true},
+		{raw: "%ud83d%ude00x", want: "😀x", ok: true},
+		{raw: "%ud83dx", want: "\ufffdx", ok: true},
+		{raw: "%ude00%ud83d", want: "\ufffd\ufffd", ok: true},
+		{raw: "%u00", want: ""},
+		{raw: "%uzzzz"},
+		{raw: "x%u0041%zz", want: "xA%zz", ok: true},
+	} {
+		got, ok := paramkey.DecodeIIS(tc.raw)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("DecodeIIS(%q) = %q, %v; want %q, %v", tc.raw, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// FuzzDecodeIIS: any name decodes without a panic, to valid UTF-8 when the
+// name and Decode's reading are, and to Decode's reading when it holds no
+// %u escape.
+func FuzzDecodeIIS(f *testing.F) {
+	for _, s := range []string{"%u0071uery", "%ud83d%ude00", "%u%u0", "%ud800%", "+%2", "%U00e9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, ok := paramkey.DecodeIIS(raw)
+		if !ok {
+			if got != "" {
+				t.Fatalf("DecodeIIS(%q) = %q, not ok", raw, got)
+			}
+			return
+		}
+		if utf8.ValidString(raw) && utf8.ValidString(paramkey.Decode(raw)) && !utf8.ValidString(got) {
+			t.Fatalf("DecodeIIS(%q) = %q: not UTF-8", raw, got)
+		}
+	})
 }
