@@ -215,17 +215,9 @@ func (s *Store) DecideRequest(ctx context.Context, id, status, by string, at tim
 	key := s.reqKey(id)
 	var out *sidecar.AccessRequest
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		var raw *goredis.StringCmd
-		var redisNow *goredis.TimeCmd
-		if _, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			raw, redisNow = p.Get(ctx, key), p.Time(ctx)
-			return nil
-		}); err != nil && !errors.Is(err, goredis.Nil) {
-			return unavailable(err)
-		}
-		v, err := raw.Result()
+		v, redisNow, err := getWithTime(ctx, tx, key, "access request")
 		if err != nil {
-			return rerr(err, "access request")
+			return err
 		}
 		r, err := decode[sidecar.AccessRequest](v)
 		if err != nil {

@@ -250,6 +250,25 @@ local function cut(now)
 end
 `
 
+// getWithTime reads key (a record, named what in a not-found error) and
+// Redis's TIME in one round trip inside tx, for a write that judges the
+// record at the store's time (judgedAt).
+func getWithTime(ctx context.Context, tx *goredis.Tx, key, what string) (string, *goredis.TimeCmd, error) {
+	var raw *goredis.StringCmd
+	var redisNow *goredis.TimeCmd
+	if _, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		raw, redisNow = p.Get(ctx, key), p.Time(ctx)
+		return nil
+	}); err != nil && !errors.Is(err, goredis.Nil) {
+		return "", nil, unavailable(err)
+	}
+	v, err := raw.Result()
+	if err != nil {
+		return "", nil, rerr(err, what)
+	}
+	return v, redisNow, nil
+}
+
 // judgedAt is the instant a write judges at what it takes or drops as
 // due, as the scripts do (cutLua): the earlier of the writer's now and
 // Redis's clock, so that a replica whose clock runs ahead takes nothing

@@ -558,21 +558,9 @@ func (s *Store) updateSession(ctx context.Context, id string, change func(ss *si
 	key := s.sessionKey(id)
 	var out *sidecar.Session
 	err := s.watch(ctx, func(tx *goredis.Tx) error {
-		var raw *goredis.StringCmd
-		var redisNow *goredis.TimeCmd
-		_, err := tx.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			raw, redisNow = p.Get(ctx, key), p.Time(ctx)
-			return nil
-		})
-		if err != nil && !errors.Is(err, goredis.Nil) {
-			return unavailable(err)
-		}
-		v, err := raw.Result()
-		switch {
-		case errors.Is(err, goredis.Nil):
-			return notFound("session")
-		case err != nil:
-			return unavailable(err)
+		v, redisNow, err := getWithTime(ctx, tx, key, "session")
+		if err != nil {
+			return err
 		}
 		ss, err := decode[sidecar.Session](v)
 		if err != nil {
