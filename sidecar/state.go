@@ -773,7 +773,18 @@ func (s *Share) Same(o *Share) bool {
 // with its SharedAt and so its records' Once.
 func (s *Share) Retried(sh *Share) bool {
 	return s.Customer == sh.Customer && s.Resource == sh.Resource && s.User == sh.User && s.PartnerOrg == sh.PartnerOrg &&
-		s.SharedBy == sh.SharedBy && !s.SharedAt.IsZero() && !s.SharedAt.After(sh.SharedAt) && sh.SharedAt.Sub(s.SharedAt) < AppendOnceWindow
+		s.SharedBy == sh.SharedBy && !s.SharedAt.After(sh.SharedAt) && RecordableAgain(s.SharedAt, sh.SharedAt)
+}
+
+// RecordableAgain reports whether a change made at at may be recorded
+// again at now, with the Once its first records carried: a change whose
+// store reply was lost answered an error before recording it, and the
+// retry that finds it made records it. Within AppendOnceWindow of the
+// change the store still knows whether the first records got through and
+// appends them only if not; later it would append them twice, so a
+// change that old (or of no known time) is left as it is.
+func RecordableAgain(at, now time.Time) bool {
+	return !at.IsZero() && now.Sub(at) < AppendOnceWindow
 }
 
 // For reports whether the share is made to the user of partnerOrg. A

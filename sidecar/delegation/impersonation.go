@@ -377,7 +377,7 @@ func (i *Impersonation) recordDeletionsAgain(ctx context.Context, id string, mad
 	}
 	before := false
 	for k := range dels {
-		if del := &dels[k]; !del.At.Equal(made) && recordableAgain(del.At, i.clock()) {
+		if del := &dels[k]; !del.At.Equal(made) && sidecar.RecordableAgain(del.At, i.clock()) {
 			i.deleted(ctx, &sidecar.Identity{Subject: del.By}, id, del)
 			before = true
 		}
@@ -609,7 +609,7 @@ func consentOnce(c *sidecar.Consent, at time.Time) string {
 // appended after it is stored, and may have been lost with its process.
 // The ends it made are kept apart (SessionsEnded).
 func (i *Impersonation) recordConsentSetAgain(ctx context.Context, c *sidecar.Consent) {
-	if c.SetBy != "" && recordableAgain(c.SetAt, i.clock()) {
+	if c.SetBy != "" && sidecar.RecordableAgain(c.SetAt, i.clock()) {
 		i.consentChanged(ctx, &sidecar.Identity{Subject: c.SetBy}, c)
 	}
 }
@@ -623,7 +623,7 @@ func (i *Impersonation) recordConsentSetAgain(ctx context.Context, c *sidecar.Co
 // the records got through, and appends them only if not; later it would
 // append them twice, so a setting that old is left as it is.
 func (i *Impersonation) recordConsentAgain(ctx context.Context, c *sidecar.Consent) {
-	if c.SetBy == "" || !recordableAgain(c.SetAt, i.clock()) {
+	if c.SetBy == "" || !sidecar.RecordableAgain(c.SetAt, i.clock()) {
 		return
 	}
 	i.consentChanged(ctx, &sidecar.Identity{Subject: c.SetBy}, c)
@@ -864,9 +864,9 @@ func startOnce(id string) string { return "impersonation.start:" + id }
 // recordStartAgain records once more the start of s, stored by a start
 // that may have lost the store's reply and answered an error before
 // recording it, or whose records were lost with its process, within
-// sidecar.AppendOnceWindow of the start (see recordableAgain).
+// sidecar.AppendOnceWindow of the start (see sidecar.RecordableAgain).
 func (i *Impersonation) recordStartAgain(ctx context.Context, s *sidecar.Session) {
-	if recordableAgain(s.StartedAt, i.clock()) {
+	if sidecar.RecordableAgain(s.StartedAt, i.clock()) {
 		i.started(ctx, s)
 	}
 }
@@ -1517,7 +1517,7 @@ func endOnce(id string) string { return "impersonation.end:" + id }
 // records got through, and appends them only if not; later it would
 // append them twice, so an end that old is left as it is.
 func (i *Impersonation) recordEndAgain(ctx context.Context, s *sidecar.Session) {
-	if !recordableAgain(s.EndedAt, i.clock()) {
+	if !sidecar.RecordableAgain(s.EndedAt, i.clock()) {
 		return
 	}
 	i.ended(ctx, &sidecar.Identity{Subject: s.EndedBy}, s)

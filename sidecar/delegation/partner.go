@@ -703,7 +703,7 @@ func (p *Partners) grantOf(ctx context.Context, customer, partnerOrg, user strin
 func (p *Partners) Reject(ctx context.Context, caller *sidecar.Identity, id string, authorize Authorize) (*sidecar.AccessRequest, error) {
 	r, err := p.decide(ctx, caller, id, sidecar.RequestRejected, "partner.reject", authorize)
 	if r != nil && sidecar.ErrorCode(err) == sidecar.ECONFLICT && r.Status == sidecar.RequestRejected &&
-		r.DecidedBy == caller.Subject && recordableAgain(r.DecidedAt, p.clock()) {
+		r.DecidedBy == caller.Subject && sidecar.RecordableAgain(r.DecidedAt, p.clock()) {
 		err = spend(ctx) // a retry of this manager's rejection: nothing to narrow (see writeBudgetKey)
 	}
 	if err != nil {
@@ -1314,7 +1314,7 @@ func unsharedAudit(sh *sidecar.Share) *sidecar.AuditEntry {
 // lost the store's reply and answered an error before recording it, and
 // its retry finds nothing left to delete. Only withdrawals recent enough
 // for the store to tell whether their records got through are recorded
-// (recordableAgain). A failed read is logged: the eviction is what the
+// (sidecar.RecordableAgain). A failed read is logged: the eviction is what the
 // retry answers.
 func (p *Partners) recordUnshareAgain(ctx context.Context, customer string, in ShareInput) {
 	removed, err := p.store.RemovedShares(ctx, customer)
@@ -1324,7 +1324,7 @@ func (p *Partners) recordUnshareAgain(ctx context.Context, customer string, in S
 	}
 	for _, sh := range removed {
 		if sh.Resource == in.Resource && sh.User == in.User && (in.PartnerOrg == "" || sh.PartnerOrg == in.PartnerOrg) &&
-			recordableAgain(sh.RemovedAt, p.clock()) {
+			sidecar.RecordableAgain(sh.RemovedAt, p.clock()) {
 			p.unshared(ctx, &sh)
 		}
 	}

@@ -260,17 +260,6 @@ func (r *Recorder) run() {
 	}
 }
 
-// recordableAgain reports whether a change made at at may be recorded
-// again at now, with the Once its first records carried: a change whose
-// store reply was lost answered an error before recording it, and the
-// retry that finds it made records it. Within sidecar.AppendOnceWindow of
-// the change the store still knows whether the first records got through
-// and appends them only if not; later it would append them twice, so a
-// change that old (or of no known time) is left as it is.
-func recordableAgain(at, now time.Time) bool {
-	return !at.IsZero() && now.Sub(at) < sidecar.AppendOnceWindow
-}
-
 // keptOverlap is the least a sweep of kept changes reads back from
 // before the time of the last one that recorded everything: a change is
 // kept at its writer's time, which may lie before a sweep that ran while

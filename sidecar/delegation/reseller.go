@@ -296,7 +296,7 @@ func (r *Resellers) Put(ctx context.Context, by *sidecar.Identity, customer, dom
 // after a delete (prev is then nil), or one past the window.
 func writtenBefore(prev, to *sidecar.Assignment) bool {
 	return prev != nil && prev.Customer == to.Customer && prev.Reseller == to.Reseller && prev.Domain == to.Domain &&
-		prev.UpdatedBy == to.UpdatedBy && !prev.UpdatedAt.After(to.UpdatedAt) && recordableAgain(prev.UpdatedAt, to.UpdatedAt)
+		prev.UpdatedBy == to.UpdatedBy && !prev.UpdatedAt.After(to.UpdatedAt) && sidecar.RecordableAgain(prev.UpdatedAt, to.UpdatedAt)
 }
 
 // putAudit is the audit entry of a written by a put. Its Once is the
@@ -381,7 +381,7 @@ func deletedRecords(a *sidecar.Assignment) (*sidecar.AuditEntry, *sidecar.Event)
 // recordDeleteAgain records once more the removal of customer's
 // assignment the store still keeps (RemovedAssignment), when recent
 // enough for the store to tell whether its records got through
-// (recordableAgain). A failed read is logged: the eviction is what the
+// (sidecar.RecordableAgain). A failed read is logged: the eviction is what the
 // retry answers.
 func (r *Resellers) recordDeleteAgain(ctx context.Context, customer string) {
 	a, err := r.store.RemovedAssignment(ctx, customer)
@@ -392,7 +392,7 @@ func (r *Resellers) recordDeleteAgain(ctx context.Context, customer string) {
 		r.logger.Error("removed assignment not read to record a retried delete", "customer", customer, "error", err)
 		return
 	}
-	if recordableAgain(a.RemovedAt, r.clock()) {
+	if sidecar.RecordableAgain(a.RemovedAt, r.clock()) {
 		r.deleted(ctx, a)
 	}
 }
@@ -710,12 +710,12 @@ func (r *Resellers) Import(ctx context.Context, by *sidecar.Identity, rows []Imp
 	r.records.Audit(ctx, importAudit(by.Subject, at, len(changes), by.Domain))
 	// Every row written now is announced. A row kept as written before
 	// (importOnce) is announced again while the store can still tell
-	// whether its announcement got through (recordableAgain): it may have
+	// whether its announcement got through (sidecar.RecordableAgain): it may have
 	// been written by an import whose reply was lost before it announced
 	// it, and which this one retries. The event's Once is that of the
 	// write, so an announcement that got through is not made twice.
 	for _, c := range changes {
-		if recordableAgain(c.To.UpdatedAt, r.clock()) {
+		if sidecar.RecordableAgain(c.To.UpdatedAt, r.clock()) {
 			r.changed(ctx, c.To, sidecar.ChangeImport)
 		}
 	}
