@@ -435,6 +435,27 @@ func LogsRequestPath(b *bootstrapv3.Bootstrap) error {
 	return errors.Join(errs...)
 }
 
+// DropsUnderscoreHeaders reports every HTTP connection manager of b that
+// sends requests upstream and lets a client's header names with "_"
+// through (common_http_protocol_options.headers_with_underscores_action
+// other than DROP_HEADER or REJECT_REQUEST): CGI, PHP and WSGI
+// applications read x_tenant as x-tenant (HTTP_X_TENANT), a name Deputy
+// and policies read apart.
+func DropsUnderscoreHeaders(b *bootstrapv3.Bootstrap) error {
+	var errs []error
+	for listener, hcm := range connectionManagers(b) {
+		if !forwards(hcm) {
+			continue
+		}
+		switch hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() {
+		case corev3.HttpProtocolOptions_DROP_HEADER, corev3.HttpProtocolOptions_REJECT_REQUEST:
+		default:
+			errs = append(errs, fmt.Errorf("listener %s: common_http_protocol_options.headers_with_underscores_action lets a client's x_name through, which CGI, PHP and WSGI applications read as x-name", listener))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // forwards reports whether a route of hcm sends requests upstream.
 func forwards(hcm *hcmv3.HttpConnectionManager) bool {
 	for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {

@@ -471,3 +471,38 @@ func TestOverrideHeadersAreDeputys(t *testing.T) {
 		t.Errorf("envoycheck.OverrideHeaders = %q, Deputy reads %q", envoycheck.OverrideHeaders, want)
 	}
 }
+
+// A client's header name with "_" never reaches the application: CGI, PHP
+// and WSGI read x_tenant as x-tenant (HTTP_X_TENANT), a name Deputy and
+// policies read apart. The shipped configs drop such names before any
+// filter, as nginx does by default; a config that lets them through is
+// reported.
+func TestShippedConfigsDropUnderscoreHeaders(t *testing.T) {
+	for _, file := range []string{"envoy.yaml", "envoy-http.yaml"} {
+		t.Run(file, func(t *testing.T) {
+			doc, err := os.ReadFile(filepath.Join("..", "envoy", file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := envoycheck.Bootstrap(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := envoycheck.DropsUnderscoreHeaders(b); err != nil {
+				t.Error(err)
+			}
+			// Without the setting, the same config is reported.
+			loose := strings.Replace(string(doc), "headers_with_underscores_action: DROP_HEADER", "headers_with_underscores_action: ALLOW", 1)
+			if loose == string(doc) {
+				t.Fatal("the config does not spell headers_with_underscores_action: DROP_HEADER")
+			}
+			lb, err := envoycheck.Bootstrap([]byte(loose))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := envoycheck.DropsUnderscoreHeaders(lb); err == nil || !strings.Contains(err.Error(), "listener ingress") {
+				t.Errorf("a config allowing underscore names: %v", err)
+			}
+		})
+	}
+}

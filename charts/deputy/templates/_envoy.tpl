@@ -38,6 +38,12 @@ static_resources:
                 merge_slashes: true
                 path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT
                 use_remote_address: true
+                # A client's header names with "_" are dropped before any
+                # filter, as nginx drops them by default: CGI, PHP and WSGI
+                # applications read x_tenant as x-tenant (HTTP_X_TENANT), a
+                # name Deputy and policies read apart.
+                common_http_protocol_options:
+                  headers_with_underscores_action: DROP_HEADER
                 access_log:
                   - name: envoy.access_loggers.stdout
                     typed_config:

@@ -199,6 +199,24 @@ func TestEnvoyAccessLogLeavesQueryOut(t *testing.T) {
 	}
 }
 
+// A client's header name with "_" is dropped before any filter, whichever
+// the transport: CGI, PHP and WSGI applications read x_tenant as x-tenant.
+func TestEnvoyDropsUnderscoreHeaders(t *testing.T) {
+	for _, transport := range []string{"grpc", "http"} {
+		t.Run(transport, func(t *testing.T) {
+			m := renderInline(t, "app: {image: {repository: x}}\nidentity: {anonymousOnly: true}\nenvoy: {extAuthz: {transport: "+transport+"}}\n")
+			cm := m.get(t, "ConfigMap", "shop-deputy-envoy").(*corev1.ConfigMap)
+			b, err := envoycheck.Bootstrap([]byte(cm.Data["envoy.yaml"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := envoycheck.DropsUnderscoreHeaders(b); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 // A client's x-envoy-original-path chooses neither the path Envoy's access
 // log writes (nor, through a '"', the rest of the line) nor the one the
 // application reads: the chart's Envoy rewrites no path, so any copy is a
