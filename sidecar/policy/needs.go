@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"slices"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -60,7 +62,17 @@ func inputNeeds(c *ast.Compiler, query string) *InputNeeds {
 	seen := map[*ast.Rule]bool{}
 	var queue []*ast.Rule
 	visit := func(x any) {
+		paths, sources := aliases(x)
 		ast.WalkRefs(x, func(r ast.Ref) bool {
+			if sources[&r[0]] {
+				return false // an alias's own assignment reads nothing
+			}
+			if v, ok := r[0].Value.(ast.Var); ok {
+				if path, ok := paths[v]; ok {
+					needs.add(append(slices.Clone(path), groundPath(r[1:])...))
+					return false
+				}
+			}
 			switch {
 			case r.HasPrefix(ast.InputRootRef):
 				needs.add(groundPath(r[1:]))
@@ -82,6 +94,97 @@ func inputNeeds(c *ast.Compiler, query string) *InputNeeds {
 		visit(rule)
 	}
 	return needs
+}
+
+// aliases finds the local variables of x (a rule with its else branches,
+// or a query body) that stand for a part of input: assigned once, by
+// v := input.a.b, v = input.a.b or input.a.b = v, or from another such
+// variable (v := w.c), every key a string; and used only at the head of
+// references (v.c, v.d[k]), never whole. paths holds each one's path in
+// input, and sources the first element of each assignment's reference:
+// that reference reads nothing, the variable's references read what they
+// spell. A variable used any other way (passed to a function, compared,
+// iterated, the rule's value, assigned twice) is no alias: its
+// assignment's reference reads the whole subtree, as any reference to
+// input does.
+func aliases(x any) (paths map[ast.Var][]string, sources map[**ast.Term]bool) {
+	type assignment struct {
+		src   ast.Ref
+		times int
+	}
+	assigned := map[ast.Var]*assignment{}
+	ast.WalkExprs(x, func(e *ast.Expr) bool {
+		if !e.IsEquality() && !e.IsAssignment() {
+			return false
+		}
+		ops := e.Operands()
+		if len(ops) != 2 {
+			return false
+		}
+		for i := range ops {
+			v, ok := ops[i].Value.(ast.Var)
+			if !ok || v.IsWildcard() {
+				continue
+			}
+			a := assigned[v]
+			if a == nil {
+				a = &assignment{}
+				assigned[v] = a
+			}
+			a.times++
+			if r, ok := ops[1-i].Value.(ast.Ref); ok {
+				a.src = r
+			}
+		}
+		return false
+	})
+	if len(assigned) == 0 {
+		return nil, nil
+	}
+	uses, heads := map[ast.Var]int{}, map[ast.Var]int{}
+	ast.WalkVars(x, func(v ast.Var) bool {
+		uses[v]++
+		return false
+	})
+	ast.WalkRefs(x, func(r ast.Ref) bool {
+		if v, ok := r[0].Value.(ast.Var); ok {
+			heads[v]++
+		}
+		return false
+	})
+	// Resolved in rounds: an alias of an alias is known once its source is.
+	for changed := true; changed; {
+		changed = false
+		for v, a := range assigned {
+			if _, done := paths[v]; done || a.times != 1 || a.src == nil || uses[v] != 1+heads[v] {
+				continue
+			}
+			var base []string
+			switch head := a.src[0].Value.(type) {
+			case ast.Var:
+				if head.Equal(ast.InputRootDocument.Value) {
+					base = []string{}
+				} else if p, ok := paths[head]; ok {
+					base = p
+				} else {
+					continue
+				}
+			default:
+				continue
+			}
+			rest := groundPath(a.src[1:])
+			if len(rest) != len(a.src)-1 {
+				continue // a key that is not a string
+			}
+			if paths == nil {
+				paths, sources = map[ast.Var][]string{}, map[**ast.Term]bool{}
+			}
+			paths[v] = append(slices.Clone(base), rest...)
+			sources[&a.src[0]] = true
+			changed = true
+		}
+	}
+	return paths, sources
 }
 
 // groundPath is the leading run of string keys of a reference.
