@@ -19,6 +19,7 @@ func TestHeaderSpellingsThePolicyDoesNotSeeAreRefused(t *testing.T) {
 		readsDash       = "package t\n\ndecision := {\"allowed\": true, \"reason\": r} if r := input.attributes.request.http.headers[\"x-tenant\"]\n\telse := {\"allowed\": true, \"reason\": \"none\"}\n"
 		readsUnderscore = "package t\n\ndecision := {\"allowed\": true, \"reason\": r} if r := input.attributes.request.http.headers[\"x_tenant\"]\n\telse := {\"allowed\": true, \"reason\": \"none\"}\n"
 		readsAlias      = "package t\n\ndecision := {\"allowed\": true, \"reason\": r} if {\n\thttp_request := input.attributes.request.http\n\tr := http_request.headers[\"x-tenant\"]\n} else := {\"allowed\": true, \"reason\": \"none\"}\n"
+		readsGet        = "package t\n\ndecision := {\"allowed\": true, \"reason\": object.get(input.attributes.request.http.headers, \"x-tenant\", \"none\")}\n"
 		readsWhole      = "package t\n\ndecision := {\"allowed\": true, \"reason\": concat(\",\", sort([k | some k, _ in input.attributes.request.http.headers; startswith(k, \"x\")]))}\n"
 	)
 	for _, tc := range []struct {
@@ -34,6 +35,8 @@ func TestHeaderSpellingsThePolicyDoesNotSeeAreRefused(t *testing.T) {
 		{name: "a policy reading the underscore name", policy: readsUnderscore, headers: map[string]string{"x-tenant": "evil"}, refusal: `x-tenant: header read as "x_tenant"`},
 		// OPA-Envoy's idiom: the request's http through a local variable.
 		{name: "a policy reading through a variable", policy: readsAlias, headers: map[string]string{"x-tenant": "good", "x_tenant": "evil"}, refusal: `x_tenant: header read as "x-tenant"`},
+		{name: "a policy reading with object.get", policy: readsGet, headers: map[string]string{"x-tenant": "good", "x_tenant": "evil"}, refusal: `x_tenant: header read as "x-tenant"`},
+		{name: "the name itself, with object.get", policy: readsGet, headers: map[string]string{"x-tenant": "good"}, wantReason: "good"},
 		{name: "the name itself, through a variable", policy: readsAlias, headers: map[string]string{"x-tenant": "good"}, wantReason: "good"},
 		{name: "the name itself", policy: readsDash, headers: map[string]string{"x-tenant": "good", "x_other": "1"}, wantReason: "good"},
 		{name: "not sent", policy: readsDash, headers: map[string]string{"x_other": "1"}, wantReason: "none"},

@@ -62,20 +62,42 @@ func inputNeeds(c *ast.Compiler, query string) *InputNeeds {
 	seen := map[*ast.Rule]bool{}
 	var queue []*ast.Rule
 	visit := func(x any) {
-		paths, sources := aliases(x)
+		gets, varGets := objectGets(x)
+		paths, sources := aliases(x, varGets)
+		for v, keys := range varGets {
+			if path, ok := paths[v]; ok {
+				for _, key := range keys {
+					needs.add(append(slices.Clone(path), key...))
+				}
+			}
+		}
 		ast.WalkRefs(x, func(r ast.Ref) bool {
 			if sources[&r[0]] {
 				return false // an alias's own assignment reads nothing
 			}
+			// object.get(ref, key, default) reads ref's key alone, when
+			// every key of ref is a string too.
+			key, got := gets[&r[0]]
+			if got && len(groundPath(r[1:])) != len(r)-1 {
+				got = false
+			}
 			if v, ok := r[0].Value.(ast.Var); ok {
 				if path, ok := paths[v]; ok {
-					needs.add(append(slices.Clone(path), groundPath(r[1:])...))
+					path = append(slices.Clone(path), groundPath(r[1:])...)
+					if got {
+						path = append(path, key...)
+					}
+					needs.add(path)
 					return false
 				}
 			}
 			switch {
 			case r.HasPrefix(ast.InputRootRef):
-				needs.add(groundPath(r[1:]))
+				path := groundPath(r[1:])
+				if got {
+					path = append(path, key...)
+				}
+				needs.add(path)
 			case r.HasPrefix(ast.DefaultRootRef):
 				for _, rule := range c.GetRulesDynamicWithOpts(r, ast.RulesOptions{IncludeHiddenModules: true}) {
 					if !seen[rule] {
@@ -96,18 +118,74 @@ func inputNeeds(c *ast.Compiler, query string) *InputNeeds {
 	return needs
 }
 
+// objectGets finds the calls object.get(x, key, default) of x whose key is
+// a string or an array of strings (a path): such a call reads x's key, not
+// all of x. refs maps the first element of such an x that is a reference
+// to the key; vars, such an x that is a variable (the compiler binds a
+// reference argument to one) to the keys of its calls.
+func objectGets(x any) (refs map[**ast.Term][]string, vars map[ast.Var][][]string) {
+	note := func(args []*ast.Term) {
+		if len(args) < 3 {
+			return
+		}
+		var key []string
+		switch k := args[1].Value.(type) {
+		case ast.String:
+			key = []string{string(k)}
+		case *ast.Array:
+			key = []string{}
+			for i := range k.Len() {
+				s, ok := k.Elem(i).Value.(ast.String)
+				if !ok {
+					return
+				}
+				key = append(key, string(s))
+			}
+		default:
+			return
+		}
+		switch v := args[0].Value.(type) {
+		case ast.Ref:
+			if refs == nil {
+				refs = map[**ast.Term][]string{}
+			}
+			refs[&v[0]] = key
+		case ast.Var:
+			if vars == nil {
+				vars = map[ast.Var][][]string{}
+			}
+			vars[v] = append(vars[v], key)
+		}
+	}
+	objectGet := ast.ObjectGet.Ref()
+	ast.WalkExprs(x, func(e *ast.Expr) bool {
+		if e.IsCall() && e.Operator().Equal(objectGet) {
+			note(e.Operands())
+		}
+		return false
+	})
+	ast.WalkTerms(x, func(t *ast.Term) bool {
+		if c, ok := t.Value.(ast.Call); ok && len(c) > 0 && c[0].Value.Compare(objectGet) == 0 {
+			note(c[1:])
+		}
+		return false
+	})
+	return refs, vars
+}
+
 // aliases finds the local variables of x (a rule with its else branches,
 // or a query body) that stand for a part of input: assigned once, by
 // v := input.a.b, v = input.a.b or input.a.b = v, or from another such
 // variable (v := w.c), every key a string; and used only at the head of
-// references (v.c, v.d[k]), never whole. paths holds each one's path in
+// references (v.c, v.d[k]) or as the object of object.get with a known
+// key (gets: objectGets), never whole. paths holds each one's path in
 // input, and sources the first element of each assignment's reference:
 // that reference reads nothing, the variable's references read what they
 // spell. A variable used any other way (passed to a function, compared,
 // iterated, the rule's value, assigned twice) is no alias: its
 // assignment's reference reads the whole subtree, as any reference to
 // input does.
-func aliases(x any) (paths map[ast.Var][]string, sources map[**ast.Term]bool) {
+func aliases(x any, gets map[ast.Var][][]string) (paths map[ast.Var][]string, sources map[**ast.Term]bool) {
 	type assignment struct {
 		src   ast.Ref
 		times int
@@ -156,7 +234,7 @@ func aliases(x any) (paths map[ast.Var][]string, sources map[**ast.Term]bool) {
 	for changed := true; changed; {
 		changed = false
 		for v, a := range assigned {
-			if _, done := paths[v]; done || a.times != 1 || a.src == nil || uses[v] != 1+heads[v] {
+			if _, done := paths[v]; done || a.times != 1 || a.src == nil || uses[v] != 1+heads[v]+len(gets[v]) {
 				continue
 			}
 			var base []string

@@ -71,7 +71,18 @@ decision if {
 		{"an alias passed whole to a function", `package t
 decision if {
 	h := input.attributes.request.http
+	contains(json.marshal(h), "GET")
+}`, `{"attributes":{"request":{"http":{"All":true}}}}`},
+		{"an alias read by object.get", `package t
+decision if {
+	h := input.attributes.request.http
 	object.get(h, "method", "") == "GET"
+}`, `{"attributes":{"request":{"http":{"method":{"All":true}}}}}`},
+		{"an alias read by object.get and passed whole", `package t
+decision if {
+	h := input.attributes.request.http
+	object.get(h, "method", "") == "GET"
+	contains(json.marshal(h), "x-b")
 }`, `{"attributes":{"request":{"http":{"All":true}}}}`},
 		{"an alias compared whole", `package t
 decision if {
@@ -111,6 +122,25 @@ decision := 1 if {
 	h := input.c
 	h.d == 1
 }`, `{"a":{"b":{"All":true}},"c":{"d":{"All":true}}}`},
+		// object.get with a string key or a path of them reads that key.
+		{"object.get of a key", `package t
+decision if object.get(input.attributes.request.http.headers, "x-a", "") == "1"`, `{"attributes":{"request":{"http":{"headers":{"x-a":{"All":true}}}}}}`},
+		{"object.get of a path", `package t
+decision if object.get(input.attributes, ["request", "http", "method"], "") == "GET"`, `{"attributes":{"request":{"http":{"method":{"All":true}}}}}`},
+		{"object.get through an alias", `package t
+decision if {
+	h := input.attributes.request.http
+	object.get(h.headers, "x-b", "") == "x-b"
+}`, `{"attributes":{"request":{"http":{"headers":{"x-b":{"All":true}}}}}}`},
+		{"object.get of an empty path", `package t
+decision if count(object.get(input.attributes.request.http.headers, [], {})) == 3`, `{"attributes":{"request":{"http":{"headers":{"All":true}}}}}`},
+		{"object.get of a key not known before", `package t
+decision if {
+	some k in ["x-a", "x-c"]
+	object.get(input.attributes.request.http.headers, k, "") == "2"
+}`, `{"attributes":{"request":{"http":{"headers":{"All":true}}}}}`},
+		{"object.get with a default read from input", `package t
+decision if object.get(input.a, "b", input.c.d) == 1`, `{"a":{"b":{"All":true}},"c":{"d":{"All":true}}}`},
 		{"dynamic data refs follow every candidate", `package t
 decision if data.u[input.m].ok`, `{"c":{"All":true},"m":{"All":true}}`},
 	}
