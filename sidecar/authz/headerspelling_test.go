@@ -57,18 +57,25 @@ func TestHeaderSpellingsThePolicyDoesNotSeeAreRefused(t *testing.T) {
 				build = headerMapRequest
 			}
 			resp := p.Check(context.Background(), checkRequest(t, build("GET", "/a", tc.headers, "")))
-			if tc.refusal == "" {
-				if !resp.Allowed || resp.Reason != tc.wantReason {
-					t.Fatalf("allowed %v (%s %s), want allowed with %q", resp.Allowed, resp.Reason, resp.Body, tc.wantReason)
-				}
-				return
-			}
-			if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
-				t.Fatalf("allowed %v %d %s (%s), want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, resp.Body, authz.ReasonMalformedRequest)
-			}
-			if !strings.Contains(resp.Body, tc.refusal) {
-				t.Errorf("refusal %q does not say %q", resp.Body, tc.refusal)
-			}
+			answeredAs(t, resp, tc.refusal, tc.wantReason)
 		})
+	}
+}
+
+// answeredAs holds resp to an allow with reason wantReason when refusal is
+// empty, else to a 400 malformed_request whose body holds refusal.
+func answeredAs(t *testing.T, resp *authz.Response, refusal, wantReason string) {
+	t.Helper()
+	if refusal == "" {
+		if !resp.Allowed || resp.Reason != wantReason {
+			t.Fatalf("allowed %v (%s %s), want allowed with %q", resp.Allowed, resp.Reason, resp.Body, wantReason)
+		}
+		return
+	}
+	if resp.Allowed || resp.HTTPStatus != 400 || resp.Reason != authz.ReasonMalformedRequest {
+		t.Fatalf("allowed %v %d %s (%s), want 400 %s", resp.Allowed, resp.HTTPStatus, resp.Reason, resp.Body, authz.ReasonMalformedRequest)
+	}
+	if !strings.Contains(resp.Body, refusal) {
+		t.Errorf("refusal %q does not say %q", resp.Body, refusal)
 	}
 }

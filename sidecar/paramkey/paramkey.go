@@ -24,20 +24,8 @@ func Decode(raw string) string {
 	if strings.IndexByte(raw, '%') < 0 && strings.IndexByte(raw, '+') < 0 {
 		return raw
 	}
-	var b strings.Builder
-	b.Grow(len(raw))
-	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; {
-		case c == '+':
-			b.WriteByte(' ')
-		case c == '%' && i+2 < len(raw) && sidecar.IsHex(raw[i+1]) && sidecar.IsHex(raw[i+2]):
-			b.WriteByte(sidecar.Unhex(raw[i+1])<<4 | sidecar.Unhex(raw[i+2]))
-			i += 2
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
+	name, _ := decode(raw, false)
+	return name
 }
 
 // DecodeIIS is a raw field name as IIS and classic ASP.NET decode it
@@ -49,15 +37,27 @@ func DecodeIIS(raw string) (string, bool) {
 	if !strings.Contains(raw, "%u") && !strings.Contains(raw, "%U") {
 		return "", false
 	}
+	name, units := decode(raw, true)
+	if !units {
+		return "", false
+	}
+	return name, true
+}
+
+// decode is Decode's reading of raw, with "%uXXXX" read too when iis is
+// set; units says one was.
+func decode(raw string, iis bool) (string, bool) {
 	var b strings.Builder
 	b.Grow(len(raw))
-	decoded := false
+	units := false
 	for i := 0; i < len(raw); i++ {
-		if r, n := UnitAt(raw, i); n > 0 {
-			b.WriteRune(r)
-			i += n - 1
-			decoded = true
-			continue
+		if iis {
+			if r, n := UnitAt(raw, i); n > 0 {
+				b.WriteRune(r)
+				i += n - 1
+				units = true
+				continue
+			}
 		}
 		switch c := raw[i]; {
 		case c == '+':
@@ -69,10 +69,7 @@ func DecodeIIS(raw string) (string, bool) {
 			b.WriteByte(c)
 		}
 	}
-	if !decoded {
-		return "", false
-	}
-	return b.String(), true
+	return b.String(), units
 }
 
 // UnitAt reads an IIS escape "%uXXXX" at s[i:] (u in either case): the
