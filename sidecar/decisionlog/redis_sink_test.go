@@ -93,7 +93,7 @@ func TestRedisSinkSurvivesOutage(t *testing.T) {
 }
 
 // A Redis stall longer than the client's read timeout (a slow fsync, a
-// fork for BGSAVE; here DEBUG SLEEP) times the batch's write out on the
+// fork for BGSAVE; here SIGSTOP) times the batch's write out on the
 // client while Redis still holds the command, and runs it on waking; the
 // logger, seeing an error, writes the batch again (from memory, or from
 // the spool it moved the batch to meanwhile). Each decision is in the
@@ -114,20 +114,16 @@ func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
 			l.Log(impersonationDecision("warm", requestInput(t)))
 			waitFor(t, "the warm-up record written", func() bool { return l.Flushed() == 1 })
 
-			stalled := stallRedis(t, srv, 3)
+			resume := stallRedis(t, srv)
 			want := []string{"warm"}
 			for i := range 10 {
 				id := fmt.Sprintf("stall-%02d", i)
 				want = append(want, id)
 				l.Log(impersonationDecision(id, requestInput(t)))
 			}
+			waitFor(t, "a write that timed out", func() bool { return l.SinkErrors() > 0 })
+			resume()
 			waitFor(t, "the records written after the stall", func() bool { return l.QueueDepth() == 0 && l.SpoolBytes() == 0 && l.Flushed() == 11 })
-			if err := <-stalled; err != nil {
-				t.Fatalf("DEBUG SLEEP: %v", err)
-			}
-			if l.SinkErrors() == 0 {
-				t.Fatal("no write failed during the stall: nothing was retried")
-			}
 			if got := streamIDs(t, srv, cfg.Stream); strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Errorf("stream holds %d records for 11 decisions: %v", len(got), got)
 			}
@@ -135,12 +131,12 @@ func TestRedisSinkWritesEachDecisionOnceAfterStall(t *testing.T) {
 	}
 }
 
-// stallableSink starts a redis-server that takes DEBUG SLEEP and returns
-// it, Deputy's own client to it (its defaults: read_timeout 500ms, one
-// retry) and a sink for cfg on that client.
+// stallableSink starts a redis-server for stallRedis and returns it,
+// Deputy's own client to it (its defaults: read_timeout 500ms, one retry)
+// and a sink for cfg on that client.
 func stallableSink(t *testing.T, cfg decisionlog.Config) (*redistest.Server, redis.UniversalClient, decisionlog.Sink) {
 	t.Helper()
-	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	srv := redistest.Start(t)
 	s := deputySink(t, cfg, srv.Addr)
 	return srv, s.client, s.sink
 }
@@ -173,34 +169,30 @@ func deputySinkWith(t *testing.T, cfg decisionlog.Config, rcfg deputyredis.Confi
 	return clientSink{rc, sink}
 }
 
-// stallRedis makes srv sleep for seconds (as a slow fsync or a BGSAVE
-// fork would) and returns once a client with a 200ms read timeout sees it
-// stalled; the channel gets DEBUG SLEEP's result when Redis wakes.
-func stallRedis(t *testing.T, srv *redistest.Server, seconds int) <-chan error {
+// stallRedis freezes srv (SIGSTOP, as a slow fsync or a BGSAVE fork holds
+// Redis) and returns once a client with a 200ms read timeout sees it
+// stalled. Commands sent meanwhile wait in the kernel's buffers, and Redis
+// runs them when the returned function resumes it, also for a client that
+// gave up and closed its connection. The stall lasts until the test ends
+// it, however slow the machine: a stall of fixed length can end before
+// what it must outlast.
+func stallRedis(t *testing.T, srv *redistest.Server) (resume func()) {
 	t.Helper()
-	stalled := make(chan error, 1)
-	// Its own client, which waits out the sleep: a default client's read
-	// timeout (3 s) ends a longer one with an error.
-	sleeper := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: -1, MaxRetries: -1})
-	go func() {
-		defer sleeper.Close()
-		stalled <- sleeper.Do(context.Background(), "DEBUG", "SLEEP", seconds).Err()
-	}()
+	srv.Freeze()
 	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 200 * time.Millisecond})
 	defer probe.Close()
 	waitFor(t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
-	return stalled
+	return srv.Thaw
 }
 
-// stillAsleep fails unless the stall stallRedis began still holds Redis:
-// a test that needs Stop to end within it has nothing to show otherwise.
-func stillAsleep(t *testing.T, stalled <-chan error) {
+// streamHolds waits until the stream holds at least n records: what
+// Redis runs on waking, it runs after the resume returns.
+func streamHolds(t *testing.T, srv *redistest.Server, stream string, n int) {
 	t.Helper()
-	select {
-	case err := <-stalled:
-		t.Fatalf("Redis woke (%v) before Stop ended: the stall was too short", err)
-	default:
-	}
+	waitFor(t, fmt.Sprintf("%d records in the stream", n), func() bool {
+		got, err := srv.Client().XLen(context.Background(), stream).Result()
+		return err == nil && got >= int64(n)
+	})
 }
 
 // wantEachOnce fails unless the stream holds want distinct decisions,
@@ -295,7 +287,7 @@ func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
 	l1.Log(impersonationDecision("warm", requestInput(t)))
 	waitFor(t, "the warm-up record written", func() bool { return l1.Flushed() == 1 })
 
-	stalled := stallRedis(t, srv, 5)
+	resume := stallRedis(t, srv)
 	for i := range 10 {
 		l1.Log(impersonationDecision(fmt.Sprintf("stall-%02d", i), requestInput(t)))
 	}
@@ -304,13 +296,13 @@ func TestRedisSinkWritesEachDecisionOnceAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	_ = l1.Stop(ctx)
 	cancel()
-	stillAsleep(t, stalled)
-	if err := <-stalled; err != nil {
-		t.Fatalf("DEBUG SLEEP: %v", err)
-	}
+	resume()
 	if l1.SpoolBytes() == 0 {
 		t.Fatal("nothing was spooled at shutdown: the restart retries nothing")
 	}
+	// The warm-up record and at least one from the write Redis ran on
+	// waking, before the next process starts.
+	streamHolds(t, srv, cfg.Stream, 2)
 
 	sink2, err := decisionlog.NewSink(cfg, rc, nil)
 	if err != nil {
@@ -337,14 +329,12 @@ func TestRedisSinkWritesEachDecisionOnceWhenSpoolSplitsBatch(t *testing.T) {
 	}
 	waitFor(t, "the warm-up batch written", func() bool { return l.Flushed() == 100 })
 
-	stalled := stallRedis(t, srv, 3)
+	resume := stallRedis(t, srv)
 	for i := range 100 { // about 1 KB each: more than the spool holds
 		l.Log(impersonationDecision(fmt.Sprintf("stall-%03d", i), requestInput(t)))
 	}
 	waitFor(t, "a write that timed out", func() bool { return l.SinkErrors() > 0 })
-	if err := <-stalled; err != nil {
-		t.Fatalf("DEBUG SLEEP: %v", err)
-	}
+	resume()
 	waitFor(t, "everything delivered", func() bool { return l.SpoolBytes() == 0 && l.QueueDepth() == 0 && l.Flushed() >= 200 })
 	wantEachOnce(t, srv, cfg.Stream, 200)
 }
@@ -368,9 +358,9 @@ func TestRedisSinkStopCountsLostReplyAsUnconfirmed(t *testing.T) {
 			l := startLogger(t, cfg, sink)
 			l.Log(impersonationDecision("warm", requestInput(t)))
 			waitFor(t, "the warm-up record written", func() bool { return l.Flushed() == 1 })
-			var stalled <-chan error
+			var resume func()
 			if tc.stall {
-				stalled = stallRedis(t, srv, 5)
+				resume = stallRedis(t, srv)
 			} else {
 				srv.Stop()
 			}
@@ -383,10 +373,7 @@ func TestRedisSinkStopCountsLostReplyAsUnconfirmed(t *testing.T) {
 			cancel()
 			dropped, unconfirmed := tc.dropped, tc.unconfirmed
 			if tc.stall {
-				stillAsleep(t, stalled)
-				if err := <-stalled; err != nil {
-					t.Fatalf("DEBUG SLEEP: %v", err)
-				}
+				resume()
 				// Redis ran the write whose reply was lost: its records are
 				// in the stream, each once, and counted unconfirmed, not
 				// dropped. The logger may have taken the ten records in
@@ -397,6 +384,7 @@ func TestRedisSinkStopCountsLostReplyAsUnconfirmed(t *testing.T) {
 					t.Fatalf("no record counted unconfirmed after a write whose reply was lost")
 				}
 				dropped = 10 - unconfirmed
+				streamHolds(t, srv, cfg.Stream, 1+int(unconfirmed))
 				wantEachOnce(t, srv, cfg.Stream, 1+int(unconfirmed))
 			}
 			if l.Dropped() != dropped || l.Unconfirmed() != unconfirmed || (stopErr != nil) != (dropped > 0) {

@@ -24,7 +24,7 @@ import (
 // as unsure all the same, or its set grows with every such batch for the
 // life of the process.
 func TestSinkForgetsUnsureIDsOfKeptBatches(t *testing.T) {
-	srv := redistest.Start(t, "--enable-debug-command", "yes")
+	srv := redistest.Start(t)
 	dir := t.TempDir()
 	sp, err := openSpool(dir, 1<<20)
 	if err != nil {
@@ -58,15 +58,12 @@ func TestSinkForgetsUnsureIDsOfKeptBatches(t *testing.T) {
 	}
 	sink.Settled(false)
 
-	// Redis stalls past read_timeout: the first write of the spool's first
-	// batch loses its reply, and runs when Redis wakes.
-	sleeper := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: -1, MaxRetries: -1})
-	defer sleeper.Close()
-	woke := make(chan error, 1)
-	go func() { woke <- sleeper.Do(context.Background(), "DEBUG", "SLEEP", 1).Err() }()
+	// Redis stalls past read_timeout (SIGSTOP): the first write of the
+	// spool's first batch loses its reply, and runs when Redis wakes.
+	srv.Freeze()
 	probe := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, ReadTimeout: 50 * time.Millisecond})
 	defer probe.Close()
-	WaitFor(t, "Redis to stall under DEBUG SLEEP", func() bool { return probe.Ping(context.Background()).Err() != nil })
+	WaitFor(t, "Redis to stall", func() bool { return probe.Ping(context.Background()).Err() != nil })
 
 	l, err := New(cfg, sink, WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
@@ -76,7 +73,8 @@ func TestSinkForgetsUnsureIDsOfKeptBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Stop(context.Background())
-	<-woke
+	WaitFor(t, "a write that lost its reply", func() bool { return l.SinkErrors() > 0 })
+	srv.Thaw()
 	WaitFor(t, "the spool to be delivered", func() bool { return l.Flushed() >= 40 && l.SpoolBytes() == 0 })
 	// Later batches of this run come and go, settled.
 	for i := range 60 {
