@@ -76,6 +76,9 @@ func newPolicyPart(cfg policy.Config, log *slog.Logger, m *metrics.Metrics) (*po
 	if err := m.RegisterBundleSource(func() bool { return src.Status().LastError != "" }, src.FetchFailures); err != nil {
 		return nil, err
 	}
+	if err := m.RegisterPolicyAnswers(engine.AnswersKept); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

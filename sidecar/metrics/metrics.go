@@ -411,6 +411,21 @@ func (m *Metrics) RegisterBundleSource(failing func() bool, fetchFailures func()
 	)
 }
 
+// RegisterPolicyAnswers exports, read at scrape time, how many checks of
+// a decision query that keeps its answers were looked up in its memo and
+// how many were answered from it without evaluating.
+func (m *Metrics) RegisterPolicyAnswers(kept func() (hits, lookups uint64)) error {
+	return m.register(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "policy_memo_lookups_total",
+			Help: "Checks whose decision query keeps its answers (it depends on input and policy data alone) looked up in the serving policy's memo. " +
+				"A policy reading the clock, randomness or token verification keeps none, and is never counted here."},
+			func() float64 { _, n := kept(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "policy_memo_hits_total",
+			Help: "Checks answered from the serving policy's memo, without evaluating: an earlier check had the same input, as the policy reads it, under the same policy and data."},
+			func() float64 { h, _ := kept(); return float64(h) }),
+	)
+}
+
 // RegisterEventsDropped exports how many events the Redis events stream
 // dropped at its hard cap before a consumer group (the host's mailer)
 // acknowledged them, read at scrape time.

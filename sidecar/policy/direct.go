@@ -20,6 +20,7 @@ type directQuery struct {
 	body   ast.Body
 	qc     ast.QueryCompiler
 	result ast.Var
+	memo   *decisionMemo // the query's kept answers; nil when it is not pure
 }
 
 // directResult names the query's value in its compiled body.

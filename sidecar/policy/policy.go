@@ -132,6 +132,15 @@ type Engine struct {
 	checks     []func(context.Context, *Activation) error
 
 	allowBuiltins []string // refused built-ins allowed anyway: policy.allow_builtins
+
+	answers memoCounts // decision memo lookups and hits, over every activation
+}
+
+// AnswersKept returns how many checks of a decision query that keeps its
+// answers were answered from memory (hits), and how many were looked up
+// there, over the engine's life.
+func (e *Engine) AnswersKept() (hits, lookups uint64) {
+	return e.answers.hits.Load(), e.answers.lookups.Load()
 }
 
 // Option configures an Engine.
@@ -259,6 +268,9 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 			return nil, sidecar.Invalid("policies", "prepare %s: %v", q, err)
 		}
 		a.needs[q] = inputNeeds(comp, q)
+		if d := a.direct[q]; d != nil && q != MaskQuery && !a.needs[q].All && pureQuery(comp, q) {
+			d.memo = &decisionMemo{total: &e.answers}
+		}
 		if noRules(comp, q) {
 			// Base data of an activation never changes, so the answer
 			// is the same for every input: evaluate once, not per check
@@ -444,7 +456,11 @@ func (a *Activation) Eval(ctx context.Context, query string, input ast.Value, op
 		return Result{Revision: a.Revision}, sidecar.Errorf(sidecar.EINTERNAL, "query %q is not prepared", query)
 	}
 	if d := a.direct[query]; d != nil && len(opts) == 0 {
-		v, err := a.evalDirect(ctx, d, input)
+		eval := a.evalDirect
+		if d.memo != nil {
+			eval = a.evalKept
+		}
+		v, err := eval(ctx, d, input)
 		if err != nil {
 			return Result{Revision: a.Revision}, &sidecar.Error{Code: sidecar.EINTERNAL, Message: "policy evaluation failed", Err: err}
 		}

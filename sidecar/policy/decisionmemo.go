@@ -1,0 +1,214 @@
+package policy
+
+import (
+	"context"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// A decision query whose rules depend on input and the activation's base
+// data alone keeps its answers across checks: a check whose input, as the
+// query reads it, is the same as an earlier check's gets that check's
+// value without evaluating. The pipeline hands the query only the part of
+// input it can read (InputNeeds), so two requests that differ only where
+// the policy never looks share an answer, and two that differ anywhere it
+// does look do not.
+//
+// That is sound only for a pure query, which purity checks when the
+// activation is built, with reads of input allowed: no builtin that may
+// answer alike arguments differently (the clock, the network, the host,
+// Deputy's token verification, which reads the clock), no `with`, nothing
+// that acts (print). Base data never changes within an activation, and a
+// new activation starts with an empty memo, so a narrowed rule takes
+// effect at the next check. Delegation state reaches policy through input
+// (the resolver reads it on every check), so a revoked grant or consent is
+// a different input, never a kept answer.
+//
+// Inputs are compared by an encoding that keeps every distinction OPA can
+// see: each value's type, a string's bytes, a number's spelling (1 and
+// 1.0 are kept apart, though OPA calls them equal), arrays in order and
+// objects by sorted key. An input holding anything else (a set) is never
+// kept. The memo weighs at most decisionMemoBytes; past that it starts
+// afresh, so inputs a client chooses cost only the misses they cause. A
+// query whose input differs on nearly every check (it reads a request id)
+// stops keeping answers after decisionMemoTrial lookups that found almost
+// nothing.
+type decisionMemo struct {
+	mu      sync.RWMutex
+	entries map[string]*ast.Term
+	bytes   int
+
+	lookups, hits atomic.Int64
+	off           atomic.Bool
+	total         *memoCounts // the engine's, for its metrics; may be nil
+}
+
+// memoCounts counts lookups and hits of every decision memo of an engine.
+type memoCounts struct{ lookups, hits atomic.Uint64 }
+
+func (c *memoCounts) add(hit bool) {
+	if c == nil {
+		return
+	}
+	c.lookups.Add(1)
+	if hit {
+		c.hits.Add(1)
+	}
+}
+
+const (
+	decisionMemoBytes  = 1 << 20 // what the kept inputs and answers may weigh together
+	decisionMemoMaxKey = 4096    // an input encoding to more is not kept
+	decisionMemoTrial  = 4096    // lookups before a memo finding almost nothing turns itself off
+	decisionMemoEntry  = 64      // what an entry costs beyond its input and answer, roughly
+)
+
+// memoKeys holds encoders with their buffers: a check's key costs no
+// allocation.
+var memoKeys = sync.Pool{New: func() any { return newKeyEncoder() }}
+
+// evalKept answers input from d's memo, or evaluates it and keeps the
+// answer when the evaluation succeeds with a value.
+func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Value) (*ast.Term, error) {
+	m := d.memo
+	if m.off.Load() {
+		return a.evalDirect(ctx, d, input)
+	}
+	enc := memoKeys.Get().(*keyEncoder)
+	defer memoKeys.Put(enc)
+	key, ok := enc.encode(input)
+	if !ok {
+		return a.evalDirect(ctx, d, input)
+	}
+	m.mu.RLock()
+	v := m.entries[string(key)]
+	m.mu.RUnlock()
+	n := m.lookups.Add(1)
+	if v != nil && !(doneCancel{ctx.Done()}).Cancelled() {
+		// An ended check is refused as its evaluation would be.
+		m.hits.Add(1)
+		m.total.add(true)
+		return v, nil
+	}
+	m.total.add(false)
+	if n == decisionMemoTrial && m.hits.Load() < decisionMemoTrial/16 {
+		m.off.Store(true)
+		m.mu.Lock()
+		m.entries, m.bytes = nil, 0
+		m.mu.Unlock()
+	}
+	v, err := a.evalDirect(ctx, d, input)
+	if err != nil || v == nil || m.off.Load() {
+		return v, err
+	}
+	m.keep(key, v)
+	return v, nil
+}
+
+// keep stores a copy of v for key: the answer may share terms with the
+// check's input, which the pipeline does not keep.
+func (m *decisionMemo) keep(key []byte, v *ast.Term) {
+	enc := memoKeys.Get().(*keyEncoder)
+	answer, ok := enc.encode(v.Value)
+	weight := len(key) + len(answer) + decisionMemoEntry
+	memoKeys.Put(enc)
+	if !ok {
+		return
+	}
+	v = v.Copy()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, seen := m.entries[string(key)]; seen || m.off.Load() {
+		return
+	}
+	if m.entries == nil || m.bytes+weight > decisionMemoBytes {
+		m.entries, m.bytes = make(map[string]*ast.Term, 256), 0
+	}
+	m.entries[string(key)] = v
+	m.bytes += weight
+}
+
+// stats returns how many lookups the memo answered, and how many it was
+// asked.
+func (m *decisionMemo) stats() (hits, lookups int64) { return m.hits.Load(), m.lookups.Load() }
+
+// keyEncoder writes a value's key: a type tag, then a string's or
+// number's length and bytes, or an array's or object's length and
+// elements (an object's in sorted key order). Two values encode alike
+// only if OPA cannot tell them apart; a value of another kind (a set)
+// does not encode, nor does one whose key would pass decisionMemoMaxKey
+// (the encoder stops there: a large body the policy reads costs no more
+// than the limit).
+type keyEncoder struct {
+	b    []byte
+	ok   bool
+	pair func(k, v *ast.Term) bool // e.visit, bound once: a closure per object would cost an allocation
+}
+
+func newKeyEncoder() *keyEncoder {
+	e := &keyEncoder{b: make([]byte, 0, 1024)}
+	e.pair = e.visit
+	return e
+}
+
+// encode returns v's key, valid until the next encode, and whether v
+// encodes.
+func (e *keyEncoder) encode(v ast.Value) ([]byte, bool) {
+	e.b, e.ok = e.b[:0], true
+	e.value(v)
+	return e.b, e.ok && len(e.b) <= decisionMemoMaxKey
+}
+
+func (e *keyEncoder) visit(k, v *ast.Term) bool {
+	e.value(k.Value)
+	e.value(v.Value)
+	return !e.ok
+}
+
+func (e *keyEncoder) value(v ast.Value) {
+	if !e.ok || len(e.b) > decisionMemoMaxKey {
+		e.ok = false
+		return
+	}
+	switch v := v.(type) {
+	case ast.String:
+		e.b = binary.AppendUvarint(append(e.b, 's'), uint64(len(v)))
+		e.b = append(e.b, v...)
+	case ast.Number:
+		e.b = binary.AppendUvarint(append(e.b, 'n'), uint64(len(v)))
+		e.b = append(e.b, v...)
+	case ast.Boolean:
+		if v {
+			e.b = append(e.b, 't')
+		} else {
+			e.b = append(e.b, 'f')
+		}
+	case ast.Null:
+		e.b = append(e.b, 'z')
+	case *ast.Array:
+		e.b = binary.AppendUvarint(append(e.b, 'a'), uint64(v.Len()))
+		for i := 0; i < v.Len() && e.ok; i++ {
+			e.value(v.Elem(i).Value)
+		}
+	case ast.Object:
+		e.b = binary.AppendUvarint(append(e.b, 'o'), uint64(v.Len()))
+		v.Until(e.pair)
+	default:
+		e.ok = false
+	}
+}
+
+// pureQuery reports whether every rule query may name depends on input
+// and base data alone (see purity).
+func pureQuery(c *ast.Compiler, query string) bool {
+	ref, err := ast.ParseRef(query)
+	if err != nil || !ref.IsGround() {
+		return false
+	}
+	p := newPurity(c)
+	p.input = true
+	return p.rules(ref) == nil
+}

@@ -1,0 +1,333 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// forgetAnswers turns off the decision memo of query on e's activation,
+// for tests that measure evaluation itself.
+func forgetAnswers(e *Engine, query string) {
+	if d := e.Current().direct[query]; d != nil {
+		d.memo = nil
+	}
+}
+
+// answers returns the decision memo of data.t.out on e's activation.
+func answers(e *Engine) *decisionMemo { return e.Current().direct["data.t.out"].memo }
+
+// activateData activates src with data, allowing json.match_schema as an
+// operator may.
+func activateData(t *testing.T, src string, data map[string]any) *Engine {
+	t.Helper()
+	mod, err := ast.ParseModuleWithOpts("p.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := New(WithQueries("data.t.out"), WithLogger(slog.New(slog.DiscardHandler)), WithAllowedBuiltins("json.match_schema"))
+	if err := e.Activate(context.Background(), &Set{Modules: map[string]*ast.Module{"p.rego": mod}, Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+const memoPolicy = `package t
+
+import data.t.levels
+
+out := {"allowed": true, "level": levels[input.who], "path": input.path} if {
+	levels[input.who] >= levels[input.need]
+	startswith(input.path, "/a/")
+	not input.blocked
+} else := {"allowed": false, "reason": sprintf("%s/%v", [input.who, object.get(input, "n", 0)])}
+`
+
+var memoLevels = map[string]any{"t": map[string]any{"levels": map[string]any{"look": 1, "update": 2}}}
+
+// A pure decision query keeps its answers, and every answer, kept or
+// evaluated, is the one OPA gives without the memo.
+func TestDecisionMemoAnswersAsEvaluation(t *testing.T) {
+	e := activateData(t, memoPolicy, memoLevels)
+	m := answers(e)
+	if m == nil {
+		t.Fatal("a pure query keeps no answers")
+	}
+	inputs := []string{
+		`{"who": "update", "need": "look", "path": "/a/1"}`,
+		`{"who": "look", "need": "update", "path": "/a/1"}`,
+		`{"who": "update", "need": "look", "path": "/b/1"}`,
+		`{"who": "update", "need": "look", "path": "/a/1", "blocked": true}`,
+		`{"who": "update", "need": "look", "path": "/a/1", "blocked": false}`,
+		`{"who": "nobody", "need": "look", "path": "/a/1", "n": 1}`,
+		`{"who": "nobody", "need": "look", "path": "/a/1", "n": 1.0}`,
+		`{"who": "update", "need": "look", "path": "/a/1", "extra": {"x": [1, "2", null]}}`,
+	}
+	for round := range 3 {
+		for _, in := range inputs {
+			t.Run(fmt.Sprintf("%d/%s", round, in), func(t *testing.T) {
+				want, err := e.Eval(context.Background(), "data.t.out", ast.MustParseTerm(in).Value, viaRego)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := e.Eval(context.Background(), "data.t.out", ast.MustParseTerm(in).Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Compared as written, numbers' spelling included.
+				if got.Value.String() != want.Value.String() {
+					t.Fatalf("%v, without the memo %v", got.Value, want.Value)
+				}
+			})
+		}
+	}
+	hits, lookups := m.stats()
+	if lookups != int64(3*len(inputs)) || hits != int64(2*len(inputs)) {
+		t.Fatalf("%d hits in %d lookups, want %d in %d: every input kept after its first check", hits, lookups, 2*len(inputs), 3*len(inputs))
+	}
+	if h, n := e.AnswersKept(); h != uint64(hits) || n != uint64(lookups) {
+		t.Fatalf("the engine counts %d hits in %d lookups, its memo %d in %d", h, n, hits, lookups)
+	}
+}
+
+// A query whose answer may change between checks with the same input
+// keeps none: one that reads the clock, randomness, a fresh id, Deputy's
+// token verification (the clock), one that traces, one using with, one
+// reading input whole (its needs are all of input).
+func TestDecisionMemoKeepsNothingForImpureQueries(t *testing.T) {
+	for name, rule := range map[string]string{
+		"the clock":                  `out := {"t": time.now_ns(), "p": input.path}`,
+		"randomness":                 `out := rand.intn(input.path, 10)`,
+		"a fresh id":                 `out := uuid.rfc4122(input.path)`,
+		"token verification":         `out := io.jwt.decode_verify(input.token, {"secret": "s"})`,
+		"a schema it may fetch":      `out := json.match_schema(input.doc, {"type": "string"})`,
+		"trace":                      `out := input.path if trace(input.path)`,
+		"with":                       "out := y if { y := g with input.path as \"/x\" }\n\ng := input.path",
+		"a helper reading the clock": "out := g(input.path)\n\ng(p) := [p, time.now_ns()]",
+		"all of input":               `out := count(input)`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if m := answers(activateData(t, "package t\n\n"+rule+"\n", nil)); m != nil {
+				t.Fatalf("%s keeps its answers", rule)
+			}
+		})
+	}
+	e := activateData(t, "package t\n\nout := [input.path, time.now_ns()]\n", nil)
+	in := ast.MustParseTerm(`{"path": "/a"}`).Value
+	first, _ := e.Eval(context.Background(), "data.t.out", in)
+	for range 100 {
+		if next, _ := e.Eval(context.Background(), "data.t.out", in); !next.Value.Equal(first.Value) {
+			return // the clock moved, and the answer with it
+		}
+	}
+	t.Fatal("100 checks of a policy reading the clock answered alike")
+}
+
+// Keys keep apart every two inputs OPA can tell apart, numbers by their
+// spelling, and join inputs that differ only in the order of object keys.
+func TestDecisionMemoKeys(t *testing.T) {
+	distinct := []string{
+		`1`, `1.0`, `-0`, `0`, `"1"`, `true`, `"true"`, `false`, `null`, `"null"`, `""`,
+		`[]`, `{}`, `[[]]`, `[{}]`, `[""]`, `[["a"], "b"]`, `[["a", "b"]]`, `["a", ["b"]]`,
+		`{"a": "bc"}`, `{"ab": "c"}`, `{"a": {"b": "c"}}`, `{"a": ["b", "c"]}`, `{"a": "b", "c": ""}`,
+		`{"a": "b", "c": null}`, `{"1": 1}`, `{1: "1"}`, `"\u0000"`, `"s\u0001"`, `["s", ""]`,
+	}
+	seen := map[string]string{}
+	for _, src := range distinct {
+		key, ok := newKeyEncoder().encode(ast.MustParseTerm(src).Value)
+		if !ok {
+			t.Fatalf("%s: not encoded", src)
+		}
+		if other, dup := seen[string(key)]; dup {
+			t.Fatalf("%s and %s share a key", src, other)
+		}
+		seen[string(key)] = src
+	}
+	ab := ast.NewObject([2]*ast.Term{ast.StringTerm("a"), ast.StringTerm("1")}, [2]*ast.Term{ast.StringTerm("b"), ast.StringTerm("2")})
+	ba := ast.NewObject([2]*ast.Term{ast.StringTerm("b"), ast.StringTerm("2")}, [2]*ast.Term{ast.StringTerm("a"), ast.StringTerm("1")})
+	k1, _ := newKeyEncoder().encode(ab)
+	k2, _ := newKeyEncoder().encode(ba)
+	if string(k1) != string(k2) {
+		t.Fatal("one object built in two orders has two keys")
+	}
+	if _, ok := newKeyEncoder().encode(ast.NewSet(ast.StringTerm("a"))); ok {
+		t.Fatal("a set was encoded")
+	}
+	if _, ok := newKeyEncoder().encode(ast.NewObject([2]*ast.Term{ast.StringTerm("s"), ast.SetTerm()})); ok {
+		t.Fatal("an object holding a set was encoded")
+	}
+}
+
+// Each activation starts with an empty memo: a narrowed rule in new data
+// decides the next check.
+func TestDecisionMemoLivesWithItsActivation(t *testing.T) {
+	e := activateData(t, memoPolicy, memoLevels)
+	in := ast.MustParseTerm(`{"who": "look", "need": "look", "path": "/a/1"}`).Value
+	for range 2 {
+		if got, _ := e.Eval(context.Background(), "data.t.out", in); !strings.Contains(got.Value.String(), `"allowed": true`) {
+			t.Fatalf("before: %v", got.Value)
+		}
+	}
+	mod, err := ast.ParseModuleWithOpts("p.rego", memoPolicy, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrowed := map[string]any{"t": map[string]any{"levels": map[string]any{"look": 0, "update": 2}}}
+	if err := e.Activate(context.Background(), &Set{Modules: map[string]*ast.Module{"p.rego": mod}, Data: map[string]any{"t": narrowed["t"]}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.Eval(context.Background(), "data.t.out", in); !strings.Contains(got.Value.String(), `"allowed": true, "level": 0`) {
+		t.Fatalf("after new data: %v", got.Value)
+	}
+}
+
+// Inputs a client chooses cannot grow the memo without end: what it keeps
+// weighs at most decisionMemoBytes, and a large input is not kept.
+func TestDecisionMemoIsBounded(t *testing.T) {
+	e := activateData(t, memoPolicy, memoLevels)
+	m := answers(e)
+	big := fmt.Sprintf(`{"who": "look", "need": "look", "path": "/a/%s"}`, strings.Repeat("x", decisionMemoMaxKey))
+	sameEval(t, e, "data.t.out", ast.MustParseTerm(big).Value)
+	if len(m.entries) != 0 {
+		t.Fatalf("a %d-byte input was kept", len(big))
+	}
+	most, cleared := 0, false
+	for i := range 12000 {
+		if _, err := e.Eval(context.Background(), "data.t.out", ast.MustParseTerm(fmt.Sprintf(`{"who": "look", "need": "look", "path": "/a/%d/%s"}`, i, strings.Repeat("y", 80))).Value); err != nil {
+			t.Fatal(err)
+		}
+		if m.bytes > decisionMemoBytes {
+			t.Fatalf("the memo weighs %d bytes, past its bound %d", m.bytes, decisionMemoBytes)
+		}
+		if len(m.entries) < most {
+			cleared = true
+		}
+		most = max(most, len(m.entries))
+		if i%5 == 0 { // some repeats keep the memo on
+			for range 3 {
+				sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"who": "look", "need": "look", "path": "/a/1"}`).Value)
+			}
+		}
+	}
+	if !cleared || m.off.Load() {
+		t.Fatalf("the memo was never cleared at its bound (most %d entries), or turned itself off", most)
+	}
+}
+
+// A query whose input never repeats (it reads a request id) stops keeping
+// answers after its trial, and still answers right.
+func TestDecisionMemoTurnsOffWhenNothingRepeats(t *testing.T) {
+	e := activateData(t, memoPolicy, memoLevels)
+	m := answers(e)
+	for i := range decisionMemoTrial + 10 {
+		in := ast.MustParseTerm(fmt.Sprintf(`{"who": "look", "need": "look", "path": "/a/%d"}`, i)).Value
+		if got, _ := e.Eval(context.Background(), "data.t.out", in); !strings.Contains(got.Value.String(), fmt.Sprintf(`"/a/%d"`, i)) {
+			t.Fatalf("check %d: %v", i, got.Value)
+		}
+	}
+	if !m.off.Load() || m.entries != nil {
+		t.Fatalf("after %d inputs seen once, the memo is on (%d entries)", decisionMemoTrial+10, len(m.entries))
+	}
+	sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"who": "update", "need": "look", "path": "/a/1"}`).Value)
+}
+
+// Checks running at once share the memo and each gets its own answer.
+func TestDecisionMemoConcurrentChecks(t *testing.T) {
+	e := activateData(t, memoPolicy, memoLevels)
+	inputs := []string{
+		`{"who": "update", "need": "look", "path": "/a/1"}`,
+		`{"who": "look", "need": "update", "path": "/a/1"}`,
+		`{"who": "update", "need": "look", "path": "/b/2"}`,
+		`{"who": "look", "need": "look", "path": "/a/3", "blocked": true}`,
+	}
+	want := make([]string, len(inputs))
+	for i, in := range inputs {
+		r, err := e.Eval(context.Background(), "data.t.out", ast.MustParseTerm(in).Value, viaRego)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = r.Value.String()
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 300 {
+				n := (g + i) % len(inputs)
+				got, err := e.Eval(context.Background(), "data.t.out", ast.MustParseTerm(inputs[n]).Value)
+				if err != nil || got.Value.String() != want[n] {
+					errs <- fmt.Errorf("%s: %v, %v; want %s", inputs[n], got.Value, err, want[n])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if hits, _ := answers(e).stats(); hits == 0 {
+		t.Fatal("no check was answered from the memo")
+	}
+}
+
+// A check whose context has ended is refused as its evaluation would be,
+// even when its answer is kept.
+func TestDecisionMemoRefusesAnEndedCheck(t *testing.T) {
+	e := activateData(t, memoPolicy, memoLevels)
+	in := ast.MustParseTerm(`{"who": "update", "need": "look", "path": "/a/1"}`).Value
+	sameEval(t, e, "data.t.out", in)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r, err := e.Eval(ctx, "data.t.out", in); err == nil {
+		t.Fatalf("an ended check answered %v", r.Value)
+	}
+}
+
+// BenchmarkDecisionMemo is one check of a small pure policy: evaluated
+// without the memo, answered from it, and missing it (each input new to
+// the memo, kept on), which pays the key and the copy on top of the
+// evaluation. The evaluated and missing checks cycle through the same
+// inputs, more than the memo holds.
+func BenchmarkDecisionMemo(b *testing.B) {
+	mod, err := ast.ParseModuleWithOpts("p.rego", memoPolicy, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	activate := func(b *testing.B) *Engine {
+		e := New(WithQueries("data.t.out"), WithLogger(slog.New(slog.DiscardHandler)))
+		if err := e.Activate(context.Background(), &Set{Modules: map[string]*ast.Module{"p.rego": mod}, Data: memoLevels}); err != nil {
+			b.Fatal(err)
+		}
+		return e
+	}
+	inputs := make([]ast.Value, 1<<14)
+	for i := range inputs {
+		inputs[i] = ast.MustParseTerm(fmt.Sprintf(`{"who": "update", "need": "look", "path": "/a/%d", "extra": {"x": ["1", "2", null]}}`, i)).Value
+	}
+	run := func(b *testing.B, e *Engine, inputs []ast.Value) {
+		m := answers(e)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if m != nil && i%(decisionMemoTrial/2) == 0 {
+				m.lookups.Store(0) // no trial ends: the memo stays on
+			}
+			if _, err := e.Eval(context.Background(), "data.t.out", inputs[i%len(inputs)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("evaluated", func(b *testing.B) {
+		e := activate(b)
+		forgetAnswers(e, "data.t.out")
+		run(b, e, inputs)
+	})
+	b.Run("hit", func(b *testing.B) { run(b, activate(b), inputs[:1]) })
+	b.Run("miss", func(b *testing.B) { run(b, activate(b), inputs) })
+}
