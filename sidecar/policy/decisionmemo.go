@@ -33,17 +33,23 @@ import (
 // objects by sorted key. An input holding anything else (a set) is never
 // kept. The memo weighs at most decisionMemoBytes; past that it starts
 // afresh, so inputs a client chooses cost only the misses they cause. A
-// query whose input differs on nearly every check (it reads a request id)
-// stops keeping answers after decisionMemoTrial lookups that found almost
-// nothing.
+// memo is judged on every decisionMemoTrial lookups: when fewer than one
+// in 16 of them found an answer (the query reads a request id, or a
+// crawler is asking for page after page), it stops keeping answers for
+// the next decisionMemoRest checks, which then pay nothing for it, and
+// tries again.
 type decisionMemo struct {
 	mu      sync.RWMutex
 	entries map[string]*ast.Term
 	bytes   int
 
-	lookups, hits atomic.Int64
-	off           atomic.Bool
-	total         *memoCounts // the engine's, for its metrics; may be nil
+	lookups, hits atomic.Int64 // over the memo's life
+	// The current trial's lookups and hits, and the checks evaluated
+	// since it was turned off. Counted without a lock: a trial judged
+	// on a count off by a few is judged alike.
+	trialLookups, trialHits, resting atomic.Int64
+	off                              atomic.Bool
+	total                            *memoCounts // the engine's, for its metrics; may be nil
 }
 
 // memoCounts counts lookups and hits of every decision memo of an engine.
@@ -62,7 +68,8 @@ func (c *memoCounts) add(hit bool) {
 const (
 	decisionMemoBytes  = 1 << 20 // what the kept inputs and answers may weigh together
 	decisionMemoMaxKey = 4096    // an input encoding to more is not kept
-	decisionMemoTrial  = 4096    // lookups before a memo finding almost nothing turns itself off
+	decisionMemoTrial  = 4096    // lookups a memo is judged on
+	decisionMemoRest   = 65536   // checks a memo that found almost nothing sits out
 	decisionMemoEntry  = 64      // what an entry costs beyond its input and answer, roughly
 )
 
@@ -75,6 +82,11 @@ var memoKeys = sync.Pool{New: func() any { return newKeyEncoder() }}
 func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Value) (*ast.Term, error) {
 	m := d.memo
 	if m.off.Load() {
+		if m.resting.Add(1) == decisionMemoRest {
+			m.trialLookups.Store(0)
+			m.trialHits.Store(0)
+			m.off.Store(false)
+		}
 		return a.evalDirect(ctx, d, input)
 	}
 	enc := memoKeys.Get().(*keyEncoder)
@@ -86,19 +98,18 @@ func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Val
 	m.mu.RLock()
 	v := m.entries[string(key)]
 	m.mu.RUnlock()
-	n := m.lookups.Add(1)
+	m.lookups.Add(1)
+	n := m.trialLookups.Add(1)
 	if v != nil && !(doneCancel{ctx.Done()}).Cancelled() {
 		// An ended check is refused as its evaluation would be.
 		m.hits.Add(1)
+		m.trialHits.Add(1)
 		m.total.add(true)
 		return v, nil
 	}
 	m.total.add(false)
-	if n == decisionMemoTrial && m.hits.Load() < decisionMemoTrial/16 {
-		m.off.Store(true)
-		m.mu.Lock()
-		m.entries, m.bytes = nil, 0
-		m.mu.Unlock()
+	if n == decisionMemoTrial {
+		m.judge()
 	}
 	v, err := a.evalDirect(ctx, d, input)
 	if err != nil || v == nil || m.off.Load() {
@@ -106,6 +117,22 @@ func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Val
 	}
 	m.keep(key, v)
 	return v, nil
+}
+
+// judge ends a trial: a memo that answered fewer than one in 16 of its
+// lookups is emptied and turned off for decisionMemoRest checks; any
+// other starts the next trial.
+func (m *decisionMemo) judge() {
+	if m.trialHits.Load() >= decisionMemoTrial/16 {
+		m.trialLookups.Store(0)
+		m.trialHits.Store(0)
+		return
+	}
+	m.resting.Store(0)
+	m.off.Store(true)
+	m.mu.Lock()
+	m.entries, m.bytes = nil, 0
+	m.mu.Unlock()
 }
 
 // keep stores a copy of v for key: the answer may share terms with the

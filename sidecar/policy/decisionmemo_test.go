@@ -219,21 +219,52 @@ func TestDecisionMemoIsBounded(t *testing.T) {
 	}
 }
 
-// A query whose input never repeats (it reads a request id) stops keeping
-// answers after its trial, and still answers right.
-func TestDecisionMemoTurnsOffWhenNothingRepeats(t *testing.T) {
+// A query whose input never repeats (it reads a request id) stops
+// keeping answers after a trial, still answers right, and tries again
+// after its rest: a burst of new pages does not turn the memo off for
+// good.
+func TestDecisionMemoRestsWhenNothingRepeats(t *testing.T) {
 	e := activateData(t, memoPolicy, memoLevels)
 	m := answers(e)
-	for i := range decisionMemoTrial + 10 {
+	check := func(i int) {
+		t.Helper()
 		in := ast.MustParseTerm(fmt.Sprintf(`{"who": "look", "need": "look", "path": "/a/%d"}`, i)).Value
 		if got, _ := e.Eval(context.Background(), "data.t.out", in); !strings.Contains(got.Value.String(), fmt.Sprintf(`"/a/%d"`, i)) {
 			t.Fatalf("check %d: %v", i, got.Value)
 		}
 	}
-	if !m.off.Load() || m.entries != nil {
-		t.Fatalf("after %d inputs seen once, the memo is on (%d entries)", decisionMemoTrial+10, len(m.entries))
+	for i := range decisionMemoTrial {
+		check(i)
 	}
-	sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"who": "update", "need": "look", "path": "/a/1"}`).Value)
+	if !m.off.Load() || m.entries != nil {
+		t.Fatalf("after %d inputs seen once, the memo is on (%d entries)", decisionMemoTrial, len(m.entries))
+	}
+	_, before := m.stats()
+	for i := range 1000 {
+		check(i % 8)
+	}
+	if _, after := m.stats(); after != before || !m.off.Load() {
+		t.Fatalf("a resting memo was looked up %d times", after-before)
+	}
+	m.resting.Store(decisionMemoRest - 2) // the rest's other checks, counted
+	check(0)
+	if !m.off.Load() {
+		t.Fatal("the memo came back before its rest ended")
+	}
+	check(0) // the last check of the rest
+	for range 3 {
+		check(1)
+	}
+	if hits, _ := m.stats(); m.off.Load() || hits == 0 {
+		t.Fatalf("after its rest the memo is off (%v) or answered nothing (%d hits)", m.off.Load(), hits)
+	}
+	// A trial that finds answers keeps the memo on for the next.
+	for i := range 2 * decisionMemoTrial {
+		check(i % 64)
+	}
+	if m.off.Load() {
+		t.Fatal("a memo answering most checks was turned off")
+	}
 }
 
 // Checks running at once share the memo and each gets its own answer.
@@ -316,7 +347,7 @@ func BenchmarkDecisionMemo(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			if m != nil && i%(decisionMemoTrial/2) == 0 {
-				m.lookups.Store(0) // no trial ends: the memo stays on
+				m.trialLookups.Store(0) // no trial ends: the memo stays on
 			}
 			if _, err := e.Eval(context.Background(), "data.t.out", inputs[i%len(inputs)]); err != nil {
 				b.Fatal(err)
