@@ -43,22 +43,18 @@ type decisionMemo struct {
 	entries map[string]*ast.Term
 	bytes   int
 
-	lookups, hits atomic.Int64 // over the memo's life
 	// The current trial's lookups and hits, and the checks evaluated
 	// since it was turned off. Counted without a lock: a trial judged
 	// on a count off by a few is judged alike.
 	trialLookups, trialHits, resting atomic.Int64
 	off                              atomic.Bool
-	total                            *memoCounts // the engine's, for its metrics; may be nil
+	total                            *memoCounts // the engine's, for its metrics
 }
 
 // memoCounts counts lookups and hits of every decision memo of an engine.
 type memoCounts struct{ lookups, hits atomic.Uint64 }
 
 func (c *memoCounts) add(hit bool) {
-	if c == nil {
-		return
-	}
 	c.lookups.Add(1)
 	if hit {
 		c.hits.Add(1)
@@ -98,11 +94,9 @@ func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Val
 	m.mu.RLock()
 	v := m.entries[string(key)]
 	m.mu.RUnlock()
-	m.lookups.Add(1)
 	n := m.trialLookups.Add(1)
 	if v != nil && !(doneCancel{ctx.Done()}).Cancelled() {
 		// An ended check is refused as its evaluation would be.
-		m.hits.Add(1)
 		m.trialHits.Add(1)
 		m.total.add(true)
 		return v, nil
@@ -157,10 +151,6 @@ func (m *decisionMemo) keep(key []byte, v *ast.Term) {
 	m.entries[string(key)] = v
 	m.bytes += weight
 }
-
-// stats returns how many lookups the memo answered, and how many it was
-// asked.
-func (m *decisionMemo) stats() (hits, lookups int64) { return m.hits.Load(), m.lookups.Load() }
 
 // keyEncoder writes a value's key: a type tag, then a string's or
 // number's length and bytes, or an array's or object's length and
