@@ -66,7 +66,7 @@ const (
 	decisionMemoMaxKey = 4096    // an input encoding to more is not kept
 	decisionMemoTrial  = 4096    // lookups a memo is judged on
 	decisionMemoRest   = 65536   // checks a memo that found almost nothing sits out
-	decisionMemoEntry  = 64      // what an entry costs beyond its input and answer, roughly
+	decisionMemoEntry  = 128     // what an entry costs the map beyond its key's bytes, roughly
 )
 
 // memoKeys holds encoders with their buffers: a check's key costs no
@@ -132,13 +132,11 @@ func (m *decisionMemo) judge() {
 // keep stores a copy of v for key: the answer may share terms with the
 // check's input, which the pipeline does not keep.
 func (m *decisionMemo) keep(key []byte, v *ast.Term) {
-	enc := memoKeys.Get().(*keyEncoder)
-	answer, ok := enc.encode(v.Value)
-	weight := len(key) + len(answer) + decisionMemoEntry
-	memoKeys.Put(enc)
+	answer, ok := heapWeight(v.Value, 0)
 	if !ok {
 		return
 	}
+	weight := len(key) + answer + decisionMemoEntry
 	v = v.Copy()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -150,6 +148,47 @@ func (m *decisionMemo) keep(key []byte, v *ast.Term) {
 	}
 	m.entries[string(key)] = v
 	m.bytes += weight
+}
+
+// heapWeight estimates what a copy of v (ast.Term.Copy) holds on the
+// heap, from the layout of OPA's values: an object its struct, its
+// index map and a key, a value and an entry per element; an array its
+// struct and a term, a pointer and a hash per element; a string or
+// number its bytes (a copy shares them with the original, which the
+// memo then keeps alive). A value nested deeper than 32 levels, or of
+// another kind, is not weighed and not kept.
+func heapWeight(v ast.Value, depth int) (int, bool) {
+	if depth > 32 {
+		return 0, false
+	}
+	switch v := v.(type) {
+	case ast.String:
+		return 16 + len(v), true
+	case ast.Number:
+		return 16 + len(v), true
+	case ast.Boolean, ast.Null:
+		return 0, true
+	case *ast.Array:
+		w := 64 + 48*v.Len()
+		for i := 0; i < v.Len(); i++ {
+			e, ok := heapWeight(v.Elem(i).Value, depth+1)
+			if !ok {
+				return 0, false
+			}
+			w += e
+		}
+		return w, true
+	case ast.Object:
+		w, ok := 160+88*v.Len(), true
+		v.Until(func(k, e *ast.Term) bool {
+			kw, kok := heapWeight(k.Value, depth+1)
+			ew, eok := heapWeight(e.Value, depth+1)
+			w, ok = w+kw+ew, kok && eok
+			return !ok
+		})
+		return w, ok
+	}
+	return 0, false
 }
 
 // keyEncoder writes a value's key: a type tag, then a string's or

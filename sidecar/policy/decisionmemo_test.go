@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -212,6 +213,61 @@ func TestDecisionMemoIsBounded(t *testing.T) {
 	}
 	if !cleared || m.off.Load() {
 		t.Fatalf("the memo was never cleared at its bound (most %d entries), or turned itself off", most)
+	}
+}
+
+// The memo's bound is on the heap it holds: for answers of every shape
+// (a small decision, one carrying headers and a list, a wide object, a
+// bare boolean) what the kept entries weigh is not below what they hold
+// once collected, nor far above it.
+func TestDecisionMemoWeighsWhatItHolds(t *testing.T) {
+	answersOf := map[string]string{
+		"decision": memoPolicy,
+		"headers": `package t
+out := {"allowed": true, "headers": {"x-a": "1", "x-b": input.path, "x-c": "three", "x-d": "four", "x-e": "5", "x-f": "six", "x-g": "seven", "x-h": "eight"}, "list": ["a", "b", input.who], "n": 42}
+`,
+		"wide": `package t
+out := {sprintf("k%d", [i]): input.path | some i in numbers.range(1, 24)}
+`,
+		"boolean": `package t
+out := input.path == "/a/1"
+`,
+	}
+	for name, src := range answersOf {
+		e := activateData(t, src, memoLevels)
+		m := answers(e)
+		inputs := make([]ast.Value, 150) // fewer than the bound holds of any of them
+		for i := range inputs {
+			inputs[i] = ast.MustParseTerm(fmt.Sprintf(`{"who": "look", "need": "look", "path": "/a/%d/%s"}`, i, strings.Repeat("y", 20))).Value
+		}
+		for _, in := range inputs {
+			if _, err := e.Eval(context.Background(), "data.t.out", in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(m.entries) < 100 {
+			t.Fatalf("%s: %d answers kept of %d inputs", name, len(m.entries), len(inputs))
+		}
+		// What the entries hold is what the heap loses when they go. Two
+		// collections each time: the first only moves pooled objects
+		// (evaluation state, key buffers) aside, the second frees them.
+		var full, emptied runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&full)
+		n, weight := len(m.entries), m.bytes
+		m.mu.Lock()
+		m.entries = nil
+		m.mu.Unlock()
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&emptied)
+		held := float64(full.HeapAlloc) - float64(emptied.HeapAlloc)
+		if r := held / float64(weight); r > 1.25 || r < 0.6 {
+			t.Errorf("%s: %d entries weigh %d bytes and hold %.0f on the heap (%.2f×)", name, n, weight, held, r)
+		}
+		runtime.KeepAlive(inputs)
+		runtime.KeepAlive(e) // else the engine goes with the entries
 	}
 }
 

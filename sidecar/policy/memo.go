@@ -23,13 +23,16 @@ import (
 // Results are kept only outside `with` (a call under a `with` modifier
 // may see other data or other functions, and OPA evaluates it in a frame
 // of its own), only for calls whose arguments and value are small and
-// hold no number (see smallTerms), and only up to memoEntries of them: past that the memo starts afresh, so arguments a
-// client chooses cannot grow memory, only cost the misses they cause.
+// hold no number (see smallTerms), and only while what is kept weighs at
+// most memoBytes (see heapWeight): past that the memo starts afresh, so
+// arguments a client chooses cannot grow memory, only cost the misses
+// they cause.
 const memoAnnotation = "deputy_memo"
 
 const (
-	memoEntries  = 4096
-	memoMaxBytes = 2048 // the most a call's arguments, and its value, may weigh to be kept
+	memoBytes    = 1 << 20 // what the kept results may hold on the heap together
+	memoMaxBytes = 2048    // the most a call's arguments, and its value, may weigh to be kept
+	memoPerEntry = 96      // what a result costs the memo's map beyond its terms, roughly
 )
 
 // memo holds an activation's memoized function results. Its zero value
@@ -44,11 +47,13 @@ type memo struct {
 	mu      sync.RWMutex
 	entries map[int][]memoEntry
 	n       int
+	bytes   int
 }
 
 type memoEntry struct {
-	key   ast.Ref
-	value *ast.Term
+	key    ast.Ref
+	value  *ast.Term
+	weight int // what key and value hold on the heap
 }
 
 // covers reports whether key is the cache key of a call to a memoized
@@ -81,10 +86,18 @@ func memoEntryOf(key ast.Ref, value *ast.Term) (memoEntry, bool) {
 	if value == nil || !smallTerms(key[1:], memoMaxBytes) || !smallTerms([]*ast.Term{value}, memoMaxBytes) {
 		return memoEntry{}, false
 	}
-	e := memoEntry{key: make(ast.Ref, len(key)), value: value.Copy()}
+	w, ok := heapWeight(value.Value, 0)
+	if !ok {
+		return memoEntry{}, false
+	}
+	e := memoEntry{key: make(ast.Ref, len(key)), value: value.Copy(), weight: memoPerEntry + 40*len(key) + w}
 	e.key[0] = key[0]
 	for i := 1; i < len(key); i++ {
+		if w, ok = heapWeight(key[i].Value, 0); !ok {
+			return memoEntry{}, false
+		}
 		e.key[i] = key[i].Copy()
+		e.weight += w
 	}
 	return e, true
 }
@@ -101,15 +114,16 @@ func (m *memo) keep(found []memoEntry) {
 		if slices.ContainsFunc(m.entries[h], func(old memoEntry) bool { return old.key.Equal(e.key) }) {
 			continue
 		}
-		if m.n >= memoEntries {
+		if m.bytes+e.weight > memoBytes {
 			clear(m.entries)
-			m.n = 0
+			m.n, m.bytes = 0, 0
 		}
 		if m.entries == nil {
 			m.entries = map[int][]memoEntry{}
 		}
 		m.entries[h] = append(m.entries[h], e)
 		m.n++
+		m.bytes += e.weight
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -151,8 +152,9 @@ func TestMemoLivesWithItsActivation(t *testing.T) {
 	}
 }
 
-// Arguments a client chooses cannot grow the memo without end: it keeps
-// at most memoEntries results, and none for large arguments.
+// Arguments a client chooses cannot grow the memo without end: what it
+// keeps weighs at most memoBytes, and it keeps nothing for large
+// arguments.
 func TestMemoIsBounded(t *testing.T) {
 	e, err := compileMemo(t, memoModule(t, pureMatch, "out := f(input.path)"), memoRoutes)
 	if err != nil {
@@ -164,17 +166,69 @@ func TestMemoIsBounded(t *testing.T) {
 	if m.len() != 0 {
 		t.Fatalf("a %d-byte argument was kept", len(big))
 	}
-	most := 0
-	for i := range memoEntries + 10 {
+	most, cleared := 0, false
+	for i := range 20000 {
 		if _, err := e.Eval(context.Background(), "data.t.out", ast.MustParseTerm(fmt.Sprintf(`{"path": "/a/%d"}`, i)).Value); err != nil {
 			t.Fatal(err)
 		}
+		if m.bytes > memoBytes {
+			t.Fatalf("the memo weighs %d bytes, past its bound %d", m.bytes, memoBytes)
+		}
+		if m.len() < most {
+			cleared = true
+		}
 		most = max(most, m.len())
 	}
-	if most != memoEntries || m.len() > memoEntries {
-		t.Fatalf("kept at most %d (now %d), want the bound %d reached and never passed", most, m.len(), memoEntries)
+	if !cleared || most < 1000 {
+		t.Fatalf("kept at most %d results and was never cleared at its bound", most)
 	}
 	sameEval(t, e, "data.t.out", ast.MustParseTerm(`{"path": "/a/b/1"}`).Value)
+}
+
+// The bound is on the heap the kept results hold: for results of several
+// shapes, what they weigh is not below what they hold once collected, nor
+// far above it.
+func TestMemoWeighsWhatItHolds(t *testing.T) {
+	for name, fn := range map[string]string{
+		"routes":  pureMatch,
+		"object":  `f(x) := {"route": x, "dirs": [r | some r in data.t.routes; startswith(x, r)], "parts": split(x, "/"), "api": startswith(x, "/api/")}`,
+		"boolean": `f(x) := startswith(x, "/a/b/")`,
+	} {
+		e, err := compileMemo(t, memoModule(t, fn, "out := f(input.path)"), memoRoutes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := e.Current().memo
+		inputs := make([]ast.Value, 150)
+		for i := range inputs {
+			inputs[i] = ast.MustParseTerm(fmt.Sprintf(`{"path": "/a/b/%d/%s"}`, i, strings.Repeat("y", 20))).Value
+			if _, err := e.Eval(context.Background(), "data.t.out", inputs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if m.len() < 100 {
+			t.Fatalf("%s: %d results kept of %d calls", name, m.len(), len(inputs))
+		}
+		// Two collections each time: the first only moves pooled objects
+		// aside, the second frees them.
+		var full, emptied runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&full)
+		n, weight := m.len(), m.bytes
+		m.mu.Lock()
+		m.entries, m.n, m.bytes = nil, 0, 0
+		m.mu.Unlock()
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&emptied)
+		held := float64(full.HeapAlloc) - float64(emptied.HeapAlloc)
+		if r := held / float64(weight); r > 1.25 || r < 0.6 {
+			t.Errorf("%s: %d results weigh %d bytes and hold %.0f on the heap (%.2f×)", name, n, weight, held, r)
+		}
+		runtime.KeepAlive(inputs)
+		runtime.KeepAlive(e) // else the engine goes with the results
+	}
 }
 
 // OPA calls 1 and 1.0 equal, but a function can tell them apart
