@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -74,5 +75,50 @@ func TestProfileName(t *testing.T) {
 		if got := profileName(in); got != want {
 			t.Errorf("profileName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The RSS goal is on the largest Deputy process of the shipped load; a
+// scenario apart (a new page every check) is printed beside it, and the
+// do-nothing server never counts.
+func TestReportRSSGoal(t *testing.T) {
+	var r report
+	r.add(row{name: "do-nothing", m: sample{rssMB: 90}}, false, false)
+	r.add(row{name: "deputy impersonation", m: sample{rssMB: 43}}, true, false)
+	r.add(row{name: "deputy partner", m: sample{rssMB: 41}}, true, false)
+	r.add(row{name: "deputy a new page every check", m: sample{rssMB: 51}}, true, true)
+	var out strings.Builder
+	r.print(&out, options{})
+	lines := map[string]string{} // the goal lines by their first column
+	for _, l := range strings.Split(out.String(), "\n") {
+		if goal, rest, ok := strings.Cut(l, "  "); ok && strings.HasPrefix(goal, "RSS") {
+			lines[goal] = strings.Join(strings.Fields(rest), " ")
+		}
+	}
+	if got := lines["RSS under load, largest Deputy process"]; !strings.HasPrefix(got, "43.0 MB ≤ 48 MB yes deputy impersonation:") {
+		t.Errorf("RSS goal: %q", got)
+	}
+	if got := lines["RSS, deputy a new page every check (not the goal's load)"]; !strings.HasPrefix(got, "51.0 MB - -") {
+		t.Errorf("scenario apart: %q", got)
+	}
+	if len(lines) != 2 {
+		t.Errorf("RSS lines %q, want the goal and the scenario apart", lines)
+	}
+	if len(r.rows) != 4 {
+		t.Fatalf("%d rows printed, want all 4", len(r.rows))
+	}
+}
+
+// The preflight sends a scenario's templated payload as ghz's request
+// number 0, so a templated path is checked as a real one.
+func TestReadRequestFillsTheRequestNumber(t *testing.T) {
+	p := writePayload(t.TempDir(), "p.json", nil, "/customer/account/orders/"+requestNumber)
+	req, err := readRequest(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	http := req.GetAttributes().GetRequest().GetHttp()
+	if http.GetPath() != "/customer/account/orders/0" || http.GetHeaders()[":path"] != "/customer/account/orders/0" {
+		t.Fatalf("path %q, :path %q; want /customer/account/orders/0", http.GetPath(), http.GetHeaders()[":path"])
 	}
 }

@@ -199,6 +199,10 @@ func sampleRSS(pid int) (stop func() resident) {
 
 // writePayload writes a CheckRequest as a browser page view with 15
 // headers, plus extra ones.
+// requestNumber in a payload is ghz's number of the request: every check
+// sends its own value there (the preflight sends 0).
+const requestNumber = "{{.RequestNumber}}"
+
 func writePayload(dir, name string, extra map[string]string, path ...string) string {
 	p := "/catalog/shoes?size=42&color=red"
 	if len(path) > 0 {
@@ -314,14 +318,25 @@ func ghz(o options, name, addr, payload string) (sample, error) {
 // preflight sends the payload once over gRPC and fails unless it is
 // allowed and, when header is set, that header is injected upstream. It
 // returns the answer.
-func preflight(addr, payload, header string) (*authv3.CheckResponse, error) {
+// readRequest reads a scenario's payload as the request ghz sends first:
+// request number 0.
+func readRequest(payload string) (*authv3.CheckRequest, error) {
 	raw, err := os.ReadFile(payload)
 	if err != nil {
 		return nil, err
 	}
+	raw = bytes.ReplaceAll(raw, []byte(requestNumber), []byte("0"))
 	var req authv3.CheckRequest
 	if err := protojson.Unmarshal(raw, &req); err != nil {
 		return nil, fmt.Errorf("payload %s: %w", payload, err)
+	}
+	return &req, nil
+}
+
+func preflight(addr, payload, header string) (*authv3.CheckResponse, error) {
+	req, err := readRequest(payload)
+	if err != nil {
+		return nil, err
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -330,7 +345,7 @@ func preflight(addr, payload, header string) (*authv3.CheckResponse, error) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &req)
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("check: %w", err)
 	}
