@@ -14,6 +14,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/deputyhq/deputy/sidecar/porttest"
 )
 
 // server is one process under test.
@@ -266,13 +268,15 @@ func (d *server) impersonate(bin, dir string) (string, error) {
 	return "", fmt.Errorf("redeem set no session cookie (status %d)", resp.StatusCode)
 }
 
+// freeAddr is a loopback address for a server this run starts, never one
+// it handed out before (porttest.Pick): port 0 once gave one Deputy its
+// gRPC and metrics listeners on the same port.
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := porttest.Pick()
 	if err != nil {
-		panic(err)
+		panic(err) // no loopback port binds: nothing here can run
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func waitTCP(addr string) error {
