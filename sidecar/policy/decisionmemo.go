@@ -3,8 +3,10 @@ package policy
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -19,9 +21,9 @@ import (
 //
 // That is sound only for a pure query, which purity checks when the
 // activation is built, with reads of input allowed: no builtin that may
-// answer alike arguments differently (the clock, the network, the host,
-// Deputy's token verification, which reads the clock), no `with`, nothing
-// that acts (print). Base data never changes within an activation, and a
+// answer alike arguments differently (the clock, the network, the host),
+// no `with`, nothing that acts (print). Base data never changes within an
+// activation, and a
 // new activation starts with an empty memo, so a narrowed rule takes
 // effect at the next check. Delegation state reaches policy through input
 // (the resolver reads it on every check), so a revoked grant or consent is
@@ -38,10 +40,23 @@ import (
 // crawler is asking for page after page), it stops keeping answers for
 // the next decisionMemoRest checks, which then pay nothing for it, and
 // tries again.
+//
+// One builtin that reads the clock is allowed: io.jwt.decode_verify,
+// which Deputy answers through jwtVerdicts. Its answer for a token and
+// constraints changes only at the token's nbf and exp, and jwtVerdicts
+// knows, for every verdict it uses, the window within which OPA gives it
+// alike. An evaluation collects the intersection of the windows of the
+// verdicts it used (jwtWindow), and its answer is kept for that window
+// only: an expired token is never answered from memory. An evaluation
+// whose verification could not be bounded (a refusal, an error, a token
+// too long to remember, a fixed "time" constraint) keeps nothing.
 type decisionMemo struct {
 	mu      sync.RWMutex
-	entries map[string]*ast.Term
+	entries map[string]keptAnswer
 	bytes   int
+	// verifies is set when the query may verify tokens: its answers hold
+	// within their windows only.
+	verifies bool
 
 	// The current trial's lookups and hits, and the checks evaluated
 	// since it was turned off. Counted without a lock: a trial judged
@@ -49,6 +64,45 @@ type decisionMemo struct {
 	trialLookups, trialHits, resting atomic.Int64
 	off                              atomic.Bool
 	total                            *memoCounts // the engine's, for its metrics
+}
+
+// keptAnswer is an answer and the times (nanoseconds since the epoch)
+// within which it holds: from <= now < until.
+type keptAnswer struct {
+	value       *ast.Term
+	from, until int64
+}
+
+// always is the window of an answer that verified no token.
+var always = keptAnswer{from: math.MinInt64, until: math.MaxInt64}
+
+// holdsAt reports whether the answer holds at now; an answer of a memo
+// that verifies nothing holds always.
+func (k keptAnswer) holdsAt(now int64) bool { return k.from <= now && now < k.until }
+
+// jwtWindow collects, over one evaluation, the times within which every
+// token the evaluation verified is verified alike: the intersection of
+// the windows of the verdicts it used. ok turns false when a verification
+// could not be bounded.
+type jwtWindow struct {
+	from, until int64
+	ok          bool
+}
+
+type jwtWindowKey struct{}
+
+// windowOf returns the window an evaluation under ctx collects, or nil.
+func windowOf(ctx context.Context) *jwtWindow {
+	if ctx == nil {
+		return nil
+	}
+	w, _ := ctx.Value(jwtWindowKey{}).(*jwtWindow)
+	return w
+}
+
+// narrow intersects w with a verdict's window.
+func (w *jwtWindow) narrow(from, until int64) {
+	w.from, w.until = max(w.from, from), min(w.until, until)
 }
 
 // memoCounts counts lookups and hits of every decision memo of an engine.
@@ -66,7 +120,7 @@ const (
 	decisionMemoMaxKey = 4096    // an input encoding to more is not kept
 	decisionMemoTrial  = 4096    // lookups a memo is judged on
 	decisionMemoRest   = 65536   // checks a memo that found almost nothing sits out
-	decisionMemoEntry  = 128     // what an entry costs the map beyond its key's bytes, roughly
+	decisionMemoEntry  = 144     // what an entry costs the map beyond its key's bytes, roughly
 )
 
 // memoKeys holds encoders with their buffers: a check's key costs no
@@ -91,25 +145,42 @@ func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Val
 	if !ok {
 		return a.evalDirect(ctx, d, input)
 	}
+	var now int64
+	if m.verifies {
+		now = time.Now().UnixNano()
+	}
 	m.mu.RLock()
-	v := m.entries[string(key)]
+	kept, found := m.entries[string(key)]
 	m.mu.RUnlock()
 	n := m.trialLookups.Add(1)
-	if v != nil && !(doneCancel{ctx.Done()}).Cancelled() {
+	if found && kept.holdsAt(now) && !(doneCancel{ctx.Done()}).Cancelled() {
 		// An ended check is refused as its evaluation would be.
 		m.trialHits.Add(1)
 		m.total.add(true)
-		return v, nil
+		return kept.value, nil
 	}
 	m.total.add(false)
 	if n == decisionMemoTrial {
 		m.judge()
 	}
-	v, err := a.evalDirect(ctx, d, input)
+	answer, evalCtx := always, ctx
+	var w *jwtWindow
+	if m.verifies {
+		w = &jwtWindow{from: math.MinInt64, until: math.MaxInt64, ok: true}
+		evalCtx = context.WithValue(ctx, jwtWindowKey{}, w)
+	}
+	v, err := a.evalDirect(evalCtx, d, input)
 	if err != nil || v == nil || m.off.Load() {
 		return v, err
 	}
-	m.keep(key, v)
+	if w != nil {
+		if !w.ok || !(w.from <= now && now < w.until) {
+			return v, nil
+		}
+		answer.from, answer.until = w.from, w.until
+	}
+	answer.value = v
+	m.keep(key, answer, now)
 	return v, nil
 }
 
@@ -129,24 +200,25 @@ func (m *decisionMemo) judge() {
 	m.mu.Unlock()
 }
 
-// keep stores a copy of v for key: the answer may share terms with the
-// check's input, which the pipeline does not keep.
-func (m *decisionMemo) keep(key []byte, v *ast.Term) {
-	answer, ok := heapWeight(v.Value, 0)
+// keep stores a copy of answer for key: the answer may share terms with
+// the check's input, which the pipeline does not keep. An answer that no
+// longer holds at now gives way to the new one.
+func (m *decisionMemo) keep(key []byte, answer keptAnswer, now int64) {
+	w, ok := heapWeight(answer.value.Value, 0)
 	if !ok {
 		return
 	}
-	weight := len(key) + answer + decisionMemoEntry
-	v = v.Copy()
+	weight := len(key) + w + decisionMemoEntry
+	answer.value = answer.value.Copy()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, seen := m.entries[string(key)]; seen || m.off.Load() {
+	if old, seen := m.entries[string(key)]; (seen && old.holdsAt(now)) || m.off.Load() {
 		return
 	}
 	if m.entries == nil || m.bytes+weight > decisionMemoBytes {
-		m.entries, m.bytes = make(map[string]*ast.Term, 256), 0
+		m.entries, m.bytes = make(map[string]keptAnswer, 256), 0
 	}
-	m.entries[string(key)] = v
+	m.entries[string(key)] = answer
 	m.bytes += weight
 }
 
@@ -258,13 +330,18 @@ func (e *keyEncoder) value(v ast.Value) {
 }
 
 // pureQuery reports whether every rule query may name depends on input
-// and base data alone (see purity).
-func pureQuery(c *ast.Compiler, query string) bool {
+// and base data alone (see purity), and whether it may verify tokens:
+// with tokens, through Deputy's io.jwt.decode_verify, whose verdicts
+// jwtVerdicts bounds in time.
+func pureQuery(c *ast.Compiler, query string, tokens bool) (pure, verifies bool) {
 	ref, err := ast.ParseRef(query)
 	if err != nil || !ref.IsGround() {
-		return false
+		return false, false
 	}
 	p := newPurity(c)
-	p.input = true
-	return p.rules(ref) == nil
+	p.input, p.tokens = true, tokens
+	if p.rules(ref) != nil {
+		return false, false
+	}
+	return true, p.verifies
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -93,15 +94,16 @@ func TestDecisionMemoAnswersAsEvaluation(t *testing.T) {
 }
 
 // A query whose answer may change between checks with the same input
-// keeps none: one that reads the clock, randomness, a fresh id, Deputy's
-// token verification (the clock), one that traces, one using with, one
-// reading input whole (its needs are all of input).
+// keeps none: one that reads the clock, randomness, a fresh id, one that
+// traces, one using with (a mocked token verification too), one reading
+// input whole (its needs are all of input).
 func TestDecisionMemoKeepsNothingForImpureQueries(t *testing.T) {
 	for name, rule := range map[string]string{
 		"the clock":                  `out := {"t": time.now_ns(), "p": input.path}`,
 		"randomness":                 `out := rand.intn(input.path, 10)`,
 		"a fresh id":                 `out := uuid.rfc4122(input.path)`,
-		"token verification":         `out := io.jwt.decode_verify(input.token, {"secret": "s"})`,
+		"mocked token verification":  "out := y if { y := g with io.jwt.decode_verify as fake }\n\ng := io.jwt.decode_verify(input.token, {\"secret\": \"s\"})\n\nfake(_, _) := [true, {}, {}]",
+		"token signatures":           `out := io.jwt.verify_hs256(input.token, "s")`,
 		"a schema it may fetch":      `out := json.match_schema(input.doc, {"type": "string"})`,
 		"trace":                      `out := input.path if trace(input.path)`,
 		"with":                       "out := y if { y := g with input.path as \"/x\" }\n\ng := input.path",
@@ -413,4 +415,95 @@ func BenchmarkDecisionMemo(b *testing.B) {
 	})
 	b.Run("hit", func(b *testing.B) { run(b, activate(b), inputs[:1]) })
 	b.Run("miss", func(b *testing.B) { run(b, activate(b), inputs) })
+}
+
+const tokenPolicy = `package t
+
+out := {"allowed": true, "sub": payload.sub} if {
+	[valid, _, payload] := io.jwt.decode_verify(input.token, {"secret": "secret"})
+	valid
+} else := {"allowed": false}
+`
+
+// A query that verifies tokens keeps an answer only while every token it
+// verified stays verified: an expired token is evaluated again, and
+// refused, the moment it leaves its window.
+func TestDecisionMemoKeepsTokenAnswersWithinTheirWindow(t *testing.T) {
+	e := activateData(t, tokenPolicy, nil)
+	m := answers(e)
+	if m == nil || !m.verifies {
+		t.Fatalf("a query verifying tokens keeps no answers (%v)", m)
+	}
+	k := &jwtKeys{hmacSecret: "secret"}
+	exp := time.Now().Unix() + 3 // kept until a second before: at least a second from now
+	tok := k.sign(t, "HS256", map[string]any{"alg": "HS256", "typ": "JWT"}, map[string]any{"sub": "alice", "exp": exp})
+	in := ast.MustParseTerm(fmt.Sprintf(`{"token": %q}`, tok)).Value
+	check := func(want string) (hit bool) {
+		t.Helper()
+		before, _ := e.AnswersKept()
+		got, err := e.Eval(context.Background(), "data.t.out", in)
+		if err != nil || !got.Defined() || !strings.Contains(got.Value.String(), want) {
+			t.Fatalf("%v, %v; want %s", got, err, want)
+		}
+		after, _ := e.AnswersKept()
+		return after > before
+	}
+	if check(`"allowed": true`) {
+		t.Fatal("the first check was answered from memory")
+	}
+	if !check(`"allowed": true`) {
+		t.Fatal("a verified token's answer was not kept")
+	}
+	until := time.Unix(exp-1, 0)
+	time.Sleep(time.Until(until) + 10*time.Millisecond)
+	if check(`"allowed": true`) { // OPA still verifies it, but not for long: not kept
+		t.Fatal("a token a second from its exp was answered from memory")
+	}
+	time.Sleep(time.Until(time.Unix(exp+1, 0)))
+	if check(`"allowed": false`) {
+		t.Fatal("an expired token was answered from memory")
+	}
+	if check(`"allowed": false`) {
+		t.Fatal("a refused token's answer was kept")
+	}
+}
+
+// A refused or malformed token, a token checked at a fixed time, and a
+// refused token beside a verified one keep nothing (their verification is
+// not bounded); an input with no token is kept as any pure answer.
+func TestDecisionMemoKeepsNoUnboundedVerification(t *testing.T) {
+	k := &jwtKeys{hmacSecret: "secret"}
+	good := k.sign(t, "HS256", map[string]any{"alg": "HS256"}, map[string]any{"sub": "alice"})
+	forged := (&jwtKeys{hmacSecret: "another"}).sign(t, "HS256", map[string]any{"alg": "HS256"}, map[string]any{"sub": "eve"})
+	malformed := good[:30] + "x"
+	for _, c := range []struct {
+		name, policy, input, want string
+		kept                      bool
+	}{
+		{"forged", tokenPolicy, fmt.Sprintf(`{"token": %q}`, forged), `"allowed": false`, false},
+		{"malformed", tokenPolicy, fmt.Sprintf(`{"token": %q}`, malformed), `"allowed": false`, false},
+		{"fixed time", strings.Replace(tokenPolicy, `{"secret": "secret"}`, `{"secret": "secret", "time": 1700000000000000000}`, 1), fmt.Sprintf(`{"token": %q}`, good), `"allowed": true`, false},
+		{"no token", tokenPolicy, `{"path": "/"}`, `"allowed": false`, true},
+		{"a refused token beside a verified one", `package t
+
+out := {"a": a, "b": b} if {
+	[a, _, _] := io.jwt.decode_verify(input.a, {"secret": "secret"})
+	[b, _, _] := io.jwt.decode_verify(input.b, {"secret": "secret"})
+}
+`, fmt.Sprintf(`{"a": %q, "b": %q}`, forged, good), `"a": false, "b": true`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := activateData(t, c.policy, nil)
+			in := ast.MustParseTerm(c.input).Value
+			for range 3 {
+				got, err := e.Eval(context.Background(), "data.t.out", in)
+				if err != nil || !got.Defined() || !strings.Contains(got.Value.String(), c.want) {
+					t.Fatalf("%v, %v; want %s", got, err, c.want)
+				}
+			}
+			if hits, _ := e.AnswersKept(); (hits == 2) != c.kept {
+				t.Fatalf("%d of 3 checks answered from memory; kept = %v", hits, c.kept)
+			}
+		})
+	}
 }

@@ -109,13 +109,20 @@ func (c *jwtVerdicts) decodeVerify(bctx topdown.BuiltinContext, operands []*ast.
 	now, nowOK := evalTimeNanos(bctx)
 	cacheable := tokOK && consOK && nowOK && len(token) <= maxRememberedTokenLen &&
 		constraints.Get(ast.InternedTerm("time")) == nil // a fixed time: rare, left to OPA
+	// The decision memo's window, when the evaluation keeps its answer:
+	// every verdict used narrows it, and one not bounded spoils it.
+	w := windowOf(bctx.Context)
 	var key jwtKey
 	if cacheable {
 		key = jwtKey{token: string(token), constraints: constraints.Hash()}
 		if v, ok := c.cache.Peek(key); ok && v.from <= now && now < v.until && v.constraints.Compare(constraints) == 0 {
+			if w != nil {
+				w.narrow(v.from, v.until)
+			}
 			return v.result, nil
 		}
 	}
+
 	if tokOK {
 		// The token is often a slice of the whole Authorization header
 		// (trim_space(trim_prefix(h, "Bearer")) keeps its backing), and
@@ -125,6 +132,12 @@ func (c *jwtVerdicts) decodeVerify(bctx topdown.BuiltinContext, operands []*ast.
 		key.token = own
 		operands = []*ast.Term{ast.StringTerm(own), operands[1]}
 	}
+	bounded := false
+	defer func() {
+		if w != nil && !bounded {
+			w.ok = false
+		}
+	}()
 	var out *ast.Term
 	if err := c.opa(bctx, operands, func(t *ast.Term) error { out = t; return nil }); err != nil {
 		return nil, err
@@ -132,6 +145,10 @@ func (c *jwtVerdicts) decodeVerify(bctx topdown.BuiltinContext, operands []*ast.
 	if cacheable && out != nil {
 		if from, until, ok := verifiedWindow(out); ok && from <= now && now < until {
 			c.cache.Add(key, &jwtVerdict{constraints: constraints, from: from, until: until, result: out})
+			if w != nil {
+				w.narrow(from, until)
+				bounded = true
+			}
 		}
 	}
 	return out, nil

@@ -268,8 +268,10 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 			return nil, sidecar.Invalid("policies", "prepare %s: %v", q, err)
 		}
 		a.needs[q] = inputNeeds(comp, q)
-		if d := a.direct[q]; d != nil && q != MaskQuery && !a.needs[q].All && pureQuery(comp, q) {
-			d.memo = &decisionMemo{total: &e.answers}
+		if d := a.direct[q]; d != nil && q != MaskQuery && !a.needs[q].All {
+			if pure, verifies := pureQuery(comp, q, e.jwt != nil); pure {
+				d.memo = &decisionMemo{total: &e.answers, verifies: verifies}
+			}
 		}
 		if noRules(comp, q) {
 			// Base data of an activation never changes, so the answer
