@@ -250,27 +250,33 @@ out := input.path == "/a/1"
 		if len(m.entries) < 100 {
 			t.Fatalf("%s: %d answers kept of %d inputs", name, len(m.entries), len(inputs))
 		}
-		// What the entries hold is what the heap loses when they go. Two
-		// collections each time: the first only moves pooled objects
-		// (evaluation state, key buffers) aside, the second frees them.
-		var full, emptied runtime.MemStats
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&full)
 		n, weight := len(m.entries), m.bytes
-		m.mu.Lock()
-		m.entries = nil
-		m.mu.Unlock()
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&emptied)
-		held := float64(full.HeapAlloc) - float64(emptied.HeapAlloc)
+		held := heapFreedBy(func() {
+			m.mu.Lock()
+			m.entries = nil
+			m.mu.Unlock()
+		})
 		if r := held / float64(weight); r > 1.25 || r < 0.6 {
 			t.Errorf("%s: %d entries weigh %d bytes and hold %.0f on the heap (%.2f×)", name, n, weight, held, r)
 		}
 		runtime.KeepAlive(inputs)
 		runtime.KeepAlive(e) // else the engine goes with the entries
 	}
+}
+
+// heapFreedBy returns how much live heap drop frees. Two collections on
+// each side: the first only moves pooled objects (evaluation state, key
+// buffers) aside, the second frees them.
+func heapFreedBy(drop func()) float64 {
+	var full, emptied runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&full)
+	drop()
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&emptied)
+	return float64(full.HeapAlloc) - float64(emptied.HeapAlloc)
 }
 
 // A query whose input never repeats (it reads a request id) stops

@@ -209,20 +209,12 @@ func TestMemoWeighsWhatItHolds(t *testing.T) {
 		if m.len() < 100 {
 			t.Fatalf("%s: %d results kept of %d calls", name, m.len(), len(inputs))
 		}
-		// Two collections each time: the first only moves pooled objects
-		// aside, the second frees them.
-		var full, emptied runtime.MemStats
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&full)
 		n, weight := m.len(), m.bytes
-		m.mu.Lock()
-		m.entries, m.n, m.bytes = nil, 0, 0
-		m.mu.Unlock()
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&emptied)
-		held := float64(full.HeapAlloc) - float64(emptied.HeapAlloc)
+		held := heapFreedBy(func() {
+			m.mu.Lock()
+			m.entries, m.n, m.bytes = nil, 0, 0
+			m.mu.Unlock()
+		})
 		if r := held / float64(weight); r > 1.25 || r < 0.6 {
 			t.Errorf("%s: %d results weigh %d bytes and hold %.0f on the heap (%.2f×)", name, n, weight, held, r)
 		}
