@@ -23,11 +23,10 @@ import (
 // activation is built, with reads of input allowed: no builtin that may
 // answer alike arguments differently (the clock, the network, the host),
 // no `with`, nothing that acts (print). Base data never changes within an
-// activation, and a
-// new activation starts with an empty memo, so a narrowed rule takes
-// effect at the next check. Delegation state reaches policy through input
-// (the resolver reads it on every check), so a revoked grant or consent is
-// a different input, never a kept answer.
+// activation, and a new activation starts with an empty memo, so a
+// narrowed rule takes effect at the next check. Delegation state reaches
+// policy through input (the resolver reads it on every check), so a
+// revoked grant or consent is a different input, never a kept answer.
 //
 // Inputs are compared by an encoding that keeps every distinction OPA can
 // see: each value's type, a string's bytes, a number's spelling (1 and
