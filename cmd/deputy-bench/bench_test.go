@@ -122,3 +122,26 @@ func TestReadRequestFillsTheRequestNumber(t *testing.T) {
 		t.Fatalf("path %q, :path %q; want /customer/account/orders/0", http.GetPath(), http.GetHeaders()[":path"])
 	}
 }
+
+// A throughput goal shows its ratio round by round beside the median, so
+// a miss within the host's noise reads as one.
+func TestReportThroughputRounds(t *testing.T) {
+	deputy := []sample{{rps: 700}, {rps: 800}, {rps: 760}}
+	floor := []sample{{rps: 1000}, {rps: 1000}, {rps: 1000}}
+	r := report{throughput: []throughputGoal{{name: "reseller", m: sample{rps: 760}, floor: sample{rps: 1000}, goal: 0.75,
+		rounds: roundRatios(deputy, floor)}}}
+	var out strings.Builder
+	r.print(&out, options{})
+	var line string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, "throughput vs do-nothing, reseller") {
+			line = strings.Join(strings.Fields(l), " ")
+		}
+	}
+	if want := "0.76 ≥ 0.75 yes 760 vs 1000 checks/s (same request); by round 0.70, 0.80, 0.76"; !strings.Contains(line, want) {
+		t.Fatalf("goal line %q, want %q in it", line, want)
+	}
+	if got := roundRatios(deputy, floor[:1]); len(got) != 1 {
+		t.Fatalf("ratios of rounds with no floor: %v", got)
+	}
+}

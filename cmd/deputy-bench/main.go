@@ -336,7 +336,8 @@ func run(o options) error {
 			goal = 0.85
 		}
 		if len(shipped[k].samples) > 0 {
-			g := throughputGoal{name: k, m: shipped[k].median(), floor: shipped[k].floor.median(), goal: goal}
+			g := throughputGoal{name: k, m: shipped[k].median(), floor: shipped[k].floor.median(), goal: goal,
+				rounds: roundRatios(shipped[k].samples, shipped[k].floor.samples)}
 			if a := shipped[k].answering; a != nil && len(a.samples) > 0 {
 				g.answering, g.hasAnswering = a.median(), true
 			}

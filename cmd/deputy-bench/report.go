@@ -30,6 +30,9 @@ type throughputGoal struct {
 	// same request, the most any server giving that answer could reach.
 	answering    sample
 	hasAnswering bool
+	// rounds is the ratio of each round (the scenario and its floor run
+	// back to back in it): their spread is the host's noise.
+	rounds []float64
 }
 
 // overheadGoal: Deputy's CPU per check above the floor at most ¼ of
@@ -125,8 +128,8 @@ func (r report) print(out io.Writer, o options) {
 			bound = fmt.Sprintf("; a do-nothing server giving Deputy's answer: %.2f (load tool %.1f vs %.1f µs/check)",
 				g.answering.rps/g.floor.rps, g.answering.loadCPUUS, g.floor.loadCPUUS)
 		}
-		fmt.Fprintf(w, "throughput vs do-nothing, %s\t%.2f\t≥ %.2f\t%s\t%.0f vs %.0f checks/s (same request)%s\n",
-			g.name, ratio, g.goal, met(ratio >= g.goal), g.m.rps, g.floor.rps, bound)
+		fmt.Fprintf(w, "throughput vs do-nothing, %s\t%.2f\t≥ %.2f\t%s\t%.0f vs %.0f checks/s (same request)%s%s\n",
+			g.name, ratio, g.goal, met(ratio >= g.goal), g.m.rps, g.floor.rps, roundsOf(g.rounds), bound)
 	}
 	fmt.Fprintf(w, "RSS under load, largest Deputy process\t%.1f MB\t≤ %d MB\t%s\t%s: anonymous (heap, stacks) %.1f MB, file-backed (the binary's pages) %.1f MB\n",
 		r.deputyRSS, rssGoalMB, met(r.deputyRSS <= rssGoalMB), r.rssOf.name, r.rssOf.m.anonMB, r.rssOf.m.fileMB)
@@ -231,4 +234,28 @@ func median(v []float64) float64 {
 		return v[len(v)/2]
 	}
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// roundsOf prints the ratios of the rounds, when there are several.
+func roundsOf(ratios []float64) string {
+	if len(ratios) < 2 {
+		return ""
+	}
+	parts := make([]string, len(ratios))
+	for i, r := range ratios {
+		parts[i] = fmt.Sprintf("%.2f", r)
+	}
+	return "; by round " + strings.Join(parts, ", ")
+}
+
+// roundRatios is the throughput of s over its floor's, round by round.
+func roundRatios(s, floor []sample) []float64 {
+	n := min(len(s), len(floor))
+	out := make([]float64, 0, n)
+	for i := range n {
+		if floor[i].rps > 0 {
+			out = append(out, s[i].rps/floor[i].rps)
+		}
+	}
+	return out
 }
