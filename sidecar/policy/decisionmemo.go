@@ -54,8 +54,10 @@ type decisionMemo struct {
 	entries map[string]keptAnswer
 	bytes   int
 	// verifies is set when the query may verify tokens: its answers hold
-	// within their windows only.
+	// within their windows only, judged by clock, the time the lookup and
+	// the evaluation share.
 	verifies bool
+	clock    func() time.Time
 
 	// The current trial's lookups and hits, and the checks evaluated
 	// since it was turned off. Counted without a lock: a trial judged
@@ -144,9 +146,11 @@ func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Val
 	if !ok {
 		return a.evalDirect(ctx, d, input)
 	}
+	var at time.Time
 	var now int64
 	if m.verifies {
-		now = time.Now().UnixNano()
+		at = m.clock()
+		now = at.UnixNano()
 	}
 	m.mu.RLock()
 	kept, found := m.entries[string(key)]
@@ -168,7 +172,7 @@ func (a *Activation) evalKept(ctx context.Context, d *directQuery, input ast.Val
 		w = &jwtWindow{from: math.MinInt64, until: math.MaxInt64, ok: true}
 		evalCtx = context.WithValue(ctx, jwtWindowKey{}, w)
 	}
-	v, err := a.evalDirect(evalCtx, d, input)
+	v, err := a.evalDirectAt(evalCtx, d, input, at)
 	if err != nil || v == nil || m.off.Load() {
 		return v, err
 	}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -433,44 +434,59 @@ out := {"allowed": true, "sub": payload.sub} if {
 
 // A query that verifies tokens keeps an answer only while every token it
 // verified stays verified: an expired token is evaluated again, and
-// refused, the moment it leaves its window.
+// refused, the moment it leaves its window. The engine's clock is the
+// time of both the lookup and the evaluation.
 func TestDecisionMemoKeepsTokenAnswersWithinTheirWindow(t *testing.T) {
-	e := activateData(t, tokenPolicy, nil)
+	var clock atomic.Int64
+	start := time.Now()
+	clock.Store(start.UnixNano())
+	mod, err := ast.ParseModuleWithOpts("p.rego", tokenPolicy, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := New(WithQueries("data.t.out"), WithLogger(slog.New(slog.DiscardHandler)),
+		WithClock(func() time.Time { return time.Unix(0, clock.Load()) }))
+	if err := e.Activate(context.Background(), &Set{Modules: map[string]*ast.Module{"p.rego": mod}}); err != nil {
+		t.Fatal(err)
+	}
 	m := answers(e)
 	if m == nil || !m.verifies {
 		t.Fatalf("a query verifying tokens keeps no answers (%v)", m)
 	}
 	k := &jwtKeys{hmacSecret: "secret"}
-	exp := time.Now().Unix() + 3 // kept until a second before: at least a second from now
+	exp := start.Unix() + 60
 	tok := k.sign(t, "HS256", map[string]any{"alg": "HS256", "typ": "JWT"}, map[string]any{"sub": "alice", "exp": exp})
 	in := ast.MustParseTerm(fmt.Sprintf(`{"token": %q}`, tok)).Value
-	check := func(want string) (hit bool) {
+	check := func(at time.Time, want string) (hit bool) {
 		t.Helper()
+		clock.Store(at.UnixNano())
 		before, _ := e.AnswersKept()
 		got, err := e.Eval(context.Background(), "data.t.out", in)
 		if err != nil || !got.Defined() || !strings.Contains(got.Value.String(), want) {
-			t.Fatalf("%v, %v; want %s", got, err, want)
+			t.Fatalf("at exp%+v: %v, %v; want %s", at.Sub(time.Unix(exp, 0)), got, err, want)
 		}
 		after, _ := e.AnswersKept()
 		return after > before
 	}
-	if check(`"allowed": true`) {
+	if check(start, `"allowed": true`) {
 		t.Fatal("the first check was answered from memory")
 	}
-	if !check(`"allowed": true`) {
+	if !check(start.Add(time.Second), `"allowed": true`) {
 		t.Fatal("a verified token's answer was not kept")
 	}
-	until := time.Unix(exp-1, 0)
-	time.Sleep(time.Until(until) + 10*time.Millisecond)
-	if check(`"allowed": true`) { // OPA still verifies it, but not for long: not kept
+	// A second from exp OPA still verifies the token, but the answer is
+	// past its window: evaluated, and not kept.
+	if check(time.Unix(exp-1, 0), `"allowed": true`) || check(time.Unix(exp-1, 0).Add(time.Millisecond), `"allowed": true`) {
 		t.Fatal("a token a second from its exp was answered from memory")
 	}
-	time.Sleep(time.Until(time.Unix(exp+1, 0)))
-	if check(`"allowed": false`) {
-		t.Fatal("an expired token was answered from memory")
+	for _, at := range []time.Time{time.Unix(exp, 1), time.Unix(exp+1, 0), time.Unix(exp+1, 0)} {
+		if check(at, `"allowed": false`) {
+			t.Fatal("an expired token was answered from memory")
+		}
 	}
-	if check(`"allowed": false`) {
-		t.Fatal("a refused token's answer was kept")
+	// Back inside the window (a clock stepped back), the kept answer holds.
+	if !check(start.Add(2*time.Second), `"allowed": true`) {
+		t.Fatal("the answer kept for the window was lost")
 	}
 }
 
@@ -511,5 +527,44 @@ out := {"a": a, "b": b} if {
 				t.Fatalf("%d of 3 checks answered from memory; kept = %v", hits, c.kept)
 			}
 		})
+	}
+}
+
+// Checks of several tokens at once, verified, forged and expired, each
+// get their own token's answer, kept or evaluated.
+func TestDecisionMemoConcurrentTokenChecks(t *testing.T) {
+	e := activateData(t, tokenPolicy, nil)
+	k := &jwtKeys{hmacSecret: "secret"}
+	hs := map[string]any{"alg": "HS256"}
+	exp := time.Now().Unix() + 3600
+	cases := []struct{ token, want string }{
+		{k.sign(t, "HS256", hs, map[string]any{"sub": "alice", "exp": exp}), `"allowed": true, "sub": "alice"`},
+		{k.sign(t, "HS256", hs, map[string]any{"sub": "bob"}), `"allowed": true, "sub": "bob"`},
+		{(&jwtKeys{hmacSecret: "another"}).sign(t, "HS256", hs, map[string]any{"sub": "eve"}), `"allowed": false`},
+		{k.sign(t, "HS256", hs, map[string]any{"sub": "carol", "exp": time.Now().Unix() - 10}), `"allowed": false`},
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				c := cases[(g+i)%len(cases)]
+				got, err := e.Eval(context.Background(), "data.t.out", ast.MustParseTerm(fmt.Sprintf(`{"token": %q}`, c.token)).Value)
+				if err != nil || !got.Defined() || !strings.Contains(got.Value.String(), c.want) {
+					errs <- fmt.Sprintf("%v, %v; want %s", got, err, c.want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for msg := range errs {
+		t.Error(msg)
+	}
+	if hits, _ := e.AnswersKept(); hits == 0 {
+		t.Fatal("no verified token's answer was kept")
 	}
 }

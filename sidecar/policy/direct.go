@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
@@ -45,6 +46,13 @@ var noMetrics = metrics.NoOp()
 
 // evalDirect evaluates d on the activation, as Eval does through rego.
 func (a *Activation) evalDirect(ctx context.Context, d *directQuery, input ast.Value) (*ast.Term, error) {
+	return a.evalDirectAt(ctx, d, input, time.Time{})
+}
+
+// evalDirectAt is evalDirect at the time at, as builtins that read the
+// clock see it (io.jwt.decode_verify's exp and nbf); the zero time is the
+// time the evaluation starts.
+func (a *Activation) evalDirectAt(ctx context.Context, d *directQuery, input ast.Value, at time.Time) (*ast.Term, error) {
 	txn, err := a.store.NewTransaction(ctx)
 	if err != nil {
 		return nil, err
@@ -68,6 +76,9 @@ func (a *Activation) evalDirect(ctx context.Context, d *directQuery, input ast.V
 		WithBaseCache(bc).
 		WithCancel(doneCancel{ctx.Done()}).
 		WithInput(ast.NewTerm(input))
+	if !at.IsZero() {
+		q = q.WithTime(at)
+	}
 	var out *ast.Term
 	err = q.Iter(ctx, func(qr topdown.QueryResult) error {
 		if out == nil {

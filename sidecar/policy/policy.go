@@ -155,7 +155,8 @@ func WithQueries(q ...string) Option {
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.logger = l } }
 
-// WithClock sets the clock used for activation times.
+// WithClock sets the clock used for activation times and for the time of
+// decisions that verify tokens (see decisionMemo).
 func WithClock(c sidecar.Clock) Option { return func(e *Engine) { e.clock = c } }
 
 // OnActivate registers a hook called after every activation attempt (err is
@@ -270,7 +271,7 @@ func (e *Engine) Compile(ctx context.Context, set *Set) (*Activation, error) {
 		a.needs[q] = inputNeeds(comp, q)
 		if d := a.direct[q]; d != nil && q != MaskQuery && !a.needs[q].All {
 			if pure, verifies := pureQuery(comp, q, e.jwt != nil); pure {
-				d.memo = &decisionMemo{total: &e.answers, verifies: verifies}
+				d.memo = &decisionMemo{total: &e.answers, verifies: verifies, clock: e.clock}
 			}
 		}
 		if noRules(comp, q) {
