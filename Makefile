@@ -126,12 +126,13 @@ bundle: build
 ## bench: in-process benchmarks, then a loopback load test against a
 ## do-nothing ext_authz server built in the same run, and, with
 ## OPA_ENVOY=/path/to/opa-envoy-plugin, against OPA-Envoy on the same policies;
-## BENCH_PROFILE=dir writes a CPU profile of each Deputy scenario's last run there.
+## BENCH_PROFILE=dir writes a CPU profile of each Deputy scenario's last run there;
+## BENCH_FLAGS passes flags to cmd/deputy-bench (e.g. -decode-answers).
 bench: build deps
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 3 ./sidecar/authz/ ./sidecar/decisionlog/ | tee .bench-inproc.txt
 	$(GO) build -o bin/noop-authz ./cmd/noop-authz
 	@PATH="$$PATH:$$($(GO) env GOPATH)/bin" command -v ghz >/dev/null || $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
-	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) run ./cmd/deputy-bench -inproc .bench-inproc.txt $(if $(OPA_ENVOY),-opa-envoy $(OPA_ENVOY)) $(if $(BENCH_PROFILE),-profile $(BENCH_PROFILE))
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) run ./cmd/deputy-bench -inproc .bench-inproc.txt $(if $(OPA_ENVOY),-opa-envoy $(OPA_ENVOY)) $(if $(BENCH_PROFILE),-profile $(BENCH_PROFILE)) $(BENCH_FLAGS)
 
 ## fuzz: a short run of every fuzz target.
 fuzz:

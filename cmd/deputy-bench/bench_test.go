@@ -6,6 +6,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 func TestReadInProcess(t *testing.T) {
@@ -144,4 +155,83 @@ func TestReportThroughputRounds(t *testing.T) {
 	if got := roundRatios(deputy, floor[:1]); len(got) != 1 {
 		t.Fatalf("ratios of rounds with no floor: %v", got)
 	}
+}
+
+// The load tool is given CheckResponse by its status alone, and the rest
+// of the service as generated: it builds every request from the full
+// CheckRequest, and an answer it reads keeps its status while the rest
+// stays unread bytes.
+func TestProtosetReadsTheAnswerStatusOnly(t *testing.T) {
+	answer := &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: 7},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-deputy-subject", Value: "acme"}}},
+		}},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{"decision_id": structpb.NewStringValue("d1")}},
+	}
+	raw, err := proto.Marshal(answer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, full := range []bool{false, true} {
+		files := loadProtoset(t, full)
+		req, err := files.FindDescriptorByName("envoy.service.auth.v3.CheckRequest")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := protodesc.ToDescriptorProto((&authv3.CheckRequest{}).ProtoReflect().Descriptor())
+		if got := protodesc.ToDescriptorProto(req.(protoreflect.MessageDescriptor)); !proto.Equal(got, want) {
+			t.Errorf("decode answers %v: CheckRequest differs from the generated one", full)
+		}
+		d, err := files.FindDescriptorByName("envoy.service.auth.v3.CheckResponse")
+		if err != nil {
+			t.Fatal(err)
+		}
+		md := d.(protoreflect.MessageDescriptor)
+		all := (&authv3.CheckResponse{}).ProtoReflect().Descriptor().Fields().Len()
+		if n := md.Fields().Len(); full && n != all || !full && n != 1 {
+			t.Errorf("decode answers %v: CheckResponse has %d fields", full, n)
+		}
+		m := dynamicpb.NewMessage(md)
+		if err := proto.Unmarshal(raw, m); err != nil {
+			t.Fatal(err)
+		}
+		status := m.Get(md.Fields().ByName("status")).Message()
+		if code := status.Get(status.Descriptor().Fields().ByName("code")).Int(); code != 7 {
+			t.Errorf("decode answers %v: status code %d, want 7", full, code)
+		}
+		if unread := len(m.GetUnknown()); full != (unread == 0) {
+			t.Errorf("decode answers %v: %d bytes left unread", full, unread)
+		}
+		// Nothing of the answer is lost, only left undecoded.
+		back, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got authv3.CheckResponse
+		if err := proto.Unmarshal(back, &got); err != nil || !proto.Equal(&got, answer) {
+			t.Errorf("decode answers %v: answer read back as %v (%v)", full, &got, err)
+		}
+	}
+}
+
+func loadProtoset(t *testing.T, decodeAnswers bool) *protoregistry.Files {
+	t.Helper()
+	file, err := writeProtoset(t.TempDir(), decodeAnswers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(raw, &set); err != nil {
+		t.Fatal(err)
+	}
+	files, err := protodesc.NewFiles(&set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }

@@ -31,6 +31,7 @@ type options struct {
 	testdata, inproc, only, profile          string
 	protoset                                 string // written by run
 	concurrency, connections, rounds         int
+	decodeAnswers                            bool
 	duration                                 time.Duration
 }
 
@@ -48,6 +49,7 @@ func main() {
 	flag.IntVar(&o.connections, "connections", 4, "gRPC connections")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; each figure is the median over them")
 	flag.DurationVar(&o.duration, "z", 5*time.Second, "duration of each run")
+	flag.BoolVar(&o.decodeAnswers, "decode-answers", false, "have ghz decode every answer in full (reflectively: tens of µs of the load tool's CPU per delegated check), not its status alone")
 	flag.StringVar(&o.profile, "profile", "", "directory to write the CPU and heap profiles of each Deputy scenario's last run to (empty: none)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -101,7 +103,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if o.protoset, err = writeProtoset(dir); err != nil {
+	if o.protoset, err = writeProtoset(dir, o.decodeAnswers); err != nil {
 		return err
 	}
 	procs := &procs{dir: dir}
@@ -146,6 +148,9 @@ func run(o options) error {
 		return nil
 	}
 
+	// A delegated check must be allowed with the delegated identity
+	// injected: an allow without it would measure the wrong path.
+	const delegated = "x-deputy-subject"
 	public := writePayload(dir, "public.json", nil)
 	newFloor("public page", public)
 
@@ -167,7 +172,7 @@ func run(o options) error {
 	}
 	imp := writePayload(dir, "imp.json", map[string]string{"cookie": "deputy_session=" + cookie}, "/customer/account")
 	newFloor("impersonation", imp)
-	shipped["impersonation"] = add("deputy impersonation", d, imp, "")
+	shipped["impersonation"] = add("deputy impersonation", d, imp, delegated)
 	if err := answeredAlike(shipped["impersonation"]); err != nil {
 		return err
 	}
@@ -179,7 +184,7 @@ func run(o options) error {
 	partner := writePayload(dir, "partner.json",
 		map[string]string{"authorization": "Bearer " + pat, "x-on-behalf-of": "acme"}, "/customers/acme/service-requests/42")
 	newFloor("partner", partner)
-	shipped["partner"] = add("deputy partner", d, partner, "")
+	shipped["partner"] = add("deputy partner", d, partner, delegated)
 	if err := answeredAlike(shipped["partner"]); err != nil {
 		return err
 	}
@@ -190,7 +195,7 @@ func run(o options) error {
 	reseller := writePayload(dir, "reseller.json",
 		map[string]string{"authorization": "Bearer " + rita, "x-on-behalf-of": "acme"}, "/support/cases")
 	newFloor("reseller", reseller)
-	shipped["reseller"] = add("deputy reseller", d, reseller, "")
+	shipped["reseller"] = add("deputy reseller", d, reseller, delegated)
 	if err := answeredAlike(shipped["reseller"]); err != nil {
 		return err
 	}
@@ -208,7 +213,7 @@ func run(o options) error {
 	}
 	floor = impFloor
 	add("deputy impersonation, a new page every check", dp,
-		writePayload(dir, "imp-pages.json", map[string]string{"cookie": "deputy_session=" + pageCookie}, "/customer/account/orders/"+requestNumber), "").apart = true
+		writePayload(dir, "imp-pages.json", map[string]string{"cookie": "deputy_session=" + pageCookie}, "/customer/account/orders/"+requestNumber), delegated).apart = true
 
 	// OPA-Envoy-style policies: Deputy (decision log off, as OPA-Envoy's
 	// default) and OPA-Envoy on the same policy and request.
@@ -265,7 +270,7 @@ func run(o options) error {
 				return err
 			}
 			s := add("deputy impersonation, Redis, decision log "+sink, dr,
-				writePayload(dir, "imp-redis-"+sink+".json", map[string]string{"cookie": "deputy_session=" + cookie}, "/customer/account"), "")
+				writePayload(dir, "imp-redis-"+sink+".json", map[string]string{"cookie": "deputy_session=" + cookie}, "/customer/account"), delegated)
 			if sink == "none" {
 				s.redis = rc
 			}
@@ -317,6 +322,11 @@ func run(o options) error {
 			}
 			if err != nil {
 				return err
+			}
+			// And decided alike after: a run that turned to denials (a
+			// session or grant that ended) would measure the wrong path.
+			if _, err := preflight(s.srv.grpc, s.payload, s.wantHeader); err != nil {
+				return fmt.Errorf("%s, after round %d: %w", s.name, round, err)
 			}
 			s.samples = append(s.samples, r)
 		}
