@@ -51,7 +51,7 @@ const (
 	// a check that much scanning for credentials.
 	DefaultHTTPMaxHeaderBytes = 64 << 10
 	DefaultShutdownTimeout    = 15 * time.Second
-	DefaultGCPercent          = 200
+	DefaultGCPercent          = 150
 	DefaultStreamWorkers      = 16
 	DefaultCheckPath          = "/deputy/authz"
 	DefaultOwnedPrefix        = "x-deputy-"
