@@ -238,9 +238,10 @@ func writePayload(dir, name string, extra map[string]string, path ...string) str
 // unread bytes. ghz decodes into reflective dynamic messages: Deputy's
 // reseller answer (773 bytes: six headers, the actor token, a decision
 // id) costs it about 27 µs and 111 allocations a check, an empty allow
-// 2.7 µs, and a decoder generated for the message, as Envoy's, a few
-// hundred nanoseconds. On two shared cores that cost competes with the
-// server and would be charged to whichever server answers more. The
+// 2.7 µs, and Go's generated decoder 4.7 µs and 41 (status alone: 2.7
+// µs). On two shared cores that cost competes with the server and would
+// be charged to whichever server answers more; what is left uncharged is
+// at most a generated decoder's few µs. The
 // answers themselves are read in full, with generated code, by the check
 // before and after every run (preflight).
 func writeProtoset(dir string, decodeAnswers bool) (string, error) {
